@@ -1,0 +1,304 @@
+"""`kilo-billing`: the operator and product CLI over the billing domain library.
+
+Human-readable tables by default (rich), ``--json`` for machines (money and quantities as strings). Bad input exits
+with status 2 and a message naming the problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from decimal import ROUND_CEILING, Decimal, InvalidOperation
+
+from kilo_billing.catalog import Catalog, PriceBook, UnknownTierError, default_catalog
+from kilo_billing.meters import BYTES_PER_GB, METER_UNITS, Meter
+from kilo_billing.money import decimal_str, money_str
+from kilo_billing.periods import Period
+from kilo_billing.projections import Projection, ProjectionError, project_revenue
+from kilo_billing.rating import RatedPeriod, TierSegment, UsageRecord, rate_period
+from rich.console import Console
+from rich.table import Table
+
+from kilo_billing_cli.console import make_console
+
+EXIT_USAGE = 2
+
+
+def _non_negative_int(name: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text, 10)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a whole number, got {text!r}") from None
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"{name} must be >= 0, got {value}")
+        return value
+
+    return parse
+
+
+def _non_negative_decimal(name: str) -> Callable[[str], Decimal]:
+    def parse(text: str) -> Decimal:
+        try:
+            value = Decimal(text)
+        except InvalidOperation:
+            raise argparse.ArgumentTypeError(f"{name} must be a number, got {text!r}") from None
+        if not value.is_finite():
+            raise argparse.ArgumentTypeError(f"{name} must be a finite number, got {text!r}")
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"{name} must be >= 0, got {text}")
+        return value
+
+    return parse
+
+
+def _period(text: str) -> Period:
+    try:
+        return Period.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _mix(text: str) -> dict[str, Decimal]:
+    shares: dict[str, Decimal] = {}
+    for part in text.split(","):
+        tier, sep, value = part.partition("=")
+        tier = tier.strip()
+        if not sep or not tier:
+            raise argparse.ArgumentTypeError(f"mix entries look like tier=percent, got {part!r}")
+        if tier in shares:
+            raise argparse.ArgumentTypeError(f"tier {tier!r} appears twice in the mix")
+        try:
+            share = Decimal(value.strip())
+        except InvalidOperation:
+            raise argparse.ArgumentTypeError(f"share of {tier} must be a number, got {value!r}") from None
+        if not share.is_finite() or share < 0:
+            raise argparse.ArgumentTypeError(f"share of {tier} must be >= 0, got {value!r}")
+        shares[tier] = share
+    return shares
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with exit status 2 and the problem named (argparse's own behaviour, kept explicit)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="kilo-billing", description="Kilo Billing: price book, estimates and projections.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    catalog = sub.add_parser("catalog", help="show the price book")
+    catalog.add_argument("--period", type=_period, help="the period whose price book to show (YYYY-MM)")
+    catalog.add_argument("--json", action="store_true", help="machine-readable output")
+
+    estimate = sub.add_parser("estimate", help="the bill for one month of usage")
+    estimate.add_argument("--tier", help="personal, team or enterprise (default: compare all tiers)")
+    estimate.add_argument("--video-minutes", type=_non_negative_int("--video-minutes"), default=0)
+    estimate.add_argument("--audio-minutes", type=_non_negative_int("--audio-minutes"), default=0)
+    estimate.add_argument("--messages", type=_non_negative_int("--messages"), default=0)
+    estimate.add_argument("--data-gb", type=_non_negative_decimal("--data-gb"), default=Decimal(0))
+    estimate.add_argument("--period", type=_period, help="price the month YYYY-MM (default: this month)")
+    estimate.add_argument("--json", action="store_true", help="machine-readable output")
+
+    projections = sub.add_parser("projections", help="monthly revenue for a user count and tier mix")
+    projections.add_argument("--users", type=_non_negative_int("--users"), required=True)
+    projections.add_argument("--mix", type=_mix, required=True, help="e.g. personal=60,team=30,enterprise=10")
+    projections.add_argument(
+        "--overage-usd",
+        type=_non_negative_decimal("--overage-usd"),
+        default=Decimal(0),
+        help="monthly overage",
+    )
+    projections.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def _book(catalog: Catalog, period: Period | None) -> tuple[Period, PriceBook]:
+    chosen = period or Period.containing(datetime.now(UTC))
+    return chosen, catalog.for_period(chosen)
+
+
+def estimate_month(book: PriceBook, period: Period, tier: str, args: argparse.Namespace) -> RatedPeriod:
+    at = period.start
+    data_bytes = int((args.data_gb * BYTES_PER_GB).to_integral_value(rounding=ROUND_CEILING))
+    usage = [
+        UsageRecord(Meter.VIDEO, args.video_minutes, at),
+        UsageRecord(Meter.AUDIO, args.audio_minutes, at),
+        UsageRecord(Meter.MESSAGES, args.messages, at),
+        UsageRecord(Meter.DATA_TRANSFER, data_bytes, at),
+    ]
+    return rate_period(period, [TierSegment(tier, period.start, period.end)], usage, book)
+
+
+def estimate_json(rated: RatedPeriod, book: PriceBook) -> dict[str, object]:
+    tier = rated.fee_lines[0].tier
+    return {
+        "tier": tier,
+        "period": rated.period.key,
+        "price_book": book.version,
+        "fee": money_str(rated.fee),
+        "lines": [
+            {key: line.as_json()[key] for key in ("meter", "used", "included", "billable", "unit_price", "amount")}
+            for line in rated.usage_lines
+        ],
+        "total": money_str(rated.total),
+        "currency": book.currency,
+    }
+
+
+def _recommended(estimates: Sequence[RatedPeriod], book: PriceBook) -> str:
+    """The cheapest tier; on a tie, the lower tier (fewer commitments)."""
+    best = min(estimates, key=lambda rated: (rated.total, book.tier(str(rated.fee_lines[0].tier)).rank))
+    return str(best.fee_lines[0].tier)
+
+
+def _print_estimates(console: Console, estimates: Sequence[RatedPeriod], book: PriceBook) -> None:
+    for rated in estimates:
+        tier = book.tier(str(rated.fee_lines[0].tier))
+        table = Table(title=f"{tier.name} — {rated.period} (price book {book.version})")
+        for column in ("meter", "used", "included", "billable", "unit price", "amount"):
+            table.add_column(column, justify="left" if column == "meter" else "right")
+        for line in rated.usage_lines:
+            view = line.as_json()
+            table.add_row(
+                str(view["meter"]),
+                str(view["used"]),
+                "unlimited" if view["included"] is None else str(view["included"]),
+                str(view["billable"]),
+                f"${view['unit_price']}",
+                f"${view['amount']}",
+            )
+        table.add_section()
+        table.add_row("monthly fee", "", "", "", "", f"${money_str(rated.fee)}")
+        table.add_row("[bold]total[/bold]", "", "", "", "", f"[bold]${money_str(rated.total)}[/bold]")
+        console.print(table)
+
+
+def _print_catalog(console: Console, book: PriceBook) -> None:
+    meters = Table(title=f"Price book {book.version}, effective {book.effective_from} ({book.currency})")
+    for column in ("meter", "unit", "LiveKit base", "markup", "our price"):
+        meters.add_column(column, justify="left" if column in ("meter", "unit") else "right")
+    for meter in Meter:
+        meters.add_row(
+            meter.value,
+            METER_UNITS[meter].billing_unit,
+            f"${decimal_str(book.base_price(meter))}",
+            f"x{decimal_str(book.markup)}",
+            f"${decimal_str(book.unit_price(meter))}",
+        )
+    console.print(meters)
+    tiers = Table(title="Tiers (included per month)")
+    for column in ("tier", "monthly fee", *[meter.value for meter in Meter], "overage"):
+        tiers.add_column(column, justify="left" if column == "tier" else "right")
+    for tier_id in book.tier_ids:
+        tier = book.tier(tier_id)
+        included = ["unlimited" if tier.allowance(meter) is None else f"{tier.allowance(meter):,}" for meter in Meter]
+        tiers.add_row(tier.name, f"${money_str(tier.monthly_fee)}", *included, tier.overage.value)
+    console.print(tiers)
+
+
+def _allowance_str(allowance: Decimal | None) -> str | None:
+    return None if allowance is None else decimal_str(allowance)
+
+
+def catalog_json(book: PriceBook) -> dict[str, object]:
+    return {
+        "version": book.version,
+        "effective_from": book.effective_from.isoformat(),
+        "currency": book.currency,
+        "markup": decimal_str(book.markup),
+        "meters": [
+            {
+                "meter": meter.value,
+                "unit": METER_UNITS[meter].billing_unit,
+                "base_price": decimal_str(book.base_price(meter)),
+                "unit_price": decimal_str(book.unit_price(meter)),
+            }
+            for meter in Meter
+        ],
+        "tiers": [
+            {
+                "id": tier.id,
+                "name": tier.name,
+                "monthly_fee": money_str(tier.monthly_fee),
+                "included": {meter.value: _allowance_str(tier.allowance(meter)) for meter in Meter},
+                "overage": tier.overage.value,
+                "entitlements": list(tier.entitlements),
+            }
+            for tier in (book.tier(tier_id) for tier_id in book.tier_ids)
+        ],
+    }
+
+
+def _print_projection(console: Console, projection: Projection) -> None:
+    table = Table(title=f"Monthly revenue projection for {projection.users:,} users")
+    for column in ("tier", "share", "users", "fee", "revenue"):
+        table.add_column(column, justify="left" if column == "tier" else "right")
+    for tier in projection.tiers:
+        table.add_row(
+            tier.tier,
+            f"{tier.share_percent}%",
+            f"{tier.users:,}",
+            f"${money_str(tier.monthly_fee)}",
+            f"${money_str(tier.revenue)}",
+        )
+    table.add_section()
+    table.add_row("overage", "", "", "", f"${money_str(projection.overage)}")
+    table.add_row("[bold]total[/bold]", "", "", "", f"[bold]${money_str(projection.total)}[/bold]")
+    console.print(table)
+
+
+def _emit(payload: object) -> None:
+    sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+
+
+def main(argv: Sequence[str] | None = None, catalog: Catalog | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    catalog = catalog or default_catalog()
+    console = make_console()
+    try:
+        if args.command == "catalog":
+            _, book = _book(catalog, args.period)
+            if args.json:
+                _emit(catalog_json(book))
+            else:
+                _print_catalog(console, book)
+        elif args.command == "estimate":
+            period, book = _book(catalog, args.period)
+            tiers = [book.tier(args.tier).id] if args.tier is not None else book.tier_ids
+            estimates = [estimate_month(book, period, tier, args) for tier in tiers]
+            if args.json:
+                if args.tier is not None:
+                    _emit(estimate_json(estimates[0], book))
+                else:
+                    _emit(
+                        {
+                            "estimates": [estimate_json(rated, book) for rated in estimates],
+                            "recommended": _recommended(estimates, book),
+                        }
+                    )
+            else:
+                _print_estimates(console, estimates, book)
+                if args.tier is None:
+                    console.print(f"Cheapest for this usage: [bold]{_recommended(estimates, book)}[/bold]")
+        else:
+            _, book = _book(catalog, None)
+            projection = project_revenue(book, args.users, args.mix, args.overage_usd)
+            if args.json:
+                _emit(projection.as_json())
+            else:
+                _print_projection(console, projection)
+    except (UnknownTierError, ProjectionError) as exc:
+        parser.error(str(exc))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

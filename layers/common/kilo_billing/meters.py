@@ -1,0 +1,139 @@
+"""Meters and units, and the measuring rules of the policy.
+
+Quantities are integers in their base unit (seconds of a connection, messages, bytes) until a rule turns them into
+billing units: per-connection minutes (rounded up per connection, video/audio split) and GB in 0.01 GB steps.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from fractions import Fraction
+
+from kilo_billing.periods import Period, ensure_utc, split_interval
+
+BYTES_PER_GB = 10**9
+GB_STEP_BYTES = 10**7  # 0.01 GB
+GB_STEP = Decimal("0.01")
+
+
+class Meter(StrEnum):
+    VIDEO = "video"
+    AUDIO = "audio"
+    MESSAGES = "messages"
+    DATA_TRANSFER = "data_transfer"
+
+
+@dataclass(frozen=True, slots=True)
+class MeterUnit:
+    billing_unit: str  # what a price is per
+    base_unit: str  # what usage is recorded in
+    step: Decimal  # the smallest billable step of the billing unit
+
+
+METER_UNITS: dict[Meter, MeterUnit] = {
+    Meter.VIDEO: MeterUnit("participant-minute", "connection", Decimal(1)),
+    Meter.AUDIO: MeterUnit("participant-minute", "connection", Decimal(1)),
+    Meter.MESSAGES: MeterUnit("message", "message", Decimal(1)),
+    Meter.DATA_TRANSFER: MeterUnit("GB", "byte", GB_STEP),
+}
+
+
+def _ceil(value: Fraction) -> int:
+    return math.ceil(value)
+
+
+def bytes_to_gb(total_bytes: int) -> Decimal:
+    """A period's billable GB: ``ceil(bytes / 10^7) / 100`` (0.01 GB steps, GB = 10^9 bytes)."""
+    if total_bytes < 0:
+        raise ValueError(f"bytes must be >= 0, got {total_bytes}")
+    return Decimal(-(-total_bytes // GB_STEP_BYTES)) * GB_STEP
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionMinutes:
+    """Billable minutes of one connection, split into video and audio."""
+
+    video: int
+    audio: int
+
+    @property
+    def total(self) -> int:
+        return self.video + self.audio
+
+
+def connection_minutes(connected_seconds: Fraction | int, video_seconds: Fraction | int) -> ConnectionMinutes:
+    """Per-connection rounding (mirrors LiveKit Cloud's cost basis).
+
+    billable minutes = ceil(connected seconds / 60); video minutes = min(billable, ceil(video seconds / 60));
+    audio minutes = the rest.
+    """
+    connected, video = Fraction(connected_seconds), Fraction(video_seconds)
+    if connected < 0 or video < 0:
+        raise ValueError("connected and video seconds must be >= 0")
+    if video > connected:
+        raise ValueError(f"video seconds ({video}) cannot exceed connected seconds ({connected})")
+    total = _ceil(connected / 60)
+    video_minutes = min(total, _ceil(video / 60))
+    return ConnectionMinutes(video=video_minutes, audio=total - video_minutes)
+
+
+Interval = tuple[datetime, datetime]
+
+
+def overlap_seconds(window: Interval, intervals: Iterable[Interval]) -> Fraction:
+    """Seconds of ``window`` covered by the union of ``intervals`` (overlaps counted once)."""
+    lo, hi = ensure_utc(window[0]), ensure_utc(window[1])
+    clipped = sorted(
+        (max(lo, ensure_utc(a)), min(hi, ensure_utc(b)))
+        for a, b in intervals
+        if ensure_utc(b) > lo and ensure_utc(a) < hi
+    )
+    covered = Fraction(0)
+    cursor = lo
+    for a, b in clipped:
+        begin = max(a, cursor)
+        if b > begin:
+            delta = b - begin
+            covered += Fraction((delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds, 1_000_000)
+            cursor = b
+    return covered
+
+
+@dataclass(frozen=True, slots=True)
+class PeriodConnection:
+    """The part of one connection inside one period, with its rounded minutes."""
+
+    period: Period
+    start: datetime
+    end: datetime
+    connected_seconds: Fraction
+    video_seconds: Fraction
+    minutes: ConnectionMinutes
+
+
+def split_connection(
+    start: datetime, end: datetime, video_intervals: Sequence[Interval] = ()
+) -> list[PeriodConnection]:
+    """Split a connection at period boundaries; each part is rounded as a connection of its own period.
+
+    ``video_intervals`` are the spans during which at least one video track was published in the room.
+    """
+    parts: list[PeriodConnection] = []
+    for piece in split_interval(start, end):
+        video = overlap_seconds((piece.start, piece.end), video_intervals)
+        parts.append(
+            PeriodConnection(
+                period=piece.period,
+                start=piece.start,
+                end=piece.end,
+                connected_seconds=piece.seconds,
+                video_seconds=video,
+                minutes=connection_minutes(piece.seconds, video),
+            )
+        )
+    return parts

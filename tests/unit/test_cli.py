@@ -1,0 +1,151 @@
+"""`kilo-billing` CLI: the documented outputs and the exit status 2 on bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from kilo_billing_cli.main import main
+
+
+def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> object:
+    assert main([*argv, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_given_team_and_60000_video_minutes_when_estimating_then_10000_billable_at_0_00072(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    result = run_json(capsys, "estimate", "--tier", "team", "--video-minutes", "60000", "--period", "2026-11")
+    assert isinstance(result, dict)
+    assert result["tier"] == "team"
+    assert result["fee"] == "29.00"
+    assert result["total"] == "36.20"
+    assert result["currency"] == "USD"
+    video = next(line for line in result["lines"] if line["meter"] == "video")
+    assert video == {
+        "meter": "video",
+        "used": "60000",
+        "included": "50000",
+        "billable": "10000",
+        "unit_price": "0.00072",
+        "amount": "7.20",
+    }
+    assert [line["meter"] for line in result["lines"]] == ["video", "audio", "messages", "data_transfer"]
+
+
+def test_given_no_tier_when_estimating_then_all_tiers_side_by_side_and_cheapest_recommended(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    result = run_json(capsys, "estimate", "--video-minutes", "60000", "--data-gb", "1.234")
+    assert isinstance(result, dict)
+    totals = {estimate["tier"]: estimate["total"] for estimate in result["estimates"]}
+    # personal: 55000 x 0.00072 = 39.60; team: 29 + 7.20; enterprise: 99
+    assert totals == {"personal": "39.60", "team": "36.20", "enterprise": "99.00"}
+    assert result["recommended"] == "team"
+    data = next(line for line in result["estimates"][0]["lines"] if line["meter"] == "data_transfer")
+    assert data["used"] == "1.24"  # 1.234 GB rounds up to the next 0.01 GB
+
+
+def test_given_light_usage_when_comparing_then_free_tier_recommended(capsys: pytest.CaptureFixture[str]) -> None:
+    result = run_json(capsys, "estimate", "--audio-minutes", "100")
+    assert isinstance(result, dict)
+    assert result["recommended"] == "personal"
+    enterprise = next(estimate for estimate in result["estimates"] if estimate["tier"] == "enterprise")
+    assert all(line["included"] is None for line in enterprise["lines"])
+
+
+@pytest.mark.parametrize(
+    ("users", "mix", "overage", "expected"),
+    [
+        ("100", "personal=60,team=30,enterprise=10", "200", "2060.00"),
+        ("1000", "personal=60,team=30,enterprise=10", "2000", "20600.00"),
+    ],
+)
+def test_given_the_policy_projections_then_revenue_reproduces(
+    capsys: pytest.CaptureFixture[str], users: str, mix: str, overage: str, expected: str
+) -> None:
+    result = run_json(capsys, "projections", "--users", users, "--mix", mix, "--overage-usd", overage)
+    assert isinstance(result, dict)
+    assert result["total"] == expected
+
+
+def test_given_projection_without_json_then_table_shows_the_total(capsys: pytest.CaptureFixture[str]) -> None:
+    assert (
+        main(["projections", "--users", "100", "--mix", "personal=60,team=30,enterprise=10", "--overage-usd", "200"])
+        == 0
+    )
+    assert "2060.00" in capsys.readouterr().out
+
+
+def test_given_catalog_json_then_prices_are_derived_strings(capsys: pytest.CaptureFixture[str]) -> None:
+    result = run_json(capsys, "catalog")
+    assert isinstance(result, dict)
+    assert result["markup"] == "1.2"
+    assert {m["meter"]: m["unit_price"] for m in result["meters"]} == {
+        "video": "0.00072",
+        "audio": "0.00036",
+        "messages": "0.00012",
+        "data_transfer": "0.00012",
+    }
+    assert [tier["id"] for tier in result["tiers"]] == ["personal", "team", "enterprise"]
+
+
+def test_given_human_output_then_tables_render(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["catalog"]) == 0
+    assert main(["estimate", "--tier", "enterprise", "--video-minutes", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "0.00072" in out
+    assert "unlimited" in out
+    assert "$99.00" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["estimate", "--tier", "gold"], "unknown tier 'gold'"),
+        (["estimate", "--video-minutes", "-5"], "--video-minutes must be >= 0"),
+        (["estimate", "--audio-minutes", "ten"], "--audio-minutes must be a whole number"),
+        (["estimate", "--messages", "1.5"], "--messages must be a whole number"),
+        (["estimate", "--data-gb", "abc"], "--data-gb must be a number"),
+        (["estimate", "--data-gb", "-0.5"], "--data-gb must be >= 0"),
+        (["estimate", "--data-gb", "nan"], "--data-gb must be a finite number"),
+        (["estimate", "--period", "2026-13"], "month must be 1..12"),
+        (["projections", "--users", "10", "--mix", "personal=60,team=30"], "tier mix must sum to 100, got 90"),
+        (["projections", "--users", "10", "--mix", "personal=50,gold=50"], "unknown tier 'gold'"),
+        (["projections", "--users", "10", "--mix", "personal"], "mix entries look like tier=percent"),
+        (["projections", "--users", "10", "--mix", "personal=x,team=100"], "share of personal must be a number"),
+        (["projections", "--users", "-1", "--mix", "personal=100"], "--users must be >= 0"),
+        (
+            ["projections", "--users", "10", "--mix", "personal=100", "--overage-usd", "-3"],
+            "--overage-usd must be >= 0",
+        ),
+        (["projections", "--mix", "personal=100"], "--users"),
+        (["projections", "--users", "1000", "--mix", "personal=600,team=300,enterprise=100"], "must sum to 100"),
+    ],
+)
+def test_given_bad_input_then_exit_status_2_names_the_problem(
+    capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_given_the_installed_console_script_then_it_runs() -> None:
+    script = Path(sys.executable).with_name("kilo-billing")
+    result = subprocess.run(
+        [str(script), "estimate", "--tier", "team", "--video-minutes", "60000", "--json"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["total"] == "36.20"
+    bad = subprocess.run([str(script), "estimate", "--tier", "gold"], capture_output=True, text=True, check=False)
+    assert bad.returncode == 2
+    assert "unknown tier" in bad.stderr
