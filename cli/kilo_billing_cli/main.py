@@ -13,15 +13,15 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from decimal import ROUND_CEILING, Decimal, InvalidOperation
 
+from rich.console import Console
+from rich.table import Table
+
 from kilo_billing.catalog import Catalog, PriceBook, UnknownTierError, default_catalog
 from kilo_billing.meters import BYTES_PER_GB, METER_UNITS, Meter
 from kilo_billing.money import decimal_str, money_str
 from kilo_billing.periods import Period
 from kilo_billing.projections import Projection, ProjectionError, project_revenue
 from kilo_billing.rating import RatedPeriod, TierSegment, UsageRecord, rate_period
-from rich.console import Console
-from rich.table import Table
-
 from kilo_billing_cli.console import make_console
 
 EXIT_USAGE = 2

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from rich.table import Table
+
 from kilo_billing.catalog import PriceBook, default_catalog
 from kilo_billing.meters import Interval, Meter, split_connection
 from kilo_billing.money import money_str
@@ -30,7 +32,6 @@ from kilo_billing.rating import (
     segments_for,
 )
 from kilo_billing_cli.console import make_console
-from rich.table import Table
 
 
 @dataclass

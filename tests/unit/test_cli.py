@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from kilo_billing_cli.main import main
 
 

@@ -9,12 +9,13 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
+
 from kilo_billing.catalog import Catalog, PriceBook, UnknownTierError, default_catalog, parse_price_book
 from kilo_billing.meters import Meter, bytes_to_gb, connection_minutes, overlap_seconds
 from kilo_billing.money import FloatNotAllowedError, decimal_str, line_amount, round_money, to_decimal
 from kilo_billing.periods import NaiveDatetimeError, Period, split_interval
 from kilo_billing.rating import RatingError, TierChange, TierSegment, UsageRecord, rate_period, segments_for
-from pydantic import ValidationError
 
 BOOK_JSON = Path(__file__).resolve().parents[2] / "layers/common/kilo_billing/pricebooks/2026-01-01.json"
 

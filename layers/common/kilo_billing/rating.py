@@ -93,12 +93,20 @@ def segments_for(period: Period, changes: Sequence[TierChange]) -> list[TierSegm
     cursor = period.start
     segments: list[TierSegment] = []
     for change in ordered:
-        if not period.start < change.at < period.end or change.tier == current:
+        if not period.start < change.at < period.end:
             continue
-        segments.append(TierSegment(current, cursor, change.at))
-        current, cursor = change.tier, change.at
+        if change.at > cursor and change.tier != current:
+            segments.append(TierSegment(current, cursor, change.at))
+            cursor = change.at
+        current = change.tier  # several changes at one instant: the last one recorded wins
     segments.append(TierSegment(current, cursor, period.end))
-    return segments
+    merged: list[TierSegment] = []
+    for segment in segments:  # a change back to the same tier at one instant leaves nothing to split
+        if merged and merged[-1].tier == segment.tier:
+            merged[-1] = TierSegment(segment.tier, merged[-1].start, segment.end)
+        else:
+            merged.append(segment)
+    return merged
 
 
 def _check_segments(period: Period, segments: Sequence[TierSegment]) -> None:
