@@ -1,0 +1,199 @@
+"""Read ``template.yaml`` the way CloudFormation would, for tests and the local stack.
+
+Resolves the intrinsics the template uses (``Ref``, ``Fn::Sub``, ``Fn::GetAtt``, ``Fn::Join``) against parameter values
+and the physical names resources get, and creates the stateful resources (DynamoDB tables with their streams, GSIs and
+TTL; EventBridge buses; SNS topics; SQS queues) on whatever endpoint the boto3 clients point at - moto here.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cfnlint.decode import decode
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE_PATH = ROOT / "template.yaml"
+
+_NAME_PROPERTY = {
+    "AWS::DynamoDB::Table": "TableName",
+    "AWS::Events::EventBus": "Name",
+    "AWS::SNS::Topic": "TopicName",
+    "AWS::SQS::Queue": "QueueName",
+    "AWS::Serverless::Function": "FunctionName",
+    "AWS::Logs::LogGroup": "LogGroupName",
+    "AWS::Serverless::LayerVersion": "LayerName",
+}
+_SUB_VAR = re.compile(r"\$\{([^}!][^}]*)\}")
+
+
+class TemplateError(ValueError):
+    pass
+
+
+@dataclass
+class Template:
+    """A parsed template with parameter values (defaults unless overridden) and an AWS region/account."""
+
+    path: Path = TEMPLATE_PATH
+    parameters: dict[str, str] = field(default_factory=dict)
+    region: str = "us-east-1"
+    account: str = "123456789012"
+    body: dict[str, Any] = field(init=False)
+    attributes: dict[tuple[str, str], str] = field(default_factory=dict)  # real values learnt when provisioning
+
+    def __post_init__(self) -> None:
+        parsed, matches = decode(str(self.path))
+        if parsed is None or matches:
+            raise TemplateError(f"cannot parse {self.path}: {matches}")
+        self.body = dict(parsed)
+        values = {}
+        for name, spec in (self.body.get("Parameters") or {}).items():
+            if name in self.parameters:
+                values[name] = str(self.parameters[name])
+            elif "Default" in spec:
+                values[name] = str(spec["Default"])
+            else:
+                raise TemplateError(f"parameter {name} has no default and no value")
+        self.parameters = values
+
+    @property
+    def resources(self) -> dict[str, dict[str, Any]]:
+        return dict(self.body["Resources"])
+
+    def of_type(self, resource_type: str) -> dict[str, dict[str, Any]]:
+        return {name: spec for name, spec in self.resources.items() if spec["Type"] == resource_type}
+
+    def pseudo(self, name: str) -> str:
+        return {
+            "AWS::Region": self.region,
+            "AWS::AccountId": self.account,
+            "AWS::Partition": "aws",
+            "AWS::URLSuffix": "amazonaws.com",
+            "AWS::StackName": f"kilo-billing-{self.parameters.get('Stage', 'local')}",
+        }[name]
+
+    def ref(self, name: str) -> str:
+        if name in self.parameters:
+            return self.parameters[name]
+        if name.startswith("AWS::"):
+            return self.pseudo(name)
+        spec = self.resources.get(name)
+        if spec is None:
+            raise TemplateError(f"Ref to unknown {name}")
+        kind = spec["Type"]
+        if kind == "AWS::SQS::Queue":
+            return self.attributes.get((name, "QueueUrl"), self.physical_name(name))
+        if kind == "AWS::SNS::Topic":
+            return self.get_att(name, "TopicArn")
+        return self.physical_name(name)
+
+    def physical_name(self, name: str) -> str:
+        spec = self.resources[name]
+        prop = _NAME_PROPERTY.get(spec["Type"])
+        props = spec.get("Properties") or {}
+        if prop and prop in props:
+            return str(self.resolve(props[prop]))
+        return f"{self.pseudo('AWS::StackName')}-{name}"
+
+    def get_att(self, name: str, attribute: str) -> str:
+        known = self.attributes.get((name, attribute))
+        if known is not None:
+            return known
+        kind = self.resources[name]["Type"]
+        physical = self.physical_name(name)
+        arn = {
+            "AWS::DynamoDB::Table": f"arn:aws:dynamodb:{self.region}:{self.account}:table/{physical}",
+            "AWS::Events::EventBus": f"arn:aws:events:{self.region}:{self.account}:event-bus/{physical}",
+            "AWS::SNS::Topic": f"arn:aws:sns:{self.region}:{self.account}:{physical}",
+            "AWS::SQS::Queue": f"arn:aws:sqs:{self.region}:{self.account}:{physical}",
+            "AWS::Logs::LogGroup": f"arn:aws:logs:{self.region}:{self.account}:log-group:{physical}",
+        }.get(kind, f"arn:aws:cloudformation:{self.region}:{self.account}:{name}")
+        if attribute in ("Arn", "TopicArn"):
+            return arn
+        if attribute in {"QueueName", "Name"}:
+            return physical
+        raise TemplateError(f"GetAtt {name}.{attribute} is not known until provisioned")
+
+    def resolve(self, value: Any) -> Any:
+        if isinstance(value, dict) and len(value) == 1:
+            ((key, arg),) = value.items()
+            if key == "Ref":
+                return self.ref(arg)
+            if key == "Fn::GetAtt":
+                target, attribute = arg if isinstance(arg, list) else arg.split(".", 1)
+                return self.get_att(target, attribute)
+            if key == "Fn::Sub":
+                text, extra = (arg, {}) if isinstance(arg, str) else (arg[0], arg[1])
+                return _SUB_VAR.sub(lambda m: self._sub_var(m.group(1), extra), text)
+            if key == "Fn::Join":
+                separator, parts = arg
+                return separator.join(str(self.resolve(part)) for part in parts)
+        if isinstance(value, dict):
+            return {k: self.resolve(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.resolve(v) for v in value]
+        return value
+
+    def _sub_var(self, name: str, extra: dict[str, Any]) -> str:
+        if name in extra:
+            return str(self.resolve(extra[name]))
+        if "." in name:
+            target, attribute = name.split(".", 1)
+            return self.get_att(target, attribute)
+        return self.ref(name)
+
+    def function_environment(self, name: str) -> dict[str, str]:
+        """A function's environment variables as Lambda would see them: Globals merged with its own."""
+        global_env = (((self.body.get("Globals") or {}).get("Function") or {}).get("Environment") or {}).get(
+            "Variables"
+        ) or {}
+        props = self.resources[name].get("Properties") or {}
+        own = (props.get("Environment") or {}).get("Variables") or {}
+        merged = {**global_env, **own}
+        return {key: str(self.resolve(value)) for key, value in merged.items()}
+
+    def function_handler(self, name: str) -> str:
+        return str(self.resources[name]["Properties"]["Handler"])
+
+
+_TABLE_KEYS = ("AttributeDefinitions", "KeySchema", "GlobalSecondaryIndexes", "LocalSecondaryIndexes", "BillingMode")
+
+
+def create_tables(template: Template, dynamodb: Any) -> None:
+    """Create the template's DynamoDB tables (streams, GSIs, TTL as declared); learn their ARNs."""
+    for name, spec in template.of_type("AWS::DynamoDB::Table").items():
+        props = template.resolve(spec["Properties"])
+        request = {key: props[key] for key in _TABLE_KEYS if key in props}
+        request["TableName"] = template.physical_name(name)
+        if "StreamSpecification" in props:
+            request["StreamSpecification"] = {"StreamEnabled": True, **props["StreamSpecification"]}
+        described = dynamodb.create_table(**request)["TableDescription"]
+        template.attributes[(name, "Arn")] = described["TableArn"]
+        if "LatestStreamArn" in described:
+            template.attributes[(name, "StreamArn")] = described["LatestStreamArn"]
+        ttl = props.get("TimeToLiveSpecification")
+        if ttl and ttl.get("Enabled"):
+            dynamodb.update_time_to_live(TableName=request["TableName"], TimeToLiveSpecification=ttl)
+
+
+def provision(template: Template, clients: dict[str, Any]) -> None:
+    """Create the template's tables, buses, topics and queues with the given boto3 clients; learn their real ARNs."""
+    create_tables(template, clients["dynamodb"])
+    for name in template.of_type("AWS::Events::EventBus"):
+        arn = clients["events"].create_event_bus(Name=template.physical_name(name))["EventBusArn"]
+        template.attributes[(name, "Arn")] = arn
+    for name in template.of_type("AWS::SNS::Topic"):
+        arn = clients["sns"].create_topic(Name=template.physical_name(name))["TopicArn"]
+        template.attributes[(name, "TopicArn")] = arn
+    for name, spec in template.of_type("AWS::SQS::Queue").items():
+        props = template.resolve(spec.get("Properties") or {})
+        attributes = {
+            key: str(props[key]) for key in ("VisibilityTimeout", "MessageRetentionPeriod", "FifoQueue") if key in props
+        }
+        url = clients["sqs"].create_queue(QueueName=template.physical_name(name), Attributes=attributes)["QueueUrl"]
+        template.attributes[(name, "QueueUrl")] = url
+        arn = clients["sqs"].get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        template.attributes[(name, "Arn")] = arn

@@ -1,0 +1,73 @@
+"""Settings of the ingest functions: read once from the environment, validated, cached.
+
+A frozen dataclass rather than pydantic-settings: importing pydantic-settings costs ~0.2 s, which the LiveKit webhook's
+cold start cannot afford (docs/decisions.md). Environment variables carry names, never secrets.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import cache
+
+
+class SettingsError(RuntimeError):
+    pass
+
+
+def _int(env: dict[str, str], name: str, default: int, minimum: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from exc
+    if value < minimum:
+        raise SettingsError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _required(env: dict[str, str], name: str) -> str:
+    value = env.get(name, "")
+    if not value:
+        raise SettingsError(f"environment variable {name} is required")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class IngestSettings:
+    events_table: str
+    livekit_keys_secret: str = ""  # JSON {"<api key>": "<api secret>", ...}
+    usage_secrets_secret: str = ""  # JSON {"<client id>": ["<secret>", ...], ...}
+    stripe_secret: str = ""  # JSON {"webhook_secrets": ["whsec_...", ...]}
+    event_bus: str = ""
+    raw_event_ttl_days: int = 400
+    secret_max_age_seconds: int = 300
+    max_livekit_body_bytes: int = 256 * 1024
+    max_usage_body_bytes: int = 1024 * 1024
+    max_stripe_body_bytes: int = 512 * 1024
+    livekit_leeway_seconds: int = 60
+    usage_tolerance_seconds: int = 300
+    stripe_tolerance_seconds: int = 300
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> IngestSettings:
+        values = dict(os.environ if env is None else env)
+        return cls(
+            events_table=_required(values, "EVENTS_TABLE_NAME"),
+            livekit_keys_secret=values.get("LIVEKIT_KEYS_SECRET_NAME", ""),
+            usage_secrets_secret=values.get("USAGE_SECRETS_SECRET_NAME", ""),
+            stripe_secret=values.get("STRIPE_SECRET_NAME", ""),
+            event_bus=values.get("EVENT_BUS_NAME", ""),
+            raw_event_ttl_days=_int(values, "RAW_EVENT_TTL_DAYS", 400, 1),
+            secret_max_age_seconds=_int(values, "SECRET_MAX_AGE_SECONDS", 300, 0),
+            max_livekit_body_bytes=_int(values, "MAX_LIVEKIT_BODY_BYTES", 256 * 1024, 1024),
+            max_usage_body_bytes=_int(values, "MAX_USAGE_BODY_BYTES", 1024 * 1024, 1024),
+            max_stripe_body_bytes=_int(values, "MAX_STRIPE_BODY_BYTES", 512 * 1024, 1024),
+        )
+
+
+@cache
+def settings() -> IngestSettings:
+    return IngestSettings.from_env()

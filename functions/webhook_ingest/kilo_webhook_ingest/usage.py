@@ -1,0 +1,159 @@
+"""App-reported usage (``POST /v1/usage``): HMAC signature like Stripe's, all-or-nothing batch validation.
+
+Signature: ``X-Kilo-Client: <client id>`` and ``X-Kilo-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "t.body">``
+(several ``v1=`` entries allowed; any secret of the client may match, for rotation). The timestamp must be within
+``tolerance`` seconds of now, so a captured request cannot be replayed later.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, ValidationError
+
+from kilo_billing.events import UsageEventRecord
+from kilo_webhook_ingest.http import RequestRejectedError
+
+MAX_BATCH = 1000
+CLIENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+MAX_FUTURE = timedelta(minutes=5)
+MAX_PAST = timedelta(days=35)
+
+Identifier = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@/+=-]*$")]
+
+
+def _unauthorized(code: str, message: str) -> RequestRejectedError:
+    return RequestRejectedError(401, code, message)
+
+
+def verify_signature(
+    body: bytes, client_id: str | None, signature: str | None, secrets: Sequence[str], now: int, tolerance: int
+) -> None:
+    if not client_id:
+        raise _unauthorized("missing_client", "X-Kilo-Client header is required")
+    if not CLIENT_ID.fullmatch(client_id):
+        raise _unauthorized("unknown_client", "X-Kilo-Client is not a known usage client")
+    if not signature:
+        raise _unauthorized("missing_signature", "X-Kilo-Signature header is required")
+    timestamp: int | None = None
+    candidates: list[str] = []
+    for part in signature.split(","):
+        name, _, value = part.strip().partition("=")
+        if name == "t":
+            try:
+                timestamp = int(value)
+            except ValueError:
+                raise _unauthorized("bad_signature", "X-Kilo-Signature t= must be unix seconds") from None
+        elif name == "v1" and value:
+            candidates.append(value.lower())
+    if timestamp is None or not candidates:
+        raise _unauthorized("bad_signature", "X-Kilo-Signature must look like t=<unix>,v1=<hex>")
+    if abs(now - timestamp) > tolerance:
+        raise _unauthorized("signature_expired", f"signature timestamp is more than {tolerance} s from now")
+    if not secrets:
+        raise _unauthorized("unknown_client", "X-Kilo-Client is not a known usage client")
+    signed = str(timestamp).encode("ascii") + b"." + body
+    for secret in secrets:
+        expected = hmac.new(secret.encode("utf-8"), signed, hashlib.sha256).hexdigest()
+        if any(hmac.compare_digest(expected, candidate) for candidate in candidates):
+            return
+    raise _unauthorized("bad_signature", "no v1 signature matches the body with this client's secrets")
+
+
+class UsageMeter(StrEnum):
+    MESSAGES = "messages"
+    DATA_TRANSFER = "data_transfer"
+
+
+class UsageEventIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    idempotency_key: Identifier
+    account_id: Identifier
+    meter: UsageMeter
+    quantity: Annotated[StrictInt, Field(ge=0, le=10**15)]
+    timestamp: AwareDatetime
+    room: Annotated[str, Field(max_length=256)] = ""
+    participant: Annotated[str, Field(max_length=256)] = ""
+
+    def payload_hash(self) -> str:
+        canonical = json.dumps(
+            [self.account_id, self.meter.value, self.quantity, _epoch_ms(self.timestamp), self.room, self.participant],
+            separators=(",", ":"),
+        )
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+class UsageBatchIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    events: Annotated[list[UsageEventIn], Field(min_length=1, max_length=MAX_BATCH)]
+
+
+def _epoch_ms(instant: datetime) -> int:
+    delta = instant.astimezone(UTC) - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+
+
+def _problem(index: int | None, field: str, message: str) -> dict[str, Any]:
+    return {"index": index, "field": field, "message": message}
+
+
+def parse_batch(body: bytes, now: datetime) -> list[UsageEventIn]:
+    """Validate the whole batch; any problem rejects all of it (400) with every bad item listed by index and field."""
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise RequestRejectedError(400, "malformed_json", "body is not valid JSON") from exc
+    try:
+        batch = UsageBatchIn.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors(include_url=False, include_input=False):
+            loc = list(error["loc"])
+            if len(loc) >= 2 and loc[0] == "events" and isinstance(loc[1], int):
+                field = ".".join(str(part) for part in loc[2:]) or "(event)"
+                problems.append(_problem(loc[1], field, error["msg"]))
+            else:
+                problems.append(_problem(None, ".".join(str(part) for part in loc) or "(body)", error["msg"]))
+        raise RequestRejectedError(
+            400, "invalid_usage", f"{len(problems)} problem(s) in the batch; nothing was stored", problems
+        ) from exc
+    problems = []
+    seen: dict[str, tuple[int, str]] = {}
+    for index, event in enumerate(batch.events):
+        if event.timestamp > now + MAX_FUTURE:
+            problems.append(_problem(index, "timestamp", "is more than 5 minutes in the future"))
+        elif event.timestamp < now - MAX_PAST:
+            problems.append(_problem(index, "timestamp", "is more than 35 days in the past"))
+        earlier = seen.get(event.idempotency_key)
+        if earlier is not None and earlier[1] != event.payload_hash():
+            problems.append(_problem(index, "idempotency_key", f"repeats item {earlier[0]}'s key with different usage"))
+        seen.setdefault(event.idempotency_key, (index, event.payload_hash()))
+    if problems:
+        raise RequestRejectedError(
+            400, "invalid_usage", f"{len(problems)} problem(s) in the batch; nothing was stored", problems
+        )
+    return batch.events
+
+
+def to_record(event: UsageEventIn, client_id: str, received_at_ms: int) -> UsageEventRecord:
+    return UsageEventRecord(
+        client_id=client_id,
+        idempotency_key=event.idempotency_key,
+        account_id=event.account_id,
+        meter=event.meter.value,
+        quantity=event.quantity,
+        occurred_at_ms=_epoch_ms(event.timestamp),
+        payload_hash=event.payload_hash(),
+        received_at_ms=received_at_ms,
+        room=event.room,
+        participant=event.participant,
+    )

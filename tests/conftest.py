@@ -1,0 +1,125 @@
+"""Shared fixtures: AWS on moto (resources created from template.yaml itself), secrets, Lambda context."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+import pytest
+
+LIVEKIT_KEYS = {
+    "APIkeyCurrent": "current-secret-0123456789abcdef0123456789",
+    "APIkeyPrevious": "previous-secret-abcdef-0123456789abcdef",
+}
+USAGE_CLIENTS = {"kilo-app": ["usage-secret-new", "usage-secret-old"], "other-app": ["other-secret"]}
+STRIPE_SECRETS = ["whsec_current_0123456789", "whsec_previous_abcdef"]
+FUNCTIONS = ("LiveKitWebhookFunction", "UsageApiFunction", "StripeWebhookFunction")
+
+
+@dataclass
+class LambdaContext:
+    function_name: str = "kilo-billing-test"
+    memory_limit_in_mb: int = 1024
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:kilo-billing-test"
+    aws_request_id: str = "00000000-0000-0000-0000-000000000000"
+
+
+@pytest.fixture
+def lambda_context() -> LambdaContext:
+    return LambdaContext()
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """In-process moto for every AWS call made inside the test."""
+    from moto import mock_aws  # noqa: PLC0415
+
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+        "AWS_ACCOUNT_ID_ENDPOINT_MODE": "disabled",
+        "POWERTOOLS_METRICS_NAMESPACE": "KiloBilling",
+        "POWERTOOLS_DEV": "false",
+    }.items():
+        monkeypatch.setenv(name, value)
+    with mock_aws():
+        yield
+
+
+@dataclass
+class Stack:
+    template: Any
+    clients: dict[str, Any]
+
+    def table_items(self, logical_id: str = "EventsTable") -> list[dict[str, Any]]:
+        name = self.template.physical_name(logical_id)
+        items: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {"TableName": name}
+        while True:
+            page = self.clients["dynamodb"].scan(**kwargs)
+            items.extend(page["Items"])
+            if "LastEvaluatedKey" not in page:
+                return items
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def _put_secret(client: Any, name: str, value: object) -> None:
+    client.create_secret(Name=name, SecretString=json.dumps(value))
+
+
+@pytest.fixture
+def stack(aws: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
+    """The template's resources on moto, its secrets filled, and the ingest functions' environment as deployed."""
+    from aws_lambda_powertools.utilities import parameters  # noqa: PLC0415
+
+    from kilo_dev.template import Template, provision  # noqa: PLC0415
+
+    template = Template(parameters={"Stage": "test"})
+    clients = {name: boto3.client(name) for name in ("dynamodb", "events", "sns", "sqs", "secretsmanager")}
+    provision(template, clients)
+    _put_secret(clients["secretsmanager"], template.parameters["LiveKitKeysSecretName"], LIVEKIT_KEYS)
+    _put_secret(clients["secretsmanager"], template.parameters["UsageClientsSecretName"], USAGE_CLIENTS)
+    _put_secret(
+        clients["secretsmanager"], template.parameters["StripeWebhookSecretName"], {"webhook_secrets": STRIPE_SECRETS}
+    )
+    for function in FUNCTIONS:
+        for key, value in template.function_environment(function).items():
+            monkeypatch.setenv(key, value)
+    _clear_caches()
+    parameters.clear_caches()
+    yield Stack(template, clients)
+    _clear_caches()
+    parameters.clear_caches()
+
+
+def _clear_caches() -> None:
+    from kilo_webhook_ingest import config, livekit_handler, stripe_handler, usage_api  # noqa: PLC0415
+
+    config.settings.cache_clear()
+    for module in (livekit_handler, usage_api, stripe_handler):
+        module.dependencies.cache_clear()
+
+
+class CallCounter:
+    """Counts AWS API calls a boto3 client makes (by operation name)."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def __call__(self, model: Any, **_: Any) -> None:
+        self.calls.append(model.name)
+
+    def count(self, operation: str) -> int:
+        return self.calls.count(operation)
+
+
+def count_calls(client: Any) -> CallCounter:
+    counter = CallCounter()
+    client.meta.events.register("before-call.*.*", counter)
+    return counter
