@@ -32,8 +32,21 @@ def lambda_context() -> LambdaContext:
     return LambdaContext()
 
 
+@pytest.fixture(scope="session")
+def _shared_botocore_loader() -> Iterator[None]:
+    """moto resets boto3's default session per test; share one loader so service models are parsed once per run."""
+    import botocore.loaders  # noqa: PLC0415
+    import botocore.session  # noqa: PLC0415
+
+    loader = botocore.loaders.create_loader()
+    original = botocore.session.create_loader
+    botocore.session.create_loader = lambda *args, **kwargs: loader  # type: ignore[assignment]
+    yield
+    botocore.session.create_loader = original
+
+
 @pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def aws(monkeypatch: pytest.MonkeyPatch, _shared_botocore_loader: None) -> Iterator[None]:
     """In-process moto for every AWS call made inside the test."""
     from moto import mock_aws  # noqa: PLC0415
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,15 @@ class TemplateError(ValueError):
     pass
 
 
+@cache
+def _parse(path: str, _mtime_ns: int) -> dict[str, Any]:
+    """Parse (cached per file version; the result is treated as read-only)."""
+    parsed, matches = decode(path)
+    if parsed is None or matches:
+        raise TemplateError(f"cannot parse {path}: {matches}")
+    return dict(parsed)
+
+
 @dataclass
 class Template:
     """A parsed template with parameter values (defaults unless overridden) and an AWS region/account."""
@@ -45,10 +55,7 @@ class Template:
     attributes: dict[tuple[str, str], str] = field(default_factory=dict)  # real values learnt when provisioning
 
     def __post_init__(self) -> None:
-        parsed, matches = decode(str(self.path))
-        if parsed is None or matches:
-            raise TemplateError(f"cannot parse {self.path}: {matches}")
-        self.body = dict(parsed)
+        self.body = _parse(str(self.path), self.path.stat().st_mtime_ns)
         values = {}
         for name, spec in (self.body.get("Parameters") or {}).items():
             if name in self.parameters:

@@ -48,7 +48,8 @@ def lambda_handler(event: dict[str, Any], context: object) -> dict[str, Any]:
     except (StoreUnavailableError, SecretConfigError, PublishFailedError) as exc:
         logger.exception("stripe event not stored or not handed on; Stripe will retry")
         count("IngestStoreFailed")
-        return error_response(RequestRejectedError(503, "not_stored", f"event not stored, retry: {exc}"))
+        message = f"event not stored or not handed on; retry (safe, duplicates are detected): {exc}"
+        return error_response(RequestRejectedError(503, "not_stored", message))
     logger.info(
         "stripe webhook",
         extra={"stripe_event_id": outcome.event_id, "type": outcome.event_type, "status": outcome.status},

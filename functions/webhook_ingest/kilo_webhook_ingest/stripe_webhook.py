@@ -25,6 +25,10 @@ def verify_signature(body: bytes, header: str | None, secrets: Sequence[str], to
     """Any active webhook secret (rotation) may match; the SDK checks the HMAC and the timestamp tolerance."""
     if not header:
         raise RequestRejectedError(401, "missing_signature", "Stripe-Signature header is required")
+    try:
+        body.decode("utf-8")  # the SDK verifies the text form; Stripe only ever sends UTF-8 JSON
+    except UnicodeDecodeError as exc:
+        raise RequestRejectedError(400, "malformed_json", "body is not UTF-8 JSON") from exc
     last: stripe.SignatureVerificationError | None = None
     for secret in secrets:
         try:

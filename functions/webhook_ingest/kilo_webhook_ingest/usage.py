@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, TypeAdapter, ValidationError
 
 from kilo_billing.events import UsageEventRecord
 from kilo_webhook_ingest.http import RequestRejectedError
@@ -91,10 +91,7 @@ class UsageEventIn(BaseModel):
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-class UsageBatchIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    events: Annotated[list[UsageEventIn], Field(min_length=1, max_length=MAX_BATCH)]
+_EVENT = TypeAdapter(UsageEventIn)
 
 
 def _epoch_ms(instant: datetime) -> int:
@@ -106,29 +103,43 @@ def _problem(index: int | None, field: str, message: str) -> dict[str, Any]:
     return {"index": index, "field": field, "message": message}
 
 
+def _pydantic_problems(index: int | None, error: ValidationError) -> list[dict[str, Any]]:
+    return [
+        _problem(index, ".".join(str(part) for part in item["loc"]) or "(event)", item["msg"])
+        for item in error.errors(include_url=False, include_input=False)
+    ]
+
+
 def parse_batch(body: bytes, now: datetime) -> list[UsageEventIn]:
-    """Validate the whole batch; any problem rejects all of it (400) with every bad item listed by index and field."""
+    """Validate the whole batch; any problem rejects all of it (400) with every bad item listed by index and field.
+
+    Each event is validated on its own, so one response names every problem of every event (shape, ranges, the
+    timestamp window, a key repeated with different usage) and the client can fix the batch in one go.
+    """
     try:
         data = json.loads(body)
     except (UnicodeDecodeError, ValueError) as exc:
         raise RequestRejectedError(400, "malformed_json", "body is not valid JSON") from exc
-    try:
-        batch = UsageBatchIn.model_validate(data)
-    except ValidationError as exc:
-        problems = []
-        for error in exc.errors(include_url=False, include_input=False):
-            loc = list(error["loc"])
-            if len(loc) >= 2 and loc[0] == "events" and isinstance(loc[1], int):
-                field = ".".join(str(part) for part in loc[2:]) or "(event)"
-                problems.append(_problem(loc[1], field, error["msg"]))
-            else:
-                problems.append(_problem(None, ".".join(str(part) for part in loc) or "(body)", error["msg"]))
-        raise RequestRejectedError(
-            400, "invalid_usage", f"{len(problems)} problem(s) in the batch; nothing was stored", problems
-        ) from exc
-    problems = []
+    if not isinstance(data, dict):
+        problem = _problem(None, "(body)", 'must be a JSON object {"events": [...]}')
+        raise RequestRejectedError(400, "invalid_usage", "1 problem(s); nothing was stored", [problem])
+    unknown = sorted(set(data) - {"events"})
+    raw_events = data.get("events")
+    problems: list[dict[str, Any]] = [_problem(None, name, "unknown field") for name in unknown]
+    if not isinstance(raw_events, list):
+        problems.append(_problem(None, "events", "must be a list of usage events"))
+    elif not 1 <= len(raw_events) <= MAX_BATCH:
+        problems.append(_problem(None, "events", f"must hold 1 to {MAX_BATCH} events, got {len(raw_events)}"))
+    if problems or not isinstance(raw_events, list):
+        raise RequestRejectedError(400, "invalid_usage", f"{len(problems)} problem(s); nothing was stored", problems)
+    events: list[UsageEventIn] = []
     seen: dict[str, tuple[int, str]] = {}
-    for index, event in enumerate(batch.events):
+    for index, raw in enumerate(raw_events):
+        try:
+            event = _EVENT.validate_python(raw)
+        except ValidationError as exc:
+            problems.extend(_pydantic_problems(index, exc))
+            continue
         if event.timestamp > now + MAX_FUTURE:
             problems.append(_problem(index, "timestamp", "is more than 5 minutes in the future"))
         elif event.timestamp < now - MAX_PAST:
@@ -137,11 +148,12 @@ def parse_batch(body: bytes, now: datetime) -> list[UsageEventIn]:
         if earlier is not None and earlier[1] != event.payload_hash():
             problems.append(_problem(index, "idempotency_key", f"repeats item {earlier[0]}'s key with different usage"))
         seen.setdefault(event.idempotency_key, (index, event.payload_hash()))
+        events.append(event)
     if problems:
         raise RequestRejectedError(
             400, "invalid_usage", f"{len(problems)} problem(s) in the batch; nothing was stored", problems
         )
-    return batch.events
+    return events
 
 
 def to_record(event: UsageEventIn, client_id: str, received_at_ms: int) -> UsageEventRecord:

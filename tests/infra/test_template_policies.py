@@ -1,0 +1,149 @@
+"""Template rules that lint cannot see: least privilege, logs, throttling, alarms, dead ends for async paths."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kilo_dev.template import Template
+
+ASYNC_EVENT_TYPES = {"DynamoDB", "Kinesis", "SQS"}
+
+
+@pytest.fixture(scope="module")
+def template() -> Template:
+    return Template(parameters={"Stage": "test"})
+
+
+def functions(template: Template) -> dict[str, dict[str, Any]]:
+    found = template.of_type("AWS::Serverless::Function")
+    assert found, "the template declares functions"
+    return found
+
+
+def statements(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    result = []
+    for policy in spec["Properties"].get("Policies", []):
+        assert isinstance(policy, dict), "inline statements only (no managed policies)"
+        assert "Statement" in policy, "inline statements only (no managed policies)"
+        result.extend(policy["Statement"])
+    return result
+
+
+def test_given_every_function_then_policies_name_exact_actions_on_exact_resources(template: Template) -> None:
+    for name, spec in functions(template).items():
+        for statement in statements(spec):
+            actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+            assert all("*" not in action for action in actions), f"{name}: wildcard action {actions}"
+            resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+            for resource in resources:
+                assert resource != "*", f"{name}: resource '*'"
+                resolved = str(template.resolve(resource))
+                assert resolved.startswith("arn:aws:"), f"{name}: {resolved}"
+
+
+def test_given_the_ingest_functions_then_each_may_only_put_events_and_read_its_own_secret(template: Template) -> None:
+    secrets = {
+        "LiveKitWebhookFunction": "LiveKitKeysSecretName",
+        "UsageApiFunction": "UsageClientsSecretName",
+        "StripeWebhookFunction": "StripeWebhookSecretName",
+    }
+    for name, parameter in secrets.items():
+        granted = {
+            (action, str(template.resolve(statement["Resource"])))
+            for statement in statements(template.resources[name])
+            for action in ([statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"])
+        }
+        table_arn = template.get_att("EventsTable", "Arn")
+        secret_arn = f"arn:aws:secretsmanager:us-east-1:123456789012:secret:{template.parameters[parameter]}-*"
+        expected = {("dynamodb:PutItem", table_arn), ("secretsmanager:GetSecretValue", secret_arn)}
+        if name == "StripeWebhookFunction":
+            expected.add(("events:PutEvents", template.get_att("BillingEventBus", "Arn")))
+        assert granted == expected, name
+
+
+def test_given_every_function_then_it_logs_to_its_own_group_with_retention(template: Template) -> None:
+    for name, spec in functions(template).items():
+        group = spec["Properties"]["LoggingConfig"]["LogGroup"]
+        logical = group["Ref"]
+        log_group = template.resources[logical]
+        assert log_group["Type"] == "AWS::Logs::LogGroup"
+        assert "RetentionInDays" in log_group["Properties"], logical
+        function_name = template.resolve(spec["Properties"]["FunctionName"])
+        assert template.physical_name(logical) == f"/aws/lambda/{function_name}", name
+
+
+def test_given_the_http_api_then_every_ingest_route_is_wired_and_throttled(template: Template) -> None:
+    api = template.resources["IngestApi"]["Properties"]
+    routes = {
+        f"{event['Properties']['Method']} {event['Properties']['Path']}": name
+        for name, spec in functions(template).items()
+        for event in spec["Properties"].get("Events", {}).values()
+        if event["Type"] == "HttpApi"
+    }
+    assert routes == {
+        "POST /webhooks/livekit": "LiveKitWebhookFunction",
+        "POST /v1/usage": "UsageApiFunction",
+        "POST /webhooks/stripe": "StripeWebhookFunction",
+    }
+    assert set(api["RouteSettings"]) == set(routes)
+    for settings in [api["DefaultRouteSettings"], *api["RouteSettings"].values()]:
+        assert settings["ThrottlingRateLimit"] > 0
+        assert settings["ThrottlingBurstLimit"] > 0
+
+
+def test_given_functions_then_handlers_exist_in_their_code_uri(template: Template) -> None:
+    for name, spec in functions(template).items():
+        module, _, function = spec["Properties"]["Handler"].rpartition(".")
+        path = Path(template.path).parent / spec["Properties"]["CodeUri"] / (module.replace(".", "/") + ".py")
+        assert path.exists(), f"{name}: {path}"
+        assert f"def {function}(" in path.read_text(), name
+
+
+def test_given_the_events_table_then_it_streams_expires_and_is_retained(template: Template) -> None:
+    table = template.resources["EventsTable"]
+    assert table["DeletionPolicy"] == "Retain"
+    props = table["Properties"]
+    assert props["StreamSpecification"]["StreamViewType"] in {"NEW_IMAGE", "NEW_AND_OLD_IMAGES"}
+    assert props["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+    assert props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
+
+
+def test_given_ingest_then_5xx_and_signature_spikes_and_store_failures_alarm(template: Template) -> None:
+    alarms = template.of_type("AWS::CloudWatch::Alarm")
+    metrics = {(alarm["Properties"]["Namespace"], alarm["Properties"]["MetricName"]) for alarm in alarms.values()}
+    assert {
+        ("AWS/ApiGateway", "5xx"),
+        ("KiloBilling", "SignatureRejected"),
+        ("KiloBilling", "IngestStoreFailed"),
+    } <= metrics
+    for name, alarm in alarms.items():
+        assert alarm["Properties"].get("AlarmActions"), f"{name} notifies nobody"
+
+
+def test_given_every_asynchronous_event_source_then_it_has_a_dead_end(template: Template) -> None:
+    """Streams and queues: an on-failure destination, bounded retries and bisect (streams), partial batch failures."""
+    for name, spec in functions(template).items():
+        for event_name, event in spec["Properties"].get("Events", {}).items():
+            if event["Type"] not in ASYNC_EVENT_TYPES:
+                continue
+            props = event["Properties"]
+            where = f"{name}.{event_name}"
+            assert "ReportBatchItemFailures" in props.get("FunctionResponseTypes", []), where
+            if event["Type"] in {"DynamoDB", "Kinesis"}:
+                assert props["DestinationConfig"]["OnFailure"]["Destination"], where
+                assert props["BisectBatchOnFunctionError"] is True, where
+                assert 0 <= props["MaximumRetryAttempts"] <= 10, where
+    for name, spec in template.of_type("AWS::SQS::Queue").items():
+        if name.endswith("DeadLetterQueue"):
+            continue
+        assert "RedrivePolicy" in spec.get("Properties", {}), f"queue {name} has no DLQ"
+
+
+def test_given_the_template_then_no_secret_value_is_in_it(template: Template) -> None:
+    text = template.path.read_text()
+    for pattern in (r"whsec_[A-Za-z0-9]{16,}", r"sk_(live|test)_[A-Za-z0-9]{8,}", r"BEGIN [A-Z ]*PRIVATE KEY"):
+        assert re.search(pattern, text) is None, pattern
