@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import threading
 
-from kilo_billing.events import KEY, Item
+from kilo_billing.events import KEY, SORT_KEY, Item
 from kilo_webhook_ingest.store import PutResult, StoreUnavailableError
 
 
 class InMemoryEventStore:
     def __init__(self) -> None:
-        self.items: dict[str, Item] = {}
+        self.items: dict[tuple[str, str], Item] = {}
         self.writes = 0
         self.failing = False
         self._lock = threading.Lock()
@@ -20,7 +20,7 @@ class InMemoryEventStore:
             self.writes += 1
             if self.failing:
                 raise StoreUnavailableError("injected failure")
-            key = str(item[KEY]["S"])
+            key = (str(item[KEY]["S"]), str(item[SORT_KEY]["S"]))
             if key in self.items:
                 return PutResult(stored=False, existing=self.items[key])
             self.items[key] = item

@@ -60,21 +60,25 @@ def test_given_signed_participant_joined_when_posted_then_stored_once_with_ratin
     assert status == 200
     assert payload == {"id": "EV_jT6Y4xyzXsjM", "event": "participant_joined", "status": "stored"}
     [item] = stack.table_items()
-    assert item["pk"] == {"S": "livekit#EV_jT6Y4xyzXsjM"}
+    assert item["pk"] == {"S": "room#RM_hycBMAjmt6Ub"}
+    assert item["sk"] == {"S": "ev#EV_jT6Y4xyzXsjM"}
     assert item["source"] == {"S": "livekit"}
     assert item["event_type"] == {"S": "participant_joined"}
     assert item["created_at"] == {"N": "1771351907"}
     assert item["room_sid"] == {"S": "RM_hycBMAjmt6Ub"}
-    assert item["room_order"] == {"S": "001771351907#EV_jT6Y4xyzXsjM"}
     assert item["participant_sid"] == {"S": "PA_5ZxHNpXzJYhQ"}
     assert item["participant_identity"] == {"S": "alice"}
+    assert item["joined_at_ms"] == {"N": "1771351900456"}
+    assert item["room_metadata"] == {"S": '{"account_id":"acct_team_1"}'}
+    assert item["participant_attributes"] == {"S": '{"kilo.account_id": "acct_team_1"}'}
+    assert "participant_kind" not in item  # STANDARD is the zero value
     assert item["api_key"] == {"S": KEY}
     assert bytes(item["body"]["B"]) == body  # the exact bytes LiveKit signed
     received_s = int(item["received_at_ms"]["N"]) // 1000
     assert int(item["expires_at"]["N"]) == received_s + 400 * 86_400  # RawEventTtlDays default
 
 
-def test_given_the_room_index_then_a_rooms_events_come_back_in_created_order(
+def test_given_a_rooms_events_then_one_consistent_query_returns_them_all(
     stack: Stack, lambda_context: LambdaContext
 ) -> None:
     for name in ("track_published_video", "participant_joined", "track_published_audio", "room_finished"):
@@ -82,16 +86,20 @@ def test_given_the_room_index_then_a_rooms_events_come_back_in_created_order(
         assert send(body, signed(body), lambda_context)[0] == 200
     page = stack.clients["dynamodb"].query(
         TableName=stack.template.physical_name("EventsTable"),
-        IndexName="by_room",
-        KeyConditionExpression="room_sid = :r",
-        ExpressionAttributeValues={":r": {"S": "RM_hycBMAjmt6Ub"}},
+        KeyConditionExpression="pk = :r",
+        ExpressionAttributeValues={":r": {"S": "room#RM_hycBMAjmt6Ub"}},
+        ConsistentRead=True,
     )
-    assert [item["event_type"]["S"] for item in page["Items"]] == [
-        "participant_joined",
-        "track_published",
-        "track_published",
-        "room_finished",
+    assert sorted((int(item["created_at"]["N"]), item["event_type"]["S"]) for item in page["Items"]) == [
+        (1771351907, "participant_joined"),
+        (1771351910, "track_published"),
+        (1771351920, "track_published"),
+        (1771355400, "room_finished"),
     ]
+    tracks = {
+        item["track_sid"]["S"]: item.get("track_type", {}).get("S", "") for item in page["Items"] if "track_sid" in item
+    }
+    assert tracks == {"TR_AMkSnWvMgBtxSk": "", "TR_VCkq7bqTzLKXtp": "VIDEO"}
 
 
 def test_given_audio_track_published_without_type_key_then_accepted_and_track_indexed(

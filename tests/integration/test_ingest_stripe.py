@@ -28,7 +28,7 @@ SECRET = "whsec_current_0123456789"
 EVENT_ID = "evt_1Pgc76B7WZ01zgkWwyRHS12y"  # the fixture event's id
 DETAIL = {
     "schema_version": 1,
-    "key": "stripe#evt_1Pgc76B7WZ01zgkWwyRHS12y",
+    "key": {"pk": "stripe#evt_1Pgc76B7WZ01zgkWwyRHS12y", "sk": "stripe"},
     "stripe_event_id": "evt_1Pgc76B7WZ01zgkWwyRHS12y",
     "type": "invoice.paid",
     "created": 1234567890,

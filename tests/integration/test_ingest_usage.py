@@ -135,6 +135,7 @@ def test_given_a_valid_batch_when_posted_then_200_and_every_event_stored_with_it
         "usage#kilo-app#msg-0001": {
             **COMMON,
             "pk": {"S": "usage#kilo-app#msg-0001"},
+            "sk": {"S": "usage"},
             "idempotency_key": {"S": "msg-0001"},
             "account_id": {"S": "acct_42"},
             "meter": {"S": "messages"},
@@ -146,6 +147,7 @@ def test_given_a_valid_batch_when_posted_then_200_and_every_event_stored_with_it
         "usage#kilo-app#dt-0001": {
             **COMMON,
             "pk": {"S": "usage#kilo-app#dt-0001"},
+            "sk": {"S": "usage"},
             "idempotency_key": {"S": "dt-0001"},
             "account_id": {"S": "acct_42"},
             "meter": {"S": "data_transfer"},
@@ -155,6 +157,7 @@ def test_given_a_valid_batch_when_posted_then_200_and_every_event_stored_with_it
         "usage#kilo-app#msg-0002": {
             **COMMON,
             "pk": {"S": "usage#kilo-app#msg-0002"},
+            "sk": {"S": "usage"},
             "idempotency_key": {"S": "msg-0002"},
             "account_id": {"S": "acct_7"},
             "meter": {"S": "messages"},

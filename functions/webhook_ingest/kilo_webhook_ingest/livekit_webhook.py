@@ -15,6 +15,7 @@ from collections.abc import Mapping
 
 import jwt
 from google.protobuf import json_format
+from livekit.protocol.models import ParticipantInfo, TrackSource, TrackType
 from livekit.protocol.webhook import WebhookEvent
 
 from kilo_billing.events import LiveKitEventRecord
@@ -117,12 +118,17 @@ def parse_event(body: bytes) -> WebhookEvent:
 
 
 def to_record(event: WebhookEvent, body: bytes, api_key: str, received_at_ms: int) -> LiveKitEventRecord:
-    """The stored form: the raw signed bytes plus the fields rating indexes on."""
+    """The stored form: the raw signed bytes plus what rating reads (so rating never re-parses bodies)."""
     room_sid, room_name = event.room.sid, event.room.name
     if not room_sid and event.HasField("egress_info"):
         room_sid, room_name = event.egress_info.room_id, event.egress_info.room_name
     if not room_name and event.HasField("ingress_info"):
         room_name = event.ingress_info.room_name
+    participant = event.participant
+    joined_at_ms = participant.joined_at_ms or participant.joined_at * 1000
+    kind = ParticipantInfo.Kind.Name(participant.kind) if participant.kind else ""
+    track_type = TrackType.Name(event.track.type) if event.HasField("track") and event.track.type else ""
+    track_source = TrackSource.Name(event.track.source) if event.HasField("track") and event.track.source else ""
     return LiveKitEventRecord(
         event_id=event.id,
         event_type=event.event,
@@ -132,7 +138,16 @@ def to_record(event: WebhookEvent, body: bytes, api_key: str, received_at_ms: in
         received_at_ms=received_at_ms,
         room_sid=room_sid,
         room_name=room_name,
-        participant_sid=event.participant.sid,
-        participant_identity=event.participant.identity,
+        room_metadata=event.room.metadata,
+        participant_sid=participant.sid,
+        participant_identity=participant.identity,
+        participant_kind=kind,
+        participant_metadata=participant.metadata,
+        participant_attributes=json.dumps(dict(participant.attributes), sort_keys=True)
+        if participant.attributes
+        else "",
+        joined_at_ms=joined_at_ms,
         track_sid=event.track.sid,
+        track_type=track_type,
+        track_source=track_source,
     )

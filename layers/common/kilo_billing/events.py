@@ -1,7 +1,9 @@
 """Stored-event contracts (schema version 1): what ingest writes to the events table and rating reads from its stream.
 
 One item per event, keyed so that a second delivery of the same event hits the same key (a conditional write turns it
-into a duplicate): ``livekit#<event id>``, ``usage#<client>#<idempotency key>``, ``stripe#<event id>``.
+into a duplicate). LiveKit events live under their room - ``pk = room#<room sid>``, ``sk = ev#<event id>`` - so rating
+rebuilds a room with one strongly consistent query; other items: ``usage#<client>#<idempotency key>`` / ``usage``,
+``stripe#<event id>`` / ``stripe``, and LiveKit events without a room ``livekit#<event id>`` / ``ev#<event id>``.
 Items are encoded in DynamoDB's attribute-value format by hand (``S``/``N``/``B``), which is exactly what a stream's
 ``NewImage`` carries, so the same decoder reads both. Adding a field is backward compatible; changing a meaning bumps
 ``SCHEMA_VERSION`` and readers keep decoding the older versions.
@@ -20,9 +22,7 @@ AttributeValue = dict[str, Any]
 Item = dict[str, AttributeValue]
 
 KEY = "pk"
-ROOM_INDEX = "by_room"  # sparse GSI: LiveKit events of a room, in createdAt order
-ROOM_INDEX_PK = "room_sid"
-ROOM_INDEX_SK = "room_order"
+SORT_KEY = "sk"
 TTL_ATTRIBUTE = "expires_at"
 
 
@@ -36,16 +36,20 @@ class ContractError(ValueError):
     """A stored item that does not follow this contract."""
 
 
-def livekit_key(event_id: str) -> str:
-    return f"livekit#{event_id}"
+def room_partition(room_sid: str) -> str:
+    return f"room#{room_sid}"
 
 
-def usage_key(client_id: str, idempotency_key: str) -> str:
-    return f"usage#{client_id}#{idempotency_key}"
+def livekit_key(event_id: str, room_sid: str = "") -> tuple[str, str]:
+    return (room_partition(room_sid) if room_sid else f"livekit#{event_id}", f"ev#{event_id}")
 
 
-def stripe_key(event_id: str) -> str:
-    return f"stripe#{event_id}"
+def usage_key(client_id: str, idempotency_key: str) -> tuple[str, str]:
+    return (f"usage#{client_id}#{idempotency_key}", "usage")
+
+
+def stripe_key(event_id: str) -> tuple[str, str]:
+    return (f"stripe#{event_id}", "stripe")
 
 
 def _s(value: str) -> AttributeValue:
@@ -88,14 +92,30 @@ def _get_b(item: Item, name: str) -> bytes:
     return base64.b64decode(raw) if isinstance(raw, str) else bytes(raw)
 
 
-def _common(source: EventSource, key: str, received_at_ms: int, expires_at: int) -> Item:
+def _common(source: EventSource, key: tuple[str, str], received_at_ms: int, expires_at: int) -> Item:
     return {
-        KEY: _s(key),
+        KEY: _s(key[0]),
+        SORT_KEY: _s(key[1]),
         "source": _s(source.value),
         "schema_version": _n(SCHEMA_VERSION),
         "received_at_ms": _n(received_at_ms),
         TTL_ATTRIBUTE: _n(expires_at),
     }
+
+
+_LIVEKIT_STRINGS = (
+    "room_sid",
+    "room_name",
+    "room_metadata",
+    "participant_sid",
+    "participant_identity",
+    "participant_kind",
+    "participant_metadata",
+    "participant_attributes",
+    "track_sid",
+    "track_type",
+    "track_source",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,13 +130,20 @@ class LiveKitEventRecord:
     received_at_ms: int
     room_sid: str = ""
     room_name: str = ""
+    room_metadata: str = ""
     participant_sid: str = ""
     participant_identity: str = ""
+    participant_kind: str = ""  # "" = STANDARD, else AGENT / SIP / EGRESS / INGRESS ...
+    participant_metadata: str = ""
+    participant_attributes: str = ""  # JSON object of the participant's attributes
+    joined_at_ms: int = 0
     track_sid: str = ""
+    track_type: str = ""  # "" = AUDIO (zero value), VIDEO, DATA
+    track_source: str = ""
 
     @property
-    def key(self) -> str:
-        return livekit_key(self.event_id)
+    def key(self) -> tuple[str, str]:
+        return livekit_key(self.event_id, self.room_sid)
 
     def to_item(self, expires_at: int) -> Item:
         item = _common(EventSource.LIVEKIT, self.key, self.received_at_ms, expires_at)
@@ -127,13 +154,12 @@ class LiveKitEventRecord:
             "api_key": _s(self.api_key),
             "body": _b(self.body),
         }
-        for name in ("room_name", "participant_sid", "participant_identity", "track_sid"):
+        for name in _LIVEKIT_STRINGS:
             value = getattr(self, name)
             if value:
                 item[name] = _s(value)
-        if self.room_sid:
-            item[ROOM_INDEX_PK] = _s(self.room_sid)
-            item[ROOM_INDEX_SK] = _s(f"{self.created_at:012d}#{self.event_id}")
+        if self.joined_at_ms:
+            item["joined_at_ms"] = _n(self.joined_at_ms)
         return item
 
     @classmethod
@@ -145,11 +171,8 @@ class LiveKitEventRecord:
             api_key=_get_s(item, "api_key"),
             body=_get_b(item, "body"),
             received_at_ms=_get_n(item, "received_at_ms"),
-            room_sid=_opt_s(item, ROOM_INDEX_PK),
-            room_name=_opt_s(item, "room_name"),
-            participant_sid=_opt_s(item, "participant_sid"),
-            participant_identity=_opt_s(item, "participant_identity"),
-            track_sid=_opt_s(item, "track_sid"),
+            joined_at_ms=_get_n(item, "joined_at_ms") if "joined_at_ms" in item else 0,
+            **{name: _opt_s(item, name) for name in _LIVEKIT_STRINGS},
         )
 
 
@@ -169,7 +192,7 @@ class UsageEventRecord:
     participant: str = ""
 
     @property
-    def key(self) -> str:
+    def key(self) -> tuple[str, str]:
         return usage_key(self.client_id, self.idempotency_key)
 
     def to_item(self, expires_at: int) -> Item:
@@ -217,7 +240,7 @@ class StripeEventRecord:
     received_at_ms: int
 
     @property
-    def key(self) -> str:
+    def key(self) -> tuple[str, str]:
         return stripe_key(self.event_id)
 
     def to_item(self, expires_at: int) -> Item:
@@ -270,7 +293,7 @@ def stripe_event_received_detail(record: StripeEventRecord) -> dict[str, Any]:
     """A thin notification: consumers read the verified event body from the events table by ``key``."""
     return {
         "schema_version": SCHEMA_VERSION,
-        "key": record.key,
+        "key": {"pk": record.key[0], "sk": record.key[1]},
         "stripe_event_id": record.event_id,
         "type": record.event_type,
         "created": record.created,
