@@ -16,7 +16,13 @@ LIVEKIT_KEYS = {
 }
 USAGE_CLIENTS = {"kilo-app": ["usage-secret-new", "usage-secret-old"], "other-app": ["other-secret"]}
 STRIPE_SECRETS = ["whsec_current_0123456789", "whsec_previous_abcdef"]
-FUNCTIONS = ("LiveKitWebhookFunction", "UsageApiFunction", "StripeWebhookFunction")
+FUNCTIONS = (
+    "LiveKitWebhookFunction",
+    "UsageApiFunction",
+    "StripeWebhookFunction",
+    "RateUsageFunction",
+    "SweeperFunction",
+)
 
 
 @dataclass
@@ -94,7 +100,8 @@ def stack(aws: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
     from kilo_dev.template import Template, provision  # noqa: PLC0415
 
     template = Template(parameters={"Stage": "test"})
-    clients = {name: boto3.client(name) for name in ("dynamodb", "events", "sns", "sqs", "secretsmanager")}
+    services = ("dynamodb", "dynamodbstreams", "events", "sns", "sqs", "secretsmanager")
+    clients = {name: boto3.client(name) for name in services}
     provision(template, clients)
     _put_secret(clients["secretsmanager"], template.parameters["LiveKitKeysSecretName"], LIVEKIT_KEYS)
     _put_secret(clients["secretsmanager"], template.parameters["UsageClientsSecretName"], USAGE_CLIENTS)
@@ -112,10 +119,12 @@ def stack(aws: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
 
 
 def _clear_caches() -> None:
+    from kilo_rate_usage import handler, settings, sweeper_handler  # noqa: PLC0415
     from kilo_webhook_ingest import config, livekit_handler, stripe_handler, usage_api  # noqa: PLC0415
 
     config.settings.cache_clear()
-    for module in (livekit_handler, usage_api, stripe_handler):
+    settings.settings.cache_clear()
+    for module in (livekit_handler, usage_api, stripe_handler, handler, sweeper_handler):
         module.dependencies.cache_clear()
 
 

@@ -169,9 +169,11 @@ class Template:
 _TABLE_KEYS = ("AttributeDefinitions", "KeySchema", "GlobalSecondaryIndexes", "LocalSecondaryIndexes", "BillingMode")
 
 
-def create_tables(template: Template, dynamodb: Any) -> None:
+def create_tables(template: Template, dynamodb: Any, only: set[str] | None = None) -> None:
     """Create the template's DynamoDB tables (streams, GSIs, TTL as declared); learn their ARNs."""
     for name, spec in template.of_type("AWS::DynamoDB::Table").items():
+        if only is not None and name not in only:
+            continue
         props = template.resolve(spec["Properties"])
         request = {key: props[key] for key in _TABLE_KEYS if key in props}
         request["TableName"] = template.physical_name(name)

@@ -137,10 +137,37 @@ def test_given_every_asynchronous_event_source_then_it_has_a_dead_end(template: 
                 assert props["DestinationConfig"]["OnFailure"]["Destination"], where
                 assert props["BisectBatchOnFunctionError"] is True, where
                 assert 0 <= props["MaximumRetryAttempts"] <= 10, where
+            if event["Type"] in {"Schedule", "ScheduleV2"}:
+                assert props.get("DeadLetterConfig"), f"{where}: a failed scheduled run must land somewhere"
     for name, spec in template.of_type("AWS::SQS::Queue").items():
         if name.endswith("DeadLetterQueue"):
             continue
         assert "RedrivePolicy" in spec.get("Properties", {}), f"queue {name} has no DLQ"
+
+
+def test_given_the_rating_stream_then_it_reads_only_new_livekit_and_usage_events_in_order(template: Template) -> None:
+    event = template.resources["RateUsageFunction"]["Properties"]["Events"]["EventsStream"]["Properties"]
+    assert event["Stream"] == {"Fn::GetAtt": ["EventsTable", "StreamArn"]}
+    assert event["ParallelizationFactor"] == 1  # a room's events stay in order on one shard
+    assert event["MaximumRecordAgeInSeconds"] == -1  # billing records are retried, never aged out
+    import json  # noqa: PLC0415
+
+    [pattern] = [json.loads(f["Pattern"]) for f in event["FilterCriteria"]["Filters"]]
+    assert pattern == {"eventName": ["INSERT"], "dynamodb": {"NewImage": {"source": {"S": ["livekit", "usage"]}}}}
+
+
+def test_given_every_dead_letter_queue_then_an_alarm_watches_it(template: Template) -> None:
+    watched = {
+        str(template.resolve(dimension["Value"]))
+        for alarm in template.of_type("AWS::CloudWatch::Alarm").values()
+        for dimension in alarm["Properties"].get("Dimensions", [])
+        if dimension["Name"] == "QueueName"
+    }
+    queues = {
+        template.physical_name(name) for name in template.of_type("AWS::SQS::Queue") if name.endswith("DeadLetterQueue")
+    }
+    assert queues
+    assert queues <= watched
 
 
 def test_given_the_template_then_no_secret_value_is_in_it(template: Template) -> None:

@@ -1,0 +1,1 @@
+"""Rating: participant sessions, video/audio minutes, month-to-date usage and cost, threshold events."""

@@ -1,0 +1,223 @@
+"""Rate one stream batch: rebuild the rooms it touched, apply the differences, announce thresholds.
+
+Exactly once under redelivery, duplicates and crashes:
+- sessions are rebuilt from *all* stored events of their room (a strongly consistent query), so a repeated or reordered
+  event changes nothing; a session is written only when its content changed, conditioned on the version read;
+- the aggregate delta of a session is (new contributions - stored contributions), written in the same transaction as
+  the session, so a crash either wrote both or neither;
+- a usage event is marked ``rated_at`` in the same transaction that adds it, conditioned on not being marked yet;
+- a batch's effect is combined per (account, period) before writing: one ADD per aggregate per transaction.
+Writes per batch = sessions changed + usage events rated + aggregates touched (per transaction chunk of <= 100 items)
++ one threshold write per aggregate with new crossings.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from kilo_billing.catalog import PriceBook
+from kilo_billing.contracts import UsageThresholdCrossedV1
+from kilo_billing.events import ContractError, LiveKitEventRecord, StripeEventRecord, UsageEventRecord, decode_item
+from kilo_billing.meters import Meter
+from kilo_billing.money import decimal_str
+from kilo_billing.periods import Period
+from kilo_rate_usage.model import (
+    AccountProfile,
+    Aggregate,
+    ContributionKey,
+    StoredSession,
+    crossings,
+    delta,
+    rate_aggregate,
+    session_contributions,
+)
+from kilo_rate_usage.repository import CommitUnit, SessionChange, UsageChange, UsageRepository, by_aggregate
+from kilo_rate_usage.sessions import UNATTRIBUTED, AttributionRule, rebuild_room
+
+
+class EventPublisher(Protocol):
+    def publish(self, detail_type: str, detail: dict[str, Any]) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RatingConfig:
+    attribution: AttributionRule
+    max_session_seconds: int
+    book_for: Callable[[Period], PriceBook]
+
+
+@dataclass(frozen=True, slots=True)
+class Poison:
+    index: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedBatch:
+    livekit: list[LiveKitEventRecord]
+    usage: list[UsageEventRecord]
+    poison: list[Poison]
+    skipped: int
+
+
+def decode_records(records: Sequence[dict[str, Any]]) -> DecodedBatch:
+    """Stream records -> stored events. Only INSERTs are new events (MODIFY = a usage mark, REMOVE = TTL expiry)."""
+    livekit: list[LiveKitEventRecord] = []
+    usage: list[UsageEventRecord] = []
+    poison: list[Poison] = []
+    skipped = 0
+    for index, record in enumerate(records):
+        if record.get("eventName") != "INSERT":
+            skipped += 1
+            continue
+        try:
+            decoded = decode_item(record["dynamodb"]["NewImage"])
+        except (ContractError, KeyError, TypeError, ValueError) as exc:
+            poison.append(Poison(index, f"{type(exc).__name__}: {exc}"))
+            continue
+        if isinstance(decoded, LiveKitEventRecord):
+            livekit.append(decoded)
+        elif isinstance(decoded, UsageEventRecord):
+            if decoded.meter not in (Meter.MESSAGES.value, Meter.DATA_TRANSFER.value):
+                poison.append(Poison(index, f"usage meter {decoded.meter!r} cannot be rated"))
+                continue
+            usage.append(decoded)
+        else:
+            assert isinstance(decoded, StripeEventRecord)
+            skipped += 1  # invoicing's, not ours (the template's filter keeps them away; this is belt and braces)
+    return DecodedBatch(livekit, usage, poison, skipped)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOutcome:
+    rooms: int
+    sessions_changed: int
+    usage_rated: int
+    aggregates_touched: int
+    thresholds: int
+    writes: int
+    unattributed_minutes: int
+
+
+def _usage_key(record: UsageEventRecord, profile: AccountProfile) -> ContributionKey:
+    at = datetime.fromtimestamp(record.occurred_at_ms / 1000, tz=UTC)
+    return (record.account_id, Period.containing(at).key, profile.segment_start(record.occurred_at_ms), record.meter)
+
+
+def rate_batch(
+    livekit: Sequence[LiveKitEventRecord],
+    usage: Sequence[UsageEventRecord],
+    repo: UsageRepository,
+    publisher: EventPublisher,
+    config: RatingConfig,
+    now_ms: int,
+) -> BatchOutcome:
+    by_room: dict[str, list[LiveKitEventRecord]] = defaultdict(list)
+    for event in livekit:
+        if event.room_sid:
+            by_room[event.room_sid].append(event)
+
+    rebuilt: list[tuple[list[Any], dict[str, StoredSession]]] = []
+    accounts: set[str] = set()
+    for room_sid, batch_events in by_room.items():
+        events = _merge(repo.room_events(room_sid), batch_events)
+        sessions = rebuild_room(events, config.attribution, config.max_session_seconds)
+        stored = repo.stored_sessions(room_sid)
+        rebuilt.append((sessions, stored))
+        accounts.update(session.account for session in sessions)
+        accounts.update(key[0] for previous in stored.values() for key in previous.contributions)
+    fresh_usage = repo.unrated_usage(usage)
+    accounts.update(record.account_id for record in fresh_usage)
+    profiles = repo.profiles(accounts)
+
+    unit = CommitUnit()
+    for sessions, stored in rebuilt:
+        for session in sessions:
+            contributions = session_contributions(session, profiles[session.account])
+            version = StoredSession.version_of(session, contributions)
+            previous = stored.get(session.participant_sid)
+            if previous is not None and previous.version == version:
+                continue
+            old = previous.contributions if previous is not None else {}
+            unit.sessions.append(
+                SessionChange(
+                    StoredSession(session, contributions, version),
+                    previous.version if previous is not None else None,
+                    delta(old, contributions),
+                )
+            )
+    unit.usage.extend(UsageChange(record, _usage_key(record, profiles[record.account_id])) for record in fresh_usage)
+
+    deltas = unit.deltas()
+    touched = sorted({(account, period) for account, period, _, _ in deltas})
+    before = repo.aggregates(touched)
+    unit.late = {key for key, aggregate in before.items() if aggregate.invoiced}
+    writes = repo.commit(unit, now_ms) if unit.sessions or unit.usage else 0
+
+    thresholds = 0
+    for key, counters in by_aggregate(deltas).items():
+        aggregate = before[key]
+        after = Aggregate(
+            aggregate.account_id, aggregate.period, dict(aggregate.counters), thresholds=aggregate.thresholds
+        )
+        for counter, quantity in counters.items():
+            after.counters[counter] = after.counters.get(counter, 0) + quantity
+        thresholds_written = _announce(after, profiles[key[0]], config, publisher, repo, now_ms)
+        thresholds += thresholds_written
+        writes += 1 if thresholds_written else 0
+    unattributed = sum(q for (a, _, _, m), q in deltas.items() if a == UNATTRIBUTED and m in ("video", "audio"))
+    return BatchOutcome(
+        rooms=len(by_room),
+        sessions_changed=len(unit.sessions),
+        usage_rated=len(unit.usage),
+        aggregates_touched=len(touched),
+        thresholds=thresholds,
+        writes=writes,
+        unattributed_minutes=unattributed,
+    )
+
+
+def _merge(stored: Iterable[LiveKitEventRecord], batch: Iterable[LiveKitEventRecord]) -> list[LiveKitEventRecord]:
+    merged = {event.event_id: event for event in stored}
+    for event in batch:
+        merged.setdefault(event.event_id, event)
+    return list(merged.values())
+
+
+def _announce(
+    aggregate: Aggregate,
+    profile: AccountProfile,
+    config: RatingConfig,
+    publisher: EventPublisher,
+    repo: UsageRepository,
+    now_ms: int,
+) -> int:
+    """Publish thresholds reached and not yet announced, then record them (level-triggered, at least once)."""
+    if aggregate.account_id == UNATTRIBUTED:
+        return 0
+    period = Period.parse(aggregate.period)
+    rated = rate_aggregate(aggregate, profile, config.book_for(period))
+    found = crossings(rated, profile, aggregate.thresholds)
+    if not found:
+        return 0
+    occurred = datetime.fromtimestamp(now_ms / 1000, tz=UTC).isoformat()
+    for crossing in found:
+        event = UsageThresholdCrossedV1(
+            event_id=UsageThresholdCrossedV1.make_id(
+                aggregate.account_id, aggregate.period, crossing.meter, crossing.threshold
+            ),
+            account_id=aggregate.account_id,
+            period=aggregate.period,
+            meter=crossing.meter,
+            threshold_percent=crossing.threshold,
+            used=decimal_str(crossing.used),
+            limit=decimal_str(crossing.limit),
+            occurred_at=occurred,
+        )
+        publisher.publish(UsageThresholdCrossedV1.DETAIL_TYPE, event.model_dump())
+    repo.add_thresholds(aggregate.account_id, aggregate.period, [crossing.marker for crossing in found])
+    return len(found)

@@ -1,0 +1,208 @@
+"""Rating's stored shapes and the pure arithmetic on them: contributions, deltas, thresholds, month to date.
+
+A *contribution* is what one session or one usage event adds to an account's period: (account, period, tier-segment
+start, meter) -> quantity. Sessions store their contributions; when a room is rebuilt, the difference between the new
+and the stored contributions is the delta to add to the aggregates - zero on any redelivery.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from fractions import Fraction
+
+from kilo_billing.catalog import PriceBook
+from kilo_billing.meters import Meter, connection_minutes
+from kilo_billing.periods import Period
+from kilo_billing.rating import RatedPeriod, SegmentUsage, TierChange, TierSegment, rate_segments, segments_for
+from kilo_rate_usage.sessions import Session
+
+ContributionKey = tuple[str, str, int, str]  # account, period key, segment start (epoch s), meter value
+
+ALLOWANCE_THRESHOLDS = (50, 80, 100)
+DEFAULT_TIER = "personal"
+
+
+@dataclass(frozen=True, slots=True)
+class AccountProfile:
+    account_id: str
+    changes: tuple[TierChange, ...]
+    budget_usd: Decimal | None = None
+    budget_thresholds: tuple[int, ...] = (50, 80, 100)
+
+    @classmethod
+    def default(cls, account_id: str) -> AccountProfile:
+        """An account nobody configured: the free tier since forever (docs/decisions.md)."""
+        return cls(account_id, (TierChange(datetime(1970, 1, 1, tzinfo=UTC), DEFAULT_TIER),))
+
+    def segments(self, period: Period) -> list[TierSegment]:
+        return segments_for(period, self.changes)
+
+    def segment_start(self, at_ms: int) -> int:
+        at = datetime.fromtimestamp(at_ms / 1000, tz=UTC)
+        for segment in self.segments(Period.containing(at)):
+            if segment.start <= at < segment.end:
+                return int(segment.start.timestamp())
+        raise AssertionError("segments cover their period")
+
+
+def session_contributions(session: Session, profile: AccountProfile) -> dict[ContributionKey, int]:
+    result: dict[ContributionKey, int] = defaultdict(int)
+    for part in session.parts:
+        segment = profile.segment_start(part.start_ms)
+        if part.video:
+            result[(session.account, part.period, segment, Meter.VIDEO.value)] += part.video
+        if part.audio:
+            result[(session.account, part.period, segment, Meter.AUDIO.value)] += part.audio
+    return dict(result)
+
+
+def encode_contributions(contributions: Mapping[ContributionKey, int]) -> str:
+    return ";".join(f"{a}|{p}|{s}|{m}|{q}" for (a, p, s, m), q in sorted(contributions.items()))
+
+
+def decode_contributions(text: str) -> dict[ContributionKey, int]:
+    result: dict[ContributionKey, int] = {}
+    for part in filter(None, text.split(";")):
+        account, period, segment, meter, quantity = part.rsplit("|", 4)
+        result[(account, period, int(segment), meter)] = int(quantity)
+    return result
+
+
+def delta(old: Mapping[ContributionKey, int], new: Mapping[ContributionKey, int]) -> dict[ContributionKey, int]:
+    changes = {key: new.get(key, 0) - old.get(key, 0) for key in set(old) | set(new)}
+    return {key: value for key, value in changes.items() if value}
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSession:
+    """A session as rating last stored it (``version`` changes whenever anything stored changes)."""
+
+    session: Session
+    contributions: dict[ContributionKey, int]
+    version: str
+
+    @staticmethod
+    def version_of(session: Session, contributions: Mapping[ContributionKey, int]) -> str:
+        text = "|".join(
+            str(value)
+            for value in (
+                session.account, session.start_ms, session.end_ms, session.closed_by, session.aborted,
+                session.video_seconds, session.video_active, session.as_of_ms, session.identity, session.kind,
+                session.room_name,
+                encode_contributions(contributions),
+            )
+        )  # fmt: skip
+        return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+@dataclass
+class Aggregate:
+    """Month-to-date counters of one account and period, per tier segment (start, epoch s) and meter."""
+
+    account_id: str
+    period: str
+    counters: dict[tuple[int, str], int] = field(default_factory=dict)
+    late: dict[str, int] = field(default_factory=dict)
+    thresholds: set[str] = field(default_factory=set)
+    invoiced: bool = False
+
+    def totals(self) -> dict[str, int]:
+        result: dict[str, int] = defaultdict(int)
+        for (_, meter), quantity in self.counters.items():
+            result[meter] += quantity
+        return dict(result)
+
+
+def rate_aggregate(
+    aggregate: Aggregate, profile: AccountProfile, book: PriceBook, extra: Mapping[tuple[int, str], int] = {}
+) -> RatedPeriod:
+    """Rate month-to-date counters (plus ``extra``: open sessions' elapsed minutes) under the account's segments."""
+    period = Period.parse(aggregate.period)
+    segments = profile.segments(period)
+    per_segment: list[dict[Meter, int]] = [dict.fromkeys(Meter, 0) for _ in segments]
+    starts = [int(segment.start.timestamp()) for segment in segments]
+    combined: dict[tuple[int, str], int] = defaultdict(int)
+    for source in (aggregate.counters, extra):
+        for key, quantity in source.items():
+            combined[key] += quantity
+    for (segment_start, meter), quantity in combined.items():
+        index = max((i for i, start in enumerate(starts) if start <= segment_start), default=0)
+        per_segment[index][Meter(meter)] += quantity
+    usage = [SegmentUsage(segment, totals) for segment, totals in zip(segments, per_segment, strict=True)]
+    return rate_segments(period, usage, book)
+
+
+@dataclass(frozen=True, slots=True)
+class Crossing:
+    meter: str  # a meter value, or "budget"
+    threshold: int
+    used: Decimal
+    limit: Decimal
+
+    @property
+    def marker(self) -> str:
+        return f"{self.meter}#{self.threshold}"
+
+
+def crossings(rated: RatedPeriod, profile: AccountProfile, already: set[str]) -> list[Crossing]:
+    """Thresholds reached and not yet announced: 50/80/100 % of each included allowance, and of the budget."""
+    used: dict[str, Decimal] = defaultdict(Decimal)
+    included: dict[str, Decimal] = defaultdict(Decimal)
+    unlimited: set[str] = set()
+    for line in rated.usage_lines:
+        assert line.meter is not None
+        used[line.meter.value] += line.used
+        if line.included is None:
+            unlimited.add(line.meter.value)
+        else:
+            included[line.meter.value] += line.included
+    found: list[Crossing] = []
+    for meter, quantity in used.items():
+        limit = included[meter]
+        if meter in unlimited or limit <= 0:
+            continue
+        found.extend(
+            Crossing(meter, threshold, quantity, limit)
+            for threshold in ALLOWANCE_THRESHOLDS
+            if quantity * 100 >= limit * threshold and f"{meter}#{threshold}" not in already
+        )
+    if profile.budget_usd is not None and profile.budget_usd > 0:
+        found.extend(
+            Crossing("budget", threshold, rated.total, profile.budget_usd)
+            for threshold in profile.budget_thresholds
+            if rated.total * 100 >= profile.budget_usd * threshold and f"budget#{threshold}" not in already
+        )
+    return found
+
+
+def open_session_extra(
+    sessions: Sequence[StoredSession], profile: AccountProfile, now_ms: int, period: str
+) -> dict[tuple[int, str], int]:
+    """Minutes open sessions would bill if they ended now (for month-to-date views and budget checks)."""
+    extra: dict[tuple[int, str], int] = defaultdict(int)
+    for stored in sessions:
+        session = stored.session
+        if not session.is_open or now_ms <= session.start_ms:
+            continue
+        start_ms = max(session.start_ms, int(Period.parse(period).start.timestamp() * 1000))
+        if start_ms >= now_ms:
+            continue
+        connected = (now_ms - start_ms) / Decimal(1000)
+        video = Decimal(0)
+        if session.billing.value == "room_rule":
+            video = Decimal(session.video_seconds.numerator) / session.video_seconds.denominator
+            if session.video_active and now_ms > session.as_of_ms:
+                video += (now_ms - max(session.as_of_ms, start_ms)) / Decimal(1000)
+            video = min(video, connected)
+        if session.billing.value == "not_billed":
+            continue
+        minutes = connection_minutes(Fraction(connected), Fraction(video))
+        segment = profile.segment_start(start_ms)
+        extra[(segment, Meter.VIDEO.value)] += minutes.video
+        extra[(segment, Meter.AUDIO.value)] += minutes.audio
+    return dict(extra)

@@ -1,0 +1,54 @@
+"""Versioned event contracts published on the billing bus (EventBridge ``detail``), shared by producers and consumers.
+
+A contract's ``detail-type`` carries its major version (``UsageThresholdCrossed.v1``). Adding an optional field keeps
+the version; changing or removing one publishes a new version alongside the old until every consumer has moved.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SOURCE_RATING: Final = "kilo.billing.rating"
+
+
+class UsageThresholdCrossedV1(BaseModel):
+    """Month-to-date usage reached a share of an included allowance, or of the budget the account set.
+
+    Published once per (account, period, meter, threshold); ``event_id`` is deterministic, so a consumer that sees the
+    same id twice (a retry after a crash) treats it as one.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    DETAIL_TYPE: ClassVar[str] = "UsageThresholdCrossed.v1"
+
+    schema_version: Literal[1] = 1
+    event_id: str
+    account_id: str
+    period: str = Field(pattern=r"^\d{4}-\d{2}$")
+    meter: Literal["video", "audio", "messages", "data_transfer", "budget"]
+    threshold_percent: int = Field(gt=0, le=1000)
+    used: str  # decimal string: minutes, messages, GB, or USD for the budget
+    limit: str  # the included allowance (prorated, all segments) or the budget, same unit
+    occurred_at: str  # ISO-8601 UTC, when rating saw the crossing
+
+    @staticmethod
+    def make_id(account_id: str, period: str, meter: str, threshold: int) -> str:
+        return f"threshold:{account_id}:{period}:{meter}:{threshold}"
+
+
+class UnattributedUsageV1(BaseModel):
+    """Usage that no billing account could be found for (kept, reported, never dropped)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    DETAIL_TYPE: ClassVar[str] = "UnattributedUsage.v1"
+
+    schema_version: Literal[1] = 1
+    room_sid: str
+    participant_sid: str
+    identity: str
+    period: str
+    minutes: int

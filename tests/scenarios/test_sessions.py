@@ -1,0 +1,831 @@
+"""Session scenarios: LiveKit webhook sequences, in the exact JSON LiveKit sends (kilo_dev.livekit_events builders run
+through the real ingest parser), rebuilt into participant sessions and billable minutes - and, for a few stories, rated
+end to end through ``rate_batch`` with the in-memory repository.
+
+Every expected number is worked out by hand in the comment next to it (billing-policy.md: per connection, billable
+minutes = ceil(connected s / 60), video minutes = min(total, ceil(video s / 60)), audio = the rest; a second is video
+while any video track is published in the room; a connection crossing a month boundary is split, each part rounded).
+Times are epoch seconds around 2026-11-10.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import pytest
+
+from kilo_billing.catalog import default_catalog
+from kilo_billing.events import LiveKitEventRecord, UsageEventRecord
+from kilo_dev import livekit_events as lk
+from kilo_dev.livekit_events import Participant, Room
+from kilo_rate_usage.logic import BatchOutcome, RatingConfig, rate_batch
+from kilo_rate_usage.sessions import CAPPED, SWEPT, AttributionRule, Billing, ClosedBy, Session, rebuild_room
+from tests.fakes import InMemoryUsageRepository, RecordingPublisher
+
+T0 = 1_794_304_800  # 2026-11-10T10:00:00Z
+NOV_30_2350 = 1_796_082_600  # 2026-11-30T23:50:00Z
+DEC_1_0000 = 1_796_083_200  # 2026-12-01T00:00:00Z
+DAY = 24 * 3600
+RULE = AttributionRule()
+CONFIG = RatingConfig(AttributionRule(), DAY, default_catalog().for_period)
+NOW_MS = (T0 + 7 * DAY) * 1000
+
+
+# --- helpers (no billing arithmetic here: they only build inputs and read outputs) ----------------------------------
+
+
+def records(*bodies: bytes) -> list[LiveKitEventRecord]:
+    """Bodies exactly as LiveKit sends them, through the real ingest parser."""
+    return [lk.to_record(body) for body in bodies]
+
+
+def sweeper_close(room: Room, participant: Participant, event_type: str, at: int) -> LiveKitEventRecord:
+    """A synthetic close as the sweeper writes it into the room's events."""
+    kind = "swept" if event_type == SWEPT else "capped"
+    return LiveKitEventRecord(
+        event_id=f"kilo-{kind}-{participant.sid}",
+        event_type=event_type,
+        created_at=at,
+        api_key="kilo-sweeper",
+        body=b"{}",
+        received_at_ms=0,
+        room_sid=room.sid,
+        room_name=room.name,
+        participant_sid=participant.sid,
+        participant_identity=participant.identity,
+    )
+
+
+def with_participant_metadata(body: bytes, metadata: str) -> bytes:
+    """The same webhook with ``participant.metadata`` set (the app may put the account there)."""
+    event = json.loads(body)
+    event["participant"]["metadata"] = metadata
+    return json.dumps(event, separators=(",", ":")).encode()
+
+
+def rebuild(events: Iterable[LiveKitEventRecord], max_session_seconds: int = DAY) -> dict[str, Session]:
+    return {s.participant_sid: s for s in rebuild_room(list(events), RULE, max_session_seconds)}
+
+
+def fields(session: Session) -> dict[str, Any]:
+    return {
+        "account": session.account,
+        "start_ms": session.start_ms,
+        "end_ms": session.end_ms,
+        "closed_by": session.closed_by,
+        "parts": tuple((part.period, part.video, part.audio) for part in session.parts),
+        "aborted": session.aborted,
+    }
+
+
+def expected(
+    account: str,
+    start_ms: int,
+    end_ms: int | None,
+    closed_by: ClosedBy | None,
+    parts: tuple[tuple[str, int, int], ...],
+    aborted: bool = False,
+) -> dict[str, Any]:
+    return {
+        "account": account,
+        "start_ms": start_ms,
+        "end_ms": end_ms,
+        "closed_by": closed_by,
+        "parts": parts,
+        "aborted": aborted,
+    }
+
+
+def deliver(
+    repo: InMemoryUsageRepository,
+    publisher: RecordingPublisher,
+    livekit: Sequence[LiveKitEventRecord] = (),
+    usage: Sequence[UsageEventRecord] = (),
+    config: RatingConfig = CONFIG,
+) -> BatchOutcome:
+    """What the stream does: ingest stored the events first, then rating gets the batch."""
+    for record in [*livekit, *usage]:
+        repo.store_event(record)
+    return rate_batch(list(livekit), list(usage), repo, publisher, config, NOW_MS)
+
+
+def usage_record(key: str, account: str, meter: str, quantity: int, at_s: int) -> UsageEventRecord:
+    return UsageEventRecord(
+        client_id="kilo-app",
+        idempotency_key=key,
+        account_id=account,
+        meter=meter,
+        quantity=quantity,
+        occurred_at_ms=at_s * 1000,
+        payload_hash=f"hash-{key}",
+        received_at_ms=at_s * 1000 + 50,
+    )
+
+
+# --- stories (each builds fresh events: event ids are unique per call) -----------------------------------------------
+
+
+def audio_only_call() -> tuple[Room, Participant, Participant, list[LiveKitEventRecord]]:
+    room = Room("RM_audio", "audio-call", account_id="acct-audio", created_at=T0)
+    alice = Participant("PA_alice", "alice", T0 * 1000 + 250)
+    bob = Participant("PA_bob", "bob", (T0 + 30) * 1000)
+    events = records(
+        lk.room_started(room, T0),
+        lk.participant_joined(room, alice),
+        lk.track_published(room, alice, "TR_alice_mic", T0 + 1, video=False),
+        lk.participant_joined(room, bob),
+        lk.track_published(room, bob, "TR_bob_mic", T0 + 31, video=False),
+        lk.participant_left(room, alice, T0 + 1500),
+        lk.participant_left(room, bob, T0 + 1531),
+        lk.room_finished(room, T0 + 1551),
+    )
+    return room, alice, bob, events
+
+
+def video_call_with_late_camera() -> tuple[Room, Participant, Participant, list[LiveKitEventRecord]]:
+    room = Room("RM_video", "video-call", account_id="acct-video", created_at=T0)
+    alice = Participant("PA_alice_v", "alice", T0 * 1000)
+    bob = Participant("PA_bob_v", "bob", T0 * 1000 + 500)
+    events = records(
+        lk.room_started(room, T0),
+        lk.participant_joined(room, alice),
+        lk.participant_joined(room, bob),
+        lk.track_published(room, alice, "TR_a_mic", T0 + 1, video=False),
+        lk.track_published(room, bob, "TR_b_mic", T0 + 1, video=False),
+        lk.track_published(room, alice, "TR_a_cam", T0 + 300, video=True),  # 5 min in
+        lk.track_unpublished(room, alice, "TR_a_cam", T0 + 1261, video=True),
+        lk.participant_left(room, alice, T0 + 1800),
+        lk.participant_left(room, bob, T0 + 1800),
+        lk.room_finished(room, T0 + 1810),
+    )
+    return room, alice, bob, events
+
+
+def long_audio_call(minutes: int) -> list[LiveKitEventRecord]:
+    room = Room("RM_long", "all-hands", account_id="acct-talk", created_at=T0)
+    talker = Participant("PA_talker", "talker", T0 * 1000)
+    return records(
+        lk.participant_joined(room, talker),
+        lk.track_published(room, talker, "TR_talk_mic", T0 + 1, video=False),
+        lk.participant_left(room, talker, T0 + minutes * 60),
+    )
+
+
+# --- rebuilt sessions ---------------------------------------------------------------------------------------------
+
+
+def test_given_an_audio_only_call_of_two_when_rebuilt_then_each_bills_rounded_audio_minutes_only():
+    _, _, _, events = audio_only_call()
+
+    sessions = rebuild(events)
+
+    assert set(sessions) == {"PA_alice", "PA_bob"}
+    # alice: joined T0+0.250 s, left T0+1500 s -> 1499.75 s -> ceil(1499.75/60) = ceil(24.996) = 25 audio
+    assert fields(sessions["PA_alice"]) == expected(
+        "acct-audio", T0 * 1000 + 250, (T0 + 1500) * 1000, ClosedBy.LEFT, (("2026-11", 0, 25),)
+    )
+    # bob: joined T0+30 s, left T0+1531 s -> 1501 s -> ceil(25.017) = 26 audio
+    assert fields(sessions["PA_bob"]) == expected(
+        "acct-audio", (T0 + 30) * 1000, (T0 + 1531) * 1000, ClosedBy.LEFT, (("2026-11", 0, 26),)
+    )
+    assert sessions["PA_alice"].identity == "alice"
+    assert sessions["PA_bob"].kind == "STANDARD"
+
+
+def test_given_a_camera_published_five_minutes_in_when_rebuilt_then_every_participant_bills_the_video_span_as_video():
+    _, _, _, events = video_call_with_late_camera()
+
+    sessions = rebuild(events)
+
+    # camera published T0+300 .. unpublished T0+1261 = 961 s of video in the room
+    # alice: T0 .. T0+1800 = 1800 s -> 30 min; video ceil(961/60) = ceil(16.02) = 17; audio 30 - 17 = 13
+    assert fields(sessions["PA_alice_v"]) == expected(
+        "acct-video", T0 * 1000, (T0 + 1800) * 1000, ClosedBy.LEFT, (("2026-11", 17, 13),)
+    )
+    # bob (no camera himself, but in a video room): T0+0.5 .. T0+1800 = 1799.5 s -> 30; video 961 s -> 17; audio 13
+    assert fields(sessions["PA_bob_v"]) == expected(
+        "acct-video", T0 * 1000 + 500, (T0 + 1800) * 1000, ClosedBy.LEFT, (("2026-11", 17, 13),)
+    )
+    assert sessions["PA_bob_v"].video_seconds == 961
+
+
+def test_given_only_a_screen_share_when_rebuilt_then_the_shared_span_is_video():
+    room = Room("RM_share", "design-review", account_id="acct-share", created_at=T0)
+    alice = Participant("PA_alice_s", "alice", T0 * 1000)
+    bob = Participant("PA_bob_s", "bob", T0 * 1000)
+    events = records(
+        lk.participant_joined(room, alice),
+        lk.participant_joined(room, bob),
+        lk.track_published(room, alice, "TR_mic_a", T0 + 2, video=False),
+        lk.track_published(room, bob, "TR_mic_b", T0 + 2, video=False),
+        lk.track_published(room, bob, "TR_screen", T0 + 600, video=True, source="SCREEN_SHARE"),
+        lk.track_published(room, bob, "TR_screen_audio", T0 + 600, video=False, source="SCREEN_SHARE_AUDIO"),
+        lk.track_unpublished(room, bob, "TR_screen", T0 + 900, video=True, source="SCREEN_SHARE"),
+        lk.track_unpublished(room, bob, "TR_screen_audio", T0 + 900, video=False, source="SCREEN_SHARE_AUDIO"),
+        lk.participant_left(room, alice, T0 + 1200),
+        lk.participant_left(room, bob, T0 + 1200),
+    )
+    assert events[4].track_type == "VIDEO"
+    assert events[4].track_source == "SCREEN_SHARE"
+    assert events[5].track_type == ""  # screen-share audio: AUDIO is the omitted zero value
+
+    sessions = rebuild(events)
+
+    # both: T0 .. T0+1200 = 1200 s -> 20 min; screen share T0+600 .. T0+900 = 300 s -> 5 video; audio 20 - 5 = 15
+    for sid in ("PA_alice_s", "PA_bob_s"):
+        assert fields(sessions[sid]) == expected(
+            "acct-share", T0 * 1000, (T0 + 1200) * 1000, ClosedBy.LEFT, (("2026-11", 5, 15),)
+        )
+
+
+def test_given_five_reconnects_within_a_minute_when_rebuilt_then_five_sessions_of_one_rounded_minute_each():
+    room = Room("RM_storm", "flaky-wifi", account_id="acct-storm", created_at=T0)
+    bodies: list[bytes] = []
+    for i in range(5):  # joins at T0+0, +12, +24, +36, +48; each connected 10 s; all within T0 .. T0+58
+        carol = Participant(f"PA_carol_{i}", "carol", (T0 + 12 * i) * 1000)
+        bodies += [lk.participant_joined(room, carol), lk.participant_left(room, carol, T0 + 12 * i + 10)]
+
+    sessions = rebuild(records(*bodies))
+
+    assert sorted(sessions) == [f"PA_carol_{i}" for i in range(5)]
+    assert {s.identity for s in sessions.values()} == {"carol"}
+    for i in range(5):
+        # 10 s -> ceil(10/60) = 1 audio minute per connection
+        assert fields(sessions[f"PA_carol_{i}"]) == expected(
+            "acct-storm", (T0 + 12 * i) * 1000, (T0 + 12 * i + 10) * 1000, ClosedBy.LEFT, (("2026-11", 0, 1),)
+        )
+    # 5 connections x 1 minute = 5 minutes (not ceil(50 s / 60) = 1: each connection is rounded on its own)
+    assert sum(part.audio for s in sessions.values() for part in s.parts) == 5
+
+
+def full_reconnect() -> list[LiveKitEventRecord]:
+    room = Room("RM_reconnect", "standup", account_id="acct-re", created_at=T0)
+    old = Participant("PA_old", "alice", T0 * 1000)
+    new = Participant("PA_new", "alice", (T0 + 602) * 1000)
+    return records(
+        lk.participant_joined(room, old),
+        lk.track_published(room, old, "TR_old_mic", T0 + 1, video=False),
+        lk.participant_joined(room, new),  # delivered before the old connection's left
+        lk.participant_left(room, old, T0 + 605),  # LiveKit noticed the old connection was gone 3 s after the rejoin
+        lk.track_published(room, new, "TR_new_mic", T0 + 603, video=False),
+        lk.participant_left(room, new, T0 + 1200),
+    )
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_given_a_full_reconnect_delivered_out_of_order_when_rebuilt_then_both_sessions_are_closed_by_their_own_sid(
+    seed,
+):
+    events = full_reconnect()
+    random.Random(seed).shuffle(events)
+
+    sessions = rebuild(events)
+
+    # old: T0 .. T0+605 = 605 s -> ceil(10.08) = 11 audio (closed by its own left, not by the new join)
+    assert fields(sessions["PA_old"]) == expected(
+        "acct-re", T0 * 1000, (T0 + 605) * 1000, ClosedBy.LEFT, (("2026-11", 0, 11),)
+    )
+    # new: T0+602 .. T0+1200 = 598 s -> ceil(9.97) = 10 audio
+    assert fields(sessions["PA_new"]) == expected(
+        "acct-re", (T0 + 602) * 1000, (T0 + 1200) * 1000, ClosedBy.LEFT, (("2026-11", 0, 10),)
+    )
+
+
+def test_given_the_participant_left_is_lost_when_the_room_finishes_then_room_finished_closes_the_session():
+    room = Room("RM_lostleft", "retro", account_id="acct-lost", created_at=T0)
+    alice = Participant("PA_alice_l", "alice", T0 * 1000)
+    bob = Participant("PA_bob_l", "bob", T0 * 1000)
+    events = records(
+        lk.participant_joined(room, alice),
+        lk.participant_joined(room, bob),
+        lk.participant_left(room, bob, T0 + 600),
+        # alice's participant_left was dropped by LiveKit
+        lk.room_finished(room, T0 + 900),
+    )
+
+    sessions = rebuild(events)
+
+    # alice: T0 .. room_finished T0+900 = 900 s -> 15 audio
+    assert fields(sessions["PA_alice_l"]) == expected(
+        "acct-lost", T0 * 1000, (T0 + 900) * 1000, ClosedBy.ROOM_FINISHED, (("2026-11", 0, 15),)
+    )
+    # bob: T0 .. T0+600 = 600 s -> 10 audio (his own left wins over room_finished)
+    assert fields(sessions["PA_bob_l"]) == expected(
+        "acct-lost", T0 * 1000, (T0 + 600) * 1000, ClosedBy.LEFT, (("2026-11", 0, 10),)
+    )
+
+
+def test_given_left_and_room_finished_both_lost_when_the_sweeper_closes_then_the_session_ends_at_the_sweep():
+    room = Room("RM_swept", "ghost", account_id="acct-swept", created_at=T0)
+    alice = Participant("PA_alice_g", "alice", T0 * 1000)
+    events = records(lk.participant_joined(room, alice))
+
+    before = rebuild(events)["PA_alice_g"]
+    # no close known yet: open, nothing billed
+    assert before.is_open
+    assert fields(before) == expected("acct-swept", T0 * 1000, None, None, ())
+
+    after = rebuild([*events, sweeper_close(room, alice, SWEPT, T0 + 1260)])["PA_alice_g"]
+
+    # T0 .. sweep T0+1260 = 1260 s -> 21 audio
+    assert fields(after) == expected("acct-swept", T0 * 1000, (T0 + 1260) * 1000, ClosedBy.SWEPT, (("2026-11", 0, 21),))
+    assert not after.is_open
+
+
+def test_given_a_connection_aborted_when_rebuilt_then_it_bills_nothing_and_is_not_open():
+    room = Room("RM_abort", "onboarding", account_id="acct-abort", created_at=T0)
+    alice = Participant("PA_alice_ok", "alice", T0 * 1000)
+    dave = Participant("PA_dave", "dave", (T0 + 5) * 1000)
+    events = records(
+        lk.participant_joined(room, alice),
+        lk.participant_connection_aborted(room, dave, T0 + 20),
+        lk.participant_left(room, alice, T0 + 120),
+    )
+
+    sessions = rebuild(events)
+
+    assert sessions["PA_dave"].aborted
+    assert sessions["PA_dave"].parts == ()
+    assert sessions["PA_dave"].connected_seconds == 0
+    assert not sessions["PA_dave"].is_open
+    # alice unaffected: 120 s -> 2 audio
+    assert fields(sessions["PA_alice_ok"]) == expected(
+        "acct-abort", T0 * 1000, (T0 + 120) * 1000, ClosedBy.LEFT, (("2026-11", 0, 2),)
+    )
+
+
+def two_rooms_at_once() -> tuple[list[LiveKitEventRecord], list[LiveKitEventRecord]]:
+    one = Room("RM_one", "sales", account_id="acct-one", created_at=T0)
+    two = Room("RM_two", "support", account_id="acct-two", created_at=T0)
+    alice_one = Participant("PA_alice_1", "alice", T0 * 1000)
+    alice_two = Participant("PA_alice_2", "alice", (T0 + 60) * 1000)
+    room_one = records(
+        lk.participant_joined(one, alice_one),
+        lk.track_published(one, alice_one, "TR_cam_1", T0, video=True),
+        lk.participant_left(one, alice_one, T0 + 600),
+        lk.room_finished(one, T0 + 620),
+    )
+    room_two = records(
+        lk.participant_joined(two, alice_two),
+        lk.track_published(two, alice_two, "TR_mic_2", T0 + 60, video=False),
+        lk.participant_left(two, alice_two, T0 + 1260),
+    )
+    return room_one, room_two
+
+
+def test_given_one_identity_in_two_rooms_at_once_when_rebuilt_then_the_sessions_are_independent():
+    room_one, room_two = two_rooms_at_once()
+
+    one = rebuild(room_one)
+    two = rebuild(room_two)
+
+    # room one: T0 .. T0+600 = 600 s -> 10 min, camera the whole time -> 10 video, 0 audio
+    assert fields(one["PA_alice_1"]) == expected(
+        "acct-one", T0 * 1000, (T0 + 600) * 1000, ClosedBy.LEFT, (("2026-11", 10, 0),)
+    )
+    # room two: T0+60 .. T0+1260 = 1200 s -> 20 audio; room one's camera and room_finished do not reach it
+    assert fields(two["PA_alice_2"]) == expected(
+        "acct-two", (T0 + 60) * 1000, (T0 + 1260) * 1000, ClosedBy.LEFT, (("2026-11", 0, 20),)
+    )
+
+
+def test_given_one_identity_in_two_rooms_at_once_when_rated_in_one_batch_then_each_account_gets_its_own_room():
+    room_one, room_two = two_rooms_at_once()
+    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+
+    outcome = deliver(repo, publisher, [*room_two, *room_one])
+
+    assert outcome.rooms == 2
+    assert set(repo.sessions) == {("RM_one", "PA_alice_1"), ("RM_two", "PA_alice_2")}
+    assert repo.totals("acct-one", "2026-11") == {"video": 10}  # 600 s, all video
+    assert repo.totals("acct-two", "2026-11") == {"audio": 20}  # 1200 s, audio
+
+
+def room_name_reused() -> tuple[list[LiveKitEventRecord], list[LiveKitEventRecord]]:
+    first = Room("RM_first", "daily", account_id="acct-first", created_at=T0)
+    second = Room("RM_second", "daily", account_id="acct-second", created_at=T0 + 3600)
+    alice_1 = Participant("PA_daily_1", "alice", T0 * 1000)
+    alice_2 = Participant("PA_daily_2", "alice", (T0 + 3600) * 1000)
+    first_events = records(
+        lk.participant_joined(first, alice_1),
+        lk.track_published(first, alice_1, "TR_daily_cam", T0, video=True),
+        lk.participant_left(first, alice_1, T0 + 600),
+        lk.room_finished(first, T0 + 610),
+    )
+    second_events = records(
+        lk.room_started(second, T0 + 3600),
+        lk.participant_joined(second, alice_2),
+        # alice's participant_left lost: only the second room's own room_finished may close her
+        lk.room_finished(second, T0 + 4500),
+    )
+    return first_events, second_events
+
+
+def test_given_a_room_name_reused_with_a_new_sid_when_each_room_is_rebuilt_then_there_is_no_cross_talk():
+    first_events, second_events = room_name_reused()
+    assert {e.room_name for e in first_events + second_events} == {"daily"}
+
+    first = rebuild(first_events)
+    second = rebuild(second_events)
+
+    assert set(first) == {"PA_daily_1"}
+    assert set(second) == {"PA_daily_2"}
+    # first: T0 .. T0+600 = 600 s, camera throughout -> 10 video
+    assert fields(first["PA_daily_1"]) == expected(
+        "acct-first", T0 * 1000, (T0 + 600) * 1000, ClosedBy.LEFT, (("2026-11", 10, 0),)
+    )
+    # second: T0+3600 .. its room_finished T0+4500 = 900 s -> 15 audio (the first room's camera/finish ignored)
+    assert fields(second["PA_daily_2"]) == expected(
+        "acct-second", (T0 + 3600) * 1000, (T0 + 4500) * 1000, ClosedBy.ROOM_FINISHED, (("2026-11", 0, 15),)
+    )
+
+
+def test_given_a_room_name_reused_when_rated_together_then_sessions_and_totals_stay_per_room_sid():
+    first_events, second_events = room_name_reused()
+    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+
+    deliver(repo, publisher, [*second_events, *first_events])
+
+    assert set(repo.sessions) == {("RM_first", "PA_daily_1"), ("RM_second", "PA_daily_2")}
+    assert repo.totals("acct-first", "2026-11") == {"video": 10}
+    assert repo.totals("acct-second", "2026-11") == {"audio": 15}
+
+
+def test_given_a_session_across_the_last_midnight_of_the_month_when_rebuilt_then_each_month_part_is_rounded_alone():
+    room = Room("RM_midnight", "night-shift", account_id="acct-night", created_at=NOV_30_2350)
+    owl = Participant("PA_owl", "owl", (NOV_30_2350 + 30) * 1000)  # 2026-11-30T23:50:30Z
+    events = records(
+        lk.participant_joined(room, owl),
+        lk.track_published(room, owl, "TR_owl_mic", NOV_30_2350 + 31, video=False),
+        lk.participant_left(room, owl, DEC_1_0000 + 1230),  # 2026-12-01T00:20:30Z
+    )
+
+    (session,) = rebuild(events).values()
+
+    # November: 23:50:30 .. 00:00:00 = 570 s -> ceil(9.5) = 10 audio
+    # December: 00:00:00 .. 00:20:30 = 1230 s -> ceil(20.5) = 21 audio
+    # (10 + 21 = 31, not ceil(1800/60) = 30: each part is rounded as its own connection)
+    assert fields(session) == expected(
+        "acct-night",
+        (NOV_30_2350 + 30) * 1000,
+        (DEC_1_0000 + 1230) * 1000,
+        ClosedBy.LEFT,
+        (("2026-11", 0, 10), ("2026-12", 0, 21)),
+    )
+    assert session.parts[1].start_ms == DEC_1_0000 * 1000
+
+
+def test_given_video_across_the_month_boundary_when_rebuilt_then_video_seconds_are_split_with_the_connection():
+    room = Room("RM_midnight_v", "night-video", account_id="acct-night", created_at=NOV_30_2350)
+    owl = Participant("PA_owl_v", "owl", NOV_30_2350 * 1000 + 400)  # 2026-11-30T23:50:00.400Z
+    events = records(
+        lk.participant_joined(room, owl),
+        lk.track_published(room, owl, "TR_owl_cam", NOV_30_2350 + 300, video=True),  # 23:55:00
+        lk.track_unpublished(room, owl, "TR_owl_cam", DEC_1_0000 + 300, video=True),  # 00:05:00
+        lk.participant_left(room, owl, DEC_1_0000 + 1200),  # 00:20:00
+    )
+
+    (session,) = rebuild(events).values()
+
+    # November: 23:50:00.4 .. 00:00 = 599.6 s -> 10; video 23:55 .. 00:00 = 300 s -> 5; audio 10 - 5 = 5
+    # December: 00:00 .. 00:20 = 1200 s -> 20; video 00:00 .. 00:05 = 300 s -> 5; audio 20 - 5 = 15
+    assert fields(session) == expected(
+        "acct-night",
+        NOV_30_2350 * 1000 + 400,
+        (DEC_1_0000 + 1200) * 1000,
+        ClosedBy.LEFT,
+        (("2026-11", 5, 5), ("2026-12", 5, 15)),
+    )
+
+
+def test_given_an_agent_participant_in_a_video_call_when_rebuilt_then_it_is_billed_like_a_standard_participant():
+    room = Room("RM_agent", "agent-call", account_id="acct-agent", created_at=T0)
+    alice = Participant("PA_human", "alice", T0 * 1000)
+    agent = Participant("PA_agent", "agent-kilo", (T0 + 2) * 1000, kind="AGENT")
+    events = records(
+        lk.participant_joined(room, alice),
+        lk.participant_joined(room, agent),
+        lk.track_published(room, alice, "TR_human_cam", T0 + 1, video=True),
+        lk.track_published(room, agent, "TR_agent_mic", T0 + 3, video=False),
+        lk.participant_left(room, agent, T0 + 602),
+        lk.participant_left(room, alice, T0 + 610),
+        lk.room_finished(room, T0 + 615),
+    )
+
+    sessions = rebuild(events)
+
+    agent_session = sessions["PA_agent"]
+    assert agent_session.kind == "AGENT"
+    assert agent_session.billing is Billing.ROOM_RULE
+    # agent: T0+2 .. T0+602 = 600 s -> 10; camera published since T0+1 -> 600 s of video -> 10 video, 0 audio
+    assert fields(agent_session) == expected(
+        "acct-agent", (T0 + 2) * 1000, (T0 + 602) * 1000, ClosedBy.LEFT, (("2026-11", 10, 0),)
+    )
+    # alice: T0 .. T0+610 = 610 s -> ceil(10.17) = 11; video T0+1 .. T0+610 = 609 s -> ceil(10.15) = 11; audio 0
+    assert fields(sessions["PA_human"]) == expected(
+        "acct-agent", T0 * 1000, (T0 + 610) * 1000, ClosedBy.LEFT, (("2026-11", 11, 0),)
+    )
+
+
+def test_given_a_sip_participant_in_a_video_room_when_rebuilt_then_it_bills_audio_only():
+    room = Room("RM_sip", "dial-in", account_id="acct-sip", created_at=T0)
+    alice = Participant("PA_host", "alice", T0 * 1000)
+    phone = Participant("PA_phone", "sip_+15551234567", (T0 + 60) * 1000, kind="SIP")
+    events = records(
+        lk.participant_joined(room, alice),
+        lk.track_published(room, alice, "TR_host_cam", T0, video=True),
+        lk.participant_joined(room, phone),
+        lk.track_published(room, phone, "TR_phone_mic", T0 + 61, video=False),
+        lk.participant_left(room, phone, T0 + 660),
+        lk.participant_left(room, alice, T0 + 720),
+    )
+
+    sessions = rebuild(events)
+
+    assert sessions["PA_phone"].kind == "SIP"
+    # phone: T0+60 .. T0+660 = 600 s -> 10; a phone line never receives video -> 0 video, 10 audio
+    assert fields(sessions["PA_phone"]) == expected(
+        "acct-sip", (T0 + 60) * 1000, (T0 + 660) * 1000, ClosedBy.LEFT, (("2026-11", 0, 10),)
+    )
+    # host: T0 .. T0+720 = 720 s -> 12; camera throughout -> 12 video
+    assert fields(sessions["PA_host"]) == expected(
+        "acct-sip", T0 * 1000, (T0 + 720) * 1000, ClosedBy.LEFT, (("2026-11", 12, 0),)
+    )
+
+
+def test_given_an_egress_participant_when_rebuilt_and_rated_then_it_bills_nothing():
+    room = Room("RM_egress", "recorded", account_id="acct-rec", created_at=T0)
+    alice = Participant("PA_speaker", "alice", T0 * 1000)
+    recorder = Participant("PA_recorder", "EG_recorder", (T0 + 5) * 1000, kind="EGRESS")
+    events = records(
+        lk.participant_joined(room, alice),
+        lk.track_published(room, alice, "TR_speaker_cam", T0 + 1, video=True),
+        lk.participant_joined(room, recorder),
+        lk.participant_left(room, recorder, T0 + 900),
+        lk.participant_left(room, alice, T0 + 900),
+        lk.room_finished(room, T0 + 905),
+    )
+
+    sessions = rebuild(events)
+
+    assert sessions["PA_recorder"].billing is Billing.NOT_BILLED
+    assert sessions["PA_recorder"].parts == ()
+    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+    deliver(repo, publisher, events)
+    # only alice: T0 .. T0+900 = 900 s -> 15; video T0+1 .. T0+900 = 899 s -> ceil(14.98) = 15 video
+    assert repo.totals("acct-rec", "2026-11") == {"video": 15}
+
+
+def test_given_the_join_is_lost_when_the_left_arrives_then_the_start_comes_from_the_lefts_participant_info():
+    room = Room("RM_nojoin", "quick-sync", account_id="acct-nojoin", created_at=T0)
+    alice = Participant("PA_alice_nj", "alice", T0 * 1000 + 700)
+    events = records(
+        # participant_joined lost
+        lk.track_published(room, alice, "TR_nj_mic", T0 + 1, video=False),
+        lk.participant_left(room, alice, T0 + 900),
+    )
+
+    (session,) = rebuild(events).values()
+
+    # joinedAtMs from the left's participant info: T0+0.7 .. T0+900 = 899.3 s -> ceil(14.99) = 15 audio
+    assert fields(session) == expected(
+        "acct-nojoin", T0 * 1000 + 700, (T0 + 900) * 1000, ClosedBy.LEFT, (("2026-11", 0, 15),)
+    )
+
+
+def test_given_a_session_longer_than_the_maximum_when_it_leaves_then_it_is_capped_at_the_maximum_length():
+    room = Room("RM_marathon", "left-open", account_id="acct-cap", created_at=T0)
+    alice = Participant("PA_marathon", "alice", T0 * 1000)
+    events = records(
+        lk.participant_joined(room, alice),
+        lk.participant_left(room, alice, T0 + 30 * 3600),  # 30 h later
+    )
+
+    (session,) = rebuild(events, max_session_seconds=DAY).values()
+
+    # capped at 24 h = 86400 s -> 1440 audio (not 30 h = 1800)
+    assert fields(session) == expected(
+        "acct-cap", T0 * 1000, (T0 + DAY) * 1000, ClosedBy.CAPPED, (("2026-11", 0, 1440),)
+    )
+
+
+def test_given_an_open_session_at_the_maximum_length_when_the_sweeper_caps_it_then_it_is_closed_as_capped():
+    room = Room("RM_forgotten", "forgotten-tab", account_id="acct-cap", created_at=T0)
+    alice = Participant("PA_forgotten", "alice", T0 * 1000)
+    events = [*records(lk.participant_joined(room, alice)), sweeper_close(room, alice, CAPPED, T0 + DAY)]
+
+    (session,) = rebuild(events, max_session_seconds=DAY).values()
+
+    # T0 .. T0+86400 = 86400 s -> 1440 audio
+    assert fields(session) == expected(
+        "acct-cap", T0 * 1000, (T0 + DAY) * 1000, ClosedBy.CAPPED, (("2026-11", 0, 1440),)
+    )
+
+
+@pytest.mark.parametrize(
+    ("room_account", "attributes", "metadata", "account"),
+    [
+        pytest.param("acct-room", {"kilo.account_id": "acct-attr"}, '{"account_id":"acct-meta"}', "acct-room",
+                     id="room_metadata_wins"),
+        pytest.param(None, {"kilo.account_id": "acct-attr"}, '{"account_id":"acct-meta"}', "acct-attr",
+                     id="participant_attribute_next"),
+        pytest.param(None, {}, '{"account_id":"acct-meta"}', "acct-meta", id="participant_metadata_last"),
+        pytest.param(None, {"other": "x"}, '{"plan":"free"}', "unattributed", id="none_is_unattributed"),
+    ],
+)  # fmt: skip
+def test_given_account_hints_in_room_and_participant_when_rebuilt_then_the_first_rule_step_that_matches_pays(
+    room_account, attributes, metadata, account
+):
+    room = Room("RM_attr", "who-pays", account_id=room_account, created_at=T0)
+    alice = Participant("PA_attr", "alice", T0 * 1000, attributes=attributes)
+    events = records(
+        with_participant_metadata(lk.participant_joined(room, alice), metadata),
+        lk.track_published(room, alice, "TR_attr_mic", T0 + 1, video=False),
+        with_participant_metadata(lk.participant_left(room, alice, T0 + 300), metadata),
+    )
+
+    (session,) = rebuild(events).values()
+
+    # 300 s -> 5 audio
+    assert fields(session) == expected(account, T0 * 1000, (T0 + 300) * 1000, ClosedBy.LEFT, (("2026-11", 0, 5),))
+
+
+def test_given_a_camera_publisher_leaves_without_track_unpublished_then_the_others_are_audio_after_it_left():
+    # track_unpublished is lost (or never sent) but the publisher's participant_left arrived: once it has left, its
+    # camera is no longer published in the room (billing-policy: a video second needs a published video track)
+    room = Room("RM_gone_cam", "handover", account_id="acct-handover", created_at=T0)
+    alice = Participant("PA_cam_owner", "alice", T0 * 1000)
+    bob = Participant("PA_stayer", "bob", T0 * 1000)
+    events = records(
+        lk.participant_joined(room, alice),
+        lk.participant_joined(room, bob),
+        lk.track_published(room, alice, "TR_owner_cam", T0 + 60, video=True),
+        lk.participant_left(room, alice, T0 + 600),
+        lk.participant_left(room, bob, T0 + 1200),
+    )
+
+    sessions = rebuild(events)
+
+    # alice: T0 .. T0+600 = 600 s -> 10; video T0+60 .. T0+600 = 540 s -> 9 video; audio 1
+    assert fields(sessions["PA_cam_owner"]) == expected(
+        "acct-handover", T0 * 1000, (T0 + 600) * 1000, ClosedBy.LEFT, (("2026-11", 9, 1),)
+    )
+    # bob: T0 .. T0+1200 = 1200 s -> 20; video only while alice's camera existed, T0+60 .. T0+600 = 540 s -> 9;
+    # audio 20 - 9 = 11
+    assert fields(sessions["PA_stayer"]) == expected(
+        "acct-handover", T0 * 1000, (T0 + 1200) * 1000, ClosedBy.LEFT, (("2026-11", 9, 11),)
+    )
+
+
+# --- end to end through rate_batch ----------------------------------------------------------------------------------
+
+
+def test_given_a_video_call_when_rated_then_the_accounts_totals_are_the_sum_of_rounded_connections():
+    _, _, _, events = video_call_with_late_camera()
+    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+
+    outcome = deliver(repo, publisher, events)
+
+    # alice 17 video + 13 audio, bob 17 video + 13 audio -> 34 video, 26 audio
+    assert repo.totals("acct-video", "2026-11") == {"video": 34, "audio": 26}
+    assert outcome.sessions_changed == 2
+    assert outcome.unattributed_minutes == 0
+    assert publisher.published == []
+
+
+def test_given_batches_redelivered_and_duplicated_when_rated_again_then_nothing_changes():
+    _, _, _, video_events = video_call_with_late_camera()
+    _, _, _, audio_events = audio_only_call()
+    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+    deliver(repo, publisher, [*video_events, *audio_events])
+    sessions, counters, writes = dict(repo.sessions), {k: dict(v) for k, v in repo.counters.items()}, repo.writes
+
+    again = deliver(repo, publisher, [*video_events, *video_events, *audio_events])  # redelivered, duplicated
+    reversed_halves = deliver(repo, publisher, list(reversed(audio_events)))
+
+    assert (again.sessions_changed, again.writes) == (0, 0)
+    assert (reversed_halves.sessions_changed, reversed_halves.writes) == (0, 0)
+    assert repo.writes == writes
+    assert repo.sessions == sessions
+    assert repo.counters == counters
+    assert repo.totals("acct-video", "2026-11") == {"video": 34, "audio": 26}  # 2 x (17 video, 13 audio)
+    assert repo.totals("acct-audio", "2026-11") == {"audio": 51}  # 25 + 26
+
+
+def test_given_a_reconnect_split_over_batches_out_of_order_when_rated_then_totals_match_the_hand_sum():
+    events = full_reconnect()
+    joined_old, _, joined_new, left_old, _, left_new = events
+    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+
+    deliver(repo, publisher, [joined_new, left_new])  # the new connection first
+    deliver(repo, publisher, [joined_old])  # the old one now open
+    deliver(repo, publisher, [left_old, *events])  # its left last, then everything again
+
+    # old 605 s -> 11, new 598 s -> 10 -> 21 audio
+    assert repo.totals("acct-re", "2026-11") == {"audio": 21}
+
+
+def test_given_a_session_across_midnight_when_rated_then_each_period_gets_its_own_rounded_part():
+    room = Room("RM_midnight_r", "night-shift", account_id="acct-night", created_at=NOV_30_2350)
+    owl = Participant("PA_owl_r", "owl", (NOV_30_2350 + 30) * 1000)
+    events = records(lk.participant_joined(room, owl), lk.participant_left(room, owl, DEC_1_0000 + 1230))
+    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+
+    deliver(repo, publisher, events)
+
+    assert repo.totals("acct-night", "2026-11") == {"audio": 10}  # 570 s -> 10
+    assert repo.totals("acct-night", "2026-12") == {"audio": 21}  # 1230 s -> 21
+
+
+def test_given_unattributable_usage_when_rated_then_it_is_kept_in_the_unattributed_bucket():
+    room = Room("RM_orphan", "no-account", created_at=T0)
+    alice = Participant("PA_orphan", "alice", T0 * 1000)
+    events = records(lk.participant_joined(room, alice), lk.participant_left(room, alice, T0 + 420))
+    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+
+    outcome = deliver(repo, publisher, events)
+
+    assert repo.totals("unattributed", "2026-11") == {"audio": 7}  # 420 s -> 7
+    assert outcome.unattributed_minutes == 7
+
+
+def test_given_a_crash_mid_commit_when_the_same_batch_is_retried_then_totals_equal_a_clean_run():
+    _, _, _, video_events = video_call_with_late_camera()
+    usage = [usage_record("msg-crash", "acct-video", "messages", 42, T0 + 100)]
+    clean, clean_publisher = InMemoryUsageRepository(), RecordingPublisher()
+    deliver(clean, clean_publisher, video_events, usage)
+
+    crashed, crashed_publisher = InMemoryUsageRepository(), RecordingPublisher()
+    crashed.fail_commit_after = 0
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        deliver(crashed, crashed_publisher, video_events, usage)
+    # all or nothing: the crashed attempt left no trace
+    assert crashed.sessions == {}
+    assert crashed.counters == {}
+    assert crashed.usage_rated == set()
+    crashed.fail_commit_after = None
+    deliver(crashed, crashed_publisher, video_events, usage)
+
+    # 34 video, 26 audio (2 x (17, 13)); 42 messages
+    assert crashed.totals("acct-video", "2026-11") == {"video": 34, "audio": 26, "messages": 42}
+    assert clean.totals("acct-video", "2026-11") == crashed.totals("acct-video", "2026-11")
+    assert crashed.sessions == clean.sessions
+    assert crashed_publisher.published == clean_publisher.published
+
+
+def test_given_usage_records_delivered_twice_when_rated_then_each_is_counted_once():
+    messages = usage_record("msg-1", "acct-app", "messages", 120, T0 + 10)
+    more_messages = usage_record("msg-2", "acct-app", "messages", 30, T0 + 20)
+    data = usage_record("bytes-1", "acct-app", "data_transfer", 2_500_000_000, T0 + 30)
+    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+
+    first = deliver(repo, publisher, usage=[messages, data, messages])  # duplicate inside one batch
+    second = deliver(repo, publisher, usage=[data, messages, more_messages])  # redelivered with one new record
+
+    assert first.usage_rated == 2
+    assert second.usage_rated == 1
+    # messages 120 + 30 = 150; data 2.5e9 bytes once
+    assert repo.totals("acct-app", "2026-11") == {"messages": 150, "data_transfer": 2_500_000_000}
+
+
+def test_given_personal_audio_crossing_half_its_allowance_when_rated_then_one_threshold_event_is_published_once():
+    events = long_audio_call(5000)  # joined T0, left T0 + 5000 x 60 s = 300000 s
+    config = RatingConfig(AttributionRule(), 7 * DAY, default_catalog().for_period)  # 300000 s < 604800 s: no cap
+    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+
+    first = deliver(repo, publisher, events, config=config)
+    deliver(repo, publisher, events, config=config)  # redelivered
+    deliver(repo, publisher, [events[-1], events[0]], config=config)  # and again, reordered
+
+    # 300000 s -> 5000 audio minutes; personal includes 10000 -> 5000 / 10000 = 50 % (not 80 %)
+    assert repo.totals("acct-talk", "2026-11") == {"audio": 5000}
+    assert first.thresholds == 1
+    assert len(publisher.published) == 1
+    detail_type, detail = publisher.published[0]
+    assert detail_type == "UsageThresholdCrossed.v1"
+    assert {
+        k: detail[k] for k in ("event_id", "account_id", "period", "meter", "threshold_percent", "used", "limit")
+    } == {
+        "event_id": "threshold:acct-talk:2026-11:audio:50",
+        "account_id": "acct-talk",
+        "period": "2026-11",
+        "meter": "audio",
+        "threshold_percent": 50,
+        "used": "5000",
+        "limit": "10000",
+    }
+    assert repo.thresholds[("acct-talk", "2026-11")] == {"audio#50"}
+
+
+def test_given_personal_audio_just_below_half_when_rated_then_no_threshold_is_published():
+    events = long_audio_call(4999)  # 4999 x 60 s -> 4999 minutes < 5000 = 50 % of 10000
+    config = RatingConfig(AttributionRule(), 7 * DAY, default_catalog().for_period)
+    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+
+    deliver(repo, publisher, events, config=config)
+
+    assert repo.totals("acct-talk", "2026-11") == {"audio": 4999}
+    assert publisher.published == []
