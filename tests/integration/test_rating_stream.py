@@ -245,3 +245,47 @@ def test_given_app_usage_reported_twice_then_counted_once(stack: Stack, lambda_c
     runner.run(records, lambda_context)  # the stream redelivers
     assert aggregate(stack) == {"messages": 1200, "data_transfer": 2_500_000_000}
     assert runner.poll() == []  # marking usage rated produced no new INSERT for rating
+
+
+def test_given_usage_crossing_half_the_allowance_then_one_threshold_event_reaches_the_bus(
+    stack: Stack, lambda_context: LambdaContext
+) -> None:
+    from kilo_dev.signing import usage_signature  # noqa: PLC0415
+    from kilo_webhook_ingest import usage_api  # noqa: PLC0415
+    from tests.conftest import USAGE_CLIENTS  # noqa: PLC0415
+
+    events, sqs = stack.clients["events"], stack.clients["sqs"]
+    bus = stack.template.physical_name("BillingEventBus")
+    queue = sqs.create_queue(QueueName="threshold-probe")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    events.put_rule(Name="probe", EventBusName=bus, EventPattern=json.dumps({"source": ["kilo.billing.rating"]}))
+    events.put_targets(Rule="probe", EventBusName=bus, Targets=[{"Id": "q", "Arn": arn}])
+    # a personal account (no profile: the free tier) sends 60,000 of its 100,000 included messages, in two reports
+    for key, quantity in (("m-a", 30_000), ("m-b", 30_000)):
+        body = json.dumps({"events": [{"idempotency_key": key, "account_id": "acct_free", "meter": "messages",
+                                       "quantity": quantity, "timestamp": "2026-11-28T10:00:00Z"}]}).encode()  # fmt: skip
+        headers = {"x-kilo-client": "kilo-app", "x-kilo-signature": usage_signature(body, USAGE_CLIENTS["kilo-app"][0])}
+        assert (
+            usage_api.lambda_handler(http_api_event("POST", "/v1/usage", body, headers), lambda_context)["statusCode"]
+            == 200
+        )
+    runner = Lambda(stack)
+    records = runner.poll()
+    runner.run(records[:1], lambda_context)  # 30 % : nothing yet
+    runner.run(records, lambda_context)  # 60 %: the 50 % threshold, once; the first record is already rated
+    runner.run(records, lambda_context)  # redelivered: nothing more
+    messages = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10)["Messages"]
+    assert len(messages) == 1
+    envelope = json.loads(messages[0]["Body"])
+    assert envelope["detail-type"] == "UsageThresholdCrossed.v1"
+    assert envelope["detail"] == {
+        "schema_version": 1,
+        "event_id": "threshold:acct_free:2026-11:messages:50",
+        "account_id": "acct_free",
+        "period": "2026-11",
+        "meter": "messages",
+        "threshold_percent": 50,
+        "used": "60000",
+        "limit": "100000",
+        "occurred_at": envelope["detail"]["occurred_at"],
+    }
