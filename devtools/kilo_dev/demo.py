@@ -1,192 +1,268 @@
-"""The demo (README's run command): rate a simulated month for a few example accounts and print their bills.
+"""The demo (the README's run command): the whole pipeline on one machine, no AWS account, no Stripe key.
 
-Until the local stack lands, this drives the billing domain library directly: a seeded simulation of calls
-(connections with camera/screen-share spans, reconnects, a call across the month end), app-reported messages and
-bytes, one account upgrading mid-month; then per-connection rounding, period splitting, tier-segment rating and the
-invoice each account gets when the month closes.
+1. start the local stack (moto server, HTTP gateway, stream pollers, schedules) from ``template.yaml``;
+2. simulate a month of LiveKit traffic for N accounts - signed webhooks (official SDK) and signed app usage reports,
+   over HTTP to the gateway, with reconnects, lost ``participant_left`` events and a call across the month end;
+3. let rating catch up, then print each account's month to date from the project's own query, next to the
+   simulator's ground truth; exit 1 on any difference;
+4. stop every process it started (also on Ctrl-C or failure). ``--keep-running`` leaves the stack up instead.
 """
 
 from __future__ import annotations
 
 import argparse
-import random
+import http.client
+import json
+import signal
+import sys
+import time
+import urllib.parse
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
 
+from rich.console import Console
 from rich.table import Table
 
-from kilo_billing.catalog import PriceBook, default_catalog
-from kilo_billing.meters import Interval, Meter, split_connection
-from kilo_billing.money import money_str
-from kilo_billing.periods import Period
-from kilo_billing.rating import (
-    Invoice,
-    LineKind,
-    RatedPeriod,
-    TierChange,
-    UsageRecord,
-    compose_invoice,
-    effective_change,
-    rate_period,
-    segments_for,
-)
 from kilo_billing_cli.console import make_console
 
 
-@dataclass
-class Account:
-    account_id: str
-    tier: str
-    calls_per_day: float
-    participants: tuple[int, int]
-    video_share: float
-    messages_per_call: int
-    bytes_per_minute: int
-    upgrade_to: str | None = None
-    changes: list[TierChange] = field(default_factory=list)
-    usage: list[UsageRecord] = field(default_factory=list)
-    carried_over_minutes: int = 0
+class HttpSink:
+    """Delivers the simulator's traffic like LiveKit and the app would: signed HTTP requests to the gateway."""
+
+    def __init__(self, base_url: str, livekit_key: str, livekit_secret: str, client: str, secret: str, clock: Any):
+        parsed = urllib.parse.urlparse(base_url)
+        self._host, self._port = parsed.hostname or "127.0.0.1", parsed.port or 80
+        self._connection: http.client.HTTPConnection | None = None
+        self._livekit = (livekit_key, livekit_secret)
+        self._usage = (client, secret)
+        self._clock = clock
+        self.webhooks = 0
+        self.usage_reports = 0
+
+    def _post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        for attempt in range(5):  # LiveKit retries connection errors and 5xx; so does the app
+            try:
+                if self._connection is None:
+                    self._connection = http.client.HTTPConnection(self._host, self._port, timeout=30)
+                self._connection.request("POST", path, body=body, headers=headers)
+                response = self._connection.getresponse()
+                data = response.read()
+            except (OSError, http.client.HTTPException):
+                self._connection = None
+                time.sleep(0.2 * (attempt + 1))
+                continue
+            if response.status < 500:
+                return response.status, data
+            time.sleep(0.2 * (attempt + 1))
+        raise RuntimeError(f"POST {path} kept failing")
+
+    def webhook(self, body: bytes) -> None:
+        from kilo_dev.signing import livekit_authorization  # noqa: PLC0415
+
+        headers = {
+            "Content-Type": "application/webhook+json",
+            "Authorization": livekit_authorization(body, *self._livekit),
+        }
+        status, data = self._post("/webhooks/livekit", body, headers)
+        if status != 200:
+            raise RuntimeError(f"webhook refused ({status}): {data[:200]!r}")
+        self.webhooks += 1
+
+    def usage(self, events: list[dict[str, Any]]) -> None:
+        from kilo_dev.signing import usage_signature  # noqa: PLC0415
+
+        body = json.dumps({"events": events}).encode()
+        headers = {"Content-Type": "application/json", "X-Kilo-Client": self._usage[0],
+                   "X-Kilo-Signature": usage_signature(body, self._usage[1])}  # fmt: skip
+        status, data = self._post("/v1/usage", body, headers)
+        if status != 200:
+            raise RuntimeError(f"usage report refused ({status}): {data[:300]!r}")
+        self.usage_reports += 1
+
+    def advance(self, now_s: int) -> None:
+        self._clock.set(now_s)
 
 
-EXAMPLES: tuple[Account, ...] = (
-    Account("acme-personal-light", "personal", 1.5, (2, 3), 0.3, 20, 2_000_000),
-    Account("bob-personal-heavy", "personal", 6.0, (2, 6), 0.8, 300, 9_000_000),
-    Account("studio-team", "team", 30.0, (3, 8), 0.7, 900, 6_000_000),
-    Account("growth-upgrades", "personal", 12.0, (2, 5), 0.6, 400, 5_000_000, upgrade_to="team"),
-    Account("bigcorp-enterprise", "enterprise", 60.0, (4, 12), 0.9, 2_000, 12_000_000),
-)
+def month_to_date_rows(stack: Any, accounts: Sequence[Any], period: str, now_ms: int) -> dict[str, Any]:
+    """Each account's month to date, read through the project's own query against the local stack."""
+    import boto3  # noqa: PLC0415
+
+    from kilo_billing.catalog import default_catalog  # noqa: PLC0415
+    from kilo_billing.periods import Period  # noqa: PLC0415
+    from kilo_rate_usage.queries import month_to_date  # noqa: PLC0415
+    from kilo_rate_usage.repository import DynamoUsageRepository  # noqa: PLC0415
+
+    template = stack.template
+    repo = DynamoUsageRepository(
+        boto3.client("dynamodb"), template.physical_name("UsageTable"), template.physical_name("EventsTable")
+    )
+    book = default_catalog().for_period(Period.parse(period))
+    return {spec.account_id: month_to_date(repo, spec.account_id, period, now_ms, book) for spec in accounts}
 
 
-def _connections(
-    rng: random.Random, start: datetime, participants: int, video_share: float
-) -> list[tuple[datetime, datetime, list[Interval]]]:
-    """One call: each participant connects (sometimes reconnecting) while video is on for part of the call."""
-    call_seconds = rng.randint(60, 90 * 60)
-    call_end = start + timedelta(seconds=call_seconds)
-    video: list[Interval] = []
-    if rng.random() < video_share:
-        camera_on = start + timedelta(seconds=rng.randint(0, call_seconds // 3))
-        video.append((camera_on, call_end - timedelta(seconds=rng.randint(0, call_seconds // 4))))
-    connections = []
-    for _ in range(participants):
-        joined = start + timedelta(seconds=rng.randint(0, 120))
-        left = call_end - timedelta(seconds=rng.randint(0, 120))
-        if rng.random() < 0.1:  # a reconnect storm: a few short connections before the real one
-            for _ in range(rng.randint(2, 5)):
-                blip_end = joined + timedelta(seconds=rng.randint(3, 20))
-                connections.append((joined, blip_end, video))
-                joined = blip_end + timedelta(seconds=rng.randint(1, 5))
-        if left > joined:
-            connections.append((joined, left, video))
-    return connections
+def compare(truth: Any, rows: dict[str, Any], period: str) -> dict[str, list[str]]:
+    """Differences between the rated month to date and the simulator's ground truth, per account."""
+    from kilo_billing.meters import Meter, bytes_to_gb  # noqa: PLC0415
+
+    problems: dict[str, list[str]] = {}
+    for account, mtd in rows.items():
+        real = truth.minutes.get((account, period), {})
+        expected = {
+            Meter.VIDEO: Decimal(real.get("video", 0)),
+            Meter.AUDIO: Decimal(real.get("audio", 0)),
+            Meter.MESSAGES: Decimal(real.get("messages", 0)),
+            Meter.DATA_TRANSFER: bytes_to_gb(real.get("data_transfer_bytes", 0)),
+        }
+        diffs = [
+            f"{m.value}: rated {mtd.rated.used[m]} vs truth {q}" for m, q in expected.items() if mtd.rated.used[m] != q
+        ]
+        if mtd.open_sessions:
+            diffs.append(f"{mtd.open_sessions} session(s) still open")
+        problems[account] = diffs
+    return problems
 
 
-def simulate(account: Account, period: Period, book: PriceBook, rng: random.Random) -> None:
-    account.changes = [TierChange(period.start - timedelta(days=90), account.tier)]
-    if account.upgrade_to is not None:
-        requested = period.start + timedelta(days=11, hours=9, minutes=30)
-        account.changes.append(effective_change(book, account.tier, account.upgrade_to, requested))
-    days = (period.end - period.start).days
-    calls = max(1, round(account.calls_per_day * days))
-    for index in range(calls):
-        if index == calls - 1:  # the last call runs across the month end
-            start = period.end - timedelta(minutes=rng.randint(5, 40))
-        else:
-            start = period.start + timedelta(seconds=rng.randrange(0, days * 86_400 - 7_200))
-        for joined, left, video in _connections(rng, start, rng.randint(*account.participants), account.video_share):
-            for part in split_connection(joined, left, video):
-                if part.period != period:
-                    account.carried_over_minutes += part.minutes.total
-                    continue
-                account.usage.append(UsageRecord(Meter.VIDEO, part.minutes.video, part.start))
-                account.usage.append(UsageRecord(Meter.AUDIO, part.minutes.audio, part.start))
-        message_at = min(start, period.end - timedelta(seconds=1))
-        account.usage.append(UsageRecord(Meter.MESSAGES, rng.randint(0, account.messages_per_call), message_at))
-        account.usage.append(
-            UsageRecord(Meter.DATA_TRANSFER, account.bytes_per_minute * rng.randint(1, 90), message_at)
-        )
+def summary_table(accounts: Sequence[Any], rows: dict[str, Any], problems: dict[str, list[str]], period: str) -> Table:
+    from kilo_billing.meters import Meter  # noqa: PLC0415
+    from kilo_billing.money import money_str  # noqa: PLC0415
 
-
-def close_month(account: Account, period: Period, book: PriceBook) -> tuple[RatedPeriod, Invoice]:
-    segments = segments_for(period, account.changes)
-    rated = rate_period(period, segments, account.usage, book)
-    next_tier = segments_for(period.next(), account.changes)[0].tier
-    advance = book.tier(segments[0].tier).monthly_fee
-    invoice = compose_invoice(account.account_id, rated, next_tier, book, fees_billed_in_advance=advance)
-    return rated, invoice
-
-
-def _summary(period: Period, results: Sequence[tuple[Account, RatedPeriod, Invoice]]) -> Table:
-    table = Table(title=f"Kilo Billing — month {period} closed (simulated)")
-    for column in (
-        "account",
-        "tier",
-        "video min",
-        "audio min",
-        "messages",
-        "GB",
-        "fee",
-        "overage",
-        "bill",
-        "LiveKit cost",
-        "margin",
-    ):
-        table.add_column(column, justify="left" if column in ("account", "tier") else "right")
-    for account, rated, _ in results:
-        tiers = " → ".join(dict.fromkeys(segment.segment.tier for segment in rated.segments))
+    table = Table(title=f"Month to date {period} — rated by the local stack, checked against the simulator")
+    for column in ("account", "tier", "video min", "audio min", "messages", "GB", "fee", "overage", "bill so far",
+                   "LiveKit cost", "truth"):  # fmt: skip
+        table.add_column(column, justify="left" if column in ("account", "tier", "truth") else "right")
+    for spec in accounts:
+        mtd = rows[spec.account_id]
+        used = mtd.rated.used
         table.add_row(
-            account.account_id,
-            tiers,
-            f"{rated.used[Meter.VIDEO]:,}",
-            f"{rated.used[Meter.AUDIO]:,}",
-            f"{rated.used[Meter.MESSAGES]:,}",
-            f"{rated.used[Meter.DATA_TRANSFER]}",
-            f"${money_str(rated.fee)}",
-            f"${money_str(rated.usage_total)}",
-            f"${money_str(rated.total)}",
-            f"${money_str(rated.cost_basis_rounded)}",
-            f"${money_str(rated.margin)}",
+            spec.account_id,
+            spec.tier,
+            f"{used[Meter.VIDEO]:,}",
+            f"{used[Meter.AUDIO]:,}",
+            f"{used[Meter.MESSAGES]:,}",
+            f"{used[Meter.DATA_TRANSFER]}",
+            f"${money_str(mtd.rated.fee)}",
+            f"${money_str(mtd.rated.usage_total)}",
+            f"[bold]${money_str(mtd.rated.total)}[/bold]",
+            f"${money_str(mtd.rated.cost_basis_rounded)}",
+            "[green]matches[/green]"
+            if not problems[spec.account_id]
+            else "[red]" + "; ".join(problems[spec.account_id]) + "[/red]",
         )
     return table
 
 
-def _invoice_table(invoice: Invoice) -> Table:
-    table = Table(title=f"Invoice {invoice.account_id} closing {invoice.period} ({invoice.currency})")
-    table.add_column("line")
-    table.add_column("amount", justify="right")
-    for line in invoice.lines:
-        if line.kind is LineKind.USAGE and line.amount == 0 and line.used == 0:
-            continue
-        table.add_row(line.description, f"${money_str(line.amount)}")
-    table.add_section()
-    table.add_row("[bold]total due[/bold]", f"[bold]${money_str(invoice.total)}[/bold]")
-    return table
+def _interrupt(signum: int, _: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def run(args: argparse.Namespace, console: Console) -> int:
+    from kilo_dev.fake_livekit import FakeLiveKit  # noqa: PLC0415
+    from kilo_dev.localstack import LocalSettings, LocalStack  # noqa: PLC0415
+    from kilo_dev.simulator import default_accounts, simulate  # noqa: PLC0415
+
+    settings = LocalSettings.from_env()
+    livekit = FakeLiveKit(settings.livekit_keys)  # RoomService for the sweeper, kept current by the simulator
+    livekit.start()
+    settings.parameters = {"LiveKitUrl": livekit.url, "LogLevel": "ERROR"}
+    stack = LocalStack(settings, log=lambda message: console.print(f"[dim]· {message}[/dim]"))
+    try:
+        stack.start()
+        api_key, api_secret = next(iter(settings.livekit_keys.items()))
+        now = int(time.time()) if args.end is None else args.end
+        current = datetime.fromtimestamp(now, tz=UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        start = int(
+            (current - timedelta(hours=2)).timestamp()
+        )  # a little of the previous month: a call crosses midnight
+        period = current.strftime("%Y-%m")
+        accounts = default_accounts(args.accounts)
+        _write_profiles(stack, accounts)
+        sink = HttpSink(stack.url, api_key, api_secret, settings.usage_client, settings.usage_secret, stack.clock)
+        begin_at, end_at = (datetime.fromtimestamp(t, tz=UTC).strftime("%Y-%m-%d %H:%M") for t in (start, now))
+        window = f"{begin_at} to {end_at}"
+        console.print(f"Simulating {len(accounts)} accounts from {window} UTC (seed {args.seed})")
+        began = time.monotonic()
+        truth = simulate(args.seed, accounts, start, now, sink, livekit,
+                         progress=lambda m: console.print(f"[dim]  {m}[/dim]"),
+                         rooms_per_account_per_day=args.intensity)  # fmt: skip
+        console.print(f"Sent {sink.webhooks:,} signed webhooks and {sink.usage_reports:,} usage reports "
+                      f"in {time.monotonic() - began:.0f} s; waiting for rating to catch up…")  # fmt: skip
+        stack.wait_idle(timeout=600)
+        rows = month_to_date_rows(stack, accounts, period, now * 1000)
+        problems = compare(truth, rows, period)
+        console.print(summary_table(accounts, rows, problems, period))
+        previous = (current - timedelta(days=1)).strftime("%Y-%m")
+        earlier = compare(truth, month_to_date_rows(stack, accounts, previous, now * 1000), previous)
+        tail_ok = all(not diffs for diffs in earlier.values())
+        console.print(f"{previous} (the call across the month end): {'matches' if tail_ok else earlier}")
+        mismatches = [account for account, diffs in problems.items() if diffs]
+        failed = [f.name for f in stack.functions.values() if f.errors]
+        console.print(f"Stream batches given up: {sum(s.failed_batches for s in stack.streams)}; handler errors in: "
+                      f"{', '.join(failed) or 'none'}; total {time.monotonic() - began:.0f} s")  # fmt: skip
+        if args.keep_running:
+            _keep_running(console, stack, settings, livekit)
+        if mismatches or not tail_ok:
+            console.print(
+                f"[red]Rated usage differs from the ground truth for {', '.join(mismatches) or previous}[/red]"
+            )
+            return 1
+        console.print("[green]Every account's rated usage matches the simulator's ground truth.[/green]")
+        return 0
+    finally:
+        stack.stop()
+        livekit.stop()
+
+
+def _write_profiles(stack: Any, accounts: Sequence[Any]) -> None:
+    import boto3  # noqa: PLC0415
+
+    from kilo_billing.rating import TierChange  # noqa: PLC0415
+    from kilo_rate_usage.model import AccountProfile  # noqa: PLC0415
+    from kilo_rate_usage.repository import DynamoUsageRepository  # noqa: PLC0415
+
+    repo = DynamoUsageRepository(
+        boto3.client("dynamodb"),
+        stack.template.physical_name("UsageTable"),
+        stack.template.physical_name("EventsTable"),
+    )
+    for spec in accounts:
+        repo.put_profile(AccountProfile(spec.account_id, (TierChange(datetime(2026, 1, 1, tzinfo=UTC), spec.tier),)))
+
+
+def _keep_running(console: Console, stack: Any, settings: Any, livekit: Any) -> None:
+    api_key, api_secret = next(iter(settings.livekit_keys.items()))
+    console.print(
+        f"\nThe stack stays up (Ctrl-C stops it):\n"
+        f"  LiveKit webhook URL   {stack.url}/webhooks/livekit   (API key {api_key}, secret {api_secret})\n"
+        f"  usage API             {stack.url}/v1/usage   (X-Kilo-Client {settings.usage_client}, "
+        f"secret {settings.usage_secret})\n"
+        f"  Stripe webhook URL    {stack.url}/webhooks/stripe   (secret {settings.stripe_secret})\n"
+        f"  moto (AWS)            {stack.moto.url}   (/moto-api/ to browse)\n"
+        f"  RoomService stand-in  {livekit.url}\n"
+        "Set KILO_LOCAL_LIVEKIT_API_KEY / _SECRET, KILO_LOCAL_USAGE_CLIENT / _SECRET, KILO_LOCAL_STRIPE_WEBHOOK_SECRET "
+        "to choose them."
+    )
+    while True:
+        time.sleep(1)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="./dev demo", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(prog="./dev demo", description="Run the billing pipeline end to end locally.")
+    parser.add_argument("--accounts", type=int, default=9, help="simulated accounts (default 9)")
     parser.add_argument("--seed", type=int, default=7, help="simulation seed (deterministic)")
-    parser.add_argument("--period", type=Period.parse, help="month to simulate, YYYY-MM (default: last month)")
+    parser.add_argument("--intensity", type=float, default=0.6, help="calls per account per day (default 0.6)")
+    parser.add_argument("--end", type=int, help=argparse.SUPPRESS)  # simulated 'now' (epoch s), for tests
+    parser.add_argument("--keep-running", action="store_true", help="leave the stack up and print its URLs and keys")
     args = parser.parse_args(argv)
-    period: Period = args.period or Period.containing(datetime.now(UTC)).previous()
-    book = default_catalog().for_period(period)
-    rng = random.Random(args.seed)  # noqa: S311 - a reproducible simulation, not security
     console = make_console()
-    results = []
-    for example in EXAMPLES:
-        account = Account(**{**example.__dict__, "changes": [], "usage": []})
-        simulate(account, period, book, rng)
-        rated, invoice = close_month(account, period, book)
-        results.append((account, rated, invoice))
-    console.print(_summary(period, results))
-    for account, _, invoice in results:
-        if account.upgrade_to is not None:
-            console.print(_invoice_table(invoice))
-    carried = sum(account.carried_over_minutes for account, _, _ in results)
-    console.print(f"Minutes of calls running past the month end, billed in {period.next()}: {carried:,}")
-    return 0
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return run(args, console)
+    except KeyboardInterrupt:
+        console.print("[yellow]Interrupted; every process the demo started has been stopped.[/yellow]")
+        return 130
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

@@ -18,7 +18,7 @@ from kilo_dev.streams import StreamReader
 from kilo_webhook_ingest import livekit_handler
 from tests.conftest import LIVEKIT_KEYS, LambdaContext, Stack, count_calls
 
-T0 = 1_794_787_200  # 2026-11-15T00:00:00Z
+T0 = 1_794_787_200  # 2026-11-16T00:00:00Z
 PERIOD = "2026-11"
 ACCOUNT = "acct_team_1"
 

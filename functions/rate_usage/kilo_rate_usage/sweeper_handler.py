@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from functools import cache
 from typing import Any
 
@@ -34,12 +35,20 @@ def dependencies() -> tuple[DynamoUsageRepository, LiveKitRoomDirectory]:
     return repo, directory
 
 
+def _scheduled_ms(event: dict[str, Any]) -> int | None:
+    """The run's scheduled time (EventBridge Scheduler's ``<aws.scheduler.scheduled-time>`` in the template's Input)."""
+    stamp = event.get("scheduled_time") if isinstance(event, dict) else None
+    if not isinstance(stamp, str) or not stamp:
+        return None
+    return int(datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() * 1000)
+
+
 @metrics.log_metrics
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     repo, directory = dependencies()
     config = settings()
-    now_ms = int(time.time() * 1000)
+    now_ms = _scheduled_ms(event) or int(time.time() * 1000)
     open_sessions = repo.open_sessions()
     closes = sweep(open_sessions, directory, now_ms, config.max_session_seconds)
     expires = now_ms // 1000 + 400 * 86_400

@@ -1,0 +1,381 @@
+"""The traffic simulator (kilo_dev.simulator): deterministic, well-formed, in time order, with the features the demo
+relies on (a call across the month end, lost lefts only where the product can close them exactly, reconnects, usage
+retries) - and its ground truth equals the product's own rebuild of the delivered webhooks.
+
+The truth is the simulator's own arithmetic; the product side here is ``kilo_rate_usage.sessions.rebuild_room`` fed with
+every delivered body through the real ingest parser, exactly as rating sees them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from kilo_billing.events import LiveKitEventRecord
+from kilo_dev import livekit_events as lk
+from kilo_dev.simulator import AccountSpec, Truth, connection_minutes, default_accounts, simulate
+from kilo_rate_usage.sessions import AttributionRule, rebuild_room
+
+DAY = 86_400
+DEC_1 = int(datetime(2026, 12, 1, tzinfo=UTC).timestamp())  # the month boundary
+START = DEC_1 - 3600  # 2026-11-30T23:00:00Z
+END = START + 2 * DAY  # 2026-12-02T23:00:00Z
+SMALL = {"rooms_per_account_per_day": 4.0, "reconnect_rate": 0.4, "lost_left_rate": 0.3}
+
+
+@dataclass
+class RoomTable:
+    rooms: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+
+
+@dataclass
+class RecordingSink:
+    """Records every call in order; snapshots the room table at each ``advance``."""
+
+    table: RoomTable | None = None
+    calls: list[tuple[str, Any]] = field(default_factory=list)
+    snapshots: list[tuple[int, dict[str, list[tuple[str, str]]]]] = field(default_factory=list)
+
+    def webhook(self, body: bytes) -> None:
+        self.calls.append(("webhook", body))
+
+    def usage(self, events: list[dict[str, Any]]) -> None:
+        self.calls.append(("usage", json.loads(json.dumps(events))))
+
+    def advance(self, now_s: int) -> None:
+        self.calls.append(("advance", now_s))
+        if self.table is not None:
+            self.snapshots.append((now_s, {name: list(people) for name, people in self.table.rooms.items()}))
+
+    def bodies(self) -> list[bytes]:
+        return [body for kind, body in self.calls if kind == "webhook"]
+
+    def reports(self) -> list[dict[str, Any]]:
+        return [event for kind, events in self.calls if kind == "usage" for event in events]
+
+    def advances(self) -> list[int]:
+        return [now for kind, now in self.calls if kind == "advance"]
+
+
+@dataclass
+class Run:
+    sink: RecordingSink
+    truth: Truth
+    records: list[LiveKitEventRecord]
+    table: RoomTable
+
+
+def run(seed: int, accounts: list[AccountSpec], start: int, end: int, **knobs: Any) -> Run:
+    table = RoomTable()
+    sink = RecordingSink(table)
+    truth = simulate(seed, accounts, start, end, sink, table, **knobs)
+    return Run(sink, truth, [lk.to_record(body) for body in sink.bodies()], table)
+
+
+@pytest.fixture(scope="module")
+def small() -> Run:
+    """3 accounts, 2 days across the November/December boundary, every feature frequent."""
+    return run(5, default_accounts(3), START, END, **SMALL)
+
+
+@pytest.fixture(scope="module")
+def month() -> Run:
+    """12 accounts over a month at the default intensity (what the demo runs)."""
+    end = int(datetime(2026, 12, 30, 14, 7, tzinfo=UTC).timestamp())
+    return run(7, default_accounts(12), DEC_1 - 2 * 3600, end)
+
+
+def product_minutes(records: list[LiveKitEventRecord]) -> dict[tuple[str, str], dict[str, int]]:
+    """The product's rebuild: every room's delivered events through rebuild_room, parts summed per account and period."""
+    rooms: dict[str, list[LiveKitEventRecord]] = defaultdict(list)
+    for record in records:
+        rooms[record.room_sid].append(record)
+    totals: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: {"video": 0, "audio": 0})
+    for events in rooms.values():
+        for session in rebuild_room(events, AttributionRule(), DAY):
+            assert session.end_ms is not None, f"{session.participant_sid} is still open"
+            for part in session.parts:
+                totals[(session.account, part.period)]["video"] += part.video
+                totals[(session.account, part.period)]["audio"] += part.audio
+    return dict(totals)
+
+
+def truth_minutes(truth: Truth) -> dict[tuple[str, str], dict[str, int]]:
+    return {
+        key: {"video": row["video"], "audio": row["audio"]}
+        for key, row in truth.minutes.items()
+        if row["video"] or row["audio"]
+    }
+
+
+def by_room(records: list[LiveKitEventRecord]) -> Iterator[tuple[str, list[LiveKitEventRecord]]]:
+    rooms: dict[str, list[LiveKitEventRecord]] = defaultdict(list)
+    for record in records:
+        rooms[record.room_sid].append(record)
+    yield from rooms.items()
+
+
+# --- the truth equals the product --------------------------------------------------------------------------------------
+
+
+def test_given_a_small_simulation_across_a_month_boundary_then_truth_equals_the_products_rebuild(small: Run) -> None:
+    assert {period for _, period in small.truth.minutes} == {"2026-11", "2026-12"}
+    assert product_minutes(small.records) == truth_minutes(small.truth)
+
+
+def test_given_a_month_at_default_intensity_then_truth_equals_the_products_rebuild(month: Run) -> None:
+    assert product_minutes(month.records) == truth_minutes(month.truth)
+
+
+def test_given_the_small_simulation_then_it_holds_every_feature_the_comparison_is_meant_to_cover(small: Run) -> None:
+    types = [r.event_type for r in small.records]
+    assert {"room_started", "participant_joined", "participant_left", "track_published", "track_unpublished",
+            "room_finished"} <= set(types)  # fmt: skip
+    sources = {(r.track_type, r.track_source) for r in small.records if r.event_type == "track_published"}
+    assert {("VIDEO", "CAMERA"), ("VIDEO", "SCREEN_SHARE"), ("", "MICROPHONE")} <= sources
+    # a camera turned off and on again: one participant publishes two camera tracks
+    cameras = defaultdict(set)
+    for r in small.records:
+        if r.event_type == "track_published" and r.track_source == "CAMERA":
+            cameras[r.participant_sid].add(r.track_sid)
+    assert any(len(tracks) > 1 for tracks in cameras.values())
+    assert any(not c.left_delivered for c in small.truth.connections)
+    assert any(c.replaces for c in small.truth.connections)
+    assert sum(r.event_type == "room_started" for r in small.records) == len(small.truth.room_finished_s)
+
+
+# --- determinism -------------------------------------------------------------------------------------------------------
+
+
+def test_given_the_same_seed_then_the_sink_sees_identical_calls_and_the_truth_is_identical(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    runs = []
+    for _ in range(2):
+        monkeypatch.setattr(lk, "_ids", itertools.count(1))  # event ids come from the builders' process-wide counter
+        runs.append(run(11, default_accounts(3), START, END, **SMALL))
+    first, second = runs
+    assert first.sink.calls == second.sink.calls
+    assert first.truth == second.truth
+    assert first.truth.as_json() == second.truth.as_json()
+    monkeypatch.setattr(lk, "_ids", itertools.count(1))
+    other = run(12, default_accounts(3), START, END, **SMALL)
+    assert other.sink.calls != first.sink.calls
+
+
+def test_given_a_simulation_then_sids_and_event_ids_are_unique(month: Run) -> None:
+    event_ids = [r.event_id for r in month.records]
+    assert len(set(event_ids)) == len(event_ids)
+    rooms = {r.room_sid for r in month.records}
+    participants = {r.participant_sid for r in month.records if r.participant_sid}
+    tracks = {r.track_sid for r in month.records if r.track_sid}
+    assert all(s.startswith("RM_") for s in rooms)
+    assert all(s.startswith("PA_") for s in participants)
+    assert all(s.startswith("TR_") for s in tracks)
+    assert len(rooms | participants | tracks) == len(rooms) + len(participants) + len(tracks)
+    joined = [r.participant_sid for r in month.records if r.event_type == "participant_joined"]
+    assert len(set(joined)) == len(joined) == len(month.truth.connections)
+    # room names are reused by later calls, each time with a new sid
+    names = defaultdict(set)
+    for r in month.records:
+        names[r.room_name].add(r.room_sid)
+    assert any(len(sids) > 1 for sids in names.values())
+
+
+# --- well-formed, in order, inside the window --------------------------------------------------------------------------
+
+
+def test_given_the_delivered_webhooks_then_they_parse_and_lie_in_the_window_in_time_order(small: Run) -> None:
+    assert len(small.records) == len(small.sink.bodies()) == small.truth.webhooks
+    created = [r.created_at for r in small.records]
+    assert created == sorted(created)
+    assert created[0] >= START
+    assert created[-1] <= END
+    for r in small.records:
+        assert r.room_sid
+        assert r.room_name
+        if r.event_type in ("room_started", "room_finished", "participant_joined", "participant_left"):
+            assert json.loads(r.room_metadata)["account_id"].startswith("acct-")
+        if r.joined_at_ms:
+            assert START * 1000 <= r.joined_at_ms <= END * 1000
+    assert any(r.joined_at_ms % 1000 for r in small.records)  # millisecond jitter
+
+
+def test_given_the_clock_then_advance_never_goes_back_and_moves_at_least_every_five_minutes(small: Run) -> None:
+    advances = small.sink.advances()
+    assert advances == sorted(advances)
+    assert advances[0] == START
+    assert advances[-1] == END
+    assert max(b - a for a, b in itertools.pairwise(advances)) <= 300
+    # every webhook is delivered at the clock's time: after advance(t) for its createdAt, before the clock moves on
+    clock = None
+    for kind, value in small.sink.calls:
+        if kind == "advance":
+            clock = value
+        elif kind == "webhook":
+            assert lk.to_record(value).created_at == clock
+
+
+def test_given_the_room_table_then_it_holds_who_is_connected_at_every_advance(small: Run) -> None:
+    finished = small.truth.room_finished_s
+    started = {r.room_sid: r.created_at for r in small.records if r.event_type == "room_started"}
+    names = {c.room_sid: c.room_name for c in small.truth.connections}
+    for now, table in small.sink.snapshots:
+        expected: dict[str, list[tuple[str, str]]] = {
+            names[sid]: [] for sid in finished if started[sid] < now <= finished[sid]
+        }
+        for c in small.truth.connections:
+            if c.joined_ms // 1000 < now <= c.left_s:
+                expected[c.room_name].append((c.participant_sid, c.identity))
+        assert {k: sorted(v) for k, v in table.items()} == {k: sorted(v) for k, v in expected.items()}, now
+    assert small.table.rooms == {}
+
+
+# --- the month boundary, lost lefts, reconnects --------------------------------------------------------------------------
+
+
+def test_given_a_window_across_a_month_end_then_exactly_one_connection_crosses_it(small: Run, month: Run) -> None:
+    for sim in (small, month):
+        crossing = [c for c in sim.truth.connections if c.joined_ms < DEC_1 * 1000 < c.left_s * 1000]
+        assert len(crossing) == 1
+        # the delivered events say the same (an end is the left, else the room's room_finished)
+        finished = {r.room_sid: r.created_at for r in sim.records if r.event_type == "room_finished"}
+        ends = {r.participant_sid: r.created_at for r in sim.records if r.event_type == "participant_left"}
+        joins = [r for r in sim.records if r.event_type == "participant_joined"]
+        across = [
+            r.participant_sid
+            for r in joins
+            if r.joined_at_ms < DEC_1 * 1000 < ends.get(r.participant_sid, finished[r.room_sid]) * 1000
+        ]
+        assert across == [crossing[0].participant_sid]
+
+
+def test_given_the_truth_arithmetic_then_a_crossing_connection_is_split_and_each_part_rounded() -> None:
+    # 30.5 s in November (all video) and 30 s in December (10 s video): 1 video minute in each month
+    video = [((DEC_1 - 60) * 1000, (DEC_1 + 10) * 1000)]
+    assert connection_minutes(DEC_1 * 1000 - 30_500, DEC_1 + 30, video) == [("2026-11", 1, 0), ("2026-12", 1, 0)]
+    # 61 s in one month, 0 video: 2 audio minutes; 59.999 s of video in 119 s: 1 video + 1 audio
+    assert connection_minutes(DEC_1 * 1000 + 1000, DEC_1 + 62, []) == [("2026-12", 0, 2)]
+    assert connection_minutes(DEC_1 * 1000 + 1, DEC_1 + 119, [(DEC_1 * 1000, (DEC_1 + 60) * 1000)]) == [
+        ("2026-12", 1, 1)
+    ]
+
+
+def test_given_lost_lefts_then_only_last_leavers_with_room_finished_at_that_second(small: Run, month: Run) -> None:
+    for sim in (small, month):
+        lefts = {r.participant_sid for r in sim.records if r.event_type == "participant_left"}
+        joined = {r.participant_sid for r in sim.records if r.event_type == "participant_joined"}
+        lost = {c.participant_sid: c for c in sim.truth.connections if not c.left_delivered}
+        assert joined - lefts == set(lost)
+        assert lost
+        finished = {r.room_sid: r.created_at for r in sim.records if r.event_type == "room_finished"}
+        for sid, connection in lost.items():
+            others = [c for c in sim.truth.connections if c.room_sid == connection.room_sid and c is not connection]
+            assert all(c.left_s < connection.left_s for c in others)
+            assert finished[connection.room_sid] == connection.left_s
+            # its video tracks were unpublished explicitly before it left
+            published = {r.track_sid for r in sim.records if r.participant_sid == sid and r.event_type ==
+                         "track_published" and r.track_type == "VIDEO"}  # fmt: skip
+            unpublished = {r.track_sid: r.created_at for r in sim.records if r.event_type == "track_unpublished"}
+            assert all(unpublished[track] < connection.left_s for track in published)
+
+
+def test_given_reconnects_then_the_old_sids_left_can_arrive_after_the_new_sids_joined(small: Run) -> None:
+    position = {(r.event_type, r.participant_sid): i for i, r in enumerate(small.records)}
+    reconnects = [c for c in small.truth.connections if c.replaces]
+    assert reconnects
+    late = [
+        c
+        for c in reconnects
+        if position[("participant_left", c.replaces)] > position[("participant_joined", c.participant_sid)]
+    ]
+    assert late
+    identities = {c.participant_sid: c.identity for c in small.truth.connections}
+    assert all(identities[c.replaces] == c.identity for c in reconnects)
+
+
+# --- usage reports -----------------------------------------------------------------------------------------------------
+
+
+def test_given_usage_reports_then_some_are_sent_twice_and_the_truth_counts_them_once(small: Run, month: Run) -> None:
+    for sim in (small, month):
+        reports = sim.sink.reports()
+        unique: dict[str, dict[str, Any]] = {}
+        for event in reports:
+            assert set(event) == {"idempotency_key", "account_id", "meter", "quantity", "timestamp"}
+            assert unique.setdefault(event["idempotency_key"], event) == event  # a retry is the identical report
+        assert len(reports) > len(unique)
+        assert sim.truth.duplicated_usage_keys
+        assert len(reports) - len(unique) == len(sim.truth.duplicated_usage_keys)
+        totals: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: {"messages": 0, "data_transfer_bytes": 0})
+        for event in unique.values():
+            stamp = datetime.strptime(event["timestamp"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+            assert sim.sink.advances()[0] <= stamp.timestamp() <= sim.sink.advances()[-1]
+            meter = "messages" if event["meter"] == "messages" else "data_transfer_bytes"
+            totals[(event["account_id"], stamp.strftime("%Y-%m"))][meter] += event["quantity"]
+        expected = {
+            key: {"messages": row["messages"], "data_transfer_bytes": row["data_transfer_bytes"]}
+            for key, row in sim.truth.minutes.items()
+            if row["messages"] or row["data_transfer_bytes"]
+        }
+        assert dict(totals) == expected
+        assert {e["meter"] for e in reports} == {"messages", "data_transfer"}
+        batches = [events for kind, events in sim.sink.calls if kind == "usage"]
+        assert max(len(batch) for batch in batches) <= 1000
+
+
+def test_given_a_report_then_it_is_sent_no_earlier_than_the_call_it_describes(small: Run) -> None:
+    clock = 0
+    for kind, value in small.sink.calls:
+        if kind == "advance":
+            clock = value
+        elif kind == "usage":
+            for event in value:
+                stamp = datetime.strptime(event["timestamp"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+                assert stamp.timestamp() <= clock
+                assert stamp.strftime("%Y-%m") == datetime.fromtimestamp(clock, tz=UTC).strftime("%Y-%m") or (
+                    event["idempotency_key"] in small.truth.duplicated_usage_keys
+                )
+
+
+# --- size, accounts, output --------------------------------------------------------------------------------------------
+
+
+def test_given_the_default_intensity_then_a_month_of_twelve_accounts_is_a_few_thousand_webhooks(month: Run) -> None:
+    assert 3000 <= month.truth.webhooks <= 6000
+    assert {account for account, _ in month.truth.minutes} == {a.account_id for a in default_accounts(12)}
+
+
+def test_given_default_accounts_then_tiers_are_mixed_and_ids_deterministic() -> None:
+    accounts = default_accounts(12)
+    assert accounts == default_accounts(12)
+    assert {a.tier for a in accounts} == {"personal", "team", "enterprise"}
+    assert "acct-team-03" in {a.account_id for a in accounts}
+    assert len({a.account_id for a in accounts}) == 12
+
+
+def test_given_truth_then_as_json_is_plain_json_with_gb_in_hundredths(small: Run) -> None:
+    data = json.loads(json.dumps(small.truth.as_json()))
+    row = data["accounts"]["acct-team-01"]["2026-12"]
+    steps = -(-row["data_transfer_bytes"] // 10**7)
+    assert row["data_transfer_gb"] == f"{steps // 100}.{steps % 100:02d}"
+    assert data["webhooks"] == small.truth.webhooks
+
+
+def test_given_progress_then_it_is_reported_every_few_hundred_events() -> None:
+    messages: list[str] = []
+    truth = simulate(3, default_accounts(3), START, END, RecordingSink(), progress=messages.append, **SMALL)
+    assert len(messages) >= truth.webhooks // 250
+    assert messages[-1].startswith("done:")
+
+
+def test_given_an_empty_window_then_it_is_refused() -> None:
+    with pytest.raises(ValueError, match="after"):
+        simulate(1, default_accounts(1), END, START, RecordingSink())
