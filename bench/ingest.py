@@ -21,10 +21,11 @@ import sys
 import time
 from pathlib import Path
 
+from bench import write_section
+
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / ".bench"
 PACKAGE = WORK / "lambda_webhook_ingest"
-DOC = ROOT / "docs" / "benchmarks.md"
 BOTO3_PIN = "boto3==1.44.5"  # what the Lambda runtime provides
 
 
@@ -71,14 +72,19 @@ def _copy_sources() -> None:
     )
 
 
-def _time_import(statement: str, samples: int) -> float:
-    env = {
+def _lambda_env() -> dict[str, str]:
+    """What the measured process sees: the Lambda-shaped package and the function's configuration, nothing else."""
+    return {
         "PATH": os.environ.get("PATH", ""),
         "PYTHONPATH": str(PACKAGE),
         "AWS_DEFAULT_REGION": "us-east-1",
         "EVENTS_TABLE_NAME": "bench-events",
         "POWERTOOLS_METRICS_NAMESPACE": "KiloBilling",
     }
+
+
+def _time_import(statement: str, samples: int) -> float:
+    env = _lambda_env()
     # -S: no site-packages of the dev venv, only the Lambda-shaped package on PYTHONPATH (and the standard library)
     subprocess.run([sys.executable, "-S", "-c", statement], env=env, check=True)  # warm the bytecode cache
     durations = []
@@ -164,13 +170,7 @@ def throughput(count: int) -> dict[str, float]:
     events_file.write_text(json.dumps(events))
     script = WORK / "measure_livekit.py"
     script.write_text(_MEASURE)
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "PYTHONPATH": str(PACKAGE),
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "EVENTS_TABLE_NAME": "bench-events",
-        "POWERTOOLS_METRICS_NAMESPACE": "KiloBilling",
-    }
+    env = _lambda_env()
     command = [sys.executable, "-S", str(script), str(events_file), key, secret]
     if shutil.which("taskset"):
         command = ["taskset", "-c", "0", *command]
@@ -180,8 +180,8 @@ def throughput(count: int) -> dict[str, float]:
 
 
 def _write_doc(cold: dict[str, float], rate: dict[str, float]) -> str:
-    section = f"""<!-- ingest:start -->
-## Ingest (issue 3) — {time.strftime("%Y-%m-%d")}, {platform.machine()}, Python {platform.python_version()}, \
+    where = f"{time.strftime('%Y-%m-%d')}, {platform.machine()}, Python {platform.python_version()}"
+    section = f"""## Ingest (issue 3) — {where}, \
 {os.cpu_count()} cores
 
 | measure | result | target |
@@ -198,16 +198,8 @@ of the layer's and the function's requirements plus boto3; no dev dependencies s
 interpreter's start; `dependencies()` builds what a handler needs before its first request (settings, boto3 client).
 Throughput: {rate["count"]:,.0f} distinct signed `participant_joined` events through
 `lambda_handler` (API Gateway v2 event → JWT + sha256 check → protobuf parse → stored-item build → JSON response, logs
-to a buffer).
-<!-- ingest:end -->"""
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n\nRun `./dev bench` to refresh the sections below.\n\n"
-    if "<!-- ingest:start -->" in text:
-        head, rest = text.split("<!-- ingest:start -->", 1)
-        text = head + section + rest.split("<!-- ingest:end -->", 1)[1]
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    DOC.write_text(text)
-    return section
+to a buffer)."""
+    return write_section("ingest", section)
 
 
 def run(quick: bool = False) -> None:

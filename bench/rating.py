@@ -14,8 +14,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench import write_section
+
 ROOT = Path(__file__).resolve().parents[1]
-DOC = ROOT / "docs" / "benchmarks.md"
 
 
 def _events(rooms: int, seed: int = 11) -> list[Any]:
@@ -65,8 +66,8 @@ def run(quick: bool = False) -> dict[str, float]:
 
 
 def _write_doc(result: dict[str, float]) -> None:
-    section = f"""<!-- rating:start -->
-## Rating (issue 4) — {time.strftime("%Y-%m-%d")}, {platform.machine()}, Python {platform.python_version()}
+    where = f"{time.strftime('%Y-%m-%d')}, {platform.machine()}, Python {platform.python_version()}"
+    section = f"""## Rating (issue 4) — {where}
 
 | measure | result |
 |---|---|
@@ -77,12 +78,5 @@ Stream batches of 500; every batch rebuilds each room it touches from all of tha
 arrive spread over batches, so a room is rebuilt more than once), diffs against the stored sessions and commits one
 transaction per 100 items. Writes per batch are asserted in tests, not timed:
 `writes = sessions changed + usage events rated + aggregates touched (per transaction) + aggregates with new
-thresholds` (`tests/integration/test_rating_stream.py`, `tests/property/test_rating_exactly_once.py`).
-<!-- rating:end -->"""
-    text = DOC.read_text()
-    if "<!-- rating:start -->" in text:
-        head, rest = text.split("<!-- rating:start -->", 1)
-        text = head + section + rest.split("<!-- rating:end -->", 1)[1]
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    DOC.write_text(text)
+thresholds` (`tests/integration/test_rating_stream.py`, `tests/property/test_rating_exactly_once.py`)."""
+    write_section("rating", section)
