@@ -201,6 +201,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         console.print(f"Stream batches given up: {sum(s.failed_batches for s in stack.streams)}; handler errors in: "
                       f"{', '.join(failed) or 'none'}; total {time.monotonic() - began:.0f} s")  # fmt: skip
         if args.keep_running:
+            stack.clock.release()  # live traffic from here on: schedules follow the wall clock again
             _keep_running(console, stack, settings, livekit)
         if mismatches or not tail_ok:
             console.print(

@@ -73,6 +73,11 @@ class Clock:
         with self._lock:
             return self._simulated if self._simulated is not None else time.time()
 
+    def release(self) -> None:
+        """Back to real time (after a simulation that ended at 'now')."""
+        with self._lock:
+            self._simulated = None
+
 
 class HandlerOutput:
     """``sys.stdout`` while the stack runs: what handlers print (JSON logs, EMF metrics) goes to the stack's log file,
@@ -359,6 +364,37 @@ class QueueSource:
         return len(records)
 
 
+@dataclass
+class RuleSource:
+    """An EventBridge rule whose target is a function: the runtime gives the rule an SQS target on moto's bus and
+    invokes the function with each matched event (asynchronous invocation: retried twice, then the target's
+    dead-letter queue if the template names one)."""
+
+    function: Function
+    queue_url: str
+    sqs: Any
+    dead_letter_url: str | None = None
+    delivered: int = 0
+    failed: int = 0
+
+    def poll_once(self) -> int:
+        messages = self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10).get("Messages", [])
+        for message in messages:
+            event = json.loads(message["Body"])
+            for attempt in range(3):
+                try:
+                    self.function.invoke(event)
+                    self.delivered += 1
+                    break
+                except Exception:  # an async invocation is retried twice
+                    if attempt == 2:
+                        self.failed += 1
+                        if self.dead_letter_url is not None:
+                            self.sqs.send_message(QueueUrl=self.dead_letter_url, MessageBody=message["Body"])
+            self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
+        return len(messages)
+
+
 _RATE = re.compile(r"^rate\((\d+) (minute|minutes|hour|hours|day|days)\)$")
 
 
@@ -443,6 +479,7 @@ class LocalStack:
         self.functions: dict[str, Function] = {}
         self.streams: list[StreamSource] = []
         self.queues: list[QueueSource] = []
+        self.rules: list[RuleSource] = []
         self.schedules: list[Schedule] = []
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -536,11 +573,12 @@ class LocalStack:
         assert self.template is not None
         secrets = self.clients["secretsmanager"]
         params = self.template.parameters
-        values = {
-            params["LiveKitKeysSecretName"]: self.settings.livekit_keys,
-            params["UsageClientsSecretName"]: {self.settings.usage_client: [self.settings.usage_secret]},
-            params["StripeWebhookSecretName"]: {"webhook_secrets": [self.settings.stripe_secret]},
+        wanted = {
+            "LiveKitKeysSecretName": self.settings.livekit_keys,
+            "UsageClientsSecretName": {self.settings.usage_client: [self.settings.usage_secret]},
+            "StripeWebhookSecretName": {"webhook_secrets": [self.settings.stripe_secret]},
         }
+        values = {params[parameter]: value for parameter, value in wanted.items() if parameter in params}
         for name, value in values.items():
             secrets.create_secret(Name=name, SecretString=json.dumps(value))
 
@@ -559,8 +597,8 @@ class LocalStack:
             handler = load_handler(self.template.function_handler(name))
             self.functions[name] = Function(name, handler)
         for name, spec in self.template.of_type("AWS::Serverless::Function").items():
-            for event in (spec["Properties"].get("Events") or {}).values():
-                self._wire(self.functions[name], event)
+            for event_name, event in (spec["Properties"].get("Events") or {}).items():
+                self._wire(self.functions[name], event, event_name)
 
     def _routes(self) -> dict[tuple[str, str], Function]:
         assert self.template is not None
@@ -572,7 +610,10 @@ class LocalStack:
                     routes[(props["Method"].upper(), props["Path"])] = self.functions[name]
         return routes
 
-    def _wire(self, function: Function, event: dict[str, Any]) -> None:
+    def _queue_url(self, arn: str) -> str:
+        return str(self.clients["sqs"].get_queue_url(QueueName=arn.rsplit(":", 1)[1])["QueueUrl"])
+
+    def _wire(self, function: Function, event: dict[str, Any], event_name: str = "Event") -> None:
         assert self.template is not None
         kind, props = event["Type"], event.get("Properties") or {}
         if kind == "DynamoDB":
@@ -600,6 +641,19 @@ class LocalStack:
             )
             payload = str(props.get("Input", "{}"))
             self.schedules.append(Schedule(function, every, payload, self.clock))
+        elif kind in ("EventBridgeRule", "CloudWatchEvent"):
+            bus = str(self.template.resolve(props.get("EventBusName", "default")))
+            rule = f"local-{function.name}-{event_name}"[:64]
+            sqs, events = self.clients["sqs"], self.clients["events"]
+            url = sqs.create_queue(QueueName=rule)["QueueUrl"]
+            arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+            events.put_rule(
+                Name=rule, EventBusName=bus, EventPattern=json.dumps(self.template.resolve(props["Pattern"]))
+            )
+            events.put_targets(Rule=rule, EventBusName=bus, Targets=[{"Id": "local", "Arn": arn}])
+            dead_letter = (props.get("DeadLetterConfig") or {}).get("Arn")
+            dlq = self._queue_url(str(self.template.resolve(dead_letter))) if dead_letter is not None else None
+            self.rules.append(RuleSource(function, url, sqs, dlq))
         elif kind != "HttpApi":
             raise RuntimeError(f"event source type {kind} does not run locally yet")
 
@@ -609,6 +663,7 @@ class LocalStack:
             with self._busy:
                 moved = sum(source.poll_once() for source in self.streams)
                 moved += sum(source.poll_once() for source in self.queues)
+                moved += sum(source.poll_once() for source in self.rules)
             if not moved:
                 self._stop.wait(0.2)
 
@@ -628,6 +683,7 @@ class LocalStack:
             with self._busy:
                 moved = sum(source.poll_once(flush=True) for source in self.streams)
                 moved += sum(source.poll_once() for source in self.queues)
+                moved += sum(source.poll_once() for source in self.rules)
             quiet = quiet + 1 if moved == 0 else 0
             if moved == 0:
                 time.sleep(0.2)
