@@ -40,7 +40,7 @@ def test_given_the_roomservice_with_a_wrong_secret_then_the_sweep_fails_loudly(l
 
     from kilo_rate_usage.roomservice import LiveKitRoomDirectory  # noqa: PLC0415
 
-    directory = LiveKitRoomDirectory(livekit_server.url, "APIkeyCurrent", "not-the-secret-0123456789abcdef")
+    directory = LiveKitRoomDirectory(livekit_server.url, "APIkeyCurrent", "not-the-secret-0123456789abcdef-0123456789")
     with pytest.raises(TwirpError):
         directory.participants(["standup"])  # never "room gone" on an auth error: that would close live sessions
 
