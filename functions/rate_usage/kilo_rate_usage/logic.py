@@ -35,7 +35,13 @@ from kilo_rate_usage.model import (
     rate_aggregate,
     session_contributions,
 )
-from kilo_rate_usage.repository import CommitUnit, SessionChange, UsageChange, UsageRepository, by_aggregate
+from kilo_rate_usage.repository import (
+    CommitUnit,
+    ConflictError,
+    SessionChange,
+    UsageChange,
+    UsageRepository,
+)
 from kilo_rate_usage.sessions import UNATTRIBUTED, AttributionRule, rebuild_room
 
 
@@ -131,7 +137,7 @@ def rate_batch(
         accounts.update(session.account for session in sessions)
         accounts.update(key[0] for previous in stored.values() for key in previous.contributions)
     fresh_usage = repo.unrated_usage(usage)
-    accounts.update(record.account_id for record in fresh_usage)
+    accounts.update(record.account_id for record in usage)
     profiles = repo.profiles(accounts)
 
     unit = CommitUnit()
@@ -158,17 +164,20 @@ def rate_batch(
     unit.late = {key for key, aggregate in before.items() if aggregate.invoiced}
     writes = repo.commit(unit, now_ms) if unit.sessions or unit.usage else 0
 
+    # Thresholds are level-triggered on everything this batch concerns - also when a retry finds nothing left to
+    # write (an announcement lost after the commit is made up), and read after the commit, so concurrent batches on
+    # other shards are seen too.
+    concerned = set(touched)
+    for sessions, _ in rebuilt:
+        concerned.update((s.account, part.period) for s in sessions for part in s.parts)
+    concerned.update((record.account_id, _usage_key(record, profiles[record.account_id])[1]) for record in usage)
+    concerned = {key for key in concerned if key[0] != UNATTRIBUTED}
     thresholds = 0
-    for key, counters in by_aggregate(deltas).items():
-        aggregate = before[key]
-        after = Aggregate(
-            aggregate.account_id, aggregate.period, dict(aggregate.counters), thresholds=aggregate.thresholds
-        )
-        for counter, quantity in counters.items():
-            after.counters[counter] = after.counters.get(counter, 0) + quantity
-        thresholds_written = _announce(after, profiles[key[0]], config, publisher, repo, now_ms)
-        thresholds += thresholds_written
-        writes += 1 if thresholds_written else 0
+    if concerned:
+        for key, aggregate in sorted(repo.aggregates(concerned).items()):
+            announced = _announce(aggregate, profiles[key[0]], config, publisher, repo, now_ms)
+            thresholds += announced
+            writes += 1 if announced else 0
     unattributed = sum(q for (a, _, _, m), q in deltas.items() if a == UNATTRIBUTED and m in ("video", "audio"))
     return BatchOutcome(
         rooms=len(by_room),
@@ -196,7 +205,10 @@ def _announce(
     repo: UsageRepository,
     now_ms: int,
 ) -> int:
-    """Publish thresholds reached and not yet announced, then record them (level-triggered, at least once)."""
+    """Publish thresholds reached and not yet announced, then record them (level-triggered, at least once).
+
+    A concurrent batch that recorded the same markers first makes the record fail: both published the same
+    deterministic event ids, which consumers treat as one, and this batch goes on with the other aggregates."""
     if aggregate.account_id == UNATTRIBUTED:
         return 0
     period = Period.parse(aggregate.period)
@@ -219,5 +231,8 @@ def _announce(
             occurred_at=occurred,
         )
         publisher.publish(UsageThresholdCrossedV1.DETAIL_TYPE, event.model_dump())
-    repo.add_thresholds(aggregate.account_id, aggregate.period, [crossing.marker for crossing in found])
+    try:
+        repo.add_thresholds(aggregate.account_id, aggregate.period, [crossing.marker for crossing in found])
+    except ConflictError:
+        return 0
     return len(found)

@@ -8,6 +8,7 @@ and the stored contributions is the delta to add to the aggregates - zero on any
 from __future__ import annotations
 
 import hashlib
+import json
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,7 +41,11 @@ class AccountProfile:
         return cls(account_id, (TierChange(datetime(1970, 1, 1, tzinfo=UTC), DEFAULT_TIER),))
 
     def segments(self, period: Period) -> list[TierSegment]:
-        return segments_for(period, self.changes)
+        changes = self.changes
+        if not any(change.at <= period.start for change in changes):
+            # the account began inside this period: before its first tier it was on the free default (no fee)
+            changes = (TierChange(period.start, DEFAULT_TIER), *changes)
+        return segments_for(period, changes)
 
     def segment_start(self, at_ms: int) -> int:
         at = datetime.fromtimestamp(at_ms / 1000, tz=UTC)
@@ -62,15 +67,11 @@ def session_contributions(session: Session, profile: AccountProfile) -> dict[Con
 
 
 def encode_contributions(contributions: Mapping[ContributionKey, int]) -> str:
-    return ";".join(f"{a}|{p}|{s}|{m}|{q}" for (a, p, s, m), q in sorted(contributions.items()))
+    return json.dumps([[a, p, s, m, q] for (a, p, s, m), q in sorted(contributions.items())], separators=(",", ":"))
 
 
 def decode_contributions(text: str) -> dict[ContributionKey, int]:
-    result: dict[ContributionKey, int] = {}
-    for part in filter(None, text.split(";")):
-        account, period, segment, meter, quantity = part.rsplit("|", 4)
-        result[(account, period, int(segment), meter)] = int(quantity)
-    return result
+    return {(str(a), str(p), int(s), str(m)): int(q) for a, p, s, m, q in json.loads(text or "[]")}
 
 
 def delta(old: Mapping[ContributionKey, int], new: Mapping[ContributionKey, int]) -> dict[ContributionKey, int]:
@@ -150,26 +151,26 @@ class Crossing:
 
 
 def crossings(rated: RatedPeriod, profile: AccountProfile, already: set[str]) -> list[Crossing]:
-    """Thresholds reached and not yet announced: 50/80/100 % of each included allowance, and of the budget."""
-    used: dict[str, Decimal] = defaultdict(Decimal)
-    included: dict[str, Decimal] = defaultdict(Decimal)
-    unlimited: set[str] = set()
+    """Thresholds reached and not yet announced: 50/80/100 % of an included allowance, and of the budget.
+
+    Allowances are per tier segment (prorated on a tier change) and overage is charged per segment, so a meter's
+    share is the highest share among its segments: an overage is never charged without its 100 % alert.
+    """
+    worst: dict[str, tuple[Decimal, Decimal]] = {}  # meter -> (used, included) of its fullest segment
     for line in rated.usage_lines:
         assert line.meter is not None
-        used[line.meter.value] += line.used
-        if line.included is None:
-            unlimited.add(line.meter.value)
-        else:
-            included[line.meter.value] += line.included
-    found: list[Crossing] = []
-    for meter, quantity in used.items():
-        limit = included[meter]
-        if meter in unlimited or limit <= 0:
+        if line.included is None or line.included <= 0:
             continue
+        meter = line.meter.value
+        current = worst.get(meter)
+        if current is None or line.used * current[1] > current[0] * line.included:
+            worst[meter] = (line.used, line.included)
+    found: list[Crossing] = []
+    for meter, (used, limit) in worst.items():
         found.extend(
-            Crossing(meter, threshold, quantity, limit)
+            Crossing(meter, threshold, used, limit)
             for threshold in ALLOWANCE_THRESHOLDS
-            if quantity * 100 >= limit * threshold and f"{meter}#{threshold}" not in already
+            if used * 100 >= limit * threshold and f"{meter}#{threshold}" not in already
         )
     if profile.budget_usd is not None and profile.budget_usd > 0:
         found.extend(
@@ -183,25 +184,36 @@ def crossings(rated: RatedPeriod, profile: AccountProfile, already: set[str]) ->
 def open_session_extra(
     sessions: Sequence[StoredSession], profile: AccountProfile, now_ms: int, period: str
 ) -> dict[tuple[int, str], int]:
-    """Minutes open sessions would bill if they ended now (for month-to-date views and budget checks)."""
+    """Minutes open sessions would bill in ``period`` if they ended now (month-to-date views and budget checks).
+
+    The connection is clipped to the period. Video seconds are known up to the room's last event; their share inside
+    the period is estimated in proportion to the time elapsed in it (an estimate for dashboards only: invoices are
+    rated from closed sessions).
+    """
+    bounds = Period.parse(period)
+    period_start_ms = int(bounds.start.timestamp() * 1000)
+    period_end_ms = int(bounds.end.timestamp() * 1000)
     extra: dict[tuple[int, str], int] = defaultdict(int)
     for stored in sessions:
         session = stored.session
-        if not session.is_open or now_ms <= session.start_ms:
+        if not session.is_open or session.billing.value == "not_billed":
             continue
-        start_ms = max(session.start_ms, int(Period.parse(period).start.timestamp() * 1000))
-        if start_ms >= now_ms:
+        start_ms = max(session.start_ms, period_start_ms)
+        end_ms = min(now_ms, period_end_ms)
+        if end_ms <= start_ms:
             continue
-        connected = (now_ms - start_ms) / Decimal(1000)
-        video = Decimal(0)
+        connected = Fraction(end_ms - start_ms, 1000)
+        video = Fraction(0)
         if session.billing.value == "room_rule":
-            video = Decimal(session.video_seconds.numerator) / session.video_seconds.denominator
-            if session.video_active and now_ms > session.as_of_ms:
-                video += (now_ms - max(session.as_of_ms, start_ms)) / Decimal(1000)
+            as_of = min(max(session.as_of_ms, session.start_ms), now_ms)
+            known = Fraction(max(0, as_of - session.start_ms), 1000)
+            inside = Fraction(max(0, min(as_of, end_ms) - start_ms), 1000)
+            if known > 0:
+                video = session.video_seconds * inside / known
+            if session.video_active and end_ms > max(as_of, start_ms):
+                video += Fraction(end_ms - max(as_of, start_ms), 1000)
             video = min(video, connected)
-        if session.billing.value == "not_billed":
-            continue
-        minutes = connection_minutes(Fraction(connected), Fraction(video))
+        minutes = connection_minutes(connected, video)
         segment = profile.segment_start(start_ms)
         extra[(segment, Meter.VIDEO.value)] += minutes.video
         extra[(segment, Meter.AUDIO.value)] += minutes.audio

@@ -16,6 +16,7 @@ Rules (shared/reference/livekit.md, billing-policy.md; decisions in docs/decisio
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,6 +29,7 @@ from kilo_billing.meters import Interval, split_connection
 SWEPT = "kilo_participant_swept"  # synthetic close written by the sweeper (participant gone from the room)
 CAPPED = "kilo_participant_capped"  # synthetic close written by the sweeper (maximum session length reached)
 UNATTRIBUTED = "unattributed"
+ACCOUNT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@+=-]{0,127}")  # the usage API's identifier rule, minus "/"
 
 
 class ClosedBy(StrEnum):
@@ -192,8 +194,9 @@ def _account(participant: _Participant, room_metadata: str, rule: AttributionRul
             value = participant.attributes.get(key) or None
         else:
             value = _json_value(participant.metadata, key)
-        if value:
+        if value and ACCOUNT_ID.fullmatch(value):
             return value
+        # a value that is not a valid account id is not trusted: the next source is tried, else "unattributed"
     return UNATTRIBUTED
 
 
@@ -313,7 +316,7 @@ def _session(
         video_seconds=video,
         parts=tuple(parts),
         video_active=end_ms is None and video_now and billing is Billing.ROOM_RULE,
-        as_of_ms=last_ms,
+        as_of_ms=last_ms if end_ms is None and not participant.aborted else 0,  # only open sessions need it
         room_name=room_name,
     )
 

@@ -61,8 +61,8 @@ def verify_signature(
         raise _unauthorized("unknown_client", "X-Kilo-Client is not a known usage client")
     signed = str(timestamp).encode("ascii") + b"." + body
     for secret in secrets:
-        expected = hmac.new(secret.encode("utf-8"), signed, hashlib.sha256).hexdigest()
-        if any(hmac.compare_digest(expected, candidate) for candidate in candidates):
+        expected = hmac.new(secret.encode("utf-8"), signed, hashlib.sha256).hexdigest().encode("ascii")
+        if any(hmac.compare_digest(expected, candidate.encode("utf-8")) for candidate in candidates):
             return
     raise _unauthorized("bad_signature", "no v1 signature matches the body with this client's secrets")
 
