@@ -178,7 +178,9 @@ def rate_batch(
             announced = _announce(aggregate, profiles[key[0]], config, publisher, repo, now_ms)
             thresholds += announced
             writes += 1 if announced else 0
-    unattributed = sum(q for (a, _, _, m), q in deltas.items() if a == UNATTRIBUTED and m in ("video", "audio"))
+    unattributed = sum(
+        q for (a, _, _, m), q in deltas.items() if a == UNATTRIBUTED and m in ("video", "audio") and q > 0
+    )
     return BatchOutcome(
         rooms=len(by_room),
         sessions_changed=len(unit.sessions),
