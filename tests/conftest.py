@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import boto3
 import pytest
+from hypothesis import settings as hypothesis_settings
+
+# CI runs the property tests with a fixed seed and no per-example deadline, so a red run is reproducible and a slow
+# machine is not a failure; locally they explore new examples on every run.
+hypothesis_settings.register_profile("ci", derandomize=True, deadline=None)
+hypothesis_settings.register_profile("dev", deadline=None)
+hypothesis_settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 LIVEKIT_KEYS = {
     "APIkeyCurrent": "current-secret-0123456789abcdef0123456789",

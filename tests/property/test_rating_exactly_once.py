@@ -134,7 +134,11 @@ def deliveries(draw: st.DrawFn, size: int) -> Delivery:
     stream = list(draw(st.permutations(range(size))))
     for duplicate in draw(st.lists(st.integers(0, size - 1), max_size=size)):
         stream.insert(draw(st.integers(0, len(stream))), duplicate)
-    cuts = sorted(draw(st.sets(st.integers(1, len(stream) - 1), max_size=min(10, len(stream) - 1))))
+    cuts = (
+        sorted(draw(st.sets(st.integers(1, len(stream) - 1), max_size=min(10, len(stream) - 1))))
+        if len(stream) > 1
+        else []
+    )
     bounds = [0, *cuts, len(stream)]
     batches = [stream[a:b] for a, b in itertools.pairwise(bounds)]
     crashes = draw(st.sets(st.integers(0, len(batches) - 1), max_size=2))

@@ -9,22 +9,18 @@ import time
 from functools import cache
 from typing import Any
 
-from kilo_webhook_ingest.config import IngestSettings, settings
+from kilo_webhook_ingest.config import IngestSettings
 from kilo_webhook_ingest.http import RequestRejectedError, error_response, json_response, raw_request
 from kilo_webhook_ingest.logic import ingest_livekit
 from kilo_webhook_ingest.observability import count, logger, metrics, rejected
 from kilo_webhook_ingest.secrets import ParametersSecretSource, SecretConfigError
 from kilo_webhook_ingest.store import DynamoEventStore, StoreUnavailableError
+from kilo_webhook_ingest.wiring import ingest_dependencies
 
 
 @cache
 def dependencies() -> tuple[IngestSettings, DynamoEventStore, ParametersSecretSource]:
-    import boto3  # noqa: PLC0415 - the client is created on first use, not at import
-
-    config = settings()
-    store = DynamoEventStore(boto3.client("dynamodb"), config.events_table)
-    secrets = ParametersSecretSource(livekit=config.livekit_keys_secret, max_age=config.secret_max_age_seconds)
-    return config, store, secrets
+    return ingest_dependencies("livekit")
 
 
 @metrics.log_metrics

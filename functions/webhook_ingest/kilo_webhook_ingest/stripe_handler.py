@@ -6,24 +6,22 @@ import time
 from functools import cache
 from typing import Any
 
-from kilo_webhook_ingest.config import IngestSettings, settings
+from kilo_webhook_ingest.config import IngestSettings
 from kilo_webhook_ingest.http import RequestRejectedError, error_response, json_response, raw_request
 from kilo_webhook_ingest.logic import expires_at
 from kilo_webhook_ingest.observability import count, logger, metrics, rejected
 from kilo_webhook_ingest.secrets import ParametersSecretSource, SecretConfigError
 from kilo_webhook_ingest.store import DynamoEventStore, StoreUnavailableError
 from kilo_webhook_ingest.stripe_webhook import EventBridgePublisher, PublishFailedError, ingest_stripe
+from kilo_webhook_ingest.wiring import ingest_dependencies
 
 
 @cache
 def dependencies() -> tuple[IngestSettings, DynamoEventStore, ParametersSecretSource, EventBridgePublisher]:
     import boto3  # noqa: PLC0415
 
-    config = settings()
-    store = DynamoEventStore(boto3.client("dynamodb"), config.events_table)
-    secrets = ParametersSecretSource(stripe=config.stripe_secret, max_age=config.secret_max_age_seconds)
-    publisher = EventBridgePublisher(boto3.client("events"), config.event_bus)
-    return config, store, secrets, publisher
+    config, store, secrets = ingest_dependencies("stripe")
+    return config, store, secrets, EventBridgePublisher(boto3.client("events"), config.event_bus)
 
 
 @metrics.log_metrics

@@ -10,24 +10,20 @@ from typing import Any
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from kilo_webhook_ingest.config import IngestSettings, settings
+from kilo_webhook_ingest.config import IngestSettings
 from kilo_webhook_ingest.http import JSON_HEADERS, RequestRejectedError, error_payload, raw_request
 from kilo_webhook_ingest.logic import ingest_usage
 from kilo_webhook_ingest.observability import count, logger, metrics, rejected
 from kilo_webhook_ingest.secrets import ParametersSecretSource, SecretConfigError
 from kilo_webhook_ingest.store import DynamoEventStore, StoreUnavailableError
+from kilo_webhook_ingest.wiring import ingest_dependencies
 
 app = APIGatewayHttpResolver()
 
 
 @cache
 def dependencies() -> tuple[IngestSettings, DynamoEventStore, ParametersSecretSource]:
-    import boto3  # noqa: PLC0415 - the client is created on first use, not at import
-
-    config = settings()
-    store = DynamoEventStore(boto3.client("dynamodb"), config.events_table)
-    secrets = ParametersSecretSource(usage=config.usage_secrets_secret, max_age=config.secret_max_age_seconds)
-    return config, store, secrets
+    return ingest_dependencies("usage")
 
 
 def _json(status: int, payload: object) -> Response[str]:
