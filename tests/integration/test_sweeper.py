@@ -29,7 +29,12 @@ def test_given_the_roomservice_adapter_then_it_lists_participants_and_reports_go
     from kilo_rate_usage.roomservice import LiveKitRoomDirectory  # noqa: PLC0415
 
     livekit_server.rooms["standup"] = [("PA_a", "alice"), ("PA_b", "bob")]
-    directory = LiveKitRoomDirectory(livekit_server.url, "APIkeyCurrent", LIVEKIT_KEYS["APIkeyCurrent"])
+    # during a rotation the first configured key may already be refused: the next one is tried
+    credentials = [
+        ("APIkeyAAretired", "retired-secret-0123456789abcdef-0123"),
+        ("APIkeyCurrent", LIVEKIT_KEYS["APIkeyCurrent"]),
+    ]
+    directory = LiveKitRoomDirectory(livekit_server.url, credentials)
     assert directory.participants(["standup", "gone"]) == {"standup": {"PA_a", "PA_b"}, "gone": None}
     assert [room for _, room in livekit_server.requests] == ["standup", "gone"]
     assert all(kind.startswith("application/protobuf") for kind, _ in livekit_server.requests)
@@ -40,7 +45,9 @@ def test_given_the_roomservice_with_a_wrong_secret_then_the_sweep_fails_loudly(l
 
     from kilo_rate_usage.roomservice import LiveKitRoomDirectory  # noqa: PLC0415
 
-    directory = LiveKitRoomDirectory(livekit_server.url, "APIkeyCurrent", "not-the-secret-0123456789abcdef-0123456789")
+    directory = LiveKitRoomDirectory(
+        livekit_server.url, [("APIkeyCurrent", "not-the-secret-0123456789abcdef-0123456789")]
+    )
     with pytest.raises(TwirpError):
         directory.participants(["standup"])  # never "room gone" on an auth error: that would close live sessions
 

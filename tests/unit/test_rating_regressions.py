@@ -12,8 +12,6 @@ import pytest
 
 from kilo_billing.catalog import default_catalog
 from kilo_billing.events import UsageEventRecord
-from kilo_billing.meters import Meter
-from kilo_billing.periods import Period
 from kilo_billing.rating import TierChange
 from kilo_dev import livekit_events as lk
 from kilo_rate_usage.logic import RatingConfig, rate_batch

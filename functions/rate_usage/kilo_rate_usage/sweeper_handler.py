@@ -29,8 +29,7 @@ def dependencies() -> tuple[DynamoUsageRepository, LiveKitRoomDirectory]:
     keys = parameters.get_secret(
         config.livekit_keys_secret_name, transform="json", max_age=config.secret_max_age_seconds
     )
-    api_key, api_secret = sorted(keys.items())[0]
-    directory = LiveKitRoomDirectory(config.livekit_url, api_key, api_secret)
+    directory = LiveKitRoomDirectory(config.livekit_url, sorted(keys.items()))
     repo = DynamoUsageRepository(boto3.client("dynamodb"), config.usage_table_name, config.events_table_name)
     return repo, directory
 
