@@ -85,19 +85,23 @@ class HttpSink:
         self._clock.set(now_s)
 
 
-def month_to_date_rows(stack: Any, accounts: Sequence[Any], period: str, now_ms: int) -> dict[str, Any]:
-    """Each account's month to date, read through the project's own query against the local stack."""
+def usage_repository(stack: Any) -> Any:
+    """The project's own rating repository, pointed at the local stack's tables (boto3 follows AWS_ENDPOINT_URL)."""
     import boto3  # noqa: PLC0415
 
+    from kilo_rate_usage.repository import DynamoUsageRepository  # noqa: PLC0415
+
+    names = (stack.template.physical_name("UsageTable"), stack.template.physical_name("EventsTable"))
+    return DynamoUsageRepository(boto3.client("dynamodb"), *names)
+
+
+def month_to_date_rows(stack: Any, accounts: Sequence[Any], period: str, now_ms: int) -> dict[str, Any]:
+    """Each account's month to date, read through the project's own query against the local stack."""
     from kilo_billing.catalog import default_catalog  # noqa: PLC0415
     from kilo_billing.periods import Period  # noqa: PLC0415
     from kilo_rate_usage.queries import month_to_date  # noqa: PLC0415
-    from kilo_rate_usage.repository import DynamoUsageRepository  # noqa: PLC0415
 
-    template = stack.template
-    repo = DynamoUsageRepository(
-        boto3.client("dynamodb"), template.physical_name("UsageTable"), template.physical_name("EventsTable")
-    )
+    repo = usage_repository(stack)
     book = default_catalog().for_period(Period.parse(period))
     return {spec.account_id: month_to_date(repo, spec.account_id, period, now_ms, book) for spec in accounts}
 
@@ -216,17 +220,10 @@ def run(args: argparse.Namespace, console: Console) -> int:
 
 
 def _write_profiles(stack: Any, accounts: Sequence[Any]) -> None:
-    import boto3  # noqa: PLC0415
-
     from kilo_billing.rating import TierChange  # noqa: PLC0415
     from kilo_rate_usage.model import AccountProfile  # noqa: PLC0415
-    from kilo_rate_usage.repository import DynamoUsageRepository  # noqa: PLC0415
 
-    repo = DynamoUsageRepository(
-        boto3.client("dynamodb"),
-        stack.template.physical_name("UsageTable"),
-        stack.template.physical_name("EventsTable"),
-    )
+    repo = usage_repository(stack)
     for spec in accounts:
         repo.put_profile(AccountProfile(spec.account_id, (TierChange(datetime(2026, 1, 1, tzinfo=UTC), spec.tier),)))
 

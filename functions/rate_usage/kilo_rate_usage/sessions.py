@@ -24,7 +24,7 @@ from enum import StrEnum
 from fractions import Fraction
 
 from kilo_billing.events import LiveKitEventRecord
-from kilo_billing.meters import Interval, split_connection
+from kilo_billing.meters import Interval, overlap_seconds, split_connection
 
 SWEPT = "kilo_participant_swept"  # synthetic close written by the sweeper (participant gone from the room)
 CAPPED = "kilo_participant_capped"  # synthetic close written by the sweeper (maximum session length reached)
@@ -322,8 +322,6 @@ def _session(
 
 
 def _overlap_until(intervals: list[Interval], start_ms: int, until_ms: int) -> Fraction:
-    from kilo_billing.meters import overlap_seconds  # noqa: PLC0415
-
     if until_ms <= start_ms:
         return Fraction(0)
     return overlap_seconds((_ms_to_dt(start_ms), _ms_to_dt(until_ms)), intervals)

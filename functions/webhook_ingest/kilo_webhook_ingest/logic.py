@@ -11,7 +11,7 @@ from typing import Literal
 from kilo_billing.events import Item
 from kilo_webhook_ingest import livekit_webhook
 from kilo_webhook_ingest.config import IngestSettings
-from kilo_webhook_ingest.http import RawRequest, RequestRejectedError
+from kilo_webhook_ingest.http import RawRequest
 from kilo_webhook_ingest.secrets import SecretSource
 from kilo_webhook_ingest.store import EventStore, PutResult, StoreUnavailableError
 
@@ -122,8 +122,3 @@ def _put_all(store: EventStore, items: list[Item], max_workers: int) -> list[Put
         if failure is not None:
             raise failure
         return results
-
-
-def reject_if_empty(request: RawRequest) -> None:
-    if not request.body:
-        raise RequestRejectedError(400, "empty_body", "request body is empty")

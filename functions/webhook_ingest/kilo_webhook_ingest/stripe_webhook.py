@@ -12,7 +12,12 @@ from typing import Any, Protocol
 
 import stripe
 
-from kilo_billing.events import StripeEventRecord
+from kilo_billing.events import (
+    BUS_SOURCE_INGEST,
+    STRIPE_EVENT_RECEIVED,
+    StripeEventRecord,
+    stripe_event_received_detail,
+)
 from kilo_webhook_ingest.http import RawRequest, RequestRejectedError
 from kilo_webhook_ingest.store import EventStore
 
@@ -100,8 +105,6 @@ class EventBridgePublisher:
         self._bus = bus_name
 
     def publish_stripe_event(self, record: StripeEventRecord) -> None:
-        from kilo_billing.events import BUS_SOURCE_INGEST, STRIPE_EVENT_RECEIVED, stripe_event_received_detail  # noqa: PLC0415
-
         try:
             response = self._client.put_events(
                 Entries=[

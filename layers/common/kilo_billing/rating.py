@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -358,15 +358,7 @@ def advance_fee_line(period: Period, tier_id: str, book: PriceBook) -> InvoiceLi
     """The fee for ``period`` billed in advance (full period, the tier in effect at its start)."""
     tier = book.tier(tier_id)
     line = _fee_line(period, tier, Fraction(1), period.start, period.end)
-    return InvoiceLine(
-        kind=LineKind.FEE,
-        description=f"{tier.name} monthly fee {period} (in advance)",
-        period=period,
-        amount=line.amount,
-        tier=tier.id,
-        unit_price=tier.monthly_fee,
-        proration=Fraction(1),
-    )
+    return replace(line, description=f"{line.description} (in advance)")
 
 
 def fee_true_up(rated: RatedPeriod, billed_in_advance: Decimal) -> InvoiceLine | None:
