@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 
+from kilo_billing.accounts import AccountExistsError, AccountProfile, UnknownAccountError
 from kilo_billing.events import KEY, SORT_KEY, Item
 from kilo_webhook_ingest.store import PutResult, StoreUnavailableError
 
@@ -31,7 +33,6 @@ class InMemoryUsageRepository:
     """The rating repository port in memory: same transaction semantics (all-or-nothing, version conditions)."""
 
     def __init__(self) -> None:
-        from kilo_rate_usage.model import AccountProfile  # noqa: PLC0415
 
         self.events: dict[str, dict[str, object]] = {}  # room sid -> event id -> LiveKitEventRecord
         self.usage_rated: set[tuple[str, str]] = set()
@@ -144,3 +145,25 @@ class RecordingPublisher:
 
     def publish(self, detail_type: str, detail: dict[str, object]) -> None:
         self.published.append((detail_type, detail))
+
+
+class InMemoryAccountDirectory:
+    """``kilo_billing.accounts.AccountDirectory`` in memory; held to tests/contract/test_account_directory.py."""
+
+    def __init__(self, *profiles: AccountProfile) -> None:
+        self.profiles: dict[str, AccountProfile] = {profile.account_id: profile for profile in profiles}
+        self.reads = 0
+
+    def registered(self, account_ids: Iterable[str]) -> dict[str, AccountProfile]:
+        self.reads += 1
+        return {a: self.profiles[a] for a in set(account_ids) if a in self.profiles}
+
+    def register(self, profile: AccountProfile) -> None:
+        if profile.account_id in self.profiles:
+            raise AccountExistsError(profile.account_id)
+        self.profiles[profile.account_id] = profile
+
+    def save(self, profile: AccountProfile) -> None:
+        if profile.account_id not in self.profiles:
+            raise UnknownAccountError(profile.account_id)
+        self.profiles[profile.account_id] = profile

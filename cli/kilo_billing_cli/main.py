@@ -22,6 +22,7 @@ from kilo_billing.money import decimal_str, money_str
 from kilo_billing.periods import Period
 from kilo_billing.projections import Projection, ProjectionError, project_revenue
 from kilo_billing.rating import RatedPeriod, TierSegment, UsageRecord, rate_period
+from kilo_billing_cli import accounts
 from kilo_billing_cli.console import make_console
 
 EXIT_USAGE = 2
@@ -90,7 +91,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="kilo-billing", description="Kilo Billing: price book, estimates and projections.")
+    parser = _Parser(
+        prog="kilo-billing", description="Kilo Billing: prices, estimates, projections, operations."
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     catalog = sub.add_parser("catalog", help="show the price book")
@@ -116,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="monthly overage",
     )
     projections.add_argument("--json", action="store_true", help="machine-readable output")
+    accounts.add_parser(sub, _non_negative_decimal("--budget-usd"))
     return parser
 
 
@@ -258,6 +262,19 @@ def _emit(payload: object) -> None:
     sys.stdout.write(json.dumps(payload, indent=2) + "\n")
 
 
+def _emit_profile(console: Console, profile: dict[str, object], as_json: bool) -> None:
+    if as_json:
+        _emit(profile)
+        return
+    table = Table(title=f"Account {profile['account_id']}")
+    table.add_column("from")
+    table.add_column("tier")
+    for change in profile["tiers"]:  # type: ignore[attr-defined]
+        table.add_row(change["from"], change["tier"])
+    console.print(table)
+    console.print(f"budget: {profile['budget_usd'] or 'none'}")
+
+
 def main(argv: Sequence[str] | None = None, catalog: Catalog | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -288,6 +305,8 @@ def main(argv: Sequence[str] | None = None, catalog: Catalog | None = None) -> i
                 _print_estimates(console, estimates, book)
                 if args.tier is None:
                     console.print(f"Cheapest for this usage: [bold]{_recommended(estimates, book)}[/bold]")
+        elif args.command == "account":
+            _emit_profile(console, accounts.run(args, catalog), args.json)
         else:
             _, book = _book(catalog, None)
             projection = project_revenue(book, args.users, args.mix, args.overage_usd)
@@ -295,7 +314,7 @@ def main(argv: Sequence[str] | None = None, catalog: Catalog | None = None) -> i
                 _emit(projection.as_json())
             else:
                 _print_projection(console, projection)
-    except (UnknownTierError, ProjectionError) as exc:
+    except (UnknownTierError, ProjectionError, ValueError) as exc:
         parser.error(str(exc))
     return 0
 

@@ -220,8 +220,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
 
 
 def _write_profiles(stack: Any, accounts: Sequence[Any]) -> None:
+    from kilo_billing.accounts import AccountProfile  # noqa: PLC0415
     from kilo_billing.rating import TierChange  # noqa: PLC0415
-    from kilo_rate_usage.model import AccountProfile  # noqa: PLC0415
 
     repo = usage_repository(stack)
     for spec in accounts:

@@ -10,13 +10,14 @@ from typing import Any
 
 import pytest
 
+from kilo_billing.accounts import UNATTRIBUTED
 from kilo_billing.catalog import default_catalog
 from kilo_billing.events import UsageEventRecord
 from kilo_billing.rating import TierChange
 from kilo_dev import livekit_events as lk
 from kilo_rate_usage.logic import RatingConfig, rate_batch
 from kilo_rate_usage.model import AccountProfile, Aggregate, StoredSession, open_session_extra, rate_aggregate
-from kilo_rate_usage.sessions import UNATTRIBUTED, AttributionRule, Billing, Session
+from kilo_rate_usage.sessions import AttributionRule, Billing, Session
 from tests.fakes import InMemoryUsageRepository, RecordingPublisher
 
 CONFIG = RatingConfig(AttributionRule(), 24 * 3600, default_catalog().for_period)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from kilo_billing.accounts import UNATTRIBUTED, AccountProfile
 from kilo_billing.catalog import PriceBook
 from kilo_billing.contracts import UsageThresholdCrossedV1
 from kilo_billing.events import ContractError, LiveKitEventRecord, StripeEventRecord, UsageEventRecord, decode_item
@@ -26,7 +27,6 @@ from kilo_billing.meters import Meter
 from kilo_billing.money import decimal_str
 from kilo_billing.periods import Period
 from kilo_rate_usage.model import (
-    AccountProfile,
     Aggregate,
     ContributionKey,
     StoredSession,
@@ -42,7 +42,7 @@ from kilo_rate_usage.repository import (
     UsageChange,
     UsageRepository,
 )
-from kilo_rate_usage.sessions import UNATTRIBUTED, AttributionRule, rebuild_room
+from kilo_rate_usage.sessions import AttributionRule, rebuild_room
 
 
 class EventPublisher(Protocol):

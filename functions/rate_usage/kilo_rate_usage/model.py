@@ -12,47 +12,19 @@ import json
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from decimal import Decimal
 from fractions import Fraction
 
+from kilo_billing.accounts import AccountProfile
 from kilo_billing.catalog import PriceBook
 from kilo_billing.meters import Meter, connection_minutes
 from kilo_billing.periods import Period
-from kilo_billing.rating import RatedPeriod, SegmentUsage, TierChange, TierSegment, rate_segments, segments_for
+from kilo_billing.rating import RatedPeriod, SegmentUsage, rate_segments
 from kilo_rate_usage.sessions import Session
 
 ContributionKey = tuple[str, str, int, str]  # account, period key, segment start (epoch s), meter value
 
 ALLOWANCE_THRESHOLDS = (50, 80, 100)
-DEFAULT_TIER = "personal"
-
-
-@dataclass(frozen=True, slots=True)
-class AccountProfile:
-    account_id: str
-    changes: tuple[TierChange, ...]
-    budget_usd: Decimal | None = None
-    budget_thresholds: tuple[int, ...] = (50, 80, 100)
-
-    @classmethod
-    def default(cls, account_id: str) -> AccountProfile:
-        """An account nobody configured: the free tier since forever (docs/decisions.md)."""
-        return cls(account_id, (TierChange(datetime(1970, 1, 1, tzinfo=UTC), DEFAULT_TIER),))
-
-    def segments(self, period: Period) -> list[TierSegment]:
-        changes = self.changes
-        if not any(change.at <= period.start for change in changes):
-            # the account began inside this period: before its first tier it was on the free default (no fee)
-            changes = (TierChange(period.start, DEFAULT_TIER), *changes)
-        return segments_for(period, changes)
-
-    def segment_start(self, at_ms: int) -> int:
-        at = datetime.fromtimestamp(at_ms / 1000, tz=UTC)
-        for segment in self.segments(Period.containing(at)):
-            if segment.start <= at < segment.end:
-                return int(segment.start.timestamp())
-        raise AssertionError("segments cover their period")
 
 
 def session_contributions(session: Session, profile: AccountProfile) -> dict[ContributionKey, int]:

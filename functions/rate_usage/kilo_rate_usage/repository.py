@@ -14,15 +14,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from decimal import Decimal
 from fractions import Fraction
 from typing import Any, Protocol
 
+from kilo_billing.account_store import account_key, profile_from_item, profile_to_item
+from kilo_billing.accounts import AccountProfile
 from kilo_billing.events import KEY, SORT_KEY, Item, LiveKitEventRecord, UsageEventRecord, room_partition
-from kilo_billing.rating import TierChange
 from kilo_rate_usage.model import (
-    AccountProfile,
     Aggregate,
     ContributionKey,
     StoredSession,
@@ -166,27 +164,6 @@ def aggregate_from_item(account: str, period: str, item: Mapping[str, Any] | Non
     return aggregate
 
 
-def profile_from_item(account: str, item: Mapping[str, Any] | None) -> AccountProfile:
-    if item is None:
-        return AccountProfile.default(account)
-    changes = tuple(TierChange(datetime.fromisoformat(at), tier) for at, tier in json.loads(item["tiers"]["S"]))
-    budget = Decimal(item["budget_usd"]["S"]) if "budget_usd" in item else None
-    thresholds = tuple(json.loads(item["budget_thresholds"]["S"])) if "budget_thresholds" in item else (50, 80, 100)
-    return AccountProfile(account, changes, budget, thresholds)
-
-
-def profile_item(profile: AccountProfile) -> Item:
-    item: Item = {
-        KEY: {"S": f"ACCOUNT#{profile.account_id}"},
-        SORT_KEY: {"S": "PROFILE"},
-        "tiers": {"S": json.dumps([[change.at.isoformat(), change.tier] for change in profile.changes])},
-        "budget_thresholds": {"S": json.dumps(list(profile.budget_thresholds))},
-    }
-    if profile.budget_usd is not None:
-        item["budget_usd"] = {"S": str(profile.budget_usd)}
-    return item
-
-
 # --- DynamoDB adapter ---------------------------------------------------------------------------------------------
 
 _ROOM_EVENT_ATTRIBUTES = (
@@ -260,9 +237,10 @@ class DynamoUsageRepository:
 
     def profiles(self, accounts: Iterable[str]) -> dict[str, AccountProfile]:
         wanted = sorted(set(accounts))
-        keys = [{KEY: {"S": f"ACCOUNT#{a}"}, SORT_KEY: {"S": "PROFILE"}} for a in wanted]
-        items = {item[KEY]["S"].removeprefix("ACCOUNT#"): item for item in self._batch_get(self._usage, keys)}
-        return {account: profile_from_item(account, items.get(account)) for account in wanted}
+        keys = [account_key(a) for a in wanted]
+        found = [profile_from_item(item) for item in self._batch_get(self._usage, keys)]
+        registered = {profile.account_id: profile for profile in found}
+        return {account: registered.get(account) or AccountProfile.default(account) for account in wanted}
 
     def aggregates(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Aggregate]:
         wanted = sorted(set(keys))
@@ -419,7 +397,7 @@ class DynamoUsageRepository:
         return True
 
     def put_profile(self, profile: AccountProfile) -> None:
-        self._call("put_item", TableName=self._usage, Item=profile_item(profile))
+        self._call("put_item", TableName=self._usage, Item=profile_to_item(profile))
 
 
 def by_aggregate(contributions: Mapping[ContributionKey, int]) -> dict[tuple[str, str], dict[tuple[int, str], int]]:

@@ -16,20 +16,18 @@ Rules (shared/reference/livekit.md, billing-policy.md; decisions in docs/decisio
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from fractions import Fraction
 
+from kilo_billing.accounts import UNATTRIBUTED, is_account_id
 from kilo_billing.events import LiveKitEventRecord
 from kilo_billing.meters import Interval, overlap_seconds, split_connection
 
 SWEPT = "kilo_participant_swept"  # synthetic close written by the sweeper (participant gone from the room)
 CAPPED = "kilo_participant_capped"  # synthetic close written by the sweeper (maximum session length reached)
-UNATTRIBUTED = "unattributed"
-ACCOUNT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@+=-]{0,127}")  # the usage API's identifier rule, minus "/"
 
 
 class ClosedBy(StrEnum):
@@ -194,7 +192,7 @@ def _account(participant: _Participant, room_metadata: str, rule: AttributionRul
             value = participant.attributes.get(key) or None
         else:
             value = _json_value(participant.metadata, key)
-        if value and ACCOUNT_ID.fullmatch(value):
+        if value and is_account_id(value):
             return value
         # a value that is not a valid account id is not trusted: the next source is tried, else "unattributed"
     return UNATTRIBUTED

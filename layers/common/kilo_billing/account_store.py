@@ -1,0 +1,91 @@
+"""Account profiles in the usage table (``ACCOUNT#<id>`` / ``PROFILE``): their item mapping and the DynamoDB adapter
+of ``kilo_billing.accounts.AccountDirectory``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from kilo_billing.accounts import AccountExistsError, AccountProfile, UnknownAccountError
+from kilo_billing.aws import ConditionFailedError, call
+from kilo_billing.items import Item, from_item, to_item
+from kilo_billing.rating import TierChange
+
+PROFILE_SORT_KEY = "PROFILE"
+MAX_BATCH_GET = 100
+
+
+def account_key(account_id: str, sort_key: str = PROFILE_SORT_KEY) -> Item:
+    return to_item({"pk": f"ACCOUNT#{account_id}", "sk": sort_key})
+
+
+def profile_to_item(profile: AccountProfile) -> Item:
+    return to_item(
+        {
+            "pk": f"ACCOUNT#{profile.account_id}",
+            "sk": PROFILE_SORT_KEY,
+            "account_id": profile.account_id,
+            "tiers": [[change.at.isoformat(), change.tier] for change in profile.changes],
+            "budget_usd": str(profile.budget_usd) if profile.budget_usd is not None else None,
+            "budget_thresholds": list(profile.budget_thresholds),
+        }
+    )
+
+
+def profile_from_item(item: Mapping[str, Any]) -> AccountProfile:
+    values = from_item(item)
+    account = values.get("account_id") or str(values["pk"]).removeprefix("ACCOUNT#")
+    changes = tuple(TierChange(datetime.fromisoformat(str(at)), str(tier)) for at, tier in values["tiers"])
+    budget = Decimal(values["budget_usd"]) if values.get("budget_usd") else None
+    thresholds = tuple(int(t) for t in values.get("budget_thresholds", (50, 80, 100)))
+    return AccountProfile(str(account), changes, budget, thresholds)
+
+
+class DynamoAccountDirectory:
+    """Profiles read with strongly consistent batch gets; registration is a conditional put (never overwrites)."""
+
+    def __init__(self, client: Any, table: str) -> None:
+        self._client = client
+        self._table = table
+
+    def registered(self, account_ids: Iterable[str]) -> dict[str, AccountProfile]:
+        wanted = sorted(set(account_ids))
+        found: dict[str, AccountProfile] = {}
+        for start in range(0, len(wanted), MAX_BATCH_GET):
+            pending: dict[str, Any] = {
+                self._table: {
+                    "Keys": [account_key(a) for a in wanted[start : start + MAX_BATCH_GET]],
+                    "ConsistentRead": True,
+                }
+            }
+            while pending:
+                response = call(self._client.batch_get_item, RequestItems=pending)
+                for item in response["Responses"].get(self._table, []):
+                    profile = profile_from_item(item)
+                    found[profile.account_id] = profile
+                pending = response.get("UnprocessedKeys") or {}
+        return found
+
+    def register(self, profile: AccountProfile) -> None:
+        try:
+            call(
+                self._client.put_item,
+                TableName=self._table,
+                Item=profile_to_item(profile),
+                ConditionExpression="attribute_not_exists(pk)",
+            )
+        except ConditionFailedError as exc:
+            raise AccountExistsError(f"account {profile.account_id!r} is already registered") from exc
+
+    def save(self, profile: AccountProfile) -> None:
+        try:
+            call(
+                self._client.put_item,
+                TableName=self._table,
+                Item=profile_to_item(profile),
+                ConditionExpression="attribute_exists(pk)",
+            )
+        except ConditionFailedError as exc:
+            raise UnknownAccountError(f"account {profile.account_id!r} is not registered") from exc

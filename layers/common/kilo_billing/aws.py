@@ -1,0 +1,105 @@
+"""AWS plumbing every function shares: boto3 clients with a time budget, and the one mapping of botocore failures to
+the domain errors adapters raise.
+
+boto3's defaults (60 s connect and read timeouts, legacy retries) let one slow call outlive the Lambda that made it; a
+handler must answer, log and count its own failures. Each function passes a budget that fits inside its timeout
+(docs/decisions.md). botocore is imported only when a client is made or an error is mapped, never at import.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+CONDITION_FAILED = "ConditionalCheckFailedException"
+TRANSACTION_CANCELED = "TransactionCanceledException"
+
+
+@dataclass(frozen=True, slots=True)
+class CallBudget:
+    """How long one AWS call may take: per-attempt connect/read timeouts and the total number of attempts."""
+
+    connect_timeout: float = 1.0
+    read_timeout: float = 2.0
+    max_attempts: int = 3
+
+    @property
+    def worst_case_seconds(self) -> float:
+        """An upper bound of one call's wall time, backoff included (standard mode backs off at most 20 s, but with
+        these attempt counts the jittered base-2 backoff stays below 1 s per retry)."""
+        return self.max_attempts * (self.connect_timeout + self.read_timeout) + (self.max_attempts - 1)
+
+
+def client(service: str, budget: CallBudget | None = None, **kwargs: Any) -> Any:
+    """A boto3 client bounded by ``budget`` (standard retry mode: retries throttling and transient errors only)."""
+    import boto3  # noqa: PLC0415 - boto3 costs ~0.1 s of import; handlers build clients on first use
+    from botocore.config import Config  # noqa: PLC0415
+
+    budget = budget or CallBudget()
+    config = Config(
+        connect_timeout=budget.connect_timeout,
+        read_timeout=budget.read_timeout,
+        retries={"mode": "standard", "max_attempts": budget.max_attempts},
+    )
+    factory: Any = boto3.client  # the service name is a runtime value: the stubs' overloads do not apply
+    return factory(service, config=config, **kwargs)
+
+
+class StorageUnavailableError(Exception):
+    """AWS refused or failed (throttling, outage, timeout, permissions): the work may succeed if retried."""
+
+
+class ConditionFailedError(Exception):
+    """A conditional write found the item in another state. ``item`` is the stored item when the call asked for it
+    (``ReturnValuesOnConditionCheckFailure=ALL_OLD``)."""
+
+    def __init__(self, message: str, item: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.item = item
+
+
+class TransactionConflictError(ConditionFailedError):
+    """A transaction was cancelled by a condition or a concurrent transaction: re-read and retry."""
+
+
+class InvalidRequestError(Exception):
+    """AWS refused the request itself (validation, item too large): retrying the same request can never succeed."""
+
+
+_INVALID = frozenset({"ValidationException", "ItemCollectionSizeLimitExceededException", "SerializationException"})
+
+
+def map_error(exc: Exception) -> Exception:
+    """The domain error for a botocore failure (the only place the codes are read); other exceptions pass through."""
+    from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
+
+    if isinstance(exc, ClientError):
+        response: dict[str, Any] = dict(exc.response)
+        code = str(response.get("Error", {}).get("Code", "") or "ClientError")
+        if code == CONDITION_FAILED:
+            return ConditionFailedError(code, response.get("Item"))
+        if code == TRANSACTION_CANCELED:
+            reasons = [str(r.get("Code") or "None") for r in response.get("CancellationReasons", [])]
+            if any(reason == "ValidationError" for reason in reasons):
+                return InvalidRequestError(f"{code}: {','.join(reasons)}")
+            return TransactionConflictError(f"{code}: {','.join(reasons)}")
+        if code in _INVALID:
+            return InvalidRequestError(code)
+        return StorageUnavailableError(code)
+    if isinstance(exc, BotoCoreError):
+        return StorageUnavailableError(type(exc).__name__)
+    return exc
+
+
+def call(operation: Callable[..., T], **kwargs: Any) -> T:
+    """Run one AWS call; botocore failures come out as this module's domain errors (``raise ... from exc``)."""
+    try:
+        return operation(**kwargs)
+    except Exception as exc:
+        mapped = map_error(exc)
+        if mapped is exc:
+            raise
+        raise mapped from exc

@@ -1,0 +1,75 @@
+"""Observability every function shares: one Logger, Metrics and Tracer per service, and every metric name in one place.
+
+Structured JSON logs carry correlation keys (``event_id``, ``room_sid``, ``account_id``, ``period``, ``invoice_id``)
+appended per request with ``correlate``; no bodies, PII or secrets. One business metric per outcome, named by
+``Metric`` (the template's alarms use the same names). The Tracer is made on first use: it loads the X-Ray SDK,
+which the LiveKit webhook's cold start cannot afford unless tracing is on.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import cache
+from typing import TYPE_CHECKING, Final
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools import Tracer
+
+NAMESPACE: Final = "KiloBilling"
+CORRELATION_KEYS: Final = ("event_id", "room_sid", "account_id", "period", "invoice_id", "stripe_event_id")
+
+
+class Metric(StrEnum):
+    # ingest
+    WEBHOOK_STORED = "WebhookStored"
+    WEBHOOK_DUPLICATE = "WebhookDuplicate"
+    WEBHOOK_REJECTED = "WebhookRejected"
+    SIGNATURE_REJECTED = "SignatureRejected"
+    UNSTORABLE_EVENT = "UnstorableEvent"  # signed, valid, refused for good (e.g. too large to keep): alarmed
+    INGEST_STORE_FAILED = "IngestStoreFailed"
+    USAGE_RECORDED = "UsageRecorded"
+    USAGE_DUPLICATE = "UsageDuplicate"
+    USAGE_CONFLICT = "UsageConflict"
+    # rating
+    SESSIONS_RATED = "SessionsRated"
+    USAGE_RATED = "UsageRated"
+    THRESHOLDS_CROSSED = "ThresholdsCrossed"
+    POISON_RECORDS = "PoisonRecords"
+    UNATTRIBUTED_MINUTES = "UnattributedMinutes"
+    SESSIONS_SWEPT = "SessionsSwept"
+    SESSIONS_CAPPED = "SessionsCapped"  # a session cut at the maximum length: alarmed (minutes may be lost)
+
+
+@cache
+def logger(service: str) -> Logger:
+    return Logger(service=service)
+
+
+@cache
+def metrics(service: str) -> Metrics:
+    return Metrics(namespace=NAMESPACE, service=service)
+
+
+@cache
+def tracer(service: str) -> Tracer:
+    from aws_lambda_powertools import Tracer  # noqa: PLC0415 - X-Ray SDK loads here, not at import
+
+    return Tracer(service=service)
+
+
+def count(service: str, name: Metric, value: int = 1) -> None:
+    if value:
+        metrics(service).add_metric(name=name.value, unit=MetricUnit.Count, value=value)
+
+
+def correlate(service: str, **keys: str | None) -> None:
+    """Append correlation keys to every following log line of this invocation (empty values are left out)."""
+    unknown = set(keys) - set(CORRELATION_KEYS)
+    if unknown:
+        raise ValueError(f"not correlation keys: {sorted(unknown)}")
+    present = {name: value for name, value in keys.items() if value}
+    if present:
+        logger(service).append_keys(**present)

@@ -1,0 +1,74 @@
+"""One contract, two implementations of the account directory: the in-memory fake and DynamoDB (moto, template's
+usage table)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+
+from kilo_billing.account_store import DynamoAccountDirectory
+from kilo_billing.accounts import AccountDirectory, AccountExistsError, AccountProfile, UnknownAccountError
+from kilo_billing.rating import TierChange
+from tests.conftest import Stack
+from tests.fakes import InMemoryAccountDirectory
+
+SIGNUP = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
+
+
+@pytest.fixture(params=["fake", "dynamodb"])
+def directory(request: pytest.FixtureRequest) -> AccountDirectory:
+    if request.param == "fake":
+        return InMemoryAccountDirectory()
+    stack: Stack = request.getfixturevalue("stack")
+    return DynamoAccountDirectory(stack.clients["dynamodb"], stack.template.physical_name("UsageTable"))
+
+
+def team(account: str, budget: Decimal | None = None) -> AccountProfile:
+    return AccountProfile(account, (TierChange(SIGNUP, "team"),), budget, (25, 90))
+
+
+def test_given_nothing_registered_then_no_profile_is_found(directory: AccountDirectory) -> None:
+    assert directory.registered(["acct-a", "acct-b"]) == {}
+
+
+def test_given_a_registered_account_then_its_profile_reads_back_exactly(directory: AccountDirectory) -> None:
+    profile = AccountProfile(
+        "org:7@x",
+        (TierChange(SIGNUP, "team"), TierChange(datetime(2026, 3, 20, tzinfo=UTC), "enterprise")),
+        Decimal("123.45"),
+        (25, 90),
+    )
+    directory.register(profile)
+    directory.register(team("other"))
+    assert directory.registered(["org:7@x", "missing"]) == {"org:7@x": profile}
+
+
+def test_given_a_registered_account_when_registered_again_then_refused_and_unchanged(
+    directory: AccountDirectory,
+) -> None:
+    directory.register(team("acct-a", Decimal(10)))
+    with pytest.raises(AccountExistsError):
+        directory.register(team("acct-a", Decimal(99)))
+    assert directory.registered(["acct-a"])["acct-a"].budget_usd == Decimal(10)
+
+
+def test_given_a_registered_account_when_saved_then_replaced(directory: AccountDirectory) -> None:
+    directory.register(team("acct-a"))
+    upgraded = AccountProfile("acct-a", (TierChange(SIGNUP, "team"), TierChange(SIGNUP.replace(day=9), "enterprise")))
+    directory.save(upgraded)
+    assert directory.registered(["acct-a"]) == {"acct-a": upgraded}
+
+
+def test_given_an_unknown_account_when_saved_then_refused(directory: AccountDirectory) -> None:
+    with pytest.raises(UnknownAccountError):
+        directory.save(team("ghost"))
+    assert directory.registered(["ghost"]) == {}
+
+
+def test_given_more_accounts_than_one_batch_read_then_all_are_found(directory: AccountDirectory) -> None:
+    for index in range(130):
+        directory.register(team(f"acct-{index:03d}"))
+    found = directory.registered([f"acct-{index:03d}" for index in range(0, 130, 1)])
+    assert sorted(found) == [f"acct-{index:03d}" for index in range(130)]
