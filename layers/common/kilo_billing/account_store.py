@@ -69,23 +69,18 @@ class DynamoAccountDirectory:
         return found
 
     def register(self, profile: AccountProfile) -> None:
-        try:
-            call(
-                self._client.put_item,
-                TableName=self._table,
-                Item=profile_to_item(profile),
-                ConditionExpression="attribute_not_exists(pk)",
-            )
-        except ConditionFailedError as exc:
-            raise AccountExistsError(f"account {profile.account_id!r} is already registered") from exc
+        self._put(profile, "attribute_not_exists(pk)", AccountExistsError("is already registered"))
 
     def save(self, profile: AccountProfile) -> None:
+        self._put(profile, "attribute_exists(pk)", UnknownAccountError("is not registered"))
+
+    def _put(self, profile: AccountProfile, condition: str, refused: Exception) -> None:
         try:
             call(
                 self._client.put_item,
                 TableName=self._table,
                 Item=profile_to_item(profile),
-                ConditionExpression="attribute_exists(pk)",
+                ConditionExpression=condition,
             )
         except ConditionFailedError as exc:
-            raise UnknownAccountError(f"account {profile.account_id!r} is not registered") from exc
+            raise type(refused)(f"account {profile.account_id!r} {refused}") from exc
