@@ -6,10 +6,11 @@ billing units: per-connection minutes (rounded up per connection, video/audio sp
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
 from fractions import Fraction
@@ -104,6 +105,52 @@ def overlap_seconds(window: Interval, intervals: Iterable[Interval]) -> Fraction
     return covered
 
 
+def _micros(instant: datetime) -> int:
+    delta = ensure_utc(instant) - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class Coverage:
+    """The union of a room's video intervals, merged once; ``seconds(window)`` answers in O(log n).
+
+    Same answers as ``overlap_seconds`` (exact, microsecond resolution), which re-sorts the intervals for every
+    window: a room of n participants asked n times costs n^2 log n there and n log n here.
+    """
+
+    __slots__ = ("_covered_before", "_ends", "_starts")
+
+    def __init__(self, intervals: Iterable[Interval]) -> None:
+        spans = sorted((_micros(a), _micros(b)) for a, b in intervals if ensure_utc(b) > ensure_utc(a))
+        starts: list[int] = []
+        ends: list[int] = []
+        for a, b in spans:
+            if ends and a <= ends[-1]:
+                ends[-1] = max(ends[-1], b)
+            else:
+                starts.append(a)
+                ends.append(b)
+        covered = [0]
+        for a, b in zip(starts, ends, strict=True):
+            covered.append(covered[-1] + b - a)
+        self._starts, self._ends, self._covered_before = starts, ends, covered
+
+    def _covered_until(self, at: int) -> int:
+        """Microseconds covered in (-inf, at)."""
+        index = bisect.bisect_right(self._starts, at) - 1  # the last span starting at or before ``at``
+        if index < 0:
+            return 0
+        return self._covered_before[index] + min(at, self._ends[index]) - self._starts[index]
+
+    def seconds(self, window: Interval) -> Fraction:
+        lo, hi = _micros(window[0]), _micros(window[1])
+        if hi <= lo:
+            return Fraction(0)
+        return Fraction(self._covered_until(hi) - self._covered_until(lo), 1_000_000)
+
+
 @dataclass(frozen=True, slots=True)
 class PeriodConnection:
     """The part of one connection inside one period, with its rounded minutes."""
@@ -117,15 +164,17 @@ class PeriodConnection:
 
 
 def split_connection(
-    start: datetime, end: datetime, video_intervals: Sequence[Interval] = ()
+    start: datetime, end: datetime, video_intervals: Sequence[Interval] | Coverage = ()
 ) -> list[PeriodConnection]:
     """Split a connection at period boundaries; each part is rounded as a connection of its own period.
 
-    ``video_intervals`` are the spans during which at least one video track was published in the room.
+    ``video_intervals`` are the spans during which at least one video track was published in the room (merged once
+    into a ``Coverage`` by a caller that asks for many connections).
     """
+    coverage = video_intervals if isinstance(video_intervals, Coverage) else Coverage(video_intervals)
     parts: list[PeriodConnection] = []
     for piece in split_interval(start, end):
-        video = overlap_seconds((piece.start, piece.end), video_intervals)
+        video = coverage.seconds((piece.start, piece.end))
         parts.append(
             PeriodConnection(
                 period=piece.period,
