@@ -12,11 +12,12 @@ import boto3
 import pytest
 from hypothesis import settings as hypothesis_settings
 
-# CI runs the property tests with a fixed seed and no per-example deadline, so a red run is reproducible and a slow
-# machine is not a failure; locally they explore new examples on every run.
-hypothesis_settings.register_profile("ci", derandomize=True, deadline=None)
-hypothesis_settings.register_profile("dev", deadline=None)
-hypothesis_settings.load_profile("ci" if os.environ.get("CI") else "dev")
+# Property tests are derandomised wherever they run (`./dev test`, CI): the same examples every run and on every
+# machine, no example database, no per-example deadline - a red run is reproducible and a slow machine is not a
+# failure. `HYPOTHESIS_PROFILE=explore ./dev test` opts into new random examples (failures are saved and replayed).
+hypothesis_settings.register_profile("repeatable", derandomize=True, database=None, deadline=None, print_blob=True)
+hypothesis_settings.register_profile("explore", deadline=None, print_blob=True)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 LIVEKIT_KEYS = {
     "APIkeyCurrent": "current-secret-0123456789abcdef0123456789",

@@ -69,9 +69,9 @@ def test_given_app_reports_messages_in_batches_when_rated_then_counts_are_summed
 
 def test_given_malformed_usage_when_recorded_then_refused_instead_of_silently_billed():
     at = datetime(2026, 3, 5, tzinfo=UTC)
-    with pytest.raises(RatingError):
+    with pytest.raises(RatingError, match=">= 0"):
         UsageRecord(Meter.MESSAGES, -1, at)  # negative count
-    with pytest.raises(RatingError):
+    with pytest.raises(RatingError, match="integer"):
         UsageRecord(Meter.DATA_TRANSFER, 1.5, at)  # a float quantity
     with pytest.raises(NaiveDatetimeError):
         UsageRecord(Meter.MESSAGES, 1, datetime(2026, 3, 5))  # noqa: DTZ001 - naive on purpose

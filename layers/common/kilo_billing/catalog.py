@@ -65,10 +65,6 @@ class Tier(_Frozen):
     def allowance(self, meter: Meter) -> Decimal | None:
         return self.included[meter]
 
-    @property
-    def unlimited(self) -> bool:
-        return all(value is None for value in self.included.values())
-
 
 class PriceBook(_Frozen):
     version: str
@@ -126,10 +122,6 @@ class Catalog:
         starts = [book.effective_from for book in self._books]
         if len(set(starts)) != len(starts):
             raise ValueError("two price books take effect on the same date")
-
-    @property
-    def books(self) -> list[PriceBook]:
-        return list(self._books)
 
     @property
     def latest(self) -> PriceBook:

@@ -12,7 +12,6 @@ from decimal import ROUND_HALF_UP, Decimal
 from fractions import Fraction
 from typing import Final
 
-CURRENCY: Final = "USD"
 CENT: Final = Decimal("0.01")
 ZERO: Final = Decimal("0.00")
 

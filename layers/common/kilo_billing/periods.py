@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from fractions import Fraction
 
 _PERIOD_KEY = re.compile(r"^(\d{4})-(\d{2})$")
@@ -23,14 +23,6 @@ def ensure_utc(instant: datetime) -> datetime:
     if instant.tzinfo is None or instant.utcoffset() is None:
         raise NaiveDatetimeError(f"datetime must be timezone-aware (UTC): {instant!r}")
     return instant.astimezone(UTC)
-
-
-def from_epoch_seconds(seconds: int) -> datetime:
-    return datetime.fromtimestamp(seconds, tz=UTC)
-
-
-def from_epoch_ms(milliseconds: int) -> datetime:
-    return datetime.fromtimestamp(milliseconds // 1000, tz=UTC) + timedelta(milliseconds=milliseconds % 1000)
 
 
 @dataclass(frozen=True, order=True, slots=True)
@@ -78,9 +70,6 @@ class Period:
 
     def next(self) -> Period:
         return Period(self.year + 1, 1) if self.month == 12 else Period(self.year, self.month + 1)
-
-    def previous(self) -> Period:
-        return Period(self.year - 1, 12) if self.month == 1 else Period(self.year, self.month - 1)
 
     def contains(self, instant: datetime) -> bool:
         return self.start <= ensure_utc(instant) < self.end
