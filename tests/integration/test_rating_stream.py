@@ -116,9 +116,9 @@ def test_given_the_same_batch_redelivered_then_nothing_changes_and_nothing_is_wr
     records = runner.poll()
     runner.run(records, lambda_context)
     before = usage_state(stack)
-    from kilo_rate_usage.handler import dependencies  # noqa: PLC0415
+    from kilo_rate_usage import dependencies  # noqa: PLC0415
 
-    counter = count_calls(dependencies()[0]._client)
+    counter = count_calls(dependencies.rating().repo._client)
     runner.run(records, lambda_context)
     runner.run(list(reversed(records)), lambda_context)  # and out of order
     assert usage_state(stack) == before
@@ -153,7 +153,8 @@ def _fail_second_transaction(client: Any) -> Callable[..., None]:
 def test_given_a_crash_after_a_partial_write_then_the_retry_completes_exactly_once(
     stack: Stack, lambda_context: LambdaContext
 ) -> None:
-    from kilo_rate_usage.handler import dependencies, lambda_handler  # noqa: PLC0415
+    from kilo_rate_usage import dependencies  # noqa: PLC0415
+    from kilo_rate_usage.handler import lambda_handler  # noqa: PLC0415
 
     video_call(lambda_context)
     # a busy room: 110 sessions in one batch need two transactions (at most 100 items each)
@@ -163,7 +164,7 @@ def test_given_a_crash_after_a_partial_write_then_the_retry_completes_exactly_on
         deliver_webhook(lk.participant_joined(room, person), lambda_context)
         deliver_webhook(lk.participant_left(room, person, T0 + index + 61), lambda_context)
     records = Lambda(stack).poll()
-    client = dependencies()[0]._client
+    client = dependencies.rating().repo._client
     hook = _fail_second_transaction(client)
     with pytest.raises(RuntimeError, match="half-way"):
         lambda_handler({"Records": records}, lambda_context)
@@ -199,18 +200,19 @@ def test_given_a_poison_record_then_it_goes_to_the_poison_queue_and_the_rest_is_
 
 
 def test_given_a_batch_then_writes_stay_within_the_stated_formula(stack: Stack, lambda_context: LambdaContext) -> None:
-    from kilo_rate_usage.handler import dependencies  # noqa: PLC0415
+    from kilo_rate_usage import dependencies  # noqa: PLC0415
 
     video_call(lambda_context)
     records = Lambda(stack).poll()
-    counter = count_calls(dependencies()[0]._client)
+    client = dependencies.rating().repo._client
+    counter = count_calls(client)
     items_written: list[int] = []
 
     def count_items(params: dict[str, Any], **_: Any) -> None:
         items_written.append(len(params.get("TransactItems", [])) or 1)
 
-    dependencies()[0]._client.meta.events.register("provide-client-params.dynamodb.TransactWriteItems", count_items)
-    dependencies()[0]._client.meta.events.register("provide-client-params.dynamodb.UpdateItem", count_items)
+    client.meta.events.register("provide-client-params.dynamodb.TransactWriteItems", count_items)
+    client.meta.events.register("provide-client-params.dynamodb.UpdateItem", count_items)
     from kilo_rate_usage.handler import lambda_handler  # noqa: PLC0415
 
     lambda_handler({"Records": records}, lambda_context)
