@@ -228,15 +228,17 @@ class SqsPoisonSink:
 
 
 class SqsFailureQueue:
-    """The stream's on-failure queue, read by the operator's replay command."""
+    """The stream's on-failure queue, read by the operator's replay command. ``visibility_timeout``: how long received
+    messages stay hidden - 0 for a dry run (they stay for the real run; repeats are recognised by message id), long
+    enough for the re-rating when applying."""
 
-    def __init__(self, client: Any, queue_url: str, visibility_timeout: int = 300) -> None:
+    def __init__(self, client: Any, queue_url: str, visibility_timeout: int = 0) -> None:
         self._client = client
         self._queue = queue_url
         self._visibility = visibility_timeout
 
     def receive(self, limit: int) -> list[tuple[str, str]]:
-        messages: list[tuple[str, str]] = []
+        messages: dict[str, tuple[str, str]] = {}
         while len(messages) < limit:
             response = call(
                 self._client.receive_message,
@@ -245,11 +247,12 @@ class SqsFailureQueue:
                 VisibilityTimeout=self._visibility,
                 WaitTimeSeconds=0,
             )
-            page = response.get("Messages", [])
-            if not page:
+            fresh = {m["MessageId"]: (m["ReceiptHandle"], m["Body"]) for m in response.get("Messages", [])}
+            fresh = {key: value for key, value in fresh.items() if key not in messages}
+            if not fresh:
                 break
-            messages.extend((message["ReceiptHandle"], message["Body"]) for message in page)
-        return messages
+            messages.update(fresh)
+        return list(messages.values())
 
     def delete(self, receipt: str) -> None:
         call(self._client.delete_message, QueueUrl=self._queue, ReceiptHandle=receipt)
