@@ -35,7 +35,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     now_ms = _scheduled_ms(event) or int(time.time() * 1000)
     expires_at = now_ms // 1000 + config.raw_event_ttl_seconds
     try:
-        outcome, answers, closes = run_sweep(deps.store, deps.directory, now_ms, config.sweep_policy, expires_at)
+        with observability.tracer(SERVICE).provider.in_subsegment("## run_sweep"):
+            outcome, answers, closes = run_sweep(deps.store, deps.directory, now_ms, config.sweep_policy, expires_at)
     except Exception:
         logger.exception("sweep failed; the schedule retries, then its dead-letter queue")
         count(SERVICE, Metric.SWEEP_FAILED)
