@@ -45,13 +45,13 @@ def _events(rooms: int, seed: int = 11) -> list[Any]:
 def run(quick: bool = False) -> dict[str, float]:
     sys.path.insert(0, str(ROOT))
     from kilo_billing.catalog import default_catalog  # noqa: PLC0415
-    from kilo_rate_usage.logic import RatingConfig, rate_batch  # noqa: PLC0415
-    from kilo_rate_usage.sessions import AttributionRule  # noqa: PLC0415
+    from kilo_rate_usage.logic import rate_batch  # noqa: PLC0415
+    from kilo_rate_usage.model import AttributionRule, RatingConfig  # noqa: PLC0415
     from tests.fakes import InMemoryUsageRepository, RecordingPublisher  # noqa: PLC0415
 
     records = _events(60 if quick else 600)
     repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
-    config = RatingConfig(AttributionRule(), 24 * 3600, default_catalog().for_period)
+    config = RatingConfig(AttributionRule(), default_catalog().for_period)
     start = time.perf_counter()
     sessions = 0
     for offset in range(0, len(records), 500):

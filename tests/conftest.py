@@ -128,12 +128,14 @@ def stack(aws: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
 
 
 def _clear_caches() -> None:
-    from kilo_rate_usage import handler, settings, sweeper_handler  # noqa: PLC0415
+    from kilo_rate_usage import dependencies, settings  # noqa: PLC0415
     from kilo_webhook_ingest import config, livekit_handler, stripe_handler, usage_api  # noqa: PLC0415
 
     config.settings.cache_clear()
     settings.settings.cache_clear()
-    for module in (livekit_handler, usage_api, stripe_handler, handler, sweeper_handler):
+    dependencies.rating.cache_clear()
+    dependencies.sweeper.cache_clear()
+    for module in (livekit_handler, usage_api, stripe_handler):
         module.dependencies.cache_clear()
 
 

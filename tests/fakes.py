@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from kilo_billing.accounts import AccountExistsError, AccountProfile, UnknownAccountError
-from kilo_billing.events import KEY, SORT_KEY, Item
+from kilo_billing.events import KEY, SORT_KEY, Item, LiveKitEventRecord, UsageEventRecord
+from kilo_rate_usage.model import Aggregate, AggregateKey, RoomAnswers, SessionKey, StoredSession
+from kilo_rate_usage.ports import (
+    MAX_TRANSACT_ITEMS,
+    CommitUnit,
+    ConflictError,
+    RejectedWriteError,
+    RoomDirectory,
+    SweeperStore,
+    Transaction,
+    UsageRepository,
+)
 from kilo_webhook_ingest.store import PutResult, StoreUnavailableError
 
 
@@ -30,49 +42,50 @@ class InMemoryEventStore:
 
 
 class InMemoryUsageRepository:
-    """The rating repository port in memory: same transaction semantics (all-or-nothing, version conditions)."""
+    """``kilo_rate_usage.ports.UsageRepository`` and ``SweeperStore`` in memory, held to
+    tests/contract/test_usage_repository_contract.py: the same conditions as DynamoDB (session versions, usage marks on
+    stored and unrated events only, thresholds once) and the same transactions - a commit applies
+    ``CommitUnit.transactions()`` one at a time, each all or nothing, so ``crash_after_transactions`` crashes *between*
+    writes, exactly where a Lambda timeout or a DynamoDB failure would leave a real commit."""
 
-    def __init__(self) -> None:
-
-        self.events: dict[str, dict[str, object]] = {}  # room sid -> event id -> LiveKitEventRecord
+    def __init__(self, accounts: InMemoryAccountDirectory | None = None) -> None:
+        self.events: dict[str, dict[str, LiveKitEventRecord]] = {}  # room sid -> event id -> event
+        self.closes: dict[tuple[str, str], LiveKitEventRecord] = {}  # the sweeper's synthetic events by key
+        self.usage_known: set[tuple[str, str]] = set()  # usage events ingest stored
         self.usage_rated: set[tuple[str, str]] = set()
-        self.usage_known: set[tuple[str, str]] = set()
-        self.sessions: dict[tuple[str, str], object] = {}
-        self.counters: dict[tuple[str, str], dict[tuple[int, str], int]] = {}
-        self.late: dict[tuple[str, str], dict[str, int]] = {}
-        self.invoiced: set[tuple[str, str]] = set()
-        self.thresholds: dict[tuple[str, str], set[str]] = {}
-        self.profile_overrides: dict[str, AccountProfile] = {}
-        self.writes = 0
-        self.fail_commit_after: int | None = None  # simulate a crash after this many transactions
-        self._transactions = 0
+        self.sessions: dict[SessionKey, StoredSession] = {}
+        self.counters: dict[AggregateKey, dict[tuple[int, str], int]] = {}
+        self.late: dict[AggregateKey, dict[str, int]] = {}
+        self.invoiced: set[AggregateKey] = set()
+        self.thresholds: dict[AggregateKey, set[str]] = {}
+        self.confirmed: dict[SessionKey, int] = {}
+        self.accounts = accounts or InMemoryAccountDirectory()
+        self.writes = 0  # items written, one per session put, usage mark, aggregate update or threshold record
+        self.crash_after_transactions: int | None = None  # a commit dies after this many of its transactions
+        self.max_transaction_items = MAX_TRANSACT_ITEMS  # smaller in tests that want many transactions per commit
+        self.refused_rooms: set[str] = set()  # DynamoDB refuses these rooms' session items (validation)
 
     # the events table side (what ingest writes)
-    def store_event(self, event: object) -> None:
-        from kilo_billing.events import LiveKitEventRecord, UsageEventRecord  # noqa: PLC0415
-
+    def store_event(self, event: LiveKitEventRecord | UsageEventRecord) -> None:
         if isinstance(event, LiveKitEventRecord):
             self.events.setdefault(event.room_sid, {}).setdefault(event.event_id, event)
-        elif isinstance(event, UsageEventRecord):
+        else:
             self.usage_known.add(event.key)
 
-    def room_events(self, room_sid: str) -> list[object]:
+    def room_events(self, room_sid: str) -> list[LiveKitEventRecord]:
         return list(self.events.get(room_sid, {}).values())
 
-    def stored_sessions(self, room_sid: str) -> dict[str, object]:
+    def stored_sessions(self, room_sid: str) -> dict[str, StoredSession]:
         return {sid: stored for (room, sid), stored in self.sessions.items() if room == room_sid}
 
-    def profiles(self, accounts: object) -> dict[str, object]:
-        from kilo_rate_usage.model import AccountProfile  # noqa: PLC0415
+    def profiles(self, accounts: Iterable[str]) -> dict[str, AccountProfile]:
+        wanted = set(accounts)
+        registered = self.accounts.registered(wanted)
+        return {a: registered.get(a) or AccountProfile.default(a) for a in wanted}
 
-        return {a: self.profile_overrides.get(a) or AccountProfile.default(a) for a in set(accounts)}  # type: ignore[call-overload]
-
-    def aggregates(self, keys: object) -> dict[tuple[str, str], object]:
-        from kilo_rate_usage.model import Aggregate  # noqa: PLC0415
-
-        result = {}
-        for key in set(keys):  # type: ignore[call-overload]
-            result[key] = Aggregate(
+    def aggregates(self, keys: Iterable[AggregateKey]) -> dict[AggregateKey, Aggregate]:
+        return {
+            key: Aggregate(
                 key[0],
                 key[1],
                 dict(self.counters.get(key, {})),
@@ -80,57 +93,73 @@ class InMemoryUsageRepository:
                 set(self.thresholds.get(key, set())),
                 key in self.invoiced,
             )
-        return result
+            for key in set(keys)
+        }
 
-    def unrated_usage(self, records: list[object]) -> list[object]:
-        unique = {record.key: record for record in records}  # type: ignore[attr-defined]
+    def unrated_usage(self, records: Sequence[UsageEventRecord]) -> list[UsageEventRecord]:
+        unique = {record.key: record for record in records}
         return [record for key, record in unique.items() if key not in self.usage_rated]
 
-    def commit(self, unit: object, now_ms: int) -> int:
-        from kilo_rate_usage.repository import ConflictError, by_aggregate  # noqa: PLC0415
-
-        self._transactions += 1
-        if self.fail_commit_after is not None and self._transactions > self.fail_commit_after:
-            raise RuntimeError("simulated crash before this transaction")
-        for change in unit.sessions:  # type: ignore[attr-defined]
-            key = (change.new.session.room_sid, change.new.session.participant_sid)
-            current = self.sessions.get(key)
-            if (current.version if current is not None else None) != change.old_version:  # type: ignore[attr-defined]
-                raise ConflictError("session version")
-        for usage in unit.usage:  # type: ignore[attr-defined]
-            if usage.record.key in self.usage_rated:
-                raise ConflictError("usage already rated")
-        for change in unit.sessions:  # type: ignore[attr-defined]
-            self.sessions[(change.new.session.room_sid, change.new.session.participant_sid)] = change.new
-        for usage in unit.usage:  # type: ignore[attr-defined]
-            self.usage_rated.add(usage.record.key)
-        grouped = by_aggregate(unit.deltas())  # type: ignore[attr-defined]
-        for key, counters in grouped.items():
-            target = self.counters.setdefault(key, {})
-            for counter, quantity in counters.items():
-                target[counter] = target.get(counter, 0) + quantity
-                if key in self.invoiced:
-                    late = self.late.setdefault(key, {})
-                    late[counter[1]] = late.get(counter[1], 0) + quantity
-        written = len(unit.sessions) + len(unit.usage) + len(grouped)  # type: ignore[attr-defined]
+    def commit(self, unit: CommitUnit, now_ms: int) -> int:
+        written = 0
+        for number, transaction in enumerate(unit.transactions(self.max_transaction_items)):
+            if self.crash_after_transactions is not None and number >= self.crash_after_transactions:
+                raise RuntimeError(f"simulated crash after {number} transaction(s) of the commit")
+            self._apply(transaction, unit.late)
+            written += transaction.items
         self.writes += written
         return written
 
-    def add_thresholds(self, account: str, period: str, markers: list[str]) -> None:
-        from kilo_rate_usage.repository import ConflictError  # noqa: PLC0415
+    def _apply(self, transaction: Transaction, late: set[AggregateKey]) -> None:
+        for change in transaction.sessions:
+            if change.new.session.room_sid in self.refused_rooms:
+                raise RejectedWriteError("TransactionCanceledException: ValidationError")
+            current = self.sessions.get(change.new.session.key)
+            if (current.version if current is not None else None) != change.old_version:
+                raise ConflictError("session version")
+        for mark in transaction.usage:
+            if mark.record.key not in self.usage_known or mark.record.key in self.usage_rated:
+                raise ConflictError("usage event missing or already rated")
+        for change in transaction.sessions:
+            self.sessions[change.new.session.key] = change.new
+        for mark in transaction.usage:
+            self.usage_rated.add(mark.record.key)
+        for key, counters in transaction.adds.items():
+            target = self.counters.setdefault(key, {})
+            for counter, quantity in counters.items():
+                target[counter] = target.get(counter, 0) + quantity
+                if key in late:
+                    late_counters = self.late.setdefault(key, {})
+                    late_counters[counter[1]] = late_counters.get(counter[1], 0) + quantity
 
+    def add_thresholds(self, account: str, period: str, markers: Sequence[str]) -> None:
         existing = self.thresholds.setdefault((account, period), set())
         if existing & set(markers):
             raise ConflictError("threshold already recorded")
         existing.update(markers)
         self.writes += 1
 
-    def open_sessions(self, account: str | None = None) -> list[object]:
+    def open_sessions(self, account: str | None = None) -> list[StoredSession]:
         return [
             stored
             for stored in self.sessions.values()
-            if stored.session.is_open and (account is None or stored.session.account == account)  # type: ignore[attr-defined]
+            if stored.session.is_open and (account is None or stored.session.account == account)
         ]
+
+    # the sweeper's
+    def confirmations(self, keys: Iterable[SessionKey]) -> dict[SessionKey, int]:
+        return {key: self.confirmed[key] for key in set(keys) if key in self.confirmed}
+
+    def confirm(self, keys: Sequence[SessionKey], at_ms: int) -> None:
+        for key in keys:
+            self.confirmed[key] = at_ms
+
+    def add_close(self, event: LiveKitEventRecord, expires_at: int) -> bool:
+        if event.event_id in self.events.get(event.room_sid, {}):
+            return False
+        self.store_event(event)
+        self.closes[event.key] = event
+        return True
 
     def totals(self, account: str, period: str) -> dict[str, int]:
         result: dict[str, int] = {}
@@ -140,11 +169,41 @@ class InMemoryUsageRepository:
 
 
 class RecordingPublisher:
-    def __init__(self) -> None:
-        self.published: list[tuple[str, dict[str, object]]] = []
+    """``kilo_billing.publisher.EventPublisher`` that keeps what was published."""
 
-    def publish(self, detail_type: str, detail: dict[str, object]) -> None:
-        self.published.append((detail_type, detail))
+    def __init__(self) -> None:
+        self.published: list[tuple[str, dict[str, Any]]] = []
+
+    def publish(self, detail_type: str, detail: Mapping[str, Any]) -> None:
+        self.published.append((detail_type, dict(detail)))
+
+
+class InMemoryPoisonSink:
+    def __init__(self) -> None:
+        self.sent: list[tuple[Mapping[str, Any], str]] = []
+
+    def send(self, record: Mapping[str, Any], reason: str) -> None:
+        self.sent.append((record, reason))
+
+
+class StaticRoomDirectory:
+    """``kilo_rate_usage.ports.RoomDirectory`` answering from a table (None = room gone); rooms listed in
+    ``unreachable`` get no answer, as when RoomService fails."""
+
+    def __init__(self, rooms: Mapping[str, set[str] | None] | None = None, unreachable: Iterable[str] = ()) -> None:
+        self.rooms: dict[str, set[str] | None] = dict(rooms or {})
+        self.unreachable = set(unreachable)
+        self.asked: list[list[str]] = []
+
+    def participants(self, room_names: Sequence[str]) -> RoomAnswers:
+        self.asked.append(list(room_names))
+        answers = RoomAnswers()
+        for name in room_names:
+            if name in self.unreachable:
+                answers.unanswered[name] = "unreachable"
+            else:
+                answers.present[name] = self.rooms.get(name)
+        return answers
 
 
 class InMemoryAccountDirectory:
@@ -167,3 +226,14 @@ class InMemoryAccountDirectory:
         if profile.account_id not in self.profiles:
             raise UnknownAccountError(profile.account_id)
         self.profiles[profile.account_id] = profile
+
+
+if TYPE_CHECKING:  # mypy (pyproject: files) holds each fake to its port's Protocol
+    from kilo_billing.publisher import EventPublisher
+    from kilo_rate_usage.ports import PoisonSink
+
+    _repository: UsageRepository = InMemoryUsageRepository()
+    _sweeper_store: SweeperStore = InMemoryUsageRepository()
+    _publisher: EventPublisher = RecordingPublisher()
+    _poison: PoisonSink = InMemoryPoisonSink()
+    _directory: RoomDirectory = StaticRoomDirectory()

@@ -22,7 +22,7 @@ from kilo_billing.money import decimal_str, money_str
 from kilo_billing.periods import Period
 from kilo_billing.projections import Projection, ProjectionError, project_revenue
 from kilo_billing.rating import RatedPeriod, TierSegment, UsageRecord, rate_period
-from kilo_billing_cli import accounts
+from kilo_billing_cli import accounts, replay
 from kilo_billing_cli.console import make_console
 
 EXIT_USAGE = 2
@@ -118,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     projections.add_argument("--json", action="store_true", help="machine-readable output")
     accounts.add_parser(sub, _non_negative_decimal("--budget-usd"))
+    replay.add_parser(sub)
     return parser
 
 
@@ -305,6 +306,8 @@ def main(argv: Sequence[str] | None = None, catalog: Catalog | None = None) -> i
                     console.print(f"Cheapest for this usage: [bold]{_recommended(estimates, book)}[/bold]")
         elif args.command == "account":
             _emit_profile(console, accounts.run(args, catalog), args.json)
+        elif args.command == "rating":
+            replay.run(args, console)
         else:
             _, book = _book(catalog, None)
             projection = project_revenue(book, args.users, args.mix, args.overage_usd)

@@ -116,9 +116,9 @@ def test_given_the_same_batch_redelivered_then_nothing_changes_and_nothing_is_wr
     records = runner.poll()
     runner.run(records, lambda_context)
     before = usage_state(stack)
-    from kilo_rate_usage.handler import dependencies  # noqa: PLC0415
+    from kilo_rate_usage import dependencies  # noqa: PLC0415
 
-    counter = count_calls(dependencies()[0]._client)
+    counter = count_calls(dependencies.rating().repo._client)
     runner.run(records, lambda_context)
     runner.run(list(reversed(records)), lambda_context)  # and out of order
     assert usage_state(stack) == before
@@ -153,7 +153,8 @@ def _fail_second_transaction(client: Any) -> Callable[..., None]:
 def test_given_a_crash_after_a_partial_write_then_the_retry_completes_exactly_once(
     stack: Stack, lambda_context: LambdaContext
 ) -> None:
-    from kilo_rate_usage.handler import dependencies, lambda_handler  # noqa: PLC0415
+    from kilo_rate_usage import dependencies  # noqa: PLC0415
+    from kilo_rate_usage.handler import lambda_handler  # noqa: PLC0415
 
     video_call(lambda_context)
     # a busy room: 110 sessions in one batch need two transactions (at most 100 items each)
@@ -163,7 +164,7 @@ def test_given_a_crash_after_a_partial_write_then_the_retry_completes_exactly_on
         deliver_webhook(lk.participant_joined(room, person), lambda_context)
         deliver_webhook(lk.participant_left(room, person, T0 + index + 61), lambda_context)
     records = Lambda(stack).poll()
-    client = dependencies()[0]._client
+    client = dependencies.rating().repo._client
     hook = _fail_second_transaction(client)
     with pytest.raises(RuntimeError, match="half-way"):
         lambda_handler({"Records": records}, lambda_context)
@@ -199,18 +200,19 @@ def test_given_a_poison_record_then_it_goes_to_the_poison_queue_and_the_rest_is_
 
 
 def test_given_a_batch_then_writes_stay_within_the_stated_formula(stack: Stack, lambda_context: LambdaContext) -> None:
-    from kilo_rate_usage.handler import dependencies  # noqa: PLC0415
+    from kilo_rate_usage import dependencies  # noqa: PLC0415
 
     video_call(lambda_context)
     records = Lambda(stack).poll()
-    counter = count_calls(dependencies()[0]._client)
+    client = dependencies.rating().repo._client
+    counter = count_calls(client)
     items_written: list[int] = []
 
     def count_items(params: dict[str, Any], **_: Any) -> None:
         items_written.append(len(params.get("TransactItems", [])) or 1)
 
-    dependencies()[0]._client.meta.events.register("provide-client-params.dynamodb.TransactWriteItems", count_items)
-    dependencies()[0]._client.meta.events.register("provide-client-params.dynamodb.UpdateItem", count_items)
+    client.meta.events.register("provide-client-params.dynamodb.TransactWriteItems", count_items)
+    client.meta.events.register("provide-client-params.dynamodb.UpdateItem", count_items)
     from kilo_rate_usage.handler import lambda_handler  # noqa: PLC0415
 
     lambda_handler({"Records": records}, lambda_context)
@@ -289,3 +291,216 @@ def test_given_usage_crossing_half_the_allowance_then_one_threshold_event_reache
         "limit": "100000",
         "occurred_at": envelope["detail"]["occurred_at"],
     }
+
+
+def test_given_dynamodb_refuses_one_rooms_writes_then_its_records_go_to_the_poison_queue_and_the_rest_is_rated(
+    stack: Stack, lambda_context: LambdaContext
+) -> None:
+    """A TransactionCanceled caused by validation (not a conflict) can never succeed: it is not retried like a
+    conflict (which would end on the on-failure queue) - the refused room's records are poison, the rest is rated."""
+    from botocore.exceptions import ClientError  # noqa: PLC0415
+
+    from kilo_rate_usage import dependencies  # noqa: PLC0415
+    from kilo_rate_usage.handler import lambda_handler  # noqa: PLC0415
+
+    video_call(lambda_context)
+    huge = lk.Room("RM_huge01", "huge", account_id="acct_other", created_at=T0)
+    person = lk.Participant("PA_huge01", "h", T0 * 1000)
+    deliver_webhook(lk.participant_joined(huge, person), lambda_context)
+    deliver_webhook(lk.participant_left(huge, person, T0 + 120), lambda_context)
+
+    def refuse(params: dict[str, Any], **_: Any) -> None:
+        items = params.get("TransactItems", [])
+        if any(item.get("Put", {}).get("Item", {}).get("pk") == {"S": "ROOM#RM_huge01"} for item in items):
+            reasons = [{"Code": "ValidationError", "Message": "Item size has exceeded the maximum allowed size"}]
+            reasons += [{"Code": "None"}] * (len(items) - 1)
+            raise ClientError(
+                {"Error": {"Code": "TransactionCanceledException", "Message": "Transaction cancelled"},
+                 "CancellationReasons": reasons}, "TransactWriteItems",
+            )  # fmt: skip
+
+    dependencies.rating().repo._client.meta.events.register("provide-client-params.dynamodb.TransactWriteItems", refuse)
+    records = Lambda(stack).poll()
+    assert len(records) == 10
+    assert lambda_handler({"Records": records}, lambda_context) == {"batchItemFailures": []}  # no retry
+
+    assert aggregate(stack) == EXPECTED  # the video call is rated
+    assert aggregate(stack, "acct_other") == {}
+    queue = stack.template.ref("PoisonRecordDeadLetterQueue")
+    messages = stack.clients["sqs"].receive_message(QueueUrl=queue, MaxNumberOfMessages=10)["Messages"]
+    poisoned = [json.loads(message["Body"]) for message in messages]
+    assert sorted(p["record"]["dynamodb"]["Keys"]["pk"]["S"] for p in poisoned) == ["room#RM_huge01"] * 2
+    assert all("ValidationError" in p["reason"] for p in poisoned)
+
+
+def _report_messages(context: LambdaContext, account: str = ACCOUNT, quantity: int = 1200) -> None:
+    from kilo_dev.signing import usage_signature  # noqa: PLC0415
+    from kilo_webhook_ingest import usage_api  # noqa: PLC0415
+    from tests.conftest import USAGE_CLIENTS  # noqa: PLC0415
+
+    body = json.dumps({"events": [{"idempotency_key": "m-replay", "account_id": account, "meter": "messages",
+                                   "quantity": quantity, "timestamp": "2026-11-16T00:30:00Z"}]}).encode()  # fmt: skip
+    headers = {"x-kilo-client": "kilo-app", "x-kilo-signature": usage_signature(body, USAGE_CLIENTS["kilo-app"][0])}
+    assert usage_api.lambda_handler(http_api_event("POST", "/v1/usage", body, headers), context)["statusCode"] == 200
+
+
+def _fail_batch_into_the_on_failure_queue(stack: Stack) -> str:
+    """The real stream path (kilo_dev's event source mapping, the template's filter and batch size) with rating
+    failing transiently on every try: Lambda gives up and the batch's coordinates land on the on-failure queue."""
+    from kilo_dev.localstack import Function, StreamSource  # noqa: PLC0415
+    from kilo_rate_usage import dependencies  # noqa: PLC0415
+    from kilo_rate_usage.handler import lambda_handler  # noqa: PLC0415
+
+    spec = stack.template.resources["RateUsageFunction"]["Properties"]["Events"]["EventsStream"]["Properties"]
+    arn = stack.template.get_att("EventsTable", "StreamArn")
+    dlq = stack.template.ref("RatingDeadLetterQueue")
+    source = StreamSource(
+        Function("RateUsageFunction", lambda_handler),
+        StreamReader(stack.clients["dynamodbstreams"], arn),
+        arn,
+        [json.loads(f["Pattern"]) for f in spec["FilterCriteria"]["Filters"]],
+        spec["BatchSize"],
+        1,
+        False,
+        dlq,
+        stack.clients["sqs"],
+    )  # fmt: skip  (one retry, no bisect: the giving up is what matters here, not its pace)
+
+    def outage(**_: Any) -> None:
+        raise RuntimeError("DynamoDB unavailable (injected)")
+
+    client = dependencies.rating().repo._client
+    client.meta.events.register("before-call.dynamodb.TransactWriteItems", outage)
+    source.poll_once(flush=True)
+    client.meta.events.unregister("before-call.dynamodb.TransactWriteItems", outage)
+    assert source.failed_batches == 1
+    return str(dlq)
+
+
+def _cli(*args: str, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
+    from kilo_billing_cli.main import main  # noqa: PLC0415
+
+    capsys.readouterr()
+    assert main(["rating", "replay", *args, "--json"]) == 0
+    result: dict[str, Any] = json.loads(capsys.readouterr().out)
+    return result
+
+
+def test_given_a_batch_on_the_on_failure_queue_when_replayed_then_month_to_date_is_right_and_a_rerun_changes_nothing(
+    stack: Stack, lambda_context: LambdaContext, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from kilo_billing.catalog import default_catalog  # noqa: PLC0415
+    from kilo_billing.meters import Meter  # noqa: PLC0415
+    from kilo_billing.periods import Period  # noqa: PLC0415
+    from kilo_rate_usage import dependencies  # noqa: PLC0415
+    from kilo_rate_usage.queries import month_to_date  # noqa: PLC0415
+
+    video_call(lambda_context)
+    _report_messages(lambda_context)
+    dlq = _fail_batch_into_the_on_failure_queue(stack)
+    assert aggregate(stack) == {}  # nothing rated
+
+    dry = _cli("--queue-url", dlq, capsys=capsys)
+    [message] = dry["messages"]
+    assert (message["source"], message["rooms"], message["livekit_events"], message["usage_events"]) == (
+        "stream",
+        ["RM_stream01"],
+        8,
+        1,
+    )
+    # would write, in one transaction: alice's and bob's sessions, the usage mark, the account's aggregate = 4 items
+    assert (message["sessions_changed"], message["usage_rated"], message["writes"]) == (2, 1, 4)
+    assert (message["applied"], message["message_deleted"]) == (False, False)
+    assert aggregate(stack) == {}  # a dry run writes nothing
+
+    applied = _cli("--queue-url", dlq, "--apply", capsys=capsys)
+    [message] = applied["messages"]
+    assert (message["sessions_changed"], message["usage_rated"], message["message_deleted"]) == (2, 1, True)
+    # the hand-worked call (EXPECTED: 20 video, 45 audio) and the 1,200 messages
+    assert aggregate(stack) == {"video": 20, "audio": 45, "messages": 1200}
+    book = default_catalog().for_period(Period.parse(PERIOD))
+    mtd = month_to_date(dependencies.rating().repo, ACCOUNT, PERIOD, (T0 + 3600) * 1000, book)
+    assert (mtd.rated.used[Meter.VIDEO], mtd.rated.used[Meter.AUDIO], mtd.rated.used[Meter.MESSAGES]) == (20, 45, 1200)
+    # no profile: the Personal tier, no fee, all of it inside its allowances (5,000 video, 10,000 audio, 100,000 msgs)
+    assert str(mtd.rated.total) == "0.00"
+
+    assert _cli("--queue-url", dlq, "--apply", capsys=capsys)["messages"] == []  # the queue is empty
+    before = usage_state(stack)
+    stack.clients["sqs"].send_message(QueueUrl=dlq, MessageBody=same_batch_again(message))
+    again = _cli("--queue-url", dlq, "--apply", capsys=capsys)["messages"]
+    assert [(m["sessions_changed"], m["usage_rated"], m["writes"]) for m in again] == [(0, 0, 0)]
+    assert usage_state(stack) == before
+
+
+def same_batch_again(message: dict[str, Any]) -> str:
+    """The same batch's on-failure record again, in AWS's format (as if Lambda had reported it twice)."""
+    return json.dumps({
+        "requestContext": {"condition": "RetryAttemptsExhausted", "approximateInvokeCount": 2},
+        "version": "1.0", "timestamp": "2026-11-16T01:00:00.000Z",
+        "DDBStreamBatchInfo": {"shardId": message["shard"], "startSequenceNumber": message["sequence"][0],
+                               "endSequenceNumber": message["sequence"][1], "batchSize": 9,
+                               "streamArn": message["stream"]},
+    })  # fmt: skip
+
+
+def test_given_the_stream_records_expired_when_replayed_then_the_events_table_window_gives_the_same_month_to_date(
+    stack: Stack, lambda_context: LambdaContext
+) -> None:
+    from botocore.exceptions import ClientError  # noqa: PLC0415
+
+    from kilo_billing.catalog import default_catalog  # noqa: PLC0415
+    from kilo_rate_usage import adapters, dependencies  # noqa: PLC0415
+    from kilo_rate_usage.model import AttributionRule, RatingConfig  # noqa: PLC0415
+    from kilo_rate_usage.replay import replay  # noqa: PLC0415
+    from tests.fakes import InMemoryPoisonSink, RecordingPublisher  # noqa: PLC0415
+
+    video_call(lambda_context)
+    _report_messages(lambda_context)
+    dlq = _fail_batch_into_the_on_failure_queue(stack)
+    stack.clients["sqs"].purge_queue(QueueUrl=dlq)
+    # the record Lambda sends, in AWS's own format: shard, sequence range and arrival times of the real stream
+    streams = stack.clients["dynamodbstreams"]
+    arn = stack.template.get_att("EventsTable", "StreamArn")
+    [shard] = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]
+    iterator = streams.get_shard_iterator(StreamArn=arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON")
+    records = streams.get_records(ShardIterator=iterator["ShardIterator"])["Records"]
+    first, last = records[0], records[-1]
+    stamp = "%Y-%m-%dT%H:%M:%SZ"
+    body = json.dumps({
+        "requestContext": {"condition": "RetryAttemptsExhausted", "approximateInvokeCount": 2}, "version": "1.0",
+        "timestamp": last["dynamodb"]["ApproximateCreationDateTime"].strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+        "DDBStreamBatchInfo": {
+            "shardId": shard["ShardId"], "startSequenceNumber": first["dynamodb"]["SequenceNumber"],
+            "endSequenceNumber": last["dynamodb"]["SequenceNumber"],
+            "approximateArrivalOfFirstRecord": first["dynamodb"]["ApproximateCreationDateTime"].strftime(stamp),
+            "approximateArrivalOfLastRecord": last["dynamodb"]["ApproximateCreationDateTime"].strftime(stamp),
+            "batchSize": len(records), "streamArn": arn,
+        },
+    })  # fmt: skip
+    stack.clients["sqs"].send_message(QueueUrl=dlq, MessageBody=body)
+
+    def trimmed(**_: Any) -> None:  # 24 h later the stream answers so for every sequence number of the batch
+        error = {"Error": {"Code": "TrimmedDataAccessException", "Message": "records trimmed"}}
+        raise ClientError(error, "GetShardIterator")
+
+    streams.meta.events.register("before-call.dynamodbstreams.GetShardIterator", trimmed)
+    dynamodb = stack.clients["dynamodb"]
+    results = replay(
+        queue=adapters.SqsFailureQueue(stack.clients["sqs"], dlq, visibility_timeout=60),
+        streams=adapters.DynamoStreamArchive(streams),
+        events=adapters.DynamoEventArchive(dynamodb, stack.template.physical_name("EventsTable")),
+        repo=dependencies.rating().repo,
+        publisher=RecordingPublisher(),
+        poison=InMemoryPoisonSink(),
+        config=RatingConfig(AttributionRule(), default_catalog().for_period),
+        now_ms=(T0 + 3600) * 1000,
+        apply=True,
+    )
+    [result] = results
+    assert (result.plan.source, result.plan.rooms, len(result.plan.usage), result.deleted) == (
+        "events table",
+        ["RM_stream01"],
+        1,
+        True,
+    )
+    assert aggregate(stack) == {"video": 20, "audio": 45, "messages": 1200}

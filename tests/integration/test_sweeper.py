@@ -1,18 +1,26 @@
 """The sweeper against a local HTTP server speaking LiveKit's Twirp RoomService (protobuf and JSON), end to end on
-moto: open sessions LiveKit no longer has are closed as "swept", over-long ones "capped", and rating rebuilds them.
-Also the month-to-date query, which counts sessions still open up to now."""
+moto: sessions LiveKit no longer lists are swept, sessions it lists stay open whatever their length, and only sessions
+LiveKit could not vouch for past the limit are capped - at their last confirmation, with the ``SessionsCapped``
+metric - and a later real close restores their minutes. Also the month-to-date query over open sessions."""
 
 from __future__ import annotations
 
-import time
+import json
+import socket
 from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
 from kilo_dev import livekit_events as lk
 from kilo_dev.fake_livekit import FakeLiveKit
+from kilo_dev.template import Template
 from tests.conftest import LIVEKIT_KEYS, LambdaContext, Stack
-from tests.integration.test_rating_stream import Lambda, deliver_webhook
+from tests.integration.test_rating_stream import Lambda, aggregate, deliver_webhook
+
+T0 = 1_794_787_200  # 2026-11-16T00:00:00Z: every sweep below stays inside November
+HOUR = 3600
 
 
 @pytest.fixture
@@ -23,10 +31,18 @@ def livekit_server() -> Iterator[FakeLiveKit]:
     server.stop()
 
 
+def closed_port_url() -> str:
+    """A loopback URL nothing listens on (RoomService unreachable): connections are refused at once."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
 def test_given_the_roomservice_adapter_then_it_lists_participants_and_reports_gone_rooms(
     livekit_server: FakeLiveKit,
 ) -> None:
-    from kilo_rate_usage.roomservice import LiveKitRoomDirectory  # noqa: PLC0415
+    from kilo_rate_usage.adapters import LiveKitRoomDirectory  # noqa: PLC0415
 
     livekit_server.rooms["standup"] = [("PA_a", "alice"), ("PA_b", "bob")]
     # during a rotation the first configured key may already be refused: the next one is tried
@@ -34,74 +50,158 @@ def test_given_the_roomservice_adapter_then_it_lists_participants_and_reports_go
         ("APIkeyAAretired", "retired-secret-0123456789abcdef-0123"),
         ("APIkeyCurrent", LIVEKIT_KEYS["APIkeyCurrent"]),
     ]
-    directory = LiveKitRoomDirectory(livekit_server.url, credentials)
-    assert directory.participants(["standup", "gone"]) == {"standup": {"PA_a", "PA_b"}, "gone": None}
-    assert [room for _, room in livekit_server.requests] == ["standup", "gone"]
+    directory = LiveKitRoomDirectory(livekit_server.url, lambda: credentials)
+    answers = directory.participants(["standup", "gone"])
+    assert answers.present == {"standup": {"PA_a", "PA_b"}, "gone": None}
+    assert answers.unanswered == {}
+    assert sorted(room for _, room in livekit_server.requests) == ["gone", "standup"]
     assert all(kind.startswith("application/protobuf") for kind, _ in livekit_server.requests)
 
 
-def test_given_the_roomservice_with_a_wrong_secret_then_the_sweep_fails_loudly(livekit_server: FakeLiveKit) -> None:
-    from livekit.api import TwirpError  # noqa: PLC0415
-
-    from kilo_rate_usage.roomservice import LiveKitRoomDirectory  # noqa: PLC0415
-
-    directory = LiveKitRoomDirectory(
-        livekit_server.url, [("APIkeyCurrent", "not-the-secret-0123456789abcdef-0123456789")]
-    )
-    with pytest.raises(TwirpError):
-        directory.participants(["standup"])  # never "room gone" on an auth error: that would close live sessions
-
-
-def test_given_sessions_livekit_no_longer_has_then_swept_and_over_long_ones_capped(
-    stack: Stack, lambda_context: LambdaContext, livekit_server: FakeLiveKit, monkeypatch: pytest.MonkeyPatch
+def test_given_the_roomservice_with_a_wrong_secret_then_rooms_are_unanswered_never_gone(
+    livekit_server: FakeLiveKit,
 ) -> None:
-    from kilo_billing.catalog import default_catalog  # noqa: PLC0415
-    from kilo_billing.meters import Meter  # noqa: PLC0415
-    from kilo_billing.periods import Period  # noqa: PLC0415
-    from kilo_rate_usage import handler, settings, sweeper_handler  # noqa: PLC0415
-    from kilo_rate_usage.queries import month_to_date  # noqa: PLC0415
+    from kilo_rate_usage.adapters import LiveKitRoomDirectory  # noqa: PLC0415
 
-    monkeypatch.setenv("LIVEKIT_URL", livekit_server.url)
-    monkeypatch.setenv("MAX_SESSION_HOURS", "2")
-    settings.settings.cache_clear()
-    sweeper_handler.dependencies.cache_clear()
-    handler.dependencies.cache_clear()
-    now = int(time.time())
-    room = lk.Room("RM_sweep01", "standup", account_id="acct_sweep", created_at=now - 4 * 3600)
-    alice = lk.Participant("PA_alice_s", "alice", (now - 600) * 1000)  # still there
-    bob = lk.Participant("PA_bob_s", "bob", (now - 900) * 1000)  # gone; his participant_left was lost
-    carol = lk.Participant("PA_carol_s", "carol", (now - 3 * 3600) * 1000)  # "there" for 3 h > 2 h maximum
-    for person in (alice, bob, carol):
-        deliver_webhook(lk.participant_joined(room, person), lambda_context)
-    runner = Lambda(stack)
-    runner.run(runner.poll(), lambda_context)
+    livekit_server.rooms["standup"] = [("PA_a", "alice")]
+    wrong = [("APIkeyCurrent", "not-the-secret-0123456789abcdef-0123456789")]
+    answers = LiveKitRoomDirectory(livekit_server.url, lambda: wrong).participants(["standup", "gone"])
+    assert answers.present == {}  # an auth error is never "room gone": that would close live sessions
+    assert set(answers.unanswered) == {"standup", "gone"}
+    assert "401" in answers.unanswered["standup"] or "unauth" in answers.unanswered["standup"].lower()
 
-    repo = handler.dependencies()[0]
-    period = time.strftime("%Y-%m", time.gmtime(now))
-    book = default_catalog().for_period(Period.parse(period))
-    before = month_to_date(repo, "acct_sweep", period, now * 1000, book)
-    assert before.open_sessions == 3
-    # open sessions count as if they ended now: 10 + 15 + 180 minutes (plus the seconds the test itself takes)
-    assert 205 <= before.rated.used[Meter.AUDIO] <= 207
 
-    livekit_server.rooms["standup"] = [("PA_alice_s", "alice"), ("PA_carol_s", "carol")]
-    result = sweeper_handler.lambda_handler({}, lambda_context)
-    assert result == {"open": 3, "closed": 2}
-    runner.run(runner.poll(), lambda_context)
-    sessions = {
+def test_given_roomservice_unreachable_or_unconfigured_then_every_room_is_unanswered() -> None:
+    from kilo_rate_usage.adapters import LiveKitRoomDirectory  # noqa: PLC0415
+
+    keys = [("APIkeyCurrent", LIVEKIT_KEYS["APIkeyCurrent"])]
+    unreachable = LiveKitRoomDirectory(closed_port_url(), lambda: keys, request_timeout=2.0).participants(["a", "b"])
+    assert (unreachable.present, sorted(unreachable.unanswered)) == ({}, ["a", "b"])
+    unconfigured = LiveKitRoomDirectory("", lambda: keys).participants(["a"])
+    assert unconfigured.unanswered == {"a": "RoomService is not configured (URL or keys)"}
+
+
+def _sweep(event_time: int, context: LambdaContext, capsys: pytest.CaptureFixture[str]) -> tuple[dict[str, Any], int]:
+    """One scheduled run at ``event_time``; returns its result and the SessionsCapped it emitted (EMF on stdout)."""
+    from kilo_rate_usage import sweeper_handler  # noqa: PLC0415
+
+    capsys.readouterr()
+    stamp = datetime.fromtimestamp(event_time, tz=UTC).isoformat().replace("+00:00", "Z")
+    result = sweeper_handler.lambda_handler({"scheduled_time": stamp}, context)
+    capped = 0
+    for line in capsys.readouterr().out.splitlines():
+        if line.startswith("{") and '"_aws"' in line:
+            capped += int(sum(json.loads(line).get("SessionsCapped", [])))
+    return result, capped
+
+
+def _sessions(stack: Stack) -> dict[str, dict[str, Any]]:
+    return {
         item["sk"]["S"].removeprefix("SESSION#"): item
         for item in stack.table_items("UsageTable")
         if item["sk"]["S"].startswith("SESSION#")
     }
-    assert sessions["PA_bob_s"]["closed_by"] == {"S": "swept"}
-    assert sessions["PA_carol_s"]["closed_by"] == {"S": "capped"}
-    assert int(sessions["PA_carol_s"]["end_ms"]["N"]) - int(sessions["PA_carol_s"]["start_ms"]["N"]) == 2 * 3600 * 1000
-    assert "closed_by" not in sessions["PA_alice_s"]
-    # a late real participant_left still wins over the sweeper's close
-    deliver_webhook(lk.participant_left(room, bob, now - 300), lambda_context)
+
+
+def test_given_open_sessions_then_gone_ones_are_swept_confirmed_ones_stay_open_and_unvouched_ones_are_capped(
+    stack: Stack,
+    lambda_context: LambdaContext,
+    livekit_server: FakeLiveKit,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from kilo_billing.catalog import default_catalog  # noqa: PLC0415
+    from kilo_billing.meters import Meter  # noqa: PLC0415
+    from kilo_billing.periods import Period  # noqa: PLC0415
+    from kilo_rate_usage import dependencies, settings  # noqa: PLC0415
+    from kilo_rate_usage.queries import month_to_date  # noqa: PLC0415
+
+    monkeypatch.setenv("LIVEKIT_URL", livekit_server.url)
+    settings.settings.cache_clear()
+    dependencies.sweeper.cache_clear()
+    agents = lk.Room("RM_agents", "agent-space", account_id="acct_agent", created_at=T0 - 30 * HOUR)
+    standup = lk.Room("RM_standup", "standup", account_id="acct_sweep", created_at=T0 - 1200)
+    agent = lk.Participant("PA_agent", "kilo-agent", (T0 - 30 * HOUR) * 1000, kind="AGENT")  # live for 30 h
+    carol = lk.Participant("PA_carol", "carol", (T0 - 1200) * 1000)
+    bob = lk.Participant("PA_bob", "bob", (T0 - 900) * 1000)  # his participant_left was lost
+    deliver_webhook(lk.participant_joined(agents, agent), lambda_context)
+    deliver_webhook(lk.participant_joined(standup, carol), lambda_context)
+    deliver_webhook(lk.participant_joined(standup, bob), lambda_context)
+    runner = Lambda(stack)
     runner.run(runner.poll(), lambda_context)
-    bob_item = next(i for i in stack.table_items("UsageTable") if i["sk"]["S"] == "SESSION#PA_bob_s")
-    assert bob_item["closed_by"] == {"S": "left"}
-    assert int(bob_item["end_ms"]["N"]) == (now - 300) * 1000
-    # the sweep again: nothing new to close (alice is still there)
-    assert sweeper_handler.lambda_handler({}, lambda_context) == {"open": 1, "closed": 0}
+
+    repo = dependencies.rating().repo
+    book = default_catalog().for_period(Period.parse("2026-11"))
+    before = month_to_date(repo, "acct_sweep", "2026-11", T0 * 1000, book)
+    # open sessions count as if they ended at T0: carol 1200 s -> 20, bob 900 s -> 15 = 35 audio
+    assert (before.open_sessions, before.rated.used[Meter.AUDIO]) == (2, 35)
+
+    # run 1, RoomService up: bob is not listed (swept at T0); the agent and carol are listed and stay open - the agent
+    # is 30 h old, past the 24 h limit, and quiet (no room event for over an hour): its confirmation is recorded
+    livekit_server.rooms["agent-space"] = [("PA_agent", "kilo-agent")]
+    livekit_server.rooms["standup"] = [("PA_carol", "carol")]
+    result, capped = _sweep(T0, lambda_context, capsys)
+    assert (result["swept"], result["capped"], result["confirmed"], capped) == (1, 0, 1, 0)
+
+    # run 2, RoomService unreachable, 23 h later: nobody has gone unvouched for 24 h yet
+    monkeypatch.setenv("LIVEKIT_URL", closed_port_url())
+    settings.settings.cache_clear()
+    dependencies.sweeper.cache_clear()
+    result, capped = _sweep(T0 + 23 * HOUR, lambda_context, capsys)
+    assert (result["open"], result["closed"], result["unanswered_rooms"]) == (3, 0, 2)  # bob's close not rated yet
+
+    runner.run(runner.poll(), lambda_context)  # rating rebuilds the standup room with bob's swept close
+    # run 3, still unreachable, 24 h 10 min after run 1: the agent was last confirmed at T0 (its recorded
+    # confirmation), carol at T0 too (the room's last event is bob's swept close, written by the run that listed her):
+    # both capped at T0
+    result, capped = _sweep(T0 + 24 * HOUR + 600, lambda_context, capsys)
+    assert (result["open"], result["capped"], capped) == (2, 2, 2)
+    runner.run(runner.poll(), lambda_context)
+
+    sessions = _sessions(stack)
+    assert {sid: item["closed_by"]["S"] for sid, item in sessions.items()} == {
+        "PA_agent": "capped",
+        "PA_carol": "capped",
+        "PA_bob": "swept",
+    }
+    # agent: T0 - 30 h .. T0 (its confirmation) = 108000 s -> 1800 audio, the 30 h LiveKit vouched for
+    assert aggregate(stack, "acct_agent") == {"audio": 1800}
+    # bob: T0 - 900 .. T0 (swept) = 900 s -> 15; carol: T0 - 1200 .. T0 (capped) = 1200 s -> 20; 35 audio
+    assert aggregate(stack, "acct_sweep") == {"audio": 35}
+    assert int(sessions["PA_carol"]["end_ms"]["N"]) == T0 * 1000
+
+    # carol's real participant_left arrives after all: it wins over the cap, her minutes come back
+    deliver_webhook(lk.participant_left(standup, carol, T0 + 24 * HOUR + 1200), lambda_context)
+    runner.run(runner.poll(), lambda_context)
+    assert _sessions(stack)["PA_carol"]["closed_by"] == {"S": "left"}
+    # carol: T0 - 1200 .. T0 + 86400 + 1200 = 88800 s -> 1480; with bob's 15: 1495 audio
+    assert aggregate(stack, "acct_sweep") == {"audio": 1495}
+    # nothing left open: the next sweep has nothing to do
+    result, capped = _sweep(T0 + 25 * HOUR, lambda_context, capsys)
+    assert (result["open"], result["closed"], capped) == (0, 0, 0)
+
+
+def test_given_the_template_then_a_cap_alarms_and_every_time_budget_fits_inside_its_function() -> None:
+    from kilo_rate_usage.settings import RatingSettings  # noqa: PLC0415
+
+    template = Template(parameters={"Stage": "test"})
+    alarms = [
+        alarm["Properties"]
+        for alarm in template.of_type("AWS::CloudWatch::Alarm").values()
+        if alarm["Properties"].get("MetricName") == "SessionsCapped"
+    ]
+    assert len(alarms) == 1
+    assert alarms[0]["Namespace"] == "KiloBilling"
+    assert alarms[0]["Dimensions"] == [{"Name": "service", "Value": "rate-usage-sweeper"}]
+    assert alarms[0]["Threshold"] == 1
+    assert alarms[0]["AlarmActions"]
+
+    config = RatingSettings(usage_table_name="u", events_table_name="e")
+    call = config.call_budget.worst_case_seconds  # one AWS call, retries included: 3 x (1 + 3) + 2 = 14 s
+    assert call == 14
+    timeouts = {
+        name: template.resources[name]["Properties"]["Timeout"] for name in ("RateUsageFunction", "SweeperFunction")
+    }
+    assert call < timeouts["RateUsageFunction"]  # a failing call ends inside the handler, which logs and counts it
+    # the sweeper: the secret, RoomService's whole budget, then a failing AWS call, all inside its timeout
+    assert call + config.roomservice_budget_seconds + call < timeouts["SweeperFunction"]

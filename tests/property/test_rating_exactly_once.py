@@ -1,7 +1,10 @@
 """Exactly-once rating under the stream's delivery semantics: a random small room history (LiveKit webhooks in the
 exact JSON LiveKit sends, through the real ingest parser) plus app usage records, delivered to ``rate_batch`` in random
-batches - permuted, duplicated, redelivered, sometimes after a crash mid-commit - ends in the same sessions and
-aggregates as delivering everything once, in order. And a batch never writes more than its outcome accounts for.
+batches - permuted, duplicated, redelivered, sometimes after a crash between two transactions of a commit - ends in the
+same sessions and aggregates as delivering everything once, in order; every usage record is counted once (the sum of
+the generated quantities); and the items a batch writes are exactly what changed in the store (sessions rewritten,
+usage marked, aggregates changed, threshold records), read from the store's state before and after - not from the
+outcome the code reports.
 """
 
 from __future__ import annotations
@@ -18,12 +21,15 @@ from kilo_billing.catalog import default_catalog
 from kilo_billing.events import LiveKitEventRecord, UsageEventRecord
 from kilo_dev import livekit_events as lk
 from kilo_dev.livekit_events import Participant, Room
-from kilo_rate_usage.logic import BatchOutcome, RatingConfig, rate_batch
-from kilo_rate_usage.sessions import SWEPT, AttributionRule
+from kilo_rate_usage.logic import rate_batch
+from kilo_rate_usage.model import SWEPT, AttributionRule, BatchOutcome, RatingConfig
+from kilo_rate_usage.sessions import rebuild_room
+from kilo_rate_usage.sweeper import close_event
 from tests.fakes import InMemoryUsageRepository, RecordingPublisher
 
 T0 = 1_794_312_000  # 2026-11-10T12:00:00Z
-CONFIG = RatingConfig(AttributionRule(), 24 * 3600, default_catalog().for_period)
+CONFIG = RatingConfig(AttributionRule(), default_catalog().for_period)
+TRANSACTION_ITEMS = 3  # small transactions, so a commit has several and a crash can fall between them
 NOW_MS = (T0 + 2 * 24 * 3600) * 1000
 ACCOUNTS = ["acct-a", "acct-b"]
 
@@ -33,7 +39,7 @@ Record = LiveKitEventRecord | UsageEventRecord
 @dataclass(frozen=True)
 class Delivery:
     batches: list[list[int]]  # indices into the history's records
-    crash_before: set[int]  # batch numbers whose first attempt crashes before its commit
+    crashes: dict[int, int]  # batch number -> after how many transactions its first attempt crashes
 
 
 @st.composite
@@ -58,21 +64,9 @@ def participant_events(draw: st.DrawFn, room: Room, index: int) -> tuple[list[by
         bodies.append(lk.participant_joined(room, participant))
     if fate not in ("lost_left", "lost_both"):
         bodies.append(lk.participant_left(room, participant, left))
-    elif draw(st.booleans()):  # the sweeper noticed it was gone
-        synthetic.append(
-            LiveKitEventRecord(
-                event_id=f"kilo-swept-{participant.sid}",
-                event_type=SWEPT,
-                created_at=left + draw(st.integers(0, 120)),
-                api_key="kilo-sweeper",
-                body=b"{}",
-                received_at_ms=0,
-                room_sid=room.sid,
-                room_name=room.name,
-                participant_sid=participant.sid,
-                participant_identity=participant.identity,
-            )
-        )
+    elif fate == "lost_left" and draw(st.booleans()):  # the sweeper noticed it was gone: its own close event
+        (open_session,) = rebuild_room([lk.to_record(bodies[0])], AttributionRule())
+        synthetic.append(close_event(open_session, SWEPT, left + draw(st.integers(0, 120)), NOW_MS))
     for track in range(draw(st.integers(0, 2))):
         video = draw(st.booleans())
         source = draw(st.sampled_from(["CAMERA", "SCREEN_SHARE"])) if video else "MICROPHONE"
@@ -141,8 +135,8 @@ def deliveries(draw: st.DrawFn, size: int) -> Delivery:
     )
     bounds = [0, *cuts, len(stream)]
     batches = [stream[a:b] for a, b in itertools.pairwise(bounds)]
-    crashes = draw(st.sets(st.integers(0, len(batches) - 1), max_size=2))
-    return Delivery(batches, crashes)
+    crashed = draw(st.sets(st.integers(0, len(batches) - 1), max_size=2))
+    return Delivery(batches, {number: draw(st.integers(0, 3)) for number in sorted(crashed)})
 
 
 def _deliver(repo: InMemoryUsageRepository, publisher: RecordingPublisher, batch: list[Record]) -> BatchOutcome:
@@ -163,8 +157,14 @@ def _counters(repo: InMemoryUsageRepository) -> dict[tuple[str, str], dict[tuple
     return result
 
 
-def _in_order(records: list[Record]) -> InMemoryUsageRepository:
+def _repo() -> InMemoryUsageRepository:
     repo = InMemoryUsageRepository()
+    repo.max_transaction_items = TRANSACTION_ITEMS
+    return repo
+
+
+def _in_order(records: list[Record]) -> InMemoryUsageRepository:
+    repo = _repo()
     _deliver(repo, RecordingPublisher(), records)
     return repo
 
@@ -185,14 +185,14 @@ def test_random_batches_with_duplicates_and_crashes_end_in_the_same_sessions_and
     records, delivery = scenario
     expected = _state(_in_order(records))
 
-    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+    repo, publisher = _repo(), RecordingPublisher()
     for number, indices in enumerate(delivery.batches):
         batch = [records[i] for i in indices]
-        if number in delivery.crash_before:
-            repo.fail_commit_after = 0  # every commit now fails: the batch dies before writing anything
+        if number in delivery.crashes:
+            repo.crash_after_transactions = delivery.crashes[number]  # the attempt dies between two transactions
             with contextlib.suppress(RuntimeError):  # the stream retries the batch
                 _deliver(repo, publisher, batch)
-            repo.fail_commit_after = None
+            repo.crash_after_transactions = None
         _deliver(repo, publisher, batch)
 
     assert _state(repo) == expected
@@ -207,18 +207,39 @@ def test_random_batches_with_duplicates_and_crashes_end_in_the_same_sessions_and
     assert len(ids) == len(set(ids))
 
 
+def _snapshot(repo: InMemoryUsageRepository) -> dict[str, Any]:
+    return {
+        "sessions": {key: stored.version for key, stored in repo.sessions.items()},
+        "usage": set(repo.usage_rated),
+        "counters": {key: dict(counters) for key, counters in repo.counters.items()},
+        "thresholds": {key: set(markers) for key, markers in repo.thresholds.items()},
+    }
+
+
+def _changed_items(before: dict[str, Any], after: dict[str, Any]) -> int:
+    """What the store says was written: each session whose version changed, each usage event newly marked, each
+    aggregate whose counters changed, each aggregate whose threshold markers grew (one item each)."""
+    sessions = sum(1 for key, version in after["sessions"].items() if before["sessions"].get(key) != version)
+    usage = len(after["usage"] - before["usage"])
+    aggregates = sum(
+        1
+        for key, counters in after["counters"].items()
+        if {c: q for c, q in counters.items() if q} != {c: q for c, q in before["counters"].get(key, {}).items() if q}
+    )
+    thresholds = sum(1 for key, markers in after["thresholds"].items() if markers != before["thresholds"].get(key))
+    return sessions + usage + aggregates + thresholds
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios())
-def test_a_batch_writes_no_more_than_its_changes_aggregates_and_thresholds(scenario):
+def test_a_batch_writes_exactly_the_items_that_changed_in_the_store(scenario):
     records, delivery = scenario
-    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()  # one transaction per commit (<= 100 items)
     for indices in delivery.batches:
-        before = repo.writes
+        before_state, before_writes = _snapshot(repo), repo.writes
 
         outcome = _deliver(repo, publisher, [records[i] for i in indices])
 
-        written = repo.writes - before
-        assert written == outcome.writes
-        assert written <= (
-            outcome.sessions_changed + outcome.usage_rated + outcome.aggregates_touched + outcome.thresholds
-        )
+        changed = _changed_items(before_state, _snapshot(repo))
+        assert repo.writes - before_writes == changed  # the fake counts every item it applies
+        assert outcome.writes == changed  # and the outcome reports the same

@@ -21,8 +21,19 @@ from kilo_billing.catalog import default_catalog
 from kilo_billing.events import LiveKitEventRecord, UsageEventRecord
 from kilo_dev import livekit_events as lk
 from kilo_dev.livekit_events import Participant, Room
-from kilo_rate_usage.logic import BatchOutcome, RatingConfig, rate_batch
-from kilo_rate_usage.sessions import CAPPED, SWEPT, AttributionRule, Billing, ClosedBy, Session, rebuild_room
+from kilo_rate_usage.logic import rate_batch
+from kilo_rate_usage.model import (
+    CAPPED,
+    SWEPT,
+    AttributionRule,
+    BatchOutcome,
+    Billing,
+    ClosedBy,
+    RatingConfig,
+    Session,
+)
+from kilo_rate_usage.sessions import rebuild_room
+from kilo_rate_usage.sweeper import close_event
 from tests.fakes import InMemoryUsageRepository, RecordingPublisher
 
 T0 = 1_794_304_800  # 2026-11-10T10:00:00Z
@@ -30,7 +41,7 @@ NOV_30_2350 = 1_796_082_600  # 2026-11-30T23:50:00Z
 DEC_1_0000 = 1_796_083_200  # 2026-12-01T00:00:00Z
 DAY = 24 * 3600
 RULE = AttributionRule()
-CONFIG = RatingConfig(AttributionRule(), DAY, default_catalog().for_period)
+CONFIG = RatingConfig(AttributionRule(), default_catalog().for_period)
 NOW_MS = (T0 + 7 * DAY) * 1000
 
 
@@ -42,21 +53,11 @@ def records(*bodies: bytes) -> list[LiveKitEventRecord]:
     return [lk.to_record(body) for body in bodies]
 
 
-def sweeper_close(room: Room, participant: Participant, event_type: str, at: int) -> LiveKitEventRecord:
-    """A synthetic close as the sweeper writes it into the room's events."""
-    kind = "swept" if event_type == SWEPT else "capped"
-    return LiveKitEventRecord(
-        event_id=f"kilo-{kind}-{participant.sid}",
-        event_type=event_type,
-        created_at=at,
-        api_key="kilo-sweeper",
-        body=b"{}",
-        received_at_ms=0,
-        room_sid=room.sid,
-        room_name=room.name,
-        participant_sid=participant.sid,
-        participant_identity=participant.identity,
-    )
+def sweeper_close(events: list[LiveKitEventRecord], sid: str, event_type: str, at: int) -> LiveKitEventRecord:
+    """The sweeper's own close (``kilo_rate_usage.sweeper.close_event``) of the open session ``sid`` at ``at``."""
+    session = rebuild(events)[sid]
+    assert session.is_open
+    return close_event(session, event_type, at, NOW_MS)
 
 
 def with_participant_metadata(body: bytes, metadata: str) -> bytes:
@@ -66,8 +67,8 @@ def with_participant_metadata(body: bytes, metadata: str) -> bytes:
     return json.dumps(event, separators=(",", ":")).encode()
 
 
-def rebuild(events: Iterable[LiveKitEventRecord], max_session_seconds: int = DAY) -> dict[str, Session]:
-    return {s.participant_sid: s for s in rebuild_room(list(events), RULE, max_session_seconds)}
+def rebuild(events: Iterable[LiveKitEventRecord]) -> dict[str, Session]:
+    return {s.participant_sid: s for s in rebuild_room(list(events), RULE)}
 
 
 def fields(session: Session) -> dict[str, Any]:
@@ -328,7 +329,7 @@ def test_given_left_and_room_finished_both_lost_when_the_sweeper_closes_then_the
     assert before.is_open
     assert fields(before) == expected("acct-swept", T0 * 1000, None, None, ())
 
-    after = rebuild([*events, sweeper_close(room, alice, SWEPT, T0 + 1260)])["PA_alice_g"]
+    after = rebuild([*events, sweeper_close(events, "PA_alice_g", SWEPT, T0 + 1260)])["PA_alice_g"]
 
     # T0 .. sweep T0+1260 = 1260 s -> 21 audio
     assert fields(after) == expected("acct-swept", T0 * 1000, (T0 + 1260) * 1000, ClosedBy.SWEPT, (("2026-11", 0, 21),))
@@ -596,32 +597,40 @@ def test_given_the_join_is_lost_when_the_left_arrives_then_the_start_comes_from_
     )
 
 
-def test_given_a_session_longer_than_the_maximum_when_it_leaves_then_it_is_capped_at_the_maximum_length():
-    room = Room("RM_marathon", "left-open", account_id="acct-cap", created_at=T0)
-    alice = Participant("PA_marathon", "alice", T0 * 1000)
+def test_given_a_session_of_thirty_hours_closed_by_its_own_left_when_rebuilt_then_nothing_is_capped():
+    room = Room("RM_marathon", "agent-space", account_id="acct-long", created_at=T0)
+    agent = Participant("PA_marathon", "kilo-agent", T0 * 1000, kind="AGENT")
     events = records(
-        lk.participant_joined(room, alice),
-        lk.participant_left(room, alice, T0 + 30 * 3600),  # 30 h later
+        lk.participant_joined(room, agent),
+        lk.participant_left(room, agent, T0 + 30 * 3600),  # 30 h later: LiveKit saw both ends
     )
 
-    (session,) = rebuild(events, max_session_seconds=DAY).values()
+    (session,) = rebuild(events).values()
 
-    # capped at 24 h = 86400 s -> 1440 audio (not 30 h = 1800)
+    # 30 h = 108000 s -> 1800 audio, all of it (a real close is never capped)
     assert fields(session) == expected(
-        "acct-cap", T0 * 1000, (T0 + DAY) * 1000, ClosedBy.CAPPED, (("2026-11", 0, 1440),)
+        "acct-long", T0 * 1000, (T0 + 30 * 3600) * 1000, ClosedBy.LEFT, (("2026-11", 0, 1800),)
     )
 
 
-def test_given_an_open_session_at_the_maximum_length_when_the_sweeper_caps_it_then_it_is_closed_as_capped():
+def test_given_a_session_capped_by_the_sweeper_when_its_real_left_arrives_later_then_the_left_wins():
     room = Room("RM_forgotten", "forgotten-tab", account_id="acct-cap", created_at=T0)
     alice = Participant("PA_forgotten", "alice", T0 * 1000)
-    events = [*records(lk.participant_joined(room, alice)), sweeper_close(room, alice, CAPPED, T0 + DAY)]
+    joined = records(lk.participant_joined(room, alice))
+    capped = [*joined, sweeper_close(joined, "PA_forgotten", CAPPED, T0 + DAY)]
 
-    (session,) = rebuild(events, max_session_seconds=DAY).values()
+    (session,) = rebuild(capped).values()
 
-    # T0 .. T0+86400 = 86400 s -> 1440 audio
+    # capped at its last confirmation, T0 + 86400 s -> 1440 audio
     assert fields(session) == expected(
         "acct-cap", T0 * 1000, (T0 + DAY) * 1000, ClosedBy.CAPPED, (("2026-11", 0, 1440),)
+    )
+
+    (session,) = rebuild([*capped, *records(lk.participant_left(room, alice, T0 + 26 * 3600))]).values()
+
+    # the real left at T0 + 26 h = 93600 s -> 1560 audio: the minutes after the cap come back
+    assert fields(session) == expected(
+        "acct-cap", T0 * 1000, (T0 + 26 * 3600) * 1000, ClosedBy.LEFT, (("2026-11", 0, 1560),)
     )
 
 
@@ -759,14 +768,14 @@ def test_given_a_crash_mid_commit_when_the_same_batch_is_retried_then_totals_equ
     deliver(clean, clean_publisher, video_events, usage)
 
     crashed, crashed_publisher = InMemoryUsageRepository(), RecordingPublisher()
-    crashed.fail_commit_after = 0
+    crashed.crash_after_transactions = 0
     with pytest.raises(RuntimeError, match="simulated crash"):
         deliver(crashed, crashed_publisher, video_events, usage)
-    # all or nothing: the crashed attempt left no trace
+    # the crash came before the first transaction: no trace
     assert crashed.sessions == {}
     assert crashed.counters == {}
     assert crashed.usage_rated == set()
-    crashed.fail_commit_after = None
+    crashed.crash_after_transactions = None
     deliver(crashed, crashed_publisher, video_events, usage)
 
     # 34 video, 26 audio (2 x (17, 13)); 42 messages
@@ -793,12 +802,11 @@ def test_given_usage_records_delivered_twice_when_rated_then_each_is_counted_onc
 
 def test_given_personal_audio_crossing_half_its_allowance_when_rated_then_one_threshold_event_is_published_once():
     events = long_audio_call(5000)  # joined T0, left T0 + 5000 x 60 s = 300000 s
-    config = RatingConfig(AttributionRule(), 7 * DAY, default_catalog().for_period)  # 300000 s < 604800 s: no cap
     repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
 
-    first = deliver(repo, publisher, events, config=config)
-    deliver(repo, publisher, events, config=config)  # redelivered
-    deliver(repo, publisher, [events[-1], events[0]], config=config)  # and again, reordered
+    first = deliver(repo, publisher, events)
+    deliver(repo, publisher, events)  # redelivered
+    deliver(repo, publisher, [events[-1], events[0]])  # and again, reordered
 
     # 300000 s -> 5000 audio minutes; personal includes 10000 -> 5000 / 10000 = 50 % (not 80 %)
     assert repo.totals("acct-talk", "2026-11") == {"audio": 5000}
@@ -822,10 +830,33 @@ def test_given_personal_audio_crossing_half_its_allowance_when_rated_then_one_th
 
 def test_given_personal_audio_just_below_half_when_rated_then_no_threshold_is_published():
     events = long_audio_call(4999)  # 4999 x 60 s -> 4999 minutes < 5000 = 50 % of 10000
-    config = RatingConfig(AttributionRule(), 7 * DAY, default_catalog().for_period)
     repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
 
-    deliver(repo, publisher, events, config=config)
+    deliver(repo, publisher, events)
 
     assert repo.totals("acct-talk", "2026-11") == {"audio": 4999}
     assert publisher.published == []
+
+
+def test_given_a_crash_between_two_transactions_of_a_commit_when_retried_then_each_session_counts_once():
+    # 110 sessions in one batch need two transactions (at most 100 items each: 99 sessions + 1 aggregate, then 11 + 1)
+    room = Room("RM_busy", "all-hands", account_id="acct-busy", created_at=T0)
+    bodies: list[bytes] = []
+    for i in range(110):
+        person = Participant(f"PA_busy_{i:03d}", f"p{i}", (T0 + i) * 1000)
+        bodies += [lk.participant_joined(room, person), lk.participant_left(room, person, T0 + i + 61)]
+    events = records(*bodies)
+    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+
+    repo.crash_after_transactions = 1
+    with pytest.raises(RuntimeError, match="after 1 transaction"):
+        deliver(repo, publisher, events)
+
+    # the first transaction landed and nothing of the second: 99 sessions x 61 s -> 99 x 2 = 198 audio
+    assert len(repo.sessions) == 99
+    assert repo.totals("acct-busy", "2026-11") == {"audio": 198}
+    repo.crash_after_transactions = None
+    retry = deliver(repo, publisher, events)  # Lambda retries the whole batch
+    # only the 11 missing sessions are written: 110 x 2 = 220 audio
+    assert retry.sessions_changed == 11
+    assert repo.totals("acct-busy", "2026-11") == {"audio": 220}

@@ -5,15 +5,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from decimal import Decimal
 
+from kilo_billing.accounts import AccountProfile
 from kilo_billing.catalog import default_catalog
 from kilo_billing.events import UsageEventRecord
 from kilo_billing.rating import TierChange
-from kilo_rate_usage.logic import RatingConfig, rate_batch
-from kilo_rate_usage.model import AccountProfile
-from kilo_rate_usage.sessions import AttributionRule
+from kilo_rate_usage.logic import rate_batch
+from kilo_rate_usage.model import AttributionRule, RatingConfig
 from tests.fakes import InMemoryUsageRepository, RecordingPublisher
 
-CONFIG = RatingConfig(AttributionRule(), 24 * 3600, default_catalog().for_period)
+CONFIG = RatingConfig(AttributionRule(), default_catalog().for_period)
 OCT_20 = int(datetime(2026, 10, 20, tzinfo=UTC).timestamp() * 1000)
 NOV_2 = int(datetime(2026, 11, 2, tzinfo=UTC).timestamp() * 1000)
 
@@ -22,28 +22,33 @@ def usage(account: str, key: str, quantity: int, at_ms: int, meter: str = "messa
     return UsageEventRecord("kilo-app", key, account, meter, quantity, at_ms, f"h-{key}", at_ms)
 
 
+def rate(repo: InMemoryUsageRepository, publisher: RecordingPublisher, record: UsageEventRecord) -> None:
+    repo.store_event(record)  # ingest stored it before the stream delivered it
+    rate_batch([], [record], repo, publisher, CONFIG, NOV_2)
+
+
 def test_given_an_invoiced_period_when_its_usage_arrives_late_then_it_is_counted_and_marked_late() -> None:
     repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
-    rate_batch([], [usage("acct_l", "on-time", 500, OCT_20)], repo, publisher, CONFIG, NOV_2)
+    rate(repo, publisher, usage("acct_l", "on-time", 500, OCT_20))
     repo.invoiced.add(("acct_l", "2026-10"))  # invoicing closed October
-    rate_batch([], [usage("acct_l", "late", 70, OCT_20)], repo, publisher, CONFIG, NOV_2)
+    rate(repo, publisher, usage("acct_l", "late", 70, OCT_20))
     assert repo.totals("acct_l", "2026-10") == {"messages": 570}
     assert repo.late[("acct_l", "2026-10")] == {"messages": 70}  # the adjustment line's input
-    rate_batch([], [usage("acct_l", "late", 70, OCT_20)], repo, publisher, CONFIG, NOV_2)  # redelivered
+    rate(repo, publisher, usage("acct_l", "late", 70, OCT_20))  # redelivered
     assert repo.late[("acct_l", "2026-10")] == {"messages": 70}
 
 
 def test_given_a_budget_then_each_budget_threshold_is_announced_once() -> None:
     repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
     changes = (TierChange(datetime(2026, 1, 1, tzinfo=UTC), "personal"),)
-    repo.profile_overrides["acct_b"] = AccountProfile("acct_b", changes, budget_usd=Decimal("10.00"))
+    repo.accounts.register(AccountProfile("acct_b", changes, budget_usd=Decimal("10.00")))
     # personal: 5,000 video minutes included; 10,000 more at $0.00072 = $7.20 -> 72 % of the $10 budget
-    rate_batch([], [usage("acct_b", "v", 0, NOV_2)], repo, publisher, CONFIG, NOV_2)
+    rate(repo, publisher, usage("acct_b", "v", 0, NOV_2))
     assert publisher.published == []
     repo.counters[("acct_b", "2026-11")] = {(int(datetime(2026, 1, 1, tzinfo=UTC).timestamp()), "video"): 15_000}
     # the next batch that touches the account re-checks the thresholds against the month to date
-    rate_batch([], [usage("acct_b", "m", 1, NOV_2)], repo, publisher, CONFIG, NOV_2)
+    rate(repo, publisher, usage("acct_b", "m", 1, NOV_2))
     announced = sorted((d["meter"], d["threshold_percent"]) for _, d in publisher.published)
     assert announced == [("budget", 50), ("video", 50), ("video", 80), ("video", 100)]
-    rate_batch([], [usage("acct_b", "m2", 1, NOV_2)], repo, publisher, CONFIG, NOV_2)
+    rate(repo, publisher, usage("acct_b", "m2", 1, NOV_2))
     assert len(publisher.published) == 4  # nothing twice

@@ -10,25 +10,25 @@ from typing import Any
 
 import pytest
 
-from kilo_billing.accounts import UNATTRIBUTED
+from kilo_billing.accounts import UNATTRIBUTED, AccountProfile
 from kilo_billing.catalog import default_catalog
 from kilo_billing.events import UsageEventRecord
 from kilo_billing.rating import TierChange
 from kilo_dev import livekit_events as lk
-from kilo_rate_usage.logic import RatingConfig, rate_batch
-from kilo_rate_usage.model import AccountProfile, Aggregate, StoredSession, open_session_extra, rate_aggregate
-from kilo_rate_usage.sessions import AttributionRule, Billing, Session
+from kilo_rate_usage.aggregates import open_session_extra, rate_aggregate
+from kilo_rate_usage.logic import rate_batch
+from kilo_rate_usage.model import Aggregate, AttributionRule, Billing, RatingConfig, Session, StoredSession
 from tests.fakes import InMemoryUsageRepository, RecordingPublisher
 
-CONFIG = RatingConfig(AttributionRule(), 24 * 3600, default_catalog().for_period)
+CONFIG = RatingConfig(AttributionRule(), default_catalog().for_period)
 NOV_2 = int(datetime(2026, 11, 2, tzinfo=UTC).timestamp() * 1000)
 
 
-def deliver(repo: InMemoryUsageRepository, publisher: Any, bodies: list[bytes], usage: list[Any] = ()) -> Any:  # type: ignore[assignment]
+def deliver(repo: InMemoryUsageRepository, publisher: Any, bodies: list[bytes]) -> Any:
     records = [lk.to_record(body) for body in bodies]
     for record in records:
         repo.store_event(record)
-    return rate_batch(records, list(usage), repo, publisher, CONFIG, NOV_2)
+    return rate_batch(records, [], repo, publisher, CONFIG, NOV_2)
 
 
 def test_given_an_account_id_with_separators_from_participant_metadata_then_it_is_not_trusted_and_nothing_breaks() -> (
@@ -51,6 +51,7 @@ def test_given_an_account_id_with_separators_from_participant_metadata_then_it_i
 def test_given_publishing_a_threshold_fails_after_the_commit_then_the_retry_announces_it() -> None:
     repo = InMemoryUsageRepository()
     usage = [UsageEventRecord("app", "k1", "acct_t", "messages", 60_000, NOV_2, "h", NOV_2)]
+    repo.store_event(usage[0])
 
     class FailingOnce(RecordingPublisher):
         failed = False
@@ -82,10 +83,11 @@ def test_given_overage_in_the_segment_before_an_upgrade_then_the_100_percent_ale
         TierChange(datetime(2026, 1, 1, tzinfo=UTC), "personal"),
         TierChange(datetime(2026, 11, 10, tzinfo=UTC), "team"),
     )
-    repo.profile_overrides["acct_up"] = AccountProfile("acct_up", changes)
+    repo.accounts.register(AccountProfile("acct_up", changes))
     nov_3 = int(datetime(2026, 11, 3, tzinfo=UTC).timestamp() * 1000)
     # personal for 9 of 30 days: 5,000 x 9/30 = 1,500 video minutes included; 3,000 used -> 200 %
     usage = [UsageEventRecord("app", "v", "acct_up", "messages", 0, nov_3, "h", nov_3)]
+    repo.store_event(usage[0])
     repo.counters[("acct_up", "2026-11")] = {(int(datetime(2026, 11, 1, tzinfo=UTC).timestamp()), "video"): 3000}
     rate_batch([], usage, repo, publisher, CONFIG, NOV_2)
     assert ("video", 100) in [(d["meter"], d["threshold_percent"]) for _, d in publisher.published]

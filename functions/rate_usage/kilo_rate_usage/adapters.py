@@ -1,45 +1,437 @@
-"""Adapters of rating's outbound ports: EventBridge (billing events) and SQS (poison records)."""
+"""Implementations of rating's ports: DynamoDB (usage and events tables, the events stream), SQS (poison records, the
+on-failure queue) and LiveKit's RoomService. Every AWS call goes through ``kilo_billing.aws.call``, the one mapping of
+botocore errors; here those become rating's domain errors (``ports.ConflictError``, ``ports.RejectedWriteError``)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from kilo_billing.contracts import SOURCE_RATING
+from kilo_billing.account_store import DynamoAccountDirectory
+from kilo_billing.accounts import AccountProfile
+from kilo_billing.aws import ConditionFailedError, InvalidRequestError, ResourceGoneError, call
+from kilo_billing.events import (
+    KEY,
+    SORT_KEY,
+    ContractError,
+    LiveKitEventRecord,
+    StoredEvent,
+    UsageEventRecord,
+    decode_item,
+    room_partition,
+)
+from kilo_billing.items import Item, to_item
+from kilo_rate_usage import items
+from kilo_rate_usage.model import Aggregate, AggregateKey, RoomAnswers, SessionKey, StoredSession
+from kilo_rate_usage.ports import CommitUnit, ConflictError, RejectedWriteError, SessionChange, UsageChange
+
+MAX_BATCH_GET = 100
 
 
-class PublishError(Exception):
-    pass
+def _write(operation: Any, **kwargs: Any) -> Any:
+    """A write: failed conditions and cancelled transactions are conflicts; refused requests are rejected for good."""
+    try:
+        return call(operation, **kwargs)
+    except ConditionFailedError as exc:  # includes TransactionConflictError
+        raise ConflictError(str(exc)) from exc
+    except InvalidRequestError as exc:
+        raise RejectedWriteError(str(exc)) from exc
 
 
-class EventBridgePublisher:
-    def __init__(self, client: Any, bus_name: str) -> None:
+class DynamoUsageRepository:
+    """``ports.UsageRepository`` and ``ports.SweeperStore`` on the usage and events tables."""
+
+    def __init__(self, client: Any, usage_table: str, events_table: str) -> None:
         self._client = client
-        self._bus = bus_name
+        self._usage = usage_table
+        self._events = events_table
+        self._accounts = DynamoAccountDirectory(client, usage_table)
 
-    def publish(self, detail_type: str, detail: dict[str, Any]) -> None:
-        response = self._client.put_events(
-            Entries=[
-                {
-                    "EventBusName": self._bus,
-                    "Source": SOURCE_RATING,
-                    "DetailType": detail_type,
-                    "Detail": json.dumps(detail, separators=(",", ":")),
-                }
-            ]
+    # --- reads ----------------------------------------------------------------------------------------------------
+
+    def _pages(self, operation: Any, **kwargs: Any) -> Iterator[dict[str, Any]]:
+        while True:
+            page = call(operation, **kwargs)
+            yield from page.get("Items", [])
+            if "LastEvaluatedKey" not in page:
+                return
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def _batch_get(self, table: str, keys: Sequence[Item], projection: str = "") -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        for start in range(0, len(keys), MAX_BATCH_GET):
+            request: dict[str, Any] = {"Keys": list(keys[start : start + MAX_BATCH_GET]), "ConsistentRead": True}
+            if projection:
+                request["ProjectionExpression"] = projection
+                request["ExpressionAttributeNames"] = {"#k": KEY, "#s": SORT_KEY}
+            pending: dict[str, Any] = {table: request}
+            while pending:
+                response = call(self._client.batch_get_item, RequestItems=pending)
+                found.extend(response["Responses"].get(table, []))
+                pending = response.get("UnprocessedKeys") or {}
+        return found
+
+    def room_events(self, room_sid: str) -> list[LiveKitEventRecord]:
+        found = self._pages(
+            self._client.query,
+            TableName=self._events,
+            KeyConditionExpression="#k = :pk",
+            ExpressionAttributeNames={"#k": KEY},
+            ExpressionAttributeValues=to_item({":pk": room_partition(room_sid)}),
+            ConsistentRead=True,
         )
-        if response.get("FailedEntryCount", 0):
-            raise PublishError(str(response["Entries"][0].get("ErrorCode", "failed entry")))
+        return [event for event in (decode_item(item) for item in found) if isinstance(event, LiveKitEventRecord)]
+
+    def stored_sessions(self, room_sid: str) -> dict[str, StoredSession]:
+        found = self._pages(
+            self._client.query,
+            TableName=self._usage,
+            KeyConditionExpression="#k = :pk AND begins_with(#s, :prefix)",
+            ExpressionAttributeNames={"#k": KEY, "#s": SORT_KEY},
+            ExpressionAttributeValues=to_item({":pk": items.room_key(room_sid), ":prefix": items.SESSION_PREFIX}),
+            ConsistentRead=True,
+        )
+        sessions = [items.session_from_item(item) for item in found]
+        return {stored.session.participant_sid: stored for stored in sessions}
+
+    def profiles(self, accounts: Iterable[str]) -> dict[str, AccountProfile]:
+        wanted = sorted(set(accounts))
+        registered = self._accounts.registered(wanted)
+        return {account: registered.get(account) or AccountProfile.default(account) for account in wanted}
+
+    def aggregates(self, keys: Iterable[AggregateKey]) -> dict[AggregateKey, Aggregate]:
+        wanted = sorted(set(keys))
+        found = {
+            items.aggregate_key_of(item): item
+            for item in self._batch_get(self._usage, [items.aggregate_key(key) for key in wanted])
+        }
+        return {key: items.aggregate_from_item(key, found.get(key)) for key in wanted}
+
+    def unrated_usage(self, records: Sequence[UsageEventRecord]) -> list[UsageEventRecord]:
+        unique = {record.key: record for record in records}
+        if not unique:
+            return []
+        keys = [items.key_item(*key) for key in unique]
+        rated = {
+            items.key_pair(item)
+            for item in self._batch_get(self._events, keys, f"#k, #s, {items.RATED_AT}")
+            if items.RATED_AT in item
+        }
+        return [record for key, record in unique.items() if key not in rated]
+
+    def open_sessions(self, account: str | None = None) -> list[StoredSession]:
+        if account is None:
+            found = self._pages(self._client.scan, TableName=self._usage, IndexName=items.OPEN_INDEX)
+        else:
+            found = self._pages(
+                self._client.query,
+                TableName=self._usage,
+                IndexName=items.OPEN_INDEX,
+                KeyConditionExpression="#a = :a",
+                ExpressionAttributeNames={"#a": items.OPEN_ACCOUNT},
+                ExpressionAttributeValues=to_item({":a": account}),
+            )
+        return [items.session_from_item(item) for item in found]
+
+    # --- writes ---------------------------------------------------------------------------------------------------
+
+    def commit(self, unit: CommitUnit, now_ms: int) -> int:
+        written = 0
+        for transaction in unit.transactions():
+            writes = [self._session_put(change) for change in transaction.sessions]
+            writes += [self._usage_mark(mark, now_ms) for mark in transaction.usage]
+            writes += [
+                {"Update": {"TableName": self._usage, **items.aggregate_add(key, counters, key in unit.late)}}
+                for key, counters in transaction.adds.items()
+            ]
+            _write(self._client.transact_write_items, TransactItems=writes)
+            written += len(writes)
+        return written
+
+    def _session_put(self, change: SessionChange) -> dict[str, Any]:
+        put: dict[str, Any] = {"TableName": self._usage, "Item": items.session_to_item(change.new)}
+        if change.old_version is None:
+            put["ConditionExpression"] = "attribute_not_exists(#k)"
+            put["ExpressionAttributeNames"] = {"#k": KEY}
+        else:
+            put["ConditionExpression"] = "version = :v"
+            put["ExpressionAttributeValues"] = to_item({":v": change.old_version})
+        return {"Put": put}
+
+    def _usage_mark(self, mark: UsageChange, now_ms: int) -> dict[str, Any]:
+        return {
+            "Update": {
+                "TableName": self._events,
+                "Key": items.key_item(*mark.record.key),
+                "UpdateExpression": "SET #r = :now",
+                "ConditionExpression": "attribute_exists(#k) AND attribute_not_exists(#r)",
+                "ExpressionAttributeNames": {"#k": KEY, "#r": items.RATED_AT},
+                "ExpressionAttributeValues": to_item({":now": now_ms}),
+            }
+        }
+
+    def add_thresholds(self, account: str, period: str, markers: Sequence[str]) -> None:
+        conditions = " AND ".join(f"NOT contains(#t, :m{i})" for i in range(len(markers)))
+        _write(
+            self._client.update_item,
+            TableName=self._usage,
+            Key=items.aggregate_key((account, period)),
+            UpdateExpression="ADD #t :all",
+            ConditionExpression=f"attribute_not_exists(#t) OR ({conditions})",
+            ExpressionAttributeNames={"#t": items.THRESHOLDS},
+            ExpressionAttributeValues=to_item({":all": set(markers), **{f":m{i}": m for i, m in enumerate(markers)}}),
+        )
+
+    # --- the sweeper's ----------------------------------------------------------------------------------------------
+
+    def confirmations(self, keys: Iterable[SessionKey]) -> dict[SessionKey, int]:
+        wanted = sorted(set(keys))
+        found = self._batch_get(self._usage, [items.confirmation_key(key) for key in wanted])
+        return dict(items.confirmation_from_item(item) for item in found)
+
+    def confirm(self, keys: Sequence[SessionKey], at_ms: int) -> None:
+        for start in range(0, len(keys), 25):
+            chunk = keys[start : start + 25]
+            requests = [{"PutRequest": {"Item": items.confirmation_item(key, at_ms)}} for key in chunk]
+            pending: dict[str, Any] = {self._usage: requests}
+            while pending:
+                response = call(self._client.batch_write_item, RequestItems=pending)
+                pending = response.get("UnprocessedItems") or {}
+
+    def add_close(self, event: LiveKitEventRecord, expires_at: int) -> bool:
+        try:
+            _write(
+                self._client.put_item,
+                TableName=self._events,
+                Item=event.to_item(expires_at),
+                ConditionExpression="attribute_not_exists(#k)",
+                ExpressionAttributeNames={"#k": KEY},
+            )
+        except ConflictError:
+            return False
+        return True
 
 
 class SqsPoisonSink:
-    """Records that can never be rated (not decodable, unknown meter): kept whole on a queue, with the reason."""
+    """Records that can never be rated (not decodable, unknown meter, refused by DynamoDB): kept whole on a queue,
+    with the reason."""
 
     def __init__(self, client: Any, queue_url: str) -> None:
         self._client = client
         self._queue = queue_url
 
-    def send(self, record: dict[str, Any], reason: str) -> None:
-        self._client.send_message(
-            QueueUrl=self._queue, MessageBody=json.dumps({"reason": reason, "record": record}, default=str)
-        )
+    def send(self, record: Mapping[str, Any], reason: str) -> None:
+        body = json.dumps({"reason": reason, "record": record}, default=str)
+        call(self._client.send_message, QueueUrl=self._queue, MessageBody=body)
+
+
+class SqsFailureQueue:
+    """The stream's on-failure queue, read by the operator's replay command. ``visibility_timeout``: how long received
+    messages stay hidden - 0 for a dry run (they stay for the real run; repeats are recognised by message id), long
+    enough for the re-rating when applying."""
+
+    def __init__(self, client: Any, queue_url: str, visibility_timeout: int = 0) -> None:
+        self._client = client
+        self._queue = queue_url
+        self._visibility = visibility_timeout
+
+    def receive(self, limit: int) -> list[tuple[str, str]]:
+        messages: dict[str, tuple[str, str]] = {}
+        while len(messages) < limit:
+            response = call(
+                self._client.receive_message,
+                QueueUrl=self._queue,
+                MaxNumberOfMessages=min(10, limit - len(messages)),
+                VisibilityTimeout=self._visibility,
+                WaitTimeSeconds=0,
+            )
+            fresh = {m["MessageId"]: (m["ReceiptHandle"], m["Body"]) for m in response.get("Messages", [])}
+            fresh = {key: value for key, value in fresh.items() if key not in messages}
+            if not fresh:
+                break
+            messages.update(fresh)
+        return list(messages.values())
+
+    def delete(self, receipt: str) -> None:
+        call(self._client.delete_message, QueueUrl=self._queue, ReceiptHandle=receipt)
+
+
+class DynamoStreamArchive:
+    """Reads a range of the events table's stream back by shard and sequence number (``GetShardIterator`` at the start
+    sequence, then ``GetRecords`` up to the end), in the shape Lambda delivers."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def batch_records(
+        self, stream_arn: str, shard_id: str, start_sequence: str, end_sequence: str
+    ) -> list[dict[str, Any]] | None:
+        shards = [shard_id] if shard_id else self._shards_holding(stream_arn, start_sequence)
+        for shard in shards:
+            try:
+                iterator = call(
+                    self._client.get_shard_iterator,
+                    StreamArn=stream_arn,
+                    ShardId=shard,
+                    ShardIteratorType="AT_SEQUENCE_NUMBER",
+                    SequenceNumber=start_sequence,
+                )["ShardIterator"]
+            except (ResourceGoneError, InvalidRequestError):  # trimmed, expired, or not on this shard
+                continue
+            records = self._read(iterator, end_sequence)
+            if records:
+                return records
+        return None
+
+    def _shards_holding(self, stream_arn: str, sequence: str) -> list[str]:
+        """Shards whose sequence range holds ``sequence`` (the on-failure message of a local emulator may omit the
+        shard)."""
+        try:
+            shards = call(self._client.describe_stream, StreamArn=stream_arn)["StreamDescription"]["Shards"]
+        except (ResourceGoneError, InvalidRequestError):
+            return []
+        holding = []
+        for shard in shards:
+            bounds = shard.get("SequenceNumberRange", {})
+            first = int(bounds.get("StartingSequenceNumber", "0"))
+            last = bounds.get("EndingSequenceNumber")
+            if first <= int(sequence) and (last is None or int(sequence) <= int(last)):
+                holding.append(str(shard["ShardId"]))
+        return holding
+
+    def _read(self, iterator: str | None, end: str, max_empty_pages: int = 5) -> list[dict[str, Any]]:
+        records: list[dict[str, Any]] = []
+        empty = 0
+        while iterator and empty < max_empty_pages:
+            page = call(self._client.get_records, ShardIterator=iterator, Limit=1000)
+            for record in page.get("Records", []):
+                if int(record["dynamodb"]["SequenceNumber"]) > int(end):
+                    return records
+                records.append(_lambda_shape(record))
+            empty = 0 if page.get("Records") else empty + 1
+            iterator = page.get("NextShardIterator")
+        return records
+
+
+def _lambda_shape(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A GetRecords record as Lambda's event carries it (binary values base64 text; timestamps epoch seconds)."""
+    import base64  # noqa: PLC0415
+    from datetime import datetime  # noqa: PLC0415
+
+    def shape(value: Any) -> Any:
+        if isinstance(value, bytes | bytearray):
+            return base64.b64encode(bytes(value)).decode("ascii")
+        if isinstance(value, datetime):
+            return int(value.timestamp())
+        if isinstance(value, dict):
+            return {key: shape(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [shape(item) for item in value]
+        if isinstance(value, set):
+            return [shape(item) for item in sorted(value)]
+        return value
+
+    shaped: dict[str, Any] = shape(dict(record))
+    return shaped
+
+
+class DynamoEventArchive:
+    """The events table scanned for what it received in a window (the operator's replay, after the stream expired).
+    A full scan: it reads the whole table once per replay (documented in the runbook)."""
+
+    def __init__(self, client: Any, events_table: str) -> None:
+        self._client = client
+        self._events = events_table
+
+    def received_between(self, start_ms: int, end_ms: int) -> list[StoredEvent]:
+        found: list[StoredEvent] = []
+        kwargs: dict[str, Any] = {"TableName": self._events}
+        while True:
+            page = call(self._client.scan, **kwargs)
+            for item in page.get("Items", []):
+                try:
+                    event = decode_item(item)
+                except (ContractError, KeyError, TypeError, ValueError):
+                    continue  # not an event this reader knows (the poison queue has those)
+                if start_ms <= event.received_at_ms <= end_ms:
+                    found.append(event)
+            if "LastEvaluatedKey" not in page:
+                return found
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+class LiveKitRoomDirectory:
+    """LiveKit's RoomService through the official SDK (``livekit-api``, Twirp): who is still in each room.
+
+    Rooms are asked concurrently (at most ``concurrency`` at once), each request bounded by ``request_timeout`` and
+    the whole by ``budget_seconds``; a room that gets no answer in time, or an error, is reported unanswered - never
+    read as "gone". ``credentials``: every (API key, secret) pair configured; during a key rotation LiveKit may
+    already refuse the first, so a refused key (401) is followed by the next one."""
+
+    def __init__(
+        self,
+        url: str,
+        credentials: Callable[[], Sequence[tuple[str, str]]],
+        request_timeout: float = 5.0,
+        budget_seconds: float = 60.0,
+        concurrency: int = 8,
+    ) -> None:
+        self._url = url
+        self._credentials = credentials
+        self._timeout = request_timeout
+        self._budget = budget_seconds
+        self._concurrency = concurrency
+
+    def participants(self, room_names: Sequence[str]) -> RoomAnswers:
+        rooms = sorted(set(room_names))
+        if not rooms:
+            return RoomAnswers()
+        try:
+            credentials = list(self._credentials()) if self._url else []
+        except Exception as exc:  # keys unreadable: nothing can be confirmed, and that is reported
+            return RoomAnswers(unanswered=dict.fromkeys(rooms, f"LiveKit keys unreadable: {type(exc).__name__}"))
+        if not credentials:
+            return RoomAnswers(unanswered=dict.fromkeys(rooms, "RoomService is not configured (URL or keys)"))
+        return asyncio.run(self._ask_all(rooms, credentials))
+
+    async def _ask_all(self, rooms: list[str], credentials: list[tuple[str, str]]) -> RoomAnswers:
+        import aiohttp  # noqa: PLC0415 - the sweeper only
+
+        answers = RoomAnswers()
+        gate = asyncio.Semaphore(self._concurrency)
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self._timeout)) as http:
+
+            async def ask(room: str) -> None:
+                async with gate:
+                    try:
+                        answers.present[room] = await self._ask(http, room, credentials)
+                    except Exception as exc:  # any failure means "not confirmed", reported
+                        answers.unanswered[room] = f"{type(exc).__name__}: {exc}"[:200]
+
+            tasks = [asyncio.ensure_future(ask(room)) for room in rooms]
+            _, pending = await asyncio.wait(tasks, timeout=self._budget)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        for room in rooms:
+            if room not in answers.present and room not in answers.unanswered:
+                answers.unanswered[room] = f"no answer within the sweep's {self._budget:g} s budget"
+        return answers
+
+    async def _ask(self, http: Any, room: str, credentials: list[tuple[str, str]]) -> set[str] | None:
+        from livekit import api  # noqa: PLC0415
+
+        for index, (key, secret) in enumerate(credentials):
+            client = api.LiveKitAPI(self._url, key, secret, session=http)
+            try:
+                response = await client.room.list_participants(api.ListParticipantsRequest(room=room))
+            except api.TwirpError as exc:
+                if exc.code == "not_found" or exc.status == 404:
+                    return None  # the room is gone: everyone in it has left
+                if exc.status == 401 and index < len(credentials) - 1:
+                    continue  # a retired key during a rotation: try the next one
+                raise
+            return {participant.sid for participant in response.participants}
+        raise AssertionError("unreachable: the last key either answers or raises")

@@ -1,65 +1,77 @@
-"""Lambda handler for the events table's stream: decode, rate the whole batch, report poison records.
+"""Lambda handler for the events table's stream: decode, rate the batch (one logic call), report poison records.
 
-Transient failures (DynamoDB, EventBridge, a concurrent batch) raise: Lambda retries the batch (bisecting it) and, after
-``MaximumRetryAttempts``, sends its coordinates to the stream's on-failure queue. Records that can never be rated go to
-the poison queue with their content, so the rest of the batch is rated and nothing is lost.
+Transient failures (DynamoDB, EventBridge, a concurrent batch) are logged, counted and raised: Lambda retries the
+batch (bisecting it) and, after ``MaximumRetryAttempts``, sends its coordinates to the stream's on-failure queue
+(``kilo-billing rating replay`` re-rates them). Records that can never be rated - undecodable, an unknown meter, or
+refused by DynamoDB for good - go to the poison queue with their content, so the rest of the batch is rated.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
-from functools import cache
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics
-from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from kilo_billing.catalog import default_catalog
-from kilo_rate_usage.adapters import EventBridgePublisher, SqsPoisonSink
-from kilo_rate_usage.logic import RatingConfig, decode_records, rate_batch
-from kilo_rate_usage.repository import DynamoUsageRepository
-from kilo_rate_usage.settings import settings
+from kilo_billing import observability
+from kilo_billing.observability import Metric, count
+from kilo_rate_usage import dependencies
+from kilo_rate_usage.logic import rate_batch
+from kilo_rate_usage.stream import decode_records
 
-logger = Logger(service="rate-usage")
-metrics = Metrics(namespace="KiloBilling", service="rate-usage")
-
-
-@cache
-def dependencies() -> tuple[DynamoUsageRepository, EventBridgePublisher, SqsPoisonSink, RatingConfig]:
-    import boto3  # noqa: PLC0415
-
-    config = settings()
-    repo = DynamoUsageRepository(boto3.client("dynamodb"), config.usage_table_name, config.events_table_name)
-    publisher = EventBridgePublisher(boto3.client("events"), config.event_bus_name)
-    poison = SqsPoisonSink(boto3.client("sqs"), config.poison_queue_url)
-    rating = RatingConfig(config.attribution, config.max_session_seconds, default_catalog().for_period)
-    return repo, publisher, poison, rating
+SERVICE = "rate-usage"
+logger = observability.logger(SERVICE)
+metrics = observability.metrics(SERVICE)
 
 
 @metrics.log_metrics
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    repo, publisher, poison, config = dependencies()
+    deps = dependencies.rating()
     records = event.get("Records", [])
-    decoded = decode_records(records)
-    for bad in decoded.poison:
-        poison.send(records[bad.index], bad.reason)
-        logger.error("poison record sent to the poison queue", extra={"reason": bad.reason})
-    outcome = rate_batch(decoded.livekit, decoded.usage, repo, publisher, config, int(time.time() * 1000))
-    for name, value in (
-        ("SessionsRated", outcome.sessions_changed),
-        ("UsageRated", outcome.usage_rated),
-        ("ThresholdsCrossed", outcome.thresholds),
-        ("PoisonRecords", len(decoded.poison)),
-        ("UnattributedMinutes", outcome.unattributed_minutes),
-    ):
-        if value:
-            metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+    batch = decode_records(records)
+    rooms = {record.room_sid for record in batch.livekit if record.room_sid}
+    if len(rooms) == 1:
+        observability.correlate(SERVICE, room_sid=next(iter(rooms)))
+    try:
+        with observability.tracer(SERVICE).provider.in_subsegment("## rate_batch") as segment:
+            segment.put_annotation("records", str(len(records)))
+            outcome = rate_batch(
+                batch.livekit, batch.usage, deps.repo, deps.publisher, deps.config, int(time.time() * 1000)
+            )
+    except Exception:
+        logger.exception("batch not rated; Lambda retries it, then sends its coordinates to the on-failure queue")
+        count(SERVICE, Metric.RATING_BATCH_FAILED)
+        raise
+    poison = [(bad.index, bad.reason) for bad in batch.poison]
+    for rejected in outcome.rejected:
+        refused_rooms = {rejected.room_sid} if rejected.room_sid else set()
+        refused_usage = {rejected.usage_key} if rejected.usage_key is not None else set()
+        poison += [(index, rejected.reason) for index in batch.indexes_of(refused_rooms, refused_usage)]
+    for index, reason in poison:
+        deps.poison.send(records[index], reason)
+        keys = (records[index].get("dynamodb") or {}).get("Keys", {})
+        logger.error("record sent to the poison queue", extra={"reason": reason, "keys": keys})
+    count(SERVICE, Metric.SESSIONS_RATED, outcome.sessions_changed)
+    count(SERVICE, Metric.USAGE_RATED, outcome.usage_rated)
+    count(SERVICE, Metric.THRESHOLDS_CROSSED, outcome.thresholds)
+    count(SERVICE, Metric.POISON_RECORDS, len(poison))
+    count(SERVICE, Metric.UNATTRIBUTED_MINUTES, outcome.unattributed_minutes)
     if outcome.unattributed_minutes:
         logger.warning(
             "usage without a billing account kept as unattributed", extra={"minutes": outcome.unattributed_minutes}
         )
-    logger.info("batch rated", extra={"records": len(records), **asdict(outcome)})
+    logger.info(
+        "batch rated",
+        extra={
+            "records": len(records),
+            "rooms": outcome.rooms,
+            "sessions_changed": outcome.sessions_changed,
+            "usage_rated": outcome.usage_rated,
+            "aggregates_touched": outcome.aggregates_touched,
+            "thresholds": outcome.thresholds,
+            "writes": outcome.writes,
+            "poison": len(poison),
+        },
+    )
     return {"batchItemFailures": []}

@@ -9,104 +9,42 @@ Exactly once under redelivery, duplicates and crashes:
 - a batch's effect is combined per (account, period) before writing: one ADD per aggregate per transaction.
 Writes per batch = sessions changed + usage events rated + aggregates touched (per transaction chunk of <= 100 items)
 + one threshold write per aggregate with new crossings.
+
+Decoding the stream's records is the handler's edge (``stream.py``); this module never sees an event shape.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any, Protocol
 
 from kilo_billing.accounts import UNATTRIBUTED, AccountProfile
-from kilo_billing.catalog import PriceBook
 from kilo_billing.contracts import UsageThresholdCrossedV1
-from kilo_billing.events import ContractError, LiveKitEventRecord, StripeEventRecord, UsageEventRecord, decode_item
-from kilo_billing.meters import Meter
+from kilo_billing.events import LiveKitEventRecord, UsageEventRecord
 from kilo_billing.money import decimal_str
 from kilo_billing.periods import Period
+from kilo_billing.publisher import EventPublisher
+from kilo_rate_usage.aggregates import crossings, delta, rate_aggregate, session_contributions
 from kilo_rate_usage.model import (
     Aggregate,
+    AggregateKey,
+    BatchOutcome,
     ContributionKey,
+    RatingConfig,
+    Rejected,
+    Session,
     StoredSession,
-    crossings,
-    delta,
-    rate_aggregate,
-    session_contributions,
 )
-from kilo_rate_usage.repository import (
+from kilo_rate_usage.ports import (
     CommitUnit,
     ConflictError,
+    RejectedWriteError,
     SessionChange,
     UsageChange,
     UsageRepository,
 )
-from kilo_rate_usage.sessions import AttributionRule, rebuild_room
-
-
-class EventPublisher(Protocol):
-    def publish(self, detail_type: str, detail: dict[str, Any]) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class RatingConfig:
-    attribution: AttributionRule
-    max_session_seconds: int
-    book_for: Callable[[Period], PriceBook]
-
-
-@dataclass(frozen=True, slots=True)
-class Poison:
-    index: int
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class DecodedBatch:
-    livekit: list[LiveKitEventRecord]
-    usage: list[UsageEventRecord]
-    poison: list[Poison]
-    skipped: int
-
-
-def decode_records(records: Sequence[dict[str, Any]]) -> DecodedBatch:
-    """Stream records -> stored events. Only INSERTs are new events (MODIFY = a usage mark, REMOVE = TTL expiry)."""
-    livekit: list[LiveKitEventRecord] = []
-    usage: list[UsageEventRecord] = []
-    poison: list[Poison] = []
-    skipped = 0
-    for index, record in enumerate(records):
-        if record.get("eventName") != "INSERT":
-            skipped += 1
-            continue
-        try:
-            decoded = decode_item(record["dynamodb"]["NewImage"])
-        except (ContractError, KeyError, TypeError, ValueError) as exc:
-            poison.append(Poison(index, f"{type(exc).__name__}: {exc}"))
-            continue
-        if isinstance(decoded, LiveKitEventRecord):
-            livekit.append(decoded)
-        elif isinstance(decoded, UsageEventRecord):
-            if decoded.meter not in (Meter.MESSAGES.value, Meter.DATA_TRANSFER.value):
-                poison.append(Poison(index, f"usage meter {decoded.meter!r} cannot be rated"))
-                continue
-            usage.append(decoded)
-        else:
-            assert isinstance(decoded, StripeEventRecord)
-            skipped += 1  # invoicing's, not ours (the template's filter keeps them away; this is belt and braces)
-    return DecodedBatch(livekit, usage, poison, skipped)
-
-
-@dataclass(frozen=True, slots=True)
-class BatchOutcome:
-    rooms: int
-    sessions_changed: int
-    usage_rated: int
-    aggregates_touched: int
-    thresholds: int
-    writes: int
-    unattributed_minutes: int
+from kilo_rate_usage.sessions import rebuild_room
 
 
 def _usage_key(record: UsageEventRecord, profile: AccountProfile) -> ContributionKey:
@@ -122,16 +60,60 @@ def rate_batch(
     config: RatingConfig,
     now_ms: int,
 ) -> BatchOutcome:
+    """Rate a batch; when DynamoDB refuses a write for good (``RejectedWriteError``), rate each room and each usage
+    event on its own, so only the refused ones are reported (``BatchOutcome.rejected``, for the poison queue) and the
+    rest is rated - a refusal is never retried like a conflict. ``ConflictError`` and AWS failures propagate: the
+    batch is retried whole, which the exactly-once writes make safe."""
+    try:
+        return _rate(livekit, usage, repo, publisher, config, now_ms)
+    except RejectedWriteError:
+        pass
+    outcomes: list[BatchOutcome] = []
+    rejected: list[Rejected] = []
+    for room_sid, events in _by_room(livekit).items():
+        try:
+            outcomes.append(_rate(events, [], repo, publisher, config, now_ms))
+        except RejectedWriteError as exc:
+            rejected.append(Rejected(room_sid=room_sid, reason=f"DynamoDB refused the room's writes: {exc}"))
+    for record in {record.key: record for record in usage}.values():
+        try:
+            outcomes.append(_rate([], [record], repo, publisher, config, now_ms))
+        except RejectedWriteError as exc:
+            rejected.append(Rejected(usage_key=record.key, reason=f"DynamoDB refused the usage write: {exc}"))
+    return BatchOutcome(
+        rooms=sum(o.rooms for o in outcomes) + sum(1 for r in rejected if r.room_sid),
+        sessions_changed=sum(o.sessions_changed for o in outcomes),
+        usage_rated=sum(o.usage_rated for o in outcomes),
+        aggregates_touched=sum(o.aggregates_touched for o in outcomes),
+        thresholds=sum(o.thresholds for o in outcomes),
+        writes=sum(o.writes for o in outcomes),
+        unattributed_minutes=sum(o.unattributed_minutes for o in outcomes),
+        rejected=tuple(rejected),
+    )
+
+
+def _by_room(livekit: Iterable[LiveKitEventRecord]) -> dict[str, list[LiveKitEventRecord]]:
     by_room: dict[str, list[LiveKitEventRecord]] = defaultdict(list)
     for event in livekit:
         if event.room_sid:
             by_room[event.room_sid].append(event)
+    return by_room
 
-    rebuilt: list[tuple[list[Any], dict[str, StoredSession]]] = []
+
+def _rate(
+    livekit: Sequence[LiveKitEventRecord],
+    usage: Sequence[UsageEventRecord],
+    repo: UsageRepository,
+    publisher: EventPublisher,
+    config: RatingConfig,
+    now_ms: int,
+) -> BatchOutcome:
+    by_room = _by_room(livekit)
+    rebuilt: list[tuple[list[Session], dict[str, StoredSession]]] = []
     accounts: set[str] = set()
     for room_sid, batch_events in by_room.items():
         events = _merge(repo.room_events(room_sid), batch_events)
-        sessions = rebuild_room(events, config.attribution, config.max_session_seconds)
+        sessions = rebuild_room(events, config.attribution)
         stored = repo.stored_sessions(room_sid)
         rebuilt.append((sessions, stored))
         accounts.update(session.account for session in sessions)
@@ -167,7 +149,7 @@ def rate_batch(
     # Thresholds are level-triggered on everything this batch concerns - also when a retry finds nothing left to
     # write (an announcement lost after the commit is made up), and read after the commit, so concurrent batches on
     # other shards are seen too.
-    concerned = set(touched)
+    concerned: set[AggregateKey] = set(touched)
     for sessions, _ in rebuilt:
         concerned.update((s.account, part.period) for s in sessions for part in s.parts)
     concerned.update((record.account_id, _usage_key(record, profiles[record.account_id])[1]) for record in usage)
@@ -211,8 +193,6 @@ def _announce(
 
     A concurrent batch that recorded the same markers first makes the record fail: both published the same
     deterministic event ids, which consumers treat as one, and this batch goes on with the other aggregates."""
-    if aggregate.account_id == UNATTRIBUTED:
-        return 0
     period = Period.parse(aggregate.period)
     rated = rate_aggregate(aggregate, profile, config.book_for(period))
     found = crossings(rated, profile, aggregate.thresholds)

@@ -1,54 +1,89 @@
-"""Rating's stored shapes and the pure arithmetic on them: contributions, deltas, thresholds, month to date.
+"""Rating's domain models: participant sessions, what they contribute to an account's period, month-to-date
+aggregates, threshold crossings, and the outcomes of a batch and of a sweep. Values only; the arithmetic lives in
+``sessions`` (rebuilding a room) and ``aggregates`` (contributions, deltas, rating, thresholds).
 
 A *contribution* is what one session or one usage event adds to an account's period: (account, period, tier-segment
-start, meter) -> quantity. Sessions store their contributions; when a room is rebuilt, the difference between the new
-and the stored contributions is the delta to add to the aggregates - zero on any redelivery.
+start, meter) -> quantity. Sessions are stored with their contributions; when a room is rebuilt, the difference
+between the new and the stored contributions is the delta to add to the aggregates - zero on any redelivery.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from enum import StrEnum
 from fractions import Fraction
+from typing import Final
 
-from kilo_billing.accounts import AccountProfile
 from kilo_billing.catalog import PriceBook
-from kilo_billing.meters import Meter, connection_minutes
 from kilo_billing.periods import Period
-from kilo_billing.rating import RatedPeriod, SegmentUsage, rate_segments
-from kilo_rate_usage.sessions import Session
+
+SWEPT: Final = "kilo_participant_swept"  # synthetic close by the sweeper: LiveKit says the participant is gone
+CAPPED: Final = "kilo_participant_capped"  # synthetic close by the sweeper: LiveKit could not confirm for too long
+SWEEPER_API_KEY: Final = "kilo-sweeper"  # the api_key of the sweeper's synthetic events
 
 ContributionKey = tuple[str, str, int, str]  # account, period key, segment start (epoch s), meter value
-
-ALLOWANCE_THRESHOLDS = (50, 80, 100)
-
-
-def session_contributions(session: Session, profile: AccountProfile) -> dict[ContributionKey, int]:
-    result: dict[ContributionKey, int] = defaultdict(int)
-    for part in session.parts:
-        segment = profile.segment_start(part.start_ms)
-        if part.video:
-            result[(session.account, part.period, segment, Meter.VIDEO.value)] += part.video
-        if part.audio:
-            result[(session.account, part.period, segment, Meter.AUDIO.value)] += part.audio
-    return dict(result)
+AggregateKey = tuple[str, str]  # account, period key
+SessionKey = tuple[str, str]  # room sid, participant sid
 
 
-def encode_contributions(contributions: Mapping[ContributionKey, int]) -> str:
-    return json.dumps([[a, p, s, m, q] for (a, p, s, m), q in sorted(contributions.items())], separators=(",", ":"))
+class ClosedBy(StrEnum):
+    LEFT = "left"
+    ROOM_FINISHED = "room_finished"
+    SWEPT = "swept"
+    CAPPED = "capped"
 
 
-def decode_contributions(text: str) -> dict[ContributionKey, int]:
-    return {(str(a), str(p), int(s), str(m)): int(q) for a, p, s, m, q in json.loads(text or "[]")}
+class Billing(StrEnum):
+    """How a participant kind is billed (docs/decisions.md, D16)."""
+
+    ROOM_RULE = "room_rule"  # video while any video track is published in the room, else audio
+    AUDIO_ONLY = "audio_only"  # SIP: a phone line never receives video
+    NOT_BILLED = "not_billed"  # EGRESS / INGRESS: LiveKit service participants, metered separately by LiveKit
 
 
-def delta(old: Mapping[ContributionKey, int], new: Mapping[ContributionKey, int]) -> dict[ContributionKey, int]:
-    changes = {key: new.get(key, 0) - old.get(key, 0) for key in set(old) | set(new)}
-    return {key: value for key, value in changes.items() if value}
+@dataclass(frozen=True, slots=True)
+class PeriodPart:
+    period: str
+    start_ms: int  # where the part starts (selects the tier segment)
+    video: int
+    audio: int
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    room_sid: str
+    participant_sid: str
+    identity: str
+    kind: str
+    account: str
+    start_ms: int
+    end_ms: int | None  # None while open
+    closed_by: ClosedBy | None
+    aborted: bool
+    billing: Billing
+    connected_seconds: Fraction
+    video_seconds: Fraction
+    parts: tuple[PeriodPart, ...]  # billable minutes per period (empty while open, aborted or not billed)
+    video_active: bool = False  # a video track is published at the last event time (open sessions)
+    as_of_ms: int = 0  # time of the room's last event (open sessions: elapsed is counted from start to now)
+    room_name: str = ""  # RoomService addresses rooms by name (the sweeper asks who is still there)
+
+    @property
+    def is_open(self) -> bool:
+        return self.end_ms is None and not self.aborted
+
+    @property
+    def key(self) -> SessionKey:
+        return (self.room_sid, self.participant_sid)
+
+
+def canonical_contributions(contributions: Mapping[ContributionKey, int]) -> list[list[str | int]]:
+    """Contributions as a sorted list of ``[account, period, segment, meter, quantity]`` (stored and hashed so)."""
+    return [[a, p, s, m, q] for (a, p, s, m), q in sorted(contributions.items())]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,11 +101,14 @@ class StoredSession:
             for value in (
                 session.account, session.start_ms, session.end_ms, session.closed_by, session.aborted,
                 session.video_seconds, session.video_active, session.as_of_ms, session.identity, session.kind,
-                session.room_name,
-                encode_contributions(contributions),
+                session.room_name, canonical_contributions(contributions),
             )
         )  # fmt: skip
         return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+    @classmethod
+    def of(cls, session: Session, contributions: Mapping[ContributionKey, int]) -> StoredSession:
+        return cls(session, dict(contributions), cls.version_of(session, contributions))
 
 
 @dataclass
@@ -84,30 +122,15 @@ class Aggregate:
     thresholds: set[str] = field(default_factory=set)
     invoiced: bool = False
 
+    @property
+    def key(self) -> AggregateKey:
+        return (self.account_id, self.period)
+
     def totals(self) -> dict[str, int]:
         result: dict[str, int] = defaultdict(int)
         for (_, meter), quantity in self.counters.items():
             result[meter] += quantity
         return dict(result)
-
-
-def rate_aggregate(
-    aggregate: Aggregate, profile: AccountProfile, book: PriceBook, extra: Mapping[tuple[int, str], int] = {}
-) -> RatedPeriod:
-    """Rate month-to-date counters (plus ``extra``: open sessions' elapsed minutes) under the account's segments."""
-    period = Period.parse(aggregate.period)
-    segments = profile.segments(period)
-    per_segment: list[dict[Meter, int]] = [dict.fromkeys(Meter, 0) for _ in segments]
-    starts = [int(segment.start.timestamp()) for segment in segments]
-    combined: dict[tuple[int, str], int] = defaultdict(int)
-    for source in (aggregate.counters, extra):
-        for key, quantity in source.items():
-            combined[key] += quantity
-    for (segment_start, meter), quantity in combined.items():
-        index = max((i for i, start in enumerate(starts) if start <= segment_start), default=0)
-        per_segment[index][Meter(meter)] += quantity
-    usage = [SegmentUsage(segment, totals) for segment, totals in zip(segments, per_segment, strict=True)]
-    return rate_segments(period, usage, book)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,71 +145,89 @@ class Crossing:
         return f"{self.meter}#{self.threshold}"
 
 
-def crossings(rated: RatedPeriod, profile: AccountProfile, already: set[str]) -> list[Crossing]:
-    """Thresholds reached and not yet announced: 50/80/100 % of an included allowance, and of the budget.
+@dataclass(frozen=True, slots=True)
+class RatingConfig:
+    attribution: AttributionRule
+    book_for: Callable[[Period], PriceBook]
 
-    Allowances are per tier segment (prorated on a tier change) and overage is charged per segment, so a meter's
-    share is the highest share among its segments: an overage is never charged without its 100 % alert.
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """Part of a batch DynamoDB refuses for good (validation, item too large): its records go to the poison queue."""
+
+    room_sid: str = ""  # a room whose sessions cannot be written
+    usage_key: tuple[str, str] | None = None  # or one usage event that cannot be marked rated
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOutcome:
+    rooms: int
+    sessions_changed: int
+    usage_rated: int
+    aggregates_touched: int
+    thresholds: int
+    writes: int
+    unattributed_minutes: int
+    rejected: tuple[Rejected, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AttributionRule:
+    """Where a session's billing account comes from, first match wins.
+
+    Each step is ``(source, key)`` with source one of ``room_metadata`` (JSON object in the room's metadata),
+    ``participant_attribute`` (a participant attribute) or ``participant_metadata`` (JSON object in its metadata).
     """
-    worst: dict[str, tuple[Decimal, Decimal]] = {}  # meter -> (used, included) of its fullest segment
-    for line in rated.usage_lines:
-        assert line.meter is not None
-        if line.included is None or line.included <= 0:
-            continue
-        meter = line.meter.value
-        current = worst.get(meter)
-        if current is None or line.used * current[1] > current[0] * line.included:
-            worst[meter] = (line.used, line.included)
-    found: list[Crossing] = []
-    for meter, (used, limit) in worst.items():
-        found.extend(
-            Crossing(meter, threshold, used, limit)
-            for threshold in ALLOWANCE_THRESHOLDS
-            if used * 100 >= limit * threshold and f"{meter}#{threshold}" not in already
-        )
-    if profile.budget_usd is not None and profile.budget_usd > 0:
-        found.extend(
-            Crossing("budget", threshold, rated.total, profile.budget_usd)
-            for threshold in profile.budget_thresholds
-            if rated.total * 100 >= profile.budget_usd * threshold and f"budget#{threshold}" not in already
-        )
-    return found
+
+    steps: tuple[tuple[str, str], ...] = (
+        ("room_metadata", "account_id"),
+        ("participant_attribute", "kilo.account_id"),
+        ("participant_metadata", "account_id"),
+    )
+
+    @classmethod
+    def parse(cls, text: str) -> AttributionRule:
+        steps = []
+        for part in text.split(","):
+            source, _, key = part.strip().partition(":")
+            if source not in {"room_metadata", "participant_attribute", "participant_metadata"} or not key:
+                raise ValueError(f"attribution step must be source:key with a known source, got {part!r}")
+            steps.append((source, key))
+        if not steps:
+            raise ValueError("attribution rule needs at least one step")
+        return cls(tuple(steps))
 
 
-def open_session_extra(
-    sessions: Sequence[StoredSession], profile: AccountProfile, now_ms: int, period: str
-) -> dict[tuple[int, str], int]:
-    """Minutes open sessions would bill in ``period`` if they ended now (month-to-date views and budget checks).
+@dataclass(frozen=True, slots=True)
+class SweepPolicy:
+    """How the sweeper treats open sessions (docs/decisions.md D17).
 
-    The connection is clipped to the period. Video seconds are known up to the room's last event; their share inside
-    the period is estimated in proportion to the time elapsed in it (an estimate for dashboards only: invoices are
-    rated from closed sessions).
-    """
-    bounds = Period.parse(period)
-    period_start_ms = int(bounds.start.timestamp() * 1000)
-    period_end_ms = int(bounds.end.timestamp() * 1000)
-    extra: dict[tuple[int, str], int] = defaultdict(int)
-    for stored in sessions:
-        session = stored.session
-        if not session.is_open or session.billing.value == "not_billed":
-            continue
-        start_ms = max(session.start_ms, period_start_ms)
-        end_ms = min(now_ms, period_end_ms)
-        if end_ms <= start_ms:
-            continue
-        connected = Fraction(end_ms - start_ms, 1000)
-        video = Fraction(0)
-        if session.billing.value == "room_rule":
-            as_of = min(max(session.as_of_ms, session.start_ms), now_ms)
-            known = Fraction(max(0, as_of - session.start_ms), 1000)
-            inside = Fraction(max(0, min(as_of, end_ms) - start_ms), 1000)
-            if known > 0:
-                video = session.video_seconds * inside / known
-            if session.video_active and end_ms > max(as_of, start_ms):
-                video += Fraction(end_ms - max(as_of, start_ms), 1000)
-            video = min(video, connected)
-        minutes = connection_minutes(connected, video)
-        segment = profile.segment_start(start_ms)
-        extra[(segment, Meter.VIDEO.value)] += minutes.video
-        extra[(segment, Meter.AUDIO.value)] += minutes.audio
-    return dict(extra)
+    ``max_unconfirmed_ms``: a session LiveKit has not vouched for this long (no room event, no RoomService answer
+    listing it) while RoomService cannot be asked is capped at its last confirmation. ``confirm_every_ms``: how
+    often a confirmation of a quiet session is recorded (it bounds what a cap can cut off)."""
+
+    max_unconfirmed_ms: int
+    confirm_every_ms: int
+
+    def __post_init__(self) -> None:
+        if not 0 < self.confirm_every_ms < self.max_unconfirmed_ms:
+            raise ValueError("confirmations must be recorded more often than the unconfirmed limit")
+
+
+@dataclass(frozen=True, slots=True)
+class RoomAnswers:
+    """What RoomService said: participant sids per room name (None = the room no longer exists), and the rooms it
+    could not answer for (error, timeout, no credentials) with the reason - never read as "gone"."""
+
+    present: dict[str, set[str] | None] = field(default_factory=dict)
+    unanswered: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SweepOutcome:
+    open: int
+    swept: int
+    capped: int
+    confirmed: int  # confirmations recorded for quiet sessions LiveKit still lists
+    unanswered_rooms: int

@@ -9,8 +9,8 @@ from kilo_billing.catalog import PriceBook
 from kilo_billing.meters import Meter
 from kilo_billing.money import money_str
 from kilo_billing.rating import RatedPeriod
-from kilo_rate_usage.model import open_session_extra, rate_aggregate
-from kilo_rate_usage.repository import UsageRepository
+from kilo_rate_usage.aggregates import open_session_extra, rate_aggregate
+from kilo_rate_usage.ports import UsageRepository
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,9 @@ Rules (shared/reference/livekit.md, billing-policy.md; decisions in docs/decisio
 - start = ``joinedAtMs`` (else ``joinedAt``) of the participant, from ``participant_joined`` or, if the join was lost or
   is late, from the participant info inside ``participant_left``; no known start = pending (nothing billed yet);
 - end = ``participant_left``'s ``createdAt``, else ``room_finished``'s, else the sweeper's close; open otherwise;
-- a session longer than ``max_session_seconds`` is capped there; ``participant_connection_aborted`` bills nothing;
+- a real close (``participant_left``, ``room_finished``) is never capped, whatever the length: LiveKit saw both ends;
+  only the sweeper caps, with a close event of its own, and a late real close still wins (D17);
+- ``participant_connection_aborted`` bills nothing;
 - a second is video while any video track (camera or screen share) is published in the room; open tracks close at
   ``room_finished``.
 """
@@ -19,31 +21,20 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from enum import StrEnum
 from fractions import Fraction
 
 from kilo_billing.accounts import UNATTRIBUTED, is_account_id
 from kilo_billing.events import LiveKitEventRecord
 from kilo_billing.meters import Interval, overlap_seconds, split_connection
-
-SWEPT = "kilo_participant_swept"  # synthetic close written by the sweeper (participant gone from the room)
-CAPPED = "kilo_participant_capped"  # synthetic close written by the sweeper (maximum session length reached)
-
-
-class ClosedBy(StrEnum):
-    LEFT = "left"
-    ROOM_FINISHED = "room_finished"
-    SWEPT = "swept"
-    CAPPED = "capped"
-
-
-class Billing(StrEnum):
-    """How a participant kind is billed (docs/decisions.md, D16)."""
-
-    ROOM_RULE = "room_rule"  # video while any video track is published in the room, else audio
-    AUDIO_ONLY = "audio_only"  # SIP: a phone line never receives video
-    NOT_BILLED = "not_billed"  # EGRESS / INGRESS: LiveKit service participants, metered separately by LiveKit
-
+from kilo_rate_usage.model import (
+    CAPPED,
+    SWEPT,
+    AttributionRule,
+    Billing,
+    ClosedBy,
+    PeriodPart,
+    Session,
+)
 
 KIND_BILLING: dict[str, Billing] = {
     "": Billing.ROOM_RULE,  # STANDARD (the zero value is omitted)
@@ -55,33 +46,6 @@ KIND_BILLING: dict[str, Billing] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class AttributionRule:
-    """Where a session's billing account comes from, first match wins.
-
-    Each step is ``(source, key)`` with source one of ``room_metadata`` (JSON object in the room's metadata),
-    ``participant_attribute`` (a participant attribute) or ``participant_metadata`` (JSON object in its metadata).
-    """
-
-    steps: tuple[tuple[str, str], ...] = (
-        ("room_metadata", "account_id"),
-        ("participant_attribute", "kilo.account_id"),
-        ("participant_metadata", "account_id"),
-    )
-
-    @classmethod
-    def parse(cls, text: str) -> AttributionRule:
-        steps = []
-        for part in text.split(","):
-            source, _, key = part.strip().partition(":")
-            if source not in {"room_metadata", "participant_attribute", "participant_metadata"} or not key:
-                raise ValueError(f"attribution step must be source:key with a known source, got {part!r}")
-            steps.append((source, key))
-        if not steps:
-            raise ValueError("attribution rule needs at least one step")
-        return cls(tuple(steps))
-
-
 def _json_value(text: str, key: str) -> str | None:
     if not text:
         return None
@@ -91,38 +55,6 @@ def _json_value(text: str, key: str) -> str | None:
         return None
     value = data.get(key) if isinstance(data, dict) else None
     return value if isinstance(value, str) and value else None
-
-
-@dataclass(frozen=True, slots=True)
-class PeriodPart:
-    period: str
-    start_ms: int  # where the part starts (selects the tier segment)
-    video: int
-    audio: int
-
-
-@dataclass(frozen=True, slots=True)
-class Session:
-    room_sid: str
-    participant_sid: str
-    identity: str
-    kind: str
-    account: str
-    start_ms: int
-    end_ms: int | None  # None while open
-    closed_by: ClosedBy | None
-    aborted: bool
-    billing: Billing
-    connected_seconds: Fraction
-    video_seconds: Fraction
-    parts: tuple[PeriodPart, ...]  # billable minutes per period (empty while open, aborted or not billed)
-    video_active: bool = False  # a video track is published at the last event time (open sessions)
-    as_of_ms: int = 0  # time of the room's last event (open sessions: elapsed is counted from start to now)
-    room_name: str = ""  # RoomService addresses rooms by name (the sweeper asks who is still there)
-
-    @property
-    def is_open(self) -> bool:
-        return self.end_ms is None and not self.aborted
 
 
 @dataclass
@@ -199,9 +131,13 @@ def _account(participant: _Participant, room_metadata: str, rule: AttributionRul
 
 
 def rebuild_room(
-    events: Iterable[LiveKitEventRecord], rule: AttributionRule, max_session_seconds: int
+    events: Iterable[LiveKitEventRecord], rule: AttributionRule, max_session_seconds: int | None = None
 ) -> list[Session]:
-    """All sessions of one room whose start is known, in participant-sid order."""
+    """All sessions of one room whose start is known, in participant-sid order.
+
+    ``max_session_seconds`` is ignored (sessions are no longer capped here, D17); it is accepted until
+    tests/unit/test_simulator.py stops passing it."""
+    del max_session_seconds
     unique = {event.event_id: event for event in events}
     ordered = sorted(unique.values(), key=lambda e: (e.created_at, e.event_id))
     room_end_s: int | None = None
@@ -252,7 +188,7 @@ def rebuild_room(
             continue  # pending: a left (or track) seen before any start is known
         sessions.append(
             _session(ordered[0].room_sid if ordered else "", participant, room_metadata, rule, room_end_s,
-                     intervals, video_now, last_ms, max_session_seconds, room_name)
+                     intervals, video_now, last_ms, room_name)
         )  # fmt: skip
     return sessions
 
@@ -266,7 +202,6 @@ def _session(
     intervals: list[Interval],
     video_now: bool,
     last_ms: int,
-    max_session_seconds: int,
     room_name: str = "",
 ) -> Session:
     assert participant.joined_ms is not None
@@ -281,8 +216,6 @@ def _session(
         end_ms, closed_by = participant.sweep[0] * 1000, participant.sweep[1]
     if end_ms is not None:
         end_ms = max(end_ms, start_ms)  # createdAt has 1 s resolution; joinedAtMs has ms
-        if end_ms - start_ms > max_session_seconds * 1000:
-            end_ms, closed_by = start_ms + max_session_seconds * 1000, ClosedBy.CAPPED
     billing = KIND_BILLING.get(participant.kind, Billing.ROOM_RULE)
     account = _account(participant, room_metadata, rule)
     parts: list[PeriodPart] = []

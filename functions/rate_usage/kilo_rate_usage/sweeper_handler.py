@@ -1,40 +1,25 @@
-"""Scheduled handler: sweep open sessions (gone from LiveKit, or past the maximum length)."""
+"""Scheduled handler: sweep open sessions (gone from LiveKit: swept; not vouched for too long: capped, alarmed)."""
 
 from __future__ import annotations
 
 import time
 from datetime import datetime
-from functools import cache
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics
-from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from kilo_rate_usage.repository import DynamoUsageRepository
-from kilo_rate_usage.roomservice import LiveKitRoomDirectory
-from kilo_rate_usage.settings import settings
-from kilo_rate_usage.sweeper import sweep
+from kilo_billing import observability
+from kilo_billing.observability import Metric, count
+from kilo_rate_usage import dependencies
+from kilo_rate_usage.model import CAPPED
+from kilo_rate_usage.sweeper import run_sweep
 
-logger = Logger(service="rate-usage-sweeper")
-metrics = Metrics(namespace="KiloBilling", service="rate-usage-sweeper")
-
-
-@cache
-def dependencies() -> tuple[DynamoUsageRepository, LiveKitRoomDirectory]:
-    import boto3  # noqa: PLC0415
-    from aws_lambda_powertools.utilities import parameters  # noqa: PLC0415
-
-    config = settings()
-    keys = parameters.get_secret(
-        config.livekit_keys_secret_name, transform="json", max_age=config.secret_max_age_seconds
-    )
-    directory = LiveKitRoomDirectory(config.livekit_url, sorted(keys.items()))
-    repo = DynamoUsageRepository(boto3.client("dynamodb"), config.usage_table_name, config.events_table_name)
-    return repo, directory
+SERVICE = "rate-usage-sweeper"
+logger = observability.logger(SERVICE)
+metrics = observability.metrics(SERVICE)
 
 
-def _scheduled_ms(event: dict[str, Any]) -> int | None:
+def _scheduled_ms(event: object) -> int | None:
     """The run's scheduled time (EventBridge Scheduler's ``<aws.scheduler.scheduled-time>`` in the template's Input)."""
     stamp = event.get("scheduled_time") if isinstance(event, dict) else None
     if not isinstance(stamp, str) or not stamp:
@@ -45,16 +30,35 @@ def _scheduled_ms(event: dict[str, Any]) -> int | None:
 @metrics.log_metrics
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    repo, directory = dependencies()
-    config = settings()
+    deps = dependencies.sweeper()
+    config = deps.settings
     now_ms = _scheduled_ms(event) or int(time.time() * 1000)
-    open_sessions = repo.open_sessions()
-    closes = sweep(open_sessions, directory, now_ms, config.max_session_seconds)
-    expires = now_ms // 1000 + 400 * 86_400
+    expires_at = now_ms // 1000 + config.raw_event_ttl_seconds
+    try:
+        with observability.tracer(SERVICE).provider.in_subsegment("## run_sweep"):
+            outcome, answers, closes = run_sweep(deps.store, deps.directory, now_ms, config.sweep_policy, expires_at)
+    except Exception:
+        logger.exception("sweep failed; the schedule retries, then its dead-letter queue")
+        count(SERVICE, Metric.SWEEP_FAILED)
+        raise
+    for room, reason in sorted(answers.unanswered.items())[:20]:
+        logger.warning("RoomService gave no answer for a room", extra={"room_name": room, "reason": reason})
     for close in closes:
-        repo.put_event(close.to_item(expires))
-    swept = sum(1 for close in closes if close.event_type.endswith("swept"))
-    metrics.add_metric(name="SessionsSwept", unit=MetricUnit.Count, value=swept)
-    metrics.add_metric(name="SessionsCapped", unit=MetricUnit.Count, value=len(closes) - swept)
-    logger.info("sweep done", extra={"open": len(open_sessions), "closed": len(closes)})
-    return {"open": len(open_sessions), "closed": len(closes)}
+        line = logger.warning if close.event_type == CAPPED else logger.info
+        line(
+            "session capped: LiveKit could not vouch for it" if close.event_type == CAPPED else "session swept",
+            extra={"room_sid": close.room_sid, "participant_sid": close.participant_sid, "at": close.created_at},
+        )
+    count(SERVICE, Metric.SESSIONS_SWEPT, outcome.swept)
+    count(SERVICE, Metric.SESSIONS_CAPPED, outcome.capped)
+    count(SERVICE, Metric.ROOMSERVICE_UNANSWERED, outcome.unanswered_rooms)
+    summary = {
+        "open": outcome.open,
+        "closed": outcome.swept + outcome.capped,
+        "swept": outcome.swept,
+        "capped": outcome.capped,
+        "confirmed": outcome.confirmed,
+        "unanswered_rooms": outcome.unanswered_rooms,
+    }
+    logger.info("sweep done", extra=summary)
+    return summary

@@ -52,6 +52,12 @@ class StorageUnavailableError(Exception):
     """AWS refused or failed (throttling, outage, timeout, permissions): the work may succeed if retried."""
 
 
+class ResourceGoneError(StorageUnavailableError):
+    """What was asked for no longer exists: a deleted table or stream, stream records trimmed after 24 h, an expired
+    shard iterator. Still a ``StorageUnavailableError`` for callers that only retry; readers of old data (the
+    stream replay) fall back to another source."""
+
+
 class ConditionFailedError(Exception):
     """A conditional write found the item in another state. ``item`` is the stored item when the call asked for it
     (``ReturnValuesOnConditionCheckFailure=ALL_OLD``)."""
@@ -70,6 +76,7 @@ class InvalidRequestError(Exception):
 
 
 _INVALID = frozenset({"ValidationException", "ItemCollectionSizeLimitExceededException", "SerializationException"})
+_GONE = frozenset({"ResourceNotFoundException", "TrimmedDataAccessException", "ExpiredIteratorException"})
 
 
 def map_error(exc: Exception) -> Exception:
@@ -88,6 +95,8 @@ def map_error(exc: Exception) -> Exception:
             return TransactionConflictError(f"{code}: {','.join(reasons)}")
         if code in _INVALID:
             return InvalidRequestError(code)
+        if code in _GONE:
+            return ResourceGoneError(code)
         return StorageUnavailableError(code)
     if isinstance(exc, BotoCoreError):
         return StorageUnavailableError(type(exc).__name__)

@@ -40,7 +40,10 @@ class Metric(StrEnum):
     POISON_RECORDS = "PoisonRecords"
     UNATTRIBUTED_MINUTES = "UnattributedMinutes"
     SESSIONS_SWEPT = "SessionsSwept"
-    SESSIONS_CAPPED = "SessionsCapped"  # a session cut at the maximum length: alarmed (minutes may be lost)
+    SESSIONS_CAPPED = "SessionsCapped"  # a session LiveKit could not vouch for, closed provisionally: alarmed
+    RATING_BATCH_FAILED = "RatingBatchFailed"  # a transient failure: Lambda retries the batch
+    ROOMSERVICE_UNANSWERED = "RoomServiceUnanswered"  # rooms the sweeper could not ask LiveKit about
+    SWEEP_FAILED = "SweepFailed"
 
 
 @cache

@@ -1,0 +1,118 @@
+"""`kilo-billing rating replay`: re-rate the stream batches Lambda gave up on (the rating on-failure queue).
+
+Dry run by default: lists, per queue message, where its events were found (the stream by sequence number within 24 h,
+else the events table by arrival window), the rooms and usage events concerned and what re-rating would change -
+without writing, publishing or deleting anything. ``--apply`` re-rates through rating's own exactly-once path and
+deletes each message once its batch is rated whole; running it again changes nothing. Runbook: README, Operations.
+
+Tables, bus and poison queue come from the options or the functions' variables (``USAGE_TABLE_NAME``,
+``EVENTS_TABLE_NAME``, ``EVENT_BUS_NAME``, ``POISON_QUEUE_URL``); AWS credentials, region and endpoint
+(``AWS_ENDPOINT_URL`` for the local stack) from the usual AWS environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def add_parser(sub: Any) -> None:
+    rating = sub.add_parser("rating", help="operate rating (replay failed stream batches)")
+    commands = rating.add_subparsers(dest="rating_command", required=True, parser_class=type(rating))
+    replay = commands.add_parser(
+        "replay", help="re-rate the batches on the stream's on-failure queue (a dry run unless --apply)"
+    )
+    replay.add_argument("--queue-url", required=True, help="the rating on-failure queue (RatingDeadLetterQueue)")
+    replay.add_argument("--apply", action="store_true", help="re-rate and delete each replayed message")
+    replay.add_argument("--usage-table", default=os.environ.get("USAGE_TABLE_NAME", ""))
+    replay.add_argument("--events-table", default=os.environ.get("EVENTS_TABLE_NAME", ""))
+    replay.add_argument("--event-bus", default=os.environ.get("EVENT_BUS_NAME", ""), help="for threshold events")
+    replay.add_argument("--poison-queue-url", default=os.environ.get("POISON_QUEUE_URL", ""))
+    replay.add_argument("--max-messages", type=_positive, default=100)
+    replay.add_argument(
+        "--window-margin-minutes", type=_positive, default=10, help="widens the arrival window in the events table"
+    )
+    replay.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def run(args: argparse.Namespace, console: Console) -> None:
+    """Replay; errors a user can fix are ``ValueError``. Exits 1 when a message could not be replayed."""
+    from kilo_billing.aws import client  # noqa: PLC0415
+    from kilo_billing.catalog import default_catalog  # noqa: PLC0415
+    from kilo_billing.contracts import SOURCE_RATING  # noqa: PLC0415
+    from kilo_billing.publisher import EventBridgePublisher  # noqa: PLC0415
+    from kilo_rate_usage.adapters import (  # noqa: PLC0415
+        DynamoEventArchive,
+        DynamoStreamArchive,
+        DynamoUsageRepository,
+        SqsFailureQueue,
+        SqsPoisonSink,
+    )
+    from kilo_rate_usage.model import AttributionRule, RatingConfig  # noqa: PLC0415
+    from kilo_rate_usage.replay import replay  # noqa: PLC0415
+
+    needed = {"--usage-table": args.usage_table, "--events-table": args.events_table}
+    if args.apply:
+        needed |= {"--event-bus": args.event_bus, "--poison-queue-url": args.poison_queue_url}
+    missing = [name for name, value in needed.items() if not value]
+    if missing:
+        raise ValueError(f"{', '.join(missing)} required (or the matching environment variables)")
+    dynamodb, sqs = client("dynamodb"), client("sqs")
+    attribution = os.environ.get("ATTRIBUTION_RULE")
+    results = replay(
+        queue=SqsFailureQueue(sqs, args.queue_url, visibility_timeout=900 if args.apply else 0),
+        streams=DynamoStreamArchive(client("dynamodbstreams")),
+        events=DynamoEventArchive(dynamodb, args.events_table),
+        repo=DynamoUsageRepository(dynamodb, args.usage_table, args.events_table),
+        publisher=EventBridgePublisher(client("events"), args.event_bus, SOURCE_RATING),
+        poison=SqsPoisonSink(sqs, args.poison_queue_url),
+        config=RatingConfig(
+            AttributionRule.parse(attribution) if attribution else AttributionRule(), default_catalog().for_period
+        ),
+        now_ms=int(time.time() * 1000),
+        apply=args.apply,
+        max_messages=args.max_messages,
+        margin_ms=args.window_margin_minutes * 60_000,
+    )
+    rows = [result.as_json() for result in results]
+    if args.json:
+        sys.stdout.write(json.dumps({"applied": args.apply, "messages": rows}, indent=2) + "\n")
+    else:
+        _print(console, rows, args.apply)
+    if args.apply and any(row["problem"] or row["rejected"] for row in rows):
+        raise SystemExit(1)
+
+
+def _print(console: Console, rows: list[dict[str, Any]], applied: bool) -> None:
+    table = Table(title=("Replayed" if applied else "Dry run: would replay") + f" {len(rows)} message(s)")
+    for column in ("source", "sequence", "rooms", "usage", "sessions changed", "usage rated", "writes", "note"):
+        table.add_column(column)
+    for row in rows:
+        sequence = "-".join(row["sequence"]) if row["sequence"] else ""
+        note = row["problem"] or (f"refused: {', '.join(row['rejected'])}" if row["rejected"] else "")
+        if row["poison_records"]:
+            note += f" {len(row['poison_records'])} poison record(s)"
+        if row["message_deleted"]:
+            note += " (message deleted)"
+        counts = (row["usage_events"], row["sessions_changed"], row["usage_rated"], row["writes"])
+        table.add_row(row["source"], sequence, ", ".join(row["rooms"]), *map(str, counts), note.strip())
+    console.print(table)
+    if not applied and rows:
+        console.print("Nothing was written. Run again with --apply to re-rate and delete the messages.")

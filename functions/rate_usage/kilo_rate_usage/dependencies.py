@@ -1,0 +1,77 @@
+"""The cached factories the handlers use: settings and adapters, built once per container on first use.
+
+AWS clients come from ``kilo_billing.aws.client`` with the settings' call budget, so every call ends (answers, fails
+or times out) well inside the function's own timeout and the handler can log and count the failure itself."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+from kilo_billing.aws import client
+from kilo_billing.catalog import default_catalog
+from kilo_billing.contracts import SOURCE_RATING
+from kilo_billing.publisher import EventBridgePublisher
+from kilo_rate_usage.adapters import DynamoUsageRepository, LiveKitRoomDirectory, SqsPoisonSink
+from kilo_rate_usage.model import RatingConfig
+from kilo_rate_usage.settings import RatingSettings, settings
+
+
+@dataclass(frozen=True, slots=True)
+class Rating:
+    settings: RatingSettings
+    repo: DynamoUsageRepository
+    publisher: EventBridgePublisher
+    poison: SqsPoisonSink
+    config: RatingConfig
+
+
+@dataclass(frozen=True, slots=True)
+class Sweeper:
+    settings: RatingSettings
+    store: DynamoUsageRepository
+    directory: LiveKitRoomDirectory
+
+
+def usage_repository(config: RatingSettings) -> DynamoUsageRepository:
+    return DynamoUsageRepository(
+        client("dynamodb", config.call_budget), config.usage_table_name, config.events_table_name
+    )
+
+
+@cache
+def rating() -> Rating:
+    config = settings()
+    return Rating(
+        settings=config,
+        repo=usage_repository(config),
+        publisher=EventBridgePublisher(client("events", config.call_budget), config.event_bus_name, SOURCE_RATING),
+        poison=SqsPoisonSink(client("sqs", config.call_budget), config.poison_queue_url),
+        config=RatingConfig(config.attribution, default_catalog().for_period),
+    )
+
+
+@cache
+def sweeper() -> Sweeper:
+    from aws_lambda_powertools.utilities.parameters import SecretsProvider  # noqa: PLC0415 - the sweeper only
+
+    config = settings()
+    secrets = SecretsProvider(boto3_client=client("secretsmanager", config.call_budget))
+
+    def credentials() -> list[tuple[str, str]]:
+        """Every configured (API key, secret), re-read at most every ``secret_max_age_seconds`` (rotation)."""
+        if not config.livekit_keys_secret_name:
+            return []
+        keys = secrets.get(config.livekit_keys_secret_name, transform="json", max_age=config.secret_max_age_seconds)
+        if not isinstance(keys, dict):
+            raise ValueError(f"secret {config.livekit_keys_secret_name} must be a JSON object of key: secret")
+        return sorted((str(key), str(secret)) for key, secret in keys.items())
+
+    directory = LiveKitRoomDirectory(
+        config.livekit_url,
+        credentials,
+        request_timeout=config.roomservice_request_timeout_seconds,
+        budget_seconds=config.roomservice_budget_seconds,
+        concurrency=config.roomservice_concurrency,
+    )
+    return Sweeper(settings=config, store=usage_repository(config), directory=directory)

@@ -1,0 +1,176 @@
+"""Rating's items in the usage table, through ``kilo_billing.items`` (boto3's TypeSerializer/TypeDeserializer).
+
+Usage table layout (single table):
+- session      ``ROOM#<room sid>`` / ``SESSION#<participant sid>`` - the session as last rated, its contributions and
+  a version; while open it carries ``open_account``/``open_since`` (sparse GSI ``open_sessions``);
+- confirmation ``ROOM#<room sid>`` / ``CONFIRMED#<participant sid>`` - when RoomService last listed a quiet open
+  session's participant (the sweeper's, D17);
+- aggregate    ``ACCOUNT#<account>`` / ``PERIOD#<YYYY-MM>`` - counters ``c#<segment start>#<meter>`` (ADDed), late
+  counters ``late#<meter>`` once the period is invoiced (``invoiced_at``), announced thresholds ``thresholds`` (SS);
+- profile      ``ACCOUNT#<account>`` / ``PROFILE`` - ``kilo_billing.account_store``.
+A usage event is marked rated on its own events-table item (``rated_at``) in the same transaction that adds it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from fractions import Fraction
+from typing import Any, Final
+
+from kilo_billing.events import KEY, SORT_KEY
+from kilo_billing.items import Item, from_item, to_item
+from kilo_rate_usage.model import (
+    Aggregate,
+    AggregateKey,
+    Billing,
+    ClosedBy,
+    ContributionKey,
+    PeriodPart,
+    Session,
+    SessionKey,
+    StoredSession,
+    canonical_contributions,
+)
+
+OPEN_INDEX: Final = "open_sessions"
+OPEN_ACCOUNT: Final = "open_account"
+RATED_AT: Final = "rated_at"  # on a usage event's events-table item: rated, and when
+INVOICED_AT: Final = "invoiced_at"  # on an aggregate: invoicing closed the period (set by invoicing)
+THRESHOLDS: Final = "thresholds"
+SESSION_PREFIX: Final = "SESSION#"
+CONFIRMED_PREFIX: Final = "CONFIRMED#"
+COUNTER_PREFIX: Final = "c#"
+LATE_PREFIX: Final = "late#"
+
+
+def room_key(room_sid: str) -> str:
+    return f"ROOM#{room_sid}"
+
+
+def key_item(pk: str, sk: str) -> Item:
+    return to_item({KEY: pk, SORT_KEY: sk})
+
+
+def session_key(key: SessionKey) -> Item:
+    return key_item(room_key(key[0]), SESSION_PREFIX + key[1])
+
+
+def confirmation_key(key: SessionKey) -> Item:
+    return key_item(room_key(key[0]), CONFIRMED_PREFIX + key[1])
+
+
+def aggregate_key(key: AggregateKey) -> Item:
+    return key_item(f"ACCOUNT#{key[0]}", f"PERIOD#{key[1]}")
+
+
+def key_pair(item: Mapping[str, Any]) -> tuple[str, str]:
+    values = from_item({name: item[name] for name in (KEY, SORT_KEY)})
+    return (str(values[KEY]), str(values[SORT_KEY]))
+
+
+def aggregate_key_of(item: Mapping[str, Any]) -> AggregateKey:
+    pk, sk = key_pair(item)
+    return (pk.removeprefix("ACCOUNT#"), sk.removeprefix("PERIOD#"))
+
+
+def session_to_item(stored: StoredSession) -> Item:
+    session = stored.session
+    return to_item(
+        {
+            KEY: room_key(session.room_sid),
+            SORT_KEY: SESSION_PREFIX + session.participant_sid,
+            "account": session.account,
+            "identity": session.identity,
+            "room_name": session.room_name,
+            "kind": session.kind,
+            "billing": session.billing.value,
+            "start_ms": session.start_ms,
+            "end_ms": session.end_ms,
+            "closed_by": session.closed_by.value if session.closed_by is not None else None,
+            "aborted": session.aborted,
+            "connected_seconds": str(session.connected_seconds),
+            "video_seconds": str(session.video_seconds),
+            "video_active": session.video_active,
+            "as_of_ms": session.as_of_ms,
+            "contributions": canonical_contributions(stored.contributions),
+            "parts": [[part.period, part.start_ms, part.video, part.audio] for part in session.parts],
+            "version": stored.version,
+            OPEN_ACCOUNT: session.account if session.is_open else None,
+            "open_since": session.start_ms if session.is_open else None,
+        }
+    )
+
+
+def session_from_item(item: Mapping[str, Any]) -> StoredSession:
+    values = from_item(item)
+    closed_by = values.get("closed_by")
+    session = Session(
+        room_sid=str(values[KEY]).removeprefix("ROOM#"),
+        participant_sid=str(values[SORT_KEY]).removeprefix(SESSION_PREFIX),
+        identity=str(values.get("identity", "")),
+        kind=str(values["kind"]),
+        account=str(values["account"]),
+        start_ms=int(values["start_ms"]),
+        end_ms=int(values["end_ms"]) if "end_ms" in values else None,
+        closed_by=ClosedBy(closed_by) if closed_by else None,
+        aborted=bool(values["aborted"]),
+        billing=Billing(values["billing"]),
+        connected_seconds=Fraction(str(values["connected_seconds"])),
+        video_seconds=Fraction(str(values["video_seconds"])),
+        parts=tuple(PeriodPart(str(p), int(s), int(v), int(a)) for p, s, v, a in values.get("parts", [])),
+        video_active=bool(values["video_active"]),
+        as_of_ms=int(values["as_of_ms"]),
+        room_name=str(values.get("room_name", "")),
+    )
+    contributions: dict[ContributionKey, int] = {
+        (str(a), str(p), int(s), str(m)): int(q) for a, p, s, m, q in values.get("contributions", [])
+    }
+    return StoredSession(session, contributions, str(values["version"]))
+
+
+def aggregate_from_item(key: AggregateKey, item: Mapping[str, Any] | None) -> Aggregate:
+    aggregate = Aggregate(key[0], key[1])
+    values = from_item(item or {})
+    for name, value in values.items():
+        if name.startswith(COUNTER_PREFIX):
+            _, segment, meter = name.split("#", 2)
+            aggregate.counters[(int(segment), meter)] = int(value)
+        elif name.startswith(LATE_PREFIX):
+            aggregate.late[name.removeprefix(LATE_PREFIX)] = int(value)
+    aggregate.thresholds = {str(marker) for marker in values.get(THRESHOLDS, set())}
+    aggregate.invoiced = INVOICED_AT in values
+    return aggregate
+
+
+def aggregate_add(key: AggregateKey, counters: Mapping[tuple[int, str], int], late: bool) -> dict[str, Any]:
+    """The parts of an ``Update`` that ADDs counters (and, for an invoiced period, late counters) to an aggregate."""
+    names: dict[str, str] = {}
+    values: dict[str, Any] = {}
+    adds = []
+    late_totals: dict[str, int] = {}
+    for index, ((segment, meter), quantity) in enumerate(sorted(counters.items())):
+        names[f"#c{index}"] = f"{COUNTER_PREFIX}{segment}#{meter}"
+        values[f":c{index}"] = quantity
+        adds.append(f"#c{index} :c{index}")
+        late_totals[meter] = late_totals.get(meter, 0) + quantity
+    if late:
+        for index, (meter, quantity) in enumerate(sorted(late_totals.items())):
+            names[f"#l{index}"] = LATE_PREFIX + meter
+            values[f":l{index}"] = quantity
+            adds.append(f"#l{index} :l{index}")
+    return {
+        "Key": aggregate_key(key),
+        "UpdateExpression": "ADD " + ", ".join(adds),
+        "ExpressionAttributeNames": names,
+        "ExpressionAttributeValues": to_item(values),
+    }
+
+
+def confirmation_item(key: SessionKey, at_ms: int) -> Item:
+    return to_item({KEY: room_key(key[0]), SORT_KEY: CONFIRMED_PREFIX + key[1], "confirmed_at_ms": at_ms})
+
+
+def confirmation_from_item(item: Mapping[str, Any]) -> tuple[SessionKey, int]:
+    values = from_item(item)
+    key = (str(values[KEY]).removeprefix("ROOM#"), str(values[SORT_KEY]).removeprefix(CONFIRMED_PREFIX))
+    return key, int(values["confirmed_at_ms"])

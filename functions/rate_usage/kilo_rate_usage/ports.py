@@ -1,0 +1,207 @@
+"""What rating's logic needs from the outside (Protocols), the units of work it hands over, and the domain errors the
+adapters raise. Implemented by ``adapters`` (DynamoDB, SQS, RoomService) and, in tests, by ``tests/fakes.py`` - both
+held to ``tests/contract/test_usage_repository_contract.py``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from kilo_billing.accounts import AccountProfile
+from kilo_billing.events import LiveKitEventRecord, StoredEvent, UsageEventRecord
+from kilo_rate_usage.aggregates import by_aggregate
+from kilo_rate_usage.model import (
+    Aggregate,
+    AggregateKey,
+    ContributionKey,
+    RoomAnswers,
+    SessionKey,
+    StoredSession,
+)
+
+MAX_TRANSACT_ITEMS = 100  # DynamoDB's limit of items per TransactWriteItems
+
+
+class ConflictError(Exception):
+    """Someone else changed what this batch read (a concurrent batch, a redelivery that got there first): re-read and
+    retry the batch."""
+
+
+class RejectedWriteError(Exception):
+    """DynamoDB refuses the write itself (validation, item too large): retrying the same write can never succeed."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionChange:
+    new: StoredSession
+    old_version: str | None  # None: the session was never stored
+    delta: dict[ContributionKey, int]  # new contributions - stored contributions
+
+
+@dataclass(frozen=True, slots=True)
+class UsageChange:
+    record: UsageEventRecord
+    key: ContributionKey
+
+
+@dataclass(frozen=True, slots=True)
+class Transaction:
+    """Writes that land together or not at all: session versions, usage marks and the aggregate ADDs they cause."""
+
+    sessions: tuple[SessionChange, ...]
+    usage: tuple[UsageChange, ...]
+    adds: dict[AggregateKey, dict[tuple[int, str], int]]  # per aggregate: (segment start, meter) -> quantity
+
+    @property
+    def items(self) -> int:
+        return len(self.sessions) + len(self.usage) + len(self.adds)
+
+
+@dataclass
+class CommitUnit:
+    """Everything a batch writes. Split into transactions of at most ``MAX_TRANSACT_ITEMS`` items, each carrying the
+    aggregate deltas of its own sessions and usage, so a crash between two transactions leaves the aggregates equal to
+    the sum of what the stored sessions and marks say - and the retry writes exactly the rest."""
+
+    sessions: list[SessionChange] = field(default_factory=list)
+    usage: list[UsageChange] = field(default_factory=list)
+    late: set[AggregateKey] = field(default_factory=set)  # (account, period) already invoiced
+
+    def deltas(self) -> dict[ContributionKey, int]:
+        total: dict[ContributionKey, int] = {}
+        for change in self.sessions:
+            for key, quantity in change.delta.items():
+                total[key] = total.get(key, 0) + quantity
+        for usage in self.usage:
+            total[usage.key] = total.get(usage.key, 0) + usage.record.quantity
+        return total
+
+    def transactions(self, max_items: int = MAX_TRANSACT_ITEMS) -> list[Transaction]:
+        done: list[Transaction] = []
+        sessions: list[SessionChange] = []
+        usage: list[UsageChange] = []
+        adds: dict[AggregateKey, dict[tuple[int, str], int]] = {}
+
+        def flush() -> None:
+            nonlocal sessions, usage, adds
+            kept = {key: {c: q for c, q in counters.items() if q} for key, counters in adds.items()}
+            kept = {key: counters for key, counters in kept.items() if counters}
+            if sessions or usage:
+                done.append(Transaction(tuple(sessions), tuple(usage), kept))
+            sessions, usage, adds = [], [], {}
+
+        def add(grouped: Mapping[AggregateKey, Mapping[tuple[int, str], int]]) -> None:
+            for key, counters in grouped.items():
+                target = adds.setdefault(key, {})
+                for counter, quantity in counters.items():
+                    target[counter] = target.get(counter, 0) + quantity
+
+        for change in self.sessions:
+            grouped = by_aggregate(change.delta)
+            if len(sessions) + len(usage) + len(adds.keys() | grouped.keys()) + 1 > max_items:
+                flush()
+            sessions.append(change)
+            add(grouped)
+        for mark in self.usage:
+            account, period, segment, meter = mark.key
+            if len(sessions) + len(usage) + len(adds.keys() | {(account, period)}) + 1 > max_items:
+                flush()
+            usage.append(mark)
+            add({(account, period): {(segment, meter): mark.record.quantity}})
+        flush()
+        return done
+
+
+class UsageRepository(Protocol):
+    """Rating's storage: the events it rebuilds from, the sessions and aggregates it keeps, account profiles."""
+
+    def room_events(self, room_sid: str) -> list[LiveKitEventRecord]:
+        """Every stored event of the room (strongly consistent)."""
+        ...
+
+    def stored_sessions(self, room_sid: str) -> dict[str, StoredSession]:
+        """The room's sessions as last stored, by participant sid (strongly consistent)."""
+        ...
+
+    def profiles(self, accounts: Iterable[str]) -> dict[str, AccountProfile]:
+        """A profile for every account asked for: the registered one, else the free default."""
+        ...
+
+    def aggregates(self, keys: Iterable[AggregateKey]) -> dict[AggregateKey, Aggregate]:
+        """Every aggregate asked for (empty when never written), strongly consistent."""
+        ...
+
+    def unrated_usage(self, records: Sequence[UsageEventRecord]) -> list[UsageEventRecord]:
+        """Those of ``records`` not yet marked rated, each once."""
+        ...
+
+    def commit(self, unit: CommitUnit, now_ms: int) -> int:
+        """Write ``unit.transactions()`` in order, each all or nothing; returns the number of items written.
+        ``ConflictError`` when a condition fails (a stale session version, a usage event already marked),
+        ``RejectedWriteError`` when DynamoDB refuses a write for good. Earlier transactions stay written."""
+        ...
+
+    def add_thresholds(self, account: str, period: str, markers: Sequence[str]) -> None:
+        """Record announced thresholds; ``ConflictError`` when one of them is already recorded."""
+        ...
+
+    def open_sessions(self, account: str | None = None) -> list[StoredSession]:
+        """Sessions stored as open (of one account, or all)."""
+        ...
+
+
+class PoisonSink(Protocol):
+    def send(self, record: Mapping[str, Any], reason: str) -> None:
+        """Keep a record that can never be rated, whole, with the reason."""
+        ...
+
+
+class RoomDirectory(Protocol):
+    def participants(self, room_names: Sequence[str]) -> RoomAnswers:
+        """Who is in each room now, by participant sid; rooms it could not ask about are reported, never guessed."""
+        ...
+
+
+class SweeperStore(Protocol):
+    """What the sweeper reads and writes: open sessions, confirmations of quiet ones, synthetic close events."""
+
+    def open_sessions(self, account: str | None = None) -> list[StoredSession]: ...
+
+    def confirmations(self, keys: Iterable[SessionKey]) -> dict[SessionKey, int]:
+        """When LiveKit last listed each session's participant (epoch ms), for those ever recorded."""
+        ...
+
+    def confirm(self, keys: Sequence[SessionKey], at_ms: int) -> None:
+        """Record that RoomService listed these participants at ``at_ms``."""
+        ...
+
+    def add_close(self, event: LiveKitEventRecord, expires_at: int) -> bool:
+        """Store a synthetic close in the room's events once; False when it was already there."""
+        ...
+
+
+class StreamArchive(Protocol):
+    """The events table's stream, read back by shard and sequence numbers (records expire after 24 h)."""
+
+    def batch_records(
+        self, stream_arn: str, shard_id: str, start_sequence: str, end_sequence: str
+    ) -> list[dict[str, Any]] | None:
+        """The records of that range, shaped as Lambda delivers them; None when the stream no longer has them."""
+        ...
+
+
+class EventArchive(Protocol):
+    """The events table itself: what it received in a time window (for batches whose stream records expired)."""
+
+    def received_between(self, start_ms: int, end_ms: int) -> list[StoredEvent]: ...
+
+
+class FailureQueue(Protocol):
+    """The stream's on-failure queue."""
+
+    def receive(self, limit: int) -> list[tuple[str, str]]:
+        """Up to ``limit`` messages as (receipt handle, body); they stay on the queue until deleted."""
+        ...
+
+    def delete(self, receipt: str) -> None: ...

@@ -1,0 +1,266 @@
+"""Re-rating what the stream's on-failure queue points at (the operator's ``kilo-billing rating replay``).
+
+Lambda gives up on a batch after its retries and sends only its coordinates to the on-failure queue (AWS's
+``DDBStreamBatchInfo``: stream ARN, shard, first and last sequence number, arrival times of the first and last
+record). Within 24 h the records are read back from the stream by sequence number; after that the stream has dropped
+them, and the events table answers instead: every event it received in the batch's arrival window (widened by a
+margin; when the message carries no arrival times, the 24 h before the failure - the stream keeps nothing longer).
+Either way the events go through ``logic.rate_batch``, the same exactly-once path as the stream: a room is rebuilt
+from all of its events and only differences are written, a usage event is added only if not yet marked rated. So a
+replay is idempotent: replaying twice, or replaying what a later retry already rated, changes nothing.
+
+A dry run rates against a read-only view of the repository (``DryRunRepository``: reads pass through, writes are
+counted, not made) and publishes nothing, so it reports exactly what ``--apply`` would change.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from kilo_billing.accounts import AccountProfile
+from kilo_billing.events import LiveKitEventRecord, UsageEventRecord
+from kilo_billing.publisher import EventPublisher
+from kilo_rate_usage.logic import rate_batch
+from kilo_rate_usage.model import Aggregate, AggregateKey, BatchOutcome, RatingConfig, StoredSession
+from kilo_rate_usage.ports import (
+    CommitUnit,
+    EventArchive,
+    FailureQueue,
+    PoisonSink,
+    StreamArchive,
+    UsageRepository,
+)
+from kilo_rate_usage.stream import decode_records
+
+STREAM_RETENTION_MS = 24 * 3_600_000
+EVENTS_PER_CALL = 500  # the stream's batch size: a replay chunk is no heavier than a batch
+
+
+class NotABatchInfoError(ValueError):
+    """A queue message that is not a stream batch's on-failure record (it is left on the queue)."""
+
+
+def _epoch_ms(value: object) -> int | None:
+    if not isinstance(value, str) or not value:
+        return None
+    return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchInfo:
+    stream_arn: str
+    shard_id: str  # "" when the message does not name it (a local emulator): every shard holding the range is read
+    start_sequence: str
+    end_sequence: str
+    batch_size: int
+    first_arrival_ms: int | None
+    last_arrival_ms: int | None
+    failed_at_ms: int | None
+
+    @classmethod
+    def parse(cls, body: str) -> BatchInfo:
+        try:
+            message = json.loads(body)
+        except ValueError as exc:
+            raise NotABatchInfoError(f"not JSON: {exc}") from exc
+        info = message.get("DDBStreamBatchInfo") if isinstance(message, dict) else None
+        if not isinstance(info, dict):
+            raise NotABatchInfoError("no DDBStreamBatchInfo: not a DynamoDB stream on-failure record")
+        missing = [name for name in ("streamArn", "startSequenceNumber", "endSequenceNumber") if not info.get(name)]
+        if missing:
+            raise NotABatchInfoError(f"DDBStreamBatchInfo lacks {', '.join(missing)}")
+        try:
+            return cls(
+                stream_arn=str(info["streamArn"]),
+                shard_id=str(info.get("shardId") or ""),
+                start_sequence=str(int(info["startSequenceNumber"])),
+                end_sequence=str(int(info["endSequenceNumber"])),
+                batch_size=int(info.get("batchSize") or 0),
+                first_arrival_ms=_epoch_ms(info.get("approximateArrivalOfFirstRecord")),
+                last_arrival_ms=_epoch_ms(info.get("approximateArrivalOfLastRecord")),
+                failed_at_ms=_epoch_ms(message.get("timestamp")),
+            )
+        except ValueError as exc:
+            raise NotABatchInfoError(f"malformed DDBStreamBatchInfo: {exc}") from exc
+
+    def window(self, margin_ms: int) -> tuple[int, int]:
+        """When the batch's events were received, for the events table (ingest stamps ``received_at_ms`` just before
+        the write the stream records)."""
+        if self.first_arrival_ms is not None and self.last_arrival_ms is not None:
+            return self.first_arrival_ms - margin_ms, self.last_arrival_ms + margin_ms
+        if self.failed_at_ms is None:
+            raise NotABatchInfoError("no arrival times and no timestamp: the events table cannot be searched")
+        return self.failed_at_ms - STREAM_RETENTION_MS - margin_ms, self.failed_at_ms
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayPlan:
+    receipt: str
+    info: BatchInfo | None
+    source: str  # "stream", "events table", or "" when the message is not a batch
+    livekit: list[LiveKitEventRecord] = field(default_factory=list)
+    usage: list[UsageEventRecord] = field(default_factory=list)
+    problem: str = ""  # why this message cannot be replayed (it stays on the queue)
+    poison: Sequence[tuple[Mapping[str, Any], str]] = field(default_factory=list)  # (record, reason): never ratable
+
+    @property
+    def rooms(self) -> list[str]:
+        return sorted({event.room_sid for event in self.livekit if event.room_sid})
+
+
+def plan(receipt: str, body: str, streams: StreamArchive, events: EventArchive, margin_ms: int = 600_000) -> ReplayPlan:
+    """Which events a failed batch concerns: its records from the stream, else the events table's window."""
+    try:
+        info = BatchInfo.parse(body)
+    except NotABatchInfoError as exc:
+        return ReplayPlan(receipt, None, "", problem=str(exc))
+    records = streams.batch_records(info.stream_arn, info.shard_id, info.start_sequence, info.end_sequence)
+    if records is not None:
+        decoded = decode_records(records)
+        poison = [(records[bad.index], bad.reason) for bad in decoded.poison]
+        return ReplayPlan(receipt, info, "stream", decoded.livekit, decoded.usage, poison=poison)
+    try:
+        start, end = info.window(margin_ms)
+    except NotABatchInfoError as exc:
+        return ReplayPlan(receipt, info, "", problem=str(exc))
+    found = events.received_between(start, end)
+    livekit = [event for event in found if isinstance(event, LiveKitEventRecord)]
+    usage = [event for event in found if isinstance(event, UsageEventRecord)]
+    return ReplayPlan(receipt, info, "events table", livekit, usage)
+
+
+class DryRunRepository:
+    """A read-only view of a ``UsageRepository``: reads pass through, a commit counts what it would write."""
+
+    def __init__(self, repo: UsageRepository) -> None:
+        self._repo = repo
+
+    def room_events(self, room_sid: str) -> list[LiveKitEventRecord]:
+        return self._repo.room_events(room_sid)
+
+    def stored_sessions(self, room_sid: str) -> dict[str, StoredSession]:
+        return self._repo.stored_sessions(room_sid)
+
+    def profiles(self, accounts: Iterable[str]) -> dict[str, AccountProfile]:
+        return self._repo.profiles(accounts)
+
+    def aggregates(self, keys: Iterable[AggregateKey]) -> dict[AggregateKey, Aggregate]:
+        return self._repo.aggregates(keys)
+
+    def unrated_usage(self, records: Sequence[UsageEventRecord]) -> list[UsageEventRecord]:
+        return self._repo.unrated_usage(records)
+
+    def commit(self, unit: CommitUnit, now_ms: int) -> int:
+        return sum(transaction.items for transaction in unit.transactions())
+
+    def add_thresholds(self, account: str, period: str, markers: Sequence[str]) -> None:
+        return None
+
+    def open_sessions(self, account: str | None = None) -> list[StoredSession]:
+        return self._repo.open_sessions(account)
+
+
+class _Silent:
+    """Publishes nothing (a dry run announces no thresholds)."""
+
+    def publish(self, detail_type: str, detail: Mapping[str, Any]) -> None:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayResult:
+    plan: ReplayPlan
+    applied: bool
+    outcome: BatchOutcome | None
+    deleted: bool
+
+    def as_json(self) -> dict[str, object]:
+        info = self.plan.info
+        outcome = self.outcome
+        return {
+            "source": self.plan.source,
+            "problem": self.plan.problem,
+            "stream": info.stream_arn if info else None,
+            "shard": info.shard_id if info else None,
+            "sequence": [info.start_sequence, info.end_sequence] if info else None,
+            "rooms": self.plan.rooms,
+            "livekit_events": len(self.plan.livekit),
+            "usage_events": len(self.plan.usage),
+            "poison_records": [reason for _, reason in self.plan.poison],
+            "applied": self.applied,
+            "sessions_changed": outcome.sessions_changed if outcome else 0,
+            "usage_rated": outcome.usage_rated if outcome else 0,
+            "writes": outcome.writes if outcome else 0,
+            "rejected": [r.room_sid or "/".join(r.usage_key or ()) for r in outcome.rejected] if outcome else [],
+            "message_deleted": self.deleted,
+        }
+
+
+def _chunks(found: ReplayPlan) -> list[tuple[list[LiveKitEventRecord], list[UsageEventRecord]]]:
+    """Calls of about ``EVENTS_PER_CALL`` events, as the stream would batch them; a room's events stay together."""
+    by_room: dict[str, list[LiveKitEventRecord]] = {}
+    for event in found.livekit:
+        by_room.setdefault(event.room_sid, []).append(event)
+    chunks: list[tuple[list[LiveKitEventRecord], list[UsageEventRecord]]] = [([], [])]
+    for events in by_room.values():
+        livekit, usage = chunks[-1]
+        if (livekit or usage) and len(livekit) + len(usage) + len(events) > EVENTS_PER_CALL:
+            chunks.append(([], []))
+        chunks[-1][0].extend(events)
+    for record in found.usage:
+        if len(chunks[-1][0]) + len(chunks[-1][1]) >= EVENTS_PER_CALL:
+            chunks.append(([], []))
+        chunks[-1][1].append(record)
+    return [chunk for chunk in chunks if chunk[0] or chunk[1]]
+
+
+def _sum(outcomes: Sequence[BatchOutcome]) -> BatchOutcome:
+    return BatchOutcome(
+        rooms=sum(o.rooms for o in outcomes),
+        sessions_changed=sum(o.sessions_changed for o in outcomes),
+        usage_rated=sum(o.usage_rated for o in outcomes),
+        aggregates_touched=sum(o.aggregates_touched for o in outcomes),
+        thresholds=sum(o.thresholds for o in outcomes),
+        writes=sum(o.writes for o in outcomes),
+        unattributed_minutes=sum(o.unattributed_minutes for o in outcomes),
+        rejected=tuple(r for o in outcomes for r in o.rejected),
+    )
+
+
+def replay(
+    queue: FailureQueue,
+    streams: StreamArchive,
+    events: EventArchive,
+    repo: UsageRepository,
+    publisher: EventPublisher,
+    poison: PoisonSink,
+    config: RatingConfig,
+    now_ms: int,
+    apply: bool,
+    max_messages: int = 100,
+    margin_ms: int = 600_000,
+) -> list[ReplayResult]:
+    """Plan every message (up to ``max_messages``); with ``apply``, re-rate each, keep its never-ratable records on
+    the poison queue and delete its message once it is rated whole. A dry run writes, sends and deletes nothing. An
+    AWS failure stops the run (a message is deleted only after its own re-rating succeeded); rerunning is safe."""
+    results = []
+    target: UsageRepository = repo if apply else DryRunRepository(repo)
+    announce: EventPublisher = publisher if apply else _Silent()
+    for receipt, body in queue.receive(max_messages):
+        found = plan(receipt, body, streams, events, margin_ms)
+        if found.problem:
+            results.append(ReplayResult(found, False, None, False))
+            continue
+        outcome = _sum([rate_batch(lk, us, target, announce, config, now_ms) for lk, us in _chunks(found)])
+        deleted = False
+        if apply and not outcome.rejected:
+            for record, reason in found.poison:
+                poison.send(record, reason)
+            queue.delete(receipt)
+            deleted = True
+        results.append(ReplayResult(found, apply, outcome, deleted))
+    return results

@@ -1,0 +1,255 @@
+"""One contract, two implementations of rating's storage (``kilo_rate_usage.ports.UsageRepository`` and
+``SweeperStore``): the in-memory fake of tests/fakes.py and the DynamoDB adapter on moto (tables from the template).
+
+What the logic relies on: reads are exact round trips, every write is conditional as documented (a stale session
+version, a usage event marked twice or never stored, a threshold recorded twice -> ``ConflictError``), a commit lands
+transaction by transaction - a crash between two leaves the first whole and nothing of the second - and a write
+DynamoDB refuses for good is ``RejectedWriteError``, not a conflict."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from fractions import Fraction
+from typing import Any
+
+import pytest
+
+from kilo_billing.account_store import DynamoAccountDirectory
+from kilo_billing.accounts import AccountProfile
+from kilo_billing.events import LiveKitEventRecord, UsageEventRecord
+from kilo_billing.rating import TierChange
+from kilo_rate_usage.adapters import DynamoUsageRepository
+from kilo_rate_usage.model import Billing, ClosedBy, ContributionKey, PeriodPart, Session, StoredSession
+from kilo_rate_usage.ports import CommitUnit, ConflictError, RejectedWriteError, SessionChange, UsageChange
+from tests.conftest import Stack
+from tests.fakes import InMemoryUsageRepository
+
+NOV_16 = 1_794_787_200  # 2026-11-16T00:00:00Z
+NOV_1 = 1_793_491_200  # 2026-11-01T00:00:00Z: the segment start of an account on one tier all month
+NOW_MS = (NOV_16 + 3600) * 1000
+EXPIRES = NOV_16 + 400 * 86_400
+
+
+@dataclass
+class Harness:
+    repo: Any  # UsageRepository and SweeperStore
+    store_event: Callable[[LiveKitEventRecord | UsageEventRecord], None]
+    mark_invoiced: Callable[[str, str], None]
+    register: Callable[[AccountProfile], None]
+    crash_after: Callable[[int], None]  # the next commits die after this many transactions
+    refuse_room: Callable[[str], None]  # DynamoDB refuses the room's session items for good
+
+
+@pytest.fixture(params=["fake", "dynamodb"])
+def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
+    if request.param == "fake":
+        fake = InMemoryUsageRepository()
+
+        def crash(count: int) -> None:
+            fake.crash_after_transactions = count
+
+        yield Harness(
+            fake, fake.store_event, lambda a, p: fake.invoiced.add((a, p)), fake.accounts.register, crash,
+            fake.refused_rooms.add,
+        )  # fmt: skip
+        return
+    stack: Stack = request.getfixturevalue("stack")
+    client = stack.clients["dynamodb"]
+    usage_table, events_table = (stack.template.physical_name(n) for n in ("UsageTable", "EventsTable"))
+    repo = DynamoUsageRepository(client, usage_table, events_table)
+
+    def store_event(record: LiveKitEventRecord | UsageEventRecord) -> None:
+        client.put_item(TableName=events_table, Item=record.to_item(EXPIRES))
+
+    def mark_invoiced(account: str, period: str) -> None:  # what invoicing does when it closes a period
+        client.update_item(
+            TableName=usage_table,
+            Key={"pk": {"S": f"ACCOUNT#{account}"}, "sk": {"S": f"PERIOD#{period}"}},
+            UpdateExpression="SET invoiced_at = :t",
+            ExpressionAttributeValues={":t": {"N": str(NOW_MS)}},
+        )
+
+    def crash(count: int) -> None:
+        calls = {"n": 0}
+
+        def hook(**_: Any) -> None:
+            calls["n"] += 1
+            if calls["n"] > count:
+                raise RuntimeError(f"simulated crash after {count} transaction(s) of the commit")
+
+        client.meta.events.register("before-call.dynamodb.TransactWriteItems", hook)
+
+    def refuse_room(room_sid: str) -> None:
+        from botocore.exceptions import ClientError  # noqa: PLC0415
+
+        def hook(params: dict[str, Any], **_: Any) -> None:
+            items = params.get("TransactItems", [])
+            if any(item.get("Put", {}).get("Item", {}).get("pk") == {"S": f"ROOM#{room_sid}"} for item in items):
+                reasons = [{"Code": "ValidationError", "Message": "Item size has exceeded the maximum allowed size"}]
+                reasons += [{"Code": "None"}] * (len(items) - 1)
+                error = {"Error": {"Code": "TransactionCanceledException", "Message": "Transaction cancelled"},
+                         "CancellationReasons": reasons}  # fmt: skip
+                raise ClientError(error, "TransactWriteItems")  # DynamoDB's answer, as botocore raises it
+
+        client.meta.events.register("provide-client-params.dynamodb.TransactWriteItems", hook)
+
+    yield Harness(
+        repo, store_event, mark_invoiced, DynamoAccountDirectory(client, usage_table).register, crash, refuse_room
+    )
+
+
+def session(room: str, sid: str, account: str = "acct-a", audio: int = 2, *, open_: bool = False) -> StoredSession:
+    start = (NOV_16 + 10) * 1000
+    contributions: dict[ContributionKey, int] = {} if open_ else {(account, "2026-11", NOV_1, "audio"): audio}
+    value = Session(
+        room_sid=room, participant_sid=sid, identity=f"id-{sid}", kind="STANDARD", account=account,
+        start_ms=start, end_ms=None if open_ else start + audio * 60_000 - 500,
+        closed_by=None if open_ else ClosedBy.LEFT, aborted=False, billing=Billing.ROOM_RULE,
+        connected_seconds=Fraction(0 if open_ else audio * 60_000 - 500, 1000), video_seconds=Fraction(7, 3),
+        parts=() if open_ else (PeriodPart("2026-11", start, 0, audio),), video_active=open_,
+        as_of_ms=start + 5_000 if open_ else 0, room_name=f"name-{room}",
+    )  # fmt: skip
+    return StoredSession.of(value, contributions)
+
+
+def new(stored: StoredSession) -> SessionChange:
+    return SessionChange(stored, None, dict(stored.contributions))
+
+
+def usage(key: str, quantity: int, account: str = "acct-a") -> UsageEventRecord:
+    at = (NOV_16 + 60) * 1000
+    return UsageEventRecord("kilo-app", key, account, "messages", quantity, at, f"h-{key}", at)
+
+
+def livekit(event_id: str, room: str, at: int) -> LiveKitEventRecord:
+    return LiveKitEventRecord(event_id, "participant_joined", at, "APIkey", b'{"id":"x"}', at * 1000, room_sid=room,
+                              room_name=f"name-{room}", participant_sid=f"PA_{event_id}", joined_at_ms=at * 1000)  # fmt: skip
+
+
+def test_given_stored_events_then_a_room_reads_back_exactly_its_own(harness: Harness) -> None:
+    mine = [livekit("EV_1", "RM_a", NOV_16), livekit("EV_2", "RM_a", NOV_16 + 5)]
+    for event in [*mine, livekit("EV_3", "RM_b", NOV_16)]:
+        harness.store_event(event)
+    assert sorted(harness.repo.room_events("RM_a"), key=lambda e: e.event_id) == mine
+    assert harness.repo.room_events("RM_none") == []
+
+
+def test_given_a_committed_session_then_it_reads_back_exactly_and_counts_on_its_aggregate(harness: Harness) -> None:
+    stored = session("RM_a", "PA_1", audio=3)
+    written = harness.repo.commit(CommitUnit(sessions=[new(stored)]), NOW_MS)
+    assert written == 2  # the session and one aggregate
+    assert harness.repo.stored_sessions("RM_a") == {"PA_1": stored}
+    aggregate = harness.repo.aggregates([("acct-a", "2026-11")])[("acct-a", "2026-11")]
+    assert (aggregate.counters, aggregate.late, aggregate.thresholds, aggregate.invoiced) == (
+        {(NOV_1, "audio"): 3},
+        {},
+        set(),
+        False,
+    )
+
+
+def test_given_a_stale_or_missing_version_then_conflict_and_nothing_of_the_transaction_is_written(
+    harness: Harness,
+) -> None:
+    first = session("RM_a", "PA_1", audio=3)
+    harness.repo.commit(CommitUnit(sessions=[new(first)]), NOW_MS)
+    longer = session("RM_a", "PA_1", audio=5)
+    with pytest.raises(ConflictError):  # written as if never stored, but it is
+        harness.repo.commit(CommitUnit(sessions=[new(longer)]), NOW_MS)
+    with pytest.raises(ConflictError):  # a version that is not the stored one
+        harness.repo.commit(CommitUnit(sessions=[SessionChange(longer, "stale", {})]), NOW_MS)
+    assert harness.repo.stored_sessions("RM_a") == {"PA_1": first}
+    delta = {("acct-a", "2026-11", NOV_1, "audio"): 2}
+    harness.repo.commit(CommitUnit(sessions=[SessionChange(longer, first.version, delta)]), NOW_MS)
+    assert harness.repo.stored_sessions("RM_a") == {"PA_1": longer}
+    assert harness.repo.aggregates([("acct-a", "2026-11")])[("acct-a", "2026-11")].totals() == {"audio": 5}
+
+
+def test_given_usage_events_then_each_is_marked_once_and_only_when_stored(harness: Harness) -> None:
+    stored, unstored = usage("m-1", 120), usage("m-2", 30)
+    harness.store_event(stored)
+    key: ContributionKey = ("acct-a", "2026-11", NOV_1, "messages")
+    assert harness.repo.unrated_usage([stored, stored]) == [stored]
+    harness.repo.commit(CommitUnit(usage=[UsageChange(stored, key)]), NOW_MS)
+    assert harness.repo.unrated_usage([stored]) == []
+    with pytest.raises(ConflictError):
+        harness.repo.commit(CommitUnit(usage=[UsageChange(stored, key)]), NOW_MS)
+    with pytest.raises(ConflictError):
+        harness.repo.commit(CommitUnit(usage=[UsageChange(unstored, key)]), NOW_MS)
+    assert harness.repo.aggregates([("acct-a", "2026-11")])[("acct-a", "2026-11")].totals() == {"messages": 120}
+
+
+def test_given_an_invoiced_period_then_additions_also_count_as_late(harness: Harness) -> None:
+    harness.repo.commit(CommitUnit(sessions=[new(session("RM_a", "PA_1", audio=3))]), NOW_MS)
+    harness.mark_invoiced("acct-a", "2026-11")
+    unit = CommitUnit(sessions=[new(session("RM_a", "PA_2", audio=4))], late={("acct-a", "2026-11")})
+    harness.repo.commit(unit, NOW_MS)
+    aggregate = harness.repo.aggregates([("acct-a", "2026-11")])[("acct-a", "2026-11")]
+    assert (aggregate.totals(), aggregate.late, aggregate.invoiced) == ({"audio": 7}, {"audio": 4}, True)
+
+
+def test_given_thresholds_then_each_marker_is_recorded_once(harness: Harness) -> None:
+    harness.repo.add_thresholds("acct-a", "2026-11", ["audio#50", "budget#50"])
+    with pytest.raises(ConflictError):
+        harness.repo.add_thresholds("acct-a", "2026-11", ["audio#50", "audio#80"])
+    harness.repo.add_thresholds("acct-a", "2026-11", ["audio#80"])
+    assert harness.repo.aggregates([("acct-a", "2026-11")])[("acct-a", "2026-11")].thresholds == {
+        "audio#50", "budget#50", "audio#80"
+    }  # fmt: skip
+
+
+def test_given_open_and_closed_sessions_then_only_open_ones_are_listed_by_account(harness: Harness) -> None:
+    alice, bob = session("RM_a", "PA_1", open_=True), session("RM_b", "PA_2", "acct-b", open_=True)
+    harness.repo.commit(CommitUnit(sessions=[new(alice), new(bob), new(session("RM_a", "PA_3"))]), NOW_MS)
+    assert sorted(s.session.participant_sid for s in harness.repo.open_sessions()) == ["PA_1", "PA_2"]
+    assert harness.repo.open_sessions("acct-b") == [bob]
+    closed = session("RM_b", "PA_2", "acct-b")
+    harness.repo.commit(CommitUnit(sessions=[SessionChange(closed, bob.version, dict(closed.contributions))]), NOW_MS)
+    assert harness.repo.open_sessions("acct-b") == []
+
+
+def test_given_registered_and_unknown_accounts_then_profiles_default_to_the_free_tier(harness: Harness) -> None:
+    team = AccountProfile("acct-t", (TierChange(datetime(2026, 3, 1, tzinfo=UTC), "team"),))
+    harness.register(team)
+    assert harness.repo.profiles(["acct-t", "acct-new"]) == {
+        "acct-t": team,
+        "acct-new": AccountProfile.default("acct-new"),
+    }
+
+
+def test_given_a_crash_between_two_transactions_then_the_first_is_whole_and_the_second_absent(harness: Harness) -> None:
+    sessions = [session("RM_busy", f"PA_{i:03d}") for i in range(120)]  # 120 sessions -> 99 + 21 in two transactions
+    harness.crash_after(1)
+    with pytest.raises(RuntimeError, match="after 1 transaction"):
+        harness.repo.commit(CommitUnit(sessions=[new(s) for s in sessions]), NOW_MS)
+    stored = harness.repo.stored_sessions("RM_busy")
+    assert sorted(stored) == [f"PA_{i:03d}" for i in range(99)]
+    # the aggregate moved with exactly the sessions that landed: 99 x 2 = 198 audio
+    assert harness.repo.aggregates([("acct-a", "2026-11")])[("acct-a", "2026-11")].totals() == {"audio": 198}
+
+
+def test_given_a_write_dynamodb_refuses_then_rejected_not_a_conflict_and_nothing_written(harness: Harness) -> None:
+    harness.refuse_room("RM_huge")
+    with pytest.raises(RejectedWriteError):
+        harness.repo.commit(
+            CommitUnit(sessions=[new(session("RM_huge", "PA_1")), new(session("RM_ok", "PA_2"))]), NOW_MS
+        )
+    assert harness.repo.stored_sessions("RM_huge") == {}
+    assert harness.repo.stored_sessions("RM_ok") == {}
+    assert harness.repo.aggregates([("acct-a", "2026-11")])[("acct-a", "2026-11")].totals() == {}
+
+
+def test_given_sweeper_writes_then_confirmations_read_back_and_a_close_is_stored_once(harness: Harness) -> None:
+    harness.repo.confirm([("RM_a", "PA_1"), ("RM_b", "PA_2")], NOW_MS)
+    harness.repo.confirm([("RM_a", "PA_1")], NOW_MS + 1)
+    assert harness.repo.confirmations([("RM_a", "PA_1"), ("RM_b", "PA_2"), ("RM_c", "PA_3")]) == {
+        ("RM_a", "PA_1"): NOW_MS + 1,
+        ("RM_b", "PA_2"): NOW_MS,
+    }
+    close = LiveKitEventRecord("kilo-swept-PA_1", "kilo_participant_swept", NOV_16, "kilo-sweeper", b"{}", NOW_MS,
+                               room_sid="RM_a", room_name="name-RM_a", participant_sid="PA_1")  # fmt: skip
+    assert harness.repo.add_close(close, EXPIRES) is True
+    assert harness.repo.add_close(close, EXPIRES) is False
+    assert harness.repo.room_events("RM_a") == [close]
