@@ -77,7 +77,6 @@ ROLES = {
         ("dynamodb:BatchGetItem", USAGE_TABLE),
         ("dynamodb:PutItem", USAGE_TABLE),
         ("dynamodb:UpdateItem", USAGE_TABLE),
-        ("dynamodb:Query", OPEN_SESSIONS_INDEX),
         ("events:PutEvents", BILLING_BUS),
         ("sqs:SendMessage", POISON_QUEUE),
         ("sqs:SendMessage", RATING_DLQ),  # added by SAM for the stream's OnFailure destination
@@ -86,6 +85,8 @@ ROLES = {
         LAMBDA,
         {BASIC_EXECUTION, XRAY_WRITE},
         ("dynamodb:Scan", OPEN_SESSIONS_INDEX),
+        ("dynamodb:BatchGetItem", USAGE_TABLE),  # confirmations of long sessions LiveKit still lists (D17)
+        ("dynamodb:BatchWriteItem", USAGE_TABLE),
         ("dynamodb:PutItem", EVENTS_TABLE),
         ("secretsmanager:GetSecretValue", LIVEKIT_KEYS),
     ),
