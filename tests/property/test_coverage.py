@@ -11,7 +11,7 @@ from fractions import Fraction
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kilo_billing.meters import Coverage, overlap_seconds
+from kilo_billing.meters import Coverage
 
 BASE = datetime(2026, 11, 30, 23, 58, tzinfo=UTC)
 spans = st.lists(st.tuples(st.integers(0, 300), st.integers(0, 120)), max_size=12)
@@ -27,13 +27,12 @@ def _reference(raw: list[tuple[int, int]], lo: int, hi: int) -> Fraction:
 
 
 @given(spans, st.integers(-20, 450), st.integers(0, 450))
-def test_given_any_intervals_then_coverage_equals_the_reference_and_the_old_sweep(
+def test_given_any_intervals_then_coverage_equals_the_reference(
     raw: list[tuple[int, int]], lo: int, length: int
 ) -> None:
     window = (BASE + timedelta(seconds=lo), BASE + timedelta(seconds=lo + length))
     expected = _reference(raw, lo, lo + length)
     assert Coverage(_intervals(raw)).seconds(window) == expected
-    assert overlap_seconds(window, _intervals(raw)) == expected
 
 
 def test_given_sub_second_edges_then_exact_microseconds() -> None:

@@ -12,7 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from kilo_billing.catalog import Catalog, PriceBook, UnknownTierError, default_catalog, parse_price_book
-from kilo_billing.meters import Meter, connection_minutes, overlap_seconds
+from kilo_billing.meters import Coverage, Meter, connection_minutes
 from kilo_billing.money import FloatNotAllowedError, decimal_str, line_amount, round_money, to_decimal
 from kilo_billing.periods import NaiveDatetimeError, Period, split_interval
 from kilo_billing.rating import RatingError, TierChange, TierSegment, UsageRecord, rate_period, segments_for
@@ -79,7 +79,7 @@ def test_given_overlapping_video_intervals_then_counted_once() -> None:
     t0 = datetime(2026, 5, 1, tzinfo=UTC)
     window = (t0, t0 + timedelta(seconds=100))
     intervals = [(t0, t0 + timedelta(seconds=30)), (t0 + timedelta(seconds=20), t0 + timedelta(seconds=50))]
-    assert overlap_seconds(window, intervals) == 50
+    assert Coverage(intervals).seconds(window) == 50
 
 
 def test_given_bad_connection_seconds_then_refused() -> None:

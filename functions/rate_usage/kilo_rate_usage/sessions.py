@@ -25,7 +25,7 @@ from fractions import Fraction
 
 from kilo_billing.accounts import UNATTRIBUTED, is_account_id
 from kilo_billing.events import LiveKitEventRecord
-from kilo_billing.meters import Interval, overlap_seconds, split_connection
+from kilo_billing.meters import Coverage, Interval, split_connection
 from kilo_rate_usage.model import (
     CAPPED,
     SWEPT,
@@ -180,6 +180,7 @@ def rebuild_room(
         elif participant.sweep is not None:
             publisher_end[sid] = participant.sweep[0]
     intervals, video_now = video_intervals(ordered, room_end_s, publisher_end)
+    coverage = Coverage(intervals)  # merged once: each session's overlap is then a binary search, not a re-sort
     last_ms = ordered[-1].created_at * 1000 if ordered else 0
     sessions = []
     for sid in sorted(participants):
@@ -188,7 +189,7 @@ def rebuild_room(
             continue  # pending: a left (or track) seen before any start is known
         sessions.append(
             _session(ordered[0].room_sid if ordered else "", participant, room_metadata, rule, room_end_s,
-                     intervals, video_now, last_ms, room_name)
+                     coverage, video_now, last_ms, room_name)
         )  # fmt: skip
     return sessions
 
@@ -199,7 +200,7 @@ def _session(
     room_metadata: str,
     rule: AttributionRule,
     room_end_s: int | None,
-    intervals: list[Interval],
+    coverage: Coverage,
     video_now: bool,
     last_ms: int,
     room_name: str = "",
@@ -222,7 +223,7 @@ def _session(
     connected = video = Fraction(0)
     if end_ms is not None and not participant.aborted:
         pieces = split_connection(
-            _ms_to_dt(start_ms), _ms_to_dt(end_ms), intervals if billing is Billing.ROOM_RULE else ()
+            _ms_to_dt(start_ms), _ms_to_dt(end_ms), coverage if billing is Billing.ROOM_RULE else ()
         )
         for piece in pieces:
             connected += piece.connected_seconds
@@ -231,7 +232,7 @@ def _session(
                 piece_start_ms = int(piece.start.timestamp() * 1000)
                 parts.append(PeriodPart(piece.period.key, piece_start_ms, piece.minutes.video, piece.minutes.audio))
     elif end_ms is None and not participant.aborted and billing is Billing.ROOM_RULE:
-        video = _overlap_until(intervals, start_ms, last_ms)
+        video = _overlap_until(coverage, start_ms, last_ms)
     return Session(
         room_sid=room_sid,
         participant_sid=participant.sid,
@@ -252,7 +253,7 @@ def _session(
     )
 
 
-def _overlap_until(intervals: list[Interval], start_ms: int, until_ms: int) -> Fraction:
+def _overlap_until(coverage: Coverage, start_ms: int, until_ms: int) -> Fraction:
     if until_ms <= start_ms:
         return Fraction(0)
-    return overlap_seconds((_ms_to_dt(start_ms), _ms_to_dt(until_ms)), intervals)
+    return coverage.seconds((_ms_to_dt(start_ms), _ms_to_dt(until_ms)))

@@ -86,25 +86,6 @@ def connection_minutes(connected_seconds: Fraction | int, video_seconds: Fractio
 Interval = tuple[datetime, datetime]
 
 
-def overlap_seconds(window: Interval, intervals: Iterable[Interval]) -> Fraction:
-    """Seconds of ``window`` covered by the union of ``intervals`` (overlaps counted once)."""
-    lo, hi = ensure_utc(window[0]), ensure_utc(window[1])
-    clipped = sorted(
-        (max(lo, ensure_utc(a)), min(hi, ensure_utc(b)))
-        for a, b in intervals
-        if ensure_utc(b) > lo and ensure_utc(a) < hi
-    )
-    covered = Fraction(0)
-    cursor = lo
-    for a, b in clipped:
-        begin = max(a, cursor)
-        if b > begin:
-            delta = b - begin
-            covered += Fraction((delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds, 1_000_000)
-            cursor = b
-    return covered
-
-
 def _micros(instant: datetime) -> int:
     delta = ensure_utc(instant) - _EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
@@ -116,8 +97,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 class Coverage:
     """The union of a room's video intervals, merged once; ``seconds(window)`` answers in O(log n).
 
-    Same answers as ``overlap_seconds`` (exact, microsecond resolution), which re-sorts the intervals for every
-    window: a room of n participants asked n times costs n^2 log n there and n log n here.
+    Exact (microsecond resolution). Merging once matters for large rooms: re-sorting the intervals for every window
+    made a room of n participants cost n^2 log n per rebuild; this costs n log n.
     """
 
     __slots__ = ("_covered_before", "_ends", "_starts")
