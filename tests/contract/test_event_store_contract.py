@@ -7,7 +7,8 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from kilo_billing.events import UsageEventRecord, decode_item
-from kilo_webhook_ingest.store import DynamoEventStore, EventStore, StoreUnavailableError
+from kilo_webhook_ingest.adapters import DynamoEventStore
+from kilo_webhook_ingest.ports import EventStore, StorageUnavailableError
 from tests.conftest import Stack
 from tests.fakes import InMemoryEventStore
 
@@ -73,5 +74,5 @@ def test_given_the_store_failing_then_store_unavailable(
 ) -> None:
     store, break_store = store_and_breaker
     break_store()
-    with pytest.raises(StoreUnavailableError):
+    with pytest.raises(StorageUnavailableError):
         store.put_new(usage_record().to_item(expires_at=1))

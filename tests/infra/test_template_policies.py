@@ -62,6 +62,8 @@ def test_given_the_ingest_functions_then_each_may_only_put_events_and_read_its_o
         expected = {("dynamodb:PutItem", table_arn), ("secretsmanager:GetSecretValue", secret_arn)}
         if name == "StripeWebhookFunction":
             expected.add(("events:PutEvents", template.get_att("BillingEventBus", "Arn")))
+        if name == "UsageApiFunction":  # reads account registrations (profiles) in the usage table
+            expected.add(("dynamodb:BatchGetItem", template.get_att("UsageTable", "Arn")))
         assert granted == expected, name
 
 

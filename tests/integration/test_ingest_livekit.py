@@ -18,9 +18,8 @@ import time_machine
 
 from kilo_dev.apigw import http_api_event
 from kilo_dev.signing import livekit_authorization
-from kilo_dev.template import create_tables
 from kilo_webhook_ingest import livekit_handler
-from tests.conftest import LIVEKIT_KEYS, LambdaContext, Stack, count_calls
+from tests.conftest import LIVEKIT_KEYS, LambdaContext, Stack, _clear_caches, count_calls, recreate_table
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "livekit"
 KEY, SECRET = "APIkeyCurrent", LIVEKIT_KEYS["APIkeyCurrent"]
@@ -70,7 +69,7 @@ def test_given_signed_participant_joined_when_posted_then_stored_once_with_ratin
     assert item["participant_identity"] == {"S": "alice"}
     assert item["joined_at_ms"] == {"N": "1771351900456"}
     assert item["room_metadata"] == {"S": '{"account_id":"acct_team_1"}'}
-    assert item["participant_attributes"] == {"S": '{"kilo.account_id": "acct_team_1"}'}
+    assert item["participant_attributes"] == {"S": '{"kilo.account_id":"acct_team_1"}'}
     assert "participant_kind" not in item  # STANDARD is the zero value
     assert item["api_key"] == {"S": KEY}
     assert bytes(item["body"]["B"]) == body  # the exact bytes LiveKit signed
@@ -162,8 +161,7 @@ def test_given_the_same_event_twice_concurrently_then_exactly_one_is_stored(
 def test_given_a_duplicate_then_it_costs_one_failed_conditional_write_and_no_read(
     stack: Stack, lambda_context: LambdaContext
 ) -> None:
-    _, store, _ = livekit_handler.dependencies()
-    counter = count_calls(store._client)
+    counter = count_calls(livekit_handler.dependencies().store._client)
     body = fixture("participant_joined")
     send(body, signed(body), lambda_context)
     assert counter.calls == ["PutItem"]  # one write per accepted webhook, zero reads
@@ -339,18 +337,16 @@ def test_given_dynamodb_failing_then_503_so_livekit_retries_and_nothing_is_half_
     status, payload = send(body, signed(body), lambda_context)
     assert (status, payload["error"]["code"]) == (503, "not_stored")
     # the table comes back (as after an outage): the retry stores the event exactly once
-    create_tables(stack.template, stack.clients["dynamodb"], only={"EventsTable"})
+    recreate_table(stack)
     assert send(body, signed(body), lambda_context)[1]["status"] == "stored"
     assert len(stack.table_items()) == 1
 
 
 def test_given_a_malformed_keys_secret_then_503_not_401(stack: Stack, lambda_context: LambdaContext) -> None:
-    from aws_lambda_powertools.utilities import parameters  # noqa: PLC0415
-
     stack.clients["secretsmanager"].put_secret_value(
         SecretId=stack.template.parameters["LiveKitKeysSecretName"], SecretString='["not", "a", "map"]'
     )
-    parameters.clear_caches()
+    _clear_caches()  # a new container: the secret is read again
     body = fixture("participant_joined")
     status, payload = send(body, signed(body), lambda_context)
     assert (status, payload["error"]["code"]) == (503, "not_stored")

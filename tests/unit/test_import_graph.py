@@ -25,7 +25,7 @@ def loaded_after_import(module: str) -> set[str]:
     return set(json.loads(result.stdout))
 
 
-@pytest.mark.parametrize("module", ["kilo_webhook_ingest.livekit_handler", "kilo_webhook_ingest.usage_api"])
+@pytest.mark.parametrize("module", ["kilo_webhook_ingest.livekit_handler", "kilo_webhook_ingest.usage_handler"])
 def test_given_the_webhook_handlers_when_imported_then_no_heavy_sdk_is_loaded(module: str) -> None:
     loaded = loaded_after_import(module)
     assert "kilo_webhook_ingest" in loaded  # the probe really imported the handler

@@ -28,9 +28,10 @@ class CallBudget:
 
     @property
     def worst_case_seconds(self) -> float:
-        """An upper bound of one call's wall time, backoff included (standard mode backs off at most 20 s, but with
-        these attempt counts the jittered base-2 backoff stays below 1 s per retry)."""
-        return self.max_attempts * (self.connect_timeout + self.read_timeout) + (self.max_attempts - 1)
+        """An upper bound of one call's wall time, backoff included: standard mode waits before retry ``i`` (0-based)
+        at most ``min(2 ** i, 20)`` s (throttling; other errors far less), so 1 s, then 2 s, ..."""
+        backoff = sum(min(1 << retry, 20) for retry in range(self.max_attempts - 1))
+        return self.max_attempts * (self.connect_timeout + self.read_timeout) + backoff
 
 
 def client(service: str, budget: CallBudget | None = None, **kwargs: Any) -> Any:
