@@ -298,3 +298,84 @@ def test_given_a_malformed_stripe_secret_then_503_not_401(
     status, payload = post(invoice_paid, signed(invoice_paid), lambda_context)  # post() asserts no secret echoed
     assert (status, payload["error"]["code"]) == (503, "not_stored")
     assert stack.table_items() == []
+
+
+# --- hardening ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("ahead", "status"),
+    [
+        pytest.param(86_400, 401, id="signed a day in the future"),
+        pytest.param(301, 401, id="301 s ahead"),
+        pytest.param(299, 200, id="299 s ahead (sender clock skew)"),
+    ],
+)
+def test_given_a_signature_timestamp_in_the_future_then_only_the_tolerance_is_accepted(
+    stack: Stack, lambda_context: LambdaContext, invoice_paid: bytes, probe: str, ahead: int, status: int
+) -> None:
+    answered, payload = post(invoice_paid, signed(invoice_paid, timestamp=NOW_S + ahead), lambda_context)
+    assert answered == status
+    if status == 401:
+        assert payload["error"]["code"] == "bad_signature"
+        assert stack.table_items() == []
+        assert delivered(stack, probe) == []
+    else:
+        assert len(stack.table_items()) == 1
+
+
+@pytest.mark.parametrize(
+    ("make_body", "code"),
+    [
+        pytest.param(lambda r: json.dumps({**r["event"], "created": True}).encode(), "missing_created", id="created true"),
+        pytest.param(lambda r: json.dumps({**r["event"], "created": 1.5}).encode(), "missing_created", id="created 1.5"),
+        pytest.param(
+            lambda r: json.dumps({**r["event"], "id": "evt_" + "x" * 300}).encode(), "invalid_id", id="id over 255"
+        ),
+        pytest.param(
+            lambda r: b'{"object": "event", "id": "evt_1", "x": ' + b"[" * 10_000 + b"]" * 10_000 + b"}",
+            "too_deeply_nested",
+            id="nested 10000 deep",
+        ),
+    ],
+)
+def test_given_signed_input_that_once_ended_in_a_500_or_a_503_forever_then_400(
+    stack: Stack,
+    lambda_context: LambdaContext,
+    stripe_resources: dict[str, Any],
+    probe: str,
+    make_body: Any,
+    code: str,
+) -> None:
+    body: bytes = make_body(stripe_resources)
+    status, payload = post(body, signed(body), lambda_context)
+    assert (status, payload["error"]["code"]) == (400, code)
+    assert stack.table_items() == []
+    assert delivered(stack, probe) == []
+
+
+def test_given_the_bus_failing_then_the_503_names_no_internals_but_a_request_id(
+    stack: Stack, lambda_context: LambdaContext, invoice_paid: bytes
+) -> None:
+    stack.clients["events"].delete_event_bus(Name=stack.template.physical_name("BillingEventBus"))
+    status, payload = post(invoice_paid, signed(invoice_paid), lambda_context)
+    assert status == 503
+    assert payload == {
+        "error": {
+            "code": "not_stored",
+            "message": "event not stored or not handed on; retry later (a retry is safe: duplicates are detected)",
+            "request_id": lambda_context.aws_request_id,
+        }
+    }
+
+
+def test_given_the_stripe_secret_missing_then_an_unsigned_caller_learns_nothing_about_it(
+    stack: Stack, lambda_context: LambdaContext
+) -> None:
+    secret = stack.template.parameters["StripeWebhookSecretName"]
+    stack.clients["secretsmanager"].delete_secret(SecretId=secret, ForceDeleteWithoutRecovery=True)
+    _clear_caches()
+    status, payload = post(b'{"object": "event"}', "t=1,v1=00", lambda_context)
+    assert status == 503
+    assert secret not in json.dumps(payload)
+    assert set(payload["error"]) == {"code", "message", "request_id"}

@@ -578,3 +578,121 @@ def test_given_an_unknown_route_then_404_json(stack: Stack, lambda_context: Lamb
     assert status == 404
     assert payload == {"error": {"code": "not_found", "message": "no such route"}}
     assert stack.table_items() == []
+
+
+# --- who may bill what: registered accounts, reserved ids, the client's scope -------------------------------------
+
+
+def problems_of(payload: dict[str, Any]) -> list[tuple[int | None, str, str]]:
+    return [(problem["index"], problem["field"], problem["message"]) for problem in payload["error"]["details"]]
+
+
+@pytest.mark.parametrize(
+    ("account", "expected"),
+    [
+        pytest.param("acct_ghost", "account 'acct_ghost' is not registered", id="not registered"),
+        pytest.param("unattributed", "Value error, account id 'unattributed' is reserved", id="the unattributed bucket"),
+        pytest.param("Unattributed", "Value error, account id 'Unattributed' is reserved", id="reserved, any case"),
+        pytest.param("admin", "Value error, account id 'admin' is reserved", id="reserved"),
+        pytest.param(
+            "org/1",
+            "Value error, account id 'org/1' must be 1-128 characters: a letter or digit, then letters, digits or "
+            "_ . : @ + = -",
+            id="a slash (refused by room attribution too)",
+        ),
+    ],
+)
+def test_given_usage_for_an_account_that_may_not_be_billed_then_400_names_the_item_and_nothing_is_stored(
+    stack: Stack, lambda_context: LambdaContext, account: str, expected: str
+) -> None:
+    status, payload = send_batch(lambda_context, message("good-00"), message("bad-01", account_id=account))
+    assert (status, payload["error"]["code"]) == (400, "invalid_usage")
+    assert problems_of(payload) == [(1, "account_id", expected)]
+    assert stack.table_items() == []
+
+
+def test_given_a_scoped_client_then_it_bills_its_accounts_only_and_learns_nothing_about_others(
+    stack: Stack, lambda_context: LambdaContext
+) -> None:
+    body = batch(
+        message("s-0", account_id="acct_7"),  # in scope, registered
+        message("s-1", account_id="acct_42"),  # registered, not in scope
+        message("s-2", account_id="acct_nobody"),  # neither: told "may not bill", not whether it exists
+        message("s-3", account_id="acct_scoped"),  # in scope, registered
+    )
+    status, payload = post(body, signed(body, client="scoped-app", secret="scoped-secret"), lambda_context)
+    assert (status, payload["error"]["code"]) == (400, "invalid_usage")
+    assert problems_of(payload) == [
+        (1, "account_id", "usage client 'scoped-app' may not bill account 'acct_42'"),
+        (2, "account_id", "usage client 'scoped-app' may not bill account 'acct_nobody'"),
+    ]
+    assert stack.table_items() == []
+    body = batch(message("s-0", account_id="acct_7"), message("s-3", account_id="acct_scoped"))
+    status, payload = post(body, signed(body, client="scoped-app", secret="scoped-secret"), lambda_context)
+    assert (status, payload["accepted"]) == (200, 2)
+    assert sorted(items_by_key(stack)) == ["usage#scoped-app#s-0", "usage#scoped-app#s-3"]
+
+
+def test_given_a_client_in_the_older_secret_shape_then_it_may_bill_every_registered_account_only(
+    stack: Stack, lambda_context: LambdaContext
+) -> None:
+    body = batch(message("o-0", account_id="acct_42"), message("o-1", account_id="acct_ghost"))
+    status, payload = post(body, signed(body, client="other-app", secret="other-secret"), lambda_context)
+    assert problems_of(payload) == [(1, "account_id", "account 'acct_ghost' is not registered")]
+    body = batch(message("o-0", account_id="acct_42"))
+    status, payload = post(body, signed(body, client="other-app", secret="other-secret"), lambda_context)
+    assert (status, payload["accepted"]) == (200, 1)
+
+
+def test_given_shape_scope_and_registration_problems_together_then_all_are_listed_in_one_400(
+    stack: Stack, lambda_context: LambdaContext
+) -> None:
+    body = batch(
+        message("m-0", account_id="acct_42"),  # out of scope
+        message("m-1", quantity=-1),  # shape
+        message("m-2", account_id="acct_7"),  # fine
+        message("m-3", account_id="none"),  # reserved
+    )
+    status, payload = post(body, signed(body, client="scoped-app", secret="scoped-secret"), lambda_context)
+    assert status == 400
+    assert [(index, field) for index, field, _ in problems_of(payload)] == [
+        (0, "account_id"),
+        (1, "quantity"),
+        (3, "account_id"),
+    ]
+    assert payload["error"]["message"] == "3 problem(s) in the batch; nothing was stored"
+    assert stack.table_items() == []
+
+
+def test_given_a_batch_nested_10000_deep_then_400_not_a_crash(stack: Stack, lambda_context: LambdaContext) -> None:
+    body = b'{"events": ' + b"[" * 10_000 + b"]" * 10_000 + b"}"
+    status, payload = post(body, signed(body), lambda_context)
+    assert (status, payload["error"]["code"]) == (400, "too_deeply_nested")
+    assert stack.table_items() == []
+
+
+def test_given_thousands_of_unknown_fields_then_the_400_lists_the_first_200_and_counts_them_all(
+    stack: Stack, lambda_context: LambdaContext
+) -> None:
+    body = json.dumps({"events": [message("k-0", **{f"field_{n:05d}": n for n in range(5000)})]}).encode()
+    status, payload = post(body, signed(body), lambda_context)
+    assert status == 400
+    assert payload["error"]["message"] == "5000 problem(s) in the batch; nothing was stored (the first 200 are listed)"
+    assert len(payload["error"]["details"]) == 200
+    assert stack.table_items() == []
+
+
+def test_given_the_account_table_unreachable_then_503_without_internals_and_nothing_stored(
+    stack: Stack, lambda_context: LambdaContext
+) -> None:
+    stack.clients["dynamodb"].delete_table(TableName=stack.template.physical_name("UsageTable"))
+    status, payload = send_batch(lambda_context, PLAIN_MESSAGE)
+    assert status == 503
+    assert payload == {
+        "error": {
+            "code": "not_stored",
+            "message": "usage not stored; retry the same batch, duplicates are safe",
+            "request_id": lambda_context.aws_request_id,
+        }
+    }
+    assert stack.table_items() == []

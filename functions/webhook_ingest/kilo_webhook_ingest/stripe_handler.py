@@ -50,7 +50,8 @@ def lambda_handler(event: dict[str, Any], context: object) -> dict[str, Any]:
         return json_response(*refused("stripe", exc))
     except (StorageUnavailableError, SecretConfigError, PublishError, OutOfTimeError) as exc:
         # stored or not, Stripe retries: the retry stores what is missing and publishes (again)
-        return json_response(*not_stored("stripe", request_id(context), exc))
+        message = "event not stored or not handed on; retry later (a retry is safe: duplicates are detected)"
+        return json_response(*not_stored("stripe", request_id(context), exc, message))
     # success lines are DEBUG, as for every webhook (docs/decisions.md D14); metrics count them
     log.debug("stripe webhook", extra={"type": outcome.event_type, "status": outcome.status})
     count(SERVICE, Metric.WEBHOOK_STORED if outcome.status == "stored" else Metric.WEBHOOK_DUPLICATE)

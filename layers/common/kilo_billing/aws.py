@@ -43,7 +43,8 @@ def client(service: str, budget: CallBudget | None = None, **kwargs: Any) -> Any
     config = Config(
         connect_timeout=budget.connect_timeout,
         read_timeout=budget.read_timeout,
-        retries={"mode": "standard", "max_attempts": budget.max_attempts},
+        # total_max_attempts counts the first attempt; botocore's "max_attempts" would count retries only
+        retries={"mode": "standard", "total_max_attempts": budget.max_attempts},
     )
     factory: Any = boto3.client  # the service name is a runtime value: the stubs' overloads do not apply
     return factory(service, config=config, **kwargs)
