@@ -91,9 +91,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="kilo-billing", description="Kilo Billing: prices, estimates, projections, operations."
-    )
+    parser = _Parser(prog="kilo-billing", description="Kilo Billing: prices, estimates, projections, operations.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     catalog = sub.add_parser("catalog", help="show the price book")

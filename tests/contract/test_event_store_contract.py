@@ -144,7 +144,9 @@ def test_given_a_large_body_then_it_is_compressed_and_decodes_back_from_an_item_
     assert len(item["body_zlib"]["B"]) < len(body) // 10
     assert decode_item(item) == record
     # a Lambda stream event carries binary attributes base64-encoded
-    image = {name: {"B": base64.b64encode(value["B"]).decode()} if "B" in value else value for name, value in item.items()}
+    image = {
+        name: {"B": base64.b64encode(value["B"]).decode()} if "B" in value else value for name, value in item.items()
+    }
     assert decode_item(image) == record
 
 

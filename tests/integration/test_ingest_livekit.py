@@ -372,7 +372,9 @@ def emitted_metrics(capsys: pytest.CaptureFixture[str]) -> dict[str, float]:
         for definition in record["_aws"]["CloudWatchMetrics"]:
             for metric in definition["Metrics"]:
                 value = record[metric["Name"]]
-                totals[metric["Name"]] = totals.get(metric["Name"], 0) + sum(value if isinstance(value, list) else [value])
+                totals[metric["Name"]] = totals.get(metric["Name"], 0) + sum(
+                    value if isinstance(value, list) else [value]
+                )
     return totals
 
 
@@ -438,7 +440,9 @@ def test_given_a_boolean_where_an_enum_belongs_then_400_and_nothing_stored(
     assert stack.table_items() == []
 
 
-def test_given_a_signed_body_nested_10000_deep_then_400_not_a_crash(stack: Stack, lambda_context: LambdaContext) -> None:
+def test_given_a_signed_body_nested_10000_deep_then_400_not_a_crash(
+    stack: Stack, lambda_context: LambdaContext
+) -> None:
     body = b'{"event": "room_started", "id": "EV_deep", "x": ' + b"[" * 10_000 + b"]" * 10_000 + b"}"
     status, payload = send(body, signed(body), lambda_context)
     assert (status, payload["error"]["code"]) == (400, "too_deeply_nested")
@@ -472,7 +476,7 @@ def _random_text(size: int, seed: int) -> str:
     import random  # noqa: PLC0415
 
     alphabet = "".join(chr(c) for c in range(33, 127) if chr(c) not in '"\\')
-    rng = random.Random(seed)  # noqa: S311 - test data
+    rng = random.Random(seed)
     return "".join(rng.choice(alphabet) for _ in range(size))
 
 

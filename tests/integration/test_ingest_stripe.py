@@ -327,8 +327,12 @@ def test_given_a_signature_timestamp_in_the_future_then_only_the_tolerance_is_ac
 @pytest.mark.parametrize(
     ("make_body", "code"),
     [
-        pytest.param(lambda r: json.dumps({**r["event"], "created": True}).encode(), "missing_created", id="created true"),
-        pytest.param(lambda r: json.dumps({**r["event"], "created": 1.5}).encode(), "missing_created", id="created 1.5"),
+        pytest.param(
+            lambda r: json.dumps({**r["event"], "created": True}).encode(), "missing_created", id="created true"
+        ),
+        pytest.param(
+            lambda r: json.dumps({**r["event"], "created": 1.5}).encode(), "missing_created", id="created 1.5"
+        ),
         pytest.param(
             lambda r: json.dumps({**r["event"], "id": "evt_" + "x" * 300}).encode(), "invalid_id", id="id over 255"
         ),

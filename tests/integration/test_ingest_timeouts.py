@@ -124,7 +124,9 @@ def slow_endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[SlowEndpoint]:
 
 def livekit_event() -> dict[str, Any]:
     body = (FIXTURES / "livekit" / "participant_joined.json").read_bytes().strip()
-    return http_api_event("POST", "/webhooks/livekit", body, {"authorization": livekit_authorization(body, KEY, SECRET)})
+    return http_api_event(
+        "POST", "/webhooks/livekit", body, {"authorization": livekit_authorization(body, KEY, SECRET)}
+    )
 
 
 def assert_generic_503(response: dict[str, Any], context: LambdaContext) -> None:

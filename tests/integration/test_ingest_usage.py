@@ -17,7 +17,15 @@ import time_machine
 from kilo_dev.apigw import http_api_event
 from kilo_dev.signing import usage_signature
 from kilo_webhook_ingest import usage_handler
-from tests.conftest import USAGE_CLIENTS, LambdaContext, Stack, _clear_caches, count_calls, recreate_table, register_accounts
+from tests.conftest import (
+    USAGE_CLIENTS,
+    LambdaContext,
+    Stack,
+    _clear_caches,
+    count_calls,
+    recreate_table,
+    register_accounts,
+)
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 NOW_S = 1772366400
@@ -591,7 +599,9 @@ def problems_of(payload: dict[str, Any]) -> list[tuple[int | None, str, str]]:
     ("account", "expected"),
     [
         pytest.param("acct_ghost", "account 'acct_ghost' is not registered", id="not registered"),
-        pytest.param("unattributed", "Value error, account id 'unattributed' is reserved", id="the unattributed bucket"),
+        pytest.param(
+            "unattributed", "Value error, account id 'unattributed' is reserved", id="the unattributed bucket"
+        ),
         pytest.param("Unattributed", "Value error, account id 'Unattributed' is reserved", id="reserved, any case"),
         pytest.param("admin", "Value error, account id 'admin' is reserved", id="reserved"),
         pytest.param(

@@ -268,7 +268,9 @@ def test_given_usage_crossing_half_the_allowance_then_one_threshold_event_reache
                                        "quantity": quantity, "timestamp": "2026-11-28T10:00:00Z"}]}).encode()  # fmt: skip
         headers = {"x-kilo-client": "kilo-app", "x-kilo-signature": usage_signature(body, USAGE_CLIENTS["kilo-app"][0])}
         assert (
-            usage_handler.lambda_handler(http_api_event("POST", "/v1/usage", body, headers), lambda_context)["statusCode"]
+            usage_handler.lambda_handler(http_api_event("POST", "/v1/usage", body, headers), lambda_context)[
+                "statusCode"
+            ]
             == 200
         )
     runner = Lambda(stack)
