@@ -20,6 +20,7 @@ from livekit.protocol.models import ParticipantInfo, TrackSource, TrackType
 from livekit.protocol.webhook import WebhookEvent
 
 from kilo_billing.events import LiveKitEventRecord
+from kilo_webhook_ingest import jsontext
 from kilo_webhook_ingest.model import InvalidEventError, UnauthorizedError
 
 ALGORITHM = "HS256"
@@ -98,12 +99,7 @@ _MESSAGE_FIELDS = tuple(
 def parse_event(body: bytes) -> WebhookEvent:
     """Parse a verified body into ``livekit.WebhookEvent``. Unknown fields and unknown enum *names* are ignored (the
     zero value stays); unknown enum *numbers* are kept (``to_record`` stores them as ``UNKNOWN_<n>``)."""
-    try:
-        data = json.loads(body)
-    except RecursionError as exc:
-        raise _bad_request("too_deeply_nested", "body nests JSON deeper than any WebhookEvent") from exc
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise _bad_request("malformed_json", "body is not valid JSON") from exc
+    data = jsontext.loads(body, "a LiveKit WebhookEvent")
     if not isinstance(data, dict):
         raise _bad_request("not_a_webhook_event", "body must be a JSON object (a LiveKit WebhookEvent)")
     for field in _MESSAGE_FIELDS:

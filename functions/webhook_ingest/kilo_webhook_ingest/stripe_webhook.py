@@ -6,12 +6,12 @@ Stripe SDK.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 
 import stripe
 
 from kilo_billing.events import StripeEventRecord
+from kilo_webhook_ingest import jsontext
 from kilo_webhook_ingest.model import InvalidEventError, UnauthorizedError
 
 MAX_ID_BYTES = 255  # Stripe's ids are at most 255 characters
@@ -55,12 +55,7 @@ def verify_signature(body: bytes, header: str | None, secrets: Sequence[str], to
 
 
 def parse_event(body: bytes, received_at_ms: int) -> StripeEventRecord:
-    try:
-        data = json.loads(body)
-    except RecursionError as exc:
-        raise InvalidEventError("too_deeply_nested", "body nests JSON deeper than any Stripe event") from exc
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise InvalidEventError("malformed_json", "body is not valid JSON") from exc
+    data = jsontext.loads(body, "a Stripe event")
     if not isinstance(data, dict) or data.get("object") != "event":
         raise InvalidEventError("not_a_stripe_event", "body is not a Stripe event object")
     event_id, event_type, created = data.get("id"), data.get("type"), data.get("created")

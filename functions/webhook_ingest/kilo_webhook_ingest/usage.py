@@ -29,6 +29,7 @@ from pydantic import (
 
 from kilo_billing.accounts import InvalidAccountIdError, check_account_id
 from kilo_billing.events import UsageEventRecord
+from kilo_webhook_ingest import jsontext
 from kilo_webhook_ingest.model import InvalidEventError, UnauthorizedError, UsageClient
 
 MAX_BATCH = 1000
@@ -149,12 +150,7 @@ def validate_batch(body: bytes, now: datetime) -> tuple[list[tuple[int, UsageEve
 
     A body that is not a batch at all raises at once.
     """
-    try:
-        data = json.loads(body)
-    except RecursionError as exc:
-        raise InvalidEventError("too_deeply_nested", "body nests JSON deeper than any usage batch") from exc
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise InvalidEventError("malformed_json", "body is not valid JSON") from exc
+    data = jsontext.loads(body, "a usage batch")
     if not isinstance(data, dict):
         raise invalid([_problem(None, "(body)", 'must be a JSON object {"events": [...]}')])
     unknown = sorted(set(data) - {"events"})
