@@ -79,6 +79,7 @@ def _lambda_env() -> dict[str, str]:
         "PYTHONPATH": str(PACKAGE),
         "AWS_DEFAULT_REGION": "us-east-1",
         "EVENTS_TABLE_NAME": "bench-events",
+        "USAGE_TABLE_NAME": "bench-usage",
         "POWERTOOLS_METRICS_NAMESPACE": "KiloBilling",
     }
 

@@ -554,3 +554,24 @@ def test_given_the_keys_secret_missing_then_an_unsigned_caller_learns_nothing_ab
     assert secret not in text
     assert not any(word in text for word in INTERNALS), text
     assert payload["error"]["request_id"] == lambda_context.aws_request_id
+
+
+def test_given_the_livekit_handler_and_its_dependencies_built_then_neither_the_xray_sdk_nor_pydantic_is_loaded() -> (
+    None
+):
+    """The Tracer stays off the LiveKit cold path (docs/decisions.md D-ingest-6); so do the account models."""
+    import os  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    probe = (
+        "import json, sys\n"
+        "from kilo_webhook_ingest import livekit_handler\n"
+        "livekit_handler.dependencies()\n"
+        "print(json.dumps(sorted({name.split('.')[0] for name in sys.modules})))\n"
+    )
+    env = {**os.environ, "EVENTS_TABLE_NAME": "events", "AWS_DEFAULT_REGION": "us-east-1"}
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=env)
+    loaded = set(json.loads(result.stdout))
+    assert "kilo_webhook_ingest" in loaded
+    assert loaded.isdisjoint({"aws_xray_sdk", "pydantic", "stripe"}), sorted(loaded & {"aws_xray_sdk", "pydantic"})
