@@ -79,6 +79,7 @@ def _lambda_env() -> dict[str, str]:
         "PYTHONPATH": str(PACKAGE),
         "AWS_DEFAULT_REGION": "us-east-1",
         "EVENTS_TABLE_NAME": "bench-events",
+        "USAGE_TABLE_NAME": "bench-usage",
         "POWERTOOLS_METRICS_NAMESPACE": "KiloBilling",
     }
 
@@ -101,7 +102,7 @@ def cold_start(samples: int) -> dict[str, float]:
     # import + the dependencies a handler builds before its first request (settings, boto3 client), both sides
     floor = _time_import("import floor_handler as h; h.dependencies()", samples) - bare
     livekit = _time_import("import kilo_webhook_ingest.livekit_handler as h; h.dependencies()", samples) - bare
-    usage = _time_import("import kilo_webhook_ingest.usage_api as h; h.dependencies()", samples) - bare
+    usage = _time_import("import kilo_webhook_ingest.usage_handler as h; h.dependencies()", samples) - bare
     return {"floor_s": floor, "livekit_s": livekit, "usage_s": usage, "ratio": livekit / floor}
 
 
@@ -109,10 +110,11 @@ _MEASURE = """
 import io, json, os, sys, time
 from contextlib import redirect_stdout
 from kilo_webhook_ingest import livekit_handler
-from kilo_webhook_ingest.config import IngestSettings
-from kilo_webhook_ingest.http import raw_request
+from kilo_webhook_ingest.dependencies import LiveKitDependencies
+from kilo_webhook_ingest.http import InvocationDeadline, raw_request
 from kilo_webhook_ingest.logic import ingest_livekit
-from kilo_webhook_ingest.store import PutResult
+from kilo_webhook_ingest.ports import PutResult
+from kilo_webhook_ingest.settings import IngestSettings
 
 events = json.load(open(sys.argv[1]))
 key, secret = sys.argv[2], sys.argv[3]
@@ -128,12 +130,14 @@ class StaticSecrets:
 class Context:
     function_name, memory_limit_in_mb = "bench", 1024
     invoked_function_arn, aws_request_id = "arn:aws:lambda:us-east-1:0:function:bench", "bench"
+    def get_remaining_time_in_millis(self):
+        return 10_000
 
 settings = IngestSettings(events_table="bench-events")
 store, secrets = NullStore(), StaticSecrets()
-livekit_handler.dependencies = lambda: (settings, store, secrets)
+livekit_handler.dependencies = lambda: LiveKitDependencies(settings, store, secrets)
 sink = io.StringIO()
-livekit_handler.logger.registered_handler.setStream(sink)
+livekit_handler.log.registered_handler.setStream(sink)
 for event in events[:200]:  # warm-up
     livekit_handler.lambda_handler(event, Context())
 start = time.perf_counter()
@@ -143,9 +147,10 @@ with redirect_stdout(sink):
         assert response["statusCode"] == 200, response["body"]
 handler_rate = len(events) / (time.perf_counter() - start)
 requests = [raw_request(event, settings.max_livekit_body_bytes) for event in events]
+deadline = InvocationDeadline(Context())
 start = time.perf_counter()
 for request in requests:
-    ingest_livekit(request, secrets, store, settings, 1_771_351_908_000)
+    ingest_livekit(request, secrets, store, settings, 1_771_351_908_000, deadline)
 logic_rate = len(events) / (time.perf_counter() - start)
 print(json.dumps({"handler_per_s": handler_rate, "logic_per_s": logic_rate, "count": len(events)}))
 """

@@ -23,7 +23,19 @@ LIVEKIT_KEYS = {
     "APIkeyCurrent": "current-secret-0123456789abcdef0123456789",
     "APIkeyPrevious": "previous-secret-abcdef-0123456789abcdef",
 }
-USAGE_CLIENTS = {"kilo-app": ["usage-secret-new", "usage-secret-old"], "other-app": ["other-secret"]}
+USAGE_CLIENTS = {
+    "kilo-app": ["usage-secret-new", "usage-secret-old"],
+    "other-app": ["other-secret"],
+    "scoped-app": ["scoped-secret"],
+}
+SCOPED_ACCOUNTS = ["acct_7", "acct_scoped"]
+# The usage clients secret as deployed: kilo-app may bill every registered account, scoped-app only its list;
+# other-app keeps the older shape (a list of secrets), which reads as "every registered account".
+USAGE_CLIENTS_SECRET = {
+    "kilo-app": {"secrets": USAGE_CLIENTS["kilo-app"], "accounts": "*"},
+    "other-app": USAGE_CLIENTS["other-app"],
+    "scoped-app": {"secrets": USAGE_CLIENTS["scoped-app"], "accounts": SCOPED_ACCOUNTS},
+}
 STRIPE_SECRETS = ["whsec_current_0123456789", "whsec_previous_abcdef"]
 FUNCTIONS = (
     "LiveKitWebhookFunction",
@@ -40,6 +52,10 @@ class LambdaContext:
     memory_limit_in_mb: int = 1024
     invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:kilo-billing-test"
     aws_request_id: str = "00000000-0000-0000-0000-000000000000"
+    remaining_ms: int = 10_000
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms
 
 
 @pytest.fixture
@@ -113,7 +129,7 @@ def stack(aws: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
     clients = {name: boto3.client(name) for name in services}
     provision(template, clients)
     _put_secret(clients["secretsmanager"], template.parameters["LiveKitKeysSecretName"], LIVEKIT_KEYS)
-    _put_secret(clients["secretsmanager"], template.parameters["UsageClientsSecretName"], USAGE_CLIENTS)
+    _put_secret(clients["secretsmanager"], template.parameters["UsageClientsSecretName"], USAGE_CLIENTS_SECRET)
     _put_secret(
         clients["secretsmanager"], template.parameters["StripeWebhookSecretName"], {"webhook_secrets": STRIPE_SECRETS}
     )
@@ -129,14 +145,35 @@ def stack(aws: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
 
 def _clear_caches() -> None:
     from kilo_rate_usage import dependencies, settings  # noqa: PLC0415
-    from kilo_webhook_ingest import config, livekit_handler, stripe_handler, usage_api  # noqa: PLC0415
+    from kilo_webhook_ingest import dependencies as ingest_dependencies  # noqa: PLC0415
+    from kilo_webhook_ingest import settings as ingest_settings  # noqa: PLC0415
 
-    config.settings.cache_clear()
+    ingest_settings.settings.cache_clear()
     settings.settings.cache_clear()
     dependencies.rating.cache_clear()
     dependencies.sweeper.cache_clear()
-    for module in (livekit_handler, usage_api, stripe_handler):
-        module.dependencies.cache_clear()
+    for built in (ingest_dependencies.livekit, ingest_dependencies.usage, ingest_dependencies.stripe):
+        built.cache_clear()  # also drops the secret sources' caches: the next request reads the secrets again
+
+
+def recreate_table(stack: Stack, logical_id: str = "EventsTable") -> None:
+    """Create a table of the template again (after a test deleted it to simulate an outage)."""
+    from kilo_dev.template import create_tables  # noqa: PLC0415
+
+    create_tables(stack.template, stack.clients["dynamodb"], only={logical_id})
+
+
+def register_accounts(stack: Stack, *account_ids: str, tier: str = "personal") -> None:
+    """Give accounts a profile in the usage table (signed up 2026-01-01): usage is accepted only for those."""
+    from datetime import UTC, datetime  # noqa: PLC0415
+
+    from kilo_billing.account_store import DynamoAccountDirectory  # noqa: PLC0415
+    from kilo_billing.accounts import AccountProfile  # noqa: PLC0415
+    from kilo_billing.rating import TierChange  # noqa: PLC0415
+
+    directory = DynamoAccountDirectory(stack.clients["dynamodb"], stack.template.physical_name("UsageTable"))
+    for account_id in account_ids:
+        directory.register(AccountProfile(account_id, (TierChange(datetime(2026, 1, 1, tzinfo=UTC), tier),)))
 
 
 class CallCounter:

@@ -7,7 +7,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from kilo_billing.accounts import AccountExistsError, AccountProfile, UnknownAccountError
-from kilo_billing.events import KEY, SORT_KEY, Item, LiveKitEventRecord, UsageEventRecord
+from kilo_billing.events import (
+    KEY,
+    SORT_KEY,
+    Item,
+    ItemTooLargeError,
+    LiveKitEventRecord,
+    UsageEventRecord,
+    check_item_size,
+)
 from kilo_rate_usage.model import Aggregate, AggregateKey, RoomAnswers, SessionKey, StoredSession
 from kilo_rate_usage.ports import (
     MAX_TRANSACT_ITEMS,
@@ -19,10 +27,15 @@ from kilo_rate_usage.ports import (
     Transaction,
     UsageRepository,
 )
-from kilo_webhook_ingest.store import PutResult, StoreUnavailableError
+from kilo_webhook_ingest.model import UnstorableEventError, UsageClient
+from kilo_webhook_ingest.ports import PutResult, StorageUnavailableError
+
+DYNAMODB_ITEM_LIMIT = 409_600  # "400 KB": what DynamoDB itself refuses above
 
 
 class InMemoryEventStore:
+    """``EventStore`` in memory; held to tests/contract/test_event_store_contract.py with the DynamoDB adapter."""
+
     def __init__(self) -> None:
         self.items: dict[tuple[str, str], Item] = {}
         self.writes = 0
@@ -33,12 +46,39 @@ class InMemoryEventStore:
         with self._lock:
             self.writes += 1
             if self.failing:
-                raise StoreUnavailableError("injected failure")
+                raise StorageUnavailableError("injected failure")
+            try:
+                check_item_size(item, DYNAMODB_ITEM_LIMIT)
+            except ItemTooLargeError as exc:
+                raise UnstorableEventError("event_not_storable", "the event store refuses this event") from exc
             key = (str(item[KEY]["S"]), str(item[SORT_KEY]["S"]))
             if key in self.items:
                 return PutResult(stored=False, existing=self.items[key])
             self.items[key] = item
             return PutResult(stored=True)
+
+
+class StaticSecretSource:
+    """``SecretSource`` with fixed secrets (the Secrets Manager adapter is tested on moto in the integration suites)."""
+
+    def __init__(
+        self,
+        livekit: dict[str, str] | None = None,
+        usage: dict[str, UsageClient] | None = None,
+        stripe: list[str] | None = None,
+    ) -> None:
+        self._livekit = livekit or {}
+        self._usage = usage or {}
+        self._stripe = stripe or []
+
+    def livekit_keys(self) -> dict[str, str]:
+        return self._livekit
+
+    def usage_client(self, client_id: str) -> UsageClient | None:
+        return self._usage.get(client_id)
+
+    def stripe_webhook_secrets(self) -> list[str]:
+        return self._stripe
 
 
 class InMemoryUsageRepository:

@@ -44,7 +44,7 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any,
 
 
 def test_given_a_small_simulated_month_then_rated_usage_equals_the_ground_truth(local_stack: tuple[Any, Any]) -> None:
-    from kilo_dev.demo import HttpSink, compare, month_to_date_rows  # noqa: PLC0415
+    from kilo_dev.demo import HttpSink, _write_profiles, compare, month_to_date_rows  # noqa: PLC0415
     from kilo_dev.simulator import default_accounts, simulate  # noqa: PLC0415
 
     stack, livekit = local_stack
@@ -53,6 +53,7 @@ def test_given_a_small_simulated_month_then_rated_usage_equals_the_ground_truth(
     start = int((month_start - timedelta(hours=2)).timestamp())  # a call crosses the month boundary
     end = min(now, int((month_start + timedelta(hours=30)).timestamp()))
     accounts = default_accounts(3)
+    _write_profiles(stack, accounts)  # registered, as the demo does: ingest refuses usage of unknown accounts
     key, secret = next(iter(stack.settings.livekit_keys.items()))
     sink = HttpSink(stack.url, key, secret, stack.settings.usage_client, stack.settings.usage_secret, stack.clock)
     truth = simulate(3, accounts, start, end, sink, livekit, rooms_per_account_per_day=2.0)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
+import zlib
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,8 @@ import time_machine
 
 from kilo_dev.apigw import http_api_event
 from kilo_dev.signing import livekit_authorization
-from kilo_dev.template import create_tables
 from kilo_webhook_ingest import livekit_handler
-from tests.conftest import LIVEKIT_KEYS, LambdaContext, Stack, count_calls
+from tests.conftest import LIVEKIT_KEYS, LambdaContext, Stack, _clear_caches, count_calls, recreate_table
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "livekit"
 KEY, SECRET = "APIkeyCurrent", LIVEKIT_KEYS["APIkeyCurrent"]
@@ -70,7 +70,7 @@ def test_given_signed_participant_joined_when_posted_then_stored_once_with_ratin
     assert item["participant_identity"] == {"S": "alice"}
     assert item["joined_at_ms"] == {"N": "1771351900456"}
     assert item["room_metadata"] == {"S": '{"account_id":"acct_team_1"}'}
-    assert item["participant_attributes"] == {"S": '{"kilo.account_id": "acct_team_1"}'}
+    assert item["participant_attributes"] == {"S": '{"kilo.account_id":"acct_team_1"}'}
     assert "participant_kind" not in item  # STANDARD is the zero value
     assert item["api_key"] == {"S": KEY}
     assert bytes(item["body"]["B"]) == body  # the exact bytes LiveKit signed
@@ -162,8 +162,7 @@ def test_given_the_same_event_twice_concurrently_then_exactly_one_is_stored(
 def test_given_a_duplicate_then_it_costs_one_failed_conditional_write_and_no_read(
     stack: Stack, lambda_context: LambdaContext
 ) -> None:
-    _, store, _ = livekit_handler.dependencies()
-    counter = count_calls(store._client)
+    counter = count_calls(livekit_handler.dependencies().store._client)
     body = fixture("participant_joined")
     send(body, signed(body), lambda_context)
     assert counter.calls == ["PutItem"]  # one write per accepted webhook, zero reads
@@ -339,19 +338,240 @@ def test_given_dynamodb_failing_then_503_so_livekit_retries_and_nothing_is_half_
     status, payload = send(body, signed(body), lambda_context)
     assert (status, payload["error"]["code"]) == (503, "not_stored")
     # the table comes back (as after an outage): the retry stores the event exactly once
-    create_tables(stack.template, stack.clients["dynamodb"], only={"EventsTable"})
+    recreate_table(stack)
     assert send(body, signed(body), lambda_context)[1]["status"] == "stored"
     assert len(stack.table_items()) == 1
 
 
 def test_given_a_malformed_keys_secret_then_503_not_401(stack: Stack, lambda_context: LambdaContext) -> None:
-    from aws_lambda_powertools.utilities import parameters  # noqa: PLC0415
-
     stack.clients["secretsmanager"].put_secret_value(
         SecretId=stack.template.parameters["LiveKitKeysSecretName"], SecretString='["not", "a", "map"]'
     )
-    parameters.clear_caches()
+    _clear_caches()  # a new container: the secret is read again
     body = fixture("participant_joined")
     status, payload = send(body, signed(body), lambda_context)
     assert (status, payload["error"]["code"]) == (503, "not_stored")
     assert stack.table_items() == []
+
+
+# --- hardening: input that once crashed, items that could never be stored, answers that said too much ------------
+
+INTERNALS = ("DynamoDB", "dynamodb", "ResourceNotFound", "Exception", "secretsmanager", "kilo-billing/", "amazonaws")
+
+
+def emitted_metrics(capsys: pytest.CaptureFixture[str]) -> dict[str, float]:
+    """Sum of every metric the handler flushed (Powertools prints CloudWatch EMF lines to stdout)."""
+    totals: dict[str, float] = {}
+    for line in capsys.readouterr().out.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(record, dict) or "_aws" not in record:
+            continue
+        for definition in record["_aws"]["CloudWatchMetrics"]:
+            for metric in definition["Metrics"]:
+                value = record[metric["Name"]]
+                totals[metric["Name"]] = totals.get(metric["Name"], 0) + sum(
+                    value if isinstance(value, list) else [value]
+                )
+    return totals
+
+
+def with_enums(kind: object = None, track_type: object = None, source: object = None) -> bytes:
+    data = json.loads(fixture("track_published_video"))
+    data["id"] = "EV_enums0000001"
+    if kind is not None:
+        data["participant"]["kind"] = kind
+    if track_type is not None:
+        data["track"]["type"] = track_type
+    if source is not None:
+        data["track"]["source"] = source
+    return json.dumps(data).encode()
+
+
+def test_given_enum_numbers_this_protocol_does_not_know_then_stored_as_unknown_not_a_500(
+    stack: Stack, lambda_context: LambdaContext
+) -> None:
+    # a newer LiveKit server's enum values: Go's protojson writes values it has no name for as numbers
+    body = with_enums(kind=99, track_type=77, source=55)
+    status, payload = send(body, signed(body), lambda_context)
+    assert (status, payload["status"]) == (200, "stored")
+    [item] = stack.table_items()
+    assert item["participant_kind"] == {"S": "UNKNOWN_99"}
+    assert item["track_type"] == {"S": "UNKNOWN_77"}
+    assert item["track_source"] == {"S": "UNKNOWN_55"}
+
+
+def test_given_unknown_enums_stored_then_rating_bills_the_participant_like_a_standard_one_and_never_as_video(
+    stack: Stack, lambda_context: LambdaContext
+) -> None:
+    from kilo_billing.events import LiveKitEventRecord, decode_item  # noqa: PLC0415
+    from kilo_rate_usage.sessions import AttributionRule, Billing, rebuild_room  # noqa: PLC0415
+
+    joined = json.loads(fixture("participant_joined"))
+    joined["participant"]["kind"] = 99
+    track = json.loads(with_enums(kind=99, track_type=77))
+    track["participant"]["joinedAtMs"] = joined["participant"]["joinedAtMs"]
+    left = json.loads(fixture("participant_joined"))
+    left |= {"event": "participant_left", "id": "EV_left00000001", "createdAt": "1771351990"}  # 89.544 s after join
+    left["participant"]["kind"] = 99
+    for data in (joined, track, left):
+        body = json.dumps(data).encode()
+        assert send(body, signed(body), lambda_context)[0] == 200
+    records = [decode_item(item) for item in stack.table_items()]
+    assert all(isinstance(record, LiveKitEventRecord) for record in records)
+    [session] = rebuild_room(records, AttributionRule(), max_session_seconds=86_400)  # type: ignore[arg-type]
+    assert (session.kind, session.billing) == ("UNKNOWN_99", Billing.ROOM_RULE)  # billed: never a lost minute
+    assert session.video_seconds == 0  # an unknown track type is not video (the customer's side of the doubt)
+    [part] = session.parts
+    assert (part.video, part.audio) == (0, 2)  # 89.544 s -> one connection rounded up to 2 minutes, audio
+
+
+@pytest.mark.parametrize(("outer", "inner"), [("participant", "kind"), ("track", "type"), ("track", "source")])
+def test_given_a_boolean_where_an_enum_belongs_then_400_and_nothing_stored(
+    stack: Stack, lambda_context: LambdaContext, outer: str, inner: str
+) -> None:
+    data = json.loads(with_enums())
+    data[outer][inner] = True
+    body = json.dumps(data).encode()
+    status, payload = send(body, signed(body), lambda_context)
+    assert (status, payload["error"]["code"]) == (400, "not_a_webhook_event")
+    assert stack.table_items() == []
+
+
+def test_given_a_signed_body_nested_10000_deep_then_400_not_a_crash(
+    stack: Stack, lambda_context: LambdaContext
+) -> None:
+    body = b'{"event": "room_started", "id": "EV_deep", "x": ' + b"[" * 10_000 + b"]" * 10_000 + b"}"
+    status, payload = send(body, signed(body), lambda_context)
+    assert (status, payload["error"]["code"]) == (400, "too_deeply_nested")
+    assert stack.table_items() == []
+
+
+def test_given_a_token_whose_claims_nest_10000_deep_then_401_before_any_secret_is_used(
+    stack: Stack, lambda_context: LambdaContext
+) -> None:
+    claims = b'{"iss": ' + b"[" * 10_000 + b"]" * 10_000 + b"}"
+    token = "eyJhbGciOiJIUzI1NiJ9." + base64.urlsafe_b64encode(claims).decode().rstrip("=") + ".c2ln"
+    body = fixture("participant_joined")
+    status, payload = send(body, token, lambda_context)
+    assert (status, payload["error"]["code"]) == (401, "bad_signature")
+    assert stack.table_items() == []
+
+
+def test_given_an_id_too_long_for_a_table_key_then_400_not_a_503_forever(
+    stack: Stack, lambda_context: LambdaContext
+) -> None:
+    data = json.loads(fixture("participant_joined"))
+    data["id"] = "EV_" + "x" * 2048  # DynamoDB refuses sort keys over 1 KB: every retry would fail
+    body = json.dumps(data).encode()
+    status, payload = send(body, signed(body), lambda_context)
+    assert (status, payload["error"]["code"]) == (400, "invalid_id")
+    assert stack.table_items() == []
+
+
+def _random_text(size: int, seed: int) -> str:
+    """Text that zlib cannot shrink much (random printable characters, as an encrypted blob in metadata would be)."""
+    import random  # noqa: PLC0415
+
+    alphabet = "".join(chr(c) for c in range(33, 127) if chr(c) not in '"\\')
+    rng = random.Random(seed)
+    return "".join(rng.choice(alphabet) for _ in range(size))
+
+
+def test_given_a_205_kb_body_with_205_kb_of_metadata_then_stored_compressed_and_read_back_whole(
+    stack: Stack, lambda_context: LambdaContext
+) -> None:
+    # once: 205 KB of metadata stored beside the 205 KB body that carries it = over 400 KB, a 503 on every retry
+    data = json.loads(fixture("participant_joined"))
+    data["room"]["metadata"] = json.dumps({"account_id": "acct_team_1", "notes": "standup " * 26_000})
+    body = json.dumps(data).encode()
+    assert 205_000 < len(body) < 256 * 1024
+    status, payload = send(body, signed(body), lambda_context)
+    assert (status, payload["status"]) == (200, "stored")
+    [item] = stack.table_items()
+    assert item["schema_version"] == {"N": "2"}
+    assert "body" not in item
+    assert zlib.decompress(bytes(item["body_zlib"]["B"])) == body  # the signed bytes, kept exactly
+    assert len(item["room_metadata"]["S"]) > 205_000  # what rating reads stays lifted out, uncompressed
+
+
+def test_given_incompressible_metadata_that_still_fits_then_stored(stack: Stack, lambda_context: LambdaContext) -> None:
+    data = json.loads(fixture("participant_joined"))
+    data["participant"]["metadata"] = _random_text(150_000, seed=1)
+    body = json.dumps(data).encode()
+    status, payload = send(body, signed(body), lambda_context)
+    # ~125 KB compressed body + 150 KB metadata: fits (also by moto's count, which takes binary at its base64 length)
+    assert (status, payload["status"]) == (200, "stored")
+    [item] = stack.table_items()
+    assert zlib.decompress(bytes(item["body_zlib"]["B"])) == body
+
+
+def test_given_a_signed_event_too_large_to_store_then_413_once_counted_and_nothing_written(
+    stack: Stack, lambda_context: LambdaContext, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = json.loads(fixture("participant_joined"))
+    data["room"]["metadata"] = _random_text(125_000, seed=2)
+    data["participant"]["metadata"] = _random_text(125_000, seed=3)
+    body = json.dumps(data).encode()
+    assert len(body) < 256 * 1024  # a body the endpoint accepts, signed with a valid key
+    capsys.readouterr()
+    status, payload = send(body, signed(body), lambda_context)
+    # 250 KB of metadata beside a body that carries it (~210 KB compressed): over the item limit however often sent
+    assert (status, payload["error"]["code"]) == (413, "event_too_large_to_store")
+    assert stack.table_items() == []
+    counted = emitted_metrics(capsys)
+    assert counted.get("UnstorableEvent") == 1  # the alarm's metric
+    assert "IngestStoreFailed" not in counted  # not a 5xx: LiveKit does not retry what can never succeed
+
+
+def test_given_dynamodb_failing_then_the_503_names_no_internals_but_a_request_id(
+    stack: Stack, lambda_context: LambdaContext
+) -> None:
+    stack.clients["dynamodb"].delete_table(TableName=stack.template.physical_name("EventsTable"))
+    body = fixture("participant_joined")
+    status, payload = send(body, signed(body), lambda_context)
+    assert status == 503
+    assert payload == {
+        "error": {
+            "code": "not_stored",
+            "message": "event not stored; retry later (a retry is safe: duplicates are detected)",
+            "request_id": lambda_context.aws_request_id,
+        }
+    }
+
+
+def test_given_the_keys_secret_missing_then_an_unsigned_caller_learns_nothing_about_it(
+    stack: Stack, lambda_context: LambdaContext
+) -> None:
+    secret = stack.template.parameters["LiveKitKeysSecretName"]
+    stack.clients["secretsmanager"].delete_secret(SecretId=secret, ForceDeleteWithoutRecovery=True)
+    _clear_caches()
+    status, payload = send(b"{}", "not.a.jwt", lambda_context)  # anyone on the internet
+    assert status == 503
+    text = json.dumps(payload)
+    assert secret not in text
+    assert not any(word in text for word in INTERNALS), text
+    assert payload["error"]["request_id"] == lambda_context.aws_request_id
+
+
+def test_given_the_livekit_handler_and_its_dependencies_built_then_neither_the_xray_sdk_nor_pydantic_is_loaded() -> (
+    None
+):
+    """The Tracer stays off the LiveKit cold path (docs/decisions.md D-ingest-6); so do the account models."""
+    import os  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    probe = (
+        "import json, sys\n"
+        "from kilo_webhook_ingest import livekit_handler\n"
+        "livekit_handler.dependencies()\n"
+        "print(json.dumps(sorted({name.split('.')[0] for name in sys.modules})))\n"
+    )
+    env = {**os.environ, "EVENTS_TABLE_NAME": "events", "AWS_DEFAULT_REGION": "us-east-1"}
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=env)
+    loaded = set(json.loads(result.stdout))
+    assert "kilo_webhook_ingest" in loaded
+    assert loaded.isdisjoint({"aws_xray_sdk", "pydantic", "stripe"}), sorted(loaded & {"aws_xray_sdk", "pydantic"})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import zlib
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,11 +18,10 @@ import pytest
 import time_machine
 
 from kilo_dev.apigw import http_api_event
-from kilo_dev.signing import stripe_signature
 from kilo_webhook_ingest import stripe_handler
-from tests.conftest import STRIPE_SECRETS, LambdaContext, Stack
+from tests.conftest import STRIPE_SECRETS, LambdaContext, Stack, _clear_caches, recreate_table
 
-STRIPE_FIXTURES = Path(__file__).resolve().parents[3] / "shared/fixtures/stripe/fixtures3.json"
+STRIPE_FIXTURES = Path(__file__).resolve().parents[1] / "fixtures/stripe/fixtures3.json"  # MIT, LICENSE beside it
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 NOW_S = 1772366400
 SECRET = "whsec_current_0123456789"
@@ -45,8 +45,6 @@ def clock() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def stripe_resources() -> dict[str, Any]:
-    if not STRIPE_FIXTURES.exists():
-        pytest.skip(f"Stripe's published fixtures are not at {STRIPE_FIXTURES} (shared/ must sit beside the clone)")
     resources: dict[str, Any] = json.loads(STRIPE_FIXTURES.read_text())["resources"]
     return resources
 
@@ -102,17 +100,16 @@ def post(body: bytes, signature: str | None, context: LambdaContext) -> tuple[in
 
 
 def signed(body: bytes, secret: str = SECRET, timestamp: int = NOW_S) -> str:
-    return stripe_signature(body, secret, timestamp)
+    """``Stripe-Signature`` as Stripe computes it, from the Stripe SDK's own signer."""
+    import stripe  # noqa: PLC0415
 
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:  # Stripe never sends such a body; sign its bytes the same way (HMAC over "t.body")
+        from kilo_dev.signing import stripe_signature  # noqa: PLC0415
 
-def _recreate_events_table(stack: Stack) -> None:
-    spec = stack.template.resolve(stack.template.resources["EventsTable"]["Properties"])
-    request = {
-        key: spec[key]
-        for key in ("AttributeDefinitions", "KeySchema", "GlobalSecondaryIndexes", "BillingMode")
-        if key in spec
-    }
-    stack.clients["dynamodb"].create_table(TableName=stack.template.physical_name("EventsTable"), **request)
+        return stripe_signature(body, secret, timestamp)
+    return stripe.WebhookSignature.generate_signature_header(text, secret, timestamp)
 
 
 # --- accepted -----------------------------------------------------------------------------------------------------
@@ -127,15 +124,19 @@ def test_given_a_signed_invoice_paid_event_then_200_stored_once_and_published_to
     [item] = stack.table_items()
     assert item["pk"] == {"S": "stripe#evt_1Pgc76B7WZ01zgkWwyRHS12y"}
     assert item["source"] == {"S": "stripe"}
-    assert item["schema_version"] == {"N": "1"}
+    assert item["schema_version"] == {"N": "2"}  # the body is compressed (version 2 items)
     assert item["event_id"] == {"S": "evt_1Pgc76B7WZ01zgkWwyRHS12y"}
     assert item["event_type"] == {"S": "invoice.paid"}
     assert item["created"] == {"N": "1234567890"}
     assert item["livemode"] == {"BOOL": False}
     assert item["received_at_ms"] == {"N": "1772366400000"}
     assert item["expires_at"] == {"N": "1806926400"}  # received + RawEventTtlDays (400) days
-    assert bytes(item["body"]["B"]) == invoice_paid  # the exact bytes Stripe signed
-    assert json.loads(bytes(item["body"]["B"]))["data"]["object"]["id"] == "in_1Pgc6tB7WZ01zgkWu9fdqL6I"
+    assert len(invoice_paid) > 4096  # pretty-printed as Stripe sends it: over the compression threshold
+    assert "body" not in item
+    stored = zlib.decompress(bytes(item["body_zlib"]["B"]))
+    assert stored == invoice_paid  # the exact bytes Stripe signed
+    assert len(item["body_zlib"]["B"]) < len(invoice_paid) // 3
+    assert json.loads(stored)["data"]["object"]["id"] == "in_1Pgc6tB7WZ01zgkWu9fdqL6I"
     [message] = delivered(stack, probe)
     assert message["source"] == "kilo.billing.ingest"
     assert message["detail-type"] == "StripeEventReceived.v1"
@@ -259,7 +260,7 @@ def test_given_dynamodb_failing_then_503_nothing_published_and_the_retry_stores_
     status, payload = post(invoice_paid, signed(invoice_paid), lambda_context)
     assert (status, payload["error"]["code"]) == (503, "not_stored")
     assert delivered(stack, probe) == []  # never announce an event consumers cannot read
-    _recreate_events_table(stack)  # the outage ends; Stripe retries
+    recreate_table(stack)  # the outage ends; Stripe retries
     status, payload = post(invoice_paid, signed(invoice_paid), lambda_context)
     assert (status, payload["status"]) == (200, "stored")
     assert len(stack.table_items()) == 1
@@ -289,13 +290,96 @@ def test_given_eventbridge_failing_then_503_and_the_retry_after_recovery_publish
 def test_given_a_malformed_stripe_secret_then_503_not_401(
     stack: Stack, lambda_context: LambdaContext, invoice_paid: bytes
 ) -> None:
-    from aws_lambda_powertools.utilities import parameters  # noqa: PLC0415
-
     stack.clients["secretsmanager"].put_secret_value(
         SecretId=stack.template.parameters["StripeWebhookSecretName"],
         SecretString=json.dumps({"webhook_secrets": {"whsec_current_0123456789": True}}),
     )
-    parameters.clear_caches()
+    _clear_caches()  # a new container: the secret is read again
     status, payload = post(invoice_paid, signed(invoice_paid), lambda_context)  # post() asserts no secret echoed
     assert (status, payload["error"]["code"]) == (503, "not_stored")
     assert stack.table_items() == []
+
+
+# --- hardening ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("ahead", "status"),
+    [
+        pytest.param(86_400, 401, id="signed a day in the future"),
+        pytest.param(301, 401, id="301 s ahead"),
+        pytest.param(299, 200, id="299 s ahead (sender clock skew)"),
+    ],
+)
+def test_given_a_signature_timestamp_in_the_future_then_only_the_tolerance_is_accepted(
+    stack: Stack, lambda_context: LambdaContext, invoice_paid: bytes, probe: str, ahead: int, status: int
+) -> None:
+    answered, payload = post(invoice_paid, signed(invoice_paid, timestamp=NOW_S + ahead), lambda_context)
+    assert answered == status
+    if status == 401:
+        assert payload["error"]["code"] == "bad_signature"
+        assert stack.table_items() == []
+        assert delivered(stack, probe) == []
+    else:
+        assert len(stack.table_items()) == 1
+
+
+@pytest.mark.parametrize(
+    ("make_body", "code"),
+    [
+        pytest.param(
+            lambda r: json.dumps({**r["event"], "created": True}).encode(), "missing_created", id="created true"
+        ),
+        pytest.param(
+            lambda r: json.dumps({**r["event"], "created": 1.5}).encode(), "missing_created", id="created 1.5"
+        ),
+        pytest.param(
+            lambda r: json.dumps({**r["event"], "id": "evt_" + "x" * 300}).encode(), "invalid_id", id="id over 255"
+        ),
+        pytest.param(
+            lambda r: b'{"object": "event", "id": "evt_1", "x": ' + b"[" * 10_000 + b"]" * 10_000 + b"}",
+            "too_deeply_nested",
+            id="nested 10000 deep",
+        ),
+    ],
+)
+def test_given_signed_input_that_once_ended_in_a_500_or_a_503_forever_then_400(
+    stack: Stack,
+    lambda_context: LambdaContext,
+    stripe_resources: dict[str, Any],
+    probe: str,
+    make_body: Any,
+    code: str,
+) -> None:
+    body: bytes = make_body(stripe_resources)
+    status, payload = post(body, signed(body), lambda_context)
+    assert (status, payload["error"]["code"]) == (400, code)
+    assert stack.table_items() == []
+    assert delivered(stack, probe) == []
+
+
+def test_given_the_bus_failing_then_the_503_names_no_internals_but_a_request_id(
+    stack: Stack, lambda_context: LambdaContext, invoice_paid: bytes
+) -> None:
+    stack.clients["events"].delete_event_bus(Name=stack.template.physical_name("BillingEventBus"))
+    status, payload = post(invoice_paid, signed(invoice_paid), lambda_context)
+    assert status == 503
+    assert payload == {
+        "error": {
+            "code": "not_stored",
+            "message": "event not stored or not handed on; retry later (a retry is safe: duplicates are detected)",
+            "request_id": lambda_context.aws_request_id,
+        }
+    }
+
+
+def test_given_the_stripe_secret_missing_then_an_unsigned_caller_learns_nothing_about_it(
+    stack: Stack, lambda_context: LambdaContext
+) -> None:
+    secret = stack.template.parameters["StripeWebhookSecretName"]
+    stack.clients["secretsmanager"].delete_secret(SecretId=secret, ForceDeleteWithoutRecovery=True)
+    _clear_caches()
+    status, payload = post(b'{"object": "event"}', "t=1,v1=00", lambda_context)
+    assert status == 503
+    assert secret not in json.dumps(payload)
+    assert set(payload["error"]) == {"code", "message", "request_id"}

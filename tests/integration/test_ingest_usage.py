@@ -16,8 +16,16 @@ import time_machine
 
 from kilo_dev.apigw import http_api_event
 from kilo_dev.signing import usage_signature
-from kilo_webhook_ingest import usage_api
-from tests.conftest import USAGE_CLIENTS, LambdaContext, Stack, count_calls
+from kilo_webhook_ingest import usage_handler
+from tests.conftest import (
+    USAGE_CLIENTS,
+    LambdaContext,
+    Stack,
+    _clear_caches,
+    count_calls,
+    recreate_table,
+    register_accounts,
+)
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 NOW_S = 1772366400
@@ -33,6 +41,15 @@ def clock() -> Iterator[None]:
         yield
 
 
+REGISTERED = ("acct_7", "acct_42", "acct_scoped")
+
+
+@pytest.fixture(autouse=True)
+def accounts(stack: Stack) -> None:
+    """The accounts these tests bill have profiles (usage is accepted only for registered accounts)."""
+    register_accounts(stack, *REGISTERED)
+
+
 def post(
     body: bytes,
     headers: dict[str, str],
@@ -44,7 +61,7 @@ def post(
     event = http_api_event(
         "POST", path, body, {"content-type": "application/json", **headers}, force_base64=force_base64
     )
-    response = usage_api.lambda_handler(event, context)
+    response = usage_handler.lambda_handler(event, context)
     assert response["headers"]["content-type"] == "application/json"
     for secret in ALL_SECRETS:  # no response, error or not, may echo a signing secret
         assert secret not in response["body"]
@@ -252,7 +269,7 @@ def test_given_a_full_batch_of_1000_events_then_all_accepted_with_one_write_each
         written.append(json.loads(params["body"])["Item"]["pk"]["S"])
         return type("Response", (), {"status_code": 200, "headers": {}})(), {}
 
-    usage_api.dependencies()[1]._client.meta.events.register("before-call.dynamodb.PutItem", accept_write)
+    usage_handler.dependencies().store._client.meta.events.register("before-call.dynamodb.PutItem", accept_write)
     events = [message(f"bulk-{index:04d}") for index in range(1000)]
     status, payload = send_batch(lambda_context, *events)
     assert (status, payload["accepted"], len(payload["results"])) == (200, 1000, 1000)
@@ -445,23 +462,13 @@ def test_given_a_base64_encoded_body_then_the_signature_is_checked_on_the_decode
     event = http_api_event("POST", "/v1/usage", body, signed(body), force_base64=True)
     assert event["isBase64Encoded"] is True
     assert event["body"] != body.decode()
-    response = usage_api.lambda_handler(event, lambda_context)
+    response = usage_handler.lambda_handler(event, lambda_context)
     assert response["statusCode"] == 200
     assert json.loads(response["body"])["accepted"] == 3
     assert len(stack.table_items()) == 3
 
 
 # --- failures ----------------------------------------------------------------------------------------------------
-
-
-def _recreate_events_table(stack: Stack) -> None:
-    spec = stack.template.resolve(stack.template.resources["EventsTable"]["Properties"])
-    request = {
-        key: spec[key]
-        for key in ("AttributeDefinitions", "KeySchema", "GlobalSecondaryIndexes", "BillingMode")
-        if key in spec
-    }
-    stack.clients["dynamodb"].create_table(TableName=stack.template.physical_name("EventsTable"), **request)
 
 
 def test_given_dynamodb_failing_then_503_json_error_and_the_retried_batch_is_stored_in_full(
@@ -474,10 +481,20 @@ def test_given_dynamodb_failing_then_503_json_error_and_the_retried_batch_is_sto
     assert payload == {
         "error": {
             "code": "not_stored",
-            "message": "usage not (fully) stored; retry the same batch, duplicates are safe",
-        }
-    }
-    _recreate_events_table(stack)  # the outage ends
+            "message": "usage not (fully) stored: 3 event(s) missing; retry the same batch, duplicates are safe",
+            "request_id": lambda_context.aws_request_id,
+        },
+        "accepted": 0,
+        "duplicates": 0,
+        "conflicts": 0,
+        "not_stored": 3,
+        "results": [
+            {"index": 0, "idempotency_key": "msg-0001", "status": "not_stored"},
+            {"index": 1, "idempotency_key": "dt-0001", "status": "not_stored"},
+            {"index": 2, "idempotency_key": "msg-0002", "status": "not_stored"},
+        ],
+    }  # nothing about DynamoDB, its error codes or the table in the answer: that is in the log
+    recreate_table(stack)  # the outage ends
     status, payload = post(body, signed(body), lambda_context)
     assert (status, payload["accepted"], payload["duplicates"]) == (200, 3, 0)
     assert len(stack.table_items()) == 3
@@ -486,7 +503,7 @@ def test_given_dynamodb_failing_then_503_json_error_and_the_retried_batch_is_sto
 def test_given_one_write_throttled_then_503_and_the_retry_stores_only_what_is_missing(
     stack: Stack, lambda_context: LambdaContext
 ) -> None:
-    client = usage_api.dependencies()[1]._client
+    client = usage_handler.dependencies().store._client
 
     def throttle_dt(params: dict[str, Any], **_: Any) -> tuple[Any, dict[str, Any]] | None:
         if json.loads(params["body"])["Item"]["pk"]["S"] != "usage#kilo-app#dt-0001":
@@ -498,24 +515,31 @@ def test_given_one_write_throttled_then_503_and_the_retry_stores_only_what_is_mi
     body = batch(*VALID_BATCH)
     status, payload = post(body, signed(body), lambda_context)
     assert (status, payload["error"]["code"]) == (503, "not_stored")
-    assert sorted(items_by_key(stack)) == ["usage#kilo-app#msg-0001", "usage#kilo-app#msg-0002"]
+    statuses = {result["idempotency_key"]: result["status"] for result in payload["results"]}
+    assert statuses["dt-0001"] == "not_stored"
+    # after the failure no further write starts (parallel writes already under way finish): the answer says
+    # exactly which events are stored
+    stored = {key for key, value in statuses.items() if value == "accepted"}
+    assert set(statuses.values()) <= {"accepted", "not_stored"}
+    assert set(items_by_key(stack)) == {f"usage#kilo-app#{key}" for key in stored}
+    assert (payload["accepted"], payload["not_stored"]) == (len(stored), 3 - len(stored))
     client.meta.events.unregister("before-call.dynamodb.PutItem", unique_id="throttle-dt")
     status, payload = post(body, signed(body), lambda_context)
     assert status == 200
-    assert [item["status"] for item in payload["results"]] == ["duplicate", "accepted", "duplicate"]
+    assert {result["idempotency_key"]: result["status"] for result in payload["results"]} == {
+        key: "duplicate" if key in stored else "accepted" for key in statuses
+    }
     assert len(stack.table_items()) == 3
 
 
 def test_given_a_malformed_clients_secret_then_503_not_401_and_no_secret_echoed(
     stack: Stack, lambda_context: LambdaContext
 ) -> None:
-    from aws_lambda_powertools.utilities import parameters  # noqa: PLC0415
-
     stack.clients["secretsmanager"].put_secret_value(
         SecretId=stack.template.parameters["UsageClientsSecretName"],
         SecretString=json.dumps({"kilo-app": {"usage-secret-new": "usage-secret-old"}}),
     )
-    parameters.clear_caches()
+    _clear_caches()  # a new container: the secret is read again
     body = batch(PLAIN_MESSAGE)
     status, payload = post(body, signed(body), lambda_context)  # post() asserts no secret is in the body
     assert (status, payload["error"]["code"]) == (503, "not_stored")
@@ -525,11 +549,13 @@ def test_given_a_malformed_clients_secret_then_503_not_401_and_no_secret_echoed(
 # --- cost: writes only, never reads ------------------------------------------------------------------------------
 
 
-def test_given_n_new_events_then_exactly_n_put_items_and_no_reads(stack: Stack, lambda_context: LambdaContext) -> None:
-    counter = count_calls(usage_api.dependencies()[1]._client)
+def test_given_n_new_events_then_one_account_read_and_exactly_n_put_items(
+    stack: Stack, lambda_context: LambdaContext
+) -> None:
+    counter = count_calls(usage_handler.dependencies().store._client)
     events = [message(f"cost-{index}") for index in range(5)]
     assert send_batch(lambda_context, *events)[1]["accepted"] == 5
-    assert counter.calls == ["PutItem"] * 5
+    assert counter.calls == ["BatchGetItem"] + ["PutItem"] * 5  # the batch's accounts are read once, together
     assert (counter.count("GetItem"), counter.count("Query"), counter.count("Scan")) == (0, 0, 0)
 
 
@@ -538,7 +564,7 @@ def test_given_a_replayed_batch_then_n_failed_conditional_writes_and_nothing_els
 ) -> None:
     events = [message(f"cost-{index}") for index in range(5)]
     assert send_batch(lambda_context, *events)[1]["accepted"] == 5
-    client = usage_api.dependencies()[1]._client
+    client = usage_handler.dependencies().store._client
     counter = count_calls(client)
     outcomes: list[str] = []
 
@@ -547,8 +573,8 @@ def test_given_a_replayed_batch_then_n_failed_conditional_writes_and_nothing_els
 
     client.meta.events.register("after-call.dynamodb.*", record)
     assert send_batch(lambda_context, *events)[1]["duplicates"] == 5
-    assert counter.calls == ["PutItem"] * 5
-    assert outcomes == ["ConditionalCheckFailedException"] * 5
+    assert counter.calls == ["BatchGetItem"] + ["PutItem"] * 5
+    assert outcomes == ["OK"] + ["ConditionalCheckFailedException"] * 5
 
 
 # --- routing -----------------------------------------------------------------------------------------------------
@@ -559,4 +585,124 @@ def test_given_an_unknown_route_then_404_json(stack: Stack, lambda_context: Lamb
     status, payload = post(body, signed(body), lambda_context, path="/v1/nope")
     assert status == 404
     assert payload == {"error": {"code": "not_found", "message": "no such route"}}
+    assert stack.table_items() == []
+
+
+# --- who may bill what: registered accounts, reserved ids, the client's scope -------------------------------------
+
+
+def problems_of(payload: dict[str, Any]) -> list[tuple[int | None, str, str]]:
+    return [(problem["index"], problem["field"], problem["message"]) for problem in payload["error"]["details"]]
+
+
+@pytest.mark.parametrize(
+    ("account", "expected"),
+    [
+        pytest.param("acct_ghost", "account 'acct_ghost' is not registered", id="not registered"),
+        pytest.param(
+            "unattributed", "Value error, account id 'unattributed' is reserved", id="the unattributed bucket"
+        ),
+        pytest.param("Unattributed", "Value error, account id 'Unattributed' is reserved", id="reserved, any case"),
+        pytest.param("admin", "Value error, account id 'admin' is reserved", id="reserved"),
+        pytest.param(
+            "org/1",
+            "Value error, account id 'org/1' must be 1-128 characters: a letter or digit, then letters, digits or "
+            "_ . : @ + = -",
+            id="a slash (refused by room attribution too)",
+        ),
+    ],
+)
+def test_given_usage_for_an_account_that_may_not_be_billed_then_400_names_the_item_and_nothing_is_stored(
+    stack: Stack, lambda_context: LambdaContext, account: str, expected: str
+) -> None:
+    status, payload = send_batch(lambda_context, message("good-00"), message("bad-01", account_id=account))
+    assert (status, payload["error"]["code"]) == (400, "invalid_usage")
+    assert problems_of(payload) == [(1, "account_id", expected)]
+    assert stack.table_items() == []
+
+
+def test_given_a_scoped_client_then_it_bills_its_accounts_only_and_learns_nothing_about_others(
+    stack: Stack, lambda_context: LambdaContext
+) -> None:
+    body = batch(
+        message("s-0", account_id="acct_7"),  # in scope, registered
+        message("s-1", account_id="acct_42"),  # registered, not in scope
+        message("s-2", account_id="acct_nobody"),  # neither: told "may not bill", not whether it exists
+        message("s-3", account_id="acct_scoped"),  # in scope, registered
+    )
+    status, payload = post(body, signed(body, client="scoped-app", secret="scoped-secret"), lambda_context)
+    assert (status, payload["error"]["code"]) == (400, "invalid_usage")
+    assert problems_of(payload) == [
+        (1, "account_id", "usage client 'scoped-app' may not bill account 'acct_42'"),
+        (2, "account_id", "usage client 'scoped-app' may not bill account 'acct_nobody'"),
+    ]
+    assert stack.table_items() == []
+    body = batch(message("s-0", account_id="acct_7"), message("s-3", account_id="acct_scoped"))
+    status, payload = post(body, signed(body, client="scoped-app", secret="scoped-secret"), lambda_context)
+    assert (status, payload["accepted"]) == (200, 2)
+    assert sorted(items_by_key(stack)) == ["usage#scoped-app#s-0", "usage#scoped-app#s-3"]
+
+
+def test_given_a_client_in_the_older_secret_shape_then_it_may_bill_every_registered_account_only(
+    stack: Stack, lambda_context: LambdaContext
+) -> None:
+    body = batch(message("o-0", account_id="acct_42"), message("o-1", account_id="acct_ghost"))
+    status, payload = post(body, signed(body, client="other-app", secret="other-secret"), lambda_context)
+    assert problems_of(payload) == [(1, "account_id", "account 'acct_ghost' is not registered")]
+    body = batch(message("o-0", account_id="acct_42"))
+    status, payload = post(body, signed(body, client="other-app", secret="other-secret"), lambda_context)
+    assert (status, payload["accepted"]) == (200, 1)
+
+
+def test_given_shape_scope_and_registration_problems_together_then_all_are_listed_in_one_400(
+    stack: Stack, lambda_context: LambdaContext
+) -> None:
+    body = batch(
+        message("m-0", account_id="acct_42"),  # out of scope
+        message("m-1", quantity=-1),  # shape
+        message("m-2", account_id="acct_7"),  # fine
+        message("m-3", account_id="none"),  # reserved
+    )
+    status, payload = post(body, signed(body, client="scoped-app", secret="scoped-secret"), lambda_context)
+    assert status == 400
+    assert [(index, field) for index, field, _ in problems_of(payload)] == [
+        (0, "account_id"),
+        (1, "quantity"),
+        (3, "account_id"),
+    ]
+    assert payload["error"]["message"] == "3 problem(s) in the batch; nothing was stored"
+    assert stack.table_items() == []
+
+
+def test_given_a_batch_nested_10000_deep_then_400_not_a_crash(stack: Stack, lambda_context: LambdaContext) -> None:
+    body = b'{"events": ' + b"[" * 10_000 + b"]" * 10_000 + b"}"
+    status, payload = post(body, signed(body), lambda_context)
+    assert (status, payload["error"]["code"]) == (400, "too_deeply_nested")
+    assert stack.table_items() == []
+
+
+def test_given_thousands_of_unknown_fields_then_the_400_lists_the_first_200_and_counts_them_all(
+    stack: Stack, lambda_context: LambdaContext
+) -> None:
+    body = json.dumps({"events": [message("k-0", **{f"field_{n:05d}": n for n in range(5000)})]}).encode()
+    status, payload = post(body, signed(body), lambda_context)
+    assert status == 400
+    assert payload["error"]["message"] == "5000 problem(s) in the batch; nothing was stored (the first 200 are listed)"
+    assert len(payload["error"]["details"]) == 200
+    assert stack.table_items() == []
+
+
+def test_given_the_account_table_unreachable_then_503_without_internals_and_nothing_stored(
+    stack: Stack, lambda_context: LambdaContext
+) -> None:
+    stack.clients["dynamodb"].delete_table(TableName=stack.template.physical_name("UsageTable"))
+    status, payload = send_batch(lambda_context, PLAIN_MESSAGE)
+    assert status == 503
+    assert payload == {
+        "error": {
+            "code": "not_stored",
+            "message": "usage not stored; retry the same batch, duplicates are safe",
+            "request_id": lambda_context.aws_request_id,
+        }
+    }
     assert stack.table_items() == []

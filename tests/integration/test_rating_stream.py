@@ -224,9 +224,10 @@ def test_given_a_batch_then_writes_stay_within_the_stated_formula(stack: Stack, 
 
 def test_given_app_usage_reported_twice_then_counted_once(stack: Stack, lambda_context: LambdaContext) -> None:
     from kilo_dev.signing import usage_signature  # noqa: PLC0415
-    from kilo_webhook_ingest import usage_api  # noqa: PLC0415
-    from tests.conftest import USAGE_CLIENTS  # noqa: PLC0415
+    from kilo_webhook_ingest import usage_handler  # noqa: PLC0415
+    from tests.conftest import USAGE_CLIENTS, register_accounts  # noqa: PLC0415
 
+    register_accounts(stack, ACCOUNT)  # ingest accepts usage of registered accounts only
     body = json.dumps(
         {"events": [
             {"idempotency_key": "m-1", "account_id": ACCOUNT, "meter": "messages", "quantity": 1200,
@@ -238,7 +239,7 @@ def test_given_app_usage_reported_twice_then_counted_once(stack: Stack, lambda_c
     headers = {"content-type": "application/json", "x-kilo-client": "kilo-app"}
     for _ in range(2):  # the app retries after a timeout: the second is all duplicates at ingest
         headers["x-kilo-signature"] = usage_signature(body, USAGE_CLIENTS["kilo-app"][0])
-        response = usage_api.lambda_handler(http_api_event("POST", "/v1/usage", body, headers), lambda_context)
+        response = usage_handler.lambda_handler(http_api_event("POST", "/v1/usage", body, headers), lambda_context)
         assert response["statusCode"] == 200
     runner = Lambda(stack)
     records = runner.poll()
@@ -253,9 +254,10 @@ def test_given_usage_crossing_half_the_allowance_then_one_threshold_event_reache
     stack: Stack, lambda_context: LambdaContext
 ) -> None:
     from kilo_dev.signing import usage_signature  # noqa: PLC0415
-    from kilo_webhook_ingest import usage_api  # noqa: PLC0415
-    from tests.conftest import USAGE_CLIENTS  # noqa: PLC0415
+    from kilo_webhook_ingest import usage_handler  # noqa: PLC0415
+    from tests.conftest import USAGE_CLIENTS, register_accounts  # noqa: PLC0415
 
+    register_accounts(stack, "acct_free")  # ingest accepts usage of registered accounts only (personal since January)
     events, sqs = stack.clients["events"], stack.clients["sqs"]
     bus = stack.template.physical_name("BillingEventBus")
     queue = sqs.create_queue(QueueName="threshold-probe")["QueueUrl"]
@@ -268,7 +270,9 @@ def test_given_usage_crossing_half_the_allowance_then_one_threshold_event_reache
                                        "quantity": quantity, "timestamp": "2026-11-28T10:00:00Z"}]}).encode()  # fmt: skip
         headers = {"x-kilo-client": "kilo-app", "x-kilo-signature": usage_signature(body, USAGE_CLIENTS["kilo-app"][0])}
         assert (
-            usage_api.lambda_handler(http_api_event("POST", "/v1/usage", body, headers), lambda_context)["statusCode"]
+            usage_handler.lambda_handler(http_api_event("POST", "/v1/usage", body, headers), lambda_context)[
+                "statusCode"
+            ]
             == 200
         )
     runner = Lambda(stack)

@@ -126,9 +126,10 @@ def test_given_a_new_event_in_a_room_then_closed_sessions_are_not_rewritten() ->
 
 
 def test_given_a_non_ascii_usage_signature_then_401_not_a_crash() -> None:
-    from kilo_webhook_ingest.http import RequestRejectedError  # noqa: PLC0415
+    from kilo_webhook_ingest.http import status_of  # noqa: PLC0415
+    from kilo_webhook_ingest.model import UnauthorizedError  # noqa: PLC0415
     from kilo_webhook_ingest.usage import verify_signature  # noqa: PLC0415
 
-    with pytest.raises(RequestRejectedError) as rejected:
+    with pytest.raises(UnauthorizedError) as rejected:
         verify_signature(b"{}", "kilo-app", "t=100,v1=\u00e9", ["secret"], now=100, tolerance=300)
-    assert rejected.value.status == 401
+    assert status_of(rejected.value) == 401

@@ -1,26 +1,55 @@
-"""API Gateway HTTP API (payload v2.0) in and out: the raw bytes a client sent, and JSON responses."""
+"""The HTTP edge of the ingest functions (API Gateway HTTP API, payload v2.0): the raw bytes a client sent in, JSON
+responses out, and the one mapping of domain outcomes and errors to status codes, metrics and log lines.
+
+A 4xx names the problem (it is about the sender's request); a 5xx never does - it carries a generic message and the
+request id, and the detail goes to the log (secret names, AWS error codes and endpoints are nobody else's business).
+"""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
-JSON_HEADERS = {"content-type": "application/json"}
+from kilo_billing.observability import Metric, correlate, count, logger
+from kilo_webhook_ingest.model import (
+    BodyTooLargeError,
+    EventTooLargeToStoreError,
+    IngestError,
+    InvalidEventError,
+    UnauthorizedError,
+    UnstorableEventError,
+)
 
+SERVICE: Final = "webhook-ingest"
+JSON_HEADERS: Final = {"content-type": "application/json"}
 
-class RequestRejectedError(Exception):
-    """A request answered with a 4xx/5xx: ``status``, a stable ``code`` and a message naming the problem."""
+# most specific first: the first class an error is an instance of decides its status
+STATUS: Final[tuple[tuple[type[IngestError], int], ...]] = (
+    (UnauthorizedError, 401),
+    (EventTooLargeToStoreError, 413),
+    (BodyTooLargeError, 413),
+    (UnstorableEventError, 422),
+    (InvalidEventError, 400),
+)
 
-    def __init__(self, status: int, code: str, message: str, details: object | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.details = details
+SIGNATURE_CODES: Final = frozenset(
+    {
+        "missing_signature",
+        "bad_signature",
+        "unknown_api_key",
+        "expired_signature",
+        "premature_signature",
+        "missing_body_hash",
+        "body_hash_mismatch",
+        "signature_expired",
+        "unknown_client",
+        "missing_client",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,28 +74,85 @@ def raw_request(event: Mapping[str, Any], max_body_bytes: int) -> RawRequest:
         try:
             data = base64.b64decode(body, validate=True)
         except (binascii.Error, ValueError) as exc:
-            raise RequestRejectedError(400, "bad_encoding", "body is marked base64 but is not valid base64") from exc
+            raise InvalidEventError("bad_encoding", "body is marked base64 but is not valid base64") from exc
     else:
-        data = str(body).encode("utf-8")
+        data = str(body).encode("utf-8", "surrogatepass")
     if len(data) > max_body_bytes:
         raise too_large(max_body_bytes)
     return RawRequest(body=data, headers=headers)
 
 
-def too_large(limit: int) -> RequestRejectedError:
-    return RequestRejectedError(413, "body_too_large", f"body exceeds {limit} bytes")
+def too_large(limit: int) -> BodyTooLargeError:
+    return BodyTooLargeError("body_too_large", f"body exceeds {limit} bytes")
+
+
+def status_of(error: IngestError) -> int:
+    for kind, status in STATUS:
+        if isinstance(error, kind):
+            return status
+    return 400
+
+
+def json_body(payload: object) -> str:
+    return json.dumps(payload, separators=(",", ":"))
 
 
 def json_response(status: int, payload: object) -> dict[str, Any]:
-    return {"statusCode": status, "headers": JSON_HEADERS, "body": json.dumps(payload, separators=(",", ":"))}
+    return {"statusCode": status, "headers": dict(JSON_HEADERS), "body": json_body(payload)}
 
 
-def error_payload(error: RequestRejectedError) -> dict[str, Any]:
+def error_payload(error: IngestError) -> dict[str, Any]:
     body: dict[str, Any] = {"error": {"code": error.code, "message": error.message}}
     if error.details is not None:
-        body["error"]["details"] = error.details
+        body["error"]["details"] = list(error.details)
     return body
 
 
-def error_response(error: RequestRejectedError) -> dict[str, Any]:
-    return json_response(error.status, error_payload(error))
+def refused(route: str, error: IngestError) -> tuple[int, dict[str, Any]]:
+    """A request refused for good (4xx): counted, logged with its reason code (never its body), answered plainly."""
+    status = status_of(error)
+    count(SERVICE, Metric.WEBHOOK_REJECTED)
+    if error.code in SIGNATURE_CODES:
+        count(SERVICE, Metric.SIGNATURE_REJECTED)
+    if isinstance(error, UnstorableEventError):
+        count(SERVICE, Metric.UNSTORABLE_EVENT)
+        logger(SERVICE).error(
+            "valid event refused for good: it cannot be stored",
+            extra={"route": route, "status": status, "code": error.code},
+            exc_info=error.__cause__ is not None,
+        )
+    else:
+        logger(SERVICE).warning("request rejected", extra={"route": route, "status": status, "code": error.code})
+    return status, error_payload(error)
+
+
+def not_stored(
+    route: str, request_id: str, error: BaseException, message: str | None = None
+) -> tuple[int, dict[str, Any]]:
+    """A valid request that could not be handled now (store, bus or secret unavailable, time running out): 503 with
+    a generic message and the request id; the error and its cause go to the log, never into the answer."""
+    logger(SERVICE).error(
+        "not stored; the sender must retry", extra={"route": route, "reason": type(error).__name__}, exc_info=error
+    )
+    count(SERVICE, Metric.INGEST_STORE_FAILED)
+    text = message or "event not stored; retry later (a retry is safe: duplicates are detected)"
+    return 503, {"error": {"code": "not_stored", "message": text, "request_id": request_id}}
+
+
+def request_id(context: object) -> str:
+    return str(getattr(context, "aws_request_id", "") or "unknown")
+
+
+class InvocationDeadline:
+    """``Deadline`` from the Lambda context (time left in this invocation); unbounded where the context cannot tell."""
+
+    def __init__(self, context: object) -> None:
+        self._remaining: Callable[[], int] | None = getattr(context, "get_remaining_time_in_millis", None)
+
+    def seconds_left(self) -> float:
+        return self._remaining() / 1000 if self._remaining is not None else float("inf")
+
+
+def annotate(**keys: str | None) -> None:
+    """Correlation keys on every following log line of this invocation (the logic calls it once it knows them)."""
+    correlate(SERVICE, **keys)

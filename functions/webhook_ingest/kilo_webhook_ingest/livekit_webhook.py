@@ -15,17 +15,21 @@ from collections.abc import Mapping
 
 import jwt
 from google.protobuf import json_format
+from google.protobuf.descriptor import EnumDescriptor
 from livekit.protocol.models import ParticipantInfo, TrackSource, TrackType
 from livekit.protocol.webhook import WebhookEvent
 
 from kilo_billing.events import LiveKitEventRecord
-from kilo_webhook_ingest.http import RequestRejectedError
+from kilo_webhook_ingest import jsontext
+from kilo_webhook_ingest.model import InvalidEventError, UnauthorizedError
 
 ALGORITHM = "HS256"
+MAX_ID_BYTES = 256  # LiveKit's ids are ~15 characters
+MAX_PARSE_DEPTH = 100  # protobuf's own default; deeper JSON is refused before it can exhaust the stack
 
 
-def _unauthorized(code: str, message: str) -> RequestRejectedError:
-    return RequestRejectedError(401, code, message)
+def _unauthorized(code: str, message: str) -> UnauthorizedError:
+    return UnauthorizedError(code, message)
 
 
 def _unverified_issuer(token: str) -> str | None:
@@ -35,7 +39,7 @@ def _unverified_issuer(token: str) -> str | None:
         return None
     try:
         claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-    except ValueError:
+    except (ValueError, RecursionError):  # not base64/JSON, or JSON nested deeper than the stack: not a token
         return None
     issuer = claims.get("iss") if isinstance(claims, dict) else None
     return issuer if isinstance(issuer, str) and issuer else None
@@ -72,7 +76,7 @@ def verify_signature(body: bytes, authorization: str | None, keys: Mapping[str, 
         raise _unauthorized("premature_signature", "token is not valid yet (nbf is in the future)") from exc
     except jwt.MissingRequiredClaimError as exc:
         raise _unauthorized("bad_signature", f"token lacks the required claim {exc.claim!r}") from exc
-    except jwt.PyJWTError as exc:
+    except (jwt.PyJWTError, RecursionError) as exc:
         raise _unauthorized("bad_signature", "token signature does not verify with this API key's secret") from exc
     claimed = claims.get("sha256")
     if not isinstance(claimed, str) or not claimed:
@@ -83,8 +87,8 @@ def verify_signature(body: bytes, authorization: str | None, keys: Mapping[str, 
     return api_key
 
 
-def _bad_request(code: str, message: str) -> RequestRejectedError:
-    return RequestRejectedError(400, code, message)
+def _bad_request(code: str, message: str) -> InvalidEventError:
+    return InvalidEventError(code, message)
 
 
 _MESSAGE_FIELDS = tuple(
@@ -93,11 +97,9 @@ _MESSAGE_FIELDS = tuple(
 
 
 def parse_event(body: bytes) -> WebhookEvent:
-    """Parse a verified body into ``livekit.WebhookEvent``; unknown fields and enum values are ignored."""
-    try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise _bad_request("malformed_json", "body is not valid JSON") from exc
+    """Parse a verified body into ``livekit.WebhookEvent``. Unknown fields and unknown enum *names* are ignored (the
+    zero value stays); unknown enum *numbers* are kept (``to_record`` stores them as ``UNKNOWN_<n>``)."""
+    data = jsontext.loads(body, "a LiveKit WebhookEvent")
     if not isinstance(data, dict):
         raise _bad_request("not_a_webhook_event", "body must be a JSON object (a LiveKit WebhookEvent)")
     for field in _MESSAGE_FIELDS:
@@ -105,16 +107,39 @@ def parse_event(body: bytes) -> WebhookEvent:
         for name in (field.json_name, field.name):
             if name in data and not isinstance(data[name], dict):
                 raise _bad_request("not_a_webhook_event", f"'{name}' must be an object in a LiveKit WebhookEvent")
+    for outer, inner in _ENUM_PATHS:
+        if isinstance(data.get(outer), dict) and isinstance(data[outer].get(inner), bool):
+            # protobuf would read true as 1 (AGENT, VIDEO ...): a boolean is never an enum value
+            raise _bad_request("not_a_webhook_event", f"'{outer}.{inner}' must be an enum name or number")
     event = WebhookEvent()
     try:
-        json_format.ParseDict(data, event, ignore_unknown_fields=True)
-    except json_format.ParseError as exc:
-        raise _bad_request("not_a_webhook_event", f"body is not a LiveKit WebhookEvent: {exc}") from exc
+        json_format.ParseDict(data, event, ignore_unknown_fields=True, max_recursion_depth=MAX_PARSE_DEPTH)
+    except RecursionError as exc:
+        raise _bad_request("too_deeply_nested", "body nests JSON deeper than any WebhookEvent") from exc
+    except (json_format.ParseError, ValueError, TypeError) as exc:
+        detail = str(exc)[:200]
+        raise _bad_request("not_a_webhook_event", f"body is not a LiveKit WebhookEvent: {detail}") from exc
     if not event.id:
         raise _bad_request("missing_id", "WebhookEvent has no 'id'")
     if not event.event:
         raise _bad_request("missing_event", "WebhookEvent has no 'event' type")
+    room_sid = event.room.sid or event.egress_info.room_id
+    for name, value in (("id", event.id), ("room.sid", room_sid), ("event", event.event)):
+        if len(value.encode("utf-8")) > MAX_ID_BYTES:  # ids become table keys (at most 1 KB / 2 KB in DynamoDB)
+            raise _bad_request("invalid_id", f"'{name}' is longer than {MAX_ID_BYTES} bytes")
     return event
+
+
+_ENUM_PATHS = (("participant", "kind"), ("track", "type"), ("track", "source"))
+
+
+def enum_name(enum: EnumDescriptor, number: int) -> str:
+    """The enum value's name; ``""`` for the zero value (LiveKit omits it); ``UNKNOWN_<n>`` for a value this protocol
+    version does not know (a newer LiveKit server), stored as is and rated as the safe default (docs/decisions.md)."""
+    if not number:
+        return ""
+    value = enum.values_by_number.get(number)
+    return value.name if value is not None else f"UNKNOWN_{number}"
 
 
 def to_record(event: WebhookEvent, body: bytes, api_key: str, received_at_ms: int) -> LiveKitEventRecord:
@@ -126,9 +151,10 @@ def to_record(event: WebhookEvent, body: bytes, api_key: str, received_at_ms: in
         room_name = event.ingress_info.room_name
     participant = event.participant
     joined_at_ms = participant.joined_at_ms or participant.joined_at * 1000
-    kind = ParticipantInfo.Kind.Name(participant.kind) if participant.kind else ""
-    track_type = TrackType.Name(event.track.type) if event.HasField("track") and event.track.type else ""
-    track_source = TrackSource.Name(event.track.source) if event.HasField("track") and event.track.source else ""
+    kind = enum_name(ParticipantInfo.Kind.DESCRIPTOR, participant.kind)
+    has_track = event.HasField("track")
+    track_type = enum_name(TrackType.DESCRIPTOR, event.track.type) if has_track else ""
+    track_source = enum_name(TrackSource.DESCRIPTOR, event.track.source) if has_track else ""
     return LiveKitEventRecord(
         event_id=event.id,
         event_type=event.event,
@@ -143,7 +169,10 @@ def to_record(event: WebhookEvent, body: bytes, api_key: str, received_at_ms: in
         participant_identity=participant.identity,
         participant_kind=kind,
         participant_metadata=participant.metadata,
-        participant_attributes=json.dumps(dict(participant.attributes), sort_keys=True)
+        # compact and unescaped: never longer than the attributes' JSON in the signed body (the item stays bounded)
+        participant_attributes=json.dumps(
+            dict(participant.attributes), sort_keys=True, ensure_ascii=False, separators=(",", ":")
+        )
         if participant.attributes
         else "",
         joined_at_ms=joined_at_ms,

@@ -1,21 +1,45 @@
-"""Ingest logic: verify, validate, store once. Knows nothing of Lambda or API Gateway event shapes."""
+"""Ingest logic: verify, validate, store once. Takes the request's bytes and headers and the ports; returns domain
+outcomes or raises domain errors (``model.py``). Knows nothing of Lambda, API Gateway or status codes.
+
+Before every AWS call it might make (a secret read, an account read, a write, a publish) the logic checks that the
+invocation has time left for that call's worst case (``Deadline``), so a slow or throttled AWS never makes the Lambda
+time out without an answer: the caller gets a retryable error instead.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from typing import TYPE_CHECKING
 
-from kilo_billing.events import Item
-from kilo_webhook_ingest import livekit_webhook
-from kilo_webhook_ingest.config import IngestSettings
-from kilo_webhook_ingest.http import RawRequest
-from kilo_webhook_ingest.secrets import SecretSource
-from kilo_webhook_ingest.store import EventStore, PutResult, StoreUnavailableError
+from kilo_billing.aws import CallBudget
+from kilo_billing.events import ContractError, Item, ItemTooLargeError, UsageEventRecord, check_item_size
+from kilo_webhook_ingest.model import (
+    EventTooLargeToStoreError,
+    LiveKitOutcome,
+    OutOfTimeError,
+    StripeOutcome,
+    UnstorableEventError,
+    UsageItemOutcome,
+    UsageNotStoredError,
+    UsageOutcome,
+    UsageStatus,
+)
+from kilo_webhook_ingest.ports import Deadline, EventStore, PutResult, SecretSource, StorageUnavailableError
+from kilo_webhook_ingest.settings import IngestSettings
 
-Status = Literal["stored", "duplicate"]
+if TYPE_CHECKING:
+    from kilo_billing.accounts import AccountDirectory
+    from kilo_billing.publisher import EventPublisher
+    from kilo_webhook_ingest.http import RawRequest
+
+Annotate = Callable[..., None]  # correlation keys for the log lines that follow (event_id=..., room_sid=...)
+
+
+def _ignore(**_: str | None) -> None:
+    return None
 
 
 def expires_at(now_ms: int, settings: IngestSettings) -> int:
@@ -23,102 +47,209 @@ def expires_at(now_ms: int, settings: IngestSettings) -> int:
     return now_ms // 1000 + settings.raw_event_ttl_days * 86_400
 
 
-@dataclass(frozen=True, slots=True)
-class LiveKitOutcome:
-    event_id: str
-    event_type: str
-    status: Status
+def require_time(deadline: Deadline, settings: IngestSettings, budget: CallBudget, what: str) -> None:
+    """Refuse to start an AWS call that might not finish (with the answer still to send) before the invocation ends."""
+    left = deadline.seconds_left()
+    needed = settings.reserve_seconds(budget)
+    if left < needed:
+        raise OutOfTimeError(f"{left:.2f} s left, {needed:.2f} s needed to {what}")
+
+
+def storable(item: Item, settings: IngestSettings) -> Item:
+    try:
+        return check_item_size(item, settings.max_item_bytes)
+    except ItemTooLargeError as exc:
+        raise EventTooLargeToStoreError(
+            "event_too_large_to_store", f"the event is too large to store ({exc.size} bytes compressed)"
+        ) from exc
 
 
 def ingest_livekit(
-    request: RawRequest, secrets: SecretSource, store: EventStore, settings: IngestSettings, now_ms: int
+    request: RawRequest,
+    secrets: SecretSource,
+    store: EventStore,
+    settings: IngestSettings,
+    now_ms: int,
+    deadline: Deadline,
+    annotate: Annotate = _ignore,
 ) -> LiveKitOutcome:
     """Verify a LiveKit webhook and store it once (one conditional write; a duplicate is not an error)."""
+    from kilo_webhook_ingest import livekit_webhook  # noqa: PLC0415 - protobuf loads only on the LiveKit path
+
+    budget = settings.livekit_budget
+    require_time(deadline, settings, budget, "read the LiveKit keys")
+    keys = secrets.livekit_keys()
     api_key = livekit_webhook.verify_signature(
-        request.body, request.header("authorization"), secrets.livekit_keys(), settings.livekit_leeway_seconds
+        request.body, request.header("authorization"), keys, settings.livekit_leeway_seconds
     )
     event = livekit_webhook.parse_event(request.body)
     record = livekit_webhook.to_record(event, request.body, api_key, now_ms)
-    result = store.put_new(record.to_item(expires_at(now_ms, settings)))
+    annotate(event_id=record.event_id, room_sid=record.room_sid)
+    item = storable(record.to_item(expires_at(now_ms, settings)), settings)
+    require_time(deadline, settings, budget, "store the event")
+    result = store.put_new(item)
     return LiveKitOutcome(record.event_id, record.event_type, "stored" if result.stored else "duplicate")
 
 
-UsageStatus = Literal["accepted", "duplicate", "conflict"]
-
-
-@dataclass(frozen=True, slots=True)
-class UsageItemOutcome:
-    index: int
-    idempotency_key: str
-    status: UsageStatus
-
-
-@dataclass(frozen=True, slots=True)
-class UsageOutcome:
-    items: tuple[UsageItemOutcome, ...]
-
-    def count(self, status: UsageStatus) -> int:
-        return sum(1 for item in self.items if item.status == status)
-
-
-def _usage_status(result: PutResult, payload_hash: str) -> UsageStatus:
-    if result.stored:
-        return "accepted"
-    existing = (result.existing or {}).get("payload_hash", {}).get("S")
-    return "duplicate" if existing == payload_hash else "conflict"
+# --- usage ----------------------------------------------------------------------------------------------------------
 
 
 def ingest_usage(
     request: RawRequest,
     secrets: SecretSource,
     store: EventStore,
+    accounts: AccountDirectory,
     settings: IngestSettings,
     now_ms: int,
-    max_workers: int = 16,
+    deadline: Deadline,
+    annotate: Annotate = _ignore,
 ) -> UsageOutcome:
-    """Verify and validate a whole batch first (nothing stored on any problem), then store each event once.
+    """Verify and validate a whole batch first - shape, the client's scope, registered accounts - and store nothing
+    on any problem; then store each event once (a conditional write per (client, idempotency key)).
 
-    Each event is its own conditional write keyed by (client, idempotency key), so a retried batch - also one that
-    failed half-way - stores only what is missing. A key reused for different usage is reported as a conflict.
+    A retried batch, also one that failed half-way, stores only what is missing; a key reused for different usage is
+    a conflict. When the store fails or time runs low, no further write starts and ``UsageNotStoredError`` says which
+    items were stored.
     """
     from kilo_webhook_ingest import usage  # noqa: PLC0415 - pydantic loads only on the usage path
 
+    budget = settings.usage_budget
     client_id = request.header("x-kilo-client")
+    client = None
+    if client_id and usage.CLIENT_ID.fullmatch(client_id):
+        require_time(deadline, settings, budget, "read the usage clients")
+        client = secrets.usage_client(client_id)
     usage.verify_signature(
         request.body,
         client_id,
         request.header("x-kilo-signature"),
-        secrets.usage_secrets(client_id) if client_id and usage.CLIENT_ID.fullmatch(client_id) else [],
+        client.secrets if client is not None else (),
         now_ms // 1000,
         settings.usage_tolerance_seconds,
     )
     assert client_id is not None  # verify_signature refuses a missing client
-    events = usage.parse_batch(request.body, datetime.fromtimestamp(now_ms / 1000, tz=UTC))
-    records = [usage.to_record(event, client_id, now_ms) for event in events]
+    assert client is not None  # ... and an unknown one
+    annotate(client_id=client_id)
+    events, problems = usage.validate_batch(request.body, datetime.fromtimestamp(now_ms / 1000, tz=UTC))
+    scope = usage.scope_problems(events, client_id, client)
+    problems += scope
+    in_scope = [(index, event) for index, event in events if client.may_bill(event.account_id)]
+    registered = _registered({event.account_id for _, event in in_scope}, accounts, settings, deadline)
+    problems += usage.registration_problems(in_scope, registered)
+    if problems:
+        raise usage.invalid(problems)
+    if len({event.account_id for _, event in events}) == 1:
+        annotate(account_id=events[0][1].account_id)
+    records = [usage.to_record(event, client_id, now_ms) for _, event in events]
     ttl = expires_at(now_ms, settings)
-    items: list[Item] = [record.to_item(ttl) for record in records]
-    results = _put_all(store, items, max_workers)
-    return UsageOutcome(
+    results, failure = _put_all(store, [record.to_item(ttl) for record in records], settings, deadline)
+    outcome = UsageOutcome(
         tuple(
             UsageItemOutcome(index, record.idempotency_key, _usage_status(result, record.payload_hash))
             for index, (record, result) in enumerate(zip(records, results, strict=True))
         )
     )
+    if not outcome.complete:
+        raise UsageNotStoredError(outcome, failure)
+    return outcome
 
 
-def _put_all(store: EventStore, items: list[Item], max_workers: int) -> list[PutResult]:
-    put: Callable[[Item], PutResult] = store.put_new
-    if len(items) == 1 or max_workers <= 1:
-        return [put(item) for item in items]
-    with ThreadPoolExecutor(max_workers=min(max_workers, len(items))) as pool:
-        futures = [pool.submit(put, item) for item in items]
-        results: list[PutResult] = []
-        failure: StoreUnavailableError | None = None
-        for future in futures:
+ACCOUNT_READ_CHUNK = 100  # one BatchGetItem's worth: the deadline is checked between reads
+
+
+def _registered(
+    account_ids: set[str], accounts: AccountDirectory, settings: IngestSettings, deadline: Deadline
+) -> set[str]:
+    wanted = sorted(account_ids)
+    found: set[str] = set()
+    for start in range(0, len(wanted), ACCOUNT_READ_CHUNK):
+        require_time(deadline, settings, settings.usage_budget, "read account registrations")
+        found.update(accounts.registered(wanted[start : start + ACCOUNT_READ_CHUNK]))
+    return found
+
+
+def _usage_status(result: PutResult | None, payload_hash: str) -> UsageStatus:
+    if result is None:
+        return "not_stored"
+    if result.stored:
+        return "accepted"
+    try:
+        existing = UsageEventRecord.from_item(result.existing or {}).payload_hash
+    except ContractError:
+        return "conflict"  # the key holds something that is not this usage
+    return "duplicate" if existing == payload_hash else "conflict"
+
+
+_STOP_ERRORS = (StorageUnavailableError, UnstorableEventError, OutOfTimeError)
+
+
+def _put_all(
+    store: EventStore, items: Sequence[Item], settings: IngestSettings, deadline: Deadline
+) -> tuple[list[PutResult | None], BaseException | None]:
+    """Write every item (in parallel); after the first failure, or when the time left is below one write's worst
+    case, no further write starts. ``None`` marks an item not written."""
+    results: list[PutResult | None] = [None] * len(items)
+    failures: list[BaseException] = []
+    stop = threading.Event()
+    lock = threading.Lock()
+    pending = iter(range(len(items)))
+
+    def work() -> None:
+        while not stop.is_set():
+            with lock:
+                index = next(pending, None)
+            if index is None:
+                return
             try:
-                results.append(future.result())
-            except StoreUnavailableError as exc:
-                failure = failure or exc
-        if failure is not None:
-            raise failure
-        return results
+                require_time(deadline, settings, settings.usage_budget, "store a usage event")
+                results[index] = store.put_new(items[index])
+            except _STOP_ERRORS as exc:
+                failures.append(exc)
+                stop.set()
+                return
+
+    workers = min(settings.usage_max_workers, len(items))
+    if workers <= 1:
+        work()
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for future in [pool.submit(work) for _ in range(workers)]:
+                future.result()
+    return results, failures[0] if failures else None
+
+
+# --- Stripe ---------------------------------------------------------------------------------------------------------
+
+
+def ingest_stripe(
+    request: RawRequest,
+    secrets: SecretSource,
+    store: EventStore,
+    publisher: EventPublisher,
+    settings: IngestSettings,
+    now_ms: int,
+    deadline: Deadline,
+    annotate: Annotate = _ignore,
+) -> StripeOutcome:
+    """Verify, store once, publish. A duplicate is published again: the hand-off is at-least-once, so a publish that
+    failed after the store succeeded is repaired by Stripe's retry; consumers dedupe on the Stripe event id."""
+    from kilo_billing.events import STRIPE_EVENT_RECEIVED, stripe_event_received_detail  # noqa: PLC0415
+    from kilo_webhook_ingest import stripe_webhook  # noqa: PLC0415 - the Stripe SDK loads only on the Stripe path
+
+    budget = settings.stripe_budget
+    require_time(deadline, settings, budget, "read the Stripe webhook secrets")
+    stripe_webhook.verify_signature(
+        request.body,
+        request.header("stripe-signature"),
+        secrets.stripe_webhook_secrets(),
+        settings.stripe_tolerance_seconds,
+        now_ms // 1000,
+    )
+    record = stripe_webhook.parse_event(request.body, now_ms)
+    annotate(stripe_event_id=record.event_id)
+    item = storable(record.to_item(expires_at(now_ms, settings)), settings)
+    require_time(deadline, settings, budget, "store the event")
+    result = store.put_new(item)
+    require_time(deadline, settings, budget, "publish the event")
+    publisher.publish(STRIPE_EVENT_RECEIVED, stripe_event_received_detail(record))
+    return StripeOutcome(record.event_id, record.event_type, "stored" if result.stored else "duplicate")

@@ -16,21 +16,45 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, TypeAdapter, ValidationError
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    TypeAdapter,
+    ValidationError,
+)
 
+from kilo_billing.accounts import InvalidAccountIdError, check_account_id
 from kilo_billing.events import UsageEventRecord
-from kilo_webhook_ingest.http import RequestRejectedError
+from kilo_webhook_ingest import jsontext
+from kilo_webhook_ingest.model import InvalidEventError, UnauthorizedError, UsageClient
 
 MAX_BATCH = 1000
+MAX_LISTED_PROBLEMS = 200  # a response names at most this many problems (and says how many there are)
 CLIENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 MAX_FUTURE = timedelta(minutes=5)
 MAX_PAST = timedelta(days=35)
 
-Identifier = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@/+=-]*$")]
+IdempotencyKey = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@/+=-]*$")]
 
 
-def _unauthorized(code: str, message: str) -> RequestRejectedError:
-    return RequestRejectedError(401, code, message)
+def _account_id(value: str) -> str:
+    try:
+        return check_account_id(value)  # the one grammar (kilo_billing.accounts), reserved ids refused
+    except InvalidAccountIdError as exc:
+        raise ValueError(str(exc)) from None
+
+
+AccountId = Annotated[str, Field(min_length=1, max_length=128), AfterValidator(_account_id)]
+
+Problem = dict[str, Any]
+
+
+def _unauthorized(code: str, message: str) -> UnauthorizedError:
+    return UnauthorizedError(code, message)
 
 
 def verify_signature(
@@ -75,8 +99,8 @@ class UsageMeter(StrEnum):
 class UsageEventIn(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    idempotency_key: Identifier
-    account_id: Identifier
+    idempotency_key: IdempotencyKey
+    account_id: AccountId
     meter: UsageMeter
     quantity: Annotated[StrictInt, Field(ge=0, le=10**15)]
     timestamp: AwareDatetime
@@ -99,40 +123,46 @@ def _epoch_ms(instant: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
 
 
-def _problem(index: int | None, field: str, message: str) -> dict[str, Any]:
+def _problem(index: int | None, field: str, message: str) -> Problem:
     return {"index": index, "field": field, "message": message}
 
 
-def _pydantic_problems(index: int | None, error: ValidationError) -> list[dict[str, Any]]:
+def _pydantic_problems(index: int | None, error: ValidationError) -> list[Problem]:
     return [
         _problem(index, ".".join(str(part) for part in item["loc"]) or "(event)", item["msg"])
-        for item in error.errors(include_url=False, include_input=False)
+        for item in error.errors(include_url=False, include_input=False, include_context=False)
     ]
 
 
-def parse_batch(body: bytes, now: datetime) -> list[UsageEventIn]:
-    """Validate the whole batch; any problem rejects all of it (400) with every bad item listed by index and field.
+def invalid(problems: list[Problem]) -> InvalidEventError:
+    """The batch is refused whole: every problem (up to ``MAX_LISTED_PROBLEMS``) by index and field."""
+    ordered = sorted(problems, key=lambda p: -1 if p["index"] is None else p["index"])
+    listed = ordered[:MAX_LISTED_PROBLEMS]
+    more = f" (the first {len(listed)} are listed)" if len(listed) < len(ordered) else ""
+    return InvalidEventError(
+        "invalid_usage", f"{len(ordered)} problem(s) in the batch; nothing was stored{more}", listed
+    )
 
-    Each event is validated on its own, so one response names every problem of every event (shape, ranges, the
-    timestamp window, a key repeated with different usage) and the client can fix the batch in one go.
+
+def validate_batch(body: bytes, now: datetime) -> tuple[list[tuple[int, UsageEventIn]], list[Problem]]:
+    """Validate each event on its own: the well-formed events (with their index) and every problem found (shape,
+    ranges, the timestamp window, a key repeated with different usage), so one response can name them all.
+
+    A body that is not a batch at all raises at once.
     """
-    try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise RequestRejectedError(400, "malformed_json", "body is not valid JSON") from exc
+    data = jsontext.loads(body, "a usage batch")
     if not isinstance(data, dict):
-        problem = _problem(None, "(body)", 'must be a JSON object {"events": [...]}')
-        raise RequestRejectedError(400, "invalid_usage", "1 problem(s); nothing was stored", [problem])
+        raise invalid([_problem(None, "(body)", 'must be a JSON object {"events": [...]}')])
     unknown = sorted(set(data) - {"events"})
     raw_events = data.get("events")
-    problems: list[dict[str, Any]] = [_problem(None, name, "unknown field") for name in unknown]
+    problems: list[Problem] = [_problem(None, name[:128], "unknown field") for name in unknown]
     if not isinstance(raw_events, list):
         problems.append(_problem(None, "events", "must be a list of usage events"))
     elif not 1 <= len(raw_events) <= MAX_BATCH:
         problems.append(_problem(None, "events", f"must hold 1 to {MAX_BATCH} events, got {len(raw_events)}"))
     if problems or not isinstance(raw_events, list):
-        raise RequestRejectedError(400, "invalid_usage", f"{len(problems)} problem(s); nothing was stored", problems)
-    events: list[UsageEventIn] = []
+        raise invalid(problems)
+    events: list[tuple[int, UsageEventIn]] = []
     seen: dict[str, tuple[int, str]] = {}
     for index, raw in enumerate(raw_events):
         try:
@@ -148,12 +178,26 @@ def parse_batch(body: bytes, now: datetime) -> list[UsageEventIn]:
         if earlier is not None and earlier[1] != event.payload_hash():
             problems.append(_problem(index, "idempotency_key", f"repeats item {earlier[0]}'s key with different usage"))
         seen.setdefault(event.idempotency_key, (index, event.payload_hash()))
-        events.append(event)
-    if problems:
-        raise RequestRejectedError(
-            400, "invalid_usage", f"{len(problems)} problem(s) in the batch; nothing was stored", problems
-        )
-    return events
+        events.append((index, event))
+    return events, problems
+
+
+def scope_problems(events: list[tuple[int, UsageEventIn]], client_id: str, client: UsageClient) -> list[Problem]:
+    """Events for accounts this client may not bill (checked before registration, so a scoped client learns nothing
+    about accounts outside its scope)."""
+    return [
+        _problem(index, "account_id", f"usage client {client_id!r} may not bill account {event.account_id!r}")
+        for index, event in events
+        if not client.may_bill(event.account_id)
+    ]
+
+
+def registration_problems(events: list[tuple[int, UsageEventIn]], registered: set[str]) -> list[Problem]:
+    return [
+        _problem(index, "account_id", f"account {event.account_id!r} is not registered")
+        for index, event in events
+        if event.account_id not in registered
+    ]
 
 
 def to_record(event: UsageEventIn, client_id: str, received_at_ms: int) -> UsageEventRecord:

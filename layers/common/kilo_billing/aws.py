@@ -28,9 +28,10 @@ class CallBudget:
 
     @property
     def worst_case_seconds(self) -> float:
-        """An upper bound of one call's wall time, backoff included (standard mode backs off at most 20 s, but with
-        these attempt counts the jittered base-2 backoff stays below 1 s per retry)."""
-        return self.max_attempts * (self.connect_timeout + self.read_timeout) + (self.max_attempts - 1)
+        """An upper bound of one call's wall time, backoff included: standard mode waits before retry ``i`` (0-based)
+        at most ``min(2 ** i, 20)`` s (throttling; other errors far less), so 1 s, then 2 s, ..."""
+        backoff = sum(min(1 << retry, 20) for retry in range(self.max_attempts - 1))
+        return self.max_attempts * (self.connect_timeout + self.read_timeout) + backoff
 
 
 def client(service: str, budget: CallBudget | None = None, **kwargs: Any) -> Any:
@@ -42,7 +43,8 @@ def client(service: str, budget: CallBudget | None = None, **kwargs: Any) -> Any
     config = Config(
         connect_timeout=budget.connect_timeout,
         read_timeout=budget.read_timeout,
-        retries={"mode": "standard", "max_attempts": budget.max_attempts},
+        # total_max_attempts counts the first attempt; botocore's "max_attempts" would count retries only
+        retries={"mode": "standard", "total_max_attempts": budget.max_attempts},
     )
     factory: Any = boto3.client  # the service name is a runtime value: the stubs' overloads do not apply
     return factory(service, config=config, **kwargs)

@@ -1,29 +1,49 @@
-"""Stored-event contracts (schema version 1): what ingest writes to the events table and rating reads from its stream.
+"""Stored-event contracts: what ingest writes to the events table and rating reads from it (queries and its stream).
 
 One item per event, keyed so that a second delivery of the same event hits the same key (a conditional write turns it
 into a duplicate). LiveKit events live under their room - ``pk = room#<room sid>``, ``sk = ev#<event id>`` - so rating
 rebuilds a room with one strongly consistent query; other items: ``usage#<client>#<idempotency key>`` / ``usage``,
 ``stripe#<event id>`` / ``stripe``, and LiveKit events without a room ``livekit#<event id>`` / ``ev#<event id>``.
-Items are encoded in DynamoDB's attribute-value format by hand (``S``/``N``/``B``), which is exactly what a stream's
-``NewImage`` carries, so the same decoder reads both. Adding a field is backward compatible; changing a meaning bumps
-``SCHEMA_VERSION`` and readers keep decoding the older versions.
+
+Items are mapped through boto3's ``TypeSerializer``/``TypeDeserializer`` (``kilo_billing.items``); the same decoder
+reads a boto3 item and a stream ``NewImage`` (whose binary values are base64 text).
+
+Versions. ``schema_version`` on an item is the oldest reader version that decodes the item faithfully:
+- 1: the raw signed body in ``body`` (bytes);
+- 2: the body compressed with zlib in ``body_zlib`` instead (bodies of ``COMPRESS_FROM_BYTES`` or more), so that large
+  events fit DynamoDB's item limit and cost fewer write units. Everything else is as in version 1.
+Items with a small body are still written as version 1, so a reader of version 1 keeps reading them (rolling deploys).
+This module reads both. Adding a field is backward compatible; changing a meaning bumps ``SCHEMA_VERSION``.
+
+Size. DynamoDB refuses items over 400 KB (409,600 bytes: attribute names and values, binary values by their bytes).
+``item_size`` measures as DynamoDB does (numbers generously) and ``MAX_ITEM_BYTES`` leaves a margin below it, so an item
+``check_item_size`` lets through is not refused for its size. (moto refuses above 405,000 bytes and counts binary
+values at their base64 length, a third more than DynamoDB: tests near the limit must allow for that.)
 """
 
 from __future__ import annotations
 
-import base64
+import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Final
 
-SCHEMA_VERSION: Final = 1
+from kilo_billing import items as _items
+from kilo_billing.items import from_item, to_item
 
-AttributeValue = dict[str, Any]
-Item = dict[str, AttributeValue]
+Item = _items.Item  # an item in DynamoDB's attribute-value form
+
+SCHEMA_VERSION: Final = 2  # the newest item version this module reads (and writes, for compressed bodies)
+RAW_BODY_VERSION: Final = 1
 
 KEY = "pk"
 SORT_KEY = "sk"
 TTL_ATTRIBUTE = "expires_at"
+
+MAX_ITEM_BYTES: Final = 400_000
+COMPRESS_FROM_BYTES: Final = 4096  # smaller bodies are stored as they came (typical LiveKit events are ~1 KB)
 
 
 class EventSource(StrEnum):
@@ -34,6 +54,15 @@ class EventSource(StrEnum):
 
 class ContractError(ValueError):
     """A stored item that does not follow this contract."""
+
+
+class ItemTooLargeError(ValueError):
+    """An item that DynamoDB would refuse for its size, whatever the number of retries."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"item of {size} bytes exceeds the {limit}-byte item limit")
+        self.size = size
+        self.limit = limit
 
 
 def room_partition(room_sid: str) -> str:
@@ -52,54 +81,100 @@ def stripe_key(event_id: str) -> tuple[str, str]:
     return (f"stripe#{event_id}", "stripe")
 
 
-def _s(value: str) -> AttributeValue:
-    return {"S": value}
+# --- size ---------------------------------------------------------------------------------------------------------
 
 
-def _n(value: int) -> AttributeValue:
-    return {"N": str(value)}
+def _value_size(value: Mapping[str, Any]) -> int:
+    ((kind, inner),) = value.items()
+    if kind == "S":
+        return len(str(inner).encode("utf-8"))
+    if kind == "N":
+        return len(str(inner)) + 1
+    if kind == "B":  # the raw bytes (a stream image carries them base64-encoded)
+        return len(inner) if isinstance(inner, bytes | bytearray) else len(str(inner)) * 3 // 4
+    if kind in ("BOOL", "NULL"):
+        return 1
+    if kind in ("SS", "NS", "BS"):
+        return sum(_value_size({kind[0]: member}) for member in inner) + 3
+    if kind == "L":
+        return sum(_value_size(member) for member in inner) + 3 + len(inner)
+    if kind == "M":
+        return sum(len(name.encode("utf-8")) + _value_size(member) + 1 for name, member in inner.items()) + 3
+    raise ContractError(f"unknown attribute type {kind!r}")
 
 
-def _b(value: bytes) -> AttributeValue:
-    return {"B": value}
+def item_size(item: Item) -> int:
+    """Bytes ``item`` counts against the item limit, measured conservatively (see the module's docstring)."""
+    return sum(len(name.encode("utf-8")) + _value_size(value) for name, value in item.items())
 
 
-def _get_s(item: Item, name: str) -> str:
+def check_item_size(item: Item, limit: int = MAX_ITEM_BYTES) -> Item:
+    size = item_size(item)
+    if size > limit:
+        raise ItemTooLargeError(size, limit)
+    return item
+
+
+# --- decoding helpers ---------------------------------------------------------------------------------------------
+
+
+def _required(values: Mapping[str, Any], name: str) -> Any:
     try:
-        return str(item[name]["S"])
-    except KeyError as exc:
-        raise ContractError(f"item lacks string attribute {name!r}") from exc
+        return values[name]
+    except KeyError:
+        raise ContractError(f"item lacks attribute {name!r}") from None
 
 
-def _opt_s(item: Item, name: str) -> str:
-    value = item.get(name)
-    return str(value["S"]) if value is not None else ""
+def _str(values: Mapping[str, Any], name: str) -> str:
+    value = _required(values, name)
+    if not isinstance(value, str):
+        raise ContractError(f"attribute {name!r} must be a string")
+    return value
 
 
-def _get_n(item: Item, name: str) -> int:
-    try:
-        return int(item[name]["N"])
-    except KeyError as exc:
-        raise ContractError(f"item lacks number attribute {name!r}") from exc
+def _opt_str(values: Mapping[str, Any], name: str) -> str:
+    return _str(values, name) if name in values else ""
 
 
-def _get_b(item: Item, name: str) -> bytes:
-    value = item.get(name)
-    if value is None:
-        return b""
-    raw = value["B"]
-    # boto3 hands bytes; a Lambda stream event carries binary attributes base64-encoded
-    return base64.b64decode(raw) if isinstance(raw, str) else bytes(raw)
+def _int(values: Mapping[str, Any], name: str) -> int:
+    value = _required(values, name)
+    if not isinstance(value, Decimal) or value != value.to_integral_value():
+        raise ContractError(f"attribute {name!r} must be an integer")
+    return int(value)
 
 
-def _common(source: EventSource, key: tuple[str, str], received_at_ms: int, expires_at: int) -> Item:
+def _body_values(body: bytes) -> tuple[dict[str, Any], int]:
+    """The body's attributes and the item version they need: raw (1) or zlib-compressed (2) when that is smaller."""
+    if len(body) >= COMPRESS_FROM_BYTES:
+        packed = zlib.compress(body, 6)
+        if len(packed) < len(body):
+            return {"body_zlib": packed}, SCHEMA_VERSION
+    return {"body": body}, RAW_BODY_VERSION
+
+
+def _body(values: Mapping[str, Any]) -> bytes:
+    if "body_zlib" in values:
+        packed = values["body_zlib"]
+        try:
+            return zlib.decompress(packed)
+        except (zlib.error, TypeError) as exc:
+            raise ContractError(f"body_zlib does not decompress: {exc}") from exc
+    body = values.get("body", b"")
+    if not isinstance(body, bytes):
+        raise ContractError("attribute 'body' must be binary")
+    return body
+
+
+def _common(
+    source: EventSource, key: tuple[str, str], received_at_ms: int, expires_at: int, version: int
+) -> dict[str, Any]:
     return {
-        KEY: _s(key[0]),
-        SORT_KEY: _s(key[1]),
-        "source": _s(source.value),
-        "schema_version": _n(SCHEMA_VERSION),
-        "received_at_ms": _n(received_at_ms),
-        TTL_ATTRIBUTE: _n(expires_at),
+        KEY: key[0],
+        SORT_KEY: key[1],
+        "source": source.value,
+        "schema_version": version,
+        "received_at_ms": received_at_ms,
+        TTL_ATTRIBUTE: expires_at,
     }
 
 
@@ -120,7 +195,11 @@ _LIVEKIT_STRINGS = (
 
 @dataclass(frozen=True, slots=True)
 class LiveKitEventRecord:
-    """A verified LiveKit webhook, with what rating needs lifted out of the body."""
+    """A verified LiveKit webhook, with what rating needs lifted out of the body.
+
+    Enum values this protocol version does not know are kept as ``UNKNOWN_<number>`` (docs/decisions.md): rating bills
+    an unknown participant kind like a standard participant and never reads an unknown track type as video.
+    """
 
     event_id: str
     event_type: str
@@ -133,12 +212,12 @@ class LiveKitEventRecord:
     room_metadata: str = ""
     participant_sid: str = ""
     participant_identity: str = ""
-    participant_kind: str = ""  # "" = STANDARD, else AGENT / SIP / EGRESS / INGRESS ...
+    participant_kind: str = ""  # "" = STANDARD, else AGENT / SIP / EGRESS / INGRESS ... or UNKNOWN_<n>
     participant_metadata: str = ""
     participant_attributes: str = ""  # JSON object of the participant's attributes
     joined_at_ms: int = 0
     track_sid: str = ""
-    track_type: str = ""  # "" = AUDIO (zero value), VIDEO, DATA
+    track_type: str = ""  # "" = AUDIO (zero value), VIDEO, DATA ... or UNKNOWN_<n>
     track_source: str = ""
 
     @property
@@ -146,33 +225,34 @@ class LiveKitEventRecord:
         return livekit_key(self.event_id, self.room_sid)
 
     def to_item(self, expires_at: int) -> Item:
-        item = _common(EventSource.LIVEKIT, self.key, self.received_at_ms, expires_at)
-        item |= {
-            "event_id": _s(self.event_id),
-            "event_type": _s(self.event_type),
-            "created_at": _n(self.created_at),
-            "api_key": _s(self.api_key),
-            "body": _b(self.body),
+        body, version = _body_values(self.body)
+        values = _common(EventSource.LIVEKIT, self.key, self.received_at_ms, expires_at, version)
+        values |= {
+            "event_id": self.event_id,
+            "event_type": self.event_type,
+            "created_at": self.created_at,
+            "api_key": self.api_key,
+            **body,
+            **{name: getattr(self, name) for name in _LIVEKIT_STRINGS},
+            "joined_at_ms": self.joined_at_ms or None,
         }
-        for name in _LIVEKIT_STRINGS:
-            value = getattr(self, name)
-            if value:
-                item[name] = _s(value)
-        if self.joined_at_ms:
-            item["joined_at_ms"] = _n(self.joined_at_ms)
-        return item
+        return to_item(values)
 
     @classmethod
     def from_item(cls, item: Item) -> LiveKitEventRecord:
+        return cls._from_values(from_item(item))
+
+    @classmethod
+    def _from_values(cls, values: Mapping[str, Any]) -> LiveKitEventRecord:
         return cls(
-            event_id=_get_s(item, "event_id"),
-            event_type=_get_s(item, "event_type"),
-            created_at=_get_n(item, "created_at"),
-            api_key=_get_s(item, "api_key"),
-            body=_get_b(item, "body"),
-            received_at_ms=_get_n(item, "received_at_ms"),
-            joined_at_ms=_get_n(item, "joined_at_ms") if "joined_at_ms" in item else 0,
-            **{name: _opt_s(item, name) for name in _LIVEKIT_STRINGS},
+            event_id=_str(values, "event_id"),
+            event_type=_str(values, "event_type"),
+            created_at=_int(values, "created_at"),
+            api_key=_str(values, "api_key"),
+            body=_body(values),
+            received_at_ms=_int(values, "received_at_ms"),
+            joined_at_ms=_int(values, "joined_at_ms") if "joined_at_ms" in values else 0,
+            **{name: _opt_str(values, name) for name in _LIVEKIT_STRINGS},
         )
 
 
@@ -196,35 +276,37 @@ class UsageEventRecord:
         return usage_key(self.client_id, self.idempotency_key)
 
     def to_item(self, expires_at: int) -> Item:
-        item = _common(EventSource.USAGE, self.key, self.received_at_ms, expires_at)
-        item |= {
-            "client_id": _s(self.client_id),
-            "idempotency_key": _s(self.idempotency_key),
-            "account_id": _s(self.account_id),
-            "meter": _s(self.meter),
-            "quantity": _n(self.quantity),
-            "occurred_at_ms": _n(self.occurred_at_ms),
-            "payload_hash": _s(self.payload_hash),
+        values = _common(EventSource.USAGE, self.key, self.received_at_ms, expires_at, RAW_BODY_VERSION)
+        values |= {
+            "client_id": self.client_id,
+            "idempotency_key": self.idempotency_key,
+            "account_id": self.account_id,
+            "meter": self.meter,
+            "quantity": self.quantity,
+            "occurred_at_ms": self.occurred_at_ms,
+            "payload_hash": self.payload_hash,
+            "room": self.room,
+            "participant": self.participant,
         }
-        if self.room:
-            item["room"] = _s(self.room)
-        if self.participant:
-            item["participant"] = _s(self.participant)
-        return item
+        return to_item(values)
 
     @classmethod
     def from_item(cls, item: Item) -> UsageEventRecord:
+        return cls._from_values(from_item(item))
+
+    @classmethod
+    def _from_values(cls, values: Mapping[str, Any]) -> UsageEventRecord:
         return cls(
-            client_id=_get_s(item, "client_id"),
-            idempotency_key=_get_s(item, "idempotency_key"),
-            account_id=_get_s(item, "account_id"),
-            meter=_get_s(item, "meter"),
-            quantity=_get_n(item, "quantity"),
-            occurred_at_ms=_get_n(item, "occurred_at_ms"),
-            payload_hash=_get_s(item, "payload_hash"),
-            received_at_ms=_get_n(item, "received_at_ms"),
-            room=_opt_s(item, "room"),
-            participant=_opt_s(item, "participant"),
+            client_id=_str(values, "client_id"),
+            idempotency_key=_str(values, "idempotency_key"),
+            account_id=_str(values, "account_id"),
+            meter=_str(values, "meter"),
+            quantity=_int(values, "quantity"),
+            occurred_at_ms=_int(values, "occurred_at_ms"),
+            payload_hash=_str(values, "payload_hash"),
+            received_at_ms=_int(values, "received_at_ms"),
+            room=_opt_str(values, "room"),
+            participant=_opt_str(values, "participant"),
         )
 
 
@@ -244,25 +326,30 @@ class StripeEventRecord:
         return stripe_key(self.event_id)
 
     def to_item(self, expires_at: int) -> Item:
-        item = _common(EventSource.STRIPE, self.key, self.received_at_ms, expires_at)
-        item |= {
-            "event_id": _s(self.event_id),
-            "event_type": _s(self.event_type),
-            "created": _n(self.created),
-            "livemode": {"BOOL": self.livemode},
-            "body": _b(self.body),
+        body, version = _body_values(self.body)
+        values = _common(EventSource.STRIPE, self.key, self.received_at_ms, expires_at, version)
+        values |= {
+            "event_id": self.event_id,
+            "event_type": self.event_type,
+            "created": self.created,
+            "livemode": self.livemode,
+            **body,
         }
-        return item
+        return to_item(values)
 
     @classmethod
     def from_item(cls, item: Item) -> StripeEventRecord:
+        return cls._from_values(from_item(item))
+
+    @classmethod
+    def _from_values(cls, values: Mapping[str, Any]) -> StripeEventRecord:
         return cls(
-            event_id=_get_s(item, "event_id"),
-            event_type=_get_s(item, "event_type"),
-            created=_get_n(item, "created"),
-            livemode=bool(item.get("livemode", {}).get("BOOL", False)),
-            body=_get_b(item, "body"),
-            received_at_ms=_get_n(item, "received_at_ms"),
+            event_id=_str(values, "event_id"),
+            event_type=_str(values, "event_type"),
+            created=_int(values, "created"),
+            livemode=values.get("livemode") is True,
+            body=_body(values),
+            received_at_ms=_int(values, "received_at_ms"),
         )
 
 
@@ -270,29 +357,34 @@ StoredEvent = LiveKitEventRecord | UsageEventRecord | StripeEventRecord
 
 
 def decode_item(item: Item) -> StoredEvent:
-    """Decode an events-table item or a stream ``NewImage`` into its record."""
-    version = _get_n(item, "schema_version")
+    """Decode an events-table item or a stream ``NewImage`` (any version up to ``SCHEMA_VERSION``) into its record."""
+    try:
+        values = from_item(item)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ContractError(f"not a DynamoDB item: {exc}") from exc
+    version = _int(values, "schema_version")
     if version > SCHEMA_VERSION:
         raise ContractError(f"schema version {version} is newer than this reader ({SCHEMA_VERSION})")
-    source = _get_s(item, "source")
+    source = _str(values, "source")
     if source == EventSource.LIVEKIT:
-        return LiveKitEventRecord.from_item(item)
+        return LiveKitEventRecord._from_values(values)
     if source == EventSource.USAGE:
-        return UsageEventRecord.from_item(item)
+        return UsageEventRecord._from_values(values)
     if source == EventSource.STRIPE:
-        return StripeEventRecord.from_item(item)
+        return StripeEventRecord._from_values(values)
     raise ContractError(f"unknown event source {source!r}")
 
 
 # --- EventBridge hand-offs --------------------------------------------------------------------------------------
 BUS_SOURCE_INGEST: Final = "kilo.billing.ingest"
 STRIPE_EVENT_RECEIVED: Final = "StripeEventReceived.v1"
+STRIPE_EVENT_RECEIVED_VERSION: Final = 1  # the detail's own version (the detail-type's .v1), not the item version
 
 
 def stripe_event_received_detail(record: StripeEventRecord) -> dict[str, Any]:
     """A thin notification: consumers read the verified event body from the events table by ``key``."""
     return {
-        "schema_version": SCHEMA_VERSION,
+        "schema_version": STRIPE_EVENT_RECEIVED_VERSION,
         "key": {"pk": record.key[0], "sk": record.key[1]},
         "stripe_event_id": record.event_id,
         "type": record.event_type,

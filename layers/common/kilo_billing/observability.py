@@ -19,7 +19,15 @@ if TYPE_CHECKING:
     from aws_lambda_powertools import Tracer
 
 NAMESPACE: Final = "KiloBilling"
-CORRELATION_KEYS: Final = ("event_id", "room_sid", "account_id", "period", "invoice_id", "stripe_event_id")
+CORRELATION_KEYS: Final = (
+    "event_id",
+    "room_sid",
+    "account_id",
+    "period",
+    "invoice_id",
+    "stripe_event_id",
+    "client_id",  # the usage client of a usage batch
+)
 
 
 class Metric(StrEnum):

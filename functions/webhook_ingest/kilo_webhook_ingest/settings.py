@@ -2,6 +2,11 @@
 
 A frozen dataclass rather than pydantic-settings: importing pydantic-settings costs ~0.2 s, which the LiveKit webhook's
 cold start cannot afford (docs/decisions.md). Environment variables carry names, never secrets.
+
+AWS call budgets are per route and fixed here (not environment variables: the three functions share one environment
+in the local stack). Each fits its function's timeout: a call's worst case (every attempt timing out, the longest
+backoff between them) times the calls a request makes, within the template's ``Timeout`` (a test holds this); the
+logic also checks the time left before starting any call (``Deadline``), so a handler always answers itself.
 """
 
 from __future__ import annotations
@@ -9,6 +14,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from functools import cache
+
+from kilo_billing.aws import CallBudget
+from kilo_billing.events import MAX_ITEM_BYTES
 
 
 class SettingsError(RuntimeError):
@@ -35,11 +43,20 @@ def _required(env: dict[str, str], name: str) -> str:
     return value
 
 
+# LiveKit (Timeout 10 s): a secret read (cold start, then every secret_max_age) + one PutItem, 4 s worst case each.
+LIVEKIT_BUDGET = CallBudget(connect_timeout=0.5, read_timeout=1.0, max_attempts=2)
+# Stripe (Timeout 10 s): secret + PutItem + PutEvents; the Deadline refuses to start the publish without 4 s left.
+STRIPE_BUDGET = CallBudget(connect_timeout=0.5, read_timeout=1.0, max_attempts=2)
+# Usage (Timeout 29 s): secret + account reads + up to 1,000 parallel PutItems; throttling gets two retries.
+USAGE_BUDGET = CallBudget(connect_timeout=0.5, read_timeout=1.5, max_attempts=3)
+
+
 @dataclass(frozen=True, slots=True)
 class IngestSettings:
     events_table: str
+    usage_table: str = ""  # account profiles (the usage API refuses usage of unregistered accounts)
     livekit_keys_secret: str = ""  # JSON {"<api key>": "<api secret>", ...}
-    usage_secrets_secret: str = ""  # JSON {"<client id>": ["<secret>", ...], ...}
+    usage_secrets_secret: str = ""  # JSON {"<client id>": {"secrets": [...], "accounts": "*" | [...]}, ...}
     stripe_secret: str = ""  # JSON {"webhook_secrets": ["whsec_...", ...]}
     event_bus: str = ""
     raw_event_ttl_days: int = 400
@@ -47,15 +64,22 @@ class IngestSettings:
     max_livekit_body_bytes: int = 256 * 1024
     max_usage_body_bytes: int = 1024 * 1024
     max_stripe_body_bytes: int = 512 * 1024
+    max_item_bytes: int = MAX_ITEM_BYTES
     livekit_leeway_seconds: int = 60
     usage_tolerance_seconds: int = 300
     stripe_tolerance_seconds: int = 300
+    usage_max_workers: int = 16
+    deadline_margin_seconds: float = 0.5  # kept free after the last call: answer, log, flush metrics
+    livekit_budget: CallBudget = LIVEKIT_BUDGET
+    usage_budget: CallBudget = USAGE_BUDGET
+    stripe_budget: CallBudget = STRIPE_BUDGET
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> IngestSettings:
         values = dict(os.environ if env is None else env)
         return cls(
             events_table=_required(values, "EVENTS_TABLE_NAME"),
+            usage_table=values.get("USAGE_TABLE_NAME", ""),
             livekit_keys_secret=values.get("LIVEKIT_KEYS_SECRET_NAME", ""),
             usage_secrets_secret=values.get("USAGE_SECRETS_SECRET_NAME", ""),
             stripe_secret=values.get("STRIPE_SECRET_NAME", ""),
@@ -66,6 +90,10 @@ class IngestSettings:
             max_usage_body_bytes=_int(values, "MAX_USAGE_BODY_BYTES", 1024 * 1024, 1024),
             max_stripe_body_bytes=_int(values, "MAX_STRIPE_BODY_BYTES", 512 * 1024, 1024),
         )
+
+    def reserve_seconds(self, budget: CallBudget) -> float:
+        """Time that must be left to start one more AWS call under ``budget`` and still answer."""
+        return budget.worst_case_seconds + self.deadline_margin_seconds
 
 
 @cache

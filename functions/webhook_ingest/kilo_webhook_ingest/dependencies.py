@@ -1,0 +1,83 @@
+"""What each ingest handler builds once per container (on its first request, not at import): settings, the event store,
+the route's secret source, and for the usage API the account directory, for Stripe the bus publisher. Every AWS client
+carries the route's time budget (``settings.py``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+from kilo_webhook_ingest.settings import IngestSettings, SettingsError, settings
+
+if TYPE_CHECKING:
+    from kilo_billing.accounts import AccountDirectory
+    from kilo_billing.aws import CallBudget
+    from kilo_billing.publisher import EventPublisher
+    from kilo_webhook_ingest.ports import EventStore, SecretSource
+
+
+@dataclass(frozen=True, slots=True)
+class LiveKitDependencies:
+    settings: IngestSettings
+    store: EventStore
+    secrets: SecretSource
+
+
+@dataclass(frozen=True, slots=True)
+class UsageDependencies:
+    settings: IngestSettings
+    store: EventStore
+    secrets: SecretSource
+    accounts: AccountDirectory
+
+
+@dataclass(frozen=True, slots=True)
+class StripeDependencies:
+    settings: IngestSettings
+    store: EventStore
+    secrets: SecretSource
+    publisher: EventPublisher
+
+
+def _store_and_secrets(
+    config: IngestSettings, budget: CallBudget, **secret_names: str
+) -> tuple[Any, EventStore, SecretSource]:
+    """The route's DynamoDB client (shared by its adapters), event store and secret source."""
+    from kilo_billing.aws import client  # noqa: PLC0415 - boto3 loads here, on the first request
+    from kilo_webhook_ingest.adapters import DynamoEventStore, SecretsManagerSource  # noqa: PLC0415
+
+    dynamodb = client("dynamodb", budget)
+    secrets = SecretsManagerSource(client("secretsmanager", budget), secret_names, config.secret_max_age_seconds)
+    return dynamodb, DynamoEventStore(dynamodb, config.events_table), secrets
+
+
+@cache
+def livekit() -> LiveKitDependencies:
+    config = settings()
+    _, store, secrets = _store_and_secrets(config, config.livekit_budget, livekit=config.livekit_keys_secret)
+    return LiveKitDependencies(config, store, secrets)
+
+
+@cache
+def usage() -> UsageDependencies:
+    from kilo_billing.account_store import DynamoAccountDirectory  # noqa: PLC0415
+
+    config = settings()
+    if not config.usage_table:
+        raise SettingsError("USAGE_TABLE_NAME is required by the usage API (account registrations)")
+    dynamodb, store, secrets = _store_and_secrets(config, config.usage_budget, usage=config.usage_secrets_secret)
+    accounts = DynamoAccountDirectory(dynamodb, config.usage_table)
+    return UsageDependencies(config, store, secrets, accounts)
+
+
+@cache
+def stripe() -> StripeDependencies:
+    from kilo_billing.aws import client  # noqa: PLC0415
+    from kilo_billing.events import BUS_SOURCE_INGEST  # noqa: PLC0415
+    from kilo_billing.publisher import EventBridgePublisher  # noqa: PLC0415
+
+    config = settings()
+    _, store, secrets = _store_and_secrets(config, config.stripe_budget, stripe=config.stripe_secret)
+    publisher = EventBridgePublisher(client("events", config.stripe_budget), config.event_bus, BUS_SOURCE_INGEST)
+    return StripeDependencies(config, store, secrets, publisher)

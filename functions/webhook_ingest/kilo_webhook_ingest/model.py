@@ -1,0 +1,105 @@
+"""Ingest's domain: the outcomes the logic returns and the errors it raises (each with a stable ``code`` and a message
+naming the problem). Status codes are the handlers' business (``http.py`` maps these errors to them)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+Status = Literal["stored", "duplicate"]
+UsageStatus = Literal["accepted", "duplicate", "conflict", "not_stored"]
+ALL_ACCOUNTS: tuple[str, ...] = ("*",)
+
+
+class IngestError(Exception):
+    """A request ingest refuses: ``code`` is stable (clients and alarms key on it), ``message`` names the problem."""
+
+    def __init__(self, code: str, message: str, details: Sequence[Mapping[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.details = details
+
+
+class UnauthorizedError(IngestError):
+    """The signature, key or client is missing, unknown or wrong: nothing of the request is trusted."""
+
+
+class InvalidEventError(IngestError):
+    """Signed (or not yet checked) input that is not what the route accepts: bad JSON, wrong shape, bad items."""
+
+
+class BodyTooLargeError(IngestError):
+    """The body is over the route's limit."""
+
+
+class UnstorableEventError(IngestError):
+    """A valid, signed event that can never be stored (a retry cannot help): refused for good, counted, alarmed."""
+
+
+class EventTooLargeToStoreError(UnstorableEventError):
+    """A valid, signed event whose item stays over the storage limit after compression."""
+
+
+class OutOfTimeError(Exception):
+    """Too little of the invocation is left to start another AWS call safely: answer (retryable) instead."""
+
+
+@dataclass(frozen=True, slots=True)
+class UsageClient:
+    """A usage client's signing secrets (several during rotation) and the accounts it may bill (``*`` = every
+    registered account)."""
+
+    secrets: tuple[str, ...]
+    accounts: tuple[str, ...] = ALL_ACCOUNTS
+
+    @property
+    def all_accounts(self) -> bool:
+        return self.accounts == ALL_ACCOUNTS
+
+    def may_bill(self, account_id: str) -> bool:
+        return self.all_accounts or account_id in self.accounts
+
+
+@dataclass(frozen=True, slots=True)
+class LiveKitOutcome:
+    event_id: str
+    event_type: str
+    status: Status
+
+
+@dataclass(frozen=True, slots=True)
+class StripeOutcome:
+    event_id: str
+    event_type: str
+    status: Status
+
+
+@dataclass(frozen=True, slots=True)
+class UsageItemOutcome:
+    index: int
+    idempotency_key: str
+    status: UsageStatus
+
+
+@dataclass(frozen=True, slots=True)
+class UsageOutcome:
+    items: tuple[UsageItemOutcome, ...]
+
+    def count(self, status: UsageStatus) -> int:
+        return sum(1 for item in self.items if item.status == status)
+
+    @property
+    def complete(self) -> bool:
+        return self.count("not_stored") == 0
+
+
+class UsageNotStoredError(Exception):
+    """Part of a valid batch could not be stored (store failure or too little time left): ``outcome`` says which
+    items were stored; resending the whole batch is safe (stored items come back as duplicates)."""
+
+    def __init__(self, outcome: UsageOutcome, cause: BaseException | None = None) -> None:
+        super().__init__(f"{outcome.count('not_stored')} of {len(outcome.items)} usage events not stored")
+        self.outcome = outcome
+        self.cause = cause

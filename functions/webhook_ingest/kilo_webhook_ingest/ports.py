@@ -1,0 +1,59 @@
+"""What the ingest logic needs from the outside world, and the errors those parts raise.
+
+- ``EventStore.put_new`` writes an item only if its key is new: one conditional write, zero reads. A duplicate is not
+  an error; the stored item comes back with it, so a caller tells an identical retry from a key reused for different
+  content without a read. An item too large to ever be stored raises ``EventTooLargeToStoreError`` (permanent) before
+  any write; a store that is down raises ``StorageUnavailableError`` (retryable).
+- ``SecretSource`` hands out the verification secrets; a missing or malformed secret is ``SecretConfigError``.
+- ``Deadline`` says how much of the invocation is left, so the logic starts no AWS call it cannot finish.
+- Accounts are read through ``kilo_billing.accounts.AccountDirectory``; Stripe events are announced through
+  ``kilo_billing.publisher.EventPublisher``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from kilo_billing.aws import StorageUnavailableError
+from kilo_billing.events import Item
+from kilo_billing.publisher import EventPublisher, PublishError
+from kilo_webhook_ingest.model import UsageClient
+
+__all__ = [
+    "Deadline",
+    "EventPublisher",
+    "EventStore",
+    "PublishError",
+    "PutResult",
+    "SecretConfigError",
+    "SecretSource",
+    "StorageUnavailableError",
+]
+
+
+class SecretConfigError(RuntimeError):
+    """A secret is missing, unreadable or malformed: an operator must fix it; senders get a 503 and retry."""
+
+
+@dataclass(frozen=True, slots=True)
+class PutResult:
+    stored: bool
+    existing: Item | None = None  # the item already stored under the key, when ``stored`` is False
+
+
+class EventStore(Protocol):
+    def put_new(self, item: Item) -> PutResult: ...
+
+
+class SecretSource(Protocol):
+    def livekit_keys(self) -> Mapping[str, str]: ...
+
+    def usage_client(self, client_id: str) -> UsageClient | None: ...
+
+    def stripe_webhook_secrets(self) -> Sequence[str]: ...
+
+
+class Deadline(Protocol):
+    def seconds_left(self) -> float: ...
