@@ -58,6 +58,7 @@ ROLES = {
         LAMBDA,
         {BASIC_EXECUTION, XRAY_WRITE},
         ("dynamodb:PutItem", EVENTS_TABLE),
+        ("dynamodb:BatchGetItem", USAGE_TABLE),  # account registrations (profiles): usage only for registered ones
         ("secretsmanager:GetSecretValue", USAGE_CLIENTS),
     ),
     "StripeWebhookFunctionRole": role(

@@ -337,15 +337,17 @@ def test_given_dynamodb_refuses_one_rooms_writes_then_its_records_go_to_the_pois
     assert all("ValidationError" in p["reason"] for p in poisoned)
 
 
-def _report_messages(context: LambdaContext, account: str = ACCOUNT, quantity: int = 1200) -> None:
+def _report_messages(stack: Stack, context: LambdaContext, account: str = ACCOUNT, quantity: int = 1200) -> None:
     from kilo_dev.signing import usage_signature  # noqa: PLC0415
-    from kilo_webhook_ingest import usage_api  # noqa: PLC0415
-    from tests.conftest import USAGE_CLIENTS  # noqa: PLC0415
+    from kilo_webhook_ingest import usage_handler  # noqa: PLC0415
+    from tests.conftest import USAGE_CLIENTS, register_accounts  # noqa: PLC0415
+
+    register_accounts(stack, account)  # ingest accepts usage of registered accounts only
 
     body = json.dumps({"events": [{"idempotency_key": "m-replay", "account_id": account, "meter": "messages",
                                    "quantity": quantity, "timestamp": "2026-11-16T00:30:00Z"}]}).encode()  # fmt: skip
     headers = {"x-kilo-client": "kilo-app", "x-kilo-signature": usage_signature(body, USAGE_CLIENTS["kilo-app"][0])}
-    assert usage_api.lambda_handler(http_api_event("POST", "/v1/usage", body, headers), context)["statusCode"] == 200
+    assert usage_handler.lambda_handler(http_api_event("POST", "/v1/usage", body, headers), context)["statusCode"] == 200
 
 
 def _fail_batch_into_the_on_failure_queue(stack: Stack) -> str:
@@ -400,7 +402,7 @@ def test_given_a_batch_on_the_on_failure_queue_when_replayed_then_month_to_date_
     from kilo_rate_usage.queries import month_to_date  # noqa: PLC0415
 
     video_call(lambda_context)
-    _report_messages(lambda_context)
+    _report_messages(stack, lambda_context)
     dlq = _fail_batch_into_the_on_failure_queue(stack)
     assert aggregate(stack) == {}  # nothing rated
 
@@ -459,7 +461,7 @@ def test_given_the_stream_records_expired_when_replayed_then_the_events_table_wi
     from tests.fakes import InMemoryPoisonSink, RecordingPublisher  # noqa: PLC0415
 
     video_call(lambda_context)
-    _report_messages(lambda_context)
+    _report_messages(stack, lambda_context)
     dlq = _fail_batch_into_the_on_failure_queue(stack)
     stack.clients["sqs"].purge_queue(QueueUrl=dlq)
     # the record Lambda sends, in AWS's own format: shard, sequence range and arrival times of the real stream

@@ -197,8 +197,8 @@ def test_given_the_template_then_a_cap_alarms_and_every_time_budget_fits_inside_
     assert alarms[0]["AlarmActions"]
 
     config = RatingSettings(usage_table_name="u", events_table_name="e")
-    call = config.call_budget.worst_case_seconds  # one AWS call, retries included: 3 x (1 + 3) + 2 = 14 s
-    assert call == 14
+    call = config.call_budget.worst_case_seconds  # one AWS call, retries included: 3 x (1 + 3) + (1 + 2) = 15 s
+    assert call == 15
     timeouts = {
         name: template.resources[name]["Properties"]["Timeout"] for name in ("RateUsageFunction", "SweeperFunction")
     }
