@@ -347,7 +347,9 @@ def _report_messages(stack: Stack, context: LambdaContext, account: str = ACCOUN
     body = json.dumps({"events": [{"idempotency_key": "m-replay", "account_id": account, "meter": "messages",
                                    "quantity": quantity, "timestamp": "2026-11-16T00:30:00Z"}]}).encode()  # fmt: skip
     headers = {"x-kilo-client": "kilo-app", "x-kilo-signature": usage_signature(body, USAGE_CLIENTS["kilo-app"][0])}
-    assert usage_handler.lambda_handler(http_api_event("POST", "/v1/usage", body, headers), context)["statusCode"] == 200
+    assert (
+        usage_handler.lambda_handler(http_api_event("POST", "/v1/usage", body, headers), context)["statusCode"] == 200
+    )
 
 
 def _fail_batch_into_the_on_failure_queue(stack: Stack) -> str:
