@@ -187,6 +187,13 @@ class Function:
                     _OUTPUT.local.in_handler = False
 
 
+# moto answers a TransactWriteItems by deep-copying whole tables, which takes seconds once the demo's tables have grown.
+# With production's read timeouts botocore retries a transaction moto is still applying, and moto then rolls back to a
+# snapshot taken before writes that had meanwhile succeeded - a moto artefact (DynamoDB never does this) that loses
+# events. The local stack therefore gives rating's AWS calls a read timeout moto can meet (D20).
+MOTO_CALL_BUDGET = {"AWS_READ_TIMEOUT_SECONDS": "60"}
+
+
 def load_handler(dotted: str) -> Handler:
     module, _, attribute = dotted.rpartition(".")
     handler: Handler = getattr(importlib.import_module(module), attribute)
@@ -593,6 +600,8 @@ class LocalStack:
         for key, value in environment.items():
             if key != "POWERTOOLS_SERVICE_NAME":
                 self._setenv(key, value)
+        for key, value in MOTO_CALL_BUDGET.items():
+            self._setenv(key, value)
         for name in self.template.of_type("AWS::Serverless::Function"):
             handler = load_handler(self.template.function_handler(name))
             self.functions[name] = Function(name, handler)
