@@ -559,7 +559,7 @@ def test_given_the_keys_secret_missing_then_an_unsigned_caller_learns_nothing_ab
 def test_given_the_livekit_handler_and_its_dependencies_built_then_neither_the_xray_sdk_nor_pydantic_is_loaded() -> (
     None
 ):
-    """The Tracer stays off the LiveKit cold path (docs/decisions.md D-ingest-6); so do the account models."""
+    """The Tracer stays off the LiveKit cold path (docs/decisions.md D35); so do the account models."""
     import os  # noqa: PLC0415
     import subprocess  # noqa: PLC0415
     import sys  # noqa: PLC0415
