@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -22,6 +23,7 @@ from kilo_webhook_ingest.model import (
     InvalidEventError,
     UnauthorizedError,
     UnstorableEventError,
+    WebhookOutcome,
 )
 
 SERVICE: Final = "webhook-ingest"
@@ -137,6 +139,32 @@ def not_stored(
     count(SERVICE, Metric.INGEST_STORE_FAILED)
     text = message or "event not stored; retry later (a retry is safe: duplicates are detected)"
     return 503, {"error": {"code": "not_stored", "message": text, "request_id": request_id}}
+
+
+def webhook_response(
+    route: str,
+    event: Mapping[str, Any],
+    context: object,
+    max_body_bytes: int,
+    ingest: Callable[[RawRequest, int, InvocationDeadline], WebhookOutcome],
+    transient: tuple[type[BaseException], ...],
+    type_key: str,
+    retry_message: str | None = None,
+) -> dict[str, Any]:
+    """One webhook request end to end: read its raw request and ``ingest`` it (the route's logic, given the request,
+    the time now in ms and the invocation's deadline); answer a refused request 4xx, one that failed for now
+    (``transient`` errors) 503 so the sender retries, and a stored or duplicate event 200 with its id, its type (under
+    ``type_key``, as that sender names it) and its status."""
+    try:
+        outcome = ingest(raw_request(event, max_body_bytes), int(time.time() * 1000), InvocationDeadline(context))
+    except IngestError as exc:
+        return json_response(*refused(route, exc))
+    except transient as exc:
+        return json_response(*not_stored(route, request_id(context), exc, retry_message))
+    # per-event success lines are DEBUG (metrics count them; one INFO line per webhook costs CloudWatch money, D14)
+    logger(SERVICE).debug(f"{route} webhook", extra={"type": outcome.event_type, "status": outcome.status})
+    count(SERVICE, Metric.WEBHOOK_STORED if outcome.status == "stored" else Metric.WEBHOOK_DUPLICATE)
+    return json_response(200, {"id": outcome.event_id, type_key: outcome.event_type, "status": outcome.status})
 
 
 def request_id(context: object) -> str:

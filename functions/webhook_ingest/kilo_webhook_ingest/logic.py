@@ -18,14 +18,13 @@ from kilo_billing.aws import CallBudget
 from kilo_billing.events import ContractError, Item, ItemTooLargeError, UsageEventRecord, check_item_size
 from kilo_webhook_ingest.model import (
     EventTooLargeToStoreError,
-    LiveKitOutcome,
     OutOfTimeError,
-    StripeOutcome,
     UnstorableEventError,
     UsageItemOutcome,
     UsageNotStoredError,
     UsageOutcome,
     UsageStatus,
+    WebhookOutcome,
 )
 from kilo_webhook_ingest.ports import Deadline, EventStore, PutResult, SecretSource, StorageUnavailableError
 from kilo_webhook_ingest.settings import IngestSettings
@@ -72,7 +71,7 @@ def ingest_livekit(
     now_ms: int,
     deadline: Deadline,
     annotate: Annotate = _ignore,
-) -> LiveKitOutcome:
+) -> WebhookOutcome:
     """Verify a LiveKit webhook and store it once (one conditional write; a duplicate is not an error)."""
     from kilo_webhook_ingest import livekit_webhook  # noqa: PLC0415 - protobuf loads only on the LiveKit path
 
@@ -88,7 +87,7 @@ def ingest_livekit(
     item = storable(record.to_item(expires_at(now_ms, settings)), settings)
     require_time(deadline, settings, budget, "store the event")
     result = store.put_new(item)
-    return LiveKitOutcome(record.event_id, record.event_type, "stored" if result.stored else "duplicate")
+    return WebhookOutcome(record.event_id, record.event_type, "stored" if result.stored else "duplicate")
 
 
 # --- usage ----------------------------------------------------------------------------------------------------------
@@ -230,7 +229,7 @@ def ingest_stripe(
     now_ms: int,
     deadline: Deadline,
     annotate: Annotate = _ignore,
-) -> StripeOutcome:
+) -> WebhookOutcome:
     """Verify, store once, publish. A duplicate is published again: the hand-off is at-least-once, so a publish that
     failed after the store succeeded is repaired by Stripe's retry; consumers dedupe on the Stripe event id."""
     from kilo_billing.events import STRIPE_EVENT_RECEIVED, stripe_event_received_detail  # noqa: PLC0415
@@ -252,4 +251,4 @@ def ingest_stripe(
     result = store.put_new(item)
     require_time(deadline, settings, budget, "publish the event")
     publisher.publish(STRIPE_EVENT_RECEIVED, stripe_event_received_detail(record))
-    return StripeOutcome(record.event_id, record.event_type, "stored" if result.stored else "duplicate")
+    return WebhookOutcome(record.event_id, record.event_type, "stored" if result.stored else "duplicate")

@@ -63,14 +63,9 @@ class UsageClient:
 
 
 @dataclass(frozen=True, slots=True)
-class LiveKitOutcome:
-    event_id: str
-    event_type: str
-    status: Status
+class WebhookOutcome:
+    """A verified webhook (LiveKit or Stripe) stored now, or found stored already."""
 
-
-@dataclass(frozen=True, slots=True)
-class StripeOutcome:
     event_id: str
     event_type: str
     status: Status

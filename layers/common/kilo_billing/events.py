@@ -24,11 +24,11 @@ values at their base64 length, a third more than DynamoDB: tests near the limit 
 from __future__ import annotations
 
 import zlib
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, dataclass, fields
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any, Final
+from typing import Any, ClassVar, Final, Self
 
 from kilo_billing import items as _items
 from kilo_billing.items import from_item, to_item
@@ -165,41 +165,81 @@ def _body(values: Mapping[str, Any]) -> bytes:
     return body
 
 
-def _common(
-    source: EventSource, key: tuple[str, str], received_at_ms: int, expires_at: int, version: int
-) -> dict[str, Any]:
-    return {
-        KEY: key[0],
-        SORT_KEY: key[1],
-        "source": source.value,
-        "schema_version": version,
-        "received_at_ms": received_at_ms,
-        TTL_ATTRIBUTE: expires_at,
-    }
+def _bool(values: Mapping[str, Any], name: str) -> bool:
+    return values.get(name) is True
 
 
-_LIVEKIT_STRINGS = (
-    "room_sid",
-    "room_name",
-    "room_metadata",
-    "participant_sid",
-    "participant_identity",
-    "participant_kind",
-    "participant_metadata",
-    "participant_attributes",
-    "track_sid",
-    "track_type",
-    "track_source",
-)
+def _body_attribute(values: Mapping[str, Any], _: str) -> bytes:
+    return _body(values)
+
+
+# how a field is read back, by its declared type; a field with a default that the item lacks takes its default
+_DECODERS: Final[Mapping[str, Callable[[Mapping[str, Any], str], Any]]] = {
+    "str": _str,
+    "int": _int,
+    "bool": _bool,
+    "bytes": _body_attribute,
+}
+
+
+class _StoredRecord:
+    """The item mapping every stored-event record shares, driven by the record's dataclass fields: the key and the
+    common attributes, then one attribute per field (a ``bytes`` field is the body, raw or compressed; a field holding
+    its default is left out, so absent = default)."""
+
+    __slots__ = ()
+    SOURCE: ClassVar[EventSource]
+
+    @property
+    def key(self) -> tuple[str, str]:
+        raise NotImplementedError
+
+    def to_item(self, expires_at: int) -> Item:
+        values: dict[str, Any] = {}
+        version = RAW_BODY_VERSION
+        for field in fields(self):  # type: ignore[arg-type]  # every subclass is a dataclass
+            value = getattr(self, field.name)
+            if field.type == "bytes":
+                body, version = _body_values(value)
+                values |= body
+            else:
+                values[field.name] = None if field.default is not MISSING and value == field.default else value
+        key = self.key
+        values |= {
+            KEY: key[0],
+            SORT_KEY: key[1],
+            "source": self.SOURCE.value,
+            "schema_version": version,
+            TTL_ATTRIBUTE: expires_at,
+        }
+        return to_item(values)
+
+    @classmethod
+    def from_item(cls, item: Item) -> Self:
+        return cls._from_values(from_item(item))
+
+    @classmethod
+    def _from_values(cls, values: Mapping[str, Any]) -> Self:
+        decoded = {
+            field.name: (
+                field.default
+                if field.default is not MISSING and field.name not in values
+                else _DECODERS[str(field.type)](values, field.name)
+            )
+            for field in fields(cls)  # type: ignore[arg-type]
+        }
+        return cls(**decoded)
 
 
 @dataclass(frozen=True, slots=True)
-class LiveKitEventRecord:
+class LiveKitEventRecord(_StoredRecord):
     """A verified LiveKit webhook, with what rating needs lifted out of the body.
 
     Enum values this protocol version does not know are kept as ``UNKNOWN_<number>`` (docs/decisions.md): rating bills
     an unknown participant kind like a standard participant and never reads an unknown track type as video.
     """
+
+    SOURCE: ClassVar[EventSource] = EventSource.LIVEKIT
 
     event_id: str
     event_type: str
@@ -224,41 +264,12 @@ class LiveKitEventRecord:
     def key(self) -> tuple[str, str]:
         return livekit_key(self.event_id, self.room_sid)
 
-    def to_item(self, expires_at: int) -> Item:
-        body, version = _body_values(self.body)
-        values = _common(EventSource.LIVEKIT, self.key, self.received_at_ms, expires_at, version)
-        values |= {
-            "event_id": self.event_id,
-            "event_type": self.event_type,
-            "created_at": self.created_at,
-            "api_key": self.api_key,
-            **body,
-            **{name: getattr(self, name) for name in _LIVEKIT_STRINGS},
-            "joined_at_ms": self.joined_at_ms or None,
-        }
-        return to_item(values)
-
-    @classmethod
-    def from_item(cls, item: Item) -> LiveKitEventRecord:
-        return cls._from_values(from_item(item))
-
-    @classmethod
-    def _from_values(cls, values: Mapping[str, Any]) -> LiveKitEventRecord:
-        return cls(
-            event_id=_str(values, "event_id"),
-            event_type=_str(values, "event_type"),
-            created_at=_int(values, "created_at"),
-            api_key=_str(values, "api_key"),
-            body=_body(values),
-            received_at_ms=_int(values, "received_at_ms"),
-            joined_at_ms=_int(values, "joined_at_ms") if "joined_at_ms" in values else 0,
-            **{name: _opt_str(values, name) for name in _LIVEKIT_STRINGS},
-        )
-
 
 @dataclass(frozen=True, slots=True)
-class UsageEventRecord:
+class UsageEventRecord(_StoredRecord):
     """One app-reported usage event (messages or bytes), stored once per (client, idempotency key)."""
+
+    SOURCE: ClassVar[EventSource] = EventSource.USAGE
 
     client_id: str
     idempotency_key: str
@@ -275,44 +286,12 @@ class UsageEventRecord:
     def key(self) -> tuple[str, str]:
         return usage_key(self.client_id, self.idempotency_key)
 
-    def to_item(self, expires_at: int) -> Item:
-        values = _common(EventSource.USAGE, self.key, self.received_at_ms, expires_at, RAW_BODY_VERSION)
-        values |= {
-            "client_id": self.client_id,
-            "idempotency_key": self.idempotency_key,
-            "account_id": self.account_id,
-            "meter": self.meter,
-            "quantity": self.quantity,
-            "occurred_at_ms": self.occurred_at_ms,
-            "payload_hash": self.payload_hash,
-            "room": self.room,
-            "participant": self.participant,
-        }
-        return to_item(values)
-
-    @classmethod
-    def from_item(cls, item: Item) -> UsageEventRecord:
-        return cls._from_values(from_item(item))
-
-    @classmethod
-    def _from_values(cls, values: Mapping[str, Any]) -> UsageEventRecord:
-        return cls(
-            client_id=_str(values, "client_id"),
-            idempotency_key=_str(values, "idempotency_key"),
-            account_id=_str(values, "account_id"),
-            meter=_str(values, "meter"),
-            quantity=_int(values, "quantity"),
-            occurred_at_ms=_int(values, "occurred_at_ms"),
-            payload_hash=_str(values, "payload_hash"),
-            received_at_ms=_int(values, "received_at_ms"),
-            room=_opt_str(values, "room"),
-            participant=_opt_str(values, "participant"),
-        )
-
 
 @dataclass(frozen=True, slots=True)
-class StripeEventRecord:
+class StripeEventRecord(_StoredRecord):
     """A verified Stripe webhook event."""
+
+    SOURCE: ClassVar[EventSource] = EventSource.STRIPE
 
     event_id: str
     event_type: str
@@ -324,33 +303,6 @@ class StripeEventRecord:
     @property
     def key(self) -> tuple[str, str]:
         return stripe_key(self.event_id)
-
-    def to_item(self, expires_at: int) -> Item:
-        body, version = _body_values(self.body)
-        values = _common(EventSource.STRIPE, self.key, self.received_at_ms, expires_at, version)
-        values |= {
-            "event_id": self.event_id,
-            "event_type": self.event_type,
-            "created": self.created,
-            "livemode": self.livemode,
-            **body,
-        }
-        return to_item(values)
-
-    @classmethod
-    def from_item(cls, item: Item) -> StripeEventRecord:
-        return cls._from_values(from_item(item))
-
-    @classmethod
-    def _from_values(cls, values: Mapping[str, Any]) -> StripeEventRecord:
-        return cls(
-            event_id=_str(values, "event_id"),
-            event_type=_str(values, "event_type"),
-            created=_int(values, "created"),
-            livemode=values.get("livemode") is True,
-            body=_body(values),
-            received_at_ms=_int(values, "received_at_ms"),
-        )
 
 
 StoredEvent = LiveKitEventRecord | UsageEventRecord | StripeEventRecord
