@@ -80,16 +80,7 @@ def rate_batch(
             outcomes.append(_rate([], [record], repo, publisher, config, now_ms))
         except RejectedWriteError as exc:
             rejected.append(Rejected(usage_key=record.key, reason=f"DynamoDB refused the usage write: {exc}"))
-    return BatchOutcome(
-        rooms=sum(o.rooms for o in outcomes) + sum(1 for r in rejected if r.room_sid),
-        sessions_changed=sum(o.sessions_changed for o in outcomes),
-        usage_rated=sum(o.usage_rated for o in outcomes),
-        aggregates_touched=sum(o.aggregates_touched for o in outcomes),
-        thresholds=sum(o.thresholds for o in outcomes),
-        writes=sum(o.writes for o in outcomes),
-        unattributed_minutes=sum(o.unattributed_minutes for o in outcomes),
-        rejected=tuple(rejected),
-    )
+    return BatchOutcome.total(outcomes, rejected)
 
 
 def _by_room(livekit: Iterable[LiveKitEventRecord]) -> dict[str, list[LiveKitEventRecord]]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
@@ -170,6 +170,21 @@ class BatchOutcome:
     writes: int
     unattributed_minutes: int
     rejected: tuple[Rejected, ...] = ()
+
+    @classmethod
+    def total(cls, outcomes: Sequence[BatchOutcome], rejected: Sequence[Rejected] = ()) -> BatchOutcome:
+        """The sum of ``outcomes``, plus the parts refused outside them (``rejected``: a refused room counts as a room
+        of the batch)."""
+        return cls(
+            rooms=sum(o.rooms for o in outcomes) + sum(1 for r in rejected if r.room_sid),
+            sessions_changed=sum(o.sessions_changed for o in outcomes),
+            usage_rated=sum(o.usage_rated for o in outcomes),
+            aggregates_touched=sum(o.aggregates_touched for o in outcomes),
+            thresholds=sum(o.thresholds for o in outcomes),
+            writes=sum(o.writes for o in outcomes),
+            unattributed_minutes=sum(o.unattributed_minutes for o in outcomes),
+            rejected=(*(r for o in outcomes for r in o.rejected), *rejected),
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -218,19 +218,6 @@ def _chunks(found: ReplayPlan) -> list[tuple[list[LiveKitEventRecord], list[Usag
     return [chunk for chunk in chunks if chunk[0] or chunk[1]]
 
 
-def _sum(outcomes: Sequence[BatchOutcome]) -> BatchOutcome:
-    return BatchOutcome(
-        rooms=sum(o.rooms for o in outcomes),
-        sessions_changed=sum(o.sessions_changed for o in outcomes),
-        usage_rated=sum(o.usage_rated for o in outcomes),
-        aggregates_touched=sum(o.aggregates_touched for o in outcomes),
-        thresholds=sum(o.thresholds for o in outcomes),
-        writes=sum(o.writes for o in outcomes),
-        unattributed_minutes=sum(o.unattributed_minutes for o in outcomes),
-        rejected=tuple(r for o in outcomes for r in o.rejected),
-    )
-
-
 def replay(
     queue: FailureQueue,
     streams: StreamArchive,
@@ -255,7 +242,9 @@ def replay(
         if found.problem:
             results.append(ReplayResult(found, False, None, False))
             continue
-        outcome = _sum([rate_batch(lk, us, target, announce, config, now_ms) for lk, us in _chunks(found)])
+        outcome = BatchOutcome.total(
+            [rate_batch(lk, us, target, announce, config, now_ms) for lk, us in _chunks(found)]
+        )
         deleted = False
         if apply and not outcome.rejected:
             for record, reason in found.poison:
