@@ -23,22 +23,10 @@ from kilo_billing.periods import Period
 from kilo_billing.projections import Projection, ProjectionError, project_revenue
 from kilo_billing.rating import RatedPeriod, TierSegment, UsageRecord, rate_period
 from kilo_billing_cli import accounts, replay
+from kilo_billing_cli.arguments import whole_number
 from kilo_billing_cli.console import make_console
 
 EXIT_USAGE = 2
-
-
-def _non_negative_int(name: str) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text, 10)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a whole number, got {text!r}") from None
-        if value < 0:
-            raise argparse.ArgumentTypeError(f"{name} must be >= 0, got {value}")
-        return value
-
-    return parse
 
 
 def _non_negative_decimal(name: str) -> Callable[[str], Decimal]:
@@ -100,15 +88,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     estimate = sub.add_parser("estimate", help="the bill for one month of usage")
     estimate.add_argument("--tier", help="personal, team or enterprise (default: compare all tiers)")
-    estimate.add_argument("--video-minutes", type=_non_negative_int("--video-minutes"), default=0)
-    estimate.add_argument("--audio-minutes", type=_non_negative_int("--audio-minutes"), default=0)
-    estimate.add_argument("--messages", type=_non_negative_int("--messages"), default=0)
+    estimate.add_argument("--video-minutes", type=whole_number("--video-minutes"), default=0)
+    estimate.add_argument("--audio-minutes", type=whole_number("--audio-minutes"), default=0)
+    estimate.add_argument("--messages", type=whole_number("--messages"), default=0)
     estimate.add_argument("--data-gb", type=_non_negative_decimal("--data-gb"), default=Decimal(0))
     estimate.add_argument("--period", type=_period, help="price the month YYYY-MM (default: this month)")
     estimate.add_argument("--json", action="store_true", help="machine-readable output")
 
     projections = sub.add_parser("projections", help="monthly revenue for a user count and tier mix")
-    projections.add_argument("--users", type=_non_negative_int("--users"), required=True)
+    projections.add_argument("--users", type=whole_number("--users"), required=True)
     projections.add_argument("--mix", type=_mix, required=True, help="e.g. personal=60,team=30,enterprise=10")
     projections.add_argument(
         "--overage-usd",

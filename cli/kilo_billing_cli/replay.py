@@ -22,6 +22,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from kilo_billing_cli.arguments import whole_number
+
 
 def add_parser(sub: Any) -> None:
     rating = sub.add_parser("rating", help="operate rating (replay failed stream batches)")
@@ -35,21 +37,14 @@ def add_parser(sub: Any) -> None:
     replay.add_argument("--events-table", default=os.environ.get("EVENTS_TABLE_NAME", ""))
     replay.add_argument("--event-bus", default=os.environ.get("EVENT_BUS_NAME", ""), help="for threshold events")
     replay.add_argument("--poison-queue-url", default=os.environ.get("POISON_QUEUE_URL", ""))
-    replay.add_argument("--max-messages", type=_positive, default=100)
+    replay.add_argument("--max-messages", type=whole_number("--max-messages", minimum=1), default=100)
     replay.add_argument(
-        "--window-margin-minutes", type=_positive, default=10, help="widens the arrival window in the events table"
+        "--window-margin-minutes",
+        type=whole_number("--window-margin-minutes", minimum=1),
+        default=10,
+        help="widens the arrival window in the events table",
     )
     replay.add_argument("--json", action="store_true", help="machine-readable output")
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text, 10)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
-    return value
 
 
 def run(args: argparse.Namespace, console: Console) -> None:

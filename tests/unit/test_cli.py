@@ -126,6 +126,8 @@ def test_given_human_output_then_tables_render(capsys: pytest.CaptureFixture[str
         ),
         (["projections", "--mix", "personal=100"], "--users"),
         (["projections", "--users", "1000", "--mix", "personal=600,team=300,enterprise=100"], "must sum to 100"),
+        (["rating", "replay", "--queue-url", "q", "--max-messages", "0"], "--max-messages must be >= 1, got 0"),
+        (["rating", "replay", "--queue-url", "q", "--window-margin-minutes", "x"], "must be a whole number, got 'x'"),
     ],
 )
 def test_given_bad_input_then_exit_status_2_names_the_problem(
