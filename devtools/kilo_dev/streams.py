@@ -2,24 +2,9 @@
 
 from __future__ import annotations
 
-import base64
-from datetime import datetime
 from typing import Any
 
-
-def _lambda_shape(value: Any) -> Any:
-    """Lambda's JSON event carries binary attributes base64-encoded and timestamps as epoch seconds."""
-    if isinstance(value, bytes | bytearray):
-        return base64.b64encode(bytes(value)).decode("ascii")
-    if isinstance(value, datetime):
-        return int(value.timestamp())
-    if isinstance(value, dict):
-        return {key: _lambda_shape(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_lambda_shape(item) for item in value]
-    if isinstance(value, set):
-        return [_lambda_shape(item) for item in sorted(value)]
-    return value
+from kilo_billing.items import lambda_shape
 
 
 class StreamReader:
@@ -55,7 +40,7 @@ class StreamReader:
         return records
 
     def _to_lambda(self, record: dict[str, Any]) -> dict[str, Any]:
-        shaped: dict[str, Any] = _lambda_shape(record)
+        shaped: dict[str, Any] = lambda_shape(record)
         shaped.setdefault("eventVersion", "1.1")
         shaped.setdefault("eventSource", "aws:dynamodb")
         shaped.setdefault("awsRegion", self._region)

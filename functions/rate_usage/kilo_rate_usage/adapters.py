@@ -22,7 +22,7 @@ from kilo_billing.events import (
     decode_item,
     room_partition,
 )
-from kilo_billing.items import Item, to_item
+from kilo_billing.items import Item, lambda_shape, to_item
 from kilo_rate_usage import items
 from kilo_rate_usage.model import Aggregate, AggregateKey, RoomAnswers, SessionKey, StoredSession
 from kilo_rate_usage.ports import CommitUnit, ConflictError, RejectedWriteError, SessionChange, UsageChange
@@ -309,32 +309,10 @@ class DynamoStreamArchive:
             for record in page.get("Records", []):
                 if int(record["dynamodb"]["SequenceNumber"]) > int(end):
                     return records
-                records.append(_lambda_shape(record))
+                records.append(lambda_shape(dict(record)))
             empty = 0 if page.get("Records") else empty + 1
             iterator = page.get("NextShardIterator")
         return records
-
-
-def _lambda_shape(record: Mapping[str, Any]) -> dict[str, Any]:
-    """A GetRecords record as Lambda's event carries it (binary values base64 text; timestamps epoch seconds)."""
-    import base64  # noqa: PLC0415
-    from datetime import datetime  # noqa: PLC0415
-
-    def shape(value: Any) -> Any:
-        if isinstance(value, bytes | bytearray):
-            return base64.b64encode(bytes(value)).decode("ascii")
-        if isinstance(value, datetime):
-            return int(value.timestamp())
-        if isinstance(value, dict):
-            return {key: shape(item) for key, item in value.items()}
-        if isinstance(value, list):
-            return [shape(item) for item in value]
-        if isinstance(value, set):
-            return [shape(item) for item in sorted(value)]
-        return value
-
-    shaped: dict[str, Any] = shape(dict(record))
-    return shaped
 
 
 class DynamoEventArchive:

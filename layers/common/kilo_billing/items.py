@@ -34,3 +34,22 @@ def from_item(item: Mapping[str, Any]) -> dict[str, Any]:
         decoded = deserializer.deserialize(value)
         result[name] = bytes(decoded) if type(decoded).__name__ == "Binary" else decoded
     return result
+
+
+def lambda_shape(value: Any) -> Any:
+    """A DynamoDB stream record (from GetRecords) as Lambda's JSON event carries it: binary values base64 text,
+    timestamps epoch seconds, sets as sorted lists."""
+    import base64  # noqa: PLC0415
+    from datetime import datetime  # noqa: PLC0415
+
+    if isinstance(value, bytes | bytearray):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, datetime):
+        return int(value.timestamp())
+    if isinstance(value, dict):
+        return {key: lambda_shape(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [lambda_shape(item) for item in value]
+    if isinstance(value, set):
+        return [lambda_shape(item) for item in sorted(value)]
+    return value
