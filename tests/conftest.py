@@ -144,6 +144,9 @@ def stack(aws: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
 
 
 def _clear_caches() -> None:
+    from kilo_alerts import dependencies as alerts_dependencies  # noqa: PLC0415
+    from kilo_alerts import render as alerts_render  # noqa: PLC0415
+    from kilo_alerts import settings as alerts_settings  # noqa: PLC0415
     from kilo_rate_usage import dependencies, settings  # noqa: PLC0415
     from kilo_webhook_ingest import dependencies as ingest_dependencies  # noqa: PLC0415
     from kilo_webhook_ingest import settings as ingest_settings  # noqa: PLC0415
@@ -154,6 +157,9 @@ def _clear_caches() -> None:
     dependencies.sweeper.cache_clear()
     for built in (ingest_dependencies.livekit, ingest_dependencies.usage, ingest_dependencies.stripe):
         built.cache_clear()  # also drops the secret sources' caches: the next request reads the secrets again
+    alerts_settings.settings.cache_clear()
+    alerts_dependencies.alerts.cache_clear()
+    alerts_render._template.cache_clear()
 
 
 def recreate_table(stack: Stack, logical_id: str = "EventsTable") -> None:
@@ -174,6 +180,71 @@ def register_accounts(stack: Stack, *account_ids: str, tier: str = "personal") -
     directory = DynamoAccountDirectory(stack.clients["dynamodb"], stack.template.physical_name("UsageTable"))
     for account_id in account_ids:
         directory.register(AccountProfile(account_id, (TierChange(datetime(2026, 1, 1, tzinfo=UTC), tier),)))
+
+
+@dataclass
+class AlertsStack:
+    """The template's alert path on moto: the rule from the billing bus to the alerts queue (as CloudFormation creates
+    it from ``AlertsRule``), the verified sender identity, and the alerts function's environment."""
+
+    stack: Stack
+    queue_url: str
+    sender: str
+
+    def account_id(self) -> str:
+        return self.stack.template.account
+
+    def sent_mail(self) -> list[Any]:
+        from moto.ses.models import ses_backends  # noqa: PLC0415
+
+        return list(ses_backends[self.account_id()]["us-east-1"].sent_messages)
+
+    def sent_sms(self) -> list[tuple[str, str]]:
+        from moto.sns.models import sns_backends  # noqa: PLC0415
+
+        return list(sns_backends[self.account_id()]["us-east-1"].sms_messages.values())
+
+    def sqs_event(self, max_messages: int = 10) -> dict[str, Any]:
+        """The queue's messages as Lambda's SQS event source hands them to the function (bodies as EventBridge put
+        them)."""
+        sqs = self.stack.clients["sqs"]
+        answer = sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=max_messages, WaitTimeSeconds=0)
+        records = [
+            {
+                "messageId": message["MessageId"],
+                "receiptHandle": message["ReceiptHandle"],
+                "body": message["Body"],
+                "attributes": {"ApproximateReceiveCount": "1"},
+                "messageAttributes": {},
+                "md5OfBody": message["MD5OfBody"],
+                "eventSource": "aws:sqs",
+                "eventSourceARN": self.stack.template.get_att("AlertsQueue", "Arn"),
+                "awsRegion": "us-east-1",
+            }
+            for message in answer.get("Messages", [])
+        ]
+        return {"Records": records}
+
+
+@pytest.fixture
+def alerts_stack(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> AlertsStack:
+    template = stack.template
+    [(rule_id, rule)] = template.of_type("AWS::Events::Rule").items()
+    props = template.resolve(rule["Properties"])
+    events = stack.clients["events"]
+    events.put_rule(Name=rule_id, EventBusName=props["EventBusName"], EventPattern=json.dumps(props["EventPattern"]))
+    events.put_targets(
+        Rule=rule_id,
+        EventBusName=props["EventBusName"],
+        Targets=[{"Id": target["Id"], "Arn": target["Arn"]} for target in props["Targets"]],
+    )
+    sender = template.parameters["AlertSenderEmail"]
+    boto3.client("sesv2").create_email_identity(EmailIdentity=template.parameters["AlertSenderIdentity"])
+    for key, value in template.function_environment("AlertsFunction").items():
+        if key != "POWERTOOLS_SERVICE_NAME":
+            monkeypatch.setenv(key, value)
+    _clear_caches()
+    return AlertsStack(stack, template.ref("AlertsQueue"), sender)
 
 
 class CallCounter:

@@ -72,3 +72,29 @@ def test_given_more_accounts_than_one_batch_read_then_all_are_found(directory: A
         directory.register(team(f"acct-{index:03d}"))
     found = directory.registered([f"acct-{index:03d}" for index in range(0, 130, 1)])
     assert sorted(found) == [f"acct-{index:03d}" for index in range(130)]
+
+
+def test_given_contact_preferences_hard_limit_and_status_then_they_read_back_exactly(
+    directory: AccountDirectory,
+) -> None:
+    profile = AccountProfile(
+        "acct-c",
+        (TierChange(SIGNUP, "team"),),
+        Decimal(200),
+        (50, 100),
+        name="Ada & Co",
+        email="ada@example.com",
+        phone="+14155550100",
+        alert_preferences=(("allowance_threshold", ()), ("budget_threshold", ("email", "sms"))),
+        hard_limit_usd=Decimal("250.50"),
+        status="past_due",
+    )
+    directory.register(profile)
+    assert directory.registered(["acct-c"]) == {"acct-c": profile}
+
+
+def test_given_a_profile_without_contact_then_it_reads_with_the_defaults(directory: AccountDirectory) -> None:
+    directory.register(team("acct-d"))
+    found = directory.registered(["acct-d"])["acct-d"]
+    assert (found.name, found.email, found.phone, found.alert_preferences) == ("", "", "", ())
+    assert (found.hard_limit_usd, found.status) == (None, "active")

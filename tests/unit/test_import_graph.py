@@ -80,6 +80,12 @@ HANDLERS = [
     ),
     # Called cold it would read its LiveKit keys from Secrets Manager; aiohttp loads only when RoomService is asked.
     Handler("kilo_rate_usage.sweeper_handler", None, frozenset({"stripe", "aiohttp", "requests"})),
+    # The alerts function sends through boto3 (SES v2, SNS) only: no LiveKit, Stripe or HTTP libraries.
+    Handler(
+        "kilo_alerts.handler",
+        {"Records": []},
+        frozenset({"stripe", "aiohttp", "requests", "livekit.api", "google.protobuf", "jinja2"}),
+    ),
 ]
 # Loaded today although forbidden, owned by the ingest refactor: the usage handler imports the LiveKit webhook parser
 # (protobuf) through the shared logic module. The test fails as soon as it stops, so this entry must then go.

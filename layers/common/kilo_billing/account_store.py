@@ -30,6 +30,13 @@ def profile_to_item(profile: AccountProfile) -> Item:
             "tiers": [[change.at.isoformat(), change.tier] for change in profile.changes],
             "budget_usd": str(profile.budget_usd) if profile.budget_usd is not None else None,
             "budget_thresholds": list(profile.budget_thresholds),
+            # alert contact, preferences, hard limit and status: absent when not set (items written before read alike)
+            "name": profile.name,
+            "email": profile.email,
+            "phone": profile.phone,
+            "alert_preferences": {kind: list(channels) for kind, channels in profile.alert_preferences} or None,
+            "hard_limit_usd": str(profile.hard_limit_usd) if profile.hard_limit_usd is not None else None,
+            "status": profile.status if profile.status != "active" else None,
         }
     )
 
@@ -40,7 +47,19 @@ def profile_from_item(item: Mapping[str, Any]) -> AccountProfile:
     changes = tuple(TierChange(datetime.fromisoformat(str(at)), str(tier)) for at, tier in values["tiers"])
     budget = Decimal(values["budget_usd"]) if values.get("budget_usd") else None
     thresholds = tuple(int(t) for t in values.get("budget_thresholds", (50, 80, 100)))
-    return AccountProfile(str(account), changes, budget, thresholds)
+    preferences = values.get("alert_preferences") or {}
+    return AccountProfile(
+        str(account),
+        changes,
+        budget,
+        thresholds,
+        name=str(values.get("name", "")),
+        email=str(values.get("email", "")),
+        phone=str(values.get("phone", "")),
+        alert_preferences=tuple(sorted((str(k), tuple(str(c) for c in v)) for k, v in preferences.items())),
+        hard_limit_usd=Decimal(values["hard_limit_usd"]) if values.get("hard_limit_usd") else None,
+        status=str(values.get("status", "active")),
+    )
 
 
 class DynamoAccountDirectory:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Final, Protocol
@@ -30,6 +30,15 @@ RESERVED_ACCOUNT_IDS: Final = frozenset({UNATTRIBUTED, "all", "any", "none", "nu
 
 DEFAULT_TIER: Final = "personal"
 DEFAULT_BUDGET_THRESHOLDS: Final = (50, 80, 100)
+
+# E.164: "+", a country code that does not start with 0, at most 15 digits in all (SNS sends SMS to nothing else)
+E164_PATTERN: Final = r"\+[1-9][0-9]{6,14}"
+_E164 = re.compile(E164_PATTERN)
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?"
+_EMAIL = re.compile(rf"[^@\s<>\",;]{{1,64}}@{_LABEL}(?:\.{_LABEL})+")
+ALERT_CHANNELS: Final = ("email", "sms")
+# What an account may be, besides active: each one refuses new calls at the entitlement check (its reason code)
+ACCOUNT_STATUSES: Final = ("active", "suspended", "abuse_hold", "past_due")
 
 
 class InvalidAccountIdError(ValueError):
@@ -59,6 +68,23 @@ class AccountProfile:
     changes: tuple[TierChange, ...]
     budget_usd: Decimal | None = None
     budget_thresholds: tuple[int, ...] = DEFAULT_BUDGET_THRESHOLDS
+    # who hears about it (alerts): a display name, an email address, an E.164 phone number; empty when not given
+    name: str = ""
+    email: str = ""
+    phone: str = ""
+    # per alert kind, the channels the account chose (("email", "sms"), ("email",), () for none); kinds not listed
+    # follow the alert catalogue's default (low-severity alerts are quiet on SMS)
+    alert_preferences: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # the hard level of the budget: at or above it new calls are refused and running ones stopped (None: soft only)
+    hard_limit_usd: Decimal | None = None
+    status: str = "active"  # one of ACCOUNT_STATUSES
+
+    def channels_chosen(self, kind: str) -> tuple[str, ...] | None:
+        """The channels the account chose for an alert kind; ``None`` when it chose nothing (the default applies)."""
+        for chosen_kind, channels in self.alert_preferences:
+            if chosen_kind == kind:
+                return channels
+        return None
 
     @classmethod
     def default(cls, account_id: str) -> AccountProfile:
@@ -144,6 +170,57 @@ def change_tier(directory: AccountDirectory, account_id: str, change: TierChange
     later = [c for c in found.changes if c.at > change.at]
     if later:
         raise ValueError(f"account {account_id!r} already has a tier change after {change.at.isoformat()}")
-    profile = AccountProfile(account_id, (*found.changes, change), found.budget_usd, found.budget_thresholds)
+    profile = replace(found, changes=(*found.changes, change))
+    directory.save(profile)
+    return profile
+
+
+class InvalidContactError(ValueError):
+    """A contact detail or alert preference that cannot be used; the message names it."""
+
+
+def check_phone(value: str) -> str:
+    if not _E164.fullmatch(value):
+        raise InvalidContactError(f"phone {value!r} must be an E.164 number: '+', country code, number (8-15 digits)")
+    return value
+
+
+def check_email(value: str) -> str:
+    if len(value) > 254 or not _EMAIL.fullmatch(value):
+        raise InvalidContactError(f"email {value!r} is not an address like name@example.com")
+    return value
+
+
+def set_alert_contact(
+    directory: AccountDirectory,
+    account_id: str,
+    *,
+    name: str | None = None,
+    email: str | None = None,
+    phone: str | None = None,
+    preferences: dict[str, tuple[str, ...]] | None = None,
+) -> AccountProfile:
+    """Change who hears about an account's alerts and how (the account API; ``""`` clears a detail). Validated
+    whole before anything is saved: an E.164 phone, an email address, known channels."""
+    found = directory.registered([account_id]).get(account_id)
+    if found is None:
+        raise UnknownAccountError(f"account {account_id!r} is not registered")
+    if phone:
+        check_phone(phone)
+    if email:
+        check_email(email)
+    chosen = dict(found.alert_preferences)
+    for kind, channels in (preferences or {}).items():
+        unknown = set(channels) - set(ALERT_CHANNELS)
+        if unknown:
+            raise InvalidContactError(f"alert {kind!r}: unknown channel(s) {sorted(unknown)}; use {ALERT_CHANNELS}")
+        chosen[kind] = tuple(c for c in ALERT_CHANNELS if c in channels)
+    profile = replace(
+        found,
+        name=found.name if name is None else name,
+        email=found.email if email is None else email,
+        phone=found.phone if phone is None else phone,
+        alert_preferences=tuple(sorted(chosen.items())),
+    )
     directory.save(profile)
     return profile

@@ -77,7 +77,19 @@ class InvalidRequestError(Exception):
     """AWS refused the request itself (validation, item too large): retrying the same request can never succeed."""
 
 
-_INVALID = frozenset({"ValidationException", "ItemCollectionSizeLimitExceededException", "SerializationException"})
+_INVALID = frozenset(
+    {
+        "ValidationException",
+        "ItemCollectionSizeLimitExceededException",
+        "SerializationException",
+        # SES v2 / SNS refusing a message for good: a rejected or unverified address, an invalid number or parameter
+        "MessageRejected",
+        "MailFromDomainNotVerifiedException",
+        "BadRequestException",
+        "InvalidParameter",
+        "InvalidParameterValue",
+    }
+)
 _GONE = frozenset({"ResourceNotFoundException", "TrimmedDataAccessException", "ExpiredIteratorException"})
 
 

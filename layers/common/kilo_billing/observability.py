@@ -27,6 +27,7 @@ CORRELATION_KEYS: Final = (
     "invoice_id",
     "stripe_event_id",
     "client_id",  # the usage client of a usage batch
+    "alert_kind",  # the alert catalogue's kind of an alert being delivered
 )
 
 
@@ -52,6 +53,12 @@ class Metric(StrEnum):
     RATING_BATCH_FAILED = "RatingBatchFailed"  # a transient failure: Lambda retries the batch
     ROOMSERVICE_UNANSWERED = "RoomServiceUnanswered"  # rooms the sweeper could not ask LiveKit about
     SWEEP_FAILED = "SweepFailed"
+    # alerts
+    ALERTS_SENT = "AlertsSent"  # one per message handed to SES or SNS
+    ALERTS_DUPLICATE = "AlertsDuplicate"  # a redelivered event: already sent (or being sent), not sent again
+    ALERTS_SKIPPED = "AlertsSkipped"  # preference "none", no contact for the channel, SMS opted out
+    ALERTS_UNDELIVERABLE = "AlertsUndeliverable"  # refused for good (invalid number, rejected address): recorded
+    ALERT_SEND_RETRIED = "AlertSendRetried"  # a transient SES/SNS failure: the queue redelivers the event
 
 
 @cache

@@ -1,0 +1,139 @@
+"""The alert catalogue: every alert kind, the event that triggers it, its channels by default and its templates.
+
+A new alert kind is a catalogue entry here plus its four templates in ``templates/<kind>/`` (``subject.txt``,
+``body.txt``, ``body.html``, ``sms.txt``); an event type not seen before also needs its reader in ``READERS`` (event
+detail -> ``Alert``) and its ``detail-type`` in the template's alerts rule. docs/alerts.md lists the catalogue for
+people (a test holds the two in step).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any, Final
+
+from pydantic import ValidationError
+
+from kilo_alerts.model import Alert, AlertError, Channel, Severity
+from kilo_billing.contracts import UsageThresholdCrossedV1
+from kilo_billing.money import round_money
+from kilo_billing.periods import Period
+
+SEVERITY_ORDER: Final = (Severity.LOW, Severity.MEDIUM, Severity.HIGH)
+
+
+@dataclass(frozen=True, slots=True)
+class AlertSpec:
+    kind: str
+    detail_type: str  # the bus event it comes from
+    trigger: str  # when it is sent, for people (docs/alerts.md)
+    sms_from: Severity  # by default SMS goes out for this severity and above; email always
+
+    def default_channels(self, severity: Severity) -> tuple[Channel, ...]:
+        if SEVERITY_ORDER.index(severity) >= SEVERITY_ORDER.index(self.sms_from):
+            return (Channel.EMAIL, Channel.SMS)
+        return (Channel.EMAIL,)
+
+
+CATALOGUE: Final[Mapping[str, AlertSpec]] = {
+    spec.kind: spec
+    for spec in (
+        AlertSpec(
+            "allowance_threshold",
+            UsageThresholdCrossedV1.DETAIL_TYPE,
+            "month-to-date use of an included allowance (video, audio, messages, data) reached 50 / 80 / 100 %",
+            Severity.MEDIUM,
+        ),
+        AlertSpec(
+            "budget_threshold",
+            UsageThresholdCrossedV1.DETAIL_TYPE,
+            "the month's bill so far reached one of the account's budget percentages (default 50 / 80 / 100 %)",
+            Severity.MEDIUM,
+        ),
+    )
+}
+
+METER_LABELS: Final = {
+    "video": "video minutes",
+    "audio": "audio minutes",
+    "messages": "messages",
+    "data_transfer": "GB of data transfer",
+}
+
+
+def severity_of(percent: int) -> Severity:
+    if percent >= 100:
+        return Severity.HIGH
+    if percent >= 80:
+        return Severity.MEDIUM
+    return Severity.LOW
+
+
+def quantity_text(value: str) -> str:
+    """A quantity for people: thousands separated, as precise as given (``48000`` -> ``48,000``)."""
+    return format(_decimal(value), ",")
+
+
+def money_text(value: str) -> str:
+    """A USD amount for people, rounded by the one rounding rule (``80`` -> ``$80.00``)."""
+    return f"${format(round_money(_decimal(value)), ',')}"
+
+
+def _decimal(value: str) -> Decimal:
+    try:
+        number = Decimal(value)
+    except InvalidOperation as exc:
+        raise AlertError(f"not a decimal number: {value!r}") from exc
+    if not number.is_finite():
+        raise AlertError(f"not a finite number: {value!r}")
+    return number
+
+
+def _threshold(detail: Mapping[str, Any]) -> Alert:
+    try:
+        event = UsageThresholdCrossedV1.model_validate(detail)
+    except ValidationError as exc:
+        raise AlertError(f"not a {UsageThresholdCrossedV1.DETAIL_TYPE}: {exc.error_count()} problem(s)") from exc
+    percent = event.threshold_percent
+    month = Period.parse(event.period).start.strftime("%B %Y")
+    values = {"percent": str(percent), "period_label": month, "period": event.period}
+    if event.meter == "budget":
+        kind = "budget_threshold"
+        values |= {"used": money_text(event.used), "limit": money_text(event.limit)}
+        reached = ("You have reached your monthly budget.", " Budget reached.")
+    else:
+        kind = "allowance_threshold"
+        values |= {
+            "meter_label": METER_LABELS[event.meter],
+            "used": quantity_text(event.used),
+            "limit": quantity_text(event.limit),
+        }
+        reached = ("Further use this month is billed as overage at your plan's rates.", " Overage applies now.")
+    consequence, sms_consequence = reached if percent >= 100 else ("", "")
+    values |= {"consequence": consequence, "sms_consequence": sms_consequence}
+    return Alert(
+        kind=kind,
+        account_id=event.account_id,
+        period=event.period,
+        key=f"{event.meter}:{percent}",
+        severity=severity_of(percent),
+        values=values,
+        event_id=event.event_id,
+    )
+
+
+# detail-type -> reader of its detail
+READERS: Final[Mapping[str, Callable[[Mapping[str, Any]], Alert]]] = {
+    UsageThresholdCrossedV1.DETAIL_TYPE: _threshold,
+}
+
+
+def alert_from_event(detail_type: str, detail: Mapping[str, Any]) -> Alert:
+    reader = READERS.get(detail_type)
+    if reader is None:
+        raise AlertError(f"no alert reads events of type {detail_type!r}")
+    alert = reader(detail)
+    if alert.kind not in CATALOGUE:
+        raise AlertError(f"alert kind {alert.kind!r} is not in the catalogue")
+    return alert

@@ -1,0 +1,71 @@
+"""Lambda handler for the alerts queue (the billing bus's alert events, through an EventBridge rule): each SQS record is
+one EventBridge event; it becomes one alert of the catalogue and is delivered (one logic call).
+
+Partial batch failures: a record whose delivery failed for now (a channel to retry) or that cannot be read is
+reported failed and redelivered by the queue; after ``maxReceiveCount`` the queue's redrive moves it to the alerts
+dead-letter queue (alarmed). Channels already decided are never sent again (the ledger).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from kilo_alerts import dependencies
+from kilo_alerts.catalogue import alert_from_event
+from kilo_alerts.logic import AlertOutcome, DeliveryIncompleteError, deliver_alert
+from kilo_alerts.model import AlertError, Outcome
+from kilo_billing import observability
+from kilo_billing.observability import Metric, count
+
+SERVICE = "alerts"
+logger = observability.logger(SERVICE)
+metrics = observability.metrics(SERVICE)
+# a batch whose every record failed is answered like any other (the failed ids), not raised: same redelivery
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+
+
+def _count(outcome: AlertOutcome) -> None:
+    count(SERVICE, Metric.ALERTS_SENT, outcome.count(Outcome.SENT))
+    count(SERVICE, Metric.ALERTS_DUPLICATE, outcome.count(Outcome.DUPLICATE))
+    count(SERVICE, Metric.ALERTS_SKIPPED, outcome.count(Outcome.SKIPPED) + outcome.count(Outcome.OPTED_OUT))
+    count(SERVICE, Metric.ALERTS_UNDELIVERABLE, outcome.count(Outcome.UNDELIVERABLE))
+    count(SERVICE, Metric.ALERT_SEND_RETRIED, outcome.count(Outcome.RETRY))
+    for delivery in outcome.deliveries:  # no addresses or numbers in logs
+        logger.info(
+            "alert delivery",
+            extra={"channel": delivery.channel.value, "outcome": delivery.outcome.value, "key": delivery.key},
+        )
+
+
+def _record(record: SQSRecord) -> None:
+    deps = dependencies.alerts()
+    try:
+        event = json.loads(record.body)
+        alert = alert_from_event(str(event["detail-type"]), event["detail"])
+    except (AlertError, ValueError, KeyError, TypeError) as exc:
+        logger.error("event is not an alert; left to the dead-letter queue", extra={"reason": str(exc)[:200]})
+        raise
+    observability.correlate(
+        SERVICE, account_id=alert.account_id, period=alert.period, event_id=alert.event_id, alert_kind=alert.kind
+    )
+    try:
+        outcome = deliver_alert(
+            alert, deps.directory, deps.ledger, deps.mailer, deps.texter, deps.policy, int(time.time() * 1000)
+        )
+    except DeliveryIncompleteError as exc:
+        _count(exc.outcome)
+        logger.warning("alert not fully delivered; the queue delivers it again", extra={"key": alert.key})
+        raise
+    _count(outcome)
+
+
+@metrics.log_metrics
+@logger.inject_lambda_context(clear_state=True)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return dict(process_partial_response(event=event, record_handler=_record, processor=processor, context=context))

@@ -1,0 +1,68 @@
+"""Delivery records in the alerts table: ``ACCOUNT#<id>`` / ``DELIVERY#<period>#<kind>#<key>#<channel>``, one item per
+channel of an alert occurrence (the claim, then the outcome), kept ``RECORD_TTL_DAYS``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+
+from kilo_alerts.model import Channel, Delivery, Outcome
+from kilo_billing.items import Item, from_item, to_item
+
+RECORD_TTL_DAYS: Final = 400
+PENDING: Final = "pending"  # claimed, being sent
+
+
+def partition(account_id: str) -> str:
+    return f"ACCOUNT#{account_id}"
+
+
+def sort_key(delivery: Delivery) -> str:
+    return f"DELIVERY#{delivery.period}#{delivery.kind}#{delivery.key}#{delivery.channel.value}"
+
+
+def key(delivery: Delivery) -> Item:
+    return to_item({"pk": partition(delivery.account_id), "sk": sort_key(delivery)})
+
+
+def expires_at(delivery: Delivery) -> int:
+    return delivery.at_ms // 1000 + RECORD_TTL_DAYS * 86_400
+
+
+def delivery_to_item(delivery: Delivery) -> Item:
+    return to_item(
+        {
+            "pk": partition(delivery.account_id),
+            "sk": sort_key(delivery),
+            "account_id": delivery.account_id,
+            "period": delivery.period,
+            "kind": delivery.kind,
+            "alert_key": delivery.key,
+            "channel": delivery.channel.value,
+            "status": delivery.outcome.value,
+            "recipient": delivery.recipient,
+            "at_ms": delivery.at_ms,
+            "detail": delivery.detail,
+            "event_id": delivery.event_id,
+            "attempts": delivery.attempts,
+            "expires_at": expires_at(delivery),
+        }
+    )
+
+
+def delivery_from_item(item: Mapping[str, Any]) -> Delivery:
+    values = from_item(item)
+    status = str(values["status"])
+    return Delivery(
+        account_id=str(values["account_id"]),
+        period=str(values["period"]),
+        kind=str(values["kind"]),
+        key=str(values["alert_key"]),
+        channel=Channel(str(values["channel"])),
+        outcome=Outcome.RETRY if status == PENDING else Outcome(status),
+        recipient=str(values.get("recipient", "")),
+        at_ms=int(values.get("at_ms", 0)),
+        detail=str(values.get("detail", "")),
+        event_id=str(values.get("event_id", "")),
+        attempts=int(values.get("attempts", 1)),
+    )

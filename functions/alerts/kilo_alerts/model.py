@@ -1,0 +1,75 @@
+"""The alerts function's domain values: channels, severities, an alert to deliver, what it renders to, and the record
+kept of every delivery attempt."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Channel(StrEnum):
+    EMAIL = "email"
+    SMS = "sms"
+
+
+class Severity(StrEnum):
+    LOW = "low"  # informational (50 % of an allowance): email only unless the account asks for SMS
+    MEDIUM = "medium"  # act soon (80 %)
+    HIGH = "high"  # money is being charged or calls will stop (100 %, hard limit)
+
+
+class Outcome(StrEnum):
+    SENT = "sent"  # handed to SES / SNS (their message id is recorded)
+    DUPLICATE = "duplicate"  # already sent, or being sent by another delivery of the same event
+    SKIPPED = "skipped"  # the account chose not to get it on this channel, or has no address/number for it
+    OPTED_OUT = "opted_out"  # the number replied STOP (SNS's opted-out list)
+    UNDELIVERABLE = "undeliverable"  # refused for good: invalid number, address rejected by SES
+    RETRY = "retry"  # a transient failure: the event is delivered again by the queue
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """One alert of the catalogue for one account: ``key`` identifies the occurrence within (account, period, kind),
+    e.g. ``video:80``; ``values`` are the facts the templates show (already formatted for people)."""
+
+    kind: str
+    account_id: str
+    period: str
+    key: str
+    severity: Severity
+    values: Mapping[str, str] = field(default_factory=dict)
+    event_id: str = ""
+
+    @property
+    def dedupe_id(self) -> str:
+        return f"{self.account_id}|{self.period}|{self.kind}|{self.key}"
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    subject: str
+    html: str
+    text: str
+    sms: str
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """Who, what, when, on which channel, with what outcome (every attempt that reaches a decision is recorded)."""
+
+    account_id: str
+    period: str
+    kind: str
+    key: str
+    channel: Channel
+    outcome: Outcome
+    recipient: str  # the address or number used (empty when there was none)
+    at_ms: int
+    detail: str = ""  # why it was skipped or refused; the provider's message id when sent
+    event_id: str = ""
+    attempts: int = 1
+
+
+class AlertError(Exception):
+    """An event the alerts function cannot turn into an alert (unknown type, malformed detail): never retried."""

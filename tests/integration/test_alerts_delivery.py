@@ -1,0 +1,258 @@
+"""Alerts end to end on moto: a threshold event published on the billing bus as rating publishes it -> the template's
+rule -> the alerts queue -> the alerts handler (Lambda's SQS event) -> SES v2 email and SNS SMS, read back from moto,
+and the delivery records in the alerts table. Figures in the expected texts are worked by hand."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+from dataclasses import replace
+from datetime import UTC, datetime
+from decimal import Decimal
+from email.message import EmailMessage
+from types import SimpleNamespace
+from typing import Any
+
+import boto3
+import pytest
+
+from kilo_billing.account_store import DynamoAccountDirectory
+from kilo_billing.accounts import AccountProfile
+from kilo_billing.contracts import SOURCE_RATING, UsageThresholdCrossedV1
+from kilo_billing.publisher import EventBridgePublisher
+from kilo_billing.rating import TierChange
+from tests.conftest import AlertsStack, LambdaContext
+
+PREFS = "https://app.kilo.example/settings/alerts"
+
+
+def register(stack: AlertsStack, account: str, **contact: Any) -> None:
+    directory = DynamoAccountDirectory(
+        stack.stack.clients["dynamodb"], stack.stack.template.physical_name("UsageTable")
+    )
+    directory.register(AccountProfile(account, (TierChange(datetime(2026, 1, 1, tzinfo=UTC), "team"),), **contact))
+
+
+def publish(stack: AlertsStack, account: str, meter: str, percent: int, used: str, limit: str) -> None:
+    event = UsageThresholdCrossedV1(
+        event_id=UsageThresholdCrossedV1.make_id(account, "2026-11", meter, percent),
+        account_id=account,
+        period="2026-11",
+        meter=meter,  # type: ignore[arg-type]
+        threshold_percent=percent,
+        used=used,
+        limit=limit,
+        occurred_at="2026-11-20T10:00:00+00:00",
+    )
+    bus = stack.stack.template.physical_name("BillingEventBus")
+    EventBridgePublisher(boto3.client("events"), bus, SOURCE_RATING).publish(event.DETAIL_TYPE, event.model_dump())
+
+
+def run(stack: AlertsStack) -> dict[str, Any]:
+    from kilo_alerts.handler import lambda_handler  # noqa: PLC0415
+
+    event = stack.sqs_event()
+    assert event["Records"], "the rule put nothing on the alerts queue"
+    return lambda_handler(event, LambdaContext(remaining_ms=60_000))
+
+
+def mime(message: Any) -> EmailMessage:
+    parsed = email.message_from_string(message.raw_data, policy=email.policy.default)
+    assert isinstance(parsed, EmailMessage)
+    return parsed
+
+
+def parts(message: EmailMessage) -> tuple[str, str]:
+    text, html = message.get_body(("plain",)), message.get_body(("html",))
+    assert text is not None
+    assert html is not None
+    return str(text.get_content()), str(html.get_content())  # type: ignore[attr-defined]
+
+
+def records(stack: AlertsStack, account: str) -> dict[str, dict[str, Any]]:
+    table = stack.stack.template.physical_name("AlertsTable")
+    items = boto3.resource("dynamodb").Table(table).scan()["Items"]
+    return {str(item["channel"]): item for item in items if item["account_id"] == account}
+
+
+def test_given_80_percent_of_video_when_published_then_one_email_and_one_sms_carry_the_numbers(
+    alerts_stack: AlertsStack,
+) -> None:
+    register(alerts_stack, "acct_1", name="Ada & Co", email="ada@example.com", phone="+14155550100")
+    publish(alerts_stack, "acct_1", "video", 80, "48000", "60000")
+
+    assert run(alerts_stack) == {"batchItemFailures": []}
+
+    [mail] = alerts_stack.sent_mail()
+    message = mime(mail)
+    assert message["To"] == "ada@example.com"
+    assert message["From"] == "alerts@kilo.example"
+    assert message["Subject"] == "80% of your included video minutes used for November 2026"
+    assert message["List-Unsubscribe"] == f"<{PREFS}>"
+    text, html = parts(message)
+    assert text.startswith("Hello Ada & Co,\n")
+    assert (
+        "Your account acct_1 has used 48,000 of the 60,000 video minutes included in your plan for November 2026 (80%)."
+        in text
+    )
+    assert f"{PREFS}?account=acct_1" in text
+    assert "<p>Hello Ada &amp; Co,</p>" in html
+    assert "<strong>48,000</strong> of the <strong>60,000</strong> video minutes" in html
+    assert f'<a href="{PREFS}?account=acct_1">' in html
+    [(phone, sms)] = alerts_stack.sent_sms()
+    assert phone == "+14155550100"
+    assert sms == (
+        "Kilo: 80% of included video minutes used for November 2026 (48,000 of 60,000). Reply STOP to opt out"
+    )
+    assert len(sms) <= 160
+    recorded = records(alerts_stack, "acct_1")
+    assert {channel: item["status"] for channel, item in recorded.items()} == {"email": "sent", "sms": "sent"}
+    assert recorded["email"]["detail"] == mail.id
+    assert recorded["sms"]["recipient"] == "+14155550100"
+    assert recorded["email"]["event_id"] == "threshold:acct_1:2026-11:video:80"
+
+
+def test_given_the_same_threshold_published_twice_then_it_is_delivered_once(alerts_stack: AlertsStack) -> None:
+    register(alerts_stack, "acct_2", email="b@example.com", phone="+14155550101")
+    publish(alerts_stack, "acct_2", "audio", 100, "20500", "20000")
+    publish(alerts_stack, "acct_2", "audio", 100, "20500", "20000")  # rating's retry after a crash: same event_id
+
+    event = alerts_stack.sqs_event()
+    assert len(event["Records"]) == 2
+    from kilo_alerts.handler import lambda_handler  # noqa: PLC0415
+
+    assert lambda_handler(event, LambdaContext(remaining_ms=60_000)) == {"batchItemFailures": []}
+    assert lambda_handler(event, LambdaContext(remaining_ms=60_000)) == {"batchItemFailures": []}  # redelivered
+
+    assert len(alerts_stack.sent_mail()) == 1
+    [(_, sms)] = alerts_stack.sent_sms()
+    assert sms == (
+        "Kilo: 100% of included audio minutes used for November 2026 (20,500 of 20,000). Overage applies now. "
+        "Reply STOP to opt out"
+    )
+    assert {item["status"] for item in records(alerts_stack, "acct_2").values()} == {"sent"}
+
+
+def test_given_a_low_severity_alert_then_sms_stays_quiet_by_default_and_the_skip_is_recorded(
+    alerts_stack: AlertsStack,
+) -> None:
+    register(alerts_stack, "acct_3", email="c@example.com", phone="+14155550102")
+    publish(alerts_stack, "acct_3", "messages", 50, "5000", "10000")
+
+    run(alerts_stack)
+
+    [mail] = alerts_stack.sent_mail()
+    assert mime(mail)["Subject"] == "50% of your included messages used for November 2026"
+    assert alerts_stack.sent_sms() == []
+    recorded = records(alerts_stack, "acct_3")
+    assert (recorded["sms"]["status"], recorded["sms"]["detail"]) == ("skipped", "not chosen for this alert")
+
+
+def test_given_preferences_sms_only_for_budget_then_the_budget_alert_is_an_sms_with_the_amounts(
+    alerts_stack: AlertsStack,
+) -> None:
+    register(
+        alerts_stack,
+        "acct_4",
+        email="d@example.com",
+        phone="+14155550103",
+        budget_usd=Decimal(100),
+        alert_preferences=(("allowance_threshold", ()), ("budget_threshold", ("sms",))),
+    )
+    publish(alerts_stack, "acct_4", "budget", 100, "100.4", "100")
+    publish(alerts_stack, "acct_4", "video", 100, "61000", "60000")
+
+    run(alerts_stack)
+
+    assert alerts_stack.sent_mail() == []
+    [(_, sms)] = alerts_stack.sent_sms()
+    assert sms == (
+        "Kilo: November 2026 bill so far $100.40, 100% of your $100.00 budget. Budget reached. Reply STOP to opt out"
+    )
+
+
+def test_given_a_number_that_opted_out_then_no_sms_but_the_email_goes(alerts_stack: AlertsStack) -> None:
+    register(alerts_stack, "acct_5", email="e@example.com", phone="+14155550199")  # moto: numbers ending 99 opted out
+    publish(alerts_stack, "acct_5", "video", 80, "48000", "60000")
+
+    run(alerts_stack)
+
+    assert alerts_stack.sent_sms() == []
+    assert len(alerts_stack.sent_mail()) == 1
+    assert records(alerts_stack, "acct_5")["sms"]["status"] == "opted_out"
+
+
+def test_given_an_invalid_phone_number_then_it_is_recorded_undeliverable_and_not_retried(
+    alerts_stack: AlertsStack,
+) -> None:
+    register(alerts_stack, "acct_6", email="f@example.com", phone="0155 5501")  # written before validation existed
+    publish(alerts_stack, "acct_6", "video", 80, "48000", "60000")
+
+    assert run(alerts_stack) == {"batchItemFailures": []}
+
+    assert alerts_stack.sent_sms() == []
+    assert len(alerts_stack.sent_mail()) == 1
+    sms = records(alerts_stack, "acct_6")["sms"]
+    assert (sms["status"], sms["detail"]) == ("undeliverable", "not an E.164 phone number")
+
+
+def test_given_ses_rejects_the_sender_then_the_email_is_recorded_undeliverable_and_not_retried(
+    alerts_stack: AlertsStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ALERT_SENDER_EMAIL", "alerts@unverified.example")  # no SES identity for it
+    register(alerts_stack, "acct_7", email="g@example.com", phone="+14155550104")
+    publish(alerts_stack, "acct_7", "video", 80, "48000", "60000")
+
+    assert run(alerts_stack) == {"batchItemFailures": []}
+
+    assert alerts_stack.sent_mail() == []
+    assert len(alerts_stack.sent_sms()) == 1
+    mail = records(alerts_stack, "acct_7")["email"]
+    assert (mail["status"], mail["detail"]) == ("undeliverable", "MessageRejected")
+
+
+def test_given_ses_unreachable_then_the_record_fails_for_redelivery_and_only_email_is_sent_on_the_retry(
+    alerts_stack: AlertsStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kilo_alerts import dependencies, handler  # noqa: PLC0415
+    from kilo_alerts.adapters import SesMailer  # noqa: PLC0415
+    from kilo_alerts.handler import lambda_handler  # noqa: PLC0415
+    from kilo_billing.aws import CallBudget, client  # noqa: PLC0415
+
+    register(alerts_stack, "acct_8", email="h@example.com", phone="+14155550105")
+    publish(alerts_stack, "acct_8", "video", 100, "60000", "60000")
+    event = alerts_stack.sqs_event()
+    healthy = dependencies.alerts()
+    dead = client("sesv2", CallBudget(0.2, 0.2, 1), endpoint_url="http://127.0.0.1:9")  # nothing listens on port 9
+    broken = replace(healthy, mailer=SesMailer(dead, "alerts@kilo.example"))
+    monkeypatch.setattr(handler, "dependencies", SimpleNamespace(alerts=lambda: broken))
+
+    failed = lambda_handler(event, LambdaContext(remaining_ms=60_000))
+
+    assert failed == {"batchItemFailures": [{"itemIdentifier": event["Records"][0]["messageId"]}]}
+    assert alerts_stack.sent_mail() == []
+    assert len(alerts_stack.sent_sms()) == 1
+    assert records(alerts_stack, "acct_8")["email"]["status"] == "retry"
+
+    monkeypatch.setattr(handler, "dependencies", dependencies)
+    assert lambda_handler(event, LambdaContext(remaining_ms=60_000)) == {"batchItemFailures": []}
+    assert len(alerts_stack.sent_mail()) == 1
+    assert len(alerts_stack.sent_sms()) == 1  # not sent again
+    recorded = records(alerts_stack, "acct_8")
+    assert (recorded["email"]["status"], int(recorded["email"]["attempts"])) == ("sent", 2)
+
+
+def test_given_an_event_that_is_not_an_alert_then_its_record_fails_toward_the_dead_letter_queue(
+    alerts_stack: AlertsStack,
+) -> None:
+    from kilo_alerts.handler import lambda_handler  # noqa: PLC0415
+
+    body = {"detail-type": "UsageThresholdCrossed.v1", "source": SOURCE_RATING, "detail": {"account_id": "x"}}
+    event = {"Records": [{"messageId": "m-1", "receiptHandle": "r", "body": json.dumps(body), "attributes": {},
+                          "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs",
+                          "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:q", "awsRegion": "us-east-1"}]}  # fmt: skip
+
+    assert lambda_handler(event, LambdaContext()) == {"batchItemFailures": [{"itemIdentifier": "m-1"}]}
+    assert alerts_stack.sent_mail() == []
+    assert alerts_stack.sent_sms() == []

@@ -1,0 +1,100 @@
+"""The delivery logic with in-memory ports: claims, retries of one channel, leases, unregistered accounts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from kilo_alerts.catalogue import alert_from_event
+from kilo_alerts.logic import DeliveryIncompleteError, DeliveryPolicy, deliver_alert
+from kilo_alerts.model import Alert, Channel, Delivery, Outcome
+from kilo_billing.accounts import AccountProfile
+from kilo_billing.contracts import UsageThresholdCrossedV1
+from kilo_billing.rating import TierChange
+from tests.fakes import InMemoryAccountDirectory
+from tests.unit.alerts_fakes import InMemoryLedger, ScriptedMailer, ScriptedTexter, SendFailedError, SendRefusedError
+
+POLICY = DeliveryPolicy("https://prefs.example/alerts", lease_ms=60_000)
+T0 = 1_790_000_000_000
+
+
+def alert(account: str = "acct_1", percent: int = 100) -> Alert:
+    return alert_from_event(
+        UsageThresholdCrossedV1.DETAIL_TYPE,
+        {
+            "event_id": f"threshold:{account}:2026-11:video:{percent}",
+            "account_id": account,
+            "period": "2026-11",
+            "meter": "video",
+            "threshold_percent": percent,
+            "used": "60000",
+            "limit": "60000",
+            "occurred_at": "2026-11-20T10:00:00+00:00",
+        },
+    )
+
+
+def directory(phone: str = "+14155550100") -> InMemoryAccountDirectory:
+    signup = (TierChange(datetime(2026, 1, 1, tzinfo=UTC), "team"),)
+    return InMemoryAccountDirectory(AccountProfile("acct_1", signup, name="Ada", email="ada@example.com", phone=phone))
+
+
+def outcomes(ledger: InMemoryLedger) -> dict[Channel, Outcome]:
+    return {d.channel: d.outcome for d in ledger.deliveries("acct_1")}
+
+
+def test_given_a_transient_email_failure_then_sms_is_sent_and_only_email_is_retried() -> None:
+    ledger, mailer, texter = InMemoryLedger(), ScriptedMailer(SendFailedError("Throttling")), ScriptedTexter()
+
+    with pytest.raises(DeliveryIncompleteError) as failed:
+        deliver_alert(alert(), directory(), ledger, mailer, texter, POLICY, T0)
+    assert failed.value.outcome.count(Outcome.SENT) == 1
+    assert outcomes(ledger) == {Channel.EMAIL: Outcome.RETRY, Channel.SMS: Outcome.SENT}
+
+    again = deliver_alert(alert(), directory(), ledger, mailer, texter, POLICY, T0 + 1000)
+    assert [(d.channel, d.outcome, d.attempts) for d in again.deliveries] == [
+        (Channel.EMAIL, Outcome.SENT, 2),
+        (Channel.SMS, Outcome.DUPLICATE, 1),
+    ]
+    assert len(mailer.sent) == 1
+    assert len(texter.sent) == 1
+
+
+def test_given_a_permanent_refusal_then_it_is_recorded_and_a_redelivery_sends_nothing() -> None:
+    ledger, mailer, texter = InMemoryLedger(), ScriptedMailer(SendRefusedError("MessageRejected")), ScriptedTexter()
+    deliver_alert(alert(), directory(), ledger, mailer, texter, POLICY, T0)
+    deliver_alert(alert(), directory(), ledger, mailer, texter, POLICY, T0 + 1000)
+    assert outcomes(ledger) == {Channel.EMAIL: Outcome.UNDELIVERABLE, Channel.SMS: Outcome.SENT}
+    assert mailer.sent == []
+    assert len(texter.sent) == 1
+
+
+def test_given_a_claim_whose_holder_crashed_then_it_is_taken_over_only_after_the_lease() -> None:
+    ledger, probe = InMemoryLedger(), alert()
+    for channel in Channel:  # the holder claimed both channels and crashed before sending
+        claim = Delivery(probe.account_id, probe.period, probe.kind, probe.key, channel, Outcome.RETRY, "", T0)
+        assert ledger.claim(claim, POLICY.lease_ms) == 1
+    mailer, texter = ScriptedMailer(), ScriptedTexter()
+
+    early = deliver_alert(alert(), directory(), ledger, mailer, texter, POLICY, T0 + POLICY.lease_ms)
+    assert early.count(Outcome.DUPLICATE) == 2
+    assert mailer.sent == []
+
+    late = deliver_alert(alert(), directory(), ledger, mailer, texter, POLICY, T0 + POLICY.lease_ms + 1)
+    assert late.count(Outcome.SENT) == 2
+
+
+def test_given_an_unregistered_account_then_nothing_is_sent_and_both_channels_are_recorded_skipped() -> None:
+    ledger, mailer, texter = InMemoryLedger(), ScriptedMailer(), ScriptedTexter()
+    outcome = deliver_alert(alert("acct_nobody"), directory(), ledger, mailer, texter, POLICY, T0)
+    assert {(d.outcome, d.detail) for d in outcome.deliveries} == {(Outcome.SKIPPED, "account not registered")}
+    assert mailer.sent == []
+    assert texter.sent == []
+
+
+def test_given_an_opted_out_number_then_the_sms_is_recorded_opted_out() -> None:
+    ledger, mailer, texter = InMemoryLedger(), ScriptedMailer(), ScriptedTexter(opted_out=frozenset({"+14155550100"}))
+    deliver_alert(alert(), directory(), ledger, mailer, texter, POLICY, T0)
+    assert outcomes(ledger) == {Channel.EMAIL: Outcome.SENT, Channel.SMS: Outcome.OPTED_OUT}
+    assert texter.sent == []
