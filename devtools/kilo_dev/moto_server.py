@@ -16,11 +16,14 @@ moto's server never lets go of three things, so its memory grows with every requ
    cancelled writes (as in DynamoDB).
 3. **Every shard iterator.** Each ``GetRecords`` issues a new iterator that stays in a dict forever. Here iterators
    expire after 15 minutes, as in DynamoDB Streams, and at most 1,000 are kept (the local stack uses each one once).
+
+It also ends itself when the process that started it is gone (killed before it could stop the server).
 """
 
 from __future__ import annotations
 
 import copy
+import os
 import sys
 import threading
 import time
@@ -192,7 +195,21 @@ def bound_moto() -> None:
     _expiring_iterators()
 
 
+def exit_with_parent(interval: float = 0.5) -> None:
+    """End this server when the process that started it is gone (even killed with SIGKILL, when it could not stop
+    us): its parent then changes."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def main(argv: list[str] | None = None) -> None:
+    exit_with_parent()
     bound_moto()
     from moto.server import main as moto_main  # noqa: PLC0415
 

@@ -5,6 +5,11 @@ and a cancelled transaction swapped a copy in, leaving stream readers on a shard
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -107,3 +112,41 @@ def test_given_motos_own_server_then_every_transaction_keeps_a_table_copy_and_a_
     # a deep copy of the whole table for every item of every transaction (two items each), kept for good
     assert tables_alive(plain_moto) == 1 + 2 * TRANSACTIONS
     assert ("INSERT", "after") not in [(r["eventName"], r["dynamodb"]["Keys"]["sk"]["S"]) for r in records]
+
+
+def test_given_the_process_that_started_it_killed_then_the_local_moto_server_ends_itself(tmp_path: Path) -> None:
+    script = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from kilo_dev.localstack import MotoServer\n"
+        "server = MotoServer(Path(sys.argv[1]))\n"
+        "server.start()\n"
+        "print(server.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path / "moto.log")], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert parent.stdout is not None
+        moto_pid = int(parent.stdout.readline())
+        os.kill(parent.pid, signal.SIGKILL)  # it cannot stop its moto server now
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while _alive(moto_pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(moto_pid)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait(timeout=10)
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for whoever adopted it to reap it has ended)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    status = Path(f"/proc/{pid}/status")
+    return not (status.exists() and "\nState:\tZ" in status.read_text())

@@ -10,6 +10,7 @@ deadline of its own.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import re
@@ -152,9 +153,21 @@ class Demo:
         return code, "".join(self.output)
 
     def kill(self) -> None:
-        if self.process.poll() is None:
+        """After a failure half-way: ask the demo to stop its children (SIGTERM), and if it cannot, kill it and the
+        moto server it started (in a session of its own, so killing the demo's process group would leave it)."""
+        if self.process.poll() is not None:
+            return  # it ended by itself, having stopped what it started
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+            return
+        except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=10)
+        found = re.search(r"moto server \(pid (\d+)\)", "".join(self.output))
+        if found:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(found.group(1)), signal.SIGKILL)
 
 
 @pytest.fixture
