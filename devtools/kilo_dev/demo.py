@@ -1,11 +1,15 @@
 """The demo (the README's run command): the whole pipeline on one machine, no AWS account, no Stripe key.
 
 1. start the local stack (moto server, HTTP gateway, stream pollers, schedules) from ``template.yaml``;
-2. simulate a month of LiveKit traffic for N accounts - signed webhooks (official SDK) and signed app usage reports,
-   over HTTP to the gateway, with reconnects, lost ``participant_left`` events and a call across the month end;
-3. let rating catch up, then print each account's month to date from the project's own query, next to the
-   simulator's ground truth; exit 1 on any difference;
-4. stop every process it started (also on Ctrl-C or failure). ``--keep-running`` leaves the stack up instead.
+2. give every account its tier, then simulate a month of LiveKit traffic for N accounts - signed webhooks (official
+   SDK) and signed app usage reports, over HTTP to the gateway, with reconnects, lost ``participant_left`` events and a
+   call across the month end; halfway through the month two accounts upgrade (their profile gains a tier change that
+   takes effect at once);
+3. let rating catch up, then print each account's month to date from the project's own query and check it against
+   the ground truth - quantities from the simulator, money (fee, overage, bill so far, LiveKit cost) from
+   ``kilo_dev.ground_truth``'s own arithmetic; exit 1 on any difference;
+4. stop every process it started (also on Ctrl-C, failure, or a component of the stack dying).
+   ``--keep-running`` leaves the stack up instead.
 """
 
 from __future__ import annotations
@@ -17,9 +21,8 @@ import signal
 import sys
 import time
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
 from rich.console import Console
@@ -31,18 +34,35 @@ from kilo_billing_cli.console import make_console
 class HttpSink:
     """Delivers the simulator's traffic like LiveKit and the app would: signed HTTP requests to the gateway."""
 
-    def __init__(self, base_url: str, livekit_key: str, livekit_secret: str, client: str, secret: str, clock: Any):
+    def __init__(
+        self,
+        base_url: str,
+        livekit_key: str,
+        livekit_secret: str,
+        client: str,
+        secret: str,
+        clock: Any,
+        check: Callable[[], None] | None = None,
+    ):
         parsed = urllib.parse.urlparse(base_url)
         self._host, self._port = parsed.hostname or "127.0.0.1", parsed.port or 80
         self._connection: http.client.HTTPConnection | None = None
         self._livekit = (livekit_key, livekit_secret)
         self._usage = (client, secret)
         self._clock = clock
+        self._check = check or (lambda: None)  # raises when the stack has died: no point in retrying then
+        self._actions: list[tuple[int, Callable[[], None]]] = []
         self.webhooks = 0
         self.usage_reports = 0
 
+    def at(self, when_s: int, action: Callable[[], None]) -> None:
+        """Run ``action`` when simulated time reaches ``when_s`` (before anything stamped at or after it is sent)."""
+        self._actions.append((when_s, action))
+        self._actions.sort(key=lambda entry: entry[0])
+
     def _post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
         for attempt in range(5):  # LiveKit retries connection errors and 5xx; so does the app
+            self._check()
             try:
                 if self._connection is None:
                     self._connection = http.client.HTTPConnection(self._host, self._port, timeout=30)
@@ -82,6 +102,10 @@ class HttpSink:
         self.usage_reports += 1
 
     def advance(self, now_s: int) -> None:
+        self._check()
+        while self._actions and self._actions[0][0] <= now_s:
+            _, action = self._actions.pop(0)
+            action()
         self._clock.set(now_s)
 
 
@@ -89,7 +113,7 @@ def usage_repository(stack: Any) -> Any:
     """The project's own rating repository, pointed at the local stack's tables (boto3 follows AWS_ENDPOINT_URL)."""
     import boto3  # noqa: PLC0415
 
-    from kilo_rate_usage.repository import DynamoUsageRepository  # noqa: PLC0415
+    from kilo_rate_usage.adapters import DynamoUsageRepository  # noqa: PLC0415
 
     names = (stack.template.physical_name("UsageTable"), stack.template.physical_name("EventsTable"))
     return DynamoUsageRepository(boto3.client("dynamodb"), *names)
@@ -106,33 +130,115 @@ def month_to_date_rows(stack: Any, accounts: Sequence[Any], period: str, now_ms:
     return {spec.account_id: month_to_date(repo, spec.account_id, period, now_ms, book) for spec in accounts}
 
 
-def compare(truth: Any, rows: dict[str, Any], period: str) -> dict[str, list[str]]:
-    """Differences between the rated month to date and the simulator's ground truth, per account."""
-    from kilo_billing.meters import Meter, bytes_to_gb  # noqa: PLC0415
+TierHistory = list[tuple[int, str]]  # [(from epoch s, tier)]: an account's effective tier changes
+
+
+def upgrade_instant(period_start_s: int, now_s: int) -> int:
+    """When the demo's accounts upgrade: halfway through the simulated part of the month, on a whole minute."""
+    return period_start_s + (now_s - period_start_s) // 2 // 60 * 60
+
+
+def tier_histories(accounts: Sequence[Any], period_start_s: int, upgrade_at_s: int) -> dict[str, TierHistory]:
+    """Each account's tier since before the simulated window (the month before), plus its upgrade if it has one."""
+    day = datetime.fromtimestamp(period_start_s, tz=UTC) - timedelta(days=1)
+    since = int(day.replace(day=1, hour=0, minute=0, second=0, microsecond=0).timestamp())
+    return {
+        spec.account_id: [(since, spec.tier)] + ([(upgrade_at_s, spec.upgrade_to)] if spec.upgrade_to else [])
+        for spec in accounts
+    }
+
+
+def account_directory(stack: Any) -> Any:
+    """The product's account directory (profiles in the usage table), as `kilo-billing account` uses it."""
+    import boto3  # noqa: PLC0415
+
+    from kilo_billing.account_store import DynamoAccountDirectory  # noqa: PLC0415
+
+    return DynamoAccountDirectory(boto3.client("dynamodb"), stack.template.physical_name("UsageTable"))
+
+
+def write_profile(stack: Any, account_id: str, history: TierHistory) -> None:
+    """Register the account with its first tier, or append the last tier change of ``history`` (an upgrade), through
+    the same account operations as `kilo-billing account create` / `account tier`."""
+    from kilo_billing.accounts import change_tier, register_account  # noqa: PLC0415
+    from kilo_billing.catalog import default_catalog  # noqa: PLC0415
+    from kilo_billing.periods import Period  # noqa: PLC0415
+    from kilo_billing.rating import TierChange  # noqa: PLC0415
+
+    directory = account_directory(stack)
+    at, tier = history[-1]
+    when = datetime.fromtimestamp(at, tz=UTC)
+    if len(history) == 1:
+        tiers = default_catalog().for_period(Period.containing(when)).tier_ids
+        register_account(directory, account_id, tier, when, tiers)
+    else:
+        change_tier(directory, account_id, TierChange(when, tier))
+
+
+def set_up_accounts(
+    stack: Any, sink: HttpSink, accounts: Sequence[Any], period_start_s: int, upgrade_at_s: int
+) -> dict[str, TierHistory]:
+    """Write each account's starting tier now and, when simulated time reaches ``upgrade_at_s``, the upgrades (an
+    upgrade takes effect at once: the profile gains a tier change at that instant). Returns the tier histories."""
+    histories = tier_histories(accounts, period_start_s, upgrade_at_s)
+    for spec in accounts:
+        write_profile(stack, spec.account_id, histories[spec.account_id][:1])
+
+    def upgrade() -> None:
+        for spec in accounts:
+            if len(histories[spec.account_id]) > 1:
+                write_profile(stack, spec.account_id, histories[spec.account_id])
+
+    sink.at(upgrade_at_s, upgrade)
+    return histories
+
+
+def expected_bills(
+    truth: Any, accounts: Sequence[Any], period: str, histories: dict[str, TierHistory]
+) -> dict[str, Any]:
+    """The ground truth of each account's month to date (``kilo_dev.ground_truth``, independent of the product)."""
+    from kilo_dev.ground_truth import expected_bill, period_bounds, price_sheet  # noqa: PLC0415
+
+    sheet = price_sheet(datetime.fromtimestamp(period_bounds(period)[0], tz=UTC))
+    return {spec.account_id: expected_bill(truth, spec.account_id, period, histories[spec.account_id], sheet)
+            for spec in accounts}  # fmt: skip
+
+
+def compare(expected: dict[str, Any], rows: dict[str, Any]) -> dict[str, list[str]]:
+    """Differences between the rated month to date and the ground truth, per account: tier segments, quantities,
+    fee, overage, bill so far, LiveKit cost; sessions left open."""
+    from kilo_billing.meters import Meter  # noqa: PLC0415
 
     problems: dict[str, list[str]] = {}
     for account, mtd in rows.items():
-        real = truth.minutes.get((account, period), {})
-        expected = {
-            Meter.VIDEO: Decimal(real.get("video", 0)),
-            Meter.AUDIO: Decimal(real.get("audio", 0)),
-            Meter.MESSAGES: Decimal(real.get("messages", 0)),
-            Meter.DATA_TRANSFER: bytes_to_gb(real.get("data_transfer_bytes", 0)),
-        }
-        diffs = [
-            f"{m.value}: rated {mtd.rated.used[m]} vs truth {q}" for m, q in expected.items() if mtd.rated.used[m] != q
+        truth, rated = expected[account], mtd.rated
+        tiers = tuple(line.tier for line in rated.fee_lines)
+        diffs = [f"tiers: rated {'/'.join(tiers)} vs truth {'/'.join(truth.tiers)}"] if tiers != truth.tiers else []
+        diffs += [
+            f"{meter.value}: rated {rated.used[meter]} vs truth {truth.used[meter.value]}"
+            for meter in Meter
+            if rated.used[meter] != truth.used[meter.value]
         ]
+        money = (("fee", rated.fee, truth.fee), ("overage", rated.usage_total, truth.overage),
+                 ("bill so far", rated.total, truth.total), ("LiveKit cost", rated.cost_basis_rounded,
+                 truth.livekit_cost))  # fmt: skip
+        diffs += [f"{name}: rated ${got} vs truth ${want}" for name, got, want in money if got != want]
         if mtd.open_sessions:
             diffs.append(f"{mtd.open_sessions} session(s) still open")
         problems[account] = diffs
     return problems
 
 
-def summary_table(accounts: Sequence[Any], rows: dict[str, Any], problems: dict[str, list[str]], period: str) -> Table:
+def summary_table(
+    accounts: Sequence[Any], rows: dict[str, Any], expected: dict[str, Any], problems: dict[str, list[str]], period: str
+) -> Table:
     from kilo_billing.meters import Meter  # noqa: PLC0415
     from kilo_billing.money import money_str  # noqa: PLC0415
 
-    table = Table(title=f"Month to date {period} — rated by the local stack, checked against the simulator")
+    table = Table(
+        title=f"Month to date {period} — rated by the local stack, checked against the ground truth "
+        "(quantities, fee, overage, bill so far, LiveKit cost)"
+    )
     for column in ("account", "tier", "video min", "audio min", "messages", "GB", "fee", "overage", "bill so far",
                    "LiveKit cost", "truth"):  # fmt: skip
         table.add_column(column, justify="left" if column in ("account", "tier", "truth") else "right")
@@ -141,7 +247,7 @@ def summary_table(accounts: Sequence[Any], rows: dict[str, Any], problems: dict[
         used = mtd.rated.used
         table.add_row(
             spec.account_id,
-            spec.tier,
+            " → ".join(expected[spec.account_id].tiers),
             f"{used[Meter.VIDEO]:,}",
             f"{used[Meter.AUDIO]:,}",
             f"{used[Meter.MESSAGES]:,}",
@@ -176,16 +282,20 @@ def run(args: argparse.Namespace, console: Console) -> int:
         api_key, api_secret = next(iter(settings.livekit_keys.items()))
         now = int(time.time()) if args.end is None else args.end
         current = datetime.fromtimestamp(now, tz=UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-        start = int(
-            (current - timedelta(hours=2)).timestamp()
-        )  # a little of the previous month: a call crosses midnight
-        period = current.strftime("%Y-%m")
+        period_start = int(current.timestamp())
+        start = period_start - 2 * 3600  # a little of the previous month: a call crosses midnight
         accounts = default_accounts(args.accounts)
-        _write_profiles(stack, accounts)
-        sink = HttpSink(stack.url, api_key, api_secret, settings.usage_client, settings.usage_secret, stack.clock)
-        begin_at, end_at = (datetime.fromtimestamp(t, tz=UTC).strftime("%Y-%m-%d %H:%M") for t in (start, now))
-        window = f"{begin_at} to {end_at}"
-        console.print(f"Simulating {len(accounts)} accounts from {window} UTC (seed {args.seed})")
+        upgrade_at = upgrade_instant(period_start, now)
+        sink = HttpSink(stack.url, api_key, api_secret, settings.usage_client, settings.usage_secret, stack.clock,
+                        check=stack.check)  # fmt: skip
+        histories = set_up_accounts(stack, sink, accounts, period_start, upgrade_at)
+        upgrading = [spec for spec in accounts if spec.upgrade_to]
+        begin_at, end_at, upgrade_text = (datetime.fromtimestamp(t, tz=UTC).strftime("%Y-%m-%d %H:%M")
+                                          for t in (start, now, upgrade_at))  # fmt: skip
+        console.print(f"Simulating {len(accounts)} accounts from {begin_at} to {end_at} UTC (seed {args.seed})")
+        if upgrading:
+            changes = ", ".join(f"{s.account_id} {s.tier} → {s.upgrade_to}" for s in upgrading)
+            console.print(f"Upgrades at {upgrade_text} UTC (they take effect at once): {changes}")
         began = time.monotonic()
         truth = simulate(args.seed, accounts, start, now, sink, livekit,
                          progress=lambda m: console.print(f"[dim]  {m}[/dim]"),
@@ -193,39 +303,47 @@ def run(args: argparse.Namespace, console: Console) -> int:
         console.print(f"Sent {sink.webhooks:,} signed webhooks and {sink.usage_reports:,} usage reports "
                       f"in {time.monotonic() - began:.0f} s; waiting for rating to catch up…")  # fmt: skip
         stack.wait_idle(timeout=600)
-        rows = month_to_date_rows(stack, accounts, period, now * 1000)
-        problems = compare(truth, rows, period)
-        console.print(summary_table(accounts, rows, problems, period))
-        previous = (current - timedelta(days=1)).strftime("%Y-%m")
-        earlier = compare(truth, month_to_date_rows(stack, accounts, previous, now * 1000), previous)
-        tail_ok = all(not diffs for diffs in earlier.values())
-        console.print(f"{previous} (the call across the month end): {'matches' if tail_ok else earlier}")
-        mismatches = [account for account, diffs in problems.items() if diffs]
-        failed = [f.name for f in stack.functions.values() if f.errors]
-        console.print(f"Stream batches given up: {sum(s.failed_batches for s in stack.streams)}; handler errors in: "
-                      f"{', '.join(failed) or 'none'}; total {time.monotonic() - began:.0f} s")  # fmt: skip
+        matches = report(console, stack, accounts, truth, histories, now)
+        console.print(f"Total {time.monotonic() - began:.0f} s")
         if args.keep_running:
             stack.clock.release()  # live traffic from here on: schedules follow the wall clock again
             _keep_running(console, stack, settings, livekit)
-        if mismatches or not tail_ok:
-            console.print(
-                f"[red]Rated usage differs from the ground truth for {', '.join(mismatches) or previous}[/red]"
-            )
-            return 1
-        console.print("[green]Every account's rated usage matches the simulator's ground truth.[/green]")
-        return 0
+        return 0 if matches else 1
     finally:
         stack.stop()
         livekit.stop()
 
 
-def _write_profiles(stack: Any, accounts: Sequence[Any]) -> None:
-    from kilo_billing.accounts import AccountProfile  # noqa: PLC0415
-    from kilo_billing.rating import TierChange  # noqa: PLC0415
-
-    repo = usage_repository(stack)
-    for spec in accounts:
-        repo.put_profile(AccountProfile(spec.account_id, (TierChange(datetime(2026, 1, 1, tzinfo=UTC), spec.tier),)))
+def report(
+    console: Console, stack: Any, accounts: Sequence[Any], truth: Any, histories: dict[str, TierHistory], now: int
+) -> bool:
+    """Print the month to date (and the previous month's tail) next to the ground truth; True when all match."""
+    current = datetime.fromtimestamp(now, tz=UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    period, previous = current.strftime("%Y-%m"), (current - timedelta(days=1)).strftime("%Y-%m")
+    rows = month_to_date_rows(stack, accounts, period, now * 1000)
+    expected = expected_bills(truth, accounts, period, histories)
+    problems = compare(expected, rows)
+    console.print(summary_table(accounts, rows, expected, problems, period))
+    earlier_rows = month_to_date_rows(stack, accounts, previous, now * 1000)
+    earlier = compare(expected_bills(truth, accounts, previous, histories), earlier_rows)
+    earlier_problems = {account: diffs for account, diffs in earlier.items() if diffs}
+    console.print(f"{previous} (the call across the month end): {earlier_problems or 'matches'}")
+    failed = [f.name for f in stack.functions.values() if f.errors]
+    runs = sum(s.fired for s in stack.schedules)
+    failures = sum(s.failures for s in stack.schedules)
+    given_up = sum(s.dead_lettered + s.dropped for s in stack.schedules)
+    console.print(f"Stream batches given up: {sum(s.failed_batches for s in stack.streams)}; scheduled runs: "
+                  f"{runs} ({failures} failed attempts, {given_up} given up); handler errors in: "
+                  f"{', '.join(failed) or 'none'}")  # fmt: skip
+    mismatches = [account for account, diffs in problems.items() if diffs] + sorted(earlier_problems)
+    if mismatches:
+        console.print(f"[red]The rated month to date differs from the ground truth for {', '.join(mismatches)}[/red]")
+        return False
+    console.print(
+        "[green]Every account's usage and money match the ground truth (the simulator's quantities; fee, overage, "
+        "bill so far and LiveKit cost by independent arithmetic).[/green]"
+    )
+    return True
 
 
 def _keep_running(console: Console, stack: Any, settings: Any, livekit: Any) -> None:
@@ -242,10 +360,13 @@ def _keep_running(console: Console, stack: Any, settings: Any, livekit: Any) -> 
         "to choose them."
     )
     while True:
+        stack.check()  # a component that dies stops the stack: say so and leave
         time.sleep(1)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from kilo_dev.localstack import StackError  # noqa: PLC0415
+
     parser = argparse.ArgumentParser(prog="./dev demo", description="Run the billing pipeline end to end locally.")
     parser.add_argument("--accounts", type=int, default=9, help="simulated accounts (default 9)")
     parser.add_argument("--seed", type=int, default=7, help="simulation seed (deterministic)")
@@ -260,6 +381,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         console.print("[yellow]Interrupted; every process the demo started has been stopped.[/yellow]")
         return 130
+    except StackError as exc:
+        console.print(f"[bold red]The demo stopped: {exc}.[/bold red] Every process it started has been stopped.")
+        return 1
 
 
 if __name__ == "__main__":

@@ -4,19 +4,21 @@
 - an HTTP gateway on 127.0.0.1 turning requests into API Gateway HTTP API v2.0 events for the template's routes;
 - event-source pollers with Lambda's semantics: DynamoDB streams (filter criteria, batch size, partial batch failures,
   retries, bisect, on-failure destination) and SQS queues (batch size, partial failures, the queue's redrive policy);
-- schedules (``rate(...)``) on a clock that the demo can drive faster than real time.
+- schedules (``rate(...)``) on a clock that the demo can drive faster than real time, with the template's retry policy
+  and dead-letter queue.
 Adding a function and its event sources to ``template.yaml`` is all it takes for it to run here.
-Every process and server is started by this module and stopped by it, by PID, also on errors and Ctrl-C.
+Every process and server is started by this module and stopped by it, by PID, also on errors and Ctrl-C. A component
+that dies (the moto server, the gateway, a poller) stops the whole stack with an error naming it (:class:`StackError`).
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
 import importlib
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -38,6 +40,10 @@ from kilo_dev.streams import StreamReader
 from kilo_dev.template import TEMPLATE_PATH, Template, provision
 
 Handler = Callable[[dict[str, Any], Any], Any]
+
+
+class StackError(RuntimeError):
+    """A component of the local stack died; the stack has stopped. The message names the component and why."""
 
 
 def free_port() -> int:
@@ -80,8 +86,9 @@ class Clock:
 
 
 class HandlerOutput:
-    """``sys.stdout`` while the stack runs: what handlers print (JSON logs, EMF metrics) goes to the stack's log file,
-    as it would go to CloudWatch; everything else still reaches the terminal."""
+    """``sys.stdout`` while a stack runs: what handlers print (JSON logs, EMF metrics) goes to the stack's log file,
+    as it would go to CloudWatch; everything else still reaches the terminal. One per process: loggers keep the stream
+    they were created with, so a later stack in the same process retargets this one rather than making another."""
 
     def __init__(self, terminal: Any, log_file: Any) -> None:
         self.terminal = terminal
@@ -89,7 +96,8 @@ class HandlerOutput:
         self.local = threading.local()
 
     def _target(self) -> Any:
-        return self.log_file if getattr(self.local, "in_handler", False) else self.terminal
+        in_handler = getattr(self.local, "in_handler", False)
+        return self.log_file if in_handler and self.log_file is not None else self.terminal
 
     def write(self, text: str) -> int:
         return int(self._target().write(text))
@@ -112,16 +120,31 @@ _INVOKE_LOCK = threading.Lock()
 
 
 class MotoServer:
-    """``moto_server`` in its own process on 127.0.0.1; stopped by PID."""
+    """moto's server in its own process on 127.0.0.1 (``kilo_dev.moto_server``: moto with bounded memory); stopped by
+    PID."""
 
-    def __init__(self, log_path: Path | None = None) -> None:
+    def __init__(self, log_path: Path | None = None, module: str = "kilo_dev.moto_server") -> None:
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = log_path
+        self.module = module  # "moto.server": moto's own, unbounded (for comparisons)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    def death(self) -> str | None:
+        """Why the server is gone (``None`` while it runs or before it started)."""
+        if self.process is None or self.process.poll() is None:
+            return None
+        code = self.process.returncode
+        how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}"
+        where = f"; its output is in {self.log_path}" if self.log_path is not None else ""
+        return f"the moto server (pid {self.process.pid}, port {self.port}) {how}{where}"
 
     def start(self, timeout: float = 30.0) -> None:
         output: Any = subprocess.DEVNULL
@@ -129,7 +152,7 @@ class MotoServer:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             output = self.log_path.open("wb")
         self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and moto
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            [sys.executable, "-m", self.module, "-H", "127.0.0.1", "-p", str(self.port)],
             stdout=output,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -139,7 +162,7 @@ class MotoServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"moto server exited with {self.process.returncode}")
+                raise StackError(f"{self.death()} while starting")
             try:
                 with urllib.request.urlopen(f"{self.url}/moto-api/data.json", timeout=1):  # noqa: S310 - loopback
                     return
@@ -204,6 +227,9 @@ class Gateway(ThreadingHTTPServer):
     """API Gateway HTTP API on 127.0.0.1: routes from the template, payload v2.0 events, the handler's response."""
 
     daemon_threads = True
+    # the listen backlog: socketserver's default of 5 made the kernel drop connections when 64 clients connected at
+    # once (0.2 % of connections reset); API Gateway queues far more than any local client sends
+    request_queue_size = 1024
 
     def __init__(self, routes: dict[tuple[str, str], Function]) -> None:
         super().__init__(("127.0.0.1", free_port()), _GatewayHandler)
@@ -406,33 +432,97 @@ _RATE = re.compile(r"^rate\((\d+) (minute|minutes|hour|hours|day|days)\)$")
 
 
 @dataclass
+class _ScheduledRun:
+    event: dict[str, Any]
+    scheduled_at: float  # the stack clock's time of the run
+    execution_id: str
+    attempts: int = 0
+    due: float = 0.0  # real (monotonic) time of the next retry
+    error: str = ""
+
+
+@dataclass
 class Schedule:
     """A ``rate(...)`` schedule on the stack's clock. When the clock runs much faster than real time, runs are
-    coalesced (at most one per ``min_real_seconds``), as EventBridge never backfills missed runs."""
+    coalesced (at most one per ``min_real_seconds``), as EventBridge never backfills missed runs.
+
+    A run whose invocation fails is retried with the template's ``RetryPolicy`` (``MaximumRetryAttempts``, default 185;
+    ``MaximumEventAgeInSeconds`` on the stack's clock, default 86,400), with exponential backoff in real time; then it
+    goes to the ``DeadLetterConfig`` queue (the event as its body, the error in message attributes), or is dropped
+    when there is none. Every failure is counted and its traceback is in the stack's log.
+    """
 
     function: Function
     every_seconds: int
     payload: str
     clock: Clock
     min_real_seconds: float = 2.0
+    max_retries: int = 185
+    max_age_seconds: int = 86_400
+    dead_letter_url: str | None = None
+    sqs: Any = None
+    monotonic: Callable[[], float] = time.monotonic
     next_fire: float = 0.0
     fired: int = 0
-    _last_real: float = 0.0
+    failures: int = 0  # failed attempts (first tries and retries)
+    dead_lettered: int = 0
+    dropped: int = 0
+    pending: list[_ScheduledRun] = field(default_factory=list)  # runs waiting for a retry
+    _last_real: float | None = None
 
     def tick(self) -> None:
+        self._retry_due()
         now = self.clock.now()
         if self.next_fire == 0.0 or now < self.next_fire - self.every_seconds:  # first tick, or the clock was set back
             self.next_fire = now + self.every_seconds
             return
-        if now < self.next_fire or time.monotonic() - self._last_real < self.min_real_seconds:
+        real = self.monotonic()
+        if now < self.next_fire or (self._last_real is not None and real - self._last_real < self.min_real_seconds):
             return
         self.next_fire = now + self.every_seconds
-        self._last_real = time.monotonic()
+        self._last_real = real
         stamp = datetime.fromtimestamp(now, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         event = json.loads(self.payload.replace("<aws.scheduler.scheduled-time>", stamp) or "{}")
         self.fired += 1
-        with contextlib.suppress(Exception):  # a failed scheduled run is retried at the next tick
-            self.function.invoke(event)
+        self._attempt(_ScheduledRun(event, now, f"{self.function.name}-{self.fired}"))
+
+    def _attempt(self, run: _ScheduledRun) -> None:
+        try:
+            self.function.invoke(run.event)
+        except Exception as exc:  # the traceback is in the stack's log (Function.invoke)
+            self.failures += 1
+            run.attempts += 1
+            run.error = f"{type(exc).__name__}: {exc}"
+            if run.attempts > self.max_retries or self.clock.now() - run.scheduled_at > self.max_age_seconds:
+                self._give_up(run)
+                return
+            run.due = self.monotonic() + min(0.1 * 2 ** (run.attempts - 1), 5.0)
+            self.pending.append(run)
+
+    def _retry_due(self) -> None:
+        real = self.monotonic()
+        due = [run for run in self.pending if run.due <= real]
+        self.pending = [run for run in self.pending if run.due > real]
+        for run in due:
+            self._attempt(run)
+
+    def _give_up(self, run: _ScheduledRun) -> None:
+        if self.dead_letter_url is None:
+            self.dropped += 1
+            return
+        attributes = {
+            "ERROR_CODE": "Lambda.FunctionError",
+            "ERROR_MESSAGE": run.error[:1000],
+            "EXECUTION_ID": run.execution_id,
+            "TARGET_ARN": self.function.name,
+            "RETRY_ATTEMPTS": str(run.attempts - 1),
+        }
+        self.sqs.send_message(
+            QueueUrl=self.dead_letter_url,
+            MessageBody=json.dumps(run.event),
+            MessageAttributes={k: {"DataType": "String", "StringValue": v} for k, v in attributes.items()},
+        )
+        self.dead_lettered += 1
 
 
 def parse_rate(expression: str) -> int:
@@ -466,12 +556,21 @@ class LocalSettings:
 
 
 class LocalStack:
+    """The local runtime. ``autopoll=False`` starts no event-source or schedule threads: the caller drives them with
+    :meth:`poll_once` and :meth:`tick_schedules` (tests that need each step in their hands).
+
+    Run one stack of the project's template per process: its handlers build their AWS clients once and keep them, as
+    in Lambda, so a second stack in the same process would find them pointing at the first one's moto server."""
+
     def __init__(
         self,
         settings: LocalSettings,
         template_path: Path = TEMPLATE_PATH,
         log: Callable[[str], None] = print,
         log_path: Path | None = None,
+        *,
+        autopoll: bool = True,
+        watch_interval: float = 0.25,
     ):
         self.settings = settings
         self.log_path = log_path or Path(template_path).parent / ".demo" / "local-stack.log"
@@ -479,6 +578,8 @@ class LocalStack:
         self._terminal: Any = None
         self.template_path = template_path
         self.log = log
+        self.autopoll = autopoll
+        self.watch_interval = watch_interval
         self.clock = Clock()
         self.moto = MotoServer(self.log_path.with_name("moto.log"))
         self.template: Template | None = None
@@ -488,11 +589,17 @@ class LocalStack:
         self.queues: list[QueueSource] = []
         self.rules: list[RuleSource] = []
         self.schedules: list[Schedule] = []
+        self.failure: str | None = None  # why the stack stopped on its own (a component died)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._saved_env: dict[str, str | None] = {}
         self.clients: dict[str, Any] = {}
         self._busy = threading.Lock()
+        self._fail_lock = threading.Lock()
+        self._failing = False
+        self._failed = threading.Event()
+        self._halted = threading.Lock()
+        self._watchdog: threading.Thread | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------------------------
     def start(self) -> LocalStack:
@@ -516,10 +623,13 @@ class LocalStack:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log_file = self.log_path.open("w", encoding="utf-8")
         self._terminal = sys.stdout
-        _OUTPUT = HandlerOutput(sys.stdout, self._log_file)
+        if _OUTPUT is None:
+            _OUTPUT = HandlerOutput(sys.stdout, self._log_file)
+        else:
+            _OUTPUT.terminal, _OUTPUT.log_file = sys.stdout, self._log_file
         sys.stdout = _OUTPUT
-        self.log(f"starting moto server on 127.0.0.1:{self.moto.port}; handler logs in {self.log_path}")
         self.moto.start()
+        self.log(f"moto server (pid {self.moto.pid}) on 127.0.0.1:{self.moto.port}; handler logs in {self.log_path}")
         for name, value in {
             "AWS_ENDPOINT_URL": self.moto.url,
             "AWS_ACCESS_KEY_ID": "local",
@@ -537,8 +647,11 @@ class LocalStack:
         self._load_functions()
         self.gateway = Gateway(self._routes())
         self._spawn(self.gateway.serve_forever, "gateway")
-        self._spawn(self._poll_loop, "event-sources")
-        self._spawn(self._schedule_loop, "schedules")
+        if self.autopoll:
+            self._spawn(self._guarded(self._poll_loop, "the event-source poller"), "event-sources")
+            self._spawn(self._guarded(self._schedule_loop, "the schedule runner"), "schedules")
+        self._watchdog = threading.Thread(target=self._watch, name="watchdog", daemon=True)
+        self._watchdog.start()
         self.log(f"gateway on {self.gateway.url}; {len(self.functions)} functions from template.yaml")
 
     def _spawn(self, target: Callable[[], None], name: str) -> None:
@@ -548,17 +661,16 @@ class LocalStack:
 
     def stop(self) -> None:
         self._stop.set()
-        if self.gateway is not None:
-            self.gateway.shutdown()
-            self.gateway.server_close()
+        self._halt()
         for thread in self._threads:
             thread.join(timeout=10)
-        self.moto.stop()
-        global _OUTPUT  # noqa: PLW0603
+        if self._watchdog is not None and self._watchdog is not threading.current_thread():
+            self._watchdog.join(timeout=10)
         if self._terminal is not None:
             sys.stdout = self._terminal
             self._terminal = None
-            _OUTPUT = None
+            if _OUTPUT is not None:
+                _OUTPUT.log_file = None  # handlers' output reaches the terminal again
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
@@ -569,11 +681,71 @@ class LocalStack:
                 os.environ[name] = value
         self._saved_env.clear()
 
+    def _halt(self) -> None:
+        """Stop serving and stop the moto server (from any thread but the gateway's own); safe to call twice."""
+        with self._halted:
+            if self.gateway is not None:
+                self.gateway.shutdown()
+                self.gateway.server_close()
+            self.moto.stop()
+
     def __enter__(self) -> LocalStack:
         return self.start()
 
     def __exit__(self, *_: object) -> None:
         self.stop()
+
+    # --- supervision ----------------------------------------------------------------------------------------------
+    def check(self) -> None:
+        """Raise :class:`StackError` if a component died (the stack has then stopped)."""
+        if self.failure is not None:
+            raise StackError(self.failure)
+
+    def _fail(self, reason: str) -> None:
+        """Stop the stack because a component died; ``failure`` is set once everything has stopped."""
+        with self._fail_lock:
+            if self._failing or self._stop.is_set():
+                return
+            self._failing = True
+        self._stop.set()
+        self._halt()
+        message = f"{reason}; the local stack has stopped"
+        self.log(message)
+        self.failure = message
+        self._failed.set()
+
+    def _diagnose(self, component: str, exc: BaseException) -> str:
+        """A dead moto server explains most errors elsewhere: name it first (a process just killed may take a moment
+        to be seen as dead after its socket closed)."""
+        deadline = time.monotonic() + 1.0
+        while (death := self.moto.death()) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return death or f"{component} failed: {type(exc).__name__}: {exc} (traceback in {self.log_path})"
+
+    def _guarded(self, loop: Callable[[], None], component: str) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                loop()
+            except Exception as exc:
+                if self._stop.is_set():
+                    return  # stopping: the moto server is going away under the loop
+                if self._log_file is not None:
+                    traceback.print_exc(file=self._log_file)
+                self._fail(self._diagnose(component, exc))
+
+        return run
+
+    def _watch(self) -> None:
+        """Every ``watch_interval``: is the moto server alive, is every thread of the stack still running?"""
+        while not self._stop.wait(self.watch_interval):
+            death = self.moto.death()
+            if death is not None:
+                self._fail(death)
+                return
+            for thread in self._threads:
+                if not thread.is_alive() and not self._stop.is_set():
+                    self._fail(f"the {thread.name} thread stopped unexpectedly")
+                    return
 
     # --- wiring from the template ---------------------------------------------------------------------------------
     def _create_secrets(self) -> None:
@@ -649,7 +821,17 @@ class LocalStack:
                 str(self.template.resolve(props["Schedule"] if kind == "Schedule" else props["ScheduleExpression"]))
             )
             payload = str(props.get("Input", "{}"))
-            self.schedules.append(Schedule(function, every, payload, self.clock))
+            retry = props.get("RetryPolicy") or {}
+            dead_letter = props.get("DeadLetterConfig") or {}
+            if dead_letter and "Arn" not in dead_letter:
+                raise RuntimeError(f"{function.name}: only a DeadLetterConfig with an Arn runs locally")
+            dlq = self._queue_url(str(self.template.resolve(dead_letter["Arn"]))) if dead_letter else None
+            self.schedules.append(
+                Schedule(function, every, payload, self.clock,
+                         max_retries=int(retry.get("MaximumRetryAttempts", 185)),
+                         max_age_seconds=int(retry.get("MaximumEventAgeInSeconds", 86_400)),
+                         dead_letter_url=dlq, sqs=self.clients["sqs"])
+            )  # fmt: skip
         elif kind in ("EventBridgeRule", "CloudWatchEvent"):
             bus = str(self.template.resolve(props.get("EventBusName", "default")))
             rule = f"local-{function.name}-{event_name}"[:64]
@@ -667,32 +849,47 @@ class LocalStack:
             raise RuntimeError(f"event source type {kind} does not run locally yet")
 
     # --- loops ------------------------------------------------------------------------------------------------
+    def poll_once(self, flush: bool = False) -> int:
+        """One round over every event source (``flush``: do not wait for a batching window); records handed on."""
+        self.check()
+        with self._busy:
+            moved = sum(source.poll_once(flush=flush) for source in self.streams)
+            moved += sum(source.poll_once() for source in self.queues)
+            moved += sum(source.poll_once() for source in self.rules)
+        return moved
+
+    def tick_schedules(self) -> None:
+        self.check()
+        for schedule in self.schedules:
+            schedule.tick()
+
     def _poll_loop(self) -> None:
         while not self._stop.is_set():
-            with self._busy:
-                moved = sum(source.poll_once() for source in self.streams)
-                moved += sum(source.poll_once() for source in self.queues)
-                moved += sum(source.poll_once() for source in self.rules)
-            if not moved:
+            if not self.poll_once():
                 self._stop.wait(0.2)
 
     def _schedule_loop(self) -> None:
         while not self._stop.is_set():
-            for schedule in self.schedules:
-                schedule.tick()
+            self.tick_schedules()
             self._stop.wait(0.2)
 
     def wait_idle(self, timeout: float = 300.0, quiet_polls: int = 3) -> None:
-        """Until the event sources found nothing new several times in a row (everything sent has been handled)."""
+        """Until the event sources found nothing new several times in a row (everything sent has been handled).
+        Raises :class:`StackError` at once if a component dies meanwhile, ``TimeoutError`` after ``timeout``."""
         deadline = time.monotonic() + timeout
         quiet = 0
         while quiet < quiet_polls:
             if time.monotonic() > deadline:
                 raise TimeoutError("the local stack did not catch up in time")
-            with self._busy:
-                moved = sum(source.poll_once(flush=True) for source in self.streams)
-                moved += sum(source.poll_once() for source in self.queues)
-                moved += sum(source.poll_once() for source in self.rules)
+            try:
+                moved = self.poll_once(flush=True)
+            except StackError:
+                raise
+            except Exception as exc:
+                self._fail(self._diagnose("the event-source poller", exc))
+                self._failed.wait(timeout=30)  # another thread may be stopping the stack for the same reason
+                self.check()
+                raise
             quiet = quiet + 1 if moved == 0 else 0
             if moved == 0:
                 time.sleep(0.2)

@@ -60,6 +60,7 @@ class AccountSpec:
     users: int = 8  # identities the account's calls draw from
     agent_share: float = 0.0  # share of calls an AGENT participant joins
     messaging: float = 1.0  # multiplies the chat messages the app reports per call minute
+    upgrade_to: str | None = None  # a tier the account upgrades to in the middle of the month (the demo says when)
 
 
 @dataclass(frozen=True)
@@ -77,20 +78,35 @@ class Connection:
     replaces: str = ""  # a full reconnect: the sid of the connection this one replaced
 
 
+@dataclass(frozen=True)
+class UsageAt:
+    """One piece of what an account used, with the instant that places it in a tier segment: a connection's part in
+    a period (at = where the part starts: the join, or the period's start for the part after a month end; minutes) or
+    an app report (at = its timestamp; messages or bytes)."""
+
+    account_id: str
+    period: str
+    at_ms: int
+    meter: str  # one of METERS
+    quantity: int
+
+
 @dataclass
 class Truth:
     """What each account really used, per period (UTC month "YYYY-MM")."""
 
     minutes: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
+    usage: list[UsageAt] = field(default_factory=list)  # the same, piece by piece
     connections: list[Connection] = field(default_factory=list)
     room_finished_s: dict[str, int] = field(default_factory=dict)  # room sid -> room_finished createdAt
     duplicated_usage_keys: list[str] = field(default_factory=list)  # reports sent twice
     webhooks: int = 0  # webhooks delivered
     usage_events: int = 0  # usage events sent, retries included
 
-    def add(self, account: str, period: str, meter: str, quantity: int) -> None:
+    def add(self, account: str, period: str, meter: str, quantity: int, at_ms: int) -> None:
         row = self.minutes.setdefault((account, period), dict.fromkeys(METERS, 0))
         row[meter] += quantity
+        self.usage.append(UsageAt(account, period, at_ms, meter, quantity))
 
     def as_json(self) -> dict[str, Any]:
         """``{"accounts": {account: {period: {video, audio, messages, data_transfer_bytes, data_transfer_gb}}}}``."""
@@ -128,7 +144,12 @@ class RoomTable(Protocol):
 
 
 def default_accounts(n: int) -> list[AccountSpec]:
-    """``n`` accounts cycling personal, team, enterprise, with ids like ``acct-team-03`` and varied activity."""
+    """``n`` accounts cycling personal, team, enterprise, with ids like ``acct-team-03`` and varied activity.
+
+    Two accounts upgrade in the middle of the month: the first personal account to team (it chats past the Personal
+    allowance before it upgrades, so its bill shows overage on a prorated allowance) and the second team account to
+    enterprise.
+    """
     counts = dict.fromkeys(TIERS, 0)
     specs = []
     for index in range(n):
@@ -137,10 +158,13 @@ def default_accounts(n: int) -> list[AccountSpec]:
         spread = 0.8 + 0.4 * ((index * 7) % 5) / 4  # 0.8 .. 1.2, deterministic
         if tier == "personal":
             # the first personal account chats a lot: past its 100,000 included messages, so the bill shows overage
-            messaging = 400.0 if counts[tier] == 1 else 1.0
-            spec = AccountSpec(f"acct-{tier}-{counts[tier]:02d}", tier, 0.4 * spread, 4, 0.5, 0.1, 5, 0.0, messaging)
+            first = counts[tier] == 1
+            spec = AccountSpec(f"acct-{tier}-{counts[tier]:02d}", tier, 0.4 * spread, 4, 0.5, 0.1, 5, 0.0,
+                               400.0 if first else 1.0, "team" if first else None)  # fmt: skip
         elif tier == "team":
-            spec = AccountSpec(f"acct-{tier}-{counts[tier]:02d}", tier, 0.8 * spread, 6, 0.65, 0.25, 12, 0.15)
+            upgrade = "enterprise" if counts[tier] == 2 else None
+            spec = AccountSpec(f"acct-{tier}-{counts[tier]:02d}", tier, 0.8 * spread, 6, 0.65, 0.25, 12, 0.15,
+                               upgrade_to=upgrade)  # fmt: skip
         else:
             spec = AccountSpec(f"acct-{tier}-{counts[tier]:02d}", tier, 1.2 * spread, 6, 0.75, 0.3, 30, 0.25)
         specs.append(spec)
@@ -462,8 +486,9 @@ def _union(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return merged
 
 
-def connection_minutes(joined_ms: int, left_s: int, video_ms: list[tuple[int, int]]) -> list[tuple[str, int, int]]:
-    """(period, video minutes, audio minutes) of one connection, split at month boundaries, each part rounded."""
+def connection_parts(joined_ms: int, left_s: int, video_ms: list[tuple[int, int]]) -> list[tuple[str, int, int, int]]:
+    """(period, part start ms, video minutes, audio minutes) of one connection, split at month boundaries, each part
+    rounded."""
     parts = []
     a, end = joined_ms, left_s * 1000
     while a < end:
@@ -472,9 +497,14 @@ def connection_minutes(joined_ms: int, left_s: int, video_ms: list[tuple[int, in
         video = Fraction(sum(max(0, min(b, y) - max(a, x)) for x, y in video_ms), 1000)
         total = math.ceil(connected / 60)
         video_minutes = min(total, math.ceil(video / 60))
-        parts.append((_period(a), video_minutes, total - video_minutes))
+        parts.append((_period(a), a, video_minutes, total - video_minutes))
         a = b
     return parts
+
+
+def connection_minutes(joined_ms: int, left_s: int, video_ms: list[tuple[int, int]]) -> list[tuple[str, int, int]]:
+    """(period, video minutes, audio minutes) of one connection, split at month boundaries, each part rounded."""
+    return [(period, video, audio) for period, _, video, audio in connection_parts(joined_ms, left_s, video_ms)]
 
 
 def _account_truth(truth: Truth, call: _Call) -> None:
@@ -486,12 +516,12 @@ def _account_truth(truth: Truth, call: _Call) -> None:
             Connection(account, call.room.sid, call.room.name, p.sid, p.identity, p.joined_at_ms, conn.left_s,
                        conn.left_delivered, conn.replaces)
         )  # fmt: skip
-        for period, video, audio in connection_minutes(p.joined_at_ms, conn.left_s, video_ms):
-            truth.add(account, period, "video", video)
-            truth.add(account, period, "audio", audio)
-    for report in call.usage:  # each report once, however often it is sent
+        for period, start_ms, video, audio in connection_parts(p.joined_at_ms, conn.left_s, video_ms):
+            truth.add(account, period, "video", video, start_ms)
+            truth.add(account, period, "audio", audio, start_ms)
+    for report in call.usage:  # each report once, however often it is sent, at its timestamp (the call's end)
         meter = "messages" if report["meter"] == "messages" else "data_transfer_bytes"
-        truth.add(account, _period(call.finished_s * 1000), meter, report["quantity"])
+        truth.add(account, _period(call.finished_s * 1000), meter, report["quantity"], call.finished_s * 1000)
     truth.room_finished_s[call.room.sid] = call.finished_s
 
 

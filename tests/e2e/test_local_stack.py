@@ -1,19 +1,29 @@
-"""End to end on the local stack (the demo's stack): simulated LiveKit traffic over HTTP, rated usage == ground truth.
+"""End to end on the local stack (the demo's stack): simulated LiveKit traffic over HTTP, with a mid-month upgrade;
+the rated month to date must equal the ground truth in quantities and money. The demo itself, run as a process, must
+leave nothing behind when interrupted, and must stop with a clear error when a component of its stack dies.
 
-Marked ``e2e``; part of the test command. Every process started here is stopped here, by PID.
+Marked ``e2e``; part of the test command. Every process started here is stopped here, by PID. Time is chosen here,
+never read off the calendar: the simulated window is always 2 h before a month boundary to 30 h after it (the last
+boundary at least 31 h ago, so the window is complete and within the usage API's 35 days), and every wait has a
+deadline of its own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import queue
 import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from dataclasses import replace
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +31,13 @@ import pytest
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
+HOUR = 3600
+
+
+def month_boundary_before(instant: int) -> int:
+    """The first second of the UTC month holding ``instant``."""
+    day = datetime.fromtimestamp(instant, tz=UTC)
+    return int(datetime(day.year, day.month, 1, tzinfo=UTC).timestamp())
 
 
 @pytest.fixture(scope="module")
@@ -43,25 +60,44 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any,
     assert stack.moto.process.poll() is not None  # the moto server process is gone
 
 
-def test_given_a_small_simulated_month_then_rated_usage_equals_the_ground_truth(local_stack: tuple[Any, Any]) -> None:
-    from kilo_dev.demo import HttpSink, _write_profiles, compare, month_to_date_rows  # noqa: PLC0415
+def test_given_a_simulated_month_boundary_with_an_upgrade_then_usage_and_money_equal_the_ground_truth(
+    local_stack: tuple[Any, Any],
+) -> None:
+    from kilo_dev.demo import HttpSink, compare, expected_bills, month_to_date_rows, set_up_accounts  # noqa: PLC0415
     from kilo_dev.simulator import default_accounts, simulate  # noqa: PLC0415
 
     stack, livekit = local_stack
-    now = int(time.time())
-    month_start = datetime.fromtimestamp(now, tz=UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    start = int((month_start - timedelta(hours=2)).timestamp())  # a call crosses the month boundary
-    end = min(now, int((month_start + timedelta(hours=30)).timestamp()))
+    boundary = month_boundary_before(int(time.time()) - 31 * HOUR)
+    start, end, upgrade_at = boundary - 2 * HOUR, boundary + 30 * HOUR, boundary + 15 * HOUR
     accounts = default_accounts(3)
-    _write_profiles(stack, accounts)  # registered, as the demo does: ingest refuses usage of unknown accounts
+    assert [spec.upgrade_to for spec in accounts] == ["team", None, None]
     key, secret = next(iter(stack.settings.livekit_keys.items()))
-    sink = HttpSink(stack.url, key, secret, stack.settings.usage_client, stack.settings.usage_secret, stack.clock)
-    truth = simulate(3, accounts, start, end, sink, livekit, rooms_per_account_per_day=2.0)
+    sink = HttpSink(stack.url, key, secret, stack.settings.usage_client, stack.settings.usage_secret, stack.clock,
+                    check=stack.check)  # fmt: skip
+    histories = set_up_accounts(stack, sink, accounts, boundary, upgrade_at)
+    truth = simulate(2, accounts, start, end, sink, livekit, rooms_per_account_per_day=2.0)
     assert sink.webhooks > 20
+    pieces = [u for u in truth.usage if u.account_id == "acct-personal-01" and u.at_ms >= boundary * 1000]
+    assert {u.at_ms < upgrade_at * 1000 for u in pieces} == {True, False}  # it used the service before and after
     stack.wait_idle(timeout=300)
-    for period in (month_start.strftime("%Y-%m"), (month_start - timedelta(days=1)).strftime("%Y-%m")):
-        rows = month_to_date_rows(stack, accounts, period, end * 1000)
-        assert compare(truth, rows, period) == {spec.account_id: [] for spec in accounts}
+    period = datetime.fromtimestamp(boundary, tz=UTC).strftime("%Y-%m")
+    previous = datetime.fromtimestamp(boundary - 1, tz=UTC).strftime("%Y-%m")
+    for month in (period, previous):
+        rows = month_to_date_rows(stack, accounts, month, end * 1000)
+        expected = expected_bills(truth, accounts, month, histories)
+        assert compare(expected, rows) == {spec.account_id: [] for spec in accounts}, month
+    # the upgrade is in the month: two fee segments; usage before it is rated on the personal tier's prorated
+    # allowance, and this traffic goes past it (the first personal account chats a lot)
+    upgraded = expected_bills(truth, accounts, period, histories)["acct-personal-01"]
+    assert upgraded.tiers == ("personal", "team")
+    assert upgraded.overage > 0
+    assert Decimal(0) < upgraded.fee < Decimal(29)
+    # and the check can fail: a cent off anywhere is a difference
+    expected = expected_bills(truth, accounts, period, histories)
+    expected["acct-team-01"] = replace(expected["acct-team-01"], fee=expected["acct-team-01"].fee + Decimal("0.01"))
+    assert compare(expected, month_to_date_rows(stack, accounts, period, end * 1000))["acct-team-01"] == [
+        f"fee: rated $29.00 vs truth ${Decimal('29.01')}"
+    ]
     assert sum(source.failed_batches for source in stack.streams) == 0
     assert [name for name, function in stack.functions.items() if function.errors] == []
 
@@ -72,36 +108,109 @@ def _port_open(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
-def test_given_the_demo_interrupted_with_ctrl_c_then_no_process_or_port_is_left_behind() -> None:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "kilo_dev.demo", "--accounts", "2", "--intensity", "50"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=env,
-        text=True,
-        start_new_session=True,
-    )
-    port = None
-    try:
-        assert process.stdout is not None
-        deadline = time.monotonic() + 60
-        for line in process.stdout:
-            found = re.search(r"starting moto server on 127\.0\.0\.1:(\d+)", line)
-            if found:
-                port = int(found.group(1))
-            if "Simulating" in line or time.monotonic() > deadline:
+class Demo:
+    """``./dev demo`` as a child process whose output is read by a thread, so every wait has a deadline."""
+
+    def __init__(self, *args: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "kilo_dev.demo", *args],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"},
+            text=True,
+            start_new_session=True,
+        )
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.output: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def wait_for(self, pattern: str, seconds: float) -> re.Match[str]:
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                line = self.lines.get(timeout=left)
+            except queue.Empty:
                 break
-        assert port is not None
-        assert _port_open(port)
-        process.send_signal(signal.SIGINT)
-        output = process.communicate(timeout=60)[0]
-        assert process.returncode == 130, output
-        assert "Interrupted" in output
-        time.sleep(0.5)
-        assert not _port_open(port)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
+            if line is None:
+                break
+            self.output.append(line)
+            found = re.search(pattern, line)
+            if found:
+                return found
+        pytest.fail(f"no line matching {pattern!r} within {seconds} s; output so far:\n{''.join(self.output)}")
+
+    def finish(self, seconds: float) -> tuple[int, str]:
+        code = self.process.wait(timeout=seconds)
+        while (line := self.lines.get(timeout=5)) is not None:
+            self.output.append(line)
+        return code, "".join(self.output)
+
+    def kill(self) -> None:
+        """After a failure half-way: ask the demo to stop its children (SIGTERM), and if it cannot, kill it and the
+        moto server it started (in a session of its own, so killing the demo's process group would leave it)."""
+        if self.process.poll() is not None:
+            return  # it ended by itself, having stopped what it started
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+            return
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+        found = re.search(r"moto server \(pid (\d+)\)", "".join(self.output))
+        if found:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(found.group(1)), signal.SIGKILL)
+
+
+@pytest.fixture
+def demo() -> Iterator[type[Demo]]:
+    started: list[Demo] = []
+
+    class Started(Demo):
+        def __init__(self, *args: str) -> None:
+            super().__init__(*args)
+            started.append(self)
+
+    yield Started
+    for process in started:
+        process.kill()
+
+
+def test_given_the_demo_interrupted_with_ctrl_c_then_no_process_or_port_is_left_behind(demo: type[Demo]) -> None:
+    run = demo("--accounts", "2", "--intensity", "50")
+    found = run.wait_for(r"moto server \(pid (\d+)\) on 127\.0\.0\.1:(\d+)", 60)
+    moto_pid, port = int(found.group(1)), int(found.group(2))
+    run.wait_for("Simulating", 60)
+    assert _port_open(port)
+    run.process.send_signal(signal.SIGINT)
+    code, output = run.finish(60)
+    assert code == 130, output
+    assert "Interrupted" in output
+    assert not _port_open(port)
+    with pytest.raises(ProcessLookupError):
+        os.kill(moto_pid, 0)  # the moto server process is gone (reaped by the demo)
+
+
+def test_given_the_moto_server_killed_mid_demo_then_the_demo_stops_with_an_error_naming_it(demo: type[Demo]) -> None:
+    run = demo("--accounts", "2", "--intensity", "50")
+    found = run.wait_for(r"moto server \(pid (\d+)\) on 127\.0\.0\.1:(\d+)", 60)
+    moto_pid = int(found.group(1))
+    gateway = int(run.wait_for(r"gateway on http://127\.0\.0\.1:(\d+)", 60).group(1))
+    run.wait_for("Simulating", 60)
+    os.kill(moto_pid, signal.SIGKILL)  # the demo started it; this test started the demo
+    code, output = run.finish(60)
+    assert code == 1, output
+    flat = " ".join(output.split())
+    assert f"The demo stopped: the moto server (pid {moto_pid}" in flat
+    assert "was killed by SIGKILL" in flat
+    assert "the local stack has stopped" in flat
+    assert "Traceback" not in output
+    assert not _port_open(gateway)

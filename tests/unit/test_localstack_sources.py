@@ -1,4 +1,5 @@
-"""The local runtime's event-source semantics, with a scripted function (no AWS needed)."""
+"""The local runtime's event-source and schedule semantics, with a scripted function (no AWS needed), and the bounds the
+local moto server puts on what it keeps."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from kilo_dev import moto_server
 from kilo_dev.localstack import Clock, Function, Schedule, StreamSource, parse_rate
 
 
@@ -21,8 +23,14 @@ class FakeSqs:
     def __init__(self) -> None:
         self.sent: list[dict[str, Any]] = []
 
-    def send_message(self, QueueUrl: str, MessageBody: str) -> None:  # noqa: N803 - boto3's parameter names
-        self.sent.append({"url": QueueUrl, "body": json.loads(MessageBody)})
+    def send_message(  # boto3's parameter names
+        self,
+        QueueUrl: str,  # noqa: N803
+        MessageBody: str,  # noqa: N803
+        MessageAttributes: dict[str, Any] | None = None,  # noqa: N803
+    ) -> None:
+        attributes = {name: value["StringValue"] for name, value in (MessageAttributes or {}).items()}
+        self.sent.append({"url": QueueUrl, "body": json.loads(MessageBody), "attributes": attributes})
 
 
 class FakeReader:
@@ -103,3 +111,143 @@ def test_given_a_schedule_then_it_fires_on_the_simulated_clock_with_the_schedule
     assert parse_rate("rate(5 minutes)") == 300
     with pytest.raises(ValueError, match="rate"):
         parse_rate("cron(0 12 * * ? *)")
+
+
+# --- schedules: the template's retry policy and dead-letter queue ------------------------------------------------------
+
+START = 1_794_787_200  # 2026-11-16T00:00:00Z
+
+
+class RealTime:
+    """The schedule's real-time source, driven by the test."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Flaky:
+    """A handler that fails its first ``failures`` calls."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.calls: list[dict[str, Any]] = []
+
+    def __call__(self, event: dict[str, Any], _: Any) -> None:
+        self.calls.append(event)
+        if len(self.calls) <= self.failures:
+            raise RuntimeError(f"failure {len(self.calls)}")
+
+
+def scheduled(handler: Any, **settings: Any) -> tuple[Schedule, Clock, RealTime, FakeSqs]:
+    clock, real, sqs = Clock(), RealTime(), FakeSqs()
+    clock.set(START)
+    schedule = Schedule(Function("sweeper", handler), 300, '{"t": "<aws.scheduler.scheduled-time>"}', clock,
+                        sqs=sqs, monotonic=real, **settings)  # fmt: skip
+    schedule.tick()  # arms
+    clock.set(START + 300)
+    schedule.tick()  # the run
+    return schedule, clock, real, sqs
+
+
+def retry_until_settled(schedule: Schedule, real: RealTime, limit: int = 20) -> None:
+    for _ in range(limit):
+        if not schedule.pending:
+            return
+        real.now += 10  # past any backoff
+        schedule.tick()
+    raise AssertionError("the schedule kept retrying")
+
+
+def test_given_a_run_that_fails_once_then_it_is_retried_after_a_backoff_and_nothing_is_dead_lettered() -> None:
+    handler = Flaky(failures=1)
+    schedule, _, real, sqs = scheduled(handler, max_retries=2, dead_letter_url="dlq")
+    assert len(handler.calls) == 1
+    assert len(schedule.pending) == 1
+    schedule.tick()  # the backoff has not passed: no retry yet
+    assert len(handler.calls) == 1
+    real.now += 0.1
+    schedule.tick()
+    assert handler.calls == [{"t": "2026-11-16T00:05:00Z"}] * 2  # the same run, the same scheduled time
+    assert (schedule.fired, schedule.failures, schedule.dead_lettered, schedule.pending, sqs.sent) == (1, 1, 0, [], [])
+
+
+def test_given_a_run_that_keeps_failing_then_after_the_templates_retries_it_goes_to_the_dead_letter_queue() -> None:
+    handler = Flaky(failures=100)
+    schedule, _, real, sqs = scheduled(handler, max_retries=2, dead_letter_url="dlq")
+    retry_until_settled(schedule, real)
+    assert len(handler.calls) == 3  # the first try and MaximumRetryAttempts = 2 retries
+    assert (schedule.failures, schedule.dead_lettered, schedule.dropped) == (3, 1, 0)
+    [dead] = sqs.sent
+    assert dead["url"] == "dlq"
+    assert dead["body"] == {"t": "2026-11-16T00:05:00Z"}
+    assert dead["attributes"]["ERROR_MESSAGE"] == "RuntimeError: failure 3"
+    assert dead["attributes"]["RETRY_ATTEMPTS"] == "2"
+    assert dead["attributes"]["EXECUTION_ID"] == "sweeper-1"
+
+
+def test_given_no_dead_letter_queue_then_a_run_that_keeps_failing_is_dropped_and_counted() -> None:
+    handler = Flaky(failures=100)
+    schedule, _, real, sqs = scheduled(handler, max_retries=0)
+    retry_until_settled(schedule, real)
+    assert len(handler.calls) == 1
+    assert (schedule.failures, schedule.dead_lettered, schedule.dropped, sqs.sent) == (1, 0, 1, [])
+
+
+def test_given_a_run_older_than_the_maximum_event_age_then_it_is_not_retried_again() -> None:
+    handler = Flaky(failures=100)
+    schedule, clock, real, sqs = scheduled(handler, max_age_seconds=600, dead_letter_url="dlq")  # 185 retries
+    real.now += 10
+    schedule.tick()  # the 00:05 run's first retry, 0 s old on the stack's clock
+    clock.set(START + 300 + 601)  # now the 00:05 run is 601 s old
+    real.now += 10
+    schedule.tick()  # its second retry fails and it is too old for another; the next run (00:15:01) fires
+    assert [call["t"] for call in handler.calls] == ["2026-11-16T00:05:00Z"] * 3 + ["2026-11-16T00:15:01Z"]
+    assert [dead["body"]["t"] for dead in sqs.sent] == ["2026-11-16T00:05:00Z"]
+    assert [run.event["t"] for run in schedule.pending] == ["2026-11-16T00:15:01Z"]
+
+
+def test_given_backoff_then_retries_wait_longer_each_time_up_to_five_seconds() -> None:
+    handler = Flaky(failures=100)
+    schedule, _, real, _ = scheduled(handler, max_retries=10, dead_letter_url="dlq")
+    waits = []
+    for _ in range(8):
+        [run] = schedule.pending
+        waits.append(round(run.due - real.now, 3))
+        real.now = run.due
+        schedule.tick()
+    assert waits == [0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0]
+
+
+def test_given_the_local_moto_server_then_shard_iterators_expire_by_age_and_count(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = [0.0]
+    monkeypatch.setattr(moto_server.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(moto_server, "MAX_ITERATORS", 3)
+    iterators = moto_server.ExpiringIterators()
+    for name in ("a", "b", "c"):
+        iterators[name] = name.upper()
+        now[0] += 1
+    iterators["d"] = "D"  # a fourth: the oldest goes
+    assert sorted(iterators) == ["b", "c", "d"]
+    assert iterators["d"] == "D"
+    now[0] += 15 * 60  # b and c are older than 15 minutes now; d was issued 15 minutes ago exactly
+    iterators["e"] = "E"
+    assert sorted(iterators) == ["d", "e"]
+
+
+def test_given_the_local_moto_server_then_tracked_instances_do_not_keep_them_alive() -> None:
+    class Model:
+        pass
+
+    tracked = moto_server.WeakInstances()
+    kept = [Model() for _ in range(3)]
+    for instance in kept:
+        tracked.append(instance)
+    for _ in range(2000):
+        tracked.append(Model())  # garbage at once
+    assert list(tracked) == kept
+    assert len(tracked) == 3

@@ -4,6 +4,9 @@ retries) - and its ground truth equals the product's own rebuild of the delivere
 
 The truth is the simulator's own arithmetic; the product side here is ``kilo_rate_usage.sessions.rebuild_room`` fed with
 every delivered body through the real ingest parser, exactly as rating sees them.
+
+The money side of the truth (kilo_dev.ground_truth: fee, overage, bill so far, LiveKit cost with tier segments) is
+checked here against bills worked out by hand, line by line, in the comments.
 """
 
 from __future__ import annotations
@@ -14,13 +17,17 @@ from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
+from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from kilo_billing.events import LiveKitEventRecord
 from kilo_dev import livekit_events as lk
-from kilo_dev.simulator import AccountSpec, Truth, connection_minutes, default_accounts, simulate
+from kilo_dev.ground_truth import ExpectedBill, expected_bill, price_sheet, segments
+from kilo_dev.simulator import METERS, AccountSpec, Truth, connection_minutes, default_accounts, simulate
 from kilo_rate_usage.sessions import AttributionRule, rebuild_room
 
 DAY = 86_400
@@ -99,7 +106,7 @@ def product_minutes(records: list[LiveKitEventRecord]) -> dict[tuple[str, str], 
         rooms[record.room_sid].append(record)
     totals: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: {"video": 0, "audio": 0})
     for events in rooms.values():
-        for session in rebuild_room(events, AttributionRule(), DAY):
+        for session in rebuild_room(events, AttributionRule()):
             assert session.end_ms is not None, f"{session.participant_sid} is still open"
             for part in session.parts:
                 totals[(session.account, part.period)]["video"] += part.video
@@ -359,6 +366,9 @@ def test_given_default_accounts_then_tiers_are_mixed_and_ids_deterministic() -> 
     assert {a.tier for a in accounts} == {"personal", "team", "enterprise"}
     assert "acct-team-03" in {a.account_id for a in accounts}
     assert len({a.account_id for a in accounts}) == 12
+    upgrades = {a.account_id: (a.tier, a.upgrade_to) for a in accounts if a.upgrade_to}
+    assert upgrades == {"acct-personal-01": ("personal", "team"), "acct-team-02": ("team", "enterprise")}
+    assert [a.upgrade_to for a in default_accounts(3)] == ["team", None, None]
 
 
 def test_given_truth_then_as_json_is_plain_json_with_gb_in_hundredths(small: Run) -> None:
@@ -379,3 +389,127 @@ def test_given_progress_then_it_is_reported_every_few_hundred_events() -> None:
 def test_given_an_empty_window_then_it_is_refused() -> None:
     with pytest.raises(ValueError, match="after"):
         simulate(1, default_accounts(1), END, START, RecordingSink())
+
+
+# --- the truth, piece by piece ------------------------------------------------------------------------------------------
+
+
+def test_given_the_truth_then_its_pieces_sum_to_its_totals_and_the_crossing_part_starts_at_the_boundary(
+    small: Run,
+) -> None:
+    sums: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: dict.fromkeys(METERS, 0))
+    for piece in small.truth.usage:
+        sums[(piece.account_id, piece.period)][piece.meter] += piece.quantity
+        assert piece.period == datetime.fromtimestamp(piece.at_ms // 1000, tz=UTC).strftime("%Y-%m")
+    assert dict(sums) == small.truth.minutes
+    [crossing] = [c for c in small.truth.connections if c.joined_ms < DEC_1 * 1000 < c.left_s * 1000]
+    starts = {p.at_ms for p in small.truth.usage if p.account_id == crossing.account_id and p.meter == "video"}
+    assert {crossing.joined_ms, DEC_1 * 1000} <= starts
+
+
+# --- the money truth: bills worked out by hand ---------------------------------------------------------------------------
+
+NOV_1 = int(datetime(2026, 11, 1, tzinfo=UTC).timestamp())  # November 2026: 30 days = 2,592,000 s
+NOV_21 = int(datetime(2026, 11, 21, tzinfo=UTC).timestamp())  # 20 days in: 2/3 of the month gone
+OCT_1 = int(datetime(2026, 10, 1, tzinfo=UTC).timestamp())
+SHEET = price_sheet(datetime(2026, 11, 1, tzinfo=UTC))
+
+
+def at(day: int) -> int:
+    """Milliseconds at 12:00 UTC on November ``day``."""
+    return int(datetime(2026, 11, day, 12, tzinfo=UTC).timestamp()) * 1000
+
+
+def truth_of(*pieces: tuple[int, str, int], account: str = "acct") -> Truth:
+    truth = Truth()
+    for at_ms, meter, quantity in pieces:
+        truth.add(account, datetime.fromtimestamp(at_ms // 1000, tz=UTC).strftime("%Y-%m"), meter, quantity, at_ms)
+    return truth
+
+
+def test_given_an_upgrade_from_personal_to_team_then_the_bill_is_the_hand_worked_one() -> None:
+    truth = truth_of(
+        (at(3), "video", 4_000), (at(4), "audio", 7_000), (at(5), "messages", 70_000),
+        (at(10), "data_transfer_bytes", 12_345_678_901),  # 1,234.57 steps of 10^7 bytes -> 1,235 -> 12.35 GB
+        (NOV_21 * 1000, "video", 100),  # at the instant of the upgrade: the team segment
+        (at(25), "messages", 500_000),
+    )  # fmt: skip
+    bill = expected_bill(truth, "acct", "2026-11", [(OCT_1, "personal"), (NOV_21, "team")], SHEET)
+    # personal, 2/3 of the month: fee 0; allowances rounded up: video 3,333.33 -> 3,334, audio 6,666.67 -> 6,667,
+    #   messages 66,666.67 -> 66,667, data 6.6667 GB -> 6.67 GB
+    #   video 666 x 0.00072 = 0.47952 -> 0.48; audio 333 x 0.00036 = 0.11988 -> 0.12;
+    #   messages 3,333 x 0.00012 = 0.39996 -> 0.40; data 5.68 GB x 0.00012 = 0.0006816 -> 0.00
+    # team, 1/3: fee 29 / 3 = 9.666... -> 9.67; messages allowance 333,333.33 -> 333,334;
+    #   500,000 - 333,334 = 166,666 x 0.00012 = 19.99992 -> 20.00; video 100 of 16,667: 0.00
+    # LiveKit: 4,100 x 0.0006 + 7,000 x 0.0003 + 570,000 x 0.0001 + 12.35 x 0.0001 = 2.46 + 2.10 + 57.00 + 0.001235
+    assert bill == ExpectedBill(
+        tiers=("personal", "team"),
+        used={
+            "video": Decimal(4_100),
+            "audio": Decimal(7_000),
+            "messages": Decimal(570_000),
+            "data_transfer": Decimal("12.35"),
+        },
+        fee=Decimal("9.67"),
+        overage=Decimal("21.00"),
+        total=Decimal("30.67"),
+        livekit_cost=Decimal("61.56"),
+    )
+
+
+def test_given_an_upgrade_from_team_to_enterprise_then_fees_are_prorated_and_enterprise_has_no_overage() -> None:
+    truth = truth_of((at(2), "messages", 1_000_000), (at(25), "messages", 9_000_000))
+    bill = expected_bill(truth, "acct", "2026-11", [(OCT_1, "team"), (NOV_21, "enterprise")], SHEET)
+    # team 2/3: 29 x 2/3 = 19.333 -> 19.33; messages 1,000,000 vs 666,667: 333,333 x 0.00012 = 39.99996 -> 40.00
+    # enterprise 1/3: 99 / 3 = 33.00; unlimited
+    assert (bill.tiers, bill.fee, bill.overage, bill.total) == (
+        ("team", "enterprise"), Decimal("52.33"), Decimal("40.00"), Decimal("92.33"),
+    )  # fmt: skip
+
+
+def test_given_a_line_at_half_a_cent_then_it_rounds_up() -> None:
+    truth = truth_of((at(4), "audio", 10_125))
+    bill = expected_bill(truth, "acct", "2026-11", [(OCT_1, "personal")], SHEET)
+    assert bill.overage == Decimal("0.05")  # 125 x 0.00036 = 0.045 exactly: half-up (banker's would give 0.04)
+
+
+def test_given_data_in_two_segments_then_each_segment_rounds_its_own_bytes_up() -> None:
+    truth = truth_of((at(5), "data_transfer_bytes", 3_000_000), (at(25), "data_transfer_bytes", 3_000_000))
+    split = expected_bill(truth, "acct", "2026-11", [(OCT_1, "personal"), (NOV_21, "team")], SHEET)
+    whole = expected_bill(truth, "acct", "2026-11", [(OCT_1, "personal")], SHEET)
+    assert (split.used["data_transfer"], whole.used["data_transfer"]) == (Decimal("0.02"), Decimal("0.01"))
+
+
+def test_given_usage_of_other_accounts_and_periods_then_it_is_not_billed() -> None:
+    truth = truth_of((at(5), "messages", 200_000), account="other")
+    truth.add("acct", "2026-10", "messages", 200_000, OCT_1 * 1000)
+    bill = expected_bill(truth, "acct", "2026-11", [(OCT_1, "personal")], SHEET)
+    assert (bill.used["messages"], bill.total) == (Decimal(0), Decimal("0.00"))
+
+
+def test_given_tier_histories_then_segments_cut_the_period_where_the_tier_changes() -> None:
+    dec_1 = DEC_1
+    assert segments("2026-11", [(OCT_1, "team")]) == [(NOV_1, dec_1, "team")]
+    assert segments("2026-11", [(OCT_1, "personal"), (NOV_21, "team")]) == [
+        (NOV_1, NOV_21, "personal"), (NOV_21, dec_1, "team"),
+    ]  # fmt: skip
+    assert segments("2026-11", [(OCT_1, "personal"), (NOV_1, "team")]) == [(NOV_1, dec_1, "team")]  # at the start
+    assert segments("2026-11", [(OCT_1, "personal"), (dec_1, "team")]) == [(NOV_1, dec_1, "personal")]  # next month
+    assert segments("2026-11", [(OCT_1, "team"), (NOV_21, "team")]) == [(NOV_1, dec_1, "team")]  # no change
+    with pytest.raises(ValueError, match="no tier"):
+        segments("2026-11", [(NOV_21, "team")])
+
+
+def test_given_price_books_then_the_one_in_effect_for_the_period_is_read(tmp_path: Path) -> None:
+    book = {"version": "v1", "effective_from": "2026-01-01", "markup": "1.20",
+            "meters": {"video": {"base_price": "0.0006"}}, "tiers": [{"id": "team", "monthly_fee": "29",
+            "included": {"video": "50000"}}]}  # fmt: skip
+    (tmp_path / "a.json").write_text(json.dumps(book))
+    (tmp_path / "b.json").write_text(json.dumps(book | {"version": "v2", "effective_from": "2027-01-01"}))
+    assert price_sheet(datetime(2026, 12, 1, tzinfo=UTC), tmp_path).version == "v1"
+    assert price_sheet(datetime(2027, 1, 1, tzinfo=UTC), tmp_path).version == "v2"
+    with pytest.raises(ValueError, match="no price book"):
+        price_sheet(datetime(2025, 12, 1, tzinfo=UTC), tmp_path)
+    # the real book: published numbers, read as data
+    assert (SHEET.markup, SHEET.base["video"], SHEET.fees["team"]) == (Fraction("1.2"), Fraction("0.0006"), 29)
+    assert SHEET.included["enterprise"]["messages"] is None

@@ -1,0 +1,154 @@
+"""What an account's month to date should say in money, worked out from the simulator's truth with this module's own
+arithmetic - never with the product's rating, money or meters code - so the demo can check the product against it.
+
+It reads only the published numbers of the price book (``pricebooks/*.json``: base prices, markup, fees, allowances)
+and applies the billing policy (billing-policy.md) and docs/decisions.md D2/D3 as written there:
+
+- a period is cut into tier segments at each change of tier in the account's (effective) tier history; a change at or
+  before the period's start gives the tier the period starts with;
+- a segment's fee = monthly fee x segment seconds / period seconds, rounded half-up to the cent;
+- a segment's allowance = allowance x the same fraction, rounded **up** to the meter's step (1 minute, 1 message,
+  0.01 GB); unlimited stays unlimited (no overage at all);
+- usage belongs to the segment holding its instant (a connection's part: where the part starts; a report: its
+  timestamp); data transfer is summed in bytes per segment and billed as ceil(bytes / 10^7) hundredths of a GB;
+- a usage line = max(0, used - included) x (base x markup), rounded half-up to the cent; overage = the sum of the
+  lines, fee = the sum of the fee lines, bill so far = fee + overage;
+- LiveKit's cost = every unit used x base price, summed exactly, rounded half-up to the cent once.
+
+Everything is integer or :class:`fractions.Fraction` arithmetic; Decimals appear only in the result.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from fractions import Fraction
+from pathlib import Path
+
+from kilo_dev.simulator import Truth
+from kilo_dev.template import ROOT
+
+PRICEBOOKS = ROOT / "layers" / "common" / "kilo_billing" / "pricebooks"
+METERS = ("video", "audio", "messages", "data_transfer")  # the price book's meter names
+_METER_OF = {"video": "video", "audio": "audio", "messages": "messages", "data_transfer_bytes": "data_transfer"}
+_STEPS_PER_UNIT = {"video": 1, "audio": 1, "messages": 1, "data_transfer": 100}  # GB are counted in hundredths
+
+
+@dataclass(frozen=True)
+class PriceSheet:
+    """The published numbers of one price book."""
+
+    version: str
+    markup: Fraction
+    base: dict[str, Fraction]  # meter -> LiveKit's price per billing unit (minute, message, GB)
+    fees: dict[str, Fraction]  # tier -> monthly fee
+    included: dict[str, dict[str, Fraction | None]]  # tier -> meter -> allowance per period (None: unlimited)
+
+
+def price_sheet(period_start: datetime, directory: Path = PRICEBOOKS) -> PriceSheet:
+    """The book in effect for a period: the latest ``effective_from`` on or before the period's first day."""
+    books = [json.loads(path.read_text()) for path in sorted(directory.glob("*.json"))]
+    eligible = [book for book in books if date.fromisoformat(book["effective_from"]) <= period_start.date()]
+    if not eligible:
+        raise ValueError(f"no price book in effect on {period_start:%Y-%m-%d}")
+    book = max(eligible, key=lambda b: b["effective_from"])
+    return PriceSheet(
+        version=book["version"],
+        markup=Fraction(book["markup"]),
+        base={meter: Fraction(spec["base_price"]) for meter, spec in book["meters"].items()},
+        fees={tier["id"]: Fraction(tier["monthly_fee"]) for tier in book["tiers"]},
+        included={
+            tier["id"]: {m: None if q is None else Fraction(q) for m, q in tier["included"].items()}
+            for tier in book["tiers"]
+        },
+    )
+
+
+@dataclass(frozen=True)
+class ExpectedBill:
+    """An account's month to date as the policy says it should be."""
+
+    tiers: tuple[str, ...]  # the tier of each segment, in order
+    used: dict[str, Decimal]  # meter -> minutes / messages / GB (GB summed over segments, each rounded)
+    fee: Decimal
+    overage: Decimal
+    total: Decimal
+    livekit_cost: Decimal
+
+
+def _half_up_cents(amount: Fraction) -> int:
+    """Whole cents of a non-negative amount in dollars, half-up."""
+    if amount < 0:
+        raise ValueError(f"negative amount {amount}")
+    cents = amount * 100
+    return (2 * cents.numerator + cents.denominator) // (2 * cents.denominator)
+
+
+def _dollars(cents: int) -> Decimal:
+    return (Decimal(cents) / 100).quantize(Decimal("0.01"))
+
+
+def period_bounds(period: str) -> tuple[int, int]:
+    """(first second, first second of the next month) of ``"YYYY-MM"``, epoch seconds."""
+    year, month = (int(part) for part in period.split("-"))
+    start = datetime(year, month, 1, tzinfo=UTC)
+    end = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=UTC)
+    return int(start.timestamp()), int(end.timestamp())
+
+
+def segments(period: str, history: Sequence[tuple[int, str]]) -> list[tuple[int, int, str]]:
+    """``[(start s, end s, tier)]`` covering the period, from a tier history ``[(from epoch s, tier)]``."""
+    start, end = period_bounds(period)
+    ordered = sorted(history)
+    before = [tier for at, tier in ordered if at <= start]
+    if not before:
+        raise ValueError(f"no tier in effect at the start of {period}")
+    cuts: list[tuple[int, int, str]] = []
+    tier, cursor = before[-1], start
+    for at, new in ordered:
+        if start < at < end and new != tier:
+            cuts.append((cursor, at, tier))
+            tier, cursor = new, at
+    cuts.append((cursor, end, tier))
+    return cuts
+
+
+def expected_bill(
+    truth: Truth, account_id: str, period: str, history: Sequence[tuple[int, str]], sheet: PriceSheet
+) -> ExpectedBill:
+    start, end = period_bounds(period)
+    parts = segments(period, history)
+    fee_cents = overage_cents = 0
+    cost = Fraction(0)
+    used_steps = dict.fromkeys(METERS, 0)
+    for seg_start, seg_end, tier in parts:
+        fraction = Fraction(seg_end - seg_start, end - start)
+        fee_cents += _half_up_cents(sheet.fees[tier] * fraction)
+        quantities = dict.fromkeys(METERS, 0)
+        for piece in truth.usage:
+            inside = seg_start * 1000 <= piece.at_ms < seg_end * 1000
+            if piece.account_id == account_id and piece.period == period and inside:
+                quantities[_METER_OF[piece.meter]] += piece.quantity
+        for meter in METERS:
+            per_unit = _STEPS_PER_UNIT[meter]
+            used = -(-quantities[meter] // 10**7) if meter == "data_transfer" else quantities[meter]  # in steps
+            used_steps[meter] += used
+            cost += Fraction(used, per_unit) * sheet.base[meter]
+            allowance = sheet.included[tier][meter]
+            if allowance is None:
+                continue  # unlimited: no overage
+            included = math.ceil(allowance * per_unit * fraction)  # prorated, rounded up to the step
+            billable = max(0, used - included)
+            overage_cents += _half_up_cents(Fraction(billable, per_unit) * sheet.base[meter] * sheet.markup)
+    return ExpectedBill(
+        tiers=tuple(tier for _, _, tier in parts),
+        used={meter: Decimal(used_steps[meter]).scaleb(-2 if meter == "data_transfer" else 0) for meter in METERS},
+        fee=_dollars(fee_cents),
+        overage=_dollars(overage_cents),
+        total=_dollars(fee_cents + overage_cents),
+        livekit_cost=_dollars(_half_up_cents(cost)),
+    )
