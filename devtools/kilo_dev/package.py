@@ -1,0 +1,267 @@
+"""``./dev package``: build every Lambda artifact of ``template.yaml`` for python3.13 on arm64, without Docker.
+
+For each layer (``AWS::Serverless::LayerVersion``) and each function code folder (``CodeUri``; functions sharing a
+folder share one artifact) it installs the folder's ``requirements.txt`` with pip for the Lambda platform
+(``--platform manylinux2014_aarch64 --python-version 3.13 --only-binary=:all:``) into ``.build/<name>/``, copies the
+code, drops what the runtime or the layer already ships (boto3/botocore, the layer's own distributions), zips it
+deterministically and checks:
+- sizes against Lambda's limits: a zip uploaded directly <= 50 MB; function + its layers unzipped <= 250 MB;
+- every module the code imports (also inside functions: the lazy imports) is shipped: the standard library, the
+  artifact itself, its layers, or the runtime's boto3/botocore;
+- no test or development distribution is shipped (pytest, moto, hypothesis, mypy, ruff, cfn-lint ...).
+The template stays valid for ``sam build``/``sam deploy``; this is the same result without SAM's Docker images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import zipfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kilo_dev.template import ROOT, Template
+
+BUILD = ROOT / ".build"
+PLATFORM = ("--platform", "manylinux2014_aarch64", "--implementation", "cp", "--python-version", "3.13")
+ZIP_LIMIT = 50 * 1024 * 1024  # direct upload
+UNZIPPED_LIMIT = 250 * 1024 * 1024  # function + all its layers
+RUNTIME_PROVIDED = frozenset({"boto3", "botocore", "s3transfer", "jmespath", "dateutil", "six", "urllib3"})
+DEV_ONLY = frozenset(
+    {"pytest", "_pytest", "hypothesis", "moto", "mypy", "ruff", "cfnlint", "samtranslator", "time_machine", "xdist"}
+)
+DROPPED_DISTRIBUTIONS = ("boto3", "botocore", "s3transfer", "jmespath", "python_dateutil", "six", "urllib3")
+
+
+@dataclass
+class Artifact:
+    name: str  # logical id of the layer, or the code folder's name
+    source: Path  # the folder in the repository
+    kind: str  # "layer" or "function"
+    functions: list[str] = field(default_factory=list)  # logical ids using it
+    handlers: list[str] = field(default_factory=list)
+    layers: list[str] = field(default_factory=list)
+
+    @property
+    def root(self) -> Path:
+        return BUILD / self.name
+
+    @property
+    def site(self) -> Path:
+        """Where packages go: a layer's ``python/`` (Lambda puts it on ``/opt/python``), a function's root."""
+        return self.root / "python" if self.kind == "layer" else self.root
+
+
+def artifacts(template: Template) -> list[Artifact]:
+    layers = {
+        name: Artifact(name, ROOT / spec["Properties"]["ContentUri"], "layer")
+        for name, spec in template.of_type("AWS::Serverless::LayerVersion").items()
+    }
+    globals_layers = [ref.get("Ref") for ref in template.body.get("Globals", {}).get("Function", {}).get("Layers", [])]
+    by_folder: dict[str, Artifact] = {}
+    for name, spec in template.of_type("AWS::Serverless::Function").items():
+        properties = spec["Properties"]
+        folder = properties["CodeUri"].rstrip("/")
+        artifact = by_folder.setdefault(folder, Artifact(Path(folder).name, ROOT / folder, "function"))
+        artifact.functions.append(name)
+        artifact.handlers.append(properties["Handler"])
+        own = [ref.get("Ref") for ref in properties.get("Layers", []) if isinstance(ref, dict)]
+        artifact.layers = sorted({str(layer) for layer in [*globals_layers, *own] if layer in layers})
+    return [*layers.values(), *by_folder.values()]
+
+
+def _requirements(folder: Path) -> list[str]:
+    path = folder / "requirements.txt"
+    if not path.exists():
+        return []
+    lines = [line.split("#", 1)[0].strip() for line in path.read_text().splitlines()]
+    return [line for line in lines if line]
+
+
+def install(artifact: Artifact, pip: Sequence[str], constraints: Sequence[Path] = ()) -> None:
+    if artifact.root.exists():
+        shutil.rmtree(artifact.root)
+    artifact.site.mkdir(parents=True)
+    requirements = _requirements(artifact.source)
+    if requirements:
+        pins = [argument for path in constraints for argument in ("--constraint", str(path))]
+        command = [*pip, "install", "--quiet", "--disable-pip-version-check", "--no-compile", "--no-warn-conflicts",
+                   *PLATFORM, "--only-binary=:all:", "--target", str(artifact.site), *pins, *requirements]  # fmt: skip
+        result = subprocess.run(command, capture_output=True, text=True, check=False)  # noqa: S603 - our own pip
+        if result.returncode:
+            raise RuntimeError(f"pip could not build {artifact.name}:\n{result.stdout}{result.stderr}")
+    for package in sorted(artifact.source.iterdir()):
+        if package.is_dir() and (package / "__init__.py").exists():
+            shutil.copytree(package, artifact.site / package.name, ignore=shutil.ignore_patterns("__pycache__"))
+
+
+def _distributions(site: Path) -> dict[str, list[str]]:
+    """Installed distributions in ``site`` -> the top-level names they own (from their RECORD)."""
+    found: dict[str, list[str]] = {}
+    for info in site.glob("*.dist-info"):
+        name = info.name.split("-")[0].lower()
+        tops: set[str] = set()
+        record = info / "RECORD"
+        for line in record.read_text().splitlines() if record.exists() else []:
+            first = line.split(",", 1)[0].split("/", 1)[0]
+            if first and not first.endswith((".dist-info", ".data")) and first != "..":
+                tops.add(first)
+        found[name] = sorted(tops | {info.name})
+    return found
+
+
+def prune(artifact: Artifact, layer_distributions: Iterable[str]) -> list[str]:
+    """Remove what the runtime (boto3, botocore ...) or the artifact's layers already ship; returns the removed."""
+    removed = []
+    shipped_by_layers = set(layer_distributions)
+    for name, owned in _distributions(artifact.site).items():
+        if name in DROPPED_DISTRIBUTIONS or (artifact.kind == "function" and name in shipped_by_layers):
+            for entry in owned:
+                path = artifact.site / entry
+                if path.is_dir():
+                    shutil.rmtree(path)
+                elif path.exists():
+                    path.unlink()
+            removed.append(name)
+    for cache in artifact.root.rglob("__pycache__"):
+        shutil.rmtree(cache, ignore_errors=True)
+    return sorted(removed)
+
+
+def zip_artifact(artifact: Artifact) -> Path:
+    """A deterministic zip (sorted entries, fixed timestamps): the same code gives the same bytes and hash."""
+    target = BUILD / f"{artifact.name}.zip"
+    files = sorted(path for path in artifact.root.rglob("*") if path.is_file())
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
+        for path in files:
+            info = zipfile.ZipInfo(str(path.relative_to(artifact.root)), date_time=(1980, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            archive.writestr(info, path.read_bytes(), zipfile.ZIP_DEFLATED)
+    return target
+
+
+def unzipped_size(root: Path) -> int:
+    return sum(path.stat().st_size for path in root.rglob("*") if path.is_file())
+
+
+def imported_modules(package_dir: Path) -> set[str]:
+    """Top-level names of every absolute import in a package's modules (also inside functions)."""
+    names: set[str] = set()
+    for source in package_dir.rglob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text(), str(source))):
+            if isinstance(node, ast.Import):
+                names.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+    return names
+
+
+def top_level_names(site: Path) -> set[str]:
+    names = set()
+    for entry in site.iterdir():
+        if entry.name.endswith((".dist-info", ".data")) or entry.name == "bin":
+            continue
+        names.add(entry.name.split(".")[0] if entry.is_file() else entry.name)
+    return names
+
+
+def missing_imports(code_dirs: Iterable[Path], shipped: set[str]) -> dict[str, set[str]]:
+    """Per package: what it imports that neither the standard library, the runtime nor ``shipped`` provides."""
+    available = shipped | set(sys.stdlib_module_names) | RUNTIME_PROVIDED | {"__future__"}
+    return {
+        directory.name: missing
+        for directory in code_dirs
+        if (missing := imported_modules(directory) - available - {directory.name})
+    }
+
+
+@dataclass(frozen=True)
+class Report:
+    name: str
+    kind: str
+    functions: tuple[str, ...]
+    zipped: int
+    unzipped: int
+    with_layers: int
+    sha256: str
+    removed: tuple[str, ...]
+    problems: tuple[str, ...]
+
+
+def check(artifact: Artifact, reports: dict[str, Report], zipped: Path, removed: list[str]) -> Report:
+    problems: list[str] = []
+    unzipped = unzipped_size(artifact.root)
+    with_layers = unzipped + sum(reports[layer].unzipped for layer in artifact.layers if layer in reports)
+    if zipped.stat().st_size > ZIP_LIMIT:
+        problems.append(f"zip is {zipped.stat().st_size:,} bytes, over the 50 MB direct-upload limit")
+    if with_layers > UNZIPPED_LIMIT:
+        problems.append(f"{with_layers:,} bytes unzipped with its layers, over Lambda's 250 MB")
+    shipped = top_level_names(artifact.site)
+    for layer in artifact.layers:
+        shipped |= top_level_names(BUILD / layer / "python")
+    dev = sorted(shipped & DEV_ONLY)
+    if dev:
+        problems.append(f"ships development packages: {', '.join(dev)}")
+    code = [directory for directory in artifact.source.iterdir() if (directory / "__init__.py").exists()]
+    for package, missing in missing_imports(code, shipped).items():
+        problems.append(f"{package} imports what is not shipped: {', '.join(sorted(missing))}")
+    digest = hashlib.sha256(zipped.read_bytes()).hexdigest()[:16]
+    return Report(artifact.name, artifact.kind, tuple(artifact.functions), zipped.stat().st_size, unzipped,
+                  with_layers, digest, tuple(removed), tuple(problems))  # fmt: skip
+
+
+def build(template: Template, pip: Sequence[str]) -> list[Report]:
+    BUILD.mkdir(exist_ok=True)
+    reports: dict[str, Report] = {}
+    layer_distributions: dict[str, set[str]] = {}
+    for artifact in artifacts(template):  # layers first; functions get the layers' pins as constraints
+        install(
+            artifact,
+            pip,
+            [artifacts_source / "requirements.txt" for artifacts_source in _layer_sources(template, artifact)],
+        )
+        inherited = set().union(*(layer_distributions.get(layer, set()) for layer in artifact.layers))
+        removed = prune(artifact, inherited)
+        if artifact.kind == "layer":
+            layer_distributions[artifact.name] = set(_distributions(artifact.site))
+        reports[artifact.name] = check(artifact, reports, zip_artifact(artifact), removed)
+    return list(reports.values())
+
+
+def _layer_sources(template: Template, artifact: Artifact) -> list[Path]:
+    layers = template.of_type("AWS::Serverless::LayerVersion")
+    return [ROOT / layers[name]["Properties"]["ContentUri"] for name in artifact.layers]
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1024 / 1024:.1f} MB"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="./dev package", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--json", action="store_true", help="machine-readable report")
+    args = parser.parse_args(argv)
+    reports = build(Template(), [sys.executable, "-m", "pip"])
+    if args.json:
+        sys.stdout.write(json.dumps([report.__dict__ for report in reports], indent=2) + "\n")
+    else:
+        for report in reports:
+            used_by = f" ({', '.join(report.functions)})" if report.functions else ""
+            print(f"{report.kind:8} {report.name}{used_by}: zip {_mb(report.zipped)}, unzipped {_mb(report.unzipped)}"
+                  f", with layers {_mb(report.with_layers)}, sha256 {report.sha256}")  # fmt: skip
+            if report.removed:
+                print(f"         left to the runtime or the layer: {', '.join(report.removed)}")
+            for problem in report.problems:
+                print(f"         PROBLEM: {problem}")
+        print(f"artifacts in {BUILD.relative_to(ROOT)}/ (limits: zip {_mb(ZIP_LIMIT)}, unzipped {_mb(UNZIPPED_LIMIT)})")
+    return 1 if any(report.problems for report in reports) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

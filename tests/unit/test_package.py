@@ -1,0 +1,79 @@
+"""`./dev package`'s checks: what the template's artifacts are, what a package imports that is not shipped, limits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kilo_dev import package
+from kilo_dev.template import Template
+
+
+def test_given_the_template_then_one_artifact_per_layer_and_per_code_folder() -> None:
+    built = {artifact.name: artifact for artifact in package.artifacts(Template())}
+    assert built["CommonLayer"].kind == "layer"
+    assert next(iter(built)) == "CommonLayer"  # layers first: functions are pruned against them
+    assert sorted(built["webhook_ingest"].functions) == [
+        "LiveKitWebhookFunction",
+        "StripeWebhookFunction",
+        "UsageApiFunction",
+    ]
+    assert sorted(built["rate_usage"].functions) == ["RateUsageFunction", "SweeperFunction"]
+    assert all(built[name].layers == ["CommonLayer"] for name in ("webhook_ingest", "rate_usage", "alerts"))
+
+
+def _package(root: Path, name: str, source: str) -> Path:
+    directory = root / name
+    directory.mkdir(parents=True)
+    (directory / "__init__.py").write_text("")
+    (directory / "logic.py").write_text(source)
+    return directory
+
+
+def test_given_lazy_and_top_level_imports_then_only_unshipped_ones_are_reported(tmp_path: Path) -> None:
+    code = _package(
+        tmp_path,
+        "kilo_demo_fn",
+        "from __future__ import annotations\nimport json\nimport boto3\nfrom pydantic import BaseModel\n"
+        "from kilo_demo_fn import logic\nfrom . import sibling\n\n"
+        "def later():\n    import stripe\n    from pydantic_settings import BaseSettings\n",
+    )
+    assert package.missing_imports([code], shipped={"pydantic"}) == {"kilo_demo_fn": {"stripe", "pydantic_settings"}}
+    assert package.missing_imports([code], shipped={"pydantic", "stripe", "pydantic_settings"}) == {}
+
+
+def test_given_a_site_folder_then_top_level_names_skip_metadata(tmp_path: Path) -> None:
+    for name in ("stripe", "jwt", "stripe-16.1.0.dist-info", "bin"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "six.py").write_text("")
+    (tmp_path / "_cffi_backend.cpython-313-aarch64-linux-gnu.so").write_text("")
+    assert package.top_level_names(tmp_path) == {"stripe", "jwt", "six", "_cffi_backend"}
+
+
+def test_given_the_same_files_then_the_zip_is_byte_identical(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(package, "BUILD", tmp_path)
+    artifact = package.Artifact("fn", tmp_path / "src", "function")
+    (artifact.root / "pkg").mkdir(parents=True)
+    (artifact.root / "pkg" / "a.py").write_text("x = 1\n")
+    first = package.zip_artifact(artifact).read_bytes()
+    (artifact.root / "pkg" / "a.py").touch()  # a new mtime must not change the archive
+    assert package.zip_artifact(artifact).read_bytes() == first
+
+
+def test_given_an_oversized_artifact_then_the_limits_are_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(package, "BUILD", tmp_path)
+    monkeypatch.setattr(package, "UNZIPPED_LIMIT", 1000)
+    source = tmp_path / "src"
+    _package(source, "kilo_fn", "import pytest\n")
+    artifact = package.Artifact("fn", source, "function")
+    artifact.site.mkdir(parents=True)
+    (artifact.site / "pytest").mkdir()
+    (artifact.site / "big.bin").write_bytes(b"x" * 2000)
+    report = package.check(artifact, {}, package.zip_artifact(artifact), [])
+    assert report.problems == (
+        "2,000 bytes unzipped with its layers, over Lambda's 250 MB",
+        "ships development packages: pytest",
+    )
