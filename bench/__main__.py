@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import argparse
 
-from bench import ingest, rating
+from bench import ingest, rating, rooms
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="./dev bench")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke run)")
-    parser.add_argument("--only", choices=["ingest", "rating"], help="run one benchmark")
+    parser.add_argument("--only", choices=["ingest", "rating", "rooms"], help="run one benchmark")
     args = parser.parse_args()
     if args.only in (None, "ingest"):
         ingest.run(quick=args.quick)
     if args.only in (None, "rating"):
         print(rating.run(quick=args.quick))
+    if args.only in (None, "rooms"):
+        rooms.run(quick=args.quick)
     return 0
 
 
