@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 
-from bench import ingest, localstack_memory, rating
+from bench import ingest, localstack_memory, rating, rooms
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="./dev bench")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke run)")
-    parser.add_argument("--only", choices=["ingest", "rating", "localstack-memory"], help="run one benchmark")
+    parser.add_argument("--only", choices=["ingest", "rating", "rooms", "localstack-memory"], help="run one benchmark")
     args = parser.parse_args()
     if args.only in (None, "ingest"):
         ingest.run(quick=args.quick)
@@ -19,6 +19,8 @@ def main() -> int:
         print(rating.run(quick=args.quick))
     if args.only in (None, "localstack-memory"):
         print(json.dumps(localstack_memory.run(quick=args.quick), indent=2))
+    if args.only in (None, "rooms"):
+        rooms.run(quick=args.quick)
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from kilo_billing.accounts import AccountExistsError, AccountProfile, UnknownAccountError
@@ -27,6 +28,7 @@ from kilo_rate_usage.ports import (
     Transaction,
     UsageRepository,
 )
+from kilo_rate_usage.rooms import RoomState
 from kilo_webhook_ingest.model import UnstorableEventError, UsageClient
 from kilo_webhook_ingest.ports import PutResult, StorageUnavailableError
 
@@ -94,6 +96,7 @@ class InMemoryUsageRepository:
         self.usage_known: set[tuple[str, str]] = set()  # usage events ingest stored
         self.usage_rated: set[tuple[str, str]] = set()
         self.sessions: dict[SessionKey, StoredSession] = {}
+        self.states: dict[str, RoomState] = {}  # room sid -> the room's rating state as last stored
         self.counters: dict[AggregateKey, dict[tuple[int, str], int]] = {}
         self.late: dict[AggregateKey, dict[str, int]] = {}
         self.invoiced: set[AggregateKey] = set()
@@ -117,6 +120,17 @@ class InMemoryUsageRepository:
 
     def stored_sessions(self, room_sid: str) -> dict[str, StoredSession]:
         return {sid: stored for (room, sid), stored in self.sessions.items() if room == room_sid}
+
+    def sessions_of(self, room_sid: str, participant_sids: Iterable[str]) -> dict[str, StoredSession]:
+        return {
+            sid: self.sessions[(room_sid, sid)] for sid in set(participant_sids) if (room_sid, sid) in self.sessions
+        }
+
+    def room_state(self, room_sid: str) -> RoomState | None:
+        return self.states.get(room_sid)
+
+    def room_states(self, room_sids: Iterable[str]) -> dict[str, RoomState]:
+        return {sid: self.states[sid] for sid in set(room_sids) if sid in self.states}
 
     def profiles(self, accounts: Iterable[str]) -> dict[str, AccountProfile]:
         wanted = set(accounts)
@@ -160,8 +174,14 @@ class InMemoryUsageRepository:
         for mark in transaction.usage:
             if mark.record.key not in self.usage_known or mark.record.key in self.usage_rated:
                 raise ConflictError("usage event missing or already rated")
+        for state in transaction.states:
+            stored_state = self.states.get(state.new.room_sid)
+            if (stored_state.version if stored_state is not None else 0) != state.old_version:
+                raise ConflictError("room state version")
         for change in transaction.sessions:
             self.sessions[change.new.session.key] = change.new
+        for state in transaction.states:  # stored as DynamoDB would: the next version
+            self.states[state.new.room_sid] = replace(state.new, version=state.old_version + 1)
         for mark in transaction.usage:
             self.usage_rated.add(mark.record.key)
         for key, counters in transaction.adds.items():

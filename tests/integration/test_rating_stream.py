@@ -216,8 +216,8 @@ def test_given_a_batch_then_writes_stay_within_the_stated_formula(stack: Stack, 
     from kilo_rate_usage.handler import lambda_handler  # noqa: PLC0415
 
     lambda_handler({"Records": records}, lambda_context)
-    # 2 sessions changed + 0 usage events + 1 aggregate (one transaction) + 0 thresholds = 3 items written
-    assert sum(items_written) == 3
+    # 2 sessions changed + 0 usage events + 1 aggregate (one transaction) + 1 room state + 0 thresholds = 4 items
+    assert sum(items_written) == 4
     assert counter.count("TransactWriteItems") == 1
     assert counter.count("PutItem") == 0
 
@@ -416,8 +416,9 @@ def test_given_a_batch_on_the_on_failure_queue_when_replayed_then_month_to_date_
         8,
         1,
     )
-    # would write, in one transaction: alice's and bob's sessions, the usage mark, the account's aggregate = 4 items
-    assert (message["sessions_changed"], message["usage_rated"], message["writes"]) == (2, 1, 4)
+    # would write, in one transaction: alice's and bob's sessions, the usage mark, the account's aggregate and the
+    # room's state = 5 items
+    assert (message["sessions_changed"], message["usage_rated"], message["writes"]) == (2, 1, 5)
     assert (message["applied"], message["message_deleted"]) == (False, False)
     assert aggregate(stack) == {}  # a dry run writes nothing
 

@@ -213,12 +213,14 @@ def _snapshot(repo: InMemoryUsageRepository) -> dict[str, Any]:
         "usage": set(repo.usage_rated),
         "counters": {key: dict(counters) for key, counters in repo.counters.items()},
         "thresholds": {key: set(markers) for key, markers in repo.thresholds.items()},
+        "states": {room: state.version for room, state in repo.states.items()},
     }
 
 
 def _changed_items(before: dict[str, Any], after: dict[str, Any]) -> int:
     """What the store says was written: each session whose version changed, each usage event newly marked, each
-    aggregate whose counters changed, each aggregate whose threshold markers grew (one item each)."""
+    aggregate whose counters changed, each aggregate whose threshold markers grew, each room state rewritten (one item
+    each)."""
     sessions = sum(1 for key, version in after["sessions"].items() if before["sessions"].get(key) != version)
     usage = len(after["usage"] - before["usage"])
     aggregates = sum(
@@ -227,7 +229,8 @@ def _changed_items(before: dict[str, Any], after: dict[str, Any]) -> int:
         if {c: q for c, q in counters.items() if q} != {c: q for c, q in before["counters"].get(key, {}).items() if q}
     )
     thresholds = sum(1 for key, markers in after["thresholds"].items() if markers != before["thresholds"].get(key))
-    return sessions + usage + aggregates + thresholds
+    states = sum(1 for room, version in after["states"].items() if before["states"].get(room) != version)
+    return sessions + usage + aggregates + thresholds + states
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

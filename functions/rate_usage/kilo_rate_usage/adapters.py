@@ -25,7 +25,15 @@ from kilo_billing.events import (
 from kilo_billing.items import Item, lambda_shape, to_item
 from kilo_rate_usage import items
 from kilo_rate_usage.model import Aggregate, AggregateKey, RoomAnswers, SessionKey, StoredSession
-from kilo_rate_usage.ports import CommitUnit, ConflictError, RejectedWriteError, SessionChange, UsageChange
+from kilo_rate_usage.ports import (
+    CommitUnit,
+    ConflictError,
+    RejectedWriteError,
+    SessionChange,
+    StateChange,
+    UsageChange,
+)
+from kilo_rate_usage.rooms import RoomState
 
 MAX_BATCH_GET = 100
 
@@ -96,6 +104,20 @@ class DynamoUsageRepository:
         sessions = [items.session_from_item(item) for item in found]
         return {stored.session.participant_sid: stored for stored in sessions}
 
+    def sessions_of(self, room_sid: str, participant_sids: Iterable[str]) -> dict[str, StoredSession]:
+        keys = [items.session_key((room_sid, sid)) for sid in sorted(set(participant_sids))]
+        sessions = [items.session_from_item(item) for item in self._batch_get(self._usage, keys)]
+        return {stored.session.participant_sid: stored for stored in sessions}
+
+    def room_state(self, room_sid: str) -> RoomState | None:
+        found = call(self._client.get_item, TableName=self._usage, Key=items.state_key(room_sid), ConsistentRead=True)
+        return items.state_from_item(found["Item"]) if "Item" in found else None
+
+    def room_states(self, room_sids: Iterable[str]) -> dict[str, RoomState]:
+        keys = [items.state_key(sid) for sid in sorted(set(room_sids))]
+        states = [items.state_from_item(item) for item in self._batch_get(self._usage, keys)]
+        return {state.room_sid: state for state in states}
+
     def profiles(self, accounts: Iterable[str]) -> dict[str, AccountProfile]:
         wanted = sorted(set(accounts))
         registered = self._accounts.registered(wanted)
@@ -146,6 +168,7 @@ class DynamoUsageRepository:
                 {"Update": {"TableName": self._usage, **items.aggregate_add(key, counters, key in unit.late)}}
                 for key, counters in transaction.adds.items()
             ]
+            writes += [self._state_put(change) for change in transaction.states]
             _write(self._client.transact_write_items, TransactItems=writes)
             written += len(writes)
         return written
@@ -157,6 +180,20 @@ class DynamoUsageRepository:
             put["ExpressionAttributeNames"] = {"#k": KEY}
         else:
             put["ConditionExpression"] = "version = :v"
+            put["ExpressionAttributeValues"] = to_item({":v": change.old_version})
+        return {"Put": put}
+
+    def _state_put(self, change: StateChange) -> dict[str, Any]:
+        try:
+            item = items.state_to_item(change.new, change.old_version + 1)
+        except items.StateTooLargeError:
+            item = {**items.state_key(change.new.room_sid), "version": {"N": str(change.old_version + 1)}}
+            # no state (the room is rebuilt per batch), but the version still moves: concurrent batches conflict
+        put: dict[str, Any] = {"TableName": self._usage, "Item": item, "ExpressionAttributeNames": {"#k": KEY}}
+        if change.old_version == 0:
+            put["ConditionExpression"] = "attribute_not_exists(#k)"
+        else:
+            put["ConditionExpression"] = "attribute_exists(#k) AND version = :v"
             put["ExpressionAttributeValues"] = to_item({":v": change.old_version})
         return {"Put": put}
 

@@ -4,7 +4,7 @@ counters under the account's tier segments, thresholds reached, and open session
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from fractions import Fraction
 
@@ -93,14 +93,21 @@ def crossings(rated: RatedPeriod, profile: AccountProfile, already: set[str]) ->
     return found
 
 
+VideoSoFar = Callable[[Session, int, int], Fraction | None]  # session, window start, end (ms) -> video seconds
+
+
 def open_session_extra(
-    sessions: Sequence[StoredSession], profile: AccountProfile, now_ms: int, period: str
+    sessions: Sequence[StoredSession],
+    profile: AccountProfile,
+    now_ms: int,
+    period: str,
+    video_in: VideoSoFar | None = None,
 ) -> dict[tuple[int, str], int]:
     """Minutes open sessions would bill in ``period`` if they ended now (month-to-date views and budget checks).
 
-    The connection is clipped to the period. Video seconds are known up to the room's last event; their share inside
-    the period is estimated in proportion to the time elapsed in it (an estimate for dashboards only: invoices are
-    rated from closed sessions).
+    The connection is clipped to the period. ``video_in`` answers a session's video seconds inside that window exactly
+    (from its room's state, ``queries``); without it (or when it has no answer) the video seconds stored on the session
+    are shared out in proportion to the time elapsed in the period (an estimate).
     """
     bounds = Period.parse(period)
     period_start_ms = int(bounds.start.timestamp() * 1000)
@@ -116,7 +123,10 @@ def open_session_extra(
             continue
         connected = Fraction(end_ms - start_ms, 1000)
         video = Fraction(0)
-        if session.billing is Billing.ROOM_RULE:
+        exact = video_in(session, start_ms, end_ms) if video_in is not None else None
+        if session.billing is Billing.ROOM_RULE and exact is not None:
+            video = min(exact, connected)
+        elif session.billing is Billing.ROOM_RULE:
             as_of = min(max(session.as_of_ms, session.start_ms), now_ms)
             known = Fraction(max(0, as_of - session.start_ms), 1000)
             inside = Fraction(max(0, min(as_of, end_ms) - start_ms), 1000)

@@ -3,6 +3,9 @@
 Usage table layout (single table):
 - session      ``ROOM#<room sid>`` / ``SESSION#<participant sid>`` - the session as last rated, its contributions and
   a version; while open it carries ``open_account``/``open_since`` (sparse GSI ``open_sessions``);
+- room state   ``ROOM#<room sid>`` / ``STATE`` - what rating needs to fold the room's next events without re-reading
+  them (``rooms.RoomState``): JSON compressed with zlib in ``state_zlib``, and a ``version`` counter (conditional
+  writes, in the same transaction as the sessions it describes);
 - confirmation ``ROOM#<room sid>`` / ``CONFIRMED#<participant sid>`` - when RoomService last listed a quiet open
   session's participant (the sweeper's, D17);
 - aggregate    ``ACCOUNT#<account>`` / ``PERIOD#<YYYY-MM>`` - counters ``c#<segment start>#<meter>`` (ADDed), late
@@ -13,6 +16,8 @@ A usage event is marked rated on its own events-table item (``rated_at``) in the
 
 from __future__ import annotations
 
+import json
+import zlib
 from collections.abc import Mapping
 from fractions import Fraction
 from typing import Any, Final
@@ -31,6 +36,7 @@ from kilo_rate_usage.model import (
     StoredSession,
     canonical_contributions,
 )
+from kilo_rate_usage.rooms import RoomState, state_from_json, state_to_json
 
 OPEN_INDEX: Final = "open_sessions"
 OPEN_ACCOUNT: Final = "open_account"
@@ -41,6 +47,11 @@ SESSION_PREFIX: Final = "SESSION#"
 CONFIRMED_PREFIX: Final = "CONFIRMED#"
 COUNTER_PREFIX: Final = "c#"
 LATE_PREFIX: Final = "late#"
+
+
+STATE_SORT_KEY: Final = "STATE"
+STATE_BLOB: Final = "state_zlib"
+MAX_STATE_BYTES: Final = 300_000  # a larger state is not stored: the room is rebuilt per batch, as before states
 
 
 def room_key(room_sid: str) -> str:
@@ -174,3 +185,30 @@ def confirmation_from_item(item: Mapping[str, Any]) -> tuple[SessionKey, int]:
     values = from_item(item)
     key = (str(values[KEY]).removeprefix("ROOM#"), str(values[SORT_KEY]).removeprefix(CONFIRMED_PREFIX))
     return key, int(values["confirmed_at_ms"])
+
+
+def state_key(room_sid: str) -> Item:
+    return key_item(room_key(room_sid), STATE_SORT_KEY)
+
+
+def state_to_item(state: RoomState, version: int) -> Item:
+    """The state item; ``StateTooLargeError`` when even compressed it would come near DynamoDB's item limit."""
+    text = json.dumps(state_to_json(state), separators=(",", ":"), sort_keys=True).encode()
+    packed = zlib.compress(text, 1)
+    if len(packed) > MAX_STATE_BYTES:
+        raise StateTooLargeError(len(packed))
+    return to_item({KEY: room_key(state.room_sid), SORT_KEY: STATE_SORT_KEY, STATE_BLOB: packed, "version": version})
+
+
+def state_from_item(item: Mapping[str, Any]) -> RoomState:
+    values = from_item(item)
+    room_sid = str(values[KEY]).removeprefix("ROOM#")
+    if values.get(STATE_BLOB) is None:  # too large to keep: the version alone
+        return RoomState.unusable(room_sid, int(values["version"]))
+    data = json.loads(zlib.decompress(bytes(values[STATE_BLOB])))
+    return state_from_json(room_sid, data, int(values["version"]))
+
+
+class StateTooLargeError(ValueError):
+    def __init__(self, size: int) -> None:
+        super().__init__(f"room state of {size} compressed bytes is over {MAX_STATE_BYTES}")

@@ -1,14 +1,16 @@
-"""Rate one stream batch: rebuild the rooms it touched, apply the differences, announce thresholds.
+"""Rate one stream batch: bring the rooms it touched up to date, apply the differences, announce thresholds.
 
 Exactly once under redelivery, duplicates and crashes:
-- sessions are rebuilt from *all* stored events of their room (a strongly consistent query), so a repeated or reordered
-  event changes nothing; a session is written only when its content changed, conditioned on the version read;
+- a room's events are folded into its stored state (``rooms``) when they arrive in order - the sessions are then
+  exactly those a rebuild would give; otherwise the room's sessions are rebuilt from *all* of its stored events (a
+  strongly consistent query), so a repeated or reordered event changes nothing; a session is written only when its
+  content changed, conditioned on the version read, and the room's state with it, conditioned on its version;
 - the aggregate delta of a session is (new contributions - stored contributions), written in the same transaction as
   the session, so a crash either wrote both or neither;
 - a usage event is marked ``rated_at`` in the same transaction that adds it, conditioned on not being marked yet;
 - a batch's effect is combined per (account, period) before writing: one ADD per aggregate per transaction.
 Writes per batch = sessions changed + usage events rated + aggregates touched (per transaction chunk of <= 100 items)
-+ one threshold write per aggregate with new crossings.
++ room states changed + one threshold write per aggregate with new crossings.
 
 Decoding the stream's records is the handler's edge (``stream.py``); this module never sees an event shape.
 """
@@ -41,9 +43,11 @@ from kilo_rate_usage.ports import (
     ConflictError,
     RejectedWriteError,
     SessionChange,
+    StateChange,
     UsageChange,
     UsageRepository,
 )
+from kilo_rate_usage.rooms import advance, from_events
 from kilo_rate_usage.sessions import rebuild_room
 
 
@@ -102,18 +106,18 @@ def _rate(
     by_room = _by_room(livekit)
     rebuilt: list[tuple[list[Session], dict[str, StoredSession]]] = []
     accounts: set[str] = set()
+    unit = CommitUnit()
     for room_sid, batch_events in by_room.items():
-        events = _merge(repo.room_events(room_sid), batch_events)
-        sessions = rebuild_room(events, config.attribution)
-        stored = repo.stored_sessions(room_sid)
+        sessions, stored, state = _room(room_sid, batch_events, repo, config)
         rebuilt.append((sessions, stored))
+        if state is not None:
+            unit.states.append(state)
         accounts.update(session.account for session in sessions)
         accounts.update(key[0] for previous in stored.values() for key in previous.contributions)
     fresh_usage = repo.unrated_usage(usage)
     accounts.update(record.account_id for record in usage)
     profiles = repo.profiles(accounts)
 
-    unit = CommitUnit()
     for sessions, stored in rebuilt:
         for session in sessions:
             contributions = session_contributions(session, profiles[session.account])
@@ -135,7 +139,7 @@ def _rate(
     touched = sorted({(account, period) for account, period, _, _ in deltas})
     before = repo.aggregates(touched)
     unit.late = {key for key, aggregate in before.items() if aggregate.invoiced}
-    writes = repo.commit(unit, now_ms) if unit.sessions or unit.usage else 0
+    writes = repo.commit(unit, now_ms) if not unit.empty else 0
 
     # Thresholds are level-triggered on everything this batch concerns - also when a retry finds nothing left to
     # write (an announcement lost after the commit is made up), and read after the commit, so concurrent batches on
@@ -163,6 +167,28 @@ def _rate(
         writes=writes,
         unattributed_minutes=unattributed,
     )
+
+
+def _room(
+    room_sid: str, batch: Sequence[LiveKitEventRecord], repo: UsageRepository, config: RatingConfig
+) -> tuple[list[Session], dict[str, StoredSession], StateChange | None]:
+    """The room's sessions that may have changed, their stored versions, and the room's new state (None: unchanged).
+
+    In order (the common case): the batch is folded into the stored state - one read - and only the participants it
+    concerns are read and recomputed. Otherwise (no state yet, an event older than the state's horizon, one naming a
+    participant the state has retired, anything else ``rooms.advance`` cannot fold exactly): rebuilt from every stored
+    event of the room, and a fresh state is written."""
+    state = repo.room_state(room_sid)
+    step = advance(state, batch) if state is not None else None
+    if state is not None and step is not None:
+        stored = repo.sessions_of(room_sid, step.affected | step.unknown)
+        if not step.unknown & stored.keys():  # else a retired participant is named again: rebuild
+            change = StateChange(step.state, state.version) if step.changed else None
+            return step.sessions(config.attribution), stored, change
+    events = _merge(repo.room_events(room_sid), batch)
+    fresh = from_events(room_sid, events)
+    change = None if state is not None and fresh == state else StateChange(fresh, state.version if state else 0)
+    return rebuild_room(events, config.attribution), repo.stored_sessions(room_sid), change
 
 
 def _merge(stored: Iterable[LiveKitEventRecord], batch: Iterable[LiveKitEventRecord]) -> list[LiveKitEventRecord]:

@@ -19,6 +19,7 @@ from kilo_rate_usage.model import (
     SessionKey,
     StoredSession,
 )
+from kilo_rate_usage.rooms import RoomState
 
 MAX_TRANSACT_ITEMS = 100  # DynamoDB's limit of items per TransactWriteItems
 
@@ -40,6 +41,14 @@ class SessionChange:
 
 
 @dataclass(frozen=True, slots=True)
+class StateChange:
+    """A room's new state, conditioned on the version read (0: there was none)."""
+
+    new: RoomState
+    old_version: int
+
+
+@dataclass(frozen=True, slots=True)
 class UsageChange:
     record: UsageEventRecord
     key: ContributionKey
@@ -52,21 +61,28 @@ class Transaction:
     sessions: tuple[SessionChange, ...]
     usage: tuple[UsageChange, ...]
     adds: dict[AggregateKey, dict[tuple[int, str], int]]  # per aggregate: (segment start, meter) -> quantity
+    states: tuple[StateChange, ...] = ()
 
     @property
     def items(self) -> int:
-        return len(self.sessions) + len(self.usage) + len(self.adds)
+        return len(self.sessions) + len(self.usage) + len(self.adds) + len(self.states)
 
 
 @dataclass
 class CommitUnit:
     """Everything a batch writes. Split into transactions of at most ``MAX_TRANSACT_ITEMS`` items, each carrying the
     aggregate deltas of its own sessions and usage, so a crash between two transactions leaves the aggregates equal to
-    the sum of what the stored sessions and marks say - and the retry writes exactly the rest."""
+    the sum of what the stored sessions and marks say - and the retry writes exactly the rest. Room states come last:
+    a room's state is written only after all of its sessions, so a stored state always describes stored sessions."""
 
     sessions: list[SessionChange] = field(default_factory=list)
     usage: list[UsageChange] = field(default_factory=list)
     late: set[AggregateKey] = field(default_factory=set)  # (account, period) already invoiced
+    states: list[StateChange] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.sessions or self.usage or self.states)
 
     def deltas(self) -> dict[ContributionKey, int]:
         total: dict[ContributionKey, int] = {}
@@ -82,14 +98,15 @@ class CommitUnit:
         sessions: list[SessionChange] = []
         usage: list[UsageChange] = []
         adds: dict[AggregateKey, dict[tuple[int, str], int]] = {}
+        states: list[StateChange] = []
 
         def flush() -> None:
-            nonlocal sessions, usage, adds
+            nonlocal sessions, usage, adds, states
             kept = {key: {c: q for c, q in counters.items() if q} for key, counters in adds.items()}
             kept = {key: counters for key, counters in kept.items() if counters}
-            if sessions or usage:
-                done.append(Transaction(tuple(sessions), tuple(usage), kept))
-            sessions, usage, adds = [], [], {}
+            if sessions or usage or states:
+                done.append(Transaction(tuple(sessions), tuple(usage), kept, tuple(states)))
+            sessions, usage, adds, states = [], [], {}, []
 
         def add(grouped: Mapping[AggregateKey, Mapping[tuple[int, str], int]]) -> None:
             for key, counters in grouped.items():
@@ -109,6 +126,10 @@ class CommitUnit:
                 flush()
             usage.append(mark)
             add({(account, period): {(segment, meter): mark.record.quantity}})
+        for state in self.states:
+            if len(sessions) + len(usage) + len(adds) + len(states) + 1 > max_items:
+                flush()
+            states.append(state)
         flush()
         return done
 
@@ -122,6 +143,18 @@ class UsageRepository(Protocol):
 
     def stored_sessions(self, room_sid: str) -> dict[str, StoredSession]:
         """The room's sessions as last stored, by participant sid (strongly consistent)."""
+        ...
+
+    def sessions_of(self, room_sid: str, participant_sids: Iterable[str]) -> dict[str, StoredSession]:
+        """The stored sessions of these participants of the room (those that exist), strongly consistent."""
+        ...
+
+    def room_state(self, room_sid: str) -> RoomState | None:
+        """The room's state as last stored (strongly consistent), None when there is none."""
+        ...
+
+    def room_states(self, room_sids: Iterable[str]) -> dict[str, RoomState]:
+        """The stored states of these rooms (those that exist)."""
         ...
 
     def profiles(self, accounts: Iterable[str]) -> dict[str, AccountProfile]:
@@ -138,7 +171,7 @@ class UsageRepository(Protocol):
 
     def commit(self, unit: CommitUnit, now_ms: int) -> int:
         """Write ``unit.transactions()`` in order, each all or nothing; returns the number of items written.
-        ``ConflictError`` when a condition fails (a stale session version, a usage event already marked),
+        ``ConflictError`` when a condition fails (a stale session or room-state version, a usage event already marked),
         ``RejectedWriteError`` when DynamoDB refuses a write for good. Earlier transactions stay written."""
         ...
 
@@ -167,6 +200,10 @@ class SweeperStore(Protocol):
     """What the sweeper reads and writes: open sessions, confirmations of quiet ones, synthetic close events."""
 
     def open_sessions(self, account: str | None = None) -> list[StoredSession]: ...
+
+    def room_states(self, room_sids: Iterable[str]) -> dict[str, RoomState]:
+        """The stored states of these rooms (their last event: evidence that LiveKit still had the room)."""
+        ...
 
     def confirmations(self, keys: Iterable[SessionKey]) -> dict[SessionKey, int]:
         """When LiveKit last listed each session's participant (epoch ms), for those ever recorded."""

@@ -34,6 +34,7 @@ from kilo_rate_usage.ports import (
     StreamArchive,
     UsageRepository,
 )
+from kilo_rate_usage.rooms import RoomState
 from kilo_rate_usage.stream import decode_records
 
 STREAM_RETENTION_MS = 24 * 3_600_000
@@ -144,6 +145,15 @@ class DryRunRepository:
 
     def stored_sessions(self, room_sid: str) -> dict[str, StoredSession]:
         return self._repo.stored_sessions(room_sid)
+
+    def sessions_of(self, room_sid: str, participant_sids: Iterable[str]) -> dict[str, StoredSession]:
+        return self._repo.sessions_of(room_sid, participant_sids)
+
+    def room_state(self, room_sid: str) -> RoomState | None:
+        return self._repo.room_state(room_sid)
+
+    def room_states(self, room_sids: Iterable[str]) -> dict[str, RoomState]:
+        return self._repo.room_states(room_sids)
 
     def profiles(self, accounts: Iterable[str]) -> dict[str, AccountProfile]:
         return self._repo.profiles(accounts)

@@ -18,14 +18,14 @@ Rules (shared/reference/livekit.md, billing-policy.md; decisions in docs/decisio
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from fractions import Fraction
 
 from kilo_billing.accounts import UNATTRIBUTED, is_account_id
 from kilo_billing.events import LiveKitEventRecord
-from kilo_billing.meters import Coverage, Interval, split_connection
+from kilo_billing.meters import Coverage, split_connection
 from kilo_rate_usage.model import (
     CAPPED,
     SWEPT,
@@ -57,65 +57,45 @@ def _json_value(text: str, key: str) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-@dataclass
-class _Participant:
+@dataclass(slots=True)
+class TrackFold:
+    """One track's registers: first publish, last unpublish (seconds), whether any event called it video."""
+
+    published: int | None = None
+    unpublished: int | None = None
+    video: bool = False
+
+
+@dataclass(slots=True)
+class ParticipantFold:
     sid: str
     identity: str = ""
     kind: str = ""
     metadata: str = ""
-    attributes: dict[str, str] = field(default_factory=dict)
+    attributes: dict[str, str] = field(default_factory=dict)  # replaced whole, never mutated (folds share it)
     joined_ms: int | None = None
     left_s: int | None = None
     aborted: bool = False
     sweep: tuple[int, ClosedBy] | None = None
+    tracks: dict[str, TrackFold] = field(default_factory=dict)  # the tracks this participant published, by sid
+
+    def copy(self) -> ParticipantFold:
+        return ParticipantFold(
+            self.sid, self.identity, self.kind, self.metadata, self.attributes, self.joined_ms, self.left_s,
+            self.aborted, self.sweep, {sid: replace(track) for sid, track in self.tracks.items()},
+        )  # fmt: skip
+
+    @property
+    def connection_end_s(self) -> int | None:
+        """When its connection ended as far as its tracks are concerned: left, else the sweeper's close."""
+        return self.left_s if self.left_s is not None else (self.sweep[0] if self.sweep is not None else None)
 
 
 def _ms_to_dt(ms: int) -> datetime:
     return datetime.fromtimestamp(ms // 1000, tz=UTC).replace(microsecond=(ms % 1000) * 1000)
 
 
-def video_intervals(
-    events: Sequence[LiveKitEventRecord], room_end_s: int | None, publisher_end_s: Mapping[str, int] | None = None
-) -> tuple[list[Interval], bool]:
-    """Spans with at least one video track published; and whether one is still published at the end of the data.
-
-    A track ends at its ``track_unpublished``, else when its publisher's connection ended (a lost unpublish must not
-    bill everyone who stays as video), else at ``room_finished``.
-    """
-    published: dict[str, int] = {}
-    unpublished: dict[str, int] = {}
-    video_tracks: set[str] = set()
-    publisher: dict[str, str] = {}
-    for event in events:
-        if not event.track_sid:
-            continue
-        if event.participant_sid:
-            publisher[event.track_sid] = event.participant_sid
-        if event.track_type == "VIDEO":
-            video_tracks.add(event.track_sid)
-        if event.event_type == "track_published":
-            published[event.track_sid] = min(event.created_at, published.get(event.track_sid, event.created_at))
-        elif event.event_type == "track_unpublished":
-            unpublished[event.track_sid] = max(event.created_at, unpublished.get(event.track_sid, event.created_at))
-    intervals: list[Interval] = []
-    active = False
-    far_future = datetime(9999, 1, 1, tzinfo=UTC)
-    for sid in video_tracks:
-        if sid not in published:
-            continue  # an unpublish without its publish: nothing known about when it started
-        start = datetime.fromtimestamp(published[sid], tz=UTC)
-        ends = [unpublished.get(sid), (publisher_end_s or {}).get(publisher.get(sid, "")), room_end_s]
-        known = [end for end in ends if end is not None]
-        end_s = min(known) if known else None
-        if end_s is None:
-            active = True
-            intervals.append((start, far_future))
-        elif end_s > published[sid]:
-            intervals.append((start, datetime.fromtimestamp(end_s, tz=UTC)))
-    return intervals, active
-
-
-def _account(participant: _Participant, room_metadata: str, rule: AttributionRule) -> str:
+def _account(participant: ParticipantFold, room_metadata: str, rule: AttributionRule) -> str:
     for source, key in rule.steps:
         value: str | None
         if source == "room_metadata":
@@ -130,28 +110,91 @@ def _account(participant: _Participant, room_metadata: str, rule: AttributionRul
     return UNATTRIBUTED
 
 
-def rebuild_room(
-    events: Iterable[LiveKitEventRecord], rule: AttributionRule, max_session_seconds: int | None = None
-) -> list[Session]:
-    """All sessions of one room whose start is known, in participant-sid order.
+FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
 
-    ``max_session_seconds`` is ignored (sessions are no longer capped here, D17); it is accepted until
-    tests/unit/test_simulator.py stops passing it."""
-    del max_session_seconds
-    unique = {event.event_id: event for event in events}
-    ordered = sorted(unique.values(), key=lambda e: (e.created_at, e.event_id))
-    room_end_s: int | None = None
-    room_metadata = room_name = ""
-    participants: dict[str, _Participant] = {}
-    for event in ordered:
-        room_name = event.room_name or room_name
+
+def track_span(track: TrackFold, publisher_end_s: int | None, room_end_s: int | None) -> tuple[int, int | None] | None:
+    """The span (seconds) a video track was published: from its first ``track_published`` to its
+    ``track_unpublished``, else its publisher's connection end (a lost unpublish must not bill everyone who stays as
+    video), else ``room_finished``; end None = still published. None when it is not video or never seen published."""
+    if not track.video or track.published is None:
+        return None  # an unpublish without its publish: nothing known about when it started
+    known = [end for end in (track.unpublished, publisher_end_s, room_end_s) if end is not None]
+    if not known:
+        return (track.published, None)
+    end = min(known)
+    return (track.published, end) if end > track.published else None
+
+
+class RoomFold:
+    """The registers a room's events fold into, in (createdAt, event id) order - what ``rebuild_room`` computes sessions
+    from. Folding the same events in that order always gives the same registers; ``rooms`` keeps a fold of a room's
+    older events and folds newer ones into a copy (copy-on-write per participant, so a copy is cheap)."""
+
+    __slots__ = ("_owned", "closed", "last_s", "orphans", "participants", "room_end_s", "room_metadata", "room_name",
+                 "room_sid", "video")  # fmt: skip
+
+    def __init__(self) -> None:
+        self.room_sid = ""
+        self.room_name = ""
+        self.room_metadata = ""  # the latest the room reported
+        self.room_end_s: int | None = None
+        self.last_s: int | None = None  # createdAt of the latest event folded
+        self.participants: dict[str, ParticipantFold] = {}
+        self.orphans: dict[str, TrackFold] = {}  # tracks of events that name no participant
+        self.closed: set[str] = set()  # participants whose connection end is known (left, swept or room finished)
+        self.video: set[tuple[str, str]] = set()  # (participant sid, track sid) of every video track
+        self._owned: set[str] = set()  # participants this fold may mutate (the others are shared with its source)
+
+    def copy(self) -> RoomFold:
+        other = RoomFold()
+        other.room_sid, other.room_name, other.room_metadata = self.room_sid, self.room_name, self.room_metadata
+        other.room_end_s, other.last_s = self.room_end_s, self.last_s
+        other.participants = dict(self.participants)
+        other.orphans = {sid: replace(track) for sid, track in self.orphans.items()}
+        other.closed, other.video = set(self.closed), set(self.video)
+        self._owned = set()  # from now on both share every participant: whoever writes, copies first
+        return other
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RoomFold) and all(
+            getattr(self, name) == getattr(other, name) for name in self.__slots__ if name != "_owned"
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def participant(self, sid: str) -> ParticipantFold:
+        """The participant, owned by this fold (copied first when shared)."""
+        found = self.participants.get(sid)
+        if found is None:
+            found = self.participants[sid] = ParticipantFold(sid)
+        elif sid not in self._owned:
+            found = self.participants[sid] = found.copy()
+        self._owned.add(sid)
+        return found
+
+    def remove(self, sid: str) -> ParticipantFold:
+        self._owned.discard(sid)
+        self.closed.discard(sid)
+        removed = self.participants.pop(sid)
+        self.video.difference_update((sid, track) for track in removed.tracks)
+        return removed
+
+    def apply(self, event: LiveKitEventRecord) -> None:
+        """Fold one event (events must come in (createdAt, event id) order)."""
+        self.room_sid = self.room_sid or event.room_sid
+        self.last_s = event.created_at if self.last_s is None else max(self.last_s, event.created_at)
+        self.room_name = event.room_name or self.room_name
         if event.room_metadata:
-            room_metadata = event.room_metadata  # the latest the room reported
+            self.room_metadata = event.room_metadata
         if event.event_type == "room_finished":
-            room_end_s = event.created_at if room_end_s is None else min(room_end_s, event.created_at)
+            self.room_end_s = event.created_at if self.room_end_s is None else min(self.room_end_s, event.created_at)
+            self.closed.update(sid for sid, p in self.participants.items() if p.joined_ms is not None)
+        if event.track_sid:
+            self._apply_track(event)
         if not event.participant_sid:
-            continue
-        participant = participants.setdefault(event.participant_sid, _Participant(event.participant_sid))
+            return
+        participant = self.participant(event.participant_sid)
         participant.identity = participant.identity or event.participant_identity
         if event.participant_kind:
             participant.kind = event.participant_kind
@@ -173,38 +216,101 @@ def rebuild_room(
             closed_by = ClosedBy.SWEPT if event.event_type == SWEPT else ClosedBy.CAPPED
             if participant.sweep is None or event.created_at < participant.sweep[0]:
                 participant.sweep = (event.created_at, closed_by)
-    publisher_end: dict[str, int] = {}
-    for sid, participant in participants.items():
-        if participant.left_s is not None:
-            publisher_end[sid] = participant.left_s
-        elif participant.sweep is not None:
-            publisher_end[sid] = participant.sweep[0]
-    intervals, video_now = video_intervals(ordered, room_end_s, publisher_end)
-    coverage = Coverage(intervals)  # merged once: each session's overlap is then a binary search, not a re-sort
-    last_ms = ordered[-1].created_at * 1000 if ordered else 0
-    sessions = []
-    for sid in sorted(participants):
-        participant = participants[sid]
-        if participant.joined_ms is None:
-            continue  # pending: a left (or track) seen before any start is known
-        sessions.append(
-            _session(ordered[0].room_sid if ordered else "", participant, room_metadata, rule, room_end_s,
-                     coverage, video_now, last_ms, room_name)
-        )  # fmt: skip
-    return sessions
+        if participant.joined_ms is not None and (
+            participant.connection_end_s is not None or self.room_end_s is not None
+        ):
+            self.closed.add(participant.sid)
+
+    def _apply_track(self, event: LiveKitEventRecord) -> None:
+        tracks = self.participant(event.participant_sid).tracks if event.participant_sid else self.orphans
+        track = tracks.get(event.track_sid)
+        if track is None:
+            track = tracks[event.track_sid] = TrackFold()
+        if event.track_type == "VIDEO":
+            track.video = True
+            self.video.add((event.participant_sid, event.track_sid))
+        if event.event_type == "track_published":
+            track.published = event.created_at if track.published is None else min(track.published, event.created_at)
+        elif event.event_type == "track_unpublished":
+            track.unpublished = (
+                event.created_at if track.unpublished is None else max(track.unpublished, event.created_at)
+            )
+
+    def spans(self) -> list[tuple[int, int | None]]:
+        """Every video span of the room (seconds; end None = still published)."""
+        found = []
+        for participant_sid, track_sid in self.video:
+            if participant_sid:
+                owner = self.participants[participant_sid]
+                span = track_span(owner.tracks[track_sid], owner.connection_end_s, self.room_end_s)
+            else:
+                span = track_span(self.orphans[track_sid], None, self.room_end_s)
+            if span is not None:
+                found.append(span)
+        return found
+
+    def coverage(self, extra: Iterable[tuple[int, int]] = (), until_ms: int | None = None) -> Coverage:
+        """The room's video coverage: its spans plus ``extra`` (closed spans kept elsewhere); a span still open ends
+        at ``until_ms`` (month to date: now), else never."""
+        intervals = [(_s_to_dt(a), _s_to_dt(b)) for a, b in extra]
+        for start, end in self.spans():
+            if end is not None:
+                intervals.append((_s_to_dt(start), _s_to_dt(end)))
+            else:
+                intervals.append((_s_to_dt(start), _ms_to_dt(until_ms) if until_ms is not None else FAR_FUTURE))
+        return Coverage(intervals)
+
+    def sessions(self, rule: AttributionRule, coverage: Coverage, sids: Iterable[str] | None = None) -> list[Session]:
+        """The sessions of ``sids`` (default: every participant) whose start is known, in participant-sid order."""
+        chosen = sorted(self.participants if sids is None else set(sids) & self.participants.keys())
+        return [
+            _session(self.room_sid, participant, self.room_metadata, rule, self.room_end_s, coverage, self.room_name)
+            for participant in (self.participants[sid] for sid in chosen)
+            if participant.joined_ms is not None  # else pending: a left (or track) seen before any start is known
+        ]
+
+
+def _s_to_dt(seconds: int) -> datetime:
+    return datetime.fromtimestamp(seconds, tz=UTC)
+
+
+def fold_events(events: Iterable[LiveKitEventRecord], into: RoomFold | None = None) -> RoomFold:
+    """Fold de-duplicated events in (createdAt, event id) order."""
+    fold = into if into is not None else RoomFold()
+    unique = {event.event_id: event for event in events}
+    for event in sorted(unique.values(), key=event_order):
+        fold.apply(event)
+    return fold
+
+
+def event_order(event: LiveKitEventRecord) -> tuple[int, str]:
+    return (event.created_at, event.event_id)
+
+
+def rebuild_room(
+    events: Iterable[LiveKitEventRecord], rule: AttributionRule, max_session_seconds: int | None = None
+) -> list[Session]:
+    """All sessions of one room whose start is known, in participant-sid order.
+
+    ``max_session_seconds`` is ignored (sessions are no longer capped here, D17); it is accepted until
+    tests/unit/test_simulator.py stops passing it."""
+    del max_session_seconds
+    fold = fold_events(events)
+    return fold.sessions(rule, fold.coverage())  # coverage merged once: each overlap is a binary search
 
 
 def _session(
     room_sid: str,
-    participant: _Participant,
+    participant: ParticipantFold,
     room_metadata: str,
     rule: AttributionRule,
     room_end_s: int | None,
     coverage: Coverage,
-    video_now: bool,
-    last_ms: int,
     room_name: str = "",
 ) -> Session:
+    """One participant's session. An open session holds nothing that changes with the clock (no video so far, no
+    time of the room's last event): it is written when it opens and when it closes, not on every room event; month
+    to date counts its minutes at query time from the room's state (D44)."""
     assert participant.joined_ms is not None
     start_ms = participant.joined_ms
     end_ms: int | None = None
@@ -231,8 +337,6 @@ def _session(
             if billing is not Billing.NOT_BILLED and piece.minutes.total:
                 piece_start_ms = int(piece.start.timestamp() * 1000)
                 parts.append(PeriodPart(piece.period.key, piece_start_ms, piece.minutes.video, piece.minutes.audio))
-    elif end_ms is None and not participant.aborted and billing is Billing.ROOM_RULE:
-        video = _overlap_until(coverage, start_ms, last_ms)
     return Session(
         room_sid=room_sid,
         participant_sid=participant.sid,
@@ -247,13 +351,5 @@ def _session(
         connected_seconds=connected,
         video_seconds=video,
         parts=tuple(parts),
-        video_active=end_ms is None and video_now and billing is Billing.ROOM_RULE,
-        as_of_ms=last_ms if end_ms is None and not participant.aborted else 0,  # only open sessions need it
         room_name=room_name,
     )
-
-
-def _overlap_until(coverage: Coverage, start_ms: int, until_ms: int) -> Fraction:
-    if until_ms <= start_ms:
-        return Fraction(0)
-    return coverage.seconds((_ms_to_dt(start_ms), _ms_to_dt(until_ms)))

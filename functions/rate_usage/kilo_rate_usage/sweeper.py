@@ -15,7 +15,7 @@ Closes are synthetic events in the room's event partition: rating rebuilds the r
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from kilo_billing.events import LiveKitEventRecord
 from kilo_rate_usage.model import (
@@ -47,6 +47,21 @@ def close_event(session: Session, event_type: str, at_s: int, now_ms: int) -> Li
         participant_sid=session.participant_sid,
         participant_identity=session.identity,
     )
+
+
+def with_room_activity(store: SweeperStore, sessions: Sequence[StoredSession]) -> list[StoredSession]:
+    """Open sessions with the time of their room's last event (``as_of_ms``), read from the rooms' states: stored
+    sessions hold nothing that changes with the clock, so that every room event does not rewrite every open session."""
+    states = store.room_states({stored.session.room_sid for stored in sessions})
+    result = []
+    for stored in sessions:
+        state = states.get(stored.session.room_sid)
+        if state is None:
+            result.append(stored)
+            continue
+        session = replace(stored.session, as_of_ms=max(stored.session.as_of_ms, state.last_event_ms))
+        result.append(replace(stored, session=session))
+    return result
 
 
 def last_evidence_ms(session: Session) -> int:
@@ -92,7 +107,7 @@ def run_sweep(
 ) -> tuple[SweepOutcome, RoomAnswers, list[LiveKitEventRecord]]:
     """One sweep: ask, decide, write the closes and confirmations. Returns the outcome, what RoomService said and the
     closes written (for the handler's logs)."""
-    open_sessions = store.open_sessions()
+    open_sessions = with_room_activity(store, store.open_sessions())
     rooms = sorted({stored.session.room_name for stored in open_sessions if stored.session.room_name})
     answers = directory.participants(rooms) if rooms else RoomAnswers()
     confirmations = store.confirmations(quiet(open_sessions, now_ms, policy))

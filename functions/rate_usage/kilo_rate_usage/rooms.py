@@ -1,0 +1,291 @@
+"""A room's compact rating state, so that events arriving in order are folded in without re-reading the room (pure).
+
+``rebuild_room`` folds *all* of a room's events in (createdAt, event id) order. The state keeps what continuing that
+fold needs, so the next events give exactly the same sessions (docs/decisions.md, D42):
+- ``fold``: the registers of the events older than ``horizon_s``, of the participants still *live* - open, pending
+  (no start known yet), or closed too recently to be final;
+- ``recent``: the events at or after ``horizon_s`` themselves (without their bodies), so events of the last
+  ``REORDER_SECONDS`` may arrive in any order (LiveKit sends concurrently; createdAt has 1 s resolution) and
+  duplicates are recognised by id;
+- ``spans``: the merged video spans of the tracks of *retired* participants (closed before the horizon), kept from
+  ``coverage_from_ms`` on - nobody still live started earlier.
+A participant retires when its connection ended before the horizon: its session is final and stored, nothing about
+it stays in the state. An event that the state cannot fold exactly - older than the horizon, naming a retired
+participant, changing the room's metadata or name, turning an old track into video, re-ending an ended track - makes
+``advance`` answer None, and the caller rebuilds the room from its stored events (correctness first).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, fields, replace
+from datetime import UTC, datetime
+from fractions import Fraction
+from typing import Any
+
+from kilo_billing.events import LiveKitEventRecord
+from kilo_billing.meters import Coverage
+from kilo_rate_usage.model import AttributionRule, ClosedBy, Session
+from kilo_rate_usage.sessions import ParticipantFold, RoomFold, TrackFold, event_order, fold_events, track_span
+
+REORDER_SECONDS = 5  # events up to this much older (createdAt) than the room's latest are folded without a rebuild
+UNUSABLE_HORIZON = 2**62  # every event is older than this horizon: the room is rebuilt
+PRUNE_SPANS_FROM = 16  # merged spans kept before pruning those nobody live can still overlap
+
+
+def merge_spans(spans: Iterable[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return tuple(merged)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class RoomState:
+    room_sid: str
+    fold: RoomFold  # events before ``horizon_s``, live participants only
+    recent: tuple[LiveKitEventRecord, ...]  # events at or after ``horizon_s``, in fold order, bodies dropped
+    horizon_s: int
+    spans: tuple[tuple[int, int], ...] = ()  # merged video spans of retired participants' tracks (seconds)
+    coverage_from_ms: int = 0  # spans before this are dropped: no live participant started earlier
+    swept_retired: int = 0  # retired participants closed by the sweeper (a later room_finished would re-close them)
+    version: int = 0  # the stored version (conditional writes); 0 = never stored
+    full: RoomFold | None = field(default=None, compare=False)  # fold + recent, computed once
+
+    def __eq__(self, other: object) -> bool:  # the content, not the version
+        return isinstance(other, RoomState) and (
+            self.room_sid, self.fold, self.recent, self.horizon_s, self.spans, self.coverage_from_ms,
+            self.swept_retired,
+        ) == (
+            other.room_sid, other.fold, other.recent, other.horizon_s, other.spans, other.coverage_from_ms,
+            other.swept_retired,
+        )  # fmt: skip
+
+    __hash__ = None  # type: ignore[assignment]
+
+    @classmethod
+    def unusable(cls, room_sid: str, version: int) -> RoomState:
+        """A stored state that cannot be used (too large to store, another format): every event rebuilds the room,
+        and the version still orders concurrent writers."""
+        return cls(room_sid, RoomFold(), (), UNUSABLE_HORIZON, version=version)
+
+    @property
+    def usable(self) -> bool:
+        return self.horizon_s < UNUSABLE_HORIZON
+
+    def folded(self) -> RoomFold:
+        """Every event the state knows, folded (the fold plus the recent events)."""
+        if self.full is not None:
+            return self.full
+        return fold_events(self.recent, self.fold.copy())
+
+    @property
+    def last_event_ms(self) -> int:
+        last = self.folded().last_s if self.usable else None
+        return last * 1000 if last is not None else 0
+
+    def coverage(self, full: RoomFold | None = None, until_ms: int | None = None) -> Coverage:
+        """Video coverage from ``coverage_from_ms`` on; tracks still published end at ``until_ms`` (else never)."""
+        return (full or self.folded()).coverage(self.spans, until_ms)
+
+    def video_seconds(self, start_ms: int, end_ms: int, coverage: Coverage) -> Fraction:
+        """Seconds of video in the room within [start, end) (month to date: an open session as if it ended now)."""
+        if end_ms <= start_ms:
+            return Fraction(0)
+        return coverage.seconds((_ms(start_ms), _ms(end_ms)))
+
+
+def _ms(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms // 1000, tz=UTC).replace(microsecond=(ms % 1000) * 1000)
+
+
+def _bodiless(event: LiveKitEventRecord) -> LiveKitEventRecord:
+    return replace(event, body=b"") if event.body else event
+
+
+def _named(events: Iterable[LiveKitEventRecord]) -> set[str]:
+    return {event.participant_sid for event in events if event.participant_sid}
+
+
+def _retire(
+    fold: RoomFold, horizon_s: int, recent: RoomFold, spans: Iterable[tuple[int, int]], coverage_from_ms: int
+) -> tuple[tuple[tuple[int, int], ...], int, int]:
+    """Move participants whose connection ended before the horizon (and that no recent event names) out of the fold,
+    their video spans into ``spans``. Returns the spans, the new coverage start and how many retired swept.
+    ``recent``: the fold of the recent events alone (who they name, when those started)."""
+    keep = set(recent.participants)
+    collected = list(spans)
+    swept = 0
+    for sid in sorted(fold.closed - keep):
+        participant = fold.participants[sid]
+        end_s = participant.connection_end_s
+        if participant.left_s is None and fold.room_end_s is not None:
+            end_s = fold.room_end_s
+        if end_s is None or end_s >= horizon_s:
+            continue
+        for track in participant.tracks.values():
+            span = track_span(track, participant.connection_end_s, fold.room_end_s)
+            if span is not None and span[1] is not None:
+                collected.append((span[0], span[1]))
+        if participant.left_s is None and fold.room_end_s is None:
+            swept += 1
+        fold.remove(sid)
+    merged = merge_spans(collected)
+    if len(merged) > PRUNE_SPANS_FROM:
+        live = [*fold.participants.values(), *recent.participants.values()]
+        starts = [p.joined_ms for p in live if p.joined_ms is not None]
+        coverage_from_ms = max(coverage_from_ms, min([*starts, horizon_s * 1000]))
+        merged = tuple(span for span in merged if span[1] * 1000 > coverage_from_ms)
+    return merged, coverage_from_ms, swept
+
+
+def from_events(room_sid: str, events: Iterable[LiveKitEventRecord]) -> RoomState:
+    """A fresh state from all of the room's events (after a rebuild)."""
+    unique = sorted({event.event_id: event for event in events}.values(), key=event_order)
+    last = unique[-1].created_at if unique else 0
+    horizon = last - REORDER_SECONDS
+    old = [event for event in unique if event.created_at < horizon]
+    recent = tuple(_bodiless(event) for event in unique if event.created_at >= horizon)
+    fold = fold_events(old)
+    fold.room_sid = fold.room_sid or room_sid
+    spans, coverage_from, swept = _retire(fold, horizon, fold_events(recent), (), 0)
+    return RoomState(room_sid, fold, recent, horizon, spans, coverage_from, swept)
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """The result of folding a batch's events into a state."""
+
+    state: RoomState  # the new state (``changed``: it must be written)
+    changed: bool
+    affected: frozenset[str]  # participants whose sessions may have changed: recompute and compare with the stored
+    unknown: frozenset[str]  # participants the state did not know: new - unless a stored session says retired
+    full: RoomFold  # every event folded, participants retired by this step included (their sessions are final now)
+    spans: tuple[tuple[int, int], ...]  # the spans retired before this step
+
+    def sessions(self, rule: AttributionRule) -> list[Session]:
+        return self.full.sessions(rule, self.full.coverage(self.spans), self.affected)
+
+
+def advance(state: RoomState, events: Sequence[LiveKitEventRecord]) -> Step | None:
+    """Fold ``events`` (of this room) into ``state``; None when only a rebuild from the stored events is exact."""
+    known = {event.event_id for event in state.recent}
+    fresh = sorted(
+        {e.event_id: e for e in events if e.event_id not in known}.values(), key=event_order
+    )  # already folded: a duplicate
+    if not fresh:  # all duplicates: their sessions are recomputed only for the thresholds (level-triggered)
+        full = state.folded()
+        return Step(state, False, frozenset(_named(events) & full.participants.keys()), frozenset(), full, state.spans)
+    if fresh[0].created_at < state.horizon_s:
+        return None  # older than the horizon: a late event or a redelivery the state cannot tell apart
+    before = state.folded()
+    named = _named(fresh)
+    for event in fresh:
+        if event.room_metadata and event.room_metadata != before.room_metadata:
+            return None  # attribution of every session, retired ones too, may change
+        if event.room_name and event.room_name != before.room_name and before.room_name:
+            return None
+        if event.event_type == "room_finished" and state.swept_retired:
+            return None  # a swept session ends at room_finished instead
+        owner = before.participants.get(event.participant_sid)
+        track = None
+        if event.track_sid:
+            track = owner.tracks.get(event.track_sid) if owner is not None else None
+            if not event.participant_sid:
+                track = before.orphans.get(event.track_sid)
+        if track is not None and track.published is not None:
+            if event.track_type == "VIDEO" and not track.video:
+                return None  # a track published long ago turns out to be video
+            if (
+                event.event_type == "track_unpublished"
+                and track.unpublished is not None
+                and track.unpublished < state.horizon_s
+            ):
+                return None  # an ended track ends later: retired participants overlapped it
+    unknown = frozenset(named - before.participants.keys())
+
+    recent = tuple(sorted((*state.recent, *(_bodiless(e) for e in fresh)), key=event_order))
+    last = max(recent[-1].created_at, before.last_s or recent[-1].created_at)
+    horizon = max(state.horizon_s, last - REORDER_SECONDS)
+    fold = state.fold.copy()
+    moved = [event for event in recent if event.created_at < horizon]
+    for event in moved:
+        fold.apply(event)
+    kept = recent[len(moved) :]
+    everything = fold_events(kept, fold.copy())  # before retiring: the sessions of this step come from it
+    affected = frozenset((named | everything.closed) & everything.participants.keys())
+    for sid in affected:
+        joined = everything.participants[sid].joined_ms
+        if joined is not None and joined < state.coverage_from_ms:
+            return None  # a start before the video spans kept
+    spans, coverage_from, swept = _retire(fold, horizon, fold_events(kept), state.spans, state.coverage_from_ms)
+    new_state = RoomState(
+        state.room_sid, fold, kept, horizon, spans, coverage_from, state.swept_retired + swept, state.version,
+        fold_events(kept, fold.copy()),
+    )  # fmt: skip
+    return Step(new_state, True, affected, unknown, everything, state.spans)
+
+
+# --- the stored form (``items`` compresses it into the state item) --------------------------------------------------
+
+_EVENT_FIELDS = tuple(f.name for f in fields(LiveKitEventRecord) if f.name != "body")
+STATE_FORMAT = 1  # bump when the stored form changes meaning: a state of another format is ignored (rebuild)
+
+
+def _track_out(sid: str, track: TrackFold) -> list[object]:
+    return [sid, track.published, track.unpublished, track.video]
+
+
+def _track_in(values: Sequence[Any]) -> tuple[str, TrackFold]:
+    sid, published, unpublished, video = values
+    return str(sid), TrackFold(published, unpublished, bool(video))
+
+
+def state_to_json(state: RoomState) -> dict[str, Any]:
+    fold = state.fold
+    participants = [
+        [p.sid, p.identity, p.kind, p.metadata, p.attributes, p.joined_ms, p.left_s, p.aborted,
+         list(p.sweep) if p.sweep is not None else None, [_track_out(t, track) for t, track in p.tracks.items()]]
+        for p in (fold.participants[sid] for sid in sorted(fold.participants))
+    ]  # fmt: skip
+    return {
+        "format": STATE_FORMAT,
+        "room": [fold.room_sid, fold.room_name, fold.room_metadata, fold.room_end_s, fold.last_s],
+        "participants": participants,
+        "orphans": [_track_out(t, track) for t, track in sorted(fold.orphans.items())],
+        "closed": sorted(fold.closed),
+        "recent": [[getattr(event, name) for name in _EVENT_FIELDS] for event in state.recent],
+        "horizon_s": state.horizon_s,
+        "spans": [list(span) for span in state.spans],
+        "coverage_from_ms": state.coverage_from_ms,
+        "swept_retired": state.swept_retired,
+    }
+
+
+def state_from_json(room_sid: str, data: dict[str, Any], version: int) -> RoomState:
+    """The state (``unusable`` when of another format: the room is then rebuilt and a fresh state written)."""
+    if data.get("format") != STATE_FORMAT:
+        return RoomState.unusable(room_sid, version)
+    fold = RoomFold()
+    fold.room_sid, fold.room_name, fold.room_metadata, fold.room_end_s, fold.last_s = data["room"]
+    for sid, identity, kind, metadata, attributes, joined_ms, left_s, aborted, sweep, tracks in data["participants"]:
+        participant = ParticipantFold(
+            sid, identity, kind, metadata, dict(attributes), joined_ms, left_s, bool(aborted),
+            (int(sweep[0]), ClosedBy(sweep[1])) if sweep is not None else None, dict(_track_in(t) for t in tracks),
+        )  # fmt: skip
+        fold.participants[sid] = participant
+        fold.video.update((sid, t) for t, track in participant.tracks.items() if track.video)
+    fold.orphans = dict(_track_in(t) for t in data["orphans"])
+    fold.video.update(("", t) for t, track in fold.orphans.items() if track.video)
+    fold.closed = set(data["closed"])
+    recent = tuple(
+        LiveKitEventRecord(**dict(zip(_EVENT_FIELDS, values, strict=True)), body=b"") for values in data["recent"]
+    )
+    spans = tuple((int(a), int(b)) for a, b in data["spans"])
+    return RoomState(
+        room_sid, fold, recent, int(data["horizon_s"]), spans, int(data["coverage_from_ms"]),
+        int(data["swept_retired"]), version,
+    )  # fmt: skip
