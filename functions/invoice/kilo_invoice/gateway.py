@@ -1,0 +1,103 @@
+"""The payment gateway port: what invoicing needs from a card processor (Stripe), in our terms.
+
+Money crosses this port as Decimal dollars with our amounts already rounded (D2); the adapter turns each line into
+what the processor takes and must make the processor's line amount equal ours to the cent. Every call is idempotent
+on our ids (``invoice_id``, ``refund_id``, ``credit_id``): calling again after a crash or a timeout returns the object
+created the first time, also after the processor's own idempotency keys expired (24 h for Stripe).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Literal, Protocol
+
+GatewayInvoiceStatus = Literal["draft", "open", "paid", "uncollectible", "void"]
+
+
+class GatewayUnavailableError(Exception):
+    """The processor did not answer or asked us to slow down (timeouts, 5xx, 429): retry the same call later."""
+
+
+class GatewayRejectedError(Exception):
+    """The processor refused the request for good (invalid parameters, a state that forbids it): do not retry."""
+
+
+@dataclass(frozen=True, slots=True)
+class Customer:
+    account_id: str
+    email: str | None = None
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayLine:
+    """One line of our invoice: ``amount`` is ours (quantity x unit price, half-up to the cent, or a fee/adjustment)."""
+
+    description: str
+    amount: Decimal
+    quantity: Decimal | None = None  # billing units (minutes, messages, GB), None for fee/adjustment lines
+    unit_price: Decimal | None = None  # USD per unit, exact (0.00072)
+    period_start: datetime | None = None
+    period_end: datetime | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class InvoiceRequest:
+    invoice_id: str  # ours, unique: the idempotency anchor of every call about this invoice
+    number: str  # ours, sequential per account
+    account_id: str
+    customer_id: str
+    lines: Sequence[GatewayLine]
+    currency: str = "usd"
+    charge_automatically: bool = True
+    automatic_tax: bool = False
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def total(self) -> Decimal:
+        return sum((line.amount for line in self.lines), Decimal(0))
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayInvoice:
+    gateway_id: str  # the processor's id (in_...)
+    invoice_id: str  # ours (from the processor's metadata)
+    status: GatewayInvoiceStatus
+    total: Decimal
+    hosted_url: str | None = None
+    pdf_url: str | None = None
+
+
+class PaymentGateway(Protocol):
+    def ensure_customer(self, customer: Customer) -> str:
+        """The processor's customer id for the account, created once (found again by the account id)."""
+        ...
+
+    def issue_invoice(self, request: InvoiceRequest) -> GatewayInvoice:
+        """Create the invoice with exactly these lines, finalize it and let the processor collect it. Idempotent on
+        ``request.invoice_id``: a second call returns the invoice created by the first, whatever step it reached."""
+        ...
+
+    def find_invoice(self, invoice_id: str) -> GatewayInvoice | None: ...
+
+    def credit_note(self, gateway_id: str, amount: Decimal, reason: str, credit_id: str) -> str:
+        """Reduce a finalized invoice by ``amount`` (negative late usage, corrections); returns the credit note id."""
+        ...
+
+    def refund(self, gateway_id: str, amount: Decimal, refund_id: str) -> str:
+        """Refund part or all of a paid invoice's payment; returns the refund id."""
+        ...
+
+    def void(self, gateway_id: str) -> None: ...
+
+    def setup_session(self, customer_id: str, success_url: str, cancel_url: str) -> str:
+        """A hosted page (Checkout in setup mode) where the customer adds a card; returns its URL."""
+        ...
+
+    def portal_session(self, customer_id: str, return_url: str) -> str:
+        """A hosted page (Billing Portal) where the customer manages cards and sees invoices; returns its URL."""
+        ...

@@ -1,0 +1,78 @@
+"""One contract for every payment gateway: the in-memory fake here; the Stripe adapter joins it (recorded HTTP checked
+against the SDK's typed params, answered with Stripe's published fixtures)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from kilo_invoice.gateway import Customer, GatewayLine, GatewayRejectedError, InvoiceRequest, PaymentGateway
+from tests.payment_fakes import InMemoryPaymentGateway
+
+
+@pytest.fixture(params=["fake"])
+def gateway(request: pytest.FixtureRequest) -> PaymentGateway:
+    return InMemoryPaymentGateway()
+
+
+def _request(gateway: PaymentGateway, invoice_id: str = "inv-acct-1-2026-11", *amounts: str) -> InvoiceRequest:
+    customer = gateway.ensure_customer(Customer("acct-1", "ops@example.com", "Acme"))
+    lines = [
+        GatewayLine("Team fee, December 2026 (in advance)", Decimal("29.00")),
+        GatewayLine("Video minutes over the allowance", Decimal("7.20"), Decimal(10000), Decimal("0.00072")),
+        GatewayLine("Audio minutes (included)", Decimal("0.00"), Decimal(3000), Decimal("0.00036")),
+    ] + [GatewayLine(f"adjustment {index}", Decimal(amount)) for index, amount in enumerate(amounts)]
+    return InvoiceRequest(invoice_id, "KB-acct-1-0001", "acct-1", customer, lines)
+
+
+def test_given_an_account_then_one_customer_however_often_asked(gateway: PaymentGateway) -> None:
+    first = gateway.ensure_customer(Customer("acct-1"))
+    assert gateway.ensure_customer(Customer("acct-1")) == first
+    assert gateway.ensure_customer(Customer("acct-2")) != first
+
+
+def test_given_an_invoice_when_issued_twice_then_one_invoice_with_our_total(gateway: PaymentGateway) -> None:
+    request = _request(gateway)
+    first = gateway.issue_invoice(request)
+    again = gateway.issue_invoice(request)
+    assert again.gateway_id == first.gateway_id
+    assert first.total == Decimal("36.20")  # 29.00 + 7.20 + 0.00, worked by hand
+    assert first.status == "open"
+    assert gateway.find_invoice(request.invoice_id) == again
+    assert gateway.find_invoice("inv-unknown") is None
+
+
+def test_given_a_finalized_invoice_when_credited_then_its_total_drops_once(gateway: PaymentGateway) -> None:
+    issued = gateway.issue_invoice(_request(gateway))
+    gateway.credit_note(issued.gateway_id, Decimal("1.20"), "late participant_left", "cn-1")
+    gateway.credit_note(issued.gateway_id, Decimal("1.20"), "late participant_left", "cn-1")  # same id: no second note
+    found = gateway.find_invoice(issued.invoice_id)
+    assert found is not None
+    assert found.total == Decimal("35.00")
+    with pytest.raises(GatewayRejectedError):
+        gateway.credit_note(issued.gateway_id, Decimal("99.00"), "more than the invoice", "cn-2")
+
+
+def test_given_an_open_invoice_then_it_can_be_voided_once(gateway: PaymentGateway) -> None:
+    issued = gateway.issue_invoice(_request(gateway))
+    gateway.void(issued.gateway_id)
+    found = gateway.find_invoice(issued.invoice_id)
+    assert found is not None
+    assert found.status == "void"
+    with pytest.raises(GatewayRejectedError):
+        gateway.void(issued.gateway_id)
+
+
+def test_given_an_unpaid_invoice_then_no_refund(gateway: PaymentGateway) -> None:
+    issued = gateway.issue_invoice(_request(gateway))
+    with pytest.raises(GatewayRejectedError):
+        gateway.refund(issued.gateway_id, Decimal("1.00"), "rf-1")
+
+
+def test_given_a_customer_then_hosted_pages_for_cards_and_the_portal(gateway: PaymentGateway) -> None:
+    customer = gateway.ensure_customer(Customer("acct-1"))
+    assert gateway.setup_session(customer, "https://app.example/ok", "https://app.example/cancel").startswith(
+        "https://"
+    )
+    assert gateway.portal_session(customer, "https://app.example/billing").startswith("https://")

@@ -1,0 +1,134 @@
+"""An in-memory payment gateway (``kilo_invoice.gateway.PaymentGateway``), held to tests/contract/test_payment_gateway.py
+like the real Stripe adapter. It can fail on demand (``fail_next``) and crash half-way through ``issue_invoice``."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from kilo_invoice.gateway import (
+    Customer,
+    GatewayInvoice,
+    GatewayInvoiceStatus,
+    GatewayRejectedError,
+    GatewayUnavailableError,
+    InvoiceRequest,
+)
+
+
+@dataclass
+class _Invoice:
+    gateway_id: str
+    request: InvoiceRequest
+    status: GatewayInvoiceStatus = "draft"
+    lines_added: int = 0
+    credited: Decimal = Decimal(0)
+    refunded: Decimal = Decimal(0)
+
+
+@dataclass
+class InMemoryPaymentGateway:
+    customers: dict[str, str] = field(default_factory=dict)  # account -> customer id
+    invoices: dict[str, _Invoice] = field(default_factory=dict)  # our invoice id -> invoice
+    credit_notes: dict[str, tuple[str, Decimal]] = field(default_factory=dict)  # credit id -> (gateway id, amount)
+    refunds: dict[str, tuple[str, Decimal]] = field(default_factory=dict)
+    calls: list[str] = field(default_factory=list)
+    fail_next: list[Exception] = field(default_factory=list)  # raised by the next calls, in order
+    crash_after_lines: int | None = None  # issue_invoice stops (raises) after adding this many lines
+    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    def _call(self, name: str) -> None:
+        self.calls.append(name)
+        if self.fail_next:
+            raise self.fail_next.pop(0)
+
+    def _new_id(self, prefix: str) -> str:
+        return f"{prefix}_{next(self._ids):06d}"
+
+    def ensure_customer(self, customer: Customer) -> str:
+        self._call("ensure_customer")
+        if customer.account_id not in self.customers:
+            self.customers[customer.account_id] = self._new_id("cus")
+        return self.customers[customer.account_id]
+
+    def issue_invoice(self, request: InvoiceRequest) -> GatewayInvoice:
+        self._call("issue_invoice")
+        if request.customer_id not in self.customers.values():
+            raise GatewayRejectedError(f"no such customer {request.customer_id}")
+        invoice = self.invoices.get(request.invoice_id)
+        if invoice is None:
+            invoice = self.invoices[request.invoice_id] = _Invoice(self._new_id("in"), request)
+        while invoice.lines_added < len(request.lines):
+            if self.crash_after_lines is not None and invoice.lines_added >= self.crash_after_lines:
+                self.crash_after_lines = None
+                raise GatewayUnavailableError("crashed while adding lines")
+            invoice.lines_added += 1
+        if invoice.status == "draft":
+            invoice.status = "paid" if request.total == 0 else "open"
+        return self._view(invoice)
+
+    def _view(self, invoice: _Invoice) -> GatewayInvoice:
+        total = sum((line.amount for line in invoice.request.lines), Decimal(0)) - invoice.credited
+        return GatewayInvoice(
+            invoice.gateway_id,
+            invoice.request.invoice_id,
+            invoice.status,
+            total,
+            f"https://invoice.example/{invoice.gateway_id}",
+            f"https://invoice.example/{invoice.gateway_id}.pdf",
+        )
+
+    def find_invoice(self, invoice_id: str) -> GatewayInvoice | None:
+        self._call("find_invoice")
+        invoice = self.invoices.get(invoice_id)
+        return self._view(invoice) if invoice is not None else None
+
+    def _by_gateway_id(self, gateway_id: str) -> _Invoice:
+        for invoice in self.invoices.values():
+            if invoice.gateway_id == gateway_id:
+                return invoice
+        raise GatewayRejectedError(f"no such invoice {gateway_id}")
+
+    def credit_note(self, gateway_id: str, amount: Decimal, reason: str, credit_id: str) -> str:
+        self._call("credit_note")
+        if credit_id in self.credit_notes:
+            return credit_id
+        invoice = self._by_gateway_id(gateway_id)
+        if invoice.status == "draft" or amount <= 0 or amount > self._view(invoice).total:
+            raise GatewayRejectedError(f"cannot credit {amount} on {gateway_id} ({invoice.status})")
+        invoice.credited += amount
+        self.credit_notes[credit_id] = (gateway_id, amount)
+        return credit_id
+
+    def refund(self, gateway_id: str, amount: Decimal, refund_id: str) -> str:
+        self._call("refund")
+        if refund_id in self.refunds:
+            return refund_id
+        invoice = self._by_gateway_id(gateway_id)
+        paid = sum((line.amount for line in invoice.request.lines), Decimal(0))
+        if invoice.status != "paid" or amount <= 0 or invoice.refunded + amount > paid:
+            raise GatewayRejectedError(f"cannot refund {amount} on {gateway_id} ({invoice.status})")
+        invoice.refunded += amount
+        self.refunds[refund_id] = (gateway_id, amount)
+        return refund_id
+
+    def void(self, gateway_id: str) -> None:
+        self._call("void")
+        invoice = self._by_gateway_id(gateway_id)
+        if invoice.status != "open":
+            raise GatewayRejectedError(f"only open invoices can be voided ({invoice.status})")
+        invoice.status = "void"
+
+    def setup_session(self, customer_id: str, success_url: str, cancel_url: str) -> str:
+        self._call("setup_session")
+        return f"https://checkout.example/setup/{customer_id}"
+
+    def portal_session(self, customer_id: str, return_url: str) -> str:
+        self._call("portal_session")
+        return f"https://billing.example/portal/{customer_id}"
+
+    # what the processor does on its own (tests drive it): a card payment succeeding or failing
+    def settle(self, invoice_id: str, paid: bool) -> None:
+        invoice = self.invoices[invoice_id]
+        invoice.status = "paid" if paid else invoice.status
