@@ -40,6 +40,8 @@ class Metric(StrEnum):
     UNSTORABLE_EVENT = "UnstorableEvent"  # signed, valid, refused for good (e.g. too large to keep): alarmed
     INGEST_STORE_FAILED = "IngestStoreFailed"
     USAGE_RECORDED = "UsageRecorded"
+    ENTITLEMENT_ALLOWED = "EntitlementAllowed"  # an entitlement check that allowed a call
+    ENTITLEMENT_REFUSED = "EntitlementRefused"  # ... that refused one (reason in the log line)
     USAGE_DUPLICATE = "UsageDuplicate"
     USAGE_CONFLICT = "UsageConflict"
     # rating
