@@ -60,6 +60,7 @@ class Metric(StrEnum):
     ALERTS_DUPLICATE = "AlertsDuplicate"  # a redelivered event: already sent (or being sent), not sent again
     ALERTS_SKIPPED = "AlertsSkipped"  # preference "none", no contact for the channel, SMS opted out
     ALERTS_UNDELIVERABLE = "AlertsUndeliverable"  # refused for good (invalid number, rejected address): recorded
+    ENFORCEMENT_ACTIONS = "EnforcementActions"  # a RoomService action (audio only, remove) or its schedule, recorded
     ALERT_SEND_RETRIED = "AlertSendRetried"  # a transient SES/SNS failure: the queue redelivers the event
 
 
