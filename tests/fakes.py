@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from kilo_billing.accounts import AccountExistsError, AccountProfile, UnknownAccountError
+from kilo_billing.entitlements import EntitlementSource, Reading, SpendRecorder, SpendState
 from kilo_billing.events import (
     KEY,
     SORT_KEY,
@@ -288,6 +290,32 @@ class InMemoryAccountDirectory:
         self.profiles[profile.account_id] = profile
 
 
+class InMemoryEntitlements:
+    """``EntitlementSource`` + ``SpendRecorder`` in memory over an account directory; held to
+    tests/contract/test_entitlement_store.py."""
+
+    def __init__(self, directory: InMemoryAccountDirectory | None = None) -> None:
+        self.directory = directory or InMemoryAccountDirectory()
+        self.states: dict[str, SpendState] = {}
+        self.reads = 0
+
+    def read(self, account_id: str) -> tuple[AccountProfile | None, SpendState | None]:
+        self.reads += 1
+        return self.directory.profiles.get(account_id), self.states.get(account_id)
+
+    def record(self, account_id: str, meter: str, reading: Reading) -> bool:
+        state = self.states.get(account_id, SpendState(account_id))
+        bill = meter in ("budget", "hard_limit")
+        current = state.spend if bill else state.allowances.get(meter)
+        if current is not None and (current.period, current.used) >= (reading.period, reading.used):
+            return False
+        if bill:
+            self.states[account_id] = dataclasses.replace(state, spend=reading)
+        else:
+            self.states[account_id] = dataclasses.replace(state, allowances={**state.allowances, meter: reading})
+        return True
+
+
 if TYPE_CHECKING:  # mypy (pyproject: files) holds each fake to its port's Protocol
     from kilo_billing.publisher import EventPublisher
     from kilo_rate_usage.ports import PoisonSink
@@ -297,3 +325,5 @@ if TYPE_CHECKING:  # mypy (pyproject: files) holds each fake to its port's Proto
     _publisher: EventPublisher = RecordingPublisher()
     _poison: PoisonSink = InMemoryPoisonSink()
     _directory: RoomDirectory = StaticRoomDirectory()
+    _entitlements: EntitlementSource = InMemoryEntitlements()
+    _spend: SpendRecorder = InMemoryEntitlements()

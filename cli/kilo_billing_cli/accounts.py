@@ -1,4 +1,5 @@
-"""`kilo-billing account ...`: register accounts and change their tier (an account exists once it has a profile).
+"""`kilo-billing account ...`: register accounts, change their tier, budget and status (an account exists once it has a
+profile).
 
 The usage table comes from ``--usage-table`` or ``USAGE_TABLE_NAME``; AWS credentials, region and endpoint
 (``AWS_ENDPOINT_URL`` for the local stack) come from the usual AWS environment.
@@ -13,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kilo_billing.accounts import (
+    ACCOUNT_STATUSES,
     AccountDirectory,
     AccountExistsError,
     AccountProfile,
@@ -20,7 +22,9 @@ from kilo_billing.accounts import (
     UnknownAccountError,
     change_tier,
     register_account,
+    set_status,
 )
+from kilo_billing.budgets import BudgetChange, InvalidBudgetError, set_budget
 from kilo_billing.catalog import Catalog, UnknownTierError
 from kilo_billing.periods import Period
 from kilo_billing.rating import RatingError, effective_change
@@ -48,11 +52,34 @@ def add_parser(sub: Any, decimal: Callable[[str], Any]) -> None:
     tier.add_argument("--account", required=True)
     tier.add_argument("--tier", required=True)
     tier.add_argument("--at", type=_instant, help="when the change is requested (default: now)")
+    budget = commands.add_parser(
+        "budget", help="set the monthly budget: alert percentages (soft) and an optional hard limit that stops calls"
+    )
+    budget.add_argument("--account", required=True)
+    amount = budget.add_mutually_exclusive_group()
+    amount.add_argument("--budget-usd", type=decimal, help="the soft budget alerts are measured against")
+    amount.add_argument("--no-budget", action="store_true", help="remove the soft budget")
+    budget.add_argument("--alert-at", type=_percentages, help="alert percentages of the budget, e.g. 50,80,100")
+    hard = budget.add_mutually_exclusive_group()
+    hard.add_argument("--hard-limit-usd", type=decimal, help="new calls refused and running ones stopped from here")
+    hard.add_argument("--no-hard-limit", action="store_true", help="remove the hard limit")
+    status = commands.add_parser(
+        "status", help="suspend, hold for abuse, mark past due, or make active (the entitlement check reads it)"
+    )
+    status.add_argument("--account", required=True)
+    status.add_argument("--status", required=True, choices=ACCOUNT_STATUSES)
     show = commands.add_parser("show", help="an account's profile")
     show.add_argument("--account", required=True)
-    for command in (create, tier, show):
+    for command in (create, tier, budget, status, show):
         command.add_argument("--usage-table", default=os.environ.get("USAGE_TABLE_NAME", ""))
         command.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _percentages(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected whole percentages separated by commas, got {text!r}") from None
 
 
 def profile_json(profile: AccountProfile) -> dict[str, object]:
@@ -61,6 +88,8 @@ def profile_json(profile: AccountProfile) -> dict[str, object]:
         "tiers": [{"from": change.at.isoformat(), "tier": change.tier} for change in profile.changes],
         "budget_usd": None if profile.budget_usd is None else str(profile.budget_usd),
         "budget_thresholds": list(profile.budget_thresholds),
+        "hard_limit_usd": None if profile.hard_limit_usd is None else str(profile.hard_limit_usd),
+        "status": profile.status,
     }
 
 
@@ -89,10 +118,28 @@ def run(args: argparse.Namespace, catalog: Catalog, directory: AccountDirectory 
                 raise UnknownAccountError(f"account {args.account!r} is not registered")
             book = catalog.for_period(Period.containing(at))
             profile = change_tier(directory, args.account, effective_change(book, found.tier_at(at), args.tier, at))
+        elif args.account_command == "budget":
+            change = BudgetChange(
+                budget_usd=args.budget_usd,
+                thresholds=args.alert_at,
+                hard_limit_usd=args.hard_limit_usd,
+                clear_budget=args.no_budget,
+                clear_hard_limit=args.no_hard_limit,
+            )
+            profile = set_budget(directory, args.account, change)
+        elif args.account_command == "status":
+            profile = set_status(directory, args.account, args.status)
         else:
             profile = directory.registered([args.account]).get(args.account)  # type: ignore[assignment]
             if profile is None:
                 raise UnknownAccountError(f"account {args.account!r} is not registered")
-    except (AccountExistsError, UnknownAccountError, InvalidAccountIdError, UnknownTierError, RatingError) as exc:
+    except (
+        AccountExistsError,
+        UnknownAccountError,
+        InvalidAccountIdError,
+        InvalidBudgetError,
+        UnknownTierError,
+        RatingError,
+    ) as exc:
         raise ValueError(str(exc)) from exc
     return profile_json(profile)

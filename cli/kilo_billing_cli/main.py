@@ -259,7 +259,8 @@ def _emit_profile(console: Console, profile: dict[str, object], as_json: bool) -
     for change in profile["tiers"]:  # type: ignore[attr-defined]
         table.add_row(change["from"], change["tier"])
     console.print(table)
-    console.print(f"budget: {profile['budget_usd'] or 'none'}")
+    console.print(f"budget: {profile['budget_usd'] or 'none'} (alerts at {profile['budget_thresholds']} %)")
+    console.print(f"hard limit: {profile['hard_limit_usd'] or 'none'}; status: {profile['status']}")
 
 
 def main(argv: Sequence[str] | None = None, catalog: Catalog | None = None) -> int:

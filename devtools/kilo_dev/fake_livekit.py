@@ -1,6 +1,8 @@
 """A local stand-in for LiveKit's RoomService (Twirp, protobuf and JSON), for tests and the demo: it answers
-``ListParticipants`` from a room table the caller keeps, and checks the caller's roomAdmin token like LiveKit does.
-Binds 127.0.0.1 on a free port; whoever starts it stops it."""
+``ListParticipants`` from a room table the caller keeps, applies ``UpdateParticipant`` (permissions) and
+``RemoveParticipant`` to it, records every update/remove request in order (as Twirp JSON, ``calls``), and checks the
+caller's roomAdmin token like LiveKit does. ``failures`` scripts errors for the next requests. Binds 127.0.0.1 on a
+free port; whoever starts it stops it."""
 
 from __future__ import annotations
 
@@ -10,10 +12,24 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import jwt
+from google.protobuf import json_format
+from google.protobuf.message import Message
 from livekit.protocol.models import ParticipantInfo
-from livekit.protocol.room import ListParticipantsRequest, ListParticipantsResponse
+from livekit.protocol.room import (
+    ListParticipantsRequest,
+    ListParticipantsResponse,
+    RemoveParticipantResponse,
+    RoomParticipantIdentity,
+    UpdateParticipantRequest,
+)
 
-ROOM_PATH = "/twirp/livekit.RoomService/ListParticipants"
+SERVICE_PREFIX = "/twirp/livekit.RoomService/"
+ROOM_PATH = SERVICE_PREFIX + "ListParticipants"
+REQUESTS: dict[str, type[Message]] = {
+    "ListParticipants": ListParticipantsRequest,
+    "UpdateParticipant": UpdateParticipantRequest,
+    "RemoveParticipant": RoomParticipantIdentity,
+}
 
 
 class FakeLiveKit(ThreadingHTTPServer):
@@ -25,7 +41,11 @@ class FakeLiveKit(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.keys = dict(keys)
         self.rooms: dict[str, list[tuple[str, str]]] = {}  # room name -> [(sid, identity)]
-        self.requests: list[tuple[str, str]] = []  # (content type, room)
+        self.requests: list[tuple[str, str]] = []  # ListParticipants: (content type, room)
+        self.calls: list[tuple[str, dict[str, Any]]] = []  # UpdateParticipant / RemoveParticipant, as Twirp JSON
+        self.permissions: dict[tuple[str, str], dict[str, Any]] = {}  # (room, identity) -> permission last set
+        self.failures: list[tuple[int, str]] = []  # (status, twirp code) answered to the next requests
+        self.lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -61,15 +81,19 @@ class _Handler(BaseHTTPRequestHandler):
         self._reply(status, "application/json", json.dumps({"code": code, "msg": message}).encode())
 
     def do_POST(self) -> None:
-        if self.path != ROOM_PATH:
+        method = self.path.removeprefix(SERVICE_PREFIX) if self.path.startswith(SERVICE_PREFIX) else ""
+        if method not in REQUESTS:
             self._error(404, "bad_route", f"no handler for path {self.path}")
             return
         content_type = self.headers.get("Content-Type", "")
         raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        if content_type.startswith("application/protobuf"):
-            room = ListParticipantsRequest.FromString(raw).room
+        protobuf = content_type.startswith("application/protobuf")
+        request = REQUESTS[method]()
+        if protobuf:
+            request.ParseFromString(raw)
         else:
-            room = json.loads(raw or b"{}").get("room", "")
+            json_format.Parse(raw or b"{}", request)
+        room = str(getattr(request, "room", ""))  # every RoomService request names its room
         token = self.headers.get("Authorization", "").removeprefix("Bearer ")
         try:
             issuer = jwt.decode(token, options={"verify_signature": False}).get("iss", "")
@@ -80,16 +104,36 @@ class _Handler(BaseHTTPRequestHandler):
         if not claims.get("video", {}).get("roomAdmin") or claims["video"].get("room") != room:
             self._error(403, "permission_denied", "roomAdmin grant for this room required")
             return
-        self.server.requests.append((content_type, room))
-        if room not in self.server.rooms:
-            self._error(404, "not_found", "requested room does not exist")
-            return
-        response = ListParticipantsResponse(
-            participants=[ParticipantInfo(sid=sid, identity=identity) for sid, identity in self.server.rooms[room]]
-        )
-        if content_type.startswith("application/protobuf"):
+        with self.server.lock:
+            if method == "ListParticipants":
+                self.server.requests.append((content_type, room))
+            else:
+                self.server.calls.append((method, json_format.MessageToDict(request)))
+            if self.server.failures:
+                status, code = self.server.failures.pop(0)
+                self._error(status, code, "scripted failure")
+                return
+            response = self._answer(method, request)
+        if response is None:
+            self._error(404, "not_found", "requested room or participant does not exist")
+        elif protobuf:
             self._reply(200, "application/protobuf", response.SerializeToString())
         else:
-            from google.protobuf import json_format  # noqa: PLC0415
-
             self._reply(200, "application/json", json_format.MessageToJson(response).encode())
+
+    def _answer(self, method: str, request: Any) -> Message | None:
+        rooms = self.server.rooms
+        if request.room not in rooms:
+            return None
+        if method == "ListParticipants":
+            return ListParticipantsResponse(
+                participants=[ParticipantInfo(sid=sid, identity=identity) for sid, identity in rooms[request.room]]
+            )
+        present = [(sid, identity) for sid, identity in rooms[request.room] if identity == request.identity]
+        if not present:
+            return None
+        if method == "RemoveParticipant":
+            rooms[request.room] = [entry for entry in rooms[request.room] if entry[1] != request.identity]
+            return RemoveParticipantResponse()
+        self.server.permissions[(request.room, request.identity)] = json_format.MessageToDict(request.permission)
+        return ParticipantInfo(sid=present[0][0], identity=request.identity, permission=request.permission)

@@ -35,6 +35,7 @@ XRAY_WRITE = "arn:aws:iam::aws:policy/AWSXrayWriteOnlyAccess"  # Tracing: Active
 DYNAMODB_STREAM_READ = "arn:aws:iam::aws:policy/service-role/AWSLambdaDynamoDBExecutionRole"  # stream event source
 SQS_QUEUE_READ = "arn:aws:iam::aws:policy/service-role/AWSLambdaSQSQueueExecutionRole"  # SQS event source
 ALERTS_TABLE = f"arn:aws:dynamodb:{ARN}:table/kilo-billing-alerts-test"
+ALERTS_QUEUE = f"arn:aws:sqs:{ARN}:kilo-billing-alerts-test"
 SES_SENDER = f"arn:aws:ses:{ARN}:identity/kilo.example"
 SES_CONFIGURATION_SET = f"arn:aws:ses:{ARN}:configuration-set/kilo-billing-alerts-test"
 # SMS straight to a phone number: IAM knows no resource for it, these actions exist only on "*" (the one exception)
@@ -103,7 +104,11 @@ ROLES = {
         ("dynamodb:UpdateItem", ALERTS_TABLE),  # the claim (conditional)
         ("dynamodb:PutItem", ALERTS_TABLE),  # the outcome
         ("dynamodb:Query", ALERTS_TABLE),  # an account's delivery records
-        ("dynamodb:BatchGetItem", USAGE_TABLE),  # profiles: name, email, phone, preferences
+        ("dynamodb:BatchGetItem", USAGE_TABLE),  # profiles: name, email, phone, preferences; the spend item
+        ("dynamodb:UpdateItem", USAGE_TABLE),  # the entitlement spend item (conditional, never lowered)
+        ("dynamodb:Query", OPEN_SESSIONS_INDEX),  # the account's participants in a call
+        ("sqs:SendMessage", ALERTS_QUEUE),  # the delayed removal step of an enforcement
+        ("secretsmanager:GetSecretValue", LIVEKIT_KEYS),  # RoomService
         ("ses:SendEmail", SES_SENDER),  # only from the configured identity ...
         ("ses:SendEmail", SES_CONFIGURATION_SET),  # ... through the alerts configuration set
         ("sns:Publish", "*"),  # SMS to a number; no topic is granted

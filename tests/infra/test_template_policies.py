@@ -47,6 +47,7 @@ def test_given_the_http_api_then_every_ingest_route_is_wired_and_throttled(templ
     assert routes == {
         "POST /webhooks/livekit": "LiveKitWebhookFunction",
         "POST /v1/usage": "UsageApiFunction",
+        "POST /v1/entitlements/check": "UsageApiFunction",
         "POST /webhooks/stripe": "StripeWebhookFunction",
     }
     assert set(api["RouteSettings"]) == set(routes)

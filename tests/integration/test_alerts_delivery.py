@@ -225,7 +225,7 @@ def test_given_ses_unreachable_then_the_record_fails_for_redelivery_and_only_ema
     event = alerts_stack.sqs_event()
     healthy = dependencies.alerts()
     dead = client("sesv2", CallBudget(0.2, 0.2, 1), endpoint_url="http://127.0.0.1:9")  # nothing listens on port 9
-    broken = replace(healthy, mailer=SesMailer(dead, "alerts@kilo.example"))
+    broken = replace(healthy, ports=replace(healthy.ports, mailer=SesMailer(dead, "alerts@kilo.example")))
     monkeypatch.setattr(handler, "dependencies", SimpleNamespace(alerts=lambda: broken))
 
     failed = lambda_handler(event, LambdaContext(remaining_ms=60_000))

@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from kilo_billing.accounts import AccountProfile
+from kilo_billing.entitlements import EntitlementPolicy
 from kilo_billing.rating import TierChange
 from kilo_dev.apigw import http_api_event
 from kilo_dev.signing import livekit_authorization, usage_signature
@@ -28,7 +29,13 @@ from kilo_webhook_ingest.dependencies import LiveKitDependencies, StripeDependen
 from kilo_webhook_ingest.model import UsageClient
 from kilo_webhook_ingest.settings import IngestSettings
 from tests.conftest import LambdaContext
-from tests.fakes import InMemoryAccountDirectory, InMemoryEventStore, RecordingPublisher, StaticSecretSource
+from tests.fakes import (
+    InMemoryAccountDirectory,
+    InMemoryEntitlements,
+    InMemoryEventStore,
+    RecordingPublisher,
+    StaticSecretSource,
+)
 
 LK_KEY, LK_SECRET = "APIfuzz", "fuzz-livekit-secret-0123456789abcdef"
 USAGE_SECRET, SCOPED_SECRET = "fuzz-usage-secret", "fuzz-scoped-secret"
@@ -53,7 +60,11 @@ def fakes() -> Iterator[None]:
     patch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     patch.setattr(livekit_handler, "dependencies", lambda: LiveKitDependencies(config, InMemoryEventStore(), secrets))
     patch.setattr(
-        usage_handler, "dependencies", lambda: UsageDependencies(config, InMemoryEventStore(), secrets, accounts)
+        usage_handler,
+        "dependencies",
+        lambda: UsageDependencies(
+            config, InMemoryEventStore(), secrets, accounts, InMemoryEntitlements(accounts), EntitlementPolicy()
+        ),
     )
     patch.setattr(
         stripe_handler,

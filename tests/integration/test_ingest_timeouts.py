@@ -22,6 +22,7 @@ import time_machine
 
 from kilo_billing.accounts import AccountProfile
 from kilo_billing.aws import CallBudget, client
+from kilo_billing.entitlements import EntitlementPolicy
 from kilo_billing.rating import TierChange
 from kilo_dev.apigw import http_api_event
 from kilo_dev.signing import livekit_authorization, usage_signature
@@ -32,7 +33,13 @@ from kilo_webhook_ingest.dependencies import LiveKitDependencies, StripeDependen
 from kilo_webhook_ingest.model import UsageClient
 from kilo_webhook_ingest.settings import LIVEKIT_BUDGET, STRIPE_BUDGET, USAGE_BUDGET, IngestSettings
 from tests.conftest import LambdaContext
-from tests.fakes import InMemoryAccountDirectory, InMemoryEventStore, RecordingPublisher, StaticSecretSource
+from tests.fakes import (
+    InMemoryAccountDirectory,
+    InMemoryEntitlements,
+    InMemoryEventStore,
+    RecordingPublisher,
+    StaticSecretSource,
+)
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 KEY, SECRET = "APIkeySlow", "slow-secret-0123456789abcdef0123456789"
@@ -199,7 +206,15 @@ def usage_request(count: int) -> dict[str, Any]:
 def usage_deps(store: InMemoryEventStore) -> UsageDependencies:
     profile = AccountProfile("acct_7", (TierChange(datetime(2026, 1, 1, tzinfo=UTC), "personal"),))
     secrets = StaticSecretSource(usage={"kilo-app": UsageClient(("usage-secret",))})
-    return UsageDependencies(IngestSettings(events_table="events"), store, secrets, InMemoryAccountDirectory(profile))
+    directory = InMemoryAccountDirectory(profile)
+    return UsageDependencies(
+        IngestSettings(events_table="events"),
+        store,
+        secrets,
+        directory,
+        InMemoryEntitlements(directory),
+        EntitlementPolicy(),
+    )
 
 
 def test_given_time_running_low_mid_batch_then_no_further_write_starts_and_the_503_lists_what_was_stored(

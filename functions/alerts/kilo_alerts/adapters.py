@@ -1,4 +1,5 @@
-"""The alerts ports on AWS: SES v2 (email), SNS (SMS) and the delivery ledger on DynamoDB.
+"""The alerts ports: SES v2 (email), SNS (SMS), the delivery and enforcement ledgers on DynamoDB, the account's open
+sessions (rating's ``open_sessions`` index), LiveKit's RoomService (``livekit-api``) and the delayed removal step (SQS).
 
 botocore failures are mapped once (``kilo_billing.aws.call``): ``InvalidRequestError`` (a rejected message, an invalid
 number or parameter) is a refusal for good, anything else a failure for now.
@@ -6,13 +7,16 @@ number or parameter) is a refusal for good, anything else a failure for now.
 
 from __future__ import annotations
 
+import asyncio
+import json
+from collections.abc import Callable, Sequence
 from email.message import EmailMessage
 from email.utils import make_msgid
-from typing import Any
+from typing import Any, Final
 
 from kilo_alerts import items
-from kilo_alerts.model import Delivery
-from kilo_alerts.ports import SendFailedError, SendRefusedError
+from kilo_alerts.model import Delivery, EnforcementRecord, Participant
+from kilo_alerts.ports import ParticipantGoneError, RoomControlFailedError, SendFailedError, SendRefusedError
 from kilo_billing.aws import ConditionFailedError, InvalidRequestError, call
 from kilo_billing.items import from_item, to_item
 
@@ -143,3 +147,159 @@ class DynamoDeliveryLedger:
             if "LastEvaluatedKey" not in page:
                 return found
             request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+ALERTS_SOURCE: Final = "kilo.billing.alerts"
+ENFORCEMENT_LEASE_MS: Final = 15 * 60_000
+# Rating's sessions in the usage table (kilo_rate_usage.items, read here by name, never imported): an open session
+# carries ``open_account`` (the sparse index's key), ``room_name`` and ``identity``.
+OPEN_INDEX: Final = "open_sessions"
+OPEN_ACCOUNT: Final = "open_account"
+
+
+class DynamoEnforcementLedger:
+    """``EnforcementLedger`` on the alerts table: the claim is one conditional ``PutItem`` (new, failed for now, or a
+    pending claim older than the lease)."""
+
+    def __init__(self, client: Any, table: str) -> None:
+        self._client = client
+        self._table = table
+
+    def claim(self, record: EnforcementRecord) -> bool:
+        try:
+            call(
+                self._client.put_item,
+                TableName=self._table,
+                Item=items.enforcement_to_item(record.decided(items.PENDING)),
+                ConditionExpression="attribute_not_exists(pk) OR #s = :retry OR (#s = :pending AND at_ms < :stale)",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues=to_item(
+                    {":retry": "retry", ":pending": items.PENDING, ":stale": record.at_ms - ENFORCEMENT_LEASE_MS}
+                ),
+            )
+        except ConditionFailedError:
+            return False
+        return True
+
+    def record(self, record: EnforcementRecord) -> None:
+        call(self._client.put_item, TableName=self._table, Item=items.enforcement_to_item(record))
+
+    def actions(self, account_id: str) -> list[EnforcementRecord]:
+        found: list[EnforcementRecord] = []
+        request: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
+            "ExpressionAttributeValues": to_item({":pk": items.partition(account_id), ":prefix": "ENFORCEMENT#"}),
+            "ConsistentRead": True,
+        }
+        while True:
+            page = call(self._client.query, **request)
+            found.extend(items.enforcement_from_item(item) for item in page["Items"])
+            if "LastEvaluatedKey" not in page:
+                return sorted(found, key=lambda r: (r.at_ms, r.action.value, r.room, r.identity))
+            request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+class DynamoOpenSessions:
+    """The account's open sessions from rating's sparse ``open_sessions`` index (keyed by account)."""
+
+    def __init__(self, client: Any, table: str) -> None:
+        self._client = client
+        self._table = table
+
+    def open_participants(self, account_id: str) -> list[Participant]:
+        request: dict[str, Any] = {
+            "TableName": self._table,
+            "IndexName": OPEN_INDEX,
+            "KeyConditionExpression": "#a = :a",
+            "ExpressionAttributeNames": {"#a": OPEN_ACCOUNT, "#r": "room_name", "#i": "identity"},
+            "ExpressionAttributeValues": to_item({":a": account_id}),
+            "ProjectionExpression": "#r, #i",
+        }
+        found: set[Participant] = set()
+        while True:
+            page = call(self._client.query, **request)
+            for item in page["Items"]:
+                values = from_item(item)
+                if values.get("room_name") and values.get("identity"):
+                    found.add(Participant(str(values["room_name"]), str(values["identity"])))
+            if "LastEvaluatedKey" not in page:
+                return sorted(found)
+            request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+class SqsRemovalScheduler:
+    """The removal step as a message on the alerts queue, delayed by the grace period (SQS: at most 15 minutes)."""
+
+    def __init__(self, client: Any, queue_url: str) -> None:
+        self._client = client
+        self._queue_url = queue_url
+
+    def schedule_removal(self, account_id: str, period: str, delay_seconds: int) -> None:
+        body = {
+            "detail-type": "EnforcementStepDue.v1",  # kilo_alerts.logic.ENFORCEMENT_STEP
+            "source": ALERTS_SOURCE,
+            "detail": {"account_id": account_id, "period": period, "step": "remove"},
+        }
+        call(
+            self._client.send_message,
+            QueueUrl=self._queue_url,
+            MessageBody=json.dumps(body),
+            DelaySeconds=max(0, min(900, delay_seconds)),
+        )
+
+
+class LiveKitRoomControl:
+    """LiveKit's RoomService through the official SDK (``livekit-api``, Twirp). ``credentials``: every (API key,
+    secret) configured; a key LiveKit refuses (401, during a rotation) is followed by the next."""
+
+    def __init__(self, url: str, credentials: Callable[[], Sequence[tuple[str, str]]], timeout: float = 5.0) -> None:
+        self._url = url
+        self._credentials = credentials
+        self._timeout = timeout
+
+    def audio_only(self, room: str, identity: str) -> None:
+        from livekit import api  # noqa: PLC0415 - aiohttp and protobuf load only when enforcing
+
+        permission = api.ParticipantPermission(
+            can_subscribe=True,
+            can_publish=True,
+            can_publish_data=True,
+            can_publish_sources=[api.TrackSource.MICROPHONE],
+        )
+        request = api.UpdateParticipantRequest(room=room, identity=identity, permission=permission)
+        self._run(lambda client: client.room.update_participant(request))
+
+    def remove(self, room: str, identity: str) -> None:
+        from livekit import api  # noqa: PLC0415
+
+        request = api.RoomParticipantIdentity(room=room, identity=identity)
+        self._run(lambda client: client.room.remove_participant(request))
+
+    def _run(self, operation: Callable[[Any], Any]) -> None:
+        try:
+            credentials = list(self._credentials()) if self._url else []
+        except Exception as exc:
+            raise RoomControlFailedError(f"LiveKit keys unreadable: {type(exc).__name__}") from exc
+        if not credentials:
+            raise RoomControlFailedError("RoomService is not configured (URL or keys)")
+        asyncio.run(self._ask(operation, credentials))
+
+    async def _ask(self, operation: Callable[[Any], Any], credentials: list[tuple[str, str]]) -> None:
+        import aiohttp  # noqa: PLC0415
+        from livekit import api  # noqa: PLC0415
+
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self._timeout)) as http:
+            for index, (key, secret) in enumerate(credentials):
+                client = api.LiveKitAPI(self._url, key, secret, session=http)
+                try:
+                    await operation(client)
+                except api.TwirpError as exc:
+                    if exc.code == "not_found" or exc.status == 404:
+                        raise ParticipantGoneError(f"RoomService: {exc.message}") from exc
+                    if exc.status == 401 and index < len(credentials) - 1:
+                        continue
+                    raise RoomControlFailedError(f"RoomService {exc.status} {exc.code}") from exc
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    raise RoomControlFailedError(f"RoomService unreachable: {type(exc).__name__}") from exc
+                return

@@ -51,6 +51,20 @@ CATALOGUE: Final[Mapping[str, AlertSpec]] = {
             "the month's bill so far reached one of the account's budget percentages (default 50 / 80 / 100 %)",
             Severity.MEDIUM,
         ),
+        AlertSpec(
+            "budget_forecast",
+            UsageThresholdCrossedV1.DETAIL_TYPE,
+            "a budget percentage below 100 % was reached and, at the month-to-date run rate (weekday-weighted), the "
+            "bill passes the hard limit (else the budget) before the month ends; once per month",
+            Severity.MEDIUM,
+        ),
+        AlertSpec(
+            "budget_hard_limit",
+            UsageThresholdCrossedV1.DETAIL_TYPE,
+            "the month's bill so far reached the account's hard limit (`meter` hard_limit, or a budget event at or "
+            "above it): calls go audio-only, then end after the grace period",
+            Severity.HIGH,
+        ),
     )
 }
 
@@ -98,7 +112,11 @@ def _threshold(detail: Mapping[str, Any]) -> Alert:
     percent = event.threshold_percent
     month = Period.parse(event.period).start.strftime("%B %Y")
     values = {"percent": str(percent), "period_label": month, "period": event.period}
-    if event.meter == "budget":
+    if event.meter == "hard_limit":
+        kind = "budget_hard_limit"
+        values |= {"used": money_text(event.used), "limit": money_text(event.limit)}
+        reached = ("", "")
+    elif event.meter == "budget":
         kind = "budget_threshold"
         values |= {"used": money_text(event.used), "limit": money_text(event.limit)}
         reached = ("You have reached your monthly budget.", " Budget reached.")
@@ -111,13 +129,14 @@ def _threshold(detail: Mapping[str, Any]) -> Alert:
         }
         reached = ("Further use this month is billed as overage at your plan's rates.", " Overage applies now.")
     consequence, sms_consequence = reached if percent >= 100 else ("", "")
+    severity = Severity.HIGH if event.meter == "hard_limit" else severity_of(percent)
     values |= {"consequence": consequence, "sms_consequence": sms_consequence}
     return Alert(
         kind=kind,
         account_id=event.account_id,
         period=event.period,
         key=f"{event.meter}:{percent}",
-        severity=severity_of(percent),
+        severity=severity,
         values=values,
         event_id=event.event_id,
     )

@@ -1,38 +1,57 @@
 """What the alerts handler builds once per container (on its first event): settings, the account directory, the
-ledger, the mailer and the texter, every AWS client with the settings' time budget."""
+ledgers, the mailer and the texter, the spend item, the open sessions, RoomService and the removal scheduler - every
+AWS client with the settings' time budget."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cache
 
-from kilo_alerts.logic import DeliveryPolicy
-from kilo_alerts.ports import DeliveryLedger, Mailer, Texter
+from kilo_alerts.enforcement import EnforcementPolicy
+from kilo_alerts.logic import AlertPorts, AlertsPolicy, DeliveryPolicy
 from kilo_alerts.settings import AlertSettings, settings
-from kilo_billing.accounts import AccountDirectory
 
 
 @dataclass(frozen=True, slots=True)
 class AlertDependencies:
     settings: AlertSettings
-    directory: AccountDirectory
-    ledger: DeliveryLedger
-    mailer: Mailer
-    texter: Texter
-    policy: DeliveryPolicy
+    ports: AlertPorts
+    policy: AlertsPolicy
 
 
 @cache
 def alerts() -> AlertDependencies:
-    from kilo_alerts.adapters import DynamoDeliveryLedger, SesMailer, SnsTexter  # noqa: PLC0415
+    from aws_lambda_powertools.utilities.parameters import SecretsProvider  # noqa: PLC0415
+
+    from kilo_alerts.adapters import (  # noqa: PLC0415
+        DynamoDeliveryLedger,
+        DynamoEnforcementLedger,
+        DynamoOpenSessions,
+        LiveKitRoomControl,
+        SesMailer,
+        SnsTexter,
+        SqsRemovalScheduler,
+    )
     from kilo_billing.account_store import DynamoAccountDirectory  # noqa: PLC0415
     from kilo_billing.aws import client  # noqa: PLC0415
+    from kilo_billing.entitlement_store import DynamoEntitlements  # noqa: PLC0415
 
     config = settings()
     budget = config.call_budget
     dynamodb = client("dynamodb", budget)
-    return AlertDependencies(
-        settings=config,
+    secrets = SecretsProvider(boto3_client=client("secretsmanager", budget))
+
+    def credentials() -> list[tuple[str, str]]:
+        """Every configured LiveKit (API key, secret), re-read at most every ``secret_max_age_seconds``."""
+        if not config.livekit_keys_secret_name:
+            return []
+        keys = secrets.get(config.livekit_keys_secret_name, transform="json", max_age=config.secret_max_age_seconds)
+        if not isinstance(keys, dict):
+            raise ValueError(f"secret {config.livekit_keys_secret_name} must be a JSON object of key: secret")
+        return sorted((str(key), str(secret)) for key, secret in keys.items())
+
+    entitlements = DynamoEntitlements(dynamodb, config.usage_table_name)
+    ports = AlertPorts(
         directory=DynamoAccountDirectory(dynamodb, config.usage_table_name),
         ledger=DynamoDeliveryLedger(dynamodb, config.alerts_table_name),
         mailer=SesMailer(
@@ -42,5 +61,16 @@ def alerts() -> AlertDependencies:
             config.alert_preferences_url,
         ),
         texter=SnsTexter(client("sns", budget), config.sms_sender_id),
-        policy=DeliveryPolicy(config.alert_preferences_url, config.claim_lease_minutes * 60_000),
+        spend=entitlements,
+        entitlements=entitlements,
+        sessions=DynamoOpenSessions(dynamodb, config.usage_table_name),
+        rooms=LiveKitRoomControl(config.livekit_url, credentials, config.roomservice_timeout_seconds),
+        enforcement=DynamoEnforcementLedger(dynamodb, config.alerts_table_name),
+        scheduler=SqsRemovalScheduler(client("sqs", budget), config.alerts_queue_url),
     )
+    policy = AlertsPolicy(
+        DeliveryPolicy(config.alert_preferences_url, config.claim_lease_minutes * 60_000),
+        EnforcementPolicy(config.enforcement_grace_seconds),
+        config.weekday_weights,
+    )
+    return AlertDependencies(config, ports, policy)

@@ -1,5 +1,6 @@
-"""Lambda handler for the alerts queue (the billing bus's alert events, through an EventBridge rule): each SQS record is
-one EventBridge event; it becomes one alert of the catalogue and is delivered (one logic call).
+"""Lambda handler for the alerts queue (the billing bus's alert events, through an EventBridge rule, and the delayed
+removal steps of an enforcement): each SQS record is one event, handled by one logic call (``handle_event``: keep the
+spend item, enforce a reached hard limit, deliver the alerts).
 
 Partial batch failures: a record whose delivery failed for now (a channel to retry) or that cannot be read is
 reported failed and redelivered by the queue; after ``maxReceiveCount`` the queue's redrive moves it to the alerts
@@ -17,8 +18,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from kilo_alerts import dependencies
-from kilo_alerts.catalogue import alert_from_event
-from kilo_alerts.logic import AlertOutcome, DeliveryIncompleteError, deliver_alert
+from kilo_alerts.logic import AlertOutcome, EventIncompleteError, EventOutcome, handle_event
 from kilo_alerts.model import AlertError, Outcome
 from kilo_billing import observability
 from kilo_billing.observability import Metric, count
@@ -43,26 +43,41 @@ def _count(outcome: AlertOutcome) -> None:
         )
 
 
+def _enforced(outcome: EventOutcome) -> None:
+    for record in outcome.enforcement:
+        count(SERVICE, Metric.ENFORCEMENT_ACTIONS)
+        logger.info(
+            "enforcement action",
+            extra={"action": record.action.value, "outcome": record.outcome, "room": record.room},
+        )
+
+
 def _record(record: SQSRecord) -> None:
     deps = dependencies.alerts()
     try:
         event = json.loads(record.body)
-        alert = alert_from_event(str(event["detail-type"]), event["detail"])
-    except (AlertError, ValueError, KeyError, TypeError) as exc:
+        detail_type, detail = str(event["detail-type"]), event["detail"]
+        account = detail.get("account_id")
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         logger.error("event is not an alert; left to the dead-letter queue", extra={"reason": str(exc)[:200]})
         raise
     observability.correlate(
-        SERVICE, account_id=alert.account_id, period=alert.period, event_id=alert.event_id, alert_kind=alert.kind
+        SERVICE, account_id=str(account), period=str(detail.get("period")), event_id=str(detail.get("event_id", ""))
     )
     try:
-        outcome = deliver_alert(
-            alert, deps.directory, deps.ledger, deps.mailer, deps.texter, deps.policy, int(time.time() * 1000)
-        )
-    except DeliveryIncompleteError as exc:
-        _count(exc.outcome)
-        logger.warning("alert not fully delivered; the queue delivers it again", extra={"key": alert.key})
+        outcome = handle_event(detail_type, detail, deps.ports, deps.policy, int(time.time() * 1000))
+    except EventIncompleteError as exc:
+        for alert in exc.outcome.alerts:
+            _count(alert)
+        _enforced(exc.outcome)
+        logger.warning("event not fully handled; the queue delivers it again", extra={"reason": str(exc)[:200]})
         raise
-    _count(outcome)
+    except (AlertError, ValueError) as exc:
+        logger.error("event is not an alert; left to the dead-letter queue", extra={"reason": str(exc)[:200]})
+        raise
+    for alert in outcome.alerts:
+        _count(alert)
+    _enforced(outcome)
 
 
 @metrics.log_metrics

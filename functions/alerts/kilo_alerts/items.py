@@ -1,12 +1,15 @@
-"""Delivery records in the alerts table: ``ACCOUNT#<id>`` / ``DELIVERY#<period>#<kind>#<key>#<channel>``, one item per
-channel of an alert occurrence (the claim, then the outcome), kept ``RECORD_TTL_DAYS``."""
+"""Records in the alerts table, kept ``RECORD_TTL_DAYS``:
+- deliveries ``ACCOUNT#<id>`` / ``DELIVERY#<period>#<kind>#<key>#<channel>``, one item per channel of an alert
+  occurrence (the claim, then the outcome);
+- enforcement actions ``ACCOUNT#<id>`` / ``ENFORCEMENT#<period>#<action>#<room>#<identity>`` (the claim, then the
+  outcome)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any, Final
 
-from kilo_alerts.model import Channel, Delivery, Outcome
+from kilo_alerts.model import Channel, Delivery, EnforcementAction, EnforcementRecord, Outcome
 from kilo_billing.items import Item, from_item, to_item
 
 RECORD_TTL_DAYS: Final = 400
@@ -65,4 +68,44 @@ def delivery_from_item(item: Mapping[str, Any]) -> Delivery:
         detail=str(values.get("detail", "")),
         event_id=str(values.get("event_id", "")),
         attempts=int(values.get("attempts", 1)),
+    )
+
+
+def enforcement_sort_key(record: EnforcementRecord) -> str:
+    return f"ENFORCEMENT#{record.period}#{record.action.value}#{record.room}#{record.identity}"
+
+
+def enforcement_key(record: EnforcementRecord) -> Item:
+    return to_item({"pk": partition(record.account_id), "sk": enforcement_sort_key(record)})
+
+
+def enforcement_to_item(record: EnforcementRecord) -> Item:
+    return to_item(
+        {
+            "pk": partition(record.account_id),
+            "sk": enforcement_sort_key(record),
+            "account_id": record.account_id,
+            "period": record.period,
+            "room": record.room,
+            "identity": record.identity,
+            "action": record.action.value,
+            "status": record.outcome,
+            "at_ms": record.at_ms,
+            "detail": record.detail,
+            "expires_at": record.at_ms // 1000 + RECORD_TTL_DAYS * 86_400,
+        }
+    )
+
+
+def enforcement_from_item(item: Mapping[str, Any]) -> EnforcementRecord:
+    values = from_item(item)
+    return EnforcementRecord(
+        account_id=str(values["account_id"]),
+        period=str(values["period"]),
+        room=str(values["room"]),
+        identity=str(values["identity"]),
+        action=EnforcementAction(str(values["action"])),
+        outcome=str(values["status"]),
+        at_ms=int(values["at_ms"]),
+        detail=str(values.get("detail", "")),
     )

@@ -11,15 +11,42 @@ undeliverable. A transient failure releases the claim and, once every channel wa
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Final
 from urllib.parse import quote
 
-from kilo_alerts.catalogue import CATALOGUE
-from kilo_alerts.model import Alert, Channel, Delivery, Outcome, Rendered
-from kilo_alerts.ports import DeliveryLedger, Mailer, SendFailedError, SendRefusedError, Texter
+from kilo_alerts.catalogue import CATALOGUE, alert_from_event, money_text
+from kilo_alerts.enforcement import (
+    EnforcementIncompleteError,
+    EnforcementPolicy,
+    hard_limit_reached,
+    remove_account,
+    restrict_account,
+)
+from kilo_alerts.model import Alert, AlertError, Channel, Delivery, EnforcementRecord, Outcome, Rendered, Severity
+from kilo_alerts.ports import (
+    DeliveryLedger,
+    EnforcementLedger,
+    Mailer,
+    OpenSessions,
+    RemovalScheduler,
+    RoomControl,
+    SendFailedError,
+    SendRefusedError,
+    Texter,
+)
 from kilo_alerts.render import render
 from kilo_billing.accounts import E164_PATTERN, AccountDirectory, AccountProfile
+from kilo_billing.budgets import DEFAULT_WEEKDAY_WEIGHTS, forecast_crossing
+from kilo_billing.contracts import UsageThresholdCrossedV1
+from kilo_billing.entitlements import EntitlementSource, Reading, SpendRecorder
+from kilo_billing.periods import Period
+
+ENFORCEMENT_STEP: Final = "EnforcementStepDue.v1"  # the delayed removal step (adapters.SqsRemovalScheduler)
+HARD: Final = "budget_hard_limit"
 
 _E164 = re.compile(E164_PATTERN)
 
@@ -145,3 +172,145 @@ def _attempt(pending: Delivery, send: Callable[[], str]) -> Delivery:
     except SendFailedError as exc:
         return replace(pending, outcome=Outcome.RETRY, detail=str(exc))
     return replace(pending, outcome=Outcome.SENT, detail=message_id)
+
+
+# --- events: thresholds, budgets, the hard limit ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AlertPorts:
+    directory: AccountDirectory
+    ledger: DeliveryLedger
+    mailer: Mailer
+    texter: Texter
+    spend: SpendRecorder  # the entitlement check's spend item, kept from every threshold event
+    entitlements: EntitlementSource
+    sessions: OpenSessions
+    rooms: RoomControl
+    enforcement: EnforcementLedger
+    scheduler: RemovalScheduler
+
+
+@dataclass(frozen=True, slots=True)
+class AlertsPolicy:
+    delivery: DeliveryPolicy
+    enforcement: EnforcementPolicy = field(default_factory=EnforcementPolicy)
+    weekday_weights: tuple[Decimal, ...] = DEFAULT_WEEKDAY_WEIGHTS
+
+
+@dataclass(frozen=True, slots=True)
+class EventOutcome:
+    alerts: tuple[AlertOutcome, ...] = ()
+    enforcement: tuple[EnforcementRecord, ...] = ()
+
+
+class EventIncompleteError(Exception):
+    """Something failed for now (a channel, a RoomService action); what is done is recorded. Deliver again."""
+
+    def __init__(self, outcome: EventOutcome, causes: list[Exception]) -> None:
+        super().__init__("; ".join(str(cause) for cause in causes))
+        self.outcome = outcome
+
+
+def handle_event(
+    detail_type: str, detail: Mapping[str, Any], ports: AlertPorts, policy: AlertsPolicy, now_ms: int
+) -> EventOutcome:
+    """One event of the alerts queue: a threshold event (keep the spend item, enforce a reached hard limit, deliver
+    the alert and a forecast) or the delayed removal step of an enforcement."""
+    if detail_type == ENFORCEMENT_STEP:
+        step = _step(detail)
+        return EventOutcome(
+            enforcement=tuple(
+                remove_account(
+                    step[0], step[1], ports.sessions, ports.rooms, ports.enforcement, ports.entitlements, now_ms
+                )
+            )
+        )
+    alert = alert_from_event(detail_type, detail)
+    event = UsageThresholdCrossedV1.model_validate(detail)
+    ports.spend.record(
+        event.account_id,
+        event.meter,
+        Reading(event.period, Decimal(event.used), Decimal(event.limit), event.occurred_at),
+    )
+    alerts = [alert]
+    causes: list[Exception] = []
+    enforced: list[EnforcementRecord] = []
+    if event.meter in ("budget", "hard_limit"):
+        profile, _ = ports.entitlements.read(event.account_id)
+        if event.meter == "budget" and event.threshold_percent < 100 and profile is not None:
+            alerts += _forecast(event, profile, policy)
+        if hard_limit_reached(event.account_id, ports.entitlements, now_ms):
+            if event.meter == "budget" and profile is not None and profile.hard_limit_usd is not None:
+                alerts.append(_hard_limit_alert(event, profile.hard_limit_usd))
+            try:
+                enforced = restrict_account(
+                    event.account_id,
+                    event.period,
+                    ports.sessions,
+                    ports.rooms,
+                    ports.enforcement,
+                    ports.scheduler,
+                    policy.enforcement,
+                    now_ms,
+                )
+            except EnforcementIncompleteError as exc:
+                enforced, causes = exc.records, [*causes, exc]
+    grace = str(max(1, -(-policy.enforcement.grace_seconds // 60)))
+    delivered: list[AlertOutcome] = []
+    for found in alerts:
+        each = replace(found, values={**found.values, "grace_minutes": grace}) if found.kind == HARD else found
+        try:
+            delivered.append(
+                deliver_alert(each, ports.directory, ports.ledger, ports.mailer, ports.texter, policy.delivery, now_ms)
+            )
+        except DeliveryIncompleteError as exc:
+            delivered.append(exc.outcome)
+            causes.append(exc)
+    outcome = EventOutcome(tuple(delivered), tuple(enforced))
+    if causes:
+        raise EventIncompleteError(outcome, causes)
+    return outcome
+
+
+def _step(detail: Mapping[str, Any]) -> tuple[str, str]:
+    account, period = detail.get("account_id"), detail.get("period")
+    if detail.get("step") != "remove" or not isinstance(account, str) or not isinstance(period, str):
+        raise AlertError("an enforcement step names the account, the period and step 'remove'")
+    return account, period
+
+
+def _hard_limit_alert(event: UsageThresholdCrossedV1, hard_limit: Decimal) -> Alert:
+    """The hard-limit alert when a budget event reached it (same key as rating's own hard_limit event: sent once)."""
+    hard_event = event.model_copy(update={"meter": "hard_limit", "threshold_percent": 100, "limit": str(hard_limit)})
+    return alert_from_event(UsageThresholdCrossedV1.DETAIL_TYPE, hard_event.model_dump())
+
+
+def _forecast(event: UsageThresholdCrossedV1, profile: AccountProfile, policy: AlertsPolicy) -> list[Alert]:
+    """ "At this rate you will pass your limit around <date>": the hard limit if set, else the budget; once a month."""
+    limit, name = (
+        (profile.hard_limit_usd, "hard limit") if profile.hard_limit_usd is not None else (profile.budget_usd, "budget")
+    )
+    if limit is None:
+        return []
+    now = datetime.fromisoformat(event.occurred_at)
+    day = forecast_crossing(Decimal(event.used), limit, now, policy.weekday_weights)
+    if day is None or Period.containing(now).key != event.period:
+        return []
+    return [
+        Alert(
+            kind="budget_forecast",
+            account_id=event.account_id,
+            period=event.period,
+            key="forecast",
+            severity=Severity.MEDIUM,
+            values={
+                "period_label": Period.parse(event.period).start.strftime("%B %Y"),
+                "used": money_text(event.used),
+                "limit": money_text(str(limit)),
+                "limit_name": name,
+                "date_label": f"{day:%A} {day.day} {day:%B}",
+            },
+            event_id=event.event_id,
+        )
+    ]

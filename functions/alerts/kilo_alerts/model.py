@@ -4,7 +4,7 @@ kept of every delivery attempt."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 
@@ -73,3 +73,35 @@ class Delivery:
 
 class AlertError(Exception):
     """An event the alerts function cannot turn into an alert (unknown type, malformed detail): never retried."""
+
+
+class EnforcementAction(StrEnum):
+    AUDIO_ONLY = "audio_only"  # RoomService UpdateParticipant: may publish the microphone only
+    SCHEDULE_REMOVAL = "schedule_removal"  # the removal step put on the queue with the grace period as delay
+    REMOVE = "remove"  # RoomService RemoveParticipant
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Participant:
+    """Who to act on through RoomService: the room's name and the participant's identity."""
+
+    room: str
+    identity: str
+
+
+@dataclass(frozen=True, slots=True)
+class EnforcementRecord:
+    """One enforcement action: ``outcome`` done, gone (not in the room any more), lifted (the limit no longer
+    applies), retry (RoomService failed for now)."""
+
+    account_id: str
+    period: str
+    room: str
+    identity: str
+    action: EnforcementAction
+    outcome: str
+    at_ms: int
+    detail: str = ""
+
+    def decided(self, outcome: str, detail: str = "") -> EnforcementRecord:
+        return replace(self, outcome=outcome, detail=detail)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from kilo_alerts.model import Delivery
+from kilo_alerts.model import Delivery, EnforcementRecord, Participant
 
 
 class SendRefusedError(Exception):
@@ -47,3 +47,41 @@ class DeliveryLedger(Protocol):
     def release(self, delivery: Delivery) -> None: ...
 
     def deliveries(self, account_id: str, period: str | None = None) -> list[Delivery]: ...
+
+
+class ParticipantGoneError(Exception):
+    """RoomService does not know the room or the participant (it left): nothing to enforce."""
+
+
+class RoomControlFailedError(Exception):
+    """RoomService failed for now (unreachable, an error, no answer in time): retried."""
+
+
+class OpenSessions(Protocol):
+    def open_participants(self, account_id: str) -> list[Participant]:
+        """Who of the account is in a call now (rating's open sessions)."""
+        ...
+
+
+class RoomControl(Protocol):
+    """LiveKit's RoomService. ``ParticipantGoneError`` / ``RoomControlFailedError``."""
+
+    def audio_only(self, room: str, identity: str) -> None: ...
+
+    def remove(self, room: str, identity: str) -> None: ...
+
+
+class RemovalScheduler(Protocol):
+    def schedule_removal(self, account_id: str, period: str, delay_seconds: int) -> None:
+        """Deliver the removal step for the account after ``delay_seconds``."""
+        ...
+
+
+class EnforcementLedger(Protocol):
+    """``claim`` is true when this caller may act (never claimed, or the last attempt failed for now)."""
+
+    def claim(self, record: EnforcementRecord) -> bool: ...
+
+    def record(self, record: EnforcementRecord) -> None: ...
+
+    def actions(self, account_id: str) -> list[EnforcementRecord]: ...

@@ -3,6 +3,7 @@ addresses only; nothing secret."""
 
 from __future__ import annotations
 
+from decimal import Decimal
 from functools import cache
 
 from pydantic import Field
@@ -21,10 +22,24 @@ class AlertSettings(BaseSettings):
     alert_preferences_url: str = Field(min_length=1)  # the account's alert preferences page (in every message)
     sms_sender_id: str = ""  # where carriers support it
     claim_lease_minutes: int = Field(default=15, ge=1, le=24 * 60)
+    # hard limit enforcement: LiveKit's RoomService, the grace between audio-only and removal, the queue the removal
+    # step is put on (this function's own queue, delayed)
+    livekit_url: str = ""
+    livekit_keys_secret_name: str = ""
+    secret_max_age_seconds: int = Field(default=300, ge=0)
+    enforcement_grace_seconds: int = Field(default=120, ge=0, le=900)
+    alerts_queue_url: str = ""
+    roomservice_timeout_seconds: float = Field(default=5.0, gt=0)
+    # forecast: Monday..Sunday weights of a day's spend (docs/decisions.md, budgets)
+    forecast_weekday_weights: str = "1,1,1,1,1,0.4,0.4"
     # every AWS call (kilo_billing.aws): inside the function's 60 s timeout for a batch of 10 events x 2 channels
     aws_connect_timeout_seconds: float = Field(default=1.0, gt=0)
     aws_read_timeout_seconds: float = Field(default=3.0, gt=0)
     aws_max_attempts: int = Field(default=2, ge=1, le=5)
+
+    @property
+    def weekday_weights(self) -> tuple[Decimal, ...]:
+        return tuple(Decimal(part) for part in self.forecast_weekday_weights.split(","))
 
     @property
     def call_budget(self) -> CallBudget:

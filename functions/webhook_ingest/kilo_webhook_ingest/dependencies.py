@@ -13,6 +13,7 @@ from kilo_webhook_ingest.settings import IngestSettings, SettingsError, settings
 if TYPE_CHECKING:
     from kilo_billing.accounts import AccountDirectory
     from kilo_billing.aws import CallBudget
+    from kilo_billing.entitlements import EntitlementPolicy, EntitlementSource
     from kilo_billing.publisher import EventPublisher
     from kilo_webhook_ingest.ports import EventStore, SecretSource
 
@@ -30,6 +31,8 @@ class UsageDependencies:
     store: EventStore
     secrets: SecretSource
     accounts: AccountDirectory
+    entitlements: EntitlementSource  # the entitlement check's one read (profile + spend item)
+    entitlement_policy: EntitlementPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,13 +65,16 @@ def livekit() -> LiveKitDependencies:
 @cache
 def usage() -> UsageDependencies:
     from kilo_billing.account_store import DynamoAccountDirectory  # noqa: PLC0415
+    from kilo_billing.entitlement_store import DynamoEntitlements  # noqa: PLC0415
+    from kilo_billing.entitlements import EntitlementPolicy  # noqa: PLC0415
 
     config = settings()
     if not config.usage_table:
         raise SettingsError("USAGE_TABLE_NAME is required by the usage API (account registrations)")
     dynamodb, store, secrets = _store_and_secrets(config, config.usage_budget, usage=config.usage_secrets_secret)
     accounts = DynamoAccountDirectory(dynamodb, config.usage_table)
-    return UsageDependencies(config, store, secrets, accounts)
+    entitlements = DynamoEntitlements(dynamodb, config.usage_table)
+    return UsageDependencies(config, store, secrets, accounts, entitlements, EntitlementPolicy())
 
 
 @cache

@@ -19,6 +19,7 @@ from kilo_billing.observability import Metric, correlate, count, logger
 from kilo_webhook_ingest.model import (
     BodyTooLargeError,
     EventTooLargeToStoreError,
+    ForbiddenAccountError,
     IngestError,
     InvalidEventError,
     UnauthorizedError,
@@ -32,6 +33,7 @@ JSON_HEADERS: Final = {"content-type": "application/json"}
 # most specific first: the first class an error is an instance of decides its status
 STATUS: Final[tuple[tuple[type[IngestError], int], ...]] = (
     (UnauthorizedError, 401),
+    (ForbiddenAccountError, 403),
     (EventTooLargeToStoreError, 413),
     (BodyTooLargeError, 413),
     (UnstorableEventError, 422),

@@ -18,8 +18,10 @@ from kilo_billing.aws import CallBudget
 from kilo_billing.events import ContractError, Item, ItemTooLargeError, UsageEventRecord, check_item_size
 from kilo_webhook_ingest.model import (
     EventTooLargeToStoreError,
+    ForbiddenAccountError,
     OutOfTimeError,
     UnstorableEventError,
+    UsageClient,
     UsageItemOutcome,
     UsageNotStoredError,
     UsageOutcome,
@@ -31,6 +33,7 @@ from kilo_webhook_ingest.settings import IngestSettings
 
 if TYPE_CHECKING:
     from kilo_billing.accounts import AccountDirectory
+    from kilo_billing.entitlements import Entitlement, EntitlementPolicy, EntitlementSource
     from kilo_billing.publisher import EventPublisher
     from kilo_webhook_ingest.http import RawRequest
 
@@ -112,23 +115,7 @@ def ingest_usage(
     """
     from kilo_webhook_ingest import usage  # noqa: PLC0415 - pydantic loads only on the usage path
 
-    budget = settings.usage_budget
-    client_id = request.header("x-kilo-client")
-    client = None
-    if client_id and usage.CLIENT_ID.fullmatch(client_id):
-        require_time(deadline, settings, budget, "read the usage clients")
-        client = secrets.usage_client(client_id)
-    usage.verify_signature(
-        request.body,
-        client_id,
-        request.header("x-kilo-signature"),
-        client.secrets if client is not None else (),
-        now_ms // 1000,
-        settings.usage_tolerance_seconds,
-    )
-    assert client_id is not None  # verify_signature refuses a missing client
-    assert client is not None  # ... and an unknown one
-    annotate(client_id=client_id)
+    client_id, client = authenticate_client(request, secrets, settings, now_ms, deadline, annotate)
     events, problems = usage.validate_batch(request.body, datetime.fromtimestamp(now_ms / 1000, tz=UTC))
     scope = usage.scope_problems(events, client_id, client)
     problems += scope
@@ -151,6 +138,65 @@ def ingest_usage(
     if not outcome.complete:
         raise UsageNotStoredError(outcome, failure)
     return outcome
+
+
+def authenticate_client(
+    request: RawRequest,
+    secrets: SecretSource,
+    settings: IngestSettings,
+    now_ms: int,
+    deadline: Deadline,
+    annotate: Annotate = _ignore,
+) -> tuple[str, UsageClient]:
+    """The app's signed request (``X-Kilo-Client`` + ``X-Kilo-Signature``, docs: README) and the client it is from,
+    with the accounts it may bill: the usage API's and the entitlement check's one way in."""
+    from kilo_webhook_ingest import usage  # noqa: PLC0415
+
+    client_id = request.header("x-kilo-client")
+    client = None
+    if client_id and usage.CLIENT_ID.fullmatch(client_id):
+        require_time(deadline, settings, settings.usage_budget, "read the usage clients")
+        client = secrets.usage_client(client_id)
+    usage.verify_signature(
+        request.body,
+        client_id,
+        request.header("x-kilo-signature"),
+        client.secrets if client is not None else (),
+        now_ms // 1000,
+        settings.usage_tolerance_seconds,
+    )
+    assert client_id is not None  # verify_signature refuses a missing client
+    assert client is not None  # ... and an unknown one
+    annotate(client_id=client_id)
+    return client_id, client
+
+
+def check_entitlement(
+    request: RawRequest,
+    secrets: SecretSource,
+    entitlements: EntitlementSource,
+    policy: EntitlementPolicy,
+    settings: IngestSettings,
+    now_ms: int,
+    deadline: Deadline,
+    annotate: Annotate = _ignore,
+) -> Entitlement:
+    """``POST /v1/entitlements/check``: signed like the usage API; the client may ask only about accounts it may bill
+    (scope before anything is read, so it learns nothing about others); then one read and the decision
+    (``kilo_billing.entitlements``)."""
+    from kilo_billing.entitlements import decide  # noqa: PLC0415
+    from kilo_webhook_ingest import entitlement  # noqa: PLC0415
+
+    client_id, client = authenticate_client(request, secrets, settings, now_ms, deadline, annotate)
+    account_id = entitlement.parse_check(request.body)
+    if not client.may_bill(account_id):
+        raise ForbiddenAccountError(
+            "account_not_in_scope", f"usage client {client_id!r} may not bill account {account_id!r}"
+        )
+    annotate(account_id=account_id)
+    require_time(deadline, settings, settings.usage_budget, "read the account's entitlement")
+    profile, state = entitlements.read(account_id)
+    return decide(account_id, profile, state, datetime.fromtimestamp(now_ms / 1000, tz=UTC), policy)
 
 
 ACCOUNT_READ_CHUNK = 100  # one BatchGetItem's worth: the deadline is checked between reads

@@ -30,6 +30,10 @@ class InvalidEventError(IngestError):
     """Signed (or not yet checked) input that is not what the route accepts: bad JSON, wrong shape, bad items."""
 
 
+class ForbiddenAccountError(IngestError):
+    """A signed client asked about an account it may not bill (its scope in the usage clients secret)."""
+
+
 class BodyTooLargeError(IngestError):
     """The body is over the route's limit."""
 

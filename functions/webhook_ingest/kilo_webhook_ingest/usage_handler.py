@@ -1,4 +1,5 @@
-"""Lambda handler for ``POST /v1/usage``: a Powertools HTTP resolver (the app's usage API; more routes may join).
+"""Lambda handler for the app's API - ``POST /v1/usage`` and ``POST /v1/entitlements/check`` - a Powertools HTTP
+resolver: both routes are signed and scoped the same way (``logic.authenticate_client``).
 
 Traced with Powertools Tracer: a batch makes many AWS calls (secret, account reads, up to 1,000 writes) worth seeing
 in X-Ray; this path already loads pydantic and the resolver, the X-Ray SDK adds ~0.45 s to its cold start.
@@ -15,6 +16,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 import kilo_webhook_ingest.usage  # noqa: F401 - pydantic and the batch model load during init, not per request
 from kilo_billing.observability import Metric, count, logger, metrics, tracer
 from kilo_webhook_ingest.dependencies import usage as dependencies
+from kilo_webhook_ingest.entitlement import answer
 from kilo_webhook_ingest.http import (
     JSON_HEADERS,
     SERVICE,
@@ -26,7 +28,7 @@ from kilo_webhook_ingest.http import (
     refused,
     request_id,
 )
-from kilo_webhook_ingest.logic import ingest_usage
+from kilo_webhook_ingest.logic import check_entitlement, ingest_usage
 from kilo_webhook_ingest.model import IngestError, OutOfTimeError, UsageNotStoredError, UsageOutcome
 from kilo_webhook_ingest.ports import SecretConfigError, StorageUnavailableError
 
@@ -109,6 +111,25 @@ def post_usage() -> Response[str]:
         }
         return _json(409, payload)
     return _json(200, payload)
+
+
+@app.post("/v1/entitlements/check")
+def post_entitlement_check() -> Response[str]:
+    """May the account start a call, and for how long may its LiveKit token live (200 either way; ``allowed``)."""
+    deps = dependencies()
+    request = raw_request(app.current_event.raw_event, deps.settings.max_usage_body_bytes)
+    entitlement = check_entitlement(
+        request,
+        deps.secrets,
+        deps.entitlements,
+        deps.entitlement_policy,
+        deps.settings,
+        int(time.time() * 1000),
+        InvocationDeadline(app.lambda_context),
+        annotate,
+    )
+    count(SERVICE, Metric.ENTITLEMENT_ALLOWED if entitlement.allowed else Metric.ENTITLEMENT_REFUSED)
+    return _json(200, answer(entitlement))
 
 
 @metrics(SERVICE).log_metrics

@@ -175,6 +175,19 @@ def change_tier(directory: AccountDirectory, account_id: str, change: TierChange
     return profile
 
 
+def set_status(directory: AccountDirectory, account_id: str, status: str) -> AccountProfile:
+    """Suspend an account, hold it for abuse, mark it past due, or make it active again (operators, invoicing, the
+    abuse signals). The entitlement check reads it from the profile (docs/alerts.md)."""
+    if status not in ACCOUNT_STATUSES:
+        raise ValueError(f"status {status!r} is not one of {ACCOUNT_STATUSES}")
+    found = directory.registered([account_id]).get(account_id)
+    if found is None:
+        raise UnknownAccountError(f"account {account_id!r} is not registered")
+    profile = replace(found, status=status)
+    directory.save(profile)
+    return profile
+
+
 class InvalidContactError(ValueError):
     """A contact detail or alert preference that cannot be used; the message names it."""
 

@@ -28,10 +28,11 @@ class UsageThresholdCrossedV1(BaseModel):
     event_id: str
     account_id: str
     period: str = Field(pattern=r"^\d{4}-\d{2}$")
-    meter: Literal["video", "audio", "messages", "data_transfer", "budget"]
+    # "budget": a percentage of the soft budget; "hard_limit": the bill so far reached the hard limit (percent 100)
+    meter: Literal["video", "audio", "messages", "data_transfer", "budget", "hard_limit"]
     threshold_percent: int = Field(gt=0, le=1000)
     used: str  # decimal string: minutes, messages, GB, or USD for the budget
-    limit: str  # the included allowance (prorated, all segments) or the budget, same unit
+    limit: str  # the included allowance (prorated, all segments), the budget or the hard limit, same unit
     occurred_at: str  # ISO-8601 UTC, when rating saw the crossing
 
     @staticmethod

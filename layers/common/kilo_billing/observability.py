@@ -40,6 +40,8 @@ class Metric(StrEnum):
     UNSTORABLE_EVENT = "UnstorableEvent"  # signed, valid, refused for good (e.g. too large to keep): alarmed
     INGEST_STORE_FAILED = "IngestStoreFailed"
     USAGE_RECORDED = "UsageRecorded"
+    ENTITLEMENT_ALLOWED = "EntitlementAllowed"  # an entitlement check that allowed a call
+    ENTITLEMENT_REFUSED = "EntitlementRefused"  # ... that refused one (reason in the log line)
     USAGE_DUPLICATE = "UsageDuplicate"
     USAGE_CONFLICT = "UsageConflict"
     # rating
@@ -58,6 +60,7 @@ class Metric(StrEnum):
     ALERTS_DUPLICATE = "AlertsDuplicate"  # a redelivered event: already sent (or being sent), not sent again
     ALERTS_SKIPPED = "AlertsSkipped"  # preference "none", no contact for the channel, SMS opted out
     ALERTS_UNDELIVERABLE = "AlertsUndeliverable"  # refused for good (invalid number, rejected address): recorded
+    ENFORCEMENT_ACTIONS = "EnforcementActions"  # a RoomService action (audio only, remove) or its schedule, recorded
     ALERT_SEND_RETRIED = "AlertSendRetried"  # a transient SES/SNS failure: the queue redelivers the event
 
 

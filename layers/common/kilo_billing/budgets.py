@@ -1,0 +1,143 @@
+"""Budgets: an account's monthly spending limit - a soft level (alerts at chosen percentages of ``budget_usd``) and an
+optional hard level (``hard_limit_usd``: new calls refused, running ones stopped) - how they are changed (the operator
+CLI now, the account API later), and the weekday-aware forecast of the day the month's bill passes a limit.
+
+Forecast rule (docs/decisions.md, budgets): each day of the week has a weight (a business account spends on weekdays,
+little at weekends). The month-to-date bill divided by the weight of the time elapsed so far (whole days, plus the
+elapsed share of today) is the spend per unit of weight; walking forward day by day, each day adds its weight times
+that rate (today only its remaining share) until the limit is reached. With equal weights this is the plain linear run
+rate. The answer is the UTC day on which the limit is reached, or ``None`` when it is not reached inside the period.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from fractions import Fraction
+from typing import Final
+
+from kilo_billing.accounts import AccountDirectory, AccountProfile, UnknownAccountError
+from kilo_billing.periods import Period, ensure_utc
+
+# Monday .. Sunday. Calls are a working-day activity: a weekend day counts for 0.4 of a weekday unless configured.
+DEFAULT_WEEKDAY_WEIGHTS: Final[tuple[Decimal, ...]] = (
+    Decimal(1),
+    Decimal(1),
+    Decimal(1),
+    Decimal(1),
+    Decimal(1),
+    Decimal("0.4"),
+    Decimal("0.4"),
+)
+MAX_THRESHOLDS: Final = 10
+MAX_THRESHOLD_PERCENT: Final = 1000  # the threshold contract's bound
+_DAY = timedelta(days=1)
+
+
+class InvalidBudgetError(ValueError):
+    """A budget that cannot be set; the message names the field and what is allowed."""
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetChange:
+    """What to change; ``None`` keeps the current value, ``clear_*`` removes it."""
+
+    budget_usd: Decimal | None = None
+    thresholds: tuple[int, ...] | None = None
+    hard_limit_usd: Decimal | None = None
+    clear_budget: bool = False
+    clear_hard_limit: bool = False
+
+
+def _amount(name: str, value: Decimal) -> Decimal:
+    if not value.is_finite() or value <= 0:
+        raise InvalidBudgetError(f"{name} must be a positive amount in USD, got {value}")
+    if value.as_tuple().exponent < -2:  # type: ignore[operator]
+        raise InvalidBudgetError(f"{name} must be whole cents, got {value}")
+    return value
+
+
+def check_thresholds(thresholds: Sequence[int]) -> tuple[int, ...]:
+    """Alert percentages of the soft budget: 1 to 10 distinct whole percentages in 1..1000, kept in ascending order."""
+    if not 1 <= len(thresholds) <= MAX_THRESHOLDS:
+        raise InvalidBudgetError(f"alert percentages: give 1 to {MAX_THRESHOLDS}, got {len(thresholds)}")
+    for value in thresholds:
+        if isinstance(value, bool) or not 1 <= value <= MAX_THRESHOLD_PERCENT:
+            raise InvalidBudgetError(f"alert percentage {value!r} must be a whole number from 1 to 1000")
+    if len(set(thresholds)) != len(thresholds):
+        raise InvalidBudgetError(f"alert percentages repeat: {list(thresholds)}")
+    return tuple(sorted(thresholds))
+
+
+def apply_budget(profile: AccountProfile, change: BudgetChange) -> AccountProfile:
+    """The profile with the budget changed, validated whole (nothing is half-applied)."""
+    budget = None if change.clear_budget else profile.budget_usd
+    if change.budget_usd is not None:
+        if change.clear_budget:
+            raise InvalidBudgetError("give either a budget or no budget, not both")
+        budget = _amount("budget", change.budget_usd)
+    hard = None if change.clear_hard_limit else profile.hard_limit_usd
+    if change.hard_limit_usd is not None:
+        if change.clear_hard_limit:
+            raise InvalidBudgetError("give either a hard limit or no hard limit, not both")
+        hard = _amount("hard limit", change.hard_limit_usd)
+    thresholds = profile.budget_thresholds if change.thresholds is None else check_thresholds(change.thresholds)
+    if budget is not None and hard is not None and hard < budget:
+        raise InvalidBudgetError(
+            f"hard limit ${hard} is below the budget ${budget}: the hard level stops calls, so it must be at least the "
+            "soft level (lower the budget, or raise the hard limit)"
+        )
+    return replace(profile, budget_usd=budget, budget_thresholds=thresholds, hard_limit_usd=hard)
+
+
+def set_budget(directory: AccountDirectory, account_id: str, change: BudgetChange) -> AccountProfile:
+    """Change an account's budget (``kilo-billing account budget``; later the account API). Rating announces the soft
+    percentages from its next batch on; the hard level is enforced from the next threshold event (docs/alerts.md)."""
+    found = directory.registered([account_id]).get(account_id)
+    if found is None:
+        raise UnknownAccountError(f"account {account_id!r} is not registered")
+    profile = apply_budget(found, change)
+    directory.save(profile)
+    return profile
+
+
+def _weight(day: date, weights: Sequence[Decimal]) -> Fraction:
+    return Fraction(weights[day.weekday()])
+
+
+def forecast_crossing(
+    spent_usd: Decimal,
+    limit_usd: Decimal,
+    now: datetime,
+    weights: Sequence[Decimal] = DEFAULT_WEEKDAY_WEIGHTS,
+) -> date | None:
+    """The UTC day on which the month's bill reaches ``limit_usd`` at the month-to-date run rate, day-of-week weighted
+    (module docstring); ``now``'s day when it is already reached, ``None`` when it will not be within the month."""
+    if len(weights) != 7 or any(not w.is_finite() or w < 0 for w in weights) or not any(weights):
+        raise ValueError("weekday weights: seven non-negative numbers, Monday first, not all zero")
+    now = ensure_utc(now)
+    period = Period.containing(now)
+    if spent_usd >= limit_usd:
+        return now.date()
+    today = now.date()
+    midnight = datetime(today.year, today.month, today.day, tzinfo=now.tzinfo)
+    elapsed_today = Fraction(int((now - midnight).total_seconds() * 1_000_000), 86_400 * 1_000_000)
+    elapsed = sum(
+        (_weight(period.start.date() + _DAY * i, weights) for i in range((today - period.start.date()).days)),
+        Fraction(0),
+    )
+    elapsed += _weight(today, weights) * elapsed_today
+    if elapsed == 0 or spent_usd <= 0:
+        return None  # nothing to extrapolate from
+    rate = Fraction(spent_usd) / elapsed
+    remaining = Fraction(limit_usd - spent_usd)
+    day, share = today, 1 - elapsed_today
+    last = (period.end - _DAY).date()
+    while day <= last:
+        remaining -= rate * _weight(day, weights) * share
+        if remaining <= 0:
+            return day
+        day, share = day + _DAY, Fraction(1)
+    return None

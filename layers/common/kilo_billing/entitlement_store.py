@@ -1,0 +1,91 @@
+"""The spend item ``ACCOUNT#<id>`` / ``ENTITLEMENT`` in the usage table (beside the profile) and the DynamoDB adapter
+of ``EntitlementSource`` (profile + spend item in one ``BatchGetItem``) and ``SpendRecorder`` (one conditional
+``UpdateItem`` per reading: never lowered by an older event)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any, Final
+
+from kilo_billing.account_store import PROFILE_SORT_KEY, account_key, profile_from_item
+from kilo_billing.accounts import AccountProfile
+from kilo_billing.aws import ConditionFailedError, call
+from kilo_billing.entitlements import ENTITLEMENT_SORT_KEY, Reading, SpendState
+from kilo_billing.items import from_item, to_item
+
+SPEND_ATTRIBUTE: Final = "spend"
+ALLOWANCE_PREFIX: Final = "allowance_"
+BILL_METERS: Final = frozenset({"budget", "hard_limit"})  # threshold meters whose ``used`` is the month's bill
+
+
+def attribute_for(meter: str) -> str:
+    return SPEND_ATTRIBUTE if meter in BILL_METERS else ALLOWANCE_PREFIX + meter
+
+
+def _reading(value: Mapping[str, Any]) -> Reading:
+    return Reading(str(value["period"]), Decimal(value["used"]), Decimal(value["limit"]), str(value["as_of"]))
+
+
+def state_from_item(account_id: str, item: Mapping[str, Any] | None) -> SpendState | None:
+    if item is None:
+        return None
+    values = from_item(item)
+    spend = values.get(SPEND_ATTRIBUTE)
+    return SpendState(
+        account_id,
+        _reading(spend) if spend else None,
+        {
+            name.removeprefix(ALLOWANCE_PREFIX): _reading(value)
+            for name, value in values.items()
+            if name.startswith(ALLOWANCE_PREFIX)
+        },
+    )
+
+
+class DynamoEntitlements:
+    def __init__(self, client: Any, table: str) -> None:
+        self._client = client
+        self._table = table
+
+    def read(self, account_id: str) -> tuple[AccountProfile | None, SpendState | None]:
+        keys = [account_key(account_id, PROFILE_SORT_KEY), account_key(account_id, ENTITLEMENT_SORT_KEY)]
+        found: dict[str, Any] = {}
+        pending: dict[str, Any] = {self._table: {"Keys": keys, "ConsistentRead": True}}
+        while pending:
+            response = call(self._client.batch_get_item, RequestItems=pending)
+            for item in response["Responses"].get(self._table, []):
+                found[str(item["sk"]["S"])] = item
+            pending = response.get("UnprocessedKeys") or {}
+        profile = found.get(PROFILE_SORT_KEY)
+        return (
+            profile_from_item(profile) if profile is not None else None,
+            state_from_item(account_id, found.get(ENTITLEMENT_SORT_KEY)),
+        )
+
+    def record(self, account_id: str, meter: str, reading: Reading) -> bool:
+        try:
+            call(
+                self._client.update_item,
+                TableName=self._table,
+                Key=account_key(account_id, ENTITLEMENT_SORT_KEY),
+                UpdateExpression="SET #r = :r, account_id = :account",
+                ConditionExpression="attribute_not_exists(#r) OR #r.#p < :p OR (#r.#p = :p AND #r.#u < :u)",
+                ExpressionAttributeNames={"#r": attribute_for(meter), "#p": "period", "#u": "used"},
+                ExpressionAttributeValues=to_item(
+                    {
+                        ":r": {
+                            "period": reading.period,
+                            "used": reading.used,
+                            "limit": reading.limit,
+                            "as_of": reading.as_of,
+                        },
+                        ":p": reading.period,
+                        ":u": reading.used,
+                        ":account": account_id,
+                    }
+                ),
+            )
+        except ConditionFailedError:
+            return False
+        return True

@@ -1,0 +1,202 @@
+"""A hard limit reached during a long call, end to end on moto and a local RoomService: the threshold event published
+on the billing bus as rating publishes it -> the alerts rule -> the alerts queue -> the alerts handler -> RoomService
+(``livekit-api`` against kilo_dev.fake_livekit on 127.0.0.1, requests recorded as Twirp JSON) -> the delayed removal
+step on the same queue -> RoomService again. The account's participants come from open sessions written as rating
+writes them (its own item mapping), read by the alerts function through its own port."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from fractions import Fraction
+from typing import Any
+
+import boto3
+import pytest
+import time_machine
+
+from kilo_billing.account_store import DynamoAccountDirectory
+from kilo_billing.accounts import AccountProfile
+from kilo_billing.contracts import SOURCE_RATING, UsageThresholdCrossedV1
+from kilo_billing.publisher import EventBridgePublisher
+from kilo_billing.rating import TierChange
+from kilo_dev.fake_livekit import FakeLiveKit
+from kilo_rate_usage.items import session_to_item
+from kilo_rate_usage.model import Billing, Session, StoredSession
+from tests.conftest import LIVEKIT_KEYS, AlertsStack, LambdaContext, _clear_caches
+from tests.integration.test_alerts_delivery import mime, parts
+
+NOW = datetime(2026, 11, 20, 10, 5, tzinfo=UTC)
+AUDIO_ONLY = {"canSubscribe": True, "canPublish": True, "canPublishData": True, "canPublishSources": ["MICROPHONE"]}
+
+
+@pytest.fixture
+def livekit() -> Iterator[FakeLiveKit]:
+    server = FakeLiveKit(dict(LIVEKIT_KEYS))
+    server.rooms = {
+        "standup": [("PA_alice", "alice"), ("PA_bob", "bob")],
+        "support": [("PA_carol", "carol"), ("PA_other", "dave")],  # dave is another account's participant
+    }
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def enforcing(alerts_stack: AlertsStack, livekit: FakeLiveKit, monkeypatch: pytest.MonkeyPatch) -> AlertsStack:
+    monkeypatch.setenv("LIVEKIT_URL", livekit.url)
+    monkeypatch.setenv("ENFORCEMENT_GRACE_SECONDS", "0")  # the removal step is visible on the queue at once
+    _clear_caches()
+    stack = alerts_stack.stack
+    table = stack.template.physical_name("UsageTable")
+    DynamoAccountDirectory(stack.clients["dynamodb"], table).register(
+        AccountProfile(
+            "acct_9",
+            (TierChange(datetime(2026, 1, 1, tzinfo=UTC), "team"),),
+            budget_usd=Decimal("100"),
+            hard_limit_usd=Decimal("150"),
+            name="Nine Ltd",
+            email="billing@nine.example",
+            phone="+14155550109",
+        )
+    )
+    for room_sid, room, participant, identity, account in [
+        ("RM_1", "standup", "PA_alice", "alice", "acct_9"),
+        ("RM_1", "standup", "PA_bob", "bob", "acct_9"),
+        ("RM_2", "support", "PA_carol", "carol", "acct_9"),
+        ("RM_2", "support", "PA_other", "dave", "acct_other"),
+    ]:
+        session = Session(
+            room_sid, participant, identity, "standard", account, int(NOW.timestamp() * 1000) - 3_600_000, None,
+            None, False, Billing.ROOM_RULE, Fraction(0), Fraction(0), (), True, 0, room,
+        )  # fmt: skip
+        stack.clients["dynamodb"].put_item(TableName=table, Item=session_to_item(StoredSession(session, {}, "v1")))
+    return alerts_stack
+
+
+@pytest.fixture(autouse=True)
+def clock() -> Iterator[None]:
+    with time_machine.travel(NOW, tick=False):
+        yield
+
+
+def publish(stack: AlertsStack, meter: str, percent: int, used: str, limit: str) -> None:
+    event = UsageThresholdCrossedV1(
+        event_id=UsageThresholdCrossedV1.make_id("acct_9", "2026-11", meter, percent),
+        account_id="acct_9",
+        period="2026-11",
+        meter=meter,  # type: ignore[arg-type]
+        threshold_percent=percent,
+        used=used,
+        limit=limit,
+        occurred_at="2026-11-20T10:00:00+00:00",
+    )
+    bus = stack.stack.template.physical_name("BillingEventBus")
+    EventBridgePublisher(boto3.client("events"), bus, SOURCE_RATING).publish(event.DETAIL_TYPE, event.model_dump())
+
+
+def run(stack: AlertsStack) -> dict[str, Any]:
+    from kilo_alerts.handler import lambda_handler  # noqa: PLC0415
+
+    event = stack.sqs_event()
+    assert event["Records"], "nothing on the alerts queue"
+    return lambda_handler(event, LambdaContext(remaining_ms=60_000))
+
+
+def actions(stack: AlertsStack) -> list[tuple[str, str, str, str]]:
+    table = stack.stack.template.physical_name("AlertsTable")
+    found = boto3.resource("dynamodb").Table(table).scan()["Items"]
+    return sorted(
+        (str(i["action"]), str(i["room"]), str(i["identity"]), str(i["status"]))
+        for i in found
+        if str(i["sk"]).startswith("ENFORCEMENT#")
+    )
+
+
+def test_given_the_hard_limit_reached_in_a_call_then_audio_only_then_removal_in_order_once(
+    enforcing: AlertsStack, livekit: FakeLiveKit
+) -> None:
+    publish(enforcing, "hard_limit", 100, "150.02", "150")
+    assert run(enforcing) == {"batchItemFailures": []}
+
+    assert livekit.calls == [
+        ("UpdateParticipant", {"room": "standup", "identity": "alice", "permission": AUDIO_ONLY}),
+        ("UpdateParticipant", {"room": "standup", "identity": "bob", "permission": AUDIO_ONLY}),
+        ("UpdateParticipant", {"room": "support", "identity": "carol", "permission": AUDIO_ONLY}),
+    ]
+    # the removal step was put on the queue (grace 0 here): the next receive hands it to the function
+    assert run(enforcing) == {"batchItemFailures": []}
+    assert livekit.calls[3:] == [
+        ("RemoveParticipant", {"room": "standup", "identity": "alice"}),
+        ("RemoveParticipant", {"room": "standup", "identity": "bob"}),
+        ("RemoveParticipant", {"room": "support", "identity": "carol"}),
+    ]
+    assert livekit.rooms == {"standup": [], "support": [("PA_other", "dave")]}
+    assert actions(enforcing) == [
+        ("audio_only", "standup", "alice", "done"),
+        ("audio_only", "standup", "bob", "done"),
+        ("audio_only", "support", "carol", "done"),
+        ("remove", "standup", "alice", "done"),
+        ("remove", "standup", "bob", "done"),
+        ("remove", "support", "carol", "done"),
+        ("schedule_removal", "-", "-", "done"),
+    ]
+    # the account heard about it: email and SMS with the figures
+    [mail] = [mime(message) for message in enforcing.sent_mail()]
+    assert mail["Subject"] == "Your November 2026 hard spending limit of $150.00 is reached: calls are stopping"
+    text, _ = parts(mail)
+    assert "is $150.02 so far and has reached your hard spending limit of $150.00" in text
+    [(phone, sms)] = [(p, text) for p, text, *_ in enforcing.sent_sms()]
+    assert phone == "+14155550109"
+    assert sms == (
+        "Kilo: hard limit $150.00 reached (November 2026 bill $150.02). Calls go audio-only and end in 1 min. "
+        "Reply STOP to opt out"
+    )
+
+    # a redelivered event (rating republishes the same event id after a crash) does nothing again
+    publish(enforcing, "hard_limit", 100, "150.02", "150")
+    assert run(enforcing) == {"batchItemFailures": []}
+    assert len(livekit.calls) == 6
+    assert len(enforcing.sent_mail()) == 1
+    assert "Messages" not in enforcing.stack.clients["sqs"].receive_message(QueueUrl=enforcing.queue_url)  # no 2nd step
+
+
+def test_given_roomservice_failing_then_the_record_is_retried_and_only_the_missing_action_is_repeated(
+    enforcing: AlertsStack, livekit: FakeLiveKit
+) -> None:
+    livekit.failures = [(200, "")] * 0 + [(503, "unavailable")]  # the first request fails for now
+    publish(enforcing, "hard_limit", 100, "151", "150")
+    event = enforcing.sqs_event()
+    from kilo_alerts.handler import lambda_handler  # noqa: PLC0415
+
+    failed = lambda_handler(event, LambdaContext(remaining_ms=60_000))
+    assert failed == {"batchItemFailures": [{"itemIdentifier": event["Records"][0]["messageId"]}]}
+    assert [call[1]["identity"] for call in livekit.calls] == ["alice", "bob", "carol"]  # alice's failed
+    assert ("audio_only", "standup", "alice", "retry") in actions(enforcing)
+    lambda_handler(event, LambdaContext(remaining_ms=60_000))  # the queue's redelivery
+    assert [call[1]["identity"] for call in livekit.calls] == ["alice", "bob", "carol", "alice"]
+    assert ("audio_only", "standup", "alice", "done") in actions(enforcing)
+
+
+def test_given_the_limit_raised_before_the_grace_ends_then_nobody_is_removed(
+    enforcing: AlertsStack, livekit: FakeLiveKit
+) -> None:
+    publish(enforcing, "budget", 100, "150.00", "100")  # a budget event at the hard limit enforces it too
+    run(enforcing)
+    assert [method for method, _ in livekit.calls] == ["UpdateParticipant"] * 3
+    stack = enforcing.stack
+    directory = DynamoAccountDirectory(stack.clients["dynamodb"], stack.template.physical_name("UsageTable"))
+    from kilo_billing.budgets import BudgetChange, set_budget  # noqa: PLC0415
+
+    set_budget(directory, "acct_9", BudgetChange(hard_limit_usd=Decimal("300")))
+    run(enforcing)
+    assert [method for method, _ in livekit.calls] == ["UpdateParticipant"] * 3
+    assert ("remove", "-", "-", "lifted") in actions(enforcing)
+    subjects = sorted(str(mime(mail)["Subject"]) for mail in enforcing.sent_mail())
+    assert subjects == [
+        "Your November 2026 bill so far reached 100% of your budget",
+        "Your November 2026 hard spending limit of $150.00 is reached: calls are stopping",
+    ]
+    assert json.dumps(livekit.permissions[("standup", "alice")]) == json.dumps(AUDIO_ONLY)

@@ -1,0 +1,128 @@
+"""Budgets: the soft level (alert percentages) and the hard limit, validated whole, set through the operator CLI on
+moto; account status for the entitlement check."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+
+from kilo_billing.accounts import UnknownAccountError, register_account, set_status
+from kilo_billing.budgets import BudgetChange, InvalidBudgetError, check_thresholds, set_budget
+from kilo_billing_cli.main import main
+from tests.conftest import Stack
+from tests.fakes import InMemoryAccountDirectory
+
+SIGNUP = datetime(2026, 11, 1, tzinfo=UTC)
+TIERS = ("personal", "team", "enterprise")
+
+
+def _directory() -> InMemoryAccountDirectory:
+    directory = InMemoryAccountDirectory()
+    register_account(directory, "acct-1", "team", SIGNUP, TIERS, Decimal("100"))
+    return directory
+
+
+def test_given_a_budget_when_a_hard_limit_and_percentages_are_set_then_both_are_saved_and_the_budget_kept() -> None:
+    directory = _directory()
+    profile = set_budget(directory, "acct-1", BudgetChange(hard_limit_usd=Decimal("150"), thresholds=(90, 25, 50)))
+    assert profile.budget_usd == Decimal("100")
+    assert profile.hard_limit_usd == Decimal("150")
+    assert profile.budget_thresholds == (25, 50, 90)
+    assert directory.registered(["acct-1"])["acct-1"] == profile
+
+
+def test_given_a_hard_limit_when_cleared_then_only_the_soft_budget_remains() -> None:
+    directory = _directory()
+    set_budget(directory, "acct-1", BudgetChange(hard_limit_usd=Decimal("120")))
+    profile = set_budget(directory, "acct-1", BudgetChange(clear_hard_limit=True))
+    assert (profile.budget_usd, profile.hard_limit_usd) == (Decimal("100"), None)
+
+
+def test_given_only_a_hard_limit_without_soft_budget_then_it_is_accepted() -> None:
+    directory = _directory()
+    profile = set_budget(directory, "acct-1", BudgetChange(clear_budget=True, hard_limit_usd=Decimal("5.50")))
+    assert (profile.budget_usd, profile.hard_limit_usd) == (None, Decimal("5.50"))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (BudgetChange(hard_limit_usd=Decimal("99.99")), "below the budget"),
+        (BudgetChange(budget_usd=Decimal("0")), "positive amount"),
+        (BudgetChange(budget_usd=Decimal("-5")), "positive amount"),
+        (BudgetChange(hard_limit_usd=Decimal("NaN")), "positive amount"),
+        (BudgetChange(budget_usd=Decimal("10.001")), "whole cents"),
+        (BudgetChange(thresholds=()), "give 1 to 10"),
+        (BudgetChange(thresholds=(50, 50)), "repeat"),
+        (BudgetChange(thresholds=(0, 80)), "from 1 to 1000"),
+        (BudgetChange(thresholds=(80, 1001)), "from 1 to 1000"),
+        (BudgetChange(budget_usd=Decimal("5"), clear_budget=True), "not both"),
+    ],
+)
+def test_given_an_invalid_budget_then_it_is_refused_naming_the_problem_and_nothing_changes(
+    change: BudgetChange, message: str
+) -> None:
+    directory = _directory()
+    before = directory.registered(["acct-1"])["acct-1"]
+    with pytest.raises(InvalidBudgetError, match=message):
+        set_budget(directory, "acct-1", change)
+    assert directory.registered(["acct-1"])["acct-1"] == before
+
+
+def test_given_eleven_percentages_then_refused() -> None:
+    with pytest.raises(InvalidBudgetError, match="give 1 to 10"):
+        check_thresholds(tuple(range(10, 120, 10)))
+
+
+def test_given_an_unknown_account_then_budget_and_status_refuse() -> None:
+    directory = _directory()
+    with pytest.raises(UnknownAccountError):
+        set_budget(directory, "ghost", BudgetChange(budget_usd=Decimal(1)))
+    with pytest.raises(UnknownAccountError):
+        set_status(directory, "ghost", "suspended")
+    with pytest.raises(ValueError, match="not one of"):
+        set_status(directory, "acct-1", "frozen")
+
+
+def _cli(capsys: pytest.CaptureFixture[str], table: str, *argv: str) -> dict[str, object]:
+    assert main(["account", *argv, "--usage-table", table, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert isinstance(result, dict)
+    return result
+
+
+def test_given_the_cli_when_setting_a_budget_and_status_then_the_profile_on_dynamodb_carries_them(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    table = stack.template.physical_name("UsageTable")
+    _cli(capsys, table, "create", "--account", "acct-7", "--tier", "team", "--budget-usd", "100")
+    shown = _cli(capsys, table, "budget", "--account", "acct-7", "--hard-limit-usd", "150", "--alert-at", "50,75,100")
+    assert (shown["budget_usd"], shown["hard_limit_usd"], shown["budget_thresholds"]) == ("100", "150", [50, 75, 100])
+    _cli(capsys, table, "status", "--account", "acct-7", "--status", "past_due")
+    shown = _cli(capsys, table, "show", "--account", "acct-7")
+    assert (shown["hard_limit_usd"], shown["status"]) == ("150", "past_due")
+    shown = _cli(capsys, table, "budget", "--account", "acct-7", "--no-hard-limit")
+    assert shown["hard_limit_usd"] is None
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["budget", "--account", "acct-7", "--hard-limit-usd", "50"], "below the budget"),
+        (["budget", "--account", "acct-7", "--alert-at", "80,x"], "whole percentages"),
+        (["budget", "--account", "acct-7", "--budget-usd", "5", "--no-budget"], "not allowed with"),
+        (["status", "--account", "acct-7", "--status", "frozen"], "invalid choice"),
+    ],
+)
+def test_given_bad_budget_input_on_the_cli_then_exit_2_naming_the_problem(
+    stack: Stack, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    table = stack.template.physical_name("UsageTable")
+    _cli(capsys, table, "create", "--account", "acct-7", "--tier", "team", "--budget-usd", "100")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["account", *argv, "--usage-table", table])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
