@@ -546,8 +546,8 @@ class Recorded:
 class EmulatorHTTPClient(stripe.HTTPClient):
     """A ``stripe.HTTPClient`` answering from a ``StripeEmulator`` in-process: records every request, checks it against
     the SDK's typed params (through the emulator) and can fail on demand: ``faults`` holds, for the next requests in
-    order, an HTTP status answered instead of the emulator (429, 500), ``"timeout"`` (no answer; nothing happens), or
-    ``"lost"`` (the emulator acts, the answer is lost as a timeout)."""
+    order, ``"pass"`` (no fault), an HTTP status answered instead of the emulator (429, 500), ``"timeout"`` (no
+    answer; nothing happens), or ``"lost"`` (the emulator acts, the answer is lost as a timeout)."""
 
     name = "kilo-emulator"
 
