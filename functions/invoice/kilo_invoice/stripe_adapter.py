@@ -5,7 +5,7 @@ integer cents (and ``unit_amount_decimal`` in cents). Every POST carries an idem
 step (``kilo:<invoice id>:create``); a rerun after Stripe's 24 h key expiry finds its earlier objects by ``metadata``
 (invoices and credit notes by listing the customer's / invoice's objects, which is strongly consistent; customers by
 Search). Errors: 429, 5xx and timeouts -> ``GatewayUnavailableError`` (retry the same call), other 4xx ->
-``GatewayRejectedError``. See docs/decisions.md (D-stripe-1..4).
+``GatewayRejectedError``. See docs/decisions.md (D-stripe-1..3).
 """
 
 from __future__ import annotations
