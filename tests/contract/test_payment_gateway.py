@@ -1,19 +1,38 @@
-"""One contract for every payment gateway: the in-memory fake here; the Stripe adapter joins it (recorded HTTP checked
-against the SDK's typed params, answered with Stripe's published fixtures)."""
+"""One contract for every payment gateway: the in-memory fake and the Stripe adapter (its ``StripeClient`` on a recording
+``http_client`` whose every request is checked against the SDK's typed params and answered from Stripe's published
+fixtures by ``kilo_dev.stripe_emulator``)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
+import stripe
 
+from kilo_dev.stripe_emulator import EmulatorHTTPClient
 from kilo_invoice.gateway import Customer, GatewayLine, GatewayRejectedError, InvoiceRequest, PaymentGateway
+from kilo_invoice.stripe_adapter import StripePaymentGateway
 from tests.payment_fakes import InMemoryPaymentGateway
 
 
-@pytest.fixture(params=["fake"])
-def gateway(request: pytest.FixtureRequest) -> PaymentGateway:
-    return InMemoryPaymentGateway()
+@pytest.fixture(params=["fake", "stripe"])
+def gateway(request: pytest.FixtureRequest) -> Iterator[PaymentGateway]:
+    if request.param == "fake":
+        yield InMemoryPaymentGateway()
+        return
+    http = EmulatorHTTPClient()
+    yield StripePaymentGateway(stripe.StripeClient("sk_test_contract", http_client=http, max_network_retries=0))
+    _all_parameters_typed(http)
+
+
+def _all_parameters_typed(http: EmulatorHTTPClient) -> None:
+    """Every request the adapter sent passed the SDK's typed params, and every POST carried our idempotency key."""
+    assert http.emulator.refused_params == []
+    assert http.requests
+    for sent in http.requests:
+        if sent.method == "post":
+            assert sent.headers.get("Idempotency-Key", "").startswith("kilo:"), sent
 
 
 def _request(gateway: PaymentGateway, invoice_id: str = "inv-acct-1-2026-11", *amounts: str) -> InvoiceRequest:

@@ -1,0 +1,595 @@
+"""A stateful emulation of exactly the Stripe endpoints the Stripe adapter uses, in-process.
+
+Requests are seen as Stripe's servers see them (method, path, form-encoded parameters, ``Idempotency-Key``): each is
+checked against the SDK's typed params (``kilo_dev.stripe_params``) and refused with Stripe's error shape when they do
+not allow it. Responses are Stripe's published fixtures (``fixtures3.json``, MIT) with the emulated state laid over
+them, so the SDK parses the same shapes it gets from Stripe. Idempotency keys replay the first successful response and
+refuse a key reused with other parameters (Stripe's rules); ``expire_idempotency_keys`` forgets them (Stripe: 24 h).
+
+Card payments: a charge_automatically invoice finalized with ``auto_advance`` is charged at once with the
+customer's default payment method: ``pm_card_visa`` pays, ``pm_card_chargeCustomerFail`` is declined
+(``invoice.payment_failed``), no card leaves it open (Stripe would retry). Events (``invoice.finalized``,
+``invoice.paid``, ``invoice.payment_failed``, ``refund.created``) go to ``on_event``. Line amounts follow Stripe's
+documented rule (``unit_amount_decimal`` x quantity rounded to the nearest cent per line); ties, which Stripe's docs
+leave open, are rounded half-to-even here - the other way from our half-up - so a tie sent as a price would show.
+
+Used by the contract tests through ``EmulatorHTTPClient`` (a ``stripe.HTTPClient``) and by the stand-in server.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from decimal import ROUND_HALF_EVEN, Decimal, localcontext
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import stripe
+
+from kilo_dev.stripe_params import UnknownEndpointError, check_request, decode_form
+
+FIXTURES_PATH = Path(__file__).resolve().parents[2] / "tests/fixtures/stripe/fixtures3.json"
+PAYING_CARDS = frozenset({"pm_card_visa", "pm_card_mastercard"})
+DECLINED_CARDS = frozenset({"pm_card_chargeCustomerFail"})
+Json = dict[str, Any]
+
+
+def load_fixtures(path: Path = FIXTURES_PATH) -> Mapping[str, Json]:
+    resources: Mapping[str, Json] = json.loads(path.read_text(encoding="utf-8"))["resources"]
+    return resources
+
+
+class StripeApiError(Exception):
+    def __init__(self, status: int, message: str, error_type: str = "invalid_request_error", code: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.body: Json = {"error": {"type": error_type, "message": message, **({"code": code} if code else {})}}
+
+
+@dataclass
+class Response:
+    status: int
+    body: Json
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class StripeEmulator:
+    fixtures: Mapping[str, Json] = field(default_factory=load_fixtures)
+    on_event: Callable[[Json], None] | None = None
+    base_url: str = "https://stripe.test"
+    objects: dict[str, dict[str, Json]] = field(default_factory=dict)  # kind -> id -> object
+    events: list[Json] = field(default_factory=list)
+    refused_params: list[str] = field(default_factory=list)  # every typed-params problem seen, for tests to assert on
+    _idempotency: dict[str, tuple[str, Response]] = field(default_factory=dict)
+    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    _clock: itertools.count[int] = field(default_factory=lambda: itertools.count(1_790_000_000))
+    _lock: threading.RLock = field(default_factory=threading.RLock)
+
+    # ------------------------------------------------------------------ the HTTP boundary
+    def handle(self, method: str, path: str, encoded: str, headers: Mapping[str, str]) -> Response:
+        """One request as Stripe receives it: ``encoded`` is the query string (GET) or the form body (POST)."""
+        with self._lock:
+            key = next((value for name, value in headers.items() if name.lower() == "idempotency-key"), None)
+            fingerprint = f"{method.lower()} {path} {encoded}"
+            if method.lower() == "post" and key is not None and key in self._idempotency:
+                seen, response = self._idempotency[key]
+                if seen != fingerprint:
+                    return self._error(
+                        StripeApiError(
+                            400,
+                            f"Keys for idempotent requests can only be used with the same parameters (key {key}).",
+                            "idempotency_error",
+                        )
+                    )
+                return Response(response.status, copy.deepcopy(response.body), {"idempotent-replayed": "true"})
+            try:
+                response = Response(200, self._dispatch(method, path, encoded))
+            except StripeApiError as error:
+                return self._error(error)
+            if method.lower() == "post" and key is not None:
+                self._idempotency[key] = (fingerprint, Response(response.status, copy.deepcopy(response.body)))
+            return response
+
+    def expire_idempotency_keys(self) -> None:
+        """What 24 hours do to Stripe's idempotency keys."""
+        with self._lock:
+            self._idempotency.clear()
+
+    @staticmethod
+    def _error(error: StripeApiError) -> Response:
+        return Response(error.status, error.body)
+
+    def _dispatch(self, method: str, path: str, encoded: str) -> Json:
+        try:
+            route, ids, params, problems = check_request(method, path, encoded)
+        except UnknownEndpointError as error:
+            raise StripeApiError(404, str(error)) from error
+        if problems:
+            self.refused_params.extend(f"{method.upper()} {path}: {problem}" for problem in problems)
+            raise StripeApiError(400, "; ".join(problems), code="parameter_unknown")
+        handler: Callable[[dict[str, str], Json], Json] = getattr(self, "_" + route.operation.replace(".", "_"))
+        return handler(ids, params)
+
+    # ------------------------------------------------------------------ helpers
+    def _new_id(self, prefix: str) -> str:
+        return f"{prefix}_emu{next(self._ids):08d}"
+
+    def _from_fixture(self, resource: str, **values: Any) -> Json:
+        obj = copy.deepcopy(self.fixtures[resource])
+        obj.update(values)
+        obj["livemode"] = False
+        return obj
+
+    def _store(self, kind: str, obj: Json) -> Json:
+        self.objects.setdefault(kind, {})[obj["id"]] = obj
+        return obj
+
+    def _get(self, kind: str, object_id: str) -> Json:
+        obj = self.objects.get(kind, {}).get(object_id)
+        if obj is None:
+            raise StripeApiError(404, f"No such {kind}: '{object_id}'", code="resource_missing")
+        return obj
+
+    def _list(self, kind: str, params: Json, keep: Callable[[Json], bool], url: str) -> Json:
+        found = sorted(
+            (obj for obj in self.objects.get(kind, {}).values() if keep(obj)),
+            key=lambda obj: (obj["created"], obj["id"]),
+            reverse=True,
+        )
+        if "starting_after" in params:
+            ids = [obj["id"] for obj in found]
+            found = found[ids.index(params["starting_after"]) + 1 :] if params["starting_after"] in ids else []
+        limit = int(params.get("limit", 10))
+        page = [self._view(kind, obj) for obj in found[:limit]]
+        return {"object": "list", "data": page, "has_more": len(found) > limit, "url": url}
+
+    def _search(self, kind: str, params: Json, url: str) -> Json:
+        key, value = _metadata_query(params["query"])
+        found = [
+            self._view(kind, obj) for obj in self.objects.get(kind, {}).values() if obj["metadata"].get(key) == value
+        ]
+        return {"object": "search_result", "data": found, "has_more": False, "next_page": None, "url": url}
+
+    @staticmethod
+    def _view(kind: str, obj: Json) -> Json:
+        """What Stripe answers: the stored object without the emulator's own ``_`` fields."""
+        return {key: value for key, value in copy.deepcopy(obj).items() if not key.startswith("_")}
+
+    def _emit(self, event_type: str, obj: Json) -> None:
+        event = self._from_fixture(
+            "event",
+            id=self._new_id("evt"),
+            type=event_type,
+            created=next(self._clock),
+            data={"object": copy.deepcopy(obj)},
+            pending_webhooks=1,
+            request={"id": None, "idempotency_key": None},
+        )
+        event.pop("previous_attributes", None)
+        self.events.append(event)
+        if self.on_event is not None:
+            self.on_event(event)
+
+    # ------------------------------------------------------------------ customers and cards
+    def _customers_create(self, ids: dict[str, str], params: Json) -> Json:
+        customer = self._from_fixture(
+            "customer",
+            id=self._new_id("cus"),
+            created=next(self._clock),
+            email=params.get("email"),
+            name=params.get("name"),
+            metadata=dict(params.get("metadata") or {}),
+            discount=None,
+        )
+        pm = params.get("payment_method")
+        if pm is not None:
+            customer["invoice_settings"]["default_payment_method"] = self._attach(pm, customer["id"])["id"]
+        return self._store("customer", customer)
+
+    def _customers_search(self, ids: dict[str, str], params: Json) -> Json:
+        return self._search("customer", params, "/v1/customers/search")
+
+    def _customers_retrieve(self, ids: dict[str, str], params: Json) -> Json:
+        return self._view("customer", self._get("customer", ids["customer"]))
+
+    def _customers_update(self, ids: dict[str, str], params: Json) -> Json:
+        customer = self._get("customer", ids["customer"])
+        for name in ("email", "name"):
+            if name in params:
+                customer[name] = params[name]
+        customer["metadata"].update(params.get("metadata") or {})
+        default = (params.get("invoice_settings") or {}).get("default_payment_method")
+        if default is not None:
+            card = self._get("payment_method", default)
+            if card["customer"] != customer["id"]:
+                raise StripeApiError(400, f"The payment method {default} is not attached to {customer['id']}")
+            customer["invoice_settings"]["default_payment_method"] = default
+        return self._view("customer", customer)
+
+    def _attach(self, payment_method: str, customer_id: str) -> Json:
+        if payment_method in PAYING_CARDS | DECLINED_CARDS:
+            card = self._from_fixture(
+                "payment_method",
+                id=self._new_id("pm"),
+                created=next(self._clock),
+                customer=customer_id,
+                type="card",
+                metadata={"emulator_card": payment_method},
+            )
+            return self._store("payment_method", card)
+        card = self._get("payment_method", payment_method)
+        card["customer"] = customer_id
+        return card
+
+    def _payment_methods_attach(self, ids: dict[str, str], params: Json) -> Json:
+        customer = self._get("customer", params.get("customer", ""))
+        return self._view("payment_method", self._attach(ids["payment_method"], customer["id"]))
+
+    # ------------------------------------------------------------------ invoices
+    def _invoices_create(self, ids: dict[str, str], params: Json) -> Json:
+        customer = self._get("customer", params.get("customer", ""))
+        invoice_id = self._new_id("in")
+        invoice = self._from_fixture(
+            "invoice",
+            id=invoice_id,
+            created=next(self._clock),
+            customer=customer["id"],
+            customer_email=customer["email"],
+            customer_name=customer["name"],
+            currency=params.get("currency", "usd"),
+            collection_method=params.get("collection_method", "charge_automatically"),
+            auto_advance=params.get("auto_advance", "true") == "true",
+            metadata=dict(params.get("metadata") or {}),
+            description=params.get("description"),
+            number=None,
+            status="draft",
+            attempt_count=0,
+            attempted=False,
+            hosted_invoice_url=None,
+            invoice_pdf=None,
+            lines={"object": "list", "data": [], "has_more": False, "url": f"/v1/invoices/{invoice_id}/lines"},
+            post_payment_credit_notes_amount=0,
+            pre_payment_credit_notes_amount=0,
+            last_finalization_error=None,
+            from_invoice=None,
+            next_payment_attempt=None,
+            due_date=None,
+            default_payment_method=params.get("default_payment_method"),
+        )
+        invoice["automatic_tax"]["enabled"] = (params.get("automatic_tax") or {}).get("enabled") == "true"
+        invoice["_number"] = params.get("number")
+        self._totals(invoice)
+        return self._view("invoice", self._store("invoice", invoice))
+
+    def _invoices_list(self, ids: dict[str, str], params: Json) -> Json:
+        customer = params.get("customer")
+        return self._list("invoice", params, lambda obj: customer in (None, obj["customer"]), "/v1/invoices")
+
+    def _invoices_search(self, ids: dict[str, str], params: Json) -> Json:
+        return self._search("invoice", params, "/v1/invoices/search")
+
+    def _invoices_retrieve(self, ids: dict[str, str], params: Json) -> Json:
+        return self._view("invoice", self._get("invoice", ids["invoice"]))
+
+    def _invoices_add_lines(self, ids: dict[str, str], params: Json) -> Json:
+        invoice = self._get("invoice", ids["invoice"])
+        if invoice["status"] != "draft":
+            raise StripeApiError(
+                400, f"Invoice {invoice['id']} is {invoice['status']}: lines can only be added to drafts"
+            )
+        new_lines = [self._line(invoice, line) for line in params["lines"]]  # all or nothing
+        invoice["lines"]["data"].extend(new_lines)
+        self._totals(invoice)
+        return self._view("invoice", invoice)
+
+    def _line(self, invoice: Json, line: Json) -> Json:
+        price = line.get("price_data")
+        if ("amount" in line) == (price is not None):
+            raise StripeApiError(400, "Each line takes exactly one of amount and price_data")
+        quantity = Decimal(str(line.get("quantity_decimal", line.get("quantity", "1"))))
+        if price is not None:
+            if price.get("currency") != invoice["currency"]:
+                raise StripeApiError(400, "price_data.currency must be the invoice's currency")
+            if "product" not in price and "product_data" not in price:
+                raise StripeApiError(400, "price_data takes one of product and product_data")
+            unit = Decimal(price.get("unit_amount_decimal", price.get("unit_amount", "0")))
+            if unit < 0 or quantity < 0:
+                raise StripeApiError(400, "unit_amount_decimal and quantity must be non-negative")
+            with localcontext() as context:
+                context.prec = 60
+                amount = int((unit * quantity).to_integral_value(ROUND_HALF_EVEN))
+            pricing = {"type": "price_details", "unit_amount_decimal": str(unit)}
+        else:
+            amount = int(line["amount"])
+            pricing = None
+        item = copy.deepcopy(self.fixtures["line_item"])
+        item.update(
+            id=self._new_id("il"),
+            invoice=invoice["id"],
+            amount=amount,
+            subtotal=amount,
+            currency=invoice["currency"],
+            description=line.get("description"),
+            metadata=dict(line.get("metadata") or {}),
+            quantity=int(quantity),
+            quantity_decimal=str(quantity),
+            pricing=pricing,
+            livemode=False,
+        )
+        if "period" in line:
+            item["period"] = {"start": int(line["period"]["start"]), "end": int(line["period"]["end"])}
+        return item
+
+    @staticmethod
+    def _totals(invoice: Json) -> None:
+        subtotal = sum(line["amount"] for line in invoice["lines"]["data"])
+        invoice.update(
+            subtotal=subtotal,
+            subtotal_excluding_tax=subtotal,
+            total=subtotal,
+            total_excluding_tax=subtotal,
+            total_taxes=[],
+        )
+        credited = invoice["pre_payment_credit_notes_amount"]
+        due = max(subtotal - credited, 0)
+        paid = due if invoice["status"] == "paid" else 0
+        invoice.update(amount_due=due, amount_paid=paid, amount_remaining=due - paid)
+
+    def _invoices_finalize(self, ids: dict[str, str], params: Json) -> Json:
+        invoice = self._get("invoice", ids["invoice"])
+        if invoice["status"] != "draft":
+            raise StripeApiError(400, f"This invoice is already finalized ({invoice['status']})")
+        if "auto_advance" in params:
+            invoice["auto_advance"] = params["auto_advance"] == "true"
+        invoice["status"] = "open"
+        invoice["number"] = invoice["_number"] or f"EMU-{invoice['id'][-6:]}"
+        invoice["hosted_invoice_url"] = f"{self.base_url}/invoice/{invoice['id']}"
+        invoice["invoice_pdf"] = f"{self.base_url}/invoice/{invoice['id']}/pdf"
+        invoice["effective_at"] = next(self._clock)
+        self._totals(invoice)
+        finalized = self._view("invoice", invoice)
+        self._emit("invoice.finalized", finalized)
+        if invoice["amount_due"] == 0:
+            self._settle(invoice, paid=True)
+        elif invoice["auto_advance"] and invoice["collection_method"] == "charge_automatically":
+            self._collect(invoice)
+        return finalized
+
+    def _collect(self, invoice: Json) -> None:
+        """Stripe's automatic collection, at once: the default card pays, a declining card fails, none waits."""
+        customer = self._get("customer", invoice["customer"])
+        card_id = invoice.get("default_payment_method") or customer["invoice_settings"]["default_payment_method"]
+        if card_id is None:
+            return
+        card = self._get("payment_method", card_id)
+        self._settle(invoice, paid=card["metadata"].get("emulator_card") not in DECLINED_CARDS)
+
+    def _settle(self, invoice: Json, *, paid: bool) -> None:
+        invoice["attempted"] = True
+        invoice["attempt_count"] += 1
+        if not paid:
+            self._emit("invoice.payment_failed", self._view("invoice", invoice))
+            return
+        invoice["status"] = "paid"
+        self._totals(invoice)
+        if invoice["amount_paid"] > 0:
+            intent = self._from_fixture(
+                "payment_intent",
+                id=self._new_id("pi"),
+                created=next(self._clock),
+                amount=invoice["amount_paid"],
+                amount_received=invoice["amount_paid"],
+                currency=invoice["currency"],
+                customer=invoice["customer"],
+                status="succeeded",
+                metadata={},
+            )
+            intent["_refunded"] = 0
+            self._store("payment_intent", intent)
+            payment = self._from_fixture(
+                "invoice_payment",
+                id=self._new_id("inpay"),
+                created=next(self._clock),
+                invoice=invoice["id"],
+                amount_paid=invoice["amount_paid"],
+                amount_requested=invoice["amount_paid"],
+                currency=invoice["currency"],
+                status="paid",
+                is_default=True,
+                payment={"type": "payment_intent", "payment_intent": intent["id"]},
+            )
+            self._store("invoice_payment", payment)
+        self._emit("invoice.paid", self._view("invoice", invoice))
+
+    def _invoices_void(self, ids: dict[str, str], params: Json) -> Json:
+        invoice = self._get("invoice", ids["invoice"])
+        if invoice["status"] != "open":
+            raise StripeApiError(400, f"You can only void open invoices ({invoice['id']} is {invoice['status']})")
+        invoice["status"] = "void"
+        self._totals(invoice)
+        return self._view("invoice", invoice)
+
+    def _invoice_payments_list(self, ids: dict[str, str], params: Json) -> Json:
+        wanted, status = params.get("invoice"), params.get("status")
+        return self._list(
+            "invoice_payment",
+            params,
+            lambda obj: wanted in (None, obj["invoice"]) and status in (None, obj["status"]),
+            "/v1/invoice_payments",
+        )
+
+    # ------------------------------------------------------------------ credit notes and refunds
+    def _credit_notes_create(self, ids: dict[str, str], params: Json) -> Json:
+        invoice = self._get("invoice", params["invoice"])
+        if invoice["status"] not in ("open", "paid"):
+            raise StripeApiError(400, f"Credit notes need a finalized invoice ({invoice['id']} is {invoice['status']})")
+        lines = params.get("lines") or []
+        amount = sum(int(line.get("unit_amount", "0")) * int(line.get("quantity", "1")) for line in lines)
+        credited = invoice["pre_payment_credit_notes_amount"] + invoice["post_payment_credit_notes_amount"]
+        if amount <= 0 or amount > invoice["total"] - credited:
+            raise StripeApiError(400, f"The credit note amount {amount} must be positive and at most what is left")
+        if invoice["status"] == "paid":
+            settled = sum(
+                int(params.get(name, "0")) for name in ("credit_amount", "refund_amount", "out_of_band_amount")
+            )
+            if settled != amount:
+                raise StripeApiError(400, "credit_amount + refund_amount + out_of_band_amount must equal the amount")
+            invoice["post_payment_credit_notes_amount"] += amount
+        else:
+            invoice["pre_payment_credit_notes_amount"] += amount
+        self._totals(invoice)
+        note = self._from_fixture(
+            "credit_note",
+            id=self._new_id("cn"),
+            created=next(self._clock),
+            invoice=invoice["id"],
+            customer=invoice["customer"],
+            amount=amount,
+            total=amount,
+            subtotal=amount,
+            memo=params.get("memo"),
+            metadata=dict(params.get("metadata") or {}),
+            type="post_payment" if invoice["status"] == "paid" else "pre_payment",
+            lines={"object": "list", "data": [], "has_more": False, "url": "/v1/credit_notes/lines"},
+        )
+        return self._view("credit_note", self._store("credit_note", note))
+
+    def _credit_notes_list(self, ids: dict[str, str], params: Json) -> Json:
+        wanted = params.get("invoice")
+        return self._list("credit_note", params, lambda obj: wanted in (None, obj["invoice"]), "/v1/credit_notes")
+
+    def _refunds_create(self, ids: dict[str, str], params: Json) -> Json:
+        intent = self._get("payment_intent", params.get("payment_intent", ""))
+        amount = int(params.get("amount", intent["amount_received"] - intent["_refunded"]))
+        if amount <= 0 or intent["_refunded"] + amount > intent["amount_received"]:
+            raise StripeApiError(
+                400, f"Refund amount {amount} is more than what is left to refund", code="amount_too_large"
+            )
+        intent["_refunded"] += amount
+        refund = self._from_fixture(
+            "refund",
+            id=self._new_id("re"),
+            created=next(self._clock),
+            amount=amount,
+            payment_intent=intent["id"],
+            charge=None,
+            currency=intent["currency"],
+            metadata=dict(params.get("metadata") or {}),
+            reason=params.get("reason"),
+            status="succeeded",
+        )
+        self._emit("refund.created", refund)
+        return self._view("refund", self._store("refund", refund))
+
+    def _refunds_list(self, ids: dict[str, str], params: Json) -> Json:
+        wanted = params.get("payment_intent")
+        return self._list("refund", params, lambda obj: wanted in (None, obj["payment_intent"]), "/v1/refunds")
+
+    # ------------------------------------------------------------------ hosted pages
+    def _checkout_sessions_create(self, ids: dict[str, str], params: Json) -> Json:
+        if params.get("mode") != "setup":
+            raise StripeApiError(400, "The stand-in only offers Checkout in setup mode")
+        customer = self._get("customer", params.get("customer", ""))
+        session_id = self._new_id("cs_test")
+        session = self._from_fixture(
+            "checkout.session",
+            id=session_id,
+            created=next(self._clock),
+            customer=customer["id"],
+            mode="setup",
+            status="open",
+            success_url=params.get("success_url"),
+            cancel_url=params.get("cancel_url"),
+            currency=params.get("currency"),
+            metadata=dict(params.get("metadata") or {}),
+            url=f"{self.base_url}/checkout/{session_id}",
+        )
+        return self._view("checkout.session", self._store("checkout.session", session))
+
+    def _billing_portal_sessions_create(self, ids: dict[str, str], params: Json) -> Json:
+        customer = self._get("customer", params.get("customer", ""))
+        session_id = self._new_id("bps")
+        session = self._from_fixture(
+            "billing_portal.session",
+            id=session_id,
+            created=next(self._clock),
+            customer=customer["id"],
+            return_url=params.get("return_url"),
+            url=f"{self.base_url}/portal/{session_id}",
+        )
+        return self._view("billing_portal.session", self._store("billing_portal.session", session))
+
+
+def _metadata_query(query: str) -> tuple[str, str]:
+    """``metadata['key']:'value'`` - the one search form the adapter uses (Stripe's search query language)."""
+    prefix, _, rest = query.partition("']:'")
+    if not prefix.startswith("metadata['") or not rest.endswith("'"):
+        raise StripeApiError(400, f"The stand-in searches metadata only: {query!r}")
+    return prefix[len("metadata['") :], rest[:-1].replace("\\'", "'")
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    params: Json
+    headers: dict[str, str]
+    status: int
+
+
+class EmulatorHTTPClient(stripe.HTTPClient):
+    """A ``stripe.HTTPClient`` answering from a ``StripeEmulator`` in-process: records every request, checks it against
+    the SDK's typed params (through the emulator) and can fail on demand: ``faults`` holds, for the next requests in
+    order, ``"pass"`` (no fault), an HTTP status answered instead of the emulator (429, 500), ``"timeout"`` (no
+    answer; nothing happens), or ``"lost"`` (the emulator acts, the answer is lost as a timeout)."""
+
+    name = "kilo-emulator"
+
+    def __init__(self, emulator: StripeEmulator | None = None) -> None:
+        super().__init__()
+        self.emulator = emulator if emulator is not None else StripeEmulator()
+        self.requests: list[Recorded] = []
+        self.faults: list[int | str] = []
+
+    def _sleep_time_seconds(self, num_retries: int) -> float:
+        return 0.0  # the SDK's own retries, without the wait
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str] | None,
+        post_data: Any = None,
+        *,
+        _usage: list[str] | None = None,
+    ) -> tuple[str, int, Mapping[str, str]]:
+        parts = urlsplit(url)
+        encoded = parts.query if method.lower() != "post" else (post_data or "")
+        if isinstance(encoded, bytes):
+            encoded = encoded.decode("utf-8")
+        headers = dict(headers or {})
+        fault = self.faults.pop(0) if self.faults else None
+        if fault == "timeout":
+            self._record(method, parts.path, encoded, headers, 0)
+            raise stripe.APIConnectionError("Request timed out (emulated)", should_retry=True)  # type: ignore[no-untyped-call]
+        if isinstance(fault, int):
+            self._record(method, parts.path, encoded, headers, fault)
+            body = {"error": {"type": "api_error", "message": f"emulated {fault}"}}
+            return json.dumps(body), fault, {"request-id": "req_emulated"}
+        response = self.emulator.handle(method, parts.path, encoded, headers)
+        self._record(method, parts.path, encoded, headers, response.status)
+        if fault == "lost":
+            raise stripe.APIConnectionError("Response lost (emulated)", should_retry=True)  # type: ignore[no-untyped-call]
+        return json.dumps(response.body), response.status, {"request-id": "req_emulated", **response.headers}
+
+    def _record(self, method: str, path: str, encoded: str, headers: dict[str, str], status: int) -> None:
+        self.requests.append(Recorded(method.lower(), path, decode_form(encoded), headers, status))
+
+    def close(self) -> None:
+        return None

@@ -1,0 +1,411 @@
+"""The payment gateway port (``kilo_invoice.gateway.PaymentGateway``) on Stripe, with stripe-python 16.x.
+
+The only module of the invoice function that imports ``stripe``. Money crosses as our Decimal dollars; Stripe takes
+integer cents (and ``unit_amount_decimal`` in cents). Every POST carries an idempotency key derived from our id and the
+step (``kilo:<invoice id>:create``); a rerun after Stripe's 24 h key expiry finds its earlier objects by ``metadata``
+(invoices and credit notes by listing the customer's / invoice's objects, which is strongly consistent; customers by
+Search). Errors: 429, 5xx and timeouts -> ``GatewayUnavailableError`` (retry the same call), other 4xx ->
+``GatewayRejectedError``. See docs/decisions.md (D48..3).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
+from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal, localcontext
+from typing import Any, TypeVar, cast
+
+import stripe
+from stripe.params import (
+    CreditNoteCreateParams,
+    CustomerCreateParams,
+    CustomerUpdateParams,
+    InvoiceAddLinesParamsLine,
+    InvoiceCreateParams,
+    RefundCreateParams,
+)
+from stripe.params.billing_portal import SessionCreateParams as PortalSessionCreateParams
+from stripe.params.checkout import SessionCreateParams as CheckoutSessionCreateParams
+
+from kilo_invoice.gateway import (
+    Customer,
+    GatewayInvoice,
+    GatewayInvoiceStatus,
+    GatewayLine,
+    GatewayRejectedError,
+    GatewayUnavailableError,
+    InvoiceRequest,
+)
+
+META_ACCOUNT = "kilo_account_id"
+META_INVOICE = "kilo_invoice_id"
+META_NUMBER = "kilo_invoice_number"
+META_LINE = "kilo_line"
+META_CREDIT = "kilo_credit_id"
+META_REFUND = "kilo_refund_id"
+MAX_LINES = 250  # Stripe's add_lines takes up to 250 lines in one (all-or-nothing) request
+_STATUSES: frozenset[str] = frozenset({"draft", "open", "paid", "uncollectible", "void"})
+_CENT = Decimal("0.01")
+_T = TypeVar("_T")
+
+
+def cents(amount: Decimal) -> int:
+    """Our already-rounded dollar amount as Stripe's integer cents (refuses sub-cent amounts: D2 rounds first)."""
+    value = amount * 100
+    if value != value.to_integral_value():
+        raise GatewayRejectedError(f"{amount} is not a whole number of cents")
+    return int(value)
+
+
+def dollars(amount_in_cents: int) -> Decimal:
+    return (Decimal(amount_in_cents) / 100).quantize(_CENT)
+
+
+def _plain(value: Decimal, max_places: int = 12) -> Decimal | None:
+    """``value`` as a Decimal whose ``str`` has no exponent and at most ``max_places`` decimals, else None."""
+    if value == value.to_integral_value():
+        return value.quantize(Decimal(1))
+    stripped = value.normalize()
+    exponent = stripped.as_tuple().exponent
+    if not isinstance(exponent, int) or -exponent > max_places:
+        return None
+    return stripped if "E" not in str(stripped) else None
+
+
+def priced_line(line: GatewayLine) -> tuple[Decimal, Decimal] | None:
+    """``(unit_amount_decimal in cents, quantity)`` when Stripe's rounding of their product reproduces our amount.
+
+    Stripe rounds ``unit_amount_decimal x quantity`` to the nearest cent per line; its docs do not say how ties go
+    (their example, 1.5 -> 2, fits half-up and half-to-even alike), so an exact tie is never sent as a price. Lines
+    whose amount is not ``quantity x unit price`` (included usage at $0.00, proration, credits) are not either.
+    None: send the amount, with quantity and unit price in the description.
+    """
+    if line.quantity is None or line.unit_price is None or line.amount < 0:
+        return None
+    unit = _plain(line.unit_price * 100)
+    quantity = _plain(line.quantity)
+    if unit is None or quantity is None or unit < 0 or quantity < 0:
+        return None
+    with localcontext() as context:
+        context.prec = 80
+        exact = unit * quantity
+        if exact - exact.to_integral_value(rounding=ROUND_FLOOR) == Decimal("0.5"):
+            return None
+        nearest = exact.to_integral_value(rounding=ROUND_HALF_UP)  # not a tie: every "nearest" agrees
+    return (unit, quantity) if nearest == cents(line.amount) else None
+
+
+def describe(line: GatewayLine) -> str:
+    if line.quantity is None or line.unit_price is None:
+        return line.description
+    return f"{line.description} ({line.quantity} x ${line.unit_price})"
+
+
+def _key(*parts: str) -> str:
+    """An idempotency key from our id and the step; long ids are hashed (Stripe keys are at most 255 characters)."""
+    key = "kilo:" + ":".join(parts)
+    return key if len(key) <= 200 else "kilo:" + hashlib.sha256(key.encode()).hexdigest()
+
+
+def _quoted(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _metadata(obj: Any) -> dict[str, str]:
+    metadata = getattr(obj, "metadata", None)
+    return {} if metadata is None else cast("dict[str, str]", metadata.to_dict())
+
+
+class StripePaymentGateway:
+    """``PaymentGateway`` on a ``stripe.StripeClient`` (built with the API key from Secrets Manager)."""
+
+    def __init__(self, client: stripe.StripeClient, *, currency: str = "usd", days_until_due: int = 30) -> None:
+        self._client = client
+        self._currency = currency
+        self._days_until_due = days_until_due
+        self._known: dict[str, str] = {}  # our invoice id -> Stripe's, learned in this process (Search lags)
+
+    @classmethod
+    def from_api_key(cls, api_key: str, *, max_network_retries: int = 2) -> StripePaymentGateway:
+        return cls(stripe.StripeClient(api_key, max_network_retries=max_network_retries))
+
+    # ------------------------------------------------------------------ customers
+    def ensure_customer(self, customer: Customer) -> str:
+        found = self._call(
+            lambda: self._client.v1.customers.search(
+                {"query": f"metadata[{_quoted(META_ACCOUNT)}]:{_quoted(customer.account_id)}", "limit": 1}
+            )
+        )
+        existing = found.data[0] if found.data else None
+        if existing is None:
+            params: CustomerCreateParams = {"metadata": {META_ACCOUNT: customer.account_id}}
+            key = _key(customer.account_id, "customer")
+            existing = self._call(lambda: self._client.v1.customers.create(params, {"idempotency_key": key}))
+        details: CustomerUpdateParams = {}
+        if customer.email is not None and customer.email != existing.email:
+            details["email"] = customer.email
+        if customer.name is not None and customer.name != existing.name:
+            details["name"] = customer.name
+        if details:
+            digest = hashlib.sha256(f"{customer.email}|{customer.name}".encode()).hexdigest()[:16]
+            key = _key(customer.account_id, "customer-details", digest)
+            customer_id = existing.id
+            self._call(lambda: self._client.v1.customers.update(customer_id, details, {"idempotency_key": key}))
+        return existing.id
+
+    def set_default_payment_method(self, customer_id: str, payment_method: str) -> str:
+        """Attach a card (a ``pm_...`` id, or a test token such as ``pm_card_visa``) and make it the one invoices
+        charge - what ``checkout.session.completed`` (setup mode) calls for. Returns the attached card's id."""
+        key = _key(customer_id, "attach", payment_method)
+        card = self._call(
+            lambda: self._client.v1.payment_methods.attach(
+                payment_method, {"customer": customer_id}, {"idempotency_key": key}
+            )
+        )
+        key = _key(customer_id, "default-card", card.id)
+        self._call(
+            lambda: self._client.v1.customers.update(
+                customer_id, {"invoice_settings": {"default_payment_method": card.id}}, {"idempotency_key": key}
+            )
+        )
+        return card.id
+
+    # ------------------------------------------------------------------ invoices
+    def issue_invoice(self, request: InvoiceRequest) -> GatewayInvoice:
+        if len(request.lines) > MAX_LINES:
+            raise GatewayRejectedError(f"{len(request.lines)} lines: Stripe adds at most {MAX_LINES} in one request")
+        invoice = self._find_for_customer(request.customer_id, request.invoice_id)
+        if invoice is None:
+            invoice = self._create_draft(request)
+        self._known[request.invoice_id] = invoice.id
+        if invoice.status == "draft":
+            if not invoice.lines.data:
+                invoice = self._add_lines(invoice.id, request)
+            if invoice.subtotal != cents(request.total):
+                raise GatewayRejectedError(
+                    f"Stripe's subtotal for {request.invoice_id} ({invoice.id}) is {dollars(invoice.subtotal)}, "
+                    f"ours {request.total}: left as a draft, not finalized"
+                )
+            invoice_id = invoice.id
+            key = _key(request.invoice_id, "finalize")
+            invoice = self._call(
+                lambda: self._client.v1.invoices.finalize_invoice(
+                    invoice_id, {"auto_advance": True}, {"idempotency_key": key}
+                )
+            )
+        return self._view(invoice)
+
+    def _create_draft(self, request: InvoiceRequest) -> stripe.Invoice:
+        params: InvoiceCreateParams = {
+            "customer": request.customer_id,
+            "currency": request.currency,
+            "auto_advance": False,  # a half-built draft must never finalize itself; finalize turns it on
+            "pending_invoice_items_behavior": "exclude",
+            "number": request.number,
+            "automatic_tax": {"enabled": request.automatic_tax},
+            "metadata": {
+                **request.metadata,
+                META_INVOICE: request.invoice_id,
+                META_ACCOUNT: request.account_id,
+                META_NUMBER: request.number,
+            },
+        }
+        if request.charge_automatically:
+            params["collection_method"] = "charge_automatically"
+        else:
+            params["collection_method"] = "send_invoice"
+            params["days_until_due"] = self._days_until_due
+        key = _key(request.invoice_id, "create")
+        return self._call(lambda: self._client.v1.invoices.create(params, {"idempotency_key": key}))
+
+    def _add_lines(self, stripe_id: str, request: InvoiceRequest) -> stripe.Invoice:
+        lines = [self._line(request, index, line) for index, line in enumerate(request.lines)]
+        key = _key(request.invoice_id, "lines")
+        return self._call(
+            lambda: self._client.v1.invoices.add_lines(stripe_id, {"lines": lines}, {"idempotency_key": key})
+        )
+
+    @staticmethod
+    def _line(request: InvoiceRequest, index: int, line: GatewayLine) -> InvoiceAddLinesParamsLine:
+        param: InvoiceAddLinesParamsLine = {
+            "metadata": {**line.metadata, META_INVOICE: request.invoice_id, META_LINE: str(index)},
+        }
+        if line.period_start is not None and line.period_end is not None:
+            param["period"] = {"start": _seconds(line.period_start), "end": _seconds(line.period_end)}
+        priced = priced_line(line)
+        if priced is None:
+            param["amount"] = cents(line.amount)
+            param["description"] = describe(line)
+        else:
+            unit, quantity = priced
+            param["description"] = line.description
+            param["quantity_decimal"] = quantity
+            param["price_data"] = {
+                "currency": request.currency,
+                "product_data": {"name": line.description},
+                "unit_amount_decimal": unit,
+                "tax_behavior": "exclusive",
+            }
+        return param
+
+    def _find_for_customer(self, customer_id: str, invoice_id: str) -> stripe.Invoice | None:
+        page = self._call(lambda: self._client.v1.invoices.list({"customer": customer_id, "limit": 100}))
+        return self._first(page.auto_paging_iter(), META_INVOICE, invoice_id)
+
+    def find_invoice(self, invoice_id: str) -> GatewayInvoice | None:
+        known = self._known.get(invoice_id)
+        if known is not None:
+            return self._view(self._retrieve(known))
+        found = self._call(
+            lambda: self._client.v1.invoices.search(
+                {"query": f"metadata[{_quoted(META_INVOICE)}]:{_quoted(invoice_id)}", "limit": 1}
+            )
+        )
+        if not found.data:
+            return None
+        self._known[invoice_id] = found.data[0].id
+        return self._view(found.data[0])
+
+    def _retrieve(self, stripe_id: str) -> stripe.Invoice:
+        return self._call(lambda: self._client.v1.invoices.retrieve(stripe_id))
+
+    @staticmethod
+    def _view(invoice: stripe.Invoice) -> GatewayInvoice:
+        status = invoice.status or "draft"
+        if status not in _STATUSES:
+            raise GatewayRejectedError(f"Stripe invoice {invoice.id} has an unknown status {status!r}")
+        credited = (invoice.pre_payment_credit_notes_amount or 0) + (invoice.post_payment_credit_notes_amount or 0)
+        return GatewayInvoice(
+            invoice.id or "",
+            _metadata(invoice).get(META_INVOICE, ""),
+            cast("GatewayInvoiceStatus", status),
+            dollars(invoice.total - credited),
+            invoice.hosted_invoice_url,
+            invoice.invoice_pdf,
+        )
+
+    # ------------------------------------------------------------------ corrections
+    def credit_note(self, gateway_id: str, amount: Decimal, reason: str, credit_id: str) -> str:
+        invoice = self._retrieve(gateway_id)
+        notes = self._call(lambda: self._client.v1.credit_notes.list({"invoice": gateway_id, "limit": 100}))
+        earlier = self._first(notes.auto_paging_iter(), META_CREDIT, credit_id)
+        if earlier is not None:
+            return earlier.id
+        if invoice.status not in ("open", "paid"):
+            raise GatewayRejectedError(f"cannot credit {gateway_id}: it is {invoice.status}, not open or paid")
+        amount_in_cents = cents(amount)
+        params: CreditNoteCreateParams = {
+            "invoice": gateway_id,
+            "lines": [
+                {"type": "custom_line_item", "description": reason, "quantity": 1, "unit_amount": amount_in_cents}
+            ],
+            "memo": reason,
+            "metadata": {META_CREDIT: credit_id, **_pick(_metadata(invoice), META_INVOICE, META_ACCOUNT)},
+        }
+        if invoice.status == "paid":
+            params["credit_amount"] = amount_in_cents  # to the customer's balance, used by the next invoice
+        key = _key(credit_id, "credit_note")
+        note = self._call(lambda: self._client.v1.credit_notes.create(params, {"idempotency_key": key}))
+        return note.id
+
+    def refund(self, gateway_id: str, amount: Decimal, refund_id: str) -> str:
+        invoice = self._retrieve(gateway_id)
+        if invoice.status != "paid":
+            raise GatewayRejectedError(f"cannot refund {gateway_id}: it is {invoice.status}, not paid")
+        payments = self._call(
+            lambda: self._client.v1.invoice_payments.list({"invoice": gateway_id, "status": "paid", "limit": 10})
+        )
+        intent = next((_intent_id(p.payment) for p in payments.data if _intent_id(p.payment)), None)
+        if intent is None:
+            raise GatewayRejectedError(f"{gateway_id} has no card payment to refund")
+        earlier_refunds = self._call(lambda: self._client.v1.refunds.list({"payment_intent": intent, "limit": 100}))
+        earlier = self._first(earlier_refunds.auto_paging_iter(), META_REFUND, refund_id)
+        if earlier is not None:
+            return earlier.id
+        params: RefundCreateParams = {
+            "payment_intent": intent,
+            "amount": cents(amount),
+            "reason": "requested_by_customer",
+            "metadata": {META_REFUND: refund_id, **_pick(_metadata(invoice), META_INVOICE, META_ACCOUNT)},
+        }
+        key = _key(refund_id, "refund")
+        created = self._call(lambda: self._client.v1.refunds.create(params, {"idempotency_key": key}))
+        return created.id
+
+    def void(self, gateway_id: str) -> None:
+        invoice = self._retrieve(gateway_id)
+        if invoice.status != "open":
+            raise GatewayRejectedError(f"only open invoices can be voided ({gateway_id} is {invoice.status})")
+        key = _key(gateway_id, "void")
+        self._call(lambda: self._client.v1.invoices.void_invoice(gateway_id, {}, {"idempotency_key": key}))
+
+    # ------------------------------------------------------------------ hosted pages
+    def setup_session(self, customer_id: str, success_url: str, cancel_url: str) -> str:
+        params: CheckoutSessionCreateParams = {
+            "mode": "setup",
+            "customer": customer_id,
+            "currency": self._currency,
+            "success_url": success_url,
+            "cancel_url": cancel_url,
+            "billing_address_collection": "required",  # Stripe Tax needs the address
+            "customer_update": {"address": "auto", "name": "auto"},
+        }
+        # A new page per click: the key is per call (the SDK's retries reuse it), not from our ids (D49).
+        key = _key(customer_id, "setup-session", uuid.uuid4().hex)
+        session = self._call(lambda: self._client.v1.checkout.sessions.create(params, {"idempotency_key": key}))
+        return _url(session.url, "Checkout Session")
+
+    def portal_session(self, customer_id: str, return_url: str) -> str:
+        params: PortalSessionCreateParams = {"customer": customer_id, "return_url": return_url}
+        key = _key(customer_id, "portal-session", uuid.uuid4().hex)
+        session = self._call(lambda: self._client.v1.billing_portal.sessions.create(params, {"idempotency_key": key}))
+        return _url(session.url, "Billing Portal session")
+
+    # ------------------------------------------------------------------ plumbing
+    @staticmethod
+    def _first(objects: Iterable[_T], metadata_key: str, value: str) -> _T | None:
+        for obj in objects:
+            if _metadata(obj).get(metadata_key) == value:
+                return obj
+        return None
+
+    @staticmethod
+    def _call(operation: Callable[[], _T]) -> _T:
+        """Run one SDK call (its own retries included) and map what Stripe says to the port's two errors."""
+        try:
+            return operation()
+        except (stripe.APIConnectionError, stripe.RateLimitError) as error:
+            raise GatewayUnavailableError(f"Stripe unavailable: {error.user_message or error}") from error
+        except stripe.StripeError as error:
+            status = error.http_status
+            if status is None or status >= 500 or status == 429:
+                raise GatewayUnavailableError(f"Stripe unavailable ({status}): {error.user_message}") from error
+            raise GatewayRejectedError(f"Stripe refused ({status}): {error.user_message}") from error
+
+
+def _intent_id(payment: Any) -> str | None:
+    intent = getattr(payment, "payment_intent", None)
+    if intent is None or isinstance(intent, str):
+        return intent
+    return cast("str", intent.id)
+
+
+def _pick(values: Mapping[str, str], *keys: str) -> dict[str, str]:
+    return {key: values[key] for key in keys if key in values}
+
+
+def _seconds(moment: datetime) -> int:
+    if moment.tzinfo is None:
+        raise GatewayRejectedError(f"naive datetime {moment.isoformat()} in a line period")
+    return int(moment.timestamp())
+
+
+def _url(url: str | None, what: str) -> str:
+    if not url:
+        raise GatewayRejectedError(f"Stripe returned a {what} without a URL")
+    return url
+
+
+__all__ = ["StripePaymentGateway", "cents", "describe", "dollars", "priced_line"]

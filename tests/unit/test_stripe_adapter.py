@@ -1,0 +1,278 @@
+"""The Stripe adapter at the HTTP boundary: ``StripeClient`` on the emulator's recording ``http_client`` (every request
+checked against the SDK's typed params, answered from Stripe's published fixtures), plus the typed-params checker."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
+from pathlib import Path
+
+import pytest
+import stripe
+from hypothesis import given
+from hypothesis import strategies as st
+
+from kilo_dev.stripe_emulator import EmulatorHTTPClient
+from kilo_dev.stripe_params import ROUTES, check_request
+from kilo_invoice.gateway import (
+    Customer,
+    GatewayLine,
+    GatewayRejectedError,
+    GatewayUnavailableError,
+    InvoiceRequest,
+)
+from kilo_invoice.stripe_adapter import StripePaymentGateway, priced_line
+
+
+def _gateway(retries: int = 0) -> tuple[StripePaymentGateway, EmulatorHTTPClient]:
+    http = EmulatorHTTPClient()
+    client = stripe.StripeClient("sk_test_unit", http_client=http, max_network_retries=retries)
+    return StripePaymentGateway(client), http
+
+
+def _request(customer: str, invoice_id: str = "inv-acct-1-2026-11") -> InvoiceRequest:
+    lines = [
+        GatewayLine("Team fee, December 2026", Decimal("29.00")),
+        GatewayLine("Video minutes", Decimal("7.20"), Decimal(10000), Decimal("0.00072")),
+        GatewayLine("Audio minutes (included)", Decimal("0.00"), Decimal(3000), Decimal("0.00036")),
+        GatewayLine("Messages", Decimal("0.01"), Decimal(7), Decimal("0.0015")),  # 1.05 cents: nearest is 1
+        GatewayLine("Late usage credit", Decimal("-1.20"), metadata={"kind": "adjustment"}),
+    ]
+    return InvoiceRequest(invoice_id, "KB-acct-1-0001", "acct-1", customer, lines)
+
+
+def _stripe_half_up(cents: Decimal) -> Decimal:
+    return cents.quantize(Decimal(1), ROUND_HALF_UP)
+
+
+def _stripe_half_even(cents: Decimal) -> Decimal:
+    return cents.quantize(Decimal(1), ROUND_HALF_EVEN)
+
+
+def _line_amounts_stripe_computes(http: EmulatorHTTPClient) -> list[Decimal]:
+    """Stripe's documented rule, written here: an amount line is its ``amount``; a price line is
+    ``unit_amount_decimal x quantity`` rounded to the nearest cent. Ties are unspecified by Stripe's docs, so both
+    readings must agree for each line sent (else the figure would depend on Stripe's undocumented choice)."""
+    (sent,) = [r for r in http.requests if r.path.endswith("/add_lines")]
+    amounts = []
+    for line in sent.params["lines"]:
+        if "amount" in line:
+            amounts.append(Decimal(line["amount"]))
+            continue
+        exact = Decimal(line["price_data"]["unit_amount_decimal"]) * Decimal(line["quantity_decimal"])
+        assert _stripe_half_up(exact) == _stripe_half_even(exact), f"a tie sent as a price: {line}"
+        amounts.append(_stripe_half_up(exact))
+    return amounts
+
+
+def test_given_our_lines_when_issued_then_stripe_computes_each_of_our_amounts_to_the_cent() -> None:
+    gateway, http = _gateway()
+    request = _request(gateway.ensure_customer(Customer("acct-1")))
+    issued = gateway.issue_invoice(request)
+    assert _line_amounts_stripe_computes(http) == [Decimal(2900), Decimal(720), Decimal(0), Decimal(1), Decimal(-120)]
+    assert issued.total == Decimal("35.01")  # 29.00 + 7.20 + 0.00 + 0.01 - 1.20, by hand
+    (sent,) = [r for r in http.requests if r.path.endswith("/add_lines")]
+    video, included = sent.params["lines"][1], sent.params["lines"][2]
+    assert video["price_data"]["unit_amount_decimal"] == "0.072"  # cents per minute
+    assert video["quantity_decimal"] == "10000"
+    assert included["amount"] == "0"
+    assert "3000 x $0.00036" in included["description"]
+    assert sent.params["lines"][4]["metadata"] == {
+        "kind": "adjustment",
+        "kilo_invoice_id": request.invoice_id,
+        "kilo_line": "4",
+    }
+
+
+@given(
+    quantity=st.integers(min_value=0, max_value=10**9) | st.decimals("0", "100000", places=2),
+    unit_price=st.decimals("0", "50", places=6),
+)
+def test_given_any_quantity_and_unit_price_then_the_line_sent_reproduces_our_half_up_amount(
+    quantity: Decimal | int, unit_price: Decimal
+) -> None:
+    ours = (Decimal(quantity) * unit_price).quantize(Decimal("0.01"), ROUND_HALF_UP)  # D2, written out
+    line = GatewayLine("usage", ours, Decimal(quantity), unit_price)
+    priced = priced_line(line)
+    if priced is None:
+        return  # sent as the amount itself, which is ours by construction (checked in the test above)
+    unit_cents, sent_quantity = priced
+    exact = unit_cents * sent_quantity
+    assert _stripe_half_up(exact) == _stripe_half_even(exact) == ours * 100
+
+
+def test_given_a_tie_then_the_amount_is_sent_not_the_price() -> None:
+    assert priced_line(GatewayLine("m", Decimal("0.01"), Decimal(10), Decimal("0.00125"))) == (
+        Decimal("0.125"),
+        Decimal(10),
+    )
+    assert priced_line(GatewayLine("m", Decimal("0.02"), Decimal(1), Decimal("0.015"))) is None  # 1.5 cents: a tie
+    assert priced_line(GatewayLine("m", Decimal("0.02"), Decimal(3), Decimal("0.005"))) is None  # 1.5 cents: a tie
+    assert priced_line(GatewayLine("m", Decimal("0.04"), Decimal(7), Decimal("0.005"))) is None  # 3.5 cents: a tie
+    assert priced_line(GatewayLine("m", Decimal("0.03"), Decimal(5), Decimal("0.0055"))) == (
+        Decimal("0.55"),
+        Decimal(5),
+    )
+
+
+def test_given_every_post_then_it_carries_our_key_derived_from_id_and_step() -> None:
+    gateway, http = _gateway()
+    customer = gateway.ensure_customer(Customer("acct-1", "ops@example.com"))
+    issued = gateway.issue_invoice(_request(customer))
+    gateway.credit_note(issued.gateway_id, Decimal("1.00"), "correction", "cn-1")
+    gateway.setup_session(customer, "https://app.example/ok", "https://app.example/no")
+    keys = [(r.path, r.headers["Idempotency-Key"]) for r in http.requests if r.method == "post"]
+    assert keys[:6] == [
+        ("/v1/customers", "kilo:acct-1:customer"),
+        (f"/v1/customers/{customer}", keys[1][1]),
+        ("/v1/invoices", "kilo:inv-acct-1-2026-11:create"),
+        (f"/v1/invoices/{issued.gateway_id}/add_lines", "kilo:inv-acct-1-2026-11:lines"),
+        (f"/v1/invoices/{issued.gateway_id}/finalize", "kilo:inv-acct-1-2026-11:finalize"),
+        ("/v1/credit_notes", "kilo:cn-1:credit_note"),
+    ]
+    assert keys[1][1].startswith("kilo:acct-1:customer-details:")
+    assert keys[6][1].startswith(f"kilo:{customer}:setup-session:")
+    assert http.emulator.refused_params == []
+
+
+def test_given_a_429_then_unavailable_and_the_retry_succeeds_with_the_same_key() -> None:
+    gateway, http = _gateway()
+    customer = gateway.ensure_customer(Customer("acct-1"))
+    request = _request(customer)
+    http.faults = ["pass", 429]  # the list passes, the create is rate limited
+    with pytest.raises(GatewayUnavailableError):
+        gateway.issue_invoice(request)
+    issued = gateway.issue_invoice(request)
+    creates = [r for r in http.requests if r.method == "post" and r.path == "/v1/invoices"]
+    assert [r.status for r in creates] == [429, 200]
+    assert creates[0].headers["Idempotency-Key"] == creates[1].headers["Idempotency-Key"]
+    assert len(http.emulator.objects["invoice"]) == 1
+    assert issued.status == "open"
+
+
+def test_given_a_500_then_the_sdk_retries_with_the_same_key() -> None:
+    gateway, http = _gateway(retries=2)
+    customer = gateway.ensure_customer(Customer("acct-1"))
+    http.faults = ["pass", 500]
+    issued = gateway.issue_invoice(_request(customer))
+    creates = [r for r in http.requests if r.path == "/v1/invoices" and r.method == "post"]
+    assert [r.status for r in creates] == [500, 200]
+    assert len({r.headers["Idempotency-Key"] for r in creates}) == 1
+    assert issued.total == Decimal("35.01")
+
+
+def test_given_a_timeout_after_stripe_acted_then_a_rerun_makes_no_second_invoice() -> None:
+    gateway, http = _gateway()
+    customer = gateway.ensure_customer(Customer("acct-1"))
+    request = _request(customer)
+    http.faults = ["pass", "lost"]  # the invoice is created, the answer never comes
+    with pytest.raises(GatewayUnavailableError):
+        gateway.issue_invoice(request)
+    http.faults = ["timeout"]
+    with pytest.raises(GatewayUnavailableError):
+        gateway.issue_invoice(request)
+    issued = gateway.issue_invoice(request)
+    assert len(http.emulator.objects["invoice"]) == 1
+    assert issued.total == Decimal("35.01")
+
+
+def test_given_a_crash_after_the_draft_and_expired_keys_then_the_rerun_finds_it_by_metadata() -> None:
+    gateway, http = _gateway()
+    customer = gateway.ensure_customer(Customer("acct-1"))
+    request = _request(customer)
+    http.faults = ["pass", "pass", "lost"]  # list, create, then the lines are added but the answer is lost
+    with pytest.raises(GatewayUnavailableError):
+        gateway.issue_invoice(request)
+    http.emulator.expire_idempotency_keys()  # a day later
+    rerun, rerun_http = StripePaymentGateway(stripe.StripeClient("sk_test_unit", http_client=http)), http
+    issued = rerun.issue_invoice(request)
+    (invoice,) = http.emulator.objects["invoice"].values()
+    assert issued.gateway_id == invoice["id"]
+    assert len(invoice["lines"]["data"]) == len(request.lines)  # lines not added twice
+    assert issued.status == "open"
+    assert rerun.issue_invoice(request) == issued
+    http.emulator.expire_idempotency_keys()
+    assert rerun.ensure_customer(Customer("acct-1")) == customer  # found by Search, not created again
+    assert len(rerun_http.emulator.objects["customer"]) == 1
+
+
+def test_given_a_paid_invoice_then_partial_refunds_once_per_refund_id() -> None:
+    gateway, http = _gateway()
+    customer = gateway.ensure_customer(Customer("acct-1"))
+    gateway.set_default_payment_method(customer, "pm_card_visa")
+    issued = gateway.issue_invoice(_request(customer))
+    found = gateway.find_invoice(issued.invoice_id)
+    assert found is not None
+    assert found.status == "paid"
+    first = gateway.refund(issued.gateway_id, Decimal("5.00"), "rf-1")
+    http.emulator.expire_idempotency_keys()
+    assert gateway.refund(issued.gateway_id, Decimal("5.00"), "rf-1") == first  # found by metadata
+    gateway.refund(issued.gateway_id, Decimal("30.01"), "rf-2")
+    with pytest.raises(GatewayRejectedError):
+        gateway.refund(issued.gateway_id, Decimal("0.01"), "rf-3")  # 35.01 already refunded
+    assert [e["type"] for e in http.emulator.events][:2] == ["invoice.finalized", "invoice.paid"]
+
+
+def test_given_a_declined_card_then_the_invoice_stays_open_and_payment_failed_is_sent() -> None:
+    gateway, http = _gateway()
+    customer = gateway.ensure_customer(Customer("acct-1"))
+    gateway.set_default_payment_method(customer, "pm_card_chargeCustomerFail")
+    issued = gateway.issue_invoice(_request(customer))
+    assert issued.status == "open"
+    assert [e["type"] for e in http.emulator.events] == ["invoice.finalized", "invoice.payment_failed"]
+
+
+def test_given_stripe_totals_differ_from_ours_then_the_draft_is_not_finalized() -> None:
+    gateway, http = _gateway()
+    customer = gateway.ensure_customer(Customer("acct-1"))
+    request = _request(customer)
+    wrong = InvoiceRequest(
+        request.invoice_id,
+        request.number,
+        request.account_id,
+        customer,
+        [GatewayLine("Video", Decimal("7.21"), Decimal(10000), Decimal("0.00072"))],
+    )
+    invoice = stripe.StripeClient("sk_test_unit", http_client=http).v1.invoices.create(
+        {"customer": customer, "auto_advance": False, "metadata": {"kilo_invoice_id": request.invoice_id}},
+        {"idempotency_key": "test:preexisting"},
+    )
+    stripe.StripeClient("sk_test_unit", http_client=http).v1.invoices.add_lines(
+        invoice.id, {"lines": [{"amount": 999, "description": "not ours"}]}, {"idempotency_key": "test:lines"}
+    )
+    with pytest.raises(GatewayRejectedError, match=r"9\.99, ours 7\.21"):
+        gateway.issue_invoice(wrong)
+    assert http.emulator.objects["invoice"][invoice.id]["status"] == "draft"
+
+
+def test_given_an_unknown_parameter_or_a_wrong_type_then_the_checker_refuses_it() -> None:
+    *_, problems = check_request("post", "/v1/invoices", "customer=cus_1&colour=red&auto_advance=yes")
+    assert problems == [
+        "colour: unknown parameter (not in InvoiceCreateParams)",
+        "auto_advance: 'yes' is not a boolean",
+    ]
+    *_, problems = check_request("post", "/v1/invoices/in_1/add_lines", "lines[0][amount]=1.5")
+    assert problems == ["lines[0][amount]: '1.5' is not a int"]
+    *_, problems = check_request("post", "/v1/credit_notes", "memo=x")
+    assert problems == ["invoice: missing required parameter (CreditNoteCreateParams)"]
+
+
+def test_given_the_route_table_then_each_entry_is_the_sdk_services_own_method_path_and_params() -> None:
+    sources = "\n".join(
+        path.read_text(encoding="utf-8") for path in Path(inspect.getfile(stripe)).parent.rglob("*_service.py")
+    )
+    methods = re.split(r"\n    (?:async )?def ", sources)
+    for route in ROUTES:
+        literal = f'"{route.template}"'
+        matching = [
+            m
+            for m in methods
+            if f'"{route.method}"' in m
+            and literal in m
+            and f'"{route.params.__name__}"' in m
+            and "_async" not in m[:60]
+        ]
+        assert matching, (
+            f"no SDK service method sends {route.method.upper()} {route.template} with {route.params.__name__}"
+        )
