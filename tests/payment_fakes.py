@@ -33,6 +33,7 @@ class InMemoryPaymentGateway:
     invoices: dict[str, _Invoice] = field(default_factory=dict)  # our invoice id -> invoice
     credit_notes: dict[str, tuple[str, Decimal]] = field(default_factory=dict)  # credit id -> (gateway id, amount)
     refunds: dict[str, tuple[str, Decimal]] = field(default_factory=dict)
+    default_cards: dict[str, str] = field(default_factory=dict)  # customer id -> card id
     calls: list[str] = field(default_factory=list)
     fail_next: list[Exception] = field(default_factory=list)  # raised by the next calls, in order
     crash_after_lines: int | None = None  # issue_invoice stops (raises) after adding this many lines
@@ -119,6 +120,13 @@ class InMemoryPaymentGateway:
         if invoice.status != "open":
             raise GatewayRejectedError(f"only open invoices can be voided ({invoice.status})")
         invoice.status = "void"
+
+    def set_default_payment_method(self, customer_id: str, payment_method: str) -> str:
+        self._call("set_default_payment_method")
+        if customer_id not in self.customers.values():
+            raise GatewayRejectedError(f"no such customer {customer_id}")
+        self.default_cards[customer_id] = f"card_{payment_method}"
+        return self.default_cards[customer_id]
 
     def setup_session(self, customer_id: str, success_url: str, cancel_url: str) -> str:
         self._call("setup_session")

@@ -95,3 +95,11 @@ def test_given_a_customer_then_hosted_pages_for_cards_and_the_portal(gateway: Pa
         "https://"
     )
     assert gateway.portal_session(customer, "https://app.example/billing").startswith("https://")
+
+
+def test_given_a_saved_card_when_made_the_default_twice_then_the_same_card(gateway: PaymentGateway) -> None:
+    customer = gateway.ensure_customer(Customer("acct-1"))
+    first = gateway.set_default_payment_method(customer, "pm_card_visa")
+    assert gateway.set_default_payment_method(customer, "pm_card_visa") == first
+    with pytest.raises(GatewayRejectedError):
+        gateway.set_default_payment_method("cus_unknown", "pm_card_visa")

@@ -94,6 +94,11 @@ class PaymentGateway(Protocol):
 
     def void(self, gateway_id: str) -> None: ...
 
+    def set_default_payment_method(self, customer_id: str, payment_method: str) -> str:
+        """Attach a card the customer saved (Checkout in setup mode) and make it the one invoices charge; returns the
+        card's id (``checkout.session.completed`` calls this)."""
+        ...
+
     def setup_session(self, customer_id: str, success_url: str, cancel_url: str) -> str:
         """A hosted page (Checkout in setup mode) where the customer adds a card; returns its URL."""
         ...
