@@ -19,15 +19,16 @@ from kilo_billing.accounts import (
     AccountExistsError,
     AccountProfile,
     InvalidAccountIdError,
+    MidPeriodDowngradeError,
     UnknownAccountError,
-    change_tier,
     register_account,
+    request_tier_change,
     set_status,
 )
 from kilo_billing.budgets import BudgetChange, InvalidBudgetError, set_budget
 from kilo_billing.catalog import Catalog, UnknownTierError
 from kilo_billing.periods import Period
-from kilo_billing.rating import RatingError, effective_change
+from kilo_billing.rating import RatingError
 
 
 def _instant(text: str) -> datetime:
@@ -68,9 +69,15 @@ def add_parser(sub: Any, decimal: Callable[[str], Any]) -> None:
     )
     status.add_argument("--account", required=True)
     status.add_argument("--status", required=True, choices=ACCOUNT_STATUSES)
+    change = commands.add_parser(
+        "change-tier", help="change an account's tier: upgrades now (prorated), downgrades at the next period start"
+    )
+    change.add_argument("account", help="account id")
+    change.add_argument("tier", help="personal, team or enterprise")
+    change.add_argument("--at", type=_instant, help="when the change is requested (default: now)")
     show = commands.add_parser("show", help="an account's profile")
     show.add_argument("--account", required=True)
-    for command in (create, tier, budget, status, show):
+    for command in (create, tier, change, budget, status, show):
         command.add_argument("--usage-table", default=os.environ.get("USAGE_TABLE_NAME", ""))
         command.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -111,13 +118,10 @@ def run(args: argparse.Namespace, catalog: Catalog, directory: AccountDirectory 
             at = args.signup or now
             book = catalog.for_period(Period.containing(at))
             profile = register_account(directory, args.account, args.tier, at, book.tier_ids, args.budget_usd)
-        elif args.account_command == "tier":
+        elif args.account_command in ("tier", "change-tier"):
             at = args.at or now
-            found = directory.registered([args.account]).get(args.account)
-            if found is None:
-                raise UnknownAccountError(f"account {args.account!r} is not registered")
             book = catalog.for_period(Period.containing(at))
-            profile = change_tier(directory, args.account, effective_change(book, found.tier_at(at), args.tier, at))
+            profile = request_tier_change(directory, book, args.account, args.tier, at)
         elif args.account_command == "budget":
             change = BudgetChange(
                 budget_usd=args.budget_usd,
@@ -140,6 +144,7 @@ def run(args: argparse.Namespace, catalog: Catalog, directory: AccountDirectory 
         InvalidBudgetError,
         UnknownTierError,
         RatingError,
+        MidPeriodDowngradeError,
     ) as exc:
         raise ValueError(str(exc)) from exc
     return profile_json(profile)

@@ -8,7 +8,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from kilo_billing.accounts import AccountExistsError, AccountProfile, UnknownAccountError
+from kilo_billing.accounts import AccountExistsError, AccountProfile, UnknownAccountError, check_tier_history
 from kilo_billing.aws import ConditionFailedError, call
 from kilo_billing.items import Item, from_item, to_item
 from kilo_billing.rating import TierChange
@@ -94,6 +94,10 @@ class DynamoAccountDirectory:
         self._put(profile, "attribute_exists(pk)", UnknownAccountError("is not registered"))
 
     def _put(self, profile: AccountProfile, condition: str, refused: Exception) -> None:
+        from kilo_billing.catalog import default_catalog  # noqa: PLC0415
+
+        book = default_catalog().latest
+        check_tier_history(profile.changes, lambda tier: book.tier(tier).rank)
         try:
             call(
                 self._client.put_item,

@@ -8,15 +8,17 @@ cannot be refused after the fact) as the free default, and reports them.
 
 from __future__ import annotations
 
+import itertools
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Final, Protocol
 
+from kilo_billing.catalog import PriceBook
 from kilo_billing.periods import Period
-from kilo_billing.rating import TierChange, TierSegment, segments_for
+from kilo_billing.rating import TierChange, TierSegment, effective_change, segments_for
 
 # One grammar everywhere an account id is read (usage API, room/participant attribution, CLI, account API): a letter or
 # digit, then up to 127 of letters, digits and ``_ . : @ + = -``. No ``/`` (ids appear in keys and URL paths), no
@@ -158,6 +160,33 @@ def register_account(
     profile = AccountProfile(account_id, (TierChange(signed_up_at.astimezone(UTC), tier),), budget_usd)
     directory.register(profile)
     return profile
+
+
+class MidPeriodDowngradeError(ValueError):
+    """A tier history that lowers the tier anywhere but at a period start (downgrades wait for the next period, D3)."""
+
+
+def check_tier_history(changes: Iterable[TierChange], rank: Callable[[str], int]) -> None:
+    """Refuse a history with a downgrade inside a period. Called where tier history is stored (the directory's
+    adapter), so no path - CLI, account API, a script - can write one."""
+    ordered = sorted(changes, key=lambda change: change.at)
+    for before, after in itertools.pairwise(ordered):
+        if rank(after.tier) < rank(before.tier) and Period.containing(after.at).start != after.at:
+            raise MidPeriodDowngradeError(
+                f"a downgrade from {before.tier} to {after.tier} at {after.at.isoformat()} is inside a period: "
+                f"downgrades take effect at the next period start"
+            )
+
+
+def request_tier_change(
+    directory: AccountDirectory, book: PriceBook, account_id: str, tier: str, requested_at: datetime
+) -> AccountProfile:
+    """The tier change the account API and ``kilo-billing account change-tier`` call: an upgrade takes effect at
+    ``requested_at`` (prorated), a downgrade at the next period start."""
+    found = directory.registered([account_id]).get(account_id)
+    if found is None:
+        raise UnknownAccountError(f"account {account_id!r} is not registered")
+    return change_tier(directory, account_id, effective_change(book, found.tier_at(requested_at), tier, requested_at))
 
 
 def change_tier(directory: AccountDirectory, account_id: str, change: TierChange) -> AccountProfile:

@@ -53,3 +53,59 @@ class UnattributedUsageV1(BaseModel):
     identity: str
     period: str
     minutes: int
+
+
+SOURCE_INVOICING: Final = "kilo.billing.invoicing"
+
+
+class InvoiceIssuedV1(BaseModel):
+    """Our invoice for an account and period left draft (open, or paid at once when it asks for nothing)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    DETAIL_TYPE: ClassVar[str] = "InvoiceIssued.v1"
+
+    schema_version: Literal[1] = 1
+    event_id: str  # invoice-issued:<invoice id>
+    account_id: str
+    invoice_id: str
+    number: str
+    period: str = Field(pattern=r"^\d{4}-\d{2}$")
+    total: str  # USD, two decimals
+    method: Literal["card", "crypto"]
+    status: str
+    hosted_url: str | None = None
+    occurred_at: str
+
+
+class PaymentFailedV1(BaseModel):
+    """The processor could not collect an invoice (declined card, or a payment needing the customer's action)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    DETAIL_TYPE: ClassVar[str] = "PaymentFailed.v1"
+
+    schema_version: Literal[1] = 1
+    event_id: str  # payment-failed:<processor event id>
+    account_id: str
+    invoice_id: str
+    total: str
+    reason: Literal["payment_failed", "action_required"]
+    hosted_url: str | None = None
+    occurred_at: str
+
+
+class DisputeOpenedV1(BaseModel):
+    """A customer disputed a payment: the account is flagged until the dispute closes."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    DETAIL_TYPE: ClassVar[str] = "DisputeOpened.v1"
+
+    schema_version: Literal[1] = 1
+    event_id: str  # dispute-opened:<dispute id>
+    account_id: str
+    invoice_id: str
+    dispute_id: str
+    amount: str
+    occurred_at: str

@@ -71,6 +71,9 @@ class Period:
     def next(self) -> Period:
         return Period(self.year + 1, 1) if self.month == 12 else Period(self.year, self.month + 1)
 
+    def previous(self) -> Period:
+        return Period(self.year - 1, 12) if self.month == 1 else Period(self.year, self.month - 1)
+
     def contains(self, instant: datetime) -> bool:
         return self.start <= ensure_utc(instant) < self.end
 

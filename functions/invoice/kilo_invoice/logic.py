@@ -1,0 +1,485 @@
+"""Invoicing's logic: start a period's close, close one account (fenced, rerunnable at any point), keep our invoices'
+status in step with the processor's events, refunds. Pure: ports in, outcomes out (docs/decisions.md, invoicing)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, Final
+
+from kilo_billing.catalog import Catalog
+from kilo_billing.contracts import DisputeOpenedV1, InvoiceIssuedV1, PaymentFailedV1
+from kilo_billing.invoicing import (
+    AccountLedger,
+    BillingMethod,
+    InvoiceRecord,
+    InvoiceStatus,
+    can_move,
+    compose_close,
+    invoice_id,
+)
+from kilo_billing.money import money_str
+from kilo_billing.periods import Period
+from kilo_billing.periods_store import LedgerConflictError, LedgerStore
+from kilo_billing.publisher import EventPublisher
+from kilo_invoice.gateway import (
+    Customer,
+    GatewayInvoice,
+    GatewayLine,
+    GatewayUnavailableError,
+    InvoiceRequest,
+    PaymentGateway,
+)
+from kilo_invoice.ports import CloseJobQueue, RunMarkers, Sleeper, StripeEvents
+
+GATEWAY_ATTEMPTS: Final = 4  # a call the processor did not answer is retried with the same ids, then the job fails
+LEDGER_ATTEMPTS: Final = 5
+ISSUED: Final = "issued"
+
+
+class InvoiceNotFoundError(LookupError):
+    """A processor event or an operator command names an invoice we do not have."""
+
+
+@dataclass(frozen=True, slots=True)
+class CloseOutcome:
+    account_id: str
+    period: str
+    invoice: InvoiceRecord | None  # None: nothing to close (no profile, signed up later)
+    created: bool  # this run composed and stored the invoice (False: found from an earlier run)
+
+
+# --- the schedule and the fan-out ---------------------------------------------------------------------------------
+
+
+def due_period(now: datetime, grace: timedelta) -> Period:
+    """The latest period whose close is due at ``now``: periods close ``grace`` after they end (late webhooks)."""
+    return Period.containing(now - grace).previous()
+
+
+def start_run(
+    store: LedgerStore, queue: CloseJobQueue, markers: RunMarkers, period: Period, now_ms: int, batch: int = 500
+) -> int:
+    """Queue one close job per registered account (once per period; a rerun queues them again: jobs are
+    idempotent). Returns how many jobs were queued (0 when the period was already fanned out)."""
+    if markers.fanned_out(period.key):
+        return 0
+    queued = 0
+    pending: list[tuple[str, str]] = []
+    for account in store.accounts():
+        pending.append((account, period.key))
+        if len(pending) >= batch:
+            queue.send(pending)
+            queued += len(pending)
+            pending = []
+    if pending:
+        queue.send(pending)
+        queued += len(pending)
+    markers.mark_fanned_out(period.key, queued, now_ms)
+    return queued
+
+
+# --- closing one account ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CloseDeps:
+    store: LedgerStore
+    gateway: PaymentGateway
+    publisher: EventPublisher
+    catalog: Catalog
+    sleep: Sleeper
+    automatic_tax: bool = False
+
+
+def close_account(deps: CloseDeps, account_id: str, period: Period, now: datetime) -> CloseOutcome:
+    """Close ``period`` for one account: compose and store the draft with the billed watermarks (once), issue it
+    (card: one processor invoice, idempotent on our invoice id; crypto: an open USD bill), announce it.
+
+    Safe to run again at any point: a stored invoice is never recomposed, the processor call is idempotent on our
+    invoice id, and every status change is conditioned on the status read."""
+    created = False
+    invoice: InvoiceRecord | None = None
+    for _ in range(LEDGER_ATTEMPTS):
+        ledger = deps.store.ledger(account_id)
+        invoice = ledger.invoices.get(invoice_id(account_id, period))
+        if invoice is not None:
+            break
+        draft = compose_close(ledger, period, deps.catalog, now)
+        if draft is None:
+            return CloseOutcome(account_id, period.key, None, False)
+        try:
+            deps.store.create_invoice(draft)
+        except LedgerConflictError:
+            continue  # another run got there first, or rating's aggregate item was created meanwhile: re-read
+        invoice, created = draft.invoice, True
+        break
+    if invoice is None:
+        raise LedgerConflictError(f"{account_id} {period}: the close kept conflicting")
+    invoice = _issue(deps, ledger, invoice, now)
+    invoice = _announce_issued(deps, invoice, now)
+    return CloseOutcome(account_id, period.key, invoice, created)
+
+
+def _with_retries(deps: CloseDeps, call: Callable[[], Any]) -> Any:
+    for attempt in range(GATEWAY_ATTEMPTS):
+        try:
+            return call()
+        except GatewayUnavailableError:
+            if attempt == GATEWAY_ATTEMPTS - 1:
+                raise
+            deps.sleep(0.5 * 2**attempt)
+    raise AssertionError("unreachable")
+
+
+def gateway_request(invoice: InvoiceRecord, customer_id: str, automatic_tax: bool = False) -> InvoiceRequest:
+    lines = [
+        GatewayLine(
+            description=line.description,
+            amount=line.amount,
+            quantity=line.quantity if line.kind in ("usage", "adjustment") else None,
+            unit_price=line.unit_price if line.kind in ("usage", "adjustment") else None,
+            period_start=line.start,
+            period_end=line.end,
+            metadata={"kind": line.kind, **({"meter": line.meter} if line.meter else {})},
+        )
+        for line in invoice.lines
+    ]
+    return InvoiceRequest(
+        invoice_id=invoice.invoice_id,
+        number=invoice.number,
+        account_id=invoice.account_id,
+        customer_id=customer_id,
+        lines=lines,
+        automatic_tax=automatic_tax,
+        metadata={"invoice_id": invoice.invoice_id, "account_id": invoice.account_id, "period": invoice.period},
+    )
+
+
+def _issue(deps: CloseDeps, ledger: AccountLedger, invoice: InvoiceRecord, now: datetime) -> InvoiceRecord:
+    if invoice.status is not InvoiceStatus.DRAFT:
+        return invoice
+    if invoice.method is BillingMethod.CRYPTO or invoice.total == 0:
+        issued = invoice.moved(InvoiceStatus.OPEN, now)
+        if invoice.total == 0:  # nothing to collect: no processor invoice (D-invoice: $0 invoices stay ours)
+            issued = issued.moved(InvoiceStatus.PAID, now)
+        return _save(deps, issued, InvoiceStatus.DRAFT)
+    customer_id = ledger.billing.customer_id
+    if customer_id is None:
+        profile = ledger.profile
+        customer = Customer(invoice.account_id, profile.email or None, profile.name or None) if profile else None
+        customer_id = str(
+            _with_retries(deps, lambda: deps.gateway.ensure_customer(customer or Customer(invoice.account_id)))
+        )
+        deps.store.save_billing(invoice.account_id, replace(ledger.billing, customer_id=customer_id))
+    request = gateway_request(invoice, customer_id, deps.automatic_tax)
+    found: GatewayInvoice = _with_retries(deps, lambda: deps.gateway.issue_invoice(request))
+    issued = replace(
+        invoice.moved(InvoiceStatus.OPEN, now),
+        gateway_id=found.gateway_id,
+        hosted_url=found.hosted_url,
+        pdf_url=found.pdf_url,
+    )
+    if found.status == "paid":
+        issued = issued.moved(InvoiceStatus.PAID, now)
+    return _save(deps, issued, InvoiceStatus.DRAFT)
+
+
+def _save(deps: CloseDeps, invoice: InvoiceRecord, expected: InvoiceStatus) -> InvoiceRecord:
+    try:
+        deps.store.update_invoice(invoice, expected)
+    except LedgerConflictError:  # moved on meanwhile (a processor event, another run): the stored one wins
+        stored = deps.store.ledger(invoice.account_id).invoices.get(invoice.invoice_id)
+        if stored is None:
+            raise
+        return stored
+    return invoice
+
+
+def _announce_issued(deps: CloseDeps, invoice: InvoiceRecord, now: datetime) -> InvoiceRecord:
+    if invoice.status is InvoiceStatus.DRAFT or ISSUED in invoice.announced:
+        return invoice
+    event = InvoiceIssuedV1(
+        event_id=f"invoice-issued:{invoice.invoice_id}",
+        account_id=invoice.account_id,
+        invoice_id=invoice.invoice_id,
+        number=invoice.number,
+        period=invoice.period,
+        total=money_str(invoice.total),
+        method=invoice.method.value,
+        status=invoice.status.value,
+        hosted_url=invoice.hosted_url,
+        occurred_at=now.isoformat(),
+    )
+    deps.publisher.publish(InvoiceIssuedV1.DETAIL_TYPE, event.model_dump())
+    return _mark_announced(deps.store, invoice, ISSUED)
+
+
+def _mark_announced(store: LedgerStore, invoice: InvoiceRecord, marker: str) -> InvoiceRecord:
+    """Record an alert as published (published first: a crash in between publishes the same event id again)."""
+    for _ in range(LEDGER_ATTEMPTS):
+        marked = replace(invoice, announced=invoice.announced | {marker})
+        try:
+            store.update_invoice(marked, invoice.status)
+            return marked
+        except LedgerConflictError:
+            stored = store.ledger(invoice.account_id).invoices.get(invoice.invoice_id)
+            if stored is None:
+                raise
+            invoice = stored
+    raise LedgerConflictError(f"{invoice.invoice_id}: could not record {marker}")
+
+
+# --- payment status from the processor's events --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EventOutcome:
+    stripe_event_id: str
+    event_type: str
+    invoice_id: str | None
+    changed: bool
+    published: tuple[str, ...] = ()
+
+
+def _object(body: bytes) -> tuple[str, str, dict[str, Any]]:
+    event = json.loads(body)
+    return str(event["id"]), str(event["type"]), dict(event["data"]["object"])
+
+
+def _metadata(obj: dict[str, Any]) -> dict[str, Any]:
+    found = obj.get("metadata")
+    return dict(found) if isinstance(found, dict) else {}
+
+
+def _find(
+    store: LedgerStore, ids: Iterable[str | None], metadata: dict[str, Any]
+) -> tuple[AccountLedger, InvoiceRecord]:
+    ours = metadata.get("invoice_id")
+    if isinstance(ours, str) and "/" in ours:
+        ledger = store.ledger(ours.split("/", 1)[0])
+        if ours in ledger.invoices:
+            return ledger, ledger.invoices[ours]
+    for ref in ids:
+        if not ref:
+            continue
+        found = store.invoice_for_gateway(ref)
+        if found is not None:
+            ledger = store.ledger(found[0])
+            if found[1] in ledger.invoices:
+                return ledger, ledger.invoices[found[1]]
+    raise InvoiceNotFoundError(f"no invoice of ours for {ours or [i for i in ids if i]}")
+
+
+def _ref(value: Any) -> str | None:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and isinstance(value.get("id"), str):
+        return str(value["id"])
+    return None
+
+
+def apply_stripe_event(
+    store: LedgerStore, publisher: EventPublisher, events: StripeEvents, pk: str, sk: str, now: datetime
+) -> EventOutcome:
+    """Bring our records in step with one stored Stripe event. Duplicates and any order are harmless: a status only
+    moves along the state machine (a late ``payment_failed`` never undoes ``paid``), amounts only grow, and every
+    alert carries an id derived from the processor's event, recorded once published."""
+    record = events.get(pk, sk)
+    if record is None:
+        raise InvoiceNotFoundError(f"stripe event {pk}/{sk} is not stored")
+    event_id, event_type, obj = _object(record.body)
+    if event_type == "checkout.session.completed":
+        account = _metadata(obj).get("account_id") or obj.get("client_reference_id")
+        if not isinstance(account, str):
+            return EventOutcome(event_id, event_type, None, False)
+        ledger = store.ledger(account)
+        store.save_billing(
+            account,
+            replace(
+                ledger.billing, card_on_file=True, customer_id=ledger.billing.customer_id or _ref(obj.get("customer"))
+            ),
+        )
+        return EventOutcome(event_id, event_type, None, True)
+    if event_type.startswith("invoice."):
+        ledger, invoice = _find(store, [_ref(obj.get("id"))], _metadata(obj))
+        return _invoice_event(store, publisher, ledger, invoice, event_id, event_type, obj, now)
+    if event_type == "charge.refunded":
+        ledger, invoice = _find(
+            store, [_ref(obj.get("invoice")), _ref(obj.get("payment_intent")), _ref(obj.get("id"))], _metadata(obj)
+        )
+        refunded = Decimal(int(obj.get("amount_refunded", 0))) / 100
+        if refunded <= invoice.refunded:
+            return EventOutcome(event_id, event_type, invoice.invoice_id, False)
+        _save_with(store, invoice, lambda inv: replace(inv, refunded=max(inv.refunded, refunded)))
+        return EventOutcome(event_id, event_type, invoice.invoice_id, True)
+    if event_type in ("charge.dispute.created", "charge.dispute.closed"):
+        ledger, invoice = _find(store, [_ref(obj.get("charge")), _ref(obj.get("payment_intent"))], _metadata(obj))
+        opened = event_type == "charge.dispute.created"
+        dispute_id = str(obj.get("id", ""))
+        if opened and obj.get("status") in ("won", "lost"):
+            opened = False  # a created event arriving after its close changes nothing
+        changed = invoice.disputed != opened
+        if changed:
+            invoice = _save_with(store, invoice, lambda inv: replace(inv, disputed=opened))
+            store.save_billing(invoice.account_id, replace(ledger.billing, disputed=opened))
+        published: tuple[str, ...] = ()
+        marker = f"dispute:{dispute_id}"
+        if event_type == "charge.dispute.created" and marker not in invoice.announced:
+            alert = DisputeOpenedV1(
+                event_id=f"dispute-opened:{dispute_id}",
+                account_id=invoice.account_id,
+                invoice_id=invoice.invoice_id,
+                dispute_id=dispute_id,
+                amount=money_str(Decimal(int(obj.get("amount", 0))) / 100),
+                occurred_at=now.isoformat(),
+            )
+            publisher.publish(DisputeOpenedV1.DETAIL_TYPE, alert.model_dump())
+            _mark_announced(store, invoice, marker)
+            published = (alert.event_id,)
+        return EventOutcome(event_id, event_type, invoice.invoice_id, changed, published)
+    return EventOutcome(event_id, event_type, None, False)
+
+
+_INVOICE_TARGETS: Final = {
+    "invoice.finalized": InvoiceStatus.OPEN,
+    "invoice.paid": InvoiceStatus.PAID,
+    "invoice.payment_failed": InvoiceStatus.PAYMENT_FAILED,
+    "invoice.payment_action_required": InvoiceStatus.PAYMENT_FAILED,
+    "invoice.marked_uncollectible": InvoiceStatus.UNCOLLECTIBLE,
+    "invoice.voided": InvoiceStatus.VOID,
+}
+
+
+def _invoice_event(
+    store: LedgerStore,
+    publisher: EventPublisher,
+    ledger: AccountLedger,
+    invoice: InvoiceRecord,
+    event_id: str,
+    event_type: str,
+    obj: dict[str, Any],
+    now: datetime,
+) -> EventOutcome:
+    target = _INVOICE_TARGETS.get(event_type)
+    if target is None:
+        return EventOutcome(event_id, event_type, invoice.invoice_id, False)
+    refs = tuple(r for r in (_ref(obj.get("charge")), _ref(obj.get("payment_intent"))) if r)
+
+    def change(current: InvoiceRecord) -> InvoiceRecord:
+        updated = current
+        if current.gateway_id is None and _ref(obj.get("id")):
+            updated = replace(updated, gateway_id=_ref(obj.get("id")))
+        if obj.get("hosted_invoice_url") and not current.hosted_url:
+            updated = replace(updated, hosted_url=str(obj["hosted_invoice_url"]))
+        if obj.get("invoice_pdf") and not current.pdf_url:
+            updated = replace(updated, pdf_url=str(obj["invoice_pdf"]))
+        new_refs = tuple(r for r in refs if r not in current.gateway_refs)
+        if new_refs:
+            updated = replace(updated, gateway_refs=current.gateway_refs + new_refs)
+        if (
+            current.status is InvoiceStatus.DRAFT
+            and target is not InvoiceStatus.OPEN
+            and can_move(InvoiceStatus.OPEN, target)
+        ):
+            updated = updated.moved(InvoiceStatus.OPEN, now)  # paid/failed before we saw it finalized
+        if can_move(updated.status, target):
+            updated = updated.moved(target, now)
+        return updated
+
+    before = invoice
+    invoice = _save_with(store, invoice, change)
+    published: tuple[str, ...] = ()
+    failed = event_type in ("invoice.payment_failed", "invoice.payment_action_required")
+    marker = f"payment_failed:{event_id}"
+    if failed and invoice.status is InvoiceStatus.PAYMENT_FAILED and marker not in invoice.announced:
+        alert = PaymentFailedV1(
+            event_id=f"payment-failed:{event_id}",
+            account_id=invoice.account_id,
+            invoice_id=invoice.invoice_id,
+            total=money_str(invoice.total),
+            reason="action_required" if event_type.endswith("action_required") else "payment_failed",
+            hosted_url=invoice.hosted_url,
+            occurred_at=now.isoformat(),
+        )
+        publisher.publish(PaymentFailedV1.DETAIL_TYPE, alert.model_dump())
+        invoice = _mark_announced(store, invoice, marker)
+        published = (alert.event_id,)
+    return EventOutcome(event_id, event_type, invoice.invoice_id, invoice != before, published)
+
+
+def _save_with(
+    store: LedgerStore, invoice: InvoiceRecord, change: Callable[[InvoiceRecord], InvoiceRecord]
+) -> InvoiceRecord:
+    for _ in range(LEDGER_ATTEMPTS):
+        updated = change(invoice)
+        if updated == invoice:
+            return invoice
+        try:
+            store.update_invoice(updated, invoice.status)
+            return updated
+        except LedgerConflictError:
+            stored = store.ledger(invoice.account_id).invoices.get(invoice.invoice_id)
+            if stored is None:
+                raise
+            invoice = stored
+    raise LedgerConflictError(f"{invoice.invoice_id}: kept conflicting")
+
+
+# --- refunds ---------------------------------------------------------------------------------------------------
+
+
+def refund_invoice(
+    store: LedgerStore, gateway: PaymentGateway, account_id: str, invoice_ref: str, amount: Decimal | None
+) -> InvoiceRecord:
+    """Refund all (``amount`` None) or part of a paid invoice. Card: a processor refund keyed on
+    ``<invoice id>/refund/<n>`` (a rerun returns the same refund) and the refunded amount in our records (a credit
+    note). Crypto: the amount is recorded as a refund owed, which an operator settles (``settle_crypto_refund``)."""
+    ledger = store.ledger(account_id)
+    invoice = ledger.invoices.get(invoice_ref) or next(
+        (inv for inv in ledger.invoices.values() if inv.number == invoice_ref), None
+    )
+    if invoice is None:
+        raise InvoiceNotFoundError(f"{account_id} has no invoice {invoice_ref!r}")
+    if invoice.status is not InvoiceStatus.PAID:
+        raise ValueError(f"invoice {invoice.number} is {invoice.status.value}: only paid invoices are refunded")
+    refundable = invoice.total - invoice.refunded - invoice.refund_owed
+    wanted = refundable if amount is None else amount
+    if wanted <= 0 or wanted > refundable:
+        raise ValueError(f"refund must be more than 0.00 and at most {money_str(refundable)}, got {money_str(wanted)}")
+    if invoice.method is BillingMethod.CRYPTO:
+        return _save_with(store, invoice, lambda inv: replace(inv, refund_owed=inv.refund_owed + wanted))
+    if invoice.gateway_id is None:
+        raise ValueError(f"invoice {invoice.number} has no processor invoice to refund")
+    refund_key = f"{invoice.invoice_id}/refund/{money_str(invoice.refunded)}+{money_str(wanted)}"
+    gateway.refund(invoice.gateway_id, wanted, refund_key)
+    return _save_with(store, invoice, lambda inv: replace(inv, refunded=max(inv.refunded, invoice.refunded + wanted)))
+
+
+def settle_crypto_refund(store: LedgerStore, account_id: str, invoice_ref: str, transaction_id: str) -> InvoiceRecord:
+    """An operator sent the crypto refund owed (``transaction_id``): it becomes refunded."""
+    if not transaction_id.strip():
+        raise ValueError("a transaction id is required")
+    ledger = store.ledger(account_id)
+    invoice = ledger.invoices.get(invoice_ref)
+    if invoice is None:
+        raise InvoiceNotFoundError(f"{account_id} has no invoice {invoice_ref!r}")
+    if invoice.refund_owed <= 0:
+        raise ValueError(f"invoice {invoice.number} owes no refund")
+    return _save_with(
+        store,
+        invoice,
+        lambda inv: replace(
+            inv,
+            refunded=inv.refunded + inv.refund_owed,
+            refund_owed=Decimal("0.00"),
+            announced=inv.announced | {f"crypto_refund:{transaction_id}"},
+        ),
+    )
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)

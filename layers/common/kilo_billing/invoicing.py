@@ -1,0 +1,384 @@
+"""Invoicing's pure core: what a closed period owes, as our invoice (docs/decisions.md, invoicing entries).
+
+Inputs are what rating stores per (account, period): counters ``(segment start, meter) -> base units`` (minutes,
+messages, bytes), always ADDed by rating, never overwritten. The close bills a *snapshot* of them and records that
+snapshot as the period's **billed watermark**; whatever rating adds later (a late ``participant_left`` that lengthens
+or shortens a session, usage LiveKit reported late) is ``counters - billed`` at the next close and becomes adjustment
+lines, per tier segment and meter - positive or negative. Nothing is merged into an invoiced total, nothing is lost.
+
+Invoice lines: usage of the closed period in arrears (every meter, ``$0.00`` lines shown), the fee true-up of the
+closed period (prorated segment fees - fee billed in advance), the next period's fee in advance, adjustments of earlier
+periods, then account credit: applied against a positive subtotal, or a negative subtotal carried to the account's
+credit (an invoice never asks for less than zero; the customer is never left overbilled).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Final
+
+from kilo_billing.accounts import AccountProfile
+from kilo_billing.catalog import Catalog, PriceBook
+from kilo_billing.meters import METER_UNITS, Meter
+from kilo_billing.money import ZERO, decimal_str, money_str, total
+from kilo_billing.periods import Period
+from kilo_billing.rating import (
+    InvoiceLine,
+    LineKind,
+    RatedPeriod,
+    SegmentUsage,
+    TierSegment,
+    compose_invoice,
+    rate_segments,
+)
+
+Counters = Mapping[tuple[int, str], int]  # (segment start, epoch seconds; meter) -> base units
+CURRENCY: Final = "USD"
+MAX_ADJUSTED_PERIODS: Final = 24  # periods adjusted by one invoice (a DynamoDB transaction holds at most 100 items)
+
+
+class InvoicingError(ValueError):
+    """A close or a transition that the rules refuse; the message says why."""
+
+
+class InvoiceStatus(StrEnum):
+    DRAFT = "draft"
+    OPEN = "open"
+    PAID = "paid"
+    PAYMENT_FAILED = "payment_failed"
+    UNCOLLECTIBLE = "uncollectible"
+    VOID = "void"
+
+
+# draft -> open -> paid | payment_failed -> paid | uncollectible | void (an uncollectible invoice can still be paid)
+TRANSITIONS: Final[Mapping[InvoiceStatus, frozenset[InvoiceStatus]]] = {
+    InvoiceStatus.DRAFT: frozenset({InvoiceStatus.OPEN, InvoiceStatus.VOID}),
+    InvoiceStatus.OPEN: frozenset(
+        {InvoiceStatus.PAID, InvoiceStatus.PAYMENT_FAILED, InvoiceStatus.UNCOLLECTIBLE, InvoiceStatus.VOID}
+    ),
+    InvoiceStatus.PAYMENT_FAILED: frozenset({InvoiceStatus.PAID, InvoiceStatus.UNCOLLECTIBLE, InvoiceStatus.VOID}),
+    InvoiceStatus.UNCOLLECTIBLE: frozenset({InvoiceStatus.PAID, InvoiceStatus.VOID}),
+    InvoiceStatus.PAID: frozenset(),
+    InvoiceStatus.VOID: frozenset(),
+}
+
+
+def can_move(current: InvoiceStatus, target: InvoiceStatus) -> bool:
+    return target in TRANSITIONS[current]
+
+
+class BillingMethod(StrEnum):
+    CARD = "card"  # through the payment gateway (Stripe)
+    CRYPTO = "crypto"  # a USD bill left open; the crypto rail settles it
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """One line of our invoice as stored and shown (preview JSON: money and quantities as strings)."""
+
+    kind: str  # rating.LineKind values, plus "credit"
+    description: str
+    amount: Decimal
+    period: str
+    meter: str | None = None
+    tier: str | None = None
+    quantity: Decimal | None = None  # billable units (x unit_price = amount, before rounding)
+    unit_price: Decimal | None = None
+    used: Decimal | None = None
+    included: Decimal | None = None  # None with a usage line: unlimited
+    start: datetime | None = None
+    end: datetime | None = None
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "kind": self.kind,
+            "meter": self.meter,
+            "description": self.description,
+            "quantity": decimal_str(self.quantity) if self.quantity is not None else None,
+            "unit_price": decimal_str(self.unit_price) if self.unit_price is not None else None,
+            "amount": money_str(self.amount),
+            "start": self.start.isoformat() if self.start else None,
+            "end": self.end.isoformat() if self.end else None,
+        }
+
+
+CREDIT: Final = "credit"
+
+
+@dataclass(frozen=True, slots=True)
+class InvoiceRecord:
+    """Our invoice: composed once at the close (frozen lines), then only its status and links change."""
+
+    invoice_id: str
+    account_id: str
+    period: str
+    number: str
+    seq: int
+    method: BillingMethod
+    lines: tuple[Line, ...]
+    status: InvoiceStatus = InvoiceStatus.DRAFT
+    transitions: tuple[tuple[str, str], ...] = ()  # (status, ISO time), in order, draft first
+    cost_basis: Decimal = ZERO  # LiveKit's cost of the closed period's usage, rounded once
+    gateway_id: str | None = None
+    gateway_refs: tuple[str, ...] = ()  # the processor's other ids for it (charge, payment intent): event lookups
+    hosted_url: str | None = None
+    pdf_url: str | None = None
+    refunded: Decimal = ZERO
+    refund_owed: Decimal = ZERO  # crypto: refunds an operator still has to send
+    disputed: bool = False
+    announced: frozenset[str] = frozenset()  # alerts published (issued, payment_failed:<stripe event>, dispute...)
+
+    @property
+    def total(self) -> Decimal:
+        return total([line.amount for line in self.lines])
+
+    def amount_of(self, *kinds: str) -> Decimal:
+        return total([line.amount for line in self.lines if line.kind in kinds])
+
+    def fee_billed_in_advance(self, period: str) -> Decimal:
+        return total([ln.amount for ln in self.lines if ln.kind == LineKind.FEE.value and ln.period == period])
+
+    def moved(self, target: InvoiceStatus, at: datetime) -> InvoiceRecord:
+        if not can_move(self.status, target):
+            raise InvoicingError(f"invoice {self.invoice_id} cannot go from {self.status} to {target}")
+        return replace(self, status=target, transitions=(*self.transitions, (target.value, at.isoformat())))
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "invoice_id": self.invoice_id,
+            "number": self.number,
+            "account_id": self.account_id,
+            "period": self.period,
+            "status": self.status.value,
+            "method": self.method.value,
+            "currency": CURRENCY,
+            "lines": [line.as_json() for line in self.lines],
+            "total": money_str(self.total),
+            "transitions": [{"status": s, "at": at} for s, at in self.transitions],
+            "refunded": money_str(self.refunded),
+            "hosted_url": self.hosted_url,
+            "pdf_url": self.pdf_url,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class PeriodLedger:
+    """Rating's aggregate of one (account, period) as invoicing sees it."""
+
+    period: str
+    counters: Counters
+    billed: Counters = field(default_factory=dict)  # the watermark: what invoices have covered so far
+    invoiced: bool = False
+    billed_rev: int = 0  # bumped by every write of the watermark (optimistic lock between closes)
+
+    @property
+    def unbilled(self) -> dict[tuple[int, str], int]:
+        keys = set(self.counters) | set(self.billed)
+        diff = {key: self.counters.get(key, 0) - self.billed.get(key, 0) for key in keys}
+        return {key: value for key, value in diff.items() if value}
+
+
+@dataclass(frozen=True, slots=True)
+class BillingState:
+    """Per account: the last invoice number used, credit on account, the processor's customer id, a dispute flag."""
+
+    seq: int = 0
+    credit: Decimal = ZERO
+    customer_id: str | None = None
+    disputed: bool = False
+    card_on_file: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AccountLedger:
+    account_id: str
+    profile: AccountProfile | None
+    periods: Mapping[str, PeriodLedger]
+    invoices: Mapping[str, InvoiceRecord]
+    billing: BillingState = BillingState()
+    method: BillingMethod = BillingMethod.CARD
+
+
+@dataclass(frozen=True, slots=True)
+class WatermarkMove:
+    """Set a period's billed watermark to ``billed`` (and mark it invoiced), if its revision is still ``rev``."""
+
+    period: str
+    billed: Counters
+    rev: int
+
+
+@dataclass(frozen=True, slots=True)
+class CloseDraft:
+    """Everything one close writes, all or nothing: the draft invoice, the watermarks, the number, the credit."""
+
+    invoice: InvoiceRecord
+    watermarks: tuple[WatermarkMove, ...]
+    previous_seq: int
+    credit: Decimal
+
+
+def invoice_id(account_id: str, period: Period, part: str = "") -> str:
+    """Ours, unique: ``<account>/<YYYY-MM>`` (``/`` is never in an account id); ``part`` for early invoices."""
+    return f"{account_id}/{period.key}" + (f"/{part}" if part else "")
+
+
+def invoice_number(account_id: str, seq: int) -> str:
+    return f"KB-{account_id}-{seq:05d}"
+
+
+# --- rating counters -------------------------------------------------------------------------------------------
+
+
+def segment_usage(period: Period, segments: list[TierSegment], counters: Counters) -> list[SegmentUsage]:
+    """Counters keyed by segment start -> usage per tier segment (a key before the first segment goes to it)."""
+    starts = [int(segment.start.timestamp()) for segment in segments]
+    sums: list[dict[Meter, int]] = [dict.fromkeys(Meter, 0) for _ in segments]
+    for (segment_start, meter), quantity in counters.items():
+        index = max((i for i, start in enumerate(starts) if start <= segment_start), default=0)
+        sums[index][Meter(meter)] += quantity
+    return [SegmentUsage(segment, totals) for segment, totals in zip(segments, sums, strict=True)]
+
+
+def rate_counters(period: Period, profile: AccountProfile, counters: Counters, book: PriceBook) -> RatedPeriod:
+    return rate_segments(period, segment_usage(period, profile.segments(period), counters), book)
+
+
+def _line(line: InvoiceLine, start: datetime | None = None, end: datetime | None = None) -> Line:
+    usage = line.kind in (LineKind.USAGE, LineKind.ADJUSTMENT)
+    return Line(
+        kind=line.kind.value,
+        description=line.description,
+        amount=line.amount,
+        period=line.period.key,
+        meter=line.meter.value if line.meter is not None else None,
+        tier=line.tier,
+        quantity=line.billable if usage else (Decimal(1) if line.kind is LineKind.FEE else None),
+        unit_price=line.unit_price if usage else (line.amount if line.kind is LineKind.FEE else None),
+        used=line.used if usage else None,
+        included=line.included if usage else None,
+        start=start,
+        end=end,
+    )
+
+
+def usage_lines(rated: RatedPeriod) -> list[Line]:
+    """The period's usage lines with the tier segment each one rates (rating emits them segment by segment)."""
+    meters = len(Meter)
+    lines = []
+    for index, line in enumerate(rated.usage_lines):
+        segment = rated.segments[index // meters].segment
+        lines.append(_line(line, segment.start, segment.end))
+    return lines
+
+
+def adjustment_lines(
+    period: Period, profile: AccountProfile, billed: Counters, current: Counters, book: PriceBook
+) -> list[Line]:
+    """Late usage of an invoiced period, either sign: per segment and meter, (rating now) - (rating as billed), so
+    ``billed total + adjustments == rating everything together`` to the cent (D5), allowances included."""
+    before = rate_counters(period, profile, billed, book)
+    after = rate_counters(period, profile, current, book)
+    meters = len(Meter)
+    lines: list[Line] = []
+    for index, (old, new) in enumerate(zip(before.usage_lines, after.usage_lines, strict=True)):
+        if new.used == old.used:
+            continue
+        meter = Meter(str(old.meter))
+        segment = after.segments[index // meters].segment
+        delta = new.used - old.used
+        sign = "+" if delta > 0 else ""
+        lines.append(
+            Line(
+                kind=LineKind.ADJUSTMENT.value,
+                description=(
+                    f"Late {meter.value.replace('_', ' ')} usage for {period} on {old.tier} "
+                    f"({sign}{decimal_str(delta)} {METER_UNITS[meter].billing_unit})"
+                ),
+                amount=new.amount - old.amount,
+                period=period.key,
+                meter=meter.value,
+                tier=old.tier,
+                quantity=new.billable - old.billable,
+                unit_price=old.unit_price,
+                used=delta,
+                included=new.included,
+                start=segment.start,
+                end=segment.end,
+            )
+        )
+    return lines
+
+
+def with_credit(lines: list[Line], credit: Decimal, period: Period) -> tuple[list[Line], Decimal]:
+    """Apply credit on account to a positive subtotal; carry a negative subtotal to the credit. -> (lines, credit)."""
+    subtotal = total([line.amount for line in lines])
+    if subtotal < 0:
+        carried = -subtotal
+        line = Line(CREDIT, f"Carried to account credit ({money_str(carried)})", carried, period.key)
+        return [*lines, line], credit + carried
+    if credit > 0 and subtotal > 0:
+        applied = min(credit, subtotal)
+        line = Line(CREDIT, f"Account credit applied ({money_str(applied)})", -applied, period.key)
+        return [*lines, line], credit - applied
+    return lines, credit
+
+
+def compose_close(ledger: AccountLedger, period: Period, catalog: Catalog, now: datetime) -> CloseDraft | None:
+    """The invoice that closes ``period`` for the account, with what the close must write; ``None`` when the account
+    has nothing to close (no profile, or it signed up after the period)."""
+    profile = ledger.profile
+    if profile is None or profile.signed_up_at >= period.end:
+        return None
+    key = period.key
+    later = sorted(i.period for i in ledger.invoices.values() if i.period > key)
+    if later:
+        raise InvoicingError(f"{ledger.account_id}: {key} cannot be closed after {later[0]}")
+    if ledger.invoices and invoice_id(ledger.account_id, period.previous()) not in ledger.invoices:
+        raise InvoicingError(f"{ledger.account_id}: close {period.previous()} before {key}")
+    current = ledger.periods.get(key, PeriodLedger(key, {}))
+    book = catalog.for_period(period)
+    rated = rate_counters(period, profile, current.counters, book)
+    previous = ledger.invoices.get(invoice_id(ledger.account_id, period.previous()))
+    advance = previous.fee_billed_in_advance(key) if previous is not None else ZERO
+    next_period = period.next()
+    invoice = compose_invoice(
+        ledger.account_id, rated, profile.tier_at(next_period.start), catalog.for_period(next_period), advance
+    )
+    lines = usage_lines(rated)
+    for line in invoice.lines[len(rated.usage_lines) :]:
+        if line.kind is LineKind.FEE:  # the next period's fee, in advance
+            lines.append(_line(line, next_period.start, next_period.end))
+        else:
+            lines.append(_line(line, period.start, period.end))
+    moves = [WatermarkMove(key, dict(current.counters), current.billed_rev)]
+    earlier = sorted(p for p in ledger.periods if p < key and ledger.periods[p].invoiced and ledger.periods[p].unbilled)
+    for other_key in earlier[:MAX_ADJUSTED_PERIODS]:
+        other = ledger.periods[other_key]
+        other_period = Period.parse(other_key)
+        lines.extend(
+            adjustment_lines(other_period, profile, other.billed, other.counters, catalog.for_period(other_period))
+        )
+        moves.append(WatermarkMove(other_key, dict(other.counters), other.billed_rev))
+    lines, credit = with_credit(lines, ledger.billing.credit, period)
+    seq = ledger.billing.seq + 1
+    record = InvoiceRecord(
+        invoice_id=invoice_id(ledger.account_id, period),
+        account_id=ledger.account_id,
+        period=key,
+        number=invoice_number(ledger.account_id, seq),
+        seq=seq,
+        method=ledger.method,
+        lines=tuple(lines),
+        transitions=((InvoiceStatus.DRAFT.value, now.isoformat()),),
+        cost_basis=rated.cost_basis_rounded,
+    )
+    return CloseDraft(record, tuple(moves), ledger.billing.seq, credit)
+
+
+def closed_periods(invoices: Iterable[InvoiceRecord]) -> set[str]:
+    return {invoice.period for invoice in invoices}

@@ -1,0 +1,391 @@
+"""Rated periods and invoices in the usage table: what invoicing reads of rating's storage and the fence it writes.
+
+Partition ``ACCOUNT#<id>`` of the usage table (one strongly consistent Query reads an account's whole ledger):
+- ``PROFILE``          the account profile (``kilo_billing.account_store``);
+- ``PERIOD#<YYYY-MM>`` rating's aggregate: counters ``c#<segment start>#<meter>`` (rating ADDs them, never SETs);
+  invoicing adds ``invoiced_at`` (rating then also keeps ``late#<meter>``, D19), the billed watermark
+  ``b#<segment start>#<meter>`` and its revision ``billed_rev``;
+- ``INVOICE#<YYYY-MM>[/part]`` our invoice (lines frozen at the close, status, transitions, links);
+- ``BILLING``          invoice sequence, credit on account, the processor's customer id, dispute flag.
+Plus ``GATEWAY#<processor invoice id>`` / ``INVOICE``: which of our invoices a processor id belongs to.
+
+The fence (docs/decisions.md, "The close is fenced by a billed watermark"): the close writes, in one transaction, the
+draft invoice (condition: none yet), the billed watermark of every period it bills (condition: the revision read) and
+the next invoice number (condition: the number read). Rating's ADDs never conflict with it and never need to know it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Final, Protocol
+
+from kilo_billing.account_store import PROFILE_SORT_KEY, profile_from_item
+from kilo_billing.aws import ConditionFailedError, call
+from kilo_billing.invoicing import (
+    AccountLedger,
+    BillingMethod,
+    BillingState,
+    CloseDraft,
+    Counters,
+    InvoiceRecord,
+    InvoiceStatus,
+    Line,
+    PeriodLedger,
+)
+from kilo_billing.items import Item, from_item, to_item
+
+KEY: Final = "pk"
+SORT_KEY: Final = "sk"
+COUNTER_PREFIX: Final = "c#"
+BILLED_PREFIX: Final = "b#"
+INVOICED_AT: Final = "invoiced_at"  # rating reads it (D19): the same attribute name as kilo_rate_usage.items
+BILLING_SORT_KEY: Final = "BILLING"
+INVOICE_PREFIX: Final = "INVOICE#"
+PERIOD_PREFIX: Final = "PERIOD#"
+ACCOUNTS_INDEX: Final = "accounts"  # sparse GSI on profiles' ``account_id``
+
+
+class LedgerConflictError(Exception):
+    """Someone else changed what the close read (another close, a concurrent update): re-read and retry."""
+
+
+class LedgerStore(Protocol):
+    """Invoicing's storage: an account's ledger, the close, invoice updates, the account list."""
+
+    def ledger(self, account_id: str) -> AccountLedger: ...
+
+    def create_invoice(self, draft: CloseDraft) -> None:
+        """Write the close all or nothing; ``LedgerConflictError`` when the invoice or a read revision changed."""
+        ...
+
+    def update_invoice(self, invoice: InvoiceRecord, expected: InvoiceStatus) -> None:
+        """Replace the invoice if its stored status is still ``expected``; ``LedgerConflictError`` otherwise."""
+        ...
+
+    def save_billing(self, account_id: str, billing: BillingState) -> None:
+        """Set the account's customer id, dispute flag and card flag (sequence and credit are the close's)."""
+        ...
+
+    def invoice_for_gateway(self, gateway_id: str) -> tuple[str, str] | None:
+        """(account id, our invoice id) of a processor invoice id."""
+        ...
+
+    def accounts(self) -> Iterator[str]:
+        """Every registered account (to fan the close out)."""
+        ...
+
+
+def account_pk(account_id: str) -> str:
+    return f"ACCOUNT#{account_id}"
+
+
+def invoice_sort_key(invoice_id: str) -> str:
+    return INVOICE_PREFIX + invoice_id.split("/", 1)[1]
+
+
+def _counters(values: Mapping[str, Any], prefix: str) -> dict[tuple[int, str], int]:
+    found: dict[tuple[int, str], int] = {}
+    for name, value in values.items():
+        if name.startswith(prefix):
+            _, segment, meter = name.split("#", 2)
+            found[(int(segment), meter)] = int(value)
+    return found
+
+
+def period_from_values(values: Mapping[str, Any]) -> PeriodLedger:
+    return PeriodLedger(
+        period=str(values[SORT_KEY]).removeprefix(PERIOD_PREFIX),
+        counters=_counters(values, COUNTER_PREFIX),
+        billed=_counters(values, BILLED_PREFIX),
+        invoiced=INVOICED_AT in values,
+        billed_rev=int(values.get("billed_rev", 0)),
+    )
+
+
+def _money(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def _dec(value: Any) -> Decimal | None:
+    return None if value is None else Decimal(str(value))
+
+
+def _time(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def line_to_json(line: Line) -> dict[str, Any]:
+    return {
+        "kind": line.kind,
+        "description": line.description,
+        "amount": str(line.amount),
+        "period": line.period,
+        "meter": line.meter,
+        "tier": line.tier,
+        "quantity": _money(line.quantity),
+        "unit_price": _money(line.unit_price),
+        "used": _money(line.used),
+        "included": _money(line.included),
+        "start": _time(line.start),
+        "end": _time(line.end),
+    }
+
+
+def line_from_json(data: Mapping[str, Any]) -> Line:
+    return Line(
+        kind=str(data["kind"]),
+        description=str(data["description"]),
+        amount=Decimal(str(data["amount"])),
+        period=str(data["period"]),
+        meter=data.get("meter"),
+        tier=data.get("tier"),
+        quantity=_dec(data.get("quantity")),
+        unit_price=_dec(data.get("unit_price")),
+        used=_dec(data.get("used")),
+        included=_dec(data.get("included")),
+        start=datetime.fromisoformat(data["start"]) if data.get("start") else None,
+        end=datetime.fromisoformat(data["end"]) if data.get("end") else None,
+    )
+
+
+def invoice_to_item(invoice: InvoiceRecord) -> Item:
+    return to_item(
+        {
+            KEY: account_pk(invoice.account_id),
+            SORT_KEY: invoice_sort_key(invoice.invoice_id),
+            "invoice_id": invoice.invoice_id,
+            "period": invoice.period,
+            "number": invoice.number,
+            "seq": invoice.seq,
+            "method": invoice.method.value,
+            # lines are frozen at the close: one JSON text (sub-cent prices and None kept exactly as written)
+            "lines": json.dumps([line_to_json(line) for line in invoice.lines], separators=(",", ":")),
+            "status": invoice.status.value,
+            "transitions": [[status, at] for status, at in invoice.transitions],
+            "total": str(invoice.total),
+            "cost_basis": str(invoice.cost_basis),
+            "gateway_id": invoice.gateway_id,
+            "gateway_refs": list(invoice.gateway_refs) or None,
+            "hosted_url": invoice.hosted_url,
+            "pdf_url": invoice.pdf_url,
+            "refunded": str(invoice.refunded),
+            "refund_owed": str(invoice.refund_owed),
+            "disputed": invoice.disputed or None,
+            "announced": set(invoice.announced) or None,
+        }
+    )
+
+
+def invoice_from_values(account_id: str, values: Mapping[str, Any]) -> InvoiceRecord:
+    return InvoiceRecord(
+        invoice_id=str(values["invoice_id"]),
+        account_id=account_id,
+        period=str(values["period"]),
+        number=str(values["number"]),
+        seq=int(values["seq"]),
+        method=BillingMethod(values["method"]),
+        lines=tuple(line_from_json(data) for data in json.loads(str(values["lines"]))),
+        status=InvoiceStatus(values["status"]),
+        transitions=tuple((str(s), str(at)) for s, at in values.get("transitions", [])),
+        cost_basis=Decimal(str(values.get("cost_basis", "0"))),
+        gateway_id=values.get("gateway_id"),
+        gateway_refs=tuple(str(r) for r in values.get("gateway_refs", [])),
+        hosted_url=values.get("hosted_url"),
+        pdf_url=values.get("pdf_url"),
+        refunded=Decimal(str(values.get("refunded", "0"))),
+        refund_owed=Decimal(str(values.get("refund_owed", "0"))),
+        disputed=bool(values.get("disputed", False)),
+        announced=frozenset(str(a) for a in values.get("announced", set())),
+    )
+
+
+def billing_from_values(values: Mapping[str, Any]) -> BillingState:
+    return BillingState(
+        seq=int(values.get("seq", 0)),
+        credit=Decimal(str(values.get("credit", "0.00"))),
+        customer_id=values.get("customer_id"),
+        disputed=bool(values.get("disputed", False)),
+        card_on_file=bool(values.get("card_on_file", False)),
+    )
+
+
+def ledger_from_items(account_id: str, found: list[Mapping[str, Any]]) -> AccountLedger:
+    profile = None
+    periods: dict[str, PeriodLedger] = {}
+    invoices: dict[str, InvoiceRecord] = {}
+    billing = BillingState()
+    method = BillingMethod.CARD
+    for item in found:
+        values = from_item(item)
+        sort_key = str(values[SORT_KEY])
+        if sort_key == PROFILE_SORT_KEY:
+            profile = profile_from_item(item)
+            method = BillingMethod(values.get("billing_method", BillingMethod.CARD.value))
+        elif sort_key.startswith(PERIOD_PREFIX):
+            ledger = period_from_values(values)
+            periods[ledger.period] = ledger
+        elif sort_key.startswith(INVOICE_PREFIX):
+            invoice = invoice_from_values(account_id, values)
+            invoices[invoice.invoice_id] = invoice
+        elif sort_key == BILLING_SORT_KEY:
+            billing = billing_from_values(values)
+    return AccountLedger(account_id, profile, periods, invoices, billing, method)
+
+
+def watermark_update(
+    table: str, account_id: str, period: str, billed: Counters, rev: int, now_ms: int
+) -> dict[str, Any]:
+    names = {"#rev": "billed_rev", "#inv": INVOICED_AT}
+    values: dict[str, Any] = {":rev": rev, ":next": rev + 1, ":now": now_ms}
+    sets = ["#rev = :next", "#inv = if_not_exists(#inv, :now)"]
+    for index, ((segment, meter), quantity) in enumerate(sorted(billed.items())):
+        names[f"#b{index}"] = f"{BILLED_PREFIX}{segment}#{meter}"
+        values[f":b{index}"] = quantity
+        sets.append(f"#b{index} = :b{index}")
+    condition = "attribute_not_exists(#rev)" if rev == 0 else "#rev = :rev"
+    if rev == 0:
+        values.pop(":rev")
+    return {
+        "Update": {
+            "TableName": table,
+            "Key": to_item({KEY: account_pk(account_id), SORT_KEY: PERIOD_PREFIX + period}),
+            "UpdateExpression": "SET " + ", ".join(sets),
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": to_item(values),
+        }
+    }
+
+
+class DynamoLedgerStore:
+    """``LedgerStore`` on the usage table. Reads: one consistent Query per account. Writes: one transaction per close,
+    one conditional put per invoice transition."""
+
+    def __init__(self, client: Any, table: str, clock: Any = None) -> None:
+        self._client = client
+        self._table = table
+        self._clock = clock
+
+    def _now_ms(self) -> int:
+        import time  # noqa: PLC0415
+
+        return int((self._clock() if self._clock else time.time()) * 1000)
+
+    def ledger(self, account_id: str) -> AccountLedger:
+        found: list[Mapping[str, Any]] = []
+        request: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "#k = :pk",
+            "ExpressionAttributeNames": {"#k": KEY},
+            "ExpressionAttributeValues": to_item({":pk": account_pk(account_id)}),
+            "ConsistentRead": True,
+        }
+        while True:
+            page = call(self._client.query, **request)
+            found.extend(page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                break
+            request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return ledger_from_items(account_id, found)
+
+    def create_invoice(self, draft: CloseDraft) -> None:
+        invoice = draft.invoice
+        now_ms = self._now_ms()
+        writes: list[dict[str, Any]] = [
+            {
+                "Put": {
+                    "TableName": self._table,
+                    "Item": invoice_to_item(invoice),
+                    "ConditionExpression": "attribute_not_exists(#k)",
+                    "ExpressionAttributeNames": {"#k": KEY},
+                }
+            }
+        ]
+        writes += [
+            watermark_update(self._table, invoice.account_id, move.period, move.billed, move.rev, now_ms)
+            for move in draft.watermarks
+        ]
+        seq_values: dict[str, Any] = {":seq": invoice.seq, ":credit": str(draft.credit), ":prev": draft.previous_seq}
+        writes.append(
+            {
+                "Update": {
+                    "TableName": self._table,
+                    "Key": to_item({KEY: account_pk(invoice.account_id), SORT_KEY: BILLING_SORT_KEY}),
+                    "UpdateExpression": "SET #seq = :seq, #credit = :credit",
+                    "ConditionExpression": "attribute_not_exists(#seq) OR #seq = :prev"
+                    if draft.previous_seq == 0
+                    else "#seq = :prev",
+                    "ExpressionAttributeNames": {"#seq": "seq", "#credit": "credit"},
+                    "ExpressionAttributeValues": to_item(seq_values),
+                }
+            }
+        )
+        try:
+            call(self._client.transact_write_items, TransactItems=writes)
+        except ConditionFailedError as exc:
+            raise LedgerConflictError(str(exc)) from exc
+
+    def update_invoice(self, invoice: InvoiceRecord, expected: InvoiceStatus) -> None:
+        put: dict[str, Any] = {
+            "TableName": self._table,
+            "Item": invoice_to_item(invoice),
+            "ConditionExpression": "#s = :expected",
+            "ExpressionAttributeNames": {"#s": "status"},
+            "ExpressionAttributeValues": to_item({":expected": expected.value}),
+        }
+        writes: list[dict[str, Any]] = [{"Put": put}]
+        for ref in ([invoice.gateway_id] if invoice.gateway_id else []) + list(invoice.gateway_refs):
+            pointer = {
+                KEY: f"GATEWAY#{ref}",
+                SORT_KEY: "INVOICE",
+                "account_id": None,  # not a profile: stays out of the accounts index
+                "owner": invoice.account_id,
+                "invoice_id": invoice.invoice_id,
+            }
+            writes.append({"Put": {"TableName": self._table, "Item": to_item(pointer)}})
+        try:
+            call(self._client.transact_write_items, TransactItems=writes)
+        except ConditionFailedError as exc:
+            raise LedgerConflictError(str(exc)) from exc
+
+    def save_billing(self, account_id: str, billing: BillingState) -> None:
+        values = {
+            ":c": billing.customer_id,
+            ":d": billing.disputed,
+            ":f": billing.card_on_file,
+        }
+        sets = ["#d = :d", "#f = :f"] + (["#c = :c"] if billing.customer_id else [])
+        names = {"#d": "disputed", "#f": "card_on_file"} | ({"#c": "customer_id"} if billing.customer_id else {})
+        call(
+            self._client.update_item,
+            TableName=self._table,
+            Key=to_item({KEY: account_pk(account_id), SORT_KEY: BILLING_SORT_KEY}),
+            UpdateExpression="SET " + ", ".join(sets),
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=to_item({k: v for k, v in values.items() if v is not None}),
+        )
+
+    def invoice_for_gateway(self, gateway_id: str) -> tuple[str, str] | None:
+        found = call(
+            self._client.get_item,
+            TableName=self._table,
+            Key=to_item({KEY: f"GATEWAY#{gateway_id}", SORT_KEY: "INVOICE"}),
+            ConsistentRead=True,
+        )
+        if "Item" not in found:
+            return None
+        values = from_item(found["Item"])
+        return str(values["owner"]), str(values["invoice_id"])
+
+    def accounts(self) -> Iterator[str]:
+        request: dict[str, Any] = {"TableName": self._table, "IndexName": ACCOUNTS_INDEX}
+        while True:
+            page = call(self._client.scan, **request)
+            for item in page.get("Items", []):
+                yield str(from_item(item)["account_id"])
+            if "LastEvaluatedKey" not in page:
+                return
+            request["ExclusiveStartKey"] = page["LastEvaluatedKey"]

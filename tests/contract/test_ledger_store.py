@@ -1,0 +1,170 @@
+"""One contract, two implementations of invoicing's ledger (``kilo_billing.periods_store.LedgerStore``): the in-memory
+fake and DynamoDB (moto, the template's usage table). Rating's side is written the way rating writes it (counters
+ADDed to ``ACCOUNT#<a>``/``PERIOD#<p>``), so the fence is checked against the real item."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from kilo_billing.account_store import DynamoAccountDirectory
+from kilo_billing.accounts import AccountProfile
+from kilo_billing.catalog import default_catalog
+from kilo_billing.invoicing import AccountLedger, BillingState, InvoiceStatus, compose_close
+from kilo_billing.items import to_item
+from kilo_billing.periods import Period
+from kilo_billing.periods_store import DynamoLedgerStore, LedgerConflictError, LedgerStore
+from kilo_billing.rating import TierChange
+from kilo_invoice.logic import CloseDeps, close_account
+from tests.conftest import Stack, count_calls
+from tests.invoice_fakes import InMemoryLedgerStore
+from tests.payment_fakes import InMemoryPaymentGateway
+
+MAR = Period(2026, 3)
+START = datetime(2026, 3, 1, tzinfo=UTC)
+SEG = int(START.timestamp())
+
+
+@dataclass
+class Ledger:
+    store: LedgerStore
+    register: Any
+    rate: Any
+    stack: Stack | None = None
+
+
+def _dynamo(stack: Stack) -> Ledger:
+    table = stack.template.physical_name("UsageTable")
+    client = stack.clients["dynamodb"]
+    directory = DynamoAccountDirectory(client, table)
+
+    def rate(account: str, period: str, segment: int, meter: str, quantity: int) -> None:
+        client.update_item(  # what rating's aggregate_add does
+            TableName=table,
+            Key=to_item({"pk": f"ACCOUNT#{account}", "sk": f"PERIOD#{period}"}),
+            UpdateExpression="ADD #c :q",
+            ExpressionAttributeNames={"#c": f"c#{segment}#{meter}"},
+            ExpressionAttributeValues=to_item({":q": quantity}),
+        )
+
+    return Ledger(DynamoLedgerStore(client, table), directory.register, rate, stack)
+
+
+def _fake() -> Ledger:
+    fake = InMemoryLedgerStore()
+
+    def register(profile: AccountProfile) -> None:
+        fake.profiles[profile.account_id] = profile
+
+    return Ledger(fake, register, fake.rate)
+
+
+@pytest.fixture(params=["fake", "dynamodb"])
+def ledger(request: pytest.FixtureRequest) -> Ledger:
+    if request.param == "fake":
+        return _fake()
+    return _dynamo(request.getfixturevalue("stack"))
+
+
+def _team(account: str) -> AccountProfile:
+    return AccountProfile(account, (TierChange(START, "team"),))
+
+
+def _draft(found: AccountLedger) -> Any:
+    draft = compose_close(found, MAR, default_catalog(), MAR.end)
+    assert draft is not None
+    return draft
+
+
+def test_given_rated_usage_when_closed_then_the_invoice_and_watermark_read_back(ledger: Ledger) -> None:
+    ledger.register(_team("acme"))
+    ledger.rate("acme", "2026-03", SEG, "video", 60_000)
+    draft = _draft(ledger.store.ledger("acme"))
+    ledger.store.create_invoice(draft)
+    found = ledger.store.ledger("acme")
+    assert found.invoices == {"acme/2026-03": draft.invoice}
+    assert found.invoices["acme/2026-03"].total == Decimal("65.20")
+    march = found.periods["2026-03"]
+    assert (march.invoiced, dict(march.billed), march.unbilled) == (True, {(SEG, "video"): 60_000}, {})
+    assert (found.billing.seq, found.billing.credit) == (1, Decimal("0.00"))
+
+
+def test_given_a_close_when_written_again_then_refused_and_nothing_changes(ledger: Ledger) -> None:
+    ledger.register(_team("acme"))
+    draft = _draft(ledger.store.ledger("acme"))
+    ledger.store.create_invoice(draft)
+    before = ledger.store.ledger("acme")
+    with pytest.raises(LedgerConflictError):
+        ledger.store.create_invoice(draft)
+    assert ledger.store.ledger("acme") == before
+
+
+def test_given_rating_adds_after_the_read_then_the_close_still_lands_and_the_rest_is_unbilled(ledger: Ledger) -> None:
+    ledger.register(_team("acme"))
+    ledger.rate("acme", "2026-03", SEG, "video", 100)
+    draft = _draft(ledger.store.ledger("acme"))
+    ledger.rate("acme", "2026-03", SEG, "video", 7)  # rating commits between the read and the close's transaction
+    ledger.store.create_invoice(draft)
+    march = ledger.store.ledger("acme").periods["2026-03"]
+    assert march.counters == {(SEG, "video"): 107}
+    assert march.unbilled == {(SEG, "video"): 7}
+
+
+def test_given_a_stale_watermark_revision_then_the_close_is_refused(ledger: Ledger) -> None:
+    ledger.register(_team("acme"))
+    draft = _draft(ledger.store.ledger("acme"))
+    stale = replace(draft, watermarks=tuple(replace(m, rev=3) for m in draft.watermarks))
+    with pytest.raises(LedgerConflictError):
+        ledger.store.create_invoice(stale)
+    assert ledger.store.ledger("acme").invoices == {}
+
+
+def test_given_an_invoice_then_updates_need_the_status_read_and_gateway_ids_find_it(ledger: Ledger) -> None:
+    ledger.register(_team("acme"))
+    draft = _draft(ledger.store.ledger("acme"))
+    ledger.store.create_invoice(draft)
+    opened = replace(draft.invoice.moved(InvoiceStatus.OPEN, MAR.end), gateway_id="in_1", gateway_refs=("ch_1",))
+    with pytest.raises(LedgerConflictError):
+        ledger.store.update_invoice(opened, InvoiceStatus.OPEN)
+    ledger.store.update_invoice(opened, InvoiceStatus.DRAFT)
+    assert ledger.store.ledger("acme").invoices["acme/2026-03"] == opened
+    assert ledger.store.invoice_for_gateway("in_1") == ("acme", "acme/2026-03")
+    assert ledger.store.invoice_for_gateway("ch_1") == ("acme", "acme/2026-03")
+    assert ledger.store.invoice_for_gateway("in_2") is None
+
+
+def test_given_billing_details_then_they_read_back_and_accounts_are_listed(ledger: Ledger) -> None:
+    ledger.register(_team("acme"))
+    ledger.register(_team("beta"))
+    ledger.rate("gamma", "2026-03", SEG, "video", 1)  # usage without a profile is not an account to invoice
+    ledger.store.save_billing("acme", BillingState(customer_id="cus_1", disputed=True, card_on_file=True))
+    billing = ledger.store.ledger("acme").billing
+    assert (billing.customer_id, billing.disputed, billing.card_on_file) == ("cus_1", True, True)
+    assert sorted(ledger.store.accounts()) == ["acme", "beta"]
+
+
+def test_given_dynamodb_then_one_close_costs_two_reads_and_three_writes(stack: Stack) -> None:
+    world = _dynamo(stack)
+    world.register(_team("acme"))
+    world.rate("acme", "2026-03", SEG, "video", 60_000)
+    counter = count_calls(stack.clients["dynamodb"])
+    gateway = InMemoryPaymentGateway()
+    deps = CloseDeps(world.store, gateway, _Bus(), default_catalog(), lambda _s: None)
+    outcome = close_account(deps, "acme", MAR, MAR.end)
+    assert outcome.invoice is not None
+    assert outcome.invoice.status is InvoiceStatus.OPEN
+    # reads: the account's ledger (one Query); writes: the close (one transaction), the customer id (one update),
+    # the invoice opened (one transaction), the "issued" announcement recorded (one transaction)
+    assert counter.calls == ["Query", "TransactWriteItems", "UpdateItem", "TransactWriteItems", "TransactWriteItems"]
+    counter.calls.clear()
+    close_account(deps, "acme", MAR, MAR.end)  # a rerun of a finished close reads once and writes nothing
+    assert counter.calls == ["Query"]
+
+
+class _Bus:
+    def publish(self, detail_type: str, detail: Any) -> None:
+        pass

@@ -1,0 +1,97 @@
+"""An in-memory ``kilo_billing.periods_store.LedgerStore`` (held to tests/contract/test_ledger_store.py with the DynamoDB
+adapter), plus rating's side of the same items: ``rate`` ADDs counters the way rating's transactions do."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+
+from kilo_billing.accounts import AccountProfile
+from kilo_billing.invoicing import (
+    AccountLedger,
+    BillingMethod,
+    BillingState,
+    CloseDraft,
+    InvoiceRecord,
+    InvoiceStatus,
+    PeriodLedger,
+)
+from kilo_billing.periods_store import LedgerConflictError
+
+
+@dataclass
+class InMemoryLedgerStore:
+    profiles: dict[str, AccountProfile] = field(default_factory=dict)
+    methods: dict[str, BillingMethod] = field(default_factory=dict)
+    periods: dict[tuple[str, str], PeriodLedger] = field(default_factory=dict)
+    invoices: dict[str, InvoiceRecord] = field(default_factory=dict)
+    billing: dict[str, BillingState] = field(default_factory=dict)
+    pointers: dict[str, tuple[str, str]] = field(default_factory=dict)
+    reads: int = 0
+    writes: int = 0
+    before_create: list[object] = field(default_factory=list)  # callables run just before the close's transaction
+
+    # rating's side: counters are only ever ADDed
+    def rate(self, account: str, period: str, segment: int, meter: str, quantity: int) -> None:
+        found = self.periods.get((account, period), PeriodLedger(period, {}))
+        counters = dict(found.counters)
+        counters[(segment, meter)] = counters.get((segment, meter), 0) + quantity
+        self.periods[(account, period)] = replace(found, counters=counters)
+
+    def ledger(self, account_id: str) -> AccountLedger:
+        self.reads += 1
+        return AccountLedger(
+            account_id,
+            self.profiles.get(account_id),
+            {p: ledger for (a, p), ledger in self.periods.items() if a == account_id},
+            {i: inv for i, inv in self.invoices.items() if inv.account_id == account_id},
+            self.billing.get(account_id, BillingState()),
+            self.methods.get(account_id, BillingMethod.CARD),
+        )
+
+    def create_invoice(self, draft: CloseDraft) -> None:
+        for hook in list(self.before_create):
+            hook()  # type: ignore[operator]
+        self.before_create.clear()
+        invoice = draft.invoice
+        account = invoice.account_id
+        if invoice.invoice_id in self.invoices:
+            raise LedgerConflictError("invoice exists")
+        for move in draft.watermarks:
+            if self.periods.get((account, move.period), PeriodLedger(move.period, {})).billed_rev != move.rev:
+                raise LedgerConflictError(f"{move.period} watermark moved")
+        if self.billing.get(account, BillingState()).seq != draft.previous_seq:
+            raise LedgerConflictError("sequence moved")
+        self.writes += 1
+        self.invoices[invoice.invoice_id] = invoice
+        for move in draft.watermarks:
+            found = self.periods.get((account, move.period), PeriodLedger(move.period, {}))
+            self.periods[(account, move.period)] = replace(
+                found, billed=dict(move.billed), invoiced=True, billed_rev=move.rev + 1
+            )
+        self.billing[account] = replace(self.billing.get(account, BillingState()), seq=invoice.seq, credit=draft.credit)
+
+    def update_invoice(self, invoice: InvoiceRecord, expected: InvoiceStatus) -> None:
+        stored = self.invoices.get(invoice.invoice_id)
+        if stored is None or stored.status is not expected:
+            raise LedgerConflictError("status moved")
+        self.writes += 1
+        self.invoices[invoice.invoice_id] = invoice
+        for ref in ([invoice.gateway_id] if invoice.gateway_id else []) + list(invoice.gateway_refs):
+            self.pointers[ref] = (invoice.account_id, invoice.invoice_id)
+
+    def save_billing(self, account_id: str, billing: BillingState) -> None:
+        self.writes += 1
+        found = self.billing.get(account_id, BillingState())
+        self.billing[account_id] = replace(
+            found,
+            customer_id=billing.customer_id or found.customer_id,
+            disputed=billing.disputed,
+            card_on_file=billing.card_on_file,
+        )
+
+    def invoice_for_gateway(self, gateway_id: str) -> tuple[str, str] | None:
+        return self.pointers.get(gateway_id)
+
+    def accounts(self) -> Iterator[str]:
+        yield from sorted(self.profiles)
