@@ -137,8 +137,20 @@ def test_given_the_same_event_twice_then_second_is_a_200_duplicate_and_one_item(
 
 
 def test_given_the_same_event_twice_concurrently_then_exactly_one_is_stored(
-    stack: Stack, lambda_context: LambdaContext
+    stack: Stack, lambda_context: LambdaContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # DynamoDB applies a conditional PutItem atomically; in-process moto checks the condition and writes in two steps,
+    # so two threads can both pass it (seen under load). Model DynamoDB's atomicity with a lock around moto's put.
+    from moto.dynamodb.models import DynamoDBBackend  # noqa: PLC0415
+
+    atomic = threading.Lock()
+    original = DynamoDBBackend.put_item
+
+    def put_item(self: DynamoDBBackend, *args: Any, **kwargs: Any) -> Any:
+        with atomic:
+            return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(DynamoDBBackend, "put_item", put_item)
     body = fixture("participant_joined")
     token = signed(body)
     livekit_handler.dependencies()  # build the client once, as a warm Lambda would have it
