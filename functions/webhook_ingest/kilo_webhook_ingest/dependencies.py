@@ -33,7 +33,7 @@ class UsageDependencies:
     accounts: AccountDirectory
     entitlements: EntitlementSource  # the entitlement check's one read (profile + spend item)
     entitlement_policy: EntitlementPolicy
-    limiter: RateLimiter | None  # the per-client limit of /v1/usage (None: not configured)
+    limiter: RateLimiter | None = None  # the per-client limit of /v1/usage (None: not configured)
 
 
 @dataclass(frozen=True, slots=True)
