@@ -125,7 +125,7 @@ def stack(aws: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
     from kilo_dev.template import Template, provision  # noqa: PLC0415
 
     template = Template(parameters={"Stage": "test"})
-    services = ("dynamodb", "dynamodbstreams", "events", "sns", "sqs", "secretsmanager")
+    services = ("dynamodb", "dynamodbstreams", "events", "sns", "sqs", "secretsmanager", "sesv2")
     clients = {name: boto3.client(name) for name in services}
     provision(template, clients)
     _put_secret(clients["secretsmanager"], template.parameters["LiveKitKeysSecretName"], LIVEKIT_KEYS)
@@ -228,23 +228,14 @@ class AlertsStack:
 
 @pytest.fixture
 def alerts_stack(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> AlertsStack:
+    """The stack (its rules and the sender identity are provisioned from the template) with the alerts function's
+    environment."""
     template = stack.template
-    [(rule_id, rule)] = template.of_type("AWS::Events::Rule").items()
-    props = template.resolve(rule["Properties"])
-    events = stack.clients["events"]
-    events.put_rule(Name=rule_id, EventBusName=props["EventBusName"], EventPattern=json.dumps(props["EventPattern"]))
-    events.put_targets(
-        Rule=rule_id,
-        EventBusName=props["EventBusName"],
-        Targets=[{"Id": target["Id"], "Arn": target["Arn"]} for target in props["Targets"]],
-    )
-    sender = template.parameters["AlertSenderEmail"]
-    boto3.client("sesv2").create_email_identity(EmailIdentity=template.parameters["AlertSenderIdentity"])
     for key, value in template.function_environment("AlertsFunction").items():
         if key != "POWERTOOLS_SERVICE_NAME":
             monkeypatch.setenv(key, value)
     _clear_caches()
-    return AlertsStack(stack, template.ref("AlertsQueue"), sender)
+    return AlertsStack(stack, template.ref("AlertsQueue"), template.parameters["AlertSenderEmail"])
 
 
 class CallCounter:

@@ -17,10 +17,12 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import re
 import signal
 import sys
 import time
 import urllib.parse
+from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -263,6 +265,156 @@ def summary_table(
     return table
 
 
+# --- alerts: what the month caused, read back from the local stack's SES and SNS -------------------------------------
+
+LIMIT_ACCOUNT = "acct-limit-01"  # a Personal account with a $1.00 budget that is also its hard limit
+LIMIT_USD = "1.00"
+LIMIT_MESSAGES = 110_000  # reported during its one call: 10,000 past the included 100,000 messages, $1.20 of overage
+
+
+def contact(index: int, account_id: str) -> tuple[str, str]:
+    """The demo's email address and (E.164) phone number of an account."""
+    return f"billing@{account_id}.example", f"+1415555{index:04d}"
+
+
+def set_up_alerts(stack: Any, accounts: Sequence[Any]) -> dict[str, str]:
+    """Every account gets an email address and a phone number (through the account operations); the limit account
+    a budget of $1.00 alerting at 100 % whose hard limit is the same $1.00. Returns recipient -> account."""
+    from decimal import Decimal  # noqa: PLC0415
+
+    from kilo_billing.accounts import set_alert_contact  # noqa: PLC0415
+    from kilo_billing.budgets import BudgetChange, set_budget  # noqa: PLC0415
+
+    directory = account_directory(stack)
+    recipients: dict[str, str] = {}
+    for index, spec in enumerate(accounts):
+        email, phone = contact(index, spec.account_id)
+        set_alert_contact(directory, spec.account_id, name=spec.account_id, email=email, phone=phone)
+        recipients |= {email: spec.account_id, phone: spec.account_id}
+    limit = Decimal(LIMIT_USD)
+    set_budget(directory, LIMIT_ACCOUNT, BudgetChange(budget_usd=limit, thresholds=(100,), hard_limit_usd=limit))
+    return recipients
+
+
+def wait_for_enforcement(livekit: Any, stack: Any, removals: int, timeout: float = 90.0) -> None:
+    """Until LiveKit's RoomService stand-in has seen ``removals`` RemoveParticipant calls (or ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while sum(1 for method, _ in livekit.calls if method == "RemoveParticipant") < removals:
+        stack.check()
+        if time.monotonic() > deadline:
+            return  # the comparison shows what is missing
+        time.sleep(0.2)
+
+
+_ALLOWANCE = re.compile(r"(\d+)% of (?:your )?included (.+?) used for (\w+ \d{4})")
+_BUDGET = re.compile(r"(\w+ \d{4}) bill so far (?:reached (\d+)% of your budget|\S+, (\d+)% of your)")
+_HARD = re.compile(r"hard (?:spending )?limit .*?reached|(\w+ \d{4}) hard spending limit")
+_MONTH = re.compile(r"(January|February|March|April|May|June|July|August|September|October|November|December) \d{4}")
+_METERS = {"video minutes": "video", "audio minutes": "audio", "messages": "messages",
+           "GB of data transfer": "data_transfer"}  # fmt: skip
+
+
+def classify(text: str) -> tuple[str, str, str] | None:
+    """(period, kind, key) of a delivered subject or SMS text, read from its words."""
+    month = _MONTH.search(text)
+    if month is None:
+        return None
+    period = datetime.strptime(month.group(0), "%B %Y").replace(tzinfo=UTC).strftime("%Y-%m")
+    if found := _ALLOWANCE.search(text):
+        return period, "allowance_threshold", f"{_METERS.get(found.group(2), found.group(2))}:{found.group(1)}"
+    if found := _BUDGET.search(text):
+        return period, "budget_threshold", f"budget:{found.group(2) or found.group(3)}"
+    if _HARD.search(text):
+        return period, "budget_hard_limit", "hard_limit:100"
+    return None
+
+
+def delivered(stack: Any, recipients: dict[str, str]) -> tuple[list[tuple[str, str, str]], dict[str, Counter[Any]]]:
+    """Emails (SES) and SMS (SNS) the local stack delivered, from moto's ``/moto-api/data.json``: the list of
+    (account, channel, subject or text), and per account the set of (period, kind, key, channel) they say."""
+    import email  # noqa: PLC0415
+    import email.policy  # noqa: PLC0415
+    import urllib.request  # noqa: PLC0415
+
+    with urllib.request.urlopen(f"{stack.moto.url}/moto-api/data.json", timeout=30) as answer:  # noqa: S310
+        data = json.loads(answer.read())
+    messages: list[tuple[str, str, str]] = []
+    for raw in data.get("ses", {}).get("RawMessage", []):
+        parsed = email.message_from_string(raw["raw_data"], policy=email.policy.default)
+        # moto lists the To address once from the request and once from the message's header: one email each
+        for address in dict.fromkeys(raw.get("destinations") or [str(parsed["To"])]):
+            messages.append((recipients.get(address, address), "email", str(parsed["Subject"])))
+    for sms in data.get("sns", {}).get("SMS", []):
+        messages.append((recipients.get(sms["phone_number"], sms["phone_number"]), "sms", sms["message"]))
+    said: dict[str, Counter[Any]] = {}
+    for account, channel, text in messages:
+        found = classify(text)
+        said.setdefault(account, Counter())[(*found, channel) if found else ("?", text, "", channel)] += 1
+    return sorted(messages), said
+
+
+def alerts_report(
+    console: Console,
+    stack: Any,
+    livekit: Any,
+    truth: Any,
+    accounts: Sequence[Any],
+    histories: dict[str, TierHistory],
+    recipients: dict[str, str],
+    scene: Any,
+    periods: Sequence[str],
+) -> bool:
+    """Print the delivered emails and SMS and the RoomService calls next to what the ground truth expects; True when
+    they are the same."""
+    from fractions import Fraction  # noqa: PLC0415
+
+    from kilo_dev.ground_truth import Budget, expected_alerts, period_bounds, price_sheet  # noqa: PLC0415
+
+    budgets = {LIMIT_ACCOUNT: Budget(Fraction(LIMIT_USD), (100,), Fraction(LIMIT_USD))}
+    expected: dict[str, set[Any]] = {}
+    for spec in accounts:
+        for period in periods:
+            sheet = price_sheet(datetime.fromtimestamp(period_bounds(period)[0], tz=UTC))
+            found = expected_alerts(truth, spec.account_id, period, histories[spec.account_id], sheet,
+                                    budgets.get(spec.account_id))  # fmt: skip
+            if found:
+                expected.setdefault(spec.account_id, set()).update(found)
+    messages, said = delivered(stack, recipients)
+    table = Table(title="Alerts delivered by the local stack (SES email, SNS SMS), checked against the ground truth")
+    for column in ("account", "channel", "subject / text"):
+        table.add_column(column)
+    for account, channel, text in messages:
+        table.add_row(account, channel, text)
+    console.print(table)
+    ok = True
+    for account in sorted(set(expected) | set(said)):
+        want, got = Counter(expected.get(account, set())), said.get(account, Counter())
+        if want != got:  # each expected alert exactly once per channel
+            ok = False
+            console.print(f"[red]{account}: alerts missing {sorted(want - got)}, unexpected or repeated "
+                          f"{sorted(got - want)}[/red]")  # fmt: skip
+    count = sum(len(found) for found in expected.values())
+    console.print(f"Alerts: {len(messages)} delivered, {count} expected by the ground truth"
+                  + (" [green]- the same[/green]" if ok else ""))  # fmt: skip
+    calls = [(method, str(body.get("room")), str(body.get("identity"))) for method, body in livekit.calls]
+    for method, body in livekit.calls:
+        sources = ",".join(body.get("permission", {}).get("canPublishSources", []))
+        console.print(f"  RoomService {method} room={body.get('room')} identity={body.get('identity')}"
+                      + (f" may publish: {sources}" if method == "UpdateParticipant" else ""))  # fmt: skip
+    want_calls = scene.expected_enforcement()
+    updates_first = calls[: len(scene.identities)], calls[len(scene.identities) :]
+    same = (
+        sorted(updates_first[0]) == want_calls[: len(scene.identities)]
+        and sorted(updates_first[1]) == want_calls[len(scene.identities) :]
+    )
+    if same:
+        console.print(f"[green]Enforcement for {scene.account_id}: audio only, then removal, for "
+                      f"{', '.join(scene.identities)} - as expected[/green]")  # fmt: skip
+    else:
+        console.print(f"[red]Enforcement differs: RoomService saw {calls}, expected {want_calls}[/red]")
+    return ok and same
+
+
 def _interrupt(signum: int, _: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -270,12 +422,12 @@ def _interrupt(signum: int, _: Any) -> None:
 def run(args: argparse.Namespace, console: Console) -> int:
     from kilo_dev.fake_livekit import FakeLiveKit  # noqa: PLC0415
     from kilo_dev.localstack import LocalSettings, LocalStack  # noqa: PLC0415
-    from kilo_dev.simulator import default_accounts, simulate  # noqa: PLC0415
+    from kilo_dev.simulator import AccountSpec, default_accounts, hard_limit_call, simulate  # noqa: PLC0415
 
     settings = LocalSettings.from_env()
     livekit = FakeLiveKit(settings.livekit_keys)  # RoomService for the sweeper, kept current by the simulator
     livekit.start()
-    settings.parameters = {"LiveKitUrl": livekit.url, "LogLevel": "ERROR"}
+    settings.parameters = {"LiveKitUrl": livekit.url, "LogLevel": "ERROR", "EnforcementGraceSeconds": "2"}
     stack = LocalStack(settings, log=lambda message: console.print(f"[dim]· {message}[/dim]"))
     try:
         stack.start()
@@ -285,10 +437,12 @@ def run(args: argparse.Namespace, console: Console) -> int:
         period_start = int(current.timestamp())
         start = period_start - 2 * 3600  # a little of the previous month: a call crosses midnight
         accounts = default_accounts(args.accounts)
+        everyone = [*accounts, AccountSpec(LIMIT_ACCOUNT, "personal", activity=0.0)]
         upgrade_at = upgrade_instant(period_start, now)
         sink = HttpSink(stack.url, api_key, api_secret, settings.usage_client, settings.usage_secret, stack.clock,
                         check=stack.check)  # fmt: skip
-        histories = set_up_accounts(stack, sink, accounts, period_start, upgrade_at)
+        histories = set_up_accounts(stack, sink, everyone, period_start, upgrade_at)
+        recipients = set_up_alerts(stack, everyone)
         upgrading = [spec for spec in accounts if spec.upgrade_to]
         begin_at, end_at, upgrade_text = (datetime.fromtimestamp(t, tz=UTC).strftime("%Y-%m-%d %H:%M")
                                           for t in (start, now, upgrade_at))  # fmt: skip
@@ -297,18 +451,27 @@ def run(args: argparse.Namespace, console: Console) -> int:
             changes = ", ".join(f"{s.account_id} {s.tier} → {s.upgrade_to}" for s in upgrading)
             console.print(f"Upgrades at {upgrade_text} UTC (they take effect at once): {changes}")
         began = time.monotonic()
-        truth = simulate(args.seed, accounts, start, now, sink, livekit,
+        scene_at = max(period_start + 600, now - 1500)  # the hard-limit call, in the last half hour
+        truth = simulate(args.seed, accounts, start, scene_at - 300, sink, livekit,
                          progress=lambda m: console.print(f"[dim]  {m}[/dim]"),
                          rooms_per_account_per_day=args.intensity)  # fmt: skip
+        console.print(f"{LIMIT_ACCOUNT} (budget and hard limit ${LIMIT_USD}) reports {LIMIT_MESSAGES:,} messages "
+                      "during a call: the hard limit is reached while two people are in it")  # fmt: skip
+        scene = hard_limit_call(truth, sink, livekit, LIMIT_ACCOUNT, scene_at, LIMIT_MESSAGES,
+                                lambda: wait_for_enforcement(livekit, stack, 2))  # fmt: skip
+        sink.advance(now)
         console.print(f"Sent {sink.webhooks:,} signed webhooks and {sink.usage_reports:,} usage reports "
                       f"in {time.monotonic() - began:.0f} s; waiting for rating to catch up…")  # fmt: skip
         stack.wait_idle(timeout=600)
-        matches = report(console, stack, accounts, truth, histories, now)
+        matches = report(console, stack, everyone, truth, histories, now)
+        previous = (current - timedelta(days=1)).strftime("%Y-%m")
+        alerted = alerts_report(console, stack, livekit, truth, everyone, histories, recipients, scene,
+                                (previous, current.strftime("%Y-%m")))  # fmt: skip
         console.print(f"Total {time.monotonic() - began:.0f} s")
         if args.keep_running:
             stack.clock.release()  # live traffic from here on: schedules follow the wall clock again
             _keep_running(console, stack, settings, livekit)
-        return 0 if matches else 1
+        return 0 if matches and alerted else 1
     finally:
         stack.stop()
         livekit.stop()

@@ -152,3 +152,72 @@ def expected_bill(
         total=_dollars(fee_cents + overage_cents),
         livekit_cost=_dollars(_half_up_cents(cost)),
     )
+
+
+# --- the alerts an account's month should cause (docs/alerts.md, restated here, not imported) -----------------------
+
+ALLOWANCE_PERCENTS = (50, 80, 100)  # rating announces these shares of each included allowance
+SMS_FROM_PERCENT = 80  # allowance and budget alerts go by SMS too from 80 % (email always)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """An account's budget as the demo sets it: the soft level and its percentages, the hard level."""
+
+    budget_usd: Fraction
+    percents: tuple[int, ...]
+    hard_limit_usd: Fraction | None = None
+
+
+ExpectedAlert = tuple[str, str, str, str]  # (period, kind, key, channel)
+
+
+def expected_alerts(
+    truth: Truth,
+    account_id: str,
+    period: str,
+    history: Sequence[tuple[int, str]],
+    sheet: PriceSheet,
+    budget: Budget | None = None,
+) -> set[ExpectedAlert]:
+    """What the account should have been told about ``period`` by the end of it so far, on which channel (an account
+    with an email address and a phone number, no preferences set).
+
+    A meter's share of its allowance is the highest among the period's tier segments (each segment's used steps over
+    its prorated allowance, rounded up to the step as in ``expected_bill``); each of 50/80/100 % it reached is one
+    ``allowance_threshold``. The bill so far against the budget's percentages gives ``budget_threshold``; a bill at or
+    above the hard limit gives one ``budget_hard_limit``. Both thresholds only ever rise during a month, so what was
+    crossed at some point is what the end of the month shows."""
+    start, end = period_bounds(period)
+    crossed: set[tuple[str, int]] = set()
+    for seg_start, seg_end, tier in segments(period, history):
+        fraction = Fraction(seg_end - seg_start, end - start)
+        quantities = dict.fromkeys(METERS, 0)
+        for piece in truth.usage:
+            inside = seg_start * 1000 <= piece.at_ms < seg_end * 1000
+            if piece.account_id == account_id and piece.period == period and inside:
+                quantities[_METER_OF[piece.meter]] += piece.quantity
+        for meter in METERS:
+            allowance = sheet.included[tier][meter]
+            if allowance is None:
+                continue
+            per_unit = _STEPS_PER_UNIT[meter]
+            used = -(-quantities[meter] // 10**7) if meter == "data_transfer" else quantities[meter]
+            included = math.ceil(allowance * per_unit * fraction)
+            crossed |= {(meter, p) for p in ALLOWANCE_PERCENTS if included > 0 and used * 100 >= included * p}
+    alerts: set[ExpectedAlert] = set()
+    for meter, percent in crossed:
+        alerts |= _channels(period, "allowance_threshold", f"{meter}:{percent}", percent)
+    if budget is not None:
+        total = Fraction(int(expected_bill(truth, account_id, period, history, sheet).total * 100), 100)
+        for percent in budget.percents:
+            if total * 100 >= budget.budget_usd * percent:
+                alerts |= _channels(period, "budget_threshold", f"budget:{percent}", percent)
+        if budget.hard_limit_usd is not None and total >= budget.hard_limit_usd:
+            alerts |= _channels(period, "budget_hard_limit", "hard_limit:100", 100)
+    return alerts
+
+
+def _channels(period: str, kind: str, key: str, percent: int) -> set[ExpectedAlert]:
+    channels = ("email", "sms") if percent >= SMS_FROM_PERCENT else ("email",)
+    return {(period, kind, key, channel) for channel in channels}

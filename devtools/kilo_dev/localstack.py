@@ -640,7 +640,7 @@ class LocalStack:
             self._setenv(name, value)
         self._setenv("AWS_SESSION_TOKEN", "local")
         self.template = Template(self.template_path, parameters={"Stage": "local", **self.settings.parameters})
-        services = ("dynamodb", "dynamodbstreams", "events", "sns", "sqs", "secretsmanager")
+        services = ("dynamodb", "dynamodbstreams", "events", "sns", "sqs", "secretsmanager", "sesv2")
         self.clients = {name: boto3.client(name) for name in services}  # type: ignore[call-overload]
         provision(self.template, self.clients)
         self._create_secrets()

@@ -709,3 +709,74 @@ def simulate(
         progress(f"done: {len(calls)} calls, {truth.webhooks:,} webhooks, {truth.usage_events:,} usage events "
                  f"({len(truth.duplicated_usage_keys)} resent)")  # fmt: skip
     return truth
+
+
+# --- the hard-limit scene -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HardLimitCall:
+    """The demo's call during which an account's hard budget is reached: who was in it, where, and the enforcement
+    LiveKit's RoomService should see - every participant audio-only, then every participant removed."""
+
+    account_id: str
+    room: str
+    identities: tuple[str, ...]
+    messages: int
+
+    def expected_enforcement(self) -> list[tuple[str, str, str]]:
+        """``[(RoomService method, room, identity)]`` in order: all updates before all removals."""
+        return [("UpdateParticipant", self.room, identity) for identity in self.identities] + [
+            ("RemoveParticipant", self.room, identity) for identity in self.identities
+        ]
+
+
+def hard_limit_call(
+    truth: Truth,
+    sink: Sink,
+    livekit: RoomTable | None,
+    account_id: str,
+    start_s: int,
+    messages: int,
+    enforced: Callable[[], None],
+) -> HardLimitCall:
+    """A two-person call of ``account_id`` from ``start_s``; a minute in, the app reports ``messages`` chat messages
+    (the report that takes the bill past the hard limit); ``enforced`` waits until LiveKit has removed them; both
+    leave two minutes after the start and the room finishes. Its truth (audio minutes, messages) is added to
+    ``truth`` with the same plain arithmetic as every other call."""
+    room = Room(f"RM_limit{start_s}", f"{account_id}-all-day", account_id, start_s)
+    people = [Participant(f"PA_limit{start_s}a", f"{account_id}-user00", start_s * 1000 + 250),
+              Participant(f"PA_limit{start_s}b", f"{account_id}-user01", start_s * 1000 + 4_750)]  # fmt: skip
+    left_s, report_s = start_s + 120, start_s + 60
+
+    def send(body: bytes) -> None:
+        sink.webhook(body)
+        truth.webhooks += 1
+
+    sink.advance(start_s)
+    if livekit is not None:
+        livekit.rooms[room.name] = []
+    send(lk.room_started(room, start_s))
+    for person in people:
+        sink.advance(_ceil_div(person.joined_at_ms, 1000))
+        if livekit is not None:
+            livekit.rooms[room.name].append((person.sid, person.identity))
+        send(lk.participant_joined(room, person))
+    sink.advance(report_s)
+    sink.usage([{"idempotency_key": f"{room.sid}-messages", "account_id": account_id, "meter": "messages",
+                 "quantity": messages, "timestamp": _iso(report_s)}])  # fmt: skip
+    truth.usage_events += 1
+    truth.add(account_id, _period(report_s * 1000), "messages", messages, report_s * 1000)
+    enforced()
+    sink.advance(left_s)
+    for person in people:
+        send(lk.participant_left(room, person, left_s))
+        minutes = _ceil_div(left_s * 1000 - person.joined_at_ms, 1000 * 60)  # ceil(seconds / 60): no video
+        truth.add(account_id, _period(person.joined_at_ms), "audio", minutes, person.joined_at_ms)
+        truth.connections.append(Connection(account_id, room.sid, room.name, person.sid, person.identity,
+                                            person.joined_at_ms, left_s))  # fmt: skip
+    if livekit is not None:
+        livekit.rooms.pop(room.name, None)
+    send(lk.room_finished(room, left_s + 10))
+    truth.room_finished_s[room.sid] = left_s + 10
+    return HardLimitCall(account_id, room.name, tuple(person.identity for person in people), messages)

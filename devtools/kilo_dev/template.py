@@ -7,6 +7,7 @@ TTL; EventBridge buses; SNS topics; SQS queues) on whatever endpoint the boto3 c
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from functools import cache
@@ -189,7 +190,9 @@ def create_tables(template: Template, dynamodb: Any, only: set[str] | None = Non
 
 
 def provision(template: Template, clients: dict[str, Any]) -> None:
-    """Create the template's tables, buses, topics and queues with the given boto3 clients; learn their real ARNs."""
+    """Create the template's tables, buses, topics, queues (dead-letter queues first, redrive policies as declared) and
+    event rules with the given boto3 clients; the alert sender's SES identity when an ``sesv2`` client is given; learn
+    the real ARNs."""
     create_tables(template, clients["dynamodb"])
     for name in template.of_type("AWS::Events::EventBus"):
         arn = clients["events"].create_event_bus(Name=template.physical_name(name))["EventBusArn"]
@@ -197,12 +200,33 @@ def provision(template: Template, clients: dict[str, Any]) -> None:
     for name in template.of_type("AWS::SNS::Topic"):
         arn = clients["sns"].create_topic(Name=template.physical_name(name))["TopicArn"]
         template.attributes[(name, "TopicArn")] = arn
-    for name, spec in template.of_type("AWS::SQS::Queue").items():
+    queues = template.of_type("AWS::SQS::Queue")
+    # dead-letter queues first: a queue's RedrivePolicy names its DLQ's ARN
+    for name, spec in sorted(queues.items(), key=lambda entry: "RedrivePolicy" in (entry[1].get("Properties") or {})):
         props = template.resolve(spec.get("Properties") or {})
         attributes = {
             key: str(props[key]) for key in ("VisibilityTimeout", "MessageRetentionPeriod", "FifoQueue") if key in props
         }
+        if "RedrivePolicy" in props:
+            attributes["RedrivePolicy"] = json.dumps(props["RedrivePolicy"])
         url = clients["sqs"].create_queue(QueueName=template.physical_name(name), Attributes=attributes)["QueueUrl"]
         template.attributes[(name, "QueueUrl")] = url
         arn = clients["sqs"].get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         template.attributes[(name, "Arn")] = arn
+    create_rules(template, clients["events"])
+    if "sesv2" in clients and "AlertSenderIdentity" in template.parameters:
+        clients["sesv2"].create_email_identity(EmailIdentity=template.parameters["AlertSenderIdentity"])
+
+
+def create_rules(template: Template, events: Any) -> None:
+    """Each ``AWS::Events::Rule`` with its pattern and targets (as CloudFormation creates them): on moto, an event put
+    on the bus reaches the rule's SQS targets."""
+    for name, spec in template.of_type("AWS::Events::Rule").items():
+        props = template.resolve(spec["Properties"])
+        bus = props.get("EventBusName", "default")
+        pattern = {"EventPattern": json.dumps(props["EventPattern"])} if "EventPattern" in props else {}
+        schedule = {"ScheduleExpression": props["ScheduleExpression"]} if "ScheduleExpression" in props else {}
+        events.put_rule(Name=name, EventBusName=bus, **pattern, **schedule)
+        targets = [{"Id": target["Id"], "Arn": target["Arn"]} for target in props.get("Targets", [])]
+        if targets:
+            events.put_targets(Rule=name, EventBusName=bus, Targets=targets)

@@ -35,6 +35,7 @@ XRAY_WRITE = "arn:aws:iam::aws:policy/AWSXrayWriteOnlyAccess"  # Tracing: Active
 DYNAMODB_STREAM_READ = "arn:aws:iam::aws:policy/service-role/AWSLambdaDynamoDBExecutionRole"  # stream event source
 SQS_QUEUE_READ = "arn:aws:iam::aws:policy/service-role/AWSLambdaSQSQueueExecutionRole"  # SQS event source
 ALERTS_TABLE = f"arn:aws:dynamodb:{ARN}:table/kilo-billing-alerts-test"
+RATE_LIMIT_TABLE = f"arn:aws:dynamodb:{ARN}:table/kilo-billing-rate-limits-test"
 ALERTS_QUEUE = f"arn:aws:sqs:{ARN}:kilo-billing-alerts-test"
 SES_SENDER = f"arn:aws:ses:{ARN}:identity/kilo.example"
 SES_CONFIGURATION_SET = f"arn:aws:ses:{ARN}:configuration-set/kilo-billing-alerts-test"
@@ -66,6 +67,7 @@ ROLES = {
         {BASIC_EXECUTION, XRAY_WRITE},
         ("dynamodb:PutItem", EVENTS_TABLE),
         ("dynamodb:BatchGetItem", USAGE_TABLE),  # account registrations (profiles): usage only for registered ones
+        ("dynamodb:UpdateItem", RATE_LIMIT_TABLE),  # the per-client request counter of /v1/usage
         ("secretsmanager:GetSecretValue", USAGE_CLIENTS),
     ),
     "StripeWebhookFunctionRole": role(

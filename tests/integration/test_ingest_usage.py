@@ -555,7 +555,8 @@ def test_given_n_new_events_then_one_account_read_and_exactly_n_put_items(
     counter = count_calls(usage_handler.dependencies().store._client)
     events = [message(f"cost-{index}") for index in range(5)]
     assert send_batch(lambda_context, *events)[1]["accepted"] == 5
-    assert counter.calls == ["BatchGetItem"] + ["PutItem"] * 5  # the batch's accounts are read once, together
+    # the client's request counter, then the batch's accounts read once, together, then one write per event
+    assert counter.calls == ["UpdateItem", "BatchGetItem"] + ["PutItem"] * 5
     assert (counter.count("GetItem"), counter.count("Query"), counter.count("Scan")) == (0, 0, 0)
 
 
@@ -573,8 +574,8 @@ def test_given_a_replayed_batch_then_n_failed_conditional_writes_and_nothing_els
 
     client.meta.events.register("after-call.dynamodb.*", record)
     assert send_batch(lambda_context, *events)[1]["duplicates"] == 5
-    assert counter.calls == ["BatchGetItem"] + ["PutItem"] * 5
-    assert outcomes == ["OK"] + ["ConditionalCheckFailedException"] * 5
+    assert counter.calls == ["UpdateItem", "BatchGetItem"] + ["PutItem"] * 5
+    assert outcomes == ["OK", "OK"] + ["ConditionalCheckFailedException"] * 5
 
 
 # --- routing -----------------------------------------------------------------------------------------------------

@@ -16,8 +16,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from kilo_billing.aws import ConditionFailedError, InvalidRequestError, call
-from kilo_billing.events import KEY, Item
+from kilo_billing.aws import ConditionFailedError, InvalidRequestError, StorageUnavailableError, call
+from kilo_billing.events import KEY, SORT_KEY, Item
+from kilo_billing.items import to_item
 from kilo_webhook_ingest.model import ALL_ACCOUNTS, UnstorableEventError, UsageClient
 from kilo_webhook_ingest.ports import PutResult, SecretConfigError
 
@@ -46,6 +47,36 @@ class DynamoEventStore:
             # DynamoDB refused the item itself (too large, an invalid key): a retry would be refused again
             raise UnstorableEventError("event_not_storable", "the event store refuses this event") from exc
         return PutResult(stored=True)
+
+
+class DynamoRateLimiter:
+    """``RateLimiter``: a fixed one-minute window per client, counted by one conditional ``UpdateItem`` on
+    ``CLIENT#<id>`` / ``MINUTE#<epoch minute>`` (``ADD n :one`` if ``n`` is absent or below the limit; the item expires
+    after two minutes). Over the limit the condition fails and nothing is written: the answer is the seconds left in
+    the minute. DynamoDB failing for now lets the request through (the limit protects, it never loses usage)."""
+
+    def __init__(self, client: Any, table_name: str, per_minute: int) -> None:
+        self._client = client
+        self._table = table_name
+        self._limit = per_minute
+
+    def take(self, client_id: str, now_ms: int) -> int | None:
+        minute = now_ms // 60_000
+        try:
+            call(
+                self._client.update_item,
+                TableName=self._table,
+                Key=to_item({KEY: f"CLIENT#{client_id}", SORT_KEY: f"MINUTE#{minute}"}),
+                UpdateExpression="ADD #n :one SET expires_at = if_not_exists(expires_at, :expires)",
+                ConditionExpression="attribute_not_exists(#n) OR #n < :limit",
+                ExpressionAttributeNames={"#n": "n"},
+                ExpressionAttributeValues=to_item({":one": 1, ":limit": self._limit, ":expires": (minute + 2) * 60}),
+            )
+        except ConditionFailedError:
+            return max(1, -(-((minute + 1) * 60_000 - now_ms) // 1000))
+        except (StorageUnavailableError, InvalidRequestError):
+            return None
+        return None
 
 
 # --- secrets ------------------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from kilo_billing.aws import CallBudget
     from kilo_billing.entitlements import EntitlementPolicy, EntitlementSource
     from kilo_billing.publisher import EventPublisher
-    from kilo_webhook_ingest.ports import EventStore, SecretSource
+    from kilo_webhook_ingest.ports import EventStore, RateLimiter, SecretSource
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +33,7 @@ class UsageDependencies:
     accounts: AccountDirectory
     entitlements: EntitlementSource  # the entitlement check's one read (profile + spend item)
     entitlement_policy: EntitlementPolicy
+    limiter: RateLimiter | None = None  # the per-client limit of /v1/usage (None: not configured)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +74,15 @@ def usage() -> UsageDependencies:
         raise SettingsError("USAGE_TABLE_NAME is required by the usage API (account registrations)")
     dynamodb, store, secrets = _store_and_secrets(config, config.usage_budget, usage=config.usage_secrets_secret)
     accounts = DynamoAccountDirectory(dynamodb, config.usage_table)
+    from kilo_webhook_ingest.adapters import DynamoRateLimiter  # noqa: PLC0415
+
     entitlements = DynamoEntitlements(dynamodb, config.usage_table)
-    return UsageDependencies(config, store, secrets, accounts, entitlements, EntitlementPolicy())
+    limiter = (
+        DynamoRateLimiter(dynamodb, config.rate_limit_table, config.usage_requests_per_minute)
+        if config.rate_limit_table
+        else None
+    )
+    return UsageDependencies(config, store, secrets, accounts, entitlements, EntitlementPolicy(), limiter)
 
 
 @cache

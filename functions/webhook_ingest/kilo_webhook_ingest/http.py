@@ -22,6 +22,7 @@ from kilo_webhook_ingest.model import (
     ForbiddenAccountError,
     IngestError,
     InvalidEventError,
+    RateLimitedError,
     UnauthorizedError,
     UnstorableEventError,
     WebhookOutcome,
@@ -34,6 +35,7 @@ JSON_HEADERS: Final = {"content-type": "application/json"}
 STATUS: Final[tuple[tuple[type[IngestError], int], ...]] = (
     (UnauthorizedError, 401),
     (ForbiddenAccountError, 403),
+    (RateLimitedError, 429),
     (EventTooLargeToStoreError, 413),
     (BodyTooLargeError, 413),
     (UnstorableEventError, 422),

@@ -20,6 +20,7 @@ from kilo_webhook_ingest.model import (
     EventTooLargeToStoreError,
     ForbiddenAccountError,
     OutOfTimeError,
+    RateLimitedError,
     UnstorableEventError,
     UsageClient,
     UsageItemOutcome,
@@ -28,7 +29,14 @@ from kilo_webhook_ingest.model import (
     UsageStatus,
     WebhookOutcome,
 )
-from kilo_webhook_ingest.ports import Deadline, EventStore, PutResult, SecretSource, StorageUnavailableError
+from kilo_webhook_ingest.ports import (
+    Deadline,
+    EventStore,
+    PutResult,
+    RateLimiter,
+    SecretSource,
+    StorageUnavailableError,
+)
 from kilo_webhook_ingest.settings import IngestSettings
 
 if TYPE_CHECKING:
@@ -105,6 +113,7 @@ def ingest_usage(
     now_ms: int,
     deadline: Deadline,
     annotate: Annotate = _ignore,
+    limiter: RateLimiter | None = None,
 ) -> UsageOutcome:
     """Verify and validate a whole batch first - shape, the client's scope, registered accounts - and store nothing
     on any problem; then store each event once (a conditional write per (client, idempotency key)).
@@ -116,6 +125,16 @@ def ingest_usage(
     from kilo_webhook_ingest import usage  # noqa: PLC0415 - pydantic loads only on the usage path
 
     client_id, client = authenticate_client(request, secrets, settings, now_ms, deadline, annotate)
+    if limiter is not None:
+        require_time(deadline, settings, settings.usage_budget, "count the request against the client's limit")
+        retry_after = limiter.take(client_id, now_ms)
+        if retry_after is not None:
+            raise RateLimitedError(
+                "rate_limited",
+                f"client {client_id} is over its limit of {settings.usage_requests_per_minute} requests a minute; "
+                f"retry after {retry_after} s",
+                retry_after,
+            )
     events, problems = usage.validate_batch(request.body, datetime.fromtimestamp(now_ms / 1000, tz=UTC))
     scope = usage.scope_problems(events, client_id, client)
     problems += scope

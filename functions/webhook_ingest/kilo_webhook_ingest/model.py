@@ -46,6 +46,14 @@ class EventTooLargeToStoreError(UnstorableEventError):
     """A valid, signed event whose item stays over the storage limit after compression."""
 
 
+class RateLimitedError(IngestError):
+    """The client sent more requests this minute than its limit: try again after ``retry_after_seconds``."""
+
+    def __init__(self, code: str, message: str, retry_after_seconds: int) -> None:
+        super().__init__(code, message)
+        self.retry_after_seconds = retry_after_seconds
+
+
 class OutOfTimeError(Exception):
     """Too little of the invocation is left to start another AWS call safely: answer (retryable) instead."""
 

@@ -27,6 +27,7 @@ __all__ = [
     "EventStore",
     "PublishError",
     "PutResult",
+    "RateLimiter",
     "SecretConfigError",
     "SecretSource",
     "StorageUnavailableError",
@@ -57,3 +58,10 @@ class SecretSource(Protocol):
 
 class Deadline(Protocol):
     def seconds_left(self) -> float: ...
+
+
+class RateLimiter(Protocol):
+    def take(self, client_id: str, now_ms: int) -> int | None:
+        """Count one request of ``client_id``: ``None`` when it is within the client's limit, else the seconds until
+        the client may try again. A limiter that cannot answer (its store is down) lets the request through."""
+        ...

@@ -69,6 +69,8 @@ class IngestSettings:
     usage_tolerance_seconds: int = 300
     stripe_tolerance_seconds: int = 300
     usage_max_workers: int = 16
+    rate_limit_table: str = ""  # per-client request counters of /v1/usage (none: no per-client limit)
+    usage_requests_per_minute: int = 600  # per client, counted after its signature is verified
     deadline_margin_seconds: float = 0.5  # kept free after the last call: answer, log, flush metrics
     livekit_budget: CallBudget = LIVEKIT_BUDGET
     usage_budget: CallBudget = USAGE_BUDGET
@@ -89,6 +91,8 @@ class IngestSettings:
             max_livekit_body_bytes=_int(values, "MAX_LIVEKIT_BODY_BYTES", 256 * 1024, 1024),
             max_usage_body_bytes=_int(values, "MAX_USAGE_BODY_BYTES", 1024 * 1024, 1024),
             max_stripe_body_bytes=_int(values, "MAX_STRIPE_BODY_BYTES", 512 * 1024, 1024),
+            rate_limit_table=values.get("RATE_LIMIT_TABLE_NAME", ""),
+            usage_requests_per_minute=_int(values, "USAGE_REQUESTS_PER_MINUTE", 600, 1),
         )
 
     def reserve_seconds(self, budget: CallBudget) -> float:

@@ -29,7 +29,13 @@ from kilo_webhook_ingest.http import (
     request_id,
 )
 from kilo_webhook_ingest.logic import check_entitlement, ingest_usage
-from kilo_webhook_ingest.model import IngestError, OutOfTimeError, UsageNotStoredError, UsageOutcome
+from kilo_webhook_ingest.model import (
+    IngestError,
+    OutOfTimeError,
+    RateLimitedError,
+    UsageNotStoredError,
+    UsageOutcome,
+)
 from kilo_webhook_ingest.ports import SecretConfigError, StorageUnavailableError
 
 app = APIGatewayHttpResolver()
@@ -60,7 +66,11 @@ def _count(outcome: UsageOutcome) -> None:
 
 @app.exception_handler(IngestError)  # type: ignore[untyped-decorator]
 def _refused(exc: IngestError) -> Response[str]:
-    return _json(*refused("usage", exc))
+    response = _json(*refused("usage", exc))
+    if isinstance(exc, RateLimitedError):
+        count(SERVICE, Metric.USAGE_RATE_LIMITED)
+        response.headers["Retry-After"] = str(exc.retry_after_seconds)
+    return response
 
 
 @app.exception_handler(UsageNotStoredError)  # type: ignore[untyped-decorator]
@@ -99,6 +109,7 @@ def post_usage() -> Response[str]:
         int(time.time() * 1000),
         InvocationDeadline(app.lambda_context),
         annotate,
+        deps.limiter,
     )
     _count(outcome)
     payload = _summary(outcome)

@@ -42,6 +42,7 @@ class Metric(StrEnum):
     USAGE_RECORDED = "UsageRecorded"
     ENTITLEMENT_ALLOWED = "EntitlementAllowed"  # an entitlement check that allowed a call
     ENTITLEMENT_REFUSED = "EntitlementRefused"  # ... that refused one (reason in the log line)
+    USAGE_RATE_LIMITED = "UsageRateLimited"  # a usage request over its client's per-minute limit (429)
     USAGE_DUPLICATE = "UsageDuplicate"
     USAGE_CONFLICT = "UsageConflict"
     # rating
@@ -62,6 +63,8 @@ class Metric(StrEnum):
     ALERTS_UNDELIVERABLE = "AlertsUndeliverable"  # refused for good (invalid number, rejected address): recorded
     ENFORCEMENT_ACTIONS = "EnforcementActions"  # a RoomService action (audio only, remove) or its schedule, recorded
     ALERT_SEND_RETRIED = "AlertSendRetried"  # a transient SES/SNS failure: the queue redelivers the event
+    ABUSE_FLAGS = "AbuseFlags"  # an abuse or fraud heuristic flagged an account (operator alert, maybe a hold)
+    OPERATOR_ALERTS = "OperatorAlerts"  # an operator alert published on the operator topic
 
 
 @cache
