@@ -65,8 +65,16 @@ class DynamoSessionReader:
         request: dict[str, Any] = {
             "TableName": self._table,
             "FilterExpression": "begins_with(#sk, :session) AND #account = :account",
-            "ProjectionExpression": "#pk, #sk, #account, identity, room_name, aborted, parts",
-            "ExpressionAttributeNames": {"#pk": "pk", "#sk": "sk", "#account": "account"},
+            "ProjectionExpression": "#pk, #sk, #account, #identity, #room, #aborted, #parts",
+            "ExpressionAttributeNames": {
+                "#pk": "pk",
+                "#sk": "sk",
+                "#account": "account",
+                "#identity": "identity",
+                "#room": "room_name",
+                "#aborted": "aborted",
+                "#parts": "parts",
+            },
             "ExpressionAttributeValues": to_item({":session": SESSION_PREFIX, ":account": account_id}),
         }
         while True:
