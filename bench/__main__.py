@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 
-from bench import ingest, localstack_memory, rating, rooms
+from bench import ingest, invoicing, localstack_memory, rating, rooms
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="./dev bench")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke run)")
-    parser.add_argument("--only", choices=["ingest", "rating", "rooms", "localstack-memory"], help="run one benchmark")
+    parser.add_argument(
+        "--only", choices=["ingest", "rating", "rooms", "localstack-memory", "invoicing"], help="run one benchmark"
+    )
     args = parser.parse_args()
     if args.only in (None, "ingest"):
         ingest.run(quick=args.quick)
@@ -21,6 +23,8 @@ def main() -> int:
         print(json.dumps(localstack_memory.run(quick=args.quick), indent=2))
     if args.only in (None, "rooms"):
         rooms.run(quick=args.quick)
+    if args.only in (None, "invoicing"):
+        print(invoicing.run(quick=args.quick))
     return 0
 
 

@@ -98,3 +98,18 @@ def test_given_a_profile_without_contact_then_it_reads_with_the_defaults(directo
     found = directory.registered(["acct-d"])["acct-d"]
     assert (found.name, found.email, found.phone, found.alert_preferences) == ("", "", "", ())
     assert (found.hard_limit_usd, found.status) == (None, "active")
+
+
+def test_given_progressive_billing_set_then_its_threshold_reads_back_and_can_be_turned_off(
+    directory: AccountDirectory,
+) -> None:
+    from kilo_billing.accounts import set_progressive_threshold  # noqa: PLC0415
+
+    directory.register(team("acct-a"))
+    assert directory.registered(["acct-a"])["acct-a"].progressive_threshold_usd is None
+    set_progressive_threshold(directory, "acct-a", Decimal("50.00"))
+    assert directory.registered(["acct-a"])["acct-a"].progressive_threshold_usd == Decimal("50.00")
+    set_progressive_threshold(directory, "acct-a", None)
+    assert directory.registered(["acct-a"])["acct-a"].progressive_threshold_usd is None
+    with pytest.raises(ValueError, match="positive amount"):
+        set_progressive_threshold(directory, "acct-a", Decimal(0))

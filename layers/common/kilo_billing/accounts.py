@@ -80,6 +80,9 @@ class AccountProfile:
     # the hard level of the budget: at or above it new calls are refused and running ones stopped (None: soft only)
     hard_limit_usd: Decimal | None = None
     status: str = "active"  # one of ACCOUNT_STATUSES
+    # progressive billing (optional): when the period's unbilled overage reaches this amount, it is invoiced early
+    # (kilo_billing.progressive); None: one invoice at the period end
+    progressive_threshold_usd: Decimal | None = None
 
     def channels_chosen(self, kind: str) -> tuple[str, ...] | None:
         """The channels the account chose for an alert kind; ``None`` when it chose nothing (the default applies)."""
@@ -264,5 +267,19 @@ def set_alert_contact(
         phone=found.phone if phone is None else phone,
         alert_preferences=tuple(sorted(chosen.items())),
     )
+    directory.save(profile)
+    return profile
+
+
+def set_progressive_threshold(
+    directory: AccountDirectory, account_id: str, threshold_usd: Decimal | None
+) -> AccountProfile:
+    """Turn progressive billing on (a positive threshold amount) or off (``None``) for an account."""
+    if threshold_usd is not None and (not threshold_usd.is_finite() or threshold_usd <= 0):
+        raise ValueError(f"the progressive billing threshold must be a positive amount, got {threshold_usd}")
+    found = directory.registered([account_id]).get(account_id)
+    if found is None:
+        raise UnknownAccountError(f"account {account_id!r} is not registered")
+    profile = replace(found, progressive_threshold_usd=threshold_usd)
     directory.save(profile)
     return profile

@@ -338,7 +338,8 @@ def compose_close(ledger: AccountLedger, period: Period, catalog: Catalog, now: 
     later = sorted(i.period for i in ledger.invoices.values() if i.period > key)
     if later:
         raise InvoicingError(f"{ledger.account_id}: {key} cannot be closed after {later[0]}")
-    if ledger.invoices and invoice_id(ledger.account_id, period.previous()) not in ledger.invoices:
+    closes = [i for i in ledger.invoices.values() if not is_early(i)]  # early invoices close nothing (progressive)
+    if closes and invoice_id(ledger.account_id, period.previous()) not in ledger.invoices:
         raise InvoicingError(f"{ledger.account_id}: close {period.previous()} before {key}")
     current = ledger.periods.get(key, PeriodLedger(key, {}))
     book = catalog.for_period(period)
@@ -364,6 +365,7 @@ def compose_close(ledger: AccountLedger, period: Period, catalog: Catalog, now: 
             adjustment_lines(other_period, profile, other.billed, other.counters, catalog.for_period(other_period))
         )
         moves.append(WatermarkMove(other_key, dict(other.counters), other.billed_rev))
+    lines.extend(billed_early_lines(ledger, period))
     lines, credit = with_credit(lines, ledger.billing.credit, period)
     seq = ledger.billing.seq + 1
     record = InvoiceRecord(
@@ -382,3 +384,37 @@ def compose_close(ledger: AccountLedger, period: Period, catalog: Catalog, now: 
 
 def closed_periods(invoices: Iterable[InvoiceRecord]) -> set[str]:
     return {invoice.period for invoice in invoices}
+
+
+# --- progressive billing: what the period-end invoice deducts (composition of early invoices: kilo_billing.progressive)
+
+
+EARLY_PART: Final = "early-"  # early invoices: ``<account>/<YYYY-MM>/early-<n>``
+BILLED_EARLY: Final = "billed_early"  # line kind: usage of the period already invoiced early (negative)
+
+
+def is_early(invoice: InvoiceRecord) -> bool:
+    return invoice.invoice_id.rsplit("/", 1)[-1].startswith(EARLY_PART)
+
+
+def early_invoices(ledger: AccountLedger, period: Period) -> list[InvoiceRecord]:
+    """The period's early invoices, oldest first."""
+    found = [i for i in ledger.invoices.values() if i.period == period.key and is_early(i)]
+    return sorted(found, key=lambda invoice: invoice.seq)
+
+
+def billed_early(ledger: AccountLedger, period: Period) -> Decimal:
+    """Usage of ``period`` invoiced early so far: each early invoice bills (usage to date - billed early before), so
+    the sum of their usage and deduction lines is the usage to date of the last one (credit applied is not usage)."""
+    return total([i.amount_of(LineKind.USAGE.value, BILLED_EARLY) for i in early_invoices(ledger, period)])
+
+
+def billed_early_lines(ledger: AccountLedger, period: Period) -> list[Line]:
+    """The deduction that makes an invoice bill only the rest of the period's usage (none without early invoices)."""
+    early = early_invoices(ledger, period)
+    amount = billed_early(ledger, period)
+    if not early:
+        return []
+    numbers = ", ".join(invoice.number for invoice in early)
+    description = f"Usage of {period} invoiced early ({numbers}): {money_str(amount)}"
+    return [Line(BILLED_EARLY, description, -amount, period.key, start=period.start, end=period.end)]

@@ -1,0 +1,110 @@
+"""Revenue and enterprise reports (Given/When/Then) over the in-memory ledger and session reader. Hand-worked figures:
+our prices video $0.00072, audio $0.00036; LiveKit's base video $0.0006, audio $0.0003, GB $0.0001; Team $29 with
+50,000 video minutes, Personal $0 with 5,000 video / 10,000 audio minutes, Enterprise $99 unlimited."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from decimal import Decimal
+
+from kilo_billing.catalog import default_catalog
+from kilo_billing.progressive import invoice_early
+from kilo_billing.reports import AccountRevenue, enterprise_report, revenue_report
+from tests.report_fakes import InMemorySessionReader, session
+from tests.scenarios.test_invoicing import FEB, MAR, World, at, seg
+from tests.scenarios.test_progressive_billing import mid
+
+
+def month(world: World) -> None:
+    world.signup("acme", (at(1, 2), "team"))
+    world.signup("solo", (at(1, 2), "personal"))
+    world.signup("big", (at(1, 2), "enterprise"))
+    world.signup("new", (at(17), "team"))
+    world.store.rate("solo", "2026-02", seg(at(1, 2)), "video", 6_000)
+    for account in ("acme", "solo", "big"):
+        world.close(account, FEB)
+    world.store.rate("solo", "2026-02", seg(at(1, 2)), "video", 1_000)  # late usage of February
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", 60_000)
+    world.store.rate("solo", "2026-03", seg(at(1)), "audio", 12_500)
+    world.store.rate("big", "2026-03", seg(at(1)), "video", 100_000)
+    world.store.rate("new", "2026-03", seg(at(17)), "video", 1_000)
+    world.store.rate("unattributed", "2026-03", seg(at(1)), "video", 500)
+    world.store.rate("unattributed", "2026-03", seg(at(1)), "data_transfer", 25_000_000_000)
+    for account in ("acme", "solo", "big"):
+        world.close(account, MAR)  # "new" is not closed yet
+
+
+def figures(row: AccountRevenue) -> tuple[str, ...]:
+    f = row.figures
+    return tuple(str(v) for v in (f.fees, f.overage, f.adjustments, f.credit, f.total_billed, f.cost_basis, f.margin))
+
+
+def test_given_a_closed_month_then_revenue_per_account_tier_and_total_with_margin() -> None:
+    world = World()
+    month(world)
+    report = revenue_report(world.store, MAR, default_catalog())
+    rows = {row.account_id: row for row in report.accounts}
+    # acme: 10,000 over x 0.00072 = 7.20 + April 29.00 = 36.20; cost 60,000 x 0.0006 = 36.00
+    assert figures(rows["acme"]) == ("29.00", "7.20", "0.00", "0.00", "36.20", "36.00", "0.20")
+    # solo: audio 2,500 over x 0.00036 = 0.90; February's late 1,000 video: 2,000 over (1.44) - 0.72 billed = +0.72;
+    # cost 12,500 x 0.0003 = 3.75 + 1,000 x 0.0006 = 0.60 -> 4.35; margin 1.62 - 4.35 = -2.73 (a loss, shown)
+    assert figures(rows["solo"]) == ("0.00", "0.90", "0.72", "0.00", "1.62", "4.35", "-2.73")
+    # big: April 99.00 in advance; cost 100,000 x 0.0006 = 60.00
+    assert figures(rows["big"]) == ("99.00", "0.00", "0.00", "0.00", "99.00", "60.00", "39.00")
+    assert (rows["new"].status, rows["new"].invoices, figures(rows["new"])[4]) == ("open", 0, "0.00")
+    assert rows["new"].figures.usage.video_minutes == Decimal(1_000)
+    assert (rows["acme"].status, rows["acme"].tier, rows["solo"].tier) == ("closed", "team", "personal")
+    assert [row.account_id for row in report.accounts] == ["big", "solo", "acme", "new"]  # by tier, then id
+
+    tiers = {tier.tier: tier for tier in report.tiers}
+    assert (tiers["team"].accounts, str(tiers["team"].figures.total_billed)) == (2, "36.20")
+    assert str(tiers["enterprise"].figures.margin) == "39.00"
+    totals = report.totals
+    assert (str(totals.fees), str(totals.overage), str(totals.adjustments)) == ("128.00", "8.10", "0.72")
+    assert (str(totals.total_billed), str(totals.cost_basis), str(totals.margin)) == ("136.82", "100.35", "36.47")
+    assert totals.usage.video_minutes == Decimal(161_000)  # 60,000 + 100,000 + 1,000 (solo's late is February's)
+
+    # unattributed: 500 video minutes x 0.0006 = 0.30 + 25 GB x 0.0001 = 0.0025 -> 0.30
+    assert (report.unattributed.usage.video_minutes, report.unattributed.usage.data_gb) == (500, Decimal("25.00"))
+    assert report.unattributed.cost_basis == Decimal("0.30")
+
+
+def test_given_early_invoices_then_the_period_counts_their_overage_once() -> None:
+    world = World()
+    world.signup("acme", (at(1, 2), "team"))
+    world.close("acme", FEB)
+    world.store.profiles["acme"] = replace(world.store.profiles["acme"], progressive_threshold_usd=Decimal(5))
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", 60_000)
+    assert invoice_early(world.store, "acme", MAR, default_catalog(), lambda: mid(10)) is not None  # 7.20
+    world.close("acme", MAR)  # 7.20 - 7.20 + 29.00
+    [row] = revenue_report(world.store, MAR, default_catalog()).accounts
+    assert (row.invoices, row.status) == (2, "closed")
+    assert figures(row) == ("29.00", "7.20", "0.00", "0.00", "36.20", "36.00", "0.20")
+
+
+def test_given_sessions_then_usage_per_member_and_room_with_cost() -> None:
+    reader = InMemorySessionReader(
+        [
+            session("RM_a", "PA_1", "alice", "big", [("2026-03", 30, 0)], room_name="standup"),
+            session("RM_a", "PA_2", "bob", "big", [("2026-02", 3, 0), ("2026-03", 30, 5)], room_name="standup"),
+            session("RM_b", "PA_3", "alice", "big", [("2026-03", 0, 40)], room_name="1:1"),
+            session("RM_c", "PA_4", "carol", "big", [("2026-02", 12, 0)]),
+            session("RM_e", "PA_6", "erin", "other", [("2026-03", 7, 0)]),
+        ]
+    )
+    world = World()
+    world.signup("big", (at(1, 2), "enterprise"))
+    report = enterprise_report(reader, world.store.profiles["big"], "big", MAR, default_catalog())
+    assert report.tier == "enterprise"
+    # alice: 30 video + 40 audio: 30 x 0.0006 + 40 x 0.0003 = 0.018 + 0.012 = 0.03; bob: 0.018 + 0.0015 -> 0.02
+    assert [(m.key, m.sessions, m.video_minutes, m.audio_minutes, str(m.cost_basis)) for m in report.members] == [
+        ("alice", 2, 30, 40, "0.03"),
+        ("bob", 1, 30, 5, "0.02"),
+    ]
+    # standup: 60 video + 5 audio = 0.036 + 0.0015 = 0.0375 -> 0.04, two people; 1:1: 40 audio = 0.012 -> 0.01
+    assert [(r.key, r.participants, r.video_minutes, r.audio_minutes, str(r.cost_basis)) for r in report.rooms] == [
+        ("standup (RM_a)", 2, 60, 5, "0.04"),
+        ("1:1 (RM_b)", 1, 0, 40, "0.01"),
+    ]
+    total = report.total
+    assert (total.sessions, total.video_minutes, total.audio_minutes, str(total.cost_basis)) == (3, 60, 45, "0.05")
