@@ -98,3 +98,19 @@ def test_given_a_profile_without_contact_then_it_reads_with_the_defaults(directo
     found = directory.registered(["acct-d"])["acct-d"]
     assert (found.name, found.email, found.phone, found.alert_preferences) == ("", "", "", ())
     assert (found.hard_limit_usd, found.status) == (None, "active")
+
+
+def test_given_a_crypto_billed_account_then_its_billing_method_reads_back_and_survives_a_tier_change(
+    directory: AccountDirectory,
+) -> None:
+    directory.register(AccountProfile("acct-x", (TierChange(SIGNUP, "team"),), billing_method="crypto"))
+    directory.register(team("acct-y"))
+    found = directory.registered(["acct-x", "acct-y"])
+    assert (found["acct-x"].billing_method, found["acct-y"].billing_method) == ("crypto", "card")
+    upgraded = AccountProfile(
+        "acct-x",
+        (TierChange(SIGNUP, "team"), TierChange(SIGNUP.replace(day=9), "enterprise")),
+        billing_method=found["acct-x"].billing_method,
+    )
+    directory.save(upgraded)
+    assert directory.registered(["acct-x"])["acct-x"].billing_method == "crypto"

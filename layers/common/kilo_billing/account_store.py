@@ -37,6 +37,7 @@ def profile_to_item(profile: AccountProfile) -> Item:
             "alert_preferences": {kind: list(channels) for kind, channels in profile.alert_preferences} or None,
             "hard_limit_usd": str(profile.hard_limit_usd) if profile.hard_limit_usd is not None else None,
             "status": profile.status if profile.status != "active" else None,
+            "billing_method": profile.billing_method,  # read by the close (kilo_billing.periods_store)
         }
     )
 
@@ -59,6 +60,7 @@ def profile_from_item(item: Mapping[str, Any]) -> AccountProfile:
         alert_preferences=tuple(sorted((str(k), tuple(str(c) for c in v)) for k, v in preferences.items())),
         hard_limit_usd=Decimal(values["hard_limit_usd"]) if values.get("hard_limit_usd") else None,
         status=str(values.get("status", "active")),
+        billing_method=str(values.get("billing_method", "card")),  # profiles written before it: card
     )
 
 

@@ -62,6 +62,13 @@ class Metric(StrEnum):
     ALERTS_UNDELIVERABLE = "AlertsUndeliverable"  # refused for good (invalid number, rejected address): recorded
     ENFORCEMENT_ACTIONS = "EnforcementActions"  # a RoomService action (audio only, remove) or its schedule, recorded
     ALERT_SEND_RETRIED = "AlertSendRetried"  # a transient SES/SNS failure: the queue redelivers the event
+    # invoicing
+    CLOSE_JOBS_QUEUED = "CloseJobsQueued"  # one per account the period's close was fanned out to
+    INVOICE_ISSUED = "InvoiceIssued"  # a close that composed and issued an invoice (not found from an earlier run)
+    INVOICE_CLOSE_FAILED = "InvoiceCloseFailed"  # a close job that failed for now: the queue redelivers it
+    PAYMENT_EVENT_APPLIED = "PaymentEventApplied"  # a Stripe event that changed our records
+    PAYMENT_EVENT_IGNORED = "PaymentEventIgnored"  # a Stripe event about nothing of ours (or no longer stored)
+    PAYMENT_FAILED = "PaymentFailed"  # PaymentFailed.v1 published
 
 
 @cache
