@@ -48,7 +48,7 @@ def _record(record: SQSRecord) -> None:
                 "invoice_id": outcome.invoice.invoice_id,
                 "status": outcome.invoice.status.value,
                 "total": str(outcome.invoice.total),
-                "created": outcome.created,
+                "new_invoice": outcome.created,  # not "created": a LogRecord attribute
             },
         )
 
