@@ -164,10 +164,14 @@ def _sleep(seconds: float) -> None:
 
 @cache
 def closer() -> CloseDeps:
+    return close_deps(settings())
+
+
+def close_deps(config: InvoiceSettings) -> CloseDeps:
+    """What a close needs, from settings (the worker's, or ``kilo-billing invoice run``'s options)."""
     from kilo_billing.aws import client  # noqa: PLC0415
     from kilo_billing.catalog import default_catalog  # noqa: PLC0415
 
-    config = settings()
     return CloseDeps(
         store=_ledger(config, client("dynamodb", config.call_budget)),
         gateway=stripe_gateway(config, client("secretsmanager", config.call_budget)),
