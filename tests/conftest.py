@@ -160,6 +160,12 @@ def _clear_caches() -> None:
     alerts_settings.settings.cache_clear()
     alerts_dependencies.alerts.cache_clear()
     alerts_render._template.cache_clear()
+    from kilo_invoice import dependencies as invoice_dependencies  # noqa: PLC0415
+    from kilo_invoice import settings as invoice_settings  # noqa: PLC0415
+
+    invoice_settings.settings.cache_clear()
+    for invoice_built in (invoice_dependencies.starter, invoice_dependencies.closer, invoice_dependencies.payments):
+        invoice_built.cache_clear()
 
 
 def recreate_table(stack: Stack, logical_id: str = "EventsTable") -> None:

@@ -46,8 +46,13 @@ class InMemoryLedgerStore:
             {p: ledger for (a, p), ledger in self.periods.items() if a == account_id},
             {i: inv for i, inv in self.invoices.items() if inv.account_id == account_id},
             self.billing.get(account_id, BillingState()),
-            self.methods.get(account_id, BillingMethod.CARD),
+            self.methods.get(account_id, self._method(account_id)),
         )
+
+    def _method(self, account_id: str) -> BillingMethod:
+        """As the DynamoDB adapter: the profile's billing method (``methods`` overrides it in scenarios)."""
+        profile = self.profiles.get(account_id)
+        return BillingMethod(profile.billing_method) if profile is not None else BillingMethod.CARD
 
     def create_invoice(self, draft: CloseDraft) -> None:
         for hook in list(self.before_create):

@@ -128,7 +128,7 @@ class InMemoryPaymentGateway:
         self.default_cards[customer_id] = f"card_{payment_method}"
         return self.default_cards[customer_id]
 
-    def setup_session(self, customer_id: str, success_url: str, cancel_url: str) -> str:
+    def setup_session(self, customer_id: str, success_url: str, cancel_url: str, account_id: str = "") -> str:
         self._call("setup_session")
         return f"https://checkout.example/setup/{customer_id}"
 

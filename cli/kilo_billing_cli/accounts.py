@@ -15,6 +15,7 @@ from typing import Any
 
 from kilo_billing.accounts import (
     ACCOUNT_STATUSES,
+    BILLING_METHODS,
     AccountDirectory,
     AccountExistsError,
     AccountProfile,
@@ -49,6 +50,9 @@ def add_parser(sub: Any, decimal: Callable[[str], Any]) -> None:
     create.add_argument("--tier", required=True, help="personal, team or enterprise")
     create.add_argument("--signup", type=_instant, help="signup time, ISO-8601 with zone (default: now)")
     create.add_argument("--budget-usd", type=decimal, help="monthly spending limit (optional)")
+    create.add_argument(
+        "--billing", choices=BILLING_METHODS, default="card", help="how invoices are paid: card (Stripe) or crypto"
+    )
     tier = commands.add_parser("tier", help="change an account's tier (upgrades now, downgrades at period end)")
     tier.add_argument("--account", required=True)
     tier.add_argument("--tier", required=True)
@@ -97,6 +101,7 @@ def profile_json(profile: AccountProfile) -> dict[str, object]:
         "budget_thresholds": list(profile.budget_thresholds),
         "hard_limit_usd": None if profile.hard_limit_usd is None else str(profile.hard_limit_usd),
         "status": profile.status,
+        "billing_method": profile.billing_method,
     }
 
 
@@ -117,7 +122,9 @@ def run(args: argparse.Namespace, catalog: Catalog, directory: AccountDirectory 
         if args.account_command == "create":
             at = args.signup or now
             book = catalog.for_period(Period.containing(at))
-            profile = register_account(directory, args.account, args.tier, at, book.tier_ids, args.budget_usd)
+            profile = register_account(
+                directory, args.account, args.tier, at, book.tier_ids, args.budget_usd, args.billing
+            )
         elif args.account_command in ("tier", "change-tier"):
             at = args.at or now
             book = catalog.for_period(Period.containing(at))

@@ -22,7 +22,7 @@ from kilo_billing.money import decimal_str, money_str
 from kilo_billing.periods import Period
 from kilo_billing.projections import Projection, ProjectionError, project_revenue
 from kilo_billing.rating import RatedPeriod, TierSegment, UsageRecord, rate_period
-from kilo_billing_cli import accounts, preview, replay, reports
+from kilo_billing_cli import accounts, invoices, preview, replay, reports
 from kilo_billing_cli.arguments import whole_number
 from kilo_billing_cli.console import make_console
 
@@ -107,8 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
     projections.add_argument("--json", action="store_true", help="machine-readable output")
     accounts.add_parser(sub, _non_negative_decimal("--budget-usd"))
     replay.add_parser(sub)
+    invoice_commands = invoices.add_parser(sub)
     preview.add_arguments(
-        sub.add_parser("invoice-preview", help="the invoice the rules give for a described account-period (no AWS)")
+        invoice_commands.add_parser(
+            "preview", help="the invoice the rules give for a described account-period (no AWS)"
+        )
     )
     reports.add_parser(sub)
     return parser
@@ -301,8 +304,10 @@ def main(argv: Sequence[str] | None = None, catalog: Catalog | None = None) -> i
             _emit_profile(console, accounts.run(args, catalog), args.json)
         elif args.command == "rating":
             replay.run(args, console)
-        elif args.command == "invoice-preview":
+        elif args.command == "invoice" and args.invoice_command == "preview":
             return preview.run(args, catalog)
+        elif args.command == "invoice":
+            invoices.run(args, console)
         elif args.command == "report":
             return reports.run(args, catalog)
         else:

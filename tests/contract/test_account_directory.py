@@ -113,3 +113,19 @@ def test_given_progressive_billing_set_then_its_threshold_reads_back_and_can_be_
     assert directory.registered(["acct-a"])["acct-a"].progressive_threshold_usd is None
     with pytest.raises(ValueError, match="positive amount"):
         set_progressive_threshold(directory, "acct-a", Decimal(0))
+
+
+def test_given_a_crypto_billed_account_then_its_billing_method_reads_back_and_survives_a_tier_change(
+    directory: AccountDirectory,
+) -> None:
+    directory.register(AccountProfile("acct-x", (TierChange(SIGNUP, "team"),), billing_method="crypto"))
+    directory.register(team("acct-y"))
+    found = directory.registered(["acct-x", "acct-y"])
+    assert (found["acct-x"].billing_method, found["acct-y"].billing_method) == ("crypto", "card")
+    upgraded = AccountProfile(
+        "acct-x",
+        (TierChange(SIGNUP, "team"), TierChange(SIGNUP.replace(day=9), "enterprise")),
+        billing_method=found["acct-x"].billing_method,
+    )
+    directory.save(upgraded)
+    assert directory.registered(["acct-x"])["acct-x"].billing_method == "crypto"

@@ -168,3 +168,12 @@ def test_given_dynamodb_then_one_close_costs_two_reads_and_three_writes(stack: S
 class _Bus:
     def publish(self, detail_type: str, detail: Any) -> None:
         pass
+
+
+def test_given_a_crypto_profile_then_the_ledger_bills_it_as_crypto(ledger: Ledger) -> None:
+    from kilo_billing.invoicing import BillingMethod  # noqa: PLC0415
+
+    ledger.register(AccountProfile("coin", (TierChange(START, "team"),), billing_method="crypto"))
+    ledger.register(_team("card"))
+    assert ledger.store.ledger("coin").method is BillingMethod.CRYPTO
+    assert ledger.store.ledger("card").method is BillingMethod.CARD

@@ -80,6 +80,23 @@ HANDLERS = [
     ),
     # Called cold it would read its LiveKit keys from Secrets Manager; aiohttp loads only when RoomService is asked.
     Handler("kilo_rate_usage.sweeper_handler", None, frozenset({"stripe", "aiohttp", "requests"})),
+    # Invoicing: the hourly starter and the payment-status handler never load the Stripe SDK; the close worker
+    # loads it only when it issues a card invoice (the lazy gateway), so called cold with no job it has not.
+    Handler(
+        "kilo_invoice.start_handler",
+        None,
+        frozenset({"stripe", "aiohttp", "requests", "livekit.api", "google.protobuf", "kilo_invoice.stripe_adapter"}),
+    ),
+    Handler(
+        "kilo_invoice.close_handler",
+        {"Records": []},
+        frozenset({"stripe", "aiohttp", "requests", "livekit.api", "google.protobuf", "kilo_invoice.stripe_adapter"}),
+    ),
+    Handler(
+        "kilo_invoice.payment_handler",
+        {"Records": []},
+        frozenset({"stripe", "aiohttp", "requests", "livekit.api", "google.protobuf", "kilo_invoice.stripe_adapter"}),
+    ),
     # The alerts function sends through boto3 (SES v2, SNS) only: no LiveKit, Stripe or HTTP libraries.
     Handler(
         "kilo_alerts.handler",

@@ -1,4 +1,4 @@
-"""`kilo-billing invoice-preview --input FILE [--json]`: hand-worked invoices (price book 2026-01: video $0.00072,
+"""`kilo-billing invoice preview --input FILE [--json]`: hand-worked invoices (price book 2026-01: video $0.00072,
 audio $0.00036, messages and GB $0.00012; Team $29 with 50,000 video / 100,000 audio minutes, 1,000,000 messages,
 100 GB; Personal $0 with 5,000 / 10,000 / 100,000 / 10 GB; Enterprise $99 unlimited; March 2026 has 31 days) and bad
 descriptions (exit 2 naming the problem)."""
@@ -31,7 +31,7 @@ def describe(tmp_path: Path, **fields: Any) -> Path:
 
 
 def preview(capsys: pytest.CaptureFixture[str], path: Path) -> dict[str, Any]:
-    assert main(["invoice-preview", "--input", str(path), "--json"]) == 0
+    assert main(["invoice", "preview", "--input", str(path), "--json"]) == 0
     found: dict[str, Any] = json.loads(capsys.readouterr().out)
     return found
 
@@ -175,7 +175,7 @@ def test_given_credit_on_account_then_applied(tmp_path: Path, capsys: pytest.Cap
 
 
 def test_given_human_output_then_a_table_with_the_total(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["invoice-preview", "--input", str(describe(tmp_path, usage=[usage("video", 60_000)]))]) == 0
+    assert main(["invoice", "preview", "--input", str(describe(tmp_path, usage=[usage("video", 60_000)]))]) == 0
     out = capsys.readouterr().out
     assert "Invoice preview: acct_123, 2026-03" in out
     assert "$36.20" in out
@@ -209,7 +209,7 @@ def test_given_human_output_then_a_table_with_the_total(tmp_path: Path, capsys: 
 def test_given_a_bad_description_then_exit_2_naming_the_problem(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], fields: dict[str, Any], problem: str
 ) -> None:
-    assert main(["invoice-preview", "--input", str(describe(tmp_path, **fields)), "--json"]) == 2
+    assert main(["invoice", "preview", "--input", str(describe(tmp_path, **fields)), "--json"]) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
     assert problem in captured.err
@@ -220,7 +220,7 @@ def test_given_a_file_that_is_not_json_or_missing_then_exit_2(
 ) -> None:
     broken = tmp_path / "broken.json"
     broken.write_text("{not json")
-    assert main(["invoice-preview", "--input", str(broken)]) == 2
+    assert main(["invoice", "preview", "--input", str(broken)]) == 2
     assert "not JSON" in capsys.readouterr().err
-    assert main(["invoice-preview", "--input", str(tmp_path / "missing.json")]) == 2
+    assert main(["invoice", "preview", "--input", str(tmp_path / "missing.json")]) == 2
     assert "cannot read" in capsys.readouterr().err

@@ -99,8 +99,9 @@ class PaymentGateway(Protocol):
         card's id (``checkout.session.completed`` calls this)."""
         ...
 
-    def setup_session(self, customer_id: str, success_url: str, cancel_url: str) -> str:
-        """A hosted page (Checkout in setup mode) where the customer adds a card; returns its URL."""
+    def setup_session(self, customer_id: str, success_url: str, cancel_url: str, account_id: str = "") -> str:
+        """A hosted page (Checkout in setup mode) where the customer adds a card; returns its URL. ``account_id``
+        comes back on ``checkout.session.completed`` (``client_reference_id``, ``metadata.account_id``)."""
         ...
 
     def portal_session(self, customer_id: str, return_url: str) -> str:

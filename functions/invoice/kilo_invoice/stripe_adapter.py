@@ -128,8 +128,23 @@ class StripePaymentGateway:
         self._known: dict[str, str] = {}  # our invoice id -> Stripe's, learned in this process (Search lags)
 
     @classmethod
-    def from_api_key(cls, api_key: str, *, max_network_retries: int = 2) -> StripePaymentGateway:
-        return cls(stripe.StripeClient(api_key, max_network_retries=max_network_retries))
+    def from_api_key(
+        cls,
+        api_key: str,
+        *,
+        max_network_retries: int = 2,
+        api_base: str | None = None,
+        http_client: stripe.HTTPClient | None = None,
+    ) -> StripePaymentGateway:
+        """``api_base``: another API address (a Stripe stand-in on the local stack); ``http_client``: the SDK's
+        transport (tests put the Stripe emulator there). Both default to the SDK's own."""
+        client = stripe.StripeClient(
+            api_key,
+            max_network_retries=max_network_retries,
+            base_addresses={"api": api_base} if api_base else None,
+            http_client=http_client,
+        )
+        return cls(client)
 
     # ------------------------------------------------------------------ customers
     def ensure_customer(self, customer: Customer) -> str:
@@ -342,7 +357,7 @@ class StripePaymentGateway:
         self._call(lambda: self._client.v1.invoices.void_invoice(gateway_id, {}, {"idempotency_key": key}))
 
     # ------------------------------------------------------------------ hosted pages
-    def setup_session(self, customer_id: str, success_url: str, cancel_url: str) -> str:
+    def setup_session(self, customer_id: str, success_url: str, cancel_url: str, account_id: str = "") -> str:
         params: CheckoutSessionCreateParams = {
             "mode": "setup",
             "customer": customer_id,
@@ -352,6 +367,9 @@ class StripePaymentGateway:
             "billing_address_collection": "required",  # Stripe Tax needs the address
             "customer_update": {"address": "auto", "name": "auto"},
         }
+        if account_id:  # checkout.session.completed names the account (kilo_invoice.logic.apply_stripe_event)
+            params["client_reference_id"] = account_id
+            params["metadata"] = {"account_id": account_id, META_ACCOUNT: account_id}
         # A new page per click: the key is per call (the SDK's retries reuse it), not from our ids (D49).
         key = _key(customer_id, "setup-session", uuid.uuid4().hex)
         session = self._call(lambda: self._client.v1.checkout.sessions.create(params, {"idempotency_key": key}))

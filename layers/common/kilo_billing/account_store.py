@@ -40,6 +40,7 @@ def profile_to_item(profile: AccountProfile) -> Item:
             "progressive_usd": (
                 str(profile.progressive_threshold_usd) if profile.progressive_threshold_usd is not None else None
             ),
+            "billing_method": profile.billing_method,  # read by the close (kilo_billing.periods_store)
         }
     )
 
@@ -63,6 +64,7 @@ def profile_from_item(item: Mapping[str, Any]) -> AccountProfile:
         hard_limit_usd=Decimal(values["hard_limit_usd"]) if values.get("hard_limit_usd") else None,
         status=str(values.get("status", "active")),
         progressive_threshold_usd=Decimal(values["progressive_usd"]) if values.get("progressive_usd") else None,
+        billing_method=str(values.get("billing_method", "card")),  # profiles written before it: card
     )
 
 

@@ -41,6 +41,9 @@ _EMAIL = re.compile(rf"[^@\s<>\",;]{{1,64}}@{_LABEL}(?:\.{_LABEL})+")
 ALERT_CHANNELS: Final = ("email", "sms")
 # What an account may be, besides active: each one refuses new calls at the entitlement check (its reason code)
 ACCOUNT_STATUSES: Final = ("active", "suspended", "abuse_hold", "past_due")
+# How an account pays its invoices: by card through the payment gateway (Stripe), or a USD bill settled in crypto
+# (kilo_billing.invoicing.BillingMethod has the same values)
+BILLING_METHODS: Final = ("card", "crypto")
 
 
 class InvalidAccountIdError(ValueError):
@@ -83,6 +86,7 @@ class AccountProfile:
     # progressive billing (optional): when the period's unbilled overage reaches this amount, it is invoiced early
     # (kilo_billing.progressive); None: one invoice at the period end
     progressive_threshold_usd: Decimal | None = None
+    billing_method: str = "card"  # one of BILLING_METHODS; the close issues the invoice this way
 
     def channels_chosen(self, kind: str) -> tuple[str, ...] | None:
         """The channels the account chose for an alert kind; ``None`` when it chose nothing (the default applies)."""
@@ -151,16 +155,21 @@ def register_account(
     signed_up_at: datetime,
     known_tiers: Iterable[str],
     budget_usd: Decimal | None = None,
+    billing_method: str = "card",
 ) -> AccountProfile:
     """Create an account's profile (the operator's ``kilo-billing account create``; later the account API)."""
     check_account_id(account_id)
+    if billing_method not in BILLING_METHODS:
+        raise ValueError(f"billing method {billing_method!r} is not one of {BILLING_METHODS}")
     if tier not in set(known_tiers):
         raise ValueError(f"unknown tier {tier!r}; the price book has {sorted(known_tiers)}")
     if signed_up_at.tzinfo is None:
         raise ValueError("signup time must carry a time zone")
     if budget_usd is not None and (not budget_usd.is_finite() or budget_usd < 0):
         raise ValueError(f"budget must be a non-negative amount, got {budget_usd}")
-    profile = AccountProfile(account_id, (TierChange(signed_up_at.astimezone(UTC), tier),), budget_usd)
+    profile = AccountProfile(
+        account_id, (TierChange(signed_up_at.astimezone(UTC), tier),), budget_usd, billing_method=billing_method
+    )
     directory.register(profile)
     return profile
 

@@ -65,6 +65,13 @@ class Metric(StrEnum):
     ALERT_SEND_RETRIED = "AlertSendRetried"  # a transient SES/SNS failure: the queue redelivers the event
     ABUSE_FLAGS = "AbuseFlags"  # an abuse or fraud heuristic flagged an account (operator alert, maybe a hold)
     OPERATOR_ALERTS = "OperatorAlerts"  # an operator alert published on the operator topic
+    # invoicing
+    CLOSE_JOBS_QUEUED = "CloseJobsQueued"  # one per account the period's close was fanned out to
+    INVOICE_ISSUED = "InvoiceIssued"  # a close that composed and issued an invoice (not found from an earlier run)
+    INVOICE_CLOSE_FAILED = "InvoiceCloseFailed"  # a close job that failed for now: the queue redelivers it
+    PAYMENT_EVENT_APPLIED = "PaymentEventApplied"  # a Stripe event that changed our records
+    PAYMENT_EVENT_IGNORED = "PaymentEventIgnored"  # a Stripe event about nothing of ours (or no longer stored)
+    PAYMENT_FAILED = "PaymentFailed"  # PaymentFailed.v1 published
 
 
 @cache

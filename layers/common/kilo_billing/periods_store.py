@@ -223,7 +223,7 @@ def ledger_from_items(account_id: str, found: list[Mapping[str, Any]]) -> Accoun
         sort_key = str(values[SORT_KEY])
         if sort_key == PROFILE_SORT_KEY:
             profile = profile_from_item(item)
-            method = BillingMethod(values.get("billing_method", BillingMethod.CARD.value))
+            method = BillingMethod(profile.billing_method)
         elif sort_key.startswith(PERIOD_PREFIX):
             ledger = period_from_values(values)
             periods[ledger.period] = ledger

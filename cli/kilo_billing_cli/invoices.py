@@ -1,0 +1,190 @@
+"""`kilo-billing invoice run|show`: close a month on demand (the schedule's own logic); an account's invoices.
+
+``invoice run --period YYYY-MM [--account ID]`` closes the period for one account or every registered account (the
+accounts index, as the schedule's fan-out), each through ``kilo_invoice.logic.close_through`` - the function the close
+worker calls: fenced against rating, earlier unclosed periods first, and safe to rerun at any point (an invoice
+already closed is found, not recomposed; Stripe is not asked twice). It exits 1 if an account could not be closed
+(rerun it). Only ended periods can be closed.
+
+``invoice show --account ID [--period YYYY-MM]``: the account's invoices with status, amounts and Stripe's hosted
+page and PDF links; with ``--period``, that invoice's lines.
+
+Tables, bus and secret come from the options or the functions' variables (``USAGE_TABLE_NAME``, ``EVENT_BUS_NAME``,
+``STRIPE_API_KEY_SECRET_NAME``); AWS credentials, region and endpoint from the usual AWS environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from kilo_billing.invoicing import InvoiceRecord
+from kilo_billing.money import money_str
+from kilo_billing.periods import Period
+
+
+def _period(text: str) -> Period:
+    try:
+        return Period.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_parser(sub: Any) -> Any:
+    """The ``invoice`` command and its subcommands (returned, so further ``invoice ...`` commands can join it)."""
+    invoice = sub.add_parser("invoice", help="close a month on demand; an account's invoices")
+    commands = invoice.add_subparsers(dest="invoice_command", required=True, parser_class=type(invoice))
+    run_parser = commands.add_parser("run", help="close a period (every account, or one): rerun-safe")
+    run_parser.add_argument("--period", type=_period, required=True, help="the month to close, YYYY-MM")
+    run_parser.add_argument("--account", help="only this account (default: every registered account)")
+    run_parser.add_argument("--event-bus", default=os.environ.get("EVENT_BUS_NAME", ""), help="InvoiceIssued.v1")
+    run_parser.add_argument(
+        "--stripe-secret",
+        default=os.environ.get("STRIPE_API_KEY_SECRET_NAME", ""),
+        help='Secrets Manager secret with {"api_key": "sk_..."} (card invoices)',
+    )
+    show = commands.add_parser("show", help="an account's invoices: status, amounts, links")
+    show.add_argument("--account", required=True)
+    show.add_argument("--period", type=_period, help="one invoice, with its lines")
+    for command in (run_parser, show):
+        command.add_argument("--usage-table", default=os.environ.get("USAGE_TABLE_NAME", ""))
+        command.add_argument("--json", action="store_true", help="machine-readable output")
+    return commands
+
+
+def run(args: argparse.Namespace, console: Console) -> None:
+    """Do the command; errors a user can fix are ``ValueError`` (exit 2). ``invoice run`` exits 1 when an account
+    could not be closed."""
+    if not args.usage_table:
+        raise ValueError("the usage table is required: --usage-table or USAGE_TABLE_NAME")
+    if args.invoice_command == "run":
+        _run(args, console)
+    else:
+        _show(args, console)
+
+
+def _run(args: argparse.Namespace, console: Console) -> None:
+    from kilo_billing.accounts import check_account_id  # noqa: PLC0415
+    from kilo_invoice.dependencies import close_deps  # noqa: PLC0415
+    from kilo_invoice.logic import close_through  # noqa: PLC0415
+    from kilo_invoice.settings import InvoiceSettings  # noqa: PLC0415
+
+    now = datetime.now(UTC)
+    period: Period = args.period
+    if period.end > now:
+        raise ValueError(f"period {period} has not ended yet (it ends {period.end.isoformat()})")
+    if args.account is not None:
+        check_account_id(args.account)
+    if not args.event_bus:
+        raise ValueError("the billing bus is required: --event-bus or EVENT_BUS_NAME (invoices are announced)")
+    config = InvoiceSettings(
+        usage_table_name=args.usage_table,
+        event_bus_name=args.event_bus,
+        stripe_api_key_secret_name=args.stripe_secret,
+    )
+    deps = close_deps(config)
+    accounts = [args.account] if args.account is not None else sorted(deps.store.accounts())
+    rows: list[dict[str, Any]] = []
+    for account in accounts:
+        try:
+            outcomes = close_through(deps, account, period, now)
+        except Exception as exc:  # reported per account; the others still close
+            rows.append({"account_id": account, "period": period.key, "error": f"{type(exc).__name__}: {exc}"})
+            continue
+        for outcome in outcomes:
+            row: dict[str, Any] = {"account_id": account, "period": outcome.period, "created": outcome.created}
+            if outcome.invoice is None:
+                row["invoice"] = None
+            else:
+                row["invoice"] = _summary(outcome.invoice)
+            rows.append(row)
+    failed = [row for row in rows if "error" in row]
+    if args.json:
+        sys.stdout.write(json.dumps({"period": period.key, "closed": rows}, indent=2) + "\n")
+    else:
+        _print_run(console, period, rows)
+    if failed:
+        raise SystemExit(1)
+
+
+def _summary(invoice: InvoiceRecord) -> dict[str, Any]:
+    return {
+        "invoice_id": invoice.invoice_id,
+        "number": invoice.number,
+        "period": invoice.period,
+        "method": invoice.method.value,
+        "status": invoice.status.value,
+        "total": money_str(invoice.total),
+        "refunded": money_str(invoice.refunded),
+        "hosted_url": invoice.hosted_url,
+        "pdf_url": invoice.pdf_url,
+        "transitions": [{"status": status, "at": at} for status, at in invoice.transitions],
+    }
+
+
+def _print_run(console: Console, period: Period, rows: list[dict[str, Any]]) -> None:
+    table = Table(title=f"Close of {period}")
+    for column in ("account", "period", "invoice", "status", "total", "note"):
+        table.add_column(column)
+    for row in rows:
+        invoice = row.get("invoice")
+        if "error" in row:
+            table.add_row(row["account_id"], row["period"], "", "", "", f"not closed: {row['error']}")
+        elif invoice is None:
+            table.add_row(row["account_id"], row["period"], "", "", "", "nothing to close")
+        else:
+            note = "closed now" if row["created"] else "already closed"
+            table.add_row(
+                row["account_id"], row["period"], invoice["number"], invoice["status"], invoice["total"], note
+            )
+    console.print(table)
+
+
+def _show(args: argparse.Namespace, console: Console) -> None:
+    from kilo_billing.accounts import check_account_id  # noqa: PLC0415
+    from kilo_billing.aws import client  # noqa: PLC0415
+    from kilo_billing.periods_store import DynamoLedgerStore  # noqa: PLC0415
+
+    check_account_id(args.account)
+    ledger = DynamoLedgerStore(client("dynamodb"), args.usage_table).ledger(args.account)
+    if ledger.profile is None:
+        raise ValueError(f"account {args.account!r} is not registered")
+    invoices = sorted(ledger.invoices.values(), key=lambda invoice: (invoice.period, invoice.seq))
+    if args.period is not None:
+        invoices = [invoice for invoice in invoices if invoice.period == args.period.key]
+        if not invoices:
+            raise ValueError(f"account {args.account!r} has no invoice for {args.period}")
+    if args.json:
+        payload = [invoice.as_json() if args.period is not None else _summary(invoice) for invoice in invoices]
+        sys.stdout.write(json.dumps({"account_id": args.account, "invoices": payload}, indent=2) + "\n")
+        return
+    table = Table(title=f"Invoices of {args.account}")
+    for column in ("number", "period", "method", "status", "total", "refunded", "hosted page", "PDF"):
+        table.add_column(column)
+    for invoice in invoices:
+        table.add_row(
+            invoice.number,
+            invoice.period,
+            invoice.method.value,
+            invoice.status.value,
+            money_str(invoice.total),
+            money_str(invoice.refunded),
+            invoice.hosted_url or "",
+            invoice.pdf_url or "",
+        )
+    console.print(table)
+    if args.period is not None:
+        lines = Table(title=f"{invoices[0].number} lines")
+        for column in ("kind", "description", "quantity", "unit price", "amount"):
+            lines.add_column(column)
+        for line in invoices[0].lines:
+            shown = {key: str(value) if value is not None else "" for key, value in line.as_json().items()}
+            lines.add_row(line.kind, line.description, shown["quantity"], shown["unit_price"], shown["amount"])
+        console.print(lines)

@@ -1,0 +1,59 @@
+"""Lambda handler for the close queue: each SQS record is one (account, period) close job (``close_through``).
+
+Partial batch failures: a job that failed for now (the processor or DynamoDB unavailable, a conflict that kept
+recurring) is reported failed and redelivered by the queue; after ``maxReceiveCount`` the redrive moves it to the
+close dead-letter queue (alarmed). A rerun of a job is safe at any point (docs/decisions.md D51).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from kilo_billing import observability
+from kilo_billing.observability import Metric, count
+from kilo_billing.periods import Period
+from kilo_invoice import dependencies
+from kilo_invoice.adapters import parse_close_job
+from kilo_invoice.logic import close_through
+
+SERVICE = "invoice-close"
+logger = observability.logger(SERVICE)
+metrics = observability.metrics(SERVICE)
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+
+
+def _record(record: SQSRecord) -> None:
+    account, period = parse_close_job(record.body)
+    observability.correlate(SERVICE, account_id=account, period=period)
+    try:
+        outcomes = close_through(dependencies.closer(), account, Period.parse(period), datetime.now(UTC))
+    except Exception as exc:
+        count(SERVICE, Metric.INVOICE_CLOSE_FAILED)
+        logger.warning("close failed; the queue delivers the job again", extra={"reason": str(exc)[:200]})
+        raise
+    for outcome in outcomes:
+        if outcome.invoice is None:
+            logger.info("nothing to close", extra={"closed_period": outcome.period})
+            continue
+        if outcome.created:
+            count(SERVICE, Metric.INVOICE_ISSUED)
+        logger.info(
+            "account closed",
+            extra={
+                "invoice_id": outcome.invoice.invoice_id,
+                "status": outcome.invoice.status.value,
+                "total": str(outcome.invoice.total),
+                "new_invoice": outcome.created,  # not "created": a LogRecord attribute
+            },
+        )
+
+
+@metrics.log_metrics
+@logger.inject_lambda_context(clear_state=True)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return dict(process_partial_response(event=event, record_handler=_record, processor=processor, context=context))

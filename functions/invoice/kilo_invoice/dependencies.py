@@ -1,0 +1,197 @@
+"""What the invoice handlers build once per container (on first use): settings, the ledger, the job queue, the run
+markers, the bus, the stored Stripe events and - only for the close worker, and only when a card invoice is issued -
+the Stripe gateway with its API key from Secrets Manager. Every AWS client carries the settings' time budget.
+
+``stripe`` is imported by ``kilo_invoice.stripe_adapter`` alone, and that module is imported here lazily (inside
+``LazyGateway``): the starter and the payment-status handler never load the Stripe SDK, and the worker only when it
+has a card invoice to issue (tests/unit/test_import_graph.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from functools import cache
+from typing import Any
+
+from kilo_billing.periods_store import LedgerStore
+from kilo_billing.publisher import EventPublisher
+from kilo_invoice.gateway import (
+    Customer,
+    GatewayInvoice,
+    GatewayRejectedError,
+    GatewayUnavailableError,
+    InvoiceRequest,
+    PaymentGateway,
+)
+from kilo_invoice.logic import CloseDeps
+from kilo_invoice.ports import CloseJobQueue, RunMarkers, StripeEvents
+from kilo_invoice.settings import InvoiceSettings, settings
+
+
+def stripe_http_client() -> Any:
+    """The Stripe SDK's transport: ``None`` is the SDK's own. The integration tests put the Stripe emulator here."""
+    return None
+
+
+def parse_stripe_secret(value: Any, name: str) -> tuple[str, str | None]:
+    """``{"api_key": "sk_...", "api_base": optional}`` -> (key, base); a malformed secret is refused by name."""
+    if not isinstance(value, dict) or not isinstance(value.get("api_key"), str) or not value["api_key"]:
+        raise GatewayUnavailableError(f'secret {name} must be JSON {{"api_key": "sk_..."}}')
+    base = value.get("api_base")
+    return str(value["api_key"]), str(base) if isinstance(base, str) and base else None
+
+
+class LazyGateway:
+    """The Stripe gateway, built (SDK imported, API key read) on the first call that needs it."""
+
+    def __init__(self, build: Callable[[], PaymentGateway]) -> None:
+        self._build = build
+        self._gateway: PaymentGateway | None = None
+
+    @property
+    def gateway(self) -> PaymentGateway:
+        if self._gateway is None:
+            self._gateway = self._build()
+        return self._gateway
+
+    def ensure_customer(self, customer: Customer) -> str:
+        return self.gateway.ensure_customer(customer)
+
+    def issue_invoice(self, request: InvoiceRequest) -> GatewayInvoice:
+        return self.gateway.issue_invoice(request)
+
+    def find_invoice(self, invoice_id: str) -> GatewayInvoice | None:
+        return self.gateway.find_invoice(invoice_id)
+
+    def credit_note(self, gateway_id: str, amount: Decimal, reason: str, credit_id: str) -> str:
+        return self.gateway.credit_note(gateway_id, amount, reason, credit_id)
+
+    def refund(self, gateway_id: str, amount: Decimal, refund_id: str) -> str:
+        return self.gateway.refund(gateway_id, amount, refund_id)
+
+    def void(self, gateway_id: str) -> None:
+        self.gateway.void(gateway_id)
+
+    def set_default_payment_method(self, customer_id: str, payment_method: str) -> str:
+        return self.gateway.set_default_payment_method(customer_id, payment_method)
+
+    def setup_session(self, customer_id: str, success_url: str, cancel_url: str, account_id: str = "") -> str:
+        return self.gateway.setup_session(customer_id, success_url, cancel_url, account_id)
+
+    def portal_session(self, customer_id: str, return_url: str) -> str:
+        return self.gateway.portal_session(customer_id, return_url)
+
+
+def stripe_gateway(config: InvoiceSettings, secrets_client: Any) -> PaymentGateway:
+    """A ``LazyGateway`` over ``StripePaymentGateway`` with the API key from the secret ``config`` names."""
+
+    def build() -> PaymentGateway:
+        from aws_lambda_powertools.utilities.parameters import SecretsProvider  # noqa: PLC0415
+
+        from kilo_invoice.stripe_adapter import StripePaymentGateway  # noqa: PLC0415 - the Stripe SDK loads here
+
+        name = config.stripe_api_key_secret_name
+        if not name:
+            raise GatewayRejectedError("no Stripe API key configured (STRIPE_API_KEY_SECRET_NAME)")
+        try:
+            value = SecretsProvider(boto3_client=secrets_client).get(
+                name, transform="json", max_age=config.secret_max_age_seconds
+            )
+        except Exception as exc:  # Powertools wraps every failure (missing secret, AWS down, bad JSON)
+            raise GatewayUnavailableError(f"secret {name} could not be read: {type(exc).__name__}") from exc
+        api_key, api_base = parse_stripe_secret(value, name)
+        return StripePaymentGateway.from_api_key(
+            api_key,
+            max_network_retries=config.stripe_max_network_retries,
+            api_base=api_base,
+            http_client=stripe_http_client(),
+        )
+
+    return LazyGateway(build)
+
+
+def _ledger(config: InvoiceSettings, dynamodb: Any) -> LedgerStore:
+    from kilo_billing.periods_store import DynamoLedgerStore  # noqa: PLC0415
+
+    return DynamoLedgerStore(dynamodb, config.usage_table_name)
+
+
+def _publisher(config: InvoiceSettings) -> EventPublisher:
+    from kilo_billing.aws import client  # noqa: PLC0415
+    from kilo_billing.contracts import SOURCE_INVOICING  # noqa: PLC0415
+    from kilo_billing.publisher import EventBridgePublisher  # noqa: PLC0415
+
+    return EventBridgePublisher(client("events", config.call_budget), config.event_bus_name, SOURCE_INVOICING)
+
+
+@dataclass(frozen=True, slots=True)
+class StarterDependencies:
+    settings: InvoiceSettings
+    store: LedgerStore
+    queue: CloseJobQueue
+    markers: RunMarkers
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentDependencies:
+    settings: InvoiceSettings
+    store: LedgerStore
+    publisher: EventPublisher
+    events: StripeEvents
+
+
+@cache
+def starter() -> StarterDependencies:
+    from kilo_billing.aws import client  # noqa: PLC0415
+    from kilo_invoice.adapters import DynamoRunMarkers, SqsCloseJobQueue  # noqa: PLC0415
+
+    config = settings()
+    dynamodb = client("dynamodb", config.call_budget)
+    return StarterDependencies(
+        config,
+        _ledger(config, dynamodb),
+        SqsCloseJobQueue(client("sqs", config.call_budget), config.invoice_close_queue_url),
+        DynamoRunMarkers(dynamodb, config.usage_table_name),
+    )
+
+
+def _sleep(seconds: float) -> None:
+    import time  # noqa: PLC0415
+
+    time.sleep(seconds)
+
+
+@cache
+def closer() -> CloseDeps:
+    return close_deps(settings())
+
+
+def close_deps(config: InvoiceSettings) -> CloseDeps:
+    """What a close needs, from settings (the worker's, or ``kilo-billing invoice run``'s options)."""
+    from kilo_billing.aws import client  # noqa: PLC0415
+    from kilo_billing.catalog import default_catalog  # noqa: PLC0415
+
+    return CloseDeps(
+        store=_ledger(config, client("dynamodb", config.call_budget)),
+        gateway=stripe_gateway(config, client("secretsmanager", config.call_budget)),
+        publisher=_publisher(config),
+        catalog=default_catalog(),
+        sleep=_sleep,
+        automatic_tax=config.stripe_automatic_tax,
+    )
+
+
+@cache
+def payments() -> PaymentDependencies:
+    from kilo_billing.aws import client  # noqa: PLC0415
+    from kilo_invoice.adapters import DynamoStripeEvents  # noqa: PLC0415
+
+    config = settings()
+    dynamodb = client("dynamodb", config.call_budget)
+    return PaymentDependencies(
+        config,
+        _ledger(config, dynamodb),
+        _publisher(config),
+        DynamoStripeEvents(dynamodb, config.events_table_name),
+    )

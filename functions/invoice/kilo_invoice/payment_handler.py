@@ -1,0 +1,54 @@
+"""Lambda handler for the payment-status queue: each SQS record is a ``StripeEventReceived.v1`` event the billing bus
+routed here (``PaymentEventsRule``); the verified Stripe event is read from the events table and applied to our
+invoice (``apply_stripe_event``: forward-only states, alerts once, D53). Duplicates and any order are harmless.
+
+An event about nothing of ours (no invoice of ours, or no longer stored) is logged and counted, not retried; any
+other failure is reported failed, redelivered, and after ``maxReceiveCount`` dead-lettered (alarmed).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from kilo_billing import observability
+from kilo_billing.observability import Metric, count
+from kilo_invoice import dependencies
+from kilo_invoice.logic import InvoiceNotFoundError, apply_stripe_event
+
+SERVICE = "invoice-payments"
+logger = observability.logger(SERVICE)
+metrics = observability.metrics(SERVICE)
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+
+
+def _record(record: SQSRecord) -> None:
+    event = json.loads(record.body)
+    detail = event["detail"]
+    pk, sk = str(detail["key"]["pk"]), str(detail["key"]["sk"])
+    observability.correlate(SERVICE, stripe_event_id=str(detail.get("stripe_event_id", "")))
+    deps = dependencies.payments()
+    try:
+        outcome = apply_stripe_event(deps.store, deps.publisher, deps.events, pk, sk, datetime.now(UTC))
+    except InvoiceNotFoundError as exc:
+        count(SERVICE, Metric.PAYMENT_EVENT_IGNORED)
+        logger.warning("Stripe event about nothing of ours; ignored", extra={"reason": str(exc)[:200]})
+        return
+    if outcome.changed:
+        count(SERVICE, Metric.PAYMENT_EVENT_APPLIED)
+    count(SERVICE, Metric.PAYMENT_FAILED, sum(1 for e in outcome.published if e.startswith("payment-failed:")))
+    logger.info(
+        "Stripe event applied",
+        extra={"stripe_type": outcome.event_type, "invoice_id": outcome.invoice_id, "changed": outcome.changed},
+    )
+
+
+@metrics.log_metrics
+@logger.inject_lambda_context(clear_state=True)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return dict(process_partial_response(event=event, record_handler=_record, processor=processor, context=context))

@@ -1,0 +1,45 @@
+"""Settings of the invoice functions (pydantic-settings: read once from the environment, validated, cached). Names,
+URLs and the grace window only; the Stripe API key is read from Secrets Manager at runtime (the secret it names)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from functools import cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from kilo_billing.aws import CallBudget
+
+
+class InvoiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(frozen=True, extra="ignore")
+
+    usage_table_name: str  # profiles, rating's aggregates, our invoices (docs/decisions.md, invoices in the account)
+    event_bus_name: str = ""  # InvoiceIssued.v1, PaymentFailed.v1, DisputeOpened.v1
+    events_table_name: str = ""  # the payment-status handler reads the verified Stripe event stored by ingest
+    invoice_close_queue_url: str = ""  # the starter puts one close job per account on it
+    # a period closes this long after it ends (late LiveKit webhooks, rating catching up)
+    invoice_grace_hours: int = Field(default=6, ge=0, le=240)
+    # Secrets Manager: JSON {"api_key": "sk_live_..." | "rk_live_..."[, "api_base": "<stand-in URL>"]}
+    stripe_api_key_secret_name: str = ""
+    stripe_automatic_tax: bool = False  # Stripe Tax on invoices (the customer's address comes from Checkout)
+    stripe_max_network_retries: int = Field(default=2, ge=0, le=5)
+    secret_max_age_seconds: int = Field(default=300, ge=0)
+    # every AWS call (kilo_billing.aws): a close is a few calls; the worker's timeout holds a batch of 10
+    aws_connect_timeout_seconds: float = Field(default=1.0, gt=0)
+    aws_read_timeout_seconds: float = Field(default=3.0, gt=0)
+    aws_max_attempts: int = Field(default=3, ge=1, le=5)
+
+    @property
+    def grace(self) -> timedelta:
+        return timedelta(hours=self.invoice_grace_hours)
+
+    @property
+    def call_budget(self) -> CallBudget:
+        return CallBudget(self.aws_connect_timeout_seconds, self.aws_read_timeout_seconds, self.aws_max_attempts)
+
+
+@cache
+def settings() -> InvoiceSettings:
+    return InvoiceSettings()  # values come from the environment

@@ -1,0 +1,97 @@
+"""`kilo-billing account create --billing` and `kilo-billing invoice run|show` on moto (the template's usage table and
+bus) with the real Stripe adapter on the Stripe emulator. Figures as in test_invoice_close.py: Team with 60,000 video
+minutes in March 2026 -> 7.20 + 29.00 + 29.00 = 65.20; Personal with 6,000 -> 0.72."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from kilo_billing_cli.main import main
+from tests.integration.test_invoice_close import Invoicing, invoicing
+
+__all__ = ["invoicing"]  # the fixture, shared with the close's integration tests
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, object]:
+    assert main([*argv, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert isinstance(result, dict)
+    return result
+
+
+def _accounts(invoicing: Invoicing, capsys: pytest.CaptureFixture[str]) -> None:
+    table = invoicing.table
+    signup = ("--signup", "2026-03-01T00:00:00Z", "--usage-table", table)
+    created = _cli(capsys, "account", "create", "--account", "acct-c", "--tier", "team", "--billing", "crypto", *signup)
+    assert created["billing_method"] == "crypto"
+    assert _cli(capsys, "account", "create", "--account", "acct-b", "--tier", "personal", *signup)[
+        "billing_method"
+    ] == ("card")
+    invoicing.rate("acct-c", "video", 60_000)
+    invoicing.rate("acct-b", "video", 6_000)
+    invoicing.card("acct-b", "pm_card_visa")
+
+
+def test_given_accounts_when_invoice_run_twice_then_closed_once_and_shown_with_links(
+    invoicing: Invoicing, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _accounts(invoicing, capsys)
+    run = ("invoice", "run", "--period", "2026-03", "--usage-table", invoicing.table)
+    first = _cli(capsys, *run)
+    rows = {row["account_id"]: row for row in first["closed"]}  # type: ignore[attr-defined]
+    assert sorted(rows) == ["acct-b", "acct-c"]
+    assert (rows["acct-b"]["created"], rows["acct-b"]["invoice"]["total"]) == (True, "0.72")
+    assert (rows["acct-c"]["invoice"]["total"], rows["acct-c"]["invoice"]["status"]) == ("65.20", "open")
+    assert rows["acct-c"]["invoice"]["method"] == "crypto"
+    posts = invoicing.stripe_posts()
+    assert posts == 1  # the card invoice only
+
+    again = _cli(capsys, *run, "--account", "acct-b")
+    [row] = again["closed"]  # type: ignore[misc]
+    assert (row["created"], row["invoice"]["total"]) == (False, "0.72")
+    assert invoicing.stripe_posts() == posts  # rerun: Stripe not asked again
+
+    shown = _cli(capsys, "invoice", "show", "--account", "acct-b", "--usage-table", invoicing.table)
+    [summary] = shown["invoices"]  # type: ignore[misc]
+    assert (summary["number"], summary["status"], summary["total"]) == ("KB-acct-b-00001", "open", "0.72")
+    assert summary["hosted_url"].startswith("https://")
+    assert summary["pdf_url"].startswith("https://")
+    one = _cli(
+        capsys, "invoice", "show", "--account", "acct-c", "--period", "2026-03", "--usage-table", invoicing.table
+    )
+    [detail] = one["invoices"]  # type: ignore[misc]
+    assert detail["total"] == "65.20"
+    assert [line["amount"] for line in detail["lines"] if line["kind"] == "fee"] == ["29.00"]  # April, in advance
+    # the human tables: the rerun says what it found, the invoice shows its lines
+    assert main([*run]) == 0
+    assert "already closed" in capsys.readouterr().out
+    assert (
+        main(["invoice", "show", "--account", "acct-c", "--period", "2026-03", "--usage-table", invoicing.table]) == 0
+    )
+    shown_text = capsys.readouterr().out
+    assert "KB-acct-c-00001" in shown_text
+    assert "65.20" in shown_text
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["invoice", "run", "--period", "2026-13"], "month must be 1..12"),
+        (["invoice", "run", "--period", "2099-01"], "has not ended"),
+        (["invoice", "run", "--period", "2026-03", "--account", "admin"], "reserved"),
+        (["invoice", "show", "--account", "ghost"], "not registered"),
+        (["invoice", "show", "--account", "acct-c", "--period", "2026-02"], "no invoice for 2026-02"),
+        (["account", "create", "--account", "acct-z", "--tier", "team", "--billing", "paypal"], "invalid choice"),
+    ],
+)
+def test_given_bad_invoice_cli_input_then_exit_2_naming_the_problem(
+    invoicing: Invoicing, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    invoicing.register("acct-c", "team", method="crypto")
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--usage-table", invoicing.table])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert invoicing.store.ledger("acct-c").invoices == {}

@@ -1,0 +1,295 @@
+"""The monthly close end to end in-process on moto, through the handlers and the template's resources: the hourly
+schedule's starter -> one job per account on the close queue -> the worker closes each account (the real Stripe
+adapter on the Stripe emulator, ``kilo_dev.stripe_emulator``, through the SDK's ``http_client``) -> Stripe's events
+signed with the Stripe SDK -> the real ingest Stripe handler -> the billing bus -> ``PaymentEventsRule`` (as
+CloudFormation creates it from the template) -> the payment events queue -> the payment-status handler.
+
+Hand-worked figures (price book 2026-01; March 2026, every account signed up 2026-03-01T00:00Z):
+- acct-a, Team, card (pm_card_visa): video 60,000 - 50,000 included = 10,000 x 0.00072 = 7.20; March fee true-up
+  29.00 (nothing billed in advance); April's fee in advance 29.00 -> 65.20.
+- acct-b, Personal, card that declines (pm_card_chargeCustomerFail): 6,000 - 5,000 = 1,000 x 0.00072 = 0.72.
+- acct-c, Team, crypto: the same lines as acct-a -> 65.20, an open USD bill, never sent to Stripe.
+- acct-d, Personal, no usage: 0.00, recorded open and paid at once, never sent to Stripe.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import stripe
+
+from kilo_billing.account_store import DynamoAccountDirectory
+from kilo_billing.accounts import AccountProfile
+from kilo_billing.invoicing import InvoiceRecord, InvoiceStatus
+from kilo_billing.items import to_item
+from kilo_billing.periods_store import DynamoLedgerStore
+from kilo_billing.rating import TierChange
+from kilo_dev.apigw import http_api_event
+from kilo_dev.stripe_emulator import EmulatorHTTPClient
+from kilo_invoice import close_handler, dependencies, payment_handler, start_handler
+from kilo_invoice.adapters import SqsCloseJobQueue
+from kilo_invoice.gateway import Customer
+from kilo_invoice.stripe_adapter import StripePaymentGateway
+from kilo_webhook_ingest import stripe_handler
+from tests.conftest import STRIPE_SECRETS, LambdaContext, Stack, _clear_caches
+
+SIGNUP = datetime(2026, 3, 1, tzinfo=UTC)
+SEGMENT = int(SIGNUP.timestamp())
+API_KEY = "sk_test_integration_0123456789"
+PROBE_RULE = "test-probe-invoicing"
+
+
+@dataclass
+class Invoicing:
+    stack: Stack
+    http: EmulatorHTTPClient
+    probe_url: str
+    context: LambdaContext
+
+    @property
+    def table(self) -> str:
+        return self.stack.template.physical_name("UsageTable")
+
+    @property
+    def store(self) -> DynamoLedgerStore:
+        return DynamoLedgerStore(self.stack.clients["dynamodb"], self.table)
+
+    def invoice(self, account: str, period: str = "2026-03") -> InvoiceRecord:
+        return self.store.ledger(account).invoices[f"{account}/{period}"]
+
+    def register(self, account: str, tier: str, method: str = "card") -> None:
+        directory = DynamoAccountDirectory(self.stack.clients["dynamodb"], self.table)
+        directory.register(AccountProfile(account, (TierChange(SIGNUP, tier),), billing_method=method))
+
+    def rate(self, account: str, meter: str, quantity: int, period: str = "2026-03") -> None:
+        self.stack.clients["dynamodb"].update_item(  # what rating's aggregate ADD does
+            TableName=self.table,
+            Key=to_item({"pk": f"ACCOUNT#{account}", "sk": f"PERIOD#{period}"}),
+            UpdateExpression="ADD #c :q",
+            ExpressionAttributeNames={"#c": f"c#{SEGMENT}#{meter}"},
+            ExpressionAttributeValues=to_item({":q": quantity}),
+        )
+
+    def gateway(self) -> StripePaymentGateway:
+        """The same Stripe (the emulator) as the worker's, as an operator's dashboard would be."""
+        return StripePaymentGateway(stripe.StripeClient(API_KEY, http_client=self.http, max_network_retries=0))
+
+    def card(self, account: str, payment_method: str) -> None:
+        """The customer saved a card through Checkout before the close (the worker finds the customer by metadata)."""
+        gateway = self.gateway()
+        gateway.set_default_payment_method(gateway.ensure_customer(Customer(account)), payment_method)
+
+    def start(self, scheduled_time: str) -> dict[str, Any]:
+        return start_handler.lambda_handler({"scheduled_time": scheduled_time}, self.context)  # type: ignore[arg-type]
+
+    def drain(self, queue: str, handler: Callable[[dict[str, Any], Any], dict[str, Any]]) -> list[str]:
+        """Hand the queue's messages to the handler as Lambda's SQS event source does (batches of 10, partial
+        failures left on the queue); returns the bodies handled."""
+        sqs, url = self.stack.clients["sqs"], self.stack.template.ref(queue)
+        arn = self.stack.template.get_att(queue, "Arn")
+        handled: list[str] = []
+        while messages := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
+            records = [
+                {
+                    "messageId": m["MessageId"],
+                    "receiptHandle": m["ReceiptHandle"],
+                    "body": m["Body"],
+                    "attributes": {"ApproximateReceiveCount": "1"},
+                    "messageAttributes": {},
+                    "md5OfBody": m["MD5OfBody"],
+                    "eventSource": "aws:sqs",
+                    "eventSourceARN": arn,
+                    "awsRegion": "us-east-1",
+                }
+                for m in messages
+            ]
+            answer = handler({"Records": records}, self.context)
+            failed = {f["itemIdentifier"] for f in answer["batchItemFailures"]}
+            assert not failed, f"{queue}: records failed"
+            for message in messages:
+                sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+                handled.append(message["Body"])
+        return handled
+
+    def close_all(self) -> list[str]:
+        return self.drain("InvoiceCloseQueue", close_handler.lambda_handler)
+
+    def webhook(self, event: dict[str, Any]) -> int:
+        """POST the Stripe event to the real ingest handler, signed with the Stripe SDK as Stripe signs it."""
+        text = json.dumps(event)
+        header = stripe.WebhookSignature.generate_signature_header(text, STRIPE_SECRETS[0])
+        request = http_api_event(
+            "POST", "/webhooks/stripe", text.encode(), {"content-type": "application/json", "stripe-signature": header}
+        )
+        response = stripe_handler.lambda_handler(request, self.context)
+        return int(response["statusCode"])
+
+    def payments(self) -> list[str]:
+        return self.drain("PaymentEventsQueue", payment_handler.lambda_handler)
+
+    def published(self) -> list[tuple[str, dict[str, Any]]]:
+        sqs, found = self.stack.clients["sqs"], []
+        while messages := sqs.receive_message(QueueUrl=self.probe_url, MaxNumberOfMessages=10).get("Messages", []):
+            for message in messages:
+                event = json.loads(message["Body"])
+                found.append((event["detail-type"], event["detail"]))
+                sqs.delete_message(QueueUrl=self.probe_url, ReceiptHandle=message["ReceiptHandle"])
+        return found
+
+    def stripe_posts(self, path: str = "/v1/invoices") -> int:
+        return sum(1 for r in self.http.requests if r.method == "post" and r.path == path)
+
+
+def _put_template_rule(stack: Stack, rule_id: str) -> None:
+    props = stack.template.resolve(stack.template.resources[rule_id]["Properties"])
+    events = stack.clients["events"]
+    events.put_rule(Name=rule_id, EventBusName=props["EventBusName"], EventPattern=json.dumps(props["EventPattern"]))
+    events.put_targets(
+        Rule=rule_id,
+        EventBusName=props["EventBusName"],
+        Targets=[{"Id": target["Id"], "Arn": target["Arn"]} for target in props["Targets"]],
+    )
+
+
+@pytest.fixture
+def invoicing(stack: Stack, monkeypatch: pytest.MonkeyPatch, lambda_context: LambdaContext) -> Invoicing:
+    template = stack.template
+    for function in ("InvoiceStartFunction", "InvoiceCloseFunction", "PaymentStatusFunction"):
+        for key, value in template.function_environment(function).items():
+            if key != "POWERTOOLS_SERVICE_NAME":
+                monkeypatch.setenv(key, value)
+    stack.clients["secretsmanager"].create_secret(
+        Name=template.parameters["StripeApiKeySecretName"], SecretString=json.dumps({"api_key": API_KEY})
+    )
+    http = EmulatorHTTPClient()
+    monkeypatch.setattr(dependencies, "stripe_http_client", lambda: http)
+    _put_template_rule(stack, "PaymentEventsRule")
+    sqs, events = stack.clients["sqs"], stack.clients["events"]
+    probe_url = sqs.create_queue(QueueName="test-invoicing-probe")["QueueUrl"]
+    probe_arn = sqs.get_queue_attributes(QueueUrl=probe_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    bus = template.physical_name("BillingEventBus")
+    events.put_rule(Name=PROBE_RULE, EventBusName=bus, EventPattern=json.dumps({"source": ["kilo.billing.invoicing"]}))
+    events.put_targets(Rule=PROBE_RULE, EventBusName=bus, Targets=[{"Id": "probe", "Arn": probe_arn}])
+    _clear_caches()
+    return Invoicing(stack, http, probe_url, lambda_context)
+
+
+def _month(invoicing: Invoicing) -> None:
+    invoicing.register("acct-a", "team")
+    invoicing.register("acct-b", "personal")
+    invoicing.register("acct-c", "team", method="crypto")
+    invoicing.register("acct-d", "personal")
+    invoicing.rate("acct-a", "video", 60_000)
+    invoicing.rate("acct-b", "video", 6_000)
+    invoicing.rate("acct-c", "video", 60_000)
+    invoicing.card("acct-a", "pm_card_visa")
+    invoicing.card("acct-b", "pm_card_chargeCustomerFail")
+
+
+def test_given_a_month_when_the_schedule_runs_past_the_grace_window_then_each_account_is_closed_once(
+    invoicing: Invoicing,
+) -> None:
+    _month(invoicing)
+    # 05:00 on April 1st is inside the 6 h grace window: the latest due period is still February (nobody's: signed
+    # up March 1st), fanned out once; its jobs close nothing.
+    assert invoicing.start("2026-04-01T05:00:00Z") == {"period": "2026-02", "queued": 4}
+    assert len(invoicing.close_all()) == 4
+    assert all(not invoicing.store.ledger(a).invoices for a in ("acct-a", "acct-b", "acct-c", "acct-d"))
+    # 06:00: March is due - one job per registered account (paged from the accounts index), once
+    assert invoicing.start("2026-04-01T06:00:00Z") == {"period": "2026-03", "queued": 4}
+    jobs = sorted(json.loads(body)["account_id"] for body in invoicing.close_all())
+    assert jobs == ["acct-a", "acct-b", "acct-c", "acct-d"]
+    assert invoicing.start("2026-04-01T07:00:00Z") == {"period": "2026-03", "queued": 0}  # later hours: nothing
+
+    a, b, c, d = (invoicing.invoice(account) for account in ("acct-a", "acct-b", "acct-c", "acct-d"))
+    assert (a.total, b.total, c.total, d.total) == (
+        Decimal("65.20"),
+        Decimal("0.72"),
+        Decimal("65.20"),
+        Decimal("0.00"),
+    )
+    assert (a.status, b.status, c.status, d.status) == (
+        InvoiceStatus.OPEN,
+        InvoiceStatus.OPEN,
+        InvoiceStatus.OPEN,
+        InvoiceStatus.PAID,
+    )
+    assert a.gateway_id
+    assert b.gateway_id
+    assert a.hosted_url
+    assert (c.gateway_id, d.gateway_id) == (None, None)  # the crypto bill and the $0.00 invoice stay ours
+    assert invoicing.stripe_posts() == 2
+    stripe_invoice = invoicing.gateway().find_invoice("acct-a/2026-03")
+    assert stripe_invoice is not None
+    assert stripe_invoice.total == Decimal("65.20")
+    issued = invoicing.published()
+    assert sorted(d["invoice_id"] for t, d in issued if t == "InvoiceIssued.v1") == [
+        "acct-a/2026-03",
+        "acct-b/2026-03",
+        "acct-c/2026-03",
+        "acct-d/2026-03",
+    ]
+
+
+def test_given_a_closed_month_when_its_jobs_run_again_then_no_second_invoice_anywhere(invoicing: Invoicing) -> None:
+    _month(invoicing)
+    invoicing.start("2026-04-01T06:00:00Z")
+    invoicing.close_all()
+    before = {account: invoicing.invoice(account) for account in ("acct-a", "acct-b", "acct-c", "acct-d")}
+    invoicing.published()
+    posts = len([r for r in invoicing.http.requests if r.method == "post"])
+    # an operator reruns the whole period (the same jobs, as `kilo-billing invoice run` or a redelivery would)
+    queue = SqsCloseJobQueue(invoicing.stack.clients["sqs"], invoicing.stack.template.ref("InvoiceCloseQueue"))
+    queue.send([(account, "2026-03") for account in before])
+    assert len(invoicing.close_all()) == 4
+    assert {account: invoicing.invoice(account) for account in before} == before
+    assert len([r for r in invoicing.http.requests if r.method == "post"]) == posts  # Stripe not asked again
+    assert invoicing.published() == []  # InvoiceIssued.v1 is announced once
+
+
+def test_given_stripe_events_when_ingested_then_the_bus_and_rule_bring_our_invoices_to_paid_and_payment_failed(
+    invoicing: Invoicing,
+) -> None:
+    _month(invoicing)
+    invoicing.start("2026-04-01T06:00:00Z")
+    invoicing.close_all()
+    invoicing.published()
+    emitted = list(invoicing.http.emulator.events)
+    # what Stripe sent for the two card invoices: finalized + paid (visa), finalized + payment_failed (declined)
+    assert [e["type"] for e in emitted] == [
+        "invoice.finalized",
+        "invoice.paid",
+        "invoice.finalized",
+        "invoice.payment_failed",
+    ]
+    assert [invoicing.webhook(event) for event in emitted] == [200, 200, 200, 200]
+    assert len(invoicing.payments()) == 4
+    paid, failed = invoicing.invoice("acct-a"), invoicing.invoice("acct-b")
+    assert paid.status is InvoiceStatus.PAID
+    assert [status for status, _ in paid.transitions] == ["draft", "open", "paid"]
+    assert failed.status is InvoiceStatus.PAYMENT_FAILED
+    alerts = invoicing.published()
+    assert [(t, d["invoice_id"], d["total"], d["reason"]) for t, d in alerts] == [
+        ("PaymentFailed.v1", "acct-b/2026-03", "0.72", "payment_failed")
+    ]
+
+    # the same events again (Stripe retries), and acct-b paid later (the card updated) before its old failure
+    # arrives once more out of order: nothing moves backwards, no alert twice
+    later_paid = copy.deepcopy(emitted[3])
+    later_paid["id"], later_paid["type"] = "evt_b_paid_after_retry", "invoice.paid"
+    later_paid["data"]["object"]["status"] = "paid"
+    for event in [*emitted, later_paid, emitted[3]]:
+        assert invoicing.webhook(event) == 200
+    invoicing.payments()
+    assert invoicing.invoice("acct-a") == paid
+    settled = invoicing.invoice("acct-b")
+    assert settled.status is InvoiceStatus.PAID
+    assert [status for status, _ in settled.transitions] == ["draft", "open", "payment_failed", "paid"]
+    assert invoicing.published() == []
