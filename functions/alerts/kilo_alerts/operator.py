@@ -192,7 +192,8 @@ def on_payment_failed(
     event = PaymentFailedV1.model_validate(detail)
     at_ms = _at_ms(event.occurred_at)
     failures = ports.payments.record_failure(event.account_id, event.event_id, at_ms)
-    signal = abuse.failed_payments(event.account_id, failures, policy.thresholds, max(at_ms, now_ms))
+    # the window ends at this failure (a redelivered or late event is judged as of when it happened)
+    signal = abuse.failed_payments(event.account_id, failures, policy.thresholds, at_ms)
     return _flag_all([signal] if signal is not None else [], ports, policy, now_ms)
 
 
