@@ -159,6 +159,7 @@ def _clear_caches() -> None:
         built.cache_clear()  # also drops the secret sources' caches: the next request reads the secrets again
     alerts_settings.settings.cache_clear()
     alerts_dependencies.alerts.cache_clear()
+    alerts_dependencies.operator_checks.cache_clear()
     alerts_render._template.cache_clear()
     from kilo_invoice import dependencies as invoice_dependencies  # noqa: PLC0415
     from kilo_invoice import settings as invoice_settings  # noqa: PLC0415

@@ -8,6 +8,7 @@ number or parameter) is a refusal for good, anything else a failure for now.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Callable, Sequence
 from email.message import EmailMessage
@@ -15,7 +16,7 @@ from email.utils import make_msgid
 from typing import Any, Final
 
 from kilo_alerts import items
-from kilo_alerts.model import Delivery, EnforcementRecord, Participant
+from kilo_alerts.model import Delivery, EnforcementRecord, MarginSnapshot, Participant
 from kilo_alerts.ports import ParticipantGoneError, RoomControlFailedError, SendFailedError, SendRefusedError
 from kilo_billing.aws import ConditionFailedError, InvalidRequestError, call
 from kilo_billing.items import from_item, to_item
@@ -303,3 +304,134 @@ class LiveKitRoomControl:
                 except (aiohttp.ClientError, TimeoutError) as exc:
                     raise RoomControlFailedError(f"RoomService unreachable: {type(exc).__name__}") from exc
                 return
+
+
+class SnsOperatorNotifier:
+    """Operator alerts published on the operator topic (the same topic the CloudWatch alarms notify)."""
+
+    def __init__(self, client: Any, topic_arn: str) -> None:
+        self._client = client
+        self._topic_arn = topic_arn
+
+    def notify(self, subject: str, message: str) -> str:
+        if not self._topic_arn:
+            raise SendRefusedError("no operator topic is configured")
+        answer = _send(self._client.publish, TopicArn=self._topic_arn, Subject=subject[:100], Message=message)
+        return str(answer["MessageId"])
+
+
+class DynamoOperatorLedger:
+    """``OperatorLedger`` on the alerts table: the claim is one conditional ``PutItem``."""
+
+    def __init__(self, client: Any, table: str) -> None:
+        self._client = client
+        self._table = table
+
+    def _put(self, account_id: str, kind: str, key: str, status: str, detail: str, now_ms: int, **extra: Any) -> None:
+        values = {
+            "account_id": account_id,
+            "kind": kind,
+            "alert_key": key,
+            "status": status,
+            "detail": detail,
+            "at_ms": now_ms,
+            "expires_at": now_ms // 1000 + items.RECORD_TTL_DAYS * 86_400,
+        }
+        call(
+            self._client.put_item,
+            TableName=self._table,
+            Item={**items.operator_key(account_id, kind, key), **to_item(values)},
+            **extra,
+        )
+
+    def claim(self, account_id: str, kind: str, key: str, now_ms: int, lease_ms: int) -> bool:
+        try:
+            self._put(
+                account_id,
+                kind,
+                key,
+                items.PENDING,
+                "",
+                now_ms,
+                ConditionExpression="attribute_not_exists(pk) OR #s = :retry OR (#s = :pending AND at_ms < :stale)",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues=to_item(
+                    {":retry": "retry", ":pending": items.PENDING, ":stale": now_ms - lease_ms}
+                ),
+            )
+        except ConditionFailedError:
+            return False
+        return True
+
+    def record(self, account_id: str, kind: str, key: str, outcome: str, detail: str, now_ms: int) -> None:
+        self._put(account_id, kind, key, outcome, detail, now_ms)
+
+    def release(self, account_id: str, kind: str, key: str, detail: str, now_ms: int) -> None:
+        self._put(account_id, kind, key, "retry", detail, now_ms)
+
+
+class DynamoPaymentSignals:
+    """``PaymentSignals`` on the alerts table (see ``items``): puts, then one Query of the partition asked about."""
+
+    def __init__(self, client: Any, table: str) -> None:
+        self._client = client
+        self._table = table
+
+    def _query(self, pk: str, prefix: str) -> list[dict[str, Any]]:
+        request: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
+            "ExpressionAttributeValues": to_item({":pk": pk, ":prefix": prefix}),
+            "ConsistentRead": True,
+        }
+        found: list[dict[str, Any]] = []
+        while True:
+            page = call(self._client.query, **request)
+            found.extend(from_item(item) for item in page["Items"])
+            if "LastEvaluatedKey" not in page:
+                return found
+            request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def record_failure(self, account_id: str, event_id: str, at_ms: int) -> list[int]:
+        with contextlib.suppress(ConditionFailedError):  # the same event again: kept once
+            call(
+                self._client.put_item,
+                TableName=self._table,
+                Item=items.failure_item(account_id, event_id, at_ms),
+                ConditionExpression="attribute_not_exists(pk)",
+            )
+        return sorted(int(value["at_ms"]) for value in self._query(items.partition(account_id), "PAYFAIL#"))
+
+    def record_method(self, account_id: str, method: str, fingerprint: str, at_ms: int) -> list[str]:
+        for item in items.method_items(account_id, method, fingerprint, at_ms):
+            call(self._client.put_item, TableName=self._table, Item=item)
+        return sorted(
+            str(value["account_id"]) for value in self._query(f"PAYMETHOD#{method}#{fingerprint}", "ACCOUNT#")
+        )
+
+
+class DynamoMarginSnapshots:
+    def __init__(self, client: Any, table: str) -> None:
+        self._client = client
+        self._table = table
+
+    def latest_before(self, day: str) -> MarginSnapshot | None:
+        answer = call(
+            self._client.query,
+            TableName=self._table,
+            KeyConditionExpression="pk = :pk AND sk BETWEEN :low AND :high",
+            ExpressionAttributeValues=to_item(
+                {":pk": items.OPERATOR_PARTITION, ":low": "MARGIN#", ":high": f"MARGIN#{day}"}
+            ),
+            ScanIndexForward=False,
+            Limit=2,
+            ConsistentRead=True,
+        )
+        for item in answer["Items"]:
+            snapshot = items.snapshot_from_item(item)
+            if snapshot.day < day:
+                return snapshot
+        return None
+
+    def save(self, snapshot: MarginSnapshot) -> None:
+        call(self._client.put_item, TableName=self._table, Item=items.snapshot_to_item(snapshot))

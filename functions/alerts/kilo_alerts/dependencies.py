@@ -4,11 +4,12 @@ AWS client with the settings' time budget."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 
 from kilo_alerts.enforcement import EnforcementPolicy
 from kilo_alerts.logic import AlertPorts, AlertsPolicy, DeliveryPolicy
+from kilo_alerts.operator import OperatorPolicy, OperatorPorts
 from kilo_alerts.settings import AlertSettings, settings
 
 
@@ -72,5 +73,55 @@ def alerts() -> AlertDependencies:
         DeliveryPolicy(config.alert_preferences_url, config.claim_lease_minutes * 60_000),
         EnforcementPolicy(config.enforcement_grace_seconds),
         config.weekday_weights,
+        operator_policy(config),
     )
-    return AlertDependencies(config, ports, policy)
+    return AlertDependencies(config, replace(ports, operator=operator_ports(config, scheduled=False)), policy)
+
+
+def operator_policy(config: AlertSettings) -> OperatorPolicy:
+    from kilo_billing.catalog import default_catalog  # noqa: PLC0415
+
+    book = default_catalog().latest
+    return OperatorPolicy(
+        book=book,
+        is_free=lambda tier: book.tier(tier).monthly_fee == 0,
+        thresholds=config.abuse_thresholds,
+        auto_hold=config.abuse_auto_hold,
+        lease_ms=config.claim_lease_minutes * 60_000,
+    )
+
+
+def operator_ports(config: AlertSettings, scheduled: bool) -> OperatorPorts:
+    from kilo_alerts.adapters import (  # noqa: PLC0415
+        DynamoMarginSnapshots,
+        DynamoOperatorLedger,
+        DynamoPaymentSignals,
+        SnsOperatorNotifier,
+    )
+    from kilo_billing.account_store import DynamoAccountDirectory  # noqa: PLC0415
+    from kilo_billing.aws import client  # noqa: PLC0415
+    from kilo_billing.usage_signals import DynamoUsageSignals  # noqa: PLC0415
+
+    dynamodb = client("dynamodb", config.call_budget)
+    return OperatorPorts(
+        ledger=DynamoOperatorLedger(dynamodb, config.alerts_table_name),
+        notifier=SnsOperatorNotifier(client("sns", config.call_budget), config.operator_topic_arn),
+        directory=DynamoAccountDirectory(dynamodb, config.usage_table_name),
+        payments=DynamoPaymentSignals(dynamodb, config.alerts_table_name),
+        usage=DynamoUsageSignals(dynamodb, config.usage_table_name) if scheduled else None,
+        snapshots=DynamoMarginSnapshots(dynamodb, config.alerts_table_name) if scheduled else None,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorDependencies:
+    settings: AlertSettings
+    ports: OperatorPorts
+    policy: OperatorPolicy
+
+
+@cache
+def operator_checks() -> OperatorDependencies:
+    """The scheduled operator checks (abuse scan, daily margin): the usage reader and the snapshots too."""
+    config = settings()
+    return OperatorDependencies(config, operator_ports(config, scheduled=True), operator_policy(config))

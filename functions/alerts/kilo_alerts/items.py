@@ -7,9 +7,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any, Final
 
-from kilo_alerts.model import Channel, Delivery, EnforcementAction, EnforcementRecord, Outcome
+from kilo_alerts.model import Channel, Delivery, EnforcementAction, EnforcementRecord, MarginSnapshot, Outcome
 from kilo_billing.items import Item, from_item, to_item
 
 RECORD_TTL_DAYS: Final = 400
@@ -108,4 +109,62 @@ def enforcement_from_item(item: Mapping[str, Any]) -> EnforcementRecord:
         outcome=str(values["status"]),
         at_ms=int(values["at_ms"]),
         detail=str(values.get("detail", "")),
+    )
+
+
+# --- operator alerts, payment facts, margin snapshots ---------------------------------------------------------------
+# - operator alerts ``ACCOUNT#<id>`` (or ``OPERATOR`` for the whole service) / ``OPERATOR#<kind>#<key>``: the claim,
+#   then the outcome (sent, undeliverable; retry after a failure for now);
+# - failed payments ``ACCOUNT#<id>`` / ``PAYFAIL#<event id>`` (``at_ms``), once per event;
+# - payment methods, both ways: ``PAYMETHOD#<method>#<fingerprint>`` / ``ACCOUNT#<id>`` (who pays with it) and
+#   ``ACCOUNT#<id>`` / ``PAYMETHOD#<method>#<fingerprint>`` (what an account pays with);
+# - margin snapshots ``OPERATOR`` / ``MARGIN#<YYYY-MM-DD>`` (period, revenue, cost as exact decimal strings).
+OPERATOR_PARTITION: Final = "OPERATOR"
+
+
+def operator_key(account_id: str, kind: str, key: str) -> Item:
+    return to_item({"pk": partition(account_id) if account_id else OPERATOR_PARTITION, "sk": f"OPERATOR#{kind}#{key}"})
+
+
+def failure_item(account_id: str, event_id: str, at_ms: int) -> Item:
+    return to_item(
+        {
+            "pk": partition(account_id),
+            "sk": f"PAYFAIL#{event_id}",
+            "at_ms": at_ms,
+            "expires_at": at_ms // 1000 + RECORD_TTL_DAYS * 86_400,
+        }
+    )
+
+
+def method_items(account_id: str, method: str, fingerprint: str, at_ms: int) -> tuple[Item, Item]:
+    card = f"PAYMETHOD#{method}#{fingerprint}"
+    common = {"account_id": account_id, "method": method, "at_ms": at_ms}
+    return to_item({"pk": card, "sk": partition(account_id), **common}), to_item(
+        {"pk": partition(account_id), "sk": card, **common}
+    )
+
+
+def snapshot_to_item(snapshot: MarginSnapshot) -> Item:
+    return to_item(
+        {
+            "pk": OPERATOR_PARTITION,
+            "sk": f"MARGIN#{snapshot.day}",
+            "day": snapshot.day,
+            "period": snapshot.period,
+            "revenue": str(snapshot.revenue),
+            "cost": str(snapshot.cost),
+            "accounts": snapshot.accounts,
+        }
+    )
+
+
+def snapshot_from_item(item: Mapping[str, Any]) -> MarginSnapshot:
+    values = from_item(item)
+    return MarginSnapshot(
+        day=str(values["day"]),
+        period=str(values["period"]),
+        revenue=Decimal(str(values["revenue"])),
+        cost=Decimal(str(values["cost"])),
+        accounts=int(values.get("accounts", 0)),
     )

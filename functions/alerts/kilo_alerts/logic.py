@@ -27,6 +27,15 @@ from kilo_alerts.enforcement import (
     restrict_account,
 )
 from kilo_alerts.model import Alert, AlertError, Channel, Delivery, EnforcementRecord, Outcome, Rendered, Severity
+from kilo_alerts.operator import (
+    OPERATOR_EVENTS,
+    Announced,
+    OperatorAlertFailedError,
+    OperatorChecksIncompleteError,
+    OperatorPolicy,
+    OperatorPorts,
+    handle_operator_event,
+)
 from kilo_alerts.ports import (
     DeliveryLedger,
     EnforcementLedger,
@@ -189,6 +198,7 @@ class AlertPorts:
     rooms: RoomControl
     enforcement: EnforcementLedger
     scheduler: RemovalScheduler
+    operator: OperatorPorts | None = None  # operator alerts and the event-driven abuse signals
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,12 +206,14 @@ class AlertsPolicy:
     delivery: DeliveryPolicy
     enforcement: EnforcementPolicy = field(default_factory=EnforcementPolicy)
     weekday_weights: tuple[Decimal, ...] = DEFAULT_WEEKDAY_WEIGHTS
+    operator: OperatorPolicy | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class EventOutcome:
     alerts: tuple[AlertOutcome, ...] = ()
     enforcement: tuple[EnforcementRecord, ...] = ()
+    operator: tuple[Announced, ...] = ()  # operator alerts and abuse flags
 
 
 class EventIncompleteError(Exception):
@@ -226,6 +238,16 @@ def handle_event(
                 )
             )
         )
+    if detail_type in OPERATOR_EVENTS:
+        if ports.operator is None or policy.operator is None:
+            raise AlertError(f"operator checks are not configured for {detail_type!r}")
+        try:
+            announced = handle_operator_event(detail_type, detail, ports.operator, policy.operator, now_ms)
+        except OperatorChecksIncompleteError as exc:
+            raise EventIncompleteError(EventOutcome(operator=tuple(exc.done)), [exc]) from exc
+        except OperatorAlertFailedError as exc:
+            raise EventIncompleteError(EventOutcome(), [exc]) from exc
+        return EventOutcome(operator=tuple(announced))
     alert = alert_from_event(detail_type, detail)
     event = UsageThresholdCrossedV1.model_validate(detail)
     ports.spend.record(

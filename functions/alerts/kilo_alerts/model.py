@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from decimal import Decimal
 from enum import StrEnum
 
 
@@ -105,3 +106,26 @@ class EnforcementRecord:
 
     def decided(self, outcome: str, detail: str = "") -> EnforcementRecord:
         return replace(self, outcome=outcome, detail=detail)
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorAlert:
+    """A message to the operators (the operator topic), sent once per (account or none, kind, key)."""
+
+    kind: str  # unattributed_usage, negative_margin, abuse_<signal>
+    key: str
+    subject: str
+    message: str
+    account_id: str = ""  # the account it is about; empty for the whole service
+
+
+@dataclass(frozen=True, slots=True)
+class MarginSnapshot:
+    """All accounts' month to date at ``day``: revenue recognised so far (fees pro rata over the period elapsed, plus
+    usage charges) and LiveKit's cost (cost basis), exact."""
+
+    day: str  # YYYY-MM-DD, the day the snapshot was taken (UTC)
+    period: str
+    revenue: Decimal
+    cost: Decimal
+    accounts: int

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from kilo_alerts.model import Delivery, EnforcementRecord, Participant
+from kilo_alerts.model import Delivery, EnforcementRecord, MarginSnapshot, Participant
 
 
 class SendRefusedError(Exception):
@@ -85,3 +85,45 @@ class EnforcementLedger(Protocol):
     def record(self, record: EnforcementRecord) -> None: ...
 
     def actions(self, account_id: str) -> list[EnforcementRecord]: ...
+
+
+# --- operator alerts, abuse signals, the daily margin ------------------------------------------------------------
+
+
+class OperatorNotifier(Protocol):
+    def notify(self, subject: str, message: str) -> str:
+        """Publish one operator alert (the operator topic: email, and whatever else subscribes); the provider's
+        message id. ``SendRefusedError`` / ``SendFailedError``."""
+        ...
+
+
+class OperatorLedger(Protocol):
+    """At most once per (account or the operator, kind, key): ``claim`` is true when this caller may act (never
+    claimed, released after a failure for now, or a claim older than the lease); ``record`` writes the outcome,
+    ``release`` marks a failure for now."""
+
+    def claim(self, account_id: str, kind: str, key: str, now_ms: int, lease_ms: int) -> bool: ...
+
+    def record(self, account_id: str, kind: str, key: str, outcome: str, detail: str, now_ms: int) -> None: ...
+
+    def release(self, account_id: str, kind: str, key: str, detail: str, now_ms: int) -> None: ...
+
+
+class PaymentSignals(Protocol):
+    """The payment facts the abuse signals count, kept in the alerts table."""
+
+    def record_failure(self, account_id: str, event_id: str, at_ms: int) -> list[int]:
+        """Keep one failed payment (once per event id); every failure time kept for the account."""
+        ...
+
+    def record_method(self, account_id: str, method: str, fingerprint: str, at_ms: int) -> list[str]:
+        """Keep that the account pays with this card/wallet; every account that does."""
+        ...
+
+
+class MarginSnapshots(Protocol):
+    """Month-to-date revenue and cost of all accounts, one snapshot a day (``day`` ``YYYY-MM-DD``)."""
+
+    def latest_before(self, day: str) -> MarginSnapshot | None: ...
+
+    def save(self, snapshot: MarginSnapshot) -> None: ...

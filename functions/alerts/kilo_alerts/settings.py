@@ -9,6 +9,7 @@ from functools import cache
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from kilo_alerts.abuse import AbuseThresholds
 from kilo_billing.aws import CallBudget
 
 
@@ -32,6 +33,19 @@ class AlertSettings(BaseSettings):
     roomservice_timeout_seconds: float = Field(default=5.0, gt=0)
     # forecast: Monday..Sunday weights of a day's spend (docs/decisions.md, budgets)
     forecast_weekday_weights: str = "1,1,1,1,1,0.4,0.4"
+    # operator alerts (the operator topic) and the abuse signals' thresholds (kilo_alerts.abuse.AbuseThresholds)
+    operator_topic_arn: str = ""
+    abuse_auto_hold: bool = False  # put free (Personal) accounts a holding signal flags on abuse_hold
+    abuse_concurrent_sessions_per_identity: int = Field(default=4, ge=2)
+    abuse_short_connection_seconds: int = Field(default=60, ge=1)
+    abuse_storm_connections: int = Field(default=30, ge=2)
+    abuse_storm_window_minutes: int = Field(default=60, ge=1, le=24 * 60)
+    abuse_spike_factor: Decimal = Field(default=Decimal(5), gt=1)
+    abuse_spike_min_cost_usd: Decimal = Field(default=Decimal(20), ge=0)
+    abuse_baseline_months: int = Field(default=3, ge=1, le=12)
+    abuse_free_accounts_per_fingerprint: int = Field(default=3, ge=2)
+    abuse_failed_payments: int = Field(default=3, ge=1)
+    abuse_failed_payments_window_days: int = Field(default=30, ge=1)
     # every AWS call (kilo_billing.aws): inside the function's 60 s timeout for a batch of 10 events x 2 channels
     aws_connect_timeout_seconds: float = Field(default=1.0, gt=0)
     aws_read_timeout_seconds: float = Field(default=3.0, gt=0)
@@ -40,6 +54,21 @@ class AlertSettings(BaseSettings):
     @property
     def weekday_weights(self) -> tuple[Decimal, ...]:
         return tuple(Decimal(part) for part in self.forecast_weekday_weights.split(","))
+
+    @property
+    def abuse_thresholds(self) -> AbuseThresholds:
+        return AbuseThresholds(
+            concurrent_sessions_per_identity=self.abuse_concurrent_sessions_per_identity,
+            short_connection_seconds=self.abuse_short_connection_seconds,
+            storm_connections=self.abuse_storm_connections,
+            storm_window_minutes=self.abuse_storm_window_minutes,
+            spike_factor=self.abuse_spike_factor,
+            spike_min_cost_usd=self.abuse_spike_min_cost_usd,
+            baseline_months=self.abuse_baseline_months,
+            free_accounts_per_fingerprint=self.abuse_free_accounts_per_fingerprint,
+            failed_payments=self.abuse_failed_payments,
+            failed_payments_window_days=self.abuse_failed_payments_window_days,
+        )
 
     @property
     def call_budget(self) -> CallBudget:

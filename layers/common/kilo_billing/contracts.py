@@ -109,3 +109,20 @@ class DisputeOpenedV1(BaseModel):
     dispute_id: str
     amount: str
     occurred_at: str
+
+
+class PaymentMethodAttachedV1(BaseModel):
+    """An account attached a payment method: a card (the processor's card ``fingerprint``, the same for the same card
+    number across customers) or a crypto wallet (its address). The abuse signals count free accounts per
+    fingerprint; nothing else is kept of the method."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    DETAIL_TYPE: ClassVar[str] = "PaymentMethodAttached.v1"
+
+    schema_version: Literal[1] = 1
+    event_id: str  # payment-method:<processor or chain id>
+    account_id: str
+    method: Literal["card", "wallet"]
+    fingerprint: str = Field(min_length=1, max_length=200, pattern=r"^[^#\s]+$")
+    occurred_at: str

@@ -1,0 +1,87 @@
+"""Lambda handler of the scheduled operator checks (``OperatorChecksFunction``): the abuse scan (every 15 minutes)
+and the daily negative-margin check, chosen by the schedule's input ``{"check": "abuse" | "margin"}``.
+
+A check that could not announce everything for now raises: the schedule's retry policy runs it again, and what was
+announced already is not announced again (the claims in the alerts table); after the retries the run is in the
+checks' dead-letter queue (alarmed).
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from kilo_alerts import dependencies
+from kilo_alerts.operator import Announced, OperatorChecksIncompleteError, check_margin, scan_abuse
+from kilo_billing import observability
+from kilo_billing.observability import Metric, count
+
+SERVICE = "alerts-operator"
+logger = observability.logger(SERVICE)
+metrics = observability.metrics(SERVICE)
+
+
+def _now_ms(event: dict[str, Any]) -> int:
+    stamp = event.get("scheduled_time")
+    if isinstance(stamp, str) and stamp:
+        return int(datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() * 1000)
+    return int(time.time() * 1000)
+
+
+def log_flags(found: list[Announced]) -> None:
+    """Every decision: the signal, what was observed against which threshold, the hold, the alert's outcome."""
+    for announced in found:
+        signal = announced.signal
+        if signal is not None:
+            count(SERVICE, Metric.ABUSE_FLAGS)
+        if announced.outcome == "sent":
+            count(SERVICE, Metric.OPERATOR_ALERTS)
+        logger.info(
+            "operator alert",
+            extra={
+                "kind": announced.alert.kind,
+                "key": announced.alert.key,
+                "account_id": announced.alert.account_id,
+                "outcome": announced.outcome,
+                "held": announced.held,
+                "observed": signal.observed if signal else "",
+                "threshold": signal.threshold if signal else "",
+            },
+        )
+
+
+@metrics.log_metrics
+@logger.inject_lambda_context(clear_state=True)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    deps = dependencies.operator_checks()
+    check, now_ms = event.get("check"), _now_ms(event)
+    if check == "abuse":
+        try:
+            found = scan_abuse(deps.ports, deps.policy, now_ms)
+        except OperatorChecksIncompleteError as exc:
+            log_flags(exc.done)
+            raise
+        log_flags(found)
+        return {"check": "abuse", "flagged": len(found), "held": sum(1 for a in found if a.held)}
+    if check == "margin":
+        outcome = check_margin(deps.ports, deps.policy, now_ms)
+        logger.info(
+            "daily margin",
+            extra={
+                "day": outcome.snapshot.day,
+                "revenue": str(outcome.day_revenue),
+                "cost": str(outcome.day_cost),
+                "negative": outcome.alert is not None,
+            },
+        )
+        if outcome.alert is not None:
+            log_flags([outcome.alert])
+        return {
+            "check": "margin",
+            "day": outcome.snapshot.day,
+            "negative": outcome.alert is not None,
+        }
+    raise ValueError(f"unknown check {check!r}: the schedule's input names 'abuse' or 'margin'")
