@@ -30,7 +30,7 @@ from typing import Any
 
 from kilo_billing.events import LiveKitEventRecord
 from kilo_billing.meters import Coverage
-from kilo_rate_usage.model import AttributionRule, ClosedBy, Session
+from kilo_rate_usage.model import CAPPED, SWEPT, AttributionRule, ClosedBy, Session
 from kilo_rate_usage.sessions import ParticipantFold, RoomFold, TrackFold, event_order, fold_events, track_span
 
 REORDER_SECONDS = 5  # events up to this much older (createdAt) than the room's latest are folded without a rebuild
@@ -182,6 +182,27 @@ def _fold_retired(
     return after
 
 
+def _coverage_may_change(before: RoomFold, events: Sequence[LiveKitEventRecord]) -> bool:
+    """Whether ``events`` may change the room's video coverage (or end open sessions): then the sessions closed inside
+    the window are recomputed too (their end may lie after the horizon, where the coverage moves); otherwise only
+    the participants the events name. A video track's event, a connection end of a participant with a video track,
+    a synthetic close, the room finishing."""
+    for event in events:
+        if event.event_type == "room_finished" or event.event_type in (SWEPT, CAPPED):
+            return True
+        owner = before.participants.get(event.participant_sid)
+        if event.track_sid:
+            tracks = owner.tracks if owner is not None else before.orphans
+            known = tracks.get(event.track_sid)
+            if event.track_type == "VIDEO" or (known is not None and known.video) or not event.participant_sid:
+                return True
+        elif event.event_type in ("participant_left", "participant_connection_aborted") and (
+            owner is None or any(track.video for track in owner.tracks.values())
+        ):
+            return True
+    return False
+
+
 def rebuilt(room_sid: str, events: Iterable[LiveKitEventRecord]) -> tuple[RoomState, dict[str, ParticipantFold]]:
     """A fresh state from all of the room's events (after a rebuild), and the registers of the participants it
     retired."""
@@ -280,7 +301,8 @@ def advance(
         if folded is None:
             return None
         updated[sid] = folded
-    affected = frozenset((named | everything.closed) & everything.participants.keys())
+    window = everything.closed if _coverage_may_change(before, fresh) else set()
+    affected = frozenset((named | window) & everything.participants.keys())
     for sid in affected:
         joined = everything.participants[sid].joined_ms
         if joined is not None and joined < state.coverage_from_ms:
