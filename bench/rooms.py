@@ -23,7 +23,7 @@ from bench.room_size import room_bodies
 
 ROOT = Path(__file__).resolve().parents[1]
 NOW_MS = 1_794_800_000_000
-BEFORE = {  # recorded on this machine before the rework (.old_room_figures.py): CPU ms/event at 50 % / 75 %, writes
+BEFORE = {  # recorded on this machine before the rework: CPU ms/event at 50 % / 75 %, writes
     2: (0.42, 0.37, 2.3),
     20: (1.01, 1.68, 17.3),
     200: (22.8, 45.5, 200),
@@ -286,13 +286,13 @@ def _write_doc(
     section = f"""## Rating at any room size (issue 10) — {where}
 
 Workload `bench/room_size.py` (join + microphone, a camera for half, 10 % reconnects, everyone leaves, the room
-finishes). *Before*: the code before the rework (`.old_room_figures.py`, same machine). *Logic*: in-process against
-the in-memory repository keeping the room state as an object; *codec*: the same, with the state stored through the
-adapter's item codec (JSON + zlib, what the DynamoDB adapter pays per batch). CPU per one-event batch at the 50 % /
-75 % marks (`time.process_time`, 100-event samples from n = 200 on, 20 below), writes and items read per event at
-75 %; the whole room as one-event batches (logic / codec; codec not run at 5,000: about an hour) and as batches of
-100; the worst batch of 500 (the template's BatchSize) over the whole room with the codec; the state item at the
-50 % mark; the bench process's peak RSS after that size (cumulative: an upper bound).
+finishes). *Before*: the code before the rework (measured on this machine by a script kept outside the repository).
+*Logic*: in-process against the in-memory repository keeping the room state as an object; *codec*: the same, with
+the state stored through the adapter's item codec (JSON + zlib, what the DynamoDB adapter pays per batch). CPU per
+one-event batch at the 50 % / 75 % marks (`time.process_time`, 100-event samples from n = 200 on, 20 below), writes
+and items read per event at 75 %; the whole room as one-event batches (logic / codec; codec not run at 5,000: about
+an hour) and as batches of 100; the worst batch of 500 (the template's BatchSize) over the whole room with the
+codec; the state item at the 50 % mark; the bench process's peak RSS after that size (cumulative: an upper bound).
 
 | participants (events) | before: CPU 50 / 75 %, writes | logic at the marks | codec at the marks \
 | whole room, 1-event batches | whole room, batches of 100 | worst batch of 500 | state item | peak RSS |
