@@ -109,6 +109,7 @@ class InMemoryUsageRepository:
         self.crash_after_transactions: int | None = None  # a commit dies after this many of its transactions
         self.max_transaction_items = MAX_TRANSACT_ITEMS  # smaller in tests that want many transactions per commit
         self.refused_rooms: set[str] = set()  # DynamoDB refuses these rooms' session items (validation)
+        self.state_codec = True  # room states stored through the adapter's item codec (size limit included)
 
     # the events table side (what ingest writes)
     def store_event(self, event: LiveKitEventRecord | UsageEventRecord) -> None:
@@ -183,7 +184,7 @@ class InMemoryUsageRepository:
         for change in transaction.sessions:
             self.sessions[change.new.session.key] = change.new
         for state in transaction.states:  # stored as DynamoDB would: the next version
-            self.states[state.new.room_sid] = replace(state.new, version=state.old_version + 1)
+            self.states[state.new.room_sid] = self._stored_state(state.new, state.old_version + 1)
         for mark in transaction.usage:
             self.usage_rated.add(mark.record.key)
         for key, counters in transaction.adds.items():
@@ -193,6 +194,19 @@ class InMemoryUsageRepository:
                 if key in late:
                     late_counters = self.late.setdefault(key, {})
                     late_counters[counter[1]] = late_counters.get(counter[1], 0) + quantity
+
+    def _stored_state(self, state: RoomState, version: int) -> RoomState:
+        """What the adapter's item would read back as: through its codec (``state_codec``), or the object itself (a
+        benchmark of the logic alone), except that a state over the item's limit is kept as its version only."""
+        if not self.state_codec:
+            return replace(state, version=version)
+        from kilo_rate_usage import items  # noqa: PLC0415
+
+        try:
+            item = items.state_to_item(state, version)
+        except items.StateTooLargeError:
+            return RoomState.unusable(state.room_sid, version)
+        return items.state_from_item(item)
 
     def add_thresholds(self, account: str, period: str, markers: Sequence[str]) -> None:
         existing = self.thresholds.setdefault((account, period), set())

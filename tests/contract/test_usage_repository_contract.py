@@ -21,8 +21,18 @@ from kilo_billing.accounts import AccountProfile
 from kilo_billing.events import LiveKitEventRecord, UsageEventRecord
 from kilo_billing.rating import TierChange
 from kilo_rate_usage.adapters import DynamoUsageRepository
+from kilo_rate_usage.items import MAX_STATE_BYTES
 from kilo_rate_usage.model import Billing, ClosedBy, ContributionKey, PeriodPart, Session, StoredSession
-from kilo_rate_usage.ports import CommitUnit, ConflictError, RejectedWriteError, SessionChange, UsageChange
+from kilo_rate_usage.ports import (
+    CommitUnit,
+    ConflictError,
+    RejectedWriteError,
+    SessionChange,
+    StateChange,
+    UsageChange,
+)
+from kilo_rate_usage.rooms import from_events, registers_from_text, registers_text
+from kilo_rate_usage.sessions import fold_events
 from tests.conftest import Stack
 from tests.fakes import InMemoryUsageRepository
 
@@ -253,3 +263,76 @@ def test_given_sweeper_writes_then_confirmations_read_back_and_a_close_is_stored
     assert harness.repo.add_close(close, EXPIRES) is True
     assert harness.repo.add_close(close, EXPIRES) is False
     assert harness.repo.room_events("RM_a") == [close]
+
+
+def joined(event_id: str, room: str, sid: str, at: int, metadata: str = "") -> LiveKitEventRecord:
+    return LiveKitEventRecord(event_id, "participant_joined", at, "APIkey", b"", at * 1000, room_sid=room,
+                              room_name=f"name-{room}", participant_sid=sid, participant_identity=f"id-{sid}",
+                              participant_metadata=metadata, joined_at_ms=at * 1000)  # fmt: skip
+
+
+def test_given_room_states_then_each_reads_back_whole_and_is_written_only_on_the_version_read(harness: Harness) -> None:
+    events = [joined("EV_1", "RM_s", "PA_1", NOV_16), joined("EV_2", "RM_s", "PA_2", NOV_16 + 30)]
+    first = from_events("RM_s", events)
+    assert harness.repo.room_state("RM_s") is None
+    assert harness.repo.commit(CommitUnit(states=[StateChange(first, 0)]), NOW_MS) == 1
+    stored = harness.repo.room_state("RM_s")
+    assert stored == first
+    assert stored.version == 1
+    assert stored.usable
+    assert stored.folded().participants["PA_1"].joined_ms == NOV_16 * 1000
+    assert [event.event_id for event in stored.recent] == ["EV_2"]  # the window's events, bodies dropped
+    assert harness.repo.room_states(["RM_s", "RM_none"]) == {"RM_s": first}
+
+    second = from_events("RM_s", [*events, joined("EV_3", "RM_s", "PA_3", NOV_16 + 60)])
+    with pytest.raises(ConflictError):  # written as if there were none
+        harness.repo.commit(CommitUnit(states=[StateChange(second, 0)]), NOW_MS)
+    with pytest.raises(ConflictError):  # a version that is not the stored one, with a session: nothing written
+        harness.repo.commit(
+            CommitUnit(sessions=[new(session("RM_s", "PA_1"))], states=[StateChange(second, 7)]), NOW_MS
+        )
+    assert harness.repo.room_state("RM_s") == first
+    assert harness.repo.stored_sessions("RM_s") == {}
+    harness.repo.commit(CommitUnit(states=[StateChange(second, 1)]), NOW_MS)
+    latest = harness.repo.room_state("RM_s")
+    assert latest == second
+    assert latest.version == 2
+
+
+def test_given_a_state_over_the_item_limit_then_only_its_version_is_kept_and_still_orders_writers(
+    harness: Harness,
+) -> None:
+    import random  # noqa: PLC0415
+
+    rng = random.Random(5)  # metadata that does not compress: the state's compressed size passes the limit
+    noise = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(MAX_STATE_BYTES * 2))
+    count = MAX_STATE_BYTES * 2 // 1000  # 600 participants, 1,000 random characters each: ~390 KB compressed
+    events = [
+        joined(f"EV_{i}", "RM_big", f"PA_{i}", NOV_16 + i, noise[i * 1000 : (i + 1) * 1000]) for i in range(count)
+    ]
+    big = from_events("RM_big", events)
+    assert harness.repo.commit(CommitUnit(states=[StateChange(big, 0)]), NOW_MS) == 1
+    stored = harness.repo.room_state("RM_big")
+    assert stored is not None
+    assert not stored.usable
+    assert stored.version == 1
+    with pytest.raises(ConflictError):  # the version still moves: a concurrent writer that read none conflicts
+        harness.repo.commit(CommitUnit(states=[StateChange(big, 0)]), NOW_MS)
+    small = from_events("RM_big", events[:2])
+    harness.repo.commit(CommitUnit(states=[StateChange(small, 1)]), NOW_MS)
+    assert harness.repo.room_state("RM_big") == small
+
+
+def test_given_a_retired_participants_registers_then_they_read_back_with_its_session_and_leave_its_version(
+    harness: Harness,
+) -> None:
+    stored = session("RM_r", "PA_1")
+    harness.repo.commit(CommitUnit(sessions=[new(stored)]), NOW_MS)
+    registers = registers_text(fold_events([joined("EV_1", "RM_r", "PA_1", NOV_16 + 10)]).participants["PA_1"])
+    with_registers = StoredSession(stored.session, stored.contributions, stored.version, registers)
+    harness.repo.commit(CommitUnit(sessions=[SessionChange(with_registers, stored.version, {})]), NOW_MS)
+    found = harness.repo.sessions_of("RM_r", ["PA_1", "PA_9"])
+    assert list(found) == ["PA_1"]
+    assert found["PA_1"].version == stored.version
+    assert registers_from_text(found["PA_1"].registers).joined_ms == (NOV_16 + 10) * 1000
+    assert harness.repo.aggregates([("acct-a", "2026-11")])[("acct-a", "2026-11")].totals() == {"audio": 2}

@@ -209,7 +209,7 @@ def test_random_batches_with_duplicates_and_crashes_end_in_the_same_sessions_and
 
 def _snapshot(repo: InMemoryUsageRepository) -> dict[str, Any]:
     return {
-        "sessions": {key: stored.version for key, stored in repo.sessions.items()},
+        "sessions": {key: (stored.version, stored.registers) for key, stored in repo.sessions.items()},
         "usage": set(repo.usage_rated),
         "counters": {key: dict(counters) for key, counters in repo.counters.items()},
         "thresholds": {key: set(markers) for key, markers in repo.thresholds.items()},
@@ -218,7 +218,7 @@ def _snapshot(repo: InMemoryUsageRepository) -> dict[str, Any]:
 
 
 def _changed_items(before: dict[str, Any], after: dict[str, Any]) -> int:
-    """What the store says was written: each session whose version changed, each usage event newly marked, each
+    """What the store says was written: each session whose version (or retired participant's registers) changed, each usage event newly marked, each
     aggregate whose counters changed, each aggregate whose threshold markers grew, each room state rewritten (one item
     each)."""
     sessions = sum(1 for key, version in after["sessions"].items() if before["sessions"].get(key) != version)

@@ -10,6 +10,8 @@ aggregates must equal the sum of those sessions' minutes.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -22,10 +24,45 @@ from tests.fakes import InMemoryUsageRepository, RecordingPublisher
 from tests.property.test_rating_exactly_once import CONFIG, NOW_MS, histories
 
 
+def _after_leaving(draw: st.DrawFn, events: list[LiveKitEventRecord]) -> list[LiveKitEventRecord]:
+    """Events naming a participant well after its connection ended (it has retired from the room's state by then):
+    a camera unpublished after its publisher left (LiveKit sends them concurrently; a reconnect leaves the old
+    connection's tracks behind), the same join again, a track or a metadata update of the gone participant, a track
+    becoming video. Some change nothing billable (folded into the registers on its session item), some change its
+    session or the room's video (the room is rebuilt) - either way the result must be a full rebuild's."""
+    extra: list[LiveKitEventRecord] = []
+    for number, left in enumerate(e for e in events if e.event_type == "participant_left"):
+        if not draw(st.booleans()):
+            continue
+        at = left.created_at + draw(st.integers(6, 900))
+        mine = [e for e in events if e.participant_sid == left.participant_sid]
+        tracks = sorted({e.track_sid for e in mine if e.track_sid}) or [f"TR_gone_{number}"]
+        kind = draw(st.sampled_from(["unpublish", "unpublish", "join_again", "publish", "metadata", "video"]))
+        base = replace(left, event_id=f"EV_after_{number}", created_at=at, body=b"")
+        if kind == "unpublish":
+            track = draw(st.sampled_from(tracks))
+            video = any(e.track_sid == track and e.track_type == "VIDEO" for e in mine)
+            extra.append(replace(base, event_type="track_unpublished", track_sid=track,
+                                 track_type="VIDEO" if video else "AUDIO"))  # fmt: skip
+        elif kind == "join_again":
+            extra.append(replace(base, event_type="participant_joined"))
+        elif kind == "publish":
+            extra.append(replace(base, event_type="track_published", track_sid=f"TR_late_{number}", track_type="VIDEO"))
+        elif kind == "metadata":
+            extra.append(replace(base, event_type="participant_metadata_updated",
+                                 participant_metadata='{"account_id": "acct-b"}'))  # fmt: skip
+        else:
+            extra.append(replace(base, event_type="track_published", track_sid=draw(st.sampled_from(tracks)),
+                                 track_type="VIDEO"))  # fmt: skip
+    return extra
+
+
 @st.composite
 def arrivals(draw: st.DrawFn) -> tuple[list[LiveKitEventRecord], list[LiveKitEventRecord]]:
-    """The room's events, and the order they arrive in: in order, some delayed by a few places, some twice."""
+    """The room's events, and the order they arrive in: in order, some delayed by a few places, some twice; some
+    name participants long gone."""
     events = [record for record in draw(histories()) if isinstance(record, LiveKitEventRecord)]
+    events += _after_leaving(draw, events)
     order = sorted(events, key=lambda e: (e.created_at, e.event_id))
     for _ in range(draw(st.integers(0, 3))):  # delays: the event arrives later, after some newer ones
         index = draw(st.integers(0, len(order) - 1))
@@ -44,7 +81,7 @@ def _tally(sessions: dict[SessionKey, object]) -> dict[tuple[str, str, str], int
     return {key: quantity for key, quantity in totals.items() if quantity}
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(arrivals())
 def test_one_event_batches_in_any_arrival_give_the_sessions_and_aggregates_of_a_full_rebuild(scenario) -> None:
     events, order = scenario

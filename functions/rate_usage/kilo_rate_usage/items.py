@@ -2,7 +2,8 @@
 
 Usage table layout (single table):
 - session      ``ROOM#<room sid>`` / ``SESSION#<participant sid>`` - the session as last rated, its contributions and
-  a version; while open it carries ``open_account``/``open_since`` (sparse GSI ``open_sessions``);
+  a version; while open it carries ``open_account``/``open_since`` (sparse GSI ``open_sessions``); once its
+  participant retired from the room's state, ``registers`` (what folding its later events needs, D42);
 - room state   ``ROOM#<room sid>`` / ``STATE`` - what rating needs to fold the room's next events without re-reading
   them (``rooms.RoomState``): JSON compressed with zlib in ``state_zlib``, and a ``version`` counter (conditional
   writes, in the same transaction as the sessions it describes);
@@ -44,6 +45,7 @@ RATED_AT: Final = "rated_at"  # on a usage event's events-table item: rated, and
 INVOICED_AT: Final = "invoiced_at"  # on an aggregate: invoicing closed the period (set by invoicing)
 THRESHOLDS: Final = "thresholds"
 SESSION_PREFIX: Final = "SESSION#"
+REGISTERS: Final = "registers"  # on a session whose participant retired from its room's state (``rooms``)
 CONFIRMED_PREFIX: Final = "CONFIRMED#"
 COUNTER_PREFIX: Final = "c#"
 LATE_PREFIX: Final = "late#"
@@ -106,6 +108,7 @@ def session_to_item(stored: StoredSession) -> Item:
             "contributions": canonical_contributions(stored.contributions),
             "parts": [[part.period, part.start_ms, part.video, part.audio] for part in session.parts],
             "version": stored.version,
+            REGISTERS: stored.registers or None,
             OPEN_ACCOUNT: session.account if session.is_open else None,
             "open_since": session.start_ms if session.is_open else None,
         }
@@ -136,7 +139,7 @@ def session_from_item(item: Mapping[str, Any]) -> StoredSession:
     contributions: dict[ContributionKey, int] = {
         (str(a), str(p), int(s), str(m)): int(q) for a, p, s, m, q in values.get("contributions", [])
     }
-    return StoredSession(session, contributions, str(values["version"]))
+    return StoredSession(session, contributions, str(values["version"]), str(values.get(REGISTERS) or ""))
 
 
 def aggregate_from_item(key: AggregateKey, item: Mapping[str, Any] | None) -> Aggregate:

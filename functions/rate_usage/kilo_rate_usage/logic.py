@@ -18,7 +18,8 @@ Decoding the stream's records is the handler's edge (``stream.py``); this module
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from kilo_billing.accounts import UNATTRIBUTED, AccountProfile
@@ -47,8 +48,8 @@ from kilo_rate_usage.ports import (
     UsageChange,
     UsageRepository,
 )
-from kilo_rate_usage.rooms import advance, from_events
-from kilo_rate_usage.sessions import rebuild_room
+from kilo_rate_usage.rooms import advance, rebuilt, registers_from_text, registers_text
+from kilo_rate_usage.sessions import ParticipantFold, RoomFold, fold_events
 
 
 def _usage_key(record: UsageEventRecord, profile: AccountProfile) -> ContributionKey:
@@ -104,33 +105,47 @@ def _rate(
     now_ms: int,
 ) -> BatchOutcome:
     by_room = _by_room(livekit)
-    rebuilt: list[tuple[list[Session], dict[str, StoredSession]]] = []
+    rated: list[_Room] = []
     accounts: set[str] = set()
     unit = CommitUnit()
     for room_sid, batch_events in by_room.items():
-        sessions, stored, state = _room(room_sid, batch_events, repo, config)
-        rebuilt.append((sessions, stored))
-        if state is not None:
-            unit.states.append(state)
-        accounts.update(session.account for session in sessions)
-        accounts.update(key[0] for previous in stored.values() for key in previous.contributions)
+        room = _room(room_sid, batch_events, repo, config)
+        rated.append(room)
+        if room.state is not None:
+            unit.states.append(room.state)
+        accounts.update(session.account for session in room.sessions)
+        accounts.update(key[0] for previous in room.stored.values() for key in previous.contributions)
     fresh_usage = repo.unrated_usage(usage)
     accounts.update(record.account_id for record in usage)
     profiles = repo.profiles(accounts)
 
-    for sessions, stored in rebuilt:
-        for session in sessions:
+    for room in rated:
+        for session in room.sessions:
             contributions = session_contributions(session, profiles[session.account])
             version = StoredSession.version_of(session, contributions)
-            previous = stored.get(session.participant_sid)
-            if previous is not None and previous.version == version:
+            previous = room.stored.get(session.participant_sid)
+            writing = previous is None or previous.version != version
+            registers = room.registers(session, previous, writing)
+            if not writing and previous is not None and registers == previous.registers:
                 continue
             old = previous.contributions if previous is not None else {}
             unit.sessions.append(
                 SessionChange(
-                    StoredSession(session, contributions, version),
+                    StoredSession(session, contributions, version, registers),
                     previous.version if previous is not None else None,
                     delta(old, contributions),
+                )
+            )
+        computed = {session.participant_sid for session in room.sessions}
+        for sid, registers in sorted(room.retiring.items()):  # retired earlier, named again: only its registers
+            previous = room.stored.get(sid)
+            if sid in computed or previous is None or previous.registers == registers:
+                continue
+            unit.sessions.append(
+                SessionChange(
+                    StoredSession(previous.session, previous.contributions, previous.version, registers),
+                    previous.version,
+                    {},
                 )
             )
     unit.usage.extend(UsageChange(record, _usage_key(record, profiles[record.account_id])) for record in fresh_usage)
@@ -145,8 +160,8 @@ def _rate(
     # write (an announcement lost after the commit is made up), and read after the commit, so concurrent batches on
     # other shards are seen too.
     concerned: set[AggregateKey] = set(touched)
-    for sessions, _ in rebuilt:
-        concerned.update((s.account, part.period) for s in sessions for part in s.parts)
+    for room in rated:
+        concerned.update((s.account, part.period) for s in room.sessions for part in s.parts)
     concerned.update((record.account_id, _usage_key(record, profiles[record.account_id])[1]) for record in usage)
     concerned = {key for key in concerned if key[0] != UNATTRIBUTED}
     thresholds = 0
@@ -169,26 +184,55 @@ def _rate(
     )
 
 
-def _room(
-    room_sid: str, batch: Sequence[LiveKitEventRecord], repo: UsageRepository, config: RatingConfig
-) -> tuple[list[Session], dict[str, StoredSession], StateChange | None]:
-    """The room's sessions that may have changed, their stored versions, and the room's new state (None: unchanged).
+@dataclass(frozen=True, slots=True)
+class _Room:
+    sessions: list[Session]  # the sessions that may have changed
+    stored: dict[str, StoredSession]  # their stored versions (and those of retired participants named again)
+    state: StateChange | None  # the room's new state (None: unchanged)
+    retiring: dict[str, str]  # registers of participants leaving the state: kept on their session items
+    fold: RoomFold  # every event folded: the registers of a closed session written anyway go with it
+
+    def registers(self, session: Session, previous: StoredSession | None, writing: bool) -> str:
+        """The registers to store with ``session`` (``writing``: its content changed and is written anyway)."""
+        sid = session.participant_sid
+        if sid in self.retiring:
+            return self.retiring[sid]
+        if writing and session.end_ms is not None and sid in self.fold.participants:
+            return registers_text(self.fold.participants[sid])  # most often unchanged when it retires: no rewrite
+        return previous.registers if previous is not None else ""
+
+
+def _room(room_sid: str, batch: Sequence[LiveKitEventRecord], repo: UsageRepository, config: RatingConfig) -> _Room:
+    """The room's sessions that may have changed, their stored versions, the room's new state and the registers of
+    participants retiring from it.
 
     In order (the common case): the batch is folded into the stored state - one read - and only the participants it
-    concerns are read and recomputed. Otherwise (no state yet, an event older than the state's horizon, one naming a
-    participant the state has retired, anything else ``rooms.advance`` cannot fold exactly): rebuilt from every stored
-    event of the room, and a fresh state is written."""
+    concerns are read and recomputed; a participant the state retired is folded into the registers on its session
+    item. Otherwise (no state yet, an event older than the state's horizon, one that would change a retired
+    participant's session, anything else ``rooms.advance`` cannot fold exactly): rebuilt from every stored event of
+    the room, and a fresh state is written."""
     state = repo.room_state(room_sid)
     step = advance(state, batch) if state is not None else None
     if state is not None and step is not None:
         stored = repo.sessions_of(room_sid, step.affected | step.unknown)
-        if not step.unknown & stored.keys():  # else a retired participant is named again: rebuild
+        named = {sid: stored[sid].registers for sid in step.unknown & stored.keys()}  # retired, named again
+        if named and all(named.values()):
+            step = advance(state, batch, {sid: registers_from_text(text) for sid, text in named.items()})
+        elif named:
+            step = None  # stored before registers were kept: rebuild
+        if step is not None:
             change = StateChange(step.state, state.version) if step.changed else None
-            return step.sessions(config.attribution), stored, change
+            return _Room(step.sessions(config.attribution), stored, change, _texts(step.retired), step.full)
     events = _merge(repo.room_events(room_sid), batch)
-    fresh = from_events(room_sid, events)
+    fresh, retired = rebuilt(room_sid, events)
     change = None if state is not None and fresh == state else StateChange(fresh, state.version if state else 0)
-    return rebuild_room(events, config.attribution), repo.stored_sessions(room_sid), change
+    fold = fold_events(events)
+    sessions = fold.sessions(config.attribution, fold.coverage)  # = rebuild_room(events)
+    return _Room(sessions, repo.stored_sessions(room_sid), change, _texts(retired), fold)
+
+
+def _texts(retired: Mapping[str, ParticipantFold]) -> dict[str, str]:
+    return {sid: registers_text(registers) for sid, registers in retired.items()}
 
 
 def _merge(stored: Iterable[LiveKitEventRecord], batch: Iterable[LiveKitEventRecord]) -> list[LiveKitEventRecord]:

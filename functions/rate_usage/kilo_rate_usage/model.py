@@ -93,6 +93,8 @@ class StoredSession:
     session: Session
     contributions: dict[ContributionKey, int]
     version: str
+    registers: str = field(default="", compare=False)  # once its participant retired from the room's state: what
+    # folding its later events needs (``rooms``, D42) - a cache of its events, not part of what was billed
 
     @staticmethod
     def version_of(session: Session, contributions: Mapping[ContributionKey, int]) -> str:

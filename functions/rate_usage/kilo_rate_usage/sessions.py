@@ -18,9 +18,9 @@ Rules (shared/reference/livekit.md, billing-policy.md; decisions in docs/decisio
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 
 from kilo_billing.accounts import UNATTRIBUTED, is_account_id
@@ -111,6 +111,8 @@ def _account(participant: ParticipantFold, room_metadata: str, rule: Attribution
 
 
 FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
+US = 1_000_000  # microseconds per second (``Coverage.of_micros``)
+FAR_FUTURE_US = (FAR_FUTURE - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
 
 
 def track_span(track: TrackFold, publisher_end_s: int | None, room_end_s: int | None) -> tuple[int, int | None] | None:
@@ -252,26 +254,35 @@ class RoomFold:
     def coverage(self, extra: Iterable[tuple[int, int]] = (), until_ms: int | None = None) -> Coverage:
         """The room's video coverage: its spans plus ``extra`` (closed spans kept elsewhere); a span still open ends
         at ``until_ms`` (month to date: now), else never."""
-        intervals = [(_s_to_dt(a), _s_to_dt(b)) for a, b in extra]
-        for start, end in self.spans():
-            if end is not None:
-                intervals.append((_s_to_dt(start), _s_to_dt(end)))
-            else:
-                intervals.append((_s_to_dt(start), _ms_to_dt(until_ms) if until_ms is not None else FAR_FUTURE))
-        return Coverage(intervals)
+        open_end = until_ms * 1000 if until_ms is not None else FAR_FUTURE_US
+        pairs = [(start * US, end * US) for start, end in extra]
+        pairs.extend((start * US, end * US if end is not None else open_end) for start, end in self.spans())
+        return Coverage.of_micros(pairs)
 
-    def sessions(self, rule: AttributionRule, coverage: Coverage, sids: Iterable[str] | None = None) -> list[Session]:
-        """The sessions of ``sids`` (default: every participant) whose start is known, in participant-sid order."""
+    def sessions(
+        self, rule: AttributionRule, coverage: Coverage | Callable[[], Coverage], sids: Iterable[str] | None = None
+    ) -> list[Session]:
+        """The sessions of ``sids`` (default: every participant) whose start is known, in participant-sid order.
+        ``coverage``: the room's video coverage, or how to compute it (only a closed session needs it: an open one
+        stores nothing that depends on video, D44)."""
+        if isinstance(coverage, Coverage):
+            merged: Coverage | None = coverage
+        else:
+            merged = None
+
+        def once() -> Coverage:
+            nonlocal merged
+            if merged is None:
+                assert callable(coverage)
+                merged = coverage()
+            return merged
+
         chosen = sorted(self.participants if sids is None else set(sids) & self.participants.keys())
         return [
-            _session(self.room_sid, participant, self.room_metadata, rule, self.room_end_s, coverage, self.room_name)
+            _session(self.room_sid, participant, self.room_metadata, rule, self.room_end_s, once, self.room_name)
             for participant in (self.participants[sid] for sid in chosen)
             if participant.joined_ms is not None  # else pending: a left (or track) seen before any start is known
         ]
-
-
-def _s_to_dt(seconds: int) -> datetime:
-    return datetime.fromtimestamp(seconds, tz=UTC)
 
 
 def fold_events(events: Iterable[LiveKitEventRecord], into: RoomFold | None = None) -> RoomFold:
@@ -305,7 +316,7 @@ def _session(
     room_metadata: str,
     rule: AttributionRule,
     room_end_s: int | None,
-    coverage: Coverage,
+    coverage: Callable[[], Coverage],
     room_name: str = "",
 ) -> Session:
     """One participant's session. An open session holds nothing that changes with the clock (no video so far, no
@@ -329,7 +340,7 @@ def _session(
     connected = video = Fraction(0)
     if end_ms is not None and not participant.aborted:
         pieces = split_connection(
-            _ms_to_dt(start_ms), _ms_to_dt(end_ms), coverage if billing is Billing.ROOM_RULE else ()
+            _ms_to_dt(start_ms), _ms_to_dt(end_ms), coverage() if billing is Billing.ROOM_RULE else ()
         )
         for piece in pieces:
             connected += piece.connected_seconds

@@ -104,7 +104,17 @@ class Coverage:
     __slots__ = ("_covered_before", "_ends", "_starts")
 
     def __init__(self, intervals: Iterable[Interval]) -> None:
-        spans = sorted((_micros(a), _micros(b)) for a, b in intervals if ensure_utc(b) > ensure_utc(a))
+        self._merge((_micros(a), _micros(b)) for a, b in intervals)
+
+    @classmethod
+    def of_micros(cls, spans: Iterable[tuple[int, int]]) -> Coverage:
+        """The same from (start, end) in microseconds since the epoch (no datetimes: large rooms build one often)."""
+        coverage = cls.__new__(cls)
+        coverage._merge(spans)
+        return coverage
+
+    def _merge(self, pairs: Iterable[tuple[int, int]]) -> None:
+        spans = sorted((a, b) for a, b in pairs if b > a)
         starts: list[int] = []
         ends: list[int] = []
         for a, b in spans:
