@@ -203,7 +203,7 @@ def test_random_batches_with_duplicates_and_crashes_end_in_the_same_sessions_and
             want = sum(r.quantity for r in usage.values() if r.account_id == account and r.meter == meter)
             assert repo.totals(account, "2026-11").get(meter, 0) == want
     # thresholds are announced at most once per (account, period, meter, threshold)
-    ids = [detail["event_id"] for _, detail in publisher.published]
+    ids = [detail["event_id"] for kind, detail in publisher.published if kind == "UsageThresholdCrossed.v1"]
     assert len(ids) == len(set(ids))
 
 

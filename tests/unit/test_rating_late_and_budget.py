@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -52,3 +53,24 @@ def test_given_a_budget_then_each_budget_threshold_is_announced_once() -> None:
     assert announced == [("budget", 50), ("video", 50), ("video", 80), ("video", 100)]
     rate(repo, publisher, usage("acct_b", "m2", 1, NOV_2))
     assert len(publisher.published) == 4  # nothing twice
+
+
+def test_given_a_hard_limit_then_reaching_it_is_announced_once_as_its_own_crossing() -> None:
+    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+    changes = (TierChange(datetime(2026, 1, 1, tzinfo=UTC), "personal"),)
+    profile = AccountProfile("acct_h", changes, budget_usd=Decimal("20.00"), budget_thresholds=(90,))
+    repo.accounts.register(replace(profile, hard_limit_usd=Decimal("7.00")))
+    segment = int(datetime(2026, 1, 1, tzinfo=UTC).timestamp())
+    # 14,000 video minutes: 9,000 over the 5,000 included at $0.00072 = $6.48, under the $7.00 hard limit
+    repo.counters[("acct_h", "2026-11")] = {(segment, "video"): 14_000}
+    rate(repo, publisher, usage("acct_h", "a", 1, NOV_2))
+    assert ("hard_limit", 100) not in {(d["meter"], d["threshold_percent"]) for _, d in publisher.published}
+    # 15,000: 10,000 over = $7.20 >= $7.00 (the budget's 90 % is $18.00: not reached, so only the hard limit fires)
+    repo.counters[("acct_h", "2026-11")] = {(segment, "video"): 15_000}
+    rate(repo, publisher, usage("acct_h", "b", 1, NOV_2))
+    hard = [d for _, d in publisher.published if d["meter"] == "hard_limit"]
+    assert [(Decimal(d["used"]), Decimal(d["limit"]), d["event_id"]) for d in hard] == [
+        (Decimal("7.20"), Decimal("7.00"), "threshold:acct_h:2026-11:hard_limit:100")
+    ]
+    rate(repo, publisher, usage("acct_h", "c", 1, NOV_2))
+    assert len([d for _, d in publisher.published if d["meter"] == "hard_limit"]) == 1  # once

@@ -46,6 +46,16 @@ def test_given_an_account_id_with_separators_from_participant_metadata_then_it_i
     deliver(repo, publisher, [lk.participant_left(room, bob, t0 + 180)])  # the room keeps rating
     assert repo.totals(UNATTRIBUTED, "2026-11") == {"audio": 2}  # mallory: 120 s, untrusted id -> unattributed
     assert repo.totals("acct1", "2026-11") == {"audio": 3}
+    # operators hear of it: one UnattributedUsage.v1 for mallory's connection (2 minutes), none for bob
+    assert [(t, d) for t, d in publisher.published if t == "UnattributedUsage.v1"] == [
+        (
+            "UnattributedUsage.v1",
+            {"schema_version": 1, "room_sid": "RM_sep", "participant_sid": "PA_m", "identity": "mallory",
+             "period": "2026-11", "minutes": 2},
+        )
+    ]  # fmt: skip
+    deliver(repo, publisher, [lk.participant_left(room, mallory, t0 + 120)])  # a second left: nothing changes
+    assert len([t for t, _ in publisher.published if t == "UnattributedUsage.v1"]) == 1
 
 
 def test_given_publishing_a_threshold_fails_after_the_commit_then_the_retry_announces_it() -> None:

@@ -63,7 +63,8 @@ def rate_aggregate(
 
 
 def crossings(rated: RatedPeriod, profile: AccountProfile, already: set[str]) -> list[Crossing]:
-    """Thresholds reached and not yet announced: 50/80/100 % of an included allowance, and of the budget.
+    """Thresholds reached and not yet announced: 50/80/100 % of an included allowance, of the budget, and the hard
+    limit (an account's spending cap: calls are stopped there).
 
     Allowances are per tier segment (prorated on a tier change) and overage is charged per segment, so a meter's
     share is the highest share among its segments: an overage is never charged without its 100 % alert.
@@ -90,6 +91,10 @@ def crossings(rated: RatedPeriod, profile: AccountProfile, already: set[str]) ->
             for threshold in profile.budget_thresholds
             if rated.total * 100 >= profile.budget_usd * threshold and f"budget#{threshold}" not in already
         )
+    hard = profile.hard_limit_usd
+    if hard is not None and hard > 0 and rated.total >= hard and "hard_limit#100" not in already:
+        # its own crossing (D47): enforcement must not depend on a budget percentage happening to equal the limit
+        found.append(Crossing("hard_limit", 100, rated.total, hard))
     return found
 
 

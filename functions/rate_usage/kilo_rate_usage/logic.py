@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from kilo_billing.accounts import UNATTRIBUTED, AccountProfile
-from kilo_billing.contracts import UsageThresholdCrossedV1
+from kilo_billing.contracts import UnattributedUsageV1, UsageThresholdCrossedV1
 from kilo_billing.events import LiveKitEventRecord, UsageEventRecord
 from kilo_billing.money import decimal_str
 from kilo_billing.periods import Period
@@ -154,6 +154,7 @@ def _rate(
     touched = sorted({(account, period) for account, period, _, _ in deltas})
     before = repo.aggregates(touched)
     unit.late = {key for key, aggregate in before.items() if aggregate.invoiced}
+    _announce_unattributed(unit, publisher)  # before the commit: a retry after a failed publish announces again
     writes = repo.commit(unit, now_ms) if not unit.empty else 0
 
     # Thresholds are level-triggered on everything this batch concerns - also when a retry finds nothing left to
@@ -182,6 +183,29 @@ def _rate(
         writes=writes,
         unattributed_minutes=unattributed,
     )
+
+
+def _announce_unattributed(unit: CommitUnit, publisher: EventPublisher) -> None:
+    """``UnattributedUsage.v1`` for each session whose minutes went to the unattributed bucket (operators are alerted;
+    D16). Published before the commit, so a batch retried after a failed publish or commit announces again: at least
+    once, and consumers take one per room and day (D62)."""
+    for change in unit.sessions:
+        session = change.new.session
+        if session.account != UNATTRIBUTED:
+            continue
+        added: dict[str, int] = {}
+        for (_, period, _, meter), quantity in change.delta.items():
+            if meter in ("video", "audio") and quantity > 0:
+                added[period] = added.get(period, 0) + quantity
+        for period, minutes in sorted(added.items()):
+            event = UnattributedUsageV1(
+                room_sid=session.room_sid,
+                participant_sid=session.participant_sid,
+                identity=session.identity,
+                period=period,
+                minutes=minutes,
+            )
+            publisher.publish(UnattributedUsageV1.DETAIL_TYPE, event.model_dump())
 
 
 @dataclass(frozen=True, slots=True)

@@ -137,7 +137,7 @@ class Aggregate:
 
 @dataclass(frozen=True, slots=True)
 class Crossing:
-    meter: str  # a meter value, or "budget"
+    meter: str  # a meter value, "budget" or "hard_limit"
     threshold: int
     used: Decimal
     limit: Decimal
