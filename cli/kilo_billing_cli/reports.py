@@ -17,10 +17,8 @@ from typing import Any
 
 from rich.table import Table
 
-from kilo_billing.accounts import InvalidAccountIdError, check_account_id
 from kilo_billing.catalog import Catalog
 from kilo_billing.money import decimal_str, money_str
-from kilo_billing.periods import Period
 from kilo_billing.periods_store import LedgerStore
 from kilo_billing.reports import (
     EnterpriseReport,
@@ -32,6 +30,7 @@ from kilo_billing.reports import (
     revenue_report,
 )
 from kilo_billing.session_usage import SessionReader
+from kilo_billing_cli import arguments
 from kilo_billing_cli.console import make_console
 
 EXIT_BAD_INPUT = 2
@@ -43,28 +42,14 @@ REVENUE_COLUMNS = (
 MEMBER_COLUMNS = ("row", "key", "sessions", "participants", "video_minutes", "audio_minutes", "cost_basis")
 
 
-def _period(text: str) -> Period:
-    try:
-        return Period.parse(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _account(text: str) -> str:
-    try:
-        return check_account_id(text)
-    except InvalidAccountIdError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def add_parser(sub: Any) -> None:
     report = sub.add_parser("report", help="revenue per tier and account; usage per member and room")
     commands = report.add_subparsers(dest="report_command", required=True, parser_class=type(report))
     revenue = commands.add_parser("revenue", help="fees, overage, total billed, cost basis and margin of a period")
     enterprise = commands.add_parser("enterprise", help="an account's minutes per member (identity) and per room")
-    enterprise.add_argument("account", type=_account, help="account id")
+    enterprise.add_argument("account", type=arguments.account_id, help="account id")
     for command in (revenue, enterprise):
-        command.add_argument("--period", type=_period, required=True, help="YYYY-MM")
+        command.add_argument("--period", type=arguments.period, required=True, help="YYYY-MM")
         output = command.add_mutually_exclusive_group()
         output.add_argument("--json", action="store_true", help="machine-readable output")
         output.add_argument("--csv", action="store_true", help="CSV with a header row")

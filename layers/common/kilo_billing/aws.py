@@ -50,6 +50,26 @@ def client(service: str, budget: CallBudget | None = None, **kwargs: Any) -> Any
     return factory(service, config=config, **kwargs)
 
 
+def livekit_credentials(
+    secret_name: str, max_age_seconds: int, budget: CallBudget | None = None
+) -> Callable[[], list[tuple[str, str]]]:
+    """A reader of every configured LiveKit (API key, secret) - the secret ``secret_name``, a JSON object of
+    key: secret - re-read at most every ``max_age_seconds`` (rotation); no credentials when no secret is named."""
+    from aws_lambda_powertools.utilities.parameters import SecretsProvider  # noqa: PLC0415
+
+    secrets = SecretsProvider(boto3_client=client("secretsmanager", budget))
+
+    def credentials() -> list[tuple[str, str]]:
+        if not secret_name:
+            return []
+        keys = secrets.get(secret_name, transform="json", max_age=max_age_seconds)
+        if not isinstance(keys, dict):
+            raise ValueError(f"secret {secret_name} must be a JSON object of key: secret")
+        return sorted((str(key), str(secret)) for key, secret in keys.items())
+
+    return credentials
+
+
 class StorageUnavailableError(Exception):
     """AWS refused or failed (throttling, outage, timeout, permissions): the work may succeed if retried."""
 
