@@ -13,7 +13,8 @@ import csv
 import json
 import os
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from rich.table import Table
 
@@ -34,6 +35,7 @@ from kilo_billing_cli import arguments
 from kilo_billing_cli.console import make_console
 
 EXIT_BAD_INPUT = 2
+_Report = TypeVar("_Report", RevenueReport, EnterpriseReport)
 REVENUE_COLUMNS = (
     "row", "tier", "account_id", "status", "invoices", "accounts",
     "video_minutes", "audio_minutes", "messages", "data_gb",
@@ -185,6 +187,24 @@ def dynamo_ports(table: str) -> tuple[LedgerStore, SessionReader]:
     return DynamoLedgerStore(dynamodb, table), DynamoSessionReader(dynamodb, table)
 
 
+def _output(
+    args: argparse.Namespace,
+    report: _Report,
+    as_json: Callable[[_Report], object],
+    columns: tuple[str, ...],
+    rows: Callable[[_Report], list[dict[str, str]]],
+    show: Callable[[_Report], None],
+) -> int:
+    """A report as ``--json``, ``--csv`` (a header, then its rows), or a table (the default)."""
+    if args.json:
+        sys.stdout.write(json.dumps(as_json(report), indent=2) + "\n")
+    elif args.csv:
+        _write_csv(columns, rows(report))
+    else:
+        show(report)
+    return 0
+
+
 def run(args: argparse.Namespace, catalog: Catalog, ports: tuple[LedgerStore, SessionReader] | None = None) -> int:
     try:
         store, sessions = ports or dynamo_ports(args.usage_table)
@@ -193,22 +213,10 @@ def run(args: argparse.Namespace, catalog: Catalog, ports: tuple[LedgerStore, Se
         return EXIT_BAD_INPUT
     if args.report_command == "revenue":
         revenue = revenue_report(store, args.period, catalog)
-        if args.json:
-            sys.stdout.write(json.dumps(revenue_json(revenue), indent=2) + "\n")
-        elif args.csv:
-            _write_csv(REVENUE_COLUMNS, revenue_rows(revenue))
-        else:
-            _print_revenue(revenue)
-        return 0
+        return _output(args, revenue, revenue_json, REVENUE_COLUMNS, revenue_rows, _print_revenue)
     ledger = store.ledger(args.account)
     if ledger.profile is None:
         sys.stderr.write(f"kilo-billing report: error: account {args.account!r} is not registered\n")
         return EXIT_BAD_INPUT
     usage = enterprise_report(sessions, ledger.profile, args.account, args.period, catalog)
-    if args.json:
-        sys.stdout.write(json.dumps(enterprise_json(usage), indent=2) + "\n")
-    elif args.csv:
-        _write_csv(MEMBER_COLUMNS, enterprise_rows(usage))
-    else:
-        _print_enterprise(usage)
-    return 0
+    return _output(args, usage, enterprise_json, MEMBER_COLUMNS, enterprise_rows, _print_enterprise)
