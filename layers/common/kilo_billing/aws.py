@@ -8,7 +8,7 @@ handler must answer, log and count its own failures. Each function passes a budg
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -146,3 +146,14 @@ def call(operation: Callable[..., T], **kwargs: Any) -> T:
         if mapped is exc:
             raise
         raise mapped from exc
+
+
+def paged_items(operation: Callable[..., Any], **request: Any) -> Iterator[dict[str, Any]]:
+    """Every item a DynamoDB Query or Scan finds, page after page (each page's ``LastEvaluatedKey`` starts the next),
+    through ``call``."""
+    while True:
+        page = call(operation, **request)
+        yield from page.get("Items", [])
+        if "LastEvaluatedKey" not in page:
+            return
+        request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
