@@ -23,6 +23,7 @@ from kilo_billing.accounts import (
     MidPeriodDowngradeError,
     UnknownAccountError,
     register_account,
+    registered_profile,
     request_tier_change,
     set_status,
 )
@@ -141,9 +142,7 @@ def run(args: argparse.Namespace, catalog: Catalog, directory: AccountDirectory 
         elif args.account_command == "status":
             profile = set_status(directory, args.account, args.status)
         else:
-            profile = directory.registered([args.account]).get(args.account)  # type: ignore[assignment]
-            if profile is None:
-                raise UnknownAccountError(f"account {args.account!r} is not registered")
+            profile = registered_profile(directory, args.account)
     except (
         AccountExistsError,
         UnknownAccountError,

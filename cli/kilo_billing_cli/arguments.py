@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from typing import TypeVar
+
+from kilo_billing.accounts import check_account_id
+from kilo_billing.periods import Period
+
+T = TypeVar("T")
 
 
 def whole_number(name: str, minimum: int = 0) -> Callable[[str], int]:
@@ -19,3 +25,20 @@ def whole_number(name: str, minimum: int = 0) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def checked(parse: Callable[[str], T]) -> Callable[[str], T]:
+    """An argparse type from a domain parser: the ``ValueError`` it raises (its message names the problem) becomes the
+    option's error."""
+
+    def argument(text: str) -> T:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return argument
+
+
+period = checked(Period.parse)  # YYYY-MM
+account_id = checked(check_account_id)

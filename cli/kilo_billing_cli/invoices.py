@@ -28,13 +28,7 @@ from rich.table import Table
 from kilo_billing.invoicing import InvoiceRecord
 from kilo_billing.money import money_str
 from kilo_billing.periods import Period
-
-
-def _period(text: str) -> Period:
-    try:
-        return Period.parse(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+from kilo_billing_cli import arguments
 
 
 def add_parser(sub: Any) -> Any:
@@ -42,7 +36,7 @@ def add_parser(sub: Any) -> Any:
     invoice = sub.add_parser("invoice", help="close a month on demand; an account's invoices")
     commands = invoice.add_subparsers(dest="invoice_command", required=True, parser_class=type(invoice))
     run_parser = commands.add_parser("run", help="close a period (every account, or one): rerun-safe")
-    run_parser.add_argument("--period", type=_period, required=True, help="the month to close, YYYY-MM")
+    run_parser.add_argument("--period", type=arguments.period, required=True, help="the month to close, YYYY-MM")
     run_parser.add_argument("--account", help="only this account (default: every registered account)")
     run_parser.add_argument("--event-bus", default=os.environ.get("EVENT_BUS_NAME", ""), help="InvoiceIssued.v1")
     run_parser.add_argument(
@@ -52,7 +46,7 @@ def add_parser(sub: Any) -> Any:
     )
     show = commands.add_parser("show", help="an account's invoices: status, amounts, links")
     show.add_argument("--account", required=True)
-    show.add_argument("--period", type=_period, help="one invoice, with its lines")
+    show.add_argument("--period", type=arguments.period, help="one invoice, with its lines")
     for command in (run_parser, show):
         command.add_argument("--usage-table", default=os.environ.get("USAGE_TABLE_NAME", ""))
         command.add_argument("--json", action="store_true", help="machine-readable output")

@@ -22,7 +22,7 @@ from kilo_billing.money import decimal_str, money_str
 from kilo_billing.periods import Period
 from kilo_billing.projections import Projection, ProjectionError, project_revenue
 from kilo_billing.rating import RatedPeriod, TierSegment, UsageRecord, rate_period
-from kilo_billing_cli import accounts, invoices, preview, replay, reports
+from kilo_billing_cli import accounts, arguments, invoices, preview, replay, reports
 from kilo_billing_cli.arguments import whole_number
 from kilo_billing_cli.console import make_console
 
@@ -42,13 +42,6 @@ def _non_negative_decimal(name: str) -> Callable[[str], Decimal]:
         return value
 
     return parse
-
-
-def _period(text: str) -> Period:
-    try:
-        return Period.parse(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _mix(text: str) -> dict[str, Decimal]:
@@ -83,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     catalog = sub.add_parser("catalog", help="show the price book")
-    catalog.add_argument("--period", type=_period, help="the period whose price book to show (YYYY-MM)")
+    catalog.add_argument("--period", type=arguments.period, help="the period whose price book to show (YYYY-MM)")
     catalog.add_argument("--json", action="store_true", help="machine-readable output")
 
     estimate = sub.add_parser("estimate", help="the bill for one month of usage")
@@ -92,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     estimate.add_argument("--audio-minutes", type=whole_number("--audio-minutes"), default=0)
     estimate.add_argument("--messages", type=whole_number("--messages"), default=0)
     estimate.add_argument("--data-gb", type=_non_negative_decimal("--data-gb"), default=Decimal(0))
-    estimate.add_argument("--period", type=_period, help="price the month YYYY-MM (default: this month)")
+    estimate.add_argument("--period", type=arguments.period, help="price the month YYYY-MM (default: this month)")
     estimate.add_argument("--json", action="store_true", help="machine-readable output")
 
     projections = sub.add_parser("projections", help="monthly revenue for a user count and tier mix")

@@ -13,14 +13,13 @@ import csv
 import json
 import os
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from rich.table import Table
 
-from kilo_billing.accounts import InvalidAccountIdError, check_account_id
 from kilo_billing.catalog import Catalog
 from kilo_billing.money import decimal_str, money_str
-from kilo_billing.periods import Period
 from kilo_billing.periods_store import LedgerStore
 from kilo_billing.reports import (
     EnterpriseReport,
@@ -32,9 +31,11 @@ from kilo_billing.reports import (
     revenue_report,
 )
 from kilo_billing.session_usage import SessionReader
+from kilo_billing_cli import arguments
 from kilo_billing_cli.console import make_console
 
 EXIT_BAD_INPUT = 2
+_Report = TypeVar("_Report", RevenueReport, EnterpriseReport)
 REVENUE_COLUMNS = (
     "row", "tier", "account_id", "status", "invoices", "accounts",
     "video_minutes", "audio_minutes", "messages", "data_gb",
@@ -43,28 +44,14 @@ REVENUE_COLUMNS = (
 MEMBER_COLUMNS = ("row", "key", "sessions", "participants", "video_minutes", "audio_minutes", "cost_basis")
 
 
-def _period(text: str) -> Period:
-    try:
-        return Period.parse(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _account(text: str) -> str:
-    try:
-        return check_account_id(text)
-    except InvalidAccountIdError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def add_parser(sub: Any) -> None:
     report = sub.add_parser("report", help="revenue per tier and account; usage per member and room")
     commands = report.add_subparsers(dest="report_command", required=True, parser_class=type(report))
     revenue = commands.add_parser("revenue", help="fees, overage, total billed, cost basis and margin of a period")
     enterprise = commands.add_parser("enterprise", help="an account's minutes per member (identity) and per room")
-    enterprise.add_argument("account", type=_account, help="account id")
+    enterprise.add_argument("account", type=arguments.account_id, help="account id")
     for command in (revenue, enterprise):
-        command.add_argument("--period", type=_period, required=True, help="YYYY-MM")
+        command.add_argument("--period", type=arguments.period, required=True, help="YYYY-MM")
         output = command.add_mutually_exclusive_group()
         output.add_argument("--json", action="store_true", help="machine-readable output")
         output.add_argument("--csv", action="store_true", help="CSV with a header row")
@@ -200,6 +187,24 @@ def dynamo_ports(table: str) -> tuple[LedgerStore, SessionReader]:
     return DynamoLedgerStore(dynamodb, table), DynamoSessionReader(dynamodb, table)
 
 
+def _output(
+    args: argparse.Namespace,
+    report: _Report,
+    as_json: Callable[[_Report], object],
+    columns: tuple[str, ...],
+    rows: Callable[[_Report], list[dict[str, str]]],
+    show: Callable[[_Report], None],
+) -> int:
+    """A report as ``--json``, ``--csv`` (a header, then its rows), or a table (the default)."""
+    if args.json:
+        sys.stdout.write(json.dumps(as_json(report), indent=2) + "\n")
+    elif args.csv:
+        _write_csv(columns, rows(report))
+    else:
+        show(report)
+    return 0
+
+
 def run(args: argparse.Namespace, catalog: Catalog, ports: tuple[LedgerStore, SessionReader] | None = None) -> int:
     try:
         store, sessions = ports or dynamo_ports(args.usage_table)
@@ -208,22 +213,10 @@ def run(args: argparse.Namespace, catalog: Catalog, ports: tuple[LedgerStore, Se
         return EXIT_BAD_INPUT
     if args.report_command == "revenue":
         revenue = revenue_report(store, args.period, catalog)
-        if args.json:
-            sys.stdout.write(json.dumps(revenue_json(revenue), indent=2) + "\n")
-        elif args.csv:
-            _write_csv(REVENUE_COLUMNS, revenue_rows(revenue))
-        else:
-            _print_revenue(revenue)
-        return 0
+        return _output(args, revenue, revenue_json, REVENUE_COLUMNS, revenue_rows, _print_revenue)
     ledger = store.ledger(args.account)
     if ledger.profile is None:
         sys.stderr.write(f"kilo-billing report: error: account {args.account!r} is not registered\n")
         return EXIT_BAD_INPUT
     usage = enterprise_report(sessions, ledger.profile, args.account, args.period, catalog)
-    if args.json:
-        sys.stdout.write(json.dumps(enterprise_json(usage), indent=2) + "\n")
-    elif args.csv:
-        _write_csv(MEMBER_COLUMNS, enterprise_rows(usage))
-    else:
-        _print_enterprise(usage)
-    return 0
+    return _output(args, usage, enterprise_json, MEMBER_COLUMNS, enterprise_rows, _print_enterprise)

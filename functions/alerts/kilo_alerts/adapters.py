@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from email.message import EmailMessage
 from email.utils import make_msgid
 from typing import Any, Final
@@ -18,7 +18,7 @@ from typing import Any, Final
 from kilo_alerts import items
 from kilo_alerts.model import Delivery, EnforcementRecord, MarginSnapshot, Participant
 from kilo_alerts.ports import ParticipantGoneError, RoomControlFailedError, SendFailedError, SendRefusedError
-from kilo_billing.aws import ConditionFailedError, InvalidRequestError, call
+from kilo_billing.aws import ConditionFailedError, InvalidRequestError, call, paged_items
 from kilo_billing.items import from_item, to_item
 
 
@@ -135,19 +135,10 @@ class DynamoDeliveryLedger:
 
     def deliveries(self, account_id: str, period: str | None = None) -> list[Delivery]:
         prefix = f"DELIVERY#{period}#" if period else "DELIVERY#"
-        found: list[Delivery] = []
-        request: dict[str, Any] = {
-            "TableName": self._table,
-            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
-            "ExpressionAttributeValues": to_item({":pk": items.partition(account_id), ":prefix": prefix}),
-            "ConsistentRead": True,
-        }
-        while True:
-            page = call(self._client.query, **request)
-            found.extend(items.delivery_from_item(item) for item in page["Items"])
-            if "LastEvaluatedKey" not in page:
-                return found
-            request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return [
+            items.delivery_from_item(item)
+            for item in _prefixed(self._client, self._table, items.partition(account_id), prefix)
+        ]
 
 
 ALERTS_SOURCE: Final = "kilo.billing.alerts"
@@ -186,19 +177,10 @@ class DynamoEnforcementLedger:
         call(self._client.put_item, TableName=self._table, Item=items.enforcement_to_item(record))
 
     def actions(self, account_id: str) -> list[EnforcementRecord]:
-        found: list[EnforcementRecord] = []
-        request: dict[str, Any] = {
-            "TableName": self._table,
-            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
-            "ExpressionAttributeValues": to_item({":pk": items.partition(account_id), ":prefix": "ENFORCEMENT#"}),
-            "ConsistentRead": True,
-        }
-        while True:
-            page = call(self._client.query, **request)
-            found.extend(items.enforcement_from_item(item) for item in page["Items"])
-            if "LastEvaluatedKey" not in page:
-                return sorted(found, key=lambda r: (r.at_ms, r.action.value, r.room, r.identity))
-            request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        found = _prefixed(self._client, self._table, items.partition(account_id), "ENFORCEMENT#")
+        return sorted(
+            map(items.enforcement_from_item, found), key=lambda r: (r.at_ms, r.action.value, r.room, r.identity)
+        )
 
 
 class DynamoOpenSessions:
@@ -218,15 +200,11 @@ class DynamoOpenSessions:
             "ProjectionExpression": "#r, #i",
         }
         found: set[Participant] = set()
-        while True:
-            page = call(self._client.query, **request)
-            for item in page["Items"]:
-                values = from_item(item)
-                if values.get("room_name") and values.get("identity"):
-                    found.add(Participant(str(values["room_name"]), str(values["identity"])))
-            if "LastEvaluatedKey" not in page:
-                return sorted(found)
-            request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        for item in paged_items(self._client.query, **request):
+            values = from_item(item)
+            if values.get("room_name") and values.get("identity"):
+                found.add(Participant(str(values["room_name"]), str(values["identity"])))
+        return sorted(found)
 
 
 class SqsRemovalScheduler:
@@ -378,19 +356,7 @@ class DynamoPaymentSignals:
         self._table = table
 
     def _query(self, pk: str, prefix: str) -> list[dict[str, Any]]:
-        request: dict[str, Any] = {
-            "TableName": self._table,
-            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
-            "ExpressionAttributeValues": to_item({":pk": pk, ":prefix": prefix}),
-            "ConsistentRead": True,
-        }
-        found: list[dict[str, Any]] = []
-        while True:
-            page = call(self._client.query, **request)
-            found.extend(from_item(item) for item in page["Items"])
-            if "LastEvaluatedKey" not in page:
-                return found
-            request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return [from_item(item) for item in _prefixed(self._client, self._table, pk, prefix)]
 
     def record_failure(self, account_id: str, event_id: str, at_ms: int) -> list[int]:
         with contextlib.suppress(ConditionFailedError):  # the same event again: kept once
@@ -435,3 +401,14 @@ class DynamoMarginSnapshots:
 
     def save(self, snapshot: MarginSnapshot) -> None:
         call(self._client.put_item, TableName=self._table, Item=items.snapshot_to_item(snapshot))
+
+
+def _prefixed(client: Any, table: str, pk: str, prefix: str) -> Iterator[dict[str, Any]]:
+    """The items of partition ``pk`` whose sort key starts with ``prefix`` (a consistent Query, every page)."""
+    return paged_items(
+        client.query,
+        TableName=table,
+        KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
+        ExpressionAttributeValues=to_item({":pk": pk, ":prefix": prefix}),
+        ConsistentRead=True,
+    )

@@ -22,8 +22,6 @@ class AlertDependencies:
 
 @cache
 def alerts() -> AlertDependencies:
-    from aws_lambda_powertools.utilities.parameters import SecretsProvider  # noqa: PLC0415
-
     from kilo_alerts.adapters import (  # noqa: PLC0415
         DynamoDeliveryLedger,
         DynamoEnforcementLedger,
@@ -34,22 +32,13 @@ def alerts() -> AlertDependencies:
         SqsRemovalScheduler,
     )
     from kilo_billing.account_store import DynamoAccountDirectory  # noqa: PLC0415
-    from kilo_billing.aws import client  # noqa: PLC0415
+    from kilo_billing.aws import client, livekit_credentials  # noqa: PLC0415
     from kilo_billing.entitlement_store import DynamoEntitlements  # noqa: PLC0415
 
     config = settings()
     budget = config.call_budget
     dynamodb = client("dynamodb", budget)
-    secrets = SecretsProvider(boto3_client=client("secretsmanager", budget))
-
-    def credentials() -> list[tuple[str, str]]:
-        """Every configured LiveKit (API key, secret), re-read at most every ``secret_max_age_seconds``."""
-        if not config.livekit_keys_secret_name:
-            return []
-        keys = secrets.get(config.livekit_keys_secret_name, transform="json", max_age=config.secret_max_age_seconds)
-        if not isinstance(keys, dict):
-            raise ValueError(f"secret {config.livekit_keys_secret_name} must be a JSON object of key: secret")
-        return sorted((str(key), str(secret)) for key, secret in keys.items())
+    credentials = livekit_credentials(config.livekit_keys_secret_name, config.secret_max_age_seconds, budget)
 
     entitlements = DynamoEntitlements(dynamodb, config.usage_table_name)
     ports = AlertPorts(

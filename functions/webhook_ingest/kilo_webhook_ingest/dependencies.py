@@ -19,17 +19,21 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True, slots=True)
-class LiveKitDependencies:
+class RouteDependencies:
+    """What every ingest route needs: its settings, the event store and the secrets that verify its callers."""
+
     settings: IngestSettings
     store: EventStore
     secrets: SecretSource
 
 
 @dataclass(frozen=True, slots=True)
-class UsageDependencies:
-    settings: IngestSettings
-    store: EventStore
-    secrets: SecretSource
+class LiveKitDependencies(RouteDependencies):
+    """The LiveKit webhook needs nothing more."""
+
+
+@dataclass(frozen=True, slots=True)
+class UsageDependencies(RouteDependencies):
     accounts: AccountDirectory
     entitlements: EntitlementSource  # the entitlement check's one read (profile + spend item)
     entitlement_policy: EntitlementPolicy
@@ -37,10 +41,7 @@ class UsageDependencies:
 
 
 @dataclass(frozen=True, slots=True)
-class StripeDependencies:
-    settings: IngestSettings
-    store: EventStore
-    secrets: SecretSource
+class StripeDependencies(RouteDependencies):
     publisher: EventPublisher
 
 

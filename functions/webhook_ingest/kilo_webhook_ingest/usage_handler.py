@@ -8,19 +8,21 @@ in X-Ray; this path already loads pydantic and the resolver, the X-Ray SDK adds 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, TypedDict
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 import kilo_webhook_ingest.usage  # noqa: F401 - pydantic and the batch model load during init, not per request
 from kilo_billing.observability import Metric, count, logger, metrics, tracer
+from kilo_webhook_ingest.dependencies import UsageDependencies
 from kilo_webhook_ingest.dependencies import usage as dependencies
 from kilo_webhook_ingest.entitlement import answer
 from kilo_webhook_ingest.http import (
     JSON_HEADERS,
     SERVICE,
     InvocationDeadline,
+    RawRequest,
     annotate,
     json_body,
     not_stored,
@@ -28,7 +30,7 @@ from kilo_webhook_ingest.http import (
     refused,
     request_id,
 )
-from kilo_webhook_ingest.logic import check_entitlement, ingest_usage
+from kilo_webhook_ingest.logic import Annotate, check_entitlement, ingest_usage
 from kilo_webhook_ingest.model import (
     IngestError,
     OutOfTimeError,
@@ -36,7 +38,8 @@ from kilo_webhook_ingest.model import (
     UsageNotStoredError,
     UsageOutcome,
 )
-from kilo_webhook_ingest.ports import SecretConfigError, StorageUnavailableError
+from kilo_webhook_ingest.ports import Deadline, SecretConfigError, SecretSource, StorageUnavailableError
+from kilo_webhook_ingest.settings import IngestSettings
 
 app = APIGatewayHttpResolver()
 log = logger(SERVICE)
@@ -44,6 +47,28 @@ log = logger(SERVICE)
 
 def _json(status: int, payload: object) -> Response[str]:
     return Response(status_code=status, headers=dict(JSON_HEADERS), body=json_body(payload))
+
+
+class _SignedRequest(TypedDict):
+    request: RawRequest
+    secrets: SecretSource
+    settings: IngestSettings
+    now_ms: int
+    deadline: Deadline
+    annotate: Annotate
+
+
+def _signed(deps: UsageDependencies) -> _SignedRequest:
+    """What both routes hand their logic to authenticate the client (``logic.authenticate_client``) and act: the raw
+    request, the client secrets, the settings, the clock and this invocation's deadline."""
+    return {
+        "request": raw_request(app.current_event.raw_event, deps.settings.max_usage_body_bytes),
+        "secrets": deps.secrets,
+        "settings": deps.settings,
+        "now_ms": int(time.time() * 1000),
+        "deadline": InvocationDeadline(app.lambda_context),
+        "annotate": annotate,
+    }
 
 
 def _summary(outcome: UsageOutcome) -> dict[str, Any]:
@@ -99,18 +124,7 @@ def _not_found(_: Exception) -> Response[str]:
 @app.post("/v1/usage")
 def post_usage() -> Response[str]:
     deps = dependencies()
-    request = raw_request(app.current_event.raw_event, deps.settings.max_usage_body_bytes)
-    outcome = ingest_usage(
-        request,
-        deps.secrets,
-        deps.store,
-        deps.accounts,
-        deps.settings,
-        int(time.time() * 1000),
-        InvocationDeadline(app.lambda_context),
-        annotate,
-        deps.limiter,
-    )
+    outcome = ingest_usage(store=deps.store, accounts=deps.accounts, limiter=deps.limiter, **_signed(deps))
     _count(outcome)
     payload = _summary(outcome)
     conflicts = outcome.count("conflict")
@@ -128,17 +142,7 @@ def post_usage() -> Response[str]:
 def post_entitlement_check() -> Response[str]:
     """May the account start a call, and for how long may its LiveKit token live (200 either way; ``allowed``)."""
     deps = dependencies()
-    request = raw_request(app.current_event.raw_event, deps.settings.max_usage_body_bytes)
-    entitlement = check_entitlement(
-        request,
-        deps.secrets,
-        deps.entitlements,
-        deps.entitlement_policy,
-        deps.settings,
-        int(time.time() * 1000),
-        InvocationDeadline(app.lambda_context),
-        annotate,
-    )
+    entitlement = check_entitlement(entitlements=deps.entitlements, policy=deps.entitlement_policy, **_signed(deps))
     count(SERVICE, Metric.ENTITLEMENT_ALLOWED if entitlement.allowed else Metric.ENTITLEMENT_REFUSED)
     return _json(200, answer(entitlement))
 

@@ -190,30 +190,38 @@ def check_tier_history(changes: Iterable[TierChange], rank: Callable[[str], int]
             )
 
 
+def registered_profile(directory: AccountDirectory, account_id: str) -> AccountProfile:
+    """The account's stored profile; ``UnknownAccountError`` when it is not registered."""
+    found = directory.registered([account_id]).get(account_id)
+    if found is None:
+        raise UnknownAccountError(f"account {account_id!r} is not registered")
+    return found
+
+
+def save_profile(directory: AccountDirectory, profile: AccountProfile) -> AccountProfile:
+    """Store a changed profile and hand it back (every ``set_*`` change ends here)."""
+    directory.save(profile)
+    return profile
+
+
 def request_tier_change(
     directory: AccountDirectory, book: PriceBook, account_id: str, tier: str, requested_at: datetime
 ) -> AccountProfile:
     """The tier change the account API and ``kilo-billing account change-tier`` call: an upgrade takes effect at
     ``requested_at`` (prorated), a downgrade at the next period start."""
-    found = directory.registered([account_id]).get(account_id)
-    if found is None:
-        raise UnknownAccountError(f"account {account_id!r} is not registered")
+    found = registered_profile(directory, account_id)
     return change_tier(directory, account_id, effective_change(book, found.tier_at(requested_at), tier, requested_at))
 
 
 def change_tier(directory: AccountDirectory, account_id: str, change: TierChange) -> AccountProfile:
     """Append a tier change (its effective time decided by ``kilo_billing.rating.effective_change``)."""
-    found = directory.registered([account_id]).get(account_id)
-    if found is None:
-        raise UnknownAccountError(f"account {account_id!r} is not registered")
+    found = registered_profile(directory, account_id)
     if change.at < found.signed_up_at:
         raise ValueError(f"a tier change at {change.at.isoformat()} precedes the signup")
     later = [c for c in found.changes if c.at > change.at]
     if later:
         raise ValueError(f"account {account_id!r} already has a tier change after {change.at.isoformat()}")
-    profile = replace(found, changes=(*found.changes, change))
-    directory.save(profile)
-    return profile
+    return save_profile(directory, replace(found, changes=(*found.changes, change)))
 
 
 def set_status(directory: AccountDirectory, account_id: str, status: str) -> AccountProfile:
@@ -221,12 +229,7 @@ def set_status(directory: AccountDirectory, account_id: str, status: str) -> Acc
     abuse signals). The entitlement check reads it from the profile (docs/alerts.md)."""
     if status not in ACCOUNT_STATUSES:
         raise ValueError(f"status {status!r} is not one of {ACCOUNT_STATUSES}")
-    found = directory.registered([account_id]).get(account_id)
-    if found is None:
-        raise UnknownAccountError(f"account {account_id!r} is not registered")
-    profile = replace(found, status=status)
-    directory.save(profile)
-    return profile
+    return save_profile(directory, replace(registered_profile(directory, account_id), status=status))
 
 
 class InvalidContactError(ValueError):
@@ -256,9 +259,7 @@ def set_alert_contact(
 ) -> AccountProfile:
     """Change who hears about an account's alerts and how (the account API; ``""`` clears a detail). Validated
     whole before anything is saved: an E.164 phone, an email address, known channels."""
-    found = directory.registered([account_id]).get(account_id)
-    if found is None:
-        raise UnknownAccountError(f"account {account_id!r} is not registered")
+    found = registered_profile(directory, account_id)
     if phone:
         check_phone(phone)
     if email:
@@ -276,8 +277,7 @@ def set_alert_contact(
         phone=found.phone if phone is None else phone,
         alert_preferences=tuple(sorted(chosen.items())),
     )
-    directory.save(profile)
-    return profile
+    return save_profile(directory, profile)
 
 
 def set_progressive_threshold(
@@ -286,9 +286,6 @@ def set_progressive_threshold(
     """Turn progressive billing on (a positive threshold amount) or off (``None``) for an account."""
     if threshold_usd is not None and (not threshold_usd.is_finite() or threshold_usd <= 0):
         raise ValueError(f"the progressive billing threshold must be a positive amount, got {threshold_usd}")
-    found = directory.registered([account_id]).get(account_id)
-    if found is None:
-        raise UnknownAccountError(f"account {account_id!r} is not registered")
-    profile = replace(found, progressive_threshold_usd=threshold_usd)
-    directory.save(profile)
-    return profile
+    return save_profile(
+        directory, replace(registered_profile(directory, account_id), progressive_threshold_usd=threshold_usd)
+    )

@@ -8,7 +8,7 @@ handler must answer, log and count its own failures. Each function passes a budg
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -48,6 +48,26 @@ def client(service: str, budget: CallBudget | None = None, **kwargs: Any) -> Any
     )
     factory: Any = boto3.client  # the service name is a runtime value: the stubs' overloads do not apply
     return factory(service, config=config, **kwargs)
+
+
+def livekit_credentials(
+    secret_name: str, max_age_seconds: int, budget: CallBudget | None = None
+) -> Callable[[], list[tuple[str, str]]]:
+    """A reader of every configured LiveKit (API key, secret) - the secret ``secret_name``, a JSON object of
+    key: secret - re-read at most every ``max_age_seconds`` (rotation); no credentials when no secret is named."""
+    from aws_lambda_powertools.utilities.parameters import SecretsProvider  # noqa: PLC0415
+
+    secrets = SecretsProvider(boto3_client=client("secretsmanager", budget))
+
+    def credentials() -> list[tuple[str, str]]:
+        if not secret_name:
+            return []
+        keys = secrets.get(secret_name, transform="json", max_age=max_age_seconds)
+        if not isinstance(keys, dict):
+            raise ValueError(f"secret {secret_name} must be a JSON object of key: secret")
+        return sorted((str(key), str(secret)) for key, secret in keys.items())
+
+    return credentials
 
 
 class StorageUnavailableError(Exception):
@@ -126,3 +146,14 @@ def call(operation: Callable[..., T], **kwargs: Any) -> T:
         if mapped is exc:
             raise
         raise mapped from exc
+
+
+def paged_items(operation: Callable[..., Any], **request: Any) -> Iterator[dict[str, Any]]:
+    """Every item a DynamoDB Query or Scan finds, page after page (each page's ``LastEvaluatedKey`` starts the next),
+    through ``call``."""
+    while True:
+        page = call(operation, **request)
+        yield from page.get("Items", [])
+        if "LastEvaluatedKey" not in page:
+            return
+        request["ExclusiveStartKey"] = page["LastEvaluatedKey"]

@@ -18,7 +18,7 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Final
 
-from kilo_billing.accounts import AccountDirectory, AccountProfile, UnknownAccountError
+from kilo_billing.accounts import AccountDirectory, AccountProfile, registered_profile, save_profile
 from kilo_billing.periods import Period, ensure_utc
 
 # Monday .. Sunday. Calls are a working-day activity: a weekend day counts for 0.4 of a weekday unless configured.
@@ -95,12 +95,7 @@ def apply_budget(profile: AccountProfile, change: BudgetChange) -> AccountProfil
 def set_budget(directory: AccountDirectory, account_id: str, change: BudgetChange) -> AccountProfile:
     """Change an account's budget (``kilo-billing account budget``; later the account API). Rating announces the soft
     percentages from its next batch on; the hard level is enforced from the next threshold event (docs/alerts.md)."""
-    found = directory.registered([account_id]).get(account_id)
-    if found is None:
-        raise UnknownAccountError(f"account {account_id!r} is not registered")
-    profile = apply_budget(found, change)
-    directory.save(profile)
-    return profile
+    return save_profile(directory, apply_budget(registered_profile(directory, account_id), change))
 
 
 def _weight(day: date, weights: Sequence[Decimal]) -> Fraction:

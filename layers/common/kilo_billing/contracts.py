@@ -13,18 +13,23 @@ from pydantic import BaseModel, ConfigDict, Field
 SOURCE_RATING: Final = "kilo.billing.rating"
 
 
-class UsageThresholdCrossedV1(BaseModel):
+class ContractV1(BaseModel):
+    """What every version-1 contract shares: immutable, no unknown fields, ``schema_version`` first in the detail."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: Literal[1] = 1
+
+
+class UsageThresholdCrossedV1(ContractV1):
     """Month-to-date usage reached a share of an included allowance, or of the budget the account set.
 
     Published once per (account, period, meter, threshold); ``event_id`` is deterministic, so a consumer that sees the
     same id twice (a retry after a crash) treats it as one.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
     DETAIL_TYPE: ClassVar[str] = "UsageThresholdCrossed.v1"
 
-    schema_version: Literal[1] = 1
     event_id: str
     account_id: str
     period: str = Field(pattern=r"^\d{4}-\d{2}$")
@@ -40,14 +45,11 @@ class UsageThresholdCrossedV1(BaseModel):
         return f"threshold:{account_id}:{period}:{meter}:{threshold}"
 
 
-class UnattributedUsageV1(BaseModel):
+class UnattributedUsageV1(ContractV1):
     """Usage that no billing account could be found for (kept, reported, never dropped)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     DETAIL_TYPE: ClassVar[str] = "UnattributedUsage.v1"
 
-    schema_version: Literal[1] = 1
     room_sid: str
     participant_sid: str
     identity: str
@@ -58,14 +60,11 @@ class UnattributedUsageV1(BaseModel):
 SOURCE_INVOICING: Final = "kilo.billing.invoicing"
 
 
-class InvoiceIssuedV1(BaseModel):
+class InvoiceIssuedV1(ContractV1):
     """Our invoice for an account and period left draft (open, or paid at once when it asks for nothing)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     DETAIL_TYPE: ClassVar[str] = "InvoiceIssued.v1"
 
-    schema_version: Literal[1] = 1
     event_id: str  # invoice-issued:<invoice id>
     account_id: str
     invoice_id: str
@@ -78,14 +77,11 @@ class InvoiceIssuedV1(BaseModel):
     occurred_at: str
 
 
-class PaymentFailedV1(BaseModel):
+class PaymentFailedV1(ContractV1):
     """The processor could not collect an invoice (declined card, or a payment needing the customer's action)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     DETAIL_TYPE: ClassVar[str] = "PaymentFailed.v1"
 
-    schema_version: Literal[1] = 1
     event_id: str  # payment-failed:<processor event id>
     account_id: str
     invoice_id: str
@@ -95,14 +91,11 @@ class PaymentFailedV1(BaseModel):
     occurred_at: str
 
 
-class DisputeOpenedV1(BaseModel):
+class DisputeOpenedV1(ContractV1):
     """A customer disputed a payment: the account is flagged until the dispute closes."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     DETAIL_TYPE: ClassVar[str] = "DisputeOpened.v1"
 
-    schema_version: Literal[1] = 1
     event_id: str  # dispute-opened:<dispute id>
     account_id: str
     invoice_id: str
@@ -111,16 +104,13 @@ class DisputeOpenedV1(BaseModel):
     occurred_at: str
 
 
-class PaymentMethodAttachedV1(BaseModel):
+class PaymentMethodAttachedV1(ContractV1):
     """An account attached a payment method: a card (the processor's card ``fingerprint``, the same for the same card
     number across customers) or a crypto wallet (its address). The abuse signals count free accounts per
     fingerprint; nothing else is kept of the method."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
     DETAIL_TYPE: ClassVar[str] = "PaymentMethodAttached.v1"
 
-    schema_version: Literal[1] = 1
     event_id: str  # payment-method:<processor or chain id>
     account_id: str
     method: Literal["card", "wallet"]

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from decimal import Decimal
+from typing import TypeVar
 
 from kilo_billing.accounts import UNATTRIBUTED, AccountProfile
 from kilo_billing.catalog import Catalog
@@ -29,6 +30,14 @@ from kilo_billing.session_usage import SessionReader, SessionUsage
 MONEY_FIELDS = ("fees", "overage", "adjustments", "credit", "total_billed", "cost_basis", "margin")
 
 
+_Summable = TypeVar("_Summable", "Usage", "RevenueFigures")
+
+
+def _fieldwise_sum(first: _Summable, second: _Summable) -> _Summable:
+    """Two figures of the same kind added field by field (every field adds: amounts, quantities, nested usage)."""
+    return type(first)(*(getattr(first, f.name) + getattr(second, f.name) for f in fields(first)))
+
+
 @dataclass(frozen=True, slots=True)
 class Usage:
     """A period's usage in billing units: minutes, messages, GB."""
@@ -39,12 +48,7 @@ class Usage:
     data_gb: Decimal = Decimal(0)
 
     def __add__(self, other: Usage) -> Usage:
-        return Usage(
-            self.video_minutes + other.video_minutes,
-            self.audio_minutes + other.audio_minutes,
-            self.messages + other.messages,
-            self.data_gb + other.data_gb,
-        )
+        return _fieldwise_sum(self, other)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,15 +66,7 @@ class RevenueFigures:
         return self.total_billed - self.cost_basis
 
     def __add__(self, other: RevenueFigures) -> RevenueFigures:
-        return RevenueFigures(
-            self.fees + other.fees,
-            self.overage + other.overage,
-            self.adjustments + other.adjustments,
-            self.credit + other.credit,
-            self.total_billed + other.total_billed,
-            self.cost_basis + other.cost_basis,
-            self.usage + other.usage,
-        )
+        return _fieldwise_sum(self, other)
 
 
 @dataclass(frozen=True, slots=True)

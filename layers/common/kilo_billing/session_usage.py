@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
-from kilo_billing.aws import call
+from kilo_billing.aws import paged_items
 from kilo_billing.items import from_item, to_item
 
 SESSION_PREFIX: Final = "SESSION#"
@@ -77,12 +77,7 @@ class DynamoSessionReader:
             },
             "ExpressionAttributeValues": to_item({":session": SESSION_PREFIX, ":account": account_id}),
         }
-        while True:
-            page = call(self._client.scan, **request)
-            for item in page.get("Items", []):
-                found = session_usage(from_item(item), period)
-                if found is not None:
-                    yield found
-            if "LastEvaluatedKey" not in page:
-                return
-            request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        for item in paged_items(self._client.scan, **request):
+            found = session_usage(from_item(item), period)
+            if found is not None:
+                yield found

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
-from kilo_billing.aws import call
+from kilo_billing.aws import call, paged_items
 from kilo_billing.items import from_item, to_item
 
 OPEN_INDEX: Final = "open_sessions"
@@ -71,13 +71,7 @@ class DynamoUsageSignals:
         self._table = table
 
     def _pages(self, operation: Any, request: dict[str, Any]) -> Iterable[dict[str, Any]]:
-        while True:
-            page = call(operation, **request)
-            for item in page["Items"]:
-                yield from_item(item)
-            if "LastEvaluatedKey" not in page:
-                return
-            request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return (from_item(item) for item in paged_items(operation, **request))
 
     def open_sessions(self) -> list[OpenSession]:
         request = {
