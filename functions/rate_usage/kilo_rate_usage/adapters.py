@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from kilo_billing.account_store import DynamoAccountDirectory
 from kilo_billing.accounts import AccountProfile
-from kilo_billing.aws import ConditionFailedError, InvalidRequestError, ResourceGoneError, call
+from kilo_billing.aws import ConditionFailedError, InvalidRequestError, ResourceGoneError, call, paged_items
 from kilo_billing.events import (
     KEY,
     SORT_KEY,
@@ -59,14 +59,6 @@ class DynamoUsageRepository:
 
     # --- reads ----------------------------------------------------------------------------------------------------
 
-    def _pages(self, operation: Any, **kwargs: Any) -> Iterator[dict[str, Any]]:
-        while True:
-            page = call(operation, **kwargs)
-            yield from page.get("Items", [])
-            if "LastEvaluatedKey" not in page:
-                return
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-
     def _batch_get(self, table: str, keys: Sequence[Item], projection: str = "") -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []
         for start in range(0, len(keys), MAX_BATCH_GET):
@@ -82,7 +74,7 @@ class DynamoUsageRepository:
         return found
 
     def room_events(self, room_sid: str) -> list[LiveKitEventRecord]:
-        found = self._pages(
+        found = paged_items(
             self._client.query,
             TableName=self._events,
             KeyConditionExpression="#k = :pk",
@@ -93,7 +85,7 @@ class DynamoUsageRepository:
         return [event for event in (decode_item(item) for item in found) if isinstance(event, LiveKitEventRecord)]
 
     def stored_sessions(self, room_sid: str) -> dict[str, StoredSession]:
-        found = self._pages(
+        found = paged_items(
             self._client.query,
             TableName=self._usage,
             KeyConditionExpression="#k = :pk AND begins_with(#s, :prefix)",
@@ -145,9 +137,9 @@ class DynamoUsageRepository:
 
     def open_sessions(self, account: str | None = None) -> list[StoredSession]:
         if account is None:
-            found = self._pages(self._client.scan, TableName=self._usage, IndexName=items.OPEN_INDEX)
+            found = paged_items(self._client.scan, TableName=self._usage, IndexName=items.OPEN_INDEX)
         else:
-            found = self._pages(
+            found = paged_items(
                 self._client.query,
                 TableName=self._usage,
                 IndexName=items.OPEN_INDEX,
@@ -362,19 +354,14 @@ class DynamoEventArchive:
 
     def received_between(self, start_ms: int, end_ms: int) -> list[StoredEvent]:
         found: list[StoredEvent] = []
-        kwargs: dict[str, Any] = {"TableName": self._events}
-        while True:
-            page = call(self._client.scan, **kwargs)
-            for item in page.get("Items", []):
-                try:
-                    event = decode_item(item)
-                except (ContractError, KeyError, TypeError, ValueError):
-                    continue  # not an event this reader knows (the poison queue has those)
-                if start_ms <= event.received_at_ms <= end_ms:
-                    found.append(event)
-            if "LastEvaluatedKey" not in page:
-                return found
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        for item in paged_items(self._client.scan, TableName=self._events):
+            try:
+                event = decode_item(item)
+            except (ContractError, KeyError, TypeError, ValueError):
+                continue  # not an event this reader knows (the poison queue has those)
+            if start_ms <= event.received_at_ms <= end_ms:
+                found.append(event)
+        return found
 
 
 class LiveKitRoomDirectory:

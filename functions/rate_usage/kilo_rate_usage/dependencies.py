@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache
 
-from kilo_billing.aws import client
+from kilo_billing.aws import client, livekit_credentials
 from kilo_billing.catalog import default_catalog
 from kilo_billing.contracts import SOURCE_RATING
 from kilo_billing.publisher import EventBridgePublisher
@@ -53,19 +53,11 @@ def rating() -> Rating:
 
 @cache
 def sweeper() -> Sweeper:
-    from aws_lambda_powertools.utilities.parameters import SecretsProvider  # noqa: PLC0415 - the sweeper only
-
     config = settings()
-    secrets = SecretsProvider(boto3_client=client("secretsmanager", config.call_budget))
-
-    def credentials() -> list[tuple[str, str]]:
-        """Every configured (API key, secret), re-read at most every ``secret_max_age_seconds`` (rotation)."""
-        if not config.livekit_keys_secret_name:
-            return []
-        keys = secrets.get(config.livekit_keys_secret_name, transform="json", max_age=config.secret_max_age_seconds)
-        if not isinstance(keys, dict):
-            raise ValueError(f"secret {config.livekit_keys_secret_name} must be a JSON object of key: secret")
-        return sorted((str(key), str(secret)) for key, secret in keys.items())
+    # every configured (API key, secret), re-read at most every secret_max_age_seconds (rotation)
+    credentials = livekit_credentials(
+        config.livekit_keys_secret_name, config.secret_max_age_seconds, config.call_budget
+    )
 
     directory = LiveKitRoomDirectory(
         config.livekit_url,
