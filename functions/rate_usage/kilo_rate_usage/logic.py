@@ -69,20 +69,21 @@ def rate_batch(
     event on its own, so only the refused ones are reported (``BatchOutcome.rejected``, for the poison queue) and the
     rest is rated - a refusal is never retried like a conflict. ``ConflictError`` and AWS failures propagate: the
     batch is retried whole, which the exactly-once writes make safe."""
+    attempt = _Attempt(repo, publisher, config, now_ms)
     try:
-        return _rate(livekit, usage, repo, publisher, config, now_ms)
+        return _rate(livekit, usage, attempt)
     except RejectedWriteError:
         pass
     outcomes: list[BatchOutcome] = []
     rejected: list[Rejected] = []
     for room_sid, events in _by_room(livekit).items():
         try:
-            outcomes.append(_rate(events, [], repo, publisher, config, now_ms))
+            outcomes.append(_rate(events, [], attempt))
         except RejectedWriteError as exc:
             rejected.append(Rejected(room_sid=room_sid, reason=f"DynamoDB refused the room's writes: {exc}"))
     for record in {record.key: record for record in usage}.values():
         try:
-            outcomes.append(_rate([], [record], repo, publisher, config, now_ms))
+            outcomes.append(_rate([], [record], attempt))
         except RejectedWriteError as exc:
             rejected.append(Rejected(usage_key=record.key, reason=f"DynamoDB refused the usage write: {exc}"))
     return BatchOutcome.total(outcomes, rejected)
@@ -96,14 +97,18 @@ def _by_room(livekit: Iterable[LiveKitEventRecord]) -> dict[str, list[LiveKitEve
     return by_room
 
 
-def _rate(
-    livekit: Sequence[LiveKitEventRecord],
-    usage: Sequence[UsageEventRecord],
-    repo: UsageRepository,
-    publisher: EventPublisher,
-    config: RatingConfig,
-    now_ms: int,
-) -> BatchOutcome:
+@dataclass(frozen=True, slots=True)
+class _Attempt:
+    """What one attempt at rating (part of) a batch works with."""
+
+    repo: UsageRepository
+    publisher: EventPublisher
+    config: RatingConfig
+    now_ms: int
+
+
+def _rate(livekit: Sequence[LiveKitEventRecord], usage: Sequence[UsageEventRecord], attempt: _Attempt) -> BatchOutcome:
+    repo, publisher, config, now_ms = attempt.repo, attempt.publisher, attempt.config, attempt.now_ms
     by_room = _by_room(livekit)
     rated: list[_Room] = []
     accounts: set[str] = set()
