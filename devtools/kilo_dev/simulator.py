@@ -61,6 +61,7 @@ class AccountSpec:
     agent_share: float = 0.0  # share of calls an AGENT participant joins
     messaging: float = 1.0  # multiplies the chat messages the app reports per call minute
     upgrade_to: str | None = None  # a tier the account upgrades to in the middle of the month (the demo says when)
+    downgrade_to: str | None = None  # a lower tier the account requests (it takes effect at the next month's start)
 
 
 @dataclass(frozen=True)
@@ -148,7 +149,7 @@ def default_accounts(n: int) -> list[AccountSpec]:
 
     Two accounts upgrade in the middle of the month: the first personal account to team (it chats past the Personal
     allowance before it upgrades, so its bill shows overage on a prorated allowance) and the second team account to
-    enterprise.
+    enterprise; the first enterprise account requests a downgrade to team (effective at the next month's start).
     """
     counts = dict.fromkeys(TIERS, 0)
     specs = []
@@ -165,8 +166,9 @@ def default_accounts(n: int) -> list[AccountSpec]:
             upgrade = "enterprise" if counts[tier] == 2 else None
             spec = AccountSpec(f"acct-{tier}-{counts[tier]:02d}", tier, 0.8 * spread, 6, 0.65, 0.25, 12, 0.15,
                                upgrade_to=upgrade)  # fmt: skip
-        else:
-            spec = AccountSpec(f"acct-{tier}-{counts[tier]:02d}", tier, 1.2 * spread, 6, 0.75, 0.3, 30, 0.25)
+        else:  # the first enterprise account asks to go down to team (from the next month on)
+            spec = AccountSpec(f"acct-{tier}-{counts[tier]:02d}", tier, 1.2 * spread, 6, 0.75, 0.3, 30, 0.25,
+                               downgrade_to="team" if counts[tier] == 1 else None)  # fmt: skip
         specs.append(spec)
     return specs
 
