@@ -392,8 +392,8 @@ def ledger_store(stack: Any) -> Any:
 def closed_invoices(stack: Any, accounts: Sequence[Any], period: str) -> dict[str, Any]:
     """Each account's invoice closing ``period`` as the product stored it (``None``: not closed)."""
     store = ledger_store(stack)
-    return {spec.account_id: store.ledger(spec.account_id).invoices.get(f"{spec.account_id}/{period}")
-            for spec in accounts}  # fmt: skip
+    ids = [spec if isinstance(spec, str) else spec.account_id for spec in accounts]
+    return {account: store.ledger(account).invoices.get(f"{account}/{period}") for account in ids}
 
 
 def wait_for_close(stack: Any, accounts: Sequence[Any], period: str, timeout: float = 180.0) -> None:
@@ -411,14 +411,24 @@ def wait_for_close(stack: Any, accounts: Sequence[Any], period: str, timeout: fl
         stack.wait_idle(timeout=max(5.0, deadline - time.monotonic()))
 
 
+def wait_for_invoice(stack: Any, account_id: str, period: str, timeout: float = 120.0) -> None:
+    """Until the account's invoice for ``period`` is stored (or ``timeout``: the comparison then shows it missing)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and closed_invoices(stack, [account_id], period)[account_id] is None:
+        stack.check()
+        time.sleep(0.2)
+
+
 def expected_invoices(
     truth: Any,
     accounts: Sequence[Any],
     period: str,
     histories: dict[str, TierHistory],
     billing: dict[str, tuple[str, str | None]],
+    late: Sequence[Any] = (),
 ) -> dict[str, Any]:
-    """The ground truth of each account's invoice closing ``period`` (its first invoice: nothing billed in advance)."""
+    """The ground truth of each account's invoice closing ``period`` (its first invoice: nothing billed in advance;
+    ``late``: usage that reached the product after the close, left for the next invoice)."""
     from kilo_dev.ground_truth import expected_invoice, period_bounds, price_sheet  # noqa: PLC0415
 
     start, end = period_bounds(period)
@@ -426,7 +436,7 @@ def expected_invoices(
     return {
         spec.account_id: expected_invoice(truth, spec.account_id, period, histories[spec.account_id], sheet,
                                           next_sheet, method=billing[spec.account_id][0],
-                                          card_pays=billing[spec.account_id][1] != DECLINED)
+                                          card_pays=billing[spec.account_id][1] != DECLINED, exclude=late)
         for spec in accounts
     }  # fmt: skip
 
@@ -511,11 +521,13 @@ def invoice_report(
     histories: dict[str, TierHistory],
     billing: dict[str, tuple[str, str | None]],
     period: str,
+    late: Sequence[Any] = (),
 ) -> bool:
-    """Wait for the close, print the closed month's invoices next to the ground truth; True when all match."""
+    """Wait for the close, print the closed month's invoices next to the ground truth, and the late usage (``late``:
+    pieces whose end arrived after the close) pending for the next invoice; True when all match."""
     wait_for_close(stack, accounts, period)
     invoices = closed_invoices(stack, accounts, period)
-    problems = compare_invoices(expected_invoices(truth, accounts, period, histories, billing), invoices)
+    problems = compare_invoices(expected_invoices(truth, accounts, period, histories, billing, late), invoices)
     console.print(invoices_table(period, invoices, billing, problems))
     if stack.stripe is not None:
         sent = stack.stripe.delivered
@@ -523,11 +535,119 @@ def invoice_report(
         console.print(f"Stripe stand-in: {len(sent)} signed webhooks to /webhooks/stripe"
                       + (f", [red]{len(refused)} not accepted[/red]" if refused else ", all accepted"))  # fmt: skip
     wrong = [account for account, diffs in problems.items() if diffs]
+    for account in sorted({piece.account_id for piece in late}):
+        mine = [piece for piece in late if piece.account_id == account]
+        if not adjustment_report(console, stack, truth, account, period, histories[account], mine):
+            wrong.append(f"{account} (late usage)")
     if wrong:
         console.print(f"[red]Invoices differ from the ground truth for {', '.join(wrong)}[/red]")
         return False
     console.print(f"[green]Every {period} invoice matches the ground truth (lines, total, payment status).[/green]")
     return True
+
+
+# --- a late participant_left: a call of the closed month whose end arrives after the close ----------------------------
+
+
+def late_left_call(
+    truth: Any,
+    sink: HttpSink,
+    livekit: Any,
+    account_id: str,
+    instants: tuple[int, int, int],
+    closed: Callable[[], None],
+) -> list[Any]:
+    """A two-person call of ``account_id`` from ``start_s`` to ``left_s`` (``instants``: start, left, delivered; both
+    in the closed month): one person's ``participant_left`` arrives on time, the other's only at ``deliver_at_s``,
+    once ``closed`` returned (the close is done) - LiveKit kept the participant listed until then, so the sweeper
+    does not close it. Its minutes reach the closed month after its
+    invoice: late usage, billed as an adjustment on the next invoice. Scheduled on the sink's simulated clock; the
+    truth gets both connections at once. Returns the late pieces of usage (``UsageAt``)."""
+    from kilo_dev import livekit_events as lk  # noqa: PLC0415
+    from kilo_dev.simulator import Connection  # noqa: PLC0415
+
+    start_s, left_s, deliver_at_s = instants
+    room = lk.Room(f"RM_late{start_s}", f"{account_id}-late-night", account_id, start_s)
+    people = [lk.Participant(f"PA_late{start_s}a", f"{account_id}-user00", start_s * 1000 + 500),
+              lk.Participant(f"PA_late{start_s}b", f"{account_id}-user01", start_s * 1000 + 2_500)]  # fmt: skip
+
+    def begin() -> None:
+        livekit.rooms[room.name] = [(person.sid, person.identity) for person in people]
+        sink.webhook(lk.room_started(room, start_s))
+        for person in people:
+            sink.webhook(lk.participant_joined(room, person))
+
+    def on_time() -> None:
+        livekit.rooms[room.name] = [(people[1].sid, people[1].identity)]
+        sink.webhook(lk.participant_left(room, people[0], left_s))
+
+    def late() -> None:
+        closed()
+        livekit.rooms.pop(room.name, None)
+        sink.webhook(lk.participant_left(room, people[1], left_s))
+        sink.webhook(lk.room_finished(room, left_s + 10))
+
+    sink.at(start_s, begin)
+    sink.at(left_s, on_time)
+    sink.at(deliver_at_s, late)
+    pieces = []
+    for person in people:
+        minutes = -(-(left_s * 1000 - person.joined_at_ms) // 60_000)  # ceil(seconds / 60): no video
+        period = datetime.fromtimestamp(person.joined_at_ms / 1000, tz=UTC).strftime("%Y-%m")
+        truth.add(account_id, period, "audio", minutes, person.joined_at_ms)
+        pieces.append(truth.usage[-1])
+        truth.connections.append(Connection(account_id, room.sid, room.name, person.sid, person.identity,
+                                            person.joined_at_ms, left_s))  # fmt: skip
+    truth.webhooks += 6
+    truth.room_finished_s[room.sid] = left_s + 10
+    return pieces[1:]
+
+
+def pending_adjustments(stack: Any, account_id: str, period: str) -> list[Any]:
+    """The adjustment lines the product will put on the account's next invoice for ``period``'s late usage (rating
+    now minus rating as billed), from its own ledger."""
+    from kilo_billing.catalog import default_catalog  # noqa: PLC0415
+    from kilo_billing.invoicing import adjustment_lines  # noqa: PLC0415
+    from kilo_billing.periods import Period  # noqa: PLC0415
+
+    ledger = ledger_store(stack).ledger(account_id)
+    found = ledger.periods.get(period)
+    if found is None or ledger.profile is None or not found.unbilled:
+        return []
+    key = Period.parse(period)
+    return adjustment_lines(key, ledger.profile, found.billed, found.counters, default_catalog().for_period(key))
+
+
+def adjustment_report(
+    console: Console,
+    stack: Any,
+    truth: Any,
+    account_id: str,
+    period: str,
+    history: TierHistory,
+    late: list[Any],
+) -> bool:
+    """The late ``participant_left``'s minutes: the product's pending adjustment for ``period`` next to the ground
+    truth's (the invoice with them minus the invoice without them, per tier segment and meter)."""
+    from kilo_dev.ground_truth import expected_invoice, period_bounds, price_sheet  # noqa: PLC0415
+
+    start, end = period_bounds(period)
+    sheet, next_sheet = (price_sheet(datetime.fromtimestamp(t, tz=UTC)) for t in (start, end))
+    with_late = expected_invoice(truth, account_id, period, history, sheet, next_sheet).lines
+    without = expected_invoice(truth, account_id, period, history, sheet, next_sheet, exclude=late).lines
+    minutes = sum(piece.quantity for piece in late)
+    want = {(tier, meter): with_late[key] - without[key] for key in with_late if key[0] == "usage"
+            for _, tier, meter in [key] if with_late[key] != without[key]}  # fmt: skip
+    lines = pending_adjustments(stack, account_id, period)
+    got = {(line.tier or "", line.meter or ""): line.amount for line in lines}
+    used = sum((line.used for line in lines if line.meter == "audio"), start=0)
+    shown = "; ".join(f"{line.meter} {line.tier} +{line.used} min ${line.amount}" for line in lines) or "none"
+    same = used == minutes and all(got.get(key, 0) == amount for key, amount in want.items())
+    same = same and all(amount == want.get(key, 0) for key, amount in got.items())
+    verdict = "[green]matches the ground truth[/green]" if same else f"[red]truth: +{minutes} min, {want}[/red]"
+    console.print(f"Late participant_left for {account_id} (a {period} call, its end delivered after the close): "
+                  f"pending adjustment on the next invoice: {shown} — {verdict}")  # fmt: skip
+    return same
 
 
 # --- alerts: what the month caused, read back from the local stack's SES and SNS -------------------------------------
@@ -687,7 +807,7 @@ def _interrupt(signum: int, _: Any) -> None:
 def run(args: argparse.Namespace, console: Console) -> int:
     from kilo_dev.fake_livekit import FakeLiveKit  # noqa: PLC0415
     from kilo_dev.localstack import LocalSettings, LocalStack  # noqa: PLC0415
-    from kilo_dev.simulator import AccountSpec, default_accounts, hard_limit_call, simulate  # noqa: PLC0415
+    from kilo_dev.simulator import AccountSpec, Truth, default_accounts, hard_limit_call, simulate  # noqa: PLC0415
     from kilo_dev.template import TEMPLATE_PATH, Template  # noqa: PLC0415
 
     grace_s = int(Template(TEMPLATE_PATH, parameters={"Stage": "local"}).parameters["InvoiceGraceHours"]) * 3600
@@ -706,8 +826,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
         start = int(closed.timestamp())  # a whole month to close, then the current month to date
         accounts = default_accounts(args.accounts)
         everyone = [*accounts, AccountSpec(LIMIT_ACCOUNT, "personal", activity=0.0)]
-        upgrade_at = upgrade_instant(start, period_start)  # halfway through the closed month
-        downgrade_at = upgrade_at + 86_400  # requested a day later; it takes effect when the current month starts
+        # the upgrades halfway through the closed month; the downgrade requested a day later (effective next month)
+        upgrade_at, downgrade_at = (at := upgrade_instant(start, period_start)), at + 86_400
         sink = HttpSink(stack.url, api_key, api_secret, settings.usage_client, settings.usage_secret, stack.clock,
                         check=stack.check)  # fmt: skip
         billing = billing_methods(everyone)
@@ -723,7 +843,15 @@ def run(args: argparse.Namespace, console: Console) -> int:
                    f"(seed {args.seed}); {closed:%Y-%m} closes {grace_s // 3600} h after it ends")  # fmt: skip
         began = time.monotonic()
         scene_at = max(period_start + grace_s + 600, now - 1500)  # the hard-limit call, in the last half hour
-        truth = simulate(args.seed, accounts, start, scene_at - 300, sink, livekit,
+        late = late_left_call(
+            truth := Truth(),
+            sink,
+            livekit,
+            accounts[0].account_id,
+            (period_start - 3 * 3600, period_start - 2 * 3600, period_start + grace_s + 3600),
+            functools.partial(wait_for_invoice, stack, accounts[0].account_id, f"{closed:%Y-%m}"),
+        )
+        truth = simulate(args.seed, accounts, start, scene_at - 300, sink, livekit, truth=truth,
                          progress=lambda m: console.print(f"[dim]  {m}[/dim]"),
                          rooms_per_account_per_day=args.intensity)  # fmt: skip
         console.print(f"{LIMIT_ACCOUNT} (budget and hard limit ${LIMIT_USD}) reports {LIMIT_MESSAGES:,} messages "
@@ -735,7 +863,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
                       f"in {time.monotonic() - began:.0f} s; waiting for rating to catch up…")  # fmt: skip
         stack.wait_idle(timeout=600)
         matches = report(console, stack, everyone, truth, histories, now)
-        invoiced = invoice_report(console, stack, everyone, truth, histories, billing, f"{closed:%Y-%m}")
+        invoiced = invoice_report(console, stack, everyone, truth, histories, billing, f"{closed:%Y-%m}", late)
         alerted = alerts_report(console, stack, livekit, truth, everyone, histories, recipients, scene,
                                 (f"{closed:%Y-%m}", current.strftime("%Y-%m")))  # fmt: skip
         console.print(f"Total {time.monotonic() - began:.0f} s")

@@ -29,7 +29,7 @@ from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
 
-from kilo_dev.simulator import Truth
+from kilo_dev.simulator import Truth, UsageAt
 from kilo_dev.template import ROOT
 
 PRICEBOOKS = ROOT / "layers" / "common" / "kilo_billing" / "pricebooks"
@@ -194,12 +194,15 @@ def expected_invoice(
     billed_in_advance: Decimal = Decimal("0.00"),
     method: str = "card",
     card_pays: bool = True,
+    exclude: Sequence[UsageAt] = (),
 ) -> ExpectedInvoice:
     """The invoice closing ``period`` (the account's first invoice unless ``billed_in_advance`` says what the previous
     one billed for this month): usage in arrears per tier segment and meter (a $0.00 line for each meter without
     overage), the month's fees by segment minus what was billed in advance (no line when that is zero), and the next
     month's fee in advance at the tier in effect when it starts. Status: a crypto bill stays open; a $0.00 invoice is
-    paid at once; a card invoice is paid, or payment_failed when the card is declined."""
+    paid at once; a card invoice is paid, or payment_failed when the card is declined. ``exclude``: pieces of usage
+    that reached the product only after the close (late usage: the next invoice's adjustment)."""
+    left_out = {id(piece) for piece in exclude}
     start, end = period_bounds(period)
     lines: dict[LineKey, Decimal] = {}
     fee_cents = 0
@@ -208,11 +211,8 @@ def expected_invoice(
         fee_cents += _half_up_cents(sheet.fees[tier] * fraction)
         quantities = dict.fromkeys(METERS, 0)
         for piece in truth.usage:
-            if (
-                piece.account_id == account_id
-                and piece.period == period
-                and seg_start * 1000 <= piece.at_ms < seg_end * 1000
-            ):
+            mine = piece.account_id == account_id and piece.period == period and id(piece) not in left_out
+            if mine and seg_start * 1000 <= piece.at_ms < seg_end * 1000:
                 quantities[_METER_OF[piece.meter]] += piece.quantity
         for meter in METERS:
             per_unit = _STEPS_PER_UNIT[meter]

@@ -679,6 +679,7 @@ def simulate(
     tick_s: int = 300,
     usage_batch_size: int = 50,
     max_usage_delay_s: int = 900,
+    truth: Truth | None = None,
 ) -> Truth:
     """Simulate ``accounts`` from ``start_s`` to ``end_s`` (epoch s), deliver it to ``sink``; return the truth.
 
@@ -686,7 +687,7 @@ def simulate(
     ``FakeLiveKit``) has its room table kept equal to who is connected as simulated time moves. ``advance`` is called at
     every event second and at least every ``tick_s`` simulated seconds, never backwards; usage is flushed every
     ``usage_batch_size`` events, when the oldest pending report is ``max_usage_delay_s`` old, before the clock enters a
-    new month, and at the end.
+    new month, and at the end. ``truth``: add to this one (calls the caller scripts itself) instead of a new one.
     """
     if end_s <= start_s:
         raise ValueError(f"end_s ({end_s}) must be after start_s ({start_s})")
@@ -694,7 +695,7 @@ def simulate(
     mix = _Mix(reconnect_rate, lost_left_rate, usage_retry_rate)
     ids = _Ids(random.Random(rng.getrandbits(64)))  # noqa: S311
     calls = _plan(rng, ids, accounts, start_s, end_s, rooms_per_account_per_day, mix)
-    truth = Truth()
+    truth = truth if truth is not None else Truth()
     for call in calls:
         _account_truth(truth, call)
     items = [item for index, call in enumerate(calls) for item in _items(call, index)]
