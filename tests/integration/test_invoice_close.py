@@ -293,3 +293,35 @@ def test_given_stripe_events_when_ingested_then_the_bus_and_rule_bring_our_invoi
     assert settled.status is InvoiceStatus.PAID
     assert [status for status, _ in settled.transitions] == ["draft", "open", "payment_failed", "paid"]
     assert invoicing.published() == []
+
+
+def test_given_a_card_saved_through_checkout_when_its_event_arrives_then_it_becomes_the_default_for_invoices(
+    invoicing: Invoicing,
+) -> None:
+    """Checkout (setup mode) attaches the card but Stripe does not make it the customer's default: the payment-status
+    handler does, on ``checkout.session.completed`` (Stripe -> signed webhook -> ingest -> bus -> queue -> handler),
+    so the close's invoice is charged to it."""
+    invoicing.register("acct-a", "team")
+    invoicing.rate("acct-a", "video", 60_000)
+    gateway = invoicing.gateway()
+    customer = gateway.ensure_customer(Customer("acct-a"))
+    url = gateway.setup_session(customer, "https://app.example/ok", "https://app.example/no", "acct-a")
+    emulator = invoicing.http.emulator
+    session = emulator.complete_setup(url.rsplit("/", 1)[1], "pm_card_visa")  # the customer fills in the page
+    assert emulator.objects["customer"][customer]["invoice_settings"]["default_payment_method"] is None
+    (completed,) = [event for event in emulator.events if event["type"] == "checkout.session.completed"]
+    assert completed["data"]["object"]["id"] == session["id"]
+    assert invoicing.webhook(completed) == 200
+    assert len(invoicing.payments()) == 1
+    (card,) = [pm for pm in emulator.objects["payment_method"].values() if pm["customer"] == customer]
+    assert emulator.objects["customer"][customer]["invoice_settings"]["default_payment_method"] == card["id"]
+    assert invoicing.store.ledger("acct-a").billing.card_on_file
+    # the same event again (Stripe retries): nothing changes, no further Stripe write than the repeated default
+    assert invoicing.webhook(completed) == 200
+    invoicing.payments()
+    assert emulator.objects["customer"][customer]["invoice_settings"]["default_payment_method"] == card["id"]
+    # the close charges that card: March's invoice is paid
+    invoicing.start("2026-04-01T06:00:00Z")
+    invoicing.close_all()
+    paid = [event for event in emulator.events if event["type"] == "invoice.paid"]
+    assert [event["data"]["object"]["metadata"]["kilo_invoice_id"] for event in paid] == ["acct-a/2026-03"]

@@ -302,11 +302,21 @@ def _ref(value: Any) -> str | None:
 
 
 def apply_stripe_event(
-    store: LedgerStore, publisher: EventPublisher, events: StripeEvents, pk: str, sk: str, now: datetime
+    store: LedgerStore,
+    publisher: EventPublisher,
+    events: StripeEvents,
+    pk: str,
+    sk: str,
+    now: datetime,
+    gateway: PaymentGateway | None = None,
 ) -> EventOutcome:
     """Bring our records in step with one stored Stripe event. Duplicates and any order are harmless: a status only
     moves along the state machine (a late ``payment_failed`` never undoes ``paid``), amounts only grow, and every
-    alert carries an id derived from the processor's event, recorded once published."""
+    alert carries an id derived from the processor's event, recorded once published.
+
+    ``checkout.session.completed`` (setup mode) records the card on file and, with a ``gateway``, makes the card the
+    customer saved last its default for invoices (Checkout attaches it but does not make it the default); a repeat
+    or an older session's event arriving late sets the same, latest card (docs/decisions.md)."""
     record = events.get(pk, sk)
     if record is None:
         raise InvoiceNotFoundError(f"stripe event {pk}/{sk} is not stored")
@@ -316,12 +326,10 @@ def apply_stripe_event(
         if not isinstance(account, str):
             return EventOutcome(event_id, event_type, None, False)
         ledger = store.ledger(account)
-        store.save_billing(
-            account,
-            replace(
-                ledger.billing, card_on_file=True, customer_id=ledger.billing.customer_id or _ref(obj.get("customer"))
-            ),
-        )
+        customer = ledger.billing.customer_id or _ref(obj.get("customer"))
+        if gateway is not None and customer is not None and obj.get("mode", "setup") == "setup":
+            gateway.default_to_latest_card(customer)  # unavailable: raised, the queue delivers the event again
+        store.save_billing(account, replace(ledger.billing, card_on_file=True, customer_id=customer))
         return EventOutcome(event_id, event_type, None, True)
     if event_type.startswith("invoice."):
         ledger, invoice = _find(store, [_ref(obj.get("id"))], _metadata(obj))
