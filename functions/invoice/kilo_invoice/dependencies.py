@@ -15,6 +15,7 @@ from decimal import Decimal
 from functools import cache
 from typing import Any
 
+from kilo_billing.accounts import AccountDirectory
 from kilo_billing.periods_store import LedgerStore
 from kilo_billing.publisher import EventPublisher
 from kilo_invoice.gateway import (
@@ -135,6 +136,7 @@ class StarterDependencies:
     store: LedgerStore
     queue: CloseJobQueue
     markers: RunMarkers
+    directory: AccountDirectory  # profiles: which accounts have a progressive billing threshold
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +150,7 @@ class PaymentDependencies:
 
 @cache
 def starter() -> StarterDependencies:
+    from kilo_billing.account_store import DynamoAccountDirectory  # noqa: PLC0415
     from kilo_billing.aws import client  # noqa: PLC0415
     from kilo_invoice.adapters import DynamoRunMarkers, SqsCloseJobQueue  # noqa: PLC0415
 
@@ -158,6 +161,7 @@ def starter() -> StarterDependencies:
         _ledger(config, dynamodb),
         SqsCloseJobQueue(client("sqs", config.call_budget), config.invoice_close_queue_url),
         DynamoRunMarkers(dynamodb, config.usage_table_name),
+        DynamoAccountDirectory(dynamodb, config.usage_table_name),
     )
 
 
