@@ -528,6 +528,14 @@ def invoice_report(
     wait_for_close(stack, accounts, period)
     invoices = closed_invoices(stack, accounts, period)
     problems = compare_invoices(expected_invoices(truth, accounts, period, histories, billing, late), invoices)
+    if stack.stripe is None:  # test mode: the status arrives only if Stripe's webhooks reach the stack
+        pending = {
+            account for account, invoice in invoices.items() if invoice is not None and invoice.status.value == "open"
+        }
+        problems = {account: [d for d in diffs if not (account in pending and d.startswith("status: open vs"))]
+                    for account, diffs in problems.items()}  # fmt: skip
+        console.print("[dim]Stripe test mode: an invoice still open waits for Stripe's webhooks (`stripe listen "
+                      f"--forward-to {stack.url}/webhooks/stripe`).[/dim]")  # fmt: skip
     console.print(invoices_table(period, invoices, billing, problems))
     if stack.stripe is not None:
         sent = stack.stripe.delivered
