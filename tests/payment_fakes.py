@@ -34,6 +34,7 @@ class InMemoryPaymentGateway:
     credit_notes: dict[str, tuple[str, Decimal]] = field(default_factory=dict)  # credit id -> (gateway id, amount)
     refunds: dict[str, tuple[str, Decimal]] = field(default_factory=dict)
     default_cards: dict[str, str] = field(default_factory=dict)  # customer id -> card id
+    saved_cards: dict[str, list[str]] = field(default_factory=dict)  # customer id -> its cards, oldest first
     calls: list[str] = field(default_factory=list)
     fail_next: list[Exception] = field(default_factory=list)  # raised by the next calls, in order
     crash_after_lines: int | None = None  # issue_invoice stops (raises) after adding this many lines
@@ -125,8 +126,24 @@ class InMemoryPaymentGateway:
         self._call("set_default_payment_method")
         if customer_id not in self.customers.values():
             raise GatewayRejectedError(f"no such customer {customer_id}")
-        self.default_cards[customer_id] = f"card_{payment_method}"
-        return self.default_cards[customer_id]
+        card = f"card_{payment_method}"
+        self.save_card(customer_id, card)
+        self.default_cards[customer_id] = card
+        return card
+
+    def save_card(self, customer_id: str, card: str) -> None:
+        """What Checkout in setup mode does: attach a card to the customer (not its default)."""
+        cards = self.saved_cards.setdefault(customer_id, [])
+        if card not in cards:
+            cards.append(card)
+
+    def default_to_latest_card(self, customer_id: str) -> str | None:
+        self._call("default_to_latest_card")
+        cards = self.saved_cards.get(customer_id)
+        if not cards:
+            return None
+        self.default_cards[customer_id] = cards[-1]
+        return cards[-1]
 
     def setup_session(self, customer_id: str, success_url: str, cancel_url: str, account_id: str = "") -> str:
         self._call("setup_session")

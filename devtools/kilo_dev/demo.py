@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import http.client
 import json
 import re
@@ -27,6 +28,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import time_machine
 from rich.console import Console
 from rich.table import Table
 
@@ -133,6 +135,7 @@ def month_to_date_rows(stack: Any, accounts: Sequence[Any], period: str, now_ms:
 
 
 TierHistory = list[tuple[int, str]]  # [(from epoch s, tier)]: an account's effective tier changes
+TierRequests = list[tuple[int, str, str]]  # [(requested at epoch s, from tier, to tier)]; the first is the signup
 
 
 def upgrade_instant(period_start_s: int, now_s: int) -> int:
@@ -140,14 +143,20 @@ def upgrade_instant(period_start_s: int, now_s: int) -> int:
     return period_start_s + (now_s - period_start_s) // 2 // 60 * 60
 
 
-def tier_histories(accounts: Sequence[Any], period_start_s: int, upgrade_at_s: int) -> dict[str, TierHistory]:
-    """Each account's tier since before the simulated window (the month before), plus its upgrade if it has one."""
-    day = datetime.fromtimestamp(period_start_s, tz=UTC) - timedelta(days=1)
-    since = int(day.replace(day=1, hour=0, minute=0, second=0, microsecond=0).timestamp())
-    return {
-        spec.account_id: [(since, spec.tier)] + ([(upgrade_at_s, spec.upgrade_to)] if spec.upgrade_to else [])
-        for spec in accounts
-    }
+def tier_requests(
+    accounts: Sequence[Any], signup_s: int, upgrade_at_s: int, downgrade_at_s: int | None = None
+) -> dict[str, TierRequests]:
+    """Each account's signup (on its tier), its upgrade request if it has one, and its downgrade request if it has one
+    and ``downgrade_at_s`` is given."""
+    requests: dict[str, TierRequests] = {}
+    for spec in accounts:
+        found = [(signup_s, spec.tier, spec.tier)]
+        if spec.upgrade_to:
+            found.append((upgrade_at_s, spec.tier, spec.upgrade_to))
+        if spec.downgrade_to and downgrade_at_s is not None:
+            found.append((downgrade_at_s, found[-1][2], spec.downgrade_to))
+        requests[spec.account_id] = found
+    return requests
 
 
 def account_directory(stack: Any) -> Any:
@@ -159,40 +168,53 @@ def account_directory(stack: Any) -> Any:
     return DynamoAccountDirectory(boto3.client("dynamodb"), stack.template.physical_name("UsageTable"))
 
 
-def write_profile(stack: Any, account_id: str, history: TierHistory) -> None:
-    """Register the account with its first tier, or append the last tier change of ``history`` (an upgrade), through
-    the same account operations as `kilo-billing account create` / `account tier`."""
-    from kilo_billing.accounts import change_tier, register_account  # noqa: PLC0415
+def write_request(stack: Any, account_id: str, request: tuple[int, str, str], method: str = "card") -> None:
+    """Register the account on its first tier, or request a tier change, through the same account operations as
+    `kilo-billing account create` / `account change-tier` (the product decides when a change takes effect)."""
+    from kilo_billing.accounts import register_account, request_tier_change  # noqa: PLC0415
     from kilo_billing.catalog import default_catalog  # noqa: PLC0415
     from kilo_billing.periods import Period  # noqa: PLC0415
-    from kilo_billing.rating import TierChange  # noqa: PLC0415
 
     directory = account_directory(stack)
-    at, tier = history[-1]
+    at, old, new = request
     when = datetime.fromtimestamp(at, tz=UTC)
-    if len(history) == 1:
-        tiers = default_catalog().for_period(Period.containing(when)).tier_ids
-        register_account(directory, account_id, tier, when, tiers)
+    book = default_catalog().for_period(Period.containing(when))
+    if old == new:
+        register_account(directory, account_id, new, when, book.tier_ids, billing_method=method)
     else:
-        change_tier(directory, account_id, TierChange(when, tier))
+        request_tier_change(directory, book, account_id, new, when)
 
 
 def set_up_accounts(
-    stack: Any, sink: HttpSink, accounts: Sequence[Any], period_start_s: int, upgrade_at_s: int
+    stack: Any,
+    sink: HttpSink,
+    accounts: Sequence[Any],
+    period_start_s: int,
+    upgrade_at_s: int,
+    *,
+    signup_s: int | None = None,
+    downgrade_at_s: int | None = None,
+    methods: dict[str, str] | None = None,
 ) -> dict[str, TierHistory]:
-    """Write each account's starting tier now and, when simulated time reaches ``upgrade_at_s``, the upgrades (an
-    upgrade takes effect at once: the profile gains a tier change at that instant). Returns the tier histories."""
-    histories = tier_histories(accounts, period_start_s, upgrade_at_s)
+    """Register each account now (at ``signup_s``; default: the first of the month before ``period_start_s``), with
+    its billing method (``methods``, default card); when simulated time reaches ``upgrade_at_s`` /
+    ``downgrade_at_s``, request the tier changes. Returns the effective tier histories, worked out by the ground truth
+    (an upgrade at once, a downgrade at the next month's start), not read back from the product."""
+    from kilo_dev.ground_truth import effective_history  # noqa: PLC0415
+    from kilo_dev.simulator import TIERS  # noqa: PLC0415
+
+    if signup_s is None:
+        day = datetime.fromtimestamp(period_start_s, tz=UTC) - timedelta(days=1)
+        signup_s = int(day.replace(day=1, hour=0, minute=0, second=0, microsecond=0).timestamp())
+    requests = tier_requests(accounts, signup_s, upgrade_at_s, downgrade_at_s)
     for spec in accounts:
-        write_profile(stack, spec.account_id, histories[spec.account_id][:1])
-
-    def upgrade() -> None:
-        for spec in accounts:
-            if len(histories[spec.account_id]) > 1:
-                write_profile(stack, spec.account_id, histories[spec.account_id])
-
-    sink.at(upgrade_at_s, upgrade)
-    return histories
+        write_request(
+            stack, spec.account_id, requests[spec.account_id][0], (methods or {}).get(spec.account_id, "card")
+        )
+    for spec in accounts:
+        for request in requests[spec.account_id][1:]:
+            sink.at(request[0], functools.partial(write_request, stack, spec.account_id, request))
+    return {account: effective_history(found, TIERS) for account, found in requests.items()}
 
 
 def expected_bills(
@@ -263,6 +285,377 @@ def summary_table(
             else "[red]" + "; ".join(problems[spec.account_id]) + "[/red]",
         )
     return table
+
+
+# --- the close: invoices of the closed month, issued through Stripe (the stand-in or test mode) ----------------------
+
+VISA, DECLINED = "pm_card_visa", "pm_card_chargeCustomerFail"  # Stripe's test cards: one pays, one is declined
+
+
+USAGE_MAX_AGE_S = 34 * 86_400  # the usage API refuses reports more than 35 days old (kilo_webhook_ingest.usage)
+
+
+def timeline(now: int, grace_s: int) -> tuple[int, datetime, datetime]:
+    """(the demo's end, the current month's start, the closed month's start). The demo simulates the whole month
+    before the current one and the current one to date, ending at ``now`` or - when the closed month began more than
+    34 days before - 34 days after it began (the usage API takes reports up to 35 days old: the demo's process then
+    runs on that end's clock, see ``run``). Within the grace window of a month, its close is not due yet: the demo
+    shows the month before instead."""
+    current = datetime.fromtimestamp(now, tz=UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    if now < int(current.timestamp()) + grace_s + 3600:
+        current = (current - timedelta(days=1)).replace(day=1)
+    closed = (current - timedelta(days=1)).replace(day=1)
+    return min(now, int(closed.timestamp()) + USAGE_MAX_AGE_S), current, closed
+
+
+def travel_to(console: Console, now: int, real_now: int) -> Any:
+    """The product judges the age of what it receives by its clock (usage reports up to 35 days old; LiveKit and
+    Stripe signatures around now): when the demo ends before ``real_now``, its process runs on the clock of its end
+    (moving on from there), so the simulated traffic is as fresh as it was then (docs/decisions.md). Returns the
+    started ``time_machine`` traveller (stop it), or ``None``."""
+    if now >= real_now:
+        return None
+    travel = time_machine.travel(datetime.fromtimestamp(now, tz=UTC), tick=True)
+    travel.start()
+    console.print(f"[dim]The demo runs as of {stamp(now)} UTC: the closed month is simulated whole, and the usage API "
+                  "takes reports up to 35 days old.[/dim]")  # fmt: skip
+    return travel
+
+
+def stamp(epoch_s: int) -> str:
+    return datetime.fromtimestamp(epoch_s, tz=UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def pays_by(method: str, card: str | None) -> str:
+    return "crypto (USD bill)" if method == "crypto" else ("card, declined" if card == DECLINED else "card")
+
+
+def print_plan(
+    console: Console,
+    accounts: Sequence[Any],
+    billing: dict[str, tuple[str, str | None]],
+    instants: tuple[int, int, int, int],
+    test_mode: bool,
+    detail: str,
+) -> None:
+    """Say what is simulated (``instants``: start, end, upgrade, downgrade), which accounts change tier when, and
+    how each pays."""
+    start, end, upgrade_at, downgrade_at = instants
+    console.print(f"Simulating {len(accounts)} accounts and {LIMIT_ACCOUNT} from {stamp(start)} to {stamp(end)} "
+                  f"UTC {detail}")  # fmt: skip
+    upgrading = [spec for spec in accounts if spec.upgrade_to]
+    downgrading = [spec for spec in accounts if spec.downgrade_to]
+    if upgrading:
+        changes = ", ".join(f"{s.account_id} {s.tier} → {s.upgrade_to}" for s in upgrading)
+        console.print(f"Upgrades at {stamp(upgrade_at)} UTC (they take effect at once): {changes}")
+    if downgrading:
+        changes = ", ".join(f"{s.account_id} {s.tier} → {s.downgrade_to}" for s in downgrading)
+        console.print(f"Downgrade requested at {stamp(downgrade_at)} UTC (it takes effect next month): {changes}")
+    ways = ", ".join(f"{account} {pays_by(*how)}" for account, how in billing.items())
+    console.print(f"Payment ({'Stripe test mode' if test_mode else 'the Stripe stand-in'}): {ways}")
+
+
+def billing_methods(accounts: Sequence[Any]) -> dict[str, tuple[str, str | None]]:
+    """How each account pays: (billing method, default card). The first team account's card is declined, the last
+    enterprise account is billed in crypto (its invoice stays an open USD bill), everyone else pays by a card."""
+    team = [spec.account_id for spec in accounts if spec.tier == "team"]
+    enterprise = [spec.account_id for spec in accounts if spec.tier == "enterprise"]
+    found: dict[str, tuple[str, str | None]] = {spec.account_id: ("card", VISA) for spec in accounts}
+    if team:
+        found[team[0]] = ("card", DECLINED)
+    if enterprise:
+        found[enterprise[-1]] = ("crypto", None)
+    return found
+
+
+def save_cards(stack: Any, billing: dict[str, tuple[str, str | None]]) -> None:
+    """Each card account saved its card (as Checkout would): a Stripe customer with the card as its default, through
+    the product's own Stripe adapter against the stack's Stripe (the stand-in, or test mode)."""
+    from kilo_invoice.gateway import Customer  # noqa: PLC0415
+    from kilo_invoice.stripe_adapter import StripePaymentGateway  # noqa: PLC0415
+
+    api_key, api_base = stack.stripe_api()
+    gateway = StripePaymentGateway.from_api_key(api_key, api_base=api_base)
+    for account, (method, card) in billing.items():
+        if method == "card" and card is not None:
+            gateway.set_default_payment_method(gateway.ensure_customer(Customer(account)), card)
+
+
+def ledger_store(stack: Any) -> Any:
+    import boto3  # noqa: PLC0415
+
+    from kilo_billing.periods_store import DynamoLedgerStore  # noqa: PLC0415
+
+    return DynamoLedgerStore(boto3.client("dynamodb"), stack.template.physical_name("UsageTable"))
+
+
+def closed_invoices(stack: Any, accounts: Sequence[Any], period: str) -> dict[str, Any]:
+    """Each account's invoice closing ``period`` as the product stored it (``None``: not closed)."""
+    store = ledger_store(stack)
+    ids = [spec if isinstance(spec, str) else spec.account_id for spec in accounts]
+    return {account: store.ledger(account).invoices.get(f"{account}/{period}") for account in ids}
+
+
+def wait_for_close(stack: Any, accounts: Sequence[Any], period: str, timeout: float = 180.0) -> None:
+    """Until every account's invoice for ``period`` is closed and Stripe's events about them have been applied (the
+    stand-in has delivered every webhook and the stack is idle again), or ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        stack.check()
+        if all(invoice is not None for invoice in closed_invoices(stack, accounts, period).values()):
+            break
+        time.sleep(0.5)
+    for _ in range(3):  # the close may emit events while the stack drains: deliveries, then idle, until stable
+        if stack.stripe is not None:
+            stack.stripe.wait_for_deliveries()
+        stack.wait_idle(timeout=max(5.0, deadline - time.monotonic()))
+
+
+def wait_for_invoice(stack: Any, account_id: str, period: str, timeout: float = 120.0) -> None:
+    """Until the account's invoice for ``period`` is stored (or ``timeout``: the comparison then shows it missing)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and closed_invoices(stack, [account_id], period)[account_id] is None:
+        stack.check()
+        time.sleep(0.2)
+
+
+def expected_invoices(
+    truth: Any,
+    accounts: Sequence[Any],
+    period: str,
+    histories: dict[str, TierHistory],
+    billing: dict[str, tuple[str, str | None]],
+    late: Sequence[Any] = (),
+) -> dict[str, Any]:
+    """The ground truth of each account's invoice closing ``period`` (its first invoice: nothing billed in advance;
+    ``late``: usage that reached the product after the close, left for the next invoice)."""
+    from kilo_dev.ground_truth import expected_invoice, period_bounds, price_sheet  # noqa: PLC0415
+
+    start, end = period_bounds(period)
+    sheet, next_sheet = (price_sheet(datetime.fromtimestamp(t, tz=UTC)) for t in (start, end))
+    return {
+        spec.account_id: expected_invoice(truth, spec.account_id, period, histories[spec.account_id], sheet,
+                                          next_sheet, method=billing[spec.account_id][0],
+                                          card_pays=billing[spec.account_id][1] != DECLINED, exclude=late)
+        for spec in accounts
+    }  # fmt: skip
+
+
+def invoice_lines(invoice: Any) -> dict[tuple[str, str, str], Any]:
+    """The product's invoice lines keyed like the ground truth's: (kind, tier, meter)."""
+    found: dict[tuple[str, str, str], Any] = {}
+    for line in invoice.lines:
+        key = (line.kind, line.tier or "" if line.kind != "fee_proration" else "", line.meter or "")
+        found[key] = found.get(key, 0) + line.amount
+    return found
+
+
+def compare_invoices(expected: dict[str, Any], invoices: dict[str, Any]) -> dict[str, list[str]]:
+    """Differences between each stored invoice and its ground truth: each line's amount, lines missing or extra, the
+    total, the payment status."""
+    problems: dict[str, list[str]] = {}
+    for account, truth in expected.items():
+        invoice = invoices.get(account)
+        if invoice is None:
+            problems[account] = ["no invoice"]
+            continue
+        got = invoice_lines(invoice)
+        diffs = [f"{'/'.join(k for k in key if k)}: invoiced ${got[key]} vs truth ${want}"
+                 for key, want in truth.lines.items() if key in got and got[key] != want]  # fmt: skip
+        diffs += [f"{'/'.join(k for k in key if k)}: missing (truth ${want})" for key, want in truth.lines.items()
+                  if key not in got]  # fmt: skip
+        diffs += [f"{'/'.join(k for k in key if k)}: not in the truth (${amount})" for key, amount in got.items()
+                  if key not in truth.lines]  # fmt: skip
+        if invoice.total != truth.total:
+            diffs.append(f"total: invoiced ${invoice.total} vs truth ${truth.total}")
+        if invoice.status.value != truth.status:
+            diffs.append(f"status: {invoice.status.value} vs truth {truth.status}")
+        problems[account] = diffs
+    return problems
+
+
+def invoices_table(
+    period: str, invoices: dict[str, Any], billing: dict[str, tuple[str, str | None]], problems: dict[str, list[str]]
+) -> Table:
+    """One row per account: how it pays, its invoice's lines (usage lines with overage listed, the $0.00 ones
+    counted), total, payment status, and the ground truth's verdict."""
+    from kilo_billing.money import money_str  # noqa: PLC0415
+
+    table = Table(title=f"Invoices closing {period} — closed by the hourly schedule on the local stack, paid through "
+                  "Stripe's webhooks; checked against the ground truth (every line, total, status)")  # fmt: skip
+    for column in ("account", "pays by", "invoice", "lines", "total", "status", "truth"):
+        table.add_column(column, justify="right" if column == "total" else "left")
+    for account, invoice in invoices.items():
+        method, card = billing[account]
+        pays = pays_by(method, card)
+        verdict = (
+            "[green]matches[/green]" if not problems[account] else "[red]" + "; ".join(problems[account]) + "[/red]"
+        )
+        if invoice is None:
+            table.add_row(account, pays, "-", "-", "-", "-", verdict)
+            continue
+        shown, zero = [], 0
+        for line in invoice.lines:
+            if line.kind == "usage" and line.amount == 0:
+                zero += 1
+                continue
+            label = {
+                "usage": f"{line.meter} overage ({line.tier})",
+                "fee": f"{line.tier} fee {line.period} (in advance)",
+                "fee_proration": f"fees {line.period}",
+                "adjustment": f"late {line.meter} {line.period}",
+            }.get(line.kind, line.kind)
+            shown.append(f"{label} ${money_str(line.amount)}")
+        if zero:
+            shown.append(f"{zero} usage lines $0.00")
+        table.add_row(account, pays, invoice.number, "\n".join(shown), f"[bold]${money_str(invoice.total)}[/bold]",
+                      invoice.status.value, verdict)  # fmt: skip
+    return table
+
+
+def invoice_report(
+    console: Console,
+    stack: Any,
+    accounts: Sequence[Any],
+    truth: Any,
+    histories: dict[str, TierHistory],
+    billing: dict[str, tuple[str, str | None]],
+    period: str,
+    late: Sequence[Any] = (),
+) -> bool:
+    """Wait for the close, print the closed month's invoices next to the ground truth, and the late usage (``late``:
+    pieces whose end arrived after the close) pending for the next invoice; True when all match."""
+    wait_for_close(stack, accounts, period)
+    invoices = closed_invoices(stack, accounts, period)
+    problems = compare_invoices(expected_invoices(truth, accounts, period, histories, billing, late), invoices)
+    if stack.stripe is None:  # test mode: the status arrives only if Stripe's webhooks reach the stack
+        pending = {
+            account for account, invoice in invoices.items() if invoice is not None and invoice.status.value == "open"
+        }
+        problems = {account: [d for d in diffs if not (account in pending and d.startswith("status: open vs"))]
+                    for account, diffs in problems.items()}  # fmt: skip
+        console.print("[dim]Stripe test mode: an invoice still open waits for Stripe's webhooks (`stripe listen "
+                      f"--forward-to {stack.url}/webhooks/stripe`).[/dim]")  # fmt: skip
+    console.print(invoices_table(period, invoices, billing, problems))
+    if stack.stripe is not None:
+        sent = stack.stripe.delivered
+        refused = [event for event, status in sent if status != 200]
+        console.print(f"Stripe stand-in: {len(sent)} signed webhooks to /webhooks/stripe"
+                      + (f", [red]{len(refused)} not accepted[/red]" if refused else ", all accepted"))  # fmt: skip
+    wrong = [account for account, diffs in problems.items() if diffs]
+    for account in sorted({piece.account_id for piece in late}):
+        mine = [piece for piece in late if piece.account_id == account]
+        if not adjustment_report(console, stack, truth, account, period, histories[account], mine):
+            wrong.append(f"{account} (late usage)")
+    if wrong:
+        console.print(f"[red]Invoices differ from the ground truth for {', '.join(wrong)}[/red]")
+        return False
+    console.print(f"[green]Every {period} invoice matches the ground truth (lines, total, payment status).[/green]")
+    return True
+
+
+# --- a late participant_left: a call of the closed month whose end arrives after the close ----------------------------
+
+
+def late_left_call(
+    truth: Any,
+    sink: HttpSink,
+    livekit: Any,
+    account_id: str,
+    instants: tuple[int, int, int],
+    closed: Callable[[], None],
+) -> list[Any]:
+    """A two-person call of ``account_id`` from ``start_s`` to ``left_s`` (``instants``: start, left, delivered; both
+    in the closed month): one person's ``participant_left`` arrives on time, the other's only at ``deliver_at_s``,
+    once ``closed`` returned (the close is done) - LiveKit kept the participant listed until then, so the sweeper
+    does not close it. Its minutes reach the closed month after its
+    invoice: late usage, billed as an adjustment on the next invoice. Scheduled on the sink's simulated clock; the
+    truth gets both connections at once. Returns the late pieces of usage (``UsageAt``)."""
+    from kilo_dev import livekit_events as lk  # noqa: PLC0415
+    from kilo_dev.simulator import Connection  # noqa: PLC0415
+
+    start_s, left_s, deliver_at_s = instants
+    room = lk.Room(f"RM_late{start_s}", f"{account_id}-late-night", account_id, start_s)
+    people = [lk.Participant(f"PA_late{start_s}a", f"{account_id}-user00", start_s * 1000 + 500),
+              lk.Participant(f"PA_late{start_s}b", f"{account_id}-user01", start_s * 1000 + 2_500)]  # fmt: skip
+
+    def begin() -> None:
+        livekit.rooms[room.name] = [(person.sid, person.identity) for person in people]
+        sink.webhook(lk.room_started(room, start_s))
+        for person in people:
+            sink.webhook(lk.participant_joined(room, person))
+
+    def on_time() -> None:
+        livekit.rooms[room.name] = [(people[1].sid, people[1].identity)]
+        sink.webhook(lk.participant_left(room, people[0], left_s))
+
+    def late() -> None:
+        closed()
+        livekit.rooms.pop(room.name, None)
+        sink.webhook(lk.participant_left(room, people[1], left_s))
+        sink.webhook(lk.room_finished(room, left_s + 10))
+
+    sink.at(start_s, begin)
+    sink.at(left_s, on_time)
+    sink.at(deliver_at_s, late)
+    pieces = []
+    for person in people:
+        minutes = -(-(left_s * 1000 - person.joined_at_ms) // 60_000)  # ceil(seconds / 60): no video
+        period = datetime.fromtimestamp(person.joined_at_ms / 1000, tz=UTC).strftime("%Y-%m")
+        truth.add(account_id, period, "audio", minutes, person.joined_at_ms)
+        pieces.append(truth.usage[-1])
+        truth.connections.append(Connection(account_id, room.sid, room.name, person.sid, person.identity,
+                                            person.joined_at_ms, left_s))  # fmt: skip
+    truth.webhooks += 6
+    truth.room_finished_s[room.sid] = left_s + 10
+    return pieces[1:]
+
+
+def pending_adjustments(stack: Any, account_id: str, period: str) -> list[Any]:
+    """The adjustment lines the product will put on the account's next invoice for ``period``'s late usage (rating
+    now minus rating as billed), from its own ledger."""
+    from kilo_billing.catalog import default_catalog  # noqa: PLC0415
+    from kilo_billing.invoicing import adjustment_lines  # noqa: PLC0415
+    from kilo_billing.periods import Period  # noqa: PLC0415
+
+    ledger = ledger_store(stack).ledger(account_id)
+    found = ledger.periods.get(period)
+    if found is None or ledger.profile is None or not found.unbilled:
+        return []
+    key = Period.parse(period)
+    return adjustment_lines(key, ledger.profile, found.billed, found.counters, default_catalog().for_period(key))
+
+
+def adjustment_report(
+    console: Console,
+    stack: Any,
+    truth: Any,
+    account_id: str,
+    period: str,
+    history: TierHistory,
+    late: list[Any],
+) -> bool:
+    """The late ``participant_left``'s minutes: the product's pending adjustment for ``period`` next to the ground
+    truth's (the invoice with them minus the invoice without them, per tier segment and meter)."""
+    from kilo_dev.ground_truth import expected_invoice, period_bounds, price_sheet  # noqa: PLC0415
+
+    start, end = period_bounds(period)
+    sheet, next_sheet = (price_sheet(datetime.fromtimestamp(t, tz=UTC)) for t in (start, end))
+    with_late = expected_invoice(truth, account_id, period, history, sheet, next_sheet).lines
+    without = expected_invoice(truth, account_id, period, history, sheet, next_sheet, exclude=late).lines
+    minutes = sum(piece.quantity for piece in late)
+    want = {(tier, meter): with_late[key] - without[key] for key in with_late if key[0] == "usage"
+            for _, tier, meter in [key] if with_late[key] != without[key]}  # fmt: skip
+    lines = pending_adjustments(stack, account_id, period)
+    got = {(line.tier or "", line.meter or ""): line.amount for line in lines}
+    used = sum((line.used for line in lines if line.meter == "audio"), start=0)
+    shown = "; ".join(f"{line.meter} {line.tier} +{line.used} min ${line.amount}" for line in lines) or "none"
+    same = used == minutes and all(got.get(key, 0) == amount for key, amount in want.items())
+    same = same and all(amount == want.get(key, 0) for key, amount in got.items())
+    verdict = "[green]matches the ground truth[/green]" if same else f"[red]truth: +{minutes} min, {want}[/red]"
+    console.print(f"Late participant_left for {account_id} (a {period} call, its end delivered after the close): "
+                  f"pending adjustment on the next invoice: {shown} — {verdict}")  # fmt: skip
+    return same
 
 
 # --- alerts: what the month caused, read back from the local stack's SES and SNS -------------------------------------
@@ -422,37 +815,51 @@ def _interrupt(signum: int, _: Any) -> None:
 def run(args: argparse.Namespace, console: Console) -> int:
     from kilo_dev.fake_livekit import FakeLiveKit  # noqa: PLC0415
     from kilo_dev.localstack import LocalSettings, LocalStack  # noqa: PLC0415
-    from kilo_dev.simulator import AccountSpec, default_accounts, hard_limit_call, simulate  # noqa: PLC0415
+    from kilo_dev.simulator import AccountSpec, Truth, default_accounts, hard_limit_call, simulate  # noqa: PLC0415
+    from kilo_dev.template import TEMPLATE_PATH, Template  # noqa: PLC0415
 
+    grace_s = int(Template(TEMPLATE_PATH, parameters={"Stage": "local"}).parameters["InvoiceGraceHours"]) * 3600
+    real_now = int(time.time()) if args.end is None else args.end
+    now, current, closed = timeline(real_now, grace_s)
     settings = LocalSettings.from_env()
     livekit = FakeLiveKit(settings.livekit_keys)  # RoomService for the sweeper, kept current by the simulator
     livekit.start()
     settings.parameters = {"LiveKitUrl": livekit.url, "LogLevel": "ERROR", "EnforcementGraceSeconds": "2"}
     stack = LocalStack(settings, log=lambda message: console.print(f"[dim]· {message}[/dim]"))
+    travel = travel_to(console, now, real_now)
     try:
         stack.start()
         api_key, api_secret = next(iter(settings.livekit_keys.items()))
-        now = int(time.time()) if args.end is None else args.end
-        current = datetime.fromtimestamp(now, tz=UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
         period_start = int(current.timestamp())
-        start = period_start - 2 * 3600  # a little of the previous month: a call crosses midnight
+        start = int(closed.timestamp())  # a whole month to close, then the current month to date
         accounts = default_accounts(args.accounts)
         everyone = [*accounts, AccountSpec(LIMIT_ACCOUNT, "personal", activity=0.0)]
-        upgrade_at = upgrade_instant(period_start, now)
+        # the upgrades halfway through the closed month; the downgrade requested a day later (effective next month)
+        upgrade_at, downgrade_at = (at := upgrade_instant(start, period_start)), at + 86_400
         sink = HttpSink(stack.url, api_key, api_secret, settings.usage_client, settings.usage_secret, stack.clock,
                         check=stack.check)  # fmt: skip
-        histories = set_up_accounts(stack, sink, everyone, period_start, upgrade_at)
+        billing = billing_methods(everyone)
+        histories = set_up_accounts(stack, sink, everyone, period_start, upgrade_at, signup_s=start,
+                                    downgrade_at_s=downgrade_at,
+                                    methods={account: method for account, (method, _) in billing.items()})  # fmt: skip
+        save_cards(stack, billing)
         recipients = set_up_alerts(stack, everyone)
-        upgrading = [spec for spec in accounts if spec.upgrade_to]
-        begin_at, end_at, upgrade_text = (datetime.fromtimestamp(t, tz=UTC).strftime("%Y-%m-%d %H:%M")
-                                          for t in (start, now, upgrade_at))  # fmt: skip
-        console.print(f"Simulating {len(accounts)} accounts from {begin_at} to {end_at} UTC (seed {args.seed})")
-        if upgrading:
-            changes = ", ".join(f"{s.account_id} {s.tier} → {s.upgrade_to}" for s in upgrading)
-            console.print(f"Upgrades at {upgrade_text} UTC (they take effect at once): {changes}")
+        # rating catches up within the grace window after the month ends (here: the demo waits), then the hourly
+        # schedule closes the month on the simulated clock
+        sink.at(period_start + grace_s - 60, lambda: stack.wait_idle(timeout=600))
+        print_plan(console, accounts, billing, (start, now, upgrade_at, downgrade_at), stack.stripe is None,
+                   f"(seed {args.seed}); {closed:%Y-%m} closes {grace_s // 3600} h after it ends")  # fmt: skip
         began = time.monotonic()
-        scene_at = max(period_start + 600, now - 1500)  # the hard-limit call, in the last half hour
-        truth = simulate(args.seed, accounts, start, scene_at - 300, sink, livekit,
+        scene_at = max(period_start + grace_s + 600, now - 1500)  # the hard-limit call, in the last half hour
+        late = late_left_call(
+            truth := Truth(),
+            sink,
+            livekit,
+            accounts[0].account_id,
+            (period_start - 3 * 3600, period_start - 2 * 3600, period_start + grace_s + 3600),
+            functools.partial(wait_for_invoice, stack, accounts[0].account_id, f"{closed:%Y-%m}"),
+        )
+        truth = simulate(args.seed, accounts, start, scene_at - 300, sink, livekit, truth=truth,
                          progress=lambda m: console.print(f"[dim]  {m}[/dim]"),
                          rooms_per_account_per_day=args.intensity)  # fmt: skip
         console.print(f"{LIMIT_ACCOUNT} (budget and hard limit ${LIMIT_USD}) reports {LIMIT_MESSAGES:,} messages "
@@ -464,17 +871,19 @@ def run(args: argparse.Namespace, console: Console) -> int:
                       f"in {time.monotonic() - began:.0f} s; waiting for rating to catch up…")  # fmt: skip
         stack.wait_idle(timeout=600)
         matches = report(console, stack, everyone, truth, histories, now)
-        previous = (current - timedelta(days=1)).strftime("%Y-%m")
+        invoiced = invoice_report(console, stack, everyone, truth, histories, billing, f"{closed:%Y-%m}", late)
         alerted = alerts_report(console, stack, livekit, truth, everyone, histories, recipients, scene,
-                                (previous, current.strftime("%Y-%m")))  # fmt: skip
+                                (f"{closed:%Y-%m}", current.strftime("%Y-%m")))  # fmt: skip
         console.print(f"Total {time.monotonic() - began:.0f} s")
         if args.keep_running:
             stack.clock.release()  # live traffic from here on: schedules follow the wall clock again
             _keep_running(console, stack, settings, livekit)
-        return 0 if matches and alerted else 1
+        return 0 if matches and invoiced and alerted else 1
     finally:
         stack.stop()
         livekit.stop()
+        if travel is not None:
+            travel.stop()
 
 
 def report(
@@ -490,7 +899,7 @@ def report(
     earlier_rows = month_to_date_rows(stack, accounts, previous, now * 1000)
     earlier = compare(expected_bills(truth, accounts, previous, histories), earlier_rows)
     earlier_problems = {account: diffs for account, diffs in earlier.items() if diffs}
-    console.print(f"{previous} (the call across the month end): {earlier_problems or 'matches'}")
+    console.print(f"{previous} (the closed month, rated): {earlier_problems or 'matches'}")
     failed = [f.name for f in stack.functions.values() if f.errors]
     runs = sum(s.fired for s in stack.schedules)
     failures = sum(s.failures for s in stack.schedules)

@@ -29,7 +29,7 @@ from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
 
-from kilo_dev.simulator import Truth
+from kilo_dev.simulator import Truth, UsageAt
 from kilo_dev.template import ROOT
 
 PRICEBOOKS = ROOT / "layers" / "common" / "kilo_billing" / "pricebooks"
@@ -152,6 +152,83 @@ def expected_bill(
         total=_dollars(fee_cents + overage_cents),
         livekit_cost=_dollars(_half_up_cents(cost)),
     )
+
+
+# --- the invoice closing a month (billing-policy.md, issue 11; restated here, not imported) --------------------------
+
+LineKey = tuple[str, str, str]  # (kind, tier, meter): "usage" per tier segment and meter, "fee_proration", "fee"
+
+
+@dataclass(frozen=True)
+class ExpectedInvoice:
+    """The invoice that closes a month as the policy says it should be: amount per line, the total, and the payment
+    status the card (or crypto) should leave it in."""
+
+    lines: dict[LineKey, Decimal]
+    total: Decimal
+    status: str
+
+
+def effective_history(requests: Sequence[tuple[int, str, str]], ranks: Sequence[str]) -> list[tuple[int, str]]:
+    """A tier history from tier change *requests* ``[(requested at epoch s, from tier, to tier)]`` (the first entry is
+    the signup: from == to): an upgrade (a tier later in ``ranks``) takes effect when requested, a downgrade at the
+    start of the next month (the policy, restated: no mid-month downgrade)."""
+    history: list[tuple[int, str]] = []
+    for at, old, new in requests:
+        if old == new or ranks.index(new) > ranks.index(old):
+            history.append((at, new))
+        else:
+            moment = datetime.fromtimestamp(at, tz=UTC)
+            history.append((period_bounds(f"{moment:%Y-%m}")[1], new))
+    return sorted(history)
+
+
+def expected_invoice(
+    truth: Truth,
+    account_id: str,
+    period: str,
+    history: Sequence[tuple[int, str]],
+    sheet: PriceSheet,
+    next_sheet: PriceSheet,
+    *,
+    billed_in_advance: Decimal = Decimal("0.00"),
+    method: str = "card",
+    card_pays: bool = True,
+    exclude: Sequence[UsageAt] = (),
+) -> ExpectedInvoice:
+    """The invoice closing ``period`` (the account's first invoice unless ``billed_in_advance`` says what the previous
+    one billed for this month): usage in arrears per tier segment and meter (a $0.00 line for each meter without
+    overage), the month's fees by segment minus what was billed in advance (no line when that is zero), and the next
+    month's fee in advance at the tier in effect when it starts. Status: a crypto bill stays open; a $0.00 invoice is
+    paid at once; a card invoice is paid, or payment_failed when the card is declined. ``exclude``: pieces of usage
+    that reached the product only after the close (late usage: the next invoice's adjustment)."""
+    left_out = {id(piece) for piece in exclude}
+    start, end = period_bounds(period)
+    lines: dict[LineKey, Decimal] = {}
+    fee_cents = 0
+    for seg_start, seg_end, tier in segments(period, history):
+        fraction = Fraction(seg_end - seg_start, end - start)
+        fee_cents += _half_up_cents(sheet.fees[tier] * fraction)
+        quantities = dict.fromkeys(METERS, 0)
+        for piece in truth.usage:
+            mine = piece.account_id == account_id and piece.period == period and id(piece) not in left_out
+            if mine and seg_start * 1000 <= piece.at_ms < seg_end * 1000:
+                quantities[_METER_OF[piece.meter]] += piece.quantity
+        for meter in METERS:
+            per_unit = _STEPS_PER_UNIT[meter]
+            used = -(-quantities[meter] // 10**7) if meter == "data_transfer" else quantities[meter]
+            allowance = sheet.included[tier][meter]
+            billable = 0 if allowance is None else max(0, used - math.ceil(allowance * per_unit * fraction))
+            cents = _half_up_cents(Fraction(billable, per_unit) * sheet.base[meter] * sheet.markup)
+            lines[("usage", tier, meter)] = _dollars(cents)
+    advance_cents = int(billed_in_advance * 100)
+    if fee_cents != advance_cents:
+        lines[("fee_proration", "", "")] = _dollars(fee_cents - advance_cents)
+    next_tier = [tier for at, tier in sorted(history) if at <= end][-1]
+    lines[("fee", next_tier, "")] = _dollars(_half_up_cents(next_sheet.fees[next_tier]))
+    total = sum(lines.values(), Decimal("0.00"))
+    status = "open" if method == "crypto" else "paid" if total == 0 or card_pays else "payment_failed"
+    return ExpectedInvoice(lines, total, status)
 
 
 # --- the alerts an account's month should cause (docs/alerts.md, restated here, not imported) -----------------------

@@ -540,6 +540,8 @@ class LocalSettings:
     usage_secret: str
     stripe_secret: str
     parameters: dict[str, str] = field(default_factory=dict)
+    # real Stripe test mode (``STRIPE_API_KEY=sk_test_...``); unset: the Stripe stand-in (kilo_dev.stripe_standin)
+    stripe_api_key: str | None = None
 
     @classmethod
     def from_env(cls) -> LocalSettings:
@@ -552,6 +554,7 @@ class LocalSettings:
             usage_client=os.environ.get("KILO_LOCAL_USAGE_CLIENT", "kilo-app"),
             usage_secret=os.environ.get("KILO_LOCAL_USAGE_SECRET", "local-dev-usage-secret"),
             stripe_secret=os.environ.get("KILO_LOCAL_STRIPE_WEBHOOK_SECRET", "whsec_local_dev"),
+            stripe_api_key=os.environ.get("STRIPE_API_KEY") or None,
         )
 
 
@@ -590,6 +593,7 @@ class LocalStack:
         self.rules: list[RuleSource] = []
         self.schedules: list[Schedule] = []
         self.failure: str | None = None  # why the stack stopped on its own (a component died)
+        self.stripe: Any = None  # the Stripe stand-in (StripeStandin) when no real test-mode key is configured
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._saved_env: dict[str, str | None] = {}
@@ -643,10 +647,13 @@ class LocalStack:
         services = ("dynamodb", "dynamodbstreams", "events", "sns", "sqs", "secretsmanager", "sesv2")
         self.clients = {name: boto3.client(name) for name in services}  # type: ignore[call-overload]
         provision(self.template, self.clients)
+        self._start_stripe()
         self._create_secrets()
         self._load_functions()
         self.gateway = Gateway(self._routes())
         self._spawn(self.gateway.serve_forever, "gateway")
+        if self.stripe is not None:  # the stand-in's events go to our Stripe webhook route, signed with its secret
+            self.stripe.webhook_url = f"{self.gateway.url}/webhooks/stripe"
         if self.autopoll:
             self._spawn(self._guarded(self._poll_loop, "the event-source poller"), "event-sources")
             self._spawn(self._guarded(self._schedule_loop, "the schedule runner"), "schedules")
@@ -688,6 +695,9 @@ class LocalStack:
                 self.gateway.shutdown()
                 self.gateway.server_close()
             self.moto.stop()
+            if self.stripe is not None:
+                self.stripe.stop()
+                self.stripe = None
 
     def __enter__(self) -> LocalStack:
         return self.start()
@@ -748,6 +758,24 @@ class LocalStack:
                     return
 
     # --- wiring from the template ---------------------------------------------------------------------------------
+    def _start_stripe(self) -> None:
+        """The Stripe stand-in on 127.0.0.1 (a free port) unless a real test-mode key is configured; stopped by
+        :meth:`stop`."""
+        if self.settings.stripe_api_key is not None:
+            self.log("Stripe: real test mode (STRIPE_API_KEY)")
+            return
+        from kilo_dev.stripe_standin import StripeStandin  # noqa: PLC0415
+
+        self.stripe = StripeStandin(None, self.settings.stripe_secret).start()
+        self.log(f"Stripe stand-in on {self.stripe.url}")
+
+    def stripe_api(self) -> tuple[str, str | None]:
+        """(API key, API base) the invoice close uses: the test-mode key, or the stand-in's URL."""
+        if self.settings.stripe_api_key is not None:
+            return self.settings.stripe_api_key, None
+        assert self.stripe is not None
+        return "sk_test_local_standin", self.stripe.url
+
     def _create_secrets(self) -> None:
         assert self.template is not None
         secrets = self.clients["secretsmanager"]
@@ -756,6 +784,9 @@ class LocalStack:
             "LiveKitKeysSecretName": self.settings.livekit_keys,
             "UsageClientsSecretName": {self.settings.usage_client: [self.settings.usage_secret]},
             "StripeWebhookSecretName": {"webhook_secrets": [self.settings.stripe_secret]},
+            "StripeApiKeySecretName": {
+                key: value for key, value in zip(("api_key", "api_base"), self.stripe_api(), strict=True) if value
+            },
         }
         values = {params[parameter]: value for parameter, value in wanted.items() if parameter in params}
         for name, value in values.items():

@@ -61,6 +61,7 @@ class AccountSpec:
     agent_share: float = 0.0  # share of calls an AGENT participant joins
     messaging: float = 1.0  # multiplies the chat messages the app reports per call minute
     upgrade_to: str | None = None  # a tier the account upgrades to in the middle of the month (the demo says when)
+    downgrade_to: str | None = None  # a lower tier the account requests (it takes effect at the next month's start)
 
 
 @dataclass(frozen=True)
@@ -148,7 +149,7 @@ def default_accounts(n: int) -> list[AccountSpec]:
 
     Two accounts upgrade in the middle of the month: the first personal account to team (it chats past the Personal
     allowance before it upgrades, so its bill shows overage on a prorated allowance) and the second team account to
-    enterprise.
+    enterprise; the first enterprise account requests a downgrade to team (effective at the next month's start).
     """
     counts = dict.fromkeys(TIERS, 0)
     specs = []
@@ -165,8 +166,9 @@ def default_accounts(n: int) -> list[AccountSpec]:
             upgrade = "enterprise" if counts[tier] == 2 else None
             spec = AccountSpec(f"acct-{tier}-{counts[tier]:02d}", tier, 0.8 * spread, 6, 0.65, 0.25, 12, 0.15,
                                upgrade_to=upgrade)  # fmt: skip
-        else:
-            spec = AccountSpec(f"acct-{tier}-{counts[tier]:02d}", tier, 1.2 * spread, 6, 0.75, 0.3, 30, 0.25)
+        else:  # the first enterprise account asks to go down to team (from the next month on)
+            spec = AccountSpec(f"acct-{tier}-{counts[tier]:02d}", tier, 1.2 * spread, 6, 0.75, 0.3, 30, 0.25,
+                               downgrade_to="team" if counts[tier] == 1 else None)  # fmt: skip
         specs.append(spec)
     return specs
 
@@ -677,6 +679,7 @@ def simulate(
     tick_s: int = 300,
     usage_batch_size: int = 50,
     max_usage_delay_s: int = 900,
+    truth: Truth | None = None,
 ) -> Truth:
     """Simulate ``accounts`` from ``start_s`` to ``end_s`` (epoch s), deliver it to ``sink``; return the truth.
 
@@ -684,7 +687,7 @@ def simulate(
     ``FakeLiveKit``) has its room table kept equal to who is connected as simulated time moves. ``advance`` is called at
     every event second and at least every ``tick_s`` simulated seconds, never backwards; usage is flushed every
     ``usage_batch_size`` events, when the oldest pending report is ``max_usage_delay_s`` old, before the clock enters a
-    new month, and at the end.
+    new month, and at the end. ``truth``: add to this one (calls the caller scripts itself) instead of a new one.
     """
     if end_s <= start_s:
         raise ValueError(f"end_s ({end_s}) must be after start_s ({start_s})")
@@ -692,7 +695,7 @@ def simulate(
     mix = _Mix(reconnect_rate, lost_left_rate, usage_retry_rate)
     ids = _Ids(random.Random(rng.getrandbits(64)))  # noqa: S311
     calls = _plan(rng, ids, accounts, start_s, end_s, rooms_per_account_per_day, mix)
-    truth = Truth()
+    truth = truth if truth is not None else Truth()
     for call in calls:
         _account_truth(truth, call)
     items = [item for index, call in enumerate(calls) for item in _items(call, index)]

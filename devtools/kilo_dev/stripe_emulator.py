@@ -231,6 +231,22 @@ class StripeEmulator:
         customer = self._get("customer", params.get("customer", ""))
         return self._view("payment_method", self._attach(ids["payment_method"], customer["id"]))
 
+    def _payment_methods_list(self, ids: dict[str, str], params: Json) -> Json:
+        customer, kind = params.get("customer"), params.get("type")
+        return self._list("payment_method", params,
+                          lambda card: card["customer"] == customer and (kind is None or card["type"] == kind),
+                          "/v1/payment_methods")  # fmt: skip
+
+    def complete_setup(self, session_id: str, payment_method: str) -> Json:
+        """The customer finishes a Checkout Session in setup mode (the hosted page's part): the card is attached to
+        the session's customer - not made its default, as in Stripe - and ``checkout.session.completed`` is sent."""
+        with self._lock:
+            session = self._get("checkout.session", session_id)
+            self._attach(payment_method, session["customer"])
+            session["status"] = "complete"
+            self._emit("checkout.session.completed", self._view("checkout.session", session))
+            return self._view("checkout.session", session)
+
     # ------------------------------------------------------------------ invoices
     def _invoices_create(self, ids: dict[str, str], params: Json) -> Json:
         customer = self._get("customer", params.get("customer", ""))

@@ -58,6 +58,7 @@ ROUTES: tuple[Route, ...] = (
         stripe_params.PaymentMethodAttachParams,
         "payment_methods.attach",
     ),
+    Route("get", "/v1/payment_methods", stripe_params.PaymentMethodListParams, "payment_methods.list"),
     Route("get", "/v1/invoices", stripe_params.InvoiceListParams, "invoices.list"),
     Route("get", "/v1/invoices/search", stripe_params.InvoiceSearchParams, "invoices.search"),
     Route("post", "/v1/invoices", stripe_params.InvoiceCreateParams, "invoices.create"),

@@ -103,3 +103,13 @@ def test_given_a_saved_card_when_made_the_default_twice_then_the_same_card(gatew
     assert gateway.set_default_payment_method(customer, "pm_card_visa") == first
     with pytest.raises(GatewayRejectedError):
         gateway.set_default_payment_method("cus_unknown", "pm_card_visa")
+
+
+def test_given_cards_saved_when_the_latest_is_made_the_default_then_invoices_charge_it(gateway: PaymentGateway) -> None:
+    customer = gateway.ensure_customer(Customer("acct-1"))
+    assert gateway.default_to_latest_card(customer) is None  # no card saved yet: nothing to make the default
+    first = gateway.set_default_payment_method(customer, "pm_card_visa")
+    assert gateway.default_to_latest_card(customer) == first
+    second = gateway.set_default_payment_method(customer, "pm_card_chargeCustomerFail")
+    assert gateway.default_to_latest_card(customer) == second
+    assert gateway.default_to_latest_card(customer) == second  # twice: the same card

@@ -60,10 +60,22 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any,
     assert stack.moto.process.poll() is not None  # the moto server process is gone
 
 
-def test_given_a_simulated_month_boundary_with_an_upgrade_then_usage_and_money_equal_the_ground_truth(
+def test_given_a_simulated_month_boundary_with_an_upgrade_then_usage_money_and_invoices_equal_the_ground_truth(
     local_stack: tuple[Any, Any],
 ) -> None:
-    from kilo_dev.demo import HttpSink, compare, expected_bills, month_to_date_rows, set_up_accounts  # noqa: PLC0415
+    from kilo_dev.demo import (  # noqa: PLC0415
+        HttpSink,
+        billing_methods,
+        closed_invoices,
+        compare,
+        compare_invoices,
+        expected_bills,
+        expected_invoices,
+        month_to_date_rows,
+        save_cards,
+        set_up_accounts,
+        wait_for_close,
+    )
     from kilo_dev.simulator import default_accounts, simulate  # noqa: PLC0415
 
     stack, livekit = local_stack
@@ -74,7 +86,13 @@ def test_given_a_simulated_month_boundary_with_an_upgrade_then_usage_and_money_e
     key, secret = next(iter(stack.settings.livekit_keys.items()))
     sink = HttpSink(stack.url, key, secret, stack.settings.usage_client, stack.settings.usage_secret, stack.clock,
                     check=stack.check)  # fmt: skip
-    histories = set_up_accounts(stack, sink, accounts, boundary, upgrade_at)
+    billing = billing_methods(accounts)  # a card that pays, one that is declined, a crypto account
+    assert billing == {"acct-personal-01": ("card", "pm_card_visa"), "acct-team-01": ("card", "pm_card_chargeCustomerFail"),
+                       "acct-enterprise-01": ("crypto", None)}  # fmt: skip
+    methods = {account: method for account, (method, _) in billing.items()}
+    histories = set_up_accounts(stack, sink, accounts, boundary, upgrade_at, methods=methods)
+    save_cards(stack, billing)
+    sink.at(boundary + 6 * HOUR - 60, lambda: stack.wait_idle(timeout=300))  # rating catches up within the grace
     truth = simulate(2, accounts, start, end, sink, livekit, rooms_per_account_per_day=2.0)
     assert sink.webhooks > 20
     pieces = [u for u in truth.usage if u.account_id == "acct-personal-01" and u.at_ms >= boundary * 1000]
@@ -100,6 +118,34 @@ def test_given_a_simulated_month_boundary_with_an_upgrade_then_usage_and_money_e
     ]
     assert sum(source.failed_batches for source in stack.streams) == 0
     assert [name for name, function in stack.functions.items() if function.errors] == []
+
+    # the month before the boundary (the accounts signed up on its 1st) was closed by the hourly schedule 6 h after
+    # the boundary on the simulated clock; the Stripe stand-in charged the cards and sent its signed webhooks back
+    period = previous
+    wait_for_close(stack, accounts, period)
+    invoices = closed_invoices(stack, accounts, period)
+    expected = expected_invoices(truth, accounts, period, histories, billing)
+    assert compare_invoices(expected, invoices) == {spec.account_id: [] for spec in accounts}
+    # what the payment loop did: Stripe paid one card, declined the other; the crypto bill is ours, open
+    statuses = {account: invoice.status.value for account, invoice in invoices.items()}
+    assert statuses["acct-team-01"] == "payment_failed"
+    assert statuses["acct-enterprise-01"] == "open"
+    assert invoices["acct-enterprise-01"].gateway_id is None
+    assert invoices["acct-team-01"].gateway_id is not None
+    assert stack.stripe is not None
+    assert [status for _, status in stack.stripe.delivered] == [200] * len(stack.stripe.delivered)
+    # Team: the month's fee (signed up on the 1st, nothing billed in advance) and the next month's fee, by hand
+    team = {(line.kind, line.tier or ""): line.amount for line in invoices["acct-team-01"].lines if "fee" in line.kind}
+    assert team == {("fee_proration", ""): Decimal("29.00"), ("fee", "team"): Decimal("29.00")}
+    # and the check can fail: a cent off on one line is reported, with the total
+    off = expected["acct-team-01"]
+    lines = dict(off.lines) | {("fee", "team", ""): off.lines[("fee", "team", "")] + Decimal("0.01")}
+    expected["acct-team-01"] = replace(off, lines=lines, total=off.total + Decimal("0.01"))
+    total = invoices["acct-team-01"].total
+    assert compare_invoices(expected, invoices)["acct-team-01"] == [
+        "fee/team: invoiced $29.00 vs truth $29.01",
+        f"total: invoiced ${total} vs truth ${total + Decimal('0.01')}",
+    ]
 
 
 def _port_open(port: int) -> bool:

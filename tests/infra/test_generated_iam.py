@@ -134,6 +134,7 @@ ROLES = {
         {BASIC_EXECUTION, XRAY_WRITE},
         ("dynamodb:GetItem", USAGE_TABLE),  # the run marker of the period (CLOSE_RUN#<period>)
         ("dynamodb:PutItem", USAGE_TABLE),
+        ("dynamodb:BatchGetItem", USAGE_TABLE),  # profiles: which accounts have a progressive billing threshold
         ("dynamodb:Scan", ACCOUNTS_INDEX),  # registered accounts only (the sparse index), never the sessions
         ("sqs:SendMessage", INVOICE_CLOSE_QUEUE),
     ),
@@ -156,6 +157,7 @@ ROLES = {
         ("dynamodb:GetItem", USAGE_TABLE),  # GATEWAY#<stripe id> -> our invoice
         ("dynamodb:PutItem", USAGE_TABLE),
         ("dynamodb:UpdateItem", USAGE_TABLE),  # BILLING: card on file, dispute flag
+        ("secretsmanager:GetSecretValue", STRIPE_API_KEY),  # a completed Checkout: the default card
         ("events:PutEvents", BILLING_BUS),  # PaymentFailed.v1, DisputeOpened.v1
     ),
     "InvoiceStartFunctionHourlyRole": role(

@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 import stripe
+import time_machine
 
 from kilo_billing.account_store import DynamoAccountDirectory
 from kilo_billing.accounts import AccountProfile
@@ -64,9 +65,13 @@ class Invoicing:
     def invoice(self, account: str, period: str = "2026-03") -> InvoiceRecord:
         return self.store.ledger(account).invoices[f"{account}/{period}"]
 
-    def register(self, account: str, tier: str, method: str = "card") -> None:
+    def register(self, account: str, tier: str, method: str = "card", progressive: Decimal | None = None) -> None:
         directory = DynamoAccountDirectory(self.stack.clients["dynamodb"], self.table)
-        directory.register(AccountProfile(account, (TierChange(SIGNUP, tier),), billing_method=method))
+        directory.register(
+            AccountProfile(
+                account, (TierChange(SIGNUP, tier),), billing_method=method, progressive_threshold_usd=progressive
+            )
+        )
 
     def rate(self, account: str, meter: str, quantity: int, period: str = "2026-03") -> None:
         self.stack.clients["dynamodb"].update_item(  # what rating's aggregate ADD does
@@ -199,14 +204,14 @@ def test_given_a_month_when_the_schedule_runs_past_the_grace_window_then_each_ac
     _month(invoicing)
     # 05:00 on April 1st is inside the 6 h grace window: the latest due period is still February (nobody's: signed
     # up March 1st), fanned out once; its jobs close nothing.
-    assert invoicing.start("2026-04-01T05:00:00Z") == {"period": "2026-02", "queued": 4}
+    assert invoicing.start("2026-04-01T05:00:00Z") == {"period": "2026-02", "queued": 4, "early_checks": 0}
     assert len(invoicing.close_all()) == 4
     assert all(not invoicing.store.ledger(a).invoices for a in ("acct-a", "acct-b", "acct-c", "acct-d"))
     # 06:00: March is due - one job per registered account (paged from the accounts index), once
-    assert invoicing.start("2026-04-01T06:00:00Z") == {"period": "2026-03", "queued": 4}
+    assert invoicing.start("2026-04-01T06:00:00Z") == {"period": "2026-03", "queued": 4, "early_checks": 0}
     jobs = sorted(json.loads(body)["account_id"] for body in invoicing.close_all())
     assert jobs == ["acct-a", "acct-b", "acct-c", "acct-d"]
-    assert invoicing.start("2026-04-01T07:00:00Z") == {"period": "2026-03", "queued": 0}  # later hours: nothing
+    assert invoicing.start("2026-04-01T07:00:00Z") == {"period": "2026-03", "queued": 0, "early_checks": 0}
 
     a, b, c, d = (invoicing.invoice(account) for account in ("acct-a", "acct-b", "acct-c", "acct-d"))
     assert (a.total, b.total, c.total, d.total) == (
@@ -293,3 +298,73 @@ def test_given_stripe_events_when_ingested_then_the_bus_and_rule_bring_our_invoi
     assert settled.status is InvoiceStatus.PAID
     assert [status for status, _ in settled.transitions] == ["draft", "open", "payment_failed", "paid"]
     assert invoicing.published() == []
+
+
+def test_given_a_card_saved_through_checkout_when_its_event_arrives_then_it_becomes_the_default_for_invoices(
+    invoicing: Invoicing,
+) -> None:
+    """Checkout (setup mode) attaches the card but Stripe does not make it the customer's default: the payment-status
+    handler does, on ``checkout.session.completed`` (Stripe -> signed webhook -> ingest -> bus -> queue -> handler),
+    so the close's invoice is charged to it."""
+    invoicing.register("acct-a", "team")
+    invoicing.rate("acct-a", "video", 60_000)
+    gateway = invoicing.gateway()
+    customer = gateway.ensure_customer(Customer("acct-a"))
+    url = gateway.setup_session(customer, "https://app.example/ok", "https://app.example/no", "acct-a")
+    emulator = invoicing.http.emulator
+    session = emulator.complete_setup(url.rsplit("/", 1)[1], "pm_card_visa")  # the customer fills in the page
+    assert emulator.objects["customer"][customer]["invoice_settings"]["default_payment_method"] is None
+    (completed,) = [event for event in emulator.events if event["type"] == "checkout.session.completed"]
+    assert completed["data"]["object"]["id"] == session["id"]
+    assert invoicing.webhook(completed) == 200
+    assert len(invoicing.payments()) == 1
+    (card,) = [pm for pm in emulator.objects["payment_method"].values() if pm["customer"] == customer]
+    assert emulator.objects["customer"][customer]["invoice_settings"]["default_payment_method"] == card["id"]
+    assert invoicing.store.ledger("acct-a").billing.card_on_file
+    # the same event again (Stripe retries): nothing changes, no further Stripe write than the repeated default
+    assert invoicing.webhook(completed) == 200
+    invoicing.payments()
+    assert emulator.objects["customer"][customer]["invoice_settings"]["default_payment_method"] == card["id"]
+    # the close charges that card: March's invoice is paid
+    invoicing.start("2026-04-01T06:00:00Z")
+    invoicing.close_all()
+    paid = [event for event in emulator.events if event["type"] == "invoice.paid"]
+    assert [event["data"]["object"]["metadata"]["kilo_invoice_id"] for event in paid] == ["acct-a/2026-03"]
+
+
+def test_given_a_progressive_threshold_when_the_hourly_run_finds_it_passed_then_an_early_invoice_is_issued_once(
+    invoicing: Invoicing,
+) -> None:
+    """Progressive billing's trigger: the hourly starter queues an early-invoice check per account with a threshold;
+    the worker issues the early invoice through Stripe like the close's; the close then bills only the rest.
+    Hand figures: Team, threshold $5.00; 60,000 video minutes by March 20th -> 10,000 over the 50,000 included x
+    0.00072 = $7.20 >= $5.00: an early invoice of $7.20 (every meter's line, $0.00 for the others). March's close:
+    65.20 (as without progressive billing) - 7.20 billed early = $58.00."""
+    invoicing.register("acct-p", "team", progressive=Decimal("5.00"))
+    invoicing.register("acct-q", "team")  # no threshold: never checked
+    invoicing.card("acct-p", "pm_card_visa")
+    invoicing.rate("acct-p", "video", 60_000)
+    invoicing.rate("acct-q", "video", 60_000)
+    with time_machine.travel(datetime(2026, 3, 20, 10, tzinfo=UTC), tick=False):
+        assert invoicing.start("2026-03-20T10:00:00Z") == {"period": "2026-02", "queued": 2, "early_checks": 1}
+        assert [json.loads(body) for body in invoicing.close_all()][-1] == {
+            "account_id": "acct-p",
+            "period": "2026-03",
+            "kind": "early",
+        }
+        early = invoicing.invoice("acct-p", "2026-03/early-1")
+        assert early.total == Decimal("7.20")
+        assert early.status is InvoiceStatus.OPEN  # issued; Stripe charged the card (its event brings it to paid)
+        assert early.gateway_id
+        paid = [e["data"]["object"]["id"] for e in invoicing.http.emulator.events if e["type"] == "invoice.paid"]
+        assert paid == [early.gateway_id]
+        # the next hour: checked again, nothing more is due (the rest unbilled is $0.00)
+        assert invoicing.start("2026-03-20T11:00:00Z")["early_checks"] == 1
+        invoicing.close_all()
+    assert list(invoicing.store.ledger("acct-p").invoices) == ["acct-p/2026-03/early-1"]
+    assert invoicing.stripe_posts() == 1
+    assert "issued" in invoicing.invoice("acct-p", "2026-03/early-1").announced  # InvoiceIssued.v1, recorded once
+    invoicing.start("2026-04-01T06:00:00Z")
+    invoicing.close_all()
+    assert invoicing.invoice("acct-p").total == Decimal("58.00")
+    assert invoicing.invoice("acct-q").total == Decimal("65.20")

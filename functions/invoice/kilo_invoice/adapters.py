@@ -17,16 +17,24 @@ SQS_BATCH: Final = 10  # SendMessageBatch takes at most 10 entries
 RUN_PREFIX: Final = "CLOSE_RUN#"  # usage table: one item per period whose close was fanned out (no account_id)
 
 
-def close_job(account_id: str, period: str) -> str:
-    """A close job's message body (the worker reads it back with ``parse_close_job``)."""
-    return json.dumps({"account_id": account_id, "period": period}, separators=(",", ":"))
+def close_job(account_id: str, period: str, kind: str = "close") -> str:
+    """A job's message body (the worker reads it back with ``parse_job``): a close, or an early-invoice check
+    (``kind="early"``, progressive billing)."""
+    values = {"account_id": account_id, "period": period} | ({"kind": kind} if kind != "close" else {})
+    return json.dumps(values, separators=(",", ":"))
+
+
+def parse_job(body: str) -> tuple[str, str, str]:
+    """(account id, period, kind) of a job; ``kind`` is ``close`` unless the job says ``early``."""
+    values = json.loads(body)
+    account, period, kind = values["account_id"], values["period"], values.get("kind", "close")
+    if not isinstance(account, str) or not isinstance(period, str) or kind not in ("close", "early"):
+        raise ValueError("a job names account_id and period as strings, and kind close or early")
+    return account, period, kind
 
 
 def parse_close_job(body: str) -> tuple[str, str]:
-    values = json.loads(body)
-    account, period = values["account_id"], values["period"]
-    if not isinstance(account, str) or not isinstance(period, str):
-        raise ValueError("a close job names account_id and period as strings")
+    account, period, _ = parse_job(body)
     return account, period
 
 
@@ -38,10 +46,10 @@ class SqsCloseJobQueue:
         self._client = client
         self._url = queue_url
 
-    def send(self, jobs: Sequence[tuple[str, str]]) -> None:
+    def send(self, jobs: Sequence[tuple[str, str]], kind: str = "close") -> None:
         for start in range(0, len(jobs), SQS_BATCH):
             entries = [
-                {"Id": str(index), "MessageBody": close_job(account, period)}
+                {"Id": str(index), "MessageBody": close_job(account, period, kind)}
                 for index, (account, period) in enumerate(jobs[start : start + SQS_BATCH])
             ]
             answer = call(self._client.send_message_batch, QueueUrl=self._url, Entries=entries)

@@ -18,8 +18,8 @@ from kilo_billing import observability
 from kilo_billing.observability import Metric, count
 from kilo_billing.periods import Period
 from kilo_invoice import dependencies
-from kilo_invoice.adapters import parse_close_job
-from kilo_invoice.logic import close_through
+from kilo_invoice.adapters import parse_job
+from kilo_invoice.logic import EARLY_JOB, close_through, issue_early
 
 SERVICE = "invoice-close"
 logger = observability.logger(SERVICE)
@@ -28,8 +28,12 @@ processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failu
 
 
 def _record(record: SQSRecord) -> None:
-    account, period = parse_close_job(record.body)
+    account, period, kind = parse_job(record.body)
     observability.correlate(SERVICE, account_id=account, period=period)
+    if kind == EARLY_JOB:  # progressive billing: an early invoice if one is due now
+        early = issue_early(dependencies.closer(), account, Period.parse(period), datetime.now(UTC))
+        logger.info("early invoices", extra={"invoices": [(i.invoice_id, i.status.value) for i in early]})
+        return
     try:
         outcomes = close_through(dependencies.closer(), account, Period.parse(period), datetime.now(UTC))
     except Exception as exc:

@@ -1,10 +1,11 @@
 """What the invoice handlers build once per container (on first use): settings, the ledger, the job queue, the run
-markers, the bus, the stored Stripe events and - only for the close worker, and only when a card invoice is issued -
-the Stripe gateway with its API key from Secrets Manager. Every AWS client carries the settings' time budget.
+markers, the bus, the stored Stripe events and - for the close worker when a card invoice is issued, and for the
+payment-status handler when a Checkout completes - the Stripe gateway with its API key from Secrets Manager. Every
+AWS client carries the settings' time budget.
 
 ``stripe`` is imported by ``kilo_invoice.stripe_adapter`` alone, and that module is imported here lazily (inside
-``LazyGateway``): the starter and the payment-status handler never load the Stripe SDK, and the worker only when it
-has a card invoice to issue (tests/unit/test_import_graph.py)."""
+``LazyGateway``): the starter never loads the Stripe SDK, the worker only when it has a card invoice to issue, and the
+payment-status handler only for ``checkout.session.completed`` (tests/unit/test_import_graph.py)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from decimal import Decimal
 from functools import cache
 from typing import Any
 
+from kilo_billing.accounts import AccountDirectory
 from kilo_billing.periods_store import LedgerStore
 from kilo_billing.publisher import EventPublisher
 from kilo_invoice.gateway import (
@@ -76,6 +78,9 @@ class LazyGateway:
     def set_default_payment_method(self, customer_id: str, payment_method: str) -> str:
         return self.gateway.set_default_payment_method(customer_id, payment_method)
 
+    def default_to_latest_card(self, customer_id: str) -> str | None:
+        return self.gateway.default_to_latest_card(customer_id)
+
     def setup_session(self, customer_id: str, success_url: str, cancel_url: str, account_id: str = "") -> str:
         return self.gateway.setup_session(customer_id, success_url, cancel_url, account_id)
 
@@ -131,6 +136,7 @@ class StarterDependencies:
     store: LedgerStore
     queue: CloseJobQueue
     markers: RunMarkers
+    directory: AccountDirectory  # profiles: which accounts have a progressive billing threshold
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,10 +145,12 @@ class PaymentDependencies:
     store: LedgerStore
     publisher: EventPublisher
     events: StripeEvents
+    gateway: PaymentGateway  # lazy: Stripe loads only for a completed Checkout (the saved card becomes the default)
 
 
 @cache
 def starter() -> StarterDependencies:
+    from kilo_billing.account_store import DynamoAccountDirectory  # noqa: PLC0415
     from kilo_billing.aws import client  # noqa: PLC0415
     from kilo_invoice.adapters import DynamoRunMarkers, SqsCloseJobQueue  # noqa: PLC0415
 
@@ -153,6 +161,7 @@ def starter() -> StarterDependencies:
         _ledger(config, dynamodb),
         SqsCloseJobQueue(client("sqs", config.call_budget), config.invoice_close_queue_url),
         DynamoRunMarkers(dynamodb, config.usage_table_name),
+        DynamoAccountDirectory(dynamodb, config.usage_table_name),
     )
 
 
@@ -194,4 +203,5 @@ def payments() -> PaymentDependencies:
         _ledger(config, dynamodb),
         _publisher(config),
         DynamoStripeEvents(dynamodb, config.events_table_name),
+        stripe_gateway(config, client("secretsmanager", config.call_budget)),
     )

@@ -99,6 +99,11 @@ class PaymentGateway(Protocol):
         card's id (``checkout.session.completed`` calls this)."""
         ...
 
+    def default_to_latest_card(self, customer_id: str) -> str | None:
+        """Make the card the customer saved last (Checkout in setup mode attaches it) the one invoices charge;
+        returns its id, ``None`` when the customer has no card (``checkout.session.completed`` calls this)."""
+        ...
+
     def setup_session(self, customer_id: str, success_url: str, cancel_url: str, account_id: str = "") -> str:
         """A hosted page (Checkout in setup mode) where the customer adds a card; returns its URL. ``account_id``
         comes back on ``checkout.session.completed`` (``client_reference_id``, ``metadata.account_id``)."""

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Final
 
+from kilo_billing.accounts import AccountDirectory
 from kilo_billing.catalog import Catalog
 from kilo_billing.contracts import DisputeOpenedV1, InvoiceIssuedV1, PaymentFailedV1
 from kilo_billing.invoicing import (
@@ -19,11 +20,13 @@ from kilo_billing.invoicing import (
     InvoiceStatus,
     can_move,
     compose_close,
+    early_invoices,
     invoice_id,
 )
 from kilo_billing.money import money_str
 from kilo_billing.periods import Period
 from kilo_billing.periods_store import LedgerConflictError, LedgerStore
+from kilo_billing.progressive import invoice_early
 from kilo_billing.publisher import EventPublisher
 from kilo_invoice.gateway import (
     Customer,
@@ -38,6 +41,7 @@ from kilo_invoice.ports import CloseJobQueue, RunMarkers, Sleeper, StripeEvents
 GATEWAY_ATTEMPTS: Final = 4  # a call the processor did not answer is retried with the same ids, then the job fails
 LEDGER_ATTEMPTS: Final = 5
 ISSUED: Final = "issued"
+EARLY_JOB: Final = "early"  # a job of the close queue that checks progressive billing instead of closing
 
 
 class InvoiceNotFoundError(LookupError):
@@ -122,6 +126,33 @@ def close_account(deps: CloseDeps, account_id: str, period: Period, now: datetim
     invoice = _issue(deps, ledger, invoice, now)
     invoice = _announce_issued(deps, invoice, now)
     return CloseOutcome(account_id, period.key, invoice, created)
+
+
+def start_early_checks(
+    store: LedgerStore, directory: AccountDirectory, queue: CloseJobQueue, period: Period, batch: int = 100
+) -> int:
+    """Progressive billing's trigger (the hourly starter): one early-invoice check job for ``period`` (the running
+    one) per account with a progressive threshold (profiles read 100 at a time). Returns how many were queued."""
+    queued = 0
+    ids = list(store.accounts())
+    for start in range(0, len(ids), batch):
+        profiles = directory.registered(ids[start : start + batch])
+        due = [(account, period.key) for account, p in sorted(profiles.items()) if p.progressive_threshold_usd]
+        if due:
+            queue.send(due, EARLY_JOB)
+            queued += len(due)
+    return queued
+
+
+def issue_early(deps: CloseDeps, account_id: str, period: Period, now: datetime) -> list[InvoiceRecord]:
+    """Store the early invoice due now, if any (``kilo_billing.progressive.invoice_early``), then issue and announce
+    every early invoice of the period not issued yet, as the close issues its invoice (a crash in between is caught
+    up by the next check). Returns the period's early invoices."""
+    invoice_early(deps.store, account_id, period, deps.catalog, lambda: now)
+    ledger = deps.store.ledger(account_id)
+    return [
+        _announce_issued(deps, _issue(deps, ledger, invoice, now), now) for invoice in early_invoices(ledger, period)
+    ]
 
 
 def close_through(deps: CloseDeps, account_id: str, period: Period, now: datetime) -> list[CloseOutcome]:
@@ -302,11 +333,21 @@ def _ref(value: Any) -> str | None:
 
 
 def apply_stripe_event(
-    store: LedgerStore, publisher: EventPublisher, events: StripeEvents, pk: str, sk: str, now: datetime
+    store: LedgerStore,
+    publisher: EventPublisher,
+    events: StripeEvents,
+    pk: str,
+    sk: str,
+    now: datetime,
+    gateway: PaymentGateway | None = None,
 ) -> EventOutcome:
     """Bring our records in step with one stored Stripe event. Duplicates and any order are harmless: a status only
     moves along the state machine (a late ``payment_failed`` never undoes ``paid``), amounts only grow, and every
-    alert carries an id derived from the processor's event, recorded once published."""
+    alert carries an id derived from the processor's event, recorded once published.
+
+    ``checkout.session.completed`` (setup mode) records the card on file and, with a ``gateway``, makes the card the
+    customer saved last its default for invoices (Checkout attaches it but does not make it the default); a repeat
+    or an older session's event arriving late sets the same, latest card (docs/decisions.md)."""
     record = events.get(pk, sk)
     if record is None:
         raise InvoiceNotFoundError(f"stripe event {pk}/{sk} is not stored")
@@ -316,12 +357,10 @@ def apply_stripe_event(
         if not isinstance(account, str):
             return EventOutcome(event_id, event_type, None, False)
         ledger = store.ledger(account)
-        store.save_billing(
-            account,
-            replace(
-                ledger.billing, card_on_file=True, customer_id=ledger.billing.customer_id or _ref(obj.get("customer"))
-            ),
-        )
+        customer = ledger.billing.customer_id or _ref(obj.get("customer"))
+        if gateway is not None and customer is not None and obj.get("mode", "setup") == "setup":
+            gateway.default_to_latest_card(customer)  # unavailable: raised, the queue delivers the event again
+        store.save_billing(account, replace(ledger.billing, card_on_file=True, customer_id=customer))
         return EventOutcome(event_id, event_type, None, True)
     if event_type.startswith("invoice."):
         ledger, invoice = _find(store, [_ref(obj.get("id"))], _metadata(obj))

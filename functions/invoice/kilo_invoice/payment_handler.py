@@ -34,7 +34,7 @@ def _record(record: SQSRecord) -> None:
     observability.correlate(SERVICE, stripe_event_id=str(detail.get("stripe_event_id", "")))
     deps = dependencies.payments()
     try:
-        outcome = apply_stripe_event(deps.store, deps.publisher, deps.events, pk, sk, datetime.now(UTC))
+        outcome = apply_stripe_event(deps.store, deps.publisher, deps.events, pk, sk, datetime.now(UTC), deps.gateway)
     except InvoiceNotFoundError as exc:
         count(SERVICE, Metric.PAYMENT_EVENT_IGNORED)
         logger.warning("Stripe event about nothing of ours; ignored", extra={"reason": str(exc)[:200]})

@@ -10,8 +10,8 @@ from kilo_billing.events import StripeEventRecord
 
 
 class CloseJobQueue(Protocol):
-    def send(self, jobs: Sequence[tuple[str, str]]) -> None:
-        """Queue one close job per (account id, period)."""
+    def send(self, jobs: Sequence[tuple[str, str]], kind: str = "close") -> None:
+        """Queue one job per (account id, period): a close, or (``kind="early"``) an early-invoice check."""
         ...
 
 

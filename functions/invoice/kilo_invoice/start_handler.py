@@ -1,5 +1,7 @@
 """Scheduled handler (hourly): once a period's grace window has passed, fan its close out - one SQS job per registered
-account (``start_run``; the run marker makes later hours a no-op, and a missed hour is caught up by the next)."""
+account (``start_run``; the run marker makes later hours a no-op, and a missed hour is caught up by the next). Every
+hour it also queues an early-invoice check for the running period per account with a progressive billing threshold
+(``start_early_checks``; the worker issues an early invoice when one is due)."""
 
 from __future__ import annotations
 
@@ -11,8 +13,9 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from kilo_billing import observability
 from kilo_billing.observability import Metric, count
+from kilo_billing.periods import Period
 from kilo_invoice import dependencies
-from kilo_invoice.logic import due_period, start_run
+from kilo_invoice.logic import due_period, start_early_checks, start_run
 
 SERVICE = "invoice-start"
 logger = observability.logger(SERVICE)
@@ -39,4 +42,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     count(SERVICE, Metric.CLOSE_JOBS_QUEUED, queued)
     if queued:
         logger.info("period close fanned out", extra={"accounts": queued})
-    return {"period": period.key, "queued": queued}
+    running = Period.containing(now)
+    early = start_early_checks(deps.store, deps.directory, deps.queue, running)
+    if early:
+        logger.info("early invoice checks queued", extra={"accounts": early, "running_period": running.key})
+    return {"period": period.key, "queued": queued, "early_checks": early}

@@ -187,6 +187,23 @@ class StripePaymentGateway:
         )
         return card.id
 
+    def default_to_latest_card(self, customer_id: str) -> str | None:
+        """The customer's newest card (Stripe lists newest first) becomes the default for invoices: after Checkout in
+        setup mode that is the card just saved. Two calls; a repeat sends the same idempotency key."""
+        cards = self._call(
+            lambda: self._client.v1.payment_methods.list({"customer": customer_id, "type": "card", "limit": 1})
+        )
+        if not cards.data:
+            return None
+        card_id = str(cards.data[0].id)
+        key = _key(customer_id, "default-card", card_id)
+        self._call(
+            lambda: self._client.v1.customers.update(
+                customer_id, {"invoice_settings": {"default_payment_method": card_id}}, {"idempotency_key": key}
+            )
+        )
+        return card_id
+
     # ------------------------------------------------------------------ invoices
     def issue_invoice(self, request: InvoiceRequest) -> GatewayInvoice:
         if len(request.lines) > MAX_LINES:
