@@ -24,7 +24,7 @@ import sys
 import time
 import urllib.parse
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -441,6 +441,19 @@ def expected_invoices(
     }  # fmt: skip
 
 
+def invoice_alerts(
+    truth: Any,
+    accounts: Sequence[Any],
+    period: str,
+    histories: dict[str, TierHistory],
+    billing: dict[str, tuple[str, str | None]],
+    late: Sequence[Any] = (),
+) -> dict[str, tuple[str, Any]]:
+    """The closed month and the expected invoice of each account, for the invoice alerts they cause."""
+    due = expected_invoices(truth, accounts, period, histories, billing, late)
+    return {account: (period, invoice) for account, invoice in due.items()}
+
+
 def invoice_lines(invoice: Any) -> dict[tuple[str, str, str], Any]:
     """The product's invoice lines keyed like the ground truth's: (kind, tier, meter)."""
     found: dict[tuple[str, str, str], Any] = {}
@@ -707,8 +720,17 @@ _METERS = {"video minutes": "video", "audio minutes": "audio", "messages": "mess
            "GB of data transfer": "data_transfer"}  # fmt: skip
 
 
+_INVOICE = re.compile(r"invoice (KB-\S+) for (\w+ \d{4}): \$")
+_PAYMENT_FAILED = re.compile(r"your (?:Kilo )?payment of (\$[\d,]+\.\d\d)")
+
+
 def classify(text: str) -> tuple[str, str, str] | None:
     """(period, kind, key) of a delivered subject or SMS text, read from its words."""
+    if found := _INVOICE.search(text):
+        period = datetime.strptime(found.group(2), "%B %Y").replace(tzinfo=UTC).strftime("%Y-%m")
+        return period, "invoice_issued", found.group(1)
+    if found := _PAYMENT_FAILED.search(text):
+        return "", "payment_failed", found.group(1)  # filed under the month it happened: not asserted here
     month = _MONTH.search(text)
     if month is None:
         return None
@@ -756,9 +778,11 @@ def alerts_report(
     recipients: dict[str, str],
     scene: Any,
     periods: Sequence[str],
+    invoices: Mapping[str, tuple[str, Any]] | None = None,
 ) -> bool:
     """Print the delivered emails and SMS and the RoomService calls next to what the ground truth expects; True when
-    they are the same."""
+    they are the same. ``invoices``: the closed month and the expected invoice of each account (its
+    ``invoice_issued`` email, and the ``payment_failed`` email and SMS of a declined card)."""
     from fractions import Fraction  # noqa: PLC0415
 
     from kilo_dev.ground_truth import Budget, expected_alerts, period_bounds, price_sheet  # noqa: PLC0415
@@ -772,6 +796,12 @@ def alerts_report(
                                     budgets.get(spec.account_id))  # fmt: skip
             if found:
                 expected.setdefault(spec.account_id, set()).update(found)
+    for account, (period, invoice) in (invoices or {}).items():
+        wanted = {(period, "invoice_issued", f"KB-{account}-00001", "email")}  # each account's first invoice
+        if invoice.status == "payment_failed":
+            total = f"${invoice.total:,.2f}"
+            wanted |= {("", "payment_failed", total, "email"), ("", "payment_failed", total, "sms")}
+        expected.setdefault(account, set()).update(wanted)
     messages, said = delivered(stack, recipients)
     table = Table(title="Alerts delivered by the local stack (SES email, SNS SMS), checked against the ground truth")
     for column in ("account", "channel", "subject / text"):
@@ -873,7 +903,9 @@ def run(args: argparse.Namespace, console: Console) -> int:
         matches = report(console, stack, everyone, truth, histories, now)
         invoiced = invoice_report(console, stack, everyone, truth, histories, billing, f"{closed:%Y-%m}", late)
         alerted = alerts_report(console, stack, livekit, truth, everyone, histories, recipients, scene,
-                                (f"{closed:%Y-%m}", current.strftime("%Y-%m")))  # fmt: skip
+                                (f"{closed:%Y-%m}", current.strftime("%Y-%m")),
+                                invoice_alerts(truth, everyone, f"{closed:%Y-%m}", histories, billing,
+                                               late))  # fmt: skip
         console.print(f"Total {time.monotonic() - began:.0f} s")
         if args.keep_running:
             stack.clock.release()  # live traffic from here on: schedules follow the wall clock again

@@ -11,7 +11,7 @@ import pytest
 from kilo_alerts.catalogue import CATALOGUE, alert_from_event, money_text, quantity_text, severity_of
 from kilo_alerts.model import AlertError, Channel, Severity
 from kilo_alerts.render import PARTS, SMS_LIMIT, render
-from kilo_billing.contracts import UsageThresholdCrossedV1
+from kilo_billing.contracts import DisputeOpenedV1, InvoiceIssuedV1, PaymentFailedV1, UsageThresholdCrossedV1
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES = ROOT / "functions" / "alerts" / "kilo_alerts" / "templates"
@@ -122,3 +122,98 @@ def test_given_docs_alerts_md_then_its_catalogue_table_lists_exactly_the_catalog
     table = text.split("## Catalogue", 1)[1].split("\n\n", 2)[1]
     documented = set(re.findall(r"^\| `([a-z_]+)` \|", table, flags=re.MULTILINE))
     assert documented == set(CATALOGUE)
+
+
+# --- the invoicing alerts ------------------------------------------------------------------------------------------
+
+LONGEST_ACCOUNT = "acct_" + "x" * 123
+
+
+def invoicing_details(total: str, method: str = "card", reason: str = "payment_failed") -> dict[str, dict[str, object]]:
+    return {
+        InvoiceIssuedV1.DETAIL_TYPE: {
+            "event_id": "invoice-issued:in_1",
+            "account_id": LONGEST_ACCOUNT,
+            "invoice_id": "in_1",
+            "number": "KILO12345678-000042",  # Stripe's numbers: prefix (3-12 chars) - sequence
+            "period": "2026-09",
+            "total": total,
+            "method": method,
+            "status": "open",
+            "hosted_url": "https://invoice.stripe.com/i/acct_1/test_" + "Y" * 120,
+            "occurred_at": "2026-10-01T00:05:00+00:00",
+        },
+        PaymentFailedV1.DETAIL_TYPE: {
+            "event_id": "payment-failed:evt_1",
+            "account_id": LONGEST_ACCOUNT,
+            "invoice_id": "in_1",
+            "total": total,
+            "reason": reason,
+            "hosted_url": None,
+            "occurred_at": "2026-10-03T09:00:00+00:00",
+        },
+        DisputeOpenedV1.DETAIL_TYPE: {
+            "event_id": "dispute-opened:dp_1",
+            "account_id": LONGEST_ACCOUNT,
+            "invoice_id": "in_1",
+            "dispute_id": "dp_1",
+            "amount": total,
+            "occurred_at": "2026-10-20T12:00:00+00:00",
+        },
+    }
+
+
+@pytest.mark.parametrize("detail_type", [InvoiceIssuedV1.DETAIL_TYPE, PaymentFailedV1.DETAIL_TYPE,
+                                         DisputeOpenedV1.DETAIL_TYPE])  # fmt: skip
+@pytest.mark.parametrize(("method", "reason"), [("card", "payment_failed"), ("crypto", "action_required")])
+def test_given_the_largest_invoicing_figures_then_each_sms_fits_one_segment(
+    detail_type: str, method: str, reason: str
+) -> None:
+    alert = alert_from_event(detail_type, invoicing_details("9999999.99", method, reason)[detail_type])
+    values = {
+        "invoice_url": "https://app.kilo.example/settings/alerts?account=" + LONGEST_ACCOUNT,
+        **alert.values,
+        "account_id": LONGEST_ACCOUNT,
+        "account_name": "N" * 200,
+        "preferences_url": "https://app.kilo.example/settings/alerts?account=" + LONGEST_ACCOUNT,
+    }
+    sms = render(alert.kind, values).sms
+    assert len(sms) <= SMS_LIMIT, sms
+    assert sms.endswith("Reply STOP to opt out")
+    assert "$9,999,999.99" in sms
+
+
+def test_given_invoicing_events_then_kind_key_period_severity_and_figures_name_the_occurrence() -> None:
+    details = invoicing_details("129")
+    issued = alert_from_event(InvoiceIssuedV1.DETAIL_TYPE, details[InvoiceIssuedV1.DETAIL_TYPE])
+    failed = alert_from_event(PaymentFailedV1.DETAIL_TYPE, details[PaymentFailedV1.DETAIL_TYPE])
+    disputed = alert_from_event(DisputeOpenedV1.DETAIL_TYPE, details[DisputeOpenedV1.DETAIL_TYPE])
+    assert (issued.kind, issued.period, issued.key, issued.severity) == ("invoice_issued", "2026-09", "in_1", "low")
+    assert (issued.values["total"], issued.values["period_label"]) == ("$129.00", "September 2026")
+    assert (failed.kind, failed.period, failed.key, failed.severity) == (
+        "payment_failed",
+        "2026-10",
+        "payment-failed:evt_1",
+        "high",
+    )
+    assert "invoice_url" not in failed.values  # no hosted page: delivery links the account's page
+    assert (disputed.kind, disputed.period, disputed.key, disputed.severity) == (
+        "dispute_opened",
+        "2026-10",
+        "dp_1",
+        "medium",
+    )
+    assert disputed.values["amount"] == "$129.00"
+    assert CATALOGUE["invoice_issued"].default_channels(Severity.LOW) == (Channel.EMAIL,)
+    assert CATALOGUE["dispute_opened"].default_channels(Severity.MEDIUM) == (Channel.EMAIL,)
+    assert CATALOGUE["payment_failed"].default_channels(Severity.HIGH) == (Channel.EMAIL, Channel.SMS)
+    with pytest.raises(AlertError, match="problem"):
+        alert_from_event(PaymentFailedV1.DETAIL_TYPE, {"account_id": "acct_1"})
+
+
+def test_given_the_template_then_the_alerts_rule_matches_every_event_the_catalogue_reads() -> None:
+    text = (ROOT / "template.yaml").read_text(encoding="utf-8")
+    rule = text.split("\n  AlertsRule:\n", 1)[1].split("\n      Targets:", 1)[0]
+    assert "source: [kilo.billing.rating, kilo.billing.invoicing]" in rule
+    for spec in CATALOGUE.values():
+        assert f"- {spec.detail_type}\n" in rule + "\n", spec.detail_type

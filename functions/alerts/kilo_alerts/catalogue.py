@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from pydantic import ValidationError
 
 from kilo_alerts.model import Alert, AlertError, Channel, Severity
-from kilo_billing.contracts import UsageThresholdCrossedV1
+from kilo_billing.contracts import DisputeOpenedV1, InvoiceIssuedV1, PaymentFailedV1, UsageThresholdCrossedV1
 from kilo_billing.money import round_money
 from kilo_billing.periods import Period
 
@@ -57,6 +58,26 @@ CATALOGUE: Final[Mapping[str, AlertSpec]] = {
             "a budget percentage below 100 % was reached and, at the month-to-date run rate (weekday-weighted), the "
             "bill passes the hard limit (else the budget) before the month ends; once per month",
             Severity.MEDIUM,
+        ),
+        AlertSpec(
+            "invoice_issued",
+            InvoiceIssuedV1.DETAIL_TYPE,
+            "invoicing issued the month's invoice (open, or paid at once); a crypto-billed one awaits payment in "
+            "crypto; once per invoice",
+            Severity.HIGH,
+        ),
+        AlertSpec(
+            "payment_failed",
+            PaymentFailedV1.DETAIL_TYPE,
+            "the processor could not collect an invoice (card declined) or the payment needs the customer's action "
+            "(e.g. 3-D Secure); once per failed attempt",
+            Severity.HIGH,
+        ),
+        AlertSpec(
+            "dispute_opened",
+            DisputeOpenedV1.DETAIL_TYPE,
+            "a payment of the account was disputed (chargeback); once per dispute",
+            Severity.HIGH,
         ),
         AlertSpec(
             "budget_hard_limit",
@@ -142,9 +163,99 @@ def _threshold(detail: Mapping[str, Any]) -> Alert:
     )
 
 
+_Contract = TypeVar("_Contract", InvoiceIssuedV1, PaymentFailedV1, DisputeOpenedV1)
+
+
+def _parse(contract: type[_Contract], detail: Mapping[str, Any]) -> _Contract:
+    try:
+        return contract.model_validate(detail)
+    except ValidationError as exc:
+        raise AlertError(f"not a {contract.DETAIL_TYPE}: {exc.error_count()} problem(s)") from exc
+
+
+def _month_of(occurred_at: str) -> str:
+    """The period an invoicing alert is kept under: the month it happened in (UTC); the key names the occurrence."""
+    try:
+        return Period.containing(datetime.fromisoformat(occurred_at)).key
+    except ValueError as exc:
+        raise AlertError(f"not an ISO 8601 time: {occurred_at!r}") from exc
+
+
+def _invoice_issued(detail: Mapping[str, Any]) -> Alert:
+    event = _parse(InvoiceIssuedV1, detail)
+    crypto = event.method == "crypto"
+    values = {
+        "number": event.number,
+        "period": event.period,
+        "period_label": Period.parse(event.period).start.strftime("%B %Y"),
+        "total": money_text(event.total),
+        "payment_note": "It awaits payment in crypto: pay it from the invoice page."
+        if crypto
+        else "It is charged to the payment method on file; nothing to do if it is current.",
+        "sms_note": ", awaits payment in crypto" if crypto else "",
+    }
+    if event.hosted_url:
+        values["invoice_url"] = event.hosted_url
+    return Alert(
+        kind="invoice_issued",
+        account_id=event.account_id,
+        period=event.period,
+        key=event.invoice_id,
+        severity=Severity.LOW,
+        values=values,
+        event_id=event.event_id,
+    )
+
+
+def _payment_failed(detail: Mapping[str, Any]) -> Alert:
+    event = _parse(PaymentFailedV1, detail)
+    if event.reason == "action_required":
+        problem = "needs your confirmation (for example 3-D Secure) before it can be collected"
+        action = "Complete the payment"
+        sms_problem = "needs your confirmation"
+    else:
+        problem = "could not be collected: the payment was declined"
+        action = "Pay the invoice or update your card"
+        sms_problem = "was declined"
+    values = {
+        "invoice_id": event.invoice_id,
+        "total": money_text(event.total),
+        "problem": problem,
+        "action": action,
+        "sms_problem": sms_problem,
+    }
+    if event.hosted_url:
+        values["invoice_url"] = event.hosted_url
+    return Alert(
+        kind="payment_failed",
+        account_id=event.account_id,
+        period=_month_of(event.occurred_at),
+        key=event.event_id,  # payment-failed:<processor event id>: one alert per failed attempt
+        severity=Severity.HIGH,
+        values=values,
+        event_id=event.event_id,
+    )
+
+
+def _dispute_opened(detail: Mapping[str, Any]) -> Alert:
+    event = _parse(DisputeOpenedV1, detail)
+    return Alert(
+        kind="dispute_opened",
+        account_id=event.account_id,
+        period=_month_of(event.occurred_at),
+        key=event.dispute_id,
+        severity=Severity.MEDIUM,
+        values={"invoice_id": event.invoice_id, "amount": money_text(event.amount)},
+        event_id=event.event_id,
+    )
+
+
 # detail-type -> reader of its detail
 READERS: Final[Mapping[str, Callable[[Mapping[str, Any]], Alert]]] = {
     UsageThresholdCrossedV1.DETAIL_TYPE: _threshold,
+    InvoiceIssuedV1.DETAIL_TYPE: _invoice_issued,
+    PaymentFailedV1.DETAIL_TYPE: _payment_failed,
+    DisputeOpenedV1.DETAIL_TYPE: _dispute_opened,
 }
 
 

@@ -50,12 +50,14 @@ from kilo_alerts.ports import (
 from kilo_alerts.render import render
 from kilo_billing.accounts import E164_PATTERN, AccountDirectory, AccountProfile
 from kilo_billing.budgets import DEFAULT_WEEKDAY_WEIGHTS, forecast_crossing
-from kilo_billing.contracts import UsageThresholdCrossedV1
+from kilo_billing.contracts import PaymentFailedV1, UsageThresholdCrossedV1
 from kilo_billing.entitlements import EntitlementSource, Reading, SpendRecorder
 from kilo_billing.periods import Period
 
 ENFORCEMENT_STEP: Final = "EnforcementStepDue.v1"  # the delayed removal step (adapters.SqsRemovalScheduler)
 HARD: Final = "budget_hard_limit"
+# events with operator checks that also alert the account (the customer alert is delivered besides the checks)
+CUSTOMER_AND_OPERATOR: Final = frozenset({PaymentFailedV1.DETAIL_TYPE})
 
 _E164 = re.compile(E164_PATTERN)
 
@@ -138,6 +140,7 @@ def deliver_alert(
 def _values(alert: Alert, profile: AccountProfile, policy: DeliveryPolicy) -> dict[str, str]:
     link = f"{policy.preferences_url}?account={quote(alert.account_id, safe='')}"
     return {
+        "invoice_url": link,  # an invoicing alert without the processor's hosted page links the account's page
         **alert.values,
         "account_id": alert.account_id,
         "account_name": profile.name or alert.account_id,
@@ -228,7 +231,8 @@ def handle_event(
     detail_type: str, detail: Mapping[str, Any], ports: AlertPorts, policy: AlertsPolicy, now_ms: int
 ) -> EventOutcome:
     """One event of the alerts queue: a threshold event (keep the spend item, enforce a reached hard limit, deliver
-    the alert and a forecast) or the delayed removal step of an enforcement."""
+    the alert and a forecast), an invoicing event (deliver its alert; a failed payment also feeds the operator
+    checks), an operator event or the delayed removal step of an enforcement."""
     if detail_type == ENFORCEMENT_STEP:
         step = _step(detail)
         return EventOutcome(
@@ -239,16 +243,13 @@ def handle_event(
             )
         )
     if detail_type in OPERATOR_EVENTS:
-        if ports.operator is None or policy.operator is None:
-            raise AlertError(f"operator checks are not configured for {detail_type!r}")
-        try:
-            announced = handle_operator_event(detail_type, detail, ports.operator, policy.operator, now_ms)
-        except OperatorChecksIncompleteError as exc:
-            raise EventIncompleteError(EventOutcome(operator=tuple(exc.done)), [exc]) from exc
-        except OperatorAlertFailedError as exc:
-            raise EventIncompleteError(EventOutcome(), [exc]) from exc
-        return EventOutcome(operator=tuple(announced))
+        return _operator_event(detail_type, detail, ports, policy, now_ms)
     alert = alert_from_event(detail_type, detail)
+    if detail_type != UsageThresholdCrossedV1.DETAIL_TYPE:  # an invoicing alert: deliver it, nothing else to do
+        try:
+            return EventOutcome(alerts=(_deliver(alert, ports, policy, now_ms),))
+        except DeliveryIncompleteError as exc:
+            raise EventIncompleteError(EventOutcome(alerts=(exc.outcome,)), [exc]) from exc
     event = UsageThresholdCrossedV1.model_validate(detail)
     ports.spend.record(
         event.account_id,
@@ -293,6 +294,36 @@ def handle_event(
     if causes:
         raise EventIncompleteError(outcome, causes)
     return outcome
+
+
+def _operator_event(
+    detail_type: str, detail: Mapping[str, Any], ports: AlertPorts, policy: AlertsPolicy, now_ms: int
+) -> EventOutcome:
+    """The operator checks of an event and, for a failed payment, the account's own alert besides them."""
+    if ports.operator is None or policy.operator is None:
+        raise AlertError(f"operator checks are not configured for {detail_type!r}")
+    customer = alert_from_event(detail_type, detail) if detail_type in CUSTOMER_AND_OPERATOR else None
+    failures: list[Exception] = []
+    try:
+        announced = handle_operator_event(detail_type, detail, ports.operator, policy.operator, now_ms)
+    except OperatorChecksIncompleteError as exc:
+        announced, failures = exc.done, [exc]
+    except OperatorAlertFailedError as exc:
+        announced, failures = [], [exc]
+    customer_outcome: tuple[AlertOutcome, ...] = ()
+    if customer is not None:  # the account's own alert, besides the operator checks (each claimed on its own)
+        try:
+            customer_outcome = (_deliver(customer, ports, policy, now_ms),)
+        except DeliveryIncompleteError as exc:
+            customer_outcome, failures = (exc.outcome,), [*failures, exc]
+    outcome = EventOutcome(alerts=customer_outcome, operator=tuple(announced))
+    if failures:
+        raise EventIncompleteError(outcome, failures)
+    return outcome
+
+
+def _deliver(alert: Alert, ports: AlertPorts, policy: AlertsPolicy, now_ms: int) -> AlertOutcome:
+    return deliver_alert(alert, ports.directory, ports.ledger, ports.mailer, ports.texter, policy.delivery, now_ms)
 
 
 def _step(detail: Mapping[str, Any]) -> tuple[str, str]:
