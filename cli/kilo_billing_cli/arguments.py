@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from decimal import Decimal, InvalidOperation
 from typing import TypeVar
 
 from kilo_billing.accounts import check_account_id
@@ -42,3 +43,16 @@ def checked(parse: Callable[[str], T]) -> Callable[[str], T]:
 
 period = checked(Period.parse)  # YYYY-MM
 account_id = checked(check_account_id)
+
+
+def _money(text: str) -> Decimal:
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise ValueError(f"amount must be a number of dollars, got {text!r}") from None
+    if not value.is_finite() or value <= 0 or value != value.quantize(Decimal("0.01")):
+        raise ValueError(f"amount must be positive whole cents, got {text!r}")
+    return value.quantize(Decimal("0.01"))
+
+
+money = checked(_money)  # USD, positive, whole cents

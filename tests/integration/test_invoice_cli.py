@@ -95,3 +95,51 @@ def test_given_bad_invoice_cli_input_then_exit_2_naming_the_problem(
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
     assert invoicing.store.ledger("acct-c").invoices == {}
+
+
+def test_given_a_paid_card_invoice_when_refunded_in_two_parts_then_stripe_refunds_and_our_record_follows(
+    invoicing: Invoicing, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.integration.test_invoice_close import _month  # noqa: PLC0415
+
+    _month(invoicing)  # acct-a: team, 60,000 video minutes in March, card that pays -> 7.20 + 29.00 + 29.00 = 65.20
+    invoicing.start("2026-04-01T06:00:00Z")
+    invoicing.close_all()
+    for event in list(invoicing.http.emulator.events):
+        assert invoicing.webhook(event) == 200
+    invoicing.payments()
+    capsys.readouterr()  # the handlers' log lines so far
+    secret = ("--stripe-secret", invoicing.stack.template.parameters["StripeApiKeySecretName"])
+    refund = ("invoice", "refund", "--account", "acct-a", "--invoice", "KB-acct-a-00001", *secret)
+    table = ("--usage-table", invoicing.table)
+
+    part = _cli(capsys, *refund, "--amount", "10.00", *table)
+    assert (part["status"], part["total"], part["refunded"]) == ("paid", "65.20", "10.00")
+    rest = _cli(capsys, *refund, *table)  # the rest: 65.20 - 10.00
+    assert rest["refunded"] == "65.20"
+    assert invoicing.stripe_posts("/v1/refunds") == 2
+
+    for argv, message in (
+        ([*refund, *table], "at most 0.00"),  # nothing left to refund
+        (["invoice", "refund", "--account", "acct-c", "--invoice", "KB-acct-c-00001", *secret, *table], "open"),
+        ([*refund, "--amount", "1.005", *table], "whole cents"),
+        (
+            [
+                "invoice",
+                "crypto-refund-sent",
+                "--account",
+                "acct-c",
+                "--invoice",
+                "KB-acct-c-00001",
+                "--transaction",
+                "0xabc",
+                *table,
+            ],
+            "owes no refund",
+        ),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2
+        assert message in capsys.readouterr().err
+    assert invoicing.stripe_posts("/v1/refunds") == 2
