@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from fractions import Fraction
-from typing import Any
 
 import boto3
 import pytest
@@ -19,14 +18,13 @@ import time_machine
 
 from kilo_billing.account_store import DynamoAccountDirectory
 from kilo_billing.accounts import AccountProfile
-from kilo_billing.contracts import SOURCE_RATING, UsageThresholdCrossedV1
-from kilo_billing.publisher import EventBridgePublisher
 from kilo_billing.rating import TierChange
 from kilo_dev.fake_livekit import FakeLiveKit
 from kilo_rate_usage.items import session_to_item
 from kilo_rate_usage.model import Billing, Session, StoredSession
 from tests.conftest import LIVEKIT_KEYS, AlertsStack, LambdaContext, _clear_caches
-from tests.integration.test_alerts_delivery import mime, parts
+from tests.integration.test_alerts_delivery import mime, parts, run
+from tests.integration.test_alerts_delivery import publish as publish_threshold
 
 NOW = datetime(2026, 11, 20, 10, 5, tzinfo=UTC)
 AUDIO_ONLY = {"canSubscribe": True, "canPublish": True, "canPublishData": True, "canPublishSources": ["MICROPHONE"]}
@@ -83,26 +81,7 @@ def clock() -> Iterator[None]:
 
 
 def publish(stack: AlertsStack, meter: str, percent: int, used: str, limit: str) -> None:
-    event = UsageThresholdCrossedV1(
-        event_id=UsageThresholdCrossedV1.make_id("acct_9", "2026-11", meter, percent),
-        account_id="acct_9",
-        period="2026-11",
-        meter=meter,  # type: ignore[arg-type]
-        threshold_percent=percent,
-        used=used,
-        limit=limit,
-        occurred_at="2026-11-20T10:00:00+00:00",
-    )
-    bus = stack.stack.template.physical_name("BillingEventBus")
-    EventBridgePublisher(boto3.client("events"), bus, SOURCE_RATING).publish(event.DETAIL_TYPE, event.model_dump())
-
-
-def run(stack: AlertsStack) -> dict[str, Any]:
-    from kilo_alerts.handler import lambda_handler  # noqa: PLC0415
-
-    event = stack.sqs_event()
-    assert event["Records"], "nothing on the alerts queue"
-    return lambda_handler(event, LambdaContext(remaining_ms=60_000))
+    publish_threshold(stack, "acct_9", meter, percent, used, limit)
 
 
 def actions(stack: AlertsStack) -> list[tuple[str, str, str, str]]:

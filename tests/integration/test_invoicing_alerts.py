@@ -5,10 +5,7 @@ payment also still feeds the operator's failed-payments signal. Figures in the e
 
 from __future__ import annotations
 
-import email
-import email.policy
 from datetime import UTC, datetime
-from email.message import EmailMessage
 from typing import Any
 
 import boto3
@@ -19,6 +16,7 @@ from kilo_billing.contracts import SOURCE_INVOICING, DisputeOpenedV1, InvoiceIss
 from kilo_billing.publisher import EventBridgePublisher
 from kilo_billing.rating import TierChange
 from tests.conftest import AlertsStack, LambdaContext
+from tests.integration.test_alerts_delivery import mime, parts
 
 PREFS = "https://app.kilo.example/settings/alerts"
 HOSTED = "https://invoice.stripe.com/i/acct_1Kilo/test_YWNjdF8x?s=ap"
@@ -52,19 +50,6 @@ def run_twice(stack: AlertsStack) -> None:
     assert len(event["Records"]) == 2, "the rule did not put both events on the alerts queue"
     assert lambda_handler(event, LambdaContext(remaining_ms=60_000)) == {"batchItemFailures": []}
     assert lambda_handler(event, LambdaContext(remaining_ms=60_000)) == {"batchItemFailures": []}
-
-
-def mime(message: Any) -> EmailMessage:
-    parsed = email.message_from_string(message.raw_data, policy=email.policy.default)
-    assert isinstance(parsed, EmailMessage)
-    return parsed
-
-
-def parts(message: EmailMessage) -> tuple[str, str]:
-    text, html = message.get_body(("plain",)), message.get_body(("html",))
-    assert text is not None
-    assert html is not None
-    return str(text.get_content()), str(html.get_content())  # type: ignore[attr-defined]
 
 
 def records(stack: AlertsStack, account: str) -> dict[str, dict[str, Any]]:

@@ -270,17 +270,7 @@ def _announce_issued(deps: CloseDeps, invoice: InvoiceRecord, now: datetime) -> 
 
 def _mark_announced(store: LedgerStore, invoice: InvoiceRecord, marker: str) -> InvoiceRecord:
     """Record an alert as published (published first: a crash in between publishes the same event id again)."""
-    for _ in range(LEDGER_ATTEMPTS):
-        marked = replace(invoice, announced=invoice.announced | {marker})
-        try:
-            store.update_invoice(marked, invoice.status)
-            return marked
-        except LedgerConflictError:
-            stored = store.ledger(invoice.account_id).invoices.get(invoice.invoice_id)
-            if stored is None:
-                raise
-            invoice = stored
-    raise LedgerConflictError(f"{invoice.invoice_id}: could not record {marker}")
+    return _save_with(store, invoice, lambda current: replace(current, announced=current.announced | {marker}))
 
 
 # --- payment status from the processor's events --------------------------------------------------------------------

@@ -23,7 +23,7 @@ from decimal import Decimal
 from typing import Any, Final, Protocol
 
 from kilo_billing.account_store import PROFILE_SORT_KEY, profile_from_item
-from kilo_billing.aws import ConditionFailedError, call
+from kilo_billing.aws import ConditionFailedError, call, paged_items
 from kilo_billing.invoicing import (
     AccountLedger,
     BillingMethod,
@@ -283,12 +283,7 @@ class DynamoLedgerStore:
             "ExpressionAttributeValues": to_item({":pk": account_pk(account_id)}),
             "ConsistentRead": True,
         }
-        while True:
-            page = call(self._client.query, **request)
-            found.extend(page.get("Items", []))
-            if "LastEvaluatedKey" not in page:
-                break
-            request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        found.extend(paged_items(self._client.query, **request))
         return ledger_from_items(account_id, found)
 
     def create_invoice(self, draft: CloseDraft) -> None:
@@ -381,11 +376,5 @@ class DynamoLedgerStore:
         return str(values["owner"]), str(values["invoice_id"])
 
     def accounts(self) -> Iterator[str]:
-        request: dict[str, Any] = {"TableName": self._table, "IndexName": ACCOUNTS_INDEX}
-        while True:
-            page = call(self._client.scan, **request)
-            for item in page.get("Items", []):
-                yield str(from_item(item)["account_id"])
-            if "LastEvaluatedKey" not in page:
-                return
-            request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        for item in paged_items(self._client.scan, TableName=self._table, IndexName=ACCOUNTS_INDEX):
+            yield str(from_item(item)["account_id"])
