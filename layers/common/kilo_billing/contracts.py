@@ -116,3 +116,74 @@ class PaymentMethodAttachedV1(ContractV1):
     method: Literal["card", "wallet"]
     fingerprint: str = Field(min_length=1, max_length=200, pattern=r"^[^#\s]+$")
     occurred_at: str
+
+
+SOURCE_CRYPTO: Final = "kilo.billing.crypto"
+
+
+class CryptoPaymentSeenV1(ContractV1):
+    """A chain payment toward an account's bill was seen on chain (included, not yet final): the bill shows
+    PROCESSING. Published once per chain payment."""
+
+    DETAIL_TYPE: ClassVar[str] = "CryptoPaymentSeen.v1"
+
+    event_id: str  # crypto-seen:<payment id> (payment id: <chain>:<tx id>:<index>)
+    account_id: str
+    invoice_id: str
+    quote_id: str | None = None  # None: matched by a linked wallet or the fast path without a quote
+    chain: str  # configured chain key: "ethereum", "base", "solana"
+    asset: Literal["ETH", "USDC", "SOL"]
+    amount: str  # in the asset, decimal string (e.g. "12.5" USDC)
+    amount_usd: str  # at the quote's locked rate, two decimals
+    tx_id: str
+    explorer_url: str | None = None
+    occurred_at: str
+
+
+class CryptoBillSettledV1(ContractV1):
+    """An account's crypto bill is paid: its payments are final and the settled USD covers the bill (inside
+    tolerance). Published once per bill; invoicing marks the invoice paid on it, alerts tell the customer."""
+
+    DETAIL_TYPE: ClassVar[str] = "CryptoBillSettled.v1"
+
+    event_id: str  # crypto-settled:<invoice id>
+    account_id: str
+    invoice_id: str
+    total: str  # the bill, USD
+    settled_usd: str  # what the final payments are worth in USD (locked or late-policy rates)
+    written_off_usd: str = "0.00"  # shortfall inside tolerance
+    credit_usd: str = "0.00"  # overpayment kept as account credit
+    flags: tuple[str, ...] = ()  # PARTIAL, OVERPAID, PAID_LATE, MULTIPLE
+    tx_ids: tuple[str, ...] = ()
+    occurred_at: str
+
+
+class CryptoQuoteExpiringV1(ContractV1):
+    """A quote the customer asked for expires soon and nothing has been seen for it yet."""
+
+    DETAIL_TYPE: ClassVar[str] = "CryptoQuoteExpiring.v1"
+
+    event_id: str  # quote-expiring:<quote id>
+    account_id: str
+    invoice_id: str
+    quote_id: str
+    chain: str
+    asset: Literal["ETH", "USDC", "SOL"]
+    amount: str
+    payment_uri: str
+    expires_at: str
+    occurred_at: str
+
+
+class UnattributedCryptoPaymentV1(ContractV1):
+    """A payment to a merchant address that matches no bill: kept in the UNATTRIBUTED list for an operator."""
+
+    DETAIL_TYPE: ClassVar[str] = "UnattributedCryptoPayment.v1"
+
+    event_id: str  # crypto-unattributed:<payment id>
+    chain: str
+    asset: Literal["ETH", "USDC", "SOL"]
+    amount: str
+    tx_id: str
+    sender: str
+    occurred_at: str

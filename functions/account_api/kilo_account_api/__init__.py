@@ -1,0 +1,1 @@
+"""Customer-facing account API (Powertools APIGatewayHttpResolver behind a JWT authorizer)."""

@@ -1,0 +1,126 @@
+"""What the chain watchers hand to settlement, and what they keep between runs.
+
+The watchers (``evm.py``, ``solana.py``) only observe chains: they turn blocks, logs and transactions into
+``ObservedTransfer`` values and report finality; matching a transfer to a bill, the state machines and the money live in
+settlement (``settlement.py``) behind the ``PaymentSink`` port (ports.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Literal
+
+Asset = Literal["ETH", "USDC", "SOL"]
+DECIMALS: dict[str, int] = {"ETH": 18, "SOL": 9, "USDC": 6}
+
+
+@dataclass(frozen=True, slots=True)
+class ChainConfig:
+    """One chain the merchant accepts payments on (mainnet defaults in settings; addresses from configuration).
+
+    A second EVM chain (Base) is one more ChainConfig: nothing in the code names a chain.
+    """
+
+    key: str  # "ethereum", "base", "solana"
+    kind: Literal["evm", "solana"]
+    rpc_url: str
+    merchant_address: str  # EVM 0x address / Solana base58 wallet (the owner of its USDC token account)
+    usdc: str  # ERC-20 contract address / SPL mint
+    native: Asset  # "ETH" on EVM chains, "SOL" on Solana
+    chain_id: int | None = None  # EIP-155 id on EVM chains (EIP-681 URIs, SIWE); None on Solana
+    explorer_tx_url: str | None = None  # e.g. "https://etherscan.io/tx/{tx}"
+    start_block: int = 0  # where a fresh cursor starts (EVM block / Solana slot)
+    max_blocks_per_run: int = 20_000  # EVM: bounded work per run; the cursor resumes after downtime
+    initial_chunk: int = 2_000  # EVM eth_getLogs chunk, halved on provider errors
+
+
+@dataclass(frozen=True, slots=True)
+class RateReading:
+    """One source's answer for an asset's USD price, stored with every quote that used it."""
+
+    source: str  # e.g. "chainlink:ethereum:0x5f4e...", "exchange:coinbase"
+    asset: Asset
+    price: Decimal  # USD per whole unit
+    updated_at: datetime  # when the source last updated (Chainlink updatedAt; the exchange's own timestamp)
+    heartbeat_seconds: int | None = None  # older than this: stale (Chainlink feeds); None: the caller's default
+    round_id: int | None = None
+
+
+class PaymentStatus(StrEnum):
+    """A chain payment: SEEN -> FINALIZED | ORPHANED (block hash changed, log vanished) | FAILED (reverted)."""
+
+    SEEN = "SEEN"
+    FINALIZED = "FINALIZED"
+    ORPHANED = "ORPHANED"
+    FAILED = "FAILED"
+
+
+@dataclass(frozen=True, slots=True)
+class ObservedTransfer:
+    """One on-chain credit to a merchant address, as a watcher saw it (or as the fast path validated it).
+
+    Addresses: EVM as 0x-hex checksummed, Solana as base58. ``recipient`` is the merchant's address (for SPL tokens
+    the owner of the destination token account, not the token account itself).
+    """
+
+    chain: str  # configured chain key: "ethereum", "base", "solana"
+    asset: Asset
+    tx_id: str  # EVM: 0x transaction hash; Solana: base58 signature
+    index: int  # EVM: the log index of an ERC-20 Transfer, -1 for native ETH; Solana: the instruction index
+    block_number: int  # EVM block number; Solana slot
+    block_hash: str  # EVM block hash; Solana blockhash of that slot
+    sender: str
+    recipient: str
+    atomic_amount: int  # in the asset's smallest unit (wei, lamports, USDC's 6 decimals)
+    succeeded: bool = True  # False: the transaction reverted / meta.err is set (recorded FAILED, never credited)
+    references: tuple[str, ...] = ()  # Solana Pay reference keys found in the transfer's instruction
+    memo: str | None = None
+    block_time: datetime | None = None
+
+    @property
+    def payment_id(self) -> str:
+        """Stable identity of the credit: one row per (chain, transaction, index), whatever the run that saw it."""
+        return f"{self.chain}:{self.tx_id}:{self.index}"
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """Where a chain's watcher resumes. EVM: the last scanned block and its hash (reorg check); Solana: the slot and
+    the merchant's newest signature swept (``until`` for the next sweep)."""
+
+    chain: str
+    block_number: int
+    block_hash: str
+    last_signature: str | None = None
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PendingPayment:
+    """A SEEN payment the watcher must re-check for finality."""
+
+    payment_id: str
+    chain: str
+    tx_id: str
+    index: int
+    block_number: int
+    block_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunReport:
+    """What one watcher run did (logged, and returned for tests and the benchmark)."""
+
+    chain: str
+    from_block: int
+    to_block: int
+    transfers_seen: int
+    finalized: int
+    orphaned: int
+    failed: int
+    rpc_calls: int
+    rolled_back_to: int | None = None
+    caught_up: bool = True  # False: the run stopped at its work cap; the next run resumes from the cursor
