@@ -441,19 +441,6 @@ def expected_invoices(
     }  # fmt: skip
 
 
-def invoice_alerts(
-    truth: Any,
-    accounts: Sequence[Any],
-    period: str,
-    histories: dict[str, TierHistory],
-    billing: dict[str, tuple[str, str | None]],
-    late: Sequence[Any] = (),
-) -> dict[str, tuple[str, Any]]:
-    """The closed month and the expected invoice of each account, for the invoice alerts they cause."""
-    due = expected_invoices(truth, accounts, period, histories, billing, late)
-    return {account: (period, invoice) for account, invoice in due.items()}
-
-
 def invoice_lines(invoice: Any) -> dict[tuple[str, str, str], Any]:
     """The product's invoice lines keyed like the ground truth's: (kind, tier, meter)."""
     found: dict[tuple[str, str, str], Any] = {}
@@ -778,10 +765,10 @@ def alerts_report(
     recipients: dict[str, str],
     scene: Any,
     periods: Sequence[str],
-    invoices: Mapping[str, tuple[str, Any]] | None = None,
+    invoices: Mapping[str, Any] | None = None,
 ) -> bool:
     """Print the delivered emails and SMS and the RoomService calls next to what the ground truth expects; True when
-    they are the same. ``invoices``: the closed month and the expected invoice of each account (its
+    they are the same. ``invoices``: the expected invoice of each account closing ``periods[0]`` (its
     ``invoice_issued`` email, and the ``payment_failed`` email and SMS of a declined card)."""
     from fractions import Fraction  # noqa: PLC0415
 
@@ -796,8 +783,8 @@ def alerts_report(
                                     budgets.get(spec.account_id))  # fmt: skip
             if found:
                 expected.setdefault(spec.account_id, set()).update(found)
-    for account, (period, invoice) in (invoices or {}).items():
-        wanted = {(period, "invoice_issued", f"KB-{account}-00001", "email")}  # each account's first invoice
+    for account, invoice in (invoices or {}).items():
+        wanted = {(periods[0], "invoice_issued", f"KB-{account}-00001", "email")}  # each account's first invoice
         if invoice.status == "payment_failed":
             total = f"${invoice.total:,.2f}"
             wanted |= {("", "payment_failed", total, "email"), ("", "payment_failed", total, "sms")}
@@ -904,8 +891,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
         invoiced = invoice_report(console, stack, everyone, truth, histories, billing, f"{closed:%Y-%m}", late)
         alerted = alerts_report(console, stack, livekit, truth, everyone, histories, recipients, scene,
                                 (f"{closed:%Y-%m}", current.strftime("%Y-%m")),
-                                invoice_alerts(truth, everyone, f"{closed:%Y-%m}", histories, billing,
-                                               late))  # fmt: skip
+                                expected_invoices(truth, everyone, f"{closed:%Y-%m}", histories, billing,
+                                                  late))  # fmt: skip
         console.print(f"Total {time.monotonic() - began:.0f} s")
         if args.keep_running:
             stack.clock.release()  # live traffic from here on: schedules follow the wall clock again

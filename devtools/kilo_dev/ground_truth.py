@@ -117,6 +117,18 @@ def segments(period: str, history: Sequence[tuple[int, str]]) -> list[tuple[int,
     return cuts
 
 
+def _segment_steps(truth: Truth, account_id: str, period: str, seg_start: int, seg_end: int) -> dict[str, int]:
+    """The account's usage of ``period`` inside one tier segment ``[seg_start, seg_end)`` (epoch seconds), per meter
+    in billing steps (data transfer: bytes rounded up to the 0.01 GB step, once per segment)."""
+    quantities = dict.fromkeys(METERS, 0)
+    for piece in truth.usage:
+        inside = seg_start * 1000 <= piece.at_ms < seg_end * 1000
+        if piece.account_id == account_id and piece.period == period and inside:
+            quantities[_METER_OF[piece.meter]] += piece.quantity
+    quantities["data_transfer"] = -(-quantities["data_transfer"] // 10**7)
+    return quantities
+
+
 def expected_bill(
     truth: Truth, account_id: str, period: str, history: Sequence[tuple[int, str]], sheet: PriceSheet
 ) -> ExpectedBill:
@@ -128,14 +140,10 @@ def expected_bill(
     for seg_start, seg_end, tier in parts:
         fraction = Fraction(seg_end - seg_start, end - start)
         fee_cents += _half_up_cents(sheet.fees[tier] * fraction)
-        quantities = dict.fromkeys(METERS, 0)
-        for piece in truth.usage:
-            inside = seg_start * 1000 <= piece.at_ms < seg_end * 1000
-            if piece.account_id == account_id and piece.period == period and inside:
-                quantities[_METER_OF[piece.meter]] += piece.quantity
+        steps = _segment_steps(truth, account_id, period, seg_start, seg_end)
         for meter in METERS:
             per_unit = _STEPS_PER_UNIT[meter]
-            used = -(-quantities[meter] // 10**7) if meter == "data_transfer" else quantities[meter]  # in steps
+            used = steps[meter]
             used_steps[meter] += used
             cost += Fraction(used, per_unit) * sheet.base[meter]
             allowance = sheet.included[tier][meter]
@@ -269,17 +277,13 @@ def expected_alerts(
     crossed: set[tuple[str, int]] = set()
     for seg_start, seg_end, tier in segments(period, history):
         fraction = Fraction(seg_end - seg_start, end - start)
-        quantities = dict.fromkeys(METERS, 0)
-        for piece in truth.usage:
-            inside = seg_start * 1000 <= piece.at_ms < seg_end * 1000
-            if piece.account_id == account_id and piece.period == period and inside:
-                quantities[_METER_OF[piece.meter]] += piece.quantity
+        steps = _segment_steps(truth, account_id, period, seg_start, seg_end)
         for meter in METERS:
             allowance = sheet.included[tier][meter]
             if allowance is None:
                 continue
             per_unit = _STEPS_PER_UNIT[meter]
-            used = -(-quantities[meter] // 10**7) if meter == "data_transfer" else quantities[meter]
+            used = steps[meter]
             included = math.ceil(allowance * per_unit * fraction)
             crossed |= {(meter, p) for p in ALLOWANCE_PERCENTS if included > 0 and used * 100 >= included * p}
     alerts: set[ExpectedAlert] = set()
