@@ -102,6 +102,7 @@ class InMemoryUsageRepository:
         self.states: dict[str, RoomState] = {}  # room sid -> the room's rating state as last stored (its header)
         self.participants: dict[tuple[str, str], dict[str, ParticipantFold]] = {}  # (room, generation) -> items
         self.generations = 0  # new generations handed out (``g<n>``)
+        self.pending: dict[str, str] = {}  # room sid -> the mark of a chunked write under way (or died)
         self.counters: dict[AggregateKey, dict[tuple[int, str], int]] = {}
         self.late: dict[AggregateKey, dict[str, int]] = {}
         self.invoiced: set[AggregateKey] = set()
@@ -133,7 +134,11 @@ class InMemoryUsageRepository:
         }
 
     def room_state(self, room_sid: str) -> RoomState | None:
-        return self.states.get(room_sid)
+        state = self.states.get(room_sid)
+        if state is not None and room_sid in self.pending:  # a chunked write that died: rebuild
+            unusable = RoomState.unusable(room_sid, state.version)
+            return replace(unusable, generation=state.generation, delivered_ms=state.delivered_ms)
+        return state
 
     def room_participants(
         self, room_sid: str, generation: str, participant_sids: Iterable[str] | None
@@ -179,17 +184,48 @@ class InMemoryUsageRepository:
                     sid: self._stored_participant(change.new.room_sid, generation, p) for sid, p in change.puts.items()
                 }
                 written += len(change.puts)
-        for number, transaction in enumerate(unit.transactions(self.max_transaction_items)):
-            if self.crash_after_transactions is not None and number >= self.crash_after_transactions:
-                self.writes += written
-                raise RuntimeError(f"simulated crash after {number} transaction(s) of the commit")
+        transactions = unit.transactions(self.max_transaction_items)
+        for number, transaction in enumerate(transactions):
+            self._crash(number, written)
             self._apply(transaction, unit.late, generations)
             written += transaction.items
+        number = len(transactions)
+        for change in unit.states:  # as the adapter: under a pending mark on the header, in chunks
+            if not change.chunked(self.max_transaction_items):
+                continue
+            room = change.new.room_sid
+            stored_state = self.states.get(room)
+            if stored_state is None or stored_state.version != change.old_version or room in self.pending:
+                raise ConflictError("room state version (or a pending chunked write)")
+            self.pending[room] = mark = f"m{number}"
+            written += 1
+            writes: list[tuple[str, ParticipantFold | None]] = [*change.puts.items()]
+            writes += [(sid, None) for sid in change.deletes]
+            stored = self.participants.setdefault((room, change.old_generation), {})
+            for start in range(0, len(writes), self.max_transaction_items - 1):
+                self._crash(number, written)
+                number += 1
+                for sid, participant in writes[start : start + self.max_transaction_items - 1]:
+                    if participant is None:
+                        stored.pop(sid, None)
+                    else:
+                        stored[sid] = self._stored_participant(room, change.old_generation, participant)
+                written += len(writes[start : start + self.max_transaction_items - 1])
+            self._crash(number, written)
+            number += 1
+            assert self.pending.pop(room) == mark
+            self.states[room] = self._stored_state(change.new, change.old_version + 1, change.old_generation)
+            written += 1
         for change in unit.states:  # the old generation is no longer read
             if change.new_generation and change.old_generation:
                 written += len(self.participants.pop((change.new.room_sid, change.old_generation), {}))
         self.writes += written
         return written
+
+    def _crash(self, number: int, written: int) -> None:
+        if self.crash_after_transactions is not None and number >= self.crash_after_transactions:
+            self.writes += written
+            raise RuntimeError(f"simulated crash after {number} transaction(s) of the commit")
 
     def _apply(self, transaction: Transaction, late: set[AggregateKey], generations: Mapping[int, str]) -> None:
         for change in transaction.sessions:
@@ -211,6 +247,7 @@ class InMemoryUsageRepository:
             room = state.new.room_sid
             generation = generations.get(id(state), state.old_generation)
             self.states[room] = self._stored_state(state.new, state.old_version + 1, generation)
+            self.pending.pop(room, None)  # a rebuild's header replaces a pending mark
             if not state.new_generation:
                 stored = self.participants.setdefault((room, generation), {})
                 for sid, participant in state.puts.items():

@@ -280,7 +280,8 @@ def test_given_room_states_then_each_reads_back_whole_and_is_written_only_on_the
     assert stored == first
     assert stored.version == 1
     assert stored.usable
-    assert not stored.complete and stored.fold.participants == {}  # the header alone
+    assert not stored.complete  # the header alone
+    assert stored.fold.participants == {}
     assert [event.event_id for event in stored.recent] == ["EV_2"]  # the window's events, bodies dropped
     assert harness.repo.room_states(["RM_s", "RM_none"]) == {"RM_s": first}
     everyone = harness.repo.room_participants("RM_s", stored.generation, None)
@@ -316,6 +317,33 @@ def test_given_room_states_then_each_reads_back_whole_and_is_written_only_on_the
     assert rebuilt_state.generation != latest.generation
     assert harness.repo.room_participants("RM_s", rebuilt_state.generation, None) == second.fold.participants
     assert harness.repo.room_participants("RM_s", latest.generation, None) == {}
+
+
+def test_given_more_participant_items_than_a_transaction_holds_then_written_in_chunks_and_a_crash_is_seen(
+    harness: Harness,
+) -> None:
+    events = [joined(f"EV_{i:03d}", "RM_c", f"PA_{i:03d}", NOV_16) for i in range(150)]
+    first = from_events("RM_c", events[:1])
+    harness.repo.commit(CommitUnit(states=[whole(first, 0)]), NOW_MS)
+    generation = harness.repo.room_state("RM_c").generation
+    many = from_events("RM_c", events)
+    everyone = {sid: p for sid, p in many.folded().participants.items()}  # 150 participant items to write
+    change = StateChange(many, 1, everyone, (), False, generation)
+    assert change.chunked()
+    # the pending mark (1), two chunks (99 + 51), the header's new version (1)
+    assert harness.repo.commit(CommitUnit(states=[change]), NOW_MS) == 1 + 150 + 1
+    stored = harness.repo.room_state("RM_c")
+    assert (stored.usable, stored.version, stored.generation) == (True, 2, generation)
+    assert harness.repo.room_participants("RM_c", generation, None) == everyone
+    with pytest.raises(ConflictError):  # on the version read only
+        harness.repo.commit(CommitUnit(states=[change]), NOW_MS)
+
+    harness.crash_after(1)  # dies after the first chunk: the header keeps its pending mark
+    with pytest.raises(RuntimeError):
+        harness.repo.commit(CommitUnit(states=[StateChange(many, 2, everyone, (), False, generation)]), NOW_MS)
+    torn = harness.repo.room_state("RM_c")
+    assert not torn.usable  # whoever reads it next rebuilds the room
+    assert (torn.version, torn.generation) == (2, generation)
 
 
 def whole(state: RoomState, version: int, old_generation: str = "") -> StateChange:

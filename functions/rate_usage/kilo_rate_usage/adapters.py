@@ -26,6 +26,7 @@ from kilo_billing.items import Item, lambda_shape, to_item
 from kilo_rate_usage import items
 from kilo_rate_usage.model import Aggregate, AggregateKey, RoomAnswers, SessionKey, StoredSession
 from kilo_rate_usage.ports import (
+    MAX_TRANSACT_ITEMS,
     CommitUnit,
     ConflictError,
     RejectedWriteError,
@@ -198,6 +199,9 @@ class DynamoUsageRepository:
                 writes += self._state_writes(change, generations.get(id(change), change.old_generation))
             _write(self._client.transact_write_items, TransactItems=writes)
             written += len(writes)
+        for change in unit.states:
+            if change.chunked():
+                written += self._chunked_state(change)
         for change in unit.states:  # the old generation is no longer read: delete it
             if change.new_generation and change.old_generation:
                 old = self._generation_items(change.new.room_sid, change.old_generation, keys_only=True)
@@ -214,10 +218,11 @@ class DynamoUsageRepository:
 
     def _state_writes(self, change: StateChange, generation: str) -> list[dict[str, Any]]:
         writes = [self._state_put(change, generation)]
-        if change.new_generation:
-            return writes
-        room = change.new.room_sid
-        writes += [
+        return writes if change.new_generation else writes + self._participant_writes(change)
+
+    def _participant_writes(self, change: StateChange) -> list[dict[str, Any]]:
+        room, generation = change.new.room_sid, change.old_generation
+        writes = [
             {"Put": {"TableName": self._usage, "Item": items.participant_to_item(room, generation, participant)}}
             for participant in change.puts.values()
         ]
@@ -226,6 +231,37 @@ class DynamoUsageRepository:
             for sid in change.deletes
         ]
         return writes
+
+    def _chunked_state(self, change: StateChange) -> int:
+        """More participant items than one transaction holds: mark the header pending (on the version read), write
+        them in chunks that each check the mark, then the header's new version, which clears it."""
+        mark = items.new_generation()
+        key = items.state_key(change.new.room_sid)
+        names = {"#p": items.PENDING}
+        _write(
+            self._client.update_item,
+            TableName=self._usage,
+            Key=key,
+            UpdateExpression="SET #p = :m",
+            ConditionExpression="version = :v AND attribute_not_exists(#p)",
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=to_item({":m": mark, ":v": change.old_version}),
+        )
+        check = {
+            "ConditionCheck": {
+                "TableName": self._usage,
+                "Key": key,
+                "ConditionExpression": "#p = :m",
+                "ExpressionAttributeNames": names,
+                "ExpressionAttributeValues": to_item({":m": mark}),
+            }
+        }
+        writes = self._participant_writes(change)
+        size = MAX_TRANSACT_ITEMS - 1
+        for start in range(0, len(writes), size):
+            _write(self._client.transact_write_items, TransactItems=[*writes[start : start + size], check])
+        _write(self._client.transact_write_items, TransactItems=[self._state_put(change, change.old_generation, mark)])
+        return 1 + len(writes) + 1
 
     def _session_put(self, change: SessionChange) -> dict[str, Any]:
         put: dict[str, Any] = {"TableName": self._usage, "Item": items.session_to_item(change.new)}
@@ -237,7 +273,7 @@ class DynamoUsageRepository:
             put["ExpressionAttributeValues"] = to_item({":v": change.old_version})
         return {"Put": put}
 
-    def _state_put(self, change: StateChange, generation: str) -> dict[str, Any]:
+    def _state_put(self, change: StateChange, generation: str, pending: str = "") -> dict[str, Any]:
         try:
             item = items.state_to_item(change.new, change.old_version + 1, generation)
         except items.StateTooLargeError:
@@ -246,7 +282,11 @@ class DynamoUsageRepository:
         put: dict[str, Any] = {"TableName": self._usage, "Item": item, "ExpressionAttributeNames": {"#k": KEY}}
         if change.old_version == 0:
             put["ConditionExpression"] = "attribute_not_exists(#k)"
-        else:
+        elif pending:  # the end of a chunked write: the mark is still ours
+            put["ConditionExpression"] = "attribute_exists(#k) AND version = :v AND #p = :m"
+            put["ExpressionAttributeNames"]["#p"] = items.PENDING
+            put["ExpressionAttributeValues"] = to_item({":v": change.old_version, ":m": pending})
+        else:  # also over a pending mark left by a crash (a rebuild)
             put["ConditionExpression"] = "attribute_exists(#k) AND version = :v"
             put["ExpressionAttributeValues"] = to_item({":v": change.old_version})
         return {"Put": put}

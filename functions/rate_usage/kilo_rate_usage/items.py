@@ -68,6 +68,7 @@ STATE_BLOB: Final = "state_zlib"
 PARTICIPANT_PREFIX: Final = "PART#"
 GENERATION: Final = "generation"
 DELIVERED_MS: Final = "delivered_ms"
+PENDING: Final = "pending"  # on a header while a chunked write of its participant items is under way (``ports``)
 MAX_STATE_BYTES: Final = 300_000  # a larger state is not stored: the room is rebuilt per batch, as before states
 
 
@@ -240,8 +241,8 @@ def state_from_item(item: Mapping[str, Any]) -> RoomState:
     room_sid = str(values[KEY]).removeprefix("ROOM#")
     version, delivered = int(values["version"]), int(values.get(DELIVERED_MS, 0))
     generation = str(values.get(GENERATION, ""))
-    if values.get(STATE_BLOB) is None:  # too large to keep: the version alone
-        return replace(RoomState.unusable(room_sid, version), delivered_ms=delivered)
+    if values.get(STATE_BLOB) is None or PENDING in values:  # too large to keep, or a chunked write that died
+        return replace(RoomState.unusable(room_sid, version), delivered_ms=delivered, generation=generation)
     data = json.loads(zlib.decompress(bytes(values[STATE_BLOB])))
     return state_from_json(room_sid, data, version, delivered, generation)
 

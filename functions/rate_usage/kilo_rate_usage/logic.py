@@ -40,7 +40,6 @@ from kilo_rate_usage.model import (
     StoredSession,
 )
 from kilo_rate_usage.ports import (
-    MAX_TRANSACT_ITEMS,
     CommitUnit,
     ConflictError,
     RejectedWriteError,
@@ -251,17 +250,10 @@ def _room(room_sid: str, batch: Sequence[LiveKitEventRecord], repo: UsageReposit
     room's stored events that the stream has delivered, and a fresh state is written."""
     header = repo.room_state(room_sid)
     if header is not None and header.usable:
-        try:
-            found = _in_order(batch, repo, config, header, participants_needed(header, batch))
-        except _ReloadWholeError:
-            found = _in_order(batch, repo, config, header, None)
+        found = _in_order(batch, repo, config, header, participants_needed(header, batch))
         if found is not None:
             return found
     return _rebuild(room_sid, batch, repo, config, header)
-
-
-class _ReloadWholeError(Exception):
-    """The step changes more participant items than one transaction holds: fold again with all of them loaded."""
 
 
 def _in_order(
@@ -284,11 +276,7 @@ def _in_order(
         step = advance(state, batch, {sid: registers_from_text(text) for sid, text in named.items()})
         if step is None:
             return None
-    change = None
-    if step.changed:
-        change = _state_change(state, step.state)
-        if change is None:
-            raise _ReloadWholeError
+    change = _state_change(state, step.state) if step.changed else None
     return _Room(step.sessions(config.attribution), stored, change, _texts(step.retired), step.full)
 
 
@@ -328,17 +316,12 @@ def _loaded(repo: UsageRepository, header: RoomState, needed: frozenset[str] | N
     return header.with_participants(participants, complete=needed is None)
 
 
-def _state_change(old: RoomState, new: RoomState) -> StateChange | None:
-    """The header and the participant items that changed; the whole state under a new generation when that is
-    more than one transaction holds (None when the state was not loaded whole: load it and fold again)."""
+def _state_change(old: RoomState, new: RoomState) -> StateChange:
+    """The header and the participant items that changed (or retired)."""
     before, after = old.fold.participants, new.fold.participants
     puts = {sid: p for sid, p in after.items() if before.get(sid) is not p and before.get(sid) != p}
     deletes = tuple(sorted(before.keys() - after.keys()))
-    if 1 + len(puts) + len(deletes) <= MAX_TRANSACT_ITEMS:
-        return StateChange(new, old.version, puts, deletes, False, old.generation)
-    if not new.complete:
-        return None
-    return StateChange(new, old.version, dict(after), (), True, old.generation)
+    return StateChange(new, old.version, puts, deletes, False, old.generation)
 
 
 def _texts(retired: Mapping[str, ParticipantFold]) -> dict[str, str]:

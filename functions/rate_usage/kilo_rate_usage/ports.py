@@ -44,10 +44,12 @@ class SessionChange:
 @dataclass(frozen=True, slots=True)
 class StateChange:
     """A room's new state, conditioned on the version read (0: there was none): its header, and the live
-    participants' items that changed (``puts``) or retired (``deletes``), written in the header's transaction - or,
-    with ``new_generation`` (a rebuild, or more participant items than one transaction holds; the state is then
-    complete), every live participant's item under a new generation, written before the header, which then points
-    at it; the old generation's items are deleted after the commit."""
+    participants' items that changed (``puts``) or retired (``deletes``), written in the header's transaction; when
+    they are more than one transaction holds (``chunked``), in transactions of their own under a *pending* mark on
+    the header (set first, conditioned on the version read; each chunk checks it; the header's new version clears
+    it: a crash in between leaves the mark, and whoever reads it rebuilds the room). With ``new_generation`` (a
+    rebuild): every live participant's item under a new generation, written before the header, which then points at
+    it; the old generation's items are deleted after the commit."""
 
     new: RoomState
     old_version: int
@@ -60,6 +62,10 @@ class StateChange:
     def items(self) -> int:
         """Items it adds to its transaction (the header, and its participant items unless in a new generation)."""
         return 1 if self.new_generation else 1 + len(self.puts) + len(self.deletes)
+
+    def chunked(self, max_items: int = MAX_TRANSACT_ITEMS) -> bool:
+        """Too many participant items for one transaction: written in chunks under a pending mark."""
+        return not self.new_generation and self.items > max_items
 
     @property
     def outside(self) -> int:
@@ -145,7 +151,9 @@ class CommitUnit:
                 flush()
             usage.append(mark)
             add({(account, period): {(segment, meter): mark.record.quantity}})
-        for state in self.states:  # a state's header and participant items always share one transaction
+        for state in self.states:  # a state's header and participant items share one transaction, unless chunked
+            if state.chunked(max_items):
+                continue  # written after the transactions (``chunked``)
             if len(sessions) + len(usage) + len(adds) + sum(s.items for s in states) + state.items > max_items:
                 flush()
             states.append(state)
