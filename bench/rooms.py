@@ -49,6 +49,9 @@ class CountingRepository:
     def room_state(self, room_sid: str) -> Any:
         return self._count(self.repo.room_state(room_sid))
 
+    def room_participants(self, room_sid: str, generation: str, sids: Iterable[str] | None) -> Any:
+        return self._count(self.repo.room_participants(room_sid, generation, sids))
+
     def sessions_of(self, room_sid: str, sids: Iterable[str]) -> Any:
         return self._count(self.repo.sessions_of(room_sid, sids))
 
@@ -127,11 +130,11 @@ def in_process(n: int, sample: int, codec: bool = False, whole: bool = True) -> 
 
 
 def _state_kb(repo: Any, room_sid: str) -> float:
-    """The stored state item's compressed size (at the 50 % mark: nearly everyone is in the room)."""
+    """The stored header item's compressed size (at the 50 % mark: nearly everyone is in the room)."""
     from kilo_rate_usage import items  # noqa: PLC0415
 
     state = repo.states.get(room_sid)
-    return len(items.state_to_item(state, 1)["state_zlib"]["B"]) / 1000 if state is not None else 0.0
+    return len(items.state_to_item(state, 1, "g")["state_zlib"]["B"]) / 1000 if state is not None else 0.0
 
 
 def through_moto(n: int, sample: int, size: int = 1) -> dict[str, float]:

@@ -158,7 +158,11 @@ def index_spans(
 
 
 def _reindex(
-    index: Iterable[VideoEntry], full: RoomFold, gone: Collection[str], horizon_s: int, spans: Iterable[tuple[int, int]]
+    index: Iterable[VideoEntry],
+    full: RoomFold,
+    gone: Collection[str],
+    horizon_s: int,
+    spans: tuple[tuple[int, int], ...],
 ) -> tuple[tuple[VideoEntry, ...], tuple[tuple[int, int], ...]]:
     """The index after a step (``full``: the live participants loaded, with the recent events; ``gone``: retired in
     this step), and the spans with every span now final (ended before the horizon: any event changing it rebuilds)
@@ -173,15 +177,22 @@ def _reindex(
         )
     kept: list[VideoEntry] = []
     final = list(spans)
-    for entry in entries:
-        span = track_span(TrackFold(entry[2], entry[3], True), entry[4], full.room_end_s)
-        if span is None:
+    room_end_s = full.room_end_s
+    for entry in entries:  # track_span, inline (this runs over every open camera per batch)
+        _, _, published, unpublished, end_s = entry
+        ends = [end for end in (unpublished, end_s, room_end_s) if end is not None]
+        if not ends:
+            kept.append(entry)
             continue
-        if span[1] is not None and span[1] < horizon_s:
-            final.append((span[0], span[1]))
+        end = min(ends)
+        if end <= published:
+            continue  # no span
+        if end < horizon_s:
+            final.append((published, end))
         else:
             kept.append(entry)
-    return tuple(sorted(kept)), merge_spans(final)
+    kept.sort()
+    return tuple(kept), merge_spans(final) if len(final) > len(spans) else spans
 
 
 def participants_needed(state: RoomState, events: Iterable[LiveKitEventRecord]) -> frozenset[str] | None:
@@ -331,11 +342,17 @@ class Step:
     affected: frozenset[str]  # participants whose sessions may have changed: recompute and compare with the stored
     unknown: frozenset[str]  # participants the state did not know: new - unless a stored session says retired
     full: RoomFold  # every event folded, participants retired by this step included (their sessions are final now)
-    spans: tuple[tuple[int, int | None], ...]  # the spans kept before this step, and those of participants not loaded
+    spans: tuple[tuple[int, int], ...]  # the spans kept before this step
     retired: dict[str, ParticipantFold] = field(default_factory=dict)  # registers to keep on their session items
+    index: tuple[VideoEntry, ...] = ()  # the index before this step: the video of participants not loaded
+
+    def coverage(self) -> Coverage:
+        """The room's video coverage (built only when a closed session needs it)."""
+        elsewhere = index_spans(self.index, self.full.participants.keys(), self.full.room_end_s)
+        return self.full.coverage([*self.spans, *elsewhere])
 
     def sessions(self, rule: AttributionRule) -> list[Session]:
-        return self.full.sessions(rule, lambda: self.full.coverage(self.spans), self.affected)
+        return self.full.sessions(rule, self.coverage, self.affected)
 
 
 def advance(
@@ -351,8 +368,8 @@ def advance(
     )  # already folded: a duplicate
     if not fresh:  # all duplicates: their sessions are recomputed only for the thresholds (level-triggered)
         full = state.folded()
-        elsewhere = (*state.spans, *index_spans(state.index, full.participants.keys(), full.room_end_s))
-        return Step(state, False, frozenset(_named(events) & full.participants.keys()), frozenset(), full, elsewhere)
+        again = frozenset(_named(events) & full.participants.keys())
+        return Step(state, False, again, frozenset(), full, state.spans, index=state.index)
     if fresh[0].created_at < state.horizon_s:
         return None  # older than the horizon: a late event or a redelivery the state cannot tell apart
     before = state.folded()
@@ -412,8 +429,7 @@ def advance(
         fold, horizon, fold_events(kept), state.spans, state.coverage_from_ms, state.complete
     )
     new_state = _next_state(state, events, fold, kept, horizon, (spans, coverage_from, swept, retiring), set_aside)
-    elsewhere = (*state.spans, *index_spans(state.index, everything.participants.keys(), everything.room_end_s))
-    return Step(new_state, True, affected, unknown, everything, elsewhere, {**updated, **retiring})
+    return Step(new_state, True, affected, unknown, everything, state.spans, {**updated, **retiring}, state.index)
 
 
 def _next_state(
@@ -510,7 +526,7 @@ def state_from_json(
         LiveKitEventRecord(**dict(zip(_EVENT_FIELDS, values, strict=True)), body=b"") for values in data["recent"]
     )
     spans = tuple((int(a), int(b)) for a, b in data["spans"])
-    index = tuple((str(p), str(t), int(on), off, end) for p, t, on, off, end in data["index"])
+    index: tuple[VideoEntry, ...] = tuple(map(tuple, data["index"]))  # JSON's strings and ints, as written
     return RoomState(
         room_sid, fold, recent, int(data["horizon_s"]), spans, int(data["coverage_from_ms"]),
         int(data["swept_retired"]), tuple((int(at), str(event_id)) for at, event_id in data["aside"]), version,
