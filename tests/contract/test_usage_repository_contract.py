@@ -327,7 +327,7 @@ def test_given_more_participant_items_than_a_transaction_holds_then_written_in_c
     harness.repo.commit(CommitUnit(states=[whole(first, 0)]), NOW_MS)
     generation = harness.repo.room_state("RM_c").generation
     many = from_events("RM_c", events)
-    everyone = {sid: p for sid, p in many.folded().participants.items()}  # 150 participant items to write
+    everyone = dict(many.folded().participants)  # 150 participant items to write (all joined inside the window)
     change = StateChange(many, 1, everyone, (), False, generation)
     assert change.chunked()
     # the pending mark (1), two chunks (99 + 51), the header's new version (1)
