@@ -10,7 +10,9 @@ Exactly once under redelivery, duplicates and crashes:
 - a usage event is marked ``rated_at`` in the same transaction that adds it, conditioned on not being marked yet;
 - a batch's effect is combined per (account, period) before writing: one ADD per aggregate per transaction.
 Writes per batch = sessions changed + usage events rated + aggregates touched (per transaction chunk of <= 100 items)
-+ room states changed + one threshold write per aggregate with new crossings.
++ room state headers changed + live participants' items changed or retired (a rebuild: every live participant's, and
+the old generation's deleted; a chunked write: one more for its pending mark) + one threshold write per aggregate
+with new crossings.
 
 Decoding the stream's records is the handler's edge (``stream.py``); this module never sees an event shape.
 """
