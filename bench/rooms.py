@@ -29,6 +29,25 @@ BEFORE = {  # recorded on this machine before the rework: CPU ms/event at 50 % /
     200: (22.8, 45.5, 200),
     1000: (446, 936, 1000),
 }
+BEFORE_SPLIT = {  # the one-item state (commit 9b0e38c, 2026-11-30): codec CPU ms/event 50 % / 75 %, whole room (s), KB
+    2: (0.43, 0.42, 0.01, 0.2),
+    20: (0.35, 0.71, 0.04, 0.8),
+    200: (1.29, 1.70, 0.93, 4.3),
+    1000: (7.45, 10.07, 26.85, 17.5),
+    5000: (49.56, 65.99, None, 78.0),
+}
+BEFORE_SPLIT_MOTO = {  # the one-item state through moto: CPU ms/event 50 % / 75 %, state item KB at 75 %
+    (2, 1): (16.8, 20.3, 0.2),
+    (2, 100): (4.4, 7.1, 0.2),
+    (20, 1): (12.6, 25.2, 0.6),
+    (20, 100): (2.0, 4.3, 0.2),
+    (200, 1): (23.8, 14.6, 4.7),
+    (200, 100): (1.2, 3.7, 0.7),
+    (1000, 1): (16.9, 19.1, 23.0),
+    (1000, 100): (1.2, 4.9, 20.6),
+    (5000, 1): (169.4, 223.1, 107.8),
+    (5000, 100): (1.6, 3.5, 108.2),
+}
 
 
 class CountingRepository:
@@ -48,6 +67,9 @@ class CountingRepository:
 
     def room_state(self, room_sid: str) -> Any:
         return self._count(self.repo.room_state(room_sid))
+
+    def room_participants(self, room_sid: str, generation: str, sids: Iterable[str] | None) -> Any:
+        return self._count(self.repo.room_participants(room_sid, generation, sids))
 
     def sessions_of(self, room_sid: str, sids: Iterable[str]) -> Any:
         return self._count(self.repo.sessions_of(room_sid, sids))
@@ -127,11 +149,11 @@ def in_process(n: int, sample: int, codec: bool = False, whole: bool = True) -> 
 
 
 def _state_kb(repo: Any, room_sid: str) -> float:
-    """The stored state item's compressed size (at the 50 % mark: nearly everyone is in the room)."""
+    """The stored header item's compressed size (at the 50 % mark: nearly everyone is in the room)."""
     from kilo_rate_usage import items  # noqa: PLC0415
 
     state = repo.states.get(room_sid)
-    return len(items.state_to_item(state, 1)["state_zlib"]["B"]) / 1000 if state is not None else 0.0
+    return len(items.state_to_item(state, 1, "g")["state_zlib"]["B"]) / 1000 if state is not None else 0.0
 
 
 def through_moto(n: int, sample: int, size: int = 1) -> dict[str, float]:
@@ -224,9 +246,11 @@ class _DynamoCounter:
             self.read += len(parsed.get("Items", []))
 
     def before(self, params: dict[str, Any], model: Any, **_: Any) -> None:
-        if model.name == "TransactWriteItems":
-            self.written += len(params.get("TransactItems", []))
-        elif model.name in ("PutItem", "UpdateItem"):
+        if model.name == "TransactWriteItems":  # condition checks are not writes
+            self.written += sum(1 for item in params.get("TransactItems", []) if "ConditionCheck" not in item)
+        elif model.name == "BatchWriteItem":
+            self.written += sum(len(requests) for requests in params.get("RequestItems", {}).values())
+        elif model.name in ("PutItem", "UpdateItem", "DeleteItem"):
             self.written += 1
 
 
@@ -246,7 +270,7 @@ def run(quick: bool = False) -> dict[int, dict[str, float]]:
         sample = 100 if n >= 200 else 20
         logic[n] = in_process(n, sample)
         print(n, "logic", {k: round(v, 3) for k, v in logic[n].items()}, flush=True)
-        codec[n] = in_process(n, sample, codec=True, whole=n <= 1000)
+        codec[n] = in_process(n, sample, codec=True)
         print(n, "codec", {k: round(v, 3) for k, v in codec[n].items()}, flush=True)
     moto: dict[tuple[int, int], dict[str, float]] = {}
     for n in sizes:
@@ -268,54 +292,59 @@ def _write_doc(
         c = codec[n]
         old = BEFORE.get(n)
         was = f"{old[0]} / {old[1]} ms, {old[2]:g} w" if old else "—"
-        whole_codec = f"{c['total_s_1']:.2f} s" if "total_s_1" in c else "not run"
+        split = BEFORE_SPLIT.get(n)
+        was_split = (
+            f"{split[0]} / {split[1]} ms, {f'{split[2]} s' if split[2] is not None else 'not run'}, {split[3]} KB"
+            if split
+            else "—"
+        )
         rows.append(
-            f"| {n:,} ({r['events']:,.0f}) | {was} | {r['cpu_ms_50']:.2f} / {r['cpu_ms_75']:.2f} ms, "
-            f"{r['writes_at_75']:.2f} w, {r['reads_at_75']:.1f} r | {c['cpu_ms_50']:.2f} / {c['cpu_ms_75']:.2f} ms | "
-            f"{r['total_s_1']:.2f} s ({r['writes_1']:.2f} w, {r['reads_1']:.1f} r per event, "
-            f"{r['rebuilds_1']:.0f} rebuild) / {whole_codec} | {r['total_s_100']:.2f} s ({r['writes_100']:.2f} w, "
-            f"{r['reads_100']:.2f} r) | {c['worst_ms_500']:.0f} ms | {c['state_kb']:.1f} KB | "
+            f"| {n:,} ({r['events']:,.0f}) | {was} | {was_split} | {r['cpu_ms_50']:.2f} / {r['cpu_ms_75']:.2f} ms, "
+            f"{r['writes_at_75']:.2f} w, {r['reads_at_75']:.1f} r | {c['cpu_ms_50']:.2f} / {c['cpu_ms_75']:.2f} ms, "
+            f"{c['writes_at_75']:.2f} w, {c['reads_at_75']:.1f} r | "
+            f"{r['total_s_1']:.2f} s / {c['total_s_1']:.2f} s ({c['writes_1']:.2f} w, {c['reads_1']:.1f} r per event, "
+            f"{c['rebuilds_1']:.0f} rebuild) | {c['total_s_100']:.2f} s ({c['writes_100']:.2f} w, "
+            f"{c['reads_100']:.2f} r) | {c['worst_ms_500']:.0f} ms | {c['state_kb']:.1f} KB | "
             f"{c['peak_rss_mb']:.0f} MB |"
         )
-    moto_rows = [
-        f"| {n:,} | {size} | {m['cpu_ms_50']:.1f} / {m['cpu_ms_75']:.1f} ms | {m['worst_ms_75']:.0f} ms | "
-        f"{m['reads_at_50']:.2f} / {m['reads_at_75']:.2f} | {m['writes_at_50']:.2f} / {m['writes_at_75']:.2f} | "
-        f"{m['state_kb_50']:.1f} / {m['state_kb_75']:.1f} KB |"
-        for (n, size), m in moto.items()
-    ]
+    moto_rows = []
+    for (n, size), m in moto.items():
+        old_moto = BEFORE_SPLIT_MOTO.get((n, size))
+        was_moto = f"{old_moto[0]} / {old_moto[1]} ms, {old_moto[2]} KB" if old_moto else "—"
+        moto_rows.append(
+            f"| {n:,} | {size} | {was_moto} | {m['cpu_ms_50']:.1f} / {m['cpu_ms_75']:.1f} ms | "
+            f"{m['worst_ms_75']:.0f} ms | {m['reads_at_50']:.2f} / {m['reads_at_75']:.2f} | "
+            f"{m['writes_at_50']:.2f} / {m['writes_at_75']:.2f} | {m['state_kb_50']:.1f} / {m['state_kb_75']:.1f} KB |"
+        )
     section = f"""## Rating at any room size (issue 10) — {where}
 
 Workload `bench/room_size.py` (join + microphone, a camera for half, 10 % reconnects, everyone leaves, the room
 finishes). *Before*: the code before the rework (measured on this machine by a script kept outside the repository).
-*Logic*: in-process against the in-memory repository keeping the room state as an object; *codec*: the same, with
-the state stored through the adapter's item codec (JSON + zlib, what the DynamoDB adapter pays per batch). CPU per
-one-event batch at the 50 % / 75 % marks (`time.process_time`, 100-event samples from n = 200 on, 20 below), writes
-and items read per event at 75 %; the whole room as one-event batches (logic / codec; codec not run at 5,000: about
-an hour) and as batches of 100; the worst batch of 500 (the template's BatchSize) over the whole room with the
-codec; the state item at the 50 % mark; the bench process's peak RSS after that size (cumulative: an upper bound).
+*Before the split*: the previous run of this benchmark (commit 9b0e38c: the whole room state in one item, JSON +
+zlib). Now the state is a small header item plus one item per live participant (D42, D-rooms-1). *Logic*:
+in-process against the in-memory repository keeping the state's objects; *codec*: the same, with the header and
+participant items through the adapter's item codec (what the DynamoDB adapter pays). CPU per one-event batch at the
+50 % / 75 % marks (`time.process_time` of this process: other work on the machine does not count, though it still
+slows caches), 100-event samples from n = 200 on, 20 below; writes and items read per event at 75 %; the whole room
+as one-event batches (logic / codec) and as batches of 100 (codec); the worst batch of 500 (the template's
+BatchSize) over the whole room with the codec; the header item at the 50 % mark; the bench process's peak RSS after
+that size (cumulative: an upper bound).
 
-| participants (events) | before: CPU 50 / 75 %, writes | logic at the marks | codec at the marks \
-| whole room, 1-event batches | whole room, batches of 100 | worst batch of 500 | state item | peak RSS |
-|---|---|---|---|---|---|---|---|---|
+| participants (events) | before: CPU 50 / 75 %, writes | before the split: codec 50 / 75 %, whole room, state item \
+| logic at the marks | codec at the marks | whole room, 1-event batches | whole room, batches of 100 | worst batch \
+of 500 | header item | peak RSS |
+|---|---|---|---|---|---|---|---|---|---|
 {chr(10).join(rows)}
 
 Through the real handler against moto (`mock_aws`, the template's tables, events stored as the stream delivers them;
 moto's whole-table copy per transaction item replaced by the local stack's bound, `kilo_dev.moto_server`): batches of
 1 (5 or 10 sampled) and of 100 (2 sampled) right after the 50 % / 75 % marks. CPU includes moto's own work and
-botocore; items read and written per event; the state item's compressed size.
+botocore; items read and written per event (condition checks not counted as writes); the header item's compressed
+size.
 
-| participants | batch | CPU per event 50 / 75 % | worst batch at 75 % | items read per event \
-| items written per event | state item |
-|---|---|---|---|---|---|---|
+| participants | batch | before the split: CPU 50 / 75 %, state item | CPU per event 50 / 75 % | worst batch at 75 % \
+| items read per event | items written per event | header item |
+|---|---|---|---|---|---|---|---|
 {chr(10).join(moto_rows)}
-
-Reading the figures (targets of issue 10). Met by rating's logic: items read per in-order event a small constant
-(the state, the sessions the event names, the aggregates: 3-6 at every size), writes per event under 3 on average,
-one rebuild per room (its first batch; the reconnects' late camera unpublishes fold into the retired participant's
-registers, D42), the whole 1,000 room in one-event batches far under 10 s, CPU per event at the 75 % mark of the
-1,000 room within 2x the 20 room's (the 50 % figure of the 20 room is a handful of track events: a small base).
-Not met through the DynamoDB adapter: the state item holds every live participant, and its JSON + zlib codec costs
-O(live participants) per batch ("codec"): one-event batches at n = 1,000 cost several milliseconds each and the
-whole room about 25 s. Batches of 100 (the stream's usual case under load) amortise it. Splitting the state (D42) is
-what would remove it."""
+"""
     write_section("rooms", section)

@@ -31,6 +31,7 @@ from kilo_rate_usage.ports import (
     UsageRepository,
 )
 from kilo_rate_usage.rooms import RoomState
+from kilo_rate_usage.sessions import ParticipantFold
 from kilo_webhook_ingest.model import UnstorableEventError, UsageClient
 from kilo_webhook_ingest.ports import PutResult, StorageUnavailableError
 
@@ -98,7 +99,10 @@ class InMemoryUsageRepository:
         self.usage_known: set[tuple[str, str]] = set()  # usage events ingest stored
         self.usage_rated: set[tuple[str, str]] = set()
         self.sessions: dict[SessionKey, StoredSession] = {}
-        self.states: dict[str, RoomState] = {}  # room sid -> the room's rating state as last stored
+        self.states: dict[str, RoomState] = {}  # room sid -> the room's rating state as last stored (its header)
+        self.participants: dict[tuple[str, str], dict[str, ParticipantFold]] = {}  # (room, generation) -> items
+        self.generations = 0  # new generations handed out (``g<n>``)
+        self.pending: dict[str, str] = {}  # room sid -> the mark of a chunked write under way (or died)
         self.counters: dict[AggregateKey, dict[tuple[int, str], int]] = {}
         self.late: dict[AggregateKey, dict[str, int]] = {}
         self.invoiced: set[AggregateKey] = set()
@@ -130,7 +134,19 @@ class InMemoryUsageRepository:
         }
 
     def room_state(self, room_sid: str) -> RoomState | None:
-        return self.states.get(room_sid)
+        state = self.states.get(room_sid)
+        if state is not None and room_sid in self.pending:  # a chunked write that died: rebuild
+            unusable = RoomState.unusable(room_sid, state.version)
+            return replace(unusable, generation=state.generation, delivered_ms=state.delivered_ms)
+        return state
+
+    def room_participants(
+        self, room_sid: str, generation: str, participant_sids: Iterable[str] | None
+    ) -> dict[str, ParticipantFold]:
+        stored = self.participants.get((room_sid, generation), {})
+        if participant_sids is None:
+            return dict(stored)
+        return {sid: stored[sid] for sid in set(participant_sids) if sid in stored}
 
     def room_states(self, room_sids: Iterable[str]) -> dict[str, RoomState]:
         return {sid: self.states[sid] for sid in set(room_sids) if sid in self.states}
@@ -159,15 +175,59 @@ class InMemoryUsageRepository:
 
     def commit(self, unit: CommitUnit, now_ms: int) -> int:
         written = 0
-        for number, transaction in enumerate(unit.transactions(self.max_transaction_items)):
-            if self.crash_after_transactions is not None and number >= self.crash_after_transactions:
-                raise RuntimeError(f"simulated crash after {number} transaction(s) of the commit")
-            self._apply(transaction, unit.late)
+        generations: dict[int, str] = {}  # as the adapter: a new generation's items first, outside the transactions
+        for change in unit.states:
+            if change.new_generation:
+                self.generations += 1
+                generations[id(change)] = generation = f"g{self.generations}"
+                self.participants[(change.new.room_sid, generation)] = {
+                    sid: self._stored_participant(change.new.room_sid, generation, p) for sid, p in change.puts.items()
+                }
+                written += len(change.puts)
+        transactions = unit.transactions(self.max_transaction_items)
+        for number, transaction in enumerate(transactions):
+            self._crash(number, written)
+            self._apply(transaction, unit.late, generations)
             written += transaction.items
+        number = len(transactions)
+        for change in unit.states:  # as the adapter: under a pending mark on the header, in chunks
+            if not change.chunked(self.max_transaction_items):
+                continue
+            room = change.new.room_sid
+            stored_state = self.states.get(room)
+            if stored_state is None or stored_state.version != change.old_version or room in self.pending:
+                raise ConflictError("room state version (or a pending chunked write)")
+            self.pending[room] = mark = f"m{number}"
+            written += 1
+            writes: list[tuple[str, ParticipantFold | None]] = [*change.puts.items()]
+            writes += [(sid, None) for sid in change.deletes]
+            stored = self.participants.setdefault((room, change.old_generation), {})
+            for start in range(0, len(writes), self.max_transaction_items - 1):
+                self._crash(number, written)
+                number += 1
+                for sid, participant in writes[start : start + self.max_transaction_items - 1]:
+                    if participant is None:
+                        stored.pop(sid, None)
+                    else:
+                        stored[sid] = self._stored_participant(room, change.old_generation, participant)
+                written += len(writes[start : start + self.max_transaction_items - 1])
+            self._crash(number, written)
+            number += 1
+            assert self.pending.pop(room) == mark
+            self.states[room] = self._stored_state(change.new, change.old_version + 1, change.old_generation)
+            written += 1
+        for change in unit.states:  # the old generation is no longer read
+            if change.new_generation and change.old_generation:
+                written += len(self.participants.pop((change.new.room_sid, change.old_generation), {}))
         self.writes += written
         return written
 
-    def _apply(self, transaction: Transaction, late: set[AggregateKey]) -> None:
+    def _crash(self, number: int, written: int) -> None:
+        if self.crash_after_transactions is not None and number >= self.crash_after_transactions:
+            self.writes += written
+            raise RuntimeError(f"simulated crash after {number} transaction(s) of the commit")
+
+    def _apply(self, transaction: Transaction, late: set[AggregateKey], generations: Mapping[int, str]) -> None:
         for change in transaction.sessions:
             if change.new.session.room_sid in self.refused_rooms:
                 raise RejectedWriteError("TransactionCanceledException: ValidationError")
@@ -184,7 +244,16 @@ class InMemoryUsageRepository:
         for change in transaction.sessions:
             self.sessions[change.new.session.key] = change.new
         for state in transaction.states:  # stored as DynamoDB would: the next version
-            self.states[state.new.room_sid] = self._stored_state(state.new, state.old_version + 1)
+            room = state.new.room_sid
+            generation = generations.get(id(state), state.old_generation)
+            self.states[room] = self._stored_state(state.new, state.old_version + 1, generation)
+            self.pending.pop(room, None)  # a rebuild's header replaces a pending mark
+            if not state.new_generation:
+                stored = self.participants.setdefault((room, generation), {})
+                for sid, participant in state.puts.items():
+                    stored[sid] = self._stored_participant(room, generation, participant)
+                for sid in state.deletes:
+                    stored.pop(sid, None)
         for mark in transaction.usage:
             self.usage_rated.add(mark.record.key)
         for key, counters in transaction.adds.items():
@@ -195,18 +264,28 @@ class InMemoryUsageRepository:
                     late_counters = self.late.setdefault(key, {})
                     late_counters[counter[1]] = late_counters.get(counter[1], 0) + quantity
 
-    def _stored_state(self, state: RoomState, version: int) -> RoomState:
-        """What the adapter's item would read back as: through its codec (``state_codec``), or the object itself (a
-        benchmark of the logic alone), except that a state over the item's limit is kept as its version only."""
-        if not self.state_codec:
-            return replace(state, version=version)
+    def _stored_state(self, state: RoomState, version: int, generation: str) -> RoomState:
+        """What the adapter's header item would read back as: through its codec (``state_codec``), or the object
+        itself without its participants (a benchmark of the logic alone), except that a state over the item's limit
+        is kept as its version only."""
         from kilo_rate_usage import items  # noqa: PLC0415
 
+        if not self.state_codec:
+            header = state.fold.copy()
+            header.participants, header.video = {}, {entry for entry in header.video if not entry[0]}
+            return replace(state, fold=header, full=None, complete=False, version=version, generation=generation)
         try:
-            item = items.state_to_item(state, version)
+            item = items.state_to_item(state, version, generation)
         except items.StateTooLargeError:
-            return RoomState.unusable(state.room_sid, version)
+            item = items.version_only_item(state, version)
         return items.state_from_item(item)
+
+    def _stored_participant(self, room_sid: str, generation: str, participant: ParticipantFold) -> ParticipantFold:
+        if not self.state_codec:
+            return participant
+        from kilo_rate_usage import items  # noqa: PLC0415
+
+        return items.participant_from_item(items.participant_to_item(room_sid, generation, participant))
 
     def add_thresholds(self, account: str, period: str, markers: Sequence[str]) -> None:
         existing = self.thresholds.setdefault((account, period), set())

@@ -31,7 +31,7 @@ from kilo_rate_usage.ports import (
     StateChange,
     UsageChange,
 )
-from kilo_rate_usage.rooms import from_events, registers_from_text, registers_text
+from kilo_rate_usage.rooms import RoomState, from_events, registers_from_text, registers_text
 from kilo_rate_usage.sessions import fold_events
 from tests.conftest import Stack
 from tests.fakes import InMemoryUsageRepository
@@ -275,28 +275,83 @@ def test_given_room_states_then_each_reads_back_whole_and_is_written_only_on_the
     events = [joined("EV_1", "RM_s", "PA_1", NOV_16), joined("EV_2", "RM_s", "PA_2", NOV_16 + 30)]
     first = from_events("RM_s", events)
     assert harness.repo.room_state("RM_s") is None
-    assert harness.repo.commit(CommitUnit(states=[StateChange(first, 0)]), NOW_MS) == 1
+    assert harness.repo.commit(CommitUnit(states=[whole(first, 0)]), NOW_MS) == 2  # the header and PA_1's item
     stored = harness.repo.room_state("RM_s")
     assert stored == first
     assert stored.version == 1
     assert stored.usable
-    assert stored.folded().participants["PA_1"].joined_ms == NOV_16 * 1000
+    assert not stored.complete  # the header alone
+    assert stored.fold.participants == {}
     assert [event.event_id for event in stored.recent] == ["EV_2"]  # the window's events, bodies dropped
     assert harness.repo.room_states(["RM_s", "RM_none"]) == {"RM_s": first}
+    everyone = harness.repo.room_participants("RM_s", stored.generation, None)
+    assert everyone == first.fold.participants  # PA_1 (PA_2 joined inside the window: its registers are the event)
+    assert everyone["PA_1"].joined_ms == NOV_16 * 1000
+    assert harness.repo.room_participants("RM_s", stored.generation, ["PA_1", "PA_9"]) == everyone
+    assert harness.repo.room_participants("RM_s", stored.generation, ["PA_9"]) == {}
 
     second = from_events("RM_s", [*events, joined("EV_3", "RM_s", "PA_3", NOV_16 + 60)])
     with pytest.raises(ConflictError):  # written as if there were none
-        harness.repo.commit(CommitUnit(states=[StateChange(second, 0)]), NOW_MS)
+        harness.repo.commit(CommitUnit(states=[in_place(second, 0, stored.generation)]), NOW_MS)
     with pytest.raises(ConflictError):  # a version that is not the stored one, with a session: nothing written
         harness.repo.commit(
-            CommitUnit(sessions=[new(session("RM_s", "PA_1"))], states=[StateChange(second, 7)]), NOW_MS
+            CommitUnit(sessions=[new(session("RM_s", "PA_1"))], states=[in_place(second, 7, stored.generation)]),
+            NOW_MS,
         )
     assert harness.repo.room_state("RM_s") == first
+    assert harness.repo.room_participants("RM_s", stored.generation, None) == everyone
     assert harness.repo.stored_sessions("RM_s") == {}
-    harness.repo.commit(CommitUnit(states=[StateChange(second, 1)]), NOW_MS)
+    # in place: the header and the participant items that changed, in one transaction
+    assert harness.repo.commit(CommitUnit(states=[in_place(second, 1, stored.generation)]), NOW_MS) == 3
     latest = harness.repo.room_state("RM_s")
     assert latest == second
     assert latest.version == 2
+    assert latest.generation == stored.generation
+    assert harness.repo.room_participants("RM_s", latest.generation, None) == second.fold.participants
+    retired = StateChange(second, 2, {}, ("PA_1",), False, latest.generation)  # a participant retires: deleted
+    assert harness.repo.commit(CommitUnit(states=[retired]), NOW_MS) == 2
+    assert set(harness.repo.room_participants("RM_s", latest.generation, None)) == {"PA_2"}
+    # a new generation (a rebuild): written whole, the old one deleted after the header moved to it
+    assert harness.repo.commit(CommitUnit(states=[whole(second, 3, latest.generation)]), NOW_MS) == 1 + 2 + 1
+    rebuilt_state = harness.repo.room_state("RM_s")
+    assert rebuilt_state.generation != latest.generation
+    assert harness.repo.room_participants("RM_s", rebuilt_state.generation, None) == second.fold.participants
+    assert harness.repo.room_participants("RM_s", latest.generation, None) == {}
+
+
+def test_given_more_participant_items_than_a_transaction_holds_then_written_in_chunks_and_a_crash_is_seen(
+    harness: Harness,
+) -> None:
+    events = [joined(f"EV_{i:03d}", "RM_c", f"PA_{i:03d}", NOV_16) for i in range(150)]
+    first = from_events("RM_c", events[:1])
+    harness.repo.commit(CommitUnit(states=[whole(first, 0)]), NOW_MS)
+    generation = harness.repo.room_state("RM_c").generation
+    many = from_events("RM_c", events)
+    everyone = dict(many.folded().participants)  # 150 participant items to write (all joined inside the window)
+    change = StateChange(many, 1, everyone, (), False, generation)
+    assert change.chunked()
+    # the pending mark (1), two chunks (99 + 51), the header's new version (1)
+    assert harness.repo.commit(CommitUnit(states=[change]), NOW_MS) == 1 + 150 + 1
+    stored = harness.repo.room_state("RM_c")
+    assert (stored.usable, stored.version, stored.generation) == (True, 2, generation)
+    assert harness.repo.room_participants("RM_c", generation, None) == everyone
+    with pytest.raises(ConflictError):  # on the version read only
+        harness.repo.commit(CommitUnit(states=[change]), NOW_MS)
+
+    harness.crash_after(1)  # dies after the first chunk: the header keeps its pending mark
+    with pytest.raises(RuntimeError):
+        harness.repo.commit(CommitUnit(states=[StateChange(many, 2, everyone, (), False, generation)]), NOW_MS)
+    torn = harness.repo.room_state("RM_c")
+    assert not torn.usable  # whoever reads it next rebuilds the room
+    assert (torn.version, torn.generation) == (2, generation)
+
+
+def whole(state: RoomState, version: int, old_generation: str = "") -> StateChange:
+    return StateChange(state, version, dict(state.fold.participants), (), True, old_generation)
+
+
+def in_place(state: RoomState, version: int, generation: str) -> StateChange:
+    return StateChange(state, version, dict(state.fold.participants), (), False, generation)
 
 
 def test_given_a_state_over_the_item_limit_then_only_its_version_is_kept_and_still_orders_writers(
@@ -306,16 +361,18 @@ def test_given_a_state_over_the_item_limit_then_only_its_version_is_kept_and_sti
 
     rng = random.Random(5)  # metadata that does not compress: the state's compressed size passes the limit
     noise = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(MAX_STATE_BYTES * 2))
-    count = MAX_STATE_BYTES * 2 // 1000  # 600 participants, 1,000 random characters each: ~390 KB compressed
-    events = [
-        joined(f"EV_{i}", "RM_big", f"PA_{i}", NOV_16 + i, noise[i * 1000 : (i + 1) * 1000]) for i in range(count)
+    count = MAX_STATE_BYTES * 2 // 1000  # 600 joins inside the window (the header keeps them), 1,000 random
+    events = [  # characters each: ~390 KB compressed
+        joined(f"EV_{i}", "RM_big", f"PA_{i}", NOV_16 + i % 3, noise[i * 1000 : (i + 1) * 1000]) for i in range(count)
     ]
     big = from_events("RM_big", events)
+    assert len(big.recent) == count
     assert harness.repo.commit(CommitUnit(states=[StateChange(big, 0)]), NOW_MS) == 1
     stored = harness.repo.room_state("RM_big")
     assert stored is not None
     assert not stored.usable
     assert stored.version == 1
+    assert stored.delivered_ms == big.delivered_ms  # a rebuild's cut-off survives
     with pytest.raises(ConflictError):  # the version still moves: a concurrent writer that read none conflicts
         harness.repo.commit(CommitUnit(states=[StateChange(big, 0)]), NOW_MS)
     small = from_events("RM_big", events[:2])

@@ -214,13 +214,18 @@ def _snapshot(repo: InMemoryUsageRepository) -> dict[str, Any]:
         "counters": {key: dict(counters) for key, counters in repo.counters.items()},
         "thresholds": {key: set(markers) for key, markers in repo.thresholds.items()},
         "states": {room: state.version for room, state in repo.states.items()},
+        "participants": {
+            (room, generation, sid): participant
+            for (room, generation), stored in repo.participants.items()
+            for sid, participant in stored.items()
+        },
     }
 
 
 def _changed_items(before: dict[str, Any], after: dict[str, Any]) -> int:
-    """What the store says was written: each session whose version (or retired participant's registers) changed, each usage event newly marked, each
-    aggregate whose counters changed, each aggregate whose threshold markers grew, each room state rewritten (one item
-    each)."""
+    """What the store says was written: each session whose version (or retired participant's registers) changed, each
+    usage event newly marked, each aggregate whose counters changed, each aggregate whose threshold markers grew, each
+    room state header rewritten, each live participant's item written or deleted (one item each)."""
     sessions = sum(1 for key, version in after["sessions"].items() if before["sessions"].get(key) != version)
     usage = len(after["usage"] - before["usage"])
     aggregates = sum(
@@ -230,7 +235,9 @@ def _changed_items(before: dict[str, Any], after: dict[str, Any]) -> int:
     )
     thresholds = sum(1 for key, markers in after["thresholds"].items() if markers != before["thresholds"].get(key))
     states = sum(1 for room, version in after["states"].items() if before["states"].get(room) != version)
-    return sessions + usage + aggregates + thresholds + states
+    participants = sum(1 for key, value in after["participants"].items() if before["participants"].get(key) != value)
+    participants += len(before["participants"].keys() - after["participants"].keys())  # deleted (retired)
+    return sessions + usage + aggregates + thresholds + states + participants
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -134,3 +134,44 @@ def test_in_order_events_are_folded_without_reading_the_rooms_events() -> None:
     assert repo.totals("acct-a", "2026-11") == {"video": 6, "audio": 18}
     state = repo.states["RM_fold"]
     assert advance(state, records[:1]) is None  # an event older than the horizon: only a rebuild is exact
+
+
+def test_a_rebuild_during_a_backlog_folds_only_delivered_events_and_the_backlog_then_folds_in() -> None:
+    """Ingest stored the whole room while rating lagged behind. The first batch (no state yet: a rebuild) folds only
+    the stored events the stream has delivered - received by the batch's latest - so the backlog then folds in, in
+    order: one rebuild, not one per event. A stale redelivery of that first batch (older than the horizon: rebuilt
+    from everything delivered by then) changes nothing."""
+    from kilo_dev import livekit_events as lk  # noqa: PLC0415
+
+    t0 = 1_794_312_000
+    room = lk.Room("RM_backlog", "backlog", account_id="acct-a", created_at=t0)
+    people = [lk.Participant(f"PA_{i}", f"user-{i}", (t0 + 30 * i) * 1000) for i in range(4)]
+    bodies = [lk.room_started(room, t0), *(lk.participant_joined(room, person) for person in people)]
+    bodies += [
+        lk.track_published(room, people[0], "TR_cam", t0 + 200, video=True),
+        lk.track_unpublished(room, people[0], "TR_cam", t0 + 500, video=True),
+    ]
+    bodies += [lk.participant_left(room, person, t0 + 600 + 60 * i) for i, person in enumerate(people)]
+    records = [lk.to_record(body, received_at_ms=(t0 + 1000 + n) * 1000) for n, body in enumerate(bodies)]
+    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+    reads: list[str] = []
+    original = repo.room_events
+    repo.room_events = lambda sid: reads.append(sid) or original(sid)  # type: ignore[method-assign]
+    for record in records:  # ingest is ahead: everything is stored before rating sees the first batch
+        repo.store_event(record)
+
+    rate_batch(records[:3], [], repo, publisher, CONFIG, NOW_MS)
+    for record in records[3:]:
+        rate_batch([record], [], repo, publisher, CONFIG, NOW_MS)
+
+    assert reads == ["RM_backlog"]  # folding everything stored would have made each later event "late": rebuilds
+    # joined at 0, 30, 60, 90 s, left at 600, 660, 720, 780 s: 600, 630, 660, 690 s -> 10, 11, 11, 12 minutes; the
+    # camera 200..500 s is inside everyone's connection: 5 video minutes each -> 20 video, 5 + 6 + 6 + 7 = 24 audio
+    assert repo.totals("acct-a", "2026-11") == {"video": 20, "audio": 24}
+    reference = {(s.room_sid, s.participant_sid): s for s in rebuild_room(records, AttributionRule())}
+    assert {key: stored.session for key, stored in repo.sessions.items()} == reference
+
+    stale = rate_batch(records[:3], [], repo, publisher, CONFIG, NOW_MS)  # e.g. a replay from the on-failure queue
+    assert reads == ["RM_backlog", "RM_backlog"]  # older than the horizon: rebuilt ...
+    assert (stale.sessions_changed, stale.writes) == (0, 0)  # ... from everything delivered: nothing moves back
+    assert repo.totals("acct-a", "2026-11") == {"video": 20, "audio": 24}

@@ -26,6 +26,7 @@ from kilo_billing.items import Item, lambda_shape, to_item
 from kilo_rate_usage import items
 from kilo_rate_usage.model import Aggregate, AggregateKey, RoomAnswers, SessionKey, StoredSession
 from kilo_rate_usage.ports import (
+    MAX_TRANSACT_ITEMS,
     CommitUnit,
     ConflictError,
     RejectedWriteError,
@@ -34,6 +35,7 @@ from kilo_rate_usage.ports import (
     UsageChange,
 )
 from kilo_rate_usage.rooms import RoomState
+from kilo_rate_usage.sessions import ParticipantFold
 
 MAX_BATCH_GET = 100
 
@@ -105,6 +107,32 @@ class DynamoUsageRepository:
         found = call(self._client.get_item, TableName=self._usage, Key=items.state_key(room_sid), ConsistentRead=True)
         return items.state_from_item(found["Item"]) if "Item" in found else None
 
+    def room_participants(
+        self, room_sid: str, generation: str, participant_sids: Iterable[str] | None
+    ) -> dict[str, ParticipantFold]:
+        if participant_sids is None:
+            found = self._generation_items(room_sid, generation)
+        else:
+            keys = [items.participant_key(room_sid, generation, sid) for sid in sorted(set(participant_sids))]
+            found = self._batch_get(self._usage, keys)
+        participants = [items.participant_from_item(item) for item in found]
+        return {participant.sid: participant for participant in participants}
+
+    def _generation_items(self, room_sid: str, generation: str, keys_only: bool = False) -> list[dict[str, Any]]:
+        extra: dict[str, Any] = {"ProjectionExpression": "#k, #s"} if keys_only else {}
+        found = paged_items(
+            self._client.query,
+            TableName=self._usage,
+            KeyConditionExpression="#k = :pk AND begins_with(#s, :prefix)",
+            ExpressionAttributeNames={"#k": KEY, "#s": SORT_KEY},
+            ExpressionAttributeValues=to_item(
+                {":pk": items.room_key(room_sid), ":prefix": items.participant_sort_key(generation)}
+            ),
+            ConsistentRead=True,
+            **extra,
+        )
+        return list(found)
+
     def room_states(self, room_sids: Iterable[str]) -> dict[str, RoomState]:
         keys = [items.state_key(sid) for sid in sorted(set(room_sids))]
         states = [items.state_from_item(item) for item in self._batch_get(self._usage, keys)]
@@ -152,7 +180,14 @@ class DynamoUsageRepository:
     # --- writes ---------------------------------------------------------------------------------------------------
 
     def commit(self, unit: CommitUnit, now_ms: int) -> int:
+        generations: dict[int, str] = {}  # id(state change) -> the new generation its participant items went to
         written = 0
+        for change in unit.states:
+            if change.new_generation:
+                generations[id(change)] = generation = items.new_generation()
+                puts = [items.participant_to_item(change.new.room_sid, generation, p) for p in change.puts.values()]
+                self._batch_write([{"PutRequest": {"Item": item}} for item in puts])
+                written += len(puts)
         for transaction in unit.transactions():
             writes = [self._session_put(change) for change in transaction.sessions]
             writes += [self._usage_mark(mark, now_ms) for mark in transaction.usage]
@@ -160,10 +195,73 @@ class DynamoUsageRepository:
                 {"Update": {"TableName": self._usage, **items.aggregate_add(key, counters, key in unit.late)}}
                 for key, counters in transaction.adds.items()
             ]
-            writes += [self._state_put(change) for change in transaction.states]
+            for change in transaction.states:
+                writes += self._state_writes(change, generations.get(id(change), change.old_generation))
             _write(self._client.transact_write_items, TransactItems=writes)
             written += len(writes)
+        for change in unit.states:
+            if change.chunked():
+                written += self._chunked_state(change)
+        for change in unit.states:  # the old generation is no longer read: delete it
+            if change.new_generation and change.old_generation:
+                old = self._generation_items(change.new.room_sid, change.old_generation, keys_only=True)
+                self._batch_write([{"DeleteRequest": {"Key": items.key_item(*items.key_pair(i))}} for i in old])
+                written += len(old)
         return written
+
+    def _batch_write(self, requests: Sequence[dict[str, Any]]) -> None:
+        for start in range(0, len(requests), 25):
+            pending: dict[str, Any] = {self._usage: list(requests[start : start + 25])}
+            while pending:
+                response = call(self._client.batch_write_item, RequestItems=pending)
+                pending = response.get("UnprocessedItems") or {}
+
+    def _state_writes(self, change: StateChange, generation: str) -> list[dict[str, Any]]:
+        writes = [self._state_put(change, generation)]
+        return writes if change.new_generation else writes + self._participant_writes(change)
+
+    def _participant_writes(self, change: StateChange) -> list[dict[str, Any]]:
+        room, generation = change.new.room_sid, change.old_generation
+        writes = [
+            {"Put": {"TableName": self._usage, "Item": items.participant_to_item(room, generation, participant)}}
+            for participant in change.puts.values()
+        ]
+        writes += [
+            {"Delete": {"TableName": self._usage, "Key": items.participant_key(room, generation, sid)}}
+            for sid in change.deletes
+        ]
+        return writes
+
+    def _chunked_state(self, change: StateChange) -> int:
+        """More participant items than one transaction holds: mark the header pending (on the version read), write
+        them in chunks that each check the mark, then the header's new version, which clears it."""
+        mark = items.new_generation()
+        key = items.state_key(change.new.room_sid)
+        names = {"#p": items.PENDING}
+        _write(
+            self._client.update_item,
+            TableName=self._usage,
+            Key=key,
+            UpdateExpression="SET #p = :m",
+            ConditionExpression="version = :v AND attribute_not_exists(#p)",
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=to_item({":m": mark, ":v": change.old_version}),
+        )
+        check = {
+            "ConditionCheck": {
+                "TableName": self._usage,
+                "Key": key,
+                "ConditionExpression": "#p = :m",
+                "ExpressionAttributeNames": names,
+                "ExpressionAttributeValues": to_item({":m": mark}),
+            }
+        }
+        writes = self._participant_writes(change)
+        size = MAX_TRANSACT_ITEMS - 1
+        for start in range(0, len(writes), size):
+            _write(self._client.transact_write_items, TransactItems=[*writes[start : start + size], check])
+        _write(self._client.transact_write_items, TransactItems=[self._state_put(change, change.old_generation, mark)])
+        return 1 + len(writes) + 1
 
     def _session_put(self, change: SessionChange) -> dict[str, Any]:
         put: dict[str, Any] = {"TableName": self._usage, "Item": items.session_to_item(change.new)}
@@ -175,16 +273,20 @@ class DynamoUsageRepository:
             put["ExpressionAttributeValues"] = to_item({":v": change.old_version})
         return {"Put": put}
 
-    def _state_put(self, change: StateChange) -> dict[str, Any]:
+    def _state_put(self, change: StateChange, generation: str, pending: str = "") -> dict[str, Any]:
         try:
-            item = items.state_to_item(change.new, change.old_version + 1)
+            item = items.state_to_item(change.new, change.old_version + 1, generation)
         except items.StateTooLargeError:
-            item = {**items.state_key(change.new.room_sid), "version": {"N": str(change.old_version + 1)}}
+            item = items.version_only_item(change.new, change.old_version + 1)
             # no state (the room is rebuilt per batch), but the version still moves: concurrent batches conflict
         put: dict[str, Any] = {"TableName": self._usage, "Item": item, "ExpressionAttributeNames": {"#k": KEY}}
         if change.old_version == 0:
             put["ConditionExpression"] = "attribute_not_exists(#k)"
-        else:
+        elif pending:  # the end of a chunked write: the mark is still ours
+            put["ConditionExpression"] = "attribute_exists(#k) AND version = :v AND #p = :m"
+            put["ExpressionAttributeNames"]["#p"] = items.PENDING
+            put["ExpressionAttributeValues"] = to_item({":v": change.old_version, ":m": pending})
+        else:  # also over a pending mark left by a crash (a rebuild)
             put["ConditionExpression"] = "attribute_exists(#k) AND version = :v"
             put["ExpressionAttributeValues"] = to_item({":v": change.old_version})
         return {"Put": put}
@@ -221,13 +323,7 @@ class DynamoUsageRepository:
         return dict(items.confirmation_from_item(item) for item in found)
 
     def confirm(self, keys: Sequence[SessionKey], at_ms: int) -> None:
-        for start in range(0, len(keys), 25):
-            chunk = keys[start : start + 25]
-            requests = [{"PutRequest": {"Item": items.confirmation_item(key, at_ms)}} for key in chunk]
-            pending: dict[str, Any] = {self._usage: requests}
-            while pending:
-                response = call(self._client.batch_write_item, RequestItems=pending)
-                pending = response.get("UnprocessedItems") or {}
+        self._batch_write([{"PutRequest": {"Item": items.confirmation_item(key, at_ms)}} for key in keys])
 
     def add_close(self, event: LiveKitEventRecord, expires_at: int) -> bool:
         try:

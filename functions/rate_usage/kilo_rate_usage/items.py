@@ -4,9 +4,12 @@ Usage table layout (single table):
 - session      ``ROOM#<room sid>`` / ``SESSION#<participant sid>`` - the session as last rated, its contributions and
   a version; while open it carries ``open_account``/``open_since`` (sparse GSI ``open_sessions``); once its
   participant retired from the room's state, ``registers`` (what folding its later events needs, D42);
-- room state   ``ROOM#<room sid>`` / ``STATE`` - what rating needs to fold the room's next events without re-reading
-  them (``rooms.RoomState``): JSON compressed with zlib in ``state_zlib``, and a ``version`` counter (conditional
-  writes, in the same transaction as the sessions it describes);
+- room state   ``ROOM#<room sid>`` / ``STATE`` - the header of what rating needs to fold the room's next events without
+  re-reading them (``rooms.RoomState`` without the live participants): JSON compressed with zlib in ``state_zlib``,
+  a ``version`` counter (conditional writes, in the same transaction as the sessions it describes), the
+  ``generation`` of its participant items and ``delivered_ms`` (a rebuild's cut-off, D42);
+- participant  ``ROOM#<room sid>`` / ``PART#<generation>#<participant sid>`` - one live participant's registers
+  (compact JSON in ``registers``), read and written only by the batches that concern it;
 - confirmation ``ROOM#<room sid>`` / ``CONFIRMED#<participant sid>`` - when RoomService last listed a quiet open
   session's participant (the sweeper's, D17);
 - aggregate    ``ACCOUNT#<account>`` / ``PERIOD#<YYYY-MM>`` - counters ``c#<segment start>#<meter>`` (ADDed), late
@@ -18,8 +21,10 @@ A usage event is marked rated on its own events-table item (``rated_at``) in the
 from __future__ import annotations
 
 import json
+import uuid
 import zlib
 from collections.abc import Mapping
+from dataclasses import replace
 from fractions import Fraction
 from typing import Any, Final
 
@@ -37,7 +42,14 @@ from kilo_rate_usage.model import (
     StoredSession,
     canonical_contributions,
 )
-from kilo_rate_usage.rooms import RoomState, state_from_json, state_to_json
+from kilo_rate_usage.rooms import (
+    RoomState,
+    participant_from_json,
+    participant_to_json,
+    state_from_json,
+    state_to_json,
+)
+from kilo_rate_usage.sessions import ParticipantFold
 
 OPEN_INDEX: Final = "open_sessions"
 OPEN_ACCOUNT: Final = "open_account"
@@ -53,6 +65,10 @@ LATE_PREFIX: Final = "late#"
 
 STATE_SORT_KEY: Final = "STATE"
 STATE_BLOB: Final = "state_zlib"
+PARTICIPANT_PREFIX: Final = "PART#"
+GENERATION: Final = "generation"
+DELIVERED_MS: Final = "delivered_ms"
+PENDING: Final = "pending"  # on a header while a chunked write of its participant items is under way (``ports``)
 MAX_STATE_BYTES: Final = 300_000  # a larger state is not stored: the room is rebuilt per batch, as before states
 
 
@@ -194,22 +210,65 @@ def state_key(room_sid: str) -> Item:
     return key_item(room_key(room_sid), STATE_SORT_KEY)
 
 
-def state_to_item(state: RoomState, version: int) -> Item:
-    """The state item; ``StateTooLargeError`` when even compressed it would come near DynamoDB's item limit."""
+def state_to_item(state: RoomState, version: int, generation: str) -> Item:
+    """The header item; ``StateTooLargeError`` when even compressed it would come near DynamoDB's item limit."""
     text = json.dumps(state_to_json(state), separators=(",", ":"), sort_keys=True).encode()
     packed = zlib.compress(text, 1)
     if len(packed) > MAX_STATE_BYTES:
         raise StateTooLargeError(len(packed))
-    return to_item({KEY: room_key(state.room_sid), SORT_KEY: STATE_SORT_KEY, STATE_BLOB: packed, "version": version})
+    return to_item(
+        {
+            KEY: room_key(state.room_sid),
+            SORT_KEY: STATE_SORT_KEY,
+            STATE_BLOB: packed,
+            "version": version,
+            GENERATION: generation,
+            DELIVERED_MS: state.delivered_ms,
+        }
+    )
+
+
+def version_only_item(state: RoomState, version: int) -> Item:
+    """A header too large to keep: the version (concurrent writers still conflict) and the rebuild's cut-off."""
+    return to_item(
+        {KEY: room_key(state.room_sid), SORT_KEY: STATE_SORT_KEY, "version": version, DELIVERED_MS: state.delivered_ms}
+    )
 
 
 def state_from_item(item: Mapping[str, Any]) -> RoomState:
+    """The header (no participant loaded)."""
     values = from_item(item)
     room_sid = str(values[KEY]).removeprefix("ROOM#")
-    if values.get(STATE_BLOB) is None:  # too large to keep: the version alone
-        return RoomState.unusable(room_sid, int(values["version"]))
+    version, delivered = int(values["version"]), int(values.get(DELIVERED_MS, 0))
+    generation = str(values.get(GENERATION, ""))
+    if values.get(STATE_BLOB) is None or PENDING in values:  # too large to keep, or a chunked write that died
+        return replace(RoomState.unusable(room_sid, version), delivered_ms=delivered, generation=generation)
     data = json.loads(zlib.decompress(bytes(values[STATE_BLOB])))
-    return state_from_json(room_sid, data, int(values["version"]))
+    return state_from_json(room_sid, data, version, delivered, generation)
+
+
+def participant_sort_key(generation: str, participant_sid: str = "") -> str:
+    return f"{PARTICIPANT_PREFIX}{generation}#{participant_sid}"
+
+
+def participant_key(room_sid: str, generation: str, participant_sid: str) -> Item:
+    return key_item(room_key(room_sid), participant_sort_key(generation, participant_sid))
+
+
+def participant_to_item(room_sid: str, generation: str, participant: ParticipantFold) -> Item:
+    registers = json.dumps(participant_to_json(participant), separators=(",", ":"))
+    return to_item(
+        {KEY: room_key(room_sid), SORT_KEY: participant_sort_key(generation, participant.sid), REGISTERS: registers}
+    )
+
+
+def participant_from_item(item: Mapping[str, Any]) -> ParticipantFold:
+    return participant_from_json(json.loads(str(from_item(item)[REGISTERS])))
+
+
+def new_generation() -> str:
+    """A generation no other writer picks (concurrent rebuilds of a room write apart; only the header's counts)."""
+    return uuid.uuid4().hex[:12]
 
 
 class StateTooLargeError(ValueError):

@@ -10,7 +10,9 @@ Exactly once under redelivery, duplicates and crashes:
 - a usage event is marked ``rated_at`` in the same transaction that adds it, conditioned on not being marked yet;
 - a batch's effect is combined per (account, period) before writing: one ADD per aggregate per transaction.
 Writes per batch = sessions changed + usage events rated + aggregates touched (per transaction chunk of <= 100 items)
-+ room states changed + one threshold write per aggregate with new crossings.
++ room state headers changed + live participants' items changed or retired (a rebuild: every live participant's, and
+the old generation's deleted; a chunked write: one more for its pending mark) + one threshold write per aggregate
+with new crossings.
 
 Decoding the stream's records is the handler's edge (``stream.py``); this module never sees an event shape.
 """
@@ -48,7 +50,14 @@ from kilo_rate_usage.ports import (
     UsageChange,
     UsageRepository,
 )
-from kilo_rate_usage.rooms import advance, rebuilt, registers_from_text, registers_text
+from kilo_rate_usage.rooms import (
+    RoomState,
+    advance,
+    participants_needed,
+    rebuilt,
+    registers_from_text,
+    registers_text,
+)
 from kilo_rate_usage.sessions import ParticipantFold, RoomFold, fold_events
 
 
@@ -235,29 +244,86 @@ def _room(room_sid: str, batch: Sequence[LiveKitEventRecord], repo: UsageReposit
     """The room's sessions that may have changed, their stored versions, the room's new state and the registers of
     participants retiring from it.
 
-    In order (the common case): the batch is folded into the stored state - one read - and only the participants it
-    concerns are read and recomputed; a participant the state retired is folded into the registers on its session
-    item. Otherwise (no state yet, an event older than the state's horizon, one that would change a retired
-    participant's session, anything else ``rooms.advance`` cannot fold exactly): rebuilt from every stored event of
-    the room, and a fresh state is written."""
-    state = repo.room_state(room_sid)
+    In order (the common case): the batch is folded into the stored state - its header and the items of the
+    participants it concerns (``rooms.participants_needed``): a read whose size does not grow with the room - and
+    only the participants it concerns are read and recomputed; a participant the state retired is folded into the
+    registers on its session item. Otherwise (no state yet, an event older than the state's horizon, one that would
+    change a retired participant's session, anything else ``rooms.advance`` cannot fold exactly): rebuilt from the
+    room's stored events that the stream has delivered, and a fresh state is written."""
+    header = repo.room_state(room_sid)
+    if header is not None and header.usable:
+        found = _in_order(batch, repo, config, header, participants_needed(header, batch))
+        if found is not None:
+            return found
+    return _rebuild(room_sid, batch, repo, config, header)
+
+
+def _in_order(
+    batch: Sequence[LiveKitEventRecord],
+    repo: UsageRepository,
+    config: RatingConfig,
+    header: RoomState,
+    needed: frozenset[str] | None,
+) -> _Room | None:
+    """The batch folded into the stored state (None: only a rebuild is exact)."""
+    state = _loaded(repo, header, needed)
     step = advance(state, batch) if state is not None else None
-    if state is not None and step is not None:
-        stored = repo.sessions_of(room_sid, step.affected | step.unknown)
-        named = {sid: stored[sid].registers for sid in step.unknown & stored.keys()}  # retired, named again
-        if named and all(named.values()):
-            step = advance(state, batch, {sid: registers_from_text(text) for sid, text in named.items()})
-        elif named:
-            step = None  # stored before registers were kept: rebuild
-        if step is not None:
-            change = StateChange(step.state, state.version) if step.changed else None
-            return _Room(step.sessions(config.attribution), stored, change, _texts(step.retired), step.full)
-    events = _merge(repo.room_events(room_sid), batch)
-    fresh, retired = rebuilt(room_sid, events)
-    change = None if state is not None and fresh == state else StateChange(fresh, state.version if state else 0)
+    if state is None or step is None:
+        return None
+    stored = repo.sessions_of(header.room_sid, step.affected | step.unknown)
+    named = {sid: stored[sid].registers for sid in step.unknown & stored.keys()}  # retired, named again
+    if named and not all(named.values()):
+        return None  # stored before registers were kept: rebuild
+    if named:
+        step = advance(state, batch, {sid: registers_from_text(text) for sid, text in named.items()})
+        if step is None:
+            return None
+    change = _state_change(state, step.state) if step.changed else None
+    return _Room(step.sessions(config.attribution), stored, change, _texts(step.retired), step.full)
+
+
+def _rebuild(
+    room_sid: str,
+    batch: Sequence[LiveKitEventRecord],
+    repo: UsageRepository,
+    config: RatingConfig,
+    header: RoomState | None,
+) -> _Room:
+    """Every session of the room from its stored events that the stream has delivered (received by the latest
+    delivery: the state's and this batch's) - never those still queued behind a backlog, which then arrive in order
+    and fold in - and a fresh state under a new generation."""
+    delivered = max([header.delivered_ms if header is not None else 0, *(e.received_at_ms for e in batch)])
+    stored_events = [event for event in repo.room_events(room_sid) if event.received_at_ms <= delivered]
+    events = _merge(stored_events, batch)
+    fresh, retired = rebuilt(room_sid, events, delivered)
+    change: StateChange | None = None
+    if header is None or header != fresh or _participants(repo, header) != fresh.fold.participants:
+        change = StateChange(
+            fresh, header.version if header is not None else 0, dict(fresh.fold.participants), (), True,
+            header.generation if header is not None else "",
+        )  # fmt: skip
     fold = fold_events(events)
     sessions = fold.sessions(config.attribution, fold.coverage)  # = rebuild_room(events)
     return _Room(sessions, repo.stored_sessions(room_sid), change, _texts(retired), fold)
+
+
+def _participants(repo: UsageRepository, header: RoomState) -> dict[str, ParticipantFold]:
+    """Every live participant's stored registers (a rebuild that changes nothing writes nothing)."""
+    return repo.room_participants(header.room_sid, header.generation, None) if header.usable else {}
+
+
+def _loaded(repo: UsageRepository, header: RoomState, needed: frozenset[str] | None) -> RoomState | None:
+    """The header with the participants ``needed`` loaded (None: all of them)."""
+    participants = repo.room_participants(header.room_sid, header.generation, needed)
+    return header.with_participants(participants, complete=needed is None)
+
+
+def _state_change(old: RoomState, new: RoomState) -> StateChange:
+    """The header and the participant items that changed (or retired)."""
+    before, after = old.fold.participants, new.fold.participants
+    puts = {sid: p for sid, p in after.items() if before.get(sid) is not p and before.get(sid) != p}
+    deletes = tuple(sorted(before.keys() - after.keys()))
+    return StateChange(new, old.version, puts, deletes, False, old.generation)
 
 
 def _texts(retired: Mapping[str, ParticipantFold]) -> dict[str, str]:

@@ -20,6 +20,7 @@ from kilo_rate_usage.model import (
     StoredSession,
 )
 from kilo_rate_usage.rooms import RoomState
+from kilo_rate_usage.sessions import ParticipantFold
 
 MAX_TRANSACT_ITEMS = 100  # DynamoDB's limit of items per TransactWriteItems
 
@@ -42,10 +43,34 @@ class SessionChange:
 
 @dataclass(frozen=True, slots=True)
 class StateChange:
-    """A room's new state, conditioned on the version read (0: there was none)."""
+    """A room's new state, conditioned on the version read (0: there was none): its header, and the live
+    participants' items that changed (``puts``) or retired (``deletes``), written in the header's transaction; when
+    they are more than one transaction holds (``chunked``), in transactions of their own under a *pending* mark on
+    the header (set first, conditioned on the version read; each chunk checks it; the header's new version clears
+    it: a crash in between leaves the mark, and whoever reads it rebuilds the room). With ``new_generation`` (a
+    rebuild): every live participant's item under a new generation, written before the header, which then points at
+    it; the old generation's items are deleted after the commit."""
 
     new: RoomState
     old_version: int
+    puts: Mapping[str, ParticipantFold] = field(default_factory=dict)
+    deletes: tuple[str, ...] = ()
+    new_generation: bool = False
+    old_generation: str = ""
+
+    @property
+    def items(self) -> int:
+        """Items it adds to its transaction (the header, and its participant items unless in a new generation)."""
+        return 1 if self.new_generation else 1 + len(self.puts) + len(self.deletes)
+
+    def chunked(self, max_items: int = MAX_TRANSACT_ITEMS) -> bool:
+        """Too many participant items for one transaction: written in chunks under a pending mark."""
+        return not self.new_generation and self.items > max_items
+
+    @property
+    def outside(self) -> int:
+        """Items written outside the transactions (a new generation's participant items, before them)."""
+        return len(self.puts) if self.new_generation else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +90,7 @@ class Transaction:
 
     @property
     def items(self) -> int:
-        return len(self.sessions) + len(self.usage) + len(self.adds) + len(self.states)
+        return len(self.sessions) + len(self.usage) + len(self.adds) + sum(state.items for state in self.states)
 
 
 @dataclass
@@ -126,8 +151,10 @@ class CommitUnit:
                 flush()
             usage.append(mark)
             add({(account, period): {(segment, meter): mark.record.quantity}})
-        for state in self.states:
-            if len(sessions) + len(usage) + len(adds) + len(states) + 1 > max_items:
+        for state in self.states:  # a state's header and participant items share one transaction, unless chunked
+            if state.chunked(max_items):
+                continue  # written after the transactions (``chunked``)
+            if len(sessions) + len(usage) + len(adds) + sum(s.items for s in states) + state.items > max_items:
                 flush()
             states.append(state)
         flush()
@@ -150,11 +177,18 @@ class UsageRepository(Protocol):
         ...
 
     def room_state(self, room_sid: str) -> RoomState | None:
-        """The room's state as last stored (strongly consistent), None when there is none."""
+        """The room's state as last stored, its header only (strongly consistent), None when there is none."""
+        ...
+
+    def room_participants(
+        self, room_sid: str, generation: str, participant_sids: Iterable[str] | None
+    ) -> dict[str, ParticipantFold]:
+        """The stored registers of these live participants of the room's state (those that exist; None: all of them,
+        paged), strongly consistent."""
         ...
 
     def room_states(self, room_sids: Iterable[str]) -> dict[str, RoomState]:
-        """The stored states of these rooms (those that exist)."""
+        """The stored states of these rooms (those that exist), headers only."""
         ...
 
     def profiles(self, accounts: Iterable[str]) -> dict[str, AccountProfile]:

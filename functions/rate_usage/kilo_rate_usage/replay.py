@@ -35,6 +35,7 @@ from kilo_rate_usage.ports import (
     UsageRepository,
 )
 from kilo_rate_usage.rooms import RoomState
+from kilo_rate_usage.sessions import ParticipantFold
 from kilo_rate_usage.stream import decode_records
 
 STREAM_RETENTION_MS = 24 * 3_600_000
@@ -152,6 +153,11 @@ class DryRunRepository:
     def room_state(self, room_sid: str) -> RoomState | None:
         return self._repo.room_state(room_sid)
 
+    def room_participants(
+        self, room_sid: str, generation: str, participant_sids: Iterable[str] | None
+    ) -> dict[str, ParticipantFold]:
+        return self._repo.room_participants(room_sid, generation, participant_sids)
+
     def room_states(self, room_sids: Iterable[str]) -> dict[str, RoomState]:
         return self._repo.room_states(room_sids)
 
@@ -165,7 +171,7 @@ class DryRunRepository:
         return self._repo.unrated_usage(records)
 
     def commit(self, unit: CommitUnit, now_ms: int) -> int:
-        return sum(transaction.items for transaction in unit.transactions())
+        return sum(transaction.items for transaction in unit.transactions()) + sum(s.outside for s in unit.states)
 
     def add_thresholds(self, account: str, period: str, markers: Sequence[str]) -> None:
         return None

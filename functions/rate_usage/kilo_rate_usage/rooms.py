@@ -10,6 +10,14 @@ fold needs, so the next events give exactly the same sessions (docs/decisions.md
 - ``spans``: the merged video spans of the tracks of *retired* participants (closed before the horizon), kept from
   ``coverage_from_ms`` on - nobody still live started earlier;
 - ``aside``: (createdAt, event id) of the recent events that named a retired participant (duplicates, the horizon).
+- ``index``: the video tracks of every live participant whose span is not final yet (as of the fold plus the recent
+  events) - what the room's video coverage needs from participants that are not loaded (below);
+- ``delivered_ms``: the latest ``received_at_ms`` of the events folded in (a rebuild folds only stored events received
+  by then: those the stream has delivered, never those still queued behind a backlog).
+Stored split (D42, issue 10): a small header (everything above but the live participants' registers) and one item per
+live participant. A batch loads the participants it names, those its window's events name and those closed inside
+the window (``participants_needed``; all of them at ``room_finished``), so an in-order event reads and writes a
+number of items independent of the room's size; ``fold`` then holds only those (``complete`` False).
 A participant retires when its connection ended before the horizon: its session is final and stored, nothing about
 it stays in the state; its registers go onto its session item (``Step.retired``). A later event naming it is folded
 into those registers instead (``advance(..., retired=...)``) when that provably changes neither its session nor its
@@ -22,7 +30,7 @@ answer None, and the caller rebuilds the room from its stored events (correctnes
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from fractions import Fraction
@@ -36,6 +44,9 @@ from kilo_rate_usage.sessions import ParticipantFold, RoomFold, TrackFold, event
 REORDER_SECONDS = 5  # events up to this much older (createdAt) than the room's latest are folded without a rebuild
 UNUSABLE_HORIZON = 2**62  # every event is older than this horizon: the room is rebuilt
 PRUNE_SPANS_FROM = 16  # merged spans kept before pruning those nobody live can still overlap
+
+
+VideoEntry = tuple[str, str, int, int | None, int | None]  # participant, track, published, unpublished, its end
 
 
 def merge_spans(spans: Iterable[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
@@ -60,17 +71,35 @@ class RoomState:
     aside: tuple[tuple[int, str], ...] = ()  # (createdAt, id) of recent events folded into retired participants
     version: int = 0  # the stored version (conditional writes); 0 = never stored
     full: RoomFold | None = field(default=None, compare=False)  # fold + recent, computed once
+    index: tuple[VideoEntry, ...] = ()  # live participants' video tracks whose span is not final (sorted)
+    complete: bool = True  # ``fold`` holds every live participant (else only those loaded)
+    delivered_ms: int = 0  # the latest received_at_ms folded in: a rebuild's cut-off
+    generation: str = ""  # the stored participant items' generation (the adapter's; a rebuild starts a new one)
 
-    def __eq__(self, other: object) -> bool:  # the content, not the version
-        return isinstance(other, RoomState) and (
-            self.room_sid, self.fold, self.recent, self.horizon_s, self.spans, self.coverage_from_ms,
-            self.swept_retired, self.aside,
-        ) == (
-            other.room_sid, other.fold, other.recent, other.horizon_s, other.spans, other.coverage_from_ms,
-            other.swept_retired, other.aside,
+    def header(self) -> tuple[object, ...]:
+        """What the header item holds (everything but the live participants' registers)."""
+        fold = self.fold
+        return (
+            self.room_sid, fold.room_sid, fold.room_name, fold.room_metadata, fold.room_end_s, fold.last_s,
+            fold.orphans, fold.closed, self.recent, self.horizon_s, self.spans, self.coverage_from_ms,
+            self.swept_retired, self.aside, self.index, self.delivered_ms,
         )  # fmt: skip
 
+    def __eq__(self, other: object) -> bool:  # the header's content, not the version or the participants loaded
+        return isinstance(other, RoomState) and self.header() == other.header()
+
     __hash__ = None  # type: ignore[assignment]
+
+    def with_participants(self, participants: Mapping[str, ParticipantFold], complete: bool) -> RoomState | None:
+        """The state with these live participants' registers loaded (``complete``: all of them); None when one the
+        header says is closed inside the window is missing (a stored state that does not add up: rebuild)."""
+        if not self.fold.closed <= participants.keys():
+            return None
+        fold = self.fold.copy()
+        for sid, participant in participants.items():
+            fold.participants[sid] = participant
+            fold.video.update((sid, t) for t, track in participant.tracks.items() if track.video)
+        return replace(self, fold=fold, complete=complete, full=None)
 
     @classmethod
     def unusable(cls, room_sid: str, version: int) -> RoomState:
@@ -94,9 +123,15 @@ class RoomState:
         last = max([*([last] if last is not None else []), *(at for at, _ in self.aside)], default=None)
         return last * 1000 if last is not None else 0
 
-    def coverage(self, full: RoomFold | None = None, until_ms: int | None = None) -> Coverage:
-        """Video coverage from ``coverage_from_ms`` on; tracks still published end at ``until_ms`` (else never)."""
-        return (full or self.folded()).coverage(self.spans, until_ms)
+    def coverage(self, until_ms: int | None = None) -> Coverage:
+        """Video coverage from ``coverage_from_ms`` on; tracks still published end at ``until_ms`` (else never).
+        Participants not loaded count through the index (as of the fold plus the recent events)."""
+        full = self.folded()
+        only = RoomFold()  # the orphans and the loaded participants of ``full``: the others come from the index
+        only.room_end_s, only.orphans = full.room_end_s, full.orphans
+        only.participants = {sid: p for sid, p in full.participants.items() if sid in self.fold.participants}
+        only.video = {(sid, t) for sid, t in full.video if not sid or sid in only.participants}
+        return only.coverage([*self.spans, *index_spans(self.index, only.participants, full.room_end_s)], until_ms)
 
     def video_seconds(self, start_ms: int, end_ms: int, coverage: Coverage) -> Fraction:
         """Seconds of video in the room within [start, end) (month to date: an open session as if it ended now)."""
@@ -109,6 +144,68 @@ def _ms(ms: int) -> datetime:
     return datetime.fromtimestamp(ms // 1000, tz=UTC).replace(microsecond=(ms % 1000) * 1000)
 
 
+def index_spans(
+    index: Iterable[VideoEntry], loaded: Collection[str], room_end_s: int | None
+) -> list[tuple[int, int | None]]:
+    """The video spans of the index's tracks whose participant is not among ``loaded``."""
+    found = []
+    for sid, _, published, unpublished, end_s in index:
+        if sid not in loaded:
+            span = track_span(TrackFold(published, unpublished, True), end_s, room_end_s)
+            if span is not None:
+                found.append(span)
+    return found
+
+
+def _reindex(
+    index: Iterable[VideoEntry],
+    full: RoomFold,
+    gone: Collection[str],
+    horizon_s: int,
+    spans: tuple[tuple[int, int], ...],
+) -> tuple[tuple[VideoEntry, ...], tuple[tuple[int, int], ...]]:
+    """The index after a step (``full``: the live participants loaded, with the recent events; ``gone``: retired in
+    this step), and the spans with every span now final (ended before the horizon: any event changing it rebuilds)
+    moved out of the index into them - so the header holds the tracks still open, not the room's history."""
+    entries = [entry for entry in index if entry[0] not in full.participants and entry[0] not in gone]
+    for sid, participant in full.participants.items():
+        end_s = participant.connection_end_s
+        entries.extend(
+            (sid, t, track.published, track.unpublished, end_s)
+            for t, track in participant.tracks.items()
+            if track.video and track.published is not None
+        )
+    kept: list[VideoEntry] = []
+    final = list(spans)
+    room_end_s = full.room_end_s
+    for entry in entries:  # track_span, inline (this runs over every open camera per batch)
+        _, _, published, unpublished, end_s = entry
+        ends = [end for end in (unpublished, end_s, room_end_s) if end is not None]
+        if not ends:
+            kept.append(entry)
+            continue
+        end = min(ends)
+        if end <= published:
+            continue  # no span
+        if end < horizon_s:
+            final.append((published, end))
+        else:
+            kept.append(entry)
+    kept.sort()
+    return tuple(kept), merge_spans(final) if len(final) > len(spans) else spans
+
+
+def participants_needed(state: RoomState, events: Iterable[LiveKitEventRecord]) -> frozenset[str] | None:
+    """The live participants whose registers folding ``events`` into ``state`` reads: those the events name, those
+    the window's events name and those closed inside the window; None (all of them) once the room finished."""
+    events = list(events)
+    if any(event.event_type == "room_finished" for event in (*events, *state.recent)) or (
+        state.fold.room_end_s is not None
+    ):
+        return None
+    return frozenset(_named(events) | _named(state.recent) | state.fold.closed)
+
+
 def _bodiless(event: LiveKitEventRecord) -> LiveKitEventRecord:
     return replace(event, body=b"") if event.body else event
 
@@ -118,12 +215,17 @@ def _named(events: Iterable[LiveKitEventRecord]) -> set[str]:
 
 
 def _retire(
-    fold: RoomFold, horizon_s: int, recent: RoomFold, spans: Iterable[tuple[int, int]], coverage_from_ms: int
+    fold: RoomFold,
+    horizon_s: int,
+    recent: RoomFold,
+    spans: Iterable[tuple[int, int]],
+    coverage_from_ms: int,
+    complete: bool = True,
 ) -> tuple[tuple[tuple[int, int], ...], int, int, dict[str, ParticipantFold]]:
     """Move participants whose connection ended before the horizon (and that no recent event names) out of the fold,
-    their video spans into ``spans``. Returns the spans, the new coverage start, how many retired swept, and the
-    retired participants' registers. ``recent``: the fold of the recent events alone (who they name, when those
-    started)."""
+    their video spans into ``spans`` (pruned only when ``complete``: every live participant loaded). Returns the
+    spans, the new coverage start, how many retired swept, and the retired participants' registers. ``recent``: the
+    fold of the recent events alone (who they name, when those started)."""
     keep = set(recent.participants)
     collected = list(spans)
     swept = 0
@@ -140,7 +242,7 @@ def _retire(
             swept += 1
         retired[sid] = fold.remove(sid)
     merged = merge_spans(collected)
-    if len(merged) > PRUNE_SPANS_FROM:
+    if complete and len(merged) > PRUNE_SPANS_FROM:  # only with every live start known
         live = [*fold.participants.values(), *recent.participants.values()]
         starts = [p.joined_ms for p in live if p.joined_ms is not None]
         coverage_from_ms = max(coverage_from_ms, min([*starts, horizon_s * 1000]))
@@ -203,9 +305,12 @@ def _coverage_may_change(before: RoomFold, events: Sequence[LiveKitEventRecord])
     return False
 
 
-def rebuilt(room_sid: str, events: Iterable[LiveKitEventRecord]) -> tuple[RoomState, dict[str, ParticipantFold]]:
-    """A fresh state from all of the room's events (after a rebuild), and the registers of the participants it
-    retired."""
+def rebuilt(
+    room_sid: str, events: Iterable[LiveKitEventRecord], delivered_ms: int = 0
+) -> tuple[RoomState, dict[str, ParticipantFold]]:
+    """A fresh state from all of the room's events delivered so far (after a rebuild), and the registers of the
+    participants it retired. ``delivered_ms``: the cut-off the events were chosen by (at least their latest
+    ``received_at_ms``)."""
     unique = sorted({event.event_id: event for event in events}.values(), key=event_order)
     last = unique[-1].created_at if unique else 0
     horizon = last - REORDER_SECONDS
@@ -214,7 +319,13 @@ def rebuilt(room_sid: str, events: Iterable[LiveKitEventRecord]) -> tuple[RoomSt
     fold = fold_events(old)
     fold.room_sid = fold.room_sid or room_sid
     spans, coverage_from, swept, retired = _retire(fold, horizon, fold_events(recent), (), 0)
-    return RoomState(room_sid, fold, recent, horizon, spans, coverage_from, swept), retired
+    full = fold_events(recent, fold.copy())
+    index, spans = _reindex((), full, retired.keys(), horizon, spans)
+    delivered = max([delivered_ms, *(event.received_at_ms for event in unique)])
+    state = RoomState(
+        room_sid, fold, recent, horizon, spans, coverage_from, swept, full=full, index=index, delivered_ms=delivered
+    )
+    return state, retired
 
 
 def from_events(room_sid: str, events: Iterable[LiveKitEventRecord]) -> RoomState:
@@ -231,11 +342,17 @@ class Step:
     affected: frozenset[str]  # participants whose sessions may have changed: recompute and compare with the stored
     unknown: frozenset[str]  # participants the state did not know: new - unless a stored session says retired
     full: RoomFold  # every event folded, participants retired by this step included (their sessions are final now)
-    spans: tuple[tuple[int, int], ...]  # the spans retired before this step
+    spans: tuple[tuple[int, int], ...]  # the spans kept before this step
     retired: dict[str, ParticipantFold] = field(default_factory=dict)  # registers to keep on their session items
+    index: tuple[VideoEntry, ...] = ()  # the index before this step: the video of participants not loaded
+
+    def coverage(self) -> Coverage:
+        """The room's video coverage (built only when a closed session needs it)."""
+        elsewhere = index_spans(self.index, self.full.participants.keys(), self.full.room_end_s)
+        return self.full.coverage([*self.spans, *elsewhere])
 
     def sessions(self, rule: AttributionRule) -> list[Session]:
-        return self.full.sessions(rule, lambda: self.full.coverage(self.spans), self.affected)
+        return self.full.sessions(rule, self.coverage, self.affected)
 
 
 def advance(
@@ -251,7 +368,8 @@ def advance(
     )  # already folded: a duplicate
     if not fresh:  # all duplicates: their sessions are recomputed only for the thresholds (level-triggered)
         full = state.folded()
-        return Step(state, False, frozenset(_named(events) & full.participants.keys()), frozenset(), full, state.spans)
+        again = frozenset(_named(events) & full.participants.keys())
+        return Step(state, False, again, frozenset(), full, state.spans, index=state.index)
     if fresh[0].created_at < state.horizon_s:
         return None  # older than the horizon: a late event or a redelivery the state cannot tell apart
     before = state.folded()
@@ -308,19 +426,36 @@ def advance(
         if joined is not None and joined < state.coverage_from_ms:
             return None  # a start before the video spans kept
     spans, coverage_from, swept, retiring = _retire(
-        fold, horizon, fold_events(kept), state.spans, state.coverage_from_ms
+        fold, horizon, fold_events(kept), state.spans, state.coverage_from_ms, state.complete
     )
-    new_state = RoomState(
+    new_state = _next_state(state, events, fold, kept, horizon, (spans, coverage_from, swept, retiring), set_aside)
+    return Step(new_state, True, affected, unknown, everything, state.spans, {**updated, **retiring}, state.index)
+
+
+def _next_state(
+    state: RoomState,
+    events: Sequence[LiveKitEventRecord],
+    fold: RoomFold,
+    kept: tuple[LiveKitEventRecord, ...],
+    horizon: int,
+    retirement: tuple[tuple[tuple[int, int], ...], int, int, dict[str, ParticipantFold]],
+    set_aside: Sequence[tuple[int, str]],
+) -> RoomState:
+    spans, coverage_from, swept, retiring = retirement
+    full = fold_events(kept, fold.copy())
+    index, spans = _reindex(state.index, full, retiring.keys(), horizon, spans)
+    delivered = max([state.delivered_ms, *(event.received_at_ms for event in events)])
+    return RoomState(
         state.room_sid, fold, kept, horizon, spans, coverage_from, state.swept_retired + swept,
-        tuple(entry for entry in set_aside if entry[0] >= horizon), state.version, fold_events(kept, fold.copy()),
+        tuple(entry for entry in set_aside if entry[0] >= horizon), state.version, full, index, state.complete,
+        delivered, state.generation,
     )  # fmt: skip
-    return Step(new_state, True, affected, unknown, everything, state.spans, {**updated, **retiring})
 
 
 # --- the stored form (``items`` compresses it into the state item) --------------------------------------------------
 
 _EVENT_FIELDS = tuple(f.name for f in fields(LiveKitEventRecord) if f.name != "body")
-STATE_FORMAT = 2  # bump when the stored form changes meaning: a state of another format is ignored (rebuild)
+STATE_FORMAT = 3  # bump when the stored form changes meaning: a state of another format is ignored (rebuild)
 
 
 def _track_out(sid: str, track: TrackFold) -> list[object]:
@@ -357,11 +492,12 @@ def registers_from_text(text: str) -> ParticipantFold:
 
 
 def state_to_json(state: RoomState) -> dict[str, Any]:
+    """The header: everything but the live participants' registers (those are ``participant_to_json``, one item
+    each)."""
     fold = state.fold
     return {
         "format": STATE_FORMAT,
         "room": [fold.room_sid, fold.room_name, fold.room_metadata, fold.room_end_s, fold.last_s],
-        "participants": [participant_to_json(fold.participants[sid]) for sid in sorted(fold.participants)],
         "orphans": [_track_out(t, track) for t, track in sorted(fold.orphans.items())],
         "closed": sorted(fold.closed),
         "recent": [[getattr(event, name) for name in _EVENT_FIELDS] for event in state.recent],
@@ -370,19 +506,19 @@ def state_to_json(state: RoomState) -> dict[str, Any]:
         "coverage_from_ms": state.coverage_from_ms,
         "swept_retired": state.swept_retired,
         "aside": [list(entry) for entry in state.aside],
+        "index": [list(entry) for entry in state.index],
     }
 
 
-def state_from_json(room_sid: str, data: dict[str, Any], version: int) -> RoomState:
-    """The state (``unusable`` when of another format: the room is then rebuilt and a fresh state written)."""
+def state_from_json(
+    room_sid: str, data: dict[str, Any], version: int, delivered_ms: int = 0, generation: str = ""
+) -> RoomState:
+    """The header, no participant loaded (``with_participants``); ``unusable`` when of another format: the room is
+    then rebuilt and a fresh state written."""
     if data.get("format") != STATE_FORMAT:
-        return RoomState.unusable(room_sid, version)
+        return replace(RoomState.unusable(room_sid, version), delivered_ms=delivered_ms, generation=generation)
     fold = RoomFold()
     fold.room_sid, fold.room_name, fold.room_metadata, fold.room_end_s, fold.last_s = data["room"]
-    for values in data["participants"]:
-        participant = participant_from_json(values)
-        fold.participants[participant.sid] = participant
-        fold.video.update((participant.sid, t) for t, track in participant.tracks.items() if track.video)
     fold.orphans = dict(_track_in(t) for t in data["orphans"])
     fold.video.update(("", t) for t, track in fold.orphans.items() if track.video)
     fold.closed = set(data["closed"])
@@ -390,7 +526,9 @@ def state_from_json(room_sid: str, data: dict[str, Any], version: int) -> RoomSt
         LiveKitEventRecord(**dict(zip(_EVENT_FIELDS, values, strict=True)), body=b"") for values in data["recent"]
     )
     spans = tuple((int(a), int(b)) for a, b in data["spans"])
+    index: tuple[VideoEntry, ...] = tuple(map(tuple, data["index"]))  # JSON's strings and ints, as written
     return RoomState(
         room_sid, fold, recent, int(data["horizon_s"]), spans, int(data["coverage_from_ms"]),
         int(data["swept_retired"]), tuple((int(at), str(event_id)) for at, event_id in data["aside"]), version,
+        index=index, complete=False, delivered_ms=delivered_ms, generation=generation,
     )  # fmt: skip

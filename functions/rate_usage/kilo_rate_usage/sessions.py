@@ -243,6 +243,8 @@ class RoomFold:
         found = []
         for participant_sid, track_sid in self.video:
             if participant_sid:
+                if participant_sid not in self.participants:
+                    continue  # removed (retired) from this fold
                 owner = self.participants[participant_sid]
                 span = track_span(owner.tracks[track_sid], owner.connection_end_s, self.room_end_s)
             else:
@@ -251,11 +253,11 @@ class RoomFold:
                 found.append(span)
         return found
 
-    def coverage(self, extra: Iterable[tuple[int, int]] = (), until_ms: int | None = None) -> Coverage:
-        """The room's video coverage: its spans plus ``extra`` (closed spans kept elsewhere); a span still open ends
-        at ``until_ms`` (month to date: now), else never."""
+    def coverage(self, extra: Iterable[tuple[int, int | None]] = (), until_ms: int | None = None) -> Coverage:
+        """The room's video coverage: its spans plus ``extra`` (spans kept elsewhere: retired participants', those of
+        participants not loaded); a span still open ends at ``until_ms`` (month to date: now), else never."""
         open_end = until_ms * 1000 if until_ms is not None else FAR_FUTURE_US
-        pairs = [(start * US, end * US) for start, end in extra]
+        pairs = [(start * US, end * US if end is not None else open_end) for start, end in extra]
         pairs.extend((start * US, end * US if end is not None else open_end) for start, end in self.spans())
         return Coverage.of_micros(pairs)
 
