@@ -145,6 +145,10 @@ class InMemoryPaymentGateway:
         self.default_cards[customer_id] = cards[-1]
         return cards[-1]
 
+    def customer_account(self, customer_id: str) -> str | None:
+        self._call("customer_account")
+        return next((account for account, known in self.customers.items() if known == customer_id), None)
+
     def setup_session(self, customer_id: str, success_url: str, cancel_url: str, account_id: str = "") -> str:
         self._call("setup_session")
         return f"https://checkout.example/setup/{customer_id}"

@@ -113,3 +113,13 @@ def test_given_cards_saved_when_the_latest_is_made_the_default_then_invoices_cha
     second = gateway.set_default_payment_method(customer, "pm_card_chargeCustomerFail")
     assert gateway.default_to_latest_card(customer) == second
     assert gateway.default_to_latest_card(customer) == second  # twice: the same card
+
+
+def test_given_a_customer_then_its_account_is_read_back_and_an_unknown_customer_is_none(
+    gateway: PaymentGateway,
+) -> None:
+    customer = gateway.ensure_customer(Customer("acct-1"))
+    other = gateway.ensure_customer(Customer("acct-2"))
+    assert gateway.customer_account(customer) == "acct-1"
+    assert gateway.customer_account(other) == "acct-2"
+    assert gateway.customer_account("cus_unknown") is None  # not ours (Stripe: resource_missing)

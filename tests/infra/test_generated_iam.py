@@ -98,6 +98,7 @@ ROLES = {
         ("dynamodb:BatchGetItem", USAGE_TABLE),
         ("dynamodb:PutItem", USAGE_TABLE),
         ("dynamodb:UpdateItem", USAGE_TABLE),
+        ("dynamodb:Query", OPEN_SESSIONS_INDEX),  # open calls of accounts with a budget or hard limit
         ("events:PutEvents", BILLING_BUS),
         ("sqs:SendMessage", POISON_QUEUE),
         ("sqs:SendMessage", RATING_DLQ),  # added by SAM for the stream's OnFailure destination
@@ -110,6 +111,8 @@ ROLES = {
         ("dynamodb:BatchWriteItem", USAGE_TABLE),
         ("dynamodb:PutItem", EVENTS_TABLE),
         ("secretsmanager:GetSecretValue", LIVEKIT_KEYS),
+        ("events:PutEvents", BILLING_BUS),  # a budget or hard limit reached during a call, announced
+        ("dynamodb:UpdateItem", USAGE_TABLE),  # ... and its markers recorded (that attribute only: a condition)
     ),
     "AlertsFunctionRole": role(
         LAMBDA,
@@ -372,3 +375,16 @@ def test_given_the_http_api_then_each_invoke_permission_is_limited_to_its_own_ro
             ("StripeWebhookFunction", "stripe-webhook"),
         )
     }
+
+
+def test_given_the_sweeper_role_then_its_only_usage_table_update_is_the_threshold_markers(
+    transformed: Transformed,
+) -> None:
+    updates = [
+        statement
+        for statement in role_statements(transformed, "SweeperFunctionRole")
+        if "dynamodb:UpdateItem" in _listed(statement["Action"])
+    ]
+    assert [(s["Resource"], s.get("Condition")) for s in updates] == [
+        (USAGE_TABLE, {"ForAllValues:StringEquals": {"dynamodb:Attributes": ["pk", "sk", "thresholds"]}})
+    ]

@@ -165,6 +165,11 @@ def _put_template_rule(stack: Stack, rule_id: str) -> None:
 
 @pytest.fixture
 def invoicing(stack: Stack, monkeypatch: pytest.MonkeyPatch, lambda_context: LambdaContext) -> Invoicing:
+    return invoicing_on(stack, monkeypatch, lambda_context)
+
+
+def invoicing_on(stack: Stack, monkeypatch: pytest.MonkeyPatch, lambda_context: LambdaContext) -> Invoicing:
+    """The invoicing functions' environment on the stack, Stripe on the emulator, a probe on invoicing's events."""
     template = stack.template
     for function in ("InvoiceStartFunction", "InvoiceCloseFunction", "PaymentStatusFunction"):
         for key, value in template.function_environment(function).items():

@@ -11,7 +11,15 @@ import pytest
 from kilo_alerts.catalogue import CATALOGUE, alert_from_event, money_text, quantity_text, severity_of
 from kilo_alerts.model import AlertError, Channel, Severity
 from kilo_alerts.render import PARTS, SMS_LIMIT, render
-from kilo_billing.contracts import DisputeOpenedV1, InvoiceIssuedV1, PaymentFailedV1, UsageThresholdCrossedV1
+from kilo_billing.contracts import (
+    CryptoBillSettledV1,
+    CryptoPaymentSeenV1,
+    CryptoQuoteExpiringV1,
+    DisputeOpenedV1,
+    InvoiceIssuedV1,
+    PaymentFailedV1,
+    UsageThresholdCrossedV1,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES = ROOT / "functions" / "alerts" / "kilo_alerts" / "templates"
@@ -214,6 +222,109 @@ def test_given_invoicing_events_then_kind_key_period_severity_and_figures_name_t
 def test_given_the_template_then_the_alerts_rule_matches_every_event_the_catalogue_reads() -> None:
     text = (ROOT / "template.yaml").read_text(encoding="utf-8")
     rule = text.split("\n  AlertsRule:\n", 1)[1].split("\n      Targets:", 1)[0]
-    assert "source: [kilo.billing.rating, kilo.billing.invoicing]" in rule
+    assert "source: [kilo.billing.rating, kilo.billing.invoicing, kilo.billing.crypto]" in rule
     for spec in CATALOGUE.values():
         assert f"- {spec.detail_type}\n" in rule + "\n", spec.detail_type
+
+
+# --- the crypto alerts ---------------------------------------------------------------------------------------------
+
+LONG_TX = "0x" + "f" * 64
+
+
+def crypto_details(amount: str, usd: str, chain: str = "ethereum") -> dict[str, dict[str, object]]:
+    invoice = f"{LONGEST_ACCOUNT}/2026-10"
+    return {
+        CryptoPaymentSeenV1.DETAIL_TYPE: {
+            "event_id": f"crypto-seen:{chain}:{LONG_TX}:0",
+            "account_id": LONGEST_ACCOUNT,
+            "invoice_id": invoice,
+            "chain": chain,
+            "asset": "ETH",
+            "amount": amount,
+            "amount_usd": usd,
+            "tx_id": LONG_TX,
+            "occurred_at": "2026-11-02T10:00:00+00:00",
+        },
+        CryptoBillSettledV1.DETAIL_TYPE: {
+            "event_id": f"crypto-settled:{invoice}",
+            "account_id": LONGEST_ACCOUNT,
+            "invoice_id": invoice,
+            "total": usd,
+            "settled_usd": usd,
+            "tx_ids": [LONG_TX],
+            "occurred_at": "2026-11-02T10:30:00+00:00",
+        },
+        CryptoQuoteExpiringV1.DETAIL_TYPE: {
+            "event_id": "quote-expiring:q_1",
+            "account_id": LONGEST_ACCOUNT,
+            "invoice_id": invoice,
+            "quote_id": "q_1",
+            "chain": chain,
+            "asset": "ETH",
+            "amount": amount,
+            "payment_uri": "ethereum:0x" + "1" * 40 + "@1?value=1e30",
+            "expires_at": "2026-11-02T23:59:00+00:00",
+            "occurred_at": "2026-11-02T23:44:00+00:00",
+        },
+    }
+
+
+CRYPTO_TYPES = [CryptoPaymentSeenV1.DETAIL_TYPE, CryptoBillSettledV1.DETAIL_TYPE, CryptoQuoteExpiringV1.DETAIL_TYPE]
+
+
+@pytest.mark.parametrize("detail_type", CRYPTO_TYPES)
+def test_given_the_largest_crypto_figures_then_each_sms_fits_one_segment(detail_type: str) -> None:
+    # 18 decimals (ETH's wei) on a million ETH, a $9,999,999.99 bill
+    alert = alert_from_event(detail_type, crypto_details("1234567.123456789012345678", "9999999.99")[detail_type])
+    values = {
+        "invoice_url": "https://app.kilo.example/settings/alerts?account=" + LONGEST_ACCOUNT,
+        "tx_url": "https://app.kilo.example/settings/alerts?account=" + LONGEST_ACCOUNT,
+        **alert.values,
+        "account_id": LONGEST_ACCOUNT,
+        "account_name": "N" * 200,
+        "preferences_url": "https://app.kilo.example/settings/alerts?account=" + LONGEST_ACCOUNT,
+    }
+    sms = render(alert.kind, values).sms
+    assert len(sms) <= SMS_LIMIT, sms
+    assert sms.endswith("Reply STOP to opt out")
+
+
+def test_given_crypto_events_then_kind_key_period_severity_and_figures_name_the_occurrence() -> None:
+    details = crypto_details("0.5", "1512.34", chain="base")
+    seen = alert_from_event(CryptoPaymentSeenV1.DETAIL_TYPE, details[CryptoPaymentSeenV1.DETAIL_TYPE])
+    settled = alert_from_event(CryptoBillSettledV1.DETAIL_TYPE, details[CryptoBillSettledV1.DETAIL_TYPE])
+    expiring = alert_from_event(CryptoQuoteExpiringV1.DETAIL_TYPE, details[CryptoQuoteExpiringV1.DETAIL_TYPE])
+    assert (seen.kind, seen.period, seen.key, seen.severity) == (
+        "crypto_payment_seen",
+        "2026-11",
+        f"crypto-seen:base:{LONG_TX}:0",
+        "low",
+    )
+    assert (seen.values["amount"], seen.values["amount_usd"], seen.values["chain"]) == ("0.5 ETH", "$1,512.34", "Base")
+    assert seen.values["tx_url"] == f"https://basescan.org/tx/{LONG_TX}"  # no explorer_url: the chain's explorer
+    assert (settled.kind, settled.key, settled.severity) == ("crypto_bill_settled", f"{LONGEST_ACCOUNT}/2026-10", "low")
+    assert settled.values["notes"] == ""  # neither credit nor write-off
+    assert (expiring.kind, expiring.key, expiring.severity) == ("crypto_quote_expiring", "q_1", "medium")
+    assert (expiring.values["expires_at"], expiring.values["expires_time"]) == (
+        "23:59 UTC on 2 November 2026",
+        "23:59 UTC",
+    )
+    assert CATALOGUE["crypto_payment_seen"].default_channels(Severity.LOW) == (Channel.EMAIL,)
+    assert CATALOGUE["crypto_bill_settled"].default_channels(Severity.LOW) == (Channel.EMAIL,)
+    assert CATALOGUE["crypto_quote_expiring"].default_channels(Severity.MEDIUM) == (Channel.EMAIL, Channel.SMS)
+
+
+def test_given_a_chain_without_a_known_explorer_or_a_written_off_shortfall_then_the_alert_says_so() -> None:
+    details = crypto_details("2", "10.00", chain="polygon")
+    seen = alert_from_event(CryptoPaymentSeenV1.DETAIL_TYPE, details[CryptoPaymentSeenV1.DETAIL_TYPE])
+    assert "tx_url" not in seen.values  # delivery links the account's page
+    assert seen.values["chain"] == "Polygon"
+    short = details[CryptoBillSettledV1.DETAIL_TYPE] | {"settled_usd": "9.98", "written_off_usd": "0.02"}
+    settled = alert_from_event(CryptoBillSettledV1.DETAIL_TYPE, short)
+    assert settled.values["notes"] == "The $0.02 short of the bill is within our tolerance: written off."
+    bad = details[CryptoQuoteExpiringV1.DETAIL_TYPE] | {"expires_at": "tomorrow"}
+    with pytest.raises(AlertError, match="ISO 8601"):
+        alert_from_event(CryptoQuoteExpiringV1.DETAIL_TYPE, bad)
+    with pytest.raises(AlertError, match="problem"):
+        alert_from_event(CryptoPaymentSeenV1.DETAIL_TYPE, {"account_id": "acct_1", "asset": "DOGE"})

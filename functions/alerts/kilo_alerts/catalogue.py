@@ -10,14 +10,22 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final, TypeVar
 
 from pydantic import ValidationError
 
 from kilo_alerts.model import Alert, AlertError, Channel, Severity
-from kilo_billing.contracts import DisputeOpenedV1, InvoiceIssuedV1, PaymentFailedV1, UsageThresholdCrossedV1
+from kilo_billing.contracts import (
+    CryptoBillSettledV1,
+    CryptoPaymentSeenV1,
+    CryptoQuoteExpiringV1,
+    DisputeOpenedV1,
+    InvoiceIssuedV1,
+    PaymentFailedV1,
+    UsageThresholdCrossedV1,
+)
 from kilo_billing.money import round_money
 from kilo_billing.periods import Period
 
@@ -78,6 +86,26 @@ CATALOGUE: Final[Mapping[str, AlertSpec]] = {
             DisputeOpenedV1.DETAIL_TYPE,
             "a payment of the account was disputed (chargeback); once per dispute",
             Severity.HIGH,
+        ),
+        AlertSpec(
+            "crypto_payment_seen",
+            CryptoPaymentSeenV1.DETAIL_TYPE,
+            "a chain payment toward the account's crypto bill was seen on chain (included, not yet final); once per "
+            "chain payment",
+            Severity.HIGH,
+        ),
+        AlertSpec(
+            "crypto_bill_settled",
+            CryptoBillSettledV1.DETAIL_TYPE,
+            "the account's crypto bill is paid: its payments are final and cover the bill (inside tolerance); once "
+            "per bill",
+            Severity.HIGH,
+        ),
+        AlertSpec(
+            "crypto_quote_expiring",
+            CryptoQuoteExpiringV1.DETAIL_TYPE,
+            "a crypto quote the customer asked for expires soon and no payment has been seen for it; once per quote",
+            Severity.MEDIUM,
         ),
         AlertSpec(
             "budget_hard_limit",
@@ -163,7 +191,15 @@ def _threshold(detail: Mapping[str, Any]) -> Alert:
     )
 
 
-_Contract = TypeVar("_Contract", InvoiceIssuedV1, PaymentFailedV1, DisputeOpenedV1)
+_Contract = TypeVar(
+    "_Contract",
+    InvoiceIssuedV1,
+    PaymentFailedV1,
+    DisputeOpenedV1,
+    CryptoPaymentSeenV1,
+    CryptoBillSettledV1,
+    CryptoQuoteExpiringV1,
+)
 
 
 def _parse(contract: type[_Contract], detail: Mapping[str, Any]) -> _Contract:
@@ -250,12 +286,104 @@ def _dispute_opened(detail: Mapping[str, Any]) -> Alert:
     )
 
 
+CHAIN_LABELS: Final = {"ethereum": "Ethereum", "base": "Base", "solana": "Solana"}
+# a transaction's page when the event names none (the watchers normally send ``explorer_url``)
+EXPLORERS: Final = {
+    "ethereum": "https://etherscan.io/tx/",
+    "base": "https://basescan.org/tx/",
+    "solana": "https://solscan.io/tx/",
+}
+
+
+def asset_text(amount: str, asset: str) -> str:
+    """An amount in a crypto asset for people, as precise as given (``1234.5``, ``USDC`` -> ``1,234.5 USDC``)."""
+    return f"{quantity_text(amount)} {asset}"
+
+
+def _chain_label(chain: str) -> str:
+    return CHAIN_LABELS.get(chain, chain.capitalize())
+
+
+def _crypto_payment_seen(detail: Mapping[str, Any]) -> Alert:
+    event = _parse(CryptoPaymentSeenV1, detail)
+    values = {
+        "invoice_id": event.invoice_id,
+        "amount": asset_text(event.amount, event.asset),
+        "amount_usd": money_text(event.amount_usd),
+        "chain": _chain_label(event.chain),
+        "tx_id": event.tx_id,
+    }
+    explorer = event.explorer_url or (EXPLORERS[event.chain] + event.tx_id if event.chain in EXPLORERS else None)
+    if explorer:
+        values["tx_url"] = explorer
+    return Alert(
+        kind="crypto_payment_seen",
+        account_id=event.account_id,
+        period=_month_of(event.occurred_at),
+        key=event.event_id,  # crypto-seen:<chain>:<tx id>:<index>: one alert per chain payment
+        severity=Severity.LOW,
+        values=values,
+        event_id=event.event_id,
+    )
+
+
+def _crypto_bill_settled(detail: Mapping[str, Any]) -> Alert:
+    event = _parse(CryptoBillSettledV1, detail)
+    notes = []
+    if _decimal(event.credit_usd) > 0:
+        notes.append(f"The {money_text(event.credit_usd)} paid over the bill is kept as credit on your account.")
+    if _decimal(event.written_off_usd) > 0:
+        notes.append(f"The {money_text(event.written_off_usd)} short of the bill is within our tolerance: written off.")
+    return Alert(
+        kind="crypto_bill_settled",
+        account_id=event.account_id,
+        period=_month_of(event.occurred_at),
+        key=event.invoice_id,
+        severity=Severity.LOW,
+        values={
+            "invoice_id": event.invoice_id,
+            "total": money_text(event.total),
+            "settled_usd": money_text(event.settled_usd),
+            "notes": " ".join(notes),
+            "transactions": ", ".join(event.tx_ids) or "-",
+        },
+        event_id=event.event_id,
+    )
+
+
+def _crypto_quote_expiring(detail: Mapping[str, Any]) -> Alert:
+    event = _parse(CryptoQuoteExpiringV1, detail)
+    try:
+        expires = datetime.fromisoformat(event.expires_at).astimezone(UTC)
+    except ValueError as exc:
+        raise AlertError(f"not an ISO 8601 time: {event.expires_at!r}") from exc
+    return Alert(
+        kind="crypto_quote_expiring",
+        account_id=event.account_id,
+        period=_month_of(event.occurred_at),
+        key=event.quote_id,
+        severity=Severity.MEDIUM,
+        values={
+            "invoice_id": event.invoice_id,
+            "amount": asset_text(event.amount, event.asset),
+            "chain": _chain_label(event.chain),
+            "payment_uri": event.payment_uri,
+            "expires_at": f"{expires:%H:%M} UTC on {expires.day} {expires:%B %Y}",
+            "expires_time": f"{expires:%H:%M} UTC",
+        },
+        event_id=event.event_id,
+    )
+
+
 # detail-type -> reader of its detail
 READERS: Final[Mapping[str, Callable[[Mapping[str, Any]], Alert]]] = {
     UsageThresholdCrossedV1.DETAIL_TYPE: _threshold,
     InvoiceIssuedV1.DETAIL_TYPE: _invoice_issued,
     PaymentFailedV1.DETAIL_TYPE: _payment_failed,
     DisputeOpenedV1.DETAIL_TYPE: _dispute_opened,
+    CryptoPaymentSeenV1.DETAIL_TYPE: _crypto_payment_seen,
+    CryptoBillSettledV1.DETAIL_TYPE: _crypto_bill_settled,
+    CryptoQuoteExpiringV1.DETAIL_TYPE: _crypto_quote_expiring,
 }
 
 

@@ -141,6 +141,7 @@ def _values(alert: Alert, profile: AccountProfile, policy: DeliveryPolicy) -> di
     link = f"{policy.preferences_url}?account={quote(alert.account_id, safe='')}"
     return {
         "invoice_url": link,  # an invoicing alert without the processor's hosted page links the account's page
+        "tx_url": link,  # a crypto payment on a chain without a known explorer: the account's page
         **alert.values,
         "account_id": alert.account_id,
         "account_name": profile.name or alert.account_id,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
 from kilo_alerts import abuse
@@ -27,7 +27,12 @@ from kilo_alerts.ports import (
 )
 from kilo_billing.accounts import AccountDirectory, set_status
 from kilo_billing.catalog import PriceBook
-from kilo_billing.contracts import PaymentFailedV1, PaymentMethodAttachedV1, UnattributedUsageV1
+from kilo_billing.contracts import (
+    PaymentFailedV1,
+    PaymentMethodAttachedV1,
+    UnattributedCryptoPaymentV1,
+    UnattributedUsageV1,
+)
 from kilo_billing.invoicing import rate_counters
 from kilo_billing.money import round_money
 from kilo_billing.periods import Period
@@ -40,7 +45,12 @@ HOLD_SIGNALS: Final = frozenset(
     {"concurrent_sessions", "connection_storm", "usage_spike", "shared_card", "shared_wallet"}
 )
 OPERATOR_EVENTS: Final = frozenset(
-    {UnattributedUsageV1.DETAIL_TYPE, PaymentFailedV1.DETAIL_TYPE, PaymentMethodAttachedV1.DETAIL_TYPE}
+    {
+        UnattributedUsageV1.DETAIL_TYPE,
+        PaymentFailedV1.DETAIL_TYPE,
+        PaymentMethodAttachedV1.DETAIL_TYPE,
+        UnattributedCryptoPaymentV1.DETAIL_TYPE,
+    }
 )
 
 
@@ -232,6 +242,30 @@ def on_unattributed(detail: Mapping[str, Any], ports: OperatorPorts, policy: Ope
     return Announced(alert, announce(alert, ports, policy, now_ms))
 
 
+def on_unattributed_crypto(
+    detail: Mapping[str, Any], ports: OperatorPorts, policy: OperatorPolicy, now_ms: int
+) -> Announced:
+    """A payment to a merchant address that matches no bill (crypto watching keeps it as unattributed): the
+    operators attribute it or refund it. Once per chain payment (the event's id names it)."""
+    event = UnattributedCryptoPaymentV1.model_validate(detail)
+    try:
+        amount = f"{format(Decimal(event.amount), ',')} {event.asset}"
+    except InvalidOperation:
+        amount = f"{event.amount} {event.asset}"  # as the watcher wrote it: the operators still need to hear
+    alert = OperatorAlert(
+        kind="unattributed_crypto_payment",
+        key=event.event_id,
+        subject=f"Kilo Billing: unattributed crypto payment of {amount} on {event.chain}"[:100],
+        message=(
+            f"Crypto watching saw a payment that matches no bill: {amount} on {event.chain}, transaction "
+            f"{event.tx_id}, from {event.sender}, at {event.occurred_at}. It is kept in the unattributed list. "
+            f"Find the account it belongs to (the sender, the amount, a quote that expired) and attribute it to "
+            f"that account's bill, or refund it to the sender.\n"
+        ),
+    )
+    return Announced(alert, announce(alert, ports, policy, now_ms))
+
+
 def handle_operator_event(
     detail_type: str, detail: Mapping[str, Any], ports: OperatorPorts, policy: OperatorPolicy, now_ms: int
 ) -> list[Announced]:
@@ -242,6 +276,8 @@ def handle_operator_event(
             return on_payment_failed(detail, ports, policy, now_ms)
         if detail_type == PaymentMethodAttachedV1.DETAIL_TYPE:
             return on_payment_method(detail, ports, policy, now_ms)
+        if detail_type == UnattributedCryptoPaymentV1.DETAIL_TYPE:
+            return [on_unattributed_crypto(detail, ports, policy, now_ms)]
     except ValueError as exc:  # pydantic's ValidationError is one
         raise AlertError(f"not a {detail_type}: {str(exc)[:200]}") from exc
     raise AlertError(f"no operator check reads events of type {detail_type!r}")

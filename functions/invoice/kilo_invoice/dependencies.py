@@ -81,6 +81,9 @@ class LazyGateway:
     def default_to_latest_card(self, customer_id: str) -> str | None:
         return self.gateway.default_to_latest_card(customer_id)
 
+    def customer_account(self, customer_id: str) -> str | None:
+        return self.gateway.customer_account(customer_id)
+
     def setup_session(self, customer_id: str, success_url: str, cancel_url: str, account_id: str = "") -> str:
         return self.gateway.setup_session(customer_id, success_url, cancel_url, account_id)
 

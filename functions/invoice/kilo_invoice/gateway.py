@@ -104,6 +104,11 @@ class PaymentGateway(Protocol):
         returns its id, ``None`` when the customer has no card (``checkout.session.completed`` calls this)."""
         ...
 
+    def customer_account(self, customer_id: str) -> str | None:
+        """The account a customer of ours belongs to (the customer's metadata, set by ``ensure_customer``); ``None``
+        for a customer that is not ours or no longer exists (``payment_method.attached`` calls this)."""
+        ...
+
     def setup_session(self, customer_id: str, success_url: str, cancel_url: str, account_id: str = "") -> str:
         """A hosted page (Checkout in setup mode) where the customer adds a card; returns its URL. ``account_id``
         comes back on ``checkout.session.completed`` (``client_reference_id``, ``metadata.account_id``)."""

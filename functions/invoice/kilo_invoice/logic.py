@@ -4,6 +4,7 @@ status in step with the processor's events, refunds. Pure: ports in, outcomes ou
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -12,7 +13,7 @@ from typing import Any, Final
 
 from kilo_billing.accounts import AccountDirectory
 from kilo_billing.catalog import Catalog
-from kilo_billing.contracts import DisputeOpenedV1, InvoiceIssuedV1, PaymentFailedV1
+from kilo_billing.contracts import DisputeOpenedV1, InvoiceIssuedV1, PaymentFailedV1, PaymentMethodAttachedV1
 from kilo_billing.invoicing import (
     AccountLedger,
     BillingMethod,
@@ -342,6 +343,8 @@ def apply_stripe_event(
     if record is None:
         raise InvoiceNotFoundError(f"stripe event {pk}/{sk} is not stored")
     event_id, event_type, obj = _object(record.body)
+    if event_type == "payment_method.attached":
+        return _card_attached(publisher, gateway, event_id, event_type, obj, now)
     if event_type == "checkout.session.completed":
         account = _metadata(obj).get("account_id") or obj.get("client_reference_id")
         if not isinstance(account, str):
@@ -390,6 +393,43 @@ def apply_stripe_event(
             published = (alert.event_id,)
         return EventOutcome(event_id, event_type, invoice.invoice_id, changed, published)
     return EventOutcome(event_id, event_type, None, False)
+
+
+_FINGERPRINT: Final = re.compile(r"[^#\s]{1,200}")
+
+
+def _card_attached(
+    publisher: EventPublisher,
+    gateway: PaymentGateway | None,
+    event_id: str,
+    event_type: str,
+    obj: dict[str, Any],
+    now: datetime,
+) -> EventOutcome:
+    """``payment_method.attached`` (a card saved through Checkout, the Billing Portal or the API): announce
+    ``PaymentMethodAttached.v1`` with the card's fingerprint (the same for the same card number across customers) for
+    the abuse signals. The account is the one the customer's metadata names (``ensure_customer``), read through the
+    gateway - one Stripe call per card saved. A card of a customer that is not ours, or without a fingerprint, is
+    nothing to announce. Published at least once with the id ``payment-method:<pm id>``: consumers count it once."""
+    card = obj.get("card")
+    fingerprint = card.get("fingerprint") if isinstance(card, dict) else None
+    method_id, customer = _ref(obj.get("id")), _ref(obj.get("customer"))
+    if obj.get("type") != "card" or not isinstance(fingerprint, str) or not _FINGERPRINT.fullmatch(fingerprint):
+        return EventOutcome(event_id, event_type, None, False)
+    if method_id is None or customer is None or gateway is None:
+        return EventOutcome(event_id, event_type, None, False)
+    account = gateway.customer_account(customer)  # unavailable: raised, the queue delivers the event again
+    if account is None:
+        return EventOutcome(event_id, event_type, None, False)
+    event = PaymentMethodAttachedV1(
+        event_id=f"payment-method:{method_id}",
+        account_id=account,
+        method="card",
+        fingerprint=fingerprint,
+        occurred_at=now.isoformat(),
+    )
+    publisher.publish(PaymentMethodAttachedV1.DETAIL_TYPE, event.model_dump())
+    return EventOutcome(event_id, event_type, None, True, (event.event_id,))
 
 
 _INVOICE_TARGETS: Final = {

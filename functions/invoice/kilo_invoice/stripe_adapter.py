@@ -204,6 +204,24 @@ class StripePaymentGateway:
         )
         return card_id
 
+    def customer_account(self, customer_id: str) -> str | None:
+        """One retrieve: the account in the customer's metadata (``ensure_customer`` wrote it); ``None`` when the
+        customer is deleted, unknown, or carries no account of ours."""
+
+        def retrieve() -> stripe.Customer | None:
+            try:
+                return self._client.v1.customers.retrieve(customer_id)
+            except stripe.InvalidRequestError as exc:
+                if exc.code == "resource_missing":
+                    return None  # no such customer: not ours
+                raise
+
+        customer = self._call(retrieve)
+        if customer is None or getattr(customer, "deleted", False):
+            return None
+        account = _metadata(customer).get(META_ACCOUNT)
+        return account or None
+
     # ------------------------------------------------------------------ invoices
     def issue_invoice(self, request: InvoiceRequest) -> GatewayInvoice:
         if len(request.lines) > MAX_LINES:

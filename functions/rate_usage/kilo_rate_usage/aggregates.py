@@ -62,9 +62,14 @@ def rate_aggregate(
     return rate_segments(period, usage, book)
 
 
-def crossings(rated: RatedPeriod, profile: AccountProfile, already: set[str]) -> list[Crossing]:
+def crossings(
+    rated: RatedPeriod, profile: AccountProfile, already: set[str], spend: RatedPeriod | None = None
+) -> list[Crossing]:
     """Thresholds reached and not yet announced: 50/80/100 % of an included allowance, of the budget, and the hard
     limit (an account's spending cap: calls are stopped there).
+
+    ``rated`` is the closed usage; ``spend`` (when given) the bill including open sessions as if they ended now, which
+    the budget and the hard limit are checked against (a limit is reached during a call, not when it ends).
 
     Allowances are per tier segment (prorated on a tier change) and overage is charged per segment, so a meter's
     share is the highest share among its segments: an overage is never charged without its 100 % alert.
@@ -85,16 +90,17 @@ def crossings(rated: RatedPeriod, profile: AccountProfile, already: set[str]) ->
             for threshold in ALLOWANCE_THRESHOLDS
             if used * 100 >= limit * threshold and f"{meter}#{threshold}" not in already
         )
+    bill = (spend or rated).total
     if profile.budget_usd is not None and profile.budget_usd > 0:
         found.extend(
-            Crossing("budget", threshold, rated.total, profile.budget_usd)
+            Crossing("budget", threshold, bill, profile.budget_usd)
             for threshold in profile.budget_thresholds
-            if rated.total * 100 >= profile.budget_usd * threshold and f"budget#{threshold}" not in already
+            if bill * 100 >= profile.budget_usd * threshold and f"budget#{threshold}" not in already
         )
     hard = profile.hard_limit_usd
-    if hard is not None and hard > 0 and rated.total >= hard and "hard_limit#100" not in already:
+    if hard is not None and hard > 0 and bill >= hard and "hard_limit#100" not in already:
         # its own crossing (D47): enforcement must not depend on a budget percentage happening to equal the limit
-        found.append(Crossing("hard_limit", 100, rated.total, hard))
+        found.append(Crossing("hard_limit", 100, bill, hard))
     return found
 
 

@@ -31,6 +31,8 @@ class Sweeper:
     settings: RatingSettings
     store: DynamoUsageRepository
     directory: LiveKitRoomDirectory
+    publisher: EventBridgePublisher  # the periodic check of budgets and hard limits during calls
+    config: RatingConfig
 
 
 def usage_repository(config: RatingSettings) -> DynamoUsageRepository:
@@ -66,4 +68,10 @@ def sweeper() -> Sweeper:
         budget_seconds=config.roomservice_budget_seconds,
         concurrency=config.roomservice_concurrency,
     )
-    return Sweeper(settings=config, store=usage_repository(config), directory=directory)
+    return Sweeper(
+        settings=config,
+        store=usage_repository(config),
+        directory=directory,
+        publisher=EventBridgePublisher(client("events", config.call_budget), config.event_bus_name, SOURCE_RATING),
+        config=RatingConfig(config.attribution, default_catalog().for_period),
+    )

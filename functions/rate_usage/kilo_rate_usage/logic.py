@@ -50,6 +50,7 @@ from kilo_rate_usage.ports import (
     UsageChange,
     UsageRepository,
 )
+from kilo_rate_usage.queries import running_extra
 from kilo_rate_usage.rooms import (
     RoomState,
     advance,
@@ -182,7 +183,8 @@ def _rate(livekit: Sequence[LiveKitEventRecord], usage: Sequence[UsageEventRecor
     thresholds = 0
     if concerned:
         for key, aggregate in sorted(repo.aggregates(concerned).items()):
-            announced = _announce(aggregate, profiles[key[0]], config, publisher, repo, now_ms)
+            running = _running(repo, profiles[key[0]], key[1], now_ms)
+            announced = _announce(aggregate, profiles[key[0]], config, publisher, repo, now_ms, running)
             thresholds += announced
             writes += 1 if announced else 0
     unattributed = sum(
@@ -344,14 +346,18 @@ def _announce(
     publisher: EventPublisher,
     repo: UsageRepository,
     now_ms: int,
+    running: Mapping[tuple[int, str], int] | None = None,
 ) -> int:
     """Publish thresholds reached and not yet announced, then record them (level-triggered, at least once).
+    ``running``: open sessions' minutes so far (``queries.running_extra``), counted for the budget and hard limit.
 
     A concurrent batch that recorded the same markers first makes the record fail: both published the same
     deterministic event ids, which consumers treat as one, and this batch goes on with the other aggregates."""
     period = Period.parse(aggregate.period)
-    rated = rate_aggregate(aggregate, profile, config.book_for(period))
-    found = crossings(rated, profile, aggregate.thresholds)
+    book = config.book_for(period)
+    rated = rate_aggregate(aggregate, profile, book)
+    spend = rate_aggregate(aggregate, profile, book, running) if running else None
+    found = crossings(rated, profile, aggregate.thresholds, spend)
     if not found:
         return 0
     occurred = datetime.fromtimestamp(now_ms / 1000, tz=UTC).isoformat()
@@ -374,3 +380,70 @@ def _announce(
     except ConflictError:
         return 0
     return len(found)
+
+
+def _limited(profile: AccountProfile) -> bool:
+    """The account set a budget or a hard limit: its open calls count towards them (D-alerts-1)."""
+    return bool(profile.budget_usd and profile.budget_usd > 0) or bool(
+        profile.hard_limit_usd and profile.hard_limit_usd > 0
+    )
+
+
+def _running(
+    repo: UsageRepository,
+    profile: AccountProfile,
+    period: str,
+    now_ms: int,
+    found: Sequence[StoredSession] | None = None,
+) -> dict[tuple[int, str], int] | None:
+    """Open sessions' minutes up to now for an account with a budget or hard limit, read as month to date reads them
+    (``queries.running_extra``). The open-sessions index is eventually consistent: a session the index still lists as
+    open is re-read from the table (strongly consistent) and counted only if it is still open there, so a call that
+    just ended is never counted twice (closed in the aggregate and open here)."""
+    if not _limited(profile):
+        return None
+    listed = repo.open_sessions(profile.account_id) if found is None else found
+    by_room: dict[str, set[str]] = defaultdict(set)
+    for stored in listed:
+        if stored.session.account == profile.account_id:
+            by_room[stored.session.room_sid].add(stored.session.participant_sid)
+    still_open = [
+        stored
+        for room_sid, sids in sorted(by_room.items())
+        for stored in repo.sessions_of(room_sid, sids).values()
+        if stored.session.is_open and stored.session.account == profile.account_id
+    ]
+    extra, _ = running_extra(repo, profile, period, now_ms, still_open)
+    return extra or None
+
+
+def check_running_limits(
+    repo: UsageRepository,
+    publisher: EventPublisher,
+    config: RatingConfig,
+    now_ms: int,
+    ended: Iterable[tuple[str, str]] = (),
+) -> int:
+    """The periodic check (the sweeper's schedule): a budget percentage or a hard limit reached by calls still going
+    on, with no new event for the account to make rating look, is announced like any crossing - the same
+    ``UsageThresholdCrossed.v1`` with its deterministic id, once (markers on the aggregate). Only accounts with a
+    budget or a hard limit and an open session are read; the period is the one containing ``now_ms``. Returns the
+    number of thresholds announced. ``ended``: (room sid, participant sid) of sessions the sweep has just closed (a
+    capped one ended before now): not counted as running; rating announces their minutes when it rates the close."""
+    skip = set(ended)
+    by_account: dict[str, list[StoredSession]] = defaultdict(list)
+    for stored in repo.open_sessions():
+        if stored.session.account != UNATTRIBUTED and stored.session.key not in skip:
+            by_account[stored.session.account].append(stored)
+    if not by_account:
+        return 0
+    period = Period.containing(datetime.fromtimestamp(now_ms / 1000, tz=UTC)).key
+    profiles = {a: p for a, p in repo.profiles(by_account).items() if _limited(p)}
+    if not profiles:
+        return 0
+    announced = 0
+    for key, aggregate in sorted(repo.aggregates((account, period) for account in profiles).items()):
+        profile = profiles[key[0]]
+        running = _running(repo, profile, period, now_ms, by_account[key[0]])
+        announced += _announce(aggregate, profile, config, publisher, repo, now_ms, running)
+    return announced

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
 
+from kilo_billing.accounts import AccountProfile
 from kilo_billing.catalog import PriceBook
 from kilo_billing.meters import Coverage, Meter
 from kilo_billing.money import money_str
@@ -59,10 +60,27 @@ def _video_from_rooms(repo: UsageRepository, sessions: Sequence[StoredSession], 
     return video
 
 
+def running_extra(
+    repo: UsageRepository,
+    profile: AccountProfile,
+    period: str,
+    now_ms: int,
+    sessions: Sequence[StoredSession] | None = None,
+) -> tuple[dict[tuple[int, str], int], int]:
+    """The minutes the account's open sessions would bill in ``period`` if they ended now (video exact from the rooms'
+    states), and how many sessions are open. ``sessions``: the open sessions already read (else they are queried).
+    Month to date and rating's budget and hard-limit checks use this one reading (D19, D44)."""
+    found = repo.open_sessions(profile.account_id) if sessions is None else sessions
+    open_sessions = [stored for stored in found if stored.session.account == profile.account_id]
+    if not open_sessions:
+        return {}, 0
+    video = _video_from_rooms(repo, open_sessions, now_ms)
+    return open_session_extra(open_sessions, profile, now_ms, period, video), len(open_sessions)
+
+
 def month_to_date(repo: UsageRepository, account_id: str, period: str, now_ms: int, book: PriceBook) -> MonthToDate:
     aggregate = repo.aggregates([(account_id, period)])[(account_id, period)]
     profile = repo.profiles([account_id])[account_id]
-    open_sessions = [stored for stored in repo.open_sessions(account_id) if stored.session.account == account_id]
-    extra = open_session_extra(open_sessions, profile, now_ms, period, _video_from_rooms(repo, open_sessions, now_ms))
+    extra, open_sessions = running_extra(repo, profile, period, now_ms)
     rated = rate_aggregate(aggregate, profile, book, extra)
-    return MonthToDate(account_id, period, rated, len(open_sessions), dict(aggregate.late))
+    return MonthToDate(account_id, period, rated, open_sessions, dict(aggregate.late))

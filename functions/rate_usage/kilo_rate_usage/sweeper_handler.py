@@ -1,4 +1,5 @@
-"""Scheduled handler: sweep open sessions (gone from LiveKit: swept; not vouched for too long: capped, alarmed)."""
+"""Scheduled handler: sweep open sessions (gone from LiveKit: swept; not vouched for too long: capped, alarmed), then
+check budgets and hard limits against the calls still going on (``logic.check_running_limits``)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from kilo_billing import observability
 from kilo_billing.observability import Metric, count
 from kilo_rate_usage import dependencies
+from kilo_rate_usage.logic import check_running_limits
 from kilo_rate_usage.model import CAPPED
 from kilo_rate_usage.sweeper import run_sweep
 
@@ -41,6 +43,20 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         logger.exception("sweep failed; the schedule retries, then its dead-letter queue")
         count(SERVICE, Metric.SWEEP_FAILED)
         raise
+    try:
+        with observability.tracer(SERVICE).provider.in_subsegment("## check_running_limits"):
+            thresholds = check_running_limits(
+                deps.store,
+                deps.publisher,
+                deps.config,
+                now_ms,
+                ((close.room_sid, close.participant_sid) for close in closes),
+            )
+    except Exception:
+        logger.exception("the running-limits check failed; the schedule retries, then its dead-letter queue")
+        count(SERVICE, Metric.SWEEP_FAILED)
+        raise
+    count(SERVICE, Metric.THRESHOLDS_CROSSED, thresholds)
     for room, reason in sorted(answers.unanswered.items())[:20]:
         logger.warning("RoomService gave no answer for a room", extra={"room_name": room, "reason": reason})
     for close in closes:
@@ -59,6 +75,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         "capped": outcome.capped,
         "confirmed": outcome.confirmed,
         "unanswered_rooms": outcome.unanswered_rooms,
+        "thresholds": thresholds,
     }
     logger.info("sweep done", extra=summary)
     return summary

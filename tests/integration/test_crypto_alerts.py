@@ -1,0 +1,154 @@
+"""The crypto alerts end to end on moto: CryptoPaymentSeen.v1, CryptoBillSettled.v1 and CryptoQuoteExpiring.v1 published
+on the billing bus as crypto watching publishes them (source ``kilo.billing.crypto``; twice, as after a crash between
+publishing and marking) -> the template's rule -> the alerts queue -> the alerts handler (each batch handled twice, as
+SQS redelivers it) -> SES v2 email and SNS SMS read back from moto, once each. UnattributedCryptoPayment.v1 goes to
+the operator topic, once. Figures in the expected texts are worked by hand."""
+
+from __future__ import annotations
+
+import boto3
+import pytest
+
+from kilo_billing.contracts import (
+    SOURCE_CRYPTO,
+    CryptoBillSettledV1,
+    CryptoPaymentSeenV1,
+    CryptoQuoteExpiringV1,
+    UnattributedCryptoPaymentV1,
+)
+from kilo_billing.publisher import EventBridgePublisher
+from tests.conftest import AlertsStack
+from tests.integration.test_alerts_delivery import mime, parts
+from tests.integration.test_invoicing_alerts import PREFS, records, register, run_twice
+from tests.integration.test_operator_alerts import inbox, run_queue, topic_queue
+
+ACCOUNT = "acct_cry"
+TX = "0x8f2a5c9d0e1b7a3f4c6d2e8b1a9f0c3d5e7b2a4c6e8f0a1b3c5d7e9f1a2b3c4d"
+
+
+def publish_twice(stack: AlertsStack, detail_type: str, detail: dict[str, object]) -> None:
+    bus = stack.stack.template.physical_name("BillingEventBus")
+    publisher = EventBridgePublisher(boto3.client("events"), bus, SOURCE_CRYPTO)
+    publisher.publish(detail_type, detail)
+    publisher.publish(detail_type, detail)
+
+
+def test_given_a_payment_seen_on_chain_then_one_email_with_asset_usd_and_explorer_link_and_no_sms(
+    alerts_stack: AlertsStack,
+) -> None:
+    register(alerts_stack, ACCOUNT)
+    event = CryptoPaymentSeenV1(
+        event_id=f"crypto-seen:base:{TX}:0",
+        account_id=ACCOUNT,
+        invoice_id="acct_cry/2026-10",
+        quote_id="q_1",
+        chain="base",
+        asset="USDC",
+        amount="1234.5",
+        amount_usd="1234.50",
+        tx_id=TX,
+        explorer_url=f"https://basescan.org/tx/{TX}",
+        occurred_at="2026-11-02T10:00:00+00:00",
+    )
+    publish_twice(alerts_stack, event.DETAIL_TYPE, event.model_dump())
+    run_twice(alerts_stack)
+
+    [mail] = [mime(m) for m in alerts_stack.sent_mail()]
+    assert mail["To"] == "ada@example.com"
+    assert mail["Subject"] == "We see your crypto payment of 1,234.5 USDC ($1,234.50) for invoice acct_cry/2026-10"
+    text, html = parts(mail)
+    assert (
+        "A payment of 1,234.5 USDC ($1,234.50 at your quote's rate) on Base toward invoice acct_cry/2026-10 of your "
+        "account acct_cry is on chain." in text
+    )
+    assert f"Transaction {TX}: https://basescan.org/tx/{TX}" in text
+    assert f'<a href="https://basescan.org/tx/{TX}">view it</a>' in html
+    assert f"{PREFS}?account=acct_cry" in text
+    assert alerts_stack.sent_sms() == []  # low severity: email only unless the account chose SMS
+    recorded = records(alerts_stack, ACCOUNT)
+    assert {c: r["status"] for c, r in recorded.items()} == {"email": "sent", "sms": "skipped"}
+
+
+def test_given_the_bill_settled_with_an_overpayment_then_one_email_naming_the_credit(alerts_stack: AlertsStack) -> None:
+    register(alerts_stack, ACCOUNT)
+    event = CryptoBillSettledV1(
+        event_id="crypto-settled:acct_cry/2026-10",
+        account_id=ACCOUNT,
+        invoice_id="acct_cry/2026-10",
+        total="129.00",
+        settled_usd="130.25",
+        credit_usd="1.25",  # 130.25 - 129.00, kept as credit
+        flags=("OVERPAID",),
+        tx_ids=(TX,),
+        occurred_at="2026-11-02T10:30:00+00:00",
+    )
+    publish_twice(alerts_stack, event.DETAIL_TYPE, event.model_dump())
+    run_twice(alerts_stack)
+
+    [mail] = [mime(m) for m in alerts_stack.sent_mail()]
+    assert mail["Subject"] == "Your Kilo invoice acct_cry/2026-10 is paid in crypto: $129.00"
+    text, _ = parts(mail)
+    assert "your crypto payments are final and settled $130.25 of the $129.00 bill." in text
+    assert "The $1.25 paid over the bill is kept as credit on your account." in text
+    assert f"Transactions: {TX}" in text
+    assert alerts_stack.sent_sms() == []
+
+
+def test_given_a_quote_expiring_then_one_email_and_one_sms_with_amount_time_and_payment_link(
+    alerts_stack: AlertsStack,
+) -> None:
+    register(alerts_stack, ACCOUNT)
+    uri = "ethereum:0x1111111111111111111111111111111111111111@1?value=4.213e16"
+    event = CryptoQuoteExpiringV1(
+        event_id="quote-expiring:q_9",
+        account_id=ACCOUNT,
+        invoice_id="acct_cry/2026-10",
+        quote_id="q_9",
+        chain="ethereum",
+        asset="ETH",
+        amount="0.04213",
+        payment_uri=uri,
+        expires_at="2026-11-02T14:30:00+00:00",
+        occurred_at="2026-11-02T14:15:00+00:00",
+    )
+    publish_twice(alerts_stack, event.DETAIL_TYPE, event.model_dump())
+    run_twice(alerts_stack)
+
+    [mail] = [mime(m) for m in alerts_stack.sent_mail()]
+    assert mail["Subject"] == "Your crypto quote for invoice acct_cry/2026-10 expires at 14:30 UTC on 2 November 2026"
+    text, html = parts(mail)
+    assert "with 0.04213 ETH on Ethereum expires at 14:30 UTC on 2 November 2026" in text
+    assert f"Pay before then: {uri}" in text
+    assert '<a href="ethereum:0x1111111111111111111111111111111111111111@1?value=4.213e16">' in html
+    [(phone, sms)] = [(p, message) for p, message, *_ in alerts_stack.sent_sms()]
+    assert phone == "+14155550100"
+    assert sms == (
+        "Kilo: your quote to pay 0.04213 ETH on Ethereum expires at 14:30 UTC. Pay with the link in our email. "
+        "Reply STOP to opt out"
+    )
+    assert {c: r["status"] for c, r in records(alerts_stack, ACCOUNT).items()} == {"email": "sent", "sms": "sent"}
+
+
+@pytest.mark.parametrize("redelivered", [False, True])
+def test_given_an_unattributed_crypto_payment_then_the_operators_hear_once(
+    alerts_stack: AlertsStack, redelivered: bool
+) -> None:
+    url = topic_queue(alerts_stack)
+    event = UnattributedCryptoPaymentV1(
+        event_id=f"crypto-unattributed:solana:{TX}:0",
+        chain="solana",
+        asset="SOL",
+        amount="12.5",
+        tx_id=TX,
+        sender="7xKXtg2CW87d97TXJSDpbD5jBkheTqA83TZRuJosgAsU",
+        occurred_at="2026-11-02T11:00:00+00:00",
+    )
+    bus = alerts_stack.stack.template.physical_name("BillingEventBus")
+    publisher = EventBridgePublisher(boto3.client("events"), bus, SOURCE_CRYPTO)
+    for _ in range(2 if redelivered else 1):
+        publisher.publish(event.DETAIL_TYPE, event.model_dump())
+    assert run_queue(alerts_stack) == {"batchItemFailures": []}
+    [(subject, message)] = inbox(alerts_stack, url)
+    assert subject == "Kilo Billing: unattributed crypto payment of 12.5 SOL on solana"
+    assert f"12.5 SOL on solana, transaction {TX}, from 7xKXtg2CW87d97TXJSDpbD5jBkheTqA83TZRuJosgAsU" in message
+    assert alerts_stack.sent_mail() == []

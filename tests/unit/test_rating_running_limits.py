@@ -1,0 +1,107 @@
+"""Budgets and hard limits count the calls still going on (D-alerts-1): rating's announcement and the sweeper's
+periodic check rate the month to date with open sessions' minutes up to now, as month to date does. Hand-worked:
+Personal includes 100,000 messages and 10,000 audio minutes; 110,000 messages = 10,000 over x $0.00012 = $1.20."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime
+from decimal import Decimal
+from fractions import Fraction
+
+from kilo_billing.accounts import AccountProfile
+from kilo_billing.catalog import default_catalog
+from kilo_billing.events import UsageEventRecord
+from kilo_billing.rating import TierChange
+from kilo_rate_usage.logic import check_running_limits, rate_batch
+from kilo_rate_usage.model import AttributionRule, Billing, ClosedBy, RatingConfig, Session, StoredSession
+from tests.fakes import InMemoryUsageRepository, RecordingPublisher
+
+CONFIG = RatingConfig(AttributionRule(), default_catalog().for_period)
+JAN_1 = datetime(2026, 1, 1, tzinfo=UTC)
+NOV_1 = int(datetime(2026, 11, 1, tzinfo=UTC).timestamp() * 1000)
+NOV_5 = int(datetime(2026, 11, 5, tzinfo=UTC).timestamp() * 1000)
+DAY_MS = 86_400_000
+
+
+def limited(repo: InMemoryUsageRepository, hard: str) -> None:
+    repo.accounts.register(AccountProfile("acct_run", (TierChange(JAN_1, "personal"),), hard_limit_usd=Decimal(hard)))
+
+
+def open_call(repo: InMemoryUsageRepository, *participants: str, start_ms: int = NOV_1) -> None:
+    """Audio-only participants in a call since ``start_ms``, stored open as rating stores them (no minutes yet)."""
+    for sid in participants:
+        session = Session("RM_run", sid, sid, "standard", "acct_run", start_ms, None, None, False, Billing.ROOM_RULE,
+                          Fraction(0), Fraction(0), (), False, start_ms, "run")  # fmt: skip
+        repo.sessions[session.key] = StoredSession(session, {}, f"v-{sid}")
+
+
+def messages(repo: InMemoryUsageRepository, publisher: RecordingPublisher, quantity: int, now_ms: int) -> None:
+    record = UsageEventRecord("kilo-app", f"m-{quantity}", "acct_run", "messages", quantity, NOV_1, "h", NOV_1)
+    repo.store_event(record)
+    rate_batch([], [record], repo, publisher, CONFIG, now_ms)
+
+
+def announced(publisher: RecordingPublisher) -> list[tuple[str, int, str]]:
+    return [(d["meter"], d["threshold_percent"], d["used"]) for _, d in publisher.published if d["meter"] != "messages"]
+
+
+def test_given_an_open_call_when_usage_is_rated_then_the_hard_limit_counts_its_minutes_so_far() -> None:
+    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+    limited(repo, "1.50")
+    open_call(repo, "PA_a", "PA_b")
+    # Nov 1 .. Nov 5 = 5,760 minutes each, 11,520 audio: 1,520 over x $0.00036 = $0.5472 -> $0.55; + $1.20 = $1.75
+    messages(repo, publisher, 110_000, NOV_5)
+    assert announced(publisher) == [("hard_limit", 100, "1.75")]
+
+
+def test_given_no_open_call_then_the_same_usage_stays_below_the_limit() -> None:
+    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+    limited(repo, "1.50")
+    messages(repo, publisher, 110_000, NOV_5)  # $1.20 < $1.50
+    assert announced(publisher) == []
+
+
+def test_given_a_call_passing_the_limit_with_no_event_then_the_periodic_check_announces_it_once() -> None:
+    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+    limited(repo, "0.50")
+    open_call(repo, "PA_a", "PA_b")
+    # 3 days: 2 x 4,320 = 8,640 audio, inside the 10,000 included: $0.00
+    assert check_running_limits(repo, publisher, CONFIG, NOV_1 + 3 * DAY_MS) == 0
+    # 5 days: 2 x 7,200 = 14,400: 4,400 over x $0.00036 = $1.584 -> $1.58 >= $0.50
+    assert check_running_limits(repo, publisher, CONFIG, NOV_1 + 5 * DAY_MS) == 1
+    assert announced(publisher) == [("hard_limit", 100, "1.58")]
+    assert publisher.published[0][1]["event_id"] == "threshold:acct_run:2026-11:hard_limit:100"
+    assert check_running_limits(repo, publisher, CONFIG, NOV_1 + 6 * DAY_MS) == 0  # once
+    # an account without a budget or hard limit is not even rated
+    other = InMemoryUsageRepository()
+    open_call(other, "PA_a", "PA_b")
+    assert check_running_limits(other, publisher, CONFIG, NOV_1 + 30 * DAY_MS) == 0
+
+
+class StaleIndex(InMemoryUsageRepository):
+    """The open-sessions index lags the table (a GSI is eventually consistent): it still lists sessions as open."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.listed: list[StoredSession] = []
+
+    def open_sessions(self, account: str | None = None) -> list[StoredSession]:
+        return [s for s in self.listed if account is None or s.session.account == account]
+
+
+def test_given_the_index_still_listing_a_call_that_ended_then_it_is_not_counted_twice() -> None:
+    repo, publisher = StaleIndex(), RecordingPublisher()
+    limited(repo, "0.50")
+    open_call(repo, "PA_a", "PA_b")
+    repo.listed = list(repo.sessions.values())
+    # the call ended at Nov 4 (2 x 4,320 = 8,640 audio, in the aggregate: $0.00); the index still lists it open
+    for key, stored in list(repo.sessions.items()):
+        closed = replace(stored.session, end_ms=NOV_1 + 3 * DAY_MS, closed_by=ClosedBy.LEFT)
+        repo.sessions[key] = replace(stored, session=closed, version="v-closed")
+    segment = int(JAN_1.timestamp())
+    repo.counters[("acct_run", "2026-11")] = {(segment, "audio"): 8_640}
+    # counted open as well it would be 8,640 + 2 x 7,200 = 23,040 audio: over the limit; re-read, it is closed, and
+    # only what the aggregate says is announced: 8,640 of 10,000 audio = 86 %, its 50 and 80 % (no bill, no limit)
+    assert check_running_limits(repo, publisher, CONFIG, NOV_1 + 5 * DAY_MS) == 2
+    assert announced(publisher) == [("audio", 50, "8640"), ("audio", 80, "8640")]
