@@ -37,10 +37,10 @@ class AwsStub:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+            def log_message(self, format: str, *args: Any) -> None:
                 return None
 
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length") or 0))
                 status, content_type, answer = stub.answer(self.path, self.headers.get("x-amz-target"), body)
                 self.send_response(status)
@@ -97,7 +97,7 @@ class AwsStub:
         )
         return 200, "text/xml", xml.encode()
 
-    def _json(self, operation: str, request: dict[str, Any]) -> dict[str, Any]:  # noqa: PLR0911 - one per operation
+    def _json(self, operation: str, request: dict[str, Any]) -> dict[str, Any]:
         if operation == "GetSecretValue":
             name = request.get("SecretId", "")
             return {"ARN": f"arn:aws:secretsmanager:us-east-1:123456789012:secret:{name}", "Name": name,

@@ -189,8 +189,9 @@ def _stripe_request(environment: dict[str, str], stub_secrets: dict[str, str]) -
     from kilo_dev.signing import stripe_signature  # noqa: PLC0415
 
     stub_secrets[environment.get("STRIPE_SECRET_NAME", "")] = json.dumps({"webhook_secrets": [STRIPE_SECRET]})
+    invoice = {"id": "in_bench", "object": "invoice"}
     event = {"id": "evt_bench", "object": "event", "type": "invoice.paid", "created": NOW_S, "livemode": False,
-             "api_version": "2025-01-27.acacia", "data": {"object": {"id": "in_bench", "object": "invoice"}}}  # fmt: skip
+             "api_version": "2025-01-27.acacia", "data": {"object": invoice}}  # fmt: skip
     body = json.dumps(event).encode()
     headers = {"content-type": "application/json", "stripe-signature": stripe_signature(body, STRIPE_SECRET, NOW_S)}
     return http_api_event("POST", "/webhooks/stripe", body, headers), "signed invoice.paid"
@@ -222,7 +223,7 @@ def _stream_request() -> tuple[Any, str]:
             "NewImage": item,
             "SequenceNumber": "100000000000000000001",
             "StreamViewType": "NEW_IMAGE",
-        },  # fmt: skip
+        },
         "eventSourceARN": "arn:aws:dynamodb:us-east-1:123456789012:table/events/stream/2026-01-01T00:00:00.000",
     }
     return {"Records": [record]}, "stream batch: 1 participant_joined"
@@ -282,7 +283,7 @@ def subjects(stub_secrets: dict[str, str]) -> list[Subject]:
                 environment,
                 event,
                 request,
-            )  # fmt: skip
+            )
         )
     return found
 
@@ -311,7 +312,7 @@ def _run(subject: Subject, package_dir: Path, endpoint: str, scratch: Path) -> N
         "_X_AMZN_TRACE_ID": TRACE_ID,
     }
     started = time.perf_counter()
-    process = subprocess.Popen(  # noqa: S603 - our own interpreter and script
+    process = subprocess.Popen(
         [sys.executable, "-S", str(scratch / "child.py"), str(spec_path), str(out_path)],
         env=environment,
         stdout=subprocess.DEVNULL,
@@ -341,7 +342,7 @@ def measure(samples: int) -> tuple[Subject, list[Subject], float]:
     packages = {folder: package(folder, layer) for folder in sorted({s.folder for s in handlers})}
     ingest_folder = "functions/webhook_ingest"
     body = json.dumps({"id": "floor-1"}).encode()
-    floor = Subject("floor", "bench_floor_handler.lambda_handler", ingest_folder, 1024, {}, 
+    floor = Subject("floor", "bench_floor_handler.lambda_handler", ingest_folder, 1024, {},
                     http_api_event("POST", "/floor", body, {}), "API event, JSON body, one PutItem")  # fmt: skip
     with (
         tempfile.TemporaryDirectory() as directory,
@@ -361,7 +362,7 @@ def measure(samples: int) -> tuple[Subject, list[Subject], float]:
             for subject in order:  # the floor among the handlers, in a rotating order
                 _run(subject, packages[subject.folder], stub.url, scratch)
             started = os.times()
-            subprocess.run([sys.executable, "-S", "-c", "pass"], check=True)  # noqa: S603
+            subprocess.run([sys.executable, "-S", "-c", "pass"], check=True)
             ended = os.times()
             bare_cpu.append(
                 ended.children_user + ended.children_system - started.children_user - started.children_system
@@ -376,20 +377,28 @@ def _row(subject: Subject, floor_cpu: float) -> str:
     ratio = cpu / floor_cpu
     flag = "" if ratio <= 1.3 or subject.name == "floor" else " ✗"
     return (
-        f"| {subject.name} (`{subject.handler.rsplit('.', 1)[0]}`) | {subject.request} → {', '.join(sorted(subject.outcomes))}"
+        f"| {subject.name} (`{subject.handler.rsplit('.', 1)[0]}`)"
+        f" | {subject.request} → {', '.join(sorted(subject.outcomes))}"
         f" | {calls} | {cpu * 1000:.0f} ms | {wall * 1000:.0f} ms | {ratio:.2f}x{flag} | {subject.modules:,}"
         f" | {rss:.0f} / {subject.memory_mb} MB |"
     )
 
 
+HEADER = (
+    "| function (handler module) | first request → outcome | AWS calls | CPU (median) | wall (median)"
+    " | CPU / floor (target <= 1.3x) | modules loaded | peak RSS / MemorySize |"
+)
+
+
 def report(floor: Subject, handlers: list[Subject], bare_cpu: float, samples: int) -> str:
     floor_cpu = statistics.median(floor.cpu)
-    where = f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {platform.machine()}, Python {platform.python_version()}"
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    where = f"{when}, {platform.machine()}, Python {platform.python_version()}"
     load = os.getloadavg()
     rows = "\n".join(_row(subject, floor_cpu) for subject in [floor, *handlers])
     return f"""## Cold start of every handler (issue 15) — {where}, {os.cpu_count()} cores
 
-| function (handler module) | first request → outcome | AWS calls | CPU (median) | wall (median) | CPU / floor (target <= 1.3x) | modules loaded | peak RSS / MemorySize |
+{HEADER}
 |---|---|---|---|---|---|---|---|
 {rows}
 
@@ -398,8 +407,9 @@ platform), each importing its handler and answering one first request whose AWS 
 endpoint on 127.0.0.1 (`bench/aws_stub.py`): SigV4, parameter validation and parsing run in the measured process.
 CPU = user + system time of that child alone (`os.wait4`), median of {samples} runs, the floor interleaved with the
 handlers in a rotating order; a bare `python -S -c pass` costs {bare_cpu * 1000:.0f} ms of it (included in every
-row). Peak RSS = the child's `VmHWM` after the request (its `ru_maxrss` would include the forking bench process). Load average during the run: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}
-(1 / 5 / 15 min; the machine is shared, so CPU time, not wall time, is the figure to read)."""
+row). Peak RSS = the child's `VmHWM` after the request (its `ru_maxrss` would include the forking bench process).
+Load average during the run: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1 / 5 / 15 min; the machine is shared,
+so CPU time, not wall time, is the figure to read)."""
 
 
 def run(quick: bool = False) -> None:
