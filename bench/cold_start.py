@@ -99,7 +99,7 @@ with open("/proc/self/status") as status:
         if line.startswith("VmHWM:"):
             peak_kb = int(line.split()[1])
 with open(sys.argv[2], "w") as out:
-    json.dump({"outcome": outcome, "modules": len(sys.modules), "peak_kb": peak_kb}, out)
+    json.dump({"outcome": outcome, "modules": sorted(sys.modules), "peak_kb": peak_kb}, out)
 """
 
 
@@ -288,16 +288,12 @@ def subjects(stub_secrets: dict[str, str]) -> list[Subject]:
     return found
 
 
-def _run(subject: Subject, package_dir: Path, endpoint: str, scratch: Path) -> None:
-    module, _, attribute = subject.handler.rpartition(".")
-    spec_path, out_path = scratch / f"{subject.name}.json", scratch / f"{subject.name}.out"
-    spec = {"module": module, "attribute": attribute, "event": subject.event, "function": subject.name,
-            "memory": subject.memory_mb}  # fmt: skip
-    spec_path.write_text(json.dumps(spec))
+def child_environment(subject: Subject, package_dir: Path | None, endpoint: str) -> dict[str, str]:
+    """The function's variables from the template, the canned endpoint, dummy credentials and Lambda's own variables;
+    ``package_dir`` None: the caller's environment's packages (the dev venv, for tests)."""
     environment = {
         **subject.environment,
         "PATH": os.environ.get("PATH", ""),
-        "PYTHONPATH": str(package_dir),
         "AWS_ENDPOINT_URL": endpoint,
         "AWS_ACCESS_KEY_ID": "bench",
         "AWS_SECRET_ACCESS_KEY": "bench",
@@ -308,32 +304,58 @@ def _run(subject: Subject, package_dir: Path, endpoint: str, scratch: Path) -> N
         "AWS_EC2_METADATA_DISABLED": "true",
         "AWS_LAMBDA_FUNCTION_NAME": subject.name,
         "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(subject.memory_mb),
-        "LAMBDA_TASK_ROOT": str(package_dir),
         "_X_AMZN_TRACE_ID": TRACE_ID,
     }
+    if package_dir is not None:
+        environment.update({"PYTHONPATH": str(package_dir), "LAMBDA_TASK_ROOT": str(package_dir)})
+    return environment
+
+
+def run_cold(subject: Subject, package_dir: Path | None, endpoint: str, scratch: Path) -> dict[str, Any]:
+    """One fresh process: import the handler, answer the first request. Returns the child's CPU and wall seconds, its
+    peak RSS (kB), the request's outcome and every module then loaded."""
+    module, _, attribute = subject.handler.rpartition(".")
+    spec_path, out_path = scratch / f"{subject.name}.json", scratch / f"{subject.name}.out"
+    spec = {"module": module, "attribute": attribute, "event": subject.event, "function": subject.name,
+            "memory": subject.memory_mb}  # fmt: skip
+    spec_path.write_text(json.dumps(spec))
+    (scratch / "child.py").write_text(CHILD)
+    flags = ["-S"] if package_dir is not None else []
     started = time.perf_counter()
     process = subprocess.Popen(
-        [sys.executable, "-S", str(scratch / "child.py"), str(spec_path), str(out_path)],
-        env=environment,
+        [sys.executable, *flags, str(scratch / "child.py"), str(spec_path), str(out_path)],
+        env=child_environment(subject, package_dir, endpoint),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     _, status, usage = os.wait4(process.pid, 0)
     process.returncode = os.waitstatus_to_exitcode(status)
-    subject.wall.append(time.perf_counter() - started)
+    wall = time.perf_counter() - started
     if process.returncode:
         raise RuntimeError(f"{subject.name}: the cold-start child exited {process.returncode}")
-    subject.cpu.append(usage.ru_utime + usage.ru_stime)
-    report = json.loads(out_path.read_text())
+    report: dict[str, Any] = json.loads(out_path.read_text())
+    return {**report, "cpu": usage.ru_utime + usage.ru_stime, "wall": wall}
+
+
+def _run(subject: Subject, package_dir: Path, endpoint: str, scratch: Path) -> None:
+    report = run_cold(subject, package_dir, endpoint, scratch)
+    subject.cpu.append(report["cpu"])
+    subject.wall.append(report["wall"])
     subject.rss_kb.append(report["peak_kb"])
     subject.outcomes.add(str(report["outcome"]))
-    subject.modules = report["modules"]
+    subject.modules = len(report["modules"])
 
 
-def measure(samples: int) -> tuple[Subject, list[Subject], float]:
+def seeded_stub(stub_secrets: dict[str, str]) -> Any:
+    """The canned AWS endpoint with the secrets the first requests need and the usage API's registered account."""
     from bench.aws_stub import AwsStub  # noqa: PLC0415
     from kilo_billing.account_store import profile_to_item  # noqa: PLC0415
     from kilo_billing.accounts import AccountProfile  # noqa: PLC0415
+
+    return AwsStub(stub_secrets, [profile_to_item(AccountProfile.default(ACCOUNT))])
+
+
+def measure(samples: int) -> tuple[Subject, list[Subject], float]:
     from kilo_dev.apigw import http_api_event  # noqa: PLC0415
 
     stub_secrets: dict[str, str] = {}
@@ -344,12 +366,8 @@ def measure(samples: int) -> tuple[Subject, list[Subject], float]:
     body = json.dumps({"id": "floor-1"}).encode()
     floor = Subject("floor", "bench_floor_handler.lambda_handler", ingest_folder, 1024, {},
                     http_api_event("POST", "/floor", body, {}), "API event, JSON body, one PutItem")  # fmt: skip
-    with (
-        tempfile.TemporaryDirectory() as directory,
-        AwsStub(stub_secrets, [profile_to_item(AccountProfile.default(ACCOUNT))]) as stub,
-    ):
+    with tempfile.TemporaryDirectory() as directory, seeded_stub(stub_secrets) as stub:
         scratch = Path(directory)
-        (scratch / "child.py").write_text(CHILD)
         bare_cpu = []
         everyone = [floor, *handlers]
         for subject in everyone:  # warm the bytecode caches and count each first request's AWS calls
