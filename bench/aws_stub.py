@@ -26,50 +26,27 @@ def _key(item: Mapping[str, Any]) -> str:
     return json.dumps({name: item[name] for name in KEY_NAMES if name in item}, sort_keys=True)
 
 
-class AwsStub:
+class CannedAws:
+    """The answers (no server): ``answer(path, target, body)`` -> (status, content type, body); calls counted."""
+
     def __init__(self, secrets: Mapping[str, str] | None = None, items: list[dict[str, Any]] | None = None) -> None:
         self.secrets = dict(secrets or {})
         self.items = {_key(item): item for item in items or []}
         self.calls: Counter[str] = Counter()
         self._lock = threading.Lock()
-        stub = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+    def botocore_hook(self, request: Any, **_: Any) -> Any:
+        """A botocore ``before-send`` handler answering in-process: everything before the socket (serialising,
+        validation, SigV4) and after it (parsing) still runs."""
+        from botocore.awsrequest import AWSResponse  # noqa: PLC0415
 
-            def log_message(self, format: str, *args: Any) -> None:
-                return None
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length") or 0))
-                status, content_type, answer = stub.answer(self.path, self.headers.get("x-amz-target"), body)
-                self.send_response(status)
-                self.send_header("content-type", content_type)
-                self.send_header("x-amzn-requestid", "bench-request")
-                self.send_header("content-length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
-
-            do_PUT = do_POST  # noqa: N815
-            do_GET = do_POST  # noqa: N815
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def __enter__(self) -> AwsStub:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
+        target = request.headers.get("X-Amz-Target")
+        path = request.url.split("://", 1)[-1].partition("/")[2]
+        body = request.body if isinstance(request.body, bytes) else (request.body or "").encode()
+        status, content_type, answer = self.answer(
+            "/" + path, target.decode() if isinstance(target, bytes) else target, body
+        )
+        return AWSResponse(request.url, status, {"content-type": content_type}, _Raw(answer))
 
     def _count(self, operation: str) -> None:
         with self._lock:
@@ -133,3 +110,56 @@ class AwsStub:
                 "Failed": [],
             }  # fmt: skip
         return {}
+
+
+class _Raw:
+    def __init__(self, content: bytes) -> None:
+        self._content = content
+
+    def stream(self, **_: Any) -> Any:
+        yield self._content
+
+
+class AwsStub(CannedAws):
+    """``CannedAws`` served over HTTP on 127.0.0.1 (a free port), for whole processes (``AWS_ENDPOINT_URL``)."""
+
+    def __init__(self, secrets: Mapping[str, str] | None = None, items: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(secrets, items)
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return None
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                status, content_type, answer = stub.answer(self.path, self.headers.get("x-amz-target"), body)
+                self.send_response(status)
+                self.send_header("content-type", content_type)
+                self.send_header("x-amzn-requestid", "bench-request")
+                self.send_header("content-length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            do_PUT = do_POST  # noqa: N815
+            do_GET = do_POST  # noqa: N815
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def __enter__(self) -> AwsStub:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
