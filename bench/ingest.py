@@ -9,8 +9,8 @@ beside that route's floor, in the same process, interleaved.
   ``json.loads`` and the fields ingest stores. Usage / Stripe: HMAC-SHA256 of ``t.body`` + ``json.loads`` and the
   fields stored.
 - **Where**: the Lambda-shaped package (``pip --target`` of the layer's and the function's requirements plus boto3, no
-  dev dependencies), one process pinned to one core; CPU time (``time.process_time``) per round of N events, the floor and
-  the handlers taking turns for R rounds; the median round's figure per event.
+  dev dependencies), one process pinned to one core; CPU time (``time.process_time``) per round of N events, the floor
+  and the handlers taking turns for R rounds; the median round's figure per event.
 """
 
 from __future__ import annotations
