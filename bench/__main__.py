@@ -5,18 +5,22 @@ from __future__ import annotations
 import argparse
 import json
 
-from bench import ingest, invoicing, localstack_memory, rating, rooms
+from bench import cold_start, ingest, invoicing, localstack_memory, rating, rooms
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="./dev bench")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke run)")
     parser.add_argument(
-        "--only", choices=["ingest", "rating", "rooms", "localstack-memory", "invoicing"], help="run one benchmark"
+        "--only",
+        choices=["ingest", "cold_start", "rating", "rooms", "localstack-memory", "invoicing"],
+        help="run one benchmark",
     )
     args = parser.parse_args()
     if args.only in (None, "ingest"):
         ingest.run(quick=args.quick)
+    if args.only in (None, "cold_start"):
+        cold_start.run(quick=args.quick)
     if args.only in (None, "rating"):
         print(rating.run(quick=args.quick))
     if args.only in (None, "localstack-memory"):

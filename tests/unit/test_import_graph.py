@@ -61,7 +61,18 @@ HANDLERS = [
     Handler(
         "kilo_webhook_ingest.livekit_handler",
         http_event("/webhooks/livekit"),
-        frozenset({"stripe", "aiohttp", "requests", "pydantic", "pydantic_settings", "livekit.api", "aws_xray_sdk"}),
+        frozenset(
+            {
+                "stripe",
+                "aiohttp",
+                "requests",
+                "pydantic",
+                "pydantic_settings",
+                "livekit",
+                "google.protobuf",
+                "aws_xray_sdk",
+            }
+        ),
     ),
     Handler(
         "kilo_webhook_ingest.usage_handler",
@@ -243,7 +254,113 @@ def test_given_the_ingest_function_package_then_aiohttp_is_not_in_it() -> None:
             Requirement("boto3"),
         ]
     )
-    assert {"stripe", "livekit-protocol", "pydantic", "botocore"} <= ingest  # the closure followed the requirements
+    assert {"stripe", "pyjwt", "pydantic", "botocore"} <= ingest  # the closure followed the requirements
     assert "aiohttp" not in ingest
+    assert "protobuf" not in ingest  # the LiveKit webhook is read without it
     # control: the rating functions ship livekit-api, which brings aiohttp, and the same closure sees it
     assert "aiohttp" in _closure(_requirements("functions/rate_usage/requirements.txt"))
+
+
+# --- the first request served cold: modules loaded, and AWS calls ---------------------------------------------------
+# Every function of template.yaml answers its representative first request (bench/cold_start.py: a signed webhook or
+# usage batch, a stream record, its schedule's input, an SQS message) in a fresh interpreter, its AWS calls answered
+# over HTTP by a canned endpoint on 127.0.0.1 (bench/aws_stub.py). What it then has loaded is held to a ceiling (the
+# count measured when the ceiling was set, plus ~6 %: a new heavy import trips it) and to the forbidden list; the
+# ingest routes' AWS calls are exact.
+
+SERVED_FORBIDDEN = {handler.module: handler.forbidden for handler in HANDLERS}
+SERVED_FORBIDDEN["kilo_rate_usage.sweeper_handler"] = frozenset({"stripe", "aiohttp", "requests", "livekit.api"})
+SERVED_FORBIDDEN["kilo_alerts.operator_handler"] = frozenset({"stripe", "aiohttp", "requests", "livekit", "jinja2"})
+MODULE_CEILINGS = {
+    "kilo_webhook_ingest.livekit_handler": 560,
+    "kilo_webhook_ingest.usage_handler": 740,
+    "kilo_webhook_ingest.stripe_handler": 810,
+    "kilo_rate_usage.handler": 695,
+    "kilo_rate_usage.sweeper_handler": 700,
+    "kilo_alerts.handler": 685,
+    "kilo_invoice.start_handler": 620,
+    "kilo_invoice.close_handler": 435,
+    "kilo_invoice.payment_handler": 435,
+    "kilo_alerts.operator_handler": 630,
+}
+# hand-counted from the logic: the keys secret, then one conditional PutItem per event; the usage API adds the
+# per-client rate-limit counter (one UpdateItem) and one BatchGetItem of the batch's account registrations; Stripe
+# stores then publishes
+SERVED_CALLS = {
+    "kilo_webhook_ingest.livekit_handler": {"secretsmanager.GetSecretValue": 1, "DynamoDB_20120810.PutItem": 1},
+    "kilo_webhook_ingest.usage_handler": {
+        "secretsmanager.GetSecretValue": 1,
+        "DynamoDB_20120810.UpdateItem": 1,
+        "DynamoDB_20120810.BatchGetItem": 1,
+        "DynamoDB_20120810.PutItem": 1,
+    },
+    "kilo_webhook_ingest.stripe_handler": {
+        "secretsmanager.GetSecretValue": 1,
+        "DynamoDB_20120810.PutItem": 1,
+        "AWSEvents.PutEvents": 1,
+    },
+}
+
+
+def _template_functions() -> list[Any]:
+    from bench import cold_start  # noqa: PLC0415
+
+    return cold_start.subjects({})
+
+
+def _module_of(subject: Any) -> str:
+    return str(subject.handler.rsplit(".", 1)[0])
+
+
+@cache
+def served(function: str) -> tuple[dict[str, Any], dict[str, int]]:
+    from collections import Counter  # noqa: PLC0415
+    from tempfile import TemporaryDirectory  # noqa: PLC0415
+
+    from bench import cold_start  # noqa: PLC0415
+
+    secrets: dict[str, str] = {}
+    (subject,) = [candidate for candidate in cold_start.subjects(secrets) if candidate.name == function]
+    with TemporaryDirectory() as scratch, cold_start.seeded_stub(secrets) as stub:
+        report = cold_start.run_cold(subject, None, stub.url, Path(scratch))
+        return report, dict(Counter(stub.calls))
+
+
+FUNCTIONS = [subject.name for subject in _template_functions()]
+MODULES = {subject.name: _module_of(subject) for subject in _template_functions()}
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_given_a_function_of_the_template_when_its_first_request_is_served_cold_then_its_modules_stay_bounded(
+    function: str,
+) -> None:
+    module = MODULES[function]
+    assert module in MODULE_CEILINGS, f"{function}: give {module} a module ceiling (and forbidden modules) here"
+    report, _ = served(function)
+    loaded = frozenset(report["modules"])
+    assert module in loaded
+    assert report["outcome"] in (200, "returned"), report["outcome"]  # the request was served, not refused
+    assert loaded_forbidden(loaded, SERVED_FORBIDDEN[module]) == set()
+    assert len(loaded) <= MODULE_CEILINGS[module], f"{module} loaded {len(loaded)} modules"
+
+
+@pytest.mark.parametrize("function", [name for name in FUNCTIONS if MODULES[name] in SERVED_CALLS])
+def test_given_an_ingest_route_when_its_first_request_is_served_then_it_makes_exactly_its_aws_calls(
+    function: str,
+) -> None:
+    _, calls = served(function)
+    assert calls == SERVED_CALLS[MODULES[function]]
+
+
+def test_given_the_served_probe_then_a_forbidden_import_and_a_low_ceiling_would_trip() -> None:
+    """Negative control: the served LiveKit request's modules include what the handler itself needs (so an absent
+    forbidden module was really absent, not unseen), and its count is far above a ceiling it would have to break."""
+    (function,) = [name for name in FUNCTIONS if MODULES[name] == "kilo_webhook_ingest.livekit_handler"]
+    report, _ = served(function)
+    loaded = frozenset(report["modules"])
+    assert loaded_forbidden(loaded, frozenset({"jwt", "botocore", "aws_lambda_powertools"})) == {
+        "jwt",
+        "botocore",
+        "aws_lambda_powertools",
+    }
+    assert len(loaded) > 300

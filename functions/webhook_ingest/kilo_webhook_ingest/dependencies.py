@@ -46,13 +46,13 @@ class StripeDependencies(RouteDependencies):
 
 
 def _store_and_secrets(
-    config: IngestSettings, budget: CallBudget, **secret_names: str
+    config: IngestSettings, budget: CallBudget, validate: bool = True, **secret_names: str
 ) -> tuple[Any, EventStore, SecretSource]:
     """The route's DynamoDB client (shared by its adapters), event store and secret source."""
     from kilo_billing.aws import client  # noqa: PLC0415 - boto3 loads here, on the first request
     from kilo_webhook_ingest.adapters import DynamoEventStore, SecretsManagerSource  # noqa: PLC0415
 
-    dynamodb = client("dynamodb", budget)
+    dynamodb = client("dynamodb", budget, validate=validate)
     secrets = SecretsManagerSource(client("secretsmanager", budget), secret_names, config.secret_max_age_seconds)
     return dynamodb, DynamoEventStore(dynamodb, config.events_table), secrets
 
@@ -60,7 +60,10 @@ def _store_and_secrets(
 @cache
 def livekit() -> LiveKitDependencies:
     config = settings()
-    _, store, secrets = _store_and_secrets(config, config.livekit_budget, livekit=config.livekit_keys_secret)
+    # the hot path's one call is DynamoEventStore's fixed conditional PutItem: no client-side parameter validation
+    _, store, secrets = _store_and_secrets(
+        config, config.livekit_budget, validate=False, livekit=config.livekit_keys_secret
+    )
     return LiveKitDependencies(config, store, secrets)
 
 

@@ -1,8 +1,17 @@
-"""LiveKit webhooks: verify the signature exactly as LiveKit signs it, parse into LiveKit's own protobuf types.
+"""LiveKit webhooks: verify the signature exactly as LiveKit signs it, read the fields ingest stores.
 
 LiveKit sends ``Authorization: <JWT>`` (no ``Bearer``), HS256 with the API secret, ``iss`` = API key, a ``sha256``
 claim = standard padded base64 of SHA-256 over the raw body, ``nbf``/``exp`` around now (see
 shared/reference/livekit.md). The hash is taken over the bytes received, never over a re-serialisation.
+
+The body is LiveKit's ``WebhookEvent`` in protobuf's JSON mapping. Ingest reads only the fields it stores beside the
+raw bytes (ids, room, participant, track), with ``json.loads`` (C) and the JSON mapping's rules for exactly those
+fields (``_Reader``): both field spellings, ``null`` as unset, int64 as number or string, enums by name or number
+(unknown names ignored, unknown numbers kept), strings without lone surrogates, map values strings. Other fields are
+not read and not validated beyond being objects where LiveKit's schema has a message (docs/decisions.md): the stored
+body is the signed bytes, unchanged. No protobuf on this path: its pure-Python JSON parser cost ~60 % of the logic's CPU
+and its import ~70 ms of every cold start. ``tests/unit/test_livekit_fields.py`` holds this reader to protobuf's own
+parse (``livekit-protocol``) and its enum tables to LiveKit's descriptors.
 """
 
 from __future__ import annotations
@@ -11,13 +20,12 @@ import base64
 import hashlib
 import hmac
 import json
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import jwt
-from google.protobuf import json_format
-from google.protobuf.descriptor import EnumDescriptor
-from livekit.protocol.models import ParticipantInfo, TrackSource, TrackType
-from livekit.protocol.webhook import WebhookEvent
 
 from kilo_billing.events import LiveKitEventRecord
 from kilo_webhook_ingest import jsontext
@@ -25,7 +33,6 @@ from kilo_webhook_ingest.model import InvalidEventError, UnauthorizedError
 
 ALGORITHM = "HS256"
 MAX_ID_BYTES = 256  # LiveKit's ids are ~15 characters
-MAX_PARSE_DEPTH = 100  # protobuf's own default; deeper JSON is refused before it can exhaust the stack
 
 
 def _unauthorized(code: str, message: str) -> UnauthorizedError:
@@ -91,70 +98,217 @@ def _bad_request(code: str, message: str) -> InvalidEventError:
     return InvalidEventError(code, message)
 
 
-_MESSAGE_FIELDS = tuple(
-    field for field in WebhookEvent.DESCRIPTOR.fields if field.message_type is not None and not field.is_repeated
+# LiveKit's enums (livekit-protocol 1.1.29: livekit.ParticipantInfo.Kind, livekit.TrackType, livekit.TrackSource),
+# number -> name; the test compares them with the protocol package's descriptors.
+PARTICIPANT_KINDS = {0: "STANDARD", 1: "INGRESS", 2: "EGRESS", 3: "SIP", 4: "AGENT", 7: "CONNECTOR", 8: "BRIDGE"}
+TRACK_TYPES = {0: "AUDIO", 1: "VIDEO", 2: "DATA"}
+TRACK_SOURCES = {0: "UNKNOWN", 1: "CAMERA", 2: "MICROPHONE", 3: "SCREEN_SHARE", 4: "SCREEN_SHARE_AUDIO"}
+_KIND_NUMBERS, _TYPE_NUMBERS, _SOURCE_NUMBERS = (
+    {name: number for number, name in table.items()} for table in (PARTICIPANT_KINDS, TRACK_TYPES, TRACK_SOURCES)
 )
+# WebhookEvent's singular message fields (JSON name, proto name): each must be an object when present
+_MESSAGE_FIELDS = (
+    ("room", "room"),
+    ("participant", "participant"),
+    ("egressInfo", "egress_info"),
+    ("ingressInfo", "ingress_info"),
+    ("track", "track"),
+    ("job", "job"),
+)
+_INT64 = (-(2**63), 2**63 - 1)
+_INT32 = (-(2**31), 2**31 - 1)
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def parse_event(body: bytes) -> WebhookEvent:
-    """Parse a verified body into ``livekit.WebhookEvent``. Unknown fields and unknown enum *names* are ignored (the
-    zero value stays); unknown enum *numbers* are kept (``to_record`` stores them as ``UNKNOWN_<n>``)."""
+T = TypeVar("T")
+
+
+class _FieldError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class LiveKitWebhook:
+    """What ingest reads of a ``WebhookEvent`` (zero values where absent, as protobuf's getters give them)."""
+
+    id: str
+    event: str
+    created_at: int
+    room_sid: str
+    room_name: str
+    room_metadata: str
+    egress_room_id: str | None  # None: no egressInfo
+    egress_room_name: str
+    ingress_room_name: str | None  # None: no ingressInfo
+    participant_sid: str
+    participant_identity: str
+    participant_kind: int
+    participant_metadata: str
+    participant_attributes: dict[str, str]
+    participant_joined_at: int
+    participant_joined_at_ms: int
+    track: bool  # a track object was sent
+    track_sid: str
+    track_type: int
+    track_source: int
+
+
+def _field(data: dict[str, Any], json_name: str, name: str, convert: Callable[[Any, str], T], where: str) -> T:
+    """A field by either spelling, converted; both present: each must be valid and the later one wins (protobuf)."""
+    if json_name == name or name not in data:
+        return convert(data.get(json_name), where)
+    if json_name not in data:
+        return convert(data[name], where)
+    converted = [convert(value, where) for key, value in data.items() if key in (json_name, name)]
+    return converted[-1]
+
+
+def _string(value: Any, where: str) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise _FieldError(f"{where} must be a string")
+    if _LONE_SURROGATE.search(value):
+        raise _FieldError(f"{where} has an unpaired surrogate")
+    return value
+
+
+def _int64(value: Any, where: str) -> int:
+    """protobuf's JSON int64: a number or a string (``"1771351907"``, also ``"1e3"``), integral, in range."""
+    if value is None:
+        return 0
+    if isinstance(value, bool) or (isinstance(value, str) and " " in value):
+        raise _FieldError(f"{where} must be an integer")
+    if isinstance(value, float) and not value.is_integer():
+        raise _FieldError(f"{where} must be an integer")
+    try:
+        number = int(value)
+    except ValueError:
+        try:
+            as_float = float(value)
+        except ValueError:
+            raise _FieldError(f"{where} must be an integer") from None
+        if not as_float.is_integer():
+            raise _FieldError(f"{where} must be an integer") from None
+        number = int(as_float)
+    except (TypeError, OverflowError):
+        raise _FieldError(f"{where} must be an integer") from None
+    if not _INT64[0] <= number <= _INT64[1]:
+        raise _FieldError(f"{where} is out of range")
+    return number
+
+
+def _enum(value: Any, numbers: dict[str, int], where: str) -> int:
+    """An open proto3 enum: a name (unknown names are ignored: 0) or a number (kept even when unknown)."""
+    if value is None:
+        return 0
+    if isinstance(value, bool):  # protobuf would read true as 1 (AGENT, VIDEO ...): never an enum value
+        raise _bad_request("not_a_webhook_event", f"'{where}' must be an enum name or number")
+    if isinstance(value, str):
+        known = numbers.get(_string(value, where))
+        if known is not None:
+            return known
+    try:
+        number = int(value)
+    except ValueError:
+        return 0  # a name this protocol version does not know
+    except (TypeError, OverflowError):
+        raise _FieldError(f"{where} must be an enum name or number") from None
+    if not _INT32[0] <= number <= _INT32[1]:
+        raise _FieldError(f"{where} is out of range")
+    return number
+
+
+def _string_map(value: Any, where: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _FieldError(f"{where} must be an object")
+    if not all(isinstance(inner, str) for inner in value.values()):  # null too: a map's values are never unset
+        raise _FieldError(f"{where} must map strings to strings")
+    return {_string(key, where): _string(inner, f"{where}.{key}") for key, inner in value.items()}
+
+
+def _object(value: Any, where: str) -> dict[str, Any] | None:
+    return value if isinstance(value, dict) else None  # anything else but null was refused before
+
+
+def parse_event(body: bytes) -> LiveKitWebhook:
+    """Read a verified body's ``WebhookEvent`` fields. Unknown fields and unknown enum *names* are ignored (the zero
+    value stays); unknown enum *numbers* are kept (``to_record`` stores them as ``UNKNOWN_<n>``)."""
     data = jsontext.loads(body, "a LiveKit WebhookEvent")
     if not isinstance(data, dict):
         raise _bad_request("not_a_webhook_event", "body must be a JSON object (a LiveKit WebhookEvent)")
-    for field in _MESSAGE_FIELDS:
-        # protobuf's lenient parser silently drops a string where an object belongs; a WebhookEvent never has one
-        for name in (field.json_name, field.name):
-            if name in data and not isinstance(data[name], dict):
-                raise _bad_request("not_a_webhook_event", f"'{name}' must be an object in a LiveKit WebhookEvent")
-    for outer, inner in _ENUM_PATHS:
-        if isinstance(data.get(outer), dict) and isinstance(data[outer].get(inner), bool):
-            # protobuf would read true as 1 (AGENT, VIDEO ...): a boolean is never an enum value
-            raise _bad_request("not_a_webhook_event", f"'{outer}.{inner}' must be an enum name or number")
-    event = WebhookEvent()
+    for json_name, name in _MESSAGE_FIELDS:
+        for key in dict.fromkeys((json_name, name)):
+            # protobuf's lenient parser silently drops a string where an object belongs; a WebhookEvent never has one
+            if key in data and data[key] is not None and not isinstance(data[key], dict):
+                raise _bad_request("not_a_webhook_event", f"'{key}' must be an object in a LiveKit WebhookEvent")
     try:
-        json_format.ParseDict(data, event, ignore_unknown_fields=True, max_recursion_depth=MAX_PARSE_DEPTH)
-    except RecursionError as exc:
-        raise _bad_request("too_deeply_nested", "body nests JSON deeper than any WebhookEvent") from exc
-    except (json_format.ParseError, ValueError, TypeError) as exc:
-        detail = str(exc)[:200]
-        raise _bad_request("not_a_webhook_event", f"body is not a LiveKit WebhookEvent: {detail}") from exc
+        event = _read(data)
+    except _FieldError as exc:
+        raise _bad_request("not_a_webhook_event", f"body is not a LiveKit WebhookEvent: {exc}") from exc
     if not event.id:
         raise _bad_request("missing_id", "WebhookEvent has no 'id'")
     if not event.event:
         raise _bad_request("missing_event", "WebhookEvent has no 'event' type")
-    room_sid = event.room.sid or event.egress_info.room_id
+    room_sid = event.room_sid or (event.egress_room_id or "")
     for name, value in (("id", event.id), ("room.sid", room_sid), ("event", event.event)):
         if len(value.encode("utf-8")) > MAX_ID_BYTES:  # ids become table keys (at most 1 KB / 2 KB in DynamoDB)
             raise _bad_request("invalid_id", f"'{name}' is longer than {MAX_ID_BYTES} bytes")
     return event
 
 
-_ENUM_PATHS = (("participant", "kind"), ("track", "type"), ("track", "source"))
+def _read(data: dict[str, Any]) -> LiveKitWebhook:
+    room = _field(data, "room", "room", _object, "room") or {}
+    egress = _field(data, "egressInfo", "egress_info", _object, "egressInfo")
+    ingress = _field(data, "ingressInfo", "ingress_info", _object, "ingressInfo")
+    participant = _field(data, "participant", "participant", _object, "participant") or {}
+    track = _field(data, "track", "track", _object, "track")
+    track_fields = track or {}
+    return LiveKitWebhook(
+        id=_string(data.get("id"), "id"),
+        event=_string(data.get("event"), "event"),
+        created_at=_field(data, "createdAt", "created_at", _int64, "createdAt"),
+        room_sid=_string(room.get("sid"), "room.sid"),
+        room_name=_string(room.get("name"), "room.name"),
+        room_metadata=_string(room.get("metadata"), "room.metadata"),
+        egress_room_id=None if egress is None else _field(egress, "roomId", "room_id", _string, "egressInfo.roomId"),
+        egress_room_name=_field(egress or {}, "roomName", "room_name", _string, "egressInfo.roomName"),
+        ingress_room_name=None
+        if ingress is None
+        else _field(ingress, "roomName", "room_name", _string, "ingressInfo.roomName"),
+        participant_sid=_string(participant.get("sid"), "participant.sid"),
+        participant_identity=_string(participant.get("identity"), "participant.identity"),
+        participant_kind=_enum(participant.get("kind"), _KIND_NUMBERS, "participant.kind"),
+        participant_metadata=_string(participant.get("metadata"), "participant.metadata"),
+        participant_attributes=_string_map(participant.get("attributes"), "participant.attributes"),
+        participant_joined_at=_field(participant, "joinedAt", "joined_at", _int64, "participant.joinedAt"),
+        participant_joined_at_ms=_field(participant, "joinedAtMs", "joined_at_ms", _int64, "participant.joinedAtMs"),
+        track=track is not None,
+        track_sid=_string(track_fields.get("sid"), "track.sid"),
+        track_type=_enum(track_fields.get("type"), _TYPE_NUMBERS, "track.type"),
+        track_source=_enum(track_fields.get("source"), _SOURCE_NUMBERS, "track.source"),
+    )
 
 
-def enum_name(enum: EnumDescriptor, number: int) -> str:
+def enum_name(table: dict[int, str], number: int) -> str:
     """The enum value's name; ``""`` for the zero value (LiveKit omits it); ``UNKNOWN_<n>`` for a value this protocol
     version does not know (a newer LiveKit server), stored as is and rated as the safe default (docs/decisions.md)."""
     if not number:
         return ""
-    value = enum.values_by_number.get(number)
-    return value.name if value is not None else f"UNKNOWN_{number}"
+    return table.get(number, f"UNKNOWN_{number}")
 
 
-def to_record(event: WebhookEvent, body: bytes, api_key: str, received_at_ms: int) -> LiveKitEventRecord:
+def to_record(event: LiveKitWebhook, body: bytes, api_key: str, received_at_ms: int) -> LiveKitEventRecord:
     """The stored form: the raw signed bytes plus what rating reads (so rating never re-parses bodies)."""
-    room_sid, room_name = event.room.sid, event.room.name
-    if not room_sid and event.HasField("egress_info"):
-        room_sid, room_name = event.egress_info.room_id, event.egress_info.room_name
-    if not room_name and event.HasField("ingress_info"):
-        room_name = event.ingress_info.room_name
-    participant = event.participant
-    joined_at_ms = participant.joined_at_ms or participant.joined_at * 1000
-    kind = enum_name(ParticipantInfo.Kind.DESCRIPTOR, participant.kind)
-    has_track = event.HasField("track")
-    track_type = enum_name(TrackType.DESCRIPTOR, event.track.type) if has_track else ""
-    track_source = enum_name(TrackSource.DESCRIPTOR, event.track.source) if has_track else ""
+    room_sid, room_name = event.room_sid, event.room_name
+    if not room_sid and event.egress_room_id is not None:
+        room_sid, room_name = event.egress_room_id, event.egress_room_name
+    if not room_name and event.ingress_room_name is not None:
+        room_name = event.ingress_room_name
+    joined_at_ms = event.participant_joined_at_ms or event.participant_joined_at * 1000
+    attributes = event.participant_attributes
     return LiveKitEventRecord(
         event_id=event.id,
         event_type=event.event,
@@ -164,19 +318,17 @@ def to_record(event: WebhookEvent, body: bytes, api_key: str, received_at_ms: in
         received_at_ms=received_at_ms,
         room_sid=room_sid,
         room_name=room_name,
-        room_metadata=event.room.metadata,
-        participant_sid=participant.sid,
-        participant_identity=participant.identity,
-        participant_kind=kind,
-        participant_metadata=participant.metadata,
+        room_metadata=event.room_metadata,
+        participant_sid=event.participant_sid,
+        participant_identity=event.participant_identity,
+        participant_kind=enum_name(PARTICIPANT_KINDS, event.participant_kind),
+        participant_metadata=event.participant_metadata,
         # compact and unescaped: never longer than the attributes' JSON in the signed body (the item stays bounded)
-        participant_attributes=json.dumps(
-            dict(participant.attributes), sort_keys=True, ensure_ascii=False, separators=(",", ":")
-        )
-        if participant.attributes
+        participant_attributes=json.dumps(attributes, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        if attributes
         else "",
         joined_at_ms=joined_at_ms,
-        track_sid=event.track.sid,
-        track_type=track_type,
-        track_source=track_source,
+        track_sid=event.track_sid,
+        track_type=enum_name(TRACK_TYPES, event.track_type) if event.track else "",
+        track_source=enum_name(TRACK_SOURCES, event.track_source) if event.track else "",
     )

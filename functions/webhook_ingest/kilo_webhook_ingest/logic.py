@@ -84,7 +84,7 @@ def ingest_livekit(
     annotate: Annotate = _ignore,
 ) -> WebhookOutcome:
     """Verify a LiveKit webhook and store it once (one conditional write; a duplicate is not an error)."""
-    from kilo_webhook_ingest import livekit_webhook  # noqa: PLC0415 - protobuf loads only on the LiveKit path
+    from kilo_webhook_ingest import livekit_webhook  # noqa: PLC0415 - PyJWT loads only on the LiveKit path
 
     budget = settings.livekit_budget
     require_time(deadline, settings, budget, "read the LiveKit keys")

@@ -1,0 +1,443 @@
+"""Cold start of every Lambda handler in template.yaml, beside the floor, as whole fresh processes.
+
+- **What is measured**: a fresh ``python -S`` process that imports the handler module from a Lambda-shaped package and
+  calls its ``lambda_handler`` once with a representative first request, so the handler's dependencies (settings,
+  boto3 clients, secrets) are built and its AWS calls really go out: SigV4, parameter validation and response parsing
+  run in the process, against a canned AWS endpoint on 127.0.0.1 (``bench/aws_stub.py``, ``AWS_ENDPOINT_URL``).
+- **The floor**, measured in the same run and interleaved with the handlers: python + boto3 + Powertools Logger and
+  Metrics + one DynamoDB client, the same kind of first request (an API Gateway event whose JSON body is parsed, one
+  ``PutItem`` over the same HTTP).
+- **Figures**: the child's CPU time (user + system, ``os.wait4``'s rusage of that child alone: robust on a shared
+  machine, unlike wall time) as the median of N runs, the wall time's median beside it, the ratio to the floor's
+  median CPU, and the child's peak RSS against the function's ``MemorySize``: ``VmHWM`` of ``/proc/self/status`` at the
+  end (the process's own high-water mark since ``exec``; the child's ``ru_maxrss`` would also count the bench process
+  it was forked from).
+- **Packages**: per code folder of the template, ``pip --target`` of the layer's and the function's requirements plus
+  the boto3 the runtime ships (no dev dependencies), the code copied beside them; the host's platform (the artifacts
+  ``./dev package`` builds are for arm64). The bytecode cache is warmed by one run first.
+
+The handler list comes from the template (``AWS::Serverless::Function``: handler, code folder, memory, environment,
+event sources): a function added later is measured without a change here. A function whose route or source has no
+representative request below gets a generic one (an unsigned API request, an empty batch, its schedule's input); the
+table shows each request's outcome and AWS calls, so nothing is hidden.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench import write_section
+
+ROOT = Path(__file__).resolve().parents[1]
+WORK = ROOT / ".bench" / "cold"
+BOTO3_PIN = "boto3==1.44.5"  # what the Lambda runtime provides
+NOW_S = int(time.time())
+LIVEKIT_KEY, LIVEKIT_SECRET = "APIbench", "bench-secret-0123456789abcdef0123456789"
+USAGE_CLIENT, USAGE_SECRET = "bench-app", "bench-usage-secret-0123456789abcdef"
+STRIPE_SECRET = "whsec_bench0123456789"
+ACCOUNT = "acct_bench"
+TRACE_ID = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=0"
+
+FLOOR = """
+import base64
+import json
+import boto3
+from aws_lambda_powertools import Logger, Metrics
+
+logger = Logger(service="floor")
+metrics = Metrics(namespace="Floor", service="floor")
+_client = None
+
+
+def dependencies():
+    global _client
+    if _client is None:
+        _client = boto3.client("dynamodb")
+    return _client
+
+
+@metrics.log_metrics
+@logger.inject_lambda_context(clear_state=True)
+def lambda_handler(event, context):
+    raw = event.get("body") or "{}"
+    body = json.loads(base64.b64decode(raw) if event.get("isBase64Encoded") else raw)
+    dependencies().put_item(TableName="floor", Item={"pk": {"S": str(body.get("id", "floor"))}, "sk": {"S": "floor"}})
+    return {"statusCode": 200, "body": "{}"}
+"""
+
+CHILD = """
+import json, sys
+spec = json.load(open(sys.argv[1]))
+module = __import__(spec["module"], fromlist=["lambda_handler"])
+class Context:
+    function_name = spec["function"]
+    memory_limit_in_mb = spec["memory"]
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:" + spec["function"]
+    aws_request_id = "bench-cold-start"
+    def get_remaining_time_in_millis(self):
+        return 10_000
+try:
+    response = getattr(module, spec["attribute"])(spec["event"], Context())
+    outcome = response.get("statusCode", "returned") if isinstance(response, dict) else "returned"
+except Exception as exc:
+    outcome = type(exc).__name__
+peak_kb = 0
+with open("/proc/self/status") as status:
+    for line in status:
+        if line.startswith("VmHWM:"):
+            peak_kb = int(line.split()[1])
+with open(sys.argv[2], "w") as out:
+    json.dump({"outcome": outcome, "modules": sorted(sys.modules), "peak_kb": peak_kb}, out)
+"""
+
+
+@dataclass
+class Subject:
+    name: str  # the template's logical id, or "floor"
+    handler: str  # module.attribute
+    folder: str  # code folder (CodeUri); the floor runs from the ingest package
+    memory_mb: int
+    environment: dict[str, str]
+    event: Any
+    request: str  # what the first request is, for the table
+    sources: dict[str, Any] = field(default_factory=dict)  # the template's event sources (to sign afresh)
+    cpu: list[float] = field(default_factory=list)
+    wall: list[float] = field(default_factory=list)
+    rss_kb: list[int] = field(default_factory=list)
+    outcomes: set[str] = field(default_factory=set)
+    modules: int = 0
+    calls: dict[str, int] = field(default_factory=dict)
+
+
+# --- packages -------------------------------------------------------------------------------------------------------
+
+
+def _requirements(folder: Path) -> str:
+    path = folder / "requirements.txt"
+    return path.read_text() if path.exists() else ""
+
+
+def package(folder: str, layer: Path) -> Path:
+    """The Lambda-shaped package of one code folder (installed once per requirements; code copied every run)."""
+    target = WORK / Path(folder).name
+    inputs = _requirements(layer) + _requirements(ROOT / folder) + BOTO3_PIN
+    stamp = target / ".stamp"
+    if not (stamp.exists() and stamp.read_text() == inputs):
+        shutil.rmtree(target, ignore_errors=True)
+        target.mkdir(parents=True)
+        requirements = [
+            argument
+            for path in (layer / "requirements.txt", ROOT / folder / "requirements.txt")
+            if path.exists()
+            for argument in ("-r", str(path))
+        ]
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target",
+             str(target), *requirements, BOTO3_PIN],
+            check=True,
+        )  # fmt: skip
+        stamp.write_text(inputs)
+    for source in [*layer.iterdir(), *(ROOT / folder).iterdir()]:
+        if source.is_dir() and (source / "__init__.py").exists():
+            shutil.rmtree(target / source.name, ignore_errors=True)
+            shutil.copytree(source, target / source.name, ignore=shutil.ignore_patterns("__pycache__"))
+    (target / "bench_floor_handler.py").write_text(FLOOR)
+    return target
+
+
+# --- representative first requests ----------------------------------------------------------------------------------
+
+
+def _livekit_request(environment: dict[str, str], stub_secrets: dict[str, str]) -> tuple[Any, str]:
+    from kilo_dev.apigw import http_api_event  # noqa: PLC0415
+    from kilo_dev.signing import livekit_authorization  # noqa: PLC0415
+
+    stub_secrets[environment.get("LIVEKIT_KEYS_SECRET_NAME", "")] = json.dumps({LIVEKIT_KEY: LIVEKIT_SECRET})
+    body = (ROOT / "tests/fixtures/livekit/participant_joined.json").read_bytes()
+    headers = {"authorization": livekit_authorization(body, LIVEKIT_KEY, LIVEKIT_SECRET)}
+    return http_api_event("POST", "/webhooks/livekit", body, headers), "signed participant_joined"
+
+
+def _usage_request(environment: dict[str, str], stub_secrets: dict[str, str]) -> tuple[Any, str]:
+    from kilo_dev.apigw import http_api_event  # noqa: PLC0415
+    from kilo_dev.signing import usage_signature  # noqa: PLC0415
+
+    clients = {USAGE_CLIENT: {"secrets": [USAGE_SECRET], "accounts": "*"}}
+    stub_secrets[environment.get("USAGE_SECRETS_SECRET_NAME", "")] = json.dumps(clients)
+    now = int(time.time())
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - 120))
+    event = {"idempotency_key": "bench-0001", "account_id": ACCOUNT, "meter": "messages", "quantity": 3,
+             "timestamp": stamp}  # fmt: skip
+    body = json.dumps({"events": [event]}).encode()
+    headers = {"content-type": "application/json", "x-kilo-client": USAGE_CLIENT,
+               "x-kilo-signature": usage_signature(body, USAGE_SECRET, now)}  # fmt: skip
+    return http_api_event("POST", "/v1/usage", body, headers), "signed usage batch of 1 (registered account)"
+
+
+def _stripe_request(environment: dict[str, str], stub_secrets: dict[str, str]) -> tuple[Any, str]:
+    from kilo_dev.apigw import http_api_event  # noqa: PLC0415
+    from kilo_dev.signing import stripe_signature  # noqa: PLC0415
+
+    stub_secrets[environment.get("STRIPE_SECRET_NAME", "")] = json.dumps({"webhook_secrets": [STRIPE_SECRET]})
+    invoice = {"id": "in_bench", "object": "invoice"}
+    now = int(time.time())
+    event = {"id": "evt_bench", "object": "event", "type": "invoice.paid", "created": now, "livemode": False,
+             "api_version": "2025-01-27.acacia", "data": {"object": invoice}}  # fmt: skip
+    body = json.dumps(event).encode()
+    headers = {"content-type": "application/json", "stripe-signature": stripe_signature(body, STRIPE_SECRET, now)}
+    return http_api_event("POST", "/webhooks/stripe", body, headers), "signed invoice.paid"
+
+
+def _as_stream_json(value: Any) -> Any:
+    """A DynamoDB item as a stream record carries it: binary attributes as base64 text."""
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, dict):
+        return {key: _as_stream_json(inner) for key, inner in value.items()}
+    if isinstance(value, list):
+        return [_as_stream_json(inner) for inner in value]
+    return value
+
+
+def _stream_request() -> tuple[Any, str]:
+    from kilo_webhook_ingest.livekit_webhook import parse_event, to_record  # noqa: PLC0415
+
+    body = (ROOT / "tests/fixtures/livekit/participant_joined.json").read_bytes()
+    item = _as_stream_json(to_record(parse_event(body), body, LIVEKIT_KEY, NOW_S * 1000).to_item(NOW_S + 86_400))
+    record = {
+        "eventID": "bench-1",
+        "eventName": "INSERT",
+        "eventSource": "aws:dynamodb",
+        "awsRegion": "us-east-1",
+        "dynamodb": {
+            "Keys": {k: item[k] for k in ("pk", "sk") if k in item},
+            "NewImage": item,
+            "SequenceNumber": "100000000000000000001",
+            "StreamViewType": "NEW_IMAGE",
+        },
+        "eventSourceARN": "arn:aws:dynamodb:us-east-1:123456789012:table/events/stream/2026-01-01T00:00:00.000",
+    }
+    return {"Records": [record]}, "stream batch: 1 participant_joined"
+
+
+ROUTES = {"/webhooks/livekit": _livekit_request, "/v1/usage": _usage_request, "/webhooks/stripe": _stripe_request}
+
+
+def first_request(events: dict[str, Any], environment: dict[str, str], stub_secrets: dict[str, str]) -> tuple[Any, str]:
+    from kilo_dev.apigw import http_api_event  # noqa: PLC0415
+
+    sources = list(events.values())
+    for source in sources:
+        path = source.get("Properties", {}).get("Path")
+        if source["Type"] == "HttpApi" and path in ROUTES:
+            return ROUTES[path](environment, stub_secrets)
+    for source in sources:
+        kind, properties = source["Type"], source.get("Properties", {})
+        if kind == "DynamoDB":
+            return _stream_request()
+        if kind in ("Schedule", "ScheduleV2"):
+            given = properties.get("Input")
+            scheduled = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(NOW_S))
+            text = given.replace("<aws.scheduler.scheduled-time>", scheduled) if isinstance(given, str) else "{}"
+            return json.loads(text), "its schedule's input"
+        if kind == "HttpApi":
+            method, path = properties.get("Method", "GET").upper(), properties.get("Path", "/")
+            return http_api_event(method, path, b"{}", {}), f"unsigned {method} {path} (generic)"
+        if kind == "SQS":
+            record = {"messageId": "bench-1", "receiptHandle": "bench", "body": "{}", "attributes": {},
+                      "messageAttributes": {}, "md5OfBody": "99914b932bd37a50b983c5e7c90ae93b",
+                      "eventSource": "aws:sqs", "awsRegion": "us-east-1",
+                      "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:bench"}  # fmt: skip
+            return {"Records": [record]}, "SQS batch of 1, body {} (generic)"
+    return {}, "empty event (generic)"
+
+
+# --- runs -------------------------------------------------------------------------------------------------------------
+
+
+def subjects(stub_secrets: dict[str, str]) -> list[Subject]:
+    from kilo_dev.template import Template  # noqa: PLC0415
+
+    template = Template()
+    default_memory = int(template.body.get("Globals", {}).get("Function", {}).get("MemorySize", 128))
+    found = []
+    for name, spec in template.of_type("AWS::Serverless::Function").items():
+        properties = spec["Properties"]
+        environment = {key: str(value) for key, value in template.function_environment(name).items()}
+        sources = properties.get("Events") or {}
+        event, request = first_request(sources, environment, stub_secrets)
+        found.append(
+            Subject(
+                name,
+                properties["Handler"],
+                properties["CodeUri"].rstrip("/"),
+                int(properties.get("MemorySize", default_memory)),
+                environment,
+                event,
+                request,
+                sources,
+            )
+        )
+    return found
+
+
+def child_environment(subject: Subject, package_dir: Path | None, endpoint: str) -> dict[str, str]:
+    """The function's variables from the template, the canned endpoint, dummy credentials and Lambda's own variables;
+    ``package_dir`` None: the caller's environment's packages (the dev venv, for tests)."""
+    environment = {
+        **subject.environment,
+        "PATH": os.environ.get("PATH", ""),
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_LAMBDA_FUNCTION_NAME": subject.name,
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(subject.memory_mb),
+        "_X_AMZN_TRACE_ID": TRACE_ID,
+    }
+    if package_dir is not None:
+        environment.update({"PYTHONPATH": str(package_dir), "LAMBDA_TASK_ROOT": str(package_dir)})
+    return environment
+
+
+def run_cold(subject: Subject, package_dir: Path | None, endpoint: str, scratch: Path) -> dict[str, Any]:
+    """One fresh process: import the handler, answer the first request. Returns the child's CPU and wall seconds, its
+    peak RSS (kB), the request's outcome and every module then loaded."""
+    module, _, attribute = subject.handler.rpartition(".")
+    spec_path, out_path = scratch / f"{subject.name}.json", scratch / f"{subject.name}.out"
+    spec = {"module": module, "attribute": attribute, "event": subject.event, "function": subject.name,
+            "memory": subject.memory_mb}  # fmt: skip
+    spec_path.write_text(json.dumps(spec))
+    (scratch / "child.py").write_text(CHILD)
+    flags = ["-S"] if package_dir is not None else []
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [sys.executable, *flags, str(scratch / "child.py"), str(spec_path), str(out_path)],
+        env=child_environment(subject, package_dir, endpoint),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - started
+    if process.returncode:
+        raise RuntimeError(f"{subject.name}: the cold-start child exited {process.returncode}")
+    report: dict[str, Any] = json.loads(out_path.read_text())
+    return {**report, "cpu": usage.ru_utime + usage.ru_stime, "wall": wall}
+
+
+def _run(subject: Subject, package_dir: Path, endpoint: str, scratch: Path) -> None:
+    report = run_cold(subject, package_dir, endpoint, scratch)
+    subject.cpu.append(report["cpu"])
+    subject.wall.append(report["wall"])
+    subject.rss_kb.append(report["peak_kb"])
+    subject.outcomes.add(str(report["outcome"]))
+    subject.modules = len(report["modules"])
+
+
+def seeded_stub(stub_secrets: dict[str, str]) -> Any:
+    """The canned AWS endpoint with the secrets the first requests need and the usage API's registered account."""
+    from bench.aws_stub import AwsStub  # noqa: PLC0415
+    from kilo_billing.account_store import profile_to_item  # noqa: PLC0415
+    from kilo_billing.accounts import AccountProfile  # noqa: PLC0415
+
+    return AwsStub(stub_secrets, [profile_to_item(AccountProfile.default(ACCOUNT))])
+
+
+def measure(samples: int) -> tuple[Subject, list[Subject], float]:
+    from kilo_dev.apigw import http_api_event  # noqa: PLC0415
+
+    stub_secrets: dict[str, str] = {}
+    handlers = subjects(stub_secrets)
+    layer = ROOT / "layers/common"
+    packages = {folder: package(folder, layer) for folder in sorted({s.folder for s in handlers})}
+    ingest_folder = "functions/webhook_ingest"
+    body = json.dumps({"id": "floor-1"}).encode()
+    floor = Subject("floor", "bench_floor_handler.lambda_handler", ingest_folder, 1024, {},
+                    http_api_event("POST", "/floor", body, {}), "API event, JSON body, one PutItem")  # fmt: skip
+    with tempfile.TemporaryDirectory() as directory, seeded_stub(stub_secrets) as stub:
+        scratch = Path(directory)
+        bare_cpu = []
+        everyone = [floor, *handlers]
+        for subject in everyone:  # warm the bytecode caches and count each first request's AWS calls
+            before = dict(stub.calls)
+            _run(subject, packages[subject.folder], stub.url, scratch)
+            subject.calls = {op: n - before.get(op, 0) for op, n in stub.calls.items() if n - before.get(op, 0)}
+            subject.cpu.clear(), subject.wall.clear(), subject.rss_kb.clear()
+        for round_ in range(samples):
+            order = everyone[round_ % len(everyone) :] + everyone[: round_ % len(everyone)]
+            for subject in order:  # the floor among the handlers, in a rotating order
+                if subject.sources:  # signed afresh: a signature's timestamp is only good for minutes
+                    subject.event, _ = first_request(subject.sources, subject.environment, stub_secrets)
+                _run(subject, packages[subject.folder], stub.url, scratch)
+            started = os.times()
+            subprocess.run([sys.executable, "-S", "-c", "pass"], check=True)
+            ended = os.times()
+            bare_cpu.append(
+                ended.children_user + ended.children_system - started.children_user - started.children_system
+            )
+    return floor, handlers, statistics.median(bare_cpu)
+
+
+def _row(subject: Subject, floor_cpu: float) -> str:
+    cpu, wall = statistics.median(subject.cpu), statistics.median(subject.wall)
+    rss = max(subject.rss_kb) / 1024
+    calls = ", ".join(f"{op.split('.')[-1]} {n}" for op, n in sorted(subject.calls.items())) or "none"
+    ratio = cpu / floor_cpu
+    flag = "" if ratio <= 1.3 or subject.name == "floor" else " ✗"
+    return (
+        f"| {subject.name} (`{subject.handler.rsplit('.', 1)[0]}`)"
+        f" | {subject.request} → {', '.join(sorted(subject.outcomes))}"
+        f" | {calls} | {cpu * 1000:.0f} ms | {wall * 1000:.0f} ms | {ratio:.2f}x{flag} | {subject.modules:,}"
+        f" | {rss:.0f} / {subject.memory_mb} MB |"
+    )
+
+
+HEADER = (
+    "| function (handler module) | first request → outcome | AWS calls | CPU (median) | wall (median)"
+    " | CPU / floor (target <= 1.3x) | modules loaded | peak RSS / MemorySize |"
+)
+
+
+def report(floor: Subject, handlers: list[Subject], bare_cpu: float, samples: int) -> str:
+    floor_cpu = statistics.median(floor.cpu)
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    where = f"{when}, {platform.machine()}, Python {platform.python_version()}"
+    load = os.getloadavg()
+    rows = "\n".join(_row(subject, floor_cpu) for subject in [floor, *handlers])
+    return f"""## Cold start of every handler (issue 15) — {where}, {os.cpu_count()} cores
+
+{HEADER}
+|---|---|---|---|---|---|---|---|
+{rows}
+
+Whole fresh processes (`python -S`, Lambda-shaped package: layer + function requirements + `{BOTO3_PIN}`, host
+platform), each importing its handler and answering one first request whose AWS calls go over HTTP to a canned
+endpoint on 127.0.0.1 (`bench/aws_stub.py`): SigV4, parameter validation and parsing run in the measured process.
+CPU = user + system time of that child alone (`os.wait4`), median of {samples} runs, the floor interleaved with the
+handlers in a rotating order; a bare `python -S -c pass` costs {bare_cpu * 1000:.0f} ms of it (included in every
+row). Peak RSS = the child's `VmHWM` after the request (its `ru_maxrss` would include the forking bench process).
+Load average during the run: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1 / 5 / 15 min; the machine is shared,
+so CPU time, not wall time, is the figure to read)."""
+
+
+def run(quick: bool = False) -> None:
+    samples = 3 if quick else 9
+    floor, handlers, bare_cpu = measure(samples)
+    print(write_section("cold-start", report(floor, handlers, bare_cpu, samples)))
