@@ -260,6 +260,18 @@ def budget_status(profile: AccountProfile, spent: Decimal) -> BudgetStatus:
     return BudgetStatus.UNDER
 
 
+def reached_on(
+    fee: Decimal, usage: Decimal, limit: Decimal | None, now: datetime, weights: Sequence[Decimal]
+) -> date | None:
+    """The day the bill (fees + usage) reaches ``limit``: fees are fixed, so it is the day usage reaches ``limit -
+    fees`` at the weekday-weighted run rate (``kilo_billing.budgets.forecast_crossing``)."""
+    if limit is None:
+        return None
+    if fee + usage >= limit:
+        return now.date()
+    return forecast_crossing(usage, limit - fee, now, weights)
+
+
 def forecast(
     accounts: AccountDirectory,
     month: MonthToDateSource,
@@ -269,19 +281,18 @@ def forecast(
     weights: Sequence[Decimal],
 ) -> Forecast:
     mtd = current_month(accounts, month, catalog, account_id, now)
-    profile, spent = mtd.profile, mtd.rated.total
+    profile, fee, usage = mtd.profile, mtd.rated.fee, mtd.rated.usage_total
+    spent = mtd.rated.total
     return Forecast(
         account_id=account_id,
         period=mtd.period,
         as_of=now,
         spent=spent,
-        projected_total=projected_total(spent, now, weights),
+        projected_total=projected_total(usage, now, weights, fixed_usd=fee),
         budget_usd=profile.budget_usd,
         hard_limit_usd=profile.hard_limit_usd,
-        budget_reached_on=forecast_crossing(spent, profile.budget_usd, now, weights) if profile.budget_usd else None,
-        hard_limit_reached_on=(
-            forecast_crossing(spent, profile.hard_limit_usd, now, weights) if profile.hard_limit_usd else None
-        ),
+        budget_reached_on=reached_on(fee, usage, profile.budget_usd, now, weights),
+        hard_limit_reached_on=reached_on(fee, usage, profile.hard_limit_usd, now, weights),
         status=budget_status(profile, spent),
     )
 
