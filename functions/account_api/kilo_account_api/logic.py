@@ -396,7 +396,11 @@ class TierChangeOutcome:
 def change_tier(
     accounts: AccountDirectory, catalog: Catalog, account_id: str, tier: str, now: datetime
 ) -> TierChangeOutcome:
-    profile_of(accounts, account_id)
+    current = profile_of(accounts, account_id)
+    pending = [c for c in current.changes if c.at > now]
+    if pending and max(pending, key=lambda c: c.at).tier == tier:  # the same request again (a retried click)
+        change = max(pending, key=lambda c: c.at)
+        return TierChangeOutcome(current, tier, change.at, current.tier_at(now))
     book = catalog.for_period(Period.containing(now))
     try:
         profile = request_tier_change(accounts, book, account_id, tier, now)
