@@ -133,3 +133,15 @@ def test_given_an_operator_token_then_the_operator_route_lists_accounts_and_othe
     owner = local.issuer.mint("user-a", "acct_local_a", "owner")
     status, _ = request(local, "GET", "/v1/operator/accounts", owner)
     assert status == 403
+
+
+def test_given_the_local_sign_in_then_its_token_is_accepted_and_a_bad_request_is_refused(local: Any) -> None:
+    with urllib.request.urlopen(f"{local.issuer.url}/local/token?account=acct_local_a&role=member", timeout=10) as got:
+        token = json.loads(got.read())["access_token"]
+    status, _ = request(local, "GET", "/v1/accounts/acct_local_a/forecast", token)
+    assert status == 200
+    status, _ = request(local, "GET", "/v1/accounts/acct_local_a/usage", local.sign_in("acct_local_a", "admin"))
+    assert status == 200
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{local.issuer.url}/local/token?role=member", timeout=10)
+    assert refused.value.code == 400
