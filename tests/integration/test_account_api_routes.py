@@ -165,6 +165,10 @@ def test_given_members_then_an_admin_adds_and_removes_and_the_owner_is_protected
     assert (added.status, added.body["role"]) == (201, "member")
     assert call("POST", "/v1/accounts/acct_a/members", ADMIN, {"user": "otto", "role": "owner"}).status == 400
     assert call("POST", "/v1/accounts/acct_a/members", ADMIN, {"user": "mia"}).status == 409
+    bad = call("POST", "/v1/accounts/acct_a/members", ADMIN, {"user": "max", "email": "max-at-example"})
+    assert (bad.status, bad.body["field"]) == (400, "email")
+    slash = call("POST", "/v1/accounts/acct_a/members", ADMIN, {"user": "a/b"})
+    assert (slash.status, slash.body["field"]) == (400, "user")
     assert call("DELETE", "/v1/accounts/acct_a/members/olga", ADMIN).status == 409
     assert call("DELETE", "/v1/accounts/acct_a/members/mia", ADMIN).status == 204
     listed = call("GET", "/v1/accounts/acct_a/members", MEMBER)

@@ -39,6 +39,7 @@ from kilo_billing.accounts import (
     AccountProfile,
     InvalidContactError,
     UnknownAccountError,
+    check_email,
     registered_profile,
     request_tier_change,
     save_profile,
@@ -454,6 +455,11 @@ def members(accounts: AccountDirectory, store: MemberStore, account_id: str) -> 
 def add_member(accounts: AccountDirectory, store: MemberStore, caller_role: Role, member: Member) -> Member:
     """Owners add anyone; admins add members and admins, never owners."""
     profile_of(accounts, member.account_id)
+    if member.email:
+        try:
+            check_email(member.email)
+        except InvalidContactError as exc:
+            raise InvalidRequestError("email", str(exc)) from exc
     if member.role > caller_role:
         raise InvalidRequestError("role", f"a {caller_role.name.lower()} cannot add an {member.role.name.lower()}")
     store.add(member)
