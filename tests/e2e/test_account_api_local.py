@@ -6,6 +6,7 @@ Everything started here is stopped here."""
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -69,6 +70,8 @@ def test_given_no_token_then_pricing_and_openapi_answer_and_account_routes_are_r
 
 
 def test_given_tokens_the_authorizer_would_refuse_then_401_before_the_function(local: Any) -> None:
+    import jwt  # noqa: PLC0415
+
     from kilo_dev.jwt_issuer import LocalIssuer  # noqa: PLC0415
 
     issuer = local.issuer
@@ -79,6 +82,18 @@ def test_given_tokens_the_authorizer_would_refuse_then_401_before_the_function(l
         "another audience": issuer.mint("u1", "acct_local_a", "owner", audience="someone-else"),
         "another issuer": issuer.mint("u1", "acct_local_a", "owner", issuer="https://evil.example"),
         "not a jwt": "not-a-token",
+        "unsigned (alg none)": jwt.encode(
+            {
+                "sub": "u1",
+                "iss": issuer.url,
+                "aud": issuer.audience,
+                "exp": int(time.time()) + 600,
+                "kilo_account": "acct_local_a",
+                "kilo_role": "owner",
+            },
+            None,
+            algorithm="none",
+        ),
     }
     for why, token in refused.items():
         status, _ = request(local, "GET", "/v1/accounts/acct_local_a/usage", token)
