@@ -50,3 +50,14 @@ export function section(title, ...children) {
   const id = `h-${title.toLowerCase().replace(/[^a-z0-9]+/g, "-")}`;
   return h("section", { "aria-labelledby": id, class: "card" }, h("h2", { id }, title), ...children);
 }
+
+export const METERS = {
+  video: "Video minutes",
+  audio: "Audio minutes",
+  messages: "Messages",
+  data_transfer: "Data transfer (GB)",
+};
+
+export const meterName = (id) => METERS[id] || id;
+
+export const words = (id) => String(id || "").replace(/_/g, " ");

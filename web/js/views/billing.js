@@ -1,22 +1,21 @@
-// Billing history: each invoice with its status; a receipt (its lines) on demand; links to Stripe's hosted invoice
-// and PDF where the invoice was paid by card; crypto bills link to the pay screen.
+// Billing history: each invoice with its status and total; its receipt (the lines) on demand; Stripe's hosted
+// invoice and PDF where there are; open crypto bills link to the pay screen.
 import { accountPath, get } from "../api.js";
-import { errorBox, h, section, usd } from "../dom.js";
+import { errorBox, h, number, section, usd, words } from "../dom.js";
 
 export async function billingView() {
   const reply = await get(accountPath("/invoices"));
-  const invoices = reply.invoices || reply.items || [];
+  const invoices = reply.invoices || [];
   const receipt = h("div", { id: "receipt", tabindex: "-1" });
-  const rows = invoices.map((invoice) => h("tr", {},
+  const rows = invoices.map((invoice) => h("tr", { "data-invoice": invoice.number },
     h("td", { "data-label": "Period" }, invoice.period),
-    h("td", { "data-label": "Invoice" }, invoice.invoice_id),
-    h("td", { class: "num", "data-label": "Total" }, usd(invoice.total_usd ?? invoice.total)),
-    h("td", { "data-label": "Status" }, h("span", { class: `badge ${invoice.status}` }, (invoice.status || "").replace(/_/g, " "))),
+    h("td", { "data-label": "Invoice" }, invoice.number),
+    h("td", { class: "num", "data-label": "Total" }, usd(invoice.total)),
+    h("td", { "data-label": "Status" }, h("span", { class: `badge ${invoice.status}` }, words(invoice.status))),
     h("td", { "data-label": "Receipt" },
       h("button", { type: "button", class: "link", "aria-controls": "receipt",
-        onclick: () => showReceipt(invoice.invoice_id, receipt) }, `Receipt ${invoice.period}`),
-      (invoice.payment_method || invoice.method) === "crypto" && invoice.status !== "paid"
-        ? [" · ", h("a", { href: `#/pay?invoice=${encodeURIComponent(invoice.invoice_id)}` }, "Pay with crypto")] : null)));
+        onclick: () => showReceipt(invoice.number, receipt) }, `Receipt ${invoice.number}`),
+      links(invoice))));
   const table = h("table", { class: "stack" },
     h("caption", {}, "Invoices, newest first"),
     h("thead", {}, h("tr", {}, ["Period", "Invoice", "Total", "Status", "Receipt"].map((t, i) =>
@@ -27,24 +26,33 @@ export async function billingView() {
     receipt);
 }
 
-async function showReceipt(invoiceId, target) {
+function links(invoice) {
+  const found = [];
+  if (invoice.hosted_url) found.push(h("a", { href: invoice.hosted_url, rel: "noopener" }, "Stripe invoice"));
+  if (invoice.pdf_url) found.push(h("a", { href: invoice.pdf_url, rel: "noopener" }, "PDF"));
+  return found.flatMap((link) => [" · ", link]);
+}
+
+async function showReceipt(number, target) {
   target.replaceChildren(h("p", {}, "Loading the receipt…"));
   try {
-    const invoice = await get(accountPath(`/invoices/${encodeURIComponent(invoiceId)}`));
+    const invoice = await get(accountPath(`/invoices/${encodeURIComponent(number)}`));
     const lines = invoice.lines || [];
-    const links = [];
-    if (invoice.hosted_invoice_url) links.push(h("a", { href: invoice.hosted_invoice_url, rel: "noopener" }, "Stripe invoice"));
-    if (invoice.invoice_pdf || invoice.pdf_url) links.push(h("a", { href: invoice.invoice_pdf || invoice.pdf_url, rel: "noopener" }, "PDF"));
-    target.replaceChildren(section(`Receipt ${invoice.period} (${invoice.invoice_id})`,
+    target.replaceChildren(section(`Receipt ${invoice.number}`,
+      h("p", {}, `Period ${invoice.period} · ${words(invoice.status)} · paid by ${invoice.method}`),
       h("div", { class: "table-wrap" }, h("table", { class: "stack" },
-        h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Line"), h("th", { scope: "col", class: "num" }, "Amount"))),
+        h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Line"), h("th", { scope: "col", class: "num" }, "Quantity"),
+          h("th", { scope: "col", class: "num" }, "Amount"))),
         h("tbody", {}, lines.map((line) => h("tr", {},
           h("td", { "data-label": "Line" }, line.description),
-          h("td", { class: "num", "data-label": "Amount" }, usd(line.amount_usd ?? line.amount))))),
-        h("tfoot", {}, h("tr", {}, h("th", { scope: "row" }, "Total"),
-          h("td", { class: "num", "data-testid": "receipt-total" }, usd(invoice.total_usd ?? invoice.total)))))),
-      h("p", {}, `Status: ${(invoice.status || "").replace(/_/g, " ")}`),
-      links.length ? h("p", {}, links.flatMap((link, i) => (i ? [" · ", link] : [link]))) : null));
+          h("td", { class: "num", "data-label": "Quantity" }, line.quantity === null ? "" : number(line.quantity)),
+          h("td", { class: "num", "data-label": "Amount" }, usd(line.amount))))),
+        h("tfoot", {}, h("tr", {}, h("th", { scope: "row", colspan: 2 }, "Total"),
+          h("td", { class: "num", "data-testid": "receipt-total" }, usd(invoice.total)))))),
+      Number(invoice.refunded) > 0 ? h("p", {}, `Refunded ${usd(invoice.refunded)}`) : null,
+      invoice.method === "crypto" && invoice.status !== "paid"
+        ? h("p", {}, h("a", { href: `#/pay?invoice=${encodeURIComponent(invoice.number)}` }, "Pay this bill with crypto")) : null,
+      h("p", {}, links(invoice).slice(1))));
     target.focus();
   } catch (error) {
     target.replaceChildren(errorBox(error));

@@ -24,8 +24,9 @@ const ASSETS = { evm: ["USDC", "ETH"], solana: ["USDC", "SOL"] };
 export async function payView(config) {
   const wanted = new URLSearchParams(window.location.hash.split("?")[1] || "").get("invoice");
   const reply = await get(accountPath("/invoices"));
-  const open = (reply.invoices || reply.items || []).filter((i) =>
-    (i.payment_method || i.method) === "crypto" && !["paid", "void"].includes(i.status));
+  const unpaid = (reply.invoices || []).filter((i) => !["paid", "void"].includes(i.status));
+  const details = await Promise.all(unpaid.map((i) => get(accountPath(`/invoices/${encodeURIComponent(i.number)}`))));
+  const open = details.filter((i) => i.method === "crypto");
   const root = h("div", {}, h("h1", {}, "Pay with crypto"));
   if (!session().canManage) {
     root.append(h("p", {}, "Only owners and admins can pay bills."));
@@ -35,7 +36,7 @@ export async function payView(config) {
     root.append(h("p", {}, "No open crypto bill."), await historyCard());
     return root;
   }
-  const state = { invoice: open.find((i) => i.invoice_id === wanted) || open[0], wallet: null, address: null, chain: null };
+  const state = { invoice: open.find((i) => i.number === wanted) || open[0], wallet: null, address: null, chain: null };
   const steps = h("div");
   const problem = h("div", { "aria-live": "assertive" });
   const fail = (error) => {
@@ -44,7 +45,7 @@ export async function payView(config) {
 
   const billSelect = h("select", { id: "bill", name: "bill" }, open.map((i) =>
     h("option", { value: i.invoice_id, selected: i.invoice_id === state.invoice.invoice_id },
-      `${i.period} · ${usd(i.total_usd ?? i.total)} · ${i.invoice_id}`)));
+      `${i.period} · ${usd(i.total)} · ${i.number}`)));
   billSelect.addEventListener("change", () => {
     state.invoice = open.find((i) => i.invoice_id === billSelect.value);
   });

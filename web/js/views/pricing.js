@@ -1,7 +1,7 @@
 // Pricing (public): each tier's monthly fee and what it includes side by side, then the price per unit beyond the
 // allowance; all figures from the API's price book.
 import { get } from "../api.js";
-import { h, number, section, usd } from "../dom.js";
+import { h, meterName, number, section, usd, words } from "../dom.js";
 
 export async function pricingView() {
   const book = await get("/v1/pricing");
@@ -10,35 +10,36 @@ export async function pricingView() {
   const root = h("div", {}, h("h1", {}, "Pricing"),
     h("p", {}, "Pay for what your calls use. Every tier includes an allowance each month; beyond it you pay per unit."));
   root.append(h("div", { class: "tiers" }, tiers.map((tier) => h("section", {
-    class: "card tier", "aria-labelledby": `tier-${tier.id ?? tier.tier}`, "data-tier": tier.id ?? tier.tier },
-  h("h2", { id: `tier-${tier.id ?? tier.tier}` }, tier.name ?? tier.id),
-  h("p", { class: "price" }, usd(tier.monthly_fee_usd ?? tier.monthly_fee), h("span", { class: "hint" }, " / month")),
-  tier.description ? h("p", {}, tier.description) : null,
-  h("ul", {}, meters.map((meter) => h("li", {}, allowanceText(tier, meter))))))));
+    class: "card tier", "aria-labelledby": `tier-${tier.id}`, "data-tier": tier.id },
+  h("h2", { id: `tier-${tier.id}` }, tier.name),
+  h("p", { class: "price" }, usd(tier.monthly_fee), h("span", { class: "hint" }, " / month")),
+  h("ul", {}, meters.map((meter) => h("li", {}, allowanceText(tier, meter))),
+    (tier.entitlements || []).map((e) => h("li", {}, words(e)))),
+  h("p", { class: "hint" }, tier.overage === "none" ? "No overage: unlimited use." : "Beyond the allowance: pay as you go.")))));
   const table = h("table", {},
     h("caption", {}, "Tier comparison"),
-    h("thead", {}, h("tr", {}, h("th", { scope: "col" }, ""), tiers.map((t) => h("th", { scope: "col", class: "num" }, t.name ?? t.id)))),
+    h("thead", {}, h("tr", {}, h("th", { scope: "col" }, ""), tiers.map((t) => h("th", { scope: "col", class: "num" }, t.name)))),
     h("tbody", {},
-      h("tr", {}, h("th", { scope: "row" }, "Monthly fee"), tiers.map((t) => h("td", { class: "num" }, usd(t.monthly_fee_usd ?? t.monthly_fee)))),
-      meters.map((meter) => h("tr", {}, h("th", { scope: "row" }, `${meter.name ?? meter.meter} included`),
+      h("tr", {}, h("th", { scope: "row" }, "Monthly fee"), tiers.map((t) => h("td", { class: "num" }, usd(t.monthly_fee)))),
+      meters.map((meter) => h("tr", {}, h("th", { scope: "row" }, `${meterName(meter.meter)} included`),
         tiers.map((t) => h("td", { class: "num" }, includedOf(t, meter)))))));
   root.append(section("Compare tiers", h("div", { class: "table-wrap" }, table)));
   root.append(section("Usage beyond the allowance",
     h("div", { class: "table-wrap" }, h("table", {},
       h("caption", {}, "Price per unit"),
       h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Meter"), h("th", { scope: "col", class: "num" }, "Price"))),
-      h("tbody", {}, meters.map((m) => h("tr", {}, h("th", { scope: "row" }, m.name ?? m.meter),
-        h("td", { class: "num" }, `$${m.unit_price_usd ?? m.unit_price} per ${m.unit}`))))))));
+      h("tbody", {}, meters.map((m) => h("tr", {}, h("th", { scope: "row" }, meterName(m.meter)),
+        h("td", { class: "num" }, `$${m.unit_price} per ${m.unit}`))))))));
   return root;
 }
 
 function includedOf(tier, meter) {
-  const allowances = tier.allowances || tier.included || {};
+  const allowances = tier.included || {};
   const value = allowances[meter.meter];
   return value === null || value === undefined ? "unlimited" : number(value);
 }
 
 function allowanceText(tier, meter) {
   const value = includedOf(tier, meter);
-  return value === "unlimited" ? `Unlimited ${(meter.name ?? meter.meter).toLowerCase()}` : `${value} ${meter.unit} included`;
+  return `${meterName(meter.meter)}: ${value === "unlimited" ? "unlimited" : `${value} included`}`;
 }

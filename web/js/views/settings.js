@@ -63,21 +63,19 @@ function preferencesForm(preferences, canManage) {
     h("fieldset", { disabled: !canManage },
       h("legend", {}, "Where alerts go"),
       field("alert-email", "Email", { type: "email", value: preferences.email ?? "", autocomplete: "email" }),
-      field("alert-phone", "Phone for SMS (E.164, e.g. +15551234567)", { type: "tel",
-        value: preferences.phone ?? preferences.phone_number ?? "", autocomplete: "tel" }),
-      h("label", { class: "check" }, h("input", { type: "checkbox", id: "alert-sms",
-        checked: preferences.sms_enabled ?? preferences.sms ?? false }), "Send SMS for 80 % and above"),
+      field("alert-phone", "Phone for SMS", { type: "tel", value: preferences.phone ?? "", autocomplete: "tel" },
+        "International format (E.164), e.g. +15551234567. Empty: no SMS."),
       h("div", { class: "actions" }, h("button", { type: "submit" }, "Save alert settings"))),
     problem);
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     problem.replaceChildren();
-    const body = { ...preferences };
-    body.email = form.querySelector("#alert-email").value.trim() || null;
-    const phoneKey = "phone" in preferences ? "phone" : "phone_number";
-    body[phoneKey] = form.querySelector("#alert-phone").value.trim() || null;
-    const smsKey = "sms" in preferences ? "sms" : "sms_enabled";
-    body[smsKey] = form.querySelector("#alert-sms").checked;
+    const body = {
+      name: preferences.name ?? "",
+      email: form.querySelector("#alert-email").value.trim(),
+      phone: form.querySelector("#alert-phone").value.trim(),
+      channels: preferences.channels ?? {},
+    };
     try {
       await put(accountPath("/alert-preferences"), body);
       say("Alert settings saved.");

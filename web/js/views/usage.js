@@ -2,14 +2,8 @@
 // recommendations with the money they save; the meetings of the month.
 import { accountPath, get } from "../api.js";
 import { barChart, progressBar } from "../chart.js";
-import { h, number, percent, section, usd } from "../dom.js";
+import { h, meterName, number, percent, section, usd } from "../dom.js";
 
-const METER_NAMES = {
-  video_minutes: "Video minutes",
-  audio_minutes: "Audio minutes",
-  messages: "Messages",
-  data_gb: "Data (GB)",
-};
 
 export async function usageView() {
   const [usage, forecast, recommendations, meetings] = await Promise.all([
@@ -32,8 +26,10 @@ export async function usageView() {
 
 function summaryCard(usage, forecast) {
   return section("Bill so far",
-    h("p", { class: "big", "data-testid": "bill-so-far" }, usd(forecast.spent ?? usage.bill_usd)),
-    h("p", { class: "hint" }, "Fees and usage this month, before tax."));
+    h("p", { class: "big", "data-testid": "bill-so-far" }, usd(usage.total)),
+    h("dl", {}, h("dt", {}, "Fees"), h("dd", { "data-testid": "fees" }, usd(usage.fee)),
+      h("dt", {}, "Usage beyond the allowances"), h("dd", { "data-testid": "usage-charges" }, usd(usage.usage))),
+    h("p", { class: "hint" }, "This month so far, before tax."));
 }
 
 function forecastCard(forecast) {
@@ -56,7 +52,7 @@ function forecastCard(forecast) {
 function metersCard(meters) {
   const list = h("div");
   for (const meter of meters) {
-    const name = METER_NAMES[meter.meter] || meter.meter;
+    const name = meterName(meter.meter);
     const included = meter.included === null || meter.included === undefined;
     const line = h("div", { class: "meter", "data-meter": meter.meter },
       h("div", { class: "meter-head" },
@@ -73,13 +69,13 @@ function metersCard(meters) {
 }
 
 function dailyCard(daily) {
-  const points = daily.map((d) => ({ label: d.day, value: Number(d.video_minutes) + Number(d.audio_minutes) }));
+  const points = daily.map((d) => ({ label: d.date, value: Number(d.video_minutes) + Number(d.audio_minutes) }));
   const table = h("table", { class: "stack" },
     h("caption", {}, "Minutes per day"),
     h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Day"), h("th", { scope: "col", class: "num" }, "Video"),
       h("th", { scope: "col", class: "num" }, "Audio"))),
     h("tbody", {}, daily.map((d) => h("tr", {},
-      h("td", { "data-label": "Day" }, d.day),
+      h("td", { "data-label": "Day" }, d.date),
       h("td", { class: "num", "data-label": "Video" }, number(d.video_minutes)),
       h("td", { class: "num", "data-label": "Audio" }, number(d.audio_minutes))))));
   const details = h("details", {}, h("summary", {}, "The figures as a table"), h("div", { class: "table-wrap" }, table));
@@ -90,7 +86,7 @@ function dailyCard(daily) {
 }
 
 function recommendationsCard(data) {
-  const items = Array.isArray(data) ? data : data.recommendations || [];
+  const items = data.recommendations || [];
   if (!items.length) return section("Recommendations", h("p", {}, "Nothing to save this month: your tier and usage fit."));
   return section("Recommendations",
     h("ul", { class: "recs" }, items.map((r) => h("li", { "data-kind": r.kind },
@@ -99,14 +95,14 @@ function recommendationsCard(data) {
 }
 
 function meetingsCard(page) {
-  const meetings = page.meetings || page.items || [];
+  const meetings = page.meetings || [];
   const table = h("table", { class: "stack" },
     h("caption", {}, "Latest meetings"),
     h("thead", {}, h("tr", {}, ["Room", "Started", "Participants", "Video min", "Audio min"].map((t, i) =>
       h("th", { scope: "col", class: i >= 2 ? "num" : undefined }, t)))),
     h("tbody", {}, meetings.map((m) => h("tr", {},
-      h("td", { "data-label": "Room" }, m.room_name, m.in_progress || m.end_ms === null ? " (in progress)" : ""),
-      h("td", { "data-label": "Started" }, new Date(m.start_ms ?? m.started_at).toLocaleString()),
+      h("td", { "data-label": "Room" }, m.room_name, m.ended_at ? "" : " (in progress)"),
+      h("td", { "data-label": "Started" }, new Date(m.started_at).toLocaleString()),
       h("td", { class: "num", "data-label": "Participants" }, number(m.participants)),
       h("td", { class: "num", "data-label": "Video min" }, number(m.video_minutes)),
       h("td", { class: "num", "data-label": "Audio min" }, number(m.audio_minutes))))));
