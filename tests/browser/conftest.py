@@ -27,7 +27,9 @@ def browser() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright  # noqa: PLC0415
 
     if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: run ./dev test (it installs Debian's chromium) or apt-get install chromium")
+        pytest.fail(
+            f"{CHROMIUM} is missing: run ./dev test (it installs Debian's chromium) or apt-get install chromium"
+        )
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
         try:

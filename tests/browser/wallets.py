@@ -77,6 +77,7 @@ class InjectedWallets:
     solana: Keypair = field(default_factory=lambda: Keypair.from_seed(SOLANA_SEED))
     signed_messages: list[str] = field(default_factory=list)
     transactions: list[dict[str, Any]] = field(default_factory=list)
+    sent: list[str] = field(default_factory=list)  # the hashes of the signed transactions, in order
 
     @property
     def address(self) -> str:
@@ -111,7 +112,8 @@ class InjectedWallets:
             "chainId": params["chainId"],
         }
         signed = self.account.sign_transaction(tx)
-        return "0x" + bytes(signed.hash).hex()
+        self.sent.append("0x" + bytes(signed.hash).hex())
+        return self.sent[-1]
 
     def _solana_sign(self, message_hex: str) -> str:
         message = bytes.fromhex(message_hex)
