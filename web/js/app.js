@@ -118,6 +118,11 @@ async function start() {
   } catch (error) {
     say(`The sign-in link's token is not usable: ${error.message}`, "error");
   }
+  // the skip link moves focus to the content without touching the router's hash
+  document.querySelector(".skip").addEventListener("click", (event) => {
+    event.preventDefault();
+    document.getElementById("main").focus();
+  });
   window.addEventListener("hashchange", () => {
     render().then(() => document.getElementById("main").focus({ preventScroll: false }));
   });
