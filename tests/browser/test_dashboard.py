@@ -59,14 +59,14 @@ class World:
             page.goto(f"{self.site.url}/#/{route}")
 
     def api(self, method: str, path: str, token: str, body: Any = None) -> tuple[int, Any]:
-        request = urllib.request.Request(  # noqa: S310 - the local gateway
+        request = urllib.request.Request(
             self.stack.url + path,
             data=None if body is None else json.dumps(body).encode(),
             headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
             method=method,
         )
         try:
-            with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            with urllib.request.urlopen(request, timeout=30) as response:
                 return response.status, json.loads(response.read())
         except urllib.error.HTTPError as error:
             return error.code, json.loads(error.read())
