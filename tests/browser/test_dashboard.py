@@ -28,7 +28,8 @@ import pytest
 from kilo_dev.webserve import DashboardServer, SiteConfig
 from tests.browser.wallets import InjectedWallets
 
-pytestmark = [pytest.mark.browser, pytest.mark.e2e]
+# one local stack and simulation for the module: its tests stay on one xdist worker (./dev runs --dist loadgroup)
+pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.xdist_group("dashboard")]
 HOUR = 3600
 TEAM, PERSONAL, ENTERPRISE = "acct-team-01", "acct-personal-01", "acct-enterprise-01"
 
