@@ -14,7 +14,7 @@ export async function pricingView() {
   h("h2", { id: `tier-${tier.id}` }, tier.name),
   h("p", { class: "price" }, usd(tier.monthly_fee), h("span", { class: "hint" }, " / month")),
   h("ul", {}, meters.map((meter) => h("li", {}, allowanceText(tier, meter))),
-    (tier.entitlements || []).map((e) => h("li", {}, words(e)))),
+    (tier.entitlements || []).map((e) => h("li", {}, words(e).replace(/^./, (c) => c.toUpperCase())))),
   h("p", { class: "hint" }, tier.overage === "none" ? "No overage: unlimited use." : "Beyond the allowance: pay as you go.")))));
   const table = h("table", {},
     h("caption", {}, "Tier comparison"),
