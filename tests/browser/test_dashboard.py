@@ -200,9 +200,7 @@ def test_given_an_owner_when_the_budget_is_changed_in_the_page_then_the_api_retu
     assert (status, after["budget_usd"], after["alert_percentages"]) == (200, "123.45", [50, 90])
 
 
-def test_given_a_member_then_the_budget_form_is_read_only_and_the_api_refuses_a_change(
-    world: World, page: Any
-) -> None:
+def test_given_a_member_then_the_budget_form_is_read_only_and_the_api_refuses_a_change(world: World, page: Any) -> None:
     world.sign_in(page, TEAM, role="member", route="settings")
     assert page.get_by_label("Budget", exact=True).is_disabled()
     status, _ = world.api("PUT", f"/v1/accounts/{TEAM}/budget", world.token(TEAM, "member"), {"budget_usd": "5.00"})
