@@ -42,7 +42,7 @@ def test_given_the_http_api_then_every_ingest_route_is_wired_and_throttled(templ
         f"{event['Properties']['Method']} {event['Properties']['Path']}": name
         for name, spec in functions(template).items()
         for event in spec["Properties"].get("Events", {}).values()
-        if event["Type"] == "HttpApi"
+        if event["Type"] == "HttpApi" and event["Properties"]["ApiId"] == {"Ref": "IngestApi"}
     }
     assert routes == {
         "POST /webhooks/livekit": "LiveKitWebhookFunction",
@@ -135,3 +135,24 @@ def test_given_the_template_then_no_secret_value_is_in_it(template: Template) ->
     text = template.path.read_text()
     for pattern in (r"whsec_[A-Za-z0-9]{16,}", r"sk_(live|test)_[A-Za-z0-9]{8,}", r"BEGIN [A-Z ]*PRIVATE KEY"):
         assert re.search(pattern, text) is None, pattern
+
+
+def test_given_the_account_api_then_every_route_but_pricing_and_openapi_needs_the_jwt_authorizer(
+    template: Template,
+) -> None:
+    api = template.resources["AccountApi"]["Properties"]
+    authorizer = api["Auth"]["Authorizers"][api["Auth"]["DefaultAuthorizer"]]
+    assert authorizer["IdentitySource"] == "$request.header.Authorization"
+    assert authorizer["JwtConfiguration"] == {
+        "issuer": {"Ref": "AccountApiJwtIssuer"},
+        "audience": [{"Ref": "AccountApiJwtAudience"}],
+    }
+    public = set()
+    for spec in functions(template).values():
+        for event in spec["Properties"].get("Events", {}).values():
+            props = event.get("Properties") or {}
+            if event["Type"] != "HttpApi" or props.get("ApiId") != {"Ref": "AccountApi"}:
+                continue
+            if (props.get("Auth") or {}).get("Authorizer") == "NONE":
+                public.add(f"{props['Method']} {props['Path']}")
+    assert public == {"GET /v1/pricing", "GET /openapi.json"}

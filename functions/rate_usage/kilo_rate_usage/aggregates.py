@@ -4,16 +4,16 @@ counters under the account's tier segments, thresholds reached, and open session
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
-from fractions import Fraction
 
 from kilo_billing.accounts import AccountProfile
 from kilo_billing.catalog import PriceBook
-from kilo_billing.meters import Meter, connection_minutes
-from kilo_billing.periods import Period
-from kilo_billing.rating import RatedPeriod, SegmentUsage, rate_segments
-from kilo_rate_usage.model import Aggregate, AggregateKey, Billing, ContributionKey, Crossing, Session, StoredSession
+from kilo_billing.meters import Meter
+from kilo_billing.month_to_date import OpenSessionFigures, VideoSoFar, rate_with_extra
+from kilo_billing.month_to_date import open_session_extra as layer_open_session_extra
+from kilo_billing.rating import RatedPeriod
+from kilo_rate_usage.model import Aggregate, AggregateKey, ContributionKey, Crossing, Session, StoredSession
 
 ALLOWANCE_THRESHOLDS = (50, 80, 100)
 
@@ -46,20 +46,9 @@ def by_aggregate(contributions: Mapping[ContributionKey, int]) -> dict[Aggregate
 def rate_aggregate(
     aggregate: Aggregate, profile: AccountProfile, book: PriceBook, extra: Mapping[tuple[int, str], int] | None = None
 ) -> RatedPeriod:
-    """Rate month-to-date counters (plus ``extra``: open sessions' elapsed minutes) under the account's segments."""
-    period = Period.parse(aggregate.period)
-    segments = profile.segments(period)
-    per_segment: list[dict[Meter, int]] = [dict.fromkeys(Meter, 0) for _ in segments]
-    starts = [int(segment.start.timestamp()) for segment in segments]
-    combined: dict[tuple[int, str], int] = defaultdict(int)
-    for source in (aggregate.counters, extra or {}):
-        for key, quantity in source.items():
-            combined[key] += quantity
-    for (segment_start, meter), quantity in combined.items():
-        index = max((i for i, start in enumerate(starts) if start <= segment_start), default=0)
-        per_segment[index][Meter(meter)] += quantity
-    usage = [SegmentUsage(segment, totals) for segment, totals in zip(segments, per_segment, strict=True)]
-    return rate_segments(period, usage, book)
+    """Rate month-to-date counters (plus ``extra``: open sessions' elapsed minutes) under the account's segments
+    (the arithmetic is the layer's, shared with the account API: ``kilo_billing.month_to_date``)."""
+    return rate_with_extra(aggregate.period, aggregate.counters, profile, book, extra)
 
 
 def crossings(rated: RatedPeriod, profile: AccountProfile, already: set[str]) -> list[Crossing]:
@@ -98,7 +87,20 @@ def crossings(rated: RatedPeriod, profile: AccountProfile, already: set[str]) ->
     return found
 
 
-VideoSoFar = Callable[[Session, int, int], Fraction | None]  # session, window start, end (ms) -> video seconds
+def figures(session: Session) -> OpenSessionFigures:
+    """An open session as the layer's month to date reads it."""
+    return OpenSessionFigures(
+        room_sid=session.room_sid,
+        participant_sid=session.participant_sid,
+        account=session.account,
+        start_ms=session.start_ms,
+        billing=session.billing.value,
+        video_seconds=session.video_seconds,
+        video_active=session.video_active,
+        as_of_ms=session.as_of_ms,
+        identity=session.identity,
+        room_name=session.room_name,
+    )
 
 
 def open_session_extra(
@@ -108,40 +110,8 @@ def open_session_extra(
     period: str,
     video_in: VideoSoFar | None = None,
 ) -> dict[tuple[int, str], int]:
-    """Minutes open sessions would bill in ``period`` if they ended now (month-to-date views and budget checks).
-
-    The connection is clipped to the period. ``video_in`` answers a session's video seconds inside that window exactly
-    (from its room's state, ``queries``); without it (or when it has no answer) the video seconds stored on the session
-    are shared out in proportion to the time elapsed in the period (an estimate).
-    """
-    bounds = Period.parse(period)
-    period_start_ms = int(bounds.start.timestamp() * 1000)
-    period_end_ms = int(bounds.end.timestamp() * 1000)
-    extra: dict[tuple[int, str], int] = defaultdict(int)
-    for stored in sessions:
-        session = stored.session
-        if not session.is_open or session.billing is Billing.NOT_BILLED:
-            continue
-        start_ms = max(session.start_ms, period_start_ms)
-        end_ms = min(now_ms, period_end_ms)
-        if end_ms <= start_ms:
-            continue
-        connected = Fraction(end_ms - start_ms, 1000)
-        video = Fraction(0)
-        exact = video_in(session, start_ms, end_ms) if video_in is not None else None
-        if session.billing is Billing.ROOM_RULE and exact is not None:
-            video = min(exact, connected)
-        elif session.billing is Billing.ROOM_RULE:
-            as_of = min(max(session.as_of_ms, session.start_ms), now_ms)
-            known = Fraction(max(0, as_of - session.start_ms), 1000)
-            inside = Fraction(max(0, min(as_of, end_ms) - start_ms), 1000)
-            if known > 0:
-                video = session.video_seconds * inside / known
-            if session.video_active and end_ms > max(as_of, start_ms):
-                video += Fraction(end_ms - max(as_of, start_ms), 1000)
-            video = min(video, connected)
-        minutes = connection_minutes(connected, video)
-        segment = profile.segment_start(start_ms)
-        extra[(segment, Meter.VIDEO.value)] += minutes.video
-        extra[(segment, Meter.AUDIO.value)] += minutes.audio
-    return dict(extra)
+    """Minutes open sessions would bill in ``period`` if they ended now (month-to-date views and budget checks):
+    ``kilo_billing.month_to_date.open_session_extra`` on the sessions still open."""
+    return layer_open_session_extra(
+        [figures(stored.session) for stored in sessions if stored.session.is_open], profile, now_ms, period, video_in
+    )

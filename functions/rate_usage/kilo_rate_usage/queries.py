@@ -10,9 +10,10 @@ from fractions import Fraction
 from kilo_billing.catalog import PriceBook
 from kilo_billing.meters import Coverage, Meter
 from kilo_billing.money import money_str
+from kilo_billing.month_to_date import OpenSessionFigures, VideoSoFar
 from kilo_billing.rating import RatedPeriod
-from kilo_rate_usage.aggregates import VideoSoFar, open_session_extra, rate_aggregate
-from kilo_rate_usage.model import Session, StoredSession
+from kilo_rate_usage.aggregates import open_session_extra, rate_aggregate
+from kilo_rate_usage.model import StoredSession
 from kilo_rate_usage.ports import UsageRepository
 
 
@@ -48,7 +49,7 @@ def _video_from_rooms(repo: UsageRepository, sessions: Sequence[StoredSession], 
     states = repo.room_states({stored.session.room_sid for stored in sessions})
     coverages: dict[str, Coverage] = {}
 
-    def video(session: Session, start_ms: int, end_ms: int) -> Fraction | None:
+    def video(session: OpenSessionFigures, start_ms: int, end_ms: int) -> Fraction | None:
         state = states.get(session.room_sid)
         if state is None or not state.usable:
             return None

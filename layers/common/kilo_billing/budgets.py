@@ -19,6 +19,7 @@ from fractions import Fraction
 from typing import Final
 
 from kilo_billing.accounts import AccountDirectory, AccountProfile, registered_profile, save_profile
+from kilo_billing.money import round_money
 from kilo_billing.periods import Period, ensure_utc
 
 # Monday .. Sunday. Calls are a working-day activity: a weekend day counts for 0.4 of a weekday unless configured.
@@ -136,3 +137,24 @@ def forecast_crossing(
             return day
         day, share = day + _DAY, Fraction(1)
     return None
+
+
+def projected_total(spent_usd: Decimal, now: datetime, weights: Sequence[Decimal] = DEFAULT_WEEKDAY_WEIGHTS) -> Decimal:
+    """The month's bill at its end at the month-to-date run rate, day-of-week weighted (the forecast rule above):
+    ``spent x weight of the whole month / weight elapsed``, rounded once to the cent (``round_money``). With nothing
+    elapsed or nothing spent yet it is what was spent."""
+    if len(weights) != 7 or any(not w.is_finite() or w < 0 for w in weights) or not any(weights):
+        raise ValueError("weekday weights: seven non-negative numbers, Monday first, not all zero")
+    now = ensure_utc(now)
+    period = Period.containing(now)
+    today = now.date()
+    midnight = datetime(today.year, today.month, today.day, tzinfo=now.tzinfo)
+    elapsed_today = Fraction(int((now - midnight).total_seconds() * 1_000_000), 86_400 * 1_000_000)
+    first = period.start.date()
+    elapsed = sum((_weight(first + _DAY * i, weights) for i in range((today - first).days)), Fraction(0))
+    elapsed += _weight(today, weights) * elapsed_today
+    days = (period.end.date() - first).days
+    whole = sum((_weight(first + _DAY * i, weights) for i in range(days)), Fraction(0))
+    if elapsed == 0 or spent_usd <= 0:
+        return round_money(Fraction(max(spent_usd, Decimal(0))))
+    return round_money(Fraction(spent_usd) * whole / elapsed)

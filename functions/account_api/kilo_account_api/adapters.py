@@ -1,0 +1,144 @@
+"""DynamoDB adapters of the account API's ports (``ports``): members, and rating's sessions read by attribute name.
+Every call goes through ``kilo_billing.aws`` (``call``/``paged_items``), the one place ``ClientError`` becomes a
+domain error."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from typing import Any, Final
+
+from kilo_account_api import items
+from kilo_account_api.model import ConflictError, Member, NotFoundError, SessionRecord
+from kilo_billing.aws import ConditionFailedError, call, paged_items
+from kilo_billing.items import from_item, to_item
+from kilo_billing.periods import Period
+
+ACCOUNT_SESSIONS_INDEX: Final = "account_sessions"
+MAX_BATCH_GET: Final = 100
+
+
+class DynamoMembers:
+    def __init__(self, client: Any, table: str) -> None:
+        self._client = client
+        self._table = table
+
+    def members(self, account_id: str) -> list[Member]:
+        found = paged_items(
+            self._client.query,
+            TableName=self._table,
+            KeyConditionExpression="#pk = :pk AND begins_with(#sk, :member)",
+            ExpressionAttributeNames={"#pk": "pk", "#sk": "sk"},
+            ExpressionAttributeValues=to_item({":pk": items.account_pk(account_id), ":member": items.MEMBER_PREFIX}),
+            ConsistentRead=True,
+        )
+        return [items.member_from_item(item) for item in found]
+
+    def add(self, member: Member) -> None:
+        try:
+            call(
+                self._client.put_item,
+                TableName=self._table,
+                Item=items.member_to_item(member),
+                ConditionExpression="attribute_not_exists(pk)",
+            )
+        except ConditionFailedError as exc:
+            raise ConflictError(f"{member.user!r} is already a member of account {member.account_id!r}") from exc
+
+    def remove(self, account_id: str, user: str) -> None:
+        try:
+            call(
+                self._client.delete_item,
+                TableName=self._table,
+                Key=items.member_key(account_id, user),
+                ConditionExpression="attribute_exists(pk)",
+            )
+        except ConditionFailedError as exc:
+            raise NotFoundError(f"{user!r} is not a member of account {account_id!r}") from exc
+
+    def pseudonymise(self, account_id: str, pseudonym: Callable[[str], str]) -> int:
+        changed = 0
+        for member in self.members(account_id):
+            new = pseudonym(member.email)
+            if new == member.email:
+                continue
+            call(
+                self._client.update_item,
+                TableName=self._table,
+                Key=items.member_key(account_id, member.user),
+                UpdateExpression="SET #e = :e",
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeNames={"#e": "email"},
+                ExpressionAttributeValues=to_item({":e": new}),
+            )
+            changed += 1
+        return changed
+
+
+class DynamoSessionHistory:
+    """Rating's sessions of an account: the keys from the ``account_sessions`` index (``account``, ``start_ms``;
+    it projects only ``identity`` and ``end_ms``), then the items by BatchGetItem. A period reads the sessions begun
+    from ``lookback`` before it to its end, keeping those with minutes in it or still open."""
+
+    def __init__(self, client: Any, table: str, lookback: timedelta) -> None:
+        self._client = client
+        self._table = table
+        self._lookback = lookback
+
+    def _keys(self, account_id: str, since_ms: int | None, until_ms: int | None) -> Iterator[dict[str, Any]]:
+        condition = "#a = :a"
+        values: dict[str, Any] = {":a": account_id}
+        if since_ms is not None and until_ms is not None:
+            condition += " AND #s BETWEEN :since AND :until"
+            values.update({":since": since_ms, ":until": until_ms})
+        names = {"#a": "account"} | ({"#s": "start_ms"} if since_ms is not None else {})
+        for item in paged_items(
+            self._client.query,
+            TableName=self._table,
+            IndexName=ACCOUNT_SESSIONS_INDEX,
+            KeyConditionExpression=condition,
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=to_item(values),
+        ):
+            yield {"pk": item["pk"], "sk": item["sk"]}
+
+    def _load(self, keys: list[dict[str, Any]]) -> Iterator[SessionRecord]:
+        for start in range(0, len(keys), MAX_BATCH_GET):
+            pending: dict[str, Any] = {self._table: {"Keys": keys[start : start + MAX_BATCH_GET]}}
+            while pending:
+                answer = call(self._client.batch_get_item, RequestItems=pending)
+                for item in answer["Responses"].get(self._table, []):
+                    yield items.session_from_values(from_item(item))
+                pending = answer.get("UnprocessedKeys") or {}
+
+    def sessions(self, account_id: str, period: str) -> list[SessionRecord]:
+        bounds = Period.parse(period)
+        since = int((bounds.start - self._lookback).timestamp() * 1000)
+        until = int(bounds.end.timestamp() * 1000) - 1
+        keys = list(self._keys(account_id, since, until))
+        return [s for s in self._load(keys) if s.parts_in(period) or (s.is_open and s.start_ms <= until)]
+
+    def all_sessions(self, account_id: str) -> Iterator[SessionRecord]:
+        return self._load(list(self._keys(account_id, None, None)))
+
+    def pseudonymise(self, account_id: str, pseudonym: Callable[[str], str]) -> int:
+        """Only the ``identity`` attribute changes (rating's version hash includes it: a later rebuild of the room
+        writes the session again from the raw events while those are kept - docs/decisions.md)."""
+        changed = 0
+        for session in self.all_sessions(account_id):
+            new = pseudonym(session.identity)
+            if new == session.identity:
+                continue
+            call(
+                self._client.update_item,
+                TableName=self._table,
+                Key=to_item(
+                    {"pk": items.ROOM_PREFIX + session.room_sid, "sk": items.SESSION_PREFIX + session.participant_sid}
+                ),
+                UpdateExpression="SET #i = :i",
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeNames={"#i": "identity"},
+                ExpressionAttributeValues=to_item({":i": new}),
+            )
+            changed += 1
+        return changed

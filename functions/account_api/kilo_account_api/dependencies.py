@@ -1,0 +1,112 @@
+"""What the account API builds once per container (on first use): settings, the AWS clients with the settings' time
+budget, the layer's adapters (account directory, month to date, ledger, entitlements, the account list) and this
+function's (sessions, members), and the Stripe pages - built lazily: the SDK is imported and the API key read only
+by the first request for a Checkout or Billing Portal page."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import cache
+from typing import Any
+
+from kilo_account_api.adapters import DynamoMembers, DynamoSessionHistory
+from kilo_account_api.model import UnavailableError
+from kilo_account_api.ports import MemberStore, PaymentPages, SessionHistory
+from kilo_account_api.settings import AccountApiSettings, settings
+from kilo_billing.account_store import DynamoAccountDirectory
+from kilo_billing.accounts import AccountDirectory
+from kilo_billing.aws import client
+from kilo_billing.catalog import Catalog, default_catalog
+from kilo_billing.entitlement_store import DynamoEntitlements
+from kilo_billing.entitlements import EntitlementSource
+from kilo_billing.month_to_date import DynamoMonthToDate, MonthToDateSource
+from kilo_billing.periods_store import DynamoLedgerStore, LedgerStore
+from kilo_billing.usage_signals import DynamoUsageSignals, UsageSignals
+
+
+def stripe_http_client() -> Any:
+    """The Stripe SDK's transport: ``None`` is the SDK's own. Tests put the Stripe emulator here."""
+    return None
+
+
+class LazyPaymentPages:
+    """``PaymentPages`` built on the first call that needs Stripe (SDK import, API key from Secrets Manager)."""
+
+    def __init__(self, build: Callable[[], PaymentPages]) -> None:
+        self._build = build
+        self._pages: PaymentPages | None = None
+
+    @property
+    def pages(self) -> PaymentPages:
+        if self._pages is None:
+            self._pages = self._build()
+        return self._pages
+
+    def customer(self, account_id: str, email: str | None, name: str | None) -> str:
+        return self.pages.customer(account_id, email, name)
+
+    def setup_url(self, customer_id: str, account_id: str, success_url: str, cancel_url: str) -> str:
+        return self.pages.setup_url(customer_id, account_id, success_url, cancel_url)
+
+    def portal_url(self, customer_id: str, return_url: str) -> str:
+        return self.pages.portal_url(customer_id, return_url)
+
+
+def _stripe_pages(config: AccountApiSettings) -> PaymentPages:
+    from aws_lambda_powertools.utilities.parameters import SecretsProvider  # noqa: PLC0415
+
+    from kilo_account_api.stripe_adapter import StripePaymentPages  # noqa: PLC0415 - the SDK only when needed
+
+    if not config.stripe_api_key_secret_name:
+        raise UnavailableError("no Stripe API key is configured")
+    provider = SecretsProvider(boto3_client=client("secretsmanager", config.call_budget))
+    try:
+        value = provider.get(config.stripe_api_key_secret_name, max_age=config.secret_max_age_seconds, transform="json")
+    except Exception as exc:  # unreadable or malformed: the page cannot be made now
+        raise UnavailableError("the Stripe API key cannot be read") from exc
+    if not isinstance(value, dict) or not isinstance(value.get("api_key"), str) or not value["api_key"]:
+        raise UnavailableError("the Stripe API key secret is malformed")
+    base = value.get("api_base")
+    return StripePaymentPages.from_api_key(
+        str(value["api_key"]),
+        api_base=str(base) if isinstance(base, str) and base else None,
+        max_network_retries=config.stripe_max_network_retries,
+        http_client=stripe_http_client(),
+    )
+
+
+@dataclass(frozen=True)
+class AccountApiDependencies:
+    settings: AccountApiSettings
+    catalog: Catalog
+    accounts: AccountDirectory
+    month: MonthToDateSource
+    sessions: SessionHistory
+    ledger: LedgerStore
+    entitlements: EntitlementSource
+    members: MemberStore
+    signals: UsageSignals
+    payments: PaymentPages
+
+
+@cache
+def dependencies() -> AccountApiDependencies:
+    config = settings()
+    dynamodb = client("dynamodb", config.call_budget)
+    table = config.usage_table_name
+    accounts = DynamoAccountDirectory(dynamodb, table)
+    signals = DynamoUsageSignals(dynamodb, table)
+    return AccountApiDependencies(
+        settings=config,
+        catalog=default_catalog(),
+        accounts=accounts,
+        month=DynamoMonthToDate(dynamodb, table, accounts, signals),
+        sessions=DynamoSessionHistory(dynamodb, table, timedelta(days=config.session_lookback_days)),
+        ledger=DynamoLedgerStore(dynamodb, table),
+        entitlements=DynamoEntitlements(dynamodb, table),
+        members=DynamoMembers(dynamodb, config.members_table_name),
+        signals=signals,
+        payments=LazyPaymentPages(lambda: _stripe_pages(config)),
+    )

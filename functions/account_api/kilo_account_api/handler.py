@@ -1,0 +1,424 @@
+"""Lambda handler of the account API: a Powertools ``APIGatewayHttpResolver`` with validation (pydantic models in
+``schemas``; the OpenAPI document is generated from them and served at ``/openapi.json``).
+
+API Gateway's JWT authorizer verifies the token (signature, issuer, audience, expiry) on every route but
+``GET /v1/pricing`` and ``GET /openapi.json``; each route here reads the caller from the verified claims
+(``kilo_billing.auth.caller_from_event``) and checks it may act for the path's account before anything is read:
+members read, admins and owners manage, operators read any account and reach ``/v1/operator/...``. Another account's
+id is refused with 403 whether or not that account exists (the check needs no read, so nothing leaks).
+
+Status codes live here: domain errors of ``model`` and ``kilo_billing.auth`` map to 400/401/403/404/409/503; a 4xx
+names the problem (and the field), a 5xx says nothing but the request id (D34).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from typing import Annotated, Any, Final
+
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer
+from aws_lambda_powertools.event_handler.openapi.params import Path, Query
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from kilo_account_api import logic, schemas
+from kilo_account_api.dependencies import AccountApiDependencies, dependencies
+from kilo_account_api.model import (
+    ConflictError,
+    InvalidRequestError,
+    Member,
+    NotFoundError,
+    UnavailableError,
+)
+from kilo_account_api.recommendations import RecommendationPolicy, recommend
+from kilo_billing.accounts import ACCOUNT_ID_PATTERN
+from kilo_billing.auth import Caller, ForbiddenError, Role, UnauthenticatedError, caller_from_event
+from kilo_billing.aws import StorageUnavailableError
+from kilo_billing.entitlements import EntitlementPolicy
+from kilo_billing.money import money_str
+from kilo_billing.observability import correlate, logger
+
+SERVICE: Final = "account-api"
+JSON_HEADERS: Final = {"content-type": "application/json"}
+PUBLIC_ROUTES: Final = frozenset({("GET", "/v1/pricing"), ("GET", "/openapi.json")})
+
+app = APIGatewayHttpResolver(enable_validation=True)
+log = logger(SERVICE)
+
+AccountId = Annotated[
+    str, Path(pattern=f"^{ACCOUNT_ID_PATTERN}$", description="The billing account (the token's kilo_account)")
+]
+
+
+def _json(status: int, payload: object) -> Response[str]:
+    return Response(status_code=status, headers=dict(JSON_HEADERS), body=json.dumps(payload))
+
+
+def _error(status: int, code: str, message: str, **extra: Any) -> Response[str]:
+    return _json(status, {"code": code, "message": message, **extra})
+
+
+def _now() -> datetime:
+    return datetime.fromtimestamp(time.time(), tz=UTC)
+
+
+def _deps() -> AccountApiDependencies:
+    return dependencies()
+
+
+def _caller() -> Caller:
+    return caller_from_event(app.current_event.raw_event)
+
+
+def _authorize(account_id: str, role: Role = Role.MEMBER) -> Caller:
+    """The caller may act for ``account_id`` with ``role`` (401 without verified claims, 403 otherwise)."""
+    caller = _caller()
+    caller.require(account_id, role)
+    correlate(SERVICE, account_id=account_id)
+    return caller
+
+
+# --- errors -----------------------------------------------------------------------------------------------------------
+
+
+@app.exception_handler(UnauthenticatedError)  # type: ignore[untyped-decorator]
+def _unauthenticated(exc: UnauthenticatedError) -> Response[str]:
+    return _error(401, "unauthorized", str(exc))
+
+
+@app.exception_handler(ForbiddenError)  # type: ignore[untyped-decorator]
+def _forbidden(exc: ForbiddenError) -> Response[str]:
+    return _error(403, "forbidden", str(exc))
+
+
+@app.exception_handler(NotFoundError)  # type: ignore[untyped-decorator]
+def _not_found_error(exc: NotFoundError) -> Response[str]:
+    return _error(404, "not_found", str(exc))
+
+
+@app.exception_handler(InvalidRequestError)  # type: ignore[untyped-decorator]
+def _invalid(exc: InvalidRequestError) -> Response[str]:
+    return _error(400, "invalid_request", f"{exc.field}: {exc}", field=exc.field)
+
+
+@app.exception_handler(ConflictError)  # type: ignore[untyped-decorator]
+def _conflict(exc: ConflictError) -> Response[str]:
+    return _error(409, "conflict", str(exc))
+
+
+@app.exception_handler(RequestValidationError)  # type: ignore[untyped-decorator]
+def _validation(exc: RequestValidationError) -> Response[str]:
+    """Powertools' validation of the path, query and body: 400 naming each field (``body.budget_usd``)."""
+    problems = []
+    fields = []
+    for error in exc.errors():
+        location = [str(part) for part in error.get("loc", ()) if part not in ("body",) or len(error["loc"]) == 1]
+        name = ".".join(location) or "body"
+        fields.append(name)
+        problems.append(f"{name}: {error.get('msg', 'invalid')}")
+    return _error(400, "invalid_request", "; ".join(problems), field=fields[0] if fields else None, fields=fields)
+
+
+@app.exception_handler(StorageUnavailableError)  # type: ignore[untyped-decorator]
+@app.exception_handler(UnavailableError)  # type: ignore[untyped-decorator]
+def _unavailable(exc: Exception) -> Response[str]:
+    request_id = getattr(app.lambda_context, "aws_request_id", "") if app.lambda_context else ""
+    log.warning("dependency unavailable", extra={"error": type(exc).__name__, "detail": str(exc)})
+    return _error(503, "unavailable", "try again shortly", request_id=request_id)
+
+
+@app.not_found
+def _no_route(_: Exception) -> Response[str]:
+    return _error(404, "not_found", "no such route")
+
+
+# --- public -----------------------------------------------------------------------------------------------------------
+
+
+@app.get("/v1/pricing", summary="The price book and tier comparison (public)", tags=["pricing"])
+def pricing() -> schemas.PricingOut:
+    deps = _deps()
+    return schemas.PricingOut.of(logic.book_for(deps.catalog, _now()))
+
+
+@app.get("/openapi.json", include_in_schema=False)
+def openapi() -> Response[str]:
+    return Response(status_code=200, headers=dict(JSON_HEADERS), body=openapi_document())
+
+
+def openapi_document() -> str:
+    return app.get_openapi_json_schema(
+        title="Kilo Billing account API",
+        version="1.0.0",
+        description=(
+            "Customer-facing billing API. Send `Authorization: Bearer <JWT>`; the token's claims name the account "
+            "(`kilo_account`) and role (`kilo_role`: owner | admin | member); operators carry `kilo_operator`."
+        ),
+        security_schemes={"jwt": HTTPBearer(bearerFormat="JWT")},
+        security=[{"jwt": []}],
+    )
+
+
+# --- usage ------------------------------------------------------------------------------------------------------------
+
+
+@app.get("/v1/accounts/<account_id>/usage", summary="Month to date per meter, allowance used, daily series")
+def usage(account_id: AccountId) -> schemas.UsageOut:
+    _authorize(account_id)
+    deps = _deps()
+    report = logic.usage_report(deps.accounts, deps.month, deps.sessions, deps.catalog, account_id, _now())
+    return schemas.UsageOut.of(report)
+
+
+@app.get("/v1/accounts/<account_id>/meetings", summary="Per-meeting breakdown of a period, newest first, paginated")
+def meetings(
+    account_id: AccountId,
+    period: Annotated[str | None, Query(pattern=r"^[0-9]{4}-[0-9]{2}$", description="YYYY-MM; default: now")] = None,
+    cursor: Annotated[str | None, Query(max_length=512, description="next_cursor of the previous page")] = None,
+    limit: Annotated[int, Query(ge=1, le=logic.MAX_PAGE)] = 20,
+) -> schemas.MeetingsOut:
+    _authorize(account_id)
+    deps = _deps()
+    now = _now()
+    page = logic.meetings_page(deps.accounts, deps.sessions, account_id, period, cursor, limit, now)
+    return schemas.MeetingsOut.of(account_id, logic.period_of(period, now).key, page)
+
+
+@app.get("/v1/accounts/<account_id>/forecast", summary="Bill at the period end (weekday-aware) and budget status")
+def forecast(account_id: AccountId) -> schemas.ForecastOut:
+    _authorize(account_id)
+    deps = _deps()
+    found = logic.forecast(deps.accounts, deps.month, deps.catalog, account_id, _now(), deps.settings.weekday_weights)
+    return schemas.ForecastOut.of(found)
+
+
+@app.get("/v1/accounts/<account_id>/recommendations", summary="Cheaper tier and usage levers, with their savings")
+def recommendations(account_id: AccountId) -> schemas.RecommendationsOut:
+    _authorize(account_id)
+    deps = _deps()
+    now = _now()
+    mtd = logic.current_month(deps.accounts, deps.month, deps.catalog, account_id, now)
+    policy = RecommendationPolicy(deps.settings.audience_min_participants, deps.settings.simulcast_data_saving)
+    found = recommend(
+        mtd, deps.sessions.sessions(account_id, mtd.period), logic.book_for(deps.catalog, now), now, policy
+    )
+    return schemas.RecommendationsOut(
+        account_id=account_id, period=mtd.period, recommendations=[schemas.RecommendationOut.of(r) for r in found]
+    )
+
+
+# --- budget and alerts ------------------------------------------------------------------------------------------------
+
+
+def _budget_out(account_id: str) -> schemas.BudgetOut:
+    profile = logic.profile_of(_deps().accounts, account_id)
+    return schemas.BudgetOut(
+        account_id=account_id,
+        budget_usd=money_str(profile.budget_usd) if profile.budget_usd is not None else None,
+        alert_percentages=list(profile.budget_thresholds),
+        hard_limit_usd=money_str(profile.hard_limit_usd) if profile.hard_limit_usd is not None else None,
+    )
+
+
+@app.get("/v1/accounts/<account_id>/budget", summary="The account's budget and hard limit")
+def get_budget(account_id: AccountId) -> schemas.BudgetOut:
+    _authorize(account_id)
+    return _budget_out(account_id)
+
+
+@app.put("/v1/accounts/<account_id>/budget", summary="Replace the budget (admins and owners)")
+def put_budget(account_id: AccountId, body: schemas.BudgetIn) -> schemas.BudgetOut:
+    _authorize(account_id, Role.ADMIN)
+    request = logic.BudgetRequest(body.budget_usd, tuple(body.alert_percentages), body.hard_limit_usd)
+    logic.set_budget(_deps().accounts, account_id, request)
+    return _budget_out(account_id)
+
+
+def _preferences_out(account_id: str) -> schemas.AlertPreferencesOut:
+    profile = logic.profile_of(_deps().accounts, account_id)
+    return schemas.AlertPreferencesOut(
+        account_id=account_id,
+        name=profile.name,
+        email=profile.email,
+        phone=profile.phone,
+        channels={kind: list(channels) for kind, channels in profile.alert_preferences},
+    )
+
+
+@app.get("/v1/accounts/<account_id>/alert-preferences", summary="Who hears about alerts, on which channels")
+def get_alert_preferences(account_id: AccountId) -> schemas.AlertPreferencesOut:
+    _authorize(account_id)
+    return _preferences_out(account_id)
+
+
+@app.put("/v1/accounts/<account_id>/alert-preferences", summary="Set contacts and channels (admins and owners)")
+def put_alert_preferences(account_id: AccountId, body: schemas.AlertPreferencesIn) -> schemas.AlertPreferencesOut:
+    _authorize(account_id, Role.ADMIN)
+    channels = {kind: tuple(str(channel) for channel in chosen) for kind, chosen in body.channels.items()}
+    request = logic.AlertPreferencesRequest(body.name, body.email, body.phone, channels)
+    logic.set_alert_preferences(_deps().accounts, account_id, request)
+    return _preferences_out(account_id)
+
+
+@app.post("/v1/accounts/<account_id>/entitlements/check", summary="May the account start a call now")
+def entitlement_check(account_id: AccountId) -> schemas.EntitlementOut:
+    _authorize(account_id)
+    found = logic.check_entitlement(_deps().entitlements, account_id, _now(), EntitlementPolicy())
+    return schemas.EntitlementOut.of(found)
+
+
+# --- invoices and subscription -------------------------------------------------------------------------------------
+
+
+@app.get("/v1/accounts/<account_id>/invoices", summary="The account's invoices, newest first")
+def list_invoices(account_id: AccountId) -> schemas.InvoicesOut:
+    _authorize(account_id)
+    deps = _deps()
+    logic.profile_of(deps.accounts, account_id)
+    found = logic.invoices(deps.ledger, account_id)
+    return schemas.InvoicesOut(
+        account_id=account_id,
+        invoices=[
+            schemas.InvoiceSummaryOut(
+                number=i.number,
+                period=i.period,
+                status=i.status.value,
+                total=money_str(i.total),
+                hosted_url=i.hosted_url,
+                pdf_url=i.pdf_url,
+            )
+            for i in found
+        ],
+    )
+
+
+@app.get("/v1/accounts/<account_id>/invoices/<number>", summary="One invoice (receipt): lines, status, links")
+def get_invoice(
+    account_id: AccountId, number: Annotated[str, Path(pattern=r"^KB-[A-Za-z0-9_.:@+=-]+-[0-9]{5,}$")]
+) -> schemas.InvoiceOut:
+    _authorize(account_id)
+    deps = _deps()
+    logic.profile_of(deps.accounts, account_id)
+    return schemas.InvoiceOut.of(logic.invoice(deps.ledger, account_id, number))
+
+
+@app.post("/v1/accounts/<account_id>/subscription", summary="Change tier: upgrade now, downgrade at period end")
+def change_subscription(account_id: AccountId, body: schemas.SubscriptionIn) -> schemas.SubscriptionOut:
+    _authorize(account_id, Role.ADMIN)
+    now = _now()
+    outcome = logic.change_tier(_deps().accounts, _deps().catalog, account_id, body.tier, now)
+    return schemas.SubscriptionOut(
+        account_id=account_id,
+        current_tier=outcome.current_tier,
+        requested_tier=outcome.tier,
+        effective_at=outcome.effective_at,
+        change="upgrade_now" if outcome.effective_at <= now else "downgrade_at_period_end",
+    )
+
+
+@app.post("/v1/accounts/<account_id>/payment-methods/checkout", summary="A Stripe Checkout page to save a card")
+def checkout(account_id: AccountId, body: schemas.CheckoutIn) -> schemas.UrlOut:
+    _authorize(account_id, Role.ADMIN)
+    deps = _deps()
+    home = deps.settings.dashboard_url
+    url = logic.checkout_url(
+        deps.accounts,
+        deps.ledger,
+        deps.payments,
+        account_id,
+        str(body.success_url or f"{home}?checkout=done"),
+        str(body.cancel_url or f"{home}?checkout=cancelled"),
+    )
+    return schemas.UrlOut(url=url)
+
+
+@app.post("/v1/accounts/<account_id>/billing-portal", summary="A Stripe Billing Portal page (cards, receipts)")
+def billing_portal(account_id: AccountId, body: schemas.PortalIn) -> schemas.UrlOut:
+    _authorize(account_id, Role.ADMIN)
+    deps = _deps()
+    url = logic.portal_url(
+        deps.accounts, deps.ledger, deps.payments, account_id, str(body.return_url or deps.settings.dashboard_url)
+    )
+    return schemas.UrlOut(url=url)
+
+
+# --- members --------------------------------------------------------------------------------------------------------
+
+
+@app.get("/v1/accounts/<account_id>/members", summary="The account's members and their roles")
+def list_members(account_id: AccountId) -> schemas.MembersOut:
+    _authorize(account_id)
+    deps = _deps()
+    found = logic.members(deps.accounts, deps.members, account_id)
+    return schemas.MembersOut(account_id=account_id, members=[schemas.MemberOut.of(m) for m in found])
+
+
+@app.post("/v1/accounts/<account_id>/members", summary="Add a member (admins add members/admins, owners anyone)")
+def add_member(account_id: AccountId, body: schemas.MemberIn) -> Response[str]:
+    caller = _authorize(account_id, Role.ADMIN)
+    assert caller.role is not None
+    deps = _deps()
+    member = Member(account_id, body.user, body.email, Role[body.role.upper()], _now())
+    added = logic.add_member(deps.accounts, deps.members, caller.role, member)
+    return _json(201, schemas.MemberOut.of(added).model_dump(mode="json"))
+
+
+@app.delete("/v1/accounts/<account_id>/members/<user>", summary="Remove a member (admins and owners)")
+def remove_member(account_id: AccountId, user: Annotated[str, Path(pattern=r"^[^#\s/]{1,128}$")]) -> Response[str]:
+    caller = _authorize(account_id, Role.ADMIN)
+    assert caller.role is not None
+    deps = _deps()
+    logic.remove_member(deps.accounts, deps.members, caller.role, account_id, user)
+    return Response(status_code=204, headers={}, body="")
+
+
+# --- privacy --------------------------------------------------------------------------------------------------------
+
+
+@app.get("/v1/accounts/<account_id>/export", summary="All personal data and usage of the account as JSON (owners)")
+def export(account_id: AccountId) -> Response[str]:
+    _authorize(account_id, Role.OWNER)
+    deps = _deps()
+    data = logic.export(deps.accounts, deps.members, deps.sessions, deps.ledger, account_id, _now())
+    return _json(200, schemas.export_json(data))
+
+
+@app.post("/v1/accounts/<account_id>/erase", summary="Pseudonymise personal data; invoices and amounts kept (owners)")
+def erase(account_id: AccountId) -> schemas.ErasureOut:
+    _authorize(account_id, Role.OWNER)
+    deps = _deps()
+    return schemas.ErasureOut.of(logic.erase(deps.accounts, deps.members, deps.sessions, account_id, _now()))
+
+
+# --- operator -------------------------------------------------------------------------------------------------------
+
+
+@app.get("/v1/operator/accounts", summary="Every registered account (operators)", tags=["operator"])
+def operator_accounts() -> schemas.OperatorAccountsOut:
+    _caller().require_operator()
+    deps = _deps()
+    now = _now()
+    found = logic.operator_accounts(deps.accounts, deps.signals.accounts(), now)
+    return schemas.OperatorAccountsOut(
+        accounts=[
+            schemas.OperatorAccountOut(
+                account_id=p.account_id,
+                tier=p.tier_at(now),
+                status=p.status,
+                billing_method=p.billing_method,
+                signed_up_at=p.signed_up_at,
+            )
+            for p in found
+        ]
+    )
+
+
+# Crypto routes (quotes, transaction submission, wallet links, history) are served by the crypto function on this same
+# HTTP API and authorizer, under /v1/accounts/{account_id}/crypto/... (template.yaml, AccountApi; docs/decisions.md).
+
+
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return app.resolve(event, context)

@@ -1,0 +1,524 @@
+"""The account API's logic: pure functions of the layer's ports and this function's ports (``ports``), returning domain
+models (``model``) or raising domain errors. No status codes, no event shapes: ``handler`` maps both.
+
+Who may call what is decided in the handler from the caller's claims (``kilo_billing.auth.Caller``) before any of
+these run, so every function here acts for an account the caller may act for.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from kilo_account_api.model import (
+    BudgetStatus,
+    ConflictError,
+    DayUsage,
+    Erasure,
+    Forecast,
+    InvalidRequestError,
+    Meeting,
+    MeetingsPage,
+    Member,
+    MeterUsage,
+    NotFoundError,
+    SessionRecord,
+    UsageReport,
+)
+from kilo_account_api.ports import MemberStore, PaymentPages, SessionHistory
+from kilo_billing.accounts import (
+    AccountDirectory,
+    AccountProfile,
+    InvalidContactError,
+    UnknownAccountError,
+    registered_profile,
+    request_tier_change,
+    save_profile,
+    set_alert_contact,
+)
+from kilo_billing.auth import Role
+from kilo_billing.budgets import (
+    BudgetChange,
+    InvalidBudgetError,
+    apply_budget,
+    forecast_crossing,
+    projected_total,
+)
+from kilo_billing.catalog import Catalog, PriceBook, UnknownTierError
+from kilo_billing.entitlements import Entitlement, EntitlementPolicy, EntitlementSource, decide
+from kilo_billing.invoicing import InvoiceRecord
+from kilo_billing.meters import METER_UNITS, Meter
+from kilo_billing.money import ZERO, total
+from kilo_billing.month_to_date import MonthToDate, MonthToDateSource, month_to_date, open_session_extra
+from kilo_billing.periods import Period
+from kilo_billing.periods_store import LedgerStore
+from kilo_billing.rating import RatedPeriod, RatingError
+
+_PERCENT = Decimal("0.01")
+MAX_PAGE = 100
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def profile_of(accounts: AccountDirectory, account_id: str) -> AccountProfile:
+    try:
+        return registered_profile(accounts, account_id)
+    except UnknownAccountError as exc:
+        raise NotFoundError(f"account {account_id!r} is not registered") from exc
+
+
+def period_of(key: str | None, now: datetime) -> Period:
+    if key is None:
+        return Period.containing(now)
+    try:
+        period = Period.parse(key)
+    except ValueError as exc:
+        raise InvalidRequestError("period", f"period {key!r} must be a month like 2026-11") from exc
+    if period.start > now:
+        raise InvalidRequestError("period", f"period {key} has not begun")
+    return period
+
+
+# --- usage ----------------------------------------------------------------------------------------------------------
+
+
+def meter_usage(rated: RatedPeriod) -> tuple[MeterUsage, ...]:
+    """Each meter over the period's tier segments: used, included (``None`` if any segment is unlimited), the share
+    used (two decimals, half-up; ``None`` without a positive allowance), overage and charge."""
+    found = []
+    for meter in Meter:
+        lines = [line for line in rated.usage_lines if line.meter is meter]
+        used = sum((line.used for line in lines), ZERO)
+        allowances = [line.included for line in lines]
+        included = None if any(a is None for a in allowances) else sum((a for a in allowances if a is not None), ZERO)
+        percent = (used * 100 / included).quantize(_PERCENT, ROUND_HALF_UP) if included else None
+        found.append(
+            MeterUsage(
+                meter=meter.value,
+                unit=METER_UNITS[meter].billing_unit,
+                used=used,
+                included=included,
+                used_percent=percent,
+                overage=sum((line.billable for line in lines), ZERO),
+                amount=total([line.amount for line in lines]),
+            )
+        )
+    return tuple(found)
+
+
+def daily_series(
+    sessions: Iterable[SessionRecord], mtd: MonthToDate, period: Period, now: datetime
+) -> tuple[DayUsage, ...]:
+    """Video and audio minutes per UTC day of the period up to today: a connection's minutes on the day it began in
+    the period (the day its part starts), open sessions' minutes so far on theirs. Sums to the month to date."""
+    last = min(now, period.end - timedelta(microseconds=1)).date()
+    days: dict[date, list[int]] = {}
+    day = period.start.date()
+    while day <= last:
+        days[day] = [0, 0]
+        day += timedelta(days=1)
+
+    def add(at_ms: int, video: int, audio: int) -> None:
+        key = datetime.fromtimestamp(at_ms / 1000, tz=UTC).date()
+        slot = days.setdefault(key, [0, 0])
+        slot[0] += video
+        slot[1] += audio
+
+    for session in sessions:
+        for part in session.parts_in(period.key):
+            add(part.start_ms, part.video_minutes, part.audio_minutes)
+    start_ms = _ms(period.start)
+    for figures in mtd.open:
+        extra = open_session_extra([figures], mtd.profile, _ms(now), period.key)
+        video = sum(q for (_, meter), q in extra.items() if meter == Meter.VIDEO.value)
+        audio = sum(q for (_, meter), q in extra.items() if meter == Meter.AUDIO.value)
+        if video or audio:
+            add(max(figures.start_ms, start_ms), video, audio)
+    return tuple(DayUsage(day, video, audio) for day, (video, audio) in sorted(days.items()))
+
+
+def current_month(
+    accounts: AccountDirectory, month: MonthToDateSource, catalog: Catalog, account_id: str, now: datetime
+) -> MonthToDate:
+    profile = profile_of(accounts, account_id)
+    period = Period.containing(now)
+    return month_to_date(month, account_id, period.key, _ms(now), catalog.for_period(period), profile=profile)
+
+
+def usage_report(
+    accounts: AccountDirectory,
+    month: MonthToDateSource,
+    history: SessionHistory,
+    catalog: Catalog,
+    account_id: str,
+    now: datetime,
+) -> UsageReport:
+    mtd = current_month(accounts, month, catalog, account_id, now)
+    period = Period.containing(now)
+    daily = daily_series(history.sessions(account_id, period.key), mtd, period, now)
+    return UsageReport(
+        account_id=account_id,
+        period=period.key,
+        tier=mtd.profile.tier_at(now),
+        as_of=now,
+        open_sessions=mtd.open_sessions,
+        meters=meter_usage(mtd.rated),
+        rated=mtd.rated,
+        daily=daily,
+    )
+
+
+# --- meetings -------------------------------------------------------------------------------------------------------
+
+
+def meetings_of(sessions: Iterable[SessionRecord], period: str) -> list[Meeting]:
+    """Sessions grouped by room instance; newest first (start, then room sid, both descending)."""
+    rooms: dict[str, list[SessionRecord]] = defaultdict(list)
+    for session in sessions:
+        if session.aborted:
+            continue
+        rooms[session.room_sid].append(session)
+    found = []
+    for room_sid, members in rooms.items():
+        minutes = [session.minutes_in(period) for session in members]
+        ends = [session.end_ms for session in members]
+        found.append(
+            Meeting(
+                room_sid=room_sid,
+                room_name=next((s.room_name for s in members if s.room_name), ""),
+                start_ms=min(session.start_ms for session in members),
+                end_ms=None if any(end is None for end in ends) else max(end for end in ends if end is not None),
+                participants=len({session.identity for session in members}),
+                sessions=len(members),
+                video_minutes=sum(video for video, _ in minutes),
+                audio_minutes=sum(audio for _, audio in minutes),
+            )
+        )
+    return sorted(found, key=lambda m: (m.start_ms, m.room_sid), reverse=True)
+
+
+def encode_cursor(meeting: Meeting, period: str) -> str:
+    raw = json.dumps([period, meeting.start_ms, meeting.room_sid], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, period: str) -> tuple[int, str]:
+    try:
+        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        cursor_period, start_ms, room_sid = data
+        if cursor_period != period or not isinstance(start_ms, int) or not isinstance(room_sid, str):
+            raise ValueError(cursor)
+    except (ValueError, TypeError, binascii.Error) as exc:
+        raise InvalidRequestError("cursor", "cursor is not one this API returned for this period") from exc
+    return start_ms, room_sid
+
+
+def meetings_page(
+    accounts: AccountDirectory,
+    history: SessionHistory,
+    account_id: str,
+    period_key: str | None,
+    cursor: str | None,
+    limit: int,
+    now: datetime,
+) -> MeetingsPage:
+    """A page of the period's meetings, newest first; ``next_cursor`` continues after the page's last one (an
+    opaque position: meetings that start later do not shift the pages already handed out)."""
+    profile_of(accounts, account_id)
+    period = period_of(period_key, now)
+    if not 1 <= limit <= MAX_PAGE:
+        raise InvalidRequestError("limit", f"limit must be 1 to {MAX_PAGE}, got {limit}")
+    found = meetings_of(history.sessions(account_id, period.key), period.key)
+    if cursor is not None:
+        after = decode_cursor(cursor, period.key)
+        found = [m for m in found if (m.start_ms, m.room_sid) < after]
+    page = found[:limit]
+    more = len(found) > limit
+    return MeetingsPage(tuple(page), encode_cursor(page[-1], period.key) if more else None)
+
+
+# --- forecast and budget ----------------------------------------------------------------------------------------------
+
+
+def budget_status(profile: AccountProfile, spent: Decimal) -> BudgetStatus:
+    if profile.hard_limit_usd is not None and spent >= profile.hard_limit_usd:
+        return BudgetStatus.HARD_LIMIT_REACHED
+    if profile.budget_usd is not None and spent >= profile.budget_usd:
+        return BudgetStatus.OVER_BUDGET
+    if profile.budget_usd is None and profile.hard_limit_usd is None:
+        return BudgetStatus.NO_BUDGET
+    return BudgetStatus.UNDER
+
+
+def forecast(
+    accounts: AccountDirectory,
+    month: MonthToDateSource,
+    catalog: Catalog,
+    account_id: str,
+    now: datetime,
+    weights: Sequence[Decimal],
+) -> Forecast:
+    mtd = current_month(accounts, month, catalog, account_id, now)
+    profile, spent = mtd.profile, mtd.rated.total
+    return Forecast(
+        account_id=account_id,
+        period=mtd.period,
+        as_of=now,
+        spent=spent,
+        projected_total=projected_total(spent, now, weights),
+        budget_usd=profile.budget_usd,
+        hard_limit_usd=profile.hard_limit_usd,
+        budget_reached_on=forecast_crossing(spent, profile.budget_usd, now, weights) if profile.budget_usd else None,
+        hard_limit_reached_on=(
+            forecast_crossing(spent, profile.hard_limit_usd, now, weights) if profile.hard_limit_usd else None
+        ),
+        status=budget_status(profile, spent),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetRequest:
+    """A whole budget (PUT): ``None`` removes the soft budget or the hard limit."""
+
+    budget_usd: Decimal | None
+    alert_percentages: tuple[int, ...]
+    hard_limit_usd: Decimal | None
+
+
+def _budget_field(message: str) -> str:
+    if "hard limit" in message:
+        return "hard_limit_usd"
+    if "percentage" in message:
+        return "alert_percentages"
+    return "budget_usd"
+
+
+def set_budget(accounts: AccountDirectory, account_id: str, request: BudgetRequest) -> AccountProfile:
+    """Replace the account's budget, validated whole by the layer's rule before anything is saved."""
+    profile = profile_of(accounts, account_id)
+    change = BudgetChange(
+        budget_usd=request.budget_usd,
+        thresholds=request.alert_percentages,
+        hard_limit_usd=request.hard_limit_usd,
+        clear_budget=request.budget_usd is None,
+        clear_hard_limit=request.hard_limit_usd is None,
+    )
+    try:
+        changed = apply_budget(profile, change)
+    except InvalidBudgetError as exc:
+        raise InvalidRequestError(_budget_field(str(exc)), str(exc)) from exc
+    return save_profile(accounts, changed)
+
+
+@dataclass(frozen=True, slots=True)
+class AlertPreferencesRequest:
+    name: str
+    email: str
+    phone: str
+    channels: dict[str, tuple[str, ...]]  # alert kind -> channels
+
+
+def set_alert_preferences(
+    accounts: AccountDirectory, account_id: str, request: AlertPreferencesRequest
+) -> AccountProfile:
+    """Set who hears about alerts (name, email, phone: ``""`` clears one) and the channels of the alert kinds given
+    (kinds not given keep their choice); validated whole by ``kilo_billing.accounts.set_alert_contact``, one save."""
+    profile_of(accounts, account_id)
+    try:
+        return set_alert_contact(
+            accounts,
+            account_id,
+            name=request.name,
+            email=request.email,
+            phone=request.phone,
+            preferences=dict(request.channels),
+        )
+    except InvalidContactError as exc:
+        text = str(exc)
+        field = "phone" if text.startswith("phone") else "email" if text.startswith("email") else "channels"
+        raise InvalidRequestError(field, text) from exc
+
+
+def check_entitlement(
+    source: EntitlementSource, account_id: str, now: datetime, policy: EntitlementPolicy
+) -> Entitlement:
+    profile, state = source.read(account_id)
+    if profile is None:
+        raise NotFoundError(f"account {account_id!r} is not registered")
+    return decide(account_id, profile, state, now, policy)
+
+
+# --- invoices and subscription ------------------------------------------------------------------------------------
+
+
+def invoices(ledger: LedgerStore, account_id: str) -> list[InvoiceRecord]:
+    """The account's invoices, newest first (period, then number)."""
+    found = ledger.ledger(account_id).invoices.values()
+    return sorted(found, key=lambda invoice: (invoice.period, invoice.seq), reverse=True)
+
+
+def invoice(ledger: LedgerStore, account_id: str, number: str) -> InvoiceRecord:
+    for record in ledger.ledger(account_id).invoices.values():
+        if record.number == number:
+            return record
+    raise NotFoundError(f"account {account_id!r} has no invoice {number!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class TierChangeOutcome:
+    profile: AccountProfile
+    tier: str  # the tier asked for
+    effective_at: datetime  # now for an upgrade, the next period start for a downgrade
+    current_tier: str  # in effect now
+
+
+def change_tier(
+    accounts: AccountDirectory, catalog: Catalog, account_id: str, tier: str, now: datetime
+) -> TierChangeOutcome:
+    profile_of(accounts, account_id)
+    book = catalog.for_period(Period.containing(now))
+    try:
+        profile = request_tier_change(accounts, book, account_id, tier, now)
+    except UnknownTierError as exc:
+        raise InvalidRequestError("tier", str(exc)) from exc
+    except RatingError as exc:  # already on that tier
+        raise ConflictError(str(exc)) from exc
+    except ValueError as exc:  # a change already pending after now
+        raise ConflictError(str(exc)) from exc
+    change = max(profile.changes, key=lambda c: c.at)
+    return TierChangeOutcome(profile, tier, change.at, profile.tier_at(now))
+
+
+# --- payment methods ------------------------------------------------------------------------------------------------
+
+
+def _customer(ledger: LedgerStore, pages: PaymentPages, profile: AccountProfile) -> str:
+    known = ledger.ledger(profile.account_id).billing.customer_id
+    return known or pages.customer(profile.account_id, profile.email or None, profile.name or None)
+
+
+def checkout_url(
+    accounts: AccountDirectory,
+    ledger: LedgerStore,
+    pages: PaymentPages,
+    account_id: str,
+    success_url: str,
+    cancel_url: str,
+) -> str:
+    profile = profile_of(accounts, account_id)
+    if profile.billing_method != "card":
+        raise ConflictError(f"account {account_id!r} pays in {profile.billing_method}, not by card")
+    return pages.setup_url(_customer(ledger, pages, profile), account_id, success_url, cancel_url)
+
+
+def portal_url(
+    accounts: AccountDirectory, ledger: LedgerStore, pages: PaymentPages, account_id: str, return_url: str
+) -> str:
+    profile = profile_of(accounts, account_id)
+    return pages.portal_url(_customer(ledger, pages, profile), return_url)
+
+
+# --- members --------------------------------------------------------------------------------------------------------
+
+
+def members(accounts: AccountDirectory, store: MemberStore, account_id: str) -> list[Member]:
+    profile_of(accounts, account_id)
+    return sorted(store.members(account_id), key=lambda m: (-m.role, m.user))
+
+
+def add_member(accounts: AccountDirectory, store: MemberStore, caller_role: Role, member: Member) -> Member:
+    """Owners add anyone; admins add members and admins, never owners."""
+    profile_of(accounts, member.account_id)
+    if member.role > caller_role:
+        raise InvalidRequestError("role", f"a {caller_role.name.lower()} cannot add an {member.role.name.lower()}")
+    store.add(member)
+    return member
+
+
+def remove_member(
+    accounts: AccountDirectory, store: MemberStore, caller_role: Role, account_id: str, user: str
+) -> None:
+    """Admins remove members and admins; only owners remove owners, and never the last one."""
+    profile_of(accounts, account_id)
+    current = {m.user: m for m in store.members(account_id)}
+    target = current.get(user)
+    if target is None:
+        raise NotFoundError(f"{user!r} is not a member of account {account_id!r}")
+    if target.role > caller_role:
+        raise ConflictError(f"a {caller_role.name.lower()} cannot remove an {target.role.name.lower()}")
+    owners = [m for m in current.values() if m.role is Role.OWNER]
+    if target.role is Role.OWNER and len(owners) == 1:
+        raise ConflictError("the account's last owner cannot be removed")
+    store.remove(account_id, user)
+
+
+# --- privacy --------------------------------------------------------------------------------------------------------
+
+
+def pseudonym(account_id: str, value: str) -> str:
+    """The same value of the same account always gets the same pseudonym (a participant keeps being one person in
+    the per-meeting counts), which cannot be turned back into the value."""
+    if not value or value.startswith("erased-"):
+        return value
+    return "erased-" + hashlib.sha256(f"{account_id}\x00{value}".encode()).hexdigest()[:16]
+
+
+def export(
+    accounts: AccountDirectory,
+    store: MemberStore,
+    history: SessionHistory,
+    ledger: LedgerStore,
+    account_id: str,
+    now: datetime,
+) -> dict[str, Any]:
+    """Everything kept about the account: profile, members, sessions (participants, rooms, minutes), rating's
+    counters per period, invoices."""
+    profile = profile_of(accounts, account_id)
+    book = ledger.ledger(account_id)
+    return {
+        "account_id": account_id,
+        "exported_at": now.isoformat(),
+        "profile": profile,
+        "members": members(accounts, store, account_id),
+        "sessions": sorted(history.all_sessions(account_id), key=lambda s: (s.start_ms, s.room_sid, s.participant_sid)),
+        "periods": {key: dict(period.counters) for key, period in sorted(book.periods.items())},
+        "invoices": invoices(ledger, account_id),
+    }
+
+
+def erase(
+    accounts: AccountDirectory,
+    store: MemberStore,
+    history: SessionHistory,
+    account_id: str,
+    now: datetime,
+) -> Erasure:
+    """Pseudonymise the account's personal data: contact details cleared from the profile (alerts then go nowhere),
+    members' emails and participants' identities replaced by pseudonyms. Invoices, amounts and usage counters are
+    kept (legal retention); raw events expire with the events table's TTL (docs/decisions.md)."""
+    profile = profile_of(accounts, account_id)
+    sessions = history.pseudonymise(account_id, lambda value: pseudonym(account_id, value))
+    changed = store.pseudonymise(account_id, lambda value: pseudonym(account_id, value))
+    cleared = bool(profile.name or profile.email or profile.phone)
+    save_profile(accounts, replace(profile, name="", email="", phone=""))
+    return Erasure(account_id, now, sessions, changed, cleared)
+
+
+def operator_accounts(accounts: AccountDirectory, account_ids: Iterable[str], now: datetime) -> list[AccountProfile]:
+    """Registered accounts (the operator's list), by id."""
+    found = accounts.registered(list(account_ids))
+    return [found[key] for key in sorted(found)]
+
+
+def book_for(catalog: Catalog, now: datetime) -> PriceBook:
+    return catalog.for_period(Period.containing(now))

@@ -1,0 +1,184 @@
+"""The account API's domain models: what its logic returns (values only) and the errors it raises. The HTTP shapes
+are ``schemas`` (pydantic, for validation and the OpenAPI document); status codes live in ``handler`` alone."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from enum import StrEnum
+from fractions import Fraction
+
+from kilo_billing.auth import Role
+from kilo_billing.rating import RatedPeriod
+
+
+class NotFoundError(Exception):
+    """The thing asked for does not exist (an unregistered account, an unknown invoice or member)."""
+
+
+class InvalidRequestError(ValueError):
+    """A request the rules refuse; ``field`` names what to fix."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class ConflictError(Exception):
+    """The request contradicts the stored state (a member who is already there, the last owner removed)."""
+
+
+class UnavailableError(Exception):
+    """A dependency outside AWS (Stripe) could not be reached; retry later."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionPart:
+    period: str
+    start_ms: int  # selects the tier segment
+    video_minutes: int
+    audio_minutes: int
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """One participant session as rating stored it (``ROOM#<room>`` / ``SESSION#<participant>``)."""
+
+    room_sid: str
+    participant_sid: str
+    identity: str
+    room_name: str
+    start_ms: int
+    end_ms: int | None  # None while open
+    aborted: bool = False
+    billing: str = "room_rule"
+    parts: tuple[SessionPart, ...] = ()  # billable minutes per period (empty while open)
+    video_seconds: Fraction = Fraction(0)
+    connected_seconds: Fraction = Fraction(0)
+
+    @property
+    def is_open(self) -> bool:
+        return self.end_ms is None and not self.aborted
+
+    def parts_in(self, period: str) -> tuple[SessionPart, ...]:
+        return tuple(part for part in self.parts if part.period == period)
+
+    def minutes_in(self, period: str) -> tuple[int, int]:
+        parts = self.parts_in(period)
+        return sum(p.video_minutes for p in parts), sum(p.audio_minutes for p in parts)
+
+
+@dataclass(frozen=True, slots=True)
+class MeterUsage:
+    """One meter over the period (all tier segments): used, included (``None``: unlimited), share used, charge."""
+
+    meter: str
+    unit: str
+    used: Decimal
+    included: Decimal | None
+    used_percent: Decimal | None
+    overage: Decimal
+    amount: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class DayUsage:
+    day: date
+    video_minutes: int
+    audio_minutes: int
+
+
+@dataclass(frozen=True, slots=True)
+class UsageReport:
+    account_id: str
+    period: str
+    tier: str
+    as_of: datetime
+    open_sessions: int
+    meters: tuple[MeterUsage, ...]
+    rated: RatedPeriod
+    daily: tuple[DayUsage, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Meeting:
+    """One room instance (LiveKit room sid) of the period: who took part and the minutes it billed."""
+
+    room_sid: str
+    room_name: str
+    start_ms: int
+    end_ms: int | None  # None while someone is still in it
+    participants: int  # distinct identities
+    sessions: int
+    video_minutes: int
+    audio_minutes: int
+
+    @property
+    def in_progress(self) -> bool:
+        return self.end_ms is None
+
+
+@dataclass(frozen=True, slots=True)
+class MeetingsPage:
+    meetings: tuple[Meeting, ...]
+    next_cursor: str | None
+
+
+class BudgetStatus(StrEnum):
+    NO_BUDGET = "no_budget"
+    UNDER = "under_budget"
+    OVER_BUDGET = "over_budget"  # the soft budget is passed: alerts, calls go on
+    HARD_LIMIT_REACHED = "hard_limit_reached"  # calls are refused
+
+
+@dataclass(frozen=True, slots=True)
+class Forecast:
+    account_id: str
+    period: str
+    as_of: datetime
+    spent: Decimal  # the bill so far (fees + usage, open sessions as if they ended now)
+    projected_total: Decimal  # at the period end, weekday-weighted run rate
+    budget_usd: Decimal | None
+    hard_limit_usd: Decimal | None
+    budget_reached_on: date | None
+    hard_limit_reached_on: date | None
+    status: BudgetStatus
+
+
+class RecommendationKind(StrEnum):
+    CHEAPER_TIER = "cheaper_tier"
+    AUDIO_ONLY_AUDIENCES = "audio_only_audiences"
+    LOWER_SIMULCAST = "lower_simulcast_layers"
+    IDLE_CAMERA = "idle_camera_minutes"
+
+
+@dataclass(frozen=True, slots=True)
+class Recommendation:
+    kind: RecommendationKind
+    title: str
+    detail: str
+    saving_usd: Decimal  # this period's bill as observed minus the bill with the change (>= 0.01)
+    current_usd: Decimal
+    with_change_usd: Decimal
+    tier: str | None = None  # the cheaper tier (CHEAPER_TIER)
+    rooms: tuple[str, ...] = ()  # the rooms it is about (room names), largest saving first
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    account_id: str
+    user: str
+    email: str
+    role: Role
+    added_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Erasure:
+    account_id: str
+    erased_at: datetime
+    sessions_pseudonymised: int
+    members_pseudonymised: int
+    profile_cleared: bool
+    kept: tuple[str, ...] = field(default=("invoices", "amounts", "usage counters"))

@@ -1,0 +1,54 @@
+"""What the account API's logic needs from outside (Protocols) besides the layer's own ports - the account directory
+(``kilo_billing.accounts``), month to date (``kilo_billing.month_to_date``), the ledger (``kilo_billing.periods_store``)
+and entitlements (``kilo_billing.entitlements``). Implemented by ``adapters`` (DynamoDB) and ``stripe_adapter``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Protocol
+
+from kilo_account_api.model import Member, SessionRecord
+
+
+class SessionHistory(Protocol):
+    """Rating's stored sessions of an account, read by attribute name (never by importing rating)."""
+
+    def sessions(self, account_id: str, period: str) -> list[SessionRecord]:
+        """Sessions with billable minutes in ``period``, and those still open that began before its end."""
+        ...
+
+    def all_sessions(self, account_id: str) -> Iterator[SessionRecord]:
+        """Every stored session of the account (export, erasure)."""
+        ...
+
+    def pseudonymise(self, account_id: str, pseudonym: Callable[[str], str]) -> int:
+        """Replace every session's participant identity by ``pseudonym(identity)``; returns the sessions changed."""
+        ...
+
+
+class MemberStore(Protocol):
+    def members(self, account_id: str) -> list[Member]: ...
+
+    def add(self, member: Member) -> None:
+        """``ConflictError`` when the user is already a member."""
+        ...
+
+    def remove(self, account_id: str, user: str) -> None:
+        """``NotFoundError`` when the user is not a member."""
+        ...
+
+    def pseudonymise(self, account_id: str, pseudonym: Callable[[str], str]) -> int:
+        """Replace each member's email by ``pseudonym(email)``; returns the members changed."""
+        ...
+
+
+class PaymentPages(Protocol):
+    """Stripe's hosted pages for an account's payment methods (Checkout in setup mode, the Billing Portal)."""
+
+    def customer(self, account_id: str, email: str | None, name: str | None) -> str:
+        """The processor's customer of the account (found by the account id in its metadata, else created)."""
+        ...
+
+    def setup_url(self, customer_id: str, account_id: str, success_url: str, cancel_url: str) -> str: ...
+
+    def portal_url(self, customer_id: str, return_url: str) -> str: ...

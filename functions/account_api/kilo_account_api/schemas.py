@@ -1,0 +1,573 @@
+"""The account API's HTTP shapes (pydantic): request bodies validated by Powertools, responses serialised from them,
+and the OpenAPI document generated from both. Money is a string with two decimals and quantities are decimal
+strings (D7: never floats); ``null`` allowances mean unlimited. Keep these shapes stable: the dashboard reads them.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl
+
+from kilo_account_api.model import (
+    Erasure,
+    Forecast,
+    Meeting,
+    MeetingsPage,
+    Member,
+    MeterUsage,
+    Recommendation,
+    SessionRecord,
+    UsageReport,
+)
+from kilo_billing.accounts import ALERT_CHANNELS, E164_PATTERN, AccountProfile
+from kilo_billing.budgets import MAX_THRESHOLD_PERCENT, MAX_THRESHOLDS
+from kilo_billing.catalog import PriceBook
+from kilo_billing.entitlements import Entitlement
+from kilo_billing.invoicing import InvoiceRecord
+from kilo_billing.money import decimal_str, money_str
+from kilo_billing.rating import InvoiceLine
+
+Money = Annotated[str, Field(pattern=r"^-?[0-9]+\.[0-9]{2}$", examples=["29.00"])]
+Quantity = Annotated[str, Field(pattern=r"^-?[0-9]+(\.[0-9]+)?$", examples=["1250"])]
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _money(value: Decimal | None) -> str | None:
+    return money_str(value) if value is not None else None
+
+
+def _qty(value: Decimal | None) -> str | None:
+    return decimal_str(value) if value is not None else None
+
+
+class ErrorOut(_Out):
+    code: str
+    message: str
+    field: str | None = None
+    fields: list[str] | None = None
+
+
+# --- pricing --------------------------------------------------------------------------------------------------------
+
+
+class MeterPriceOut(_Out):
+    meter: str
+    unit: str
+    unit_price: Quantity = Field(description="Our price per unit: LiveKit's base price x markup, exact")
+    base_price: Quantity
+
+
+class TierOut(_Out):
+    id: str
+    name: str
+    rank: int
+    monthly_fee: Money
+    included: dict[str, Quantity | None] = Field(description="Per-month allowance per meter; null = unlimited")
+    overage: str
+    entitlements: list[str]
+
+
+class PricingOut(_Out):
+    version: str
+    effective_from: date
+    currency: str
+    markup: Quantity
+    meters: list[MeterPriceOut]
+    tiers: list[TierOut]
+
+    @classmethod
+    def of(cls, book: PriceBook) -> PricingOut:
+        return cls(
+            version=book.version,
+            effective_from=book.effective_from,
+            currency=book.currency,
+            markup=decimal_str(book.markup),
+            meters=[
+                MeterPriceOut(
+                    meter=meter.value,
+                    unit=price.unit,
+                    unit_price=decimal_str(book.unit_price(meter)),
+                    base_price=decimal_str(price.base_price),
+                )
+                for meter, price in book.meters.items()
+            ],
+            tiers=[
+                TierOut(
+                    id=tier.id,
+                    name=tier.name,
+                    rank=tier.rank,
+                    monthly_fee=money_str(tier.monthly_fee),
+                    included={meter.value: _qty(value) for meter, value in tier.included.items()},
+                    overage=tier.overage.value,
+                    entitlements=list(tier.entitlements),
+                )
+                for tier in sorted(book.tiers, key=lambda t: t.rank)
+            ],
+        )
+
+
+# --- usage ----------------------------------------------------------------------------------------------------------
+
+
+class LineOut(_Out):
+    kind: str
+    description: str
+    meter: str | None
+    tier: str | None
+    used: Quantity | None
+    included: Quantity | None
+    billable: Quantity | None
+    unit_price: Quantity | None
+    amount: Money
+
+    @classmethod
+    def of(cls, line: InvoiceLine) -> LineOut:
+        usage = line.meter is not None
+        return cls(
+            kind=line.kind.value,
+            description=line.description,
+            meter=line.meter.value if line.meter is not None else None,
+            tier=line.tier,
+            used=_qty(line.used) if usage else None,
+            included=_qty(line.included) if usage else None,
+            billable=_qty(line.billable) if usage else None,
+            unit_price=_qty(line.unit_price),
+            amount=money_str(line.amount),
+        )
+
+
+class MeterUsageOut(_Out):
+    meter: str
+    unit: str
+    used: Quantity
+    included: Quantity | None = Field(description="null: unlimited")
+    used_percent: Quantity | None = Field(description="Share of the allowance used, 2 decimals; null if unlimited")
+    overage: Quantity
+    amount: Money
+
+    @classmethod
+    def of(cls, usage: MeterUsage) -> MeterUsageOut:
+        return cls(
+            meter=usage.meter,
+            unit=usage.unit,
+            used=decimal_str(usage.used),
+            included=_qty(usage.included),
+            used_percent=str(usage.used_percent) if usage.used_percent is not None else None,
+            overage=decimal_str(usage.overage),
+            amount=money_str(usage.amount),
+        )
+
+
+class DayOut(_Out):
+    date: date
+    video_minutes: int
+    audio_minutes: int
+
+
+class UsageOut(_Out):
+    account_id: str
+    period: str
+    tier: str
+    as_of: datetime
+    open_sessions: int
+    meters: list[MeterUsageOut]
+    fee: Money
+    usage: Money
+    total: Money
+    lines: list[LineOut]
+    daily: list[DayOut]
+
+    @classmethod
+    def of(cls, report: UsageReport) -> UsageOut:
+        return cls(
+            account_id=report.account_id,
+            period=report.period,
+            tier=report.tier,
+            as_of=report.as_of,
+            open_sessions=report.open_sessions,
+            meters=[MeterUsageOut.of(meter) for meter in report.meters],
+            fee=money_str(report.rated.fee),
+            usage=money_str(report.rated.usage_total),
+            total=money_str(report.rated.total),
+            lines=[LineOut.of(line) for line in report.rated.lines],
+            daily=[
+                DayOut(date=d.day, video_minutes=d.video_minutes, audio_minutes=d.audio_minutes) for d in report.daily
+            ],
+        )
+
+
+class MeetingOut(_Out):
+    room_sid: str
+    room_name: str
+    started_at: datetime
+    ended_at: datetime | None = Field(description="null while someone is still in the room")
+    participants: int
+    sessions: int
+    video_minutes: int
+    audio_minutes: int
+
+    @classmethod
+    def of(cls, meeting: Meeting) -> MeetingOut:
+        return cls(
+            room_sid=meeting.room_sid,
+            room_name=meeting.room_name,
+            started_at=_time(meeting.start_ms),
+            ended_at=_time(meeting.end_ms) if meeting.end_ms is not None else None,
+            participants=meeting.participants,
+            sessions=meeting.sessions,
+            video_minutes=meeting.video_minutes,
+            audio_minutes=meeting.audio_minutes,
+        )
+
+
+def _time(ms: int) -> datetime:
+    from datetime import UTC  # noqa: PLC0415
+
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+class MeetingsOut(_Out):
+    account_id: str
+    period: str
+    meetings: list[MeetingOut]
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null on the last page")
+
+    @classmethod
+    def of(cls, account_id: str, period: str, page: MeetingsPage) -> MeetingsOut:
+        return cls(
+            account_id=account_id,
+            period=period,
+            meetings=[MeetingOut.of(m) for m in page.meetings],
+            next_cursor=page.next_cursor,
+        )
+
+
+class ForecastOut(_Out):
+    account_id: str
+    period: str
+    as_of: datetime
+    spent: Money
+    projected_total: Money
+    budget_usd: Money | None
+    hard_limit_usd: Money | None
+    budget_reached_on: date | None
+    hard_limit_reached_on: date | None
+    status: Literal["no_budget", "under_budget", "over_budget", "hard_limit_reached"]
+
+    @classmethod
+    def of(cls, forecast: Forecast) -> ForecastOut:
+        return cls(
+            account_id=forecast.account_id,
+            period=forecast.period,
+            as_of=forecast.as_of,
+            spent=money_str(forecast.spent),
+            projected_total=money_str(forecast.projected_total),
+            budget_usd=_money(forecast.budget_usd),
+            hard_limit_usd=_money(forecast.hard_limit_usd),
+            budget_reached_on=forecast.budget_reached_on,
+            hard_limit_reached_on=forecast.hard_limit_reached_on,
+            status=forecast.status.value,
+        )
+
+
+class RecommendationOut(_Out):
+    kind: Literal["cheaper_tier", "audio_only_audiences", "lower_simulcast_layers", "idle_camera_minutes"]
+    title: str
+    detail: str
+    saving_usd: Money
+    current_usd: Money
+    with_change_usd: Money
+    tier: str | None
+    rooms: list[str]
+
+    @classmethod
+    def of(cls, found: Recommendation) -> RecommendationOut:
+        return cls(
+            kind=found.kind.value,
+            title=found.title,
+            detail=found.detail,
+            saving_usd=money_str(found.saving_usd),
+            current_usd=money_str(found.current_usd),
+            with_change_usd=money_str(found.with_change_usd),
+            tier=found.tier,
+            rooms=list(found.rooms),
+        )
+
+
+class RecommendationsOut(_Out):
+    account_id: str
+    period: str
+    recommendations: list[RecommendationOut]
+
+
+# --- budget, alerts, entitlement -------------------------------------------------------------------------------------
+
+Amount = Annotated[Decimal, Field(gt=0, le=Decimal("1000000"), decimal_places=2, allow_inf_nan=False)]
+Percent = Annotated[int, Field(ge=1, le=MAX_THRESHOLD_PERCENT, strict=True)]
+
+
+class BudgetIn(_In):
+    budget_usd: Amount | None = Field(description="Soft budget: alerts at the percentages; null: none")
+    alert_percentages: list[Percent] = Field(default=[50, 80, 100], min_length=1, max_length=MAX_THRESHOLDS)
+    hard_limit_usd: Amount | None = Field(default=None, description="Calls are refused at this bill; null: none")
+
+
+class BudgetOut(_Out):
+    account_id: str
+    budget_usd: Money | None
+    alert_percentages: list[int]
+    hard_limit_usd: Money | None
+
+
+Channel = Literal["email", "sms"]
+assert set(ALERT_CHANNELS) == {"email", "sms"}
+
+
+class AlertPreferencesIn(_In):
+    name: Annotated[str, Field(max_length=200)] = ""
+    email: Annotated[str, Field(max_length=254)] = Field(default="", description='"" clears it')
+    phone: Annotated[str, Field(pattern=rf"^(|{E164_PATTERN})$")] = Field(default="", description="E.164")
+    channels: dict[Annotated[str, Field(pattern=r"^[a-z_]{1,40}$")], list[Channel]] = Field(
+        default_factory=dict, description="Per alert kind, the channels chosen ([] for none)"
+    )
+
+
+class AlertPreferencesOut(_Out):
+    account_id: str
+    name: str
+    email: str
+    phone: str
+    channels: dict[str, list[str]]
+
+
+class EntitlementBudgetOut(_Out):
+    period: str
+    spent_usd: Money
+    as_of: str | None
+    budget_usd: Money | None
+    hard_limit_usd: Money | None
+    remaining_usd: Money | None
+
+
+class EntitlementOut(_Out):
+    account_id: str
+    allowed: bool
+    reason: str | None
+    message: str
+    max_token_ttl_seconds: int
+    budget: EntitlementBudgetOut
+    remaining_allowance: dict[str, Quantity]
+
+    @classmethod
+    def of(cls, found: Entitlement) -> EntitlementOut:
+        return cls(
+            account_id=found.account_id,
+            allowed=found.allowed,
+            reason=found.reason,
+            message=found.message,
+            max_token_ttl_seconds=found.max_token_ttl_seconds,
+            budget=EntitlementBudgetOut(
+                period=found.period,
+                spent_usd=money_str(found.spent_usd),
+                as_of=found.as_of,
+                budget_usd=_money(found.budget_usd),
+                hard_limit_usd=_money(found.hard_limit_usd),
+                remaining_usd=_money(found.remaining_budget_usd),
+            ),
+            remaining_allowance={meter: decimal_str(v) for meter, v in found.remaining_allowance.items()},
+        )
+
+
+class EntitlementIn(_In):
+    """Nothing to send: the account is the path's."""
+
+
+# --- invoices, subscription, payment methods --------------------------------------------------------------------------
+
+
+class InvoiceLineOut(_Out):
+    kind: str
+    meter: str | None
+    description: str
+    quantity: Quantity | None
+    unit_price: Quantity | None
+    amount: Money
+    start: datetime | None
+    end: datetime | None
+
+
+class InvoiceOut(_Out):
+    invoice_id: str
+    number: str
+    period: str
+    status: str
+    method: str
+    currency: str
+    total: Money
+    refunded: Money
+    hosted_url: str | None
+    pdf_url: str | None
+    lines: list[InvoiceLineOut]
+    transitions: list[dict[str, str]]
+
+    @classmethod
+    def of(cls, record: InvoiceRecord) -> InvoiceOut:
+        data: dict[str, Any] = record.as_json()
+        data.pop("account_id", None)
+        return cls.model_validate(data)
+
+
+class InvoiceSummaryOut(_Out):
+    number: str
+    period: str
+    status: str
+    total: Money
+    hosted_url: str | None
+    pdf_url: str | None
+
+
+class InvoicesOut(_Out):
+    account_id: str
+    invoices: list[InvoiceSummaryOut]
+
+
+class SubscriptionIn(_In):
+    tier: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", examples=["team"])]
+
+
+class SubscriptionOut(_Out):
+    account_id: str
+    current_tier: str
+    requested_tier: str
+    effective_at: datetime
+    change: Literal["upgrade_now", "downgrade_at_period_end"]
+
+
+class CheckoutIn(_In):
+    success_url: HttpUrl | None = None
+    cancel_url: HttpUrl | None = None
+
+
+class PortalIn(_In):
+    return_url: HttpUrl | None = None
+
+
+class UrlOut(_Out):
+    url: str
+
+
+# --- members, privacy, operator ---------------------------------------------------------------------------------------
+
+
+class MemberIn(_In):
+    user: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^#\s]+$")]
+    email: Annotated[str, Field(max_length=254)] = ""
+    role: Literal["owner", "admin", "member"] = "member"
+
+
+class MemberOut(_Out):
+    user: str
+    email: str
+    role: str
+    added_at: datetime
+
+    @classmethod
+    def of(cls, member: Member) -> MemberOut:
+        return cls(user=member.user, email=member.email, role=member.role.name.lower(), added_at=member.added_at)
+
+
+class MembersOut(_Out):
+    account_id: str
+    members: list[MemberOut]
+
+
+class ErasureOut(_Out):
+    account_id: str
+    erased_at: datetime
+    sessions_pseudonymised: int
+    members_pseudonymised: int
+    profile_cleared: bool
+    kept: list[str]
+
+    @classmethod
+    def of(cls, erasure: Erasure) -> ErasureOut:
+        return cls(
+            account_id=erasure.account_id,
+            erased_at=erasure.erased_at,
+            sessions_pseudonymised=erasure.sessions_pseudonymised,
+            members_pseudonymised=erasure.members_pseudonymised,
+            profile_cleared=erasure.profile_cleared,
+            kept=list(erasure.kept),
+        )
+
+
+class OperatorAccountOut(_Out):
+    account_id: str
+    tier: str
+    status: str
+    billing_method: str
+    signed_up_at: datetime
+
+
+class OperatorAccountsOut(_Out):
+    accounts: list[OperatorAccountOut]
+
+
+def _profile_json(profile: AccountProfile) -> dict[str, Any]:
+    return {
+        "account_id": profile.account_id,
+        "name": profile.name,
+        "email": profile.email,
+        "phone": profile.phone,
+        "status": profile.status,
+        "billing_method": profile.billing_method,
+        "tiers": [{"at": change.at.isoformat(), "tier": change.tier} for change in profile.changes],
+        "budget_usd": _money(profile.budget_usd),
+        "alert_percentages": list(profile.budget_thresholds),
+        "hard_limit_usd": _money(profile.hard_limit_usd),
+        "alert_channels": {kind: list(channels) for kind, channels in profile.alert_preferences},
+    }
+
+
+def _session_json(session: SessionRecord) -> dict[str, Any]:
+    return {
+        "room_sid": session.room_sid,
+        "room_name": session.room_name,
+        "participant_sid": session.participant_sid,
+        "identity": session.identity,
+        "started_at": _time(session.start_ms).isoformat(),
+        "ended_at": _time(session.end_ms).isoformat() if session.end_ms is not None else None,
+        "minutes": [
+            {"period": p.period, "video_minutes": p.video_minutes, "audio_minutes": p.audio_minutes}
+            for p in session.parts
+        ],
+    }
+
+
+def export_json(data: dict[str, Any]) -> dict[str, Any]:
+    """``logic.export``'s result as JSON (money as strings, counters per meter in base units)."""
+    periods: dict[str, dict[str, int]] = {}
+    for period, counters in data["periods"].items():
+        totals: dict[str, int] = {}
+        for (_, meter), quantity in counters.items():
+            totals[meter] = totals.get(meter, 0) + quantity
+        periods[period] = dict(sorted(totals.items()))
+    return {
+        "account_id": data["account_id"],
+        "exported_at": data["exported_at"],
+        "profile": _profile_json(data["profile"]),
+        "members": [MemberOut.of(m).model_dump(mode="json") for m in data["members"]],
+        "sessions": [_session_json(s) for s in data["sessions"]],
+        "usage_by_period": periods,
+        "invoices": [InvoiceOut.of(i).model_dump(mode="json") for i in data["invoices"]],
+    }

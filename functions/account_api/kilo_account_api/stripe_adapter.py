@@ -1,0 +1,107 @@
+"""``PaymentPages`` on the Stripe SDK: the account's customer, a Checkout Session in setup mode (save a card) and a
+Billing Portal session (manage cards, see receipts). Imported only when a request asks for one of these pages
+(``dependencies.LazyPaymentPages``): every other route of the account API never loads the SDK.
+
+The customer is the one the invoice functions use: found by the account id in its metadata (``kilo_account_id``),
+created with an idempotency key per account when there is none. ``checkout.session.completed`` carries the account
+back (``client_reference_id`` and metadata), and the payment-status function makes the new card the default (D66).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Final, TypeVar
+
+import stripe
+from stripe.params import CustomerCreateParams
+from stripe.params.billing_portal import SessionCreateParams as PortalSessionCreateParams
+from stripe.params.checkout import SessionCreateParams as CheckoutSessionCreateParams
+
+from kilo_account_api.model import InvalidRequestError, UnavailableError
+
+META_ACCOUNT: Final = "kilo_account_id"  # the invoice functions' customer metadata key (kilo_invoice.stripe_adapter)
+_T = TypeVar("_T")
+
+
+def _quoted(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class StripePaymentPages:
+    def __init__(self, client: stripe.StripeClient, currency: str = "usd") -> None:
+        self._client = client
+        self._currency = currency
+
+    @classmethod
+    def from_api_key(
+        cls,
+        api_key: str,
+        *,
+        api_base: str | None = None,
+        max_network_retries: int = 1,
+        http_client: stripe.HTTPClient | None = None,
+    ) -> StripePaymentPages:
+        client = stripe.StripeClient(
+            api_key,
+            max_network_retries=max_network_retries,
+            base_addresses={"api": api_base} if api_base else None,
+            http_client=http_client,
+        )
+        return cls(client)
+
+    def customer(self, account_id: str, email: str | None, name: str | None) -> str:
+        found = self._call(
+            lambda: self._client.v1.customers.search(
+                {"query": f"metadata[{_quoted(META_ACCOUNT)}]:{_quoted(account_id)}", "limit": 1}
+            )
+        )
+        if found.data:
+            return str(found.data[0].id)
+        params: CustomerCreateParams = {"metadata": {META_ACCOUNT: account_id}}
+        if email:
+            params["email"] = email
+        if name:
+            params["name"] = name
+        created = self._call(
+            lambda: self._client.v1.customers.create(params, {"idempotency_key": f"kilo:{account_id}:customer"})
+        )
+        return str(created.id)
+
+    def setup_url(self, customer_id: str, account_id: str, success_url: str, cancel_url: str) -> str:
+        params: CheckoutSessionCreateParams = {
+            "mode": "setup",
+            "customer": customer_id,
+            "currency": self._currency,
+            "success_url": success_url,
+            "cancel_url": cancel_url,
+            "client_reference_id": account_id,
+            "metadata": {"account_id": account_id, META_ACCOUNT: account_id},
+        }
+        key = f"kilo:{customer_id}:setup-session:{uuid.uuid4().hex}"  # a new page per click
+        session = self._call(lambda: self._client.v1.checkout.sessions.create(params, {"idempotency_key": key}))
+        return _url(session.url, "Checkout Session")
+
+    def portal_url(self, customer_id: str, return_url: str) -> str:
+        params: PortalSessionCreateParams = {"customer": customer_id, "return_url": return_url}
+        key = f"kilo:{customer_id}:portal-session:{uuid.uuid4().hex}"
+        session = self._call(lambda: self._client.v1.billing_portal.sessions.create(params, {"idempotency_key": key}))
+        return _url(session.url, "Billing Portal session")
+
+    @staticmethod
+    def _call(operation: Callable[[], _T]) -> _T:
+        try:
+            return operation()
+        except (stripe.APIConnectionError, stripe.RateLimitError) as error:
+            raise UnavailableError(f"Stripe unavailable: {error.user_message or error}") from error
+        except stripe.StripeError as error:
+            status = error.http_status
+            if status is None or status >= 500 or status == 429 or status in (401, 403):
+                raise UnavailableError(f"Stripe unavailable ({status}): {error.user_message}") from error
+            raise InvalidRequestError("stripe", f"Stripe refused the request: {error.user_message}") from error
+
+
+def _url(url: str | None, what: str) -> str:
+    if not url:
+        raise UnavailableError(f"Stripe returned a {what} without a URL")
+    return url

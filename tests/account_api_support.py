@@ -1,0 +1,117 @@
+"""Shared by the account API's tests: the function's environment on the moto stack, API Gateway events carrying a
+JWT authorizer's claims, and rating's items written in rating's own layout (``kilo_rate_usage.items``)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from kilo_dev.apigw import http_api_event
+
+ROUTES_FUNCTION = "AccountApiFunction"
+
+
+def clear_caches() -> None:
+    from kilo_account_api import dependencies, settings  # noqa: PLC0415
+
+    settings.settings.cache_clear()
+    dependencies.dependencies.cache_clear()
+
+
+def api_environment(stack: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """For a fixture: the account API's environment as the template deploys it, its caches cleared around."""
+    for key, value in stack.template.function_environment(ROUTES_FUNCTION).items():
+        monkeypatch.setenv(key, value)
+    clear_caches()
+    yield stack
+    clear_caches()
+
+
+def claims(account: str | None, role: str | None, user: str = "user-1", operator: bool = False) -> dict[str, str]:
+    found = {"sub": user, "iss": "https://issuer.test", "aud": "kilo-dashboard"}
+    if account is not None:
+        found["kilo_account"] = account
+    if role is not None:
+        found["kilo_role"] = role
+    if operator:
+        found["kilo_operator"] = "true"
+    return found
+
+
+def event(
+    method: str,
+    path: str,
+    route: str,
+    token_claims: dict[str, str] | None,
+    body: object | None = None,
+    query: str = "",
+    path_parameters: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    data = json.dumps(body).encode() if body is not None else None
+    built = http_api_event(
+        method, path, data, {"content-type": "application/json"}, route_key=f"{method} {route}", query=query
+    )
+    if path_parameters:
+        built["pathParameters"] = path_parameters
+    if token_claims is not None:
+        built["requestContext"]["authorizer"] = {"jwt": {"claims": token_claims, "scopes": None}}
+    return built
+
+
+@dataclass
+class Answer:
+    status: int
+    body: Any
+    headers: dict[str, str]
+
+
+def call(
+    method: str,
+    path: str,
+    token_claims: dict[str, str] | None,
+    body: object | None = None,
+    query: str = "",
+) -> Answer:
+    """Invoke the handler as API Gateway would for ``path`` (its route template and path parameters derived)."""
+    from kilo_account_api.handler import lambda_handler  # noqa: PLC0415
+    from tests.conftest import LambdaContext  # noqa: PLC0415
+
+    route, params = route_of(method, path)
+    response = lambda_handler(event(method, path, route, token_claims, body, query, params), LambdaContext())
+    text = response.get("body") or ""
+    return Answer(int(response["statusCode"]), json.loads(text) if text else None, dict(response.get("headers") or {}))
+
+
+def route_of(method: str, path: str) -> tuple[str, dict[str, str]]:
+    from kilo_dev.template import Template  # noqa: PLC0415
+
+    template = Template(parameters={"Stage": "test"})
+    for event_spec in template.resources[ROUTES_FUNCTION]["Properties"]["Events"].values():
+        props = event_spec["Properties"]
+        if props["Method"] != method:
+            continue
+        pattern, names = props["Path"].split("/"), {}
+        parts = path.split("/")
+        if len(pattern) != len(parts):
+            continue
+        for want, got in zip(pattern, parts, strict=True):
+            if want.startswith("{"):
+                names[want.strip("{}")] = got
+            elif want != got:
+                break
+        else:
+            return props["Path"], names
+    raise AssertionError(f"no route for {method} {path}")
+
+
+def ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def utc(*parts: int) -> datetime:
+    return datetime(*parts, tzinfo=UTC)  # type: ignore[misc]

@@ -1,0 +1,208 @@
+"""The account API through its handler, on moto (tables from template.yaml), with rating's items written in rating's
+own layout (``kilo_rate_usage.items``) and API Gateway events carrying the JWT authorizer's claims. Figures are worked
+by hand from the price book (team: $29/month, video 50,000 min included, $0.00072/min beyond)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from fractions import Fraction
+from typing import Any
+
+import pytest
+import time_machine
+
+from kilo_billing.account_store import DynamoAccountDirectory
+from kilo_billing.accounts import AccountProfile
+from kilo_billing.items import to_item
+from kilo_billing.rating import TierChange
+from kilo_rate_usage import items as rating_items
+from kilo_rate_usage.model import Billing, ClosedBy, PeriodPart, Session, StoredSession
+from tests.account_api_support import api_environment, call, claims, ms, utc
+
+NOW = utc(2026, 11, 15, 12)  # a Sunday
+NOV = utc(2026, 11, 1)
+SEGMENT = int(NOV.timestamp())  # the team account's one segment of November starts with the period
+
+
+@pytest.fixture
+def account_api(stack: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    yield from api_environment(stack, monkeypatch)
+
+
+@pytest.fixture
+def frozen() -> Iterator[None]:
+    with time_machine.travel(NOW, tick=False):
+        yield
+
+
+def usage_table(stack: Any) -> str:
+    return str(stack.template.physical_name("UsageTable"))
+
+
+def register(stack: Any, account: str, tier: str = "team", **extra: Any) -> None:
+    directory = DynamoAccountDirectory(stack.clients["dynamodb"], usage_table(stack))
+    directory.register(AccountProfile(account, (TierChange(utc(2026, 1, 1), tier),), **extra))
+
+
+def put_session(
+    stack: Any,
+    account: str,
+    room: str,
+    participant: str,
+    identity: str,
+    start: datetime,
+    end: datetime | None,
+    video: int = 0,
+    audio: int = 0,
+    room_name: str = "",
+) -> None:
+    parts = (PeriodPart("2026-11", ms(start), video, audio),) if end is not None else ()
+    seconds = Fraction(int(((end or start) - start).total_seconds()))
+    session = Session(
+        room_sid=room,
+        participant_sid=participant,
+        identity=identity,
+        kind="STANDARD",
+        account=account,
+        start_ms=ms(start),
+        end_ms=ms(end) if end is not None else None,
+        closed_by=ClosedBy.LEFT if end is not None else None,
+        aborted=False,
+        billing=Billing.ROOM_RULE,
+        connected_seconds=seconds,
+        video_seconds=Fraction(video * 60),
+        parts=parts,
+        as_of_ms=ms(start),
+        room_name=room_name or room,
+    )
+    contributions = {(account, "2026-11", SEGMENT, "video"): video, (account, "2026-11", SEGMENT, "audio"): audio}
+    stored = StoredSession.of(session, {k: v for k, v in contributions.items() if v and end is not None})
+    stack.clients["dynamodb"].put_item(TableName=usage_table(stack), Item=rating_items.session_to_item(stored))
+
+
+def put_counters(stack: Any, account: str, counters: dict[str, int]) -> None:
+    item = {"pk": f"ACCOUNT#{account}", "sk": "PERIOD#2026-11"}
+    item |= {f"c#{SEGMENT}#{meter}": quantity for meter, quantity in counters.items()}
+    stack.clients["dynamodb"].put_item(TableName=usage_table(stack), Item=to_item(item))
+
+
+def seed_november(stack: Any) -> None:
+    """acct_a (team): three closed calls and one still open, 120 video + 40 audio minutes closed."""
+    register(stack, "acct_a", email="ops@a.example")
+    put_session(stack, "acct_a", "RM_1", "PA_1", "alice", utc(2026, 11, 2, 9), utc(2026, 11, 2, 10), video=60)
+    put_session(stack, "acct_a", "RM_1", "PA_2", "bob", utc(2026, 11, 2, 9, 30), utc(2026, 11, 2, 10), video=30)
+    put_session(stack, "acct_a", "RM_2", "PA_3", "alice", utc(2026, 11, 10, 14), utc(2026, 11, 10, 14, 40), audio=40)
+    put_session(stack, "acct_a", "RM_3", "PA_4", "carol", utc(2026, 11, 14, 8), utc(2026, 11, 14, 8, 30), video=30)
+    # open since 11:00 on the 15th, no camera: 60 audio minutes so far at noon
+    put_session(stack, "acct_a", "RM_4", "PA_5", "dave", utc(2026, 11, 15, 11), None)
+    put_counters(stack, "acct_a", {"video": 120, "audio": 40, "messages": 2500})
+
+
+pytestmark = pytest.mark.usefixtures("frozen")
+
+
+def test_given_no_token_when_pricing_is_asked_then_the_price_book_and_tiers_are_public(account_api: Any) -> None:
+    answer = call("GET", "/v1/pricing", None)
+    assert answer.status == 200
+    assert answer.body["currency"] == "USD"
+    assert answer.body["markup"] == "1.2"
+    prices = {meter["meter"]: meter["unit_price"] for meter in answer.body["meters"]}
+    assert prices == {"video": "0.00072", "audio": "0.00036", "messages": "0.00012", "data_transfer": "0.00012"}
+    tiers = {tier["id"]: (tier["monthly_fee"], tier["included"]["video"]) for tier in answer.body["tiers"]}
+    assert tiers == {"personal": ("0.00", "5000"), "team": ("29.00", "50000"), "enterprise": ("99.00", None)}
+
+
+def test_given_the_openapi_route_then_every_route_of_the_template_is_documented(account_api: Any) -> None:
+    answer = call("GET", "/openapi.json", None)
+    assert answer.status == 200
+    documented = {(method.upper(), path) for path, operations in answer.body["paths"].items() for method in operations}
+    from tests.account_api_support import ROUTES_FUNCTION  # noqa: PLC0415
+
+    wired = {
+        (spec["Properties"]["Method"], spec["Properties"]["Path"])
+        for spec in account_api.template.resources[ROUTES_FUNCTION]["Properties"]["Events"].values()
+    }
+    assert wired - {("GET", "/openapi.json")} == documented
+    assert answer.body["components"]["securitySchemes"]["jwt"]["scheme"] == "bearer"
+
+
+def test_given_a_month_so_far_when_a_member_asks_for_usage_then_meters_allowance_and_daily_series_add_up(
+    account_api: Any,
+) -> None:
+    seed_november(account_api)
+    answer = call("GET", "/v1/accounts/acct_a/usage", claims("acct_a", "member"))
+    assert answer.status == 200, answer.body
+    body = answer.body
+    assert (body["period"], body["tier"], body["open_sessions"]) == ("2026-11", "team", 1)
+    meters = {m["meter"]: (m["used"], m["included"], m["used_percent"], m["amount"]) for m in body["meters"]}
+    # video 120 of 50,000 = 0.24 %; audio 40 closed + 60 open = 100 of 100,000 = 0.10 %; messages 2,500 of 1,000,000
+    assert meters == {
+        "video": ("120", "50000", "0.24", "0.00"),
+        "audio": ("100", "100000", "0.10", "0.00"),
+        "messages": ("2500", "1000000", "0.25", "0.00"),
+        "data_transfer": ("0", "100", "0.00", "0.00"),
+    }
+    assert (body["fee"], body["usage"], body["total"]) == ("29.00", "0.00", "29.00")
+    daily = {d["date"]: (d["video_minutes"], d["audio_minutes"]) for d in body["daily"]}
+    assert len(daily) == 15  # the 1st to today, zeros included
+    assert daily["2026-11-02"] == (90, 0)
+    assert daily["2026-11-10"] == (0, 40)
+    assert daily["2026-11-14"] == (30, 0)
+    assert daily["2026-11-15"] == (0, 60)
+    assert sum(v for v, _ in daily.values()) == 120
+    assert sum(a for _, a in daily.values()) == 100
+
+
+def test_given_meetings_when_paged_by_two_then_the_cursor_walks_them_newest_first(account_api: Any) -> None:
+    seed_november(account_api)
+    member = claims("acct_a", "member")
+    first = call("GET", "/v1/accounts/acct_a/meetings", member, query="limit=2")
+    assert first.status == 200, first.body
+    rooms = [(m["room_sid"], m["participants"], m["video_minutes"], m["audio_minutes"]) for m in first.body["meetings"]]
+    assert rooms == [("RM_4", 1, 0, 0), ("RM_3", 1, 30, 0)]
+    assert first.body["meetings"][0]["ended_at"] is None
+    second = call("GET", "/v1/accounts/acct_a/meetings", member, query=f"limit=2&cursor={first.body['next_cursor']}")
+    rooms = [
+        (m["room_sid"], m["participants"], m["video_minutes"], m["audio_minutes"]) for m in second.body["meetings"]
+    ]
+    assert rooms == [("RM_2", 1, 0, 40), ("RM_1", 2, 90, 0)]
+    assert second.body["next_cursor"] is None
+
+
+def test_given_a_forged_cursor_or_a_bad_limit_then_400_names_the_field(account_api: Any) -> None:
+    seed_november(account_api)
+    member = claims("acct_a", "member")
+    forged = call("GET", "/v1/accounts/acct_a/meetings", member, query="cursor=bm90LWEtY3Vyc29y")
+    assert (forged.status, forged.body["field"]) == (400, "cursor")
+    too_many = call("GET", "/v1/accounts/acct_a/meetings", member, query="limit=500")
+    assert too_many.status == 400
+    assert "limit" in too_many.body["field"]
+
+
+def test_given_an_admin_when_the_budget_is_replaced_then_it_is_stored_and_bad_amounts_name_the_field(
+    account_api: Any,
+) -> None:
+    register(account_api, "acct_a")
+    admin = claims("acct_a", "admin")
+    saved = call(
+        "PUT",
+        "/v1/accounts/acct_a/budget",
+        admin,
+        {"budget_usd": "40.00", "alert_percentages": [80, 50], "hard_limit_usd": "60.00"},
+    )
+    assert saved.status == 200, saved.body
+    assert saved.body == {
+        "account_id": "acct_a",
+        "budget_usd": "40.00",
+        "alert_percentages": [50, 80],
+        "hard_limit_usd": "60.00",
+    }
+    read = call("GET", "/v1/accounts/acct_a/budget", claims("acct_a", "member"))
+    assert read.body == saved.body
+    below = call("PUT", "/v1/accounts/acct_a/budget", admin, {"budget_usd": "40.00", "hard_limit_usd": "30.00"})
+    assert (below.status, below.body["field"]) == (400, "hard_limit_usd")
+    fractional = call("PUT", "/v1/accounts/acct_a/budget", admin, {"budget_usd": "40.001"})
+    assert fractional.status == 400
+    assert fractional.body["field"] == "budget_usd"
+    assert call("GET", "/v1/accounts/acct_a/budget", admin).body == saved.body  # nothing half-written
