@@ -155,11 +155,16 @@ def test_given_a_simulated_team_account_when_signed_in_then_usage_shows_its_rate
     page.get_by_role("heading", name=f"Usage for {world.period}").wait_for()
     assert page.get_by_test_id("bill-so-far").inner_text() == f"${expected.total:,}"
     assert page.get_by_test_id("fees").inner_text() == "$29.00"  # a whole month of Team, signed up before it
-    video = int(expected.used["video"])
-    assert video > 0
-    assert page.get_by_test_id("used-video").inner_text().startswith(f"{video:,} of 50,000 included")
-    bar = page.get_by_role("progressbar", name=re.compile("^Video minutes"))
-    assert abs(float(bar.get_attribute("value") or "nan") - video / 500) < 0.01  # 100 x used / 50,000
+    # each meter against Team's allowance (50,000 video and 100,000 audio minutes, 1,000,000 messages, 100 GB)
+    allowances = {"video": 50_000, "audio": 100_000, "messages": 1_000_000, "data_transfer": 100}
+    assert sum(expected.used.values()) > 0
+    for meter, included in allowances.items():
+        used = expected.used[meter]
+        shown = f"{used:,}" if meter == "data_transfer" else f"{int(used):,}"
+        assert page.get_by_test_id(f"used-{meter}").inner_text().startswith(f"{shown} of {included:,} included"), meter
+    audio = page.get_by_role("progressbar", name=re.compile("^Audio minutes"))
+    share = float(audio.get_attribute("value") or "nan")
+    assert abs(share - float(expected.used["audio"]) / 1000) < 0.01  # 100 x used / 100,000
     chart = page.get_by_role("img", name=re.compile("minutes per day"))
     assert chart.locator("rect.bar").count() >= 1
     assert page.get_by_role("table", name="Latest meetings").locator("tbody tr").count() >= 1

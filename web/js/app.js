@@ -107,17 +107,17 @@ async function render() {
 
 async function start() {
   try {
+    takeTokenFromUrl(); // first, before anything awaits: the address bar drops the token at once
+  } catch (error) {
+    say(`The sign-in link's token is not usable: ${error.message}`, "error");
+  }
+  try {
     const response = await fetch("config.json", { cache: "no-store" });
     if (response.ok) config = { ...config, ...(await response.json()) };
   } catch {
     // no config.json: the API on the same origin, local sign-in
   }
   configure(config.apiBase);
-  try {
-    takeTokenFromUrl();
-  } catch (error) {
-    say(`The sign-in link's token is not usable: ${error.message}`, "error");
-  }
   // the skip link moves focus to the content without touching the router's hash
   document.querySelector(".skip").addEventListener("click", (event) => {
     event.preventDefault();

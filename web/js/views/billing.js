@@ -33,10 +33,10 @@ function links(invoice) {
   return found.flatMap((link) => [" · ", link]);
 }
 
-async function showReceipt(number, target) {
+async function showReceipt(invoiceNumber, target) {
   target.replaceChildren(h("p", {}, "Loading the receipt…"));
   try {
-    const invoice = await get(accountPath(`/invoices/${encodeURIComponent(number)}`));
+    const invoice = await get(accountPath(`/invoices/${encodeURIComponent(invoiceNumber)}`));
     const lines = invoice.lines || [];
     target.replaceChildren(section(`Receipt ${invoice.number}`,
       h("p", {}, `Period ${invoice.period} · ${words(invoice.status)} · paid by ${invoice.method}`),
