@@ -320,10 +320,11 @@ def change_subscription(account_id: AccountId, body: schemas.SubscriptionIn) -> 
 
 
 @app.post("/v1/accounts/<account_id>/payment-methods/checkout", summary="A Stripe Checkout page to save a card")
-def checkout(account_id: AccountId, body: schemas.CheckoutIn) -> schemas.UrlOut:
+def checkout(account_id: AccountId, body: schemas.CheckoutIn | None = None) -> schemas.UrlOut:
     _authorize(account_id, Role.ADMIN)
     deps = _deps()
     home = deps.settings.dashboard_url
+    body = body or schemas.CheckoutIn()
     url = logic.checkout_url(
         deps.accounts,
         deps.ledger,
@@ -336,9 +337,10 @@ def checkout(account_id: AccountId, body: schemas.CheckoutIn) -> schemas.UrlOut:
 
 
 @app.post("/v1/accounts/<account_id>/billing-portal", summary="A Stripe Billing Portal page (cards, receipts)")
-def billing_portal(account_id: AccountId, body: schemas.PortalIn) -> schemas.UrlOut:
+def billing_portal(account_id: AccountId, body: schemas.PortalIn | None = None) -> schemas.UrlOut:
     _authorize(account_id, Role.ADMIN)
     deps = _deps()
+    body = body or schemas.PortalIn()
     url = logic.portal_url(
         deps.accounts, deps.ledger, deps.payments, account_id, str(body.return_url or deps.settings.dashboard_url)
     )

@@ -25,7 +25,7 @@ _T = TypeVar("_T")
 
 
 def _quoted(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 class StripePaymentPages:

@@ -1,0 +1,176 @@
+"""A local OpenID issuer for the account API: an RS256 key pair generated at start (``cryptography``), its JWKS and
+discovery document served on 127.0.0.1 (a free port), and tokens minted for (user, account, role) with PyJWT.
+
+The local stack points the template's ``AccountApiJwtIssuer`` / ``AccountApiJwtAudience`` at it, and its gateway
+verifies tokens the way API Gateway's JWT authorizer does (:func:`verify`): the key from the issuer's JWKS (found
+through ``/.well-known/openid-configuration``), RS256 only, ``iss``, ``aud``, ``exp`` (and ``nbf``/``iat`` when
+present). Claims as Cognito's pre-token-generation trigger would add them: ``kilo_account``, ``kilo_role`` and, for
+operators, ``kilo_operator`` = ``"true"`` (kilo_billing.auth).
+
+Started and stopped by whoever owns it (the local stack), by its own server thread; nothing outlives :meth:`stop`.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Final
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+AUDIENCE: Final = "kilo-dashboard"
+ALGORITHM: Final = "RS256"
+LEEWAY_SECONDS: Final = 0  # API Gateway's JWT authorizer allows no clock skew on exp
+
+
+class TokenRejectedError(Exception):
+    """Not a token the authorizer accepts; the message says why (API Gateway answers 401)."""
+
+
+class LocalIssuer:
+    def __init__(self, audience: str = AUDIENCE) -> None:
+        self.audience = audience
+        self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.kid = uuid.uuid4().hex[:16]
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle -----------------------------------------------------------------------------------------------
+    def start(self) -> LocalIssuer:
+        issuer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                return
+
+            def do_GET(self) -> None:
+                documents = {
+                    "/.well-known/openid-configuration": issuer.discovery(),
+                    "/.well-known/jwks.json": issuer.jwks(),
+                }
+                found = documents.get(self.path.partition("?")[0])
+                body = json.dumps(found if found is not None else {"message": "Not Found"}).encode()
+                self.send_response(200 if found is not None else 404)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="jwt-issuer", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> LocalIssuer:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    # --- documents -----------------------------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("the issuer is not started")
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def discovery(self) -> dict[str, Any]:
+        return {
+            "issuer": self.url,
+            "jwks_uri": f"{self.url}/.well-known/jwks.json",
+            "id_token_signing_alg_values_supported": [ALGORITHM],
+        }
+
+    def jwks(self) -> dict[str, Any]:
+        public = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self._key.public_key()))
+        return {"keys": [{**public, "kid": self.kid, "use": "sig", "alg": ALGORITHM}]}
+
+    # --- tokens --------------------------------------------------------------------------------------------------
+    def mint(
+        self,
+        user: str,
+        account: str | None,
+        role: str | None = "owner",
+        *,
+        operator: bool = False,
+        ttl_seconds: int = 3600,
+        audience: str | None = None,
+        issuer: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> str:
+        """A signed access token for ``user`` acting for ``account`` with ``role`` (what the dashboard sends)."""
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "sub": user,
+            "iss": issuer or self.url,
+            "aud": audience or self.audience,
+            "iat": now,
+            "exp": now + ttl_seconds,
+            "token_use": "access",
+        }
+        if account is not None:
+            claims["kilo_account"] = account
+        if role is not None:
+            claims["kilo_role"] = role
+        if operator:
+            claims["kilo_operator"] = "true"
+        claims.update(extra or {})
+        return jwt.encode(claims, self._key, algorithm=ALGORITHM, headers={"kid": self.kid})
+
+
+class JwtAuthorizer:
+    """API Gateway's JWT authorizer, emulated: the token from ``Authorization`` (``Bearer`` optional, as AWS allows),
+    its key from the issuer's JWKS (discovered once, cached by PyJWT), RS256, issuer, audience, expiry. The claims
+    come back as API Gateway passes them to the function (values as strings)."""
+
+    def __init__(self, issuer: str, audiences: list[str]) -> None:
+        self.issuer = issuer.rstrip("/")
+        self.audiences = audiences
+        self._jwks: jwt.PyJWKClient | None = None
+        self._lock = threading.Lock()
+
+    def _client(self) -> jwt.PyJWKClient:
+        with self._lock:
+            if self._jwks is None:
+                import urllib.request  # noqa: PLC0415
+
+                with urllib.request.urlopen(  # noqa: S310 - the configured issuer's discovery document
+                    f"{self.issuer}/.well-known/openid-configuration", timeout=5
+                ) as answer:
+                    discovery = json.loads(answer.read())
+                self._jwks = jwt.PyJWKClient(str(discovery["jwks_uri"]), cache_keys=True)
+            return self._jwks
+
+    def verify(self, authorization: str | None) -> dict[str, str]:
+        if not authorization:
+            raise TokenRejectedError("no Authorization header")
+        token = authorization.removeprefix("Bearer ").strip()
+        try:
+            key = self._client().get_signing_key_from_jwt(token)
+            claims = jwt.decode(
+                token,
+                key.key,
+                algorithms=[ALGORITHM],
+                audience=self.audiences,
+                issuer=self.issuer,
+                leeway=LEEWAY_SECONDS,
+                options={"require": ["exp", "iss", "sub"]},
+            )
+        except (jwt.PyJWTError, OSError, KeyError, ValueError) as exc:
+            raise TokenRejectedError(f"{type(exc).__name__}: {exc}") from exc
+        return {name: value if isinstance(value, str) else json.dumps(value) for name, value in claims.items()}

@@ -1,0 +1,135 @@
+"""The account API on the local stack from template.yaml: requests over HTTP through the gateway, which emulates API
+Gateway's JWT authorizer with the template's settings pointed at the local issuer; tokens minted by that issuer (RS256,
+JWKS on 127.0.0.1). Stripe's hosted pages come from the stack's Stripe stand-in through the product's adapter.
+Everything started here is stopped here."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from kilo_billing.account_store import DynamoAccountDirectory  # noqa: PLC0415
+    from kilo_billing.accounts import AccountProfile  # noqa: PLC0415
+    from kilo_billing.rating import TierChange  # noqa: PLC0415
+    from kilo_dev.localstack import LocalSettings, LocalStack  # noqa: PLC0415
+
+    log_path: Path = tmp_path_factory.mktemp("account-api") / "stack.log"
+    stack = LocalStack(LocalSettings.from_env(), log=lambda _: None, log_path=log_path, autopoll=False)
+    stack.start()
+    try:
+        directory = DynamoAccountDirectory(stack.clients["dynamodb"], stack.template.physical_name("UsageTable"))
+        signup = datetime(2026, 1, 1, tzinfo=UTC)
+        for account in ("acct_local_a", "acct_local_b"):
+            directory.register(AccountProfile(account, (TierChange(signup, "team"),), email=f"ops@{account}.example"))
+        yield stack
+    finally:
+        stack.stop()
+
+
+def request(
+    local: Any, method: str, path: str, token: str | None = None, body: object | None = None
+) -> tuple[int, Any]:
+    data = json.dumps(body).encode() if body is not None else None
+    headers = {"content-type": "application/json"}
+    if token is not None:
+        headers["authorization"] = f"Bearer {token}"
+    built = urllib.request.Request(f"{local.gateway.url}{path}", data=data, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(built, timeout=30) as answer:
+            text = answer.read()
+            return answer.status, json.loads(text) if text else None
+    except urllib.error.HTTPError as error:
+        text = error.read()
+        return error.code, json.loads(text) if text else None
+
+
+def test_given_no_token_then_pricing_and_openapi_answer_and_account_routes_are_refused_by_the_authorizer(
+    local: Any,
+) -> None:
+    status, pricing = request(local, "GET", "/v1/pricing")
+    assert status == 200
+    assert {tier["id"] for tier in pricing["tiers"]} == {"personal", "team", "enterprise"}
+    status, document = request(local, "GET", "/openapi.json")
+    assert status == 200
+    assert "/v1/accounts/{account_id}/usage" in document["paths"]
+    status, body = request(local, "GET", "/v1/accounts/acct_local_a/usage")
+    assert (status, body) == (401, {"message": "Unauthorized"})
+
+
+def test_given_tokens_the_authorizer_would_refuse_then_401_before_the_function(local: Any) -> None:
+    from kilo_dev.jwt_issuer import LocalIssuer  # noqa: PLC0415
+
+    issuer = local.issuer
+    stranger = LocalIssuer()  # a key pair the stack's issuer never published
+    refused = {
+        "another key": stranger.mint("u1", "acct_local_a", "owner", issuer=issuer.url),
+        "expired": issuer.mint("u1", "acct_local_a", "owner", ttl_seconds=-60),
+        "another audience": issuer.mint("u1", "acct_local_a", "owner", audience="someone-else"),
+        "another issuer": issuer.mint("u1", "acct_local_a", "owner", issuer="https://evil.example"),
+        "not a jwt": "not-a-token",
+    }
+    for why, token in refused.items():
+        status, _ = request(local, "GET", "/v1/accounts/acct_local_a/usage", token)
+        assert status == 401, why
+
+
+def test_given_a_valid_token_then_its_own_account_answers_and_another_account_is_forbidden(local: Any) -> None:
+    token = local.issuer.mint("user-a", "acct_local_a", "member")
+    status, usage = request(local, "GET", "/v1/accounts/acct_local_a/usage", token)
+    assert status == 200, usage
+    assert (usage["account_id"], usage["tier"], usage["fee"], usage["total"]) == (
+        "acct_local_a",
+        "team",
+        "29.00",
+        "29.00",
+    )
+    status, body = request(local, "GET", "/v1/accounts/acct_local_b/usage", token)
+    assert status == 403
+    assert body["code"] == "forbidden"
+
+
+def test_given_a_member_and_an_admin_then_only_the_admin_changes_the_budget(local: Any) -> None:
+    member = local.issuer.mint("user-m", "acct_local_a", "member")
+    admin = local.issuer.mint("user-x", "acct_local_a", "admin")
+    change = {"budget_usd": "75.00", "alert_percentages": [50, 100]}
+    status, _ = request(local, "PUT", "/v1/accounts/acct_local_a/budget", member, change)
+    assert status == 403
+    status, saved = request(local, "PUT", "/v1/accounts/acct_local_a/budget", admin, change)
+    assert status == 200, saved
+    status, read = request(local, "GET", "/v1/accounts/acct_local_a/budget", member)
+    assert (status, read["budget_usd"], read["alert_percentages"]) == (200, "75.00", [50, 100])
+    status, bad = request(local, "PUT", "/v1/accounts/acct_local_a/budget", admin, {"budget_usd": "-1"})
+    assert status == 400
+    assert bad["field"] == "budget_usd"
+
+
+def test_given_an_admin_then_checkout_and_portal_pages_come_from_stripe(local: Any) -> None:
+    admin = local.issuer.mint("user-x", "acct_local_b", "admin")
+    status, checkout = request(local, "POST", "/v1/accounts/acct_local_b/payment-methods/checkout", admin, {})
+    assert status == 200, checkout
+    assert checkout["url"].startswith(local.stripe.url)
+    status, portal = request(local, "POST", "/v1/accounts/acct_local_b/billing-portal", admin, {})
+    assert status == 200, portal
+    assert portal["url"].startswith("http")
+
+
+def test_given_an_operator_token_then_the_operator_route_lists_accounts_and_others_are_refused(local: Any) -> None:
+    operator = local.issuer.mint("ops-1", None, None, operator=True)
+    status, body = request(local, "GET", "/v1/operator/accounts", operator)
+    assert status == 200, body
+    assert {"acct_local_a", "acct_local_b"} <= {a["account_id"] for a in body["accounts"]}
+    owner = local.issuer.mint("user-a", "acct_local_a", "owner")
+    status, _ = request(local, "GET", "/v1/operator/accounts", owner)
+    assert status == 403
