@@ -24,6 +24,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from playwright.sync_api import expect
 
 from kilo_dev.webserve import DashboardServer, SiteConfig
 from tests.browser.wallets import InjectedWallets
@@ -142,7 +143,7 @@ def test_given_the_pricing_page_then_every_tier_shows_its_fee_allowances_and_the
     assert "$0.00072 per participant-minute" in prices
     assert "$0.00036 per participant-minute" in prices
     # public: no sign-in link was needed, and the account pages stay hidden
-    assert page.get_by_role("link", name="Usage").is_hidden()
+    expect(page.get_by_role("link", name="Usage")).to_be_hidden()
 
 
 def test_given_a_simulated_team_account_when_signed_in_then_usage_shows_its_rated_month_to_date(
@@ -180,9 +181,9 @@ def test_given_billing_history_then_the_closed_month_invoice_and_its_receipt_mat
     expected = expected_invoices(world.truth, world.accounts, world.closed, world.histories, world.billing)[TEAM]
     world.sign_in(page, TEAM, route="billing")
     row = page.get_by_role("row").filter(has_text=world.closed)
-    assert row.get_by_text("payment failed").is_visible()  # the Team card is declined (pm_card_chargeCustomerFail)
+    expect(row.get_by_text("payment failed")).to_be_visible()  # the Team card is declined (pm_card_chargeCustomerFail)
     row.get_by_role("button", name=re.compile("^Receipt")).click()
-    assert page.get_by_test_id("receipt-total").inner_text() == f"${expected.total:,}"
+    expect(page.get_by_test_id("receipt-total")).to_have_text(f"${expected.total:,}")
     assert expected.total > Decimal(0)
 
 
@@ -190,10 +191,10 @@ def test_given_an_owner_when_the_budget_is_changed_in_the_page_then_the_api_retu
     world: World, page: Any
 ) -> None:
     world.sign_in(page, PERSONAL, route="settings")
-    amount = page.get_by_label("Budget", exact=True)
+    amount = page.get_by_role("textbox", name="Budget amount (USD)")
     amount.fill("12.345")  # three decimals: refused by the API, naming the field; nothing saved
     page.get_by_role("button", name="Save budget").click()
-    assert "budget_usd" in page.get_by_role("alert").inner_text()
+    expect(page.get_by_role("alert")).to_contain_text("budget_usd")
     status, before = world.api("GET", f"/v1/accounts/{PERSONAL}/budget", world.token(PERSONAL))
     assert status == 200
     assert before["budget_usd"] != "12.35"
@@ -207,7 +208,7 @@ def test_given_an_owner_when_the_budget_is_changed_in_the_page_then_the_api_retu
 
 def test_given_a_member_then_the_budget_form_is_read_only_and_the_api_refuses_a_change(world: World, page: Any) -> None:
     world.sign_in(page, TEAM, role="member", route="settings")
-    assert page.get_by_label("Budget", exact=True).is_disabled()
+    expect(page.get_by_role("textbox", name="Budget amount (USD)")).to_be_disabled()
     status, _ = world.api("PUT", f"/v1/accounts/{TEAM}/budget", world.token(TEAM, "member"), {"budget_usd": "5.00"})
     assert status == 403
 
@@ -249,8 +250,8 @@ def test_given_a_phone_viewport_then_pages_fit_the_width_and_stay_usable(world: 
             page.get_by_role("heading", name=heading, level=1).wait_for()
             width = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
             assert width[0] <= width[1], f"{route} scrolls sideways on a phone: {width}"
-        assert page.get_by_role("link", name="Billing").is_visible()
-        assert page.get_by_role("link", name="Billing").bounding_box()["height"] >= 24  # a tappable target
+        expect(page.get_by_role("link", name="Billing", exact=True)).to_be_visible()
+        assert page.get_by_role("link", name="Billing", exact=True).bounding_box()["height"] >= 24  # a tappable target
     finally:
         context.close()
 
@@ -262,6 +263,6 @@ def test_given_a_crypto_billed_account_then_the_pay_screen_offers_its_open_bill_
     wallets.install(page)
     world.sign_in(page, ENTERPRISE, route="pay")
     page.get_by_role("heading", name="Pay with crypto", level=1).wait_for()
-    assert world.closed in page.get_by_label("Bill to pay").inner_text()
-    assert page.get_by_role("button", name="Connect Kilo Test Wallet").is_visible()
-    assert page.get_by_role("button", name="Connect Phantom (Solana)").is_visible()
+    expect(page.get_by_label("Bill to pay")).to_contain_text(world.closed)
+    expect(page.get_by_role("button", name="Connect Kilo Test Wallet")).to_be_visible()
+    expect(page.get_by_role("button", name="Connect Phantom (Solana)")).to_be_visible()

@@ -26,7 +26,7 @@ function budgetForm(budget, canManage) {
   const form = h("form", { novalidate: true },
     h("fieldset", { disabled: !canManage },
       h("legend", {}, "Monthly budget (USD)"),
-      field("budget-amount", "Budget", { type: "text", inputmode: "decimal", value: budget.budget_usd ?? "",
+      field("budget-amount", "Budget amount (USD)", { type: "text", inputmode: "decimal", value: budget.budget_usd ?? "",
         autocomplete: "off", pattern: "\\d+(\\.\\d{1,2})?" }, "Leave empty for no budget. Alerts go out as spending passes each percentage."),
       field("budget-percentages", "Alert at (percent of the budget)", { type: "text",
         value: (budget.alert_percentages || []).join(", "), autocomplete: "off" }, "Comma-separated, e.g. 50, 80, 100."),
