@@ -17,6 +17,7 @@ import threading
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -55,6 +56,28 @@ class SiteConfig:
             },
             "chains": self.chains,
         }
+
+
+SIGN_IN_TTL_SECONDS = 12 * 3600  # the demo's sign-in links stay valid for a working day
+
+
+def sign_in_link(site_url: str, token: str) -> str:
+    """A link that signs the page in: the token rides in the fragment, which browsers never send to a server."""
+    return f"{site_url}/#token={token}"
+
+
+def serve_for_stack(stack: Any, accounts: Sequence[str]) -> tuple[DashboardServer, dict[str, str]]:
+    """The dashboard against a running local stack (started; the caller stops it), and a sign-in link per account
+    (its owner, a token from the stack's issuer)."""
+    site = DashboardServer(stack.url, SiteConfig(issuer=stack.issuer.url)).start()
+    links = {
+        account: sign_in_link(
+            site.url,
+            stack.issuer.mint(user=f"owner-{account}", account=account, role="owner", ttl_seconds=SIGN_IN_TTL_SECONDS),
+        )
+        for account in accounts
+    }
+    return site, links
 
 
 def write_config(path: Path, config: SiteConfig) -> None:

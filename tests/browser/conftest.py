@@ -22,6 +22,14 @@ FLAGS = [
 ]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _patient_expectations() -> None:
+    """Pages read the API as they render; on a busy 2-core machine that can take seconds: expect() waits up to 15 s."""
+    from playwright.sync_api import expect  # noqa: PLC0415
+
+    expect.set_options(timeout=15_000)
+
+
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright  # noqa: PLC0415

@@ -170,6 +170,7 @@ async function historyCard() {
         i.tx_url ? [" · ", h("a", { href: i.tx_url, rel: "noopener" }, "transaction")] : null)))
         : h("p", {}, "No crypto payments yet."));
   } catch (error) {
+    if (error.status === 404) return section("Crypto payments", h("p", {}, "No crypto payment history here yet."));
     return section("Crypto payments", errorBox(error));
   }
 }

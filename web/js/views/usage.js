@@ -62,7 +62,8 @@ function metersCard(meters) {
             : `${number(meter.used)} of ${number(meter.included)} included (${percent(meter.used_percent)})`)),
       included ? null : progressBar(`${name}: ${percent(meter.used_percent)} of the allowance used`, meter.used_percent),
       Number(meter.overage) > 0
-        ? h("p", { class: "hint" }, `Overage ${number(meter.overage)} ${meter.unit || ""}: ${usd(meter.amount)}`) : null);
+        ? h("p", { class: "hint", "data-testid": `overage-${meter.meter}` },
+          `Beyond the allowance: ${number(meter.overage)} (${meter.unit} each), ${usd(meter.amount)}`) : null);
     list.append(line);
   }
   return section("Allowances", list);
