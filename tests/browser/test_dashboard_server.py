@@ -89,6 +89,7 @@ def test_given_config_json_then_it_names_the_api_on_the_same_origin_and_the_loca
         "apiBase": "",
         "auth": {"mode": "local", "issuer": "http://127.0.0.1:9/issuer", "authorizeUrl": "", "clientId": ""},
         "chains": {"evm": [{"chainId": 1}]},
+        "signIn": {},
     }
 
 
@@ -139,4 +140,5 @@ def test_given_cognito_settings_then_the_config_command_writes_the_deployed_conf
         "apiBase": "",
         "auth": {"mode": "cognito", "issuer": issuer, "authorizeUrl": authorize, "clientId": "cid"},
         "chains": {},
+        "signIn": {},
     }

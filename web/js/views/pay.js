@@ -5,18 +5,18 @@
 // The crypto routes are served by the crypto function on the same HTTP API (paths in ROUTES).
 import { accountPath, get, post } from "../api.js";
 import { session } from "../auth.js";
-import { errorBox, h, say, section, usd } from "../dom.js";
+import { errorBox, h, say, section, usd, words } from "../dom.js";
 import {
   connectEvm, connectSolana, discoverWallets, parseEip681, personalSign, sendEvmPayment, siweMessage, siwsMessage,
   solanaSign,
 } from "../wallet.js";
 
 export const ROUTES = {
-  nonce: "/crypto/wallets/nonce",
-  verify: "/crypto/wallets/verify",
-  quote: (invoiceId) => `/invoices/${encodeURIComponent(invoiceId)}/crypto/quotes`,
-  submit: (invoiceId) => `/invoices/${encodeURIComponent(invoiceId)}/crypto/transactions`,
-  history: "/crypto/history",
+  nonce: "/crypto/wallets/nonce", // -> {nonce, expires_at}
+  verify: "/crypto/wallets", // {chain, message, signature} -> {chain, address, method}
+  quote: (invoiceId) => `/crypto/bills/${encodeURIComponent(invoiceId)}/quotes`, // {chain, asset} -> quote
+  submit: (invoiceId) => `/crypto/bills/${encodeURIComponent(invoiceId)}/transactions`, // {chain, tx_id}
+  history: "/crypto/history", // -> {bills, quotes, payments}
 };
 
 const ASSETS = { evm: ["USDC", "ETH"], solana: ["USDC", "SOL"] };
@@ -72,21 +72,23 @@ export async function payView(config) {
     state.chainId = connected.chainId;
     const chain = evm ? chainFor(config, connected.chainId) : "solana";
     state.chain = chain;
-    const challenge = await post(accountPath(ROUTES.nonce), { address: connected.address, chain });
+    const challenge = await post(accountPath(ROUTES.nonce), {});
+    // the domain and URI the API checks: its answer's, else config.json's signIn, else this page's own
+    const signInAt = { ...(config.signIn || {}), ...challenge };
     const fields = {
-      domain: window.location.host,
+      domain: signInAt.domain || window.location.host,
       address: connected.address,
-      statement: challenge.statement || "Link this wallet to my Kilo Billing account.",
-      uri: window.location.origin,
+      statement: signInAt.statement || "Link this wallet to your Kilo billing account.",
+      uri: signInAt.uri || window.location.origin,
       chainId: evm ? connected.chainId : "mainnet",
       nonce: challenge.nonce,
-      issuedAt: challenge.issued_at || new Date().toISOString(),
+      issuedAt: challenge.issued_at || new Date().toISOString().replace(/\.\d+Z$/, "Z"),
       expirationTime: challenge.expires_at,
     };
     const message = challenge.message || (evm ? siweMessage(fields) : siwsMessage(fields));
     const signature = evm ? await personalSign(wallet.provider, connected.address, message)
       : await solanaSign(wallet.provider, message);
-    await post(accountPath(ROUTES.verify), { chain, address: connected.address, message, signature });
+    await post(accountPath(ROUTES.verify), { chain, message, signature });
     say(`Wallet ${short(connected.address)} linked.`);
     showQuoteStep();
   }
@@ -125,20 +127,21 @@ export async function payView(config) {
           window.location.assign(quote.payment_uri); // Solana Pay: Phantom opens the transfer request
           return;
         }
-        const submitted = await post(accountPath(ROUTES.submit(state.invoice.invoice_id)),
-          { chain: state.chain, tx_hash: tx, quote_id: quote.quote_id });
+        const submitted = await post(accountPath(ROUTES.submit(state.invoice.invoice_id)), { chain: state.chain, tx_id: tx });
+        const status = ((submitted.payments || [])[0] || {}).status || "seen";
         result.replaceChildren(h("p", { class: "ok", "data-testid": "payment-sent" },
-          `Payment sent: ${tx}. Status: ${(submitted.status || "seen").toLowerCase()}. The bill is paid once the chain finalizes it.`));
+          `Payment sent: ${tx}. Status: ${String(status).toLowerCase()}. The bill is paid once the chain finalizes it.`));
       } catch (error) {
         fail(error);
         pay.disabled = false;
       }
-    } }, `Pay ${quote.amount ?? quote.display_amount ?? ""} ${quote.asset}`.replace(/\s+/g, " "));
+    } }, `Pay ${quote.amount} ${quote.asset}`);
     return h("div", { class: "card", "data-testid": "quote" },
       h("dl", {},
-        h("dt", {}, "Amount"), h("dd", {}, `${quote.amount ?? quote.display_amount ?? quote.atomic_amount} ${quote.asset}`),
+        h("dt", {}, "Amount"), h("dd", { "data-testid": "quote-amount" }, `${quote.amount} ${quote.asset}`),
         h("dt", {}, "For"), h("dd", {}, usd(quote.amount_usd)),
-        h("dt", {}, "Rate"), h("dd", {}, `${usd(quote.rate?.price ?? quote.rate_usd)} per ${quote.asset}`),
+        h("dt", {}, "Rate"), h("dd", {}, `$${quote.rate_usd} per ${quote.asset}`,
+          (quote.rate_sources || []).length ? ` (${quote.rate_sources.map((s) => s.source).join(", ")})` : ""),
         h("dt", {}, "Pay to"), h("dd", { class: "mono" }, quote.pay_to),
         h("dt", {}, "Valid until"), h("dd", {}, new Date(quote.expires_at).toLocaleString())),
       h("p", { class: "hint" }, "Or pay from any wallet: ", h("a", { href: quote.payment_uri, class: "mono" }, quote.payment_uri)),
@@ -163,10 +166,10 @@ function short(address) {
 async function historyCard() {
   try {
     const reply = await get(accountPath(ROUTES.history));
-    const items = reply.items || reply.history || [];
+    const items = reply.payments || [];
     return section("Crypto payments",
       items.length ? h("ul", {}, items.map((i) => h("li", {},
-        `${i.created_at || i.at || ""} · ${i.kind || "payment"} · ${i.amount ?? ""} ${i.asset ?? ""} · ${usd(i.amount_usd)} · ${i.status ?? ""}`,
+        `${new Date(i.seen_at).toLocaleString()} · ${i.amount} ${i.asset} on ${i.chain} · ${usd(i.amount_usd)} · ${words(i.status).toLowerCase()}`,
         i.tx_url ? [" · ", h("a", { href: i.tx_url, rel: "noopener" }, "transaction")] : null)))
         : h("p", {}, "No crypto payments yet."));
   } catch (error) {
