@@ -206,11 +206,37 @@ def test_given_an_owner_when_the_budget_is_changed_in_the_page_then_the_api_retu
     assert (status, after["budget_usd"], after["alert_percentages"]) == (200, "123.45", [50, 90])
 
 
+def test_given_an_owner_on_the_pricing_page_when_upgrading_then_the_tier_changes_at_once_in_the_api(
+    world: World, page: Any
+) -> None:
+    world.sign_in(page, PERSONAL, route="pricing")  # Personal, upgraded to Team in the simulated window
+    expect(page.locator("[data-tier=team]")).to_contain_text("Your tier")
+    expect(page.locator("[data-tier=personal]").get_by_role("button")).to_have_text("Move to Personal next month")
+    page.locator("[data-tier=enterprise]").get_by_role("button", name="Upgrade to Enterprise now").click()
+    expect(page.get_by_role("status")).to_have_text("Upgraded to Enterprise from now.")
+    status, usage = world.api("GET", f"/v1/accounts/{PERSONAL}/usage", world.token(PERSONAL, "member"))
+    assert (status, usage["tier"]) == (200, "enterprise")
+    # a member sees the tiers but no buttons to change them
+    member = page.context.new_page()
+    world.sign_in(member, TEAM, role="member", route="pricing")
+    expect(member.locator("[data-tier=team]")).to_contain_text("Your tier")
+    expect(member.get_by_role("button", name=re.compile("^(Upgrade|Move) to"))).to_have_count(0)
+
+
 def test_given_a_member_then_the_budget_form_is_read_only_and_the_api_refuses_a_change(world: World, page: Any) -> None:
     world.sign_in(page, TEAM, role="member", route="settings")
     expect(page.get_by_role("textbox", name="Budget amount (USD)")).to_be_disabled()
     status, _ = world.api("PUT", f"/v1/accounts/{TEAM}/budget", world.token(TEAM, "member"), {"budget_usd": "5.00"})
     assert status == 403
+
+
+def test_given_an_owner_when_adding_a_card_then_the_page_goes_to_the_checkout_session_stripe_created(
+    world: World, page: Any
+) -> None:
+    assert world.stack.stripe is not None  # the Stripe stand-in (kilo_dev.stripe_standin), as the demo runs it
+    world.sign_in(page, TEAM, route="cards")
+    page.get_by_role("button", name="Add a card").click()
+    page.wait_for_url(re.compile("^" + re.escape(world.stack.stripe.url) + "/checkout/cs_"), wait_until="commit")
 
 
 def test_given_only_a_keyboard_then_a_person_can_reach_the_content_navigate_and_open_a_receipt(

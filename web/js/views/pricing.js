@@ -1,10 +1,14 @@
 // Pricing (public): each tier's monthly fee and what it includes side by side, then the price per unit beyond the
 // allowance; all figures from the API's price book.
-import { get } from "../api.js";
-import { h, meterName, number, section, usd, words } from "../dom.js";
+import { accountPath, get, post } from "../api.js";
+import { session } from "../auth.js";
+import { errorBox, h, meterName, number, say, section, usd, words } from "../dom.js";
 
 export async function pricingView() {
   const book = await get("/v1/pricing");
+  const current = session();
+  const usage = current ? await get(accountPath("/usage")).catch(() => null) : null;
+  const myTier = usage ? usage.tier : null;
   const tiers = book.tiers || [];
   const meters = book.meters || [];
   const root = h("div", {}, h("h1", {}, "Pricing"),
@@ -15,7 +19,8 @@ export async function pricingView() {
   h("p", { class: "price" }, usd(tier.monthly_fee), h("span", { class: "hint" }, " / month")),
   h("ul", {}, meters.map((meter) => h("li", {}, allowanceText(tier, meter))),
     (tier.entitlements || []).map((e) => h("li", {}, words(e).replace(/^./, (c) => c.toUpperCase())))),
-  h("p", { class: "hint" }, tier.overage === "none" ? "No overage: unlimited use." : "Beyond the allowance: pay as you go.")))));
+  h("p", { class: "hint" }, tier.overage === "none" ? "No overage: unlimited use." : "Beyond the allowance: pay as you go."),
+  tierAction(tier, tiers, myTier, current)))));
   const table = h("table", {},
     h("caption", {}, "Tier comparison"),
     h("thead", {}, h("tr", {}, h("th", { scope: "col" }, ""), tiers.map((t) => h("th", { scope: "col", class: "num" }, t.name)))),
@@ -31,6 +36,29 @@ export async function pricingView() {
       h("tbody", {}, meters.map((m) => h("tr", {}, h("th", { scope: "row" }, meterName(m.meter)),
         h("td", { class: "num" }, `$${m.unit_price} per ${m.unit}`))))))));
   return root;
+}
+
+// Signed in as an owner or admin: change tier here (an upgrade takes effect at once, a downgrade at the next month)
+function tierAction(tier, tiers, myTier, current) {
+  if (!myTier) return null;
+  if (tier.id === myTier) return h("p", { class: "ok" }, "Your tier");
+  if (!current.canManage) return null;
+  const mine = tiers.find((t) => t.id === myTier);
+  const upgrade = !mine || tier.rank > mine.rank;
+  const problem = h("div", { "aria-live": "assertive" });
+  const button = h("button", { type: "button", class: upgrade ? undefined : "secondary", onclick: async () => {
+    problem.replaceChildren();
+    button.disabled = true;
+    try {
+      const change = await post(accountPath("/subscription"), { tier: tier.id });
+      const when = new Date(change.effective_at).toLocaleDateString();
+      say(change.change === "upgrade_now" ? `Upgraded to ${tier.name} from now.` : `${tier.name} from ${when}; until then your tier stays.`);
+    } catch (error) {
+      problem.append(errorBox(error));
+      button.disabled = false;
+    }
+  } }, upgrade ? `Upgrade to ${tier.name} now` : `Move to ${tier.name} next month`);
+  return h("div", { class: "actions" }, button, problem);
 }
 
 function includedOf(tier, meter) {

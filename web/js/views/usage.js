@@ -97,15 +97,33 @@ function recommendationsCard(data) {
 
 function meetingsCard(page) {
   const meetings = page.meetings || [];
+  const body = h("tbody", {}, meetings.map(meetingRow));
+  const more = h("button", { type: "button", class: "secondary", hidden: !page.next_cursor, onclick: async () => {
+    more.disabled = true;
+    try {
+      const next = await get(accountPath(`/meetings?limit=10&cursor=${encodeURIComponent(page.next_cursor)}`));
+      body.append(...next.meetings.map(meetingRow));
+      page = next;
+      more.hidden = !next.next_cursor;
+    } finally {
+      more.disabled = false;
+    }
+  } }, "More meetings");
   const table = h("table", { class: "stack" },
     h("caption", {}, "Latest meetings"),
     h("thead", {}, h("tr", {}, ["Room", "Started", "Participants", "Video min", "Audio min"].map((t, i) =>
       h("th", { scope: "col", class: i >= 2 ? "num" : undefined }, t)))),
-    h("tbody", {}, meetings.map((m) => h("tr", {},
-      h("td", { "data-label": "Room" }, m.room_name, m.ended_at ? "" : " (in progress)"),
-      h("td", { "data-label": "Started" }, new Date(m.started_at).toLocaleString()),
-      h("td", { class: "num", "data-label": "Participants" }, number(m.participants)),
-      h("td", { class: "num", "data-label": "Video min" }, number(m.video_minutes)),
-      h("td", { class: "num", "data-label": "Audio min" }, number(m.audio_minutes))))));
-  return section("Meetings", meetings.length ? h("div", { class: "table-wrap" }, table) : h("p", {}, "No meetings yet."));
+    body);
+  return section("Meetings",
+    meetings.length ? [h("div", { class: "table-wrap" }, table), h("div", { class: "actions" }, more)]
+      : h("p", {}, "No meetings yet."));
+}
+
+function meetingRow(m) {
+  return h("tr", {},
+    h("td", { "data-label": "Room" }, m.room_name, m.ended_at ? "" : " (in progress)"),
+    h("td", { "data-label": "Started" }, new Date(m.started_at).toLocaleString()),
+    h("td", { class: "num", "data-label": "Participants" }, number(m.participants)),
+    h("td", { class: "num", "data-label": "Video min" }, number(m.video_minutes)),
+    h("td", { class: "num", "data-label": "Audio min" }, number(m.audio_minutes)));
 }
