@@ -896,7 +896,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         console.print(f"Total {time.monotonic() - began:.0f} s")
         if args.keep_running:
             stack.clock.release()  # live traffic from here on: schedules follow the wall clock again
-            _keep_running(console, stack, settings, livekit)
+            _keep_running(console, stack, settings, livekit, dashboard_accounts(everyone, billing))
         return 0 if matches and invoiced and alerted else 1
     finally:
         stack.stop()
@@ -937,7 +937,28 @@ def report(
     return True
 
 
-def _keep_running(console: Console, stack: Any, settings: Any, livekit: Any) -> None:
+def dashboard_accounts(accounts: Sequence[Any], billing: dict[str, tuple[str, str | None]]) -> list[str]:
+    """A few accounts to sign in to the dashboard as: the first of each tier, the crypto-billed one, the limit one."""
+    firsts: dict[str, str] = {}
+    for spec in accounts:
+        firsts.setdefault(spec.tier, spec.account_id)
+    chosen = list(firsts.values())
+    chosen += [account for account, (method, _) in billing.items() if method == "crypto"]
+    chosen += [spec.account_id for spec in accounts if spec.account_id == LIMIT_ACCOUNT]
+    return list(dict.fromkeys(chosen))
+
+
+def _keep_running(console: Console, stack: Any, settings: Any, livekit: Any, accounts: Sequence[str]) -> None:
+    from kilo_dev.webserve import serve_for_stack  # noqa: PLC0415
+
+    site, links = serve_for_stack(stack, accounts)
+    try:
+        _serve(console, stack, settings, livekit, site, links)
+    finally:
+        site.stop()
+
+
+def _serve(console: Console, stack: Any, settings: Any, livekit: Any, site: Any, links: dict[str, str]) -> None:
     api_key, api_secret = next(iter(settings.livekit_keys.items()))
     console.print(
         f"\nThe stack stays up (Ctrl-C stops it):\n"
@@ -952,6 +973,12 @@ def _keep_running(console: Console, stack: Any, settings: Any, livekit: Any) -> 
         "Set KILO_LOCAL_LIVEKIT_API_KEY / _SECRET, KILO_LOCAL_USAGE_CLIENT / _SECRET, KILO_LOCAL_STRIPE_WEBHOOK_SECRET "
         "to choose them."
     )
+    console.print(
+        f"\nThe dashboard: {site.url}/   (pricing is public; the account API's OpenAPI at {site.url}/openapi.json)\n"
+        "Sign in as an account's owner (links valid 12 h; the token stays in the link's fragment):"
+    )
+    for account, link in links.items():
+        console.print(f"  {account:<20} {link}", soft_wrap=True, highlight=False)
     while True:
         stack.check()  # a component that dies stops the stack: say so and leave
         time.sleep(1)

@@ -1,0 +1,132 @@
+// The dashboard: a hash router over a few views. Public: pricing and sign-in; the rest needs a signed-in account.
+import { configure } from "./api.js";
+import { cognitoSignInUrl, session, signIn, signOut, takeTokenFromUrl } from "./auth.js";
+import { errorBox, h, say } from "./dom.js";
+import { billingView } from "./views/billing.js";
+import { cardsView } from "./views/cards.js";
+import { payView } from "./views/pay.js";
+import { pricingView } from "./views/pricing.js";
+import { settingsView } from "./views/settings.js";
+import { usageView } from "./views/usage.js";
+
+const routes = {
+  pricing: { title: "Pricing", view: pricingView, public: true },
+  signin: { title: "Sign in", view: signInView, public: true },
+  usage: { title: "Usage", view: usageView },
+  billing: { title: "Billing", view: billingView },
+  settings: { title: "Budget & alerts", view: settingsView },
+  cards: { title: "Cards", view: cardsView },
+  pay: { title: "Pay with crypto", view: payView },
+};
+
+let config = { apiBase: "", auth: { mode: "local" }, chains: {} };
+
+function signInView() {
+  const main = h("div");
+  main.append(h("h1", {}, "Sign in"));
+  if (config.auth.mode === "cognito") {
+    main.append(h("p", {}, h("a", { class: "button", href: cognitoSignInUrl(config.auth) }, "Sign in with your Kilo account")));
+    return main;
+  }
+  const field = h("textarea", { id: "token", name: "token", rows: 4, required: true, autocomplete: "off",
+    spellcheck: "false", "aria-describedby": "token-help" });
+  const problem = h("p", { id: "token-problem", class: "error", role: "alert", hidden: true });
+  const form = h("form", { class: "card", onsubmit: (event) => {
+    event.preventDefault();
+    try {
+      signIn(field.value);
+      window.location.hash = "#/usage";
+    } catch (error) {
+      problem.hidden = false;
+      problem.textContent = `That is not a usable token: ${error.message}`;
+      field.setAttribute("aria-invalid", "true");
+      field.focus();
+    }
+  } },
+  h("label", { for: "token" }, "Access token"),
+  h("p", { id: "token-help", class: "hint" },
+    "On the local stack, `./dev demo --keep-running` prints a sign-in link per account; or paste a token from the ",
+    "local issuer", config.auth.issuer ? ` (${config.auth.issuer})` : "", "."),
+  field, problem, h("button", { type: "submit" }, "Sign in"));
+  main.append(form);
+  return main;
+}
+
+function renderChrome() {
+  const current = session();
+  for (const item of document.querySelectorAll("[data-auth]")) item.hidden = !current;
+  const who = document.getElementById("who");
+  who.replaceChildren();
+  if (current) {
+    who.append(h("span", {}, `${current.account} · ${current.role}`), " ",
+      h("button", { type: "button", class: "link", onclick: () => { signOut(); window.location.hash = "#/pricing"; render(); } },
+        "Sign out"));
+  } else {
+    who.append(h("a", { href: "#/signin" }, "Sign in"));
+  }
+  const name = routeName();
+  for (const link of document.querySelectorAll("#nav a")) {
+    if (link.getAttribute("href") === `#/${name}`) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
+  }
+}
+
+function routeName() {
+  const name = window.location.hash.replace(/^#\/?/, "").split("?")[0];
+  if (routes[name]) return name;
+  return session() ? "usage" : "pricing";
+}
+
+let rendering = 0;
+async function render() {
+  const ticket = ++rendering;
+  const name = routeName();
+  let route = routes[name];
+  if (!route.public && !session()) route = routes.signin;
+  renderChrome();
+  const main = document.getElementById("main");
+  document.title = `${route.title} · Kilo Billing`;
+  main.setAttribute("aria-busy", "true");
+  try {
+    const content = await route.view(config);
+    if (ticket !== rendering) return;
+    main.replaceChildren(content);
+  } catch (error) {
+    if (ticket !== rendering) return;
+    if (error.status === 401) {
+      signOut();
+      say("Your sign-in has expired or was refused: sign in again.", "error");
+      window.location.hash = "#/signin";
+      return;
+    }
+    main.replaceChildren(h("h1", {}, route.title), errorBox(error));
+  } finally {
+    if (ticket === rendering) main.removeAttribute("aria-busy");
+  }
+}
+
+async function start() {
+  try {
+    takeTokenFromUrl(); // first, before anything awaits: the address bar drops the token at once
+  } catch (error) {
+    say(`The sign-in link's token is not usable: ${error.message}`, "error");
+  }
+  try {
+    const response = await fetch("config.json", { cache: "no-store" });
+    if (response.ok) config = { ...config, ...(await response.json()) };
+  } catch {
+    // no config.json: the API on the same origin, local sign-in
+  }
+  configure(config.apiBase);
+  // the skip link moves focus to the content without touching the router's hash
+  document.querySelector(".skip").addEventListener("click", (event) => {
+    event.preventDefault();
+    document.getElementById("main").focus();
+  });
+  window.addEventListener("hashchange", () => {
+    render().then(() => document.getElementById("main").focus({ preventScroll: false }));
+  });
+  await render();
+}
+
+start();

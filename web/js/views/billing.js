@@ -1,0 +1,60 @@
+// Billing history: each invoice with its status and total; its receipt (the lines) on demand; Stripe's hosted
+// invoice and PDF where there are; open crypto bills link to the pay screen.
+import { accountPath, get } from "../api.js";
+import { errorBox, h, number, section, usd, words } from "../dom.js";
+
+export async function billingView() {
+  const reply = await get(accountPath("/invoices"));
+  const invoices = reply.invoices || [];
+  const receipt = h("div", { id: "receipt", tabindex: "-1" });
+  const rows = invoices.map((invoice) => h("tr", { "data-invoice": invoice.number },
+    h("td", { "data-label": "Period" }, invoice.period),
+    h("td", { "data-label": "Invoice" }, invoice.number),
+    h("td", { class: "num", "data-label": "Total" }, usd(invoice.total)),
+    h("td", { "data-label": "Status" }, h("span", { class: `badge ${invoice.status}` }, words(invoice.status))),
+    h("td", { "data-label": "Receipt" },
+      h("button", { type: "button", class: "link", "aria-controls": "receipt",
+        onclick: () => showReceipt(invoice.number, receipt) }, `Receipt ${invoice.number}`),
+      links(invoice))));
+  const table = h("table", { class: "stack" },
+    h("caption", {}, "Invoices, newest first"),
+    h("thead", {}, h("tr", {}, ["Period", "Invoice", "Total", "Status", "Receipt"].map((t, i) =>
+      h("th", { scope: "col", class: i === 2 ? "num" : undefined }, t)))),
+    h("tbody", {}, rows));
+  return h("div", {}, h("h1", {}, "Billing"),
+    section("Billing history", invoices.length ? h("div", { class: "table-wrap" }, table) : h("p", {}, "No invoices yet.")),
+    receipt);
+}
+
+function links(invoice) {
+  const found = [];
+  if (invoice.hosted_url) found.push(h("a", { href: invoice.hosted_url, rel: "noopener" }, "Stripe invoice"));
+  if (invoice.pdf_url) found.push(h("a", { href: invoice.pdf_url, rel: "noopener" }, "PDF"));
+  return found.flatMap((link) => [" · ", link]);
+}
+
+async function showReceipt(invoiceNumber, target) {
+  target.replaceChildren(h("p", {}, "Loading the receipt…"));
+  try {
+    const invoice = await get(accountPath(`/invoices/${encodeURIComponent(invoiceNumber)}`));
+    const lines = invoice.lines || [];
+    target.replaceChildren(section(`Receipt ${invoice.number}`,
+      h("p", {}, `Period ${invoice.period} · ${words(invoice.status)} · paid by ${invoice.method}`),
+      h("div", { class: "table-wrap" }, h("table", { class: "stack" },
+        h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Line"), h("th", { scope: "col", class: "num" }, "Quantity"),
+          h("th", { scope: "col", class: "num" }, "Amount"))),
+        h("tbody", {}, lines.map((line) => h("tr", {},
+          h("td", { "data-label": "Line" }, line.description),
+          h("td", { class: "num", "data-label": "Quantity" }, line.quantity === null ? "" : number(line.quantity)),
+          h("td", { class: "num", "data-label": "Amount" }, usd(line.amount))))),
+        h("tfoot", {}, h("tr", {}, h("th", { scope: "row", colspan: 2 }, "Total"),
+          h("td", { class: "num", "data-testid": "receipt-total" }, usd(invoice.total)))))),
+      Number(invoice.refunded) > 0 ? h("p", {}, `Refunded ${usd(invoice.refunded)}`) : null,
+      invoice.method === "crypto" && invoice.status !== "paid"
+        ? h("p", {}, h("a", { href: `#/pay?invoice=${encodeURIComponent(invoice.number)}` }, "Pay this bill with crypto")) : null,
+      h("p", {}, links(invoice).slice(1))));
+    target.focus();
+  } catch (error) {
+    target.replaceChildren(errorBox(error));
+  }
+}

@@ -1,0 +1,73 @@
+// Pricing (public): each tier's monthly fee and what it includes side by side, then the price per unit beyond the
+// allowance; all figures from the API's price book.
+import { accountPath, get, post } from "../api.js";
+import { session } from "../auth.js";
+import { errorBox, h, meterName, number, say, section, usd, words } from "../dom.js";
+
+export async function pricingView() {
+  const book = await get("/v1/pricing");
+  const current = session();
+  const usage = current ? await get(accountPath("/usage")).catch(() => null) : null;
+  const myTier = usage ? usage.tier : null;
+  const tiers = book.tiers || [];
+  const meters = book.meters || [];
+  const root = h("div", {}, h("h1", {}, "Pricing"),
+    h("p", {}, "Pay for what your calls use. Every tier includes an allowance each month; beyond it you pay per unit."));
+  root.append(h("div", { class: "tiers" }, tiers.map((tier) => h("section", {
+    class: "card tier", "aria-labelledby": `tier-${tier.id}`, "data-tier": tier.id },
+  h("h2", { id: `tier-${tier.id}` }, tier.name),
+  h("p", { class: "price" }, usd(tier.monthly_fee), h("span", { class: "hint" }, " / month")),
+  h("ul", {}, meters.map((meter) => h("li", {}, allowanceText(tier, meter))),
+    (tier.entitlements || []).map((e) => h("li", {}, words(e).replace(/^./, (c) => c.toUpperCase())))),
+  h("p", { class: "hint" }, tier.overage === "none" ? "No overage: unlimited use." : "Beyond the allowance: pay as you go."),
+  tierAction(tier, tiers, myTier, current)))));
+  const table = h("table", {},
+    h("caption", {}, "Tier comparison"),
+    h("thead", {}, h("tr", {}, h("th", { scope: "col" }, ""), tiers.map((t) => h("th", { scope: "col", class: "num" }, t.name)))),
+    h("tbody", {},
+      h("tr", {}, h("th", { scope: "row" }, "Monthly fee"), tiers.map((t) => h("td", { class: "num" }, usd(t.monthly_fee)))),
+      meters.map((meter) => h("tr", {}, h("th", { scope: "row" }, `${meterName(meter.meter)} included`),
+        tiers.map((t) => h("td", { class: "num" }, includedOf(t, meter)))))));
+  root.append(section("Compare tiers", h("div", { class: "table-wrap" }, table)));
+  root.append(section("Usage beyond the allowance",
+    h("div", { class: "table-wrap" }, h("table", {},
+      h("caption", {}, "Price per unit"),
+      h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Meter"), h("th", { scope: "col", class: "num" }, "Price"))),
+      h("tbody", {}, meters.map((m) => h("tr", {}, h("th", { scope: "row" }, meterName(m.meter)),
+        h("td", { class: "num" }, `$${m.unit_price} per ${m.unit}`))))))));
+  return root;
+}
+
+// Signed in as an owner or admin: change tier here (an upgrade takes effect at once, a downgrade at the next month)
+function tierAction(tier, tiers, myTier, current) {
+  if (!myTier) return null;
+  if (tier.id === myTier) return h("p", { class: "ok" }, "Your tier");
+  if (!current.canManage) return null;
+  const mine = tiers.find((t) => t.id === myTier);
+  const upgrade = !mine || tier.rank > mine.rank;
+  const problem = h("div", { "aria-live": "assertive" });
+  const button = h("button", { type: "button", class: upgrade ? undefined : "secondary", onclick: async () => {
+    problem.replaceChildren();
+    button.disabled = true;
+    try {
+      const change = await post(accountPath("/subscription"), { tier: tier.id });
+      const when = new Date(change.effective_at).toLocaleDateString();
+      say(change.change === "upgrade_now" ? `Upgraded to ${tier.name} from now.` : `${tier.name} from ${when}; until then your tier stays.`);
+    } catch (error) {
+      problem.append(errorBox(error));
+      button.disabled = false;
+    }
+  } }, upgrade ? `Upgrade to ${tier.name} now` : `Move to ${tier.name} next month`);
+  return h("div", { class: "actions" }, button, problem);
+}
+
+function includedOf(tier, meter) {
+  const allowances = tier.included || {};
+  const value = allowances[meter.meter];
+  return value === null || value === undefined ? "unlimited" : number(value);
+}
+
+function allowanceText(tier, meter) {
+  const value = includedOf(tier, meter);
+  return `${meterName(meter.meter)}: ${value === "unlimited" ? "unlimited" : `${value} included`}`;
+}

@@ -1,0 +1,129 @@
+// Usage this month: the bill so far, each meter against its allowance, a daily chart, the forecast and the
+// recommendations with the money they save; the meetings of the month.
+import { accountPath, get } from "../api.js";
+import { barChart, progressBar } from "../chart.js";
+import { h, meterName, number, percent, section, usd } from "../dom.js";
+
+
+export async function usageView() {
+  const [usage, forecast, recommendations, meetings] = await Promise.all([
+    get(accountPath("/usage")),
+    get(accountPath("/forecast")),
+    get(accountPath("/recommendations")),
+    get(accountPath("/meetings?limit=10")),
+  ]);
+  const root = h("div");
+  root.append(h("h1", {}, `Usage for ${usage.period}`));
+  root.append(h("p", { class: "hint" }, `Tier ${usage.tier} · as of ${new Date(usage.as_of).toLocaleString()} · `,
+    `${number(usage.open_sessions)} open ${usage.open_sessions === 1 ? "session" : "sessions"} counted as if they ended now`));
+  root.append(h("div", { class: "grid" }, summaryCard(usage, forecast), forecastCard(forecast)));
+  root.append(metersCard(usage.meters || []));
+  root.append(dailyCard(usage.daily || []));
+  root.append(recommendationsCard(recommendations));
+  root.append(meetingsCard(meetings));
+  return root;
+}
+
+function summaryCard(usage, forecast) {
+  return section("Bill so far",
+    h("p", { class: "big", "data-testid": "bill-so-far" }, usd(usage.total)),
+    h("dl", {}, h("dt", {}, "Fees"), h("dd", { "data-testid": "fees" }, usd(usage.fee)),
+      h("dt", {}, "Usage beyond the allowances"), h("dd", { "data-testid": "usage-charges" }, usd(usage.usage))),
+    h("p", { class: "hint" }, "This month so far, before tax."));
+}
+
+function forecastCard(forecast) {
+  const status = {
+    no_budget: "No budget set",
+    under_budget: "Under budget",
+    over_budget: "Over budget: alerts sent, calls go on",
+    hard_limit_reached: "Hard limit reached: calls are refused",
+  }[forecast.status] || forecast.status;
+  return section("Forecast",
+    h("p", { class: "big", "data-testid": "projected-total" }, usd(forecast.projected_total)),
+    h("p", {}, "Projected for the month's end (weekday-weighted)."),
+    h("dl", {},
+      h("dt", {}, "Budget"), h("dd", { "data-testid": "budget" }, forecast.budget_usd ? usd(forecast.budget_usd) : "none"),
+      forecast.hard_limit_usd ? [h("dt", {}, "Hard limit"), h("dd", {}, usd(forecast.hard_limit_usd))] : null,
+      forecast.budget_reached_on ? [h("dt", {}, "Budget reached on"), h("dd", {}, forecast.budget_reached_on)] : null,
+      h("dt", {}, "Status"), h("dd", { "data-testid": "budget-status" }, status)));
+}
+
+function metersCard(meters) {
+  const list = h("div");
+  for (const meter of meters) {
+    const name = meterName(meter.meter);
+    const included = meter.included === null || meter.included === undefined;
+    const line = h("div", { class: "meter", "data-meter": meter.meter },
+      h("div", { class: "meter-head" },
+        h("span", {}, h("strong", {}, name)),
+        h("span", { "data-testid": `used-${meter.meter}` },
+          included ? `${number(meter.used)} ${meter.unit || ""} · unlimited`
+            : `${number(meter.used)} of ${number(meter.included)} included (${percent(meter.used_percent)})`)),
+      included ? null : progressBar(`${name}: ${percent(meter.used_percent)} of the allowance used`, meter.used_percent),
+      Number(meter.overage) > 0
+        ? h("p", { class: "hint", "data-testid": `overage-${meter.meter}` },
+          `Beyond the allowance: ${number(meter.overage)} (${meter.unit} each), ${usd(meter.amount)}`) : null);
+    list.append(line);
+  }
+  return section("Allowances", list);
+}
+
+function dailyCard(daily) {
+  const points = daily.map((d) => ({ label: d.date, value: Number(d.video_minutes) + Number(d.audio_minutes) }));
+  const table = h("table", { class: "stack" },
+    h("caption", {}, "Minutes per day"),
+    h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Day"), h("th", { scope: "col", class: "num" }, "Video"),
+      h("th", { scope: "col", class: "num" }, "Audio"))),
+    h("tbody", {}, daily.map((d) => h("tr", {},
+      h("td", { "data-label": "Day" }, d.date),
+      h("td", { class: "num", "data-label": "Video" }, number(d.video_minutes)),
+      h("td", { class: "num", "data-label": "Audio" }, number(d.audio_minutes))))));
+  const details = h("details", {}, h("summary", {}, "The figures as a table"), h("div", { class: "table-wrap" }, table));
+  return section("Daily minutes",
+    points.length ? barChart(points, "Participant minutes per day this month (video and audio)", "minutes")
+      : h("p", {}, "No calls yet this month."),
+    details);
+}
+
+function recommendationsCard(data) {
+  const items = data.recommendations || [];
+  if (!items.length) return section("Recommendations", h("p", {}, "Nothing to save this month: your tier and usage fit."));
+  return section("Recommendations",
+    h("ul", { class: "recs" }, items.map((r) => h("li", { "data-kind": r.kind },
+      h("strong", {}, r.title), " — save ", h("strong", {}, usd(r.saving_usd)), ` (${usd(r.current_usd)} → ${usd(r.with_change_usd)})`,
+      h("p", { class: "hint" }, r.detail)))));
+}
+
+function meetingsCard(page) {
+  const meetings = page.meetings || [];
+  const body = h("tbody", {}, meetings.map(meetingRow));
+  const more = h("button", { type: "button", class: "secondary", hidden: !page.next_cursor, onclick: async () => {
+    more.disabled = true;
+    try {
+      const next = await get(accountPath(`/meetings?limit=10&cursor=${encodeURIComponent(page.next_cursor)}`));
+      body.append(...next.meetings.map(meetingRow));
+      page = next;
+      more.hidden = !next.next_cursor;
+    } finally {
+      more.disabled = false;
+    }
+  } }, "More meetings");
+  const table = h("table", { class: "stack" },
+    h("caption", {}, "Latest meetings"),
+    h("thead", {}, h("tr", {}, ["Room", "Started", "Participants", "Video min", "Audio min"].map((t, i) =>
+      h("th", { scope: "col", class: i >= 2 ? "num" : undefined }, t)))),
+    body);
+  return section("Meetings",
+    meetings.length ? [h("div", { class: "table-wrap" }, table), h("div", { class: "actions" }, more)]
+      : h("p", {}, "No meetings yet."));
+}
+
+function meetingRow(m) {
+  return h("tr", {},
+    h("td", { "data-label": "Room" }, m.room_name, m.ended_at ? "" : " (in progress)"),
+    h("td", { "data-label": "Started" }, new Date(m.started_at).toLocaleString()),
+    h("td", { class: "num", "data-label": "Participants" }, number(m.participants)),
+    h("td", { class: "num", "data-label": "Video min" }, number(m.video_minutes)),
+    h("td", { class: "num", "data-label": "Audio min" }, number(m.audio_minutes)));
+}
