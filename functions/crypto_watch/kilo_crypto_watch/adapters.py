@@ -356,3 +356,40 @@ class ExchangeSpotPrice:
         return RateReading(
             source=self._source, asset=asset, price=price, updated_at=updated, heartbeat_seconds=self._heartbeat
         )
+
+
+ERC1271_MAGIC = bytes.fromhex("1626ba7e")
+ERC1271_ABI: list[dict[str, Any]] = [
+    {
+        "name": "isValidSignature",
+        "type": "function",
+        "stateMutability": "view",
+        "inputs": [{"name": "hash", "type": "bytes32"}, {"name": "signature", "type": "bytes"}],
+        "outputs": [{"name": "magicValue", "type": "bytes4"}],
+    }
+]
+
+
+class Web3ContractSignatures:
+    """``ContractSignatureVerifier`` (ERC-1271) with web3.py against the chain's RPC: a contract wallet accepts a
+    signature when ``isValidSignature(hash, signature)`` returns the magic value ``0x1626ba7e``. An address without
+    code, a revert or an RPC failure: not accepted. web3 loads only when a sign-in needs it."""
+
+    def __init__(self, timeout: float = 5.0) -> None:
+        self._timeout = timeout
+
+    def is_valid_signature(self, chain: Any, address: str, message_hash: bytes, signature: bytes) -> bool:
+        from web3 import HTTPProvider, Web3  # noqa: PLC0415
+
+        if not chain.rpc_url:
+            return False
+        web3 = Web3(HTTPProvider(chain.rpc_url, request_kwargs={"timeout": self._timeout}))
+        try:
+            target = Web3.to_checksum_address(address)
+            if not web3.eth.get_code(target):
+                return False
+            contract = web3.eth.contract(address=target, abi=ERC1271_ABI)
+            result = contract.functions.isValidSignature(message_hash, signature).call()
+        except Exception:
+            return False
+        return bytes(result)[:4] == ERC1271_MAGIC

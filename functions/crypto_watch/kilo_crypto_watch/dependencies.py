@@ -4,6 +4,7 @@ AWS client with the settings' time budget. Nothing is built at import."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from functools import cache
 from typing import TYPE_CHECKING
 
@@ -12,8 +13,9 @@ from kilo_crypto_watch.settings import CryptoSettings, settings
 if TYPE_CHECKING:
     from kilo_billing.publisher import EventPublisher
     from kilo_crypto_watch.adapters import DynamoCryptoStore, DynamoCursorStore
+    from kilo_crypto_watch.logic import ApiPorts
     from kilo_crypto_watch.model import ChainConfig
-    from kilo_crypto_watch.ports import PriceSource
+    from kilo_crypto_watch.ports import PriceSource, TransactionInspector
     from kilo_crypto_watch.rates import CheckedRates
     from kilo_crypto_watch.settlement import Settlement
 
@@ -104,3 +106,58 @@ def settlement() -> Settlement:
     from kilo_crypto_watch.settlement import Settlement  # noqa: PLC0415
 
     return Settlement(store(), publisher(), chains(), rates(), settings().settlement_policy)
+
+
+# The fast path's TransactionInspector per chain kind: the watcher module of that kind (evm_handler.py,
+# solana_handler.py, owned by the EVM and Solana work) exposes ``inspector(chain: ChainConfig) ->
+# TransactionInspector``; it is imported only when a customer submits a transaction on such a chain.
+INSPECTOR_MODULES: dict[str, str] = {
+    "evm": "kilo_crypto_watch.evm_handler",
+    "solana": "kilo_crypto_watch.solana_handler",
+}
+
+
+class FastPathUnavailableError(RuntimeError):
+    """No inspector is wired for the chain's kind (a deployment without that watcher)."""
+
+
+def inspector(chain: ChainConfig) -> TransactionInspector:
+    import importlib  # noqa: PLC0415
+
+    try:
+        module = importlib.import_module(INSPECTOR_MODULES[chain.kind])
+        factory = module.inspector
+    except (KeyError, ImportError, AttributeError) as exc:
+        raise FastPathUnavailableError(f"no transaction inspector for {chain.kind} chains") from exc
+    made: TransactionInspector = factory(chain)
+    return made
+
+
+@cache
+def api() -> ApiPorts:
+    """The crypto routes' ports."""
+    from kilo_crypto_watch.adapters import Web3ContractSignatures  # noqa: PLC0415
+    from kilo_crypto_watch.logic import ApiPorts  # noqa: PLC0415
+    from kilo_crypto_watch.quotes import QuotePolicy  # noqa: PLC0415
+    from kilo_crypto_watch.wallets import SignInPolicy  # noqa: PLC0415
+
+    config = settings()
+    return ApiPorts(
+        store=store(),
+        settlement=settlement(),
+        rates=rates(),
+        chains=chains(),
+        inspector=inspector,
+        quote_policy=QuotePolicy(
+            expiry=timedelta(minutes=config.quote_expiry_minutes),
+            monitoring=timedelta(hours=config.quote_monitoring_hours),
+            label=config.payment_label,
+        ),
+        signin=SignInPolicy(
+            domain=config.signin_domain,
+            uri=config.signin_uri,
+            nonce_ttl=timedelta(minutes=config.nonce_ttl_minutes),
+            solana_chain_id=config.siws_chain_id,
+        ),
+        contracts=Web3ContractSignatures() if config.erc1271_enabled else None,
+    )

@@ -99,6 +99,7 @@ class CryptoSettings(BaseSettings):
     signin_domain: str = "app.kilo.example"
     signin_uri: str = "https://app.kilo.example"
     nonce_ttl_minutes: int = Field(default=10, ge=1, le=60)
+    siws_chain_id: str = "mainnet"  # the Chain ID a Sign In With Solana message names
     erc1271_enabled: bool = True  # smart-contract wallets via ERC-1271 where the chain's RPC is configured
     # every AWS call
     aws_connect_timeout_seconds: float = Field(default=1.0, gt=0)
