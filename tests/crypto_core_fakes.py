@@ -3,6 +3,7 @@ rates, and hand-built bills, quotes and transfers (every figure in the tests is 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -165,3 +166,50 @@ def transfer(
         references=references,
         block_time=at,
     )
+
+
+class SpotPrices:
+    """A local exchange spot API (Coinbase's shape) on 127.0.0.1, a free port; ``prices`` answer per asset."""
+
+    def __init__(self) -> None:
+        import threading  # noqa: PLC0415
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer  # noqa: PLC0415
+
+        prices = self.prices = {"ETH": "2510.00", "SOL": "150.50", "USDC": "0.9995"}
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                asset = self.path.rsplit("/", 2)[-2].split("-")[0]
+                body = json.dumps({"data": {"base": asset, "currency": "USD", "amount": prices[asset]}}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                return
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/v2/prices/{{asset}}-USD/spot"
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)
+
+
+@dataclass
+class OnChainFeed:
+    """A primary ``PriceSource`` standing in for Chainlink (the EVM helper's chainlink.py is tested on anvil)."""
+
+    prices: dict[str, Decimal] = field(
+        default_factory=lambda: {"ETH": Decimal("2500.00"), "SOL": Decimal("150.00"), "USDC": Decimal("1.0001")}
+    )
+
+    def read(self, asset: Asset) -> RateReading:
+        return RateReading(
+            f"chainlink:ethereum:{asset}", asset, self.prices[asset], datetime.now(UTC) - timedelta(minutes=5), 3600
+        )

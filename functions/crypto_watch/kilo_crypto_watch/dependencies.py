@@ -161,3 +161,9 @@ def api() -> ApiPorts:
         ),
         contracts=Web3ContractSignatures() if config.erc1271_enabled else None,
     )
+
+
+def clear_caches() -> None:
+    """Forget everything built (tests; a new configuration)."""
+    for built in (_dynamodb, chains, store, cursors, publisher, rates, settlement, api):
+        built.cache_clear()
