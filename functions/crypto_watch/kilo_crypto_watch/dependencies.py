@@ -76,8 +76,10 @@ _EXTRA_SOURCES: list[PriceSource] = []
 
 
 def add_price_source(source: PriceSource) -> None:
+    """Register a price source ahead of the exchange (the EVM wiring adds Chainlink here, once per container)."""
     _EXTRA_SOURCES.append(source)
-    rates.cache_clear()
+    for built in (rates, settlement, api):
+        built.cache_clear()
 
 
 def price_sources(config: CryptoSettings | None = None) -> list[PriceSource]:
