@@ -57,3 +57,28 @@ def test_given_no_price_feed_configuration_then_chainlink_mainnet_feeds_with_the
     feeds = CryptoSettings(crypto_chains="[]").feeds()
     assert feeds["ETH"].address == "0x5f4eC3Df9cbd43714FE2740f5E3616155c5b8419"
     assert (feeds["ETH"].heartbeat_seconds, feeds["USDC"].heartbeat_seconds) == (3600, 86400)
+
+
+def test_the_on_chain_price_source_comes_from_the_evm_wiring_module_ahead_of_the_exchange(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sys  # noqa: PLC0415
+    import types  # noqa: PLC0415
+
+    from kilo_crypto_watch import dependencies  # noqa: PLC0415
+    from kilo_crypto_watch.adapters import ExchangeSpotPrice  # noqa: PLC0415
+
+    config = CryptoSettings(crypto_chains="[]")
+    monkeypatch.setattr(dependencies, "_EXTRA_SOURCES", [])
+    monkeypatch.setattr(dependencies, "PRICE_SOURCE_MODULE", "tests.no_such_wiring_module")
+    [only] = dependencies.price_sources(config)
+    assert isinstance(only, ExchangeSpotPrice)  # no on-chain source: the rates refuse, naming it (test_..._rates)
+
+    wiring = types.ModuleType("tests.fake_evm_wiring")
+    on_chain = object()
+    wiring.price_source = lambda: on_chain  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "tests.fake_evm_wiring", wiring)
+    monkeypatch.setattr(dependencies, "PRICE_SOURCE_MODULE", "tests.fake_evm_wiring")
+    first, second = dependencies.price_sources(config)
+    assert first is on_chain
+    assert isinstance(second, ExchangeSpotPrice)

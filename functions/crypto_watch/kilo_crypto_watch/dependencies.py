@@ -70,16 +70,31 @@ def publisher() -> EventPublisher:
     return EventBridgePublisher(client("events", config.call_budget), config.event_bus_name, SOURCE_CRYPTO)
 
 
-# Price sources: the exchange's spot API here; the on-chain Chainlink source (chainlink.py, EVM) is appended by
-# whoever registers it with ``add_price_source`` (the EVM wiring), so this module never imports web3.
+# Price sources: the on-chain one first (Chainlink: ``price_source()`` of the EVM wiring module, by convention, imported
+# only when a rate is needed - this module never imports web3), then the exchange's spot API. Sources registered with
+# ``add_price_source`` replace the conventional on-chain one (tests; another wiring).
+PRICE_SOURCE_MODULE = "kilo_crypto_watch.evm_handler"
 _EXTRA_SOURCES: list[PriceSource] = []
 
 
 def add_price_source(source: PriceSource) -> None:
-    """Register a price source ahead of the exchange (the EVM wiring adds Chainlink here, once per container)."""
+    """Register a price source ahead of the exchange (instead of the conventional on-chain one)."""
     _EXTRA_SOURCES.append(source)
     for built in (rates, settlement, api):
         built.cache_clear()
+
+
+def _on_chain_sources() -> list[PriceSource]:
+    if _EXTRA_SOURCES:
+        return list(_EXTRA_SOURCES)
+    import importlib  # noqa: PLC0415
+
+    try:
+        factory = importlib.import_module(PRICE_SOURCE_MODULE).price_source
+    except (ImportError, AttributeError):
+        return []  # no on-chain source deployed: quotes are refused, naming the missing second source
+    source: PriceSource = factory()
+    return [source]
 
 
 def price_sources(config: CryptoSettings | None = None) -> list[PriceSource]:
@@ -92,7 +107,7 @@ def price_sources(config: CryptoSettings | None = None) -> list[PriceSource]:
         config.exchange_timeout_seconds,
         config.exchange_heartbeat_seconds,
     )
-    return [*_EXTRA_SOURCES, exchange]
+    return [*_on_chain_sources(), exchange]
 
 
 @cache
