@@ -1,0 +1,87 @@
+"""Properties of the bill's money (``settlement.recompute``) over any sequence of payment lines: a bill is PAID
+exactly when its finalized payments cover the total within tolerance (the reference formula below, written apart
+from the code); then settled - credit + written off = total, nothing is lost, and later payments never unpay it."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from kilo_crypto_watch.model import Bill, BillPayment, BillStatus, PaymentStatus
+from kilo_crypto_watch.settlement import SettlementPolicy, recompute
+
+NOW = datetime(2026, 11, 2, tzinfo=UTC)
+POLICY = SettlementPolicy()
+
+cents = st.integers(min_value=1, max_value=50_000).map(lambda c: Decimal(c) / 100)
+lines = st.lists(
+    st.tuples(
+        st.sampled_from(["USDC", "ETH", "SOL"]),
+        cents,
+        st.sampled_from(list(PaymentStatus)),
+        st.booleans(),  # under review
+    ),
+    max_size=6,
+)
+
+
+def reference_tolerance(total: Decimal, assets: list[str]) -> Decimal:
+    if all(asset == "USDC" for asset in assets):
+        return min(total * Decimal("0.005"), Decimal("1.00"))
+    return total * Decimal("0.01")
+
+
+def bill_with(total: Decimal, drawn: list[tuple[str, Decimal, PaymentStatus, bool]]) -> Bill:
+    payments = tuple(
+        BillPayment(f"p{i}", f"t{i}", asset, usd, status, review=review)  # type: ignore[arg-type]
+        for i, (asset, usd, status, review) in enumerate(drawn)
+    )
+    return Bill("inv", "acct", "KB-1", "2026-10", total, NOW, payments=payments)
+
+
+@given(total=cents, drawn=lines)
+def test_paid_exactly_when_the_final_payments_cover_the_total_within_tolerance(
+    total: Decimal, drawn: list[tuple[str, Decimal, PaymentStatus, bool]]
+) -> None:
+    moved = recompute(bill_with(total, drawn), POLICY, NOW)
+    counted = [
+        (a, usd, s) for a, usd, s, review in drawn if s in (PaymentStatus.SEEN, PaymentStatus.FINALIZED) and not review
+    ]
+    final = sum((usd for _, usd, s in counted if s is PaymentStatus.FINALIZED), Decimal(0))
+    seen_or_final = sum((usd for _, usd, _ in counted), Decimal(0))
+    allowed = reference_tolerance(total, [a for a, _, _ in counted])
+    has_final = any(s is PaymentStatus.FINALIZED for _, _, s in counted)
+    if has_final and final >= total - allowed:
+        assert moved.status is BillStatus.PAID
+        assert moved.settled_usd - moved.credit_usd + moved.written_off_usd == total
+        assert Decimal(0) <= moved.written_off_usd <= allowed
+        assert moved.credit_usd == max(Decimal(0), final - total)
+    elif counted and seen_or_final >= total - allowed:
+        assert moved.status is BillStatus.PROCESSING
+    else:
+        assert moved.status is BillStatus.OPEN
+
+
+@given(total=cents, over=st.integers(min_value=0, max_value=500), drawn=lines, later=lines)
+def test_a_paid_bill_stays_paid_and_later_final_payments_only_add_credit(
+    total: Decimal,
+    over: int,
+    drawn: list[tuple[str, Decimal, PaymentStatus, bool]],
+    later: list[tuple[str, Decimal, PaymentStatus, bool]],
+) -> None:
+    covering = ("USDC", total + Decimal(over) / 100, PaymentStatus.FINALIZED, False)  # pays it whatever else there is
+    first = recompute(bill_with(total, [*drawn, covering]), POLICY, NOW)
+    assert first.status is BillStatus.PAID
+    extra = bill_with(total, later).payments
+    renamed = tuple(replace(line, payment_id=f"later{i}") for i, line in enumerate(extra))
+    again = recompute(replace(first, payments=first.payments + renamed), POLICY, NOW)
+    assert again.status is BillStatus.PAID
+    assert (again.settled_usd, again.written_off_usd) == (first.settled_usd, first.written_off_usd)
+    added = sum(
+        (line.usd for line in renamed if line.status is PaymentStatus.FINALIZED and not line.review), Decimal(0)
+    )
+    assert again.credit_usd == first.credit_usd + added
