@@ -170,6 +170,13 @@ def _clear_caches() -> None:
     invoice_settings.settings.cache_clear()
     for invoice_built in (invoice_dependencies.starter, invoice_dependencies.closer, invoice_dependencies.payments):
         invoice_built.cache_clear()
+    from kilo_crypto_watch import dependencies as crypto_dependencies  # noqa: PLC0415
+    from kilo_crypto_watch import settings as crypto_settings  # noqa: PLC0415
+    from kilo_invoice import crypto_settled_handler  # noqa: PLC0415
+
+    crypto_settings.settings.cache_clear()
+    crypto_dependencies.clear_caches()
+    crypto_settled_handler.ledger.cache_clear()
 
 
 def recreate_table(stack: Stack, logical_id: str = "EventsTable") -> None:

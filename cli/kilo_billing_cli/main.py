@@ -22,7 +22,7 @@ from kilo_billing.money import decimal_str, money_str
 from kilo_billing.periods import Period
 from kilo_billing.projections import Projection, ProjectionError, project_revenue
 from kilo_billing.rating import RatedPeriod, TierSegment, UsageRecord, rate_period
-from kilo_billing_cli import accounts, arguments, invoices, preview, replay, reports
+from kilo_billing_cli import accounts, arguments, crypto, invoices, preview, replay, reports
 from kilo_billing_cli.arguments import whole_number
 from kilo_billing_cli.console import make_console
 
@@ -107,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
     )
     reports.add_parser(sub)
+    crypto.add_parser(sub)
     return parser
 
 
@@ -303,6 +304,8 @@ def main(argv: Sequence[str] | None = None, catalog: Catalog | None = None) -> i
             invoices.run(args, console)
         elif args.command == "report":
             return reports.run(args, catalog)
+        elif args.command == "crypto":
+            crypto.run(args, console)
         else:
             _, book = _book(catalog, None)
             projection = project_revenue(book, args.users, args.mix, args.overage_usd)

@@ -42,7 +42,7 @@ def test_given_the_http_api_then_every_ingest_route_is_wired_and_throttled(templ
         f"{event['Properties']['Method']} {event['Properties']['Path']}": name
         for name, spec in functions(template).items()
         for event in spec["Properties"].get("Events", {}).values()
-        if event["Type"] == "HttpApi"
+        if event["Type"] == "HttpApi" and event["Properties"].get("ApiId") == {"Ref": "IngestApi"}
     }
     assert routes == {
         "POST /webhooks/livekit": "LiveKitWebhookFunction",

@@ -103,6 +103,23 @@ HANDLERS = [
         {"Records": []},
         frozenset({"stripe", "aiohttp", "requests", "livekit.api", "google.protobuf", "jinja2"}),
     ),
+    # Crypto: the bills consumer and invoicing's crypto-settled consumer load no chain SDK; the crypto routes load
+    # eth_account / solders only inside a wallet verification or a Solana quote, web3 only for an ERC-1271 check.
+    Handler(
+        "kilo_crypto_watch.bills_handler",
+        {"Records": []},
+        frozenset({"stripe", "aiohttp", "requests", "web3", "eth_account", "solana", "solders", "livekit.api"}),
+    ),
+    Handler(
+        "kilo_crypto_watch.api_handler",
+        None,
+        frozenset({"stripe", "aiohttp", "requests", "web3", "eth_account", "solana", "solders", "livekit.api"}),
+    ),
+    Handler(
+        "kilo_invoice.crypto_settled_handler",
+        {"Records": []},
+        frozenset({"stripe", "web3", "eth_account", "solana", "solders", "kilo_crypto_watch", "livekit.api"}),
+    ),
 ]
 # Loaded today although forbidden, owned by the ingest refactor: the usage handler imports the LiveKit webhook parser
 # (protobuf) through the shared logic module. The test fails as soon as it stops, so this entry must then go.

@@ -1,0 +1,93 @@
+"""An account's crypto history: every bill, quote and chain payment, with amounts in the asset and in USD, the rates
+and their sources, statuses (a quote's as of now) and transaction links. Pure: the store's rows in, JSON-ready out."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from kilo_billing.money import decimal_str, money_str
+from kilo_crypto_watch.model import Bill, ChainConfig, Payment, Quote
+from kilo_crypto_watch.settlement import asset_amount, explorer_url, quote_status
+
+
+def _bill(bill: Bill) -> dict[str, Any]:
+    return {
+        "invoice_id": bill.invoice_id,
+        "number": bill.number,
+        "period": bill.period,
+        "total_usd": money_str(bill.total_usd),
+        "status": bill.status.value,
+        "flags": sorted(flag.value for flag in bill.flags),
+        "settled_usd": money_str(bill.settled_usd),
+        "written_off_usd": money_str(bill.written_off_usd),
+        "credit_usd": money_str(bill.credit_usd),
+        "paid_at": bill.paid_at.isoformat() if bill.paid_at else None,
+    }
+
+
+def _quote(quote: Quote, bills: Mapping[str, Bill], now: datetime) -> dict[str, Any]:
+    bill = bills.get(quote.invoice_id)
+    status = quote_status(quote, bill.payments, now) if bill is not None else quote.status
+    return {
+        "quote_id": quote.quote_id,
+        "invoice_id": quote.invoice_id,
+        "chain": quote.chain,
+        "asset": quote.asset,
+        "amount": decimal_str(asset_amount(quote.atomic_amount, quote.asset)),
+        "atomic_amount": str(quote.atomic_amount),
+        "amount_usd": money_str(quote.amount_usd),
+        "rate_usd": decimal_str(quote.rate.price),
+        "rate_locked_at": quote.rate.locked_at.isoformat(),
+        "rate_sources": [
+            {"source": r.source, "price_usd": decimal_str(r.price), "updated_at": r.updated_at.isoformat()}
+            for r in quote.rate.readings
+        ],
+        "pay_to": quote.pay_to,
+        "payment_uri": quote.payment_uri,
+        "reference": quote.reference,
+        "created_at": quote.created_at.isoformat(),
+        "expires_at": quote.expires_at.isoformat(),
+        "monitor_until": quote.monitor_until.isoformat(),
+        "status": status.value,
+    }
+
+
+def _payment(payment: Payment, chains: Mapping[str, ChainConfig]) -> dict[str, Any]:
+    transfer = payment.transfer
+    return {
+        "payment_id": payment.payment_id,
+        "invoice_id": payment.invoice_id,
+        "quote_id": payment.quote_id,
+        "chain": transfer.chain,
+        "asset": transfer.asset,
+        "amount": decimal_str(asset_amount(transfer.atomic_amount, transfer.asset)),
+        "amount_usd": money_str(payment.usd) if payment.usd is not None else None,
+        "rate_usd": decimal_str(payment.rate) if payment.rate is not None else None,
+        "status": payment.status.value,
+        "late": payment.late,
+        "manual_review": payment.review,
+        "matched_by": payment.matched_by,
+        "tx_id": transfer.tx_id,
+        "tx_url": explorer_url(chains.get(transfer.chain), transfer.tx_id),
+        "sender": transfer.sender,
+        "block_number": transfer.block_number,
+        "seen_at": payment.seen_at.isoformat(),
+    }
+
+
+def account_history(
+    bills: Sequence[Bill],
+    quotes: Sequence[Quote],
+    payments: Sequence[Payment],
+    chains: Mapping[str, ChainConfig],
+    now: datetime,
+) -> dict[str, Any]:
+    """Newest first."""
+    by_invoice = {bill.invoice_id: bill for bill in bills}
+    return {
+        "bills": [_bill(b) for b in sorted(bills, key=lambda b: b.issued_at, reverse=True)],
+        "quotes": [_quote(q, by_invoice, now) for q in sorted(quotes, key=lambda q: q.created_at, reverse=True)],
+        "payments": [_payment(p, chains) for p in sorted(payments, key=lambda p: p.seen_at, reverse=True)],
+    }

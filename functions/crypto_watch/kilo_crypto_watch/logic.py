@@ -1,0 +1,158 @@
+"""The crypto routes' and the bills consumer's logic: pure over ports, no status codes, no event shapes.
+
+- ``open_bill``: an issued crypto invoice becomes an OPEN bill (idempotent on the invoice id).
+- ``create_quote``: a quote for one of the caller's bills, on a configured chain, at a freshly checked rate.
+- ``submit_transaction``: the fast path - the chain's ``TransactionInspector`` reads the customer's transaction and
+  settlement records its credits to the merchant as SEEN for that bill at once (the watcher confirms finality later).
+- ``wallet_nonce`` / ``wallet_verify``: sign-in nonce and SIWE/SIWS verification linking a wallet to the account.
+- ``history``: the account's bills, quotes and payments.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Final, Protocol, cast
+
+from kilo_billing.contracts import InvoiceIssuedV1
+from kilo_crypto_watch.history import account_history
+from kilo_crypto_watch.model import Asset, Bill, ChainConfig, Payment, PaymentStatus, Quote
+from kilo_crypto_watch.ports import Rates, SettlementStore, TransactionInspector
+from kilo_crypto_watch.quotes import QuotePolicy, make_quote
+from kilo_crypto_watch.settlement import BillNotFoundError, Settlement
+from kilo_crypto_watch.wallets import (
+    ContractSignatureVerifier,
+    LinkedWallet,
+    SignInPolicy,
+    WalletStore,
+    issue_nonce,
+    verify_and_link,
+)
+
+ASSETS: Final = ("ETH", "USDC", "SOL")
+
+
+class InvalidRequestError(ValueError):
+    """The request names something malformed or unsupported (the message names the field)."""
+
+
+class UnknownChainError(InvalidRequestError):
+    pass
+
+
+class TransactionRefusedError(Exception):
+    """The submitted transaction pays nothing to us, failed on chain, or was not found (the message says which)."""
+
+
+class CryptoStore(SettlementStore, WalletStore, Protocol):
+    """The crypto table as the routes use it."""
+
+
+@dataclass(frozen=True, slots=True)
+class ApiPorts:
+    store: CryptoStore
+    settlement: Settlement
+    rates: Rates
+    chains: Mapping[str, ChainConfig]
+    inspector: Callable[[ChainConfig], TransactionInspector]
+    quote_policy: QuotePolicy
+    signin: SignInPolicy
+    contracts: ContractSignatureVerifier | None = None
+    new_id: Callable[[], str] = lambda: uuid.uuid4().hex
+    new_reference: Callable[[], str] | None = None
+
+
+def open_bill(store: SettlementStore, event: InvoiceIssuedV1) -> Bill | None:
+    """The OPEN bill of an issued crypto invoice; None for a card invoice, a $0.00 one, or a redelivery."""
+    if event.method != "crypto":
+        return None
+    total = Decimal(event.total)
+    if total <= 0:
+        return None  # invoicing records $0.00 invoices paid at once
+    bill = Bill(
+        invoice_id=event.invoice_id,
+        account_id=event.account_id,
+        number=event.number,
+        period=event.period,
+        total_usd=total,
+        issued_at=datetime.fromisoformat(event.occurred_at),
+    )
+    return bill if store.create_bill(bill) else None
+
+
+def _chain(ports: ApiPorts, chain_key: str) -> ChainConfig:
+    chain = ports.chains.get(chain_key)
+    if chain is None:
+        raise UnknownChainError(f"chain must be one of {sorted(ports.chains)}, not {chain_key!r}")
+    return chain
+
+
+def _bill(ports: ApiPorts, account_id: str, invoice_id: str) -> Bill:
+    bill = ports.store.bill(invoice_id)
+    if bill is None or bill.account_id != account_id:  # another account's bill is not found either
+        raise BillNotFoundError(f"no crypto bill {invoice_id!r} for this account")
+    return bill
+
+
+def create_quote(ports: ApiPorts, account_id: str, invoice_id: str, chain_key: str, asset: str, now: datetime) -> Quote:
+    chain = _chain(ports, chain_key)
+    if asset not in ASSETS:
+        raise InvalidRequestError(f"asset must be one of {list(ASSETS)}, not {asset!r}")
+    bill = _bill(ports, account_id, invoice_id)
+    checked = cast(Asset, asset)
+    if checked not in (chain.native, "USDC"):
+        raise InvalidRequestError(f"asset {asset} is not accepted on {chain.key} (accepted: {chain.native}, USDC)")
+    rate = ports.rates.lock(checked, now)
+    reference = None
+    if chain.kind == "solana":
+        if ports.new_reference is None:
+            from kilo_crypto_watch.quotes import new_reference  # noqa: PLC0415
+
+            reference = new_reference()
+        else:
+            reference = ports.new_reference()
+    quote = make_quote(bill, chain, checked, rate, now, ports.new_id(), reference, ports.quote_policy)
+    ports.store.add_quote(quote)
+    return quote
+
+
+def submit_transaction(
+    ports: ApiPorts, account_id: str, invoice_id: str, chain_key: str, tx_id: str
+) -> Sequence[Payment]:
+    chain = _chain(ports, chain_key)
+    if not tx_id or len(tx_id) > 200 or not tx_id.isascii():
+        raise InvalidRequestError("tx_id must be a transaction hash (EVM) or signature (Solana)")
+    bill = _bill(ports, account_id, invoice_id)
+    from kilo_crypto_watch.ports import TransactionNotFoundError  # noqa: PLC0415
+
+    try:
+        transfers = ports.inspector(chain).transfers(tx_id)
+    except TransactionNotFoundError as exc:
+        raise TransactionRefusedError(f"transaction {tx_id} is not known on {chain.key} (yet): retry shortly") from exc
+    if not transfers:
+        raise TransactionRefusedError(f"transaction {tx_id} pays nothing to our {chain.key} address")
+    payments = [ports.settlement.record(transfer, claimed_for=bill.invoice_id) for transfer in transfers]
+    if all(payment.status is PaymentStatus.FAILED for payment in payments):
+        raise TransactionRefusedError(f"transaction {tx_id} failed on {chain.key}: nothing was paid")
+    return payments
+
+
+def wallet_nonce(ports: ApiPorts, account_id: str, now: datetime) -> tuple[str, datetime]:
+    return issue_nonce(ports.store, account_id, now, ports.signin)
+
+
+def wallet_verify(
+    ports: ApiPorts, account_id: str, chain_key: str, message: str, signature: str, now: datetime
+) -> LinkedWallet:
+    chain = _chain(ports, chain_key)
+    if not message or not signature:
+        raise InvalidRequestError("message and signature are required")
+    return verify_and_link(ports.store, account_id, chain, message, signature, now, ports.signin, ports.contracts)
+
+
+def history(ports: ApiPorts, account_id: str, now: datetime) -> dict[str, Any]:
+    bills, quotes, payments = ports.store.account_history(account_id)
+    return account_history(bills, quotes, payments, ports.chains, now)

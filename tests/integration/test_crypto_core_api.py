@@ -1,0 +1,225 @@
+"""The crypto routes and the bills consumer, in-process with API Gateway v2 / SQS events, on moto (tables from
+template.yaml, the function's environment as deployed): bills opened from InvoiceIssued.v1, quotes at checked rates
+(a stand-in on-chain feed and the real exchange adapter against a local spot API), the fast path, wallet linking,
+history. Roles: members read, admins manage."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from eth_account import Account
+from eth_account.messages import encode_defunct
+
+from kilo_billing.contracts import InvoiceIssuedV1
+from kilo_crypto_watch import api_handler, bills_handler, dependencies
+from kilo_crypto_watch.wallets import siwe_text
+from kilo_dev.apigw import http_api_event
+from tests import crypto_core_inspector
+from tests.conftest import LambdaContext, Stack
+from tests.crypto_core_fakes import MERCHANT_EVM, MERCHANT_SOL, OnChainFeed, SpotPrices, transfer
+
+BASE = "/v1/accounts/acct-1/crypto"
+
+
+@pytest.fixture
+def crypto(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[SpotPrices]:
+    spot = SpotPrices()
+    env = stack.template.function_environment("CryptoApiFunction")
+    env["CRYPTO_CHAINS"] = json.dumps(
+        [
+            {"key": "ethereum", "merchant_address": MERCHANT_EVM, "rpc_url": "http://127.0.0.1:1"},
+            {"key": "solana", "merchant_address": MERCHANT_SOL, "rpc_url": "http://127.0.0.1:1"},
+        ]
+    )
+    env["EXCHANGE_PRICE_URL"] = spot.url
+    env["ERC1271_ENABLED"] = "false"
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    stack.clients["secretsmanager"].create_secret(Name=env["RPC_SECRET_NAME"], SecretString="{}")
+    monkeypatch.setattr(dependencies, "_EXTRA_SOURCES", [OnChainFeed()])
+    monkeypatch.setattr(dependencies, "INSPECTOR_MODULES", {"evm": "tests.crypto_core_inspector"})
+    from kilo_crypto_watch import settings  # noqa: PLC0415
+
+    settings.settings.cache_clear()
+    dependencies.clear_caches()
+    crypto_core_inspector.TRANSACTIONS.clear()
+    try:
+        yield spot
+    finally:
+        spot.stop()
+        dependencies.clear_caches()
+
+
+def call(method: str, path: str, body: object = None, role: str = "admin", account: str = "acct-1") -> Any:
+    raw = json.dumps(body).encode() if body is not None else None
+    event = http_api_event(method, path, raw, {"content-type": "application/json"})
+    event["requestContext"]["authorizer"] = {
+        "jwt": {"claims": {"sub": "user-1", "kilo_account": account, "kilo_role": role}, "scopes": None}
+    }
+    response = api_handler.lambda_handler(event, LambdaContext())
+    return response["statusCode"], json.loads(response["body"])
+
+
+def issue(invoice_id: str = "inv-1", method: str = "crypto", total: str = "100.00") -> dict[str, Any]:
+    issued = InvoiceIssuedV1(
+        event_id=f"invoice-issued:{invoice_id}",
+        account_id="acct-1",
+        invoice_id=invoice_id,
+        number=f"KB-{invoice_id}",
+        period="2026-10",
+        total=total,
+        method=method,  # type: ignore[arg-type]
+        status="open",
+        occurred_at=datetime(2026, 11, 1, 6, tzinfo=UTC).isoformat(),
+    )
+    body = {"detail-type": issued.DETAIL_TYPE, "source": "kilo.billing.invoicing", "detail": issued.model_dump()}
+    record = {"messageId": invoice_id, "body": json.dumps(body), "eventSource": "aws:sqs", "attributes": {}}
+    return bills_handler.lambda_handler({"Records": [record]}, LambdaContext())
+
+
+def test_given_issued_invoices_then_only_crypto_ones_become_open_bills_once(crypto: SpotPrices) -> None:
+    assert issue()["batchItemFailures"] == []
+    assert issue()["batchItemFailures"] == []  # redelivered
+    issue("inv-card", method="card")
+    issue("inv-zero", total="0.00")
+    status, history = call("GET", f"{BASE}/history", role="member")
+    assert status == 200
+    assert [(b["invoice_id"], b["status"], b["total_usd"]) for b in history["bills"]] == [("inv-1", "OPEN", "100.00")]
+
+
+def test_given_an_open_bill_when_an_admin_asks_an_eth_quote_then_the_rate_and_its_sources_are_locked(
+    crypto: SpotPrices,
+) -> None:
+    issue()
+    status, quote = call("POST", f"{BASE}/bills/inv-1/quotes", {"chain": "ethereum", "asset": "ETH"})
+    assert status == 201
+    # $100.00 at the on-chain $2,500.00 (the exchange's $2,510.00 is 0.4 % away): 0.04 ETH
+    assert (quote["amount"], quote["atomic_amount"], quote["rate_usd"], quote["amount_usd"]) == (
+        "0.04",
+        "40000000000000000",
+        "2500",
+        "100.00",
+    )
+    assert [s["source"] for s in quote["rate_sources"]] == ["chainlink:ethereum:ETH", "exchange:coinbase"]
+    assert [s["price_usd"] for s in quote["rate_sources"]] == ["2500", "2510"]
+    assert quote["payment_uri"] == f"ethereum:{MERCHANT_EVM}@1?value=40000000000000000"
+    assert quote["status"] == "ACTIVE"
+
+
+def test_given_a_solana_quote_then_a_fresh_reference_key_is_in_the_solana_pay_url(crypto: SpotPrices) -> None:
+    issue()
+    _, first = call("POST", f"{BASE}/bills/inv-1/quotes", {"chain": "solana", "asset": "USDC"})
+    _, second = call("POST", f"{BASE}/bills/inv-1/quotes", {"chain": "solana", "asset": "USDC"})
+    assert first["reference"] != second["reference"]
+    assert len(first["reference"]) >= 32
+    assert f"reference={first['reference']}" in first["payment_uri"]
+    assert first["payment_uri"].startswith(f"solana:{MERCHANT_SOL}?amount=100&spl-token=EPjFWdd5")
+    assert sorted(dependencies.settlement().active_references("solana")) == sorted(
+        [first["reference"], second["reference"]]
+    )
+
+
+def test_given_the_exchange_disagreeing_then_the_quote_is_refused_naming_both_sources(crypto: SpotPrices) -> None:
+    issue()
+    crypto.prices["ETH"] = "2530.00"  # 30 / 2500 = 1.2 % above the on-chain feed
+    status, body = call("POST", f"{BASE}/bills/inv-1/quotes", {"chain": "ethereum", "asset": "ETH"})
+    assert status == 503
+    assert body["error"]["message"] == (
+        "ETH price sources disagree: chainlink:ethereum:ETH reads 2500.00 USD, exchange:coinbase reads 2530.00 USD "
+        "(1.20 % apart, limit 1 %)"
+    )
+    crypto.prices["USDC"] = "0.97"
+    status, body = call("POST", f"{BASE}/bills/inv-1/quotes", {"chain": "ethereum", "asset": "USDC"})
+    assert (status, body["error"]["code"]) == (503, "rate_unavailable")
+    assert "USDC is off its peg" in body["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "role", "account", "status", "fragment"),
+    [
+        ("bills/inv-1/quotes", {"chain": "ethereum", "asset": "ETH"}, "member", "acct-1", 403, "not allowed to manage"),
+        ("bills/inv-1/quotes", {"chain": "ethereum", "asset": "ETH"}, "admin", "acct-2", 403, "not allowed"),
+        ("bills/inv-1/quotes", {"chain": "polygon", "asset": "ETH"}, "admin", "acct-1", 400, "chain must be one of"),
+        ("bills/inv-1/quotes", {"chain": "ethereum", "asset": "SOL"}, "admin", "acct-1", 400, "SOL is not accepted"),
+        ("bills/inv-1/quotes", {"chain": "ethereum", "asset": "DOGE"}, "admin", "acct-1", 400, "asset must be one of"),
+        ("bills/inv-1/quotes", {"chain": "ethereum"}, "admin", "acct-1", 400, "asset is required"),
+        ("bills/inv-9/quotes", {"chain": "ethereum", "asset": "ETH"}, "admin", "acct-1", 404, "no crypto bill"),
+        ("bills/inv-1/transactions", {"chain": "ethereum", "tx_id": "0xnone"}, "admin", "acct-1", 422, "not known"),
+        ("bills/inv-1/transactions", ["x"], "admin", "acct-1", 400, "JSON object"),
+    ],
+)
+def test_bad_requests_get_a_4xx_naming_the_problem(
+    crypto: SpotPrices, path: str, body: object, role: str, account: str, status: int, fragment: str
+) -> None:
+    issue()
+    got, answer = call("POST", f"{BASE}/{path}", body, role=role, account=account)
+    assert got == status
+    assert fragment in answer["error"]["message"]
+    assert dependencies.store().quotes("inv-1") == []
+
+
+def test_given_a_submitted_transaction_then_recorded_seen_at_once_and_shown_in_the_history(crypto: SpotPrices) -> None:
+    issue()
+    issue("inv-2")
+    call("POST", f"{BASE}/bills/inv-1/quotes", {"chain": "ethereum", "asset": "USDC"})
+    call("POST", f"{BASE}/bills/inv-2/quotes", {"chain": "ethereum", "asset": "USDC"})
+    now = datetime.now(UTC)
+    crypto_core_inspector.TRANSACTIONS["0xfeed"] = [
+        transfer("0xfeed", "USDC", 100_000_000, now, sender="0x9999999999999999999999999999999999999999")
+    ]
+    status, body = call("POST", f"{BASE}/bills/inv-1/transactions", {"chain": "ethereum", "tx_id": "0xfeed"})
+    assert status == 202
+    assert body["payments"] == [
+        {
+            "payment_id": "ethereum:0xfeed:0",
+            "status": "SEEN",
+            "asset": "USDC",
+            "amount": "100",
+            "amount_usd": "100.00",
+            "late": False,
+            "manual_review": False,
+        }
+    ]
+    status, refused = call("POST", f"{BASE}/bills/inv-2/transactions", {"chain": "ethereum", "tx_id": "0xfeed"})
+    assert (status, refused["error"]["code"]) == (409, "conflict")
+
+    _, history = call("GET", f"{BASE}/history", role="member")
+    [payment] = history["payments"]
+    assert (payment["tx_url"], payment["matched_by"], payment["invoice_id"]) == (
+        "https://etherscan.io/tx/0xfeed",
+        "fast_path",
+        "inv-1",
+    )
+    bills = {b["invoice_id"]: b["status"] for b in history["bills"]}
+    assert bills == {"inv-1": "PROCESSING", "inv-2": "OPEN"}
+    statuses = {q["invoice_id"]: q["status"] for q in history["quotes"]}
+    assert statuses == {"inv-1": "DETECTED", "inv-2": "ACTIVE"}
+
+
+def test_given_a_nonce_and_a_signed_siwe_then_the_wallet_is_linked_and_the_nonce_cannot_be_replayed(
+    crypto: SpotPrices,
+) -> None:
+    status, issued = call("POST", f"{BASE}/wallets/nonce")
+    assert status == 201
+    expires = datetime.fromisoformat(issued["expires_at"])
+    assert timedelta(minutes=9) < expires - datetime.now(UTC) <= timedelta(minutes=10)
+    wallet = Account.from_key("0x" + "33" * 32)
+    text = siwe_text(
+        "app.kilo.example",
+        wallet.address,
+        "https://app.kilo.example",
+        "1",
+        issued["nonce"],
+        datetime.now(UTC).isoformat(),
+    )
+    signature = wallet.sign_message(encode_defunct(text=text)).signature.hex()
+    status, linked = call("POST", f"{BASE}/wallets", {"chain": "ethereum", "message": text, "signature": signature})
+    assert (status, linked) == (201, {"chain": "ethereum", "address": wallet.address, "method": "eoa"})
+    assert dependencies.store().wallet_owner("evm", wallet.address.lower()) == "acct-1"
+    status, replay = call("POST", f"{BASE}/wallets", {"chain": "ethereum", "message": text, "signature": signature})
+    assert (status, replay["error"]["code"]) == (400, "sign_in_refused")
+    assert "already used" in replay["error"]["message"]

@@ -1,0 +1,115 @@
+"""A crypto-billed account's month end to end on moto with the template's rules: the close issues the invoice
+(InvoiceIssued.v1, method crypto) -> CryptoBillsRule -> the crypto bills queue -> an OPEN bill; a USDC payment from
+the linked wallet is seen (PROCESSING) and finalized (PAID, CryptoBillSettled.v1 once) -> CryptoSettledRule -> the
+crypto-settled queue -> invoicing marks the invoice paid. Figures as in test_invoice_close.py: Team with 60,000
+video minutes in March 2026 -> 7.20 + 29.00 + 29.00 = $65.20 = 65_200_000 USDC units at the locked 1:1."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+
+from kilo_billing.invoicing import InvoiceStatus
+from kilo_crypto_watch import bills_handler, dependencies
+from kilo_crypto_watch.model import BillStatus
+from kilo_invoice import crypto_settled_handler
+from tests.conftest import _clear_caches
+from tests.crypto_core_fakes import CUSTOMER_WALLET, T0, quote, transfer
+from tests.integration.test_invoice_close import Invoicing, _put_template_rule, invoicing
+
+__all__ = ["invoicing"]
+
+
+@pytest.fixture
+def crypto_invoicing(invoicing: Invoicing, monkeypatch: pytest.MonkeyPatch) -> Invoicing:
+    template = invoicing.stack.template
+    for function in ("CryptoBillsFunction", "CryptoApiFunction", "InvoiceCryptoSettledFunction"):
+        for key, value in template.function_environment(function).items():
+            if key != "POWERTOOLS_SERVICE_NAME":
+                monkeypatch.setenv(key, value)
+    invoicing.stack.clients["secretsmanager"].create_secret(
+        Name=template.parameters["CryptoRpcSecretName"], SecretString="{}"
+    )
+    _put_template_rule(invoicing.stack, "CryptoBillsRule")
+    _put_template_rule(invoicing.stack, "CryptoSettledRule")
+    _clear_caches()
+    return invoicing
+
+
+def test_given_a_crypto_account_when_its_bill_is_paid_on_chain_then_the_invoice_is_paid_once(
+    crypto_invoicing: Invoicing,
+) -> None:
+    inv = crypto_invoicing
+    inv.register("acct-c", "team", method="crypto")
+    inv.rate("acct-c", "video", 60_000)
+    inv.start("2026-04-01T06:00:00Z")
+    inv.close_all()
+    invoice = inv.invoice("acct-c")
+    assert (invoice.status, invoice.total) == (InvoiceStatus.OPEN, Decimal("65.20"))
+
+    assert len(inv.drain("CryptoBillsQueue", bills_handler.lambda_handler)) == 1
+    store = dependencies.store()
+    bill = store.bill(invoice.invoice_id)
+    assert bill is not None
+    assert (bill.status, bill.total_usd, bill.account_id, bill.number) == (
+        BillStatus.OPEN,
+        Decimal("65.20"),
+        "acct-c",
+        invoice.number,
+    )
+
+    store.link_wallet("evm", CUSTOMER_WALLET, "acct-c", "ethereum", T0)
+    usdc = quote("q-1", "USDC", 65_200_000, "1", invoice_id=invoice.invoice_id, account_id="acct-c", amount_usd="65.20")
+    store.add_quote(usdc)
+    settlement = dependencies.settlement()
+    settlement.record_seen(transfer("0xpay", "USDC", 65_200_000, T0 + timedelta(minutes=3)))
+    seen = store.bill(invoice.invoice_id)
+    assert seen is not None
+    assert seen.status is BillStatus.PROCESSING
+    assert inv.drain("CryptoSettledQueue", crypto_settled_handler.lambda_handler) == []
+    assert inv.invoice("acct-c").status is InvoiceStatus.OPEN
+
+    settlement.finalized("ethereum:0xpay:0")
+    settlement.finalized("ethereum:0xpay:0")
+    [settled_body] = inv.drain("CryptoSettledQueue", crypto_settled_handler.lambda_handler)
+    settled = json.loads(settled_body)["detail"]
+    assert (settled["invoice_id"], settled["total"], settled["settled_usd"], settled["tx_ids"]) == (
+        invoice.invoice_id,
+        "65.20",
+        "65.20",
+        ["0xpay"],
+    )
+    paid = inv.invoice("acct-c")
+    assert paid.status is InvoiceStatus.PAID
+    assert f"crypto_settled:{invoice.invoice_id}" in paid.announced
+
+    # a redelivery changes nothing
+    record = {"messageId": "again", "body": settled_body, "eventSource": "aws:sqs", "attributes": {}}
+    assert crypto_settled_handler.lambda_handler({"Records": [record]}, inv.context)["batchItemFailures"] == []
+    assert inv.invoice("acct-c") == paid
+
+
+def test_given_a_settlement_for_a_card_invoice_then_it_is_ignored(crypto_invoicing: Invoicing) -> None:
+    inv = crypto_invoicing
+    inv.register("acct-a", "team")
+    inv.rate("acct-a", "video", 60_000)
+    inv.card("acct-a", "pm_card_visa")
+    inv.start("2026-04-01T06:00:00Z")
+    inv.close_all()
+    card = inv.invoice("acct-a")
+    assert inv.drain("CryptoBillsQueue", bills_handler.lambda_handler) == []  # the rule only routes crypto invoices
+    detail = {
+        "schema_version": 1,
+        "event_id": f"crypto-settled:{card.invoice_id}",
+        "account_id": "acct-a",
+        "invoice_id": card.invoice_id,
+        "total": "65.20",
+        "settled_usd": "65.20",
+        "occurred_at": "2026-04-02T00:00:00+00:00",
+    }
+    record = {"messageId": "m", "body": json.dumps({"detail": detail}), "eventSource": "aws:sqs", "attributes": {}}
+    assert crypto_settled_handler.lambda_handler({"Records": [record]}, inv.context)["batchItemFailures"] == []
+    assert inv.invoice("acct-a").status == card.status

@@ -1,0 +1,97 @@
+"""The rates logic: two sources, staleness by heartbeat, disagreement over 1 %, the USDC depeg guard."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from kilo_crypto_watch.model import RateReading
+from kilo_crypto_watch.ports import PriceUnavailableError
+from kilo_crypto_watch.rates import (
+    CheckedRates,
+    DepegError,
+    RatePolicy,
+    SourcesDisagreeError,
+    SourceUnavailableError,
+    StaleRateError,
+    decide,
+)
+
+NOW = datetime(2026, 11, 2, 12, 0, tzinfo=UTC)
+POLICY = RatePolicy()
+
+
+def chainlink(asset: str, price: str, age_s: int = 600, heartbeat: int = 3600) -> RateReading:
+    return RateReading("chainlink:ethereum", asset, Decimal(price), NOW - timedelta(seconds=age_s), heartbeat)  # type: ignore[arg-type]
+
+
+def exchange(asset: str, price: str, age_s: int = 30) -> RateReading:
+    return RateReading("exchange:coinbase", asset, Decimal(price), NOW - timedelta(seconds=age_s), 120)  # type: ignore[arg-type]
+
+
+def test_given_two_fresh_agreeing_sources_then_the_chainlink_price_is_locked_with_both_readings() -> None:
+    readings = [chainlink("ETH", "2500.00"), exchange("ETH", "2510.00")]  # 10 / 2500 = 0.4 % apart
+    locked = decide("ETH", readings, NOW, POLICY)
+    assert (locked.price, locked.readings, locked.locked_at) == (Decimal("2500.00"), tuple(readings), NOW)
+
+
+def test_given_sources_exactly_one_percent_apart_then_still_quoted() -> None:
+    assert decide("ETH", [chainlink("ETH", "2500.00"), exchange("ETH", "2525.00")], NOW, POLICY).price == Decimal(
+        "2500.00"
+    )
+
+
+def test_given_sources_more_than_one_percent_apart_then_refused_naming_both() -> None:
+    with pytest.raises(SourcesDisagreeError) as refused:
+        decide("ETH", [chainlink("ETH", "2500.00"), exchange("ETH", "2526.00")], NOW, POLICY)  # 26 / 2500 = 1.04 %
+    assert str(refused.value) == (
+        "ETH price sources disagree: chainlink:ethereum reads 2500.00 USD, exchange:coinbase reads 2526.00 USD "
+        "(1.04 % apart, limit 1 %)"
+    )
+
+
+def test_given_a_reading_older_than_its_heartbeat_then_stale() -> None:
+    with pytest.raises(StaleRateError, match="chainlink:ethereum is stale: updated 3601 s ago, heartbeat 3600 s"):
+        decide("ETH", [chainlink("ETH", "2500.00", age_s=3601), exchange("ETH", "2500.00")], NOW, POLICY)
+    with pytest.raises(StaleRateError, match="exchange:coinbase is stale: updated 121 s ago, heartbeat 120 s"):
+        decide("ETH", [chainlink("ETH", "2500.00"), exchange("ETH", "2500.00", age_s=121)], NOW, POLICY)
+    fresh = decide("ETH", [chainlink("ETH", "2500.00", age_s=3600), exchange("ETH", "2500.00")], NOW, POLICY)
+    assert fresh.price == Decimal("2500.00")
+
+
+@pytest.mark.parametrize("price", ["0.9799", "1.0201"])
+def test_given_usdc_off_its_peg_then_refused(price: str) -> None:
+    with pytest.raises(
+        DepegError, match=f"USDC is off its peg: exchange:coinbase reads {price} USD, outside 0.98-1.02"
+    ):
+        decide("USDC", [chainlink("USDC", "1.0000", heartbeat=86400), exchange("USDC", price)], NOW, POLICY)
+
+
+def test_given_usdc_inside_its_band_then_locked_at_exactly_one() -> None:
+    locked = decide("USDC", [chainlink("USDC", "0.9990", heartbeat=86400), exchange("USDC", "0.9985")], NOW, POLICY)
+    assert locked.price == Decimal(1)
+
+
+def test_given_one_source_then_refused() -> None:
+    with pytest.raises(SourceUnavailableError, match="1 price source"):
+        decide("SOL", [chainlink("SOL", "150.00")], NOW, POLICY)
+
+
+class Source:
+    def __init__(self, reading: RateReading | None) -> None:
+        self.reading = reading
+
+    def read(self, asset: str) -> RateReading:
+        if self.reading is None:
+            raise PriceUnavailableError("feed answered no round")
+        return self.reading
+
+
+def test_given_a_source_that_does_not_answer_then_the_quote_is_refused_naming_it() -> None:
+    rates = CheckedRates([Source(None), Source(exchange("ETH", "2500.00"))])
+    with pytest.raises(SourceUnavailableError, match="ETH: a price source is unavailable: feed answered no round"):
+        rates.lock("ETH", NOW)
+    both = CheckedRates([Source(chainlink("ETH", "2500.00")), Source(exchange("ETH", "2501.00"))])
+    assert both.lock("ETH", NOW).price == Decimal("2500.00")
