@@ -18,7 +18,7 @@ UPDATED = 1_790_000_000  # 2026-09-21T14:13:20Z
 
 def _source(chain: Chain, now: datetime, heartbeat: int = 3_600) -> ChainlinkPriceSource:
     feed = ChainlinkFeed("ETH", chain.aggregator, heartbeat_seconds=heartbeat)
-    return ChainlinkPriceSource(chain.node.url, {"ETH": feed}, clock=lambda: now)
+    return ChainlinkPriceSource({"ETH": feed}, {"ethereum": chain.node.url}, clock=lambda: now)
 
 
 def _set_answer(chain: Chain, answer: int, updated_at: int) -> None:
@@ -62,11 +62,11 @@ def test_given_a_usdc_feed_with_its_own_decimals_then_each_feed_scales_by_its_ow
     usdc_feed = deploy_contract(chain.w3, "TestAggregator", 6, "USDC / USD", 999_800)  # $0.9998 at 6 decimals
     now = datetime.now(UTC)
     source = ChainlinkPriceSource(
-        chain.node.url,
         {
             "USDC": ChainlinkFeed("USDC", usdc_feed, heartbeat_seconds=86_400),
             "ETH": ChainlinkFeed("ETH", chain.aggregator, heartbeat_seconds=3_600),
         },
+        {"ethereum": chain.node.url},
         clock=lambda: now + timedelta(seconds=5),
     )
 

@@ -60,25 +60,36 @@ class ChainlinkFeed:
 
 
 class ChainlinkPriceSource:
-    """PriceSource over Chainlink feeds on one EVM chain (``rpc_url``)."""
+    """PriceSource over Chainlink feeds (one per asset), each read on its chain's RPC (``rpc_urls`` by chain key)."""
 
     def __init__(
         self,
-        rpc_url: str,
         feeds: Mapping[str, ChainlinkFeed],
+        rpc_urls: Mapping[str, str],
         clock: Callable[[], datetime] | None = None,
         timeout_s: float = 10.0,
     ) -> None:
-        self.web3 = Web3(HTTPProvider(rpc_url, request_kwargs={"timeout": timeout_s}))
         self.feeds = dict(feeds)
+        self.rpc_urls = dict(rpc_urls)
         self.clock = clock or (lambda: datetime.now(UTC))
+        self.timeout_s = timeout_s
+        self._web3: dict[str, Web3] = {}
         self._decimals: dict[str, int] = {}
+
+    def _chain(self, feed: ChainlinkFeed) -> Web3:
+        if feed.chain not in self._web3:
+            url = self.rpc_urls.get(feed.chain)
+            if url is None:
+                raise PriceUnavailableError(f"{feed.source}: no RPC URL for chain {feed.chain}")
+            self._web3[feed.chain] = Web3(HTTPProvider(url, request_kwargs={"timeout": self.timeout_s}))
+        return self._web3[feed.chain]
 
     def read(self, asset: Asset) -> RateReading:
         feed = self.feeds.get(asset)
         if feed is None:
             raise PriceUnavailableError(f"no Chainlink feed configured for {asset}")
-        contract = self.web3.eth.contract(address=Web3.to_checksum_address(feed.address), abi=AGGREGATOR_V3_ABI)
+        web3 = self._chain(feed)
+        contract = web3.eth.contract(address=Web3.to_checksum_address(feed.address), abi=AGGREGATOR_V3_ABI)
         try:
             if asset not in self._decimals:
                 self._decimals[asset] = int(contract.functions.decimals().call())
