@@ -78,8 +78,8 @@ def test_given_a_usdc_feed_with_its_own_decimals_then_each_feed_scales_by_its_ow
 
 def test_given_an_address_that_is_not_a_feed_then_the_source_says_it_could_not_read_it(chain: Chain) -> None:
     source = ChainlinkPriceSource(
-        chain.node.url,
         {"ETH": ChainlinkFeed("ETH", chain.usdc, heartbeat_seconds=3_600)},
+        {"ethereum": chain.node.url},
         clock=lambda: datetime.now(UTC),
     )
 

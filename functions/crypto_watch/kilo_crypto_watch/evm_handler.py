@@ -17,6 +17,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from kilo_billing import observability
 from kilo_billing.observability import Metric, count
 from kilo_crypto_watch import dependencies
+from kilo_crypto_watch.settings import settings
 
 if TYPE_CHECKING:
     from kilo_crypto_watch.chainlink import ChainlinkPriceSource
@@ -63,7 +64,7 @@ def price_source() -> ChainlinkPriceSource:
 
     feeds = {
         asset: ChainlinkFeed(feed.asset, feed.address, feed.heartbeat_seconds, feed.chain)
-        for asset, feed in dependencies.settings().feeds().items()
+        for asset, feed in settings().feeds().items()
     }
     urls = {key: chain.rpc_url for key, chain in dependencies.chains().items() if chain.kind == "evm"}
     return ChainlinkPriceSource(feeds, urls)
