@@ -273,3 +273,13 @@ def test_given_a_reverted_payment_then_it_is_failed_and_pays_nothing(billing: Bi
     assert payment is not None
     assert payment.status is PaymentStatus.FAILED
     assert billing.bill().status is BillStatus.OPEN
+
+
+def test_given_a_schedule_naming_no_configured_evm_chain_then_the_run_fails_naming_the_chains(
+    billing: Billing,
+) -> None:
+    from kilo_crypto_watch import evm_handler  # noqa: PLC0415
+
+    for chain_key in ("base", None, 7):
+        with pytest.raises(evm_handler.UnknownChainError, match=r"the configured EVM chains are \['ethereum'\]"):
+            evm_handler.lambda_handler({"chain": chain_key}, billing.context)  # type: ignore[arg-type]
