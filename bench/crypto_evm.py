@@ -223,7 +223,7 @@ def run(quick: bool = False) -> str:
     quote_rows = [
         ("first run (no new blocks; sets the cursor)", "first"),
         (f"scan of {q1['scan_blocks']} new blocks with {q1['seen']} merchant credits", "scan"),
-        (f"finality run ({q1['finalized']} payments finalized)", "final"),
+        (f"finality run, 8 blocks later ({q1['finalized']} finalized; the scan run finalized the others)", "final"),
         ("idle run (no new block)", "idle"),
     ]
     quotes_table = "\n".join(
