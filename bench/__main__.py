@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from bench import cold_start, ingest, invoicing, localstack_memory, rating, rooms
+from bench import cold_start, crypto_evm, ingest, invoicing, localstack_memory, rating, rooms
 
 
 def main() -> int:
@@ -13,7 +13,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke run)")
     parser.add_argument(
         "--only",
-        choices=["ingest", "cold_start", "rating", "rooms", "localstack-memory", "invoicing"],
+        choices=["ingest", "cold_start", "rating", "rooms", "localstack-memory", "invoicing", "crypto-evm"],
         help="run one benchmark",
     )
     args = parser.parse_args()
@@ -29,6 +29,8 @@ def main() -> int:
         rooms.run(quick=args.quick)
     if args.only in (None, "invoicing"):
         print(invoicing.run(quick=args.quick))
+    if args.only in (None, "crypto-evm"):
+        print(crypto_evm.run(quick=args.quick))
     return 0
 
 

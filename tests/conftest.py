@@ -12,6 +12,9 @@ import boto3
 import pytest
 from hypothesis import settings as hypothesis_settings
 
+# A real EVM chain (anvil, the test contracts) for the crypto tests: fixtures `anvil_session` and `chain`.
+pytest_plugins = ("tests.evm_chain",)
+
 # Property tests are derandomised wherever they run (`./dev test`, CI): the same examples every run and on every
 # machine, no example database, no per-example deadline - a red run is reproducible and a slow machine is not a
 # failure. `HYPOTHESIS_PROFILE=explore ./dev test` opts into new random examples (failures are saved and replayed).

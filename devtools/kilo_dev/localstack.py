@@ -924,6 +924,8 @@ class LocalStack:
             url = self.clients["sqs"].get_queue_url(QueueName=arn.rsplit(":", 1)[1])["QueueUrl"]
             self.queues.append(QueueSource(function, url, arn, int(props.get("BatchSize", 10)), self.clients["sqs"]))
         elif kind in ("Schedule", "ScheduleV2"):
+            if str(self.template.resolve(props.get("State", "ENABLED"))).upper() == "DISABLED":
+                return  # a schedule the parameters turn off (e.g. an EVM chain not configured) never fires
             every = parse_rate(
                 str(self.template.resolve(props["Schedule"] if kind == "Schedule" else props["ScheduleExpression"]))
             )

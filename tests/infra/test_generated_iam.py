@@ -42,6 +42,8 @@ INVOICE_START_DLQ = f"arn:aws:sqs:{ARN}:kilo-billing-invoice-start-dlq-test"
 INVOICE_START_FUNCTION = f"arn:aws:lambda:{ARN}:function:kilo-billing-invoice-start-test"
 CRYPTO_TABLE = f"arn:aws:dynamodb:{ARN}:table/kilo-billing-crypto-test"
 CRYPTO_RPC = f"arn:aws:secretsmanager:{ARN}:secret:kilo-billing/crypto-rpc-??????"
+CRYPTO_EVM_WATCHER = f"arn:aws:lambda:{ARN}:function:kilo-billing-crypto-evm-watcher-test"
+CRYPTO_EVM_WATCHER_DLQ = f"arn:aws:sqs:{ARN}:kilo-billing-crypto-evm-watcher-dlq-test"
 
 # AWS managed policies SAM attaches; their resources are "*" (AWS's own documents), accepted in docs/decisions.md.
 BASIC_EXECUTION = "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"  # logs:CreateLogGroup/Stream/Put
@@ -240,6 +242,30 @@ ROLES = {
         ("secretsmanager:GetSecretValue", CRYPTO_RPC),  # keyed RPC URLs
         ("events:PutEvents", BILLING_BUS),  # CryptoPaymentSeen.v1, CryptoBillSettled.v1
     ),
+    # the EVM watcher: settlement's reads and transactions, its cursor; a failed run to its DLQ (on-failure destination)
+    "CryptoEvmWatcherFunctionRole": role(
+        LAMBDA,
+        {BASIC_EXECUTION, XRAY_WRITE},
+        ("dynamodb:GetItem", CRYPTO_TABLE),
+        ("dynamodb:PutItem", CRYPTO_TABLE),
+        ("dynamodb:UpdateItem", CRYPTO_TABLE),
+        ("dynamodb:Query", CRYPTO_TABLE),
+        ("dynamodb:ConditionCheckItem", CRYPTO_TABLE),
+        ("dynamodb:Query", f"{CRYPTO_TABLE}/index/watch"),  # SEEN payments pending finality
+        ("dynamodb:Query", f"{CRYPTO_TABLE}/index/account"),  # the linked wallet's unpaid bills
+        ("secretsmanager:GetSecretValue", CRYPTO_RPC),
+        ("events:PutEvents", BILLING_BUS),
+        ("sqs:SendMessage", CRYPTO_EVM_WATCHER_DLQ),
+    ),
+    **{
+        f"CryptoEvmWatcherFunctionWatch{chain}Role": role(
+            SCHEDULER,
+            set(),
+            ("lambda:InvokeFunction", CRYPTO_EVM_WATCHER),
+            ("sqs:SendMessage", CRYPTO_EVM_WATCHER_DLQ),
+        )
+        for chain in ("Ethereum", "Base")
+    },
     # invoicing marks a crypto invoice paid on CryptoBillSettled.v1
     "InvoiceCryptoSettledFunctionRole": role(
         LAMBDA,

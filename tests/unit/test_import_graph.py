@@ -158,6 +158,13 @@ HANDLERS = [
         None,
         frozenset({"stripe", "aiohttp", "requests", "web3", "eth_account", "solana", "solders", "livekit.api"}),
     ),
+    # The EVM watcher loads web3 on its first run (a scheduled function: no request waits on its cold start); importing
+    # it loads no chain SDK at all, and never Solana's or Stripe's.
+    Handler(
+        "kilo_crypto_watch.evm_handler",
+        None,
+        frozenset({"stripe", "aiohttp", "web3", "eth_account", "solana", "solders", "livekit.api"}),
+    ),
     Handler(
         "kilo_invoice.crypto_settled_handler",
         {"Records": []},

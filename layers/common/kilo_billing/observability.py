@@ -72,6 +72,11 @@ class Metric(StrEnum):
     PAYMENT_EVENT_APPLIED = "PaymentEventApplied"  # a Stripe event that changed our records
     PAYMENT_EVENT_IGNORED = "PaymentEventIgnored"  # a Stripe event about nothing of ours (or no longer stored)
     PAYMENT_FAILED = "PaymentFailed"  # PaymentFailed.v1 published
+    # crypto watchers (EVM)
+    CRYPTO_TRANSFERS_SEEN = "CryptoTransfersSeen"  # merchant credits a watcher run reported to settlement
+    CRYPTO_REORGS = "CryptoReorgs"  # a watcher run found its cursor's block gone and rolled back
+    CRYPTO_WATCH_BEHIND = "CryptoWatchBehind"  # a run stopped at its work cap: the next one resumes (catch-up)
+    CRYPTO_WATCH_FAILED = "CryptoWatchFailed"  # a run that failed (RPC down): the schedule retries, then its DLQ
 
 
 @cache

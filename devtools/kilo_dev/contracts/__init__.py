@@ -1,0 +1,45 @@
+"""Test contracts for the local EVM chain (anvil), written in Vyper and compiled here.
+
+- ``TestUSDC.vy``: a 6-decimal ERC-20 like USDC (transfer, transferFrom, approve, Transfer events) with an open mint.
+- ``TestAggregator.vy``: a Chainlink-compatible feed (``latestRoundData``, ``decimals``) with a settable answer and
+  ``updatedAt``.
+
+Their ABI and bytecode are committed next to them (``<Name>.json``), so tests, the benchmark and the demo deploy them
+without a compiler; ``tests/unit/test_crypto_evm_contracts.py`` recompiles the sources and requires the committed
+bytecode (they cannot drift). After editing a source: ``python -m kilo_dev.contracts`` rewrites the JSON files.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Final
+
+HERE: Final = Path(__file__).resolve().parent
+CONTRACTS: Final = ("TestUSDC", "TestAggregator")
+
+
+def compile_source(name: str) -> dict[str, Any]:
+    """Compile ``<name>.vy`` with the pinned vyper: ``{"abi": [...], "bytecode": "0x..."}`` (deployment bytecode)."""
+    import vyper  # type: ignore[import-untyped]  # noqa: PLC0415 - a dev dependency, loaded only to compile
+
+    source = (HERE / f"{name}.vy").read_text()
+    out = vyper.compile_code(source, contract_path=f"{name}.vy", output_formats=["abi", "bytecode"])
+    return {"compiler": f"vyper {vyper.__version__}", "abi": out["abi"], "bytecode": out["bytecode"]}
+
+
+def load(name: str) -> dict[str, Any]:
+    """The committed ABI and bytecode of a test contract."""
+    data: dict[str, Any] = json.loads((HERE / f"{name}.json").read_text())
+    return data
+
+
+def main() -> None:
+    for name in CONTRACTS:
+        compiled = compile_source(name)
+        (HERE / f"{name}.json").write_text(json.dumps(compiled, indent=1) + "\n")
+        print(f"{name}.json: {len(compiled['bytecode']) // 2 - 1} bytes, {compiled['compiler']}")
+
+
+if __name__ == "__main__":
+    main()

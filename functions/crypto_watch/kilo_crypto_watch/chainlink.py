@@ -1,0 +1,119 @@
+"""A PriceSource reading Chainlink price feeds on chain with web3.py: ``latestRoundData`` and ``decimals``.
+
+The answer is exact: ``answer x 10^-decimals`` as a Decimal (no float, no rounding). A feed answers something unusable
+- no round yet (``updatedAt`` 0), a zero or negative answer, an answer carried from an earlier round
+(``answeredInRound < roundId``) - or one older than the feed's heartbeat: ``PriceUnavailableError`` naming the feed
+and why. Fresh answers carry the heartbeat (``RateReading.heartbeat_seconds``) so the rates logic can judge staleness
+again at quoting time. A feed's decimals are read once per source (they never change for a feed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, Final
+
+from web3 import HTTPProvider, Web3
+
+from kilo_crypto_watch.model import Asset, RateReading
+from kilo_crypto_watch.ports import PriceUnavailableError
+
+AGGREGATOR_V3_ABI: Final[list[dict[str, Any]]] = [
+    {
+        "name": "latestRoundData",
+        "type": "function",
+        "stateMutability": "view",
+        "inputs": [],
+        "outputs": [
+            {"name": "roundId", "type": "uint80"},
+            {"name": "answer", "type": "int256"},
+            {"name": "startedAt", "type": "uint256"},
+            {"name": "updatedAt", "type": "uint256"},
+            {"name": "answeredInRound", "type": "uint80"},
+        ],
+    },
+    {
+        "name": "decimals",
+        "type": "function",
+        "stateMutability": "view",
+        "inputs": [],
+        "outputs": [{"name": "", "type": "uint8"}],
+    },
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ChainlinkFeed:
+    """One Chainlink feed: its asset, contract address on ``chain`` and heartbeat (mainnet: ETH/USD 3600 s, USDC/USD
+    86400 s)."""
+
+    asset: Asset
+    address: str
+    heartbeat_seconds: int
+    chain: str = "ethereum"
+
+    @property
+    def source(self) -> str:
+        return f"chainlink:{self.chain}:{self.address}"
+
+
+class ChainlinkPriceSource:
+    """PriceSource over Chainlink feeds (one per asset), each read on its chain's RPC (``rpc_urls`` by chain key)."""
+
+    def __init__(
+        self,
+        feeds: Mapping[str, ChainlinkFeed],
+        rpc_urls: Mapping[str, str],
+        clock: Callable[[], datetime] | None = None,
+        timeout_s: float = 10.0,
+    ) -> None:
+        self.feeds = dict(feeds)
+        self.rpc_urls = dict(rpc_urls)
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self.timeout_s = timeout_s
+        self._web3: dict[str, Web3] = {}
+        self._decimals: dict[str, int] = {}
+
+    def _chain(self, feed: ChainlinkFeed) -> Web3:
+        if feed.chain not in self._web3:
+            url = self.rpc_urls.get(feed.chain)
+            if url is None:
+                raise PriceUnavailableError(f"{feed.source}: no RPC URL for chain {feed.chain}")
+            self._web3[feed.chain] = Web3(HTTPProvider(url, request_kwargs={"timeout": self.timeout_s}))
+        return self._web3[feed.chain]
+
+    def read(self, asset: Asset) -> RateReading:
+        feed = self.feeds.get(asset)
+        if feed is None:
+            raise PriceUnavailableError(f"no Chainlink feed configured for {asset}")
+        web3 = self._chain(feed)
+        contract = web3.eth.contract(address=Web3.to_checksum_address(feed.address), abi=AGGREGATOR_V3_ABI)
+        try:
+            if asset not in self._decimals:
+                self._decimals[asset] = int(contract.functions.decimals().call())
+            round_id, answer, _started, updated_at, answered_in = contract.functions.latestRoundData().call()
+        except Exception as exc:  # any failure to read the feed (connection, revert, not a feed): no price from it
+            raise PriceUnavailableError(f"{feed.source}: latestRoundData failed: {exc}") from exc
+        if int(updated_at) == 0:
+            raise PriceUnavailableError(f"{feed.source}: no completed round (updatedAt 0)")
+        if int(answer) <= 0:
+            raise PriceUnavailableError(f"{feed.source}: answer {answer} is not a price")
+        if int(answered_in) < int(round_id):
+            raise PriceUnavailableError(f"{feed.source}: round {round_id} carries an answer from round {answered_in}")
+        updated = datetime.fromtimestamp(int(updated_at), UTC)
+        age = (self.clock() - updated).total_seconds()
+        if age > feed.heartbeat_seconds:
+            raise PriceUnavailableError(
+                f"{feed.source}: stale answer, updated {updated.isoformat()} ({int(age)} s ago, heartbeat "
+                f"{feed.heartbeat_seconds} s)"
+            )
+        return RateReading(
+            source=feed.source,
+            asset=asset,
+            price=Decimal(int(answer)).scaleb(-self._decimals[asset]),
+            updated_at=updated,
+            heartbeat_seconds=feed.heartbeat_seconds,
+            round_id=int(round_id),
+        )

@@ -1,0 +1,433 @@
+"""The EVM chain watcher and the EVM fast path, over a narrow ``EvmRpc`` port (the web3.py adapter is ``evm_rpc.py``).
+
+One run per chain (``watch``):
+
+1. **Reorg check.** The cursor holds the last scanned block and its hash. If the canonical chain no longer has that hash
+   at that height, the run walks back to the highest block it can prove is shared: the highest pending payment's block
+   whose hash is still canonical, else the ``finalized`` block (which cannot reorg). Pending payments above that point
+   whose block hash changed are ORPHANED; the blocks above it are scanned again (reporting is idempotent per payment id,
+   so a payment re-included in the new chain is seen again with its new block).
+2. **Scan** ``[cursor+1, min(head, cursor+max_blocks_per_run)]``: ``eth_getLogs`` for USDC ``Transfer`` events to the
+   merchant (topics as 0x-hex strings), in chunks that start at ``initial_chunk`` blocks, halve on a provider error and
+   double back after a success; and the blocks themselves (full transactions) for native ETH sent to the merchant and
+   for direct USDC ``transfer(merchant, …)`` calls, whose receipts say whether they succeeded (a reverted call leaves no
+   log: it is reported ``succeeded=False``). The cursor moves to the last block scanned (a conditional write: a
+   concurrent run that moved it first wins and this one stops).
+3. **Finality.** Every SEEN payment at or below the ``finalized`` block is FINALIZED if its block hash is still the
+   canonical one at its height, else ORPHANED.
+
+The watcher never asks anything per quote: RPC calls per run depend on the blocks scanned, the transactions to the
+merchant and the payments pending finality, never on the number of open quotes. ``RunReport.rpc_calls`` counts the
+JSON-RPC requests the run made (each element of a batch counts).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Literal, Protocol
+
+from kilo_crypto_watch.model import ChainConfig, Cursor, ObservedTransfer, PendingPayment, RunReport
+from kilo_crypto_watch.ports import CursorConflictError, CursorStore, PaymentSink, TransactionNotFoundError
+
+TRANSFER_TOPIC = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
+TRANSFER_SELECTOR = "0xa9059cbb"  # transfer(address,uint256)
+TRANSFER_FROM_SELECTOR = "0x23b872dd"  # transferFrom(address,address,uint256)
+NATIVE_INDEX = -1  # ObservedTransfer.index of a credit that has no log: native ETH, or a reverted USDC call
+
+BlockTag = Literal["latest", "finalized"]
+
+
+# --- what the port returns --------------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class BlockRef:
+    number: int
+    hash: str
+    timestamp: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class EvmTransaction:
+    hash: str
+    sender: str  # checksummed
+    to: str | None  # checksummed; None for a contract creation
+    value: int  # wei
+    input: str  # 0x-hex call data
+    block_number: int | None = None
+    block_hash: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EvmBlock:
+    number: int
+    hash: str
+    timestamp: int
+    transactions: tuple[EvmTransaction, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class EvmLog:
+    address: str  # checksummed emitter
+    topics: tuple[str, ...]  # 0x-hex, lower case
+    data: str  # 0x-hex
+    block_number: int
+    block_hash: str
+    tx_hash: str
+    log_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class EvmReceipt:
+    tx_hash: str
+    succeeded: bool  # status 1
+    block_number: int
+    block_hash: str
+    logs: tuple[EvmLog, ...] = ()
+
+
+class RpcRangeError(Exception):
+    """The provider refused an ``eth_getLogs`` range (too many blocks or results, a limit, a timeout): try smaller."""
+
+
+class RpcUnavailableError(Exception):
+    """The node did not answer usefully (connection, HTTP or JSON-RPC failure): the run fails and is retried."""
+
+
+class EvmRpc(Protocol):
+    """The JSON-RPC an EVM watcher needs. ``calls`` counts the JSON-RPC requests made (each batch element counts)."""
+
+    @property
+    def calls(self) -> int: ...
+
+    def block_ref(self, tag: BlockTag) -> BlockRef:
+        """The ``latest`` or ``finalized`` block."""
+        ...
+
+    def block_hashes(self, numbers: Sequence[int]) -> dict[int, str | None]:
+        """The canonical hash at each height (None above the head)."""
+        ...
+
+    def blocks(self, first: int, last: int) -> list[EvmBlock]:
+        """Blocks ``first..last`` with their full transactions."""
+        ...
+
+    def logs(self, address: str, topics: Sequence[str | None], first: int, last: int) -> list[EvmLog]:
+        """``eth_getLogs``; raises RpcRangeError when the provider refuses the range."""
+        ...
+
+    def receipts(self, tx_hashes: Sequence[str]) -> dict[str, EvmReceipt]:
+        """Receipts of mined transactions (a pending or unknown one is missing from the answer)."""
+        ...
+
+    def transaction(self, tx_hash: str) -> EvmTransaction | None: ...
+
+
+# --- pure decoding ----------------------------------------------------------------------------------------------------
+def address_topic(address: str) -> str:
+    """An address as an indexed topic: 32 bytes, 0x-hex, lower case (bytes topics match nothing on some providers)."""
+    return "0x" + address.lower().removeprefix("0x").rjust(64, "0")
+
+
+def topic_address(topic: str) -> str:
+    return "0x" + topic[-40:]
+
+
+def same_address(a: str | None, b: str | None) -> bool:
+    return a is not None and b is not None and a.lower() == b.lower()
+
+
+def _word(data: str, index: int) -> str:
+    body = data.removeprefix("0x")
+    return body[index * 64 : (index + 1) * 64]
+
+
+def decode_transfer_call(tx: EvmTransaction) -> tuple[str, str, int] | None:
+    """``(from, to, amount)`` of an ERC-20 ``transfer``/``transferFrom`` call, or None (other calls, short data)."""
+    selector = tx.input[:10].lower()
+    try:
+        if selector == TRANSFER_SELECTOR and len(tx.input) >= 10 + 2 * 64:
+            return tx.sender, topic_address(_word(tx.input[10:], 0)), int(_word(tx.input[10:], 1), 16)
+        if selector == TRANSFER_FROM_SELECTOR and len(tx.input) >= 10 + 3 * 64:
+            args = tx.input[10:]
+            return topic_address(_word(args, 0)), topic_address(_word(args, 1)), int(_word(args, 2), 16)
+    except ValueError:
+        return None
+    return None
+
+
+def _checksum(address: str) -> str:
+    from eth_utils.address import to_checksum_address  # noqa: PLC0415 - a dependency of web3, light (no web3 import)
+
+    return str(to_checksum_address(address))
+
+
+def _time(timestamp: int | None) -> datetime | None:
+    return datetime.fromtimestamp(timestamp, UTC) if timestamp else None
+
+
+def usdc_credit(chain: ChainConfig, log: EvmLog, timestamp: int | None = None) -> ObservedTransfer | None:
+    """The merchant credit in a log, or None (another contract, another event, another recipient)."""
+    if not same_address(log.address, chain.usdc) or len(log.topics) != 3 or log.topics[0].lower() != TRANSFER_TOPIC:
+        return None
+    recipient = topic_address(log.topics[2])
+    if not same_address(recipient, chain.merchant_address):
+        return None
+    return ObservedTransfer(
+        chain=chain.key,
+        asset="USDC",
+        tx_id=log.tx_hash,
+        index=log.log_index,
+        block_number=log.block_number,
+        block_hash=log.block_hash,
+        sender=_checksum(topic_address(log.topics[1])),
+        recipient=_checksum(recipient),
+        atomic_amount=int(log.data, 16) if log.data not in {"0x", ""} else 0,
+        block_time=_time(timestamp),
+    )
+
+
+def wants_receipt(chain: ChainConfig, tx: EvmTransaction) -> bool:
+    """A transaction whose receipt the watcher reads: native value to the merchant, or a USDC transfer call to it."""
+    if same_address(tx.to, chain.merchant_address) and tx.value > 0:
+        return True
+    if same_address(tx.to, chain.usdc):
+        call = decode_transfer_call(tx)
+        return call is not None and same_address(call[1], chain.merchant_address)
+    return False
+
+
+def transaction_credits(
+    chain: ChainConfig, tx: EvmTransaction, receipt: EvmReceipt, timestamp: int | None = None
+) -> list[ObservedTransfer]:
+    """Every merchant credit one mined transaction made: native value, USDC Transfer logs; for a reverted transaction,
+    what it tried (native value, a direct USDC transfer call) with ``succeeded=False``."""
+    credits: list[ObservedTransfer] = []
+    when = _time(timestamp)
+    if same_address(tx.to, chain.merchant_address) and tx.value > 0:
+        credits.append(
+            ObservedTransfer(
+                chain=chain.key,
+                asset=chain.native,
+                tx_id=tx.hash,
+                index=NATIVE_INDEX,
+                block_number=receipt.block_number,
+                block_hash=receipt.block_hash,
+                sender=_checksum(tx.sender),
+                recipient=_checksum(chain.merchant_address),
+                atomic_amount=tx.value,
+                succeeded=receipt.succeeded,
+                block_time=when,
+            )
+        )
+    if receipt.succeeded:
+        for log in receipt.logs:
+            credit = usdc_credit(chain, log, timestamp)
+            if credit is not None:
+                credits.append(credit)
+    elif same_address(tx.to, chain.usdc):
+        call = decode_transfer_call(tx)
+        if call is not None and same_address(call[1], chain.merchant_address):
+            credits.append(
+                ObservedTransfer(
+                    chain=chain.key,
+                    asset="USDC",
+                    tx_id=tx.hash,
+                    index=NATIVE_INDEX,
+                    block_number=receipt.block_number,
+                    block_hash=receipt.block_hash,
+                    sender=_checksum(call[0]),
+                    recipient=_checksum(call[1]),
+                    atomic_amount=call[2],
+                    succeeded=False,
+                    block_time=when,
+                )
+            )
+    return credits
+
+
+# --- the watcher ------------------------------------------------------------------------------------------------------
+@dataclass
+class ChunkSizer:
+    """``eth_getLogs`` chunk size: starts at ``initial``, halves on a refused range, doubles back after a success."""
+
+    initial: int
+    size: int = 0
+    halvings: int = field(default=0)
+
+    def __post_init__(self) -> None:
+        self.size = self.size or self.initial
+
+    def refused(self) -> bool:
+        """Halve; False when already at one block (nothing smaller to try)."""
+        if self.size <= 1:
+            return False
+        self.size = max(1, self.size // 2)
+        self.halvings += 1
+        return True
+
+    def succeeded(self) -> None:
+        self.size = min(self.initial, self.size * 2)
+
+
+def _usdc_logs(rpc: EvmRpc, chain: ChainConfig, first: int, last: int, sizer: ChunkSizer) -> list[EvmLog]:
+    topics = [TRANSFER_TOPIC, None, address_topic(chain.merchant_address)]
+    found: list[EvmLog] = []
+    start = first
+    while start <= last:
+        end = min(last, start + sizer.size - 1)
+        try:
+            found.extend(rpc.logs(chain.usdc, topics, start, end))
+        except RpcRangeError:
+            if not sizer.refused():
+                raise
+            continue
+        sizer.succeeded()
+        start = end + 1
+    return found
+
+
+def _scan(
+    rpc: EvmRpc, sink: PaymentSink, chain: ChainConfig, first: int, last: int, sizer: ChunkSizer
+) -> tuple[int, int]:
+    """Report every merchant credit in ``first..last``; returns (transfers reported, failed among them)."""
+    logs = _usdc_logs(rpc, chain, first, last, sizer)
+    blocks = rpc.blocks(first, last)
+    stamps = {block.number: block.timestamp for block in blocks}
+    watched = [tx for block in blocks for tx in block.transactions if wants_receipt(chain, tx)]
+    receipts = rpc.receipts([tx.hash for tx in watched]) if watched else {}
+    seen: dict[str, ObservedTransfer] = {}
+    for log in logs:
+        credit = usdc_credit(chain, log, stamps.get(log.block_number))
+        if credit is not None:
+            seen[credit.payment_id] = credit
+    for tx in watched:
+        receipt = receipts.get(tx.hash)
+        if receipt is None:  # mined in a scanned block, so it has a receipt; a node that lost it: the run fails
+            raise RpcUnavailableError(f"no receipt for {tx.hash} mined in block {tx.block_number}")
+        for credit in transaction_credits(chain, tx, receipt, stamps.get(receipt.block_number)):
+            seen.setdefault(credit.payment_id, credit)  # USDC logs were already found by eth_getLogs
+    ordered = sorted(seen.values(), key=lambda t: (t.block_number, t.index if t.index >= 0 else 1 << 30, t.tx_id))
+    for credit in ordered:
+        sink.record_seen(credit)
+    return len(ordered), sum(1 for credit in ordered if not credit.succeeded)
+
+
+def _common_ancestor(
+    rpc: EvmRpc, cursor: Cursor, pending: Sequence[PendingPayment], finalized: BlockRef
+) -> tuple[int, set[str]]:
+    """The highest block known to be shared with the canonical chain, and the pending payments whose block left it."""
+    candidates = sorted({p.block_number for p in pending if finalized.number < p.block_number <= cursor.block_number})
+    canonical = rpc.block_hashes(candidates) if candidates else {}
+    orphaned = {
+        p.payment_id for p in pending if p.block_number in canonical and canonical[p.block_number] != p.block_hash
+    }
+    ancestor = min(finalized.number, cursor.block_number)
+    for p in pending:
+        if p.block_number in canonical and canonical[p.block_number] == p.block_hash:
+            ancestor = max(ancestor, p.block_number)
+    return ancestor, orphaned
+
+
+def watch(
+    chain: ChainConfig,
+    rpc: EvmRpc,
+    cursors: CursorStore,
+    sink: PaymentSink,
+    now: datetime | None = None,
+) -> RunReport:
+    """One bounded run of the EVM watcher for ``chain`` (see the module docstring)."""
+    calls_before = rpc.calls
+    cursor = cursors.get(chain.key)
+    head = rpc.block_ref("latest")
+    finalized = rpc.block_ref("finalized")
+    pending = list(sink.pending(chain.key))
+    rolled_back_to: int | None = None
+    orphaned_ids: set[str] = set()
+    next_block = chain.start_block
+    if cursor is not None:
+        next_block = cursor.block_number + 1
+        still = rpc.block_hashes([cursor.block_number]).get(cursor.block_number)
+        if still != cursor.block_hash:
+            ancestor, orphaned_ids = _common_ancestor(rpc, cursor, pending, finalized)
+            rolled_back_to = ancestor
+            next_block = ancestor + 1
+            for payment_id in sorted(orphaned_ids):
+                sink.orphaned(payment_id)
+    last = min(head.number, next_block + chain.max_blocks_per_run - 1)
+    seen = failed = 0
+    sizer = ChunkSizer(chain.initial_chunk)
+    if last >= next_block:
+        seen, failed = _scan(rpc, sink, chain, next_block, last, sizer)
+    finalized_count, orphaned_count = _finality(rpc, sink, chain, finalized, exclude=orphaned_ids)
+    orphaned_count += len(orphaned_ids)
+    if last >= next_block or rolled_back_to is not None:
+        end = max(last, next_block - 1)
+        end_hash = rpc.block_hashes([end]).get(end) if end >= 0 else None
+        if end_hash is not None:
+            moved = Cursor(chain.key, end, end_hash, updated_at=now or datetime.now(UTC))
+            # another run moved the cursor first: what this one reported is idempotent; its cursor stands
+            with contextlib.suppress(CursorConflictError):
+                cursors.put(moved, expected=cursor)
+    return RunReport(
+        chain=chain.key,
+        from_block=next_block,
+        to_block=last,
+        transfers_seen=seen,
+        finalized=finalized_count,
+        orphaned=orphaned_count,
+        failed=failed,
+        rpc_calls=rpc.calls - calls_before,
+        rolled_back_to=rolled_back_to,
+        caught_up=last >= head.number,
+    )
+
+
+def _finality(
+    rpc: EvmRpc, sink: PaymentSink, chain: ChainConfig, finalized: BlockRef, exclude: Iterable[str] = ()
+) -> tuple[int, int]:
+    """SEEN payments at or below the finalized block: FINALIZED if their block hash is canonical, else ORPHANED."""
+    skip = set(exclude)
+    due = [p for p in sink.pending(chain.key) if p.block_number <= finalized.number and p.payment_id not in skip]
+    if not due:
+        return 0, 0
+    canonical = rpc.block_hashes(sorted({p.block_number for p in due}))
+    finalized_count = orphaned_count = 0
+    for payment in due:
+        if canonical.get(payment.block_number) == payment.block_hash:
+            sink.finalized(payment.payment_id)
+            finalized_count += 1
+        else:
+            sink.orphaned(payment.payment_id)
+            orphaned_count += 1
+    return finalized_count, orphaned_count
+
+
+# --- the fast path ----------------------------------------------------------------------------------------------------
+class EvmTransactionInspector:
+    """TransactionInspector for an EVM chain: the merchant credits in one submitted transaction, as the watcher would
+    report them (USDC logs, native value; a reverted transaction gives what it tried with ``succeeded=False``)."""
+
+    def __init__(self, chain: ChainConfig, rpc: EvmRpc) -> None:
+        self.chain = chain
+        self.rpc = rpc
+
+    def transfers(self, tx_id: str) -> Sequence[ObservedTransfer]:
+        tx_hash = normalise_tx_hash(tx_id)
+        tx = self.rpc.transaction(tx_hash)
+        if tx is None:
+            raise TransactionNotFoundError(f"{self.chain.key} does not know transaction {tx_hash}")
+        receipt = self.rpc.receipts([tx_hash]).get(tx_hash)
+        if receipt is None:
+            raise TransactionNotFoundError(f"transaction {tx_hash} on {self.chain.key} is not mined yet")
+        return transaction_credits(self.chain, tx, receipt)
+
+
+def normalise_tx_hash(tx_id: str) -> str:
+    """A transaction hash as 0x + 64 lower-case hex digits; ValueError names what is wrong."""
+    text = tx_id.strip().lower()
+    body = text.removeprefix("0x")
+    if len(body) != 64 or any(c not in "0123456789abcdef" for c in body):
+        raise ValueError(f"not an EVM transaction hash (0x and 64 hex digits): {tx_id!r}")
+    return "0x" + body

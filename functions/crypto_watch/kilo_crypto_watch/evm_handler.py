@@ -1,0 +1,102 @@
+"""Scheduled handler: one bounded run of the EVM watcher for the chain the schedule names (``{"chain": "ethereum"}``;
+one schedule per EVM chain in template.yaml, every minute). Settlement (the ``PaymentSink``), the cursor store and the
+chains come from dependencies.py; the web3.py client per chain is built here on first use and reused while warm.
+
+Also the EVM wiring the crypto API uses: ``inspector(chain)`` (the fast path's TransactionInspector) and
+``price_source()`` (the Chainlink feeds as a PriceSource). Only this module, evm.py, evm_rpc.py and chainlink.py
+load web3.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from kilo_billing import observability
+from kilo_billing.observability import Metric, count
+from kilo_crypto_watch import dependencies
+from kilo_crypto_watch.settings import settings
+
+if TYPE_CHECKING:
+    from kilo_crypto_watch.chainlink import ChainlinkPriceSource
+    from kilo_crypto_watch.evm import EvmTransactionInspector
+    from kilo_crypto_watch.evm_rpc import Web3EvmRpc
+    from kilo_crypto_watch.model import ChainConfig
+
+SERVICE = "crypto-evm-watcher"
+logger = observability.logger(SERVICE)
+metrics = observability.metrics(SERVICE)
+
+
+class UnknownChainError(ValueError):
+    """The schedule named a chain that is not configured as an EVM chain."""
+
+
+@cache
+def rpc(chain_key: str, url: str) -> Web3EvmRpc:
+    from kilo_crypto_watch.evm_rpc import Web3EvmRpc  # noqa: PLC0415
+
+    return Web3EvmRpc(url)
+
+
+def evm_chain(chain_key: object) -> ChainConfig:
+    chains = dependencies.chains()
+    chain = chains.get(chain_key) if isinstance(chain_key, str) else None
+    if chain is None or chain.kind != "evm":
+        evm = sorted(key for key, config in chains.items() if config.kind == "evm")
+        raise UnknownChainError(f"event names chain {chain_key!r}; the configured EVM chains are {evm}")
+    return chain
+
+
+def inspector(chain: ChainConfig) -> EvmTransactionInspector:
+    """The fast path's TransactionInspector for an EVM chain (dependencies.inspector imports this on demand)."""
+    from kilo_crypto_watch.evm import EvmTransactionInspector  # noqa: PLC0415
+
+    return EvmTransactionInspector(chain, rpc(chain.key, chain.rpc_url))
+
+
+def price_source() -> ChainlinkPriceSource:
+    """The configured Chainlink feeds (settings' ``PRICE_FEEDS`` over the mainnet defaults), each read on its chain's
+    RPC URL (the chains' configuration and RPC secret); register with ``dependencies.add_price_source``."""
+    from kilo_crypto_watch.chainlink import ChainlinkFeed, ChainlinkPriceSource  # noqa: PLC0415
+
+    feeds = {
+        asset: ChainlinkFeed(feed.asset, feed.address, feed.heartbeat_seconds, feed.chain)
+        for asset, feed in settings().feeds().items()
+    }
+    urls = {key: chain.rpc_url for key, chain in dependencies.chains().items() if chain.kind == "evm"}
+    return ChainlinkPriceSource(feeds, urls)
+
+
+@metrics.log_metrics
+@logger.inject_lambda_context(clear_state=True)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    from kilo_crypto_watch.evm import watch  # noqa: PLC0415
+
+    chain = evm_chain(event.get("chain") if isinstance(event, dict) else None)
+    logger.append_keys(chain=chain.key)
+    try:
+        report = watch(chain, rpc(chain.key, chain.rpc_url), dependencies.cursors(), dependencies.settlement())
+    except Exception:
+        logger.exception("EVM watcher run failed; the schedule retries, then its dead-letter queue")
+        count(SERVICE, Metric.CRYPTO_WATCH_FAILED)
+        raise
+    count(SERVICE, Metric.CRYPTO_TRANSFERS_SEEN, report.transfers_seen)
+    count(SERVICE, Metric.CRYPTO_REORGS, int(report.rolled_back_to is not None))
+    count(SERVICE, Metric.CRYPTO_WATCH_BEHIND, int(not report.caught_up))
+    summary = {
+        "chain": report.chain,
+        "from_block": report.from_block,
+        "to_block": report.to_block,
+        "transfers_seen": report.transfers_seen,
+        "finalized": report.finalized,
+        "orphaned": report.orphaned,
+        "failed": report.failed,
+        "rpc_calls": report.rpc_calls,
+        "rolled_back_to": report.rolled_back_to,
+        "caught_up": report.caught_up,
+    }
+    (logger.warning if report.rolled_back_to is not None else logger.info)("EVM watcher run", extra=summary)
+    return summary

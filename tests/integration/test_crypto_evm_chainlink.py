@@ -1,0 +1,87 @@
+"""The Chainlink price source on a real anvil node, against the committed Chainlink-compatible test aggregator
+(8 decimals, like mainnet's ETH/USD): a fresh answer, a stale one, a zero one, an unconfigured asset."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from kilo_crypto_watch.chainlink import ChainlinkFeed, ChainlinkPriceSource
+from kilo_crypto_watch.ports import PriceUnavailableError
+from tests.evm_chain import Chain
+from tests.evm_chain import deploy as deploy_contract
+
+UPDATED = 1_790_000_000  # 2026-09-21T14:13:20Z
+
+
+def _source(chain: Chain, now: datetime, heartbeat: int = 3_600) -> ChainlinkPriceSource:
+    feed = ChainlinkFeed("ETH", chain.aggregator, heartbeat_seconds=heartbeat)
+    return ChainlinkPriceSource({"ETH": feed}, {"ethereum": chain.node.url}, clock=lambda: now)
+
+
+def _set_answer(chain: Chain, answer: int, updated_at: int) -> None:
+    from kilo_dev import contracts  # noqa: PLC0415
+
+    feed = chain.w3.eth.contract(address=chain.aggregator, abi=contracts.load("TestAggregator")["abi"])  # type: ignore[call-overload]
+    tx = feed.functions.setAnswer(answer, updated_at).transact({"from": chain.w3.eth.accounts[0]})
+    chain.w3.eth.wait_for_transaction_receipt(tx, timeout=10)
+
+
+def test_given_a_fresh_answer_then_the_price_is_exact_with_its_round_and_heartbeat(chain: Chain) -> None:
+    _set_answer(chain, 312_345_678_901, UPDATED)  # $3,123.45678901 at 8 decimals
+    now = datetime.fromtimestamp(UPDATED, UTC) + timedelta(seconds=3_600)  # exactly one heartbeat old: still fresh
+
+    reading = _source(chain, now).read("ETH")
+
+    assert reading.price == Decimal("3123.45678901")
+    assert reading.updated_at == datetime(2026, 9, 21, 14, 13, 20, tzinfo=UTC)
+    assert reading.heartbeat_seconds == 3_600
+    assert reading.round_id == 2  # the constructor's round, then setAnswer's
+    assert reading.source == f"chainlink:ethereum:{chain.aggregator}"
+    assert reading.asset == "ETH"
+
+
+def test_given_an_answer_older_than_the_heartbeat_then_the_source_refuses_it(chain: Chain) -> None:
+    _set_answer(chain, 300_000_000_000, UPDATED)
+    now = datetime.fromtimestamp(UPDATED, UTC) + timedelta(seconds=3_601)
+
+    with pytest.raises(PriceUnavailableError, match=r"stale answer.*3601 s ago, heartbeat 3600 s"):
+        _source(chain, now).read("ETH")
+
+
+def test_given_a_zero_answer_then_the_source_refuses_it(chain: Chain) -> None:
+    _set_answer(chain, 0, UPDATED)
+
+    with pytest.raises(PriceUnavailableError, match="answer 0 is not a price"):
+        _source(chain, datetime.fromtimestamp(UPDATED, UTC)).read("ETH")
+
+
+def test_given_a_usdc_feed_with_its_own_decimals_then_each_feed_scales_by_its_own(chain: Chain) -> None:
+    usdc_feed = deploy_contract(chain.w3, "TestAggregator", 6, "USDC / USD", 999_800)  # $0.9998 at 6 decimals
+    now = datetime.now(UTC)
+    source = ChainlinkPriceSource(
+        {
+            "USDC": ChainlinkFeed("USDC", usdc_feed, heartbeat_seconds=86_400),
+            "ETH": ChainlinkFeed("ETH", chain.aggregator, heartbeat_seconds=3_600),
+        },
+        {"ethereum": chain.node.url},
+        clock=lambda: now + timedelta(seconds=5),
+    )
+
+    assert source.read("USDC").price == Decimal("0.9998")
+    assert source.read("ETH").price == Decimal("3000")  # the session's feed: $3,000.00000000 at deployment
+    with pytest.raises(PriceUnavailableError, match="no Chainlink feed configured for SOL"):
+        source.read("SOL")
+
+
+def test_given_an_address_that_is_not_a_feed_then_the_source_says_it_could_not_read_it(chain: Chain) -> None:
+    source = ChainlinkPriceSource(
+        {"ETH": ChainlinkFeed("ETH", chain.usdc, heartbeat_seconds=3_600)},
+        {"ethereum": chain.node.url},
+        clock=lambda: datetime.now(UTC),
+    )
+
+    with pytest.raises(PriceUnavailableError, match="latestRoundData failed"):
+        source.read("ETH")

@@ -1,0 +1,285 @@
+"""Crypto bills settled end to end on a real chain: payments made on anvil (the committed 6-decimal test USDC, native
+ETH), the scheduled EVM watcher's handler (``evm_handler.lambda_handler`` with its template environment, its RPC URL
+from the Secrets Manager secret) reporting to the real settlement on the crypto table (moto, from template.yaml).
+
+Hand-worked figures: a $100.00 bill. USDC is locked at 1: the quote asks 100 USDC = 100_000_000 units; tolerance
+min(0.5 % x $100, $1) = $0.50. ETH locked at $2,500.00: the quote asks 0.04 ETH = 40_000_000_000_000_000 wei.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from kilo_crypto_watch.adapters import DynamoCryptoStore
+from kilo_crypto_watch.model import (
+    Asset,
+    Bill,
+    BillFlag,
+    BillStatus,
+    LockedRate,
+    PaymentStatus,
+    Quote,
+    QuoteStatus,
+    RateReading,
+)
+from tests.conftest import LambdaContext, Stack
+from tests.evm_chain import FINALITY_LAG, MERCHANT, OTHER, PAYER, USDC, Chain
+
+USDC_QUOTE = 100_000_000
+ETH_QUOTE = 40_000_000_000_000_000
+
+
+@dataclass
+class Billing:
+    """The crypto side of one account on moto, and the watcher's scheduled run on anvil."""
+
+    chain: Chain
+    store: DynamoCryptoStore
+    context: LambdaContext
+    opened_at: datetime
+
+    def run(self) -> dict[str, Any]:
+        from kilo_crypto_watch import evm_handler  # noqa: PLC0415
+
+        return evm_handler.lambda_handler({"chain": "ethereum"}, self.context)  # type: ignore[arg-type]
+
+    def final(self) -> dict[str, Any]:
+        """Mine past anvil's finalized tag and run again."""
+        self.chain.mine(FINALITY_LAG)
+        return self.run()
+
+    def bill(self) -> Bill:
+        found = self.store.bill("inv-1")
+        assert found is not None
+        return found
+
+    def quote_status(self) -> dict[str, QuoteStatus]:
+        return {q.quote_id: q.status for q in self.store.quotes("inv-1")}
+
+
+def _quote(quote_id: str, asset: Asset, atomic: int, rate: str, created: datetime) -> Quote:
+    locked = LockedRate(asset, Decimal(rate), (RateReading("fixed", asset, Decimal(rate), created),), created)
+    return Quote(
+        quote_id=quote_id,
+        invoice_id="inv-1",
+        account_id="acct-1",
+        chain="ethereum",
+        asset=asset,
+        amount_usd=Decimal("100.00"),
+        rate=locked,
+        atomic_amount=atomic,
+        pay_to=MERCHANT,
+        created_at=created,
+        expires_at=created + timedelta(minutes=30),
+        monitor_until=created + timedelta(hours=72),
+        payment_uri=f"test:{quote_id}",
+    )
+
+
+@pytest.fixture
+def billing(
+    stack: Stack, chain: Chain, monkeypatch: pytest.MonkeyPatch, lambda_context: LambdaContext
+) -> Iterator[Billing]:
+    from kilo_crypto_watch import dependencies, evm_handler  # noqa: PLC0415
+    from kilo_crypto_watch import settings as crypto_settings  # noqa: PLC0415
+
+    for key, value in stack.template.function_environment("CryptoEvmWatcherFunction").items():
+        monkeypatch.setenv(key, value)
+    chains = [
+        {
+            "key": "ethereum",
+            "merchant_address": MERCHANT,
+            "rpc_url": "http://127.0.0.1:9/not-this-one",  # the secret's URL replaces it
+            "usdc": chain.usdc,
+            "chain_id": chain.node.chain_id,
+            "start_block": chain.head() + 1,
+        }
+    ]
+    monkeypatch.setenv("CRYPTO_CHAINS", json.dumps(chains))
+    stack.clients["secretsmanager"].create_secret(
+        Name=stack.template.parameters["CryptoRpcSecretName"], SecretString=json.dumps({"ethereum": chain.node.url})
+    )
+    crypto_settings.settings.cache_clear()
+    dependencies.clear_caches()
+    evm_handler.rpc.cache_clear()
+
+    store = DynamoCryptoStore(stack.clients["dynamodb"], stack.template.physical_name("CryptoTable"))
+    now = datetime.fromtimestamp(chain.w3.eth.get_block("latest")["timestamp"], UTC)
+    store.link_wallet("evm", PAYER, "acct-1", "ethereum", now)
+    assert store.create_bill(
+        Bill(
+            invoice_id="inv-1",
+            account_id="acct-1",
+            number="KB-inv-1",
+            period="2026-10",
+            total_usd=Decimal("100.00"),
+            issued_at=now - timedelta(minutes=1),
+        )
+    )
+    store.add_quote(_quote("q-usdc", "USDC", USDC_QUOTE, "1", now))
+    store.add_quote(_quote("q-eth", "ETH", ETH_QUOTE, "2500.00", now))
+    chain.mint(PAYER, 1_000 * USDC)
+    chain.mint(OTHER, 1_000 * USDC)
+    yield Billing(chain, store, lambda_context, now)
+    crypto_settings.settings.cache_clear()
+    dependencies.clear_caches()
+    evm_handler.rpc.cache_clear()
+
+
+def test_given_an_exact_usdc_payment_then_the_bill_goes_open_processing_paid(billing: Billing) -> None:
+    assert billing.bill().status is BillStatus.OPEN
+    billing.chain.pay_usdc(PAYER, MERCHANT, USDC_QUOTE)
+
+    seen = billing.run()
+
+    assert seen["transfers_seen"] == 1
+    assert billing.bill().status is BillStatus.PROCESSING
+    assert billing.quote_status() == {"q-usdc": QuoteStatus.DETECTED, "q-eth": QuoteStatus.ACTIVE}
+
+    final = billing.final()
+
+    assert final["finalized"] == 1
+    paid = billing.bill()
+    assert paid.status is BillStatus.PAID
+    assert (paid.settled_usd, paid.written_off_usd, paid.credit_usd, paid.flags) == (
+        Decimal("100.00"),
+        0,
+        0,
+        frozenset(),
+    )
+    assert billing.quote_status()["q-usdc"] is QuoteStatus.COMPLETED
+
+
+@pytest.mark.parametrize(
+    ("atomic", "status", "written_off"),
+    [
+        (99_600_000, BillStatus.PAID, Decimal("0.40")),  # short $0.40 <= $0.50: written off
+        (99_000_000, BillStatus.OPEN, Decimal("0.00")),  # short $1.00 > $0.50: still owed
+    ],
+)
+def test_given_an_underpayment_then_paid_inside_tolerance_and_open_outside(
+    billing: Billing, atomic: int, status: BillStatus, written_off: Decimal
+) -> None:
+    billing.chain.pay_usdc(PAYER, MERCHANT, atomic)
+    billing.run()
+
+    billing.final()
+
+    bill = billing.bill()
+    assert (bill.status, bill.written_off_usd, bill.flags) == (status, written_off, frozenset({BillFlag.PARTIAL}))
+
+
+def test_given_an_eth_overpayment_then_paid_with_the_excess_as_account_credit(billing: Billing) -> None:
+    billing.chain.pay_eth(PAYER, MERCHANT, 41_000_000_000_000_000)  # 0.041 ETH x $2,500 = $102.50
+    billing.run()
+
+    billing.final()
+
+    bill = billing.bill()
+    assert bill.status is BillStatus.PAID
+    assert (bill.settled_usd, bill.credit_usd, bill.flags) == (  # settled: all the USD received
+        Decimal("102.50"),
+        Decimal("2.50"),
+        frozenset({BillFlag.OVERPAID}),
+    )
+    assert billing.quote_status()["q-eth"] is QuoteStatus.COMPLETED
+
+
+def test_given_two_partial_usdc_payments_then_processing_once_both_are_seen_and_paid_when_both_are_final(
+    billing: Billing,
+) -> None:
+    billing.chain.pay_usdc(PAYER, MERCHANT, 60 * USDC)
+    billing.run()
+    assert (billing.bill().status, billing.bill().flags) == (BillStatus.OPEN, frozenset({BillFlag.PARTIAL}))
+
+    billing.chain.pay_usdc(PAYER, MERCHANT, 40 * USDC)
+    billing.run()
+    assert (billing.bill().status, billing.bill().flags) == (BillStatus.PROCESSING, frozenset({BillFlag.MULTIPLE}))
+
+    billing.final()
+
+    bill = billing.bill()
+    assert (bill.status, bill.settled_usd) == (BillStatus.PAID, Decimal("100.00"))
+
+
+def test_given_a_usdc_payment_after_the_quote_expired_then_paid_late_one_to_one(billing: Billing) -> None:
+    expired = billing.opened_at + timedelta(minutes=31)
+    billing.chain.node.call("evm_setNextBlockTimestamp", int(expired.timestamp()))
+    billing.chain.pay_usdc(PAYER, MERCHANT, USDC_QUOTE)  # mined at quote + 31 min: inside monitoring (72 h)
+    billing.run()
+
+    billing.final()
+
+    bill = billing.bill()
+    assert (bill.status, bill.settled_usd, bill.flags) == (
+        BillStatus.PAID,
+        Decimal("100.00"),
+        frozenset({BillFlag.PAID_LATE}),
+    )
+    assert billing.quote_status()["q-usdc"] is QuoteStatus.LATE
+
+
+def test_given_a_payment_from_an_unlinked_wallet_then_it_is_unattributed_and_the_bill_stays_open(
+    billing: Billing,
+) -> None:
+    tx = billing.chain.pay_usdc(OTHER, MERCHANT, USDC_QUOTE)
+
+    billing.run()
+    billing.final()
+
+    (unattributed,) = billing.store.unattributed()
+    assert (unattributed.transfer.tx_id, unattributed.transfer.sender) == (tx, OTHER)
+    assert unattributed.invoice_id is None
+    assert unattributed.status is PaymentStatus.FINALIZED
+    assert billing.bill().status is BillStatus.OPEN
+
+
+def test_given_a_seen_eth_payment_when_a_reorg_removes_it_then_orphaned_and_the_bill_open_again(
+    billing: Billing,
+) -> None:
+    billing.chain.mine(FINALITY_LAG)  # the setup's mints are final: the reorg stays above the finalized block
+    tx = billing.chain.pay_eth(PAYER, MERCHANT, ETH_QUOTE)
+    billing.run()
+    assert billing.bill().status is BillStatus.PROCESSING
+
+    billing.chain.node.call("anvil_reorg", 2, [])
+    report = billing.run()
+
+    assert report["orphaned"] == 1
+    assert report["rolled_back_to"] is not None
+    payment = billing.store.payment(f"ethereum:{tx}:-1")
+    assert payment is not None
+    assert payment.status is PaymentStatus.ORPHANED
+    assert billing.bill().status is BillStatus.OPEN
+    assert billing.quote_status()["q-eth"] is QuoteStatus.ACTIVE
+    assert billing.final()["finalized"] == 0  # nothing left to finalize: the payment is gone
+    assert billing.bill().status is BillStatus.OPEN
+
+
+def test_given_a_reverted_payment_then_it_is_failed_and_pays_nothing(billing: Billing) -> None:
+    tx = billing.chain.pay_usdc(PAYER, MERCHANT, 10_000 * USDC, gas=100_000)  # more than PAYER holds
+
+    report = billing.run()
+
+    assert report["failed"] == 1
+    payment = billing.store.payment(f"ethereum:{tx}:-1")
+    assert payment is not None
+    assert payment.status is PaymentStatus.FAILED
+    assert billing.bill().status is BillStatus.OPEN
+
+
+def test_given_a_schedule_naming_no_configured_evm_chain_then_the_run_fails_naming_the_chains(
+    billing: Billing,
+) -> None:
+    from kilo_crypto_watch import evm_handler  # noqa: PLC0415
+
+    for chain_key in ("base", None, 7):
+        with pytest.raises(evm_handler.UnknownChainError, match=r"the configured EVM chains are \['ethereum'\]"):
+            evm_handler.lambda_handler({"chain": chain_key}, billing.context)  # type: ignore[arg-type]

@@ -1,0 +1,299 @@
+"""The EVM watcher on a real anvil node (web3.py adapter, the committed 6-decimal test USDC), reporting to an in-memory
+PaymentSink held to the port's contract. Amounts, blocks and hashes are read from the chain's own receipts, never from
+the watcher."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from kilo_crypto_watch.evm import NATIVE_INDEX, EvmTransactionInspector, watch
+from kilo_crypto_watch.evm_rpc import Web3EvmRpc
+from kilo_crypto_watch.model import ChainConfig, Cursor, PaymentStatus
+from kilo_crypto_watch.ports import TransactionNotFoundError
+from tests.crypto_evm_fakes import MemoryCursorStore, MemoryPaymentSink
+from tests.evm_chain import (
+    ETHER,
+    FINALITY_LAG,
+    MERCHANT,
+    OTHER,
+    PAYER,
+    USDC,
+    Chain,
+    RangeLimitProxy,
+)
+
+
+class Watcher:
+    """One chain's watcher as the scheduled handler runs it: the same cursor store and sink across runs."""
+
+    def __init__(self, config: ChainConfig) -> None:
+        self.config = config
+        self.rpc = Web3EvmRpc(config.rpc_url)
+        self.cursors = MemoryCursorStore()
+        self.sink = MemoryPaymentSink()
+
+    def run(self) -> Any:
+        return watch(self.config, self.rpc, self.cursors, self.sink)
+
+
+def hexhash(value: Any) -> str:
+    return "0x" + bytes(value).hex()
+
+
+def test_given_an_exact_usdc_payment_when_the_watcher_runs_then_it_is_seen_then_finalized(chain: Chain) -> None:
+    watcher = Watcher(chain.config())
+    chain.mint(PAYER, 100 * USDC)
+    tx = chain.pay_usdc(PAYER, MERCHANT, 42_500_000)  # $42.50
+    chain.pay_usdc(PAYER, OTHER, 1 * USDC)  # not to the merchant: not reported
+    receipt = chain.receipt(tx)
+
+    report = watcher.run()
+
+    assert report.transfers_seen == 1
+    assert report.to_block == chain.head()
+    assert report.caught_up
+    (seen,) = watcher.sink.with_status(PaymentStatus.SEEN)
+    assert (seen.asset, seen.atomic_amount, seen.sender, seen.recipient) == ("USDC", 42_500_000, PAYER, MERCHANT)
+    assert (seen.tx_id, seen.index) == (tx, receipt["logs"][0]["logIndex"])
+    assert (seen.block_number, seen.block_hash) == (receipt["blockNumber"], hexhash(receipt["blockHash"]))
+    assert seen.succeeded
+    assert watcher.cursors.get("ethereum") == Cursor(
+        "ethereum",
+        chain.head(),
+        chain.block_hash(chain.head()),
+        updated_at=watcher.cursors.cursors["ethereum"].updated_at,
+    )
+
+    chain.mine(FINALITY_LAG)
+    again = watcher.run()
+
+    assert (again.transfers_seen, again.finalized) == (0, 1)
+    assert watcher.sink.status[seen.payment_id] is PaymentStatus.FINALIZED
+
+
+def test_given_a_native_eth_payment_when_the_watcher_runs_then_the_block_scan_reports_it(chain: Chain) -> None:
+    watcher = Watcher(chain.config())
+    tx = chain.pay_eth(PAYER, MERCHANT, 12_300_000_000_000_000)  # 0.0123 ETH
+    chain.pay_eth(PAYER, OTHER, ETHER)  # elsewhere: not reported
+    receipt = chain.receipt(tx)
+
+    report = watcher.run()
+
+    assert report.transfers_seen == 1
+    (seen,) = watcher.sink.with_status(PaymentStatus.SEEN)
+    assert (seen.asset, seen.index, seen.atomic_amount) == ("ETH", NATIVE_INDEX, 12_300_000_000_000_000)
+    assert (seen.sender, seen.recipient, seen.tx_id) == (PAYER, MERCHANT, tx)
+    assert (seen.block_number, seen.block_hash) == (receipt["blockNumber"], hexhash(receipt["blockHash"]))
+
+
+def test_given_a_reverted_usdc_transfer_when_the_watcher_runs_then_it_is_recorded_failed_never_pending(
+    chain: Chain,
+) -> None:
+    watcher = Watcher(chain.config())
+    chain.mint(PAYER, 1 * USDC)
+    tx = chain.pay_usdc(PAYER, MERCHANT, 5 * USDC, gas=100_000)  # more than the balance: reverts, still mined
+    assert chain.receipt(tx)["status"] == 0
+
+    report = watcher.run()
+
+    assert (report.transfers_seen, report.failed) == (1, 1)
+    (failed,) = watcher.sink.with_status(PaymentStatus.FAILED)
+    assert (failed.asset, failed.tx_id, failed.atomic_amount, failed.succeeded) == ("USDC", tx, 5 * USDC, False)
+    assert (failed.sender, failed.recipient) == (PAYER, MERCHANT)
+    assert watcher.sink.pending("ethereum") == []
+
+
+def test_given_a_seen_payment_when_a_reorg_removes_its_block_then_it_is_orphaned_and_the_blocks_rescanned(
+    chain: Chain,
+) -> None:
+    watcher = Watcher(chain.config())
+    chain.mint(PAYER, 10 * USDC)
+    chain.mine(FINALITY_LAG)  # the mint is final: the reorg below stays above the finalized block
+    tx = chain.pay_usdc(PAYER, MERCHANT, 7 * USDC)
+    paid_in = chain.receipt(tx)["blockNumber"]
+    chain.mine(2)
+    watcher.run()
+    (seen,) = watcher.sink.with_status(PaymentStatus.SEEN)
+
+    chain.node.call("anvil_reorg", 3, [])  # the last 3 blocks (the payment's among them) replaced by empty ones
+
+    report = watcher.run()
+
+    assert watcher.sink.status[seen.payment_id] is PaymentStatus.ORPHANED
+    assert report.orphaned == 1
+    assert report.rolled_back_to is not None
+    assert report.rolled_back_to < paid_in
+    assert report.from_block == report.rolled_back_to + 1
+    assert report.transfers_seen == 0  # the rescan of the new blocks finds nothing: the payment is gone
+    assert watcher.cursors.cursors["ethereum"].block_hash == chain.block_hash(chain.head())
+
+
+def test_given_a_payment_reincluded_after_a_reorg_then_it_is_seen_again_in_its_new_block(chain: Chain) -> None:
+    watcher = Watcher(chain.config())
+    chain.mint(PAYER, 10 * USDC)
+    chain.mine(FINALITY_LAG)
+    before = chain.node.call("evm_snapshot")
+    chain.mine(1)
+    tx = chain.pay_usdc(PAYER, MERCHANT, 3 * USDC)
+    chain.mine(1)
+    watcher.run()
+    (first,) = watcher.sink.with_status(PaymentStatus.SEEN)
+    raw = chain.w3.eth.get_raw_transaction(tx)  # type: ignore[arg-type]
+    chain.node.call("evm_revert", before)  # the fork: the payment's block is gone ...
+    chain.mine(2)
+    chain.w3.eth.send_raw_transaction(raw)  # ... and the same signed transaction lands in another block
+    chain.mine(1)
+    moved = chain.receipt(tx)
+
+    report = watcher.run()
+
+    assert report.rolled_back_to is not None
+    assert watcher.sink.calls.count(("orphaned", first.payment_id)) == 1
+    assert watcher.sink.status[first.payment_id] is PaymentStatus.SEEN
+    again = watcher.sink.transfers[first.payment_id]
+    assert (again.block_number, again.block_hash) == (moved["blockNumber"], hexhash(moved["blockHash"]))
+    assert again.block_hash != first.block_hash
+
+
+def test_given_5000_blocks_of_downtime_when_runs_are_bounded_then_they_catch_up_without_loss(chain: Chain) -> None:
+    watcher = Watcher(chain.config(max_blocks_per_run=1_200, initial_chunk=500))
+    chain.mint(PAYER, 100 * USDC)
+    watcher.run()  # the cursor is at the head; then the watcher is down
+    start = chain.head()
+    early = chain.pay_usdc(PAYER, MERCHANT, 1 * USDC)
+    chain.mine(2_500)
+    middle = chain.pay_eth(PAYER, MERCHANT, ETHER // 100)
+    chain.mine(2_497)
+    late = chain.pay_usdc(PAYER, MERCHANT, 2 * USDC)
+    head = chain.head()
+    assert head - start == 5_000
+
+    reports = []
+    while not reports or not reports[-1].caught_up:
+        reports.append(watcher.run())
+        assert len(reports) <= 10
+
+    # 5,000 blocks at 1,200 per run: 1,200 x 4 then 200 - five runs, contiguous, each within its bound
+    assert [(r.from_block, r.to_block) for r in reports] == [
+        (start + 1, start + 1_200),
+        (start + 1_201, start + 2_400),
+        (start + 2_401, start + 3_600),
+        (start + 3_601, start + 4_800),
+        (start + 4_801, start + 5_000),
+    ]
+    assert [r.caught_up for r in reports] == [False, False, False, False, True]
+    reported = {t.tx_id: (t.atomic_amount, watcher.sink.status[pid]) for pid, t in watcher.sink.transfers.items()}
+    assert reported == {  # the two older ones passed the finalized tag during the catch-up
+        early: (1 * USDC, PaymentStatus.FINALIZED),
+        middle: (ETHER // 100, PaymentStatus.FINALIZED),
+        late: (2 * USDC, PaymentStatus.SEEN),
+    }
+    assert sum(r.transfers_seen for r in reports) == 3
+
+
+def test_given_a_provider_that_refuses_large_ranges_when_scanning_then_chunks_halve_and_grow_back(
+    chain: Chain,
+) -> None:
+    chain.mint(PAYER, 10 * USDC)
+    config = chain.config(initial_chunk=400)
+    first = config.start_block
+    chain.mine(150)
+    a = chain.pay_usdc(PAYER, MERCHANT, 1 * USDC)  # block first + 150
+    chain.mine(100)
+    b = chain.pay_usdc(PAYER, MERCHANT, 2 * USDC)  # block first + 251
+    chain.mine(300 - 252)
+    assert chain.head() == first + 299  # a 300-block range
+
+    with RangeLimitProxy(chain.node.url, limit=100) as proxy:
+        watcher = Watcher(ChainConfig(**{**_fields(config), "rpc_url": proxy.url}))
+        report = watcher.run()
+
+    # hand-worked: 400 clipped to 300 refused, 200 refused, 100 ok; doubles to 200 refused, 100 ok; 200 clipped to 100 ok
+    assert proxy.ranges == [
+        (first, first + 299, True),
+        (first, first + 199, True),
+        (first, first + 99, False),
+        (first + 100, first + 299, True),
+        (first + 100, first + 199, False),
+        (first + 200, first + 299, False),
+    ]
+    assert report.caught_up
+    assert {t.tx_id: t.atomic_amount for t in watcher.sink.transfers.values()} == {a: 1 * USDC, b: 2 * USDC}
+
+
+def _fields(config: ChainConfig) -> dict[str, Any]:
+    return {name: getattr(config, name) for name in config.__dataclass_fields__}
+
+
+def test_given_anvils_finalized_tag_then_a_payment_is_final_only_once_the_tag_passes_its_block(chain: Chain) -> None:
+    watcher = Watcher(chain.config())
+    tx = chain.pay_eth(PAYER, MERCHANT, ETHER)
+    block = chain.receipt(tx)["blockNumber"]
+    watcher.run()
+    (seen,) = watcher.sink.with_status(PaymentStatus.SEEN)
+
+    chain.mine(FINALITY_LAG - 1)  # head = block + 7: finalized = block - 1
+    assert chain.w3.eth.get_block("finalized")["number"] == block - 1
+    assert watcher.run().finalized == 0
+    assert watcher.sink.status[seen.payment_id] is PaymentStatus.SEEN
+
+    chain.mine(1)  # finalized = block
+    assert watcher.run().finalized == 1
+    assert watcher.sink.status[seen.payment_id] is PaymentStatus.FINALIZED
+
+
+def test_given_a_run_that_lost_the_cursor_race_then_it_leaves_the_other_runs_cursor(chain: Chain) -> None:
+    watcher = Watcher(chain.config())
+    watcher.run()
+    chain.mine(3)
+    theirs = Cursor("ethereum", chain.head() - 1, chain.block_hash(chain.head() - 1))
+
+    class Racing(MemoryCursorStore):
+        def get(self, key: str) -> Cursor | None:
+            found = super().get(key)
+            self.cursors[key] = theirs  # another run writes between this run's read and its write
+            return found
+
+    racing = Racing(cursors=dict(watcher.cursors.cursors))
+    watch(watcher.config, watcher.rpc, racing, watcher.sink)
+
+    assert racing.cursors["ethereum"] == theirs
+
+
+# --- the fast path -----------------------------------------------------------------------------------------------------
+def test_given_a_submitted_usdc_tx_hash_then_the_inspector_returns_its_merchant_credit(chain: Chain) -> None:
+    config = chain.config()
+    chain.mint(PAYER, 10 * USDC)
+    tx = chain.pay_usdc(PAYER, MERCHANT, 9_990_000)
+    receipt = chain.receipt(tx)
+
+    (credit,) = EvmTransactionInspector(config, Web3EvmRpc(config.rpc_url)).transfers(tx.upper().replace("0X", "0x"))
+
+    assert (credit.asset, credit.atomic_amount, credit.sender, credit.recipient) == ("USDC", 9_990_000, PAYER, MERCHANT)
+    assert (credit.tx_id, credit.index, credit.block_hash) == (
+        tx,
+        receipt["logs"][0]["logIndex"],
+        hexhash(receipt["blockHash"]),
+    )
+    assert credit.succeeded
+
+
+def test_given_submitted_eth_reverted_and_unrelated_txs_then_the_inspector_reports_what_each_did(chain: Chain) -> None:
+    config = chain.config()
+    inspector = EvmTransactionInspector(config, Web3EvmRpc(config.rpc_url))
+    native = chain.pay_eth(PAYER, MERCHANT, 5 * ETHER // 10)
+    reverted = chain.pay_usdc(PAYER, MERCHANT, 1 * USDC, gas=100_000)  # PAYER holds no USDC
+    unrelated = chain.pay_eth(PAYER, OTHER, ETHER)
+
+    (eth,) = inspector.transfers(native)
+    (failed,) = inspector.transfers(reverted)
+
+    assert (eth.asset, eth.index, eth.atomic_amount, eth.succeeded) == ("ETH", NATIVE_INDEX, 5 * ETHER // 10, True)
+    assert (failed.asset, failed.atomic_amount, failed.succeeded) == ("USDC", 1 * USDC, False)
+    assert inspector.transfers(unrelated) == []
+    with pytest.raises(TransactionNotFoundError):
+        inspector.transfers("0x" + "ab" * 32)
+    with pytest.raises(ValueError, match="64 hex digits"):
+        inspector.transfers("0x1234")
