@@ -124,3 +124,132 @@ class RunReport:
     rpc_calls: int
     rolled_back_to: int | None = None
     caught_up: bool = True  # False: the run stopped at its work cap; the next run resumes from the cursor
+
+
+# --- Settlement's domain (owned by the core: quotes, bills, chain payments as recorded) ---------------------------
+
+
+class QuoteStatus(StrEnum):
+    """ACTIVE -> DETECTED -> COMPLETED; ACTIVE -> EXPIRED; EXPIRED + a payment inside monitoring -> LATE; DETECTED
+    never finalized by the end of monitoring -> INVALID; DETECTED whose payments all orphaned -> ACTIVE / EXPIRED."""
+
+    ACTIVE = "ACTIVE"
+    DETECTED = "DETECTED"
+    COMPLETED = "COMPLETED"
+    EXPIRED = "EXPIRED"
+    LATE = "LATE"
+    INVALID = "INVALID"
+
+
+class BillStatus(StrEnum):
+    """OPEN -> PROCESSING (covered counting unfinalized payments) -> PAID (covered by finalized ones), exactly once."""
+
+    OPEN = "OPEN"
+    PROCESSING = "PROCESSING"
+    PAID = "PAID"
+
+
+class BillFlag(StrEnum):
+    PARTIAL = "PARTIAL"
+    OVERPAID = "OVERPAID"
+    PAID_LATE = "PAID_LATE"
+    MULTIPLE = "MULTIPLE"
+    PAST_DUE = "PAST_DUE"
+    MARKED = "MARKED"
+
+
+@dataclass(frozen=True, slots=True)
+class LockedRate:
+    """The USD price a quote locks, with every source reading used to decide it."""
+
+    asset: Asset
+    price: Decimal
+    readings: tuple[RateReading, ...]
+    locked_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Quote:
+    """One "pay this bill's remaining USD with asset X on chain Y" attempt."""
+
+    quote_id: str
+    invoice_id: str
+    account_id: str
+    chain: str
+    asset: Asset
+    amount_usd: Decimal  # the bill's remaining USD when the quote was made
+    rate: LockedRate
+    atomic_amount: int  # rounded up: paying it covers amount_usd at the locked rate
+    pay_to: str  # the merchant address
+    created_at: datetime
+    expires_at: datetime
+    monitor_until: datetime
+    payment_uri: str
+    reference: str | None = None  # Solana Pay reference key (base58)
+    memo: str | None = None
+    status: QuoteStatus = QuoteStatus.ACTIVE
+
+
+MatchedBy = Literal["reference", "wallet", "fast_path", "operator"]
+
+
+@dataclass(frozen=True, slots=True)
+class Payment:
+    """A chain payment as settlement recorded it: the transfer, its finality, what it was matched to and its USD."""
+
+    transfer: ObservedTransfer
+    status: PaymentStatus
+    seen_at: datetime
+    invoice_id: str | None = None  # None: UNATTRIBUTED
+    account_id: str | None = None
+    quote_id: str | None = None
+    matched_by: MatchedBy | None = None
+    rate: Decimal | None = None  # USD per whole unit used to value it
+    usd: Decimal | None = None  # its USD value (cents), None while unattributed
+    late: bool = False  # detected after its quote expired (late-payment policy applied)
+    review: bool = False  # late ETH/SOL whose price moved > the review band: an operator decides; not counted
+    announced: bool = False  # CryptoPaymentSeen / UnattributedCryptoPayment published
+
+    @property
+    def payment_id(self) -> str:
+        return self.transfer.payment_id
+
+    @property
+    def attributed(self) -> bool:
+        return self.invoice_id is not None
+
+
+@dataclass(frozen=True, slots=True)
+class BillPayment:
+    """A payment's line on its bill (kept on the bill item, so one conditional write moves the bill)."""
+
+    payment_id: str
+    tx_id: str
+    asset: Asset
+    usd: Decimal
+    status: PaymentStatus
+    quote_id: str | None = None
+    late: bool = False
+    review: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Bill:
+    """An open USD bill of a crypto-billed account (our invoice), settled by chain payments."""
+
+    invoice_id: str
+    account_id: str
+    number: str
+    period: str
+    total_usd: Decimal
+    issued_at: datetime
+    status: BillStatus = BillStatus.OPEN
+    flags: frozenset[BillFlag] = frozenset()
+    payments: tuple[BillPayment, ...] = ()
+    settled_usd: Decimal = Decimal("0.00")  # finalized payments' USD when it became PAID
+    written_off_usd: Decimal = Decimal("0.00")  # shortfall inside tolerance, written off
+    credit_usd: Decimal = Decimal("0.00")  # overpayment (and payments after PAID) kept as account credit
+    settled_payment_ids: tuple[str, ...] = ()  # the payments that made it PAID
+    paid_at: datetime | None = None
+    settled_announced: bool = False  # CryptoBillSettled published
+    version: int = 0

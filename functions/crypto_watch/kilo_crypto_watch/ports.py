@@ -3,9 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
-from kilo_crypto_watch.model import Asset, Cursor, ObservedTransfer, PendingPayment, RateReading
+from kilo_crypto_watch.model import (
+    Asset,
+    Bill,
+    Cursor,
+    LockedRate,
+    ObservedTransfer,
+    Payment,
+    PaymentStatus,
+    PendingPayment,
+    Quote,
+    RateReading,
+)
 
 
 class CursorConflictError(Exception):
@@ -63,3 +76,74 @@ class TransactionInspector(Protocol):
     see them (a reverted transaction gives its transfers with ``succeeded=False``; none to the merchant: empty)."""
 
     def transfers(self, tx_id: str) -> Sequence[ObservedTransfer]: ...
+
+
+# --- The core's own ports (settlement, quotes, wallets) -------------------------------------------------------------
+
+
+class ConflictError(Exception):
+    """A conditional write lost a race (the bill moved, the payment is already recorded): re-read and retry."""
+
+
+class AlreadyExistsError(Exception):
+    """The item exists already (a wallet linked to another account, a payment recorded, a used nonce)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SettlementChange:
+    """What one settlement step writes, all or nothing: the payment (new, or moved from ``payment_expected``), the
+    bill (if attributed; written only if its stored version is still ``bill.version - 1``, or absent for version 0)
+    and the quotes whose status changed."""
+
+    payment: Payment
+    payment_expected: PaymentStatus | None  # None: the payment must not exist yet
+    bill: Bill | None = None
+    quotes: tuple[Quote, ...] = ()
+    was_unattributed: bool = False  # an operator assignment: the stored payment must still be unattributed
+
+
+class SettlementStore(Protocol):
+    def bill(self, invoice_id: str) -> Bill | None: ...
+
+    def quotes(self, invoice_id: str) -> Sequence[Quote]: ...
+
+    def create_bill(self, bill: Bill) -> bool:
+        """Store a new bill; False when it exists already (a redelivered InvoiceIssued)."""
+        ...
+
+    def unpaid_bills(self, account_id: str) -> Sequence[Bill]: ...
+
+    def add_quote(self, quote: Quote) -> None: ...
+
+    def quote_by_reference(self, reference: str) -> Quote | None: ...
+
+    def payment(self, payment_id: str) -> Payment | None: ...
+
+    def save(self, change: SettlementChange) -> None:
+        """Write the change in one transaction; ConflictError when a condition failed."""
+        ...
+
+    def mark_payment_announced(self, payment_id: str) -> None: ...
+
+    def mark_bill_announced(self, invoice_id: str) -> None: ...
+
+    def pending_payments(self, chain: str) -> Sequence[Payment]: ...
+
+    def watched_references(self, chain: str, now: datetime) -> Sequence[str]: ...
+
+    def wallet_owner(self, chain_kind: str, address: str) -> str | None: ...
+
+    def unattributed(self) -> Sequence[Payment]: ...
+
+    def account_history(self, account_id: str) -> tuple[Sequence[Bill], Sequence[Quote], Sequence[Payment]]: ...
+
+
+class RateRefusedError(Exception):
+    """No rate can be locked now (a source unavailable or stale, sources disagree, a stablecoin off its peg)."""
+
+
+class Rates(Protocol):
+    """The rates logic as settlement and quotes use it: the USD price of an asset now, checked (fresh, sources agree,
+    stablecoin on its peg), with the readings that decided it; RateRefusedError otherwise."""
+
+    def lock(self, asset: Asset, now: datetime) -> LockedRate: ...

@@ -1,0 +1,358 @@
+"""Adapters of the core's ports: the crypto table on DynamoDB (settlement's store, wallets and nonces, the watchers'
+cursors) and the exchange spot-price source over HTTP (stdlib ``urllib``; Coinbase's ``/v2/prices/<A>-USD/spot``
+shape). botocore failures are mapped once, in ``kilo_billing.aws``; a failed condition becomes the port's error."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+from kilo_billing.aws import ConditionFailedError, call, paged_items
+from kilo_billing.items import Item, from_item, to_item
+from kilo_crypto_watch import items
+from kilo_crypto_watch.model import Asset, Bill, BillStatus, Cursor, Payment, Quote, RateReading
+from kilo_crypto_watch.ports import (
+    AlreadyExistsError,
+    ConflictError,
+    CursorConflictError,
+    PriceUnavailableError,
+    SettlementChange,
+)
+
+
+class DynamoCryptoStore:
+    """``SettlementStore`` plus the wallet links and sign-in nonces, on the crypto table (items.py)."""
+
+    def __init__(self, client: Any, table: str) -> None:
+        self._client = client
+        self._table = table
+
+    def _get(self, pk: str, sk: str) -> Item | None:
+        response = call(self._client.get_item, TableName=self._table, Key=items.key(pk, sk), ConsistentRead=True)
+        item: Item | None = response.get("Item")
+        return item
+
+    def _query(self, **request: Any) -> list[Item]:
+        return list(paged_items(self._client.query, TableName=self._table, **request))
+
+    # bills and quotes
+    def bill(self, invoice_id: str) -> Bill | None:
+        item = self._get(items.bill_pk(invoice_id), "BILL")
+        return items.bill_from_item(item) if item else None
+
+    def quotes(self, invoice_id: str) -> Sequence[Quote]:
+        found = self._query(
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :q)",
+            ExpressionAttributeValues=to_item({":pk": items.bill_pk(invoice_id), ":q": "QUOTE#"}),
+            ConsistentRead=True,
+        )
+        return [items.quote_from_item(item) for item in found]
+
+    def create_bill(self, bill: Bill) -> bool:
+        try:
+            call(
+                self._client.put_item,
+                TableName=self._table,
+                Item=items.bill_to_item(bill),
+                ConditionExpression="attribute_not_exists(pk)",
+            )
+        except ConditionFailedError:
+            return False
+        return True
+
+    def unpaid_bills(self, account_id: str) -> Sequence[Bill]:
+        found = self._query(
+            IndexName="account",
+            KeyConditionExpression="gsi2pk = :a AND begins_with(gsi2sk, :b)",
+            ExpressionAttributeValues=to_item({":a": items.account_pk(account_id), ":b": "BILL#"}),
+        )
+        bills = [items.bill_from_item(item) for item in found]
+        return [bill for bill in bills if bill.status is not BillStatus.PAID]
+
+    def add_quote(self, quote: Quote) -> None:
+        writes: list[dict[str, Any]] = [
+            {
+                "Put": {
+                    "TableName": self._table,
+                    "Item": items.quote_to_item(quote),
+                    "ConditionExpression": "attribute_not_exists(pk)",
+                }
+            },
+            {  # the bill must exist (a quote for nothing would be a payment address for nothing)
+                "ConditionCheck": {
+                    "TableName": self._table,
+                    "Key": items.key(items.bill_pk(quote.invoice_id), "BILL"),
+                    "ConditionExpression": "attribute_exists(pk)",
+                }
+            },
+        ]
+        if quote.reference is not None:
+            writes.append(
+                {
+                    "Put": {
+                        "TableName": self._table,
+                        "Item": items.reference_to_item(quote),
+                        "ConditionExpression": "attribute_not_exists(pk)",
+                    }
+                }
+            )
+        try:
+            call(self._client.transact_write_items, TransactItems=writes)
+        except ConditionFailedError as exc:
+            raise ConflictError(f"quote {quote.quote_id} not stored: {exc}") from exc
+
+    def quote_by_reference(self, reference: str) -> Quote | None:
+        ref = self._get(f"REF#{reference}", "REF")
+        if ref is None:
+            return None
+        values = from_item(ref)
+        item = self._get(items.bill_pk(str(values["invoice_id"])), f"QUOTE#{values['quote_id']}")
+        return items.quote_from_item(item) if item else None
+
+    def watched_references(self, chain: str, now: datetime) -> Sequence[str]:
+        found = self._query(
+            IndexName="watch",
+            KeyConditionExpression="gsi1pk = :w AND gsi1sk > :now",
+            ExpressionAttributeValues=to_item({":w": f"WATCH#{chain}", ":now": now.astimezone(UTC).isoformat()}),
+        )
+        return [str(from_item(item)["reference"]) for item in found]
+
+    # payments
+    def payment(self, payment_id: str) -> Payment | None:
+        item = self._get(items.payment_pk(payment_id), "PAY")
+        return items.payment_from_item(item) if item else None
+
+    def pending_payments(self, chain: str) -> Sequence[Payment]:
+        found = self._query(
+            IndexName="watch",
+            KeyConditionExpression="gsi1pk = :p",
+            ExpressionAttributeValues=to_item({":p": f"PENDING#{chain}"}),
+        )
+        return [items.payment_from_item(item) for item in found]
+
+    def unattributed(self) -> Sequence[Payment]:
+        found = self._query(
+            IndexName="account",
+            KeyConditionExpression="gsi2pk = :u",
+            ExpressionAttributeValues=to_item({":u": items.UNATTRIBUTED}),
+        )
+        return [items.payment_from_item(item) for item in found]
+
+    def save(self, change: SettlementChange) -> None:
+        payment_put: dict[str, Any] = {"TableName": self._table, "Item": items.payment_to_item(change.payment)}
+        if change.payment_expected is None:
+            payment_put["ConditionExpression"] = "attribute_not_exists(pk)"
+        else:
+            condition = "#s = :expected"
+            if change.was_unattributed:
+                condition += " AND attribute_not_exists(invoice_id)"
+            payment_put["ConditionExpression"] = condition
+            payment_put["ExpressionAttributeNames"] = {"#s": "status"}
+            payment_put["ExpressionAttributeValues"] = to_item({":expected": change.payment_expected.value})
+        writes: list[dict[str, Any]] = [{"Put": payment_put}]
+        if change.bill is not None:
+            writes.append(
+                {
+                    "Put": {
+                        "TableName": self._table,
+                        "Item": items.bill_to_item(change.bill),
+                        "ConditionExpression": "version = :v",
+                        "ExpressionAttributeValues": to_item({":v": change.bill.version - 1}),
+                    }
+                }
+            )
+        for quote in change.quotes:
+            writes.append(
+                {
+                    "Update": {
+                        "TableName": self._table,
+                        "Key": items.key(items.bill_pk(quote.invoice_id), f"QUOTE#{quote.quote_id}"),
+                        "UpdateExpression": "SET #s = :s",
+                        "ConditionExpression": "attribute_exists(pk)",
+                        "ExpressionAttributeNames": {"#s": "status"},
+                        "ExpressionAttributeValues": to_item({":s": quote.status.value}),
+                    }
+                }
+            )
+        try:
+            if len(writes) == 1:
+                call(self._client.put_item, **payment_put)
+            else:
+                call(self._client.transact_write_items, TransactItems=writes)
+        except ConditionFailedError as exc:
+            raise ConflictError(f"payment {change.payment.payment_id}: {exc}") from exc
+
+    def mark_payment_announced(self, payment_id: str) -> None:
+        call(
+            self._client.update_item,
+            TableName=self._table,
+            Key=items.key(items.payment_pk(payment_id), "PAY"),
+            UpdateExpression="SET announced = :t",
+            ExpressionAttributeValues=to_item({":t": True}),
+        )
+
+    def mark_bill_announced(self, invoice_id: str) -> None:
+        # the version moves too, so a writer holding the unmarked bill re-reads instead of un-marking it
+        call(
+            self._client.update_item,
+            TableName=self._table,
+            Key=items.key(items.bill_pk(invoice_id), "BILL"),
+            UpdateExpression="SET settled_announced = :t ADD version :one",
+            ExpressionAttributeValues=to_item({":t": True, ":one": 1}),
+        )
+
+    # wallets and nonces
+    def wallet_owner(self, chain_kind: str, address: str) -> str | None:
+        item = self._get(items.wallet_pk(chain_kind, address), "WALLET")
+        return str(from_item(item)["account_id"]) if item else None
+
+    def link_wallet(self, kind: str, address: str, account_id: str, chain: str, now: datetime) -> None:
+        """Link ``address`` to ``account_id``; AlreadyExistsError when another account holds it."""
+        try:
+            call(
+                self._client.put_item,
+                TableName=self._table,
+                Item=items.wallet_to_item(kind, address, account_id, chain, now),
+                ConditionExpression="attribute_not_exists(pk) OR account_id = :a",
+                ExpressionAttributeValues=to_item({":a": account_id}),
+            )
+        except ConditionFailedError as exc:
+            raise AlreadyExistsError(f"wallet {address} is linked to another account") from exc
+
+    def wallets(self, account_id: str) -> list[dict[str, Any]]:
+        found = self._query(
+            IndexName="account",
+            KeyConditionExpression="gsi2pk = :a AND begins_with(gsi2sk, :w)",
+            ExpressionAttributeValues=to_item({":a": items.account_pk(account_id), ":w": "WALLET#"}),
+        )
+        return [from_item(item) for item in found]
+
+    def put_nonce(self, nonce: str, account_id: str, expires_at: datetime) -> None:
+        try:
+            call(
+                self._client.put_item,
+                TableName=self._table,
+                Item=items.nonce_to_item(nonce, account_id, expires_at),
+                ConditionExpression="attribute_not_exists(pk)",
+            )
+        except ConditionFailedError as exc:
+            raise AlreadyExistsError("nonce exists") from exc
+
+    def take_nonce(self, nonce: str) -> tuple[str, datetime] | None:
+        """Delete the nonce and return (account, expiry); None when unknown or already used (single use)."""
+        try:
+            response = call(
+                self._client.delete_item,
+                TableName=self._table,
+                Key=items.key(f"NONCE#{nonce}", "NONCE"),
+                ConditionExpression="attribute_exists(pk)",
+                ReturnValues="ALL_OLD",
+            )
+        except ConditionFailedError:
+            return None
+        values = from_item(response["Attributes"])
+        return str(values["account_id"]), datetime.fromisoformat(str(values["expires_at"]))
+
+    def account_history(self, account_id: str) -> tuple[Sequence[Bill], Sequence[Quote], Sequence[Payment]]:
+        found = self._query(
+            IndexName="account",
+            KeyConditionExpression="gsi2pk = :a",
+            ExpressionAttributeValues=to_item({":a": items.account_pk(account_id)}),
+        )
+        bills: list[Bill] = []
+        quotes: list[Quote] = []
+        payments: list[Payment] = []
+        for item in found:
+            kind = from_item({"kind": item["kind"]})["kind"] if "kind" in item else ""
+            if kind == "bill":
+                bills.append(items.bill_from_item(item))
+            elif kind == "quote":
+                quotes.append(items.quote_from_item(item))
+            elif kind == "payment":
+                payments.append(items.payment_from_item(item))
+        return bills, quotes, payments
+
+
+class DynamoCursorStore:
+    """``CursorStore``: one item per chain, moved only from the cursor the run started with (conditional put)."""
+
+    def __init__(self, client: Any, table: str) -> None:
+        self._client = client
+        self._table = table
+
+    def get(self, chain: str) -> Cursor | None:
+        key = items.key(f"CURSOR#{chain}", "CURSOR")
+        response = call(self._client.get_item, TableName=self._table, Key=key, ConsistentRead=True)
+        item = response.get("Item")
+        return items.cursor_from_item(item) if item else None
+
+    def put(self, cursor: Cursor, expected: Cursor | None) -> None:
+        request: dict[str, Any] = {"TableName": self._table, "Item": items.cursor_to_item(cursor)}
+        if expected is None:
+            request["ConditionExpression"] = "attribute_not_exists(pk)"
+        else:
+            condition = "block_number = :n AND block_hash = :h"
+            values: dict[str, Any] = {":n": expected.block_number, ":h": expected.block_hash}
+            if expected.last_signature is None:
+                condition += " AND attribute_not_exists(last_signature)"
+            else:
+                condition += " AND last_signature = :s"
+                values[":s"] = expected.last_signature
+            request["ConditionExpression"] = condition
+            request["ExpressionAttributeValues"] = to_item(values)
+        try:
+            call(self._client.put_item, **request)
+        except ConditionFailedError as exc:
+            raise CursorConflictError(f"cursor of {cursor.chain} moved by another run") from exc
+
+
+class ExchangeSpotPrice:
+    """``PriceSource``: an exchange's spot price over HTTP. ``url`` has an ``{asset}`` placeholder; the answer is
+    Coinbase's shape ``{"data": {"base": "ETH", "currency": "USD", "amount": "3012.34"}}``; its time is the response's
+    ``Date`` header (the API gives none in the body), else now."""
+
+    def __init__(
+        self, url: str, source: str = "exchange:coinbase", timeout: float = 3.0, heartbeat_seconds: int = 120
+    ) -> None:
+        if not url.startswith(("https://", "http://")):
+            raise ValueError(f"exchange price URL must be http(s): {url!r}")
+        self._url = url
+        self._source = source
+        self._timeout = timeout
+        self._heartbeat = heartbeat_seconds
+
+    def read(self, asset: Asset) -> RateReading:
+        url = self._url.format(asset=asset)
+        headers = {"Accept": "application/json", "User-Agent": "kilo-billing"}
+        request = urllib.request.Request(url, headers=headers)  # noqa: S310 - scheme checked in __init__
+        try:
+            with urllib.request.urlopen(request, timeout=self._timeout) as response:  # noqa: S310 - configured URL
+                body = json.loads(response.read())
+                date = response.headers.get("Date")
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            raise PriceUnavailableError(f"{self._source} did not answer for {asset}: {exc}") from exc
+        data = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(data, dict):
+            raise PriceUnavailableError(f"{self._source} answered without a data object for {asset}")
+        if str(data.get("base", asset)).upper() != asset or str(data.get("currency", "USD")).upper() != "USD":
+            pair = f"{data.get('base')}-{data.get('currency')}"
+            raise PriceUnavailableError(f"{self._source} answered {pair}, not {asset}-USD")
+        try:
+            price = Decimal(str(data["amount"]))
+        except (KeyError, InvalidOperation) as exc:
+            raise PriceUnavailableError(f"{self._source} answered no amount for {asset}") from exc
+        if not price.is_finite() or price <= 0:
+            raise PriceUnavailableError(f"{self._source} answered an unusable price {price} for {asset}")
+        try:
+            updated = parsedate_to_datetime(date) if date else datetime.now(UTC)
+        except (TypeError, ValueError):
+            updated = datetime.now(UTC)
+        return RateReading(
+            source=self._source, asset=asset, price=price, updated_at=updated, heartbeat_seconds=self._heartbeat
+        )

@@ -1,0 +1,401 @@
+"""The crypto table (one table, single-table design; docs/decisions.md): domain values <-> DynamoDB items through the
+layer's TypeSerializer helpers.
+
+Keys (``pk`` / ``sk``), and the two sparse indexes:
+- bill ``BILL#<invoice>`` / ``BILL``; its quotes ``BILL#<invoice>`` / ``QUOTE#<quote>`` (one Query reads a bill and
+  its quotes);
+- Solana Pay reference ``REF#<reference>`` / ``REF`` -> the quote, indexed ``watch`` while monitored;
+- chain payment ``PAY#<payment id>`` / ``PAY``, indexed ``pending`` while SEEN;
+- linked wallet ``WALLET#<evm|solana>#<address>`` / ``WALLET`` (EVM addresses lower-cased), sign-in nonce
+  ``NONCE#<nonce>`` / ``NONCE`` (TTL), watcher cursor ``CURSOR#<chain>`` / ``CURSOR``.
+Indexes: ``watch`` (``gsi1pk`` / ``gsi1sk``): ``WATCH#<chain>`` / ``<monitor until>#<reference>`` for references,
+``PENDING#<chain>`` / ``<payment id>`` for SEEN payments; ``account`` (``gsi2pk`` / ``gsi2sk``): ``ACCOUNT#<id>`` (or
+``UNATTRIBUTED`` for payments nobody claims) / ``BILL#...``, ``QUOTE#...``, ``PAY#...``, ``WALLET#...`` - the
+history and the operator's list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Final, cast
+
+from kilo_billing.items import Item, from_item, to_item
+from kilo_crypto_watch.model import (
+    Asset,
+    Bill,
+    BillFlag,
+    BillPayment,
+    BillStatus,
+    Cursor,
+    LockedRate,
+    MatchedBy,
+    ObservedTransfer,
+    Payment,
+    PaymentStatus,
+    Quote,
+    QuoteStatus,
+    RateReading,
+)
+
+UNATTRIBUTED: Final = "UNATTRIBUTED"
+NONCE_TTL_GRACE_SECONDS: Final = 86_400
+
+
+def key(pk: str, sk: str) -> Item:
+    return to_item({"pk": pk, "sk": sk})
+
+
+def bill_pk(invoice_id: str) -> str:
+    return f"BILL#{invoice_id}"
+
+
+def account_pk(account_id: str) -> str:
+    return f"ACCOUNT#{account_id}"
+
+
+def payment_pk(payment_id: str) -> str:
+    return f"PAY#{payment_id}"
+
+
+def wallet_pk(kind: str, address: str) -> str:
+    return f"WALLET#{kind}#{normal_address(kind, address)}"
+
+
+def normal_address(kind: str, address: str) -> str:
+    return address.lower() if kind == "evm" else address
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _time(value: Any) -> datetime:
+    return datetime.fromisoformat(str(value))
+
+
+def _maybe_time(value: Any) -> datetime | None:
+    return _time(value) if value else None
+
+
+# --- bills ---------------------------------------------------------------------------------------------------------
+
+
+def bill_to_item(bill: Bill) -> Item:
+    return to_item(
+        {
+            "pk": bill_pk(bill.invoice_id),
+            "sk": "BILL",
+            "gsi2pk": account_pk(bill.account_id),
+            "gsi2sk": f"BILL#{bill.issued_at.isoformat()}#{bill.invoice_id}",
+            "kind": "bill",
+            "invoice_id": bill.invoice_id,
+            "account_id": bill.account_id,
+            "number": bill.number,
+            "period": bill.period,
+            "total_usd": bill.total_usd,
+            "issued_at": bill.issued_at.isoformat(),
+            "status": bill.status.value,
+            "flags": sorted(flag.value for flag in bill.flags),
+            "payments": [_line_to_map(line) for line in bill.payments],
+            "settled_usd": bill.settled_usd,
+            "written_off_usd": bill.written_off_usd,
+            "credit_usd": bill.credit_usd,
+            "settled_payment_ids": list(bill.settled_payment_ids),
+            "paid_at": _iso(bill.paid_at),
+            "settled_announced": bill.settled_announced,
+            "version": bill.version,
+        }
+    )
+
+
+def _line_to_map(line: BillPayment) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "payment_id": line.payment_id,
+        "tx_id": line.tx_id,
+        "asset": line.asset,
+        "usd": line.usd,
+        "status": line.status.value,
+        "late": line.late,
+        "review": line.review,
+    }
+    if line.quote_id:
+        values["quote_id"] = line.quote_id
+    return values
+
+
+def bill_from_item(item: Mapping[str, Any]) -> Bill:
+    values = from_item(item)
+    return Bill(
+        invoice_id=str(values["invoice_id"]),
+        account_id=str(values["account_id"]),
+        number=str(values.get("number", "")),
+        period=str(values.get("period", "")),
+        total_usd=Decimal(values["total_usd"]),
+        issued_at=_time(values["issued_at"]),
+        status=BillStatus(str(values["status"])),
+        flags=frozenset(BillFlag(str(flag)) for flag in values.get("flags", [])),
+        payments=tuple(
+            BillPayment(
+                payment_id=str(line["payment_id"]),
+                tx_id=str(line["tx_id"]),
+                asset=cast(Asset, str(line["asset"])),
+                usd=Decimal(line["usd"]),
+                status=PaymentStatus(str(line["status"])),
+                quote_id=str(line["quote_id"]) if line.get("quote_id") else None,
+                late=bool(line.get("late", False)),
+                review=bool(line.get("review", False)),
+            )
+            for line in values.get("payments", [])
+        ),
+        settled_usd=Decimal(values.get("settled_usd", "0.00")),
+        written_off_usd=Decimal(values.get("written_off_usd", "0.00")),
+        credit_usd=Decimal(values.get("credit_usd", "0.00")),
+        settled_payment_ids=tuple(str(pid) for pid in values.get("settled_payment_ids", [])),
+        paid_at=_maybe_time(values.get("paid_at")),
+        settled_announced=bool(values.get("settled_announced", False)),
+        version=int(values.get("version", 0)),
+    )
+
+
+# --- quotes --------------------------------------------------------------------------------------------------------
+
+
+def _reading_to_map(reading: RateReading) -> dict[str, Any]:
+    return {
+        "source": reading.source,
+        "asset": reading.asset,
+        "price": reading.price,
+        "updated_at": reading.updated_at.isoformat(),
+        "heartbeat_seconds": reading.heartbeat_seconds,
+        "round_id": reading.round_id,
+    }
+
+
+def _reading_from_map(values: Mapping[str, Any]) -> RateReading:
+    heartbeat = values.get("heartbeat_seconds")
+    round_id = values.get("round_id")
+    return RateReading(
+        source=str(values["source"]),
+        asset=cast(Asset, str(values["asset"])),
+        price=Decimal(values["price"]),
+        updated_at=_time(values["updated_at"]),
+        heartbeat_seconds=int(heartbeat) if heartbeat is not None else None,
+        round_id=int(round_id) if round_id is not None else None,
+    )
+
+
+def quote_to_item(quote: Quote) -> Item:
+    return to_item(
+        {
+            "pk": bill_pk(quote.invoice_id),
+            "sk": f"QUOTE#{quote.quote_id}",
+            "gsi2pk": account_pk(quote.account_id),
+            "gsi2sk": f"QUOTE#{quote.created_at.isoformat()}#{quote.quote_id}",
+            "kind": "quote",
+            "quote_id": quote.quote_id,
+            "invoice_id": quote.invoice_id,
+            "account_id": quote.account_id,
+            "chain": quote.chain,
+            "asset": quote.asset,
+            "amount_usd": quote.amount_usd,
+            "rate": quote.rate.price,
+            "rate_locked_at": quote.rate.locked_at.isoformat(),
+            # every reading as a map; None fields are dropped by DynamoDB's NULL-free shape below
+            "readings": [
+                {name: value for name, value in _reading_to_map(r).items() if value is not None}
+                for r in quote.rate.readings
+            ],
+            "atomic_amount": quote.atomic_amount,
+            "pay_to": quote.pay_to,
+            "created_at": quote.created_at.isoformat(),
+            "expires_at": quote.expires_at.isoformat(),
+            "monitor_until": quote.monitor_until.isoformat(),
+            "payment_uri": quote.payment_uri,
+            "reference": quote.reference,
+            "memo": quote.memo,
+            "status": quote.status.value,
+        }
+    )
+
+
+def quote_from_item(item: Mapping[str, Any]) -> Quote:
+    values = from_item(item)
+    asset = cast(Asset, str(values["asset"]))
+    return Quote(
+        quote_id=str(values["quote_id"]),
+        invoice_id=str(values["invoice_id"]),
+        account_id=str(values["account_id"]),
+        chain=str(values["chain"]),
+        asset=asset,
+        amount_usd=Decimal(values["amount_usd"]),
+        rate=LockedRate(
+            asset=asset,
+            price=Decimal(values["rate"]),
+            readings=tuple(_reading_from_map(r) for r in values.get("readings", [])),
+            locked_at=_time(values["rate_locked_at"]),
+        ),
+        atomic_amount=int(values["atomic_amount"]),
+        pay_to=str(values["pay_to"]),
+        created_at=_time(values["created_at"]),
+        expires_at=_time(values["expires_at"]),
+        monitor_until=_time(values["monitor_until"]),
+        payment_uri=str(values["payment_uri"]),
+        reference=str(values["reference"]) if values.get("reference") else None,
+        memo=str(values["memo"]) if values.get("memo") else None,
+        status=QuoteStatus(str(values.get("status", "ACTIVE"))),
+    )
+
+
+def reference_to_item(quote: Quote) -> Item:
+    if quote.reference is None:
+        raise ValueError("quote has no reference")
+    return to_item(
+        {
+            "pk": f"REF#{quote.reference}",
+            "sk": "REF",
+            "gsi1pk": f"WATCH#{quote.chain}",
+            "gsi1sk": f"{quote.monitor_until.isoformat()}#{quote.reference}",
+            "kind": "reference",
+            "reference": quote.reference,
+            "quote_id": quote.quote_id,
+            "invoice_id": quote.invoice_id,
+            "chain": quote.chain,
+        }
+    )
+
+
+# --- payments ------------------------------------------------------------------------------------------------------
+
+
+def payment_to_item(payment: Payment) -> Item:
+    transfer = payment.transfer
+    return to_item(
+        {
+            "pk": payment_pk(payment.payment_id),
+            "sk": "PAY",
+            "gsi1pk": f"PENDING#{transfer.chain}" if payment.status is PaymentStatus.SEEN else None,
+            "gsi1sk": payment.payment_id if payment.status is PaymentStatus.SEEN else None,
+            "gsi2pk": account_pk(payment.account_id) if payment.account_id else UNATTRIBUTED,
+            "gsi2sk": f"PAY#{payment.seen_at.isoformat()}#{payment.payment_id}",
+            "kind": "payment",
+            "payment_id": payment.payment_id,
+            "chain": transfer.chain,
+            "asset": transfer.asset,
+            "tx_id": transfer.tx_id,
+            "log_index": transfer.index,
+            "block_number": transfer.block_number,
+            "block_hash": transfer.block_hash,
+            "sender": transfer.sender,
+            "recipient": transfer.recipient,
+            "atomic_amount": transfer.atomic_amount,
+            "succeeded": transfer.succeeded,
+            "references": list(transfer.references) or None,
+            "memo": transfer.memo,
+            "block_time": _iso(transfer.block_time),
+            "status": payment.status.value,
+            "seen_at": payment.seen_at.isoformat(),
+            "invoice_id": payment.invoice_id,
+            "account_id": payment.account_id,
+            "quote_id": payment.quote_id,
+            "matched_by": payment.matched_by,
+            "rate": payment.rate,
+            "usd": payment.usd,
+            "late": payment.late,
+            "review": payment.review,
+            "announced": payment.announced,
+        }
+    )
+
+
+def payment_from_item(item: Mapping[str, Any]) -> Payment:
+    values = from_item(item)
+    transfer = ObservedTransfer(
+        chain=str(values["chain"]),
+        asset=cast(Asset, str(values["asset"])),
+        tx_id=str(values["tx_id"]),
+        index=int(values["log_index"]),
+        block_number=int(values["block_number"]),
+        block_hash=str(values["block_hash"]),
+        sender=str(values["sender"]),
+        recipient=str(values["recipient"]),
+        atomic_amount=int(values["atomic_amount"]),
+        succeeded=bool(values.get("succeeded", True)),
+        references=tuple(str(r) for r in values.get("references", [])),
+        memo=str(values["memo"]) if values.get("memo") else None,
+        block_time=_maybe_time(values.get("block_time")),
+    )
+    return Payment(
+        transfer=transfer,
+        status=PaymentStatus(str(values["status"])),
+        seen_at=_time(values["seen_at"]),
+        invoice_id=str(values["invoice_id"]) if values.get("invoice_id") else None,
+        account_id=str(values["account_id"]) if values.get("account_id") else None,
+        quote_id=str(values["quote_id"]) if values.get("quote_id") else None,
+        matched_by=cast(MatchedBy, str(values["matched_by"])) if values.get("matched_by") else None,
+        rate=Decimal(values["rate"]) if values.get("rate") is not None else None,
+        usd=Decimal(values["usd"]) if values.get("usd") is not None else None,
+        late=bool(values.get("late", False)),
+        review=bool(values.get("review", False)),
+        announced=bool(values.get("announced", False)),
+    )
+
+
+# --- wallets, nonces, cursors --------------------------------------------------------------------------------------
+
+
+def wallet_to_item(kind: str, address: str, account_id: str, chain: str, linked_at: datetime) -> Item:
+    return to_item(
+        {
+            "pk": wallet_pk(kind, address),
+            "sk": "WALLET",
+            "gsi2pk": account_pk(account_id),
+            "gsi2sk": f"WALLET#{kind}#{normal_address(kind, address)}",
+            "kind": "wallet",
+            "wallet_kind": kind,
+            "address": address,
+            "account_id": account_id,
+            "chain": chain,
+            "linked_at": linked_at.isoformat(),
+        }
+    )
+
+
+def nonce_to_item(nonce: str, account_id: str, expires_at: datetime) -> Item:
+    return to_item(
+        {
+            "pk": f"NONCE#{nonce}",
+            "sk": "NONCE",
+            "kind": "nonce",
+            "account_id": account_id,
+            "expires_at": expires_at.isoformat(),
+            "ttl": int(expires_at.timestamp()) + NONCE_TTL_GRACE_SECONDS,
+        }
+    )
+
+
+def cursor_to_item(cursor: Cursor) -> Item:
+    return to_item(
+        {
+            "pk": f"CURSOR#{cursor.chain}",
+            "sk": "CURSOR",
+            "kind": "cursor",
+            "chain": cursor.chain,
+            "block_number": cursor.block_number,
+            "block_hash": cursor.block_hash,
+            "last_signature": cursor.last_signature,
+            "updated_at": _iso(cursor.updated_at),
+        }
+    )
+
+
+def cursor_from_item(item: Mapping[str, Any]) -> Cursor:
+    values = from_item(item)
+    return Cursor(
+        chain=str(values["chain"]),
+        block_number=int(values["block_number"]),
+        block_hash=str(values["block_hash"]),
+        last_signature=str(values["last_signature"]) if values.get("last_signature") else None,
+        updated_at=_maybe_time(values.get("updated_at")),
+    )

@@ -1,0 +1,541 @@
+"""Settlement: chain payments matched to bills, the quote and bill state machines, tolerances and the money.
+
+The watchers report through the ``PaymentSink`` port (``record_seen`` / ``finalized`` / ``orphaned``); settlement
+matches each credit (Solana Pay reference; the sender's linked wallet plus an open quote; a transaction the customer
+submitted for a bill; else UNATTRIBUTED, kept for an operator), values it in USD (the quote's locked rate, or the
+late-payment policy), and moves the bill: OPEN -> PROCESSING (covered counting unfinalized payments) -> PAID (covered
+by finalized ones, inside tolerance), exactly once - each step is one conditional transaction on the bill's version.
+Events are published after the state is written and marked after publishing (a crash in between re-publishes the same
+deterministic id; consumers dedupe), never lost.
+
+Pure parts (``recompute``, ``quote_status``, ``value_payment``, ``match_quote``, ``tolerance``) take values and return
+values; ``Settlement`` wires them to the ``SettlementStore`` port and the publisher.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from decimal import Decimal
+from fractions import Fraction
+from typing import Final
+
+from kilo_billing.contracts import CryptoBillSettledV1, CryptoPaymentSeenV1, UnattributedCryptoPaymentV1
+from kilo_billing.money import ZERO, decimal_str, money_str, round_money
+from kilo_billing.publisher import EventPublisher
+from kilo_crypto_watch.model import (
+    DECIMALS,
+    Asset,
+    Bill,
+    BillFlag,
+    BillPayment,
+    BillStatus,
+    ChainConfig,
+    MatchedBy,
+    ObservedTransfer,
+    Payment,
+    PaymentStatus,
+    PendingPayment,
+    Quote,
+    QuoteStatus,
+)
+from kilo_crypto_watch.ports import ConflictError, RateRefusedError, Rates, SettlementChange, SettlementStore
+
+STABLECOINS: Final = frozenset({"USDC"})
+COUNTED: Final = frozenset({PaymentStatus.SEEN, PaymentStatus.FINALIZED})
+
+
+@dataclass(frozen=True, slots=True)
+class SettlementPolicy:
+    """Tolerances and the late-payment policy (crypto.md; defaults from BTCPay / Coinbase Commerce)."""
+
+    stable_tolerance_rate: Decimal = Decimal("0.005")  # stablecoins: min(0.5 % of the bill, $1)
+    stable_tolerance_cap: Decimal = Decimal("1.00")
+    volatile_tolerance_rate: Decimal = Decimal("0.01")  # ETH / SOL: 1 % of the bill
+    late_review_move: Decimal = Decimal("0.02")  # late ETH/SOL whose price moved more than this: manual review
+
+
+class SettlementError(Exception):
+    """Base of settlement's refusals (the API and the CLI map them to clear messages)."""
+
+
+class BillNotFoundError(SettlementError, LookupError):
+    pass
+
+
+class PaymentNotFoundError(SettlementError, LookupError):
+    pass
+
+
+class AlreadyClaimedError(SettlementError):
+    """The payment is attributed to another bill already."""
+
+
+class NoQuoteError(SettlementError):
+    """The bill has no quote (inside its monitoring window) for the payment's chain and asset."""
+
+
+class NotAssignableError(SettlementError):
+    """The payment cannot be assigned (already attributed, failed, or orphaned; the bill is another account's)."""
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+# --- pure money and state ------------------------------------------------------------------------------------------
+
+
+def asset_amount(atomic: int, asset: Asset) -> Decimal:
+    """Atomic units as a whole-unit Decimal (exact): 1_500_000 USDC units -> 1.5."""
+    return Decimal(atomic).scaleb(-DECIMALS[asset])
+
+
+def usd_value(atomic: int, asset: Asset, rate: Decimal) -> Decimal:
+    """A payment's USD value: atomic / 10^decimals x rate, rounded by the product's one rule (half-up to the cent)."""
+    return round_money(Fraction(atomic, 10 ** DECIMALS[asset]) * Fraction(rate))
+
+
+def tolerance(total: Decimal, assets: Iterable[Asset], policy: SettlementPolicy) -> Decimal:
+    """The underpayment written off: stablecoins only min(0.5 %, $1); any ETH/SOL among the payments 1 %."""
+    if all(asset in STABLECOINS for asset in assets):
+        return min(total * policy.stable_tolerance_rate, policy.stable_tolerance_cap)
+    return total * policy.volatile_tolerance_rate
+
+
+def recompute(bill: Bill, policy: SettlementPolicy, now: datetime) -> Bill:
+    """The bill's status, flags and settled/written-off/credit USD from its payment lines.
+
+    PAID is final: later finalized payments only add account credit. Otherwise: PAID when the finalized payments
+    cover the total inside tolerance; PROCESSING when the seen and finalized ones do; else OPEN (PARTIAL when
+    something was paid). Failed, orphaned and under-review payments do not count."""
+    kept = bill.flags & {BillFlag.PAST_DUE, BillFlag.MARKED}
+    counted = [line for line in bill.payments if line.status in COUNTED and not line.review]
+    final = [line for line in counted if line.status is PaymentStatus.FINALIZED]
+    flags = set(kept)
+    if len(counted) > 1:
+        flags.add(BillFlag.MULTIPLE)
+    if any(line.late for line in counted):
+        flags.add(BillFlag.PAID_LATE)
+    if bill.status is BillStatus.PAID:
+        extra = sum((line.usd for line in final if line.payment_id not in bill.settled_payment_ids), ZERO)
+        credit = max(ZERO, bill.settled_usd - bill.total_usd) + extra
+        if credit > 0:
+            flags.add(BillFlag.OVERPAID)
+        flags |= bill.flags & {BillFlag.PARTIAL, BillFlag.PAID_LATE, BillFlag.MULTIPLE}
+        return replace(bill, flags=frozenset(flags), credit_usd=credit)
+    total = bill.total_usd
+    allowed = tolerance(total, [line.asset for line in counted], policy)
+    paid_all = sum((line.usd for line in counted), ZERO)
+    paid_final = sum((line.usd for line in final), ZERO)
+    if final and paid_final >= total - allowed:
+        if paid_final > total:
+            flags.add(BillFlag.OVERPAID)
+        if paid_final < total:
+            flags.add(BillFlag.PARTIAL)  # paid inside tolerance: the shortfall is written off
+        return replace(
+            bill,
+            status=BillStatus.PAID,
+            flags=frozenset(flags),
+            settled_usd=paid_final,
+            written_off_usd=max(ZERO, total - paid_final),
+            credit_usd=max(ZERO, paid_final - total),
+            settled_payment_ids=tuple(line.payment_id for line in final),
+            paid_at=now,
+        )
+    if counted and paid_all < total - allowed:
+        flags.add(BillFlag.PARTIAL)
+    if paid_all > total:
+        flags.add(BillFlag.OVERPAID)
+    status = BillStatus.PROCESSING if counted and paid_all >= total - allowed else BillStatus.OPEN
+    return replace(bill, status=status, flags=frozenset(flags))
+
+
+def remaining_usd(bill: Bill) -> Decimal:
+    """What a new quote asks for: the total less what seen and finalized payments already cover (never below 0)."""
+    counted = sum((line.usd for line in bill.payments if line.status in COUNTED and not line.review), ZERO)
+    return max(ZERO, bill.total_usd - counted)
+
+
+def quote_status(quote: Quote, lines: Sequence[BillPayment], now: datetime) -> QuoteStatus:
+    """The quote's state from its payments (crypto.md): a payment inside the quote's expiry -> DETECTED, COMPLETED
+    when final, INVALID when still unfinalized after monitoring; only late payments -> LATE; none counting (never
+    paid, or every payment orphaned or failed) -> ACTIVE until expiry, then EXPIRED."""
+    counted = [line for line in lines if line.quote_id == quote.quote_id and line.status in COUNTED]
+    on_time = [line for line in counted if not line.late]
+    if on_time:
+        if any(line.status is PaymentStatus.FINALIZED for line in on_time):
+            return QuoteStatus.COMPLETED
+        return QuoteStatus.INVALID if now > quote.monitor_until else QuoteStatus.DETECTED
+    if counted:
+        return QuoteStatus.LATE
+    return QuoteStatus.EXPIRED if now > quote.expires_at else QuoteStatus.ACTIVE
+
+
+def match_quote(transfer: ObservedTransfer, quotes: Iterable[Quote], detected_at: datetime) -> Quote | None:
+    """The open quote a transfer pays: same chain and asset, still monitored at detection; the one asking exactly this
+    amount first, else the newest."""
+    candidates = [
+        quote
+        for quote in quotes
+        if quote.chain == transfer.chain and quote.asset == transfer.asset and detected_at <= quote.monitor_until
+    ]
+    if not candidates:
+        return None
+    exact = [quote for quote in candidates if quote.atomic_amount == transfer.atomic_amount]
+    return max(exact or candidates, key=lambda quote: (quote.created_at, quote.quote_id))
+
+
+@dataclass(frozen=True, slots=True)
+class Valuation:
+    rate: Decimal
+    usd: Decimal
+    late: bool
+    review: bool
+
+
+def value_payment(
+    transfer: ObservedTransfer,
+    quote: Quote,
+    detected_at: datetime,
+    policy: SettlementPolicy,
+    rate_now: Callable[[], Decimal],
+) -> Valuation:
+    """USD of a payment toward ``quote``: the locked rate inside expiry; late, stablecoins 1:1 and ETH/SOL at
+    min(locked, rate at detection) - a move beyond ``late_review_move`` (or no rate at all) sends it to review."""
+    locked = quote.rate.price
+    late = detected_at > quote.expires_at
+    review = False
+    rate = locked
+    if late and transfer.asset in STABLECOINS:
+        rate = Decimal(1)
+    elif late:
+        try:
+            current = rate_now()
+        except RateRefusedError:
+            current = None
+        if current is None:
+            review = True
+        else:
+            review = abs(current - locked) > locked * policy.late_review_move
+            rate = min(locked, current)
+    return Valuation(rate, usd_value(transfer.atomic_amount, transfer.asset, rate), late, review)
+
+
+def _line(payment: Payment) -> BillPayment:
+    return BillPayment(
+        payment_id=payment.payment_id,
+        tx_id=payment.transfer.tx_id,
+        asset=payment.transfer.asset,
+        usd=payment.usd if payment.usd is not None else ZERO,
+        status=payment.status,
+        quote_id=payment.quote_id,
+        late=payment.late,
+        review=payment.review,
+    )
+
+
+def with_line(bill: Bill, payment: Payment) -> Bill:
+    """The bill with ``payment``'s line added or replaced."""
+    others = tuple(line for line in bill.payments if line.payment_id != payment.payment_id)
+    return replace(bill, payments=(*others, _line(payment)))
+
+
+def explorer_url(chain: ChainConfig | None, tx_id: str) -> str | None:
+    if chain is None or not chain.explorer_tx_url:
+        return None
+    return chain.explorer_tx_url.format(tx=tx_id)
+
+
+# --- the PaymentSink over the store --------------------------------------------------------------------------------
+
+
+class Settlement:
+    """``PaymentSink`` and ``ReferenceSource`` for the watchers; the fast path and the operator's assignment too."""
+
+    def __init__(
+        self,
+        store: SettlementStore,
+        publisher: EventPublisher,
+        chains: Mapping[str, ChainConfig],
+        rates: Rates | None = None,
+        policy: SettlementPolicy | None = None,
+        clock: Callable[[], datetime] = utc_now,
+        attempts: int = 5,
+    ) -> None:
+        self._store = store
+        self._publisher = publisher
+        self._chains = chains
+        self._rates = rates
+        self._policy = policy or SettlementPolicy()
+        self._clock = clock
+        self._attempts = attempts
+
+    # ReferenceSource
+    def active_references(self, chain: str) -> Sequence[str]:
+        return self._store.watched_references(chain, self._clock())
+
+    # PaymentSink
+    def pending(self, chain: str) -> Sequence[PendingPayment]:
+        return [
+            PendingPayment(
+                payment_id=p.payment_id,
+                chain=p.transfer.chain,
+                tx_id=p.transfer.tx_id,
+                index=p.transfer.index,
+                block_number=p.transfer.block_number,
+                block_hash=p.transfer.block_hash,
+            )
+            for p in self._store.pending_payments(chain)
+        ]
+
+    def record_seen(self, transfer: ObservedTransfer) -> None:
+        self.record(transfer)
+
+    def finalized(self, payment_id: str) -> None:
+        self._move(payment_id, PaymentStatus.FINALIZED)
+
+    def orphaned(self, payment_id: str) -> None:
+        self._move(payment_id, PaymentStatus.ORPHANED)
+
+    # the fast path and the watchers' common entry
+    def record(self, transfer: ObservedTransfer, claimed_for: str | None = None) -> Payment:
+        """Record a credit (idempotent per payment id) and match it; ``claimed_for``: the bill a customer submitted
+        the transaction for (the fast path). A payment re-seen after an orphaning counts again."""
+        for _ in range(self._attempts):
+            existing = self._store.payment(transfer.payment_id)
+            try:
+                if existing is not None and existing.status is not PaymentStatus.ORPHANED:
+                    if claimed_for is not None and existing.invoice_id not in (None, claimed_for):
+                        raise AlreadyClaimedError(f"payment {transfer.payment_id} already pays another bill")
+                    if claimed_for is not None and not existing.attributed:
+                        bill = self._store.bill(claimed_for)
+                        if bill is None:
+                            raise BillNotFoundError(f"no crypto bill {claimed_for!r}")
+                        return self._attribute(existing, bill, "fast_path")
+                    self._announce(existing)
+                    return existing
+                payment = self._record_new(transfer, claimed_for, existing)
+            except ConflictError:
+                continue
+            self._announce(payment)
+            return payment
+        raise ConflictError(f"payment {transfer.payment_id}: too many concurrent changes")
+
+    def assign(self, payment_id: str, account_id: str, invoice_id: str) -> Payment:
+        """The operator's assignment of an UNATTRIBUTED payment to an account's bill (valued at the newest quote of
+        the bill for the payment's chain and asset, with the late policy as for any payment)."""
+        for _ in range(self._attempts):
+            payment = self._store.payment(payment_id)
+            if payment is None:
+                raise PaymentNotFoundError(f"no payment {payment_id!r}")
+            if payment.attributed:
+                raise NotAssignableError(f"payment {payment_id} already pays bill {payment.invoice_id}")
+            if payment.status in (PaymentStatus.FAILED, PaymentStatus.ORPHANED):
+                raise NotAssignableError(f"payment {payment_id} is {payment.status.value}: it pays nothing")
+            bill = self._store.bill(invoice_id)
+            if bill is None:
+                raise BillNotFoundError(f"no crypto bill {invoice_id!r}")
+            if bill.account_id != account_id:
+                raise NotAssignableError(f"bill {invoice_id} belongs to account {bill.account_id}, not {account_id}")
+            try:
+                return self._attribute(payment, bill, "operator")
+            except ConflictError:
+                continue
+        raise ConflictError(f"payment {payment_id}: too many concurrent changes")
+
+    def _attribute(self, payment: Payment, bill: Bill, how: MatchedBy) -> Payment:
+        quotes = list(self._store.quotes(bill.invoice_id))
+        detected = payment.transfer.block_time or payment.seen_at
+        quote = match_quote(payment.transfer, quotes, detected)
+        if quote is None and how == "operator":  # the operator decides past monitoring: the newest such quote
+            quote = match_quote(payment.transfer, [replace(q, monitor_until=detected) for q in quotes], detected)
+            quote = next((q for q in quotes if quote is not None and q.quote_id == quote.quote_id), None)
+        if quote is None:
+            raise NoQuoteError(
+                f"bill {bill.invoice_id} has no {payment.transfer.asset} quote on {payment.transfer.chain}"
+            )
+        valued = self._valued(payment, bill, quote, how, detected)
+        new_bill, changed = self._bill_after(bill, valued, quotes)
+        self._store.save(
+            SettlementChange(
+                valued, payment_expected=payment.status, bill=new_bill, quotes=changed, was_unattributed=True
+            )
+        )
+        self._announce(valued)
+        self._announce_bill(new_bill)
+        return valued
+
+    def _record_new(self, transfer: ObservedTransfer, claimed_for: str | None, existing: Payment | None) -> Payment:
+        now = self._clock()
+        expected = existing.status if existing is not None else None
+        if not transfer.succeeded:
+            failed = Payment(transfer, PaymentStatus.FAILED, now, announced=True)
+            self._store.save(SettlementChange(failed, payment_expected=expected))
+            return failed
+        detected = transfer.block_time or now
+        found = self._match(transfer, claimed_for, detected, existing)
+        if found is None:
+            unattributed = Payment(transfer, PaymentStatus.SEEN, now)
+            self._store.save(SettlementChange(unattributed, payment_expected=expected))
+            return unattributed
+        bill, quote, quotes, how = found
+        seen = Payment(transfer, PaymentStatus.SEEN, now)
+        valued = self._valued(seen, bill, quote, how, detected)
+        new_bill, changed = self._bill_after(bill, valued, quotes)
+        self._store.save(SettlementChange(valued, payment_expected=expected, bill=new_bill, quotes=changed))
+        return valued
+
+    def _match(
+        self, transfer: ObservedTransfer, claimed_for: str | None, detected: datetime, existing: Payment | None
+    ) -> tuple[Bill, Quote, list[Quote], MatchedBy] | None:
+        if existing is not None and existing.invoice_id is not None:  # re-seen after an orphaning: same bill
+            claimed_for = existing.invoice_id
+        if claimed_for is not None:
+            bill = self._store.bill(claimed_for)
+            if bill is None:
+                raise BillNotFoundError(f"no crypto bill {claimed_for!r}")
+            quotes = list(self._store.quotes(bill.invoice_id))
+            quote = match_quote(transfer, quotes, detected)
+            if quote is None:
+                raise NoQuoteError(f"bill {claimed_for} has no open {transfer.asset} quote on {transfer.chain}")
+            how: MatchedBy = existing.matched_by if existing and existing.matched_by else "fast_path"
+            return bill, quote, quotes, how
+        for reference in transfer.references:
+            quote = self._store.quote_by_reference(reference)
+            if quote is None:
+                continue
+            if match_quote(transfer, [quote], detected) is None:
+                continue
+            bill = self._store.bill(quote.invoice_id)
+            if bill is not None:
+                return bill, quote, list(self._store.quotes(bill.invoice_id)), "reference"
+        chain = self._chains.get(transfer.chain)
+        owner = self._store.wallet_owner(chain.kind if chain else "evm", transfer.sender)
+        if owner is None:
+            return None
+        best: tuple[Bill, Quote, list[Quote]] | None = None
+        for bill in sorted(self._store.unpaid_bills(owner), key=lambda b: (b.issued_at, b.invoice_id)):
+            quotes = list(self._store.quotes(bill.invoice_id))
+            quote = match_quote(transfer, quotes, detected)
+            if quote is None:
+                continue
+            if quote.atomic_amount == transfer.atomic_amount:
+                return bill, quote, quotes, "wallet"
+            if best is None:
+                best = (bill, quote, quotes)
+        return (*best, "wallet") if best is not None else None
+
+    def _valued(self, payment: Payment, bill: Bill, quote: Quote, how: MatchedBy, detected: datetime) -> Payment:
+        valuation = value_payment(payment.transfer, quote, detected, self._policy, self._rate_now(quote.asset))
+        return replace(
+            payment,
+            invoice_id=bill.invoice_id,
+            account_id=bill.account_id,
+            quote_id=quote.quote_id,
+            matched_by=how,
+            rate=valuation.rate,
+            usd=valuation.usd,
+            late=valuation.late,
+            review=valuation.review,
+            announced=False,
+        )
+
+    def _rate_now(self, asset: Asset) -> Callable[[], Decimal]:
+        def read() -> Decimal:
+            if self._rates is None:
+                raise RateRefusedError("no rate sources configured")
+            return self._rates.lock(asset, self._clock()).price
+
+        return read
+
+    def _bill_after(self, bill: Bill, payment: Payment, quotes: Sequence[Quote]) -> tuple[Bill, tuple[Quote, ...]]:
+        now = self._clock()
+        moved = recompute(with_line(bill, payment), self._policy, now)
+        new_bill = replace(moved, version=bill.version + 1)
+        changed = []
+        for quote in quotes:
+            status = quote_status(quote, new_bill.payments, now)
+            if status is not quote.status:
+                changed.append(replace(quote, status=status))
+        return new_bill, tuple(changed)
+
+    def _move(self, payment_id: str, status: PaymentStatus) -> None:
+        for _ in range(self._attempts):
+            payment = self._store.payment(payment_id)
+            if payment is None or payment.status is not PaymentStatus.SEEN:
+                if payment is not None and payment.invoice_id is not None:
+                    bill = self._store.bill(payment.invoice_id)
+                    if bill is not None:
+                        self._announce_bill(bill)  # a rerun after a crash between the write and the event
+                return
+            moved = replace(payment, status=status)
+            bill = self._store.bill(payment.invoice_id) if payment.invoice_id else None
+            try:
+                if bill is None:
+                    self._store.save(SettlementChange(moved, payment_expected=PaymentStatus.SEEN))
+                    return
+                new_bill, changed = self._bill_after(bill, moved, self._store.quotes(bill.invoice_id))
+                self._store.save(
+                    SettlementChange(moved, payment_expected=PaymentStatus.SEEN, bill=new_bill, quotes=changed)
+                )
+            except ConflictError:
+                continue
+            self._announce_bill(new_bill)
+            return
+        raise ConflictError(f"payment {payment_id}: too many concurrent changes")
+
+    # events: published after the state is stored, then marked (a rerun re-publishes the same id)
+    def _announce(self, payment: Payment) -> None:
+        if payment.announced or payment.status is PaymentStatus.FAILED:
+            return
+        transfer = payment.transfer
+        now = self._clock().isoformat()
+        amount = decimal_str(asset_amount(transfer.atomic_amount, transfer.asset))
+        if payment.invoice_id is not None and payment.account_id is not None:
+            seen = CryptoPaymentSeenV1(
+                event_id=f"crypto-seen:{payment.payment_id}",
+                account_id=payment.account_id,
+                invoice_id=payment.invoice_id,
+                quote_id=payment.quote_id,
+                chain=transfer.chain,
+                asset=transfer.asset,
+                amount=amount,
+                amount_usd=money_str(payment.usd or ZERO),
+                tx_id=transfer.tx_id,
+                explorer_url=explorer_url(self._chains.get(transfer.chain), transfer.tx_id),
+                occurred_at=now,
+            )
+            self._publisher.publish(seen.DETAIL_TYPE, seen.model_dump(mode="json"))
+        else:
+            alert = UnattributedCryptoPaymentV1(
+                event_id=f"crypto-unattributed:{payment.payment_id}",
+                chain=transfer.chain,
+                asset=transfer.asset,
+                amount=amount,
+                tx_id=transfer.tx_id,
+                sender=transfer.sender,
+                occurred_at=now,
+            )
+            self._publisher.publish(alert.DETAIL_TYPE, alert.model_dump(mode="json"))
+        self._store.mark_payment_announced(payment.payment_id)
+
+    def _announce_bill(self, bill: Bill) -> None:
+        if bill.status is not BillStatus.PAID or bill.settled_announced:
+            return
+        tx_ids = tuple(line.tx_id for line in bill.payments if line.payment_id in bill.settled_payment_ids)
+        settled = CryptoBillSettledV1(
+            event_id=f"crypto-settled:{bill.invoice_id}",
+            account_id=bill.account_id,
+            invoice_id=bill.invoice_id,
+            total=money_str(bill.total_usd),
+            settled_usd=money_str(bill.settled_usd),
+            written_off_usd=money_str(bill.written_off_usd),
+            credit_usd=money_str(bill.credit_usd),
+            flags=tuple(sorted(flag.value for flag in bill.flags)),
+            tx_ids=tuple(dict.fromkeys(tx_ids)),
+            occurred_at=(bill.paid_at or self._clock()).isoformat(),
+        )
+        self._publisher.publish(settled.DETAIL_TYPE, settled.model_dump(mode="json"))
+        self._store.mark_bill_announced(bill.invoice_id)

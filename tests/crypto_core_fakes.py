@@ -1,0 +1,167 @@
+"""Helpers of the crypto core's tests: the crypto table on moto (created from template.yaml), a settable clock, fixed
+rates, and hand-built bills, quotes and transfers (every figure in the tests is worked by hand from these)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from kilo_crypto_watch.adapters import DynamoCryptoStore
+from kilo_crypto_watch.model import (
+    Asset,
+    Bill,
+    ChainConfig,
+    LockedRate,
+    ObservedTransfer,
+    Quote,
+    RateReading,
+)
+from kilo_crypto_watch.ports import RateRefusedError
+from kilo_crypto_watch.settlement import Settlement
+from tests.conftest import Stack
+from tests.fakes import RecordingPublisher
+
+T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)  # bills issued; quotes made at T0 + 1 min
+MERCHANT_EVM = "0x00000000000000000000000000000000000Ba5e0"
+MERCHANT_SOL = "9xQeWvG816bUx9EPjHmaT23yvVM2ZWbrrpZb9PusVFin"
+CUSTOMER_WALLET = "0x1111111111111111111111111111111111111111"
+STRANGER_WALLET = "0x2222222222222222222222222222222222222222"
+USDC_EVM = "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48"
+
+CHAINS = {
+    "ethereum": ChainConfig(
+        key="ethereum",
+        kind="evm",
+        rpc_url="http://127.0.0.1:1",
+        merchant_address=MERCHANT_EVM,
+        usdc=USDC_EVM,
+        native="ETH",
+        chain_id=1,
+        explorer_tx_url="https://etherscan.io/tx/{tx}",
+    ),
+    "solana": ChainConfig(
+        key="solana",
+        kind="solana",
+        rpc_url="http://127.0.0.1:1",
+        merchant_address=MERCHANT_SOL,
+        usdc="EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v",
+        native="SOL",
+        explorer_tx_url="https://solscan.io/tx/{tx}",
+    ),
+}
+
+
+@dataclass
+class Clock:
+    now: datetime = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@dataclass
+class FixedRates:
+    """``Rates`` answering a fixed price per asset now (or refusing when none is set)."""
+
+    prices: dict[str, Decimal] = field(default_factory=dict)
+
+    def lock(self, asset: Asset, now: datetime) -> LockedRate:
+        if asset not in self.prices:
+            raise RateRefusedError(f"no price for {asset}")
+        price = self.prices[asset]
+        reading = RateReading("fixed", asset, price, now)
+        return LockedRate(asset, price, (reading,), now)
+
+
+def crypto_store(stack: Stack) -> DynamoCryptoStore:
+    return DynamoCryptoStore(stack.clients["dynamodb"], stack.template.physical_name("CryptoTable"))
+
+
+@dataclass
+class Harness:
+    store: DynamoCryptoStore
+    published: RecordingPublisher
+    clock: Clock
+    rates: FixedRates
+    settlement: Settlement
+
+    def events(self, detail_type: str) -> list[dict[str, Any]]:
+        return [detail for kind, detail in self.published.published if kind == detail_type]
+
+
+def harness(stack: Stack) -> Harness:
+    store = crypto_store(stack)
+    published = RecordingPublisher()
+    clock = Clock()
+    rates = FixedRates()
+    return Harness(store, published, clock, rates, Settlement(store, published, CHAINS, rates, clock=clock))
+
+
+def bill(invoice_id: str = "inv-1", account_id: str = "acct-1", total: str = "100.00") -> Bill:
+    return Bill(
+        invoice_id=invoice_id,
+        account_id=account_id,
+        number=f"KB-{invoice_id}",
+        period="2026-10",
+        total_usd=Decimal(total),
+        issued_at=T0,
+    )
+
+
+def quote(
+    quote_id: str,
+    asset: Asset,
+    atomic: int,
+    rate: str,
+    invoice_id: str = "inv-1",
+    account_id: str = "acct-1",
+    chain: str = "ethereum",
+    amount_usd: str = "100.00",
+    reference: str | None = None,
+) -> Quote:
+    created = T0 + timedelta(minutes=1)
+    return Quote(
+        quote_id=quote_id,
+        invoice_id=invoice_id,
+        account_id=account_id,
+        chain=chain,
+        asset=asset,
+        amount_usd=Decimal(amount_usd),
+        rate=LockedRate(asset, Decimal(rate), (RateReading("fixed", asset, Decimal(rate), created),), created),
+        atomic_amount=atomic,
+        pay_to=CHAINS[chain].merchant_address,
+        created_at=created,
+        expires_at=created + timedelta(minutes=30),
+        monitor_until=created + timedelta(hours=72),
+        payment_uri=f"test:{quote_id}",
+        reference=reference,
+    )
+
+
+def transfer(
+    tx: str,
+    asset: Asset,
+    atomic: int,
+    at: datetime,
+    sender: str = CUSTOMER_WALLET,
+    chain: str = "ethereum",
+    index: int = 0,
+    references: tuple[str, ...] = (),
+    succeeded: bool = True,
+) -> ObservedTransfer:
+    return ObservedTransfer(
+        chain=chain,
+        asset=asset,
+        tx_id=tx,
+        index=index,
+        block_number=100,
+        block_hash="0xblock",
+        sender=sender,
+        recipient=CHAINS[chain].merchant_address,
+        atomic_amount=atomic,
+        succeeded=succeeded,
+        references=references,
+        block_time=at,
+    )

@@ -1,0 +1,359 @@
+"""Crypto settlement stories on the crypto table (moto, created from template.yaml): matching, the bill and quote
+state machines, tolerances, overpayment, late payments, orphaning, events exactly once.
+
+Hand-worked figures: a $100.00 bill; ETH locked at $2,500.00 asks 0.04 ETH = 40_000_000_000_000_000 wei; USDC is
+locked at 1 and asks 100 USDC = 100_000_000 units. Tolerance: USDC min(0.5 %, $1) = $0.50 on $100; ETH 1 % = $1.00.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+
+from kilo_crypto_watch.model import BillFlag, BillStatus, PaymentStatus, QuoteStatus
+from kilo_crypto_watch.ports import ConflictError, SettlementChange
+from kilo_crypto_watch.settlement import AlreadyClaimedError, NotAssignableError
+from tests.conftest import Stack
+from tests.crypto_core_fakes import (
+    CUSTOMER_WALLET,
+    STRANGER_WALLET,
+    T0,
+    Harness,
+    bill,
+    harness,
+    quote,
+    transfer,
+)
+
+ETH_QUOTE = 40_000_000_000_000_000
+USDC_QUOTE = 100_000_000
+SEEN = "CryptoPaymentSeen.v1"
+SETTLED = "CryptoBillSettled.v1"
+UNATTRIBUTED = "UnattributedCryptoPayment.v1"
+
+
+@pytest.fixture
+def h(stack: Stack) -> Harness:
+    h = harness(stack)
+    h.store.link_wallet("evm", CUSTOMER_WALLET, "acct-1", "ethereum", T0)
+    assert h.store.create_bill(bill())
+    h.store.add_quote(quote("q-usdc", "USDC", USDC_QUOTE, "1"))
+    h.store.add_quote(quote("q-eth", "ETH", ETH_QUOTE, "2500.00"))
+    h.clock.now = T0 + timedelta(minutes=5)
+    return h
+
+
+def statuses(h: Harness) -> dict[str, QuoteStatus]:
+    return {q.quote_id: q.status for q in h.store.quotes("inv-1")}
+
+
+def test_given_an_exact_usdc_payment_from_the_linked_wallet_when_seen_then_final_then_the_bill_is_paid_once(
+    h: Harness,
+) -> None:
+    paid = transfer("0xaa", "USDC", USDC_QUOTE, T0 + timedelta(minutes=4))
+    h.settlement.record_seen(paid)
+
+    processing = h.store.bill("inv-1")
+    assert processing is not None
+    assert processing.status is BillStatus.PROCESSING
+    assert processing.flags == frozenset()
+    assert statuses(h) == {"q-usdc": QuoteStatus.DETECTED, "q-eth": QuoteStatus.ACTIVE}
+    [seen] = h.events(SEEN)
+    assert (seen["account_id"], seen["invoice_id"], seen["quote_id"]) == ("acct-1", "inv-1", "q-usdc")
+    assert (seen["amount"], seen["amount_usd"], seen["asset"]) == ("100", "100.00", "USDC")
+    assert seen["explorer_url"] == "https://etherscan.io/tx/0xaa"
+    assert seen["event_id"] == "crypto-seen:ethereum:0xaa:0"
+    assert [p.payment_id for p in h.settlement.pending("ethereum")] == ["ethereum:0xaa:0"]
+    assert h.events(SETTLED) == []
+
+    h.settlement.finalized("ethereum:0xaa:0")
+    h.settlement.finalized("ethereum:0xaa:0")  # a rerun: nothing more
+    h.settlement.record_seen(paid)  # the watcher sees it again: nothing more
+
+    final = h.store.bill("inv-1")
+    assert final is not None
+    assert final.status is BillStatus.PAID
+    assert (final.settled_usd, final.written_off_usd, final.credit_usd) == (Decimal("100.00"), 0, 0)
+    assert statuses(h)["q-usdc"] is QuoteStatus.COMPLETED
+    assert h.settlement.pending("ethereum") == []
+    [settled] = h.events(SETTLED)
+    assert settled["event_id"] == "crypto-settled:inv-1"
+    assert (settled["total"], settled["settled_usd"], settled["written_off_usd"], settled["credit_usd"]) == (
+        "100.00",
+        "100.00",
+        "0.00",
+        "0.00",
+    )
+    assert settled["tx_ids"] == ["0xaa"]
+    assert settled["flags"] == []
+    assert len(h.events(SEEN)) == 1
+
+
+@pytest.mark.parametrize(
+    ("total", "asset", "atomic", "status", "written_off", "flags"),
+    [
+        # USDC on $100: tolerance min($0.50, $1) = $0.50
+        ("100.00", "USDC", 99_600_000, BillStatus.PAID, "0.40", {BillFlag.PARTIAL}),
+        ("100.00", "USDC", 99_500_000, BillStatus.PAID, "0.50", {BillFlag.PARTIAL}),
+        ("100.00", "USDC", 99_490_000, BillStatus.OPEN, "0.00", {BillFlag.PARTIAL}),
+        # USDC on $400: 0.5 % = $2.00, capped at $1.00
+        ("400.00", "USDC", 399_000_000, BillStatus.PAID, "1.00", {BillFlag.PARTIAL}),
+        ("400.00", "USDC", 398_990_000, BillStatus.OPEN, "0.00", {BillFlag.PARTIAL}),
+        # ETH at $2,500 on $100: 1 % = $1.00; 0.0396 ETH = $99.00, 0.0395 ETH = $98.75
+        ("100.00", "ETH", 39_600_000_000_000_000, BillStatus.PAID, "1.00", {BillFlag.PARTIAL}),
+        ("100.00", "ETH", 39_500_000_000_000_000, BillStatus.OPEN, "0.00", {BillFlag.PARTIAL}),
+    ],
+)
+def test_given_an_underpayment_when_final_then_paid_inside_tolerance_with_the_shortfall_written_off(
+    stack: Stack,
+    total: str,
+    asset: str,
+    atomic: int,
+    status: BillStatus,
+    written_off: str,
+    flags: set[BillFlag],
+) -> None:
+    h = harness(stack)
+    h.store.link_wallet("evm", CUSTOMER_WALLET, "acct-1", "ethereum", T0)
+    h.store.create_bill(bill(total=total))
+    if asset == "USDC":
+        h.store.add_quote(quote("q", "USDC", int(Decimal(total) * 10**6), "1", amount_usd=total))
+    else:
+        h.store.add_quote(quote("q", "ETH", ETH_QUOTE, "2500.00"))
+    h.clock.now = T0 + timedelta(minutes=5)
+    h.settlement.record_seen(transfer("0xbb", asset, atomic, T0 + timedelta(minutes=4)))  # type: ignore[arg-type]
+    h.settlement.finalized("ethereum:0xbb:0")
+
+    final = h.store.bill("inv-1")
+    assert final is not None
+    assert (final.status, final.written_off_usd, set(final.flags)) == (status, Decimal(written_off), flags)
+    assert len(h.events(SETTLED)) == (1 if status is BillStatus.PAID else 0)
+
+
+def test_given_an_overpayment_when_final_then_the_excess_is_account_credit(h: Harness) -> None:
+    h.settlement.record_seen(transfer("0xcc", "USDC", 120_000_000, T0 + timedelta(minutes=4)))
+    h.settlement.finalized("ethereum:0xcc:0")
+    final = h.store.bill("inv-1")
+    assert final is not None
+    assert final.status is BillStatus.PAID
+    assert (final.settled_usd, final.credit_usd, final.flags) == (
+        Decimal("120.00"),
+        Decimal("20.00"),
+        frozenset({BillFlag.OVERPAID}),
+    )
+    [settled] = h.events(SETTLED)
+    assert (settled["credit_usd"], settled["flags"]) == ("20.00", ["OVERPAID"])
+
+
+def test_given_two_partial_payments_then_processing_only_when_both_seen_and_paid_only_when_both_final(
+    h: Harness,
+) -> None:
+    h.settlement.record_seen(transfer("0x01", "USDC", 60_000_000, T0 + timedelta(minutes=2)))
+    first = h.store.bill("inv-1")
+    assert first is not None
+    assert (first.status, first.flags) == (BillStatus.OPEN, frozenset({BillFlag.PARTIAL}))
+
+    h.settlement.record_seen(transfer("0x02", "USDC", 40_000_000, T0 + timedelta(minutes=3)))
+    both = h.store.bill("inv-1")
+    assert both is not None
+    assert (both.status, both.flags) == (BillStatus.PROCESSING, frozenset({BillFlag.MULTIPLE}))
+
+    h.settlement.finalized("ethereum:0x01:0")
+    one_final = h.store.bill("inv-1")
+    assert one_final is not None
+    assert one_final.status is BillStatus.PROCESSING
+    h.settlement.finalized("ethereum:0x02:0")
+    final = h.store.bill("inv-1")
+    assert final is not None
+    assert final.status is BillStatus.PAID
+    assert final.settled_usd == Decimal("100.00")
+    [settled] = h.events(SETTLED)
+    assert settled["tx_ids"] == ["0x01", "0x02"]
+    assert settled["flags"] == ["MULTIPLE"]
+
+
+@pytest.mark.parametrize(
+    ("price_now", "usd", "review", "status"),
+    [
+        ("2600.00", "100.00", True, BillStatus.OPEN),  # up 4 %: min(2500, 2600) = 2500 -> $100.00, but reviewed
+        ("2450.00", "98.00", False, BillStatus.OPEN),  # down exactly 2 %: min = 2450 -> 0.04 x 2450 = $98.00, short $2
+        ("2400.00", "96.00", True, BillStatus.OPEN),  # down 4 %: manual review, not counted
+    ],
+)
+def test_given_a_late_eth_payment_then_valued_at_the_lower_rate_and_reviewed_beyond_a_two_percent_move(
+    h: Harness, price_now: str, usd: str, review: bool, status: BillStatus
+) -> None:
+    h.rates.prices["ETH"] = Decimal(price_now)
+    h.clock.now = T0 + timedelta(hours=2)  # the quote expired at T0 + 31 min; monitoring runs to T0 + 72 h 1 min
+    h.settlement.record_seen(transfer("0xdd", "ETH", ETH_QUOTE, T0 + timedelta(hours=2)))
+    h.settlement.finalized("ethereum:0xdd:0")
+
+    payment = h.store.payment("ethereum:0xdd:0")
+    assert payment is not None
+    assert payment.late
+    assert payment.review is review
+    assert payment.usd == Decimal(usd)
+    assert payment.rate == min(Decimal("2500.00"), Decimal(price_now))
+    final = h.store.bill("inv-1")
+    assert final is not None
+    assert final.status is status
+    assert statuses(h)["q-eth"] is QuoteStatus.LATE
+    if not review:
+        assert final.flags == frozenset({BillFlag.PARTIAL, BillFlag.PAID_LATE})
+
+
+def test_given_a_late_eth_payment_within_one_percent_then_paid_late(h: Harness) -> None:
+    h.rates.prices["ETH"] = Decimal("2510.00")  # up 0.4 %: min(2500, 2510) = 2500 -> $100.00
+    h.clock.now = T0 + timedelta(hours=2)
+    h.settlement.record_seen(transfer("0xde", "ETH", ETH_QUOTE, T0 + timedelta(hours=2)))
+    h.settlement.finalized("ethereum:0xde:0")
+    final = h.store.bill("inv-1")
+    assert final is not None
+    assert final.status is BillStatus.PAID
+    assert final.flags == frozenset({BillFlag.PAID_LATE})
+    assert final.settled_usd == Decimal("100.00")
+
+
+def test_given_a_late_usdc_payment_then_credited_one_to_one(h: Harness) -> None:
+    h.clock.now = T0 + timedelta(hours=5)
+    h.settlement.record_seen(transfer("0xee", "USDC", USDC_QUOTE, T0 + timedelta(hours=5)))
+    h.settlement.finalized("ethereum:0xee:0")
+    final = h.store.bill("inv-1")
+    assert final is not None
+    assert final.status is BillStatus.PAID
+    assert final.flags == frozenset({BillFlag.PAID_LATE})
+    assert statuses(h)["q-usdc"] is QuoteStatus.LATE
+
+
+def test_given_a_payment_after_monitoring_then_it_is_unattributed(h: Harness) -> None:
+    h.clock.now = T0 + timedelta(hours=80)
+    h.settlement.record_seen(transfer("0xef", "USDC", USDC_QUOTE, T0 + timedelta(hours=80)))
+    payment = h.store.payment("ethereum:0xef:0")
+    assert payment is not None
+    assert payment.invoice_id is None
+    assert len(h.events(UNATTRIBUTED)) == 1
+
+
+def test_given_a_payment_from_an_unlinked_wallet_then_unattributed_until_an_operator_assigns_it(h: Harness) -> None:
+    h.settlement.record_seen(transfer("0xff", "USDC", USDC_QUOTE, T0 + timedelta(minutes=4), sender=STRANGER_WALLET))
+    [alert] = h.events(UNATTRIBUTED)
+    assert (alert["amount"], alert["sender"], alert["tx_id"]) == ("100", STRANGER_WALLET, "0xff")
+    assert [p.payment_id for p in h.store.unattributed()] == ["ethereum:0xff:0"]
+    untouched = h.store.bill("inv-1")
+    assert untouched is not None
+    assert untouched.status is BillStatus.OPEN
+    assert untouched.payments == ()
+
+    with pytest.raises(NotAssignableError, match="belongs to account acct-1"):
+        h.settlement.assign("ethereum:0xff:0", "acct-2", "inv-1")
+    assigned = h.settlement.assign("ethereum:0xff:0", "acct-1", "inv-1")
+    assert (assigned.invoice_id, assigned.matched_by, assigned.usd) == ("inv-1", "operator", Decimal("100.00"))
+    assert h.store.unattributed() == []
+    processing = h.store.bill("inv-1")
+    assert processing is not None
+    assert processing.status is BillStatus.PROCESSING
+    assert len(h.events(SEEN)) == 1
+    with pytest.raises(NotAssignableError, match="already pays bill inv-1"):
+        h.settlement.assign("ethereum:0xff:0", "acct-1", "inv-1")
+
+
+def test_given_a_seen_payment_when_orphaned_then_the_bill_is_open_again_and_the_quote_active(h: Harness) -> None:
+    h.settlement.record_seen(transfer("0x0a", "ETH", ETH_QUOTE, T0 + timedelta(minutes=4)))
+    assert statuses(h)["q-eth"] is QuoteStatus.DETECTED
+    h.settlement.orphaned("ethereum:0x0a:0")
+    reopened = h.store.bill("inv-1")
+    assert reopened is not None
+    assert reopened.status is BillStatus.OPEN
+    assert reopened.flags == frozenset()
+    assert statuses(h)["q-eth"] is QuoteStatus.ACTIVE
+    payment = h.store.payment("ethereum:0x0a:0")
+    assert payment is not None
+    assert payment.status is PaymentStatus.ORPHANED
+    h.settlement.finalized("ethereum:0x0a:0")  # an orphaned payment never finalizes
+    assert h.events(SETTLED) == []
+
+    h.settlement.record_seen(transfer("0x0a", "ETH", ETH_QUOTE, T0 + timedelta(minutes=4)))  # re-included
+    again = h.store.bill("inv-1")
+    assert again is not None
+    assert again.status is BillStatus.PROCESSING
+
+
+def test_given_a_solana_payment_with_the_quotes_reference_then_matched_by_reference(h: Harness) -> None:
+    reference = "Ref1111111111111111111111111111111111111111"
+    # $100.00 at $150.00/SOL: ceil(100 / 150 x 10^9) = 666_666_667 lamports, worth $100.00000005 -> $100.00
+    h.store.add_quote(quote("q-sol", "SOL", 666_666_667, "150.00", chain="solana", reference=reference))
+    assert h.settlement.active_references("solana") == [reference]
+    paid = transfer(
+        "5sig", "SOL", 666_666_667, T0 + timedelta(minutes=4), sender="Payer", chain="solana", references=(reference,)
+    )
+    h.settlement.record_seen(paid)
+    payment = h.store.payment("solana:5sig:0")
+    assert payment is not None
+    assert (payment.matched_by, payment.quote_id, payment.usd) == (
+        "reference",
+        "q-sol",
+        Decimal("100.00"),
+    )
+    h.clock.now = T0 + timedelta(hours=73)
+    assert h.settlement.active_references("solana") == []
+
+
+def test_given_a_failed_transaction_then_recorded_failed_and_nothing_counts(h: Harness) -> None:
+    h.settlement.record_seen(transfer("0x0b", "USDC", USDC_QUOTE, T0 + timedelta(minutes=4), succeeded=False))
+    payment = h.store.payment("ethereum:0x0b:0")
+    assert payment is not None
+    assert payment.status is PaymentStatus.FAILED
+    untouched = h.store.bill("inv-1")
+    assert untouched is not None
+    assert untouched.status is BillStatus.OPEN
+    assert untouched.payments == ()
+    assert h.published.published == []
+    assert h.settlement.pending("ethereum") == []
+
+
+def test_given_a_submitted_transaction_then_claimed_for_that_bill_and_refused_for_another(h: Harness) -> None:
+    h.store.create_bill(bill("inv-2"))
+    h.store.add_quote(quote("q2", "USDC", USDC_QUOTE, "1", invoice_id="inv-2"))
+    paid = transfer("0x0c", "USDC", USDC_QUOTE, T0 + timedelta(minutes=4), sender=STRANGER_WALLET)
+    payment = h.settlement.record(paid, claimed_for="inv-1")
+    assert (payment.invoice_id, payment.matched_by) == ("inv-1", "fast_path")
+    with pytest.raises(AlreadyClaimedError):
+        h.settlement.record(paid, claimed_for="inv-2")
+    assert h.settlement.record(paid, claimed_for="inv-1").invoice_id == "inv-1"  # the same claim again: fine
+    assert len(h.events(SEEN)) == 1
+
+
+def test_given_a_paid_bill_when_another_payment_is_final_then_it_becomes_credit_without_a_second_event(
+    h: Harness,
+) -> None:
+    h.settlement.record_seen(transfer("0x10", "USDC", USDC_QUOTE, T0 + timedelta(minutes=4)))
+    h.settlement.finalized("ethereum:0x10:0")
+    # the customer submits another transaction for the paid bill (a linked wallet's payment with no unpaid bill left
+    # would be UNATTRIBUTED: the operator decides)
+    h.settlement.record(transfer("0x11", "USDC", 5_000_000, T0 + timedelta(minutes=6)), claimed_for="inv-1")
+    h.settlement.finalized("ethereum:0x11:0")
+    final = h.store.bill("inv-1")
+    assert final is not None
+    assert final.status is BillStatus.PAID
+    assert (final.settled_usd, final.credit_usd) == (Decimal("100.00"), Decimal("5.00"))
+    assert BillFlag.OVERPAID in final.flags
+    assert len(h.events(SETTLED)) == 1
+
+
+def test_given_a_stale_bill_version_when_saved_then_nothing_is_written(h: Harness) -> None:
+    h.settlement.record_seen(transfer("0x12", "USDC", 50_000_000, T0 + timedelta(minutes=4)))
+    moved = h.store.bill("inv-1")
+    payment = h.store.payment("ethereum:0x12:0")
+    assert moved is not None
+    assert payment is not None
+    assert moved.version == 1
+    from dataclasses import replace  # noqa: PLC0415
+
+    stale = replace(moved, version=1)  # written over version 0: the stored one is 1
+    with pytest.raises(ConflictError):
+        h.store.save(SettlementChange(replace(payment, status=PaymentStatus.FINALIZED), PaymentStatus.SEEN, stale))
+    still = h.store.payment("ethereum:0x12:0")
+    assert still is not None
+    assert still.status is PaymentStatus.SEEN

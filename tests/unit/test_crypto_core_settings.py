@@ -1,0 +1,59 @@
+"""Chains as configuration: mainnet defaults for known keys, merchant addresses always configured."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from kilo_crypto_watch.settings import ChainConfigError, CryptoSettings, parse_chains
+
+
+def test_given_known_chains_then_mainnet_defaults_fill_everything_but_the_merchant_and_secret_urls_win() -> None:
+    raw = json.dumps(
+        [
+            {"key": "ethereum", "merchant_address": "0xMerchant"},
+            {"key": "base", "merchant_address": "0xMerchant", "start_block": 5},
+            {"key": "solana", "merchant_address": "MerchantSol"},
+        ]
+    )
+    chains = parse_chains(raw, {"solana": "https://rpc.example/solana?key=k"})
+    eth, base, sol = chains["ethereum"], chains["base"], chains["solana"]
+    assert (eth.kind, eth.chain_id, eth.usdc, eth.native) == (
+        "evm",
+        1,
+        "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48",
+        "ETH",
+    )
+    assert (base.chain_id, base.usdc, base.start_block) == (8453, "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913", 5)
+    assert (sol.kind, sol.usdc, sol.native, sol.chain_id) == (
+        "solana",
+        "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v",
+        "SOL",
+        None,
+    )
+    assert sol.rpc_url == "https://rpc.example/solana?key=k"
+    assert eth.explorer_tx_url == "https://etherscan.io/tx/{tx}"
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"key": "ethereum"}, "merchant_address"),
+        ({"key": "polygon", "merchant_address": "0x1"}, "no mainnet default"),
+        ({"key": "ethereum", "merchant_address": "0x1", "colour": "red"}, "unknown fields"),
+        (
+            {"key": "x", "merchant_address": "0x1", "kind": "evm", "rpc_url": "u", "usdc": "c", "native": "ETH"},
+            "chain_id",
+        ),
+    ],
+)
+def test_given_an_incomplete_chain_then_refused_naming_what_is_missing(entry: dict[str, object], message: str) -> None:
+    with pytest.raises(ChainConfigError, match=message):
+        parse_chains(json.dumps([entry]), {})
+
+
+def test_given_no_price_feed_configuration_then_chainlink_mainnet_feeds_with_their_heartbeats() -> None:
+    feeds = CryptoSettings(crypto_chains="[]").feeds()
+    assert feeds["ETH"].address == "0x5f4eC3Df9cbd43714FE2740f5E3616155c5b8419"
+    assert (feeds["ETH"].heartbeat_seconds, feeds["USDC"].heartbeat_seconds) == (3600, 86400)
