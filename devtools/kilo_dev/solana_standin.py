@@ -51,7 +51,7 @@ from solders.transaction_status import (
 
 TOKEN_PROGRAM = Pubkey.from_string("TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA")
 TOKEN_ACCOUNT_SIZE = 165
-GENESIS_TIME = 1_767_225_600  # 2026-01-01T00:00:00Z: block times are this plus 400 ms per slot
+GENESIS_TIME = 1_767_225_600  # 2026-01-01T00:00:00Z by default: block times are genesis plus 400 ms per slot
 API_VERSION = "2.2.0"
 # JSON-RPC error codes Agave uses
 INVALID_PARAMS = -32602
@@ -98,8 +98,9 @@ class Landed:
 
 
 class SolanaStandin:
-    def __init__(self, finality_lag: int = 32) -> None:
+    def __init__(self, finality_lag: int = 32, genesis_time: int = GENESIS_TIME) -> None:
         self.finality_lag = finality_lag
+        self.genesis_time = genesis_time  # the block time of the first slot (unix seconds)
         self.svm = LiteSVM()
         self.calls: Counter[str] = Counter()
         self._lock = threading.RLock()
@@ -196,7 +197,7 @@ class SolanaStandin:
         return self.finalized_slot if commitment == "finalized" else self._slot
 
     def block_time(self, slot: int) -> int:
-        return GENESIS_TIME + ((slot - self._genesis_slot) * 2) // 5
+        return self.genesis_time + ((slot - self._genesis_slot) * 2) // 5
 
     # -- JSON-RPC ---------------------------------------------------------------------------------------------------
     def handle(self, request: dict[str, Any]) -> dict[str, Any]:

@@ -39,6 +39,11 @@ ACCOUNTS_INDEX = f"{USAGE_TABLE}/index/accounts"
 INVOICE_CLOSE_QUEUE = f"arn:aws:sqs:{ARN}:kilo-billing-invoice-close-test"
 INVOICE_START_DLQ = f"arn:aws:sqs:{ARN}:kilo-billing-invoice-start-dlq-test"
 INVOICE_START_FUNCTION = f"arn:aws:lambda:{ARN}:function:kilo-billing-invoice-start-test"
+# the Solana watcher (crypto payments)
+CRYPTO_TABLE = f"arn:aws:dynamodb:{ARN}:table/kilo-billing-crypto-test"
+CRYPTO_RPC = f"arn:aws:secretsmanager:{ARN}:secret:kilo-billing/crypto-rpc-??????"
+SOLANA_WATCH_DLQ = f"arn:aws:sqs:{ARN}:kilo-billing-solana-watch-dlq-test"
+SOLANA_WATCH_FUNCTION = f"arn:aws:lambda:{ARN}:function:kilo-billing-solana-watch-test"
 
 # AWS managed policies SAM attaches; their resources are "*" (AWS's own documents), accepted in docs/decisions.md.
 BASIC_EXECUTION = "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"  # logs:CreateLogGroup/Stream/Put
@@ -198,6 +203,27 @@ ROLES = {
         ("lambda:InvokeFunction", SWEEPER_FUNCTION),
         ("sqs:SendMessage", SWEEPER_DLQ),
     ),
+    # the Solana watcher: settlement's reads and one-transaction writes on the crypto table, its events, the RPC secret
+    "SolanaWatchFunctionRole": role(
+        LAMBDA,
+        {BASIC_EXECUTION, XRAY_WRITE},
+        ("dynamodb:GetItem", CRYPTO_TABLE),
+        ("dynamodb:PutItem", CRYPTO_TABLE),
+        ("dynamodb:UpdateItem", CRYPTO_TABLE),
+        ("dynamodb:ConditionCheckItem", CRYPTO_TABLE),  # TransactWriteItems: the bill's version with the payment
+        ("dynamodb:Query", CRYPTO_TABLE),  # a bill's quotes
+        ("dynamodb:Query", f"{CRYPTO_TABLE}/index/watch"),  # watched references, SEEN payments
+        ("dynamodb:Query", f"{CRYPTO_TABLE}/index/account"),  # a linked wallet's unpaid bills
+        ("events:PutEvents", BILLING_BUS),  # CryptoPaymentSeen, CryptoBillSettled, UnattributedCryptoPayment
+        ("secretsmanager:GetSecretValue", CRYPTO_RPC),
+        ("sqs:SendMessage", SOLANA_WATCH_DLQ),  # added by SAM for the asynchronous invocation's OnFailure
+    ),
+    "SolanaWatchFunctionEveryMinuteRole": role(
+        SCHEDULER,
+        set(),
+        ("lambda:InvokeFunction", SOLANA_WATCH_FUNCTION),
+        ("sqs:SendMessage", SOLANA_WATCH_DLQ),
+    ),
 }
 ROUTES = {
     "LiveKitWebhookFunction": "POST/webhooks/livekit",
@@ -315,6 +341,7 @@ def test_given_every_generated_statement_then_it_names_exact_actions_on_exact_re
         "kilo-billing/usage-clients",
         "kilo-billing/stripe-webhook",
         "kilo-billing/stripe-api-key",
+        "kilo-billing/crypto-rpc",
     }
     for role_id in ROLES:
         for statement in role_statements(transformed, role_id):

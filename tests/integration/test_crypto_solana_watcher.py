@@ -92,6 +92,8 @@ def test_given_a_sol_payment_with_reference_and_memo_then_it_is_seen_with_its_am
     assert transfer.succeeded
     assert watch.sink.status[transfer.payment_id] is PaymentStatus.SEEN
     assert (report.transfers_seen, report.to_block, report.caught_up) == (1, chain.standin.slot, True)
+    cursor = watch.cursors.stored["solana"]
+    assert (cursor.block_number, cursor.block_hash) == (chain.standin.slot, chain.standin.blockhash(chain.standin.slot))
 
 
 def test_given_a_usdc_payment_with_reference_and_memo_then_the_merchant_token_delta_is_seen(
@@ -233,7 +235,7 @@ def test_given_reruns_then_nothing_is_recorded_twice_and_calls_stay_flat(chain: 
 
     assert len(watch.sink.recorded) == 2  # record_seen was not called again
     assert second.transfers_seen == third.transfers_seen == 0
-    # getSlot + 1 reference + wallet and token-account sweeps + one getSignatureStatuses for the 2 pending
+    # getLatestBlockhash + 1 reference + wallet and token-account sweeps + one getSignatureStatuses for the 2 pending
     assert second.rpc_calls == third.rpc_calls == 1 + 1 + 2 + 1
 
 

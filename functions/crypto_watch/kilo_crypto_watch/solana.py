@@ -2,8 +2,10 @@
 
 Each run (scheduled every minute, idempotent):
 
-1. ``getSlot(confirmed)`` -> ``head``. Everything that landed in a slot up to ``head`` is visible to every following
-   query of this run, so the run covers the slots ``(floor, head]`` where ``floor`` is the cursor's slot.
+1. ``getLatestBlockhash(confirmed)`` -> ``head`` (its context slot) and the head's blockhash. Everything that landed
+   in a slot up to ``head`` is visible to every following query of this run, so the run covers the slots
+   ``(floor, head]`` where ``floor`` is the cursor's slot. The cursor keeps the head's blockhash beside its slot (the
+   conditional write compares both; Solana needs no reorg check of the cursor: finality is read per signature).
 2. For each active Solana Pay reference (``ReferenceSource``, read after step 1: a quote made later can only be paid in
    a later slot), ``getSignaturesForAddress(reference)``; then a sweep of the merchant's own signatures (``until`` the
    cursor's ``last_signature``) and of its USDC associated token account (an SPL transfer names the token account, not
@@ -17,7 +19,7 @@ Each run (scheduled every minute, idempotent):
    commitment -> ``PaymentSink.finalized``; an error -> ``orphaned``; unknown although the ``finalized`` slot has
    passed the payment's slot -> ``orphaned`` (its fork did not survive).
 
-Calls per run: 2 + active references + 2 sweeps (+1 per further page of 1,000) + new transactions + one ``getBlock``
+Calls per run: 1 + active references + 2 sweeps (+1 per further page of 1,000) + new transactions + one ``getBlock``
 per slot with a credit + ceil(pending / 256) (+1 ``getSlot(finalized)`` when a status is unknown).
 """
 
@@ -94,6 +96,12 @@ class ChainTransaction:
 
 
 @dataclass(frozen=True, slots=True)
+class Head:
+    slot: int
+    blockhash: str
+
+
+@dataclass(frozen=True, slots=True)
 class SignatureStatus:
     slot: int
     failed: bool
@@ -102,6 +110,10 @@ class SignatureStatus:
 
 class SolanaRpc(Protocol):
     """The Solana RPC methods the watcher uses; each call is one JSON-RPC request (the watcher counts them)."""
+
+    async def head(self) -> Head:
+        """The ``confirmed`` bank's slot and latest blockhash (``getLatestBlockhash``)."""
+        ...
 
     async def slot(self, commitment: Commitment) -> int: ...
 
@@ -270,7 +282,8 @@ class SolanaWatcher:
         merchant = Merchant.of(self.config)
         cursor = self.cursors.get(self.config.key)
         floor = cursor.block_number if cursor is not None else self.config.start_block
-        head = await self._call(self.rpc.slot("confirmed"))
+        latest = await self._call(self.rpc.head())
+        head = latest.slot
         watched = frozenset(self.references.active_references(self.config.key))
 
         new: dict[str, SignatureInfo] = {}
@@ -301,7 +314,7 @@ class SolanaWatcher:
                 failed += not transfer.succeeded
 
         stamp = now or datetime.now(UTC)
-        moved = Cursor(self.config.key, to_slot, "", last_signature, stamp)
+        moved = Cursor(self.config.key, to_slot, latest.blockhash, last_signature, stamp)
         self.cursors.put(moved, cursor)
         finalized, orphaned = await self._finality()
         return RunReport(

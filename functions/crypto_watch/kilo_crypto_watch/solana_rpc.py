@@ -9,6 +9,7 @@ Used inside one ``asyncio.run`` (the scheduled handler; the fast path): ``async 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
@@ -33,15 +34,20 @@ from solders.transaction_status import (
     UiTransactionTokenBalance,
 )
 
+from kilo_crypto_watch.model import ChainConfig, ObservedTransfer, RunReport
+from kilo_crypto_watch.ports import CursorStore, PaymentSink, ReferenceSource, TransactionNotFoundError
 from kilo_crypto_watch.solana import (
     PAGE,
     ChainTransaction,
     Commitment,
+    Head,
     Instruction,
     SignatureInfo,
     SignatureStatus,
     SolanaRpcError,
+    SolanaWatcher,
     TokenBalance,
+    inspect,
 )
 
 T = TypeVar("T")
@@ -60,6 +66,10 @@ class SolanaRpcClient:
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
     ) -> None:
         await self._client.close()
+
+    async def head(self) -> Head:
+        response = await self._request(self._client.get_latest_blockhash(CONFIRMED))
+        return Head(response.context.slot, str(response.value.blockhash))
 
     async def slot(self, commitment: Commitment) -> int:
         response = await self._request(self._client.get_slot(Finalized if commitment == "finalized" else Confirmed))
@@ -193,3 +203,36 @@ def b58decode(text: str) -> bytes:
         number = number * 58 + B58_ALPHABET.index(char)
     body = number.to_bytes((number.bit_length() + 7) // 8, "big") if number else b""
     return b"\0" * (len(text) - len(text.lstrip("1"))) + body
+
+
+async def watch(
+    config: ChainConfig,
+    cursors: CursorStore,
+    sink: PaymentSink,
+    references: ReferenceSource,
+    max_transactions: int = 500,
+    timeout_seconds: float = 10.0,
+) -> RunReport:
+    """One watcher run on one Solana chain over its RPC (the scheduled handler's call, inside ``asyncio.run``)."""
+    async with SolanaRpcClient(config.rpc_url, timeout_seconds) as rpc:
+        return await SolanaWatcher(config, rpc, cursors, sink, references, max_transactions).run()
+
+
+class SolanaTransactionInspector:
+    """The fast path's ``TransactionInspector`` for one Solana chain: a customer's signature -> the merchant credits
+    in it (confirmed), as the watcher would record them. Synchronous for the API handler: one ``asyncio.run`` each."""
+
+    def __init__(self, config: ChainConfig, timeout_seconds: float = 10.0) -> None:
+        self._config = config
+        self._timeout = timeout_seconds
+
+    def transfers(self, tx_id: str) -> Sequence[ObservedTransfer]:
+        try:
+            Signature.from_string(tx_id)
+        except ValueError as exc:
+            raise TransactionNotFoundError(f"{tx_id!r} is not a Solana signature (base-58, 64 bytes)") from exc
+        return asyncio.run(self._transfers(tx_id))
+
+    async def _transfers(self, tx_id: str) -> list[ObservedTransfer]:
+        async with SolanaRpcClient(self._config.rpc_url, self._timeout) as rpc:
+            return await inspect(rpc, self._config, tx_id)

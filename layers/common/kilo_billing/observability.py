@@ -72,6 +72,12 @@ class Metric(StrEnum):
     PAYMENT_EVENT_APPLIED = "PaymentEventApplied"  # a Stripe event that changed our records
     PAYMENT_EVENT_IGNORED = "PaymentEventIgnored"  # a Stripe event about nothing of ours (or no longer stored)
     PAYMENT_FAILED = "PaymentFailed"  # PaymentFailed.v1 published
+    # crypto watchers (one service per chain kind: crypto-solana, crypto-evm)
+    CRYPTO_TRANSFERS_SEEN = "CryptoTransfersSeen"  # credits to a merchant address handed to settlement
+    CRYPTO_PAYMENTS_FINALIZED = "CryptoPaymentsFinalized"
+    CRYPTO_PAYMENTS_ORPHANED = "CryptoPaymentsOrphaned"  # a SEEN payment whose transaction left the chain
+    CRYPTO_RPC_CALLS = "CryptoRpcCalls"  # JSON-RPC requests per run (the benchmark's measure, in production)
+    CRYPTO_WATCH_FAILED = "CryptoWatchFailed"  # a chain's run failed (RPC down): alarmed; the next run resumes
 
 
 @cache
