@@ -5,14 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 
-from bench import ingest, invoicing, localstack_memory, rating, rooms
+from bench import crypto_solana, ingest, invoicing, localstack_memory, rating, rooms
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="./dev bench")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke run)")
     parser.add_argument(
-        "--only", choices=["ingest", "rating", "rooms", "localstack-memory", "invoicing"], help="run one benchmark"
+        "--only",
+        choices=["ingest", "rating", "rooms", "localstack-memory", "invoicing", "crypto-solana"],
+        help="run one benchmark",
     )
     args = parser.parse_args()
     if args.only in (None, "ingest"):
@@ -25,6 +27,8 @@ def main() -> int:
         rooms.run(quick=args.quick)
     if args.only in (None, "invoicing"):
         print(invoicing.run(quick=args.quick))
+    if args.only in (None, "crypto-solana"):
+        print(crypto_solana.run(quick=args.quick))
     return 0
 
 
