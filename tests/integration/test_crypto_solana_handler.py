@@ -186,3 +186,17 @@ def test_given_the_rpc_down_then_the_run_fails_and_nothing_moves(
         run_handler()
 
     assert bill_of(deployed).status is BillStatus.OPEN
+
+
+def test_given_no_solana_chain_configured_then_a_run_reads_nothing_and_succeeds(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key, value in stack.template.function_environment("SolanaWatchFunction").items():
+        monkeypatch.setenv(key, value)
+    # the RPC secret does not exist (as on a stack that accepts no crypto yet): reading it would fail the run
+    monkeypatch.setenv("CRYPTO_CHAINS", json.dumps([{"key": "ethereum", "merchant_address": "0x" + "ab" * 20}]))
+    _clear()
+    try:
+        assert run_handler() == {"runs": []}
+    finally:
+        _clear()

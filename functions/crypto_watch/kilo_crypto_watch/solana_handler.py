@@ -2,7 +2,8 @@
 the merchant's sweep, finality), reporting to settlement. Idempotent: the cursor's conditional write makes an
 overlapping run stop (``CursorConflictError``, logged, not a failure), and settlement records each credit once.
 
-An RPC failure on any chain fails the invocation after the other chains ran: the asynchronous invocation's
+With no Solana chain configured it returns at once, reading nothing (the secret included). An RPC failure on any
+chain fails the invocation after the other chains ran: the asynchronous invocation's
 on-failure destination keeps it and an alarm watches it; the next minute resumes from the cursor.
 """
 
@@ -18,6 +19,7 @@ from kilo_billing import observability
 from kilo_billing.observability import Metric, count
 from kilo_crypto_watch import dependencies
 from kilo_crypto_watch.ports import CursorConflictError
+from kilo_crypto_watch.settings import settings
 from kilo_crypto_watch.solana import SolanaRpcError
 from kilo_crypto_watch.solana_rpc import watch
 
@@ -33,6 +35,9 @@ class SolanaWatchFailedError(Exception):
 @metrics.log_metrics
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    # which chains are Solana is configuration alone; the RPC secret is read only when there is one to watch
+    if not any(chain.kind == "solana" for chain in settings().chains().values()):
+        return {"runs": []}
     chains = [chain for chain in dependencies.chains().values() if chain.kind == "solana"]
     runs: list[dict[str, Any]] = []
     failed: list[str] = []
