@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from bench import cold_start, crypto_evm, ingest, invoicing, localstack_memory, rating, rooms
+from bench import cold_start, crypto_evm, crypto_solana, ingest, invoicing, localstack_memory, rating, rooms
 
 
 def main() -> int:
@@ -13,7 +13,16 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke run)")
     parser.add_argument(
         "--only",
-        choices=["ingest", "cold_start", "rating", "rooms", "localstack-memory", "invoicing", "crypto-evm"],
+        choices=[
+            "ingest",
+            "cold_start",
+            "rating",
+            "rooms",
+            "localstack-memory",
+            "invoicing",
+            "crypto-evm",
+            "crypto-solana",
+        ],
         help="run one benchmark",
     )
     args = parser.parse_args()
@@ -31,6 +40,8 @@ def main() -> int:
         print(invoicing.run(quick=args.quick))
     if args.only in (None, "crypto-evm"):
         print(crypto_evm.run(quick=args.quick))
+    if args.only in (None, "crypto-solana"):
+        print(crypto_solana.run(quick=args.quick))
     return 0
 
 

@@ -44,6 +44,8 @@ CRYPTO_TABLE = f"arn:aws:dynamodb:{ARN}:table/kilo-billing-crypto-test"
 CRYPTO_RPC = f"arn:aws:secretsmanager:{ARN}:secret:kilo-billing/crypto-rpc-??????"
 CRYPTO_EVM_WATCHER = f"arn:aws:lambda:{ARN}:function:kilo-billing-crypto-evm-watcher-test"
 CRYPTO_EVM_WATCHER_DLQ = f"arn:aws:sqs:{ARN}:kilo-billing-crypto-evm-watcher-dlq-test"
+SOLANA_WATCH_DLQ = f"arn:aws:sqs:{ARN}:kilo-billing-solana-watch-dlq-test"
+SOLANA_WATCH_FUNCTION = f"arn:aws:lambda:{ARN}:function:kilo-billing-solana-watch-test"
 
 # AWS managed policies SAM attaches; their resources are "*" (AWS's own documents), accepted in docs/decisions.md.
 BASIC_EXECUTION = "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"  # logs:CreateLogGroup/Stream/Put
@@ -272,6 +274,27 @@ ROLES = {
         {BASIC_EXECUTION, XRAY_WRITE, SQS_QUEUE_READ},
         ("dynamodb:Query", USAGE_TABLE),
         ("dynamodb:PutItem", USAGE_TABLE),
+    ),
+    # the Solana watcher: settlement's reads and one-transaction writes on the crypto table, its events, the RPC secret
+    "SolanaWatchFunctionRole": role(
+        LAMBDA,
+        {BASIC_EXECUTION, XRAY_WRITE},
+        ("dynamodb:GetItem", CRYPTO_TABLE),
+        ("dynamodb:PutItem", CRYPTO_TABLE),
+        ("dynamodb:UpdateItem", CRYPTO_TABLE),
+        ("dynamodb:ConditionCheckItem", CRYPTO_TABLE),  # TransactWriteItems: the bill's version with the payment
+        ("dynamodb:Query", CRYPTO_TABLE),  # a bill's quotes
+        ("dynamodb:Query", f"{CRYPTO_TABLE}/index/watch"),  # watched references, SEEN payments
+        ("dynamodb:Query", f"{CRYPTO_TABLE}/index/account"),  # a linked wallet's unpaid bills
+        ("events:PutEvents", BILLING_BUS),  # CryptoPaymentSeen, CryptoBillSettled, UnattributedCryptoPayment
+        ("secretsmanager:GetSecretValue", CRYPTO_RPC),
+        ("sqs:SendMessage", SOLANA_WATCH_DLQ),  # added by SAM for the asynchronous invocation's OnFailure
+    ),
+    "SolanaWatchFunctionEveryMinuteRole": role(
+        SCHEDULER,
+        set(),
+        ("lambda:InvokeFunction", SOLANA_WATCH_FUNCTION),
+        ("sqs:SendMessage", SOLANA_WATCH_DLQ),
     ),
 }
 ROUTES = {

@@ -2,8 +2,7 @@
 modules that belong to other functions (the Stripe SDK, aiohttp, pydantic-settings, protobuf, livekit-api).
 
 Every forbidden module below is installed in the dev environment, so each check can fail (a test asserts that too).
-web3, eth_account, solana and solders join the lists when the crypto functions bring them into the environment;
-until then nothing here could import them and a check on them would prove nothing.
+web3, eth_account, solana and solders (installed for the crypto function) are forbidden to every other handler.
 
 The Stripe handler may load aiohttp here: the Stripe SDK imports it at import time *if installed* (its async HTTP
 fallback), and the dev environment has it for livekit-api. The ingest function does not ship it, which
@@ -171,6 +170,17 @@ HANDLERS = [
         frozenset({"stripe", "web3", "eth_account", "solana", "solders", "kilo_crypto_watch", "livekit.api"}),
     ),
 ]
+# The chain SDKs live only in the crypto function: no other handler may load them.
+CHAIN_SDKS = frozenset({"web3", "eth_account", "solana", "solders"})
+HANDLERS = [Handler(h.module, h.event, h.forbidden | CHAIN_SDKS) for h in HANDLERS]
+# The Solana watcher (called cold with no chain configured) loads solana/solders but no EVM, Stripe or LiveKit code.
+HANDLERS.append(
+    Handler(
+        "kilo_crypto_watch.solana_handler",
+        {},
+        frozenset({"web3", "eth_account", "stripe", "livekit.api", "google.protobuf"}),
+    )
+)
 # Loaded today although forbidden, owned by the ingest refactor: the usage handler imports the LiveKit webhook parser
 # (protobuf) through the shared logic module. The test fails as soon as it stops, so this entry must then go.
 KNOWN_TODAY: dict[str, set[str]] = {}

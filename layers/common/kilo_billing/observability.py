@@ -72,11 +72,14 @@ class Metric(StrEnum):
     PAYMENT_EVENT_APPLIED = "PaymentEventApplied"  # a Stripe event that changed our records
     PAYMENT_EVENT_IGNORED = "PaymentEventIgnored"  # a Stripe event about nothing of ours (or no longer stored)
     PAYMENT_FAILED = "PaymentFailed"  # PaymentFailed.v1 published
-    # crypto watchers (EVM)
-    CRYPTO_TRANSFERS_SEEN = "CryptoTransfersSeen"  # merchant credits a watcher run reported to settlement
-    CRYPTO_REORGS = "CryptoReorgs"  # a watcher run found its cursor's block gone and rolled back
+    # crypto watchers (one service per chain kind: crypto-evm, crypto-solana)
+    CRYPTO_TRANSFERS_SEEN = "CryptoTransfersSeen"  # merchant credits a watcher run handed to settlement
+    CRYPTO_REORGS = "CryptoReorgs"  # an EVM run found its cursor's block gone and rolled back
     CRYPTO_WATCH_BEHIND = "CryptoWatchBehind"  # a run stopped at its work cap: the next one resumes (catch-up)
-    CRYPTO_WATCH_FAILED = "CryptoWatchFailed"  # a run that failed (RPC down): the schedule retries, then its DLQ
+    CRYPTO_PAYMENTS_FINALIZED = "CryptoPaymentsFinalized"
+    CRYPTO_PAYMENTS_ORPHANED = "CryptoPaymentsOrphaned"  # a SEEN payment whose transaction left the chain
+    CRYPTO_RPC_CALLS = "CryptoRpcCalls"  # JSON-RPC requests per run (the benchmark's measure, in production)
+    CRYPTO_WATCH_FAILED = "CryptoWatchFailed"  # a chain's run failed (RPC down): alarmed; the next run resumes
 
 
 @cache

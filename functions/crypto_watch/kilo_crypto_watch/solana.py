@@ -1,0 +1,398 @@
+"""The Solana watcher and fast-path inspector: pure logic over a narrow RPC port (``SolanaRpc``).
+
+Each run (scheduled every minute, idempotent):
+
+1. ``getLatestBlockhash(confirmed)`` -> ``head`` (its context slot) and the head's blockhash. Everything that landed
+   in a slot up to ``head`` is visible to every following query of this run, so the run covers the slots
+   ``(floor, head]`` where ``floor`` is the cursor's slot. The cursor keeps the head's blockhash beside its slot (the
+   conditional write compares both; Solana needs no reorg check of the cursor: finality is read per signature).
+2. For each active Solana Pay reference (``ReferenceSource``, read after step 1: a quote made later can only be paid in
+   a later slot), ``getSignaturesForAddress(reference)``; then a sweep of the merchant's own signatures (``until`` the
+   cursor's ``last_signature``) and of its USDC associated token account (an SPL transfer names the token account, not
+   the wallet), to catch wallets that drop the reference. Only signatures in ``(floor, head]`` are new.
+3. ``getTransaction`` for each new signature, oldest first, at most ``max_transactions`` per run (the cursor then
+   stops at the last whole slot done and the next run resumes). Each transaction is validated by ``credits``: the
+   merchant's lamport delta (SOL) and the merchant's token-balance delta for the configured mint (USDC; any other
+   mint is not a payment), the transfer instruction's index, sender and reference keys, the memo. A failed
+   transaction (``meta.err``) gives its intended transfers with ``succeeded=False`` (recorded FAILED, never credited).
+4. Finality of SEEN payments (``PaymentSink.pending``): ``getSignatureStatuses`` (256 per call) -> ``finalized``
+   commitment -> ``PaymentSink.finalized``; an error -> ``orphaned``; unknown although the ``finalized`` slot has
+   passed the payment's slot -> ``orphaned`` (its fork did not survive).
+
+Calls per run: 1 + active references + 2 sweeps (+1 per further page of 1,000) + new transactions + one ``getBlock``
+per slot with a credit + ceil(pending / 256) (+1 ``getSlot(finalized)`` when a status is unknown).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Literal, Protocol, TypeVar
+
+from solders.pubkey import Pubkey
+from solders.token.associated import get_associated_token_address
+
+from kilo_crypto_watch.model import ChainConfig, Cursor, ObservedTransfer, RunReport
+from kilo_crypto_watch.ports import CursorStore, PaymentSink, ReferenceSource, TransactionNotFoundError
+
+Commitment = Literal["confirmed", "finalized"]
+T = TypeVar("T")
+
+SYSTEM_PROGRAM = "11111111111111111111111111111111"
+TOKEN_PROGRAM = "TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA"  # noqa: S105 - a program id, not a secret
+MEMO_PROGRAMS = frozenset(
+    {"MemoSq4gqABAXKb96qnH8TysNcWxMyWCqXgDLGmfcHr", "Memo1UhkJRfHyvLMcVucJwxXeuD728EqVDDwQDxFMNo"}
+)
+SYSTEM_TRANSFER = 2  # u32 little-endian instruction tag, then u64 lamports
+TOKEN_TRANSFER = 3  # u8 tag, u64 amount; accounts: source, destination, authority
+TOKEN_TRANSFER_CHECKED = 12  # u8 tag, u64 amount, u8 decimals; accounts: source, mint, destination, authority
+PAGE = 1_000  # getSignaturesForAddress's maximum limit
+STATUS_BATCH = 256  # getSignatureStatuses's maximum
+
+
+class SolanaRpcError(Exception):
+    """The RPC did not answer, or answered an error: the run fails and is retried (nothing was half-recorded)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SignatureInfo:
+    signature: str
+    slot: int
+    failed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Instruction:
+    program_id: str
+    accounts: tuple[str, ...]
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class TokenBalance:
+    account_index: int
+    mint: str
+    owner: str | None
+    amount: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChainTransaction:
+    """A transaction as ``getTransaction`` returns it, reduced to what validation needs."""
+
+    signature: str
+    slot: int
+    block_time: datetime | None
+    failed: bool
+    account_keys: tuple[str, ...]  # static keys, then loaded writable, then loaded read-only (v0 lookup tables)
+    signer_count: int
+    instructions: tuple[Instruction, ...]
+    pre_balances: tuple[int, ...]
+    post_balances: tuple[int, ...]
+    pre_token_balances: tuple[TokenBalance, ...] = ()
+    post_token_balances: tuple[TokenBalance, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    slot: int
+    blockhash: str
+
+
+@dataclass(frozen=True, slots=True)
+class SignatureStatus:
+    slot: int
+    failed: bool
+    finalized: bool
+
+
+class SolanaRpc(Protocol):
+    """The Solana RPC methods the watcher uses; each call is one JSON-RPC request (the watcher counts them)."""
+
+    async def head(self) -> Head:
+        """The ``confirmed`` bank's slot and latest blockhash (``getLatestBlockhash``)."""
+        ...
+
+    async def slot(self, commitment: Commitment) -> int: ...
+
+    async def signatures(
+        self, address: str, *, before: str | None = None, until: str | None = None, limit: int = PAGE
+    ) -> Sequence[SignatureInfo]:
+        """Newest first, at the ``confirmed`` commitment."""
+        ...
+
+    async def transaction(self, signature: str) -> ChainTransaction | None:
+        """At the ``confirmed`` commitment; None when unknown."""
+        ...
+
+    async def statuses(self, signatures: Sequence[str]) -> Sequence[SignatureStatus | None]: ...
+
+    async def block_hash(self, slot: int) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Merchant:
+    """The merchant's receiving accounts on one Solana chain."""
+
+    chain: str
+    wallet: str
+    usdc_mint: str
+
+    @property
+    def usdc_account(self) -> str:
+        """The wallet's associated token account for USDC (where Solana Pay sends SPL transfers)."""
+        return str(get_associated_token_address(Pubkey.from_string(self.wallet), Pubkey.from_string(self.usdc_mint)))
+
+    @classmethod
+    def of(cls, config: ChainConfig) -> Merchant:
+        return cls(chain=config.key, wallet=config.merchant_address, usdc_mint=config.usdc)
+
+
+# -- validation: one transaction -> the merchant's credits ---------------------------------------------------------
+
+
+def credits(
+    tx: ChainTransaction, merchant: Merchant, block_hash: str = "", watched: frozenset[str] = frozenset()
+) -> list[ObservedTransfer]:
+    """The credits to ``merchant`` in ``tx``: at most one SOL and one USDC transfer, amounts from the balance deltas
+    (what the merchant really received); for a failed transaction, what its instructions meant to send.
+
+    ``watched``: active references; any of them among the transaction's keys counts as the transfer's reference even
+    where a wallet put it on another instruction.
+    """
+    found = [transfer for transfer in (_sol(tx, merchant), _usdc(tx, merchant)) if transfer is not None]
+    memo = _memo(tx)
+    keys_watched = tuple(key for key in tx.account_keys if key in watched)
+    return [
+        ObservedTransfer(
+            chain=merchant.chain,
+            asset=asset,
+            tx_id=tx.signature,
+            index=index,
+            block_number=tx.slot,
+            block_hash=block_hash,
+            sender=sender,
+            recipient=merchant.wallet,
+            atomic_amount=amount,
+            succeeded=not tx.failed,
+            references=tuple(dict.fromkeys((*references, *keys_watched))),
+            memo=memo,
+            block_time=tx.block_time,
+        )
+        for asset, index, sender, amount, references in found
+    ]
+
+
+_Found = tuple[Literal["SOL", "USDC"], int, str, int, tuple[str, ...]]
+
+
+def _extra(tx: ChainTransaction, accounts: Sequence[str]) -> tuple[str, ...]:
+    """Solana Pay references: read-only non-signer keys appended after an instruction's own accounts."""
+    signers = set(tx.account_keys[: tx.signer_count])
+    return tuple(key for key in accounts if key not in signers)
+
+
+def _sol(tx: ChainTransaction, merchant: Merchant) -> _Found | None:
+    if merchant.wallet not in tx.account_keys:
+        return None
+    position = tx.account_keys.index(merchant.wallet)
+    delta = tx.post_balances[position] - tx.pre_balances[position]
+    transfers = [
+        (index, ix)
+        for index, ix in enumerate(tx.instructions)
+        if ix.program_id == SYSTEM_PROGRAM
+        and len(ix.data) >= 12
+        and struct.unpack_from("<I", ix.data)[0] == SYSTEM_TRANSFER
+        and len(ix.accounts) >= 2
+        and ix.accounts[1] == merchant.wallet
+    ]
+    intended = sum(struct.unpack_from("<Q", ix.data, 4)[0] for _, ix in transfers)
+    amount = intended if tx.failed else delta
+    if amount <= 0:
+        return None
+    if transfers:
+        index, first = transfers[0]
+        return "SOL", index, first.accounts[0], amount, _extra(tx, first.accounts[2:])
+    return "SOL", -1, tx.account_keys[0], amount, ()  # credited by a program (CPI): the fee payer sent it
+
+
+def _usdc(tx: ChainTransaction, merchant: Merchant) -> _Found | None:
+    ours = {
+        balance.account_index
+        for balance in (*tx.pre_token_balances, *tx.post_token_balances)
+        if balance.owner == merchant.wallet and balance.mint == merchant.usdc_mint
+    }
+    destinations = {tx.account_keys[index] for index in ours} | {merchant.usdc_account}
+    delta = sum(
+        sign * balance.amount
+        for sign, balances in ((1, tx.post_token_balances), (-1, tx.pre_token_balances))
+        for balance in balances
+        if balance.account_index in ours
+    )
+    transfers: list[tuple[int, str, int, tuple[str, ...]]] = []
+    for index, ix in enumerate(tx.instructions):
+        if ix.program_id != TOKEN_PROGRAM or len(ix.data) < 9:
+            continue
+        if ix.data[0] == TOKEN_TRANSFER_CHECKED and len(ix.accounts) >= 4:
+            if ix.accounts[2] in destinations and ix.accounts[1] == merchant.usdc_mint:
+                transfers.append((index, ix.accounts[3], struct.unpack_from("<Q", ix.data, 1)[0], ix.accounts[4:]))
+        elif ix.data[0] == TOKEN_TRANSFER and len(ix.accounts) >= 3 and ix.accounts[1] in destinations:
+            transfers.append((index, ix.accounts[2], struct.unpack_from("<Q", ix.data, 1)[0], ix.accounts[3:]))
+    if tx.failed:
+        # unexecuted: an unchecked Transfer's destination mint is only known from the balances
+        transfers = [t for t in transfers if tx.instructions[t[0]].data[0] == TOKEN_TRANSFER_CHECKED or ours]
+    amount = sum(t[2] for t in transfers) if tx.failed else delta
+    if amount <= 0:
+        return None
+    if transfers:
+        index, sender, _, extra = transfers[0]
+        return "USDC", index, sender, amount, _extra(tx, extra)
+    return "USDC", -1, tx.account_keys[0], amount, ()
+
+
+def _memo(tx: ChainTransaction) -> str | None:
+    for ix in tx.instructions:
+        if ix.program_id in MEMO_PROGRAMS:
+            return ix.data.decode("utf-8", "replace")
+    return None
+
+
+# -- the scheduled watcher -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Calls:
+    count: int = 0
+
+
+@dataclass
+class SolanaWatcher:
+    config: ChainConfig
+    rpc: SolanaRpc
+    cursors: CursorStore
+    sink: PaymentSink
+    references: ReferenceSource
+    max_transactions: int = 500  # bounded work per run (a Lambda never runs into its timeout)
+    _calls: _Calls = field(default_factory=_Calls)
+
+    async def run(self, now: datetime | None = None) -> RunReport:
+        self._calls = _Calls()
+        merchant = Merchant.of(self.config)
+        cursor = self.cursors.get(self.config.key)
+        floor = cursor.block_number if cursor is not None else self.config.start_block
+        latest = await self._call(self.rpc.head())
+        head = latest.slot
+        watched = frozenset(self.references.active_references(self.config.key))
+
+        new: dict[str, SignatureInfo] = {}
+        wallet_signatures: set[str] = set()
+        for reference in sorted(watched):
+            new.update({info.signature: info for info in await self._since(reference, floor, head)})
+        for info in await self._since(merchant.wallet, floor, head, cursor.last_signature if cursor else None):
+            new[info.signature] = info
+            wallet_signatures.add(info.signature)
+        new.update({info.signature: info for info in await self._since(merchant.usdc_account, floor, head)})
+
+        batch, to_slot = _bounded(sorted(new.values(), key=lambda info: info.slot), self.max_transactions, head)
+        seen = failed = 0
+        hashes: dict[int, str] = {}
+        last_signature = cursor.last_signature if cursor else None
+        for info in batch:
+            tx = await self._call(self.rpc.transaction(info.signature))
+            if info.signature in wallet_signatures:
+                last_signature = info.signature
+            if tx is None:
+                continue  # vanished since it was listed (a fork that did not survive): nothing to record
+            found = credits(tx, merchant, watched=watched)
+            if found and tx.slot not in hashes:
+                hashes[tx.slot] = await self._call(self.rpc.block_hash(tx.slot))
+            for transfer in found:
+                self.sink.record_seen(_with_hash(transfer, hashes[tx.slot]))
+                seen += 1
+                failed += not transfer.succeeded
+
+        stamp = now or datetime.now(UTC)
+        moved = Cursor(self.config.key, to_slot, latest.blockhash, last_signature, stamp)
+        self.cursors.put(moved, cursor)
+        finalized, orphaned = await self._finality()
+        return RunReport(
+            chain=self.config.key,
+            from_block=floor + 1,
+            to_block=to_slot,
+            transfers_seen=seen,
+            finalized=finalized,
+            orphaned=orphaned,
+            failed=failed,
+            rpc_calls=self._calls.count,
+            caught_up=to_slot == head,
+        )
+
+    async def _call(self, call: Awaitable[T]) -> T:
+        self._calls.count += 1
+        return await call
+
+    async def _since(self, address: str, floor: int, head: int, until: str | None = None) -> list[SignatureInfo]:
+        """The address's signatures in ``(floor, head]``, paging back (1,000 a page) until ``until`` or the floor."""
+        found: list[SignatureInfo] = []
+        before: str | None = None
+        while True:
+            page = await self._call(self.rpc.signatures(address, before=before, until=until, limit=PAGE))
+            found.extend(info for info in page if floor < info.slot <= head)
+            if len(page) < PAGE or page[-1].slot <= floor:
+                return found
+            before = page[-1].signature
+
+    async def _finality(self) -> tuple[int, int]:
+        pending = list(self.sink.pending(self.config.key))
+        finalized = orphaned = 0
+        finalized_slot: int | None = None
+        for start in range(0, len(pending), STATUS_BATCH):
+            chunk = pending[start : start + STATUS_BATCH]
+            statuses = await self._call(self.rpc.statuses([payment.tx_id for payment in chunk]))
+            for payment, status in zip(chunk, statuses, strict=True):
+                if status is not None and status.failed:
+                    self.sink.orphaned(payment.payment_id)
+                    orphaned += 1
+                elif status is not None and status.finalized:
+                    self.sink.finalized(payment.payment_id)
+                    finalized += 1
+                elif status is None:
+                    if finalized_slot is None:
+                        finalized_slot = await self._call(self.rpc.slot("finalized"))
+                    if finalized_slot >= payment.block_number:
+                        self.sink.orphaned(payment.payment_id)
+                        orphaned += 1
+        return finalized, orphaned
+
+
+def _bounded(ordered: list[SignatureInfo], cap: int, head: int) -> tuple[list[SignatureInfo], int]:
+    """At most ``cap`` signatures, oldest first, ending on a whole slot; and the slot the cursor may move to."""
+    if len(ordered) <= cap:
+        return ordered, head
+    stop = ordered[cap].slot
+    batch = [info for info in ordered if info.slot < stop]
+    if not batch:  # one slot holds more than the cap: take that slot whole rather than never move
+        batch = [info for info in ordered if info.slot == stop]
+        return batch, stop
+    return batch, stop - 1
+
+
+def _with_hash(transfer: ObservedTransfer, block_hash: str) -> ObservedTransfer:
+    return replace(transfer, block_hash=block_hash)
+
+
+# -- the fast path ---------------------------------------------------------------------------------------------------
+
+
+async def inspect(rpc: SolanaRpc, config: ChainConfig, signature: str) -> list[ObservedTransfer]:
+    """The credits to the merchant in one customer-submitted signature (confirmed), as the watcher would record them."""
+    tx = await rpc.transaction(signature)
+    if tx is None:
+        raise TransactionNotFoundError(f"solana transaction {signature} not found (not yet confirmed?)")
+    found = credits(tx, Merchant.of(config))
+    if not found:
+        return []
+    block_hash = await rpc.block_hash(tx.slot)
+    return [_with_hash(transfer, block_hash) for transfer in found]

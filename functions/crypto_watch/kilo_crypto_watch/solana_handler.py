@@ -1,0 +1,64 @@
+"""Scheduled handler (every minute): one watcher run per configured Solana chain (``solana_rpc.watch``: references,
+the merchant's sweep, finality), reporting to settlement. Idempotent: the cursor's conditional write makes an
+overlapping run stop (``CursorConflictError``, logged, not a failure), and settlement records each credit once.
+
+With no Solana chain configured it returns at once, reading nothing (the secret included). An RPC failure on any
+chain fails the invocation after the other chains ran: the asynchronous invocation's
+on-failure destination keeps it and an alarm watches it; the next minute resumes from the cursor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import asdict
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from kilo_billing import observability
+from kilo_billing.observability import Metric, count
+from kilo_crypto_watch import dependencies
+from kilo_crypto_watch.ports import CursorConflictError
+from kilo_crypto_watch.settings import settings
+from kilo_crypto_watch.solana import SolanaRpcError
+from kilo_crypto_watch.solana_rpc import watch
+
+SERVICE = "crypto-solana"
+logger = observability.logger(SERVICE)
+metrics = observability.metrics(SERVICE)
+
+
+class SolanaWatchFailedError(Exception):
+    """At least one Solana chain's run failed (its RPC did not answer): the invocation fails and is kept."""
+
+
+@metrics.log_metrics
+@logger.inject_lambda_context(clear_state=True)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    # which chains are Solana is configuration alone; the RPC secret is read only when there is one to watch
+    if not any(chain.kind == "solana" for chain in settings().chains().values()):
+        return {"runs": []}
+    chains = [chain for chain in dependencies.chains().values() if chain.kind == "solana"]
+    runs: list[dict[str, Any]] = []
+    failed: list[str] = []
+    for chain in chains:
+        settlement = dependencies.settlement()
+        try:
+            report = asyncio.run(watch(chain, dependencies.cursors(), settlement, settlement))
+        except CursorConflictError:
+            logger.info("another run moved the cursor first; this run stops", extra={"chain": chain.key})
+            continue
+        except SolanaRpcError as exc:
+            logger.warning("solana run failed", extra={"chain": chain.key, "error": str(exc)})
+            count(SERVICE, Metric.CRYPTO_WATCH_FAILED)
+            failed.append(chain.key)
+            continue
+        count(SERVICE, Metric.CRYPTO_TRANSFERS_SEEN, report.transfers_seen)
+        count(SERVICE, Metric.CRYPTO_PAYMENTS_FINALIZED, report.finalized)
+        count(SERVICE, Metric.CRYPTO_PAYMENTS_ORPHANED, report.orphaned)
+        count(SERVICE, Metric.CRYPTO_RPC_CALLS, report.rpc_calls)
+        logger.info("solana run", extra=asdict(report))
+        runs.append(asdict(report))
+    if failed:
+        raise SolanaWatchFailedError(f"solana rpc failed for chains {failed}; the next run resumes from the cursor")
+    return {"runs": runs}

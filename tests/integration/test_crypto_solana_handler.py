@@ -1,0 +1,202 @@
+"""The scheduled Solana handler as deployed, end to end: the crypto table on moto (from template.yaml), the function's
+environment from the template, the RPC URL from the RPC secret, settlement (the core's) as the sink, and payments made
+with the real ``solana`` client through the LiteSVM stand-in.
+
+Hand-worked figures: a $100.00 bill; SOL locked at $200.00 asks 0.5 SOL = 500_000_000 lamports; a $42.50 bill paid in
+USDC locked at $1.00 asks 42.50 USDC = 42_500_000 units. Paid exactly, each bill becomes PROCESSING when the payment is
+seen (confirmed) and PAID with exactly its total once the slot is finalized."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from solders.keypair import Keypair
+from solders.pubkey import Pubkey
+
+from kilo_crypto_watch.adapters import DynamoCryptoStore
+from kilo_crypto_watch.model import Asset, Bill, BillStatus, LockedRate, PaymentStatus, Quote, QuoteStatus, RateReading
+from kilo_dev.solana_standin import SolanaStandin
+from tests.conftest import LambdaContext, Stack
+from tests.crypto_solana_chain import USDC, SolanaTestChain
+
+LAG = 4
+
+
+def _clear() -> None:
+    from kilo_crypto_watch import dependencies, settings  # noqa: PLC0415
+
+    settings.settings.cache_clear()
+    for built in (
+        dependencies._dynamodb,
+        dependencies.chains,
+        dependencies.store,
+        dependencies.cursors,
+        dependencies.publisher,
+        dependencies.rates,
+        dependencies.settlement,
+    ):
+        built.cache_clear()
+
+
+@pytest.fixture
+def standin() -> Iterator[SolanaStandin]:
+    with SolanaStandin(finality_lag=LAG, genesis_time=int(time.time())) as running:
+        yield running
+
+
+@pytest.fixture
+def chain(standin: SolanaStandin) -> SolanaTestChain:
+    return SolanaTestChain(standin)
+
+
+@pytest.fixture
+def deployed(stack: Stack, chain: SolanaTestChain, monkeypatch: pytest.MonkeyPatch) -> Iterator[DynamoCryptoStore]:
+    """The Solana watch function's environment as the template deploys it; the chain configured as an operator would
+    (merchant address and mint in CRYPTO_CHAINS), its RPC URL in the RPC secret."""
+    for key, value in stack.template.function_environment("SolanaWatchFunction").items():
+        monkeypatch.setenv(key, value)
+    chains = [{"key": "solana", "merchant_address": str(chain.merchant.pubkey()), "usdc": str(chain.usdc)}]
+    monkeypatch.setenv("CRYPTO_CHAINS", json.dumps(chains))
+    stack.clients["secretsmanager"].create_secret(
+        Name=stack.template.parameters["CryptoRpcSecretName"], SecretString=json.dumps({"solana": chain.standin.url})
+    )
+    _clear()
+    yield DynamoCryptoStore(stack.clients["dynamodb"], stack.template.physical_name("CryptoTable"))
+    _clear()
+
+
+def run_handler() -> dict[str, object]:
+    from kilo_crypto_watch.solana_handler import lambda_handler  # noqa: PLC0415
+
+    return lambda_handler({}, LambdaContext())  # type: ignore[arg-type]
+
+
+def open_bill(
+    store: DynamoCryptoStore, chain: SolanaTestChain, total: str, asset: Asset, rate: str, atomic: int
+) -> Pubkey:
+    """An open bill and one quote for it with a fresh Solana Pay reference (what the core's quote route stores)."""
+    now = datetime.now(UTC)
+    reference = Keypair().pubkey()
+    assert store.create_bill(
+        Bill(
+            invoice_id="inv-sol-1",
+            account_id="acct-1",
+            number="KB-0001",
+            period="2026-10",
+            total_usd=Decimal(total),
+            issued_at=now - timedelta(hours=1),
+        )
+    )
+    locked = LockedRate(asset, Decimal(rate), (RateReading("fixed", asset, Decimal(rate), now),), now)
+    store.add_quote(
+        Quote(
+            quote_id="q-1",
+            invoice_id="inv-sol-1",
+            account_id="acct-1",
+            chain="solana",
+            asset=asset,
+            amount_usd=Decimal(total),
+            rate=locked,
+            atomic_amount=atomic,
+            pay_to=str(chain.merchant.pubkey()),
+            created_at=now - timedelta(minutes=1),
+            expires_at=now + timedelta(minutes=29),
+            monitor_until=now + timedelta(hours=72),
+            payment_uri=f"solana:{chain.merchant.pubkey()}?reference={reference}",
+            reference=str(reference),
+        )
+    )
+    return reference
+
+
+def bill_of(store: DynamoCryptoStore) -> Bill:
+    found = store.bill("inv-sol-1")
+    assert found is not None
+    return found
+
+
+def test_given_a_sol_payment_of_a_quote_reference_then_the_bill_goes_processing_then_paid_with_its_usd(
+    deployed: DynamoCryptoStore, chain: SolanaTestChain
+) -> None:
+    reference = open_bill(deployed, chain, "100.00", "SOL", "200.00", 500_000_000)
+    signature = chain.pay_sol(500_000_000, reference=reference, memo="KB-0001")
+
+    first = run_handler()
+
+    (report,) = first["runs"]  # type: ignore[misc]
+    assert report["transfers_seen"] == 1
+    assert bill_of(deployed).status is BillStatus.PROCESSING
+    assert [q.status for q in deployed.quotes("inv-sol-1")] == [QuoteStatus.DETECTED]
+    payment = deployed.payment(f"solana:{signature}:0")
+    assert payment is not None
+    assert (payment.status, payment.matched_by, payment.usd) == (PaymentStatus.SEEN, "reference", Decimal("100.00"))
+
+    chain.standin.finalize()
+    run_handler()
+
+    paid = bill_of(deployed)
+    assert paid.status is BillStatus.PAID
+    assert paid.settled_usd == Decimal("100.00")
+    assert (paid.written_off_usd, paid.credit_usd) == (Decimal("0.00"), Decimal("0.00"))
+    assert [q.status for q in deployed.quotes("inv-sol-1")] == [QuoteStatus.COMPLETED]
+
+    again = run_handler()  # a rerun changes nothing
+    (rerun,) = again["runs"]  # type: ignore[misc]
+    assert (rerun["transfers_seen"], rerun["finalized"]) == (0, 0)
+    assert bill_of(deployed) == paid
+
+
+def test_given_a_usdc_payment_of_a_quote_reference_then_the_bill_is_paid_with_its_usd(
+    deployed: DynamoCryptoStore, chain: SolanaTestChain
+) -> None:
+    reference = open_bill(deployed, chain, "42.50", "USDC", "1.00", 42 * USDC + USDC // 2)
+    signature = chain.pay_usdc(42_500_000, reference=reference)
+
+    run_handler()
+    assert bill_of(deployed).status is BillStatus.PROCESSING
+    chain.standin.finalize()
+    run_handler()
+
+    paid = bill_of(deployed)
+    assert (paid.status, paid.settled_usd) == (BillStatus.PAID, Decimal("42.50"))
+    payment = deployed.payment(f"solana:{signature}:1")  # instruction 1: after the idempotent ATA creation
+    assert payment is not None
+    assert (payment.status, payment.transfer.atomic_amount, payment.usd) == (
+        PaymentStatus.FINALIZED,
+        42_500_000,
+        Decimal("42.50"),
+    )
+
+
+def test_given_the_rpc_down_then_the_run_fails_and_nothing_moves(
+    deployed: DynamoCryptoStore, chain: SolanaTestChain
+) -> None:
+    from kilo_crypto_watch.solana_handler import SolanaWatchFailedError  # noqa: PLC0415
+
+    reference = open_bill(deployed, chain, "100.00", "SOL", "200.00", 500_000_000)
+    chain.pay_sol(500_000_000, reference=reference)
+    chain.standin.stop()  # the RPC stops answering
+
+    with pytest.raises(SolanaWatchFailedError, match="solana"):
+        run_handler()
+
+    assert bill_of(deployed).status is BillStatus.OPEN
+
+
+def test_given_no_solana_chain_configured_then_a_run_reads_nothing_and_succeeds(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key, value in stack.template.function_environment("SolanaWatchFunction").items():
+        monkeypatch.setenv(key, value)
+    # the RPC secret does not exist (as on a stack that accepts no crypto yet): reading it would fail the run
+    monkeypatch.setenv("CRYPTO_CHAINS", json.dumps([{"key": "ethereum", "merchant_address": "0x" + "ab" * 20}]))
+    _clear()
+    try:
+        assert run_handler() == {"runs": []}
+    finally:
+        _clear()

@@ -1,0 +1,293 @@
+"""The Solana watcher end to end: payments made with the real ``solana`` client through the LiteSVM stand-in's JSON-RPC,
+watched by ``SolanaWatcher`` over ``SolanaRpcClient`` (the real ``AsyncClient``), reported to in-memory ports.
+
+Amounts are the ones the tests pay (hand-chosen atomic units); slots and block hashes are read back from the stand-in,
+which is independent of the watcher."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+from solders.keypair import Keypair
+
+from kilo_crypto_watch.model import PaymentStatus, RunReport
+from kilo_crypto_watch.ports import CursorConflictError, TransactionNotFoundError
+from kilo_crypto_watch.solana import SolanaWatcher, inspect
+from kilo_crypto_watch.solana_rpc import SolanaRpcClient
+from kilo_dev.solana_standin import SolanaStandin
+from tests.crypto_solana_chain import SOL, USDC, SolanaTestChain
+from tests.crypto_solana_fakes import MemoryCursors, MemorySink, StaticReferences
+
+LAG = 8
+
+
+@pytest.fixture
+def standin() -> Iterator[SolanaStandin]:
+    with SolanaStandin(finality_lag=LAG) as running:
+        yield running
+
+
+@pytest.fixture
+def chain(standin: SolanaStandin) -> SolanaTestChain:
+    return SolanaTestChain(standin)
+
+
+class Watch:
+    def __init__(self, chain: SolanaTestChain, max_transactions: int = 500) -> None:
+        self.chain = chain
+        self.cursors = MemoryCursors()
+        self.sink = MemorySink()
+        self.references = StaticReferences()
+        self.max_transactions = max_transactions
+        self.start_block = 0
+
+    def run(self) -> RunReport:
+        async def go() -> RunReport:
+            async with SolanaRpcClient(self.chain.standin.url) as rpc:
+                watcher = SolanaWatcher(
+                    self.chain.config(self.start_block),
+                    rpc,
+                    self.cursors,
+                    self.sink,
+                    self.references,
+                    self.max_transactions,
+                )
+                return await watcher.run()
+
+        self.chain.standin.reset_calls()
+        report = asyncio.run(go())
+        assert report.rpc_calls == self.chain.standin.rpc_calls()  # the watcher's count is the server's
+        return report
+
+
+@pytest.fixture
+def watch(chain: SolanaTestChain) -> Watch:
+    return Watch(chain)
+
+
+def test_given_a_sol_payment_with_reference_and_memo_then_it_is_seen_with_its_amount_reference_and_memo(
+    chain: SolanaTestChain, watch: Watch
+) -> None:
+    reference = Keypair().pubkey()
+    watch.references.keys.append(str(reference))
+    signature = chain.pay_sol(250_000_000, reference=reference, memo="kilo bill INV-7")
+
+    report = watch.run()
+
+    transfer = watch.sink.only()
+    landed = chain.standin.transaction(signature)
+    assert landed is not None
+    assert (transfer.asset, transfer.atomic_amount, transfer.tx_id, transfer.index) == (
+        "SOL",
+        250_000_000,
+        signature,
+        0,
+    )
+    assert (transfer.sender, transfer.recipient) == (str(chain.payer.pubkey()), str(chain.merchant.pubkey()))
+    assert transfer.references == (str(reference),)
+    assert transfer.memo == "kilo bill INV-7"
+    assert (transfer.block_number, transfer.block_hash) == (landed.slot, chain.standin.blockhash(landed.slot))
+    assert transfer.succeeded
+    assert watch.sink.status[transfer.payment_id] is PaymentStatus.SEEN
+    assert (report.transfers_seen, report.to_block, report.caught_up) == (1, chain.standin.slot, True)
+    cursor = watch.cursors.stored["solana"]
+    assert (cursor.block_number, cursor.block_hash) == (chain.standin.slot, chain.standin.blockhash(chain.standin.slot))
+
+
+def test_given_a_usdc_payment_with_reference_and_memo_then_the_merchant_token_delta_is_seen(
+    chain: SolanaTestChain, watch: Watch
+) -> None:
+    reference = Keypair().pubkey()
+    watch.references.keys.append(str(reference))
+    signature = chain.pay_usdc(12_340_000, reference=reference, memo="INV-8")
+
+    watch.run()
+
+    transfer = watch.sink.only()
+    # instruction 0 creates the ATA idempotently; the transfer_checked is instruction 1
+    assert (transfer.asset, transfer.atomic_amount, transfer.tx_id, transfer.index) == (
+        "USDC",
+        12_340_000,
+        signature,
+        1,
+    )
+    assert transfer.sender == str(chain.payer.pubkey())  # the owner of the source account, not the token account
+    assert transfer.recipient == str(chain.merchant.pubkey())  # the owner of the destination account
+    assert transfer.references == (str(reference),)
+    assert transfer.memo == "INV-8"
+
+
+def test_given_a_token_of_another_mint_then_it_is_not_a_payment(chain: SolanaTestChain, watch: Watch) -> None:
+    other = chain.create_mint(decimals=6)
+    chain.fund_tokens(other, 50 * USDC)
+    reference = Keypair().pubkey()
+    watch.references.keys.append(str(reference))
+    chain.pay_usdc(12_340_000, reference=reference, memo="INV-9", mint=other)
+
+    report = watch.run()
+
+    assert watch.sink.transfers == {}
+    assert report.transfers_seen == 0
+
+
+def test_given_a_payment_to_another_wallet_then_it_is_not_a_payment(chain: SolanaTestChain, watch: Watch) -> None:
+    stranger = Keypair().pubkey()
+    reference = Keypair().pubkey()
+    watch.references.keys.append(str(reference))
+    chain.pay_sol(250_000_000, reference=reference, to=stranger)
+    chain.pay_usdc(5 * USDC, reference=reference, to=stranger)
+
+    watch.run()
+
+    assert watch.sink.transfers == {}
+
+
+def test_given_a_failed_transaction_then_it_is_recorded_failed_and_never_pending(
+    chain: SolanaTestChain, watch: Watch
+) -> None:
+    reference = Keypair().pubkey()
+    watch.references.keys.append(str(reference))
+    # more than the payer holds: the System program fails it; sent without preflight, it lands with meta.err
+    signature = chain.pay_sol(1_000 * SOL, reference=reference, skip_preflight=True)
+    landed = chain.standin.transaction(signature)
+    assert landed is not None
+    assert landed.err == {"InstructionError": [0, {"Custom": 1}]}
+
+    report = watch.run()
+
+    transfer = watch.sink.only()
+    assert (transfer.succeeded, transfer.atomic_amount, transfer.references) == (False, 1_000 * SOL, (str(reference),))
+    assert watch.sink.status[transfer.payment_id] is PaymentStatus.FAILED
+    assert report.failed == 1
+    assert watch.sink.pending("solana") == []
+
+
+def test_given_a_failed_transaction_then_preflight_refuses_it_and_nothing_lands(chain: SolanaTestChain) -> None:
+    from solana.rpc.core import RPCException  # noqa: PLC0415
+
+    with pytest.raises(RPCException, match="simulation failed"):
+        chain.pay_sol(1_000 * SOL)
+
+
+def test_given_payments_without_reference_then_the_merchant_sweep_catches_sol_and_usdc(
+    chain: SolanaTestChain, watch: Watch
+) -> None:
+    sol = chain.pay_sol(75_000_000, memo="no reference")
+    usdc = chain.pay_usdc(3 * USDC)
+
+    watch.run()
+
+    seen = {(t.asset, t.tx_id, t.atomic_amount, t.references) for t in watch.sink.transfers.values()}
+    assert seen == {("SOL", sol, 75_000_000, ()), ("USDC", usdc, 3 * USDC, ())}
+
+
+def test_given_finality_lag_then_a_payment_stays_seen_until_its_slot_is_finalized(
+    chain: SolanaTestChain, watch: Watch
+) -> None:
+    chain.pay_sol(SOL // 10)
+    watch.run()
+    (payment_id,) = watch.sink.transfers
+    slot = watch.sink.only().block_number
+
+    chain.standin.advance(LAG - 1)  # the finalized slot is now one short of the payment's
+    assert chain.standin.finalized_slot == slot - 1
+    report = watch.run()
+    assert watch.sink.status[payment_id] is PaymentStatus.SEEN
+    assert report.finalized == 0
+
+    chain.standin.advance(1)
+    report = watch.run()
+    assert watch.sink.status[payment_id] is PaymentStatus.FINALIZED
+    assert report.finalized == 1
+    assert watch.sink.pending("solana") == []
+
+
+def test_given_a_seen_payment_that_vanishes_before_finality_then_it_is_orphaned(
+    chain: SolanaTestChain, watch: Watch
+) -> None:
+    signature = chain.pay_sol(SOL // 10)
+    watch.run()
+    (payment_id,) = watch.sink.transfers
+
+    chain.standin.forget(signature)  # its fork did not survive
+    chain.standin.advance(LAG - 1)
+    watch.run()
+    assert watch.sink.status[payment_id] is PaymentStatus.SEEN  # the finalized slot has not reached it yet
+
+    chain.standin.advance(1)
+    report = watch.run()
+    assert watch.sink.status[payment_id] is PaymentStatus.ORPHANED
+    assert report.orphaned == 1
+
+
+def test_given_reruns_then_nothing_is_recorded_twice_and_calls_stay_flat(chain: SolanaTestChain, watch: Watch) -> None:
+    reference = Keypair().pubkey()
+    watch.references.keys.append(str(reference))
+    chain.pay_sol(SOL // 4, reference=reference)
+    chain.pay_usdc(7 * USDC)
+    first = watch.run()
+    assert first.transfers_seen == 2
+
+    second = watch.run()
+    third = watch.run()
+
+    assert len(watch.sink.recorded) == 2  # record_seen was not called again
+    assert second.transfers_seen == third.transfers_seen == 0
+    # getLatestBlockhash + 1 reference + wallet and token-account sweeps + one getSignatureStatuses for the 2 pending
+    assert second.rpc_calls == third.rpc_calls == 1 + 1 + 2 + 1
+
+
+def test_given_more_new_signatures_than_the_cap_then_runs_resume_until_caught_up(chain: SolanaTestChain) -> None:
+    watch = Watch(chain, max_transactions=2)
+    watch.start_block = chain.standin.slot  # deployed after the chain's setup: only the payments below are new
+    paid = [chain.pay_sol(SOL // 100 + n) for n in range(5)]  # one slot each
+
+    reports = [watch.run() for _ in range(4)]
+
+    assert [r.caught_up for r in reports] == [False, False, True, True]
+    assert [r.transfers_seen for r in reports] == [2, 2, 1, 0]
+    assert sorted(t.tx_id for t in watch.sink.transfers.values()) == sorted(paid)
+    assert sorted(t.atomic_amount for t in watch.sink.transfers.values()) == [SOL // 100 + n for n in range(5)]
+    assert len(watch.sink.recorded) == 5
+
+
+def test_given_another_run_moved_the_cursor_then_this_run_stops_with_a_conflict(
+    chain: SolanaTestChain, watch: Watch
+) -> None:
+    watch.run()
+    stale = watch.cursors.stored["solana"]
+    chain.pay_sol(SOL // 10)
+    watch.run()  # moves the cursor past ``stale``
+
+    class Stale(MemoryCursors):
+        def get(self, chain_key: str) -> object:  # type: ignore[override]
+            return stale
+
+    watch.cursors = Stale(stored=watch.cursors.stored)
+    with pytest.raises(CursorConflictError):
+        watch.run()
+
+
+def test_given_a_signature_on_the_fast_path_then_the_inspector_returns_the_merchant_credit(
+    chain: SolanaTestChain,
+) -> None:
+    reference = Keypair().pubkey()
+    usdc = chain.pay_usdc(9_990_000, reference=reference, memo="fast")
+    elsewhere = chain.pay_sol(SOL // 10, to=Keypair().pubkey())
+
+    async def go(signature: str) -> list[object]:
+        async with SolanaRpcClient(chain.standin.url) as rpc:
+            return list(await inspect(rpc, chain.config(), signature))
+
+    (transfer,) = asyncio.run(go(usdc))
+    assert (transfer.asset, transfer.atomic_amount, transfer.references, transfer.memo) == (  # type: ignore[attr-defined]
+        "USDC",
+        9_990_000,
+        (str(reference),),
+        "fast",
+    )
+    assert asyncio.run(go(elsewhere)) == []
+    with pytest.raises(TransactionNotFoundError):
+        asyncio.run(go(str(Keypair().sign_message(b"never sent"))))
