@@ -979,6 +979,8 @@ def _serve(console: Console, stack: Any, settings: Any, livekit: Any, site: Any,
         f"  usage API             {stack.url}/v1/usage   (X-Kilo-Client {settings.usage_client}, "
         f"secret {settings.usage_secret})\n"
         f"  Stripe webhook URL    {stack.url}/webhooks/stripe   (secret {settings.stripe_secret})\n"
+        f"  account API           {stack.url}/openapi.json   (a token: "
+        f"{stack.issuer.url}/local/token?account=<id>&role=owner|admin|member, as Bearer)\n"
         f"  moto (AWS)            {stack.moto.url}   (/moto-api/ to browse)\n"
         f"  RoomService stand-in  {livekit.url}\n"
         "Set KILO_LOCAL_LIVEKIT_API_KEY / _SECRET, KILO_LOCAL_USAGE_CLIENT / _SECRET, KILO_LOCAL_STRIPE_WEBHOOK_SECRET "

@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 import threading
 import time
+import urllib.parse
+import urllib.request
 import uuid
 from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 AUDIENCE: Final = "kilo-dashboard"
 ALGORITHM: Final = "RS256"
+TOKEN_PATH: Final = "/local/token"  # noqa: S105 - a path, not a secret; ?account=&role=[&user=] or ?operator=true: a signed token (local only)
 LEEWAY_SECONDS: Final = 0  # API Gateway's JWT authorizer allows no clock skew on exp
 
 
@@ -49,14 +52,36 @@ class LocalIssuer:
                 return
 
             def do_GET(self) -> None:
+                path, _, query = self.path.partition("?")
+                if path == TOKEN_PATH:
+                    self._token(urllib.parse.parse_qs(query))
+                    return
                 documents = {
                     "/.well-known/openid-configuration": issuer.discovery(),
                     "/.well-known/jwks.json": issuer.jwks(),
                 }
-                found = documents.get(self.path.partition("?")[0])
-                body = json.dumps(found if found is not None else {"message": "Not Found"}).encode()
-                self.send_response(200 if found is not None else 404)
+                found = documents.get(path)
+                self._send(200 if found is not None else 404, found if found is not None else {"message": "Not Found"})
+
+            def _token(self, query: dict[str, list[str]]) -> None:
+                """The local stack's sign-in (what Cognito's hosted UI would hand the dashboard): a token for the
+                account and role asked for. Local only: the issuer listens on 127.0.0.1 and exists only in tests
+                and the demo."""
+                account = (query.get("account") or [""])[0]
+                role = (query.get("role") or ["owner"])[0]
+                operator = (query.get("operator") or [""])[0] == "true"
+                if not operator and (not account or role not in ("owner", "admin", "member")):
+                    self._send(400, {"message": "give account=<id> and role=owner|admin|member, or operator=true"})
+                    return
+                user = (query.get("user") or [f"{role}@{account}" if account else "operator"])[0]
+                token = issuer.mint(user, account or None, role if account else None, operator=operator)
+                self._send(200, {"access_token": token, "token_type": "Bearer", "expires_in": 3600})
+
+            def _send(self, status: int, payload: object) -> None:
+                body = json.dumps(payload).encode()
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
+                self.send_header("Access-Control-Allow-Origin", "*")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
@@ -147,8 +172,6 @@ class JwtAuthorizer:
     def _client(self) -> jwt.PyJWKClient:
         with self._lock:
             if self._jwks is None:
-                import urllib.request  # noqa: PLC0415
-
                 with urllib.request.urlopen(  # noqa: S310 - the configured issuer's discovery document
                     f"{self.issuer}/.well-known/openid-configuration", timeout=5
                 ) as answer:

@@ -1001,6 +1001,11 @@ class LocalStack:
             if moved == 0:
                 time.sleep(0.2)
 
+    def sign_in(self, account: str, role: str = "owner", user: str | None = None) -> str:
+        """A token of the local issuer for ``user`` acting for ``account`` as ``role`` (the account API's Bearer)."""
+        assert self.issuer is not None
+        return self.issuer.mint(user or f"{role}@{account}", account, role)
+
     @property
     def url(self) -> str:
         assert self.gateway is not None

@@ -6,6 +6,7 @@ Everything started here is stopped here."""
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -69,6 +70,8 @@ def test_given_no_token_then_pricing_and_openapi_answer_and_account_routes_are_r
 
 
 def test_given_tokens_the_authorizer_would_refuse_then_401_before_the_function(local: Any) -> None:
+    import jwt  # noqa: PLC0415
+
     from kilo_dev.jwt_issuer import LocalIssuer  # noqa: PLC0415
 
     issuer = local.issuer
@@ -79,6 +82,18 @@ def test_given_tokens_the_authorizer_would_refuse_then_401_before_the_function(l
         "another audience": issuer.mint("u1", "acct_local_a", "owner", audience="someone-else"),
         "another issuer": issuer.mint("u1", "acct_local_a", "owner", issuer="https://evil.example"),
         "not a jwt": "not-a-token",
+        "unsigned (alg none)": jwt.encode(
+            {
+                "sub": "u1",
+                "iss": issuer.url,
+                "aud": issuer.audience,
+                "exp": int(time.time()) + 600,
+                "kilo_account": "acct_local_a",
+                "kilo_role": "owner",
+            },
+            None,
+            algorithm="none",
+        ),
     }
     for why, token in refused.items():
         status, _ = request(local, "GET", "/v1/accounts/acct_local_a/usage", token)
@@ -133,3 +148,15 @@ def test_given_an_operator_token_then_the_operator_route_lists_accounts_and_othe
     owner = local.issuer.mint("user-a", "acct_local_a", "owner")
     status, _ = request(local, "GET", "/v1/operator/accounts", owner)
     assert status == 403
+
+
+def test_given_the_local_sign_in_then_its_token_is_accepted_and_a_bad_request_is_refused(local: Any) -> None:
+    with urllib.request.urlopen(f"{local.issuer.url}/local/token?account=acct_local_a&role=member", timeout=10) as got:
+        token = json.loads(got.read())["access_token"]
+    status, _ = request(local, "GET", "/v1/accounts/acct_local_a/forecast", token)
+    assert status == 200
+    status, _ = request(local, "GET", "/v1/accounts/acct_local_a/usage", local.sign_in("acct_local_a", "admin"))
+    assert status == 200
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{local.issuer.url}/local/token?role=member", timeout=10)
+    assert refused.value.code == 400

@@ -125,6 +125,18 @@ def test_given_the_openapi_route_then_every_route_of_the_template_is_documented(
     }
     assert wired - {("GET", "/openapi.json")} == documented
     assert answer.body["components"]["securitySchemes"]["jwt"]["scheme"] == "bearer"
+    secured = {
+        (method.upper(), path)
+        for path, operations in answer.body["paths"].items()
+        for method, operation in operations.items()
+        if operation.get("security") == [{"jwt": []}]
+    }
+    assert secured == documented - {("GET", "/v1/pricing")}
+    put_budget = answer.body["paths"]["/v1/accounts/{account_id}/budget"]["put"]
+    assert put_budget["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/BudgetIn"
+    }
+    assert {"400", "401", "403"} <= set(put_budget["responses"])
 
 
 def test_given_a_month_so_far_when_a_member_asks_for_usage_then_meters_allowance_and_daily_series_add_up(

@@ -103,6 +103,38 @@ HANDLERS = [
         {"Records": []},
         frozenset({"stripe", "aiohttp", "requests", "livekit.api", "google.protobuf", "jinja2"}),
     ),
+    # The account API loads the Stripe SDK only for a Checkout or Billing Portal page (the lazy pages); a usage
+    # request called cold (no claims: 401 before any read) loads none of the other functions' libraries.
+    Handler(
+        "kilo_account_api.handler",
+        {**http_event("/v1/accounts/acct_1/usage"), "routeKey": "GET /v1/accounts/{account_id}/usage"}
+        | {
+            "requestContext": {
+                **http_event("/v1/accounts/acct_1/usage")["requestContext"],
+                "http": {
+                    "method": "GET",
+                    "path": "/v1/accounts/acct_1/usage",
+                    "protocol": "HTTP/1.1",
+                    "sourceIp": "127.0.0.1",
+                },
+            },
+            "pathParameters": {"account_id": "acct_1"},
+            "body": None,
+        },
+        frozenset(
+            {
+                "stripe",
+                "aiohttp",
+                "requests",
+                "livekit.api",
+                "google.protobuf",
+                "kilo_account_api.stripe_adapter",
+                "kilo_rate_usage",
+                "web3",
+                "solana",
+            }
+        ),
+    ),
 ]
 # Loaded today although forbidden, owned by the ingest refactor: the usage handler imports the LiveKit webhook parser
 # (protobuf) through the shared logic module. The test fails as soon as it stops, so this entry must then go.

@@ -48,6 +48,17 @@ PUBLIC_ROUTES: Final = frozenset({("GET", "/v1/pricing"), ("GET", "/openapi.json
 app = APIGatewayHttpResolver(enable_validation=True)
 log = logger(SERVICE)
 
+SECURED: Final[list[dict[str, list[str]]]] = [{"jwt": []}]  # every route but pricing and the document itself
+_ERROR_BODY: Final = {"application/json": {"model": schemas.ErrorOut}}
+ERRORS: Final[dict[int, Any]] = {
+    400: {"description": "Invalid input; `field` names it", "content": _ERROR_BODY},
+    401: {"description": "No valid token", "content": _ERROR_BODY},
+    403: {"description": "The token may not do this for this account", "content": _ERROR_BODY},
+    404: {"description": "Unknown account, invoice or member", "content": _ERROR_BODY},
+    409: {"description": "Conflicts with the stored state", "content": _ERROR_BODY},
+    503: {"description": "A dependency is unavailable; retry", "content": _ERROR_BODY},
+}
+
 AccountId = Annotated[
     str, Path(pattern=f"^{ACCOUNT_ID_PATTERN}$", description="The billing account (the token's kilo_account)")
 ]
@@ -158,14 +169,18 @@ def openapi_document() -> str:
             "(`kilo_account`) and role (`kilo_role`: owner | admin | member); operators carry `kilo_operator`."
         ),
         security_schemes={"jwt": HTTPBearer(bearerFormat="JWT")},
-        security=[{"jwt": []}],
     )
 
 
 # --- usage ------------------------------------------------------------------------------------------------------------
 
 
-@app.get("/v1/accounts/<account_id>/usage", summary="Month to date per meter, allowance used, daily series")
+@app.get(
+    "/v1/accounts/<account_id>/usage",
+    summary="Month to date per meter, allowance used, daily series",
+    security=SECURED,
+    responses=ERRORS,
+)
 def usage(account_id: AccountId) -> schemas.UsageOut:
     _authorize(account_id)
     deps = _deps()
@@ -173,7 +188,12 @@ def usage(account_id: AccountId) -> schemas.UsageOut:
     return schemas.UsageOut.of(report)
 
 
-@app.get("/v1/accounts/<account_id>/meetings", summary="Per-meeting breakdown of a period, newest first, paginated")
+@app.get(
+    "/v1/accounts/<account_id>/meetings",
+    summary="Per-meeting breakdown of a period, newest first, paginated",
+    security=SECURED,
+    responses=ERRORS,
+)
 def meetings(
     account_id: AccountId,
     period: Annotated[str | None, Query(pattern=r"^[0-9]{4}-[0-9]{2}$", description="YYYY-MM; default: now")] = None,
@@ -187,7 +207,12 @@ def meetings(
     return schemas.MeetingsOut.of(account_id, logic.period_of(period, now).key, page)
 
 
-@app.get("/v1/accounts/<account_id>/forecast", summary="Bill at the period end (weekday-aware) and budget status")
+@app.get(
+    "/v1/accounts/<account_id>/forecast",
+    summary="Bill at the period end (weekday-aware) and budget status",
+    security=SECURED,
+    responses=ERRORS,
+)
 def forecast(account_id: AccountId) -> schemas.ForecastOut:
     _authorize(account_id)
     deps = _deps()
@@ -195,7 +220,12 @@ def forecast(account_id: AccountId) -> schemas.ForecastOut:
     return schemas.ForecastOut.of(found)
 
 
-@app.get("/v1/accounts/<account_id>/recommendations", summary="Cheaper tier and usage levers, with their savings")
+@app.get(
+    "/v1/accounts/<account_id>/recommendations",
+    summary="Cheaper tier and usage levers, with their savings",
+    security=SECURED,
+    responses=ERRORS,
+)
 def recommendations(account_id: AccountId) -> schemas.RecommendationsOut:
     _authorize(account_id)
     deps = _deps()
@@ -223,13 +253,23 @@ def _budget_out(account_id: str) -> schemas.BudgetOut:
     )
 
 
-@app.get("/v1/accounts/<account_id>/budget", summary="The account's budget and hard limit")
+@app.get(
+    "/v1/accounts/<account_id>/budget",
+    summary="The account's budget and hard limit",
+    security=SECURED,
+    responses=ERRORS,
+)
 def get_budget(account_id: AccountId) -> schemas.BudgetOut:
     _authorize(account_id)
     return _budget_out(account_id)
 
 
-@app.put("/v1/accounts/<account_id>/budget", summary="Replace the budget (admins and owners)")
+@app.put(
+    "/v1/accounts/<account_id>/budget",
+    summary="Replace the budget (admins and owners)",
+    security=SECURED,
+    responses=ERRORS,
+)
 def put_budget(account_id: AccountId, body: schemas.BudgetIn) -> schemas.BudgetOut:
     _authorize(account_id, Role.ADMIN)
     request = logic.BudgetRequest(body.budget_usd, tuple(body.alert_percentages), body.hard_limit_usd)
@@ -248,13 +288,23 @@ def _preferences_out(account_id: str) -> schemas.AlertPreferencesOut:
     )
 
 
-@app.get("/v1/accounts/<account_id>/alert-preferences", summary="Who hears about alerts, on which channels")
+@app.get(
+    "/v1/accounts/<account_id>/alert-preferences",
+    summary="Who hears about alerts, on which channels",
+    security=SECURED,
+    responses=ERRORS,
+)
 def get_alert_preferences(account_id: AccountId) -> schemas.AlertPreferencesOut:
     _authorize(account_id)
     return _preferences_out(account_id)
 
 
-@app.put("/v1/accounts/<account_id>/alert-preferences", summary="Set contacts and channels (admins and owners)")
+@app.put(
+    "/v1/accounts/<account_id>/alert-preferences",
+    summary="Set contacts and channels (admins and owners)",
+    security=SECURED,
+    responses=ERRORS,
+)
 def put_alert_preferences(account_id: AccountId, body: schemas.AlertPreferencesIn) -> schemas.AlertPreferencesOut:
     _authorize(account_id, Role.ADMIN)
     channels = {kind: tuple(str(channel) for channel in chosen) for kind, chosen in body.channels.items()}
@@ -263,7 +313,12 @@ def put_alert_preferences(account_id: AccountId, body: schemas.AlertPreferencesI
     return _preferences_out(account_id)
 
 
-@app.post("/v1/accounts/<account_id>/entitlements/check", summary="May the account start a call now")
+@app.post(
+    "/v1/accounts/<account_id>/entitlements/check",
+    summary="May the account start a call now",
+    security=SECURED,
+    responses=ERRORS,
+)
 def entitlement_check(account_id: AccountId) -> schemas.EntitlementOut:
     _authorize(account_id)
     found = logic.check_entitlement(_deps().entitlements, account_id, _now(), EntitlementPolicy())
@@ -273,7 +328,12 @@ def entitlement_check(account_id: AccountId) -> schemas.EntitlementOut:
 # --- invoices and subscription -------------------------------------------------------------------------------------
 
 
-@app.get("/v1/accounts/<account_id>/invoices", summary="The account's invoices, newest first")
+@app.get(
+    "/v1/accounts/<account_id>/invoices",
+    summary="The account's invoices, newest first",
+    security=SECURED,
+    responses=ERRORS,
+)
 def list_invoices(account_id: AccountId) -> schemas.InvoicesOut:
     _authorize(account_id)
     deps = _deps()
@@ -295,7 +355,12 @@ def list_invoices(account_id: AccountId) -> schemas.InvoicesOut:
     )
 
 
-@app.get("/v1/accounts/<account_id>/invoices/<number>", summary="One invoice (receipt): lines, status, links")
+@app.get(
+    "/v1/accounts/<account_id>/invoices/<number>",
+    summary="One invoice (receipt): lines, status, links",
+    security=SECURED,
+    responses=ERRORS,
+)
 def get_invoice(
     account_id: AccountId, number: Annotated[str, Path(pattern=r"^KB-[A-Za-z0-9_.:@+=-]+-[0-9]{5,}$")]
 ) -> schemas.InvoiceOut:
@@ -305,7 +370,12 @@ def get_invoice(
     return schemas.InvoiceOut.of(logic.invoice(deps.ledger, account_id, number))
 
 
-@app.post("/v1/accounts/<account_id>/subscription", summary="Change tier: upgrade now, downgrade at period end")
+@app.post(
+    "/v1/accounts/<account_id>/subscription",
+    summary="Change tier: upgrade now, downgrade at period end",
+    security=SECURED,
+    responses=ERRORS,
+)
 def change_subscription(account_id: AccountId, body: schemas.SubscriptionIn) -> schemas.SubscriptionOut:
     _authorize(account_id, Role.ADMIN)
     now = _now()
@@ -319,7 +389,12 @@ def change_subscription(account_id: AccountId, body: schemas.SubscriptionIn) -> 
     )
 
 
-@app.post("/v1/accounts/<account_id>/payment-methods/checkout", summary="A Stripe Checkout page to save a card")
+@app.post(
+    "/v1/accounts/<account_id>/payment-methods/checkout",
+    summary="A Stripe Checkout page to save a card",
+    security=SECURED,
+    responses=ERRORS,
+)
 def checkout(account_id: AccountId, body: schemas.CheckoutIn | None = None) -> schemas.UrlOut:
     _authorize(account_id, Role.ADMIN)
     deps = _deps()
@@ -336,7 +411,12 @@ def checkout(account_id: AccountId, body: schemas.CheckoutIn | None = None) -> s
     return schemas.UrlOut(url=url)
 
 
-@app.post("/v1/accounts/<account_id>/billing-portal", summary="A Stripe Billing Portal page (cards, receipts)")
+@app.post(
+    "/v1/accounts/<account_id>/billing-portal",
+    summary="A Stripe Billing Portal page (cards, receipts)",
+    security=SECURED,
+    responses=ERRORS,
+)
 def billing_portal(account_id: AccountId, body: schemas.PortalIn | None = None) -> schemas.UrlOut:
     _authorize(account_id, Role.ADMIN)
     deps = _deps()
@@ -350,7 +430,12 @@ def billing_portal(account_id: AccountId, body: schemas.PortalIn | None = None) 
 # --- members --------------------------------------------------------------------------------------------------------
 
 
-@app.get("/v1/accounts/<account_id>/members", summary="The account's members and their roles")
+@app.get(
+    "/v1/accounts/<account_id>/members",
+    summary="The account's members and their roles",
+    security=SECURED,
+    responses=ERRORS,
+)
 def list_members(account_id: AccountId) -> schemas.MembersOut:
     _authorize(account_id)
     deps = _deps()
@@ -358,7 +443,12 @@ def list_members(account_id: AccountId) -> schemas.MembersOut:
     return schemas.MembersOut(account_id=account_id, members=[schemas.MemberOut.of(m) for m in found])
 
 
-@app.post("/v1/accounts/<account_id>/members", summary="Add a member (admins add members/admins, owners anyone)")
+@app.post(
+    "/v1/accounts/<account_id>/members",
+    summary="Add a member (admins add members/admins, owners anyone)",
+    security=SECURED,
+    responses=ERRORS,
+)
 def add_member(account_id: AccountId, body: schemas.MemberIn) -> Response[str]:
     caller = _authorize(account_id, Role.ADMIN)
     assert caller.role is not None
@@ -368,7 +458,12 @@ def add_member(account_id: AccountId, body: schemas.MemberIn) -> Response[str]:
     return _json(201, schemas.MemberOut.of(added).model_dump(mode="json"))
 
 
-@app.delete("/v1/accounts/<account_id>/members/<user>", summary="Remove a member (admins and owners)")
+@app.delete(
+    "/v1/accounts/<account_id>/members/<user>",
+    summary="Remove a member (admins and owners)",
+    security=SECURED,
+    responses=ERRORS,
+)
 def remove_member(account_id: AccountId, user: Annotated[str, Path(pattern=r"^[^#\s/]{1,128}$")]) -> Response[str]:
     caller = _authorize(account_id, Role.ADMIN)
     assert caller.role is not None
@@ -380,7 +475,12 @@ def remove_member(account_id: AccountId, user: Annotated[str, Path(pattern=r"^[^
 # --- privacy --------------------------------------------------------------------------------------------------------
 
 
-@app.get("/v1/accounts/<account_id>/export", summary="All personal data and usage of the account as JSON (owners)")
+@app.get(
+    "/v1/accounts/<account_id>/export",
+    summary="All personal data and usage of the account as JSON (owners)",
+    security=SECURED,
+    responses=ERRORS,
+)
 def export(account_id: AccountId) -> Response[str]:
     _authorize(account_id, Role.OWNER)
     deps = _deps()
@@ -388,7 +488,12 @@ def export(account_id: AccountId) -> Response[str]:
     return _json(200, schemas.export_json(data))
 
 
-@app.post("/v1/accounts/<account_id>/erase", summary="Pseudonymise personal data; invoices and amounts kept (owners)")
+@app.post(
+    "/v1/accounts/<account_id>/erase",
+    summary="Pseudonymise personal data; invoices and amounts kept (owners)",
+    security=SECURED,
+    responses=ERRORS,
+)
 def erase(account_id: AccountId) -> schemas.ErasureOut:
     _authorize(account_id, Role.OWNER)
     deps = _deps()
@@ -398,7 +503,13 @@ def erase(account_id: AccountId) -> schemas.ErasureOut:
 # --- operator -------------------------------------------------------------------------------------------------------
 
 
-@app.get("/v1/operator/accounts", summary="Every registered account (operators)", tags=["operator"])
+@app.get(
+    "/v1/operator/accounts",
+    summary="Every registered account (operators)",
+    tags=["operator"],
+    security=SECURED,
+    responses=ERRORS,
+)
 def operator_accounts() -> schemas.OperatorAccountsOut:
     _caller().require_operator()
     deps = _deps()

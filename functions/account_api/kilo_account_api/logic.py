@@ -39,6 +39,7 @@ from kilo_billing.accounts import (
     AccountProfile,
     InvalidContactError,
     UnknownAccountError,
+    check_email,
     registered_profile,
     request_tier_change,
     save_profile,
@@ -260,6 +261,18 @@ def budget_status(profile: AccountProfile, spent: Decimal) -> BudgetStatus:
     return BudgetStatus.UNDER
 
 
+def reached_on(
+    fee: Decimal, usage: Decimal, limit: Decimal | None, now: datetime, weights: Sequence[Decimal]
+) -> date | None:
+    """The day the bill (fees + usage) reaches ``limit``: fees are fixed, so it is the day usage reaches ``limit -
+    fees`` at the weekday-weighted run rate (``kilo_billing.budgets.forecast_crossing``)."""
+    if limit is None:
+        return None
+    if fee + usage >= limit:
+        return now.date()
+    return forecast_crossing(usage, limit - fee, now, weights)
+
+
 def forecast(
     accounts: AccountDirectory,
     month: MonthToDateSource,
@@ -269,19 +282,18 @@ def forecast(
     weights: Sequence[Decimal],
 ) -> Forecast:
     mtd = current_month(accounts, month, catalog, account_id, now)
-    profile, spent = mtd.profile, mtd.rated.total
+    profile, fee, usage = mtd.profile, mtd.rated.fee, mtd.rated.usage_total
+    spent = mtd.rated.total
     return Forecast(
         account_id=account_id,
         period=mtd.period,
         as_of=now,
         spent=spent,
-        projected_total=projected_total(spent, now, weights),
+        projected_total=projected_total(usage, now, weights, fixed_usd=fee),
         budget_usd=profile.budget_usd,
         hard_limit_usd=profile.hard_limit_usd,
-        budget_reached_on=forecast_crossing(spent, profile.budget_usd, now, weights) if profile.budget_usd else None,
-        hard_limit_reached_on=(
-            forecast_crossing(spent, profile.hard_limit_usd, now, weights) if profile.hard_limit_usd else None
-        ),
+        budget_reached_on=reached_on(fee, usage, profile.budget_usd, now, weights),
+        hard_limit_reached_on=reached_on(fee, usage, profile.hard_limit_usd, now, weights),
         status=budget_status(profile, spent),
     )
 
@@ -385,7 +397,11 @@ class TierChangeOutcome:
 def change_tier(
     accounts: AccountDirectory, catalog: Catalog, account_id: str, tier: str, now: datetime
 ) -> TierChangeOutcome:
-    profile_of(accounts, account_id)
+    current = profile_of(accounts, account_id)
+    pending = [c for c in current.changes if c.at > now]
+    if pending and max(pending, key=lambda c: c.at).tier == tier:  # the same request again (a retried click)
+        change = max(pending, key=lambda c: c.at)
+        return TierChangeOutcome(current, tier, change.at, current.tier_at(now))
     book = catalog.for_period(Period.containing(now))
     try:
         profile = request_tier_change(accounts, book, account_id, tier, now)
@@ -439,6 +455,11 @@ def members(accounts: AccountDirectory, store: MemberStore, account_id: str) -> 
 def add_member(accounts: AccountDirectory, store: MemberStore, caller_role: Role, member: Member) -> Member:
     """Owners add anyone; admins add members and admins, never owners."""
     profile_of(accounts, member.account_id)
+    if member.email:
+        try:
+            check_email(member.email)
+        except InvalidContactError as exc:
+            raise InvalidRequestError("email", str(exc)) from exc
     if member.role > caller_role:
         raise InvalidRequestError("role", f"a {caller_role.name.lower()} cannot add an {member.role.name.lower()}")
     store.add(member)

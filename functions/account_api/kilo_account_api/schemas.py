@@ -470,7 +470,7 @@ class UrlOut(_Out):
 
 
 class MemberIn(_In):
-    user: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^#\s]+$")]
+    user: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^#\s/]+$")]
     email: Annotated[str, Field(max_length=254)] = ""
     role: Literal["owner", "admin", "member"] = "member"
 

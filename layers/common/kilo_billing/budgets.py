@@ -139,10 +139,15 @@ def forecast_crossing(
     return None
 
 
-def projected_total(spent_usd: Decimal, now: datetime, weights: Sequence[Decimal] = DEFAULT_WEEKDAY_WEIGHTS) -> Decimal:
-    """The month's bill at its end at the month-to-date run rate, day-of-week weighted (the forecast rule above):
-    ``spent x weight of the whole month / weight elapsed``, rounded once to the cent (``round_money``). With nothing
-    elapsed or nothing spent yet it is what was spent."""
+def projected_total(
+    usage_usd: Decimal,
+    now: datetime,
+    weights: Sequence[Decimal] = DEFAULT_WEEKDAY_WEIGHTS,
+    fixed_usd: Decimal = Decimal(0),
+) -> Decimal:
+    """The month's bill at its end: ``fixed_usd`` (the month's fees: they do not grow with time) plus the usage so far
+    at its month-to-date run rate, day-of-week weighted (the forecast rule above) - ``usage x weight of the whole
+    month / weight elapsed`` - rounded once to the cent (``round_money``). With nothing elapsed yet, what is known."""
     if len(weights) != 7 or any(not w.is_finite() or w < 0 for w in weights) or not any(weights):
         raise ValueError("weekday weights: seven non-negative numbers, Monday first, not all zero")
     now = ensure_utc(now)
@@ -153,8 +158,7 @@ def projected_total(spent_usd: Decimal, now: datetime, weights: Sequence[Decimal
     first = period.start.date()
     elapsed = sum((_weight(first + _DAY * i, weights) for i in range((today - first).days)), Fraction(0))
     elapsed += _weight(today, weights) * elapsed_today
-    days = (period.end.date() - first).days
-    whole = sum((_weight(first + _DAY * i, weights) for i in range(days)), Fraction(0))
-    if elapsed == 0 or spent_usd <= 0:
-        return round_money(Fraction(max(spent_usd, Decimal(0))))
-    return round_money(Fraction(spent_usd) * whole / elapsed)
+    whole = sum((_weight(first + _DAY * i, weights) for i in range((period.end.date() - first).days)), Fraction(0))
+    usage = Fraction(max(usage_usd, Decimal(0)))
+    projected = usage * whole / elapsed if elapsed > 0 else usage
+    return round_money(Fraction(fixed_usd) + projected)

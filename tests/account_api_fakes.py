@@ -1,0 +1,96 @@
+"""In-memory implementations of the account API's ports (and the layer's month-to-date source), held to the same
+contract suite as the DynamoDB adapters (tests/contract/test_account_api_stores.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+
+from kilo_account_api.model import ConflictError, Member, NotFoundError, SessionRecord
+from kilo_billing.accounts import AccountProfile
+from kilo_billing.month_to_date import OpenSessionFigures
+from kilo_billing.usage_signals import Counters
+from tests.fakes import InMemoryAccountDirectory
+
+
+@dataclass
+class InMemoryMonthToDate:
+    directory: InMemoryAccountDirectory
+    counters_by: dict[tuple[str, str], Counters] = field(default_factory=dict)
+    open: list[OpenSessionFigures] = field(default_factory=list)
+
+    def profile(self, account_id: str) -> AccountProfile | None:
+        return self.directory.profiles.get(account_id)
+
+    def counters(self, account_id: str, period: str) -> Counters:
+        return dict(self.counters_by.get((account_id, period), {}))
+
+    def open_sessions(self, account_id: str) -> list[OpenSessionFigures]:
+        return [figures for figures in self.open if figures.account == account_id]
+
+
+@dataclass
+class InMemorySessionHistory:
+    by_account: dict[str, list[SessionRecord]] = field(default_factory=dict)
+
+    def add(self, account_id: str, *sessions: SessionRecord) -> None:
+        self.by_account.setdefault(account_id, []).extend(sessions)
+
+    def sessions(self, account_id: str, period: str) -> list[SessionRecord]:
+        return [s for s in self.by_account.get(account_id, []) if s.parts_in(period) or s.is_open]
+
+    def all_sessions(self, account_id: str) -> Iterator[SessionRecord]:
+        return iter(list(self.by_account.get(account_id, [])))
+
+    def pseudonymise(self, account_id: str, pseudonym: Callable[[str], str]) -> int:
+        changed = 0
+        kept = []
+        for session in self.by_account.get(account_id, []):
+            new = pseudonym(session.identity)
+            changed += new != session.identity
+            kept.append(replace(session, identity=new))
+        self.by_account[account_id] = kept
+        return changed
+
+
+@dataclass
+class InMemoryMembers:
+    stored: dict[tuple[str, str], Member] = field(default_factory=dict)
+
+    def members(self, account_id: str) -> list[Member]:
+        return [m for (account, _), m in sorted(self.stored.items()) if account == account_id]
+
+    def add(self, member: Member) -> None:
+        key = (member.account_id, member.user)
+        if key in self.stored:
+            raise ConflictError(f"{member.user!r} is already a member")
+        self.stored[key] = member
+
+    def remove(self, account_id: str, user: str) -> None:
+        if self.stored.pop((account_id, user), None) is None:
+            raise NotFoundError(f"{user!r} is not a member")
+
+    def pseudonymise(self, account_id: str, pseudonym: Callable[[str], str]) -> int:
+        changed = 0
+        for key, member in list(self.stored.items()):
+            if key[0] == account_id and pseudonym(member.email) != member.email:
+                self.stored[key] = replace(member, email=pseudonym(member.email))
+                changed += 1
+        return changed
+
+
+@dataclass
+class RecordingPaymentPages:
+    calls: list[tuple[str, ...]] = field(default_factory=list)
+
+    def customer(self, account_id: str, email: str | None, name: str | None) -> str:
+        self.calls.append(("customer", account_id))
+        return f"cus_{account_id}"
+
+    def setup_url(self, customer_id: str, account_id: str, success_url: str, cancel_url: str) -> str:
+        self.calls.append(("setup", customer_id, account_id))
+        return f"https://checkout.test/{customer_id}"
+
+    def portal_url(self, customer_id: str, return_url: str) -> str:
+        self.calls.append(("portal", customer_id))
+        return f"https://portal.test/{customer_id}"

@@ -1,0 +1,210 @@
+"""One contract per port of the account API, two implementations each: the in-memory fakes the logic tests use and the
+DynamoDB adapters on the template's tables. Rating's sessions are written with rating's own item mapping
+(``kilo_rate_usage.items.session_to_item``), so the attribute names the API reads are checked against rating's."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from fractions import Fraction
+from typing import Any
+
+import pytest
+
+from kilo_account_api.adapters import DynamoMembers, DynamoSessionHistory
+from kilo_account_api.model import ConflictError, Member, NotFoundError, SessionPart, SessionRecord
+from kilo_account_api.ports import MemberStore, SessionHistory
+from kilo_billing.account_store import DynamoAccountDirectory
+from kilo_billing.accounts import AccountProfile
+from kilo_billing.auth import Role
+from kilo_billing.items import to_item
+from kilo_billing.month_to_date import DynamoMonthToDate, MonthToDateSource, OpenSessionFigures
+from kilo_billing.rating import TierChange
+from kilo_billing.usage_signals import DynamoUsageSignals
+from kilo_rate_usage.items import session_to_item
+from kilo_rate_usage.model import Billing, ClosedBy, PeriodPart, Session, StoredSession
+from tests.account_api_fakes import InMemoryMembers, InMemoryMonthToDate, InMemorySessionHistory
+from tests.conftest import Stack
+from tests.fakes import InMemoryAccountDirectory
+
+ADDED = datetime(2026, 11, 2, 8, tzinfo=UTC)
+
+
+def ms(*parts: int) -> int:
+    return int(datetime(*parts, tzinfo=UTC).timestamp() * 1000)  # type: ignore[misc]
+
+
+def rating_session(
+    room: str,
+    participant: str,
+    identity: str,
+    account: str,
+    start: int,
+    end: int | None,
+    parts: list[tuple[str, int, int]],
+) -> Session:
+    return Session(
+        room_sid=room,
+        participant_sid=participant,
+        identity=identity,
+        kind="STANDARD",
+        account=account,
+        start_ms=start,
+        end_ms=end,
+        closed_by=ClosedBy.LEFT if end is not None else None,
+        aborted=False,
+        billing=Billing.ROOM_RULE,
+        connected_seconds=Fraction(((end or start) - start) // 1000),
+        video_seconds=Fraction(90),
+        parts=tuple(PeriodPart(period, start, video, audio) for period, video, audio in parts),
+        video_active=end is None,
+        as_of_ms=start + 1000,
+        room_name=f"name-{room}",
+    )
+
+
+SESSIONS = [
+    rating_session("RM_1", "PA_1", "alice", "acct", ms(2026, 11, 2, 9), ms(2026, 11, 2, 10), [("2026-11", 60, 0)]),
+    # across the month end: October's part and November's
+    rating_session(
+        "RM_2",
+        "PA_2",
+        "bob",
+        "acct",
+        ms(2026, 10, 31, 23),
+        ms(2026, 11, 1, 1),
+        [("2026-10", 60, 0), ("2026-11", 0, 60)],
+    ),
+    rating_session("RM_3", "PA_3", "carol", "acct", ms(2026, 10, 5, 9), ms(2026, 10, 5, 10), [("2026-10", 0, 60)]),
+    rating_session("RM_4", "PA_4", "dave", "acct", ms(2026, 11, 15, 11), None, []),  # open
+    rating_session("RM_5", "PA_5", "erin", "other", ms(2026, 11, 3, 9), ms(2026, 11, 3, 10), [("2026-11", 5, 0)]),
+]
+
+
+def record_of(found: Session) -> SessionRecord:
+    return SessionRecord(
+        room_sid=found.room_sid,
+        participant_sid=found.participant_sid,
+        identity=found.identity,
+        room_name=found.room_name,
+        start_ms=found.start_ms,
+        end_ms=found.end_ms,
+        aborted=found.aborted,
+        billing=found.billing.value,
+        parts=tuple(SessionPart(p.period, p.start_ms, p.video, p.audio) for p in found.parts),
+        video_seconds=found.video_seconds,
+        connected_seconds=found.connected_seconds,
+    )
+
+
+@pytest.fixture(params=["fake", "dynamodb"])
+def history(request: pytest.FixtureRequest) -> SessionHistory:
+    if request.param == "fake":
+        fake = InMemorySessionHistory()
+        for found in SESSIONS:
+            fake.add(found.account, record_of(found))
+        return fake
+    stack: Stack = request.getfixturevalue("stack")
+    table = stack.template.physical_name("UsageTable")
+    for found in SESSIONS:
+        stack.clients["dynamodb"].put_item(TableName=table, Item=session_to_item(StoredSession.of(found, {})))
+    return DynamoSessionHistory(stack.clients["dynamodb"], table, timedelta(days=35))
+
+
+def keys(found: list[SessionRecord]) -> list[tuple[str, str]]:
+    return sorted((s.room_sid, s.participant_sid) for s in found)
+
+
+def test_given_sessions_then_a_period_holds_those_with_minutes_in_it_and_the_open_ones(history: SessionHistory) -> None:
+    november = history.sessions("acct", "2026-11")
+    assert keys(november) == [("RM_1", "PA_1"), ("RM_2", "PA_2"), ("RM_4", "PA_4")]
+    by_room = {s.room_sid: s for s in november}
+    assert by_room["RM_2"].minutes_in("2026-11") == (0, 60)
+    assert by_room["RM_2"].minutes_in("2026-10") == (60, 0)
+    assert (by_room["RM_4"].is_open, by_room["RM_1"].room_name, by_room["RM_1"].identity) == (
+        True,
+        "name-RM_1",
+        "alice",
+    )
+    assert by_room["RM_1"] == record_of(SESSIONS[0])
+    assert keys(list(history.all_sessions("acct"))) == [
+        ("RM_1", "PA_1"), ("RM_2", "PA_2"), ("RM_3", "PA_3"), ("RM_4", "PA_4")
+    ]  # fmt: skip
+
+
+def test_given_a_pseudonym_then_every_identity_of_the_account_changes_and_no_other(history: SessionHistory) -> None:
+    assert history.pseudonymise("acct", lambda value: f"x-{value}") == 4
+    assert sorted(s.identity for s in history.all_sessions("acct")) == ["x-alice", "x-bob", "x-carol", "x-dave"]
+    assert [s.identity for s in history.all_sessions("other")] == ["erin"]
+    assert history.pseudonymise("acct", lambda value: value) == 0
+
+
+@pytest.fixture(params=["fake", "dynamodb"])
+def members(request: pytest.FixtureRequest) -> MemberStore:
+    if request.param == "fake":
+        return InMemoryMembers()
+    stack: Stack = request.getfixturevalue("stack")
+    return DynamoMembers(stack.clients["dynamodb"], stack.template.physical_name("MembersTable"))
+
+
+def test_given_members_then_add_list_remove_and_pseudonymise_keep_the_contract(members: MemberStore) -> None:
+    olga = Member("acct", "olga", "olga@a.example", Role.OWNER, ADDED)
+    mia = Member("acct", "mia", "mia@a.example", Role.MEMBER, ADDED)
+    members.add(olga)
+    members.add(mia)
+    members.add(Member("other", "olga", "olga@b.example", Role.ADMIN, ADDED))
+    with pytest.raises(ConflictError):
+        members.add(Member("acct", "mia", "", Role.ADMIN, ADDED))
+    assert sorted(members.members("acct"), key=lambda m: m.user) == [mia, olga]
+    members.remove("acct", "mia")
+    with pytest.raises(NotFoundError):
+        members.remove("acct", "mia")
+    assert members.pseudonymise("acct", lambda value: f"x-{value}") == 1
+    assert [(m.user, m.email) for m in members.members("acct")] == [("olga", "x-olga@a.example")]
+    assert [m.email for m in members.members("other")] == ["olga@b.example"]
+
+
+PROFILE = AccountProfile("acct", (TierChange(datetime(2026, 1, 1, tzinfo=UTC), "team"),))
+SEGMENT = int(datetime(2026, 11, 1, tzinfo=UTC).timestamp())
+
+
+@pytest.fixture(params=["fake", "dynamodb"])
+def month(request: pytest.FixtureRequest) -> MonthToDateSource:
+    counters = {(SEGMENT, "video"): 60, (SEGMENT, "messages"): 7}
+    if request.param == "fake":
+        fake = InMemoryMonthToDate(InMemoryAccountDirectory(PROFILE), {("acct", "2026-11"): counters})
+        fake.open.extend(figures_of(found) for found in SESSIONS if found.end_ms is None)
+        return fake
+    stack: Stack = request.getfixturevalue("stack")
+    client, table = stack.clients["dynamodb"], stack.template.physical_name("UsageTable")
+    directory = DynamoAccountDirectory(client, table)
+    directory.register(PROFILE)
+    item: dict[str, Any] = {"pk": "ACCOUNT#acct", "sk": "PERIOD#2026-11"}
+    item |= {f"c#{segment}#{meter}": quantity for (segment, meter), quantity in counters.items()}
+    client.put_item(TableName=table, Item=to_item(item))
+    for found in SESSIONS:
+        client.put_item(TableName=table, Item=session_to_item(StoredSession.of(found, {})))
+    return DynamoMonthToDate(client, table, directory, DynamoUsageSignals(client, table))
+
+
+def figures_of(found: Session) -> OpenSessionFigures:
+    return OpenSessionFigures(
+        room_sid=found.room_sid,
+        participant_sid=found.participant_sid,
+        account=found.account,
+        start_ms=found.start_ms,
+        billing=found.billing.value,
+        video_seconds=found.video_seconds,
+        video_active=found.video_active,
+        as_of_ms=found.as_of_ms,
+        identity=found.identity,
+        room_name=found.room_name,
+    )
+
+
+def test_given_a_month_then_the_source_gives_profile_counters_and_open_sessions(month: MonthToDateSource) -> None:
+    assert month.profile("acct") == PROFILE
+    assert month.profile("nobody") is None
+    assert month.counters("acct", "2026-11") == {(SEGMENT, "video"): 60, (SEGMENT, "messages"): 7}
+    assert month.counters("acct", "2026-10") == {}
+    assert month.open_sessions("acct") == [figures_of(SESSIONS[3])]
+    assert month.open_sessions("other") == []

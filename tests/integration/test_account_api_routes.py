@@ -1,0 +1,266 @@
+"""The account API's other routes through the handler on moto: invoices (read through the layer's ledger store),
+subscription changes, alert preferences, the entitlement check, members, export and erasure, recommendations and the
+forecast, and Stripe's hosted pages through the product's adapter against the Stripe emulator (in-process)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import time_machine
+
+from kilo_billing.account_store import DynamoAccountDirectory
+from kilo_billing.invoicing import BillingMethod, InvoiceRecord, InvoiceStatus, Line
+from kilo_billing.periods_store import invoice_to_item
+from kilo_dev.stripe_emulator import EmulatorHTTPClient
+from tests.account_api_support import api_environment, call, claims, utc
+from tests.integration.test_account_api import NOW, put_counters, put_session, register, seed_november, usage_table
+
+
+@pytest.fixture
+def account_api(stack: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    yield from api_environment(stack, monkeypatch)
+
+
+@pytest.fixture(autouse=True)
+def frozen() -> Iterator[None]:
+    with time_machine.travel(NOW, tick=False):
+        yield
+
+
+OWNER, ADMIN, MEMBER = claims("acct_a", "owner"), claims("acct_a", "admin"), claims("acct_a", "member")
+
+
+def profile(stack: Any, account: str = "acct_a") -> Any:
+    directory = DynamoAccountDirectory(stack.clients["dynamodb"], usage_table(stack))
+    return directory.registered([account])[account]
+
+
+def put_invoice(stack: Any, period: str, seq: int, status: InvoiceStatus, total: str) -> None:
+    lines = (
+        Line("fee", "Team, monthly fee", Decimal("29.00"), period, tier="team", quantity=Decimal(1)),
+        Line(
+            "usage",
+            "Video (participant-minute) on Team",
+            Decimal(total) - Decimal("29.00"),
+            period,
+            meter="video",
+            tier="team",
+            quantity=Decimal(1000),
+            unit_price=Decimal("0.00072"),
+        ),
+    )
+    record = InvoiceRecord(
+        invoice_id=f"acct_a/{period}",
+        account_id="acct_a",
+        period=period,
+        number=f"KB-acct_a-{seq:05d}",
+        seq=seq,
+        method=BillingMethod.CARD,
+        lines=lines,
+        status=status,
+        transitions=(("draft", f"{period}-28T06:00:00+00:00"),),
+        hosted_url=f"https://invoice.stripe.test/{seq}",
+        pdf_url=f"https://invoice.stripe.test/{seq}.pdf",
+    )
+    stack.clients["dynamodb"].put_item(TableName=usage_table(stack), Item=invoice_to_item(record))
+
+
+def test_given_two_invoices_then_the_list_is_newest_first_and_a_receipt_has_its_lines_and_links(
+    account_api: Any,
+) -> None:
+    register(account_api, "acct_a")
+    put_invoice(account_api, "2026-09", 1, InvoiceStatus.PAID, "29.72")
+    put_invoice(account_api, "2026-10", 2, InvoiceStatus.OPEN, "29.00")
+    listed = call("GET", "/v1/accounts/acct_a/invoices", MEMBER)
+    assert listed.status == 200, listed.body
+    assert [(i["number"], i["period"], i["status"], i["total"]) for i in listed.body["invoices"]] == [
+        ("KB-acct_a-00002", "2026-10", "open", "29.00"),
+        ("KB-acct_a-00001", "2026-09", "paid", "29.72"),
+    ]
+    receipt = call("GET", "/v1/accounts/acct_a/invoices/KB-acct_a-00001", MEMBER)
+    assert receipt.status == 200, receipt.body
+    assert [(line["kind"], line["amount"]) for line in receipt.body["lines"]] == [("fee", "29.00"), ("usage", "0.72")]
+    assert (receipt.body["total"], receipt.body["pdf_url"]) == ("29.72", "https://invoice.stripe.test/1.pdf")
+    missing = call("GET", "/v1/accounts/acct_a/invoices/KB-acct_a-00009", MEMBER)
+    assert (missing.status, missing.body["code"]) == (404, "not_found")
+
+
+def test_given_an_unregistered_account_of_the_callers_own_token_then_404(account_api: Any) -> None:
+    answer = call("GET", "/v1/accounts/acct_new/usage", claims("acct_new", "owner"))
+    assert (answer.status, answer.body["code"]) == (404, "not_found")
+
+
+def test_given_a_tier_change_then_upgrades_apply_now_and_downgrades_at_the_period_end(account_api: Any) -> None:
+    register(account_api, "acct_a")  # team
+    up = call("POST", "/v1/accounts/acct_a/subscription", ADMIN, {"tier": "enterprise"})
+    assert up.status == 200, up.body
+    assert (up.body["change"], up.body["current_tier"], up.body["effective_at"]) == (
+        "upgrade_now",
+        "enterprise",
+        "2026-11-15T12:00:00Z",
+    )
+    register(account_api, "acct_b")
+    down = call("POST", "/v1/accounts/acct_b/subscription", claims("acct_b", "owner"), {"tier": "personal"})
+    assert down.status == 200, down.body
+    assert (down.body["change"], down.body["current_tier"], down.body["effective_at"]) == (
+        "downgrade_at_period_end",
+        "team",
+        "2026-12-01T00:00:00Z",
+    )
+    assert profile(account_api, "acct_b").tier_at(utc(2026, 12, 1)) == "personal"
+    again = call("POST", "/v1/accounts/acct_b/subscription", claims("acct_b", "owner"), {"tier": "personal"})
+    assert (again.status, again.body) == (200, down.body)  # the same request again changes nothing
+    assert len(profile(account_api, "acct_b").changes) == 2
+    same = call("POST", "/v1/accounts/acct_a/subscription", ADMIN, {"tier": "enterprise"})
+    assert same.status == 409  # already on it
+    unknown = call("POST", "/v1/accounts/acct_a/subscription", ADMIN, {"tier": "platinum"})
+    assert (unknown.status, unknown.body["field"]) == (400, "tier")
+
+
+def test_given_alert_preferences_then_they_are_saved_whole_or_refused_naming_the_field(account_api: Any) -> None:
+    register(account_api, "acct_a")
+    saved = call(
+        "PUT",
+        "/v1/accounts/acct_a/alert-preferences",
+        ADMIN,
+        {"name": "Ops", "email": "ops@a.example", "phone": "+14155550100", "channels": {"budget_threshold": ["sms"]}},
+    )
+    assert saved.status == 200, saved.body
+    assert saved.body["channels"] == {"budget_threshold": ["sms"]}
+    bad_phone = call("PUT", "/v1/accounts/acct_a/alert-preferences", ADMIN, {"phone": "555-0100"})
+    assert bad_phone.status == 400
+    assert bad_phone.body["field"] == "phone"
+    bad_email = call("PUT", "/v1/accounts/acct_a/alert-preferences", ADMIN, {"email": "not-an-address"})
+    assert (bad_email.status, bad_email.body["field"]) == (400, "email")
+    bad_channel = call("PUT", "/v1/accounts/acct_a/alert-preferences", ADMIN, {"channels": {"x": ["pigeon"]}})
+    assert bad_channel.status == 400
+    assert "channels" in bad_channel.body["field"]
+    kept = profile(account_api)
+    assert (kept.email, kept.phone, kept.alert_preferences) == (
+        "ops@a.example",
+        "+14155550100",
+        (("budget_threshold", ("sms",)),),
+    )
+
+
+def test_given_a_suspended_account_then_the_entitlement_check_refuses_with_its_reason(account_api: Any) -> None:
+    register(account_api, "acct_a", status="suspended")
+    answer = call("POST", "/v1/accounts/acct_a/entitlements/check", MEMBER)
+    assert answer.status == 200, answer.body
+    assert (answer.body["allowed"], answer.body["reason"], answer.body["max_token_ttl_seconds"]) == (
+        False,
+        "account_suspended",
+        0,
+    )
+
+
+def test_given_members_then_an_admin_adds_and_removes_and_the_owner_is_protected(account_api: Any) -> None:
+    register(account_api, "acct_a")
+    assert call("POST", "/v1/accounts/acct_a/members", OWNER, {"user": "olga", "role": "owner"}).status == 201
+    added = call("POST", "/v1/accounts/acct_a/members", ADMIN, {"user": "mia", "email": "mia@a.example"})
+    assert (added.status, added.body["role"]) == (201, "member")
+    assert call("POST", "/v1/accounts/acct_a/members", ADMIN, {"user": "otto", "role": "owner"}).status == 400
+    assert call("POST", "/v1/accounts/acct_a/members", ADMIN, {"user": "mia"}).status == 409
+    bad = call("POST", "/v1/accounts/acct_a/members", ADMIN, {"user": "max", "email": "max-at-example"})
+    assert (bad.status, bad.body["field"]) == (400, "email")
+    slash = call("POST", "/v1/accounts/acct_a/members", ADMIN, {"user": "a/b"})
+    assert (slash.status, slash.body["field"]) == (400, "user")
+    assert call("DELETE", "/v1/accounts/acct_a/members/olga", ADMIN).status == 409
+    assert call("DELETE", "/v1/accounts/acct_a/members/mia", ADMIN).status == 204
+    listed = call("GET", "/v1/accounts/acct_a/members", MEMBER)
+    assert [(m["user"], m["role"]) for m in listed.body["members"]] == [("olga", "owner")]
+
+
+def test_given_an_export_then_an_erasure_then_identities_are_gone_and_invoices_are_kept(account_api: Any) -> None:
+    seed_november(account_api)
+    put_invoice(account_api, "2026-10", 1, InvoiceStatus.PAID, "29.00")
+    call("POST", "/v1/accounts/acct_a/members", OWNER, {"user": "mia", "email": "mia@a.example"})
+    exported = call("GET", "/v1/accounts/acct_a/export", OWNER)
+    assert exported.status == 200, exported.body
+    assert exported.body["profile"]["email"] == "ops@a.example"
+    assert sorted({s["identity"] for s in exported.body["sessions"]}) == ["alice", "bob", "carol", "dave"]
+    assert exported.body["usage_by_period"] == {"2026-11": {"audio": 40, "messages": 2500, "video": 120}}
+    assert [i["number"] for i in exported.body["invoices"]] == ["KB-acct_a-00001"]
+    erased = call("POST", "/v1/accounts/acct_a/erase", OWNER)
+    assert erased.status == 200, erased.body
+    assert (erased.body["sessions_pseudonymised"], erased.body["members_pseudonymised"]) == (5, 1)
+    after = call("GET", "/v1/accounts/acct_a/export", OWNER).body
+    text = str(after)
+    for personal in ("alice", "bob", "carol", "dave", "ops@a.example", "mia@a.example"):
+        assert personal not in text
+    assert after["invoices"] == exported.body["invoices"]
+    assert after["usage_by_period"] == exported.body["usage_by_period"]
+    usage = call("GET", "/v1/accounts/acct_a/usage", MEMBER).body
+    assert usage["total"] == "29.00"
+
+
+def test_given_a_month_then_forecast_and_recommendations_come_from_the_same_month_to_date(account_api: Any) -> None:
+    # personal account, one person alone with the camera for 5,500 minutes: $0.36 over the 5,000 included
+    register(account_api, "acct_p", tier="personal", budget_usd=Decimal("1.00"))
+    put_session(account_api, "acct_p", "RM_x", "PA_x", "ann", utc(2026, 11, 3, 9), utc(2026, 11, 7, 0), video=5500)
+    put_counters(account_api, "acct_p", {"video": 5500})
+    token = claims("acct_p", "member")
+    forecast = call("GET", "/v1/accounts/acct_p/forecast", token)
+    assert forecast.status == 200, forecast.body
+    # $0.36 x 24.6 / 11.8 = 0.7505 -> $0.75 at the end of November; the $1.00 budget is not reached
+    assert (forecast.body["spent"], forecast.body["projected_total"], forecast.body["status"]) == (
+        "0.36",
+        "0.75",
+        "under_budget",
+    )
+    assert forecast.body["budget_reached_on"] is None
+    found = call("GET", "/v1/accounts/acct_p/recommendations", token)
+    assert found.status == 200, found.body
+    assert [(r["kind"], r["saving_usd"], r["rooms"]) for r in found.body["recommendations"]] == [
+        ("idle_camera_minutes", "0.36", ["RM_x"])
+    ]
+
+
+@pytest.fixture
+def stripe_emulator(monkeypatch: pytest.MonkeyPatch, account_api: Any) -> EmulatorHTTPClient:
+    from kilo_account_api import dependencies  # noqa: PLC0415
+
+    http = EmulatorHTTPClient()
+    monkeypatch.setattr(dependencies, "stripe_http_client", lambda: http)
+    name = account_api.template.parameters["StripeApiKeySecretName"]
+    account_api.clients["secretsmanager"].create_secret(Name=name, SecretString='{"api_key": "sk_test_emulated"}')
+    return http
+
+
+def test_given_an_admin_then_checkout_saves_a_card_for_the_accounts_customer_and_the_portal_opens(
+    account_api: Any, stripe_emulator: EmulatorHTTPClient
+) -> None:
+    register(account_api, "acct_a", email="ops@a.example")
+    first = call("POST", "/v1/accounts/acct_a/payment-methods/checkout", ADMIN, {"success_url": "https://app.test/ok"})
+    assert first.status == 200, first.body
+    second = call("POST", "/v1/accounts/acct_a/payment-methods/checkout", ADMIN)
+    assert second.status == 200
+    assert first.body["url"] != second.body["url"]  # a new page per click
+    created = [r for r in stripe_emulator.requests if r.method == "post" and r.path == "/v1/customers"]
+    assert len(created) == 1  # the second click found the account's customer
+    assert created[0].params["metadata"] == {"kilo_account_id": "acct_a"}
+    sessions = [r.params for r in stripe_emulator.requests if r.path == "/v1/checkout/sessions"]
+    assert [(s["mode"], s["client_reference_id"], s["success_url"]) for s in sessions[:1]] == [
+        ("setup", "acct_a", "https://app.test/ok")
+    ]
+    portal = call("POST", "/v1/accounts/acct_a/billing-portal", ADMIN, {"return_url": "https://app.test/billing"})
+    assert portal.status == 200, portal.body
+    assert portal.body["url"].startswith("http")
+
+
+def test_given_a_crypto_account_then_checkout_is_a_conflict(account_api: Any, stripe_emulator: Any) -> None:
+    register(account_api, "acct_c", billing_method="crypto")
+    answer = call("POST", "/v1/accounts/acct_c/payment-methods/checkout", claims("acct_c", "owner"))
+    assert answer.status == 409
+
+
+def test_given_no_stripe_key_then_the_payment_pages_answer_503_with_a_request_id_only(account_api: Any) -> None:
+    register(account_api, "acct_a")
+    answer = call("POST", "/v1/accounts/acct_a/billing-portal", ADMIN)
+    assert answer.status == 503
+    assert set(answer.body) == {"code", "message", "request_id"}
+    assert datetime.now(tz=UTC) == NOW

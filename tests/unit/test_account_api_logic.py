@@ -1,0 +1,236 @@
+"""The account API's logic with in-memory ports: recommendations, forecast, meetings, members, privacy. Every figure is
+worked by hand from the price book (personal: free, video 5,000 / audio 10,000 min, 10 GB included; team: $29, video
+50,000 min; our prices: video $0.00072, audio $0.00036 a minute, data $0.00012 a GB)."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from decimal import Decimal
+
+import pytest
+
+from kilo_account_api import logic
+from kilo_account_api.model import (
+    BudgetStatus,
+    ConflictError,
+    InvalidRequestError,
+    Member,
+    NotFoundError,
+    Recommendation,
+    RecommendationKind,
+    SessionPart,
+    SessionRecord,
+)
+from kilo_account_api.recommendations import RecommendationPolicy, recommend
+from kilo_billing.accounts import AccountProfile
+from kilo_billing.auth import Role
+from kilo_billing.budgets import DEFAULT_WEEKDAY_WEIGHTS, projected_total
+from kilo_billing.catalog import default_catalog
+from kilo_billing.month_to_date import OpenSessionFigures, month_to_date
+from kilo_billing.rating import TierChange
+from tests.account_api_fakes import InMemoryMembers, InMemoryMonthToDate, InMemorySessionHistory
+from tests.fakes import InMemoryAccountDirectory
+
+NOW = datetime(2026, 11, 15, 12, tzinfo=UTC)  # a Sunday, half over
+NOV_1 = datetime(2026, 11, 1, tzinfo=UTC)
+SEGMENT = int(NOV_1.timestamp())
+BOOK = default_catalog().for_period(logic.period_of("2026-11", NOW))
+POLICY = RecommendationPolicy(audience_min_participants=10, simulcast_data_saving=Decimal("0.5"))
+
+
+def ms(*parts: int) -> int:
+    return int(datetime(*parts, tzinfo=UTC).timestamp() * 1000)  # type: ignore[misc]
+
+
+def profile(account: str = "acct", tier: str = "personal", **extra: object) -> AccountProfile:
+    return AccountProfile(account, (TierChange(datetime(2026, 1, 1, tzinfo=UTC), tier),), **extra)  # type: ignore[arg-type]
+
+
+def session(room: str, identity: str, video: int, audio: int = 0, name: str = "", day: int = 2) -> SessionRecord:
+    start = ms(2026, 11, day, 9)
+    return SessionRecord(
+        room_sid=room,
+        participant_sid=f"PA_{room}_{identity}",
+        identity=identity,
+        room_name=name or room,
+        start_ms=start,
+        end_ms=start + 3_600_000,
+        parts=(SessionPart("2026-11", start, video, audio),),
+    )
+
+
+def world(
+    account: AccountProfile, sessions: list[SessionRecord], extra: dict[str, int] | None = None
+) -> tuple[InMemoryAccountDirectory, InMemoryMonthToDate, InMemorySessionHistory]:
+    """Rating's counters are the sessions' minutes (plus ``extra``: messages, bytes), as rating keeps them."""
+    directory = InMemoryAccountDirectory(account)
+    counters: dict[tuple[int, str], int] = {}
+    for found in sessions:
+        for part in found.parts:
+            counters[(SEGMENT, "video")] = counters.get((SEGMENT, "video"), 0) + part.video_minutes
+            counters[(SEGMENT, "audio")] = counters.get((SEGMENT, "audio"), 0) + part.audio_minutes
+    for meter, quantity in (extra or {}).items():
+        counters[(SEGMENT, meter)] = quantity
+    month = InMemoryMonthToDate(directory, {(account.account_id, "2026-11"): counters})
+    history = InMemorySessionHistory()
+    history.add(account.account_id, *sessions)
+    return directory, month, history
+
+
+def recommendations_for(
+    account: AccountProfile, sessions: list[SessionRecord], extra: dict[str, int] | None = None
+) -> list[Recommendation]:
+    _, month, history = world(account, sessions, extra)
+    mtd = month_to_date(month, account.account_id, "2026-11", int(NOW.timestamp() * 1000), BOOK)
+    return recommend(mtd, history.sessions(account.account_id, "2026-11"), BOOK, NOW, POLICY)
+
+
+def test_given_a_town_hall_over_the_video_allowance_then_audio_only_saves_the_video_overage() -> None:
+    # 10 people x 600 video minutes = 6,000: 1,000 over the 5,000 included -> 1,000 x $0.00072 = $0.72;
+    # as audio: 6,000 of 10,000 included -> $0.00. Saving $0.72.
+    town_hall = [session("RM_hall", f"p{i}", 600, name="town hall") for i in range(10)]
+    found = recommendations_for(profile(), town_hall)
+    assert [(r.kind, r.saving_usd, r.current_usd, r.with_change_usd, r.rooms) for r in found] == [
+        (RecommendationKind.AUDIO_ONLY_AUDIENCES, Decimal("0.72"), Decimal("0.72"), Decimal("0.00"), ("town hall",))
+    ]
+
+
+def test_given_nine_people_then_the_room_is_no_audience_and_nothing_is_recommended() -> None:
+    nine = [session("RM_9", f"p{i}", 600) for i in range(9)]  # 5,400 video: $0.29 over, but no audience, no lone camera
+    assert recommendations_for(profile(), nine) == []
+
+
+def test_given_a_camera_on_alone_then_the_idle_camera_saving_is_its_overage() -> None:
+    # alone for 5,500 video minutes: 500 over -> $0.36; as audio 5,500 of 10,000 -> $0.00
+    found = recommendations_for(profile(), [session("RM_solo", "ann", 5500, name="ann's desk")])
+    assert [(r.kind, r.saving_usd, r.rooms) for r in found] == [
+        (RecommendationKind.IDLE_CAMERA, Decimal("0.36"), ("ann's desk",))
+    ]
+
+
+def test_given_little_usage_on_team_then_personal_is_cheaper_by_the_fee() -> None:
+    # 100 video minutes: team $29.00 for a whole month, personal $0.00 -> saves $29.00
+    found = recommendations_for(profile(tier="team"), [session("RM_1", "a", 50), session("RM_1", "b", 50)])
+    [cheaper] = found
+    assert (cheaper.kind, cheaper.tier, cheaper.saving_usd, cheaper.current_usd, cheaper.with_change_usd) == (
+        RecommendationKind.CHEAPER_TIER,
+        "personal",
+        Decimal("29.00"),
+        Decimal("29.00"),
+        Decimal("0.00"),
+    )
+    assert "team_collaboration" in cheaper.detail
+
+
+def test_given_a_terabyte_of_data_then_lower_simulcast_layers_save_half_the_data_overage() -> None:
+    # 1,000 GB: 990 over 10 -> $0.1188 -> $0.12; halved 500 GB: 490 over -> $0.0588 -> $0.06. Saving $0.06.
+    found = recommendations_for(profile(), [], {"data_transfer": 1_000 * 10**9})
+    assert [(r.kind, r.saving_usd, r.current_usd, r.with_change_usd) for r in found] == [
+        (RecommendationKind.LOWER_SIMULCAST, Decimal("0.06"), Decimal("0.12"), Decimal("0.06"))
+    ]
+
+
+def test_given_heavy_team_usage_then_enterprise_is_recommended_with_the_overage_saved() -> None:
+    # team: 29 + (200,000 - 50,000) x 0.00072 = 29 + 108.00 = 137.00; enterprise: 99.00 unlimited -> saves 38.00.
+    # The 20-person room also suggests audio-only: 200,000 video as audio -> 29 + (200,000-100,000) x 0.00036 = 65.00,
+    # saving 72.00 - the larger saving comes first.
+    big = [session("RM_big", f"p{i}", 10_000) for i in range(20)]
+    found = recommendations_for(profile(tier="team"), big)
+    assert [(r.kind, r.saving_usd, r.tier) for r in found] == [
+        (RecommendationKind.AUDIO_ONLY_AUDIENCES, Decimal("72.00"), None),
+        (RecommendationKind.CHEAPER_TIER, Decimal("38.00"), "enterprise"),
+    ]
+
+
+def test_given_the_weekday_weights_then_the_period_end_projection_is_worked_by_hand() -> None:
+    # November 2026: elapsed to Sunday 15th noon = 10 weekdays + 4 weekend days x 0.4 + half a Sunday x 0.4 = 11.8;
+    # the whole month = 21 weekdays + 9 weekend days x 0.4 = 24.6. $30.00 of usage -> 30 x 24.6 / 11.8 = 62.5424
+    # -> $62.54, plus the $29.00 fee that does not grow: $91.54.
+    assert projected_total(Decimal("30.00"), NOW, DEFAULT_WEEKDAY_WEIGHTS, fixed_usd=Decimal("29.00")) == Decimal(
+        "91.54"
+    )
+
+
+def test_given_a_budget_then_the_forecast_day_and_status_are_worked_by_hand() -> None:
+    # team: $29 fee; 91,667 video minutes -> 41,667 over 50,000 x $0.00072 = $30.00024 -> $30.00 of usage
+    account = profile(tier="team", budget_usd=Decimal("60.00"), hard_limit_usd=Decimal("200.00"))
+    directory, month, _ = world(account, [session("RM_1", "a", 91_667)])
+    found = logic.forecast(directory, month, default_catalog(), "acct", NOW, DEFAULT_WEEKDAY_WEIGHTS)
+    assert (found.spent, found.projected_total, found.status) == (
+        Decimal("59.00"),
+        Decimal("91.54"),
+        BudgetStatus.UNDER,
+    )
+    # the budget needs $31.00 of usage: $1.00 more at 30/11.8 = $2.54 a weekday: Sunday's rest (0.2) gives $0.51,
+    # Monday the 16th the rest. The hard limit ($171.00 of usage) is not reached in November (projected $62.54).
+    assert (found.budget_reached_on, found.hard_limit_reached_on) == (date(2026, 11, 16), None)
+
+
+def test_given_meetings_then_pages_of_two_follow_the_cursor_and_a_cursor_of_another_period_is_refused() -> None:
+    account = profile()
+    sessions = [session(f"RM_{day}", "a", 10, day=day) for day in (2, 3, 4, 5, 6)]
+    directory, _, history = world(account, sessions)
+    first = logic.meetings_page(directory, history, "acct", None, None, 2, NOW)
+    assert [m.room_sid for m in first.meetings] == ["RM_6", "RM_5"]
+    second = logic.meetings_page(directory, history, "acct", None, first.next_cursor, 2, NOW)
+    third = logic.meetings_page(directory, history, "acct", None, second.next_cursor, 2, NOW)
+    assert [m.room_sid for m in second.meetings + third.meetings] == ["RM_4", "RM_3", "RM_2"]
+    assert third.next_cursor is None
+    with pytest.raises(InvalidRequestError) as refused:
+        logic.meetings_page(directory, history, "acct", "2026-10", first.next_cursor, 2, NOW)
+    assert refused.value.field == "cursor"
+    with pytest.raises(InvalidRequestError) as future:
+        logic.meetings_page(directory, history, "acct", "2026-12", None, 2, NOW)
+    assert future.value.field == "period"
+
+
+def test_given_members_then_admins_cannot_add_or_remove_owners_and_the_last_owner_stays() -> None:
+    directory = InMemoryAccountDirectory(profile())
+    store = InMemoryMembers()
+    owner = Member("acct", "olga", "olga@a.example", Role.OWNER, NOW)
+    logic.add_member(directory, store, Role.OWNER, owner)
+    with pytest.raises(InvalidRequestError):
+        logic.add_member(directory, store, Role.ADMIN, Member("acct", "otto", "", Role.OWNER, NOW))
+    logic.add_member(directory, store, Role.ADMIN, Member("acct", "mia", "", Role.MEMBER, NOW))
+    with pytest.raises(ConflictError):
+        logic.add_member(directory, store, Role.ADMIN, Member("acct", "mia", "", Role.MEMBER, NOW))
+    with pytest.raises(ConflictError):
+        logic.remove_member(directory, store, Role.ADMIN, "acct", "olga")
+    with pytest.raises(ConflictError):
+        logic.remove_member(directory, store, Role.OWNER, "acct", "olga")  # the last owner
+    with pytest.raises(NotFoundError):
+        logic.remove_member(directory, store, Role.OWNER, "acct", "nobody")
+    logic.remove_member(directory, store, Role.ADMIN, "acct", "mia")
+    assert [m.user for m in logic.members(directory, store, "acct")] == ["olga"]
+
+
+def test_given_an_erasure_then_personal_data_is_pseudonymised_consistently_and_nothing_else_changes() -> None:
+    account = profile(email="ops@a.example", phone="+14155550100", name="Ann")
+    sessions = [session("RM_1", "alice", 10), session("RM_2", "alice", 5), session("RM_2", "bob", 5)]
+    directory, _, history = world(account, sessions)
+    store = InMemoryMembers()
+    store.add(Member("acct", "u1", "ann@a.example", Role.OWNER, NOW))
+    erased = logic.erase(directory, store, history, "acct", NOW)
+    assert (erased.sessions_pseudonymised, erased.members_pseudonymised, erased.profile_cleared) == (3, 1, True)
+    kept = directory.profiles["acct"]
+    assert (kept.email, kept.phone, kept.name, kept.changes) == ("", "", "", account.changes)
+    identities = [s.identity for s in history.by_account["acct"]]
+    assert identities[0] == identities[1] != identities[2]
+    assert all(identity.startswith("erased-") and "alice" not in identity for identity in identities)
+    assert [(s.minutes_in("2026-11")) for s in history.by_account["acct"]] == [(10, 0), (5, 0), (5, 0)]
+    again = logic.erase(directory, store, history, "acct", NOW)  # a second erasure changes nothing more
+    assert (again.sessions_pseudonymised, again.members_pseudonymised, again.profile_cleared) == (0, 0, False)
+
+
+def test_given_an_open_session_then_the_daily_series_puts_its_minutes_so_far_on_its_day() -> None:
+    account = profile()
+    directory, month, history = world(account, [session("RM_1", "a", 30, 12, day=3)])
+    month.open.append(
+        OpenSessionFigures(
+            "RM_2", "PA_x", "acct", ms(2026, 11, 15, 11, 30), "room_rule", as_of_ms=ms(2026, 11, 15, 11, 30)
+        )
+    )
+    report = logic.usage_report(directory, month, history, default_catalog(), "acct", NOW)
+    days = {d.day.day: (d.video_minutes, d.audio_minutes) for d in report.daily}
+    assert (days[3], days[15], len(days)) == ((30, 12), (0, 30), 15)
+    assert {m.meter: m.used for m in report.meters}["audio"] == Decimal(42)
