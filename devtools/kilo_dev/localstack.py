@@ -837,8 +837,20 @@ class LocalStack:
         for name, value in values.items():
             secrets.create_secret(Name=name, SecretString=json.dumps(value))
 
+    @staticmethod
+    def _forget_handler_caches() -> None:
+        """Handlers keep their settings and AWS clients (functools caches in ``kilo_*.settings`` / ``.dependencies``),
+        as in Lambda. A stack started after another one in the same process (a test worker running two e2e modules)
+        clears them, so its handlers reach its own moto server rather than the stopped one."""
+        for name, module in list(sys.modules.items()):
+            if name.startswith("kilo_") and name.rsplit(".", 1)[-1] in ("settings", "dependencies"):
+                for value in list(vars(module).values()):
+                    if callable(getattr(value, "cache_clear", None)):
+                        value.cache_clear()
+
     def _load_functions(self) -> None:
         assert self.template is not None
+        self._forget_handler_caches()
         environment: dict[str, str] = {}
         for name in self.template.of_type("AWS::Serverless::Function"):
             for key, value in self.template.function_environment(name).items():
