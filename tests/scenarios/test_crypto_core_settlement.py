@@ -14,7 +14,7 @@ import pytest
 
 from kilo_crypto_watch.model import BillFlag, BillStatus, PaymentStatus, QuoteStatus
 from kilo_crypto_watch.ports import ConflictError, SettlementChange
-from kilo_crypto_watch.settlement import AlreadyClaimedError, NotAssignableError
+from kilo_crypto_watch.settlement import AlreadyClaimedError, NotAssignableError, NotUnderReviewError, remaining_usd
 from tests.conftest import Stack
 from tests.crypto_core_fakes import (
     CUSTOMER_WALLET,
@@ -357,3 +357,67 @@ def test_given_a_stale_bill_version_when_saved_then_nothing_is_written(h: Harnes
     still = h.store.payment("ethereum:0x12:0")
     assert still is not None
     assert still.status is PaymentStatus.SEEN
+
+
+def _late_eth_in_review(h: Harness, price_now: str, tx: str = "0xrv") -> str:
+    h.rates.prices["ETH"] = Decimal(price_now)
+    h.clock.now = T0 + timedelta(hours=2)
+    h.settlement.record_seen(transfer(tx, "ETH", ETH_QUOTE, T0 + timedelta(hours=2)))
+    payment = h.store.payment(f"ethereum:{tx}:0")
+    assert payment is not None
+    assert payment.review
+    return payment.payment_id
+
+
+def test_given_a_payment_in_review_when_the_operator_accepts_it_then_it_counts_at_the_policy_rate_once(
+    h: Harness,
+) -> None:
+    payment_id = _late_eth_in_review(h, "2600.00")  # up 4 %: min(2500, 2600) = 2500 -> 0.04 x 2500 = $100.00
+    h.settlement.finalized(payment_id)
+    waiting = h.store.bill("inv-1")
+    assert waiting is not None
+    assert waiting.status is BillStatus.OPEN
+    assert [p.payment_id for p in h.store.reviewed_payments()] == [payment_id]
+
+    accepted = h.settlement.resolve_review(payment_id, accept=True)
+    assert (accepted.review, accepted.refund_owed, accepted.usd) == (False, False, Decimal("100.00"))
+    paid = h.store.bill("inv-1")
+    assert paid is not None
+    assert (paid.status, paid.settled_usd, paid.flags) == (BillStatus.PAID, Decimal("100.00"), {BillFlag.PAID_LATE})
+    [settled] = h.events(SETTLED)
+    assert (settled["settled_usd"], settled["flags"]) == ("100.00", ["PAID_LATE"])
+    assert h.store.reviewed_payments() == []
+    with pytest.raises(NotUnderReviewError):
+        h.settlement.resolve_review(payment_id, accept=True)
+    assert len(h.events(SETTLED)) == 1
+
+
+def test_given_an_unfinalized_payment_accepted_in_review_then_processing_until_final(h: Harness) -> None:
+    payment_id = _late_eth_in_review(h, "2600.00")
+    h.settlement.resolve_review(payment_id, accept=True)
+    processing = h.store.bill("inv-1")
+    assert processing is not None
+    assert processing.status is BillStatus.PROCESSING
+    assert h.events(SETTLED) == []
+    h.settlement.finalized(payment_id)
+    paid = h.store.bill("inv-1")
+    assert paid is not None
+    assert paid.status is BillStatus.PAID
+    assert len(h.events(SETTLED)) == 1
+
+
+def test_given_a_payment_in_review_when_refused_then_a_refund_is_owed_and_it_never_counts(h: Harness) -> None:
+    payment_id = _late_eth_in_review(h, "2400.00")  # down 4 %: $96.00 at 2400, in review
+    h.settlement.finalized(payment_id)
+    refused = h.settlement.resolve_review(payment_id, accept=False)
+    assert (refused.review, refused.refund_owed, refused.status) == (False, True, PaymentStatus.FINALIZED)
+    still = h.store.bill("inv-1")
+    assert still is not None
+    assert still.status is BillStatus.OPEN
+    assert remaining_usd(still) == Decimal("100.00")  # a new quote asks the whole bill again
+    [line] = still.payments
+    assert (line.payment_id, line.refund_owed, line.review) == (payment_id, True, False)
+    assert [(p.payment_id, p.refund_owed) for p in h.store.reviewed_payments()] == [(payment_id, True)]
+    assert h.events(SETTLED) == []
+    with pytest.raises(NotUnderReviewError):
+        h.settlement.resolve_review(payment_id, accept=True)  # decided: the refund stands

@@ -144,6 +144,19 @@ class DynamoCryptoStore:
         )
         return [items.payment_from_item(item) for item in found]
 
+    def reviewed_payments(self) -> Sequence[Payment]:
+        """A filtered Scan (an operator's command, rare; payments in review are few): no index is kept for them."""
+        found = paged_items(
+            self._client.scan,
+            TableName=self._table,
+            FilterExpression="#k = :p AND (#r = :t OR #o = :t)",
+            ExpressionAttributeNames={"#k": "kind", "#r": "review", "#o": "refund_owed"},
+            ExpressionAttributeValues=to_item({":p": "payment", ":t": True}),
+            ConsistentRead=True,
+        )
+        payments = [items.payment_from_item(item) for item in found]
+        return sorted(payments, key=lambda payment: (payment.seen_at, payment.payment_id))
+
     def save(self, change: SettlementChange) -> None:
         payment_put: dict[str, Any] = {"TableName": self._table, "Item": items.payment_to_item(change.payment)}
         if change.payment_expected is None:

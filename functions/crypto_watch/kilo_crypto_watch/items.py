@@ -120,6 +120,8 @@ def _line_to_map(line: BillPayment) -> dict[str, Any]:
         "late": line.late,
         "review": line.review,
     }
+    if line.refund_owed:
+        values["refund_owed"] = True
     if line.quote_id:
         values["quote_id"] = line.quote_id
     return values
@@ -146,6 +148,7 @@ def bill_from_item(item: Mapping[str, Any]) -> Bill:
                 quote_id=str(line["quote_id"]) if line.get("quote_id") else None,
                 late=bool(line.get("late", False)),
                 review=bool(line.get("review", False)),
+                refund_owed=bool(line.get("refund_owed", False)),
             )
             for line in values.get("payments", [])
         ),
@@ -305,6 +308,7 @@ def payment_to_item(payment: Payment) -> Item:
             "late": payment.late,
             "review": payment.review,
             "announced": payment.announced,
+            "refund_owed": payment.refund_owed or None,
         }
     )
 
@@ -339,6 +343,7 @@ def payment_from_item(item: Mapping[str, Any]) -> Payment:
         late=bool(values.get("late", False)),
         review=bool(values.get("review", False)),
         announced=bool(values.get("announced", False)),
+        refund_owed=bool(values.get("refund_owed", False)),
     )
 
 

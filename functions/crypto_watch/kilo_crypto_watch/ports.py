@@ -135,6 +135,10 @@ class SettlementStore(Protocol):
 
     def unattributed(self) -> Sequence[Payment]: ...
 
+    def reviewed_payments(self) -> Sequence[Payment]:
+        """Payments waiting in manual review, and those refused there (a refund owed), for the operator."""
+        ...
+
     def account_history(self, account_id: str) -> tuple[Sequence[Bill], Sequence[Quote], Sequence[Payment]]: ...
 
 
