@@ -71,6 +71,11 @@ class TransactionNotFoundError(LookupError):
     """The chain does not know the transaction (yet)."""
 
 
+class MalformedTransactionIdError(TransactionNotFoundError):
+    """The submitted id cannot be a transaction of the chain (not 0x + 64 hex digits; not a base-58 signature): no
+    chain will ever know it, so it is bad input, not "not found yet"."""
+
+
 class TransactionInspector(Protocol):
     """The fast path: the credits to the merchant inside one transaction a customer submitted, as the watcher would
     see them (a reverted transaction gives its transfers with ``succeeded=False``; none to the merchant: empty)."""
