@@ -421,3 +421,51 @@ def test_given_a_payment_in_review_when_refused_then_a_refund_is_owed_and_it_nev
     assert h.events(SETTLED) == []
     with pytest.raises(NotUnderReviewError):
         h.settlement.resolve_review(payment_id, accept=True)  # decided: the refund stands
+
+
+EXPIRING = "CryptoQuoteExpiring.v1"
+WINDOW = timedelta(minutes=10)  # the default: QUOTE_EXPIRING_MINUTES
+
+
+def test_given_an_active_quote_then_announced_expiring_once_within_ten_minutes_of_its_expiry(h: Harness) -> None:
+    # both quotes were made at T0 + 1 min and expire at T0 + 31 min
+    h.clock.now = T0 + timedelta(minutes=20, seconds=59)  # 10 min 1 s before expiry: not yet
+    assert h.settlement.announce_expiring("ethereum", WINDOW) == 0
+    assert h.events(EXPIRING) == []
+
+    h.clock.now = T0 + timedelta(minutes=21)  # exactly 10 min before
+    assert h.settlement.announce_expiring("ethereum", WINDOW) == 2
+    by_quote = {event["quote_id"]: event for event in h.events(EXPIRING)}
+    assert sorted(by_quote) == ["q-eth", "q-usdc"]
+    eth = by_quote["q-eth"]
+    assert (eth["event_id"], eth["account_id"], eth["invoice_id"], eth["chain"]) == (
+        "quote-expiring:q-eth",
+        "acct-1",
+        "inv-1",
+        "ethereum",
+    )
+    assert (eth["asset"], eth["amount"], eth["payment_uri"]) == ("ETH", "0.04", "test:q-eth")
+    assert eth["expires_at"] == (T0 + timedelta(minutes=31)).isoformat()
+
+    h.clock.now = T0 + timedelta(minutes=25)
+    assert h.settlement.announce_expiring("ethereum", WINDOW) == 0  # never twice
+    assert h.settlement.announce_expiring("solana", WINDOW) == 0  # another chain's run: not its quotes
+    assert len(h.events(EXPIRING)) == 2
+
+
+def test_given_a_quote_with_a_payment_seen_then_it_is_not_announced_expiring(h: Harness) -> None:
+    h.settlement.record_seen(transfer("0xaa", "USDC", USDC_QUOTE, T0 + timedelta(minutes=4)))
+    assert statuses(h)["q-usdc"] is QuoteStatus.DETECTED
+    h.clock.now = T0 + timedelta(minutes=25)
+    assert h.settlement.announce_expiring("ethereum", WINDOW) == 1
+    assert [event["quote_id"] for event in h.events(EXPIRING)] == ["q-eth"]
+    h.clock.now = T0 + timedelta(minutes=26)
+    assert h.settlement.announce_expiring("ethereum", WINDOW) == 0
+    assert h.store.expiring_quotes("ethereum", T0 + timedelta(days=1)) == []  # both retired from the list
+
+
+def test_given_a_quote_passed_its_expiry_unannounced_then_retired_without_an_event(h: Harness) -> None:
+    h.clock.now = T0 + timedelta(hours=2)  # the watcher was down through the whole window
+    assert h.settlement.announce_expiring("ethereum", WINDOW) == 0
+    assert h.events(EXPIRING) == []
+    assert h.store.expiring_quotes("ethereum", T0 + timedelta(days=1)) == []

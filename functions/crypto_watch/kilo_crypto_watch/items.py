@@ -9,15 +9,16 @@ Keys (``pk`` / ``sk``), and the two sparse indexes:
 - linked wallet ``WALLET#<evm|solana>#<address>`` / ``WALLET`` (EVM addresses lower-cased), sign-in nonce
   ``NONCE#<nonce>`` / ``NONCE`` (TTL), watcher cursor ``CURSOR#<chain>`` / ``CURSOR``.
 Indexes: ``watch`` (``gsi1pk`` / ``gsi1sk``): ``WATCH#<chain>`` / ``<monitor until>#<reference>`` for references,
-``PENDING#<chain>`` / ``<payment id>`` for SEEN payments; ``account`` (``gsi2pk`` / ``gsi2sk``): ``ACCOUNT#<id>`` (or
-``UNATTRIBUTED`` for payments nobody claims) / ``BILL#...``, ``QUOTE#...``, ``PAY#...``, ``WALLET#...`` - the
-history and the operator's list.
+``PENDING#<chain>`` / ``<payment id>`` for SEEN payments, ``EXPIRING#<chain>`` / ``<expires at>#<quote id>`` for quotes
+made ACTIVE and not yet announced as expiring (removed once announced or passed); ``account`` (``gsi2pk`` /
+``gsi2sk``): ``ACCOUNT#<id>`` (or ``UNATTRIBUTED`` for payments nobody claims) / ``BILL#...``, ``QUOTE#...``,
+``PAY#...``, ``WALLET#...`` - the history and the operator's list.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Final, cast
 
@@ -194,6 +195,8 @@ def quote_to_item(quote: Quote) -> Item:
         {
             "pk": bill_pk(quote.invoice_id),
             "sk": f"QUOTE#{quote.quote_id}",
+            "gsi1pk": expiring_pk(quote.chain) if quote.status is QuoteStatus.ACTIVE else None,
+            "gsi1sk": expiring_sk(quote) if quote.status is QuoteStatus.ACTIVE else None,
             "gsi2pk": account_pk(quote.account_id),
             "gsi2sk": f"QUOTE#{quote.created_at.isoformat()}#{quote.quote_id}",
             "kind": "quote",
@@ -221,6 +224,14 @@ def quote_to_item(quote: Quote) -> Item:
             "status": quote.status.value,
         }
     )
+
+
+def expiring_pk(chain: str) -> str:
+    return f"EXPIRING#{chain}"
+
+
+def expiring_sk(quote: Quote) -> str:
+    return f"{quote.expires_at.astimezone(UTC).isoformat()}#{quote.quote_id}"
 
 
 def quote_from_item(item: Mapping[str, Any]) -> Quote:

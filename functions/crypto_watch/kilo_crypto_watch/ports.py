@@ -122,6 +122,15 @@ class SettlementStore(Protocol):
 
     def quote_by_reference(self, reference: str) -> Quote | None: ...
 
+    def expiring_quotes(self, chain: str, until: datetime) -> Sequence[Quote]:
+        """Quotes on ``chain`` not yet announced as expiring whose expiry is at or before ``until`` (passed ones too:
+        the caller retires them), oldest expiry first."""
+        ...
+
+    def retire_expiring(self, quote: Quote) -> None:
+        """Take the quote off the expiring list (announced, or no longer to announce); idempotent."""
+        ...
+
     def payment(self, payment_id: str) -> Payment | None: ...
 
     def save(self, change: SettlementChange) -> None:

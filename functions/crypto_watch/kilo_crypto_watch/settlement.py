@@ -16,12 +16,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
 from typing import Final
 
-from kilo_billing.contracts import CryptoBillSettledV1, CryptoPaymentSeenV1, UnattributedCryptoPaymentV1
+from kilo_billing.contracts import (
+    CryptoBillSettledV1,
+    CryptoPaymentSeenV1,
+    CryptoQuoteExpiringV1,
+    UnattributedCryptoPaymentV1,
+)
 from kilo_billing.money import ZERO, decimal_str, money_str, round_money
 from kilo_billing.publisher import EventPublisher
 from kilo_crypto_watch.model import (
@@ -354,6 +359,33 @@ class Settlement:
             except ConflictError:
                 continue
         raise ConflictError(f"payment {payment_id}: too many concurrent changes")
+
+    def announce_expiring(self, chain: str, window: timedelta) -> int:
+        """``CryptoQuoteExpiring.v1`` once per quote on ``chain`` that is still ACTIVE (nothing seen for it) and
+        expires within ``window`` from now; event id ``quote-expiring:<quote id>``. Each quote is taken off the list
+        after publishing (a crash in between re-publishes the same id; consumers dedupe), and so is one no longer
+        to announce: paid or detected meanwhile, or past its expiry unannounced (a watcher that was down). Returns
+        how many were published. Run by each watcher run for its chain, after the scan."""
+        now = self._clock()
+        published = 0
+        for quote in self._store.expiring_quotes(chain, now + window):
+            if quote.status is QuoteStatus.ACTIVE and quote.expires_at > now:
+                expiring = CryptoQuoteExpiringV1(
+                    event_id=f"quote-expiring:{quote.quote_id}",
+                    account_id=quote.account_id,
+                    invoice_id=quote.invoice_id,
+                    quote_id=quote.quote_id,
+                    chain=quote.chain,
+                    asset=quote.asset,
+                    amount=decimal_str(asset_amount(quote.atomic_amount, quote.asset)),
+                    payment_uri=quote.payment_uri,
+                    expires_at=quote.expires_at.isoformat(),
+                    occurred_at=now.isoformat(),
+                )
+                self._publisher.publish(expiring.DETAIL_TYPE, expiring.model_dump(mode="json"))
+                published += 1
+            self._store.retire_expiring(quote)
+        return published
 
     def resolve_review(self, payment_id: str, accept: bool) -> Payment:
         """The operator's decision on a payment in manual review (a late ETH/SOL payment whose price moved beyond the
