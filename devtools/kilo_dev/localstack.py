@@ -35,6 +35,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from kilo_dev import processes
 from kilo_dev.apigw import http_api_event
 from kilo_dev.jwt_issuer import LocalIssuer
 from kilo_dev.patterns import matches
@@ -174,14 +175,7 @@ class MotoServer:
         raise RuntimeError("moto server did not start in time")
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
+        processes.stop(self.process)
 
 
 @dataclass
