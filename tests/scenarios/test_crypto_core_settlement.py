@@ -12,11 +12,13 @@ from decimal import Decimal
 
 import pytest
 
+from kilo_crypto_watch.history import account_history
 from kilo_crypto_watch.model import BillFlag, BillStatus, PaymentStatus, QuoteStatus
 from kilo_crypto_watch.ports import ConflictError, SettlementChange
 from kilo_crypto_watch.settlement import AlreadyClaimedError, NotAssignableError, NotUnderReviewError, remaining_usd
 from tests.conftest import Stack
 from tests.crypto_core_fakes import (
+    CHAINS,
     CUSTOMER_WALLET,
     STRANGER_WALLET,
     T0,
@@ -419,6 +421,8 @@ def test_given_a_payment_in_review_when_refused_then_a_refund_is_owed_and_it_nev
     assert (line.payment_id, line.refund_owed, line.review) == (payment_id, True, False)
     assert [(p.payment_id, p.refund_owed) for p in h.store.reviewed_payments()] == [(payment_id, True)]
     assert h.events(SETTLED) == []
+    [shown] = account_history(*h.store.account_history("acct-1"), CHAINS, h.clock.now)["payments"]
+    assert (shown["refund_owed"], shown["manual_review"]) == (True, False)  # the customer's history says so
     with pytest.raises(NotUnderReviewError):
         h.settlement.resolve_review(payment_id, accept=True)  # decided: the refund stands
 
