@@ -71,7 +71,7 @@ class TransactionNotFoundError(LookupError):
     """The chain does not know the transaction (yet)."""
 
 
-class MalformedTransactionIdError(TransactionNotFoundError):
+class MalformedTransactionIdError(TransactionNotFoundError, ValueError):
     """The submitted id cannot be a transaction of the chain (not 0x + 64 hex digits; not a base-58 signature): no
     chain will ever know it, so it is bad input, not "not found yet"."""
 
