@@ -52,6 +52,9 @@ class PartitionedLedger:
     def update_invoice(self, invoice: Any, expected: Any) -> None:
         self.part(invoice.account_id).update_invoice(invoice, expected)
 
+    def update_invoice_with_credit(self, invoice: Any, expected: Any, credit_read: Any, added: Any) -> None:
+        self.part(invoice.account_id).update_invoice_with_credit(invoice, expected, credit_read, added)
+
     def save_billing(self, account_id: str, billing: Any) -> None:
         self.part(account_id).save_billing(account_id, billing)
 

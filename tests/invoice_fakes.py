@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from decimal import Decimal
 
 from kilo_billing.accounts import AccountProfile
 from kilo_billing.invoicing import (
@@ -67,6 +68,8 @@ class InMemoryLedgerStore:
                 raise LedgerConflictError(f"{move.period} watermark moved")
         if self.billing.get(account, BillingState()).seq != draft.previous_seq:
             raise LedgerConflictError("sequence moved")
+        if self.billing.get(account, BillingState()).credit != draft.previous_credit:
+            raise LedgerConflictError("credit moved")
         self.writes += 1
         self.invoices[invoice.invoice_id] = invoice
         for move in draft.watermarks:
@@ -84,6 +87,15 @@ class InMemoryLedgerStore:
         self.invoices[invoice.invoice_id] = invoice
         for ref in ([invoice.gateway_id] if invoice.gateway_id else []) + list(invoice.gateway_refs):
             self.pointers[ref] = (invoice.account_id, invoice.invoice_id)
+
+    def update_invoice_with_credit(
+        self, invoice: InvoiceRecord, expected: InvoiceStatus, credit_read: Decimal, added: Decimal
+    ) -> None:
+        found = self.billing.get(invoice.account_id, BillingState())
+        if found.credit != credit_read:
+            raise LedgerConflictError("credit moved")
+        self.update_invoice(invoice, expected)
+        self.billing[invoice.account_id] = replace(found, credit=credit_read + added)
 
     def save_billing(self, account_id: str, billing: BillingState) -> None:
         self.writes += 1

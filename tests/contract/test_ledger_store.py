@@ -177,3 +177,57 @@ def test_given_a_crypto_profile_then_the_ledger_bills_it_as_crypto(ledger: Ledge
     ledger.register(_team("card"))
     assert ledger.store.ledger("coin").method is BillingMethod.CRYPTO
     assert ledger.store.ledger("card").method is BillingMethod.CARD
+
+
+def _opened(ledger: Ledger) -> Any:
+    """acme's March invoice (65.20), closed and opened: what a crypto settlement finds."""
+    ledger.register(_team("acme"))
+    ledger.rate("acme", "2026-03", SEG, "video", 60_000)
+    draft = _draft(ledger.store.ledger("acme"))
+    ledger.store.create_invoice(draft)
+    opened = draft.invoice.moved(InvoiceStatus.OPEN, MAR.end)
+    ledger.store.update_invoice(opened, InvoiceStatus.DRAFT)
+    return opened
+
+
+def test_given_an_overpaid_invoice_then_paid_and_credit_land_together_and_a_stale_credit_writes_nothing(
+    ledger: Ledger,
+) -> None:
+    opened = _opened(ledger)
+    paid = opened.moved(InvoiceStatus.PAID, MAR.end)
+    before = ledger.store.ledger("acme")
+    with pytest.raises(LedgerConflictError):  # the caller read a credit that is not the stored one
+        ledger.store.update_invoice_with_credit(paid, InvoiceStatus.OPEN, Decimal("1.00"), Decimal("4.80"))
+    with pytest.raises(LedgerConflictError):  # the status moved: the credit is not added either
+        ledger.store.update_invoice_with_credit(paid, InvoiceStatus.DRAFT, Decimal("0.00"), Decimal("4.80"))
+    assert ledger.store.ledger("acme") == before
+    ledger.store.update_invoice_with_credit(paid, InvoiceStatus.OPEN, Decimal("0.00"), Decimal("4.80"))
+    found = ledger.store.ledger("acme")
+    assert found.invoices["acme/2026-03"].status is InvoiceStatus.PAID
+    assert (found.billing.seq, found.billing.credit) == (1, Decimal("4.80"))
+    # a second credit (another bill) adds to the one stored, read first
+    ledger.store.update_invoice_with_credit(paid, InvoiceStatus.PAID, Decimal("4.80"), Decimal("0.35"))
+    assert ledger.store.ledger("acme").billing.credit == Decimal("5.15")
+
+
+def test_given_a_credit_added_after_the_close_read_then_the_close_conflicts_and_nothing_is_overwritten(
+    ledger: Ledger,
+) -> None:
+    opened = _opened(ledger)
+    april = Period(2026, 4)
+    stale = compose_close(ledger.store.ledger("acme"), april, default_catalog(), april.end)
+    assert stale is not None
+    assert stale.credit == Decimal("0.00")
+    paid = opened.moved(InvoiceStatus.PAID, MAR.end)  # a crypto overpayment lands between the read and the write
+    ledger.store.update_invoice_with_credit(paid, InvoiceStatus.OPEN, Decimal("0.00"), Decimal("4.80"))
+    with pytest.raises(LedgerConflictError):
+        ledger.store.create_invoice(stale)
+    assert "acme/2026-04" not in ledger.store.ledger("acme").invoices
+    fresh = compose_close(ledger.store.ledger("acme"), april, default_catalog(), april.end)
+    assert fresh is not None
+    ledger.store.create_invoice(fresh)
+    found = ledger.store.ledger("acme")
+    # April: usage 0.00, fee true-up 29.00 - 29.00 in advance, May's fee 29.00; credit 4.80 applied -> 24.20
+    assert found.invoices["acme/2026-04"].total == Decimal("24.20")
+    assert [ln.amount for ln in found.invoices["acme/2026-04"].lines if ln.kind == "credit"] == [Decimal("-4.80")]
+    assert found.billing.credit == Decimal("0.00")

@@ -223,3 +223,30 @@ def test_given_a_nonce_and_a_signed_siwe_then_the_wallet_is_linked_and_the_nonce
     status, replay = call("POST", f"{BASE}/wallets", {"chain": "ethereum", "message": text, "signature": signature})
     assert (status, replay["error"]["code"]) == (400, "sign_in_refused")
     assert "already used" in replay["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("chain", "tx_id", "fragment"),
+    [
+        ("ethereum", "0x1234", "not an EVM transaction hash"),
+        ("ethereum", "0x" + "zz" * 32, "not an EVM transaction hash"),
+        ("solana", "not-base58-0OIl", "is not a Solana signature"),
+        ("solana", "1111", "is not a Solana signature"),
+    ],
+)
+def test_given_a_malformed_transaction_id_then_400_naming_it_with_the_real_inspectors(
+    crypto: SpotPrices, monkeypatch: pytest.MonkeyPatch, chain: str, tx_id: str, fragment: str
+) -> None:
+    """The watchers' own fast-path inspectors (no RPC is reached: the id is refused before any call; the RPC URL is
+    a closed port) - a malformed id is bad input (400), not a transaction "not known yet" (422)."""
+    monkeypatch.setattr(
+        dependencies,
+        "INSPECTOR_MODULES",
+        {"evm": "kilo_crypto_watch.evm_handler", "solana": "kilo_crypto_watch.solana_handler"},
+    )
+    issue()
+    got, answer = call("POST", f"{BASE}/bills/inv-1/transactions", {"chain": chain, "tx_id": tx_id})
+    assert (got, answer["error"]["code"]) == (400, "invalid_request")
+    assert "tx_id" in answer["error"]["message"]
+    assert fragment in answer["error"]["message"]
+    assert dependencies.store().account_history("acct-1")[2] == []

@@ -1,16 +1,17 @@
-"""`kilo-billing crypto unattributed|assign` on moto (the template's crypto table and bus)."""
+"""`kilo-billing crypto unattributed|assign|review|resolve` on moto (the template's crypto table and bus)."""
 
 from __future__ import annotations
 
 import json
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 
 from kilo_billing_cli.main import main
 from kilo_crypto_watch.model import BillStatus
 from tests.conftest import Stack
-from tests.crypto_core_fakes import STRANGER_WALLET, T0, bill, harness, quote, transfer
+from tests.crypto_core_fakes import CUSTOMER_WALLET, STRANGER_WALLET, T0, Harness, bill, harness, quote, transfer
 
 
 @pytest.fixture
@@ -82,3 +83,83 @@ def test_given_a_bad_assignment_then_exit_2_naming_the_problem(
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
     assert [p.payment_id for p in h.store.unattributed()] == ["ethereum:0xabc:0"]
+
+
+ETH_QUOTE = 40_000_000_000_000_000  # 0.04 ETH at the locked $2,500.00 = $100.00
+
+
+def _in_review(stack: Stack, price_now: str) -> Harness:
+    """A late ETH payment (2 h after the quote, which expired after 30 min) whose price moved 4 %: in review."""
+    h = harness(stack)
+    h.store.link_wallet("evm", CUSTOMER_WALLET, "acct-1", "ethereum", T0)
+    h.store.create_bill(bill())
+    h.store.add_quote(quote("q-eth", "ETH", ETH_QUOTE, "2500.00"))
+    h.rates.prices["ETH"] = Decimal(price_now)
+    h.clock.now = T0 + timedelta(hours=2)
+    h.settlement.record_seen(transfer("0xlate", "ETH", ETH_QUOTE, T0 + timedelta(hours=2)))
+    h.settlement.finalized("ethereum:0xlate:0")
+    return h
+
+
+def test_given_a_payment_in_review_then_listed_and_accepted_the_bill_is_paid(
+    stack: Stack, table: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    h = _in_review(stack, "2600.00")  # up 4 %: valued at min(2500, 2600) = 2500 -> $100.00, held for review
+    bus = ("--event-bus", stack.template.physical_name("BillingEventBus"))
+    listed = _cli(capsys, "crypto", "review", "--crypto-table", table)
+    assert listed == [
+        {
+            "payment_id": "ethereum:0xlate:0",
+            "state": "in_review",
+            "account_id": "acct-1",
+            "invoice_id": "inv-1",
+            "status": "FINALIZED",
+            "asset": "ETH",
+            "amount": "0.04",
+            "rate_usd": "2500",
+            "amount_usd": "100.00",
+            "sender": CUSTOMER_WALLET,
+            "seen_at": (T0 + timedelta(hours=2)).isoformat(),
+        }
+    ]
+    resolved = _cli(capsys, "crypto", "resolve", "ethereum:0xlate:0", "--accept", "--crypto-table", table, *bus)
+    assert resolved == {
+        "payment_id": "ethereum:0xlate:0",
+        "decision": "accepted",
+        "invoice_id": "inv-1",
+        "amount_usd": "100.00",
+        "refund_owed": None,
+        "bill_status": "PAID",
+    }
+    paid = h.store.bill("inv-1")
+    assert paid is not None
+    assert (paid.settled_usd, paid.settled_announced) == (Decimal("100.00"), True)
+    assert _cli(capsys, "crypto", "review", "--crypto-table", table) == []
+
+
+def test_given_a_payment_in_review_when_refused_then_a_refund_owed_is_listed_and_a_second_decision_exits_2(
+    stack: Stack, table: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    h = _in_review(stack, "2400.00")  # down 4 %: $96.00 at 2400, held for review
+    bus = ("--event-bus", stack.template.physical_name("BillingEventBus"))
+    resolved = _cli(capsys, "crypto", "resolve", "ethereum:0xlate:0", "--refund-owed", "--crypto-table", table, *bus)
+    assert resolved == {
+        "payment_id": "ethereum:0xlate:0",
+        "decision": "refund_owed",
+        "invoice_id": "inv-1",
+        "amount_usd": None,
+        "refund_owed": f"0.04 ETH to {CUSTOMER_WALLET}",
+        "bill_status": "OPEN",
+    }
+    [row] = _cli(capsys, "crypto", "review", "--crypto-table", table)  # type: ignore[misc]
+    assert (row["payment_id"], row["state"]) == ("ethereum:0xlate:0", "refund_owed")
+    for argv in (["ethereum:0xlate:0", "--accept"], ["ethereum:0xnope:0", "--accept"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["crypto", "resolve", *argv, "--crypto-table", table, *bus])
+        assert exit_info.value.code == 2
+    errors = capsys.readouterr().err
+    assert "payment ethereum:0xlate:0 is not in manual review" in errors
+    assert "no payment 'ethereum:0xnope:0'" in errors
+    still = h.store.bill("inv-1")
+    assert still is not None
+    assert (still.status, still.settled_usd) == (still.status.OPEN, Decimal("0.00"))

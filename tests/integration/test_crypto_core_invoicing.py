@@ -113,3 +113,40 @@ def test_given_a_settlement_for_a_card_invoice_then_it_is_ignored(crypto_invoici
     record = {"messageId": "m", "body": json.dumps({"detail": detail}), "eventSource": "aws:sqs", "attributes": {}}
     assert crypto_settled_handler.lambda_handler({"Records": [record]}, inv.context)["batchItemFailures"] == []
     assert inv.invoice("acct-a").status == card.status
+
+
+def test_given_a_crypto_bill_overpaid_when_the_next_month_closes_then_its_invoice_applies_the_credit(
+    crypto_invoicing: Invoicing,
+) -> None:
+    """March: 65.20 asked, 70.00 USDC paid (70_000_000 units at the locked 1:1) -> 4.80 account credit. April: no
+    usage; usage 0.00, fee true-up 29.00 - 29.00 billed in advance = 0.00, May's fee in advance 29.00; the credit
+    applied -4.80 -> 24.20, and the account's credit back to 0.00."""
+    inv = crypto_invoicing
+    inv.register("acct-c", "team", method="crypto")
+    inv.rate("acct-c", "video", 60_000)
+    inv.start("2026-04-01T06:00:00Z")
+    inv.close_all()
+    march = inv.invoice("acct-c")
+    assert march.total == Decimal("65.20")
+    inv.drain("CryptoBillsQueue", bills_handler.lambda_handler)
+    store = dependencies.store()
+    store.link_wallet("evm", CUSTOMER_WALLET, "acct-c", "ethereum", T0)
+    usdc = quote("q-1", "USDC", 65_200_000, "1", invoice_id=march.invoice_id, account_id="acct-c", amount_usd="65.20")
+    store.add_quote(usdc)
+    settlement = dependencies.settlement()
+    settlement.record_seen(transfer("0xover", "USDC", 70_000_000, T0 + timedelta(minutes=3)))
+    settlement.finalized("ethereum:0xover:0")
+    [settled_body] = inv.drain("CryptoSettledQueue", crypto_settled_handler.lambda_handler)
+    assert json.loads(settled_body)["detail"]["credit_usd"] == "4.80"
+    assert inv.store.ledger("acct-c").billing.credit == Decimal("4.80")
+
+    record = {"messageId": "again", "body": settled_body, "eventSource": "aws:sqs", "attributes": {}}
+    assert crypto_settled_handler.lambda_handler({"Records": [record]}, inv.context)["batchItemFailures"] == []
+    assert inv.store.ledger("acct-c").billing.credit == Decimal("4.80")  # a redelivery adds nothing
+
+    inv.start("2026-05-01T06:00:00Z")
+    inv.close_all()
+    april = inv.invoice("acct-c", "2026-04")
+    assert [(line.kind, line.amount) for line in april.lines if line.kind == "credit"] == [("credit", Decimal("-4.80"))]
+    assert april.total == Decimal("24.20")
+    assert inv.store.ledger("acct-c").billing.credit == Decimal("0.00")

@@ -283,3 +283,27 @@ def test_given_a_schedule_naming_no_configured_evm_chain_then_the_run_fails_nami
     for chain_key in ("base", None, 7):
         with pytest.raises(evm_handler.UnknownChainError, match=r"the configured EVM chains are \['ethereum'\]"):
             evm_handler.lambda_handler({"chain": chain_key}, billing.context)  # type: ignore[arg-type]
+
+
+def test_given_quotes_inside_the_expiring_window_then_the_run_announces_only_the_one_with_nothing_seen_once(
+    billing: Billing, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both quotes expire 30 minutes after the chain's clock at setup; a window of 24 h covers them whatever the
+    node's clock drift. q-usdc is paid (DETECTED): only q-eth is announced, and only once."""
+    from kilo_crypto_watch import dependencies  # noqa: PLC0415
+    from kilo_crypto_watch import settings as crypto_settings  # noqa: PLC0415
+
+    monkeypatch.setenv("QUOTE_EXPIRING_MINUTES", "1440")
+    crypto_settings.settings.cache_clear()
+    published: list[tuple[str, dict[str, Any]]] = []
+    real = dependencies.publisher()
+    monkeypatch.setattr(real, "publish", lambda kind, detail: published.append((kind, detail)))
+    billing.chain.pay_usdc(PAYER, MERCHANT, USDC_QUOTE)
+
+    first = billing.run()
+    second = billing.run()
+
+    assert (first["quotes_expiring_announced"], second["quotes_expiring_announced"]) == (1, 0)
+    expiring = [detail for kind, detail in published if kind == "CryptoQuoteExpiring.v1"]
+    assert [(e["event_id"], e["asset"], e["amount"]) for e in expiring] == [("quote-expiring:q-eth", "ETH", "0.04")]
+    assert billing.quote_status() == {"q-usdc": QuoteStatus.DETECTED, "q-eth": QuoteStatus.ACTIVE}

@@ -200,3 +200,34 @@ def test_given_no_solana_chain_configured_then_a_run_reads_nothing_and_succeeds(
         assert run_handler() == {"runs": []}
     finally:
         _clear()
+
+
+def test_given_a_quote_near_its_expiry_then_the_run_publishes_crypto_quote_expiring_on_the_billing_bus_once(
+    stack: Stack, deployed: DynamoCryptoStore, chain: SolanaTestChain, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The quote expires 29 minutes from now; with QUOTE_EXPIRING_MINUTES=30 it is inside the window. The event goes
+    to the bus the template names (EVENT_BUS_NAME), where a probe rule catches it."""
+    open_bill(deployed, chain, "100.00", "SOL", "200.00", 500_000_000)
+    monkeypatch.setenv("QUOTE_EXPIRING_MINUTES", "30")
+    _clear()
+    sqs, events = stack.clients["sqs"], stack.clients["events"]
+    probe = sqs.create_queue(QueueName="test-quote-expiring-probe")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=probe, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    bus = stack.template.physical_name("BillingEventBus")
+    pattern = {"detail-type": ["CryptoQuoteExpiring.v1"]}
+    events.put_rule(Name="test-quote-expiring", EventBusName=bus, EventPattern=json.dumps(pattern))
+    events.put_targets(Rule="test-quote-expiring", EventBusName=bus, Targets=[{"Id": "probe", "Arn": arn}])
+
+    (first,) = run_handler()["runs"]  # type: ignore[misc]
+    (second,) = run_handler()["runs"]  # type: ignore[misc]
+
+    assert (first["quotes_expiring_announced"], second["quotes_expiring_announced"]) == (1, 0)
+    messages = sqs.receive_message(QueueUrl=probe, MaxNumberOfMessages=10)["Messages"]
+    [detail] = [json.loads(message["Body"])["detail"] for message in messages]
+    assert (detail["event_id"], detail["quote_id"], detail["chain"], detail["asset"], detail["amount"]) == (
+        "quote-expiring:q-1",
+        "q-1",
+        "solana",
+        "SOL",
+        "0.5",
+    )

@@ -12,11 +12,13 @@ from decimal import Decimal
 
 import pytest
 
+from kilo_crypto_watch.history import account_history
 from kilo_crypto_watch.model import BillFlag, BillStatus, PaymentStatus, QuoteStatus
 from kilo_crypto_watch.ports import ConflictError, SettlementChange
-from kilo_crypto_watch.settlement import AlreadyClaimedError, NotAssignableError
+from kilo_crypto_watch.settlement import AlreadyClaimedError, NotAssignableError, NotUnderReviewError, remaining_usd
 from tests.conftest import Stack
 from tests.crypto_core_fakes import (
+    CHAINS,
     CUSTOMER_WALLET,
     STRANGER_WALLET,
     T0,
@@ -357,3 +359,117 @@ def test_given_a_stale_bill_version_when_saved_then_nothing_is_written(h: Harnes
     still = h.store.payment("ethereum:0x12:0")
     assert still is not None
     assert still.status is PaymentStatus.SEEN
+
+
+def _late_eth_in_review(h: Harness, price_now: str, tx: str = "0xrv") -> str:
+    h.rates.prices["ETH"] = Decimal(price_now)
+    h.clock.now = T0 + timedelta(hours=2)
+    h.settlement.record_seen(transfer(tx, "ETH", ETH_QUOTE, T0 + timedelta(hours=2)))
+    payment = h.store.payment(f"ethereum:{tx}:0")
+    assert payment is not None
+    assert payment.review
+    return payment.payment_id
+
+
+def test_given_a_payment_in_review_when_the_operator_accepts_it_then_it_counts_at_the_policy_rate_once(
+    h: Harness,
+) -> None:
+    payment_id = _late_eth_in_review(h, "2600.00")  # up 4 %: min(2500, 2600) = 2500 -> 0.04 x 2500 = $100.00
+    h.settlement.finalized(payment_id)
+    waiting = h.store.bill("inv-1")
+    assert waiting is not None
+    assert waiting.status is BillStatus.OPEN
+    assert [p.payment_id for p in h.store.reviewed_payments()] == [payment_id]
+
+    accepted = h.settlement.resolve_review(payment_id, accept=True)
+    assert (accepted.review, accepted.refund_owed, accepted.usd) == (False, False, Decimal("100.00"))
+    paid = h.store.bill("inv-1")
+    assert paid is not None
+    assert (paid.status, paid.settled_usd, paid.flags) == (BillStatus.PAID, Decimal("100.00"), {BillFlag.PAID_LATE})
+    [settled] = h.events(SETTLED)
+    assert (settled["settled_usd"], settled["flags"]) == ("100.00", ["PAID_LATE"])
+    assert h.store.reviewed_payments() == []
+    with pytest.raises(NotUnderReviewError):
+        h.settlement.resolve_review(payment_id, accept=True)
+    assert len(h.events(SETTLED)) == 1
+
+
+def test_given_an_unfinalized_payment_accepted_in_review_then_processing_until_final(h: Harness) -> None:
+    payment_id = _late_eth_in_review(h, "2600.00")
+    h.settlement.resolve_review(payment_id, accept=True)
+    processing = h.store.bill("inv-1")
+    assert processing is not None
+    assert processing.status is BillStatus.PROCESSING
+    assert h.events(SETTLED) == []
+    h.settlement.finalized(payment_id)
+    paid = h.store.bill("inv-1")
+    assert paid is not None
+    assert paid.status is BillStatus.PAID
+    assert len(h.events(SETTLED)) == 1
+
+
+def test_given_a_payment_in_review_when_refused_then_a_refund_is_owed_and_it_never_counts(h: Harness) -> None:
+    payment_id = _late_eth_in_review(h, "2400.00")  # down 4 %: $96.00 at 2400, in review
+    h.settlement.finalized(payment_id)
+    refused = h.settlement.resolve_review(payment_id, accept=False)
+    assert (refused.review, refused.refund_owed, refused.status) == (False, True, PaymentStatus.FINALIZED)
+    still = h.store.bill("inv-1")
+    assert still is not None
+    assert still.status is BillStatus.OPEN
+    assert remaining_usd(still) == Decimal("100.00")  # a new quote asks the whole bill again
+    [line] = still.payments
+    assert (line.payment_id, line.refund_owed, line.review) == (payment_id, True, False)
+    assert [(p.payment_id, p.refund_owed) for p in h.store.reviewed_payments()] == [(payment_id, True)]
+    assert h.events(SETTLED) == []
+    [shown] = account_history(*h.store.account_history("acct-1"), CHAINS, h.clock.now)["payments"]
+    assert (shown["refund_owed"], shown["manual_review"]) == (True, False)  # the customer's history says so
+    with pytest.raises(NotUnderReviewError):
+        h.settlement.resolve_review(payment_id, accept=True)  # decided: the refund stands
+
+
+EXPIRING = "CryptoQuoteExpiring.v1"
+WINDOW = timedelta(minutes=10)  # the default: QUOTE_EXPIRING_MINUTES
+
+
+def test_given_an_active_quote_then_announced_expiring_once_within_ten_minutes_of_its_expiry(h: Harness) -> None:
+    # both quotes were made at T0 + 1 min and expire at T0 + 31 min
+    h.clock.now = T0 + timedelta(minutes=20, seconds=59)  # 10 min 1 s before expiry: not yet
+    assert h.settlement.announce_expiring("ethereum", WINDOW) == 0
+    assert h.events(EXPIRING) == []
+
+    h.clock.now = T0 + timedelta(minutes=21)  # exactly 10 min before
+    assert h.settlement.announce_expiring("ethereum", WINDOW) == 2
+    by_quote = {event["quote_id"]: event for event in h.events(EXPIRING)}
+    assert sorted(by_quote) == ["q-eth", "q-usdc"]
+    eth = by_quote["q-eth"]
+    assert (eth["event_id"], eth["account_id"], eth["invoice_id"], eth["chain"]) == (
+        "quote-expiring:q-eth",
+        "acct-1",
+        "inv-1",
+        "ethereum",
+    )
+    assert (eth["asset"], eth["amount"], eth["payment_uri"]) == ("ETH", "0.04", "test:q-eth")
+    assert eth["expires_at"] == (T0 + timedelta(minutes=31)).isoformat()
+
+    h.clock.now = T0 + timedelta(minutes=25)
+    assert h.settlement.announce_expiring("ethereum", WINDOW) == 0  # never twice
+    assert h.settlement.announce_expiring("solana", WINDOW) == 0  # another chain's run: not its quotes
+    assert len(h.events(EXPIRING)) == 2
+
+
+def test_given_a_quote_with_a_payment_seen_then_it_is_not_announced_expiring(h: Harness) -> None:
+    h.settlement.record_seen(transfer("0xaa", "USDC", USDC_QUOTE, T0 + timedelta(minutes=4)))
+    assert statuses(h)["q-usdc"] is QuoteStatus.DETECTED
+    h.clock.now = T0 + timedelta(minutes=25)
+    assert h.settlement.announce_expiring("ethereum", WINDOW) == 1
+    assert [event["quote_id"] for event in h.events(EXPIRING)] == ["q-eth"]
+    h.clock.now = T0 + timedelta(minutes=26)
+    assert h.settlement.announce_expiring("ethereum", WINDOW) == 0
+    assert h.store.expiring_quotes("ethereum", T0 + timedelta(days=1)) == []  # both retired from the list
+
+
+def test_given_a_quote_passed_its_expiry_unannounced_then_retired_without_an_event(h: Harness) -> None:
+    h.clock.now = T0 + timedelta(hours=2)  # the watcher was down through the whole window
+    assert h.settlement.announce_expiring("ethereum", WINDOW) == 0
+    assert h.events(EXPIRING) == []
+    assert h.store.expiring_quotes("ethereum", T0 + timedelta(days=1)) == []

@@ -115,6 +115,26 @@ class DynamoCryptoStore:
         item = self._get(items.bill_pk(str(values["invoice_id"])), f"QUOTE#{values['quote_id']}")
         return items.quote_from_item(item) if item else None
 
+    def expiring_quotes(self, chain: str, until: datetime) -> Sequence[Quote]:
+        found = self._query(
+            IndexName="watch",
+            KeyConditionExpression="gsi1pk = :e AND gsi1sk <= :until",
+            ExpressionAttributeValues=to_item(
+                {":e": items.expiring_pk(chain), ":until": until.astimezone(UTC).isoformat() + "#~"}
+            ),
+        )
+        return [items.quote_from_item(item) for item in found]
+
+    def retire_expiring(self, quote: Quote) -> None:
+        call(
+            self._client.update_item,
+            TableName=self._table,
+            Key=items.key(items.bill_pk(quote.invoice_id), f"QUOTE#{quote.quote_id}"),
+            UpdateExpression="SET expiring_announced = :t REMOVE gsi1pk, gsi1sk",
+            ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeValues=to_item({":t": True}),
+        )
+
     def watched_references(self, chain: str, now: datetime) -> Sequence[str]:
         found = self._query(
             IndexName="watch",
@@ -143,6 +163,19 @@ class DynamoCryptoStore:
             ExpressionAttributeValues=to_item({":u": items.UNATTRIBUTED}),
         )
         return [items.payment_from_item(item) for item in found]
+
+    def reviewed_payments(self) -> Sequence[Payment]:
+        """A filtered Scan (an operator's command, rare; payments in review are few): no index is kept for them."""
+        found = paged_items(
+            self._client.scan,
+            TableName=self._table,
+            FilterExpression="#k = :p AND (#r = :t OR #o = :t)",
+            ExpressionAttributeNames={"#k": "kind", "#r": "review", "#o": "refund_owed"},
+            ExpressionAttributeValues=to_item({":p": "payment", ":t": True}),
+            ConsistentRead=True,
+        )
+        payments = [items.payment_from_item(item) for item in found]
+        return sorted(payments, key=lambda payment: (payment.seen_at, payment.payment_id))
 
     def save(self, change: SettlementChange) -> None:
         payment_put: dict[str, Any] = {"TableName": self._table, "Item": items.payment_to_item(change.payment)}

@@ -30,7 +30,13 @@ from datetime import UTC, datetime
 from typing import Literal, Protocol
 
 from kilo_crypto_watch.model import ChainConfig, Cursor, ObservedTransfer, PendingPayment, RunReport
-from kilo_crypto_watch.ports import CursorConflictError, CursorStore, PaymentSink, TransactionNotFoundError
+from kilo_crypto_watch.ports import (
+    CursorConflictError,
+    CursorStore,
+    MalformedTransactionIdError,
+    PaymentSink,
+    TransactionNotFoundError,
+)
 
 TRANSFER_TOPIC = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
 TRANSFER_SELECTOR = "0xa9059cbb"  # transfer(address,uint256)
@@ -414,7 +420,10 @@ class EvmTransactionInspector:
         self.rpc = rpc
 
     def transfers(self, tx_id: str) -> Sequence[ObservedTransfer]:
-        tx_hash = normalise_tx_hash(tx_id)
+        try:
+            tx_hash = normalise_tx_hash(tx_id)
+        except ValueError as exc:
+            raise MalformedTransactionIdError(str(exc)) from exc
         tx = self.rpc.transaction(tx_hash)
         if tx is None:
             raise TransactionNotFoundError(f"{self.chain.key} does not know transaction {tx_hash}")

@@ -9,6 +9,7 @@ load web3.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -77,8 +78,10 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
 
     chain = evm_chain(event.get("chain") if isinstance(event, dict) else None)
     logger.append_keys(chain=chain.key)
+    settlement = dependencies.settlement()
     try:
-        report = watch(chain, rpc(chain.key, chain.rpc_url), dependencies.cursors(), dependencies.settlement())
+        report = watch(chain, rpc(chain.key, chain.rpc_url), dependencies.cursors(), settlement)
+        expiring = settlement.announce_expiring(chain.key, timedelta(minutes=settings().quote_expiring_minutes))
     except Exception:
         logger.exception("EVM watcher run failed; the schedule retries, then its dead-letter queue")
         count(SERVICE, Metric.CRYPTO_WATCH_FAILED)
@@ -97,6 +100,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         "rpc_calls": report.rpc_calls,
         "rolled_back_to": report.rolled_back_to,
         "caught_up": report.caught_up,
+        "quotes_expiring_announced": expiring,
     }
     (logger.warning if report.rolled_back_to is not None else logger.info)("EVM watcher run", extra=summary)
     return summary

@@ -73,6 +73,7 @@ def _payment(payment: Payment, chains: Mapping[str, ChainConfig]) -> dict[str, A
         "status": payment.status.value,
         "late": payment.late,
         "manual_review": payment.review,
+        "refund_owed": payment.refund_owed,
         "matched_by": payment.matched_by,
         "tx_id": transfer.tx_id,
         "tx_url": explorer_url(chains.get(transfer.chain), transfer.tx_id),

@@ -9,15 +9,16 @@ Keys (``pk`` / ``sk``), and the two sparse indexes:
 - linked wallet ``WALLET#<evm|solana>#<address>`` / ``WALLET`` (EVM addresses lower-cased), sign-in nonce
   ``NONCE#<nonce>`` / ``NONCE`` (TTL), watcher cursor ``CURSOR#<chain>`` / ``CURSOR``.
 Indexes: ``watch`` (``gsi1pk`` / ``gsi1sk``): ``WATCH#<chain>`` / ``<monitor until>#<reference>`` for references,
-``PENDING#<chain>`` / ``<payment id>`` for SEEN payments; ``account`` (``gsi2pk`` / ``gsi2sk``): ``ACCOUNT#<id>`` (or
-``UNATTRIBUTED`` for payments nobody claims) / ``BILL#...``, ``QUOTE#...``, ``PAY#...``, ``WALLET#...`` - the
-history and the operator's list.
+``PENDING#<chain>`` / ``<payment id>`` for SEEN payments, ``EXPIRING#<chain>`` / ``<expires at>#<quote id>`` for quotes
+made ACTIVE and not yet announced as expiring (removed once announced or passed); ``account`` (``gsi2pk`` /
+``gsi2sk``): ``ACCOUNT#<id>`` (or ``UNATTRIBUTED`` for payments nobody claims) / ``BILL#...``, ``QUOTE#...``,
+``PAY#...``, ``WALLET#...`` - the history and the operator's list.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Final, cast
 
@@ -120,6 +121,8 @@ def _line_to_map(line: BillPayment) -> dict[str, Any]:
         "late": line.late,
         "review": line.review,
     }
+    if line.refund_owed:
+        values["refund_owed"] = True
     if line.quote_id:
         values["quote_id"] = line.quote_id
     return values
@@ -146,6 +149,7 @@ def bill_from_item(item: Mapping[str, Any]) -> Bill:
                 quote_id=str(line["quote_id"]) if line.get("quote_id") else None,
                 late=bool(line.get("late", False)),
                 review=bool(line.get("review", False)),
+                refund_owed=bool(line.get("refund_owed", False)),
             )
             for line in values.get("payments", [])
         ),
@@ -191,6 +195,8 @@ def quote_to_item(quote: Quote) -> Item:
         {
             "pk": bill_pk(quote.invoice_id),
             "sk": f"QUOTE#{quote.quote_id}",
+            "gsi1pk": expiring_pk(quote.chain) if quote.status is QuoteStatus.ACTIVE else None,
+            "gsi1sk": expiring_sk(quote) if quote.status is QuoteStatus.ACTIVE else None,
             "gsi2pk": account_pk(quote.account_id),
             "gsi2sk": f"QUOTE#{quote.created_at.isoformat()}#{quote.quote_id}",
             "kind": "quote",
@@ -218,6 +224,14 @@ def quote_to_item(quote: Quote) -> Item:
             "status": quote.status.value,
         }
     )
+
+
+def expiring_pk(chain: str) -> str:
+    return f"EXPIRING#{chain}"
+
+
+def expiring_sk(quote: Quote) -> str:
+    return f"{quote.expires_at.astimezone(UTC).isoformat()}#{quote.quote_id}"
 
 
 def quote_from_item(item: Mapping[str, Any]) -> Quote:
@@ -305,6 +319,7 @@ def payment_to_item(payment: Payment) -> Item:
             "late": payment.late,
             "review": payment.review,
             "announced": payment.announced,
+            "refund_owed": payment.refund_owed or None,
         }
     )
 
@@ -339,6 +354,7 @@ def payment_from_item(item: Mapping[str, Any]) -> Payment:
         late=bool(values.get("late", False)),
         review=bool(values.get("review", False)),
         announced=bool(values.get("announced", False)),
+        refund_owed=bool(values.get("refund_owed", False)),
     )
 
 

@@ -126,10 +126,12 @@ def submit_transaction(
     if not tx_id or len(tx_id) > 200 or not tx_id.isascii():
         raise InvalidRequestError("tx_id must be a transaction hash (EVM) or signature (Solana)")
     bill = _bill(ports, account_id, invoice_id)
-    from kilo_crypto_watch.ports import TransactionNotFoundError  # noqa: PLC0415
+    from kilo_crypto_watch.ports import MalformedTransactionIdError, TransactionNotFoundError  # noqa: PLC0415
 
     try:
         transfers = ports.inspector(chain).transfers(tx_id)
+    except MalformedTransactionIdError as exc:
+        raise InvalidRequestError(f"tx_id is not a {chain.key} transaction id: {exc}") from exc
     except TransactionNotFoundError as exc:
         raise TransactionRefusedError(f"transaction {tx_id} is not known on {chain.key} (yet): retry shortly") from exc
     if not transfers:

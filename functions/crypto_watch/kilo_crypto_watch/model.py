@@ -209,6 +209,7 @@ class Payment:
     late: bool = False  # detected after its quote expired (late-payment policy applied)
     review: bool = False  # late ETH/SOL whose price moved > the review band: an operator decides; not counted
     announced: bool = False  # CryptoPaymentSeen / UnattributedCryptoPayment published
+    refund_owed: bool = False  # an operator refused it in review: its asset amount is owed back; never counted
 
     @property
     def payment_id(self) -> str:
@@ -231,6 +232,7 @@ class BillPayment:
     quote_id: str | None = None
     late: bool = False
     review: bool = False
+    refund_owed: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -71,6 +71,11 @@ class TransactionNotFoundError(LookupError):
     """The chain does not know the transaction (yet)."""
 
 
+class MalformedTransactionIdError(TransactionNotFoundError, ValueError):
+    """The submitted id cannot be a transaction of the chain (not 0x + 64 hex digits; not a base-58 signature): no
+    chain will ever know it, so it is bad input, not "not found yet"."""
+
+
 class TransactionInspector(Protocol):
     """The fast path: the credits to the merchant inside one transaction a customer submitted, as the watcher would
     see them (a reverted transaction gives its transfers with ``succeeded=False``; none to the merchant: empty)."""
@@ -117,6 +122,15 @@ class SettlementStore(Protocol):
 
     def quote_by_reference(self, reference: str) -> Quote | None: ...
 
+    def expiring_quotes(self, chain: str, until: datetime) -> Sequence[Quote]:
+        """Quotes on ``chain`` not yet announced as expiring whose expiry is at or before ``until`` (passed ones too:
+        the caller retires them), oldest expiry first."""
+        ...
+
+    def retire_expiring(self, quote: Quote) -> None:
+        """Take the quote off the expiring list (announced, or no longer to announce); idempotent."""
+        ...
+
     def payment(self, payment_id: str) -> Payment | None: ...
 
     def save(self, change: SettlementChange) -> None:
@@ -134,6 +148,10 @@ class SettlementStore(Protocol):
     def wallet_owner(self, chain_kind: str, address: str) -> str | None: ...
 
     def unattributed(self) -> Sequence[Payment]: ...
+
+    def reviewed_payments(self) -> Sequence[Payment]:
+        """Payments waiting in manual review, and those refused there (a refund owed), for the operator."""
+        ...
 
     def account_history(self, account_id: str) -> tuple[Sequence[Bill], Sequence[Quote], Sequence[Payment]]: ...
 

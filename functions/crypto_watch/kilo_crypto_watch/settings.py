@@ -85,6 +85,7 @@ class CryptoSettings(BaseSettings):
     # quotes and rates
     quote_expiry_minutes: int = Field(default=30, ge=1, le=24 * 60)
     quote_monitoring_hours: int = Field(default=72, ge=1, le=30 * 24)
+    quote_expiring_minutes: int = Field(default=10, ge=1, le=24 * 60)  # CryptoQuoteExpiring.v1 this long before expiry
     max_source_disagreement: Decimal = Field(default=Decimal("0.01"), gt=0, lt=1)
     stablecoin_band_low: Decimal = Field(default=Decimal("0.98"), gt=0)
     stablecoin_band_high: Decimal = Field(default=Decimal("1.02"), gt=0)

@@ -16,12 +16,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
 from typing import Final
 
-from kilo_billing.contracts import CryptoBillSettledV1, CryptoPaymentSeenV1, UnattributedCryptoPaymentV1
+from kilo_billing.contracts import (
+    CryptoBillSettledV1,
+    CryptoPaymentSeenV1,
+    CryptoQuoteExpiringV1,
+    UnattributedCryptoPaymentV1,
+)
 from kilo_billing.money import ZERO, decimal_str, money_str, round_money
 from kilo_billing.publisher import EventPublisher
 from kilo_crypto_watch.model import (
@@ -80,6 +85,10 @@ class NotAssignableError(SettlementError):
     """The payment cannot be assigned (already attributed, failed, or orphaned; the bill is another account's)."""
 
 
+class NotUnderReviewError(SettlementError):
+    """The payment is not waiting for an operator's decision (never in review, or resolved already)."""
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -111,7 +120,7 @@ def recompute(bill: Bill, policy: SettlementPolicy, now: datetime) -> Bill:
     cover the total inside tolerance; PROCESSING when the seen and finalized ones do; else OPEN (PARTIAL when
     something was paid). Failed, orphaned and under-review payments do not count."""
     kept = bill.flags & {BillFlag.PAST_DUE, BillFlag.MARKED}
-    counted = [line for line in bill.payments if line.status in COUNTED and not line.review]
+    counted = [line for line in bill.payments if counts(line)]
     final = [line for line in counted if line.status is PaymentStatus.FINALIZED]
     flags = set(kept)
     if len(counted) > 1:
@@ -152,9 +161,14 @@ def recompute(bill: Bill, policy: SettlementPolicy, now: datetime) -> Bill:
     return replace(bill, status=status, flags=frozenset(flags))
 
 
+def counts(line: BillPayment) -> bool:
+    """A payment line counts toward its bill: seen or finalized, not waiting in review, not refused (refund owed)."""
+    return line.status in COUNTED and not line.review and not line.refund_owed
+
+
 def remaining_usd(bill: Bill) -> Decimal:
     """What a new quote asks for: the total less what seen and finalized payments already cover (never below 0)."""
-    counted = sum((line.usd for line in bill.payments if line.status in COUNTED and not line.review), ZERO)
+    counted = sum((line.usd for line in bill.payments if counts(line)), ZERO)
     return max(ZERO, bill.total_usd - counted)
 
 
@@ -233,6 +247,7 @@ def _line(payment: Payment) -> BillPayment:
         quote_id=payment.quote_id,
         late=payment.late,
         review=payment.review,
+        refund_owed=payment.refund_owed,
     )
 
 
@@ -343,6 +358,61 @@ class Settlement:
                 return self._attribute(payment, bill, "operator")
             except ConflictError:
                 continue
+        raise ConflictError(f"payment {payment_id}: too many concurrent changes")
+
+    def announce_expiring(self, chain: str, window: timedelta) -> int:
+        """``CryptoQuoteExpiring.v1`` once per quote on ``chain`` that is still ACTIVE (nothing seen for it) and
+        expires within ``window`` from now; event id ``quote-expiring:<quote id>``. Each quote is taken off the list
+        after publishing (a crash in between re-publishes the same id; consumers dedupe), and so is one no longer
+        to announce: paid or detected meanwhile, or past its expiry unannounced (a watcher that was down). Returns
+        how many were published. Run by each watcher run for its chain, after the scan."""
+        now = self._clock()
+        published = 0
+        for quote in self._store.expiring_quotes(chain, now + window):
+            if quote.status is QuoteStatus.ACTIVE and quote.expires_at > now:
+                expiring = CryptoQuoteExpiringV1(
+                    event_id=f"quote-expiring:{quote.quote_id}",
+                    account_id=quote.account_id,
+                    invoice_id=quote.invoice_id,
+                    quote_id=quote.quote_id,
+                    chain=quote.chain,
+                    asset=quote.asset,
+                    amount=decimal_str(asset_amount(quote.atomic_amount, quote.asset)),
+                    payment_uri=quote.payment_uri,
+                    expires_at=quote.expires_at.isoformat(),
+                    occurred_at=now.isoformat(),
+                )
+                self._publisher.publish(expiring.DETAIL_TYPE, expiring.model_dump(mode="json"))
+                published += 1
+            self._store.retire_expiring(quote)
+        return published
+
+    def resolve_review(self, payment_id: str, accept: bool) -> Payment:
+        """The operator's decision on a payment in manual review (a late ETH/SOL payment whose price moved beyond the
+        review band). ``accept``: it counts at the rate the late-payment policy gave it (min(locked, rate at
+        detection); the locked rate when no rate was available at detection) and the bill moves as for any payment
+        (PROCESSING, PAID once finalized, ``CryptoBillSettled.v1`` once). Refused: it never counts and its asset
+        amount is recorded as a refund owed to the sender. One conditional transaction on the bill's version, as
+        every settlement step."""
+        for _ in range(self._attempts):
+            payment = self._store.payment(payment_id)
+            if payment is None:
+                raise PaymentNotFoundError(f"no payment {payment_id!r}")
+            if not payment.review or payment.invoice_id is None:
+                raise NotUnderReviewError(f"payment {payment_id} is not in manual review")
+            bill = self._store.bill(payment.invoice_id)
+            if bill is None:
+                raise BillNotFoundError(f"no crypto bill {payment.invoice_id!r}")
+            resolved = replace(payment, review=False, refund_owed=not accept)
+            new_bill, changed = self._bill_after(bill, resolved, self._store.quotes(bill.invoice_id))
+            try:
+                self._store.save(
+                    SettlementChange(resolved, payment_expected=payment.status, bill=new_bill, quotes=changed)
+                )
+            except ConflictError:
+                continue
+            self._announce_bill(new_bill)
+            return resolved
         raise ConflictError(f"payment {payment_id}: too many concurrent changes")
 
     def _attribute(self, payment: Payment, bill: Bill, how: MatchedBy) -> Payment:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import asdict
+from datetime import timedelta
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -42,10 +43,12 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     chains = [chain for chain in dependencies.chains().values() if chain.kind == "solana"]
     runs: list[dict[str, Any]] = []
     failed: list[str] = []
+    expiring_window = timedelta(minutes=settings().quote_expiring_minutes)
     for chain in chains:
         settlement = dependencies.settlement()
         try:
             report = asyncio.run(watch(chain, dependencies.cursors(), settlement, settlement))
+            expiring = settlement.announce_expiring(chain.key, expiring_window)
         except CursorConflictError:
             logger.info("another run moved the cursor first; this run stops", extra={"chain": chain.key})
             continue
@@ -58,8 +61,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         count(SERVICE, Metric.CRYPTO_PAYMENTS_FINALIZED, report.finalized)
         count(SERVICE, Metric.CRYPTO_PAYMENTS_ORPHANED, report.orphaned)
         count(SERVICE, Metric.CRYPTO_RPC_CALLS, report.rpc_calls)
-        logger.info("solana run", extra=asdict(report))
-        runs.append(asdict(report))
+        logger.info("solana run", extra=asdict(report) | {"quotes_expiring_announced": expiring})
+        runs.append(asdict(report) | {"quotes_expiring_announced": expiring})
     if failed:
         raise SolanaWatchFailedError(f"solana rpc failed for chains {failed}; the next run resumes from the cursor")
     return {"runs": runs}

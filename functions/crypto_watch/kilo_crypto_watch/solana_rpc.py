@@ -35,7 +35,12 @@ from solders.transaction_status import (
 )
 
 from kilo_crypto_watch.model import ChainConfig, ObservedTransfer, RunReport
-from kilo_crypto_watch.ports import CursorStore, PaymentSink, ReferenceSource, TransactionNotFoundError
+from kilo_crypto_watch.ports import (
+    CursorStore,
+    MalformedTransactionIdError,
+    PaymentSink,
+    ReferenceSource,
+)
 from kilo_crypto_watch.solana import (
     PAGE,
     ChainTransaction,
@@ -240,7 +245,7 @@ class SolanaTransactionInspector:
         try:
             Signature.from_string(tx_id)
         except ValueError as exc:
-            raise TransactionNotFoundError(f"{tx_id!r} is not a Solana signature (base-58, 64 bytes)") from exc
+            raise MalformedTransactionIdError(f"{tx_id!r} is not a Solana signature (base-58, 64 bytes)") from exc
         return asyncio.run(self._transfers(tx_id))
 
     async def _transfers(self, tx_id: str) -> list[ObservedTransfer]:

@@ -2,13 +2,16 @@
 paid by finalized chain payments) marks our crypto invoice PAID, once. Forward-only like every payment status (D53):
 an invoice already paid, or a redelivered event, changes nothing; a card invoice is never touched by it.
 
-The overpayment credit and write-off stay recorded on the crypto bill and in the event (applying the credit to the
-next close's ``BILLING`` credit is the close's business, see docs/decisions.md)."""
+An overpayment (``credit_usd`` > 0) becomes account credit: added to the ``BILLING`` credit in the same transaction
+that marks the invoice paid, conditioned on the credit read (the close conditions its own credit write the same way),
+so the next close applies it (``invoicing.with_credit``). Once: a redelivery finds the invoice paid and writes nothing.
+The write-off stays recorded on the crypto bill and in the event."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 from datetime import datetime
+from decimal import Decimal
 
 from kilo_billing.contracts import CryptoBillSettledV1
 from kilo_billing.invoicing import BillingMethod, InvoiceRecord, InvoiceStatus, can_move
@@ -29,8 +32,12 @@ def marker(invoice_id: str) -> str:
 def apply_crypto_settled(store: LedgerStore, event: CryptoBillSettledV1) -> tuple[InvoiceRecord, bool]:
     """Mark the invoice paid (at the settlement's time). -> (the invoice, whether it changed)."""
     paid_at = datetime.fromisoformat(event.occurred_at)
+    credit = Decimal(event.credit_usd)
+    if credit < 0:
+        raise ValueError(f"credit_usd must not be negative, got {event.credit_usd}")
     for _ in range(ATTEMPTS):
-        invoice = store.ledger(event.account_id).invoices.get(event.invoice_id)
+        ledger = store.ledger(event.account_id)
+        invoice = ledger.invoices.get(event.invoice_id)
         if invoice is None:
             raise InvoiceNotFoundError(f"{event.account_id} has no invoice {event.invoice_id!r}")
         if invoice.method is not BillingMethod.CRYPTO:
@@ -40,7 +47,10 @@ def apply_crypto_settled(store: LedgerStore, event: CryptoBillSettledV1) -> tupl
         moved = invoice.moved(InvoiceStatus.PAID, paid_at)
         updated = replace(moved, announced=moved.announced | {marker(invoice.invoice_id)})
         try:
-            store.update_invoice(updated, invoice.status)
+            if credit > 0:
+                store.update_invoice_with_credit(updated, invoice.status, ledger.billing.credit, credit)
+            else:
+                store.update_invoice(updated, invoice.status)
         except LedgerConflictError:
             continue
         return updated, True

@@ -214,12 +214,15 @@ class WatermarkMove:
 
 @dataclass(frozen=True, slots=True)
 class CloseDraft:
-    """Everything one close writes, all or nothing: the draft invoice, the watermarks, the number, the credit."""
+    """Everything one close writes, all or nothing: the draft invoice, the watermarks, the number, the credit. The
+    credit is written only if it is still ``previous_credit`` (what the close read): a credit added meanwhile (a crypto
+    overpayment) makes the close conflict and compose again, so it is never overwritten."""
 
     invoice: InvoiceRecord
     watermarks: tuple[WatermarkMove, ...]
     previous_seq: int
     credit: Decimal
+    previous_credit: Decimal
 
 
 def invoice_id(account_id: str, period: Period, part: str = "") -> str:
@@ -379,7 +382,7 @@ def compose_close(ledger: AccountLedger, period: Period, catalog: Catalog, now: 
         transitions=((InvoiceStatus.DRAFT.value, now.isoformat()),),
         cost_basis=rated.cost_basis_rounded,
     )
-    return CloseDraft(record, tuple(moves), ledger.billing.seq, credit)
+    return CloseDraft(record, tuple(moves), ledger.billing.seq, credit, ledger.billing.credit)
 
 
 def closed_periods(invoices: Iterable[InvoiceRecord]) -> set[str]:

@@ -65,8 +65,17 @@ class LedgerStore(Protocol):
         """Replace the invoice if its stored status is still ``expected``; ``LedgerConflictError`` otherwise."""
         ...
 
+    def update_invoice_with_credit(
+        self, invoice: InvoiceRecord, expected: InvoiceStatus, credit_read: Decimal, added: Decimal
+    ) -> None:
+        """``update_invoice`` and, in the same transaction, the account's credit from ``credit_read`` (what the caller
+        read) to ``credit_read + added``; ``LedgerConflictError`` when the status or the credit moved (nothing
+        written)."""
+        ...
+
     def save_billing(self, account_id: str, billing: BillingState) -> None:
-        """Set the account's customer id, dispute flag and card flag (sequence and credit are the close's)."""
+        """Set the account's customer id, dispute flag and card flag (sequence and credit are the close's, and a
+        crypto overpayment's: ``update_invoice_with_credit``)."""
         ...
 
     def invoice_for_gateway(self, gateway_id: str) -> tuple[str, str] | None:
@@ -260,6 +269,12 @@ def watermark_update(
     }
 
 
+def credit_condition(credit_read: Decimal) -> str:
+    """The BILLING item's credit is still the one read (``:read``, its stored text): an account that never had one
+    reads 0.00 with no attribute stored. Every writer stores ``str(Decimal)``, which reads back to the same text."""
+    return "(attribute_not_exists(#credit) OR #credit = :read)" if credit_read == 0 else "#credit = :read"
+
+
 class DynamoLedgerStore:
     """``LedgerStore`` on the usage table. Reads: one consistent Query per account. Writes: one transaction per close,
     one conditional put per invoice transition."""
@@ -303,16 +318,20 @@ class DynamoLedgerStore:
             watermark_update(self._table, invoice.account_id, move.period, move.billed, move.rev, now_ms)
             for move in draft.watermarks
         ]
-        seq_values: dict[str, Any] = {":seq": invoice.seq, ":credit": str(draft.credit), ":prev": draft.previous_seq}
+        seq_values: dict[str, Any] = {
+            ":seq": invoice.seq,
+            ":credit": str(draft.credit),
+            ":prev": draft.previous_seq,
+            ":read": str(draft.previous_credit),
+        }
+        seq_condition = "(attribute_not_exists(#seq) OR #seq = :prev)" if draft.previous_seq == 0 else "#seq = :prev"
         writes.append(
             {
                 "Update": {
                     "TableName": self._table,
                     "Key": to_item({KEY: account_pk(invoice.account_id), SORT_KEY: BILLING_SORT_KEY}),
                     "UpdateExpression": "SET #seq = :seq, #credit = :credit",
-                    "ConditionExpression": "attribute_not_exists(#seq) OR #seq = :prev"
-                    if draft.previous_seq == 0
-                    else "#seq = :prev",
+                    "ConditionExpression": f"{seq_condition} AND {credit_condition(draft.previous_credit)}",
                     "ExpressionAttributeNames": {"#seq": "seq", "#credit": "credit"},
                     "ExpressionAttributeValues": to_item(seq_values),
                 }
@@ -324,6 +343,24 @@ class DynamoLedgerStore:
             raise LedgerConflictError(str(exc)) from exc
 
     def update_invoice(self, invoice: InvoiceRecord, expected: InvoiceStatus) -> None:
+        self._update_invoice(invoice, expected, [])
+
+    def update_invoice_with_credit(
+        self, invoice: InvoiceRecord, expected: InvoiceStatus, credit_read: Decimal, added: Decimal
+    ) -> None:
+        credit = {
+            "Update": {
+                "TableName": self._table,
+                "Key": to_item({KEY: account_pk(invoice.account_id), SORT_KEY: BILLING_SORT_KEY}),
+                "UpdateExpression": "SET #credit = :credit",
+                "ConditionExpression": credit_condition(credit_read),
+                "ExpressionAttributeNames": {"#credit": "credit"},
+                "ExpressionAttributeValues": to_item({":credit": str(credit_read + added), ":read": str(credit_read)}),
+            }
+        }
+        self._update_invoice(invoice, expected, [credit])
+
+    def _update_invoice(self, invoice: InvoiceRecord, expected: InvoiceStatus, more: list[dict[str, Any]]) -> None:
         put: dict[str, Any] = {
             "TableName": self._table,
             "Item": invoice_to_item(invoice),
@@ -341,6 +378,7 @@ class DynamoLedgerStore:
                 "invoice_id": invoice.invoice_id,
             }
             writes.append({"Put": {"TableName": self._table, "Item": to_item(pointer)}})
+        writes += more
         try:
             call(self._client.transact_write_items, TransactItems=writes)
         except ConditionFailedError as exc:

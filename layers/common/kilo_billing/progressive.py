@@ -132,7 +132,7 @@ def compose_early(ledger: AccountLedger, period: Period, catalog: Catalog, now: 
         transitions=((InvoiceStatus.DRAFT.value, now.isoformat()),),
         cost_basis=ZERO,  # the period-end invoice carries the period's cost basis, once
     )
-    return CloseDraft(record, (), ledger.billing.seq, credit)
+    return CloseDraft(record, (), ledger.billing.seq, credit, ledger.billing.credit)
 
 
 def invoice_early(
