@@ -16,6 +16,7 @@ import json
 import time
 import urllib.error
 import urllib.request
+from urllib.parse import quote as quote_path
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -123,7 +124,7 @@ def pay_bills(stack: Any, bills: Sequence[CryptoBill], shift_clock: Callable[[ti
     for index, (scenario, bill) in enumerate(zip(CRYPTO_SCENARIOS, bills, strict=False)):
         expected = expected_crypto(scenario, bill.total_usd, dict(FEED_PRICES))
         token = stack.sign_in(bill.account_id)
-        base = f"/v1/accounts/{bill.account_id}/crypto/bills/{bill.invoice_id}"
+        base = f"/v1/accounts/{bill.account_id}/crypto/bills/{quote_path(bill.invoice_id, safe='')}"
         quote = call(stack, "POST", f"{base}/quotes", token, {"chain": expected.chain, "asset": expected.asset})
         if scenario == "late":
             shift_clock(LATE_BY)

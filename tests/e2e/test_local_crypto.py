@@ -93,7 +93,7 @@ def test_given_five_crypto_bills_when_paid_on_the_local_chains_then_each_settles
     publisher = EventBridgePublisher(boto3.client("events"), bus, SOURCE_INVOICING)
     bills = []
     for number, (account, total) in enumerate(TOTALS.items(), start=1):
-        invoice_id = f"in_{account}_2026_10"
+        invoice_id = f"{account}/2026-10"  # the ledger's ids: a slash, encoded in the path
         event = InvoiceIssuedV1(
             event_id=f"invoice-issued:{invoice_id}",
             account_id=account,
