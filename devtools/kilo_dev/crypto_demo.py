@@ -16,12 +16,12 @@ import json
 import time
 import urllib.error
 import urllib.request
-from urllib.parse import quote as quote_path
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Final
+from urllib.parse import quote as quote_path
 
 from kilo_dev.ground_truth import CRYPTO_SCENARIOS, CryptoExpectation, expected_crypto
 
