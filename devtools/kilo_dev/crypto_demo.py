@@ -119,6 +119,7 @@ def pay_bills(stack: Any, bills: Sequence[CryptoBill], shift_clock: Callable[[ti
     if chains is None:
         raise RuntimeError("the local stack was started without its chains (crypto=True)")
     wait_for_bills(stack, bills)
+    chains.catch_up_solana()
     outcomes: list[CryptoOutcome] = []
     customers = list(chains.customers_evm)
     for index, (scenario, bill) in enumerate(zip(CRYPTO_SCENARIOS, bills, strict=False)):
@@ -194,7 +195,7 @@ def crypto_table(outcomes: Sequence[CryptoOutcome]) -> Any:
         sources = ", ".join(f"{r['source'].split(':')[0]} {r['price_usd']}" for r in o.quote["rate_sources"])
         lines = [line for line in (bill.payments if bill else ()) if line.tx_id.lower() == o.tx_id.lower()]
         finality = lines[0].status.value if lines else "-"
-        status = f"{bill.status.value} {' '.join(sorted(f.value for f in bill.flags))}" if bill else "-"
+        status = " ".join([bill.status.value, *sorted(f.value for f in bill.flags)]) if bill else "-"
         table.add_row(
             o.bill.account_id,
             o.expected.scenario,
@@ -203,12 +204,18 @@ def crypto_table(outcomes: Sequence[CryptoOutcome]) -> Any:
             f"{o.quote['chain']} {o.tx_id[:10]}… {Decimal(expected.paid_atomic) / 10 ** _dp(expected.asset)} "
             f"{expected.asset}",
             f"{finality}{' late' if lines and lines[0].late else ''}",
-            f"{bill.settled_usd if bill else '-'} (exp. {expected.settled_usd}); written off "
-            f"{bill.written_off_usd if bill else '-'} (exp. {expected.written_off_usd})",
-            f"{status} / {o.invoice_status or '-'} (exp. {expected.status} {' '.join(sorted(expected.flags))})",
+            f"${_usd(bill.settled_usd) if bill else '-'} (${_usd(expected.settled_usd)}); written off "
+            f"${_usd(bill.written_off_usd) if bill else '-'} (${_usd(expected.written_off_usd)})",
+            f"{status} ({' '.join([expected.status, *sorted(expected.flags)])}) / invoice {o.invoice_status or '-'}",
             "[green]ok[/green]" if not o.problems else f"[red]{'; '.join(o.problems)}[/red]",
         )
     return table
+
+
+def _usd(value: Decimal) -> str:
+    from kilo_billing.money import money_str  # noqa: PLC0415
+
+    return money_str(value)
 
 
 def _dp(asset: str) -> int:
@@ -229,3 +236,45 @@ def travel_shift(travellers: list[Any]) -> Callable[[timedelta], None]:
         travellers.append(travel)
 
     return shift
+
+
+def crypto_report(
+    console: Any, stack: Any, accounts: Sequence[str], period: str, invoices: dict[str, Any] | None = None
+) -> bool:
+    """The crypto-billed ``accounts`` (in scenario order) pay their invoice closing ``period``; print each bill next
+    to its ground truth, with the invoice's status after settlement (paid). True when every bill matches."""
+    from kilo_dev.demo import closed_invoices  # noqa: PLC0415
+
+    invoices = invoices or closed_invoices(stack, accounts, period)
+    bills = [CryptoBill(a, invoices[a].invoice_id, invoices[a].total) for a in accounts if invoices.get(a) is not None]
+    bills = [bill for bill in bills if bill.total_usd > 0][: len(CRYPTO_SCENARIOS)]
+    if not bills:
+        console.print("No crypto bill to pay this month.")
+        return True
+    console.print(f"Crypto: {len(bills)} bill(s) paid on the local chains "
+                  f"({', '.join(f'{b.account_id} {s}' for b, s in zip(bills, CRYPTO_SCENARIOS, strict=False))}); "
+                  "the watchers run on their schedules…")  # fmt: skip
+    travellers: list[Any] = []
+    began = time.monotonic()
+    try:
+        outcomes = pay_bills(stack, bills, travel_shift(travellers))
+        stack.wait_idle(timeout=60)
+        after = closed_invoices(stack, [o.bill.account_id for o in outcomes], period)
+    finally:
+        for travel in reversed(travellers):
+            travel.stop()
+    for outcome in outcomes:
+        invoice = after.get(outcome.bill.account_id)
+        outcome.invoice_status = invoice.status.value if invoice is not None else None
+        if outcome.invoice_status != "paid":
+            outcome.problems = [*(outcome.problems or []), f"invoice {outcome.invoice_status}, expected paid"]
+    console.print(crypto_table(outcomes))
+    console.print(f"Crypto payments, {sum(s.fired for s in stack.schedules if s.function.name in WATCHERS)} watcher "
+                  f"runs and settlement in {time.monotonic() - began:.0f} s")  # fmt: skip
+    wrong = [o.bill.account_id for o in outcomes if o.problems]
+    if wrong:
+        console.print(f"[red]Crypto settlement differs from the ground truth for {', '.join(wrong)}[/red]")
+        return False
+    console.print("[green]Every crypto bill settled as the ground truth says (atomic amount rounded up at the feed's "
+                  "price, finality, USD, tolerance write-off, late policy); its invoice is paid.[/green]")  # fmt: skip
+    return True

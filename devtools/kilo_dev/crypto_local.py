@@ -291,6 +291,13 @@ class LocalChains:
         self.anvil.mine(FINALITY_LAG_BLOCKS + 1)
         self.solana.finalize()
 
+    def catch_up_solana(self) -> None:
+        """Advance the stand-in's slots until its block time reaches the process's clock (400 ms a slot), after a
+        long stretch of the demo without Solana transactions."""
+        behind = int(time.time()) - self.solana.block_time(self.solana.slot)
+        if behind > 0:
+            self.solana.advance(behind * 5 // 2)
+
     def shift_time(self, seconds: int) -> None:
         """Move anvil's clock on by ``seconds`` (the caller moves the process's clock by as much)."""
         self.anvil.call("evm_increaseTime", hex(seconds))
