@@ -321,7 +321,7 @@ def _write_doc(
 Workload `bench/room_size.py` (join + microphone, a camera for half, 10 % reconnects, everyone leaves, the room
 finishes). *Before*: the code before the rework (measured on this machine by a script kept outside the repository).
 *Before the split*: the previous run of this benchmark (commit 9b0e38c: the whole room state in one item, JSON +
-zlib). Now the state is a small header item plus one item per live participant (D42, D-rooms-1). *Logic*:
+zlib). Now the state is a small header item plus one item per live participant (D42, D69). *Logic*:
 in-process against the in-memory repository keeping the state's objects; *codec*: the same, with the header and
 participant items through the adapter's item codec (what the DynamoDB adapter pays). CPU per one-event batch at the
 50 % / 75 % marks (`time.process_time` of this process: other work on the machine does not count, though it still

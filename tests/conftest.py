@@ -177,6 +177,11 @@ def _clear_caches() -> None:
     crypto_settings.settings.cache_clear()
     crypto_dependencies.clear_caches()
     crypto_settled_handler.ledger.cache_clear()
+    from kilo_account_api import dependencies as api_dependencies  # noqa: PLC0415
+    from kilo_account_api import settings as api_settings  # noqa: PLC0415
+
+    api_settings.settings.cache_clear()
+    api_dependencies.dependencies.cache_clear()
 
 
 def recreate_table(stack: Stack, logical_id: str = "EventsTable") -> None:

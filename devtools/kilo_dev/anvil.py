@@ -33,6 +33,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
 
+from kilo_dev import processes
+
 ANVIL_VERSION: Final = "1.7.1"
 ROOT: Final = Path(__file__).resolve().parents[2]
 NODE_DIR: Final = ROOT / ".node"
@@ -202,14 +204,7 @@ class Anvil:
         raise AnvilError(f"anvil did not answer on {self.url} within {timeout:.0f}s")
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
+        processes.stop(self.process)
 
     def __enter__(self) -> Anvil:
         return self.start()

@@ -35,6 +35,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from kilo_dev import processes
 from kilo_dev.apigw import http_api_event
 from kilo_dev.jwt_issuer import LocalIssuer
 from kilo_dev.patterns import matches
@@ -174,14 +175,7 @@ class MotoServer:
         raise RuntimeError("moto server did not start in time")
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
+        processes.stop(self.process)
 
 
 @dataclass
@@ -863,8 +857,20 @@ class LocalStack:
         for name, value in values.items():
             secrets.create_secret(Name=name, SecretString=json.dumps(value))
 
+    @staticmethod
+    def _forget_handler_caches() -> None:
+        """Handlers keep their settings and AWS clients (functools caches in ``kilo_*.settings`` / ``.dependencies``),
+        as in Lambda. A stack started after another one in the same process (a test worker running two e2e modules)
+        clears them, so its handlers reach its own moto server rather than the stopped one."""
+        for name, module in list(sys.modules.items()):
+            if name.startswith("kilo_") and name.rsplit(".", 1)[-1] in ("settings", "dependencies"):
+                for value in list(vars(module).values()):
+                    if callable(getattr(value, "cache_clear", None)):
+                        value.cache_clear()
+
     def _load_functions(self) -> None:
         assert self.template is not None
+        self._forget_handler_caches()
         environment: dict[str, str] = {}
         for name in self.template.of_type("AWS::Serverless::Function"):
             for key, value in self.template.function_environment(name).items():

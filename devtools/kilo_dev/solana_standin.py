@@ -27,14 +27,12 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import signal
 import threading
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import FrameType
 from typing import Any
 
 from solders.hash import Hash
@@ -49,6 +47,9 @@ from solders.transaction_status import (
     TransactionStatus,
 )
 
+from kilo_crypto_watch.solana_rpc import b58decode, b58encode
+from kilo_dev import processes
+
 TOKEN_PROGRAM = Pubkey.from_string("TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA")
 TOKEN_ACCOUNT_SIZE = 165
 GENESIS_TIME = 1_767_225_600  # 2026-01-01T00:00:00Z by default: block times are genesis plus 400 ms per slot
@@ -59,24 +60,6 @@ METHOD_NOT_FOUND = -32601
 SIMULATION_FAILED = -32002
 BLOCK_NOT_AVAILABLE = -32004
 UNSUPPORTED_VERSION = -32015
-B58_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
-
-
-def b58encode(data: bytes) -> str:
-    number = int.from_bytes(data, "big")
-    text = ""
-    while number:
-        number, remainder = divmod(number, 58)
-        text = B58_ALPHABET[remainder] + text
-    return "1" * (len(data) - len(data.lstrip(b"\0"))) + text
-
-
-def b58decode(text: str) -> bytes:
-    number = 0
-    for char in text:
-        number = number * 58 + B58_ALPHABET.index(char)
-    body = number.to_bytes((number.bit_length() + 7) // 8, "big") if number else b""
-    return b"\0" * (len(text) - len(text.lstrip("1"))) + body
 
 
 class RpcError(Exception):
@@ -533,15 +516,7 @@ def main() -> None:
     args = parser.parse_args()
     standin = SolanaStandin(finality_lag=args.finality_lag).start()
     print(standin.url.rsplit(":", 1)[1], flush=True)  # the port, for whoever started it
-    stopped = threading.Event()
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        stopped.set()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    stopped.wait()
-    standin.stop()
+    processes.serve_until_signalled(standin.stop)
 
 
 if __name__ == "__main__":

@@ -13,16 +13,15 @@ from __future__ import annotations
 import argparse
 import json
 import queue
-import signal
 import threading
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import FrameType
 from typing import Any
 from urllib.parse import urlsplit
 
 import stripe
 
+from kilo_dev import processes
 from kilo_dev.stripe_emulator import StripeEmulator
 
 
@@ -134,15 +133,7 @@ def main() -> None:
     args = parser.parse_args()
     standin = StripeStandin(args.webhook_url, args.webhook_secret).start()
     print(urlsplit(standin.url).port, flush=True)
-    stopped = threading.Event()
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        stopped.set()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    stopped.wait()
-    standin.stop()
+    processes.serve_until_signalled(standin.stop)
 
 
 if __name__ == "__main__":

@@ -139,11 +139,33 @@ class Template:
             if key == "Fn::Join":
                 separator, parts = arg
                 return separator.join(str(self.resolve(part)) for part in parts)
+            if key == "Fn::If":
+                condition, when_true, when_false = arg
+                return self.resolve(when_true if self.condition(condition) else when_false)
         if isinstance(value, dict):
             return {k: self.resolve(v) for k, v in value.items()}
         if isinstance(value, list):
             return [self.resolve(v) for v in value]
         return value
+
+    def condition(self, name: str) -> bool:
+        """A named entry of the template's Conditions, evaluated with this template's parameters."""
+        return self._holds((self.body.get("Conditions") or {})[name])
+
+    def _holds(self, expression: Any) -> bool:
+        ((key, arg),) = expression.items()
+        if key == "Fn::Equals":
+            left, right = (self.resolve(part) for part in arg)
+            return bool(str(left) == str(right))
+        if key == "Fn::Not":
+            return not self._holds(arg[0])
+        if key == "Fn::And":
+            return all(self._holds(part) for part in arg)
+        if key == "Fn::Or":
+            return any(self._holds(part) for part in arg)
+        if key == "Condition":
+            return self.condition(arg)
+        raise TemplateError(f"condition function {key} is not supported locally")
 
     def _sub_var(self, name: str, extra: dict[str, Any]) -> str:
         if name in extra:

@@ -291,3 +291,18 @@ def test_given_a_signature_on_the_fast_path_then_the_inspector_returns_the_merch
     assert asyncio.run(go(elsewhere)) == []
     with pytest.raises(TransactionNotFoundError):
         asyncio.run(go(str(Keypair().sign_message(b"never sent"))))
+
+
+def test_given_a_solana_chain_then_the_apis_fast_path_entry_point_inspects_through_the_real_client(
+    chain: SolanaTestChain,
+) -> None:
+    """The crypto API finds a chain kind's inspector by module (``dependencies.inspector``): the Solana one must be
+    there and give what the watcher would record."""
+    from kilo_crypto_watch import dependencies  # noqa: PLC0415
+
+    sent = chain.pay_sol(SOL // 4, memo="bill")
+    inspector = dependencies.inspector(chain.config())
+    (transfer,) = inspector.transfers(sent)
+    assert (transfer.asset, transfer.atomic_amount, transfer.memo, transfer.tx_id) == ("SOL", SOL // 4, "bill", sent)
+    with pytest.raises(TransactionNotFoundError):
+        inspector.transfers("not-a-signature")

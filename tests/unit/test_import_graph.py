@@ -339,15 +339,28 @@ SERVED_FORBIDDEN["kilo_rate_usage.sweeper_handler"] = frozenset({"stripe", "aioh
 SERVED_FORBIDDEN["kilo_alerts.operator_handler"] = frozenset({"stripe", "aiohttp", "requests", "livekit", "jinja2"})
 MODULE_CEILINGS = {
     "kilo_webhook_ingest.livekit_handler": 560,
-    "kilo_webhook_ingest.usage_handler": 740,
-    "kilo_webhook_ingest.stripe_handler": 810,
-    "kilo_rate_usage.handler": 695,
-    "kilo_rate_usage.sweeper_handler": 700,
+    "kilo_webhook_ingest.usage_handler": 675,
+    "kilo_webhook_ingest.stripe_handler": 740,
+    "kilo_rate_usage.handler": 630,
+    "kilo_rate_usage.sweeper_handler": 640,
     "kilo_alerts.handler": 685,
     "kilo_invoice.start_handler": 620,
     "kilo_invoice.close_handler": 435,
     "kilo_invoice.payment_handler": 435,
     "kilo_alerts.operator_handler": 630,
+    "kilo_account_api.handler": 715,
+    "kilo_crypto_watch.evm_handler": 620,
+    "kilo_crypto_watch.bills_handler": 425,
+    "kilo_invoice.crypto_settled_handler": 435,
+    "kilo_crypto_watch.api_handler": 460,
+    "kilo_crypto_watch.solana_handler": 490,
+}
+# What the probe's first request ends in, where it cannot be served in full without more than AWS: the crypto routes
+# without claims answer 401 (the authorizer's claims are API Gateway's), and the EVM watcher with no chain configured
+# refuses the schedule's chain key - both after importing all they import cold.
+SERVED_OUTCOMES: dict[str, object] = {
+    "kilo_crypto_watch.api_handler": 401,
+    "kilo_crypto_watch.evm_handler": "UnknownChainError",
 }
 # hand-counted from the logic: the keys secret, then one conditional PutItem per event; the usage API adds the
 # per-client rate-limit counter (one UpdateItem) and one BatchGetItem of the batch's account registrations; Stripe
@@ -405,7 +418,8 @@ def test_given_a_function_of_the_template_when_its_first_request_is_served_cold_
     report, _ = served(function)
     loaded = frozenset(report["modules"])
     assert module in loaded
-    assert report["outcome"] in (200, "returned"), report["outcome"]  # the request was served, not refused
+    # the request was served, not refused (or ended where SERVED_OUTCOMES says, for a stated reason)
+    assert report["outcome"] in (SERVED_OUTCOMES.get(module, 200), "returned"), report["outcome"]
     assert loaded_forbidden(loaded, SERVED_FORBIDDEN[module]) == set()
     assert len(loaded) <= MODULE_CEILINGS[module], f"{module} loaded {len(loaded)} modules"
 

@@ -1,4 +1,4 @@
-"""Budgets and hard limits count the calls still going on (D-alerts-1): rating's announcement and the sweeper's
+"""Budgets and hard limits count the calls still going on (D71): rating's announcement and the sweeper's
 periodic check rate the month to date with open sessions' minutes up to now, as month to date does. Hand-worked:
 Personal includes 100,000 messages and 10,000 audio minutes; 110,000 messages = 10,000 over x $0.00012 = $1.20."""
 

@@ -19,6 +19,7 @@ from stripe.params.billing_portal import SessionCreateParams as PortalSessionCre
 from stripe.params.checkout import SessionCreateParams as CheckoutSessionCreateParams
 
 from kilo_account_api.model import InvalidRequestError, UnavailableError
+from kilo_billing.stripe_calls import stripe_call
 
 META_ACCOUNT: Final = "kilo_account_id"  # the invoice functions' customer metadata key (kilo_invoice.stripe_adapter)
 _T = TypeVar("_T")
@@ -90,15 +91,12 @@ class StripePaymentPages:
 
     @staticmethod
     def _call(operation: Callable[[], _T]) -> _T:
-        try:
-            return operation()
-        except (stripe.APIConnectionError, stripe.RateLimitError) as error:
-            raise UnavailableError(f"Stripe unavailable: {error.user_message or error}") from error
-        except stripe.StripeError as error:
-            status = error.http_status
-            if status is None or status >= 500 or status == 429 or status in (401, 403):
-                raise UnavailableError(f"Stripe unavailable ({status}): {error.user_message}") from error
-            raise InvalidRequestError("stripe", f"Stripe refused the request: {error.user_message}") from error
+        return stripe_call(
+            operation,
+            UnavailableError,
+            lambda message: InvalidRequestError("stripe", message),
+            also_unavailable=(401, 403),  # our key: an outage for the customer, not their request
+        )
 
 
 def _url(url: str | None, what: str) -> str:

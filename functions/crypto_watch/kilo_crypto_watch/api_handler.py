@@ -27,8 +27,8 @@ from kilo_billing import observability
 from kilo_billing.auth import ForbiddenError, Role, UnauthenticatedError, caller_from_event
 from kilo_billing.aws import StorageUnavailableError
 from kilo_billing.money import decimal_str, money_str
-from kilo_crypto_watch import dependencies, logic
-from kilo_crypto_watch.model import Payment, Quote
+from kilo_crypto_watch import dependencies, history, logic
+from kilo_crypto_watch.model import Payment
 from kilo_crypto_watch.ports import RateRefusedError
 from kilo_crypto_watch.quotes import QuoteRefusedError
 from kilo_crypto_watch.settlement import AlreadyClaimedError, BillNotFoundError, NoQuoteError, asset_amount
@@ -136,30 +136,6 @@ def _text(body: dict[str, Any], name: str) -> str:
     return value
 
 
-def _quote(quote: Quote) -> dict[str, Any]:
-    return {
-        "quote_id": quote.quote_id,
-        "invoice_id": quote.invoice_id,
-        "chain": quote.chain,
-        "asset": quote.asset,
-        "amount": decimal_str(asset_amount(quote.atomic_amount, quote.asset)),
-        "atomic_amount": str(quote.atomic_amount),
-        "amount_usd": money_str(quote.amount_usd),
-        "rate_usd": decimal_str(quote.rate.price),
-        "rate_sources": [
-            {"source": r.source, "price_usd": decimal_str(r.price), "updated_at": r.updated_at.isoformat()}
-            for r in quote.rate.readings
-        ],
-        "pay_to": quote.pay_to,
-        "payment_uri": quote.payment_uri,
-        "reference": quote.reference,
-        "memo": quote.memo,
-        "expires_at": quote.expires_at.isoformat(),
-        "monitor_until": quote.monitor_until.isoformat(),
-        "status": quote.status.value,
-    }
-
-
 def _payment(payment: Payment) -> dict[str, Any]:
     return {
         "payment_id": payment.payment_id,
@@ -183,7 +159,7 @@ def post_quote(account_id: str, invoice_id: str) -> Response[str]:
     quote = logic.create_quote(
         dependencies.api(), account_id, unquote(invoice_id), _text(body, "chain"), _text(body, "asset"), _now()
     )
-    return _json(201, _quote(quote))
+    return _json(201, history.quote_view(quote, quote.status))
 
 
 @app.post(f"{PREFIX}/bills/<invoice_id>/transactions")

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from kilo_billing.money import decimal_str, money_str
-from kilo_crypto_watch.model import Bill, ChainConfig, Payment, Quote
+from kilo_crypto_watch.model import Bill, ChainConfig, Payment, Quote, QuoteStatus
 from kilo_crypto_watch.settlement import asset_amount, explorer_url, quote_status
 
 
@@ -29,7 +29,11 @@ def _bill(bill: Bill) -> dict[str, Any]:
 
 def _quote(quote: Quote, bills: Mapping[str, Bill], now: datetime) -> dict[str, Any]:
     bill = bills.get(quote.invoice_id)
-    status = quote_status(quote, bill.payments, now) if bill is not None else quote.status
+    return quote_view(quote, quote_status(quote, bill.payments, now) if bill is not None else quote.status)
+
+
+def quote_view(quote: Quote, status: QuoteStatus) -> dict[str, Any]:
+    """A quote as the routes show it (history, and the quote just made)."""
     return {
         "quote_id": quote.quote_id,
         "invoice_id": quote.invoice_id,
@@ -47,6 +51,7 @@ def _quote(quote: Quote, bills: Mapping[str, Bill], now: datetime) -> dict[str, 
         "pay_to": quote.pay_to,
         "payment_uri": quote.payment_uri,
         "reference": quote.reference,
+        "memo": quote.memo,
         "created_at": quote.created_at.isoformat(),
         "expires_at": quote.expires_at.isoformat(),
         "monitor_until": quote.monitor_until.isoformat(),

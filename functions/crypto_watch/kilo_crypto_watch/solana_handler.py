@@ -18,10 +18,11 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from kilo_billing import observability
 from kilo_billing.observability import Metric, count
 from kilo_crypto_watch import dependencies
+from kilo_crypto_watch.model import ChainConfig
 from kilo_crypto_watch.ports import CursorConflictError
 from kilo_crypto_watch.settings import settings
 from kilo_crypto_watch.solana import SolanaRpcError
-from kilo_crypto_watch.solana_rpc import watch
+from kilo_crypto_watch.solana_rpc import SolanaTransactionInspector, watch
 
 SERVICE = "crypto-solana"
 logger = observability.logger(SERVICE)
@@ -62,3 +63,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     if failed:
         raise SolanaWatchFailedError(f"solana rpc failed for chains {failed}; the next run resumes from the cursor")
     return {"runs": runs}
+
+
+def inspector(chain: ChainConfig) -> SolanaTransactionInspector:
+    """The fast path's TransactionInspector for a Solana chain (dependencies.inspector imports this on demand)."""
+    return SolanaTransactionInspector(chain)

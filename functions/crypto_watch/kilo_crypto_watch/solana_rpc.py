@@ -196,6 +196,16 @@ def _token_balances(balances: Sequence[UiTransactionTokenBalance] | None) -> tup
     )
 
 
+def b58encode(data: bytes) -> str:
+    """Base58 (Bitcoin alphabet): leading zero bytes become "1"s."""
+    number = int.from_bytes(data, "big")
+    text = ""
+    while number:
+        number, remainder = divmod(number, 58)
+        text = B58_ALPHABET[remainder] + text
+    return "1" * (len(data) - len(data.lstrip(b"\0"))) + text
+
+
 def b58decode(text: str) -> bytes:
     """Base58 (Bitcoin alphabet), as the ``json`` encoding writes instruction data."""
     number = 0

@@ -29,6 +29,7 @@ from stripe.params import (
 from stripe.params.billing_portal import SessionCreateParams as PortalSessionCreateParams
 from stripe.params.checkout import SessionCreateParams as CheckoutSessionCreateParams
 
+from kilo_billing.stripe_calls import stripe_call
 from kilo_invoice.gateway import (
     Customer,
     GatewayInvoice,
@@ -427,15 +428,7 @@ class StripePaymentGateway:
     @staticmethod
     def _call(operation: Callable[[], _T]) -> _T:
         """Run one SDK call (its own retries included) and map what Stripe says to the port's two errors."""
-        try:
-            return operation()
-        except (stripe.APIConnectionError, stripe.RateLimitError) as error:
-            raise GatewayUnavailableError(f"Stripe unavailable: {error.user_message or error}") from error
-        except stripe.StripeError as error:
-            status = error.http_status
-            if status is None or status >= 500 or status == 429:
-                raise GatewayUnavailableError(f"Stripe unavailable ({status}): {error.user_message}") from error
-            raise GatewayRejectedError(f"Stripe refused ({status}): {error.user_message}") from error
+        return stripe_call(operation, GatewayUnavailableError, GatewayRejectedError)
 
 
 def _intent_id(payment: Any) -> str | None:

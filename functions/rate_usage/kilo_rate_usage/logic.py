@@ -383,7 +383,7 @@ def _announce(
 
 
 def _limited(profile: AccountProfile) -> bool:
-    """The account set a budget or a hard limit: its open calls count towards them (D-alerts-1)."""
+    """The account set a budget or a hard limit: its open calls count towards them (D71)."""
     return bool(profile.budget_usd and profile.budget_usd > 0) or bool(
         profile.hard_limit_usd and profile.hard_limit_usd > 0
     )

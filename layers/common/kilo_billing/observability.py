@@ -2,15 +2,20 @@
 
 Structured JSON logs carry correlation keys (``event_id``, ``room_sid``, ``account_id``, ``period``, ``invoice_id``)
 appended per request with ``correlate``; no bodies, PII or secrets. One business metric per outcome, named by
-``Metric`` (the template's alarms use the same names). The Tracer is made on first use: it loads the X-Ray SDK,
-which the LiveKit webhook's cold start cannot afford unless tracing is on.
+``Metric`` (the template's alarms use the same names). The Tracer is made on first use, and only when the X-Ray
+SDK's subsegments are on (``POWERTOOLS_TRACE_DISABLED`` not "true"; the template's ``XRaySubsegments``): the SDK costs
+about half a second of every cold start, and Lambda's active tracing records each invocation without it (D94).
+Otherwise ``tracer`` gives ``NoTracer``, which has the same surface and does nothing.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from enum import StrEnum
 from functools import cache
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
@@ -92,8 +97,39 @@ def metrics(service: str) -> Metrics:
     return Metrics(namespace=NAMESPACE, service=service)
 
 
+class _NoSubsegment:
+    def put_annotation(self, key: str, value: Any) -> None:
+        """Nothing to annotate without the X-Ray SDK."""
+
+    def put_metadata(self, key: str, value: Any, namespace: str = "default") -> None:
+        """Nothing to record without the X-Ray SDK."""
+
+
+class _NoProvider:
+    @contextmanager
+    def in_subsegment(self, name: str, **_: Any) -> Iterator[_NoSubsegment]:
+        yield _NoSubsegment()
+
+
+class NoTracer:
+    """The Tracer's surface the functions use, doing nothing (X-Ray SDK subsegments off)."""
+
+    provider = _NoProvider()
+
+    def capture_lambda_handler(self, lambda_handler: Callable[..., Any] | None = None, **_: Any) -> Callable[..., Any]:
+        if lambda_handler is None:
+            return lambda handler: handler
+        return lambda_handler
+
+
+def tracing_on() -> bool:
+    return os.environ.get("POWERTOOLS_TRACE_DISABLED", "false").strip().lower() != "true"
+
+
 @cache
-def tracer(service: str) -> Tracer:
+def tracer(service: str) -> Tracer | NoTracer:
+    if not tracing_on():
+        return NoTracer()
     from aws_lambda_powertools import Tracer  # noqa: PLC0415 - X-Ray SDK loads here, not at import
 
     return Tracer(service=service)
