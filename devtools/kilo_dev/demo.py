@@ -982,6 +982,14 @@ def _keep_running(console: Console, stack: Any, settings: Any, livekit: Any, acc
 
 def _serve(console: Console, stack: Any, settings: Any, livekit: Any, site: Any, links: dict[str, str]) -> None:
     api_key, api_secret = next(iter(settings.livekit_keys.items()))
+    chains = (
+        ""
+        if stack.chains is None
+        else (
+            f"  chains                anvil {stack.chains.anvil.url}, Solana stand-in {stack.chains.solana.url}, "
+            f"exchange stand-in {stack.chains.exchange.url}\n"
+        )
+    )
     console.print(
         f"\nThe stack stays up (Ctrl-C stops it):\n"
         f"  LiveKit webhook URL   {stack.url}/webhooks/livekit   (API key {api_key}, secret {api_secret})\n"
@@ -992,6 +1000,7 @@ def _serve(console: Console, stack: Any, settings: Any, livekit: Any, site: Any,
         f"{stack.issuer.url}/local/token?account=<id>&role=owner|admin|member, as Bearer)\n"
         f"  moto (AWS)            {stack.moto.url}   (/moto-api/ to browse)\n"
         f"  RoomService stand-in  {livekit.url}\n"
+        f"{chains}"
         "Set KILO_LOCAL_LIVEKIT_API_KEY / _SECRET, KILO_LOCAL_USAGE_CLIENT / _SECRET, KILO_LOCAL_STRIPE_WEBHOOK_SECRET "
         "to choose them."
     )
