@@ -256,6 +256,7 @@ def crypto_report(
                   "the watchers run on their schedules…")  # fmt: skip
     travellers: list[Any] = []
     began = time.monotonic()
+    runs_before = sum(s.fired for s in stack.schedules if s.function.name in WATCHERS)
     try:
         outcomes = pay_bills(stack, bills, travel_shift(travellers))
         stack.wait_idle(timeout=60)
@@ -269,8 +270,8 @@ def crypto_report(
         if outcome.invoice_status != "paid":
             outcome.problems = [*(outcome.problems or []), f"invoice {outcome.invoice_status}, expected paid"]
     console.print(crypto_table(outcomes))
-    console.print(f"Crypto payments, {sum(s.fired for s in stack.schedules if s.function.name in WATCHERS)} watcher "
-                  f"runs and settlement in {time.monotonic() - began:.0f} s")  # fmt: skip
+    runs = sum(s.fired for s in stack.schedules if s.function.name in WATCHERS) - runs_before
+    console.print(f"Crypto payments, {runs} watcher runs and settlement in {time.monotonic() - began:.0f} s")
     wrong = [o.bill.account_id for o in outcomes if o.problems]
     if wrong:
         console.print(f"[red]Crypto settlement differs from the ground truth for {', '.join(wrong)}[/red]")
