@@ -135,6 +135,7 @@ class Anvil:
         log_path: Path | None = None,
         hardfork: str = "cancun",
         kept_states: int = 256,
+        timestamp: int | None = None,
     ) -> None:
         self.chain_id = chain_id
         self.mnemonic = mnemonic
@@ -143,6 +144,7 @@ class Anvil:
         self.log_path = log_path
         self.hardfork = hardfork
         self.kept_states = kept_states
+        self.timestamp = timestamp  # the genesis block's time (unix s; None: now); later blocks follow on from it
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -181,6 +183,7 @@ class Anvil:
                 "--prune-history",
                 str(self.kept_states),
                 "--silent",
+                *(["--timestamp", str(self.timestamp)] if self.timestamp is not None else []),
             ],
             stdout=output,
             stderr=subprocess.STDOUT,

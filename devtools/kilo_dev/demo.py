@@ -355,16 +355,27 @@ def print_plan(
     console.print(f"Payment ({'Stripe test mode' if test_mode else 'the Stripe stand-in'}): {ways}")
 
 
-def billing_methods(accounts: Sequence[Any]) -> dict[str, tuple[str, str | None]]:
-    """How each account pays: (billing method, default card). The first team account's card is declined, the last
-    enterprise account is billed in crypto (its invoice stays an open USD bill), everyone else pays by a card."""
+def crypto_accounts(accounts: Sequence[Any]) -> list[str]:
+    """The accounts billed in crypto, in the order of the crypto part's scenarios (USDC, ETH, SOL, underpaying,
+    late): the enterprise accounts from the last, then the team accounts from the last but the first (whose card is
+    declined) - at most one per scenario."""
+    from kilo_dev.ground_truth import CRYPTO_SCENARIOS  # noqa: PLC0415
+
     team = [spec.account_id for spec in accounts if spec.tier == "team"]
     enterprise = [spec.account_id for spec in accounts if spec.tier == "enterprise"]
+    return [*reversed(enterprise), *reversed(team[1:])][: len(CRYPTO_SCENARIOS)]
+
+
+def billing_methods(accounts: Sequence[Any]) -> dict[str, tuple[str, str | None]]:
+    """How each account pays: (billing method, default card). The first team account's card is declined; the
+    ``crypto_accounts`` are billed in crypto (their invoice is an open USD bill until paid on chain, after the
+    invoice report); everyone else pays by a card."""
+    team = [spec.account_id for spec in accounts if spec.tier == "team"]
     found: dict[str, tuple[str, str | None]] = {spec.account_id: ("card", VISA) for spec in accounts}
     if team:
         found[team[0]] = ("card", DECLINED)
-    if enterprise:
-        found[enterprise[-1]] = ("crypto", None)
+    for account in crypto_accounts(accounts):
+        found[account] = ("crypto", None)
     return found
 
 
@@ -829,10 +840,21 @@ def _interrupt(signum: int, _: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def plan_accounts(n: int) -> tuple[list[Any], list[Any], dict[str, tuple[str, str | None]], list[str]]:
+    """The ``n`` simulated accounts, with the limit account (everyone), how each pays, and the crypto-billed ones in
+    their scenarios' order."""
+    from kilo_dev.simulator import AccountSpec, default_accounts  # noqa: PLC0415
+
+    accounts = default_accounts(n)
+    everyone = [*accounts, AccountSpec(LIMIT_ACCOUNT, "personal", activity=0.0)]
+    return accounts, everyone, billing_methods(everyone), crypto_accounts(everyone)
+
+
 def run(args: argparse.Namespace, console: Console) -> int:
+    from kilo_dev.crypto_demo import crypto_report  # noqa: PLC0415
     from kilo_dev.fake_livekit import FakeLiveKit  # noqa: PLC0415
     from kilo_dev.localstack import LocalSettings, LocalStack  # noqa: PLC0415
-    from kilo_dev.simulator import AccountSpec, Truth, default_accounts, hard_limit_call, simulate  # noqa: PLC0415
+    from kilo_dev.simulator import Truth, hard_limit_call, simulate  # noqa: PLC0415
     from kilo_dev.template import TEMPLATE_PATH, Template  # noqa: PLC0415
 
     grace_s = int(Template(TEMPLATE_PATH, parameters={"Stage": "local"}).parameters["InvoiceGraceHours"]) * 3600
@@ -842,20 +864,19 @@ def run(args: argparse.Namespace, console: Console) -> int:
     livekit = FakeLiveKit(settings.livekit_keys)  # RoomService for the sweeper, kept current by the simulator
     livekit.start()
     settings.parameters = {"LiveKitUrl": livekit.url, "LogLevel": "ERROR", "EnforcementGraceSeconds": "2"}
-    stack = LocalStack(settings, log=lambda message: console.print(f"[dim]· {message}[/dim]"))
+    accounts, everyone, billing, paying_crypto = plan_accounts(args.accounts)
+    stack = LocalStack(settings, log=lambda message: console.print(f"[dim]· {message}[/dim]"),
+                       crypto=bool(paying_crypto))  # fmt: skip
     travel = travel_to(console, now, real_now)
     try:
         stack.start()
         api_key, api_secret = next(iter(settings.livekit_keys.items()))
         period_start = int(current.timestamp())
         start = int(closed.timestamp())  # a whole month to close, then the current month to date
-        accounts = default_accounts(args.accounts)
-        everyone = [*accounts, AccountSpec(LIMIT_ACCOUNT, "personal", activity=0.0)]
         # the upgrades halfway through the closed month; the downgrade requested a day later (effective next month)
         upgrade_at, downgrade_at = (at := upgrade_instant(start, period_start)), at + 86_400
         sink = HttpSink(stack.url, api_key, api_secret, settings.usage_client, settings.usage_secret, stack.clock,
                         check=stack.check)  # fmt: skip
-        billing = billing_methods(everyone)
         histories = set_up_accounts(stack, sink, everyone, period_start, upgrade_at, signup_s=start,
                                     downgrade_at_s=downgrade_at,
                                     methods={account: method for account, (method, _) in billing.items()})  # fmt: skip
@@ -893,11 +914,12 @@ def run(args: argparse.Namespace, console: Console) -> int:
                                 (f"{closed:%Y-%m}", current.strftime("%Y-%m")),
                                 expected_invoices(truth, everyone, f"{closed:%Y-%m}", histories, billing,
                                                   late))  # fmt: skip
+        paid = crypto_report(console, stack, paying_crypto, f"{closed:%Y-%m}") if paying_crypto else True
         console.print(f"Total {time.monotonic() - began:.0f} s")
         if args.keep_running:
             stack.clock.release()  # live traffic from here on: schedules follow the wall clock again
             _keep_running(console, stack, settings, livekit, dashboard_accounts(everyone, billing))
-        return 0 if matches and invoiced and alerted else 1
+        return 0 if matches and invoiced and alerted and paid else 1
     finally:
         stack.stop()
         livekit.stop()
@@ -960,6 +982,14 @@ def _keep_running(console: Console, stack: Any, settings: Any, livekit: Any, acc
 
 def _serve(console: Console, stack: Any, settings: Any, livekit: Any, site: Any, links: dict[str, str]) -> None:
     api_key, api_secret = next(iter(settings.livekit_keys.items()))
+    chains = (
+        ""
+        if stack.chains is None
+        else (
+            f"  chains                anvil {stack.chains.anvil.url}, Solana stand-in {stack.chains.solana.url}, "
+            f"exchange stand-in {stack.chains.exchange.url}\n"
+        )
+    )
     console.print(
         f"\nThe stack stays up (Ctrl-C stops it):\n"
         f"  LiveKit webhook URL   {stack.url}/webhooks/livekit   (API key {api_key}, secret {api_secret})\n"
@@ -970,6 +1000,7 @@ def _serve(console: Console, stack: Any, settings: Any, livekit: Any, site: Any,
         f"{stack.issuer.url}/local/token?account=<id>&role=owner|admin|member, as Bearer)\n"
         f"  moto (AWS)            {stack.moto.url}   (/moto-api/ to browse)\n"
         f"  RoomService stand-in  {livekit.url}\n"
+        f"{chains}"
         "Set KILO_LOCAL_LIVEKIT_API_KEY / _SECRET, KILO_LOCAL_USAGE_CLIENT / _SECRET, KILO_LOCAL_STRIPE_WEBHOOK_SECRET "
         "to choose them."
     )

@@ -302,3 +302,66 @@ def expected_alerts(
 def _channels(period: str, kind: str, key: str, percent: int) -> set[ExpectedAlert]:
     channels = ("email", "sms") if percent >= SMS_FROM_PERCENT else ("email",)
     return {(period, kind, key, channel) for channel in channels}
+
+
+# --- crypto bills (issue 13): what paying a USD bill on chain should settle to ---------------------------------------
+# From crypto.md's policies, with this module's own integer arithmetic (never the crypto function's code):
+# - a quote locks the on-chain feed's price (USDC at exactly 1 inside its band) and asks ceil(total / price x 10^dp)
+#   atomic units (rounded UP, so paying it exactly covers the bill);
+# - a payment is worth atomic / 10^dp x the locked price, half-up to the cent;
+# - an underpayment inside tolerance (stablecoins min(0.5 %, $1); ETH/SOL 1 %) is written off: PAID, flag PARTIAL;
+# - a late USDC payment (after the quote's expiry, inside its monitoring window) counts 1:1: PAID, flag PAID_LATE.
+CRYPTO_DECIMALS = {"USDC": 6, "ETH": 18, "SOL": 9}
+CRYPTO_SCENARIOS = ("usdc", "eth", "sol", "underpay", "late")
+
+
+@dataclass(frozen=True)
+class CryptoExpectation:
+    scenario: str
+    chain: str
+    asset: str
+    rate: Decimal  # the locked USD price
+    quoted_atomic: int  # what the quote asks
+    paid_atomic: int  # what the customer sends
+    settled_usd: Decimal  # the payment's USD value
+    written_off_usd: Decimal
+    status: str  # the bill's final status
+    flags: frozenset[str]
+    late: bool
+
+
+def _cents(value: Fraction) -> int:
+    """Half-up to whole cents (value >= 0)."""
+    return math.floor(value * 100 + Fraction(1, 2))
+
+
+def expected_crypto(scenario: str, total_usd: Decimal, feed_prices: dict[str, Decimal]) -> CryptoExpectation:
+    """The outcome of paying a ``total_usd`` bill in ``scenario`` (``CRYPTO_SCENARIOS``) at the feeds' prices."""
+    chain, asset = {"eth": ("ethereum", "ETH"), "sol": ("solana", "SOL")}.get(scenario, ("ethereum", "USDC"))
+    total = Fraction(total_usd)
+    rate = Fraction(1) if asset == "USDC" else Fraction(feed_prices[asset])
+    scale = 10 ** CRYPTO_DECIMALS[asset]
+    quoted = math.ceil(total / rate * scale)
+    paid, flags, shortfall_cents = quoted, set(), 0
+    if scenario == "underpay":  # half the stablecoin tolerance short, in whole cents (at least one)
+        allowed_cents = math.floor(min(total * Fraction(5, 1000), Fraction(1)) * 100)
+        shortfall_cents = max(1, allowed_cents // 2)
+        paid = math.ceil((total - Fraction(shortfall_cents, 100)) * scale)
+        flags.add("PARTIAL")
+    if scenario == "late":
+        flags.add("PAID_LATE")
+    settled_cents = _cents(Fraction(paid, scale) * rate)
+    written_off = max(0, math.floor(total * 100) - settled_cents)
+    return CryptoExpectation(
+        scenario=scenario,
+        chain=chain,
+        asset=asset,
+        rate=Decimal(rate.numerator) / Decimal(rate.denominator),
+        quoted_atomic=quoted,
+        paid_atomic=paid,
+        settled_usd=Decimal(settled_cents) / 100,
+        written_off_usd=Decimal(written_off) / 100,
+        status="PAID",
+        flags=frozenset(flags),
+        late=scenario == "late",
+    )

@@ -610,6 +610,7 @@ class LocalStack:
         *,
         autopoll: bool = True,
         watch_interval: float = 0.25,
+        crypto: bool = False,
     ):
         self.settings = settings
         self.log_path = log_path or Path(template_path).parent / ".demo" / "local-stack.log"
@@ -619,6 +620,8 @@ class LocalStack:
         self.log = log
         self.autopoll = autopoll
         self.watch_interval = watch_interval
+        self.crypto = crypto  # start anvil, the Solana and exchange stand-ins, and point the crypto function at them
+        self.chains: Any = None  # kilo_dev.crypto_local.LocalChains when ``crypto``
         self.clock = Clock()
         self.moto = MotoServer(self.log_path.with_name("moto.log"))
         self.template: Template | None = None
@@ -683,8 +686,10 @@ class LocalStack:
         self.issuer = LocalIssuer().start()  # the account API's tokens (the template's authorizer points here)
         self.log(f"JWT issuer on {self.issuer.url} (audience {self.issuer.audience})")
         issuer_parameters = {"AccountApiJwtIssuer": self.issuer.url, "AccountApiJwtAudience": self.issuer.audience}
+        crypto_parameters = self._start_chains() if self.crypto else {}
         self.template = Template(
-            self.template_path, parameters={"Stage": "local", **issuer_parameters, **self.settings.parameters}
+            self.template_path,
+            parameters={"Stage": "local", **issuer_parameters, **crypto_parameters, **self.settings.parameters},
         )
         services = ("dynamodb", "dynamodbstreams", "events", "sns", "sqs", "secretsmanager", "sesv2")
         self.clients = {name: boto3.client(name) for name in services}  # type: ignore[call-overload]
@@ -743,6 +748,9 @@ class LocalStack:
             if self.issuer is not None:
                 self.issuer.stop()
                 self.issuer = None
+            if self.chains is not None:
+                self.chains.stop()  # anvil by its PID; the stand-ins' servers
+                self.chains = None
 
     def __enter__(self) -> LocalStack:
         return self.start()
@@ -814,6 +822,16 @@ class LocalStack:
         self.stripe = StripeStandin(None, self.settings.stripe_secret).start()
         self.log(f"Stripe stand-in on {self.stripe.url}")
 
+    def _start_chains(self) -> dict[str, str]:
+        """anvil and the Solana and exchange stand-ins, set up (kilo_dev.crypto_local); the template parameters
+        pointing the crypto function at them. Only for a stack started with ``crypto=True``."""
+        from kilo_dev.crypto_local import LocalChains  # noqa: PLC0415
+
+        self.chains = LocalChains(self.log_path.with_name("anvil.log")).start()
+        self.log(f"anvil (pid {self.chains.anvil.pid}) on {self.chains.anvil.url}; Solana stand-in on "
+                 f"{self.chains.solana.url}; exchange stand-in on {self.chains.exchange.url}")  # fmt: skip
+        return dict(self.chains.parameters())
+
     def stripe_api(self) -> tuple[str, str | None]:
         """(API key, API base) the invoice close uses: the test-mode key, or the stand-in's URL."""
         if self.settings.stripe_api_key is not None:
@@ -833,6 +851,8 @@ class LocalStack:
                 key: value for key, value in zip(("api_key", "api_base"), self.stripe_api(), strict=True) if value
             },
         }
+        if self.crypto:  # the configured URLs are local (no keyed RPC URLs to keep secret)
+            wanted["CryptoRpcSecretName"] = {}
         values = {params[parameter]: value for parameter, value in wanted.items() if parameter in params}
         for name, value in values.items():
             secrets.create_secret(Name=name, SecretString=json.dumps(value))

@@ -8,6 +8,9 @@ Routes (under the account API's ``/v1/accounts/<account_id>``):
 - ``POST .../crypto/wallets/nonce`` -> 201 ``{"nonce", "expires_at"}``;
 - ``POST .../crypto/wallets`` ``{"chain", "message", "signature"}`` -> 201 the linked wallet;
 - ``GET .../crypto/history`` -> 200 bills, quotes, payments.
+
+An invoice id holds a slash (``<account>/<period>``): clients percent-encode it (``%2F``), and the route's parameter
+is matched on the raw path, so it is decoded here.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from typing import Any, Final
+from urllib.parse import unquote
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -153,7 +157,7 @@ def post_quote(account_id: str, invoice_id: str) -> Response[str]:
     _caller(account_id, Role.ADMIN)
     body = _body()
     quote = logic.create_quote(
-        dependencies.api(), account_id, invoice_id, _text(body, "chain"), _text(body, "asset"), _now()
+        dependencies.api(), account_id, unquote(invoice_id), _text(body, "chain"), _text(body, "asset"), _now()
     )
     return _json(201, history.quote_view(quote, quote.status))
 
@@ -163,7 +167,7 @@ def post_transaction(account_id: str, invoice_id: str) -> Response[str]:
     _caller(account_id, Role.ADMIN)
     body = _body()
     payments = logic.submit_transaction(
-        dependencies.api(), account_id, invoice_id, _text(body, "chain"), _text(body, "tx_id")
+        dependencies.api(), account_id, unquote(invoice_id), _text(body, "chain"), _text(body, "tx_id")
     )
     return _json(202, {"payments": [_payment(p) for p in payments]})
 
