@@ -77,9 +77,12 @@ def test_given_two_invoices_then_the_list_is_newest_first_and_a_receipt_has_its_
     put_invoice(account_api, "2026-10", 2, InvoiceStatus.OPEN, "29.00")
     listed = call("GET", "/v1/accounts/acct_a/invoices", MEMBER)
     assert listed.status == 200, listed.body
-    assert [(i["number"], i["period"], i["status"], i["total"]) for i in listed.body["invoices"]] == [
-        ("KB-acct_a-00002", "2026-10", "open", "29.00"),
-        ("KB-acct_a-00001", "2026-09", "paid", "29.72"),
+    assert [
+        (i["invoice_id"], i["number"], i["method"], i["period"], i["status"], i["total"])
+        for i in listed.body["invoices"]
+    ] == [
+        ("acct_a/2026-10", "KB-acct_a-00002", "card", "2026-10", "open", "29.00"),
+        ("acct_a/2026-09", "KB-acct_a-00001", "card", "2026-09", "paid", "29.72"),
     ]
     receipt = call("GET", "/v1/accounts/acct_a/invoices/KB-acct_a-00001", MEMBER)
     assert receipt.status == 200, receipt.body

@@ -205,6 +205,7 @@ def test_given_a_nonce_and_a_signed_siwe_then_the_wallet_is_linked_and_the_nonce
 ) -> None:
     status, issued = call("POST", f"{BASE}/wallets/nonce")
     assert status == 201
+    assert (issued["domain"], issued["uri"]) == ("app.kilo.example", "https://app.kilo.example")
     expires = datetime.fromisoformat(issued["expires_at"])
     assert timedelta(minutes=9) < expires - datetime.now(UTC) <= timedelta(minutes=10)
     wallet = Account.from_key("0x" + "33" * 32)

@@ -343,7 +343,9 @@ def list_invoices(account_id: AccountId) -> schemas.InvoicesOut:
         account_id=account_id,
         invoices=[
             schemas.InvoiceSummaryOut(
+                invoice_id=i.invoice_id,
                 number=i.number,
+                method=i.method.value,
                 period=i.period,
                 status=i.status.value,
                 total=money_str(i.total),

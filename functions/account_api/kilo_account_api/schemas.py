@@ -428,7 +428,9 @@ class InvoiceOut(_Out):
 
 
 class InvoiceSummaryOut(_Out):
+    invoice_id: str  # the id the crypto routes take (a crypto bill is keyed by it)
     number: str
+    method: str  # "card" | "crypto"
     period: str
     status: str
     total: Money

@@ -5,7 +5,8 @@ and owners manage (quotes, submitted transactions, wallets).
 Routes (under the account API's ``/v1/accounts/<account_id>``):
 - ``POST .../crypto/bills/<invoice_id>/quotes`` ``{"chain", "asset"}`` -> 201 the quote;
 - ``POST .../crypto/bills/<invoice_id>/transactions`` ``{"chain", "tx_id"}`` -> 202 the payments recorded SEEN;
-- ``POST .../crypto/wallets/nonce`` -> 201 ``{"nonce", "expires_at"}``;
+- ``POST .../crypto/wallets/nonce`` -> 201 ``{"nonce", "expires_at", "domain", "uri"}`` (what the signed message
+  must name);
 - ``POST .../crypto/wallets`` ``{"chain", "message", "signature"}`` -> 201 the linked wallet;
 - ``GET .../crypto/history`` -> 200 bills, quotes, payments.
 
@@ -175,8 +176,11 @@ def post_transaction(account_id: str, invoice_id: str) -> Response[str]:
 @app.post(f"{PREFIX}/wallets/nonce")
 def post_nonce(account_id: str) -> Response[str]:
     _caller(account_id, Role.ADMIN)
-    nonce, expires = logic.wallet_nonce(dependencies.api(), account_id, _now())
-    return _json(201, {"nonce": nonce, "expires_at": expires.isoformat()})
+    ports = dependencies.api()
+    nonce, expires = logic.wallet_nonce(ports, account_id, _now())
+    # the sign-in message must name this domain and URI: the wallet page builds it from this answer
+    body = {"nonce": nonce, "expires_at": expires.isoformat(), "domain": ports.signin.domain, "uri": ports.signin.uri}
+    return _json(201, body)
 
 
 @app.post(f"{PREFIX}/wallets")
