@@ -147,41 +147,15 @@ def stack(aws: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
 
 
 def _clear_caches() -> None:
-    from kilo_alerts import dependencies as alerts_dependencies  # noqa: PLC0415
+    """Forget every handler's settings and clients (as a new Lambda container would), plus the caches that live
+    outside the functions' settings and dependencies modules."""
     from kilo_alerts import render as alerts_render  # noqa: PLC0415
-    from kilo_alerts import settings as alerts_settings  # noqa: PLC0415
-    from kilo_rate_usage import dependencies, settings  # noqa: PLC0415
-    from kilo_webhook_ingest import dependencies as ingest_dependencies  # noqa: PLC0415
-    from kilo_webhook_ingest import settings as ingest_settings  # noqa: PLC0415
-
-    ingest_settings.settings.cache_clear()
-    settings.settings.cache_clear()
-    dependencies.rating.cache_clear()
-    dependencies.sweeper.cache_clear()
-    for built in (ingest_dependencies.livekit, ingest_dependencies.usage, ingest_dependencies.stripe):
-        built.cache_clear()  # also drops the secret sources' caches: the next request reads the secrets again
-    alerts_settings.settings.cache_clear()
-    alerts_dependencies.alerts.cache_clear()
-    alerts_dependencies.operator_checks.cache_clear()
-    alerts_render._template.cache_clear()
-    from kilo_invoice import dependencies as invoice_dependencies  # noqa: PLC0415
-    from kilo_invoice import settings as invoice_settings  # noqa: PLC0415
-
-    invoice_settings.settings.cache_clear()
-    for invoice_built in (invoice_dependencies.starter, invoice_dependencies.closer, invoice_dependencies.payments):
-        invoice_built.cache_clear()
-    from kilo_crypto_watch import dependencies as crypto_dependencies  # noqa: PLC0415
-    from kilo_crypto_watch import settings as crypto_settings  # noqa: PLC0415
+    from kilo_dev.localstack import forget_handler_caches  # noqa: PLC0415
     from kilo_invoice import crypto_settled_handler  # noqa: PLC0415
 
-    crypto_settings.settings.cache_clear()
-    crypto_dependencies.clear_caches()
+    forget_handler_caches()
+    alerts_render._template.cache_clear()
     crypto_settled_handler.ledger.cache_clear()
-    from kilo_account_api import dependencies as api_dependencies  # noqa: PLC0415
-    from kilo_account_api import settings as api_settings  # noqa: PLC0415
-
-    api_settings.settings.cache_clear()
-    api_dependencies.dependencies.cache_clear()
 
 
 def recreate_table(stack: Stack, logical_id: str = "EventsTable") -> None:

@@ -594,6 +594,17 @@ class LocalSettings:
         )
 
 
+def forget_handler_caches() -> None:
+    """Handlers keep their settings and AWS clients (functools caches in ``kilo_*.settings`` / ``.dependencies``),
+    as in Lambda. A stack started after another one in the same process (a test worker running two e2e modules)
+    clears them, so its handlers reach its own moto server rather than the stopped one."""
+    for name, module in list(sys.modules.items()):
+        if name.startswith("kilo_") and name.rsplit(".", 1)[-1] in ("settings", "dependencies"):
+            for value in list(vars(module).values()):
+                if callable(getattr(value, "cache_clear", None)):
+                    value.cache_clear()
+
+
 class LocalStack:
     """The local runtime. ``autopoll=False`` starts no event-source or schedule threads: the caller drives them with
     :meth:`poll_once` and :meth:`tick_schedules` (tests that need each step in their hands).
@@ -857,20 +868,9 @@ class LocalStack:
         for name, value in values.items():
             secrets.create_secret(Name=name, SecretString=json.dumps(value))
 
-    @staticmethod
-    def _forget_handler_caches() -> None:
-        """Handlers keep their settings and AWS clients (functools caches in ``kilo_*.settings`` / ``.dependencies``),
-        as in Lambda. A stack started after another one in the same process (a test worker running two e2e modules)
-        clears them, so its handlers reach its own moto server rather than the stopped one."""
-        for name, module in list(sys.modules.items()):
-            if name.startswith("kilo_") and name.rsplit(".", 1)[-1] in ("settings", "dependencies"):
-                for value in list(vars(module).values()):
-                    if callable(getattr(value, "cache_clear", None)):
-                        value.cache_clear()
-
     def _load_functions(self) -> None:
         assert self.template is not None
-        self._forget_handler_caches()
+        forget_handler_caches()
         environment: dict[str, str] = {}
         for name in self.template.of_type("AWS::Serverless::Function"):
             for key, value in self.template.function_environment(name).items():

@@ -34,7 +34,7 @@ from kilo_account_api.model import (
     UnavailableError,
 )
 from kilo_account_api.recommendations import RecommendationPolicy, recommend
-from kilo_billing.accounts import ACCOUNT_ID_PATTERN
+from kilo_billing.accounts import ACCOUNT_ID_PATTERN, AccountProfile
 from kilo_billing.auth import Caller, ForbiddenError, Role, UnauthenticatedError, caller_from_event
 from kilo_billing.aws import StorageUnavailableError
 from kilo_billing.entitlements import EntitlementPolicy
@@ -243,8 +243,7 @@ def recommendations(account_id: AccountId) -> schemas.RecommendationsOut:
 # --- budget and alerts ------------------------------------------------------------------------------------------------
 
 
-def _budget_out(account_id: str) -> schemas.BudgetOut:
-    profile = logic.profile_of(_deps().accounts, account_id)
+def _budget_out(account_id: str, profile: AccountProfile) -> schemas.BudgetOut:
     return schemas.BudgetOut(
         account_id=account_id,
         budget_usd=money_str(profile.budget_usd) if profile.budget_usd is not None else None,
@@ -261,7 +260,7 @@ def _budget_out(account_id: str) -> schemas.BudgetOut:
 )
 def get_budget(account_id: AccountId) -> schemas.BudgetOut:
     _authorize(account_id)
-    return _budget_out(account_id)
+    return _budget_out(account_id, logic.profile_of(_deps().accounts, account_id))
 
 
 @app.put(
@@ -273,12 +272,10 @@ def get_budget(account_id: AccountId) -> schemas.BudgetOut:
 def put_budget(account_id: AccountId, body: schemas.BudgetIn) -> schemas.BudgetOut:
     _authorize(account_id, Role.ADMIN)
     request = logic.BudgetRequest(body.budget_usd, tuple(body.alert_percentages), body.hard_limit_usd)
-    logic.set_budget(_deps().accounts, account_id, request)
-    return _budget_out(account_id)
+    return _budget_out(account_id, logic.set_budget(_deps().accounts, account_id, request))
 
 
-def _preferences_out(account_id: str) -> schemas.AlertPreferencesOut:
-    profile = logic.profile_of(_deps().accounts, account_id)
+def _preferences_out(account_id: str, profile: AccountProfile) -> schemas.AlertPreferencesOut:
     return schemas.AlertPreferencesOut(
         account_id=account_id,
         name=profile.name,
@@ -296,7 +293,7 @@ def _preferences_out(account_id: str) -> schemas.AlertPreferencesOut:
 )
 def get_alert_preferences(account_id: AccountId) -> schemas.AlertPreferencesOut:
     _authorize(account_id)
-    return _preferences_out(account_id)
+    return _preferences_out(account_id, logic.profile_of(_deps().accounts, account_id))
 
 
 @app.put(
@@ -309,8 +306,7 @@ def put_alert_preferences(account_id: AccountId, body: schemas.AlertPreferencesI
     _authorize(account_id, Role.ADMIN)
     channels = {kind: tuple(str(channel) for channel in chosen) for kind, chosen in body.channels.items()}
     request = logic.AlertPreferencesRequest(body.name, body.email, body.phone, channels)
-    logic.set_alert_preferences(_deps().accounts, account_id, request)
-    return _preferences_out(account_id)
+    return _preferences_out(account_id, logic.set_alert_preferences(_deps().accounts, account_id, request))
 
 
 @app.post(

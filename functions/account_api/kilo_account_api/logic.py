@@ -71,11 +71,15 @@ def _ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
+def unregistered(account_id: str) -> NotFoundError:
+    return NotFoundError(f"account {account_id!r} is not registered")
+
+
 def profile_of(accounts: AccountDirectory, account_id: str) -> AccountProfile:
     try:
         return registered_profile(accounts, account_id)
     except UnknownAccountError as exc:
-        raise NotFoundError(f"account {account_id!r} is not registered") from exc
+        raise unregistered(account_id) from exc
 
 
 def period_of(key: str | None, now: datetime) -> Period:
@@ -345,7 +349,6 @@ def set_alert_preferences(
 ) -> AccountProfile:
     """Set who hears about alerts (name, email, phone: ``""`` clears one) and the channels of the alert kinds given
     (kinds not given keep their choice); validated whole by ``kilo_billing.accounts.set_alert_contact``, one save."""
-    profile_of(accounts, account_id)
     try:
         return set_alert_contact(
             accounts,
@@ -355,6 +358,8 @@ def set_alert_preferences(
             phone=request.phone,
             preferences=dict(request.channels),
         )
+    except UnknownAccountError as exc:
+        raise unregistered(account_id) from exc
     except InvalidContactError as exc:
         text = str(exc)
         field = "phone" if text.startswith("phone") else "email" if text.startswith("email") else "channels"
@@ -366,7 +371,7 @@ def check_entitlement(
 ) -> Entitlement:
     profile, state = source.read(account_id)
     if profile is None:
-        raise NotFoundError(f"account {account_id!r} is not registered")
+        raise unregistered(account_id)
     return decide(account_id, profile, state, now, policy)
 
 
