@@ -156,3 +156,14 @@ def test_given_the_account_api_then_every_route_but_pricing_and_openapi_needs_th
             if (props.get("Auth") or {}).get("Authorizer") == "NONE":
                 public.add(f"{props['Method']} {props['Path']}")
     assert public == {"GET /v1/pricing", "GET /openapi.json"}
+
+
+def test_given_the_functions_that_settle_crypto_then_each_reads_the_same_rate_sources_as_the_quotes(
+    template: Template,
+) -> None:
+    """Settlement prices a late ETH/SOL payment at the rate when it was seen: every function that runs settlement
+    (the routes' fast path and both watchers) must be configured with the quotes' two sources, not the defaults."""
+    wanted = {"PRICE_FEEDS": "{}", "EXCHANGE_PRICE_URL": "https://api.coinbase.com/v2/prices/{asset}-USD/spot"}
+    for function in ("CryptoApiFunction", "CryptoEvmWatcherFunction", "SolanaWatchFunction"):
+        environment = template.function_environment(function)
+        assert {key: environment.get(key) for key in wanted} == wanted, function
