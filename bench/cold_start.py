@@ -235,6 +235,18 @@ def _stream_request() -> tuple[Any, str]:
 ROUTES = {"/webhooks/livekit": _livekit_request, "/v1/usage": _usage_request, "/webhooks/stripe": _stripe_request}
 
 
+def _cognito_pre_token_request() -> tuple[Any, str]:
+    attributes = {"sub": "bench-user", "email": "bench@example.com"}
+    request = {"userAttributes": attributes, "groupConfiguration": {"groupsToOverride": []}}
+    event = {"version": "1", "triggerSource": "TokenGeneration_HostedAuth", "userName": "bench-user",
+             "request": request, "response": {"claimsOverrideDetails": None}}  # fmt: skip
+    return event, "Cognito pre-token generation (version 1)"
+
+
+# functions invoked by another service's trigger rather than an event source of the template (handler -> request)
+TRIGGERS = {"kilo_account_api.pretoken_handler.lambda_handler": _cognito_pre_token_request}
+
+
 def first_request(events: dict[str, Any], environment: dict[str, str], stub_secrets: dict[str, str]) -> tuple[Any, str]:
     from kilo_dev.apigw import http_api_event  # noqa: PLC0415
 
@@ -277,7 +289,8 @@ def subjects(stub_secrets: dict[str, str]) -> list[Subject]:
         properties = spec["Properties"]
         environment = {key: str(value) for key, value in template.function_environment(name).items()}
         sources = properties.get("Events") or {}
-        event, request = first_request(sources, environment, stub_secrets)
+        trigger = TRIGGERS.get(properties["Handler"])
+        event, request = trigger() if trigger else first_request(sources, environment, stub_secrets)
         found.append(
             Subject(
                 name,

@@ -70,6 +70,9 @@ class InMemoryMembers:
         if self.stored.pop((account_id, user), None) is None:
             raise NotFoundError(f"{user!r} is not a member")
 
+    def accounts_of(self, user: str) -> list[Member]:
+        return [m for (_, member_user), m in sorted(self.stored.items()) if member_user == user]
+
     def pseudonymise(self, account_id: str, pseudonym: Callable[[str], str]) -> int:
         changed = 0
         for key, member in list(self.stored.items()):

@@ -155,6 +155,12 @@ def test_given_members_then_add_list_remove_and_pseudonymise_keep_the_contract(m
     with pytest.raises(ConflictError):
         members.add(Member("acct", "mia", "", Role.ADMIN, ADDED))
     assert sorted(members.members("acct"), key=lambda m: m.user) == [mia, olga]
+    # a user's memberships across accounts, in account order (sign-in picks one)
+    assert [(m.account_id, m.role) for m in members.accounts_of("olga")] == [
+        ("acct", Role.OWNER),
+        ("other", Role.ADMIN),
+    ]
+    assert members.accounts_of("nobody") == []
     members.remove("acct", "mia")
     with pytest.raises(NotFoundError):
         members.remove("acct", "mia")

@@ -169,6 +169,12 @@ HANDLERS = [
         {"Records": []},
         frozenset({"stripe", "web3", "eth_account", "solana", "solders", "kilo_crypto_watch", "livekit.api"}),
     ),
+    # Cognito's sign-in trigger reads the members table and nothing else: no Stripe, no resolver, no usage reads.
+    Handler(
+        "kilo_account_api.pretoken_handler",
+        None,
+        frozenset({"stripe", "aiohttp", "requests", "aws_lambda_powertools.event_handler", "kilo_account_api.handler"}),
+    ),
 ]
 # The chain SDKs live only in the crypto function: no other handler may load them.
 CHAIN_SDKS = frozenset({"web3", "eth_account", "solana", "solders"})
@@ -354,6 +360,7 @@ MODULE_CEILINGS = {
     "kilo_invoice.crypto_settled_handler": 435,
     "kilo_crypto_watch.api_handler": 460,
     "kilo_crypto_watch.solana_handler": 490,
+    "kilo_account_api.pretoken_handler": 620,
 }
 # What the probe's first request ends in, where it cannot be served in full without more than AWS: the crypto routes
 # without claims answer 401 (the authorizer's claims are API Gateway's), and the EVM watcher with no chain configured

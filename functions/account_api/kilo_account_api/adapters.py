@@ -15,6 +15,7 @@ from kilo_billing.items import from_item, to_item
 from kilo_billing.periods import Period
 
 ACCOUNT_SESSIONS_INDEX: Final = "account_sessions"
+MEMBERS_BY_USER_INDEX: Final = "members_by_user"
 MAX_BATCH_GET: Final = 100
 
 
@@ -55,6 +56,17 @@ class DynamoMembers:
             )
         except ConditionFailedError as exc:
             raise NotFoundError(f"{user!r} is not a member of account {account_id!r}") from exc
+
+    def accounts_of(self, user: str) -> list[Member]:
+        found = paged_items(
+            self._client.query,
+            TableName=self._table,
+            IndexName=MEMBERS_BY_USER_INDEX,
+            KeyConditionExpression="#user = :user",
+            ExpressionAttributeNames={"#user": "user"},
+            ExpressionAttributeValues=to_item({":user": user}),
+        )
+        return [items.member_from_item(item) for item in found]
 
     def pseudonymise(self, account_id: str, pseudonym: Callable[[str], str]) -> int:
         changed = 0

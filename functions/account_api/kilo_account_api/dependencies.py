@@ -110,3 +110,19 @@ def dependencies() -> AccountApiDependencies:
         signals=signals,
         payments=LazyPaymentPages(lambda: _stripe_pages(config)),
     )
+
+
+@dataclass(frozen=True)
+class SignInDependencies:
+    members: MemberStore
+    operator_group: str
+
+
+@cache
+def sign_in_dependencies() -> SignInDependencies:
+    """The pre-token trigger's: the members table alone (no Stripe, no usage reads on the sign-in path)."""
+    config = settings()
+    return SignInDependencies(
+        members=DynamoMembers(client("dynamodb", config.call_budget), config.members_table_name),
+        operator_group=config.operator_group,
+    )

@@ -37,6 +37,10 @@ class MemberStore(Protocol):
         """``NotFoundError`` when the user is not a member."""
         ...
 
+    def accounts_of(self, user: str) -> list[Member]:
+        """Every membership of ``user`` (the token's ``sub``), in any account (sign-in picks one, ``sign_in``)."""
+        ...
+
     def pseudonymise(self, account_id: str, pseudonym: Callable[[str], str]) -> int:
         """Replace each member's email by ``pseudonym(email)``; returns the members changed."""
         ...

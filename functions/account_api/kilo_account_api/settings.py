@@ -18,6 +18,8 @@ class AccountApiSettings(BaseSettings):
 
     usage_table_name: str  # profiles, rating's sessions and counters, our invoices, the spend item
     members_table_name: str  # ACCOUNT#<id> / MEMBER#<user>
+    # the Cognito group whose users get the operator claim at sign-in (the pre-token trigger, ``sign_in``)
+    operator_group: str = "kilo-operators"
     # Secrets Manager: JSON {"api_key": "sk_..." | "rk_...", optional "api_base"} (the invoice functions' secret)
     stripe_api_key_secret_name: str = ""
     secret_max_age_seconds: int = Field(default=300, ge=0)
