@@ -150,3 +150,51 @@ def test_given_a_crypto_bill_overpaid_when_the_next_month_closes_then_its_invoic
     assert [(line.kind, line.amount) for line in april.lines if line.kind == "credit"] == [("credit", Decimal("-4.80"))]
     assert april.total == Decimal("24.20")
     assert inv.store.ledger("acct-c").billing.credit == Decimal("0.00")
+
+
+def test_given_a_second_payment_after_the_bill_is_paid_then_invoicing_adds_its_credit_once(
+    crypto_invoicing: Invoicing,
+) -> None:
+    """March: 65.20 asked. The linked wallet pays 65.20 and, before that finalizes, 10.00 more (10_000_000 USDC
+    units at the locked 1:1). The first finalizes: PAID, no credit. The second finalizes on the paid bill:
+    CryptoCreditAdded.v1 (credit 10.00 in all) through the template's rule -> invoicing's queue -> the account's credit
+    10.00, once; April's close applies it: 0.00 usage + 0.00 fee true-up + 29.00 May fee - 10.00 = 19.00."""
+    inv = crypto_invoicing
+    inv.register("acct-c", "team", method="crypto")
+    inv.rate("acct-c", "video", 60_000)
+    inv.start("2026-04-01T06:00:00Z")
+    inv.close_all()
+    march = inv.invoice("acct-c")
+    inv.drain("CryptoBillsQueue", bills_handler.lambda_handler)
+    store = dependencies.store()
+    store.link_wallet("evm", CUSTOMER_WALLET, "acct-c", "ethereum", T0)
+    usdc = quote("q-1", "USDC", 65_200_000, "1", invoice_id=march.invoice_id, account_id="acct-c", amount_usd="65.20")
+    store.add_quote(usdc)
+    settlement = dependencies.settlement()
+    settlement.record_seen(transfer("0xpay", "USDC", 65_200_000, T0 + timedelta(minutes=3)))
+    settlement.record_seen(transfer("0xmore", "USDC", 10_000_000, T0 + timedelta(minutes=4)))
+    settlement.finalized("ethereum:0xpay:0")
+    [settled_body] = inv.drain("CryptoSettledQueue", crypto_settled_handler.lambda_handler)
+    assert json.loads(settled_body)["detail"]["credit_usd"] == "0.00"
+    assert inv.store.ledger("acct-c").billing.credit == Decimal("0.00")
+
+    settlement.finalized("ethereum:0xmore:0")
+    settlement.finalized("ethereum:0xmore:0")  # a watcher rerun
+    bodies = inv.drain("CryptoSettledQueue", crypto_settled_handler.lambda_handler)
+    assert [(json.loads(b)["detail-type"], json.loads(b)["detail"]["credit_usd"]) for b in bodies] == [
+        ("CryptoCreditAdded.v1", "10.00")
+    ]
+    assert json.loads(bodies[0])["detail"]["tx_ids"] == ["0xmore"]
+    assert inv.store.ledger("acct-c").billing.credit == Decimal("10.00")
+    assert inv.invoice("acct-c").crypto_credit == Decimal("10.00")
+    record = {"messageId": "again", "body": bodies[0], "eventSource": "aws:sqs", "attributes": {}}
+    assert crypto_settled_handler.lambda_handler({"Records": [record]}, inv.context)["batchItemFailures"] == []
+    assert inv.store.ledger("acct-c").billing.credit == Decimal("10.00")  # a redelivery adds nothing
+
+    inv.start("2026-05-01T06:00:00Z")
+    inv.close_all()
+    april = inv.invoice("acct-c", "2026-04")
+    assert [(line.kind, line.amount) for line in april.lines if line.kind == "credit"] == [
+        ("credit", Decimal("-10.00"))
+    ]
+    assert april.total == Decimal("19.00")

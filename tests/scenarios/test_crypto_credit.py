@@ -12,9 +12,14 @@ from decimal import Decimal
 
 import pytest
 
-from kilo_billing.contracts import CryptoBillSettledV1
+from kilo_billing.contracts import CryptoBillSettledV1, CryptoCreditAddedV1
 from kilo_billing.invoicing import BillingMethod, InvoiceRecord, InvoiceStatus
-from kilo_invoice.crypto_settled import NotCryptoInvoiceError, apply_crypto_settled
+from kilo_invoice.crypto_settled import (
+    InvoiceNotPaidYetError,
+    NotCryptoInvoiceError,
+    apply_crypto_credit,
+    apply_crypto_settled,
+)
 from tests.scenarios.test_invoicing import APR, MAR, World, amounts, at
 
 
@@ -81,3 +86,61 @@ def test_given_a_card_invoice_then_refused_and_no_credit_added(world: World) -> 
     with pytest.raises(NotCryptoInvoiceError):
         apply_crypto_settled(world.store, settled(march, "4.35", "62.35"))
     assert world.store.billing["card"].credit == Decimal("0.00")
+
+
+def credit_added(invoice: InvoiceRecord, credit: str) -> CryptoCreditAddedV1:
+    return CryptoCreditAddedV1(
+        event_id=f"crypto-credit:{invoice.invoice_id}:{credit}",
+        account_id=invoice.account_id,
+        invoice_id=invoice.invoice_id,
+        credit_usd=credit,
+        tx_ids=("0xsecond",),
+        occurred_at=at(3, 6).isoformat(),
+    )
+
+
+def test_given_a_second_payment_after_paid_then_only_its_difference_is_added_once_whatever_the_order(
+    world: World,
+) -> None:
+    """Paid 62.35 (credit 4.35), then a second payment of 10.00 finalized on the paid bill: the bill's credit is 14.35
+    in all, so 10.00 more is credit; the next close applies 14.35: 29.00 - 14.35 = 14.65."""
+    march = world.close("coin", MAR)
+    apply_crypto_settled(world.store, settled(march, "4.35", "62.35"))
+    first = apply_crypto_credit(world.store, credit_added(march, "14.35"))
+    again = apply_crypto_credit(world.store, credit_added(march, "14.35"))  # a redelivery
+    older = apply_crypto_credit(world.store, credit_added(march, "4.35"))  # an older level, late
+    settled_again = apply_crypto_settled(world.store, settled(march, "4.35", "62.35"))
+    assert [changed for _, changed in (first, again, older, settled_again)] == [True, False, False, False]
+    assert first[0].crypto_credit == Decimal("14.35")
+    assert world.store.billing["coin"].credit == Decimal("14.35")
+    april = world.close("coin", APR)
+    assert amounts(april, "credit") == ["-14.35"]
+    assert april.total == Decimal("14.65")
+
+
+def test_given_credit_before_the_settlement_then_it_waits_and_the_credit_is_added_once(world: World) -> None:
+    march = world.close("coin", MAR)
+    with pytest.raises(InvoiceNotPaidYetError):
+        apply_crypto_credit(world.store, credit_added(march, "14.35"))  # redelivered by the queue later
+    assert world.store.billing["coin"].credit == Decimal("0.00")
+    apply_crypto_settled(world.store, settled(march, "4.35", "62.35"))
+    apply_crypto_credit(world.store, credit_added(march, "14.35"))
+    assert world.store.billing["coin"].credit == Decimal("14.35")
+
+
+def test_given_a_settlement_arriving_after_a_larger_credit_then_nothing_more_is_added(world: World) -> None:
+    """The invoice was paid by its settlement, the credit event at 14.35 applied, then the settlement is redelivered
+    carrying the older 4.35: the invoice already holds more, so nothing changes."""
+    march = world.close("coin", MAR)
+    apply_crypto_settled(world.store, settled(march, "0.00", "58.00"))
+    apply_crypto_credit(world.store, credit_added(march, "10.00"))
+    assert apply_crypto_settled(world.store, settled(march, "4.35", "62.35"))[1] is False
+    assert world.store.billing["coin"].credit == Decimal("10.00")
+
+
+def test_given_a_void_invoice_then_credit_is_not_added_here(world: World) -> None:
+    march = world.close("coin", MAR)
+    void = march.moved(InvoiceStatus.VOID, at(3, 5))
+    world.store.update_invoice(void, march.status)
+    assert apply_crypto_credit(world.store, credit_added(march, "14.35"))[1] is False
+    assert world.store.billing["coin"].credit == Decimal("0.00")

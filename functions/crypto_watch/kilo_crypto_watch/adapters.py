@@ -230,14 +230,14 @@ class DynamoCryptoStore:
             ExpressionAttributeValues=to_item({":t": True}),
         )
 
-    def mark_bill_announced(self, invoice_id: str) -> None:
+    def mark_bill_announced(self, invoice_id: str, credit_usd: Decimal) -> None:
         # the version moves too, so a writer holding the unmarked bill re-reads instead of un-marking it
         call(
             self._client.update_item,
             TableName=self._table,
             Key=items.key(items.bill_pk(invoice_id), "BILL"),
-            UpdateExpression="SET settled_announced = :t ADD version :one",
-            ExpressionAttributeValues=to_item({":t": True, ":one": 1}),
+            UpdateExpression="SET settled_announced = :t, credit_announced_usd = :credit ADD version :one",
+            ExpressionAttributeValues=to_item({":t": True, ":credit": credit_usd, ":one": 1}),
         )
 
     # wallets and nonces

@@ -106,6 +106,7 @@ def bill_to_item(bill: Bill) -> Item:
             "settled_payment_ids": list(bill.settled_payment_ids),
             "paid_at": _iso(bill.paid_at),
             "settled_announced": bill.settled_announced,
+            "credit_announced_usd": bill.credit_announced_usd,
             "version": bill.version,
         }
     )
@@ -159,6 +160,7 @@ def bill_from_item(item: Mapping[str, Any]) -> Bill:
         settled_payment_ids=tuple(str(pid) for pid in values.get("settled_payment_ids", [])),
         paid_at=_maybe_time(values.get("paid_at")),
         settled_announced=bool(values.get("settled_announced", False)),
+        credit_announced_usd=Decimal(values.get("credit_announced_usd", "0.00")),
         version=int(values.get("version", 0)),
     )
 

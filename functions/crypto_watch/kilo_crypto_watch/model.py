@@ -254,4 +254,5 @@ class Bill:
     settled_payment_ids: tuple[str, ...] = ()  # the payments that made it PAID
     paid_at: datetime | None = None
     settled_announced: bool = False  # CryptoBillSettled published
+    credit_announced_usd: Decimal = Decimal("0.00")  # the credit in all that invoicing has been told of
     version: int = 0

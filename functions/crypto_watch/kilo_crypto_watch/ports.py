@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Protocol
 
 from kilo_crypto_watch.model import (
@@ -139,7 +140,9 @@ class SettlementStore(Protocol):
 
     def mark_payment_announced(self, payment_id: str) -> None: ...
 
-    def mark_bill_announced(self, invoice_id: str) -> None: ...
+    def mark_bill_announced(self, invoice_id: str, credit_usd: Decimal) -> None:
+        """The bill's settlement (or its credit in all, ``credit_usd``) has been published."""
+        ...
 
     def pending_payments(self, chain: str) -> Sequence[Payment]: ...
 

@@ -23,6 +23,7 @@ from typing import Final
 
 from kilo_billing.contracts import (
     CryptoBillSettledV1,
+    CryptoCreditAddedV1,
     CryptoPaymentSeenV1,
     CryptoQuoteExpiringV1,
     UnattributedCryptoPaymentV1,
@@ -592,7 +593,13 @@ class Settlement:
         self._store.mark_payment_announced(payment.payment_id)
 
     def _announce_bill(self, bill: Bill) -> None:
-        if bill.status is not BillStatus.PAID or bill.settled_announced:
+        """``CryptoBillSettled.v1`` once the bill is PAID; afterwards ``CryptoCreditAdded.v1`` whenever a payment
+        finalized on the paid bill raised its credit past what was announced (each carries the credit in all)."""
+        if bill.status is not BillStatus.PAID:
+            return
+        if bill.settled_announced:
+            if bill.credit_usd > bill.credit_announced_usd:
+                self._announce_credit(bill)
             return
         tx_ids = tuple(line.tx_id for line in bill.payments if line.payment_id in bill.settled_payment_ids)
         settled = CryptoBillSettledV1(
@@ -608,4 +615,24 @@ class Settlement:
             occurred_at=(bill.paid_at or self._clock()).isoformat(),
         )
         self._publisher.publish(settled.DETAIL_TYPE, settled.model_dump(mode="json"))
-        self._store.mark_bill_announced(bill.invoice_id)
+        self._store.mark_bill_announced(bill.invoice_id, bill.credit_usd)
+
+    def _announce_credit(self, bill: Bill) -> None:
+        later = tuple(
+            line.tx_id
+            for line in bill.payments
+            if line.status is PaymentStatus.FINALIZED
+            and counts(line)
+            and line.payment_id not in bill.settled_payment_ids
+        )
+        credit = money_str(bill.credit_usd)
+        added = CryptoCreditAddedV1(
+            event_id=f"crypto-credit:{bill.invoice_id}:{credit}",
+            account_id=bill.account_id,
+            invoice_id=bill.invoice_id,
+            credit_usd=credit,
+            tx_ids=tuple(dict.fromkeys(later)),
+            occurred_at=self._clock().isoformat(),
+        )
+        self._publisher.publish(added.DETAIL_TYPE, added.model_dump(mode="json"))
+        self._store.mark_bill_announced(bill.invoice_id, bill.credit_usd)

@@ -2,9 +2,12 @@
 paid by finalized chain payments) marks our crypto invoice PAID, once. Forward-only like every payment status (D53):
 an invoice already paid, or a redelivered event, changes nothing; a card invoice is never touched by it.
 
-An overpayment (``credit_usd`` > 0) becomes account credit: added to the ``BILLING`` credit in the same transaction
-that marks the invoice paid, conditioned on the credit read (the close conditions its own credit write the same way),
-so the next close applies it (``invoicing.with_credit``). Once: a redelivery finds the invoice paid and writes nothing.
+An overpayment becomes account credit: added to the ``BILLING`` credit in the same transaction that writes the
+invoice, conditioned on the credit read (the close conditions its own credit write the same way), so the next close
+applies it (``invoicing.with_credit``). Both events carry the bill's credit in all, and the invoice records what it
+has added (``crypto_credit``), so each adds only the difference: a redelivery, an older event or two events at once
+add the credit once. ``CryptoCreditAdded.v1`` (a payment finalized after the bill was PAID) waits for the invoice to
+be paid by its ``CryptoBillSettled.v1`` (SQS does not keep their order): until then it fails and is redelivered.
 The write-off stays recorded on the crypto bill and in the event."""
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
 
-from kilo_billing.contracts import CryptoBillSettledV1
+from kilo_billing.contracts import CryptoBillSettledV1, CryptoCreditAddedV1
 from kilo_billing.invoicing import BillingMethod, InvoiceRecord, InvoiceStatus, can_move
 from kilo_billing.periods_store import LedgerConflictError, LedgerStore
 from kilo_invoice.logic import InvoiceNotFoundError
@@ -25,33 +28,61 @@ class NotCryptoInvoiceError(ValueError):
     """The event names a card invoice: a crypto settlement never pays it."""
 
 
+class InvoiceNotPaidYetError(RuntimeError):
+    """Credit of a paid crypto bill whose invoice is not paid here yet (its settlement is still on its way): retried."""
+
+
 def marker(invoice_id: str) -> str:
     return f"crypto_settled:{invoice_id}"
 
 
-def apply_crypto_settled(store: LedgerStore, event: CryptoBillSettledV1) -> tuple[InvoiceRecord, bool]:
-    """Mark the invoice paid (at the settlement's time). -> (the invoice, whether it changed)."""
-    paid_at = datetime.fromisoformat(event.occurred_at)
-    credit = Decimal(event.credit_usd)
+def _credit(text: str) -> Decimal:
+    credit = Decimal(text)
     if credit < 0:
-        raise ValueError(f"credit_usd must not be negative, got {event.credit_usd}")
+        raise ValueError(f"credit_usd must not be negative, got {text}")
+    return credit
+
+
+def apply_crypto_settled(store: LedgerStore, event: CryptoBillSettledV1) -> tuple[InvoiceRecord, bool]:
+    """Mark the invoice paid (at the settlement's time), with the bill's credit. -> (the invoice, whether changed)."""
+    paid_at = datetime.fromisoformat(event.occurred_at)
+    return _apply(store, event.account_id, event.invoice_id, _credit(event.credit_usd), paid_at)
+
+
+def apply_crypto_credit(store: LedgerStore, event: CryptoCreditAddedV1) -> tuple[InvoiceRecord, bool]:
+    """Add what the bill's credit has grown by since this invoice last added it."""
+    return _apply(store, event.account_id, event.invoice_id, _credit(event.credit_usd), None)
+
+
+def _apply(
+    store: LedgerStore, account_id: str, invoice_id: str, credit: Decimal, paid_at: datetime | None
+) -> tuple[InvoiceRecord, bool]:
     for _ in range(ATTEMPTS):
-        ledger = store.ledger(event.account_id)
-        invoice = ledger.invoices.get(event.invoice_id)
+        ledger = store.ledger(account_id)
+        invoice = ledger.invoices.get(invoice_id)
         if invoice is None:
-            raise InvoiceNotFoundError(f"{event.account_id} has no invoice {event.invoice_id!r}")
+            raise InvoiceNotFoundError(f"{account_id} has no invoice {invoice_id!r}")
         if invoice.method is not BillingMethod.CRYPTO:
             raise NotCryptoInvoiceError(f"invoice {invoice.number} is billed by card, not crypto")
-        if not can_move(invoice.status, InvoiceStatus.PAID):
-            return invoice, False  # paid already (or void): forward-only
-        moved = invoice.moved(InvoiceStatus.PAID, paid_at)
-        updated = replace(moved, announced=moved.announced | {marker(invoice.invoice_id)})
+        updated = invoice
+        if paid_at is not None and can_move(invoice.status, InvoiceStatus.PAID):
+            moved = invoice.moved(InvoiceStatus.PAID, paid_at)
+            updated = replace(moved, announced=moved.announced | {marker(invoice.invoice_id)})
+        if updated.status is not InvoiceStatus.PAID:
+            if paid_at is None and can_move(invoice.status, InvoiceStatus.PAID):
+                raise InvoiceNotPaidYetError(f"invoice {invoice.number} is {invoice.status.value}: not paid here yet")
+            return invoice, False  # void: forward-only, the money stays recorded on the crypto bill
+        added = credit - invoice.crypto_credit
+        if added > 0:
+            updated = replace(updated, crypto_credit=credit)
+        if updated == invoice:
+            return invoice, False  # paid already with this credit: a redelivery or an older event
         try:
-            if credit > 0:
-                store.update_invoice_with_credit(updated, invoice.status, ledger.billing.credit, credit)
+            if added > 0:
+                store.update_invoice_with_credit(updated, invoice.status, ledger.billing.credit, added)
             else:
                 store.update_invoice(updated, invoice.status)
         except LedgerConflictError:
             continue
         return updated, True
-    raise LedgerConflictError(f"{event.invoice_id}: kept conflicting")
+    raise LedgerConflictError(f"{invoice_id}: kept conflicting")

@@ -1,7 +1,8 @@
-"""Lambda handler for the crypto-settled queue: each SQS record is a ``CryptoBillSettled.v1`` event the billing bus
-routed here (``CryptoSettledRule``); our crypto invoice becomes paid (``apply_crypto_settled``, once). An event about
-an invoice we do not have is logged and counted, not retried; any other failure is redelivered, then dead-lettered
-(alarmed)."""
+"""Lambda handler for the crypto-settled queue: each SQS record is a ``CryptoBillSettled.v1`` or
+``CryptoCreditAdded.v1`` event the billing bus routed here (``CryptoSettledRule``); our crypto invoice becomes paid
+(``apply_crypto_settled``, once) and the bill's credit is added once (``apply_crypto_credit``). An event about an
+invoice we do not have is logged and counted, not retried; any other failure (a credit before its settlement
+included) is redelivered, then dead-lettered (alarmed)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,10 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from kilo_billing import observability
-from kilo_billing.contracts import CryptoBillSettledV1
+from kilo_billing.contracts import CryptoBillSettledV1, CryptoCreditAddedV1
 from kilo_billing.observability import Metric, count
 from kilo_billing.periods_store import LedgerStore
-from kilo_invoice.crypto_settled import NotCryptoInvoiceError, apply_crypto_settled
+from kilo_invoice.crypto_settled import NotCryptoInvoiceError, apply_crypto_credit, apply_crypto_settled
 from kilo_invoice.logic import InvoiceNotFoundError
 from kilo_invoice.settings import settings
 
@@ -37,12 +38,18 @@ def ledger() -> LedgerStore:
 
 
 def _record(record: SQSRecord) -> None:
-    settled = CryptoBillSettledV1.model_validate(json.loads(record.body)["detail"])
-    observability.correlate(
-        SERVICE, event_id=settled.event_id, account_id=settled.account_id, invoice_id=settled.invoice_id
-    )
+    body = json.loads(record.body)
+    event: CryptoBillSettledV1 | CryptoCreditAddedV1
+    if body.get("detail-type") == CryptoCreditAddedV1.DETAIL_TYPE:
+        event = CryptoCreditAddedV1.model_validate(body["detail"])
+    else:
+        event = CryptoBillSettledV1.model_validate(body["detail"])
+    observability.correlate(SERVICE, event_id=event.event_id, account_id=event.account_id, invoice_id=event.invoice_id)
     try:
-        invoice, changed = apply_crypto_settled(ledger(), settled)
+        if isinstance(event, CryptoCreditAddedV1):
+            invoice, changed = apply_crypto_credit(ledger(), event)
+        else:
+            invoice, changed = apply_crypto_settled(ledger(), event)
     except (InvoiceNotFoundError, NotCryptoInvoiceError) as exc:
         count(SERVICE, Metric.PAYMENT_EVENT_IGNORED)
         logger.warning("crypto settlement about no crypto invoice of ours; ignored", extra={"reason": str(exc)})

@@ -158,6 +158,21 @@ class CryptoBillSettledV1(ContractV1):
     occurred_at: str
 
 
+class CryptoCreditAddedV1(ContractV1):
+    """A crypto bill already paid gained account credit: a payment finalized after the bill became PAID (a second
+    payment, a late one accepted by the late policy). ``credit_usd`` is the bill's whole credit so far, not the
+    increase: invoicing adds what it has not added yet for this invoice, so a repeated or older event adds nothing."""
+
+    DETAIL_TYPE: ClassVar[str] = "CryptoCreditAdded.v1"
+
+    event_id: str  # crypto-credit:<invoice id>:<credit_usd>
+    account_id: str
+    invoice_id: str
+    credit_usd: str  # the bill's credit in all, USD
+    tx_ids: tuple[str, ...] = ()  # the payments counted after PAID
+    occurred_at: str
+
+
 class CryptoQuoteExpiringV1(ContractV1):
     """A quote the customer asked for expires soon and nothing has been seen for it yet."""
 

@@ -129,6 +129,7 @@ class InvoiceRecord:
     pdf_url: str | None = None
     refunded: Decimal = ZERO
     refund_owed: Decimal = ZERO  # crypto: refunds an operator still has to send
+    crypto_credit: Decimal = ZERO  # crypto: this invoice's overpayment already added to the account's credit
     disputed: bool = False
     announced: frozenset[str] = frozenset()  # alerts published (issued, payment_failed:<stripe event>, dispute...)
 

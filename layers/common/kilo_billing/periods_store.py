@@ -182,6 +182,7 @@ def invoice_to_item(invoice: InvoiceRecord) -> Item:
             "pdf_url": invoice.pdf_url,
             "refunded": str(invoice.refunded),
             "refund_owed": str(invoice.refund_owed),
+            "crypto_credit": str(invoice.crypto_credit),
             "disputed": invoice.disputed or None,
             "announced": set(invoice.announced) or None,
         }
@@ -206,6 +207,7 @@ def invoice_from_values(account_id: str, values: Mapping[str, Any]) -> InvoiceRe
         pdf_url=values.get("pdf_url"),
         refunded=Decimal(str(values.get("refunded", "0"))),
         refund_owed=Decimal(str(values.get("refund_owed", "0"))),
+        crypto_credit=Decimal(str(values.get("crypto_credit", "0"))),
         disputed=bool(values.get("disputed", False)),
         announced=frozenset(str(a) for a in values.get("announced", set())),
     )
