@@ -116,7 +116,7 @@ class DynamoDeliveryLedger:
                         ":key": delivery.key,
                         ":channel": delivery.channel.value,
                         ":event": delivery.event_id or "-",
-                        ":expires": items.expires_at(delivery),
+                        ":expires": items.expires_at(delivery.at_ms),
                         ":one": 1,
                     }
                 ),
@@ -308,7 +308,7 @@ class DynamoOperatorLedger:
             "status": status,
             "detail": detail,
             "at_ms": now_ms,
-            "expires_at": now_ms // 1000 + items.RECORD_TTL_DAYS * 86_400,
+            "expires_at": items.expires_at(now_ms),
         }
         call(
             self._client.put_item,
