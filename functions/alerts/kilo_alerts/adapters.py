@@ -8,7 +8,6 @@ number or parameter) is a refusal for good, anything else a failure for now.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import Callable, Iterator, Sequence
 from email.message import EmailMessage
@@ -18,7 +17,7 @@ from typing import Any, Final
 from kilo_alerts import items
 from kilo_alerts.model import Delivery, EnforcementRecord, MarginSnapshot, Participant
 from kilo_alerts.ports import ParticipantGoneError, RoomControlFailedError, SendFailedError, SendRefusedError
-from kilo_billing.aws import ConditionFailedError, InvalidRequestError, call, paged_items
+from kilo_billing.aws import ConditionFailedError, InvalidRequestError, call, paged_items, put_if
 from kilo_billing.items import from_item, to_item
 
 
@@ -117,7 +116,7 @@ class DynamoDeliveryLedger:
                         ":key": delivery.key,
                         ":channel": delivery.channel.value,
                         ":event": delivery.event_id or "-",
-                        ":expires": items.expires_at(delivery),
+                        ":expires": items.expires_at(delivery.at_ms),
                         ":one": 1,
                     }
                 ),
@@ -158,20 +157,16 @@ class DynamoEnforcementLedger:
         self._table = table
 
     def claim(self, record: EnforcementRecord) -> bool:
-        try:
-            call(
-                self._client.put_item,
-                TableName=self._table,
-                Item=items.enforcement_to_item(record.decided(items.PENDING)),
-                ConditionExpression="attribute_not_exists(pk) OR #s = :retry OR (#s = :pending AND at_ms < :stale)",
-                ExpressionAttributeNames={"#s": "status"},
-                ExpressionAttributeValues=to_item(
-                    {":retry": "retry", ":pending": items.PENDING, ":stale": record.at_ms - ENFORCEMENT_LEASE_MS}
-                ),
-            )
-        except ConditionFailedError:
-            return False
-        return True
+        return put_if(
+            self._client,
+            self._table,
+            items.enforcement_to_item(record.decided(items.PENDING)),
+            "attribute_not_exists(pk) OR #s = :retry OR (#s = :pending AND at_ms < :stale)",
+            ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeValues=to_item(
+                {":retry": "retry", ":pending": items.PENDING, ":stale": record.at_ms - ENFORCEMENT_LEASE_MS}
+            ),
+        )
 
     def record(self, record: EnforcementRecord) -> None:
         call(self._client.put_item, TableName=self._table, Item=items.enforcement_to_item(record))
@@ -313,7 +308,7 @@ class DynamoOperatorLedger:
             "status": status,
             "detail": detail,
             "at_ms": now_ms,
-            "expires_at": now_ms // 1000 + items.RECORD_TTL_DAYS * 86_400,
+            "expires_at": items.expires_at(now_ms),
         }
         call(
             self._client.put_item,
@@ -359,13 +354,8 @@ class DynamoPaymentSignals:
         return [from_item(item) for item in _prefixed(self._client, self._table, pk, prefix)]
 
     def record_failure(self, account_id: str, event_id: str, at_ms: int) -> list[int]:
-        with contextlib.suppress(ConditionFailedError):  # the same event again: kept once
-            call(
-                self._client.put_item,
-                TableName=self._table,
-                Item=items.failure_item(account_id, event_id, at_ms),
-                ConditionExpression="attribute_not_exists(pk)",
-            )
+        # not written when the same event comes again: kept once
+        put_if(self._client, self._table, items.failure_item(account_id, event_id, at_ms))
         return sorted(int(value["at_ms"]) for value in self._query(items.partition(account_id), "PAYFAIL#"))
 
     def record_method(self, account_id: str, method: str, fingerprint: str, at_ms: int) -> list[str]:

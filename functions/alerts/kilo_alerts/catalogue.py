@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 from pydantic import ValidationError
 
@@ -154,10 +154,7 @@ def _decimal(value: str) -> Decimal:
 
 
 def _threshold(detail: Mapping[str, Any]) -> Alert:
-    try:
-        event = UsageThresholdCrossedV1.model_validate(detail)
-    except ValidationError as exc:
-        raise AlertError(f"not a {UsageThresholdCrossedV1.DETAIL_TYPE}: {exc.error_count()} problem(s)") from exc
+    event = _parse(UsageThresholdCrossedV1, detail)
     percent = event.threshold_percent
     month = Period.parse(event.period).start.strftime("%B %Y")
     values = {"percent": str(percent), "period_label": month, "period": event.period}
@@ -193,6 +190,7 @@ def _threshold(detail: Mapping[str, Any]) -> Alert:
 
 _Contract = TypeVar(
     "_Contract",
+    UsageThresholdCrossedV1,
     InvoiceIssuedV1,
     PaymentFailedV1,
     DisputeOpenedV1,
@@ -210,11 +208,36 @@ def _parse(contract: type[_Contract], detail: Mapping[str, Any]) -> _Contract:
 
 
 def _month_of(occurred_at: str) -> str:
-    """The period an invoicing alert is kept under: the month it happened in (UTC); the key names the occurrence."""
+    """The period an occurrence's alert is kept under: the month it happened in (UTC)."""
     try:
         return Period.containing(datetime.fromisoformat(occurred_at)).key
     except ValueError as exc:
         raise AlertError(f"not an ISO 8601 time: {occurred_at!r}") from exc
+
+
+class _Occurrence(Protocol):
+    """An event about one occurrence (a failed payment, a dispute, a chain payment, a settled bill, a quote)."""
+
+    @property
+    def event_id(self) -> str: ...
+    @property
+    def account_id(self) -> str: ...
+    @property
+    def occurred_at(self) -> str: ...
+
+
+def _occurrence_alert(kind: str, event: _Occurrence, key: str, severity: Severity, values: dict[str, str]) -> Alert:
+    """An alert about one occurrence, kept under the period it happened in (the month, UTC); ``key`` names the
+    occurrence within it."""
+    return Alert(
+        kind=kind,
+        account_id=event.account_id,
+        period=_month_of(event.occurred_at),
+        key=key,
+        severity=severity,
+        values=values,
+        event_id=event.event_id,
+    )
 
 
 def _invoice_issued(detail: Mapping[str, Any]) -> Alert:
@@ -262,28 +285,14 @@ def _payment_failed(detail: Mapping[str, Any]) -> Alert:
     }
     if event.hosted_url:
         values["invoice_url"] = event.hosted_url
-    return Alert(
-        kind="payment_failed",
-        account_id=event.account_id,
-        period=_month_of(event.occurred_at),
-        key=event.event_id,  # payment-failed:<processor event id>: one alert per failed attempt
-        severity=Severity.HIGH,
-        values=values,
-        event_id=event.event_id,
-    )
+    # key payment-failed:<processor event id>: one alert per failed attempt
+    return _occurrence_alert("payment_failed", event, event.event_id, Severity.HIGH, values)
 
 
 def _dispute_opened(detail: Mapping[str, Any]) -> Alert:
     event = _parse(DisputeOpenedV1, detail)
-    return Alert(
-        kind="dispute_opened",
-        account_id=event.account_id,
-        period=_month_of(event.occurred_at),
-        key=event.dispute_id,
-        severity=Severity.MEDIUM,
-        values={"invoice_id": event.invoice_id, "amount": money_text(event.amount)},
-        event_id=event.event_id,
-    )
+    values = {"invoice_id": event.invoice_id, "amount": money_text(event.amount)}
+    return _occurrence_alert("dispute_opened", event, event.dispute_id, Severity.MEDIUM, values)
 
 
 CHAIN_LABELS: Final = {"ethereum": "Ethereum", "base": "Base", "solana": "Solana"}
@@ -316,15 +325,8 @@ def _crypto_payment_seen(detail: Mapping[str, Any]) -> Alert:
     explorer = event.explorer_url or (EXPLORERS[event.chain] + event.tx_id if event.chain in EXPLORERS else None)
     if explorer:
         values["tx_url"] = explorer
-    return Alert(
-        kind="crypto_payment_seen",
-        account_id=event.account_id,
-        period=_month_of(event.occurred_at),
-        key=event.event_id,  # crypto-seen:<chain>:<tx id>:<index>: one alert per chain payment
-        severity=Severity.LOW,
-        values=values,
-        event_id=event.event_id,
-    )
+    # key crypto-seen:<chain>:<tx id>:<index>: one alert per chain payment
+    return _occurrence_alert("crypto_payment_seen", event, event.event_id, Severity.LOW, values)
 
 
 def _crypto_bill_settled(detail: Mapping[str, Any]) -> Alert:
@@ -334,21 +336,14 @@ def _crypto_bill_settled(detail: Mapping[str, Any]) -> Alert:
         notes.append(f"The {money_text(event.credit_usd)} paid over the bill is kept as credit on your account.")
     if _decimal(event.written_off_usd) > 0:
         notes.append(f"The {money_text(event.written_off_usd)} short of the bill is within our tolerance: written off.")
-    return Alert(
-        kind="crypto_bill_settled",
-        account_id=event.account_id,
-        period=_month_of(event.occurred_at),
-        key=event.invoice_id,
-        severity=Severity.LOW,
-        values={
-            "invoice_id": event.invoice_id,
-            "total": money_text(event.total),
-            "settled_usd": money_text(event.settled_usd),
-            "notes": " ".join(notes),
-            "transactions": ", ".join(event.tx_ids) or "-",
-        },
-        event_id=event.event_id,
-    )
+    values = {
+        "invoice_id": event.invoice_id,
+        "total": money_text(event.total),
+        "settled_usd": money_text(event.settled_usd),
+        "notes": " ".join(notes),
+        "transactions": ", ".join(event.tx_ids) or "-",
+    }
+    return _occurrence_alert("crypto_bill_settled", event, event.invoice_id, Severity.LOW, values)
 
 
 def _crypto_quote_expiring(detail: Mapping[str, Any]) -> Alert:
@@ -357,22 +352,15 @@ def _crypto_quote_expiring(detail: Mapping[str, Any]) -> Alert:
         expires = datetime.fromisoformat(event.expires_at).astimezone(UTC)
     except ValueError as exc:
         raise AlertError(f"not an ISO 8601 time: {event.expires_at!r}") from exc
-    return Alert(
-        kind="crypto_quote_expiring",
-        account_id=event.account_id,
-        period=_month_of(event.occurred_at),
-        key=event.quote_id,
-        severity=Severity.MEDIUM,
-        values={
-            "invoice_id": event.invoice_id,
-            "amount": asset_text(event.amount, event.asset),
-            "chain": _chain_label(event.chain),
-            "payment_uri": event.payment_uri,
-            "expires_at": f"{expires:%H:%M} UTC on {expires.day} {expires:%B %Y}",
-            "expires_time": f"{expires:%H:%M} UTC",
-        },
-        event_id=event.event_id,
-    )
+    values = {
+        "invoice_id": event.invoice_id,
+        "amount": asset_text(event.amount, event.asset),
+        "chain": _chain_label(event.chain),
+        "payment_uri": event.payment_uri,
+        "expires_at": f"{expires:%H:%M} UTC on {expires.day} {expires:%B %Y}",
+        "expires_time": f"{expires:%H:%M} UTC",
+    }
+    return _occurrence_alert("crypto_quote_expiring", event, event.quote_id, Severity.MEDIUM, values)
 
 
 # detail-type -> reader of its detail

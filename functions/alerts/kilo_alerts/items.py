@@ -29,8 +29,9 @@ def key(delivery: Delivery) -> Item:
     return to_item({"pk": partition(delivery.account_id), "sk": sort_key(delivery)})
 
 
-def expires_at(delivery: Delivery) -> int:
-    return delivery.at_ms // 1000 + RECORD_TTL_DAYS * 86_400
+def expires_at(at_ms: int) -> int:
+    """When a record written at ``at_ms`` expires (epoch seconds, DynamoDB's TTL): ``RECORD_TTL_DAYS`` later."""
+    return at_ms // 1000 + RECORD_TTL_DAYS * 86_400
 
 
 def delivery_to_item(delivery: Delivery) -> Item:
@@ -49,7 +50,7 @@ def delivery_to_item(delivery: Delivery) -> Item:
             "detail": delivery.detail,
             "event_id": delivery.event_id,
             "attempts": delivery.attempts,
-            "expires_at": expires_at(delivery),
+            "expires_at": expires_at(delivery.at_ms),
         }
     )
 
@@ -93,7 +94,7 @@ def enforcement_to_item(record: EnforcementRecord) -> Item:
             "status": record.outcome,
             "at_ms": record.at_ms,
             "detail": record.detail,
-            "expires_at": record.at_ms // 1000 + RECORD_TTL_DAYS * 86_400,
+            "expires_at": expires_at(record.at_ms),
         }
     )
 
@@ -132,7 +133,7 @@ def failure_item(account_id: str, event_id: str, at_ms: int) -> Item:
             "pk": partition(account_id),
             "sk": f"PAYFAIL#{event_id}",
             "at_ms": at_ms,
-            "expires_at": at_ms // 1000 + RECORD_TTL_DAYS * 86_400,
+            "expires_at": expires_at(at_ms),
         }
     )
 

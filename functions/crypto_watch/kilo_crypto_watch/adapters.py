@@ -13,7 +13,7 @@ from decimal import Decimal, InvalidOperation
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from kilo_billing.aws import ConditionFailedError, call, paged_items
+from kilo_billing.aws import ConditionFailedError, call, paged_items, put_if
 from kilo_billing.items import Item, from_item, to_item
 from kilo_crypto_watch import items
 from kilo_crypto_watch.model import Asset, Bill, BillStatus, Cursor, Payment, Quote, RateReading
@@ -55,16 +55,7 @@ class DynamoCryptoStore:
         return [items.quote_from_item(item) for item in found]
 
     def create_bill(self, bill: Bill) -> bool:
-        try:
-            call(
-                self._client.put_item,
-                TableName=self._table,
-                Item=items.bill_to_item(bill),
-                ConditionExpression="attribute_not_exists(pk)",
-            )
-        except ConditionFailedError:
-            return False
-        return True
+        return put_if(self._client, self._table, items.bill_to_item(bill))
 
     def unpaid_bills(self, account_id: str) -> Sequence[Bill]:
         found = self._query(
@@ -267,15 +258,8 @@ class DynamoCryptoStore:
         return [from_item(item) for item in found]
 
     def put_nonce(self, nonce: str, account_id: str, expires_at: datetime) -> None:
-        try:
-            call(
-                self._client.put_item,
-                TableName=self._table,
-                Item=items.nonce_to_item(nonce, account_id, expires_at),
-                ConditionExpression="attribute_not_exists(pk)",
-            )
-        except ConditionFailedError as exc:
-            raise AlreadyExistsError("nonce exists") from exc
+        if not put_if(self._client, self._table, items.nonce_to_item(nonce, account_id, expires_at)):
+            raise AlreadyExistsError("nonce exists")
 
     def take_nonce(self, nonce: str) -> tuple[str, datetime] | None:
         """Delete the nonce and return (account, expiry); None when unknown or already used (single use)."""

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
-from typing import Final
+from typing import Final, TypeVar
 
 from kilo_billing.contracts import (
     CryptoBillSettledV1,
@@ -50,6 +50,7 @@ from kilo_crypto_watch.ports import ConflictError, RateRefusedError, Rates, Sett
 
 STABLECOINS: Final = frozenset({"USDC"})
 COUNTED: Final = frozenset({PaymentStatus.SEEN, PaymentStatus.FINALIZED})
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,30 +320,30 @@ class Settlement:
     def record(self, transfer: ObservedTransfer, claimed_for: str | None = None) -> Payment:
         """Record a credit (idempotent per payment id) and match it; ``claimed_for``: the bill a customer submitted
         the transaction for (the fast path). A payment re-seen after an orphaning counts again."""
-        for _ in range(self._attempts):
+
+        def attempt() -> Payment:
             existing = self._store.payment(transfer.payment_id)
-            try:
-                if existing is not None and existing.status is not PaymentStatus.ORPHANED:
-                    if claimed_for is not None and existing.invoice_id not in (None, claimed_for):
-                        raise AlreadyClaimedError(f"payment {transfer.payment_id} already pays another bill")
-                    if claimed_for is not None and not existing.attributed:
-                        bill = self._store.bill(claimed_for)
-                        if bill is None:
-                            raise BillNotFoundError(f"no crypto bill {claimed_for!r}")
-                        return self._attribute(existing, bill, "fast_path")
-                    self._announce(existing)
-                    return existing
-                payment = self._record_new(transfer, claimed_for, existing)
-            except ConflictError:
-                continue
+            if existing is not None and existing.status is not PaymentStatus.ORPHANED:
+                if claimed_for is not None and existing.invoice_id not in (None, claimed_for):
+                    raise AlreadyClaimedError(f"payment {transfer.payment_id} already pays another bill")
+                if claimed_for is not None and not existing.attributed:
+                    bill = self._store.bill(claimed_for)
+                    if bill is None:
+                        raise BillNotFoundError(f"no crypto bill {claimed_for!r}")
+                    return self._attribute(existing, bill, "fast_path")
+                self._announce(existing)
+                return existing
+            payment = self._record_new(transfer, claimed_for, existing)
             self._announce(payment)
             return payment
-        raise ConflictError(f"payment {transfer.payment_id}: too many concurrent changes")
+
+        return self._retried(transfer.payment_id, attempt)
 
     def assign(self, payment_id: str, account_id: str, invoice_id: str) -> Payment:
         """The operator's assignment of an UNATTRIBUTED payment to an account's bill (valued at the newest quote of
         the bill for the payment's chain and asset, with the late policy as for any payment)."""
-        for _ in range(self._attempts):
+
+        def attempt() -> Payment:
             payment = self._store.payment(payment_id)
             if payment is None:
                 raise PaymentNotFoundError(f"no payment {payment_id!r}")
@@ -355,11 +356,9 @@ class Settlement:
                 raise BillNotFoundError(f"no crypto bill {invoice_id!r}")
             if bill.account_id != account_id:
                 raise NotAssignableError(f"bill {invoice_id} belongs to account {bill.account_id}, not {account_id}")
-            try:
-                return self._attribute(payment, bill, "operator")
-            except ConflictError:
-                continue
-        raise ConflictError(f"payment {payment_id}: too many concurrent changes")
+            return self._attribute(payment, bill, "operator")
+
+        return self._retried(payment_id, attempt)
 
     def announce_expiring(self, chain: str, window: timedelta) -> int:
         """``CryptoQuoteExpiring.v1`` once per quote on ``chain`` that is still ACTIVE (nothing seen for it) and
@@ -395,7 +394,8 @@ class Settlement:
         (PROCESSING, PAID once finalized, ``CryptoBillSettled.v1`` once). Refused: it never counts and its asset
         amount is recorded as a refund owed to the sender. One conditional transaction on the bill's version, as
         every settlement step."""
-        for _ in range(self._attempts):
+
+        def attempt() -> Payment:
             payment = self._store.payment(payment_id)
             if payment is None:
                 raise PaymentNotFoundError(f"no payment {payment_id!r}")
@@ -406,15 +406,11 @@ class Settlement:
                 raise BillNotFoundError(f"no crypto bill {payment.invoice_id!r}")
             resolved = replace(payment, review=False, refund_owed=not accept)
             new_bill, changed = self._bill_after(bill, resolved, self._store.quotes(bill.invoice_id))
-            try:
-                self._store.save(
-                    SettlementChange(resolved, payment_expected=payment.status, bill=new_bill, quotes=changed)
-                )
-            except ConflictError:
-                continue
+            self._store.save(SettlementChange(resolved, payment_expected=payment.status, bill=new_bill, quotes=changed))
             self._announce_bill(new_bill)
             return resolved
-        raise ConflictError(f"payment {payment_id}: too many concurrent changes")
+
+        return self._retried(payment_id, attempt)
 
     def _attribute(self, payment: Payment, bill: Bill, how: MatchedBy) -> Payment:
         quotes = list(self._store.quotes(bill.invoice_id))
@@ -533,7 +529,7 @@ class Settlement:
         return new_bill, tuple(changed)
 
     def _move(self, payment_id: str, status: PaymentStatus) -> None:
-        for _ in range(self._attempts):
+        def attempt() -> None:
             payment = self._store.payment(payment_id)
             if payment is None or payment.status is not PaymentStatus.SEEN:
                 if payment is not None and payment.invoice_id is not None:
@@ -543,18 +539,25 @@ class Settlement:
                 return
             moved = replace(payment, status=status)
             bill = self._store.bill(payment.invoice_id) if payment.invoice_id else None
+            if bill is None:
+                self._store.save(SettlementChange(moved, payment_expected=PaymentStatus.SEEN))
+                return
+            new_bill, changed = self._bill_after(bill, moved, self._store.quotes(bill.invoice_id))
+            change = SettlementChange(moved, payment_expected=PaymentStatus.SEEN, bill=new_bill, quotes=changed)
+            self._store.save(change)
+            self._announce_bill(new_bill)
+
+        self._retried(payment_id, attempt)
+
+    def _retried(self, payment_id: str, attempt: Callable[[], _T]) -> _T:
+        """Optimistic concurrency, the one loop every settlement step runs in: ``attempt`` reads, decides and writes
+        one conditional transaction; when that write conflicts (``ConflictError``: another writer moved the payment
+        or the bill first) it runs again on fresh reads, up to ``attempts`` times."""
+        for _ in range(self._attempts):
             try:
-                if bill is None:
-                    self._store.save(SettlementChange(moved, payment_expected=PaymentStatus.SEEN))
-                    return
-                new_bill, changed = self._bill_after(bill, moved, self._store.quotes(bill.invoice_id))
-                self._store.save(
-                    SettlementChange(moved, payment_expected=PaymentStatus.SEEN, bill=new_bill, quotes=changed)
-                )
+                return attempt()
             except ConflictError:
                 continue
-            self._announce_bill(new_bill)
-            return
         raise ConflictError(f"payment {payment_id}: too many concurrent changes")
 
     # events: published after the state is stored, then marked (a rerun re-publishes the same id)

@@ -9,7 +9,7 @@ import json
 from collections.abc import Sequence
 from typing import Any, Final
 
-from kilo_billing.aws import ConditionFailedError, StorageUnavailableError, call
+from kilo_billing.aws import StorageUnavailableError, call, put_if
 from kilo_billing.events import StripeEventRecord, decode_item
 from kilo_billing.items import from_item, to_item
 
@@ -74,15 +74,7 @@ class DynamoRunMarkers:
 
     def mark_fanned_out(self, period: str, accounts: int, at_ms: int) -> None:
         item = {**from_item(self._key(period)), "accounts": accounts, "at_ms": at_ms}
-        try:
-            call(
-                self._client.put_item,
-                TableName=self._table,
-                Item=to_item(item),
-                ConditionExpression="attribute_not_exists(pk)",
-            )
-        except ConditionFailedError:
-            return  # another run marked it first: the same fan-out
+        put_if(self._client, self._table, to_item(item))  # not written: another run marked it first, the same fan-out
 
 
 class DynamoStripeEvents:

@@ -29,7 +29,7 @@ from stripe.params import (
 from stripe.params.billing_portal import SessionCreateParams as PortalSessionCreateParams
 from stripe.params.checkout import SessionCreateParams as CheckoutSessionCreateParams
 
-from kilo_billing.stripe_calls import stripe_call
+from kilo_billing.stripe_calls import stripe_call, stripe_client
 from kilo_invoice.gateway import (
     Customer,
     GatewayInvoice,
@@ -137,15 +137,10 @@ class StripePaymentGateway:
         api_base: str | None = None,
         http_client: stripe.HTTPClient | None = None,
     ) -> StripePaymentGateway:
-        """``api_base``: another API address (a Stripe stand-in on the local stack); ``http_client``: the SDK's
-        transport (tests put the Stripe emulator there). Both default to the SDK's own."""
-        client = stripe.StripeClient(
-            api_key,
-            max_network_retries=max_network_retries,
-            base_addresses={"api": api_base} if api_base else None,
-            http_client=http_client,
+        """``api_base``, ``http_client``: as ``kilo_billing.stripe_calls.stripe_client`` takes them."""
+        return cls(
+            stripe_client(api_key, max_network_retries=max_network_retries, api_base=api_base, http_client=http_client)
         )
-        return cls(client)
 
     # ------------------------------------------------------------------ customers
     def ensure_customer(self, customer: Customer) -> str:

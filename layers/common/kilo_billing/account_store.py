@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 from kilo_billing.accounts import AccountExistsError, AccountProfile, UnknownAccountError, check_tier_history
-from kilo_billing.aws import ConditionFailedError, call
+from kilo_billing.aws import call, put_if
 from kilo_billing.items import Item, from_item, to_item
 from kilo_billing.rating import TierChange
 
@@ -104,12 +104,5 @@ class DynamoAccountDirectory:
 
         book = default_catalog().latest
         check_tier_history(profile.changes, lambda tier: book.tier(tier).rank)
-        try:
-            call(
-                self._client.put_item,
-                TableName=self._table,
-                Item=profile_to_item(profile),
-                ConditionExpression=condition,
-            )
-        except ConditionFailedError as exc:
-            raise type(refused)(f"account {profile.account_id!r} {refused}") from exc
+        if not put_if(self._client, self._table, profile_to_item(profile), condition):
+            raise type(refused)(f"account {profile.account_id!r} {refused}")

@@ -8,7 +8,7 @@ handler must answer, log and count its own failures. Each function passes a budg
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -151,6 +151,18 @@ def call(operation: Callable[..., T], **kwargs: Any) -> T:
         if mapped is exc:
             raise
         raise mapped from exc
+
+
+def put_if(
+    client: Any, table: str, item: Mapping[str, Any], condition: str = "attribute_not_exists(pk)", **request: Any
+) -> bool:
+    """One conditional ``PutItem`` through ``call``: True when written, False when ``condition`` failed (by default:
+    an item with this key is stored already). ``request``: the condition's attribute names and values."""
+    try:
+        call(client.put_item, TableName=table, Item=item, ConditionExpression=condition, **request)
+    except ConditionFailedError:
+        return False
+    return True
 
 
 def paged_items(operation: Callable[..., Any], **request: Any) -> Iterator[dict[str, Any]]:

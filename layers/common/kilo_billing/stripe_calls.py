@@ -1,7 +1,8 @@
-"""One Stripe SDK call, its errors mapped the same way for every function that talks to Stripe (invoicing's payment
-gateway, the account API's Checkout and Billing Portal pages): a connection failure, rate limiting, a 5xx or no
-status at all is *unavailable* (the caller retries later); any other refusal is *refused* (the request itself is
-wrong and a retry would fail the same way). Imported only by the Stripe adapters: the SDK loads with them."""
+"""The Stripe SDK's client and one SDK call, built and mapped the same way for every function that talks to Stripe
+(invoicing's payment gateway, the account API's Checkout and Billing Portal pages): a connection failure, rate
+limiting, a 5xx or no status at all is *unavailable* (the caller retries later); any other refusal is *refused* (the
+request itself is wrong and a retry would fail the same way). Imported only by the Stripe adapters: the SDK loads
+with them."""
 
 from __future__ import annotations
 
@@ -11,6 +12,24 @@ from typing import TypeVar
 import stripe
 
 _T = TypeVar("_T")
+
+
+def stripe_client(
+    api_key: str,
+    *,
+    max_network_retries: int,
+    api_base: str | None = None,
+    http_client: stripe.HTTPClient | None = None,
+) -> stripe.StripeClient:
+    """The SDK's client as every Stripe adapter builds it. ``api_base``: another API address (a Stripe stand-in on the
+    local stack); ``http_client``: the SDK's transport (tests put the Stripe emulator there). Both default to the
+    SDK's own."""
+    return stripe.StripeClient(
+        api_key,
+        max_network_retries=max_network_retries,
+        base_addresses={"api": api_base} if api_base else None,
+        http_client=http_client,
+    )
 
 
 def stripe_call(
