@@ -137,6 +137,21 @@ def test_given_the_openapi_route_then_every_route_of_the_template_is_documented(
         "$ref": "#/components/schemas/BudgetIn"
     }
     assert {"400", "401", "403"} <= set(put_budget["responses"])
+    # the one error shape of the customer API (the crypto routes answer it too) and its code vocabulary
+    error = {"$ref": "#/components/schemas/ErrorBody"}
+    assert put_budget["responses"]["400"]["content"]["application/json"]["schema"] == error
+    schemas = answer.body["components"]["schemas"]
+    assert sorted(schemas["ErrorBody"]["properties"]) == ["code", "field", "fields", "message", "request_id"]
+    assert sorted(schemas["ErrorBody"]["required"]) == ["code", "message"]
+    assert schemas["ErrorCode"]["enum"] == [
+        "invalid_request",
+        "unauthorized",
+        "forbidden",
+        "not_found",
+        "conflict",
+        "unprocessable",
+        "unavailable",
+    ]
 
 
 def test_given_a_month_so_far_when_a_member_asks_for_usage_then_meters_allowance_and_daily_series_add_up(

@@ -7,19 +7,18 @@ API Gateway's JWT authorizer verifies the token (signature, issuer, audience, ex
 members read, admins and owners manage, operators read any account and reach ``/v1/operator/...``. Another account's
 id is refused with 403 whether or not that account exists (the check needs no read, so nothing leaks).
 
-Status codes live here: domain errors of ``model`` and ``kilo_billing.auth`` map to 400/401/403/404/409/503; a 4xx
-names the problem (and the field), a 5xx says nothing but the request id (D34).
+Status codes live here (and in the layer's ``kilo_billing.http_errors``, whose one error shape and code vocabulary the
+crypto routes on the same API share): domain errors of ``model`` and ``kilo_billing.auth`` map to
+400/401/403/404/409/503; a 4xx names the problem (and the field), a 5xx says nothing but the request id (D34).
 """
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -34,12 +33,13 @@ from kilo_account_api.model import (
     UnavailableError,
 )
 from kilo_account_api.recommendations import RecommendationPolicy, recommend
+from kilo_billing import http_errors
 from kilo_billing.accounts import ACCOUNT_ID_PATTERN, AccountProfile
-from kilo_billing.auth import Caller, ForbiddenError, Role, UnauthenticatedError, caller_from_event
-from kilo_billing.aws import StorageUnavailableError
+from kilo_billing.auth import Caller, Role, caller_from_event
 from kilo_billing.entitlements import EntitlementPolicy
+from kilo_billing.http_errors import ErrorCode, error_response, json_response
 from kilo_billing.money import money_str
-from kilo_billing.observability import correlate, logger
+from kilo_billing.observability import logger
 
 SERVICE: Final = "account-api"
 JSON_HEADERS: Final = {"content-type": "application/json"}
@@ -47,29 +47,14 @@ PUBLIC_ROUTES: Final = frozenset({("GET", "/v1/pricing"), ("GET", "/openapi.json
 
 app = APIGatewayHttpResolver(enable_validation=True)
 log = logger(SERVICE)
+http_errors.install(app, log)  # 400 validation, 401, 403, 404 route, 503 storage: the customer API's one error shape
 
 SECURED: Final[list[dict[str, list[str]]]] = [{"jwt": []}]  # every route but pricing and the document itself
-_ERROR_BODY: Final = {"application/json": {"model": schemas.ErrorOut}}
-ERRORS: Final[dict[int, Any]] = {
-    400: {"description": "Invalid input; `field` names it", "content": _ERROR_BODY},
-    401: {"description": "No valid token", "content": _ERROR_BODY},
-    403: {"description": "The token may not do this for this account", "content": _ERROR_BODY},
-    404: {"description": "Unknown account, invoice or member", "content": _ERROR_BODY},
-    409: {"description": "Conflicts with the stored state", "content": _ERROR_BODY},
-    503: {"description": "A dependency is unavailable; retry", "content": _ERROR_BODY},
-}
+ERRORS: Final = http_errors.openapi_responses(400, 401, 403, 404, 409, 503)
 
 AccountId = Annotated[
     str, Path(pattern=f"^{ACCOUNT_ID_PATTERN}$", description="The billing account (the token's kilo_account)")
 ]
-
-
-def _json(status: int, payload: object) -> Response[str]:
-    return Response(status_code=status, headers=dict(JSON_HEADERS), body=json.dumps(payload))
-
-
-def _error(status: int, code: str, message: str, **extra: Any) -> Response[str]:
-    return _json(status, {"code": code, "message": message, **extra})
 
 
 def _now() -> datetime:
@@ -86,64 +71,30 @@ def _caller() -> Caller:
 
 def _authorize(account_id: str, role: Role = Role.MEMBER) -> Caller:
     """The caller may act for ``account_id`` with ``role`` (401 without verified claims, 403 otherwise)."""
-    caller = _caller()
-    caller.require(account_id, role)
-    correlate(SERVICE, account_id=account_id)
-    return caller
+    return http_errors.authorize(app, SERVICE, account_id, role)
 
 
-# --- errors -----------------------------------------------------------------------------------------------------------
-
-
-@app.exception_handler(UnauthenticatedError)  # type: ignore[untyped-decorator]
-def _unauthenticated(exc: UnauthenticatedError) -> Response[str]:
-    return _error(401, "unauthorized", str(exc))
-
-
-@app.exception_handler(ForbiddenError)  # type: ignore[untyped-decorator]
-def _forbidden(exc: ForbiddenError) -> Response[str]:
-    return _error(403, "forbidden", str(exc))
+# --- errors (the shared ones: http_errors.install) --------------------------------------------------------------------
 
 
 @app.exception_handler(NotFoundError)  # type: ignore[untyped-decorator]
 def _not_found_error(exc: NotFoundError) -> Response[str]:
-    return _error(404, "not_found", str(exc))
+    return error_response(ErrorCode.NOT_FOUND, str(exc))
 
 
 @app.exception_handler(InvalidRequestError)  # type: ignore[untyped-decorator]
 def _invalid(exc: InvalidRequestError) -> Response[str]:
-    return _error(400, "invalid_request", f"{exc.field}: {exc}", field=exc.field)
+    return error_response(ErrorCode.INVALID_REQUEST, f"{exc.field}: {exc}", field=exc.field)
 
 
 @app.exception_handler(ConflictError)  # type: ignore[untyped-decorator]
 def _conflict(exc: ConflictError) -> Response[str]:
-    return _error(409, "conflict", str(exc))
+    return error_response(ErrorCode.CONFLICT, str(exc))
 
 
-@app.exception_handler(RequestValidationError)  # type: ignore[untyped-decorator]
-def _validation(exc: RequestValidationError) -> Response[str]:
-    """Powertools' validation of the path, query and body: 400 naming each field (``body.budget_usd``)."""
-    problems = []
-    fields = []
-    for error in exc.errors():
-        location = [str(part) for part in error.get("loc", ()) if part not in ("body",) or len(error["loc"]) == 1]
-        name = ".".join(location) or "body"
-        fields.append(name)
-        problems.append(f"{name}: {error.get('msg', 'invalid')}")
-    return _error(400, "invalid_request", "; ".join(problems), field=fields[0] if fields else None, fields=fields)
-
-
-@app.exception_handler(StorageUnavailableError)  # type: ignore[untyped-decorator]
 @app.exception_handler(UnavailableError)  # type: ignore[untyped-decorator]
-def _unavailable(exc: Exception) -> Response[str]:
-    request_id = getattr(app.lambda_context, "aws_request_id", "") if app.lambda_context else ""
-    log.warning("dependency unavailable", extra={"error": type(exc).__name__, "detail": str(exc)})
-    return _error(503, "unavailable", "try again shortly", request_id=request_id)
-
-
-@app.not_found
-def _no_route(_: Exception) -> Response[str]:
-    return _error(404, "not_found", "no such route")
+def _unavailable(exc: UnavailableError) -> Response[str]:
+    return http_errors.unavailable(app, log, exc)
 
 
 # --- public -----------------------------------------------------------------------------------------------------------
@@ -453,7 +404,7 @@ def add_member(account_id: AccountId, body: schemas.MemberIn) -> Response[str]:
     deps = _deps()
     member = Member(account_id, body.user, body.email, Role[body.role.upper()], _now())
     added = logic.add_member(deps.accounts, deps.members, caller.role, member)
-    return _json(201, schemas.MemberOut.of(added).model_dump(mode="json"))
+    return json_response(201, schemas.MemberOut.of(added).model_dump(mode="json"))
 
 
 @app.delete(
@@ -483,7 +434,7 @@ def export(account_id: AccountId) -> Response[str]:
     _authorize(account_id, Role.OWNER)
     deps = _deps()
     data = logic.export(deps.accounts, deps.members, deps.sessions, deps.ledger, account_id, _now())
-    return _json(200, schemas.export_json(data))
+    return json_response(200, schemas.export_json(data))
 
 
 @app.post(

@@ -50,13 +50,6 @@ def _qty(value: Decimal | None) -> str | None:
     return decimal_str(value) if value is not None else None
 
 
-class ErrorOut(_Out):
-    code: str
-    message: str
-    field: str | None = None
-    fields: list[str] | None = None
-
-
 # --- pricing --------------------------------------------------------------------------------------------------------
 
 

@@ -2,7 +2,8 @@
 // Wallet, ...; Phantom for Solana) and link it with SIWE / SIWS (nonce from the API, the wallet signs, the API
 // verifies); 3) a quote locks the rate (amount in the asset, pay-to address, expiry); 4) the wallet sends the payment
 // (EIP-681 → eth_sendTransaction; Solana Pay URL for Phantom) and the transaction hash goes to the API at once.
-// The crypto routes are served by the crypto function on the same HTTP API (paths in ROUTES).
+// The crypto routes are served by the crypto function on the same HTTP API (paths in ROUTES). A bill is named in
+// paths by its invoice key, the invoice id with each "/" written "~": API Gateway decodes %2F before it matches.
 import { accountPath, get, post } from "../api.js";
 import { session } from "../auth.js";
 import { errorBox, h, say, section, usd, words } from "../dom.js";
@@ -11,11 +12,13 @@ import {
   solanaSign,
 } from "../wallet.js";
 
+export const invoiceKey = (invoiceId) => encodeURIComponent(invoiceId.replaceAll("/", "~"));
+
 export const ROUTES = {
-  nonce: "/crypto/wallets/nonce", // -> {nonce, expires_at}
+  nonce: "/crypto/wallets/nonce", // -> {nonce, expires_at, domain, uri}
   verify: "/crypto/wallets", // {chain, message, signature} -> {chain, address, method}
-  quote: (invoiceId) => `/crypto/bills/${encodeURIComponent(invoiceId)}/quotes`, // {chain, asset} -> quote
-  submit: (invoiceId) => `/crypto/bills/${encodeURIComponent(invoiceId)}/transactions`, // {chain, tx_id}
+  quote: (invoiceId) => `/crypto/bills/${invoiceKey(invoiceId)}/quotes`, // {chain, asset} -> quote
+  submit: (invoiceId) => `/crypto/bills/${invoiceKey(invoiceId)}/transactions`, // {chain, tx_id} -> {invoice_id, payments}
   history: "/crypto/history", // -> {bills, quotes, payments}
 };
 
@@ -24,9 +27,8 @@ const ASSETS = { evm: ["USDC", "ETH"], solana: ["USDC", "SOL"] };
 export async function payView(config) {
   const wanted = new URLSearchParams(window.location.hash.split("?")[1] || "").get("invoice");
   const reply = await get(accountPath("/invoices"));
-  const unpaid = (reply.invoices || []).filter((i) => !["paid", "void"].includes(i.status));
-  const details = await Promise.all(unpaid.map((i) => get(accountPath(`/invoices/${encodeURIComponent(i.number)}`))));
-  const open = details.filter((i) => i.method === "crypto");
+  // the summaries carry the invoice id the crypto routes take and the payment method
+  const open = (reply.invoices || []).filter((i) => i.method === "crypto" && !["paid", "void"].includes(i.status));
   const root = h("div", {}, h("h1", {}, "Pay with crypto"));
   if (!session().canManage) {
     root.append(h("p", {}, "Only owners and admins can pay bills."));
