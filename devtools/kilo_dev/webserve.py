@@ -44,8 +44,6 @@ class SiteConfig:
     authorize_url: str = ""
     client_id: str = ""
     chains: dict[str, Any] = field(default_factory=dict)  # {"evm": [{"key", "chainId"}]}: the wallets' chains
-    # SIWE / SIWS: the domain and URI the crypto API checks in a wallet's sign-in message (default: the page's own)
-    sign_in: dict[str, str] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -57,7 +55,6 @@ class SiteConfig:
                 "clientId": self.client_id,
             },
             "chains": self.chains,
-            "signIn": self.sign_in,
         }
 
 

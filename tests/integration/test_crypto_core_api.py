@@ -254,14 +254,11 @@ def test_given_a_nonce_and_a_signed_siwe_then_the_wallet_is_linked_and_the_nonce
     assert (issued["domain"], issued["uri"]) == ("app.kilo.example", "https://app.kilo.example")
     expires = datetime.fromisoformat(issued["expires_at"])
     assert timedelta(minutes=9) < expires - datetime.now(UTC) <= timedelta(minutes=10)
+    issued_at = datetime.fromisoformat(issued["issued_at"])  # the server's clock, for the message's Issued At
+    assert expires - issued_at == timedelta(minutes=10)
     wallet = Account.from_key("0x" + "33" * 32)
     text = siwe_text(
-        "app.kilo.example",
-        wallet.address,
-        "https://app.kilo.example",
-        "1",
-        issued["nonce"],
-        datetime.now(UTC).isoformat(),
+        "app.kilo.example", wallet.address, "https://app.kilo.example", "1", issued["nonce"], issued["issued_at"]
     )
     signature = wallet.sign_message(encode_defunct(text=text)).signature.hex()
     status, linked = call("POST", f"{BASE}/wallets", {"chain": "ethereum", "message": text, "signature": signature})

@@ -7,8 +7,8 @@ Routes (under the account API's ``/v1/accounts/<account_id>``):
 - ``POST .../crypto/bills/<invoice>/quotes`` ``{"chain", "asset"}`` -> 201 the quote;
 - ``POST .../crypto/bills/<invoice>/transactions`` ``{"chain", "tx_id"}`` -> 202 ``{"invoice_id", "payments"}``,
   the payments recorded SEEN;
-- ``POST .../crypto/wallets/nonce`` -> 201 ``{"nonce", "expires_at", "domain", "uri"}`` (what the signed message
-  must name);
+- ``POST .../crypto/wallets/nonce`` -> 201 ``{"nonce", "issued_at", "expires_at", "domain", "uri"}`` (what the
+  signed message must name);
 - ``POST .../crypto/wallets`` ``{"chain", "message", "signature"}`` -> 201 the linked wallet;
 - ``GET .../crypto/history`` -> 200 bills, quotes, payments.
 
@@ -152,9 +152,17 @@ def post_transaction(account_id: str, invoice: str) -> Response[str]:
 def post_nonce(account_id: str) -> Response[str]:
     _caller(account_id, Role.ADMIN)
     ports = dependencies.api()
-    nonce, expires = logic.wallet_nonce(ports, account_id, _now())
-    # the sign-in message must name this domain and URI: the wallet page builds it from this answer
-    body = {"nonce": nonce, "expires_at": expires.isoformat(), "domain": ports.signin.domain, "uri": ports.signin.uri}
+    now = _now()
+    nonce, expires = logic.wallet_nonce(ports, account_id, now)
+    # the sign-in message must name this domain and URI: the wallet page builds it from this answer, with our clock's
+    # issue time (a browser's clock may be off by more than the skew the check allows)
+    body = {
+        "nonce": nonce,
+        "issued_at": now.isoformat(),
+        "expires_at": expires.isoformat(),
+        "domain": ports.signin.domain,
+        "uri": ports.signin.uri,
+    }
     return json_response(201, body)
 
 
