@@ -171,10 +171,11 @@ def test_given_an_invoice_id_in_a_crypto_path_then_only_its_slash_free_key_reach
     status, body = request(local, "POST", f"{bills}/acct_local_a%2F2026-10/quotes", token, {"asset": "USDC"})
     assert (status, body) == (404, {"message": "Not Found"})
     member = local.issuer.mint("user-m", "acct_local_a", "member")  # refused by the function itself, before any read
-    status, body = request(local, "POST", f"{bills}/acct_local_a~2026-10/transactions", member, {})
+    paid = {"chain": "ethereum", "tx_id": "0x" + "ab" * 32}
+    status, body = request(local, "POST", f"{bills}/acct_local_a~2026-10/transactions", member, paid)
     assert (status, body) == (
         403,
         {"code": "forbidden", "message": "not allowed to manage account 'acct_local_a'", "field": None},
     )
-    status, body = request(local, "POST", f"{bills}/acct_local_a-2026-10/transactions", token, {})
+    status, body = request(local, "POST", f"{bills}/acct_local_a-2026-10/transactions", token, paid)
     assert (status, body["code"], body["field"]) == (400, "invalid_request", "path.invoice")

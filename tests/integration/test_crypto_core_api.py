@@ -176,7 +176,7 @@ def test_given_the_exchange_disagreeing_then_the_quote_is_refused_naming_both_so
             400,
             "asset must be one of",
         ),
-        ("bills/acct-1~2026-10/quotes", {"chain": "ethereum"}, "admin", "acct-1", 400, "asset is required"),
+        ("bills/acct-1~2026-10/quotes", {"chain": "ethereum"}, "admin", "acct-1", 400, "asset: Field required"),
         (
             "bills/acct-1~2026-01/quotes",
             {"chain": "ethereum", "asset": "ETH"},
@@ -193,7 +193,14 @@ def test_given_the_exchange_disagreeing_then_the_quote_is_refused_naming_both_so
             422,
             "not known",
         ),
-        ("bills/acct-1~2026-10/transactions", ["x"], "admin", "acct-1", 400, "JSON object"),
+        (
+            "bills/acct-1~2026-10/transactions",
+            ["x"],
+            "admin",
+            "acct-1",
+            400,
+            "body: Input should be a valid dictionary",
+        ),
     ],
 )
 def test_bad_requests_get_a_4xx_naming_the_problem(
@@ -356,9 +363,9 @@ def test_given_crypto_refusals_then_each_has_the_one_error_shape(crypto: SpotPri
         {"code": "not_found", "message": "no crypto bill 'acct-2/2026-10' for this account", "field": "path.invoice"},
     )
     status, _, body = raw_call("POST", f"{BASE}/bills/acct-1~2026-10/quotes", {"chain": "ethereum"})
-    assert (status, body) == (
+    assert (status, body) == (  # Powertools' validation of the body, mapped by the layer
         400,
-        {"code": "invalid_request", "message": "asset is required (a string)", "field": "asset"},
+        {"code": "invalid_request", "message": "asset: Field required", "field": "asset", "fields": ["asset"]},
     )
     status, _, body = raw_call(
         "POST", f"{BASE}/bills/acct-1~2026-10/transactions", {"chain": "ethereum", "tx_id": "0x1"}
@@ -377,3 +384,28 @@ def test_given_crypto_refusals_then_each_has_the_one_error_shape(crypto: SpotPri
     )
     assert (status, headers["Retry-After"], body["code"], body["field"]) == (503, "60", "unavailable", None)
     assert set(body) == {"code", "message", "field"}
+
+
+def test_given_each_crypto_route_then_its_answer_is_exactly_the_documented_model(crypto: SpotPrices) -> None:
+    """The OpenAPI document describes these answers with ``api_schemas`` (extra fields forbidden): a field added to
+    or missing from an answer fails here."""
+    from kilo_crypto_watch import api_schemas  # noqa: PLC0415
+
+    issue()
+    _, quote = call("POST", f"{BASE}/bills/acct-1~2026-10/quotes", {"chain": "ethereum", "asset": "USDC"})
+    assert api_schemas.CryptoQuoteOut.model_validate(quote).invoice_id == "acct-1/2026-10"
+    crypto_core_inspector.TRANSACTIONS["0xcafe"] = [transfer("0xcafe", "USDC", 40_000_000, datetime.now(UTC))]
+    _, submitted = call("POST", f"{BASE}/bills/acct-1~2026-10/transactions", {"chain": "ethereum", "tx_id": "0xcafe"})
+    assert api_schemas.TransactionOut.model_validate(submitted).payments[0].amount_usd == "40.00"
+    _, issued = call("POST", f"{BASE}/wallets/nonce")
+    api_schemas.NonceOut.model_validate(issued)
+    wallet = Account.from_key("0x" + "44" * 32)
+    text = siwe_text(
+        "app.kilo.example", wallet.address, "https://app.kilo.example", "1", issued["nonce"], issued["issued_at"]
+    )
+    signature = wallet.sign_message(encode_defunct(text=text)).signature.hex()
+    _, linked = call("POST", f"{BASE}/wallets", {"chain": "ethereum", "message": text, "signature": signature})
+    assert api_schemas.WalletOut.model_validate(linked).method == "eoa"
+    _, found = call("GET", f"{BASE}/history", role="member")
+    history = api_schemas.CryptoHistoryOut.model_validate(found)
+    assert ([b.status.value for b in history.bills], len(history.quotes), len(history.payments)) == (["OPEN"], 1, 1)

@@ -14,8 +14,11 @@ crypto routes on the same API share): domain errors of ``model`` and ``kilo_bill
 
 from __future__ import annotations
 
+import functools
+import json
 import time
 from datetime import UTC, datetime
+from pathlib import Path as Path_
 from typing import Annotated, Any, Final
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
@@ -111,16 +114,34 @@ def openapi() -> Response[str]:
     return Response(status_code=200, headers=dict(JSON_HEADERS), body=openapi_document())
 
 
+CRYPTO_ROUTES: Final = Path_(__file__).with_name("crypto_openapi.json")
+
+
+@functools.cache
 def openapi_document() -> str:
-    return app.get_openapi_json_schema(
-        title="Kilo Billing account API",
-        version="1.0.0",
-        description=(
-            "Customer-facing billing API. Send `Authorization: Bearer <JWT>`; the token's claims name the account "
-            "(`kilo_account`) and role (`kilo_role`: owner | admin | member); operators carry `kilo_operator`."
-        ),
-        security_schemes={"jwt": HTTPBearer(bearerFormat="JWT")},
+    """The customer API's document: this function's routes, generated from ``schemas``, and the crypto routes the
+    crypto function serves on the same API, generated from its models into ``crypto_openapi.json``
+    (``python -m kilo_dev.openapi``; a test fails when that file is stale)."""
+    document = json.loads(
+        app.get_openapi_json_schema(
+            title="Kilo Billing account API",
+            version="1.0.0",
+            description=(
+                "Customer-facing billing API. Send `Authorization: Bearer <JWT>`; the token's claims name the account "
+                "(`kilo_account`) and role (`kilo_role`: owner | admin | member); operators carry `kilo_operator`. "
+                "Every error answer is `{code, message, field}` (`ErrorBody`); API Gateway's own answers (its "
+                "authorizer's 401, an unknown route's 404) carry `message` alone."
+            ),
+            security_schemes={"jwt": HTTPBearer(bearerFormat="JWT")},
+        )
     )
+    crypto = json.loads(CRYPTO_ROUTES.read_text(encoding="utf-8"))
+    document["paths"].update(crypto["paths"])
+    schemas_found = document["components"]["schemas"]
+    for name, schema in crypto["components"]["schemas"].items():
+        if schemas_found.setdefault(name, schema) != schema:
+            raise RuntimeError(f"schema {name} differs between the account API and the crypto routes")
+    return json.dumps(document)
 
 
 # --- usage ------------------------------------------------------------------------------------------------------------

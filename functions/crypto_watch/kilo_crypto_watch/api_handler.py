@@ -19,17 +19,21 @@ a path parameter. A malformed key is a 400 naming ``path.invoice``; answers name
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Annotated, Any, Final, cast
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.event_handler.openapi.params import Path
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import BaseModel
 
 from kilo_billing import http_errors, observability
 from kilo_billing.auth import Role
 from kilo_billing.http_errors import ErrorCode, error_response, json_response
-from kilo_billing.invoice_keys import MalformedInvoiceKeyError, invoice_id_from_key
+from kilo_billing.invoice_keys import EXAMPLE, MalformedInvoiceKeyError, invoice_id_from_key
 from kilo_billing.money import decimal_str, money_str
+from kilo_crypto_watch import api_schemas as schemas
 from kilo_crypto_watch import dependencies, history, logic
 from kilo_crypto_watch.model import Payment
 from kilo_crypto_watch.ports import RateRefusedError
@@ -40,7 +44,7 @@ from kilo_crypto_watch.wallets import SignInError, WalletTakenError
 SERVICE: Final = "crypto-api"
 PREFIX: Final = "/v1/accounts/<account_id>/crypto"
 INVOICE_FIELD: Final = "path.invoice"
-app = APIGatewayHttpResolver()
+app = APIGatewayHttpResolver(enable_validation=True)
 logger = observability.logger(SERVICE)
 metrics = observability.metrics(SERVICE)
 http_errors.install(app, logger)
@@ -89,25 +93,42 @@ def _no_fast_path(exc: dependencies.FastPathUnavailableError) -> Response[str]:
     return error_response(ErrorCode.UNAVAILABLE, f"{exc}; the watcher will still find the payment")
 
 
+SECURED: Final[list[dict[str, list[str]]]] = [{"jwt": []}]
+AccountId = Annotated[str, Path(description="The billing account (the token's kilo_account)")]
+InvoiceKey = Annotated[
+    str,
+    Path(
+        description="The invoice id with each `/` written `~` (`<account>~<YYYY-MM>[~<part>]`): API Gateway decodes "
+        "`%2F` before it matches routes",
+        examples=[EXAMPLE],
+    ),
+]
+
+
+Route = Callable[..., Response[str]]
+
+
+def _route(
+    method: str, suffix: str, summary: str, status: int, model: type[BaseModel], errors: tuple[int, ...]
+) -> Callable[[Route], Route]:
+    """A crypto route as documented: its answer's model under ``status``, the customer API's error shape for the
+    rest."""
+    responses: dict[int, Any] = {status: {"description": summary, "content": {"application/json": {"model": model}}}}
+    return cast(
+        Callable[[Route], Route],
+        app.route(
+            f"{PREFIX}{suffix}",
+            method=method,
+            summary=summary,
+            tags=["crypto"],
+            security=SECURED,
+            responses={**responses, **http_errors.openapi_responses(400, 401, 403, *errors)},
+        ),
+    )
+
+
 def _caller(account_id: str, role: Role) -> None:
     http_errors.authorize(app, SERVICE, account_id, role)
-
-
-def _body() -> dict[str, Any]:
-    try:
-        body = app.current_event.json_body if app.current_event.body else {}
-    except (ValueError, TypeError) as exc:
-        raise logic.InvalidRequestError("body must be a JSON object", field="body") from exc
-    if not isinstance(body, dict):
-        raise logic.InvalidRequestError("body must be a JSON object", field="body")
-    return body
-
-
-def _text(body: dict[str, Any], name: str) -> str:
-    value = body.get(name)
-    if not isinstance(value, str) or not value:
-        raise logic.InvalidRequestError(f"{name} is required (a string)", field=name)
-    return value
 
 
 def _payment(payment: Payment) -> dict[str, Any]:
@@ -126,30 +147,27 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-@app.post(f"{PREFIX}/bills/<invoice>/quotes")
-def post_quote(account_id: str, invoice: str) -> Response[str]:
+@_route("POST", "/bills/<invoice>/quotes", "A quote for a bill: the rate locked, the amount to pay", 201,
+        schemas.CryptoQuoteOut, (404, 409, 503))  # fmt: skip
+def post_quote(account_id: AccountId, invoice: InvoiceKey, body: schemas.QuoteIn) -> Response[str]:
     _caller(account_id, Role.ADMIN)
     invoice_id = invoice_id_from_key(invoice)
-    body = _body()
-    quote = logic.create_quote(
-        dependencies.api(), account_id, invoice_id, _text(body, "chain"), _text(body, "asset"), _now()
-    )
+    quote = logic.create_quote(dependencies.api(), account_id, invoice_id, body.chain, body.asset, _now())
     return json_response(201, history.quote_view(quote, quote.status))
 
 
-@app.post(f"{PREFIX}/bills/<invoice>/transactions")
-def post_transaction(account_id: str, invoice: str) -> Response[str]:
+@_route("POST", "/bills/<invoice>/transactions", "Submit the paying transaction (recorded SEEN at once)", 202,
+        schemas.TransactionOut, (404, 409, 422, 503))  # fmt: skip
+def post_transaction(account_id: AccountId, invoice: InvoiceKey, body: schemas.TransactionIn) -> Response[str]:
     _caller(account_id, Role.ADMIN)
     invoice_id = invoice_id_from_key(invoice)
-    body = _body()
-    payments = logic.submit_transaction(
-        dependencies.api(), account_id, invoice_id, _text(body, "chain"), _text(body, "tx_id")
-    )
+    payments = logic.submit_transaction(dependencies.api(), account_id, invoice_id, body.chain, body.tx_id)
     return json_response(202, {"invoice_id": invoice_id, "payments": [_payment(p) for p in payments]})
 
 
-@app.post(f"{PREFIX}/wallets/nonce")
-def post_nonce(account_id: str) -> Response[str]:
+@_route("POST", "/wallets/nonce", "A single-use nonce and what the wallet's sign-in message must name", 201,
+        schemas.NonceOut, ())  # fmt: skip
+def post_nonce(account_id: AccountId) -> Response[str]:
     _caller(account_id, Role.ADMIN)
     ports = dependencies.api()
     now = _now()
@@ -166,18 +184,15 @@ def post_nonce(account_id: str) -> Response[str]:
     return json_response(201, body)
 
 
-@app.post(f"{PREFIX}/wallets")
-def post_wallet(account_id: str) -> Response[str]:
+@_route("POST", "/wallets", "Link a wallet by its signed SIWE / SIWS message", 201, schemas.WalletOut, (409,))
+def post_wallet(account_id: AccountId, body: schemas.WalletIn) -> Response[str]:
     _caller(account_id, Role.ADMIN)
-    body = _body()
-    linked = logic.wallet_verify(
-        dependencies.api(), account_id, _text(body, "chain"), _text(body, "message"), _text(body, "signature"), _now()
-    )
+    linked = logic.wallet_verify(dependencies.api(), account_id, body.chain, body.message, body.signature, _now())
     return json_response(201, {"chain": linked.chain, "address": linked.address, "method": linked.method})
 
 
-@app.get(f"{PREFIX}/history")
-def get_history(account_id: str) -> Response[str]:
+@_route("GET", "/history", "The account's crypto bills, quotes and payments", 200, schemas.CryptoHistoryOut, ())
+def get_history(account_id: AccountId) -> Response[str]:
     _caller(account_id, Role.MEMBER)
     return json_response(200, logic.history(dependencies.api(), account_id, _now()))
 
