@@ -1,6 +1,6 @@
 """The customer API (``AccountApi``) answers errors in one shape, whichever function serves the route: the account
 API's routes and the crypto routes give the same body for the same refusal. Every expected body is written out here
-by hand (``kilo_billing.http_errors`` is not used to build them)."""
+by hand (``kilo_billing.customer_api`` is not used to build them)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Lambda entry of the customer's crypto routes (API Gateway HTTP API, payload 2.0, behind the JWT authorizer):
 decorators, parse, cached dependencies, one logic call, the outcome or error mapped to a status. Members read; admins
 and owners manage (quotes, submitted transactions, wallets). Errors have the customer API's one shape
-(``kilo_billing.http_errors``: ``{"code", "message", "field"}``), shared with the account API's routes.
+(``kilo_billing.customer_api``: ``{"code", "message", "field"}``), shared with the account API's routes.
 
 Routes (under the account API's ``/v1/accounts/<account_id>``):
 - ``POST .../crypto/bills/<invoice>/quotes`` ``{"chain", "asset"}`` -> 201 the quote;
@@ -21,16 +21,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any, Final, cast
+from typing import Annotated, Any, Final
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.openapi.params import Path
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel
 
-from kilo_billing import http_errors, observability
+from kilo_billing import customer_api, observability
 from kilo_billing.auth import Role
-from kilo_billing.http_errors import ErrorCode, error_response, json_response
+from kilo_billing.customer_api import ErrorCode, error_response, json_response
 from kilo_billing.invoice_keys import EXAMPLE, MalformedInvoiceKeyError, invoice_id_from_key
 from kilo_billing.money import decimal_str, money_str
 from kilo_crypto_watch import api_schemas as schemas
@@ -47,7 +47,7 @@ INVOICE_FIELD: Final = "path.invoice"
 app = APIGatewayHttpResolver(enable_validation=True)
 logger = observability.logger(SERVICE)
 metrics = observability.metrics(SERVICE)
-http_errors.install(app, logger)
+customer_api.install(app, logger)
 
 
 @app.exception_handler(BillNotFoundError)  # type: ignore[untyped-decorator]
@@ -93,7 +93,6 @@ def _no_fast_path(exc: dependencies.FastPathUnavailableError) -> Response[str]:
     return error_response(ErrorCode.UNAVAILABLE, f"{exc}; the watcher will still find the payment")
 
 
-SECURED: Final[list[dict[str, list[str]]]] = [{"jwt": []}]
 AccountId = Annotated[str, Path(description="The billing account (the token's kilo_account)")]
 InvoiceKey = Annotated[
     str,
@@ -105,30 +104,22 @@ InvoiceKey = Annotated[
 ]
 
 
-Route = Callable[..., Response[str]]
-
-
 def _route(
-    method: str, suffix: str, summary: str, status: int, model: type[BaseModel], errors: tuple[int, ...]
-) -> Callable[[Route], Route]:
-    """A crypto route as documented: its answer's model under ``status``, the customer API's error shape for the
-    rest."""
-    responses: dict[int, Any] = {status: {"description": summary, "content": {"application/json": {"model": model}}}}
-    return cast(
-        Callable[[Route], Route],
-        app.route(
-            f"{PREFIX}{suffix}",
-            method=method,
-            summary=summary,
-            tags=["crypto"],
-            security=SECURED,
-            responses={**responses, **http_errors.openapi_responses(400, 401, 403, *errors)},
-        ),
+    method: str, suffix: str, summary: str, answer: tuple[int, type[BaseModel]], errors: tuple[int, ...] = ()
+) -> Callable[[customer_api.Route], customer_api.Route]:
+    return customer_api.secured_route(
+        app, method, f"{PREFIX}{suffix}", summary, (400, 401, 403, *errors), answer, tags=["crypto"]
     )
 
 
 def _caller(account_id: str, role: Role) -> None:
-    http_errors.authorize(app, SERVICE, account_id, role)
+    customer_api.authorize(app, SERVICE, account_id, role)
+
+
+def _bill(account_id: str, invoice: str) -> str:
+    """An admin of ``account_id`` acts on the bill ``invoice`` keys: its invoice id (400 for a malformed key)."""
+    _caller(account_id, Role.ADMIN)
+    return invoice_id_from_key(invoice)
 
 
 def _payment(payment: Payment) -> dict[str, Any]:
@@ -147,26 +138,24 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-@_route("POST", "/bills/<invoice>/quotes", "A quote for a bill: the rate locked, the amount to pay", 201,
-        schemas.CryptoQuoteOut, (404, 409, 503))  # fmt: skip
+@_route("POST", "/bills/<invoice>/quotes", "A quote for a bill: the rate locked, the amount to pay",
+        (201, schemas.CryptoQuoteOut), (404, 409, 503))  # fmt: skip
 def post_quote(account_id: AccountId, invoice: InvoiceKey, body: schemas.QuoteIn) -> Response[str]:
-    _caller(account_id, Role.ADMIN)
-    invoice_id = invoice_id_from_key(invoice)
+    invoice_id = _bill(account_id, invoice)
     quote = logic.create_quote(dependencies.api(), account_id, invoice_id, body.chain, body.asset, _now())
     return json_response(201, history.quote_view(quote, quote.status))
 
 
-@_route("POST", "/bills/<invoice>/transactions", "Submit the paying transaction (recorded SEEN at once)", 202,
-        schemas.TransactionOut, (404, 409, 422, 503))  # fmt: skip
+@_route("POST", "/bills/<invoice>/transactions", "Submit the paying transaction (recorded SEEN at once)",
+        (202, schemas.TransactionOut), (404, 409, 422, 503))  # fmt: skip
 def post_transaction(account_id: AccountId, invoice: InvoiceKey, body: schemas.TransactionIn) -> Response[str]:
-    _caller(account_id, Role.ADMIN)
-    invoice_id = invoice_id_from_key(invoice)
+    invoice_id = _bill(account_id, invoice)
     payments = logic.submit_transaction(dependencies.api(), account_id, invoice_id, body.chain, body.tx_id)
     return json_response(202, {"invoice_id": invoice_id, "payments": [_payment(p) for p in payments]})
 
 
-@_route("POST", "/wallets/nonce", "A single-use nonce and what the wallet's sign-in message must name", 201,
-        schemas.NonceOut, ())  # fmt: skip
+@_route("POST", "/wallets/nonce", "A single-use nonce and what the wallet's sign-in message must name",
+        (201, schemas.NonceOut))  # fmt: skip
 def post_nonce(account_id: AccountId) -> Response[str]:
     _caller(account_id, Role.ADMIN)
     ports = dependencies.api()
@@ -184,14 +173,14 @@ def post_nonce(account_id: AccountId) -> Response[str]:
     return json_response(201, body)
 
 
-@_route("POST", "/wallets", "Link a wallet by its signed SIWE / SIWS message", 201, schemas.WalletOut, (409,))
+@_route("POST", "/wallets", "Link a wallet by its signed SIWE / SIWS message", (201, schemas.WalletOut), (409,))
 def post_wallet(account_id: AccountId, body: schemas.WalletIn) -> Response[str]:
     _caller(account_id, Role.ADMIN)
     linked = logic.wallet_verify(dependencies.api(), account_id, body.chain, body.message, body.signature, _now())
     return json_response(201, {"chain": linked.chain, "address": linked.address, "method": linked.method})
 
 
-@_route("GET", "/history", "The account's crypto bills, quotes and payments", 200, schemas.CryptoHistoryOut, ())
+@_route("GET", "/history", "The account's crypto bills, quotes and payments", (200, schemas.CryptoHistoryOut))
 def get_history(account_id: AccountId) -> Response[str]:
     _caller(account_id, Role.MEMBER)
     return json_response(200, logic.history(dependencies.api(), account_id, _now()))

@@ -1,6 +1,6 @@
-"""The one error shape and code vocabulary of the customer-facing HTTP API (``AccountApi``: the account API's routes
-and the crypto routes), and the edge helpers both functions' handlers share (JSON answers, the caller check, the
-common exception handlers). Status codes live here and in the handlers, never in logic.
+"""The edge of the customer-facing HTTP API (``AccountApi``: the account API's routes and the crypto routes), shared by
+both functions' handlers: the one error shape and code vocabulary, JSON answers, the caller check, the common
+exception handlers, and secured routes as documented. Status codes live here and in the handlers, never in logic.
 
 Every error answer is one flat JSON object::
 
@@ -18,9 +18,9 @@ failure's 500/503) and an HTTP API cannot reshape them (gateway responses are a 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from pydantic import BaseModel, ConfigDict
 
@@ -85,6 +85,29 @@ def openapi_responses(*statuses: int) -> dict[int, Any]:
     """Powertools ``responses=`` for the given statuses (all when none are named), each with ``ErrorBody``."""
     content = {"application/json": {"model": ErrorBody}}
     return {status: {"description": _DESCRIPTIONS[status], "content": content} for status in statuses or _DESCRIPTIONS}
+
+
+SECURED: Final[list[dict[str, list[str]]]] = [{"jwt": []}]  # the API's JWT authorizer (the documents' "jwt" scheme)
+Route = Callable[..., Any]
+
+
+def secured_route(
+    app: APIGatewayHttpResolver,
+    method: str,
+    path: str,
+    summary: str,
+    errors: tuple[int, ...],
+    answer: tuple[int, type[BaseModel]] | None = None,
+    **documented: Any,
+) -> Callable[[Route], Route]:
+    """A route behind the JWT authorizer, documented with the error shape for ``errors`` (and ``answer``'s model under
+    its status, for routes that answer a ``Response`` themselves); ``documented``: more of Powertools' arguments."""
+    responses: dict[int, Any] = openapi_responses(*errors)
+    if answer is not None:
+        status, model = answer
+        responses[status] = {"description": summary, "content": {"application/json": {"model": model}}}
+    route = app.route(path, method=method, summary=summary, security=SECURED, responses=responses, **documented)
+    return cast(Callable[[Route], Route], route)
 
 
 def json_response(status: int, payload: object, headers: Mapping[str, str] | None = None) -> Response[str]:
