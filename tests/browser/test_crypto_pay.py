@@ -28,7 +28,7 @@ import pytest
 from eth_account import Account
 from playwright.sync_api import expect
 
-from kilo_dev.webserve import DashboardServer, SiteConfig
+from kilo_dev.webserve import DashboardServer, serve_for_stack
 from tests.browser.wallets import InjectedWallets
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.xdist_group("crypto-pay")]
@@ -50,6 +50,7 @@ def month_start(instant: float) -> datetime:
 class World:
     stack: Any
     site: DashboardServer
+    sign_in: str  # the owner's sign-in link
     closed: str  # the closed month, YYYY-MM
     invoice_id: str
     number: str
@@ -88,9 +89,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         invoice = closed_invoices(stack, [ACCOUNT], closed)[ACCOUNT]
         assert invoice is not None, f"the close did not issue {ACCOUNT}'s invoice for {closed}"
         wait_for_bills(stack, [CryptoBill(ACCOUNT, invoice.invoice_id, invoice.total)])
-        chains = {"evm": [{"key": "ethereum", "chainId": CHAIN_ID}]}
-        site = DashboardServer(stack.url, SiteConfig(issuer=stack.issuer.url, chains=chains)).start()
-        yield World(stack, site, closed, invoice.invoice_id, invoice.number)
+        site, links = serve_for_stack(stack, [ACCOUNT])  # as `./dev demo --keep-running` serves it
+        assert site.config.chains == {"evm": [{"key": "ethereum", "chainId": CHAIN_ID}]}  # anvil's chain id
+        yield World(stack, site, links[ACCOUNT], closed, invoice.invoice_id, invoice.number)
     finally:
         if site is not None:
             site.stop()
@@ -142,8 +143,7 @@ def test_given_a_closed_crypto_bill_when_paid_in_usdc_from_the_injected_wallet_t
     wallets.install(page)
     merchant_before = usdc_balance(chains, chains.merchant_evm)
 
-    token = stack.issuer.mint(user="owner-1", account=ACCOUNT, role="owner")
-    page.goto(f"{world.site.url}/#token={token}")
+    page.goto(world.sign_in)
     page.wait_for_url(re.compile(r"#/usage$"))
     page.goto(f"{world.site.url}/#/pay")
     page.get_by_role("heading", name="Pay with crypto", level=1).wait_for()
