@@ -1,8 +1,9 @@
 """The demo's crypto part: crypto-billed accounts pay their closed month's bill on the local chains, through the real
-routes (``POST .../crypto/bills/<invoice>/quotes``, then a payment on anvil or the Solana stand-in, then - on EVM -
-``POST .../crypto/bills/<invoice>/transactions`` with the hash), the watchers run on their schedules (the stack's
-clock moved on a minute at a time), finality comes (blocks mined, slots advanced), and each bill's quote, chain payment,
-finality and USD settlement are read back and compared with ``ground_truth.expected_crypto``.
+routes (``POST .../crypto/bills/<invoice key>/quotes``, the key being the invoice id with ``/`` written ``~``; then a
+payment on anvil or the Solana stand-in, then - on EVM - ``POST .../crypto/bills/<invoice key>/transactions`` with the
+hash), the watchers run on their schedules (the stack's clock moved on a minute at a time), finality comes (blocks
+mined, slots advanced), and each bill's quote, chain payment, finality and USD settlement are read back and compared
+with ``ground_truth.expected_crypto``.
 
 Scenarios, in order, one per crypto bill: ``usdc`` (USDC on anvil), ``eth`` (native ETH on anvil), ``sol`` (SOL via
 Solana Pay's reference, found by the Solana watcher alone), ``underpay`` (USDC, half the stablecoin tolerance short)
@@ -21,8 +22,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Final
-from urllib.parse import quote as quote_path
 
+from kilo_billing.invoice_keys import invoice_key
 from kilo_dev.ground_truth import CRYPTO_SCENARIOS, CryptoExpectation, expected_crypto
 
 LATE_BY: Final = timedelta(minutes=35)  # after a quote's 30-minute expiry, far inside its 72-hour monitoring
@@ -125,7 +126,7 @@ def pay_bills(stack: Any, bills: Sequence[CryptoBill], shift_clock: Callable[[ti
     for index, (scenario, bill) in enumerate(zip(CRYPTO_SCENARIOS, bills, strict=False)):
         expected = expected_crypto(scenario, bill.total_usd, dict(FEED_PRICES))
         token = stack.sign_in(bill.account_id)
-        base = f"/v1/accounts/{bill.account_id}/crypto/bills/{quote_path(bill.invoice_id, safe='')}"
+        base = f"/v1/accounts/{bill.account_id}/crypto/bills/{invoice_key(bill.invoice_id)}"
         quote = call(stack, "POST", f"{base}/quotes", token, {"chain": expected.chain, "asset": expected.asset})
         if scenario == "late":
             shift_clock(LATE_BY)

@@ -220,7 +220,8 @@ def load_handler(dotted: str) -> Handler:
 
 
 class Gateway(ThreadingHTTPServer):
-    """API Gateway HTTP API on 127.0.0.1: routes from the template (path parameters as ``{name}``), payload v2.0
+    """API Gateway HTTP API on 127.0.0.1: routes from the template (path parameters as ``{name}``, matched on the
+    URL-decoded path as API Gateway does), payload v2.0
     events, the handler's response; a route with a JWT authorizer in the template gets API Gateway's check first
     (``kilo_dev.jwt_issuer.JwtAuthorizer``: 401 without a valid token, the claims in
     ``requestContext.authorizer.jwt.claims`` otherwise)."""
@@ -252,7 +253,7 @@ class Gateway(ThreadingHTTPServer):
             found: dict[str, str] = {}
             for want, got in zip(pattern, parts, strict=True):
                 if want.startswith("{") and want.endswith("}") and got:
-                    found[want[1:-1]] = urllib.parse.unquote(got)
+                    found[want[1:-1]] = got
                 elif want != got:
                     break
             else:
@@ -267,7 +268,10 @@ class _GatewayHandler(BaseHTTPRequestHandler):
         return
 
     def _handle(self) -> None:
-        path, _, query = self.path.partition("?")
+        raw_path, _, query = self.path.partition("?")
+        # as API Gateway HTTP APIs do: the path is URL-decoded before routes are matched (a %2F is a separator), and
+        # the event's rawPath and pathParameters carry the decoded path
+        path = urllib.parse.unquote(raw_path)
         matched = self.server.match(self.command, path)
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""

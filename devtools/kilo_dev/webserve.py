@@ -44,8 +44,6 @@ class SiteConfig:
     authorize_url: str = ""
     client_id: str = ""
     chains: dict[str, Any] = field(default_factory=dict)  # {"evm": [{"key", "chainId"}]}: the wallets' chains
-    # SIWE / SIWS: the domain and URI the crypto API checks in a wallet's sign-in message (default: the page's own)
-    sign_in: dict[str, str] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -57,7 +55,6 @@ class SiteConfig:
                 "clientId": self.client_id,
             },
             "chains": self.chains,
-            "signIn": self.sign_in,
         }
 
 
@@ -71,8 +68,12 @@ def sign_in_link(site_url: str, token: str) -> str:
 
 def serve_for_stack(stack: Any, accounts: Sequence[str]) -> tuple[DashboardServer, dict[str, str]]:
     """The dashboard against a running local stack (started; the caller stops it), and a sign-in link per account
-    (its owner, a token from the stack's issuer)."""
-    site = DashboardServer(stack.url, SiteConfig(issuer=stack.issuer.url)).start()
+    (its owner, a token from the stack's issuer); with the stack's chains, the page knows anvil's chain id."""
+    chains: dict[str, Any] = {}
+    if getattr(stack, "chains", None) is not None:  # the stack's anvil: a wallet on it pays the quotes' EIP-681 URIs
+        evm = [c for c in stack.chains.chains() if c["kind"] == "evm"]
+        chains = {"evm": [{"key": c["key"], "chainId": c["chain_id"]} for c in evm]}
+    site = DashboardServer(stack.url, SiteConfig(issuer=stack.issuer.url, chains=chains)).start()
     links = {
         account: sign_in_link(
             site.url,

@@ -89,7 +89,6 @@ def test_given_config_json_then_it_names_the_api_on_the_same_origin_and_the_loca
         "apiBase": "",
         "auth": {"mode": "local", "issuer": "http://127.0.0.1:9/issuer", "authorizeUrl": "", "clientId": ""},
         "chains": {"evm": [{"chainId": 1}]},
-        "signIn": {},
     }
 
 
@@ -140,5 +139,4 @@ def test_given_cognito_settings_then_the_config_command_writes_the_deployed_conf
         "apiBase": "",
         "auth": {"mode": "cognito", "issuer": issuer, "authorizeUrl": authorize, "clientId": "cid"},
         "chains": {},
-        "signIn": {},
     }

@@ -1,7 +1,8 @@
 """Test wallets for the browser: an EIP-1193 provider announced by EIP-6963 (as MetaMask and Coinbase Wallet do) and
 a Phantom-like Solana provider, injected before the page loads. They sign for real: the page's requests call back
 into Python, where eth_account signs with a known test key (personal_sign; transactions signed as EIP-1559) and
-solders signs ed25519 messages. Every request the page made is recorded for the test to check."""
+solders signs ed25519 messages. Every request the page made is recorded for the test to check. With ``rpc_url`` (an
+anvil node) the signed transactions are also sent there, at the account's next nonce, as a wallet would."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from typing import Any
 from eth_account import Account
 from eth_account.messages import encode_defunct
 from solders.keypair import Keypair
+
+from kilo_dev.anvil import rpc
 
 # anvil's / Hardhat's first development account: a well-known key that holds nothing anywhere
 EVM_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
@@ -78,6 +81,7 @@ class InjectedWallets:
     signed_messages: list[str] = field(default_factory=list)
     transactions: list[dict[str, Any]] = field(default_factory=list)
     sent: list[str] = field(default_factory=list)  # the hashes of the signed transactions, in order
+    rpc_url: str | None = None  # a node the signed transactions are sent to (eth_sendRawTransaction); None: none
 
     @property
     def address(self) -> str:
@@ -101,11 +105,14 @@ class InjectedWallets:
     def _send_transaction(self, params_json: str) -> str:
         params = json.loads(params_json)
         self.transactions.append(params)
+        nonce = len(self.transactions) - 1
+        if self.rpc_url is not None:
+            nonce = int(rpc(self.rpc_url, "eth_getTransactionCount", [self.address, "pending"]), 16)
         tx = {
             "to": params["to"],
             "value": int(params.get("value", "0x0"), 16),
             "data": params.get("data", "0x"),
-            "nonce": len(self.transactions) - 1,
+            "nonce": nonce,
             "gas": 100_000,
             "maxFeePerGas": 30 * 10**9,
             "maxPriorityFeePerGas": 10**9,
@@ -113,6 +120,9 @@ class InjectedWallets:
         }
         signed = self.account.sign_transaction(tx)
         self.sent.append("0x" + bytes(signed.hash).hex())
+        if self.rpc_url is not None:
+            accepted = rpc(self.rpc_url, "eth_sendRawTransaction", ["0x" + bytes(signed.raw_transaction).hex()])
+            assert accepted == self.sent[-1], f"the node answered {accepted} for {self.sent[-1]}"
         return self.sent[-1]
 
     def _solana_sign(self, message_hex: str) -> str:

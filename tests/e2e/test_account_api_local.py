@@ -160,3 +160,22 @@ def test_given_the_local_sign_in_then_its_token_is_accepted_and_a_bad_request_is
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(f"{local.issuer.url}/local/token?role=member", timeout=10)
     assert refused.value.code == 400
+
+
+def test_given_an_invoice_id_in_a_crypto_path_then_only_its_slash_free_key_reaches_the_function(local: Any) -> None:
+    """The gateway URL-decodes the path before matching routes, as API Gateway HTTP APIs do: ``%2F`` is a separator
+    there, so ``<account>%2F<period>`` matches no route (the gateway's own 404); the key ``<account>~<period>`` is
+    routed to the crypto function."""
+    token = local.issuer.mint("user-a", "acct_local_a", "admin")
+    bills = "/v1/accounts/acct_local_a/crypto/bills"
+    status, body = request(local, "POST", f"{bills}/acct_local_a%2F2026-10/quotes", token, {"asset": "USDC"})
+    assert (status, body) == (404, {"message": "Not Found"})
+    member = local.issuer.mint("user-m", "acct_local_a", "member")  # refused by the function itself, before any read
+    paid = {"chain": "ethereum", "tx_id": "0x" + "ab" * 32}
+    status, body = request(local, "POST", f"{bills}/acct_local_a~2026-10/transactions", member, paid)
+    assert (status, body) == (
+        403,
+        {"code": "forbidden", "message": "not allowed to manage account 'acct_local_a'", "field": None},
+    )
+    status, body = request(local, "POST", f"{bills}/acct_local_a-2026-10/transactions", token, paid)
+    assert (status, body["code"], body["field"]) == (400, "invalid_request", "path.invoice")

@@ -117,12 +117,15 @@ def test_given_the_openapi_route_then_every_route_of_the_template_is_documented(
     answer = call("GET", "/openapi.json", None)
     assert answer.status == 200
     documented = {(method.upper(), path) for path, operations in answer.body["paths"].items() for method in operations}
-    from tests.account_api_support import ROUTES_FUNCTION  # noqa: PLC0415
 
-    wired = {
+    wired = {  # every route of the customer API, whichever function serves it (the crypto routes too)
         (spec["Properties"]["Method"], spec["Properties"]["Path"])
-        for spec in account_api.template.resources[ROUTES_FUNCTION]["Properties"]["Events"].values()
+        for resource in account_api.template.resources.values()
+        if resource.get("Type") == "AWS::Serverless::Function"
+        for spec in resource["Properties"].get("Events", {}).values()
+        if spec["Type"] == "HttpApi" and spec["Properties"].get("ApiId") == {"Ref": "AccountApi"}
     }
+    assert ("POST", "/v1/accounts/{account_id}/crypto/bills/{invoice}/quotes") in wired
     assert wired - {("GET", "/openapi.json")} == documented
     assert answer.body["components"]["securitySchemes"]["jwt"]["scheme"] == "bearer"
     secured = {
@@ -137,6 +140,37 @@ def test_given_the_openapi_route_then_every_route_of_the_template_is_documented(
         "$ref": "#/components/schemas/BudgetIn"
     }
     assert {"400", "401", "403"} <= set(put_budget["responses"])
+    quote = answer.body["paths"]["/v1/accounts/{account_id}/crypto/bills/{invoice}/quotes"]["post"]
+    assert quote["requestBody"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/QuoteIn"}
+    assert quote["responses"]["201"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/CryptoQuoteOut"
+    }
+    assert [p["name"] for p in quote["parameters"]] == ["account_id", "invoice"]
+    assert quote["responses"]["404"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/ErrorBody"
+    }
+    # the one error shape of the customer API (the crypto routes answer it too) and its code vocabulary
+    error = {"$ref": "#/components/schemas/ErrorBody"}
+    assert put_budget["responses"]["400"]["content"]["application/json"]["schema"] == error
+    schemas = answer.body["components"]["schemas"]
+    assert sorted(schemas["ErrorBody"]["properties"]) == ["code", "field", "fields", "message", "request_id"]
+    assert sorted(schemas["ErrorBody"]["required"]) == ["code", "message"]
+    assert schemas["ErrorCode"]["enum"] == [
+        "invalid_request",
+        "unauthorized",
+        "forbidden",
+        "not_found",
+        "conflict",
+        "unprocessable",
+        "unavailable",
+    ]
+
+
+def test_given_the_crypto_functions_models_then_the_documents_crypto_part_is_current() -> None:
+    """``crypto_openapi.json`` is generated from the crypto function's models (``python -m kilo_dev.openapi``)."""
+    from kilo_dev.openapi import FRAGMENT, crypto_fragment, render  # noqa: PLC0415
+
+    assert FRAGMENT.read_text(encoding="utf-8") == render(crypto_fragment()), "run python -m kilo_dev.openapi"
 
 
 def test_given_a_month_so_far_when_a_member_asks_for_usage_then_meters_allowance_and_daily_series_add_up(

@@ -265,5 +265,13 @@ def test_given_no_stripe_key_then_the_payment_pages_answer_503_with_a_request_id
     register(account_api, "acct_a")
     answer = call("POST", "/v1/accounts/acct_a/billing-portal", ADMIN)
     assert answer.status == 503
-    assert set(answer.body) == {"code", "message", "request_id"}
+    from tests.conftest import LambdaContext  # noqa: PLC0415
+
+    assert answer.body == {
+        "code": "unavailable",
+        "message": "try again shortly",
+        "field": None,
+        "request_id": LambdaContext().aws_request_id,
+    }
+    assert answer.headers["Retry-After"] == "5"
     assert datetime.now(tz=UTC) == NOW

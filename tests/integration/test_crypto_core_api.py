@@ -64,7 +64,7 @@ def call(method: str, path: str, body: object = None, role: str = "admin", accou
     return response["statusCode"], json.loads(response["body"])
 
 
-def issue(invoice_id: str = "inv-1", method: str = "crypto", total: str = "100.00") -> dict[str, Any]:
+def issue(invoice_id: str = "acct-1/2026-10", method: str = "crypto", total: str = "100.00") -> dict[str, Any]:
     issued = InvoiceIssuedV1(
         event_id=f"invoice-issued:{invoice_id}",
         account_id="acct-1",
@@ -84,18 +84,20 @@ def issue(invoice_id: str = "inv-1", method: str = "crypto", total: str = "100.0
 def test_given_issued_invoices_then_only_crypto_ones_become_open_bills_once(crypto: SpotPrices) -> None:
     assert issue()["batchItemFailures"] == []
     assert issue()["batchItemFailures"] == []  # redelivered
-    issue("inv-card", method="card")
-    issue("inv-zero", total="0.00")
+    issue("acct-1/2026-08", method="card")
+    issue("acct-1/2026-07", total="0.00")
     status, history = call("GET", f"{BASE}/history", role="member")
     assert status == 200
-    assert [(b["invoice_id"], b["status"], b["total_usd"]) for b in history["bills"]] == [("inv-1", "OPEN", "100.00")]
+    assert [(b["invoice_id"], b["status"], b["total_usd"]) for b in history["bills"]] == [
+        ("acct-1/2026-10", "OPEN", "100.00")
+    ]
 
 
 def test_given_an_open_bill_when_an_admin_asks_an_eth_quote_then_the_rate_and_its_sources_are_locked(
     crypto: SpotPrices,
 ) -> None:
     issue()
-    status, quote = call("POST", f"{BASE}/bills/inv-1/quotes", {"chain": "ethereum", "asset": "ETH"})
+    status, quote = call("POST", f"{BASE}/bills/acct-1~2026-10/quotes", {"chain": "ethereum", "asset": "ETH"})
     assert status == 201
     # $100.00 at the on-chain $2,500.00 (the exchange's $2,510.00 is 0.4 % away): 0.04 ETH
     assert (quote["amount"], quote["atomic_amount"], quote["rate_usd"], quote["amount_usd"]) == (
@@ -112,8 +114,8 @@ def test_given_an_open_bill_when_an_admin_asks_an_eth_quote_then_the_rate_and_it
 
 def test_given_a_solana_quote_then_a_fresh_reference_key_is_in_the_solana_pay_url(crypto: SpotPrices) -> None:
     issue()
-    _, first = call("POST", f"{BASE}/bills/inv-1/quotes", {"chain": "solana", "asset": "USDC"})
-    _, second = call("POST", f"{BASE}/bills/inv-1/quotes", {"chain": "solana", "asset": "USDC"})
+    _, first = call("POST", f"{BASE}/bills/acct-1~2026-10/quotes", {"chain": "solana", "asset": "USDC"})
+    _, second = call("POST", f"{BASE}/bills/acct-1~2026-10/quotes", {"chain": "solana", "asset": "USDC"})
     assert first["reference"] != second["reference"]
     assert len(first["reference"]) >= 32
     assert f"reference={first['reference']}" in first["payment_uri"]
@@ -126,30 +128,79 @@ def test_given_a_solana_quote_then_a_fresh_reference_key_is_in_the_solana_pay_ur
 def test_given_the_exchange_disagreeing_then_the_quote_is_refused_naming_both_sources(crypto: SpotPrices) -> None:
     issue()
     crypto.prices["ETH"] = "2530.00"  # 30 / 2500 = 1.2 % above the on-chain feed
-    status, body = call("POST", f"{BASE}/bills/inv-1/quotes", {"chain": "ethereum", "asset": "ETH"})
+    status, body = call("POST", f"{BASE}/bills/acct-1~2026-10/quotes", {"chain": "ethereum", "asset": "ETH"})
     assert status == 503
-    assert body["error"]["message"] == (
+    assert body["message"] == (
         "ETH price sources disagree: chainlink:ethereum:ETH reads 2500.00 USD, exchange:coinbase reads 2530.00 USD "
         "(1.20 % apart, limit 1 %)"
     )
     crypto.prices["USDC"] = "0.97"
-    status, body = call("POST", f"{BASE}/bills/inv-1/quotes", {"chain": "ethereum", "asset": "USDC"})
-    assert (status, body["error"]["code"]) == (503, "rate_unavailable")
-    assert "USDC is off its peg" in body["error"]["message"]
+    status, body = call("POST", f"{BASE}/bills/acct-1~2026-10/quotes", {"chain": "ethereum", "asset": "USDC"})
+    assert (status, body["code"]) == (503, "unavailable")
+    assert "USDC is off its peg" in body["message"]
 
 
 @pytest.mark.parametrize(
     ("path", "body", "role", "account", "status", "fragment"),
     [
-        ("bills/inv-1/quotes", {"chain": "ethereum", "asset": "ETH"}, "member", "acct-1", 403, "not allowed to manage"),
-        ("bills/inv-1/quotes", {"chain": "ethereum", "asset": "ETH"}, "admin", "acct-2", 403, "not allowed"),
-        ("bills/inv-1/quotes", {"chain": "polygon", "asset": "ETH"}, "admin", "acct-1", 400, "chain must be one of"),
-        ("bills/inv-1/quotes", {"chain": "ethereum", "asset": "SOL"}, "admin", "acct-1", 400, "SOL is not accepted"),
-        ("bills/inv-1/quotes", {"chain": "ethereum", "asset": "DOGE"}, "admin", "acct-1", 400, "asset must be one of"),
-        ("bills/inv-1/quotes", {"chain": "ethereum"}, "admin", "acct-1", 400, "asset is required"),
-        ("bills/inv-9/quotes", {"chain": "ethereum", "asset": "ETH"}, "admin", "acct-1", 404, "no crypto bill"),
-        ("bills/inv-1/transactions", {"chain": "ethereum", "tx_id": "0xnone"}, "admin", "acct-1", 422, "not known"),
-        ("bills/inv-1/transactions", ["x"], "admin", "acct-1", 400, "JSON object"),
+        (
+            "bills/acct-1~2026-10/quotes",
+            {"chain": "ethereum", "asset": "ETH"},
+            "member",
+            "acct-1",
+            403,
+            "not allowed to manage",
+        ),
+        ("bills/acct-1~2026-10/quotes", {"chain": "ethereum", "asset": "ETH"}, "admin", "acct-2", 403, "not allowed"),
+        (
+            "bills/acct-1~2026-10/quotes",
+            {"chain": "polygon", "asset": "ETH"},
+            "admin",
+            "acct-1",
+            400,
+            "chain must be one of",
+        ),
+        (
+            "bills/acct-1~2026-10/quotes",
+            {"chain": "ethereum", "asset": "SOL"},
+            "admin",
+            "acct-1",
+            400,
+            "SOL is not accepted",
+        ),
+        (
+            "bills/acct-1~2026-10/quotes",
+            {"chain": "ethereum", "asset": "DOGE"},
+            "admin",
+            "acct-1",
+            400,
+            "asset must be one of",
+        ),
+        ("bills/acct-1~2026-10/quotes", {"chain": "ethereum"}, "admin", "acct-1", 400, "asset: Field required"),
+        (
+            "bills/acct-1~2026-01/quotes",
+            {"chain": "ethereum", "asset": "ETH"},
+            "admin",
+            "acct-1",
+            404,
+            "no crypto bill",
+        ),
+        (
+            "bills/acct-1~2026-10/transactions",
+            {"chain": "ethereum", "tx_id": "0xnone"},
+            "admin",
+            "acct-1",
+            422,
+            "not known",
+        ),
+        (
+            "bills/acct-1~2026-10/transactions",
+            ["x"],
+            "admin",
+            "acct-1",
+            400,
+            "body: Input should be a valid dictionary",
+        ),
     ],
 )
 def test_bad_requests_get_a_4xx_naming_the_problem(
@@ -158,20 +209,20 @@ def test_bad_requests_get_a_4xx_naming_the_problem(
     issue()
     got, answer = call("POST", f"{BASE}/{path}", body, role=role, account=account)
     assert got == status
-    assert fragment in answer["error"]["message"]
-    assert dependencies.store().quotes("inv-1") == []
+    assert fragment in answer["message"]
+    assert dependencies.store().quotes("acct-1/2026-10") == []
 
 
 def test_given_a_submitted_transaction_then_recorded_seen_at_once_and_shown_in_the_history(crypto: SpotPrices) -> None:
     issue()
-    issue("inv-2")
-    call("POST", f"{BASE}/bills/inv-1/quotes", {"chain": "ethereum", "asset": "USDC"})
-    call("POST", f"{BASE}/bills/inv-2/quotes", {"chain": "ethereum", "asset": "USDC"})
+    issue("acct-1/2026-09")
+    call("POST", f"{BASE}/bills/acct-1~2026-10/quotes", {"chain": "ethereum", "asset": "USDC"})
+    call("POST", f"{BASE}/bills/acct-1~2026-09/quotes", {"chain": "ethereum", "asset": "USDC"})
     now = datetime.now(UTC)
     crypto_core_inspector.TRANSACTIONS["0xfeed"] = [
         transfer("0xfeed", "USDC", 100_000_000, now, sender="0x9999999999999999999999999999999999999999")
     ]
-    status, body = call("POST", f"{BASE}/bills/inv-1/transactions", {"chain": "ethereum", "tx_id": "0xfeed"})
+    status, body = call("POST", f"{BASE}/bills/acct-1~2026-10/transactions", {"chain": "ethereum", "tx_id": "0xfeed"})
     assert status == 202
     assert body["payments"] == [
         {
@@ -184,20 +235,22 @@ def test_given_a_submitted_transaction_then_recorded_seen_at_once_and_shown_in_t
             "manual_review": False,
         }
     ]
-    status, refused = call("POST", f"{BASE}/bills/inv-2/transactions", {"chain": "ethereum", "tx_id": "0xfeed"})
-    assert (status, refused["error"]["code"]) == (409, "conflict")
+    status, refused = call(
+        "POST", f"{BASE}/bills/acct-1~2026-09/transactions", {"chain": "ethereum", "tx_id": "0xfeed"}
+    )
+    assert (status, refused["code"]) == (409, "conflict")
 
     _, history = call("GET", f"{BASE}/history", role="member")
     [payment] = history["payments"]
     assert (payment["tx_url"], payment["matched_by"], payment["invoice_id"]) == (
         "https://etherscan.io/tx/0xfeed",
         "fast_path",
-        "inv-1",
+        "acct-1/2026-10",
     )
     bills = {b["invoice_id"]: b["status"] for b in history["bills"]}
-    assert bills == {"inv-1": "PROCESSING", "inv-2": "OPEN"}
+    assert bills == {"acct-1/2026-10": "PROCESSING", "acct-1/2026-09": "OPEN"}
     statuses = {q["invoice_id"]: q["status"] for q in history["quotes"]}
-    assert statuses == {"inv-1": "DETECTED", "inv-2": "ACTIVE"}
+    assert statuses == {"acct-1/2026-10": "DETECTED", "acct-1/2026-09": "ACTIVE"}
 
 
 def test_given_a_nonce_and_a_signed_siwe_then_the_wallet_is_linked_and_the_nonce_cannot_be_replayed(
@@ -208,22 +261,19 @@ def test_given_a_nonce_and_a_signed_siwe_then_the_wallet_is_linked_and_the_nonce
     assert (issued["domain"], issued["uri"]) == ("app.kilo.example", "https://app.kilo.example")
     expires = datetime.fromisoformat(issued["expires_at"])
     assert timedelta(minutes=9) < expires - datetime.now(UTC) <= timedelta(minutes=10)
+    issued_at = datetime.fromisoformat(issued["issued_at"])  # the server's clock, for the message's Issued At
+    assert expires - issued_at == timedelta(minutes=10)
     wallet = Account.from_key("0x" + "33" * 32)
     text = siwe_text(
-        "app.kilo.example",
-        wallet.address,
-        "https://app.kilo.example",
-        "1",
-        issued["nonce"],
-        datetime.now(UTC).isoformat(),
+        "app.kilo.example", wallet.address, "https://app.kilo.example", "1", issued["nonce"], issued["issued_at"]
     )
     signature = wallet.sign_message(encode_defunct(text=text)).signature.hex()
     status, linked = call("POST", f"{BASE}/wallets", {"chain": "ethereum", "message": text, "signature": signature})
     assert (status, linked) == (201, {"chain": "ethereum", "address": wallet.address, "method": "eoa"})
     assert dependencies.store().wallet_owner("evm", wallet.address.lower()) == "acct-1"
     status, replay = call("POST", f"{BASE}/wallets", {"chain": "ethereum", "message": text, "signature": signature})
-    assert (status, replay["error"]["code"]) == (400, "sign_in_refused")
-    assert "already used" in replay["error"]["message"]
+    assert (status, replay["code"]) == (400, "invalid_request")
+    assert "already used" in replay["message"]
 
 
 @pytest.mark.parametrize(
@@ -246,8 +296,116 @@ def test_given_a_malformed_transaction_id_then_400_naming_it_with_the_real_inspe
         {"evm": "kilo_crypto_watch.evm_handler", "solana": "kilo_crypto_watch.solana_handler"},
     )
     issue()
-    got, answer = call("POST", f"{BASE}/bills/inv-1/transactions", {"chain": chain, "tx_id": tx_id})
-    assert (got, answer["error"]["code"]) == (400, "invalid_request")
-    assert "tx_id" in answer["error"]["message"]
-    assert fragment in answer["error"]["message"]
+    got, answer = call("POST", f"{BASE}/bills/acct-1~2026-10/transactions", {"chain": chain, "tx_id": tx_id})
+    assert (got, answer["code"]) == (400, "invalid_request")
+    assert "tx_id" in answer["message"]
+    assert fragment in answer["message"]
     assert dependencies.store().account_history("acct-1")[2] == []
+
+
+def raw_call(method: str, path: str, body: object) -> tuple[int, dict[str, str], Any]:
+    event = http_api_event(method, path, json.dumps(body).encode(), {"content-type": "application/json"})
+    event["requestContext"]["authorizer"] = {
+        "jwt": {"claims": {"sub": "user-1", "kilo_account": "acct-1", "kilo_role": "admin"}, "scopes": None}
+    }
+    response = api_handler.lambda_handler(event, LambdaContext())
+    return response["statusCode"], response["headers"], json.loads(response["body"])
+
+
+def test_given_invoice_keys_then_the_bill_is_found_by_its_key_and_answers_name_the_real_invoice_id(
+    crypto: SpotPrices,
+) -> None:
+    issue("acct-1/2026-10/early-1")
+    status, quote = call("POST", f"{BASE}/bills/acct-1~2026-10~early-1/quotes", {"chain": "ethereum", "asset": "USDC"})
+    assert (status, quote["invoice_id"]) == (201, "acct-1/2026-10/early-1")
+    crypto_core_inspector.TRANSACTIONS["0xbeef"] = [transfer("0xbeef", "USDC", 100_000_000, datetime.now(UTC))]
+    status, body = call(
+        "POST", f"{BASE}/bills/acct-1~2026-10~early-1/transactions", {"chain": "ethereum", "tx_id": "0xbeef"}
+    )
+    assert (status, body["invoice_id"], [p["status"] for p in body["payments"]]) == (
+        202,
+        "acct-1/2026-10/early-1",
+        ["SEEN"],
+    )
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "acct-1%2F2026-10",  # percent-encoded: API Gateway would have decoded it; here it reaches the function raw
+        "acct-1-2026-10",
+        "acct-1~2026-1",
+        "acct-1~2026-00",
+        "acct-1~2026-10~",
+        "~2026-10",
+        "acct-1~2026-10~early-1~x",
+    ],
+)
+def test_given_a_malformed_invoice_key_then_400_naming_the_path_parameter_and_nothing_is_read(
+    crypto: SpotPrices, key: str
+) -> None:
+    issue()
+    status, body = call("POST", f"{BASE}/bills/{key}/quotes", {"chain": "ethereum", "asset": "USDC"})
+    assert status == 400
+    assert (body["code"], body["field"]) == ("invalid_request", "path.invoice")
+    assert body["message"] == (
+        "invoice must be an invoice id with each '/' written '~' (<account>~<YYYY-MM>[~<part>], e.g. acct-1~2026-11), "
+        f"not {key!r}"
+    )
+    assert dependencies.store().quotes("acct-1/2026-10") == []
+
+
+def test_given_crypto_refusals_then_each_has_the_one_error_shape(crypto: SpotPrices) -> None:
+    issue()
+    status, _, body = raw_call("POST", f"{BASE}/bills/acct-2~2026-10/quotes", {"chain": "ethereum", "asset": "USDC"})
+    assert (status, body) == (
+        404,
+        {"code": "not_found", "message": "no crypto bill 'acct-2/2026-10' for this account", "field": "path.invoice"},
+    )
+    status, _, body = raw_call("POST", f"{BASE}/bills/acct-1~2026-10/quotes", {"chain": "ethereum"})
+    assert (status, body) == (  # Powertools' validation of the body, mapped by the layer
+        400,
+        {"code": "invalid_request", "message": "asset: Field required", "field": "asset", "fields": ["asset"]},
+    )
+    status, _, body = raw_call(
+        "POST", f"{BASE}/bills/acct-1~2026-10/transactions", {"chain": "ethereum", "tx_id": "0x1"}
+    )
+    assert (status, body) == (
+        422,
+        {
+            "code": "unprocessable",
+            "message": "transaction 0x1 is not known on ethereum (yet): retry shortly",
+            "field": "tx_id",
+        },
+    )
+    crypto.prices["USDC"] = "0.97"
+    status, headers, body = raw_call(
+        "POST", f"{BASE}/bills/acct-1~2026-10/quotes", {"chain": "ethereum", "asset": "USDC"}
+    )
+    assert (status, headers["Retry-After"], body["code"], body["field"]) == (503, "60", "unavailable", None)
+    assert set(body) == {"code", "message", "field"}
+
+
+def test_given_each_crypto_route_then_its_answer_is_exactly_the_documented_model(crypto: SpotPrices) -> None:
+    """The OpenAPI document describes these answers with ``api_schemas`` (extra fields forbidden): a field added to
+    or missing from an answer fails here."""
+    from kilo_crypto_watch import api_schemas  # noqa: PLC0415
+
+    issue()
+    _, quote = call("POST", f"{BASE}/bills/acct-1~2026-10/quotes", {"chain": "ethereum", "asset": "USDC"})
+    assert api_schemas.CryptoQuoteOut.model_validate(quote).invoice_id == "acct-1/2026-10"
+    crypto_core_inspector.TRANSACTIONS["0xcafe"] = [transfer("0xcafe", "USDC", 40_000_000, datetime.now(UTC))]
+    _, submitted = call("POST", f"{BASE}/bills/acct-1~2026-10/transactions", {"chain": "ethereum", "tx_id": "0xcafe"})
+    assert api_schemas.TransactionOut.model_validate(submitted).payments[0].amount_usd == "40.00"
+    _, issued = call("POST", f"{BASE}/wallets/nonce")
+    api_schemas.NonceOut.model_validate(issued)
+    wallet = Account.from_key("0x" + "44" * 32)
+    text = siwe_text(
+        "app.kilo.example", wallet.address, "https://app.kilo.example", "1", issued["nonce"], issued["issued_at"]
+    )
+    signature = wallet.sign_message(encode_defunct(text=text)).signature.hex()
+    _, linked = call("POST", f"{BASE}/wallets", {"chain": "ethereum", "message": text, "signature": signature})
+    assert api_schemas.WalletOut.model_validate(linked).method == "eoa"
+    _, found = call("GET", f"{BASE}/history", role="member")
+    history = api_schemas.CryptoHistoryOut.model_validate(found)
+    assert ([b.status.value for b in history.bills], len(history.quotes), len(history.payments)) == (["OPEN"], 1, 1)

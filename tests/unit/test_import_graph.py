@@ -363,10 +363,11 @@ MODULE_CEILINGS = {
     "kilo_account_api.pretoken_handler": 620,
 }
 # What the probe's first request ends in, where it cannot be served in full without more than AWS: the crypto routes
-# without claims answer 401 (the authorizer's claims are API Gateway's), and the EVM watcher with no chain configured
-# refuses the schedule's chain key - both after importing all they import cold.
+# validate the body first (Powertools, as the account API does), so the generic request's empty body is a 400 naming
+# the missing fields (without it: 401, the authorizer's claims being API Gateway's), and the EVM watcher with no chain
+# configured refuses the schedule's chain key - both after importing all they import cold.
 SERVED_OUTCOMES: dict[str, object] = {
-    "kilo_crypto_watch.api_handler": 401,
+    "kilo_crypto_watch.api_handler": 400,
     "kilo_crypto_watch.evm_handler": "UnknownChainError",
 }
 # hand-counted from the logic: the keys secret, then one conditional PutItem per event; the usage API adds the

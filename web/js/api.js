@@ -38,13 +38,10 @@ export async function request(method, path, body) {
   return data;
 }
 
+// The API's one error shape {code, message, field}; API Gateway's own answers (401 Unauthorized, 404, 429) carry
+// only {message}. Both are read the same way.
 function messageOf(data) {
-  if (!data) return "";
-  if (typeof data.message === "string") return data.message;
-  if (typeof data.error === "string") return data.error;
-  if (data.error && typeof data.error.message === "string") return data.error.message;
-  if (Array.isArray(data.detail)) return data.detail.map((d) => `${(d.loc || []).join(".")}: ${d.msg}`).join("; ");
-  return "";
+  return data && typeof data.message === "string" ? data.message : "";
 }
 
 export const get = (path) => request("GET", path);

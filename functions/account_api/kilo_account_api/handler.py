@@ -7,19 +7,22 @@ API Gateway's JWT authorizer verifies the token (signature, issuer, audience, ex
 members read, admins and owners manage, operators read any account and reach ``/v1/operator/...``. Another account's
 id is refused with 403 whether or not that account exists (the check needs no read, so nothing leaks).
 
-Status codes live here: domain errors of ``model`` and ``kilo_billing.auth`` map to 400/401/403/404/409/503; a 4xx
-names the problem (and the field), a 5xx says nothing but the request id (D34).
+Status codes live here (and in the layer's ``kilo_billing.customer_api``, whose one error shape and code vocabulary the
+crypto routes on the same API share): domain errors of ``model`` and ``kilo_billing.auth`` map to
+400/401/403/404/409/503; a 4xx names the problem (and the field), a 5xx says nothing but the request id (D34).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path as Path_
 from typing import Annotated, Any, Final
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -34,12 +37,12 @@ from kilo_account_api.model import (
     UnavailableError,
 )
 from kilo_account_api.recommendations import RecommendationPolicy, recommend
-from kilo_billing.accounts import ACCOUNT_ID_PATTERN, AccountProfile
-from kilo_billing.auth import Caller, ForbiddenError, Role, UnauthenticatedError, caller_from_event
-from kilo_billing.aws import StorageUnavailableError
+from kilo_billing import customer_api
+from kilo_billing.accounts import ACCOUNT_ID_PATTERN
+from kilo_billing.auth import Caller, Role, caller_from_event
+from kilo_billing.customer_api import ErrorCode, error_response, json_response
 from kilo_billing.entitlements import EntitlementPolicy
-from kilo_billing.money import money_str
-from kilo_billing.observability import correlate, logger
+from kilo_billing.observability import logger
 
 SERVICE: Final = "account-api"
 JSON_HEADERS: Final = {"content-type": "application/json"}
@@ -47,29 +50,19 @@ PUBLIC_ROUTES: Final = frozenset({("GET", "/v1/pricing"), ("GET", "/openapi.json
 
 app = APIGatewayHttpResolver(enable_validation=True)
 log = logger(SERVICE)
+customer_api.install(app, log)  # 400 validation, 401, 403, 404 route, 503 storage: the customer API's one error shape
 
-SECURED: Final[list[dict[str, list[str]]]] = [{"jwt": []}]  # every route but pricing and the document itself
-_ERROR_BODY: Final = {"application/json": {"model": schemas.ErrorOut}}
-ERRORS: Final[dict[int, Any]] = {
-    400: {"description": "Invalid input; `field` names it", "content": _ERROR_BODY},
-    401: {"description": "No valid token", "content": _ERROR_BODY},
-    403: {"description": "The token may not do this for this account", "content": _ERROR_BODY},
-    404: {"description": "Unknown account, invoice or member", "content": _ERROR_BODY},
-    409: {"description": "Conflicts with the stored state", "content": _ERROR_BODY},
-    503: {"description": "A dependency is unavailable; retry", "content": _ERROR_BODY},
-}
+ERRORS: Final = (400, 401, 403, 404, 409, 503)  # documented with the customer API's error shape
 
 AccountId = Annotated[
     str, Path(pattern=f"^{ACCOUNT_ID_PATTERN}$", description="The billing account (the token's kilo_account)")
 ]
 
 
-def _json(status: int, payload: object) -> Response[str]:
-    return Response(status_code=status, headers=dict(JSON_HEADERS), body=json.dumps(payload))
-
-
-def _error(status: int, code: str, message: str, **extra: Any) -> Response[str]:
-    return _json(status, {"code": code, "message": message, **extra})
+def _account_route(method: str, suffix: str, summary: str) -> Callable[[customer_api.Route], customer_api.Route]:
+    """A route under ``/v1/accounts/<account_id>``, behind the JWT authorizer (every route but pricing and the
+    document itself); its handler checks the caller's role for the path's account first."""
+    return customer_api.secured_route(app, method, f"/v1/accounts/<account_id>{suffix}", summary, ERRORS)
 
 
 def _now() -> datetime:
@@ -86,64 +79,30 @@ def _caller() -> Caller:
 
 def _authorize(account_id: str, role: Role = Role.MEMBER) -> Caller:
     """The caller may act for ``account_id`` with ``role`` (401 without verified claims, 403 otherwise)."""
-    caller = _caller()
-    caller.require(account_id, role)
-    correlate(SERVICE, account_id=account_id)
-    return caller
+    return customer_api.authorize(app, SERVICE, account_id, role)
 
 
-# --- errors -----------------------------------------------------------------------------------------------------------
-
-
-@app.exception_handler(UnauthenticatedError)  # type: ignore[untyped-decorator]
-def _unauthenticated(exc: UnauthenticatedError) -> Response[str]:
-    return _error(401, "unauthorized", str(exc))
-
-
-@app.exception_handler(ForbiddenError)  # type: ignore[untyped-decorator]
-def _forbidden(exc: ForbiddenError) -> Response[str]:
-    return _error(403, "forbidden", str(exc))
+# --- errors (the shared ones: customer_api.install) ----------------------------------------------------------------
 
 
 @app.exception_handler(NotFoundError)  # type: ignore[untyped-decorator]
 def _not_found_error(exc: NotFoundError) -> Response[str]:
-    return _error(404, "not_found", str(exc))
+    return error_response(ErrorCode.NOT_FOUND, str(exc))
 
 
 @app.exception_handler(InvalidRequestError)  # type: ignore[untyped-decorator]
 def _invalid(exc: InvalidRequestError) -> Response[str]:
-    return _error(400, "invalid_request", f"{exc.field}: {exc}", field=exc.field)
+    return error_response(ErrorCode.INVALID_REQUEST, f"{exc.field}: {exc}", field=exc.field)
 
 
 @app.exception_handler(ConflictError)  # type: ignore[untyped-decorator]
 def _conflict(exc: ConflictError) -> Response[str]:
-    return _error(409, "conflict", str(exc))
+    return error_response(ErrorCode.CONFLICT, str(exc))
 
 
-@app.exception_handler(RequestValidationError)  # type: ignore[untyped-decorator]
-def _validation(exc: RequestValidationError) -> Response[str]:
-    """Powertools' validation of the path, query and body: 400 naming each field (``body.budget_usd``)."""
-    problems = []
-    fields = []
-    for error in exc.errors():
-        location = [str(part) for part in error.get("loc", ()) if part not in ("body",) or len(error["loc"]) == 1]
-        name = ".".join(location) or "body"
-        fields.append(name)
-        problems.append(f"{name}: {error.get('msg', 'invalid')}")
-    return _error(400, "invalid_request", "; ".join(problems), field=fields[0] if fields else None, fields=fields)
-
-
-@app.exception_handler(StorageUnavailableError)  # type: ignore[untyped-decorator]
 @app.exception_handler(UnavailableError)  # type: ignore[untyped-decorator]
-def _unavailable(exc: Exception) -> Response[str]:
-    request_id = getattr(app.lambda_context, "aws_request_id", "") if app.lambda_context else ""
-    log.warning("dependency unavailable", extra={"error": type(exc).__name__, "detail": str(exc)})
-    return _error(503, "unavailable", "try again shortly", request_id=request_id)
-
-
-@app.not_found
-def _no_route(_: Exception) -> Response[str]:
-    return _error(404, "not_found", "no such route")
+def _unavailable(exc: UnavailableError) -> Response[str]:
+    return customer_api.unavailable(app, log, exc)
 
 
 # --- public -----------------------------------------------------------------------------------------------------------
@@ -160,27 +119,40 @@ def openapi() -> Response[str]:
     return Response(status_code=200, headers=dict(JSON_HEADERS), body=openapi_document())
 
 
+CRYPTO_ROUTES: Final = Path_(__file__).with_name("crypto_openapi.json")
+
+
+@functools.cache
 def openapi_document() -> str:
-    return app.get_openapi_json_schema(
-        title="Kilo Billing account API",
-        version="1.0.0",
-        description=(
-            "Customer-facing billing API. Send `Authorization: Bearer <JWT>`; the token's claims name the account "
-            "(`kilo_account`) and role (`kilo_role`: owner | admin | member); operators carry `kilo_operator`."
-        ),
-        security_schemes={"jwt": HTTPBearer(bearerFormat="JWT")},
+    """The customer API's document: this function's routes, generated from ``schemas``, and the crypto routes the
+    crypto function serves on the same API, generated from its models into ``crypto_openapi.json``
+    (``python -m kilo_dev.openapi``; a test fails when that file is stale)."""
+    document = json.loads(
+        app.get_openapi_json_schema(
+            title="Kilo Billing account API",
+            version="1.0.0",
+            description=(
+                "Customer-facing billing API. Send `Authorization: Bearer <JWT>`; the token's claims name the account "
+                "(`kilo_account`) and role (`kilo_role`: owner | admin | member); operators carry `kilo_operator`. "
+                "Every error answer is `{code, message, field}` (`ErrorBody`); API Gateway's own answers (its "
+                "authorizer's 401, an unknown route's 404) carry `message` alone."
+            ),
+            security_schemes={"jwt": HTTPBearer(bearerFormat="JWT")},
+        )
     )
+    crypto = json.loads(CRYPTO_ROUTES.read_text(encoding="utf-8"))
+    document["paths"].update(crypto["paths"])
+    schemas_found = document["components"]["schemas"]
+    for name, schema in crypto["components"]["schemas"].items():
+        if schemas_found.setdefault(name, schema) != schema:
+            raise RuntimeError(f"schema {name} differs between the account API and the crypto routes")
+    return json.dumps(document)
 
 
 # --- usage ------------------------------------------------------------------------------------------------------------
 
 
-@app.get(
-    "/v1/accounts/<account_id>/usage",
-    summary="Month to date per meter, allowance used, daily series",
-    security=SECURED,
-    responses=ERRORS,
-)
+@_account_route("GET", "/usage", "Month to date per meter, allowance used, daily series")
 def usage(account_id: AccountId) -> schemas.UsageOut:
     _authorize(account_id)
     deps = _deps()
@@ -188,12 +160,7 @@ def usage(account_id: AccountId) -> schemas.UsageOut:
     return schemas.UsageOut.of(report)
 
 
-@app.get(
-    "/v1/accounts/<account_id>/meetings",
-    summary="Per-meeting breakdown of a period, newest first, paginated",
-    security=SECURED,
-    responses=ERRORS,
-)
+@_account_route("GET", "/meetings", "Per-meeting breakdown of a period, newest first, paginated")
 def meetings(
     account_id: AccountId,
     period: Annotated[str | None, Query(pattern=r"^[0-9]{4}-[0-9]{2}$", description="YYYY-MM; default: now")] = None,
@@ -207,12 +174,7 @@ def meetings(
     return schemas.MeetingsOut.of(account_id, logic.period_of(period, now).key, page)
 
 
-@app.get(
-    "/v1/accounts/<account_id>/forecast",
-    summary="Bill at the period end (weekday-aware) and budget status",
-    security=SECURED,
-    responses=ERRORS,
-)
+@_account_route("GET", "/forecast", "Bill at the period end (weekday-aware) and budget status")
 def forecast(account_id: AccountId) -> schemas.ForecastOut:
     _authorize(account_id)
     deps = _deps()
@@ -220,12 +182,7 @@ def forecast(account_id: AccountId) -> schemas.ForecastOut:
     return schemas.ForecastOut.of(found)
 
 
-@app.get(
-    "/v1/accounts/<account_id>/recommendations",
-    summary="Cheaper tier and usage levers, with their savings",
-    security=SECURED,
-    responses=ERRORS,
-)
+@_account_route("GET", "/recommendations", "Cheaper tier and usage levers, with their savings")
 def recommendations(account_id: AccountId) -> schemas.RecommendationsOut:
     _authorize(account_id)
     deps = _deps()
@@ -243,78 +200,34 @@ def recommendations(account_id: AccountId) -> schemas.RecommendationsOut:
 # --- budget and alerts ------------------------------------------------------------------------------------------------
 
 
-def _budget_out(account_id: str, profile: AccountProfile) -> schemas.BudgetOut:
-    return schemas.BudgetOut(
-        account_id=account_id,
-        budget_usd=money_str(profile.budget_usd) if profile.budget_usd is not None else None,
-        alert_percentages=list(profile.budget_thresholds),
-        hard_limit_usd=money_str(profile.hard_limit_usd) if profile.hard_limit_usd is not None else None,
-    )
-
-
-@app.get(
-    "/v1/accounts/<account_id>/budget",
-    summary="The account's budget and hard limit",
-    security=SECURED,
-    responses=ERRORS,
-)
+@_account_route("GET", "/budget", "The account's budget and hard limit")
 def get_budget(account_id: AccountId) -> schemas.BudgetOut:
     _authorize(account_id)
-    return _budget_out(account_id, logic.profile_of(_deps().accounts, account_id))
+    return schemas.BudgetOut.of(logic.profile_of(_deps().accounts, account_id))
 
 
-@app.put(
-    "/v1/accounts/<account_id>/budget",
-    summary="Replace the budget (admins and owners)",
-    security=SECURED,
-    responses=ERRORS,
-)
+@_account_route("PUT", "/budget", "Replace the budget (admins and owners)")
 def put_budget(account_id: AccountId, body: schemas.BudgetIn) -> schemas.BudgetOut:
     _authorize(account_id, Role.ADMIN)
     request = logic.BudgetRequest(body.budget_usd, tuple(body.alert_percentages), body.hard_limit_usd)
-    return _budget_out(account_id, logic.set_budget(_deps().accounts, account_id, request))
+    return schemas.BudgetOut.of(logic.set_budget(_deps().accounts, account_id, request))
 
 
-def _preferences_out(account_id: str, profile: AccountProfile) -> schemas.AlertPreferencesOut:
-    return schemas.AlertPreferencesOut(
-        account_id=account_id,
-        name=profile.name,
-        email=profile.email,
-        phone=profile.phone,
-        channels={kind: list(channels) for kind, channels in profile.alert_preferences},
-    )
-
-
-@app.get(
-    "/v1/accounts/<account_id>/alert-preferences",
-    summary="Who hears about alerts, on which channels",
-    security=SECURED,
-    responses=ERRORS,
-)
+@_account_route("GET", "/alert-preferences", "Who hears about alerts, on which channels")
 def get_alert_preferences(account_id: AccountId) -> schemas.AlertPreferencesOut:
     _authorize(account_id)
-    return _preferences_out(account_id, logic.profile_of(_deps().accounts, account_id))
+    return schemas.AlertPreferencesOut.of(logic.profile_of(_deps().accounts, account_id))
 
 
-@app.put(
-    "/v1/accounts/<account_id>/alert-preferences",
-    summary="Set contacts and channels (admins and owners)",
-    security=SECURED,
-    responses=ERRORS,
-)
+@_account_route("PUT", "/alert-preferences", "Set contacts and channels (admins and owners)")
 def put_alert_preferences(account_id: AccountId, body: schemas.AlertPreferencesIn) -> schemas.AlertPreferencesOut:
     _authorize(account_id, Role.ADMIN)
     channels = {kind: tuple(str(channel) for channel in chosen) for kind, chosen in body.channels.items()}
     request = logic.AlertPreferencesRequest(body.name, body.email, body.phone, channels)
-    return _preferences_out(account_id, logic.set_alert_preferences(_deps().accounts, account_id, request))
+    return schemas.AlertPreferencesOut.of(logic.set_alert_preferences(_deps().accounts, account_id, request))
 
 
-@app.post(
-    "/v1/accounts/<account_id>/entitlements/check",
-    summary="May the account start a call now",
-    security=SECURED,
-    responses=ERRORS,
-)
+@_account_route("POST", "/entitlements/check", "May the account start a call now")
 def entitlement_check(account_id: AccountId) -> schemas.EntitlementOut:
     _authorize(account_id)
     found = logic.check_entitlement(_deps().entitlements, account_id, _now(), EntitlementPolicy())
@@ -324,41 +237,16 @@ def entitlement_check(account_id: AccountId) -> schemas.EntitlementOut:
 # --- invoices and subscription -------------------------------------------------------------------------------------
 
 
-@app.get(
-    "/v1/accounts/<account_id>/invoices",
-    summary="The account's invoices, newest first",
-    security=SECURED,
-    responses=ERRORS,
-)
+@_account_route("GET", "/invoices", "The account's invoices, newest first")
 def list_invoices(account_id: AccountId) -> schemas.InvoicesOut:
     _authorize(account_id)
     deps = _deps()
     logic.profile_of(deps.accounts, account_id)
     found = logic.invoices(deps.ledger, account_id)
-    return schemas.InvoicesOut(
-        account_id=account_id,
-        invoices=[
-            schemas.InvoiceSummaryOut(
-                invoice_id=i.invoice_id,
-                number=i.number,
-                method=i.method.value,
-                period=i.period,
-                status=i.status.value,
-                total=money_str(i.total),
-                hosted_url=i.hosted_url,
-                pdf_url=i.pdf_url,
-            )
-            for i in found
-        ],
-    )
+    return schemas.InvoicesOut(account_id=account_id, invoices=[schemas.InvoiceSummaryOut.of(i) for i in found])
 
 
-@app.get(
-    "/v1/accounts/<account_id>/invoices/<number>",
-    summary="One invoice (receipt): lines, status, links",
-    security=SECURED,
-    responses=ERRORS,
-)
+@_account_route("GET", "/invoices/<number>", "One invoice (receipt): lines, status, links")
 def get_invoice(
     account_id: AccountId, number: Annotated[str, Path(pattern=r"^KB-[A-Za-z0-9_.:@+=-]+-[0-9]{5,}$")]
 ) -> schemas.InvoiceOut:
@@ -368,12 +256,7 @@ def get_invoice(
     return schemas.InvoiceOut.of(logic.invoice(deps.ledger, account_id, number))
 
 
-@app.post(
-    "/v1/accounts/<account_id>/subscription",
-    summary="Change tier: upgrade now, downgrade at period end",
-    security=SECURED,
-    responses=ERRORS,
-)
+@_account_route("POST", "/subscription", "Change tier: upgrade now, downgrade at period end")
 def change_subscription(account_id: AccountId, body: schemas.SubscriptionIn) -> schemas.SubscriptionOut:
     _authorize(account_id, Role.ADMIN)
     now = _now()
@@ -387,12 +270,7 @@ def change_subscription(account_id: AccountId, body: schemas.SubscriptionIn) -> 
     )
 
 
-@app.post(
-    "/v1/accounts/<account_id>/payment-methods/checkout",
-    summary="A Stripe Checkout page to save a card",
-    security=SECURED,
-    responses=ERRORS,
-)
+@_account_route("POST", "/payment-methods/checkout", "A Stripe Checkout page to save a card")
 def checkout(account_id: AccountId, body: schemas.CheckoutIn | None = None) -> schemas.UrlOut:
     _authorize(account_id, Role.ADMIN)
     deps = _deps()
@@ -409,12 +287,7 @@ def checkout(account_id: AccountId, body: schemas.CheckoutIn | None = None) -> s
     return schemas.UrlOut(url=url)
 
 
-@app.post(
-    "/v1/accounts/<account_id>/billing-portal",
-    summary="A Stripe Billing Portal page (cards, receipts)",
-    security=SECURED,
-    responses=ERRORS,
-)
+@_account_route("POST", "/billing-portal", "A Stripe Billing Portal page (cards, receipts)")
 def billing_portal(account_id: AccountId, body: schemas.PortalIn | None = None) -> schemas.UrlOut:
     _authorize(account_id, Role.ADMIN)
     deps = _deps()
@@ -428,12 +301,7 @@ def billing_portal(account_id: AccountId, body: schemas.PortalIn | None = None) 
 # --- members --------------------------------------------------------------------------------------------------------
 
 
-@app.get(
-    "/v1/accounts/<account_id>/members",
-    summary="The account's members and their roles",
-    security=SECURED,
-    responses=ERRORS,
-)
+@_account_route("GET", "/members", "The account's members and their roles")
 def list_members(account_id: AccountId) -> schemas.MembersOut:
     _authorize(account_id)
     deps = _deps()
@@ -441,27 +309,17 @@ def list_members(account_id: AccountId) -> schemas.MembersOut:
     return schemas.MembersOut(account_id=account_id, members=[schemas.MemberOut.of(m) for m in found])
 
 
-@app.post(
-    "/v1/accounts/<account_id>/members",
-    summary="Add a member (admins add members/admins, owners anyone)",
-    security=SECURED,
-    responses=ERRORS,
-)
+@_account_route("POST", "/members", "Add a member (admins add members/admins, owners anyone)")
 def add_member(account_id: AccountId, body: schemas.MemberIn) -> Response[str]:
     caller = _authorize(account_id, Role.ADMIN)
     assert caller.role is not None
     deps = _deps()
     member = Member(account_id, body.user, body.email, Role[body.role.upper()], _now())
     added = logic.add_member(deps.accounts, deps.members, caller.role, member)
-    return _json(201, schemas.MemberOut.of(added).model_dump(mode="json"))
+    return json_response(201, schemas.MemberOut.of(added).model_dump(mode="json"))
 
 
-@app.delete(
-    "/v1/accounts/<account_id>/members/<user>",
-    summary="Remove a member (admins and owners)",
-    security=SECURED,
-    responses=ERRORS,
-)
+@_account_route("DELETE", "/members/<user>", "Remove a member (admins and owners)")
 def remove_member(account_id: AccountId, user: Annotated[str, Path(pattern=r"^[^#\s/]{1,128}$")]) -> Response[str]:
     caller = _authorize(account_id, Role.ADMIN)
     assert caller.role is not None
@@ -473,25 +331,15 @@ def remove_member(account_id: AccountId, user: Annotated[str, Path(pattern=r"^[^
 # --- privacy --------------------------------------------------------------------------------------------------------
 
 
-@app.get(
-    "/v1/accounts/<account_id>/export",
-    summary="All personal data and usage of the account as JSON (owners)",
-    security=SECURED,
-    responses=ERRORS,
-)
+@_account_route("GET", "/export", "All personal data and usage of the account as JSON (owners)")
 def export(account_id: AccountId) -> Response[str]:
     _authorize(account_id, Role.OWNER)
     deps = _deps()
     data = logic.export(deps.accounts, deps.members, deps.sessions, deps.ledger, account_id, _now())
-    return _json(200, schemas.export_json(data))
+    return json_response(200, schemas.export_json(data))
 
 
-@app.post(
-    "/v1/accounts/<account_id>/erase",
-    summary="Pseudonymise personal data; invoices and amounts kept (owners)",
-    security=SECURED,
-    responses=ERRORS,
-)
+@_account_route("POST", "/erase", "Pseudonymise personal data; invoices and amounts kept (owners)")
 def erase(account_id: AccountId) -> schemas.ErasureOut:
     _authorize(account_id, Role.OWNER)
     deps = _deps()
@@ -501,30 +349,14 @@ def erase(account_id: AccountId) -> schemas.ErasureOut:
 # --- operator -------------------------------------------------------------------------------------------------------
 
 
-@app.get(
-    "/v1/operator/accounts",
-    summary="Every registered account (operators)",
-    tags=["operator"],
-    security=SECURED,
-    responses=ERRORS,
-)
+@customer_api.secured_route(app, "GET", "/v1/operator/accounts", "Every registered account (operators)", ERRORS,
+                            tags=["operator"])  # fmt: skip
 def operator_accounts() -> schemas.OperatorAccountsOut:
     _caller().require_operator()
     deps = _deps()
     now = _now()
     found = logic.operator_accounts(deps.accounts, deps.signals.accounts(), now)
-    return schemas.OperatorAccountsOut(
-        accounts=[
-            schemas.OperatorAccountOut(
-                account_id=p.account_id,
-                tier=p.tier_at(now),
-                status=p.status,
-                billing_method=p.billing_method,
-                signed_up_at=p.signed_up_at,
-            )
-            for p in found
-        ]
-    )
+    return schemas.OperatorAccountsOut(accounts=[schemas.OperatorAccountOut.of(p, now) for p in found])
 
 
 # Crypto routes (quotes, transaction submission, wallet links, history) are served by the crypto function on this same

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 
@@ -48,13 +48,6 @@ def _money(value: Decimal | None) -> str | None:
 
 def _qty(value: Decimal | None) -> str | None:
     return decimal_str(value) if value is not None else None
-
-
-class ErrorOut(_Out):
-    code: str
-    message: str
-    field: str | None = None
-    fields: list[str] | None = None
 
 
 # --- pricing --------------------------------------------------------------------------------------------------------
@@ -328,6 +321,15 @@ class BudgetOut(_Out):
     alert_percentages: list[int]
     hard_limit_usd: Money | None
 
+    @classmethod
+    def of(cls, profile: AccountProfile) -> BudgetOut:
+        return cls(
+            account_id=profile.account_id,
+            budget_usd=_money(profile.budget_usd),
+            alert_percentages=list(profile.budget_thresholds),
+            hard_limit_usd=_money(profile.hard_limit_usd),
+        )
+
 
 Channel = Literal["email", "sms"]
 assert set(ALERT_CHANNELS) == {"email", "sms"}
@@ -348,6 +350,16 @@ class AlertPreferencesOut(_Out):
     email: str
     phone: str
     channels: dict[str, list[str]]
+
+    @classmethod
+    def of(cls, profile: AccountProfile) -> AlertPreferencesOut:
+        return cls(
+            account_id=profile.account_id,
+            name=profile.name,
+            email=profile.email,
+            phone=profile.phone,
+            channels={kind: list(channels) for kind, channels in profile.alert_preferences},
+        )
 
 
 class EntitlementBudgetOut(_Out):
@@ -406,27 +418,6 @@ class InvoiceLineOut(_Out):
     end: datetime | None
 
 
-class InvoiceOut(_Out):
-    invoice_id: str
-    number: str
-    period: str
-    status: str
-    method: str
-    currency: str
-    total: Money
-    refunded: Money
-    hosted_url: str | None
-    pdf_url: str | None
-    lines: list[InvoiceLineOut]
-    transitions: list[dict[str, str]]
-
-    @classmethod
-    def of(cls, record: InvoiceRecord) -> InvoiceOut:
-        data: dict[str, Any] = record.as_json()
-        data.pop("account_id", None)
-        return cls.model_validate(data)
-
-
 class InvoiceSummaryOut(_Out):
     invoice_id: str  # the id the crypto routes take (a crypto bill is keyed by it)
     number: str
@@ -436,6 +427,21 @@ class InvoiceSummaryOut(_Out):
     total: Money
     hosted_url: str | None
     pdf_url: str | None
+
+    @classmethod
+    def of(cls, record: InvoiceRecord) -> Self:
+        """The stored invoice's JSON (``InvoiceRecord.as_json``), as far as this model shows it."""
+        data: dict[str, Any] = record.as_json()
+        return cls.model_validate({name: data[name] for name in cls.model_fields})
+
+
+class InvoiceOut(InvoiceSummaryOut):
+    """One invoice (receipt): the summary's fields, its lines and its status history."""
+
+    currency: str
+    refunded: Money
+    lines: list[InvoiceLineOut]
+    transitions: list[dict[str, str]]
 
 
 class InvoicesOut(_Out):
@@ -519,6 +525,16 @@ class OperatorAccountOut(_Out):
     status: str
     billing_method: str
     signed_up_at: datetime
+
+    @classmethod
+    def of(cls, profile: AccountProfile, now: datetime) -> OperatorAccountOut:
+        return cls(
+            account_id=profile.account_id,
+            tier=profile.tier_at(now),
+            status=profile.status,
+            billing_method=profile.billing_method,
+            signed_up_at=profile.signed_up_at,
+        )
 
 
 class OperatorAccountsOut(_Out):

@@ -36,7 +36,11 @@ ASSETS: Final = ("ETH", "USDC", "SOL")
 
 
 class InvalidRequestError(ValueError):
-    """The request names something malformed or unsupported (the message names the field)."""
+    """The request names something malformed or unsupported; ``field`` names what to fix (the message says how)."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class UnknownChainError(InvalidRequestError):
@@ -86,7 +90,7 @@ def open_bill(store: SettlementStore, event: InvoiceIssuedV1) -> Bill | None:
 def _chain(ports: ApiPorts, chain_key: str) -> ChainConfig:
     chain = ports.chains.get(chain_key)
     if chain is None:
-        raise UnknownChainError(f"chain must be one of {sorted(ports.chains)}, not {chain_key!r}")
+        raise UnknownChainError(f"chain must be one of {sorted(ports.chains)}, not {chain_key!r}", field="chain")
     return chain
 
 
@@ -100,11 +104,13 @@ def _bill(ports: ApiPorts, account_id: str, invoice_id: str) -> Bill:
 def create_quote(ports: ApiPorts, account_id: str, invoice_id: str, chain_key: str, asset: str, now: datetime) -> Quote:
     chain = _chain(ports, chain_key)
     if asset not in ASSETS:
-        raise InvalidRequestError(f"asset must be one of {list(ASSETS)}, not {asset!r}")
+        raise InvalidRequestError(f"asset must be one of {list(ASSETS)}, not {asset!r}", field="asset")
     bill = _bill(ports, account_id, invoice_id)
     checked = cast(Asset, asset)
     if checked not in (chain.native, "USDC"):
-        raise InvalidRequestError(f"asset {asset} is not accepted on {chain.key} (accepted: {chain.native}, USDC)")
+        raise InvalidRequestError(
+            f"asset {asset} is not accepted on {chain.key} (accepted: {chain.native}, USDC)", field="asset"
+        )
     rate = ports.rates.lock(checked, now)
     reference = None
     if chain.kind == "solana":
@@ -124,14 +130,14 @@ def submit_transaction(
 ) -> Sequence[Payment]:
     chain = _chain(ports, chain_key)
     if not tx_id or len(tx_id) > 200 or not tx_id.isascii():
-        raise InvalidRequestError("tx_id must be a transaction hash (EVM) or signature (Solana)")
+        raise InvalidRequestError("tx_id must be a transaction hash (EVM) or signature (Solana)", field="tx_id")
     bill = _bill(ports, account_id, invoice_id)
     from kilo_crypto_watch.ports import MalformedTransactionIdError, TransactionNotFoundError  # noqa: PLC0415
 
     try:
         transfers = ports.inspector(chain).transfers(tx_id)
     except MalformedTransactionIdError as exc:
-        raise InvalidRequestError(f"tx_id is not a {chain.key} transaction id: {exc}") from exc
+        raise InvalidRequestError(f"tx_id is not a {chain.key} transaction id: {exc}", field="tx_id") from exc
     except TransactionNotFoundError as exc:
         raise TransactionRefusedError(f"transaction {tx_id} is not known on {chain.key} (yet): retry shortly") from exc
     if not transfers:
@@ -151,7 +157,7 @@ def wallet_verify(
 ) -> LinkedWallet:
     chain = _chain(ports, chain_key)
     if not message or not signature:
-        raise InvalidRequestError("message and signature are required")
+        raise InvalidRequestError("message and signature are required", field="message" if not message else "signature")
     return verify_and_link(ports.store, account_id, chain, message, signature, now, ports.signin, ports.contracts)
 
 

@@ -2,7 +2,8 @@
 // Wallet, ...; Phantom for Solana) and link it with SIWE / SIWS (nonce from the API, the wallet signs, the API
 // verifies); 3) a quote locks the rate (amount in the asset, pay-to address, expiry); 4) the wallet sends the payment
 // (EIP-681 → eth_sendTransaction; Solana Pay URL for Phantom) and the transaction hash goes to the API at once.
-// The crypto routes are served by the crypto function on the same HTTP API (paths in ROUTES).
+// The crypto routes are served by the crypto function on the same HTTP API (paths in ROUTES). A bill is named in
+// paths by its invoice key, the invoice id with each "/" written "~": API Gateway decodes %2F before it matches.
 import { accountPath, get, post } from "../api.js";
 import { session } from "../auth.js";
 import { errorBox, h, say, section, usd, words } from "../dom.js";
@@ -11,11 +12,13 @@ import {
   solanaSign,
 } from "../wallet.js";
 
+export const invoiceKey = (invoiceId) => encodeURIComponent(invoiceId.replaceAll("/", "~"));
+
 export const ROUTES = {
-  nonce: "/crypto/wallets/nonce", // -> {nonce, expires_at}
+  nonce: "/crypto/wallets/nonce", // -> {nonce, issued_at, expires_at, domain, uri}
   verify: "/crypto/wallets", // {chain, message, signature} -> {chain, address, method}
-  quote: (invoiceId) => `/crypto/bills/${encodeURIComponent(invoiceId)}/quotes`, // {chain, asset} -> quote
-  submit: (invoiceId) => `/crypto/bills/${encodeURIComponent(invoiceId)}/transactions`, // {chain, tx_id}
+  quote: (invoiceId) => `/crypto/bills/${invoiceKey(invoiceId)}/quotes`, // {chain, asset} -> quote
+  submit: (invoiceId) => `/crypto/bills/${invoiceKey(invoiceId)}/transactions`, // {chain, tx_id} -> {invoice_id, payments}
   history: "/crypto/history", // -> {bills, quotes, payments}
 };
 
@@ -24,9 +27,8 @@ const ASSETS = { evm: ["USDC", "ETH"], solana: ["USDC", "SOL"] };
 export async function payView(config) {
   const wanted = new URLSearchParams(window.location.hash.split("?")[1] || "").get("invoice");
   const reply = await get(accountPath("/invoices"));
-  const unpaid = (reply.invoices || []).filter((i) => !["paid", "void"].includes(i.status));
-  const details = await Promise.all(unpaid.map((i) => get(accountPath(`/invoices/${encodeURIComponent(i.number)}`))));
-  const open = details.filter((i) => i.method === "crypto");
+  // the summaries carry the invoice id the crypto routes take and the payment method
+  const open = (reply.invoices || []).filter((i) => i.method === "crypto" && !["paid", "void"].includes(i.status));
   const root = h("div", {}, h("h1", {}, "Pay with crypto"));
   if (!session().canManage) {
     root.append(h("p", {}, "Only owners and admins can pay bills."));
@@ -72,20 +74,19 @@ export async function payView(config) {
     state.chainId = connected.chainId;
     const chain = evm ? chainFor(config, connected.chainId) : "solana";
     state.chain = chain;
+    // the nonce answer names the domain, URI and times the API checks in the signed message
     const challenge = await post(accountPath(ROUTES.nonce), {});
-    // the domain and URI the API checks: its answer's, else config.json's signIn, else this page's own
-    const signInAt = { ...(config.signIn || {}), ...challenge };
     const fields = {
-      domain: signInAt.domain || window.location.host,
+      domain: challenge.domain,
       address: connected.address,
-      statement: signInAt.statement || "Link this wallet to your Kilo billing account.",
-      uri: signInAt.uri || window.location.origin,
+      statement: "Link this wallet to your Kilo billing account.",
+      uri: challenge.uri,
       chainId: evm ? connected.chainId : "mainnet",
       nonce: challenge.nonce,
-      issuedAt: challenge.issued_at || new Date().toISOString().replace(/\.\d+Z$/, "Z"),
+      issuedAt: challenge.issued_at, // the API's clock, not the browser's
       expirationTime: challenge.expires_at,
     };
-    const message = challenge.message || (evm ? siweMessage(fields) : siwsMessage(fields));
+    const message = evm ? siweMessage(fields) : siwsMessage(fields);
     const signature = evm ? await personalSign(wallet.provider, connected.address, message)
       : await solanaSign(wallet.provider, message);
     await post(accountPath(ROUTES.verify), { chain, message, signature });
@@ -129,8 +130,14 @@ export async function payView(config) {
         }
         const submitted = await post(accountPath(ROUTES.submit(state.invoice.invoice_id)), { chain: state.chain, tx_id: tx });
         const status = ((submitted.payments || [])[0] || {}).status || "seen";
+        const statusBox = h("div", { "aria-live": "polite" });
+        const check = h("button", { type: "button", class: "secondary", onclick: () => {
+          problem.replaceChildren();
+          showStatus(submitted.invoice_id, statusBox).catch(fail);
+        } }, "Check the bill's status");
         result.replaceChildren(h("p", { class: "ok", "data-testid": "payment-sent" },
-          `Payment sent: ${tx}. Status: ${String(status).toLowerCase()}. The bill is paid once the chain finalizes it.`));
+          `Payment sent: ${tx}. Status: ${String(status).toLowerCase()}. The bill is paid once the chain finalizes it.`),
+          h("div", { class: "actions" }, check), statusBox);
       } catch (error) {
         fail(error);
         pay.disabled = false;
@@ -152,6 +159,23 @@ export async function payView(config) {
   return root;
 }
 
+// The crypto bill (its settlement) and our invoice (paid once the bill settles), as the API says now
+async function showStatus(invoiceId, target) {
+  const [crypto, invoices] = await Promise.all([get(accountPath(ROUTES.history)), get(accountPath("/invoices"))]);
+  const bill = (crypto.bills || []).find((b) => b.invoice_id === invoiceId);
+  const invoice = (invoices.invoices || []).find((i) => i.invoice_id === invoiceId);
+  target.replaceChildren(h("dl", { "data-testid": "bill-status" },
+    h("dt", {}, "Crypto bill"),
+    h("dd", { "data-testid": "crypto-bill-status" }, bill ? billStatus(bill) : "not found"),
+    h("dt", {}, "Invoice"),
+    h("dd", { "data-testid": "invoice-status" }, invoice ? `${invoice.number}: ${words(invoice.status).toLowerCase()}` : "not found")));
+}
+
+function billStatus(bill) {
+  const flags = (bill.flags || []).length ? ` (${bill.flags.join(", ")})` : "";
+  return `${bill.status}${flags} · settled ${usd(bill.settled_usd)} of ${usd(bill.total_usd)}`;
+}
+
 function chainFor(config, chainId) {
   const chains = (config.chains && config.chains.evm) || [{ key: "ethereum", chainId: 1 }, { key: "base", chainId: 8453 }];
   const match = chains.find((c) => Number(c.chainId) === Number(chainId));
@@ -167,8 +191,11 @@ async function historyCard() {
   try {
     const reply = await get(accountPath(ROUTES.history));
     const items = reply.payments || [];
+    const bills = reply.bills || [];
     return section("Crypto payments",
-      items.length ? h("ul", {}, items.map((i) => h("li", {},
+      bills.length ? h("ul", { "aria-label": "Crypto bills" }, bills.map((b) => h("li", { "data-invoice": b.invoice_id },
+        `${b.period} · ${usd(b.total_usd)} · ${b.number || b.invoice_id} · ${billStatus(b)}`))) : null,
+      items.length ? h("ul", { "aria-label": "Crypto payments" }, items.map((i) => h("li", {},
         `${new Date(i.seen_at).toLocaleString()} · ${i.amount} ${i.asset} on ${i.chain} · ${usd(i.amount_usd)} · ${words(i.status).toLowerCase()}`,
         i.tx_url ? [" · ", h("a", { href: i.tx_url, rel: "noopener" }, "transaction")] : null)))
         : h("p", {}, "No crypto payments yet."));
