@@ -149,14 +149,6 @@ class InMemoryPaymentGateway:
         self._call("customer_account")
         return next((account for account, known in self.customers.items() if known == customer_id), None)
 
-    def setup_session(self, customer_id: str, success_url: str, cancel_url: str, account_id: str = "") -> str:
-        self._call("setup_session")
-        return f"https://checkout.example/setup/{customer_id}"
-
-    def portal_session(self, customer_id: str, return_url: str) -> str:
-        self._call("portal_session")
-        return f"https://billing.example/portal/{customer_id}"
-
     # what the processor does on its own (tests drive it): a card payment succeeding or failing
     def settle(self, invoice_id: str, paid: bool) -> None:
         invoice = self.invoices[invoice_id]

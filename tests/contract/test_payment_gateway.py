@@ -89,14 +89,6 @@ def test_given_an_unpaid_invoice_then_no_refund(gateway: PaymentGateway) -> None
         gateway.refund(issued.gateway_id, Decimal("1.00"), "rf-1")
 
 
-def test_given_a_customer_then_hosted_pages_for_cards_and_the_portal(gateway: PaymentGateway) -> None:
-    customer = gateway.ensure_customer(Customer("acct-1"))
-    assert gateway.setup_session(customer, "https://app.example/ok", "https://app.example/cancel").startswith(
-        "https://"
-    )
-    assert gateway.portal_session(customer, "https://app.example/billing").startswith("https://")
-
-
 def test_given_a_saved_card_when_made_the_default_twice_then_the_same_card(gateway: PaymentGateway) -> None:
     customer = gateway.ensure_customer(Customer("acct-1"))
     first = gateway.set_default_payment_method(customer, "pm_card_visa")

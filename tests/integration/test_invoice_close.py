@@ -26,6 +26,7 @@ import pytest
 import stripe
 import time_machine
 
+from kilo_account_api.stripe_adapter import StripePaymentPages
 from kilo_billing.account_store import DynamoAccountDirectory
 from kilo_billing.accounts import AccountProfile
 from kilo_billing.invoicing import InvoiceRecord, InvoiceStatus
@@ -315,7 +316,8 @@ def test_given_a_card_saved_through_checkout_when_its_event_arrives_then_it_beco
     invoicing.rate("acct-a", "video", 60_000)
     gateway = invoicing.gateway()
     customer = gateway.ensure_customer(Customer("acct-a"))
-    url = gateway.setup_session(customer, "https://app.example/ok", "https://app.example/no", "acct-a")
+    pages = StripePaymentPages.from_api_key("sk_test_local", max_network_retries=0, http_client=invoicing.http)
+    url = pages.setup_url(customer, "acct-a", "https://app.example/ok", "https://app.example/no")  # the account API's
     emulator = invoicing.http.emulator
     session = emulator.complete_setup(url.rsplit("/", 1)[1], "pm_card_visa")  # the customer fills in the page
     assert emulator.objects["customer"][customer]["invoice_settings"]["default_payment_method"] is None

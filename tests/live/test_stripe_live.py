@@ -10,6 +10,7 @@ from decimal import Decimal
 
 import pytest
 
+from kilo_account_api.stripe_adapter import StripePaymentPages
 from kilo_invoice.gateway import Customer, GatewayLine, GatewayRejectedError, InvoiceRequest
 from kilo_invoice.stripe_adapter import StripePaymentGateway
 
@@ -46,6 +47,9 @@ def test_given_test_mode_then_an_invoice_is_issued_paid_credited_and_refunded(ga
         pytest.fail(f"{issued.gateway_id} was not paid within a minute")
     gateway.credit_note(issued.gateway_id, Decimal("1.20"), "late participant_left", f"cn-{run}")
     gateway.refund(issued.gateway_id, Decimal("5.00"), f"rf-{run}")
-    assert gateway.setup_session(customer, "https://example.com/ok", "https://example.com/no").startswith("https://")
+    pages = StripePaymentPages.from_api_key(os.environ["STRIPE_API_KEY"], max_network_retries=1)
+    assert pages.setup_url(customer, f"live-{run}", "https://example.com/ok", "https://example.com/no").startswith(
+        "https://"
+    )
     with pytest.raises(GatewayRejectedError):
         gateway.void(issued.gateway_id)  # paid invoices cannot be voided

@@ -121,7 +121,6 @@ def test_given_every_post_then_it_carries_our_key_derived_from_id_and_step() -> 
     customer = gateway.ensure_customer(Customer("acct-1", "ops@example.com"))
     issued = gateway.issue_invoice(_request(customer))
     gateway.credit_note(issued.gateway_id, Decimal("1.00"), "correction", "cn-1")
-    gateway.setup_session(customer, "https://app.example/ok", "https://app.example/no")
     keys = [(r.path, r.headers["Idempotency-Key"]) for r in http.requests if r.method == "post"]
     assert keys[:6] == [
         ("/v1/customers", "kilo:acct-1:customer"),
@@ -132,7 +131,6 @@ def test_given_every_post_then_it_carries_our_key_derived_from_id_and_step() -> 
         ("/v1/credit_notes", "kilo:cn-1:credit_note"),
     ]
     assert keys[1][1].startswith("kilo:acct-1:customer-details:")
-    assert keys[6][1].startswith(f"kilo:{customer}:setup-session:")
     assert http.emulator.refused_params == []
 
 

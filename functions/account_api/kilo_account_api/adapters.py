@@ -10,7 +10,7 @@ from typing import Any, Final
 
 from kilo_account_api import items
 from kilo_account_api.model import ConflictError, Member, NotFoundError, SessionRecord
-from kilo_billing.aws import ConditionFailedError, call, paged_items
+from kilo_billing.aws import ConditionFailedError, call, paged_items, put_if
 from kilo_billing.items import from_item, to_item
 from kilo_billing.periods import Period
 
@@ -36,15 +36,8 @@ class DynamoMembers:
         return [items.member_from_item(item) for item in found]
 
     def add(self, member: Member) -> None:
-        try:
-            call(
-                self._client.put_item,
-                TableName=self._table,
-                Item=items.member_to_item(member),
-                ConditionExpression="attribute_not_exists(pk)",
-            )
-        except ConditionFailedError as exc:
-            raise ConflictError(f"{member.user!r} is already a member of account {member.account_id!r}") from exc
+        if not put_if(self._client, self._table, items.member_to_item(member)):
+            raise ConflictError(f"{member.user!r} is already a member of account {member.account_id!r}")
 
     def remove(self, account_id: str, user: str) -> None:
         try:

@@ -19,7 +19,7 @@ from stripe.params.billing_portal import SessionCreateParams as PortalSessionCre
 from stripe.params.checkout import SessionCreateParams as CheckoutSessionCreateParams
 
 from kilo_account_api.model import InvalidRequestError, UnavailableError
-from kilo_billing.stripe_calls import stripe_call
+from kilo_billing.stripe_calls import stripe_call, stripe_client
 
 META_ACCOUNT: Final = "kilo_account_id"  # the invoice functions' customer metadata key (kilo_invoice.stripe_adapter)
 _T = TypeVar("_T")
@@ -43,13 +43,9 @@ class StripePaymentPages:
         max_network_retries: int = 1,
         http_client: stripe.HTTPClient | None = None,
     ) -> StripePaymentPages:
-        client = stripe.StripeClient(
-            api_key,
-            max_network_retries=max_network_retries,
-            base_addresses={"api": api_base} if api_base else None,
-            http_client=http_client,
+        return cls(
+            stripe_client(api_key, max_network_retries=max_network_retries, api_base=api_base, http_client=http_client)
         )
-        return cls(client)
 
     def customer(self, account_id: str, email: str | None, name: str | None) -> str:
         found = self._call(
@@ -78,6 +74,9 @@ class StripePaymentPages:
             "cancel_url": cancel_url,
             "client_reference_id": account_id,
             "metadata": {"account_id": account_id, META_ACCOUNT: account_id},
+            # Stripe Tax on invoices (the invoice functions' STRIPE_AUTOMATIC_TAX) needs the customer's address
+            "billing_address_collection": "required",
+            "customer_update": {"address": "auto", "name": "auto"},
         }
         key = f"kilo:{customer_id}:setup-session:{uuid.uuid4().hex}"  # a new page per click
         session = self._call(lambda: self._client.v1.checkout.sessions.create(params, {"idempotency_key": key}))

@@ -84,12 +84,6 @@ class LazyGateway:
     def customer_account(self, customer_id: str) -> str | None:
         return self.gateway.customer_account(customer_id)
 
-    def setup_session(self, customer_id: str, success_url: str, cancel_url: str, account_id: str = "") -> str:
-        return self.gateway.setup_session(customer_id, success_url, cancel_url, account_id)
-
-    def portal_session(self, customer_id: str, return_url: str) -> str:
-        return self.gateway.portal_session(customer_id, return_url)
-
 
 def stripe_gateway(config: InvoiceSettings, secrets_client: Any) -> PaymentGateway:
     """A ``LazyGateway`` over ``StripePaymentGateway`` with the API key from the secret ``config`` names."""

@@ -108,12 +108,3 @@ class PaymentGateway(Protocol):
         """The account a customer of ours belongs to (the customer's metadata, set by ``ensure_customer``); ``None``
         for a customer that is not ours or no longer exists (``payment_method.attached`` calls this)."""
         ...
-
-    def setup_session(self, customer_id: str, success_url: str, cancel_url: str, account_id: str = "") -> str:
-        """A hosted page (Checkout in setup mode) where the customer adds a card; returns its URL. ``account_id``
-        comes back on ``checkout.session.completed`` (``client_reference_id``, ``metadata.account_id``)."""
-        ...
-
-    def portal_session(self, customer_id: str, return_url: str) -> str:
-        """A hosted page (Billing Portal) where the customer manages cards and sees invoices; returns its URL."""
-        ...

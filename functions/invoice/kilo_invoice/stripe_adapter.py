@@ -11,7 +11,6 @@ Search). Errors: 429, 5xx and timeouts -> ``GatewayUnavailableError`` (retry the
 from __future__ import annotations
 
 import hashlib
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal, localcontext
@@ -26,8 +25,6 @@ from stripe.params import (
     InvoiceCreateParams,
     RefundCreateParams,
 )
-from stripe.params.billing_portal import SessionCreateParams as PortalSessionCreateParams
-from stripe.params.checkout import SessionCreateParams as CheckoutSessionCreateParams
 
 from kilo_billing.stripe_calls import stripe_call, stripe_client
 from kilo_invoice.gateway import (
@@ -386,31 +383,6 @@ class StripePaymentGateway:
             raise GatewayRejectedError(f"only open invoices can be voided ({gateway_id} is {invoice.status})")
         key = _key(gateway_id, "void")
         self._call(lambda: self._client.v1.invoices.void_invoice(gateway_id, {}, {"idempotency_key": key}))
-
-    # ------------------------------------------------------------------ hosted pages
-    def setup_session(self, customer_id: str, success_url: str, cancel_url: str, account_id: str = "") -> str:
-        params: CheckoutSessionCreateParams = {
-            "mode": "setup",
-            "customer": customer_id,
-            "currency": self._currency,
-            "success_url": success_url,
-            "cancel_url": cancel_url,
-            "billing_address_collection": "required",  # Stripe Tax needs the address
-            "customer_update": {"address": "auto", "name": "auto"},
-        }
-        if account_id:  # checkout.session.completed names the account (kilo_invoice.logic.apply_stripe_event)
-            params["client_reference_id"] = account_id
-            params["metadata"] = {"account_id": account_id, META_ACCOUNT: account_id}
-        # A new page per click: the key is per call (the SDK's retries reuse it), not from our ids (D49).
-        key = _key(customer_id, "setup-session", uuid.uuid4().hex)
-        session = self._call(lambda: self._client.v1.checkout.sessions.create(params, {"idempotency_key": key}))
-        return _url(session.url, "Checkout Session")
-
-    def portal_session(self, customer_id: str, return_url: str) -> str:
-        params: PortalSessionCreateParams = {"customer": customer_id, "return_url": return_url}
-        key = _key(customer_id, "portal-session", uuid.uuid4().hex)
-        session = self._call(lambda: self._client.v1.billing_portal.sessions.create(params, {"idempotency_key": key}))
-        return _url(session.url, "Billing Portal session")
 
     # ------------------------------------------------------------------ plumbing
     @staticmethod
