@@ -409,3 +409,16 @@ def test_given_each_crypto_route_then_its_answer_is_exactly_the_documented_model
     _, found = call("GET", f"{BASE}/history", role="member")
     history = api_schemas.CryptoHistoryOut.model_validate(found)
     assert ([b.status.value for b in history.bills], len(history.quotes), len(history.payments)) == (["OPEN"], 1, 1)
+
+
+def test_given_the_rpc_secret_missing_when_a_quote_is_asked_then_503_without_the_secret_name(
+    crypto: SpotPrices, stack: Stack
+) -> None:
+    issue()
+    name = stack.template.function_environment("CryptoApiFunction")["RPC_SECRET_NAME"]
+    stack.clients["secretsmanager"].delete_secret(SecretId=name, ForceDeleteWithoutRecovery=True)
+    dependencies.clear_caches()
+    status, body = call("POST", f"{BASE}/bills/acct-1~2026-10/quotes", {"chain": "ethereum", "asset": "USDC"})
+    assert status == 503
+    assert (body["code"], body["message"]) == ("unavailable", "try again shortly")
+    assert name not in json.dumps(body)

@@ -30,7 +30,7 @@ from pydantic import BaseModel
 
 from kilo_billing import customer_api, observability
 from kilo_billing.auth import Role
-from kilo_billing.customer_api import ErrorCode, error_response, json_response
+from kilo_billing.customer_api import ErrorCode, error_response, json_response, unavailable
 from kilo_billing.invoice_keys import EXAMPLE, MalformedInvoiceKeyError, invoice_id_from_key
 from kilo_billing.money import decimal_str, money_str
 from kilo_crypto_watch import api_schemas as schemas
@@ -86,6 +86,11 @@ def _transaction(exc: logic.TransactionRefusedError) -> Response[str]:
 def _rate(exc: RateRefusedError) -> Response[str]:
     logger.warning("quote refused: no rate", extra={"reason": str(exc)[:300]})
     return error_response(ErrorCode.UNAVAILABLE, str(exc), retry_after=60)
+
+
+@app.exception_handler(dependencies.ChainsUnavailableError)  # type: ignore[untyped-decorator]
+def _no_chains(exc: dependencies.ChainsUnavailableError) -> Response[str]:
+    return unavailable(app, logger, exc)  # the secret's name stays in the log
 
 
 @app.exception_handler(dependencies.FastPathUnavailableError)  # type: ignore[untyped-decorator]

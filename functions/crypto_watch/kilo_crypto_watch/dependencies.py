@@ -27,6 +27,10 @@ def _dynamodb() -> object:
     return client("dynamodb", settings().call_budget)
 
 
+class ChainsUnavailableError(RuntimeError):
+    """The chains' RPC URLs cannot be read now (the secret is missing, unreadable or malformed)."""
+
+
 @cache
 def chains() -> dict[str, ChainConfig]:
     """The configured chains by key, with RPC URLs from the ``RPC_SECRET_NAME`` secret when one is named."""
@@ -37,11 +41,14 @@ def chains() -> dict[str, ChainConfig]:
 
         from kilo_billing.aws import client  # noqa: PLC0415
 
-        secret = SecretsProvider(boto3_client=client("secretsmanager", config.call_budget)).get(
-            config.rpc_secret_name, transform="json", max_age=config.secret_max_age_seconds
-        )
+        try:
+            secret = SecretsProvider(boto3_client=client("secretsmanager", config.call_budget)).get(
+                config.rpc_secret_name, transform="json", max_age=config.secret_max_age_seconds
+            )
+        except Exception as exc:  # Powertools' GetParameterError / TransformParameterError, from any cause
+            raise ChainsUnavailableError(f"secret {config.rpc_secret_name} cannot be read") from exc
         if not isinstance(secret, dict):
-            raise ValueError(f"secret {config.rpc_secret_name} must be a JSON object of chain key: RPC URL")
+            raise ChainsUnavailableError(f"secret {config.rpc_secret_name} must be a JSON object of chain key: RPC URL")
         urls = {str(key): str(url) for key, url in secret.items()}
     return config.chains(urls)
 
