@@ -40,7 +40,7 @@ from kilo_account_api.recommendations import RecommendationPolicy, recommend
 from kilo_billing import customer_api
 from kilo_billing.accounts import ACCOUNT_ID_PATTERN
 from kilo_billing.auth import Caller, Role, caller_from_event
-from kilo_billing.customer_api import ErrorCode, error_response, json_response
+from kilo_billing.customer_api import ErrorCode, error_response, json_response, without_default_validation_errors
 from kilo_billing.entitlements import EntitlementPolicy
 from kilo_billing.observability import logger
 
@@ -146,7 +146,7 @@ def openapi_document() -> str:
     for name, schema in crypto["components"]["schemas"].items():
         if schemas_found.setdefault(name, schema) != schema:
             raise RuntimeError(f"schema {name} differs between the account API and the crypto routes")
-    return json.dumps(document)
+    return json.dumps(without_default_validation_errors(document))
 
 
 # --- usage ------------------------------------------------------------------------------------------------------------

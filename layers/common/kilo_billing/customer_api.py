@@ -197,3 +197,24 @@ def authorize(app: APIGatewayHttpResolver, service: str, account_id: str, role: 
     caller.require(account_id, role)
     correlate(service, account_id=account_id)
     return caller
+
+
+POWERTOOLS_VALIDATION_SCHEMAS: Final = ("HTTPValidationError", "ResponseValidationError", "ValidationError")
+
+
+def without_default_validation_errors(document: dict[str, Any]) -> dict[str, Any]:
+    """Powertools documents a 422 ``HTTPValidationError`` on every validated route; ours answer request validation with
+    the 400 ``ErrorBody`` (``validation_error``), which every route documents. Drop those 422s (a route's own 422,
+    an ``ErrorBody``, stays) and their schemas, so the document says what the API answers."""
+    default = {"$ref": "#/components/schemas/HTTPValidationError"}
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            responses = operation.get("responses", {})
+            if responses.get("422", {}).get("content", {}).get("application/json", {}).get("schema") == default:
+                del responses["422"]
+    schemas = document.get("components", {}).get("schemas", {})
+    for name in POWERTOOLS_VALIDATION_SCHEMAS:  # the two that refer to ValidationError first
+        others = {key: value for key, value in schemas.items() if key != name}
+        if f"#/components/schemas/{name}" not in json.dumps([document.get("paths", {}), others]):
+            schemas.pop(name, None)
+    return document
