@@ -45,18 +45,18 @@ def alerts() -> AlertDependencies:
         directory=DynamoAccountDirectory(dynamodb, config.usage_table_name),
         ledger=DynamoDeliveryLedger(dynamodb, config.alerts_table_name),
         mailer=SesMailer(
-            client("sesv2", budget),
+            client("sesv2", budget, lazy=True),
             config.alert_sender_email,
             config.ses_configuration_set,
             config.alert_preferences_url,
         ),
-        texter=SnsTexter(client("sns", budget), config.sms_sender_id),
+        texter=SnsTexter(client("sns", budget, lazy=True), config.sms_sender_id),
         spend=entitlements,
         entitlements=entitlements,
         sessions=DynamoOpenSessions(dynamodb, config.usage_table_name),
         rooms=LiveKitRoomControl(config.livekit_url, credentials, config.roomservice_timeout_seconds),
         enforcement=DynamoEnforcementLedger(dynamodb, config.alerts_table_name),
-        scheduler=SqsRemovalScheduler(client("sqs", budget), config.alerts_queue_url),
+        scheduler=SqsRemovalScheduler(client("sqs", budget, lazy=True), config.alerts_queue_url),
     )
     policy = AlertsPolicy(
         DeliveryPolicy(config.alert_preferences_url, config.claim_lease_minutes * 60_000),
@@ -94,7 +94,7 @@ def operator_ports(config: AlertSettings, scheduled: bool) -> OperatorPorts:
     dynamodb = client("dynamodb", config.call_budget)
     return OperatorPorts(
         ledger=DynamoOperatorLedger(dynamodb, config.alerts_table_name),
-        notifier=SnsOperatorNotifier(client("sns", config.call_budget), config.operator_topic_arn),
+        notifier=SnsOperatorNotifier(client("sns", config.call_budget, lazy=True), config.operator_topic_arn),
         directory=DynamoAccountDirectory(dynamodb, config.usage_table_name),
         payments=DynamoPaymentSignals(dynamodb, config.alerts_table_name),
         usage=DynamoUsageSignals(dynamodb, config.usage_table_name) if scheduled else None,
