@@ -25,6 +25,7 @@ table shows each request's outcome and AWS calls, so nothing is hidden.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import platform
@@ -96,6 +97,11 @@ PARTS: dict[str, tuple[str, str]] = {  # part: (module whose loading marks it, w
         "... with enable_validation=True (the body a typed route parameter)",
     ),
     "stripe": ("stripe", "the Stripe SDK verifies its signature (Webhook.construct_event)"),
+    "batch": (
+        "aws_lambda_powertools.utilities.batch",
+        "the request is an SQS batch of 1 whose JSON body Powertools' BatchProcessor hands to the record handler"
+        " (partial batch failures)",
+    ),
 }
 FLOOR_STRIPE_SECRET = "whsec_floor0123456789"
 
@@ -122,7 +128,24 @@ def floor_source(parts: frozenset[str]) -> str:
         definitions.append("class FloorBody(BaseModel):\n    id: str = BodyField(min_length=1, max_length=64)\n")
     if "stripe" in parts:
         imports.append("import stripe")
-    if parts & {"resolver", "validation"}:
+    if "batch" in parts:
+        imports.append(
+            "from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response"
+        )
+        definitions.append(
+            "processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)\n"
+        )
+        parse = (
+            "FloorBody.model_validate_json(record.body).model_dump()"
+            if "pydantic" in parts
+            else "json.loads(record.body)"
+        )
+        definitions.append(f"def record_handler(record):\n    put({parse})\n")
+        handle = (
+            "    return process_partial_response(event=event, record_handler=record_handler, processor=processor,"
+            " context=context)"
+        )
+    elif parts & {"resolver", "validation"}:
         imports.append("from aws_lambda_powertools.event_handler import APIGatewayHttpResolver")
         validation = "validation" in parts
         definitions.append(f"app = APIGatewayHttpResolver(enable_validation={validation})\n")
@@ -476,6 +499,12 @@ def floor_request(parts: frozenset[str]) -> tuple[Any, str]:
     from kilo_dev.apigw import http_api_event  # noqa: PLC0415
     from kilo_dev.signing import stripe_signature  # noqa: PLC0415
 
+    if "batch" in parts:
+        record = {"messageId": "floor-1", "receiptHandle": "floor", "body": '{"id": "floor-1"}', "attributes": {},
+                  "messageAttributes": {}, "md5OfBody": hashlib.md5(b'{"id": "floor-1"}').hexdigest(),
+                  "eventSource": "aws:sqs", "awsRegion": "us-east-1",
+                  "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:floor"}  # fmt: skip
+        return {"Records": [record]}, "SQS batch of 1 (JSON body), one PutItem"
     if "stripe" in parts:
         body = json.dumps({"id": "evt_floor", "object": "event", "type": "invoice.paid", "data": {"object": {}}})
         headers = {"stripe-signature": stripe_signature(body.encode(), FLOOR_STRIPE_SECRET, int(time.time()))}
