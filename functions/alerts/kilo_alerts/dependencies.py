@@ -6,11 +6,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from functools import cache
+from typing import TYPE_CHECKING
 
-from kilo_alerts.enforcement import EnforcementPolicy
-from kilo_alerts.logic import AlertPorts, AlertsPolicy, DeliveryPolicy
 from kilo_alerts.operator import OperatorPolicy, OperatorPorts
 from kilo_alerts.settings import AlertSettings, settings
+
+if TYPE_CHECKING:  # the alert delivery's modules load with it (``alerts()``), not with the operator checks
+    from kilo_alerts.logic import AlertPorts, AlertsPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +33,8 @@ def alerts() -> AlertDependencies:
         SnsTexter,
         SqsRemovalScheduler,
     )
+    from kilo_alerts.enforcement import EnforcementPolicy  # noqa: PLC0415
+    from kilo_alerts.logic import AlertPorts, AlertsPolicy, DeliveryPolicy  # noqa: PLC0415
     from kilo_billing.account_store import DynamoAccountDirectory  # noqa: PLC0415
     from kilo_billing.aws import client, livekit_credentials  # noqa: PLC0415
     from kilo_billing.entitlement_store import DynamoEntitlements  # noqa: PLC0415
