@@ -354,7 +354,25 @@ def _stream_request() -> tuple[Any, str]:
     return {"Records": [record]}, "stream batch: 1 participant_joined"
 
 
-ROUTES = {"/webhooks/livekit": _livekit_request, "/v1/usage": _usage_request, "/webhooks/stripe": _stripe_request}
+def _account_usage_request(environment: dict[str, str], stub_secrets: dict[str, str]) -> tuple[Any, str]:
+    """The dashboard's first call: the signed-in owner's month to date (claims as API Gateway's JWT authorizer passes
+    them; the account is the one the stub has registered)."""
+    from kilo_dev.apigw import http_api_event  # noqa: PLC0415
+
+    route = "GET /v1/accounts/{account_id}/usage"
+    event = http_api_event("GET", f"/v1/accounts/{ACCOUNT}/usage", None, {}, route_key=route)
+    event["pathParameters"] = {"account_id": ACCOUNT}
+    claims = {"sub": "bench-user", "kilo_account": ACCOUNT, "kilo_role": "owner"}
+    event["requestContext"]["authorizer"] = {"jwt": {"claims": claims, "scopes": None}}
+    return event, "signed-in owner's GET usage (month to date)"
+
+
+ROUTES = {
+    "/webhooks/livekit": _livekit_request,
+    "/v1/usage": _usage_request,
+    "/webhooks/stripe": _stripe_request,
+    "/v1/accounts/{account_id}/usage": _account_usage_request,
+}
 
 
 def first_request(events: dict[str, Any], environment: dict[str, str], stub_secrets: dict[str, str]) -> tuple[Any, str]:

@@ -356,7 +356,7 @@ MODULE_CEILINGS = {
     "kilo_invoice.close_handler": 418,  # 409
     "kilo_invoice.payment_handler": 417,  # 408
     "kilo_alerts.operator_handler": 598,  # 586
-    "kilo_account_api.handler": 687,  # 673
+    "kilo_account_api.handler": 692,  # 678 (a signed-in owner's GET usage)
     "kilo_crypto_watch.evm_handler": 596,  # 584
     "kilo_crypto_watch.bills_handler": 410,  # 401
     "kilo_invoice.crypto_settled_handler": 417,  # 408
