@@ -35,7 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -367,6 +367,39 @@ def _account_usage_request(environment: dict[str, str], stub_secrets: dict[str, 
     return event, "signed-in owner's GET usage (month to date)"
 
 
+def _alert_request() -> tuple[Any, str]:
+    """What the alerts queue carries most: rating's threshold event (EventBridge's envelope as the rule delivers it),
+    for the registered account, whose profile has an email address."""
+    from kilo_billing.contracts import UsageThresholdCrossedV1  # noqa: PLC0415
+
+    period = time.strftime("%Y-%m", time.gmtime(NOW_S))
+    detail = UsageThresholdCrossedV1(
+        event_id=UsageThresholdCrossedV1.make_id(ACCOUNT, period, "messages", 50),
+        account_id=ACCOUNT,
+        period=period,
+        meter="messages",
+        threshold_percent=50,
+        used="50000",
+        limit="100000",
+        occurred_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(NOW_S)),
+    ).model_dump(mode="json")
+    envelope = {"version": "0", "id": "bench-event", "detail-type": UsageThresholdCrossedV1.DETAIL_TYPE,
+                "source": "kilo.billing.rating", "account": "123456789012", "time": detail["occurred_at"],
+                "region": "us-east-1", "resources": [], "detail": detail}  # fmt: skip
+    return _sqs_batch(json.dumps(envelope)), "SQS batch of 1: messages at 50 % (email)"
+
+
+def _sqs_batch(body: str) -> dict[str, Any]:
+    record = {"messageId": "bench-1", "receiptHandle": "bench", "body": body, "attributes": {},
+              "messageAttributes": {}, "md5OfBody": hashlib.md5(body.encode(), usedforsecurity=False).hexdigest(),
+              "eventSource": "aws:sqs", "awsRegion": "us-east-1",
+              "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:bench"}  # fmt: skip
+    return {"Records": [record]}
+
+
+# Functions whose queue's first message is representative of their work (the others get a generic one).
+QUEUE_REQUESTS = {"AlertsFunction": _alert_request}
+
 ROUTES = {
     "/webhooks/livekit": _livekit_request,
     "/v1/usage": _usage_request,
@@ -375,7 +408,9 @@ ROUTES = {
 }
 
 
-def first_request(events: dict[str, Any], environment: dict[str, str], stub_secrets: dict[str, str]) -> tuple[Any, str]:
+def first_request(
+    events: dict[str, Any], environment: dict[str, str], stub_secrets: dict[str, str], function: str = ""
+) -> tuple[Any, str]:
     from kilo_dev.apigw import http_api_event  # noqa: PLC0415
 
     sources = list(events.values())
@@ -396,11 +431,9 @@ def first_request(events: dict[str, Any], environment: dict[str, str], stub_secr
             method, path = properties.get("Method", "GET").upper(), properties.get("Path", "/")
             return http_api_event(method, path, b"{}", {}), f"unsigned {method} {path} (generic)"
         if kind == "SQS":
-            record = {"messageId": "bench-1", "receiptHandle": "bench", "body": "{}", "attributes": {},
-                      "messageAttributes": {}, "md5OfBody": "99914b932bd37a50b983c5e7c90ae93b",
-                      "eventSource": "aws:sqs", "awsRegion": "us-east-1",
-                      "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:bench"}  # fmt: skip
-            return {"Records": [record]}, "SQS batch of 1, body {} (generic)"
+            if function in QUEUE_REQUESTS:
+                return QUEUE_REQUESTS[function]()
+            return _sqs_batch("{}"), "SQS batch of 1, body {} (generic)"
     return {}, "empty event (generic)"
 
 
@@ -417,7 +450,7 @@ def subjects(stub_secrets: dict[str, str]) -> list[Subject]:
         properties = spec["Properties"]
         environment = {key: str(value) for key, value in template.function_environment(name).items()}
         sources = properties.get("Events") or {}
-        event, request = first_request(sources, environment, stub_secrets)
+        event, request = first_request(sources, environment, stub_secrets, name)
         found.append(
             Subject(
                 name,
@@ -499,7 +532,8 @@ def seeded_stub(stub_secrets: dict[str, str]) -> Any:
     from kilo_billing.account_store import profile_to_item  # noqa: PLC0415
     from kilo_billing.accounts import AccountProfile  # noqa: PLC0415
 
-    return AwsStub(stub_secrets, [profile_to_item(AccountProfile.default(ACCOUNT))])
+    profile = replace(AccountProfile.default(ACCOUNT), name="Bench", email="billing@bench.example")
+    return AwsStub(stub_secrets, [profile_to_item(profile)])
 
 
 def floor_subject(parts: frozenset[str], package_dir: Path | None = None) -> Subject:
@@ -560,7 +594,7 @@ def measure(samples: int) -> tuple[list[Subject], list[Subject], float]:
             order = everyone[round_ % len(everyone) :] + everyone[: round_ % len(everyone)]
             for subject in order:  # the floors among the handlers, in a rotating order
                 if subject.sources:  # signed afresh: a signature's timestamp is only good for minutes
-                    subject.event, _ = first_request(subject.sources, subject.environment, stub_secrets)
+                    subject.event, _ = first_request(subject.sources, subject.environment, stub_secrets, subject.name)
                 elif subject.name.startswith("floor"):
                     subject.event, _ = floor_request(subject.parts)
                 _run(subject, packages[subject.folder], stub.url, scratch)
