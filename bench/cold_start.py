@@ -7,18 +7,24 @@
 - **The floor**, measured in the same run and interleaved with the handlers: python + boto3 + Powertools Logger and
   Metrics + one DynamoDB client, the same kind of first request (an API Gateway event whose JSON body is parsed, one
   ``PutItem`` over the same HTTP).
+- **The floors with the required libraries** (``PARTS``), measured the same way: the floor plus what the project
+  requires on some paths (a pydantic-settings model read, a pydantic body model, Powertools' HTTP resolver with or
+  without validation, its ``BatchProcessor``, the Stripe SDK verifying a signature). A part counts for a handler when
+  its first request loads the part's module; each handler is also reported against the floor with exactly its parts,
+  so "impossible with the required libraries" is a measured row (docs/decisions.md D-cold-2).
 - **Figures**: the child's CPU time (user + system, ``os.wait4``'s rusage of that child alone: robust on a shared
-  machine, unlike wall time) as the median of N runs, the wall time's median beside it, the ratio to the floor's
-  median CPU, and the child's peak RSS against the function's ``MemorySize``: ``VmHWM`` of ``/proc/self/status`` at the
-  end (the process's own high-water mark since ``exec``; the child's ``ru_maxrss`` would also count the bench process
-  it was forked from).
+  machine, unlike wall time) as the median of N runs, the wall time's median beside it, the ratios to the floor's
+  and to its own floor's median CPU, and the child's peak RSS against the function's ``MemorySize``: ``VmHWM`` of
+  ``/proc/self/status`` at the end (the process's own high-water mark since ``exec``; the child's ``ru_maxrss`` would
+  also count the bench process it was forked from).
 - **Packages**: per code folder of the template, ``pip --target`` of the layer's and the function's requirements plus
   the boto3 the runtime ships (no dev dependencies), the code copied beside them; the host's platform (the artifacts
   ``./dev package`` builds are for arm64). The bytecode cache is warmed by one run first.
 
 The handler list comes from the template (``AWS::Serverless::Function``: handler, code folder, memory, environment,
 event sources): a function added later is measured without a change here. A function whose route or source has no
-representative request below gets a generic one (an unsigned API request, an empty batch, its schedule's input); the
+representative request below (``ROUTES``, ``QUEUE_REQUESTS``) gets a generic one (an unsigned API request, an SQS
+message whose body is ``{}``, its schedule's input); the
 table shows each request's outcome and AWS calls, so nothing is hidden.
 """
 
