@@ -4,14 +4,16 @@ a small, well-formed success answer, so the measured CPU is the handler's own an
 
 Answers by protocol: JSON (``X-Amz-Target``: DynamoDB, Secrets Manager, EventBridge, SQS), rest-json (SES v2) and
 query (SNS). DynamoDB reads answer from a small set of items keyed by ``pk``/``sk`` (what the bench seeds: e.g. the
-usage API's registered account), writes succeed; secrets answer from a name -> string map. Unknown operations get
-``{}``. The server counts the calls per operation. Started and stopped (by its thread) by whoever starts it.
+usage API's registered account), writes succeed (an ``UpdateItem`` asking for its new values gets what it wrote);
+secrets answer from a name -> string map. Unknown operations get ``{}``. The server counts the calls per operation.
+Started and stopped (by its thread) by whoever starts it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 import threading
 from collections import Counter
 from collections.abc import Mapping
@@ -88,6 +90,8 @@ class CannedAws:
                 for table, spec in request.get("RequestItems", {}).items()
             }
             return {"Responses": responses, "UnprocessedKeys": {}}
+        if operation == "UpdateItem":
+            return _updated(request)
         if operation in ("Query", "Scan"):
             return {"Items": [], "Count": 0, "ScannedCount": 0}
         if operation == "TransactGetItems":
@@ -110,6 +114,27 @@ class CannedAws:
                 "Failed": [],
             }  # fmt: skip
         return {}
+
+
+_ASSIGNMENT = re.compile(r"(#?\w+)\s*=\s*(:\w+)")
+_ADDITION = re.compile(r"(#?\w+)\s+(:\w+)")
+
+
+def _updated(request: Mapping[str, Any]) -> dict[str, Any]:
+    """An UpdateItem on an item that did not exist: with ``ReturnValues`` UPDATED_NEW or ALL_NEW, the attributes its
+    ``SET a = :v`` and ``ADD n :one`` clauses wrote (an ADD onto nothing is its operand)."""
+    if request.get("ReturnValues") not in ("UPDATED_NEW", "ALL_NEW"):
+        return {}
+    names, values = request.get("ExpressionAttributeNames", {}), request.get("ExpressionAttributeValues", {})
+    expression = str(request.get("UpdateExpression", ""))
+    clauses = re.split(r"\b(SET|ADD|REMOVE|DELETE)\b", expression)
+    written: dict[str, Any] = {}
+    for keyword, clause in zip(clauses[1::2], clauses[2::2], strict=True):
+        pattern = {"SET": _ASSIGNMENT, "ADD": _ADDITION}.get(keyword)
+        for name, value in pattern.findall(clause) if pattern else ():
+            if value in values:
+                written[names.get(name, name)] = values[value]
+    return {"Attributes": written}
 
 
 class _Raw:

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from functools import cache
+from typing import TYPE_CHECKING
 
-from kilo_alerts.enforcement import EnforcementPolicy
-from kilo_alerts.logic import AlertPorts, AlertsPolicy, DeliveryPolicy
 from kilo_alerts.operator import OperatorPolicy, OperatorPorts
 from kilo_alerts.settings import AlertSettings, settings
+
+if TYPE_CHECKING:  # the alert delivery's modules load with it (``alerts()``), not with the operator checks
+    from kilo_alerts.logic import AlertPorts, AlertsPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +33,8 @@ def alerts() -> AlertDependencies:
         SnsTexter,
         SqsRemovalScheduler,
     )
+    from kilo_alerts.enforcement import EnforcementPolicy  # noqa: PLC0415
+    from kilo_alerts.logic import AlertPorts, AlertsPolicy, DeliveryPolicy  # noqa: PLC0415
     from kilo_billing.account_store import DynamoAccountDirectory  # noqa: PLC0415
     from kilo_billing.aws import client, livekit_credentials  # noqa: PLC0415
     from kilo_billing.entitlement_store import DynamoEntitlements  # noqa: PLC0415
@@ -45,18 +49,18 @@ def alerts() -> AlertDependencies:
         directory=DynamoAccountDirectory(dynamodb, config.usage_table_name),
         ledger=DynamoDeliveryLedger(dynamodb, config.alerts_table_name),
         mailer=SesMailer(
-            client("sesv2", budget),
+            client("sesv2", budget, lazy=True),
             config.alert_sender_email,
             config.ses_configuration_set,
             config.alert_preferences_url,
         ),
-        texter=SnsTexter(client("sns", budget), config.sms_sender_id),
+        texter=SnsTexter(client("sns", budget, lazy=True), config.sms_sender_id),
         spend=entitlements,
         entitlements=entitlements,
         sessions=DynamoOpenSessions(dynamodb, config.usage_table_name),
         rooms=LiveKitRoomControl(config.livekit_url, credentials, config.roomservice_timeout_seconds),
         enforcement=DynamoEnforcementLedger(dynamodb, config.alerts_table_name),
-        scheduler=SqsRemovalScheduler(client("sqs", budget), config.alerts_queue_url),
+        scheduler=SqsRemovalScheduler(client("sqs", budget, lazy=True), config.alerts_queue_url),
     )
     policy = AlertsPolicy(
         DeliveryPolicy(config.alert_preferences_url, config.claim_lease_minutes * 60_000),
@@ -94,7 +98,7 @@ def operator_ports(config: AlertSettings, scheduled: bool) -> OperatorPorts:
     dynamodb = client("dynamodb", config.call_budget)
     return OperatorPorts(
         ledger=DynamoOperatorLedger(dynamodb, config.alerts_table_name),
-        notifier=SnsOperatorNotifier(client("sns", config.call_budget), config.operator_topic_arn),
+        notifier=SnsOperatorNotifier(client("sns", config.call_budget, lazy=True), config.operator_topic_arn),
         directory=DynamoAccountDirectory(dynamodb, config.usage_table_name),
         payments=DynamoPaymentSignals(dynamodb, config.alerts_table_name),
         usage=DynamoUsageSignals(dynamodb, config.usage_table_name) if scheduled else None,

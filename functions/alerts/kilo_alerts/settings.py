@@ -7,14 +7,13 @@ from decimal import Decimal
 from functools import cache
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kilo_alerts.abuse import AbuseThresholds
-from kilo_billing.aws import CallBudget
+from kilo_billing.settings import ForecastSettings
 
 
-class AlertSettings(BaseSettings):
-    model_config = SettingsConfigDict(frozen=True, extra="ignore")
+class AlertSettings(ForecastSettings):
+    """The base's AWS call budget, secret reuse and weekday weights (``FORECAST_WEEKDAY_WEIGHTS``), and:"""
 
     alerts_table_name: str  # delivery records (claims and outcomes)
     usage_table_name: str  # account profiles: name, email, phone, alert preferences
@@ -27,12 +26,9 @@ class AlertSettings(BaseSettings):
     # step is put on (this function's own queue, delayed)
     livekit_url: str = ""
     livekit_keys_secret_name: str = ""
-    secret_max_age_seconds: int = Field(default=300, ge=0)
     enforcement_grace_seconds: int = Field(default=120, ge=0, le=900)
     alerts_queue_url: str = ""
     roomservice_timeout_seconds: float = Field(default=5.0, gt=0)
-    # forecast: Monday..Sunday weights of a day's spend (docs/decisions.md, budgets)
-    forecast_weekday_weights: str = "1,1,1,1,1,0.4,0.4"
     # operator alerts (the operator topic) and the abuse signals' thresholds (kilo_alerts.abuse.AbuseThresholds)
     operator_topic_arn: str = ""
     abuse_auto_hold: bool = False  # put free (Personal) accounts a holding signal flags on abuse_hold
@@ -46,14 +42,8 @@ class AlertSettings(BaseSettings):
     abuse_free_accounts_per_fingerprint: int = Field(default=3, ge=2)
     abuse_failed_payments: int = Field(default=3, ge=1)
     abuse_failed_payments_window_days: int = Field(default=30, ge=1)
-    # every AWS call (kilo_billing.aws): inside the function's 60 s timeout for a batch of 10 events x 2 channels
-    aws_connect_timeout_seconds: float = Field(default=1.0, gt=0)
-    aws_read_timeout_seconds: float = Field(default=3.0, gt=0)
+    # every AWS call (the base's timeouts): inside the function's 60 s timeout for a batch of 10 events x 2 channels
     aws_max_attempts: int = Field(default=2, ge=1, le=5)
-
-    @property
-    def weekday_weights(self) -> tuple[Decimal, ...]:
-        return tuple(Decimal(part) for part in self.forecast_weekday_weights.split(","))
 
     @property
     def abuse_thresholds(self) -> AbuseThresholds:
@@ -69,10 +59,6 @@ class AlertSettings(BaseSettings):
             failed_payments=self.abuse_failed_payments,
             failed_payments_window_days=self.abuse_failed_payments_window_days,
         )
-
-    @property
-    def call_budget(self) -> CallBudget:
-        return CallBudget(self.aws_connect_timeout_seconds, self.aws_read_timeout_seconds, self.aws_max_attempts)
 
 
 @cache

@@ -74,7 +74,7 @@ def publisher() -> EventPublisher:
     from kilo_billing.publisher import EventBridgePublisher  # noqa: PLC0415
 
     config = settings()
-    return EventBridgePublisher(client("events", config.call_budget), config.event_bus_name, SOURCE_CRYPTO)
+    return EventBridgePublisher(client("events", config.call_budget, lazy=True), config.event_bus_name, SOURCE_CRYPTO)
 
 
 # Price sources: the on-chain one first (Chainlink: ``price_source()`` of the EVM wiring module, by convention, imported

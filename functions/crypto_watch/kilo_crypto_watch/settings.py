@@ -16,9 +16,8 @@ from functools import cache
 from typing import Any, Final, cast
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from kilo_billing.aws import CallBudget
+from kilo_billing.settings import FunctionSettings
 from kilo_crypto_watch.model import Asset, ChainConfig
 from kilo_crypto_watch.settlement import SettlementPolicy
 
@@ -69,15 +68,14 @@ FEED_DEFAULTS: Final[Mapping[str, Mapping[str, Any]]] = {
 }
 
 
-class CryptoSettings(BaseSettings):
-    model_config = SettingsConfigDict(frozen=True, extra="ignore")
+class CryptoSettings(FunctionSettings):
+    """The base's AWS call budget and secret reuse (the RPC secret), and:"""
 
     crypto_table_name: str = "crypto"
     event_bus_name: str = ""
     crypto_chains: str = "[]"  # JSON list (module docstring)
     price_feeds: str = "{}"  # JSON {asset: {chain, address, heartbeat_seconds, decimals}}, over FEED_DEFAULTS
     rpc_secret_name: str = ""  # Secrets Manager: {chain key: RPC URL with its key}
-    secret_max_age_seconds: int = Field(default=300, ge=0)
     exchange_price_url: str = "https://api.coinbase.com/v2/prices/{asset}-USD/spot"
     exchange_source_name: str = "exchange:coinbase"
     exchange_heartbeat_seconds: int = Field(default=120, ge=1)
@@ -102,10 +100,6 @@ class CryptoSettings(BaseSettings):
     nonce_ttl_minutes: int = Field(default=10, ge=1, le=60)
     siws_chain_id: str = "mainnet"  # the Chain ID a Sign In With Solana message names
     erc1271_enabled: bool = True  # smart-contract wallets via ERC-1271 where the chain's RPC is configured
-    # every AWS call
-    aws_connect_timeout_seconds: float = Field(default=1.0, gt=0)
-    aws_read_timeout_seconds: float = Field(default=3.0, gt=0)
-    aws_max_attempts: int = Field(default=3, ge=1, le=5)
 
     @field_validator("crypto_chains", "price_feeds")
     @classmethod
@@ -139,10 +133,6 @@ class CryptoSettings(BaseSettings):
             volatile_tolerance_rate=self.volatile_tolerance_rate,
             late_review_move=self.late_review_move,
         )
-
-    @property
-    def call_budget(self) -> CallBudget:
-        return CallBudget(self.aws_connect_timeout_seconds, self.aws_read_timeout_seconds, self.aws_max_attempts)
 
 
 class ChainConfigError(ValueError):

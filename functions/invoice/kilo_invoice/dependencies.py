@@ -124,7 +124,9 @@ def _publisher(config: InvoiceSettings) -> EventPublisher:
     from kilo_billing.contracts import SOURCE_INVOICING  # noqa: PLC0415
     from kilo_billing.publisher import EventBridgePublisher  # noqa: PLC0415
 
-    return EventBridgePublisher(client("events", config.call_budget), config.event_bus_name, SOURCE_INVOICING)
+    return EventBridgePublisher(
+        client("events", config.call_budget, lazy=True), config.event_bus_name, SOURCE_INVOICING
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +158,7 @@ def starter() -> StarterDependencies:
     return StarterDependencies(
         config,
         _ledger(config, dynamodb),
-        SqsCloseJobQueue(client("sqs", config.call_budget), config.invoice_close_queue_url),
+        SqsCloseJobQueue(client("sqs", config.call_budget, lazy=True), config.invoice_close_queue_url),
         DynamoRunMarkers(dynamodb, config.usage_table_name),
         DynamoAccountDirectory(dynamodb, config.usage_table_name),
     )
@@ -180,7 +182,7 @@ def close_deps(config: InvoiceSettings) -> CloseDeps:
 
     return CloseDeps(
         store=_ledger(config, client("dynamodb", config.call_budget)),
-        gateway=stripe_gateway(config, client("secretsmanager", config.call_budget)),
+        gateway=stripe_gateway(config, client("secretsmanager", config.call_budget, lazy=True)),
         publisher=_publisher(config),
         catalog=default_catalog(),
         sleep=_sleep,
@@ -200,5 +202,5 @@ def payments() -> PaymentDependencies:
         _ledger(config, dynamodb),
         _publisher(config),
         DynamoStripeEvents(dynamodb, config.events_table_name),
-        stripe_gateway(config, client("secretsmanager", config.call_budget)),
+        stripe_gateway(config, client("secretsmanager", config.call_budget, lazy=True)),
     )

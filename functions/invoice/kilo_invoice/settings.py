@@ -7,13 +7,13 @@ from datetime import timedelta
 from functools import cache
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from kilo_billing.aws import CallBudget
+from kilo_billing.settings import FunctionSettings
 
 
-class InvoiceSettings(BaseSettings):
-    model_config = SettingsConfigDict(frozen=True, extra="ignore")
+class InvoiceSettings(FunctionSettings):
+    """The base's AWS call budget (a close is a few calls; the worker's timeout holds a batch of 10) and secret reuse
+    (the Stripe API key), and:"""
 
     usage_table_name: str  # profiles, rating's aggregates, our invoices (docs/decisions.md, invoices in the account)
     event_bus_name: str = ""  # InvoiceIssued.v1, PaymentFailed.v1, DisputeOpened.v1
@@ -25,19 +25,10 @@ class InvoiceSettings(BaseSettings):
     stripe_api_key_secret_name: str = ""
     stripe_automatic_tax: bool = False  # Stripe Tax on invoices (the customer's address comes from Checkout)
     stripe_max_network_retries: int = Field(default=2, ge=0, le=5)
-    secret_max_age_seconds: int = Field(default=300, ge=0)
-    # every AWS call (kilo_billing.aws): a close is a few calls; the worker's timeout holds a batch of 10
-    aws_connect_timeout_seconds: float = Field(default=1.0, gt=0)
-    aws_read_timeout_seconds: float = Field(default=3.0, gt=0)
-    aws_max_attempts: int = Field(default=3, ge=1, le=5)
 
     @property
     def grace(self) -> timedelta:
         return timedelta(hours=self.invoice_grace_hours)
-
-    @property
-    def call_budget(self) -> CallBudget:
-        return CallBudget(self.aws_connect_timeout_seconds, self.aws_read_timeout_seconds, self.aws_max_attempts)
 
 
 @cache

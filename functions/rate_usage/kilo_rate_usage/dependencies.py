@@ -41,14 +41,19 @@ def usage_repository(config: RatingSettings) -> DynamoUsageRepository:
     )
 
 
+def publisher(config: RatingSettings) -> EventBridgePublisher:
+    """The bus publisher; its client is made by the first publish (a batch that crosses no threshold has none)."""
+    return EventBridgePublisher(client("events", config.call_budget, lazy=True), config.event_bus_name, SOURCE_RATING)
+
+
 @cache
 def rating() -> Rating:
     config = settings()
     return Rating(
         settings=config,
         repo=usage_repository(config),
-        publisher=EventBridgePublisher(client("events", config.call_budget), config.event_bus_name, SOURCE_RATING),
-        poison=SqsPoisonSink(client("sqs", config.call_budget), config.poison_queue_url),
+        publisher=publisher(config),
+        poison=SqsPoisonSink(client("sqs", config.call_budget, lazy=True), config.poison_queue_url),
         config=RatingConfig(config.attribution, default_catalog().for_period),
     )
 
@@ -72,6 +77,6 @@ def sweeper() -> Sweeper:
         settings=config,
         store=usage_repository(config),
         directory=directory,
-        publisher=EventBridgePublisher(client("events", config.call_budget), config.event_bus_name, SOURCE_RATING),
+        publisher=publisher(config),
         config=RatingConfig(config.attribution, default_catalog().for_period),
     )

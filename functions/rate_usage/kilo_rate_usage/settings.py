@@ -7,16 +7,15 @@ from __future__ import annotations
 from functools import cache
 
 from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from kilo_billing.aws import CallBudget
+from kilo_billing.settings import FunctionSettings
 from kilo_rate_usage.model import AttributionRule, SweepPolicy
 
 HOUR_MS = 3_600_000
 
 
-class RatingSettings(BaseSettings):
-    model_config = SettingsConfigDict(frozen=True, extra="ignore")
+class RatingSettings(FunctionSettings):
+    """The base's AWS call budget and secret reuse (the sweeper's LiveKit keys), and:"""
 
     usage_table_name: str
     events_table_name: str
@@ -31,13 +30,10 @@ class RatingSettings(BaseSettings):
     confirm_every_minutes: int = Field(default=60, ge=5)
     livekit_url: str = ""  # RoomService base URL, e.g. https://<project>.livekit.cloud
     livekit_keys_secret_name: str = ""
-    secret_max_age_seconds: int = 300
     roomservice_request_timeout_seconds: float = Field(default=5.0, gt=0)
     roomservice_budget_seconds: float = Field(default=60.0, gt=0)  # all rooms of one sweep, asked concurrently
     roomservice_concurrency: int = Field(default=8, ge=1, le=64)
-    # every AWS call: per-attempt timeouts and attempts (kilo_billing.aws), well inside the functions' timeouts
-    aws_connect_timeout_seconds: float = Field(default=1.0, gt=0)
-    aws_read_timeout_seconds: float = Field(default=3.0, gt=0)
+    # every AWS call (the base's timeouts): a stream batch may retry throttled writes longer than an API request
     aws_max_attempts: int = Field(default=3, ge=1, le=10)
 
     @model_validator(mode="after")
@@ -52,10 +48,6 @@ class RatingSettings(BaseSettings):
     @property
     def sweep_policy(self) -> SweepPolicy:
         return SweepPolicy(self.max_unconfirmed_hours * HOUR_MS, self.confirm_every_minutes * 60_000)
-
-    @property
-    def call_budget(self) -> CallBudget:
-        return CallBudget(self.aws_connect_timeout_seconds, self.aws_read_timeout_seconds, self.aws_max_attempts)
 
     @property
     def raw_event_ttl_seconds(self) -> int:

@@ -34,12 +34,19 @@ class CallBudget:
         return self.max_attempts * (self.connect_timeout + self.read_timeout) + backoff
 
 
-def client(service: str, budget: CallBudget | None = None, *, validate: bool = True, **kwargs: Any) -> Any:
+def client(
+    service: str, budget: CallBudget | None = None, *, validate: bool = True, lazy: bool = False, **kwargs: Any
+) -> Any:
     """A boto3 client bounded by ``budget`` (standard retry mode: retries throttling and transient errors only).
 
     ``validate=False`` turns botocore's client-side parameter validation off, for a hot path whose calls are our own
     fixed, typed requests (~19 % of the LiveKit webhook's CPU per event): a malformed request is then refused by the
-    service itself (``ValidationException``, mapped by ``map_error`` like any other) instead of before sending it."""
+    service itself (``ValidationException``, mapped by ``map_error`` like any other) instead of before sending it.
+
+    ``lazy=True`` returns a ``LazyClient``: the client is made on its first use, for a client that a function's
+    requests need only sometimes (each further service's client costs 5-20 ms of CPU to make, on a cold start)."""
+    if lazy:
+        return LazyClient(lambda: client(service, budget, validate=validate, **kwargs))
     import boto3  # noqa: PLC0415 - boto3 costs ~0.1 s of import; handlers build clients on first use
     from botocore.config import Config  # noqa: PLC0415
 
@@ -55,19 +62,40 @@ def client(service: str, budget: CallBudget | None = None, *, validate: bool = T
     return factory(service, config=config, **kwargs)
 
 
+class LazyClient:
+    """A boto3 client made on its first use (any attribute: an operation, ``meta``, ``exceptions``), then reused."""
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self._make: Callable[[], Any] | None = make
+        self._client: Any = None
+
+    @property
+    def made(self) -> bool:
+        return self._make is None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._make is not None:
+            self._client, self._make = self._make(), None
+        return getattr(self._client, name)
+
+
 def livekit_credentials(
     secret_name: str, max_age_seconds: int, budget: CallBudget | None = None
 ) -> Callable[[], list[tuple[str, str]]]:
     """A reader of every configured LiveKit (API key, secret) - the secret ``secret_name``, a JSON object of
-    key: secret - re-read at most every ``max_age_seconds`` (rotation); no credentials when no secret is named."""
-    from aws_lambda_powertools.utilities.parameters import SecretsProvider  # noqa: PLC0415
-
-    secrets = SecretsProvider(boto3_client=client("secretsmanager", budget))
+    key: secret - re-read at most every ``max_age_seconds`` (rotation); no credentials when no secret is named.
+    Powertools' parameters utility and the Secrets Manager client load on the first read, not when the reader is
+    made (a sweep with no open session to confirm never reads it)."""
+    providers: list[Any] = []
 
     def credentials() -> list[tuple[str, str]]:
         if not secret_name:
             return []
-        keys = secrets.get(secret_name, transform="json", max_age=max_age_seconds)
+        if not providers:
+            from aws_lambda_powertools.utilities.parameters import SecretsProvider  # noqa: PLC0415
+
+            providers.append(SecretsProvider(boto3_client=client("secretsmanager", budget)))
+        keys = providers[0].get(secret_name, transform="json", max_age=max_age_seconds)
         if not isinstance(keys, dict):
             raise ValueError(f"secret {secret_name} must be a JSON object of key: secret")
         return sorted((str(key), str(secret)) for key, secret in keys.items())

@@ -14,9 +14,12 @@ SOURCE_RATING: Final = "kilo.billing.rating"
 
 
 class ContractV1(BaseModel):
-    """What every version-1 contract shares: immutable, no unknown fields, ``schema_version`` first in the detail."""
+    """What every version-1 contract shares: immutable, no unknown fields, ``schema_version`` first in the detail.
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    Each contract's validator is built when the contract is first used, not at import (``defer_build``): a function
+    imports every contract its logic may publish or read, and uses one or two of them on a request, if any."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     schema_version: Literal[1] = 1
 
