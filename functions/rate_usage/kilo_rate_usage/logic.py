@@ -267,10 +267,16 @@ def _in_order(
     header: RoomState,
     needed: frozenset[str] | None,
 ) -> _Room | None:
-    """The batch folded into the stored state (None: only a rebuild is exact)."""
-    state = _loaded(repo, header, needed)
+    """The batch folded into the stored state (None: only a rebuild is exact). A participant closed inside the window
+    whose video this batch changes, not loaded at first, is loaded then (``Step.missing``)."""
+    participants = _participants_of(repo, header, needed)
+    state = header.with_participants(participants, needed)
     step = advance(state, batch) if state is not None else None
-    if state is None or step is None:
+    if state is not None and step is not None and step.missing and needed is not None:
+        participants.update(_participants_of(repo, header, step.missing))
+        state = header.with_participants(participants, needed | step.missing)
+        step = advance(state, batch) if state is not None else None
+    if state is None or step is None or step.missing:
         return None
     stored = repo.sessions_of(header.room_sid, step.affected | step.unknown)
     named = {sid: stored[sid].registers for sid in step.unknown & stored.keys()}  # retired, named again
@@ -314,10 +320,11 @@ def _participants(repo: UsageRepository, header: RoomState) -> dict[str, Partici
     return repo.room_participants(header.room_sid, header.generation, None) if header.usable else {}
 
 
-def _loaded(repo: UsageRepository, header: RoomState, needed: frozenset[str] | None) -> RoomState | None:
-    """The header with the participants ``needed`` loaded (None: all of them)."""
-    participants = repo.room_participants(header.room_sid, header.generation, needed)
-    return header.with_participants(participants, complete=needed is None)
+def _participants_of(
+    repo: UsageRepository, header: RoomState, needed: frozenset[str] | None
+) -> dict[str, ParticipantFold]:
+    """The stored registers of the live participants ``needed`` (None: all of them)."""
+    return dict(repo.room_participants(header.room_sid, header.generation, needed))
 
 
 def _state_change(old: RoomState, new: RoomState) -> StateChange:
