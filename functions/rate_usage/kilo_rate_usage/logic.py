@@ -21,10 +21,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from kilo_billing.accounts import UNATTRIBUTED, AccountProfile
+from kilo_billing.accounts import PSEUDONYM_PREFIX, UNATTRIBUTED, AccountProfile
 from kilo_billing.contracts import UnattributedUsageV1, UsageThresholdCrossedV1
 from kilo_billing.events import LiveKitEventRecord, UsageEventRecord
 from kilo_billing.money import decimal_str
@@ -135,12 +135,13 @@ def _rate(livekit: Sequence[LiveKitEventRecord], usage: Sequence[UsageEventRecor
     profiles = repo.profiles(accounts)
 
     for room in rated:
-        for session in room.sessions:
+        for found in room.sessions:
+            previous = room.stored.get(found.participant_sid)
+            session = _erased(found, previous)
             contributions = session_contributions(session, profiles[session.account])
             version = StoredSession.version_of(session, contributions)
-            previous = room.stored.get(session.participant_sid)
             writing = previous is None or previous.version != version
-            registers = room.registers(session, previous, writing)
+            registers = _registers_as(room.registers(session, previous, writing), session.identity)
             if not writing and previous is not None and registers == previous.registers:
                 continue
             old = previous.contributions if previous is not None else {}
@@ -152,9 +153,12 @@ def _rate(livekit: Sequence[LiveKitEventRecord], usage: Sequence[UsageEventRecor
                 )
             )
         computed = {session.participant_sid for session in room.sessions}
-        for sid, registers in sorted(room.retiring.items()):  # retired earlier, named again: only its registers
+        for sid, text in sorted(room.retiring.items()):  # retired earlier, named again: only its registers
             previous = room.stored.get(sid)
-            if sid in computed or previous is None or previous.registers == registers:
+            if sid in computed or previous is None:
+                continue
+            registers = _registers_as(text, previous.session.identity)
+            if previous.registers == registers:
                 continue
             unit.sessions.append(
                 SessionChange(
@@ -199,6 +203,26 @@ def _rate(livekit: Sequence[LiveKitEventRecord], usage: Sequence[UsageEventRecor
         writes=writes,
         unattributed_minutes=unattributed,
     )
+
+
+def _erased(session: Session, previous: StoredSession | None) -> Session:
+    """The session to store: with the pseudonym its stored version carries, when the account API's erasure replaced
+    its identity (docs/decisions.md D80) - the raw events still name the participant until they expire, and a
+    rebuild from them (or the session's close) must not write the identity back."""
+    if previous is None or not previous.session.identity.startswith(PSEUDONYM_PREFIX):
+        return session
+    return replace(session, identity=previous.session.identity)
+
+
+def _registers_as(registers: str, identity: str) -> str:
+    """A retired participant's registers (kept on its session item) with the session's pseudonym, not the identity
+    the events carried (D80)."""
+    if not registers or not identity.startswith(PSEUDONYM_PREFIX):
+        return registers
+    participant = registers_from_text(registers)
+    if participant.identity == identity:
+        return registers
+    return registers_text(replace(participant, identity=identity))
 
 
 def _announce_unattributed(unit: CommitUnit, publisher: EventPublisher) -> None:
