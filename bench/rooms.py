@@ -48,6 +48,24 @@ BEFORE_SPLIT_MOTO = {  # the one-item state through moto: CPU ms/event 50 % / 75
     (5000, 1): (169.4, 223.1, 107.8),
     (5000, 100): (1.6, 3.5, 108.2),
 }
+BEFORE_LOADING = {  # before a batch loaded only the participants it moves past the horizon (commit 4890adf, the
+    # previous run of this benchmark): items read per event, codec, at 75 % and over the whole room in 1-event batches
+    2: (5.2, 4.0),
+    20: (7.5, 4.3),
+    200: (7.7, 4.7),
+    1000: (6.2, 6.3),
+    5000: (6.2, 14.8),
+}
+BEFORE_LOADING_MOTO = {  # the same, through moto: items read per event at 50 % / 75 % (n = 5,000 was not run)
+    (2, 1): (3.86, 4.25),
+    (2, 100): (0.86, 1.50),
+    (20, 1): (2.40, 6.40),
+    (20, 100): (0.70, 2.04),
+    (200, 1): (3.50, 3.80),
+    (200, 100): (0.58, 1.99),
+    (1000, 1): (4.40, 4.00),
+    (1000, 100): (0.64, 1.97),
+}
 
 
 class CountingRepository:
@@ -298,8 +316,11 @@ def _write_doc(
             if split
             else "—"
         )
+        reads_before = BEFORE_LOADING.get(n)
+        was_reads = f"{reads_before[1]} ({reads_before[0]} at 75 %)" if reads_before else "—"
         rows.append(
-            f"| {n:,} ({r['events']:,.0f}) | {was} | {was_split} | {r['cpu_ms_50']:.2f} / {r['cpu_ms_75']:.2f} ms, "
+            f"| {n:,} ({r['events']:,.0f}) | {was} | {was_split} | {was_reads} | {c['reads_1']:.1f} "
+            f"({c['reads_at_75']:.1f} at 75 %) | {r['cpu_ms_50']:.2f} / {r['cpu_ms_75']:.2f} ms, "
             f"{r['writes_at_75']:.2f} w, {r['reads_at_75']:.1f} r | {c['cpu_ms_50']:.2f} / {c['cpu_ms_75']:.2f} ms, "
             f"{c['writes_at_75']:.2f} w, {c['reads_at_75']:.1f} r | "
             f"{r['total_s_1']:.2f} s / {c['total_s_1']:.2f} s ({c['writes_1']:.2f} w, {c['reads_1']:.1f} r per event, "
@@ -311,17 +332,22 @@ def _write_doc(
     for (n, size), m in moto.items():
         old_moto = BEFORE_SPLIT_MOTO.get((n, size))
         was_moto = f"{old_moto[0]} / {old_moto[1]} ms, {old_moto[2]} KB" if old_moto else "—"
+        reads_moto = BEFORE_LOADING_MOTO.get((n, size))
+        was_reads = f"{reads_moto[0]:.2f} / {reads_moto[1]:.2f}" if reads_moto else "—"
         moto_rows.append(
             f"| {n:,} | {size} | {was_moto} | {m['cpu_ms_50']:.1f} / {m['cpu_ms_75']:.1f} ms | "
-            f"{m['worst_ms_75']:.0f} ms | {m['reads_at_50']:.2f} / {m['reads_at_75']:.2f} | "
+            f"{m['worst_ms_75']:.0f} ms | {was_reads} | {m['reads_at_50']:.2f} / {m['reads_at_75']:.2f} | "
             f"{m['writes_at_50']:.2f} / {m['writes_at_75']:.2f} | {m['state_kb_50']:.1f} / {m['state_kb_75']:.1f} KB |"
         )
     section = f"""## Rating at any room size (issue 10) — {where}
 
 Workload `bench/room_size.py` (join + microphone, a camera for half, 10 % reconnects, everyone leaves, the room
 finishes). *Before*: the code before the rework (measured on this machine by a script kept outside the repository).
-*Before the split*: the previous run of this benchmark (commit 9b0e38c: the whole room state in one item, JSON +
-zlib). Now the state is a small header item plus one item per live participant (D42, D69). *Logic*:
+*Before the split*: an earlier run (commit 9b0e38c: the whole room state in one item, JSON + zlib). *Before
+loading less*: the previous run (commit 4890adf), when a batch loaded every participant the 5 s window's events
+name. Now the state is a small header item plus one item per live participant (D42, D69), and a batch loads the
+participants it names or moves past the horizon. Items read per event with the codec, over the whole room in
+one-event batches (at the 75 % mark in brackets). *Logic*:
 in-process against the in-memory repository keeping the state's objects; *codec*: the same, with the header and
 participant items through the adapter's item codec (what the DynamoDB adapter pays). CPU per one-event batch at the
 50 % / 75 % marks (`time.process_time` of this process: other work on the machine does not count, though it still
@@ -331,9 +357,9 @@ BatchSize) over the whole room with the codec; the header item at the 50 % mark;
 that size (cumulative: an upper bound).
 
 | participants (events) | before: CPU 50 / 75 %, writes | before the split: codec 50 / 75 %, whole room, state item \
-| logic at the marks | codec at the marks | whole room, 1-event batches | whole room, batches of 100 | worst batch \
-of 500 | header item | peak RSS |
-|---|---|---|---|---|---|---|---|---|---|
+| before loading less: items read per event | items read per event | logic at the marks | codec at the marks \
+| whole room, 1-event batches | whole room, batches of 100 | worst batch of 500 | header item | peak RSS |
+|---|---|---|---|---|---|---|---|---|---|---|---|
 {chr(10).join(rows)}
 
 Through the real handler against moto (`mock_aws`, the template's tables, events stored as the stream delivers them;
@@ -343,8 +369,8 @@ botocore; items read and written per event (condition checks not counted as writ
 size.
 
 | participants | batch | before the split: CPU 50 / 75 %, state item | CPU per event 50 / 75 % | worst batch at 75 % \
-| items read per event | items written per event | header item |
-|---|---|---|---|---|---|---|---|
+| before loading less: items read per event | items read per event | items written per event | header item |
+|---|---|---|---|---|---|---|---|---|
 {chr(10).join(moto_rows)}
 """
     write_section("rooms", section)

@@ -16,12 +16,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kilo_billing.events import LiveKitEventRecord
+from kilo_dev import livekit_events as lk
+from kilo_dev.livekit_events import Participant, Room
 from kilo_rate_usage.logic import rate_batch
 from kilo_rate_usage.model import AttributionRule, SessionKey
 from kilo_rate_usage.rooms import advance
 from kilo_rate_usage.sessions import rebuild_room
 from tests.fakes import InMemoryUsageRepository, RecordingPublisher
-from tests.property.test_rating_exactly_once import CONFIG, NOW_MS, histories
+from tests.property.test_rating_exactly_once import CONFIG, NOW_MS, T0, histories
 
 
 def _after_leaving(draw: st.DrawFn, events: list[LiveKitEventRecord]) -> list[LiveKitEventRecord]:
@@ -104,6 +106,65 @@ def test_one_event_batches_in_any_arrival_give_the_sessions_and_aggregates_of_a_
     assert combined == _tally(repo.sessions)  # type: ignore[arg-type]
 
 
+@st.composite
+def crowded(draw: st.DrawFn) -> tuple[list[LiveKitEventRecord], list[LiveKitEventRecord]]:
+    """A room where several participants join, publish (cameras, screens, microphones), unpublish and leave within
+    seconds of each other, so the 5 s window holds events of several participants at once, and the order they
+    arrive in: in order with some events a few places late (reordered inside the window, or past it), some twice.
+    A batch loads only the participants it names or moves past the horizon; the others' sessions - closed inside the
+    window - must still follow a camera event arriving late, before their close."""
+    room = Room("RM_crowd", "crowd", account_id="acct-a", created_at=T0)
+    bodies = [lk.room_started(room, T0)]
+    last = T0
+    for index in range(draw(st.integers(3, 8))):
+        join = T0 + draw(st.integers(0, 30))
+        person = Participant(f"PA_{index}", f"user-{index}", join * 1000 + draw(st.integers(0, 999)))
+        left = join + draw(st.integers(0, 30))
+        bodies.append(lk.participant_joined(room, person))
+        if draw(st.integers(0, 4)):  # sometimes the left is lost
+            bodies.append(lk.participant_left(room, person, left))
+        last = max(last, left)
+        for track in range(draw(st.integers(0, 2))):
+            video = draw(st.booleans())
+            source = draw(st.sampled_from(["CAMERA", "SCREEN_SHARE"])) if video else "MICROPHONE"
+            published = join + draw(st.integers(0, 30))
+            track_sid = f"TR_{index}_{track}"
+            bodies.append(lk.track_published(room, person, track_sid, published, video=video, source=source))
+            if draw(st.booleans()):
+                unpublished = published + draw(st.integers(0, 30))
+                bodies.append(lk.track_unpublished(room, person, track_sid, unpublished, video=video, source=source))
+                last = max(last, unpublished)
+    if draw(st.booleans()):
+        bodies.append(lk.room_finished(room, last + draw(st.integers(0, 10))))
+    events = sorted((lk.to_record(body) for body in bodies), key=lambda e: (e.created_at, e.event_id))
+    order = list(events)
+    for _ in range(draw(st.integers(0, 6))):  # late by a few places: mostly inside the window, sometimes past it
+        index = draw(st.integers(0, len(order) - 1))
+        late = order.pop(index)
+        order.insert(min(len(order), index + draw(st.integers(1, 8))), late)
+    for _ in range(draw(st.integers(0, 2))):
+        order.insert(draw(st.integers(0, len(order))), order[draw(st.integers(0, len(order) - 1))])
+    return events, order
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(crowded())
+def test_a_crowded_window_in_any_arrival_gives_the_sessions_and_aggregates_of_a_full_rebuild(scenario) -> None:
+    events, order = scenario
+    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+    for event in order:
+        repo.store_event(event)
+        rate_batch([event], [], repo, publisher, CONFIG, NOW_MS)
+
+    reference = {(s.room_sid, s.participant_sid): s for s in rebuild_room(events, AttributionRule())}
+    assert {key: stored.session for key, stored in repo.sessions.items()} == reference
+    combined: dict[tuple[str, str, str], int] = {}
+    for (account, period), counters in repo.counters.items():
+        for (_, meter), quantity in counters.items():
+            combined[(account, period, meter)] = combined.get((account, period, meter), 0) + quantity
+    assert {key: quantity for key, quantity in combined.items() if quantity} == _tally(repo.sessions)  # type: ignore[arg-type]
+
+
 def test_in_order_events_are_folded_without_reading_the_rooms_events() -> None:
     """The common case reads no events: a hand-made room where every event arrives in order."""
     from kilo_dev import livekit_events as lk  # noqa: PLC0415
@@ -134,6 +195,46 @@ def test_in_order_events_are_folded_without_reading_the_rooms_events() -> None:
     assert repo.totals("acct-a", "2026-11") == {"video": 6, "audio": 18}
     state = repo.states["RM_fold"]
     assert advance(state, records[:1]) is None  # an event older than the horizon: only a rebuild is exact
+
+
+def test_a_late_camera_reaches_a_session_closed_after_it_whose_participant_was_not_loaded() -> None:
+    """Bob leaves at 102 s; Alice's camera, published at 100 s, arrives after his leave (inside the 5 s window). That
+    batch names only Alice and moves nothing past the horizon, so Bob's registers are not read at first; his session
+    (closed at 102 s, after the camera went on) must still get its 2 s of video - he is loaded then. The next event
+    moves Bob past the horizon and retires him without recomputing his session: a miss here would be final."""
+    from kilo_dev import livekit_events as lk  # noqa: PLC0415
+
+    t0 = 1_794_312_000
+    room = lk.Room("RM_late_cam", "late-cam", account_id="acct-a", created_at=t0)
+    alice = lk.Participant("PA_a", "alice", t0 * 1000)
+    bob = lk.Participant("PA_b", "bob", (t0 + 30) * 1000)
+    carol = lk.Participant("PA_c", "carol", (t0 + 150) * 1000)
+    bodies = [
+        lk.room_started(room, t0),
+        lk.participant_joined(room, alice),
+        lk.participant_joined(room, bob),
+        lk.participant_left(room, bob, t0 + 102),
+        lk.track_published(room, alice, "TR_cam", t0 + 100, video=True),  # sent before bob's leave, arrives after
+        lk.participant_joined(room, carol),
+        lk.track_unpublished(room, alice, "TR_cam", t0 + 300, video=True),
+        lk.participant_left(room, alice, t0 + 400),
+        lk.participant_left(room, carol, t0 + 400),
+    ]
+    records = [lk.to_record(body) for body in bodies]
+    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+    reads: list[str] = []
+    original = repo.room_events
+    repo.room_events = lambda sid: reads.append(sid) or original(sid)  # type: ignore[method-assign]
+    for record in records:
+        repo.store_event(record)
+        rate_batch([record], [], repo, publisher, CONFIG, NOW_MS)
+
+    assert reads == ["RM_late_cam"]  # folded in order after the first batch, the late camera included
+    video = {sid: stored.session.video_seconds for (_, sid), stored in repo.sessions.items()}
+    # the camera is on 100..300 s: bob (30..102 s) 2 s, alice (0..400 s) 200 s, carol (150..400 s) 150 s
+    assert video == {"PA_a": 200, "PA_b": 2, "PA_c": 150}
+    reference = {(s.room_sid, s.participant_sid): s for s in rebuild_room(records, AttributionRule())}
+    assert {key: stored.session for key, stored in repo.sessions.items()} == reference
 
 
 def test_a_rebuild_during_a_backlog_folds_only_delivered_events_and_the_backlog_then_folds_in() -> None:

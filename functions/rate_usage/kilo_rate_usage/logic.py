@@ -21,10 +21,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from kilo_billing.accounts import UNATTRIBUTED, AccountProfile
+from kilo_billing.accounts import PSEUDONYM_PREFIX, UNATTRIBUTED, AccountProfile
 from kilo_billing.contracts import UnattributedUsageV1, UsageThresholdCrossedV1
 from kilo_billing.events import LiveKitEventRecord, UsageEventRecord
 from kilo_billing.money import decimal_str
@@ -135,12 +135,13 @@ def _rate(livekit: Sequence[LiveKitEventRecord], usage: Sequence[UsageEventRecor
     profiles = repo.profiles(accounts)
 
     for room in rated:
-        for session in room.sessions:
+        for found in room.sessions:
+            previous = room.stored.get(found.participant_sid)
+            session = _erased(found, previous)
             contributions = session_contributions(session, profiles[session.account])
             version = StoredSession.version_of(session, contributions)
-            previous = room.stored.get(session.participant_sid)
             writing = previous is None or previous.version != version
-            registers = room.registers(session, previous, writing)
+            registers = _registers_as(room.registers(session, previous, writing), session.identity)
             if not writing and previous is not None and registers == previous.registers:
                 continue
             old = previous.contributions if previous is not None else {}
@@ -152,9 +153,12 @@ def _rate(livekit: Sequence[LiveKitEventRecord], usage: Sequence[UsageEventRecor
                 )
             )
         computed = {session.participant_sid for session in room.sessions}
-        for sid, registers in sorted(room.retiring.items()):  # retired earlier, named again: only its registers
+        for sid, text in sorted(room.retiring.items()):  # retired earlier, named again: only its registers
             previous = room.stored.get(sid)
-            if sid in computed or previous is None or previous.registers == registers:
+            if sid in computed or previous is None:
+                continue
+            registers = _registers_as(text, previous.session.identity)
+            if previous.registers == registers:
                 continue
             unit.sessions.append(
                 SessionChange(
@@ -199,6 +203,26 @@ def _rate(livekit: Sequence[LiveKitEventRecord], usage: Sequence[UsageEventRecor
         writes=writes,
         unattributed_minutes=unattributed,
     )
+
+
+def _erased(session: Session, previous: StoredSession | None) -> Session:
+    """The session to store: with the pseudonym its stored version carries, when the account API's erasure replaced
+    its identity (docs/decisions.md D80) - the raw events still name the participant until they expire, and a
+    rebuild from them (or the session's close) must not write the identity back."""
+    if previous is None or not previous.session.identity.startswith(PSEUDONYM_PREFIX):
+        return session
+    return replace(session, identity=previous.session.identity)
+
+
+def _registers_as(registers: str, identity: str) -> str:
+    """A retired participant's registers (kept on its session item) with the session's pseudonym, not the identity
+    the events carried (D80)."""
+    if not registers or not identity.startswith(PSEUDONYM_PREFIX):
+        return registers
+    participant = registers_from_text(registers)
+    if participant.identity == identity:
+        return registers
+    return registers_text(replace(participant, identity=identity))
 
 
 def _announce_unattributed(unit: CommitUnit, publisher: EventPublisher) -> None:
@@ -267,10 +291,16 @@ def _in_order(
     header: RoomState,
     needed: frozenset[str] | None,
 ) -> _Room | None:
-    """The batch folded into the stored state (None: only a rebuild is exact)."""
-    state = _loaded(repo, header, needed)
+    """The batch folded into the stored state (None: only a rebuild is exact). A participant closed inside the window
+    whose video this batch changes, not loaded at first, is loaded then (``Step.missing``)."""
+    participants = _participants_of(repo, header, needed)
+    state = header.with_participants(participants, needed)
     step = advance(state, batch) if state is not None else None
-    if state is None or step is None:
+    if state is not None and step is not None and step.missing and needed is not None:
+        participants.update(_participants_of(repo, header, step.missing))
+        state = header.with_participants(participants, needed | step.missing)
+        step = advance(state, batch) if state is not None else None
+    if state is None or step is None or step.missing:
         return None
     stored = repo.sessions_of(header.room_sid, step.affected | step.unknown)
     named = {sid: stored[sid].registers for sid in step.unknown & stored.keys()}  # retired, named again
@@ -314,10 +344,11 @@ def _participants(repo: UsageRepository, header: RoomState) -> dict[str, Partici
     return repo.room_participants(header.room_sid, header.generation, None) if header.usable else {}
 
 
-def _loaded(repo: UsageRepository, header: RoomState, needed: frozenset[str] | None) -> RoomState | None:
-    """The header with the participants ``needed`` loaded (None: all of them)."""
-    participants = repo.room_participants(header.room_sid, header.generation, needed)
-    return header.with_participants(participants, complete=needed is None)
+def _participants_of(
+    repo: UsageRepository, header: RoomState, needed: frozenset[str] | None
+) -> dict[str, ParticipantFold]:
+    """The stored registers of the live participants ``needed`` (None: all of them)."""
+    return dict(repo.room_participants(header.room_sid, header.generation, needed))
 
 
 def _state_change(old: RoomState, new: RoomState) -> StateChange:

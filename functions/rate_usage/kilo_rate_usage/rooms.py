@@ -15,9 +15,12 @@ fold needs, so the next events give exactly the same sessions (docs/decisions.md
 - ``delivered_ms``: the latest ``received_at_ms`` of the events folded in (a rebuild folds only stored events received
   by then: those the stream has delivered, never those still queued behind a backlog).
 Stored split (D42, issue 10): a small header (everything above but the live participants' registers) and one item per
-live participant. A batch loads the participants it names, those its window's events name and those closed inside
-the window (``participants_needed``; all of them at ``room_finished``), so an in-order event reads and writes a
-number of items independent of the room's size; ``fold`` then holds only those (``complete`` False).
+live participant. A batch loads the participants it names, those of the window's events it moves past the horizon
+and those closed in the fold (``participants_needed``; all of them at ``room_finished``); the window's events naming
+anyone else fold only their room-level registers (that participant's video is in the index), and a session closed
+inside the window that a late video change reaches is loaded when the change is seen (``Step.missing``). So an
+in-order event reads and writes a number of items independent of the room's size and of its event rate; ``fold``
+then holds only those (``complete`` False, ``loaded`` the participants asked for).
 A participant retires when its connection ended before the horizon: its session is final and stored, nothing about
 it stays in the state; its registers go onto its session item (``Step.retired``). A later event naming it is folded
 into those registers instead (``advance(..., retired=...)``) when that provably changes neither its session nor its
@@ -75,6 +78,8 @@ class RoomState:
     complete: bool = True  # ``fold`` holds every live participant (else only those loaded)
     delivered_ms: int = 0  # the latest received_at_ms folded in: a rebuild's cut-off
     generation: str = ""  # the stored participant items' generation (the adapter's; a rebuild starts a new one)
+    loaded: frozenset[str] | None = None  # the participants asked for (None: all); the recent events naming others
+    # fold only their room-level registers (their video comes from the index)
 
     def header(self) -> tuple[object, ...]:
         """What the header item holds (everything but the live participants' registers)."""
@@ -90,16 +95,19 @@ class RoomState:
 
     __hash__ = None  # type: ignore[assignment]
 
-    def with_participants(self, participants: Mapping[str, ParticipantFold], complete: bool) -> RoomState | None:
-        """The state with these live participants' registers loaded (``complete``: all of them); None when one the
-        header says is closed inside the window is missing (a stored state that does not add up: rebuild)."""
-        if not self.fold.closed <= participants.keys():
+    def with_participants(
+        self, participants: Mapping[str, ParticipantFold], loaded: frozenset[str] | None
+    ) -> RoomState | None:
+        """The state with the live participants' registers read for ``loaded`` (None: every live participant; a sid
+        without an item is new, or only named by the recent events); None when one the header says is closed inside
+        the window is missing (a stored state that does not add up: rebuild)."""
+        if not self.fold.closed <= participants.keys() or (loaded is not None and not participants.keys() <= loaded):
             return None
         fold = self.fold.copy()
         for sid, participant in participants.items():
             fold.participants[sid] = participant
             fold.video.update((sid, t) for t, track in participant.tracks.items() if track.video)
-        return replace(self, fold=fold, complete=complete, full=None)
+        return replace(self, fold=fold, complete=loaded is None, full=None, loaded=loaded)
 
     @classmethod
     def unusable(cls, room_sid: str, version: int) -> RoomState:
@@ -115,7 +123,7 @@ class RoomState:
         """Every event the state knows, folded (the fold plus the recent events)."""
         if self.full is not None:
             return self.full
-        return fold_events(self.recent, self.fold.copy())
+        return fold_loaded(self.recent, self.fold.copy(), self.loaded)
 
     @property
     def last_event_ms(self) -> int:
@@ -197,13 +205,40 @@ def _reindex(
 
 def participants_needed(state: RoomState, events: Iterable[LiveKitEventRecord]) -> frozenset[str] | None:
     """The live participants whose registers folding ``events`` into ``state`` reads: those the events name, those
-    the window's events name and those closed inside the window; None (all of them) once the room finished."""
+    named by the window's events that this batch moves past the horizon (into the fold) and those closed in the
+    fold; None (all of them) once the room finished. The others' recent events fold only what they say about the
+    room, and their video comes from the index (``advance`` may still ask for a few more: ``Step.missing``)."""
     events = list(events)
     if any(event.event_type == "room_finished" for event in (*events, *state.recent)) or (
         state.fold.room_end_s is not None
     ):
         return None
-    return frozenset(_named(events) | _named(state.recent) | state.fold.closed)
+    horizon = _horizon_at_most(state, events)
+    moving = _named(event for event in state.recent if event.created_at < horizon)
+    return frozenset(_named(events) | moving | state.fold.closed)
+
+
+def _horizon_at_most(state: RoomState, events: Iterable[LiveKitEventRecord]) -> int:
+    """An upper bound of the horizon after folding ``events`` (``advance`` counts only the new ones)."""
+    last = max(
+        [state.fold.last_s or 0, *(e.created_at for e in state.recent[-1:]), *(at for at, _ in state.aside[-1:]),
+         *(e.created_at for e in events)]
+    )  # fmt: skip
+    return max(state.horizon_s, last - REORDER_SECONDS)
+
+
+def fold_loaded(events: Iterable[LiveKitEventRecord], into: RoomFold, loaded: Collection[str] | None) -> RoomFold:
+    """``fold_events``, except that an event naming a participant outside ``loaded`` (None: nobody is outside)
+    folds only what it says about the room: that participant's registers were not read."""
+    if loaded is None:
+        return fold_events(events, into)
+    unique = {event.event_id: event for event in events}
+    for event in sorted(unique.values(), key=event_order):
+        if event.participant_sid and event.participant_sid not in loaded:
+            into.apply_room(event)
+        else:
+            into.apply(event)
+    return into
 
 
 def _bodiless(event: LiveKitEventRecord) -> LiveKitEventRecord:
@@ -345,6 +380,8 @@ class Step:
     spans: tuple[tuple[int, int], ...]  # the spans kept before this step
     retired: dict[str, ParticipantFold] = field(default_factory=dict)  # registers to keep on their session items
     index: tuple[VideoEntry, ...] = ()  # the index before this step: the video of participants not loaded
+    missing: frozenset[str] = frozenset()  # not loaded, closed inside the window and the video changes during their
+    # session: load them too and ask again (the rest of this step is then meaningless)
 
     def coverage(self) -> Coverage:
         """The room's video coverage (built only when a closed session needs it)."""
@@ -360,7 +397,9 @@ def advance(
 ) -> Step | None:
     """Fold ``events`` (of this room) into ``state``; None when only a rebuild from the stored events is exact.
     ``retired``: the registers (from their session items) of participants the events name that the state retired;
-    without them such a participant looks new (``Step.unknown``): the caller looks it up and asks again."""
+    without them such a participant looks new (``Step.unknown``): the caller looks it up and asks again. With only
+    some participants loaded (``state.loaded``, from ``participants_needed``), ``Step.missing`` names those whose
+    sessions this step changes but which were not loaded: the caller loads them too and asks again."""
     retired = retired or {}
     known = {event.event_id for event in state.recent} | {event_id for _, event_id in state.aside}
     fresh = sorted(
@@ -404,12 +443,11 @@ def advance(
     set_aside = sorted({*state.aside, *((e.created_at, e.event_id) for e in aside)})
     last = max([*(e.created_at for e in recent[-1:]), *(at for at, _ in set_aside[-1:]), before.last_s or 0])
     horizon = max(state.horizon_s, last - REORDER_SECONDS)
-    fold = state.fold.copy()
-    moved = [event for event in recent if event.created_at < horizon]
-    for event in moved:
-        fold.apply(event)
-    kept = recent[len(moved) :]
-    everything = fold_events(kept, fold.copy())  # before retiring: the sessions of this step come from it
+    moving = _move(state, recent, horizon)
+    if moving is None:
+        return None
+    fold, kept = moving
+    everything = fold_loaded(kept, fold.copy(), state.loaded)  # before retiring: the sessions of this step come from it
     updated: dict[str, ParticipantFold] = {}
     for sid, registers in retired.items():
         mine = [event for event in aside if event.participant_sid == sid]
@@ -419,7 +457,12 @@ def advance(
         if folded is None:
             return None
         updated[sid] = folded
-    window = everything.closed if _coverage_may_change(before, fresh) else set()
+    video_may_change = _coverage_may_change(before, fresh)
+    if video_may_change and state.loaded is not None:  # sessions closed inside the window, not loaded, it reaches
+        missing = _closed_unloaded(kept, state.loaded, _video_changes_from(before, everything, named))
+        if missing:
+            return Step(state, False, frozenset(), frozenset(), everything, state.spans, missing=missing)
+    window = everything.closed if video_may_change else set()
     affected = frozenset((named | window) & everything.participants.keys())
     for sid in affected:
         joined = everything.participants[sid].joined_ms
@@ -432,6 +475,21 @@ def advance(
     return Step(new_state, True, affected, unknown, everything, state.spans, {**updated, **retiring}, state.index)
 
 
+def _move(
+    state: RoomState, recent: tuple[LiveKitEventRecord, ...], horizon: int
+) -> tuple[RoomFold, tuple[LiveKitEventRecord, ...]] | None:
+    """The fold with the recent events older than ``horizon`` moved into it, and the events kept; None when one names
+    a participant whose registers were not loaded (``participants_needed`` loads them: never, unless it is wrong)."""
+    moved = [event for event in recent if event.created_at < horizon]
+    loaded = state.loaded
+    if loaded is not None and any(e.participant_sid and e.participant_sid not in loaded for e in moved):
+        return None
+    fold = state.fold.copy()
+    for event in moved:
+        fold.apply(event)
+    return fold, recent[len(moved) :]
+
+
 def _next_state(
     state: RoomState,
     events: Sequence[LiveKitEventRecord],
@@ -442,14 +500,68 @@ def _next_state(
     set_aside: Sequence[tuple[int, str]],
 ) -> RoomState:
     spans, coverage_from, swept, retiring = retirement
-    full = fold_events(kept, fold.copy())
+    full = fold_loaded(kept, fold.copy(), state.loaded)
     index, spans = _reindex(state.index, full, retiring.keys(), horizon, spans)
     delivered = max([state.delivered_ms, *(event.received_at_ms for event in events)])
     return RoomState(
         state.room_sid, fold, kept, horizon, spans, coverage_from, state.swept_retired + swept,
         tuple(entry for entry in set_aside if entry[0] >= horizon), state.version, full, index, state.complete,
-        delivered, state.generation,
+        delivered, state.generation, state.loaded,
     )  # fmt: skip
+
+
+_CLOSES = frozenset({"participant_left", SWEPT, CAPPED})
+
+
+def _video_changes_from(before: RoomFold, after: RoomFold, named: Iterable[str]) -> int | None:
+    """The earliest second from which the room's video coverage differs between ``before`` and ``after`` (folds of
+    the same loaded participants; only those ``named`` and the orphan tracks can differ), None when it does not.
+    Spans are compared track by track: a span that appears or disappears differs from its start, one that moves
+    from the earlier of its two starts, else from the earlier of its two ends."""
+    pairs: list[tuple[tuple[int, int | None] | None, tuple[int, int | None] | None]] = []
+    for sid in named:
+        was, now = before.participants.get(sid), after.participants.get(sid)
+        tracks = {*(was.tracks if was is not None else ()), *(now.tracks if now is not None else ())}
+        for track in tracks:
+            pairs.append((_span_of(was, track, before.room_end_s), _span_of(now, track, after.room_end_s)))
+    for track in before.orphans.keys() | after.orphans.keys():
+        was_track, now_track = before.orphans.get(track), after.orphans.get(track)
+        pairs.append((
+            track_span(was_track, None, before.room_end_s) if was_track is not None else None,
+            track_span(now_track, None, after.room_end_s) if now_track is not None else None,
+        ))  # fmt: skip
+    earliest: int | None = None
+    for was_span, now_span in pairs:
+        if was_span == now_span:
+            continue
+        if was_span is None or now_span is None:
+            at = (now_span or was_span or (0, None))[0]
+        elif was_span[0] != now_span[0]:
+            at = min(was_span[0], now_span[0])
+        else:
+            at = min(end for end in (was_span[1], now_span[1]) if end is not None)
+        earliest = at if earliest is None else min(earliest, at)
+    return earliest
+
+
+def _span_of(participant: ParticipantFold | None, track: str, room_end_s: int | None) -> tuple[int, int | None] | None:
+    if participant is None or track not in participant.tracks:
+        return None
+    return track_span(participant.tracks[track], participant.connection_end_s, room_end_s)
+
+
+def _closed_unloaded(kept: Iterable[LiveKitEventRecord], loaded: Collection[str], since: int | None) -> frozenset[str]:
+    """Participants not loaded whose session may have closed inside the window after ``since`` (the video changes
+    from then on): a recent close names them. Their connection end is at most their latest close in the window (or
+    before the horizon, from the fold): one whose latest close is at or before ``since`` keeps its video seconds."""
+    if since is None:
+        return frozenset()
+    latest: dict[str, int] = {}
+    for event in kept:
+        sid = event.participant_sid
+        if sid and sid not in loaded and event.event_type in _CLOSES:
+            latest[sid] = max(latest.get(sid, event.created_at), event.created_at)
+    return frozenset(sid for sid, at in latest.items() if at > since)
 
 
 # --- the stored form (``items`` compresses it into the state item) --------------------------------------------------
@@ -530,5 +642,5 @@ def state_from_json(
     return RoomState(
         room_sid, fold, recent, int(data["horizon_s"]), spans, int(data["coverage_from_ms"]),
         int(data["swept_retired"]), tuple((int(at), str(event_id)) for at, event_id in data["aside"]), version,
-        index=index, complete=False, delivered_ms=delivered_ms, generation=generation,
+        index=index, complete=False, delivered_ms=delivered_ms, generation=generation, loaded=frozenset(),
     )  # fmt: skip

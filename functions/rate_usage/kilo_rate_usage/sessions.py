@@ -182,13 +182,18 @@ class RoomFold:
         self.video.difference_update((sid, track) for track in removed.tracks)
         return removed
 
-    def apply(self, event: LiveKitEventRecord) -> None:
-        """Fold one event (events must come in (createdAt, event id) order)."""
+    def apply_room(self, event: LiveKitEventRecord) -> None:
+        """Fold only what one event says about the room (its sid, name, metadata, latest createdAt): how ``rooms``
+        folds an event naming a participant whose registers are not loaded."""
         self.room_sid = self.room_sid or event.room_sid
         self.last_s = event.created_at if self.last_s is None else max(self.last_s, event.created_at)
         self.room_name = event.room_name or self.room_name
         if event.room_metadata:
             self.room_metadata = event.room_metadata
+
+    def apply(self, event: LiveKitEventRecord) -> None:
+        """Fold one event (events must come in (createdAt, event id) order)."""
+        self.apply_room(event)
         if event.event_type == "room_finished":
             self.room_end_s = event.created_at if self.room_end_s is None else min(self.room_end_s, event.created_at)
             self.closed.update(sid for sid, p in self.participants.items() if p.joined_ms is not None)

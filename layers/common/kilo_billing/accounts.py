@@ -8,6 +8,7 @@ cannot be refused after the fact) as the free default, and reports them.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import re
 from collections.abc import Callable, Iterable
@@ -44,6 +45,19 @@ ACCOUNT_STATUSES: Final = ("active", "suspended", "abuse_hold", "past_due")
 # How an account pays its invoices: by card through the payment gateway (Stripe), or a USD bill settled in crypto
 # (kilo_billing.invoicing.BillingMethod has the same values)
 BILLING_METHODS: Final = ("card", "crypto")
+
+
+PSEUDONYM_PREFIX: Final = "erased-"
+
+
+def pseudonym(account_id: str, value: str) -> str:
+    """What an erased account's personal value becomes (docs/decisions.md D80): the same value of the same account
+    always gets the same pseudonym (a participant keeps being one person in the per-meeting counts), which cannot be
+    turned back into the value. A pseudonym (or an empty value) stays as it is. The account API's erasure and rating
+    (a session written again from the raw events) both use this one function."""
+    if not value or value.startswith(PSEUDONYM_PREFIX):
+        return value
+    return PSEUDONYM_PREFIX + hashlib.sha256(f"{account_id}\x00{value}".encode()).hexdigest()[:16]
 
 
 class InvalidAccountIdError(ValueError):

@@ -1,0 +1,106 @@
+"""An erased account's participants stay pseudonyms when rating writes their sessions again (docs/decisions.md D80).
+
+End to end on moto: LiveKit webhooks signed with LiveKit's SDK go through the ingest handler, the events table's
+stream through the rating handler; the owner erases the account through the account API's route; then a call still
+open at the erasure closes (the in-order path writes the session) and a late webhook older than the room state's
+horizon makes rating rebuild the room from its raw events - which still carry every identity until their TTL. No
+session item, and no participant's registers kept on it, may carry an identity again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from kilo_dev import livekit_events as lk
+from kilo_rate_usage.adapters import DynamoUsageRepository
+from kilo_rate_usage.model import StoredSession
+from kilo_rate_usage.rooms import registers_from_text
+from tests.account_api_support import api_environment, call, claims
+from tests.conftest import LambdaContext, Stack
+from tests.integration.test_account_api import register
+from tests.integration.test_rating_stream import Lambda, deliver_webhook
+
+T0 = 1_794_787_200  # 2026-11-16T00:00:00Z
+ACCOUNT = "acct_forget"
+ROOM = "RM_forget01"
+IDENTITIES = {"PA_alice01": "alice", "PA_bob0001": "bob", "PA_carol01": "carol"}
+
+
+@pytest.fixture
+def account_api(stack: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    yield from api_environment(stack, monkeypatch)
+
+
+def expected_pseudonym(identity: str) -> str:
+    """D80's formula, written out here: "erased-" and the first 16 hex digits of sha256(account NUL identity)."""
+    return "erased-" + hashlib.sha256(ACCOUNT.encode() + b"\x00" + identity.encode()).hexdigest()[:16]
+
+
+def sessions(stack: Stack) -> dict[str, StoredSession]:
+    names = (stack.template.physical_name(name) for name in ("UsageTable", "EventsTable"))
+    return DynamoUsageRepository(stack.clients["dynamodb"], *names).stored_sessions(ROOM)
+
+
+def run_stream(runner: Lambda, context: LambdaContext) -> None:
+    records = runner.poll()
+    assert records
+    runner.run(records, context)
+
+
+def test_an_erased_accounts_sessions_written_again_from_raw_events_keep_their_pseudonyms(
+    stack: Stack, account_api: Any, lambda_context: LambdaContext
+) -> None:
+    register(stack, ACCOUNT)
+    room = lk.Room(ROOM, "forget-me", account_id=ACCOUNT, created_at=T0)
+    alice = lk.Participant("PA_alice01", "alice", (T0 + 10) * 1000)
+    bob = lk.Participant("PA_bob0001", "bob", (T0 + 20) * 1000)
+    carol = lk.Participant("PA_carol01", "carol", (T0 + 30) * 1000)
+    runner = Lambda(stack)
+    for body in (
+        lk.room_started(room, T0),
+        lk.participant_joined(room, alice),
+        lk.participant_joined(room, bob),
+        lk.participant_joined(room, carol),
+        lk.track_published(room, alice, "TR_cam_a", T0 + 60, video=True),
+        lk.participant_left(room, bob, T0 + 600),
+        lk.participant_left(room, alice, T0 + 1200),
+    ):
+        deliver_webhook(body, lambda_context)
+        run_stream(runner, lambda_context)  # one event per batch: bob and alice retire, registers on their items
+    before = sessions(stack)
+    assert {sid: stored.session.identity for sid, stored in before.items()} == IDENTITIES
+    assert registers_from_text(before["PA_bob0001"].registers).identity == "bob"  # retired: registers on its item
+
+    erased = call("POST", f"/v1/accounts/{ACCOUNT}/erase", claims(ACCOUNT, "owner"))
+    assert erased.status == 200, erased.body
+    assert erased.body["sessions_pseudonymised"] == 3
+    pseudonyms = {sid: expected_pseudonym(identity) for sid, identity in IDENTITIES.items()}
+    assert {sid: stored.session.identity for sid, stored in sessions(stack).items()} == pseudonyms
+
+    # carol's call, open at the erasure, ends: the in-order path closes her session
+    deliver_webhook(lk.participant_left(room, carol, T0 + 1500), lambda_context)
+    run_stream(runner, lambda_context)
+    closed = sessions(stack)["PA_carol01"]
+    assert (closed.session.end_ms, closed.session.identity) == ((T0 + 1500) * 1000, pseudonyms["PA_carol01"])
+
+    # alice's camera went off at 900 s - a webhook LiveKit delivers late, far behind the state's horizon: rebuilt
+    deliver_webhook(lk.track_unpublished(room, alice, "TR_cam_a", T0 + 900, video=True), lambda_context)
+    run_stream(runner, lambda_context)
+    after = sessions(stack)
+    # the camera 60..900 s: bob (20..600 s) 540 s, alice (10..1200 s) and carol (30..1500 s) 840 s each - carol had
+    # 1,140 s before the late webhook (the camera ended with alice's leave): only the rebuild gives 840
+    assert {sid: stored.session.video_seconds for sid, stored in after.items()} == {
+        "PA_alice01": 840,
+        "PA_bob0001": 540,
+        "PA_carol01": 840,
+    }
+    assert {sid: stored.session.identity for sid, stored in after.items()} == pseudonyms
+    kept = {sid: registers_from_text(stored.registers).identity for sid, stored in after.items() if stored.registers}
+    assert kept == {sid: pseudonyms[sid] for sid in kept}
+    assert kept.keys() >= {"PA_alice01", "PA_bob0001"}  # retired: their registers are on their session items
+    exported = call("GET", f"/v1/accounts/{ACCOUNT}/export", claims(ACCOUNT, "owner"))
+    assert sorted({s["identity"] for s in exported.body["sessions"]}) == sorted(pseudonyms.values())
