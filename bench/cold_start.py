@@ -78,7 +78,7 @@ def dependencies():
 def put(body):
     item = {{"pk": {{"S": str(body.get("id", "floor"))}}, "sk": {{"S": "floor"}}}}
     dependencies().put_item(TableName={table}, Item=item)
-    return {{"statusCode": 200, "body": "{{}}"}}
+{after_put}    return {{"statusCode": 200, "body": "{{}}"}}
 
 
 @metrics.log_metrics
@@ -109,7 +109,17 @@ PARTS: dict[str, tuple[str, str]] = {  # part: (module whose loading marks it, w
         " (partial batch failures)",
     ),
 }
+# What a first request must do over AWS besides the floor's one PutItem, added to the floor when the handler's first
+# request makes that call (its route must: the ingest routes read their signing secret, Stripe's publishes the event).
+CALL_PARTS: dict[str, tuple[str, str]] = {  # part: (AWS call that marks it, what the floor then does)
+    "secret": (
+        "secretsmanager.GetSecretValue",
+        "one secret read from Secrets Manager through Powertools' parameters utility (a second client)",
+    ),
+    "publish": ("AWSEvents.PutEvents", "one event put on an EventBridge bus (another client)"),
+}
 FLOOR_STRIPE_SECRET = "whsec_floor0123456789"
+FLOOR_SECRET_NAME = "bench/floor-secret"
 
 
 def floor_source(parts: frozenset[str]) -> str:
@@ -134,6 +144,16 @@ def floor_source(parts: frozenset[str]) -> str:
         definitions.append("class FloorBody(BaseModel):\n    id: str = BodyField(min_length=1, max_length=64)\n")
     if "stripe" in parts:
         imports.append("import stripe")
+    if "secret" in parts:  # read with the first request's setup, as the ingest routes read their keys
+        imports.append("from aws_lambda_powertools.utilities.parameters import SecretsProvider")
+        secrets = 'SecretsProvider(boto3_client=boto3.client("secretsmanager"))'
+        settings_read += f'{secrets}.get("{FLOOR_SECRET_NAME}")\n        '
+    if "publish" in parts:
+        definitions.append(
+            "def publish(body):\n"
+            '    boto3.client("events").put_events(Entries=[{"Source": "floor", "DetailType": "Floor.v1",'
+            ' "Detail": json.dumps(body), "EventBusName": "floor"}])\n'
+        )
     if "batch" in parts:
         imports.append(
             "from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response"
@@ -186,6 +206,7 @@ def floor_source(parts: frozenset[str]) -> str:
         definitions="\n\n".join(definitions),
         settings_read=settings_read,
         table=table,
+        after_put="    publish(body)\n" if "publish" in parts else "",
         handle=handle,
     )
 
@@ -202,6 +223,11 @@ def parts_loaded(modules: list[str] | set[str]) -> frozenset[str]:
     """The PARTS whose module a first request loaded (the required libraries on that handler's path)."""
     loaded = set(modules)
     return frozenset(part for part, (module, _) in PARTS.items() if module in loaded)
+
+
+def parts_called(calls: dict[str, int]) -> frozenset[str]:
+    """The CALL_PARTS whose AWS call a first request made."""
+    return frozenset(part for part, (call, _) in CALL_PARTS.items() if calls.get(call))
 
 
 CHILD = """
@@ -542,7 +568,7 @@ def _run(subject: Subject, package_dir: Path, endpoint: str, scratch: Path) -> N
     subject.outcomes.add(str(report["outcome"]))
     subject.modules = len(report["modules"])
     if not subject.name.startswith("floor"):
-        subject.parts = parts_loaded(report["modules"])
+        subject.parts = parts_loaded(report["modules"]) | parts_called(subject.calls)
 
 
 def seeded_stub(stub_secrets: dict[str, str]) -> Any:
@@ -585,7 +611,7 @@ def floor_request(parts: frozenset[str]) -> tuple[Any, str]:
 
 def measure(samples: int) -> tuple[list[Subject], list[Subject], float]:
     """The floors (the plain one first, then one per combination of PARTS some handler loads) and every handler."""
-    stub_secrets: dict[str, str] = {}
+    stub_secrets: dict[str, str] = {FLOOR_SECRET_NAME: "floor"}
     handlers = subjects(stub_secrets)
     layer = ROOT / "layers/common"
     packages = {folder: package(folder, layer) for folder in sorted({s.folder for s in handlers})}
@@ -599,6 +625,8 @@ def measure(samples: int) -> tuple[list[Subject], list[Subject], float]:
             before = dict(stub.calls)
             _run(subject, packages[subject.folder], stub.url, scratch)
             subject.calls = {op: n - before.get(op, 0) for op, n in stub.calls.items() if n - before.get(op, 0)}
+            if not subject.name.startswith("floor"):
+                subject.parts |= parts_called(subject.calls)
             subject.cpu.clear()
             subject.wall.clear()
             subject.rss_kb.clear()
@@ -665,6 +693,10 @@ def report(floors: list[Subject], handlers: list[Subject], bare_cpu: float, samp
     load = os.getloadavg()
     rows = "\n".join(_row(subject, floor_cpu, by_parts.get(subject.parts)) for subject in [*floors, *handlers])
     parts = "\n".join(f"  - **{part}** (marked by `{module}`): {what}." for part, (module, what) in PARTS.items())
+    parts += "".join(
+        f"\n  - **{part}** (marked by its first request's `{call}`): {what}."
+        for part, (call, what) in CALL_PARTS.items()
+    )
     return f"""## Cold start of every handler (issue 15) — {where}, {os.cpu_count()} cores
 
 {HEADER}
