@@ -2,12 +2,14 @@
 
 For each layer (``AWS::Serverless::LayerVersion``) and each function code folder (``CodeUri``; functions sharing a
 folder share one artifact) it installs the folder's ``requirements.txt`` with pip for the Lambda platform
-(``--platform manylinux2014_aarch64 --python-version 3.13 --only-binary=:all:``) into ``.build/<name>/``, copies the
-code, drops what the runtime or the layer already ships (boto3/botocore, the layer's own distributions), zips it
+(``--platform manylinux2014_aarch64 --platform manylinux_2_28_aarch64 --python-version 3.13 --only-binary=:all:``)
+into ``.build/<name>/``, copies the code, drops what the runtime or the layer already ships (boto3/botocore, the
+layer's own distributions), zips it
 deterministically and checks:
 - sizes against Lambda's limits: a zip uploaded directly <= 50 MB; function + its layers unzipped <= 250 MB;
 - every module the code imports (also inside functions: the lazy imports) is shipped: the standard library, the
-  artifact itself, its layers, or the runtime's boto3/botocore;
+  artifact itself, its layers, or the runtime's boto3/botocore (a layer module may borrow an SDK its functions ship,
+  ``LAYER_BORROWED``, and then every function importing it must ship that SDK);
 - no test or development distribution is shipped (pytest, moto, hypothesis, mypy, ruff, cfn-lint ...).
 The template stays valid for ``sam build``/``sam deploy``; this is the same result without SAM's Docker images.
 """
@@ -29,13 +31,27 @@ from pathlib import Path
 from kilo_dev.template import ROOT, Template
 
 BUILD = ROOT / ".build"
-PLATFORM = ("--platform", "manylinux2014_aarch64", "--implementation", "cp", "--python-version", "3.13")
+# Lambda's python3.13 runtime is Amazon Linux 2023 (glibc 2.34): manylinux 2.17 (2014) and 2.28 wheels both run there
+# (solders, for one, ships its aarch64 wheels for 2.28 only)
+PLATFORM = (
+    "--platform",
+    "manylinux2014_aarch64",
+    "--platform",
+    "manylinux_2_28_aarch64",
+    "--implementation",
+    "cp",
+    "--python-version",
+    "3.13",
+)
 ZIP_LIMIT = 50 * 1024 * 1024  # direct upload
 UNZIPPED_LIMIT = 250 * 1024 * 1024  # function + all its layers
 RUNTIME_PROVIDED = frozenset({"boto3", "botocore", "s3transfer", "jmespath", "dateutil", "six", "urllib3"})
 DEV_ONLY = frozenset(
     {"pytest", "_pytest", "hypothesis", "moto", "mypy", "ruff", "cfnlint", "samtranslator", "time_machine", "xdist"}
 )
+# Layer modules that use an SDK the layer does not ship (it is heavy and only some functions need it): the layer may
+# import it there, and every function whose code imports such a module must ship the SDK itself.
+LAYER_BORROWED: dict[str, str] = {"kilo_billing.stripe_calls": "stripe"}
 DROPPED_DISTRIBUTIONS = ("boto3", "botocore", "s3transfer", "jmespath", "python_dateutil", "six", "urllib3")
 
 
@@ -162,6 +178,60 @@ def imported_modules(package_dir: Path) -> set[str]:
     return names
 
 
+def importing_modules(package_dir: Path, top_level: str) -> set[str]:
+    """Dotted names of the package's modules that import ``top_level`` (or something below it)."""
+    found = set()
+    for source in package_dir.rglob("*.py"):
+        module = ".".join((package_dir.name, *source.relative_to(package_dir).with_suffix("").parts))
+        for node in ast.walk(ast.parse(source.read_text(), str(source))):
+            names = (
+                [alias.name for alias in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module]
+                if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module
+                else []
+            )
+            if any(name.split(".")[0] == top_level for name in names):
+                found.add(module.removesuffix(".__init__"))
+    return found
+
+
+def imported_names(package_dir: Path) -> set[str]:
+    """Every dotted name a package's modules import absolutely (``from a.b import c``: ``a.b`` and ``a.b.c``)."""
+    names: set[str] = set()
+    for source in package_dir.rglob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text(), str(source))):
+            if isinstance(node, ast.Import):
+                names.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module)
+                names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def borrowing_problems(
+    kind: str, code_dirs: Iterable[Path], shipped: set[str], missing: dict[str, set[str]]
+) -> list[str]:
+    """A layer: its missing imports that only ``LAYER_BORROWED`` modules make are fine (taken out of ``missing``). A
+    function: importing such a module without shipping its SDK is a problem."""
+    problems = []
+    for directory in code_dirs:
+        if kind == "layer":
+            for module, sdk in LAYER_BORROWED.items():
+                if sdk in missing.get(directory.name, set()) and importing_modules(directory, sdk) <= {module}:
+                    missing[directory.name].discard(sdk)
+            if directory.name in missing and not missing[directory.name]:
+                del missing[directory.name]
+        else:
+            used = imported_names(directory)
+            problems += [
+                f"{directory.name} imports {module}, which needs {sdk}, but does not ship {sdk}"
+                for module, sdk in LAYER_BORROWED.items()
+                if module in used and sdk not in shipped
+            ]
+    return problems
+
+
 def top_level_names(site: Path) -> set[str]:
     names = set()
     for entry in site.iterdir():
@@ -209,7 +279,9 @@ def check(artifact: Artifact, reports: dict[str, Report], zipped: Path, removed:
     if dev:
         problems.append(f"ships development packages: {', '.join(dev)}")
     code = [directory for directory in artifact.source.iterdir() if (directory / "__init__.py").exists()]
-    for package, missing in missing_imports(code, shipped).items():
+    missing_by_package = missing_imports(code, shipped)
+    problems += borrowing_problems(artifact.kind, code, shipped, missing_by_package)
+    for package, missing in missing_by_package.items():
         problems.append(f"{package} imports what is not shipped: {', '.join(sorted(missing))}")
     digest = hashlib.sha256(zipped.read_bytes()).hexdigest()[:16]
     return Report(artifact.name, artifact.kind, tuple(artifact.functions), zipped.stat().st_size, unzipped,

@@ -77,3 +77,31 @@ def test_given_an_oversized_artifact_then_the_limits_are_reported(
         "2,000 bytes unzipped with its layers, over Lambda's 250 MB",
         "ships development packages: pytest",
     )
+
+
+def test_given_a_layer_module_borrowing_an_sdk_then_only_functions_that_ship_it_may_import_it(tmp_path: Path) -> None:
+    """``kilo_billing.stripe_calls`` may import stripe, which the layer does not ship; another layer module may not;
+    a function importing ``stripe_calls`` must ship stripe itself."""
+    layer = tmp_path / "layer" / "kilo_billing"
+    layer.mkdir(parents=True)
+    (layer / "__init__.py").write_text("")
+    (layer / "stripe_calls.py").write_text("import stripe\n")
+    (layer / "money.py").write_text("from decimal import Decimal\n")
+    missing = package.missing_imports([layer], shipped=set())
+    assert missing == {"kilo_billing": {"stripe"}}
+    assert package.borrowing_problems("layer", [layer], set(), missing) == []
+    assert missing == {}  # borrowed by the one module allowed to
+    (layer / "money.py").write_text("import stripe\n")  # a second module borrowing it is not allowed
+    missing = package.missing_imports([layer], shipped=set())
+    package.borrowing_problems("layer", [layer], set(), missing)
+    assert missing == {"kilo_billing": {"stripe"}}
+
+    function = _package(tmp_path / "fn", "kilo_demo_fn", "from kilo_billing.stripe_calls import stripe_call\n")
+    assert package.borrowing_problems("function", [function], {"kilo_billing"}, {}) == [
+        "kilo_demo_fn imports kilo_billing.stripe_calls, which needs stripe, but does not ship stripe"
+    ]
+    assert package.borrowing_problems("function", [function], {"kilo_billing", "stripe"}, {}) == []
+    other = _package(tmp_path / "other", "kilo_other_fn", "from kilo_billing import stripe_calls\n")
+    assert package.borrowing_problems("function", [other], set(), {}) == [
+        "kilo_other_fn imports kilo_billing.stripe_calls, which needs stripe, but does not ship stripe"
+    ]
