@@ -85,3 +85,18 @@ def test_given_an_address_that_is_not_a_feed_then_the_source_says_it_could_not_r
 
     with pytest.raises(PriceUnavailableError, match="latestRoundData failed"):
         source.read("ETH")
+
+
+def test_given_an_rpc_url_with_a_key_that_fails_then_the_message_names_neither_url_nor_key() -> None:
+    """The message reaches customers in the quote route's 503: a provider URL (and the API key in it) must not."""
+    url = "http://127.0.0.1:9/v2/secret-api-key-123"  # nothing listens on the discard port
+    source = ChainlinkPriceSource(
+        {"ETH": ChainlinkFeed("ETH", "0x" + "11" * 20, heartbeat_seconds=3_600)},
+        {"ethereum": url},
+        clock=lambda: datetime.now(UTC),
+    )
+    with pytest.raises(PriceUnavailableError) as raised:
+        source.read("ETH")
+    assert "latestRoundData failed (" in str(raised.value)
+    assert "secret-api-key-123" not in str(raised.value)
+    assert "127.0.0.1" not in str(raised.value)

@@ -353,7 +353,7 @@ class ExchangeSpotPrice:
                 body = json.loads(response.read())
                 date = response.headers.get("Date")
         except (urllib.error.URLError, OSError, ValueError) as exc:
-            raise PriceUnavailableError(f"{self._source} did not answer for {asset}: {exc}") from exc
+            raise PriceUnavailableError(f"{self._source} did not answer for {asset} ({type(exc).__name__})") from exc
         data = body.get("data") if isinstance(body, dict) else None
         if not isinstance(data, dict):
             raise PriceUnavailableError(f"{self._source} answered without a data object for {asset}")

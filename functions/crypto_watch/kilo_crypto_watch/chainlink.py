@@ -95,7 +95,9 @@ class ChainlinkPriceSource:
                 self._decimals[asset] = int(contract.functions.decimals().call())
             round_id, answer, _started, updated_at, answered_in = contract.functions.latestRoundData().call()
         except Exception as exc:  # any failure to read the feed (connection, revert, not a feed): no price from it
-            raise PriceUnavailableError(f"{feed.source}: latestRoundData failed: {exc}") from exc
+            # the error's type only: an RPC error's text can carry the provider URL and its API key, and this message
+            # reaches customers (the quote route's 503)
+            raise PriceUnavailableError(f"{feed.source}: latestRoundData failed ({type(exc).__name__})") from exc
         if int(updated_at) == 0:
             raise PriceUnavailableError(f"{feed.source}: no completed round (updatedAt 0)")
         if int(answer) <= 0:
