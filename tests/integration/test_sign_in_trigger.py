@@ -5,7 +5,7 @@ Events follow Cognito's documented shapes for trigger versions 1 and 2."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -61,10 +61,11 @@ def invoke(event: dict[str, Any]) -> dict[str, Any]:
     return lambda_handler(event, LambdaContext())  # type: ignore[arg-type]
 
 
-def test_given_a_member_of_two_accounts_when_signing_in_then_the_id_token_names_the_higher_role(
+def test_given_a_member_of_two_accounts_when_signing_in_then_the_id_token_names_the_one_held_longest(
     members: DynamoMembers,
 ) -> None:
-    members.add(Member("acme", "user-7", "a@acme.example", Role.MEMBER, ADDED))
+    """user-7 owns beta; acme's owner later added user-7 to acme, even as owner: user-7 still signs in to beta."""
+    members.add(Member("acme", "user-7", "a@acme.example", Role.OWNER, ADDED + timedelta(days=3)))
     members.add(Member("beta", "user-7", "b@beta.example", Role.OWNER, ADDED))
     members.add(Member("beta", "user-8", "c@beta.example", Role.ADMIN, ADDED))
     answered = invoke(trigger_event("1", "user-7", []))

@@ -3,9 +3,11 @@ operator claim from the user's groups. Pure: the Cognito pre-token-generation tr
 the memberships and the event, and calls ``token_claims``.
 
 One account per token (``kilo_billing.auth``): a user who belongs to several accounts signs in to the one named by
-the user attribute ``custom:kilo_account`` when it is one of theirs, otherwise to the account where the user's role is
-highest (ties: the smallest account id, so the choice is the same at every sign-in). A user with no membership gets
-no account claims: the routes then answer 401 unless the user is an operator.
+the user attribute ``custom:kilo_account`` when it is one of theirs, otherwise to the membership they have had longest
+(ties: the smallest account id, so the choice is the same at every sign-in). Not the highest role: an owner of
+another account can add anyone, even as owner, and must not thereby move that user's sign-in to their account (where
+a card saved or a wallet linked would land). A user with no membership gets no account claims: the routes then answer
+401 unless the user is an operator.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ def chosen_membership(memberships: Sequence[Member], requested: str | None) -> M
         for member in memberships:
             if member.account_id == requested:
                 return member
-    ranked = sorted(memberships, key=lambda member: (-member.role, member.account_id))
+    ranked = sorted(memberships, key=lambda member: (member.added_at, member.account_id))
     return ranked[0] if ranked else None
 
 
