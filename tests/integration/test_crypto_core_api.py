@@ -394,9 +394,6 @@ def test_given_each_crypto_route_then_its_answer_is_exactly_the_documented_model
     issue()
     _, quote = call("POST", f"{BASE}/bills/acct-1~2026-10/quotes", {"chain": "ethereum", "asset": "USDC"})
     assert api_schemas.CryptoQuoteOut.model_validate(quote).invoice_id == "acct-1/2026-10"
-    crypto_core_inspector.TRANSACTIONS["0xcafe"] = [transfer("0xcafe", "USDC", 40_000_000, datetime.now(UTC))]
-    _, submitted = call("POST", f"{BASE}/bills/acct-1~2026-10/transactions", {"chain": "ethereum", "tx_id": "0xcafe"})
-    assert api_schemas.TransactionOut.model_validate(submitted).payments[0].amount_usd == "40.00"
     _, issued = call("POST", f"{BASE}/wallets/nonce")
     api_schemas.NonceOut.model_validate(issued)
     wallet = Account.from_key("0x" + "44" * 32)
@@ -406,6 +403,11 @@ def test_given_each_crypto_route_then_its_answer_is_exactly_the_documented_model
     signature = wallet.sign_message(encode_defunct(text=text)).signature.hex()
     _, linked = call("POST", f"{BASE}/wallets", {"chain": "ethereum", "message": text, "signature": signature})
     assert api_schemas.WalletOut.model_validate(linked).method == "eoa"
+    # a part payment from the linked wallet, submitted by its tx hash
+    part = transfer("0xcafe", "USDC", 40_000_000, datetime.now(UTC), sender=wallet.address)
+    crypto_core_inspector.TRANSACTIONS["0xcafe"] = [part]
+    _, submitted = call("POST", f"{BASE}/bills/acct-1~2026-10/transactions", {"chain": "ethereum", "tx_id": "0xcafe"})
+    assert api_schemas.TransactionOut.model_validate(submitted).payments[0].amount_usd == "40.00"
     _, found = call("GET", f"{BASE}/history", role="member")
     history = api_schemas.CryptoHistoryOut.model_validate(found)
     assert ([b.status.value for b in history.bills], len(history.quotes), len(history.payments)) == (["OPEN"], 1, 1)
@@ -422,3 +424,27 @@ def test_given_the_rpc_secret_missing_when_a_quote_is_asked_then_503_without_the
     assert status == 503
     assert (body["code"], body["message"]) == ("unavailable", "try again shortly")
     assert name not in json.dumps(body)
+
+
+def test_given_someone_elses_transaction_when_claimed_for_a_bill_then_409_and_it_stays_unclaimed(
+    crypto: SpotPrices,
+) -> None:
+    """acct-1's admin submits a public transfer of 150 USDC from a wallet not linked to acct-1, with no reference: it
+    is not the bill's quote amount (100 USDC, tolerance on USDC a few cents), so nothing ties it to acct-1's bill.
+    Submitted again with the quote's exact amount (a payment from an exchange), it is accepted."""
+    issue()
+    call("POST", f"{BASE}/bills/acct-1~2026-10/quotes", {"chain": "ethereum", "asset": "USDC"})
+    stranger = "0x" + "99" * 20
+    crypto_core_inspector.TRANSACTIONS["0xother"] = [
+        transfer("0xother", "USDC", 150_000_000, datetime.now(UTC), sender=stranger)
+    ]
+    status, body = call("POST", f"{BASE}/bills/acct-1~2026-10/transactions", {"chain": "ethereum", "tx_id": "0xother"})
+    assert (status, body["code"]) == (409, "conflict")
+    assert "is not tied to bill acct-1/2026-10" in body["message"]
+    assert dependencies.store().payment("ethereum:0xother:0") is None  # not recorded for the bill: left to the watcher
+    crypto_core_inspector.TRANSACTIONS["0xexact"] = [
+        transfer("0xexact", "USDC", 100_000_000, datetime.now(UTC), sender=stranger)
+    ]
+    status, body = call("POST", f"{BASE}/bills/acct-1~2026-10/transactions", {"chain": "ethereum", "tx_id": "0xexact"})
+    assert status == 202
+    assert body["payments"][0]["amount_usd"] == "100.00"

@@ -38,7 +38,13 @@ from kilo_crypto_watch import dependencies, history, logic
 from kilo_crypto_watch.model import Payment
 from kilo_crypto_watch.ports import RateRefusedError
 from kilo_crypto_watch.quotes import QuoteRefusedError
-from kilo_crypto_watch.settlement import AlreadyClaimedError, BillNotFoundError, NoQuoteError, asset_amount
+from kilo_crypto_watch.settlement import (
+    AlreadyClaimedError,
+    BillNotFoundError,
+    ClaimRefusedError,
+    NoQuoteError,
+    asset_amount,
+)
 from kilo_crypto_watch.wallets import SignInError, WalletTakenError
 
 SERVICE: Final = "crypto-api"
@@ -72,7 +78,7 @@ def _sign_in(exc: SignInError) -> Response[str]:
     return error_response(ErrorCode.INVALID_REQUEST, f"sign-in refused: {exc}", field="message")
 
 
-@app.exception_handler([QuoteRefusedError, NoQuoteError, AlreadyClaimedError])  # type: ignore[untyped-decorator]
+@app.exception_handler([QuoteRefusedError, NoQuoteError, AlreadyClaimedError, ClaimRefusedError])  # type: ignore[untyped-decorator]
 def _conflict(exc: Exception) -> Response[str]:
     return error_response(ErrorCode.CONFLICT, str(exc))
 

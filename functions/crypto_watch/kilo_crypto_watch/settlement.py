@@ -79,6 +79,11 @@ class AlreadyClaimedError(SettlementError):
     """The payment is attributed to another bill already."""
 
 
+class ClaimRefusedError(SettlementError):
+    """A customer claimed a transaction for a bill that nothing ties it to (not a linked wallet of the account, no
+    reference of the bill's quotes, not a quote's exact amount): it is left to the watcher's matching and operators."""
+
+
 class NoQuoteError(SettlementError):
     """The bill has no quote (inside its monitoring window) for the payment's chain and asset."""
 
@@ -330,6 +335,7 @@ class Settlement:
                     bill = self._store.bill(claimed_for)
                     if bill is None:
                         raise BillNotFoundError(f"no crypto bill {claimed_for!r}")
+                    self._check_claim(existing.transfer, bill, self._store.quotes(bill.invoice_id))
                     return self._attribute(existing, bill, "fast_path")
                 self._announce(existing)
                 return existing
@@ -457,6 +463,7 @@ class Settlement:
     def _match(
         self, transfer: ObservedTransfer, claimed_for: str | None, detected: datetime, existing: Payment | None
     ) -> tuple[Bill, Quote, list[Quote], MatchedBy] | None:
+        reseen = existing is not None and existing.invoice_id is not None
         if existing is not None and existing.invoice_id is not None:  # re-seen after an orphaning: same bill
             claimed_for = existing.invoice_id
         if claimed_for is not None:
@@ -464,6 +471,8 @@ class Settlement:
             if bill is None:
                 raise BillNotFoundError(f"no crypto bill {claimed_for!r}")
             quotes = list(self._store.quotes(bill.invoice_id))
+            if not reseen:
+                self._check_claim(transfer, bill, quotes)
             quote = match_quote(transfer, quotes, detected)
             if quote is None:
                 raise NoQuoteError(f"bill {claimed_for} has no open {transfer.asset} quote on {transfer.chain}")
@@ -493,6 +502,29 @@ class Settlement:
             if best is None:
                 best = (bill, quote, quotes)
         return (*best, "wallet") if best is not None else None
+
+    def _check_claim(self, transfer: ObservedTransfer, bill: Bill, quotes: Sequence[Quote]) -> None:
+        """A customer's claim counts only when something ties the transfer to the bill's account: the sender is a
+        wallet linked to it, a reference names one of the bill's quotes, or the amount is one of its quotes' within the
+        settlement tolerance (a payment from an exchange, its fee taken). Otherwise anyone could claim another
+        customer's public transaction - and a larger one would pay their bill and leave them credit."""
+        chain = self._chains.get(transfer.chain)
+        if self._store.wallet_owner(chain.kind if chain else "evm", transfer.sender) == bill.account_id:
+            return
+        own = [q for q in quotes if q.chain == transfer.chain and q.asset == transfer.asset]
+        if any(q.reference is not None and q.reference in transfer.references for q in own):
+            return
+        for quote in own:  # the quote's amount, give or take the settlement tolerance (an exchange's fee)
+            if quote.amount_usd <= 0:
+                continue
+            band = quote.atomic_amount * tolerance(quote.amount_usd, [quote.asset], self._policy) / quote.amount_usd
+            if abs(transfer.atomic_amount - quote.atomic_amount) <= band:
+                return
+        raise ClaimRefusedError(
+            f"transaction {transfer.tx_id} is not tied to bill {bill.invoice_id}: not from a wallet linked to the "
+            "account, no reference and not the amount of one of its quotes; the watcher will match it if it is "
+            "yours, or an operator can assign it"
+        )
 
     def _valued(self, payment: Payment, bill: Bill, quote: Quote, how: MatchedBy, detected: datetime) -> Payment:
         valuation = value_payment(payment.transfer, quote, detected, self._policy, self._rate_now(quote.asset))
