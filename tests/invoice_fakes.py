@@ -80,9 +80,14 @@ class InMemoryLedgerStore:
         self.billing[account] = replace(self.billing.get(account, BillingState()), seq=invoice.seq, credit=draft.credit)
 
     def update_invoice(self, invoice: InvoiceRecord, expected: InvoiceStatus) -> None:
+        self._update(invoice, expected, invoice.crypto_credit)
+
+    def _update(self, invoice: InvoiceRecord, expected: InvoiceStatus, crypto_credit_read: Decimal) -> None:
         stored = self.invoices.get(invoice.invoice_id)
         if stored is None or stored.status is not expected:
             raise LedgerConflictError("status moved")
+        if stored.crypto_credit != crypto_credit_read:
+            raise LedgerConflictError("crypto credit moved")
         self.writes += 1
         self.invoices[invoice.invoice_id] = invoice
         for ref in ([invoice.gateway_id] if invoice.gateway_id else []) + list(invoice.gateway_refs):
@@ -94,7 +99,7 @@ class InMemoryLedgerStore:
         found = self.billing.get(invoice.account_id, BillingState())
         if found.credit != credit_read:
             raise LedgerConflictError("credit moved")
-        self.update_invoice(invoice, expected)
+        self._update(invoice, expected, invoice.crypto_credit - added)
         self.billing[invoice.account_id] = replace(found, credit=credit_read + added)
 
     def save_billing(self, account_id: str, billing: BillingState) -> None:

@@ -194,7 +194,7 @@ def test_given_an_overpaid_invoice_then_paid_and_credit_land_together_and_a_stal
     ledger: Ledger,
 ) -> None:
     opened = _opened(ledger)
-    paid = opened.moved(InvoiceStatus.PAID, MAR.end)
+    paid = replace(opened.moved(InvoiceStatus.PAID, MAR.end), crypto_credit=Decimal("4.80"))
     before = ledger.store.ledger("acme")
     with pytest.raises(LedgerConflictError):  # the caller read a credit that is not the stored one
         ledger.store.update_invoice_with_credit(paid, InvoiceStatus.OPEN, Decimal("1.00"), Decimal("4.80"))
@@ -205,9 +205,32 @@ def test_given_an_overpaid_invoice_then_paid_and_credit_land_together_and_a_stal
     found = ledger.store.ledger("acme")
     assert found.invoices["acme/2026-03"].status is InvoiceStatus.PAID
     assert (found.billing.seq, found.billing.credit) == (1, Decimal("4.80"))
-    # a second credit (another bill) adds to the one stored, read first
-    ledger.store.update_invoice_with_credit(paid, InvoiceStatus.PAID, Decimal("4.80"), Decimal("0.35"))
+    # a second credit (the bill's credit grew by 0.35) adds to the one stored, read first
+    more = replace(paid, crypto_credit=Decimal("5.15"))
+    ledger.store.update_invoice_with_credit(more, InvoiceStatus.PAID, Decimal("4.80"), Decimal("0.35"))
     assert ledger.store.ledger("acme").billing.credit == Decimal("5.15")
+
+
+def test_given_a_writer_holding_an_older_copy_then_it_cannot_put_back_a_smaller_crypto_credit(ledger: Ledger) -> None:
+    """A refund or marker written from a copy read before a credit event must not reset the invoice's crypto credit
+    (the next credit event would add the difference again): it conflicts and re-reads."""
+    opened = _opened(ledger)
+    paid = opened.moved(InvoiceStatus.PAID, MAR.end)
+    ledger.store.update_invoice(paid, InvoiceStatus.OPEN)
+    stale = ledger.store.ledger("acme").invoices["acme/2026-03"]  # read: crypto credit 0.00
+    credited = replace(stale, crypto_credit=Decimal("10.00"))
+    ledger.store.update_invoice_with_credit(credited, InvoiceStatus.PAID, Decimal("0.00"), Decimal("10.00"))
+    with pytest.raises(LedgerConflictError):
+        ledger.store.update_invoice(replace(stale, refund_owed=Decimal("1.00")), InvoiceStatus.PAID)
+    with pytest.raises(LedgerConflictError):  # and a credit computed from the old copy is refused too
+        ledger.store.update_invoice_with_credit(credited, InvoiceStatus.PAID, Decimal("10.00"), Decimal("10.00"))
+    fresh = ledger.store.ledger("acme")
+    assert fresh.invoices["acme/2026-03"].crypto_credit == Decimal("10.00")
+    assert fresh.billing.credit == Decimal("10.00")
+    ledger.store.update_invoice(
+        replace(fresh.invoices["acme/2026-03"], refund_owed=Decimal("1.00")), InvoiceStatus.PAID
+    )
+    assert ledger.store.ledger("acme").invoices["acme/2026-03"].refund_owed == Decimal("1.00")
 
 
 def test_given_a_credit_added_after_the_close_read_then_the_close_conflicts_and_nothing_is_overwritten(
@@ -218,7 +241,7 @@ def test_given_a_credit_added_after_the_close_read_then_the_close_conflicts_and_
     stale = compose_close(ledger.store.ledger("acme"), april, default_catalog(), april.end)
     assert stale is not None
     assert stale.credit == Decimal("0.00")
-    paid = opened.moved(InvoiceStatus.PAID, MAR.end)  # a crypto overpayment lands between the read and the write
+    paid = replace(opened.moved(InvoiceStatus.PAID, MAR.end), crypto_credit=Decimal("4.80"))  # lands in between
     ledger.store.update_invoice_with_credit(paid, InvoiceStatus.OPEN, Decimal("0.00"), Decimal("4.80"))
     with pytest.raises(LedgerConflictError):
         ledger.store.create_invoice(stale)

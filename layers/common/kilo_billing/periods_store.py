@@ -62,15 +62,17 @@ class LedgerStore(Protocol):
         ...
 
     def update_invoice(self, invoice: InvoiceRecord, expected: InvoiceStatus) -> None:
-        """Replace the invoice if its stored status is still ``expected``; ``LedgerConflictError`` otherwise."""
+        """Replace the invoice if its stored status is still ``expected`` and its ``crypto_credit`` is still the one
+        this invoice carries (only ``update_invoice_with_credit`` moves it); ``LedgerConflictError`` otherwise."""
         ...
 
     def update_invoice_with_credit(
         self, invoice: InvoiceRecord, expected: InvoiceStatus, credit_read: Decimal, added: Decimal
     ) -> None:
         """``update_invoice`` and, in the same transaction, the account's credit from ``credit_read`` (what the caller
-        read) to ``credit_read + added``; ``LedgerConflictError`` when the status or the credit moved (nothing
-        written)."""
+        read) to ``credit_read + added``, the invoice's ``crypto_credit`` having grown by ``added`` (its stored value
+        must still be ``invoice.crypto_credit - added``); ``LedgerConflictError`` when the status, the invoice's
+        crypto credit or the account's credit moved (nothing written)."""
         ...
 
     def save_billing(self, account_id: str, billing: BillingState) -> None:
@@ -345,7 +347,7 @@ class DynamoLedgerStore:
             raise LedgerConflictError(str(exc)) from exc
 
     def update_invoice(self, invoice: InvoiceRecord, expected: InvoiceStatus) -> None:
-        self._update_invoice(invoice, expected, [])
+        self._update_invoice(invoice, expected, [], invoice.crypto_credit)
 
     def update_invoice_with_credit(
         self, invoice: InvoiceRecord, expected: InvoiceStatus, credit_read: Decimal, added: Decimal
@@ -360,15 +362,24 @@ class DynamoLedgerStore:
                 "ExpressionAttributeValues": to_item({":credit": str(credit_read + added), ":read": str(credit_read)}),
             }
         }
-        self._update_invoice(invoice, expected, [credit])
+        self._update_invoice(invoice, expected, [credit], invoice.crypto_credit - added)
 
-    def _update_invoice(self, invoice: InvoiceRecord, expected: InvoiceStatus, more: list[dict[str, Any]]) -> None:
+    def _update_invoice(
+        self, invoice: InvoiceRecord, expected: InvoiceStatus, more: list[dict[str, Any]], crypto_credit_read: Decimal
+    ) -> None:
+        # the crypto credit this writer read must still be stored: a writer holding an older copy of the invoice (a
+        # refund, a marker) must not put back a smaller crypto credit, or the next credit event would add it again
+        if crypto_credit_read == 0:
+            read = "(attribute_not_exists(#cc) OR #cc IN (:cc0, :cc00))"
+            values: dict[str, Any] = {":cc0": "0", ":cc00": "0.00"}
+        else:
+            read, values = "#cc = :cc", {":cc": str(crypto_credit_read)}
         put: dict[str, Any] = {
             "TableName": self._table,
             "Item": invoice_to_item(invoice),
-            "ConditionExpression": "#s = :expected",
-            "ExpressionAttributeNames": {"#s": "status"},
-            "ExpressionAttributeValues": to_item({":expected": expected.value}),
+            "ConditionExpression": f"#s = :expected AND {read}",
+            "ExpressionAttributeNames": {"#s": "status", "#cc": "crypto_credit"},
+            "ExpressionAttributeValues": to_item({":expected": expected.value} | values),
         }
         writes: list[dict[str, Any]] = [{"Put": put}]
         for ref in ([invoice.gateway_id] if invoice.gateway_id else []) + list(invoice.gateway_refs):
