@@ -214,3 +214,29 @@ def test_given_a_month_then_the_source_gives_profile_counters_and_open_sessions(
     assert month.counters("acct", "2026-10") == {}
     assert month.open_sessions("acct") == [figures_of(SESSIONS[3])]
     assert month.open_sessions("other") == []
+
+
+def test_given_a_retired_participants_registers_then_erasure_pseudonymises_the_identity_inside_them(
+    stack: Stack,
+) -> None:
+    """Rating keeps a retired participant's registers on its session item (rating's own ``registers_text``); the
+    erasure replaces the identity there too, in rating's layout, so rating reads back the pseudonym (D80)."""
+    from kilo_rate_usage.rooms import registers_from_text, registers_text  # noqa: PLC0415
+    from kilo_rate_usage.sessions import ParticipantFold  # noqa: PLC0415
+
+    client, table = stack.clients["dynamodb"], stack.template.physical_name("UsageTable")
+    closed = SESSIONS[0]  # alice in RM_1
+    registers = registers_text(ParticipantFold("PA_1", "alice", "STANDARD", "", {"team": "blue"}, 1, 2))
+    client.put_item(TableName=table, Item=session_to_item(StoredSession(closed, {}, "v1", registers)))
+    history = DynamoSessionHistory(client, table, timedelta(days=35))
+    assert history.pseudonymise("acct", lambda value: f"x-{value}") == 1
+    item = client.get_item(TableName=table, Key=to_item({"pk": "ROOM#RM_1", "sk": "SESSION#PA_1"}))["Item"]
+    assert item["identity"]["S"] == "x-alice"
+    kept = registers_from_text(item["registers"]["S"])
+    assert (kept.sid, kept.identity, kept.attributes, kept.joined_ms, kept.left_s) == (
+        "PA_1",
+        "x-alice",
+        {"team": "blue"},
+        1,
+        2,
+    )

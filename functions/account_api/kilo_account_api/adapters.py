@@ -127,23 +127,37 @@ class DynamoSessionHistory:
         return self._load(list(self._keys(account_id, None, None)))
 
     def pseudonymise(self, account_id: str, pseudonym: Callable[[str], str]) -> int:
-        """Only the ``identity`` attribute changes (rating's version hash includes it: a later rebuild of the room
-        writes the session again from the raw events while those are kept - docs/decisions.md)."""
+        """The ``identity`` attribute changes, and the identity inside rating's ``registers`` of a retired participant
+        (rating keeps a stored pseudonym when it writes the session again, D80)."""
         changed = 0
         for session in self.all_sessions(account_id):
             new = pseudonym(session.identity)
             if new == session.identity:
                 continue
+            key = to_item(
+                {"pk": items.ROOM_PREFIX + session.room_sid, "sk": items.SESSION_PREFIX + session.participant_sid}
+            )
+            found = call(
+                self._client.get_item,
+                TableName=self._table,
+                Key=key,
+                ConsistentRead=True,
+                ProjectionExpression="#r",
+                ExpressionAttributeNames={"#r": items.REGISTERS},
+            ).get("Item", {})
+            sets, values = ["#i = :i"], {":i": new}
+            registers = from_item(found).get(items.REGISTERS)
+            if isinstance(registers, str) and registers:
+                sets.append("#r = :r")
+                values[":r"] = items.registers_with_identity(registers, session.identity, new)
             call(
                 self._client.update_item,
                 TableName=self._table,
-                Key=to_item(
-                    {"pk": items.ROOM_PREFIX + session.room_sid, "sk": items.SESSION_PREFIX + session.participant_sid}
-                ),
-                UpdateExpression="SET #i = :i",
+                Key=key,
+                UpdateExpression="SET " + ", ".join(sets),
                 ConditionExpression="attribute_exists(pk)",
-                ExpressionAttributeNames={"#i": "identity"},
-                ExpressionAttributeValues=to_item({":i": new}),
+                ExpressionAttributeNames={"#i": "identity"} | ({"#r": items.REGISTERS} if len(sets) > 1 else {}),
+                ExpressionAttributeValues=to_item(values),
             )
             changed += 1
         return changed

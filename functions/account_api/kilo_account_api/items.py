@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from datetime import datetime
 from fractions import Fraction
@@ -70,3 +71,18 @@ def session_from_values(values: Mapping[str, Any]) -> SessionRecord:
         video_seconds=Fraction(str(values.get("video_seconds", "0"))),
         connected_seconds=Fraction(str(values.get("connected_seconds", "0"))),
     )
+
+
+REGISTERS: Final = "registers"  # rating's registers of a retired participant on its session item (compact JSON)
+REGISTERS_IDENTITY: Final = (
+    1  # rating's layout: [sid, identity, kind, metadata, attributes, ...] (kilo_rate_usage.rooms)
+)
+
+
+def registers_with_identity(registers: str, identity: str, new: str) -> str:
+    """Rating's registers with the participant's identity replaced (when it is ``identity``), kept in rating's compact
+    sorted JSON; the contract test writes them with rating's own ``registers_text``."""
+    values = json.loads(registers)
+    if isinstance(values, list) and len(values) > REGISTERS_IDENTITY and values[REGISTERS_IDENTITY] == identity:
+        values[REGISTERS_IDENTITY] = new
+    return json.dumps(values, separators=(",", ":"), sort_keys=True)
