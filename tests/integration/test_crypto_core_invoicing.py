@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -198,3 +199,60 @@ def test_given_a_second_payment_after_the_bill_is_paid_then_invoicing_adds_its_c
         ("credit", Decimal("-10.00"))
     ]
     assert april.total == Decimal("19.00")
+
+
+class _LosesCreditEvents:
+    """The bus failing for CryptoCreditAdded.v1 only (a crash between the bill's save and its event)."""
+
+    def __init__(self, real: Any) -> None:
+        self._real = real
+
+    def publish(self, detail_type: str, detail: dict[str, Any]) -> None:
+        if detail_type == "CryptoCreditAdded.v1":
+            raise ConnectionError("the bus is unreachable")
+        self._real.publish(detail_type, detail)
+
+
+def test_given_a_credit_event_lost_after_the_save_then_the_next_watcher_sweep_publishes_it_once(
+    crypto_invoicing: Invoicing,
+) -> None:
+    """As above (65.20 paid, then 10.00 more finalizing on the paid bill), but the credit event is lost after the
+    bill's save: the bill stays on the announcement list, and the next sweep (run by every watcher run) publishes
+    CryptoCreditAdded.v1 (credit 10.00 in all) and takes it off; invoicing adds 10.00 once."""
+    from kilo_crypto_watch.settlement import Settlement  # noqa: PLC0415
+
+    inv = crypto_invoicing
+    inv.register("acct-c", "team", method="crypto")
+    inv.rate("acct-c", "video", 60_000)
+    inv.start("2026-04-01T06:00:00Z")
+    inv.close_all()
+    march = inv.invoice("acct-c")
+    inv.drain("CryptoBillsQueue", bills_handler.lambda_handler)
+    store = dependencies.store()
+    store.link_wallet("evm", CUSTOMER_WALLET, "acct-c", "ethereum", T0)
+    usdc = quote("q-1", "USDC", 65_200_000, "1", invoice_id=march.invoice_id, account_id="acct-c", amount_usd="65.20")
+    store.add_quote(usdc)
+    settlement = dependencies.settlement()
+    settlement.record_seen(transfer("0xpay", "USDC", 65_200_000, T0 + timedelta(minutes=3)))
+    settlement.record_seen(transfer("0xmore", "USDC", 10_000_000, T0 + timedelta(minutes=4)))
+    settlement.finalized("ethereum:0xpay:0")
+    inv.drain("CryptoSettledQueue", crypto_settled_handler.lambda_handler)
+    assert settlement.announce_due() == 0  # settled and announced: nothing left on the list
+
+    losing = Settlement(store, _LosesCreditEvents(dependencies.publisher()), {})  # the real bus, failing for credit
+    with pytest.raises(ConnectionError):
+        losing.finalized("ethereum:0xmore:0")
+    bill = store.bill(march.invoice_id)
+    assert bill is not None
+    assert (bill.credit_usd, bill.credit_announced_usd) == (Decimal("10.00"), Decimal("0.00"))
+    assert inv.drain("CryptoSettledQueue", crypto_settled_handler.lambda_handler) == []
+    assert inv.store.ledger("acct-c").billing.credit == Decimal("0.00")
+
+    assert settlement.announce_due() == 1
+    assert settlement.announce_due() == 0  # taken off once published
+    [body] = inv.drain("CryptoSettledQueue", crypto_settled_handler.lambda_handler)
+    assert (json.loads(body)["detail-type"], json.loads(body)["detail"]["credit_usd"]) == (
+        "CryptoCreditAdded.v1",
+        "10.00",
+    )
+    assert inv.store.ledger("acct-c").billing.credit == Decimal("10.00")

@@ -222,14 +222,32 @@ class DynamoCryptoStore:
         )
 
     def mark_bill_announced(self, invoice_id: str, credit_usd: Decimal) -> None:
-        # the version moves too, so a writer holding the unmarked bill re-reads instead of un-marking it
-        call(
-            self._client.update_item,
-            TableName=self._table,
-            Key=items.key(items.bill_pk(invoice_id), "BILL"),
-            UpdateExpression="SET settled_announced = :t, credit_announced_usd = :credit ADD version :one",
-            ExpressionAttributeValues=to_item({":t": True, ":credit": credit_usd, ":one": 1}),
+        # the version moves too, so a writer holding the unmarked bill re-reads instead of un-marking it; the bill
+        # leaves the announcement list only while its credit is still the one announced (a credit grown meanwhile
+        # keeps it there for the sweep)
+        request: dict[str, Any] = {
+            "TableName": self._table,
+            "Key": items.key(items.bill_pk(invoice_id), "BILL"),
+            "ExpressionAttributeValues": to_item({":t": True, ":credit": credit_usd, ":one": 1}),
+        }
+        marked = "SET settled_announced = :t, credit_announced_usd = :credit ADD version :one"
+        try:
+            call(
+                self._client.update_item,
+                UpdateExpression=marked + " REMOVE gsi1pk, gsi1sk",
+                ConditionExpression="credit_usd = :credit",
+                **request,
+            )
+        except ConditionFailedError:
+            call(self._client.update_item, UpdateExpression=marked, **request)
+
+    def bills_to_announce(self) -> Sequence[Bill]:
+        found = self._query(
+            IndexName="watch",
+            KeyConditionExpression="gsi1pk = :a",
+            ExpressionAttributeValues=to_item({":a": items.ANNOUNCE_PK}),
         )
+        return [items.bill_from_item(item) for item in found]
 
     # wallets and nonces
     def wallet_owner(self, chain_kind: str, address: str) -> str | None:

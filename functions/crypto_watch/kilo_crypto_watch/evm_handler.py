@@ -82,6 +82,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     try:
         report = watch(chain, rpc(chain.key, chain.rpc_url), dependencies.cursors(), settlement)
         expiring = settlement.announce_expiring(chain.key, timedelta(minutes=settings().quote_expiring_minutes))
+        announced = settlement.announce_due()  # what a crash between a bill's save and its event left out
     except Exception:
         logger.exception("EVM watcher run failed; the schedule retries, then its dead-letter queue")
         count(SERVICE, Metric.CRYPTO_WATCH_FAILED)
@@ -101,6 +102,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         "rolled_back_to": report.rolled_back_to,
         "caught_up": report.caught_up,
         "quotes_expiring_announced": expiring,
+        "bills_announced": announced,
     }
     (logger.warning if report.rolled_back_to is not None else logger.info)("EVM watcher run", extra=summary)
     return summary

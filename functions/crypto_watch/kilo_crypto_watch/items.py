@@ -10,7 +10,8 @@ Keys (``pk`` / ``sk``), and the two sparse indexes:
   ``NONCE#<nonce>`` / ``NONCE`` (TTL), watcher cursor ``CURSOR#<chain>`` / ``CURSOR``.
 Indexes: ``watch`` (``gsi1pk`` / ``gsi1sk``): ``WATCH#<chain>`` / ``<monitor until>#<reference>`` for references,
 ``PENDING#<chain>`` / ``<payment id>`` for SEEN payments, ``EXPIRING#<chain>`` / ``<expires at>#<quote id>`` for quotes
-made ACTIVE and not yet announced as expiring (removed once announced or passed); ``account`` (``gsi2pk`` /
+made ACTIVE and not yet announced as expiring (removed once announced or passed), ``ANNOUNCE#BILL`` / ``<invoice id>``
+for PAID bills whose settlement or credit invoicing has not been told of; ``account`` (``gsi2pk`` /
 ``gsi2sk``): ``ACCOUNT#<id>`` (or ``UNATTRIBUTED`` for payments nobody claims) / ``BILL#...``, ``QUOTE#...``,
 ``PAY#...``, ``WALLET#...`` - the history and the operator's list.
 """
@@ -83,6 +84,16 @@ def _maybe_time(value: Any) -> datetime | None:
 # --- bills ---------------------------------------------------------------------------------------------------------
 
 
+ANNOUNCE_PK: Final = "ANNOUNCE#BILL"
+
+
+def announcement_due(bill: Bill) -> bool:
+    """A PAID bill whose settlement, or part of whose credit, invoicing has not been told of."""
+    return bill.status is BillStatus.PAID and (
+        not bill.settled_announced or bill.credit_usd > bill.credit_announced_usd
+    )
+
+
 def bill_to_item(bill: Bill) -> Item:
     return to_item(
         {
@@ -90,6 +101,10 @@ def bill_to_item(bill: Bill) -> Item:
             "sk": "BILL",
             "gsi2pk": account_pk(bill.account_id),
             "gsi2sk": f"BILL#{bill.issued_at.isoformat()}#{bill.invoice_id}",
+            # on the watch index while invoicing has not been told all of it (PAID unannounced, or credit gained
+            # since): the watcher runs' sweep publishes what a crash between the save and the publish left out
+            "gsi1pk": ANNOUNCE_PK if announcement_due(bill) else None,
+            "gsi1sk": bill.invoice_id if announcement_due(bill) else None,
             "kind": "bill",
             "invoice_id": bill.invoice_id,
             "account_id": bill.account_id,

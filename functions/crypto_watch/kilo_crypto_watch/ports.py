@@ -141,7 +141,12 @@ class SettlementStore(Protocol):
     def mark_payment_announced(self, payment_id: str) -> None: ...
 
     def mark_bill_announced(self, invoice_id: str, credit_usd: Decimal) -> None:
-        """The bill's settlement (or its credit in all, ``credit_usd``) has been published."""
+        """The bill's settlement (or its credit in all, ``credit_usd``) has been published; the bill leaves the
+        announcement list unless its credit has grown past ``credit_usd`` meanwhile."""
+        ...
+
+    def bills_to_announce(self) -> Sequence[Bill]:
+        """PAID bills whose settlement or credit invoicing has not been told of (``items.announcement_due``)."""
         ...
 
     def pending_payments(self, chain: str) -> Sequence[Payment]: ...

@@ -393,6 +393,15 @@ class Settlement:
             self._store.retire_expiring(quote)
         return published
 
+    def announce_due(self) -> int:
+        """Publish what a crash between a bill's save and its event left out: ``CryptoBillSettled.v1`` of a PAID bill
+        never announced, ``CryptoCreditAdded.v1`` of credit gained since the last announcement (same event ids as the
+        first attempt; consumers apply each once). Run by every watcher run. Returns how many bills it announced."""
+        bills = self._store.bills_to_announce()
+        for bill in bills:
+            self._announce_bill(bill)
+        return len(bills)
+
     def resolve_review(self, payment_id: str, accept: bool) -> Payment:
         """The operator's decision on a payment in manual review (a late ETH/SOL payment whose price moved beyond the
         review band). ``accept``: it counts at the rate the late-payment policy gave it (min(locked, rate at
