@@ -14,7 +14,7 @@ import platform
 import resource
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,49 +68,11 @@ BEFORE_LOADING_MOTO = {  # the same, through moto: items read per event at 50 % 
 }
 
 
-class CountingRepository:
-    """The in-memory repository, counting the items each read returns or asks for (what DynamoDB would charge)."""
-
-    def __init__(self, repo: Any) -> None:
-        self.repo = repo
-        self.items_read = 0
-        self.rebuilds = 0  # batches that rebuilt a room from its events (no state yet, or not foldable)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.repo, name)
-
-    def _count(self, found: Any) -> Any:
-        self.items_read += len(found) if isinstance(found, list | dict) else (0 if found is None else 1)
-        return found
-
-    def room_state(self, room_sid: str) -> Any:
-        return self._count(self.repo.room_state(room_sid))
-
-    def room_participants(self, room_sid: str, generation: str, sids: Iterable[str] | None) -> Any:
-        return self._count(self.repo.room_participants(room_sid, generation, sids))
-
-    def sessions_of(self, room_sid: str, sids: Iterable[str]) -> Any:
-        return self._count(self.repo.sessions_of(room_sid, sids))
-
-    def room_events(self, room_sid: str) -> Any:
-        self.rebuilds += 1
-        return self._count(self.repo.room_events(room_sid))
-
-    def stored_sessions(self, room_sid: str) -> Any:
-        return self._count(self.repo.stored_sessions(room_sid))
-
-    def aggregates(self, keys: Any) -> Any:
-        return self._count(self.repo.aggregates(keys))
-
-    def profiles(self, accounts: Any) -> Any:
-        return self._count(self.repo.profiles(accounts))
-
-
-def _fake_rater(codec: bool) -> tuple[CountingRepository, Callable[[list[Any]], int]]:
+def _fake_rater(codec: bool) -> tuple[Any, Callable[[list[Any]], int]]:
     from kilo_billing.catalog import default_catalog  # noqa: PLC0415
     from kilo_rate_usage.logic import rate_batch  # noqa: PLC0415
     from kilo_rate_usage.model import AttributionRule, RatingConfig  # noqa: PLC0415
-    from tests.fakes import InMemoryUsageRepository, RecordingPublisher  # noqa: PLC0415
+    from tests.fakes import CountingRepository, InMemoryUsageRepository, RecordingPublisher  # noqa: PLC0415
 
     config = RatingConfig(AttributionRule(), default_catalog().for_period)
     fake = InMemoryUsageRepository()

@@ -420,3 +420,48 @@ if TYPE_CHECKING:  # mypy (pyproject: files) holds each fake to its port's Proto
     _directory: RoomDirectory = StaticRoomDirectory()
     _entitlements: EntitlementSource = InMemoryEntitlements()
     _spend: SpendRecorder = InMemoryEntitlements()
+
+
+class CountingRepository:
+    """A repository counting the items every read returns (GetItem, BatchGetItem, Query alike: what DynamoDB charges
+    for) and the batches that rebuilt a room from its events (the reads-per-event test and ``bench/rooms``)."""
+
+    def __init__(self, repo: Any) -> None:
+        self.repo = repo
+        self.items_read = 0
+        self.rebuilds = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.repo, name)
+
+    def _count(self, found: Any) -> Any:
+        self.items_read += len(found) if isinstance(found, list | dict) else (0 if found is None else 1)
+        return found
+
+    def room_state(self, room_sid: str) -> Any:
+        return self._count(self.repo.room_state(room_sid))
+
+    def room_participants(self, room_sid: str, generation: str, sids: Iterable[str] | None) -> Any:
+        return self._count(self.repo.room_participants(room_sid, generation, sids))
+
+    def sessions_of(self, room_sid: str, sids: Iterable[str]) -> Any:
+        return self._count(self.repo.sessions_of(room_sid, sids))
+
+    def stored_sessions(self, room_sid: str) -> Any:
+        return self._count(self.repo.stored_sessions(room_sid))
+
+    def room_events(self, room_sid: str) -> Any:
+        self.rebuilds += 1
+        return self._count(self.repo.room_events(room_sid))
+
+    def aggregates(self, keys: Any) -> Any:
+        return self._count(self.repo.aggregates(keys))
+
+    def profiles(self, accounts: Any) -> Any:
+        return self._count(self.repo.profiles(accounts))
+
+    def open_sessions(self, account: str | None = None) -> Any:
+        return self._count(self.repo.open_sessions(account))
+
+    def unrated_usage(self, records: Any) -> Any:
+        return self._count(self.repo.unrated_usage(records))

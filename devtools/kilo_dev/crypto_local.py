@@ -21,9 +21,11 @@ import threading
 import time
 from decimal import Decimal
 from email.utils import formatdate
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, Final
+
+from kilo_dev.processes import LoopbackServer
 
 FEED_PRICES: Final = {"ETH": Decimal("3000.00"), "SOL": Decimal("150.00"), "USDC": Decimal("1.00")}
 EXCHANGE_PRICES: Final = {"ETH": Decimal("3012.50"), "SOL": Decimal("149.40"), "USDC": Decimal("1.0002")}
@@ -67,22 +69,18 @@ class ExchangeStandin:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="exchange-standin", daemon=True)
+        self._http = LoopbackServer(Handler, "exchange-standin")
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return self._http.url
 
     def start(self) -> ExchangeStandin:
-        self._thread.start()
+        self._http.start()
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        self._http.stop()
 
 
 class LocalChains:

@@ -1,4 +1,5 @@
-"""Child processes the local stack, its stand-ins and the tests start: stopped by whoever started them, by PID."""
+"""Child processes the local stack, its stand-ins and the tests start: stopped by whoever started them, by PID; and
+the in-process HTTP servers of the stand-ins (127.0.0.1, a free port, stopped by whoever started them)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import signal
 import subprocess
 import threading
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
 from typing import Any
 
@@ -33,3 +35,24 @@ def serve_until_signalled(shutdown: Callable[[], None]) -> None:
     signal.signal(signal.SIGINT, on_signal)
     stopped.wait()
     shutdown()
+
+
+class LoopbackServer:
+    """An HTTP server on 127.0.0.1 at a free port, served from a daemon thread (the stand-ins' HTTP side)."""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler], name: str) -> None:
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._thread = threading.Thread(target=self.server.serve_forever, name=name, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self._thread.join(timeout=5)

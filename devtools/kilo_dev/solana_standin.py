@@ -32,7 +32,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from solders.hash import Hash
@@ -93,23 +93,19 @@ class SolanaStandin:
         self._slot_signatures: dict[int, list[str]] = {}
         self._landed: dict[str, Landed] = {}
         self._by_address: dict[str, list[str]] = {}  # oldest first
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._thread = threading.Thread(target=self._server.serve_forever, name="solana-standin", daemon=True)
+        self._http = processes.LoopbackServer(self._handler_class(), "solana-standin")
 
     # -- lifecycle -------------------------------------------------------------------------------------------------
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return self._http.url
 
     def start(self) -> SolanaStandin:
-        self._thread.start()
+        self._http.start()
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        self._http.stop()
 
     def __enter__(self) -> SolanaStandin:
         return self.start()

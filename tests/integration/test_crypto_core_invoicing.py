@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from kilo_billing.invoicing import InvoiceStatus
+from kilo_billing.invoicing import InvoiceRecord, InvoiceStatus
 from kilo_crypto_watch import bills_handler, dependencies
 from kilo_crypto_watch.model import BillStatus
 from kilo_invoice import crypto_settled_handler
@@ -153,14 +153,9 @@ def test_given_a_crypto_bill_overpaid_when_the_next_month_closes_then_its_invoic
     assert inv.store.ledger("acct-c").billing.credit == Decimal("0.00")
 
 
-def test_given_a_second_payment_after_the_bill_is_paid_then_invoicing_adds_its_credit_once(
-    crypto_invoicing: Invoicing,
-) -> None:
-    """March: 65.20 asked. The linked wallet pays 65.20 and, before that finalizes, 10.00 more (10_000_000 USDC
-    units at the locked 1:1). The first finalizes: PAID, no credit. The second finalizes on the paid bill:
-    CryptoCreditAdded.v1 (credit 10.00 in all) through the template's rule -> invoicing's queue -> the account's credit
-    10.00, once; April's close applies it: 0.00 usage + 0.00 fee true-up + 29.00 May fee - 10.00 = 19.00."""
-    inv = crypto_invoicing
+def _paid_with_more_seen(inv: Invoicing) -> InvoiceRecord:
+    """March (Team, 60,000 video minutes) billed in crypto: 65.20, a USDC quote at the locked 1:1, the wallet linked.
+    The wallet pays 65.20 and, before that finalizes, 10.00 more (10_000_000 units); the first finalizes: PAID."""
     inv.register("acct-c", "team", method="crypto")
     inv.rate("acct-c", "video", 60_000)
     inv.start("2026-04-01T06:00:00Z")
@@ -175,6 +170,19 @@ def test_given_a_second_payment_after_the_bill_is_paid_then_invoicing_adds_its_c
     settlement.record_seen(transfer("0xpay", "USDC", 65_200_000, T0 + timedelta(minutes=3)))
     settlement.record_seen(transfer("0xmore", "USDC", 10_000_000, T0 + timedelta(minutes=4)))
     settlement.finalized("ethereum:0xpay:0")
+    return march
+
+
+def test_given_a_second_payment_after_the_bill_is_paid_then_invoicing_adds_its_credit_once(
+    crypto_invoicing: Invoicing,
+) -> None:
+    """March: 65.20 asked. The linked wallet pays 65.20 and, before that finalizes, 10.00 more (10_000_000 USDC
+    units at the locked 1:1). The first finalizes: PAID, no credit. The second finalizes on the paid bill:
+    CryptoCreditAdded.v1 (credit 10.00 in all) through the template's rule -> invoicing's queue -> the account's credit
+    10.00, once; April's close applies it: 0.00 usage + 0.00 fee true-up + 29.00 May fee - 10.00 = 19.00."""
+    inv = crypto_invoicing
+    _paid_with_more_seen(inv)
+    settlement = dependencies.settlement()
     [settled_body] = inv.drain("CryptoSettledQueue", crypto_settled_handler.lambda_handler)
     assert json.loads(settled_body)["detail"]["credit_usd"] == "0.00"
     assert inv.store.ledger("acct-c").billing.credit == Decimal("0.00")
@@ -222,20 +230,8 @@ def test_given_a_credit_event_lost_after_the_save_then_the_next_watcher_sweep_pu
     from kilo_crypto_watch.settlement import Settlement  # noqa: PLC0415
 
     inv = crypto_invoicing
-    inv.register("acct-c", "team", method="crypto")
-    inv.rate("acct-c", "video", 60_000)
-    inv.start("2026-04-01T06:00:00Z")
-    inv.close_all()
-    march = inv.invoice("acct-c")
-    inv.drain("CryptoBillsQueue", bills_handler.lambda_handler)
-    store = dependencies.store()
-    store.link_wallet("evm", CUSTOMER_WALLET, "acct-c", "ethereum", T0)
-    usdc = quote("q-1", "USDC", 65_200_000, "1", invoice_id=march.invoice_id, account_id="acct-c", amount_usd="65.20")
-    store.add_quote(usdc)
-    settlement = dependencies.settlement()
-    settlement.record_seen(transfer("0xpay", "USDC", 65_200_000, T0 + timedelta(minutes=3)))
-    settlement.record_seen(transfer("0xmore", "USDC", 10_000_000, T0 + timedelta(minutes=4)))
-    settlement.finalized("ethereum:0xpay:0")
+    march = _paid_with_more_seen(inv)
+    store, settlement = dependencies.store(), dependencies.settlement()
     inv.drain("CryptoSettledQueue", crypto_settled_handler.lambda_handler)
     assert settlement.announce_due() == 0  # settled and announced: nothing left on the list
 

@@ -22,15 +22,13 @@ names: one item for both).
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
-from typing import Any
 
 from kilo_billing.events import LiveKitEventRecord
 from kilo_dev import livekit_events as lk
 from kilo_rate_usage.logic import rate_batch
 from kilo_rate_usage.model import AttributionRule
 from kilo_rate_usage.sessions import rebuild_room
-from tests.fakes import InMemoryUsageRepository, RecordingPublisher
+from tests.fakes import CountingRepository, InMemoryUsageRepository, RecordingPublisher
 from tests.property.test_rating_exactly_once import CONFIG, NOW_MS
 
 T0 = 1_794_787_200  # 2026-11-16T00:00:00Z
@@ -71,50 +69,6 @@ def room(n: int, seed: int = 3) -> list[LiveKitEventRecord]:
     timed.append((T0 + span + 5, len(timed), lk.room_finished(info, T0 + span + 5)))
     timed.sort(key=lambda entry: (entry[0], entry[1]))
     return [lk.to_record(body) for _, _, body in timed]
-
-
-class CountingRepository:
-    """The in-memory repository, counting the items every read returns (GetItem, BatchGetItem, Query alike)."""
-
-    def __init__(self, repo: InMemoryUsageRepository) -> None:
-        self.repo = repo
-        self.items_read = 0
-        self.rebuilds = 0
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.repo, name)
-
-    def _count(self, found: Any) -> Any:
-        self.items_read += len(found) if isinstance(found, list | dict) else (0 if found is None else 1)
-        return found
-
-    def room_state(self, room_sid: str) -> Any:
-        return self._count(self.repo.room_state(room_sid))
-
-    def room_participants(self, room_sid: str, generation: str, sids: Iterable[str] | None) -> Any:
-        return self._count(self.repo.room_participants(room_sid, generation, sids))
-
-    def sessions_of(self, room_sid: str, sids: Iterable[str]) -> Any:
-        return self._count(self.repo.sessions_of(room_sid, sids))
-
-    def stored_sessions(self, room_sid: str) -> Any:
-        return self._count(self.repo.stored_sessions(room_sid))
-
-    def room_events(self, room_sid: str) -> Any:
-        self.rebuilds += 1
-        return self._count(self.repo.room_events(room_sid))
-
-    def aggregates(self, keys: Any) -> Any:
-        return self._count(self.repo.aggregates(keys))
-
-    def profiles(self, accounts: Any) -> Any:
-        return self._count(self.repo.profiles(accounts))
-
-    def open_sessions(self, account: str | None = None) -> Any:
-        return self._count(self.repo.open_sessions(account))
-
-    def unrated_usage(self, records: Any) -> Any:
-        return self._count(self.repo.unrated_usage(records))
 
 
 def _reads_per_event(n: int) -> float:

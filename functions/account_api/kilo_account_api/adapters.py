@@ -107,14 +107,17 @@ class DynamoSessionHistory:
         ):
             yield {"pk": item["pk"], "sk": item["sk"]}
 
-    def _load(self, keys: list[dict[str, Any]]) -> Iterator[SessionRecord]:
+    def _values(self, keys: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         for start in range(0, len(keys), MAX_BATCH_GET):
             pending: dict[str, Any] = {self._table: {"Keys": keys[start : start + MAX_BATCH_GET]}}
             while pending:
                 answer = call(self._client.batch_get_item, RequestItems=pending)
                 for item in answer["Responses"].get(self._table, []):
-                    yield items.session_from_values(from_item(item))
+                    yield from_item(item)
                 pending = answer.get("UnprocessedKeys") or {}
+
+    def _load(self, keys: list[dict[str, Any]]) -> Iterator[SessionRecord]:
+        return (items.session_from_values(values) for values in self._values(keys))
 
     def sessions(self, account_id: str, period: str) -> list[SessionRecord]:
         bounds = Period.parse(period)
@@ -130,23 +133,16 @@ class DynamoSessionHistory:
         """The ``identity`` attribute changes, and the identity inside rating's ``registers`` of a retired participant
         (rating keeps a stored pseudonym when it writes the session again, D80)."""
         changed = 0
-        for session in self.all_sessions(account_id):
+        for stored in self._values(list(self._keys(account_id, None, None))):
+            session = items.session_from_values(stored)
             new = pseudonym(session.identity)
             if new == session.identity:
                 continue
             key = to_item(
                 {"pk": items.ROOM_PREFIX + session.room_sid, "sk": items.SESSION_PREFIX + session.participant_sid}
             )
-            found = call(
-                self._client.get_item,
-                TableName=self._table,
-                Key=key,
-                ConsistentRead=True,
-                ProjectionExpression="#r",
-                ExpressionAttributeNames={"#r": items.REGISTERS},
-            ).get("Item", {})
             sets, values = ["#i = :i"], {":i": new}
-            registers = from_item(found).get(items.REGISTERS)
+            registers = stored.get(items.REGISTERS)
             if isinstance(registers, str) and registers:
                 sets.append("#r = :r")
                 values[":r"] = items.registers_with_identity(registers, session.identity, new)

@@ -517,9 +517,6 @@ class Settlement:
         wallet linked to it, a reference names one of the bill's quotes, or the amount is one of its quotes' within the
         settlement tolerance (a payment from an exchange, its fee taken). Otherwise anyone could claim another
         customer's public transaction - and a larger one would pay their bill and leave them credit."""
-        chain = self._chains.get(transfer.chain)
-        if self._store.wallet_owner(chain.kind if chain else "evm", transfer.sender) == bill.account_id:
-            return
         own = [q for q in quotes if q.chain == transfer.chain and q.asset == transfer.asset]
         if any(q.reference is not None and q.reference in transfer.references for q in own):
             return
@@ -529,6 +526,9 @@ class Settlement:
             band = quote.atomic_amount * tolerance(quote.amount_usd, [quote.asset], self._policy) / quote.amount_usd
             if abs(transfer.atomic_amount - quote.atomic_amount) <= band:
                 return
+        chain = self._chains.get(transfer.chain)  # the one check that reads: last
+        if self._store.wallet_owner(chain.kind if chain else "evm", transfer.sender) == bill.account_id:
+            return
         raise ClaimRefusedError(
             f"transaction {transfer.tx_id} is not tied to bill {bill.invoice_id}: not from a wallet linked to the "
             "account, no reference and not the amount of one of its quotes; the watcher will match it if it is "
