@@ -18,8 +18,9 @@
   ``/proc/self/status`` at the end (the process's own high-water mark since ``exec``; the child's ``ru_maxrss`` would
   also count the bench process it was forked from).
 - **Packages**: per code folder of the template, ``pip --target`` of the layer's and the function's requirements plus
-  the boto3 the runtime ships (no dev dependencies), the code copied beside them; the host's platform (the artifacts
-  ``./dev package`` builds are for arm64). The bytecode cache is warmed by one run first.
+  the boto3 the runtime ships (no dev dependencies), less what ``./dev package`` leaves out as unused
+  (``NOT_SHIPPED``), the code copied beside them; the host's platform (the artifacts ``./dev package`` builds are
+  for arm64). The bytecode cache is warmed by one run first.
 
 The handler list comes from the template (``AWS::Serverless::Function``: handler, code folder, memory, environment,
 event sources): a function added later is measured without a change here. A function whose route or source has no
@@ -41,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -285,8 +287,11 @@ def _requirements(folder: Path) -> str:
 
 def package(folder: str, layer: Path) -> Path:
     """The Lambda-shaped package of one code folder (installed once per requirements; code copied every run)."""
+    from kilo_dev.package import NOT_SHIPPED, remove_distributions  # noqa: PLC0415
+
     target = WORK / Path(folder).name
-    inputs = _requirements(layer) + _requirements(ROOT / folder) + BOTO3_PIN
+    unused = NOT_SHIPPED.get(target.name, {})
+    inputs = _requirements(layer) + _requirements(ROOT / folder) + BOTO3_PIN + " without " + ",".join(sorted(unused))
     stamp = target / ".stamp"
     if not (stamp.exists() and stamp.read_text() == inputs):
         shutil.rmtree(target, ignore_errors=True)
@@ -302,6 +307,7 @@ def package(folder: str, layer: Path) -> Path:
              str(target), *requirements, BOTO3_PIN],
             check=True,
         )  # fmt: skip
+        remove_distributions(target, lambda name: name in unused)  # as ./dev package ships it
         stamp.write_text(inputs)
     for source in [*layer.iterdir(), *(ROOT / folder).iterdir()]:
         if source.is_dir() and (source / "__init__.py").exists():
@@ -534,9 +540,12 @@ def child_environment(subject: Subject, package_dir: Path | None, endpoint: str)
     return environment
 
 
-def run_cold(subject: Subject, package_dir: Path | None, endpoint: str, scratch: Path) -> dict[str, Any]:
+def run_cold(
+    subject: Subject, package_dir: Path | None, endpoint: str, scratch: Path, unimportable: Iterable[str] = ()
+) -> dict[str, Any]:
     """One fresh process: import the handler, answer the first request. Returns the child's CPU and wall seconds, its
-    peak RSS (kB), the request's outcome and every module then loaded."""
+    peak RSS (kB), the request's outcome and every module then loaded. ``unimportable``: top-level modules whose import
+    fails in the child, as in an artifact that does not ship them (``package_dir`` None: the dev venv has them)."""
     module, _, attribute = subject.handler.rpartition(".")
     spec_path, out_path = scratch / f"{subject.name}.json", scratch / f"{subject.name}.out"
     spec = {"module": module, "attribute": attribute, "event": subject.event, "function": subject.name,
@@ -544,10 +553,17 @@ def run_cold(subject: Subject, package_dir: Path | None, endpoint: str, scratch:
     spec_path.write_text(json.dumps(spec))
     (scratch / "child.py").write_text(CHILD)
     flags = ["-S"] if package_dir is not None else []
+    environment = child_environment(subject, package_dir, endpoint)
+    if unimportable:
+        shadows = scratch / "unimportable"
+        for name in unimportable:
+            (shadows / name).mkdir(parents=True, exist_ok=True)
+            (shadows / name / "__init__.py").write_text(f"raise ImportError('{name} is not shipped')\n")
+        environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(shadows), environment.get("PYTHONPATH")]))
     started = time.perf_counter()
     process = subprocess.Popen(
         [sys.executable, *flags, str(scratch / "child.py"), str(spec_path), str(out_path)],
-        env=child_environment(subject, package_dir, endpoint),
+        env=environment,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

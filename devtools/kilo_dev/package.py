@@ -24,7 +24,7 @@ import shutil
 import subprocess
 import sys
 import zipfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,6 +53,18 @@ DEV_ONLY = frozenset(
 # import it there, and every function whose code imports such a module must ship the SDK itself.
 LAYER_BORROWED: dict[str, str] = {"kilo_billing.stripe_calls": "stripe"}
 DROPPED_DISTRIBUTIONS = ("boto3", "botocore", "s3transfer", "jmespath", "python_dateutil", "six", "urllib3")
+# Distributions a code folder's requirements pull in that none of its functions uses, left out of its artifact
+# (docs/decisions.md D113): the ingest functions only verify Stripe's signatures, never call Stripe's API, so the
+# Stripe SDK's HTTP library does not ship (without it the SDK picks urllib, and stops loading requests on import:
+# ~40 ms of the Stripe webhook's cold start). Checked: no shipped code of ours imports them, and the import-graph
+# test serves the Stripe webhook's first request with them unimportable.
+NOT_SHIPPED: dict[str, dict[str, str]] = {
+    "webhook_ingest": {
+        "requests": "the Stripe SDK's HTTP client for API calls, which ingest never makes",
+        "charset_normalizer": "requests' own dependency",
+        "idna": "requests' own dependency",
+    },
+}
 
 
 @dataclass
@@ -132,22 +144,36 @@ def _distributions(site: Path) -> dict[str, list[str]]:
     return found
 
 
-def prune(artifact: Artifact, layer_distributions: Iterable[str]) -> list[str]:
-    """Remove what the runtime (boto3, botocore ...) or the artifact's layers already ship; returns the removed."""
+def remove_distributions(site: Path, dropped: Callable[[str], bool]) -> list[str]:
+    """Delete from ``site`` every installed distribution whose (lower-case) name ``dropped`` accepts, with all its
+    files; returns their names, sorted."""
     removed = []
-    shipped_by_layers = set(layer_distributions)
-    for name, owned in _distributions(artifact.site).items():
-        if name in DROPPED_DISTRIBUTIONS or (artifact.kind == "function" and name in shipped_by_layers):
+    for name, owned in _distributions(site).items():
+        if dropped(name):
             for entry in owned:
-                path = artifact.site / entry
+                path = site / entry
                 if path.is_dir():
                     shutil.rmtree(path)
                 elif path.exists():
                     path.unlink()
             removed.append(name)
+    return sorted(removed)
+
+
+def prune(artifact: Artifact, layer_distributions: Iterable[str]) -> list[str]:
+    """Remove what the runtime (boto3, botocore ...) or the artifact's layers already ship, and what its functions do
+    not use (``NOT_SHIPPED``); returns the removed."""
+    shipped_by_layers = set(layer_distributions)
+    unused = NOT_SHIPPED.get(artifact.name, {}) if artifact.kind == "function" else {}
+
+    def dropped(name: str) -> bool:
+        by_layers = artifact.kind == "function" and name in shipped_by_layers
+        return name in DROPPED_DISTRIBUTIONS or by_layers or name in unused
+
+    removed = remove_distributions(artifact.site, dropped)
     for cache in artifact.root.rglob("__pycache__"):
         shutil.rmtree(cache, ignore_errors=True)
-    return sorted(removed)
+    return removed
 
 
 def zip_artifact(artifact: Artifact) -> Path:
@@ -328,7 +354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{report.kind:8} {report.name}{used_by}: zip {_mb(report.zipped)}, unzipped {_mb(report.unzipped)}"
                   f", with layers {_mb(report.with_layers)}, sha256 {report.sha256}")  # fmt: skip
             if report.removed:
-                print(f"         left to the runtime or the layer: {', '.join(report.removed)}")
+                print(f"         left out (the runtime's, the layer's, or unused): {', '.join(report.removed)}")
             for problem in report.problems:
                 print(f"         PROBLEM: {problem}")
         print(f"artifacts in {BUILD.relative_to(ROOT)}/ (limits: zip {_mb(ZIP_LIMIT)}, unzipped {_mb(UNZIPPED_LIMIT)})")

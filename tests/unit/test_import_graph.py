@@ -26,6 +26,8 @@ from typing import Any
 import pytest
 from packaging.requirements import Requirement
 
+from kilo_dev.package import NOT_SHIPPED
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -416,8 +418,11 @@ def served(function: str) -> tuple[dict[str, Any], dict[str, int]]:
 
     secrets: dict[str, str] = {}
     (subject,) = [candidate for candidate in cold_start.subjects(secrets) if candidate.name == function]
+    # served as shipped: what ./dev package leaves out of the function's artifact cannot be imported (a distribution's
+    # name is its top-level module for every entry of NOT_SHIPPED)
+    unshipped = NOT_SHIPPED.get(Path(subject.folder).name, {})
     with TemporaryDirectory() as scratch, cold_start.seeded_stub(secrets) as stub:
-        report = cold_start.run_cold(subject, None, stub.url, Path(scratch))
+        report = cold_start.run_cold(subject, None, stub.url, Path(scratch), unimportable=unshipped)
         return report, dict(Counter(stub.calls))
 
 
@@ -460,3 +465,27 @@ def test_given_the_served_probe_then_a_forbidden_import_and_a_low_ceiling_would_
         "aws_lambda_powertools",
     }
     assert len(loaded) > 300
+
+
+def test_given_what_the_ingest_artifact_does_not_ship_then_its_routes_are_served_without_it() -> None:
+    """Served as shipped (NOT_SHIPPED: the Stripe SDK's HTTP library): the Stripe webhook's first request loads the
+    SDK but not requests, which the dev venv has; control: the same probe with the SDK itself made unimportable
+    fails, so an unimportable module really cannot load in the probe."""
+    from tempfile import TemporaryDirectory  # noqa: PLC0415
+
+    from bench import cold_start  # noqa: PLC0415
+
+    assert set(NOT_SHIPPED["webhook_ingest"]) >= {"requests"}
+    (function,) = [name for name in FUNCTIONS if MODULES[name] == "kilo_webhook_ingest.stripe_handler"]
+    report, _ = served(function)
+    assert report["outcome"] == 200
+    assert {"stripe", "requests"} & set(report["modules"]) == {"stripe"}
+    assert importlib.util.find_spec("requests") is not None  # the dev venv has it: the probe left it out
+    secrets: dict[str, str] = {}
+    (subject,) = [candidate for candidate in cold_start.subjects(secrets) if candidate.name == function]
+    with (
+        TemporaryDirectory() as scratch,
+        cold_start.seeded_stub(secrets) as stub,
+        pytest.raises(RuntimeError, match="exited 1"),
+    ):
+        cold_start.run_cold(subject, None, stub.url, Path(scratch), unimportable={"stripe"})

@@ -105,3 +105,33 @@ def test_given_a_layer_module_borrowing_an_sdk_then_only_functions_that_ship_it_
     assert package.borrowing_problems("function", [other], set(), {}) == [
         "kilo_other_fn imports kilo_billing.stripe_calls, which needs stripe, but does not ship stripe"
     ]
+
+
+def _installed(site: Path, distribution: str, module: str) -> None:
+    """A distribution as pip --target leaves it: its package and a dist-info whose RECORD lists its files."""
+    (site / module).mkdir(parents=True)
+    (site / module / "__init__.py").write_text("")
+    info = site / f"{distribution}-1.0.dist-info"
+    info.mkdir()
+    (info / "RECORD").write_text(f"{module}/__init__.py,,\n{info.name}/RECORD,,\n")
+
+
+def test_given_the_ingest_artifact_when_pruned_then_the_runtimes_and_the_unused_distributions_are_left_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(package, "BUILD", tmp_path)
+    artifact = package.Artifact("webhook_ingest", tmp_path / "source", "function")
+    for distribution, module in [("stripe", "stripe"), ("requests", "requests"), ("idna", "idna"),
+                                 ("boto3", "boto3"), ("pyjwt", "jwt")]:  # fmt: skip
+        _installed(artifact.site, distribution, module)
+    assert package.prune(artifact, layer_distributions=[]) == ["boto3", "idna", "requests"]
+    assert sorted(path.name for path in artifact.site.iterdir()) == [
+        "jwt",
+        "pyjwt-1.0.dist-info",
+        "stripe",
+        "stripe-1.0.dist-info",
+    ]
+    # another function's artifact keeps them: what is unused is declared per code folder
+    other = package.Artifact("account_api", tmp_path / "source", "function")
+    _installed(other.site, "requests", "requests")
+    assert package.prune(other, layer_distributions=[]) == []

@@ -27,9 +27,8 @@ class RouteDependencies:
     secrets: SecretSource
 
 
-@dataclass(frozen=True, slots=True)
-class LiveKitDependencies(RouteDependencies):
-    """The LiveKit webhook needs nothing more."""
+# The LiveKit webhook needs nothing more (a name, not a subclass: each dataclass costs ~0.5 ms of every cold start)
+LiveKitDependencies = RouteDependencies
 
 
 @dataclass(frozen=True, slots=True)
