@@ -19,8 +19,9 @@
   also count the bench process it was forked from).
 - **Packages**: per code folder of the template, ``pip --target`` of the layer's and the function's requirements plus
   the boto3 the runtime ships (no dev dependencies), less what ``./dev package`` leaves out as unused
-  (``NOT_SHIPPED``), the code copied beside them; the host's platform (the artifacts ``./dev package`` builds are
-  for arm64). The bytecode cache is warmed by one run first.
+  (``NOT_SHIPPED``), the code copied beside them, compiled to bytecode as ``./dev package`` ships it
+  (``compile_bytecode``); the host's platform (the artifacts ``./dev package`` builds are for arm64). One warm-up
+  run first (the floors' modules get their bytecode then; the OS's file cache).
 
 The handler list comes from the template (``AWS::Serverless::Function``: handler, code folder, memory, environment,
 event sources): a function added later is measured without a change here. A function whose route or source has no
@@ -287,11 +288,11 @@ def _requirements(folder: Path) -> str:
 
 def package(folder: str, layer: Path) -> Path:
     """The Lambda-shaped package of one code folder (installed once per requirements; code copied every run)."""
-    from kilo_dev.package import NOT_SHIPPED, remove_distributions  # noqa: PLC0415
+    from kilo_dev.package import NOT_SHIPPED, compile_bytecode, remove_distributions  # noqa: PLC0415
 
     target = WORK / Path(folder).name
     unused = NOT_SHIPPED.get(target.name, {})
-    inputs = _requirements(layer) + _requirements(ROOT / folder) + BOTO3_PIN + " without " + ",".join(sorted(unused))
+    inputs = f"{_requirements(layer)}{_requirements(ROOT / folder)}{BOTO3_PIN} without {sorted(unused)}, unchecked pyc"
     stamp = target / ".stamp"
     if not (stamp.exists() and stamp.read_text() == inputs):
         shutil.rmtree(target, ignore_errors=True)
@@ -303,16 +304,18 @@ def package(folder: str, layer: Path) -> Path:
             for argument in ("-r", str(path))
         ]
         subprocess.run(
-            [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target",
-             str(target), *requirements, BOTO3_PIN],
+            [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-compile",
+             "--target", str(target), *requirements, BOTO3_PIN],
             check=True,
         )  # fmt: skip
         remove_distributions(target, lambda name: name in unused)  # as ./dev package ships it
+        compile_bytecode(target)  # the bytecode ./dev package ships (the runtime's boto3 has its own)
         stamp.write_text(inputs)
     for source in [*layer.iterdir(), *(ROOT / folder).iterdir()]:
         if source.is_dir() and (source / "__init__.py").exists():
             shutil.rmtree(target / source.name, ignore_errors=True)
             shutil.copytree(source, target / source.name, ignore=shutil.ignore_patterns("__pycache__"))
+            compile_bytecode(target / source.name)
     (target / f"{floor_module(frozenset())}.py").write_text(floor_source(frozenset()))
     return target
 

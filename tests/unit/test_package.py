@@ -135,3 +135,45 @@ def test_given_the_ingest_artifact_when_pruned_then_the_runtimes_and_the_unused_
     other = package.Artifact("account_api", tmp_path / "source", "function")
     _installed(other.site, "requests", "requests")
     assert package.prune(other, layer_distributions=[]) == []
+
+
+def test_given_a_site_when_compiled_then_the_runtime_loads_its_bytecode_without_comparing_the_source(
+    tmp_path: Path,
+) -> None:
+    """The artifact's bytecode is used as shipped: the source is never compared (an edited source is not seen), and a
+    traceback still names the module's file."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    site = tmp_path / "site"
+    _package(site, "kilo_demo_fn", "def answer():\n    return 'from the bytecode'\n\ndef fail():\n    raise KeyError\n")
+    assert package.compile_bytecode(site) is True
+    (site / "kilo_demo_fn" / "logic.py").write_text("def answer():\n    return 'from the source'\n")
+    probe = (
+        "import traceback\nfrom kilo_demo_fn import logic\nprint(logic.answer())\n"
+        "try:\n    logic.fail()\nexcept KeyError as exc:\n    print(traceback.extract_tb(exc.__traceback__)[-1].filename)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-S", "-B", "-c", probe], cwd=tmp_path, env={"PYTHONPATH": str(site)},
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert result.stdout.splitlines() == ["from the bytecode", str(site / "kilo_demo_fn" / "logic.py")]
+    # control: without bytecode, the same probe reads the (edited) source
+    for cache in site.rglob("__pycache__"):
+        for compiled in cache.iterdir():
+            compiled.unlink()
+    rerun = subprocess.run(
+        [sys.executable, "-S", "-B", "-c", "from kilo_demo_fn import logic\nprint(logic.answer())"], cwd=tmp_path,
+        env={"PYTHONPATH": str(site)}, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert rerun.stdout.strip() == "from the source"
+
+
+def test_given_another_python_than_the_runtimes_then_no_bytecode_and_the_check_names_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(package, "RUNTIME_PYTHON", (3, 99))
+    site = tmp_path / "site"
+    _package(site, "kilo_demo_fn", "x = 1\n")
+    assert package.compile_bytecode(site) is False
+    assert not list(site.rglob("*.pyc"))
