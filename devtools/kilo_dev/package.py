@@ -23,6 +23,7 @@ import compileall
 import hashlib
 import json
 import py_compile
+import re
 import shutil
 import subprocess
 import sys
@@ -31,7 +32,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kilo_dev.template import ROOT, Template
+from kilo_dev.template import ROOT, TEMPLATE_PATH, Template
 
 BUILD = ROOT / ".build"
 RUNTIME_PYTHON = (3, 13)  # template.yaml's Runtime: python3.13
@@ -357,6 +358,24 @@ def build(template: Template, pip: Sequence[str]) -> list[Report]:
     return list(reports.values())
 
 
+_CODE_LOCATION = re.compile(r"^(?P<indent>\s+)(?P<key>CodeUri|ContentUri): (?P<path>\S+)$", re.MULTILINE)
+
+
+def deploy_template(text: str, built: Sequence[Artifact]) -> str:
+    """``template.yaml`` with every ``CodeUri``/``ContentUri`` pointing at its artifact's zip (relative to ``BUILD``,
+    where it is written): ``sam deploy --template-file .build/template.yaml`` uploads those zips as they are, with
+    their bytecode and without what they leave out; the rest of the template is unchanged."""
+    zips = {str(artifact.source.relative_to(ROOT)): f"{artifact.name}.zip" for artifact in built}
+
+    def located(match: re.Match[str]) -> str:
+        path = match["path"].rstrip("/")
+        if path not in zips:
+            raise ValueError(f"{match['key']} {match['path']} is not an artifact ./dev package builds")
+        return f"{match['indent']}{match['key']}: {zips[path]}"
+
+    return _CODE_LOCATION.sub(located, text)
+
+
 def _layer_sources(template: Template, artifact: Artifact) -> list[Path]:
     layers = template.of_type("AWS::Serverless::LayerVersion")
     return [ROOT / layers[name]["Properties"]["ContentUri"] for name in artifact.layers]
@@ -370,7 +389,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="./dev package", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--json", action="store_true", help="machine-readable report")
     args = parser.parse_args(argv)
-    reports = build(Template(), [sys.executable, "-m", "pip"])
+    template = Template()
+    reports = build(template, [sys.executable, "-m", "pip"])
+    (BUILD / "template.yaml").write_text(deploy_template(TEMPLATE_PATH.read_text(), artifacts(template)))
     if args.json:
         sys.stdout.write(json.dumps([report.__dict__ for report in reports], indent=2) + "\n")
     else:
@@ -383,6 +404,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for problem in report.problems:
                 print(f"         PROBLEM: {problem}")
         print(f"artifacts in {BUILD.relative_to(ROOT)}/ (limits: zip {_mb(ZIP_LIMIT)}, unzipped {_mb(UNZIPPED_LIMIT)})")
+        print(f"deploy them with: sam deploy --template-file {BUILD.relative_to(ROOT)}/template.yaml --guided ...")
     return 1 if any(report.problems for report in reports) else 0
 
 

@@ -177,3 +177,25 @@ def test_given_another_python_than_the_runtimes_then_no_bytecode_and_the_check_n
     _package(site, "kilo_demo_fn", "x = 1\n")
     assert package.compile_bytecode(site) is False
     assert not list(site.rglob("*.pyc"))
+
+
+def test_given_the_template_then_the_deploy_template_points_every_function_and_layer_at_its_zip() -> None:
+    """``.build/template.yaml``: the same template, every code location replaced by its artifact's zip (relative to
+    .build/, where it is written), so ``sam deploy`` uploads the checked zips as they are."""
+    import re  # noqa: PLC0415
+
+    from kilo_dev.template import TEMPLATE_PATH  # noqa: PLC0415
+
+    source = TEMPLATE_PATH.read_text()
+    deployed = package.deploy_template(source, package.artifacts(Template()))
+    locations = re.findall(r"^\s+(CodeUri|ContentUri): (\S+)$", deployed, re.MULTILINE)
+    assert ("ContentUri", "CommonLayer.zip") in locations
+    assert {path for key, path in locations if key == "CodeUri"} == {
+        "webhook_ingest.zip", "rate_usage.zip", "alerts.zip", "invoice.zip", "account_api.zip", "crypto_watch.zip",
+    }  # fmt: skip
+    assert len(locations) == len(re.findall(r"^\s+(?:CodeUri|ContentUri): ", source, re.MULTILINE))
+    changed = [(old, new) for old, new in zip(source.splitlines(), deployed.splitlines(), strict=True) if old != new]
+    assert len(changed) == len(locations)
+    assert all(re.match(r"\s+(CodeUri|ContentUri): ", old) for old, _ in changed)
+    with pytest.raises(ValueError, match="functions/unknown/"):
+        package.deploy_template("      CodeUri: functions/unknown/\n", package.artifacts(Template()))
