@@ -129,3 +129,13 @@ def test_given_a_crypto_billed_account_then_its_billing_method_reads_back_and_su
     )
     directory.save(upgraded)
     assert directory.registered(["acct-x"])["acct-x"].billing_method == "crypto"
+
+
+def test_given_an_erased_account_then_its_erasure_mark_reads_back_exactly(directory: AccountDirectory) -> None:
+    from dataclasses import replace  # noqa: PLC0415
+
+    directory.register(team("acct-e"))
+    assert directory.registered(["acct-e"])["acct-e"].erased_at is None
+    mark = datetime(2026, 11, 30, 19, 58, 1, 250_000, tzinfo=UTC)
+    directory.save(replace(team("acct-e"), erased_at=mark))
+    assert directory.registered(["acct-e"])["acct-e"].erased_at == mark

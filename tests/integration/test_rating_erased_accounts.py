@@ -104,3 +104,46 @@ def test_an_erased_accounts_sessions_written_again_from_raw_events_keep_their_ps
     assert kept.keys() >= {"PA_alice01", "PA_bob0001"}  # retired: their registers are on their session items
     exported = call("GET", f"/v1/accounts/{ACCOUNT}/export", claims(ACCOUNT, "owner"))
     assert sorted({s["identity"] for s in exported.body["sessions"]}) == sorted(pseudonyms.values())
+
+
+def test_events_queued_at_the_erasure_are_rated_with_pseudonyms_and_a_later_call_keeps_its_identities(
+    stack: Stack, account_api: Any, lambda_context: LambdaContext
+) -> None:
+    """The erasure marks the profile (``erased_at``): a session that began before the mark is written with its
+    participant's pseudonym even when rating sees it for the first time after the erasure (its events were still
+    queued on the stream); a participant of a call that begins after the erasure is new data, kept as it came."""
+    import time  # noqa: PLC0415
+
+    register(stack, ACCOUNT)
+    room = lk.Room(ROOM, "forget-me", account_id=ACCOUNT, created_at=T0)
+    alice = lk.Participant("PA_alice01", "alice", (T0 + 10) * 1000)
+    bob = lk.Participant("PA_bob0001", "bob", (T0 + 20) * 1000)
+    runner = Lambda(stack)
+    for body in (
+        lk.room_started(room, T0),
+        lk.participant_joined(room, alice),
+        lk.participant_joined(room, bob),
+        lk.participant_left(room, bob, T0 + 600),
+    ):
+        deliver_webhook(body, lambda_context)  # stored by ingest; the stream is not read yet (a backlog)
+
+    erased = call("POST", f"/v1/accounts/{ACCOUNT}/erase", claims(ACCOUNT, "owner"))
+    assert erased.status == 200, erased.body
+    assert erased.body["sessions_pseudonymised"] == 0  # nothing rated yet
+    run_stream(runner, lambda_context)
+    rated = sessions(stack)
+    assert {sid: stored.session.identity for sid, stored in rated.items()} == {
+        "PA_alice01": expected_pseudonym("alice"),
+        "PA_bob0001": expected_pseudonym("bob"),
+    }
+    assert rated["PA_bob0001"].session.end_ms == (T0 + 600) * 1000  # rated as usual, only the identity differs
+
+    later = int(time.time()) + 2  # after the erasure's mark (the account API's clock is the real one)
+    other = lk.Room("RM_forget02", "after", account_id=ACCOUNT, created_at=later)
+    dave = lk.Participant("PA_dave0001", "dave", later * 1000)
+    for body in (lk.room_started(other, later), lk.participant_joined(other, dave)):
+        deliver_webhook(body, lambda_context)
+    run_stream(runner, lambda_context)
+    names = (stack.template.physical_name(name) for name in ("UsageTable", "EventsTable"))
+    new_call = DynamoUsageRepository(stack.clients["dynamodb"], *names).stored_sessions("RM_forget02")
+    assert {sid: stored.session.identity for sid, stored in new_call.items()} == {"PA_dave0001": "dave"}

@@ -526,12 +526,17 @@ def erase(
 ) -> Erasure:
     """Pseudonymise the account's personal data: contact details cleared from the profile (alerts then go nowhere),
     members' emails and participants' identities replaced by pseudonyms. Invoices, amounts and usage counters are
-    kept (legal retention); raw events expire with the events table's TTL (docs/decisions.md)."""
+    kept (legal retention); raw events expire with the events table's TTL (docs/decisions.md D80).
+
+    The profile is marked first (``erased_at``): from then on rating writes every session that began before the mark
+    with its pseudonym, also one it rates for the first time (events still queued), so none is written back with its
+    identity while or after the stored sessions are rewritten here."""
     profile = profile_of(accounts, account_id)
+    cleared = bool(profile.name or profile.email or profile.phone)
+    marked = now if profile.erased_at is None else max(profile.erased_at, now)
+    save_profile(accounts, replace(profile, name="", email="", phone="", erased_at=marked))
     sessions = history.pseudonymise(account_id, lambda value: pseudonym(account_id, value))
     changed = store.pseudonymise(account_id, lambda value: pseudonym(account_id, value))
-    cleared = bool(profile.name or profile.email or profile.phone)
-    save_profile(accounts, replace(profile, name="", email="", phone=""))
     return Erasure(account_id, now, sessions, changed, cleared)
 
 

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from kilo_billing.accounts import PSEUDONYM_PREFIX, UNATTRIBUTED, AccountProfile
+from kilo_billing.accounts import PSEUDONYM_PREFIX, UNATTRIBUTED, AccountProfile, pseudonym
 from kilo_billing.contracts import UnattributedUsageV1, UsageThresholdCrossedV1
 from kilo_billing.events import LiveKitEventRecord, UsageEventRecord
 from kilo_billing.money import decimal_str
@@ -137,7 +137,7 @@ def _rate(livekit: Sequence[LiveKitEventRecord], usage: Sequence[UsageEventRecor
     for room in rated:
         for found in room.sessions:
             previous = room.stored.get(found.participant_sid)
-            session = _erased(found, previous)
+            session = _erased(found, previous, profiles[found.account])
             contributions = session_contributions(session, profiles[session.account])
             version = StoredSession.version_of(session, contributions)
             writing = previous is None or previous.version != version
@@ -205,13 +205,17 @@ def _rate(livekit: Sequence[LiveKitEventRecord], usage: Sequence[UsageEventRecor
     )
 
 
-def _erased(session: Session, previous: StoredSession | None) -> Session:
+def _erased(session: Session, previous: StoredSession | None, profile: AccountProfile) -> Session:
     """The session to store: with the pseudonym its stored version carries, when the account API's erasure replaced
-    its identity (docs/decisions.md D80) - the raw events still name the participant until they expire, and a
-    rebuild from them (or the session's close) must not write the identity back."""
-    if previous is None or not previous.session.identity.startswith(PSEUDONYM_PREFIX):
-        return session
-    return replace(session, identity=previous.session.identity)
+    its identity, or with the participant's pseudonym when the session began before the account's last erasure
+    (docs/decisions.md D80) - the raw events still name the participant until they expire, and neither a rebuild
+    from them, nor the session's close, nor a first rating of events queued at the erasure may write the identity."""
+    if previous is not None and previous.session.identity.startswith(PSEUDONYM_PREFIX):
+        return replace(session, identity=previous.session.identity)
+    erased_at = profile.erased_at
+    if erased_at is not None and session.start_ms < int(erased_at.timestamp() * 1000):
+        return replace(session, identity=pseudonym(session.account, session.identity))
+    return session
 
 
 def _registers_as(registers: str, identity: str) -> str:

@@ -41,6 +41,7 @@ def profile_to_item(profile: AccountProfile) -> Item:
                 str(profile.progressive_threshold_usd) if profile.progressive_threshold_usd is not None else None
             ),
             "billing_method": profile.billing_method,  # read by the close (kilo_billing.periods_store)
+            "erased_at": profile.erased_at.isoformat() if profile.erased_at is not None else None,
         }
     )
 
@@ -65,6 +66,7 @@ def profile_from_item(item: Mapping[str, Any]) -> AccountProfile:
         status=str(values.get("status", "active")),
         progressive_threshold_usd=Decimal(values["progressive_usd"]) if values.get("progressive_usd") else None,
         billing_method=str(values.get("billing_method", "card")),  # profiles written before it: card
+        erased_at=datetime.fromisoformat(str(values["erased_at"])) if values.get("erased_at") else None,
     )
 
 

@@ -101,6 +101,9 @@ class AccountProfile:
     # (kilo_billing.progressive); None: one invoice at the period end
     progressive_threshold_usd: Decimal | None = None
     billing_method: str = "card"  # one of BILLING_METHODS; the close issues the invoice this way
+    # the account's personal data was last erased then (docs/decisions.md D80): rating writes a session that began
+    # before it with its participant's pseudonym, also when it rates that session for the first time afterwards
+    erased_at: datetime | None = None
 
     def channels_chosen(self, kind: str) -> tuple[str, ...] | None:
         """The channels the account chose for an alert kind; ``None`` when it chose nothing (the default applies)."""
