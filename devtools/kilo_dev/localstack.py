@@ -27,6 +27,7 @@ import time
 import traceback
 import urllib.parse
 import urllib.request
+import uuid
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -438,15 +439,48 @@ class QueueSource:
 
 
 @dataclass
+@dataclass(frozen=True)
+class AsyncInvoke:
+    """How Lambda handles a function error of an asynchronous invocation (an EventBridge rule's or a schedule's): the
+    function's ``EventInvokeConfig`` - ``MaximumRetryAttempts`` (default 2), ``MaximumEventAgeInSeconds`` (default
+    21,600) - then its ``OnFailure`` destination (an SQS queue here) gets Lambda's invocation record, or the event is
+    dropped when there is none. The source's own dead-letter queue (a rule's or a schedule's ``DeadLetterConfig``)
+    only takes events the source failed to deliver to Lambda, which never happens locally."""
+
+    max_retries: int = 2
+    max_age_seconds: int = 21_600
+    on_failure_url: str | None = None
+    function_arn: str = ""
+
+    def record(self, event: dict[str, Any], attempts: int, error_type: str, message: str) -> str:
+        """The body Lambda sends to an on-failure destination (its invocation record)."""
+        return json.dumps(
+            {
+                "version": "1.0",
+                "timestamp": datetime.now(UTC).isoformat(),
+                "requestContext": {
+                    "requestId": str(uuid.uuid4()),
+                    "functionArn": f"{self.function_arn}:$LATEST",
+                    "condition": "RetriesExhausted",
+                    "approximateInvokeCount": attempts,
+                },
+                "requestPayload": event,
+                "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"},
+                "responsePayload": {"errorMessage": message, "errorType": error_type},
+            }
+        )
+
+
+@dataclass
 class RuleSource:
     """An EventBridge rule whose target is a function: the runtime gives the rule an SQS target on moto's bus and
-    invokes the function with each matched event (asynchronous invocation: retried twice, then the target's
-    dead-letter queue if the template names one)."""
+    invokes the function with each matched event (asynchronously: a function error is retried, then goes to the
+    function's on-failure destination, as ``AsyncInvoke`` says)."""
 
     function: Function
     queue_url: str
     sqs: Any
-    dead_letter_url: str | None = None
+    invoke: AsyncInvoke = field(default_factory=AsyncInvoke)
     delivered: int = 0
     failed: int = 0
 
@@ -454,16 +488,17 @@ class RuleSource:
         messages = self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10).get("Messages", [])
         for message in messages:
             event = json.loads(message["Body"])
-            for attempt in range(3):
+            for attempt in range(self.invoke.max_retries + 1):
                 try:
                     self.function.invoke(event)
                     self.delivered += 1
                     break
-                except Exception:  # an async invocation is retried twice
-                    if attempt == 2:
+                except Exception as exc:
+                    if attempt == self.invoke.max_retries:
                         self.failed += 1
-                        if self.dead_letter_url is not None:
-                            self.sqs.send_message(QueueUrl=self.dead_letter_url, MessageBody=message["Body"])
+                        if self.invoke.on_failure_url is not None:
+                            body = self.invoke.record(event, attempt + 1, type(exc).__name__, str(exc))
+                            self.sqs.send_message(QueueUrl=self.invoke.on_failure_url, MessageBody=body)
             self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
         return len(messages)
 
@@ -479,6 +514,7 @@ class _ScheduledRun:
     attempts: int = 0
     due: float = 0.0  # real (monotonic) time of the next retry
     error: str = ""
+    error_type: str = ""
 
 
 @dataclass
@@ -486,10 +522,12 @@ class Schedule:
     """A ``rate(...)`` schedule on the stack's clock. When the clock runs much faster than real time, runs are
     coalesced (at most one per ``min_real_seconds``), as EventBridge never backfills missed runs.
 
-    A run whose invocation fails is retried with the template's ``RetryPolicy`` (``MaximumRetryAttempts``, default 185;
-    ``MaximumEventAgeInSeconds`` on the stack's clock, default 86,400), with exponential backoff in real time; then it
-    goes to the ``DeadLetterConfig`` queue (the event as its body, the error in message attributes), or is dropped
-    when there is none. Every failure is counted and its traceback is in the stack's log.
+    The scheduler invokes the function asynchronously: a run whose function fails is retried as the function's
+    ``EventInvokeConfig`` says (``AsyncInvoke``; the age on the stack's clock), with exponential backoff in real time,
+    then goes to the function's on-failure destination (Lambda's invocation record), or is dropped when there is none.
+    The schedule's ``RetryPolicy`` and ``DeadLetterConfig`` are for invocations the scheduler could not make at all
+    (throttling, permissions), which never happens locally. Every failure is counted and its traceback is in the
+    stack's log.
     """
 
     function: Function
@@ -497,9 +535,7 @@ class Schedule:
     payload: str
     clock: Clock
     min_real_seconds: float = 2.0
-    max_retries: int = 185
-    max_age_seconds: int = 86_400
-    dead_letter_url: str | None = None
+    invoke: AsyncInvoke = field(default_factory=AsyncInvoke)
     sqs: Any = None
     monotonic: Callable[[], float] = time.monotonic
     next_fire: float = 0.0
@@ -532,8 +568,9 @@ class Schedule:
         except Exception as exc:  # the traceback is in the stack's log (Function.invoke)
             self.failures += 1
             run.attempts += 1
-            run.error = f"{type(exc).__name__}: {exc}"
-            if run.attempts > self.max_retries or self.clock.now() - run.scheduled_at > self.max_age_seconds:
+            run.error, run.error_type = str(exc), type(exc).__name__
+            expired = self.clock.now() - run.scheduled_at > self.invoke.max_age_seconds
+            if run.attempts > self.invoke.max_retries or expired:
                 self._give_up(run)
                 return
             run.due = self.monotonic() + min(0.1 * 2 ** (run.attempts - 1), 5.0)
@@ -547,21 +584,11 @@ class Schedule:
             self._attempt(run)
 
     def _give_up(self, run: _ScheduledRun) -> None:
-        if self.dead_letter_url is None:
+        if self.invoke.on_failure_url is None:
             self.dropped += 1
             return
-        attributes = {
-            "ERROR_CODE": "Lambda.FunctionError",
-            "ERROR_MESSAGE": run.error[:1000],
-            "EXECUTION_ID": run.execution_id,
-            "TARGET_ARN": self.function.name,
-            "RETRY_ATTEMPTS": str(run.attempts - 1),
-        }
-        self.sqs.send_message(
-            QueueUrl=self.dead_letter_url,
-            MessageBody=json.dumps(run.event),
-            MessageAttributes={k: {"DataType": "String", "StringValue": v} for k, v in attributes.items()},
-        )
+        body = self.invoke.record(run.event, run.attempts, run.error_type, run.error)
+        self.sqs.send_message(QueueUrl=self.invoke.on_failure_url, MessageBody=body)
         self.dead_lettered += 1
 
 
@@ -931,6 +958,23 @@ class LocalStack:
     def _queue_url(self, arn: str) -> str:
         return str(self.clients["sqs"].get_queue_url(QueueName=arn.rsplit(":", 1)[1])["QueueUrl"])
 
+    def _async_invoke(self, function: Function) -> AsyncInvoke:
+        """The function's ``EventInvokeConfig``: what Lambda does with its asynchronous invocations' errors."""
+        assert self.template is not None
+        properties = self.template.resources[function.name]["Properties"]
+        config = properties.get("EventInvokeConfig") or {}
+        on_failure = ((config.get("DestinationConfig") or {}).get("OnFailure") or {}).get("Destination")
+        if on_failure is not None and (config["DestinationConfig"]["OnFailure"].get("Type", "SQS") != "SQS"):
+            raise RuntimeError(f"{function.name}: only an SQS on-failure destination runs locally")
+        name = str(self.template.resolve(properties.get("FunctionName", function.name)))
+        region = os.environ.get("AWS_DEFAULT_REGION", "us-east-1")
+        return AsyncInvoke(
+            max_retries=int(config.get("MaximumRetryAttempts", 2)),
+            max_age_seconds=int(config.get("MaximumEventAgeInSeconds", 21_600)),
+            on_failure_url=self._queue_url(str(self.template.resolve(on_failure))) if on_failure else None,
+            function_arn=f"arn:aws:lambda:{region}:123456789012:function:{name}",
+        )
+
     def _wire(self, function: Function, event: dict[str, Any], event_name: str = "Event") -> None:
         assert self.template is not None
         kind, props = event["Type"], event.get("Properties") or {}
@@ -960,16 +1004,12 @@ class LocalStack:
                 str(self.template.resolve(props["Schedule"] if kind == "Schedule" else props["ScheduleExpression"]))
             )
             payload = str(props.get("Input", "{}"))
-            retry = props.get("RetryPolicy") or {}
             dead_letter = props.get("DeadLetterConfig") or {}
             if dead_letter and "Arn" not in dead_letter:
                 raise RuntimeError(f"{function.name}: only a DeadLetterConfig with an Arn runs locally")
-            dlq = self._queue_url(str(self.template.resolve(dead_letter["Arn"]))) if dead_letter else None
             self.schedules.append(
-                Schedule(function, every, payload, self.clock,
-                         max_retries=int(retry.get("MaximumRetryAttempts", 185)),
-                         max_age_seconds=int(retry.get("MaximumEventAgeInSeconds", 86_400)),
-                         dead_letter_url=dlq, sqs=self.clients["sqs"])
+                Schedule(function, every, payload, self.clock, invoke=self._async_invoke(function),
+                         sqs=self.clients["sqs"])
             )  # fmt: skip
         elif kind in ("EventBridgeRule", "CloudWatchEvent"):
             bus = str(self.template.resolve(props.get("EventBusName", "default")))
@@ -981,9 +1021,7 @@ class LocalStack:
                 Name=rule, EventBusName=bus, EventPattern=json.dumps(self.template.resolve(props["Pattern"]))
             )
             events.put_targets(Rule=rule, EventBusName=bus, Targets=[{"Id": "local", "Arn": arn}])
-            dead_letter = (props.get("DeadLetterConfig") or {}).get("Arn")
-            dlq = self._queue_url(str(self.template.resolve(dead_letter))) if dead_letter is not None else None
-            self.rules.append(RuleSource(function, url, sqs, dlq))
+            self.rules.append(RuleSource(function, url, sqs, self._async_invoke(function)))
         elif kind != "HttpApi":
             raise RuntimeError(f"event source type {kind} does not run locally yet")
 

@@ -45,7 +45,9 @@ def drain(runtime: Any, rounds: int = 5) -> None:
         runtime.poll_once(flush=True)
 
 
-def test_given_an_eventbridge_rule_then_matching_events_reach_the_function_and_failures_its_dlq(runtime: Any) -> None:
+def test_given_an_eventbridge_rule_then_matching_events_reach_the_function_and_failures_its_destination(
+    runtime: Any,
+) -> None:
     events = runtime.clients["events"]
     bus = runtime.template.physical_name("Bus")
     entry = {"EventBusName": bus, "Source": "kilo.billing.rating", "DetailType": "UsageThresholdCrossed.v1"}
@@ -55,11 +57,13 @@ def test_given_an_eventbridge_rule_then_matching_events_reach_the_function_and_f
     runtime.wait_idle(timeout=60)
     details = [event["detail"] for event in probe_handler.RECEIVED]
     assert details.count({"account_id": "a1"}) == 1
-    assert details.count({"fail": True}) == 3  # the first try and two retries
+    assert details.count({"fail": True}) == 2  # the first try and the function's one retry (EventInvokeConfig)
     assert all(event["detail-type"] == "UsageThresholdCrossed.v1" for event in probe_handler.RECEIVED)
     dlq = runtime.template.ref("ProbeDeadLetterQueue")
     [dead] = runtime.clients["sqs"].receive_message(QueueUrl=dlq, MaxNumberOfMessages=10)["Messages"]
-    assert json.loads(dead["Body"])["detail"] == {"fail": True}
+    record = json.loads(dead["Body"])  # Lambda's invocation record
+    assert record["requestPayload"]["detail"] == {"fail": True}
+    assert record["requestContext"]["condition"] == "RetriesExhausted"
 
 
 def test_given_an_sqs_event_source_then_batches_are_delivered_and_partial_failures_stay_on_the_queue(
@@ -82,11 +86,14 @@ def test_given_an_sqs_event_source_then_batches_are_delivered_and_partial_failur
     assert attributes["Attributes"]["ApproximateNumberOfMessagesNotVisible"] == "1"
 
 
-def test_given_a_schedule_whose_run_fails_then_it_is_retried_per_the_templates_policy_then_dead_lettered(
+def test_given_a_schedule_whose_run_fails_then_the_functions_invoke_config_retries_it_then_its_destination(
     runtime: Any,
 ) -> None:
+    """As in AWS: the scheduler hands the run to Lambda asynchronously, so a function error follows the function's
+    EventInvokeConfig (one retry, then its on-failure queue); the schedule's RetryPolicy (5) and DeadLetterConfig are
+    for runs the scheduler could not hand over at all, and its queue stays empty."""
     [schedule] = runtime.schedules
-    assert (schedule.every_seconds, schedule.max_retries, schedule.max_age_seconds) == (3600, 1, 86_400)
+    assert (schedule.every_seconds, schedule.invoke.max_retries, schedule.invoke.max_age_seconds) == (3600, 1, 21_600)
     runtime.clock.set(T0)
     runtime.tick_schedules()  # arms
     runtime.clock.set(T0 + 3600)
@@ -98,14 +105,13 @@ def test_given_a_schedule_whose_run_fails_then_it_is_retried_per_the_templates_p
     runs = [event for event in probe_handler.RECEIVED if event.get("detail", {}).get("from") == "schedule"]
     assert runs == [{"detail": {"fail": True, "from": "schedule"}, "time": "2026-11-16T01:00:00Z"}] * 2
     assert (schedule.fired, schedule.failures, schedule.dead_lettered, schedule.pending) == (1, 2, 1, [])
-    dlq = runtime.template.ref("ScheduleDeadLetterQueue")
-    [dead] = runtime.clients["sqs"].receive_message(
-        QueueUrl=dlq, MaxNumberOfMessages=10, MessageAttributeNames=["All"]
-    )["Messages"]
-    assert json.loads(dead["Body"]) == runs[0]
-    attributes = {name: value["StringValue"] for name, value in dead["MessageAttributes"].items()}
-    assert attributes["ERROR_MESSAGE"] == "RuntimeError: asked to fail"
-    assert attributes["RETRY_ATTEMPTS"] == "1"
+    sqs = runtime.clients["sqs"]
+    [dead] = sqs.receive_message(QueueUrl=runtime.template.ref("ProbeDeadLetterQueue"))["Messages"]
+    record = json.loads(dead["Body"])
+    assert record["requestPayload"] == runs[0]
+    assert record["responsePayload"] == {"errorMessage": "asked to fail", "errorType": "RuntimeError"}
+    assert record["requestContext"]["approximateInvokeCount"] == 2
+    assert "Messages" not in sqs.receive_message(QueueUrl=runtime.template.ref("ScheduleDeadLetterQueue"))
 
 
 def test_given_64_clients_connecting_at_once_then_the_gateway_accepts_and_answers_every_one() -> None:

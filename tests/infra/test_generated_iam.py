@@ -121,6 +121,7 @@ ROLES = {
         ("secretsmanager:GetSecretValue", LIVEKIT_KEYS),
         ("events:PutEvents", BILLING_BUS),  # a budget or hard limit reached during a call, announced
         ("dynamodb:UpdateItem", USAGE_TABLE),  # ... and its markers recorded (that attribute only: a condition)
+        ("sqs:SendMessage", SWEEPER_DLQ),  # added by SAM for the asynchronous invocation's OnFailure
     ),
     "AlertsFunctionRole": role(
         LAMBDA,
@@ -144,6 +145,7 @@ ROLES = {
         LAMBDA,
         {BASIC_EXECUTION, XRAY_WRITE},
         ("dynamodb:GetItem", USAGE_TABLE),  # the run marker of the period (CLOSE_RUN#<period>)
+        ("sqs:SendMessage", INVOICE_START_DLQ),  # added by SAM for the asynchronous invocation's OnFailure
         ("dynamodb:PutItem", USAGE_TABLE),
         ("dynamodb:BatchGetItem", USAGE_TABLE),  # profiles: which accounts have a progressive billing threshold
         ("dynamodb:Scan", ACCOUNTS_INDEX),  # registered accounts only (the sparse index), never the sessions
@@ -182,6 +184,7 @@ ROLES = {
         LAMBDA,
         {BASIC_EXECUTION, XRAY_WRITE},
         ("dynamodb:PutItem", ALERTS_TABLE),  # claims and outcomes of operator alerts, margin snapshots
+        ("sqs:SendMessage", OPERATOR_CHECKS_DLQ),  # added by SAM for the asynchronous invocation's OnFailure
         ("dynamodb:Query", ALERTS_TABLE),  # the latest margin snapshot
         ("dynamodb:BatchGetItem", USAGE_TABLE),  # profiles, month-to-date aggregates
         ("dynamodb:PutItem", USAGE_TABLE),  # an abuse hold (the profile's status)

@@ -98,12 +98,37 @@ def test_given_every_asynchronous_event_source_then_it_has_a_dead_end(template: 
                 assert props["DestinationConfig"]["OnFailure"]["Destination"], where
                 assert props["BisectBatchOnFunctionError"] is True, where
                 assert 0 <= props["MaximumRetryAttempts"] <= 10, where
-            if event["Type"] in {"Schedule", "ScheduleV2"}:
-                assert props.get("DeadLetterConfig"), f"{where}: a failed scheduled run must land somewhere"
     for name, spec in template.of_type("AWS::SQS::Queue").items():
         if name.endswith("DeadLetterQueue"):
             continue
         assert "RedrivePolicy" in spec.get("Properties", {}), f"queue {name} has no DLQ"
+
+
+ASYNC_INVOKE_TYPES = {"Schedule", "ScheduleV2", "EventBridgeRule", "CloudWatchEvent", "SNS", "S3"}
+
+
+def test_given_every_function_invoked_asynchronously_then_its_failures_land_in_a_dead_letter_queue(
+    template: Template,
+) -> None:
+    """A schedule (or rule) hands its event to Lambda asynchronously: an error inside the function is retried by
+    Lambda, then goes to the function's own on-failure destination - the source's DeadLetterConfig only takes events
+    it could not hand over. Both must land in a dead-letter queue (which an alarm watches: the test above)."""
+    asynchronous = 0
+    for name, spec in functions(template).items():
+        events = spec["Properties"].get("Events", {})
+        sources = [event for event in events.values() if event["Type"] in ASYNC_INVOKE_TYPES]
+        if not sources:
+            continue
+        asynchronous += 1
+        config = spec["Properties"].get("EventInvokeConfig") or {}
+        on_failure = ((config.get("DestinationConfig") or {}).get("OnFailure")) or {}
+        assert on_failure.get("Type") == "SQS", f"{name}: a run that fails in the function is dropped"
+        [queue, _] = on_failure["Destination"]["Fn::GetAtt"]
+        assert queue.endswith("DeadLetterQueue"), name
+        assert 0 <= config["MaximumRetryAttempts"] <= 2, name
+        for event in sources:
+            assert event["Properties"].get("DeadLetterConfig"), f"{name}: a run not handed over must land somewhere"
+    assert asynchronous >= 5  # the sweeper, invoice start, operator checks and the two chain watchers
 
 
 def test_given_the_rating_stream_then_it_reads_only_new_livekit_and_usage_events_in_order(template: Template) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from kilo_dev import moto_server
-from kilo_dev.localstack import Clock, Function, Schedule, StreamSource, parse_rate
+from kilo_dev.localstack import AsyncInvoke, Clock, Function, Schedule, StreamSource, parse_rate
 
 
 def record(sequence: int, poison: bool = False) -> dict[str, Any]:
@@ -113,7 +113,7 @@ def test_given_a_schedule_then_it_fires_on_the_simulated_clock_with_the_schedule
         parse_rate("cron(0 12 * * ? *)")
 
 
-# --- schedules: the template's retry policy and dead-letter queue ------------------------------------------------------
+# --- schedules: the function's asynchronous invocation config (retries, maximum age, on-failure destination) -------
 
 START = 1_794_787_200  # 2026-11-16T00:00:00Z
 
@@ -141,11 +141,12 @@ class Flaky:
             raise RuntimeError(f"failure {len(self.calls)}")
 
 
-def scheduled(handler: Any, **settings: Any) -> tuple[Schedule, Clock, RealTime, FakeSqs]:
+def scheduled(handler: Any, **invoke: Any) -> tuple[Schedule, Clock, RealTime, FakeSqs]:
     clock, real, sqs = Clock(), RealTime(), FakeSqs()
     clock.set(START)
+    config = AsyncInvoke(function_arn="arn:aws:lambda:us-east-1:123456789012:function:sweeper", **invoke)
     schedule = Schedule(Function("sweeper", handler), 300, '{"t": "<aws.scheduler.scheduled-time>"}', clock,
-                        sqs=sqs, monotonic=real, **settings)  # fmt: skip
+                        invoke=config, sqs=sqs, monotonic=real)  # fmt: skip
     schedule.tick()  # arms
     clock.set(START + 300)
     schedule.tick()  # the run
@@ -163,7 +164,7 @@ def retry_until_settled(schedule: Schedule, real: RealTime, limit: int = 20) -> 
 
 def test_given_a_run_that_fails_once_then_it_is_retried_after_a_backoff_and_nothing_is_dead_lettered() -> None:
     handler = Flaky(failures=1)
-    schedule, _, real, sqs = scheduled(handler, max_retries=2, dead_letter_url="dlq")
+    schedule, _, real, sqs = scheduled(handler, max_retries=2, on_failure_url="dlq")
     assert len(handler.calls) == 1
     assert len(schedule.pending) == 1
     schedule.tick()  # the backoff has not passed: no retry yet
@@ -174,18 +175,22 @@ def test_given_a_run_that_fails_once_then_it_is_retried_after_a_backoff_and_noth
     assert (schedule.fired, schedule.failures, schedule.dead_lettered, schedule.pending, sqs.sent) == (1, 1, 0, [], [])
 
 
-def test_given_a_run_that_keeps_failing_then_after_the_templates_retries_it_goes_to_the_dead_letter_queue() -> None:
+def test_given_a_run_that_keeps_failing_then_after_the_functions_retries_it_goes_to_its_on_failure_queue() -> None:
     handler = Flaky(failures=100)
-    schedule, _, real, sqs = scheduled(handler, max_retries=2, dead_letter_url="dlq")
+    schedule, _, real, sqs = scheduled(handler, max_retries=2, on_failure_url="dlq")
     retry_until_settled(schedule, real)
     assert len(handler.calls) == 3  # the first try and MaximumRetryAttempts = 2 retries
     assert (schedule.failures, schedule.dead_lettered, schedule.dropped) == (3, 1, 0)
     [dead] = sqs.sent
     assert dead["url"] == "dlq"
-    assert dead["body"] == {"t": "2026-11-16T00:05:00Z"}
-    assert dead["attributes"]["ERROR_MESSAGE"] == "RuntimeError: failure 3"
-    assert dead["attributes"]["RETRY_ATTEMPTS"] == "2"
-    assert dead["attributes"]["EXECUTION_ID"] == "sweeper-1"
+    # Lambda's invocation record (what an asynchronous invocation's on-failure destination receives)
+    record = dead["body"]
+    assert record["requestPayload"] == {"t": "2026-11-16T00:05:00Z"}
+    assert record["requestContext"]["condition"] == "RetriesExhausted"
+    assert record["requestContext"]["approximateInvokeCount"] == 3
+    assert record["requestContext"]["functionArn"] == "arn:aws:lambda:us-east-1:123456789012:function:sweeper:$LATEST"
+    assert record["responseContext"]["functionError"] == "Unhandled"
+    assert record["responsePayload"] == {"errorMessage": "failure 3", "errorType": "RuntimeError"}
 
 
 def test_given_no_dead_letter_queue_then_a_run_that_keeps_failing_is_dropped_and_counted() -> None:
@@ -198,20 +203,20 @@ def test_given_no_dead_letter_queue_then_a_run_that_keeps_failing_is_dropped_and
 
 def test_given_a_run_older_than_the_maximum_event_age_then_it_is_not_retried_again() -> None:
     handler = Flaky(failures=100)
-    schedule, clock, real, sqs = scheduled(handler, max_age_seconds=600, dead_letter_url="dlq")  # 185 retries
+    schedule, clock, real, sqs = scheduled(handler, max_retries=185, max_age_seconds=600, on_failure_url="dlq")
     real.now += 10
     schedule.tick()  # the 00:05 run's first retry, 0 s old on the stack's clock
     clock.set(START + 300 + 601)  # now the 00:05 run is 601 s old
     real.now += 10
     schedule.tick()  # its second retry fails and it is too old for another; the next run (00:15:01) fires
     assert [call["t"] for call in handler.calls] == ["2026-11-16T00:05:00Z"] * 3 + ["2026-11-16T00:15:01Z"]
-    assert [dead["body"]["t"] for dead in sqs.sent] == ["2026-11-16T00:05:00Z"]
+    assert [dead["body"]["requestPayload"]["t"] for dead in sqs.sent] == ["2026-11-16T00:05:00Z"]
     assert [run.event["t"] for run in schedule.pending] == ["2026-11-16T00:15:01Z"]
 
 
 def test_given_backoff_then_retries_wait_longer_each_time_up_to_five_seconds() -> None:
     handler = Flaky(failures=100)
-    schedule, _, real, _ = scheduled(handler, max_retries=10, dead_letter_url="dlq")
+    schedule, _, real, _ = scheduled(handler, max_retries=10, on_failure_url="dlq")
     waits = []
     for _ in range(8):
         [run] = schedule.pending

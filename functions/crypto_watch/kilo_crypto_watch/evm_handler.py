@@ -84,7 +84,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         expiring = settlement.announce_expiring(chain.key, timedelta(minutes=settings().quote_expiring_minutes))
         announced = settlement.announce_due()  # what a crash between a bill's save and its event left out
     except Exception:
-        logger.exception("EVM watcher run failed; the schedule retries, then its dead-letter queue")
+        logger.exception("EVM watcher run failed; Lambda retries it, then the dead-letter queue")
         count(SERVICE, Metric.CRYPTO_WATCH_FAILED)
         raise
     count(SERVICE, Metric.CRYPTO_TRANSFERS_SEEN, report.transfers_seen)

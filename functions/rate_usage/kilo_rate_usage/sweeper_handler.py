@@ -40,7 +40,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         with observability.tracer(SERVICE).provider.in_subsegment("## run_sweep"):
             outcome, answers, closes = run_sweep(deps.store, deps.directory, now_ms, config.sweep_policy, expires_at)
     except Exception:
-        logger.exception("sweep failed; the schedule retries, then its dead-letter queue")
+        logger.exception("sweep failed; Lambda retries it once, then the dead-letter queue")
         count(SERVICE, Metric.SWEEP_FAILED)
         raise
     try:
@@ -53,7 +53,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
                 ((close.room_sid, close.participant_sid) for close in closes),
             )
     except Exception:
-        logger.exception("the running-limits check failed; the schedule retries, then its dead-letter queue")
+        logger.exception("the running-limits check failed; Lambda retries it once, then the dead-letter queue")
         count(SERVICE, Metric.SWEEP_FAILED)
         raise
     count(SERVICE, Metric.THRESHOLDS_CROSSED, thresholds)
