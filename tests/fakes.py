@@ -75,8 +75,10 @@ class StaticSecretSource:
         self._livekit = livekit or {}
         self._usage = usage or {}
         self._stripe = stripe or []
+        self.refreshes = 0  # keys read afresh on request
 
-    def livekit_keys(self) -> dict[str, str]:
+    def livekit_keys(self, refresh: bool = False) -> dict[str, str]:
+        self.refreshes += refresh
         return self._livekit
 
     def usage_client(self, client_id: str) -> UsageClient | None:

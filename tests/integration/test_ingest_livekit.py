@@ -587,3 +587,49 @@ def test_given_the_livekit_handler_and_its_dependencies_built_then_neither_the_x
     loaded = set(json.loads(result.stdout))
     assert "kilo_webhook_ingest" in loaded
     assert loaded.isdisjoint({"aws_xray_sdk", "pydantic", "stripe"}), sorted(loaded & {"aws_xray_sdk", "pydantic"})
+
+
+# --- key rotation: a key added to the secret is accepted before the cached copy expires ---------------------------
+
+
+def test_given_a_key_added_to_the_secret_after_it_was_cached_then_its_first_webhook_is_stored_not_refused(
+    stack: Stack, lambda_context: LambdaContext
+) -> None:
+    """LiveKit takes a 401 as delivered and never sends the event again: a webhook signed with a key added to the
+    secret within the cache's 5 minutes must not be refused because the container's copy predates it."""
+    body = fixture("participant_joined")
+    assert send(body, signed(body), lambda_context)[0] == 200  # the keys are now cached in this container
+    secret_id = stack.template.parameters["LiveKitKeysSecretName"]
+    added = LIVEKIT_KEYS | {"APIkeyAdded": "added-secret-0123456789abcdef0123456789"}
+    stack.clients["secretsmanager"].put_secret_value(SecretId=secret_id, SecretString=json.dumps(added))
+    other = fixture("room_finished")
+    status, payload = send(other, signed(other, "APIkeyAdded", added["APIkeyAdded"]), lambda_context)
+    assert (status, payload["status"]) == (200, "stored")
+    # a key nobody configured is still refused, as before
+    status, payload = send(other, signed(other, "APIkeyNobody", "nobody-secret-0123456789abcdef012345"), lambda_context)
+    assert (status, payload["error"]["code"]) == (401, "unknown_api_key")
+
+
+def test_given_tokens_naming_unknown_keys_then_the_secret_is_read_afresh_at_most_once_per_interval(
+    stack: Stack,
+) -> None:
+    """The adapter throttles forced reads: a flood of tokens naming keys nobody configured costs one Secrets Manager
+    call per interval, not one per request."""
+    from kilo_webhook_ingest.adapters import SecretsManagerSource  # noqa: PLC0415
+
+    client = stack.clients["secretsmanager"]
+    counter = count_calls(client)
+    clock = [1000.0]
+    source = SecretsManagerSource(
+        client, {"livekit": stack.template.parameters["LiveKitKeysSecretName"]}, 300, 30.0, lambda: clock[0]
+    )
+    assert source.livekit_keys() == LIVEKIT_KEYS
+    for _ in range(5):
+        source.livekit_keys()  # cached
+    assert counter.count("GetSecretValue") == 1
+    source.livekit_keys(refresh=True)
+    source.livekit_keys(refresh=True)  # within 30 s of the last forced read: the cache answers
+    assert counter.count("GetSecretValue") == 2
+    clock[0] += 31
+    source.livekit_keys(refresh=True)
+    assert counter.count("GetSecretValue") == 3

@@ -13,7 +13,8 @@ Secret shapes (JSON):
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from kilo_billing.aws import ConditionFailedError, InvalidRequestError, StorageUnavailableError, call
@@ -135,18 +136,41 @@ def parse_stripe_secrets(value: Any) -> list[str]:
     return _string_list(value.get("webhook_secrets"), "Stripe webhook_secrets")
 
 
+REFRESH_AT_MOST_EVERY_SECONDS = 30.0  # forced reads of one secret (a token naming a key the cache does not know)
+
+
 class SecretsManagerSource:
     """``SecretSource`` on Secrets Manager through Powertools' ``SecretsProvider`` (in-memory cache, refreshed every
     ``max_age`` seconds), reading with the route's time-budgeted client."""
 
-    def __init__(self, client: Any, names: Mapping[str, str], max_age: int = 300) -> None:
+    def __init__(
+        self,
+        client: Any,
+        names: Mapping[str, str],
+        max_age: int = 300,
+        refresh_every: float = REFRESH_AT_MOST_EVERY_SECONDS,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         from aws_lambda_powertools.utilities.parameters import SecretsProvider  # noqa: PLC0415 - on first build only
 
         self._provider = SecretsProvider(boto3_client=client)
         self._names = dict(names)
         self._max_age = max_age
+        self._refresh_every = refresh_every
+        self._monotonic = monotonic
+        self._refreshed: dict[str, float] = {}
 
-    def _get(self, which: str) -> Any:
+    def _may_refresh(self, which: str) -> bool:
+        """At most one forced read per secret every ``refresh_every`` seconds: tokens naming keys nobody configured
+        cannot make every request a Secrets Manager call."""
+        now = self._monotonic()
+        last = self._refreshed.get(which)
+        if last is not None and now - last < self._refresh_every:
+            return False
+        self._refreshed[which] = now
+        return True
+
+    def _get(self, which: str, refresh: bool = False) -> Any:
         from aws_lambda_powertools.utilities.parameters.exceptions import (  # noqa: PLC0415
             GetParameterError,
             TransformParameterError,
@@ -156,14 +180,15 @@ class SecretsManagerSource:
         if not name:
             raise SecretConfigError(f"no secret name configured for {which}")
         try:
-            return self._provider.get(name, max_age=self._max_age, transform="json")
+            force = refresh and self._may_refresh(which)
+            return self._provider.get(name, max_age=self._max_age, transform="json", force_fetch=force)
         except TransformParameterError as exc:
             raise SecretConfigError(f"secret {name} is not valid JSON") from exc
         except GetParameterError as exc:
             raise SecretConfigError(f"secret {name} could not be read") from exc
 
-    def livekit_keys(self) -> Mapping[str, str]:
-        return parse_livekit_keys(self._get("livekit"))
+    def livekit_keys(self, refresh: bool = False) -> Mapping[str, str]:
+        return parse_livekit_keys(self._get("livekit", refresh))
 
     def usage_client(self, client_id: str) -> UsageClient | None:
         return parse_usage_client(self._get("usage"), client_id)

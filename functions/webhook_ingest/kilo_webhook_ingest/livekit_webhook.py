@@ -29,7 +29,7 @@ import jwt
 
 from kilo_billing.events import LiveKitEventRecord
 from kilo_webhook_ingest import jsontext
-from kilo_webhook_ingest.model import InvalidEventError, UnauthorizedError
+from kilo_webhook_ingest.model import UNKNOWN_API_KEY, InvalidEventError, UnauthorizedError
 
 ALGORITHM = "HS256"
 MAX_ID_BYTES = 256  # LiveKit's ids are ~15 characters
@@ -67,7 +67,7 @@ def verify_signature(body: bytes, authorization: str | None, keys: Mapping[str, 
         raise _unauthorized("bad_signature", "Authorization is not a JWT with an 'iss' (API key) claim")
     secret = keys.get(api_key)
     if secret is None:
-        raise _unauthorized("unknown_api_key", "token was issued by an API key this endpoint does not accept")
+        raise _unauthorized(UNKNOWN_API_KEY, "token was issued by an API key this endpoint does not accept")
     try:
         claims = jwt.decode(
             token,

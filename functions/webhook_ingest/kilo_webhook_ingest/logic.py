@@ -17,10 +17,12 @@ from typing import TYPE_CHECKING
 from kilo_billing.aws import CallBudget
 from kilo_billing.events import ContractError, Item, ItemTooLargeError, UsageEventRecord, check_item_size
 from kilo_webhook_ingest.model import (
+    UNKNOWN_API_KEY,
     EventTooLargeToStoreError,
     ForbiddenAccountError,
     OutOfTimeError,
     RateLimitedError,
+    UnauthorizedError,
     UnstorableEventError,
     UsageClient,
     UsageItemOutcome,
@@ -89,9 +91,19 @@ def ingest_livekit(
     budget = settings.livekit_budget
     require_time(deadline, settings, budget, "read the LiveKit keys")
     keys = secrets.livekit_keys()
-    api_key = livekit_webhook.verify_signature(
-        request.body, request.header("authorization"), keys, settings.livekit_leeway_seconds
-    )
+    authorization = request.header("authorization")
+    try:
+        api_key = livekit_webhook.verify_signature(request.body, authorization, keys, settings.livekit_leeway_seconds)
+    except UnauthorizedError as exc:
+        # a key added to the secret since it was cached (rotation): LiveKit takes a 401 as delivered and would not
+        # send the event again, so read the keys afresh once (the adapter throttles it) before refusing
+        if exc.code != UNKNOWN_API_KEY:
+            raise
+        require_time(deadline, settings, budget, "read the LiveKit keys again")
+        fresh = secrets.livekit_keys(refresh=True)
+        if fresh == keys:
+            raise
+        api_key = livekit_webhook.verify_signature(request.body, authorization, fresh, settings.livekit_leeway_seconds)
     event = livekit_webhook.parse_event(request.body)
     record = livekit_webhook.to_record(event, request.body, api_key, now_ms)
     annotate(event_id=record.event_id, room_sid=record.room_sid)

@@ -22,6 +22,9 @@ class IngestError(Exception):
         self.details = details
 
 
+UNKNOWN_API_KEY = "unknown_api_key"  # the code of a LiveKit token signed by a key this endpoint does not know
+
+
 class UnauthorizedError(IngestError):
     """The signature, key or client is missing, unknown or wrong: nothing of the request is trusted."""
 

@@ -49,7 +49,10 @@ class EventStore(Protocol):
 
 
 class SecretSource(Protocol):
-    def livekit_keys(self) -> Mapping[str, str]: ...
+    def livekit_keys(self, refresh: bool = False) -> Mapping[str, str]:
+        """The accepted LiveKit API keys; ``refresh``: read the secret again rather than from the cache (throttled by
+        the adapter), for a token signed by a key the cached copy does not know - a key just added (rotation)."""
+        ...
 
     def usage_client(self, client_id: str) -> UsageClient | None: ...
 
