@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 
 from kilo_account_api.model import ConflictError, Member, NotFoundError, SessionRecord
 from kilo_billing.accounts import AccountProfile
+from kilo_billing.auth import Role
 from kilo_billing.month_to_date import OpenSessionFigures
 from kilo_billing.usage_signals import Counters
 from tests.fakes import InMemoryAccountDirectory
@@ -66,9 +67,14 @@ class InMemoryMembers:
             raise ConflictError(f"{member.user!r} is already a member")
         self.stored[key] = member
 
-    def remove(self, account_id: str, user: str) -> None:
-        if self.stored.pop((account_id, user), None) is None:
+    def remove(self, account_id: str, user: str, keeping_owner: str | None = None) -> None:
+        if (account_id, user) not in self.stored:
             raise NotFoundError(f"{user!r} is not a member")
+        if keeping_owner is not None:
+            kept = self.stored.get((account_id, keeping_owner))
+            if kept is None or kept.role is not Role.OWNER:
+                raise ConflictError(f"{user!r} was not removed: the account's owners changed meanwhile; retry")
+        del self.stored[(account_id, user)]
 
     def accounts_of(self, user: str) -> list[Member]:
         return [m for (_, member_user), m in sorted(self.stored.items()) if member_user == user]

@@ -169,6 +169,25 @@ def test_given_members_then_add_list_remove_and_pseudonymise_keep_the_contract(m
     assert [m.email for m in members.members("other")] == ["olga@b.example"]
 
 
+def test_given_two_owners_removing_each_other_at_once_then_one_owner_remains(members: MemberStore) -> None:
+    """Both removals read two owners; each is then made keeping the other: the first goes through, the second finds
+    its kept owner gone and is refused - the account is never left without an owner (D77)."""
+    alice = Member("acct", "alice", "", Role.OWNER, ADDED)
+    bob = Member("acct", "bob", "", Role.OWNER, ADDED)
+    mia = Member("acct", "mia", "", Role.MEMBER, ADDED)
+    for member in (alice, bob, mia):
+        members.add(member)
+    members.remove("acct", "bob", keeping_owner="alice")  # alice removes bob
+    with pytest.raises(ConflictError, match="owners changed"):
+        members.remove("acct", "alice", keeping_owner="bob")  # bob's removal of alice, read before his own went
+    assert sorted(m.user for m in members.members("acct")) == ["alice", "mia"]
+    with pytest.raises(ConflictError):  # a member is not an owner to keep either
+        members.remove("acct", "alice", keeping_owner="mia")
+    with pytest.raises(NotFoundError):
+        members.remove("acct", "bob")
+    assert sorted(m.user for m in members.members("acct")) == ["alice", "mia"]
+
+
 PROFILE = AccountProfile("acct", (TierChange(datetime(2026, 1, 1, tzinfo=UTC), "team"),))
 SEGMENT = int(datetime(2026, 11, 1, tzinfo=UTC).timestamp())
 

@@ -219,6 +219,7 @@ ROLES = {
         ("dynamodb:PutItem", MEMBERS_TABLE),
         ("dynamodb:DeleteItem", MEMBERS_TABLE),
         ("dynamodb:UpdateItem", MEMBERS_TABLE),
+        ("dynamodb:ConditionCheckItem", MEMBERS_TABLE),  # removing an owner: another owner must remain
         ("secretsmanager:GetSecretValue", STRIPE_API_KEY),  # Checkout and Billing Portal pages
     ),
     # Cognito's pre-token trigger: a user's memberships, nothing else (no usage, no Stripe)

@@ -204,6 +204,31 @@ def test_given_members_then_admins_cannot_add_or_remove_owners_and_the_last_owne
     assert [m.user for m in logic.members(directory, store, "acct")] == ["olga"]
 
 
+class StaleMembers(InMemoryMembers):
+    """The members store as a request that read the list before a concurrent removal sees it: ``members`` answers
+    that earlier list, writes go to the store as it is now."""
+
+    def __init__(self, store: InMemoryMembers, seen: list[Member]) -> None:
+        super().__init__(store.stored)
+        self.seen = seen
+
+    def members(self, account_id: str) -> list[Member]:
+        return list(self.seen)
+
+
+def test_given_two_owners_removing_each_other_at_once_then_the_second_removal_is_refused() -> None:
+    directory = InMemoryAccountDirectory(profile())
+    store = InMemoryMembers()
+    alice, bob = Member("acct", "alice", "", Role.OWNER, NOW), Member("acct", "bob", "", Role.OWNER, NOW)
+    for member in (alice, bob):
+        logic.add_member(directory, store, Role.OWNER, member)
+    before = store.members("acct")  # both requests read two owners
+    logic.remove_member(directory, store, Role.OWNER, "acct", "bob")  # alice's request commits first
+    with pytest.raises(ConflictError, match="owners changed"):
+        logic.remove_member(directory, StaleMembers(store, before), Role.OWNER, "acct", "alice")  # bob's request
+    assert [m.user for m in logic.members(directory, store, "acct")] == ["alice"]
+
+
 def test_given_an_erasure_then_personal_data_is_pseudonymised_consistently_and_nothing_else_changes() -> None:
     account = profile(email="ops@a.example", phone="+14155550100", name="Ann")
     sessions = [session("RM_1", "alice", 10), session("RM_2", "alice", 5), session("RM_2", "bob", 5)]

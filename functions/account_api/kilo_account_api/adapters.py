@@ -10,6 +10,7 @@ from typing import Any, Final
 
 from kilo_account_api import items
 from kilo_account_api.model import ConflictError, Member, NotFoundError, SessionRecord
+from kilo_billing.auth import Role
 from kilo_billing.aws import ConditionFailedError, call, paged_items, put_if
 from kilo_billing.items import from_item, to_item
 from kilo_billing.periods import Period
@@ -39,16 +40,45 @@ class DynamoMembers:
         if not put_if(self._client, self._table, items.member_to_item(member)):
             raise ConflictError(f"{member.user!r} is already a member of account {member.account_id!r}")
 
-    def remove(self, account_id: str, user: str) -> None:
+    def remove(self, account_id: str, user: str, keeping_owner: str | None = None) -> None:
+        if keeping_owner is None:
+            try:
+                call(
+                    self._client.delete_item,
+                    TableName=self._table,
+                    Key=items.member_key(account_id, user),
+                    ConditionExpression="attribute_exists(pk)",
+                )
+            except ConditionFailedError as exc:
+                raise NotFoundError(f"{user!r} is not a member of account {account_id!r}") from exc
+            return
+        # the delete and the check that another owner remains commit together or not at all (serializable: of two
+        # owners removing each other, the second transaction finds its kept owner gone)
+        owner = to_item({":owner": Role.OWNER.name.lower()})
         try:
             call(
-                self._client.delete_item,
-                TableName=self._table,
-                Key=items.member_key(account_id, user),
-                ConditionExpression="attribute_exists(pk)",
+                self._client.transact_write_items,
+                TransactItems=[
+                    {
+                        "Delete": {
+                            "TableName": self._table,
+                            "Key": items.member_key(account_id, user),
+                            "ConditionExpression": "attribute_exists(pk)",
+                        }
+                    },
+                    {
+                        "ConditionCheck": {
+                            "TableName": self._table,
+                            "Key": items.member_key(account_id, keeping_owner),
+                            "ConditionExpression": "#role = :owner",
+                            "ExpressionAttributeNames": {"#role": "role"},
+                            "ExpressionAttributeValues": owner,
+                        }
+                    },
+                ],
             )
-        except ConditionFailedError as exc:
-            raise NotFoundError(f"{user!r} is not a member of account {account_id!r}") from exc
+        except ConditionFailedError as exc:  # the target went, or the kept owner is no longer one
+            raise ConflictError(f"{user!r} was not removed: the account's owners changed meanwhile; retry") from exc
 
     def accounts_of(self, user: str) -> list[Member]:
         found = paged_items(

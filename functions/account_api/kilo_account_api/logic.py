@@ -482,10 +482,11 @@ def remove_member(
         raise NotFoundError(f"{user!r} is not a member of account {account_id!r}")
     if target.role > caller_role:
         raise ConflictError(f"a {caller_role.name.lower()} cannot remove an {target.role.name.lower()}")
-    owners = [m for m in current.values() if m.role is Role.OWNER]
-    if target.role is Role.OWNER and len(owners) == 1:
+    others = sorted(m.user for m in current.values() if m.role is Role.OWNER and m.user != user)
+    if target.role is Role.OWNER and not others:
         raise ConflictError("the account's last owner cannot be removed")
-    store.remove(account_id, user)
+    # an owner goes only while another owner is still there at that moment (checked in the same atomic step)
+    store.remove(account_id, user, keeping_owner=others[0] if target.role is Role.OWNER else None)
 
 
 # --- privacy --------------------------------------------------------------------------------------------------------

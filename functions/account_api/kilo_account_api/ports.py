@@ -33,8 +33,10 @@ class MemberStore(Protocol):
         """``ConflictError`` when the user is already a member."""
         ...
 
-    def remove(self, account_id: str, user: str) -> None:
-        """``NotFoundError`` when the user is not a member."""
+    def remove(self, account_id: str, user: str, keeping_owner: str | None = None) -> None:
+        """``NotFoundError`` when the user is not a member. ``keeping_owner``: remove only if that user is still an
+        owner of the account when the removal happens (one atomic step), else ``ConflictError`` - two owners removing
+        each other at once must not leave the account with none."""
         ...
 
     def accounts_of(self, user: str) -> list[Member]:
