@@ -1,6 +1,6 @@
 // The dashboard: a hash router over a few views. Public: pricing and sign-in; the rest needs a signed-in account.
 import { configure } from "./api.js";
-import { cognitoSignInUrl, session, signIn, signOut, takeTokenFromUrl } from "./auth.js";
+import { acceptSignIn, cognitoSignInUrl, session, signIn, signInFromUrl, signOut } from "./auth.js";
 import { errorBox, h, say } from "./dom.js";
 import { billingView } from "./views/billing.js";
 import { cardsView } from "./views/cards.js";
@@ -25,7 +25,11 @@ function signInView() {
   const main = h("div");
   main.append(h("h1", {}, "Sign in"));
   if (config.auth.mode === "cognito") {
-    main.append(h("p", {}, h("a", { class: "button", href: cognitoSignInUrl(config.auth) }, "Sign in with your Kilo account")));
+    // the state and nonce are made when the person asks to sign in (one pair per attempt, kept in this tab)
+    main.append(h("p", {}, h("a", { class: "button", href: "#/signin", onclick: (event) => {
+      event.preventDefault();
+      window.location.assign(cognitoSignInUrl(config.auth));
+    } }, "Sign in with your Kilo account")));
     return main;
   }
   const field = h("textarea", { id: "token", name: "token", rows: 4, required: true, autocomplete: "off",
@@ -106,16 +110,17 @@ async function render() {
 }
 
 async function start() {
-  try {
-    takeTokenFromUrl(); // first, before anything awaits: the address bar drops the token at once
-  } catch (error) {
-    say(`The sign-in link's token is not usable: ${error.message}`, "error");
-  }
+  const answer = signInFromUrl(); // first, before anything awaits: the address bar drops the token at once
   try {
     const response = await fetch("config.json", { cache: "no-store" });
     if (response.ok) config = { ...config, ...(await response.json()) };
   } catch {
     // no config.json: the API on the same origin, local sign-in
+  }
+  try {
+    acceptSignIn(answer, config.auth);
+  } catch (error) {
+    say(`Not signed in: ${error.message}`, "error");
   }
   configure(config.apiBase);
   // the skip link moves focus to the content without touching the router's hash

@@ -39,23 +39,60 @@ export function signOut() {
   sessionStorage.removeItem(KEY);
 }
 
-// A token in the URL's fragment (#token=... from a local sign-in link, #id_token=... from Cognito): keep it, then
-// drop it from the address bar and history.
-export function takeTokenFromUrl() {
+// A sign-in's answer in the URL's fragment (#token=... from a local sign-in link, #id_token=...&state=... from
+// Cognito): read it and drop it from the address bar and history at once; whether it is accepted is decided once the
+// site's config says how people sign in here (acceptSignIn).
+export function signInFromUrl() {
   const hash = window.location.hash.replace(/^#\/?/, "");
   const params = new URLSearchParams(hash.includes("?") ? hash.split("?")[1] : hash);
-  const token = params.get("token") || params.get("id_token");
-  if (!token) return false;
-  signIn(token);
+  const found = { token: params.get("token"), idToken: params.get("id_token"), state: params.get("state") };
+  if (!found.token && !found.idToken) return null;
   history.replaceState(null, "", window.location.pathname + "#/usage");
+  return found;
+}
+
+const STATE = "kilo.signin.state";
+const NONCE = "kilo.signin.nonce";
+
+function randomText() {
+  return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+// Only a sign-in this page started is taken (no login CSRF: a link carrying someone else's token must not sign this
+// browser into their account). Cognito: the ID token must come back with the state this tab sent and carry its
+// nonce, both used once. Local stack: its issuer's links (#token=...) are how the demo signs people in.
+export function acceptSignIn(found, auth) {
+  if (!found) return false;
+  if (auth.mode === "cognito") {
+    const state = sessionStorage.getItem(STATE);
+    const nonce = sessionStorage.getItem(NONCE);
+    sessionStorage.removeItem(STATE);
+    sessionStorage.removeItem(NONCE);
+    if (!found.idToken || !state || found.state !== state) {
+      throw new Error("this sign-in was not started from this page: sign in again");
+    }
+    if (!nonce || claimsOf(found.idToken).nonce !== nonce) {
+      throw new Error("this sign-in's token was not issued for this page: sign in again");
+    }
+    signIn(found.idToken);
+    return true;
+  }
+  signIn(found.token || found.idToken);
   return true;
 }
 
+// The hosted UI's address, with a fresh state and nonce kept in this tab for acceptSignIn.
 export function cognitoSignInUrl(auth) {
+  const state = randomText();
+  const nonce = randomText();
+  sessionStorage.setItem(STATE, state);
+  sessionStorage.setItem(NONCE, nonce);
   const url = new URL(auth.authorizeUrl);
   url.searchParams.set("response_type", "token");
   url.searchParams.set("client_id", auth.clientId);
   url.searchParams.set("scope", "openid email");
   url.searchParams.set("redirect_uri", window.location.origin + window.location.pathname);
+  url.searchParams.set("state", state);
+  url.searchParams.set("nonce", nonce);
   return url.toString();
 }
