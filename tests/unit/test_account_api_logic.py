@@ -259,3 +259,27 @@ def test_given_an_open_session_then_the_daily_series_puts_its_minutes_so_far_on_
     days = {d.day.day: (d.video_minutes, d.audio_minutes) for d in report.daily}
     assert (days[3], days[15], len(days)) == ((30, 12), (0, 30), 15)
     assert {m.meter: m.used for m in report.meters}["audio"] == Decimal(42)
+
+
+def test_given_a_pending_downgrade_then_asking_for_the_tier_in_effect_cancels_it_and_an_upgrade_replaces_it() -> None:
+    """Team on Nov 15 asks for Personal: it takes effect on Dec 1. Asking for Team again (the tier in effect) cancels
+    it; asking for Enterprise instead upgrades at once and drops it; a refused tier leaves it as it was."""
+    catalog = default_catalog()
+    directory = InMemoryAccountDirectory(profile(tier="team"))
+    december = datetime(2026, 12, 1, tzinfo=UTC)
+    scheduled = logic.change_tier(directory, catalog, "acct", "personal", NOW)
+    assert (scheduled.effective_at, scheduled.current_tier) == (december, "team")
+    with pytest.raises(InvalidRequestError):
+        logic.change_tier(directory, catalog, "acct", "platinum", NOW)
+    assert directory.profiles["acct"].tier_at(december) == "personal"  # still pending
+    cancelled = logic.change_tier(directory, catalog, "acct", "team", NOW)
+    assert (cancelled.effective_at, cancelled.current_tier) == (NOW, "team")
+    assert [c.tier for c in directory.profiles["acct"].changes] == ["team"]
+    assert directory.profiles["acct"].tier_at(december) == "team"
+    logic.change_tier(directory, catalog, "acct", "personal", NOW)  # scheduled again
+    upgraded = logic.change_tier(directory, catalog, "acct", "enterprise", NOW)
+    assert (upgraded.effective_at, upgraded.current_tier) == (NOW, "enterprise")
+    assert [(c.at, c.tier) for c in directory.profiles["acct"].changes] == [
+        (datetime(2026, 1, 1, tzinfo=UTC), "team"),
+        (NOW, "enterprise"),
+    ]

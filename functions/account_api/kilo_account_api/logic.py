@@ -61,7 +61,7 @@ from kilo_billing.money import ZERO, total
 from kilo_billing.month_to_date import MonthToDate, MonthToDateSource, month_to_date, open_session_extra
 from kilo_billing.periods import Period
 from kilo_billing.periods_store import LedgerStore
-from kilo_billing.rating import RatedPeriod, RatingError
+from kilo_billing.rating import RatedPeriod, RatingError, effective_change
 
 _PERCENT = Decimal("0.01")
 MAX_PAGE = 100
@@ -408,6 +408,8 @@ def change_tier(
         change = max(pending, key=lambda c: c.at)
         return TierChangeOutcome(current, tier, change.at, current.tier_at(now))
     book = catalog.for_period(Period.containing(now))
+    if pending:
+        return _replace_pending(accounts, book, current, tier, now)
     try:
         profile = request_tier_change(accounts, book, account_id, tier, now)
     except UnknownTierError as exc:
@@ -417,6 +419,25 @@ def change_tier(
     except ValueError as exc:  # a change already pending after now
         raise ConflictError(str(exc)) from exc
     change = max(profile.changes, key=lambda c: c.at)
+    return TierChangeOutcome(profile, tier, change.at, profile.tier_at(now))
+
+
+def _replace_pending(
+    accounts: AccountDirectory, book: PriceBook, current: AccountProfile, tier: str, now: datetime
+) -> TierChangeOutcome:
+    """A change is pending (a downgrade at the next period start) and another tier is asked for: the tier in effect
+    now cancels the pending change; any other tier replaces it (an upgrade at once, a downgrade at the next period
+    start). One save, after the new change is known to be valid: a refused request leaves the pending change."""
+    in_effect = current.tier_at(now)
+    kept = tuple(c for c in current.changes if c.at <= now)
+    if tier == in_effect:
+        profile = save_profile(accounts, replace(current, changes=kept))
+        return TierChangeOutcome(profile, tier, now, in_effect)
+    try:
+        change = effective_change(book, in_effect, tier, now)
+    except UnknownTierError as exc:
+        raise InvalidRequestError("tier", str(exc)) from exc
+    profile = save_profile(accounts, replace(current, changes=(*kept, change)))
     return TierChangeOutcome(profile, tier, change.at, profile.tier_at(now))
 
 
