@@ -407,7 +407,8 @@ def compose_close(ledger: AccountLedger, period: Period, catalog: Catalog, now: 
 
 
 def closed_periods(invoices: Iterable[InvoiceRecord]) -> set[str]:
-    return {invoice.period for invoice in invoices}
+    """The periods a period-end invoice closed (an early, progressive invoice closes nothing)."""
+    return {invoice.period for invoice in invoices if not is_early(invoice)}
 
 
 # --- progressive billing: what the period-end invoice deducts (composition of early invoices: kilo_billing.progressive)
