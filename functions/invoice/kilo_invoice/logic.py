@@ -104,7 +104,9 @@ class CloseDeps:
 
 def close_account(deps: CloseDeps, account_id: str, period: Period, now: datetime) -> CloseOutcome:
     """Close ``period`` for one account: compose and store the draft with the billed watermarks (once), issue it
-    (card: one processor invoice, idempotent on our invoice id; crypto: an open USD bill), announce it.
+    (card: one processor invoice, idempotent on our invoice id; crypto: an open USD bill), announce it. The period's
+    early (progressive) invoices that are still drafts - their issue failed in the period's last hours, and the
+    hourly checks look at the running period only - are issued and announced first: the close deducts them.
 
     Safe to run again at any point: a stored invoice is never recomposed, the processor call is idempotent on our
     invoice id, and every status change is conditioned on the status read."""
@@ -126,6 +128,9 @@ def close_account(deps: CloseDeps, account_id: str, period: Period, now: datetim
         break
     if invoice is None:
         raise LedgerConflictError(f"{account_id} {period}: the close kept conflicting")
+    for early in early_invoices(ledger, period):  # the close deducts them: any left a draft is issued first
+        if early.status is InvoiceStatus.DRAFT or ISSUED not in early.announced:
+            _announce_issued(deps, _issue(deps, ledger, early, now), now)
     invoice = _issue(deps, ledger, invoice, now)
     invoice = _announce_issued(deps, invoice, now)
     return CloseOutcome(account_id, period.key, invoice, created)
