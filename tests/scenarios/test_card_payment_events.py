@@ -140,6 +140,8 @@ def test_given_a_dispute_won_then_the_flag_clears_and_nothing_is_charged_back(wo
     intent = _close_and_pay(world, events)
     _apply(world, events, events.add("evt_d1", "charge.dispute.created", _dispute(intent, "needs_response")))
     _apply(world, events, events.add("evt_d2", "charge.dispute.closed", _dispute(intent, "won")))
+    # the created event delivered again after the close (its object as it was then): the dispute stays closed
+    _apply(world, events, events.add("evt_d1", "charge.dispute.created", _dispute(intent, "needs_response")))
     invoice = world.store.invoices["acme/2026-03"]
     assert not world.store.billing["acme"].disputed
     assert (invoice.disputed, invoice.charged_back, invoice.kept) == (False, 0, Decimal("65.20"))

@@ -420,46 +420,67 @@ def apply_stripe_event(
         _save_with(store, invoice, lambda inv: replace(inv, refunded=max(inv.refunded, refunded)))
         return EventOutcome(event_id, event_type, invoice.invoice_id, True)
     if event_type in ("charge.dispute.created", "charge.dispute.closed"):  # the Dispute: its intent and charge
-        refs = (_ref(obj.get("payment_intent")), _ref(obj.get("charge")))
-        ledger, invoice = _find_payment(store, gateway, refs, _metadata(obj))
-        opened = event_type == "charge.dispute.created"
-        dispute_id = str(obj.get("id", ""))
-        status = obj.get("status")
-        if opened and status in ("won", "lost", "warning_closed"):
-            opened = False  # a created event arriving after its close changes nothing
-        lost = status == "lost"  # closed in the customer's favour: the payment's funds stay withdrawn
-        withdrawn = Decimal(int(obj.get("amount", 0))) / 100
-        lost_marker = f"dispute_lost:{dispute_id}"
-
-        def dispute(current: InvoiceRecord) -> InvoiceRecord:
-            updated = replace(current, disputed=opened)
-            if lost and lost_marker not in current.announced:
-                updated = replace(
-                    updated, charged_back=current.charged_back + withdrawn, announced=current.announced | {lost_marker}
-                )
-            return updated
-
-        changed = invoice.disputed != opened or (lost and lost_marker not in invoice.announced)
-        if changed:
-            invoice = _save_with(store, invoice, dispute)
-        if ledger.billing.disputed != opened:
-            store.save_billing(invoice.account_id, replace(ledger.billing, disputed=opened))
-        published: tuple[str, ...] = ()
-        marker = f"dispute:{dispute_id}"
-        if event_type == "charge.dispute.created" and marker not in invoice.announced:
-            alert = DisputeOpenedV1(
-                event_id=f"dispute-opened:{dispute_id}",
-                account_id=invoice.account_id,
-                invoice_id=invoice.invoice_id,
-                dispute_id=dispute_id,
-                amount=money_str(Decimal(int(obj.get("amount", 0))) / 100),
-                occurred_at=now.isoformat(),
-            )
-            publisher.publish(DisputeOpenedV1.DETAIL_TYPE, alert.model_dump())
-            _mark_announced(store, invoice, marker)
-            published = (alert.event_id,)
-        return EventOutcome(event_id, event_type, invoice.invoice_id, changed, published)
+        return _dispute_event(store, publisher, gateway, event_id, event_type, obj, now)
     return EventOutcome(event_id, event_type, None, False)
+
+
+def _dispute_event(
+    store: LedgerStore,
+    publisher: EventPublisher,
+    gateway: PaymentGateway | None,
+    event_id: str,
+    event_type: str,
+    obj: dict[str, Any],
+    now: datetime,
+) -> EventOutcome:
+    """``charge.dispute.created``/``closed`` (the Dispute: its payment intent and charge): the invoice and the account
+    are flagged while it is open, ``DisputeOpened.v1`` is announced once, and a dispute lost is charged back once."""
+    refs = (_ref(obj.get("payment_intent")), _ref(obj.get("charge")))
+    ledger, invoice = _find_payment(store, gateway, refs, _metadata(obj))
+    closing = event_type == "charge.dispute.closed"
+    dispute_id = str(obj.get("id", ""))
+    status = obj.get("status")
+    closed_marker, lost_marker = f"dispute_closed:{dispute_id}", f"dispute_lost:{dispute_id}"
+    # a created event arriving after its close (recorded, or already in the object) changes nothing
+    opened = not closing and status not in ("won", "lost", "warning_closed") and closed_marker not in invoice.announced
+    lost = status == "lost"  # closed in the customer's favour: the payment's funds stay withdrawn
+    withdrawn = Decimal(int(obj.get("amount", 0))) / 100
+
+    def dispute(current: InvoiceRecord) -> InvoiceRecord:
+        updated = replace(current, disputed=opened)
+        if closing:
+            updated = replace(updated, announced=updated.announced | {closed_marker})
+        if lost and lost_marker not in current.announced:
+            updated = replace(
+                updated, charged_back=current.charged_back + withdrawn, announced=updated.announced | {lost_marker}
+            )
+        return updated
+
+    flag_moved = invoice.disputed != opened
+    changed = (
+        flag_moved
+        or (closing and closed_marker not in invoice.announced)
+        or (lost and lost_marker not in invoice.announced)
+    )
+    if changed:
+        invoice = _save_with(store, invoice, dispute)
+    if flag_moved:
+        store.save_billing(invoice.account_id, replace(ledger.billing, disputed=opened))
+    published: tuple[str, ...] = ()
+    marker = f"dispute:{dispute_id}"
+    if event_type == "charge.dispute.created" and marker not in invoice.announced:
+        alert = DisputeOpenedV1(
+            event_id=f"dispute-opened:{dispute_id}",
+            account_id=invoice.account_id,
+            invoice_id=invoice.invoice_id,
+            dispute_id=dispute_id,
+            amount=money_str(Decimal(int(obj.get("amount", 0))) / 100),
+            occurred_at=now.isoformat(),
+        )
+        publisher.publish(DisputeOpenedV1.DETAIL_TYPE, alert.model_dump())
+        _mark_announced(store, invoice, marker)
+        published = (alert.event_id,)
+    return EventOutcome(event_id, event_type, invoice.invoice_id, changed, published)
 
 
 _FINGERPRINT: Final = re.compile(r"[^#\s]{1,200}")
