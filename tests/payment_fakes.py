@@ -25,6 +25,7 @@ class _Invoice:
     lines_added: int = 0
     credited: Decimal = Decimal(0)
     refunded: Decimal = Decimal(0)
+    payments: list[str] = field(default_factory=list)  # the payment intents that paid it (``settle``)
 
 
 @dataclass
@@ -115,6 +116,14 @@ class InMemoryPaymentGateway:
         self.refunds[refund_id] = (gateway_id, amount)
         return refund_id
 
+    def payment_refs(self, gateway_id: str) -> tuple[str, ...]:
+        self._call("payment_refs")
+        return tuple(self._by_gateway_id(gateway_id).payments)
+
+    def invoice_for_payment(self, payment_ref: str) -> str | None:
+        self._call("invoice_for_payment")
+        return next((i.gateway_id for i in self.invoices.values() if payment_ref in i.payments), None)
+
     def void(self, gateway_id: str) -> None:
         self._call("void")
         invoice = self._by_gateway_id(gateway_id)
@@ -150,6 +159,12 @@ class InMemoryPaymentGateway:
         return next((account for account, known in self.customers.items() if known == customer_id), None)
 
     # what the processor does on its own (tests drive it): a card payment succeeding or failing
-    def settle(self, invoice_id: str, paid: bool) -> None:
+    def settle(self, invoice_id: str, paid: bool) -> str | None:
+        """Returns the payment intent that paid it (``None``: not paid)."""
         invoice = self.invoices[invoice_id]
-        invoice.status = "paid" if paid else invoice.status
+        if not paid or invoice.status == "paid":
+            return None
+        invoice.status = "paid"
+        intent = self._new_id("pi")
+        invoice.payments.append(intent)
+        return intent

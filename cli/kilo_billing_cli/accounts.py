@@ -20,6 +20,7 @@ from kilo_billing.accounts import (
     AccountExistsError,
     AccountProfile,
     InvalidAccountIdError,
+    InvoicedPeriodError,
     MidPeriodDowngradeError,
     UnknownAccountError,
     register_account,
@@ -57,7 +58,9 @@ def add_parser(sub: Any, decimal: Callable[[str], Any]) -> None:
     tier = commands.add_parser("tier", help="change an account's tier (upgrades now, downgrades at period end)")
     tier.add_argument("--account", required=True)
     tier.add_argument("--tier", required=True)
-    tier.add_argument("--at", type=_instant, help="when the change is requested (default: now)")
+    tier.add_argument(
+        "--at", type=_instant, help="when the change is requested (default: now; not in an invoiced period)"
+    )
     budget = commands.add_parser(
         "budget", help="set the monthly budget: alert percentages (soft) and an optional hard limit that stops calls"
     )
@@ -79,7 +82,9 @@ def add_parser(sub: Any, decimal: Callable[[str], Any]) -> None:
     )
     change.add_argument("account", help="account id")
     change.add_argument("tier", help="personal, team or enterprise")
-    change.add_argument("--at", type=_instant, help="when the change is requested (default: now)")
+    change.add_argument(
+        "--at", type=_instant, help="when the change is requested (default: now; not in an invoiced period)"
+    )
     show = commands.add_parser("show", help="an account's profile")
     show.add_argument("--account", required=True)
     for command in (create, tier, change, budget, status, show):
@@ -115,8 +120,23 @@ def dynamo_directory(table: str) -> AccountDirectory:
     return DynamoAccountDirectory(client("dynamodb"), table)
 
 
-def run(args: argparse.Namespace, catalog: Catalog, directory: AccountDirectory | None = None) -> dict[str, object]:
-    """Do the command; errors a user can fix are ``ValueError`` (the caller prints them and exits 2)."""
+def invoiced_periods(table: str, account_id: str) -> set[str]:
+    """The periods the account's period-end invoices closed (one Query of its ledger)."""
+    from kilo_billing.aws import client  # noqa: PLC0415
+    from kilo_billing.invoicing import closed_periods  # noqa: PLC0415
+    from kilo_billing.periods_store import DynamoLedgerStore  # noqa: PLC0415
+
+    return closed_periods(DynamoLedgerStore(client("dynamodb"), table).ledger(account_id).invoices.values())
+
+
+def run(
+    args: argparse.Namespace,
+    catalog: Catalog,
+    directory: AccountDirectory | None = None,
+    invoiced: Callable[[str], set[str]] | None = None,
+) -> dict[str, object]:
+    """Do the command; errors a user can fix are ``ValueError`` (the caller prints them and exits 2). ``invoiced``:
+    an account's invoiced periods (default: read from the usage table); a tier change dated in one is refused."""
     now = datetime.now(UTC)
     try:
         directory = directory or dynamo_directory(args.usage_table)
@@ -129,7 +149,8 @@ def run(args: argparse.Namespace, catalog: Catalog, directory: AccountDirectory 
         elif args.account_command in ("tier", "change-tier"):
             at = args.at or now
             book = catalog.for_period(Period.containing(at))
-            profile = request_tier_change(directory, book, args.account, args.tier, at)
+            closed = (invoiced or (lambda account: invoiced_periods(args.usage_table, account)))(args.account)
+            profile = request_tier_change(directory, book, args.account, args.tier, at, closed)
         elif args.account_command == "budget":
             change = BudgetChange(
                 budget_usd=args.budget_usd,
@@ -151,6 +172,7 @@ def run(args: argparse.Namespace, catalog: Catalog, directory: AccountDirectory 
         UnknownTierError,
         RatingError,
         MidPeriodDowngradeError,
+        InvoicedPeriodError,
     ) as exc:
         raise ValueError(str(exc)) from exc
     return profile_json(profile)

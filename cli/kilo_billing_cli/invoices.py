@@ -79,8 +79,9 @@ def run(args: argparse.Namespace, console: Console) -> None:
 
 
 def _refund(args: argparse.Namespace, console: Console) -> None:
-    """``invoice refund`` and ``invoice crypto-refund-sent``: through ``kilo_invoice.logic`` (a card refund is keyed on
-    the invoice and the amounts already refunded, so a rerun after a timeout finds Stripe's first refund)."""
+    """``invoice refund`` and ``invoice crypto-refund-sent``: through ``kilo_invoice.logic`` (a card refund is recorded
+    on the invoice before Stripe is asked, keyed on its request number, so a rerun after a timeout finishes the same
+    refund instead of making a second)."""
     from kilo_billing.accounts import check_account_id  # noqa: PLC0415
     from kilo_invoice.logic import InvoiceNotFoundError, refund_invoice, settle_crypto_refund  # noqa: PLC0415
 
@@ -171,6 +172,7 @@ def _summary(invoice: InvoiceRecord) -> dict[str, Any]:
         "status": invoice.status.value,
         "total": money_str(invoice.total),
         "refunded": money_str(invoice.refunded),
+        "charged_back": money_str(invoice.charged_back),
         "hosted_url": invoice.hosted_url,
         "pdf_url": invoice.pdf_url,
         "transitions": [{"status": status, "at": at} for status, at in invoice.transitions],

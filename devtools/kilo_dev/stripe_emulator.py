@@ -8,10 +8,13 @@ refuse a key reused with other parameters (Stripe's rules); ``expire_idempotency
 
 Card payments: a charge_automatically invoice finalized with ``auto_advance`` is charged at once with the
 customer's default payment method: ``pm_card_visa`` pays, ``pm_card_chargeCustomerFail`` is declined
-(``invoice.payment_failed``), no card leaves it open (Stripe would retry). Events (``invoice.finalized``,
-``invoice.paid``, ``invoice.payment_failed``, ``refund.created``) go to ``on_event``. Line amounts follow Stripe's
-documented rule (``unit_amount_decimal`` x quantity rounded to the nearest cent per line); ties, which Stripe's docs
-leave open, are rounded half-to-even here - the other way from our half-up - so a tie sent as a price would show.
+(``invoice.payment_failed``), no card leaves it open (Stripe would retry); a paid invoice has an InvoicePayment naming
+its payment intent, whose charge names the intent (API 2026-10-28: neither names the invoice). Events
+(``invoice.finalized``, ``invoice.paid``, ``invoice.payment_failed``, ``charge.refunded``, ``refund.created``, and
+``charge.dispute.created``/``closed`` from ``open_dispute``/``close_dispute``) go to ``on_event``. Line amounts follow
+Stripe's documented rule (``unit_amount_decimal`` x quantity rounded to the nearest cent per line); ties, which
+Stripe's docs leave open, are rounded half-to-even here - the other way from our half-up - so a tie sent as a price
+would show.
 
 Used by the contract tests through ``EmulatorHTTPClient`` (a ``stripe.HTTPClient``) and by the stand-in server.
 """
@@ -407,6 +410,26 @@ class StripeEmulator:
                 metadata={},
             )
             intent["_refunded"] = 0
+            charge = self._from_fixture(
+                "charge",
+                id=self._new_id("ch"),
+                created=next(self._clock),
+                amount=invoice["amount_paid"],
+                amount_captured=invoice["amount_paid"],
+                amount_refunded=0,
+                captured=True,
+                paid=True,
+                refunded=False,
+                disputed=False,
+                status="succeeded",
+                currency=invoice["currency"],
+                customer=invoice["customer"],
+                payment_intent=intent["id"],
+                metadata={},
+            )
+            charge["refunds"] = {"object": "list", "data": [], "has_more": False, "url": "/v1/refunds"}
+            intent["latest_charge"] = charge["id"]
+            self._store("charge", charge)
             self._store("payment_intent", intent)
             payment = self._from_fixture(
                 "invoice_payment",
@@ -432,13 +455,14 @@ class StripeEmulator:
         return self._view("invoice", invoice)
 
     def _invoice_payments_list(self, ids: dict[str, str], params: Json) -> Json:
-        wanted, status = params.get("invoice"), params.get("status")
-        return self._list(
-            "invoice_payment",
-            params,
-            lambda obj: wanted in (None, obj["invoice"]) and status in (None, obj["status"]),
-            "/v1/invoice_payments",
-        )
+        wanted, status, payment = params.get("invoice"), params.get("status"), params.get("payment") or {}
+
+        def keep(obj: Json) -> bool:
+            paid_by = obj["payment"]
+            same_payment = all(paid_by.get(name) == value for name, value in payment.items())
+            return wanted in (None, obj["invoice"]) and status in (None, obj["status"]) and same_payment
+
+        return self._list("invoice_payment", params, keep, "/v1/invoice_payments")
 
     # ------------------------------------------------------------------ credit notes and refunds
     def _credit_notes_create(self, ids: dict[str, str], params: Json) -> Json:
@@ -488,20 +512,55 @@ class StripeEmulator:
                 400, f"Refund amount {amount} is more than what is left to refund", code="amount_too_large"
             )
         intent["_refunded"] += amount
+        charge = self._get("charge", intent["latest_charge"])
+        charge["amount_refunded"] += amount
+        charge["refunded"] = charge["amount_refunded"] == charge["amount"]
         refund = self._from_fixture(
             "refund",
             id=self._new_id("re"),
             created=next(self._clock),
             amount=amount,
             payment_intent=intent["id"],
-            charge=None,
+            charge=charge["id"],
             currency=intent["currency"],
             metadata=dict(params.get("metadata") or {}),
             reason=params.get("reason"),
             status="succeeded",
         )
+        self._emit("charge.refunded", self._view("charge", charge))
         self._emit("refund.created", refund)
         return self._view("refund", self._store("refund", refund))
+
+    # ------------------------------------------------------------------ disputes (the cardholder's bank's part)
+    def open_dispute(self, payment_intent: str) -> str:
+        """The cardholder disputes the payment: ``charge.dispute.created`` (the Dispute names its charge and payment
+        intent, as Stripe's do). Returns the dispute's id."""
+        with self._lock:
+            intent = self._get("payment_intent", payment_intent)
+            charge = self._get("charge", intent["latest_charge"])
+            charge["disputed"] = True
+            dispute = self._from_fixture(
+                "dispute",
+                id=self._new_id("dp"),
+                created=next(self._clock),
+                amount=charge["amount"],
+                currency=charge["currency"],
+                charge=charge["id"],
+                payment_intent=intent["id"],
+                status="needs_response",
+                metadata={},
+            )
+            self._store("dispute", dispute)
+            self._emit("charge.dispute.created", self._view("dispute", dispute))
+            return str(dispute["id"])
+
+    def close_dispute(self, dispute_id: str, *, won: bool) -> None:
+        """The bank decides: ``charge.dispute.closed`` with ``won`` or ``lost`` (the funds stay withdrawn)."""
+        with self._lock:
+            dispute = self._get("dispute", dispute_id)
+            dispute["status"] = "won" if won else "lost"
+            dispute["is_charge_refundable"] = False
+            self._emit("charge.dispute.closed", self._view("dispute", dispute))
 
     def _refunds_list(self, ids: dict[str, str], params: Json) -> Json:
         wanted = params.get("payment_intent")

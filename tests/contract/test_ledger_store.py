@@ -14,7 +14,7 @@ import pytest
 from kilo_billing.account_store import DynamoAccountDirectory
 from kilo_billing.accounts import AccountProfile
 from kilo_billing.catalog import default_catalog
-from kilo_billing.invoicing import AccountLedger, BillingState, InvoiceStatus, compose_close
+from kilo_billing.invoicing import AccountLedger, BillingState, InvoiceStatus, RefundRequest, compose_close
 from kilo_billing.items import to_item
 from kilo_billing.periods import Period
 from kilo_billing.periods_store import DynamoLedgerStore, LedgerConflictError, LedgerStore
@@ -135,6 +135,28 @@ def test_given_an_invoice_then_updates_need_the_status_read_and_gateway_ids_find
     assert ledger.store.invoice_for_gateway("in_1") == ("acme", "acme/2026-03")
     assert ledger.store.invoice_for_gateway("ch_1") == ("acme", "acme/2026-03")
     assert ledger.store.invoice_for_gateway("in_2") is None
+
+
+def test_given_a_paid_invoice_then_its_payments_refund_request_and_chargeback_read_back(ledger: Ledger) -> None:
+    ledger.register(_team("acme"))
+    draft = _draft(ledger.store.ledger("acme"))
+    ledger.store.create_invoice(draft)
+    opened = replace(draft.invoice.moved(InvoiceStatus.OPEN, MAR.end), gateway_id="in_1")
+    ledger.store.update_invoice(opened, InvoiceStatus.DRAFT)
+    paid = replace(
+        opened.moved(InvoiceStatus.PAID, MAR.end),
+        gateway_refs=("pi_1",),
+        refunds_requested=2,
+        refund_pending=RefundRequest("acme/2026-03/refund/2", Decimal("5.00"), Decimal("10.00")),
+        refunded=Decimal("10.00"),
+        charged_back=Decimal("20.50"),
+    )
+    ledger.store.update_invoice(paid, InvoiceStatus.OPEN)
+    assert ledger.store.ledger("acme").invoices["acme/2026-03"] == paid
+    assert ledger.store.invoice_for_gateway("pi_1") == ("acme", "acme/2026-03")
+    finished = replace(paid, refund_pending=None, refunded=Decimal("15.00"))
+    ledger.store.update_invoice(finished, InvoiceStatus.PAID)
+    assert ledger.store.ledger("acme").invoices["acme/2026-03"] == finished
 
 
 def test_given_billing_details_then_they_read_back_and_accounts_are_listed(ledger: Ledger) -> None:

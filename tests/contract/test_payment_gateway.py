@@ -115,3 +115,22 @@ def test_given_a_customer_then_its_account_is_read_back_and_an_unknown_customer_
     assert gateway.customer_account(customer) == "acct-1"
     assert gateway.customer_account(other) == "acct-2"
     assert gateway.customer_account("cus_unknown") is None  # not ours (Stripe: resource_missing)
+
+
+def test_given_a_paid_invoice_then_its_payment_names_it_and_it_names_its_payment(gateway: PaymentGateway) -> None:
+    customer = gateway.ensure_customer(Customer("acct-1"))
+    gateway.set_default_payment_method(customer, "pm_card_visa")  # Stripe charges it when the invoice is finalized
+    issued = gateway.issue_invoice(_request(gateway))
+    if isinstance(gateway, InMemoryPaymentGateway):
+        gateway.settle(issued.invoice_id, paid=True)  # the fake's processor side of the same charge
+    refs = gateway.payment_refs(issued.gateway_id)
+    assert len(refs) == 1
+    assert refs[0].startswith("pi_")  # Stripe surfaces the payment intent of a card payment, not its charge
+    assert gateway.invoice_for_payment(refs[0]) == issued.gateway_id
+    assert gateway.invoice_for_payment("pi_NotOurs") is None
+    other = gateway.ensure_customer(Customer("acct-2"))  # no card: the invoice stays open, nothing paid
+    unpaid = gateway.issue_invoice(
+        InvoiceRequest("inv-acct-2-2026-11", "KB-acct-2-0001", "acct-2", other, [GatewayLine("fee", Decimal("29.00"))])
+    )
+    assert unpaid.status == "open"
+    assert gateway.payment_refs(unpaid.gateway_id) == ()

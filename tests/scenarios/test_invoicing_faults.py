@@ -1,6 +1,6 @@
 """Faults around the close and the payment status (Given/When/Then): rating racing the close, reruns, processor
 outages, a crash between the processor's invoice and our record, webhooks twice and out of order, a declined card,
-refunds."""
+refunds (card payment events and refund reruns: test_card_payment_events.py)."""
 
 from __future__ import annotations
 
@@ -143,7 +143,7 @@ def _invoice_obj(world: World, **extra: object) -> dict[str, object]:
 def test_given_invoice_paid_twice_and_a_late_payment_failed_then_paid_once_no_alert(world: World) -> None:
     world.close("acme", MAR)
     events = Events()
-    paid = events.add("evt_1", "invoice.paid", _invoice_obj(world, charge="ch_1"))
+    paid = events.add("evt_1", "invoice.paid", _invoice_obj(world))
     failed = events.add("evt_0", "invoice.payment_failed", _invoice_obj(world))
     now = at(2, 4)
     assert apply_stripe_event(world.store, world.bus, events, *paid, now).changed
@@ -168,25 +168,6 @@ def test_given_a_declined_card_then_payment_failed_and_one_alert_then_paid_on_re
     paid = events.add("evt_3", "invoice.paid", _invoice_obj(world))
     apply_stripe_event(world.store, world.bus, events, *paid, now)
     assert world.store.invoices["acme/2026-03"].status is InvoiceStatus.PAID
-
-
-def test_given_a_dispute_then_the_account_is_flagged_once_and_cleared_on_close(world: World) -> None:
-    world.close("acme", MAR)
-    events = Events()
-    now = at(2, 4)
-    apply_stripe_event(
-        world.store, world.bus, events, *events.add("e1", "invoice.paid", _invoice_obj(world, charge="ch_9")), now
-    )
-    opened = events.add(
-        "e2", "charge.dispute.created", {"id": "dp_1", "charge": "ch_9", "amount": 6520, "status": "needs_response"}
-    )
-    apply_stripe_event(world.store, world.bus, events, *opened, now)
-    apply_stripe_event(world.store, world.bus, events, *opened, now)
-    assert world.store.billing["acme"].disputed
-    assert [d["amount"] for t, d in world.bus.events if t == "DisputeOpened.v1"] == ["65.20"]
-    closed = events.add("e3", "charge.dispute.closed", {"id": "dp_1", "charge": "ch_9", "status": "won"})
-    apply_stripe_event(world.store, world.bus, events, *closed, now)
-    assert not world.store.billing["acme"].disputed
 
 
 # --- refunds ----------------------------------------------------------------------------------------------------

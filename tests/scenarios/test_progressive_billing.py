@@ -11,10 +11,12 @@ from decimal import Decimal
 import pytest
 
 from kilo_billing.catalog import default_catalog
-from kilo_billing.invoicing import InvoiceRecord
+from kilo_billing.invoicing import InvoiceRecord, InvoiceStatus
 from kilo_billing.periods import Period
 from kilo_billing.progressive import compose_early, early_check, invoice_early
 from kilo_billing.rating import TierChange
+from kilo_invoice.gateway import GatewayUnavailableError
+from kilo_invoice.logic import close_through, issue_early
 from tests.scenarios.test_invoicing import FEB, MAR, World, at, seg
 
 APR = Period(2026, 4)
@@ -196,3 +198,30 @@ def test_given_the_close_landing_during_an_early_invoice_then_no_early_invoice(w
     march = world.store.invoices["acme/2026-03"]
     assert march.total == Decimal("36.20")  # 7.20 + April 29.00, billed once
     assert "acme/2026-03/early-1" not in world.store.invoices
+
+
+def test_given_an_early_invoice_left_a_draft_at_month_end_then_the_close_issues_it_before_deducting_it(
+    world: World,
+) -> None:
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", 60_000)  # 10,000 over x 0.00072 = 7.20
+    world.gateway.fail_next = [GatewayUnavailableError("stripe down")] * 20
+    late_march = datetime(2026, 3, 31, 23, 30, tzinfo=UTC)
+    for _ in range(5):  # the early check's job, received maxReceiveCount times, then dead-lettered
+        with pytest.raises(GatewayUnavailableError):
+            issue_early(world.deps, "acme", MAR, late_march)
+    world.gateway.fail_next = []
+    assert world.store.invoices["acme/2026-03/early-1"].status is InvoiceStatus.DRAFT
+    assert issue_early(world.deps, "acme", APR, datetime(2026, 4, 1, 1, tzinfo=UTC)) == []  # April's check: April's
+
+    close = close_through(world.deps, "acme", MAR, datetime(2026, 4, 1, 6, tzinfo=UTC))[-1].invoice
+    assert close is not None
+    assert kinds(close, "billed_early") == ["-7.20"]
+    assert close.total == Decimal("29.00")  # April's fee in advance; March's 7.20 is the early invoice's
+    drafted = world.store.invoices["acme/2026-03/early-1"]
+    assert drafted.status is InvoiceStatus.OPEN  # issued by the close
+    assert world.gateway.invoices["acme/2026-03/early-1"].request.total == Decimal("7.20")
+    issued = [d["invoice_id"] for t, d in world.bus.events if t == "InvoiceIssued.v1"]
+    assert issued == ["acme/2026-02", "acme/2026-03/early-1", "acme/2026-03"]
+    # billed for March through Stripe: 7.20 + 29.00 = 36.20 = the month without progressive billing (7.20 + 29.00)
+    march = [i.request.total for key, i in world.gateway.invoices.items() if key.startswith("acme/2026-03")]
+    assert sum(march) == Decimal("36.20")

@@ -9,13 +9,20 @@ import pytest
 
 from kilo_billing.accounts import (
     AccountExistsError,
+    AccountProfile,
     InvalidAccountIdError,
+    InvoicedPeriodError,
     UnknownAccountError,
     change_tier,
     check_account_id,
     is_account_id,
     register_account,
+    request_tier_change,
 )
+from kilo_billing.catalog import default_catalog
+from kilo_billing.invoicing import compose_close
+from kilo_billing.periods import Period
+from kilo_billing.periods_store import DynamoLedgerStore
 from kilo_billing.rating import TierChange
 from kilo_billing_cli.main import main
 from tests.conftest import Stack
@@ -85,6 +92,26 @@ def test_given_a_tier_change_before_a_later_one_then_refused() -> None:
         change_tier(directory, "ghost", TierChange(SIGNUP, "team"))
 
 
+def test_given_an_invoiced_period_then_a_tier_change_dated_in_it_is_refused_naming_it() -> None:
+    directory = InMemoryAccountDirectory()
+    signup = datetime(2026, 9, 1, tzinfo=UTC)
+    register_account(directory, "acct-1", "personal", signup, TIERS)
+    book = default_catalog().for_period(Period(2026, 11))
+    invoiced = {"2026-09", "2026-10"}
+    backdated = datetime(2026, 10, 16, tzinfo=UTC)
+    with pytest.raises(InvoicedPeriodError, match=r"falls in 2026-10, which is already invoiced.* 2026-11 or later"):
+        request_tier_change(directory, book, "acct-1", "team", backdated, invoiced)
+    with pytest.raises(InvoicedPeriodError, match="falls in 2026-09"):
+        change_tier(directory, "acct-1", TierChange(datetime(2026, 9, 30, tzinfo=UTC), "team"), invoiced)
+    assert directory.profiles["acct-1"].changes == (TierChange(signup, "personal"),)
+    # the first instant of the next period is not invoiced; a downgrade asked for in October takes effect on Nov 1
+    up = request_tier_change(directory, book, "acct-1", "team", datetime(2026, 11, 1, tzinfo=UTC), invoiced)
+    assert up.changes[-1] == TierChange(datetime(2026, 11, 1, tzinfo=UTC), "team")
+    directory.profiles["acct-1"] = AccountProfile("acct-1", (TierChange(signup, "team"),))  # a team account
+    down = request_tier_change(directory, book, "acct-1", "personal", backdated, invoiced)
+    assert down.changes[-1] == TierChange(datetime(2026, 11, 1, tzinfo=UTC), "personal")
+
+
 def _cli(capsys: pytest.CaptureFixture[str], table: str, *argv: str) -> dict[str, object]:
     assert main(["account", *argv, "--usage-table", table, "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
@@ -128,3 +155,24 @@ def test_given_bad_cli_input_then_exit_2_naming_the_problem(
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
     assert [item for item in stack.table_items("UsageTable") if item["sk"]["S"] == "PROFILE"] == []
+
+
+def test_given_a_closed_month_when_the_cli_backdates_a_tier_change_into_it_then_exit_2_naming_the_month(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    table = stack.template.physical_name("UsageTable")
+    _cli(capsys, table, "create", "--account", "acct-9", "--tier", "personal", "--signup", "2026-10-01T00:00Z")
+    store = DynamoLedgerStore(stack.clients["dynamodb"], table)
+    october = Period(2026, 10)
+    draft = compose_close(store.ledger("acct-9"), october, default_catalog(), october.end)
+    assert draft is not None
+    store.create_invoice(draft)  # October's invoice, as the close writes it
+    with pytest.raises(SystemExit) as exit_info:
+        main(["account", "change-tier", "acct-9", "team", "--at", "2026-10-16T00:00:00Z", "--usage-table", table])
+    assert exit_info.value.code == 2
+    assert "falls in 2026-10, which is already invoiced" in capsys.readouterr().err
+    shown = _cli(capsys, table, "change-tier", "acct-9", "team", "--at", "2026-11-02T00:00:00Z")
+    assert shown["tiers"] == [
+        {"from": "2026-10-01T00:00:00+00:00", "tier": "personal"},
+        {"from": "2026-11-02T00:00:00+00:00", "tier": "team"},
+    ]

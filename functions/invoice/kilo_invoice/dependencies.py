@@ -72,6 +72,12 @@ class LazyGateway:
     def refund(self, gateway_id: str, amount: Decimal, refund_id: str) -> str:
         return self.gateway.refund(gateway_id, amount, refund_id)
 
+    def payment_refs(self, gateway_id: str) -> tuple[str, ...]:
+        return self.gateway.payment_refs(gateway_id)
+
+    def invoice_for_payment(self, payment_ref: str) -> str | None:
+        return self.gateway.invoice_for_payment(payment_ref)
+
     def void(self, gateway_id: str) -> None:
         self.gateway.void(gateway_id)
 
@@ -144,7 +150,8 @@ class PaymentDependencies:
     store: LedgerStore
     publisher: EventPublisher
     events: StripeEvents
-    gateway: PaymentGateway  # lazy: Stripe loads only for a completed Checkout (the saved card becomes the default)
+    gateway: PaymentGateway  # lazy: Stripe loads only for an event that needs a call (a paid invoice's payments,
+    # a saved card, a refund or dispute not matched yet)
 
 
 @cache

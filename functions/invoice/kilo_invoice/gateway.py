@@ -92,6 +92,17 @@ class PaymentGateway(Protocol):
         """Refund part or all of a paid invoice's payment; returns the refund id."""
         ...
 
+    def payment_refs(self, gateway_id: str) -> tuple[str, ...]:
+        """The processor's ids of an invoice's paid payments (Stripe: each InvoicePayment's payment intent, or its
+        charge when the payment has no intent), oldest first: what the processor's refund and dispute events name
+        (``invoice.paid`` records them on our invoice)."""
+        ...
+
+    def invoice_for_payment(self, payment_ref: str) -> str | None:
+        """The processor's invoice id a paid payment (a payment intent id) belongs to; ``None`` when it pays none of
+        ours (a refund or dispute event that arrives before its ``invoice.paid`` is matched this way)."""
+        ...
+
     def void(self, gateway_id: str) -> None: ...
 
     def set_default_payment_method(self, customer_id: str, payment_method: str) -> str:

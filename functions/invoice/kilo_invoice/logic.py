@@ -19,6 +19,7 @@ from kilo_billing.invoicing import (
     BillingMethod,
     InvoiceRecord,
     InvoiceStatus,
+    RefundRequest,
     can_move,
     compose_close,
     early_invoices,
@@ -33,6 +34,7 @@ from kilo_invoice.gateway import (
     Customer,
     GatewayInvoice,
     GatewayLine,
+    GatewayRejectedError,
     GatewayUnavailableError,
     InvoiceRequest,
     PaymentGateway,
@@ -102,7 +104,9 @@ class CloseDeps:
 
 def close_account(deps: CloseDeps, account_id: str, period: Period, now: datetime) -> CloseOutcome:
     """Close ``period`` for one account: compose and store the draft with the billed watermarks (once), issue it
-    (card: one processor invoice, idempotent on our invoice id; crypto: an open USD bill), announce it.
+    (card: one processor invoice, idempotent on our invoice id; crypto: an open USD bill), announce it. The period's
+    early (progressive) invoices that are still drafts - their issue failed in the period's last hours, and the
+    hourly checks look at the running period only - are issued and announced first: the close deducts them.
 
     Safe to run again at any point: a stored invoice is never recomposed, the processor call is idempotent on our
     invoice id, and every status change is conditioned on the status read."""
@@ -124,6 +128,9 @@ def close_account(deps: CloseDeps, account_id: str, period: Period, now: datetim
         break
     if invoice is None:
         raise LedgerConflictError(f"{account_id} {period}: the close kept conflicting")
+    for early in early_invoices(ledger, period):  # the close deducts them: any left a draft is issued first
+        if early.status is InvoiceStatus.DRAFT or ISSUED not in early.announced:
+            _announce_issued(deps, _issue(deps, ledger, early, now), now)
     invoice = _issue(deps, ledger, invoice, now)
     invoice = _announce_issued(deps, invoice, now)
     return CloseOutcome(account_id, period.key, invoice, created)
@@ -315,6 +322,51 @@ def _find(
     raise InvoiceNotFoundError(f"no invoice of ours for {ours or [i for i in ids if i]}")
 
 
+def _find_payment(
+    store: LedgerStore, gateway: PaymentGateway | None, refs: Iterable[str | None], metadata: dict[str, Any]
+) -> tuple[AccountLedger, InvoiceRecord]:
+    """The invoice a charge, refund or dispute event is about: by the payment's pointers ``invoice.paid`` recorded,
+    else (the event came first: any order is possible) by asking the processor which invoice the payment intent
+    paid; the refs are then recorded on the invoice, as ``invoice.paid`` would have."""
+    wanted = tuple(ref for ref in refs if ref)
+    try:
+        return _find(store, wanted, metadata)
+    except InvoiceNotFoundError:
+        if gateway is None:
+            raise
+    for ref in wanted:
+        gateway_id = gateway.invoice_for_payment(ref)  # unavailable: raised, the queue delivers the event again
+        found = store.invoice_for_gateway(gateway_id) if gateway_id else None
+        if found is None:
+            continue
+        ledger = store.ledger(found[0])
+        invoice = ledger.invoices.get(found[1])
+        if invoice is None:
+            continue
+        invoice = _save_with(store, invoice, lambda inv: _with_refs(inv, wanted))
+        return ledger, invoice
+    raise InvoiceNotFoundError(f"no invoice of ours for {list(wanted)}")
+
+
+def _with_refs(invoice: InvoiceRecord, refs: Iterable[str]) -> InvoiceRecord:
+    new = tuple(dict.fromkeys(ref for ref in refs if ref not in invoice.gateway_refs))
+    return replace(invoice, gateway_refs=invoice.gateway_refs + new) if new else invoice
+
+
+def _paid_with(gateway: PaymentGateway | None, invoice: InvoiceRecord) -> tuple[str, ...]:
+    """The processor's ids of the payments of a paid card invoice (one call; none when they are already recorded):
+    refund and dispute events name them, not the invoice. A processor that refuses the lookup for good leaves the
+    payment matched later by ``_find_payment``."""
+    if gateway is None or invoice.gateway_id is None or invoice.method is not BillingMethod.CARD:
+        return ()
+    if invoice.status is InvoiceStatus.PAID and invoice.gateway_refs:
+        return ()  # a repeated invoice.paid: recorded the first time
+    try:
+        return gateway.payment_refs(invoice.gateway_id)  # unavailable: raised, the queue delivers the event again
+    except GatewayRejectedError:
+        return ()
+
+
 def _ref(value: Any) -> str | None:
     if isinstance(value, str):
         return value
@@ -357,42 +409,78 @@ def apply_stripe_event(
         return EventOutcome(event_id, event_type, None, True)
     if event_type.startswith("invoice."):
         ledger, invoice = _find(store, [_ref(obj.get("id"))], _metadata(obj))
-        return _invoice_event(store, publisher, ledger, invoice, event_id, event_type, obj, now)
-    if event_type == "charge.refunded":
-        ledger, invoice = _find(
-            store, [_ref(obj.get("invoice")), _ref(obj.get("payment_intent")), _ref(obj.get("id"))], _metadata(obj)
-        )
+        payments = _paid_with(gateway, invoice) if event_type == "invoice.paid" else ()
+        return _invoice_event(store, publisher, ledger, invoice, event_id, event_type, obj, now, payments)
+    if event_type == "charge.refunded":  # the Charge: its intent (what the invoice's payment names) and its own id
+        refs = (_ref(obj.get("payment_intent")), _ref(obj.get("id")))
+        ledger, invoice = _find_payment(store, gateway, refs, _metadata(obj))
         refunded = Decimal(int(obj.get("amount_refunded", 0))) / 100
         if refunded <= invoice.refunded:
             return EventOutcome(event_id, event_type, invoice.invoice_id, False)
         _save_with(store, invoice, lambda inv: replace(inv, refunded=max(inv.refunded, refunded)))
         return EventOutcome(event_id, event_type, invoice.invoice_id, True)
-    if event_type in ("charge.dispute.created", "charge.dispute.closed"):
-        ledger, invoice = _find(store, [_ref(obj.get("charge")), _ref(obj.get("payment_intent"))], _metadata(obj))
-        opened = event_type == "charge.dispute.created"
-        dispute_id = str(obj.get("id", ""))
-        if opened and obj.get("status") in ("won", "lost"):
-            opened = False  # a created event arriving after its close changes nothing
-        changed = invoice.disputed != opened
-        if changed:
-            invoice = _save_with(store, invoice, lambda inv: replace(inv, disputed=opened))
-            store.save_billing(invoice.account_id, replace(ledger.billing, disputed=opened))
-        published: tuple[str, ...] = ()
-        marker = f"dispute:{dispute_id}"
-        if event_type == "charge.dispute.created" and marker not in invoice.announced:
-            alert = DisputeOpenedV1(
-                event_id=f"dispute-opened:{dispute_id}",
-                account_id=invoice.account_id,
-                invoice_id=invoice.invoice_id,
-                dispute_id=dispute_id,
-                amount=money_str(Decimal(int(obj.get("amount", 0))) / 100),
-                occurred_at=now.isoformat(),
-            )
-            publisher.publish(DisputeOpenedV1.DETAIL_TYPE, alert.model_dump())
-            _mark_announced(store, invoice, marker)
-            published = (alert.event_id,)
-        return EventOutcome(event_id, event_type, invoice.invoice_id, changed, published)
+    if event_type in ("charge.dispute.created", "charge.dispute.closed"):  # the Dispute: its intent and charge
+        return _dispute_event(store, publisher, gateway, event_id, event_type, obj, now)
     return EventOutcome(event_id, event_type, None, False)
+
+
+def _dispute_event(
+    store: LedgerStore,
+    publisher: EventPublisher,
+    gateway: PaymentGateway | None,
+    event_id: str,
+    event_type: str,
+    obj: dict[str, Any],
+    now: datetime,
+) -> EventOutcome:
+    """``charge.dispute.created``/``closed`` (the Dispute: its payment intent and charge): the invoice and the account
+    are flagged while it is open, ``DisputeOpened.v1`` is announced once, and a dispute lost is charged back once."""
+    refs = (_ref(obj.get("payment_intent")), _ref(obj.get("charge")))
+    ledger, invoice = _find_payment(store, gateway, refs, _metadata(obj))
+    closing = event_type == "charge.dispute.closed"
+    dispute_id = str(obj.get("id", ""))
+    status = obj.get("status")
+    closed_marker, lost_marker = f"dispute_closed:{dispute_id}", f"dispute_lost:{dispute_id}"
+    # a created event arriving after its close (recorded, or already in the object) changes nothing
+    opened = not closing and status not in ("won", "lost", "warning_closed") and closed_marker not in invoice.announced
+    lost = status == "lost"  # closed in the customer's favour: the payment's funds stay withdrawn
+    withdrawn = Decimal(int(obj.get("amount", 0))) / 100
+
+    def dispute(current: InvoiceRecord) -> InvoiceRecord:
+        updated = replace(current, disputed=opened)
+        if closing:
+            updated = replace(updated, announced=updated.announced | {closed_marker})
+        if lost and lost_marker not in current.announced:
+            updated = replace(
+                updated, charged_back=current.charged_back + withdrawn, announced=updated.announced | {lost_marker}
+            )
+        return updated
+
+    flag_moved = invoice.disputed != opened
+    changed = (
+        flag_moved
+        or (closing and closed_marker not in invoice.announced)
+        or (lost and lost_marker not in invoice.announced)
+    )
+    if changed:
+        invoice = _save_with(store, invoice, dispute)
+    if flag_moved:
+        store.save_billing(invoice.account_id, replace(ledger.billing, disputed=opened))
+    published: tuple[str, ...] = ()
+    marker = f"dispute:{dispute_id}"
+    if event_type == "charge.dispute.created" and marker not in invoice.announced:
+        alert = DisputeOpenedV1(
+            event_id=f"dispute-opened:{dispute_id}",
+            account_id=invoice.account_id,
+            invoice_id=invoice.invoice_id,
+            dispute_id=dispute_id,
+            amount=money_str(Decimal(int(obj.get("amount", 0))) / 100),
+            occurred_at=now.isoformat(),
+        )
+        publisher.publish(DisputeOpenedV1.DETAIL_TYPE, alert.model_dump())
+        _mark_announced(store, invoice, marker)
+        published = (alert.event_id,)
+    return EventOutcome(event_id, event_type, invoice.invoice_id, changed, published)
 
 
 _FINGERPRINT: Final = re.compile(r"[^#\s]{1,200}")
@@ -451,11 +539,11 @@ def _invoice_event(
     event_type: str,
     obj: dict[str, Any],
     now: datetime,
+    refs: tuple[str, ...] = (),
 ) -> EventOutcome:
     target = _INVOICE_TARGETS.get(event_type)
     if target is None:
         return EventOutcome(event_id, event_type, invoice.invoice_id, False)
-    refs = tuple(r for r in (_ref(obj.get("charge")), _ref(obj.get("payment_intent"))) if r)
 
     def change(current: InvoiceRecord) -> InvoiceRecord:
         updated = current
@@ -465,9 +553,7 @@ def _invoice_event(
             updated = replace(updated, hosted_url=str(obj["hosted_invoice_url"]))
         if obj.get("invoice_pdf") and not current.pdf_url:
             updated = replace(updated, pdf_url=str(obj["invoice_pdf"]))
-        new_refs = tuple(r for r in refs if r not in current.gateway_refs)
-        if new_refs:
-            updated = replace(updated, gateway_refs=current.gateway_refs + new_refs)
+        updated = _with_refs(updated, refs)
         if (
             current.status is InvoiceStatus.DRAFT
             and target is not InvoiceStatus.OPEN
@@ -523,9 +609,12 @@ def _save_with(
 def refund_invoice(
     store: LedgerStore, gateway: PaymentGateway, account_id: str, invoice_ref: str, amount: Decimal | None
 ) -> InvoiceRecord:
-    """Refund all (``amount`` None) or part of a paid invoice. Card: a processor refund keyed on
-    ``<invoice id>/refund/<n>`` (a rerun returns the same refund) and the refunded amount in our records (a credit
-    note). Crypto: the amount is recorded as a refund owed, which an operator settles (``settle_crypto_refund``)."""
+    """Refund all (``amount`` None) or part of a paid invoice. Card: the request is recorded on the invoice first
+    (``<invoice id>/refund/<n>``, the processor call's idempotency anchor), then the processor refunds it, then the
+    refunded amount is recorded. A run that stopped in between left the request pending: the next run for the
+    invoice finishes that request (the same id: never a second refund) - and if it asked for a different amount,
+    says so instead of refunding again. Crypto: the amount is recorded as a refund owed, which an operator settles
+    (``settle_crypto_refund``). Refunds made and disputes lost bound what is left to refund."""
     ledger = store.ledger(account_id)
     invoice = ledger.invoices.get(invoice_ref) or next(
         (inv for inv in ledger.invoices.values() if inv.number == invoice_ref), None
@@ -534,7 +623,16 @@ def refund_invoice(
         raise InvoiceNotFoundError(f"{account_id} has no invoice {invoice_ref!r}")
     if invoice.status is not InvoiceStatus.PAID:
         raise ValueError(f"invoice {invoice.number} is {invoice.status.value}: only paid invoices are refunded")
-    refundable = invoice.total - invoice.refunded - invoice.refund_owed
+    pending = invoice.refund_pending
+    if pending is not None:
+        done = _finish_refund(store, gateway, invoice, pending)
+        if (amount is not None and amount != pending.amount) or (amount is None and done.kept > 0):
+            raise ValueError(
+                f"an earlier refund of {money_str(pending.amount)} on invoice {invoice.number} ({pending.refund_id}) "
+                f"had not finished; it is now done and nothing more was refunded: run again to refund more"
+            )
+        return done
+    refundable = invoice.kept
     wanted = refundable if amount is None else amount
     if wanted <= 0 or wanted > refundable:
         raise ValueError(f"refund must be more than 0.00 and at most {money_str(refundable)}, got {money_str(wanted)}")
@@ -542,9 +640,46 @@ def refund_invoice(
         return _save_with(store, invoice, lambda inv: replace(inv, refund_owed=inv.refund_owed + wanted))
     if invoice.gateway_id is None:
         raise ValueError(f"invoice {invoice.number} has no processor invoice to refund")
-    refund_key = f"{invoice.invoice_id}/refund/{money_str(invoice.refunded)}+{money_str(wanted)}"
-    gateway.refund(invoice.gateway_id, wanted, refund_key)
-    return _save_with(store, invoice, lambda inv: replace(inv, refunded=max(inv.refunded, invoice.refunded + wanted)))
+
+    def request(current: InvoiceRecord) -> InvoiceRecord:
+        if current.refund_pending is not None:
+            raise ValueError(f"invoice {current.number}: another refund is being made; run again when it is done")
+        if current.kept < wanted:
+            raise ValueError(f"refund must be at most {money_str(current.kept)}, got {money_str(wanted)}")
+        number = current.refunds_requested + 1
+        asked = RefundRequest(f"{current.invoice_id}/refund/{number}", wanted, current.refunded)
+        return replace(current, refunds_requested=number, refund_pending=asked)
+
+    invoice = _save_with(store, invoice, request)
+    pending = invoice.refund_pending
+    if pending is None:
+        raise AssertionError("the refund request was just recorded")
+    return _finish_refund(store, gateway, invoice, pending)
+
+
+def _finish_refund(
+    store: LedgerStore, gateway: PaymentGateway, invoice: InvoiceRecord, pending: RefundRequest
+) -> InvoiceRecord:
+    """Ask the processor for the recorded refund (idempotent on its id), then record it as refunded. A refusal for
+    good drops the request (nothing was refunded); an outage leaves it pending for the next run."""
+    if invoice.gateway_id is None:
+        raise ValueError(f"invoice {invoice.number} has no processor invoice to refund")
+
+    def settled(current: InvoiceRecord) -> InvoiceRecord:
+        if current.refund_pending != pending:
+            return current
+        refunded = max(current.refunded, pending.refunded_before + pending.amount)  # its webhook may be first
+        return replace(current, refunded=refunded, refund_pending=None)
+
+    def dropped(current: InvoiceRecord) -> InvoiceRecord:
+        return replace(current, refund_pending=None) if current.refund_pending == pending else current
+
+    try:
+        gateway.refund(invoice.gateway_id, pending.amount, pending.refund_id)
+    except GatewayRejectedError:
+        _save_with(store, invoice, dropped)
+        raise
+    return _save_with(store, invoice, settled)
 
 
 def settle_crypto_refund(store: LedgerStore, account_id: str, invoice_ref: str, transaction_id: str) -> InvoiceRecord:

@@ -377,6 +377,31 @@ class StripePaymentGateway:
         created = self._call(lambda: self._client.v1.refunds.create(params, {"idempotency_key": key}))
         return created.id
 
+    # ------------------------------------------------------------------ payments
+    def payment_refs(self, gateway_id: str) -> tuple[str, ...]:
+        """The invoice's paid InvoicePayments (one list call; Stripe surfaces the payment intent, or the charge when it
+        has no intent - API 2025-03-31 on: invoices no longer carry ``charge``/``payment_intent``)."""
+        page = self._call(
+            lambda: self._client.v1.invoice_payments.list({"invoice": gateway_id, "status": "paid", "limit": 100})
+        )
+        refs: list[str] = []
+        for payment in sorted(page.auto_paging_iter(), key=lambda p: (p.created, p.id)):
+            for ref in (_field_id(payment.payment, "payment_intent"), _field_id(payment.payment, "charge")):
+                if ref is not None and ref not in refs:
+                    refs.append(ref)
+        return tuple(refs)
+
+    def invoice_for_payment(self, payment_ref: str) -> str | None:
+        """One list call filtered by the payment intent (Stripe filters invoice payments by intent, not by charge)."""
+        if not payment_ref.startswith("pi_"):
+            return None
+        page = self._call(
+            lambda: self._client.v1.invoice_payments.list(
+                {"payment": {"type": "payment_intent", "payment_intent": payment_ref}, "limit": 1}
+            )
+        )
+        return _field_id(page.data[0], "invoice") if page.data else None
+
     def void(self, gateway_id: str) -> None:
         invoice = self._retrieve(gateway_id)
         if invoice.status != "open":
@@ -399,10 +424,15 @@ class StripePaymentGateway:
 
 
 def _intent_id(payment: Any) -> str | None:
-    intent = getattr(payment, "payment_intent", None)
-    if intent is None or isinstance(intent, str):
-        return intent
-    return cast("str", intent.id)
+    return _field_id(payment, "payment_intent")
+
+
+def _field_id(obj: Any, name: str) -> str | None:
+    """An expandable field's id (a string, or the expanded object's ``id``); ``None`` when absent or null."""
+    value = getattr(obj, name, None)
+    if value is None or isinstance(value, str):
+        return value
+    return cast("str", value.id)
 
 
 def _pick(values: Mapping[str, str], *keys: str) -> dict[str, str]:

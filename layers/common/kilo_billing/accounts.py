@@ -221,20 +221,48 @@ def save_profile(directory: AccountDirectory, profile: AccountProfile) -> Accoun
     return profile
 
 
+class InvoicedPeriodError(ValueError):
+    """A tier change dated inside a period that has already been invoiced: that invoice's fees and allowances were
+    worked from the tier history as it was, and no later invoice bills the difference."""
+
+
+def check_not_invoiced(change: TierChange, invoiced_periods: Iterable[str]) -> None:
+    """Refuse a change that takes effect in a period already closed by an invoice (or before one: periods close in
+    order). ``invoiced_periods``: the ``YYYY-MM`` keys of the account's period-end invoices."""
+    last = max(invoiced_periods, default=None)
+    period = Period.containing(change.at)
+    if last is not None and period.key <= last:
+        raise InvoicedPeriodError(
+            f"a tier change at {change.at.isoformat()} falls in {period}, which is already invoiced (the account is "
+            f"invoiced through {last}): date it in {Period.parse(last).next()} or later"
+        )
+
+
 def request_tier_change(
-    directory: AccountDirectory, book: PriceBook, account_id: str, tier: str, requested_at: datetime
+    directory: AccountDirectory,
+    book: PriceBook,
+    account_id: str,
+    tier: str,
+    requested_at: datetime,
+    invoiced_periods: Iterable[str] = (),
 ) -> AccountProfile:
     """The tier change the account API and ``kilo-billing account change-tier`` call: an upgrade takes effect at
-    ``requested_at`` (prorated), a downgrade at the next period start."""
+    ``requested_at`` (prorated), a downgrade at the next period start. ``invoiced_periods`` (the account's period-end
+    invoices): a change taking effect in one of them is refused (``check_not_invoiced``); the account API's changes
+    are requested now, in the running period, which is never invoiced yet."""
     found = registered_profile(directory, account_id)
-    return change_tier(directory, account_id, effective_change(book, found.tier_at(requested_at), tier, requested_at))
+    change = effective_change(book, found.tier_at(requested_at), tier, requested_at)
+    return change_tier(directory, account_id, change, invoiced_periods)
 
 
-def change_tier(directory: AccountDirectory, account_id: str, change: TierChange) -> AccountProfile:
+def change_tier(
+    directory: AccountDirectory, account_id: str, change: TierChange, invoiced_periods: Iterable[str] = ()
+) -> AccountProfile:
     """Append a tier change (its effective time decided by ``kilo_billing.rating.effective_change``)."""
     found = registered_profile(directory, account_id)
     if change.at < found.signed_up_at:
         raise ValueError(f"a tier change at {change.at.isoformat()} precedes the signup")
+    check_not_invoiced(change, invoiced_periods)
     later = [c for c in found.changes if c.at > change.at]
     if later:
         raise ValueError(f"account {account_id!r} already has a tier change after {change.at.isoformat()}")

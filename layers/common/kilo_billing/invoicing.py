@@ -110,6 +110,16 @@ CREDIT: Final = "credit"
 
 
 @dataclass(frozen=True, slots=True)
+class RefundRequest:
+    """A card refund recorded on the invoice before the processor is asked for it: its id is the processor call's
+    idempotency anchor, so a rerun after a crash asks for the same refund (never a second one)."""
+
+    refund_id: str  # ``<invoice id>/refund/<n>``, n counting the invoice's refund requests
+    amount: Decimal
+    refunded_before: Decimal  # the invoice's ``refunded`` when it was requested
+
+
+@dataclass(frozen=True, slots=True)
 class InvoiceRecord:
     """Our invoice: composed once at the close (frozen lines), then only its status and links change."""
 
@@ -131,6 +141,9 @@ class InvoiceRecord:
     refund_owed: Decimal = ZERO  # crypto: refunds an operator still has to send
     crypto_credit: Decimal = ZERO  # crypto: this invoice's overpayment already added to the account's credit
     disputed: bool = False
+    charged_back: Decimal = ZERO  # card: disputes lost (the processor took the payment back), once per dispute
+    refunds_requested: int = 0  # card refund requests so far (numbers their ids)
+    refund_pending: RefundRequest | None = None  # a card refund requested whose processor call has not returned yet
     announced: frozenset[str] = frozenset()  # alerts published (issued, payment_failed:<stripe event>, dispute...)
 
     @property
@@ -139,6 +152,12 @@ class InvoiceRecord:
 
     def amount_of(self, *kinds: str) -> Decimal:
         return total([line.amount for line in self.lines if line.kind in kinds])
+
+    @property
+    def kept(self) -> Decimal:
+        """What the customer's payment still leaves with us: the total less refunds (made or owed) and disputes lost.
+        A paid invoice is paid in full while this equals its total."""
+        return self.total - self.refunded - self.refund_owed - self.charged_back
 
     def fee_billed_in_advance(self, period: str) -> Decimal:
         return total([ln.amount for ln in self.lines if ln.kind == LineKind.FEE.value and ln.period == period])
@@ -161,6 +180,7 @@ class InvoiceRecord:
             "total": money_str(self.total),
             "transitions": [{"status": s, "at": at} for s, at in self.transitions],
             "refunded": money_str(self.refunded),
+            "charged_back": money_str(self.charged_back),
             "hosted_url": self.hosted_url,
             "pdf_url": self.pdf_url,
         }
@@ -387,7 +407,8 @@ def compose_close(ledger: AccountLedger, period: Period, catalog: Catalog, now: 
 
 
 def closed_periods(invoices: Iterable[InvoiceRecord]) -> set[str]:
-    return {invoice.period for invoice in invoices}
+    """The periods a period-end invoice closed (an early, progressive invoice closes nothing)."""
+    return {invoice.period for invoice in invoices if not is_early(invoice)}
 
 
 # --- progressive billing: what the period-end invoice deducts (composition of early invoices: kilo_billing.progressive)

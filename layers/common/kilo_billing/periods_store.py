@@ -34,6 +34,7 @@ from kilo_billing.invoicing import (
     InvoiceStatus,
     Line,
     PeriodLedger,
+    RefundRequest,
 )
 from kilo_billing.items import Item, from_item, to_item
 
@@ -186,6 +187,9 @@ def invoice_to_item(invoice: InvoiceRecord) -> Item:
             "refund_owed": str(invoice.refund_owed),
             "crypto_credit": str(invoice.crypto_credit),
             "disputed": invoice.disputed or None,
+            "charged_back": str(invoice.charged_back) if invoice.charged_back else None,
+            "refunds_requested": invoice.refunds_requested or None,
+            "refund_pending": _refund_request_json(invoice.refund_pending),
             "announced": set(invoice.announced) or None,
         }
     )
@@ -211,7 +215,28 @@ def invoice_from_values(account_id: str, values: Mapping[str, Any]) -> InvoiceRe
         refund_owed=Decimal(str(values.get("refund_owed", "0"))),
         crypto_credit=Decimal(str(values.get("crypto_credit", "0"))),
         disputed=bool(values.get("disputed", False)),
+        charged_back=Decimal(str(values.get("charged_back", "0.00"))),
+        refunds_requested=int(values.get("refunds_requested", 0)),
+        refund_pending=_refund_request(values.get("refund_pending")),
         announced=frozenset(str(a) for a in values.get("announced", set())),
+    )
+
+
+def _refund_request_json(request: RefundRequest | None) -> dict[str, str] | None:
+    if request is None:
+        return None
+    return {
+        "refund_id": request.refund_id,
+        "amount": str(request.amount),
+        "refunded_before": str(request.refunded_before),
+    }
+
+
+def _refund_request(values: Mapping[str, Any] | None) -> RefundRequest | None:
+    if not values:
+        return None
+    return RefundRequest(
+        str(values["refund_id"]), Decimal(str(values["amount"])), Decimal(str(values["refunded_before"]))
     )
 
 

@@ -1,0 +1,88 @@
+"""Refunds and disputes of a paid card invoice end to end in-process on moto: the close issues the invoice through the
+real Stripe adapter on the Stripe emulator, which charges the card and later refunds it or has it disputed; every
+event Stripe sends (objects at API 2026-10-28: the invoice names no charge, the charge and the dispute name the payment
+intent, not the invoice) goes signed through the real ingest handler, the billing bus and ``PaymentEventsRule`` to
+the payment-status handler, which asks Stripe (the emulator) for the paid invoice's payments.
+
+Hand-worked figures: acct-a, Team, pm_card_visa, 60,000 video minutes in March 2026: 10,000 over x 0.00072 = 7.20 +
+March fee 29.00 + April's fee in advance 29.00 = 65.20 (tests/integration/test_invoice_close.py)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from kilo_billing.invoicing import InvoiceStatus
+from tests.integration.test_invoice_close import Invoicing, _month, invoicing
+
+__all__ = ["invoicing"]  # the fixture, shared with the close's integration tests
+
+
+def _deliver(invoicing: Invoicing, since: int) -> int:
+    """Send Stripe's events from index ``since`` through ingest and the payment-status queue; returns the next index."""
+    emitted = invoicing.http.emulator.events[since:]
+    assert [invoicing.webhook(event) for event in emitted] == [200] * len(emitted)
+    invoicing.payments()
+    return since + len(emitted)
+
+
+def _closed_and_paid(invoicing: Invoicing) -> tuple[str, int]:
+    _month(invoicing)
+    invoicing.start("2026-04-01T06:00:00Z")
+    invoicing.close_all()
+    seen = _deliver(invoicing, 0)
+    invoicing.published()
+    invoice = invoicing.invoice("acct-a")
+    assert (invoice.status, invoice.total) == (InvoiceStatus.PAID, Decimal("65.20"))
+    (intent,) = invoicing.http.emulator.objects["payment_intent"]  # the one card payment (acct-b's card declines)
+    assert invoice.gateway_refs == (intent,)  # asked of Stripe on invoice.paid, recorded with its pointer
+    assert invoicing.store.invoice_for_gateway(intent) == ("acct-a", "acct-a/2026-03")
+    return intent, seen
+
+
+def test_given_a_paid_card_invoice_when_stripe_refunds_it_then_the_invoice_records_the_refund(
+    invoicing: Invoicing,
+) -> None:
+    _, seen = _closed_and_paid(invoicing)
+    gateway = invoicing.store.ledger("acct-a").invoices["acct-a/2026-03"].gateway_id
+    assert gateway is not None
+    from kilo_invoice.dependencies import closer  # noqa: PLC0415
+
+    closer().gateway.refund(gateway, Decimal("12.34"), "made-in-the-dashboard")  # a refund we did not record
+    assert [e["type"] for e in invoicing.http.emulator.events[seen:]] == ["charge.refunded", "refund.created"]
+    _deliver(invoicing, seen)
+    assert invoicing.invoice("acct-a").refunded == Decimal("12.34")
+
+
+def test_given_a_paid_card_invoice_when_disputed_and_lost_then_flagged_alerted_and_charged_back(
+    invoicing: Invoicing,
+) -> None:
+    intent, seen = _closed_and_paid(invoicing)
+    dispute = invoicing.http.emulator.open_dispute(intent)
+    seen = _deliver(invoicing, seen)
+    assert invoicing.store.ledger("acct-a").billing.disputed
+    assert [(t, d["invoice_id"], d["dispute_id"], d["amount"]) for t, d in invoicing.published()] == [
+        ("DisputeOpened.v1", "acct-a/2026-03", dispute, "65.20")
+    ]
+    invoicing.http.emulator.close_dispute(dispute, won=False)
+    _deliver(invoicing, seen)
+    invoice = invoicing.invoice("acct-a")
+    assert not invoicing.store.ledger("acct-a").billing.disputed
+    assert (invoice.status, invoice.charged_back, invoice.kept) == (InvoiceStatus.PAID, Decimal("65.20"), 0)
+
+
+def test_given_a_dispute_delivered_before_invoice_paid_then_stripe_names_the_invoice(invoicing: Invoicing) -> None:
+    _month(invoicing)
+    invoicing.start("2026-04-01T06:00:00Z")
+    invoicing.close_all()
+    (intent,) = invoicing.http.emulator.objects["payment_intent"]
+    invoicing.http.emulator.open_dispute(intent)
+    events = invoicing.http.emulator.events
+    (disputed,) = [e for e in events if e["type"] == "charge.dispute.created"]
+    assert invoicing.webhook(disputed) == 200  # out of order: before every invoice event
+    invoicing.payments()
+    assert invoicing.store.ledger("acct-a").billing.disputed
+    assert invoicing.invoice("acct-a").gateway_refs[0] == intent
+    assert [r.params for r in invoicing.http.requests if r.path == "/v1/invoice_payments"][-1] == {
+        "payment": {"type": "payment_intent", "payment_intent": intent},
+        "limit": "1",
+    }

@@ -1,0 +1,225 @@
+"""A paid card invoice and what Stripe tells us about its payment afterwards (Given/When/Then): refunds and disputes
+reach the invoice they are about, with the objects Stripe sends at the pinned API version (2026-10-28: an invoice
+names neither its charge nor its payment intent, a charge names no invoice). Every event object is Stripe's published
+fixture (tests/fixtures/stripe) with only the ids and amounts of this story laid over it."""
+
+from __future__ import annotations
+
+import copy
+import json
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from kilo_billing.events import StripeEventRecord
+from kilo_billing.invoicing import InvoiceStatus
+from kilo_dev.stripe_emulator import load_fixtures
+from kilo_invoice.gateway import GatewayUnavailableError
+from kilo_invoice.logic import InvoiceNotFoundError, apply_stripe_event, refund_invoice
+from tests.scenarios.test_invoicing import MAR, World, at, seg
+
+FIXTURES = load_fixtures()
+
+
+class Events:
+    def __init__(self) -> None:
+        self.stored: dict[tuple[str, str], StripeEventRecord] = {}
+
+    def add(self, event_id: str, event_type: str, obj: dict[str, Any]) -> tuple[str, str]:
+        event = copy.deepcopy(FIXTURES["event"]) | {"id": event_id, "type": event_type, "data": {"object": obj}}
+        record = StripeEventRecord(event_id, event_type, 1_775_000_000, False, json.dumps(event).encode(), 0)
+        self.stored[record.key] = record
+        return record.key
+
+    def get(self, pk: str, sk: str) -> StripeEventRecord | None:
+        return self.stored.get((pk, sk))
+
+
+def _fixture(resource: str, **values: Any) -> dict[str, Any]:
+    obj = copy.deepcopy(FIXTURES[resource])
+    obj.update(values)
+    return obj
+
+
+def _paid_invoice(world: World, invoice_id: str = "acme/2026-03") -> dict[str, Any]:
+    """``invoice.paid``'s object as the Stripe adapter's invoice is sent: our ids in its metadata, nothing else."""
+    gateway_id = world.store.invoices[invoice_id].gateway_id
+    meta = {"invoice_id": invoice_id, "kilo_invoice_id": invoice_id, "account_id": "acme"}
+    return _fixture("invoice", id=gateway_id, status="paid", metadata=meta, amount_paid=6520, amount_remaining=0)
+
+
+def _charge(intent: str, refunded_cents: int) -> dict[str, Any]:
+    """The card payment's Charge, as ``charge.refunded`` carries it (Stripe's charge of an invoice payment names its
+    payment intent, not the invoice)."""
+    return _fixture(
+        "charge",
+        id="ch_3Story",
+        payment_intent=intent,
+        amount=6520,
+        amount_captured=6520,
+        captured=True,
+        amount_refunded=refunded_cents,
+        refunded=refunded_cents == 6520,
+    )
+
+
+def _dispute(intent: str, status: str) -> dict[str, Any]:
+    return _fixture("dispute", id="dp_1Story", charge="ch_3Story", payment_intent=intent, amount=6520, status=status)
+
+
+@pytest.fixture
+def world() -> World:
+    w = World()
+    w.signup("acme", (at(1), "team"))
+    w.store.rate("acme", "2026-03", seg(at(1)), "video", 60_000)  # 10,000 over x 0.00072 = 7.20 + 29.00 + 29.00
+    return w
+
+
+def _apply(world: World, events: Events, key: tuple[str, str]) -> Any:
+    return apply_stripe_event(world.store, world.bus, events, *key, at(2, 4), world.gateway)
+
+
+def _close_and_pay(world: World, events: Events) -> str:
+    invoice = world.close("acme", MAR)
+    assert invoice.total == Decimal("65.20")
+    intent = world.gateway.settle(invoice.invoice_id, paid=True)
+    assert intent is not None
+    _apply(world, events, events.add("evt_paid", "invoice.paid", _paid_invoice(world)))
+    return intent
+
+
+def test_given_a_paid_card_invoice_then_its_payment_intent_is_recorded_for_later_events(world: World) -> None:
+    events = Events()
+    intent = _close_and_pay(world, events)
+    invoice = world.store.invoices["acme/2026-03"]
+    assert invoice.status is InvoiceStatus.PAID
+    assert invoice.gateway_refs == (intent,)
+    assert world.store.invoice_for_gateway(intent) == ("acme", "acme/2026-03")
+    calls = len(world.gateway.calls)
+    _apply(world, events, events.add("evt_paid", "invoice.paid", _paid_invoice(world)))  # redelivered
+    assert len(world.gateway.calls) == calls  # recorded once: no second lookup
+
+
+def test_given_a_refund_made_in_stripe_then_the_invoice_records_it(world: World) -> None:
+    events = Events()
+    intent = _close_and_pay(world, events)
+    outcome = _apply(world, events, events.add("evt_r1", "charge.refunded", _charge(intent, 1000)))
+    assert (outcome.invoice_id, outcome.changed) == ("acme/2026-03", True)
+    assert world.store.invoices["acme/2026-03"].refunded == Decimal("10.00")
+    _apply(world, events, events.add("evt_r2", "charge.refunded", _charge(intent, 6520)))  # the rest, cumulative
+    _apply(world, events, events.add("evt_r1", "charge.refunded", _charge(intent, 1000)))  # older, arrives last
+    assert world.store.invoices["acme/2026-03"].refunded == Decimal("65.20")
+
+
+def test_given_a_dispute_then_flagged_and_alerted_once_and_a_lost_dispute_leaves_the_invoice_not_paid_in_full(
+    world: World,
+) -> None:
+    events = Events()
+    intent = _close_and_pay(world, events)
+    opened = events.add("evt_d1", "charge.dispute.created", _dispute(intent, "needs_response"))
+    _apply(world, events, opened)
+    _apply(world, events, opened)  # redelivered
+    assert world.store.billing["acme"].disputed
+    assert world.store.invoices["acme/2026-03"].disputed
+    alerts = [d for t, d in world.bus.events if t == "DisputeOpened.v1"]
+    assert [(a["invoice_id"], a["dispute_id"], a["amount"]) for a in alerts] == [("acme/2026-03", "dp_1Story", "65.20")]
+    lost = events.add("evt_d2", "charge.dispute.closed", _dispute(intent, "lost"))
+    _apply(world, events, lost)
+    _apply(world, events, lost)  # redelivered: charged back once
+    invoice = world.store.invoices["acme/2026-03"]
+    assert not world.store.billing["acme"].disputed
+    assert (invoice.status, invoice.charged_back, invoice.kept) == (InvoiceStatus.PAID, Decimal("65.20"), 0)
+    assert invoice.as_json()["charged_back"] == "65.20"
+    with pytest.raises(ValueError, match=r"at most 0\.00"):  # nothing of the payment is left to refund
+        refund_invoice(world.store, world.gateway, "acme", invoice.invoice_id, Decimal("1.00"))
+
+
+def test_given_a_dispute_won_then_the_flag_clears_and_nothing_is_charged_back(world: World) -> None:
+    events = Events()
+    intent = _close_and_pay(world, events)
+    _apply(world, events, events.add("evt_d1", "charge.dispute.created", _dispute(intent, "needs_response")))
+    _apply(world, events, events.add("evt_d2", "charge.dispute.closed", _dispute(intent, "won")))
+    # the created event delivered again after the close (its object as it was then): the dispute stays closed
+    _apply(world, events, events.add("evt_d1", "charge.dispute.created", _dispute(intent, "needs_response")))
+    invoice = world.store.invoices["acme/2026-03"]
+    assert not world.store.billing["acme"].disputed
+    assert (invoice.disputed, invoice.charged_back, invoice.kept) == (False, 0, Decimal("65.20"))
+
+
+def test_given_a_dispute_arriving_before_invoice_paid_then_the_processor_names_the_invoice(world: World) -> None:
+    events = Events()
+    invoice = world.close("acme", MAR)
+    intent = world.gateway.settle(invoice.invoice_id, paid=True)
+    assert intent is not None
+    _apply(world, events, events.add("evt_d1", "charge.dispute.created", _dispute(intent, "needs_response")))
+    assert world.store.billing["acme"].disputed
+    assert world.store.invoices["acme/2026-03"].gateway_refs == (intent, "ch_3Story")
+    assert world.gateway.calls[-1] == "invoice_for_payment"
+    _apply(world, events, events.add("evt_paid", "invoice.paid", _paid_invoice(world)))
+    assert world.store.invoices["acme/2026-03"].status is InvoiceStatus.PAID
+
+
+def test_given_a_charge_that_pays_no_invoice_of_ours_then_it_is_not_found(world: World) -> None:
+    events = Events()
+    _close_and_pay(world, events)
+    with pytest.raises(InvoiceNotFoundError):
+        _apply(world, events, events.add("evt_x", "charge.refunded", _charge("pi_NotOurs", 500)))
+
+
+def test_given_stripe_down_when_invoice_paid_arrives_then_it_fails_to_be_delivered_again(world: World) -> None:
+    events = Events()
+    invoice = world.close("acme", MAR)
+    intent = world.gateway.settle(invoice.invoice_id, paid=True)
+    paid = events.add("evt_paid", "invoice.paid", _paid_invoice(world))
+    world.gateway.fail_next = [GatewayUnavailableError("503")]
+    with pytest.raises(GatewayUnavailableError):
+        _apply(world, events, paid)
+    assert world.store.invoices["acme/2026-03"].status is InvoiceStatus.OPEN  # nothing half-written
+    _apply(world, events, paid)
+    assert world.store.invoices["acme/2026-03"].gateway_refs == (intent,)
+
+
+# --- refunds we make, and a rerun after a crash ------------------------------------------------------------------
+
+
+def test_given_a_refund_whose_answer_was_lost_and_its_webhook_applied_when_run_again_then_no_second_refund(
+    world: World,
+) -> None:
+    events = Events()
+    intent = _close_and_pay(world, events)
+    real = world.gateway.refund
+
+    def refunded_then_lost(gateway_id: str, amount: Decimal, refund_id: str) -> str:
+        real(gateway_id, amount, refund_id)  # Stripe refunds ...
+        raise GatewayUnavailableError("timeout")  # ... and the answer never reaches us
+
+    world.gateway.refund = refunded_then_lost  # type: ignore[method-assign]
+    with pytest.raises(GatewayUnavailableError):
+        refund_invoice(world.store, world.gateway, "acme", "acme/2026-03", Decimal("10.00"))
+    world.gateway.refund = real  # type: ignore[method-assign]
+    _apply(world, events, events.add("evt_r1", "charge.refunded", _charge(intent, 1000)))  # Stripe's webhook first
+    assert world.store.invoices["acme/2026-03"].refunded == Decimal("10.00")
+    again = refund_invoice(world.store, world.gateway, "acme", "acme/2026-03", Decimal("10.00"))  # the rerun
+    assert sorted(amount for _, amount in world.gateway.refunds.values()) == [Decimal("10.00")]
+    assert (again.refunded, again.refund_pending) == (Decimal("10.00"), None)
+    rest = refund_invoice(world.store, world.gateway, "acme", "acme/2026-03", None)  # a new request: the rest
+    assert rest.refunded == Decimal("65.20")
+    assert sorted(amount for _, amount in world.gateway.refunds.values()) == [Decimal("10.00"), Decimal("55.20")]
+
+
+def test_given_an_unfinished_refund_when_another_amount_is_asked_then_the_first_is_finished_and_it_says_so(
+    world: World,
+) -> None:
+    events = Events()
+    _close_and_pay(world, events)
+    world.gateway.fail_next = [GatewayUnavailableError("timeout")]  # Stripe not reached: nothing refunded
+    with pytest.raises(GatewayUnavailableError):
+        refund_invoice(world.store, world.gateway, "acme", "acme/2026-03", Decimal("10.00"))
+    assert world.gateway.refunds == {}
+    with pytest.raises(ValueError, match=r"earlier refund of 10\.00 .* now done"):
+        refund_invoice(world.store, world.gateway, "acme", "acme/2026-03", Decimal("20.00"))
+    assert [amount for _, amount in world.gateway.refunds.values()] == [Decimal("10.00")]
+    assert world.store.invoices["acme/2026-03"].refunded == Decimal("10.00")
+    after = refund_invoice(world.store, world.gateway, "acme", "acme/2026-03", Decimal("20.00"))
+    assert after.refunded == Decimal("30.00")
