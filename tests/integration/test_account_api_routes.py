@@ -118,6 +118,15 @@ def test_given_a_tier_change_then_upgrades_apply_now_and_downgrades_at_the_perio
     again = call("POST", "/v1/accounts/acct_b/subscription", claims("acct_b", "owner"), {"tier": "personal"})
     assert (again.status, again.body) == (200, down.body)  # the same request again changes nothing
     assert len(profile(account_api, "acct_b").changes) == 2
+    # changing one's mind: the tier in effect cancels the pending downgrade
+    stay = call("POST", "/v1/accounts/acct_b/subscription", claims("acct_b", "owner"), {"tier": "team"})
+    assert stay.status == 200, stay.body
+    assert (stay.body["change"], stay.body["current_tier"], stay.body["effective_at"]) == (
+        "pending_change_cancelled",
+        "team",
+        "2026-11-15T12:00:00Z",
+    )
+    assert profile(account_api, "acct_b").tier_at(utc(2026, 12, 1)) == "team"
     same = call("POST", "/v1/accounts/acct_a/subscription", ADMIN, {"tier": "enterprise"})
     assert same.status == 409  # already on it
     unknown = call("POST", "/v1/accounts/acct_a/subscription", ADMIN, {"tier": "platinum"})

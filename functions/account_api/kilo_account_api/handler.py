@@ -266,7 +266,13 @@ def change_subscription(account_id: AccountId, body: schemas.SubscriptionIn) -> 
         current_tier=outcome.current_tier,
         requested_tier=outcome.tier,
         effective_at=outcome.effective_at,
-        change="upgrade_now" if outcome.effective_at <= now else "downgrade_at_period_end",
+        change=(
+            "pending_change_cancelled"
+            if outcome.cancelled
+            else "upgrade_now"
+            if outcome.effective_at <= now
+            else "downgrade_at_period_end"
+        ),
     )
 
 

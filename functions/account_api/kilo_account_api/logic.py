@@ -397,6 +397,7 @@ class TierChangeOutcome:
     tier: str  # the tier asked for
     effective_at: datetime  # now for an upgrade, the next period start for a downgrade
     current_tier: str  # in effect now
+    cancelled: bool = False  # the request cancelled a pending change (the tier asked for is the one in effect)
 
 
 def change_tier(
@@ -432,7 +433,7 @@ def _replace_pending(
     kept = tuple(c for c in current.changes if c.at <= now)
     if tier == in_effect:
         profile = save_profile(accounts, replace(current, changes=kept))
-        return TierChangeOutcome(profile, tier, now, in_effect)
+        return TierChangeOutcome(profile, tier, now, in_effect, cancelled=True)
     try:
         change = effective_change(book, in_effect, tier, now)
     except UnknownTierError as exc:

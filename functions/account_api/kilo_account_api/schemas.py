@@ -458,7 +458,7 @@ class SubscriptionOut(_Out):
     current_tier: str
     requested_tier: str
     effective_at: datetime
-    change: Literal["upgrade_now", "downgrade_at_period_end"]
+    change: Literal["upgrade_now", "downgrade_at_period_end", "pending_change_cancelled"]
 
 
 class CheckoutIn(_In):

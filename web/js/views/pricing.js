@@ -52,7 +52,9 @@ function tierAction(tier, tiers, myTier, current) {
     try {
       const change = await post(accountPath("/subscription"), { tier: tier.id });
       const when = new Date(change.effective_at).toLocaleDateString();
-      say(change.change === "upgrade_now" ? `Upgraded to ${tier.name} from now.` : `${tier.name} from ${when}; until then your tier stays.`);
+      say(change.change === "upgrade_now" ? `Upgraded to ${tier.name} from now.`
+        : change.change === "pending_change_cancelled" ? `You stay on ${tier.name}: the scheduled change is cancelled.`
+        : `${tier.name} from ${when}; until then your tier stays.`);
     } catch (error) {
       problem.append(errorBox(error));
       button.disabled = false;
