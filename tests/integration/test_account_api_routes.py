@@ -88,6 +88,7 @@ def test_given_two_invoices_then_the_list_is_newest_first_and_a_receipt_has_its_
     assert receipt.status == 200, receipt.body
     assert [(line["kind"], line["amount"]) for line in receipt.body["lines"]] == [("fee", "29.00"), ("usage", "0.72")]
     assert (receipt.body["total"], receipt.body["pdf_url"]) == ("29.72", "https://invoice.stripe.test/1.pdf")
+    assert (receipt.body["refunded"], receipt.body["charged_back"]) == ("0.00", "0.00")
     missing = call("GET", "/v1/accounts/acct_a/invoices/KB-acct_a-00009", MEMBER)
     assert (missing.status, missing.body["code"]) == (404, "not_found")
 

@@ -440,6 +440,7 @@ class InvoiceOut(InvoiceSummaryOut):
 
     currency: str
     refunded: Money
+    charged_back: Money  # card disputes lost: the card's issuer took the payment back
     lines: list[InvoiceLineOut]
     transitions: list[dict[str, str]]
 

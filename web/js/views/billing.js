@@ -50,6 +50,7 @@ async function showReceipt(invoiceNumber, target) {
         h("tfoot", {}, h("tr", {}, h("th", { scope: "row", colspan: 2 }, "Total"),
           h("td", { class: "num", "data-testid": "receipt-total" }, usd(invoice.total)))))),
       Number(invoice.refunded) > 0 ? h("p", {}, `Refunded ${usd(invoice.refunded)}`) : null,
+      Number(invoice.charged_back) > 0 ? h("p", {}, `Charged back by the card's bank ${usd(invoice.charged_back)}`) : null,
       invoice.method === "crypto" && invoice.status !== "paid"
         ? h("p", {}, h("a", { href: `#/pay?invoice=${encodeURIComponent(invoice.number)}` }, "Pay this bill with crypto")) : null,
       h("p", {}, links(invoice).slice(1))));
