@@ -448,3 +448,86 @@ def test_given_someone_elses_transaction_when_claimed_for_a_bill_then_409_and_it
     status, body = call("POST", f"{BASE}/bills/acct-1~2026-10/transactions", {"chain": "ethereum", "tx_id": "0xexact"})
     assert status == 202
     assert body["payments"][0]["amount_usd"] == "100.00"
+
+
+def test_given_a_payment_from_another_accounts_linked_wallet_when_claimed_then_409_and_left_to_the_watcher(
+    crypto: SpotPrices,
+) -> None:
+    """acct-1's admin submits a transfer of exactly its quote's 100 USDC, sent from a wallet linked to acct-2: it is
+    acct-2's payment (D112), so the claim is refused and nothing is recorded."""
+    issue()
+    call("POST", f"{BASE}/bills/acct-1~2026-10/quotes", {"chain": "ethereum", "asset": "USDC"})
+    victim = "0x" + "77" * 20
+    dependencies.store().link_wallet("evm", victim, "acct-2", "ethereum", datetime.now(UTC))
+    crypto_core_inspector.TRANSACTIONS["0xtheirs"] = [
+        transfer("0xtheirs", "USDC", 100_000_000, datetime.now(UTC), sender=victim)
+    ]
+    status, body = call("POST", f"{BASE}/bills/acct-1~2026-10/transactions", {"chain": "ethereum", "tx_id": "0xtheirs"})
+    assert (status, body["code"], body["field"]) == (409, "conflict", None)
+    assert "sent from a wallet linked to another account" in body["message"]
+    assert dependencies.store().payment("ethereum:0xtheirs:0") is None
+
+
+@pytest.fixture
+def node_down(crypto: SpotPrices, monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
+    """The crypto routes with the real EVM and Solana inspectors, each chain's RPC URL on a closed port: a socket of
+    ours holds the port (bound, never listening), so connections are refused and nobody else can take it."""
+    import socket  # noqa: PLC0415
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as held:
+        held.bind(("127.0.0.1", 0))
+        port = held.getsockname()[1]
+        url = f"http://127.0.0.1:{port}/v2/provider-key-123"
+        monkeypatch.setenv(
+            "CRYPTO_CHAINS",
+            json.dumps(
+                [
+                    {"key": "ethereum", "merchant_address": MERCHANT_EVM, "rpc_url": url},
+                    {"key": "solana", "merchant_address": MERCHANT_SOL, "rpc_url": url},
+                ]
+            ),
+        )
+        monkeypatch.setattr(
+            dependencies,
+            "INSPECTOR_MODULES",
+            {"evm": "kilo_crypto_watch.evm_handler", "solana": "kilo_crypto_watch.solana_handler"},
+        )
+        from kilo_crypto_watch import settings  # noqa: PLC0415
+
+        settings.settings.cache_clear()
+        dependencies.clear_caches()
+        yield port
+    settings.settings.cache_clear()
+
+
+@pytest.mark.parametrize(
+    ("chain", "tx_id"),
+    [
+        ("ethereum", "0x" + "ab" * 32),
+        ("solana", "5VERv8NMvzbJMEkV8xnrLkEaWRtSz9CosKDYjCJjBRnbJLgp8uirBgmQpjKhoR4tjF3ZpRzrFmBV6UjKdiSZkQUW"),
+    ],
+)
+def test_given_the_chains_node_down_when_a_transaction_is_submitted_then_503_retry_after_without_the_url(
+    node_down: int, chain: str, tx_id: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    issue()
+    caplog.clear()
+    status, headers, body = raw_call(
+        "POST", f"{BASE}/bills/acct-1~2026-10/transactions", {"chain": chain, "tx_id": tx_id}
+    )
+    assert (status, headers["Retry-After"], body["code"], body["field"]) == (503, "5", "unavailable", None)
+    assert body["message"] == (
+        f"the {chain} node did not answer: retry shortly (the watcher will still find the payment on its own)"
+    )
+    [warning] = [r for r in caplog.records if r.getMessage() == "fast path: chain node unavailable"]
+    assert (warning.__dict__["chain"], warning.__dict__["error"]) == (
+        chain,
+        "RpcUnavailableError" if chain == "ethereum" else "SolanaRpcError",
+    )
+    logged = " ".join(str(record.__dict__) for record in caplog.records)
+    for secret in (str(node_down), "provider-key-123"):
+        assert secret not in json.dumps(body)
+        assert secret not in logged
+    assert dependencies.store().payment(f"{chain}:{tx_id}:0") is None
+    _, history = call("GET", f"{BASE}/history", role="member")
+    assert history["payments"] == []

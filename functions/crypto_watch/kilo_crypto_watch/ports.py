@@ -77,9 +77,16 @@ class MalformedTransactionIdError(TransactionNotFoundError, ValueError):
     chain will ever know it, so it is bad input, not "not found yet"."""
 
 
+class ChainUnavailableError(Exception):
+    """A chain's node did not answer usefully (connection, HTTP or RPC failure). Each chain's RPC adapter raises its
+    own subclass. The message may carry the node's URL (a provider's key is often in it): it is for the log's eyes,
+    never for an answer."""
+
+
 class TransactionInspector(Protocol):
     """The fast path: the credits to the merchant inside one transaction a customer submitted, as the watcher would
-    see them (a reverted transaction gives its transfers with ``succeeded=False``; none to the merchant: empty)."""
+    see them (a reverted transaction gives its transfers with ``succeeded=False``; none to the merchant: empty).
+    ``ChainUnavailableError`` when the node does not answer."""
 
     def transfers(self, tx_id: str) -> Sequence[ObservedTransfer]: ...
 
