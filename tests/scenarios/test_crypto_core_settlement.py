@@ -14,7 +14,7 @@ import pytest
 
 from kilo_crypto_watch.history import account_history
 from kilo_crypto_watch.model import BillFlag, BillStatus, PaymentStatus, QuoteStatus
-from kilo_crypto_watch.ports import ConflictError, SettlementChange
+from kilo_crypto_watch.ports import AlreadyExistsError, ConflictError, SettlementChange
 from kilo_crypto_watch.settlement import (
     AlreadyClaimedError,
     ClaimRefusedError,
@@ -639,3 +639,47 @@ def test_given_a_quote_passed_its_expiry_unannounced_then_retired_without_an_eve
     assert h.settlement.announce_expiring("ethereum", WINDOW) == 0
     assert h.events(EXPIRING) == []
     assert h.store.expiring_quotes("ethereum", T0 + timedelta(days=1)) == []
+
+
+# --- contract wallets are linked per chain ----------------------------------------------------------------------------
+
+CONTRACT_WALLET = "0x5555555555555555555555555555555555555555"
+
+
+def test_given_a_contract_wallet_linked_on_one_chain_then_its_address_elsewhere_is_not_the_accounts(
+    stack: Stack,
+) -> None:
+    """An ERC-1271 wallet verified on ethereum is acct-1's there only: on base the same address may be another
+    contract (acct-2's, verified there) or none. A key's wallet (EOA) is the same account's on every EVM chain."""
+    h = harness(stack)
+    h.store.link_wallet("evm", CONTRACT_WALLET, "acct-1", "ethereum", T0, contract=True)
+    h.store.link_wallet("evm", CUSTOMER_WALLET, "acct-1", "ethereum", T0)  # an EOA
+    assert h.store.wallet_owner("evm", CONTRACT_WALLET, "ethereum") == "acct-1"
+    assert h.store.wallet_owner("evm", CONTRACT_WALLET.upper().replace("0X", "0x"), "ethereum") == "acct-1"
+    assert h.store.wallet_owner("evm", CONTRACT_WALLET, "base") is None
+    assert h.store.wallet_owner("evm", CONTRACT_WALLET) is None
+    assert h.store.wallet_owner("evm", CUSTOMER_WALLET, "base") == "acct-1"
+    assert h.store.wallet_owner("evm", CUSTOMER_WALLET) == "acct-1"
+
+    h.store.link_wallet("evm", CONTRACT_WALLET, "acct-2", "base", T0, contract=True)  # another contract, on base
+    assert h.store.wallet_owner("evm", CONTRACT_WALLET, "base") == "acct-2"
+    with pytest.raises(AlreadyExistsError):
+        h.store.link_wallet("evm", CONTRACT_WALLET, "acct-2", "ethereum", T0, contract=True)
+    with pytest.raises(AlreadyExistsError):  # the address's key is another account's: no contract link beside it
+        h.store.link_wallet("evm", CUSTOMER_WALLET, "acct-2", "base", T0, contract=True)
+    assert h.store.wallet_owner("evm", CUSTOMER_WALLET, "base") == "acct-1"
+
+    for account, invoice in (("acct-1", "inv-1"), ("acct-2", "inv-2")):
+        assert h.store.create_bill(bill(invoice, account))
+        for chain in ("ethereum", "base"):
+            h.store.add_quote(quote(f"q-{invoice}-{chain}", "USDC", USDC_QUOTE, "1", invoice, account, chain=chain))
+    h.clock.now = T0 + timedelta(minutes=5)
+    on_base = transfer("0xb1", "USDC", USDC_QUOTE, T0 + timedelta(minutes=4), sender=CONTRACT_WALLET, chain="base")
+    h.settlement.record_seen(on_base)
+    on_ethereum = transfer("0xe1", "USDC", USDC_QUOTE, T0 + timedelta(minutes=4), sender=CONTRACT_WALLET)
+    h.settlement.record_seen(on_ethereum)
+    paid_on_base, paid_on_ethereum = h.store.payment("base:0xb1:0"), h.store.payment("ethereum:0xe1:0")
+    assert paid_on_base is not None
+    assert paid_on_ethereum is not None
+    assert (paid_on_base.invoice_id, paid_on_base.matched_by) == ("inv-2", "wallet")
+    assert (paid_on_ethereum.invoice_id, paid_on_ethereum.matched_by) == ("inv-1", "wallet")

@@ -499,7 +499,7 @@ class Settlement:
             if bill is not None:
                 return bill, quote, list(self._store.quotes(bill.invoice_id)), "reference"
         chain = self._chains.get(transfer.chain)
-        owner = self._store.wallet_owner(chain.kind if chain else "evm", transfer.sender)
+        owner = self._store.wallet_owner(chain.kind if chain else "evm", transfer.sender, transfer.chain)
         if owner is None:
             return None
         best: tuple[Bill, Quote, list[Quote]] | None = None
@@ -530,7 +530,7 @@ class Settlement:
                     f"{bill.invoice_id}: it pays that bill (the watcher attributes it)"
                 )
         chain = self._chains.get(transfer.chain)
-        owner = self._store.wallet_owner(chain.kind if chain else "evm", transfer.sender)
+        owner = self._store.wallet_owner(chain.kind if chain else "evm", transfer.sender, transfer.chain)
         if owner is not None and owner != bill.account_id:
             raise ClaimRefusedError(
                 f"transaction {transfer.tx_id} was sent from a wallet linked to another account, not to bill "
