@@ -21,6 +21,7 @@ from kilo_dev.apigw import http_api_event
 from tests import crypto_core_inspector
 from tests.conftest import LambdaContext, Stack
 from tests.crypto_core_fakes import MERCHANT_EVM, MERCHANT_SOL, OnChainFeed, SpotPrices, transfer
+from tests.evm_chain import Chain, deploy
 
 BASE = "/v1/accounts/acct-1/crypto"
 
@@ -531,3 +532,56 @@ def test_given_the_chains_node_down_when_a_transaction_is_submitted_then_503_ret
     assert dependencies.store().payment(f"{chain}:{tx_id}:0") is None
     _, history = call("GET", f"{BASE}/history", role="member")
     assert history["payments"] == []
+
+
+@pytest.fixture
+def contract_wallet(crypto: SpotPrices, chain: Chain, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """ERC-1271 sign-in for real: the crypto routes verify contract signatures (web3) on anvil for "ethereum", where
+    ``TestContractWallet`` is deployed with OWNER_KEY's address as its owner; "base" is configured too, its RPC on a
+    closed port (a socket of ours holds it, never listening): the same address has no contract that answers there."""
+    import socket  # noqa: PLC0415
+
+    from kilo_crypto_watch import settings  # noqa: PLC0415
+
+    address = deploy(chain.w3, "TestContractWallet", Account.from_key(OWNER_KEY).address)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as held:
+        held.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{held.getsockname()[1]}"
+        chains = [
+            {"key": "ethereum", "merchant_address": MERCHANT_EVM, "rpc_url": chain.node.url,
+             "chain_id": chain.node.chain_id},
+            {"key": "base", "merchant_address": MERCHANT_EVM, "rpc_url": closed, "chain_id": 8453},
+        ]  # fmt: skip
+        monkeypatch.setenv("CRYPTO_CHAINS", json.dumps(chains))
+        monkeypatch.setenv("ERC1271_ENABLED", "true")
+        settings.settings.cache_clear()
+        dependencies.clear_caches()
+        yield address
+    settings.settings.cache_clear()
+
+
+OWNER_KEY = "0x" + "55" * 32
+
+
+def _signed_in(address: str, chain_id: int) -> tuple[str, str]:
+    _, issued = call("POST", f"{BASE}/wallets/nonce")
+    text = siwe_text(
+        "app.kilo.example", address, "https://app.kilo.example", str(chain_id), issued["nonce"], issued["issued_at"]
+    )
+    return text, Account.from_key(OWNER_KEY).sign_message(encode_defunct(text=text)).signature.hex()
+
+
+def test_given_a_contract_wallet_signed_in_on_one_chain_then_it_is_linked_there_only(
+    contract_wallet: str, chain: Chain
+) -> None:
+    text, signature = _signed_in(contract_wallet, chain.node.chain_id)
+    status, linked = call("POST", f"{BASE}/wallets", {"chain": "ethereum", "message": text, "signature": signature})
+    assert (status, linked) == (201, {"chain": "ethereum", "address": contract_wallet, "method": "erc1271"})
+    store = dependencies.store()
+    assert store.wallet_owner("evm", contract_wallet, "ethereum") == "acct-1"
+    assert store.wallet_owner("evm", contract_wallet, "base") is None  # not verified there
+    text, signature = _signed_in(contract_wallet, 8453)
+    status, refused = call("POST", f"{BASE}/wallets", {"chain": "base", "message": text, "signature": signature})
+    assert (status, refused["code"]) == (400, "invalid_request")
+    assert "signature was not made by the message's address" in refused["message"]
+    assert store.wallet_owner("evm", contract_wallet, "base") is None
