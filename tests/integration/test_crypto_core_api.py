@@ -585,3 +585,36 @@ def test_given_a_contract_wallet_signed_in_on_one_chain_then_it_is_linked_there_
     assert (status, refused["code"]) == (400, "invalid_request")
     assert "signature was not made by the message's address" in refused["message"]
     assert store.wallet_owner("evm", contract_wallet, "base") is None
+
+
+def test_given_a_transaction_with_a_credit_that_is_not_the_bills_then_409_and_none_of_its_credits_is_recorded(
+    crypto: SpotPrices,
+) -> None:
+    """One transaction, two USDC credits to the merchant: 100 USDC (the quote's amount, from an unlinked wallet) and
+    5 USDC from a wallet linked to acct-2. The second is acct-2's: the claim is refused whole, the first unrecorded
+    too. A transaction whose two credits both match the open bill's quote is taken whole (the first credit covering
+    the bill does not shut out the second of the same transaction)."""
+    issue()
+    call("POST", f"{BASE}/bills/acct-1~2026-10/quotes", {"chain": "ethereum", "asset": "USDC"})
+    stranger, linked = "0x" + "88" * 20, "0x" + "77" * 20
+    dependencies.store().link_wallet("evm", linked, "acct-2", "ethereum", datetime.now(UTC))
+    now = datetime.now(UTC)
+    crypto_core_inspector.TRANSACTIONS["0xmixed"] = [
+        transfer("0xmixed", "USDC", 100_000_000, now, sender=stranger, index=0),
+        transfer("0xmixed", "USDC", 5_000_000, now, sender=linked, index=1),
+    ]
+    status, body = call("POST", f"{BASE}/bills/acct-1~2026-10/transactions", {"chain": "ethereum", "tx_id": "0xmixed"})
+    assert (status, body["code"]) == (409, "conflict")
+    assert "sent from a wallet linked to another account" in body["message"]
+    assert dependencies.store().payment("ethereum:0xmixed:0") is None
+    assert dependencies.store().payment("ethereum:0xmixed:1") is None
+    _, history = call("GET", f"{BASE}/history", role="member")
+    assert (history["bills"][0]["status"], history["payments"]) == ("OPEN", [])
+
+    crypto_core_inspector.TRANSACTIONS["0xtwice"] = [
+        transfer("0xtwice", "USDC", 100_000_000, now, sender=stranger, index=0),
+        transfer("0xtwice", "USDC", 100_000_000, now, sender=stranger, index=1),
+    ]
+    status, body = call("POST", f"{BASE}/bills/acct-1~2026-10/transactions", {"chain": "ethereum", "tx_id": "0xtwice"})
+    assert status == 202
+    assert [p["amount_usd"] for p in body["payments"]] == ["100.00", "100.00"]

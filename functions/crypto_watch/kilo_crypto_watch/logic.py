@@ -159,6 +159,8 @@ def submit_transaction(
         raise TransactionRefusedError(f"transaction {tx_id} is not known on {chain.key} (yet): retry shortly") from exc
     if not transfers:
         raise TransactionRefusedError(f"transaction {tx_id} pays nothing to our {chain.key} address")
+    for transfer in transfers:  # every credit checked first: a refused one leaves the others unrecorded too
+        ports.settlement.check_claim(transfer, bill.invoice_id)
     payments = [ports.settlement.record(transfer, claimed_for=bill.invoice_id) for transfer in transfers]
     if all(payment.status is PaymentStatus.FAILED for payment in payments):
         raise TransactionRefusedError(f"transaction {tx_id} failed on {chain.key}: nothing was paid")

@@ -347,6 +347,25 @@ class Settlement:
 
         return self._retried(transfer.payment_id, attempt)
 
+    def check_claim(self, transfer: ObservedTransfer, invoice_id: str) -> None:
+        """The fast path's check of one credit of a submitted transaction, before any of them is recorded (a refusal
+        of one then leaves the others unwritten too): AlreadyClaimedError, BillNotFoundError or ClaimRefusedError as
+        ``record(transfer, claimed_for=invoice_id)`` would raise them now. ``record`` checks again on its own reads."""
+        if not transfer.succeeded:
+            return  # recorded FAILED, for no bill
+        existing = self._store.payment(transfer.payment_id)
+        if existing is not None and existing.status is PaymentStatus.ORPHANED and existing.attributed:
+            return  # re-seen after an orphaning: it keeps its bill
+        if existing is not None and existing.status is not PaymentStatus.ORPHANED:
+            if existing.invoice_id not in (None, invoice_id):
+                raise AlreadyClaimedError(f"payment {transfer.payment_id} already pays another bill")
+            if existing.attributed:
+                return  # this bill's already
+        bill = self._store.bill(invoice_id)
+        if bill is None:
+            raise BillNotFoundError(f"no crypto bill {invoice_id!r}")
+        self._check_claim(transfer, bill, self._store.quotes(invoice_id))
+
     def assign(self, payment_id: str, account_id: str, invoice_id: str) -> Payment:
         """The operator's assignment of an UNATTRIBUTED payment to an account's bill (valued at the newest quote of
         the bill for the payment's chain and asset, with the late policy as for any payment)."""
@@ -541,7 +560,7 @@ class Settlement:
             return
         if owner == bill.account_id:
             return
-        if bill.status is not BillStatus.OPEN:
+        if not self._open_but_for(bill, transfer.tx_id):
             raise ClaimRefusedError(
                 f"transaction {transfer.tx_id} is not tied to bill {bill.invoice_id}, which is "
                 f"{bill.status.value.lower()} already: not from a wallet linked to the account and no reference of "
@@ -559,6 +578,16 @@ class Settlement:
             "account, no reference and not the amount of one of its quotes; the watcher will match it if it is "
             "yours, or an operator can assign it"
         )
+
+    def _open_but_for(self, bill: Bill, tx_id: str) -> bool:
+        """The bill is OPEN, or would be without the payments of transaction ``tx_id`` (a transaction's credits are
+        claimed one after the other: the first must not shut out the rest of the same transaction)."""
+        if bill.status is BillStatus.OPEN:
+            return True
+        if bill.status is BillStatus.PAID:
+            return False
+        others = tuple(line for line in bill.payments if line.tx_id != tx_id)
+        return recompute(replace(bill, payments=others), self._policy, self._clock()).status is BillStatus.OPEN
 
     def _valued(self, payment: Payment, bill: Bill, quote: Quote, how: MatchedBy, detected: datetime) -> Payment:
         valuation = value_payment(payment.transfer, quote, detected, self._policy, self._rate_now(quote.asset))
