@@ -42,6 +42,16 @@ CHAINS = {
         chain_id=1,
         explorer_tx_url="https://etherscan.io/tx/{tx}",
     ),
+    "base": ChainConfig(  # a second EVM chain: a contract wallet's link holds on its own chain only
+        key="base",
+        kind="evm",
+        rpc_url="http://127.0.0.1:1",
+        merchant_address=MERCHANT_EVM,
+        usdc="0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913",
+        native="ETH",
+        chain_id=8453,
+        explorer_tx_url="https://basescan.org/tx/{tx}",
+    ),
     "solana": ChainConfig(
         key="solana",
         kind="solana",

@@ -21,6 +21,7 @@ from kilo_dev.apigw import http_api_event
 from tests import crypto_core_inspector
 from tests.conftest import LambdaContext, Stack
 from tests.crypto_core_fakes import MERCHANT_EVM, MERCHANT_SOL, OnChainFeed, SpotPrices, transfer
+from tests.evm_chain import Chain, deploy
 
 BASE = "/v1/accounts/acct-1/crypto"
 
@@ -448,3 +449,172 @@ def test_given_someone_elses_transaction_when_claimed_for_a_bill_then_409_and_it
     status, body = call("POST", f"{BASE}/bills/acct-1~2026-10/transactions", {"chain": "ethereum", "tx_id": "0xexact"})
     assert status == 202
     assert body["payments"][0]["amount_usd"] == "100.00"
+
+
+def test_given_a_payment_from_another_accounts_linked_wallet_when_claimed_then_409_and_left_to_the_watcher(
+    crypto: SpotPrices,
+) -> None:
+    """acct-1's admin submits a transfer of exactly its quote's 100 USDC, sent from a wallet linked to acct-2: it is
+    acct-2's payment (D112), so the claim is refused and nothing is recorded."""
+    issue()
+    call("POST", f"{BASE}/bills/acct-1~2026-10/quotes", {"chain": "ethereum", "asset": "USDC"})
+    victim = "0x" + "77" * 20
+    dependencies.store().link_wallet("evm", victim, "acct-2", "ethereum", datetime.now(UTC))
+    crypto_core_inspector.TRANSACTIONS["0xtheirs"] = [
+        transfer("0xtheirs", "USDC", 100_000_000, datetime.now(UTC), sender=victim)
+    ]
+    status, body = call("POST", f"{BASE}/bills/acct-1~2026-10/transactions", {"chain": "ethereum", "tx_id": "0xtheirs"})
+    assert (status, body["code"], body["field"]) == (409, "conflict", None)
+    assert "sent from a wallet linked to another account" in body["message"]
+    assert dependencies.store().payment("ethereum:0xtheirs:0") is None
+
+
+@pytest.fixture
+def node_down(crypto: SpotPrices, monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
+    """The crypto routes with the real EVM and Solana inspectors, each chain's RPC URL on a closed port: a socket of
+    ours holds the port (bound, never listening), so connections are refused and nobody else can take it."""
+    import socket  # noqa: PLC0415
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as held:
+        held.bind(("127.0.0.1", 0))
+        port = held.getsockname()[1]
+        url = f"http://127.0.0.1:{port}/v2/provider-key-123"
+        monkeypatch.setenv(
+            "CRYPTO_CHAINS",
+            json.dumps(
+                [
+                    {"key": "ethereum", "merchant_address": MERCHANT_EVM, "rpc_url": url},
+                    {"key": "solana", "merchant_address": MERCHANT_SOL, "rpc_url": url},
+                ]
+            ),
+        )
+        monkeypatch.setattr(
+            dependencies,
+            "INSPECTOR_MODULES",
+            {"evm": "kilo_crypto_watch.evm_handler", "solana": "kilo_crypto_watch.solana_handler"},
+        )
+        from kilo_crypto_watch import settings  # noqa: PLC0415
+
+        settings.settings.cache_clear()
+        dependencies.clear_caches()
+        yield port
+    settings.settings.cache_clear()
+
+
+@pytest.mark.parametrize(
+    ("chain", "tx_id"),
+    [
+        ("ethereum", "0x" + "ab" * 32),
+        ("solana", "5VERv8NMvzbJMEkV8xnrLkEaWRtSz9CosKDYjCJjBRnbJLgp8uirBgmQpjKhoR4tjF3ZpRzrFmBV6UjKdiSZkQUW"),
+    ],
+)
+def test_given_the_chains_node_down_when_a_transaction_is_submitted_then_503_retry_after_without_the_url(
+    node_down: int, chain: str, tx_id: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    issue()
+    caplog.clear()
+    status, headers, body = raw_call(
+        "POST", f"{BASE}/bills/acct-1~2026-10/transactions", {"chain": chain, "tx_id": tx_id}
+    )
+    assert (status, headers["Retry-After"], body["code"], body["field"]) == (503, "5", "unavailable", None)
+    assert body["message"] == (
+        f"the {chain} node did not answer: retry shortly (the watcher will still find the payment on its own)"
+    )
+    [warning] = [r for r in caplog.records if r.getMessage() == "fast path: chain node unavailable"]
+    assert (warning.__dict__["chain"], warning.__dict__["error"]) == (
+        chain,
+        "RpcUnavailableError" if chain == "ethereum" else "SolanaRpcError",
+    )
+    logged = " ".join(str(record.__dict__) for record in caplog.records)
+    for secret in (str(node_down), "provider-key-123"):
+        assert secret not in json.dumps(body)
+        assert secret not in logged
+    assert dependencies.store().payment(f"{chain}:{tx_id}:0") is None
+    _, history = call("GET", f"{BASE}/history", role="member")
+    assert history["payments"] == []
+
+
+@pytest.fixture
+def contract_wallet(crypto: SpotPrices, chain: Chain, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """ERC-1271 sign-in for real: the crypto routes verify contract signatures (web3) on anvil for "ethereum", where
+    ``TestContractWallet`` is deployed with OWNER_KEY's address as its owner; "base" is configured too, its RPC on a
+    closed port (a socket of ours holds it, never listening): the same address has no contract that answers there."""
+    import socket  # noqa: PLC0415
+
+    from kilo_crypto_watch import settings  # noqa: PLC0415
+
+    address = deploy(chain.w3, "TestContractWallet", Account.from_key(OWNER_KEY).address)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as held:
+        held.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{held.getsockname()[1]}"
+        chains = [
+            {"key": "ethereum", "merchant_address": MERCHANT_EVM, "rpc_url": chain.node.url,
+             "chain_id": chain.node.chain_id},
+            {"key": "base", "merchant_address": MERCHANT_EVM, "rpc_url": closed, "chain_id": 8453},
+        ]  # fmt: skip
+        monkeypatch.setenv("CRYPTO_CHAINS", json.dumps(chains))
+        monkeypatch.setenv("ERC1271_ENABLED", "true")
+        settings.settings.cache_clear()
+        dependencies.clear_caches()
+        yield address
+    settings.settings.cache_clear()
+
+
+OWNER_KEY = "0x" + "55" * 32
+
+
+def _signed_in(address: str, chain_id: int) -> tuple[str, str]:
+    _, issued = call("POST", f"{BASE}/wallets/nonce")
+    text = siwe_text(
+        "app.kilo.example", address, "https://app.kilo.example", str(chain_id), issued["nonce"], issued["issued_at"]
+    )
+    return text, Account.from_key(OWNER_KEY).sign_message(encode_defunct(text=text)).signature.hex()
+
+
+def test_given_a_contract_wallet_signed_in_on_one_chain_then_it_is_linked_there_only(
+    contract_wallet: str, chain: Chain
+) -> None:
+    text, signature = _signed_in(contract_wallet, chain.node.chain_id)
+    status, linked = call("POST", f"{BASE}/wallets", {"chain": "ethereum", "message": text, "signature": signature})
+    assert (status, linked) == (201, {"chain": "ethereum", "address": contract_wallet, "method": "erc1271"})
+    store = dependencies.store()
+    assert store.wallet_owner("evm", contract_wallet, "ethereum") == "acct-1"
+    assert store.wallet_owner("evm", contract_wallet, "base") is None  # not verified there
+    text, signature = _signed_in(contract_wallet, 8453)
+    status, refused = call("POST", f"{BASE}/wallets", {"chain": "base", "message": text, "signature": signature})
+    assert (status, refused["code"]) == (400, "invalid_request")
+    assert "signature was not made by the message's address" in refused["message"]
+    assert store.wallet_owner("evm", contract_wallet, "base") is None
+
+
+def test_given_a_transaction_with_a_credit_that_is_not_the_bills_then_409_and_none_of_its_credits_is_recorded(
+    crypto: SpotPrices,
+) -> None:
+    """One transaction, two USDC credits to the merchant: 100 USDC (the quote's amount, from an unlinked wallet) and
+    5 USDC from a wallet linked to acct-2. The second is acct-2's: the claim is refused whole, the first unrecorded
+    too. A transaction whose two credits both match the open bill's quote is taken whole (the first credit covering
+    the bill does not shut out the second of the same transaction)."""
+    issue()
+    call("POST", f"{BASE}/bills/acct-1~2026-10/quotes", {"chain": "ethereum", "asset": "USDC"})
+    stranger, linked = "0x" + "88" * 20, "0x" + "77" * 20
+    dependencies.store().link_wallet("evm", linked, "acct-2", "ethereum", datetime.now(UTC))
+    now = datetime.now(UTC)
+    crypto_core_inspector.TRANSACTIONS["0xmixed"] = [
+        transfer("0xmixed", "USDC", 100_000_000, now, sender=stranger, index=0),
+        transfer("0xmixed", "USDC", 5_000_000, now, sender=linked, index=1),
+    ]
+    status, body = call("POST", f"{BASE}/bills/acct-1~2026-10/transactions", {"chain": "ethereum", "tx_id": "0xmixed"})
+    assert (status, body["code"]) == (409, "conflict")
+    assert "sent from a wallet linked to another account" in body["message"]
+    assert dependencies.store().payment("ethereum:0xmixed:0") is None
+    assert dependencies.store().payment("ethereum:0xmixed:1") is None
+    _, history = call("GET", f"{BASE}/history", role="member")
+    assert (history["bills"][0]["status"], history["payments"]) == ("OPEN", [])
+
+    crypto_core_inspector.TRANSACTIONS["0xtwice"] = [
+        transfer("0xtwice", "USDC", 100_000_000, now, sender=stranger, index=0),
+        transfer("0xtwice", "USDC", 100_000_000, now, sender=stranger, index=1),
+    ]
+    status, body = call("POST", f"{BASE}/bills/acct-1~2026-10/transactions", {"chain": "ethereum", "tx_id": "0xtwice"})
+    assert status == 202
+    assert [p["amount_usd"] for p in body["payments"]] == ["100.00", "100.00"]

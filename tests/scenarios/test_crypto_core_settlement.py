@@ -14,8 +14,14 @@ import pytest
 
 from kilo_crypto_watch.history import account_history
 from kilo_crypto_watch.model import BillFlag, BillStatus, PaymentStatus, QuoteStatus
-from kilo_crypto_watch.ports import ConflictError, SettlementChange
-from kilo_crypto_watch.settlement import AlreadyClaimedError, NotAssignableError, NotUnderReviewError, remaining_usd
+from kilo_crypto_watch.ports import AlreadyExistsError, ConflictError, SettlementChange
+from kilo_crypto_watch.settlement import (
+    AlreadyClaimedError,
+    ClaimRefusedError,
+    NotAssignableError,
+    NotUnderReviewError,
+    remaining_usd,
+)
 from tests.conftest import Stack
 from tests.crypto_core_fakes import (
     CHAINS,
@@ -327,6 +333,166 @@ def test_given_a_submitted_transaction_then_claimed_for_that_bill_and_refused_fo
     assert len(h.events(SEEN)) == 1
 
 
+# --- claims on the fast path (D112): another customer's payment is never taken ---------------------------------------
+# acct-x's admin submits transactions for acct-x's own $100.00 bill inv-x, which has a USDC quote of the same 100 USDC
+# as acct-1's: before D112's amendment the amount alone tied them to inv-x.
+
+SOL_QUOTE = 666_666_667  # $100.00 at $150.00: 0.666666666.. SOL, rounded up to the lamport
+REF = "Ref1111111111111111111111111111111111111111"
+CREDIT = "CryptoCreditAdded.v1"
+
+
+def _attacker(h: Harness) -> None:
+    assert h.store.create_bill(bill("inv-x", "acct-x"))
+    h.store.add_quote(quote("q-x", "USDC", USDC_QUOTE, "1", invoice_id="inv-x", account_id="acct-x"))
+
+
+def test_given_a_payment_from_another_accounts_linked_wallet_when_claimed_then_refused_and_the_watcher_pays_theirs(
+    h: Harness,
+) -> None:
+    _attacker(h)
+    paid = transfer("0xv1", "USDC", USDC_QUOTE, T0 + timedelta(minutes=4))  # from CUSTOMER_WALLET: acct-1's
+    with pytest.raises(ClaimRefusedError, match="sent from a wallet linked to another account"):
+        h.settlement.record(paid, claimed_for="inv-x")
+    assert h.store.payment("ethereum:0xv1:0") is None  # nothing written
+    assert h.published.published == []
+
+    h.settlement.record_seen(paid)  # the watcher's run
+    h.settlement.finalized("ethereum:0xv1:0")
+    payment = h.store.payment("ethereum:0xv1:0")
+    assert payment is not None
+    assert (payment.invoice_id, payment.account_id, payment.matched_by) == ("inv-1", "acct-1", "wallet")
+    victim, attacker = h.store.bill("inv-1"), h.store.bill("inv-x")
+    assert victim is not None
+    assert attacker is not None
+    assert (victim.status, victim.settled_usd) == (BillStatus.PAID, Decimal("100.00"))
+    assert (attacker.status, attacker.payments) == (BillStatus.OPEN, ())
+    with pytest.raises(AlreadyClaimedError):
+        h.settlement.record(paid, claimed_for="inv-x")
+
+
+def test_given_an_unattributed_payment_from_another_accounts_linked_wallet_when_claimed_then_refused(
+    h: Harness,
+) -> None:
+    """acct-1 has no unpaid bill left, so its wallet's next payment is UNATTRIBUTED (an operator decides): acct-x's
+    claim on it is refused all the same, and it stays unattributed."""
+    h.settlement.record_seen(transfer("0xv0", "USDC", USDC_QUOTE, T0 + timedelta(minutes=4)))
+    h.settlement.finalized("ethereum:0xv0:0")
+    _attacker(h)
+    extra = transfer("0xv2", "USDC", USDC_QUOTE, T0 + timedelta(minutes=6))
+    h.settlement.record_seen(extra)
+    assert h.store.payment("ethereum:0xv2:0") in h.store.unattributed()
+    with pytest.raises(ClaimRefusedError, match="wallet linked to another account"):
+        h.settlement.record(extra, claimed_for="inv-x")
+    assert [p.payment_id for p in h.store.unattributed()] == ["ethereum:0xv2:0"]
+    attacker = h.store.bill("inv-x")
+    assert attacker is not None
+    assert (attacker.status, attacker.payments) == (BillStatus.OPEN, ())
+
+
+def test_given_a_solana_payment_with_another_bills_reference_when_claimed_then_refused_and_the_watcher_pays_it(
+    h: Harness,
+) -> None:
+    h.store.add_quote(quote("q-sol", "SOL", SOL_QUOTE, "150.00", chain="solana", reference=REF))
+    assert h.store.create_bill(bill("inv-x", "acct-x"))
+    h.store.add_quote(
+        quote("q-x", "SOL", SOL_QUOTE, "150.00", "inv-x", "acct-x", chain="solana", reference="RefAttacker")
+    )
+    paid = transfer(
+        "5sig", "SOL", SOL_QUOTE, T0 + timedelta(minutes=4), sender="Payer", chain="solana", references=(REF,)
+    )
+    with pytest.raises(ClaimRefusedError, match="carries the reference of another bill's quote"):
+        h.settlement.record(paid, claimed_for="inv-x")
+    assert h.store.payment("solana:5sig:0") is None
+
+    h.settlement.record_seen(paid)
+    payment = h.store.payment("solana:5sig:0")
+    assert payment is not None
+    # 666_666_667 lamports x $150.00 = $100.00000005 -> $100.00
+    assert (payment.invoice_id, payment.quote_id, payment.matched_by, payment.usd) == (
+        "inv-1",
+        "q-sol",
+        "reference",
+        Decimal("100.00"),
+    )
+    attacker = h.store.bill("inv-x")
+    assert attacker is not None
+    assert attacker.payments == ()
+
+
+def test_given_a_paid_bill_when_a_payment_is_claimed_by_its_amount_alone_then_refused_and_no_credit(
+    h: Harness,
+) -> None:
+    """acct-x pays inv-x (a claim by the amount while it is open: an exchange's payment), then claims further
+    payments of the same amount by neither a linked wallet nor a reference: refused, no credit. The one from acct-1's
+    linked wallet goes to acct-1's bill through the watcher; the other stays for an operator."""
+    _attacker(h)
+    own = transfer("0xown", "USDC", USDC_QUOTE, T0 + timedelta(minutes=4), sender="0x" + "33" * 20)
+    assert h.settlement.record(own, claimed_for="inv-x").matched_by == "fast_path"
+    h.settlement.finalized("ethereum:0xown:0")
+    paid = h.store.bill("inv-x")
+    assert paid is not None
+    assert paid.status is BillStatus.PAID
+    h.clock.now = T0 + timedelta(hours=10)
+
+    stranger = transfer("0xs", "USDC", USDC_QUOTE, T0 + timedelta(hours=10), sender="0x" + "44" * 20)
+    with pytest.raises(ClaimRefusedError, match="which is paid already"):
+        h.settlement.record(stranger, claimed_for="inv-x")
+    victims = transfer("0xv3", "USDC", USDC_QUOTE, T0 + timedelta(hours=10))  # acct-1's linked wallet
+    with pytest.raises(ClaimRefusedError, match="wallet linked to another account"):
+        h.settlement.record(victims, claimed_for="inv-x")
+    assert h.store.payment("ethereum:0xs:0") is None
+    assert h.store.payment("ethereum:0xv3:0") is None
+
+    h.settlement.record_seen(stranger)
+    h.settlement.record_seen(victims)
+    h.settlement.finalized("ethereum:0xs:0")
+    h.settlement.finalized("ethereum:0xv3:0")
+    still = h.store.bill("inv-x")
+    assert still is not None
+    assert (still.status, still.settled_usd, still.credit_usd) == (BillStatus.PAID, Decimal("100.00"), 0)
+    assert h.events(CREDIT) == []
+    victim = h.store.bill("inv-1")
+    assert victim is not None
+    assert (victim.status, victim.settled_usd) == (BillStatus.PAID, Decimal("100.00"))  # late USDC counts 1:1
+    assert [p.payment_id for p in h.store.unattributed()] == ["ethereum:0xs:0"]
+
+
+def test_given_a_bill_covered_by_a_payment_not_yet_final_when_another_is_claimed_by_its_amount_then_refused(
+    h: Harness,
+) -> None:
+    _attacker(h)
+    h.settlement.record(transfer("0xown", "USDC", USDC_QUOTE, T0 + timedelta(minutes=4), sender="0x" + "33" * 20),
+                        claimed_for="inv-x")  # fmt: skip
+    covered = h.store.bill("inv-x")
+    assert covered is not None
+    assert covered.status is BillStatus.PROCESSING
+    second = transfer("0xs2", "USDC", USDC_QUOTE, T0 + timedelta(minutes=6), sender="0x" + "44" * 20)
+    with pytest.raises(ClaimRefusedError, match="which is processing already"):
+        h.settlement.record(second, claimed_for="inv-x")
+    assert h.store.payment("ethereum:0xs2:0") is None
+
+
+def test_given_a_paid_bill_when_a_payment_with_its_own_quotes_reference_is_claimed_then_it_becomes_credit(
+    h: Harness,
+) -> None:
+    """A reference of the bill's own quote ties the payment to it even once the bill is paid (its overpayment)."""
+    h.store.add_quote(quote("q-sol-usdc", "USDC", USDC_QUOTE, "1", chain="solana", reference=REF))
+    h.settlement.record_seen(transfer("0x20", "USDC", USDC_QUOTE, T0 + timedelta(minutes=4)))
+    h.settlement.finalized("ethereum:0x20:0")
+    extra = transfer(
+        "5more", "USDC", 5_000_000, T0 + timedelta(minutes=6), sender="Payer", chain="solana", references=(REF,)
+    )
+    payment = h.settlement.record(extra, claimed_for="inv-1")
+    assert (payment.invoice_id, payment.quote_id, payment.usd) == ("inv-1", "q-sol-usdc", Decimal("5.00"))
+    h.settlement.finalized("solana:5more:0")
+    final = h.store.bill("inv-1")
+    assert final is not None
+    assert (final.status, final.settled_usd, final.credit_usd) == (BillStatus.PAID, Decimal("100.00"), Decimal("5.00"))
+    [credit] = h.events(CREDIT)
+    assert (credit["credit_usd"], credit["tx_ids"]) == ("5.00", ["5more"])
+
+
 def test_given_a_paid_bill_when_another_payment_is_final_then_it_becomes_credit_without_a_second_event(
     h: Harness,
 ) -> None:
@@ -473,3 +639,47 @@ def test_given_a_quote_passed_its_expiry_unannounced_then_retired_without_an_eve
     assert h.settlement.announce_expiring("ethereum", WINDOW) == 0
     assert h.events(EXPIRING) == []
     assert h.store.expiring_quotes("ethereum", T0 + timedelta(days=1)) == []
+
+
+# --- contract wallets are linked per chain ----------------------------------------------------------------------------
+
+CONTRACT_WALLET = "0x5555555555555555555555555555555555555555"
+
+
+def test_given_a_contract_wallet_linked_on_one_chain_then_its_address_elsewhere_is_not_the_accounts(
+    stack: Stack,
+) -> None:
+    """An ERC-1271 wallet verified on ethereum is acct-1's there only: on base the same address may be another
+    contract (acct-2's, verified there) or none. A key's wallet (EOA) is the same account's on every EVM chain."""
+    h = harness(stack)
+    h.store.link_wallet("evm", CONTRACT_WALLET, "acct-1", "ethereum", T0, contract=True)
+    h.store.link_wallet("evm", CUSTOMER_WALLET, "acct-1", "ethereum", T0)  # an EOA
+    assert h.store.wallet_owner("evm", CONTRACT_WALLET, "ethereum") == "acct-1"
+    assert h.store.wallet_owner("evm", CONTRACT_WALLET.upper().replace("0X", "0x"), "ethereum") == "acct-1"
+    assert h.store.wallet_owner("evm", CONTRACT_WALLET, "base") is None
+    assert h.store.wallet_owner("evm", CONTRACT_WALLET) is None
+    assert h.store.wallet_owner("evm", CUSTOMER_WALLET, "base") == "acct-1"
+    assert h.store.wallet_owner("evm", CUSTOMER_WALLET) == "acct-1"
+
+    h.store.link_wallet("evm", CONTRACT_WALLET, "acct-2", "base", T0, contract=True)  # another contract, on base
+    assert h.store.wallet_owner("evm", CONTRACT_WALLET, "base") == "acct-2"
+    with pytest.raises(AlreadyExistsError):
+        h.store.link_wallet("evm", CONTRACT_WALLET, "acct-2", "ethereum", T0, contract=True)
+    with pytest.raises(AlreadyExistsError):  # the address's key is another account's: no contract link beside it
+        h.store.link_wallet("evm", CUSTOMER_WALLET, "acct-2", "base", T0, contract=True)
+    assert h.store.wallet_owner("evm", CUSTOMER_WALLET, "base") == "acct-1"
+
+    for account, invoice in (("acct-1", "inv-1"), ("acct-2", "inv-2")):
+        assert h.store.create_bill(bill(invoice, account))
+        for chain in ("ethereum", "base"):
+            h.store.add_quote(quote(f"q-{invoice}-{chain}", "USDC", USDC_QUOTE, "1", invoice, account, chain=chain))
+    h.clock.now = T0 + timedelta(minutes=5)
+    on_base = transfer("0xb1", "USDC", USDC_QUOTE, T0 + timedelta(minutes=4), sender=CONTRACT_WALLET, chain="base")
+    h.settlement.record_seen(on_base)
+    on_ethereum = transfer("0xe1", "USDC", USDC_QUOTE, T0 + timedelta(minutes=4), sender=CONTRACT_WALLET)
+    h.settlement.record_seen(on_ethereum)
+    paid_on_base, paid_on_ethereum = h.store.payment("base:0xb1:0"), h.store.payment("ethereum:0xe1:0")
+    assert paid_on_base is not None
+    assert paid_on_ethereum is not None
+    assert (paid_on_base.invoice_id, paid_on_base.matched_by) == ("inv-2", "wallet")
+    assert (paid_on_ethereum.invoice_id, paid_on_ethereum.matched_by) == ("inv-1", "wallet")

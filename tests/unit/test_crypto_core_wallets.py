@@ -38,6 +38,7 @@ class MemoryWallets:
 
     nonces: dict[str, tuple[str, datetime]] = field(default_factory=dict)
     links: dict[tuple[str, str], str] = field(default_factory=dict)
+    contract_links: dict[tuple[str, str, str], str] = field(default_factory=dict)
 
     def put_nonce(self, nonce: str, account_id: str, expires_at: datetime) -> None:
         self.nonces[nonce] = (account_id, expires_at)
@@ -45,8 +46,13 @@ class MemoryWallets:
     def take_nonce(self, nonce: str) -> tuple[str, datetime] | None:
         return self.nonces.pop(nonce, None)
 
-    def link_wallet(self, kind: str, address: str, account_id: str, chain: str, now: datetime) -> None:
-        owner = self.links.setdefault((kind, address.lower()), account_id)
+    def link_wallet(
+        self, kind: str, address: str, account_id: str, chain: str, now: datetime, contract: bool = False
+    ) -> None:
+        if contract:
+            owner = self.contract_links.setdefault((kind, address.lower(), chain), account_id)
+        else:
+            owner = self.links.setdefault((kind, address.lower()), account_id)
         if owner != account_id:
             raise AlreadyExistsError(address)
 
@@ -147,6 +153,9 @@ def test_given_a_smart_contract_wallet_then_erc1271_decides() -> None:
     accepting = ContractWallet(True)
     linked = verify_and_link(store, "acct-1", ETH, text, signature, NOW, POLICY, accepting)
     assert linked.method == "erc1271"
+    # linked as a contract wallet on ethereum only, not as the address's key on every EVM chain
+    assert store.contract_links == {("evm", Account.from_key(KEY).address.lower(), "ethereum"): "acct-1"}
+    assert store.links == {}
     [(address, digest)] = accepting.asked
     # EIP-191: keccak256("\x19Ethereum Signed Message:\n" + len + message), 32 bytes
     assert address == Account.from_key(KEY).address

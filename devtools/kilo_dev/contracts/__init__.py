@@ -3,6 +3,8 @@
 - ``TestUSDC.vy``: a 6-decimal ERC-20 like USDC (transfer, transferFrom, approve, Transfer events) with an open mint.
 - ``TestAggregator.vy``: a Chainlink-compatible feed (``latestRoundData``, ``decimals``) with a settable answer and
   ``updatedAt``.
+- ``TestContractWallet.vy``: a smart-contract wallet whose ERC-1271 ``isValidSignature`` accepts its owner key's
+  signature of the hash.
 
 Their ABI and bytecode are committed next to them (``<Name>.json``), so tests, the benchmark and the demo deploy them
 without a compiler; ``tests/unit/test_crypto_evm_contracts.py`` recompiles the sources and requires the committed
@@ -16,7 +18,7 @@ from pathlib import Path
 from typing import Any, Final
 
 HERE: Final = Path(__file__).resolve().parent
-CONTRACTS: Final = ("TestUSDC", "TestAggregator")
+CONTRACTS: Final = ("TestUSDC", "TestAggregator", "TestContractWallet")
 
 
 def compile_source(name: str) -> dict[str, Any]:

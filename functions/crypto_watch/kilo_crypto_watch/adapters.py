@@ -250,20 +250,40 @@ class DynamoCryptoStore:
         return [items.bill_from_item(item) for item in found]
 
     # wallets and nonces
-    def wallet_owner(self, chain_kind: str, address: str) -> str | None:
-        item = self._get(items.wallet_pk(chain_kind, address), "WALLET")
-        return str(from_item(item)["account_id"]) if item else None
+    def wallet_owner(self, chain_kind: str, address: str, chain: str | None = None) -> str | None:
+        """One consistent Query over the address's links: its key's link (every chain) first, else its contract
+        link on ``chain``."""
+        found = self._query(
+            KeyConditionExpression="pk = :p AND begins_with(sk, :w)",
+            ExpressionAttributeValues=to_item({":p": items.wallet_pk(chain_kind, address), ":w": items.wallet_sk()}),
+            ConsistentRead=True,
+        )
+        owners = {str(from_item(item)["sk"]): str(from_item(item)["account_id"]) for item in found}
+        owner = owners.get(items.wallet_sk())
+        if owner is None and chain is not None:
+            owner = owners.get(items.wallet_sk(chain))
+        return owner
 
-    def link_wallet(self, kind: str, address: str, account_id: str, chain: str, now: datetime) -> None:
-        """Link ``address`` to ``account_id``; AlreadyExistsError when another account holds it."""
+    def link_wallet(
+        self, kind: str, address: str, account_id: str, chain: str, now: datetime, contract: bool = False
+    ) -> None:
+        """Link ``address`` to ``account_id`` (``contract``: an ERC-1271 wallet, on ``chain`` only); AlreadyExistsError
+        when another account holds it - for a contract wallet also when another account holds the address's key."""
+        mine = {
+            "ConditionExpression": "attribute_not_exists(pk) OR account_id = :a",
+            "ExpressionAttributeValues": to_item({":a": account_id}),
+        }
+        item = items.wallet_to_item(kind, address, account_id, chain, now, contract)
         try:
-            call(
-                self._client.put_item,
-                TableName=self._table,
-                Item=items.wallet_to_item(kind, address, account_id, chain, now),
-                ConditionExpression="attribute_not_exists(pk) OR account_id = :a",
-                ExpressionAttributeValues=to_item({":a": account_id}),
-            )
+            if not contract:
+                call(self._client.put_item, TableName=self._table, Item=item, **mine)
+            else:
+                key_link = items.key(items.wallet_pk(kind, address), items.wallet_sk())
+                writes = [
+                    {"ConditionCheck": {"TableName": self._table, "Key": key_link, **mine}},
+                    {"Put": {"TableName": self._table, "Item": item, **mine}},
+                ]
+                call(self._client.transact_write_items, TransactItems=writes)
         except ConditionFailedError as exc:
             raise AlreadyExistsError(f"wallet {address} is linked to another account") from exc
 

@@ -6,7 +6,8 @@ and owners manage (quotes, submitted transactions, wallets). Errors have the cus
 Routes (under the account API's ``/v1/accounts/<account_id>``):
 - ``POST .../crypto/bills/<invoice>/quotes`` ``{"chain", "asset"}`` -> 201 the quote;
 - ``POST .../crypto/bills/<invoice>/transactions`` ``{"chain", "tx_id"}`` -> 202 ``{"invoice_id", "payments"}``,
-  the payments recorded SEEN;
+  the payments recorded SEEN (409 when the transaction is not tied to the bill, D112; 503 ``unavailable`` with
+  ``Retry-After`` when the chain's node does not answer - the message names the chain only, never the RPC URL);
 - ``POST .../crypto/wallets/nonce`` -> 201 ``{"nonce", "issued_at", "expires_at", "domain", "uri"}`` (what the
   signed message must name);
 - ``POST .../crypto/wallets`` ``{"chain", "message", "signature"}`` -> 201 the linked wallet;
@@ -92,6 +93,14 @@ def _transaction(exc: logic.TransactionRefusedError) -> Response[str]:
 def _rate(exc: RateRefusedError) -> Response[str]:
     logger.warning("quote refused: no rate", extra={"reason": str(exc)[:300]})
     return error_response(ErrorCode.UNAVAILABLE, str(exc), retry_after=60)
+
+
+@app.exception_handler(logic.NodeUnavailableError)  # type: ignore[untyped-decorator]
+def _node_down(exc: logic.NodeUnavailableError) -> Response[str]:
+    cause = exc.__cause__
+    # the cause's text may carry the node's URL (and a provider's key in it): neither the answer nor the log gets it
+    logger.warning("fast path: chain node unavailable", extra={"chain": exc.chain, "error": type(cause).__name__})
+    return error_response(ErrorCode.UNAVAILABLE, str(exc))
 
 
 @app.exception_handler(dependencies.ChainsUnavailableError)  # type: ignore[untyped-decorator]

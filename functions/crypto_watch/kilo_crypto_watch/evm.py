@@ -31,6 +31,7 @@ from typing import Literal, Protocol
 
 from kilo_crypto_watch.model import ChainConfig, Cursor, ObservedTransfer, PendingPayment, RunReport
 from kilo_crypto_watch.ports import (
+    ChainUnavailableError,
     CursorConflictError,
     CursorStore,
     MalformedTransactionIdError,
@@ -97,7 +98,7 @@ class RpcRangeError(Exception):
     """The provider refused an ``eth_getLogs`` range (too many blocks or results, a limit, a timeout): try smaller."""
 
 
-class RpcUnavailableError(Exception):
+class RpcUnavailableError(ChainUnavailableError):
     """The node did not answer usefully (connection, HTTP or JSON-RPC failure): the run fails and is retried."""
 
 

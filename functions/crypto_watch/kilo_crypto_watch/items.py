@@ -6,7 +6,9 @@ Keys (``pk`` / ``sk``), and the two sparse indexes:
   its quotes);
 - Solana Pay reference ``REF#<reference>`` / ``REF`` -> the quote, indexed ``watch`` while monitored;
 - chain payment ``PAY#<payment id>`` / ``PAY``, indexed ``pending`` while SEEN;
-- linked wallet ``WALLET#<evm|solana>#<address>`` / ``WALLET`` (EVM addresses lower-cased), sign-in nonce
+- linked wallet ``WALLET#<evm|solana>#<address>`` / ``WALLET`` (EVM addresses lower-cased; a key's wallet, the same
+  address on every chain of its kind), or ``/ WALLET#<chain>`` for an ERC-1271 contract wallet (verified on that chain
+  only: the same address elsewhere may be another contract, or none), sign-in nonce
   ``NONCE#<nonce>`` / ``NONCE`` (TTL), watcher cursor ``CURSOR#<chain>`` / ``CURSOR``.
 Indexes: ``watch`` (``gsi1pk`` / ``gsi1sk``): ``WATCH#<chain>`` / ``<monitor until>#<reference>`` for references,
 ``PENDING#<chain>`` / ``<payment id>`` for SEEN payments, ``EXPIRING#<chain>`` / ``<expires at>#<quote id>`` for quotes
@@ -63,6 +65,11 @@ def payment_pk(payment_id: str) -> str:
 
 def wallet_pk(kind: str, address: str) -> str:
     return f"WALLET#{kind}#{normal_address(kind, address)}"
+
+
+def wallet_sk(chain: str | None = None) -> str:
+    """The link of a key's wallet (``None``: every chain of its kind), or of a contract wallet on ``chain``."""
+    return "WALLET" if chain is None else f"WALLET#{chain}"
 
 
 def normal_address(kind: str, address: str) -> str:
@@ -378,18 +385,24 @@ def payment_from_item(item: Mapping[str, Any]) -> Payment:
 # --- wallets, nonces, cursors --------------------------------------------------------------------------------------
 
 
-def wallet_to_item(kind: str, address: str, account_id: str, chain: str, linked_at: datetime) -> Item:
+def wallet_to_item(
+    kind: str, address: str, account_id: str, chain: str, linked_at: datetime, contract: bool = False
+) -> Item:
+    """``contract``: an ERC-1271 wallet, linked for ``chain`` only (a key's wallet is linked for every chain of its
+    kind; ``chain`` is then where it signed in)."""
+    scope = f"#{chain}" if contract else ""
     return to_item(
         {
             "pk": wallet_pk(kind, address),
-            "sk": "WALLET",
+            "sk": wallet_sk(chain if contract else None),
             "gsi2pk": account_pk(account_id),
-            "gsi2sk": f"WALLET#{kind}#{normal_address(kind, address)}",
+            "gsi2sk": f"WALLET#{kind}#{normal_address(kind, address)}{scope}",
             "kind": "wallet",
             "wallet_kind": kind,
             "address": address,
             "account_id": account_id,
             "chain": chain,
+            "contract": contract,
             "linked_at": linked_at.isoformat(),
         }
     )

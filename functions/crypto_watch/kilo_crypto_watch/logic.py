@@ -51,6 +51,17 @@ class TransactionRefusedError(Exception):
     """The submitted transaction pays nothing to us, failed on chain, or was not found (the message says which)."""
 
 
+class NodeUnavailableError(Exception):
+    """The chain's node did not answer the fast path's lookup: retry later; the watcher still finds the payment. The
+    message names the chain only (the node's URL, which may carry a provider's key, stays in the cause)."""
+
+    def __init__(self, chain: str) -> None:
+        super().__init__(
+            f"the {chain} node did not answer: retry shortly (the watcher will still find the payment on its own)"
+        )
+        self.chain = chain
+
+
 class CryptoStore(SettlementStore, WalletStore, Protocol):
     """The crypto table as the routes use it."""
 
@@ -132,16 +143,24 @@ def submit_transaction(
     if not tx_id or len(tx_id) > 200 or not tx_id.isascii():
         raise InvalidRequestError("tx_id must be a transaction hash (EVM) or signature (Solana)", field="tx_id")
     bill = _bill(ports, account_id, invoice_id)
-    from kilo_crypto_watch.ports import MalformedTransactionIdError, TransactionNotFoundError  # noqa: PLC0415
+    from kilo_crypto_watch.ports import (  # noqa: PLC0415
+        ChainUnavailableError,
+        MalformedTransactionIdError,
+        TransactionNotFoundError,
+    )
 
     try:
         transfers = ports.inspector(chain).transfers(tx_id)
+    except ChainUnavailableError as exc:
+        raise NodeUnavailableError(chain.key) from exc
     except MalformedTransactionIdError as exc:
         raise InvalidRequestError(f"tx_id is not a {chain.key} transaction id: {exc}", field="tx_id") from exc
     except TransactionNotFoundError as exc:
         raise TransactionRefusedError(f"transaction {tx_id} is not known on {chain.key} (yet): retry shortly") from exc
     if not transfers:
         raise TransactionRefusedError(f"transaction {tx_id} pays nothing to our {chain.key} address")
+    for transfer in transfers:  # every credit checked first: a refused one leaves the others unrecorded too
+        ports.settlement.check_claim(transfer, bill.invoice_id)
     payments = [ports.settlement.record(transfer, claimed_for=bill.invoice_id) for transfer in transfers]
     if all(payment.status is PaymentStatus.FAILED for payment in payments):
         raise TransactionRefusedError(f"transaction {tx_id} failed on {chain.key}: nothing was paid")

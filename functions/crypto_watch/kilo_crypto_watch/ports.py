@@ -77,9 +77,16 @@ class MalformedTransactionIdError(TransactionNotFoundError, ValueError):
     chain will ever know it, so it is bad input, not "not found yet"."""
 
 
+class ChainUnavailableError(Exception):
+    """A chain's node did not answer usefully (connection, HTTP or RPC failure). Each chain's RPC adapter raises its
+    own subclass. The message may carry the node's URL (a provider's key is often in it): it is for the log's eyes,
+    never for an answer."""
+
+
 class TransactionInspector(Protocol):
     """The fast path: the credits to the merchant inside one transaction a customer submitted, as the watcher would
-    see them (a reverted transaction gives its transfers with ``succeeded=False``; none to the merchant: empty)."""
+    see them (a reverted transaction gives its transfers with ``succeeded=False``; none to the merchant: empty).
+    ``ChainUnavailableError`` when the node does not answer."""
 
     def transfers(self, tx_id: str) -> Sequence[ObservedTransfer]: ...
 
@@ -153,7 +160,10 @@ class SettlementStore(Protocol):
 
     def watched_references(self, chain: str, now: datetime) -> Sequence[str]: ...
 
-    def wallet_owner(self, chain_kind: str, address: str) -> str | None: ...
+    def wallet_owner(self, chain_kind: str, address: str, chain: str | None = None) -> str | None:
+        """The account ``address`` is linked to: by its key (every chain of ``chain_kind``), or as a contract wallet
+        on ``chain`` (ERC-1271 links hold on the chain they were verified on only). None: not linked."""
+        ...
 
     def unattributed(self) -> Sequence[Payment]: ...
 

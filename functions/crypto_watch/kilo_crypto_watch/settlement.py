@@ -80,8 +80,10 @@ class AlreadyClaimedError(SettlementError):
 
 
 class ClaimRefusedError(SettlementError):
-    """A customer claimed a transaction for a bill that nothing ties it to (not a linked wallet of the account, no
-    reference of the bill's quotes, not a quote's exact amount): it is left to the watcher's matching and operators."""
+    """A customer claimed a transaction for a bill that it is not tied to (it names another bill's quote, or comes
+    from a wallet linked to another account; or nothing ties it to this bill: not a linked wallet of the account, no
+    reference of the bill's quotes, not a quote's amount while the bill is open): it is left to the watcher's
+    matching and operators."""
 
 
 class NoQuoteError(SettlementError):
@@ -345,6 +347,25 @@ class Settlement:
 
         return self._retried(transfer.payment_id, attempt)
 
+    def check_claim(self, transfer: ObservedTransfer, invoice_id: str) -> None:
+        """The fast path's check of one credit of a submitted transaction, before any of them is recorded (a refusal
+        of one then leaves the others unwritten too): AlreadyClaimedError, BillNotFoundError or ClaimRefusedError as
+        ``record(transfer, claimed_for=invoice_id)`` would raise them now. ``record`` checks again on its own reads."""
+        if not transfer.succeeded:
+            return  # recorded FAILED, for no bill
+        existing = self._store.payment(transfer.payment_id)
+        if existing is not None and existing.status is PaymentStatus.ORPHANED and existing.attributed:
+            return  # re-seen after an orphaning: it keeps its bill
+        if existing is not None and existing.status is not PaymentStatus.ORPHANED:
+            if existing.invoice_id not in (None, invoice_id):
+                raise AlreadyClaimedError(f"payment {transfer.payment_id} already pays another bill")
+            if existing.attributed:
+                return  # this bill's already
+        bill = self._store.bill(invoice_id)
+        if bill is None:
+            raise BillNotFoundError(f"no crypto bill {invoice_id!r}")
+        self._check_claim(transfer, bill, self._store.quotes(invoice_id))
+
     def assign(self, payment_id: str, account_id: str, invoice_id: str) -> Payment:
         """The operator's assignment of an UNATTRIBUTED payment to an account's bill (valued at the newest quote of
         the bill for the payment's chain and asset, with the late policy as for any payment)."""
@@ -497,7 +518,7 @@ class Settlement:
             if bill is not None:
                 return bill, quote, list(self._store.quotes(bill.invoice_id)), "reference"
         chain = self._chains.get(transfer.chain)
-        owner = self._store.wallet_owner(chain.kind if chain else "evm", transfer.sender)
+        owner = self._store.wallet_owner(chain.kind if chain else "evm", transfer.sender, transfer.chain)
         if owner is None:
             return None
         best: tuple[Bill, Quote, list[Quote]] | None = None
@@ -513,27 +534,60 @@ class Settlement:
         return (*best, "wallet") if best is not None else None
 
     def _check_claim(self, transfer: ObservedTransfer, bill: Bill, quotes: Sequence[Quote]) -> None:
-        """A customer's claim counts only when something ties the transfer to the bill's account: the sender is a
-        wallet linked to it, a reference names one of the bill's quotes, or the amount is one of its quotes' within the
-        settlement tolerance (a payment from an exchange, its fee taken). Otherwise anyone could claim another
-        customer's public transaction - and a larger one would pay their bill and leave them credit."""
+        """A customer's claim counts only when nothing ties the transfer to someone else and something ties it to the
+        bill (D112). Refused first: a reference naming another bill's quote, a sender linked to another account - the
+        transfer is theirs, and the watcher's matching gives it to them. Then accepted: a reference naming one of the
+        bill's quotes, a sender linked to the bill's account, or - while the bill is OPEN (nothing covers it yet) - the
+        amount of one of its quotes within the settlement tolerance (a payment from an exchange, its fee taken).
+        Otherwise anyone could claim another customer's public transaction, and on a bill already covered any payment
+        would become their credit."""
+        for reference in transfer.references:
+            named = self._store.quote_by_reference(reference)
+            if named is not None and named.invoice_id != bill.invoice_id:
+                raise ClaimRefusedError(
+                    f"transaction {transfer.tx_id} carries the reference of another bill's quote, not of bill "
+                    f"{bill.invoice_id}: it pays that bill (the watcher attributes it)"
+                )
+        chain = self._chains.get(transfer.chain)
+        owner = self._store.wallet_owner(chain.kind if chain else "evm", transfer.sender, transfer.chain)
+        if owner is not None and owner != bill.account_id:
+            raise ClaimRefusedError(
+                f"transaction {transfer.tx_id} was sent from a wallet linked to another account, not to bill "
+                f"{bill.invoice_id}'s: it pays that account's bills (the watcher attributes it)"
+            )
         own = [q for q in quotes if q.chain == transfer.chain and q.asset == transfer.asset]
         if any(q.reference is not None and q.reference in transfer.references for q in own):
             return
+        if owner == bill.account_id:
+            return
+        if not self._open_but_for(bill, transfer.tx_id):
+            raise ClaimRefusedError(
+                f"transaction {transfer.tx_id} is not tied to bill {bill.invoice_id}, which is "
+                f"{bill.status.value.lower()} already: not from a wallet linked to the account and no reference of "
+                "its quotes (a quote's amount alone counts only while a bill is open); the watcher will match it if "
+                "it is yours, or an operator can assign it"
+            )
         for quote in own:  # the quote's amount, give or take the settlement tolerance (an exchange's fee)
             if quote.amount_usd <= 0:
                 continue
             band = quote.atomic_amount * tolerance(quote.amount_usd, [quote.asset], self._policy) / quote.amount_usd
             if abs(transfer.atomic_amount - quote.atomic_amount) <= band:
                 return
-        chain = self._chains.get(transfer.chain)  # the one check that reads: last
-        if self._store.wallet_owner(chain.kind if chain else "evm", transfer.sender) == bill.account_id:
-            return
         raise ClaimRefusedError(
             f"transaction {transfer.tx_id} is not tied to bill {bill.invoice_id}: not from a wallet linked to the "
             "account, no reference and not the amount of one of its quotes; the watcher will match it if it is "
             "yours, or an operator can assign it"
         )
+
+    def _open_but_for(self, bill: Bill, tx_id: str) -> bool:
+        """The bill is OPEN, or would be without the payments of transaction ``tx_id`` (a transaction's credits are
+        claimed one after the other: the first must not shut out the rest of the same transaction)."""
+        if bill.status is BillStatus.OPEN:
+            return True
+        if bill.status is BillStatus.PAID:
+            return False
+        others = tuple(line for line in bill.payments if line.tx_id != tx_id)
+        return recompute(replace(bill, payments=others), self._policy, self._clock()).status is BillStatus.OPEN
 
     def _valued(self, payment: Payment, bill: Bill, quote: Quote, how: MatchedBy, detected: datetime) -> Payment:
         valuation = value_payment(payment.transfer, quote, detected, self._policy, self._rate_now(quote.asset))

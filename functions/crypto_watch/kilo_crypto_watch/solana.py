@@ -35,7 +35,13 @@ from solders.pubkey import Pubkey
 from solders.token.associated import get_associated_token_address
 
 from kilo_crypto_watch.model import ChainConfig, Cursor, ObservedTransfer, RunReport
-from kilo_crypto_watch.ports import CursorStore, PaymentSink, ReferenceSource, TransactionNotFoundError
+from kilo_crypto_watch.ports import (
+    ChainUnavailableError,
+    CursorStore,
+    PaymentSink,
+    ReferenceSource,
+    TransactionNotFoundError,
+)
 
 Commitment = Literal["confirmed", "finalized"]
 T = TypeVar("T")
@@ -52,7 +58,7 @@ PAGE = 1_000  # getSignaturesForAddress's maximum limit
 STATUS_BATCH = 256  # getSignatureStatuses's maximum
 
 
-class SolanaRpcError(Exception):
+class SolanaRpcError(ChainUnavailableError):
     """The RPC did not answer, or answered an error: the run fails and is retried (nothing was half-recorded)."""
 
 

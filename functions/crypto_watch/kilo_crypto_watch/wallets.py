@@ -6,7 +6,9 @@ optional statement, then ``URI``/``Version``/``Chain ID``/``Nonce``/``Issued At`
 ``Expiration Time``/``Not Before``/``Request ID``/``Resources``), checks every field, takes the nonce (single use:
 a replay finds it gone), checks the signature - EIP-191 ``personal_sign`` recovered with ``eth_account`` for EOAs,
 ERC-1271 ``isValidSignature`` through a port for smart-contract wallets where the chain's RPC is configured; ed25519
-with ``solders`` on Solana - and links the address to the account (one account per wallet, a conditional write).
+with ``solders`` on Solana - and links the address to the account (one account per wallet, a conditional write). A key's
+wallet (EOA, ed25519) is linked on every chain of its kind; a contract wallet only on the chain that verified it (the
+same address on another EVM chain may be another contract, or none).
 """
 
 from __future__ import annotations
@@ -49,7 +51,12 @@ class WalletStore(Protocol):
 
     def take_nonce(self, nonce: str) -> tuple[str, datetime] | None: ...
 
-    def link_wallet(self, kind: str, address: str, account_id: str, chain: str, now: datetime) -> None: ...
+    def link_wallet(
+        self, kind: str, address: str, account_id: str, chain: str, now: datetime, contract: bool = False
+    ) -> None:
+        """``contract``: an ERC-1271 wallet, linked for ``chain`` only; a key's wallet is linked on every chain of its
+        kind. AlreadyExistsError when another account holds the link."""
+        ...
 
 
 class ContractSignatureVerifier(Protocol):
@@ -261,7 +268,7 @@ def verify_and_link(
         _solana_signature(message, text, signature)
         method = "ed25519"
     try:
-        store.link_wallet(chain.kind, message.address, account_id, chain.key, now)
+        store.link_wallet(chain.kind, message.address, account_id, chain.key, now, contract=method == "erc1271")
     except AlreadyExistsError as exc:
         raise WalletTakenError(f"wallet {message.address} is linked to another account") from exc
     return LinkedWallet(account_id, chain.key, chain.kind, message.address, method)
