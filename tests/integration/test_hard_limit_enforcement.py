@@ -234,3 +234,23 @@ def test_given_the_limit_raised_after_it_was_enforced_then_reaching_the_new_limi
     assert len(livekit.calls) == 9
     assert (len(enforcing.sent_mail()), len(enforcing.sent_sms())) == (2, 2)
     assert "Messages" not in enforcing.stack.clients["sqs"].receive_message(QueueUrl=enforcing.queue_url)
+
+
+def test_given_a_budget_event_at_the_hard_limit_then_ratings_own_hard_limit_event_repeats_nothing(
+    enforcing: AlertsStack, livekit: FakeLiveKit
+) -> None:
+    # the budget's 100 % ($100) with the bill at the $150 hard limit: the hard-limit alert is derived from it (D47)
+    publish(enforcing, "budget", 100, "150.00", "100", scope="100")
+    run(enforcing)
+    # then rating's own hard_limit event of the same limit (written 150.00 in the profile's figures): the same key
+    publish(enforcing, "hard_limit", 100, "150.00", "150.00", scope="150")
+    run(enforcing)
+    subjects = sorted(str(mime(mail)["Subject"]) for mail in enforcing.sent_mail())
+    assert subjects == [
+        "Your November 2026 bill so far reached 100% of your budget",
+        "Your November 2026 hard spending limit of $150.00 is reached: calls are stopping",
+    ]
+    # enforced once: audio only for the three, one removal step (grace 0: it came with the second event)
+    methods = sorted(method for method, _ in livekit.calls)
+    assert methods == ["RemoveParticipant"] * 3 + ["UpdateParticipant"] * 3
+    assert "Messages" not in enforcing.stack.clients["sqs"].receive_message(QueueUrl=enforcing.queue_url)
