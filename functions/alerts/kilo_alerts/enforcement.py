@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal
 
 from kilo_alerts.model import EnforcementAction, EnforcementRecord, Participant
 from kilo_alerts.ports import (
@@ -49,7 +48,7 @@ def hard_limit_reached(account_id: str, entitlements: EntitlementSource, now_ms:
     answer = decide(account_id, profile, state, now, EntitlementPolicy())
     if answer.reason != Reason.HARD_BUDGET or answer.hard_limit_usd is None:
         return None
-    return limit_scope(Decimal(answer.hard_limit_usd))
+    return limit_scope(answer.hard_limit_usd)
 
 
 def _act(
