@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -264,17 +265,18 @@ def expected_alerts(
     history: Sequence[tuple[int, str]],
     sheet: PriceSheet,
     budget: Budget | None = None,
-) -> set[ExpectedAlert]:
+) -> Counter[ExpectedAlert]:
     """What the account should have been told about ``period`` by the end of it so far, on which channel (an account
-    with an email address and a phone number, no preferences set).
+    with an email address and a phone number, no preferences set), each with how many times.
 
-    A meter's share of its allowance is the highest among the period's tier segments (each segment's used steps over
-    its prorated allowance, rounded up to the step as in ``expected_bill``); each of 50/80/100 % it reached is one
-    ``allowance_threshold``. The bill so far against the budget's percentages gives ``budget_threshold``; a bill at or
-    above the hard limit gives one ``budget_hard_limit``. Both thresholds only ever rise during a month, so what was
-    crossed at some point is what the end of the month shows."""
+    Each tier segment's allowance counts on its own (each segment's used steps over its prorated allowance, rounded up
+    to the step as in ``expected_bill``): each of 50/80/100 % a segment reached is one ``allowance_threshold``, so an
+    upgrade's allowance has its own (the texts name the meter and percentage, not the segment: two segments reaching
+    the same percentage are the same text twice). The bill so far against the budget's percentages gives
+    ``budget_threshold``; a bill at or above the hard limit gives one ``budget_hard_limit``. Both thresholds only ever
+    rise during a month, so what was crossed at some point is what the end of the month shows."""
     start, end = period_bounds(period)
-    crossed: set[tuple[str, int]] = set()
+    crossed: Counter[tuple[str, int]] = Counter()
     for seg_start, seg_end, tier in segments(period, history):
         fraction = Fraction(seg_end - seg_start, end - start)
         steps = _segment_steps(truth, account_id, period, seg_start, seg_end)
@@ -285,17 +287,18 @@ def expected_alerts(
             per_unit = _STEPS_PER_UNIT[meter]
             used = steps[meter]
             included = math.ceil(allowance * per_unit * fraction)
-            crossed |= {(meter, p) for p in ALLOWANCE_PERCENTS if included > 0 and used * 100 >= included * p}
-    alerts: set[ExpectedAlert] = set()
-    for meter, percent in crossed:
-        alerts |= _channels(period, "allowance_threshold", f"{meter}:{percent}", percent)
+            crossed.update((meter, p) for p in ALLOWANCE_PERCENTS if included > 0 and used * 100 >= included * p)
+    alerts: Counter[ExpectedAlert] = Counter()
+    for (meter, percent), times in crossed.items():
+        for alert in _channels(period, "allowance_threshold", f"{meter}:{percent}", percent):
+            alerts[alert] += times
     if budget is not None:
         total = Fraction(int(expected_bill(truth, account_id, period, history, sheet).total * 100), 100)
         for percent in budget.percents:
             if total * 100 >= budget.budget_usd * percent:
-                alerts |= _channels(period, "budget_threshold", f"budget:{percent}", percent)
+                alerts.update(_channels(period, "budget_threshold", f"budget:{percent}", percent))
         if budget.hard_limit_usd is not None and total >= budget.hard_limit_usd:
-            alerts |= _channels(period, "budget_hard_limit", "hard_limit:100", 100)
+            alerts.update(_channels(period, "budget_hard_limit", "hard_limit:100", 100))
     return alerts
 
 

@@ -34,9 +34,12 @@ def register(stack: AlertsStack, account: str, **contact: Any) -> None:
     directory.register(AccountProfile(account, (TierChange(datetime(2026, 1, 1, tzinfo=UTC), "team"),), **contact))
 
 
-def publish(stack: AlertsStack, account: str, meter: str, percent: int, used: str, limit: str) -> None:
+def publish(
+    stack: AlertsStack, account: str, meter: str, percent: int, used: str, limit: str, scope: str | None = None
+) -> None:
     event = UsageThresholdCrossedV1(
-        event_id=UsageThresholdCrossedV1.make_id(account, "2026-11", meter, percent),
+        event_id=UsageThresholdCrossedV1.make_id(account, "2026-11", meter, percent, scope),
+        scope=scope,
         account_id=account,
         period="2026-11",
         meter=meter,  # type: ignore[arg-type]

@@ -80,8 +80,8 @@ def clock() -> Iterator[None]:
         yield
 
 
-def publish(stack: AlertsStack, meter: str, percent: int, used: str, limit: str) -> None:
-    publish_threshold(stack, "acct_9", meter, percent, used, limit)
+def publish(stack: AlertsStack, meter: str, percent: int, used: str, limit: str, scope: str | None = None) -> None:
+    publish_threshold(stack, "acct_9", meter, percent, used, limit, scope)
 
 
 def actions(stack: AlertsStack) -> list[tuple[str, str, str, str]]:
@@ -179,3 +179,78 @@ def test_given_the_limit_raised_before_the_grace_ends_then_nobody_is_removed(
         "Your November 2026 hard spending limit of $150.00 is reached: calls are stopping",
     ]
     assert json.dumps(livekit.permissions[("standup", "alice")]) == json.dumps(AUDIO_ONLY)
+
+
+def claims(stack: AlertsStack) -> list[tuple[str, str, str, str, str]]:
+    """(hard limit, action, room, identity, status) of every enforcement record, from the alerts table."""
+    table = stack.stack.template.physical_name("AlertsTable")
+    found = boto3.resource("dynamodb").Table(table).scan()["Items"]
+    return sorted(
+        (str(i.get("limit", "")), str(i["action"]), str(i["room"]), str(i["identity"]), str(i["status"]))
+        for i in found
+        if str(i["sk"]).startswith("ENFORCEMENT#")
+    )
+
+
+def test_given_the_limit_raised_after_it_was_enforced_then_reaching_the_new_limit_enforces_and_alerts_again(
+    enforcing: AlertsStack, livekit: FakeLiveKit
+) -> None:
+    publish(enforcing, "hard_limit", 100, "150.02", "150", scope="150")  # as rating publishes it: scoped by the limit
+    run(enforcing)
+    assert [method for method, _ in livekit.calls] == ["UpdateParticipant"] * 3
+    stack = enforcing.stack
+    directory = DynamoAccountDirectory(stack.clients["dynamodb"], stack.template.physical_name("UsageTable"))
+    from kilo_billing.budgets import BudgetChange, set_budget  # noqa: PLC0415
+
+    set_budget(directory, "acct_9", BudgetChange(hard_limit_usd=Decimal("200.00")))  # within the grace (D47)
+    run(enforcing)  # the removal step: the limit no longer holds
+    assert [method for method, _ in livekit.calls] == ["UpdateParticipant"] * 3
+    # the calls go on and the bill reaches the raised limit: rating announces it with its own id
+    publish(enforcing, "hard_limit", 100, "200.40", "200", scope="200")
+    run(enforcing)
+    everyone = [("standup", "alice"), ("standup", "bob"), ("support", "carol")]
+    assert livekit.calls[3:] == [
+        ("UpdateParticipant", {"room": room, "identity": who, "permission": AUDIO_ONLY}) for room, who in everyone
+    ]
+    run(enforcing)  # the new removal step, after the grace (0 s here)
+    assert livekit.calls[6:] == [("RemoveParticipant", {"room": room, "identity": who}) for room, who in everyone]
+    assert claims(enforcing) == sorted(
+        [("150", "audio_only", room, who, "done") for room, who in everyone]
+        + [("150", "schedule_removal", "-", "-", "done"), ("150", "remove", "-", "-", "lifted")]
+        + [("200", "audio_only", room, who, "done") for room, who in everyone]
+        + [("200", "schedule_removal", "-", "-", "done")]
+        + [("200", "remove", room, who, "done") for room, who in everyone]
+    )
+    subjects = sorted(str(mime(mail)["Subject"]) for mail in enforcing.sent_mail())
+    assert subjects == [
+        "Your November 2026 hard spending limit of $150.00 is reached: calls are stopping",
+        "Your November 2026 hard spending limit of $200.00 is reached: calls are stopping",
+    ]
+    assert len(enforcing.sent_sms()) == 2
+
+    # the same crossing delivered again (rating republished it after a crash): one alert, nothing enforced twice
+    publish(enforcing, "hard_limit", 100, "200.40", "200", scope="200")
+    run(enforcing)
+    assert len(livekit.calls) == 9
+    assert (len(enforcing.sent_mail()), len(enforcing.sent_sms())) == (2, 2)
+    assert "Messages" not in enforcing.stack.clients["sqs"].receive_message(QueueUrl=enforcing.queue_url)
+
+
+def test_given_a_budget_event_at_the_hard_limit_then_ratings_own_hard_limit_event_repeats_nothing(
+    enforcing: AlertsStack, livekit: FakeLiveKit
+) -> None:
+    # the budget's 100 % ($100) with the bill at the $150 hard limit: the hard-limit alert is derived from it (D47)
+    publish(enforcing, "budget", 100, "150.00", "100", scope="100")
+    run(enforcing)
+    # then rating's own hard_limit event of the same limit (written 150.00 in the profile's figures): the same key
+    publish(enforcing, "hard_limit", 100, "150.00", "150.00", scope="150")
+    run(enforcing)
+    subjects = sorted(str(mime(mail)["Subject"]) for mail in enforcing.sent_mail())
+    assert subjects == [
+        "Your November 2026 bill so far reached 100% of your budget",
+        "Your November 2026 hard spending limit of $150.00 is reached: calls are stopping",
+    ]
+    # enforced once: audio only for the three, one removal step (grace 0: it came with the second event)
+    methods = sorted(method for method, _ in livekit.calls)
+    assert methods == ["RemoveParticipant"] * 3 + ["UpdateParticipant"] * 3
+    assert "Messages" not in enforcing.stack.clients["sqs"].receive_message(QueueUrl=enforcing.queue_url)

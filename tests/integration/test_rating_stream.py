@@ -286,7 +286,8 @@ def test_given_usage_crossing_half_the_allowance_then_one_threshold_event_reache
     assert envelope["detail-type"] == "UsageThresholdCrossed.v1"
     assert envelope["detail"] == {
         "schema_version": 1,
-        "event_id": "threshold:acct_free:2026-11:messages:50",
+        # scoped by its tier segment: Personal all November, from 2026-11-01T00:00Z = 1793491200 s
+        "event_id": "threshold:acct_free:2026-11:messages@1793491200:50",
         "account_id": "acct_free",
         "period": "2026-11",
         "meter": "messages",
@@ -294,6 +295,7 @@ def test_given_usage_crossing_half_the_allowance_then_one_threshold_event_reache
         "used": "60000",
         "limit": "100000",
         "occurred_at": envelope["detail"]["occurred_at"],
+        "scope": "1793491200",
     }
 
 

@@ -104,12 +104,13 @@ def test_given_a_long_call_with_no_further_event_when_the_sweeper_runs_then_the_
     [event] = queued(long_call)
     assert event["detail-type"] == "UsageThresholdCrossed.v1"
     assert event["source"] == "kilo.billing.rating"
-    assert {k: event["detail"][k] for k in ("event_id", "meter", "threshold_percent", "used", "limit")} == {
-        "event_id": "threshold:acct_long:2026-11:hard_limit:100",
+    assert {k: event["detail"][k] for k in ("event_id", "meter", "threshold_percent", "used", "limit", "scope")} == {
+        "event_id": "threshold:acct_long:2026-11:hard_limit@0.25:100",  # scoped by the hard limit in force
         "meter": "hard_limit",
         "threshold_percent": 100,
         "used": "0.29",
         "limit": "0.25",
+        "scope": "0.25",
     }
 
     assert run(long_call) == {"batchItemFailures": []}  # the threshold event: audio only, removal scheduled

@@ -817,7 +817,8 @@ def test_given_personal_audio_crossing_half_its_allowance_when_rated_then_one_th
     assert {
         k: detail[k] for k in ("event_id", "account_id", "period", "meter", "threshold_percent", "used", "limit")
     } == {
-        "event_id": "threshold:acct-talk:2026-11:audio:50",
+        # scoped by the tier segment: the whole of November on Personal, from 2026-11-01T00:00Z = 1793491200 s
+        "event_id": "threshold:acct-talk:2026-11:audio@1793491200:50",
         "account_id": "acct-talk",
         "period": "2026-11",
         "meter": "audio",
@@ -825,7 +826,7 @@ def test_given_personal_audio_crossing_half_its_allowance_when_rated_then_one_th
         "used": "5000",
         "limit": "10000",
     }
-    assert repo.thresholds[("acct-talk", "2026-11")] == {"audio#50"}
+    assert repo.thresholds[("acct-talk", "2026-11")] == {"audio@1793491200#50"}
 
 
 def test_given_personal_audio_just_below_half_when_rated_then_no_threshold_is_published():

@@ -118,6 +118,25 @@ def test_given_events_then_the_alert_key_and_kind_name_the_occurrence() -> None:
     )
 
 
+def test_given_scoped_events_then_each_limit_and_segment_is_an_occurrence_of_its_own() -> None:
+    def key(meter: str, percent: int, limit: str, scope: str | None) -> tuple[str, str]:
+        found = {**detail(meter, percent, "1", limit), "scope": scope}
+        found["event_id"] = UsageThresholdCrossedV1.make_id("acct_1", "2026-09", meter, percent, scope)
+        alert = alert_from_event(UsageThresholdCrossedV1.DETAIL_TYPE, found)
+        return alert.key, alert.event_id
+
+    assert key("hard_limit", 100, "150", "150") == (
+        "hard_limit@150:100",
+        "threshold:acct_1:2026-09:hard_limit@150:100",
+    )
+    assert key("hard_limit", 100, "200", "200")[0] == "hard_limit@200:100"  # a raised limit: alerted again
+    assert key("budget", 80, "12.5", "12.5")[0] == "budget@12.5:80"
+    assert key("video", 50, "25000", "1794787200")[0] == "video@1794787200:50"  # the Team segment from Nov 16
+    assert key("budget", 80, "100", None)[0] == "budget:80"  # an event published before scopes: as it was
+    with pytest.raises(AlertError, match="problem"):
+        key("budget", 80, "100", "1@2")
+
+
 def test_given_an_unknown_or_malformed_event_then_it_is_not_an_alert() -> None:
     with pytest.raises(AlertError, match="no alert reads"):
         alert_from_event("InvoiceIssued.v9", {})

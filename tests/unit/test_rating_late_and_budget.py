@@ -70,7 +70,7 @@ def test_given_a_hard_limit_then_reaching_it_is_announced_once_as_its_own_crossi
     rate(repo, publisher, usage("acct_h", "b", 1, NOV_2))
     hard = [d for _, d in publisher.published if d["meter"] == "hard_limit"]
     assert [(Decimal(d["used"]), Decimal(d["limit"]), d["event_id"]) for d in hard] == [
-        (Decimal("7.20"), Decimal("7.00"), "threshold:acct_h:2026-11:hard_limit:100")
+        (Decimal("7.20"), Decimal("7.00"), "threshold:acct_h:2026-11:hard_limit@7:100")  # scoped by the limit
     ]
     rate(repo, publisher, usage("acct_h", "c", 1, NOV_2))
     assert len([d for _, d in publisher.published if d["meter"] == "hard_limit"]) == 1  # once

@@ -71,7 +71,7 @@ def test_given_a_call_passing_the_limit_with_no_event_then_the_periodic_check_an
     # 5 days: 2 x 7,200 = 14,400: 4,400 over x $0.00036 = $1.584 -> $1.58 >= $0.50
     assert check_running_limits(repo, publisher, CONFIG, NOV_1 + 5 * DAY_MS) == 1
     assert announced(publisher) == [("hard_limit", 100, "1.58")]
-    assert publisher.published[0][1]["event_id"] == "threshold:acct_run:2026-11:hard_limit:100"
+    assert publisher.published[0][1]["event_id"] == "threshold:acct_run:2026-11:hard_limit@0.5:100"
     assert check_running_limits(repo, publisher, CONFIG, NOV_1 + 6 * DAY_MS) == 0  # once
     # an account without a budget or hard limit is not even rated
     other = InMemoryUsageRepository()

@@ -209,11 +209,11 @@ class SqsRemovalScheduler:
         self._client = client
         self._queue_url = queue_url
 
-    def schedule_removal(self, account_id: str, period: str, delay_seconds: int) -> None:
+    def schedule_removal(self, account_id: str, period: str, delay_seconds: int, limit: str) -> None:
         body = {
             "detail-type": "EnforcementStepDue.v1",  # kilo_alerts.logic.ENFORCEMENT_STEP
             "source": ALERTS_SOURCE,
-            "detail": {"account_id": account_id, "period": period, "step": "remove"},
+            "detail": {"account_id": account_id, "period": period, "step": "remove", "limit": limit},
         }
         call(
             self._client.send_message,

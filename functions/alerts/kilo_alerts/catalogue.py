@@ -181,7 +181,7 @@ def _threshold(detail: Mapping[str, Any]) -> Alert:
         kind=kind,
         account_id=event.account_id,
         period=event.period,
-        key=f"{event.meter}:{percent}",
+        key=event.key,  # scoped by the limit or tier segment measured against: a raised limit alerts again
         severity=severity,
         values=values,
         event_id=event.event_id,

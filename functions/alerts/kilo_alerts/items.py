@@ -1,8 +1,8 @@
 """Records in the alerts table, kept ``RECORD_TTL_DAYS``:
 - deliveries ``ACCOUNT#<id>`` / ``DELIVERY#<period>#<kind>#<key>#<channel>``, one item per channel of an alert
   occurrence (the claim, then the outcome);
-- enforcement actions ``ACCOUNT#<id>`` / ``ENFORCEMENT#<period>#<action>#<room>#<identity>`` (the claim, then the
-  outcome)."""
+- enforcement actions ``ACCOUNT#<id>`` / ``ENFORCEMENT#<period>@<hard limit>#<action>#<room>#<identity>`` (the
+  claim, then the outcome; records written before the limit was kept have ``ENFORCEMENT#<period>#...``)."""
 
 from __future__ import annotations
 
@@ -74,7 +74,9 @@ def delivery_from_item(item: Mapping[str, Any]) -> Delivery:
 
 
 def enforcement_sort_key(record: EnforcementRecord) -> str:
-    return f"ENFORCEMENT#{record.period}#{record.action.value}#{record.room}#{record.identity}"
+    """``ENFORCEMENT#<period>@<limit>#...`` (one claim per hard limit enforced); without a limit, as written before."""
+    scoped = f"{record.period}@{record.limit}" if record.limit else record.period
+    return f"ENFORCEMENT#{scoped}#{record.action.value}#{record.room}#{record.identity}"
 
 
 def enforcement_key(record: EnforcementRecord) -> Item:
@@ -95,6 +97,7 @@ def enforcement_to_item(record: EnforcementRecord) -> Item:
             "at_ms": record.at_ms,
             "detail": record.detail,
             "expires_at": expires_at(record.at_ms),
+            **({"limit": record.limit} if record.limit else {}),
         }
     )
 
@@ -110,6 +113,7 @@ def enforcement_from_item(item: Mapping[str, Any]) -> EnforcementRecord:
         outcome=str(values["status"]),
         at_ms=int(values["at_ms"]),
         detail=str(values.get("detail", "")),
+        limit=str(values.get("limit", "")),
     )
 
 

@@ -50,7 +50,7 @@ from kilo_alerts.ports import (
 from kilo_alerts.render import render
 from kilo_billing.accounts import E164_PATTERN, AccountDirectory, AccountProfile
 from kilo_billing.budgets import DEFAULT_WEEKDAY_WEIGHTS, forecast_crossing
-from kilo_billing.contracts import PaymentFailedV1, UsageThresholdCrossedV1
+from kilo_billing.contracts import PaymentFailedV1, UsageThresholdCrossedV1, limit_scope
 from kilo_billing.entitlements import EntitlementSource, Reading, SpendRecorder
 from kilo_billing.periods import Period
 
@@ -235,11 +235,11 @@ def handle_event(
     the alert and a forecast), an invoicing event (deliver its alert; a failed payment also feeds the operator
     checks), an operator event or the delayed removal step of an enforcement."""
     if detail_type == ENFORCEMENT_STEP:
-        step = _step(detail)
+        account, period, limit = _step(detail)
         return EventOutcome(
             enforcement=tuple(
                 remove_account(
-                    step[0], step[1], ports.sessions, ports.rooms, ports.enforcement, ports.entitlements, now_ms
+                    account, period, limit, ports.sessions, ports.rooms, ports.enforcement, ports.entitlements, now_ms
                 )
             )
         )
@@ -264,13 +264,15 @@ def handle_event(
         profile, _ = ports.entitlements.read(event.account_id)
         if event.meter == "budget" and event.threshold_percent < 100 and profile is not None:
             alerts += _forecast(event, profile, policy)
-        if hard_limit_reached(event.account_id, ports.entitlements, now_ms):
+        reached = hard_limit_reached(event.account_id, ports.entitlements, now_ms)
+        if reached is not None:
             if event.meter == "budget" and profile is not None and profile.hard_limit_usd is not None:
                 alerts.append(_hard_limit_alert(event, profile.hard_limit_usd))
             try:
                 enforced = restrict_account(
                     event.account_id,
                     event.period,
+                    reached,
                     ports.sessions,
                     ports.rooms,
                     ports.enforcement,
@@ -327,16 +329,30 @@ def _deliver(alert: Alert, ports: AlertPorts, policy: AlertsPolicy, now_ms: int)
     return deliver_alert(alert, ports.directory, ports.ledger, ports.mailer, ports.texter, policy.delivery, now_ms)
 
 
-def _step(detail: Mapping[str, Any]) -> tuple[str, str]:
-    account, period = detail.get("account_id"), detail.get("period")
-    if detail.get("step") != "remove" or not isinstance(account, str) or not isinstance(period, str):
-        raise AlertError("an enforcement step names the account, the period and step 'remove'")
-    return account, period
+def _step(detail: Mapping[str, Any]) -> tuple[str, str, str]:
+    """(account, period, hard limit) of a removal step; the limit is empty in a step scheduled before it was kept."""
+    account, period, limit = detail.get("account_id"), detail.get("period"), detail.get("limit", "")
+    if (
+        detail.get("step") != "remove"
+        or not isinstance(account, str)
+        or not isinstance(period, str)
+        or not isinstance(limit, str)
+    ):
+        raise AlertError("an enforcement step names the account, the period, step 'remove' and the hard limit")
+    return account, period, limit
 
 
 def _hard_limit_alert(event: UsageThresholdCrossedV1, hard_limit: Decimal) -> Alert:
-    """The hard-limit alert when a budget event reached it (same key as rating's own hard_limit event: sent once)."""
-    hard_event = event.model_copy(update={"meter": "hard_limit", "threshold_percent": 100, "limit": str(hard_limit)})
+    """The hard-limit alert when a budget event reached it (same key as rating's own hard_limit event - scoped by the
+    hard limit in force - so it is sent once)."""
+    hard_event = event.model_copy(
+        update={
+            "meter": "hard_limit",
+            "threshold_percent": 100,
+            "limit": str(hard_limit),
+            "scope": limit_scope(hard_limit),
+        }
+    )
     return alert_from_event(UsageThresholdCrossedV1.DETAIL_TYPE, hard_event.model_dump())
 
 

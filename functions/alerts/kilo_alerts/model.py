@@ -93,7 +93,8 @@ class Participant:
 @dataclass(frozen=True, slots=True)
 class EnforcementRecord:
     """One enforcement action: ``outcome`` done, gone (not in the room any more), lifted (the limit no longer
-    applies), retry (RoomService failed for now)."""
+    applies), retry (RoomService failed for now). ``limit``: the hard limit enforced (the contract's ``limit_scope``),
+    so a raised limit reached later is enforced again; empty on records written before it was kept."""
 
     account_id: str
     period: str
@@ -103,6 +104,7 @@ class EnforcementRecord:
     outcome: str
     at_ms: int
     detail: str = ""
+    limit: str = ""
 
     def decided(self, outcome: str, detail: str = "") -> EnforcementRecord:
         return replace(self, outcome=outcome, detail=detail)

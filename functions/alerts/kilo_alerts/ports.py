@@ -72,8 +72,8 @@ class RoomControl(Protocol):
 
 
 class RemovalScheduler(Protocol):
-    def schedule_removal(self, account_id: str, period: str, delay_seconds: int) -> None:
-        """Deliver the removal step for the account after ``delay_seconds``."""
+    def schedule_removal(self, account_id: str, period: str, delay_seconds: int, limit: str) -> None:
+        """Deliver the removal step for the account (of the hard limit ``limit``) after ``delay_seconds``."""
         ...
 
 

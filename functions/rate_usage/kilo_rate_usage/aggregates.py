@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from decimal import Decimal
 
 from kilo_billing.accounts import AccountProfile
 from kilo_billing.catalog import PriceBook
+from kilo_billing.contracts import limit_scope, segment_scope
 from kilo_billing.meters import Meter
 from kilo_billing.month_to_date import OpenSessionFigures, VideoSoFar, rate_with_extra
 from kilo_billing.month_to_date import open_session_extra as layer_open_session_extra
-from kilo_billing.rating import RatedPeriod
+from kilo_billing.rating import InvoiceLine, RatedPeriod
 from kilo_rate_usage.model import Aggregate, AggregateKey, ContributionKey, Crossing, Session, StoredSession
 
 ALLOWANCE_THRESHOLDS = (50, 80, 100)
@@ -60,37 +60,46 @@ def crossings(
     ``rated`` is the closed usage; ``spend`` (when given) the bill including open sessions as if they ended now, which
     the budget and the hard limit are checked against (a limit is reached during a call, not when it ends).
 
-    Allowances are per tier segment (prorated on a tier change) and overage is charged per segment, so a meter's
-    share is the highest share among its segments: an overage is never charged without its 100 % alert.
+    Each crossing is scoped by what it was measured against, and ``already`` (the aggregate's markers) is checked per
+    scope: allowances are per tier segment (prorated on a tier change) and overage is charged per segment, so each
+    segment's allowance has its own 50/80/100 % - an overage is never charged without its 100 % alert, also after a
+    mid-month upgrade; the budget and the hard limit are scoped by their amount, so a raised (or lowered) limit is
+    announced - and enforced - again when the bill reaches it. A marker written before scopes existed
+    (``<meter>#<threshold>``) stands for every scope of its month (docs/decisions.md, D124).
     """
-    worst: dict[str, tuple[Decimal, Decimal]] = {}  # meter -> (used, included) of its fullest segment
-    for line in rated.usage_lines:
-        assert line.meter is not None
-        if line.included is None or line.included <= 0:
-            continue
-        meter = line.meter.value
-        current = worst.get(meter)
-        if current is None or line.used * current[1] > current[0] * line.included:
-            worst[meter] = (line.used, line.included)
     found: list[Crossing] = []
-    for meter, (used, limit) in worst.items():
-        found.extend(
-            Crossing(meter, threshold, used, limit)
-            for threshold in ALLOWANCE_THRESHOLDS
-            if used * 100 >= limit * threshold and f"{meter}#{threshold}" not in already
-        )
+    scopes = [segment_scope(usage.segment.start) for usage in rated.segments]
+    by_meter: dict[Meter, list[InvoiceLine]] = defaultdict(list)
+    for line in rated.usage_lines:  # one line per meter per segment, in segment order (rating.rate_segments)
+        assert line.meter is not None
+        by_meter[line.meter].append(line)
+    for meter, lines in by_meter.items():
+        for scope, line in zip(scopes, lines, strict=True):
+            if line.included is None or line.included <= 0:
+                continue
+            found.extend(
+                Crossing(meter.value, threshold, line.used, line.included, scope)
+                for threshold in ALLOWANCE_THRESHOLDS
+                if line.used * 100 >= line.included * threshold
+            )
     bill = (spend or rated).total
-    if profile.budget_usd is not None and profile.budget_usd > 0:
+    budget = profile.budget_usd
+    if budget is not None and budget > 0:
         found.extend(
-            Crossing("budget", threshold, bill, profile.budget_usd)
+            Crossing("budget", threshold, bill, budget, limit_scope(budget))
             for threshold in profile.budget_thresholds
-            if bill * 100 >= profile.budget_usd * threshold and f"budget#{threshold}" not in already
+            if bill * 100 >= budget * threshold
         )
     hard = profile.hard_limit_usd
-    if hard is not None and hard > 0 and bill >= hard and "hard_limit#100" not in already:
+    if hard is not None and hard > 0 and bill >= hard:
         # its own crossing (D47): enforcement must not depend on a budget percentage happening to equal the limit
-        found.append(Crossing("hard_limit", 100, bill, hard))
-    return found
+        found.append(Crossing("hard_limit", 100, bill, hard, limit_scope(hard)))
+    return [crossing for crossing in found if not announced(crossing, already)]
+
+
+def announced(crossing: Crossing, markers: set[str]) -> bool:
+    """Recorded already: its own marker, or the unscoped marker of its meter and threshold written before scopes."""
+    return crossing.marker in markers or crossing.legacy_marker in markers
 
 
 def figures(session: Session) -> OpenSessionFigures:

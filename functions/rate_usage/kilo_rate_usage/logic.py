@@ -399,7 +399,7 @@ def _announce(
     for crossing in found:
         event = UsageThresholdCrossedV1(
             event_id=UsageThresholdCrossedV1.make_id(
-                aggregate.account_id, aggregate.period, crossing.meter, crossing.threshold
+                aggregate.account_id, aggregate.period, crossing.meter, crossing.threshold, crossing.scope
             ),
             account_id=aggregate.account_id,
             period=aggregate.period,
@@ -408,6 +408,7 @@ def _announce(
             used=decimal_str(crossing.used),
             limit=decimal_str(crossing.limit),
             occurred_at=occurred,
+            scope=crossing.scope,
         )
         publisher.publish(UsageThresholdCrossedV1.DETAIL_TYPE, event.model_dump())
     try:

@@ -137,13 +137,23 @@ class Aggregate:
 
 @dataclass(frozen=True, slots=True)
 class Crossing:
+    """A threshold reached: ``scope`` is what it was measured against (the contract's ``limit_scope`` of the budget or
+    hard limit in force, ``segment_scope`` of the tier segment whose allowance it is)."""
+
     meter: str  # a meter value, "budget" or "hard_limit"
     threshold: int
     used: Decimal
     limit: Decimal
+    scope: str
 
     @property
     def marker(self) -> str:
+        """Recorded on the aggregate once announced: ``<meter>@<scope>#<threshold>``."""
+        return f"{self.meter}@{self.scope}#{self.threshold}"
+
+    @property
+    def legacy_marker(self) -> str:
+        """The marker written before crossings had a scope (``<meter>#<threshold>``, one a month)."""
         return f"{self.meter}#{self.threshold}"
 
 

@@ -6,6 +6,8 @@ the version; changing or removing one publishes a new version alongside the old 
 
 from __future__ import annotations
 
+from datetime import datetime
+from decimal import Decimal
 from typing import ClassVar, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -27,8 +29,11 @@ class ContractV1(BaseModel):
 class UsageThresholdCrossedV1(ContractV1):
     """Month-to-date usage reached a share of an included allowance, or of the budget the account set.
 
-    Published once per (account, period, meter, threshold); ``event_id`` is deterministic, so a consumer that sees the
-    same id twice (a retry after a crash) treats it as one.
+    Published once per (account, period, meter, scope, threshold); ``event_id`` is deterministic, so a consumer that
+    sees the same id twice (a retry after a crash) treats it as one. ``scope`` is what the share was measured against
+    (``limit_scope``: the budget or hard limit in force; ``segment_scope``: the tier segment whose prorated allowance
+    it is), so a raised limit or a new tier segment is a new crossing with an id of its own. Events published before
+    the field existed have none (one crossing per meter and threshold a month).
     """
 
     DETAIL_TYPE: ClassVar[str] = "UsageThresholdCrossed.v1"
@@ -40,12 +45,32 @@ class UsageThresholdCrossedV1(ContractV1):
     meter: Literal["video", "audio", "messages", "data_transfer", "budget", "hard_limit"]
     threshold_percent: int = Field(gt=0, le=1000)
     used: str  # decimal string: minutes, messages, GB, or USD for the budget
-    limit: str  # the included allowance (prorated, all segments), the budget or the hard limit, same unit
+    limit: str  # the included allowance (prorated, of the segment), the budget or the hard limit, same unit
     occurred_at: str  # ISO-8601 UTC, when rating saw the crossing
+    scope: str | None = Field(default=None, pattern=r"^[0-9.]{1,40}$")
 
     @staticmethod
-    def make_id(account_id: str, period: str, meter: str, threshold: int) -> str:
-        return f"threshold:{account_id}:{period}:{meter}:{threshold}"
+    def make_id(account_id: str, period: str, meter: str, threshold: int, scope: str | None = None) -> str:
+        scoped = f"{meter}@{scope}" if scope else meter
+        return f"threshold:{account_id}:{period}:{scoped}:{threshold}"
+
+    @property
+    def key(self) -> str:
+        """What a consumer records it under (the alerts ledger): ``<meter>@<scope>:<percent>``; unscoped (older
+        events) ``<meter>:<percent>``."""
+        scoped = f"{self.meter}@{self.scope}" if self.scope else self.meter
+        return f"{scoped}:{self.threshold_percent}"
+
+
+def limit_scope(amount: Decimal) -> str:
+    """The scope of a budget or hard-limit crossing: the amount in force, canonical (``10``, ``12.5``), so the same
+    limit written ``10`` or ``10.00`` is one scope."""
+    return format(amount.normalize(), "f")
+
+
+def segment_scope(start: datetime) -> str:
+    """The scope of an allowance crossing: its tier segment's start, whole seconds since the epoch."""
+    return str(int(start.timestamp()))
 
 
 class UnattributedUsageV1(ContractV1):
