@@ -19,7 +19,7 @@ from kilo_billing.events import (
     UsageEventRecord,
     check_item_size,
 )
-from kilo_rate_usage.model import Aggregate, AggregateKey, RoomAnswers, SessionKey, StoredSession
+from kilo_rate_usage.model import Aggregate, AggregateKey, RoomAnswers, RoomListing, SessionKey, StoredSession
 from kilo_rate_usage.ports import (
     MAX_TRANSACT_ITEMS,
     CommitUnit,
@@ -110,6 +110,7 @@ class InMemoryUsageRepository:
         self.invoiced: set[AggregateKey] = set()
         self.thresholds: dict[AggregateKey, set[str]] = {}
         self.confirmed: dict[SessionKey, int] = {}
+        self.listings: dict[str, RoomListing] = {}  # the sweeper's last RoomService answer per room sid
         self.accounts = accounts or InMemoryAccountDirectory()
         self.writes = 0  # items written, one per session put, usage mark, aggregate update or threshold record
         self.crash_after_transactions: int | None = None  # a commit dies after this many of its transactions
@@ -310,6 +311,12 @@ class InMemoryUsageRepository:
     def confirm(self, keys: Sequence[SessionKey], at_ms: int) -> None:
         for key in keys:
             self.confirmed[key] = at_ms
+
+    def room_listings(self, room_sids: Iterable[str]) -> dict[str, RoomListing]:
+        return {sid: self.listings[sid] for sid in set(room_sids) if sid in self.listings}
+
+    def record_listings(self, listings: Mapping[str, RoomListing]) -> None:
+        self.listings.update({sid: listing for sid, listing in listings.items() if listing.participants})
 
     def add_close(self, event: LiveKitEventRecord, expires_at: int) -> bool:
         if event.event_id in self.events.get(event.room_sid, {}):

@@ -22,7 +22,7 @@ from kilo_billing.events import LiveKitEventRecord, UsageEventRecord
 from kilo_billing.rating import TierChange
 from kilo_rate_usage.adapters import DynamoUsageRepository
 from kilo_rate_usage.items import MAX_STATE_BYTES
-from kilo_rate_usage.model import Billing, ClosedBy, ContributionKey, PeriodPart, Session, StoredSession
+from kilo_rate_usage.model import Billing, ClosedBy, ContributionKey, PeriodPart, RoomListing, Session, StoredSession
 from kilo_rate_usage.ports import (
     CommitUnit,
     ConflictError,
@@ -263,6 +263,22 @@ def test_given_sweeper_writes_then_confirmations_read_back_and_a_close_is_stored
     assert harness.repo.add_close(close, EXPIRES) is True
     assert harness.repo.add_close(close, EXPIRES) is False
     assert harness.repo.room_events("RM_a") == [close]
+
+
+def test_given_sweeper_listings_then_the_latest_per_room_reads_back_and_other_rooms_are_absent(
+    harness: Harness,
+) -> None:
+    harness.repo.record_listings(
+        {"RM_a": RoomListing(NOW_MS, frozenset({"PA_1", "PA_2"})), "RM_b": RoomListing(NOW_MS, frozenset({"PA_3"}))}
+    )
+    harness.repo.record_listings({"RM_a": RoomListing(NOW_MS + 300_000, frozenset({"PA_2"}))})  # the next sweep
+    assert harness.repo.room_listings(["RM_a", "RM_b", "RM_c"]) == {
+        "RM_a": RoomListing(NOW_MS + 300_000, frozenset({"PA_2"})),
+        "RM_b": RoomListing(NOW_MS, frozenset({"PA_3"})),
+    }
+    assert harness.repo.room_listings([]) == {}
+    # a listing lives beside the room's sessions without being read as one
+    assert harness.repo.stored_sessions("RM_a") == {}
 
 
 def joined(event_id: str, room: str, sid: str, at: int, metadata: str = "") -> LiveKitEventRecord:

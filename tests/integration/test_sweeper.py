@@ -136,12 +136,22 @@ def test_given_open_sessions_then_gone_ones_are_swept_confirmed_ones_stay_open_a
     # open sessions count as if they ended at T0: carol 1200 s -> 20, bob 900 s -> 15 = 35 audio
     assert (before.open_sessions, before.rated.used[Meter.AUDIO]) == (2, 35)
 
-    # run 1, RoomService up: bob is not listed (swept at T0); the agent and carol are listed and stay open - the agent
-    # is 30 h old, past the 24 h limit, and quiet (no room event for over an hour): its confirmation is recorded
+    # run 0, five minutes before T0, RoomService up: everybody is listed and stays open - the agent is 30 h old, past
+    # the 24 h limit, and quiet (no room event for over an hour): its confirmation is recorded; each room's listing too
     livekit_server.rooms["agent-space"] = [("PA_agent", "kilo-agent")]
+    livekit_server.rooms["standup"] = [("PA_carol", "carol"), ("PA_bob", "bob")]
+    result, capped = _sweep(T0 - 300, lambda_context, capsys)
+    assert (result["swept"], result["capped"], result["confirmed"], capped) == (0, 0, 1, 0)
+    listed = {item["pk"]["S"]: sorted(item["participants"]["SS"]) for item in stack.table_items("UsageTable")
+              if item["sk"]["S"] == "LISTED"}  # fmt: skip
+    assert listed == {"ROOM#RM_agents": ["PA_agent"], "ROOM#RM_standup": ["PA_bob", "PA_carol"]}
+
+    # run 1 at T0: bob is no longer listed - his participant_left was lost - and the previous sweep listed him 5 min
+    # before: swept at T0, the sweep that noticed; the agent and carol are listed and stay open (the agent's
+    # confirmation is 5 min old: not recorded again)
     livekit_server.rooms["standup"] = [("PA_carol", "carol")]
     result, capped = _sweep(T0, lambda_context, capsys)
-    assert (result["swept"], result["capped"], result["confirmed"], capped) == (1, 0, 1, 0)
+    assert (result["swept"], result["capped"], result["confirmed"], capped) == (1, 0, 0, 0)
 
     # run 2, RoomService unreachable, 23 h later: nobody has gone unvouched for 24 h yet
     monkeypatch.setenv("LIVEKIT_URL", closed_port_url())
@@ -151,9 +161,9 @@ def test_given_open_sessions_then_gone_ones_are_swept_confirmed_ones_stay_open_a
     assert (result["open"], result["closed"], result["unanswered_rooms"]) == (3, 0, 2)  # bob's close not rated yet
 
     runner.run(runner.poll(), lambda_context)  # rating rebuilds the standup room with bob's swept close
-    # run 3, still unreachable, 24 h 10 min after run 1: the agent was last confirmed at T0 (its recorded
-    # confirmation), carol at T0 too (the room's last event is bob's swept close, written by the run that listed her):
-    # both capped at T0
+    # run 3, still unreachable, 24 h 10 min after run 1: the agent and carol were last listed at T0 (run 1's
+    # listings; the agent's recorded confirmation is older, T0 - 300; carol's room's last event, bob's swept close, is
+    # at T0 too): both capped at T0
     result, capped = _sweep(T0 + 24 * HOUR + 600, lambda_context, capsys)
     assert (result["open"], result["capped"], capped) == (2, 2, 2)
     runner.run(runner.poll(), lambda_context)
@@ -205,3 +215,44 @@ def test_given_the_template_then_a_cap_alarms_and_every_time_budget_fits_inside_
     assert call < timeouts["RateUsageFunction"]  # a failing call ends inside the handler, which logs and counts it
     # the sweeper: the secret, RoomService's whole budget, then a failing AWS call, all inside its timeout
     assert call + config.roomservice_budget_seconds + call < timeouts["SweeperFunction"]
+
+
+def test_given_a_roomservice_outage_when_the_room_is_then_gone_then_the_session_is_billed_to_its_last_listing(
+    stack: Stack,
+    lambda_context: LambdaContext,
+    livekit_server: FakeLiveKit,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from kilo_rate_usage import dependencies, settings  # noqa: PLC0415
+
+    def roomservice(url: str) -> None:
+        monkeypatch.setenv("LIVEKIT_URL", url)
+        settings.settings.cache_clear()
+        dependencies.sweeper.cache_clear()
+
+    room = lk.Room("RM_outage", "outage", account_id="acct_outage", created_at=T0 - 600)
+    dave = lk.Participant("PA_dave", "dave", (T0 - 600) * 1000)
+    deliver_webhook(lk.participant_joined(room, dave), lambda_context)
+    runner = Lambda(stack)
+    runner.run(runner.poll(), lambda_context)
+
+    roomservice(livekit_server.url)
+    livekit_server.rooms["outage"] = [("PA_dave", "dave")]
+    result, _ = _sweep(T0, lambda_context, capsys)  # lists dave: recorded on the room's listing
+    assert (result["open"], result["closed"]) == (1, 0)
+
+    roomservice(closed_port_url())  # RoomService unreachable for 20 h (under the 24 h limit): nothing concluded
+    result, _ = _sweep(T0 + 10 * HOUR, lambda_context, capsys)
+    assert (result["closed"], result["unanswered_rooms"]) == (0, 1)
+
+    roomservice(livekit_server.url)  # back, and the room is gone: dave's participant_left was lost at some point
+    del livekit_server.rooms["outage"]
+    result, capped = _sweep(T0 + 20 * HOUR, lambda_context, capsys)
+    assert (result["swept"], capped) == (1, 0)
+    runner.run(runner.poll(), lambda_context)
+
+    # nobody vouched for dave after T0 (the last answer listing him): T0 - 600 .. T0 = 600 s -> 10 audio
+    # (closed at the sweep that noticed it would be 72600 s -> 1210 audio, 19 h 50 min nobody could prove)
+    assert int(_sessions(stack)["PA_dave"]["end_ms"]["N"]) == T0 * 1000
+    assert aggregate(stack, "acct_outage") == {"audio": 10}

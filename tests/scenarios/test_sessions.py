@@ -31,10 +31,12 @@ from kilo_rate_usage.model import (
     ClosedBy,
     RatingConfig,
     Session,
+    StoredSession,
+    SweepPolicy,
 )
 from kilo_rate_usage.sessions import rebuild_room
-from kilo_rate_usage.sweeper import close_event
-from tests.fakes import InMemoryUsageRepository, RecordingPublisher
+from kilo_rate_usage.sweeper import close_event, run_sweep
+from tests.fakes import InMemoryUsageRepository, RecordingPublisher, StaticRoomDirectory
 
 T0 = 1_794_304_800  # 2026-11-10T10:00:00Z
 NOV_30_2350 = 1_796_082_600  # 2026-11-30T23:50:00Z
@@ -43,6 +45,7 @@ DAY = 24 * 3600
 RULE = AttributionRule()
 CONFIG = RatingConfig(AttributionRule(), default_catalog().for_period)
 NOW_MS = (T0 + 7 * DAY) * 1000
+EXPIRES = 2_000_000_000  # the sweeper's closes' TTL (not looked at here)
 
 
 # --- helpers (no billing arithmetic here: they only build inputs and read outputs) ----------------------------------
@@ -334,6 +337,50 @@ def test_given_left_and_room_finished_both_lost_when_the_sweeper_closes_then_the
     # T0 .. sweep T0+1260 = 1260 s -> 21 audio
     assert fields(after) == expected("acct-swept", T0 * 1000, (T0 + 1260) * 1000, ClosedBy.SWEPT, (("2026-11", 0, 21),))
     assert not after.is_open
+
+
+@pytest.mark.parametrize(
+    ("roomservice", "closed_at", "audio"),
+    [
+        # RoomService answers every 5 minutes; alice's participant_left is lost after the sweep at T0 + 300 listed
+        # her; the sweep at T0 + 600 finds the room gone: closed at T0 + 600 -> 600 s -> 10 audio (as before)
+        pytest.param("answering", T0 + 600, 10, id="normal_case_billed_to_the_sweep_that_noticed"),
+        # the sweep at T0 + 300 listed her, then RoomService was unreachable for 20 h (under the 24 h cap limit),
+        # and at T0 + 20 h it answers: the room is gone. Nobody vouched for her after T0 + 300: closed there ->
+        # 300 s -> 5 audio (before the fix: closed at T0 + 72000 -> 1200 audio, 19 h 55 min nobody could prove)
+        pytest.param("outage_20h", T0 + 300, 5, id="after_a_20h_outage_billed_to_the_last_listing"),
+    ],
+)
+def test_given_a_lost_left_when_the_sweeper_finds_the_participant_gone_then_billed_to_the_last_vouched_moment(
+    roomservice, closed_at, audio
+):
+    room = Room("RM_probe", "probe", account_id="acct-probe", created_at=T0)
+    alice = Participant("PA_alice_p", "alice", T0 * 1000)
+    events = records(lk.participant_joined(room, alice))
+    store = InMemoryUsageRepository()
+    session = rebuild(events)["PA_alice_p"]
+    store.sessions[session.key] = StoredSession.of(session, {})
+    directory = StaticRoomDirectory({"probe": {"PA_alice_p"}})
+    policy = SweepPolicy(max_unconfirmed_ms=24 * 3_600_000, confirm_every_ms=3_600_000)
+
+    run_sweep(store, directory, (T0 + 300) * 1000, policy, EXPIRES)  # lists alice
+    if roomservice == "answering":
+        directory.rooms = {"probe": None}
+        run_sweep(store, directory, (T0 + 600) * 1000, policy, EXPIRES)
+    else:
+        directory.unreachable = {"probe"}
+        for hour in range(1, 20):  # one sweep an hour stands for the unanswered sweeps: nothing concluded
+            outcome, _, _ = run_sweep(store, directory, (T0 + hour * 3600) * 1000, policy, EXPIRES)
+            assert (outcome.swept, outcome.capped) == (0, 0)
+        directory.unreachable, directory.rooms = set(), {"probe": None}
+        run_sweep(store, directory, (T0 + 20 * 3600) * 1000, policy, EXPIRES)
+
+    (close,) = store.closes.values()
+    assert (close.event_type, close.created_at) == (SWEPT, closed_at)
+    after = rebuild([*events, close])["PA_alice_p"]
+    assert fields(after) == expected(
+        "acct-probe", T0 * 1000, closed_at * 1000, ClosedBy.SWEPT, (("2026-11", 0, audio),)
+    )
 
 
 def test_given_a_connection_aborted_when_rebuilt_then_it_bills_nothing_and_is_not_open():

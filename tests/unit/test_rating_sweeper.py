@@ -8,7 +8,7 @@ from fractions import Fraction
 
 import pytest
 
-from kilo_rate_usage.model import CAPPED, SWEPT, Billing, Session, StoredSession, SweepPolicy
+from kilo_rate_usage.model import CAPPED, SWEPT, Billing, RoomListing, Session, StoredSession, SweepPolicy
 from kilo_rate_usage.sweeper import run_sweep
 from tests.fakes import InMemoryUsageRepository, StaticRoomDirectory
 
@@ -41,13 +41,81 @@ def test_given_livekit_says_gone_then_swept_now_and_listed_sessions_stay_open_ho
         open_session("PA_here", "standup", T0_MS - 72 * HOUR_MS, T0_MS - 1_000),  # 3 days old, recent room event
         open_session("PA_room_gone", "ended", T0_MS - 60_000, T0_MS - 60_000),
     )
-    directory = StaticRoomDirectory({"standup": {"PA_here"}, "ended": None})
+    # the previous sweep, 5 minutes before T0, listed everybody (RoomService answering every sweep: the normal case)
+    directory = StaticRoomDirectory({"standup": {"PA_gone", "PA_here"}, "ended": {"PA_room_gone"}})
+    run_sweep(store, directory, T0_MS - 300_000, POLICY, EXPIRES)
+    assert store.closes == {}
 
+    directory.rooms = {"standup": {"PA_here"}, "ended": None}
     outcome, _, _ = run_sweep(store, directory, T0_MS, POLICY, EXPIRES)
 
     assert closes(store) == {"PA_gone": (SWEPT, T0_MS // 1000), "PA_room_gone": (SWEPT, T0_MS // 1000)}
     assert (outcome.swept, outcome.capped, outcome.confirmed) == (2, 0, 0)  # PA_here had a room event 1 s ago
-    assert directory.asked == [["ended", "standup"]]
+    assert directory.asked == [["ended", "standup"], ["ended", "standup"]]
+    # one listing per room that listed an open session's participant: the gone room keeps its previous one
+    assert store.listings == {
+        "RM_standup": RoomListing(T0_MS, frozenset({"PA_here"})),
+        "RM_ended": RoomListing(T0_MS - 300_000, frozenset({"PA_room_gone"})),
+    }
+
+
+@pytest.mark.parametrize(
+    ("listed_at_ms", "confirmed_at_ms", "closed_at_ms"),
+    [
+        # the previous sweep (5 min before) listed it: the participant_left was lost since -> at the sweep that noticed
+        pytest.param(T0_MS - 300_000, None, T0_MS, id="listed_one_sweep_before_closed_now"),
+        # 7.5 min (the gap, one interval and a half) still counts as the previous sweep
+        pytest.param(T0_MS - 450_000, None, T0_MS, id="listed_at_the_gap_closed_now"),
+        # RoomService unreachable for 20 h (no cap yet: < 24 h), then the room is gone -> at its last listing
+        pytest.param(T0_MS - 20 * HOUR_MS, None, T0_MS - 20 * HOUR_MS, id="outage_20h_closed_at_last_listing"),
+        # 10 minutes without an answer (two sweeps missed) -> at its last listing, not now
+        pytest.param(T0_MS - 600_000, None, T0_MS - 600_000, id="two_missed_sweeps_closed_at_last_listing"),
+        # a recorded confirmation newer than the listing vouches for it until then
+        pytest.param(T0_MS - 21 * HOUR_MS, T0_MS - 20 * HOUR_MS, T0_MS - 20 * HOUR_MS, id="confirmation_newer"),
+        # never listed (no listing recorded, e.g. the first sweep after an upgrade): its last room event
+        pytest.param(None, None, T0_MS - 30 * HOUR_MS, id="never_listed_closed_at_last_room_event"),
+    ],
+)
+def test_given_a_session_roomservice_no_longer_lists_then_closed_at_now_only_if_vouched_for_one_sweep_before(
+    listed_at_ms: int | None, confirmed_at_ms: int | None, closed_at_ms: int
+) -> None:
+    # started 40 h before T0, last room event 30 h before T0 (a quiet agent), gone now
+    session = open_session("PA_agent", "agents", T0_MS - 40 * HOUR_MS, T0_MS - 30 * HOUR_MS)
+    store = store_with(session)
+    if listed_at_ms is not None:
+        store.listings["RM_agents"] = RoomListing(listed_at_ms, frozenset({"PA_agent", "PA_other"}))
+    if confirmed_at_ms is not None:
+        store.confirmed[session.session.key] = confirmed_at_ms
+
+    outcome, _, _ = run_sweep(store, StaticRoomDirectory({"agents": None}), T0_MS, POLICY, EXPIRES)
+
+    assert closes(store) == {"PA_agent": (SWEPT, closed_at_ms // 1000)}
+    assert outcome.swept == 1
+
+
+def test_given_a_listing_that_did_not_list_the_participant_then_it_vouches_for_nothing() -> None:
+    session = open_session("PA_late", "agents", T0_MS - 2 * HOUR_MS, T0_MS - 2 * HOUR_MS)
+    store = store_with(session)
+    store.listings["RM_agents"] = RoomListing(T0_MS - 300_000, frozenset({"PA_other"}))
+
+    run_sweep(store, StaticRoomDirectory({"agents": {"PA_other"}}), T0_MS, POLICY, EXPIRES)
+
+    # only its join (2 h before T0) vouches for it
+    assert closes(store) == {"PA_late": (SWEPT, (T0_MS - 2 * HOUR_MS) // 1000)}
+
+
+def test_given_roomservice_unanswered_then_a_cap_is_at_the_last_listing_when_newer_than_the_confirmation() -> None:
+    session = open_session("PA_agent", "agents", T0_MS - 30 * HOUR_MS, T0_MS - 30 * HOUR_MS)
+    store = store_with(session)
+    store.confirmed[session.session.key] = T0_MS  # the hourly confirmation
+    store.listings["RM_agents"] = RoomListing(T0_MS + 40 * 60_000, frozenset({"PA_agent"}))  # listed 40 min later
+    directory = StaticRoomDirectory(unreachable=["agents"])
+
+    run_sweep(store, directory, T0_MS + 24 * HOUR_MS + 30 * 60_000, POLICY, EXPIRES)  # 23 h 50 min since the listing
+    assert store.closes == {}
+    run_sweep(store, directory, T0_MS + 24 * HOUR_MS + 40 * 60_000, POLICY, EXPIRES)  # 24 h since the listing
+
+    assert closes(store) == {"PA_agent": (CAPPED, (T0_MS + 40 * 60_000) // 1000)}
 
 
 def test_given_a_quiet_listed_session_then_its_confirmation_is_recorded_at_most_hourly() -> None:
@@ -106,9 +174,12 @@ def test_given_a_close_already_written_then_a_second_sweep_writes_nothing_new() 
     second, _, _ = run_sweep(store, directory, T0_MS + 300_000, POLICY, EXPIRES)  # rating has not rated it yet
 
     assert (first.swept, second.swept) == (1, 0)
-    assert closes(store) == {"PA_gone": (SWEPT, T0_MS // 1000)}
+    # never listed by a previous sweep: closed at its join, 10 min before T0 (the first close stays)
+    assert closes(store) == {"PA_gone": (SWEPT, (T0_MS - 600_000) // 1000)}
 
 
 def test_given_a_policy_whose_confirmations_are_rarer_than_the_limit_then_refused() -> None:
     with pytest.raises(ValueError, match="more often"):
         SweepPolicy(max_unconfirmed_ms=HOUR_MS, confirm_every_ms=2 * HOUR_MS)
+    with pytest.raises(ValueError, match="gap"):
+        SweepPolicy(max_unconfirmed_ms=24 * HOUR_MS, confirm_every_ms=HOUR_MS, vouched_gap_ms=0)

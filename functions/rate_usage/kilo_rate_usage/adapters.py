@@ -24,7 +24,7 @@ from kilo_billing.events import (
 )
 from kilo_billing.items import Item, lambda_shape, to_item
 from kilo_rate_usage import items
-from kilo_rate_usage.model import Aggregate, AggregateKey, RoomAnswers, SessionKey, StoredSession
+from kilo_rate_usage.model import Aggregate, AggregateKey, RoomAnswers, RoomListing, SessionKey, StoredSession
 from kilo_rate_usage.ports import (
     MAX_TRANSACT_ITEMS,
     CommitUnit,
@@ -324,6 +324,19 @@ class DynamoUsageRepository:
 
     def confirm(self, keys: Sequence[SessionKey], at_ms: int) -> None:
         self._batch_write([{"PutRequest": {"Item": items.confirmation_item(key, at_ms)}} for key in keys])
+
+    def room_listings(self, room_sids: Iterable[str]) -> dict[str, RoomListing]:
+        found = self._batch_get(self._usage, [items.listing_key(sid) for sid in sorted(set(room_sids))])
+        return dict(items.listing_from_item(item) for item in found)
+
+    def record_listings(self, listings: Mapping[str, RoomListing]) -> None:
+        self._batch_write(
+            [
+                {"PutRequest": {"Item": items.listing_item(sid, listing)}}
+                for sid, listing in sorted(listings.items())
+                if listing.participants
+            ]
+        )
 
     def add_close(self, event: LiveKitEventRecord, expires_at: int) -> bool:
         try:

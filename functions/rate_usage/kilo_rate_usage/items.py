@@ -12,6 +12,9 @@ Usage table layout (single table):
   (compact JSON in ``registers``), read and written only by the batches that concern it;
 - confirmation ``ROOM#<room sid>`` / ``CONFIRMED#<participant sid>`` - when RoomService last listed a quiet open
   session's participant (the sweeper's, D17);
+- listing      ``ROOM#<room sid>`` / ``LISTED`` - the last RoomService answer that listed participants of the room's
+  open sessions: ``answered_at_ms`` and those participants' sids (``participants``, SS) - one item per room, rewritten
+  by each sweep that got such an answer (the sweeper's, D17);
 - aggregate    ``ACCOUNT#<account>`` / ``PERIOD#<YYYY-MM>`` - counters ``c#<segment start>#<meter>`` (ADDed), late
   counters ``late#<meter>`` once the period is invoiced (``invoiced_at``), announced thresholds ``thresholds`` (SS);
 - profile      ``ACCOUNT#<account>`` / ``PROFILE`` - ``kilo_billing.account_store``.
@@ -37,6 +40,7 @@ from kilo_rate_usage.model import (
     ClosedBy,
     ContributionKey,
     PeriodPart,
+    RoomListing,
     Session,
     SessionKey,
     StoredSession,
@@ -59,6 +63,7 @@ THRESHOLDS: Final = "thresholds"
 SESSION_PREFIX: Final = "SESSION#"
 REGISTERS: Final = "registers"  # on a session whose participant retired from its room's state (``rooms``)
 CONFIRMED_PREFIX: Final = "CONFIRMED#"
+LISTED_SORT_KEY: Final = "LISTED"
 COUNTER_PREFIX: Final = "c#"
 LATE_PREFIX: Final = "late#"
 
@@ -204,6 +209,27 @@ def confirmation_from_item(item: Mapping[str, Any]) -> tuple[SessionKey, int]:
     values = from_item(item)
     key = (str(values[KEY]).removeprefix("ROOM#"), str(values[SORT_KEY]).removeprefix(CONFIRMED_PREFIX))
     return key, int(values["confirmed_at_ms"])
+
+
+def listing_key(room_sid: str) -> Item:
+    return key_item(room_key(room_sid), LISTED_SORT_KEY)
+
+
+def listing_item(room_sid: str, listing: RoomListing) -> Item:
+    return to_item(
+        {
+            KEY: room_key(room_sid),
+            SORT_KEY: LISTED_SORT_KEY,
+            "answered_at_ms": listing.answered_at_ms,
+            "participants": set(listing.participants),  # never empty: only answers that listed someone are recorded
+        }
+    )
+
+
+def listing_from_item(item: Mapping[str, Any]) -> tuple[str, RoomListing]:
+    values = from_item(item)
+    room_sid = str(values[KEY]).removeprefix("ROOM#")
+    return room_sid, RoomListing(int(values["answered_at_ms"]), frozenset(str(sid) for sid in values["participants"]))
 
 
 def state_key(room_sid: str) -> Item:

@@ -232,14 +232,20 @@ class SweepPolicy:
 
     ``max_unconfirmed_ms``: a session LiveKit has not vouched for this long (no room event, no RoomService answer
     listing it) while RoomService cannot be asked is capped at its last confirmation. ``confirm_every_ms``: how
-    often a confirmation of a quiet session is recorded (it bounds what a cap can cut off)."""
+    often a confirmation of a quiet session is recorded (it bounds what a cap can cut off). ``vouched_gap_ms``: about
+    one sweep interval (5 minutes, with slack): a session RoomService no longer lists is closed at the sweep that
+    noticed only when something vouched for it at most this long before (a room event, a confirmation, the previous
+    answer listing it); otherwise at that last moment, so an outage never bills time nobody can prove."""
 
     max_unconfirmed_ms: int
     confirm_every_ms: int
+    vouched_gap_ms: int = 450_000
 
     def __post_init__(self) -> None:
         if not 0 < self.confirm_every_ms < self.max_unconfirmed_ms:
             raise ValueError("confirmations must be recorded more often than the unconfirmed limit")
+        if self.vouched_gap_ms <= 0:
+            raise ValueError("the vouched gap (about one sweep interval) must be positive")
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +255,15 @@ class RoomAnswers:
 
     present: dict[str, set[str] | None] = field(default_factory=dict)
     unanswered: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RoomListing:
+    """A sweep's RoomService answer about one room (by sid): when it answered, and which of the room's open sessions'
+    participants it listed (the sweeper's, D17)."""
+
+    answered_at_ms: int
+    participants: frozenset[str]
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ from kilo_rate_usage.model import (
     AggregateKey,
     ContributionKey,
     RoomAnswers,
+    RoomListing,
     SessionKey,
     StoredSession,
 )
@@ -245,6 +246,14 @@ class SweeperStore(Protocol):
 
     def confirm(self, keys: Sequence[SessionKey], at_ms: int) -> None:
         """Record that RoomService listed these participants at ``at_ms``."""
+        ...
+
+    def room_listings(self, room_sids: Iterable[str]) -> dict[str, RoomListing]:
+        """The last recorded RoomService answer listing participants of each room (by sid), for those recorded."""
+        ...
+
+    def record_listings(self, listings: Mapping[str, RoomListing]) -> None:
+        """Record each room's latest answer (one item per room, replacing the previous one)."""
         ...
 
     def add_close(self, event: LiveKitEventRecord, expires_at: int) -> bool:

@@ -28,6 +28,7 @@ class RatingSettings(FunctionSettings):
     # the sweeper (docs/decisions.md D17)
     max_unconfirmed_hours: int = Field(default=24, ge=1, le=24 * 30)
     confirm_every_minutes: int = Field(default=60, ge=5)
+    sweep_every_minutes: int = Field(default=5, ge=1, le=30)  # the template's schedule, rate(5 minutes)
     livekit_url: str = ""  # RoomService base URL, e.g. https://<project>.livekit.cloud
     livekit_keys_secret_name: str = ""
     roomservice_request_timeout_seconds: float = Field(default=5.0, gt=0)
@@ -47,7 +48,11 @@ class RatingSettings(FunctionSettings):
 
     @property
     def sweep_policy(self) -> SweepPolicy:
-        return SweepPolicy(self.max_unconfirmed_hours * HOUR_MS, self.confirm_every_minutes * 60_000)
+        return SweepPolicy(
+            self.max_unconfirmed_hours * HOUR_MS,
+            self.confirm_every_minutes * 60_000,
+            vouched_gap_ms=self.sweep_every_minutes * 90_000,  # one sweep interval and a half: scheduler slack
+        )
 
     @property
     def raw_event_ttl_seconds(self) -> int:

@@ -2,9 +2,13 @@
 (docs/decisions.md D17).
 
 Every run asks RoomService about every room with an open session:
-- the room is gone, or the participant is not listed -> a ``swept`` close at now (a lost ``participant_left``);
+- the room is gone, or the participant is not listed -> a ``swept`` close (a lost ``participant_left``): at now when
+  something vouched for the session at most about one sweep interval before (``vouched_gap``: a room event, a recorded
+  confirmation, or the previous answer listing it - the normal case, RoomService answering every sweep), else at that
+  last moment (after an outage of RoomService or of the sweeper: no time billed that nobody can prove);
 - the participant is listed -> confirmed: the session stays open whatever its length (an AI agent's or an always-on
   room may be live for days); for a quiet session (no room event for ``confirm_every``) the confirmation is recorded;
+  and per room, once per sweep, the answer's time and the open sessions' participants it listed (``RoomListing``);
 - RoomService gave no answer for the room (error, timeout, not configured) -> nothing is concluded, unless LiveKit has
   not vouched for the session for ``max_unconfirmed`` (no room event, no recorded confirmation): then it is ``capped``
   at its last confirmation, the last moment LiveKit saw it.
@@ -23,6 +27,7 @@ from kilo_rate_usage.model import (
     SWEEPER_API_KEY,
     SWEPT,
     RoomAnswers,
+    RoomListing,
     Session,
     SessionKey,
     StoredSession,
@@ -78,6 +83,15 @@ def quiet(sessions: Sequence[StoredSession], now_ms: int, policy: SweepPolicy) -
 class SweepPlan:
     closes: list[LiveKitEventRecord] = field(default_factory=list)
     confirm: list[SessionKey] = field(default_factory=list)
+    listings: dict[str, RoomListing] = field(default_factory=dict)  # by room sid: what this sweep's answers listed
+
+
+def listed_ms(session: Session, listings: Mapping[str, RoomListing], now_ms: int) -> int:
+    """When a previous sweep's answer last listed the session's participant (0 when none did)."""
+    listing = listings.get(session.room_sid)
+    if listing is None or session.participant_sid not in listing.participants or listing.answered_at_ms > now_ms:
+        return 0
+    return listing.answered_at_ms
 
 
 def plan_sweep(
@@ -86,19 +100,28 @@ def plan_sweep(
     confirmations: Mapping[SessionKey, int],
     now_ms: int,
     policy: SweepPolicy,
+    listings: Mapping[str, RoomListing] | None = None,
 ) -> SweepPlan:
+    """``listings``: the previous answers recorded per room sid (``RoomListing``); none recorded -> only room events and
+    confirmations vouch for a session."""
     plan = SweepPlan()
+    listed: dict[str, set[str]] = {}
     for stored in open_sessions:
         session = stored.session
-        last = max(last_evidence_ms(session), confirmations.get(session.key, 0))
+        confirmed = max(last_evidence_ms(session), confirmations.get(session.key, 0))
+        last = max(confirmed, listed_ms(session, listings or {}, now_ms))  # the last moment anything vouched for it
         if session.room_name in answers.present:
             here = answers.present[session.room_name]
             if here is None or session.participant_sid not in here:
-                plan.closes.append(close_event(session, SWEPT, now_ms // 1000, now_ms))
-            elif now_ms - last >= policy.confirm_every_ms:
+                at_ms = now_ms if now_ms - last <= policy.vouched_gap_ms else last
+                plan.closes.append(close_event(session, SWEPT, at_ms // 1000, now_ms))
+                continue
+            listed.setdefault(session.room_sid, set()).add(session.participant_sid)
+            if now_ms - confirmed >= policy.confirm_every_ms:  # hourly, whatever the listings
                 plan.confirm.append(session.key)
         elif now_ms - last >= policy.max_unconfirmed_ms:
             plan.closes.append(close_event(session, CAPPED, last // 1000, now_ms))
+    plan.listings.update({room: RoomListing(now_ms, frozenset(sids)) for room, sids in sorted(listed.items())})
     return plan
 
 
@@ -111,10 +134,13 @@ def run_sweep(
     rooms = sorted({stored.session.room_name for stored in open_sessions if stored.session.room_name})
     answers = directory.participants(rooms) if rooms else RoomAnswers()
     confirmations = store.confirmations(quiet(open_sessions, now_ms, policy))
-    plan = plan_sweep(open_sessions, answers, confirmations, now_ms, policy)
+    listings = store.room_listings({stored.session.room_sid for stored in open_sessions})
+    plan = plan_sweep(open_sessions, answers, confirmations, now_ms, policy, listings)
     written = [close for close in plan.closes if store.add_close(close, expires_at)]
     if plan.confirm:
         store.confirm(plan.confirm, now_ms)
+    if plan.listings:  # last: a retry of this sweep still reads the previous answers (its closes are written once)
+        store.record_listings(plan.listings)
     outcome = SweepOutcome(
         open=len(open_sessions),
         swept=sum(1 for close in written if close.event_type == SWEPT),
