@@ -20,6 +20,7 @@ from kilo_billing.invoicing import (
     InvoiceRecord,
     InvoiceStatus,
     RefundRequest,
+    below_card_minimum,
     can_move,
     compose_close,
     early_invoices,
@@ -220,7 +221,9 @@ def gateway_request(invoice: InvoiceRecord, customer_id: str, automatic_tax: boo
 def _issue(deps: CloseDeps, ledger: AccountLedger, invoice: InvoiceRecord, now: datetime) -> InvoiceRecord:
     if invoice.status is not InvoiceStatus.DRAFT:
         return invoice
-    if invoice.method is BillingMethod.CRYPTO or invoice.total == 0:
+    if below_card_minimum(invoice):  # the processor would mark it paid uncharged: kept, carried to the next (D-min-1)
+        return _save(deps, invoice.moved(InvoiceStatus.CARRIED, now), InvoiceStatus.DRAFT)
+    if invoice.method is BillingMethod.CRYPTO or invoice.total == 0:  # crypto bills any amount: not carried
         issued = invoice.moved(InvoiceStatus.OPEN, now)
         if invoice.total == 0:  # nothing to collect: no processor invoice (D-invoice: $0 invoices stay ours)
             issued = issued.moved(InvoiceStatus.PAID, now)

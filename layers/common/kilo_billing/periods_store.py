@@ -143,6 +143,7 @@ def line_to_json(line: Line) -> dict[str, Any]:
         "included": _money(line.included),
         "start": _time(line.start),
         "end": _time(line.end),
+        **({"source": line.source} if line.source is not None else {}),
     }
 
 
@@ -160,6 +161,7 @@ def line_from_json(data: Mapping[str, Any]) -> Line:
         included=_dec(data.get("included")),
         start=datetime.fromisoformat(data["start"]) if data.get("start") else None,
         end=datetime.fromisoformat(data["end"]) if data.get("end") else None,
+        source=data.get("source"),
     )
 
 
