@@ -235,7 +235,7 @@ def _issue(deps: CloseDeps, ledger: AccountLedger, invoice: InvoiceRecord, now: 
         customer_id = str(
             _with_retries(deps, lambda: deps.gateway.ensure_customer(customer or Customer(invoice.account_id)))
         )
-        deps.store.save_billing(invoice.account_id, replace(ledger.billing, customer_id=customer_id))
+        deps.store.save_billing(invoice.account_id, customer_id=customer_id)  # only it: the flags may move meanwhile
     request = gateway_request(invoice, customer_id, deps.automatic_tax)
     found: GatewayInvoice = _with_retries(deps, lambda: deps.gateway.issue_invoice(request))
     issued = replace(
@@ -408,7 +408,7 @@ def apply_stripe_event(
         customer = ledger.billing.customer_id or _ref(obj.get("customer"))
         if gateway is not None and customer is not None and obj.get("mode", "setup") == "setup":
             gateway.default_to_latest_card(customer)  # unavailable: raised, the queue delivers the event again
-        store.save_billing(account, replace(ledger.billing, card_on_file=True, customer_id=customer))
+        store.save_billing(account, card_on_file=True, customer_id=customer)
         return EventOutcome(event_id, event_type, None, True)
     if event_type.startswith("invoice."):
         ledger, invoice = _find(store, [_ref(obj.get("id"))], _metadata(obj))
@@ -436,10 +436,11 @@ def _dispute_event(
     obj: dict[str, Any],
     now: datetime,
 ) -> EventOutcome:
-    """``charge.dispute.created``/``closed`` (the Dispute: its payment intent and charge): the invoice and the account
-    are flagged while it is open, ``DisputeOpened.v1`` is announced once, and a dispute lost is charged back once."""
+    """``charge.dispute.created``/``closed`` (the Dispute: its payment intent and charge): the invoice is flagged while
+    it is open, the account while any of its invoices is, ``DisputeOpened.v1`` is announced once, and a dispute lost
+    is charged back once."""
     refs = (_ref(obj.get("payment_intent")), _ref(obj.get("charge")))
-    ledger, invoice = _find_payment(store, gateway, refs, _metadata(obj))
+    _, invoice = _find_payment(store, gateway, refs, _metadata(obj))
     closing = event_type == "charge.dispute.closed"
     dispute_id = str(obj.get("id", ""))
     status = obj.get("status")
@@ -467,8 +468,9 @@ def _dispute_event(
     )
     if changed:
         invoice = _save_with(store, invoice, dispute)
-    if flag_moved:
-        store.save_billing(invoice.account_id, replace(ledger.billing, disputed=opened))
+    if flag_moved:  # the account is disputed while any of its invoices is: read after this invoice's write
+        still = any(inv.disputed for inv in store.ledger(invoice.account_id).invoices.values())
+        store.save_billing(invoice.account_id, disputed=still)
     published: tuple[str, ...] = ()
     marker = f"dispute:{dispute_id}"
     if event_type == "charge.dispute.created" and marker not in invoice.announced:
