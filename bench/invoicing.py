@@ -55,8 +55,8 @@ class PartitionedLedger:
     def update_invoice_with_credit(self, invoice: Any, expected: Any, credit_read: Any, added: Any) -> None:
         self.part(invoice.account_id).update_invoice_with_credit(invoice, expected, credit_read, added)
 
-    def save_billing(self, account_id: str, billing: Any) -> None:
-        self.part(account_id).save_billing(account_id, billing)
+    def save_billing(self, account_id: str, **fields: Any) -> None:
+        self.part(account_id).save_billing(account_id, **fields)
 
     def invoice_for_gateway(self, gateway_id: str) -> tuple[str, str] | None:
         for part in self.parts.values():

@@ -102,14 +102,21 @@ class InMemoryLedgerStore:
         self._update(invoice, expected, invoice.crypto_credit - added)
         self.billing[invoice.account_id] = replace(found, credit=credit_read + added)
 
-    def save_billing(self, account_id: str, billing: BillingState) -> None:
+    def save_billing(
+        self,
+        account_id: str,
+        *,
+        customer_id: str | None = None,
+        disputed: bool | None = None,
+        card_on_file: bool | None = None,
+    ) -> None:
         self.writes += 1
         found = self.billing.get(account_id, BillingState())
         self.billing[account_id] = replace(
             found,
-            customer_id=billing.customer_id or found.customer_id,
-            disputed=billing.disputed,
-            card_on_file=billing.card_on_file,
+            customer_id=customer_id or found.customer_id,
+            disputed=found.disputed if disputed is None else disputed,
+            card_on_file=found.card_on_file if card_on_file is None else card_on_file,
         )
 
     def invoice_for_gateway(self, gateway_id: str) -> tuple[str, str] | None:

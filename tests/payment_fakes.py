@@ -59,6 +59,8 @@ class InMemoryPaymentGateway:
         self._call("issue_invoice")
         if request.customer_id not in self.customers.values():
             raise GatewayRejectedError(f"no such customer {request.customer_id}")
+        if Decimal(0) < request.total < Decimal("0.50"):  # Stripe's minimum charge: the adapter refuses to send it
+            raise GatewayRejectedError(f"{request.total} is below the minimum charge")
         invoice = self.invoices.get(request.invoice_id)
         if invoice is None:
             invoice = self.invoices[request.invoice_id] = _Invoice(self._new_id("in"), request)

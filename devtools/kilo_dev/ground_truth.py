@@ -236,7 +236,17 @@ def expected_invoice(
     next_tier = [tier for at, tier in sorted(history) if at <= end][-1]
     lines[("fee", next_tier, "")] = _dollars(_half_up_cents(next_sheet.fees[next_tier]))
     total = sum(lines.values(), Decimal("0.00"))
-    status = "open" if method == "crypto" else "paid" if total == 0 or card_pays else "payment_failed"
+    # a card invoice above $0 but under Stripe's $0.50 minimum charge is kept and carried to the next (D126)
+    below_minimum = method != "crypto" and Decimal("0.00") < total < Decimal("0.50")
+    status = (
+        "open"
+        if method == "crypto"
+        else "carried"
+        if below_minimum
+        else "paid"
+        if total == 0 or card_pays
+        else "payment_failed"
+    )
     return ExpectedInvoice(lines, total, status)
 
 

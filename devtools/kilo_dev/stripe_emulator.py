@@ -39,6 +39,7 @@ from kilo_dev.stripe_params import UnknownEndpointError, check_request, decode_f
 FIXTURES_PATH = Path(__file__).resolve().parents[2] / "tests/fixtures/stripe/fixtures3.json"
 PAYING_CARDS = frozenset({"pm_card_visa", "pm_card_mastercard"})
 DECLINED_CARDS = frozenset({"pm_card_chargeCustomerFail"})
+MINIMUM_CHARGE_CENTS = {"usd": 50}  # Stripe's minimum charge amount per currency (docs: currencies, minimums)
 Json = dict[str, Any]
 
 
@@ -356,7 +357,9 @@ class StripeEmulator:
             total_taxes=[],
         )
         credited = invoice["pre_payment_credit_notes_amount"]
-        due = max(subtotal - credited, 0)
+        due = max(subtotal - credited + invoice.get("_applied_balance", 0), 0)
+        if invoice.get("_below_minimum"):
+            due = 0  # moved to the customer's balance at finalization (Stripe's minimum charge rule)
         paid = due if invoice["status"] == "paid" else 0
         invoice.update(amount_due=due, amount_paid=paid, amount_remaining=due - paid)
 
@@ -371,6 +374,7 @@ class StripeEmulator:
         invoice["hosted_invoice_url"] = f"{self.base_url}/invoice/{invoice['id']}"
         invoice["invoice_pdf"] = f"{self.base_url}/invoice/{invoice['id']}/pdf"
         invoice["effective_at"] = next(self._clock)
+        self._apply_balance(invoice)
         self._totals(invoice)
         finalized = self._view("invoice", invoice)
         self._emit("invoice.finalized", finalized)
@@ -379,6 +383,24 @@ class StripeEmulator:
         elif invoice["auto_advance"] and invoice["collection_method"] == "charge_automatically":
             self._collect(invoice)
         return finalized
+
+    def _apply_balance(self, invoice: Json) -> None:
+        """Stripe's customer invoice balance at finalization (docs: "Customer invoice balance"): the balance (positive:
+        the customer owes it) applies to the next invoice finalized; an amount due above 0 but below the minimum
+        chargeable amount (USD: 50 cents) is not charged - the invoice is marked paid and the amount moves to the
+        balance as a debit, for the next invoice."""
+        customer = self._get("customer", invoice["customer"])
+        starting = int(customer.get("balance") or 0)
+        self._totals(invoice)
+        owed = invoice["amount_due"] + starting
+        applied = starting if owed >= 0 else -invoice["amount_due"]  # a credit covers at most the amount due
+        invoice["_applied_balance"] = applied
+        ending = starting - applied
+        if 0 < owed < MINIMUM_CHARGE_CENTS.get(invoice["currency"], 0):
+            invoice["_below_minimum"] = True
+            ending += owed
+        customer["balance"] = ending
+        invoice.update(starting_balance=starting, ending_balance=ending)
 
     def _collect(self, invoice: Json) -> None:
         """Stripe's automatic collection, at once: the default card pays, a declining card fails, none waits."""

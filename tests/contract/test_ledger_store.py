@@ -14,7 +14,7 @@ import pytest
 from kilo_billing.account_store import DynamoAccountDirectory
 from kilo_billing.accounts import AccountProfile
 from kilo_billing.catalog import default_catalog
-from kilo_billing.invoicing import AccountLedger, BillingState, InvoiceStatus, RefundRequest, compose_close
+from kilo_billing.invoicing import AccountLedger, InvoiceStatus, RefundRequest, compose_close
 from kilo_billing.items import to_item
 from kilo_billing.periods import Period
 from kilo_billing.periods_store import DynamoLedgerStore, LedgerConflictError, LedgerStore
@@ -163,10 +163,19 @@ def test_given_billing_details_then_they_read_back_and_accounts_are_listed(ledge
     ledger.register(_team("acme"))
     ledger.register(_team("beta"))
     ledger.rate("gamma", "2026-03", SEG, "video", 1)  # usage without a profile is not an account to invoice
-    ledger.store.save_billing("acme", BillingState(customer_id="cus_1", disputed=True, card_on_file=True))
+    ledger.store.save_billing("acme", customer_id="cus_1", disputed=True, card_on_file=True)
     billing = ledger.store.ledger("acme").billing
     assert (billing.customer_id, billing.disputed, billing.card_on_file) == ("cus_1", True, True)
     assert sorted(ledger.store.accounts()) == ["acme", "beta"]
+
+
+def test_given_one_billing_field_saved_then_the_others_are_left_as_stored(ledger: Ledger) -> None:
+    ledger.register(_team("acme"))
+    ledger.store.save_billing("acme", customer_id="cus_1", disputed=True, card_on_file=True)
+    ledger.store.save_billing("acme", customer_id="cus_2")  # the close's write: the flags stay as stored
+    ledger.store.save_billing("acme", disputed=False)
+    billing = ledger.store.ledger("acme").billing
+    assert (billing.customer_id, billing.disputed, billing.card_on_file) == ("cus_2", False, True)
 
 
 def test_given_dynamodb_then_one_close_costs_two_reads_and_three_writes(stack: Stack) -> None:

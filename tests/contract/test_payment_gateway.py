@@ -134,3 +134,16 @@ def test_given_a_paid_invoice_then_its_payment_names_it_and_it_names_its_payment
     )
     assert unpaid.status == "open"
     assert gateway.payment_refs(unpaid.gateway_id) == ()
+
+
+def test_given_an_invoice_below_the_minimum_charge_then_refused_and_nothing_created(gateway: PaymentGateway) -> None:
+    customer = gateway.ensure_customer(Customer("acct-1"))
+    lines = [GatewayLine("Audio minutes over the allowance", Decimal("0.36"), Decimal(1000), Decimal("0.00036"))]
+    with pytest.raises(GatewayRejectedError, match="minimum"):  # Stripe would mark it paid and not charge it
+        gateway.issue_invoice(InvoiceRequest("inv-acct-1-2026-03", "KB-acct-1-0001", "acct-1", customer, lines))
+    assert gateway.find_invoice("inv-acct-1-2026-03") is None
+    at_minimum = [GatewayLine("Audio minutes over the allowance", Decimal("0.50"))]
+    issued = gateway.issue_invoice(
+        InvoiceRequest("inv-acct-1-2026-04", "KB-acct-1-0002", "acct-1", customer, at_minimum)
+    )
+    assert issued.total == Decimal("0.50")

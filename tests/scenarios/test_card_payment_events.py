@@ -17,7 +17,7 @@ from kilo_billing.invoicing import InvoiceStatus
 from kilo_dev.stripe_emulator import load_fixtures
 from kilo_invoice.gateway import GatewayUnavailableError
 from kilo_invoice.logic import InvoiceNotFoundError, apply_stripe_event, refund_invoice
-from tests.scenarios.test_invoicing import MAR, World, at, seg
+from tests.scenarios.test_invoicing import APR, MAR, World, at, seg
 
 FIXTURES = load_fixtures()
 
@@ -223,3 +223,47 @@ def test_given_an_unfinished_refund_when_another_amount_is_asked_then_the_first_
     assert world.store.invoices["acme/2026-03"].refunded == Decimal("10.00")
     after = refund_invoice(world.store, world.gateway, "acme", "acme/2026-03", Decimal("20.00"))
     assert after.refunded == Decimal("30.00")
+
+
+def test_given_two_invoices_disputed_when_one_dispute_closes_then_the_account_stays_disputed_until_both(
+    world: World,
+) -> None:
+    events = Events()
+    march_intent = _close_and_pay(world, events)
+    april = world.close("acme", APR)  # May's fee in advance: 29.00
+    april_intent = world.gateway.settle(april.invoice_id, paid=True)
+    assert april_intent is not None
+    _apply(world, events, events.add("evt_paid_apr", "invoice.paid", _paid_invoice(world, april.invoice_id)))
+    march_dispute = _dispute(march_intent, "needs_response")
+    april_dispute = _dispute(april_intent, "needs_response") | {"id": "dp_2Story", "charge": "ch_4Story"}
+    _apply(world, events, events.add("evt_d1", "charge.dispute.created", march_dispute))
+    _apply(world, events, events.add("evt_d2", "charge.dispute.created", april_dispute))
+    assert world.store.billing["acme"].disputed
+    _apply(world, events, events.add("evt_d3", "charge.dispute.closed", march_dispute | {"status": "won"}))
+    assert not world.store.invoices["acme/2026-03"].disputed
+    assert world.store.invoices["acme/2026-04"].disputed
+    assert world.store.billing["acme"].disputed  # April's dispute is still open
+    _apply(world, events, events.add("evt_d4", "charge.dispute.closed", april_dispute | {"status": "won"}))
+    assert not world.store.billing["acme"].disputed
+
+
+def test_given_a_card_saved_while_the_close_creates_the_customer_then_the_card_flag_is_kept() -> None:
+    """checkout.session.completed lands between the close's read of the account and its write of the customer id:
+    the close writes the customer id only, never the card flag it read before."""
+    world = World()
+    world.signup("acme", (at(1), "team"))
+    events = Events()
+    original = world.gateway.ensure_customer
+
+    def checkout_meanwhile(customer: Any) -> str:
+        found = original(customer)
+        session = {"id": "cs_1", "object": "checkout.session", "mode": "setup", "customer": found}
+        key = events.add("evt_cs", "checkout.session.completed", session | {"metadata": {"account_id": "acme"}})
+        apply_stripe_event(world.store, world.bus, events, *key, at(1, 4))
+        return found
+
+    world.gateway.ensure_customer = checkout_meanwhile  # type: ignore[method-assign]
+    world.close("acme", MAR)
+    billing = world.store.billing["acme"]
+    assert billing.card_on_file
+    assert billing.customer_id == world.gateway.customers["acme"]

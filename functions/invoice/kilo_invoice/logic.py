@@ -20,6 +20,7 @@ from kilo_billing.invoicing import (
     InvoiceRecord,
     InvoiceStatus,
     RefundRequest,
+    below_card_minimum,
     can_move,
     compose_close,
     early_invoices,
@@ -220,7 +221,9 @@ def gateway_request(invoice: InvoiceRecord, customer_id: str, automatic_tax: boo
 def _issue(deps: CloseDeps, ledger: AccountLedger, invoice: InvoiceRecord, now: datetime) -> InvoiceRecord:
     if invoice.status is not InvoiceStatus.DRAFT:
         return invoice
-    if invoice.method is BillingMethod.CRYPTO or invoice.total == 0:
+    if below_card_minimum(invoice):  # the processor would mark it paid uncharged: kept, carried to the next (D126)
+        return _save(deps, invoice.moved(InvoiceStatus.CARRIED, now), InvoiceStatus.DRAFT)
+    if invoice.method is BillingMethod.CRYPTO or invoice.total == 0:  # crypto bills any amount: not carried
         issued = invoice.moved(InvoiceStatus.OPEN, now)
         if invoice.total == 0:  # nothing to collect: no processor invoice (D-invoice: $0 invoices stay ours)
             issued = issued.moved(InvoiceStatus.PAID, now)
@@ -232,7 +235,7 @@ def _issue(deps: CloseDeps, ledger: AccountLedger, invoice: InvoiceRecord, now: 
         customer_id = str(
             _with_retries(deps, lambda: deps.gateway.ensure_customer(customer or Customer(invoice.account_id)))
         )
-        deps.store.save_billing(invoice.account_id, replace(ledger.billing, customer_id=customer_id))
+        deps.store.save_billing(invoice.account_id, customer_id=customer_id)  # only it: the flags may move meanwhile
     request = gateway_request(invoice, customer_id, deps.automatic_tax)
     found: GatewayInvoice = _with_retries(deps, lambda: deps.gateway.issue_invoice(request))
     issued = replace(
@@ -405,7 +408,7 @@ def apply_stripe_event(
         customer = ledger.billing.customer_id or _ref(obj.get("customer"))
         if gateway is not None and customer is not None and obj.get("mode", "setup") == "setup":
             gateway.default_to_latest_card(customer)  # unavailable: raised, the queue delivers the event again
-        store.save_billing(account, replace(ledger.billing, card_on_file=True, customer_id=customer))
+        store.save_billing(account, card_on_file=True, customer_id=customer)
         return EventOutcome(event_id, event_type, None, True)
     if event_type.startswith("invoice."):
         ledger, invoice = _find(store, [_ref(obj.get("id"))], _metadata(obj))
@@ -433,10 +436,11 @@ def _dispute_event(
     obj: dict[str, Any],
     now: datetime,
 ) -> EventOutcome:
-    """``charge.dispute.created``/``closed`` (the Dispute: its payment intent and charge): the invoice and the account
-    are flagged while it is open, ``DisputeOpened.v1`` is announced once, and a dispute lost is charged back once."""
+    """``charge.dispute.created``/``closed`` (the Dispute: its payment intent and charge): the invoice is flagged while
+    it is open, the account while any of its invoices is, ``DisputeOpened.v1`` is announced once, and a dispute lost
+    is charged back once."""
     refs = (_ref(obj.get("payment_intent")), _ref(obj.get("charge")))
-    ledger, invoice = _find_payment(store, gateway, refs, _metadata(obj))
+    _, invoice = _find_payment(store, gateway, refs, _metadata(obj))
     closing = event_type == "charge.dispute.closed"
     dispute_id = str(obj.get("id", ""))
     status = obj.get("status")
@@ -464,8 +468,9 @@ def _dispute_event(
     )
     if changed:
         invoice = _save_with(store, invoice, dispute)
-    if flag_moved:
-        store.save_billing(invoice.account_id, replace(ledger.billing, disputed=opened))
+    if flag_moved:  # the account is disputed while any of its invoices is: read after this invoice's write
+        still = any(inv.disputed for inv in store.ledger(invoice.account_id).invoices.values())
+        store.save_billing(invoice.account_id, disputed=still)
     published: tuple[str, ...] = ()
     marker = f"dispute:{dispute_id}"
     if event_type == "charge.dispute.created" and marker not in invoice.announced:

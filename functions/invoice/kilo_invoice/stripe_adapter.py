@@ -26,6 +26,8 @@ from stripe.params import (
     RefundCreateParams,
 )
 
+from kilo_billing.invoicing import CARD_MINIMUM
+from kilo_billing.money import ZERO
 from kilo_billing.stripe_calls import stripe_call, stripe_client
 from kilo_invoice.gateway import (
     Customer,
@@ -219,6 +221,10 @@ class StripePaymentGateway:
     def issue_invoice(self, request: InvoiceRequest) -> GatewayInvoice:
         if len(request.lines) > MAX_LINES:
             raise GatewayRejectedError(f"{len(request.lines)} lines: Stripe adds at most {MAX_LINES} in one request")
+        if ZERO < request.total < CARD_MINIMUM:  # Stripe would mark it paid uncharged (a balance debit): D126
+            raise GatewayRejectedError(
+                f"{request.invoice_id}: {request.total} is below Stripe's minimum charge of {CARD_MINIMUM}: not sent"
+            )
         invoice = self._find_for_customer(request.customer_id, request.invoice_id)
         if invoice is None:
             invoice = self._create_draft(request)

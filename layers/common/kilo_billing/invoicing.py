@@ -52,11 +52,14 @@ class InvoiceStatus(StrEnum):
     PAYMENT_FAILED = "payment_failed"
     UNCOLLECTIBLE = "uncollectible"
     VOID = "void"
+    CARRIED = "carried"  # card, total above $0 but below the processor's minimum charge: never sent, nothing collected;
+    # its total is a ``carried`` line on the account's next invoice (D126)
 
 
-# draft -> open -> paid | payment_failed -> paid | uncollectible | void (an uncollectible invoice can still be paid)
+# draft -> open -> paid | payment_failed -> paid | uncollectible | void (an uncollectible invoice can still be paid);
+# draft -> carried (a card invoice below the processor's minimum charge)
 TRANSITIONS: Final[Mapping[InvoiceStatus, frozenset[InvoiceStatus]]] = {
-    InvoiceStatus.DRAFT: frozenset({InvoiceStatus.OPEN, InvoiceStatus.VOID}),
+    InvoiceStatus.DRAFT: frozenset({InvoiceStatus.OPEN, InvoiceStatus.VOID, InvoiceStatus.CARRIED}),
     InvoiceStatus.OPEN: frozenset(
         {InvoiceStatus.PAID, InvoiceStatus.PAYMENT_FAILED, InvoiceStatus.UNCOLLECTIBLE, InvoiceStatus.VOID}
     ),
@@ -64,6 +67,7 @@ TRANSITIONS: Final[Mapping[InvoiceStatus, frozenset[InvoiceStatus]]] = {
     InvoiceStatus.UNCOLLECTIBLE: frozenset({InvoiceStatus.PAID, InvoiceStatus.VOID}),
     InvoiceStatus.PAID: frozenset(),
     InvoiceStatus.VOID: frozenset(),
+    InvoiceStatus.CARRIED: frozenset(),  # its amount is billed on a later invoice, never on this one
 }
 
 
@@ -92,6 +96,7 @@ class Line:
     included: Decimal | None = None  # None with a usage line: unlimited
     start: datetime | None = None
     end: datetime | None = None
+    source: str | None = None  # a ``carried`` line: the invoice id whose total it carries
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -107,6 +112,8 @@ class Line:
 
 
 CREDIT: Final = "credit"
+CARRIED: Final = "carried"  # line kind: the total of an earlier card invoice below the minimum charge
+CARD_MINIMUM: Final = Decimal("0.50")  # Stripe's minimum chargeable amount in USD (docs: currencies, minimums)
 
 
 @dataclass(frozen=True, slots=True)
@@ -390,6 +397,7 @@ def compose_close(ledger: AccountLedger, period: Period, catalog: Catalog, now: 
         )
         moves.append(WatermarkMove(other_key, dict(other.counters), other.billed_rev))
     lines.extend(billed_early_lines(ledger, period))
+    lines.extend(carried_lines(ledger))
     lines, credit = with_credit(lines, ledger.billing.credit, period)
     seq = ledger.billing.seq + 1
     record = InvoiceRecord(
@@ -443,3 +451,33 @@ def billed_early_lines(ledger: AccountLedger, period: Period) -> list[Line]:
     numbers = ", ".join(invoice.number for invoice in early)
     description = f"Usage of {period} invoiced early ({numbers}): {money_str(amount)}"
     return [Line(BILLED_EARLY, description, -amount, period.key, start=period.start, end=period.end)]
+
+
+# --- card invoices below the processor's minimum charge (D126) ------------------------------------------------
+
+
+def below_card_minimum(invoice: InvoiceRecord) -> bool:
+    """A card invoice that asks for more than $0 but less than the processor will charge: Stripe would mark it paid
+    without charging and move the amount to the customer's Stripe balance. We keep it (``CARRIED``) instead."""
+    return invoice.method is BillingMethod.CARD and ZERO < invoice.total < CARD_MINIMUM
+
+
+def carried_lines(ledger: AccountLedger) -> list[Line]:
+    """One ``carried`` line per carried invoice that no invoice carries yet, oldest first: its total is billed here,
+    once (the line names it in ``source``; invoices are written one at a time per account, fenced by their number)."""
+    taken = {line.source for invoice in ledger.invoices.values() for line in invoice.lines if line.kind == CARRIED}
+    waiting = sorted(
+        (i for i in ledger.invoices.values() if i.status is InvoiceStatus.CARRIED and i.invoice_id not in taken),
+        key=lambda invoice: invoice.seq,
+    )
+    return [
+        Line(
+            CARRIED,
+            f"Carried from invoice {i.number} ({i.period}), below the card minimum of {money_str(CARD_MINIMUM)}: "
+            f"{money_str(i.total)}",
+            i.total,
+            i.period,
+            source=i.invoice_id,
+        )
+        for i in waiting
+    ]

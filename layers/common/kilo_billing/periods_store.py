@@ -76,9 +76,17 @@ class LedgerStore(Protocol):
         crypto credit or the account's credit moved (nothing written)."""
         ...
 
-    def save_billing(self, account_id: str, billing: BillingState) -> None:
-        """Set the account's customer id, dispute flag and card flag (sequence and credit are the close's, and a
-        crypto overpayment's: ``update_invoice_with_credit``)."""
+    def save_billing(
+        self,
+        account_id: str,
+        *,
+        customer_id: str | None = None,
+        disputed: bool | None = None,
+        card_on_file: bool | None = None,
+    ) -> None:
+        """Set only the fields given (None: left as stored) of the account's customer id, dispute flag and card flag,
+        so a writer never puts back another writer's field from an earlier read (sequence and credit are the close's,
+        and a crypto overpayment's: ``update_invoice_with_credit``)."""
         ...
 
     def invoice_for_gateway(self, gateway_id: str) -> tuple[str, str] | None:
@@ -143,6 +151,7 @@ def line_to_json(line: Line) -> dict[str, Any]:
         "included": _money(line.included),
         "start": _time(line.start),
         "end": _time(line.end),
+        **({"source": line.source} if line.source is not None else {}),
     }
 
 
@@ -160,6 +169,7 @@ def line_from_json(data: Mapping[str, Any]) -> Line:
         included=_dec(data.get("included")),
         start=datetime.fromisoformat(data["start"]) if data.get("start") else None,
         end=datetime.fromisoformat(data["end"]) if data.get("end") else None,
+        source=data.get("source"),
     )
 
 
@@ -422,21 +432,28 @@ class DynamoLedgerStore:
         except ConditionFailedError as exc:
             raise LedgerConflictError(str(exc)) from exc
 
-    def save_billing(self, account_id: str, billing: BillingState) -> None:
-        values = {
-            ":c": billing.customer_id,
-            ":d": billing.disputed,
-            ":f": billing.card_on_file,
-        }
-        sets = ["#d = :d", "#f = :f"] + (["#c = :c"] if billing.customer_id else [])
-        names = {"#d": "disputed", "#f": "card_on_file"} | ({"#c": "customer_id"} if billing.customer_id else {})
+    def save_billing(
+        self,
+        account_id: str,
+        *,
+        customer_id: str | None = None,
+        disputed: bool | None = None,
+        card_on_file: bool | None = None,
+    ) -> None:
+        given = {"customer_id": customer_id or None, "disputed": disputed, "card_on_file": card_on_file}
+        fields = [name for name, value in given.items() if value is not None]
+        if not fields:
+            return
+        sets = [f"#{name} = :{name}" for name in fields]
+        names = {f"#{name}": name for name in fields}
+        values = {f":{name}": given[name] for name in fields}
         call(
             self._client.update_item,
             TableName=self._table,
             Key=to_item({KEY: account_pk(account_id), SORT_KEY: BILLING_SORT_KEY}),
             UpdateExpression="SET " + ", ".join(sets),
             ExpressionAttributeNames=names,
-            ExpressionAttributeValues=to_item({k: v for k, v in values.items() if v is not None}),
+            ExpressionAttributeValues=to_item(values),
         )
 
     def invoice_for_gateway(self, gateway_id: str) -> tuple[str, str] | None:
