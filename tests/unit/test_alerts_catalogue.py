@@ -347,3 +347,16 @@ def test_given_a_chain_without_a_known_explorer_or_a_written_off_shortfall_then_
         alert_from_event(CryptoQuoteExpiringV1.DETAIL_TYPE, bad)
     with pytest.raises(AlertError, match="problem"):
         alert_from_event(CryptoPaymentSeenV1.DETAIL_TYPE, {"account_id": "acct_1", "asset": "DOGE"})
+
+
+@pytest.mark.parametrize(
+    ("status", "note"),
+    [
+        ("open", "It is charged to the payment method on file; nothing to do if it is current."),
+        ("paid", "Nothing is due."),  # a $0.00 invoice, paid at once
+        ("carried", "It is below the smallest amount a card can be charged, so it is added to your next invoice."),
+    ],
+)
+def test_given_a_card_invoice_issued_then_its_email_says_what_happens_to_it_by_status(status: str, note: str) -> None:
+    detail = invoicing_details("0.36")[InvoiceIssuedV1.DETAIL_TYPE] | {"status": status}
+    assert alert_from_event(InvoiceIssuedV1.DETAIL_TYPE, detail).values["payment_note"] == note

@@ -240,6 +240,16 @@ def _occurrence_alert(kind: str, event: _Occurrence, key: str, severity: Severit
     )
 
 
+def _card_note(status: str) -> str:
+    """What a card invoice's email says about paying it: nothing is charged for a $0.00 invoice (paid at once) or one
+    below the card minimum (carried onto the next invoice, D126)."""
+    if status == "carried":
+        return "It is below the smallest amount a card can be charged, so it is added to your next invoice."
+    if status == "paid":
+        return "Nothing is due."
+    return "It is charged to the payment method on file; nothing to do if it is current."
+
+
 def _invoice_issued(detail: Mapping[str, Any]) -> Alert:
     event = _parse(InvoiceIssuedV1, detail)
     crypto = event.method == "crypto"
@@ -250,7 +260,7 @@ def _invoice_issued(detail: Mapping[str, Any]) -> Alert:
         "total": money_text(event.total),
         "payment_note": "It awaits payment in crypto: pay it from the invoice page."
         if crypto
-        else "It is charged to the payment method on file; nothing to do if it is current.",
+        else _card_note(event.status),
         "sms_note": ", awaits payment in crypto" if crypto else "",
     }
     if event.hosted_url:
