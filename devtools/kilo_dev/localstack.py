@@ -963,8 +963,9 @@ class LocalStack:
         assert self.template is not None
         properties = self.template.resources[function.name]["Properties"]
         config = properties.get("EventInvokeConfig") or {}
-        on_failure = ((config.get("DestinationConfig") or {}).get("OnFailure") or {}).get("Destination")
-        if on_failure is not None and (config["DestinationConfig"]["OnFailure"].get("Type", "SQS") != "SQS"):
+        target = (config.get("DestinationConfig") or {}).get("OnFailure") or {}
+        on_failure = target.get("Destination")
+        if on_failure is not None and target.get("Type", "SQS") != "SQS":
             raise RuntimeError(f"{function.name}: only an SQS on-failure destination runs locally")
         name = str(self.template.resolve(properties.get("FunctionName", function.name)))
         region = os.environ.get("AWS_DEFAULT_REGION", "us-east-1")

@@ -123,17 +123,8 @@ def test_given_a_crypto_bill_overpaid_when_the_next_month_closes_then_its_invoic
     usage; usage 0.00, fee true-up 29.00 - 29.00 billed in advance = 0.00, May's fee in advance 29.00; the credit
     applied -4.80 -> 24.20, and the account's credit back to 0.00."""
     inv = crypto_invoicing
-    inv.register("acct-c", "team", method="crypto")
-    inv.rate("acct-c", "video", 60_000)
-    inv.start("2026-04-01T06:00:00Z")
-    inv.close_all()
-    march = inv.invoice("acct-c")
+    march = _march_billed_with_a_usdc_quote(inv)
     assert march.total == Decimal("65.20")
-    inv.drain("CryptoBillsQueue", bills_handler.lambda_handler)
-    store = dependencies.store()
-    store.link_wallet("evm", CUSTOMER_WALLET, "acct-c", "ethereum", T0)
-    usdc = quote("q-1", "USDC", 65_200_000, "1", invoice_id=march.invoice_id, account_id="acct-c", amount_usd="65.20")
-    store.add_quote(usdc)
     settlement = dependencies.settlement()
     settlement.record_seen(transfer("0xover", "USDC", 70_000_000, T0 + timedelta(minutes=3)))
     settlement.finalized("ethereum:0xover:0")
@@ -153,9 +144,9 @@ def test_given_a_crypto_bill_overpaid_when_the_next_month_closes_then_its_invoic
     assert inv.store.ledger("acct-c").billing.credit == Decimal("0.00")
 
 
-def _paid_with_more_seen(inv: Invoicing) -> InvoiceRecord:
-    """March (Team, 60,000 video minutes) billed in crypto: 65.20, a USDC quote at the locked 1:1, the wallet linked.
-    The wallet pays 65.20 and, before that finalizes, 10.00 more (10_000_000 units); the first finalizes: PAID."""
+def _march_billed_with_a_usdc_quote(inv: Invoicing) -> InvoiceRecord:
+    """March (Team, 60,000 video minutes) closed and billed in crypto (its bill made from the queue), the customer's
+    wallet linked and a USDC quote for its 65.20 at the locked 1:1 (65_200_000 units)."""
     inv.register("acct-c", "team", method="crypto")
     inv.rate("acct-c", "video", 60_000)
     inv.start("2026-04-01T06:00:00Z")
@@ -166,6 +157,13 @@ def _paid_with_more_seen(inv: Invoicing) -> InvoiceRecord:
     store.link_wallet("evm", CUSTOMER_WALLET, "acct-c", "ethereum", T0)
     usdc = quote("q-1", "USDC", 65_200_000, "1", invoice_id=march.invoice_id, account_id="acct-c", amount_usd="65.20")
     store.add_quote(usdc)
+    return march
+
+
+def _paid_with_more_seen(inv: Invoicing) -> InvoiceRecord:
+    """March billed with a USDC quote (``_march_billed_with_a_usdc_quote``). The wallet pays 65.20 and, before that
+    finalizes, 10.00 more (10_000_000 units); the first finalizes: PAID."""
+    march = _march_billed_with_a_usdc_quote(inv)
     settlement = dependencies.settlement()
     settlement.record_seen(transfer("0xpay", "USDC", 65_200_000, T0 + timedelta(minutes=3)))
     settlement.record_seen(transfer("0xmore", "USDC", 10_000_000, T0 + timedelta(minutes=4)))

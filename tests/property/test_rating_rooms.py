@@ -165,6 +165,23 @@ def test_a_crowded_window_in_any_arrival_gives_the_sessions_and_aggregates_of_a_
     assert {key: quantity for key, quantity in combined.items() if quantity} == _tally(repo.sessions)  # type: ignore[arg-type]
 
 
+def room_reads(repo: InMemoryUsageRepository) -> list[str]:
+    """The rooms whose stored events rating reads (a rebuild), in order, from now on."""
+    reads: list[str] = []
+    original = repo.room_events
+    repo.room_events = lambda sid: reads.append(sid) or original(sid)  # type: ignore[method-assign]
+    return reads
+
+
+def rate_one_by_one(
+    records: list[LiveKitEventRecord], repo: InMemoryUsageRepository, publisher: RecordingPublisher
+) -> None:
+    """Each event stored by ingest, then rated in a batch of its own (the stream in order)."""
+    for record in records:
+        repo.store_event(record)
+        rate_batch([record], [], repo, publisher, CONFIG, NOW_MS)
+
+
 def test_in_order_events_are_folded_without_reading_the_rooms_events() -> None:
     """The common case reads no events: a hand-made room where every event arrives in order."""
     from kilo_dev import livekit_events as lk  # noqa: PLC0415
@@ -183,12 +200,8 @@ def test_in_order_events_are_folded_without_reading_the_rooms_events() -> None:
     ]
     records = [lk.to_record(body) for body in bodies]
     repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
-    reads: list[str] = []
-    original = repo.room_events
-    repo.room_events = lambda sid: reads.append(sid) or original(sid)  # type: ignore[method-assign]
-    for record in records:
-        repo.store_event(record)
-        rate_batch([record], [], repo, publisher, CONFIG, NOW_MS)
+    reads = room_reads(repo)
+    rate_one_by_one(records, repo, publisher)
     assert reads == ["RM_fold"]  # only the first batch (no state yet) read the room's events
     # bob: 60..600 = 540 s -> 9 min, video 120..300 = 180 s -> 3 video, 6 audio;
     # alice: 0..900 = 900 s -> 15 min, 3 video, 12 audio
@@ -222,12 +235,8 @@ def test_a_late_camera_reaches_a_session_closed_after_it_whose_participant_was_n
     ]
     records = [lk.to_record(body) for body in bodies]
     repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
-    reads: list[str] = []
-    original = repo.room_events
-    repo.room_events = lambda sid: reads.append(sid) or original(sid)  # type: ignore[method-assign]
-    for record in records:
-        repo.store_event(record)
-        rate_batch([record], [], repo, publisher, CONFIG, NOW_MS)
+    reads = room_reads(repo)
+    rate_one_by_one(records, repo, publisher)
 
     assert reads == ["RM_late_cam"]  # folded in order after the first batch, the late camera included
     video = {sid: stored.session.video_seconds for (_, sid), stored in repo.sessions.items()}
@@ -255,9 +264,7 @@ def test_a_rebuild_during_a_backlog_folds_only_delivered_events_and_the_backlog_
     bodies += [lk.participant_left(room, person, t0 + 600 + 60 * i) for i, person in enumerate(people)]
     records = [lk.to_record(body, received_at_ms=(t0 + 1000 + n) * 1000) for n, body in enumerate(bodies)]
     repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
-    reads: list[str] = []
-    original = repo.room_events
-    repo.room_events = lambda sid: reads.append(sid) or original(sid)  # type: ignore[method-assign]
+    reads = room_reads(repo)
     for record in records:  # ingest is ahead: everything is stored before rating sees the first batch
         repo.store_event(record)
 

@@ -404,12 +404,11 @@ def change_tier(
     accounts: AccountDirectory, catalog: Catalog, account_id: str, tier: str, now: datetime
 ) -> TierChangeOutcome:
     current = profile_of(accounts, account_id)
-    pending = [c for c in current.changes if c.at > now]
-    if pending and max(pending, key=lambda c: c.at).tier == tier:  # the same request again (a retried click)
-        change = max(pending, key=lambda c: c.at)
-        return TierChangeOutcome(current, tier, change.at, current.tier_at(now))
+    pending = max((c for c in current.changes if c.at > now), key=lambda c: c.at, default=None)
+    if pending is not None and pending.tier == tier:  # the same request again (a retried click)
+        return TierChangeOutcome(current, tier, pending.at, current.tier_at(now))
     book = catalog.for_period(Period.containing(now))
-    if pending:
+    if pending is not None:
         return _replace_pending(accounts, book, current, tier, now)
     try:
         profile = request_tier_change(accounts, book, account_id, tier, now)
