@@ -10,15 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 from kilo_billing.accounts import AccountExistsError, AccountProfile, UnknownAccountError
 from kilo_billing.entitlements import EntitlementSource, Reading, SpendRecorder, SpendState
-from kilo_billing.events import (
-    KEY,
-    SORT_KEY,
-    Item,
-    ItemTooLargeError,
-    LiveKitEventRecord,
-    UsageEventRecord,
-    check_item_size,
-)
+from kilo_billing.events import KEY, SORT_KEY, Item, ItemTooLargeError, check_item_size
+from kilo_billing.livekit_events import LiveKitEventRecord
+from kilo_billing.usage_events import UsageEventRecord
 from kilo_rate_usage.model import Aggregate, AggregateKey, RoomAnswers, RoomListing, SessionKey, StoredSession
 from kilo_rate_usage.ports import (
     MAX_TRANSACT_ITEMS,
@@ -32,8 +26,9 @@ from kilo_rate_usage.ports import (
 )
 from kilo_rate_usage.rooms import RoomState
 from kilo_rate_usage.sessions import ParticipantFold
-from kilo_webhook_ingest.model import UnstorableEventError, UsageClient
+from kilo_webhook_ingest.model import UnstorableEventError
 from kilo_webhook_ingest.ports import PutResult, StorageUnavailableError
+from kilo_webhook_ingest.usage_model import UsageClient
 
 DYNAMODB_ITEM_LIMIT = 409_600  # "400 KB": what DynamoDB itself refuses above
 

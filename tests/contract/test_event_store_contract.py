@@ -9,14 +9,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from kilo_billing.events import (
-    MAX_ITEM_BYTES,
-    ContractError,
-    LiveKitEventRecord,
-    UsageEventRecord,
-    decode_item,
-    item_size,
-)
+from kilo_billing.events import MAX_ITEM_BYTES, ContractError, decode_item, item_size
+from kilo_billing.livekit_events import LiveKitEventRecord
+from kilo_billing.usage_events import UsageEventRecord
 from kilo_webhook_ingest.adapters import DynamoEventStore
 from kilo_webhook_ingest.model import UnstorableEventError
 from kilo_webhook_ingest.ports import EventStore, StorageUnavailableError

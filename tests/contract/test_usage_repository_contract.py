@@ -18,8 +18,9 @@ import pytest
 
 from kilo_billing.account_store import DynamoAccountDirectory
 from kilo_billing.accounts import AccountProfile
-from kilo_billing.events import LiveKitEventRecord, UsageEventRecord
+from kilo_billing.livekit_events import LiveKitEventRecord
 from kilo_billing.rating import TierChange
+from kilo_billing.usage_events import UsageEventRecord
 from kilo_rate_usage.adapters import DynamoUsageRepository
 from kilo_rate_usage.items import MAX_STATE_BYTES
 from kilo_rate_usage.model import Billing, ClosedBy, ContributionKey, PeriodPart, RoomListing, Session, StoredSession

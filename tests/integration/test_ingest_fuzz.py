@@ -26,8 +26,8 @@ from kilo_dev.apigw import http_api_event
 from kilo_dev.signing import livekit_authorization, usage_signature
 from kilo_webhook_ingest import livekit_handler, stripe_handler, usage_handler
 from kilo_webhook_ingest.dependencies import LiveKitDependencies, StripeDependencies, UsageDependencies
-from kilo_webhook_ingest.model import UsageClient
 from kilo_webhook_ingest.settings import IngestSettings
+from kilo_webhook_ingest.usage_model import UsageClient
 from tests.conftest import LambdaContext
 from tests.fakes import (
     InMemoryAccountDirectory,

@@ -418,7 +418,8 @@ def test_given_enum_numbers_this_protocol_does_not_know_then_stored_as_unknown_n
 def test_given_unknown_enums_stored_then_rating_bills_the_participant_like_a_standard_one_and_never_as_video(
     stack: Stack, lambda_context: LambdaContext
 ) -> None:
-    from kilo_billing.events import LiveKitEventRecord, decode_item  # noqa: PLC0415
+    from kilo_billing.events import decode_item  # noqa: PLC0415
+    from kilo_billing.livekit_events import LiveKitEventRecord  # noqa: PLC0415
     from kilo_rate_usage.sessions import AttributionRule, Billing, rebuild_room  # noqa: PLC0415
 
     joined = json.loads(fixture("participant_joined"))

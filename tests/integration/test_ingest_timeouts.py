@@ -30,8 +30,8 @@ from kilo_dev.template import Template
 from kilo_webhook_ingest import livekit_handler, stripe_handler, usage_handler
 from kilo_webhook_ingest.adapters import DynamoEventStore, SecretsManagerSource
 from kilo_webhook_ingest.dependencies import LiveKitDependencies, StripeDependencies, UsageDependencies
-from kilo_webhook_ingest.model import UsageClient
 from kilo_webhook_ingest.settings import LIVEKIT_BUDGET, STRIPE_BUDGET, USAGE_BUDGET, IngestSettings
+from kilo_webhook_ingest.usage_model import UsageClient
 from tests.conftest import LambdaContext
 from tests.fakes import (
     InMemoryAccountDirectory,

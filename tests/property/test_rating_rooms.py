@@ -15,7 +15,7 @@ from dataclasses import replace
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kilo_billing.events import LiveKitEventRecord
+from kilo_billing.livekit_events import LiveKitEventRecord
 from kilo_dev import livekit_events as lk
 from kilo_dev.livekit_events import Participant, Room
 from kilo_rate_usage.logic import rate_batch

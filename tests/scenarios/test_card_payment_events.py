@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from kilo_billing.events import StripeEventRecord
 from kilo_billing.invoicing import InvoiceStatus
+from kilo_billing.stripe_events import StripeEventRecord
 from kilo_dev.stripe_emulator import load_fixtures
 from kilo_invoice.gateway import GatewayUnavailableError
 from kilo_invoice.logic import InvoiceNotFoundError, apply_stripe_event, refund_invoice

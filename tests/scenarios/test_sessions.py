@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 from kilo_billing.catalog import default_catalog
-from kilo_billing.events import LiveKitEventRecord, UsageEventRecord
+from kilo_billing.livekit_events import LiveKitEventRecord
+from kilo_billing.usage_events import UsageEventRecord
 from kilo_dev import livekit_events as lk
 from kilo_dev.livekit_events import Participant, Room
 from kilo_rate_usage.logic import rate_batch

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from livekit.protocol.models import ParticipantInfo, TrackSource, TrackType
 from livekit.protocol.webhook import WebhookEvent
 
-from kilo_billing.events import LiveKitEventRecord
+from kilo_billing.livekit_events import LiveKitEventRecord
 from kilo_webhook_ingest import livekit_webhook
 from kilo_webhook_ingest.model import InvalidEventError
 

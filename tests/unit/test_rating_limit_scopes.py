@@ -11,8 +11,8 @@ from decimal import Decimal
 from kilo_billing.accounts import AccountProfile
 from kilo_billing.budgets import BudgetChange, set_budget
 from kilo_billing.catalog import default_catalog
-from kilo_billing.events import UsageEventRecord
 from kilo_billing.rating import TierChange
+from kilo_billing.usage_events import UsageEventRecord
 from kilo_rate_usage.logic import rate_batch
 from kilo_rate_usage.model import AttributionRule, RatingConfig
 from tests.fakes import InMemoryUsageRepository, RecordingPublisher

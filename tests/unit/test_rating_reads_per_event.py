@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import random
 
-from kilo_billing.events import LiveKitEventRecord
+from kilo_billing.livekit_events import LiveKitEventRecord
 from kilo_dev import livekit_events as lk
 from kilo_rate_usage.logic import rate_batch
 from kilo_rate_usage.model import AttributionRule

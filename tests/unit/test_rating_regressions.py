@@ -12,8 +12,8 @@ import pytest
 
 from kilo_billing.accounts import UNATTRIBUTED, AccountProfile
 from kilo_billing.catalog import default_catalog
-from kilo_billing.events import UsageEventRecord
 from kilo_billing.rating import TierChange
+from kilo_billing.usage_events import UsageEventRecord
 from kilo_dev import livekit_events as lk
 from kilo_rate_usage.aggregates import open_session_extra, rate_aggregate
 from kilo_rate_usage.logic import rate_batch

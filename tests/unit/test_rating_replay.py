@@ -6,7 +6,8 @@ import json
 from typing import Any
 
 from kilo_billing.catalog import default_catalog
-from kilo_billing.events import StoredEvent, UsageEventRecord
+from kilo_billing.events import StoredEvent
+from kilo_billing.usage_events import UsageEventRecord
 from kilo_rate_usage.model import AttributionRule, RatingConfig
 from kilo_rate_usage.replay import BatchInfo, replay
 from tests.fakes import InMemoryPoisonSink, InMemoryUsageRepository, RecordingPublisher

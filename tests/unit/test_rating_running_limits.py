@@ -11,8 +11,8 @@ from fractions import Fraction
 
 from kilo_billing.accounts import AccountProfile
 from kilo_billing.catalog import default_catalog
-from kilo_billing.events import UsageEventRecord
 from kilo_billing.rating import TierChange
+from kilo_billing.usage_events import UsageEventRecord
 from kilo_rate_usage.logic import check_running_limits, rate_batch
 from kilo_rate_usage.model import AttributionRule, Billing, ClosedBy, RatingConfig, Session, StoredSession
 from tests.fakes import InMemoryUsageRepository, RecordingPublisher

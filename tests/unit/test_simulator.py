@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from kilo_billing.events import LiveKitEventRecord
+from kilo_billing.livekit_events import LiveKitEventRecord
 from kilo_dev import livekit_events as lk
 from kilo_dev.ground_truth import ExpectedBill, expected_bill, price_sheet, segments
 from kilo_dev.simulator import METERS, AccountSpec, Truth, connection_minutes, default_accounts, simulate

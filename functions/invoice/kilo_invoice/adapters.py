@@ -10,8 +10,9 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from kilo_billing.aws import StorageUnavailableError, call, put_if
-from kilo_billing.events import StripeEventRecord, decode_item
+from kilo_billing.events import decode_item
 from kilo_billing.items import from_item, to_item
+from kilo_billing.stripe_events import StripeEventRecord
 
 SQS_BATCH: Final = 10  # SendMessageBatch takes at most 10 entries
 RUN_PREFIX: Final = "CLOSE_RUN#"  # usage table: one item per period whose close was fanned out (no account_id)

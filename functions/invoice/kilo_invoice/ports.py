@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from kilo_billing.events import StripeEventRecord
+from kilo_billing.stripe_events import StripeEventRecord
 
 
 class CloseJobQueue(Protocol):

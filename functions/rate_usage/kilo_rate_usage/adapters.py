@@ -12,17 +12,10 @@ from typing import Any
 from kilo_billing.account_store import DynamoAccountDirectory
 from kilo_billing.accounts import AccountProfile
 from kilo_billing.aws import ConditionFailedError, InvalidRequestError, ResourceGoneError, call, paged_items
-from kilo_billing.events import (
-    KEY,
-    SORT_KEY,
-    ContractError,
-    LiveKitEventRecord,
-    StoredEvent,
-    UsageEventRecord,
-    decode_item,
-    room_partition,
-)
+from kilo_billing.events import KEY, SORT_KEY, ContractError, StoredEvent, decode_item, room_partition
 from kilo_billing.items import Item, lambda_shape, to_item
+from kilo_billing.livekit_events import LiveKitEventRecord
+from kilo_billing.usage_events import UsageEventRecord
 from kilo_rate_usage import items
 from kilo_rate_usage.model import Aggregate, AggregateKey, RoomAnswers, RoomListing, SessionKey, StoredSession
 from kilo_rate_usage.ports import (

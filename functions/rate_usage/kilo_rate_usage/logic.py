@@ -26,10 +26,11 @@ from datetime import UTC, datetime
 
 from kilo_billing.accounts import PSEUDONYM_PREFIX, UNATTRIBUTED, AccountProfile, pseudonym
 from kilo_billing.contracts import UnattributedUsageV1, UsageThresholdCrossedV1
-from kilo_billing.events import LiveKitEventRecord, UsageEventRecord
+from kilo_billing.livekit_events import LiveKitEventRecord
 from kilo_billing.money import decimal_str
 from kilo_billing.periods import Period
 from kilo_billing.publisher import EventPublisher
+from kilo_billing.usage_events import UsageEventRecord
 from kilo_rate_usage.aggregates import crossings, delta, rate_aggregate, session_contributions
 from kilo_rate_usage.model import (
     Aggregate,

@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from kilo_billing.accounts import AccountProfile
-from kilo_billing.events import LiveKitEventRecord, StoredEvent, UsageEventRecord
+from kilo_billing.events import StoredEvent
+from kilo_billing.livekit_events import LiveKitEventRecord
+from kilo_billing.usage_events import UsageEventRecord
 from kilo_rate_usage.aggregates import by_aggregate
 from kilo_rate_usage.model import (
     Aggregate,

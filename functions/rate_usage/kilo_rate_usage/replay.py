@@ -22,8 +22,9 @@ from datetime import datetime
 from typing import Any
 
 from kilo_billing.accounts import AccountProfile
-from kilo_billing.events import LiveKitEventRecord, UsageEventRecord
+from kilo_billing.livekit_events import LiveKitEventRecord
 from kilo_billing.publisher import EventPublisher
+from kilo_billing.usage_events import UsageEventRecord
 from kilo_rate_usage.logic import rate_batch
 from kilo_rate_usage.model import Aggregate, AggregateKey, BatchOutcome, RatingConfig, StoredSession
 from kilo_rate_usage.ports import (

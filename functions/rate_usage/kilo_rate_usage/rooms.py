@@ -39,7 +39,7 @@ from datetime import UTC, datetime
 from fractions import Fraction
 from typing import Any
 
-from kilo_billing.events import LiveKitEventRecord
+from kilo_billing.livekit_events import LiveKitEventRecord
 from kilo_billing.meters import Coverage
 from kilo_rate_usage.model import CAPPED, SWEPT, AttributionRule, ClosedBy, Session
 from kilo_rate_usage.sessions import ParticipantFold, RoomFold, TrackFold, event_order, fold_events, track_span

@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 
 from kilo_billing.accounts import UNATTRIBUTED, is_account_id
-from kilo_billing.events import LiveKitEventRecord
+from kilo_billing.livekit_events import LiveKitEventRecord
 from kilo_billing.meters import Coverage, split_connection
 from kilo_rate_usage.model import (
     CAPPED,

@@ -8,8 +8,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from kilo_billing.events import ContractError, LiveKitEventRecord, UsageEventRecord, decode_item
+from kilo_billing.events import ContractError, decode_item
+from kilo_billing.livekit_events import LiveKitEventRecord
 from kilo_billing.meters import Meter
+from kilo_billing.usage_events import UsageEventRecord
 
 RATED_METERS = frozenset({Meter.MESSAGES.value, Meter.DATA_TRANSFER.value})
 

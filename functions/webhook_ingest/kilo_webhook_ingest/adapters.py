@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kilo_billing.aws import ConditionFailedError, InvalidRequestError, StorageUnavailableError, call
 from kilo_billing.events import KEY, SORT_KEY, Item
 from kilo_billing.items import to_item
-from kilo_webhook_ingest.model import ALL_ACCOUNTS, UnstorableEventError, UsageClient
+from kilo_webhook_ingest.model import UnstorableEventError
 from kilo_webhook_ingest.ports import PutResult, SecretConfigError
+
+if TYPE_CHECKING:
+    from kilo_webhook_ingest.usage_model import UsageClient
 
 
 class DynamoEventStore:
@@ -106,6 +109,7 @@ def parse_livekit_keys(value: Any) -> dict[str, str]:
 def parse_usage_client(value: Any, client_id: str) -> UsageClient | None:
     """The client's entry of the usage clients secret; ``None`` when the client is not listed."""
     from kilo_billing.accounts import InvalidAccountIdError, check_account_id  # noqa: PLC0415 - usage path only
+    from kilo_webhook_ingest.usage_model import ALL_ACCOUNTS, UsageClient  # noqa: PLC0415
 
     if not isinstance(value, dict):
         raise SecretConfigError("usage clients secret must be a JSON object")

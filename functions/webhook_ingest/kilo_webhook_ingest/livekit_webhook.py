@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 import jwt
 
-from kilo_billing.events import LiveKitEventRecord
+from kilo_billing.livekit_events import LiveKitEventRecord
 from kilo_webhook_ingest import jsontext
 from kilo_webhook_ingest.model import UNKNOWN_API_KEY, InvalidEventError, UnauthorizedError
 

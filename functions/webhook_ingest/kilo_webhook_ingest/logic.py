@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from kilo_billing.aws import CallBudget
-from kilo_billing.events import ContractError, Item, ItemTooLargeError, UsageEventRecord, check_item_size
+from kilo_billing.events import ContractError, Item, ItemTooLargeError, check_item_size
 from kilo_webhook_ingest.model import (
     UNKNOWN_API_KEY,
     EventTooLargeToStoreError,
@@ -24,11 +24,6 @@ from kilo_webhook_ingest.model import (
     RateLimitedError,
     UnauthorizedError,
     UnstorableEventError,
-    UsageClient,
-    UsageItemOutcome,
-    UsageNotStoredError,
-    UsageOutcome,
-    UsageStatus,
     WebhookOutcome,
 )
 from kilo_webhook_ingest.ports import (
@@ -45,7 +40,9 @@ if TYPE_CHECKING:
     from kilo_billing.accounts import AccountDirectory
     from kilo_billing.entitlements import Entitlement, EntitlementPolicy, EntitlementSource
     from kilo_billing.publisher import EventPublisher
+    from kilo_billing.usage_events import UsageEventRecord
     from kilo_webhook_ingest.http import RawRequest
+    from kilo_webhook_ingest.usage_model import UsageClient, UsageOutcome, UsageStatus
 
 Annotate = Callable[..., None]  # correlation keys for the log lines that follow (event_id=..., room_sid=...)
 
@@ -135,6 +132,7 @@ def ingest_usage(
     items were stored.
     """
     from kilo_webhook_ingest import usage  # noqa: PLC0415 - pydantic loads only on the usage path
+    from kilo_webhook_ingest.usage_model import UsageItemOutcome, UsageNotStoredError, UsageOutcome  # noqa: PLC0415
 
     client_id, client = authenticate_client(request, secrets, settings, now_ms, deadline, annotate)
     if limiter is not None:
@@ -159,11 +157,22 @@ def ingest_usage(
         annotate(account_id=events[0][1].account_id)
     records = [usage.to_record(event, client_id, now_ms) for _, event in events]
     ttl = expires_at(now_ms, settings)
-    results, failure = _put_all(store, [record.to_item(ttl) for record in records], settings, deadline)
+    # a key repeated within the batch (with the same usage: validation refuses a different one) is written once and
+    # the repeat is a duplicate of it, rather than racing it to the same item
+    first = {record.idempotency_key: record for record in reversed(records)}
+    unique = [record for record in records if first[record.idempotency_key] is record]
+    written, failure = _put_all(store, [record.to_item(ttl) for record in unique], settings, deadline)
+    result_of = {record.idempotency_key: result for record, result in zip(unique, written, strict=True)}
+    statuses = [
+        _usage_status(result_of[record.idempotency_key], record)
+        if first[record.idempotency_key] is record
+        else ("not_stored" if result_of[record.idempotency_key] is None else "duplicate")
+        for record in records
+    ]
     outcome = UsageOutcome(
         tuple(
-            UsageItemOutcome(index, record.idempotency_key, _usage_status(result, record.payload_hash))
-            for index, (record, result) in enumerate(zip(records, results, strict=True))
+            UsageItemOutcome(index, record.idempotency_key, status)
+            for index, (record, status) in enumerate(zip(records, statuses, strict=True))
         )
     )
     if not outcome.complete:
@@ -244,11 +253,14 @@ def _registered(
     return found
 
 
-def _usage_status(result: PutResult | None, payload_hash: str) -> UsageStatus:
+def _usage_status(result: PutResult | None, record: UsageEventRecord) -> UsageStatus:
+    payload_hash = record.payload_hash
     if result is None:
         return "not_stored"
     if result.stored:
         return "accepted"
+    from kilo_billing.usage_events import UsageEventRecord  # noqa: PLC0415 - the usage path only
+
     try:
         existing = UsageEventRecord.from_item(result.existing or {}).payload_hash
     except ContractError:

@@ -1,5 +1,6 @@
 """Ingest's domain: the outcomes the logic returns and the errors it raises (each with a stable ``code`` and a message
-naming the problem). Status codes are the handlers' business (``http.py`` maps these errors to them)."""
+naming the problem); the usage API's own models are in ``usage_model.py``. Status codes are the handlers' business
+(``http.py`` maps these errors to them)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 Status = Literal["stored", "duplicate"]
-UsageStatus = Literal["accepted", "duplicate", "conflict", "not_stored"]
-ALL_ACCOUNTS: tuple[str, ...] = ("*",)
 
 
 class IngestError(Exception):
@@ -62,54 +61,9 @@ class OutOfTimeError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class UsageClient:
-    """A usage client's signing secrets (several during rotation) and the accounts it may bill (``*`` = every
-    registered account)."""
-
-    secrets: tuple[str, ...]
-    accounts: tuple[str, ...] = ALL_ACCOUNTS
-
-    @property
-    def all_accounts(self) -> bool:
-        return self.accounts == ALL_ACCOUNTS
-
-    def may_bill(self, account_id: str) -> bool:
-        return self.all_accounts or account_id in self.accounts
-
-
-@dataclass(frozen=True, slots=True)
 class WebhookOutcome:
     """A verified webhook (LiveKit or Stripe) stored now, or found stored already."""
 
     event_id: str
     event_type: str
     status: Status
-
-
-@dataclass(frozen=True, slots=True)
-class UsageItemOutcome:
-    index: int
-    idempotency_key: str
-    status: UsageStatus
-
-
-@dataclass(frozen=True, slots=True)
-class UsageOutcome:
-    items: tuple[UsageItemOutcome, ...]
-
-    def count(self, status: UsageStatus) -> int:
-        return sum(1 for item in self.items if item.status == status)
-
-    @property
-    def complete(self) -> bool:
-        return self.count("not_stored") == 0
-
-
-class UsageNotStoredError(Exception):
-    """Part of a valid batch could not be stored (store failure or too little time left): ``outcome`` says which
-    items were stored; resending the whole batch is safe (stored items come back as duplicates)."""
-
-    def __init__(self, outcome: UsageOutcome, cause: BaseException | None = None) -> None:
-        super().__init__(f"{outcome.count('not_stored')} of {len(outcome.items)} usage events not stored")
-        self.outcome = outcome
-        self.cause = cause

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from kilo_billing.aws import StorageUnavailableError
 from kilo_billing.events import Item
 from kilo_billing.publisher import EventPublisher, PublishError
-from kilo_webhook_ingest.model import UsageClient
+
+if TYPE_CHECKING:
+    from kilo_webhook_ingest.usage_model import UsageClient
 
 __all__ = [
     "Deadline",

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import stripe
 
-from kilo_billing.events import StripeEventRecord
+from kilo_billing.stripe_events import StripeEventRecord
 from kilo_webhook_ingest import jsontext
 from kilo_webhook_ingest.model import InvalidEventError, UnauthorizedError
 

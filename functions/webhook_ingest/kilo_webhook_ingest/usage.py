@@ -28,9 +28,10 @@ from pydantic import (
 )
 
 from kilo_billing.accounts import InvalidAccountIdError, check_account_id
-from kilo_billing.events import UsageEventRecord
+from kilo_billing.usage_events import UsageEventRecord
 from kilo_webhook_ingest import jsontext
-from kilo_webhook_ingest.model import InvalidEventError, UnauthorizedError, UsageClient
+from kilo_webhook_ingest.model import InvalidEventError, UnauthorizedError
+from kilo_webhook_ingest.usage_model import UsageClient
 
 MAX_BATCH = 1000
 MAX_LISTED_PROBLEMS = 200  # a response names at most this many problems (and says how many there are)

@@ -35,11 +35,10 @@ from kilo_webhook_ingest.model import (
     IngestError,
     OutOfTimeError,
     RateLimitedError,
-    UsageNotStoredError,
-    UsageOutcome,
 )
 from kilo_webhook_ingest.ports import Deadline, SecretConfigError, SecretSource, StorageUnavailableError
 from kilo_webhook_ingest.settings import IngestSettings
+from kilo_webhook_ingest.usage_model import UsageNotStoredError, UsageOutcome
 
 app = APIGatewayHttpResolver()
 log = logger(SERVICE)

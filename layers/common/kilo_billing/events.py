@@ -25,13 +25,18 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable, Mapping
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import MISSING, fields
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any, ClassVar, Final, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Self, TypeAlias
 
 from kilo_billing import items as _items
 from kilo_billing.items import from_item, to_item
+
+if TYPE_CHECKING:
+    from kilo_billing.livekit_events import LiveKitEventRecord
+    from kilo_billing.stripe_events import StripeEventRecord
+    from kilo_billing.usage_events import UsageEventRecord
 
 Item = _items.Item  # an item in DynamoDB's attribute-value form
 
@@ -182,7 +187,7 @@ _DECODERS: Final[Mapping[str, Callable[[Mapping[str, Any], str], Any]]] = {
 }
 
 
-class _StoredRecord:
+class StoredRecord:
     """The item mapping every stored-event record shares, driven by the record's dataclass fields: the key and the
     common attributes, then one attribute per field (a ``bytes`` field is the body, raw or compressed; a field holding
     its default is left out, so absent = default)."""
@@ -231,81 +236,9 @@ class _StoredRecord:
         return cls(**decoded)
 
 
-@dataclass(frozen=True, slots=True)
-class LiveKitEventRecord(_StoredRecord):
-    """A verified LiveKit webhook, with what rating needs lifted out of the body.
-
-    Enum values this protocol version does not know are kept as ``UNKNOWN_<number>`` (docs/decisions.md): rating bills
-    an unknown participant kind like a standard participant and never reads an unknown track type as video.
-    """
-
-    SOURCE: ClassVar[EventSource] = EventSource.LIVEKIT
-
-    event_id: str
-    event_type: str
-    created_at: int  # seconds (LiveKit's createdAt)
-    api_key: str
-    body: bytes  # the raw bytes LiveKit signed
-    received_at_ms: int
-    room_sid: str = ""
-    room_name: str = ""
-    room_metadata: str = ""
-    participant_sid: str = ""
-    participant_identity: str = ""
-    participant_kind: str = ""  # "" = STANDARD, else AGENT / SIP / EGRESS / INGRESS ... or UNKNOWN_<n>
-    participant_metadata: str = ""
-    participant_attributes: str = ""  # JSON object of the participant's attributes
-    joined_at_ms: int = 0
-    track_sid: str = ""
-    track_type: str = ""  # "" = AUDIO (zero value), VIDEO, DATA ... or UNKNOWN_<n>
-    track_source: str = ""
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return livekit_key(self.event_id, self.room_sid)
-
-
-@dataclass(frozen=True, slots=True)
-class UsageEventRecord(_StoredRecord):
-    """One app-reported usage event (messages or bytes), stored once per (client, idempotency key)."""
-
-    SOURCE: ClassVar[EventSource] = EventSource.USAGE
-
-    client_id: str
-    idempotency_key: str
-    account_id: str
-    meter: str  # "messages" | "data_transfer"
-    quantity: int
-    occurred_at_ms: int
-    payload_hash: str  # sha256 of the event's canonical JSON: detects a key reused for different usage
-    received_at_ms: int
-    room: str = ""
-    participant: str = ""
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return usage_key(self.client_id, self.idempotency_key)
-
-
-@dataclass(frozen=True, slots=True)
-class StripeEventRecord(_StoredRecord):
-    """A verified Stripe webhook event."""
-
-    SOURCE: ClassVar[EventSource] = EventSource.STRIPE
-
-    event_id: str
-    event_type: str
-    created: int
-    livemode: bool
-    body: bytes
-    received_at_ms: int
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return stripe_key(self.event_id)
-
-
-StoredEvent = LiveKitEventRecord | UsageEventRecord | StripeEventRecord
+# the record of each source lives in its own module, so that a function loads only the records it handles
+# (each dataclass costs ~0.5 ms of a cold start): kilo_billing.livekit_events, usage_events, stripe_events
+StoredEvent: TypeAlias = "LiveKitEventRecord | UsageEventRecord | StripeEventRecord"
 
 
 def decode_item(item: Item) -> StoredEvent:
@@ -319,10 +252,16 @@ def decode_item(item: Item) -> StoredEvent:
         raise ContractError(f"schema version {version} is newer than this reader ({SCHEMA_VERSION})")
     source = _str(values, "source")
     if source == EventSource.LIVEKIT:
+        from kilo_billing.livekit_events import LiveKitEventRecord  # noqa: PLC0415 - see StoredEvent
+
         return LiveKitEventRecord._from_values(values)
     if source == EventSource.USAGE:
+        from kilo_billing.usage_events import UsageEventRecord  # noqa: PLC0415
+
         return UsageEventRecord._from_values(values)
     if source == EventSource.STRIPE:
+        from kilo_billing.stripe_events import StripeEventRecord  # noqa: PLC0415
+
         return StripeEventRecord._from_values(values)
     raise ContractError(f"unknown event source {source!r}")
 
