@@ -351,6 +351,18 @@ SERVED_FORBIDDEN = {module: forbidden | {"aws_xray_sdk"} for module, forbidden i
 # first read); the operator checks never load alert delivery (its logic, catalogue and rendering).
 SERVED_FORBIDDEN["kilo_rate_usage.sweeper_handler"] |= {"aws_lambda_powertools.utilities.parameters"}
 SERVED_FORBIDDEN["kilo_alerts.operator_handler"] |= {"kilo_alerts.logic", "kilo_alerts.catalogue", "kilo_alerts.render"}
+# Each ingest route loads only its own stored-event record and models (D127: each dataclass is ~0.5 ms of a cold start).
+SERVED_FORBIDDEN["kilo_webhook_ingest.stripe_handler"] |= {
+    "kilo_billing.livekit_events",
+    "kilo_billing.usage_events",
+    "kilo_webhook_ingest.usage_model",
+}
+SERVED_FORBIDDEN["kilo_webhook_ingest.livekit_handler"] |= {
+    "kilo_billing.stripe_events",
+    "kilo_billing.usage_events",
+    "kilo_webhook_ingest.usage_model",
+}
+SERVED_FORBIDDEN["kilo_webhook_ingest.usage_handler"] |= {"kilo_billing.livekit_events", "kilo_billing.stripe_events"}
 # Measured on 2026-11-30 after the cold-start work of issue 15 (bench/cold_start.py's first requests, dev venv), plus
 # about 2 %: a new import of any weight on a first request trips it. Raise one only with the reason in the commit.
 MODULE_CEILINGS = {
