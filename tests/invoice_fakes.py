@@ -31,6 +31,7 @@ class InMemoryLedgerStore:
     reads: int = 0
     writes: int = 0
     before_create: list[object] = field(default_factory=list)  # callables run just before the close's transaction
+    before_update: list[object] = field(default_factory=list)  # callables run just before an invoice update's write
 
     # rating's side: counters are only ever ADDed
     def rate(self, account: str, period: str, segment: int, meter: str, quantity: int) -> None:
@@ -79,28 +80,36 @@ class InMemoryLedgerStore:
             )
         self.billing[account] = replace(self.billing.get(account, BillingState()), seq=invoice.seq, credit=draft.credit)
 
-    def update_invoice(self, invoice: InvoiceRecord, expected: InvoiceStatus) -> None:
-        self._update(invoice, expected, invoice.crypto_credit)
+    def update_invoice(self, invoice: InvoiceRecord, expected: InvoiceStatus) -> InvoiceRecord:
+        return self._update(invoice, expected, invoice.crypto_credit)
 
-    def _update(self, invoice: InvoiceRecord, expected: InvoiceStatus, crypto_credit_read: Decimal) -> None:
+    def _update(self, invoice: InvoiceRecord, expected: InvoiceStatus, crypto_credit_read: Decimal) -> InvoiceRecord:
+        hooks, self.before_update = self.before_update, []  # each runs once (a hook may write invoices itself)
+        for hook in hooks:
+            hook()  # type: ignore[operator]
         stored = self.invoices.get(invoice.invoice_id)
         if stored is None or stored.status is not expected:
             raise LedgerConflictError("status moved")
         if stored.crypto_credit != crypto_credit_read:
             raise LedgerConflictError("crypto credit moved")
+        if stored.revision != invoice.revision:
+            raise LedgerConflictError("revision moved")
         self.writes += 1
-        self.invoices[invoice.invoice_id] = invoice
+        written = replace(invoice, revision=invoice.revision + 1)
+        self.invoices[invoice.invoice_id] = written
         for ref in ([invoice.gateway_id] if invoice.gateway_id else []) + list(invoice.gateway_refs):
             self.pointers[ref] = (invoice.account_id, invoice.invoice_id)
+        return written
 
     def update_invoice_with_credit(
         self, invoice: InvoiceRecord, expected: InvoiceStatus, credit_read: Decimal, added: Decimal
-    ) -> None:
+    ) -> InvoiceRecord:
         found = self.billing.get(invoice.account_id, BillingState())
         if found.credit != credit_read:
             raise LedgerConflictError("credit moved")
-        self._update(invoice, expected, invoice.crypto_credit - added)
+        written = self._update(invoice, expected, invoice.crypto_credit - added)
         self.billing[invoice.account_id] = replace(found, credit=credit_read + added)
+        return written
 
     def save_billing(
         self,

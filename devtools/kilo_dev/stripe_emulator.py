@@ -11,7 +11,10 @@ customer's default payment method: ``pm_card_visa`` pays, ``pm_card_chargeCustom
 (``invoice.payment_failed``), no card leaves it open (Stripe would retry); a paid invoice has an InvoicePayment naming
 its payment intent, whose charge names the intent (API 2026-10-28: neither names the invoice). Events
 (``invoice.finalized``, ``invoice.paid``, ``invoice.payment_failed``, ``charge.refunded``, ``refund.created``, and
-``charge.dispute.created``/``closed`` from ``open_dispute``/``close_dispute``) go to ``on_event``. Line amounts follow
+``charge.dispute.created``/``funds_withdrawn``/``closed``/``funds_reinstated`` from ``open_dispute``/``close_dispute``)
+go to ``on_event``. The customer's
+invoice balance follows Stripe's rules: a paid invoice's credit note with ``credit_amount`` credits it, finalization
+applies it (and moves below-minimum amounts to it), and a draft's ``starting_balance`` shows it. Line amounts follow
 Stripe's documented rule (``unit_amount_decimal`` x quantity rounded to the nearest cent per line); ties, which
 Stripe's docs leave open, are rounded half-to-even here - the other way from our half-up - so a tie sent as a price
 would show.
@@ -160,10 +163,14 @@ class StripeEmulator:
         ]
         return {"object": "search_result", "data": found, "has_more": False, "next_page": None, "url": url}
 
-    @staticmethod
-    def _view(kind: str, obj: Json) -> Json:
-        """What Stripe answers: the stored object without the emulator's own ``_`` fields."""
-        return {key: value for key, value in copy.deepcopy(obj).items() if not key.startswith("_")}
+    def _view(self, kind: str, obj: Json) -> Json:
+        """What Stripe answers: the stored object without the emulator's own ``_`` fields. A draft invoice's
+        ``starting_balance`` is the customer's balance now (Stripe's docs: until the invoice is finalized)."""
+        view = {key: value for key, value in copy.deepcopy(obj).items() if not key.startswith("_")}
+        if kind == "invoice" and view.get("status") == "draft":
+            customer = self.objects.get("customer", {}).get(str(view.get("customer")))
+            view["starting_balance"] = int((customer or {}).get("balance") or 0)
+        return view
 
     def _emit(self, event_type: str, obj: Json) -> None:
         event = self._from_fixture(
@@ -468,6 +475,41 @@ class StripeEmulator:
             self._store("invoice_payment", payment)
         self._emit("invoice.paid", self._view("invoice", invoice))
 
+    def split_payment(self, invoice_id: str, first_cents: int) -> tuple[str, str]:
+        """The paid invoice paid in two payments instead of one (part by one card, the rest by another): its payment
+        keeps ``first_cents`` and a second payment intent, charge and InvoicePayment carry the rest. Returns the two
+        payment intents, oldest first."""
+        with self._lock:
+            (payment,) = [p for p in self.objects["invoice_payment"].values() if p["invoice"] == invoice_id]
+            intent = self._get("payment_intent", payment["payment"]["payment_intent"])
+            charge = self._get("charge", intent["latest_charge"])
+            rest = payment["amount_paid"] - first_cents
+            if not 0 < first_cents < payment["amount_paid"] or intent["_refunded"]:
+                raise ValueError(f"cannot split {payment['amount_paid']} at {first_cents}")
+            second_intent = copy.deepcopy(intent) | {"id": self._new_id("pi"), "created": next(self._clock)}
+            second_charge = copy.deepcopy(charge) | {
+                "id": self._new_id("ch"),
+                "created": next(self._clock),
+                "payment_intent": second_intent["id"],
+            }
+            second_intent["latest_charge"] = second_charge["id"]
+            second_payment = copy.deepcopy(payment) | {
+                "id": self._new_id("inpay"),
+                "created": next(self._clock),
+                "is_default": False,
+                "payment": {"type": "payment_intent", "payment_intent": second_intent["id"]},
+            }
+            for obj, amount in ((intent, first_cents), (second_intent, rest)):
+                obj.update(amount=amount, amount_received=amount)
+            for obj, amount in ((charge, first_cents), (second_charge, rest)):
+                obj.update(amount=amount, amount_captured=amount)
+            for obj, amount in ((payment, first_cents), (second_payment, rest)):
+                obj.update(amount_paid=amount, amount_requested=amount)
+            self._store("payment_intent", second_intent)
+            self._store("charge", second_charge)
+            self._store("invoice_payment", second_payment)
+            return str(intent["id"]), str(second_intent["id"])
+
     def _invoices_void(self, ids: dict[str, str], params: Json) -> Json:
         invoice = self._get("invoice", ids["invoice"])
         if invoice["status"] != "open":
@@ -503,6 +545,12 @@ class StripeEmulator:
             if settled != amount:
                 raise StripeApiError(400, "credit_amount + refund_amount + out_of_band_amount must equal the amount")
             invoice["post_payment_credit_notes_amount"] += amount
+            # credit_amount goes to the customer's invoice balance, applied to the next invoice finalized (Stripe:
+            # "Customer credit balance"); refund_amount and out_of_band_amount leave the balance as it is
+            credit = int(params.get("credit_amount", "0"))
+            if credit:
+                customer = self._get("customer", invoice["customer"])
+                customer["balance"] = int(customer.get("balance") or 0) - credit
         else:
             invoice["pre_payment_credit_notes_amount"] += amount
         self._totals(invoice)
@@ -574,15 +622,19 @@ class StripeEmulator:
             )
             self._store("dispute", dispute)
             self._emit("charge.dispute.created", self._view("dispute", dispute))
+            self._emit("charge.dispute.funds_withdrawn", self._view("dispute", dispute))  # a chargeback: taken now
             return str(dispute["id"])
 
     def close_dispute(self, dispute_id: str, *, won: bool) -> None:
-        """The bank decides: ``charge.dispute.closed`` with ``won`` or ``lost`` (the funds stay withdrawn)."""
+        """The bank decides: ``charge.dispute.closed`` with ``won`` (then ``charge.dispute.funds_reinstated``: the
+        funds withdrawn come back) or ``lost`` (the funds stay withdrawn)."""
         with self._lock:
             dispute = self._get("dispute", dispute_id)
             dispute["status"] = "won" if won else "lost"
             dispute["is_charge_refundable"] = False
             self._emit("charge.dispute.closed", self._view("dispute", dispute))
+            if won:
+                self._emit("charge.dispute.funds_reinstated", self._view("dispute", dispute))
 
     def _refunds_list(self, ids: dict[str, str], params: Json) -> Json:
         wanted = params.get("payment_intent")

@@ -130,8 +130,9 @@ def test_given_an_invoice_then_updates_need_the_status_read_and_gateway_ids_find
     opened = replace(draft.invoice.moved(InvoiceStatus.OPEN, MAR.end), gateway_id="in_1", gateway_refs=("ch_1",))
     with pytest.raises(LedgerConflictError):
         ledger.store.update_invoice(opened, InvoiceStatus.OPEN)
-    ledger.store.update_invoice(opened, InvoiceStatus.DRAFT)
-    assert ledger.store.ledger("acme").invoices["acme/2026-03"] == opened
+    stored = ledger.store.update_invoice(opened, InvoiceStatus.DRAFT)
+    assert stored == replace(opened, revision=1)  # every write adds one to the revision
+    assert ledger.store.ledger("acme").invoices["acme/2026-03"] == stored
     assert ledger.store.invoice_for_gateway("in_1") == ("acme", "acme/2026-03")
     assert ledger.store.invoice_for_gateway("ch_1") == ("acme", "acme/2026-03")
     assert ledger.store.invoice_for_gateway("in_2") is None
@@ -142,7 +143,7 @@ def test_given_a_paid_invoice_then_its_payments_refund_request_and_chargeback_re
     draft = _draft(ledger.store.ledger("acme"))
     ledger.store.create_invoice(draft)
     opened = replace(draft.invoice.moved(InvoiceStatus.OPEN, MAR.end), gateway_id="in_1")
-    ledger.store.update_invoice(opened, InvoiceStatus.DRAFT)
+    opened = ledger.store.update_invoice(opened, InvoiceStatus.DRAFT)
     paid = replace(
         opened.moved(InvoiceStatus.PAID, MAR.end),
         gateway_refs=("pi_1",),
@@ -151,11 +152,11 @@ def test_given_a_paid_invoice_then_its_payments_refund_request_and_chargeback_re
         refunded=Decimal("10.00"),
         charged_back=Decimal("20.50"),
     )
-    ledger.store.update_invoice(paid, InvoiceStatus.OPEN)
+    paid = ledger.store.update_invoice(paid, InvoiceStatus.OPEN)
     assert ledger.store.ledger("acme").invoices["acme/2026-03"] == paid
     assert ledger.store.invoice_for_gateway("pi_1") == ("acme", "acme/2026-03")
     finished = replace(paid, refund_pending=None, refunded=Decimal("15.00"))
-    ledger.store.update_invoice(finished, InvoiceStatus.PAID)
+    finished = ledger.store.update_invoice(finished, InvoiceStatus.PAID)
     assert ledger.store.ledger("acme").invoices["acme/2026-03"] == finished
 
 
@@ -216,9 +217,7 @@ def _opened(ledger: Ledger) -> Any:
     ledger.rate("acme", "2026-03", SEG, "video", 60_000)
     draft = _draft(ledger.store.ledger("acme"))
     ledger.store.create_invoice(draft)
-    opened = draft.invoice.moved(InvoiceStatus.OPEN, MAR.end)
-    ledger.store.update_invoice(opened, InvoiceStatus.DRAFT)
-    return opened
+    return ledger.store.update_invoice(draft.invoice.moved(InvoiceStatus.OPEN, MAR.end), InvoiceStatus.DRAFT)
 
 
 def test_given_an_overpaid_invoice_then_paid_and_credit_land_together_and_a_stale_credit_writes_nothing(
@@ -232,7 +231,7 @@ def test_given_an_overpaid_invoice_then_paid_and_credit_land_together_and_a_stal
     with pytest.raises(LedgerConflictError):  # the status moved: the credit is not added either
         ledger.store.update_invoice_with_credit(paid, InvoiceStatus.DRAFT, Decimal("0.00"), Decimal("4.80"))
     assert ledger.store.ledger("acme") == before
-    ledger.store.update_invoice_with_credit(paid, InvoiceStatus.OPEN, Decimal("0.00"), Decimal("4.80"))
+    paid = ledger.store.update_invoice_with_credit(paid, InvoiceStatus.OPEN, Decimal("0.00"), Decimal("4.80"))
     found = ledger.store.ledger("acme")
     assert found.invoices["acme/2026-03"].status is InvoiceStatus.PAID
     assert (found.billing.seq, found.billing.credit) == (1, Decimal("4.80"))
@@ -285,3 +284,51 @@ def test_given_a_credit_added_after_the_close_read_then_the_close_conflicts_and_
     assert found.invoices["acme/2026-04"].total == Decimal("24.20")
     assert [ln.amount for ln in found.invoices["acme/2026-04"].lines if ln.kind == "credit"] == [Decimal("-4.80")]
     assert found.billing.credit == Decimal("0.00")
+
+
+def _paid(ledger: Ledger) -> Any:
+    """acme's March invoice, closed, opened and paid (revision 2)."""
+    return ledger.store.update_invoice(_opened(ledger).moved(InvoiceStatus.PAID, MAR.end), InvoiceStatus.OPEN)
+
+
+def test_given_two_writers_that_read_the_same_paid_invoice_then_the_second_conflicts_and_nothing_is_lost(
+    ledger: Ledger,
+) -> None:
+    """A refund's webhook and a dispute's (or the close's rerun) read the invoice at the same status: the one that
+    writes second held a copy without the first's change and must not put it back - it conflicts, re-reads and
+    writes its change on top."""
+    _paid(ledger)
+    refund_read = ledger.store.ledger("acme").invoices["acme/2026-03"]
+    dispute_read = ledger.store.ledger("acme").invoices["acme/2026-03"]
+    assert refund_read.revision == dispute_read.revision == 2
+    ledger.store.update_invoice(replace(refund_read, refunded=Decimal("10.00")), InvoiceStatus.PAID)
+    with pytest.raises(LedgerConflictError):  # same status read, older revision: refused, nothing written
+        ledger.store.update_invoice(replace(dispute_read, disputed=True), InvoiceStatus.PAID)
+    stored = ledger.store.ledger("acme").invoices["acme/2026-03"]
+    assert (stored.refunded, stored.disputed, stored.revision) == (Decimal("10.00"), False, 3)
+    ledger.store.update_invoice(replace(stored, disputed=True), InvoiceStatus.PAID)  # re-read, re-applied
+    both = ledger.store.ledger("acme").invoices["acme/2026-03"]
+    assert (both.refunded, both.disputed, both.revision) == (Decimal("10.00"), True, 4)
+
+
+def test_given_an_invoice_written_before_revisions_then_it_reads_as_revision_0_and_is_fenced_from_then_on(
+    stack: Stack,
+) -> None:
+    """Records written before revisions carry no ``revision`` attribute: the first update may write them (revision
+    0 read), and a second writer holding the same old copy is refused."""
+    ledger = _dynamo(stack)
+    _paid(ledger)
+    table = stack.template.physical_name("UsageTable")
+    stack.clients["dynamodb"].update_item(  # as an item written before this change: no revision attribute
+        TableName=table,
+        Key=to_item({"pk": "ACCOUNT#acme", "sk": "INVOICE#2026-03"}),
+        UpdateExpression="REMOVE #rev",
+        ExpressionAttributeNames={"#rev": "revision"},
+    )
+    old = ledger.store.ledger("acme").invoices["acme/2026-03"]
+    assert old.revision == 0
+    written = ledger.store.update_invoice(replace(old, refunded=Decimal("10.00")), InvoiceStatus.PAID)
+    assert written.revision == 1
+    with pytest.raises(LedgerConflictError):
+        ledger.store.update_invoice(replace(old, disputed=True), InvoiceStatus.PAID)
+    assert ledger.store.ledger("acme").invoices["acme/2026-03"] == written

@@ -86,3 +86,44 @@ def test_given_a_dispute_delivered_before_invoice_paid_then_stripe_names_the_inv
         "payment": {"type": "payment_intent", "payment_intent": intent},
         "limit": "1",
     }
+
+
+def test_given_a_paid_card_invoice_when_disputed_and_won_then_the_funds_come_back_and_it_is_paid_in_full(
+    invoicing: Invoicing,
+) -> None:
+    """Stripe withdraws a disputed payment's funds when the dispute opens (``charge.dispute.funds_withdrawn``) and
+    reinstates them when the dispute is won (``charge.dispute.funds_reinstated``)."""
+    intent, seen = _closed_and_paid(invoicing)
+    dispute = invoicing.http.emulator.open_dispute(intent)
+    assert [e["type"] for e in invoicing.http.emulator.events[seen:]] == [
+        "charge.dispute.created",
+        "charge.dispute.funds_withdrawn",
+    ]
+    seen = _deliver(invoicing, seen)
+    invoice = invoicing.invoice("acct-a")
+    assert (invoice.disputed, invoice.charged_back, invoice.kept) == (True, Decimal("65.20"), 0)
+    invoicing.http.emulator.close_dispute(dispute, won=True)
+    _deliver(invoicing, seen)
+    invoice = invoicing.invoice("acct-a")
+    assert not invoicing.store.ledger("acct-a").billing.disputed
+    assert (invoice.status, invoice.disputed, invoice.charged_back) == (InvoiceStatus.PAID, False, 0)
+    assert invoice.kept == invoice.total == Decimal("65.20")
+
+
+def test_given_an_invoice_paid_in_two_payments_when_refunded_from_both_then_the_invoice_records_the_sum(
+    invoicing: Invoicing,
+) -> None:
+    """65.20 paid as 40.00 + 25.20; a refund of 50.00 is 40.00 of the first and 10.00 of the second: two
+    ``charge.refunded``, each with its own charge's running total (40.00, 10.00) - the invoice's refund is 50.00."""
+    _, seen = _closed_and_paid(invoicing)
+    gateway = invoicing.store.ledger("acct-a").invoices["acct-a/2026-03"].gateway_id
+    assert gateway is not None
+    invoicing.http.emulator.split_payment(gateway, 4000)
+    from kilo_invoice.dependencies import closer  # noqa: PLC0415
+
+    closer().gateway.refund(gateway, Decimal("50.00"), "made-in-the-dashboard")
+    refunded = [e["data"]["object"] for e in invoicing.http.emulator.events[seen:] if e["type"] == "charge.refunded"]
+    assert sorted(charge["amount_refunded"] for charge in refunded) == [1000, 4000]
+    _deliver(invoicing, seen)
+    invoice = invoicing.invoice("acct-a")
+    assert (invoice.refunded, invoice.kept) == (Decimal("50.00"), Decimal("15.20"))

@@ -267,3 +267,97 @@ def test_given_a_card_saved_while_the_close_creates_the_customer_then_the_card_f
     billing = world.store.billing["acme"]
     assert billing.card_on_file
     assert billing.customer_id == world.gateway.customers["acme"]
+
+
+def test_given_two_webhooks_for_one_paid_invoice_interleaved_then_both_changes_are_kept(world: World) -> None:
+    """``charge.refunded`` and ``charge.dispute.created`` read the same paid invoice; the dispute's is written while
+    the refund's write is on its way: the refund's write conflicts on the revision, re-reads and re-applies, and the
+    invoice keeps both (before revisions the refund's copy, read at the same status, put the dispute flag back)."""
+    events = Events()
+    intent = _close_and_pay(world, events)
+    dispute = events.add("evt_d1", "charge.dispute.created", _dispute(intent, "needs_response"))
+    world.store.before_update.append(lambda: _apply(world, events, dispute))
+    _apply(world, events, events.add("evt_r1", "charge.refunded", _charge(intent, 1000)))
+    invoice = world.store.invoices["acme/2026-03"]
+    assert (invoice.refunded, invoice.disputed) == (Decimal("10.00"), True)
+    assert "dispute:dp_1Story" in invoice.announced
+
+
+# --- an invoice paid in several payments, and a dispute's funds ---------------------------------------------------
+
+
+def _paid_in_two(world: World, events: Events) -> tuple[str, str]:
+    """acme's March invoice (65.20) paid in two payments: 40.00 (pi_A, its charge ch_A) and 25.20 (pi_B, ch_B)."""
+    invoice = world.close("acme", MAR)
+    world.gateway.invoices[invoice.invoice_id].status = "paid"
+    world.gateway.invoices[invoice.invoice_id].payments.extend(["pi_A", "pi_B"])
+    _apply(world, events, events.add("evt_paid", "invoice.paid", _paid_invoice(world)))
+    assert world.store.invoices[invoice.invoice_id].gateway_refs == ("pi_A", "pi_B")
+    return "pi_A", "pi_B"
+
+
+def _charge_of(intent: str, charge: str, amount: int, refunded_cents: int) -> dict[str, Any]:
+    return _charge(intent, refunded_cents) | {
+        "id": charge,
+        "amount": amount,
+        "amount_captured": amount,
+        "refunded": refunded_cents == amount,
+    }
+
+
+def test_given_an_invoice_paid_in_two_payments_then_each_charges_refunds_add_up(world: World) -> None:
+    """``amount_refunded`` is the charge's own running total: a refund of the second payment (5.00 of 25.20) after
+    one of the first (10.00 of 40.00) is 5.00 more, not the invoice's 5.00 in all."""
+    events = Events()
+    first, second = _paid_in_two(world, events)
+    _apply(world, events, events.add("evt_r1", "charge.refunded", _charge_of(first, "ch_A", 4000, 1000)))
+    outcome = _apply(world, events, events.add("evt_r2", "charge.refunded", _charge_of(second, "ch_B", 2520, 500)))
+    assert outcome.changed
+    assert world.store.invoices["acme/2026-03"].refunded == Decimal("15.00")
+    _apply(world, events, events.add("evt_r1", "charge.refunded", _charge_of(first, "ch_A", 4000, 1000)))  # again
+    assert world.store.invoices["acme/2026-03"].refunded == Decimal("15.00")
+    _apply(world, events, events.add("evt_r3", "charge.refunded", _charge_of(second, "ch_B", 2520, 2520)))  # all
+    invoice = world.store.invoices["acme/2026-03"]
+    assert invoice.refunded == Decimal("35.20")  # 10.00 + 25.20
+    assert invoice.kept == Decimal("30.00")
+    assert invoice.charge_refunds == (("ch_A", Decimal("10.00")), ("ch_B", Decimal("25.20")))
+
+
+def test_given_a_dispute_whose_funds_are_withdrawn_and_reinstated_when_won_then_paid_in_full_again(
+    world: World,
+) -> None:
+    events = Events()
+    intent = _close_and_pay(world, events)
+    _apply(world, events, events.add("evt_d1", "charge.dispute.created", _dispute(intent, "needs_response")))
+    withdrawn = events.add("evt_d2", "charge.dispute.funds_withdrawn", _dispute(intent, "needs_response"))
+    _apply(world, events, withdrawn)
+    _apply(world, events, withdrawn)  # redelivered: taken once
+    invoice = world.store.invoices["acme/2026-03"]
+    assert (invoice.disputed, invoice.charged_back, invoice.kept) == (True, Decimal("65.20"), 0)
+    _apply(world, events, events.add("evt_d3", "charge.dispute.closed", _dispute(intent, "won")))
+    reinstated = events.add("evt_d4", "charge.dispute.funds_reinstated", _dispute(intent, "won"))
+    _apply(world, events, reinstated)
+    _apply(world, events, reinstated)  # redelivered: given back once
+    invoice = world.store.invoices["acme/2026-03"]
+    assert (invoice.status, invoice.disputed, invoice.charged_back) == (InvoiceStatus.PAID, False, 0)
+    assert invoice.kept == invoice.total == Decimal("65.20")
+    assert not world.store.billing["acme"].disputed
+    _apply(world, events, withdrawn)  # the withdrawal delivered again after all that: nothing moves
+    assert world.store.invoices["acme/2026-03"].charged_back == 0
+
+
+def test_given_a_dispute_lost_after_its_funds_were_withdrawn_then_charged_back_once(world: World) -> None:
+    events = Events()
+    intent = _close_and_pay(world, events)
+    _apply(world, events, events.add("evt_d1", "charge.dispute.funds_withdrawn", _dispute(intent, "needs_response")))
+    _apply(world, events, events.add("evt_d2", "charge.dispute.closed", _dispute(intent, "lost")))
+    assert world.store.invoices["acme/2026-03"].charged_back == Decimal("65.20")
+
+
+def test_given_a_dispute_reinstated_before_its_withdrawal_arrives_then_nothing_is_charged_back(world: World) -> None:
+    events = Events()
+    intent = _close_and_pay(world, events)
+    _apply(world, events, events.add("evt_d4", "charge.dispute.funds_reinstated", _dispute(intent, "won")))
+    _apply(world, events, events.add("evt_d2", "charge.dispute.funds_withdrawn", _dispute(intent, "under_review")))
+    invoice = world.store.invoices["acme/2026-03"]
+    assert (invoice.charged_back, invoice.kept) == (0, Decimal("65.20"))

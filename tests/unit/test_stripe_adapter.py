@@ -274,3 +274,66 @@ def test_given_the_route_table_then_each_entry_is_the_sdk_services_own_method_pa
         assert matching, (
             f"no SDK service method sends {route.method.upper()} {route.template} with {route.params.__name__}"
         )
+
+
+def _charged(http: EmulatorHTTPClient, gateway_id: str) -> int:
+    """What Stripe collected for an invoice, in cents: its InvoicePayments' amounts paid (the charge it made)."""
+    payments = http.emulator.objects.get("invoice_payment", {}).values()
+    return sum(int(p["amount_paid"]) for p in payments if p["invoice"] == gateway_id and p["status"] == "paid")
+
+
+def test_given_a_paid_invoice_credited_then_the_next_invoice_is_charged_exactly_our_total() -> None:
+    """A credit note on a paid invoice must not credit the customer's Stripe balance: Stripe applies a balance to
+    the next invoice it finalizes, and would charge less than our record (the stand-in follows that rule)."""
+    gateway, http = _gateway()
+    customer = gateway.ensure_customer(Customer("acct-1"))
+    gateway.set_default_payment_method(customer, "pm_card_visa")
+    march = gateway.issue_invoice(_request(customer, "acct-1/2026-03"))  # charged at once by the saved card
+    assert _charged(http, march.gateway_id) == 3501  # 29.00 + 7.20 + 0.00 + 0.01 - 1.20
+    gateway.credit_note(march.gateway_id, Decimal("5.00"), "late participant_left", "cn-1")
+    (note,) = http.emulator.objects["credit_note"].values()
+    assert note["amount"] == 500
+    assert http.emulator.objects["customer"][customer]["balance"] == 0
+    april = gateway.issue_invoice(_request(customer, "acct-1/2026-04"))
+    assert http.emulator.objects["invoice"][april.gateway_id]["status"] == "paid"
+    assert _charged(http, april.gateway_id) == 3501  # our total to the cent: no balance applied
+    assert april.total == Decimal("35.01")
+    assert http.emulator.refused_params == []
+
+
+def test_given_a_customer_balance_in_stripe_then_the_invoice_is_left_a_draft_not_charged_otherwise() -> None:
+    """A balance set outside our credit notes (the Dashboard, an older credit note) would be applied at
+    finalization: the adapter refuses to finalize rather than let Stripe charge other than our invoice."""
+    gateway, http = _gateway()
+    customer = gateway.ensure_customer(Customer("acct-1"))
+    gateway.set_default_payment_method(customer, "pm_card_visa")
+    http.emulator.objects["customer"][customer]["balance"] = -500  # a 5.00 credit, granted in the Dashboard
+    with pytest.raises(GatewayRejectedError, match=r"balance of -5\.00 .* left as a draft"):
+        gateway.issue_invoice(_request(customer, "acct-1/2026-03"))
+    (invoice,) = http.emulator.objects["invoice"].values()
+    assert invoice["status"] == "draft"
+    assert not [r for r in http.requests if r.path.endswith("/finalize")]
+
+
+def test_given_an_invoice_paid_in_two_payments_then_a_refund_takes_from_each_in_turn_once() -> None:
+    """35.01 paid as 20.00 + 15.01: a refund of 25.00 is 20.00 from the first payment and 5.00 from the second (a
+    refund is made on one payment intent, and none can give back more than it received); a rerun after Stripe's
+    keys expired refunds nothing more."""
+    gateway, http = _gateway()
+    customer = gateway.ensure_customer(Customer("acct-1"))
+    gateway.set_default_payment_method(customer, "pm_card_visa")
+    issued = gateway.issue_invoice(_request(customer))
+    first, second = http.emulator.split_payment(issued.gateway_id, 2000)
+    assert gateway.payment_refs(issued.gateway_id) == (first, second)
+    made = gateway.refund(issued.gateway_id, Decimal("25.00"), "rf-1")
+    refunds = http.emulator.objects["refund"].values()
+    assert sorted((r["payment_intent"], r["amount"]) for r in refunds) == sorted([(first, 2000), (second, 500)])
+    assert made == ",".join(r["id"] for r in refunds)
+    http.emulator.expire_idempotency_keys()
+    assert gateway.refund(issued.gateway_id, Decimal("25.00"), "rf-1") == made  # found by metadata on both
+    assert len(http.emulator.objects["refund"]) == 2
+    charges = {c["payment_intent"]: c["amount_refunded"] for c in http.emulator.objects["charge"].values()}
+    assert charges == {first: 2000, second: 500}
+    with pytest.raises(GatewayRejectedError, match=r"10\.02 more .* 10\.01 of its payments is left"):
+        gateway.refund(issued.gateway_id, Decimal("10.02"), "rf-2")
+    assert http.emulator.refused_params == []

@@ -79,10 +79,10 @@ def _apply(
             return invoice, False  # paid already with this credit: a redelivery or an older event
         try:
             if added > 0:
-                store.update_invoice_with_credit(updated, invoice.status, ledger.billing.credit, added)
+                written = store.update_invoice_with_credit(updated, invoice.status, ledger.billing.credit, added)
             else:
-                store.update_invoice(updated, invoice.status)
+                written = store.update_invoice(updated, invoice.status)
         except LedgerConflictError:
             continue
-        return updated, True
+        return written, True
     raise LedgerConflictError(f"{invoice_id}: kept conflicting")

@@ -79,13 +79,18 @@ class PaymentGateway(Protocol):
 
     def issue_invoice(self, request: InvoiceRequest) -> GatewayInvoice:
         """Create the invoice with exactly these lines, finalize it and let the processor collect it. Idempotent on
-        ``request.invoice_id``: a second call returns the invoice created by the first, whatever step it reached."""
+        ``request.invoice_id``: a second call returns the invoice created by the first, whatever step it reached.
+        Refused (``GatewayRejectedError``, left unfinalized) when the processor would charge other than the lines'
+        total: its subtotal differs, or the customer has a processor balance it would apply."""
         ...
 
     def find_invoice(self, invoice_id: str) -> GatewayInvoice | None: ...
 
     def credit_note(self, gateway_id: str, amount: Decimal, reason: str, credit_id: str) -> str:
-        """Reduce a finalized invoice by ``amount`` (negative late usage, corrections); returns the credit note id."""
+        """Reduce a finalized invoice by ``amount`` (negative late usage, corrections); returns the credit note id.
+        An open invoice then asks for less; on a paid one the credit is recorded as settled outside the processor:
+        the processor's customer balance is never touched (it would be applied to the next invoice, charging other
+        than ours) - what is owed back is the caller's to give (account credit in our ledger, or ``refund``)."""
         ...
 
     def refund(self, gateway_id: str, amount: Decimal, refund_id: str) -> str:

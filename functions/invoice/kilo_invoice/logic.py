@@ -26,7 +26,7 @@ from kilo_billing.invoicing import (
     early_invoices,
     invoice_id,
 )
-from kilo_billing.money import money_str
+from kilo_billing.money import ZERO, money_str
 from kilo_billing.periods import Period
 from kilo_billing.periods_store import LedgerConflictError, LedgerStore
 from kilo_billing.progressive import invoice_early
@@ -222,12 +222,15 @@ def _issue(deps: CloseDeps, ledger: AccountLedger, invoice: InvoiceRecord, now: 
     if invoice.status is not InvoiceStatus.DRAFT:
         return invoice
     if below_card_minimum(invoice):  # the processor would mark it paid uncharged: kept, carried to the next (D126)
-        return _save(deps, invoice.moved(InvoiceStatus.CARRIED, now), InvoiceStatus.DRAFT)
+        return _save_with(deps.store, invoice, _while_draft(lambda current: current.moved(InvoiceStatus.CARRIED, now)))
     if invoice.method is BillingMethod.CRYPTO or invoice.total == 0:  # crypto bills any amount: not carried
-        issued = invoice.moved(InvoiceStatus.OPEN, now)
-        if invoice.total == 0:  # nothing to collect: no processor invoice (D-invoice: $0 invoices stay ours)
-            issued = issued.moved(InvoiceStatus.PAID, now)
-        return _save(deps, issued, InvoiceStatus.DRAFT)
+
+        def opened(current: InvoiceRecord) -> InvoiceRecord:
+            issued = current.moved(InvoiceStatus.OPEN, now)
+            # nothing to collect: no processor invoice (D-invoice: $0 invoices stay ours)
+            return issued.moved(InvoiceStatus.PAID, now) if invoice.total == 0 else issued
+
+        return _save_with(deps.store, invoice, _while_draft(opened))
     customer_id = ledger.billing.customer_id
     if customer_id is None:
         profile = ledger.profile
@@ -238,26 +241,24 @@ def _issue(deps: CloseDeps, ledger: AccountLedger, invoice: InvoiceRecord, now: 
         deps.store.save_billing(invoice.account_id, customer_id=customer_id)  # only it: the flags may move meanwhile
     request = gateway_request(invoice, customer_id, deps.automatic_tax)
     found: GatewayInvoice = _with_retries(deps, lambda: deps.gateway.issue_invoice(request))
-    issued = replace(
-        invoice.moved(InvoiceStatus.OPEN, now),
-        gateway_id=found.gateway_id,
-        hosted_url=found.hosted_url,
-        pdf_url=found.pdf_url,
-    )
-    if found.status == "paid":
-        issued = issued.moved(InvoiceStatus.PAID, now)
-    return _save(deps, issued, InvoiceStatus.DRAFT)
+
+    def issued(current: InvoiceRecord) -> InvoiceRecord:
+        opened = replace(
+            current.moved(InvoiceStatus.OPEN, now),
+            gateway_id=found.gateway_id,
+            hosted_url=found.hosted_url,
+            pdf_url=found.pdf_url,
+        )
+        return opened.moved(InvoiceStatus.PAID, now) if found.status == "paid" else opened
+
+    return _save_with(deps.store, invoice, _while_draft(issued))
 
 
-def _save(deps: CloseDeps, invoice: InvoiceRecord, expected: InvoiceStatus) -> InvoiceRecord:
-    try:
-        deps.store.update_invoice(invoice, expected)
-    except LedgerConflictError:  # moved on meanwhile (a processor event, another run): the stored one wins
-        stored = deps.store.ledger(invoice.account_id).invoices.get(invoice.invoice_id)
-        if stored is None:
-            raise
-        return stored
-    return invoice
+def _while_draft(step: Callable[[InvoiceRecord], InvoiceRecord]) -> Callable[[InvoiceRecord], InvoiceRecord]:
+    """The close's step from a draft, applied to the invoice as stored: re-applied after a conflict while it is still
+    a draft (another writer changed other fields); once it moved on (a processor event, another run) the stored one
+    wins."""
+    return lambda current: step(current) if current.status is InvoiceStatus.DRAFT else current
 
 
 def _announce_issued(deps: CloseDeps, invoice: InvoiceRecord, now: datetime) -> InvoiceRecord:
@@ -417,14 +418,37 @@ def apply_stripe_event(
     if event_type == "charge.refunded":  # the Charge: its intent (what the invoice's payment names) and its own id
         refs = (_ref(obj.get("payment_intent")), _ref(obj.get("id")))
         ledger, invoice = _find_payment(store, gateway, refs, _metadata(obj))
-        refunded = Decimal(int(obj.get("amount_refunded", 0))) / 100
-        if refunded <= invoice.refunded:
-            return EventOutcome(event_id, event_type, invoice.invoice_id, False)
-        _save_with(store, invoice, lambda inv: replace(inv, refunded=max(inv.refunded, refunded)))
-        return EventOutcome(event_id, event_type, invoice.invoice_id, True)
-    if event_type in ("charge.dispute.created", "charge.dispute.closed"):  # the Dispute: its intent and charge
+        charge = _ref(obj.get("id")) or ""
+        refunded = Decimal(int(obj.get("amount_refunded", 0))).scaleb(-2)  # the charge's running total
+        updated = _save_with(store, invoice, lambda inv: _charge_refunded(inv, charge, refunded))
+        return EventOutcome(event_id, event_type, invoice.invoice_id, updated != invoice)
+    if event_type in _DISPUTE_EVENTS:  # the Dispute: its intent and charge
         return _dispute_event(store, publisher, gateway, event_id, event_type, obj, now)
     return EventOutcome(event_id, event_type, None, False)
+
+
+def _charge_refunded(invoice: InvoiceRecord, charge: str, refunded: Decimal) -> InvoiceRecord:
+    """``charge.refunded``: ``refunded`` is the charge's cumulative refunded amount, and an invoice paid in several
+    payments has a charge per payment - so it is recorded per charge, and the invoice's refunded amount is the sum
+    over its charges (never less than what our own refunds recorded: their webhooks may come later). An older event
+    of a charge (a smaller cumulative amount) changes nothing."""
+    seen = dict(invoice.charge_refunds)
+    if refunded <= seen.get(charge, ZERO):
+        return invoice
+    seen[charge] = refunded
+    total = sum(seen.values(), ZERO)
+    return replace(invoice, charge_refunds=tuple(sorted(seen.items())), refunded=max(invoice.refunded, total))
+
+
+_DISPUTE_EVENTS: Final = frozenset(
+    {
+        "charge.dispute.created",
+        "charge.dispute.closed",
+        "charge.dispute.funds_withdrawn",
+        "charge.dispute.funds_reinstated",
+    }
+)
+_DISPUTE_CLOSED: Final = frozenset({"won", "lost", "warning_closed", "prevented"})
 
 
 def _dispute_event(
@@ -436,39 +460,46 @@ def _dispute_event(
     obj: dict[str, Any],
     now: datetime,
 ) -> EventOutcome:
-    """``charge.dispute.created``/``closed`` (the Dispute: its payment intent and charge): the invoice is flagged while
-    it is open, the account while any of its invoices is, ``DisputeOpened.v1`` is announced once, and a dispute lost
-    is charged back once."""
+    """A Dispute's events (its payment intent and charge name the invoice). ``created``/``closed``: the invoice is
+    flagged while the dispute is open, the account while any of its invoices is, ``DisputeOpened.v1`` is announced
+    once. Money: ``funds_withdrawn`` adds the disputed amount to the invoice's ``charged_back`` and
+    ``funds_reinstated`` (a dispute won after the funds were withdrawn) takes it off again, each once per dispute
+    (markers ``dispute_withdrawn:``/``dispute_reinstated:``, in either order); a dispute closed ``lost`` whose
+    withdrawal we never saw counts as withdrawn, once (``dispute_lost:``, written before these events were handled,
+    counts as withdrawn too)."""
     refs = (_ref(obj.get("payment_intent")), _ref(obj.get("charge")))
     _, invoice = _find_payment(store, gateway, refs, _metadata(obj))
     closing = event_type == "charge.dispute.closed"
     dispute_id = str(obj.get("id", ""))
-    status = obj.get("status")
-    closed_marker, lost_marker = f"dispute_closed:{dispute_id}", f"dispute_lost:{dispute_id}"
-    # a created event arriving after its close (recorded, or already in the object) changes nothing
-    opened = not closing and status not in ("won", "lost", "warning_closed") and closed_marker not in invoice.announced
-    lost = status == "lost"  # closed in the customer's favour: the payment's funds stay withdrawn
-    withdrawn = Decimal(int(obj.get("amount", 0))) / 100
+    closed_marker = f"dispute_closed:{dispute_id}"
+    withdrawn_marker, reinstated_marker = f"dispute_withdrawn:{dispute_id}", f"dispute_reinstated:{dispute_id}"
+    # the customer's bank takes the payment's funds (or keeps them: a dispute lost), or gives them back
+    takes = event_type == "charge.dispute.funds_withdrawn" or (closing and obj.get("status") == "lost")
+    gives = event_type == "charge.dispute.funds_reinstated"
+    amount = Decimal(int(obj.get("amount", 0))).scaleb(-2)
 
     def dispute(current: InvoiceRecord) -> InvoiceRecord:
-        updated = replace(current, disputed=opened)
+        marks, charged_back, flag = set(current.announced), current.charged_back, current.disputed
+        if event_type == "charge.dispute.created":  # one arriving after its close (recorded or in it) flags nothing
+            flag = obj.get("status") not in _DISPUTE_CLOSED and closed_marker not in marks
         if closing:
-            updated = replace(updated, announced=updated.announced | {closed_marker})
-        if lost and lost_marker not in current.announced:
-            updated = replace(
-                updated, charged_back=current.charged_back + withdrawn, announced=updated.announced | {lost_marker}
-            )
-        return updated
+            flag = False
+            marks.add(closed_marker)
+        was_withdrawn = withdrawn_marker in marks or f"dispute_lost:{dispute_id}" in marks
+        if takes and not was_withdrawn:
+            marks.add(withdrawn_marker)
+            if reinstated_marker not in marks:  # given back first (out of order): nothing is charged back
+                charged_back += amount
+        if gives and reinstated_marker not in marks:
+            marks.add(reinstated_marker)
+            if was_withdrawn:
+                charged_back -= amount
+        return replace(current, disputed=flag, charged_back=charged_back, announced=frozenset(marks))
 
-    flag_moved = invoice.disputed != opened
-    changed = (
-        flag_moved
-        or (closing and closed_marker not in invoice.announced)
-        or (lost and lost_marker not in invoice.announced)
-    )
-    if changed:
-        invoice = _save_with(store, invoice, dispute)
-    if flag_moved:  # the account is disputed while any of its invoices is: read after this invoice's write
+    before = invoice
+    invoice = _save_with(store, invoice, dispute)
+    changed = invoice != before
+    if invoice.disputed != before.disputed:  # the account is disputed while any of its invoices is
         still = any(inv.disputed for inv in store.ledger(invoice.account_id).invoices.values())
         store.save_billing(invoice.account_id, disputed=still)
     published: tuple[str, ...] = ()
@@ -479,7 +510,7 @@ def _dispute_event(
             account_id=invoice.account_id,
             invoice_id=invoice.invoice_id,
             dispute_id=dispute_id,
-            amount=money_str(Decimal(int(obj.get("amount", 0))) / 100),
+            amount=money_str(amount),
             occurred_at=now.isoformat(),
         )
         publisher.publish(DisputeOpenedV1.DETAIL_TYPE, alert.model_dump())
@@ -593,13 +624,15 @@ def _invoice_event(
 def _save_with(
     store: LedgerStore, invoice: InvoiceRecord, change: Callable[[InvoiceRecord], InvoiceRecord]
 ) -> InvoiceRecord:
+    """Write ``change(invoice)``, conditioned on the revision (and status) read; on a conflict - another writer got
+    there first - re-read and apply ``change`` again to what is stored (it decides whether it still applies).
+    Returns the invoice as stored."""
     for _ in range(LEDGER_ATTEMPTS):
         updated = change(invoice)
         if updated == invoice:
             return invoice
         try:
-            store.update_invoice(updated, invoice.status)
-            return updated
+            return store.update_invoice(updated, invoice.status)
         except LedgerConflictError:
             stored = store.ledger(invoice.account_id).invoices.get(invoice.invoice_id)
             if stored is None:

@@ -237,6 +237,12 @@ class StripePaymentGateway:
                     f"Stripe's subtotal for {request.invoice_id} ({invoice.id}) is {dollars(invoice.subtotal)}, "
                     f"ours {request.total}: left as a draft, not finalized"
                 )
+            if invoice.starting_balance:  # a draft's starting balance is the customer's balance now
+                raise GatewayRejectedError(
+                    f"customer {request.customer_id} has a Stripe balance of {dollars(invoice.starting_balance)} "
+                    f"(negative: a credit) that Stripe would apply to {request.invoice_id} ({invoice.id}), "
+                    f"charging other than our {request.total}: left as a draft, not finalized"
+                )
             invoice_id = invoice.id
             key = _key(request.invoice_id, "finalize")
             invoice = self._call(
@@ -354,34 +360,70 @@ class StripePaymentGateway:
             "metadata": {META_CREDIT: credit_id, **_pick(_metadata(invoice), META_INVOICE, META_ACCOUNT)},
         }
         if invoice.status == "paid":
-            params["credit_amount"] = amount_in_cents  # to the customer's balance, used by the next invoice
+            # out of band, never to the customer's Stripe balance: Stripe would apply a balance to the next invoice
+            # it finalizes, charging less than our record of it says; what is owed back is ours to keep (account
+            # credit in the ledger, or a refund through ``refund``)
+            params["out_of_band_amount"] = amount_in_cents
         key = _key(credit_id, "credit_note")
         note = self._call(lambda: self._client.v1.credit_notes.create(params, {"idempotency_key": key}))
         return note.id
 
     def refund(self, gateway_id: str, amount: Decimal, refund_id: str) -> str:
+        """Refund ``amount`` of a paid invoice from its payments, oldest first, each up to what is left of it (an
+        invoice paid in several payments has a payment intent per payment; a refund is made on one). Refunds made
+        earlier for ``refund_id`` (found by metadata, on every payment) count: a rerun refunds only what is still
+        missing. Returns the refund ids, comma-separated when it took more than one payment."""
         invoice = self._retrieve(gateway_id)
         if invoice.status != "paid":
             raise GatewayRejectedError(f"cannot refund {gateway_id}: it is {invoice.status}, not paid")
-        payments = self._call(
-            lambda: self._client.v1.invoice_payments.list({"invoice": gateway_id, "status": "paid", "limit": 10})
+        page = self._call(
+            lambda: self._client.v1.invoice_payments.list({"invoice": gateway_id, "status": "paid", "limit": 100})
         )
-        intent = next((_intent_id(p.payment) for p in payments.data if _intent_id(p.payment)), None)
-        if intent is None:
+        paid = [
+            (intent, int(payment.amount_paid or 0))
+            for payment in sorted(page.auto_paging_iter(), key=lambda p: (p.created, p.id))
+            if (intent := _intent_id(payment.payment)) is not None
+        ]
+        if not paid:
             raise GatewayRejectedError(f"{gateway_id} has no card payment to refund")
-        earlier_refunds = self._call(lambda: self._client.v1.refunds.list({"payment_intent": intent, "limit": 100}))
-        earlier = self._first(earlier_refunds.auto_paging_iter(), META_REFUND, refund_id)
-        if earlier is not None:
-            return earlier.id
-        params: RefundCreateParams = {
-            "payment_intent": intent,
-            "amount": cents(amount),
-            "reason": "requested_by_customer",
-            "metadata": {META_REFUND: refund_id, **_pick(_metadata(invoice), META_INVOICE, META_ACCOUNT)},
-        }
-        key = _key(refund_id, "refund")
-        created = self._call(lambda: self._client.v1.refunds.create(params, {"idempotency_key": key}))
-        return created.id
+        wanted = cents(amount)
+        made: list[str] = []
+        room: list[tuple[str, int]] = []  # (payment intent, cents left to refund on it)
+        for intent, paid_cents in paid:
+            refunds = self._refunds_of(intent)
+            mine = [r for r in refunds if _metadata(r).get(META_REFUND) == refund_id]
+            wanted -= sum(r.amount for r in mine)
+            made += [r.id for r in mine]
+            room.append((intent, paid_cents - sum(r.amount for r in refunds)))
+        if wanted > sum(left for _, left in room):
+            raise GatewayRejectedError(
+                f"cannot refund {dollars(wanted)} more on {gateway_id}: {dollars(sum(left for _, left in room))} "
+                "of its payments is left to refund"
+            )
+        for intent, left in room:
+            if wanted <= 0:
+                break
+            if left <= 0:
+                continue
+            take = min(left, wanted)
+            params: RefundCreateParams = {
+                "payment_intent": intent,
+                "amount": take,
+                "reason": "requested_by_customer",
+                "metadata": {META_REFUND: refund_id, **_pick(_metadata(invoice), META_INVOICE, META_ACCOUNT)},
+            }
+            key = _key(refund_id, "refund") if intent == paid[0][0] else _key(refund_id, "refund", intent)
+            made.append(self._create_refund(params, key))
+            wanted -= take
+        return ",".join(made)
+
+    def _refunds_of(self, intent: str) -> list[stripe.Refund]:
+        """A payment intent's refunds that give money back (failed and canceled ones do not)."""
+        page = self._call(lambda: self._client.v1.refunds.list({"payment_intent": intent, "limit": 100}))
+        return [refund for refund in page.auto_paging_iter() if refund.status not in ("failed", "canceled")]
+
+    def _create_refund(self, params: RefundCreateParams, key: str) -> str:
+        return self._call(lambda: self._client.v1.refunds.create(params, {"idempotency_key": key})).id
 
     # ------------------------------------------------------------------ payments
     def payment_refs(self, gateway_id: str) -> tuple[str, ...]:

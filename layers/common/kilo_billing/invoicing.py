@@ -148,10 +148,14 @@ class InvoiceRecord:
     refund_owed: Decimal = ZERO  # crypto: refunds an operator still has to send
     crypto_credit: Decimal = ZERO  # crypto: this invoice's overpayment already added to the account's credit
     disputed: bool = False
-    charged_back: Decimal = ZERO  # card: disputes lost (the processor took the payment back), once per dispute
+    charged_back: Decimal = ZERO  # card: disputes' funds withdrawn and not reinstated (lost or still open)
     refunds_requested: int = 0  # card refund requests so far (numbers their ids)
     refund_pending: RefundRequest | None = None  # a card refund requested whose processor call has not returned yet
     announced: frozenset[str] = frozenset()  # alerts published (issued, payment_failed:<stripe event>, dispute...)
+    # card: each payment's refunded amount as its charge's latest ``charge.refunded`` said (cumulative per charge, not
+    # per invoice: an invoice paid in several payments has one figure per charge), (charge id, amount) by charge id
+    charge_refunds: tuple[tuple[str, Decimal], ...] = ()
+    revision: int = 0  # the stored record's write count: every update is conditioned on it (0: never updated)
 
     @property
     def total(self) -> Decimal:

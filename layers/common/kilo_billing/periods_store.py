@@ -5,7 +5,8 @@ Partition ``ACCOUNT#<id>`` of the usage table (one strongly consistent Query rea
 - ``PERIOD#<YYYY-MM>`` rating's aggregate: counters ``c#<segment start>#<meter>`` (rating ADDs them, never SETs);
   invoicing adds ``invoiced_at`` (rating then also keeps ``late#<meter>``, D19), the billed watermark
   ``b#<segment start>#<meter>`` and its revision ``billed_rev``;
-- ``INVOICE#<YYYY-MM>[/part]`` our invoice (lines frozen at the close, status, transitions, links);
+- ``INVOICE#<YYYY-MM>[/part]`` our invoice (lines frozen at the close, status, transitions, links) and its
+  ``revision`` (every update is conditioned on the revision read and adds one);
 - ``BILLING``          invoice sequence, credit on account, the processor's customer id, dispute flag.
 Plus ``GATEWAY#<processor invoice id>`` / ``INVOICE``: which of our invoices a processor id belongs to.
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Final, Protocol
@@ -62,14 +64,16 @@ class LedgerStore(Protocol):
         """Write the close all or nothing; ``LedgerConflictError`` when the invoice or a read revision changed."""
         ...
 
-    def update_invoice(self, invoice: InvoiceRecord, expected: InvoiceStatus) -> None:
-        """Replace the invoice if its stored status is still ``expected`` and its ``crypto_credit`` is still the one
-        this invoice carries (only ``update_invoice_with_credit`` moves it); ``LedgerConflictError`` otherwise."""
+    def update_invoice(self, invoice: InvoiceRecord, expected: InvoiceStatus) -> InvoiceRecord:
+        """Replace the invoice if the stored one is still the one it was read from: its ``revision`` (a record
+        written before revisions existed has none: read as 0), its status ``expected`` and its ``crypto_credit``
+        (only ``update_invoice_with_credit`` moves it); ``LedgerConflictError`` otherwise (nothing written: re-read,
+        re-apply). Returns the invoice as stored, its revision one more: a further update starts from it."""
         ...
 
     def update_invoice_with_credit(
         self, invoice: InvoiceRecord, expected: InvoiceStatus, credit_read: Decimal, added: Decimal
-    ) -> None:
+    ) -> InvoiceRecord:
         """``update_invoice`` and, in the same transaction, the account's credit from ``credit_read`` (what the caller
         read) to ``credit_read + added``, the invoice's ``crypto_credit`` having grown by ``added`` (its stored value
         must still be ``invoice.crypto_credit - added``); ``LedgerConflictError`` when the status, the invoice's
@@ -201,6 +205,8 @@ def invoice_to_item(invoice: InvoiceRecord) -> Item:
             "refunds_requested": invoice.refunds_requested or None,
             "refund_pending": _refund_request_json(invoice.refund_pending),
             "announced": set(invoice.announced) or None,
+            "charge_refunds": {charge: str(amount) for charge, amount in invoice.charge_refunds} or None,
+            "revision": invoice.revision,
         }
     )
 
@@ -229,6 +235,11 @@ def invoice_from_values(account_id: str, values: Mapping[str, Any]) -> InvoiceRe
         refunds_requested=int(values.get("refunds_requested", 0)),
         refund_pending=_refund_request(values.get("refund_pending")),
         announced=frozenset(str(a) for a in values.get("announced", set())),
+        charge_refunds=tuple(
+            (str(charge), Decimal(str(amount)))
+            for charge, amount in sorted((values.get("charge_refunds") or {}).items())
+        ),
+        revision=int(values.get("revision", 0)),  # none on records written before revisions: 0
     )
 
 
@@ -381,12 +392,12 @@ class DynamoLedgerStore:
         except ConditionFailedError as exc:
             raise LedgerConflictError(str(exc)) from exc
 
-    def update_invoice(self, invoice: InvoiceRecord, expected: InvoiceStatus) -> None:
-        self._update_invoice(invoice, expected, [], invoice.crypto_credit)
+    def update_invoice(self, invoice: InvoiceRecord, expected: InvoiceStatus) -> InvoiceRecord:
+        return self._update_invoice(invoice, expected, [], invoice.crypto_credit)
 
     def update_invoice_with_credit(
         self, invoice: InvoiceRecord, expected: InvoiceStatus, credit_read: Decimal, added: Decimal
-    ) -> None:
+    ) -> InvoiceRecord:
         credit = {
             "Update": {
                 "TableName": self._table,
@@ -397,11 +408,11 @@ class DynamoLedgerStore:
                 "ExpressionAttributeValues": to_item({":credit": str(credit_read + added), ":read": str(credit_read)}),
             }
         }
-        self._update_invoice(invoice, expected, [credit], invoice.crypto_credit - added)
+        return self._update_invoice(invoice, expected, [credit], invoice.crypto_credit - added)
 
     def _update_invoice(
         self, invoice: InvoiceRecord, expected: InvoiceStatus, more: list[dict[str, Any]], crypto_credit_read: Decimal
-    ) -> None:
+    ) -> InvoiceRecord:
         # the crypto credit this writer read must still be stored: a writer holding an older copy of the invoice (a
         # refund, a marker) must not put back a smaller crypto credit, or the next credit event would add it again
         if crypto_credit_read == 0:
@@ -409,12 +420,16 @@ class DynamoLedgerStore:
             values: dict[str, Any] = {":cc0": "0", ":cc00": "0.00"}
         else:
             read, values = "#cc = :cc", {":cc": str(crypto_credit_read)}
+        # the revision read must still be stored: two writers that read the same status (a webhook and a rerun of
+        # the close, two webhooks) cannot put back each other's fields; a record from before revisions has none
+        revised = "(attribute_not_exists(#rev) OR #rev = :rev)" if invoice.revision == 0 else "#rev = :rev"
+        written = replace(invoice, revision=invoice.revision + 1)
         put: dict[str, Any] = {
             "TableName": self._table,
-            "Item": invoice_to_item(invoice),
-            "ConditionExpression": f"#s = :expected AND {read}",
-            "ExpressionAttributeNames": {"#s": "status", "#cc": "crypto_credit"},
-            "ExpressionAttributeValues": to_item({":expected": expected.value} | values),
+            "Item": invoice_to_item(written),
+            "ConditionExpression": f"#s = :expected AND {read} AND {revised}",
+            "ExpressionAttributeNames": {"#s": "status", "#cc": "crypto_credit", "#rev": "revision"},
+            "ExpressionAttributeValues": to_item({":expected": expected.value, ":rev": invoice.revision} | values),
         }
         writes: list[dict[str, Any]] = [{"Put": put}]
         for ref in ([invoice.gateway_id] if invoice.gateway_id else []) + list(invoice.gateway_refs):
@@ -431,6 +446,7 @@ class DynamoLedgerStore:
             call(self._client.transact_write_items, TransactItems=writes)
         except ConditionFailedError as exc:
             raise LedgerConflictError(str(exc)) from exc
+        return written
 
     def save_billing(
         self,
