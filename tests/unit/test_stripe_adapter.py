@@ -274,3 +274,17 @@ def test_given_the_route_table_then_each_entry_is_the_sdk_services_own_method_pa
         assert matching, (
             f"no SDK service method sends {route.method.upper()} {route.template} with {route.params.__name__}"
         )
+
+
+def test_given_a_paid_invoice_when_credited_then_out_of_band_never_to_stripes_balance_nor_a_refund() -> None:
+    gateway, http = _gateway()
+    customer = gateway.ensure_customer(Customer("acct-1"))
+    gateway.set_default_payment_method(customer, "pm_card_visa")
+    issued = gateway.issue_invoice(_request(customer))
+    gateway.credit_note(issued.gateway_id, Decimal("3.60"), "late usage", "cn-1/out-of-band", out_of_band=True)
+    (sent,) = [r for r in http.requests if r.method == "post" and r.path == "/v1/credit_notes"]
+    assert sent.params["out_of_band_amount"] == "360"
+    assert "credit_amount" not in sent.params  # Stripe holds no balance of ours (D126)
+    assert "refund_amount" not in sent.params
+    assert sent.headers["Idempotency-Key"] == "kilo:cn-1/out-of-band:credit_note"
+    assert http.emulator.refused_params == []
