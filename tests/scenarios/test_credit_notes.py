@@ -236,3 +236,26 @@ def test_given_a_paid_invoice_credited_when_the_next_invoice_has_nothing_to_appl
     assert amounts(may, "credit") == ["-0.72"]
     assert may.total == Decimal("0.72")
     assert world.store.billing["solo"].credit == Decimal("0.00")
+
+
+def test_given_the_invoice_was_voided_before_the_note_was_made_then_nothing_is_credited(world: World) -> None:
+    events = Events()
+    _personal_march_of_72_cents_shortened_to_nothing(world)
+    march = world.store.invoices["solo/2026-03"]
+    world.store.before_create.append(  # Stripe voids March between April's read and its transaction
+        lambda: (
+            world.gateway.void(march.gateway_id),
+            apply_stripe_event(
+                world.store,
+                world.bus,
+                events,
+                *events.add("evt_v", "invoice.voided", _paid_invoice(world, "solo/2026-03") | {"status": "void"}),
+                at(2, 4),
+            ),
+        )
+    )
+    world.close("solo", APR)
+    note = world.store.credit_notes["solo/2026-03/credit-2026-04"]
+    assert (note.to_due, note.to_credit, note.status) == (Decimal("0.00"), Decimal("0.00"), CreditNoteStatus.DONE)
+    assert world.store.billing["solo"].credit == Decimal("0.00")
+    assert world.gateway.credit_notes == {}

@@ -265,13 +265,14 @@ NOTE_STEPS: Final = 3  # a reduction refused -> the same amount credited out of 
 
 def _issue_credit_note(deps: CloseDeps, ledger: AccountLedger, note: CreditNote, now: datetime) -> CreditNote:
     """Make the processor's credit note a stored credit note still waits for, on the credited card invoice, once
-    (idempotent on the note's id). A reduction of the amount due the processor refuses - the invoice was paid (or
-    voided) there before its event reached us - becomes account credit instead (with the note, in one transaction:
-    once), recorded on the processor's invoice as credited out of band; a note refused again is given up (the money
-    side is already ours: the account credit). An outage raises (the close job is retried; the note stays pending)."""
+    (idempotent on the note's id). A reduction of the amount due the processor refuses - the invoice was paid there
+    before its event reached us - becomes account credit instead (with the note, in one transaction: once), recorded
+    on the processor's invoice as credited out of band; if our record meanwhile says the invoice was voided, nothing
+    is credited (as a close finding it void). A note refused again is given up (the money side is already ours: the
+    account credit). An outage raises (the close job is retried; the note stays pending)."""
     for _ in range(NOTE_STEPS):
         if note.status is not CreditNoteStatus.PENDING:
-            return note
+            break
         credited = ledger.invoices.get(note.invoice_id)
         gateway_id = credited.gateway_id if credited is not None else None
         try:
@@ -279,7 +280,21 @@ def _issue_credit_note(deps: CloseDeps, ledger: AccountLedger, note: CreditNote,
                 raise GatewayRejectedError(f"{note.invoice_id} has no processor invoice")
             made = _make_note(deps, gateway_id, note)
         except GatewayRejectedError as exc:
-            if note.to_due > 0:  # not unpaid there any more: what it would have taken off is account credit
+            ledger = deps.store.ledger(note.account_id)  # what the processor's events have told us meanwhile
+            now_void = (
+                found := ledger.invoices.get(note.invoice_id)
+            ) is not None and found.status is InvoiceStatus.VOID
+            if note.to_due > 0 and now_void:  # voided there: nothing collected, nothing owed back (as at the close)
+                done = _note_step(
+                    note,
+                    now,
+                    f"reduction refused ({exc}): void",
+                    to_due=ZERO,
+                    processor=ZERO,
+                    status=CreditNoteStatus.DONE,
+                )
+                note = _save_note(deps, done)
+            elif note.to_due > 0:  # paid there before we heard: what it would have taken off is account credit
                 moved = _note_step(
                     note,
                     now,
