@@ -5,8 +5,8 @@ fees (the next period's fee in advance + the closed period's fee true-up), overa
 early), adjustments (late usage of earlier periods: the adjustment lines, and the credit notes these invoices'
 closes made for negative late usage - the part a note took off an unpaid invoice lowers what was billed, the part
 given as account credit is credit carried, as a negative subtotal's), credit; the LiveKit cost basis of the usage they
-billed (the closed period's usage + the late usage adjusted), and the margin = total billed - cost basis. An account whose period
-is not closed yet shows what is invoiced so far (status ``open``). Usage nobody could be billed for (the
+billed (the closed period's usage + the late usage adjusted), and the margin = total billed - cost basis. An account
+whose period is not closed yet shows what is invoiced so far (status ``open``). Usage nobody could be billed for (the
 ``unattributed`` bucket) is reported with its cost: it is margin lost (docs/decisions.md, "Revenue report").
 """
 
