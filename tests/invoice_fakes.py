@@ -13,6 +13,7 @@ from kilo_billing.invoicing import (
     BillingMethod,
     BillingState,
     CloseDraft,
+    CreditNote,
     InvoiceRecord,
     InvoiceStatus,
     PeriodLedger,
@@ -28,6 +29,7 @@ class InMemoryLedgerStore:
     invoices: dict[str, InvoiceRecord] = field(default_factory=dict)
     billing: dict[str, BillingState] = field(default_factory=dict)
     pointers: dict[str, tuple[str, str]] = field(default_factory=dict)
+    credit_notes: dict[str, CreditNote] = field(default_factory=dict)
     reads: int = 0
     writes: int = 0
     before_create: list[object] = field(default_factory=list)  # callables run just before the close's transaction
@@ -49,6 +51,7 @@ class InMemoryLedgerStore:
             {i: inv for i, inv in self.invoices.items() if inv.account_id == account_id},
             self.billing.get(account_id, BillingState()),
             self.methods.get(account_id, self._method(account_id)),
+            {c: note for c, note in self.credit_notes.items() if note.account_id == account_id},
         )
 
     def _method(self, account_id: str) -> BillingMethod:
@@ -71,8 +74,11 @@ class InMemoryLedgerStore:
             raise LedgerConflictError("sequence moved")
         if self.billing.get(account, BillingState()).credit != draft.previous_credit:
             raise LedgerConflictError("credit moved")
+        if any(note.credit_id in self.credit_notes for note in draft.credit_notes):
+            raise LedgerConflictError("credit note exists")
         self.writes += 1
         self.invoices[invoice.invoice_id] = invoice
+        self.credit_notes.update({note.credit_id: note for note in draft.credit_notes})
         for move in draft.watermarks:
             found = self.periods.get((account, move.period), PeriodLedger(move.period, {}))
             self.periods[(account, move.period)] = replace(
@@ -110,6 +116,30 @@ class InMemoryLedgerStore:
         written = self._update(invoice, expected, invoice.crypto_credit - added)
         self.billing[invoice.account_id] = replace(found, credit=credit_read + added)
         return written
+
+    def update_invoice_and_credit(
+        self, invoice: InvoiceRecord, expected: InvoiceStatus, credit_read: Decimal, added: Decimal
+    ) -> InvoiceRecord:
+        found = self.billing.get(invoice.account_id, BillingState())
+        if found.credit != credit_read:
+            raise LedgerConflictError("credit moved")
+        written = self._update(invoice, expected, invoice.crypto_credit)
+        self.billing[invoice.account_id] = replace(found, credit=credit_read + added)
+        return written
+
+    def update_credit_note(
+        self, note: CreditNote, credit_read: Decimal | None = None, added: Decimal = Decimal("0.00")
+    ) -> None:
+        stored = self.credit_notes.get(note.credit_id)
+        if stored is None or stored.version != note.version - 1:
+            raise LedgerConflictError("credit note moved")
+        found = self.billing.get(note.account_id, BillingState())
+        if credit_read is not None and found.credit != credit_read:
+            raise LedgerConflictError("credit moved")
+        self.writes += 1
+        self.credit_notes[note.credit_id] = note
+        if credit_read is not None:
+            self.billing[note.account_id] = replace(found, credit=credit_read + added)
 
     def save_billing(
         self,

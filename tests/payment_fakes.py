@@ -33,6 +33,7 @@ class InMemoryPaymentGateway:
     customers: dict[str, str] = field(default_factory=dict)  # account -> customer id
     invoices: dict[str, _Invoice] = field(default_factory=dict)  # our invoice id -> invoice
     credit_notes: dict[str, tuple[str, Decimal]] = field(default_factory=dict)  # credit id -> (gateway id, amount)
+    out_of_band_notes: set[str] = field(default_factory=set)  # credit ids of notes credited outside the processor
     refunds: dict[str, tuple[str, Decimal]] = field(default_factory=dict)
     default_cards: dict[str, str] = field(default_factory=dict)  # customer id -> card id
     saved_cards: dict[str, list[str]] = field(default_factory=dict)  # customer id -> its cards, oldest first
@@ -95,15 +96,20 @@ class InMemoryPaymentGateway:
                 return invoice
         raise GatewayRejectedError(f"no such invoice {gateway_id}")
 
-    def credit_note(self, gateway_id: str, amount: Decimal, reason: str, credit_id: str) -> str:
+    def credit_note(
+        self, gateway_id: str, amount: Decimal, reason: str, credit_id: str, out_of_band: bool = False
+    ) -> str:
         self._call("credit_note")
         if credit_id in self.credit_notes:
             return credit_id
         invoice = self._by_gateway_id(gateway_id)
-        if invoice.status == "draft" or amount <= 0 or amount > self._view(invoice).total:
+        wanted = "paid" if out_of_band else "open"
+        if invoice.status != wanted or amount <= 0 or amount > self._view(invoice).total:
             raise GatewayRejectedError(f"cannot credit {amount} on {gateway_id} ({invoice.status})")
         invoice.credited += amount
         self.credit_notes[credit_id] = (gateway_id, amount)
+        if out_of_band:
+            self.out_of_band_notes.add(credit_id)
         return credit_id
 
     def refund(self, gateway_id: str, amount: Decimal, refund_id: str) -> str:

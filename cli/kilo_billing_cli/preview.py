@@ -24,6 +24,7 @@ from kilo_billing.invoicing import (
     AccountLedger,
     BillingMethod,
     BillingState,
+    CloseDraft,
     InvoiceRecord,
     InvoicingError,
     Line,
@@ -186,25 +187,35 @@ def ledger_for(description: PreviewInput, catalog: Catalog) -> tuple[AccountLedg
     if profile.signed_up_at < period.start or advance:
         previous = _advance_invoice(description.account_id, period, advance)
         invoices[previous.invoice_id] = previous
+    for late in description.late_usage:  # the invoice a credit note would be against (negative late usage, D51)
+        earlier = invoice_id(description.account_id, Period.parse(late.period))
+        invoices.setdefault(
+            earlier, InvoiceRecord(earlier, description.account_id, late.period, "", 0, BillingMethod.CARD, ())
+        )
     billing = BillingState(seq=0, credit=description.credit)
     return AccountLedger(description.account_id, profile, periods, invoices, billing), period
 
 
-def compose_preview(description: PreviewInput, catalog: Catalog, now: datetime) -> InvoiceRecord:
+def compose_preview(description: PreviewInput, catalog: Catalog, now: datetime) -> CloseDraft:
     ledger, period = ledger_for(description, catalog)
     draft = compose_close(ledger, period, catalog, now)
     if draft is None:  # unreachable after validation (signup before the period end), kept for the type
         raise PreviewError(f"nothing to invoice for {period}")
-    return draft.invoice
+    return draft
 
 
-def preview_json(invoice: InvoiceRecord) -> dict[str, object]:
+def preview_json(draft: CloseDraft) -> dict[str, object]:
+    """The invoice, plus the credit notes negative late usage gives against earlier invoices (D51) and the account
+    credit left after the close."""
+    invoice = draft.invoice
     return {
         "account_id": invoice.account_id,
         "period": invoice.period,
         "lines": [line.as_json() for line in invoice.lines],
         "total": money_str(invoice.total),
         "currency": CURRENCY,
+        "credit_notes": [note.as_json() for note in draft.credit_notes],
+        "credit_after": money_str(draft.credit),
     }
 
 
@@ -231,7 +242,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="machine-readable output")
 
 
-def _print(invoice: InvoiceRecord) -> None:
+def _print(draft: CloseDraft) -> None:
+    invoice = draft.invoice
     table = Table(title=f"Invoice preview: {invoice.account_id}, {invoice.period} ({CURRENCY})")
     for column in ("kind", "description", "quantity", "unit price", "amount"):
         table.add_column(column, justify="left" if column in ("kind", "description") else "right")
@@ -242,18 +254,26 @@ def _print(invoice: InvoiceRecord) -> None:
         )
     table.add_section()
     table.add_row("[bold]total[/bold]", "", "", "", f"[bold]${money_str(invoice.total)}[/bold]")
-    make_console().print(table)
+    console = make_console()
+    console.print(table)
+    for note in draft.credit_notes:  # negative late usage: credited against its period's invoice, not a line here
+        console.print(
+            f"Credit note against {note.invoice_id}: ${money_str(note.amount)} "
+            f"(off its amount due ${money_str(note.to_due)}, account credit ${money_str(note.to_credit)})"
+        )
+    if draft.credit:
+        console.print(f"Account credit after this invoice: ${money_str(draft.credit)}")
 
 
 def run(args: argparse.Namespace, catalog: Catalog | None = None) -> int:
     try:
         description = load(args.input)
-        invoice = compose_preview(description, catalog or default_catalog(), datetime.now(UTC))
+        draft = compose_preview(description, catalog or default_catalog(), datetime.now(UTC))
     except (PreviewError, UnknownTierError, MidPeriodDowngradeError, RatingError, InvoicingError) as exc:
         sys.stderr.write(f"kilo-billing invoice preview: error: {exc}\n")
         return EXIT_BAD_INPUT
     if args.json:
-        sys.stdout.write(json.dumps(preview_json(invoice), indent=2) + "\n")
+        sys.stdout.write(json.dumps(preview_json(draft), indent=2) + "\n")
     else:
-        _print(invoice)
+        _print(draft)
     return 0

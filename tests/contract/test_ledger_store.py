@@ -332,3 +332,70 @@ def test_given_an_invoice_written_before_revisions_then_it_reads_as_revision_0_a
     with pytest.raises(LedgerConflictError):
         ledger.store.update_invoice(replace(old, disputed=True), InvoiceStatus.PAID)
     assert ledger.store.ledger("acme").invoices["acme/2026-03"] == written
+
+
+def test_given_negative_late_usage_then_the_credit_note_lands_with_the_close_once_and_reads_back(
+    ledger: Ledger,
+) -> None:
+    opened = replace(_opened(ledger), gateway_id="in_1")  # March: 65.20, open at the processor
+    ledger.store.update_invoice(opened, InvoiceStatus.OPEN)
+    ledger.rate("acme", "2026-03", SEG, "video", -5_000)  # 60,000 -> 55,000: 7.20 -> 3.60, -3.60
+    april = Period(2026, 4)
+    draft = compose_close(ledger.store.ledger("acme"), april, default_catalog(), april.end)
+    assert draft is not None
+    [note] = draft.credit_notes
+    assert (note.credit_id, note.invoice_id, note.to_due, note.to_credit) == (
+        "acme/2026-03/credit-2026-04",
+        opened.invoice_id,
+        Decimal("3.60"),
+        Decimal("0.00"),
+    )
+    ledger.store.create_invoice(draft)
+    found = ledger.store.ledger("acme")
+    assert found.credit_notes == {note.credit_id: note}  # every field, lines included, through the stored form
+    assert found.periods["2026-03"].unbilled == {}
+    again = replace(draft, invoice=replace(draft.invoice, invoice_id="acme/2026-04/other"))
+    with pytest.raises(LedgerConflictError):  # the same note twice: refused, nothing written
+        ledger.store.create_invoice(again)
+    assert ledger.store.ledger("acme") == found
+
+
+def test_given_a_credit_note_then_each_step_needs_the_version_read_and_moves_credit_with_it(ledger: Ledger) -> None:
+    _opened(ledger)
+    ledger.rate("acme", "2026-03", SEG, "video", -5_000)
+    april = Period(2026, 4)
+    draft = compose_close(ledger.store.ledger("acme"), april, default_catalog(), april.end)
+    assert draft is not None
+    ledger.store.create_invoice(draft)
+    [note] = draft.credit_notes
+    moved = replace(
+        note, version=2, to_due=Decimal("0.00"), to_credit=Decimal("3.60"), out_of_band=True, history=(("x", "t"),)
+    )
+    with pytest.raises(LedgerConflictError):  # the account credit read is not the stored one: nothing written
+        ledger.store.update_credit_note(moved, Decimal("1.00"), Decimal("3.60"))
+    assert ledger.store.ledger("acme").credit_notes[note.credit_id] == note
+    ledger.store.update_credit_note(moved, Decimal("0.00"), Decimal("3.60"))
+    found = ledger.store.ledger("acme")
+    assert found.credit_notes[note.credit_id] == moved
+    assert found.billing.credit == Decimal("3.60")
+    with pytest.raises(LedgerConflictError):  # a step from the old version (another run took it first)
+        ledger.store.update_credit_note(replace(note, version=2, gateway_note_id="cn_1"))
+    done = replace(moved, version=3, gateway_note_id="cn_1")
+    ledger.store.update_credit_note(done)
+    assert ledger.store.ledger("acme").credit_notes[note.credit_id].gateway_note_id == "cn_1"
+    assert ledger.store.ledger("acme").billing.credit == Decimal("3.60")
+
+
+def test_given_an_invoice_voided_then_its_credit_comes_back_with_the_status_once(ledger: Ledger) -> None:
+    opened = _opened(ledger)
+    void = opened.moved(InvoiceStatus.VOID, MAR.end)
+    with pytest.raises(LedgerConflictError):  # a stale credit read: neither the status nor the credit moves
+        ledger.store.update_invoice_and_credit(void, InvoiceStatus.OPEN, Decimal("2.00"), Decimal("10.00"))
+    assert ledger.store.ledger("acme").invoices[opened.invoice_id].status is InvoiceStatus.OPEN
+    ledger.store.update_invoice_and_credit(void, InvoiceStatus.OPEN, Decimal("0.00"), Decimal("10.00"))
+    found = ledger.store.ledger("acme")
+    assert found.invoices[opened.invoice_id].status is InvoiceStatus.VOID
+    assert found.billing.credit == Decimal("10.00")
+    with pytest.raises(LedgerConflictError):  # once: the status read is no longer open
+        ledger.store.update_invoice_and_credit(void, InvoiceStatus.OPEN, Decimal("10.00"), Decimal("10.00"))
+    assert ledger.store.ledger("acme").billing.credit == Decimal("10.00")

@@ -73,6 +73,33 @@ def test_given_a_finalized_invoice_when_credited_then_its_total_drops_once(gatew
         gateway.credit_note(issued.gateway_id, Decimal("99.00"), "more than the invoice", "cn-2")
 
 
+def test_given_a_paid_invoice_when_credited_out_of_band_then_recorded_once_and_a_reduction_refused(
+    gateway: PaymentGateway,
+) -> None:
+    customer = gateway.ensure_customer(Customer("acct-1"))
+    gateway.set_default_payment_method(customer, "pm_card_visa")  # Stripe charges it when the invoice is finalized
+    issued = gateway.issue_invoice(_request(gateway))
+    if isinstance(gateway, InMemoryPaymentGateway):
+        gateway.settle(issued.invoice_id, paid=True)
+    with pytest.raises(GatewayRejectedError):  # paid: its amount due cannot drop any more
+        gateway.credit_note(issued.gateway_id, Decimal("3.60"), "late participant_left", "cn-1")
+    first = gateway.credit_note(issued.gateway_id, Decimal("3.60"), "late participant_left", "cn-1/oob", True)
+    again = gateway.credit_note(issued.gateway_id, Decimal("3.60"), "late participant_left", "cn-1/oob", True)
+    assert again == first  # same id: no second note
+    found = gateway.find_invoice(issued.invoice_id)
+    assert found is not None
+    assert found.status == "paid"
+    assert found.total == Decimal("32.60")  # 36.20 - 3.60 credited (by us, outside the processor)
+    with pytest.raises(GatewayRejectedError):  # more than it still holds
+        gateway.credit_note(issued.gateway_id, Decimal("32.61"), "more than the invoice", "cn-2", True)
+
+
+def test_given_an_open_invoice_when_credited_out_of_band_then_refused(gateway: PaymentGateway) -> None:
+    issued = gateway.issue_invoice(_request(gateway))
+    with pytest.raises(GatewayRejectedError):  # unpaid: a note lowers what it asks for, nothing to credit outside
+        gateway.credit_note(issued.gateway_id, Decimal("1.20"), "late participant_left", "cn-1", True)
+
+
 def test_given_an_open_invoice_then_it_can_be_voided_once(gateway: PaymentGateway) -> None:
     issued = gateway.issue_invoice(_request(gateway))
     gateway.void(issued.gateway_id)

@@ -375,3 +375,53 @@ def test_given_a_progressive_threshold_when_the_hourly_run_finds_it_passed_then_
     invoicing.close_all()
     assert invoicing.invoice("acct-p").total == Decimal("58.00")
     assert invoicing.invoice("acct-q").total == Decimal("65.20")
+
+
+def test_given_negative_late_usage_when_the_next_month_closes_then_credit_notes_on_stripe_once(
+    invoicing: Invoicing,
+) -> None:
+    _month(invoicing)
+    invoicing.start("2026-04-01T06:00:00Z")
+    invoicing.close_all()
+    for event in list(invoicing.http.emulator.events):  # acct-a paid (visa), acct-b's payment failed
+        assert invoicing.webhook(event) == 200
+    invoicing.payments()
+    assert invoicing.invoice("acct-a").status is InvoiceStatus.PAID
+    assert invoicing.invoice("acct-b").status is InvoiceStatus.PAYMENT_FAILED
+    # capped calls shortened by their real participant_left, rated after March's close:
+    invoicing.rate("acct-a", "video", -5_000)  # 55,000: 5,000 over x 0.00072 = 3.60, was 7.20: -3.60 (paid)
+    invoicing.rate("acct-b", "video", -2_000)  # 4,000: inside 5,000, was 0.72: -0.72 (unpaid)
+    assert invoicing.start("2026-05-01T06:00:00Z")["queued"] == 4
+    invoicing.close_all()
+
+    a_note = invoicing.store.ledger("acct-a").credit_notes["acct-a/2026-03/credit-2026-04"]
+    b_note = invoicing.store.ledger("acct-b").credit_notes["acct-b/2026-03/credit-2026-04"]
+    assert (a_note.to_due, a_note.to_credit, a_note.gateway_note_id is not None) == (
+        Decimal("0.00"),
+        Decimal("3.60"),
+        True,
+    )
+    assert (b_note.to_due, b_note.to_credit, b_note.gateway_note_id is not None) == (
+        Decimal("0.72"),
+        Decimal("0.00"),
+        True,
+    )
+    # acct-a: April 0.00 usage + 29.00 - 29.00 true-up + May 29.00 in advance - 3.60 credit = 25.40, on Stripe too
+    assert invoicing.invoice("acct-a", "2026-04").total == Decimal("25.40")
+    april_a = invoicing.gateway().find_invoice("acct-a/2026-04")
+    assert april_a is not None
+    assert april_a.total == Decimal("25.40")
+    march_b = invoicing.gateway().find_invoice("acct-b/2026-03")
+    assert march_b is not None
+    assert march_b.total == Decimal("0.00")  # 0.72 - 0.72: Stripe no longer asks for it
+    notes = [r for r in invoicing.http.requests if r.method == "post" and r.path == "/v1/credit_notes"]
+    assert sorted((r.headers["Idempotency-Key"], r.params.get("out_of_band_amount")) for r in notes) == [
+        ("kilo:acct-a/2026-03/credit-2026-04/out-of-band:credit_note", "360"),
+        ("kilo:acct-b/2026-03/credit-2026-04:credit_note", None),
+    ]
+    assert invoicing.store.ledger("acct-a").billing.credit == Decimal("0.00")
+
+    queue = SqsCloseJobQueue(invoicing.stack.clients["sqs"], invoicing.stack.template.ref("InvoiceCloseQueue"))
+    queue.send([(account, "2026-04") for account in ("acct-a", "acct-b")])  # the jobs again
+    invoicing.close_all()
+    assert invoicing.stripe_posts("/v1/credit_notes") == 2  # once

@@ -181,25 +181,6 @@ def test_given_late_usage_inside_the_allowance_then_a_zero_adjustment_shows_it(w
     assert (line.amount, line.used) == (Decimal("0.00"), Decimal(5000))
 
 
-def test_given_negative_late_usage_then_credit_carried_and_applied_next(world: World) -> None:
-    world.signup("solo", (at(1), "personal"))
-    world.store.rate("solo", "2026-03", seg(at(1)), "video", 6_000)
-    assert world.close("solo", MAR).total == Decimal("0.72")
-    world.store.rate("solo", "2026-03", seg(at(1)), "video", -2_000)  # the sweeper's cap, shortened by the real left
-    april = world.close("solo", APR)
-    # March now 4,000 (inside 5,000): 0.00 - 0.72 = -0.72; April owes nothing else -> 0.72 carried to credit
-    assert amounts(april, "adjustment") == ["-0.72"]
-    assert amounts(april, "credit") == ["0.72"]
-    assert april.total == Decimal("0.00")
-    assert world.store.billing["solo"].credit == Decimal("0.72")
-    world.store.rate("solo", "2026-05", seg(at(1, 5)), "video", 7_000)
-    may = world.close("solo", MAY)
-    # 2,000 over x 0.00072 = 1.44, credit applied -0.72
-    assert amounts(may, "credit") == ["-0.72"]
-    assert may.total == Decimal("0.72")
-    assert world.store.billing["solo"].credit == Decimal("0.00")
-
-
 def test_given_a_crypto_account_then_the_same_invoice_open_as_a_usd_bill(world: World) -> None:
     world.signup("coin", (at(1), "team"), method=BillingMethod.CRYPTO)
     world.store.rate("coin", "2026-03", seg(at(1)), "video", 60_000)

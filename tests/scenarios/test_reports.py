@@ -82,6 +82,20 @@ def test_given_early_invoices_then_the_period_counts_their_overage_once() -> Non
     assert figures(row) == ("29.00", "7.20", "0.00", "0.00", "36.20", "36.00", "0.20")
 
 
+def test_given_a_credit_note_then_the_month_that_found_it_reports_it_as_a_negative_adjustment() -> None:
+    world = World()
+    world.signup("solo", (at(1, 2), "personal"))
+    world.store.rate("solo", "2026-02", seg(at(1, 2)), "video", 7_000)  # 2,000 over x 0.00072 = 1.44, left unpaid
+    world.close("solo", FEB)
+    world.store.rate("solo", "2026-02", seg(at(1, 2)), "video", -1_000)  # 1,000 over: 0.72; -0.72 off February's
+    world.store.rate("solo", "2026-03", seg(at(1)), "audio", 12_500)  # 2,500 over x 0.00036 = 0.90
+    world.close("solo", MAR)
+    [row] = revenue_report(world.store, MAR, default_catalog()).accounts
+    # the note took 0.72 off February's unpaid invoice: billed in March 0.90 - 0.72 = 0.18; cost 12,500 x 0.0003
+    # = 3.75 - 1,000 x 0.0006 = 0.60 -> 3.15; margin 0.18 - 3.15 = -2.97
+    assert figures(row) == ("0.00", "0.90", "-0.72", "0.00", "0.18", "3.15", "-2.97")
+
+
 def test_given_sessions_then_usage_per_member_and_room_with_cost() -> None:
     reader = InMemorySessionReader(
         [

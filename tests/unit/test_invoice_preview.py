@@ -146,7 +146,7 @@ def test_given_late_usage_of_february_then_adjustments_either_sign(
     assert invoice["total"] == "32.42"  # March usage 0.00 + April 29.00 + 3.60 - 0.18
 
 
-def test_given_negative_late_usage_beyond_the_invoice_then_carried_to_credit(
+def test_given_negative_late_usage_then_a_credit_note_and_the_credit_shown(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = describe(
@@ -162,10 +162,14 @@ def test_given_negative_late_usage_beyond_the_invoice_then_carried_to_credit(
         ],
     )
     invoice = preview(capsys, path)
-    # February as billed: 1,000 over = 0.72; now 4,000 (inside 5,000) = 0.00: -0.72, carried to credit
-    assert amounts(invoice, "adjustment") == ["-0.72"]
-    assert amounts(invoice, "credit") == ["0.72"]
+    # February as billed: 1,000 over = 0.72; now 4,000 (inside 5,000) = 0.00: -0.72, a credit note against
+    # February's invoice (the preview knows no payment: account credit), nothing for March to apply it to
+    assert amounts(invoice, "adjustment") == []
+    assert amounts(invoice, "credit") == []
     assert invoice["total"] == "0.00"
+    [note] = invoice["credit_notes"]
+    assert (note["invoice_id"], note["amount"], note["to_account_credit"]) == ("acct_123/2026-02", "0.72", "0.72")
+    assert invoice["credit_after"] == "0.72"
 
 
 def test_given_credit_on_account_then_applied(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

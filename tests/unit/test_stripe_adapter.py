@@ -290,7 +290,7 @@ def test_given_a_paid_invoice_credited_then_the_next_invoice_is_charged_exactly_
     gateway.set_default_payment_method(customer, "pm_card_visa")
     march = gateway.issue_invoice(_request(customer, "acct-1/2026-03"))  # charged at once by the saved card
     assert _charged(http, march.gateway_id) == 3501  # 29.00 + 7.20 + 0.00 + 0.01 - 1.20
-    gateway.credit_note(march.gateway_id, Decimal("5.00"), "late participant_left", "cn-1")
+    gateway.credit_note(march.gateway_id, Decimal("5.00"), "late participant_left", "cn-1", out_of_band=True)
     (note,) = http.emulator.objects["credit_note"].values()
     assert note["amount"] == 500
     assert http.emulator.objects["customer"][customer]["balance"] == 0
@@ -336,4 +336,18 @@ def test_given_an_invoice_paid_in_two_payments_then_a_refund_takes_from_each_in_
     assert charges == {first: 2000, second: 500}
     with pytest.raises(GatewayRejectedError, match=r"10\.02 more .* 10\.01 of its payments is left"):
         gateway.refund(issued.gateway_id, Decimal("10.02"), "rf-2")
+    assert http.emulator.refused_params == []
+
+
+def test_given_a_paid_invoice_when_credited_then_out_of_band_never_to_stripes_balance_nor_a_refund() -> None:
+    gateway, http = _gateway()
+    customer = gateway.ensure_customer(Customer("acct-1"))
+    gateway.set_default_payment_method(customer, "pm_card_visa")
+    issued = gateway.issue_invoice(_request(customer))
+    gateway.credit_note(issued.gateway_id, Decimal("3.60"), "late usage", "cn-1/out-of-band", out_of_band=True)
+    (sent,) = [r for r in http.requests if r.method == "post" and r.path == "/v1/credit_notes"]
+    assert sent.params["out_of_band_amount"] == "360"
+    assert "credit_amount" not in sent.params  # Stripe holds no balance of ours (D126)
+    assert "refund_amount" not in sent.params
+    assert sent.headers["Idempotency-Key"] == "kilo:cn-1/out-of-band:credit_note"
     assert http.emulator.refused_params == []

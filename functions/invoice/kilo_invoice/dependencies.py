@@ -66,8 +66,10 @@ class LazyGateway:
     def find_invoice(self, invoice_id: str) -> GatewayInvoice | None:
         return self.gateway.find_invoice(invoice_id)
 
-    def credit_note(self, gateway_id: str, amount: Decimal, reason: str, credit_id: str) -> str:
-        return self.gateway.credit_note(gateway_id, amount, reason, credit_id)
+    def credit_note(
+        self, gateway_id: str, amount: Decimal, reason: str, credit_id: str, out_of_band: bool = False
+    ) -> str:
+        return self.gateway.credit_note(gateway_id, amount, reason, credit_id, out_of_band)
 
     def refund(self, gateway_id: str, amount: Decimal, refund_id: str) -> str:
         return self.gateway.refund(gateway_id, amount, refund_id)

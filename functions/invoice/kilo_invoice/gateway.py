@@ -86,11 +86,13 @@ class PaymentGateway(Protocol):
 
     def find_invoice(self, invoice_id: str) -> GatewayInvoice | None: ...
 
-    def credit_note(self, gateway_id: str, amount: Decimal, reason: str, credit_id: str) -> str:
-        """Reduce a finalized invoice by ``amount`` (negative late usage, corrections); returns the credit note id.
-        An open invoice then asks for less; on a paid one the credit is recorded as settled outside the processor:
-        the processor's customer balance is never touched (it would be applied to the next invoice, charging other
-        than ours) - what is owed back is the caller's to give (account credit in our ledger, or ``refund``)."""
+    def credit_note(
+        self, gateway_id: str, amount: Decimal, reason: str, credit_id: str, out_of_band: bool = False
+    ) -> str:
+        """A credit note on a finalized invoice (negative late usage); returns its id. Unpaid (``out_of_band`` False):
+        it lowers the amount the invoice asks for; paid (``out_of_band``): it records ``amount`` as credited outside
+        the processor (we give it as account credit) - no refund, no processor balance. An invoice not in that state,
+        or ``amount`` above what it still holds: ``GatewayRejectedError``, nothing made."""
         ...
 
     def refund(self, gateway_id: str, amount: Decimal, refund_id: str) -> str:

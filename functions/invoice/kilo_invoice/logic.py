@@ -17,12 +17,17 @@ from kilo_billing.contracts import DisputeOpenedV1, InvoiceIssuedV1, PaymentFail
 from kilo_billing.invoicing import (
     AccountLedger,
     BillingMethod,
+    CreditNote,
+    CreditNoteStatus,
     InvoiceRecord,
     InvoiceStatus,
     RefundRequest,
+    amount_due,
     below_card_minimum,
     can_move,
     compose_close,
+    credit_applied,
+    credit_note_reason,
     early_invoices,
     invoice_id,
 )
@@ -113,9 +118,11 @@ def close_account(deps: CloseDeps, account_id: str, period: Period, now: datetim
     invoice id, and every status change is conditioned on the status read."""
     created = False
     invoice: InvoiceRecord | None = None
+    notes: dict[str, CreditNote] = {}
     for _ in range(LEDGER_ATTEMPTS):
         ledger = deps.store.ledger(account_id)
         invoice = ledger.invoices.get(invoice_id(account_id, period))
+        notes = dict(ledger.credit_notes)
         if invoice is not None:
             break
         draft = compose_close(ledger, period, deps.catalog, now)
@@ -126,12 +133,16 @@ def close_account(deps: CloseDeps, account_id: str, period: Period, now: datetim
         except LedgerConflictError:
             continue  # another run got there first, or rating's aggregate item was created meanwhile: re-read
         invoice, created = draft.invoice, True
+        notes |= {note.credit_id: note for note in draft.credit_notes}
         break
     if invoice is None:
         raise LedgerConflictError(f"{account_id} {period}: the close kept conflicting")
     for early in early_invoices(ledger, period):  # the close deducts them: any left a draft is issued first
         if early.status is InvoiceStatus.DRAFT or ISSUED not in early.announced:
             _announce_issued(deps, _issue(deps, ledger, early, now), now)
+    for note in sorted(notes.values(), key=lambda n: n.credit_id):  # negative late usage of earlier periods
+        if note.status is CreditNoteStatus.PENDING:
+            _issue_credit_note(deps, ledger, note, now)
     invoice = _issue(deps, ledger, invoice, now)
     invoice = _announce_issued(deps, invoice, now)
     return CloseOutcome(account_id, period.key, invoice, created)
@@ -259,6 +270,97 @@ def _while_draft(step: Callable[[InvoiceRecord], InvoiceRecord]) -> Callable[[In
     a draft (another writer changed other fields); once it moved on (a processor event, another run) the stored one
     wins."""
     return lambda current: step(current) if current.status is InvoiceStatus.DRAFT else current
+
+
+NOTE_STEPS: Final = 3  # a reduction refused -> the same amount credited out of band -> refused too: given up
+
+
+def _issue_credit_note(deps: CloseDeps, ledger: AccountLedger, note: CreditNote, now: datetime) -> CreditNote:
+    """Make the processor's credit note a stored credit note still waits for, on the credited card invoice, once
+    (idempotent on the note's id). A reduction of the amount due the processor refuses - the invoice was paid there
+    before its event reached us - becomes account credit instead (with the note, in one transaction: once), recorded
+    on the processor's invoice as credited out of band; if our record meanwhile says the invoice was voided, nothing
+    is credited (as a close finding it void). A note refused again is given up (the money side is already ours: the
+    account credit). An outage raises (the close job is retried; the note stays pending)."""
+    for _ in range(NOTE_STEPS):
+        if note.status is not CreditNoteStatus.PENDING:
+            break
+        credited = ledger.invoices.get(note.invoice_id)
+        gateway_id = credited.gateway_id if credited is not None else None
+        try:
+            if gateway_id is None:
+                raise GatewayRejectedError(f"{note.invoice_id} has no processor invoice")
+            made = _make_note(deps, gateway_id, note)
+        except GatewayRejectedError as exc:
+            ledger = deps.store.ledger(note.account_id)  # what the processor's events have told us meanwhile
+            now_void = (
+                found := ledger.invoices.get(note.invoice_id)
+            ) is not None and found.status is InvoiceStatus.VOID
+            if note.to_due > 0 and now_void:  # voided there: nothing collected, nothing owed back (as at the close)
+                done = _note_step(
+                    note,
+                    now,
+                    f"reduction refused ({exc}): void",
+                    to_due=ZERO,
+                    processor=ZERO,
+                    status=CreditNoteStatus.DONE,
+                )
+                note = _save_note(deps, done)
+            elif note.to_due > 0:  # paid there before we heard: what it would have taken off is account credit
+                moved = _note_step(
+                    note,
+                    now,
+                    f"reduction refused ({exc}): account credit",
+                    to_due=ZERO,
+                    to_credit=note.to_credit + note.to_due,
+                    out_of_band=True,
+                )
+                note = _save_note(deps, moved, note.to_due)
+            else:
+                note = _save_note(
+                    deps, _note_step(note, now, f"refused ({exc})", processor=ZERO, status=CreditNoteStatus.DONE)
+                )
+            continue
+        note = _save_note(
+            deps, _note_step(note, now, f"made {made}", gateway_note_id=made, status=CreditNoteStatus.DONE)
+        )
+    return note
+
+
+def _make_note(deps: CloseDeps, gateway_id: str, note: CreditNote) -> str:
+    reason = credit_note_reason(note)
+    return str(
+        _with_retries(
+            deps,
+            lambda: deps.gateway.credit_note(
+                gateway_id, note.processor, reason, note.gateway_credit_id, note.out_of_band
+            ),
+        )
+    )
+
+
+def _note_step(note: CreditNote, now: datetime, what: str, **changes: Any) -> CreditNote:
+    return replace(note, version=note.version + 1, history=(*note.history, (what, now.isoformat())), **changes)
+
+
+def _save_note(deps: CloseDeps, note: CreditNote, credit_added: Decimal = ZERO) -> CreditNote:
+    """Store a credit note's step (and the account credit it adds, in the same transaction, from the credit read);
+    on a conflict the stored note wins (another run took the step) and the step is tried again from it."""
+    for _ in range(LEDGER_ATTEMPTS):
+        ledger = deps.store.ledger(note.account_id) if credit_added else None
+        try:
+            if ledger is not None:
+                deps.store.update_credit_note(note, ledger.billing.credit, credit_added)
+            else:
+                deps.store.update_credit_note(note)
+            return note
+        except LedgerConflictError:
+            stored = deps.store.ledger(note.account_id).credit_notes.get(note.credit_id)
+            if stored is None:
+                raise
+            if stored.version != note.version - 1:
+                return stored  # another run moved it on: continue from what it stored
+    raise LedgerConflictError(f"{note.credit_id}: kept conflicting")
 
 
 def _announce_issued(deps: CloseDeps, invoice: InvoiceRecord, now: datetime) -> InvoiceRecord:
@@ -621,6 +723,10 @@ def _invoice_event(
     return EventOutcome(event_id, event_type, invoice.invoice_id, invoice != before, published)
 
 
+def voided(before: InvoiceRecord, after: InvoiceRecord) -> bool:
+    return after.status is InvoiceStatus.VOID and before.status is not InvoiceStatus.VOID
+
+
 def _save_with(
     store: LedgerStore, invoice: InvoiceRecord, change: Callable[[InvoiceRecord], InvoiceRecord]
 ) -> InvoiceRecord:
@@ -632,6 +738,10 @@ def _save_with(
         if updated == invoice:
             return invoice
         try:
+            restored = credit_applied(updated) if voided(invoice, updated) else ZERO
+            if restored > 0:  # the credit a void invoice consumed goes back, once: with the move to void
+                credit = store.ledger(invoice.account_id).billing.credit
+                return store.update_invoice_and_credit(updated, invoice.status, credit, restored)
             return store.update_invoice(updated, invoice.status)
         except LedgerConflictError:
             stored = store.ledger(invoice.account_id).invoices.get(invoice.invoice_id)
@@ -670,7 +780,8 @@ def refund_invoice(
                 f"had not finished; it is now done and nothing more was refunded: run again to refund more"
             )
         return done
-    refundable = invoice.kept
+    reduced = invoice.total - amount_due(invoice, ledger.credit_notes.values())  # credit notes took it off: not paid
+    refundable = invoice.kept - reduced
     wanted = refundable if amount is None else amount
     if wanted <= 0 or wanted > refundable:
         raise ValueError(f"refund must be more than 0.00 and at most {money_str(refundable)}, got {money_str(wanted)}")
@@ -682,8 +793,8 @@ def refund_invoice(
     def request(current: InvoiceRecord) -> InvoiceRecord:
         if current.refund_pending is not None:
             raise ValueError(f"invoice {current.number}: another refund is being made; run again when it is done")
-        if current.kept < wanted:
-            raise ValueError(f"refund must be at most {money_str(current.kept)}, got {money_str(wanted)}")
+        if current.kept - reduced < wanted:
+            raise ValueError(f"refund must be at most {money_str(current.kept - reduced)}, got {money_str(wanted)}")
         number = current.refunds_requested + 1
         asked = RefundRequest(f"{current.invoice_id}/refund/{number}", wanted, current.refunded)
         return replace(current, refunds_requested=number, refund_pending=asked)

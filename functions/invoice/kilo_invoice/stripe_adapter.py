@@ -342,14 +342,17 @@ class StripePaymentGateway:
         )
 
     # ------------------------------------------------------------------ corrections
-    def credit_note(self, gateway_id: str, amount: Decimal, reason: str, credit_id: str) -> str:
+    def credit_note(
+        self, gateway_id: str, amount: Decimal, reason: str, credit_id: str, out_of_band: bool = False
+    ) -> str:
         invoice = self._retrieve(gateway_id)
         notes = self._call(lambda: self._client.v1.credit_notes.list({"invoice": gateway_id, "limit": 100}))
         earlier = self._first(notes.auto_paging_iter(), META_CREDIT, credit_id)
         if earlier is not None:
             return earlier.id
-        if invoice.status not in ("open", "paid"):
-            raise GatewayRejectedError(f"cannot credit {gateway_id}: it is {invoice.status}, not open or paid")
+        wanted = "paid" if out_of_band else "open"  # paid: we credit the account; open: its amount due drops
+        if invoice.status != wanted:
+            raise GatewayRejectedError(f"cannot credit {gateway_id}: it is {invoice.status}, not {wanted}")
         amount_in_cents = cents(amount)
         params: CreditNoteCreateParams = {
             "invoice": gateway_id,
@@ -359,10 +362,7 @@ class StripePaymentGateway:
             "memo": reason,
             "metadata": {META_CREDIT: credit_id, **_pick(_metadata(invoice), META_INVOICE, META_ACCOUNT)},
         }
-        if invoice.status == "paid":
-            # out of band, never to the customer's Stripe balance: Stripe would apply a balance to the next invoice
-            # it finalizes, charging less than our record of it says; what is owed back is ours to keep (account
-            # credit in the ledger, or a refund through ``refund``)
+        if out_of_band:  # credited by us (account credit on our next invoice): Stripe holds no balance of ours (D130)
             params["out_of_band_amount"] = amount_in_cents
         key = _key(credit_id, "credit_note")
         note = self._call(lambda: self._client.v1.credit_notes.create(params, {"idempotency_key": key}))

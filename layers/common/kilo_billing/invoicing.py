@@ -8,8 +8,13 @@ lines, per tier segment and meter - positive or negative. Nothing is merged into
 
 Invoice lines: usage of the closed period in arrears (every meter, ``$0.00`` lines shown), the fee true-up of the
 closed period (prorated segment fees - fee billed in advance), the next period's fee in advance, adjustments of earlier
-periods, then account credit: applied against a positive subtotal, or a negative subtotal carried to the account's
-credit (an invoice never asks for less than zero; the customer is never left overbilled).
+periods whose late usage nets positive, then account credit: applied against a positive subtotal, or a negative subtotal
+carried to the account's credit (an invoice never asks for less than zero; the customer is never left overbilled).
+
+Late usage of an earlier period that nets negative is not an adjustment line: it is a **credit note** against that
+period's invoice (``CreditNote``, billing policy; D51): a processor credit note lowers what an unpaid card invoice still
+asks for, and whatever the customer has already paid, or a crypto bill, or more than the invoice still holds, becomes
+account credit, applied to this very invoice (docs/decisions.md, "Negative late usage is a credit note").
 """
 
 from __future__ import annotations
@@ -225,6 +230,63 @@ class BillingState:
     card_on_file: bool = False
 
 
+class CreditNoteStatus(StrEnum):
+    PENDING = "pending"  # the processor's credit note is still to be made (or to be given up on)
+    DONE = "done"  # nothing more to do: the processor's note made, or none needed
+
+
+@dataclass(frozen=True, slots=True)
+class CreditNote:
+    """Negative late usage of an invoiced period, credited against that period's invoice (billing policy: "a credit
+    note if negative"). Our record, written once by the close that found the late usage (in its transaction, with the
+    account credit it gives). ``amount`` = ``to_due + to_credit``:
+
+    - ``to_due``: taken off what the credited card invoice still asks for, by the processor's credit note (unpaid
+      invoices only; at most what it still holds);
+    - ``to_credit``: account credit, applied from the invoice that found it onwards (a paid invoice, a crypto bill, a
+      carried or $0.00 invoice, and whatever exceeds what an unpaid one holds).
+    ``processor`` is the processor note's amount (``to_due``; or, for a paid card invoice, the part of the credit
+    that invoice still holds, recorded on it as credited outside the processor); 0: no processor note."""
+
+    credit_id: str  # ``<account>/<credited period>/credit-<period of the invoice that found it>``
+    account_id: str
+    invoice_id: str  # the credited invoice (the credited period's period-end invoice)
+    found_by: str  # the invoice whose close found the late usage (and applied ``to_credit`` first)
+    period: str  # the credited period
+    lines: tuple[Line, ...]  # the late usage per segment and meter (adjustment lines, netting negative)
+    to_due: Decimal
+    to_credit: Decimal
+    processor: Decimal = ZERO
+    out_of_band: bool = False  # the processor note records a credit we give (paid invoice), not a lower amount due
+    status: CreditNoteStatus = CreditNoteStatus.DONE
+    gateway_note_id: str | None = None
+    version: int = 1  # bumped by every update after the close's write (conditional: the version read)
+    history: tuple[tuple[str, str], ...] = ()  # (what happened, ISO time)
+
+    @property
+    def amount(self) -> Decimal:
+        return self.to_due + self.to_credit
+
+    @property
+    def gateway_credit_id(self) -> str:
+        """The processor call's idempotency anchor: another one for the out-of-band note that replaces a refused
+        reduction (a key whose first request was refused is not used again with other parameters)."""
+        return self.credit_id + ("/out-of-band" if self.out_of_band else "")
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "credit_id": self.credit_id,
+            "invoice_id": self.invoice_id,
+            "found_by": self.found_by,
+            "period": self.period,
+            "amount": money_str(self.amount),
+            "to_amount_due": money_str(self.to_due),
+            "to_account_credit": money_str(self.to_credit),
+            "status": self.status.value,
+            "lines": [line.as_json() for line in self.lines],
+        }
+
+
 @dataclass(frozen=True, slots=True)
 class AccountLedger:
     account_id: str
@@ -233,6 +295,7 @@ class AccountLedger:
     invoices: Mapping[str, InvoiceRecord]
     billing: BillingState = BillingState()
     method: BillingMethod = BillingMethod.CARD
+    credit_notes: Mapping[str, CreditNote] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,6 +318,7 @@ class CloseDraft:
     previous_seq: int
     credit: Decimal
     previous_credit: Decimal
+    credit_notes: tuple[CreditNote, ...] = ()  # negative late usage of earlier periods (written once: none yet)
 
 
 def invoice_id(account_id: str, period: Period, part: str = "") -> str:
@@ -392,20 +456,26 @@ def compose_close(ledger: AccountLedger, period: Period, catalog: Catalog, now: 
         else:
             lines.append(_line(line, period.start, period.end))
     moves = [WatermarkMove(key, dict(current.counters), current.billed_rev)]
+    notes: list[CreditNote] = []
+    this_invoice = invoice_id(ledger.account_id, period)
     earlier = sorted(p for p in ledger.periods if p < key and ledger.periods[p].invoiced and ledger.periods[p].unbilled)
     for other_key in earlier[:MAX_ADJUSTED_PERIODS]:
         other = ledger.periods[other_key]
         other_period = Period.parse(other_key)
-        lines.extend(
-            adjustment_lines(other_period, profile, other.billed, other.counters, catalog.for_period(other_period))
-        )
+        late = adjustment_lines(other_period, profile, other.billed, other.counters, catalog.for_period(other_period))
+        credited = ledger.invoices.get(invoice_id(ledger.account_id, other_period))
+        if credited is not None and total([line.amount for line in late]) < 0:  # policy: a credit note if negative
+            notes.append(credit_note(ledger, credited, late, this_invoice, [*notes]))
+        else:
+            lines.extend(late)
         moves.append(WatermarkMove(other_key, dict(other.counters), other.billed_rev))
     lines.extend(billed_early_lines(ledger, period))
     lines.extend(carried_lines(ledger))
-    lines, credit = with_credit(lines, ledger.billing.credit, period)
+    given = total([note.to_credit for note in notes])
+    lines, credit = with_credit(lines, ledger.billing.credit + given, period)
     seq = ledger.billing.seq + 1
     record = InvoiceRecord(
-        invoice_id=invoice_id(ledger.account_id, period),
+        invoice_id=this_invoice,
         account_id=ledger.account_id,
         period=key,
         number=invoice_number(ledger.account_id, seq),
@@ -415,7 +485,7 @@ def compose_close(ledger: AccountLedger, period: Period, catalog: Catalog, now: 
         transitions=((InvoiceStatus.DRAFT.value, now.isoformat()),),
         cost_basis=rated.cost_basis_rounded,
     )
-    return CloseDraft(record, tuple(moves), ledger.billing.seq, credit, ledger.billing.credit)
+    return CloseDraft(record, tuple(moves), ledger.billing.seq, credit, ledger.billing.credit, tuple(notes))
 
 
 def closed_periods(invoices: Iterable[InvoiceRecord]) -> set[str]:
@@ -468,8 +538,15 @@ def below_card_minimum(invoice: InvoiceRecord) -> bool:
 
 def carried_lines(ledger: AccountLedger) -> list[Line]:
     """One ``carried`` line per carried invoice that no invoice carries yet, oldest first: its total is billed here,
-    once (the line names it in ``source``; invoices are written one at a time per account, fenced by their number)."""
-    taken = {line.source for invoice in ledger.invoices.values() for line in invoice.lines if line.kind == CARRIED}
+    once (the line names it in ``source``; invoices are written one at a time per account, fenced by their number).
+    A void invoice carries nothing: nothing it asked for was collected, so what it carried is carried again."""
+    taken = {
+        line.source
+        for invoice in ledger.invoices.values()
+        if invoice.status is not InvoiceStatus.VOID
+        for line in invoice.lines
+        if line.kind == CARRIED
+    }
     waiting = sorted(
         (i for i in ledger.invoices.values() if i.status is InvoiceStatus.CARRIED and i.invoice_id not in taken),
         key=lambda invoice: invoice.seq,
@@ -485,3 +562,79 @@ def carried_lines(ledger: AccountLedger) -> list[Line]:
         )
         for i in waiting
     ]
+
+
+# --- negative late usage: credit notes against the credited period's invoice (billing policy; D51) ---------------
+
+
+def credit_note_id(account_id: str, credited: Period | str, found_by: Period | str) -> str:
+    """Ours, unique: one note per (credited period, close that found it)."""
+    return f"{account_id}/{credited}/credit-{found_by}"
+
+
+def credited_by_processor(invoice: InvoiceRecord, notes: Iterable[CreditNote]) -> Decimal:
+    """What our processor credit notes have taken (or will take) off ``invoice`` so far."""
+    return total([note.processor for note in notes if note.invoice_id == invoice.invoice_id])
+
+
+def amount_due(invoice: InvoiceRecord, notes: Iterable[CreditNote]) -> Decimal:
+    """What an invoice asks the customer for: its total less what credit notes took off its amount due."""
+    return invoice.total - total([note.to_due for note in notes if note.invoice_id == invoice.invoice_id])
+
+
+UNPAID_AT_PROCESSOR: Final = frozenset({InvoiceStatus.OPEN, InvoiceStatus.PAYMENT_FAILED})
+
+
+def credit_note(
+    ledger: AccountLedger, credited: InvoiceRecord, late: list[Line], found_by: str, pending: Iterable[CreditNote] = ()
+) -> CreditNote:
+    """How negative late usage (``late`` nets below zero) is credited against the period's invoice ``credited``:
+
+    - an unpaid card invoice at the processor (open, payment failed): the processor's credit note lowers its amount
+      due by as much as it still holds (its total less earlier notes); any rest is account credit;
+    - a paid card invoice: account credit (applied from the next invoice on), recorded on the processor's invoice as
+      credited outside it, for as much as the invoice still holds (its total less refunds, disputes lost, earlier
+      notes);
+    - a void invoice: nothing (nothing was collected, nothing is owed back);
+    - anything else (a crypto bill - the crypto rail cannot take money back to the payer -, a carried or $0.00
+      invoice never sent to the processor, an uncollectible one, a draft): account credit."""
+    amount = -total([line.amount for line in late])
+    notes = [*ledger.credit_notes.values(), *pending]
+    taken = credited_by_processor(credited, notes)
+    base = CreditNote(
+        credit_id=credit_note_id(ledger.account_id, credited.period, found_by.rsplit("/", 1)[-1]),
+        account_id=ledger.account_id,
+        invoice_id=credited.invoice_id,
+        found_by=found_by,
+        period=credited.period,
+        lines=tuple(late),
+        to_due=ZERO,
+        to_credit=amount,
+    )
+    on_card = credited.method is BillingMethod.CARD and credited.gateway_id is not None
+    if credited.status is InvoiceStatus.VOID:
+        return replace(base, to_credit=ZERO)
+    if on_card and credited.status in UNPAID_AT_PROCESSOR:
+        to_due = max(ZERO, min(amount, credited.total - taken))
+        return replace(base, to_due=to_due, to_credit=amount - to_due, processor=to_due, status=_pending_if(to_due))
+    if on_card and credited.status is InvoiceStatus.PAID:
+        recorded = max(ZERO, min(amount, credited.kept - taken))
+        return replace(base, processor=recorded, out_of_band=True, status=_pending_if(recorded))
+    return base
+
+
+def _pending_if(amount: Decimal) -> CreditNoteStatus:
+    return CreditNoteStatus.PENDING if amount > 0 else CreditNoteStatus.DONE
+
+
+def credit_note_reason(note: CreditNote) -> str:
+    late = "; ".join(line.description for line in note.lines)
+    return f"Late usage of {note.period} credited ({money_str(note.amount)}): {late}"
+
+
+# --- credit applied to an invoice that is voided (restored once, with the transition to void) ---------------------
+
+
+def credit_applied(invoice: InvoiceRecord) -> Decimal:
+    """The account credit an invoice consumed (its ``Account credit applied`` line), as a positive amount."""
+    return -total([line.amount for line in invoice.lines if line.kind == CREDIT and line.amount < 0])

@@ -7,6 +7,7 @@ Partition ``ACCOUNT#<id>`` of the usage table (one strongly consistent Query rea
   ``b#<segment start>#<meter>`` and its revision ``billed_rev``;
 - ``INVOICE#<YYYY-MM>[/part]`` our invoice (lines frozen at the close, status, transitions, links) and its
   ``revision`` (every update is conditioned on the revision read and adds one);
+- ``CREDITNOTE#<YYYY-MM>/credit-<YYYY-MM>`` a credit note against an invoiced period (negative late usage, D51);
 - ``BILLING``          invoice sequence, credit on account, the processor's customer id, dispute flag.
 Plus ``GATEWAY#<processor invoice id>`` / ``INVOICE``: which of our invoices a processor id belongs to.
 
@@ -32,6 +33,8 @@ from kilo_billing.invoicing import (
     BillingState,
     CloseDraft,
     Counters,
+    CreditNote,
+    CreditNoteStatus,
     InvoiceRecord,
     InvoiceStatus,
     Line,
@@ -39,6 +42,7 @@ from kilo_billing.invoicing import (
     RefundRequest,
 )
 from kilo_billing.items import Item, from_item, to_item
+from kilo_billing.money import ZERO
 
 KEY: Final = "pk"
 SORT_KEY: Final = "sk"
@@ -48,6 +52,7 @@ INVOICED_AT: Final = "invoiced_at"  # rating reads it (D19): the same attribute 
 BILLING_SORT_KEY: Final = "BILLING"
 INVOICE_PREFIX: Final = "INVOICE#"
 PERIOD_PREFIX: Final = "PERIOD#"
+CREDIT_NOTE_PREFIX: Final = "CREDITNOTE#"
 ACCOUNTS_INDEX: Final = "accounts"  # sparse GSI on profiles' ``account_id``
 
 
@@ -78,6 +83,20 @@ class LedgerStore(Protocol):
         read) to ``credit_read + added``, the invoice's ``crypto_credit`` having grown by ``added`` (its stored value
         must still be ``invoice.crypto_credit - added``); ``LedgerConflictError`` when the status, the invoice's
         crypto credit or the account's credit moved (nothing written)."""
+        ...
+
+    def update_invoice_and_credit(
+        self, invoice: InvoiceRecord, expected: InvoiceStatus, credit_read: Decimal, added: Decimal
+    ) -> InvoiceRecord:
+        """``update_invoice`` and, in the same transaction, the account's credit from ``credit_read`` to
+        ``credit_read + added`` (an invoice voided gives back the credit it consumed: the status condition makes it
+        once); ``LedgerConflictError`` when the status, the crypto credit or the account's credit moved."""
+        ...
+
+    def update_credit_note(self, note: CreditNote, credit_read: Decimal | None = None, added: Decimal = ZERO) -> None:
+        """Replace a credit note if its stored ``version`` is still ``note.version - 1`` and, with ``credit_read``,
+        move the account's credit from it to ``credit_read + added`` in the same transaction;
+        ``LedgerConflictError`` otherwise (nothing written)."""
         ...
 
     def save_billing(
@@ -261,6 +280,51 @@ def _refund_request(values: Mapping[str, Any] | None) -> RefundRequest | None:
     )
 
 
+def credit_note_sort_key(credit_id: str) -> str:
+    return CREDIT_NOTE_PREFIX + credit_id.split("/", 1)[1]
+
+
+def credit_note_to_item(note: CreditNote) -> Item:
+    return to_item(
+        {
+            KEY: account_pk(note.account_id),
+            SORT_KEY: credit_note_sort_key(note.credit_id),
+            "credit_id": note.credit_id,
+            "invoice_id": note.invoice_id,
+            "found_by": note.found_by,
+            "period": note.period,
+            "lines": json.dumps([line_to_json(line) for line in note.lines], separators=(",", ":")),
+            "to_due": str(note.to_due),
+            "to_credit": str(note.to_credit),
+            "processor": str(note.processor),
+            "out_of_band": note.out_of_band or None,
+            "status": note.status.value,
+            "gateway_note_id": note.gateway_note_id,
+            "version": note.version,
+            "history": [[what, at] for what, at in note.history] or None,
+        }
+    )
+
+
+def credit_note_from_values(account_id: str, values: Mapping[str, Any]) -> CreditNote:
+    return CreditNote(
+        credit_id=str(values["credit_id"]),
+        account_id=account_id,
+        invoice_id=str(values["invoice_id"]),
+        found_by=str(values["found_by"]),
+        period=str(values["period"]),
+        lines=tuple(line_from_json(data) for data in json.loads(str(values["lines"]))),
+        to_due=Decimal(str(values["to_due"])),
+        to_credit=Decimal(str(values["to_credit"])),
+        processor=Decimal(str(values.get("processor", "0"))),
+        out_of_band=bool(values.get("out_of_band", False)),
+        status=CreditNoteStatus(values["status"]),
+        gateway_note_id=values.get("gateway_note_id"),
+        version=int(values.get("version", 1)),
+        history=tuple((str(what), str(at)) for what, at in values.get("history", [])),
+    )
+
+
 def billing_from_values(values: Mapping[str, Any]) -> BillingState:
     return BillingState(
         seq=int(values.get("seq", 0)),
@@ -275,6 +339,7 @@ def ledger_from_items(account_id: str, found: list[Mapping[str, Any]]) -> Accoun
     profile = None
     periods: dict[str, PeriodLedger] = {}
     invoices: dict[str, InvoiceRecord] = {}
+    notes: dict[str, CreditNote] = {}
     billing = BillingState()
     method = BillingMethod.CARD
     for item in found:
@@ -289,9 +354,12 @@ def ledger_from_items(account_id: str, found: list[Mapping[str, Any]]) -> Accoun
         elif sort_key.startswith(INVOICE_PREFIX):
             invoice = invoice_from_values(account_id, values)
             invoices[invoice.invoice_id] = invoice
+        elif sort_key.startswith(CREDIT_NOTE_PREFIX):
+            note = credit_note_from_values(account_id, values)
+            notes[note.credit_id] = note
         elif sort_key == BILLING_SORT_KEY:
             billing = billing_from_values(values)
-    return AccountLedger(account_id, profile, periods, invoices, billing, method)
+    return AccountLedger(account_id, profile, periods, invoices, billing, method, notes)
 
 
 def watermark_update(
@@ -368,6 +436,17 @@ class DynamoLedgerStore:
             watermark_update(self._table, invoice.account_id, move.period, move.billed, move.rev, now_ms)
             for move in draft.watermarks
         ]
+        writes += [
+            {
+                "Put": {
+                    "TableName": self._table,
+                    "Item": credit_note_to_item(note),
+                    "ConditionExpression": "attribute_not_exists(#k)",  # once: a rerun re-reads and finds it
+                    "ExpressionAttributeNames": {"#k": KEY},
+                }
+            }
+            for note in draft.credit_notes
+        ]
         seq_values: dict[str, Any] = {
             ":seq": invoice.seq,
             ":credit": str(draft.credit),
@@ -398,17 +477,45 @@ class DynamoLedgerStore:
     def update_invoice_with_credit(
         self, invoice: InvoiceRecord, expected: InvoiceStatus, credit_read: Decimal, added: Decimal
     ) -> InvoiceRecord:
-        credit = {
+        credit = self._credit_update(invoice.account_id, credit_read, added)
+        return self._update_invoice(invoice, expected, [credit], invoice.crypto_credit - added)
+
+    def update_invoice_and_credit(
+        self, invoice: InvoiceRecord, expected: InvoiceStatus, credit_read: Decimal, added: Decimal
+    ) -> InvoiceRecord:
+        credit = self._credit_update(invoice.account_id, credit_read, added)
+        return self._update_invoice(invoice, expected, [credit], invoice.crypto_credit)
+
+    def update_credit_note(self, note: CreditNote, credit_read: Decimal | None = None, added: Decimal = ZERO) -> None:
+        writes: list[dict[str, Any]] = [
+            {
+                "Put": {
+                    "TableName": self._table,
+                    "Item": credit_note_to_item(note),
+                    "ConditionExpression": "#v = :read",
+                    "ExpressionAttributeNames": {"#v": "version"},
+                    "ExpressionAttributeValues": to_item({":read": note.version - 1}),
+                }
+            }
+        ]
+        if credit_read is not None:
+            writes.append(self._credit_update(note.account_id, credit_read, added))
+        try:
+            call(self._client.transact_write_items, TransactItems=writes)
+        except ConditionFailedError as exc:
+            raise LedgerConflictError(str(exc)) from exc
+
+    def _credit_update(self, account_id: str, credit_read: Decimal, added: Decimal) -> dict[str, Any]:
+        return {
             "Update": {
                 "TableName": self._table,
-                "Key": to_item({KEY: account_pk(invoice.account_id), SORT_KEY: BILLING_SORT_KEY}),
+                "Key": to_item({KEY: account_pk(account_id), SORT_KEY: BILLING_SORT_KEY}),
                 "UpdateExpression": "SET #credit = :credit",
                 "ConditionExpression": credit_condition(credit_read),
                 "ExpressionAttributeNames": {"#credit": "credit"},
                 "ExpressionAttributeValues": to_item({":credit": str(credit_read + added), ":read": str(credit_read)}),
             }
         }
-        return self._update_invoice(invoice, expected, [credit], invoice.crypto_credit - added)
 
     def _update_invoice(
         self, invoice: InvoiceRecord, expected: InvoiceStatus, more: list[dict[str, Any]], crypto_credit_read: Decimal

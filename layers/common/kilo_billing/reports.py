@@ -2,9 +2,11 @@
 
 Revenue of a period = what the invoices *of that period* billed (its period-end invoice and any early invoices):
 fees (the next period's fee in advance + the closed period's fee true-up), overage (usage lines, net of usage invoiced
-early), adjustments (late usage of earlier periods), credit; the LiveKit cost basis of the usage they billed (the
-closed period's usage + the late usage adjusted), and the margin = total billed - cost basis. An account whose period
-is not closed yet shows what is invoiced so far (status ``open``). Usage nobody could be billed for (the
+early), adjustments (late usage of earlier periods: the adjustment lines, and the credit notes these invoices'
+closes made for negative late usage - the part a note took off an unpaid invoice lowers what was billed, the part
+given as account credit is credit carried, as a negative subtotal's), credit; the LiveKit cost basis of the usage they
+billed (the closed period's usage + the late usage adjusted), and the margin = total billed - cost basis. An account
+whose period is not closed yet shows what is invoiced so far (status ``open``). Usage nobody could be billed for (the
 ``unattributed`` bucket) is reported with its cost: it is margin lost (docs/decisions.md, "Revenue report").
 """
 
@@ -122,17 +124,18 @@ def tier_of(profile: AccountProfile | None, period: Period) -> str:
 
 def account_revenue(ledger: AccountLedger, period: Period, catalog: Catalog) -> AccountRevenue:
     invoices = [invoice for invoice in ledger.invoices.values() if invoice.period == period.key]
+    ids = {invoice.invoice_id for invoice in invoices}
+    notes = [note for note in ledger.credit_notes.values() if note.found_by in ids]  # negative late usage (D51)
     late_cost = Decimal(0)
-    for invoice in invoices:
-        for line in invoice.lines:
-            if line.kind == LineKind.ADJUSTMENT.value and line.meter and line.used is not None:
-                late_cost += line.used * catalog.for_period(Period.parse(line.period)).base_price(Meter(line.meter))
+    for line in [line for invoice in invoices for line in invoice.lines] + [ln for n in notes for ln in n.lines]:
+        if line.kind == LineKind.ADJUSTMENT.value and line.meter and line.used is not None:
+            late_cost += line.used * catalog.for_period(Period.parse(line.period)).base_price(Meter(line.meter))
     figures = RevenueFigures(
         fees=total([i.amount_of(LineKind.FEE.value, LineKind.FEE_PRORATION.value) for i in invoices]),
         overage=total([i.amount_of(LineKind.USAGE.value, BILLED_EARLY) for i in invoices]),
-        adjustments=total([i.amount_of(LineKind.ADJUSTMENT.value) for i in invoices]),
-        credit=total([i.amount_of(CREDIT) for i in invoices]),
-        total_billed=total([i.total for i in invoices]),
+        adjustments=total([i.amount_of(LineKind.ADJUSTMENT.value) for i in invoices] + [-n.amount for n in notes]),
+        credit=total([i.amount_of(CREDIT) for i in invoices] + [n.to_credit for n in notes]),
+        total_billed=total([i.total for i in invoices] + [-n.to_due for n in notes]),
         cost_basis=total([i.cost_basis for i in invoices]) + round_money(late_cost),
         usage=period_usage(ledger, period),
     )

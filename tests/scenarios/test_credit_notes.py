@@ -1,0 +1,261 @@
+"""Negative late usage is a credit note against the invoice of the period it belongs to (billing policy: "late usage
+... appears as an adjustment line on the next invoice (or a credit note if negative)"; D51, D131). Given/When/Then,
+against the in-memory ledger and payment gateway. Figures worked by hand (price book 2026-01: video $0.00072; Personal
+includes 5,000 video minutes, Team 50,000 for $29.00)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from kilo_billing.invoicing import BillingMethod, BillingState, CreditNoteStatus, InvoiceStatus
+from kilo_invoice.gateway import GatewayUnavailableError
+from kilo_invoice.logic import apply_stripe_event, refund_invoice
+from tests.scenarios.test_card_payment_events import Events, _paid_invoice
+from tests.scenarios.test_invoicing import APR, MAR, MAY, World, amounts, at, seg
+
+
+@pytest.fixture
+def world() -> World:
+    return World()
+
+
+def _personal_march_of_72_cents_shortened_to_nothing(world: World, method: BillingMethod = BillingMethod.CARD) -> None:
+    world.signup("solo", (at(1), "personal"), method=method)
+    world.store.rate("solo", "2026-03", seg(at(1)), "video", 6_000)  # 1,000 over x 0.00072 = 0.72
+    assert world.close("solo", MAR).total == Decimal("0.72")
+    world.store.rate("solo", "2026-03", seg(at(1)), "video", -2_000)  # a capped call shortened by its real left
+    # March now 4,000 minutes, inside the 5,000 included: 0.00 - 0.72 = -0.72
+
+
+def test_given_an_unpaid_card_invoice_when_late_usage_is_negative_then_a_credit_note_lowers_its_amount_due(
+    world: World,
+) -> None:
+    _personal_march_of_72_cents_shortened_to_nothing(world)
+    march_gateway = world.store.invoices["solo/2026-03"].gateway_id
+    assert march_gateway is not None
+    april = world.close("solo", APR)
+    assert amounts(april, "adjustment") == []  # not netted into the next invoice any more
+    assert amounts(april, "credit") == []
+    assert april.total == Decimal("0.00")
+    note = world.store.credit_notes["solo/2026-03/credit-2026-04"]
+    assert (note.invoice_id, note.found_by) == ("solo/2026-03", "solo/2026-04")
+    assert (note.amount, note.to_due, note.to_credit) == (Decimal("0.72"), Decimal("0.72"), Decimal("0.00"))
+    assert [(line.kind, line.amount, line.used) for line in note.lines] == [
+        ("adjustment", Decimal("-0.72"), Decimal(-2000))
+    ]
+    assert note.status is CreditNoteStatus.DONE
+    assert world.gateway.credit_notes == {"solo/2026-03/credit-2026-04": (march_gateway, Decimal("0.72"))}
+    assert world.gateway.out_of_band_notes == set()  # it lowers the amount due: nothing was paid yet
+    found = world.gateway.find_invoice("solo/2026-03")
+    assert found is not None
+    assert found.total == Decimal("0.00")  # March now asks for 0.72 - 0.72
+    assert world.store.billing["solo"].credit == Decimal("0.00")
+
+
+def test_given_a_credit_note_when_the_close_runs_again_then_nothing_is_credited_twice(world: World) -> None:
+    _personal_march_of_72_cents_shortened_to_nothing(world)
+    world.close("solo", APR)
+    calls = world.gateway.calls.count("credit_note")
+    notes = dict(world.store.credit_notes)
+    world.close("solo", APR)  # a redelivered close job
+    world.close("solo", MAY)  # and the next month: the watermark moved, nothing late any more
+    assert world.gateway.calls.count("credit_note") == calls == 1
+    assert world.store.credit_notes == notes
+    assert world.store.billing["solo"].credit == Decimal("0.00")
+
+
+def test_given_the_processor_call_failed_once_when_the_close_runs_again_then_the_same_note_is_made_once(
+    world: World,
+) -> None:
+    _personal_march_of_72_cents_shortened_to_nothing(world)
+    world.gateway.fail_next = [GatewayUnavailableError("timeout")] * 4  # every retry of this run
+    with pytest.raises(GatewayUnavailableError):
+        world.close("solo", APR)
+    assert world.store.credit_notes["solo/2026-03/credit-2026-04"].status is CreditNoteStatus.PENDING
+    world.close("solo", APR)
+    assert world.store.credit_notes["solo/2026-03/credit-2026-04"].status is CreditNoteStatus.DONE
+    assert list(world.gateway.credit_notes) == ["solo/2026-03/credit-2026-04"]
+    assert world.store.billing["solo"].credit == Decimal("0.00")
+
+
+def _team_march_paid(world: World, events: Events) -> None:
+    world.signup("acme", (at(1), "team"))
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", 60_000)  # 10,000 over x 0.00072 = 7.20
+    assert world.close("acme", MAR).total == Decimal("65.20")  # 29.00 March + 7.20 + 29.00 April in advance
+    world.gateway.settle("acme/2026-03", paid=True)
+    apply_stripe_event(
+        world.store,
+        world.bus,
+        events,
+        *events.add("evt_paid", "invoice.paid", _paid_invoice(world)),
+        at(2, 4),
+        world.gateway,
+    )
+    assert world.store.invoices["acme/2026-03"].status is InvoiceStatus.PAID
+
+
+def test_given_a_paid_card_invoice_when_late_usage_is_negative_then_account_credit_on_the_next_invoice(
+    world: World,
+) -> None:
+    events = Events()
+    _team_march_paid(world, events)
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", -5_000)  # 5,000 over x 0.00072 = 3.60: -3.60
+    april = world.close("acme", APR)
+    assert amounts(april, "adjustment") == []
+    assert amounts(april, "credit") == ["-3.60"]  # the note's account credit, applied at once
+    assert april.total == Decimal("25.40")  # 29.00 May in advance - 3.60
+    note = world.store.credit_notes["acme/2026-03/credit-2026-04"]
+    assert (note.to_due, note.to_credit, note.processor) == (Decimal("0.00"), Decimal("3.60"), Decimal("3.60"))
+    march_gateway = world.store.invoices["acme/2026-03"].gateway_id
+    # recorded on Stripe's paid invoice as credited outside Stripe: no refund, no Stripe balance
+    assert world.gateway.credit_notes == {"acme/2026-03/credit-2026-04/out-of-band": (march_gateway, Decimal("3.60"))}
+    assert world.gateway.out_of_band_notes == {"acme/2026-03/credit-2026-04/out-of-band"}
+    assert world.store.billing["acme"].credit == Decimal("0.00")
+    assert world.gateway.invoices["acme/2026-04"].request.total == Decimal("25.40")
+
+
+def test_given_a_crypto_bill_when_late_usage_is_negative_then_account_credit_and_no_processor(world: World) -> None:
+    _personal_march_of_72_cents_shortened_to_nothing(world, BillingMethod.CRYPTO)
+    assert world.store.invoices["solo/2026-03"].status is InvoiceStatus.OPEN  # a USD bill, crypto settles it
+    world.store.rate("solo", "2026-04", seg(at(1, 4)), "video", 7_000)  # 2,000 over x 0.00072 = 1.44
+    april = world.close("solo", APR)
+    note = world.store.credit_notes["solo/2026-03/credit-2026-04"]
+    assert (note.to_due, note.to_credit, note.processor) == (Decimal("0.00"), Decimal("0.72"), Decimal("0.00"))
+    assert amounts(april, "credit") == ["-0.72"]
+    assert april.total == Decimal("0.72")  # 1.44 - 0.72
+    assert world.gateway.calls == []  # the crypto rail cannot take money back: nothing asked of a card processor
+    assert world.store.billing["solo"].credit == Decimal("0.00")
+
+
+def test_given_negative_late_usage_above_what_the_unpaid_invoice_holds_then_the_rest_is_account_credit(
+    world: World,
+) -> None:
+    world.signup("solo", (at(1), "personal"))
+    world.store.billing["solo"] = BillingState(credit=Decimal("0.50"))
+    world.store.rate("solo", "2026-03", seg(at(1)), "video", 7_000)  # 2,000 over x 0.00072 = 1.44
+    march = world.close("solo", MAR)
+    assert march.total == Decimal("0.94")  # 1.44 - 0.50 credit applied
+    world.store.rate("solo", "2026-03", seg(at(1)), "video", -2_000)  # 5,000: inside the allowance, -1.44
+    april = world.close("solo", APR)
+    note = world.store.credit_notes["solo/2026-03/credit-2026-04"]
+    assert (note.to_due, note.to_credit) == (Decimal("0.94"), Decimal("0.50"))  # March holds 0.94; 1.44 - 0.94
+    assert world.gateway.credit_notes["solo/2026-03/credit-2026-04"][1] == Decimal("0.94")
+    assert april.total == Decimal("0.00")  # nothing to apply the 0.50 to this month
+    assert world.store.billing["solo"].credit == Decimal("0.50")  # back on the account
+
+
+def test_given_the_invoice_was_paid_before_we_heard_when_the_reduction_is_refused_then_account_credit_once(
+    world: World,
+) -> None:
+    _personal_march_of_72_cents_shortened_to_nothing(world)
+    world.gateway.settle("solo/2026-03", paid=True)  # paid at Stripe; our record still says open
+    assert world.store.invoices["solo/2026-03"].status is InvoiceStatus.OPEN
+    april = world.close("solo", APR)
+    assert april.total == Decimal("0.00")  # composed while March looked unpaid
+    note = world.store.credit_notes["solo/2026-03/credit-2026-04"]
+    assert (note.to_due, note.to_credit, note.status) == (Decimal("0.00"), Decimal("0.72"), CreditNoteStatus.DONE)
+    assert world.store.billing["solo"].credit == Decimal("0.72")  # for May
+    assert world.gateway.out_of_band_notes == {"solo/2026-03/credit-2026-04/out-of-band"}
+    world.close("solo", APR)
+    assert world.store.billing["solo"].credit == Decimal("0.72")  # once
+    world.store.rate("solo", "2026-05", seg(at(1, 5)), "video", 7_000)  # 2,000 over x 0.00072 = 1.44
+    may = world.close("solo", MAY)
+    assert amounts(may, "credit") == ["-0.72"]
+    assert may.total == Decimal("0.72")
+
+
+def test_given_a_void_invoice_when_late_usage_is_negative_then_nothing_is_credited(world: World) -> None:
+    events = Events()
+    _personal_march_of_72_cents_shortened_to_nothing(world)
+    gateway_id = world.store.invoices["solo/2026-03"].gateway_id
+    voided = _paid_invoice(world, "solo/2026-03") | {"status": "void", "amount_paid": 0}
+    apply_stripe_event(world.store, world.bus, events, *events.add("evt_void", "invoice.voided", voided), at(2, 4))
+    assert world.store.invoices["solo/2026-03"].status is InvoiceStatus.VOID
+    april = world.close("solo", APR)
+    note = world.store.credit_notes["solo/2026-03/credit-2026-04"]
+    assert note.amount == Decimal("0.00")  # nothing was collected for March, nothing is owed back
+    assert [line.amount for line in note.lines] == [Decimal("-0.72")]  # the late usage is still on record
+    assert april.total == Decimal("0.00")
+    assert world.store.billing["solo"].credit == Decimal("0.00")
+    assert gateway_id is not None
+    assert world.gateway.credit_notes == {}
+
+
+def test_given_positive_and_negative_late_periods_then_adjustment_lines_for_one_and_a_note_for_the_other(
+    world: World,
+) -> None:
+    world.signup("solo", (at(1), "personal"))
+    world.store.rate("solo", "2026-03", seg(at(1)), "video", 6_000)  # 0.72
+    world.close("solo", MAR)
+    world.store.rate("solo", "2026-04", seg(at(1, 4)), "video", 6_000)  # 0.72
+    world.close("solo", APR)
+    world.store.rate("solo", "2026-03", seg(at(1)), "video", 500)  # 1,500 over: 1.08, +0.36 on the next invoice
+    world.store.rate("solo", "2026-04", seg(at(1, 4)), "video", -1_000)  # 5,000: inside, -0.72 -> a credit note
+    may = world.close("solo", MAY)
+    assert amounts(may, "adjustment") == ["0.36"]
+    assert may.total == Decimal("0.36")  # below the card minimum: carried, as any other card invoice (D126)
+    assert list(world.store.credit_notes) == ["solo/2026-04/credit-2026-05"]
+    assert world.store.credit_notes["solo/2026-04/credit-2026-05"].to_due == Decimal("0.72")
+
+
+def test_given_an_invoice_reduced_by_a_credit_note_and_paid_then_only_what_was_paid_is_refundable(
+    world: World,
+) -> None:
+    world.signup("acme", (at(1), "team"))
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", 60_000)  # 65.20
+    world.close("acme", MAR)
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", -5_000)  # -3.60 off the unpaid invoice
+    world.close("acme", APR)
+    assert world.gateway.find_invoice("acme/2026-03").total == Decimal("61.60")  # type: ignore[union-attr]
+    world.gateway.settle("acme/2026-03", paid=True)
+    events = Events()
+    paid = _paid_invoice(world) | {"amount_paid": 6160}
+    apply_stripe_event(world.store, world.bus, events, *events.add("evt_p", "invoice.paid", paid), at(3, 4))
+    with pytest.raises(ValueError, match=r"at most 61\.60"):
+        refund_invoice(world.store, world.gateway, "acme", "acme/2026-03", Decimal("65.20"))
+    refunded = refund_invoice(world.store, world.gateway, "acme", "acme/2026-03", None)
+    assert refunded.refunded == Decimal("61.60")
+
+
+def test_given_a_paid_invoice_credited_when_the_next_invoice_has_nothing_to_apply_it_to_then_it_waits(
+    world: World,
+) -> None:
+    events = Events()
+    _personal_march_of_72_cents_shortened_to_nothing(world)
+    world.gateway.settle("solo/2026-03", paid=True)
+    paid = _paid_invoice(world, "solo/2026-03") | {"amount_paid": 72}
+    apply_stripe_event(world.store, world.bus, events, *events.add("evt_p", "invoice.paid", paid), at(2, 4))
+    april = world.close("solo", APR)
+    assert april.total == Decimal("0.00")  # nothing used in April: no credit line, nothing to apply it to
+    assert amounts(april, "credit") == []
+    assert world.store.billing["solo"].credit == Decimal("0.72")
+    world.store.rate("solo", "2026-05", seg(at(1, 5)), "video", 7_000)  # 2,000 over x 0.00072 = 1.44
+    may = world.close("solo", MAY)
+    assert amounts(may, "credit") == ["-0.72"]
+    assert may.total == Decimal("0.72")
+    assert world.store.billing["solo"].credit == Decimal("0.00")
+
+
+def test_given_the_invoice_was_voided_before_the_note_was_made_then_nothing_is_credited(world: World) -> None:
+    events = Events()
+    _personal_march_of_72_cents_shortened_to_nothing(world)
+    march = world.store.invoices["solo/2026-03"]
+    world.store.before_create.append(  # Stripe voids March between April's read and its transaction
+        lambda: (
+            world.gateway.void(march.gateway_id),
+            apply_stripe_event(
+                world.store,
+                world.bus,
+                events,
+                *events.add("evt_v", "invoice.voided", _paid_invoice(world, "solo/2026-03") | {"status": "void"}),
+                at(2, 4),
+            ),
+        )
+    )
+    world.close("solo", APR)
+    note = world.store.credit_notes["solo/2026-03/credit-2026-04"]
+    assert (note.to_due, note.to_credit, note.status) == (Decimal("0.00"), Decimal("0.00"), CreditNoteStatus.DONE)
+    assert world.store.billing["solo"].credit == Decimal("0.00")
+    assert world.gateway.credit_notes == {}

@@ -1,0 +1,91 @@
+"""A card invoice voided at Stripe (an operator's decision there; it reaches us as ``invoice.voided``) collected nothing,
+so what it consumed comes back, once: the account credit it applied (D132) and any carried invoice whose total it
+carried (D126, D133). Figures worked by hand (price book 2026-01: audio $0.00036, video $0.00072; Team $29.00
+with 50,000 video minutes; Personal 10,000 audio and 5,000 video minutes)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from kilo_billing.invoicing import BillingState, InvoiceStatus
+from kilo_invoice.logic import apply_stripe_event
+from tests.scenarios.test_card_payment_events import Events, _paid_invoice
+from tests.scenarios.test_invoicing import APR, MAR, MAY, World, amounts, at, seg
+
+
+@pytest.fixture
+def world() -> World:
+    return World()
+
+
+def _void(world: World, events: Events, invoice_id: str, event_id: str = "evt_void") -> None:
+    voided = _paid_invoice(world, invoice_id) | {"status": "void", "amount_paid": 0}
+    key = events.add(event_id, "invoice.voided", voided)
+    apply_stripe_event(world.store, world.bus, events, *key, at(5, 4), world.gateway)
+
+
+def test_given_credit_applied_to_an_invoice_when_it_is_voided_then_the_credit_comes_back_once(world: World) -> None:
+    events = Events()
+    world.signup("acme", (at(1), "team"))
+    world.store.billing["acme"] = BillingState(credit=Decimal("10.00"))
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", 60_000)  # 29.00 + 7.20 + 29.00 = 65.20
+    march = world.close("acme", MAR)
+    assert amounts(march, "credit") == ["-10.00"]
+    assert march.total == Decimal("55.20")
+    assert world.store.billing["acme"].credit == Decimal("0.00")
+    _void(world, events, "acme/2026-03")
+    assert world.store.invoices["acme/2026-03"].status is InvoiceStatus.VOID
+    assert world.store.billing["acme"].credit == Decimal("10.00")  # given back with the move to void
+    _void(world, events, "acme/2026-03")  # Stripe delivers the event again
+    _void(world, events, "acme/2026-03", "evt_void_2")  # or another event saying the same
+    assert world.store.billing["acme"].credit == Decimal("10.00")  # once
+    april = world.close("acme", APR)
+    assert amounts(april, "credit") == ["-10.00"]  # the next invoice applies it
+    assert world.store.billing["acme"].credit == Decimal("0.00")
+
+
+def test_given_a_voided_invoice_without_credit_then_the_account_credit_is_left_alone(world: World) -> None:
+    events = Events()
+    world.signup("acme", (at(1), "team"))
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", 60_000)
+    world.close("acme", MAR)
+    world.store.billing["acme"] = BillingState(
+        seq=1, credit=Decimal("4.00"), customer_id=world.store.billing["acme"].customer_id
+    )  # credit given after March's close (a crypto overpayment, say): not March's to give back
+    _void(world, events, "acme/2026-03")
+    assert world.store.billing["acme"].credit == Decimal("4.00")
+
+
+def test_given_a_carried_invoice_when_the_invoice_carrying_it_is_voided_then_it_is_carried_again(
+    world: World,
+) -> None:
+    events = Events()
+    world.signup("solo", (at(1), "personal"))
+    world.store.rate("solo", "2026-03", seg(at(1)), "audio", 11_000)  # 1,000 over x 0.00036 = 0.36
+    assert world.close("solo", MAR).status is InvoiceStatus.CARRIED
+    world.store.rate("solo", "2026-04", seg(at(1, 4)), "video", 5_500)  # 500 over x 0.00072 = 0.36
+    april = world.close("solo", APR)
+    assert april.total == Decimal("0.72")  # 0.36 + 0.36 carried from March
+    assert april.status is InvoiceStatus.OPEN
+    _void(world, events, "solo/2026-04")
+    may = world.close("solo", MAY)  # nothing used in May: March's 0.36 was never collected, so it is carried again
+    assert [line.source for line in may.lines if line.kind == "carried"] == ["solo/2026-03"]
+    assert may.total == Decimal("0.36")
+    assert may.status is InvoiceStatus.CARRIED  # still below the card minimum: it keeps carrying
+    june = world.close("solo", MAY.next())
+    assert [line.source for line in june.lines if line.kind == "carried"] == ["solo/2026-05"]  # not March twice
+    assert june.total == Decimal("0.36")
+
+
+def test_given_a_carried_amount_and_nothing_else_then_every_later_close_still_bills_it(world: World) -> None:
+    world.signup("solo", (at(1), "personal"))
+    world.store.rate("solo", "2026-03", seg(at(1)), "audio", 11_000)  # 0.36
+    world.close("solo", MAR)
+    for period in (APR, MAY, MAY.next()):  # a Personal account nobody uses any more
+        invoice = world.close("solo", period)
+        assert amounts(invoice, "carried") == ["0.36"]
+        assert invoice.status is InvoiceStatus.CARRIED
+    carried = [i for i in world.store.invoices.values() if i.status is InvoiceStatus.CARRIED]
+    assert sum((i.total for i in carried if i.period == "2026-06"), Decimal(0)) == Decimal("0.36")
