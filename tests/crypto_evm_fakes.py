@@ -1,7 +1,8 @@
 """In-memory CursorStore and PaymentSink for the EVM watcher's tests, held to the ports' contracts (kilo_crypto_watch
 ports.py): a conditional cursor write, and a sink that is idempotent per payment id and keeps one status per payment
 (SEEN -> FINALIZED | ORPHANED; FAILED recorded and never pending). A payment seen again after it was orphaned (its
-transaction re-included in another block) is SEEN again with the new block.
+transaction re-included in another block) is SEEN again with the new block; a SEEN one seen in another block keeps
+SEEN with the new block (settlement's ``record``).
 """
 
 from __future__ import annotations
@@ -45,6 +46,10 @@ class MemoryPaymentSink:
         if known is None or (known is PaymentStatus.ORPHANED and transfer != self.transfers[transfer.payment_id]):
             self.transfers[transfer.payment_id] = transfer
             self.status[transfer.payment_id] = PaymentStatus.SEEN
+        elif known is PaymentStatus.SEEN:
+            stored = self.transfers[transfer.payment_id]
+            if (stored.block_number, stored.block_hash) != (transfer.block_number, transfer.block_hash):
+                self.transfers[transfer.payment_id] = transfer
 
     def pending(self, chain: str) -> Sequence[PendingPayment]:
         return [

@@ -307,3 +307,68 @@ def test_given_quotes_inside_the_expiring_window_then_the_run_announces_only_the
     expiring = [detail for kind, detail in published if kind == "CryptoQuoteExpiring.v1"]
     assert [(e["event_id"], e["asset"], e["amount"]) for e in expiring] == [("quote-expiring:q-eth", "ETH", "0.04")]
     assert billing.quote_status() == {"q-usdc": QuoteStatus.DETECTED, "q-eth": QuoteStatus.ACTIVE}
+
+
+def _claim(billing: Billing, tx: str, settlement: Any = None) -> Any:
+    """The fast path as the transactions route runs it: the chain's inspector, every credit checked, then recorded."""
+    from kilo_crypto_watch import dependencies, evm_handler  # noqa: PLC0415
+
+    settlement = settlement or dependencies.settlement()
+    credits = evm_handler.inspector(dependencies.chains()["ethereum"]).transfers(tx)
+    for credit in credits:
+        settlement.check_claim(credit, "inv-1")
+    return [settlement.record(credit, claimed_for="inv-1") for credit in credits]
+
+
+def test_given_a_claimed_payment_whose_block_is_reorged_then_the_watcher_follows_it_and_the_bill_is_paid(
+    billing: Billing,
+) -> None:
+    chain = billing.chain
+    chain.mine(FINALITY_LAG)
+    billing.run()  # the cursor at the head: a block both forks below share
+    before = chain.node.call("evm_snapshot")
+    tx = chain.pay_eth(OTHER, MERCHANT, ETH_QUOTE)  # an unlinked wallet: the customer's claim ties it to the bill
+    _claim(billing, tx)
+    assert billing.bill().status is BillStatus.PROCESSING
+    raw = chain.w3.eth.get_raw_transaction(tx)  # type: ignore[arg-type]
+    chain.node.call("evm_revert", before)  # the claimed block is reorged away ...
+    chain.mine(2)
+    chain.w3.eth.send_raw_transaction(raw)  # ... and the same transaction is mined two blocks later
+    moved = chain.receipt(tx)
+
+    billing.run()
+
+    payment = billing.store.payment(f"ethereum:{tx}:-1")
+    assert payment is not None
+    assert (payment.status, payment.invoice_id, payment.matched_by) == (PaymentStatus.SEEN, "inv-1", "fast_path")
+    assert (payment.transfer.block_number, payment.transfer.block_hash) == (
+        moved["blockNumber"],
+        "0x" + bytes(moved["blockHash"]).hex(),
+    )
+    assert billing.final()["finalized"] == 1
+    assert billing.bill().status is BillStatus.PAID
+
+
+def test_given_an_eth_payment_mined_in_time_but_claimed_after_expiry_then_it_is_not_late(billing: Billing) -> None:
+    """ETH locked at $2,500.00: 0.04 ETH = $100.00. Mined inside the quote's 30 minutes, submitted 40 minutes after
+    the quote, when ETH is at $2,440.00 (2.4 % lower): by its block's time it is on time - $100.00, no review (by the
+    submission's time it would be late: min(2,500, 2,440) x 0.04 = $97.60, and in review beyond the 2 % band)."""
+    from kilo_crypto_watch import dependencies  # noqa: PLC0415
+    from kilo_crypto_watch.settlement import Settlement  # noqa: PLC0415
+    from tests.crypto_core_fakes import FixedRates  # noqa: PLC0415
+    from tests.fakes import RecordingPublisher  # noqa: PLC0415
+
+    tx = billing.chain.pay_eth(OTHER, MERCHANT, ETH_QUOTE)
+    later = billing.opened_at + timedelta(minutes=40)
+    rates = FixedRates({"ETH": Decimal("2440.00")})
+    settlement = Settlement(billing.store, RecordingPublisher(), dependencies.chains(), rates, clock=lambda: later)
+
+    (payment,) = _claim(billing, tx, settlement)
+
+    assert (payment.late, payment.review, payment.rate, payment.usd) == (
+        False,
+        False,
+        Decimal("2500.00"),
+        Decimal("100.00"),
+    )
+    assert billing.bill().status is BillStatus.PROCESSING

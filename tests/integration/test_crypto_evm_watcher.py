@@ -4,11 +4,21 @@ the watcher."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from kilo_crypto_watch.evm import NATIVE_INDEX, EvmTransactionInspector, watch
+from kilo_crypto_watch.evm import (
+    NATIVE_INDEX,
+    BlockRef,
+    EvmBlock,
+    EvmReceipt,
+    EvmTransactionInspector,
+    RpcUnavailableError,
+    watch,
+)
 from kilo_crypto_watch.evm_rpc import Web3EvmRpc
 from kilo_crypto_watch.model import ChainConfig, Cursor, PaymentStatus
 from kilo_crypto_watch.ports import TransactionNotFoundError
@@ -197,8 +207,9 @@ def test_given_a_provider_that_refuses_large_ranges_when_scanning_then_chunks_ha
     chain: Chain,
 ) -> None:
     chain.mint(PAYER, 10 * USDC)
-    config = chain.config(initial_chunk=400)
+    config = chain.config(initial_chunk=400, scan_batch=400)  # the 300 blocks in one batch: eth_getLogs over all
     first = config.start_block
+    assert first is not None
     chain.mine(150)
     a = chain.pay_usdc(PAYER, MERCHANT, 1 * USDC)  # block first + 150
     chain.mine(100)
@@ -297,3 +308,218 @@ def test_given_submitted_eth_reverted_and_unrelated_txs_then_the_inspector_repor
         inspector.transfers("0x" + "ab" * 32)
     with pytest.raises(ValueError, match="64 hex digits"):
         inspector.transfers("0x1234")
+
+
+# --- reorgs and a node's empty answers ---------------------------------------------------------------------------------
+class ReorgAfterScan(Web3EvmRpc):
+    """anvil replaces the last ``depth`` blocks right after the run read them and their receipts (a reorg during
+    the run, before its cursor is written)."""
+
+    def __init__(self, chain: Chain, depth: int) -> None:
+        super().__init__(chain.node.url)
+        self.chain = chain
+        self.depth = depth
+
+    def receipts(self, tx_hashes: Sequence[str]) -> dict[str, EvmReceipt]:
+        read = super().receipts(tx_hashes)
+        if self.depth:
+            self.chain.node.call("anvil_reorg", self.depth, [])
+            self.depth = 0
+        return read
+
+
+class Lagging(Web3EvmRpc):
+    """A load-balanced provider whose backend has no answer for some heights (null, as a node behind the head)."""
+
+    def __init__(self, url: str, unknown: set[int]) -> None:
+        super().__init__(url)
+        self.unknown = unknown
+
+    def headers(self, numbers: Sequence[int]) -> dict[int, BlockRef | None]:
+        return {n: (None if n in self.unknown else ref) for n, ref in super().headers(numbers).items()}
+
+
+class Ranges(Web3EvmRpc):
+    """Records the block ranges the watcher loads at once."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.ranges: list[tuple[int, int]] = []
+
+    def blocks(self, first: int, last: int) -> list[EvmBlock]:
+        self.ranges.append((first, last))
+        return super().blocks(first, last)
+
+
+def test_given_a_reorg_during_a_run_then_the_cursor_keeps_the_scanned_hash_and_the_next_run_rolls_back(
+    chain: Chain,
+) -> None:
+    chain.mint(PAYER, 10 * USDC)
+    chain.mine(FINALITY_LAG)
+    config = chain.config(start_block=chain.head() + 1)
+    tx = chain.pay_usdc(PAYER, MERCHANT, 4 * USDC)
+    chain.mine(1)
+    scanned_head = chain.head()
+    scanned_hash = chain.block_hash(scanned_head)
+    watcher = Watcher(config)
+    watcher.rpc = ReorgAfterScan(chain, depth=2)  # the payment's block and the one above, replaced by empty ones
+
+    watcher.run()
+
+    (seen,) = watcher.sink.with_status(PaymentStatus.SEEN)
+    assert seen.tx_id == tx
+    assert watcher.cursors.cursors["ethereum"].block_hash == scanned_hash  # the block as scanned, not the new fork's
+    assert chain.block_hash(scanned_head) != scanned_hash
+    report = watch(config, Web3EvmRpc(config.rpc_url), watcher.cursors, watcher.sink)
+    assert report.rolled_back_to is not None
+    assert watcher.sink.status[seen.payment_id] is PaymentStatus.ORPHANED
+
+
+def test_given_a_node_that_answers_nothing_for_a_payments_block_then_it_stays_seen_until_it_answers(
+    chain: Chain,
+) -> None:
+    watcher = Watcher(chain.config())
+    tx = chain.pay_eth(PAYER, MERCHANT, ETHER // 10)
+    paid_in = chain.receipt(tx)["blockNumber"]
+    chain.mine(1)  # the cursor above the payment's block
+    watcher.run()
+    (seen,) = watcher.sink.with_status(PaymentStatus.SEEN)
+    chain.mine(FINALITY_LAG + 1)  # finalized passes the payment's block
+
+    lagging = watch(watcher.config, Lagging(chain.node.url, {paid_in}), watcher.cursors, watcher.sink)
+
+    assert (lagging.orphaned, lagging.finalized) == (0, 0)
+    assert watcher.sink.status[seen.payment_id] is PaymentStatus.SEEN
+    assert watcher.run().finalized == 1
+    assert watcher.sink.status[seen.payment_id] is PaymentStatus.FINALIZED
+
+
+def test_given_a_node_behind_the_cursor_then_the_run_fails_and_nothing_is_orphaned(chain: Chain) -> None:
+    watcher = Watcher(chain.config())
+    chain.pay_eth(PAYER, MERCHANT, ETHER // 10)
+    watcher.run()
+    (seen,) = watcher.sink.with_status(PaymentStatus.SEEN)
+    cursor = watcher.cursors.cursors["ethereum"]
+    chain.mine(2)
+
+    with pytest.raises(RpcUnavailableError, match=f"no block {cursor.block_number}"):
+        watch(watcher.config, Lagging(chain.node.url, {cursor.block_number}), watcher.cursors, watcher.sink)
+
+    assert watcher.sink.status[seen.payment_id] is PaymentStatus.SEEN
+    assert watcher.cursors.cursors["ethereum"] == cursor
+    assert ("orphaned", seen.payment_id) not in watcher.sink.calls
+
+
+def test_given_a_payment_stored_at_a_replaced_block_then_finality_finds_its_transaction_in_its_new_block(
+    chain: Chain,
+) -> None:
+    """The payment was stored at its first block (a fast-path answer from a node still on the old fork) while the
+    cursor already passed the block the transaction is in now: finality reads its receipt before orphaning it."""
+    chain.mine(FINALITY_LAG)
+    watcher = Watcher(chain.config())
+    watcher.run()
+    before = chain.node.call("evm_snapshot")
+    tx = chain.pay_eth(PAYER, MERCHANT, ETHER // 4)
+    old = chain.receipt(tx)
+    watcher.run()
+    (first,) = watcher.sink.with_status(PaymentStatus.SEEN)
+    raw = chain.w3.eth.get_raw_transaction(tx)  # type: ignore[arg-type]
+    chain.node.call("evm_revert", before)
+    chain.mine(2)
+    chain.w3.eth.send_raw_transaction(raw)
+    chain.mine(1)
+    new = chain.receipt(tx)
+    assert new["blockNumber"] == old["blockNumber"] + 2
+    head = chain.head()
+    watcher.cursors.cursors["ethereum"] = Cursor("ethereum", head, chain.block_hash(head))  # past the new block
+    chain.mine(FINALITY_LAG + 1)
+
+    report = watcher.run()
+
+    assert (report.finalized, report.orphaned) == (1, 0)
+    assert watcher.sink.status[first.payment_id] is PaymentStatus.FINALIZED
+    moved = watcher.sink.transfers[first.payment_id]
+    assert (moved.block_number, moved.block_hash) == (new["blockNumber"], hexhash(new["blockHash"]))
+
+
+# --- bounded runs ------------------------------------------------------------------------------------------------------
+def test_given_no_cursor_and_no_start_block_then_the_first_run_starts_at_the_finalized_block(chain: Chain) -> None:
+    chain.pay_eth(PAYER, MERCHANT, ETHER // 10)  # before the watcher existed, and final by its first run
+    chain.mine(FINALITY_LAG + 5)
+    finalized = chain.w3.eth.get_block("finalized")["number"]
+    config = chain.config(start_block=None)
+    rpc = Ranges(config.rpc_url)
+    sink = MemoryPaymentSink()
+
+    report = watch(config, rpc, MemoryCursorStore(), sink)
+
+    assert (report.from_block, report.to_block) == (finalized, chain.head())
+    assert rpc.ranges[0][0] == finalized  # never genesis
+    assert sink.transfers == {}
+
+
+def test_given_a_range_then_blocks_are_loaded_a_batch_at_a_time_and_the_cursor_moves_after_each(chain: Chain) -> None:
+    config = chain.config(scan_batch=10)
+    start = config.start_block
+    assert start is not None
+    chain.mine(35)  # blocks start .. start + 34
+    cursors = Counting()
+    rpc = Ranges(config.rpc_url)
+
+    report = watch(config, rpc, cursors, MemoryPaymentSink())
+
+    assert rpc.ranges == [
+        (start, start + 9),
+        (start + 10, start + 19),
+        (start + 20, start + 29),
+        (start + 30, start + 34),
+    ]
+    assert [c.block_number for c in cursors.written] == [start + 9, start + 19, start + 29, start + 34]
+    assert [c.block_hash for c in cursors.written] == [chain.block_hash(c.block_number) for c in cursors.written]
+    assert report.caught_up
+
+
+def test_given_a_transaction_cap_then_a_run_stops_after_the_batch_that_reaches_it_and_the_next_resumes(
+    chain: Chain,
+) -> None:
+    config = chain.config(scan_batch=10, max_transactions_per_run=2)
+    start = config.start_block
+    assert start is not None
+    chain.pay_eth(PAYER, MERCHANT, 1)  # block start: one transaction in batch 1
+    chain.mine(10)  # start + 1 .. start + 10
+    chain.pay_eth(PAYER, MERCHANT, 2)  # block start + 11: batch 2, two transactions in all - the cap
+    chain.mine(8)  # .. start + 19
+    chain.pay_eth(PAYER, MERCHANT, 3)  # block start + 20: batch 3, the next run's
+    watcher = Watcher(config)
+
+    first = watcher.run()
+    second = watcher.run()
+
+    assert (first.from_block, first.to_block, first.caught_up, first.transfers_seen) == (start, start + 19, False, 2)
+    assert (second.from_block, second.to_block, second.caught_up, second.transfers_seen) == (
+        start + 20,
+        start + 20,
+        True,
+        1,
+    )
+    assert sorted(t.atomic_amount for t in watcher.sink.transfers.values()) == [1, 2, 3]
+
+
+class Counting(MemoryCursorStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.written: list[Cursor] = []
+
+    def put(self, cursor: Cursor, expected: Cursor | None) -> None:
+        super().put(cursor, expected)
+        self.written.append(cursor)
+
+
+def test_given_a_submitted_tx_then_the_inspector_dates_it_by_its_block(chain: Chain) -> None:
+    config = chain.config()
+    tx = chain.pay_eth(PAYER, MERCHANT, ETHER // 10)
+    block = chain.w3.eth.get_block(chain.receipt(tx)["blockNumber"])
+
+    (credit,) = EvmTransactionInspector(config, Web3EvmRpc(config.rpc_url)).transfers(tx)
+
+    assert credit.block_time == datetime.fromtimestamp(block["timestamp"], UTC)

@@ -19,6 +19,7 @@ import pytest
 
 from kilo_crypto_watch.rates import SourcesDisagreeError
 from kilo_dev.crypto_local import ExchangeStandin
+from tests.conftest import Stack
 from tests.evm_chain import MERCHANT, Chain
 
 
@@ -75,3 +76,43 @@ def test_given_the_exchange_over_one_percent_away_then_the_quote_rate_is_refused
     exchange.prices["ETH"] = Decimal("3031.00")
     with pytest.raises(SourcesDisagreeError, match=r"chainlink:ethereum:.* reads 3000.* exchange:coinbase reads 3031"):
         dependencies.rates().lock("ETH", datetime.now(UTC))
+
+
+def test_given_a_solana_only_setup_then_the_feed_is_read_on_the_rpc_secrets_entry_for_its_chain(
+    chain: Chain, exchange: ExchangeStandin, stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No EVM payment chain: the SOL/USD feed (on Ethereum) is read on the RPC secret's `ethereum` URL (anvil here).
+    Hand-worked: the feed answers $3,000.00, the exchange $3,012.50 (0.4167 % apart): locked at $3,000.00."""
+    from kilo_crypto_watch import dependencies, evm_handler  # noqa: PLC0415
+    from kilo_crypto_watch import settings as crypto_settings  # noqa: PLC0415
+    from kilo_dev import contracts  # noqa: PLC0415
+
+    feed = chain.w3.eth.contract(address=chain.aggregator, abi=contracts.load("TestAggregator")["abi"])  # type: ignore[call-overload]
+    tx = feed.functions.setAnswer(300_000_000_000, int(time.time())).transact({"from": chain.w3.eth.accounts[0]})
+    chain.w3.eth.wait_for_transaction_receipt(tx, timeout=10)
+    env = stack.template.function_environment("CryptoApiFunction")
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    solana_only = [{"key": "solana", "merchant_address": "9xQeWvG816bUx9EPjHmaT23yvVM2ZWbrrpZb9PusVFin"}]
+    monkeypatch.setenv("CRYPTO_CHAINS", json.dumps(solana_only))
+    monkeypatch.setenv("PRICE_FEEDS", json.dumps({"SOL": {"chain": "ethereum", "address": chain.aggregator}}))
+    monkeypatch.setenv("EXCHANGE_PRICE_URL", f"{exchange.url}/v2/prices/{{asset}}-USD/spot")
+    exchange.prices["SOL"] = Decimal("3012.50")
+    stack.clients["secretsmanager"].create_secret(
+        Name=env["RPC_SECRET_NAME"],
+        SecretString=json.dumps({"ethereum": chain.node.url, "solana": "http://127.0.0.1:9"}),
+    )
+    crypto_settings.settings.cache_clear()
+    dependencies.clear_caches()
+    evm_handler.rpc.cache_clear()
+    try:
+        locked = dependencies.rates().lock("SOL", datetime.now(UTC))
+    finally:
+        crypto_settings.settings.cache_clear()
+        dependencies.clear_caches()
+
+    assert locked.price == Decimal("3000")
+    assert [(r.source, r.price) for r in locked.readings] == [
+        (f"chainlink:ethereum:{chain.aggregator}", Decimal("3000")),
+        ("exchange:coinbase", Decimal("3012.50")),
+    ]

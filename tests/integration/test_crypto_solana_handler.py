@@ -33,6 +33,7 @@ def _clear() -> None:
     settings.settings.cache_clear()
     for built in (
         dependencies._dynamodb,
+        dependencies.rpc_urls,
         dependencies.chains,
         dependencies.store,
         dependencies.cursors,

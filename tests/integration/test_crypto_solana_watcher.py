@@ -7,16 +7,25 @@ which is independent of the watcher."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import pytest
+from solders.instruction import AccountMeta, Instruction
 from solders.keypair import Keypair
+from solders.pubkey import Pubkey
+from solders.system_program import TransferParams, transfer
+from spl.memo.constants import MEMO_PROGRAM_ID
 
-from kilo_crypto_watch.model import PaymentStatus, RunReport
+from kilo_crypto_watch.model import LockedRate, PaymentStatus, Quote, RateReading, RunReport
 from kilo_crypto_watch.ports import CursorConflictError, TransactionNotFoundError
-from kilo_crypto_watch.solana import SolanaWatcher, inspect
-from kilo_crypto_watch.solana_rpc import SolanaRpcClient
+from kilo_crypto_watch.settlement import ClaimRefusedError
+from kilo_crypto_watch.solana import ChainTransaction, SignatureStatus, SolanaWatcher, inspect
+from kilo_crypto_watch.solana_rpc import SolanaRpcClient, SolanaTransactionInspector
 from kilo_dev.solana_standin import SolanaStandin
+from tests.conftest import Stack
+from tests.crypto_core_fakes import bill, harness
 from tests.crypto_solana_chain import SOL, USDC, SolanaTestChain
 from tests.crypto_solana_fakes import MemoryCursors, MemorySink, StaticReferences
 
@@ -294,15 +303,150 @@ def test_given_a_signature_on_the_fast_path_then_the_inspector_returns_the_merch
 
 
 def test_given_a_solana_chain_then_the_apis_fast_path_entry_point_inspects_through_the_real_client(
-    chain: SolanaTestChain,
+    chain: SolanaTestChain, stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The crypto API finds a chain kind's inspector by module (``dependencies.inspector``): the Solana one must be
-    there and give what the watcher would record."""
-    from kilo_crypto_watch import dependencies  # noqa: PLC0415
+    there and give what the watcher would record - the active references of the crypto table (moto) included."""
+    from kilo_crypto_watch import dependencies, settings  # noqa: PLC0415
 
-    sent = chain.pay_sol(SOL // 4, memo="bill")
-    inspector = dependencies.inspector(chain.config())
-    (transfer,) = inspector.transfers(sent)
-    assert (transfer.asset, transfer.atomic_amount, transfer.memo, transfer.tx_id) == ("SOL", SOL // 4, "bill", sent)
-    with pytest.raises(TransactionNotFoundError):
-        inspector.transfers("not-a-signature")
+    for key, value in stack.template.function_environment("CryptoApiFunction").items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("RPC_SECRET_NAME", "")  # the chain's URL is the stand-in's, in its configuration
+    settings.settings.cache_clear()
+    dependencies.clear_caches()
+    reference = Keypair().pubkey()
+    try:
+        assert dependencies.store().create_bill(bill("inv-1", "acct-1", "37.50"))
+        dependencies.store().add_quote(_sol_quote("q-1", "inv-1", "acct-1", SOL // 4, str(reference)))
+        sent = chain.send([_pay(chain, SOL // 4), _pay(chain, 0, reference), _memo("bill")])
+        inspector = dependencies.inspector(chain.config())
+        (transfer,) = inspector.transfers(sent)
+        assert (transfer.asset, transfer.atomic_amount, transfer.memo, transfer.tx_id) == (
+            "SOL",
+            SOL // 4,
+            "bill",
+            sent,
+        )
+        assert transfer.references == (str(reference),)
+        with pytest.raises(TransactionNotFoundError):
+            inspector.transfers("not-a-signature")
+    finally:
+        settings.settings.cache_clear()
+        dependencies.clear_caches()
+
+
+def _pay(chain: SolanaTestChain, lamports: int, reference: Pubkey | None = None) -> Instruction:
+    """A System transfer to the merchant; ``reference`` appended as a read-only key (on a second, 0-lamport transfer:
+    a wallet that puts the Solana Pay reference on another instruction than the payment's)."""
+    ix = transfer(
+        TransferParams(from_pubkey=chain.payer.pubkey(), to_pubkey=chain.merchant.pubkey(), lamports=lamports)
+    )
+    if reference is None:
+        return ix
+    return Instruction(ix.program_id, ix.data, [*ix.accounts, AccountMeta(reference, False, False)])
+
+
+def _memo(text: str) -> Instruction:
+    return Instruction(MEMO_PROGRAM_ID, text.encode(), [])
+
+
+def _sol_quote(quote_id: str, invoice_id: str, account_id: str, lamports: int, reference: str | None) -> Quote:
+    """A SOL quote made now, locked at $150.00 (0.25 SOL = $37.50), watched for 72 hours."""
+    created = datetime.now(UTC)
+    rate = LockedRate("SOL", Decimal("150.00"), (RateReading("fixed", "SOL", Decimal("150.00"), created),), created)
+    return Quote(
+        quote_id=quote_id,
+        invoice_id=invoice_id,
+        account_id=account_id,
+        chain="solana",
+        asset="SOL",
+        amount_usd=Decimal("37.50"),
+        rate=rate,
+        atomic_amount=lamports,
+        pay_to="merchant",
+        created_at=created,
+        expires_at=created + timedelta(minutes=30),
+        monitor_until=created + timedelta(hours=72),
+        payment_uri=f"test:{quote_id}",
+        reference=reference,
+    )
+
+
+# --- a node's empty answers --------------------------------------------------------------------------------------------
+class Lagging(SolanaRpcClient):
+    """A load-balanced RPC: ``getTransaction`` of ``hidden`` signatures answers null (a backend that has not got them
+    yet), ``getSignatureStatuses`` answers null for all when ``no_statuses``."""
+
+    def __init__(self, url: str, hidden: frozenset[str] = frozenset(), no_statuses: bool = False) -> None:
+        super().__init__(url)
+        self.hidden = hidden
+        self.no_statuses = no_statuses
+
+    async def transaction(self, signature: str) -> ChainTransaction | None:
+        return None if signature in self.hidden else await super().transaction(signature)
+
+    async def statuses(self, signatures: Sequence[str]) -> Sequence[SignatureStatus | None]:
+        return [None for _ in signatures] if self.no_statuses else await super().statuses(signatures)
+
+
+def _run(watch: Watch, rpc: Lagging) -> RunReport:
+    async def go() -> RunReport:
+        async with rpc:
+            return await SolanaWatcher(watch.chain.config(), rpc, watch.cursors, watch.sink, watch.references).run()
+
+    return asyncio.run(go())
+
+
+def test_given_a_listed_signature_the_node_does_not_serve_yet_then_the_cursor_stops_before_its_slot(
+    chain: SolanaTestChain, watch: Watch
+) -> None:
+    signature = chain.pay_sol(SOL // 10)
+    landed = chain.standin.transaction(signature)
+    assert landed is not None
+
+    report = _run(watch, Lagging(chain.standin.url, hidden=frozenset({signature})))
+
+    assert watch.sink.transfers == {}
+    assert watch.cursors.stored["solana"].block_number == landed.slot - 1
+    assert not report.caught_up
+    watch.run()  # the node has it now
+    assert [t.tx_id for t in watch.sink.transfers.values()] == [signature]
+
+
+def test_given_a_seen_payment_whose_status_the_node_does_not_know_then_it_is_not_orphaned_while_it_is_served(
+    chain: SolanaTestChain, watch: Watch
+) -> None:
+    chain.pay_sol(SOL // 10)
+    watch.run()
+    (payment_id,) = watch.sink.transfers
+    chain.standin.advance(LAG)  # the finalized slot passes the payment's
+
+    report = _run(watch, Lagging(chain.standin.url, no_statuses=True))
+
+    assert report.orphaned == 0
+    assert watch.sink.status[payment_id] is PaymentStatus.SEEN
+    assert watch.run().finalized == 1
+    assert watch.sink.status[payment_id] is PaymentStatus.FINALIZED
+
+
+def test_given_a_reference_on_another_instruction_when_claimed_for_another_bill_then_refused(
+    chain: SolanaTestChain, stack: Stack
+) -> None:
+    """The wallet put bill A's quote reference on a second instruction (D91 counts any active reference among the
+    transaction's keys): the fast path sees it too, so acct-B's claim of A's payment by its amount is refused (D112)."""
+    h = harness(stack)
+    h.clock.now = datetime.now(UTC)
+    reference = Keypair().pubkey()
+    for invoice, account in (("inv-A", "acct-A"), ("inv-B", "acct-B")):
+        assert h.store.create_bill(bill(invoice, account, "37.50"))
+    h.store.add_quote(_sol_quote("qa", "inv-A", "acct-A", SOL // 4, str(reference)))
+    h.store.add_quote(_sol_quote("qb", "inv-B", "acct-B", SOL // 4, None))
+    sent = chain.send([_pay(chain, SOL // 4), _pay(chain, 0, reference)])
+    inspector = SolanaTransactionInspector(chain.config(), references=h.settlement)
+
+    (credit,) = inspector.transfers(sent)
+
+    assert credit.references == (str(reference),)
+    with pytest.raises(ClaimRefusedError, match="reference of another bill's quote"):
+        h.settlement.check_claim(credit, "inv-B")
+    h.settlement.check_claim(credit, "inv-A")

@@ -7,21 +7,26 @@ locked at 1 and asks 100 USDC = 100_000_000 units. Tolerance: USDC min(0.5 %, $1
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 
+from kilo_crypto_watch import logic
 from kilo_crypto_watch.history import account_history
-from kilo_crypto_watch.model import BillFlag, BillStatus, PaymentStatus, QuoteStatus
+from kilo_crypto_watch.model import BillFlag, BillStatus, ObservedTransfer, PaymentStatus, QuoteStatus
 from kilo_crypto_watch.ports import AlreadyExistsError, ConflictError, SettlementChange
+from kilo_crypto_watch.quotes import QuotePolicy
 from kilo_crypto_watch.settlement import (
     AlreadyClaimedError,
     ClaimRefusedError,
+    NoQuoteError,
     NotAssignableError,
     NotUnderReviewError,
     remaining_usd,
 )
+from kilo_crypto_watch.wallets import SignInPolicy
 from tests.conftest import Stack
 from tests.crypto_core_fakes import (
     CHAINS,
@@ -683,3 +688,127 @@ def test_given_a_contract_wallet_linked_on_one_chain_then_its_address_elsewhere_
     assert paid_on_ethereum is not None
     assert (paid_on_base.invoice_id, paid_on_base.matched_by) == ("inv-2", "wallet")
     assert (paid_on_ethereum.invoice_id, paid_on_ethereum.matched_by) == ("inv-1", "wallet")
+
+
+def test_given_a_seen_payment_when_seen_again_in_another_block_then_the_new_block_is_kept_and_it_finalizes(
+    h: Harness,
+) -> None:
+    """A claimed payment whose block is reorged and whose transaction is re-included (block 100 -> 103) is the same
+    payment: settlement stores block 103, so finality checks the block the transaction is in now (D87)."""
+    paid = transfer("0x0d", "USDC", USDC_QUOTE, T0 + timedelta(minutes=4), sender=STRANGER_WALLET)
+    h.settlement.check_claim(paid, "inv-1")
+    h.settlement.record(paid, claimed_for="inv-1")  # the fast path, at block 100 ("0xblock")
+    moved = replace(paid, block_number=103, block_hash="0xnewblock", block_time=T0 + timedelta(minutes=5))
+
+    h.settlement.record_seen(moved)  # the watcher's rescan finds it in block 103
+
+    assert [(p.block_number, p.block_hash) for p in h.settlement.pending("ethereum")] == [(103, "0xnewblock")]
+    payment = h.store.payment("ethereum:0x0d:0")
+    assert payment is not None
+    assert (payment.status, payment.invoice_id, payment.usd) == (PaymentStatus.SEEN, "inv-1", Decimal("100.00"))
+    h.settlement.finalized("ethereum:0x0d:0")
+    paid_bill = h.store.bill("inv-1")
+    assert paid_bill is not None
+    assert paid_bill.status is BillStatus.PAID
+    assert len(h.events(SETTLED)) == 1
+
+
+def test_given_a_seen_payment_when_its_new_block_reverted_it_then_failed_and_the_bill_open_again(h: Harness) -> None:
+    h.settlement.record_seen(transfer("0x0e", "USDC", USDC_QUOTE, T0 + timedelta(minutes=4)))
+    processing = h.store.bill("inv-1")
+    assert processing is not None
+    assert processing.status is BillStatus.PROCESSING
+    reverted = replace(
+        transfer("0x0e", "USDC", USDC_QUOTE, T0 + timedelta(minutes=5), succeeded=False),
+        block_number=104,
+        block_hash="0xrevertedin",
+    )
+
+    h.settlement.record_seen(reverted)
+
+    payment = h.store.payment("ethereum:0x0e:0")
+    assert payment is not None
+    assert payment.status is PaymentStatus.FAILED
+    reopened = h.store.bill("inv-1")
+    assert reopened is not None
+    assert reopened.status is BillStatus.OPEN
+    assert h.settlement.pending("ethereum") == []
+
+
+def test_given_an_assigned_payment_past_monitoring_when_reorged_and_reincluded_then_it_keeps_its_bill(
+    h: Harness,
+) -> None:
+    """An operator assigned a USDC payment made 4 days after the quote (past its 72 h monitoring): $100.00 at 1:1.
+    A reorg orphans it; the re-included transaction is the same payment, still the bill's, valued as before - the
+    quote's window does not apply again, and the watcher's report never raises."""
+    late = T0 + timedelta(days=4)
+    h.clock.now = late
+    seen = transfer("0x0f", "USDC", USDC_QUOTE, late, sender=STRANGER_WALLET)
+    h.settlement.record_seen(seen)
+    h.settlement.assign("ethereum:0x0f:0", "acct-1", "inv-1")
+    h.settlement.orphaned("ethereum:0x0f:0")
+    reopened = h.store.bill("inv-1")
+    assert reopened is not None
+    assert reopened.status is BillStatus.OPEN
+
+    h.settlement.record_seen(replace(seen, block_number=101, block_hash="0xnew"))
+
+    payment = h.store.payment("ethereum:0x0f:0")
+    assert payment is not None
+    assert (payment.status, payment.invoice_id, payment.quote_id, payment.matched_by) == (
+        PaymentStatus.SEEN,
+        "inv-1",
+        "q-usdc",
+        "operator",
+    )
+    assert (payment.usd, payment.late, payment.transfer.block_number) == (Decimal("100.00"), True, 101)
+    again = h.store.bill("inv-1")
+    assert again is not None
+    assert again.status is BillStatus.PROCESSING
+
+
+def test_given_a_payment_settlement_cannot_attribute_when_the_watcher_reports_it_then_it_is_kept_unattributed(
+    h: Harness,
+) -> None:
+    """An attributed payment orphaned, whose bill is gone when the transaction is re-included (a bill removed by an
+    operator's data repair): the watcher's report is kept UNATTRIBUTED, for an operator, and does not raise."""
+    seen = transfer("0x10", "USDC", USDC_QUOTE, T0 + timedelta(minutes=4))
+    h.settlement.record_seen(seen)
+    h.settlement.orphaned("ethereum:0x10:0")
+    table = h.store._table
+    h.store._client.delete_item(TableName=table, Key={"pk": {"S": "BILL#inv-1"}, "sk": {"S": "BILL"}})
+
+    h.settlement.record_seen(replace(seen, block_number=101, block_hash="0xnew"))
+
+    payment = h.store.payment("ethereum:0x10:0")
+    assert payment is not None
+    assert (payment.status, payment.invoice_id, payment.transfer.block_number) == (PaymentStatus.SEEN, None, 101)
+    assert [p.payment_id for p in h.store.unattributed()] == ["ethereum:0x10:0"]
+
+
+def test_given_a_submitted_transaction_whose_second_credit_has_no_quote_then_409_and_nothing_recorded(
+    h: Harness,
+) -> None:
+    """Bill inv-2 has a USDC quote only. The submitted transaction pays it 100 USDC (a log) and 0.04 ETH (its value):
+    the ETH credit has no quote, and its NoQuoteError comes before the USDC credit is written (no partial write)."""
+    assert h.store.create_bill(bill("inv-2"))
+    h.store.add_quote(quote("q2-usdc", "USDC", USDC_QUOTE, "1", invoice_id="inv-2"))
+    usdc = transfer("0x11", "USDC", USDC_QUOTE, T0 + timedelta(minutes=4), index=7)
+    eth = transfer("0x11", "ETH", ETH_QUOTE, T0 + timedelta(minutes=4), index=-1)
+
+    class Inspector:
+        def transfers(self, tx_id: str) -> list[ObservedTransfer]:
+            return [usdc, eth]
+
+    ports = logic.ApiPorts(
+        h.store, h.settlement, h.rates, CHAINS, lambda chain: Inspector(), QuotePolicy(), SignInPolicy("x", "y")
+    )
+    with pytest.raises(NoQuoteError, match="no open ETH quote on ethereum"):
+        logic.submit_transaction(ports, "acct-1", "inv-2", "ethereum", "0x11")
+
+    assert h.store.payment(usdc.payment_id) is None
+    assert h.store.payment(eth.payment_id) is None
+    untouched = h.store.bill("inv-2")
+    assert untouched is not None
+    assert (untouched.status, untouched.payments) == (BillStatus.OPEN, ())
+    assert h.published.published == []

@@ -34,6 +34,12 @@ class ChainsUnavailableError(RuntimeError):
 @cache
 def chains() -> dict[str, ChainConfig]:
     """The configured chains by key, with RPC URLs from the ``RPC_SECRET_NAME`` secret when one is named."""
+    return settings().chains(rpc_urls())
+
+
+@cache
+def rpc_urls() -> dict[str, str]:
+    """The ``RPC_SECRET_NAME`` secret's ``{chain key: RPC URL}`` (empty when none is named)."""
     config = settings()
     urls: dict[str, str] = {}
     if config.rpc_secret_name:
@@ -50,7 +56,7 @@ def chains() -> dict[str, ChainConfig]:
         if not isinstance(secret, dict):
             raise ChainsUnavailableError(f"secret {config.rpc_secret_name} must be a JSON object of chain key: RPC URL")
         urls = {str(key): str(url) for key, url in secret.items()}
-    return config.chains(urls)
+    return urls
 
 
 @cache
@@ -189,5 +195,5 @@ def api() -> ApiPorts:
 
 def clear_caches() -> None:
     """Forget everything built (tests; a new configuration)."""
-    for built in (_dynamodb, chains, store, cursors, publisher, rates, settlement, api):
+    for built in (_dynamodb, rpc_urls, chains, store, cursors, publisher, rates, settlement, api):
         built.cache_clear()

@@ -7,14 +7,20 @@ One run per chain (``watch``):
    whose hash is still canonical, else the ``finalized`` block (which cannot reorg). Pending payments above that point
    whose block hash changed are ORPHANED; the blocks above it are scanned again (reporting is idempotent per payment id,
    so a payment re-included in the new chain is seen again with its new block).
-2. **Scan** ``[cursor+1, min(head, cursor+max_blocks_per_run)]``: ``eth_getLogs`` for USDC ``Transfer`` events to the
-   merchant (topics as 0x-hex strings), in chunks that start at ``initial_chunk`` blocks, halve on a provider error and
-   double back after a success; and the blocks themselves (full transactions) for native ETH sent to the merchant and
-   for direct USDC ``transfer(merchant, …)`` calls, whose receipts say whether they succeeded (a reverted call leaves no
-   log: it is reported ``succeeded=False``). The cursor moves to the last block scanned (a conditional write: a
-   concurrent run that moved it first wins and this one stops).
+2. **Scan** ``[cursor+1, min(head, cursor+max_blocks_per_run)]`` (a chain without a cursor starts at ``start_block``,
+   else at the ``finalized`` block - never at genesis) in batches of ``scan_batch`` blocks: per batch, ``eth_getLogs``
+   for USDC ``Transfer`` events to the merchant (topics as 0x-hex strings), in chunks that start at ``initial_chunk``
+   blocks, halve on a provider error and double back after a success; and the batch's blocks themselves (full
+   transactions, only one batch held in memory) for native ETH sent to the merchant and for direct USDC
+   ``transfer(merchant, …)`` calls, whose receipts say whether they succeeded (a reverted call leaves no log: it is
+   reported ``succeeded=False``). After each batch the cursor moves to the batch's last block and the hash that block
+   had when it was read (a conditional write: a concurrent run that moved it first wins and this one stops; a reorg
+   during the run is found by the next). A run stops after the batch that reaches ``max_transactions_per_run``.
 3. **Finality.** Every SEEN payment at or below the ``finalized`` block is FINALIZED if its block hash is still the
-   canonical one at its height, else ORPHANED.
+   canonical one at its height. If another block is there, its transaction's receipt is read first: mined in another
+   canonical block, it is reported there (settlement stores the new block) and finalized once that block is; else it
+   is ORPHANED. A height the node answers nothing for is unknown, never "gone": the payment waits for the next run
+   (and a node that does not know the cursor's block fails the run rather than walk back).
 
 The watcher never asks anything per quote: RPC calls per run depend on the blocks scanned, the transactions to the
 merchant and the payments pending finality, never on the number of open quotes. ``RunReport.rpc_calls`` counts the
@@ -113,7 +119,11 @@ class EvmRpc(Protocol):
         ...
 
     def block_hashes(self, numbers: Sequence[int]) -> dict[int, str | None]:
-        """The canonical hash at each height (None above the head)."""
+        """The canonical hash at each height (None above the head, or a node that does not know it)."""
+        ...
+
+    def headers(self, numbers: Sequence[int]) -> dict[int, BlockRef | None]:
+        """The canonical block at each height: number, hash, timestamp (None as for ``block_hashes``)."""
         ...
 
     def blocks(self, first: int, last: int) -> list[EvmBlock]:
@@ -297,10 +307,14 @@ def _usdc_logs(rpc: EvmRpc, chain: ChainConfig, first: int, last: int, sizer: Ch
 
 def _scan(
     rpc: EvmRpc, sink: PaymentSink, chain: ChainConfig, first: int, last: int, sizer: ChunkSizer
-) -> tuple[int, int]:
-    """Report every merchant credit in ``first..last``; returns (transfers reported, failed among them)."""
+) -> tuple[int, int, int, str]:
+    """Report every merchant credit in ``first..last``; returns (transfers reported, failed among them, transactions
+    in the blocks, the hash of block ``last`` as scanned - the cursor's, so that a reorg during the run is found by
+    the next one). Only these blocks are held in memory."""
     logs = _usdc_logs(rpc, chain, first, last, sizer)
     blocks = rpc.blocks(first, last)
+    if not blocks or blocks[-1].number != last:
+        raise RpcUnavailableError(f"the node did not return blocks {first}..{last} whole")
     stamps = {block.number: block.timestamp for block in blocks}
     watched = [tx for block in blocks for tx in block.transactions if wants_receipt(chain, tx)]
     receipts = rpc.receipts([tx.hash for tx in watched]) if watched else {}
@@ -318,7 +332,8 @@ def _scan(
     ordered = sorted(seen.values(), key=lambda t: (t.block_number, t.index if t.index >= 0 else 1 << 30, t.tx_id))
     for credit in ordered:
         sink.record_seen(credit)
-    return len(ordered), sum(1 for credit in ordered if not credit.succeeded)
+    transactions = sum(len(block.transactions) for block in blocks)
+    return len(ordered), sum(1 for credit in ordered if not credit.succeeded), transactions, blocks[-1].hash
 
 
 def _common_ancestor(
@@ -328,7 +343,9 @@ def _common_ancestor(
     candidates = sorted({p.block_number for p in pending if finalized.number < p.block_number <= cursor.block_number})
     canonical = rpc.block_hashes(candidates) if candidates else {}
     orphaned = {
-        p.payment_id for p in pending if p.block_number in canonical and canonical[p.block_number] != p.block_hash
+        p.payment_id
+        for p in pending
+        if canonical.get(p.block_number) is not None and canonical[p.block_number] != p.block_hash
     }
     ancestor = min(finalized.number, cursor.block_number)
     for p in pending:
@@ -352,35 +369,49 @@ def watch(
     pending = list(sink.pending(chain.key))
     rolled_back_to: int | None = None
     orphaned_ids: set[str] = set()
-    next_block = chain.start_block
+    # a chain without a cursor starts at its configured block, else at the finalized block (never at genesis)
+    next_block = chain.start_block if chain.start_block is not None else finalized.number
     if cursor is not None:
         next_block = cursor.block_number + 1
         still = rpc.block_hashes([cursor.block_number]).get(cursor.block_number)
+        if still is None:  # a node behind the cursor (a lagging backend) knows nothing: not a reorg
+            raise RpcUnavailableError(f"the node has no block {cursor.block_number} (the cursor's): behind it")
         if still != cursor.block_hash:
             ancestor, orphaned_ids = _common_ancestor(rpc, cursor, pending, finalized)
             rolled_back_to = ancestor
             next_block = ancestor + 1
             for payment_id in sorted(orphaned_ids):
                 sink.orphaned(payment_id)
-    last = min(head.number, next_block + chain.max_blocks_per_run - 1)
-    seen = failed = 0
+    limit = min(head.number, next_block + chain.max_blocks_per_run - 1)
+    stamp = now or datetime.now(UTC)
+    seen = failed = transactions = 0
     sizer = ChunkSizer(chain.initial_chunk)
-    if last >= next_block:
-        seen, failed = _scan(rpc, sink, chain, next_block, last, sizer)
+    written = cursor
+    last = next_block - 1  # the last block scanned
+    start = next_block
+    while start <= limit and transactions < chain.max_transactions_per_run:
+        end = min(limit, start + chain.scan_batch - 1)
+        found, failures, txs, end_hash = _scan(rpc, sink, chain, start, end, sizer)
+        seen, failed, transactions, last = seen + found, failed + failures, transactions + txs, end
+        moved = Cursor(chain.key, end, end_hash, updated_at=stamp)
+        try:  # per batch: a run that stops (a timeout, a node error) keeps what it scanned
+            cursors.put(moved, expected=written)
+        except CursorConflictError:
+            break  # another run moved the cursor first: what this one reported is idempotent; its cursor stands
+        written = moved
+        start = end + 1
+    if rolled_back_to is not None and written is cursor and last >= 0:
+        # rolled back and nothing scanned: the cursor goes back to the ancestor (at or below finalized)
+        ancestor_hash = rpc.block_hashes([last]).get(last)
+        if ancestor_hash is not None:
+            with contextlib.suppress(CursorConflictError):
+                cursors.put(Cursor(chain.key, last, ancestor_hash, updated_at=stamp), expected=cursor)
     finalized_count, orphaned_count = _finality(rpc, sink, chain, finalized, exclude=orphaned_ids)
     orphaned_count += len(orphaned_ids)
-    if last >= next_block or rolled_back_to is not None:
-        end = max(last, next_block - 1)
-        end_hash = rpc.block_hashes([end]).get(end) if end >= 0 else None
-        if end_hash is not None:
-            moved = Cursor(chain.key, end, end_hash, updated_at=now or datetime.now(UTC))
-            # another run moved the cursor first: what this one reported is idempotent; its cursor stands
-            with contextlib.suppress(CursorConflictError):
-                cursors.put(moved, expected=cursor)
     return RunReport(
         chain=chain.key,
         from_block=next_block,
-        to_block=last,
+        to_block=last if last >= next_block else limit,
         transfers_seen=seen,
         finalized=finalized_count,
         orphaned=orphaned_count,
@@ -394,21 +425,59 @@ def watch(
 def _finality(
     rpc: EvmRpc, sink: PaymentSink, chain: ChainConfig, finalized: BlockRef, exclude: Iterable[str] = ()
 ) -> tuple[int, int]:
-    """SEEN payments at or below the finalized block: FINALIZED if their block hash is canonical, else ORPHANED."""
+    """SEEN payments at or below the finalized block: FINALIZED if their block hash is canonical. One whose block was
+    replaced is looked up by its transaction first: mined elsewhere, it moves to that block (FINALIZED there once that
+    block is final too); only a transaction the node does not have mined is ORPHANED. A height the node answers
+    nothing for is unknown, not gone: the payment waits for the next run."""
     skip = set(exclude)
     due = [p for p in sink.pending(chain.key) if p.block_number <= finalized.number and p.payment_id not in skip]
     if not due:
         return 0, 0
     canonical = rpc.block_hashes(sorted({p.block_number for p in due}))
+    replaced = [p for p in due if canonical.get(p.block_number) not in (None, p.block_hash)]
+    moved = _relocated(rpc, sink, chain, replaced)
     finalized_count = orphaned_count = 0
     for payment in due:
-        if canonical.get(payment.block_number) == payment.block_hash:
+        here = canonical.get(payment.block_number)
+        if here == payment.block_hash:
             sink.finalized(payment.payment_id)
             finalized_count += 1
-        else:
+        elif payment.payment_id in moved:
+            new_block = moved[payment.payment_id]
+            if new_block.block_number <= finalized.number:
+                sink.finalized(payment.payment_id)
+                finalized_count += 1
+        elif here is not None:
             sink.orphaned(payment.payment_id)
             orphaned_count += 1
     return finalized_count, orphaned_count
+
+
+def _relocated(
+    rpc: EvmRpc, sink: PaymentSink, chain: ChainConfig, replaced: Sequence[PendingPayment]
+) -> dict[str, ObservedTransfer]:
+    """The credits of ``replaced`` payments whose transactions are mined in another canonical block, reported again
+    there (settlement stores the new block); keyed by payment id. A re-included transaction's other credits (a log
+    index that changed with the block) are reported too, as new payments."""
+    if not replaced:
+        return {}
+    tx_hashes = sorted({p.tx_id for p in replaced})
+    receipts = rpc.receipts(tx_hashes)
+    if not receipts:
+        return {}
+    heights = rpc.block_hashes(sorted({r.block_number for r in receipts.values()}))
+    found: dict[str, ObservedTransfer] = {}
+    for tx_hash, receipt in sorted(receipts.items()):
+        if heights.get(receipt.block_number) != receipt.block_hash:
+            continue  # the receipt's block is not canonical (yet) either: nothing proven
+        tx = rpc.transaction(tx_hash)
+        if tx is None:
+            continue
+        for credit in transaction_credits(chain, tx, receipt):  # no block time: settlement keeps the first one
+            sink.record_seen(credit)
+            found[credit.payment_id] = credit
+    wanted = {p.payment_id for p in replaced}
+    return {pid: credit for pid, credit in found.items() if pid in wanted}
 
 
 # --- the fast path ----------------------------------------------------------------------------------------------------
@@ -431,7 +500,11 @@ class EvmTransactionInspector:
         receipt = self.rpc.receipts([tx_hash]).get(tx_hash)
         if receipt is None:
             raise TransactionNotFoundError(f"transaction {tx_hash} on {self.chain.key} is not mined yet")
-        return transaction_credits(self.chain, tx, receipt)
+        header = self.rpc.headers([receipt.block_number]).get(receipt.block_number)
+        if header is None or header.hash != receipt.block_hash:  # the node's answers disagree: ask again later
+            raise RpcUnavailableError(f"{self.chain.key}: block {receipt.block_number} of {tx_hash} is not readable")
+        # lateness is judged by the block's time, as the watcher does (D98), not by when the customer submits it
+        return transaction_credits(self.chain, tx, receipt, header.timestamp)
 
 
 def normalise_tx_hash(tx_id: str) -> str:

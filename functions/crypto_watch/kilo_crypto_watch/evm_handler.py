@@ -60,14 +60,24 @@ def inspector(chain: ChainConfig) -> EvmTransactionInspector:
 
 def price_source() -> ChainlinkPriceSource:
     """The configured Chainlink feeds (settings' ``PRICE_FEEDS`` over the mainnet defaults), each read on its chain's
-    RPC URL (the chains' configuration and RPC secret); register with ``dependencies.add_price_source``."""
+    RPC URL: the configured EVM chain of that key; else - the feeds' chain is not a payment chain, e.g. a Solana-only
+    setup reading Ethereum's feeds - the RPC secret's entry for that key, else the chain's mainnet default URL.
+    Register with ``dependencies.add_price_source``."""
     from kilo_crypto_watch.chainlink import ChainlinkFeed, ChainlinkPriceSource  # noqa: PLC0415
+    from kilo_crypto_watch.settings import CHAIN_DEFAULTS  # noqa: PLC0415
 
     feeds = {
         asset: ChainlinkFeed(feed.asset, feed.address, feed.heartbeat_seconds, feed.chain)
         for asset, feed in settings().feeds().items()
     }
     urls = {key: chain.rpc_url for key, chain in dependencies.chains().items() if chain.kind == "evm"}
+    secret = dependencies.rpc_urls()
+    for feed in feeds.values():
+        if feed.chain not in urls:
+            default = CHAIN_DEFAULTS.get(feed.chain, {}).get("rpc_url")
+            url = secret.get(feed.chain) or (str(default) if default else None)
+            if url is not None:
+                urls[feed.chain] = url
     return ChainlinkPriceSource(feeds, urls)
 
 

@@ -146,8 +146,14 @@ class Web3EvmRpc:
         return BlockRef(_int(raw["number"]), str(raw["hash"]).lower(), _int(raw["timestamp"]))
 
     def block_hashes(self, numbers: Sequence[int]) -> dict[int, str | None]:
+        return {n: (header.hash if header else None) for n, header in self.headers(numbers).items()}
+
+    def headers(self, numbers: Sequence[int]) -> dict[int, BlockRef | None]:
         raws = self._batch("eth_getBlockByNumber", [[hex(n), False] for n in numbers])
-        return {n: (str(raw["hash"]).lower() if raw else None) for n, raw in zip(numbers, raws, strict=True)}
+        return {
+            n: (BlockRef(_int(raw["number"]), str(raw["hash"]).lower(), _int(raw["timestamp"])) if raw else None)
+            for n, raw in zip(numbers, raws, strict=True)
+        }
 
     def blocks(self, first: int, last: int) -> list[EvmBlock]:
         numbers = list(range(first, last + 1))

@@ -32,8 +32,11 @@ class ChainConfig:
     native: Asset  # "ETH" on EVM chains, "SOL" on Solana
     chain_id: int | None = None  # EIP-155 id on EVM chains (EIP-681 URIs, SIWE); None on Solana
     explorer_tx_url: str | None = None  # e.g. "https://etherscan.io/tx/{tx}"
-    start_block: int = 0  # where a fresh cursor starts (EVM block / Solana slot)
+    start_block: int | None = None  # where a fresh cursor starts (EVM block / Solana slot); None: EVM at the
+    # finalized block of its first run, Solana at slot 0 (its listing is per address, not per block)
     max_blocks_per_run: int = 20_000  # EVM: bounded work per run; the cursor resumes after downtime
+    scan_batch: int = 100  # EVM: blocks (with their transactions) held at once; the cursor moves after each batch
+    max_transactions_per_run: int = 20_000  # EVM: a run stops after the batch that reaches it (memory and time)
     initial_chunk: int = 2_000  # EVM eth_getLogs chunk, halved on provider errors
 
 

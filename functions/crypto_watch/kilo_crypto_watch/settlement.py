@@ -246,6 +246,15 @@ def value_payment(
     return Valuation(rate, usd_value(transfer.atomic_amount, transfer.asset, rate), late, review)
 
 
+def _moved_block(stored: ObservedTransfer, seen: ObservedTransfer) -> bool:
+    """The same credit observed in another block than the one stored (or its outcome there differs)."""
+    return (stored.block_number, stored.block_hash, stored.succeeded) != (
+        seen.block_number,
+        seen.block_hash,
+        seen.succeeded,
+    )
+
+
 def _line(payment: Payment) -> BillPayment:
     return BillPayment(
         payment_id=payment.payment_id,
@@ -315,7 +324,22 @@ class Settlement:
         ]
 
     def record_seen(self, transfer: ObservedTransfer) -> None:
-        self.record(transfer)
+        """The watchers' report: never refused. A credit settlement cannot attribute (its bill gone, no quote) is
+        kept UNATTRIBUTED for an operator, so that a watcher's run never stops on one payment."""
+        try:
+            self.record(transfer)
+        except SettlementError:
+            self._retried(transfer.payment_id, lambda: self._keep_unattributed(transfer))
+
+    def _keep_unattributed(self, transfer: ObservedTransfer) -> Payment:
+        existing = self._store.payment(transfer.payment_id)
+        if existing is not None and existing.status is not PaymentStatus.ORPHANED:
+            return existing
+        status = PaymentStatus.SEEN if transfer.succeeded else PaymentStatus.FAILED
+        kept = Payment(transfer, status, self._clock(), announced=not transfer.succeeded)
+        self._store.save(SettlementChange(kept, payment_expected=existing.status if existing else None))
+        self._announce(kept)
+        return kept
 
     def finalized(self, payment_id: str) -> None:
         self._move(payment_id, PaymentStatus.FINALIZED)
@@ -333,6 +357,8 @@ class Settlement:
             if existing is not None and existing.status is not PaymentStatus.ORPHANED:
                 if claimed_for is not None and existing.invoice_id not in (None, claimed_for):
                     raise AlreadyClaimedError(f"payment {transfer.payment_id} already pays another bill")
+                if existing.status is PaymentStatus.SEEN and _moved_block(existing.transfer, transfer):
+                    existing = self._rebased(existing, transfer)
                 if claimed_for is not None and not existing.attributed:
                     bill = self._store.bill(claimed_for)
                     if bill is None:
@@ -347,10 +373,33 @@ class Settlement:
 
         return self._retried(transfer.payment_id, attempt)
 
+    def _rebased(self, existing: Payment, transfer: ObservedTransfer) -> Payment:
+        """A SEEN payment observed in another block (its block reorged away, its transaction re-included): the block
+        it is in now is stored, so that finality checks that block (D87); one conditional write on its SEEN status.
+        Reverted in its new block: FAILED, and its bill stops counting it. Its valuation stays as first seen."""
+        moved_transfer = replace(
+            existing.transfer,
+            block_number=transfer.block_number,
+            block_hash=transfer.block_hash,
+            block_time=transfer.block_time or existing.transfer.block_time,
+            succeeded=transfer.succeeded,
+        )
+        status = PaymentStatus.SEEN if transfer.succeeded else PaymentStatus.FAILED
+        moved = replace(existing, transfer=moved_transfer, status=status)
+        bill = self._store.bill(existing.invoice_id) if existing.invoice_id and status is not existing.status else None
+        if bill is None:
+            self._store.save(SettlementChange(moved, payment_expected=PaymentStatus.SEEN))
+            return moved
+        new_bill, changed = self._bill_after(bill, moved, self._store.quotes(bill.invoice_id))
+        self._store.save(SettlementChange(moved, payment_expected=PaymentStatus.SEEN, bill=new_bill, quotes=changed))
+        self._announce_bill(new_bill)
+        return moved
+
     def check_claim(self, transfer: ObservedTransfer, invoice_id: str) -> None:
         """The fast path's check of one credit of a submitted transaction, before any of them is recorded (a refusal
         of one then leaves the others unwritten too): AlreadyClaimedError, BillNotFoundError or ClaimRefusedError as
-        ``record(transfer, claimed_for=invoice_id)`` would raise them now. ``record`` checks again on its own reads."""
+        ``record(transfer, claimed_for=invoice_id)`` would raise them now, and NoQuoteError when the bill has no quote
+        the credit can pay (a 409 after nothing was written). ``record`` checks again on its own reads."""
         if not transfer.succeeded:
             return  # recorded FAILED, for no bill
         existing = self._store.payment(transfer.payment_id)
@@ -364,7 +413,16 @@ class Settlement:
         bill = self._store.bill(invoice_id)
         if bill is None:
             raise BillNotFoundError(f"no crypto bill {invoice_id!r}")
-        self._check_claim(transfer, bill, self._store.quotes(invoice_id))
+        quotes = self._store.quotes(invoice_id)
+        self._check_claim(transfer, bill, quotes)
+        # when record values it: a stored unattributed payment by its own detection, a new one by its block time
+        detected = (
+            existing.transfer.block_time or existing.seen_at
+            if existing is not None and existing.status is not PaymentStatus.ORPHANED
+            else transfer.block_time or self._clock()
+        )
+        if match_quote(transfer, quotes, detected) is None:
+            raise NoQuoteError(f"bill {invoice_id} has no open {transfer.asset} quote on {transfer.chain}")
 
     def assign(self, payment_id: str, account_id: str, invoice_id: str) -> Payment:
         """The operator's assignment of an UNATTRIBUTED payment to an account's bill (valued at the newest quote of
@@ -477,8 +535,10 @@ class Settlement:
             failed = Payment(transfer, PaymentStatus.FAILED, now, announced=True)
             self._store.save(SettlementChange(failed, payment_expected=expected))
             return failed
+        if existing is not None and existing.attributed:
+            return self._reseen(existing, transfer)
         detected = transfer.block_time or now
-        found = self._match(transfer, claimed_for, detected, existing)
+        found = self._match(transfer, claimed_for, detected)
         if found is None:
             unattributed = Payment(transfer, PaymentStatus.SEEN, now)
             self._store.save(SettlementChange(unattributed, payment_expected=expected))
@@ -490,24 +550,35 @@ class Settlement:
         self._store.save(SettlementChange(valued, payment_expected=expected, bill=new_bill, quotes=changed))
         return valued
 
+    def _reseen(self, existing: Payment, transfer: ObservedTransfer) -> Payment:
+        """An attributed payment seen again after its orphaning (its transaction re-included in another block): the
+        same payment, so it keeps its bill, quote and valuation - whatever the quote's monitoring window says now (an
+        operator may have assigned it past monitoring) - and counts again from its new block."""
+        bill = self._store.bill(existing.invoice_id) if existing.invoice_id else None
+        if bill is None:
+            raise BillNotFoundError(f"no crypto bill {existing.invoice_id!r}")
+        status = PaymentStatus.SEEN if transfer.succeeded else PaymentStatus.FAILED
+        again = replace(existing, transfer=transfer, status=status)
+        new_bill, changed = self._bill_after(bill, again, self._store.quotes(bill.invoice_id))
+        self._store.save(
+            SettlementChange(again, payment_expected=PaymentStatus.ORPHANED, bill=new_bill, quotes=changed)
+        )
+        self._announce_bill(new_bill)
+        return again
+
     def _match(
-        self, transfer: ObservedTransfer, claimed_for: str | None, detected: datetime, existing: Payment | None
+        self, transfer: ObservedTransfer, claimed_for: str | None, detected: datetime
     ) -> tuple[Bill, Quote, list[Quote], MatchedBy] | None:
-        reseen = existing is not None and existing.invoice_id is not None
-        if existing is not None and existing.invoice_id is not None:  # re-seen after an orphaning: same bill
-            claimed_for = existing.invoice_id
         if claimed_for is not None:
             bill = self._store.bill(claimed_for)
             if bill is None:
                 raise BillNotFoundError(f"no crypto bill {claimed_for!r}")
             quotes = list(self._store.quotes(bill.invoice_id))
-            if not reseen:
-                self._check_claim(transfer, bill, quotes)
+            self._check_claim(transfer, bill, quotes)
             quote = match_quote(transfer, quotes, detected)
             if quote is None:
                 raise NoQuoteError(f"bill {claimed_for} has no open {transfer.asset} quote on {transfer.chain}")
-            how: MatchedBy = existing.matched_by if existing and existing.matched_by else "fast_path"
-            return bill, quote, quotes, how
+            return bill, quote, quotes, "fast_path"
         for reference in transfer.references:
             quote = self._store.quote_by_reference(reference)
             if quote is None:

@@ -287,7 +287,7 @@ class SolanaWatcher:
         self._calls = _Calls()
         merchant = Merchant.of(self.config)
         cursor = self.cursors.get(self.config.key)
-        floor = cursor.block_number if cursor is not None else self.config.start_block
+        floor = cursor.block_number if cursor is not None else (self.config.start_block or 0)
         latest = await self._call(self.rpc.head())
         head = latest.slot
         watched = frozenset(self.references.active_references(self.config.key))
@@ -305,10 +305,18 @@ class SolanaWatcher:
         seen = failed = 0
         hashes: dict[int, str] = {}
         last_signature = cursor.last_signature if cursor else None
+        handled: list[tuple[int, str]] = []  # the wallet signatures handled, (slot, signature), oldest slot first
         for info in batch:
             tx = await self._call(self.rpc.transaction(info.signature))
+            if tx is None and not await self._vanished(info):
+                # listed but not served (a node behind another): stop before its slot; the next run reads it again
+                to_slot = info.slot - 1
+                earlier = [signature for slot, signature in handled if slot < info.slot]
+                last_signature = earlier[-1] if earlier else (cursor.last_signature if cursor else None)
+                break
             if info.signature in wallet_signatures:
                 last_signature = info.signature
+                handled.append((info.slot, info.signature))
             if tx is None:
                 continue  # vanished since it was listed (a fork that did not survive): nothing to record
             found = credits(tx, merchant, watched=watched)
@@ -339,6 +347,16 @@ class SolanaWatcher:
         self._calls.count += 1
         return await call
 
+    async def _vanished(self, info: SignatureInfo) -> bool:
+        """A listed signature ``getTransaction`` does not serve is gone only when the finalized slot has passed its
+        slot and ``getSignatureStatuses`` does not know it either (its fork did not survive); else it is not served
+        yet (a node behind the one that listed it), which is no reason to move past it."""
+        finalized_slot = await self._call(self.rpc.slot("finalized"))
+        if finalized_slot < info.slot:
+            return False
+        (status,) = await self._call(self.rpc.statuses([info.signature]))
+        return status is None
+
     async def _since(self, address: str, floor: int, head: int, until: str | None = None) -> list[SignatureInfo]:
         """The address's signatures in ``(floor, head]``, paging back (1,000 a page) until ``until`` or the floor."""
         found: list[SignatureInfo] = []
@@ -367,7 +385,11 @@ class SolanaWatcher:
                 elif status is None:
                     if finalized_slot is None:
                         finalized_slot = await self._call(self.rpc.slot("finalized"))
-                    if finalized_slot >= payment.block_number:
+                    # unknown once its slot is final: gone only if getTransaction does not know it either (one
+                    # node's empty answer is no proof its fork died); served, it waits for its status next run
+                    if finalized_slot >= payment.block_number and (
+                        await self._call(self.rpc.transaction(payment.tx_id)) is None
+                    ):
                         self.sink.orphaned(payment.payment_id)
                         orphaned += 1
         return finalized, orphaned
@@ -392,12 +414,16 @@ def _with_hash(transfer: ObservedTransfer, block_hash: str) -> ObservedTransfer:
 # -- the fast path ---------------------------------------------------------------------------------------------------
 
 
-async def inspect(rpc: SolanaRpc, config: ChainConfig, signature: str) -> list[ObservedTransfer]:
-    """The credits to the merchant in one customer-submitted signature (confirmed), as the watcher would record them."""
+async def inspect(
+    rpc: SolanaRpc, config: ChainConfig, signature: str, watched: frozenset[str] = frozenset()
+) -> list[ObservedTransfer]:
+    """The credits to the merchant in one customer-submitted signature (confirmed), as the watcher would record them:
+    ``watched``, the active references, count wherever they are among the transaction's keys (D91), so that a claim
+    of a payment carrying another bill's reference on another instruction is refused (D112)."""
     tx = await rpc.transaction(signature)
     if tx is None:
         raise TransactionNotFoundError(f"solana transaction {signature} not found (not yet confirmed?)")
-    found = credits(tx, Merchant.of(config))
+    found = credits(tx, Merchant.of(config), watched=watched)
     if not found:
         return []
     block_hash = await rpc.block_hash(tx.slot)

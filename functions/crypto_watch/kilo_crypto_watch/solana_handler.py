@@ -72,4 +72,4 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
 
 def inspector(chain: ChainConfig) -> SolanaTransactionInspector:
     """The fast path's TransactionInspector for a Solana chain (dependencies.inspector imports this on demand)."""
-    return SolanaTransactionInspector(chain)
+    return SolanaTransactionInspector(chain, references=dependencies.settlement())

@@ -237,9 +237,12 @@ class SolanaTransactionInspector:
     """The fast path's ``TransactionInspector`` for one Solana chain: a customer's signature -> the merchant credits
     in it (confirmed), as the watcher would record them. Synchronous for the API handler: one ``asyncio.run`` each."""
 
-    def __init__(self, config: ChainConfig, timeout_seconds: float = 10.0) -> None:
+    def __init__(
+        self, config: ChainConfig, timeout_seconds: float = 10.0, references: ReferenceSource | None = None
+    ) -> None:
         self._config = config
         self._timeout = timeout_seconds
+        self._references = references
 
     def transfers(self, tx_id: str) -> Sequence[ObservedTransfer]:
         try:
@@ -250,4 +253,5 @@ class SolanaTransactionInspector:
 
     async def _transfers(self, tx_id: str) -> list[ObservedTransfer]:
         async with SolanaRpcClient(self._config.rpc_url, self._timeout) as rpc:
-            return await inspect(rpc, self._config, tx_id)
+            watched = self._references.active_references(self._config.key) if self._references else ()
+            return await inspect(rpc, self._config, tx_id, frozenset(watched))
