@@ -21,7 +21,7 @@ from kilo_billing.accounts import AccountProfile
 from kilo_billing.events import LiveKitEventRecord, UsageEventRecord
 from kilo_billing.rating import TierChange
 from kilo_rate_usage.adapters import DynamoUsageRepository
-from kilo_rate_usage.items import MAX_STATE_BYTES
+from kilo_rate_usage.items import MAX_STATE_BYTES, confirmation_item
 from kilo_rate_usage.model import Billing, ClosedBy, ContributionKey, PeriodPart, RoomListing, Session, StoredSession
 from kilo_rate_usage.ports import (
     CommitUnit,
@@ -50,6 +50,8 @@ class Harness:
     register: Callable[[AccountProfile], None]
     crash_after: Callable[[int], None]  # the next commits die after this many transactions
     refuse_room: Callable[[str], None]  # DynamoDB refuses the room's session items for good
+    legacy_confirm: Callable[[tuple[str, str], int], None]  # a confirmation the sweeper wrote before the listings
+    listing_expiry: Callable[[str], int]  # when a room's recorded listing expires (epoch seconds)
 
 
 @pytest.fixture(params=["fake", "dynamodb"])
@@ -62,7 +64,7 @@ def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
 
         yield Harness(
             fake, fake.store_event, lambda a, p: fake.invoiced.add((a, p)), fake.accounts.register, crash,
-            fake.refused_rooms.add,
+            fake.refused_rooms.add, fake.confirmed.__setitem__, fake.listing_expiry.__getitem__,
         )  # fmt: skip
         return
     stack: Stack = request.getfixturevalue("stack")
@@ -105,9 +107,17 @@ def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
 
         client.meta.events.register("provide-client-params.dynamodb.TransactWriteItems", hook)
 
+    def legacy_confirm(key: tuple[str, str], at_ms: int) -> None:
+        client.put_item(TableName=usage_table, Item=confirmation_item(key, at_ms))
+
+    def listing_expiry(room_sid: str) -> int:
+        item = client.get_item(TableName=usage_table, Key={"pk": {"S": f"ROOM#{room_sid}"}, "sk": {"S": "LISTED"}})
+        return int(item["Item"]["expires_at"]["N"])
+
     yield Harness(
-        repo, store_event, mark_invoiced, DynamoAccountDirectory(client, usage_table).register, crash, refuse_room
-    )
+        repo, store_event, mark_invoiced, DynamoAccountDirectory(client, usage_table).register, crash, refuse_room,
+        legacy_confirm, listing_expiry,
+    )  # fmt: skip
 
 
 def session(room: str, sid: str, account: str = "acct-a", audio: int = 2, *, open_: bool = False) -> StoredSession:
@@ -251,9 +261,9 @@ def test_given_a_write_dynamodb_refuses_then_rejected_not_a_conflict_and_nothing
     assert harness.repo.aggregates([("acct-a", "2026-11")])[("acct-a", "2026-11")].totals() == {}
 
 
-def test_given_sweeper_writes_then_confirmations_read_back_and_a_close_is_stored_once(harness: Harness) -> None:
-    harness.repo.confirm([("RM_a", "PA_1"), ("RM_b", "PA_2")], NOW_MS)
-    harness.repo.confirm([("RM_a", "PA_1")], NOW_MS + 1)
+def test_given_sweeper_writes_then_old_confirmations_read_back_and_a_close_is_stored_once(harness: Harness) -> None:
+    harness.legacy_confirm(("RM_a", "PA_1"), NOW_MS + 1)  # written by the sweeper before the listings
+    harness.legacy_confirm(("RM_b", "PA_2"), NOW_MS)
     assert harness.repo.confirmations([("RM_a", "PA_1"), ("RM_b", "PA_2"), ("RM_c", "PA_3")]) == {
         ("RM_a", "PA_1"): NOW_MS + 1,
         ("RM_b", "PA_2"): NOW_MS,
@@ -269,13 +279,20 @@ def test_given_sweeper_listings_then_the_latest_per_room_reads_back_and_other_ro
     harness: Harness,
 ) -> None:
     harness.repo.record_listings(
-        {"RM_a": RoomListing(NOW_MS, frozenset({"PA_1", "PA_2"})), "RM_b": RoomListing(NOW_MS, frozenset({"PA_3"}))}
+        {"RM_a": RoomListing(NOW_MS, frozenset({"PA_1", "PA_2"})), "RM_b": RoomListing(NOW_MS, frozenset({"PA_3"}))},
+        EXPIRES,
     )
-    harness.repo.record_listings({"RM_a": RoomListing(NOW_MS + 300_000, frozenset({"PA_2"}))})  # the next sweep
+    harness.repo.record_listings({"RM_a": RoomListing(NOW_MS + 300_000, frozenset({"PA_2"}))}, EXPIRES + 300)
+    # the sweep before those, running late: its answers replace neither the newer one nor the one of its own time
+    harness.repo.record_listings(
+        {"RM_a": RoomListing(NOW_MS - 300_000, frozenset({"PA_1"})), "RM_b": RoomListing(NOW_MS, frozenset({"PA_4"}))},
+        EXPIRES - 300,
+    )
     assert harness.repo.room_listings(["RM_a", "RM_b", "RM_c"]) == {
         "RM_a": RoomListing(NOW_MS + 300_000, frozenset({"PA_2"})),
         "RM_b": RoomListing(NOW_MS, frozenset({"PA_3"})),
     }
+    assert (harness.listing_expiry("RM_a"), harness.listing_expiry("RM_b")) == (EXPIRES + 300, EXPIRES)
     assert harness.repo.room_listings([]) == {}
     # a listing lives beside the room's sessions without being read as one
     assert harness.repo.stored_sessions("RM_a") == {}

@@ -115,8 +115,8 @@ ROLES = {
         LAMBDA,
         {BASIC_EXECUTION, XRAY_WRITE},
         ("dynamodb:Scan", OPEN_SESSIONS_INDEX),
-        ("dynamodb:BatchGetItem", USAGE_TABLE),  # confirmations of long sessions LiveKit still lists (D17)
-        ("dynamodb:BatchWriteItem", USAGE_TABLE),
+        ("dynamodb:BatchGetItem", USAGE_TABLE),  # the rooms' listings (and confirmations written before them)
+        ("dynamodb:PutItem", USAGE_TABLE),  # a room's listing, conditional (its attributes only: a condition)
         ("dynamodb:PutItem", EVENTS_TABLE),
         ("secretsmanager:GetSecretValue", LIVEKIT_KEYS),
         ("events:PutEvents", BILLING_BUS),  # a budget or hard limit reached during a call, announced

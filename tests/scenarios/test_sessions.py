@@ -361,7 +361,7 @@ def test_given_a_lost_left_when_the_sweeper_finds_the_participant_gone_then_bill
     session = rebuild(events)["PA_alice_p"]
     store.sessions[session.key] = StoredSession.of(session, {})
     directory = StaticRoomDirectory({"probe": {"PA_alice_p"}})
-    policy = SweepPolicy(max_unconfirmed_ms=24 * 3_600_000, confirm_every_ms=3_600_000)
+    policy = SweepPolicy(max_unconfirmed_ms=24 * 3_600_000, listing_ttl_ms=31 * 24 * 3_600_000)
 
     run_sweep(store, directory, (T0 + 300) * 1000, policy, EXPIRES)  # lists alice
     if roomservice == "answering":

@@ -322,21 +322,25 @@ class DynamoUsageRepository:
         found = self._batch_get(self._usage, [items.confirmation_key(key) for key in wanted])
         return dict(items.confirmation_from_item(item) for item in found)
 
-    def confirm(self, keys: Sequence[SessionKey], at_ms: int) -> None:
-        self._batch_write([{"PutRequest": {"Item": items.confirmation_item(key, at_ms)}} for key in keys])
-
     def room_listings(self, room_sids: Iterable[str]) -> dict[str, RoomListing]:
         found = self._batch_get(self._usage, [items.listing_key(sid) for sid in sorted(set(room_sids))])
         return dict(items.listing_from_item(item) for item in found)
 
-    def record_listings(self, listings: Mapping[str, RoomListing]) -> None:
-        self._batch_write(
-            [
-                {"PutRequest": {"Item": items.listing_item(sid, listing)}}
-                for sid, listing in sorted(listings.items())
-                if listing.participants
-            ]
-        )
+    def record_listings(self, listings: Mapping[str, RoomListing], expires_at: int) -> None:
+        for sid, listing in sorted(listings.items()):
+            if not listing.participants:
+                continue
+            try:  # one conditional put per room (a batch write takes no condition)
+                _write(
+                    self._client.put_item,
+                    TableName=self._usage,
+                    Item=items.listing_item(sid, listing, expires_at),
+                    ConditionExpression="attribute_not_exists(#k) OR #a < :a",
+                    ExpressionAttributeNames={"#k": KEY, "#a": items.ANSWERED_AT_MS},
+                    ExpressionAttributeValues=to_item({":a": listing.answered_at_ms}),
+                )
+            except ConflictError:
+                continue  # a newer (or this same) answer is already recorded: it stands
 
     def add_close(self, event: LiveKitEventRecord, expires_at: int) -> bool:
         try:

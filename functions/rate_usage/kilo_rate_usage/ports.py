@@ -232,7 +232,7 @@ class RoomDirectory(Protocol):
 
 
 class SweeperStore(Protocol):
-    """What the sweeper reads and writes: open sessions, confirmations of quiet ones, synthetic close events."""
+    """What the sweeper reads and writes: open sessions, the rooms' listings, synthetic close events."""
 
     def open_sessions(self, account: str | None = None) -> list[StoredSession]: ...
 
@@ -241,19 +241,17 @@ class SweeperStore(Protocol):
         ...
 
     def confirmations(self, keys: Iterable[SessionKey]) -> dict[SessionKey, int]:
-        """When LiveKit last listed each session's participant (epoch ms), for those ever recorded."""
-        ...
-
-    def confirm(self, keys: Sequence[SessionKey], at_ms: int) -> None:
-        """Record that RoomService listed these participants at ``at_ms``."""
+        """When RoomService last listed each session's participant (epoch ms) by the hourly per-session confirmations
+        written before the rooms' listings replaced them (read only, for the upgrade), for those recorded."""
         ...
 
     def room_listings(self, room_sids: Iterable[str]) -> dict[str, RoomListing]:
         """The last recorded RoomService answer listing participants of each room (by sid), for those recorded."""
         ...
 
-    def record_listings(self, listings: Mapping[str, RoomListing]) -> None:
-        """Record each room's latest answer (one item per room, replacing the previous one)."""
+    def record_listings(self, listings: Mapping[str, RoomListing], expires_at: int) -> None:
+        """Record each room's answer (one item per room, expiring at ``expires_at``, epoch seconds), replacing the
+        recorded one only when older: a late-running older sweep never replaces a newer answer."""
         ...
 
     def add_close(self, event: LiveKitEventRecord, expires_at: int) -> bool:
