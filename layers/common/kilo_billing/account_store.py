@@ -42,6 +42,9 @@ def profile_to_item(profile: AccountProfile) -> Item:
             ),
             "billing_method": profile.billing_method,  # read by the close (kilo_billing.periods_store)
             "erased_at": profile.erased_at.isoformat() if profile.erased_at is not None else None,
+            # absent while 0 (profiles written before read alike)
+            "budget_version": profile.budget_version or None,
+            "hard_limit_version": profile.hard_limit_version or None,
         }
     )
 
@@ -67,6 +70,8 @@ def profile_from_item(item: Mapping[str, Any]) -> AccountProfile:
         progressive_threshold_usd=Decimal(values["progressive_usd"]) if values.get("progressive_usd") else None,
         billing_method=str(values.get("billing_method", "card")),  # profiles written before it: card
         erased_at=datetime.fromisoformat(str(values["erased_at"])) if values.get("erased_at") else None,
+        budget_version=int(values.get("budget_version") or 0),
+        hard_limit_version=int(values.get("hard_limit_version") or 0),
     )
 
 
