@@ -232,6 +232,12 @@ class InMemoryUsageRepository:
             raise RuntimeError(f"simulated crash after {number} transaction(s) of the commit")
 
     def _apply(self, transaction: Transaction, late: set[AggregateKey], generations: Mapping[int, str]) -> None:
+        for account, mark in transaction.guards:  # as the adapter's condition check on the profile (D80)
+            profile = (
+                self.accounts.profiles.get(account) if isinstance(self.accounts, InMemoryAccountDirectory) else None
+            )
+            if (profile.erased_at if profile is not None else None) != mark:
+                raise ConflictError("the account's erasure mark changed since the batch read it")
         for change in transaction.sessions:
             if change.new.session.room_sid in self.refused_rooms:
                 raise RejectedWriteError("TransactionCanceledException: ValidationError")

@@ -52,6 +52,7 @@ class Harness:
     refuse_room: Callable[[str], None]  # DynamoDB refuses the room's session items for good
     legacy_confirm: Callable[[tuple[str, str], int], None]  # a confirmation the sweeper wrote before the listings
     listing_expiry: Callable[[str], int]  # when a room's recorded listing expires (epoch seconds)
+    register_again: Callable[[AccountProfile], None]  # save a registered profile (the account API's erasure mark)
 
 
 @pytest.fixture(params=["fake", "dynamodb"])
@@ -64,7 +65,7 @@ def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
 
         yield Harness(
             fake, fake.store_event, lambda a, p: fake.invoiced.add((a, p)), fake.accounts.register, crash,
-            fake.refused_rooms.add, fake.confirmed.__setitem__, fake.listing_expiry.__getitem__,
+            fake.refused_rooms.add, fake.confirmed.__setitem__, fake.listing_expiry.__getitem__, fake.accounts.save,
         )  # fmt: skip
         return
     stack: Stack = request.getfixturevalue("stack")
@@ -116,7 +117,7 @@ def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
 
     yield Harness(
         repo, store_event, mark_invoiced, DynamoAccountDirectory(client, usage_table).register, crash, refuse_room,
-        legacy_confirm, listing_expiry,
+        legacy_confirm, listing_expiry, DynamoAccountDirectory(client, usage_table).save,
     )  # fmt: skip
 
 
@@ -426,3 +427,33 @@ def test_given_a_retired_participants_registers_then_they_read_back_with_its_ses
     assert found["PA_1"].version == stored.version
     assert registers_from_text(found["PA_1"].registers).joined_ms == (NOV_16 + 10) * 1000
     assert harness.repo.aggregates([("acct-a", "2026-11")])[("acct-a", "2026-11")].totals() == {"audio": 2}
+
+
+def test_given_an_erasure_marked_after_the_batch_read_the_profile_then_its_writes_of_identities_are_a_conflict(
+    harness: Harness,
+) -> None:
+    """D80's window closed: a commit carries the erasure mark the batch read per account (none, or that one); the
+    transaction lands only while the profile still carries it, so nothing of it is written otherwise."""
+    from dataclasses import replace  # noqa: PLC0415
+
+    harness.register(AccountProfile("acct-a", (TierChange(datetime(2026, 1, 1, tzinfo=UTC), "personal"),)))
+    assert harness.repo.commit(CommitUnit(sessions=[new(session("RM_a", "PA_1"))], erasure_marks={"acct-a": None}),
+                               NOW_MS) == 3  # the session, its aggregate and the check of the profile  # fmt: skip
+    mark = datetime(2026, 11, 16, 1, 0, 0, 250_000, tzinfo=UTC)
+    (profile,) = harness.repo.profiles(["acct-a"]).values()
+    harness.register_again(replace(profile, erased_at=mark))  # the erasure, after the batch below read the profile
+    with pytest.raises(ConflictError):
+        harness.repo.commit(CommitUnit(sessions=[new(session("RM_a", "PA_2"))], erasure_marks={"acct-a": None}), NOW_MS)
+    assert set(harness.repo.stored_sessions("RM_a")) == {"PA_1"}
+    assert harness.repo.aggregates([("acct-a", "2026-11")])[("acct-a", "2026-11")].totals() == {"audio": 2}
+    # the retry read the mark (``erased_at`` read back exactly): it lands; an unregistered account has no mark
+    (profile,) = harness.repo.profiles(["acct-a"]).values()
+    assert profile.erased_at == mark
+    harness.repo.commit(CommitUnit(sessions=[new(session("RM_a", "PA_2"))], erasure_marks={"acct-a": mark}), NOW_MS)
+    unknown = session("RM_b", "PA_3", account="acct-unknown")
+    harness.repo.commit(CommitUnit(sessions=[new(unknown)], erasure_marks={"acct-unknown": None}), NOW_MS)
+    assert set(harness.repo.stored_sessions("RM_a")) | set(harness.repo.stored_sessions("RM_b")) == {
+        "PA_1",
+        "PA_2",
+        "PA_3",
+    }

@@ -106,6 +106,7 @@ ROLES = {
         ("dynamodb:BatchGetItem", USAGE_TABLE),
         ("dynamodb:PutItem", USAGE_TABLE),
         ("dynamodb:UpdateItem", USAGE_TABLE),
+        ("dynamodb:ConditionCheckItem", USAGE_TABLE),  # the profile's erasure mark, in the commit's transactions (D80)
         ("dynamodb:Query", OPEN_SESSIONS_INDEX),  # open calls of accounts with a budget or hard limit
         ("events:PutEvents", BILLING_BUS),
         ("sqs:SendMessage", POISON_QUEUE),

@@ -7,9 +7,10 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
-from kilo_billing.account_store import DynamoAccountDirectory
+from kilo_billing.account_store import ERASED_AT, DynamoAccountDirectory, account_key, erasure_mark
 from kilo_billing.accounts import AccountProfile
 from kilo_billing.aws import ConditionFailedError, InvalidRequestError, ResourceGoneError, call, paged_items
 from kilo_billing.events import (
@@ -197,6 +198,7 @@ class DynamoUsageRepository:
             ]
             for change in transaction.states:
                 writes += self._state_writes(change, generations.get(id(change), change.old_generation))
+            writes += [self._erasure_guard(account, mark) for account, mark in transaction.guards]
             _write(self._client.transact_write_items, TransactItems=writes)
             written += len(writes)
         for change in unit.states:
@@ -262,6 +264,21 @@ class DynamoUsageRepository:
             _write(self._client.transact_write_items, TransactItems=[*writes[start : start + size], check])
         _write(self._client.transact_write_items, TransactItems=[self._state_put(change, change.old_generation, mark)])
         return 1 + len(writes) + 1
+
+    def _erasure_guard(self, account: str, mark: datetime | None) -> dict[str, Any]:
+        """The account's profile still carries the erasure mark the batch read (none, or that one): an erasure
+        marked since makes the transaction a conflict (D80). An unregistered account's missing profile has none."""
+        check: dict[str, Any] = {
+            "TableName": self._usage,
+            "Key": account_key(account),
+            "ExpressionAttributeNames": {"#e": ERASED_AT},
+        }
+        if mark is None:
+            check["ConditionExpression"] = "attribute_not_exists(#e)"
+        else:
+            check["ConditionExpression"] = "#e = :e"
+            check["ExpressionAttributeValues"] = to_item({":e": erasure_mark(mark)})
+        return {"ConditionCheck": check}
 
     def _session_put(self, change: SessionChange) -> dict[str, Any]:
         put: dict[str, Any] = {"TableName": self._usage, "Item": items.session_to_item(change.new)}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 from kilo_billing.accounts import AccountProfile
@@ -88,10 +89,19 @@ class Transaction:
     usage: tuple[UsageChange, ...]
     adds: dict[AggregateKey, dict[tuple[int, str], int]]  # per aggregate: (segment start, meter) -> quantity
     states: tuple[StateChange, ...] = ()
+    # per account whose sessions it writes with participants' identities: the erasure mark the batch read (None: none);
+    # the transaction lands only if the profile still carries that mark (``CommitUnit.erasure_marks``, D80)
+    guards: tuple[tuple[str, datetime | None], ...] = ()
 
     @property
     def items(self) -> int:
-        return len(self.sessions) + len(self.usage) + len(self.adds) + sum(state.items for state in self.states)
+        return (
+            len(self.sessions)
+            + len(self.usage)
+            + len(self.adds)
+            + sum(state.items for state in self.states)
+            + len(self.guards)
+        )
 
 
 @dataclass
@@ -105,6 +115,11 @@ class CommitUnit:
     usage: list[UsageChange] = field(default_factory=list)
     late: set[AggregateKey] = field(default_factory=set)  # (account, period) already invoiced
     states: list[StateChange] = field(default_factory=list)
+    # the erasure mark (``AccountProfile.erased_at``) the batch read, per account it writes sessions of with a
+    # participant's identity (not a pseudonym): each transaction writing such a session is conditioned on the profile
+    # still carrying it, so an erasure marked after the batch read the profile makes the commit a conflict (retried:
+    # the retry reads the mark and writes pseudonyms) - never an identity written behind the erasure's scan (D80)
+    erasure_marks: dict[str, datetime | None] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
@@ -125,14 +140,16 @@ class CommitUnit:
         usage: list[UsageChange] = []
         adds: dict[AggregateKey, dict[tuple[int, str], int]] = {}
         states: list[StateChange] = []
+        guarded: set[str] = set()
 
         def flush() -> None:
-            nonlocal sessions, usage, adds, states
+            nonlocal sessions, usage, adds, states, guarded
             kept = {key: {c: q for c, q in counters.items() if q} for key, counters in adds.items()}
             kept = {key: counters for key, counters in kept.items() if counters}
+            guards = tuple((account, self.erasure_marks[account]) for account in sorted(guarded))
             if sessions or usage or states:
-                done.append(Transaction(tuple(sessions), tuple(usage), kept, tuple(states)))
-            sessions, usage, adds, states = [], [], {}, []
+                done.append(Transaction(tuple(sessions), tuple(usage), kept, tuple(states), guards))
+            sessions, usage, adds, states, guarded = [], [], {}, [], set()
 
         def add(grouped: Mapping[AggregateKey, Mapping[tuple[int, str], int]]) -> None:
             for key, counters in grouped.items():
@@ -142,20 +159,23 @@ class CommitUnit:
 
         for change in self.sessions:
             grouped = by_aggregate(change.delta)
-            if len(sessions) + len(usage) + len(adds.keys() | grouped.keys()) + 1 > max_items:
+            guard = {change.new.session.account} & self.erasure_marks.keys()
+            if len(sessions) + len(usage) + len(adds.keys() | grouped.keys()) + len(guarded | guard) + 1 > max_items:
                 flush()
             sessions.append(change)
             add(grouped)
+            guarded |= guard
         for mark in self.usage:
             account, period, segment, meter = mark.key
-            if len(sessions) + len(usage) + len(adds.keys() | {(account, period)}) + 1 > max_items:
+            if len(sessions) + len(usage) + len(adds.keys() | {(account, period)}) + len(guarded) + 1 > max_items:
                 flush()
             usage.append(mark)
             add({(account, period): {(segment, meter): mark.record.quantity}})
         for state in self.states:  # a state's header and participant items share one transaction, unless chunked
             if state.chunked(max_items):
                 continue  # written after the transactions (``chunked``)
-            if len(sessions) + len(usage) + len(adds) + sum(s.items for s in states) + state.items > max_items:
+            size = len(sessions) + len(usage) + len(adds) + len(guarded) + sum(s.items for s in states) + state.items
+            if size > max_items:
                 flush()
             states.append(state)
         flush()
