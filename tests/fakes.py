@@ -192,7 +192,7 @@ class InMemoryUsageRepository:
         for number, transaction in enumerate(transactions):
             self._crash(number, written)
             self._apply(transaction, unit.late, generations)
-            written += transaction.items
+            written += transaction.writes
         number = len(transactions)
         for change in unit.states:  # as the adapter: under a pending mark on the header, in chunks
             if not change.chunked(self.max_transaction_items):
@@ -232,11 +232,11 @@ class InMemoryUsageRepository:
             raise RuntimeError(f"simulated crash after {number} transaction(s) of the commit")
 
     def _apply(self, transaction: Transaction, late: set[AggregateKey], generations: Mapping[int, str]) -> None:
-        for account, mark in transaction.guards:  # as the adapter's condition check on the profile (D80)
+        for account, erased_at in transaction.guards:  # as the adapter's condition check on the profile (D80)
             profile = (
                 self.accounts.profiles.get(account) if isinstance(self.accounts, InMemoryAccountDirectory) else None
             )
-            if (profile.erased_at if profile is not None else None) != mark:
+            if (profile.erased_at if profile is not None else None) != erased_at:
                 raise ConflictError("the account's erasure mark changed since the batch read it")
         for change in transaction.sessions:
             if change.new.session.room_sid in self.refused_rooms:

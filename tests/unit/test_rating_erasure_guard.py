@@ -56,6 +56,7 @@ def test_given_erasure_marks_then_each_transaction_checks_the_accounts_it_writes
     ]
     assert [t.guards for t in transactions] == [(("acct-a", None),), (("acct-b", MARK),), ()]
     assert [t.items for t in transactions] == [4, 3, 2]
+    assert [t.writes for t in transactions] == [3, 2, 2]  # a check writes nothing
 
 
 def joined(event_id: str, sid: str, identity: str, at_s: int) -> LiveKitEventRecord:

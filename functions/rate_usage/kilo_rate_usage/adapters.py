@@ -198,8 +198,8 @@ class DynamoUsageRepository:
             ]
             for change in transaction.states:
                 writes += self._state_writes(change, generations.get(id(change), change.old_generation))
-            writes += [self._erasure_guard(account, mark) for account, mark in transaction.guards]
-            _write(self._client.transact_write_items, TransactItems=writes)
+            checks = [self._erasure_guard(account, mark) for account, mark in transaction.guards]
+            _write(self._client.transact_write_items, TransactItems=writes + checks)
             written += len(writes)
         for change in unit.states:
             if change.chunked():

@@ -131,7 +131,9 @@ def _rate(livekit: Sequence[LiveKitEventRecord], usage: Sequence[UsageEventRecor
         if room.state is not None:
             unit.states.append(room.state)
         accounts.update(session.account for session in room.sessions)
-        accounts.update(key[0] for previous in room.stored.values() for key in previous.contributions)
+        # a stored session's contributions are its account's; one without any (a registers-only rewrite) needs its
+        # profile too: its erasure mark guards the write (D80)
+        accounts.update(previous.session.account for previous in room.stored.values())
     fresh_usage = repo.unrated_usage(usage)
     accounts.update(record.account_id for record in usage)
     profiles = repo.profiles(accounts)
