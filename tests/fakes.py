@@ -104,8 +104,9 @@ class InMemoryUsageRepository:
         self.late: dict[AggregateKey, dict[str, int]] = {}
         self.invoiced: set[AggregateKey] = set()
         self.thresholds: dict[AggregateKey, set[str]] = {}
-        self.confirmed: dict[SessionKey, int] = {}
+        self.confirmed: dict[SessionKey, int] = {}  # the sweeper's confirmations written before the listings
         self.listings: dict[str, RoomListing] = {}  # the sweeper's last RoomService answer per room sid
+        self.listing_expiry: dict[str, int] = {}  # and when it expires (epoch seconds)
         self.accounts = accounts or InMemoryAccountDirectory()
         self.writes = 0  # items written, one per session put, usage mark, aggregate update or threshold record
         self.crash_after_transactions: int | None = None  # a commit dies after this many of its transactions
@@ -186,7 +187,7 @@ class InMemoryUsageRepository:
         for number, transaction in enumerate(transactions):
             self._crash(number, written)
             self._apply(transaction, unit.late, generations)
-            written += transaction.items
+            written += transaction.writes
         number = len(transactions)
         for change in unit.states:  # as the adapter: under a pending mark on the header, in chunks
             if not change.chunked(self.max_transaction_items):
@@ -226,6 +227,12 @@ class InMemoryUsageRepository:
             raise RuntimeError(f"simulated crash after {number} transaction(s) of the commit")
 
     def _apply(self, transaction: Transaction, late: set[AggregateKey], generations: Mapping[int, str]) -> None:
+        for account, erased_at in transaction.guards:  # as the adapter's condition check on the profile (D80)
+            profile = (
+                self.accounts.profiles.get(account) if isinstance(self.accounts, InMemoryAccountDirectory) else None
+            )
+            if (profile.erased_at if profile is not None else None) != erased_at:
+                raise ConflictError("the account's erasure mark changed since the batch read it")
         for change in transaction.sessions:
             if change.new.session.room_sid in self.refused_rooms:
                 raise RejectedWriteError("TransactionCanceledException: ValidationError")
@@ -303,15 +310,15 @@ class InMemoryUsageRepository:
     def confirmations(self, keys: Iterable[SessionKey]) -> dict[SessionKey, int]:
         return {key: self.confirmed[key] for key in set(keys) if key in self.confirmed}
 
-    def confirm(self, keys: Sequence[SessionKey], at_ms: int) -> None:
-        for key in keys:
-            self.confirmed[key] = at_ms
-
     def room_listings(self, room_sids: Iterable[str]) -> dict[str, RoomListing]:
         return {sid: self.listings[sid] for sid in set(room_sids) if sid in self.listings}
 
-    def record_listings(self, listings: Mapping[str, RoomListing]) -> None:
-        self.listings.update({sid: listing for sid, listing in listings.items() if listing.participants})
+    def record_listings(self, listings: Mapping[str, RoomListing], expires_at: int) -> None:
+        for sid, listing in listings.items():
+            recorded = self.listings.get(sid)
+            if listing.participants and (recorded is None or recorded.answered_at_ms < listing.answered_at_ms):
+                self.listings[sid] = listing
+                self.listing_expiry[sid] = expires_at
 
     def add_close(self, event: LiveKitEventRecord, expires_at: int) -> bool:
         if event.event_id in self.events.get(event.room_sid, {}):

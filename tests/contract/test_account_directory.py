@@ -139,3 +139,16 @@ def test_given_an_erased_account_then_its_erasure_mark_reads_back_exactly(direct
     mark = datetime(2026, 11, 30, 19, 58, 1, 250_000, tzinfo=UTC)
     directory.save(replace(team("acct-e"), erased_at=mark))
     assert directory.registered(["acct-e"])["acct-e"].erased_at == mark
+
+
+def test_given_limit_versions_then_they_read_back_and_a_profile_without_them_reads_as_version_0(
+    directory: AccountDirectory,
+) -> None:
+    from dataclasses import replace  # noqa: PLC0415
+
+    directory.register(team("acct-v"))
+    fresh = directory.registered(["acct-v"])["acct-v"]
+    assert (fresh.budget_version, fresh.hard_limit_version) == (0, 0)
+    directory.save(replace(team("acct-v"), budget_usd=Decimal("10"), budget_version=2, hard_limit_version=5))
+    found = directory.registered(["acct-v"])["acct-v"]
+    assert (found.budget_version, found.hard_limit_version) == (2, 5)

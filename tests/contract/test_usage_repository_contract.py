@@ -22,7 +22,7 @@ from kilo_billing.livekit_events import LiveKitEventRecord
 from kilo_billing.rating import TierChange
 from kilo_billing.usage_events import UsageEventRecord
 from kilo_rate_usage.adapters import DynamoUsageRepository
-from kilo_rate_usage.items import MAX_STATE_BYTES
+from kilo_rate_usage.items import MAX_STATE_BYTES, confirmation_item
 from kilo_rate_usage.model import Billing, ClosedBy, ContributionKey, PeriodPart, RoomListing, Session, StoredSession
 from kilo_rate_usage.ports import (
     CommitUnit,
@@ -51,6 +51,9 @@ class Harness:
     register: Callable[[AccountProfile], None]
     crash_after: Callable[[int], None]  # the next commits die after this many transactions
     refuse_room: Callable[[str], None]  # DynamoDB refuses the room's session items for good
+    legacy_confirm: Callable[[tuple[str, str], int], None]  # a confirmation the sweeper wrote before the listings
+    listing_expiry: Callable[[str], int]  # when a room's recorded listing expires (epoch seconds)
+    register_again: Callable[[AccountProfile], None]  # save a registered profile (the account API's erasure mark)
 
 
 @pytest.fixture(params=["fake", "dynamodb"])
@@ -63,7 +66,7 @@ def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
 
         yield Harness(
             fake, fake.store_event, lambda a, p: fake.invoiced.add((a, p)), fake.accounts.register, crash,
-            fake.refused_rooms.add,
+            fake.refused_rooms.add, fake.confirmed.__setitem__, fake.listing_expiry.__getitem__, fake.accounts.save,
         )  # fmt: skip
         return
     stack: Stack = request.getfixturevalue("stack")
@@ -106,9 +109,17 @@ def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
 
         client.meta.events.register("provide-client-params.dynamodb.TransactWriteItems", hook)
 
+    def legacy_confirm(key: tuple[str, str], at_ms: int) -> None:
+        client.put_item(TableName=usage_table, Item=confirmation_item(key, at_ms))
+
+    def listing_expiry(room_sid: str) -> int:
+        item = client.get_item(TableName=usage_table, Key={"pk": {"S": f"ROOM#{room_sid}"}, "sk": {"S": "LISTED"}})
+        return int(item["Item"]["expires_at"]["N"])
+
     yield Harness(
-        repo, store_event, mark_invoiced, DynamoAccountDirectory(client, usage_table).register, crash, refuse_room
-    )
+        repo, store_event, mark_invoiced, DynamoAccountDirectory(client, usage_table).register, crash, refuse_room,
+        legacy_confirm, listing_expiry, DynamoAccountDirectory(client, usage_table).save,
+    )  # fmt: skip
 
 
 def session(room: str, sid: str, account: str = "acct-a", audio: int = 2, *, open_: bool = False) -> StoredSession:
@@ -252,9 +263,9 @@ def test_given_a_write_dynamodb_refuses_then_rejected_not_a_conflict_and_nothing
     assert harness.repo.aggregates([("acct-a", "2026-11")])[("acct-a", "2026-11")].totals() == {}
 
 
-def test_given_sweeper_writes_then_confirmations_read_back_and_a_close_is_stored_once(harness: Harness) -> None:
-    harness.repo.confirm([("RM_a", "PA_1"), ("RM_b", "PA_2")], NOW_MS)
-    harness.repo.confirm([("RM_a", "PA_1")], NOW_MS + 1)
+def test_given_sweeper_writes_then_old_confirmations_read_back_and_a_close_is_stored_once(harness: Harness) -> None:
+    harness.legacy_confirm(("RM_a", "PA_1"), NOW_MS + 1)  # written by the sweeper before the listings
+    harness.legacy_confirm(("RM_b", "PA_2"), NOW_MS)
     assert harness.repo.confirmations([("RM_a", "PA_1"), ("RM_b", "PA_2"), ("RM_c", "PA_3")]) == {
         ("RM_a", "PA_1"): NOW_MS + 1,
         ("RM_b", "PA_2"): NOW_MS,
@@ -270,13 +281,20 @@ def test_given_sweeper_listings_then_the_latest_per_room_reads_back_and_other_ro
     harness: Harness,
 ) -> None:
     harness.repo.record_listings(
-        {"RM_a": RoomListing(NOW_MS, frozenset({"PA_1", "PA_2"})), "RM_b": RoomListing(NOW_MS, frozenset({"PA_3"}))}
+        {"RM_a": RoomListing(NOW_MS, frozenset({"PA_1", "PA_2"})), "RM_b": RoomListing(NOW_MS, frozenset({"PA_3"}))},
+        EXPIRES,
     )
-    harness.repo.record_listings({"RM_a": RoomListing(NOW_MS + 300_000, frozenset({"PA_2"}))})  # the next sweep
+    harness.repo.record_listings({"RM_a": RoomListing(NOW_MS + 300_000, frozenset({"PA_2"}))}, EXPIRES + 300)
+    # the sweep before those, running late: its answers replace neither the newer one nor the one of its own time
+    harness.repo.record_listings(
+        {"RM_a": RoomListing(NOW_MS - 300_000, frozenset({"PA_1"})), "RM_b": RoomListing(NOW_MS, frozenset({"PA_4"}))},
+        EXPIRES - 300,
+    )
     assert harness.repo.room_listings(["RM_a", "RM_b", "RM_c"]) == {
         "RM_a": RoomListing(NOW_MS + 300_000, frozenset({"PA_2"})),
         "RM_b": RoomListing(NOW_MS, frozenset({"PA_3"})),
     }
+    assert (harness.listing_expiry("RM_a"), harness.listing_expiry("RM_b")) == (EXPIRES + 300, EXPIRES)
     assert harness.repo.room_listings([]) == {}
     # a listing lives beside the room's sessions without being read as one
     assert harness.repo.stored_sessions("RM_a") == {}
@@ -410,3 +428,33 @@ def test_given_a_retired_participants_registers_then_they_read_back_with_its_ses
     assert found["PA_1"].version == stored.version
     assert registers_from_text(found["PA_1"].registers).joined_ms == (NOV_16 + 10) * 1000
     assert harness.repo.aggregates([("acct-a", "2026-11")])[("acct-a", "2026-11")].totals() == {"audio": 2}
+
+
+def test_given_an_erasure_marked_after_the_batch_read_the_profile_then_its_writes_of_identities_are_a_conflict(
+    harness: Harness,
+) -> None:
+    """D80's window closed: a commit carries the erasure mark the batch read per account (none, or that one); the
+    transaction lands only while the profile still carries it, so nothing of it is written otherwise."""
+    from dataclasses import replace  # noqa: PLC0415
+
+    harness.register(AccountProfile("acct-a", (TierChange(datetime(2026, 1, 1, tzinfo=UTC), "personal"),)))
+    assert harness.repo.commit(CommitUnit(sessions=[new(session("RM_a", "PA_1"))], erasure_marks={"acct-a": None}),
+                               NOW_MS) == 2  # the session and its aggregate (the profile's check writes nothing)  # fmt: skip
+    mark = datetime(2026, 11, 16, 1, 0, 0, 250_000, tzinfo=UTC)
+    (profile,) = harness.repo.profiles(["acct-a"]).values()
+    harness.register_again(replace(profile, erased_at=mark))  # the erasure, after the batch below read the profile
+    with pytest.raises(ConflictError):
+        harness.repo.commit(CommitUnit(sessions=[new(session("RM_a", "PA_2"))], erasure_marks={"acct-a": None}), NOW_MS)
+    assert set(harness.repo.stored_sessions("RM_a")) == {"PA_1"}
+    assert harness.repo.aggregates([("acct-a", "2026-11")])[("acct-a", "2026-11")].totals() == {"audio": 2}
+    # the retry read the mark (``erased_at`` read back exactly): it lands; an unregistered account has no mark
+    (profile,) = harness.repo.profiles(["acct-a"]).values()
+    assert profile.erased_at == mark
+    harness.repo.commit(CommitUnit(sessions=[new(session("RM_a", "PA_2"))], erasure_marks={"acct-a": mark}), NOW_MS)
+    unknown = session("RM_b", "PA_3", account="acct-unknown")
+    harness.repo.commit(CommitUnit(sessions=[new(unknown)], erasure_marks={"acct-unknown": None}), NOW_MS)
+    assert set(harness.repo.stored_sessions("RM_a")) | set(harness.repo.stored_sessions("RM_b")) == {
+        "PA_1",
+        "PA_2",
+        "PA_3",
+    }

@@ -106,6 +106,7 @@ ROLES = {
         ("dynamodb:BatchGetItem", USAGE_TABLE),
         ("dynamodb:PutItem", USAGE_TABLE),
         ("dynamodb:UpdateItem", USAGE_TABLE),
+        ("dynamodb:ConditionCheckItem", USAGE_TABLE),  # the profile's erasure mark, in the commit's transactions (D80)
         ("dynamodb:Query", OPEN_SESSIONS_INDEX),  # open calls of accounts with a budget or hard limit
         ("events:PutEvents", BILLING_BUS),
         ("sqs:SendMessage", POISON_QUEUE),
@@ -115,8 +116,8 @@ ROLES = {
         LAMBDA,
         {BASIC_EXECUTION, XRAY_WRITE},
         ("dynamodb:Scan", OPEN_SESSIONS_INDEX),
-        ("dynamodb:BatchGetItem", USAGE_TABLE),  # confirmations of long sessions LiveKit still lists (D17)
-        ("dynamodb:BatchWriteItem", USAGE_TABLE),
+        ("dynamodb:BatchGetItem", USAGE_TABLE),  # the rooms' listings (and confirmations written before them)
+        ("dynamodb:PutItem", USAGE_TABLE),  # a room's listing, conditional (its attributes only: a condition)
         ("dynamodb:PutItem", EVENTS_TABLE),
         ("secretsmanager:GetSecretValue", LIVEKIT_KEYS),
         ("events:PutEvents", BILLING_BUS),  # a budget or hard limit reached during a call, announced

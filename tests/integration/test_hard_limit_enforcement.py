@@ -205,8 +205,9 @@ def test_given_the_limit_raised_after_it_was_enforced_then_reaching_the_new_limi
     set_budget(directory, "acct_9", BudgetChange(hard_limit_usd=Decimal("200.00")))  # within the grace (D47)
     run(enforcing)  # the removal step: the limit no longer holds
     assert [method for method, _ in livekit.calls] == ["UpdateParticipant"] * 3
-    # the calls go on and the bill reaches the raised limit: rating announces it with its own id
-    publish(enforcing, "hard_limit", 100, "200.40", "200", scope="200")
+    # the calls go on and the bill reaches the raised limit: rating announces it with its own id (scoped by the amount
+    # and the setting's version: the profile's first change of the limit)
+    publish(enforcing, "hard_limit", 100, "200.40", "200", scope="200v1")
     run(enforcing)
     everyone = [("standup", "alice"), ("standup", "bob"), ("support", "carol")]
     assert livekit.calls[3:] == [
@@ -217,9 +218,9 @@ def test_given_the_limit_raised_after_it_was_enforced_then_reaching_the_new_limi
     assert claims(enforcing) == sorted(
         [("150", "audio_only", room, who, "done") for room, who in everyone]
         + [("150", "schedule_removal", "-", "-", "done"), ("150", "remove", "-", "-", "lifted")]
-        + [("200", "audio_only", room, who, "done") for room, who in everyone]
-        + [("200", "schedule_removal", "-", "-", "done")]
-        + [("200", "remove", room, who, "done") for room, who in everyone]
+        + [("200v1", "audio_only", room, who, "done") for room, who in everyone]
+        + [("200v1", "schedule_removal", "-", "-", "done")]
+        + [("200v1", "remove", room, who, "done") for room, who in everyone]
     )
     subjects = sorted(str(mime(mail)["Subject"]) for mail in enforcing.sent_mail())
     assert subjects == [
@@ -229,11 +230,45 @@ def test_given_the_limit_raised_after_it_was_enforced_then_reaching_the_new_limi
     assert len(enforcing.sent_sms()) == 2
 
     # the same crossing delivered again (rating republished it after a crash): one alert, nothing enforced twice
-    publish(enforcing, "hard_limit", 100, "200.40", "200", scope="200")
+    publish(enforcing, "hard_limit", 100, "200.40", "200", scope="200v1")
     run(enforcing)
     assert len(livekit.calls) == 9
     assert (len(enforcing.sent_mail()), len(enforcing.sent_sms())) == (2, 2)
     assert "Messages" not in enforcing.stack.clients["sqs"].receive_message(QueueUrl=enforcing.queue_url)
+
+
+def test_given_the_limit_set_back_to_an_amount_already_enforced_then_it_is_enforced_and_alerted_once_more(
+    enforcing: AlertsStack, livekit: FakeLiveKit
+) -> None:
+    publish(enforcing, "hard_limit", 100, "150.02", "150")  # the limit as registered (no version: D124's scope)
+    run(enforcing)
+    run(enforcing)  # the removal step
+    assert [method for method, _ in livekit.calls] == ["UpdateParticipant"] * 3 + ["RemoveParticipant"] * 3
+    stack = enforcing.stack
+    directory = DynamoAccountDirectory(stack.clients["dynamodb"], stack.template.physical_name("UsageTable"))
+    from kilo_billing.budgets import BudgetChange, set_budget  # noqa: PLC0415
+
+    set_budget(directory, "acct_9", BudgetChange(hard_limit_usd=Decimal("300")))  # version 1
+    set_budget(directory, "acct_9", BudgetChange(hard_limit_usd=Decimal("150")))  # version 2: back to $150
+    # the three rejoin; the bill is above $150: rating announces the new setting, as it scopes it
+    livekit.rooms = {"standup": [("PA_alice2", "alice"), ("PA_bob2", "bob")], "support": [("PA_carol2", "carol")]}
+    publish(enforcing, "hard_limit", 100, "151.00", "150", scope="150v2")
+    run(enforcing)
+    run(enforcing)
+    publish(enforcing, "hard_limit", 100, "151.00", "150", scope="150v2")  # redelivered: nothing more
+    run(enforcing)
+    everyone = [("standup", "alice"), ("standup", "bob"), ("support", "carol")]
+    assert livekit.calls[6:] == [
+        ("UpdateParticipant", {"room": room, "identity": who, "permission": AUDIO_ONLY}) for room, who in everyone
+    ] + [("RemoveParticipant", {"room": room, "identity": who}) for room, who in everyone]
+    assert [c for c in claims(enforcing) if c[0] == "150v2"] == sorted(
+        [("150v2", "audio_only", room, who, "done") for room, who in everyone]
+        + [("150v2", "schedule_removal", "-", "-", "done")]
+        + [("150v2", "remove", room, who, "done") for room, who in everyone]
+    )
+    subjects = [str(mime(mail)["Subject"]) for mail in enforcing.sent_mail()]
+    assert subjects == ["Your November 2026 hard spending limit of $150.00 is reached: calls are stopping"] * 2
+    assert len(enforcing.sent_sms()) == 2
 
 
 def test_given_a_budget_event_at_the_hard_limit_then_ratings_own_hard_limit_event_repeats_nothing(

@@ -147,3 +147,55 @@ def test_events_queued_at_the_erasure_are_rated_with_pseudonyms_and_a_later_call
     names = (stack.template.physical_name(name) for name in ("UsageTable", "EventsTable"))
     new_call = DynamoUsageRepository(stack.clients["dynamodb"], *names).stored_sessions("RM_forget02")
     assert {sid: stored.session.identity for sid, stored in new_call.items()} == {"PA_dave0001": "dave"}
+
+
+def test_a_batch_that_read_the_profile_before_the_erasure_and_commits_after_its_scan_writes_no_identity(
+    stack: Stack, account_api: Any, lambda_context: LambdaContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The window D80 left open: rating reads the batch's profiles (no erasure mark yet), the owner erases the account
+    (the mark, then the scan of the stored sessions - which finds none of this batch's), and only then rating commits
+    its first-time sessions. The commit is conditioned on the erasure mark it read, so it fails as a conflict; the
+    stream retries the batch, which reads the mark and writes pseudonyms. A session already stored, rewritten by the
+    same kind of batch, is covered alike."""
+    from kilo_rate_usage import dependencies  # noqa: PLC0415
+    from kilo_rate_usage.handler import lambda_handler  # noqa: PLC0415
+    from kilo_rate_usage.ports import ConflictError  # noqa: PLC0415
+
+    register(stack, ACCOUNT)
+    room = lk.Room(ROOM, "forget-me", account_id=ACCOUNT, created_at=T0)
+    alice = lk.Participant("PA_alice01", "alice", (T0 + 10) * 1000)
+    bob = lk.Participant("PA_bob0001", "bob", (T0 + 20) * 1000)
+    runner = Lambda(stack)
+    deliver_webhook(lk.room_started(room, T0), lambda_context)
+    deliver_webhook(lk.participant_joined(room, alice), lambda_context)
+    run_stream(runner, lambda_context)  # alice's session is stored, open, with her identity
+    assert sessions(stack)["PA_alice01"].session.identity == "alice"
+    deliver_webhook(lk.participant_joined(room, bob), lambda_context)  # bob: a first-time session
+    deliver_webhook(lk.participant_left(room, alice, T0 + 600), lambda_context)  # alice's: rewritten (closed)
+    records = runner.poll()
+
+    repo = dependencies.rating().repo
+    commit = repo.commit
+    erasures: list[int] = []
+
+    def erase_then_commit(unit: Any, now_ms: int) -> int:
+        if not erasures:  # after rating read the profiles, before its first commit: the erasure runs whole
+            erased = call("POST", f"/v1/accounts/{ACCOUNT}/erase", claims(ACCOUNT, "owner"))
+            assert erased.status == 200, erased.body
+            erasures.append(erased.body["sessions_pseudonymised"])
+        return commit(unit, now_ms)
+
+    monkeypatch.setattr(repo, "commit", erase_then_commit)
+    with pytest.raises(ConflictError):
+        lambda_handler({"Records": records}, lambda_context)  # the stream retries the batch
+    assert erasures == [1]  # alice's stored session, pseudonymised by the erasure's scan; bob's not stored yet
+    assert lambda_handler({"Records": records}, lambda_context) == {"batchItemFailures": []}  # the retry
+
+    rated = sessions(stack)
+    assert {sid: stored.session.identity for sid, stored in rated.items()} == {
+        "PA_alice01": expected_pseudonym("alice"),
+        "PA_bob0001": expected_pseudonym("bob"),
+    }
+    assert rated["PA_alice01"].session.end_ms == (T0 + 600) * 1000  # the batch's close is rated, as usual
+    kept = [registers_from_text(stored.registers).identity for stored in rated.values() if stored.registers]
+    assert all(identity.startswith("erased-") for identity in kept)

@@ -137,21 +137,22 @@ def test_given_open_sessions_then_gone_ones_are_swept_confirmed_ones_stay_open_a
     assert (before.open_sessions, before.rated.used[Meter.AUDIO]) == (2, 35)
 
     # run 0, five minutes before T0, RoomService up: everybody is listed and stays open - the agent is 30 h old, past
-    # the 24 h limit, and quiet (no room event for over an hour): its confirmation is recorded; each room's listing too
+    # the 24 h limit, and quiet (no room event for over an hour): each room's listing is recorded (nothing per session)
     livekit_server.rooms["agent-space"] = [("PA_agent", "kilo-agent")]
     livekit_server.rooms["standup"] = [("PA_carol", "carol"), ("PA_bob", "bob")]
     result, capped = _sweep(T0 - 300, lambda_context, capsys)
-    assert (result["swept"], result["capped"], result["confirmed"], capped) == (0, 0, 1, 0)
-    listed = {item["pk"]["S"]: sorted(item["participants"]["SS"]) for item in stack.table_items("UsageTable")
-              if item["sk"]["S"] == "LISTED"}  # fmt: skip
-    assert listed == {"ROOM#RM_agents": ["PA_agent"], "ROOM#RM_standup": ["PA_bob", "PA_carol"]}
+    assert (result["swept"], result["capped"], result["listed"], capped) == (0, 0, 3, 0)
+    listed = {item["pk"]["S"]: (sorted(item["participants"]["SS"]), int(item["expires_at"]["N"]))
+              for item in stack.table_items("UsageTable") if item["sk"]["S"] == "LISTED"}  # fmt: skip
+    kept = T0 - 300 + 31 * 24 * HOUR  # the answer + the default room_listing_ttl_days (31)
+    assert listed == {"ROOM#RM_agents": (["PA_agent"], kept), "ROOM#RM_standup": (["PA_bob", "PA_carol"], kept)}
+    assert not [item for item in stack.table_items("UsageTable") if item["sk"]["S"].startswith("CONFIRMED#")]
 
     # run 1 at T0: bob is no longer listed - his participant_left was lost - and the previous sweep listed him 5 min
-    # before: swept at T0, the sweep that noticed; the agent and carol are listed and stay open (the agent's
-    # confirmation is 5 min old: not recorded again)
+    # before: swept at T0, the sweep that noticed; the agent and carol are listed and stay open
     livekit_server.rooms["standup"] = [("PA_carol", "carol")]
     result, capped = _sweep(T0, lambda_context, capsys)
-    assert (result["swept"], result["capped"], result["confirmed"], capped) == (1, 0, 0, 0)
+    assert (result["swept"], result["capped"], result["listed"], capped) == (1, 0, 2, 0)
 
     # run 2, RoomService unreachable, 23 h later: nobody has gone unvouched for 24 h yet
     monkeypatch.setenv("LIVEKIT_URL", closed_port_url())
@@ -162,8 +163,7 @@ def test_given_open_sessions_then_gone_ones_are_swept_confirmed_ones_stay_open_a
 
     runner.run(runner.poll(), lambda_context)  # rating rebuilds the standup room with bob's swept close
     # run 3, still unreachable, 24 h 10 min after run 1: the agent and carol were last listed at T0 (run 1's
-    # listings; the agent's recorded confirmation is older, T0 - 300; carol's room's last event, bob's swept close, is
-    # at T0 too): both capped at T0
+    # listings; carol's room's last event, bob's swept close, is at T0 too): both capped at T0
     result, capped = _sweep(T0 + 24 * HOUR + 600, lambda_context, capsys)
     assert (result["open"], result["capped"], capped) == (2, 2, 2)
     runner.run(runner.poll(), lambda_context)

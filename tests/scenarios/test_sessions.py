@@ -362,7 +362,7 @@ def test_given_a_lost_left_when_the_sweeper_finds_the_participant_gone_then_bill
     session = rebuild(events)["PA_alice_p"]
     store.sessions[session.key] = StoredSession.of(session, {})
     directory = StaticRoomDirectory({"probe": {"PA_alice_p"}})
-    policy = SweepPolicy(max_unconfirmed_ms=24 * 3_600_000, confirm_every_ms=3_600_000)
+    policy = SweepPolicy(max_unconfirmed_ms=24 * 3_600_000, listing_ttl_ms=31 * 24 * 3_600_000)
 
     run_sweep(store, directory, (T0 + 300) * 1000, policy, EXPIRES)  # lists alice
     if roomservice == "answering":
@@ -888,7 +888,8 @@ def test_given_personal_audio_just_below_half_when_rated_then_no_threshold_is_pu
 
 
 def test_given_a_crash_between_two_transactions_of_a_commit_when_retried_then_each_session_counts_once():
-    # 110 sessions in one batch need two transactions (at most 100 items each: 99 sessions + 1 aggregate, then 11 + 1)
+    # 110 sessions in one batch need two transactions (at most 100 items each: 98 sessions + 1 aggregate + the check of
+    # the account's erasure mark, D80; then 12 + 1 + 1)
     room = Room("RM_busy", "all-hands", account_id="acct-busy", created_at=T0)
     bodies: list[bytes] = []
     for i in range(110):
@@ -901,11 +902,11 @@ def test_given_a_crash_between_two_transactions_of_a_commit_when_retried_then_ea
     with pytest.raises(RuntimeError, match="after 1 transaction"):
         deliver(repo, publisher, events)
 
-    # the first transaction landed and nothing of the second: 99 sessions x 61 s -> 99 x 2 = 198 audio
-    assert len(repo.sessions) == 99
-    assert repo.totals("acct-busy", "2026-11") == {"audio": 198}
+    # the first transaction landed and nothing of the second: 98 sessions x 61 s -> 98 x 2 = 196 audio
+    assert len(repo.sessions) == 98
+    assert repo.totals("acct-busy", "2026-11") == {"audio": 196}
     repo.crash_after_transactions = None
     retry = deliver(repo, publisher, events)  # Lambda retries the whole batch
-    # only the 11 missing sessions are written: 110 x 2 = 220 audio
-    assert retry.sessions_changed == 11
+    # only the 12 missing sessions are written: 110 x 2 = 220 audio
+    assert retry.sessions_changed == 12
     assert repo.totals("acct-busy", "2026-11") == {"audio": 220}

@@ -126,3 +126,23 @@ def test_given_bad_budget_input_on_the_cli_then_exit_2_naming_the_problem(
         main(["account", *argv, "--usage-table", table])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_given_limits_changed_then_each_change_of_an_amount_is_a_new_setting_and_nothing_else_is() -> None:
+    """The versions that scope a limit's crossings (D124, D140): bumped when that amount changes - set, raised,
+    lowered back, cleared - never by new percentages, the other limit, or the same amount given again."""
+    directory = _directory()  # budget $100 at registration: version 0
+    versions = []
+    for change in (
+        BudgetChange(hard_limit_usd=Decimal("150")),  # hard limit set: 1
+        BudgetChange(hard_limit_usd=Decimal("500")),  # raised: 2
+        BudgetChange(hard_limit_usd=Decimal("150.00")),  # back to $150: 3 (a new setting, also written 150.00)
+        BudgetChange(hard_limit_usd=Decimal("150")),  # the same amount again: still 3
+        BudgetChange(thresholds=(50, 90)),  # percentages only: nothing
+        BudgetChange(budget_usd=Decimal("120")),  # the budget: its own version, 1
+        BudgetChange(clear_hard_limit=True),  # cleared: 4
+    ):
+        profile = set_budget(directory, "acct-1", change)
+        versions.append((profile.budget_version, profile.hard_limit_version))
+    assert versions == [(0, 1), (0, 2), (0, 3), (0, 3), (0, 3), (1, 3), (1, 4)]
+    assert directory.registered(["acct-1"])["acct-1"].hard_limit_version == 4

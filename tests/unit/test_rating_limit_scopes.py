@@ -56,14 +56,14 @@ def test_given_a_hard_limit_raised_after_it_fired_then_the_new_limit_is_announce
     touch(repo, publisher, "c")
     assert [c for c in announced(publisher) if c[0] == "hard_limit"] == [
         *hard,
-        ("hard_limit", 100, "10", "threshold:acct_r:2026-11:hard_limit@10:100"),
+        ("hard_limit", 100, "10", "threshold:acct_r:2026-11:hard_limit@10v1:100"),
     ]
     assert [Decimal(d["used"]) for _, d in publisher.published if d["meter"] == "hard_limit"][-1] == Decimal("10.80")
     # rated again (a redelivered batch, the sweeper's check): the same crossing is not announced twice
     touch(repo, publisher, "d")
     touch(repo, publisher, "d")
     assert len([c for c in announced(publisher) if c[0] == "hard_limit"]) == 2
-    assert repo.thresholds[("acct_r", "2026-11")] >= {"hard_limit@7#100", "hard_limit@10#100"}
+    assert repo.thresholds[("acct_r", "2026-11")] >= {"hard_limit@7#100", "hard_limit@10v1#100"}
 
 
 def test_given_a_budget_raised_then_its_percentages_are_announced_again_against_the_new_amount() -> None:
@@ -82,8 +82,8 @@ def test_given_a_budget_raised_then_its_percentages_are_announced_again_against_
     budget = [(m, p, limit, i) for m, p, limit, i in announced(publisher) if m == "budget"]
     assert budget == [
         ("budget", 50, "10", "threshold:acct_r:2026-11:budget@10:50"),
-        ("budget", 50, "12", "threshold:acct_r:2026-11:budget@12:50"),
-        ("budget", 100, "12", "threshold:acct_r:2026-11:budget@12:100"),
+        ("budget", 50, "12", "threshold:acct_r:2026-11:budget@12v1:50"),  # the first change of the budget
+        ("budget", 100, "12", "threshold:acct_r:2026-11:budget@12v1:100"),
     ]
 
 
@@ -141,4 +141,47 @@ def test_given_markers_recorded_before_scopes_then_they_still_stand_for_their_mo
         ("video", 50),
         ("video", 80),
         ("video", 100),
+    ]
+
+
+def test_given_a_hard_limit_lowered_back_to_an_amount_already_announced_then_it_is_announced_again_once() -> None:
+    """10 -> 50 -> 10 in one month, the bill above 10 all along: each setting of the limit is a crossing of its own
+    (scoped by the limit's amount and its setting's version), announced once however often it is rated again."""
+    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+    repo.accounts.register(AccountProfile("acct_r", PERSONAL))
+    video(repo, 25_000)  # 20,000 over the 5,000 included: 20,000 x $0.00072 = $14.40
+    set_budget(repo.accounts, "acct_r", BudgetChange(hard_limit_usd=Decimal("10.00")))  # the first setting
+    touch(repo, publisher, "a")
+    set_budget(repo.accounts, "acct_r", BudgetChange(hard_limit_usd=Decimal("50.00")))  # $14.40 is below: nothing
+    touch(repo, publisher, "b")
+    set_budget(repo.accounts, "acct_r", BudgetChange(hard_limit_usd=Decimal("10.00")))  # back to $10: crossed at once
+    touch(repo, publisher, "c")
+    touch(repo, publisher, "c")  # the same batch redelivered
+    touch(repo, publisher, "d")  # and another one: still one announcement per setting
+    hard = [c for c in announced(publisher) if c[0] == "hard_limit"]
+    assert hard == [
+        ("hard_limit", 100, "10", "threshold:acct_r:2026-11:hard_limit@10v1:100"),
+        ("hard_limit", 100, "10", "threshold:acct_r:2026-11:hard_limit@10v3:100"),
+    ]
+    # setting the same amount again is no new setting (nothing changed): not announced a third time
+    set_budget(repo.accounts, "acct_r", BudgetChange(hard_limit_usd=Decimal("10")))
+    touch(repo, publisher, "e")
+    assert len([c for c in announced(publisher) if c[0] == "hard_limit"]) == 2
+
+
+def test_given_a_budget_lowered_back_then_its_percentages_are_announced_again_and_old_markers_still_count() -> None:
+    """A budget set before versions existed (version 0) keeps D124's amount scope, so its markers still count; a
+    later setting of the same amount is a new one."""
+    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+    profile = AccountProfile("acct_r", PERSONAL, budget_usd=Decimal("10.00"), budget_thresholds=(50,))
+    repo.accounts.register(profile)
+    video(repo, 15_000)  # $7.20: 72 % of $10
+    repo.thresholds[("acct_r", "2026-11")] = {"budget@10#50"}  # announced under D124's scope before the deploy
+    touch(repo, publisher, "a")
+    assert [c for c in announced(publisher) if c[0] == "budget"] == []
+    set_budget(repo.accounts, "acct_r", BudgetChange(budget_usd=Decimal("20.00")))  # 36 %: nothing
+    set_budget(repo.accounts, "acct_r", BudgetChange(budget_usd=Decimal("10.00")))
+    touch(repo, publisher, "b")
+    assert [(m, p, i) for m, p, _, i in announced(publisher) if m == "budget"] == [
+        ("budget", 50, "threshold:acct_r:2026-11:budget@10v2:50")
     ]

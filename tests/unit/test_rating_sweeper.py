@@ -14,7 +14,7 @@ from tests.fakes import InMemoryUsageRepository, StaticRoomDirectory
 
 T0_MS = 1_794_787_200_000  # 2026-11-16T00:00:00Z
 HOUR_MS = 3_600_000
-POLICY = SweepPolicy(max_unconfirmed_ms=24 * HOUR_MS, confirm_every_ms=HOUR_MS)
+POLICY = SweepPolicy(max_unconfirmed_ms=24 * HOUR_MS, listing_ttl_ms=31 * 24 * HOUR_MS)
 EXPIRES = 2_000_000_000
 
 
@@ -50,7 +50,7 @@ def test_given_livekit_says_gone_then_swept_now_and_listed_sessions_stay_open_ho
     outcome, _, _ = run_sweep(store, directory, T0_MS, POLICY, EXPIRES)
 
     assert closes(store) == {"PA_gone": (SWEPT, T0_MS // 1000), "PA_room_gone": (SWEPT, T0_MS // 1000)}
-    assert (outcome.swept, outcome.capped, outcome.confirmed) == (2, 0, 0)  # PA_here had a room event 1 s ago
+    assert (outcome.swept, outcome.capped, outcome.listed) == (2, 0, 1)  # PA_here listed (a room event 1 s ago)
     assert directory.asked == [["ended", "standup"], ["ended", "standup"]]
     # one listing per room that listed an open session's participant: the gone room keeps its previous one
     assert store.listings == {
@@ -70,8 +70,8 @@ def test_given_livekit_says_gone_then_swept_now_and_listed_sessions_stay_open_ho
         pytest.param(T0_MS - 20 * HOUR_MS, None, T0_MS - 20 * HOUR_MS, id="outage_20h_closed_at_last_listing"),
         # 10 minutes without an answer (two sweeps missed) -> at its last listing, not now
         pytest.param(T0_MS - 600_000, None, T0_MS - 600_000, id="two_missed_sweeps_closed_at_last_listing"),
-        # a recorded confirmation newer than the listing vouches for it until then
-        pytest.param(T0_MS - 21 * HOUR_MS, T0_MS - 20 * HOUR_MS, T0_MS - 20 * HOUR_MS, id="confirmation_newer"),
+        # no listing yet (the first sweep after the upgrade), a confirmation written before it: vouches until then
+        pytest.param(None, T0_MS - 20 * HOUR_MS, T0_MS - 20 * HOUR_MS, id="confirmation_before_the_listings"),
         # never listed (no listing recorded, e.g. the first sweep after an upgrade): its last room event
         pytest.param(None, None, T0_MS - 30 * HOUR_MS, id="never_listed_closed_at_last_room_event"),
     ],
@@ -118,17 +118,30 @@ def test_given_roomservice_unanswered_then_a_cap_is_at_the_last_listing_when_new
     assert closes(store) == {"PA_agent": (CAPPED, (T0_MS + 40 * 60_000) // 1000)}
 
 
-def test_given_a_quiet_listed_session_then_its_confirmation_is_recorded_at_most_hourly() -> None:
+def test_given_a_quiet_listed_session_then_only_its_rooms_listing_records_it_with_a_ttl_from_the_policy() -> None:
     quiet = open_session("PA_agent", "agents", T0_MS - 30 * HOUR_MS, T0_MS - 30 * HOUR_MS)
     store = store_with(quiet)
     directory = StaticRoomDirectory({"agents": {"PA_agent"}})
+    policy = SweepPolicy(max_unconfirmed_ms=24 * HOUR_MS, listing_ttl_ms=48 * HOUR_MS)
 
-    run_sweep(store, directory, T0_MS, POLICY, EXPIRES)
-    run_sweep(store, directory, T0_MS + 30 * 60_000, POLICY, EXPIRES)  # half an hour later: not again
-    assert store.confirmed == {quiet.session.key: T0_MS}
-    run_sweep(store, directory, T0_MS + HOUR_MS, POLICY, EXPIRES)  # an hour later: recorded again
-    assert store.confirmed == {quiet.session.key: T0_MS + HOUR_MS}
+    run_sweep(store, directory, T0_MS, policy, EXPIRES)
+    run_sweep(store, directory, T0_MS + HOUR_MS, policy, EXPIRES)  # an hour later
+
+    assert store.confirmed == {}  # no per-session confirmation: the listing says the same, every sweep
+    assert store.listings == {"RM_agents": RoomListing(T0_MS + HOUR_MS, frozenset({"PA_agent"}))}
+    assert store.listing_expiry == {"RM_agents": (T0_MS + HOUR_MS) // 1000 + 48 * 3600}  # its answer + 48 h
     assert store.closes == {}
+
+
+def test_given_an_older_sweep_running_late_then_it_never_replaces_the_newer_listing() -> None:
+    session = open_session("PA_agent", "agents", T0_MS - 2 * HOUR_MS, T0_MS - 2 * HOUR_MS)
+    store = store_with(session)
+    # the sweep of T0 + 5 min answered (listed the agent) and recorded it ...
+    run_sweep(store, StaticRoomDirectory({"agents": {"PA_agent"}}), T0_MS + 300_000, POLICY, EXPIRES)
+    # ... then the sweep of T0, delayed (a retry, a slow RoomService), gets its answer and records it last
+    run_sweep(store, StaticRoomDirectory({"agents": {"PA_agent", "PA_other"}}), T0_MS, POLICY, EXPIRES)
+
+    assert store.listings == {"RM_agents": RoomListing(T0_MS + 300_000, frozenset({"PA_agent"}))}
 
 
 @pytest.mark.parametrize(
@@ -178,8 +191,8 @@ def test_given_a_close_already_written_then_a_second_sweep_writes_nothing_new() 
     assert closes(store) == {"PA_gone": (SWEPT, (T0_MS - 600_000) // 1000)}
 
 
-def test_given_a_policy_whose_confirmations_are_rarer_than_the_limit_then_refused() -> None:
-    with pytest.raises(ValueError, match="more often"):
-        SweepPolicy(max_unconfirmed_ms=HOUR_MS, confirm_every_ms=2 * HOUR_MS)
+def test_given_a_policy_whose_listings_expire_within_the_limit_then_refused() -> None:
+    with pytest.raises(ValueError, match="longer than the unconfirmed limit"):
+        SweepPolicy(max_unconfirmed_ms=24 * HOUR_MS, listing_ttl_ms=24 * HOUR_MS)
     with pytest.raises(ValueError, match="gap"):
-        SweepPolicy(max_unconfirmed_ms=24 * HOUR_MS, confirm_every_ms=HOUR_MS, vouched_gap_ms=0)
+        SweepPolicy(max_unconfirmed_ms=24 * HOUR_MS, listing_ttl_ms=31 * 24 * HOUR_MS, vouched_gap_ms=0)

@@ -48,7 +48,7 @@ def hard_limit_reached(account_id: str, entitlements: EntitlementSource, now_ms:
     answer = decide(account_id, profile, state, now, EntitlementPolicy())
     if answer.reason != Reason.HARD_BUDGET or answer.hard_limit_usd is None:
         return None
-    return limit_scope(answer.hard_limit_usd)
+    return limit_scope(answer.hard_limit_usd, profile.hard_limit_version if profile is not None else 0)
 
 
 def _act(

@@ -267,7 +267,7 @@ def handle_event(
         reached = hard_limit_reached(event.account_id, ports.entitlements, now_ms)
         if reached is not None:
             if event.meter == "budget" and profile is not None and profile.hard_limit_usd is not None:
-                alerts.append(_hard_limit_alert(event, profile.hard_limit_usd))
+                alerts.append(_hard_limit_alert(event, profile.hard_limit_usd, profile.hard_limit_version))
             try:
                 enforced = restrict_account(
                     event.account_id,
@@ -342,15 +342,15 @@ def _step(detail: Mapping[str, Any]) -> tuple[str, str, str]:
     return account, period, limit
 
 
-def _hard_limit_alert(event: UsageThresholdCrossedV1, hard_limit: Decimal) -> Alert:
+def _hard_limit_alert(event: UsageThresholdCrossedV1, hard_limit: Decimal, version: int) -> Alert:
     """The hard-limit alert when a budget event reached it (same key as rating's own hard_limit event - scoped by the
-    hard limit in force - so it is sent once)."""
+    hard limit in force and its setting's version - so it is sent once)."""
     hard_event = event.model_copy(
         update={
             "meter": "hard_limit",
             "threshold_percent": 100,
             "limit": str(hard_limit),
-            "scope": limit_scope(hard_limit),
+            "scope": limit_scope(hard_limit, version),
         }
     )
     return alert_from_event(UsageThresholdCrossedV1.DETAIL_TYPE, hard_event.model_dump())

@@ -7,9 +7,10 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
-from kilo_billing.account_store import DynamoAccountDirectory
+from kilo_billing.account_store import ERASED_AT, DynamoAccountDirectory, account_key, erasure_mark
 from kilo_billing.accounts import AccountProfile
 from kilo_billing.aws import ConditionFailedError, InvalidRequestError, ResourceGoneError, call, paged_items
 from kilo_billing.events import KEY, SORT_KEY, ContractError, StoredEvent, decode_item, room_partition
@@ -190,7 +191,8 @@ class DynamoUsageRepository:
             ]
             for change in transaction.states:
                 writes += self._state_writes(change, generations.get(id(change), change.old_generation))
-            _write(self._client.transact_write_items, TransactItems=writes)
+            checks = [self._erasure_guard(account, mark) for account, mark in transaction.guards]
+            _write(self._client.transact_write_items, TransactItems=writes + checks)
             written += len(writes)
         for change in unit.states:
             if change.chunked():
@@ -256,6 +258,21 @@ class DynamoUsageRepository:
         _write(self._client.transact_write_items, TransactItems=[self._state_put(change, change.old_generation, mark)])
         return 1 + len(writes) + 1
 
+    def _erasure_guard(self, account: str, mark: datetime | None) -> dict[str, Any]:
+        """The account's profile still carries the erasure mark the batch read (none, or that one): an erasure
+        marked since makes the transaction a conflict (D80). An unregistered account's missing profile has none."""
+        check: dict[str, Any] = {
+            "TableName": self._usage,
+            "Key": account_key(account),
+            "ExpressionAttributeNames": {"#e": ERASED_AT},
+        }
+        if mark is None:
+            check["ConditionExpression"] = "attribute_not_exists(#e)"
+        else:
+            check["ConditionExpression"] = "#e = :e"
+            check["ExpressionAttributeValues"] = to_item({":e": erasure_mark(mark)})
+        return {"ConditionCheck": check}
+
     def _session_put(self, change: SessionChange) -> dict[str, Any]:
         put: dict[str, Any] = {"TableName": self._usage, "Item": items.session_to_item(change.new)}
         if change.old_version is None:
@@ -315,21 +332,25 @@ class DynamoUsageRepository:
         found = self._batch_get(self._usage, [items.confirmation_key(key) for key in wanted])
         return dict(items.confirmation_from_item(item) for item in found)
 
-    def confirm(self, keys: Sequence[SessionKey], at_ms: int) -> None:
-        self._batch_write([{"PutRequest": {"Item": items.confirmation_item(key, at_ms)}} for key in keys])
-
     def room_listings(self, room_sids: Iterable[str]) -> dict[str, RoomListing]:
         found = self._batch_get(self._usage, [items.listing_key(sid) for sid in sorted(set(room_sids))])
         return dict(items.listing_from_item(item) for item in found)
 
-    def record_listings(self, listings: Mapping[str, RoomListing]) -> None:
-        self._batch_write(
-            [
-                {"PutRequest": {"Item": items.listing_item(sid, listing)}}
-                for sid, listing in sorted(listings.items())
-                if listing.participants
-            ]
-        )
+    def record_listings(self, listings: Mapping[str, RoomListing], expires_at: int) -> None:
+        for sid, listing in sorted(listings.items()):
+            if not listing.participants:
+                continue
+            try:  # one conditional put per room (a batch write takes no condition)
+                _write(
+                    self._client.put_item,
+                    TableName=self._usage,
+                    Item=items.listing_item(sid, listing, expires_at),
+                    ConditionExpression="attribute_not_exists(#k) OR #a < :a",
+                    ExpressionAttributeNames={"#k": KEY, "#a": items.ANSWERED_AT_MS},
+                    ExpressionAttributeValues=to_item({":a": listing.answered_at_ms}),
+                )
+            except ConflictError:
+                continue  # a newer (or this same) answer is already recorded: it stands
 
     def add_close(self, event: LiveKitEventRecord, expires_at: int) -> bool:
         try:

@@ -63,8 +63,9 @@ def crossings(
     Each crossing is scoped by what it was measured against, and ``already`` (the aggregate's markers) is checked per
     scope: allowances are per tier segment (prorated on a tier change) and overage is charged per segment, so each
     segment's allowance has its own 50/80/100 % - an overage is never charged without its 100 % alert, also after a
-    mid-month upgrade; the budget and the hard limit are scoped by their amount, so a raised (or lowered) limit is
-    announced - and enforced - again when the bill reaches it. A marker written before scopes existed
+    mid-month upgrade; the budget and the hard limit are scoped by their amount and setting (``limit_scope``), so a
+    limit set again - raised, lowered, or back to an amount already announced - is announced and enforced again when
+    the bill reaches it, once per setting. A marker written before scopes existed
     (``<meter>#<threshold>``) stands for every scope of its month (docs/decisions.md, D124).
     """
     found: list[Crossing] = []
@@ -86,14 +87,14 @@ def crossings(
     budget = profile.budget_usd
     if budget is not None and budget > 0:
         found.extend(
-            Crossing("budget", threshold, bill, budget, limit_scope(budget))
+            Crossing("budget", threshold, bill, budget, limit_scope(budget, profile.budget_version))
             for threshold in profile.budget_thresholds
             if bill * 100 >= budget * threshold
         )
     hard = profile.hard_limit_usd
     if hard is not None and hard > 0 and bill >= hard:
         # its own crossing (D47): enforcement must not depend on a budget percentage happening to equal the limit
-        found.append(Crossing("hard_limit", 100, bill, hard, limit_scope(hard)))
+        found.append(Crossing("hard_limit", 100, bill, hard, limit_scope(hard, profile.hard_limit_version)))
     return [crossing for crossing in found if not announced(crossing, already)]
 
 

@@ -11,10 +11,11 @@ Usage table layout (single table):
 - participant  ``ROOM#<room sid>`` / ``PART#<generation>#<participant sid>`` - one live participant's registers
   (compact JSON in ``registers``), read and written only by the batches that concern it;
 - confirmation ``ROOM#<room sid>`` / ``CONFIRMED#<participant sid>`` - when RoomService last listed a quiet open
-  session's participant (the sweeper's, D17);
+  session's participant (the sweeper's, D17): no longer written (the listings cover it), read for the upgrade;
 - listing      ``ROOM#<room sid>`` / ``LISTED`` - the last RoomService answer that listed participants of the room's
-  open sessions: ``answered_at_ms`` and those participants' sids (``participants``, SS) - one item per room, rewritten
-  by each sweep that got such an answer (the sweeper's, D17);
+  open sessions: ``answered_at_ms`` and those participants' sids (``participants``, SS) - one item per room, replaced
+  only by a newer answer (conditional), expiring (``expires_at``, the table's TTL) ``listing_ttl`` after its answer
+  (the sweeper's, D125);
 - aggregate    ``ACCOUNT#<account>`` / ``PERIOD#<YYYY-MM>`` - counters ``c#<segment start>#<meter>`` (ADDed), late
   counters ``late#<meter>`` once the period is invoiced (``invoiced_at``), announced thresholds ``thresholds`` (SS);
 - profile      ``ACCOUNT#<account>`` / ``PROFILE`` - ``kilo_billing.account_store``.
@@ -64,6 +65,8 @@ SESSION_PREFIX: Final = "SESSION#"
 REGISTERS: Final = "registers"  # on a session whose participant retired from its room's state (``rooms``)
 CONFIRMED_PREFIX: Final = "CONFIRMED#"
 LISTED_SORT_KEY: Final = "LISTED"
+ANSWERED_AT_MS: Final = "answered_at_ms"
+EXPIRES_AT: Final = "expires_at"  # the usage table's TTL attribute (only the sweeper's listings carry it)
 COUNTER_PREFIX: Final = "c#"
 LATE_PREFIX: Final = "late#"
 
@@ -215,13 +218,14 @@ def listing_key(room_sid: str) -> Item:
     return key_item(room_key(room_sid), LISTED_SORT_KEY)
 
 
-def listing_item(room_sid: str, listing: RoomListing) -> Item:
+def listing_item(room_sid: str, listing: RoomListing, expires_at: int) -> Item:
     return to_item(
         {
             KEY: room_key(room_sid),
             SORT_KEY: LISTED_SORT_KEY,
-            "answered_at_ms": listing.answered_at_ms,
+            ANSWERED_AT_MS: listing.answered_at_ms,
             "participants": set(listing.participants),  # never empty: only answers that listed someone are recorded
+            EXPIRES_AT: expires_at,
         }
     )
 
@@ -229,7 +233,7 @@ def listing_item(room_sid: str, listing: RoomListing) -> Item:
 def listing_from_item(item: Mapping[str, Any]) -> tuple[str, RoomListing]:
     values = from_item(item)
     room_sid = str(values[KEY]).removeprefix("ROOM#")
-    return room_sid, RoomListing(int(values["answered_at_ms"]), frozenset(str(sid) for sid in values["participants"]))
+    return room_sid, RoomListing(int(values[ANSWERED_AT_MS]), frozenset(str(sid) for sid in values["participants"]))
 
 
 def state_key(room_sid: str) -> Item:

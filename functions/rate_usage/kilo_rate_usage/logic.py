@@ -8,11 +8,13 @@ Exactly once under redelivery, duplicates and crashes:
 - the aggregate delta of a session is (new contributions - stored contributions), written in the same transaction as
   the session, so a crash either wrote both or neither;
 - a usage event is marked ``rated_at`` in the same transaction that adds it, conditioned on not being marked yet;
-- a batch's effect is combined per (account, period) before writing: one ADD per aggregate per transaction.
+- a batch's effect is combined per (account, period) before writing: one ADD per aggregate per transaction;
+- a transaction writing sessions with participants' identities checks each such account's erasure mark is still the
+  one the batch read (D80): an erasure in between makes it a conflict, and the retry writes pseudonyms.
 Writes per batch = sessions changed + usage events rated + aggregates touched (per transaction chunk of <= 100 items)
-+ room state headers changed + live participants' items changed or retired (a rebuild: every live participant's, and
-the old generation's deleted; a chunked write: one more for its pending mark) + one threshold write per aggregate
-with new crossings.
++ one erasure-mark check per account whose identities a transaction writes + room state headers changed + live
+participants' items changed or retired (a rebuild: every live participant's, and the old generation's deleted; a
+chunked write: one more for its pending mark) + one threshold write per aggregate with new crossings.
 
 Decoding the stream's records is the handler's edge (``stream.py``); this module never sees an event shape.
 """
@@ -130,7 +132,9 @@ def _rate(livekit: Sequence[LiveKitEventRecord], usage: Sequence[UsageEventRecor
         if room.state is not None:
             unit.states.append(room.state)
         accounts.update(session.account for session in room.sessions)
-        accounts.update(key[0] for previous in room.stored.values() for key in previous.contributions)
+        # a stored session's contributions are its account's; one without any (a registers-only rewrite) needs its
+        # profile too: its erasure mark guards the write (D80)
+        accounts.update(previous.session.account for previous in room.stored.values())
     fresh_usage = repo.unrated_usage(usage)
     accounts.update(record.account_id for record in usage)
     profiles = repo.profiles(accounts)
@@ -168,7 +172,7 @@ def _rate(livekit: Sequence[LiveKitEventRecord], usage: Sequence[UsageEventRecor
                     {},
                 )
             )
-    unit.usage.extend(UsageChange(record, _usage_key(record, profiles[record.account_id])) for record in fresh_usage)
+    _complete(unit, fresh_usage, profiles)
 
     deltas = unit.deltas()
     touched = sorted({(account, period) for account, period, _, _ in deltas})
@@ -204,6 +208,28 @@ def _rate(livekit: Sequence[LiveKitEventRecord], usage: Sequence[UsageEventRecor
         writes=writes,
         unattributed_minutes=unattributed,
     )
+
+
+def _complete(
+    unit: CommitUnit, fresh_usage: Iterable[UsageEventRecord], profiles: Mapping[str, AccountProfile]
+) -> None:
+    """Once the unit's sessions are known: the usage events to mark rated, and the erasure marks its writes of
+    identities are conditioned on (``_erasure_marks``, D80)."""
+    unit.usage.extend(UsageChange(record, _usage_key(record, profiles[record.account_id])) for record in fresh_usage)
+    unit.erasure_marks = _erasure_marks(unit.sessions, profiles)
+
+
+def _erasure_marks(
+    sessions: Iterable[SessionChange], profiles: Mapping[str, AccountProfile]
+) -> dict[str, datetime | None]:
+    """The erasure mark read, per account this batch writes sessions of with a participant's identity: those writes
+    land only while the profile still carries it, so an erasure marked after this read - whose scan of the stored
+    sessions may already have run - makes the commit a conflict, and the retry writes pseudonyms (D80)."""
+    return {
+        change.new.session.account: profiles[change.new.session.account].erased_at
+        for change in sessions
+        if change.new.session.account != UNATTRIBUTED and not change.new.session.identity.startswith(PSEUDONYM_PREFIX)
+    }
 
 
 def _erased(session: Session, previous: StoredSession | None, profile: AccountProfile) -> Session:

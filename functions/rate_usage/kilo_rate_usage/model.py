@@ -228,22 +228,23 @@ class AttributionRule:
 
 @dataclass(frozen=True, slots=True)
 class SweepPolicy:
-    """How the sweeper treats open sessions (docs/decisions.md D17).
+    """How the sweeper treats open sessions (docs/decisions.md D17, D125).
 
     ``max_unconfirmed_ms``: a session LiveKit has not vouched for this long (no room event, no RoomService answer
-    listing it) while RoomService cannot be asked is capped at its last confirmation. ``confirm_every_ms``: how
-    often a confirmation of a quiet session is recorded (it bounds what a cap can cut off). ``vouched_gap_ms``: about
-    one sweep interval (5 minutes, with slack): a session RoomService no longer lists is closed at the sweep that
-    noticed only when something vouched for it at most this long before (a room event, a confirmation, the previous
-    answer listing it); otherwise at that last moment, so an outage never bills time nobody can prove."""
+    listing it) while RoomService cannot be asked is capped at the last moment something vouched for it.
+    ``listing_ttl_ms``: how long a room's recorded listing is kept after its answer (DynamoDB's TTL); longer than
+    ``max_unconfirmed_ms``, so a listing is never gone while a cap could still use it. ``vouched_gap_ms``: about one
+    sweep interval (5 minutes, with slack): a session RoomService no longer lists is closed at the sweep that noticed
+    only when something vouched for it at most this long before (a room event, the previous answer listing it);
+    otherwise at that last moment, so an outage never bills time nobody can prove."""
 
     max_unconfirmed_ms: int
-    confirm_every_ms: int
+    listing_ttl_ms: int
     vouched_gap_ms: int = 450_000
 
     def __post_init__(self) -> None:
-        if not 0 < self.confirm_every_ms < self.max_unconfirmed_ms:
-            raise ValueError("confirmations must be recorded more often than the unconfirmed limit")
+        if not 0 < self.max_unconfirmed_ms < self.listing_ttl_ms:
+            raise ValueError("a room's listing must be kept longer than the unconfirmed limit (a cap reads it)")
         if self.vouched_gap_ms <= 0:
             raise ValueError("the vouched gap (about one sweep interval) must be positive")
 
@@ -271,5 +272,5 @@ class SweepOutcome:
     open: int
     swept: int
     capped: int
-    confirmed: int  # confirmations recorded for quiet sessions LiveKit still lists
+    listed: int  # open sessions RoomService listed (recorded in their rooms' listings)
     unanswered_rooms: int

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 from kilo_billing.accounts import AccountProfile
@@ -90,9 +91,18 @@ class Transaction:
     usage: tuple[UsageChange, ...]
     adds: dict[AggregateKey, dict[tuple[int, str], int]]  # per aggregate: (segment start, meter) -> quantity
     states: tuple[StateChange, ...] = ()
+    # per account whose sessions it writes with participants' identities: the erasure mark the batch read (None: none);
+    # the transaction lands only if the profile still carries that mark (``CommitUnit.erasure_marks``, D80)
+    guards: tuple[tuple[str, datetime | None], ...] = ()
 
     @property
     def items(self) -> int:
+        """Its size against DynamoDB's limit: the writes and the checks."""
+        return self.writes + len(self.guards)
+
+    @property
+    def writes(self) -> int:
+        """The items it writes (a check writes nothing)."""
         return len(self.sessions) + len(self.usage) + len(self.adds) + sum(state.items for state in self.states)
 
 
@@ -107,6 +117,11 @@ class CommitUnit:
     usage: list[UsageChange] = field(default_factory=list)
     late: set[AggregateKey] = field(default_factory=set)  # (account, period) already invoiced
     states: list[StateChange] = field(default_factory=list)
+    # the erasure mark (``AccountProfile.erased_at``) the batch read, per account it writes sessions of with a
+    # participant's identity (not a pseudonym): each transaction writing such a session is conditioned on the profile
+    # still carrying it, so an erasure marked after the batch read the profile makes the commit a conflict (retried:
+    # the retry reads the mark and writes pseudonyms) - never an identity written behind the erasure's scan (D80)
+    erasure_marks: dict[str, datetime | None] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
@@ -127,14 +142,16 @@ class CommitUnit:
         usage: list[UsageChange] = []
         adds: dict[AggregateKey, dict[tuple[int, str], int]] = {}
         states: list[StateChange] = []
+        guarded: set[str] = set()
 
         def flush() -> None:
-            nonlocal sessions, usage, adds, states
+            nonlocal sessions, usage, adds, states, guarded
             kept = {key: {c: q for c, q in counters.items() if q} for key, counters in adds.items()}
             kept = {key: counters for key, counters in kept.items() if counters}
+            guards = tuple((account, self.erasure_marks[account]) for account in sorted(guarded))
             if sessions or usage or states:
-                done.append(Transaction(tuple(sessions), tuple(usage), kept, tuple(states)))
-            sessions, usage, adds, states = [], [], {}, []
+                done.append(Transaction(tuple(sessions), tuple(usage), kept, tuple(states), guards))
+            sessions, usage, adds, states, guarded = [], [], {}, [], set()
 
         def add(grouped: Mapping[AggregateKey, Mapping[tuple[int, str], int]]) -> None:
             for key, counters in grouped.items():
@@ -144,20 +161,23 @@ class CommitUnit:
 
         for change in self.sessions:
             grouped = by_aggregate(change.delta)
-            if len(sessions) + len(usage) + len(adds.keys() | grouped.keys()) + 1 > max_items:
+            guard = {change.new.session.account} & self.erasure_marks.keys()
+            if len(sessions) + len(usage) + len(adds.keys() | grouped.keys()) + len(guarded | guard) + 1 > max_items:
                 flush()
             sessions.append(change)
             add(grouped)
+            guarded |= guard
         for mark in self.usage:
             account, period, segment, meter = mark.key
-            if len(sessions) + len(usage) + len(adds.keys() | {(account, period)}) + 1 > max_items:
+            if len(sessions) + len(usage) + len(adds.keys() | {(account, period)}) + len(guarded) + 1 > max_items:
                 flush()
             usage.append(mark)
             add({(account, period): {(segment, meter): mark.record.quantity}})
         for state in self.states:  # a state's header and participant items share one transaction, unless chunked
             if state.chunked(max_items):
                 continue  # written after the transactions (``chunked``)
-            if len(sessions) + len(usage) + len(adds) + sum(s.items for s in states) + state.items > max_items:
+            size = len(sessions) + len(usage) + len(adds) + len(guarded) + sum(s.items for s in states) + state.items
+            if size > max_items:
                 flush()
             states.append(state)
         flush()
@@ -234,7 +254,7 @@ class RoomDirectory(Protocol):
 
 
 class SweeperStore(Protocol):
-    """What the sweeper reads and writes: open sessions, confirmations of quiet ones, synthetic close events."""
+    """What the sweeper reads and writes: open sessions, the rooms' listings, synthetic close events."""
 
     def open_sessions(self, account: str | None = None) -> list[StoredSession]: ...
 
@@ -243,19 +263,17 @@ class SweeperStore(Protocol):
         ...
 
     def confirmations(self, keys: Iterable[SessionKey]) -> dict[SessionKey, int]:
-        """When LiveKit last listed each session's participant (epoch ms), for those ever recorded."""
-        ...
-
-    def confirm(self, keys: Sequence[SessionKey], at_ms: int) -> None:
-        """Record that RoomService listed these participants at ``at_ms``."""
+        """When RoomService last listed each session's participant (epoch ms) by the hourly per-session confirmations
+        written before the rooms' listings replaced them (read only, for the upgrade), for those recorded."""
         ...
 
     def room_listings(self, room_sids: Iterable[str]) -> dict[str, RoomListing]:
         """The last recorded RoomService answer listing participants of each room (by sid), for those recorded."""
         ...
 
-    def record_listings(self, listings: Mapping[str, RoomListing]) -> None:
-        """Record each room's latest answer (one item per room, replacing the previous one)."""
+    def record_listings(self, listings: Mapping[str, RoomListing], expires_at: int) -> None:
+        """Record each room's answer (one item per room, expiring at ``expires_at``, epoch seconds), replacing the
+        recorded one only when older: a late-running older sweep never replaces a newer answer."""
         ...
 
     def add_close(self, event: LiveKitEventRecord, expires_at: int) -> bool:

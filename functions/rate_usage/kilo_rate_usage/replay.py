@@ -172,7 +172,7 @@ class DryRunRepository:
         return self._repo.unrated_usage(records)
 
     def commit(self, unit: CommitUnit, now_ms: int) -> int:
-        return sum(transaction.items for transaction in unit.transactions()) + sum(s.outside for s in unit.states)
+        return sum(transaction.writes for transaction in unit.transactions()) + sum(s.outside for s in unit.states)
 
     def add_thresholds(self, account: str, period: str, markers: Sequence[str]) -> None:
         return None

@@ -27,7 +27,9 @@ class RatingSettings(FunctionSettings):
     )
     # the sweeper (docs/decisions.md D17)
     max_unconfirmed_hours: int = Field(default=24, ge=1, le=24 * 30)
-    confirm_every_minutes: int = Field(default=60, ge=5)
+    # a room's listing is kept this long after its answer (the usage table's TTL); longer than the template's
+    # largest MaxUnconfirmedHours (720 h), so a cap never misses a listing (D125)
+    room_listing_ttl_days: int = Field(default=31, ge=1, le=400)
     sweep_every_minutes: int = Field(default=5, ge=1, le=30)  # the template's schedule, rate(5 minutes)
     livekit_url: str = ""  # RoomService base URL, e.g. https://<project>.livekit.cloud
     livekit_keys_secret_name: str = ""
@@ -38,8 +40,8 @@ class RatingSettings(FunctionSettings):
     aws_max_attempts: int = Field(default=3, ge=1, le=10)
 
     @model_validator(mode="after")
-    def _confirmations_inside_the_limit(self) -> RatingSettings:
-        self.sweep_policy  # noqa: B018 - raises when confirmations are not more frequent than the limit
+    def _listings_outlive_the_limit(self) -> RatingSettings:
+        self.sweep_policy  # noqa: B018 - raises when listings would expire before the unconfirmed limit
         return self
 
     @property
@@ -50,7 +52,7 @@ class RatingSettings(FunctionSettings):
     def sweep_policy(self) -> SweepPolicy:
         return SweepPolicy(
             self.max_unconfirmed_hours * HOUR_MS,
-            self.confirm_every_minutes * 60_000,
+            self.room_listing_ttl_days * 24 * HOUR_MS,
             vouched_gap_ms=self.sweep_every_minutes * 90_000,  # one sweep interval and a half: scheduler slack
         )
 

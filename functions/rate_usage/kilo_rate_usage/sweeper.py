@@ -7,11 +7,15 @@ Every run asks RoomService about every room with an open session:
   confirmation, or the previous answer listing it - the normal case, RoomService answering every sweep), else at that
   last moment (after an outage of RoomService or of the sweeper: no time billed that nobody can prove);
 - the participant is listed -> confirmed: the session stays open whatever its length (an AI agent's or an always-on
-  room may be live for days); for a quiet session (no room event for ``confirm_every``) the confirmation is recorded;
-  and per room, once per sweep, the answer's time and the open sessions' participants it listed (``RoomListing``);
+  room may be live for days); per room, once per sweep, the answer's time and the open sessions' participants it
+  listed are recorded (``RoomListing``: one conditional write per room, an older sweep never replacing a newer answer,
+  kept ``listing_ttl`` after its answer). The listing is the only record of an answer: the per-session hourly
+  confirmations it superseded are no longer written (a listing is written whenever one would have been, with the same
+  time, and replaced only by a newer answer that lists every participant still open - one it does not list is swept by
+  that same sweep), and those written before are read only for sessions no listing covers yet (the upgrade);
 - RoomService gave no answer for the room (error, timeout, not configured) -> nothing is concluded, unless LiveKit has
-  not vouched for the session for ``max_unconfirmed`` (no room event, no recorded confirmation): then it is ``capped``
-  at its last confirmation, the last moment LiveKit saw it.
+  not vouched for the session for ``max_unconfirmed`` (no room event, no listing): then it is ``capped`` at the last
+  moment LiveKit vouched for it.
 Closes are synthetic events in the room's event partition: rating rebuilds the room as for any event, and a late real
 ``participant_left`` or ``room_finished`` still wins - a cap is provisional, the minutes come back with the real close.
 """
@@ -74,15 +78,15 @@ def last_evidence_ms(session: Session) -> int:
     return max(session.start_ms, session.as_of_ms)
 
 
-def quiet(sessions: Sequence[StoredSession], now_ms: int, policy: SweepPolicy) -> list[SessionKey]:
-    """Open sessions without a room event for ``confirm_every``: their recorded confirmations matter."""
-    return [s.session.key for s in sessions if now_ms - last_evidence_ms(s.session) >= policy.confirm_every_ms]
+def unlisted(sessions: Sequence[StoredSession], listings: Mapping[str, RoomListing], now_ms: int) -> list[SessionKey]:
+    """Open sessions no recorded listing covers: only for them can a confirmation written before the listings (an
+    hourly per-session record, D17; no longer written) still be the last moment something vouched for them."""
+    return [s.session.key for s in sessions if not listed_ms(s.session, listings, now_ms)]
 
 
 @dataclass(frozen=True, slots=True)
 class SweepPlan:
     closes: list[LiveKitEventRecord] = field(default_factory=list)
-    confirm: list[SessionKey] = field(default_factory=list)
     listings: dict[str, RoomListing] = field(default_factory=dict)  # by room sid: what this sweep's answers listed
 
 
@@ -103,13 +107,15 @@ def plan_sweep(
     listings: Mapping[str, RoomListing] | None = None,
 ) -> SweepPlan:
     """``listings``: the previous answers recorded per room sid (``RoomListing``); none recorded -> only room events and
-    confirmations vouch for a session."""
+    (written before the listings) confirmations vouch for a session."""
     plan = SweepPlan()
     listed: dict[str, set[str]] = {}
     for stored in open_sessions:
         session = stored.session
-        confirmed = max(last_evidence_ms(session), confirmations.get(session.key, 0))
-        last = max(confirmed, listed_ms(session, listings or {}, now_ms))  # the last moment anything vouched for it
+        # the last moment anything vouched for it: a room event, the previous answer listing it, an old confirmation
+        last = max(
+            last_evidence_ms(session), listed_ms(session, listings or {}, now_ms), confirmations.get(session.key, 0)
+        )
         if session.room_name in answers.present:
             here = answers.present[session.room_name]
             if here is None or session.participant_sid not in here:
@@ -117,8 +123,6 @@ def plan_sweep(
                 plan.closes.append(close_event(session, SWEPT, at_ms // 1000, now_ms))
                 continue
             listed.setdefault(session.room_sid, set()).add(session.participant_sid)
-            if now_ms - confirmed >= policy.confirm_every_ms:  # hourly, whatever the listings
-                plan.confirm.append(session.key)
         elif now_ms - last >= policy.max_unconfirmed_ms:
             plan.closes.append(close_event(session, CAPPED, last // 1000, now_ms))
     plan.listings.update({room: RoomListing(now_ms, frozenset(sids)) for room, sids in sorted(listed.items())})
@@ -128,24 +132,22 @@ def plan_sweep(
 def run_sweep(
     store: SweeperStore, directory: RoomDirectory, now_ms: int, policy: SweepPolicy, expires_at: int
 ) -> tuple[SweepOutcome, RoomAnswers, list[LiveKitEventRecord]]:
-    """One sweep: ask, decide, write the closes and confirmations. Returns the outcome, what RoomService said and the
-    closes written (for the handler's logs)."""
+    """One sweep: ask, decide, write the closes and the rooms' listings. Returns the outcome, what RoomService said
+    and the closes written (for the handler's logs)."""
     open_sessions = with_room_activity(store, store.open_sessions())
     rooms = sorted({stored.session.room_name for stored in open_sessions if stored.session.room_name})
     answers = directory.participants(rooms) if rooms else RoomAnswers()
-    confirmations = store.confirmations(quiet(open_sessions, now_ms, policy))
     listings = store.room_listings({stored.session.room_sid for stored in open_sessions})
+    confirmations = store.confirmations(unlisted(open_sessions, listings, now_ms))
     plan = plan_sweep(open_sessions, answers, confirmations, now_ms, policy, listings)
     written = [close for close in plan.closes if store.add_close(close, expires_at)]
-    if plan.confirm:
-        store.confirm(plan.confirm, now_ms)
     if plan.listings:  # last: a retry of this sweep still reads the previous answers (its closes are written once)
-        store.record_listings(plan.listings)
+        store.record_listings(plan.listings, now_ms // 1000 + policy.listing_ttl_ms // 1000)
     outcome = SweepOutcome(
         open=len(open_sessions),
         swept=sum(1 for close in written if close.event_type == SWEPT),
         capped=sum(1 for close in written if close.event_type == CAPPED),
-        confirmed=len(plan.confirm),
+        listed=sum(len(listing.participants) for listing in plan.listings.values()),
         unanswered_rooms=len(answers.unanswered),
     )
     return outcome, answers, written

@@ -73,7 +73,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         "closed": outcome.swept + outcome.capped,
         "swept": outcome.swept,
         "capped": outcome.capped,
-        "confirmed": outcome.confirmed,
+        "listed": outcome.listed,
         "unanswered_rooms": outcome.unanswered_rooms,
         "thresholds": thresholds,
     }

@@ -14,11 +14,17 @@ from kilo_billing.items import Item, from_item, to_item
 from kilo_billing.rating import TierChange
 
 PROFILE_SORT_KEY = "PROFILE"
+ERASED_AT = "erased_at"  # the erasure mark's attribute (rating conditions its session writes on it, D80)
 MAX_BATCH_GET = 100
 
 
 def account_key(account_id: str, sort_key: str = PROFILE_SORT_KEY) -> Item:
     return to_item({"pk": f"ACCOUNT#{account_id}", "sk": sort_key})
+
+
+def erasure_mark(at: datetime) -> str:
+    """The erasure mark as the profile item stores it (read back exactly by ``datetime.fromisoformat``)."""
+    return at.isoformat()
 
 
 def profile_to_item(profile: AccountProfile) -> Item:
@@ -41,7 +47,10 @@ def profile_to_item(profile: AccountProfile) -> Item:
                 str(profile.progressive_threshold_usd) if profile.progressive_threshold_usd is not None else None
             ),
             "billing_method": profile.billing_method,  # read by the close (kilo_billing.periods_store)
-            "erased_at": profile.erased_at.isoformat() if profile.erased_at is not None else None,
+            ERASED_AT: erasure_mark(profile.erased_at) if profile.erased_at is not None else None,
+            # absent while 0 (profiles written before read alike)
+            "budget_version": profile.budget_version or None,
+            "hard_limit_version": profile.hard_limit_version or None,
         }
     )
 
@@ -67,6 +76,8 @@ def profile_from_item(item: Mapping[str, Any]) -> AccountProfile:
         progressive_threshold_usd=Decimal(values["progressive_usd"]) if values.get("progressive_usd") else None,
         billing_method=str(values.get("billing_method", "card")),  # profiles written before it: card
         erased_at=datetime.fromisoformat(str(values["erased_at"])) if values.get("erased_at") else None,
+        budget_version=int(values.get("budget_version") or 0),
+        hard_limit_version=int(values.get("hard_limit_version") or 0),
     )
 
 

@@ -104,6 +104,11 @@ class AccountProfile:
     # the account's personal data was last erased then (docs/decisions.md D80): rating writes a session that began
     # before it with its participant's pseudonym, also when it rates that session for the first time afterwards
     erased_at: datetime | None = None
+    # how many times the budget's and the hard limit's amounts were changed (``budgets.apply_budget``; 0: never since
+    # versions were kept): a crossing is scoped by the amount and this version, so a limit set again - also back to an
+    # amount already announced that month - is announced (and enforced) again, once per setting (D124, D140)
+    budget_version: int = 0
+    hard_limit_version: int = 0
 
     def channels_chosen(self, kind: str) -> tuple[str, ...] | None:
         """The channels the account chose for an alert kind; ``None`` when it chose nothing (the default applies)."""

@@ -90,7 +90,16 @@ def apply_budget(profile: AccountProfile, change: BudgetChange) -> AccountProfil
             f"hard limit ${hard} is below the budget ${budget}: the hard level stops calls, so it must be at least the "
             "soft level (lower the budget, or raise the hard limit)"
         )
-    return replace(profile, budget_usd=budget, budget_thresholds=thresholds, hard_limit_usd=hard)
+    return replace(
+        profile,
+        budget_usd=budget,
+        budget_thresholds=thresholds,
+        hard_limit_usd=hard,
+        # a changed amount is a new setting: its crossings are scoped by this version too (an equal amount, only new
+        # percentages, or nothing changed: the same setting, nothing announced twice)
+        budget_version=profile.budget_version + (budget != profile.budget_usd),
+        hard_limit_version=profile.hard_limit_version + (hard != profile.hard_limit_usd),
+    )
 
 
 def set_budget(directory: AccountDirectory, account_id: str, change: BudgetChange) -> AccountProfile:

@@ -47,7 +47,7 @@ class UsageThresholdCrossedV1(ContractV1):
     used: str  # decimal string: minutes, messages, GB, or USD for the budget
     limit: str  # the included allowance (prorated, of the segment), the budget or the hard limit, same unit
     occurred_at: str  # ISO-8601 UTC, when rating saw the crossing
-    scope: str | None = Field(default=None, pattern=r"^[0-9.]{1,40}$")
+    scope: str | None = Field(default=None, pattern=r"^[0-9.]{1,40}(v[0-9]{1,12})?$")
 
     @staticmethod
     def make_id(account_id: str, period: str, meter: str, threshold: int, scope: str | None = None) -> str:
@@ -62,10 +62,13 @@ class UsageThresholdCrossedV1(ContractV1):
         return f"{scoped}:{self.threshold_percent}"
 
 
-def limit_scope(amount: Decimal) -> str:
+def limit_scope(amount: Decimal, version: int = 0) -> str:
     """The scope of a budget or hard-limit crossing: the amount in force, canonical (``10``, ``12.5``), so the same
-    limit written ``10`` or ``10.00`` is one scope."""
-    return format(amount.normalize(), "f")
+    limit written ``10`` or ``10.00`` is one scope, and the setting's version (``AccountProfile.budget_version`` /
+    ``hard_limit_version``): ``10v3``, so the same amount set again is a new scope. Version 0 (a limit not changed
+    since versions were kept) is the amount alone, the scope its crossings had before (D124)."""
+    amount_part = format(amount.normalize(), "f")
+    return f"{amount_part}v{version}" if version else amount_part
 
 
 def segment_scope(start: datetime) -> str:
