@@ -41,9 +41,9 @@ from kilo_billing.accounts import (
     check_email,
     pseudonym,
     registered_profile,
-    request_tier_change,
-    save_profile,
     set_alert_contact,
+    update_profile,
+    with_tier_change,
 )
 from kilo_billing.auth import Role
 from kilo_billing.budgets import (
@@ -320,8 +320,8 @@ def _budget_field(message: str) -> str:
 
 
 def set_budget(accounts: AccountDirectory, account_id: str, request: BudgetRequest) -> AccountProfile:
-    """Replace the account's budget, validated whole by the layer's rule before anything is saved."""
-    profile = profile_of(accounts, account_id)
+    """Replace the account's budget, validated whole by the layer's rule before anything is saved (over the stored
+    profile as it is then: ``update_profile``)."""
     change = BudgetChange(
         budget_usd=request.budget_usd,
         thresholds=request.alert_percentages,
@@ -330,10 +330,11 @@ def set_budget(accounts: AccountDirectory, account_id: str, request: BudgetReque
         clear_hard_limit=request.hard_limit_usd is None,
     )
     try:
-        changed = apply_budget(profile, change)
+        return update_profile(accounts, account_id, lambda found: apply_budget(found, change))
+    except UnknownAccountError as exc:
+        raise unregistered(account_id) from exc
     except InvalidBudgetError as exc:
         raise InvalidRequestError(_budget_field(str(exc)), str(exc)) from exc
-    return save_profile(accounts, changed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -403,42 +404,46 @@ class TierChangeOutcome:
 def change_tier(
     accounts: AccountDirectory, catalog: Catalog, account_id: str, tier: str, now: datetime
 ) -> TierChangeOutcome:
-    current = profile_of(accounts, account_id)
-    pending = max((c for c in current.changes if c.at > now), key=lambda c: c.at, default=None)
-    if pending is not None and pending.tier == tier:  # the same request again (a retried click)
-        return TierChangeOutcome(current, tier, pending.at, current.tier_at(now))
+    """Ask for ``tier`` now: decided on the stored profile and saved over it (``update_profile``: decided again on
+    what is stored when another writer saved it in between)."""
     book = catalog.for_period(Period.containing(now))
-    if pending is not None:
-        return _replace_pending(accounts, book, current, tier, now)
+    decided: list[TierChangeOutcome] = []  # the last attempt's outcome (the profile in it is the one read)
+
+    def changed(current: AccountProfile) -> AccountProfile:
+        decided.clear()
+        profile, outcome = _tier_request(book, current, tier, now)
+        decided.append(outcome)
+        return profile
+
     try:
-        profile = request_tier_change(accounts, book, account_id, tier, now)
+        profile = update_profile(accounts, account_id, changed)
+    except UnknownAccountError as exc:
+        raise unregistered(account_id) from exc
     except UnknownTierError as exc:
         raise InvalidRequestError("tier", str(exc)) from exc
     except RatingError as exc:  # already on that tier
         raise ConflictError(str(exc)) from exc
     except ValueError as exc:  # a change already pending after now
         raise ConflictError(str(exc)) from exc
-    change = max(profile.changes, key=lambda c: c.at)
-    return TierChangeOutcome(profile, tier, change.at, profile.tier_at(now))
+    return replace(decided[0], profile=profile)
 
 
-def _replace_pending(
-    accounts: AccountDirectory, book: PriceBook, current: AccountProfile, tier: str, now: datetime
-) -> TierChangeOutcome:
-    """A change is pending (a downgrade at the next period start) and another tier is asked for: the tier in effect
-    now cancels the pending change; any other tier replaces it (an upgrade at once, a downgrade at the next period
-    start). One save, after the new change is known to be valid: a refused request leaves the pending change."""
+def _tier_request(
+    book: PriceBook, current: AccountProfile, tier: str, now: datetime
+) -> tuple[AccountProfile, TierChangeOutcome]:
+    """The profile with ``tier`` asked for now, and the outcome. With a change pending (a downgrade at the next period
+    start): the same tier again is a retried click (nothing changes); the tier in effect now cancels the pending
+    change; any other tier replaces it (an upgrade at once, a downgrade at the next period start)."""
+    pending = max((c for c in current.changes if c.at > now), key=lambda c: c.at, default=None)
     in_effect = current.tier_at(now)
+    if pending is not None and pending.tier == tier:
+        return current, TierChangeOutcome(current, tier, pending.at, in_effect)
     kept = tuple(c for c in current.changes if c.at <= now)
-    if tier == in_effect:
-        profile = save_profile(accounts, replace(current, changes=kept))
-        return TierChangeOutcome(profile, tier, now, in_effect, cancelled=True)
-    try:
-        change = effective_change(book, in_effect, tier, now)
-    except UnknownTierError as exc:
-        raise InvalidRequestError("tier", str(exc)) from exc
-    profile = save_profile(accounts, replace(current, changes=(*kept, change)))
-    return TierChangeOutcome(profile, tier, change.at, profile.tier_at(now))
+    if pending is not None and tier == in_effect:
+        return replace(current, changes=kept), TierChangeOutcome(current, tier, now, in_effect, cancelled=True)
+    change = effective_change(book, in_effect, tier, now)
+    profile = with_tier_change(replace(current, changes=kept), change, ())
+    return profile, TierChangeOutcome(profile, tier, change.at, profile.tier_at(now))
 
 
 # --- payment methods ------------------------------------------------------------------------------------------------
@@ -553,10 +558,18 @@ def erase(
     The profile is marked first (``erased_at``): from then on rating writes every session that began before the mark
     with its pseudonym, also one it rates for the first time (events still queued), so none is written back with its
     identity while or after the stored sessions are rewritten here."""
-    profile = profile_of(accounts, account_id)
-    cleared = bool(profile.name or profile.email or profile.phone)
-    marked = now if profile.erased_at is None else max(profile.erased_at, now)
-    save_profile(accounts, replace(profile, name="", email="", phone="", erased_at=marked))
+    cleared = False
+
+    def marked(profile: AccountProfile) -> AccountProfile:
+        nonlocal cleared
+        cleared = bool(profile.name or profile.email or profile.phone)
+        mark = now if profile.erased_at is None else max(profile.erased_at, now)
+        return replace(profile, name="", email="", phone="", erased_at=mark)
+
+    try:
+        update_profile(accounts, account_id, marked)
+    except UnknownAccountError as exc:
+        raise unregistered(account_id) from exc
     sessions = history.pseudonymise(account_id, lambda value: pseudonym(account_id, value))
     changed = store.pseudonymise(account_id, lambda value: pseudonym(account_id, value))
     return Erasure(account_id, now, sessions, changed, cleared)
