@@ -295,6 +295,7 @@ def checkout(account_id: AccountId, body: schemas.CheckoutIn | None = None) -> s
         account_id,
         str(body.success_url or f"{home}?checkout=done"),
         str(body.cancel_url or f"{home}?checkout=cancelled"),
+        deps.settings.dashboard_origins,
     )
     return schemas.UrlOut(url=url)
 
@@ -304,8 +305,14 @@ def billing_portal(account_id: AccountId, body: schemas.PortalIn | None = None) 
     _authorize(account_id, Role.ADMIN)
     deps = _deps()
     body = body or schemas.PortalIn()
+    home = deps.settings.dashboard_url
     url = logic.portal_url(
-        deps.accounts, deps.ledger, deps.payments, account_id, str(body.return_url or deps.settings.dashboard_url)
+        deps.accounts,
+        deps.ledger,
+        deps.payments,
+        account_id,
+        str(body.return_url or home),
+        deps.settings.dashboard_origins,
     )
     return schemas.UrlOut(url=url)
 

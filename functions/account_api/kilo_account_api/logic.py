@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
+from urllib.parse import urlsplit
 
 from kilo_account_api.model import (
     BudgetStatus,
@@ -454,6 +455,36 @@ def _customer(ledger: LedgerStore, pages: PaymentPages, profile: AccountProfile)
     return known or pages.customer(profile.account_id, profile.email or None, profile.name or None)
 
 
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port or {"http": 80, "https": 443}.get(scheme)
+    except ValueError:  # a port that is not a number
+        port = None
+    return scheme, (parts.hostname or "").lower(), port
+
+
+def check_return_url(field: str, url: str, dashboard_origins: Sequence[str]) -> str:
+    """Where Stripe's hosted page sends the customer back must be the dashboard (its origin: scheme, host, port), so
+    the API cannot be used to send someone from Stripe's page to any site (an open redirect). A dashboard on a
+    loopback host (the local stack serves it on a free port) admits every loopback port of its scheme."""
+    scheme, host, port = _origin(url)
+    for allowed in dashboard_origins:
+        allowed_scheme, allowed_host, allowed_port = _origin(allowed)
+        if scheme != allowed_scheme or not host:
+            continue
+        if (host, port) == (allowed_host, allowed_port) or {host, allowed_host} <= LOOPBACK_HOSTS:
+            return url
+    shown = ", ".join(
+        f"{s}://{h}" + (f":{p}" if p not in (80, 443) else "") for s, h, p in map(_origin, dashboard_origins)
+    )
+    raise InvalidRequestError(field, f"{field} must be on the dashboard ({shown}), not {url!r}")
+
+
 def checkout_url(
     accounts: AccountDirectory,
     ledger: LedgerStore,
@@ -461,7 +492,10 @@ def checkout_url(
     account_id: str,
     success_url: str,
     cancel_url: str,
+    dashboard_origins: Sequence[str],
 ) -> str:
+    check_return_url("success_url", success_url, dashboard_origins)
+    check_return_url("cancel_url", cancel_url, dashboard_origins)
     profile = profile_of(accounts, account_id)
     if profile.billing_method != "card":
         raise ConflictError(f"account {account_id!r} pays in {profile.billing_method}, not by card")
@@ -469,8 +503,14 @@ def checkout_url(
 
 
 def portal_url(
-    accounts: AccountDirectory, ledger: LedgerStore, pages: PaymentPages, account_id: str, return_url: str
+    accounts: AccountDirectory,
+    ledger: LedgerStore,
+    pages: PaymentPages,
+    account_id: str,
+    return_url: str,
+    dashboard_origins: Sequence[str],
 ) -> str:
+    check_return_url("return_url", return_url, dashboard_origins)
     profile = profile_of(accounts, account_id)
     return pages.portal_url(_customer(ledger, pages, profile), return_url)
 
