@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from kilo_billing.accounts import AccountExistsError, AccountProfile, UnknownAccountError
+from kilo_billing.accounts import AccountExistsError, AccountProfile, ProfileChangedError, UnknownAccountError
 from kilo_billing.entitlements import EntitlementSource, Reading, SpendRecorder, SpendState
 from kilo_billing.events import KEY, SORT_KEY, Item, ItemTooLargeError, check_item_size
 from kilo_billing.livekit_events import LiveKitEventRecord
@@ -386,12 +386,18 @@ class InMemoryAccountDirectory:
     def register(self, profile: AccountProfile) -> None:
         if profile.account_id in self.profiles:
             raise AccountExistsError(profile.account_id)
-        self.profiles[profile.account_id] = profile
+        self.profiles[profile.account_id] = replace(profile, version=0)
 
-    def save(self, profile: AccountProfile) -> None:
-        if profile.account_id not in self.profiles:
+    def save(self, profile: AccountProfile) -> AccountProfile:
+        """Replaces the profile only over the version it was read at, as the DynamoDB adapter does."""
+        stored = self.profiles.get(profile.account_id)
+        if stored is None:
             raise UnknownAccountError(profile.account_id)
-        self.profiles[profile.account_id] = profile
+        if stored.version != profile.version:
+            raise ProfileChangedError(f"{profile.account_id}: version {stored.version}, read at {profile.version}")
+        saved = replace(profile, version=profile.version + 1)
+        self.profiles[profile.account_id] = saved
+        return saved
 
 
 class InMemoryEntitlements:

@@ -3,14 +3,29 @@ usage table)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
 
+from kilo_account_api import logic
 from kilo_billing.account_store import DynamoAccountDirectory
-from kilo_billing.accounts import AccountDirectory, AccountExistsError, AccountProfile, UnknownAccountError
+from kilo_billing.accounts import (
+    PROFILE_SAVE_ATTEMPTS,
+    AccountDirectory,
+    AccountExistsError,
+    AccountProfile,
+    ProfileChangedError,
+    UnknownAccountError,
+    register_account,
+    set_alert_contact,
+    set_status,
+)
+from kilo_billing.catalog import default_catalog
 from kilo_billing.rating import TierChange
+from tests.account_api_fakes import InMemoryMembers, InMemorySessionHistory
 from tests.conftest import Stack
 from tests.fakes import InMemoryAccountDirectory
 
@@ -152,3 +167,116 @@ def test_given_limit_versions_then_they_read_back_and_a_profile_without_them_rea
     directory.save(replace(team("acct-v"), budget_usd=Decimal("10"), budget_version=2, hard_limit_version=5))
     found = directory.registered(["acct-v"])["acct-v"]
     assert (found.budget_version, found.hard_limit_version) == (2, 5)
+
+
+# --- concurrent writers (docs/decisions.md D142): a save is written only over the version it was read at ---------
+
+
+def test_given_a_profile_saved_since_it_was_read_when_the_stale_copy_is_saved_then_refused_and_unchanged(
+    directory: AccountDirectory,
+) -> None:
+    directory.register(team("acct-a"))
+    first = directory.registered(["acct-a"])["acct-a"]
+    second = directory.registered(["acct-a"])["acct-a"]
+    held = directory.save(replace(first, status="abuse_hold"))
+    assert held.version == 1
+    with pytest.raises(ProfileChangedError):
+        directory.save(replace(second, budget_usd=Decimal(50)))
+    stored = directory.registered(["acct-a"])["acct-a"]
+    assert (stored.status, stored.budget_usd, stored.version) == ("abuse_hold", None, 1)
+    assert directory.save(replace(stored, budget_usd=Decimal(50))).version == 2
+    stored = directory.registered(["acct-a"])["acct-a"]
+    assert (stored.status, stored.budget_usd, stored.version) == ("abuse_hold", Decimal(50), 2)
+
+
+class Interleaved:
+    """The directory as one writer sees it: ``other`` (another Lambda's change) runs against the real directory right
+    after this writer's first ``times`` reads, i.e. between its read and its save."""
+
+    def __init__(self, real: AccountDirectory, other: Callable[[AccountDirectory], object], times: int = 1) -> None:
+        self.real, self.other, self.left = real, other, times
+        self.saves = 0
+
+    def registered(self, account_ids: Iterable[str]) -> dict[str, AccountProfile]:
+        found = self.real.registered(account_ids)
+        if self.left:
+            self.left -= 1
+            self.other(self.real)
+        return found
+
+    def register(self, profile: AccountProfile) -> None:
+        self.real.register(profile)
+
+    def save(self, profile: AccountProfile) -> AccountProfile:
+        self.saves += 1
+        return self.real.save(profile)
+
+
+def test_given_an_abuse_hold_between_a_budget_read_and_its_save_then_both_are_kept(
+    directory: AccountDirectory,
+) -> None:
+    register_account(directory, "acct-a", "personal", SIGNUP, ["personal", "team", "enterprise"])
+    racing = Interleaved(directory, lambda real: set_status(real, "acct-a", "abuse_hold"))
+    saved = logic.set_budget(racing, "acct-a", logic.BudgetRequest(Decimal(50), (50, 80, 100), None))
+    stored = directory.registered(["acct-a"])["acct-a"]
+    assert (stored.status, stored.budget_usd, stored.budget_thresholds) == ("abuse_hold", Decimal(50), (50, 80, 100))
+    assert saved == stored
+    assert racing.saves == 2  # the first save was refused, the budget applied again to the held profile
+
+
+def test_given_an_upgrade_between_a_budget_read_and_its_save_then_the_upgrade_stays_in_the_history(
+    directory: AccountDirectory,
+) -> None:
+    register_account(directory, "acct-a", "personal", SIGNUP, ["personal", "team", "enterprise"])
+    upgraded_at = datetime(2026, 3, 15, tzinfo=UTC)
+
+    def upgrade(real: AccountDirectory) -> None:
+        outcome = logic.change_tier(real, default_catalog(), "acct-a", "team", upgraded_at)
+        assert (outcome.effective_at, outcome.current_tier) == (upgraded_at, "team")
+
+    logic.set_budget(Interleaved(directory, upgrade), "acct-a", logic.BudgetRequest(Decimal(50), (50, 80, 100), None))
+    stored = directory.registered(["acct-a"])["acct-a"]
+    assert stored.changes == (TierChange(SIGNUP, "personal"), TierChange(upgraded_at, "team"))
+    assert stored.budget_usd == Decimal(50)
+
+
+def test_given_a_budget_saved_between_an_upgrades_read_and_its_save_then_the_upgrade_is_decided_again_and_kept(
+    directory: AccountDirectory,
+) -> None:
+    register_account(directory, "acct-a", "personal", SIGNUP, ["personal", "team", "enterprise"])
+    upgraded_at = datetime(2026, 3, 15, tzinfo=UTC)
+    budget = logic.BudgetRequest(Decimal(50), (50, 80, 100), None)
+    racing = Interleaved(directory, lambda real: logic.set_budget(real, "acct-a", budget))
+    outcome = logic.change_tier(racing, default_catalog(), "acct-a", "team", upgraded_at)
+    stored = directory.registered(["acct-a"])["acct-a"]
+    assert stored.changes == (TierChange(SIGNUP, "personal"), TierChange(upgraded_at, "team"))
+    assert stored.budget_usd == Decimal(50)
+    assert (outcome.effective_at, outcome.current_tier, outcome.profile) == (upgraded_at, "team", stored)
+
+
+def test_given_alert_preferences_saved_during_an_erasure_then_the_erasure_mark_is_kept(
+    directory: AccountDirectory,
+) -> None:
+    register_account(directory, "acct-a", "team", SIGNUP, ["personal", "team", "enterprise"])
+    set_alert_contact(directory, "acct-a", name="Ada", email="ada@example.com", phone="+14155550100")
+    erased_at = datetime(2026, 3, 20, 12, tzinfo=UTC)
+
+    def preferences(real: AccountDirectory) -> None:
+        set_alert_contact(real, "acct-a", preferences={"budget_threshold": ("email",)})
+
+    logic.erase(Interleaved(directory, preferences), InMemoryMembers(), InMemorySessionHistory(), "acct-a", erased_at)
+    stored = directory.registered(["acct-a"])["acct-a"]
+    assert (stored.erased_at, stored.name, stored.email, stored.phone) == (erased_at, "", "", "")
+    assert stored.alert_preferences == (("budget_threshold", ("email",)),)
+
+
+def test_given_a_writer_that_keeps_changing_the_profile_then_the_change_gives_up_with_nothing_of_it_saved(
+    directory: AccountDirectory,
+) -> None:
+    register_account(directory, "acct-a", "personal", SIGNUP, ["personal", "team", "enterprise"])
+    flips = iter(["abuse_hold", "active"] * PROFILE_SAVE_ATTEMPTS)
+    racing = Interleaved(directory, lambda real: set_status(real, "acct-a", next(flips)), PROFILE_SAVE_ATTEMPTS)
+    with pytest.raises(ProfileChangedError, match="changed meanwhile"):
+        logic.set_budget(racing, "acct-a", logic.BudgetRequest(Decimal(50), (50, 80, 100), None))
+    stored = directory.registered(["acct-a"])["acct-a"]
+    assert (stored.budget_usd, stored.status, racing.saves) == (None, "abuse_hold", PROFILE_SAVE_ATTEMPTS)

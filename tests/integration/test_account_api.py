@@ -180,6 +180,7 @@ def test_given_the_openapi_route_then_every_route_of_the_template_is_documented(
         "not_found",
         "conflict",
         "unprocessable",
+        "unsupported_media_type",
         "unavailable",
     ]
 

@@ -248,7 +248,9 @@ def test_given_an_admin_then_checkout_saves_a_card_for_the_accounts_customer_and
     account_api: Any, stripe_emulator: EmulatorHTTPClient
 ) -> None:
     register(account_api, "acct_a", email="ops@a.example")
-    first = call("POST", "/v1/accounts/acct_a/payment-methods/checkout", ADMIN, {"success_url": "https://app.test/ok"})
+    first = call(
+        "POST", "/v1/accounts/acct_a/payment-methods/checkout", ADMIN, {"success_url": "http://127.0.0.1:8000/ok"}
+    )
     assert first.status == 200, first.body
     second = call("POST", "/v1/accounts/acct_a/payment-methods/checkout", ADMIN)
     assert second.status == 200
@@ -258,11 +260,60 @@ def test_given_an_admin_then_checkout_saves_a_card_for_the_accounts_customer_and
     assert created[0].params["metadata"] == {"kilo_account_id": "acct_a"}
     sessions = [r.params for r in stripe_emulator.requests if r.path == "/v1/checkout/sessions"]
     assert [(s["mode"], s["client_reference_id"], s["success_url"]) for s in sessions[:1]] == [
-        ("setup", "acct_a", "https://app.test/ok")
+        ("setup", "acct_a", "http://127.0.0.1:8000/ok")
     ]
-    portal = call("POST", "/v1/accounts/acct_a/billing-portal", ADMIN, {"return_url": "https://app.test/billing"})
+    portal = call("POST", "/v1/accounts/acct_a/billing-portal", ADMIN, {"return_url": "http://127.0.0.1:8000/billing"})
     assert portal.status == 200, portal.body
     assert portal.body["url"].startswith("http")
+
+
+@pytest.mark.parametrize(
+    ("path", "field", "url"),
+    [
+        ("payment-methods/checkout", "success_url", "https://evil.example/kilo"),
+        ("payment-methods/checkout", "cancel_url", "https://dash.kilo.example.evil.example/"),
+        ("payment-methods/checkout", "success_url", "https://dash.kilo.example@evil.example/"),  # userinfo trick
+        ("payment-methods/checkout", "success_url", "http://dash.kilo.example/"),  # another scheme, another origin
+        ("payment-methods/checkout", "cancel_url", "https://dash.kilo.example:8443/"),  # another port
+        ("billing-portal", "return_url", "https://evil.example/"),
+    ],
+)
+def test_given_a_return_address_off_the_dashboard_then_400_names_it_and_no_stripe_page_is_made(
+    account_api: Any, stripe_emulator: EmulatorHTTPClient, monkeypatch: pytest.MonkeyPatch, path: str, field: str,
+    url: str,
+) -> None:  # fmt: skip
+    from tests.account_api_support import clear_caches  # noqa: PLC0415
+
+    monkeypatch.setenv("DASHBOARD_URL", "https://dash.kilo.example/app/")
+    monkeypatch.setenv("EXTRA_DASHBOARD_ORIGINS", "https://billing.kilo.example")
+    clear_caches()
+    register(account_api, "acct_a")
+    answer = call("POST", f"/v1/accounts/acct_a/{path}", ADMIN, {field: url})
+    assert (answer.status, answer.body["field"]) == (400, field)
+    assert answer.body["message"] == (
+        f"{field}: {field} must be on the dashboard (https://dash.kilo.example, https://billing.kilo.example), "
+        f"not {url!r}"
+    )
+    assert stripe_emulator.requests == []  # refused before any customer or page was asked for
+
+
+def test_given_return_addresses_on_the_dashboards_origins_then_stripe_gets_them_as_sent(
+    account_api: Any, stripe_emulator: EmulatorHTTPClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.account_api_support import clear_caches  # noqa: PLC0415
+
+    monkeypatch.setenv("DASHBOARD_URL", "https://dash.kilo.example/app/")
+    monkeypatch.setenv("EXTRA_DASHBOARD_ORIGINS", "https://billing.kilo.example")
+    clear_caches()
+    register(account_api, "acct_a")
+    sent = {"success_url": "https://DASH.kilo.example:443/app/#/cards", "cancel_url": "https://billing.kilo.example/x"}
+    assert call("POST", "/v1/accounts/acct_a/payment-methods/checkout", ADMIN, sent).status == 200
+    assert call("POST", "/v1/accounts/acct_a/payment-methods/checkout", ADMIN).status == 200  # the defaults
+    sessions = [r.params for r in stripe_emulator.requests if r.path == "/v1/checkout/sessions"]
+    assert [(s["success_url"], s["cancel_url"]) for s in sessions] == [
+        ("https://dash.kilo.example/app/#/cards", "https://billing.kilo.example/x"),
+        ("https://dash.kilo.example/app/?checkout=done", "https://dash.kilo.example/app/?checkout=cancelled"),
+    ]
 
 
 def test_given_a_crypto_account_then_checkout_is_a_conflict(account_api: Any, stripe_emulator: Any) -> None:

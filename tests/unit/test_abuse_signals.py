@@ -11,7 +11,7 @@ from kilo_alerts import abuse
 from kilo_alerts.abuse import AbuseThresholds, Signal
 from kilo_alerts.operator import OperatorAlertFailedError, OperatorPolicy, OperatorPorts, flag
 from kilo_alerts.ports import SendFailedError
-from kilo_billing.accounts import AccountProfile
+from kilo_billing.accounts import AccountProfile, set_status
 from kilo_billing.catalog import default_catalog
 from kilo_billing.rating import TierChange
 from kilo_billing.usage_signals import OpenSession, SessionStart
@@ -157,7 +157,7 @@ def test_given_auto_hold_then_a_free_active_account_is_held_once_and_the_operato
     assert (first.outcome, first.held) == ("sent", True)
     assert directory.registered(["free-1"])["free-1"].status == "abuse_hold"
     assert "The account is on hold (status abuse_hold)" in notifier.sent[0][1]
-    directory.save(profile("free-1"))  # an operator made it active again after review
+    set_status(directory, "free-1", "active")  # an operator made it active again after review
     again = flag(STORM, p, policy(True), NOW_MS + 60_000)
     assert (again.outcome, again.held) == ("duplicate", False)
     assert directory.registered(["free-1"])["free-1"].status == "active"

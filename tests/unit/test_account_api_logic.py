@@ -283,3 +283,29 @@ def test_given_a_pending_downgrade_then_asking_for_the_tier_in_effect_cancels_it
         (datetime(2026, 1, 1, tzinfo=UTC), "team"),
         (NOW, "enterprise"),
     ]
+
+
+@pytest.mark.parametrize(
+    ("url", "dashboard", "allowed"),
+    [
+        ("http://127.0.0.1:51234/#/cards", "http://127.0.0.1:8000/", True),  # the local stack's dashboard, any port
+        ("http://localhost:51234/", "http://127.0.0.1:8000/", True),
+        ("https://127.0.0.1:8000/", "http://127.0.0.1:8000/", False),  # another scheme
+        ("http://127.0.0.1.evil.example:8000/", "http://127.0.0.1:8000/", False),
+        ("http://127.0.0.1:8000/", "https://dash.kilo.example/", False),  # a deployed dashboard admits no loopback
+        ("https://dash.kilo.example/x?y=1", "https://dash.kilo.example/app/", True),
+        ("https://Dash.Kilo.Example:443/", "https://dash.kilo.example/", True),
+        ("https://x@evil.example/", "https://dash.kilo.example/", False),
+    ],
+)
+def test_given_a_return_address_then_only_the_dashboards_origin_is_admitted(
+    url: str, dashboard: str, allowed: bool
+) -> None:
+    from kilo_account_api.logic import check_return_url  # noqa: PLC0415
+
+    if allowed:
+        assert check_return_url("success_url", url, (dashboard,)) == url
+    else:
+        with pytest.raises(InvalidRequestError, match="success_url must be on the dashboard") as refused:
+            check_return_url("success_url", url, (dashboard,))
+        assert refused.value.field == "success_url"

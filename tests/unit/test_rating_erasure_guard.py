@@ -15,7 +15,7 @@ import pytest
 
 from kilo_billing.accounts import AccountProfile, pseudonym
 from kilo_billing.catalog import default_catalog
-from kilo_billing.events import LiveKitEventRecord
+from kilo_billing.livekit_events import LiveKitEventRecord
 from kilo_billing.rating import TierChange
 from kilo_rate_usage.logic import rate_batch
 from kilo_rate_usage.model import AttributionRule, Billing, RatingConfig, Session, StoredSession

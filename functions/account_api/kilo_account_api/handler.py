@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path as Path_
 from typing import Annotated, Any, Final
 
-from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -38,7 +38,7 @@ from kilo_account_api.model import (
 )
 from kilo_account_api.recommendations import RecommendationPolicy, recommend
 from kilo_billing import customer_api
-from kilo_billing.accounts import ACCOUNT_ID_PATTERN
+from kilo_billing.accounts import ACCOUNT_ID_PATTERN, ProfileChangedError
 from kilo_billing.auth import Caller, Role, caller_from_event
 from kilo_billing.customer_api import ErrorCode, error_response, json_response, without_default_validation_errors
 from kilo_billing.entitlements import EntitlementPolicy
@@ -48,7 +48,7 @@ SERVICE: Final = "account-api"
 JSON_HEADERS: Final = {"content-type": "application/json"}
 PUBLIC_ROUTES: Final = frozenset({("GET", "/v1/pricing"), ("GET", "/openapi.json")})
 
-app = APIGatewayHttpResolver(enable_validation=True)
+app = customer_api.resolver()
 log = logger(SERVICE)
 customer_api.install(app, log)  # 400 validation, 401, 403, 404 route, 503 storage: the customer API's one error shape
 
@@ -97,6 +97,12 @@ def _invalid(exc: InvalidRequestError) -> Response[str]:
 
 @app.exception_handler(ConflictError)  # type: ignore[untyped-decorator]
 def _conflict(exc: ConflictError) -> Response[str]:
+    return error_response(ErrorCode.CONFLICT, str(exc))
+
+
+@app.exception_handler(ProfileChangedError)  # type: ignore[untyped-decorator]
+def _changed_meanwhile(exc: ProfileChangedError) -> Response[str]:
+    """Another writer kept changing the profile while this request was applied to it (each attempt re-read it)."""
     return error_response(ErrorCode.CONFLICT, str(exc))
 
 
@@ -289,6 +295,7 @@ def checkout(account_id: AccountId, body: schemas.CheckoutIn | None = None) -> s
         account_id,
         str(body.success_url or f"{home}?checkout=done"),
         str(body.cancel_url or f"{home}?checkout=cancelled"),
+        deps.settings.dashboard_origins,
     )
     return schemas.UrlOut(url=url)
 
@@ -298,8 +305,14 @@ def billing_portal(account_id: AccountId, body: schemas.PortalIn | None = None) 
     _authorize(account_id, Role.ADMIN)
     deps = _deps()
     body = body or schemas.PortalIn()
+    home = deps.settings.dashboard_url
     url = logic.portal_url(
-        deps.accounts, deps.ledger, deps.payments, account_id, str(body.return_url or deps.settings.dashboard_url)
+        deps.accounts,
+        deps.ledger,
+        deps.payments,
+        account_id,
+        str(body.return_url or home),
+        deps.settings.dashboard_origins,
     )
     return schemas.UrlOut(url=url)
 

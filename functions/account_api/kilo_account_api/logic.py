@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
+from urllib.parse import urlsplit
 
 from kilo_account_api.model import (
     BudgetStatus,
@@ -41,9 +42,9 @@ from kilo_billing.accounts import (
     check_email,
     pseudonym,
     registered_profile,
-    request_tier_change,
-    save_profile,
     set_alert_contact,
+    update_profile,
+    with_tier_change,
 )
 from kilo_billing.auth import Role
 from kilo_billing.budgets import (
@@ -320,8 +321,8 @@ def _budget_field(message: str) -> str:
 
 
 def set_budget(accounts: AccountDirectory, account_id: str, request: BudgetRequest) -> AccountProfile:
-    """Replace the account's budget, validated whole by the layer's rule before anything is saved."""
-    profile = profile_of(accounts, account_id)
+    """Replace the account's budget, validated whole by the layer's rule before anything is saved (over the stored
+    profile as it is then: ``update_profile``)."""
     change = BudgetChange(
         budget_usd=request.budget_usd,
         thresholds=request.alert_percentages,
@@ -330,10 +331,11 @@ def set_budget(accounts: AccountDirectory, account_id: str, request: BudgetReque
         clear_hard_limit=request.hard_limit_usd is None,
     )
     try:
-        changed = apply_budget(profile, change)
+        return update_profile(accounts, account_id, lambda found: apply_budget(found, change))
+    except UnknownAccountError as exc:
+        raise unregistered(account_id) from exc
     except InvalidBudgetError as exc:
         raise InvalidRequestError(_budget_field(str(exc)), str(exc)) from exc
-    return save_profile(accounts, changed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -403,42 +405,46 @@ class TierChangeOutcome:
 def change_tier(
     accounts: AccountDirectory, catalog: Catalog, account_id: str, tier: str, now: datetime
 ) -> TierChangeOutcome:
-    current = profile_of(accounts, account_id)
-    pending = max((c for c in current.changes if c.at > now), key=lambda c: c.at, default=None)
-    if pending is not None and pending.tier == tier:  # the same request again (a retried click)
-        return TierChangeOutcome(current, tier, pending.at, current.tier_at(now))
+    """Ask for ``tier`` now: decided on the stored profile and saved over it (``update_profile``: decided again on
+    what is stored when another writer saved it in between)."""
     book = catalog.for_period(Period.containing(now))
-    if pending is not None:
-        return _replace_pending(accounts, book, current, tier, now)
+    decided: list[TierChangeOutcome] = []  # the last attempt's outcome (the profile in it is the one read)
+
+    def changed(current: AccountProfile) -> AccountProfile:
+        decided.clear()
+        profile, outcome = _tier_request(book, current, tier, now)
+        decided.append(outcome)
+        return profile
+
     try:
-        profile = request_tier_change(accounts, book, account_id, tier, now)
+        profile = update_profile(accounts, account_id, changed)
+    except UnknownAccountError as exc:
+        raise unregistered(account_id) from exc
     except UnknownTierError as exc:
         raise InvalidRequestError("tier", str(exc)) from exc
     except RatingError as exc:  # already on that tier
         raise ConflictError(str(exc)) from exc
     except ValueError as exc:  # a change already pending after now
         raise ConflictError(str(exc)) from exc
-    change = max(profile.changes, key=lambda c: c.at)
-    return TierChangeOutcome(profile, tier, change.at, profile.tier_at(now))
+    return replace(decided[0], profile=profile)
 
 
-def _replace_pending(
-    accounts: AccountDirectory, book: PriceBook, current: AccountProfile, tier: str, now: datetime
-) -> TierChangeOutcome:
-    """A change is pending (a downgrade at the next period start) and another tier is asked for: the tier in effect
-    now cancels the pending change; any other tier replaces it (an upgrade at once, a downgrade at the next period
-    start). One save, after the new change is known to be valid: a refused request leaves the pending change."""
+def _tier_request(
+    book: PriceBook, current: AccountProfile, tier: str, now: datetime
+) -> tuple[AccountProfile, TierChangeOutcome]:
+    """The profile with ``tier`` asked for now, and the outcome. With a change pending (a downgrade at the next period
+    start): the same tier again is a retried click (nothing changes); the tier in effect now cancels the pending
+    change; any other tier replaces it (an upgrade at once, a downgrade at the next period start)."""
+    pending = max((c for c in current.changes if c.at > now), key=lambda c: c.at, default=None)
     in_effect = current.tier_at(now)
+    if pending is not None and pending.tier == tier:
+        return current, TierChangeOutcome(current, tier, pending.at, in_effect)
     kept = tuple(c for c in current.changes if c.at <= now)
-    if tier == in_effect:
-        profile = save_profile(accounts, replace(current, changes=kept))
-        return TierChangeOutcome(profile, tier, now, in_effect, cancelled=True)
-    try:
-        change = effective_change(book, in_effect, tier, now)
-    except UnknownTierError as exc:
-        raise InvalidRequestError("tier", str(exc)) from exc
-    profile = save_profile(accounts, replace(current, changes=(*kept, change)))
-    return TierChangeOutcome(profile, tier, change.at, profile.tier_at(now))
+    if pending is not None and tier == in_effect:
+        return replace(current, changes=kept), TierChangeOutcome(current, tier, now, in_effect, cancelled=True)
+    change = effective_change(book, in_effect, tier, now)
+    profile = with_tier_change(replace(current, changes=kept), change, ())
+    return profile, TierChangeOutcome(profile, tier, change.at, profile.tier_at(now))
 
 
 # --- payment methods ------------------------------------------------------------------------------------------------
@@ -449,6 +455,36 @@ def _customer(ledger: LedgerStore, pages: PaymentPages, profile: AccountProfile)
     return known or pages.customer(profile.account_id, profile.email or None, profile.name or None)
 
 
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port or {"http": 80, "https": 443}.get(scheme)
+    except ValueError:  # a port that is not a number
+        port = None
+    return scheme, (parts.hostname or "").lower(), port
+
+
+def check_return_url(field: str, url: str, dashboard_origins: Sequence[str]) -> str:
+    """Where Stripe's hosted page sends the customer back must be the dashboard (its origin: scheme, host, port), so
+    the API cannot be used to send someone from Stripe's page to any site (an open redirect). A dashboard on a
+    loopback host (the local stack serves it on a free port) admits every loopback port of its scheme."""
+    scheme, host, port = _origin(url)
+    for allowed in dashboard_origins:
+        allowed_scheme, allowed_host, allowed_port = _origin(allowed)
+        if scheme != allowed_scheme or not host:
+            continue
+        if (host, port) == (allowed_host, allowed_port) or {host, allowed_host} <= LOOPBACK_HOSTS:
+            return url
+    shown = ", ".join(
+        f"{s}://{h}" + (f":{p}" if p not in (80, 443) else "") for s, h, p in map(_origin, dashboard_origins)
+    )
+    raise InvalidRequestError(field, f"{field} must be on the dashboard ({shown}), not {url!r}")
+
+
 def checkout_url(
     accounts: AccountDirectory,
     ledger: LedgerStore,
@@ -456,7 +492,10 @@ def checkout_url(
     account_id: str,
     success_url: str,
     cancel_url: str,
+    dashboard_origins: Sequence[str],
 ) -> str:
+    check_return_url("success_url", success_url, dashboard_origins)
+    check_return_url("cancel_url", cancel_url, dashboard_origins)
     profile = profile_of(accounts, account_id)
     if profile.billing_method != "card":
         raise ConflictError(f"account {account_id!r} pays in {profile.billing_method}, not by card")
@@ -464,8 +503,14 @@ def checkout_url(
 
 
 def portal_url(
-    accounts: AccountDirectory, ledger: LedgerStore, pages: PaymentPages, account_id: str, return_url: str
+    accounts: AccountDirectory,
+    ledger: LedgerStore,
+    pages: PaymentPages,
+    account_id: str,
+    return_url: str,
+    dashboard_origins: Sequence[str],
 ) -> str:
+    check_return_url("return_url", return_url, dashboard_origins)
     profile = profile_of(accounts, account_id)
     return pages.portal_url(_customer(ledger, pages, profile), return_url)
 
@@ -553,10 +598,18 @@ def erase(
     The profile is marked first (``erased_at``): from then on rating writes every session that began before the mark
     with its pseudonym, also one it rates for the first time (events still queued), so none is written back with its
     identity while or after the stored sessions are rewritten here."""
-    profile = profile_of(accounts, account_id)
-    cleared = bool(profile.name or profile.email or profile.phone)
-    marked = now if profile.erased_at is None else max(profile.erased_at, now)
-    save_profile(accounts, replace(profile, name="", email="", phone="", erased_at=marked))
+    cleared = False
+
+    def marked(profile: AccountProfile) -> AccountProfile:
+        nonlocal cleared
+        cleared = bool(profile.name or profile.email or profile.phone)
+        mark = now if profile.erased_at is None else max(profile.erased_at, now)
+        return replace(profile, name="", email="", phone="", erased_at=mark)
+
+    try:
+        update_profile(accounts, account_id, marked)
+    except UnknownAccountError as exc:
+        raise unregistered(account_id) from exc
     sessions = history.pseudonymise(account_id, lambda value: pseudonym(account_id, value))
     changed = store.pseudonymise(account_id, lambda value: pseudonym(account_id, value))
     return Erasure(account_id, now, sessions, changed, cleared)

@@ -462,13 +462,16 @@ class SubscriptionOut(_Out):
     change: Literal["upgrade_now", "downgrade_at_period_end", "pending_change_cancelled"]
 
 
+_ON_DASHBOARD = "On the dashboard's origin (any other site is refused: 400); default: the dashboard"
+
+
 class CheckoutIn(_In):
-    success_url: HttpUrl | None = None
-    cancel_url: HttpUrl | None = None
+    success_url: Annotated[HttpUrl | None, Field(description=_ON_DASHBOARD)] = None
+    cancel_url: Annotated[HttpUrl | None, Field(description=_ON_DASHBOARD)] = None
 
 
 class PortalIn(_In):
-    return_url: HttpUrl | None = None
+    return_url: Annotated[HttpUrl | None, Field(description=_ON_DASHBOARD)] = None
 
 
 class UrlOut(_Out):

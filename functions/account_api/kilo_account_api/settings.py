@@ -23,8 +23,18 @@ class AccountApiSettings(ForecastSettings):
     # Secrets Manager: JSON {"api_key": "sk_..." | "rk_...", optional "api_base"} (the invoice functions' secret)
     stripe_api_key_secret_name: str = ""
     stripe_max_network_retries: int = Field(default=1, ge=0, le=5)
-    # where Stripe's hosted pages send the customer back (the dashboard)
+    # where Stripe's hosted pages send the customer back (the dashboard); a success/cancel/return URL a client sends
+    # must be on its origin or one of ``extra_dashboard_origins`` (comma-separated, e.g. a custom domain beside the
+    # CloudFront one): ``logic.check_return_url``
     dashboard_url: str = "http://127.0.0.1:8000/"
+    extra_dashboard_origins: str = ""
+
+    @property
+    def dashboard_origins(self) -> tuple[str, ...]:
+        """The origins Stripe's pages may send the customer back to: the dashboard's, then the extra ones."""
+        extra = (origin.strip() for origin in self.extra_dashboard_origins.split(","))
+        return (self.dashboard_url, *(origin for origin in extra if origin))
+
     # recommendations (kilo_account_api.recommendations): a room this large is an audience
     audience_min_participants: int = Field(default=10, ge=2)
     # share of data transfer saved when subscribers receive a lower simulcast layer (LiveKit's medium layer is about

@@ -3,8 +3,9 @@ Billing Portal session (manage cards, see receipts). Imported only when a reques
 (``dependencies.LazyPaymentPages``): every other route of the account API never loads the SDK.
 
 The customer is the one the invoice functions use: found by the account id in its metadata (``kilo_account_id``),
-created with an idempotency key per account when there is none. ``checkout.session.completed`` carries the account
-back (``client_reference_id`` and metadata), and the payment-status function makes the new card the default (D66).
+created when there is none with the same requests and idempotency keys as theirs (``kilo_billing.stripe_customers``).
+``checkout.session.completed`` carries the account back (``client_reference_id`` and metadata), and the payment-status
+function makes the new card the default (D66).
 """
 
 from __future__ import annotations
@@ -14,14 +15,15 @@ from collections.abc import Callable
 from typing import Final, TypeVar
 
 import stripe
-from stripe.params import CustomerCreateParams
 from stripe.params.billing_portal import SessionCreateParams as PortalSessionCreateParams
 from stripe.params.checkout import SessionCreateParams as CheckoutSessionCreateParams
 
 from kilo_account_api.model import InvalidRequestError, UnavailableError
+from kilo_billing import stripe_customers
 from kilo_billing.stripe_calls import stripe_call, stripe_client
+from kilo_billing.stripe_customers import customer_create, customer_details
 
-META_ACCOUNT: Final = "kilo_account_id"  # the invoice functions' customer metadata key (kilo_invoice.stripe_adapter)
+META_ACCOUNT: Final = stripe_customers.META_ACCOUNT  # the customer metadata key the invoice functions search too
 _T = TypeVar("_T")
 
 
@@ -55,14 +57,14 @@ class StripePaymentPages:
         )
         if found.data:
             return str(found.data[0].id)
-        params: CustomerCreateParams = {"metadata": {META_ACCOUNT: account_id}}
-        if email:
-            params["email"] = email
-        if name:
-            params["name"] = name
-        created = self._call(
-            lambda: self._client.v1.customers.create(params, {"idempotency_key": f"kilo:{account_id}:customer"})
-        )
+        # created as the invoice functions create it (kilo_billing.stripe_customers): the same request, so a create by
+        # both within Stripe's search lag is one customer (the second is the first's replay)
+        params, key = customer_create(account_id)
+        created = self._call(lambda: self._client.v1.customers.create(params, {"idempotency_key": key}))
+        update = customer_details(account_id, email, name, created.email, created.name)
+        if update is not None:
+            details, details_key = update
+            self._call(lambda: self._client.v1.customers.update(created.id, details, {"idempotency_key": details_key}))
         return str(created.id)
 
     def setup_url(self, customer_id: str, account_id: str, success_url: str, cancel_url: str) -> str:

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final
 
-from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Path
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel
@@ -51,7 +51,7 @@ from kilo_crypto_watch.wallets import SignInError, WalletTakenError
 SERVICE: Final = "crypto-api"
 PREFIX: Final = "/v1/accounts/<account_id>/crypto"
 INVOICE_FIELD: Final = "path.invoice"
-app = APIGatewayHttpResolver(enable_validation=True)
+app = customer_api.resolver()
 logger = observability.logger(SERVICE)
 metrics = observability.metrics(SERVICE)
 customer_api.install(app, logger)

@@ -19,8 +19,6 @@ from typing import Any, TypeVar, cast
 import stripe
 from stripe.params import (
     CreditNoteCreateParams,
-    CustomerCreateParams,
-    CustomerUpdateParams,
     InvoiceAddLinesParamsLine,
     InvoiceCreateParams,
     RefundCreateParams,
@@ -29,6 +27,7 @@ from stripe.params import (
 from kilo_billing.invoicing import CARD_MINIMUM
 from kilo_billing.money import ZERO
 from kilo_billing.stripe_calls import stripe_call, stripe_client
+from kilo_billing.stripe_customers import customer_create, customer_details
 from kilo_invoice.gateway import (
     Customer,
     GatewayInvoice,
@@ -149,18 +148,12 @@ class StripePaymentGateway:
             )
         )
         existing = found.data[0] if found.data else None
-        if existing is None:
-            params: CustomerCreateParams = {"metadata": {META_ACCOUNT: customer.account_id}}
-            key = _key(customer.account_id, "customer")
+        if existing is None:  # created as the account API creates it (kilo_billing.stripe_customers): one request
+            params, key = customer_create(customer.account_id)
             existing = self._call(lambda: self._client.v1.customers.create(params, {"idempotency_key": key}))
-        details: CustomerUpdateParams = {}
-        if customer.email is not None and customer.email != existing.email:
-            details["email"] = customer.email
-        if customer.name is not None and customer.name != existing.name:
-            details["name"] = customer.name
-        if details:
-            digest = hashlib.sha256(f"{customer.email}|{customer.name}".encode()).hexdigest()[:16]
-            key = _key(customer.account_id, "customer-details", digest)
+        update = customer_details(customer.account_id, customer.email, customer.name, existing.email, existing.name)
+        if update is not None:
+            details, key = update
             customer_id = existing.id
             self._call(lambda: self._client.v1.customers.update(customer_id, details, {"idempotency_key": key}))
         return existing.id

@@ -4,11 +4,18 @@ of ``kilo_billing.accounts.AccountDirectory``."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from kilo_billing.accounts import AccountExistsError, AccountProfile, UnknownAccountError, check_tier_history
+from kilo_billing.accounts import (
+    AccountExistsError,
+    AccountProfile,
+    ProfileChangedError,
+    UnknownAccountError,
+    check_tier_history,
+)
 from kilo_billing.aws import call, put_if
 from kilo_billing.items import Item, from_item, to_item
 from kilo_billing.rating import TierChange
@@ -51,6 +58,8 @@ def profile_to_item(profile: AccountProfile) -> Item:
             # absent while 0 (profiles written before read alike)
             "budget_version": profile.budget_version or None,
             "hard_limit_version": profile.hard_limit_version or None,
+            # moved on by one by every save (D142); absent until the first save after registration
+            "version": profile.version or None,
         }
     )
 
@@ -78,11 +87,13 @@ def profile_from_item(item: Mapping[str, Any]) -> AccountProfile:
         erased_at=datetime.fromisoformat(str(values["erased_at"])) if values.get("erased_at") else None,
         budget_version=int(values.get("budget_version") or 0),
         hard_limit_version=int(values.get("hard_limit_version") or 0),
+        version=int(values.get("version", 0)),
     )
 
 
 class DynamoAccountDirectory:
-    """Profiles read with strongly consistent batch gets; registration is a conditional put (never overwrites)."""
+    """Profiles read with strongly consistent batch gets; registration is a conditional put (never overwrites); a save
+    is a put conditioned on the version read (optimistic locking: a stale copy never overwrites a newer profile)."""
 
     def __init__(self, client: Any, table: str) -> None:
         self._client = client
@@ -107,15 +118,32 @@ class DynamoAccountDirectory:
         return found
 
     def register(self, profile: AccountProfile) -> None:
-        self._put(profile, "attribute_not_exists(pk)", AccountExistsError("is already registered"))
+        self._check(profile)
+        item = profile_to_item(replace(profile, version=0))
+        if not put_if(self._client, self._table, item, "attribute_not_exists(pk)"):
+            raise AccountExistsError(f"account {profile.account_id!r} is already registered")
 
-    def save(self, profile: AccountProfile) -> None:
-        self._put(profile, "attribute_exists(pk)", UnknownAccountError("is not registered"))
+    def save(self, profile: AccountProfile) -> AccountProfile:
+        self._check(profile)
+        stored = replace(profile, version=profile.version + 1)
+        if profile.version:
+            condition = "attribute_exists(pk) AND #version = :version"
+            request: dict[str, Any] = {"ExpressionAttributeValues": to_item({":version": profile.version})}
+        else:
+            condition = "attribute_exists(pk) AND attribute_not_exists(#version)"
+            request = {}
+        request["ExpressionAttributeNames"] = {"#version": "version"}
+        if put_if(self._client, self._table, profile_to_item(stored), condition, **request):
+            return stored
+        if not self.registered([profile.account_id]):
+            raise UnknownAccountError(f"account {profile.account_id!r} is not registered")
+        raise ProfileChangedError(
+            f"account {profile.account_id!r} changed since it was read (version {profile.version}); retry"
+        )
 
-    def _put(self, profile: AccountProfile, condition: str, refused: Exception) -> None:
+    @staticmethod
+    def _check(profile: AccountProfile) -> None:
         from kilo_billing.catalog import default_catalog  # noqa: PLC0415
 
         book = default_catalog().latest
         check_tier_history(profile.changes, lambda tier: book.tier(tier).rank)
-        if not put_if(self._client, self._table, profile_to_item(profile), condition):
-            raise type(refused)(f"account {profile.account_id!r} {refused}")

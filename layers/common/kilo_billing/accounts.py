@@ -12,7 +12,7 @@ import hashlib
 import itertools
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Final, Protocol
@@ -109,6 +109,9 @@ class AccountProfile:
     # amount already announced that month - is announced (and enforced) again, once per setting (D124, D140)
     budget_version: int = 0
     hard_limit_version: int = 0
+    # the stored item's version when this profile was read (0: never saved since its registration); a save is written
+    # only over that same version (``AccountDirectory.save``). Not part of the profile's value (equality ignores it).
+    version: int = field(default=0, compare=False)
 
     def channels_chosen(self, kind: str) -> tuple[str, ...] | None:
         """The channels the account chose for an alert kind; ``None`` when it chose nothing (the default applies)."""
@@ -154,6 +157,11 @@ class UnknownAccountError(Exception):
     """An operation on an account that has no profile."""
 
 
+class ProfileChangedError(Exception):
+    """A save of a profile that another writer changed since it was read (its version moved on): nothing was written.
+    ``update_profile`` reads again and re-applies the change; this escapes only after ``PROFILE_SAVE_ATTEMPTS``."""
+
+
 class AccountDirectory(Protocol):
     """Where account profiles live (the usage table, ``ACCOUNT#<id>`` / ``PROFILE``)."""
 
@@ -165,8 +173,10 @@ class AccountDirectory(Protocol):
         """Create a profile; ``AccountExistsError`` if there is one."""
         ...
 
-    def save(self, profile: AccountProfile) -> None:
-        """Replace a registered profile (tier change, budget); ``UnknownAccountError`` if there is none."""
+    def save(self, profile: AccountProfile) -> AccountProfile:
+        """Replace a registered profile (tier change, budget) if it is still at ``profile.version`` (the version it
+        was read at) and answer it as stored (its version moved on by one); ``ProfileChangedError`` if another writer
+        saved it since, ``UnknownAccountError`` if there is none. Nothing is written when refused."""
         ...
 
 
@@ -221,9 +231,36 @@ def registered_profile(directory: AccountDirectory, account_id: str) -> AccountP
 
 
 def save_profile(directory: AccountDirectory, profile: AccountProfile) -> AccountProfile:
-    """Store a changed profile and hand it back (every ``set_*`` change ends here)."""
-    directory.save(profile)
-    return profile
+    """Store a changed profile read at ``profile.version`` and hand it back as stored; ``ProfileChangedError`` when
+    another writer saved it meanwhile. A read-change-save should be ``update_profile``, which retries."""
+    return directory.save(profile)
+
+
+PROFILE_SAVE_ATTEMPTS: Final = 5  # reads and saves of one change before it gives up (ProfileChangedError)
+
+
+def update_profile(
+    directory: AccountDirectory,
+    account_id: str,
+    change: Callable[[AccountProfile], AccountProfile],
+    attempts: int = PROFILE_SAVE_ATTEMPTS,
+) -> AccountProfile:
+    """Read the account's profile, apply ``change`` to it and save the result over the version read; when another
+    writer saved the profile in between, read it again and apply ``change`` to what is stored now, up to ``attempts``
+    times (docs/decisions.md D142). Every read-change-save of a profile goes through here, so no writer's change
+    (a tier change, a budget, an abuse hold, an erasure mark) is overwritten by another's stale copy. ``change`` must
+    be a function of the profile it is given (it may raise to refuse); answering the profile unchanged saves nothing.
+    ``UnknownAccountError`` for an unregistered account, ``ProfileChangedError`` after ``attempts`` conflicts."""
+    for _ in range(attempts):
+        found = registered_profile(directory, account_id)
+        changed = change(found)
+        if changed == found:
+            return found
+        try:
+            return directory.save(replace(changed, version=found.version))
+        except ProfileChangedError:
+            continue
+    raise ProfileChangedError(f"account {account_id!r} changed meanwhile (tried {attempts} times); retry")
 
 
 class InvoicedPeriodError(ValueError):
@@ -255,23 +292,33 @@ def request_tier_change(
     ``requested_at`` (prorated), a downgrade at the next period start. ``invoiced_periods`` (the account's period-end
     invoices): a change taking effect in one of them is refused (``check_not_invoiced``); the account API's changes
     are requested now, in the running period, which is never invoiced yet."""
-    found = registered_profile(directory, account_id)
-    change = effective_change(book, found.tier_at(requested_at), tier, requested_at)
-    return change_tier(directory, account_id, change, invoiced_periods)
+    invoiced = tuple(invoiced_periods)
+
+    def changed(found: AccountProfile) -> AccountProfile:
+        change = effective_change(book, found.tier_at(requested_at), tier, requested_at)
+        return with_tier_change(found, change, invoiced)
+
+    return update_profile(directory, account_id, changed)
+
+
+def with_tier_change(found: AccountProfile, change: TierChange, invoiced_periods: Iterable[str]) -> AccountProfile:
+    """``found`` with ``change`` appended, after the checks: not before the signup, not in an invoiced period, no
+    later change already there."""
+    if change.at < found.signed_up_at:
+        raise ValueError(f"a tier change at {change.at.isoformat()} precedes the signup")
+    check_not_invoiced(change, invoiced_periods)
+    later = [c for c in found.changes if c.at > change.at]
+    if later:
+        raise ValueError(f"account {found.account_id!r} already has a tier change after {change.at.isoformat()}")
+    return replace(found, changes=(*found.changes, change))
 
 
 def change_tier(
     directory: AccountDirectory, account_id: str, change: TierChange, invoiced_periods: Iterable[str] = ()
 ) -> AccountProfile:
     """Append a tier change (its effective time decided by ``kilo_billing.rating.effective_change``)."""
-    found = registered_profile(directory, account_id)
-    if change.at < found.signed_up_at:
-        raise ValueError(f"a tier change at {change.at.isoformat()} precedes the signup")
-    check_not_invoiced(change, invoiced_periods)
-    later = [c for c in found.changes if c.at > change.at]
-    if later:
-        raise ValueError(f"account {account_id!r} already has a tier change after {change.at.isoformat()}")
-    return save_profile(directory, replace(found, changes=(*found.changes, change)))
+    invoiced = tuple(invoiced_periods)
+    return update_profile(directory, account_id, lambda found: with_tier_change(found, change, invoiced))
 
 
 def set_status(directory: AccountDirectory, account_id: str, status: str) -> AccountProfile:
@@ -279,7 +326,7 @@ def set_status(directory: AccountDirectory, account_id: str, status: str) -> Acc
     abuse signals). The entitlement check reads it from the profile (docs/alerts.md)."""
     if status not in ACCOUNT_STATUSES:
         raise ValueError(f"status {status!r} is not one of {ACCOUNT_STATUSES}")
-    return save_profile(directory, replace(registered_profile(directory, account_id), status=status))
+    return update_profile(directory, account_id, lambda found: replace(found, status=status))
 
 
 class InvalidContactError(ValueError):
@@ -309,25 +356,28 @@ def set_alert_contact(
 ) -> AccountProfile:
     """Change who hears about an account's alerts and how (the account API; ``""`` clears a detail). Validated
     whole before anything is saved: an E.164 phone, an email address, known channels."""
-    found = registered_profile(directory, account_id)
     if phone:
         check_phone(phone)
     if email:
         check_email(email)
-    chosen = dict(found.alert_preferences)
     for kind, channels in (preferences or {}).items():
         unknown = set(channels) - set(ALERT_CHANNELS)
         if unknown:
             raise InvalidContactError(f"alert {kind!r}: unknown channel(s) {sorted(unknown)}; use {ALERT_CHANNELS}")
-        chosen[kind] = tuple(c for c in ALERT_CHANNELS if c in channels)
-    profile = replace(
-        found,
-        name=found.name if name is None else name,
-        email=found.email if email is None else email,
-        phone=found.phone if phone is None else phone,
-        alert_preferences=tuple(sorted(chosen.items())),
-    )
-    return save_profile(directory, profile)
+
+    def changed(found: AccountProfile) -> AccountProfile:
+        chosen = dict(found.alert_preferences)
+        for kind, channels in (preferences or {}).items():
+            chosen[kind] = tuple(c for c in ALERT_CHANNELS if c in channels)
+        return replace(
+            found,
+            name=found.name if name is None else name,
+            email=found.email if email is None else email,
+            phone=found.phone if phone is None else phone,
+            alert_preferences=tuple(sorted(chosen.items())),
+        )
+
+    return update_profile(directory, account_id, changed)
 
 
 def set_progressive_threshold(
@@ -336,6 +386,4 @@ def set_progressive_threshold(
     """Turn progressive billing on (a positive threshold amount) or off (``None``) for an account."""
     if threshold_usd is not None and (not threshold_usd.is_finite() or threshold_usd <= 0):
         raise ValueError(f"the progressive billing threshold must be a positive amount, got {threshold_usd}")
-    return save_profile(
-        directory, replace(registered_profile(directory, account_id), progressive_threshold_usd=threshold_usd)
-    )
+    return update_profile(directory, account_id, lambda found: replace(found, progressive_threshold_usd=threshold_usd))

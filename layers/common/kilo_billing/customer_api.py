@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Final, cast
 
 from pydantic import BaseModel, ConfigDict
 
+from kilo_billing import jsontext
 from kilo_billing.auth import Caller, ForbiddenError, Role, UnauthenticatedError, caller_from_event
 from kilo_billing.aws import StorageUnavailableError
 from kilo_billing.observability import correlate
@@ -31,7 +32,10 @@ from kilo_billing.observability import correlate
 if TYPE_CHECKING:
     from aws_lambda_powertools import Logger
     from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
-    from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+    from aws_lambda_powertools.event_handler.openapi.exceptions import (
+        RequestUnsupportedContentType,
+        RequestValidationError,
+    )
 
 
 class ErrorCode(StrEnum):
@@ -43,6 +47,7 @@ class ErrorCode(StrEnum):
     NOT_FOUND = "not_found"  # no such account, invoice, bill, member or route (for this account)
     CONFLICT = "conflict"  # contradicts the stored state (already so, taken, no open quote)
     UNPROCESSABLE = "unprocessable"  # well-formed, but what it points at cannot be accepted (a transaction)
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"  # send the body as application/json
     UNAVAILABLE = "unavailable"  # a dependency is down or refused for now: retry after ``Retry-After`` seconds
 
 
@@ -53,6 +58,7 @@ STATUS: Final[Mapping[ErrorCode, int]] = {
     ErrorCode.NOT_FOUND: 404,
     ErrorCode.CONFLICT: 409,
     ErrorCode.UNPROCESSABLE: 422,
+    ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
     ErrorCode.UNAVAILABLE: 503,
 }
 RETRY_AFTER_SECONDS: Final = 5
@@ -141,10 +147,15 @@ def error_response(
 
 
 def validation_error(exc: RequestValidationError) -> Response[str]:
-    """Powertools' validation of path, query and body: 400 naming each field (``budget_usd``, ``path.account_id``)."""
+    """Powertools' validation of path, query and body: 400 naming each field (``budget_usd``, ``path.account_id``);
+    a body Powertools could not parse as JSON is named ``body``."""
     problems = []
     fields = []
     for error in exc.errors():
+        if error.get("type") == "json_invalid":
+            fields.append("body")
+            problems.append("body is not valid JSON")
+            continue
         loc = error.get("loc", ())
         location = [str(part) for part in loc if part != "body" or len(loc) == 1]
         name = ".".join(location) or "body"
@@ -164,10 +175,47 @@ def unavailable(
     return error_response(ErrorCode.UNAVAILABLE, message, request_id=request_id)
 
 
+JSON_MEDIA_TYPE: Final = "application/json"
+
+
+def json_media_type(content_type: str) -> bool:
+    """``application/json`` or a ``+json`` suffix type (``application/merge-patch+json``), in any letter case and
+    with any parameters (``; charset=utf-8``): the bodies the customer API reads as JSON."""
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == JSON_MEDIA_TYPE or (media.startswith("application/") and media.endswith("+json"))
+
+
+def read_json_body(text: str) -> Any:
+    """Powertools' ``json_body_deserializer`` for the customer API: the layer's bounded loader
+    (``kilo_billing.jsontext``), whose refusal ``install`` answers 400 naming ``body``."""
+    return jsontext.loads(text, "the request body")
+
+
+def resolver() -> APIGatewayHttpResolver:
+    """The customer API's resolver (both functions' handlers): Powertools' validation, bodies read by
+    ``read_json_body``, and the content type matched as HTTP says (case-insensitively; ``+json`` types are JSON) -
+    Powertools matches ``application/json`` by a case-sensitive prefix and answers anything else 415."""
+    from aws_lambda_powertools.event_handler import APIGatewayHttpResolver  # noqa: PLC0415
+    from aws_lambda_powertools.utilities.typing import LambdaContext  # noqa: PLC0415
+
+    class CustomerApiResolver(APIGatewayHttpResolver):
+        def resolve(self, event: Mapping[str, Any], context: LambdaContext) -> dict[str, Any]:
+            headers = event.get("headers") or {}
+            content_type = headers.get("content-type")
+            if isinstance(content_type, str) and json_media_type(content_type):
+                event = {**event, "headers": {**headers, "content-type": JSON_MEDIA_TYPE}}
+            return super().resolve(event, context)
+
+    return CustomerApiResolver(enable_validation=True, json_body_deserializer=read_json_body)
+
+
 def install(app: APIGatewayHttpResolver, log: Logger) -> None:
     """The answers every customer route shares: 401/403 from ``kilo_billing.auth``, 503 when AWS fails, 404 for an
-    unknown route, 400 from Powertools' request validation."""
+    unknown route, 400 from Powertools' request validation and for a body that is not JSON one may read (malformed,
+    nested more than ``jsontext.MAX_DEPTH`` deep, a number past the digit limit, not UTF-8: D32), 415 for a body
+    that is not JSON at all."""
     from aws_lambda_powertools.event_handler.openapi.exceptions import (  # noqa: PLC0415
+        RequestUnsupportedContentType,
         RequestValidationError,
     )
 
@@ -183,11 +231,48 @@ def install(app: APIGatewayHttpResolver, log: Logger) -> None:
     def no_route(_: Exception) -> Response[str]:
         return error_response(ErrorCode.NOT_FOUND, "no such route")
 
+    def unreadable(exc: jsontext.JsonTextError) -> Response[str]:
+        return error_response(ErrorCode.INVALID_REQUEST, str(exc), field="body")  # "body is not ...", "body nests ..."
+
+    def undecodable(exc: UnicodeDecodeError) -> Response[str]:
+        """A base64 body (API Gateway's encoding of a non-text body) whose bytes are not UTF-8: Powertools decodes it
+        before any parser sees it. Any other ``UnicodeDecodeError`` is not the request's fault: raised on."""
+        if not _body_not_utf8(app.current_event.raw_event):
+            raise exc
+        return error_response(ErrorCode.INVALID_REQUEST, "body is not UTF-8 text", field="body")
+
+    def unsupported(exc: RequestUnsupportedContentType) -> Response[str]:
+        media = app.current_event.headers.get("content-type", "")
+        return error_response(
+            ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+            f"body's content type {media!r} is not JSON: send {JSON_MEDIA_TYPE}",
+            field="body",
+        )
+
     app.exception_handler(UnauthenticatedError)(unauthenticated)
     app.exception_handler(ForbiddenError)(forbidden)
     app.exception_handler(StorageUnavailableError)(storage)
     app.exception_handler(RequestValidationError)(validation_error)
+    app.exception_handler(jsontext.JsonTextError)(unreadable)
+    app.exception_handler(UnicodeDecodeError)(undecodable)
+    app.exception_handler(RequestUnsupportedContentType)(unsupported)
     app.not_found(no_route)
+
+
+def _body_not_utf8(event: Mapping[str, Any]) -> bool:
+    import base64  # noqa: PLC0415
+    import binascii  # noqa: PLC0415
+
+    body = event.get("body")
+    if not event.get("isBase64Encoded") or not isinstance(body, str):
+        return False
+    try:
+        base64.b64decode(body.encode()).decode()
+    except UnicodeDecodeError:
+        return True
+    except binascii.Error:
+        return False
+    return False
 
 
 def authorize(app: APIGatewayHttpResolver, service: str, account_id: str, role: Role = Role.MEMBER) -> Caller:

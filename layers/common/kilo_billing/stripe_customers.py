@@ -1,0 +1,48 @@
+"""The one way an account's Stripe customer is created and its contact details set, for both functions that may do it
+first: the account API (a Checkout page to save a card) and the invoice functions (the first card invoice). Stripe's
+search index lags its writes, so both can miss the other's new customer and create one within the same minute; they
+use the same idempotency key, and Stripe refuses a key reused with other parameters. Built here once, the requests
+are the same, so the second is the first's replay (docs/decisions.md D144). Imported only by the Stripe
+adapters."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from stripe.params import CustomerCreateParams, CustomerUpdateParams
+
+META_ACCOUNT: Final = "kilo_account_id"  # the customer's metadata key naming our account (searched by both)
+
+
+def idempotency_key(*parts: str) -> str:
+    """An idempotency key from our id and the step; long ids are hashed (Stripe keys are at most 255 characters)."""
+    key = "kilo:" + ":".join(parts)
+    return key if len(key) <= 200 else "kilo:" + hashlib.sha256(key.encode()).hexdigest()
+
+
+def customer_create(account_id: str) -> tuple[CustomerCreateParams, str]:
+    """The customer-create request's parameters and idempotency key: the account in the metadata, nothing else (the
+    contact details follow as ``customer_details``, which both functions send the same way too)."""
+    return {"metadata": {META_ACCOUNT: account_id}}, idempotency_key(account_id, "customer")
+
+
+def customer_details(
+    account_id: str,
+    email: str | None,
+    name: str | None,
+    current_email: str | None,
+    current_name: str | None,
+) -> tuple[CustomerUpdateParams, str] | None:
+    """The update that gives the customer the account's email and name (``None``: leave that one as it is), and its
+    idempotency key (per account and the details wanted); ``None`` when the customer already has them."""
+    details: CustomerUpdateParams = {}
+    if email is not None and email != current_email:
+        details["email"] = email
+    if name is not None and name != current_name:
+        details["name"] = name
+    if not details:
+        return None
+    digest = hashlib.sha256(f"{email}|{name}".encode()).hexdigest()[:16]
+    return details, idempotency_key(account_id, "customer-details", digest)
