@@ -80,8 +80,7 @@ def operator_policy(config: AlertSettings) -> OperatorPolicy:
         is_free=lambda tier: book.tier(tier).monthly_fee == 0,
         thresholds=config.abuse_thresholds,
         auto_hold=config.abuse_auto_hold,
-        lease_ms=config.claim_lease_minutes * 60_000,
-    )
+    )  # its claims keep OperatorPolicy's 15-minute lease: the scheduled checks run up to 300 s
 
 
 def operator_ports(config: AlertSettings, scheduled: bool) -> OperatorPorts:

@@ -98,6 +98,7 @@ def enforcement_to_item(record: EnforcementRecord) -> Item:
             "detail": record.detail,
             "expires_at": expires_at(record.at_ms),
             **({"limit": record.limit} if record.limit else {}),
+            **({"saved_permission": record.saved} if record.saved else {}),
         }
     )
 
@@ -114,6 +115,7 @@ def enforcement_from_item(item: Mapping[str, Any]) -> EnforcementRecord:
         at_ms=int(values["at_ms"]),
         detail=str(values.get("detail", "")),
         limit=str(values.get("limit", "")),
+        saved=str(values.get("saved_permission", "")),
     )
 
 

@@ -1,11 +1,13 @@
 """Deliver one alert to the account's channels, each at most once: claim, decide, send, record.
 
-Per channel (email, SMS) the ledger is claimed first (a conditional write on (account, period, kind, key, channel)),
-so a redelivered event finds the decision taken and sends nothing. Then: the channel is skipped if the account chose
-otherwise (or the catalogue's default leaves it out: low-severity alerts are quiet on SMS) or has no address/number
-for it; an SMS to a number that opted out (STOP) is not sent; a message the provider refuses for good is recorded as
-undeliverable. A transient failure releases the claim and, once every channel was tried, raises
-``DeliveryIncompleteError``: the queue delivers the event again and only the unfinished channel is tried.
+Per channel (email, SMS) the ledger is claimed first (a conditional write on (account, period, kind, key, channel)), so
+a redelivered event finds the decision taken and sends nothing; a claim still pending within its lease (another delivery
+deciding it, or one that crashed) is not a decision: the channel is retried, and taken over once stale. Then: the
+channel is skipped if the account chose otherwise (or the catalogue's default leaves it out: low-severity alerts are
+quiet on SMS) or has no address/number for it; an SMS to a number that opted out (STOP) is not sent; a message the
+provider refuses for good is recorded as undeliverable. A transient failure releases the claim and, once every channel
+was tried, raises ``DeliveryIncompleteError``: the queue delivers the event again and only the unfinished channel is
+tried.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from kilo_alerts.operator import (
     handle_operator_event,
 )
 from kilo_alerts.ports import (
+    ClaimHeldError,
     DeliveryLedger,
     EnforcementLedger,
     Mailer,
@@ -65,7 +68,7 @@ _E164 = re.compile(E164_PATTERN)
 @dataclass(frozen=True, slots=True)
 class DeliveryPolicy:
     preferences_url: str  # the account's alert preferences page; the account id is appended as ?account=<id>
-    lease_ms: int = 15 * 60_000  # a claim older than this (its holder crashed) may be taken over
+    lease_ms: int = 5 * 60_000  # a claim older than this (its holder crashed) may be taken over (settings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +118,11 @@ def deliver_alert(
             at_ms=now_ms,
             event_id=alert.event_id,
         )
-        attempts = ledger.claim(pending, policy.lease_ms)
+        try:
+            attempts = ledger.claim(pending, policy.lease_ms)
+        except ClaimHeldError:  # not decided yet: retried (taken over once older than the lease), never released
+            deliveries.append(replace(pending, detail="claimed by another delivery, not decided yet"))
+            continue
         if attempts is None:
             deliveries.append(replace(pending, outcome=Outcome.DUPLICATE, detail="already decided"))
             continue
