@@ -52,7 +52,8 @@ from kilo_alerts.ports import (
 )
 from kilo_alerts.render import render
 from kilo_billing.accounts import E164_PATTERN, AccountDirectory, AccountProfile
-from kilo_billing.budgets import DEFAULT_WEEKDAY_WEIGHTS, forecast_crossing
+from kilo_billing.budgets import DEFAULT_WEEKDAY_WEIGHTS, bill_reached_on, month_fee
+from kilo_billing.catalog import Catalog, default_catalog
 from kilo_billing.contracts import PaymentFailedV1, UsageThresholdCrossedV1, limit_scope
 from kilo_billing.entitlements import EntitlementSource, Reading, SpendRecorder
 from kilo_billing.periods import Period
@@ -218,6 +219,7 @@ class AlertsPolicy:
     enforcement: EnforcementPolicy = field(default_factory=EnforcementPolicy)
     weekday_weights: tuple[Decimal, ...] = DEFAULT_WEEKDAY_WEIGHTS
     operator: OperatorPolicy | None = None
+    catalog: Catalog = field(default_factory=default_catalog)  # the month's fixed fees (the forecast)
 
 
 @dataclass(frozen=True, slots=True)
@@ -364,14 +366,17 @@ def _hard_limit_alert(event: UsageThresholdCrossedV1, hard_limit: Decimal) -> Al
 
 
 def _forecast(event: UsageThresholdCrossedV1, profile: AccountProfile, policy: AlertsPolicy) -> list[Alert]:
-    """ "At this rate you will pass your limit around <date>": the hard limit if set, else the budget; once a month."""
+    """ "At this rate you will pass your limit around <date>": the hard limit if set, else the budget; once a month.
+    The bill is the month's fixed fees plus usage; only usage grows (``bill_reached_on``, as the account API)."""
     limit, name = (
         (profile.hard_limit_usd, "hard limit") if profile.hard_limit_usd is not None else (profile.budget_usd, "budget")
     )
     if limit is None:
         return []
     now = datetime.fromisoformat(event.occurred_at)
-    day = forecast_crossing(Decimal(event.used), limit, now, policy.weekday_weights)
+    bill = Decimal(event.used)
+    fee = month_fee(profile, event.period, policy.catalog.for_period(Period.parse(event.period)))
+    day = bill_reached_on(fee, max(Decimal(0), bill - fee), limit, now, policy.weekday_weights)
     if day is None or Period.containing(now).key != event.period:
         return []
     return [

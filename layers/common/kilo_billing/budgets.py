@@ -19,8 +19,11 @@ from fractions import Fraction
 from typing import Final
 
 from kilo_billing.accounts import AccountDirectory, AccountProfile, registered_profile, save_profile
+from kilo_billing.catalog import PriceBook
+from kilo_billing.invoicing import segment_usage
 from kilo_billing.money import round_money
 from kilo_billing.periods import Period, ensure_utc
+from kilo_billing.rating import rate_segments
 
 # Monday .. Sunday. Calls are a working-day activity: a weekend day counts for 0.4 of a weekday unless configured.
 DEFAULT_WEEKDAY_WEIGHTS: Final[tuple[Decimal, ...]] = (
@@ -137,6 +140,27 @@ def forecast_crossing(
             return day
         day, share = day + _DAY, Fraction(1)
     return None
+
+
+def bill_reached_on(
+    fee_usd: Decimal, usage_usd: Decimal, limit_usd: Decimal | None, now: datetime, weights: Sequence[Decimal]
+) -> date | None:
+    """The UTC day the month's bill (``fee_usd``, the month's fees, plus ``usage_usd``) reaches ``limit_usd``: the fees
+    are fixed (they do not grow with time), so it is the day usage reaches ``limit - fees`` at its weekday-weighted
+    run rate (``forecast_crossing``); today when the bill is already there; ``None`` without a limit or when it is
+    not reached within the month. The one forecast of a limit: the account API's and the forecast alert's."""
+    if limit_usd is None:
+        return None
+    if fee_usd + usage_usd >= limit_usd:
+        return ensure_utc(now).date()
+    return forecast_crossing(usage_usd, limit_usd - fee_usd, now, weights)
+
+
+def month_fee(profile: AccountProfile, period_key: str, book: PriceBook) -> Decimal:
+    """The fixed fees of the account's bill for the period: each tier segment's monthly fee, prorated as rating does
+    (``rate_segments`` with no usage), so the same figure as the bill's fee lines."""
+    period = Period.parse(period_key)
+    return rate_segments(period, segment_usage(period, profile.segments(period), {}), book).fee
 
 
 def projected_total(
