@@ -80,3 +80,13 @@ def test_given_a_claim_left_by_a_crash_then_the_queues_redelivery_sends_the_aler
     assert (len(mailer.sent), len(texter.sent)) == (1, 1)
     email = {d.channel: d for d in ledger.deliveries("acct_1")}[Channel.EMAIL]
     assert (email.outcome, email.attempts) == (Outcome.SENT, 2)
+
+
+def test_given_a_daily_sms_cap_then_it_counts_per_account_and_utc_day_and_gives_back(ledger: DeliveryLedger) -> None:
+    assert [ledger.take_sms("org:7@x", "2026-11-20", 2, T0) for _ in range(3)] == [True, True, False]
+    assert ledger.take_sms("org:7@x", "2026-11-21", 2, T0)  # the next day counts afresh
+    assert ledger.take_sms("org:8@x", "2026-11-20", 2, T0)  # another account
+    ledger.give_back_sms("org:7@x", "2026-11-20")  # one was not sent after all
+    assert ledger.take_sms("org:7@x", "2026-11-20", 2, T0)
+    assert not ledger.take_sms("org:7@x", "2026-11-20", 2, T0)
+    assert ledger.deliveries("org:7@x") == []  # the counts are not deliveries

@@ -22,6 +22,7 @@ def _key(delivery: Delivery) -> tuple[str, str, str, str, str]:
 class InMemoryLedger:
     def __init__(self) -> None:
         self.items: dict[tuple[str, str, str, str, str], tuple[Delivery, bool, int]] = {}  # delivery, pending, claimed
+        self.sms_days: dict[tuple[str, str], int] = {}  # (account, UTC day) -> SMS counted
 
     def claim(self, delivery: Delivery, lease_ms: int) -> int | None:
         found = self.items.get(_key(delivery))
@@ -35,6 +36,16 @@ class InMemoryLedger:
         attempts = (found[0].attempts + 1) if found is not None else 1
         self.items[_key(delivery)] = (replace(delivery, attempts=attempts, outcome=Outcome.RETRY), True, delivery.at_ms)
         return attempts
+
+    def take_sms(self, account_id: str, day: str, cap: int, at_ms: int) -> bool:
+        if self.sms_days.get((account_id, day), 0) >= cap:
+            return False
+        self.sms_days[(account_id, day)] = self.sms_days.get((account_id, day), 0) + 1
+        return True
+
+    def give_back_sms(self, account_id: str, day: str) -> None:
+        if self.sms_days.get((account_id, day), 0) > 0:
+            self.sms_days[(account_id, day)] -= 1
 
     def record(self, delivery: Delivery) -> None:
         self.items[_key(delivery)] = (delivery, False, delivery.at_ms)

@@ -134,6 +134,33 @@ class DynamoDeliveryLedger:
             return None
         return int(from_item(answer["Attributes"])["attempts"])
 
+    def take_sms(self, account_id: str, day: str, cap: int, at_ms: int) -> bool:
+        try:
+            call(
+                self._client.update_item,
+                TableName=self._table,
+                Key=items.sms_day_key(account_id, day),
+                UpdateExpression="ADD sms_count :one SET expires_at = :expires",
+                ConditionExpression="attribute_not_exists(sms_count) OR sms_count < :cap",
+                ExpressionAttributeValues=to_item({":one": 1, ":cap": cap, ":expires": items.expires_at(at_ms)}),
+            )
+        except ConditionFailedError:
+            return False
+        return True
+
+    def give_back_sms(self, account_id: str, day: str) -> None:
+        try:
+            call(
+                self._client.update_item,
+                TableName=self._table,
+                Key=items.sms_day_key(account_id, day),
+                UpdateExpression="ADD sms_count :minus",
+                ConditionExpression="sms_count > :zero",
+                ExpressionAttributeValues=to_item({":minus": -1, ":zero": 0}),
+            )
+        except ConditionFailedError:
+            return
+
     def record(self, delivery: Delivery) -> None:
         call(self._client.put_item, TableName=self._table, Item=items.delivery_to_item(delivery))
 

@@ -63,7 +63,9 @@ def alerts() -> AlertDependencies:
         scheduler=SqsRemovalScheduler(client("sqs", budget, lazy=True), config.alerts_queue_url),
     )
     policy = AlertsPolicy(
-        DeliveryPolicy(config.alert_preferences_url, config.claim_lease_minutes * 60_000),
+        DeliveryPolicy(
+            config.alert_preferences_url, config.claim_lease_minutes * 60_000, config.sms_daily_cap_per_account
+        ),
         EnforcementPolicy(config.enforcement_grace_seconds),
         config.weekday_weights,
         operator_policy(config),

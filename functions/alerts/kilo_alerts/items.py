@@ -2,7 +2,8 @@
 - deliveries ``ACCOUNT#<id>`` / ``DELIVERY#<period>#<kind>#<key>#<channel>``, one item per channel of an alert
   occurrence (the claim, then the outcome);
 - enforcement actions ``ACCOUNT#<id>`` / ``ENFORCEMENT#<period>@<hard limit>#<action>#<room>#<identity>`` (the
-  claim, then the outcome; records written before the limit was kept have ``ENFORCEMENT#<period>#...``)."""
+  claim, then the outcome; records written before the limit was kept have ``ENFORCEMENT#<period>#...``);
+- the SMS sent to an account per UTC day ``ACCOUNT#<id>`` / ``SMSDAY#<YYYY-MM-DD>`` (``sms_count``, the daily cap)."""
 
 from __future__ import annotations
 
@@ -71,6 +72,11 @@ def delivery_from_item(item: Mapping[str, Any]) -> Delivery:
         event_id=str(values.get("event_id", "")),
         attempts=int(values.get("attempts", 1)),
     )
+
+
+def sms_day_key(account_id: str, day: str) -> Item:
+    """The account's SMS count of one UTC day (``YYYY-MM-DD``): ``ACCOUNT#<id>`` / ``SMSDAY#<day>``, ``sms_count``."""
+    return to_item({"pk": partition(account_id), "sk": f"SMSDAY#{day}"})
 
 
 def enforcement_sort_key(record: EnforcementRecord) -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Final
 from urllib.parse import quote
@@ -70,6 +70,9 @@ _E164 = re.compile(E164_PATTERN)
 class DeliveryPolicy:
     preferences_url: str  # the account's alert preferences page; the account id is appended as ?account=<id>
     lease_ms: int = 5 * 60_000  # a claim older than this (its holder crashed) may be taken over (settings)
+    # SMS to one account per UTC day, whatever the alerts (a number the account sets is never verified, and every new
+    # budget amount re-announces its thresholds: D124); past it the SMS is skipped, email goes on as chosen
+    sms_per_day: int = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +136,7 @@ def deliver_alert(
         elif channel.value not in chosen:
             decided = replace(pending, outcome=Outcome.SKIPPED, detail="not chosen for this alert")
         else:
-            decided = _send(pending, channel, profile, rendered, mailer, texter)
+            decided = _send(pending, channel, profile, rendered, (mailer, texter, ledger), policy)
         if decided.outcome is Outcome.RETRY:
             ledger.release(decided)
         else:
@@ -158,8 +161,14 @@ def _values(alert: Alert, profile: AccountProfile, policy: DeliveryPolicy) -> di
 
 
 def _send(
-    pending: Delivery, channel: Channel, profile: AccountProfile, rendered: Rendered, mailer: Mailer, texter: Texter
+    pending: Delivery,
+    channel: Channel,
+    profile: AccountProfile,
+    rendered: Rendered,
+    ports: tuple[Mailer, Texter, DeliveryLedger],
+    policy: DeliveryPolicy,
 ) -> Delivery:
+    mailer, texter, ledger = ports
     if channel is Channel.EMAIL:
         if not profile.email:
             return replace(pending, outcome=Outcome.SKIPPED, detail="no email address")
@@ -178,7 +187,14 @@ def _send(
         return replace(pending, outcome=Outcome.UNDELIVERABLE, detail=str(exc))
     except SendFailedError as exc:
         return replace(pending, outcome=Outcome.RETRY, detail=str(exc))
-    return _attempt(pending, lambda: texter.send(phone, rendered.sms))
+    day = f"{datetime.fromtimestamp(pending.at_ms / 1000, tz=UTC):%Y-%m-%d}"
+    if not ledger.take_sms(pending.account_id, day, policy.sms_per_day, pending.at_ms):
+        detail = f"the account's SMS cap of {policy.sms_per_day} a day (UTC) is reached; email is not capped"
+        return replace(pending, outcome=Outcome.SKIPPED, detail=detail)
+    sent = _attempt(pending, lambda: texter.send(phone, rendered.sms))
+    if sent.outcome is not Outcome.SENT:
+        ledger.give_back_sms(pending.account_id, day)
+    return sent
 
 
 def _email(rendered: Rendered) -> tuple[str, str, str]:

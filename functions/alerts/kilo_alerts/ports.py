@@ -53,6 +53,15 @@ class DeliveryLedger(Protocol):
 
     def release(self, delivery: Delivery) -> None: ...
 
+    def take_sms(self, account_id: str, day: str, cap: int, at_ms: int) -> bool:
+        """Count one SMS to the account on UTC day ``day`` if fewer than ``cap`` are counted (atomic); false at the
+        cap."""
+        ...
+
+    def give_back_sms(self, account_id: str, day: str) -> None:
+        """Uncount one taken SMS that was not sent after all (refused, failed for now)."""
+        ...
+
     def deliveries(self, account_id: str, period: str | None = None) -> list[Delivery]: ...
 
 
