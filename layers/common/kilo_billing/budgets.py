@@ -13,15 +13,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
 from typing import Final
 
 from kilo_billing.accounts import AccountDirectory, AccountProfile, registered_profile, save_profile
-from kilo_billing.catalog import PriceBook
+from kilo_billing.catalog import Catalog, PriceBook, default_catalog
 from kilo_billing.invoicing import segment_usage
-from kilo_billing.money import round_money
+from kilo_billing.money import money_str, round_money
 from kilo_billing.periods import Period, ensure_utc
 from kilo_billing.rating import rate_segments
 
@@ -75,8 +75,12 @@ def check_thresholds(thresholds: Sequence[int]) -> tuple[int, ...]:
     return tuple(sorted(thresholds))
 
 
-def apply_budget(profile: AccountProfile, change: BudgetChange) -> AccountProfile:
-    """The profile with the budget changed, validated whole (nothing is half-applied)."""
+def apply_budget(
+    profile: AccountProfile, change: BudgetChange, now: datetime | None = None, catalog: Catalog | None = None
+) -> AccountProfile:
+    """The profile with the budget changed, validated whole (nothing is half-applied). A budget or hard limit must be
+    above the fixed monthly fee (``fixed_fee`` at ``now``, the shipped catalogue by default): the bill starts at it,
+    so a hard limit at or below it is reached at once and stops every call for the month."""
     budget = None if change.clear_budget else profile.budget_usd
     if change.budget_usd is not None:
         if change.clear_budget:
@@ -93,7 +97,35 @@ def apply_budget(profile: AccountProfile, change: BudgetChange) -> AccountProfil
             f"hard limit ${hard} is below the budget ${budget}: the hard level stops calls, so it must be at least the "
             "soft level (lower the budget, or raise the hard limit)"
         )
-    return replace(profile, budget_usd=budget, budget_thresholds=thresholds, hard_limit_usd=hard)
+    changed = replace(profile, budget_usd=budget, budget_thresholds=thresholds, hard_limit_usd=hard)
+    if budget is not None or hard is not None:
+        _above_fees(changed, budget, hard, now, catalog)
+    return changed
+
+
+def fixed_fee(profile: AccountProfile, now: datetime, book: PriceBook) -> Decimal:
+    """The fixed fees a month's bill starts at, for a limit set at ``now`` that stays in force: the largest of this
+    month's fees as billed (``month_fee``: a mid-month change prorated) and the full monthly fee of the tier in force
+    at ``now`` and of any tier change already scheduled after it (the next months)."""
+    period = Period.containing(now)
+    tiers = {profile.tier_at(now)} | {change.tier for change in profile.changes if change.at > now}
+    return max([month_fee(profile, period.key, book), *(book.tier(tier).monthly_fee for tier in tiers)])
+
+
+def _above_fees(
+    profile: AccountProfile, budget: Decimal | None, hard: Decimal | None, now: datetime | None, catalog: Catalog | None
+) -> None:
+    at = ensure_utc(now) if now is not None else datetime.now(UTC)
+    fee = fixed_fee(profile, at, (catalog or default_catalog()).for_period(Period.containing(at)))
+    for name, amount, outcome in (
+        ("hard limit", hard, "reached at once and every call refused for the month"),
+        ("budget", budget, "passed at once"),
+    ):
+        if amount is not None and amount <= fee:
+            raise InvalidBudgetError(
+                f"{name} ${amount} is not above the fixed monthly fee of ${money_str(fee)}: the bill starts at the "
+                f"fee, so it would be {outcome}; set it above ${money_str(fee)}"
+            )
 
 
 def set_budget(directory: AccountDirectory, account_id: str, change: BudgetChange) -> AccountProfile:
