@@ -1,8 +1,9 @@
 """A local stand-in for LiveKit's RoomService (Twirp, protobuf and JSON), for tests and the demo: it answers
-``ListParticipants`` from a room table the caller keeps, applies ``UpdateParticipant`` (permissions) and
-``RemoveParticipant`` to it, records every update/remove request in order (as Twirp JSON, ``calls``), and checks the
-caller's roomAdmin token like LiveKit does. ``failures`` scripts errors for the next requests. Binds 127.0.0.1 on a
-free port; whoever starts it stops it."""
+``ListParticipants`` and ``GetParticipant`` from a room table the caller keeps (a participant's permission: the last one
+set, else ``permissions``' preset, else what a plain roomJoin token grants), applies ``UpdateParticipant`` (permissions,
+replaced whole as LiveKit does) and ``RemoveParticipant`` to it, records every update/remove request in order (as Twirp
+JSON, ``calls``), and checks the caller's roomAdmin token like LiveKit does. ``failures`` scripts errors for the next
+requests. Binds 127.0.0.1 on a free port; whoever starts it stops it."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Any
 import jwt
 from google.protobuf import json_format
 from google.protobuf.message import Message
-from livekit.protocol.models import ParticipantInfo
+from livekit.protocol.models import ParticipantInfo, ParticipantPermission
 from livekit.protocol.room import (
     ListParticipantsRequest,
     ListParticipantsResponse,
@@ -24,9 +25,11 @@ from livekit.protocol.room import (
 )
 
 SERVICE_PREFIX = "/twirp/livekit.RoomService/"
+JOINED: dict[str, Any] = {"canSubscribe": True, "canPublish": True, "canPublishData": True}  # a roomJoin token's
 ROOM_PATH = SERVICE_PREFIX + "ListParticipants"
 REQUESTS: dict[str, type[Message]] = {
     "ListParticipants": ListParticipantsRequest,
+    "GetParticipant": RoomParticipantIdentity,
     "UpdateParticipant": UpdateParticipantRequest,
     "RemoveParticipant": RoomParticipantIdentity,
 }
@@ -43,7 +46,8 @@ class FakeLiveKit(ThreadingHTTPServer):
         self.rooms: dict[str, list[tuple[str, str]]] = {}  # room name -> [(sid, identity)]
         self.requests: list[tuple[str, str]] = []  # ListParticipants: (content type, room)
         self.calls: list[tuple[str, dict[str, Any]]] = []  # UpdateParticipant / RemoveParticipant, as Twirp JSON
-        self.permissions: dict[tuple[str, str], dict[str, Any]] = {}  # (room, identity) -> permission last set
+        # (room, identity) -> permission last set (Twirp JSON); preset one to give a participant other grants
+        self.permissions: dict[tuple[str, str], dict[str, Any]] = {}
         self.failures: list[tuple[int, str]] = []  # (status, twirp code) answered to the next requests
         self.lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -107,7 +111,7 @@ class _Handler(BaseHTTPRequestHandler):
         with self.server.lock:
             if method == "ListParticipants":
                 self.server.requests.append((content_type, room))
-            else:
+            elif method != "GetParticipant":
                 self.server.calls.append((method, json_format.MessageToDict(request)))
             if self.server.failures:
                 status, code = self.server.failures.pop(0)
@@ -132,6 +136,10 @@ class _Handler(BaseHTTPRequestHandler):
         present = [(sid, identity) for sid, identity in rooms[request.room] if identity == request.identity]
         if not present:
             return None
+        if method == "GetParticipant":
+            granted = self.server.permissions.get((request.room, request.identity), JOINED)
+            permission = json_format.ParseDict(granted, ParticipantPermission())
+            return ParticipantInfo(sid=present[0][0], identity=request.identity, permission=permission)
         if method == "RemoveParticipant":
             rooms[request.room] = [entry for entry in rooms[request.room] if entry[1] != request.identity]
             return RemoveParticipantResponse()

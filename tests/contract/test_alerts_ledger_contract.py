@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 from kilo_alerts.model import Channel, Delivery, Outcome
-from kilo_alerts.ports import DeliveryLedger
+from kilo_alerts.ports import ClaimHeldError, DeliveryLedger
 from tests.conftest import Stack
 from tests.unit.alerts_fakes import InMemoryLedger
 
@@ -32,7 +32,8 @@ def delivery(channel: Channel = Channel.EMAIL, at_ms: int = T0, key: str = "vide
 
 def test_given_nothing_then_the_first_claim_wins_and_the_second_does_not(ledger: DeliveryLedger) -> None:
     assert ledger.claim(delivery(), LEASE) == 1
-    assert ledger.claim(delivery(at_ms=T0 + 1), LEASE) is None
+    with pytest.raises(ClaimHeldError):  # the first holder is still deciding: the second retries later
+        ledger.claim(delivery(at_ms=T0 + 1), LEASE)
     assert ledger.claim(delivery(Channel.SMS), LEASE) == 1  # per channel
     assert ledger.claim(delivery(key="video:100"), LEASE) == 1  # per threshold
 
@@ -54,5 +55,38 @@ def test_given_a_released_claim_then_it_is_claimed_again_with_the_next_attempt(l
 
 def test_given_a_stale_claim_then_it_is_taken_over_after_the_lease_only(ledger: DeliveryLedger) -> None:
     ledger.claim(delivery(), LEASE)
-    assert ledger.claim(delivery(at_ms=T0 + LEASE), LEASE) is None
+    with pytest.raises(ClaimHeldError):  # pending within the lease: not decided, so not a duplicate either
+        ledger.claim(delivery(at_ms=T0 + LEASE), LEASE)
     assert ledger.claim(delivery(at_ms=T0 + LEASE + 1), LEASE) == 2
+
+
+def test_given_a_claim_left_by_a_crash_then_the_queues_redelivery_sends_the_alert(ledger: DeliveryLedger) -> None:
+    """The Lambda claimed the email and died before SES answered; SQS hands the record back after the alerts queue's
+    360 s visibility timeout, past the 5-minute lease (the settings' default): it is taken over and sent."""
+    from kilo_alerts.logic import DeliveryPolicy, deliver_alert  # noqa: PLC0415
+    from kilo_alerts.settings import AlertSettings  # noqa: PLC0415
+    from tests.unit.alerts_fakes import ScriptedMailer, ScriptedTexter  # noqa: PLC0415
+    from tests.unit.test_alerts_logic import alert, directory  # noqa: PLC0415
+
+    lease = (AlertSettings.model_fields["claim_lease_minutes"].default or 0) * 60_000
+    assert lease == 300_000
+    crashed = alert()
+    ledger.claim(Delivery("acct_1", "2026-11", crashed.kind, crashed.key, Channel.EMAIL, Outcome.RETRY, "", T0), lease)
+    mailer, texter = ScriptedMailer(), ScriptedTexter()
+    outcome = deliver_alert(
+        alert(), directory(), ledger, mailer, texter, DeliveryPolicy("https://x/prefs", lease), T0 + 360_000
+    )
+    assert outcome.count(Outcome.SENT) == 2
+    assert (len(mailer.sent), len(texter.sent)) == (1, 1)
+    email = {d.channel: d for d in ledger.deliveries("acct_1")}[Channel.EMAIL]
+    assert (email.outcome, email.attempts) == (Outcome.SENT, 2)
+
+
+def test_given_a_daily_sms_cap_then_it_counts_per_account_and_utc_day_and_gives_back(ledger: DeliveryLedger) -> None:
+    assert [ledger.take_sms("org:7@x", "2026-11-20", 2, T0) for _ in range(3)] == [True, True, False]
+    assert ledger.take_sms("org:7@x", "2026-11-21", 2, T0)  # the next day counts afresh
+    assert ledger.take_sms("org:8@x", "2026-11-20", 2, T0)  # another account
+    ledger.give_back_sms("org:7@x", "2026-11-20")  # one was not sent after all
+    assert ledger.take_sms("org:7@x", "2026-11-20", 2, T0)
+    assert not ledger.take_sms("org:7@x", "2026-11-20", 2, T0)
+    assert ledger.deliveries("org:7@x") == []  # the counts are not deliveries

@@ -76,7 +76,8 @@ def parts(message: EmailMessage) -> tuple[str, str]:
 def records(stack: AlertsStack, account: str) -> dict[str, dict[str, Any]]:
     table = stack.stack.template.physical_name("AlertsTable")
     items = boto3.resource("dynamodb").Table(table).scan()["Items"]
-    return {str(item["channel"]): item for item in items if item["account_id"] == account}
+    deliveries = [item for item in items if str(item["sk"]).startswith("DELIVERY#")]  # not the daily SMS counts
+    return {str(item["channel"]): item for item in deliveries if item["account_id"] == account}
 
 
 def test_given_80_percent_of_video_when_published_then_one_email_and_one_sms_carry_the_numbers(
@@ -264,18 +265,19 @@ def test_given_an_event_that_is_not_an_alert_then_its_record_fails_toward_the_de
 def test_given_a_budget_percentage_below_100_then_the_weekday_forecast_of_the_hard_limit_is_delivered(
     alerts_stack: AlertsStack,
 ) -> None:
-    # $80.00 by Friday 20 November 2026, 10:00 UTC. Weekday weights 1, weekend 0.4 (the default). Weighted days so far:
-    # Sun 1 (0.4), Mon 2-Fri 6 (5), Sat 7 + Sun 8 (0.8), Mon 9-Fri 13 (5), Sat 14 + Sun 15 (0.8), Mon 16-Thu 19 (4)
-    # = 16.0, plus 10/24 of Friday = 16.4167 -> $4.8731 per weekday. $30.00 to the $110.00 hard limit: the rest of
-    # Friday 2.84 (27.16 left), Sat 1.95 (25.21), Sun 1.95 (23.26), Mon 4.87 (18.39), Tue (13.51), Wed (8.64),
-    # Thu 26 (3.77), Friday 27 November passes it.
+    # $80.00 by Friday 20 November 2026, 10:00 UTC, of which $29.00 is the Team fee: only the $51.00 of usage grows.
+    # Weekday weights 1, weekend 0.4 (the default). Weighted days so far: Sun 1 (0.4), Mon 2-Fri 6 (5), Sat 7 + Sun 8
+    # (0.8), Mon 9-Fri 13 (5), Sat 14 + Sun 15 (0.8), Mon 16-Thu 19 (4) = 16.0, plus 10/24 of Friday = 16.4167 ->
+    # $3.1066 of usage per weekday. $20.00 to the $100.00 hard limit: the rest of Friday 1.81 (18.19 left), Sat 1.24
+    # (16.95), Sun 1.24 (15.70), Mon 3.11 (12.60), Tue (9.49), Wed (6.38), Thu (3.28), Fri 27 (0.17), Saturday 28
+    # November passes it. (The whole bill as a run rate, $4.87 a weekday, would say Wednesday 25 November.)
     register(
         alerts_stack,
         "acct_f",
         email="f@example.com",
         phone="+14155550109",
         budget_usd=Decimal(100),
-        hard_limit_usd=Decimal(110),
+        hard_limit_usd=Decimal(100),
     )
     publish(alerts_stack, "acct_f", "budget", 80, "80", "100")
 
@@ -283,15 +285,15 @@ def test_given_a_budget_percentage_below_100_then_the_weekday_forecast_of_the_ha
 
     subjects = sorted(str(mime(message)["Subject"]) for message in alerts_stack.sent_mail())
     assert subjects == [
-        "At this rate your November 2026 bill passes your hard limit around Friday 27 November",
+        "At this rate your November 2026 bill passes your hard limit around Saturday 28 November",
         "Your November 2026 bill so far reached 80% of your budget",
     ]
     forecast = next(m for m in alerts_stack.sent_mail() if "At this rate" in str(mime(m)["Subject"]))
     text, _ = parts(mime(forecast))
     assert "is $80.00 so far" in text
-    assert "pass your hard limit of $110.00 around Friday 27 November" in text
+    assert "pass your hard limit of $100.00 around Saturday 28 November" in text
     assert (
         "+14155550109",
-        "Kilo: at this rate your November 2026 bill ($80.00 so far) passes your $110.00 hard limit around Friday 27 "
+        "Kilo: at this rate your November 2026 bill ($80.00 so far) passes your $100.00 hard limit around Saturday 28 "
         "November. Reply STOP to opt out",
     ) in alerts_stack.sent_sms()

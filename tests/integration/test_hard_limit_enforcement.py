@@ -28,6 +28,7 @@ from tests.integration.test_alerts_delivery import publish as publish_threshold
 
 NOW = datetime(2026, 11, 20, 10, 5, tzinfo=UTC)
 AUDIO_ONLY = {"canSubscribe": True, "canPublish": True, "canPublishData": True, "canPublishSources": ["MICROPHONE"]}
+JOINED = {"canSubscribe": True, "canPublish": True, "canPublishData": True}  # what a plain roomJoin token grants
 
 
 @pytest.fixture
@@ -145,17 +146,17 @@ def test_given_the_hard_limit_reached_in_a_call_then_audio_only_then_removal_in_
 def test_given_roomservice_failing_then_the_record_is_retried_and_only_the_missing_action_is_repeated(
     enforcing: AlertsStack, livekit: FakeLiveKit
 ) -> None:
-    livekit.failures = [(200, "")] * 0 + [(503, "unavailable")]  # the first request fails for now
+    livekit.failures = [(503, "unavailable")]  # the first request (alice's GetParticipant) fails for now
     publish(enforcing, "hard_limit", 100, "151", "150")
     event = enforcing.sqs_event()
     from kilo_alerts.handler import lambda_handler  # noqa: PLC0415
 
     failed = lambda_handler(event, LambdaContext(remaining_ms=60_000))
     assert failed == {"batchItemFailures": [{"itemIdentifier": event["Records"][0]["messageId"]}]}
-    assert [call[1]["identity"] for call in livekit.calls] == ["alice", "bob", "carol"]  # alice's failed
+    assert [call[1]["identity"] for call in livekit.calls] == ["bob", "carol"]  # alice's read failed: not updated
     assert ("audio_only", "standup", "alice", "retry") in actions(enforcing)
     lambda_handler(event, LambdaContext(remaining_ms=60_000))  # the queue's redelivery
-    assert [call[1]["identity"] for call in livekit.calls] == ["alice", "bob", "carol", "alice"]
+    assert [call[1]["identity"] for call in livekit.calls] == ["bob", "carol", "alice"]
     assert ("audio_only", "standup", "alice", "done") in actions(enforcing)
 
 
@@ -171,14 +172,19 @@ def test_given_the_limit_raised_before_the_grace_ends_then_nobody_is_removed(
 
     set_budget(directory, "acct_9", BudgetChange(hard_limit_usd=Decimal("300")))
     run(enforcing)
-    assert [method for method, _ in livekit.calls] == ["UpdateParticipant"] * 3
+    # nobody removed; each gets back the whole permission it had (a plain roomJoin grant here)
+    everyone = [("standup", "alice"), ("standup", "bob"), ("support", "carol")]
+    assert livekit.calls[3:] == [
+        ("UpdateParticipant", {"room": room, "identity": who, "permission": JOINED}) for room, who in everyone
+    ]
     assert ("remove", "-", "-", "lifted") in actions(enforcing)
+    assert [a for a in actions(enforcing) if a[0] == "restore"] == [("restore", r, w, "done") for r, w in everyone]
     subjects = sorted(str(mime(mail)["Subject"]) for mail in enforcing.sent_mail())
     assert subjects == [
         "Your November 2026 bill so far reached 100% of your budget",
         "Your November 2026 hard spending limit of $150.00 is reached: calls are stopping",
     ]
-    assert json.dumps(livekit.permissions[("standup", "alice")]) == json.dumps(AUDIO_ONLY)
+    assert json.dumps(livekit.permissions[("standup", "alice")]) == json.dumps(JOINED)
 
 
 def claims(stack: AlertsStack) -> list[tuple[str, str, str, str, str]]:
@@ -203,21 +209,24 @@ def test_given_the_limit_raised_after_it_was_enforced_then_reaching_the_new_limi
     from kilo_billing.budgets import BudgetChange, set_budget  # noqa: PLC0415
 
     set_budget(directory, "acct_9", BudgetChange(hard_limit_usd=Decimal("200.00")))  # within the grace (D47)
-    run(enforcing)  # the removal step: the limit no longer holds
-    assert [method for method, _ in livekit.calls] == ["UpdateParticipant"] * 3
+    run(enforcing)  # the removal step: the limit no longer holds, everyone's permission is set back
+    everyone = [("standup", "alice"), ("standup", "bob"), ("support", "carol")]
+    assert livekit.calls[3:] == [
+        ("UpdateParticipant", {"room": room, "identity": who, "permission": JOINED}) for room, who in everyone
+    ]
     # the calls go on and the bill reaches the raised limit: rating announces it with its own id (scoped by the amount
     # and the setting's version: the profile's first change of the limit)
     publish(enforcing, "hard_limit", 100, "200.40", "200", scope="200v1")
     run(enforcing)
-    everyone = [("standup", "alice"), ("standup", "bob"), ("support", "carol")]
-    assert livekit.calls[3:] == [
+    assert livekit.calls[6:] == [
         ("UpdateParticipant", {"room": room, "identity": who, "permission": AUDIO_ONLY}) for room, who in everyone
     ]
     run(enforcing)  # the new removal step, after the grace (0 s here)
-    assert livekit.calls[6:] == [("RemoveParticipant", {"room": room, "identity": who}) for room, who in everyone]
+    assert livekit.calls[9:] == [("RemoveParticipant", {"room": room, "identity": who}) for room, who in everyone]
     assert claims(enforcing) == sorted(
         [("150", "audio_only", room, who, "done") for room, who in everyone]
         + [("150", "schedule_removal", "-", "-", "done"), ("150", "remove", "-", "-", "lifted")]
+        + [("150", "restore", room, who, "done") for room, who in everyone]
         + [("200v1", "audio_only", room, who, "done") for room, who in everyone]
         + [("200v1", "schedule_removal", "-", "-", "done")]
         + [("200v1", "remove", room, who, "done") for room, who in everyone]
@@ -232,7 +241,7 @@ def test_given_the_limit_raised_after_it_was_enforced_then_reaching_the_new_limi
     # the same crossing delivered again (rating republished it after a crash): one alert, nothing enforced twice
     publish(enforcing, "hard_limit", 100, "200.40", "200", scope="200v1")
     run(enforcing)
-    assert len(livekit.calls) == 9
+    assert len(livekit.calls) == 12
     assert (len(enforcing.sent_mail()), len(enforcing.sent_sms())) == (2, 2)
     assert "Messages" not in enforcing.stack.clients["sqs"].receive_message(QueueUrl=enforcing.queue_url)
 
@@ -289,3 +298,43 @@ def test_given_a_budget_event_at_the_hard_limit_then_ratings_own_hard_limit_even
     methods = sorted(method for method, _ in livekit.calls)
     assert methods == ["RemoveParticipant"] * 3 + ["UpdateParticipant"] * 3
     assert "Messages" not in enforcing.stack.clients["sqs"].receive_message(QueueUrl=enforcing.queue_url)
+
+
+def test_given_a_subscribe_only_viewer_and_a_hidden_recorder_then_audio_only_keeps_everything_but_video(
+    enforcing: AlertsStack, livekit: FakeLiveKit
+) -> None:
+    # UpdateParticipant replaces the whole permission (LiveKit's VideoGrant.UpdateFromPermission): what is sent must
+    # be each participant's own permission with only its publish sources narrowed
+    viewer = {"canSubscribe": True, "canPublishData": True}  # a webinar viewer: may not publish
+    recorder = {"canSubscribe": True, "canPublish": True, "hidden": True, "recorder": True, "canUpdateMetadata": True}
+    screen = {"canSubscribe": True, "canPublish": True, "canPublishSources": ["CAMERA", "SCREEN_SHARE"]}
+    livekit.permissions.update(
+        {("standup", "alice"): viewer, ("standup", "bob"): recorder, ("support", "carol"): screen}
+    )
+    publish(enforcing, "hard_limit", 100, "150.02", "150")
+    run(enforcing)
+    assert livekit.calls == [  # the viewer is left alone: it never gains a microphone
+        ("UpdateParticipant", {"room": "standup", "identity": "bob", "permission": {
+            "canSubscribe": True, "canPublish": True, "canPublishSources": ["MICROPHONE"], "hidden": True,
+            "recorder": True, "canUpdateMetadata": True}}),
+        # camera and screen share only, no microphone: publishing is turned off
+        ("UpdateParticipant", {"room": "support", "identity": "carol", "permission": {"canSubscribe": True}}),
+    ]  # fmt: skip
+    assert ("audio_only", "standup", "alice", "skipped") in actions(enforcing)
+
+    # the limit is raised within the grace: the removal step gives each its own permission back, whole
+    stack = enforcing.stack
+    directory = DynamoAccountDirectory(stack.clients["dynamodb"], stack.template.physical_name("UsageTable"))
+    from kilo_billing.budgets import BudgetChange, set_budget  # noqa: PLC0415
+
+    set_budget(directory, "acct_9", BudgetChange(hard_limit_usd=Decimal("300")))
+    run(enforcing)
+    assert livekit.calls[2:] == [
+        ("UpdateParticipant", {"room": "standup", "identity": "bob", "permission": recorder}),
+        ("UpdateParticipant", {"room": "support", "identity": "carol", "permission": screen}),
+    ]
+    assert livekit.permissions == {
+        ("standup", "alice"): viewer,
+        ("standup", "bob"): recorder,
+        ("support", "carol"): screen,
+    }

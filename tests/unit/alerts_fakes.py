@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
-from kilo_alerts.model import Delivery, Outcome
-from kilo_alerts.ports import SendFailedError, SendRefusedError
+from kilo_alerts.model import Delivery, EnforcementRecord, Outcome, Participant
+from kilo_alerts.ports import (
+    ClaimHeldError,
+    ParticipantGoneError,
+    RoomControlFailedError,
+    SendFailedError,
+    SendRefusedError,
+)
 
 
 def _key(delivery: Delivery) -> tuple[str, str, str, str, str]:
@@ -15,17 +22,30 @@ def _key(delivery: Delivery) -> tuple[str, str, str, str, str]:
 class InMemoryLedger:
     def __init__(self) -> None:
         self.items: dict[tuple[str, str, str, str, str], tuple[Delivery, bool, int]] = {}  # delivery, pending, claimed
+        self.sms_days: dict[tuple[str, str], int] = {}  # (account, UTC day) -> SMS counted
 
     def claim(self, delivery: Delivery, lease_ms: int) -> int | None:
         found = self.items.get(_key(delivery))
         if found is not None:
             stored, pending, claimed_at = found
             stale = pending and claimed_at < delivery.at_ms - lease_ms
+            if pending and not stale:
+                raise ClaimHeldError("claimed by another delivery, not decided yet")
             if not (stored.outcome is Outcome.RETRY and not pending) and not stale:
                 return None
         attempts = (found[0].attempts + 1) if found is not None else 1
         self.items[_key(delivery)] = (replace(delivery, attempts=attempts, outcome=Outcome.RETRY), True, delivery.at_ms)
         return attempts
+
+    def take_sms(self, account_id: str, day: str, cap: int, at_ms: int) -> bool:
+        if self.sms_days.get((account_id, day), 0) >= cap:
+            return False
+        self.sms_days[(account_id, day)] = self.sms_days.get((account_id, day), 0) + 1
+        return True
+
+    def give_back_sms(self, account_id: str, day: str) -> None:
+        if self.sms_days.get((account_id, day), 0) > 0:
+            self.sms_days[(account_id, day)] -= 1
 
     def record(self, delivery: Delivery) -> None:
         self.items[_key(delivery)] = (delivery, False, delivery.at_ms)
@@ -70,4 +90,102 @@ class ScriptedTexter:
         return f"sms-{len(self.sent)}"
 
 
-__all__ = ["InMemoryLedger", "ScriptedMailer", "ScriptedTexter", "SendFailedError", "SendRefusedError"]
+ENFORCEMENT_LEASE_MS = 5 * 60_000  # kilo_alerts.adapters.ENFORCEMENT_LEASE_MS, restated
+
+
+class InMemoryEnforcementLedger:
+    """``EnforcementLedger`` in memory, keyed like the DynamoDB adapter's sort key."""
+
+    def __init__(self) -> None:
+        self.items: dict[tuple[str, str, str, str, str, str], EnforcementRecord] = {}
+
+    @staticmethod
+    def _key(record: EnforcementRecord) -> tuple[str, str, str, str, str, str]:
+        return (record.account_id, record.period, record.limit, record.action.value, record.room, record.identity)
+
+    def claim(self, record: EnforcementRecord) -> bool:
+        found = self.items.get(self._key(record))
+        if found is not None and found.outcome == "pending":
+            if found.at_ms >= record.at_ms - ENFORCEMENT_LEASE_MS:
+                raise ClaimHeldError("claimed by another delivery, not decided yet")
+        elif found is not None and found.outcome != "retry":
+            return False
+        self.items[self._key(record)] = record.decided("pending")
+        return True
+
+    def record(self, record: EnforcementRecord) -> None:
+        self.items[self._key(record)] = record
+
+    def actions(self, account_id: str) -> list[EnforcementRecord]:
+        return sorted(
+            (r for r in self.items.values() if r.account_id == account_id),
+            key=lambda r: (r.at_ms, r.action.value, r.room, r.identity),
+        )
+
+
+AUDIO_ONLY_SOURCES = ("microphone",)
+
+
+class FakeRooms:
+    """``RoomControl`` over a permission table ``(room, identity) -> dict`` (can_publish, sources, hidden, ...): narrows
+    and restores like the LiveKit adapter (tests/integration runs the adapter itself against a RoomService stand-in).
+    ``failures`` are raised first, one per call; ``calls`` records (action, room, identity)."""
+
+    def __init__(self, permissions: dict[tuple[str, str], dict[str, object]], *failures: Exception) -> None:
+        self.permissions = permissions
+        self.failures = list(failures)
+        self.calls: list[tuple[str, str, str]] = []
+
+    def _find(self, action: str, room: str, identity: str) -> dict[str, object]:
+        self.calls.append((action, room, identity))
+        if self.failures:
+            raise self.failures.pop(0)
+        if (room, identity) not in self.permissions:
+            raise ParticipantGoneError(f"{identity} is not in {room}")
+        return self.permissions[(room, identity)]
+
+    def audio_only(self, room: str, identity: str) -> str | None:
+        permission = self._find("audio_only", room, identity)
+        if not permission["can_publish"]:
+            return None
+        saved = json.dumps(permission, sort_keys=True)
+        self.permissions[(room, identity)] = {**permission, "sources": list(AUDIO_ONLY_SOURCES)}
+        return saved
+
+    def restore(self, room: str, identity: str, saved: str) -> None:
+        self._find("restore", room, identity)
+        self.permissions[(room, identity)] = json.loads(saved)
+
+    def remove(self, room: str, identity: str) -> None:
+        self._find("remove", room, identity)
+        del self.permissions[(room, identity)]
+
+
+class StaticSessions:
+    def __init__(self, *participants: Participant) -> None:
+        self.participants = list(participants)
+
+    def open_participants(self, account_id: str) -> list[Participant]:
+        return list(self.participants)
+
+
+class RecordingScheduler:
+    def __init__(self) -> None:
+        self.scheduled: list[tuple[str, str, int, str]] = []
+
+    def schedule_removal(self, account_id: str, period: str, delay_seconds: int, limit: str) -> None:
+        self.scheduled.append((account_id, period, delay_seconds, limit))
+
+
+__all__ = [
+    "FakeRooms",
+    "InMemoryEnforcementLedger",
+    "InMemoryLedger",
+    "RecordingScheduler",
+    "RoomControlFailedError",
+    "ScriptedMailer",
+    "ScriptedTexter",
+    "SendFailedError",
+    "SendRefusedError",
+    "StaticSessions",
+]

@@ -184,3 +184,18 @@ def test_given_the_topic_failing_for_now_then_the_claim_is_released_and_the_next
         flag(STORM, p, policy(False), NOW_MS)
     assert flag(STORM, p, policy(False), NOW_MS).outcome == "sent"
     assert len(notifier.sent) == 1
+
+
+def test_given_the_hold_applied_and_the_topic_failing_then_the_retry_still_says_the_account_is_on_hold() -> None:
+    directory = InMemoryAccountDirectory()
+    directory.register(profile("free-1"))
+    notifier = Notifier(SendFailedError("throttled"))
+    p = ports(directory, notifier)
+    with pytest.raises(OperatorAlertFailedError, match="throttled"):
+        flag(STORM, p, policy(True), NOW_MS)  # held, then the operator topic failed for now: the claim released
+    assert directory.registered(["free-1"])["free-1"].status == "abuse_hold"
+    retried = flag(STORM, p, policy(True), NOW_MS + 900_000)
+    assert (retried.outcome, retried.held) == ("sent", True)
+    [(_, message)] = notifier.sent
+    assert "The account is on hold (status abuse_hold)" in message
+    assert "Nothing was changed" not in message

@@ -9,8 +9,8 @@ from decimal import Decimal
 
 import pytest
 
-from kilo_billing.accounts import UnknownAccountError, register_account, set_status
-from kilo_billing.budgets import BudgetChange, InvalidBudgetError, check_thresholds, set_budget
+from kilo_billing.accounts import AccountProfile, TierChange, UnknownAccountError, register_account, set_status
+from kilo_billing.budgets import BudgetChange, InvalidBudgetError, apply_budget, check_thresholds, set_budget
 from kilo_billing_cli.main import main
 from tests.conftest import Stack
 from tests.fakes import InMemoryAccountDirectory
@@ -43,8 +43,8 @@ def test_given_a_hard_limit_when_cleared_then_only_the_soft_budget_remains() -> 
 
 def test_given_only_a_hard_limit_without_soft_budget_then_it_is_accepted() -> None:
     directory = _directory()
-    profile = set_budget(directory, "acct-1", BudgetChange(clear_budget=True, hard_limit_usd=Decimal("5.50")))
-    assert (profile.budget_usd, profile.hard_limit_usd) == (None, Decimal("5.50"))
+    profile = set_budget(directory, "acct-1", BudgetChange(clear_budget=True, hard_limit_usd=Decimal("35.50")))
+    assert (profile.budget_usd, profile.hard_limit_usd) == (None, Decimal("35.50"))
 
 
 @pytest.mark.parametrize(
@@ -146,3 +146,73 @@ def test_given_limits_changed_then_each_change_of_an_amount_is_a_new_setting_and
         versions.append((profile.budget_version, profile.hard_limit_version))
     assert versions == [(0, 1), (0, 2), (0, 3), (0, 3), (0, 3), (1, 3), (1, 4)]
     assert directory.registered(["acct-1"])["acct-1"].hard_limit_version == 4
+
+
+NOVEMBER = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
+
+
+def _team(*changes: TierChange) -> AccountProfile:
+    return AccountProfile("acct-1", changes or (TierChange(datetime(2026, 1, 1, tzinfo=UTC), "team"),))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            BudgetChange(hard_limit_usd=Decimal("20")),
+            "hard limit $20 is not above the fixed monthly fee of $29.00: the bill starts at the fee, so it "
+            "would be reached at once and every call refused for the month; set it above $29.00",
+        ),
+        (
+            BudgetChange(hard_limit_usd=Decimal("29.00")),
+            "hard limit $29.00 is not above the fixed monthly fee of $29.00",
+        ),
+        (BudgetChange(budget_usd=Decimal("29")), "budget $29 is not above the fixed monthly fee of $29.00"),
+        (BudgetChange(budget_usd=Decimal("0.01")), "budget $0.01 is not above the fixed monthly fee of $29.00"),
+    ],
+)
+def test_given_a_limit_at_or_below_the_months_fee_then_it_is_refused_naming_the_fee(
+    change: BudgetChange, message: str
+) -> None:
+    with pytest.raises(InvalidBudgetError) as refused:
+        apply_budget(_team(), change, NOVEMBER)
+    assert str(refused.value).startswith(message)
+
+
+def test_given_a_limit_above_the_fee_or_a_free_tier_then_it_is_accepted() -> None:
+    assert apply_budget(_team(), BudgetChange(hard_limit_usd=Decimal("29.01")), NOVEMBER).hard_limit_usd == Decimal(
+        "29.01"
+    )
+    personal = _team(TierChange(datetime(2026, 1, 1, tzinfo=UTC), "personal"))  # no fee
+    assert apply_budget(personal, BudgetChange(hard_limit_usd=Decimal("1")), NOVEMBER).hard_limit_usd == Decimal(1)
+    # upgraded to Team on 16 November: this month's fee is $29 x 15/30 = $14.50, but the limit stays in force in
+    # December, whose bill starts at the full $29.00
+    upgraded = _team(
+        TierChange(datetime(2026, 1, 1, tzinfo=UTC), "personal"), TierChange(datetime(2026, 11, 16, tzinfo=UTC), "team")
+    )
+    with pytest.raises(InvalidBudgetError, match=r"fixed monthly fee of \$29\.00"):
+        apply_budget(upgraded, BudgetChange(hard_limit_usd=Decimal("20")), NOVEMBER)
+    # a downgrade to Personal already scheduled for 1 December: this month's $29.00 is what the bill starts at
+    leaving = _team(
+        TierChange(datetime(2026, 1, 1, tzinfo=UTC), "team"), TierChange(datetime(2026, 12, 1, tzinfo=UTC), "personal")
+    )
+    with pytest.raises(InvalidBudgetError, match=r"fixed monthly fee of \$29\.00"):
+        apply_budget(leaving, BudgetChange(budget_usd=Decimal("10")), NOVEMBER)
+    # and a Personal account upgrading to Team on 1 December: December's fee counts already
+    joining = _team(
+        TierChange(datetime(2026, 1, 1, tzinfo=UTC), "personal"), TierChange(datetime(2026, 12, 1, tzinfo=UTC), "team")
+    )
+    with pytest.raises(InvalidBudgetError, match=r"fixed monthly fee of \$29\.00"):
+        apply_budget(joining, BudgetChange(hard_limit_usd=Decimal("5")), NOVEMBER)
+
+
+def test_given_the_cli_and_a_hard_limit_below_the_fee_then_exit_2_naming_the_fee(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    table = stack.template.physical_name("UsageTable")
+    _cli(capsys, table, "create", "--account", "acct-7", "--tier", "team")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["account", "budget", "--account", "acct-7", "--hard-limit-usd", "20", "--usage-table", table])
+    assert exit_info.value.code == 2
+    assert "hard limit $20 is not above the fixed monthly fee of $29.00" in capsys.readouterr().err
+    assert _cli(capsys, table, "show", "--account", "acct-7")["hard_limit_usd"] is None  # nothing saved

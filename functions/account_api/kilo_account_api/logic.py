@@ -51,7 +51,7 @@ from kilo_billing.budgets import (
     BudgetChange,
     InvalidBudgetError,
     apply_budget,
-    forecast_crossing,
+    bill_reached_on,
     projected_total,
 )
 from kilo_billing.catalog import Catalog, PriceBook, UnknownTierError
@@ -269,13 +269,9 @@ def budget_status(profile: AccountProfile, spent: Decimal) -> BudgetStatus:
 def reached_on(
     fee: Decimal, usage: Decimal, limit: Decimal | None, now: datetime, weights: Sequence[Decimal]
 ) -> date | None:
-    """The day the bill (fees + usage) reaches ``limit``: fees are fixed, so it is the day usage reaches ``limit -
-    fees`` at the weekday-weighted run rate (``kilo_billing.budgets.forecast_crossing``)."""
-    if limit is None:
-        return None
-    if fee + usage >= limit:
-        return now.date()
-    return forecast_crossing(usage, limit - fee, now, weights)
+    """The day the bill (fees + usage) reaches ``limit``: the layer's one forecast of a limit
+    (``kilo_billing.budgets.bill_reached_on``), shared with the forecast alert."""
+    return bill_reached_on(fee, usage, limit, now, weights)
 
 
 def forecast(

@@ -16,7 +16,13 @@ from typing import Any, Final
 
 from kilo_alerts import items
 from kilo_alerts.model import Delivery, EnforcementRecord, MarginSnapshot, Participant
-from kilo_alerts.ports import ParticipantGoneError, RoomControlFailedError, SendFailedError, SendRefusedError
+from kilo_alerts.ports import (
+    ClaimHeldError,
+    ParticipantGoneError,
+    RoomControlFailedError,
+    SendFailedError,
+    SendRefusedError,
+)
 from kilo_billing.aws import ConditionFailedError, InvalidRequestError, call, paged_items, put_if
 from kilo_billing.items import from_item, to_item
 
@@ -123,8 +129,37 @@ class DynamoDeliveryLedger:
                 ReturnValues="UPDATED_NEW",
             )
         except ConditionFailedError:
+            if _pending(self._client, self._table, items.key(delivery)):
+                raise ClaimHeldError(HELD) from None
             return None
         return int(from_item(answer["Attributes"])["attempts"])
+
+    def take_sms(self, account_id: str, day: str, cap: int, at_ms: int) -> bool:
+        try:
+            call(
+                self._client.update_item,
+                TableName=self._table,
+                Key=items.sms_day_key(account_id, day),
+                UpdateExpression="ADD sms_count :one SET expires_at = :expires",
+                ConditionExpression="attribute_not_exists(sms_count) OR sms_count < :cap",
+                ExpressionAttributeValues=to_item({":one": 1, ":cap": cap, ":expires": items.expires_at(at_ms)}),
+            )
+        except ConditionFailedError:
+            return False
+        return True
+
+    def give_back_sms(self, account_id: str, day: str) -> None:
+        try:
+            call(
+                self._client.update_item,
+                TableName=self._table,
+                Key=items.sms_day_key(account_id, day),
+                UpdateExpression="ADD sms_count :minus",
+                ConditionExpression="sms_count > :zero",
+                ExpressionAttributeValues=to_item({":minus": -1, ":zero": 0}),
+            )
+        except ConditionFailedError:
+            return
 
     def record(self, delivery: Delivery) -> None:
         call(self._client.put_item, TableName=self._table, Item=items.delivery_to_item(delivery))
@@ -141,7 +176,11 @@ class DynamoDeliveryLedger:
 
 
 ALERTS_SOURCE: Final = "kilo.billing.alerts"
-ENFORCEMENT_LEASE_MS: Final = 15 * 60_000
+# a pending enforcement claim older than this is taken over: longer than the function's timeout (60 s, the holder is
+# done or dead by then), shorter than the alerts queue's visibility timeout (360 s), so the redelivered record finds it
+# stale (template.yaml, tests/infra)
+ENFORCEMENT_LEASE_MS: Final = 5 * 60_000
+HELD: Final = "claimed by another delivery, not decided yet"
 # Rating's sessions in the usage table (kilo_rate_usage.items, read here by name, never imported): an open session
 # carries ``open_account`` (the sparse index's key), ``room_name`` and ``identity``.
 OPEN_INDEX: Final = "open_sessions"
@@ -157,7 +196,7 @@ class DynamoEnforcementLedger:
         self._table = table
 
     def claim(self, record: EnforcementRecord) -> bool:
-        return put_if(
+        claimed = put_if(
             self._client,
             self._table,
             items.enforcement_to_item(record.decided(items.PENDING)),
@@ -167,6 +206,9 @@ class DynamoEnforcementLedger:
                 {":retry": "retry", ":pending": items.PENDING, ":stale": record.at_ms - ENFORCEMENT_LEASE_MS}
             ),
         )
+        if not claimed and _pending(self._client, self._table, items.enforcement_key(record)):
+            raise ClaimHeldError(HELD)
+        return claimed
 
     def record(self, record: EnforcementRecord) -> None:
         call(self._client.put_item, TableName=self._table, Item=items.enforcement_to_item(record))
@@ -232,15 +274,37 @@ class LiveKitRoomControl:
         self._credentials = credentials
         self._timeout = timeout
 
-    def audio_only(self, room: str, identity: str) -> None:
-        from livekit import api  # noqa: PLC0415 - aiohttp and protobuf load only when enforcing
+    def audio_only(self, room: str, identity: str) -> str | None:
+        """GetParticipant, then UpdateParticipant with its own permission narrowed: UpdateParticipant's permission
+        replaces every field (LiveKit's ``VideoGrant.UpdateFromPermission``), so subscribe-only viewers, hidden
+        recorders and agents keep exactly what they had but video and screen share. Publish sources limited to some
+        without the microphone: publishing is turned off. The permission before it, as protobuf JSON."""
+        from google.protobuf import json_format  # noqa: PLC0415
+        from livekit import api  # noqa: PLC0415
 
-        permission = api.ParticipantPermission(
-            can_subscribe=True,
-            can_publish=True,
-            can_publish_data=True,
-            can_publish_sources=[api.TrackSource.MICROPHONE],
-        )
+        async def narrow(client: Any) -> str | None:
+            info = await client.room.get_participant(api.RoomParticipantIdentity(room=room, identity=identity))
+            before = info.permission
+            if not before.can_publish:
+                return None
+            narrowed = api.ParticipantPermission()
+            narrowed.CopyFrom(before)
+            sources = list(before.can_publish_sources)  # empty: every source may be published
+            keep = [api.TrackSource.MICROPHONE] if not sources or api.TrackSource.MICROPHONE in sources else []
+            del narrowed.can_publish_sources[:]
+            narrowed.can_publish_sources.extend(keep)
+            narrowed.can_publish = bool(keep)
+            request = api.UpdateParticipantRequest(room=room, identity=identity, permission=narrowed)
+            await client.room.update_participant(request)
+            return str(json_format.MessageToJson(before, indent=None))
+
+        return self._run(narrow)  # type: ignore[no-any-return]
+
+    def restore(self, room: str, identity: str, saved: str) -> None:
+        from google.protobuf import json_format  # noqa: PLC0415
+        from livekit import api  # noqa: PLC0415
+
+        permission = json_format.Parse(saved, api.ParticipantPermission())
         request = api.UpdateParticipantRequest(room=room, identity=identity, permission=permission)
         self._run(lambda client: client.room.update_participant(request))
 
@@ -250,16 +314,16 @@ class LiveKitRoomControl:
         request = api.RoomParticipantIdentity(room=room, identity=identity)
         self._run(lambda client: client.room.remove_participant(request))
 
-    def _run(self, operation: Callable[[Any], Any]) -> None:
+    def _run(self, operation: Callable[[Any], Any]) -> Any:
         try:
             credentials = list(self._credentials()) if self._url else []
         except Exception as exc:
             raise RoomControlFailedError(f"LiveKit keys unreadable: {type(exc).__name__}") from exc
         if not credentials:
             raise RoomControlFailedError("RoomService is not configured (URL or keys)")
-        asyncio.run(self._ask(operation, credentials))
+        return asyncio.run(self._ask(operation, credentials))
 
-    async def _ask(self, operation: Callable[[Any], Any], credentials: list[tuple[str, str]]) -> None:
+    async def _ask(self, operation: Callable[[Any], Any], credentials: list[tuple[str, str]]) -> Any:
         import aiohttp  # noqa: PLC0415
         from livekit import api  # noqa: PLC0415
 
@@ -267,7 +331,7 @@ class LiveKitRoomControl:
             for index, (key, secret) in enumerate(credentials):
                 client = api.LiveKitAPI(self._url, key, secret, session=http)
                 try:
-                    await operation(client)
+                    answer = await operation(client)
                 except api.TwirpError as exc:
                     if exc.code == "not_found" or exc.status == 404:
                         raise ParticipantGoneError(f"RoomService: {exc.message}") from exc
@@ -276,7 +340,8 @@ class LiveKitRoomControl:
                     raise RoomControlFailedError(f"RoomService {exc.status} {exc.code}") from exc
                 except (aiohttp.ClientError, TimeoutError) as exc:
                     raise RoomControlFailedError(f"RoomService unreachable: {type(exc).__name__}") from exc
-                return
+                return answer
+        return None
 
 
 class SnsOperatorNotifier:
@@ -391,6 +456,14 @@ class DynamoMarginSnapshots:
 
     def save(self, snapshot: MarginSnapshot) -> None:
         call(self._client.put_item, TableName=self._table, Item=items.snapshot_to_item(snapshot))
+
+
+def _pending(client: Any, table: str, key: Any) -> bool:
+    """After a claim's condition failed: whether the item is a pending claim (held within its lease), not a decision
+    (a consistent read; decided meanwhile reads as decided)."""
+    found = call(client.get_item, TableName=table, Key=key, ConsistentRead=True, ProjectionExpression="#s",
+                 ExpressionAttributeNames={"#s": "status"})  # fmt: skip
+    return bool(from_item(found.get("Item", {})).get("status") == items.PENDING)
 
 
 def _prefixed(client: Any, table: str, pk: str, prefix: str) -> Iterator[dict[str, Any]]:

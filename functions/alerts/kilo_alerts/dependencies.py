@@ -63,7 +63,9 @@ def alerts() -> AlertDependencies:
         scheduler=SqsRemovalScheduler(client("sqs", budget, lazy=True), config.alerts_queue_url),
     )
     policy = AlertsPolicy(
-        DeliveryPolicy(config.alert_preferences_url, config.claim_lease_minutes * 60_000),
+        DeliveryPolicy(
+            config.alert_preferences_url, config.claim_lease_minutes * 60_000, config.sms_daily_cap_per_account
+        ),
         EnforcementPolicy(config.enforcement_grace_seconds),
         config.weekday_weights,
         operator_policy(config),
@@ -80,8 +82,7 @@ def operator_policy(config: AlertSettings) -> OperatorPolicy:
         is_free=lambda tier: book.tier(tier).monthly_fee == 0,
         thresholds=config.abuse_thresholds,
         auto_hold=config.abuse_auto_hold,
-        lease_ms=config.claim_lease_minutes * 60_000,
-    )
+    )  # its claims keep OperatorPolicy's 15-minute lease: the scheduled checks run up to 300 s
 
 
 def operator_ports(config: AlertSettings, scheduled: bool) -> OperatorPorts:

@@ -1,21 +1,25 @@
 """Enforcement of a hard budget mid-call (docs/alerts.md, "Hard limit"): first every participant of the account's open
-sessions may publish audio only (video and screen share revoked, the call goes on), then after a grace period they are
-removed - unless the hard limit was lifted meanwhile. Every action is recorded; each is claimed first (one record per
+sessions who may publish is narrowed to the microphone (video and screen share revoked, every other part of its
+permission kept and saved, the call goes on), then after a grace period they are removed - unless the hard limit was
+lifted meanwhile (raised, removed, or the month turned): then each gets its saved permission back. Every action is
+recorded; each is claimed first (one record per
 (account, period, hard limit, room, identity, action)), so a redelivered event or step repeats nothing that was done,
 while a limit raised after it was enforced is enforced again when the bill reaches the new one.
 
 A participant RoomService no longer knows (left meanwhile) is recorded ``gone``; a failure for now (RoomService
 unreachable) is recorded ``retry`` and raised, so the queue delivers the event again and only what is missing is done.
+A claim another delivery holds within its lease is not taken as done: the event is retried too (``ClaimHeldError``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from kilo_alerts.model import EnforcementAction, EnforcementRecord, Participant
 from kilo_alerts.ports import (
+    ClaimHeldError,
     EnforcementLedger,
     OpenSessions,
     ParticipantGoneError,
@@ -24,7 +28,8 @@ from kilo_alerts.ports import (
     RoomControlFailedError,
 )
 from kilo_billing.contracts import limit_scope
-from kilo_billing.entitlements import EntitlementPolicy, EntitlementSource, Reason, decide
+from kilo_billing.entitlements import EntitlementSource
+from kilo_billing.periods import Period
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,14 +46,21 @@ class EnforcementIncompleteError(Exception):
 
 
 def hard_limit_reached(account_id: str, entitlements: EntitlementSource, now_ms: int) -> str | None:
-    """From the same state and rule as the entitlement check: when the hard budget is what refuses the account now,
-    the hard limit in force (``limit_scope``: what the enforcement's claims are keyed by), else ``None``."""
+    """The hard limit in force (``limit_scope``: what the enforcement's claims are keyed by) when the current period's
+    bill (the spend item the entitlement check reads) is at or above it, else ``None``. Tested directly, whatever the
+    account's status: ``decide`` reports a past_due / abuse_hold / suspended status before the hard budget, and such
+    an account's running calls must stop at the cap all the same (new calls are refused by the status anyway)."""
     profile, state = entitlements.read(account_id)
-    now = datetime.fromtimestamp(now_ms / 1000, tz=UTC)
-    answer = decide(account_id, profile, state, now, EntitlementPolicy())
-    if answer.reason != Reason.HARD_BUDGET or answer.hard_limit_usd is None:
+    if profile is None or profile.hard_limit_usd is None:
         return None
-    return limit_scope(answer.hard_limit_usd, profile.hard_limit_version if profile is not None else 0)
+    period = Period.containing(datetime.fromtimestamp(now_ms / 1000, tz=UTC)).key
+    spend = state.spend if state is not None else None
+    if spend is None or spend.period != period or spend.used < profile.hard_limit_usd:
+        return None
+    return limit_scope(profile.hard_limit_usd, profile.hard_limit_version)
+
+
+HELD = "claimed by another delivery, not decided yet"
 
 
 def _act(
@@ -58,29 +70,50 @@ def _act(
     action: EnforcementAction,
     participants: list[Participant],
     ledger: EnforcementLedger,
-    do: Callable[[Participant], None],
+    do: Callable[[EnforcementRecord], EnforcementRecord],
     now_ms: int,
 ) -> list[EnforcementRecord]:
+    """Claim, act (``do`` returns the decided record), record - per participant. A claim another delivery holds
+    within its lease is left alone and reported ``retry`` (not written): the record is delivered again."""
     records: list[EnforcementRecord] = []
     for participant in sorted(set(participants)):
         pending = EnforcementRecord(
             account_id, period, participant.room, participant.identity, action, "", now_ms, limit=limit
         )
-        if not ledger.claim(pending):
-            continue  # done before (a redelivered event or step)
         try:
-            do(participant)
+            if not ledger.claim(pending):
+                continue  # done before (a redelivered event or step)
+        except ClaimHeldError:
+            records.append(pending.decided("retry", HELD))
+            continue
+        try:
+            decided = do(pending)
         except ParticipantGoneError as exc:
             decided = pending.decided("gone", str(exc))
         except RoomControlFailedError as exc:
             decided = pending.decided("retry", str(exc))
-        else:
-            decided = pending.decided("done")
         ledger.record(decided)
         records.append(decided)
     if any(record.outcome == "retry" for record in records):
         raise EnforcementIncompleteError(records)
     return records
+
+
+def _narrow(rooms: RoomControl) -> Callable[[EnforcementRecord], EnforcementRecord]:
+    def narrow(pending: EnforcementRecord) -> EnforcementRecord:
+        saved = rooms.audio_only(pending.room, pending.identity)
+        if saved is None:
+            return pending.decided("skipped", "may not publish: nothing to narrow")
+        return replace(pending.decided("done"), saved=saved)
+
+    return narrow
+
+
+def _claim_marker(ledger: EnforcementLedger, marker: EnforcementRecord, records: list[EnforcementRecord]) -> bool:
+    try:
+        return ledger.claim(marker)
+    except ClaimHeldError as exc:
+        raise EnforcementIncompleteError([*records, marker.decided("retry", HELD)]) from exc
 
 
 def restrict_account(
@@ -94,8 +127,8 @@ def restrict_account(
     policy: EnforcementPolicy,
     now_ms: int,
 ) -> list[EnforcementRecord]:
-    """Step 1 (the hard limit ``limit`` was reached): audio only for every open participant, then the removal is
-    scheduled (once per account, period and hard limit)."""
+    """Step 1 (the hard limit ``limit`` was reached): audio only for every open participant who may publish (its
+    permission saved), then the removal is scheduled (once per account, period and hard limit)."""
     records = _act(
         account_id,
         period,
@@ -103,13 +136,13 @@ def restrict_account(
         EnforcementAction.AUDIO_ONLY,
         sessions.open_participants(account_id),
         ledger,
-        lambda p: rooms.audio_only(p.room, p.identity),
+        _narrow(rooms),
         now_ms,
     )
     marker = EnforcementRecord(
         account_id, period, "-", "-", EnforcementAction.SCHEDULE_REMOVAL, "", now_ms, limit=limit
     )
-    if ledger.claim(marker):
+    if _claim_marker(ledger, marker, records):
         try:
             scheduler.schedule_removal(account_id, period, policy.grace_seconds, limit)
         except Exception:
@@ -118,6 +151,27 @@ def restrict_account(
         ledger.record(marker.decided("done", f"in {policy.grace_seconds} s"))
         records.append(marker.decided("done", f"in {policy.grace_seconds} s"))
     return records
+
+
+def restore_account(
+    account_id: str, period: str, limit: str, rooms: RoomControl, ledger: EnforcementLedger, now_ms: int
+) -> list[EnforcementRecord]:
+    """The hard limit ``limit`` no longer holds (raised, removed, or a new month): every participant restricted under
+    it gets back the permission its audio-only step saved (once each; one who left meanwhile is recorded gone)."""
+    saved = {
+        Participant(record.room, record.identity): record.saved
+        for record in ledger.actions(account_id)
+        if record.action is EnforcementAction.AUDIO_ONLY
+        and (record.period, record.limit) == (period, limit)
+        and record.outcome == "done"
+        and record.saved
+    }
+
+    def restore(pending: EnforcementRecord) -> EnforcementRecord:
+        rooms.restore(pending.room, pending.identity, saved[Participant(pending.room, pending.identity)])
+        return pending.decided("done")
+
+    return _act(account_id, period, limit, EnforcementAction.RESTORE, list(saved), ledger, restore, now_ms)
 
 
 def remove_account(
@@ -130,15 +184,21 @@ def remove_account(
     entitlements: EntitlementSource,
     now_ms: int,
 ) -> list[EnforcementRecord]:
-    """Step 2 (after the grace period): remove every open participant of the account, if the hard limit still holds
-    (raised or removed meanwhile: nothing is removed, and that is recorded). ``limit``: the hard limit step 1
-    enforced (empty for a step scheduled before it was kept); the records are keyed by it."""
+    """Step 2 (after the grace period): remove every open participant of the account, if the hard limit still holds;
+    raised or removed meanwhile, or the month turned: nobody is removed, everyone restricted gets their permission
+    back, and that is recorded. ``limit``: the hard limit step 1 enforced (empty for a step scheduled before it was
+    kept); the records are keyed by it."""
     if hard_limit_reached(account_id, entitlements, now_ms) is None:
         lifted = EnforcementRecord(account_id, period, "-", "-", EnforcementAction.REMOVE, "", now_ms, limit=limit)
-        if ledger.claim(lifted):
-            ledger.record(lifted.decided("lifted", "the hard limit no longer applies"))
-            return [lifted.decided("lifted", "the hard limit no longer applies")]
-        return []
+        if not _claim_marker(ledger, lifted, []):
+            return []
+        try:
+            restored = restore_account(account_id, period, limit, rooms, ledger, now_ms)
+        except EnforcementIncompleteError as exc:
+            ledger.record(lifted.decided("retry", "permissions not all restored yet"))
+            raise EnforcementIncompleteError([*exc.records, lifted.decided("retry")]) from exc
+        ledger.record(lifted.decided("lifted", "the hard limit no longer applies"))
+        return [*restored, lifted.decided("lifted", "the hard limit no longer applies")]
     return _act(
         account_id,
         period,
@@ -146,6 +206,11 @@ def remove_account(
         EnforcementAction.REMOVE,
         sessions.open_participants(account_id),
         ledger,
-        lambda p: rooms.remove(p.room, p.identity),
+        lambda pending: _removed(rooms, pending),
         now_ms,
     )
+
+
+def _removed(rooms: RoomControl, pending: EnforcementRecord) -> EnforcementRecord:
+    rooms.remove(pending.room, pending.identity)
+    return pending.decided("done")

@@ -2,7 +2,8 @@
 - deliveries ``ACCOUNT#<id>`` / ``DELIVERY#<period>#<kind>#<key>#<channel>``, one item per channel of an alert
   occurrence (the claim, then the outcome);
 - enforcement actions ``ACCOUNT#<id>`` / ``ENFORCEMENT#<period>@<hard limit>#<action>#<room>#<identity>`` (the
-  claim, then the outcome; records written before the limit was kept have ``ENFORCEMENT#<period>#...``)."""
+  claim, then the outcome; records written before the limit was kept have ``ENFORCEMENT#<period>#...``);
+- the SMS sent to an account per UTC day ``ACCOUNT#<id>`` / ``SMSDAY#<YYYY-MM-DD>`` (``sms_count``, the daily cap)."""
 
 from __future__ import annotations
 
@@ -73,6 +74,11 @@ def delivery_from_item(item: Mapping[str, Any]) -> Delivery:
     )
 
 
+def sms_day_key(account_id: str, day: str) -> Item:
+    """The account's SMS count of one UTC day (``YYYY-MM-DD``): ``ACCOUNT#<id>`` / ``SMSDAY#<day>``, ``sms_count``."""
+    return to_item({"pk": partition(account_id), "sk": f"SMSDAY#{day}"})
+
+
 def enforcement_sort_key(record: EnforcementRecord) -> str:
     """``ENFORCEMENT#<period>@<limit>#...`` (one claim per hard limit enforced); without a limit, as written before."""
     scoped = f"{record.period}@{record.limit}" if record.limit else record.period
@@ -98,6 +104,7 @@ def enforcement_to_item(record: EnforcementRecord) -> Item:
             "detail": record.detail,
             "expires_at": expires_at(record.at_ms),
             **({"limit": record.limit} if record.limit else {}),
+            **({"saved_permission": record.saved} if record.saved else {}),
         }
     )
 
@@ -114,6 +121,7 @@ def enforcement_from_item(item: Mapping[str, Any]) -> EnforcementRecord:
         at_ms=int(values["at_ms"]),
         detail=str(values.get("detail", "")),
         limit=str(values.get("limit", "")),
+        saved=str(values.get("saved_permission", "")),
     )
 
 

@@ -1,11 +1,13 @@
 """Deliver one alert to the account's channels, each at most once: claim, decide, send, record.
 
-Per channel (email, SMS) the ledger is claimed first (a conditional write on (account, period, kind, key, channel)),
-so a redelivered event finds the decision taken and sends nothing. Then: the channel is skipped if the account chose
-otherwise (or the catalogue's default leaves it out: low-severity alerts are quiet on SMS) or has no address/number
-for it; an SMS to a number that opted out (STOP) is not sent; a message the provider refuses for good is recorded as
-undeliverable. A transient failure releases the claim and, once every channel was tried, raises
-``DeliveryIncompleteError``: the queue delivers the event again and only the unfinished channel is tried.
+Per channel (email, SMS) the ledger is claimed first (a conditional write on (account, period, kind, key, channel)), so
+a redelivered event finds the decision taken and sends nothing; a claim still pending within its lease (another delivery
+deciding it, or one that crashed) is not a decision: the channel is retried, and taken over once stale. Then: the
+channel is skipped if the account chose otherwise (or the catalogue's default leaves it out: low-severity alerts are
+quiet on SMS) or has no address/number for it; an SMS to a number that opted out (STOP) is not sent; a message the
+provider refuses for good is recorded as undeliverable. A transient failure releases the claim and, once every channel
+was tried, raises ``DeliveryIncompleteError``: the queue delivers the event again and only the unfinished channel is
+tried.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Final
 from urllib.parse import quote
@@ -37,6 +39,7 @@ from kilo_alerts.operator import (
     handle_operator_event,
 )
 from kilo_alerts.ports import (
+    ClaimHeldError,
     DeliveryLedger,
     EnforcementLedger,
     Mailer,
@@ -49,7 +52,8 @@ from kilo_alerts.ports import (
 )
 from kilo_alerts.render import render
 from kilo_billing.accounts import E164_PATTERN, AccountDirectory, AccountProfile
-from kilo_billing.budgets import DEFAULT_WEEKDAY_WEIGHTS, forecast_crossing
+from kilo_billing.budgets import DEFAULT_WEEKDAY_WEIGHTS, bill_reached_on, month_fee
+from kilo_billing.catalog import Catalog, default_catalog
 from kilo_billing.contracts import PaymentFailedV1, UsageThresholdCrossedV1, limit_scope
 from kilo_billing.entitlements import EntitlementSource, Reading, SpendRecorder
 from kilo_billing.periods import Period
@@ -65,7 +69,10 @@ _E164 = re.compile(E164_PATTERN)
 @dataclass(frozen=True, slots=True)
 class DeliveryPolicy:
     preferences_url: str  # the account's alert preferences page; the account id is appended as ?account=<id>
-    lease_ms: int = 15 * 60_000  # a claim older than this (its holder crashed) may be taken over
+    lease_ms: int = 5 * 60_000  # a claim older than this (its holder crashed) may be taken over (settings)
+    # SMS to one account per UTC day, whatever the alerts (a number the account sets is never verified, and every new
+    # budget amount re-announces its thresholds: D124); past it the SMS is skipped, email goes on as chosen
+    sms_per_day: int = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +122,11 @@ def deliver_alert(
             at_ms=now_ms,
             event_id=alert.event_id,
         )
-        attempts = ledger.claim(pending, policy.lease_ms)
+        try:
+            attempts = ledger.claim(pending, policy.lease_ms)
+        except ClaimHeldError:  # not decided yet: retried (taken over once older than the lease), never released
+            deliveries.append(replace(pending, detail="claimed by another delivery, not decided yet"))
+            continue
         if attempts is None:
             deliveries.append(replace(pending, outcome=Outcome.DUPLICATE, detail="already decided"))
             continue
@@ -125,7 +136,7 @@ def deliver_alert(
         elif channel.value not in chosen:
             decided = replace(pending, outcome=Outcome.SKIPPED, detail="not chosen for this alert")
         else:
-            decided = _send(pending, channel, profile, rendered, mailer, texter)
+            decided = _send(pending, channel, profile, rendered, (mailer, texter, ledger), policy)
         if decided.outcome is Outcome.RETRY:
             ledger.release(decided)
         else:
@@ -150,8 +161,14 @@ def _values(alert: Alert, profile: AccountProfile, policy: DeliveryPolicy) -> di
 
 
 def _send(
-    pending: Delivery, channel: Channel, profile: AccountProfile, rendered: Rendered, mailer: Mailer, texter: Texter
+    pending: Delivery,
+    channel: Channel,
+    profile: AccountProfile,
+    rendered: Rendered,
+    ports: tuple[Mailer, Texter, DeliveryLedger],
+    policy: DeliveryPolicy,
 ) -> Delivery:
+    mailer, texter, ledger = ports
     if channel is Channel.EMAIL:
         if not profile.email:
             return replace(pending, outcome=Outcome.SKIPPED, detail="no email address")
@@ -170,7 +187,14 @@ def _send(
         return replace(pending, outcome=Outcome.UNDELIVERABLE, detail=str(exc))
     except SendFailedError as exc:
         return replace(pending, outcome=Outcome.RETRY, detail=str(exc))
-    return _attempt(pending, lambda: texter.send(phone, rendered.sms))
+    day = f"{datetime.fromtimestamp(pending.at_ms / 1000, tz=UTC):%Y-%m-%d}"
+    if not ledger.take_sms(pending.account_id, day, policy.sms_per_day, pending.at_ms):
+        detail = f"the account's SMS cap of {policy.sms_per_day} a day (UTC) is reached; email is not capped"
+        return replace(pending, outcome=Outcome.SKIPPED, detail=detail)
+    sent = _attempt(pending, lambda: texter.send(phone, rendered.sms))
+    if sent.outcome is not Outcome.SENT:
+        ledger.give_back_sms(pending.account_id, day)
+    return sent
 
 
 def _email(rendered: Rendered) -> tuple[str, str, str]:
@@ -211,6 +235,7 @@ class AlertsPolicy:
     enforcement: EnforcementPolicy = field(default_factory=EnforcementPolicy)
     weekday_weights: tuple[Decimal, ...] = DEFAULT_WEEKDAY_WEIGHTS
     operator: OperatorPolicy | None = None
+    catalog: Catalog = field(default_factory=default_catalog)  # the month's fixed fees (the forecast)
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,14 +382,17 @@ def _hard_limit_alert(event: UsageThresholdCrossedV1, hard_limit: Decimal, versi
 
 
 def _forecast(event: UsageThresholdCrossedV1, profile: AccountProfile, policy: AlertsPolicy) -> list[Alert]:
-    """ "At this rate you will pass your limit around <date>": the hard limit if set, else the budget; once a month."""
+    """ "At this rate you will pass your limit around <date>": the hard limit if set, else the budget; once a month.
+    The bill is the month's fixed fees plus usage; only usage grows (``bill_reached_on``, as the account API)."""
     limit, name = (
         (profile.hard_limit_usd, "hard limit") if profile.hard_limit_usd is not None else (profile.budget_usd, "budget")
     )
     if limit is None:
         return []
     now = datetime.fromisoformat(event.occurred_at)
-    day = forecast_crossing(Decimal(event.used), limit, now, policy.weekday_weights)
+    bill = Decimal(event.used)
+    fee = month_fee(profile, event.period, policy.catalog.for_period(Period.parse(event.period)))
+    day = bill_reached_on(fee, max(Decimal(0), bill - fee), limit, now, policy.weekday_weights)
     if day is None or Period.containing(now).key != event.period:
         return []
     return [

@@ -77,9 +77,10 @@ class AlertError(Exception):
 
 
 class EnforcementAction(StrEnum):
-    AUDIO_ONLY = "audio_only"  # RoomService UpdateParticipant: may publish the microphone only
+    AUDIO_ONLY = "audio_only"  # RoomService UpdateParticipant: its publish sources narrowed to the microphone
     SCHEDULE_REMOVAL = "schedule_removal"  # the removal step put on the queue with the grace period as delay
     REMOVE = "remove"  # RoomService RemoveParticipant
+    RESTORE = "restore"  # the limit lifted before the removal: the permission saved by audio_only set back
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -93,8 +94,10 @@ class Participant:
 @dataclass(frozen=True, slots=True)
 class EnforcementRecord:
     """One enforcement action: ``outcome`` done, gone (not in the room any more), lifted (the limit no longer
-    applies), retry (RoomService failed for now). ``limit``: the hard limit enforced (the contract's ``limit_scope``),
-    so a raised limit reached later is enforced again; empty on records written before it was kept."""
+    applies), skipped (audio-only: the participant may not publish, nothing to narrow), retry (RoomService failed for
+    now). ``limit``: the hard limit enforced (the contract's ``limit_scope``), so a raised limit reached later is
+    enforced again; empty on records written before it was kept. ``saved``: on a done audio-only action, the
+    participant's whole permission before it (RoomService's JSON, opaque here), set back if the limit is lifted."""
 
     account_id: str
     period: str
@@ -105,6 +108,7 @@ class EnforcementRecord:
     at_ms: int
     detail: str = ""
     limit: str = ""
+    saved: str = ""
 
     def decided(self, outcome: str, detail: str = "") -> EnforcementRecord:
         return replace(self, outcome=outcome, detail=detail)

@@ -82,7 +82,7 @@ class Announced:
     alert: OperatorAlert
     outcome: str  # sent, duplicate (announced before), undeliverable (refused for good)
     signal: Signal | None = None
-    held: bool = False  # the account was put on abuse hold
+    held: bool = False  # the account is on abuse hold (put by this flag, by its failed earlier attempt, or already)
 
 
 def announce(
@@ -134,7 +134,7 @@ def _signal_alert(signal: Signal, held: bool) -> OperatorAlert:
 
 def flag(signal: Signal, ports: OperatorPorts, policy: OperatorPolicy, now_ms: int) -> Announced:
     """Flag once per key: hold the account if the policy says so (a free account, active, a holding signal), then
-    tell the operators."""
+    tell the operators (an account already on hold is reported held: a retried flag after its message failed)."""
     held = False
 
     def hold() -> OperatorAlert:
@@ -142,9 +142,12 @@ def flag(signal: Signal, ports: OperatorPorts, policy: OperatorPolicy, now_ms: i
         if policy.auto_hold and signal.kind in HOLD_SIGNALS:
             profile = ports.directory.registered([signal.account_id]).get(signal.account_id)
             now = datetime.fromtimestamp(now_ms / 1000, tz=UTC)
-            if profile is not None and profile.status == "active" and policy.is_free(profile.tier_at(now)):
-                set_status(ports.directory, signal.account_id, HOLD)
-                held = True
+            if profile is not None and policy.is_free(profile.tier_at(now)):
+                if profile.status == "active":
+                    set_status(ports.directory, signal.account_id, HOLD)
+                # already on hold: this flag's earlier attempt held it and its message failed for now (or an
+                # operator did): the message says so, never "Nothing was changed"
+                held = profile.status in ("active", HOLD)
         return _signal_alert(signal, held)
 
     alert = _signal_alert(signal, False)

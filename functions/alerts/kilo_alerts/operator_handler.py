@@ -65,7 +65,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             log_flags(exc.done)
             raise
         log_flags(found)
-        return {"check": "abuse", "flagged": len(found), "held": sum(1 for a in found if a.held)}
+        return {"check": "abuse", "flagged": len(found), "held": len({a.alert.account_id for a in found if a.held})}
     if check == "margin":
         outcome = check_margin(deps.ports, deps.policy, now_ms)
         logger.info(

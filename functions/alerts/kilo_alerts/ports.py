@@ -16,6 +16,12 @@ class SendFailedError(Exception):
     """The provider failed for now (throttling, outage, timeout): the event is retried."""
 
 
+class ClaimHeldError(Exception):
+    """A ledger claim is pending and not yet stale: another delivery of the same event is deciding it now, or one
+    crashed within its lease. Not a duplicate (nothing is decided yet): the record is retried, and once the claim is
+    older than the lease it is taken over."""
+
+
 class Mailer(Protocol):
     def send(self, to: str, subject: str, html: str, text: str) -> str:
         """Send one email; the provider's message id. ``SendRefusedError`` / ``SendFailedError``."""
@@ -36,7 +42,8 @@ class DeliveryLedger(Protocol):
     """At most once per (account, period, kind, key, channel): a conditional claim before sending, the outcome after.
 
     ``claim`` returns the attempt number when this caller may send, ``None`` when the delivery is already decided
-    (sent, skipped, refused) or another caller holds a fresh claim. A claim older than the lease (a crash between
+    (sent, skipped, refused); it raises ``ClaimHeldError`` when another caller holds a claim younger than the lease
+    (still deciding, or crashed: retried, never taken as decided). A claim older than the lease (a crash between
     claiming and recording) may be taken over. ``record`` writes the final outcome; ``release`` marks a transient
     failure so the next delivery of the event claims again."""
 
@@ -45,6 +52,15 @@ class DeliveryLedger(Protocol):
     def record(self, delivery: Delivery) -> None: ...
 
     def release(self, delivery: Delivery) -> None: ...
+
+    def take_sms(self, account_id: str, day: str, cap: int, at_ms: int) -> bool:
+        """Count one SMS to the account on UTC day ``day`` if fewer than ``cap`` are counted (atomic); false at the
+        cap."""
+        ...
+
+    def give_back_sms(self, account_id: str, day: str) -> None:
+        """Uncount one taken SMS that was not sent after all (refused, failed for now)."""
+        ...
 
     def deliveries(self, account_id: str, period: str | None = None) -> list[Delivery]: ...
 
@@ -66,7 +82,14 @@ class OpenSessions(Protocol):
 class RoomControl(Protocol):
     """LiveKit's RoomService. ``ParticipantGoneError`` / ``RoomControlFailedError``."""
 
-    def audio_only(self, room: str, identity: str) -> None: ...
+    def audio_only(self, room: str, identity: str) -> str | None:
+        """Narrow the participant's publish sources to the microphone, every other part of its permission kept; the
+        whole permission it had before (opaque, for ``restore``), or ``None`` when it may not publish (unchanged)."""
+        ...
+
+    def restore(self, room: str, identity: str, saved: str) -> None:
+        """Set back the permission ``audio_only`` returned."""
+        ...
 
     def remove(self, room: str, identity: str) -> None: ...
 
@@ -78,7 +101,9 @@ class RemovalScheduler(Protocol):
 
 
 class EnforcementLedger(Protocol):
-    """``claim`` is true when this caller may act (never claimed, or the last attempt failed for now)."""
+    """``claim`` is true when this caller may act (never claimed, the last attempt failed for now, or a pending claim
+    older than the lease), false when the action is decided; ``ClaimHeldError`` for a pending claim within the
+    lease."""
 
     def claim(self, record: EnforcementRecord) -> bool: ...
 

@@ -21,7 +21,10 @@ class AlertSettings(ForecastSettings):
     ses_configuration_set: str = ""  # bounces/complaints/suppression go through it
     alert_preferences_url: str = Field(min_length=1)  # the account's alert preferences page (in every message)
     sms_sender_id: str = ""  # where carriers support it
-    claim_lease_minutes: int = Field(default=15, ge=1, le=24 * 60)
+    sms_daily_cap_per_account: int = Field(default=10, ge=1, le=1000)  # SMS to one account per UTC day (email: none)
+    # a pending claim older than this is taken over: above the function's 60 s timeout (a live holder is never
+    # overtaken), below the alerts queue's 360 s visibility timeout (a redelivered record finds a crashed claim stale)
+    claim_lease_minutes: int = Field(default=5, ge=2, le=5)
     # hard limit enforcement: LiveKit's RoomService, the grace between audio-only and removal, the queue the removal
     # step is put on (this function's own queue, delayed)
     livekit_url: str = ""

@@ -13,14 +13,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
 from typing import Final
 
-from kilo_billing.accounts import AccountDirectory, AccountProfile, registered_profile, save_profile
-from kilo_billing.money import round_money
+from kilo_billing.accounts import AccountDirectory, AccountProfile, update_profile
+from kilo_billing.catalog import Catalog, PriceBook, default_catalog
+from kilo_billing.invoicing import segment_usage
+from kilo_billing.money import money_str, round_money
 from kilo_billing.periods import Period, ensure_utc
+from kilo_billing.rating import rate_segments
 
 # Monday .. Sunday. Calls are a working-day activity: a weekend day counts for 0.4 of a weekday unless configured.
 DEFAULT_WEEKDAY_WEIGHTS: Final[tuple[Decimal, ...]] = (
@@ -72,8 +75,12 @@ def check_thresholds(thresholds: Sequence[int]) -> tuple[int, ...]:
     return tuple(sorted(thresholds))
 
 
-def apply_budget(profile: AccountProfile, change: BudgetChange) -> AccountProfile:
-    """The profile with the budget changed, validated whole (nothing is half-applied)."""
+def apply_budget(
+    profile: AccountProfile, change: BudgetChange, now: datetime | None = None, catalog: Catalog | None = None
+) -> AccountProfile:
+    """The profile with the budget changed, validated whole (nothing is half-applied). A budget or hard limit must be
+    above the fixed monthly fee (``fixed_fee`` at ``now``, the shipped catalogue by default): the bill starts at it,
+    so a hard limit at or below it is reached at once and stops every call for the month."""
     budget = None if change.clear_budget else profile.budget_usd
     if change.budget_usd is not None:
         if change.clear_budget:
@@ -90,7 +97,7 @@ def apply_budget(profile: AccountProfile, change: BudgetChange) -> AccountProfil
             f"hard limit ${hard} is below the budget ${budget}: the hard level stops calls, so it must be at least the "
             "soft level (lower the budget, or raise the hard limit)"
         )
-    return replace(
+    changed = replace(
         profile,
         budget_usd=budget,
         budget_thresholds=thresholds,
@@ -100,12 +107,40 @@ def apply_budget(profile: AccountProfile, change: BudgetChange) -> AccountProfil
         budget_version=profile.budget_version + (budget != profile.budget_usd),
         hard_limit_version=profile.hard_limit_version + (hard != profile.hard_limit_usd),
     )
+    if budget is not None or hard is not None:
+        _above_fees(changed, budget, hard, now, catalog)
+    return changed
+
+
+def fixed_fee(profile: AccountProfile, now: datetime, book: PriceBook) -> Decimal:
+    """The fixed fees a month's bill starts at, for a limit set at ``now`` that stays in force: the largest of this
+    month's fees as billed (``month_fee``: a mid-month change prorated) and the full monthly fee of the tier in force
+    at ``now`` and of any tier change already scheduled after it (the next months)."""
+    period = Period.containing(now)
+    tiers = {profile.tier_at(now)} | {change.tier for change in profile.changes if change.at > now}
+    return max([month_fee(profile, period.key, book), *(book.tier(tier).monthly_fee for tier in tiers)])
+
+
+def _above_fees(
+    profile: AccountProfile, budget: Decimal | None, hard: Decimal | None, now: datetime | None, catalog: Catalog | None
+) -> None:
+    at = ensure_utc(now) if now is not None else datetime.now(UTC)
+    fee = fixed_fee(profile, at, (catalog or default_catalog()).for_period(Period.containing(at)))
+    for name, amount, outcome in (
+        ("hard limit", hard, "reached at once and every call refused for the month"),
+        ("budget", budget, "passed at once"),
+    ):
+        if amount is not None and amount <= fee:
+            raise InvalidBudgetError(
+                f"{name} ${amount} is not above the fixed monthly fee of ${money_str(fee)}: the bill starts at the "
+                f"fee, so it would be {outcome}; set it above ${money_str(fee)}"
+            )
 
 
 def set_budget(directory: AccountDirectory, account_id: str, change: BudgetChange) -> AccountProfile:
     """Change an account's budget (``kilo-billing account budget``; later the account API). Rating announces the soft
     percentages from its next batch on; the hard level is enforced from the next threshold event (docs/alerts.md)."""
-    return save_profile(directory, apply_budget(registered_profile(directory, account_id), change))
+    return update_profile(directory, account_id, lambda profile: apply_budget(profile, change))
 
 
 def _weight(day: date, weights: Sequence[Decimal]) -> Fraction:
@@ -146,6 +181,27 @@ def forecast_crossing(
             return day
         day, share = day + _DAY, Fraction(1)
     return None
+
+
+def bill_reached_on(
+    fee_usd: Decimal, usage_usd: Decimal, limit_usd: Decimal | None, now: datetime, weights: Sequence[Decimal]
+) -> date | None:
+    """The UTC day the month's bill (``fee_usd``, the month's fees, plus ``usage_usd``) reaches ``limit_usd``: the fees
+    are fixed (they do not grow with time), so it is the day usage reaches ``limit - fees`` at its weekday-weighted
+    run rate (``forecast_crossing``); today when the bill is already there; ``None`` without a limit or when it is
+    not reached within the month. The one forecast of a limit: the account API's and the forecast alert's."""
+    if limit_usd is None:
+        return None
+    if fee_usd + usage_usd >= limit_usd:
+        return ensure_utc(now).date()
+    return forecast_crossing(usage_usd, limit_usd - fee_usd, now, weights)
+
+
+def month_fee(profile: AccountProfile, period_key: str, book: PriceBook) -> Decimal:
+    """The fixed fees of the account's bill for the period: each tier segment's monthly fee, prorated as rating does
+    (``rate_segments`` with no usage), so the same figure as the bill's fee lines."""
+    period = Period.parse(period_key)
+    return rate_segments(period, segment_usage(period, profile.segments(period), {}), book).fee
 
 
 def projected_total(
