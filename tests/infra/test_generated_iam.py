@@ -103,9 +103,12 @@ ROLES = {
         ("dynamodb:BatchGetItem", EVENTS_TABLE),
         ("dynamodb:UpdateItem", EVENTS_TABLE),  # usage events marked rated (in the transaction)
         ("dynamodb:Query", USAGE_TABLE),
+        ("dynamodb:GetItem", USAGE_TABLE),  # a room's state (D151: was missing)
         ("dynamodb:BatchGetItem", USAGE_TABLE),
         ("dynamodb:PutItem", USAGE_TABLE),
         ("dynamodb:UpdateItem", USAGE_TABLE),
+        ("dynamodb:DeleteItem", USAGE_TABLE),  # a retired participant's state item, in the commit (D151)
+        ("dynamodb:BatchWriteItem", USAGE_TABLE),  # the room state's items in chunks, an old generation deleted (D151)
         ("dynamodb:ConditionCheckItem", USAGE_TABLE),  # the profile's erasure mark, in the commit's transactions (D80)
         ("dynamodb:Query", OPEN_SESSIONS_INDEX),  # open calls of accounts with a budget or hard limit
         ("events:PutEvents", BILLING_BUS),
@@ -285,6 +288,7 @@ ROLES = {
         {BASIC_EXECUTION, XRAY_WRITE, SQS_QUEUE_READ},
         ("dynamodb:Query", USAGE_TABLE),
         ("dynamodb:PutItem", USAGE_TABLE),
+        ("dynamodb:UpdateItem", USAGE_TABLE),  # the account's credit, with the invoice (D151: was missing)
     ),
     # the Solana watcher: settlement's reads and one-transaction writes on the crypto table, its events, the RPC secret
     "SolanaWatchFunctionRole": role(
