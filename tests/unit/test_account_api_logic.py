@@ -4,6 +4,7 @@ worked by hand from the price book (personal: free, video 5,000 / audio 10,000 m
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
@@ -309,3 +310,26 @@ def test_given_a_return_address_then_only_the_dashboards_origin_is_admitted(
         with pytest.raises(InvalidRequestError, match="success_url must be on the dashboard") as refused:
             check_return_url("success_url", url, (dashboard,))
         assert refused.value.field == "success_url"
+
+
+def test_given_limits_below_the_new_tiers_fee_then_the_upgrade_is_refused_naming_them_and_nothing_is_saved() -> None:
+    """Team ($29) with a $40 budget and a $50 hard limit asks for Enterprise ($99) on Nov 15: the upgrade's own fee
+    would pass both at once and stop every call, so it is refused (409) naming the hard limit and the fee; with the
+    limits raised above $99 it goes through; a downgrade is never refused for its limits (D150)."""
+    catalog = default_catalog()
+    limited = profile(tier="team", budget_usd=Decimal("40"), hard_limit_usd=Decimal("50"))
+    directory = InMemoryAccountDirectory(limited)
+    with pytest.raises(ConflictError) as refused:
+        logic.change_tier(directory, catalog, "acct", "enterprise", NOW)
+    assert str(refused.value).startswith(
+        "changing to enterprise: hard limit $50 is not above the fixed monthly fee of $99.00"
+    )
+    assert directory.profiles["acct"].changes == limited.changes  # nothing saved
+    directory.profiles["acct"] = replace(
+        directory.profiles["acct"], budget_usd=Decimal("120"), hard_limit_usd=Decimal("150")
+    )
+    upgraded = logic.change_tier(directory, catalog, "acct", "enterprise", NOW)
+    assert upgraded.current_tier == "enterprise"
+    low = InMemoryAccountDirectory(profile(tier="enterprise", hard_limit_usd=Decimal("50")))  # set before D150
+    down = logic.change_tier(low, catalog, "acct", "team", NOW)
+    assert (down.current_tier, down.effective_at) == ("enterprise", datetime(2026, 12, 1, tzinfo=UTC))

@@ -9,8 +9,17 @@ from decimal import Decimal
 
 import pytest
 
-from kilo_billing.accounts import AccountProfile, TierChange, UnknownAccountError, register_account, set_status
+from kilo_billing.accounts import (
+    AccountProfile,
+    TierChange,
+    UnknownAccountError,
+    register_account,
+    request_tier_change,
+    set_status,
+)
 from kilo_billing.budgets import BudgetChange, InvalidBudgetError, apply_budget, check_thresholds, set_budget
+from kilo_billing.catalog import default_catalog
+from kilo_billing.periods import Period
 from kilo_billing_cli.main import main
 from tests.conftest import Stack
 from tests.fakes import InMemoryAccountDirectory
@@ -216,3 +225,14 @@ def test_given_the_cli_and_a_hard_limit_below_the_fee_then_exit_2_naming_the_fee
     assert exit_info.value.code == 2
     assert "hard limit $20 is not above the fixed monthly fee of $29.00" in capsys.readouterr().err
     assert _cli(capsys, table, "show", "--account", "acct-7")["hard_limit_usd"] is None  # nothing saved
+
+
+def test_given_the_cli_path_of_a_tier_change_then_limits_below_the_new_fee_refuse_the_upgrade() -> None:
+    """``request_tier_change`` (the CLI's ``account change-tier``) holds the same rule as the account API: Team with
+    a $50 hard limit upgraded to Enterprise on Nov 20 would start at $99, so it is refused and nothing saved."""
+    directory = InMemoryAccountDirectory()
+    register_account(directory, "acct-1", "team", SIGNUP, TIERS)
+    set_budget(directory, "acct-1", BudgetChange(hard_limit_usd=Decimal("50")))
+    with pytest.raises(InvalidBudgetError, match=r"^changing to enterprise: hard limit \$50 is not above .*\$99\.00"):
+        request_tier_change(directory, default_catalog().for_period(Period(2026, 11)), "acct-1", "enterprise", NOVEMBER)
+    assert directory.registered(["acct-1"])["acct-1"].tier_at(NOVEMBER) == "team"

@@ -52,6 +52,7 @@ from kilo_billing.budgets import (
     InvalidBudgetError,
     apply_budget,
     bill_reached_on,
+    check_tier_change,
     projected_total,
 )
 from kilo_billing.catalog import Catalog, PriceBook, UnknownTierError
@@ -409,6 +410,7 @@ def change_tier(
     def changed(current: AccountProfile) -> AccountProfile:
         decided.clear()
         profile, outcome = _tier_request(book, current, tier, now)
+        check_tier_change(current, profile, now, catalog)  # limits stay above the new fee (D150)
         decided.append(outcome)
         return profile
 
@@ -419,6 +421,8 @@ def change_tier(
     except UnknownTierError as exc:
         raise InvalidRequestError("tier", str(exc)) from exc
     except RatingError as exc:  # already on that tier
+        raise ConflictError(str(exc)) from exc
+    except InvalidBudgetError as exc:  # a budget or hard limit the new tier's fee would pass at once
         raise ConflictError(str(exc)) from exc
     except ValueError as exc:  # a change already pending after now
         raise ConflictError(str(exc)) from exc

@@ -295,8 +295,12 @@ def request_tier_change(
     invoiced = tuple(invoiced_periods)
 
     def changed(found: AccountProfile) -> AccountProfile:
+        from kilo_billing.budgets import check_tier_change  # noqa: PLC0415 - budgets builds on this module
+
         change = effective_change(book, found.tier_at(requested_at), tier, requested_at)
-        return with_tier_change(found, change, invoiced)
+        after = with_tier_change(found, change, invoiced)
+        check_tier_change(found, after, requested_at)
+        return after
 
     return update_profile(directory, account_id, changed)
 

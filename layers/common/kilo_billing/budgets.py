@@ -121,6 +121,26 @@ def fixed_fee(profile: AccountProfile, now: datetime, book: PriceBook) -> Decima
     return max([month_fee(profile, period.key, book), *(book.tier(tier).monthly_fee for tier in tiers)])
 
 
+def check_tier_change(
+    before: AccountProfile, after: AccountProfile, now: datetime, catalog: Catalog | None = None
+) -> None:
+    """D150 for a tier change: a change that raises the fixed fee (an upgrade; a pending downgrade cancelled keeps the
+    fee in force) is refused while the account's budget or hard limit would no longer be above the new fee - else the
+    upgrade itself would pass the budget and stop every call at once. A change that does not raise it (a downgrade)
+    is never refused for limits set before it."""
+    if after.budget_usd is None and after.hard_limit_usd is None:
+        return
+    at = ensure_utc(now)
+    book = (catalog or default_catalog()).for_period(Period.containing(at))
+    if fixed_fee(after, at, book) <= fixed_fee(before, at, book):
+        return
+    try:
+        _above_fees(after, after.budget_usd, after.hard_limit_usd, at, catalog)
+    except InvalidBudgetError as exc:
+        tier = after.tier_at(at)
+        raise InvalidBudgetError(f"changing to {tier}: {exc}, or clear it, before changing tier") from exc
+
+
 def _above_fees(
     profile: AccountProfile, budget: Decimal | None, hard: Decimal | None, now: datetime | None, catalog: Catalog | None
 ) -> None:
