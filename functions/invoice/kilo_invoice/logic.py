@@ -28,6 +28,7 @@ from kilo_billing.invoicing import (
     compose_close,
     credit_applied,
     credit_note_reason,
+    credited_by_notes,
     early_invoices,
     invoice_id,
 )
@@ -712,7 +713,7 @@ def _invoice_event(
             event_id=f"payment-failed:{event_id}",
             account_id=invoice.account_id,
             invoice_id=invoice.invoice_id,
-            total=money_str(invoice.total),
+            total=money_str(amount_due(invoice, ledger.credit_notes.values())),  # what it still asks, after notes
             reason="action_required" if event_type.endswith("action_required") else "payment_failed",
             hosted_url=invoice.hosted_url,
             occurred_at=now.isoformat(),
@@ -780,7 +781,8 @@ def refund_invoice(
                 f"had not finished; it is now done and nothing more was refunded: run again to refund more"
             )
         return done
-    reduced = invoice.total - amount_due(invoice, ledger.credit_notes.values())  # credit notes took it off: not paid
+    # credit notes gave it back already: taken off the amount due (never paid) or given as account credit (D131)
+    reduced = credited_by_notes(invoice, ledger.credit_notes.values())
     refundable = invoice.kept - reduced
     wanted = refundable if amount is None else amount
     if wanted <= 0 or wanted > refundable:

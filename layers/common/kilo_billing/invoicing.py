@@ -245,8 +245,10 @@ class CreditNote:
       invoices only; at most what it still holds);
     - ``to_credit``: account credit, applied from the invoice that found it onwards (a paid invoice, a crypto bill, a
       carried or $0.00 invoice, and whatever exceeds what an unpaid one holds).
-    ``processor`` is the processor note's amount (``to_due``; or, for a paid card invoice, the part of the credit
-    that invoice still holds, recorded on it as credited outside the processor); 0: no processor note."""
+    ``processor`` is the processor note's amount (``to_due``; or, for a paid card invoice, the account credit,
+    recorded on it as credited outside the processor); 0: no processor note.
+    ``returned``: the part of the late usage that a paid invoice no longer holds - refunds, refunds owed, disputes
+    lost and earlier notes already gave it back - so neither account credit nor ``amount`` (D131)."""
 
     credit_id: str  # ``<account>/<credited period>/credit-<period of the invoice that found it>``
     account_id: str
@@ -262,6 +264,7 @@ class CreditNote:
     gateway_note_id: str | None = None
     version: int = 1  # bumped by every update after the close's write (conditional: the version read)
     history: tuple[tuple[str, str], ...] = ()  # (what happened, ISO time)
+    returned: Decimal = ZERO
 
     @property
     def amount(self) -> Decimal:
@@ -282,6 +285,7 @@ class CreditNote:
             "amount": money_str(self.amount),
             "to_amount_due": money_str(self.to_due),
             "to_account_credit": money_str(self.to_credit),
+            "already_returned": money_str(self.returned),
             "status": self.status.value,
             "lines": [line.as_json() for line in self.lines],
         }
@@ -577,6 +581,12 @@ def credited_by_processor(invoice: InvoiceRecord, notes: Iterable[CreditNote]) -
     return total([note.processor for note in notes if note.invoice_id == invoice.invoice_id])
 
 
+def credited_by_notes(invoice: InvoiceRecord, notes: Iterable[CreditNote]) -> Decimal:
+    """What credit notes have given back against ``invoice`` so far, both ways: taken off its amount due, or account
+    credit. A refund of the invoice is bounded by what it keeps less this (D131)."""
+    return total([note.amount for note in notes if note.invoice_id == invoice.invoice_id])
+
+
 def amount_due(invoice: InvoiceRecord, notes: Iterable[CreditNote]) -> Decimal:
     """What an invoice asks the customer for: its total less what credit notes took off its amount due."""
     return invoice.total - total([note.to_due for note in notes if note.invoice_id == invoice.invoice_id])
@@ -592,9 +602,9 @@ def credit_note(
 
     - an unpaid card invoice at the processor (open, payment failed): the processor's credit note lowers its amount
       due by as much as it still holds (its total less earlier notes); any rest is account credit;
-    - a paid card invoice: account credit (applied from the next invoice on), recorded on the processor's invoice as
-      credited outside it, for as much as the invoice still holds (its total less refunds, disputes lost, earlier
-      notes);
+    - a paid invoice (card or crypto): account credit for at most what the invoice still holds (its total less
+      refunds made or owed, disputes lost and earlier notes' amounts); the rest was given back already (``returned``).
+      A card invoice's credit is recorded on the processor's invoice as credited outside it;
     - a void invoice: nothing (nothing was collected, nothing is owed back);
     - anything else (a crypto bill - the crypto rail cannot take money back to the payer -, a carried or $0.00
       invoice never sent to the processor, an uncollectible one, a draft): account credit."""
@@ -617,9 +627,13 @@ def credit_note(
     if on_card and credited.status in UNPAID_AT_PROCESSOR:
         to_due = max(ZERO, min(amount, credited.total - taken))
         return replace(base, to_due=to_due, to_credit=amount - to_due, processor=to_due, status=_pending_if(to_due))
-    if on_card and credited.status is InvoiceStatus.PAID:
-        recorded = max(ZERO, min(amount, credited.kept - taken))
-        return replace(base, processor=recorded, out_of_band=True, status=_pending_if(recorded))
+    if credited.status is InvoiceStatus.PAID:  # never more back than the customer's payment still leaves with us
+        held = max(ZERO, min(amount, credited.kept - credited_by_notes(credited, notes)))
+        paid = replace(base, to_credit=held, returned=amount - held)
+        if not on_card:
+            return paid
+        recorded = max(ZERO, min(held, credited.kept - taken))
+        return replace(paid, processor=recorded, out_of_band=True, status=_pending_if(recorded))
     return base
 
 
