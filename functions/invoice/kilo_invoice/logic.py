@@ -26,11 +26,11 @@ from kilo_billing.invoicing import (
     below_card_minimum,
     can_move,
     compose_close,
-    credit_applied,
     credit_note_reason,
     credited_by_notes,
     early_invoices,
     invoice_id,
+    void_credit,
 )
 from kilo_billing.money import ZERO, money_str
 from kilo_billing.periods import Period
@@ -739,10 +739,11 @@ def _save_with(
         if updated == invoice:
             return invoice
         try:
-            restored = credit_applied(updated) if voided(invoice, updated) else ZERO
-            if restored > 0:  # the credit a void invoice consumed goes back, once: with the move to void
-                credit = store.ledger(invoice.account_id).billing.credit
-                return store.update_invoice_and_credit(updated, invoice.status, credit, restored)
+            if voided(invoice, updated):  # the credit a void invoice consumed goes back, once: with the move to void,
+                ledger = store.ledger(invoice.account_id)  # less what its credit notes gave already (D132)
+                restored = void_credit(updated, ledger.credit_notes.values())
+                if restored != 0:
+                    return store.update_invoice_and_credit(updated, invoice.status, ledger.billing.credit, restored)
             return store.update_invoice(updated, invoice.status)
         except LedgerConflictError:
             stored = store.ledger(invoice.account_id).invoices.get(invoice.invoice_id)

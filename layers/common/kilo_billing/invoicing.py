@@ -418,12 +418,17 @@ def adjustment_lines(
 
 
 def with_credit(lines: list[Line], credit: Decimal, period: Period) -> tuple[list[Line], Decimal]:
-    """Apply credit on account to a positive subtotal; carry a negative subtotal to the credit. -> (lines, credit)."""
+    """Apply credit on account to a positive subtotal; carry a negative subtotal to the credit; bill a credit below
+    zero (a void took back credit a credit note had given and that was spent meanwhile, D132). -> (lines, credit)."""
     subtotal = total([line.amount for line in lines])
     if subtotal < 0:
         carried = -subtotal
         line = Line(CREDIT, f"Carried to account credit ({money_str(carried)})", carried, period.key)
         return [*lines, line], credit + carried
+    if credit < 0:
+        owed = -credit
+        line = Line(CREDIT, f"Account credit overdrawn by a voided invoice ({money_str(owed)})", owed, period.key)
+        return [*lines, line], ZERO
     if credit > 0 and subtotal > 0:
         applied = min(credit, subtotal)
         line = Line(CREDIT, f"Account credit applied ({money_str(applied)})", -applied, period.key)
@@ -646,9 +651,13 @@ def credit_note_reason(note: CreditNote) -> str:
     return f"Late usage of {note.period} credited ({money_str(note.amount)}): {late}"
 
 
-# --- credit applied to an invoice that is voided (restored once, with the transition to void) ---------------------
+# --- a voided invoice and the account credit (D132) ---------------------------------------------------------------
 
 
-def credit_applied(invoice: InvoiceRecord) -> Decimal:
-    """The account credit an invoice consumed (its ``Account credit applied`` line), as a positive amount."""
-    return -total([line.amount for line in invoice.lines if line.kind == CREDIT and line.amount < 0])
+def void_credit(invoice: InvoiceRecord, notes: Iterable[CreditNote]) -> Decimal:
+    """What voiding ``invoice`` moves on the account's credit, so that the invoice and its credit notes leave the
+    credit as if it had never been issued: the credit it applied comes back (its credit lines, reversed), less the
+    account credit its credit notes already gave against it (the same money: a note credits late usage of a period
+    whose invoice the void now cancels whole). Negative when the notes gave more than it applied (D132)."""
+    noted = total([note.to_credit for note in notes if note.invoice_id == invoice.invoice_id])
+    return -invoice.amount_of(CREDIT) - noted
