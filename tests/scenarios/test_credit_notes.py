@@ -357,3 +357,20 @@ def test_given_an_invoice_lowered_by_a_note_when_its_payment_fails_then_the_aler
     apply_stripe_event(world.store, world.bus, events, *key, at(3, 4))
     alerts = [detail for kind, detail in world.bus.events if kind == "PaymentFailed.v1"]
     assert [alert["total"] for alert in alerts] == ["61.60"]  # 65.20 - 3.60, what the card is asked for
+
+
+def test_given_stripe_voided_the_invoice_before_we_heard_when_the_reduction_is_refused_then_nothing_is_credited(
+    world: World,
+) -> None:
+    events = Events()
+    _personal_march_of_72_cents_shortened_to_nothing(world)
+    world.gateway.void(world.store.invoices["solo/2026-03"].gateway_id)  # its invoice.voided still on the way
+    assert world.store.invoices["solo/2026-03"].status is InvoiceStatus.OPEN
+    world.close("solo", APR)
+    note = world.store.credit_notes["solo/2026-03/credit-2026-04"]
+    assert (note.to_due, note.to_credit, note.status) == (Decimal("0.00"), Decimal("0.00"), CreditNoteStatus.DONE)
+    assert world.store.billing["solo"].credit == Decimal("0.00")  # nothing was collected for March
+    assert world.gateway.out_of_band_notes == set()
+    voided = _paid_invoice(world, "solo/2026-03") | {"status": "void", "amount_paid": 0}
+    apply_stripe_event(world.store, world.bus, events, *events.add("evt_v", "invoice.voided", voided), at(2, 4))
+    assert world.store.billing["solo"].credit == Decimal("0.00")

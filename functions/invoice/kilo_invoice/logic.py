@@ -280,9 +280,10 @@ def _issue_credit_note(deps: CloseDeps, ledger: AccountLedger, note: CreditNote,
     """Make the processor's credit note a stored credit note still waits for, on the credited card invoice, once
     (idempotent on the note's id). A reduction of the amount due the processor refuses - the invoice was paid there
     before its event reached us - becomes account credit instead (with the note, in one transaction: once), recorded
-    on the processor's invoice as credited out of band; if our record meanwhile says the invoice was voided, nothing
-    is credited (as a close finding it void). A note refused again is given up (the money side is already ours: the
-    account credit). An outage raises (the close job is retried; the note stays pending)."""
+    on the processor's invoice as credited out of band; if the processor says it voided the invoice (or, when the
+    refusal does not say, our record does), nothing is credited (as a close finding it void). A note refused again
+    is given up (the money side is already ours: the account credit). An outage raises (the close job is retried;
+    the note stays pending)."""
     for _ in range(NOTE_STEPS):
         if note.status is not CreditNoteStatus.PENDING:
             break
@@ -294,9 +295,12 @@ def _issue_credit_note(deps: CloseDeps, ledger: AccountLedger, note: CreditNote,
             made = _make_note(deps, gateway_id, note)
         except GatewayRejectedError as exc:
             ledger = deps.store.ledger(note.account_id)  # what the processor's events have told us meanwhile
-            now_void = (
-                found := ledger.invoices.get(note.invoice_id)
-            ) is not None and found.status is InvoiceStatus.VOID
+            found = ledger.invoices.get(note.invoice_id)
+            # the processor's own status decides (its invoice.voided may not have reached us yet); our record when the
+            # refusal does not say it
+            now_void = exc.status == InvoiceStatus.VOID.value or (
+                exc.status is None and found is not None and found.status is InvoiceStatus.VOID
+            )
             if note.to_due > 0 and now_void:  # voided there: nothing collected, nothing owed back (as at the close)
                 done = _note_step(
                     note,
