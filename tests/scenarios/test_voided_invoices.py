@@ -166,3 +166,17 @@ def test_given_a_note_written_when_stripe_voids_before_its_reduction_then_credit
     note = world.store.credit_notes["solo/2026-03/credit-2026-04"]
     assert (note.to_due, note.to_credit) == (Decimal("0.00"), Decimal("0.50"))
     assert world.store.billing["solo"].credit == Decimal("0.50")  # what the customer had before March
+
+
+def test_given_a_void_read_before_the_close_wrote_a_note_then_the_void_counts_the_note(world: World) -> None:
+    events = Events()
+    _solo_march_with_half_a_dollar_of_credit(world)
+    _uncollectible(world, events, "solo/2026-03")
+    world.store.rate("solo", "2026-03", seg(at(1)), "video", -2_000)  # -1.44 -> 1.44 account credit
+    world.store.rate("solo", "2026-04", seg(at(1, 4)), "video", 7_000)  # April: 1.44, all of it paid by that credit
+    # April's close writes the note between the void's read and its write; the account credit stays 0.00 through it
+    world.store.before_update.append(lambda: world.close("solo", APR))
+    _void(world, events, "solo/2026-03")
+    assert world.store.credit_notes["solo/2026-03/credit-2026-04"].to_credit == Decimal("1.44")
+    assert world.store.invoices["solo/2026-03"].status is InvoiceStatus.VOID
+    assert world.store.billing["solo"].credit == Decimal("-0.94")  # 0.50 back - 1.44 the note gave, not +0.50

@@ -323,6 +323,10 @@ class CloseDraft:
     credit: Decimal
     previous_credit: Decimal
     credit_notes: tuple[CreditNote, ...] = ()  # negative late usage of earlier periods (written once: none yet)
+    # the invoices those notes credit, with the revision read: the close bumps it, so a void (or any writer) that read
+    # the credited invoice before the notes were written re-reads them, and a close that read it before such a write
+    # composes again (D132: a void gives back credit net of its notes' credit)
+    credited: tuple[tuple[str, int], ...] = ()
 
 
 def invoice_id(account_id: str, period: Period, part: str = "") -> str:
@@ -494,7 +498,8 @@ def compose_close(ledger: AccountLedger, period: Period, catalog: Catalog, now: 
         transitions=((InvoiceStatus.DRAFT.value, now.isoformat()),),
         cost_basis=rated.cost_basis_rounded,
     )
-    return CloseDraft(record, tuple(moves), ledger.billing.seq, credit, ledger.billing.credit, tuple(notes))
+    read = tuple((note.invoice_id, ledger.invoices[note.invoice_id].revision) for note in notes)
+    return CloseDraft(record, tuple(moves), ledger.billing.seq, credit, ledger.billing.credit, tuple(notes), read)
 
 
 def closed_periods(invoices: Iterable[InvoiceRecord]) -> set[str]:

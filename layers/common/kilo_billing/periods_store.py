@@ -449,6 +449,20 @@ class DynamoLedgerStore:
             }
             for note in draft.credit_notes
         ]
+        writes += [
+            {
+                "Update": {
+                    "TableName": self._table,
+                    "Key": to_item({KEY: account_pk(invoice.account_id), SORT_KEY: invoice_sort_key(credited)}),
+                    "UpdateExpression": "SET #rev = :next",
+                    "ConditionExpression": "attribute_exists(#k) AND "
+                    + ("(attribute_not_exists(#rev) OR #rev = :rev)" if revision == 0 else "#rev = :rev"),
+                    "ExpressionAttributeNames": {"#k": KEY, "#rev": "revision"},
+                    "ExpressionAttributeValues": to_item({":rev": revision, ":next": revision + 1}),
+                }
+            }
+            for credited, revision in draft.credited  # the credited invoices, as read: writers that read them re-read
+        ]
         seq_values: dict[str, Any] = {
             ":seq": invoice.seq,
             ":credit": str(draft.credit),
