@@ -76,9 +76,15 @@ class InMemoryLedgerStore:
             raise LedgerConflictError("credit moved")
         if any(note.credit_id in self.credit_notes for note in draft.credit_notes):
             raise LedgerConflictError("credit note exists")
+        for credited, revision in draft.credited:
+            found = self.invoices.get(credited)
+            if found is None or found.revision != revision:
+                raise LedgerConflictError(f"{credited} moved")
         self.writes += 1
         self.invoices[invoice.invoice_id] = invoice
         self.credit_notes.update({note.credit_id: note for note in draft.credit_notes})
+        for credited, revision in draft.credited:
+            self.invoices[credited] = replace(self.invoices[credited], revision=revision + 1)
         for move in draft.watermarks:
             found = self.periods.get((account, move.period), PeriodLedger(move.period, {}))
             self.periods[(account, move.period)] = replace(

@@ -105,7 +105,7 @@ class InMemoryPaymentGateway:
         invoice = self._by_gateway_id(gateway_id)
         wanted = "paid" if out_of_band else "open"
         if invoice.status != wanted or amount <= 0 or amount > self._view(invoice).total:
-            raise GatewayRejectedError(f"cannot credit {amount} on {gateway_id} ({invoice.status})")
+            raise GatewayRejectedError(f"cannot credit {amount} on {gateway_id} ({invoice.status})", invoice.status)
         invoice.credited += amount
         self.credit_notes[credit_id] = (gateway_id, amount)
         if out_of_band:

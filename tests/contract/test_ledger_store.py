@@ -369,14 +369,20 @@ def test_given_a_credit_note_then_each_step_needs_the_version_read_and_moves_cre
     ledger.store.create_invoice(draft)
     [note] = draft.credit_notes
     moved = replace(
-        note, version=2, to_due=Decimal("0.00"), to_credit=Decimal("3.60"), out_of_band=True, history=(("x", "t"),)
+        note,
+        version=2,
+        to_due=Decimal("0.00"),
+        to_credit=Decimal("2.20"),
+        returned=Decimal("1.40"),
+        out_of_band=True,
+        history=(("x", "t"),),
     )
     with pytest.raises(LedgerConflictError):  # the account credit read is not the stored one: nothing written
         ledger.store.update_credit_note(moved, Decimal("1.00"), Decimal("3.60"))
     assert ledger.store.ledger("acme").credit_notes[note.credit_id] == note
     ledger.store.update_credit_note(moved, Decimal("0.00"), Decimal("3.60"))
     found = ledger.store.ledger("acme")
-    assert found.credit_notes[note.credit_id] == moved
+    assert found.credit_notes[note.credit_id] == moved  # ``returned`` included
     assert found.billing.credit == Decimal("3.60")
     with pytest.raises(LedgerConflictError):  # a step from the old version (another run took it first)
         ledger.store.update_credit_note(replace(note, version=2, gateway_note_id="cn_1"))
@@ -399,3 +405,33 @@ def test_given_an_invoice_voided_then_its_credit_comes_back_with_the_status_once
     with pytest.raises(LedgerConflictError):  # once: the status read is no longer open
         ledger.store.update_invoice_and_credit(void, InvoiceStatus.OPEN, Decimal("10.00"), Decimal("10.00"))
     assert ledger.store.ledger("acme").billing.credit == Decimal("10.00")
+
+
+def test_given_a_void_that_takes_back_more_credit_than_is_left_then_the_credit_is_stored_below_zero(
+    ledger: Ledger,
+) -> None:
+    opened = _opened(ledger)
+    void = opened.moved(InvoiceStatus.VOID, MAR.end)
+    ledger.store.update_invoice_and_credit(void, InvoiceStatus.OPEN, Decimal("0.00"), Decimal("-0.94"))
+    assert ledger.store.ledger("acme").billing.credit == Decimal("-0.94")  # billed by the next invoice (D132)
+
+
+def test_given_a_close_with_a_credit_note_then_it_needs_the_credited_invoice_as_read_and_moves_its_revision(
+    ledger: Ledger,
+) -> None:
+    opened = ledger.store.update_invoice(replace(_opened(ledger), gateway_id="in_1"), InvoiceStatus.OPEN)
+    assert opened.revision == 2  # opened, then given its processor id
+    ledger.rate("acme", "2026-03", SEG, "video", -5_000)
+    april = Period(2026, 4)
+    draft = compose_close(ledger.store.ledger("acme"), april, default_catalog(), april.end)
+    assert draft is not None
+    assert draft.credited == (("acme/2026-03", 2),)
+    before = ledger.store.ledger("acme")
+    with pytest.raises(LedgerConflictError):  # March written since it was read: nothing of the close lands
+        ledger.store.create_invoice(replace(draft, credited=(("acme/2026-03", 1),)))
+    assert ledger.store.ledger("acme") == before
+    ledger.store.create_invoice(draft)
+    march = ledger.store.ledger("acme").invoices["acme/2026-03"]
+    assert march == replace(opened, revision=3)  # only the revision moved
+    with pytest.raises(LedgerConflictError):  # a writer holding March as read before the note must re-read it
+        ledger.store.update_invoice(opened.moved(InvoiceStatus.VOID, MAR.end), InvoiceStatus.OPEN)

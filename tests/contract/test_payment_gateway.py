@@ -81,8 +81,9 @@ def test_given_a_paid_invoice_when_credited_out_of_band_then_recorded_once_and_a
     issued = gateway.issue_invoice(_request(gateway))
     if isinstance(gateway, InMemoryPaymentGateway):
         gateway.settle(issued.invoice_id, paid=True)
-    with pytest.raises(GatewayRejectedError):  # paid: its amount due cannot drop any more
+    with pytest.raises(GatewayRejectedError) as refused:  # paid: its amount due cannot drop any more
         gateway.credit_note(issued.gateway_id, Decimal("3.60"), "late participant_left", "cn-1")
+    assert refused.value.status == "paid"  # the caller decides by it (D131)
     first = gateway.credit_note(issued.gateway_id, Decimal("3.60"), "late participant_left", "cn-1/oob", True)
     again = gateway.credit_note(issued.gateway_id, Decimal("3.60"), "late participant_left", "cn-1/oob", True)
     assert again == first  # same id: no second note
@@ -174,3 +175,11 @@ def test_given_an_invoice_below_the_minimum_charge_then_refused_and_nothing_crea
         InvoiceRequest("inv-acct-1-2026-04", "KB-acct-1-0002", "acct-1", customer, at_minimum)
     )
     assert issued.total == Decimal("0.50")
+
+
+def test_given_a_voided_invoice_when_credited_then_refused_saying_it_is_void(gateway: PaymentGateway) -> None:
+    issued = gateway.issue_invoice(_request(gateway))
+    gateway.void(issued.gateway_id)
+    with pytest.raises(GatewayRejectedError) as refused:
+        gateway.credit_note(issued.gateway_id, Decimal("1.20"), "late participant_left", "cn-1")
+    assert refused.value.status == "void"

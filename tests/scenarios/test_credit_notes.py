@@ -5,6 +5,7 @@ includes 5,000 video minutes, Team 50,000 for $29.00)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
 
 import pytest
@@ -259,3 +260,117 @@ def test_given_the_invoice_was_voided_before_the_note_was_made_then_nothing_is_c
     assert (note.to_due, note.to_credit, note.status) == (Decimal("0.00"), Decimal("0.00"), CreditNoteStatus.DONE)
     assert world.store.billing["solo"].credit == Decimal("0.00")
     assert world.gateway.credit_notes == {}
+
+
+# --- a paid invoice gives its money back once: a refund, a dispute lost or a note's credit, never two of them (D131)
+
+
+def test_given_a_paid_invoice_refunded_in_full_when_late_usage_is_negative_then_no_account_credit(
+    world: World,
+) -> None:
+    events = Events()
+    _team_march_paid(world, events)
+    refund_invoice(world.store, world.gateway, "acme", "acme/2026-03", None)  # 65.20 back to the card
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", -5_000)  # -3.60
+    april = world.close("acme", APR)
+    note = world.store.credit_notes["acme/2026-03/credit-2026-04"]
+    assert (note.to_due, note.to_credit, note.returned) == (Decimal("0.00"), Decimal("0.00"), Decimal("3.60"))
+    assert (note.processor, note.status) == (Decimal("0.00"), CreditNoteStatus.DONE)
+    assert amounts(april, "credit") == []
+    assert april.total == Decimal("29.00")  # May in advance only: the 3.60 went back with the refund
+    assert world.store.billing["acme"].credit == Decimal("0.00")
+    assert world.gateway.credit_notes == {}
+
+
+def test_given_a_paid_invoice_partly_refunded_when_late_usage_is_negative_then_credit_up_to_what_it_keeps(
+    world: World,
+) -> None:
+    events = Events()
+    _team_march_paid(world, events)
+    refund_invoice(world.store, world.gateway, "acme", "acme/2026-03", Decimal("63.00"))  # keeps 65.20 - 63.00 = 2.20
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", -5_000)  # -3.60
+    april = world.close("acme", APR)
+    note = world.store.credit_notes["acme/2026-03/credit-2026-04"]
+    assert (note.to_credit, note.returned, note.processor) == (Decimal("2.20"), Decimal("1.40"), Decimal("2.20"))
+    assert amounts(april, "credit") == ["-2.20"]
+    assert april.total == Decimal("26.80")  # 29.00 - 2.20
+    with pytest.raises(ValueError, match=r"at most 0\.00"):  # 2.20 kept, all of it given back as credit
+        refund_invoice(world.store, world.gateway, "acme", "acme/2026-03", Decimal("0.01"))
+
+
+def test_given_a_paid_invoice_credited_by_a_note_when_refunded_in_full_then_only_the_rest_is_refunded(
+    world: World,
+) -> None:
+    events = Events()
+    _team_march_paid(world, events)
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", -5_000)  # -3.60 as account credit
+    april = world.close("acme", APR)
+    assert amounts(april, "credit") == ["-3.60"]
+    with pytest.raises(ValueError, match=r"at most 61\.60"):
+        refund_invoice(world.store, world.gateway, "acme", "acme/2026-03", Decimal("65.20"))
+    refunded = refund_invoice(world.store, world.gateway, "acme", "acme/2026-03", None)
+    assert refunded.refunded == Decimal("61.60")  # 65.20 - 3.60: 65.20 back in all
+
+
+def test_given_a_paid_invoice_charged_back_when_late_usage_is_negative_then_no_account_credit(world: World) -> None:
+    events = Events()
+    _team_march_paid(world, events)
+    refs = world.store.invoices["acme/2026-03"].gateway_refs
+    dispute = {"id": "dp_1", "payment_intent": refs[0], "amount": 6520, "status": "lost"}
+    apply_stripe_event(
+        world.store, world.bus, events, *events.add("evt_dl", "charge.dispute.closed", dispute), at(3, 4)
+    )
+    assert world.store.invoices["acme/2026-03"].charged_back == Decimal("65.20")
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", -5_000)  # -3.60
+    april = world.close("acme", APR)
+    note = world.store.credit_notes["acme/2026-03/credit-2026-04"]
+    assert (note.to_credit, note.returned) == (Decimal("0.00"), Decimal("3.60"))
+    assert amounts(april, "credit") == []
+    assert world.store.billing["acme"].credit == Decimal("0.00")
+
+
+def test_given_a_paid_crypto_bill_with_a_refund_owed_when_late_usage_is_negative_then_credit_up_to_what_it_keeps(
+    world: World,
+) -> None:
+    _personal_march_of_72_cents_shortened_to_nothing(world, BillingMethod.CRYPTO)
+    march = world.store.invoices["solo/2026-03"]
+    world.store.invoices["solo/2026-03"] = replace(
+        march, status=InvoiceStatus.PAID, refund_owed=Decimal("0.50")
+    )  # paid 0.72 on chain, an operator owes 0.50 back: it keeps 0.22
+    world.close("solo", APR)
+    note = world.store.credit_notes["solo/2026-03/credit-2026-04"]
+    assert (note.to_due, note.to_credit, note.returned) == (Decimal("0.00"), Decimal("0.22"), Decimal("0.50"))
+    assert world.store.billing["solo"].credit == Decimal("0.22")
+
+
+def test_given_an_invoice_lowered_by_a_note_when_its_payment_fails_then_the_alert_states_what_it_still_asks(
+    world: World,
+) -> None:
+    events = Events()
+    world.signup("acme", (at(1), "team"))
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", 60_000)  # 65.20
+    world.close("acme", MAR)
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", -5_000)  # -3.60 off the unpaid invoice
+    world.close("acme", APR)
+    failed = _paid_invoice(world) | {"status": "open", "amount_paid": 0}
+    key = events.add("evt_f", "invoice.payment_failed", failed)
+    apply_stripe_event(world.store, world.bus, events, *key, at(3, 4))
+    alerts = [detail for kind, detail in world.bus.events if kind == "PaymentFailed.v1"]
+    assert [alert["total"] for alert in alerts] == ["61.60"]  # 65.20 - 3.60, what the card is asked for
+
+
+def test_given_stripe_voided_the_invoice_before_we_heard_when_the_reduction_is_refused_then_nothing_is_credited(
+    world: World,
+) -> None:
+    events = Events()
+    _personal_march_of_72_cents_shortened_to_nothing(world)
+    world.gateway.void(world.store.invoices["solo/2026-03"].gateway_id)  # its invoice.voided still on the way
+    assert world.store.invoices["solo/2026-03"].status is InvoiceStatus.OPEN
+    world.close("solo", APR)
+    note = world.store.credit_notes["solo/2026-03/credit-2026-04"]
+    assert (note.to_due, note.to_credit, note.status) == (Decimal("0.00"), Decimal("0.00"), CreditNoteStatus.DONE)
+    assert world.store.billing["solo"].credit == Decimal("0.00")  # nothing was collected for March
+    assert world.gateway.out_of_band_notes == set()
+    voided = _paid_invoice(world, "solo/2026-03") | {"status": "void", "amount_paid": 0}
+    apply_stripe_event(world.store, world.bus, events, *events.add("evt_v", "invoice.voided", voided), at(2, 4))
+    assert world.store.billing["solo"].credit == Decimal("0.00")

@@ -89,3 +89,94 @@ def test_given_a_carried_amount_and_nothing_else_then_every_later_close_still_bi
         assert invoice.status is InvoiceStatus.CARRIED
     carried = [i for i in world.store.invoices.values() if i.status is InvoiceStatus.CARRIED]
     assert sum((i.total for i in carried if i.period == "2026-06"), Decimal(0)) == Decimal("0.36")
+
+
+# --- a voided invoice and its credit notes: the same money is given back once (D132 with D131) ---------------------
+
+
+def _solo_march_with_half_a_dollar_of_credit(world: World) -> None:
+    world.signup("solo", (at(1), "personal"))
+    world.store.billing["solo"] = BillingState(credit=Decimal("0.50"))
+    world.store.rate("solo", "2026-03", seg(at(1)), "video", 7_000)  # 2,000 over x 0.00072 = 1.44
+    march = world.close("solo", MAR)
+    assert amounts(march, "credit") == ["-0.50"]
+    assert march.total == Decimal("0.94")
+    assert world.store.billing["solo"].credit == Decimal("0.00")
+
+
+def _uncollectible(world: World, events: Events, invoice_id: str) -> None:
+    gave_up = _paid_invoice(world, invoice_id) | {"status": "uncollectible", "amount_paid": 0}
+    key = events.add("evt_uncollectible", "invoice.marked_uncollectible", gave_up)
+    apply_stripe_event(world.store, world.bus, events, *key, at(20, 3), world.gateway)
+
+
+def test_given_an_uncollectible_invoice_credited_by_a_note_when_it_is_voided_then_credit_is_given_once(
+    world: World,
+) -> None:
+    events = Events()
+    _solo_march_with_half_a_dollar_of_credit(world)
+    _uncollectible(world, events, "solo/2026-03")
+    world.store.rate("solo", "2026-03", seg(at(1)), "video", -2_000)  # 5,000: inside the allowance, -1.44
+    world.close("solo", APR)
+    note = world.store.credit_notes["solo/2026-03/credit-2026-04"]
+    assert note.to_credit == Decimal("1.44")  # an uncollectible invoice: account credit
+    assert world.store.billing["solo"].credit == Decimal("1.44")
+    _void(world, events, "solo/2026-03")
+    # March collected nothing and its usage is now 0.00: back to the 0.50 the customer had (1.44 - 1.44 + 0.50)
+    assert world.store.billing["solo"].credit == Decimal("0.50")
+
+
+def test_given_the_note_credit_was_spent_when_the_invoice_is_voided_then_the_next_invoice_bills_the_overdraft(
+    world: World,
+) -> None:
+    events = Events()
+    _solo_march_with_half_a_dollar_of_credit(world)
+    _uncollectible(world, events, "solo/2026-03")
+    world.store.rate("solo", "2026-03", seg(at(1)), "video", -2_000)  # -1.44 -> 1.44 account credit
+    world.store.rate("solo", "2026-04", seg(at(1, 4)), "video", 7_000)  # April: 1.44
+    april = world.close("solo", APR)
+    assert amounts(april, "credit") == ["-1.44"]
+    assert april.total == Decimal("0.00")
+    _void(world, events, "solo/2026-03")
+    assert world.store.billing["solo"].credit == Decimal("-0.94")  # 0.00 + 0.50 given back - 1.44 the note gave
+    may = world.close("solo", MAY)
+    assert amounts(may, "credit") == ["0.94"]
+    # over March to May the customer used 0.00 + 1.44 + 0.00 and had 0.50 of credit: owes 0.94
+    assert may.total == Decimal("0.94")
+    assert world.store.billing["solo"].credit == Decimal("0.00")
+
+
+def test_given_a_note_written_when_stripe_voids_before_its_reduction_then_credit_is_given_once(
+    world: World,
+) -> None:
+    events = Events()
+    _solo_march_with_half_a_dollar_of_credit(world)
+    world.store.rate("solo", "2026-03", seg(at(1)), "video", -2_000)  # -1.44: 0.94 off March, 0.50 account credit
+    gateway_id = world.store.invoices["solo/2026-03"].gateway_id
+    real = world.gateway.credit_note
+
+    def voided_first(gateway: str, amount: Decimal, reason: str, credit_id: str, out_of_band: bool = False) -> str:
+        if world.store.invoices["solo/2026-03"].status is not InvoiceStatus.VOID:
+            world.gateway.void(gateway_id)  # an operator voids March at Stripe between April's write and the note
+            _void(world, events, "solo/2026-03")
+        return real(gateway, amount, reason, credit_id, out_of_band)
+
+    world.gateway.credit_note = voided_first  # type: ignore[method-assign]
+    world.close("solo", APR)
+    note = world.store.credit_notes["solo/2026-03/credit-2026-04"]
+    assert (note.to_due, note.to_credit) == (Decimal("0.00"), Decimal("0.50"))
+    assert world.store.billing["solo"].credit == Decimal("0.50")  # what the customer had before March
+
+
+def test_given_a_void_read_before_the_close_wrote_a_note_then_the_void_counts_the_note(world: World) -> None:
+    events = Events()
+    _solo_march_with_half_a_dollar_of_credit(world)
+    _uncollectible(world, events, "solo/2026-03")
+    world.store.rate("solo", "2026-03", seg(at(1)), "video", -2_000)  # -1.44 -> 1.44 account credit
+    world.store.rate("solo", "2026-04", seg(at(1, 4)), "video", 7_000)  # April: 1.44, all of it paid by that credit
+    # April's close writes the note between the void's read and its write; the account credit stays 0.00 through it
+    world.store.before_update.append(lambda: world.close("solo", APR))
+    _void(world, events, "solo/2026-03")
+    assert world.store.credit_notes["solo/2026-03/credit-2026-04"].to_credit == Decimal("1.44")
+    assert world.store.invoices["solo/2026-03"].status is InvoiceStatus.VOID
+    assert world.store.billing["solo"].credit == Decimal("-0.94")  # 0.50 back - 1.44 the note gave, not +0.50

@@ -22,7 +22,13 @@ class GatewayUnavailableError(Exception):
 
 
 class GatewayRejectedError(Exception):
-    """The processor refused the request for good (invalid parameters, a state that forbids it): do not retry."""
+    """The processor refused the request for good (invalid parameters, a state that forbids it): do not retry.
+    ``status``: the processor's status of the invoice, when the refusal is about the state it is in (``paid``,
+    ``void`` ...); None when unknown."""
+
+    def __init__(self, message: str, status: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,10 +26,11 @@ from kilo_billing.invoicing import (
     below_card_minimum,
     can_move,
     compose_close,
-    credit_applied,
     credit_note_reason,
+    credited_by_notes,
     early_invoices,
     invoice_id,
+    void_credit,
 )
 from kilo_billing.money import ZERO, money_str
 from kilo_billing.periods import Period
@@ -279,9 +280,10 @@ def _issue_credit_note(deps: CloseDeps, ledger: AccountLedger, note: CreditNote,
     """Make the processor's credit note a stored credit note still waits for, on the credited card invoice, once
     (idempotent on the note's id). A reduction of the amount due the processor refuses - the invoice was paid there
     before its event reached us - becomes account credit instead (with the note, in one transaction: once), recorded
-    on the processor's invoice as credited out of band; if our record meanwhile says the invoice was voided, nothing
-    is credited (as a close finding it void). A note refused again is given up (the money side is already ours: the
-    account credit). An outage raises (the close job is retried; the note stays pending)."""
+    on the processor's invoice as credited out of band; if the processor says it voided the invoice (or, when the
+    refusal does not say, our record does), nothing is credited (as a close finding it void). A note refused again
+    is given up (the money side is already ours: the account credit). An outage raises (the close job is retried;
+    the note stays pending)."""
     for _ in range(NOTE_STEPS):
         if note.status is not CreditNoteStatus.PENDING:
             break
@@ -293,9 +295,12 @@ def _issue_credit_note(deps: CloseDeps, ledger: AccountLedger, note: CreditNote,
             made = _make_note(deps, gateway_id, note)
         except GatewayRejectedError as exc:
             ledger = deps.store.ledger(note.account_id)  # what the processor's events have told us meanwhile
-            now_void = (
-                found := ledger.invoices.get(note.invoice_id)
-            ) is not None and found.status is InvoiceStatus.VOID
+            found = ledger.invoices.get(note.invoice_id)
+            # the processor's own status decides (its invoice.voided may not have reached us yet); our record when the
+            # refusal does not say it
+            now_void = exc.status == InvoiceStatus.VOID.value or (
+                exc.status is None and found is not None and found.status is InvoiceStatus.VOID
+            )
             if note.to_due > 0 and now_void:  # voided there: nothing collected, nothing owed back (as at the close)
                 done = _note_step(
                     note,
@@ -712,7 +717,7 @@ def _invoice_event(
             event_id=f"payment-failed:{event_id}",
             account_id=invoice.account_id,
             invoice_id=invoice.invoice_id,
-            total=money_str(invoice.total),
+            total=money_str(amount_due(invoice, ledger.credit_notes.values())),  # what it still asks, after notes
             reason="action_required" if event_type.endswith("action_required") else "payment_failed",
             hosted_url=invoice.hosted_url,
             occurred_at=now.isoformat(),
@@ -738,10 +743,11 @@ def _save_with(
         if updated == invoice:
             return invoice
         try:
-            restored = credit_applied(updated) if voided(invoice, updated) else ZERO
-            if restored > 0:  # the credit a void invoice consumed goes back, once: with the move to void
-                credit = store.ledger(invoice.account_id).billing.credit
-                return store.update_invoice_and_credit(updated, invoice.status, credit, restored)
+            if voided(invoice, updated):  # the credit a void invoice consumed goes back, once: with the move to void,
+                ledger = store.ledger(invoice.account_id)  # less what its credit notes gave already (D132)
+                restored = void_credit(updated, ledger.credit_notes.values())
+                if restored != 0:
+                    return store.update_invoice_and_credit(updated, invoice.status, ledger.billing.credit, restored)
             return store.update_invoice(updated, invoice.status)
         except LedgerConflictError:
             stored = store.ledger(invoice.account_id).invoices.get(invoice.invoice_id)
@@ -780,7 +786,8 @@ def refund_invoice(
                 f"had not finished; it is now done and nothing more was refunded: run again to refund more"
             )
         return done
-    reduced = invoice.total - amount_due(invoice, ledger.credit_notes.values())  # credit notes took it off: not paid
+    # credit notes gave it back already: taken off the amount due (never paid) or given as account credit (D131)
+    reduced = credited_by_notes(invoice, ledger.credit_notes.values())
     refundable = invoice.kept - reduced
     wanted = refundable if amount is None else amount
     if wanted <= 0 or wanted > refundable:

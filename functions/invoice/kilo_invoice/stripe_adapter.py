@@ -345,7 +345,9 @@ class StripePaymentGateway:
             return earlier.id
         wanted = "paid" if out_of_band else "open"  # paid: we credit the account; open: its amount due drops
         if invoice.status != wanted:
-            raise GatewayRejectedError(f"cannot credit {gateway_id}: it is {invoice.status}, not {wanted}")
+            raise GatewayRejectedError(
+                f"cannot credit {gateway_id}: it is {invoice.status}, not {wanted}", invoice.status
+            )
         amount_in_cents = cents(amount)
         params: CreditNoteCreateParams = {
             "invoice": gateway_id,

@@ -245,8 +245,10 @@ class CreditNote:
       invoices only; at most what it still holds);
     - ``to_credit``: account credit, applied from the invoice that found it onwards (a paid invoice, a crypto bill, a
       carried or $0.00 invoice, and whatever exceeds what an unpaid one holds).
-    ``processor`` is the processor note's amount (``to_due``; or, for a paid card invoice, the part of the credit
-    that invoice still holds, recorded on it as credited outside the processor); 0: no processor note."""
+    ``processor`` is the processor note's amount (``to_due``; or, for a paid card invoice, the account credit,
+    recorded on it as credited outside the processor); 0: no processor note.
+    ``returned``: the part of the late usage that a paid invoice no longer holds - refunds, refunds owed, disputes
+    lost and earlier notes already gave it back - so neither account credit nor ``amount`` (D131)."""
 
     credit_id: str  # ``<account>/<credited period>/credit-<period of the invoice that found it>``
     account_id: str
@@ -262,6 +264,7 @@ class CreditNote:
     gateway_note_id: str | None = None
     version: int = 1  # bumped by every update after the close's write (conditional: the version read)
     history: tuple[tuple[str, str], ...] = ()  # (what happened, ISO time)
+    returned: Decimal = ZERO
 
     @property
     def amount(self) -> Decimal:
@@ -282,6 +285,7 @@ class CreditNote:
             "amount": money_str(self.amount),
             "to_amount_due": money_str(self.to_due),
             "to_account_credit": money_str(self.to_credit),
+            "already_returned": money_str(self.returned),
             "status": self.status.value,
             "lines": [line.as_json() for line in self.lines],
         }
@@ -319,6 +323,10 @@ class CloseDraft:
     credit: Decimal
     previous_credit: Decimal
     credit_notes: tuple[CreditNote, ...] = ()  # negative late usage of earlier periods (written once: none yet)
+    # the invoices those notes credit, with the revision read: the close bumps it, so a void (or any writer) that read
+    # the credited invoice before the notes were written re-reads them, and a close that read it before such a write
+    # composes again (D132: a void gives back credit net of its notes' credit)
+    credited: tuple[tuple[str, int], ...] = ()
 
 
 def invoice_id(account_id: str, period: Period, part: str = "") -> str:
@@ -414,12 +422,17 @@ def adjustment_lines(
 
 
 def with_credit(lines: list[Line], credit: Decimal, period: Period) -> tuple[list[Line], Decimal]:
-    """Apply credit on account to a positive subtotal; carry a negative subtotal to the credit. -> (lines, credit)."""
+    """Apply credit on account to a positive subtotal; carry a negative subtotal to the credit; bill a credit below
+    zero (a void took back credit a credit note had given and that was spent meanwhile, D132). -> (lines, credit)."""
     subtotal = total([line.amount for line in lines])
     if subtotal < 0:
         carried = -subtotal
         line = Line(CREDIT, f"Carried to account credit ({money_str(carried)})", carried, period.key)
         return [*lines, line], credit + carried
+    if credit < 0:
+        owed = -credit
+        line = Line(CREDIT, f"Account credit overdrawn by a voided invoice ({money_str(owed)})", owed, period.key)
+        return [*lines, line], ZERO
     if credit > 0 and subtotal > 0:
         applied = min(credit, subtotal)
         line = Line(CREDIT, f"Account credit applied ({money_str(applied)})", -applied, period.key)
@@ -485,7 +498,8 @@ def compose_close(ledger: AccountLedger, period: Period, catalog: Catalog, now: 
         transitions=((InvoiceStatus.DRAFT.value, now.isoformat()),),
         cost_basis=rated.cost_basis_rounded,
     )
-    return CloseDraft(record, tuple(moves), ledger.billing.seq, credit, ledger.billing.credit, tuple(notes))
+    read = tuple((note.invoice_id, ledger.invoices[note.invoice_id].revision) for note in notes)
+    return CloseDraft(record, tuple(moves), ledger.billing.seq, credit, ledger.billing.credit, tuple(notes), read)
 
 
 def closed_periods(invoices: Iterable[InvoiceRecord]) -> set[str]:
@@ -577,6 +591,12 @@ def credited_by_processor(invoice: InvoiceRecord, notes: Iterable[CreditNote]) -
     return total([note.processor for note in notes if note.invoice_id == invoice.invoice_id])
 
 
+def credited_by_notes(invoice: InvoiceRecord, notes: Iterable[CreditNote]) -> Decimal:
+    """What credit notes have given back against ``invoice`` so far, both ways: taken off its amount due, or account
+    credit. A refund of the invoice is bounded by what it keeps less this (D131)."""
+    return total([note.amount for note in notes if note.invoice_id == invoice.invoice_id])
+
+
 def amount_due(invoice: InvoiceRecord, notes: Iterable[CreditNote]) -> Decimal:
     """What an invoice asks the customer for: its total less what credit notes took off its amount due."""
     return invoice.total - total([note.to_due for note in notes if note.invoice_id == invoice.invoice_id])
@@ -592,9 +612,9 @@ def credit_note(
 
     - an unpaid card invoice at the processor (open, payment failed): the processor's credit note lowers its amount
       due by as much as it still holds (its total less earlier notes); any rest is account credit;
-    - a paid card invoice: account credit (applied from the next invoice on), recorded on the processor's invoice as
-      credited outside it, for as much as the invoice still holds (its total less refunds, disputes lost, earlier
-      notes);
+    - a paid invoice (card or crypto): account credit for at most what the invoice still holds (its total less
+      refunds made or owed, disputes lost and earlier notes' amounts); the rest was given back already (``returned``).
+      A card invoice's credit is recorded on the processor's invoice as credited outside it;
     - a void invoice: nothing (nothing was collected, nothing is owed back);
     - anything else (a crypto bill - the crypto rail cannot take money back to the payer -, a carried or $0.00
       invoice never sent to the processor, an uncollectible one, a draft): account credit."""
@@ -617,9 +637,13 @@ def credit_note(
     if on_card and credited.status in UNPAID_AT_PROCESSOR:
         to_due = max(ZERO, min(amount, credited.total - taken))
         return replace(base, to_due=to_due, to_credit=amount - to_due, processor=to_due, status=_pending_if(to_due))
-    if on_card and credited.status is InvoiceStatus.PAID:
-        recorded = max(ZERO, min(amount, credited.kept - taken))
-        return replace(base, processor=recorded, out_of_band=True, status=_pending_if(recorded))
+    if credited.status is InvoiceStatus.PAID:  # never more back than the customer's payment still leaves with us
+        held = max(ZERO, min(amount, credited.kept - credited_by_notes(credited, notes)))
+        paid = replace(base, to_credit=held, returned=amount - held)
+        if not on_card:
+            return paid
+        recorded = max(ZERO, min(held, credited.kept - taken))
+        return replace(paid, processor=recorded, out_of_band=True, status=_pending_if(recorded))
     return base
 
 
@@ -632,9 +656,13 @@ def credit_note_reason(note: CreditNote) -> str:
     return f"Late usage of {note.period} credited ({money_str(note.amount)}): {late}"
 
 
-# --- credit applied to an invoice that is voided (restored once, with the transition to void) ---------------------
+# --- a voided invoice and the account credit (D132) ---------------------------------------------------------------
 
 
-def credit_applied(invoice: InvoiceRecord) -> Decimal:
-    """The account credit an invoice consumed (its ``Account credit applied`` line), as a positive amount."""
-    return -total([line.amount for line in invoice.lines if line.kind == CREDIT and line.amount < 0])
+def void_credit(invoice: InvoiceRecord, notes: Iterable[CreditNote]) -> Decimal:
+    """What voiding ``invoice`` moves on the account's credit, so that the invoice and its credit notes leave the
+    credit as if it had never been issued: the credit it applied comes back (its credit lines, reversed), less the
+    account credit its credit notes already gave against it (the same money: a note credits late usage of a period
+    whose invoice the void now cancels whole). Negative when the notes gave more than it applied (D132)."""
+    noted = total([note.to_credit for note in notes if note.invoice_id == invoice.invoice_id])
+    return -invoice.amount_of(CREDIT) - noted

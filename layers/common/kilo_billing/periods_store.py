@@ -297,6 +297,7 @@ def credit_note_to_item(note: CreditNote) -> Item:
             "to_due": str(note.to_due),
             "to_credit": str(note.to_credit),
             "processor": str(note.processor),
+            "returned": str(note.returned) if note.returned else None,
             "out_of_band": note.out_of_band or None,
             "status": note.status.value,
             "gateway_note_id": note.gateway_note_id,
@@ -317,6 +318,7 @@ def credit_note_from_values(account_id: str, values: Mapping[str, Any]) -> Credi
         to_due=Decimal(str(values["to_due"])),
         to_credit=Decimal(str(values["to_credit"])),
         processor=Decimal(str(values.get("processor", "0"))),
+        returned=Decimal(str(values.get("returned", "0"))),
         out_of_band=bool(values.get("out_of_band", False)),
         status=CreditNoteStatus(values["status"]),
         gateway_note_id=values.get("gateway_note_id"),
@@ -446,6 +448,20 @@ class DynamoLedgerStore:
                 }
             }
             for note in draft.credit_notes
+        ]
+        writes += [
+            {
+                "Update": {
+                    "TableName": self._table,
+                    "Key": to_item({KEY: account_pk(invoice.account_id), SORT_KEY: invoice_sort_key(credited)}),
+                    "UpdateExpression": "SET #rev = :next",
+                    "ConditionExpression": "attribute_exists(#k) AND "
+                    + ("(attribute_not_exists(#rev) OR #rev = :rev)" if revision == 0 else "#rev = :rev"),
+                    "ExpressionAttributeNames": {"#k": KEY, "#rev": "revision"},
+                    "ExpressionAttributeValues": to_item({":rev": revision, ":next": revision + 1}),
+                }
+            }
+            for credited, revision in draft.credited  # the credited invoices, as read: writers that read them re-read
         ]
         seq_values: dict[str, Any] = {
             ":seq": invoice.seq,
