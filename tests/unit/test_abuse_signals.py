@@ -16,6 +16,7 @@ from kilo_billing.catalog import default_catalog
 from kilo_billing.rating import TierChange
 from kilo_billing.usage_signals import OpenSession, SessionStart
 from tests.fakes import InMemoryAccountDirectory
+from tests.unit.alerts_fakes import InMemoryOperatorLedger
 
 T = AbuseThresholds()
 NOW = datetime(2026, 11, 15, tzinfo=UTC)  # 14 of November's 30 days elapsed
@@ -100,23 +101,6 @@ def test_given_three_failed_payments_in_30_days_then_it_fires_and_older_ones_do_
     assert abuse.failed_payments("acct-a", [NOW_MS - 31 * day, NOW_MS - 10 * day, NOW_MS], T, NOW_MS) is None
 
 
-class Ledger:
-    def __init__(self) -> None:
-        self.items: dict[tuple[str, str, str], str] = {}
-
-    def claim(self, account_id: str, kind: str, key: str, now_ms: int, lease_ms: int) -> bool:
-        if self.items.get((account_id, kind, key), "retry") != "retry":
-            return False
-        self.items[(account_id, kind, key)] = "pending"
-        return True
-
-    def record(self, account_id: str, kind: str, key: str, outcome: str, detail: str, now_ms: int) -> None:
-        self.items[(account_id, kind, key)] = outcome
-
-    def release(self, account_id: str, kind: str, key: str, detail: str, now_ms: int) -> None:
-        self.items[(account_id, kind, key)] = "retry"
-
-
 class Notifier:
     def __init__(self, *failures: Exception) -> None:
         self.failures = list(failures)
@@ -141,7 +125,7 @@ STORM = Signal("connection_storm", "free-1", "connection_storm:2026-11-15", "40 
 
 
 def ports(directory: InMemoryAccountDirectory, notifier: Notifier) -> OperatorPorts:
-    return OperatorPorts(ledger=Ledger(), notifier=notifier, directory=directory, payments=NoPayments())
+    return OperatorPorts(ledger=InMemoryOperatorLedger(), notifier=notifier, directory=directory, payments=NoPayments())
 
 
 def policy(auto_hold: bool) -> OperatorPolicy:

@@ -18,6 +18,7 @@ from kilo_alerts import abuse
 from kilo_alerts.abuse import AbuseThresholds, Signal
 from kilo_alerts.model import AlertError, MarginSnapshot, OperatorAlert
 from kilo_alerts.ports import (
+    ClaimHeldError,
     MarginSnapshots,
     OperatorLedger,
     OperatorNotifier,
@@ -74,6 +75,8 @@ class OperatorPolicy:
     is_free: Callable[[str], bool]  # a tier without a fee (Personal)
     thresholds: AbuseThresholds = field(default_factory=AbuseThresholds)
     auto_hold: bool = False  # hold free accounts a signal of HOLD_SIGNALS flags
+    # a pending claim older than this is taken over: the scheduled checks' default (they run up to 300 s); the alerts
+    # queue's events use the settings' claim lease instead (between its 60 s timeout and 360 s visibility, D147)
     lease_ms: int = 15 * 60_000
 
 
@@ -93,9 +96,13 @@ def announce(
     before: Callable[[], OperatorAlert] | None = None,
 ) -> str:
     """Claim, (``before``: an action that must happen once, before the message, which may change it), publish,
-    record. ``OperatorAlertFailedError`` when the topic failed for now."""
-    if not ports.ledger.claim(alert.account_id, alert.kind, alert.key, now_ms, policy.lease_ms):
-        return "duplicate"
+    record. ``OperatorAlertFailedError`` when the topic failed for now, or when another delivery holds the claim
+    within its lease (still at it, or crashed between claiming and recording: run again, never taken as announced)."""
+    try:
+        if not ports.ledger.claim(alert.account_id, alert.kind, alert.key, now_ms, policy.lease_ms):
+            return "duplicate"
+    except ClaimHeldError as exc:
+        raise OperatorAlertFailedError(f"{alert.kind} {alert.key}: claimed by another delivery, not decided") from exc
     if before is not None:
         alert = before()
     try:
