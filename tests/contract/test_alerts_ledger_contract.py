@@ -1,4 +1,4 @@
-"""One contract, two implementations of the alerts delivery ledger: the in-memory fake and DynamoDB (moto, the
+"""One contract, two implementations of the alerts delivery ledger and the operator alerts' ledger: the in-memory fake and DynamoDB (moto, the
 template's alerts table)."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ from dataclasses import replace
 import pytest
 
 from kilo_alerts.model import Channel, Delivery, Outcome
-from kilo_alerts.ports import ClaimHeldError, DeliveryLedger
+from kilo_alerts.ports import ClaimHeldError, DeliveryLedger, OperatorLedger
 from tests.conftest import Stack
-from tests.unit.alerts_fakes import InMemoryLedger
+from tests.unit.alerts_fakes import InMemoryLedger, InMemoryOperatorLedger
 
 T0 = 1_790_000_000_000
 LEASE = 60_000
@@ -90,3 +90,63 @@ def test_given_a_daily_sms_cap_then_it_counts_per_account_and_utc_day_and_gives_
     assert ledger.take_sms("org:7@x", "2026-11-20", 2, T0)
     assert not ledger.take_sms("org:7@x", "2026-11-20", 2, T0)
     assert ledger.deliveries("org:7@x") == []  # the counts are not deliveries
+
+
+# --- the operator alerts' ledger ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["fake", "dynamodb"])
+def operator_ledger(request: pytest.FixtureRequest) -> OperatorLedger:
+    if request.param == "fake":
+        return InMemoryOperatorLedger()
+    from kilo_alerts.adapters import DynamoOperatorLedger  # noqa: PLC0415
+
+    stack: Stack = request.getfixturevalue("stack")
+    return DynamoOperatorLedger(stack.clients["dynamodb"], stack.template.physical_name("AlertsTable"))
+
+
+def test_given_an_operator_claim_pending_then_it_is_held_within_its_lease_and_taken_over_after(
+    operator_ledger: OperatorLedger,
+) -> None:
+    assert operator_ledger.claim("acct_1", "abuse_x", "k1", T0, LEASE)
+    with pytest.raises(ClaimHeldError):  # pending within the lease: not decided, so not a duplicate either
+        operator_ledger.claim("acct_1", "abuse_x", "k1", T0 + LEASE, LEASE)
+    assert operator_ledger.claim("acct_1", "abuse_x", "k2", T0 + 1, LEASE)  # per key
+    assert operator_ledger.claim("acct_1", "abuse_x", "k1", T0 + LEASE + 1, LEASE)  # stale: taken over
+    operator_ledger.record("acct_1", "abuse_x", "k1", "sent", "msg-1", T0 + LEASE + 2)
+    assert not operator_ledger.claim("acct_1", "abuse_x", "k1", T0 + 100 * LEASE, LEASE)  # decided: a duplicate
+    operator_ledger.release("acct_1", "abuse_x", "k2", "Throttling", T0 + 3)
+    assert operator_ledger.claim("acct_1", "abuse_x", "k2", T0 + 4, LEASE)  # released: claimed again at once
+
+
+def test_given_an_operator_alert_whose_delivery_crashed_then_the_queues_redelivery_announces_it(
+    operator_ledger: OperatorLedger,
+) -> None:
+    """An unattributed-usage event on the alerts queue: the Lambda claimed the operator alert and died before the
+    topic answered. Within the lease the record is failed for retry (not acknowledged as a duplicate); SQS hands it
+    back after the queue's 360 s visibility timeout, past the claim lease the alerts function uses: announced."""
+    from kilo_alerts.dependencies import operator_policy  # noqa: PLC0415
+    from kilo_alerts.operator import OperatorAlertFailedError, OperatorPorts, on_unattributed  # noqa: PLC0415
+    from kilo_alerts.settings import AlertSettings  # noqa: PLC0415
+    from tests.fakes import InMemoryAccountDirectory  # noqa: PLC0415
+    from tests.unit.test_abuse_signals import NoPayments, Notifier  # noqa: PLC0415
+
+    config = AlertSettings(
+        alerts_table_name="alerts",
+        usage_table_name="usage",
+        alert_sender_email="alerts@kilo.example",
+        alert_preferences_url="https://kilo.example/prefs",
+    )
+    policy = operator_policy(config, config.claim_lease_minutes * 60_000)  # as dependencies.alerts() builds it
+    assert policy.lease_ms == 300_000
+    event = {"room_sid": "RM_1", "participant_sid": "PA_1", "identity": "guest", "period": "2026-11", "minutes": 3}
+    notifier = Notifier()
+    ports = OperatorPorts(operator_ledger, notifier, InMemoryAccountDirectory(), NoPayments())
+    day = "1970-01-01"
+    operator_ledger.claim("", "unattributed_usage", f"{day}:RM_1", 60_000, policy.lease_ms)  # then the crash
+    with pytest.raises(OperatorAlertFailedError, match="not decided"):
+        on_unattributed(event, ports, policy, 60_000 + 60_000)  # a retry within the lease: failed, retried later
+    assert notifier.sent == []
+    announced = on_unattributed(event, ports, policy, 60_000 + 360_000)
+    assert announced.outcome == "sent"
+    assert len(notifier.sent) == 1

@@ -297,3 +297,16 @@ def test_given_a_budget_percentage_below_100_then_the_weekday_forecast_of_the_ha
         "Kilo: at this rate your November 2026 bill ($80.00 so far) passes your $100.00 hard limit around Saturday 28 "
         "November. Reply STOP to opt out",
     ) in alerts_stack.sent_sms()
+
+
+def test_given_the_deployed_settings_then_operator_claims_on_the_alerts_queue_use_the_queues_lease(
+    alerts_stack: AlertsStack,
+) -> None:
+    """Operator events arrive on the alerts queue (360 s visibility): their claims must be stale by the redelivery,
+    like the delivery claims (D147); only the scheduled checks keep 15 minutes."""
+    from kilo_alerts import dependencies  # noqa: PLC0415
+
+    queue = dependencies.alerts()
+    assert queue.policy.operator is not None
+    assert queue.policy.operator.lease_ms == queue.settings.claim_lease_minutes * 60_000 == 300_000
+    assert dependencies.operator_checks().policy.lease_ms == 15 * 60_000

@@ -123,6 +123,28 @@ class InMemoryEnforcementLedger:
         )
 
 
+class InMemoryOperatorLedger:
+    """``OperatorLedger`` in memory: (account, kind, key) -> (status, at_ms), with the DynamoDB adapter's lease."""
+
+    def __init__(self) -> None:
+        self.items: dict[tuple[str, str, str], tuple[str, int]] = {}
+
+    def claim(self, account_id: str, kind: str, key: str, now_ms: int, lease_ms: int) -> bool:
+        status, at_ms = self.items.get((account_id, kind, key), ("retry", 0))
+        if status == "pending" and at_ms >= now_ms - lease_ms:
+            raise ClaimHeldError("claimed by another delivery, not decided yet")
+        if status not in ("retry", "pending"):
+            return False
+        self.items[(account_id, kind, key)] = ("pending", now_ms)
+        return True
+
+    def record(self, account_id: str, kind: str, key: str, outcome: str, detail: str, now_ms: int) -> None:
+        self.items[(account_id, kind, key)] = (outcome, now_ms)
+
+    def release(self, account_id: str, kind: str, key: str, detail: str, now_ms: int) -> None:
+        self.items[(account_id, kind, key)] = ("retry", now_ms)
+
+
 AUDIO_ONLY_SOURCES = ("microphone",)
 
 
@@ -181,6 +203,7 @@ __all__ = [
     "FakeRooms",
     "InMemoryEnforcementLedger",
     "InMemoryLedger",
+    "InMemoryOperatorLedger",
     "RecordingScheduler",
     "RoomControlFailedError",
     "ScriptedMailer",

@@ -3,6 +3,8 @@ and a flag holds only a free, active account when the policy says so (fakes of t
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -11,11 +13,12 @@ from kilo_alerts import abuse
 from kilo_alerts.abuse import AbuseThresholds, Signal
 from kilo_alerts.operator import OperatorAlertFailedError, OperatorPolicy, OperatorPorts, flag
 from kilo_alerts.ports import SendFailedError
-from kilo_billing.accounts import AccountProfile, set_status
+from kilo_billing.accounts import AccountProfile, ProfileChangedError, set_status
 from kilo_billing.catalog import default_catalog
 from kilo_billing.rating import TierChange
 from kilo_billing.usage_signals import OpenSession, SessionStart
 from tests.fakes import InMemoryAccountDirectory
+from tests.unit.alerts_fakes import InMemoryOperatorLedger
 
 T = AbuseThresholds()
 NOW = datetime(2026, 11, 15, tzinfo=UTC)  # 14 of November's 30 days elapsed
@@ -100,23 +103,6 @@ def test_given_three_failed_payments_in_30_days_then_it_fires_and_older_ones_do_
     assert abuse.failed_payments("acct-a", [NOW_MS - 31 * day, NOW_MS - 10 * day, NOW_MS], T, NOW_MS) is None
 
 
-class Ledger:
-    def __init__(self) -> None:
-        self.items: dict[tuple[str, str, str], str] = {}
-
-    def claim(self, account_id: str, kind: str, key: str, now_ms: int, lease_ms: int) -> bool:
-        if self.items.get((account_id, kind, key), "retry") != "retry":
-            return False
-        self.items[(account_id, kind, key)] = "pending"
-        return True
-
-    def record(self, account_id: str, kind: str, key: str, outcome: str, detail: str, now_ms: int) -> None:
-        self.items[(account_id, kind, key)] = outcome
-
-    def release(self, account_id: str, kind: str, key: str, detail: str, now_ms: int) -> None:
-        self.items[(account_id, kind, key)] = "retry"
-
-
 class Notifier:
     def __init__(self, *failures: Exception) -> None:
         self.failures = list(failures)
@@ -141,7 +127,7 @@ STORM = Signal("connection_storm", "free-1", "connection_storm:2026-11-15", "40 
 
 
 def ports(directory: InMemoryAccountDirectory, notifier: Notifier) -> OperatorPorts:
-    return OperatorPorts(ledger=Ledger(), notifier=notifier, directory=directory, payments=NoPayments())
+    return OperatorPorts(ledger=InMemoryOperatorLedger(), notifier=notifier, directory=directory, payments=NoPayments())
 
 
 def policy(auto_hold: bool) -> OperatorPolicy:
@@ -199,3 +185,58 @@ def test_given_the_hold_applied_and_the_topic_failing_then_the_retry_still_says_
     [(_, message)] = notifier.sent
     assert "The account is on hold (status abuse_hold)" in message
     assert "Nothing was changed" not in message
+
+
+class RacingDirectory(InMemoryAccountDirectory):
+    """The first save loses against another writer that saved ``racer(stored profile)`` just before it (an upgrade
+    or an operator's status between the flag's read and its save)."""
+
+    def __init__(self, racer: Callable[[AccountProfile], AccountProfile]) -> None:
+        super().__init__()
+        self.racer, self.raced = racer, False
+
+    def save(self, profile: AccountProfile) -> AccountProfile:
+        if not self.raced:
+            self.raced = True
+            super().save(self.racer(self.profiles[profile.account_id]))
+        return super().save(profile)
+
+
+@pytest.mark.parametrize(
+    ("reason", "racer", "status", "tier"),
+    [
+        (
+            "upgraded to Team meanwhile",
+            lambda p: replace(p, changes=(*p.changes, TierChange(datetime(2026, 11, 10, tzinfo=UTC), "team"))),
+            "active",
+            "team",
+        ),
+        ("suspended by an operator meanwhile", lambda p: replace(p, status="suspended"), "suspended", "personal"),
+    ],
+)
+def test_given_the_account_changed_between_the_flags_read_and_its_hold_then_it_is_judged_as_it_is_now(
+    reason: str, racer: Callable[[AccountProfile], AccountProfile], status: str, tier: str
+) -> None:
+    directory = RacingDirectory(racer)
+    directory.register(profile("free-1"))
+    notifier = Notifier()
+    flagged = flag(STORM, ports(directory, notifier), policy(True), NOW_MS)
+    stored = directory.registered(["free-1"])["free-1"]
+    assert (stored.status, stored.tier_at(NOW)) == (status, tier), reason
+    assert (flagged.outcome, flagged.held) == ("sent", False), reason
+    assert "Nothing was changed" in notifier.sent[0][1]
+
+
+def test_given_the_profile_changing_on_every_save_then_the_flag_is_released_and_run_again() -> None:
+    class Busy(InMemoryAccountDirectory):
+        def save(self, profile: AccountProfile) -> AccountProfile:
+            raise ProfileChangedError("another writer")
+
+    directory = Busy()
+    directory.register(profile("free-1"))
+    notifier = Notifier()
+    p = ports(directory, notifier)
+    with pytest.raises(OperatorAlertFailedError, match="changed meanwhile"):
+        flag(STORM, p, policy(True), NOW_MS)
+    assert notifier.sent == []
+    assert p.ledger.claim("free-1", "abuse_connection_storm", STORM.key, NOW_MS + 1, 60_000)  # released

@@ -4,6 +4,7 @@ adapter itself runs against a RoomService stand-in in tests/integration/test_har
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -196,3 +197,52 @@ def test_given_a_crash_between_claiming_and_scheduling_the_removal_then_the_rede
     assert scheduler.scheduled == []
     restrict_account(*args, NOW_MS + 360_000)  # type: ignore[arg-type]  # the queue's visibility timeout later
     assert scheduler.scheduled == [("acct_1", "2026-11", 120, "50")]
+
+
+def test_given_a_limit_set_again_while_still_narrowed_then_lifting_it_gives_back_the_permission_before_either() -> None:
+    # bill $70: hard limit $50 (first setting, 50v1) reached -> audio-only; within the grace raised to $60 (60v2),
+    # still reached -> restricted again while already narrowed; then raised to $200: both removal steps find it lifted
+    ledger, scheduler, sessions = InMemoryEnforcementLedger(), RecordingScheduler(), StaticSessions(HOST, RECORDER)
+    both = FakeRooms({key: dict(BEFORE[key]) for key in (("webinar", "host"), ("webinar", "recorder"))})
+    policy = EnforcementPolicy()
+    restrict_account("acct_1", "2026-11", "50v1", sessions, both, ledger, scheduler, policy, NOW_MS)
+    restrict_account("acct_1", "2026-11", "60v2", sessions, both, ledger, scheduler, policy, NOW_MS + 60_000)
+    # the second step keeps what the host had before the first, not the microphone-only permission it reads now
+    host_saved = {
+        r.limit: json.loads(r.saved)
+        for r in ledger.actions("acct_1")
+        if r.action is EnforcementAction.AUDIO_ONLY and r.identity == "host"
+    }
+    assert host_saved == {"50v1": BEFORE[("webinar", "host")], "60v2": BEFORE[("webinar", "host")]}
+    lifted = entitlements("active", "70", hard="200")
+    first = remove_account("acct_1", "2026-11", "50v1", sessions, both, ledger, lifted, NOW_MS + 120_000)
+    assert sorted((r.action.value, r.identity, r.outcome) for r in first) == [
+        ("remove", "-", "lifted"),
+        ("restore", "host", "done"),
+        ("restore", "recorder", "done"),
+    ]
+    second = remove_account("acct_1", "2026-11", "60v2", sessions, both, ledger, lifted, NOW_MS + 180_000)
+    assert [(r.action.value, r.outcome) for r in second] == [("remove", "lifted")]  # given back once, not twice
+    assert both.permissions == {
+        ("webinar", "host"): {"can_publish": True, "can_subscribe": True, "sources": [], "hidden": False},
+        ("webinar", "recorder"): {"can_publish": True, "can_subscribe": True, "sources": [], "hidden": True},
+    }
+    assert [call for call in both.calls if call[0] == "restore"] == [
+        ("restore", "webinar", "host"),
+        ("restore", "webinar", "recorder"),
+    ]
+
+
+def test_given_a_participant_restored_then_a_limit_reached_again_narrows_and_saves_afresh() -> None:
+    # restored under 50v1, then the limit lowered again (40v2) and reached: the new step saves what it reads now
+    room = FakeRooms({("webinar", "host"): dict(BEFORE[("webinar", "host")])})
+    ledger, scheduler, sessions = InMemoryEnforcementLedger(), RecordingScheduler(), StaticSessions(HOST)
+    restrict_account("acct_1", "2026-11", "50v1", sessions, room, ledger, scheduler, EnforcementPolicy(), NOW_MS)
+    lifted = entitlements("active", "45", hard="200")
+    remove_account("acct_1", "2026-11", "50v1", sessions, room, ledger, lifted, NOW_MS + 120_000)
+    room.permissions[("webinar", "host")] = {**BEFORE[("webinar", "host")], "can_subscribe": False}  # the app's
+    restrict_account(
+        "acct_1", "2026-11", "40v2", sessions, room, ledger, scheduler, EnforcementPolicy(), NOW_MS + 180_000
+    )
+    [second] = [r for r in ledger.actions("acct_1") if r.action is EnforcementAction.AUDIO_ONLY and r.limit == "40v2"]
+    assert json.loads(second.saved) == {"can_publish": True, "can_subscribe": False, "sources": [], "hidden": False}

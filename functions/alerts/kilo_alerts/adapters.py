@@ -359,7 +359,8 @@ class SnsOperatorNotifier:
 
 
 class DynamoOperatorLedger:
-    """``OperatorLedger`` on the alerts table: the claim is one conditional ``PutItem``."""
+    """``OperatorLedger`` on the alerts table: the claim is one conditional ``PutItem`` (new, released, or a pending
+    claim older than the lease); a pending claim within its lease raises ``ClaimHeldError``."""
 
     def __init__(self, client: Any, table: str) -> None:
         self._client = client
@@ -398,6 +399,9 @@ class DynamoOperatorLedger:
                 ),
             )
         except ConditionFailedError:
+            # pending within its lease is not decided (a holder still at it, or one that crashed): retried (D147)
+            if _pending(self._client, self._table, items.operator_key(account_id, kind, key)):
+                raise ClaimHeldError(HELD) from None
             return False
         return True
 

@@ -68,21 +68,25 @@ def alerts() -> AlertDependencies:
         ),
         EnforcementPolicy(config.enforcement_grace_seconds),
         config.weekday_weights,
-        operator_policy(config),
+        # operator events on the alerts queue: the queue's claim lease (a crashed claim is stale at the redelivery)
+        operator_policy(config, config.claim_lease_minutes * 60_000),
     )
     return AlertDependencies(config, replace(ports, operator=operator_ports(config, scheduled=False)), policy)
 
 
-def operator_policy(config: AlertSettings) -> OperatorPolicy:
+def operator_policy(config: AlertSettings, lease_ms: int | None = None) -> OperatorPolicy:
+    """``lease_ms``: the claims' lease; ``None`` keeps OperatorPolicy's 15 minutes (the scheduled checks run up to
+    300 s)."""
     from kilo_billing.catalog import default_catalog  # noqa: PLC0415
 
     book = default_catalog().latest
-    return OperatorPolicy(
+    policy = OperatorPolicy(
         book=book,
         is_free=lambda tier: book.tier(tier).monthly_fee == 0,
         thresholds=config.abuse_thresholds,
         auto_hold=config.abuse_auto_hold,
-    )  # its claims keep OperatorPolicy's 15-minute lease: the scheduled checks run up to 300 s
+    )
+    return policy if lease_ms is None else replace(policy, lease_ms=lease_ms)
 
 
 def operator_ports(config: AlertSettings, scheduled: bool) -> OperatorPorts:

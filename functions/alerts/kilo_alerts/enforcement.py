@@ -99,9 +99,29 @@ def _act(
     return records
 
 
-def _narrow(rooms: RoomControl) -> Callable[[EnforcementRecord], EnforcementRecord]:
+def _unrestored(records: list[EnforcementRecord], period: str) -> dict[Participant, EnforcementRecord]:
+    """Each participant's earliest audio-only step of the period, under any hard limit, whose saved permission has
+    not been given back yet: the one permission it had before any limit of the period narrowed it. ``records``: the
+    account's records, oldest first (``EnforcementLedger.actions``)."""
+    first: dict[Participant, EnforcementRecord] = {}
+    for record in _all_unrestored(records, period):
+        first.setdefault(Participant(record.room, record.identity), record)
+    return first
+
+
+def _narrow(
+    rooms: RoomControl, earlier: dict[Participant, EnforcementRecord]
+) -> Callable[[EnforcementRecord], EnforcementRecord]:
+    """Narrow and save the permission it had; a participant still narrowed by an earlier limit of the period (a limit
+    set again while reached is a new scope, D140) keeps the permission that step saved: what it reads now is already
+    narrowed, and giving that back would leave it audio-only (D146)."""
+
     def narrow(pending: EnforcementRecord) -> EnforcementRecord:
         saved = rooms.audio_only(pending.room, pending.identity)
+        first = earlier.get(Participant(pending.room, pending.identity))
+        if first is not None:
+            detail = f"still narrowed under the hard limit {first.limit or '(unscoped)'}: its saved permission kept"
+            return replace(pending.decided("done", detail), saved=first.saved)
         if saved is None:
             return pending.decided("skipped", "may not publish: nothing to narrow")
         return replace(pending.decided("done"), saved=saved)
@@ -136,7 +156,7 @@ def restrict_account(
         EnforcementAction.AUDIO_ONLY,
         sessions.open_participants(account_id),
         ledger,
-        _narrow(rooms),
+        _narrow(rooms, _unrestored(ledger.actions(account_id), period)),
         now_ms,
     )
     marker = EnforcementRecord(
@@ -157,21 +177,61 @@ def restore_account(
     account_id: str, period: str, limit: str, rooms: RoomControl, ledger: EnforcementLedger, now_ms: int
 ) -> list[EnforcementRecord]:
     """The hard limit ``limit`` no longer holds (raised, removed, or a new month): every participant restricted under
-    it gets back the permission its audio-only step saved (once each; one who left meanwhile is recorded gone)."""
+    it gets back the permission its audio-only step saved (once each; one who left meanwhile is recorded gone). No
+    limit of the period holds then, so the participant's audio-only steps under the period's other limits are
+    recorded restored too: their removal steps give nothing back a second time."""
+    records = ledger.actions(account_id)
     saved = {
         Participant(record.room, record.identity): record.saved
-        for record in ledger.actions(account_id)
+        for record in records
         if record.action is EnforcementAction.AUDIO_ONLY
         and (record.period, record.limit) == (period, limit)
         and record.outcome == "done"
         and record.saved
     }
+    others = [record for record in _all_unrestored(records, period) if record.limit != limit]
 
     def restore(pending: EnforcementRecord) -> EnforcementRecord:
-        rooms.restore(pending.room, pending.identity, saved[Participant(pending.room, pending.identity)])
+        participant = Participant(pending.room, pending.identity)
+        rooms.restore(pending.room, pending.identity, saved[participant])
+        for other in others:
+            if Participant(other.room, other.identity) == participant:
+                _mark_restored(ledger, replace(pending, limit=other.limit), limit)
         return pending.decided("done")
 
     return _act(account_id, period, limit, EnforcementAction.RESTORE, list(saved), ledger, restore, now_ms)
+
+
+def _all_unrestored(records: list[EnforcementRecord], period: str) -> list[EnforcementRecord]:
+    """Every done audio-only step of the period (any limit) whose permission was not given back nor its participant
+    removed under its limit."""
+    ended = {
+        (record.limit, record.room, record.identity)
+        for record in records
+        if record.period == period
+        and record.action in (EnforcementAction.RESTORE, EnforcementAction.REMOVE)
+        and record.outcome in ("done", "gone")
+    }
+    return [
+        record
+        for record in records
+        if record.action is EnforcementAction.AUDIO_ONLY
+        and record.period == period
+        and record.outcome == "done"
+        and record.saved
+        and (record.limit, record.room, record.identity) not in ended
+    ]
+
+
+def _mark_restored(ledger: EnforcementLedger, pending: EnforcementRecord, under: str) -> None:
+    """Record the restore of ``pending``'s limit as done by the restore under ``under`` (claimed like any action:
+    decided or held by another delivery, it is left alone)."""
+    try:
+        if not ledger.claim(pending):
+            return
+    except ClaimHeldError:
+        return
+    ledger.record(pending.decided("done", f"given back with the restore under the hard limit {under or '(unscoped)'}"))
 
 
 def remove_account(

@@ -9,7 +9,7 @@ again, and only what was not announced is announced).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final
@@ -18,6 +18,7 @@ from kilo_alerts import abuse
 from kilo_alerts.abuse import AbuseThresholds, Signal
 from kilo_alerts.model import AlertError, MarginSnapshot, OperatorAlert
 from kilo_alerts.ports import (
+    ClaimHeldError,
     MarginSnapshots,
     OperatorLedger,
     OperatorNotifier,
@@ -25,7 +26,13 @@ from kilo_alerts.ports import (
     SendFailedError,
     SendRefusedError,
 )
-from kilo_billing.accounts import AccountDirectory, set_status
+from kilo_billing.accounts import (
+    AccountDirectory,
+    AccountProfile,
+    ProfileChangedError,
+    UnknownAccountError,
+    update_profile,
+)
 from kilo_billing.catalog import PriceBook
 from kilo_billing.contracts import (
     PaymentFailedV1,
@@ -74,6 +81,8 @@ class OperatorPolicy:
     is_free: Callable[[str], bool]  # a tier without a fee (Personal)
     thresholds: AbuseThresholds = field(default_factory=AbuseThresholds)
     auto_hold: bool = False  # hold free accounts a signal of HOLD_SIGNALS flags
+    # a pending claim older than this is taken over: the scheduled checks' default (they run up to 300 s); the alerts
+    # queue's events use the settings' claim lease instead (between its 60 s timeout and 360 s visibility, D147)
     lease_ms: int = 15 * 60_000
 
 
@@ -93,11 +102,19 @@ def announce(
     before: Callable[[], OperatorAlert] | None = None,
 ) -> str:
     """Claim, (``before``: an action that must happen once, before the message, which may change it), publish,
-    record. ``OperatorAlertFailedError`` when the topic failed for now."""
-    if not ports.ledger.claim(alert.account_id, alert.kind, alert.key, now_ms, policy.lease_ms):
-        return "duplicate"
+    record. ``OperatorAlertFailedError`` when the topic failed for now, or when another delivery holds the claim
+    within its lease (still at it, or crashed between claiming and recording: run again, never taken as announced)."""
+    try:
+        if not ports.ledger.claim(alert.account_id, alert.kind, alert.key, now_ms, policy.lease_ms):
+            return "duplicate"
+    except ClaimHeldError as exc:
+        raise OperatorAlertFailedError(f"{alert.kind} {alert.key}: claimed by another delivery, not decided") from exc
     if before is not None:
-        alert = before()
+        try:
+            alert = before()
+        except ProfileChangedError as exc:  # the profile kept changing under it: nothing done, run again
+            ports.ledger.release(alert.account_id, alert.kind, alert.key, str(exc)[:500], now_ms)
+            raise OperatorAlertFailedError(f"{alert.kind} {alert.key}: {exc}") from exc
     try:
         message_id = ports.notifier.notify(alert.subject, alert.message)
     except SendRefusedError as exc:
@@ -134,20 +151,31 @@ def _signal_alert(signal: Signal, held: bool) -> OperatorAlert:
 
 def flag(signal: Signal, ports: OperatorPorts, policy: OperatorPolicy, now_ms: int) -> Announced:
     """Flag once per key: hold the account if the policy says so (a free account, active, a holding signal), then
-    tell the operators (an account already on hold is reported held: a retried flag after its message failed)."""
+    tell the operators (an account already on hold is reported held: a retried flag after its message failed).
+
+    The hold is decided on the profile it is saved over (``update_profile``'s change, re-applied to what is stored
+    after a racing save, D142): an account upgraded, suspended or made active by an operator meanwhile is judged as
+    it is now, and left as it is when it no longer qualifies."""
     held = False
 
     def hold() -> OperatorAlert:
         nonlocal held
-        if policy.auto_hold and signal.kind in HOLD_SIGNALS:
-            profile = ports.directory.registered([signal.account_id]).get(signal.account_id)
-            now = datetime.fromtimestamp(now_ms / 1000, tz=UTC)
-            if profile is not None and policy.is_free(profile.tier_at(now)):
-                if profile.status == "active":
-                    set_status(ports.directory, signal.account_id, HOLD)
-                # already on hold: this flag's earlier attempt held it and its message failed for now (or an
-                # operator did): the message says so, never "Nothing was changed"
-                held = profile.status in ("active", HOLD)
+        if not (policy.auto_hold and signal.kind in HOLD_SIGNALS):
+            return _signal_alert(signal, False)
+        now = datetime.fromtimestamp(now_ms / 1000, tz=UTC)
+
+        def change(found: AccountProfile) -> AccountProfile:
+            nonlocal held
+            free = policy.is_free(found.tier_at(now))
+            # already on hold: this flag's earlier attempt held it and its message failed for now (or an operator
+            # did): the message says so, never "Nothing was changed"
+            held = free and found.status in ("active", HOLD)
+            return replace(found, status=HOLD) if free and found.status == "active" else found
+
+        try:
+            update_profile(ports.directory, signal.account_id, change)
+        except UnknownAccountError:
+            held = False
         return _signal_alert(signal, held)
 
     alert = _signal_alert(signal, False)

@@ -124,8 +124,9 @@ class OperatorNotifier(Protocol):
 
 class OperatorLedger(Protocol):
     """At most once per (account or the operator, kind, key): ``claim`` is true when this caller may act (never
-    claimed, released after a failure for now, or a claim older than the lease); ``record`` writes the outcome,
-    ``release`` marks a failure for now."""
+    claimed, released after a failure for now, or a pending claim older than the lease), false when the alert is
+    decided; ``ClaimHeldError`` for a pending claim within the lease (never taken as decided: retried). ``record``
+    writes the outcome, ``release`` marks a failure for now."""
 
     def claim(self, account_id: str, kind: str, key: str, now_ms: int, lease_ms: int) -> bool: ...
 
