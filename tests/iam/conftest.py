@@ -7,16 +7,20 @@ patterns, Allow/Deny). What it lacks for DynamoDB and EventBridge is the resourc
 (it evaluates every DynamoDB and EventBridge call against resource ``"*"``, so a policy naming the table's ARN allows
 nothing), DynamoDB's per-item actions (it checks ``dynamodb:TransactWriteItems``, an action IAM does not have,
 where AWS checks ``PutItem``/``UpdateItem``/``DeleteItem``/``ConditionCheckItem`` per item of the transaction) and
-SQS's batch requests (authorized as ``SendMessage``, not ``SendMessageBatch``).
+SQS's batch requests (authorized as ``SendMessage``, not ``SendMessageBatch``); its pattern matcher also reads ``?``
+as a regular expression's quantifier, where IAM means one character (the secrets' ``-??????`` suffix), so the
+matcher is replaced by IAM's wildcard rules while a role acts.
 ``authorizations`` below supplies those, as the DynamoDB and EventBridge authorization references describe them;
 each (action, resource) pair then goes through moto's own evaluation. SQS keeps moto's own resource (the queue's
-ARN). Any other operation of these services is refused as unmapped, never allowed by default."""
+ARN); Secrets Manager's GetSecretValue is authorized on the secret's full ARN. Any other operation of these services
+is refused as unmapped, never allowed by default."""
 
 from __future__ import annotations
 
 import itertools
 import json
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -79,6 +83,11 @@ def authorizations(
             ("PutEvents", bus if bus.startswith("arn:") else f"arn:aws:events:{region}:{account}:event-bus/{bus}")
             for bus in sorted(buses)
         ]
+    if service == "secretsmanager" and operation == "GetSecretValue":
+        from moto.secretsmanager.models import secretsmanager_backends  # noqa: PLC0415
+
+        secret = secretsmanager_backends[account][region].secrets.get(body["SecretId"])
+        return [(operation, secret.arn if secret is not None else body["SecretId"])]
     if service == "sqs" and resource.startswith("arn:"):  # moto's own resource: the queue's ARN
         return [(_SQS_BATCH_ACTIONS.get(operation, operation), resource)]
     raise UnmappedOperationError(f"{service}:{operation}")
@@ -140,10 +149,13 @@ class Roles:
     ) -> Iterator[Enforcement]:
         """Inside: the handlers' AWS clients hold the credentials of ``function``'s role (assumed as Lambda does)
         and moto enforces IAM. Outside again: full permissions (the test's own setup and checks)."""
+        from aws_lambda_powertools.utilities import parameters  # noqa: PLC0415
         from moto import settings  # noqa: PLC0415
         from moto.core.authorization import ActionAuthenticatorMixin  # noqa: PLC0415
         from moto.dynamodb.responses import DynamoHandler  # noqa: PLC0415
         from moto.events.responses import EventsHandler  # noqa: PLC0415
+        from moto.iam.access_control import IAMPolicyStatement  # noqa: PLC0415
+        from moto.secretsmanager.responses import SecretsManagerResponse  # noqa: PLC0415
         from moto.sqs.responses import SQSResponse  # noqa: PLC0415
 
         iam = boto3.client("iam")
@@ -164,16 +176,30 @@ class Roles:
             patch.setenv("AWS_SECRET_ACCESS_KEY", credentials["SecretAccessKey"])
             patch.setenv("AWS_SESSION_TOKEN", credentials["SessionToken"])
             patch.setattr(boto3, "DEFAULT_SESSION", None)
-            for handler, service in ((DynamoHandler, "dynamodb"), (EventsHandler, "events"), (SQSResponse, "sqs")):
+            for handler, service in (
+                (DynamoHandler, "dynamodb"),
+                (EventsHandler, "events"),
+                (SQSResponse, "sqs"),
+                (SecretsManagerResponse, "secretsmanager"),
+            ):
                 patch.setattr(handler, "_authenticate_and_authorize_normal_action", _authorizer(service, enforcement))
+            patch.setattr(IAMPolicyStatement, "_match", staticmethod(_iam_match))
             patch.setattr(settings, "INITIAL_NO_AUTH_ACTION_COUNT", 0)
             patch.setattr(ActionAuthenticatorMixin, "request_count", 0)
             _clear_caches()
+            parameters.clear_caches()  # a secret read before (full permissions) is read again, under the role
             yield enforcement
         finally:
             patch.undo()
             _clear_caches()
+            parameters.clear_caches()
             assert {key: os.environ.get(key) for key in saved} == saved
+
+
+def _iam_match(pattern: str, value: str) -> re.Match[str] | None:
+    """IAM's wildcards: ``*`` any run of characters, ``?`` exactly one, everything else literal (moto's own matcher
+    turns the pattern into a regular expression as written: ``?`` is then a quantifier, ``.`` any character)."""
+    return re.fullmatch("".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern), value)
 
 
 def _path(uri: str) -> str:
