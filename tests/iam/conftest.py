@@ -83,6 +83,17 @@ def authorizations(
             ("PutEvents", bus if bus.startswith("arn:") else f"arn:aws:events:{region}:{account}:event-bus/{bus}")
             for bus in sorted(buses)
         ]
+    if service == "ses" and operation == "SendEmail":  # the sender's identity (its domain), the configuration set
+        domain = body["FromEmailAddress"].rpartition("@")[2].rstrip(">")
+        needs = [(operation, f"arn:aws:ses:{region}:{account}:identity/{domain}")]
+        if body.get("ConfigurationSetName"):
+            needs.append(
+                (operation, f"arn:aws:ses:{region}:{account}:configuration-set/{body['ConfigurationSetName']}")
+            )
+        return needs
+    if service == "sns" and operation in {"Publish", "CheckIfPhoneNumberIsOptedOut"}:
+        target = body.get("TopicArn") or body.get("TargetArn")
+        return [(operation, target or "*")]  # a phone number (SMS): IAM has no resource for it
     if service == "secretsmanager" and operation == "GetSecretValue":
         from moto.secretsmanager.models import secretsmanager_backends  # noqa: PLC0415
 
@@ -156,6 +167,8 @@ class Roles:
         from moto.events.responses import EventsHandler  # noqa: PLC0415
         from moto.iam.access_control import IAMPolicyStatement  # noqa: PLC0415
         from moto.secretsmanager.responses import SecretsManagerResponse  # noqa: PLC0415
+        from moto.sesv2.responses import SESV2Response  # noqa: PLC0415
+        from moto.sns.responses import SNSResponse  # noqa: PLC0415
         from moto.sqs.responses import SQSResponse  # noqa: PLC0415
 
         iam = boto3.client("iam")
@@ -181,6 +194,8 @@ class Roles:
                 (EventsHandler, "events"),
                 (SQSResponse, "sqs"),
                 (SecretsManagerResponse, "secretsmanager"),
+                (SESV2Response, "ses"),
+                (SNSResponse, "sns"),
             ):
                 patch.setattr(handler, "_authenticate_and_authorize_normal_action", _authorizer(service, enforcement))
             patch.setattr(IAMPolicyStatement, "_match", staticmethod(_iam_match))
@@ -222,7 +237,10 @@ def _authorizer(service: str, enforcement: Enforcement) -> Any:
             original(handler, resource)
             return
         operation = handler._get_action()
-        body = json.loads(handler.raw_body or b"{}") if service != "sqs" else {}
+        if service == "sns":  # the query protocol: form parameters
+            body = {key: values[0] for key, values in handler.querystring.items()}
+        else:
+            body = json.loads(handler.raw_body or b"{}") if service != "sqs" else {}
         try:
             needs = authorizations(service, operation, body, handler.current_account, handler.region, resource)
         except UnmappedOperationError:
