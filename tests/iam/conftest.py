@@ -10,10 +10,11 @@ where AWS checks ``PutItem``/``UpdateItem``/``DeleteItem``/``ConditionCheckItem`
 SQS's batch requests (authorized as ``SendMessage``, not ``SendMessageBatch``); its pattern matcher also reads ``?``
 as a regular expression's quantifier, where IAM means one character (the secrets' ``-??????`` suffix), so the
 matcher is replaced by IAM's wildcard rules while a role acts.
-``authorizations`` below supplies those, as the DynamoDB and EventBridge authorization references describe them;
-each (action, resource) pair then goes through moto's own evaluation. SQS keeps moto's own resource (the queue's
-ARN); Secrets Manager's GetSecretValue is authorized on the secret's full ARN. Any other operation of these services
-is refused as unmapped, never allowed by default."""
+``authorizations`` below supplies those, as AWS's service authorization reference describes them, for the services
+the functions call (DynamoDB, EventBridge, SQS - moto's own resource, the queue's ARN -, Secrets Manager, SES v2,
+SNS); each (action, resource) pair then goes through moto's own signature check and policy evaluation. An operation
+of these services that is not mapped is refused, never allowed by default; another service keeps moto's own check
+against ``"*"``, which a role naming exact ARNs does not pass either."""
 
 from __future__ import annotations
 
@@ -149,7 +150,6 @@ TRUST = {
 class Roles:
     stack: Stack
     transformed: Transformed
-    monkeypatch: pytest.MonkeyPatch
 
     @contextmanager
     def acting_as(
@@ -272,5 +272,6 @@ def _authorizer(service: str, enforcement: Enforcement) -> Any:
 
 
 @pytest.fixture
-def roles(stack: Stack, transformed: Transformed, monkeypatch: pytest.MonkeyPatch) -> Roles:
-    return Roles(stack, transformed, monkeypatch)
+def roles(stack: Stack, transformed: Transformed) -> Roles:
+    """The stack on moto (full permissions) and each function's generated role, assumed in ``acting_as``."""
+    return Roles(stack, transformed)
