@@ -1,0 +1,51 @@
+"""Alerts under its generated role (AlertsFunctionRole): a threshold event through the template's rule to the alerts
+queue (the test's own permissions), then the alerts handler claims it in the alerts table, reads the profile, sends
+the email through SES v2 (the sender's identity, the alerts configuration set) and the SMS through SNS - moto
+enforcing IAM. The negative control takes the configuration set's grant away: the email is refused on it."""
+
+from __future__ import annotations
+
+from tests.conftest import AlertsStack, LambdaContext
+from tests.iam.conftest import Roles
+from tests.infra.test_generated_iam import ALERTS_TABLE, SES_CONFIGURATION_SET, SES_SENDER, USAGE_TABLE
+from tests.integration.test_alerts_delivery import mime, publish, register
+
+FUNCTION = "AlertsFunction"
+
+
+def test_given_alerts_under_its_generated_role_then_the_email_and_the_sms_are_sent(
+    alerts_stack: AlertsStack, roles: Roles
+) -> None:
+    from kilo_alerts.handler import lambda_handler  # noqa: PLC0415
+
+    register(alerts_stack, "acct_1", name="Ada", email="ada@example.com", phone="+14155550100")
+    publish(alerts_stack, "acct_1", "video", 80, "48000", "60000")
+    event = alerts_stack.sqs_event()
+    assert len(event["Records"]) == 1
+    with roles.acting_as(FUNCTION) as enforcement:
+        answer = lambda_handler(event, LambdaContext(remaining_ms=60_000))
+    assert enforcement.denied == []
+    assert answer == {"batchItemFailures": []}
+    assert [mime(mail)["To"] for mail in alerts_stack.sent_mail()] == ["ada@example.com"]
+    assert [phone for phone, _ in alerts_stack.sent_sms()] == ["+14155550100"]
+    assert {
+        ("ses:SendEmail", SES_SENDER),
+        ("ses:SendEmail", SES_CONFIGURATION_SET),
+        ("sns:Publish", "*"),
+        ("dynamodb:UpdateItem", ALERTS_TABLE),
+        ("dynamodb:BatchGetItem", USAGE_TABLE),
+    } <= enforcement.allowed
+
+
+def test_given_the_configuration_set_taken_from_the_alerts_role_then_the_email_is_refused_on_it(
+    alerts_stack: AlertsStack, roles: Roles
+) -> None:
+    from kilo_alerts.handler import lambda_handler  # noqa: PLC0415
+
+    register(alerts_stack, "acct_1", name="Ada", email="ada@example.com")
+    publish(alerts_stack, "acct_1", "video", 80, "48000", "60000")
+    event = alerts_stack.sqs_event()
+    with roles.acting_as(FUNCTION, without={("ses:SendEmail", SES_CONFIGURATION_SET)}) as enforcement:
+        lambda_handler(event, LambdaContext(remaining_ms=60_000))
+    assert set(enforcement.denied) == {("ses:SendEmail", SES_CONFIGURATION_SET)}
+    assert alerts_stack.sent_mail() == []

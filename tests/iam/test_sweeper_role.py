@@ -1,0 +1,82 @@
+"""The sweeper under its generated role (SweeperFunctionRole): the LiveKit keys read from Secrets Manager (the
+``-??????`` pattern of the secret's ARN), the open sessions scanned, RoomService asked (the repo's local Twirp server),
+each room's listing recorded and a session LiveKit no longer lists swept - moto enforcing IAM. The negative control
+takes the secret's grant away: the same sweep is refused on it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from kilo_dev import livekit_events as lk
+from kilo_dev.fake_livekit import FakeLiveKit
+from tests.conftest import LambdaContext, Stack
+from tests.iam.conftest import Enforcement, Roles
+from tests.infra.test_generated_iam import EVENTS_TABLE, LIVEKIT_KEYS, OPEN_SESSIONS_INDEX, USAGE_TABLE
+from tests.integration.test_rating_stream import Lambda, deliver_webhook
+from tests.integration.test_sweeper import livekit_server
+
+__all__ = ["livekit_server"]
+T0 = 1_794_787_200  # 2026-11-16T00:00:00Z
+FUNCTION = "SweeperFunction"
+
+
+@pytest.fixture
+def standup(
+    stack: Stack, lambda_context: LambdaContext, livekit_server: FakeLiveKit, monkeypatch: pytest.MonkeyPatch
+) -> FakeLiveKit:
+    """Carol and Bob in a call (rated with the test's own permissions), RoomService listing both."""
+    monkeypatch.setenv("LIVEKIT_URL", livekit_server.url)
+    room = lk.Room("RM_iamsweep", "standup", account_id="acct_sweep", created_at=T0 - 1200)
+    deliver_webhook(
+        lk.participant_joined(room, lk.Participant("PA_carol", "carol", (T0 - 1200) * 1000)), lambda_context
+    )
+    deliver_webhook(lk.participant_joined(room, lk.Participant("PA_bob", "bob", (T0 - 900) * 1000)), lambda_context)
+    runner = Lambda(stack)
+    runner.run(runner.poll(), lambda_context)
+    livekit_server.rooms["standup"] = [("PA_carol", "carol"), ("PA_bob", "bob")]
+    return livekit_server
+
+
+def sweep(roles: Roles, at: int, context: LambdaContext, **grants: Any) -> tuple[dict[str, Any], Enforcement]:
+    from kilo_rate_usage import sweeper_handler  # noqa: PLC0415
+
+    stamp = datetime.fromtimestamp(at, tz=UTC).isoformat().replace("+00:00", "Z")
+    with roles.acting_as(FUNCTION, **grants) as enforcement:
+        result = sweeper_handler.lambda_handler({"scheduled_time": stamp}, context)
+    return result, enforcement
+
+
+def test_given_the_sweeper_under_its_generated_role_then_listing_and_sweeping_are_allowed(
+    standup: FakeLiveKit, roles: Roles, lambda_context: LambdaContext
+) -> None:
+    result, first = sweep(roles, T0 - 300, lambda_context)  # both listed: the room's listing recorded
+    assert (first.denied, result["swept"], result["listed"]) == ([], 0, 2)
+    standup.rooms["standup"] = [("PA_carol", "carol")]  # Bob's participant_left was lost
+    result, second = sweep(roles, T0, lambda_context)
+    assert (second.denied, result["swept"], result["listed"]) == ([], 1, 1)
+    secrets = {resource for action, resource in first.allowed if action == "secretsmanager:GetSecretValue"}
+    assert len(secrets) == 1
+    assert _iam_pattern_matches(LIVEKIT_KEYS, secrets.pop())
+    assert {
+        ("dynamodb:Scan", OPEN_SESSIONS_INDEX),
+        ("dynamodb:PutItem", USAGE_TABLE),
+        ("dynamodb:PutItem", EVENTS_TABLE),
+    } <= first.allowed | second.allowed
+
+
+def test_given_the_livekit_keys_taken_from_the_sweeper_s_role_then_its_sweep_is_refused_on_them(
+    standup: FakeLiveKit, roles: Roles, lambda_context: LambdaContext
+) -> None:
+    standup.rooms["standup"] = [("PA_carol", "carol")]
+    result, enforcement = sweep(roles, T0, lambda_context, without={("secretsmanager:GetSecretValue", LIVEKIT_KEYS)})
+    assert {action for action, _ in enforcement.denied} == {"secretsmanager:GetSecretValue"}
+    assert result["swept"] == 0  # nobody is swept without RoomService's answer
+
+
+def _iam_pattern_matches(pattern: str, arn: str) -> bool:
+    """The grant's ``-??????``: the secret's name then a dash and exactly six characters."""
+    prefix = pattern.removesuffix("??????")
+    return arn.startswith(prefix) and len(arn) == len(prefix) + 6
