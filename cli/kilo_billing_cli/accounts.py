@@ -28,10 +28,10 @@ from kilo_billing.accounts import (
     request_tier_change,
     set_status,
 )
-from kilo_billing.budgets import BudgetChange, InvalidBudgetError, set_budget
+from kilo_billing.budgets import BudgetChange, InvalidBudgetError, apply_budget, set_budget
 from kilo_billing.catalog import Catalog, UnknownTierError
 from kilo_billing.periods import Period
-from kilo_billing.rating import RatingError
+from kilo_billing.rating import RatingError, TierChange
 
 
 def _instant(text: str) -> datetime:
@@ -143,6 +143,9 @@ def run(
         if args.account_command == "create":
             at = args.signup or now
             book = catalog.for_period(Period.containing(at))
+            if args.budget_usd is not None and args.tier in book.tier_ids:  # above the fee, as every budget (D150)
+                unsaved = AccountProfile(args.account, (TierChange(at.astimezone(UTC), args.tier),))
+                apply_budget(unsaved, BudgetChange(budget_usd=args.budget_usd), at, catalog)
             profile = register_account(
                 directory, args.account, args.tier, at, book.tier_ids, args.budget_usd, args.billing
             )

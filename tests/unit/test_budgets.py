@@ -236,3 +236,25 @@ def test_given_the_cli_path_of_a_tier_change_then_limits_below_the_new_fee_refus
     with pytest.raises(InvalidBudgetError, match=r"^changing to enterprise: hard limit \$50 is not above .*\$99\.00"):
         request_tier_change(directory, default_catalog().for_period(Period(2026, 11)), "acct-1", "enterprise", NOVEMBER)
     assert directory.registered(["acct-1"])["acct-1"].tier_at(NOVEMBER) == "team"
+
+
+def test_given_the_cli_creating_an_account_with_a_budget_at_or_below_its_fee_then_exit_2_and_nothing_registered(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``account create --budget-usd`` holds the same rule as every other way of setting a budget (D150): a Team
+    account's budget of $29 is passed by the $29.00 fee alone; $30 is accepted; Personal has no fee."""
+    table = stack.template.physical_name("UsageTable")
+    create = ["account", "create", "--tier", "team", "--usage-table", table, "--budget-usd"]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*create, "29", "--account", "acct-7"])
+    assert exit_info.value.code == 2
+    assert "budget $29 is not above the fixed monthly fee of $29.00" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # nothing registered: the account is unknown
+        main(["account", "show", "--account", "acct-7", "--usage-table", table])
+    capsys.readouterr()
+    assert (
+        _cli(capsys, table, "create", "--account", "acct-7", "--tier", "team", "--budget-usd", "30")["budget_usd"]
+        == "30"
+    )
+    personal = _cli(capsys, table, "create", "--account", "acct-8", "--tier", "personal", "--budget-usd", "5")
+    assert personal["budget_usd"] == "5"
