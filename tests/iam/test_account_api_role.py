@@ -1,0 +1,77 @@
+"""The account API under its generated role (AccountApiFunctionRole): a member's month of usage (the profile, the
+counters, the open sessions' index), an admin's budget replaced, members added and an owner removed (the removal's
+``DeleteItem`` with a ``ConditionCheckItem`` that another owner remains, one transaction) - moto enforcing IAM.
+Seed and figures as in test_account_api.py (Team, November 2026 so far: 29.00). The negative control takes
+``ConditionCheckItem`` on the members table away: the owner's removal is refused on it and the owner stays."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.account_api_support import api_environment, call, claims
+from tests.iam.conftest import Roles
+from tests.infra.test_generated_iam import MEMBERS_TABLE, OPEN_SESSIONS_INDEX, USAGE_TABLE
+from tests.integration.test_account_api import frozen, seed_november
+
+__all__ = ["frozen"]
+FUNCTION = "AccountApiFunction"
+OWNER, ADMIN, MEMBER = claims("acct_a", "owner"), claims("acct_a", "admin"), claims("acct_a", "member")
+pytestmark = pytest.mark.usefixtures("frozen")
+
+
+@pytest.fixture
+def account_api(stack: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    yield from api_environment(stack, monkeypatch)
+
+
+def owners(account_api: Any) -> None:
+    """Two owners (olga, oscar) added with full permissions: removing one leaves the other."""
+    for user in ("olga", "oscar"):
+        assert call("POST", "/v1/accounts/acct_a/members", OWNER, {"user": user, "role": "owner"}).status == 201
+
+
+def test_given_the_account_api_under_its_generated_role_then_usage_budget_and_members_work(
+    account_api: Any, roles: Roles
+) -> None:
+    seed_november(account_api)
+    owners(account_api)
+    with roles.acting_as(FUNCTION) as enforcement:
+        usage = call("GET", "/v1/accounts/acct_a/usage", MEMBER)
+        budget = call("PUT", "/v1/accounts/acct_a/budget", ADMIN, {"budget_usd": "40.00", "hard_limit_usd": "60.00"})
+        added = call("POST", "/v1/accounts/acct_a/members", ADMIN, {"user": "mia", "email": "mia@a.example"})
+        removed = call("DELETE", "/v1/accounts/acct_a/members/mia", ADMIN)
+        owner_removed = call("DELETE", "/v1/accounts/acct_a/members/olga", OWNER)
+        listed = call("GET", "/v1/accounts/acct_a/members", MEMBER)
+    assert enforcement.denied == []
+    assert usage.status == 200, usage.body
+    assert (usage.body["period"], usage.body["total"], usage.body["open_sessions"]) == ("2026-11", "29.00", 1)
+    assert budget.status == 200, budget.body
+    assert budget.body["budget_usd"] == "40.00"
+    assert (added.status, removed.status, owner_removed.status) == (201, 204, 204), owner_removed.body
+    assert [(m["user"], m["role"]) for m in listed.body["members"]] == [("oscar", "owner")]
+    assert {
+        ("dynamodb:Query", OPEN_SESSIONS_INDEX),
+        ("dynamodb:PutItem", MEMBERS_TABLE),
+        ("dynamodb:DeleteItem", MEMBERS_TABLE),
+        ("dynamodb:ConditionCheckItem", MEMBERS_TABLE),
+    } <= enforcement.allowed
+    assert {arn for _, arn in enforcement.allowed} <= {USAGE_TABLE, OPEN_SESSIONS_INDEX, MEMBERS_TABLE} | {
+        f"{USAGE_TABLE}/index/account_sessions"
+    }
+
+
+def test_given_condition_check_taken_from_the_account_api_s_role_then_an_owner_s_removal_is_refused_on_it(
+    account_api: Any, roles: Roles
+) -> None:
+    seed_november(account_api)
+    owners(account_api)
+    without = {("dynamodb:ConditionCheckItem", MEMBERS_TABLE)}
+    with roles.acting_as(FUNCTION, without=without) as enforcement:
+        removed = call("DELETE", "/v1/accounts/acct_a/members/olga", OWNER)
+    assert enforcement.denied == [("dynamodb:ConditionCheckItem", MEMBERS_TABLE)]
+    assert removed.status >= 500
+    listed = call("GET", "/v1/accounts/acct_a/members", MEMBER)
+    assert [(m["user"], m["role"]) for m in listed.body["members"]] == [("olga", "owner"), ("oscar", "owner")]

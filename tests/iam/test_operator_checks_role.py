@@ -1,0 +1,86 @@
+"""The operator checks under their generated role (OperatorChecksFunctionRole): the abuse scan (the open sessions' and
+the accounts' indexes scanned, an account's sessions queried, the alerts' claims, the free account held) and the
+daily margin check (profiles and aggregates read, the snapshot saved, the alert announced on the operator topic) -
+moto enforcing IAM. Seeds and figures as in test_operator_alerts.py: free-1 flagged twice and held; 15 Nov's margin
+-$2.03, negative. The negative control takes ``sns:Publish`` away: the margin alert is refused on it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from kilo_alerts.operator import OperatorAlertFailedError
+from tests.conftest import AlertsStack
+from tests.iam.conftest import Roles
+from tests.infra.test_generated_iam import OPERATOR_TOPIC, USAGE_TABLE
+from tests.integration.test_operator_alerts import (
+    check,
+    inbox,
+    operator_env,
+    put_aggregate,
+    put_session,
+    register,
+    topic_queue,
+)
+
+__all__ = ["operator_env"]
+FUNCTION = "OperatorChecksFunction"
+
+
+@pytest.fixture
+def held(operator_env: AlertsStack, monkeypatch: pytest.MonkeyPatch) -> AlertsStack:
+    """The abuse scan's seed of test_operator_alerts.py (a connection storm and an identity in four calls on free-1,
+    a normal team account), the automatic hold on."""
+    from tests.conftest import _clear_caches  # noqa: PLC0415
+
+    monkeypatch.setenv("ABUSE_AUTO_HOLD", "true")
+    _clear_caches()
+    register(operator_env, "free-1", "personal")
+    register(operator_env, "team-1", "team")
+    now_ms = int(datetime(2026, 11, 15, 12, tzinfo=UTC).timestamp() * 1000)
+    for n in range(30):
+        start = now_ms - 45 * 60_000 + n * 60_000
+        put_session(operator_env, "free-1", f"RM_s{n}", f"PA_s{n}", "scraper", start, start + 20_000)
+    put_session(operator_env, "team-1", "RM_t", "PA_open", "alice", now_ms - 60_000, None)
+    for n in range(4):
+        put_session(operator_env, "free-1", f"RM_c{n}", f"PA_c{n}", "bot", now_ms - 600_000, None)
+    return operator_env
+
+
+def test_given_the_operator_checks_under_their_generated_role_then_abuse_is_held_and_the_margin_announced(
+    held: AlertsStack, roles: Roles
+) -> None:
+    url = topic_queue(held)
+    with roles.acting_as(FUNCTION) as enforcement:
+        abuse = check("abuse", "2026-11-15T12:00:00Z")
+    assert enforcement.denied == []
+    assert abuse == {"check": "abuse", "flagged": 2, "held": 1}
+    assert len(inbox(held, url)) == 2
+    assert ("sns:Publish", OPERATOR_TOPIC) in enforcement.allowed
+
+    with roles.acting_as(FUNCTION) as enforcement:
+        first = check("margin", "2026-11-14T00:00:00Z")
+    assert enforcement.denied == []
+    put_aggregate(held, "free-1", {"audio": 10_000})  # outside: the test's own (full) permissions
+    with roles.acting_as(FUNCTION) as enforcement:
+        margin = check("margin", "2026-11-15T00:00:00Z")
+    assert enforcement.denied == []
+    assert (first["day"], first["negative"]) == ("2026-11-14", False)
+    assert (margin["day"], margin["negative"]) == ("2026-11-15", True)
+    assert [subject for subject, _ in inbox(held, url)] == ["Kilo Billing: negative margin on 2026-11-15"]
+    assert ("dynamodb:BatchGetItem", USAGE_TABLE) in enforcement.allowed
+
+
+def test_given_publish_taken_from_the_operator_checks_role_then_the_margin_alert_is_refused_on_it(
+    operator_env: AlertsStack, roles: Roles
+) -> None:
+    url = topic_queue(operator_env)
+    register(operator_env, "free-1", "personal")
+    assert check("margin", "2026-11-14T00:00:00Z")["negative"] is False  # full permissions: the day before
+    put_aggregate(operator_env, "free-1", {"audio": 10_000})
+    without = {("sns:Publish", OPERATOR_TOPIC)}
+    with roles.acting_as(FUNCTION, without=without) as enforcement, pytest.raises(OperatorAlertFailedError):
+        check("margin", "2026-11-15T00:00:00Z")  # the scheduled run fails: Lambda retries it, then its DLQ
+    assert enforcement.denied == [("sns:Publish", OPERATOR_TOPIC)]
+    assert inbox(operator_env, url) == []
