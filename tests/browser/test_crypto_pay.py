@@ -69,7 +69,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     real = time.time()
     travel = None
     if real - month_start(real).timestamp() < 8 * HOUR:  # the close needs the month's 6-hour grace behind it
-        travel = time_machine.travel(month_start(real) - timedelta(seconds=1), tick=True)
+        travel = time_machine.travel(month_start(real) - timedelta(hours=2), tick=True)
         travel.start()
     settings = LocalSettings.from_env()
     settings.parameters = {"LogLevel": "ERROR"}

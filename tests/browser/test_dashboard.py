@@ -86,7 +86,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     real = time.time()
     travel = None
     if real - month_start(real) < 32 * HOUR:  # the current month must hold the window's last 30 h
-        travel = time_machine.travel(datetime.fromtimestamp(month_start(real) - 1, tz=UTC), tick=True)
+        travel = time_machine.travel(datetime.fromtimestamp(month_start(real) - 2 * HOUR, tz=UTC), tick=True)
         travel.start()
     settings = LocalSettings.from_env()
     livekit = FakeLiveKit(settings.livekit_keys)
