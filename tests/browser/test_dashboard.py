@@ -187,6 +187,40 @@ def test_given_billing_history_then_the_closed_month_invoice_and_its_receipt_mat
     assert expected.total > Decimal(0)
 
 
+def test_given_a_credit_note_against_the_closed_invoice_then_the_receipt_lists_it_and_the_lowered_amount_due(
+    world: World, page: Any
+) -> None:
+    from kilo_billing.invoicing import CreditNote, Line  # noqa: PLC0415
+    from kilo_billing.periods_store import credit_note_to_item  # noqa: PLC0415
+    from kilo_dev.demo import expected_invoices  # noqa: PLC0415
+
+    expected = expected_invoices(world.truth, world.accounts, world.closed, world.histories, world.billing)[TEAM]
+    # as a close of the current month writes it (D131): 0.40 of the closed month's video found to be lower, taken off
+    # the amount due of the (payment failed) card invoice
+    note = CreditNote(
+        credit_id=f"{TEAM}/{world.closed}/credit-{world.period}",
+        account_id=TEAM,
+        invoice_id=f"{TEAM}/{world.closed}",
+        found_by=f"{TEAM}/{world.period}",
+        period=world.closed,
+        lines=(Line("adjustment", "Video, late", Decimal("-0.40"), world.closed, meter="video"),),
+        to_due=Decimal("0.40"),
+        to_credit=Decimal(0),
+        processor=Decimal("0.40"),
+    )
+    table = world.stack.template.physical_name("UsageTable")
+    world.stack.clients["dynamodb"].put_item(TableName=table, Item=credit_note_to_item(note))
+    world.sign_in(page, TEAM, route="billing")
+    row = page.get_by_role("row").filter(has_text=world.closed)
+    expect(row).to_contain_text(f"(due ${expected.total - Decimal('0.40'):,})")
+    row.get_by_role("button", name=re.compile("^Receipt")).click()
+    expect(page.get_by_test_id("receipt-total")).to_have_text(f"${expected.total:,}")
+    expect(page.get_by_test_id("credit-notes")).to_contain_text(
+        f"Found in {world.period}: $0.40 ($0.40 off the amount due)"
+    )
+    expect(page.get_by_test_id("receipt-amount-due")).to_have_text(f"${expected.total - Decimal('0.40'):,}")
+
+
 def test_given_an_owner_when_the_budget_is_changed_in_the_page_then_the_api_returns_the_new_budget(
     world: World, page: Any
 ) -> None:

@@ -13,8 +13,8 @@ import pytest
 import time_machine
 
 from kilo_billing.account_store import DynamoAccountDirectory
-from kilo_billing.invoicing import BillingMethod, InvoiceRecord, InvoiceStatus, Line
-from kilo_billing.periods_store import invoice_to_item
+from kilo_billing.invoicing import BillingMethod, CreditNote, CreditNoteStatus, InvoiceRecord, InvoiceStatus, Line
+from kilo_billing.periods_store import credit_note_to_item, invoice_to_item
 from kilo_dev.stripe_emulator import EmulatorHTTPClient
 from tests.account_api_support import api_environment, call, claims, utc
 from tests.integration.test_account_api import NOW, put_counters, put_session, register, seed_november, usage_table
@@ -91,6 +91,83 @@ def test_given_two_invoices_then_the_list_is_newest_first_and_a_receipt_has_its_
     assert (receipt.body["refunded"], receipt.body["charged_back"]) == ("0.00", "0.00")
     missing = call("GET", "/v1/accounts/acct_a/invoices/KB-acct_a-00009", MEMBER)
     assert (missing.status, missing.body["code"]) == (404, "not_found")
+
+
+def put_note(
+    stack: Any, credited: str, found_by: str, to_due: str, to_credit: str, returned: str = "0", pending: bool = False
+) -> None:
+    """A credit note as the close writes it (D131): late usage of ``credited`` found by the close of ``found_by``."""
+    late = Decimal(to_due) + Decimal(to_credit) + Decimal(returned)
+    note = CreditNote(
+        credit_id=f"acct_a/{credited}/credit-{found_by}",
+        account_id="acct_a",
+        invoice_id=f"acct_a/{credited}",
+        found_by=f"acct_a/{found_by}",
+        period=credited,
+        lines=(Line("adjustment", "Video (participant-minute) on Team, late", -late, credited, meter="video"),),
+        to_due=Decimal(to_due),
+        to_credit=Decimal(to_credit),
+        processor=Decimal(to_due),
+        status=CreditNoteStatus.PENDING if pending else CreditNoteStatus.DONE,
+        returned=Decimal(returned),
+    )
+    stack.clients["dynamodb"].put_item(TableName=usage_table(stack), Item=credit_note_to_item(note))
+
+
+def test_given_credit_notes_then_invoices_list_them_with_what_they_did_and_the_amount_due_after_them(
+    account_api: Any,
+) -> None:
+    register(account_api, "acct_a")
+    # August 29.50, its payment failed: September's close found 0.40 of negative late usage (all off the amount due),
+    # October's close another 0.15, of which 0.10 off the amount due and 0.05 account credit (its processor note
+    # pending). Amount due: 29.50 - 0.40 - 0.10 = 29.00 (account credit is not taken off the invoice).
+    put_invoice(account_api, "2026-08", 1, InvoiceStatus.PAYMENT_FAILED, "29.50")
+    put_note(account_api, "2026-08", "2026-09", to_due="0.40", to_credit="0.00")
+    put_note(account_api, "2026-08", "2026-10", to_due="0.10", to_credit="0.05", pending=True)
+    # September 29.72, paid: October's close found 0.32 of negative late usage; 0.12 was already refunded, 0.20 is
+    # account credit. Amount due stays 29.72.
+    put_invoice(account_api, "2026-09", 2, InvoiceStatus.PAID, "29.72")
+    put_note(account_api, "2026-09", "2026-10", to_due="0.00", to_credit="0.20", returned="0.12")
+    put_invoice(account_api, "2026-10", 3, InvoiceStatus.OPEN, "29.00")  # no notes: due 29.00
+
+    listed = call("GET", "/v1/accounts/acct_a/invoices", MEMBER)
+    assert listed.status == 200, listed.body
+    assert [(i["number"], i["total"], i["amount_due"]) for i in listed.body["invoices"]] == [
+        ("KB-acct_a-00003", "29.00", "29.00"),
+        ("KB-acct_a-00002", "29.72", "29.72"),
+        ("KB-acct_a-00001", "29.50", "29.00"),
+    ]
+    notes = {i["number"]: i["credit_notes"] for i in listed.body["invoices"]}
+    assert notes["KB-acct_a-00003"] == []
+    assert notes["KB-acct_a-00002"] == [
+        {
+            "credit_id": "acct_a/2026-09/credit-2026-10",
+            "found_in_period": "2026-10",
+            "found_by": "acct_a/2026-10",
+            "amount": "0.20",
+            "to_amount_due": "0.00",
+            "to_account_credit": "0.20",
+            "already_returned": "0.12",
+            "status": "done",
+        }
+    ]
+    assert [
+        (
+            n["found_in_period"],
+            n["amount"],
+            n["to_amount_due"],
+            n["to_account_credit"],
+            n["already_returned"],
+            n["status"],
+        )
+        for n in notes["KB-acct_a-00001"]
+    ] == [("2026-09", "0.40", "0.40", "0.00", "0.00", "done"), ("2026-10", "0.15", "0.10", "0.05", "0.00", "pending")]
+
+    receipt = call("GET", "/v1/accounts/acct_a/invoices/KB-acct_a-00001", MEMBER)
+    assert receipt.status == 200, receipt.body
+    assert (receipt.body["total"], receipt.body["amount_due"]) == ("29.50", "29.00")
+    assert receipt.body["credit_notes"] == notes["KB-acct_a-00001"]
+    assert [(line["kind"], line["amount"]) for line in receipt.body["lines"]] == [("fee", "29.00"), ("usage", "0.50")]
 
 
 def test_given_an_unregistered_account_of_the_callers_own_token_then_404(account_api: Any) -> None:

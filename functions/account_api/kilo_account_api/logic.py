@@ -25,6 +25,7 @@ from kilo_account_api.model import (
     Erasure,
     Forecast,
     InvalidRequestError,
+    InvoiceView,
     Meeting,
     MeetingsPage,
     Member,
@@ -32,6 +33,7 @@ from kilo_account_api.model import (
     NotFoundError,
     SessionRecord,
     UsageReport,
+    found_in_period,
 )
 from kilo_account_api.ports import MemberStore, PaymentPages, SessionHistory
 from kilo_billing.accounts import (
@@ -57,7 +59,7 @@ from kilo_billing.budgets import (
 )
 from kilo_billing.catalog import Catalog, PriceBook, UnknownTierError
 from kilo_billing.entitlements import Entitlement, EntitlementPolicy, EntitlementSource, decide
-from kilo_billing.invoicing import InvoiceRecord
+from kilo_billing.invoicing import AccountLedger, InvoiceRecord, amount_due
 from kilo_billing.meters import METER_UNITS, Meter
 from kilo_billing.money import ZERO, total
 from kilo_billing.month_to_date import MonthToDate, MonthToDateSource, month_to_date, open_session_extra
@@ -377,16 +379,24 @@ def check_entitlement(
 # --- invoices and subscription ------------------------------------------------------------------------------------
 
 
-def invoices(ledger: LedgerStore, account_id: str) -> list[InvoiceRecord]:
-    """The account's invoices, newest first (period, then number)."""
-    found = ledger.ledger(account_id).invoices.values()
-    return sorted(found, key=lambda invoice: (invoice.period, invoice.seq), reverse=True)
+def _view(account: AccountLedger, record: InvoiceRecord) -> InvoiceView:
+    notes = [note for note in account.credit_notes.values() if note.invoice_id == record.invoice_id]
+    notes.sort(key=lambda note: (found_in_period(note), note.credit_id))
+    return InvoiceView(record, tuple(notes), amount_due(record, notes))
 
 
-def invoice(ledger: LedgerStore, account_id: str, number: str) -> InvoiceRecord:
-    for record in ledger.ledger(account_id).invoices.values():
+def invoices(ledger: LedgerStore, account_id: str) -> list[InvoiceView]:
+    """The account's invoices, newest first (period, then number), each with its credit notes."""
+    account = ledger.ledger(account_id)
+    found = sorted(account.invoices.values(), key=lambda invoice: (invoice.period, invoice.seq), reverse=True)
+    return [_view(account, record) for record in found]
+
+
+def invoice(ledger: LedgerStore, account_id: str, number: str) -> InvoiceView:
+    account = ledger.ledger(account_id)
+    for record in account.invoices.values():
         if record.number == number:
-            return record
+            return _view(account, record)
     raise NotFoundError(f"account {account_id!r} has no invoice {number!r}")
 
 

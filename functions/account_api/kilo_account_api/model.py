@@ -10,6 +10,7 @@ from enum import StrEnum
 from fractions import Fraction
 
 from kilo_billing.auth import Role
+from kilo_billing.invoicing import CreditNote, InvoiceRecord
 from kilo_billing.rating import RatedPeriod
 
 
@@ -182,3 +183,19 @@ class Erasure:
     members_pseudonymised: int
     profile_cleared: bool
     kept: tuple[str, ...] = field(default=("invoices", "amounts", "usage counters"))
+
+
+@dataclass(frozen=True, slots=True)
+class InvoiceView:
+    """An invoice as the customer sees it: the record, the credit notes against it (D131; oldest finding close
+    first) and what it asks for after them (``invoicing.amount_due``: its total less the notes' ``to_due``)."""
+
+    record: InvoiceRecord
+    credit_notes: tuple[CreditNote, ...]
+    amount_due: Decimal
+
+
+def found_in_period(note: CreditNote) -> str:
+    """The period of the invoice whose close found the note's late usage: ``found_by`` is an invoice id,
+    ``<account>/<YYYY-MM>[/<part>]`` (``invoicing.invoice_id``; an account id never holds ``/``)."""
+    return note.found_by.split("/")[1]

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 from kilo_account_api.model import (
     Erasure,
     Forecast,
+    InvoiceView,
     Meeting,
     MeetingsPage,
     Member,
@@ -21,12 +22,12 @@ from kilo_account_api.model import (
     Recommendation,
     SessionRecord,
     UsageReport,
+    found_in_period,
 )
 from kilo_billing.accounts import ALERT_CHANNELS, E164_PATTERN, AccountProfile
 from kilo_billing.budgets import MAX_THRESHOLD_PERCENT, MAX_THRESHOLDS
 from kilo_billing.catalog import PriceBook
 from kilo_billing.entitlements import Entitlement
-from kilo_billing.invoicing import InvoiceRecord
 from kilo_billing.money import decimal_str, money_str
 from kilo_billing.rating import InvoiceLine
 
@@ -418,6 +419,21 @@ class InvoiceLineOut(_Out):
     end: datetime | None
 
 
+class CreditNoteOut(_Out):
+    """A credit note against the invoice (D131): negative late usage of its period, found by a later close."""
+
+    credit_id: str
+    found_in_period: str = Field(description="The period whose close found the late usage")
+    found_by: str = Field(description="The invoice id of that close's invoice")
+    amount: Money = Field(description="What the note gives back: to_amount_due + to_account_credit")
+    to_amount_due: Money = Field(description="Taken off what this invoice asks for")
+    to_account_credit: Money = Field(description="Added to the account's credit, applied to later invoices")
+    already_returned: Money = Field(
+        description="Late usage this invoice no longer held (already refunded or charged back): not in amount"
+    )
+    status: str = Field(description='"pending": the card processor\'s credit note is still being made; "done"')
+
+
 class InvoiceSummaryOut(_Out):
     invoice_id: str  # the id the crypto routes take (a crypto bill is keyed by it)
     number: str
@@ -427,11 +443,17 @@ class InvoiceSummaryOut(_Out):
     total: Money
     hosted_url: str | None
     pdf_url: str | None
+    amount_due: Money = Field(description="What the invoice asks for: total less its credit notes' to_amount_due")
+    credit_notes: list[CreditNoteOut] = Field(description="Credit notes against this invoice, oldest first")
 
     @classmethod
-    def of(cls, record: InvoiceRecord) -> Self:
-        """The stored invoice's JSON (``InvoiceRecord.as_json``), as far as this model shows it."""
-        data: dict[str, Any] = record.as_json()
+    def of(cls, view: InvoiceView) -> Self:
+        """The stored invoice's JSON (``InvoiceRecord.as_json``), as far as this model shows it, with its notes."""
+        data: dict[str, Any] = view.record.as_json()
+        data["amount_due"] = money_str(view.amount_due)
+        data["credit_notes"] = [
+            note.as_json() | {"found_in_period": found_in_period(note)} for note in view.credit_notes
+        ]
         return cls.model_validate({name: data[name] for name in cls.model_fields})
 
 

@@ -1,5 +1,6 @@
 // Billing history: each invoice with its status and total; its receipt (the lines) on demand; Stripe's hosted
-// invoice and PDF where there are; open crypto bills link to the pay screen.
+// invoice and PDF where there are; open crypto bills link to the pay screen. Credit notes against an invoice (late
+// usage found to be lower, D131) show in its receipt, with the amount due after them.
 import { accountPath, get } from "../api.js";
 import { errorBox, h, number, section, usd, words } from "../dom.js";
 
@@ -10,7 +11,9 @@ export async function billingView() {
   const rows = invoices.map((invoice) => h("tr", { "data-invoice": invoice.number },
     h("td", { "data-label": "Period" }, invoice.period),
     h("td", { "data-label": "Invoice" }, invoice.number),
-    h("td", { class: "num", "data-label": "Total" }, usd(invoice.total)),
+    h("td", { class: "num", "data-label": "Total" }, usd(invoice.total),
+      invoice.amount_due !== undefined && invoice.amount_due !== invoice.total
+        ? h("span", { class: "hint" }, ` (due ${usd(invoice.amount_due)})`) : null),
     h("td", { "data-label": "Status" }, h("span", { class: `badge ${invoice.status}` }, words(invoice.status))),
     h("td", { "data-label": "Receipt" },
       h("button", { type: "button", class: "link", "aria-controls": "receipt",
@@ -24,6 +27,21 @@ export async function billingView() {
   return h("div", {}, h("h1", {}, "Billing"),
     section("Billing history", invoices.length ? h("div", { class: "table-wrap" }, table) : h("p", {}, "No invoices yet.")),
     receipt);
+}
+
+function creditNotes(invoice) {
+  const notes = invoice.credit_notes || [];
+  if (!notes.length) return null;
+  const did = (note) => [
+    Number(note.to_amount_due) > 0 ? `${usd(note.to_amount_due)} off the amount due` : null,
+    Number(note.to_account_credit) > 0 ? `${usd(note.to_account_credit)} to account credit` : null,
+    Number(note.already_returned) > 0 ? `${usd(note.already_returned)} already returned` : null,
+  ].filter(Boolean).join(", ") || "nothing to give back";
+  return h("div", { "data-testid": "credit-notes" },
+    h("h3", {}, "Credit notes"),
+    h("ul", {}, notes.map((note) => h("li", {},
+      `Found in ${note.found_in_period}: ${usd(note.amount)} (${did(note)})`))),
+    h("p", {}, "Amount due after credit notes ", h("strong", { "data-testid": "receipt-amount-due" }, usd(invoice.amount_due))));
 }
 
 function links(invoice) {
@@ -49,6 +67,7 @@ async function showReceipt(invoiceNumber, target) {
           h("td", { class: "num", "data-label": "Amount" }, usd(line.amount))))),
         h("tfoot", {}, h("tr", {}, h("th", { scope: "row", colspan: 2 }, "Total"),
           h("td", { class: "num", "data-testid": "receipt-total" }, usd(invoice.total)))))),
+      creditNotes(invoice),
       Number(invoice.refunded) > 0 ? h("p", {}, `Refunded ${usd(invoice.refunded)}`) : null,
       Number(invoice.charged_back) > 0 ? h("p", {}, `Charged back by the card's bank ${usd(invoice.charged_back)}`) : null,
       invoice.method === "crypto" && invoice.status !== "paid"
