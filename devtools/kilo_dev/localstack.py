@@ -758,10 +758,13 @@ class LocalStack:
     def stop(self) -> None:
         self._stop.set()
         self._halt()
+        # one deadline for every thread (all daemons): a thread busy in a handler, or queued behind one for the
+        # invocation lock, must not hold a Ctrl-C for 10 s each
+        deadline = time.monotonic() + 10
         for thread in self._threads:
-            thread.join(timeout=10)
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
         if self._watchdog is not None and self._watchdog is not threading.current_thread():
-            self._watchdog.join(timeout=10)
+            self._watchdog.join(timeout=max(0.0, deadline - time.monotonic()))
         if self._terminal is not None:
             sys.stdout = self._terminal
             self._terminal = None
