@@ -39,7 +39,7 @@ _Report = TypeVar("_Report", RevenueReport, EnterpriseReport)
 REVENUE_COLUMNS = (
     "row", "tier", "account_id", "status", "invoices", "accounts",
     "video_minutes", "audio_minutes", "messages", "data_gb",
-    "fees", "overage", "adjustments", "credit", "total_billed", "cost_basis", "margin",
+    "fees", "overage", "adjustments", "credit", "total_billed", "refunds", "cost_basis", "margin",
 )  # fmt: skip
 MEMBER_COLUMNS = ("row", "key", "sessions", "participants", "video_minutes", "audio_minutes", "cost_basis")
 
@@ -77,6 +77,7 @@ def figures_json(figures: RevenueFigures) -> dict[str, str]:
         "adjustments": figures.adjustments,
         "credit": figures.credit,
         "total_billed": figures.total_billed,
+        "refunds": figures.refunds,
         "cost_basis": figures.cost_basis,
         "margin": figures.margin,
     }
@@ -153,7 +154,10 @@ def _write_csv(columns: tuple[str, ...], rows: list[dict[str, str]]) -> None:
 
 def _print_revenue(report: RevenueReport) -> None:
     table = Table(title=f"Revenue {report.period} (USD)")
-    shown = ("row", "tier", "account_id", "status", "fees", "overage", "adjustments", "total_billed", "cost_basis")
+    shown = (
+        "row", "tier", "account_id", "status",
+        "fees", "overage", "adjustments", "total_billed", "refunds", "cost_basis",
+    )  # fmt: skip
     for column in (*shown, "margin"):
         table.add_column(column, justify="right" if column in MONEY_COLUMNS else "left")
     for row in revenue_rows(report):
@@ -170,7 +174,9 @@ def _print_enterprise(report: EnterpriseReport) -> None:
     make_console().print(table)
 
 
-MONEY_COLUMNS = frozenset({"fees", "overage", "adjustments", "credit", "total_billed", "cost_basis", "margin"})
+MONEY_COLUMNS = frozenset(
+    {"fees", "overage", "adjustments", "credit", "total_billed", "refunds", "cost_basis", "margin"}
+)
 
 
 # --- running ---------------------------------------------------------------------------------------------------------

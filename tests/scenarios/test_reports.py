@@ -10,9 +10,12 @@ from decimal import Decimal
 from kilo_billing.catalog import default_catalog
 from kilo_billing.progressive import invoice_early
 from kilo_billing.reports import AccountRevenue, enterprise_report, revenue_report
+from kilo_invoice.logic import apply_stripe_event, refund_invoice
 from tests.report_fakes import InMemorySessionReader, session
-from tests.scenarios.test_invoicing import FEB, MAR, World, at, seg
+from tests.scenarios.test_card_payment_events import Events, _paid_invoice
+from tests.scenarios.test_invoicing import APR, FEB, MAR, World, at, seg
 from tests.scenarios.test_progressive_billing import mid
+from tests.scenarios.test_voided_invoices import _void
 
 
 def month(world: World) -> None:
@@ -122,3 +125,83 @@ def test_given_sessions_then_usage_per_member_and_room_with_cost() -> None:
     ]
     total = report.total
     assert (total.sessions, total.video_minutes, total.audio_minutes, str(total.cost_basis)) == (3, 60, 45, "0.05")
+
+
+# --- money given back, voided and carried invoices: each amount counted once, in one month --------------------------
+
+
+def test_given_a_paid_refunded_invoice_and_an_unpaid_one_with_credit_notes_then_revenue_nets_each_once() -> None:
+    """acme (Team): March 65.20 paid, 63.00 refunded (it keeps 2.20), then March shortened by 5,000 video minutes
+    (-3.60): April's close notes 2.20 as account credit and 1.40 as already returned by the refund. solo (Personal):
+    March 0.72 left unpaid, then shortened by 2,000 minutes (-0.72): the note takes 0.72 off its amount due."""
+    world = World()
+    events = Events()
+    world.signup("acme", (at(1), "team"))
+    world.signup("solo", (at(1), "personal"))
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", 60_000)  # 10,000 over x 0.00072 = 7.20
+    world.store.rate("solo", "2026-03", seg(at(1)), "video", 6_000)  # 1,000 over x 0.00072 = 0.72
+    assert world.close("acme", MAR).total == Decimal("65.20")  # 29.00 March + 7.20 + 29.00 April in advance
+    assert world.close("solo", MAR).total == Decimal("0.72")
+    world.gateway.settle("acme/2026-03", paid=True)
+    paid = events.add("evt_paid", "invoice.paid", _paid_invoice(world))
+    apply_stripe_event(world.store, world.bus, events, *paid, at(2, 4), world.gateway)
+    refund_invoice(world.store, world.gateway, "acme", "acme/2026-03", Decimal("63.00"))
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", -5_000)  # 55,000: 3.60 over, was 7.20: -3.60
+    world.store.rate("solo", "2026-03", seg(at(1)), "video", -2_000)  # 4,000: inside 5,000, was 0.72: -0.72
+    assert world.close("acme", APR).total == Decimal("26.80")  # May's 29.00 - 2.20 credit
+    assert world.close("solo", APR).total == Decimal("0.00")
+    acme_note = world.store.credit_notes["acme/2026-03/credit-2026-04"]
+    assert (acme_note.to_credit, acme_note.returned) == (Decimal("2.20"), Decimal("1.40"))
+    assert world.store.credit_notes["solo/2026-03/credit-2026-04"].to_due == Decimal("0.72")
+
+    march = {row.account_id: row for row in revenue_report(world.store, MAR, default_catalog()).accounts}
+    # acme: billed 65.20, 63.00 of it refunded; cost 60,000 x 0.0006 = 36.00; margin 65.20 - 63.00 - 36.00 = -33.80
+    assert figures(march["acme"]) == ("58.00", "7.20", "0.00", "0.00", "65.20", "36.00", "-33.80")
+    assert march["acme"].figures.refunds == Decimal("63.00")
+    # solo: 0.72 billed; cost 6,000 x 0.0006 = 3.60; margin -2.88
+    assert figures(march["solo"]) == ("0.00", "0.72", "0.00", "0.00", "0.72", "3.60", "-2.88")
+    april = {row.account_id: row for row in revenue_report(world.store, APR, default_catalog()).accounts}
+    # acme: May's 29.00; the note -2.20 (not -3.60: 1.40 went back with the refund, counted in March); its credit
+    # +2.20 and April's credit line -2.20 net 0.00; billed 26.80; cost -5,000 x 0.0006 = -3.00; margin 29.80
+    assert figures(april["acme"]) == ("29.00", "0.00", "-2.20", "0.00", "26.80", "-3.00", "29.80")
+    assert april["acme"].figures.refunds == Decimal("0.00")
+    # solo: the note takes 0.72 off March's amount due: -0.72 billed; cost -2,000 x 0.0006 = -1.20; margin 0.48
+    assert figures(april["solo"]) == ("0.00", "0.00", "-0.72", "0.00", "-0.72", "-1.20", "0.48")
+    # over both months acme kept 65.20 - 63.00 + 26.80 = 29.00 and solo 0.00: billed - notes - refunds, once each
+    kept = {
+        account: march[account].figures.total_billed
+        - march[account].figures.refunds
+        + april[account].figures.total_billed
+        - april[account].figures.refunds
+        for account in ("acme", "solo")
+    }
+    assert kept == {"acme": Decimal("29.00"), "solo": Decimal("0.00")}
+
+
+def test_given_a_voided_invoice_then_it_bills_nothing_and_the_fee_billed_again_counts_once() -> None:
+    world = World()
+    world.signup("acme", (at(1), "team"))
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", 60_000)
+    world.close("acme", MAR)  # 65.20
+    _void(world, Events(), "acme/2026-03")
+    assert world.close("acme", APR).total == Decimal("58.00")  # April's fee billed again + May's in advance
+    [march] = revenue_report(world.store, MAR, default_catalog()).accounts
+    # nothing collected: 0.00 billed; LiveKit's cost of March's usage stays (60,000 x 0.0006 = 36.00): a loss
+    assert figures(march) == ("0.00", "0.00", "0.00", "0.00", "0.00", "36.00", "-36.00")
+    [april] = revenue_report(world.store, APR, default_catalog()).accounts
+    assert figures(april) == ("58.00", "0.00", "0.00", "0.00", "58.00", "0.00", "58.00")
+
+
+def test_given_a_carried_invoice_then_its_amount_counts_in_its_own_month_only() -> None:
+    world = World()
+    world.signup("solo", (at(1), "personal"))
+    world.store.rate("solo", "2026-03", seg(at(1)), "audio", 11_000)  # 1,000 over x 0.00036 = 0.36: carried
+    world.close("solo", MAR)
+    world.store.rate("solo", "2026-04", seg(at(1, 4)), "video", 5_500)  # 500 over x 0.00072 = 0.36
+    assert world.close("solo", APR).total == Decimal("0.72")  # + March's 0.36 carried
+    [march] = revenue_report(world.store, MAR, default_catalog()).accounts
+    # cost 11,000 x 0.0003 = 3.30; margin 0.36 - 3.30 = -2.94
+    assert figures(march) == ("0.00", "0.36", "0.00", "0.00", "0.36", "3.30", "-2.94")
+    [april] = revenue_report(world.store, APR, default_catalog()).accounts
+    # April's own 0.36 (the carried 0.36 is March's, counted there); cost 5,500 x 0.0006 = 3.30; margin -2.94
+    assert figures(april) == ("0.00", "0.36", "0.00", "0.00", "0.36", "3.30", "-2.94")

@@ -180,3 +180,62 @@ def test_given_a_void_read_before_the_close_wrote_a_note_then_the_void_counts_th
     assert world.store.credit_notes["solo/2026-03/credit-2026-04"].to_credit == Decimal("1.44")
     assert world.store.invoices["solo/2026-03"].status is InvoiceStatus.VOID
     assert world.store.billing["solo"].credit == Decimal("-0.94")  # 0.50 back - 1.44 the note gave, not +0.50
+
+
+# --- a voided invoice's fees: never collected, so billed again by the next close, once -------------------------------
+
+
+def test_given_the_invoice_that_billed_aprils_fee_in_advance_is_voided_then_aprils_close_bills_it(world: World) -> None:
+    events = Events()
+    world.signup("acme", (at(1), "team"))
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", 60_000)
+    march = world.close("acme", MAR)
+    assert (amounts(march, "fee_proration"), amounts(march, "fee")) == (["29.00"], ["29.00"])  # March, April ahead
+    _void(world, events, "acme/2026-03")
+    april = world.close("acme", APR)  # no usage in April
+    # April's 29.00 was billed only on the voided March invoice: April's close bills it (29.00), plus May's in advance
+    assert (amounts(april, "fee_proration"), amounts(april, "fee")) == (["29.00"], ["29.00"])
+    assert april.total == Decimal("58.00")
+    may = world.close("acme", MAY)
+    assert may.total == Decimal("29.00")  # June in advance only: April's fee is not billed twice
+
+
+def test_given_the_advance_invoice_is_voided_after_the_next_close_then_the_following_close_bills_that_fee(
+    world: World,
+) -> None:
+    events = Events()
+    world.signup("acme", (at(1), "team"))
+    world.close("acme", MAR)  # 29.00 March + 29.00 April in advance
+    april = world.close("acme", APR)  # April's fee read as billed in advance (March was not void yet)
+    assert april.total == Decimal("29.00")  # May in advance
+    _void(world, events, "acme/2026-03")  # an operator voids March after April's close
+    may = world.close("acme", MAY)
+    # April's fee, billed only on the voided March invoice: 29.00 now; May's was billed on April (not void): none;
+    # June's in advance 29.00 -> 58.00
+    assert amounts(may, "fee_proration") == ["29.00"]
+    assert [line.period for line in may.lines if line.kind == "fee_proration"] == ["2026-04"]
+    assert may.total == Decimal("58.00")
+    june = world.close("acme", MAY.next())
+    assert june.total == Decimal("29.00")  # once
+
+
+def test_given_a_paid_advance_invoice_then_the_next_close_bills_no_fee_again(world: World) -> None:
+    world.signup("acme", (at(1), "team"))
+    world.close("acme", MAR)
+    assert world.close("acme", APR).total == Decimal("29.00")  # the control: an invoice that is not void counts
+
+
+def test_given_an_upgrade_in_a_month_whose_advance_was_voided_then_its_close_bills_the_whole_prorated_fee(
+    world: World,
+) -> None:
+    events = Events()
+    world.signup("grow", (at(1), "team"), (at(11, 4), "enterprise"))  # April: 10 days Team, 20 days Enterprise
+    world.close("grow", MAR)  # March 29.00 + April 29.00 in advance (Team on April 1st)
+    _void(world, events, "grow/2026-03")
+    april = world.close("grow", APR)
+    # April's fee due: 29 x 10/30 = 9.666.. -> 9.67 + 99 x 20/30 = 66.00 -> 75.67; billed in advance: 0.00 (voided)
+    assert amounts(april, "fee_proration") == ["75.67"]
+    assert [ln.description for ln in april.lines if ln.kind == "fee_proration"] == [
+        "Fee for 2026-04: due 75.67, billed 0.00 (the fee billed on voided invoice KB-grow-00001 was not collected)"
+    ]
+    assert april.total == Decimal("174.67")  # + May's 99.00 in advance

@@ -175,9 +175,6 @@ class InvoiceRecord:
         A paid invoice is paid in full while this equals its total."""
         return self.total - self.refunded - self.refund_owed - self.charged_back
 
-    def fee_billed_in_advance(self, period: str) -> Decimal:
-        return total([ln.amount for ln in self.lines if ln.kind == LineKind.FEE.value and ln.period == period])
-
     def moved(self, target: InvoiceStatus, at: datetime) -> InvoiceRecord:
         if not can_move(self.status, target):
             raise InvoicingError(f"invoice {self.invoice_id} cannot go from {self.status} to {target}")
@@ -456,18 +453,21 @@ def compose_close(ledger: AccountLedger, period: Period, catalog: Catalog, now: 
     current = ledger.periods.get(key, PeriodLedger(key, {}))
     book = catalog.for_period(period)
     rated = rate_counters(period, profile, current.counters, book)
-    previous = ledger.invoices.get(invoice_id(ledger.account_id, period.previous()))
-    advance = previous.fee_billed_in_advance(key) if previous is not None else ZERO
+    advance = fees_billed(ledger, key)  # in advance, by the previous invoice unless it was voided
     next_period = period.next()
     invoice = compose_invoice(
         ledger.account_id, rated, profile.tier_at(next_period.start), catalog.for_period(next_period), advance
     )
     lines = usage_lines(rated)
+    voided = fees_voided(ledger, key)
     for line in invoice.lines[len(rated.usage_lines) :]:
         if line.kind is LineKind.FEE:  # the next period's fee, in advance
             lines.append(_line(line, next_period.start, next_period.end))
+        elif line.kind is LineKind.FEE_PRORATION and voided:
+            lines.append(_refee_line(period, rated.fee, advance, voided))
         else:
             lines.append(_line(line, period.start, period.end))
+    lines.extend(fees_billed_again(ledger, profile, period, catalog))
     moves = [WatermarkMove(key, dict(current.counters), current.billed_rev)]
     notes: list[CreditNote] = []
     this_invoice = invoice_id(ledger.account_id, period)
@@ -500,6 +500,77 @@ def compose_close(ledger: AccountLedger, period: Period, catalog: Catalog, now: 
     )
     read = tuple((note.invoice_id, ledger.invoices[note.invoice_id].revision) for note in notes)
     return CloseDraft(record, tuple(moves), ledger.billing.seq, credit, ledger.billing.credit, tuple(notes), read)
+
+
+# --- fees on a voided invoice: never collected, so billed again, once (docs/decisions.md, D132 amended) ----------
+
+FEE_KINDS: Final = frozenset({LineKind.FEE.value, LineKind.FEE_PRORATION.value})
+
+
+def _voided_for_later(invoice: InvoiceRecord, line: Line) -> bool:
+    """A fee line that a void invoice billed for another period than its own: the next period's fee in advance, or a
+    fee billed again. What a voided invoice billed for its own period (its usage, that period's true-up) stays the
+    operator's to replace (D132); a fee it billed for another period is that period's, so it is billed again."""
+    return invoice.status is InvoiceStatus.VOID and line.kind in FEE_KINDS and line.period != invoice.period
+
+
+def fees_billed(ledger: AccountLedger, period: str) -> Decimal:
+    """The fee of ``period`` billed so far: every fee line for it (in advance, a true-up, a fee billed again), except
+    those a void invoice billed ahead of its own period (it collected nothing)."""
+    return total(
+        [
+            line.amount
+            for invoice in ledger.invoices.values()
+            for line in invoice.lines
+            if line.kind in FEE_KINDS and line.period == period and not _voided_for_later(invoice, line)
+        ]
+    )
+
+
+def fees_voided(ledger: AccountLedger, period: str) -> list[InvoiceRecord]:
+    """The void invoices that had billed a fee of ``period`` ahead of their own period, oldest first."""
+    found = [
+        invoice
+        for invoice in ledger.invoices.values()
+        if any(_voided_for_later(invoice, line) and line.period == period and line.amount for line in invoice.lines)
+    ]
+    return sorted(found, key=lambda invoice: invoice.seq)
+
+
+def _refee_line(period: Period, due: Decimal, billed: Decimal, voided: list[InvoiceRecord]) -> Line:
+    numbers = ", ".join(invoice.number for invoice in voided)
+    return Line(
+        LineKind.FEE_PRORATION.value,
+        f"Fee for {period}: due {money_str(due)}, billed {money_str(billed)} "
+        f"(the fee billed on voided invoice {numbers} was not collected)",
+        due - billed,
+        period.key,
+        start=period.start,
+        end=period.end,
+    )
+
+
+def fees_billed_again(ledger: AccountLedger, profile: AccountProfile, closing: Period, catalog: Catalog) -> list[Line]:
+    """Fees of periods already closed that a void invoice had billed ahead and no other invoice bills yet: the
+    prorated fee due less what is billed for it (``fees_billed``), oldest period first. An invoice voided before the
+    close of the period whose fee it billed in advance is met by that close's true-up; one voided later (or between a
+    close's read and its write) is met here, by the next close. Once billed again, the line counts as billed."""
+    periods = sorted(
+        {
+            line.period
+            for invoice in ledger.invoices.values()
+            for line in invoice.lines
+            if _voided_for_later(invoice, line) and line.period < closing.key
+        }
+    )
+    lines = []
+    for key in periods:
+        period = Period.parse(key)
+        due = rate_counters(period, profile, {}, catalog.for_period(period)).fee
+        billed = fees_billed(ledger, key)
+        if due != billed:
+            lines.append(_refee_line(period, due, billed, fees_voided(ledger, key)))
+    return lines
 
 
 def closed_periods(invoices: Iterable[InvoiceRecord]) -> set[str]:

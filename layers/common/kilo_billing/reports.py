@@ -4,10 +4,14 @@ Revenue of a period = what the invoices *of that period* billed (its period-end 
 fees (the next period's fee in advance + the closed period's fee true-up), overage (usage lines, net of usage invoiced
 early), adjustments (late usage of earlier periods: the adjustment lines, and the credit notes these invoices'
 closes made for negative late usage - the part a note took off an unpaid invoice lowers what was billed, the part
-given as account credit is credit carried, as a negative subtotal's), credit; the LiveKit cost basis of the usage they
-billed (the closed period's usage + the late usage adjusted), and the margin = total billed - cost basis. An account
-whose period is not closed yet shows what is invoiced so far (status ``open``). Usage nobody could be billed for (the
-``unattributed`` bucket) is reported with its cost: it is margin lost (docs/decisions.md, "Revenue report").
+given as account credit is credit carried, as a negative subtotal's; the part a note records as already ``returned``
+is not counted again: the refund or dispute that returned it is), credit; refunds (what the period's invoices gave
+back: refunds made or owed, disputes' funds withdrawn); the LiveKit cost basis of the usage they billed (the closed
+period's usage + the late usage adjusted), and the margin = total billed - refunds - cost basis. A void invoice bills
+nothing (its cost basis stays: the usage happened); a ``carried`` line is counted in the month of the invoice it
+carries, not again in the month that collects it. An account whose period is not closed yet shows what is invoiced
+so far (status ``open``). Usage nobody could be billed for (the ``unattributed`` bucket) is reported with its cost: it
+is margin lost (docs/decisions.md, "Revenue report", D-invoice-2).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from typing import TypeVar
 
 from kilo_billing.accounts import UNATTRIBUTED, AccountProfile
 from kilo_billing.catalog import Catalog
-from kilo_billing.invoicing import BILLED_EARLY, CREDIT, AccountLedger, invoice_id, is_early
+from kilo_billing.invoicing import BILLED_EARLY, CARRIED, CREDIT, AccountLedger, InvoiceStatus, invoice_id, is_early
 from kilo_billing.meters import Meter
 from kilo_billing.money import ZERO, round_money, total
 from kilo_billing.periods import Period
@@ -29,7 +33,7 @@ from kilo_billing.periods_store import LedgerStore
 from kilo_billing.rating import LineKind, billing_quantity
 from kilo_billing.session_usage import SessionReader, SessionUsage
 
-MONEY_FIELDS = ("fees", "overage", "adjustments", "credit", "total_billed", "cost_basis", "margin")
+MONEY_FIELDS = ("fees", "overage", "adjustments", "credit", "total_billed", "refunds", "cost_basis", "margin")
 
 
 _Summable = TypeVar("_Summable", "Usage", "RevenueFigures")
@@ -62,10 +66,11 @@ class RevenueFigures:
     total_billed: Decimal = ZERO
     cost_basis: Decimal = ZERO
     usage: Usage = field(default_factory=Usage)
+    refunds: Decimal = ZERO  # given back of what the period's invoices billed: refunds made or owed, disputes lost
 
     @property
     def margin(self) -> Decimal:
-        return self.total_billed - self.cost_basis
+        return self.total_billed - self.refunds - self.cost_basis
 
     def __add__(self, other: RevenueFigures) -> RevenueFigures:
         return _fieldwise_sum(self, other)
@@ -123,11 +128,12 @@ def tier_of(profile: AccountProfile | None, period: Period) -> str:
 
 
 def account_revenue(ledger: AccountLedger, period: Period, catalog: Catalog) -> AccountRevenue:
-    invoices = [invoice for invoice in ledger.invoices.values() if invoice.period == period.key]
-    ids = {invoice.invoice_id for invoice in invoices}
+    found = [invoice for invoice in ledger.invoices.values() if invoice.period == period.key]
+    invoices = [invoice for invoice in found if invoice.status is not InvoiceStatus.VOID]  # a void one billed nothing
+    ids = {invoice.invoice_id for invoice in found}  # a note stands when the invoice that found it is voided (D132)
     notes = [note for note in ledger.credit_notes.values() if note.found_by in ids]  # negative late usage (D51)
-    late_cost = Decimal(0)
-    for line in [line for invoice in invoices for line in invoice.lines] + [ln for n in notes for ln in n.lines]:
+    late_cost = Decimal(0)  # the usage happened, billed or not: every invoice's late usage, void ones' too
+    for line in [line for invoice in found for line in invoice.lines] + [ln for n in notes for ln in n.lines]:
         if line.kind == LineKind.ADJUSTMENT.value and line.meter and line.used is not None:
             late_cost += line.used * catalog.for_period(Period.parse(line.period)).base_price(Meter(line.meter))
     figures = RevenueFigures(
@@ -135,9 +141,10 @@ def account_revenue(ledger: AccountLedger, period: Period, catalog: Catalog) -> 
         overage=total([i.amount_of(LineKind.USAGE.value, BILLED_EARLY) for i in invoices]),
         adjustments=total([i.amount_of(LineKind.ADJUSTMENT.value) for i in invoices] + [-n.amount for n in notes]),
         credit=total([i.amount_of(CREDIT) for i in invoices] + [n.to_credit for n in notes]),
-        total_billed=total([i.total for i in invoices] + [-n.to_due for n in notes]),
-        cost_basis=total([i.cost_basis for i in invoices]) + round_money(late_cost),
+        total_billed=total([i.total - i.amount_of(CARRIED) for i in invoices] + [-n.to_due for n in notes]),
+        cost_basis=total([i.cost_basis for i in found]) + round_money(late_cost),
         usage=period_usage(ledger, period),
+        refunds=total([i.total - i.kept for i in invoices]),
     )
     closed = invoice_id(ledger.account_id, period) in ledger.invoices
     early = sum(1 for i in invoices if is_early(i))
