@@ -34,7 +34,7 @@ from kilo_billing.items import to_item
 from kilo_billing.periods_store import DynamoLedgerStore
 from kilo_billing.rating import TierChange
 from kilo_dev.apigw import http_api_event
-from kilo_dev.stripe_emulator import EmulatorHTTPClient
+from kilo_dev.stripe_emulator import EmulatorHTTPClient, load_fixtures
 from kilo_invoice import close_handler, dependencies, payment_handler, start_handler
 from kilo_invoice.adapters import SqsCloseJobQueue
 from kilo_invoice.gateway import Customer
@@ -425,3 +425,108 @@ def test_given_negative_late_usage_when_the_next_month_closes_then_credit_notes_
     queue.send([(account, "2026-04") for account in ("acct-a", "acct-b")])  # the jobs again
     invoicing.close_all()
     assert invoicing.stripe_posts("/v1/credit_notes") == 2  # once
+
+
+def _stripe_sends(invoicing: Invoicing, event_type: str, gateway_id: str, status: str, event_id: str) -> None:
+    """An event the emulator does not make itself (an operator's action in Stripe's Dashboard: marking an invoice
+    uncollectible; the void's event), shaped as Stripe sends it (its fixture, the invoice as the emulator now holds
+    it, with the status that action gives) and signed with the Stripe SDK by ``webhook``."""
+    client = stripe.StripeClient(API_KEY, http_client=invoicing.http, max_network_retries=0)
+    retrieved = client.v1.invoices.retrieve(gateway_id).last_response
+    assert retrieved is not None
+    invoice = json.loads(retrieved.body)  # Stripe's JSON of the invoice, as the event carries it
+    event = copy.deepcopy(load_fixtures()["event"]) | {
+        "id": event_id,
+        "type": event_type,
+        "data": {"object": invoice | {"status": status}},
+    }
+    event.pop("previous_attributes", None)
+    assert invoicing.webhook(event) == 200
+
+
+def _post_new_events(invoicing: Invoicing, seen: int) -> int:
+    events = invoicing.http.emulator.events
+    for event in events[seen:]:
+        assert invoicing.webhook(event) == 200
+    invoicing.payments()
+    return len(events)
+
+
+def test_given_credit_overdrawn_by_a_void_when_an_early_invoice_bills_it_then_the_month_end_bills_only_the_rest(
+    invoicing: Invoicing,
+) -> None:
+    """An account whose credit a voided invoice overdrew (D132) reaches its progressive threshold mid-month: the
+    early invoice bills its usage to date and the overdraft; the month-end invoice bills only the usage since,
+    neither the overdraft again nor the early usage. Hand figures (Personal: 5,000 video minutes included,
+    0.00072 each over; threshold $1.00):
+    - March: 7,000 minutes -> 2,000 over = 1.44, the card declines, Stripe gives up on it (uncollectible);
+    - March shortened by 2,000 minutes (5,000: 0.00): -1.44, a credit note against the uncollectible invoice: 1.44
+      account credit; April 7,000 minutes = 1.44, paid by that credit: April's invoice 0.00;
+    - March voided at Stripe: it collected nothing, the 1.44 of credit its note gave was spent: credit -1.44;
+    - May 20th: 7,000 minutes = 1.44 >= 1.00: early invoice 1.44 usage + 1.44 overdraft = 2.88, credit back to 0;
+    - May's close, 8,000 minutes by then: 3,000 over = 2.16 - 1.44 invoiced early = 0.72, no credit line.
+    May billed 2.88 + 0.72 = 3.60 = its usage 2.16 + the overdraft 1.44."""
+    invoicing.register("acct-o", "personal", progressive=Decimal("1.00"))
+    invoicing.card("acct-o", "pm_card_chargeCustomerFail")
+    invoicing.rate("acct-o", "video", 7_000)
+    invoicing.start("2026-04-01T06:00:00Z")
+    invoicing.close_all()
+    seen = _post_new_events(invoicing, 0)
+    march = invoicing.invoice("acct-o")
+    assert (march.total, march.status) == (Decimal("1.44"), InvoiceStatus.PAYMENT_FAILED)
+    assert march.gateway_id
+    _stripe_sends(invoicing, "invoice.marked_uncollectible", march.gateway_id, "uncollectible", "evt_o_uncollectible")
+    invoicing.payments()
+    assert invoicing.invoice("acct-o").status is InvoiceStatus.UNCOLLECTIBLE
+
+    invoicing.rate("acct-o", "video", -2_000)  # March's late usage
+    invoicing.rate("acct-o", "video", 7_000, period="2026-04")
+    invoicing.start("2026-05-01T06:00:00Z")
+    invoicing.close_all()
+    seen = _post_new_events(invoicing, seen)
+    note = invoicing.store.ledger("acct-o").credit_notes["acct-o/2026-03/credit-2026-04"]
+    assert (note.to_due, note.to_credit) == (Decimal("0.00"), Decimal("1.44"))
+    april = invoicing.invoice("acct-o", "2026-04")
+    assert (april.amount_of("credit"), april.total, april.status) == (
+        Decimal("-1.44"),
+        Decimal("0.00"),
+        InvoiceStatus.PAID,
+    )
+    invoicing.gateway().void(march.gateway_id)  # an operator voids March in Stripe
+    _stripe_sends(invoicing, "invoice.voided", march.gateway_id, "void", "evt_o_void")
+    invoicing.payments()
+    assert invoicing.invoice("acct-o").status is InvoiceStatus.VOID
+    assert invoicing.store.ledger("acct-o").billing.credit == Decimal("-1.44")
+
+    invoicing.card("acct-o", "pm_card_visa")  # a working card for May
+    invoicing.rate("acct-o", "video", 7_000, period="2026-05")
+    with time_machine.travel(datetime(2026, 5, 20, 10, tzinfo=UTC), tick=False):
+        invoicing.start("2026-05-20T10:00:00Z")
+        invoicing.close_all()
+    early = invoicing.invoice("acct-o", "2026-05/early-1")
+    assert [(line.kind, line.amount) for line in early.lines if line.amount] == [
+        ("usage", Decimal("1.44")),
+        ("credit", Decimal("1.44")),  # "Account credit overdrawn by a voided invoice"
+    ]
+    assert early.total == Decimal("2.88")
+    on_stripe = invoicing.gateway().find_invoice(early.invoice_id)
+    assert on_stripe is not None
+    assert on_stripe.total == Decimal("2.88")
+    assert invoicing.store.ledger("acct-o").billing.credit == Decimal("0.00")
+    seen = _post_new_events(invoicing, seen)
+    assert invoicing.invoice("acct-o", "2026-05/early-1").status is InvoiceStatus.PAID
+
+    invoicing.rate("acct-o", "video", 1_000, period="2026-05")  # after the early invoice: 8,000 in May
+    invoicing.start("2026-06-01T06:00:00Z")
+    invoicing.close_all()
+    may = invoicing.invoice("acct-o", "2026-05")
+    assert [(line.kind, line.amount) for line in may.lines if line.amount] == [
+        ("usage", Decimal("2.16")),
+        ("billed_early", Decimal("-1.44")),
+    ]
+    assert may.total == Decimal("0.72")
+    may_on_stripe = invoicing.gateway().find_invoice(may.invoice_id)
+    assert may_on_stripe is not None
+    assert may_on_stripe.total == Decimal("0.72")
+    assert invoicing.store.ledger("acct-o").billing.credit == Decimal("0.00")
+    assert early.total + may.total == Decimal("3.60")  # May's usage 2.16 + the overdraft 1.44, each billed once
