@@ -11,7 +11,7 @@ period's usage + the late usage adjusted), and the margin = total billed - refun
 nothing (its cost basis stays: the usage happened); a ``carried`` line is counted in the month of the invoice it
 carries, not again in the month that collects it. An account whose period is not closed yet shows what is invoiced
 so far (status ``open``). Usage nobody could be billed for (the ``unattributed`` bucket) is reported with its cost: it
-is margin lost (docs/decisions.md, "Revenue report", D-invoice-2).
+is margin lost (docs/decisions.md, "Revenue report", D154).
 """
 
 from __future__ import annotations
