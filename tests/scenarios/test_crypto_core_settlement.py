@@ -812,3 +812,73 @@ def test_given_a_submitted_transaction_whose_second_credit_has_no_quote_then_409
     assert untouched is not None
     assert (untouched.status, untouched.payments) == (BillStatus.OPEN, ())
     assert h.published.published == []
+
+
+def test_given_a_claimed_payment_re_mined_at_another_index_and_back_then_its_bill_follows_it_and_counts_it_once(
+    h: Harness,
+) -> None:
+    """100 USDC from an unlinked wallet, claimed for inv-1 at log index 0 of block 100. Re-mined at index 1 of block
+    103 (the old block orphaned first, as the watcher's reorg check does): the new id keeps inv-1, $100.00, the fast
+    path. The chain reorgs back to block 100 (index 0 again; this time the new id is still SEEN when the old one is
+    re-seen, as the finality check reports it): the bill moves back. Each time one payment counts: $100.00, not 200."""
+    paid = transfer("0x1a", "USDC", USDC_QUOTE, T0 + timedelta(minutes=4), sender=STRANGER_WALLET)
+    h.settlement.check_claim(paid, "inv-1")
+    h.settlement.record(paid, claimed_for="inv-1")
+    h.settlement.orphaned("ethereum:0x1a:0")
+    remined = replace(paid, index=1, block_number=103, block_hash="0xnewblock")
+
+    h.settlement.record_seen(remined)
+
+    new = h.store.payment("ethereum:0x1a:1")
+    old = h.store.payment("ethereum:0x1a:0")
+    assert new is not None
+    assert old is not None
+    assert (new.status, new.invoice_id, new.matched_by, new.usd) == (
+        PaymentStatus.SEEN,
+        "inv-1",
+        "fast_path",
+        Decimal("100.00"),
+    )
+    assert (old.status, old.moved_to) == (PaymentStatus.ORPHANED, "ethereum:0x1a:1")
+    moved_bill = h.store.bill("inv-1")
+    assert moved_bill is not None
+    assert moved_bill.status is BillStatus.PROCESSING
+    assert remaining_usd(moved_bill) == Decimal("0.00")
+    assert [p.payment_id for p in h.settlement.pending("ethereum")] == ["ethereum:0x1a:1"]
+    assert h.store.unattributed() == []
+    assert len(h.events(SEEN)) == 1  # announced once, under the first id
+
+    h.settlement.record_seen(paid)  # back in block 100 at index 0, the new id still SEEN in block 103
+
+    back = h.store.payment("ethereum:0x1a:0")
+    left = h.store.payment("ethereum:0x1a:1")
+    assert back is not None
+    assert left is not None
+    assert (back.status, back.invoice_id, back.moved_to) == (PaymentStatus.SEEN, "inv-1", None)
+    assert (left.status, left.moved_to) == (PaymentStatus.ORPHANED, "ethereum:0x1a:0")
+    h.settlement.orphaned("ethereum:0x1a:1")  # the watcher's orphaning after: nothing left to move
+    h.settlement.finalized("ethereum:0x1a:0")
+    paid_bill = h.store.bill("inv-1")
+    assert paid_bill is not None
+    assert (paid_bill.status, paid_bill.settled_usd, paid_bill.credit_usd) == (
+        BillStatus.PAID,
+        Decimal("100.00"),
+        Decimal("0.00"),
+    )
+    assert paid_bill.settled_payment_ids == ("ethereum:0x1a:0",)
+    assert len(h.events(SETTLED)) == 1
+
+
+def test_given_a_payment_re_mined_at_another_index_when_claimed_for_another_bill_then_refused(h: Harness) -> None:
+    h.store.create_bill(bill("inv-2"))
+    h.store.add_quote(quote("q2-usdc", "USDC", USDC_QUOTE, "1", invoice_id="inv-2"))
+    paid = transfer("0x1b", "USDC", USDC_QUOTE, T0 + timedelta(minutes=4), sender=STRANGER_WALLET)
+    h.settlement.record(paid, claimed_for="inv-1")
+    h.settlement.orphaned("ethereum:0x1b:0")
+    remined = replace(paid, index=2, block_number=103, block_hash="0xnewblock")
+
+    with pytest.raises(AlreadyClaimedError):
+        h.settlement.check_claim(remined, "inv-2")
+    with pytest.raises(AlreadyClaimedError):
+        h.settlement.record(remined, claimed_for="inv-2")
+    assert h.store.payment("ethereum:0x1b:2") is None

@@ -139,6 +139,14 @@ class DynamoCryptoStore:
         item = self._get(items.payment_pk(payment_id), "PAY")
         return items.payment_from_item(item) if item else None
 
+    def transaction_payments(self, chain: str, tx_id: str) -> Sequence[Payment]:
+        links = self._query(
+            KeyConditionExpression="pk = :t",
+            ExpressionAttributeValues=to_item({":t": items.transaction_pk(chain, tx_id)}),
+        )
+        found = (self.payment(str(from_item(link)["payment_id"])) for link in links)
+        return [payment for payment in found if payment is not None]
+
     def pending_payments(self, chain: str) -> Sequence[Payment]:
         found = self._query(
             IndexName="watch",
@@ -188,6 +196,20 @@ class DynamoCryptoStore:
                         "Item": items.bill_to_item(change.bill),
                         "ConditionExpression": "version = :v",
                         "ExpressionAttributeValues": to_item({":v": change.bill.version - 1}),
+                    }
+                }
+            )
+        if change.payment.attributed:
+            writes.append({"Put": {"TableName": self._table, "Item": items.transaction_link_to_item(change.payment)}})
+        if change.moved is not None and change.moved_expected is not None:
+            writes.append(
+                {
+                    "Put": {
+                        "TableName": self._table,
+                        "Item": items.payment_to_item(change.moved),
+                        "ConditionExpression": "#s = :moved AND attribute_not_exists(moved_to)",
+                        "ExpressionAttributeNames": {"#s": "status"},
+                        "ExpressionAttributeValues": to_item({":moved": change.moved_expected.value}),
                     }
                 }
             )

@@ -5,7 +5,8 @@ Keys (``pk`` / ``sk``), and the two sparse indexes:
 - bill ``BILL#<invoice>`` / ``BILL``; its quotes ``BILL#<invoice>`` / ``QUOTE#<quote>`` (one Query reads a bill and
   its quotes);
 - Solana Pay reference ``REF#<reference>`` / ``REF`` -> the quote, indexed ``watch`` while monitored;
-- chain payment ``PAY#<payment id>`` / ``PAY``, indexed ``pending`` while SEEN;
+- chain payment ``PAY#<payment id>`` / ``PAY``, indexed ``pending`` while SEEN; an attributed payment's link
+  ``TXN#<chain>#<transaction>`` / ``PAY#<payment id>`` (one Query finds a transaction's attributed payments);
 - linked wallet ``WALLET#<evm|solana>#<address>`` / ``WALLET`` (EVM addresses lower-cased; a key's wallet, the same
   address on every chain of its kind), or ``/ WALLET#<chain>`` for an ERC-1271 contract wallet (verified on that chain
   only: the same address elsewhere may be another contract, or none), sign-in nonce
@@ -344,6 +345,25 @@ def payment_to_item(payment: Payment) -> Item:
             "review": payment.review,
             "announced": payment.announced,
             "refund_owed": payment.refund_owed or None,
+            "moved_to": payment.moved_to,
+        }
+    )
+
+
+def transaction_pk(chain: str, tx_id: str) -> str:
+    return f"TXN#{chain}#{tx_id}"
+
+
+def transaction_link_to_item(payment: Payment) -> Item:
+    """The transaction's index of its attributed payments (one item per payment id): a transfer re-mined under
+    another id (an EVM log index that changed with the block) finds the payment whose bill it keeps (D-crypto-1)."""
+    transfer = payment.transfer
+    return to_item(
+        {
+            "pk": transaction_pk(transfer.chain, transfer.tx_id),
+            "sk": f"PAY#{payment.payment_id}",
+            "kind": "transaction-link",
+            "payment_id": payment.payment_id,
         }
     )
 
@@ -379,6 +399,7 @@ def payment_from_item(item: Mapping[str, Any]) -> Payment:
         review=bool(values.get("review", False)),
         announced=bool(values.get("announced", False)),
         refund_owed=bool(values.get("refund_owed", False)),
+        moved_to=str(values["moved_to"]) if values.get("moved_to") else None,
     )
 
 

@@ -213,6 +213,7 @@ class Payment:
     review: bool = False  # late ETH/SOL whose price moved > the review band: an operator decides; not counted
     announced: bool = False  # CryptoPaymentSeen / UnattributedCryptoPayment published
     refund_owed: bool = False  # an operator refused it in review: its asset amount is owed back; never counted
+    moved_to: str | None = None  # ORPHANED, its transfer re-mined under another id: the payment its bill moved to
 
     @property
     def payment_id(self) -> str:

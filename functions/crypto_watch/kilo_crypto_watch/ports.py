@@ -113,6 +113,8 @@ class SettlementChange:
     bill: Bill | None = None
     quotes: tuple[Quote, ...] = ()
     was_unattributed: bool = False  # an operator assignment: the stored payment must still be unattributed
+    moved: Payment | None = None  # the payment whose bill ``payment`` takes over (ORPHANED, ``moved_to`` set);
+    moved_expected: PaymentStatus | None = None  # written only if still in this status and not moved already
 
 
 class SettlementStore(Protocol):
@@ -140,6 +142,10 @@ class SettlementStore(Protocol):
         ...
 
     def payment(self, payment_id: str) -> Payment | None: ...
+
+    def transaction_payments(self, chain: str, tx_id: str) -> Sequence[Payment]:
+        """The attributed payments recorded for transaction ``tx_id`` on ``chain`` (any index)."""
+        ...
 
     def save(self, change: SettlementChange) -> None:
         """Write the change in one transaction; ConflictError when a condition failed."""

@@ -255,6 +255,17 @@ def _moved_block(stored: ObservedTransfer, seen: ObservedTransfer) -> bool:
     )
 
 
+def _same_credit(stored: ObservedTransfer, seen: ObservedTransfer) -> bool:
+    """The same transfer of one transaction, whatever its index: asset, sender, recipient and amount."""
+    return (stored.chain, stored.tx_id, stored.asset, stored.sender.lower(), stored.recipient.lower()) == (
+        seen.chain,
+        seen.tx_id,
+        seen.asset,
+        seen.sender.lower(),
+        seen.recipient.lower(),
+    ) and stored.atomic_amount == seen.atomic_amount
+
+
 def _line(payment: Payment) -> BillPayment:
     return BillPayment(
         payment_id=payment.payment_id,
@@ -403,8 +414,19 @@ class Settlement:
         if not transfer.succeeded:
             return  # recorded FAILED, for no bill
         existing = self._store.payment(transfer.payment_id)
-        if existing is not None and existing.status is PaymentStatus.ORPHANED and existing.attributed:
+        if (
+            existing is not None
+            and existing.status is PaymentStatus.ORPHANED
+            and existing.attributed
+            and existing.moved_to is None
+        ):
             return  # re-seen after an orphaning: it keeps its bill
+        if existing is None or existing.status is PaymentStatus.ORPHANED:
+            moved_from = self._moved_from(transfer)
+            if moved_from is not None:  # re-mined under another id: it keeps its bill
+                if moved_from.invoice_id != invoice_id:
+                    raise AlreadyClaimedError(f"payment {transfer.payment_id} already pays another bill")
+                return
         if existing is not None and existing.status is not PaymentStatus.ORPHANED:
             if existing.invoice_id not in (None, invoice_id):
                 raise AlreadyClaimedError(f"payment {transfer.payment_id} already pays another bill")
@@ -535,8 +557,15 @@ class Settlement:
             failed = Payment(transfer, PaymentStatus.FAILED, now, announced=True)
             self._store.save(SettlementChange(failed, payment_expected=expected))
             return failed
-        if existing is not None and existing.attributed:
+        if existing is not None and existing.attributed and existing.moved_to is None:
             return self._reseen(existing, transfer)
+        moved_from = self._moved_from(transfer)
+        if moved_from is not None:
+            if claimed_for is not None and moved_from.invoice_id != claimed_for:
+                raise AlreadyClaimedError(f"payment {transfer.payment_id} already pays another bill")
+            return self._carried(moved_from, transfer, expected)
+        if existing is not None and existing.moved_to is not None:
+            return existing  # its bill moved to the payment it was re-mined as: counted there, never twice
         detected = transfer.block_time or now
         found = self._match(transfer, claimed_for, detected)
         if found is None:
@@ -565,6 +594,49 @@ class Settlement:
         )
         self._announce_bill(new_bill)
         return again
+
+    def _moved_from(self, transfer: ObservedTransfer) -> Payment | None:
+        """The attributed payment ``transfer`` is the same credit as, recorded under another id: the same
+        transaction's credit with the same asset, sender, recipient and amount at another index (an EVM log index
+        that changed when the transaction was re-mined in another block), ORPHANED, or SEEN in another block than
+        ``transfer``'s (a transaction is in one canonical block), and not moved already. The lowest index first."""
+        candidates = [
+            payment
+            for payment in self._store.transaction_payments(transfer.chain, transfer.tx_id)
+            if payment.payment_id != transfer.payment_id
+            and payment.attributed
+            and payment.moved_to is None
+            and _same_credit(payment.transfer, transfer)
+            and (
+                payment.status is PaymentStatus.ORPHANED
+                or (payment.status is PaymentStatus.SEEN and payment.transfer.block_hash != transfer.block_hash)
+            )
+        ]
+        return min(candidates, key=lambda payment: payment.transfer.index, default=None)
+
+    def _carried(self, moved_from: Payment, transfer: ObservedTransfer, expected: PaymentStatus | None) -> Payment:
+        """``transfer`` takes over the bill, quote, matching and valuation of ``moved_from`` (its same credit under
+        another id): one transaction writes it SEEN, ``moved_from`` ORPHANED and moved to it (only if still in the
+        status read and not moved already), and the bill counting it once (D-crypto-1)."""
+        bill = self._store.bill(moved_from.invoice_id) if moved_from.invoice_id else None
+        if bill is None:
+            raise BillNotFoundError(f"no crypto bill {moved_from.invoice_id!r}")
+        kept = replace(transfer, block_time=transfer.block_time or moved_from.transfer.block_time)
+        carried = replace(moved_from, transfer=kept, status=PaymentStatus.SEEN, moved_to=None)
+        left = replace(moved_from, status=PaymentStatus.ORPHANED, moved_to=carried.payment_id)
+        new_bill, changed = self._bill_after(with_line(bill, left), carried, self._store.quotes(bill.invoice_id))
+        self._store.save(
+            SettlementChange(
+                carried,
+                payment_expected=expected,
+                bill=new_bill,
+                quotes=changed,
+                moved=left,
+                moved_expected=moved_from.status,
+            )
+        )
+        self._announce_bill(new_bill)
+        return carried
 
     def _match(
         self, transfer: ObservedTransfer, claimed_for: str | None, detected: datetime
