@@ -423,3 +423,22 @@ def test_given_a_claimed_usdc_payment_re_mined_at_another_log_index_then_it_keep
     paid = billing.bill()
     assert (paid.status, paid.settled_usd, paid.credit_usd) == (BillStatus.PAID, Decimal("100.00"), Decimal("0.00"))
     assert paid.settled_payment_ids == (new.payment_id,)
+
+
+def test_given_a_reverted_payment_then_it_is_pending_until_its_block_is_final_and_then_final(billing: Billing) -> None:
+    tx = billing.chain.pay_usdc(PAYER, MERCHANT, 10_000 * USDC, gas=100_000)  # more than PAYER holds: reverted
+    billing.run()
+    payment_id = f"ethereum:{tx}:-1"
+    failed = billing.store.payment(payment_id)
+    assert failed is not None
+    assert (failed.status, failed.final) == (PaymentStatus.FAILED, False)
+    assert [p.payment_id for p in billing.store.pending_payments("ethereum")] == [payment_id]
+
+    report = billing.final()
+
+    assert report["finalized"] == 1
+    final = billing.store.payment(payment_id)
+    assert final is not None
+    assert (final.status, final.final) == (PaymentStatus.FAILED, True)
+    assert billing.store.pending_payments("ethereum") == []
+    assert billing.bill().status is BillStatus.OPEN

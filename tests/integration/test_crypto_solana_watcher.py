@@ -450,3 +450,34 @@ def test_given_a_reference_on_another_instruction_when_claimed_for_another_bill_
     with pytest.raises(ClaimRefusedError, match="reference of another bill's quote"):
         h.settlement.check_claim(credit, "inv-B")
     h.settlement.check_claim(credit, "inv-A")
+
+
+def test_given_a_failed_transaction_recorded_by_settlement_then_pending_until_its_failure_is_finalized(
+    chain: SolanaTestChain, stack: Stack
+) -> None:
+    """A failed SOL transfer (more than the payer holds) is FAILED in settlement, but not final while its slot is
+    not finalized (a signature can land again on another fork): it stays pending, and is final - off the pending
+    list, counted in the run's finalized - once the finalized slot reaches it."""
+    h = harness(stack)
+    h.clock.now = datetime.now(UTC)
+    watch = Watch(chain)
+    watch.sink = h.settlement  # type: ignore[assignment]
+    signature = chain.pay_sol(1_000 * SOL, skip_preflight=True)
+    payment_id = f"solana:{signature}:0"
+
+    watch.run()
+    chain.standin.advance(LAG - 1)
+    report = watch.run()
+
+    failed = h.store.payment(payment_id)
+    assert failed is not None
+    assert (failed.status, failed.final, report.finalized) == (PaymentStatus.FAILED, False, 0)
+    assert [(p.payment_id, p.failed) for p in h.settlement.pending("solana")] == [(payment_id, True)]
+
+    chain.standin.advance(1)
+    report = watch.run()
+
+    final = h.store.payment(payment_id)
+    assert final is not None
+    assert (final.status, final.final, report.finalized) == (PaymentStatus.FAILED, True, 1)
+    assert h.settlement.pending("solana") == []

@@ -182,11 +182,15 @@ class DynamoCryptoStore:
             payment_put["ConditionExpression"] = "attribute_not_exists(pk)"
         else:
             condition = "#s = :expected"
+            values: dict[str, Any] = {":expected": change.payment_expected.value}
             if change.was_unattributed:
                 condition += " AND attribute_not_exists(invoice_id)"
+            if change.block_expected is not None:
+                condition += " AND block_hash = :block"
+                values[":block"] = change.block_expected
             payment_put["ConditionExpression"] = condition
             payment_put["ExpressionAttributeNames"] = {"#s": "status"}
-            payment_put["ExpressionAttributeValues"] = to_item({":expected": change.payment_expected.value})
+            payment_put["ExpressionAttributeValues"] = to_item(values)
         writes: list[dict[str, Any]] = [{"Put": payment_put}]
         if change.bill is not None:
             writes.append(
