@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -481,3 +482,43 @@ def test_given_a_failed_transaction_recorded_by_settlement_then_pending_until_it
     assert final is not None
     assert (final.status, final.final, report.finalized) == (PaymentStatus.FAILED, True, 1)
     assert h.settlement.pending("solana") == []
+
+
+def test_given_a_payment_recorded_failed_on_a_dead_fork_when_its_signature_succeeded_then_it_is_read_again_and_pays(
+    chain: SolanaTestChain, stack: Stack
+) -> None:
+    """Settlement holds the signature FAILED in a slot of a fork that did not survive ("dead-fork-hash"); on the
+    chain that stands (the stand-in) the same signature succeeded, paying the $37.50 bill's 0.25 SOL quote by its
+    reference. The watcher's cursor is past the payment's slot (the scan does not list it again): the finality check
+    sees its status without an error, reads the transaction again and reports it - SEEN, matched by the reference,
+    the bill PROCESSING."""
+    h = harness(stack)
+    h.clock.now = datetime.now(UTC)
+    reference = Keypair().pubkey()
+    assert h.store.create_bill(bill("inv-1", "acct-1", "37.50"))
+    h.store.add_quote(_sol_quote("q-1", "inv-1", "acct-1", SOL // 4, str(reference)))
+    signature = chain.send([_pay(chain, SOL // 4, reference)])
+    landed = chain.standin.transaction(signature)
+    assert landed is not None
+    (credit,) = SolanaTransactionInspector(chain.config(), references=h.settlement).transfers(signature)
+    h.settlement.record_seen(replace(credit, succeeded=False, block_hash="dead-fork-hash"))
+    assert [p.failed for p in h.settlement.pending("solana")] == [True]
+    watch = Watch(chain)
+    watch.sink = h.settlement  # type: ignore[assignment]
+    watch.references = h.settlement  # type: ignore[assignment]
+    watch.start_block = landed.slot  # the scan covers later slots only
+
+    watch.run()
+
+    payment = h.store.payment(f"solana:{signature}:0")
+    assert payment is not None
+    assert (payment.status, payment.invoice_id, payment.matched_by, payment.usd) == (
+        PaymentStatus.SEEN,
+        "inv-1",
+        "reference",
+        Decimal("37.50"),
+    )
+    assert payment.transfer.block_hash == chain.standin.blockhash(landed.slot)
+    processing = h.store.bill("inv-1")
+    assert processing is not None
+    assert processing.status.value == "PROCESSING"
