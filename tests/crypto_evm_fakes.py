@@ -58,12 +58,12 @@ class MemoryPaymentSink:
             if t.chain == chain and self.status[pid] is PaymentStatus.SEEN
         ]
 
-    def finalized(self, payment_id: str) -> None:
+    def finalized(self, payment_id: str, block_hash: str | None = None) -> None:
         self.calls.append(("finalized", payment_id))
         if self.status.get(payment_id) is PaymentStatus.SEEN:
             self.status[payment_id] = PaymentStatus.FINALIZED
 
-    def orphaned(self, payment_id: str) -> None:
+    def orphaned(self, payment_id: str, block_hash: str | None = None) -> None:
         self.calls.append(("orphaned", payment_id))
         if self.status.get(payment_id) is PaymentStatus.SEEN:
             self.status[payment_id] = PaymentStatus.ORPHANED

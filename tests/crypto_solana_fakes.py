@@ -45,11 +45,11 @@ class MemorySink:
             if t.chain == chain and self.status[pid] is PaymentStatus.SEEN
         ]
 
-    def finalized(self, payment_id: str) -> None:
+    def finalized(self, payment_id: str, block_hash: str | None = None) -> None:
         if self.status[payment_id] is PaymentStatus.SEEN:
             self.status[payment_id] = PaymentStatus.FINALIZED
 
-    def orphaned(self, payment_id: str) -> None:
+    def orphaned(self, payment_id: str, block_hash: str | None = None) -> None:
         if self.status[payment_id] is PaymentStatus.SEEN:
             self.status[payment_id] = PaymentStatus.ORPHANED
 

@@ -255,6 +255,7 @@ ROLES = {
         ("dynamodb:Query", CRYPTO_TABLE),
         ("dynamodb:ConditionCheckItem", CRYPTO_TABLE),  # a quote needs its bill
         ("dynamodb:Query", f"{CRYPTO_TABLE}/index/account"),  # history, the linked wallet's unpaid bills
+        ("dynamodb:Query", f"{CRYPTO_TABLE}/index/watch"),  # the Solana fast path's active references
         ("secretsmanager:GetSecretValue", CRYPTO_RPC),  # keyed RPC URLs
         ("events:PutEvents", BILLING_BUS),  # CryptoPaymentSeen.v1, CryptoBillSettled.v1
     ),

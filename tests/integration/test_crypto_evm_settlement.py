@@ -34,6 +34,7 @@ from tests.evm_chain import FINALITY_LAG, MERCHANT, OTHER, PAYER, USDC, Chain
 
 USDC_QUOTE = 100_000_000
 ETH_QUOTE = 40_000_000_000_000_000
+GWEI = 1_000_000_000
 
 
 @dataclass
@@ -372,3 +373,72 @@ def test_given_an_eth_payment_mined_in_time_but_claimed_after_expiry_then_it_is_
         Decimal("100.00"),
     )
     assert billing.bill().status is BillStatus.PROCESSING
+
+
+def test_given_a_claimed_usdc_payment_re_mined_at_another_log_index_then_it_keeps_its_claim_and_counts_once(
+    billing: Billing,
+) -> None:
+    """The customer claims a 100 USDC transfer from an unlinked wallet (its Transfer log is index 0 of its block); the
+    block is reorged away and the same transaction is re-mined after another USDC transfer in its new block, so its
+    log is index 1 there: another payment id. The claim follows the transfer (same transaction, token, sender,
+    recipient and amount): the new payment pays inv-1 at $100.00 by the fast path, the old one is orphaned, moved
+    to it, and the bill is paid once, with the settled $100.00 counted once."""
+    chain = billing.chain
+    chain.mine(FINALITY_LAG)
+    billing.run()  # the cursor at the head: a block both forks below share
+    before = chain.node.call("evm_snapshot")
+    tx = chain.pay_usdc(OTHER, MERCHANT, USDC_QUOTE)
+    assert chain.receipt(tx)["logs"][0]["logIndex"] == 0
+    _claim(billing, tx)
+    assert billing.bill().status is BillStatus.PROCESSING
+    raw = chain.w3.eth.get_raw_transaction(tx)  # type: ignore[arg-type]
+    chain.node.call("evm_revert", before)  # the claimed block is reorged away ...
+    chain.mine(1)
+    chain.node.call("evm_setAutomine", False)
+    try:  # ... and the transaction re-mined after another USDC transfer in its new block
+        first = {"from": PAYER, "maxPriorityFeePerGas": 50 * GWEI, "maxFeePerGas": 500 * GWEI}  # mined first
+        chain.token().functions.transfer(OTHER, 5 * USDC).transact(first)  # type: ignore[arg-type]
+        chain.w3.eth.send_raw_transaction(raw)
+        chain.node.call("evm_mine")
+    finally:
+        chain.node.call("evm_setAutomine", True)
+    moved = chain.receipt(tx)
+    assert [log["logIndex"] for log in moved["logs"]] == [1]
+
+    billing.run()
+    billing.final()
+
+    new = billing.store.payment(f"ethereum:{tx}:1")
+    old = billing.store.payment(f"ethereum:{tx}:0")
+    assert new is not None
+    assert old is not None
+    assert (new.status, new.invoice_id, new.matched_by, new.usd) == (
+        PaymentStatus.FINALIZED,
+        "inv-1",
+        "fast_path",
+        Decimal("100.00"),
+    )
+    assert new.transfer.block_hash == "0x" + bytes(moved["blockHash"]).hex()
+    assert (old.status, old.moved_to) == (PaymentStatus.ORPHANED, new.payment_id)
+    paid = billing.bill()
+    assert (paid.status, paid.settled_usd, paid.credit_usd) == (BillStatus.PAID, Decimal("100.00"), Decimal("0.00"))
+    assert paid.settled_payment_ids == (new.payment_id,)
+
+
+def test_given_a_reverted_payment_then_it_is_pending_until_its_block_is_final_and_then_final(billing: Billing) -> None:
+    tx = billing.chain.pay_usdc(PAYER, MERCHANT, 10_000 * USDC, gas=100_000)  # more than PAYER holds: reverted
+    billing.run()
+    payment_id = f"ethereum:{tx}:-1"
+    failed = billing.store.payment(payment_id)
+    assert failed is not None
+    assert (failed.status, failed.final) == (PaymentStatus.FAILED, False)
+    assert [p.payment_id for p in billing.store.pending_payments("ethereum")] == [payment_id]
+
+    report = billing.final()
+
+    assert report["finalized"] == 1
+    final = billing.store.payment(payment_id)
+    assert final is not None
+    assert (final.status, final.final) == (PaymentStatus.FAILED, True)
+    assert billing.store.pending_payments("ethereum") == []
+    assert billing.bill().status is BillStatus.OPEN

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -450,3 +451,74 @@ def test_given_a_reference_on_another_instruction_when_claimed_for_another_bill_
     with pytest.raises(ClaimRefusedError, match="reference of another bill's quote"):
         h.settlement.check_claim(credit, "inv-B")
     h.settlement.check_claim(credit, "inv-A")
+
+
+def test_given_a_failed_transaction_recorded_by_settlement_then_pending_until_its_failure_is_finalized(
+    chain: SolanaTestChain, stack: Stack
+) -> None:
+    """A failed SOL transfer (more than the payer holds) is FAILED in settlement, but not final while its slot is
+    not finalized (a signature can land again on another fork): it stays pending, and is final - off the pending
+    list, counted in the run's finalized - once the finalized slot reaches it."""
+    h = harness(stack)
+    h.clock.now = datetime.now(UTC)
+    watch = Watch(chain)
+    watch.sink = h.settlement  # type: ignore[assignment]
+    signature = chain.pay_sol(1_000 * SOL, skip_preflight=True)
+    payment_id = f"solana:{signature}:0"
+
+    watch.run()
+    chain.standin.advance(LAG - 1)
+    report = watch.run()
+
+    failed = h.store.payment(payment_id)
+    assert failed is not None
+    assert (failed.status, failed.final, report.finalized) == (PaymentStatus.FAILED, False, 0)
+    assert [(p.payment_id, p.failed) for p in h.settlement.pending("solana")] == [(payment_id, True)]
+
+    chain.standin.advance(1)
+    report = watch.run()
+
+    final = h.store.payment(payment_id)
+    assert final is not None
+    assert (final.status, final.final, report.finalized) == (PaymentStatus.FAILED, True, 1)
+    assert h.settlement.pending("solana") == []
+
+
+def test_given_a_payment_recorded_failed_on_a_dead_fork_when_its_signature_succeeded_then_it_is_read_again_and_pays(
+    chain: SolanaTestChain, stack: Stack
+) -> None:
+    """Settlement holds the signature FAILED in a slot of a fork that did not survive ("dead-fork-hash"); on the
+    chain that stands (the stand-in) the same signature succeeded, paying the $37.50 bill's 0.25 SOL quote by its
+    reference. The watcher's cursor is past the payment's slot (the scan does not list it again): the finality check
+    sees its status without an error, reads the transaction again and reports it - SEEN, matched by the reference,
+    the bill PROCESSING."""
+    h = harness(stack)
+    h.clock.now = datetime.now(UTC)
+    reference = Keypair().pubkey()
+    assert h.store.create_bill(bill("inv-1", "acct-1", "37.50"))
+    h.store.add_quote(_sol_quote("q-1", "inv-1", "acct-1", SOL // 4, str(reference)))
+    signature = chain.send([_pay(chain, SOL // 4, reference)])
+    landed = chain.standin.transaction(signature)
+    assert landed is not None
+    (credit,) = SolanaTransactionInspector(chain.config(), references=h.settlement).transfers(signature)
+    h.settlement.record_seen(replace(credit, succeeded=False, block_hash="dead-fork-hash"))
+    assert [p.failed for p in h.settlement.pending("solana")] == [True]
+    watch = Watch(chain)
+    watch.sink = h.settlement  # type: ignore[assignment]
+    watch.references = h.settlement  # type: ignore[assignment]
+    watch.start_block = landed.slot  # the scan covers later slots only
+
+    watch.run()
+
+    payment = h.store.payment(f"solana:{signature}:0")
+    assert payment is not None
+    assert (payment.status, payment.invoice_id, payment.matched_by, payment.usd) == (
+        PaymentStatus.SEEN,
+        "inv-1",
+        "reference",
+        Decimal("37.50"),
+    )
+    assert payment.transfer.block_hash == chain.standin.blockhash(landed.slot)
+    processing = h.store.bill("inv-1")
+    assert processing is not None
+    assert processing.status.value == "PROCESSING"

@@ -323,7 +323,8 @@ def test_given_a_failed_transaction_then_recorded_failed_and_nothing_counts(h: H
     assert untouched.status is BillStatus.OPEN
     assert untouched.payments == ()
     assert h.published.published == []
-    assert h.settlement.pending("ethereum") == []
+    # pending while its block is not final (a reorg may re-include it where it succeeds), as FAILED
+    assert [(p.payment_id, p.failed) for p in h.settlement.pending("ethereum")] == [("ethereum:0x0b:0", True)]
 
 
 def test_given_a_submitted_transaction_then_claimed_for_that_bill_and_refused_for_another(h: Harness) -> None:
@@ -732,7 +733,13 @@ def test_given_a_seen_payment_when_its_new_block_reverted_it_then_failed_and_the
     reopened = h.store.bill("inv-1")
     assert reopened is not None
     assert reopened.status is BillStatus.OPEN
+    # pending as FAILED until block 104 is final: then final, never counted
+    assert [(p.block_hash, p.failed) for p in h.settlement.pending("ethereum")] == [("0xrevertedin", True)]
+    h.settlement.finalized("ethereum:0x0e:0", "0xrevertedin")
     assert h.settlement.pending("ethereum") == []
+    final = h.store.payment("ethereum:0x0e:0")
+    assert final is not None
+    assert (final.status, final.final) == (PaymentStatus.FAILED, True)
 
 
 def test_given_an_assigned_payment_past_monitoring_when_reorged_and_reincluded_then_it_keeps_its_bill(
@@ -812,3 +819,193 @@ def test_given_a_submitted_transaction_whose_second_credit_has_no_quote_then_409
     assert untouched is not None
     assert (untouched.status, untouched.payments) == (BillStatus.OPEN, ())
     assert h.published.published == []
+
+
+def test_given_a_claimed_payment_re_mined_at_another_index_and_back_then_its_bill_follows_it_and_counts_it_once(
+    h: Harness,
+) -> None:
+    """100 USDC from an unlinked wallet, claimed for inv-1 at log index 0 of block 100. Re-mined at index 1 of block
+    103 (the old block orphaned first, as the watcher's reorg check does): the new id keeps inv-1, $100.00, the fast
+    path. The chain reorgs back to block 100 (index 0 again; this time the new id is still SEEN when the old one is
+    re-seen, as the finality check reports it): the bill moves back. Each time one payment counts: $100.00, not 200."""
+    paid = transfer("0x1a", "USDC", USDC_QUOTE, T0 + timedelta(minutes=4), sender=STRANGER_WALLET)
+    h.settlement.check_claim(paid, "inv-1")
+    h.settlement.record(paid, claimed_for="inv-1")
+    h.settlement.orphaned("ethereum:0x1a:0")
+    remined = replace(paid, index=1, block_number=103, block_hash="0xnewblock")
+
+    h.settlement.record_seen(remined)
+
+    new = h.store.payment("ethereum:0x1a:1")
+    old = h.store.payment("ethereum:0x1a:0")
+    assert new is not None
+    assert old is not None
+    assert (new.status, new.invoice_id, new.matched_by, new.usd) == (
+        PaymentStatus.SEEN,
+        "inv-1",
+        "fast_path",
+        Decimal("100.00"),
+    )
+    assert (old.status, old.moved_to) == (PaymentStatus.ORPHANED, "ethereum:0x1a:1")
+    moved_bill = h.store.bill("inv-1")
+    assert moved_bill is not None
+    assert moved_bill.status is BillStatus.PROCESSING
+    assert remaining_usd(moved_bill) == Decimal("0.00")
+    assert [p.payment_id for p in h.settlement.pending("ethereum")] == ["ethereum:0x1a:1"]
+    assert h.store.unattributed() == []
+    assert len(h.events(SEEN)) == 1  # announced once, under the first id
+
+    h.settlement.record_seen(paid)  # back in block 100 at index 0, the new id still SEEN in block 103
+
+    back = h.store.payment("ethereum:0x1a:0")
+    left = h.store.payment("ethereum:0x1a:1")
+    assert back is not None
+    assert left is not None
+    assert (back.status, back.invoice_id, back.moved_to) == (PaymentStatus.SEEN, "inv-1", None)
+    assert (left.status, left.moved_to) == (PaymentStatus.ORPHANED, "ethereum:0x1a:0")
+    h.settlement.orphaned("ethereum:0x1a:1")  # the watcher's orphaning after: nothing left to move
+    h.settlement.finalized("ethereum:0x1a:0")
+    paid_bill = h.store.bill("inv-1")
+    assert paid_bill is not None
+    assert (paid_bill.status, paid_bill.settled_usd, paid_bill.credit_usd) == (
+        BillStatus.PAID,
+        Decimal("100.00"),
+        Decimal("0.00"),
+    )
+    assert paid_bill.settled_payment_ids == ("ethereum:0x1a:0",)
+    assert len(h.events(SETTLED)) == 1
+
+
+def test_given_a_payment_re_mined_at_another_index_when_claimed_for_another_bill_then_refused(h: Harness) -> None:
+    h.store.create_bill(bill("inv-2"))
+    h.store.add_quote(quote("q2-usdc", "USDC", USDC_QUOTE, "1", invoice_id="inv-2"))
+    paid = transfer("0x1b", "USDC", USDC_QUOTE, T0 + timedelta(minutes=4), sender=STRANGER_WALLET)
+    h.settlement.record(paid, claimed_for="inv-1")
+    h.settlement.orphaned("ethereum:0x1b:0")
+    remined = replace(paid, index=2, block_number=103, block_hash="0xnewblock")
+
+    with pytest.raises(AlreadyClaimedError):
+        h.settlement.check_claim(remined, "inv-2")
+    with pytest.raises(AlreadyClaimedError):
+        h.settlement.record(remined, claimed_for="inv-2")
+    assert h.store.payment("ethereum:0x1b:2") is None
+
+
+def test_given_a_failed_payment_whose_block_is_not_final_when_it_succeeds_in_another_block_then_it_pays(
+    h: Harness,
+) -> None:
+    """0.04 ETH from the linked wallet, reverted in block 100 (recorded FAILED, pending its block's finality); the
+    block is reorged away and the transaction succeeds in block 103: read again, it pays inv-1 at $2,500.00 x 0.04 =
+    $100.00 by the wallet, and the bill is paid once final."""
+    failed = transfer("0x2a", "ETH", ETH_QUOTE, T0 + timedelta(minutes=4), index=-1, succeeded=False)
+    h.settlement.record_seen(failed)
+    stored = h.store.payment("ethereum:0x2a:-1")
+    assert stored is not None
+    assert (stored.status, stored.final) == (PaymentStatus.FAILED, False)
+    assert [(p.payment_id, p.failed) for p in h.settlement.pending("ethereum")] == [("ethereum:0x2a:-1", True)]
+    succeeded = replace(failed, succeeded=True, block_number=103, block_hash="0xnewblock")
+
+    h.settlement.record_seen(succeeded)
+
+    payment = h.store.payment("ethereum:0x2a:-1")
+    assert payment is not None
+    assert (payment.status, payment.invoice_id, payment.matched_by, payment.usd) == (
+        PaymentStatus.SEEN,
+        "inv-1",
+        "wallet",
+        Decimal("100.00"),
+    )
+    assert payment.transfer.block_hash == "0xnewblock"
+    assert len(h.events(SEEN)) == 1
+    h.settlement.finalized("ethereum:0x2a:-1")
+    paid = h.store.bill("inv-1")
+    assert paid is not None
+    assert (paid.status, paid.settled_usd) == (BillStatus.PAID, Decimal("100.00"))
+
+
+def test_given_a_failed_payment_whose_block_is_final_when_seen_succeeding_elsewhere_then_it_stays_failed(
+    h: Harness,
+) -> None:
+    failed = transfer("0x2b", "ETH", ETH_QUOTE, T0 + timedelta(minutes=4), index=-1, succeeded=False)
+    h.settlement.record_seen(failed)
+    h.settlement.finalized("ethereum:0x2b:-1")  # its block is final: so is its failure
+    assert h.settlement.pending("ethereum") == []
+
+    h.settlement.record_seen(replace(failed, succeeded=True, block_number=103, block_hash="0xelsewhere"))
+
+    payment = h.store.payment("ethereum:0x2b:-1")
+    assert payment is not None
+    assert (payment.status, payment.final, payment.invoice_id) == (PaymentStatus.FAILED, True, None)
+    still = h.store.bill("inv-1")
+    assert still is not None
+    assert still.status is BillStatus.OPEN
+
+
+def test_given_a_failed_payment_whose_block_is_orphaned_then_it_is_orphaned_and_counts_when_re_seen(
+    h: Harness,
+) -> None:
+    failed = transfer("0x2c", "USDC", USDC_QUOTE, T0 + timedelta(minutes=4), succeeded=False)
+    h.settlement.record_seen(failed)
+
+    h.settlement.orphaned("ethereum:0x2c:0")
+    orphaned = h.store.payment("ethereum:0x2c:0")
+    assert orphaned is not None
+    assert orphaned.status is PaymentStatus.ORPHANED
+    h.settlement.record_seen(replace(failed, succeeded=True, block_number=104, block_hash="0xagain"))
+
+    payment = h.store.payment("ethereum:0x2c:0")
+    assert payment is not None
+    assert (payment.status, payment.invoice_id, payment.usd) == (PaymentStatus.SEEN, "inv-1", Decimal("100.00"))
+
+
+def test_given_a_payment_moved_to_another_block_after_the_watcher_read_it_then_finalize_on_the_old_block_waits(
+    h: Harness,
+) -> None:
+    """The watcher read the payment in block 100 ("0xblock") and checked that block final; meanwhile a concurrent
+    report moved it to block 103. Finalizing on 0xblock must not finalize it in 103, a block nobody checked: it stays
+    SEEN (the bill PROCESSING) until the check of 103 finalizes it; orphaning on 0xblock leaves it too."""
+    paid = transfer("0x3a", "USDC", USDC_QUOTE, T0 + timedelta(minutes=4))
+    h.settlement.record_seen(paid)
+    (read,) = h.settlement.pending("ethereum")
+    h.settlement.record_seen(replace(paid, block_number=103, block_hash="0xnewblock"))  # the concurrent report
+
+    h.settlement.finalized(read.payment_id, read.block_hash)
+    h.settlement.orphaned(read.payment_id, read.block_hash)
+
+    payment = h.store.payment("ethereum:0x3a:0")
+    assert payment is not None
+    assert (payment.status, payment.transfer.block_hash) == (PaymentStatus.SEEN, "0xnewblock")
+    waiting = h.store.bill("inv-1")
+    assert waiting is not None
+    assert waiting.status is BillStatus.PROCESSING
+    assert h.events(SETTLED) == []
+
+    h.settlement.finalized(read.payment_id, "0xnewblock")
+
+    paid_bill = h.store.bill("inv-1")
+    assert paid_bill is not None
+    assert paid_bill.status is BillStatus.PAID
+
+
+def test_given_a_stale_block_when_the_finalize_write_races_a_move_then_the_conditional_write_refuses_it(
+    h: Harness,
+) -> None:
+    """The store's side of it: the finalize's write is conditional on the recorded block hash, so a move that lands
+    between settlement's read and its write (simulated by writing under it) makes the write conflict, not win."""
+    paid = transfer("0x3b", "USDC", USDC_QUOTE, T0 + timedelta(minutes=4))
+    h.settlement.record_seen(paid)
+    stored = h.store.payment("ethereum:0x3b:0")
+    assert stored is not None
+    h.settlement.record_seen(replace(paid, block_number=103, block_hash="0xnewblock"))
+
+    with pytest.raises(ConflictError):
+        h.store.save(
+            SettlementChange(
+                replace(stored, status=PaymentStatus.FINALIZED),
+                payment_expected=PaymentStatus.SEEN,
+                block_expected="0xblock",
+            )
+        )
+    payment = h.store.payment("ethereum:0x3b:0")
+    assert payment is not None
+    assert (payment.status, payment.transfer.block_hash) == (PaymentStatus.SEEN, "0xnewblock")

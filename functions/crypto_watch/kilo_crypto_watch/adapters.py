@@ -139,6 +139,14 @@ class DynamoCryptoStore:
         item = self._get(items.payment_pk(payment_id), "PAY")
         return items.payment_from_item(item) if item else None
 
+    def transaction_payments(self, chain: str, tx_id: str) -> Sequence[Payment]:
+        links = self._query(
+            KeyConditionExpression="pk = :t",
+            ExpressionAttributeValues=to_item({":t": items.transaction_pk(chain, tx_id)}),
+        )
+        found = (self.payment(str(from_item(link)["payment_id"])) for link in links)
+        return [payment for payment in found if payment is not None]
+
     def pending_payments(self, chain: str) -> Sequence[Payment]:
         found = self._query(
             IndexName="watch",
@@ -174,11 +182,15 @@ class DynamoCryptoStore:
             payment_put["ConditionExpression"] = "attribute_not_exists(pk)"
         else:
             condition = "#s = :expected"
+            values: dict[str, Any] = {":expected": change.payment_expected.value}
             if change.was_unattributed:
                 condition += " AND attribute_not_exists(invoice_id)"
+            if change.block_expected is not None:
+                condition += " AND block_hash = :block"
+                values[":block"] = change.block_expected
             payment_put["ConditionExpression"] = condition
             payment_put["ExpressionAttributeNames"] = {"#s": "status"}
-            payment_put["ExpressionAttributeValues"] = to_item({":expected": change.payment_expected.value})
+            payment_put["ExpressionAttributeValues"] = to_item(values)
         writes: list[dict[str, Any]] = [{"Put": payment_put}]
         if change.bill is not None:
             writes.append(
@@ -188,6 +200,20 @@ class DynamoCryptoStore:
                         "Item": items.bill_to_item(change.bill),
                         "ConditionExpression": "version = :v",
                         "ExpressionAttributeValues": to_item({":v": change.bill.version - 1}),
+                    }
+                }
+            )
+        if change.payment.attributed:
+            writes.append({"Put": {"TableName": self._table, "Item": items.transaction_link_to_item(change.payment)}})
+        if change.moved is not None and change.moved_expected is not None:
+            writes.append(
+                {
+                    "Put": {
+                        "TableName": self._table,
+                        "Item": items.payment_to_item(change.moved),
+                        "ConditionExpression": "#s = :moved AND attribute_not_exists(moved_to)",
+                        "ExpressionAttributeNames": {"#s": "status"},
+                        "ExpressionAttributeValues": to_item({":moved": change.moved_expected.value}),
                     }
                 }
             )

@@ -380,8 +380,9 @@ def watch(
             ancestor, orphaned_ids = _common_ancestor(rpc, cursor, pending, finalized)
             rolled_back_to = ancestor
             next_block = ancestor + 1
+            hashes = {p.payment_id: p.block_hash for p in pending}
             for payment_id in sorted(orphaned_ids):
-                sink.orphaned(payment_id)
+                sink.orphaned(payment_id, hashes[payment_id])
     limit = min(head.number, next_block + chain.max_blocks_per_run - 1)
     stamp = now or datetime.now(UTC)
     seen = failed = transactions = 0
@@ -440,15 +441,15 @@ def _finality(
     for payment in due:
         here = canonical.get(payment.block_number)
         if here == payment.block_hash:
-            sink.finalized(payment.payment_id)
+            sink.finalized(payment.payment_id, payment.block_hash)
             finalized_count += 1
         elif payment.payment_id in moved:
             new_block = moved[payment.payment_id]
             if new_block.block_number <= finalized.number:
-                sink.finalized(payment.payment_id)
+                sink.finalized(payment.payment_id, new_block.block_hash)
                 finalized_count += 1
         elif here is not None:
-            sink.orphaned(payment.payment_id)
+            sink.orphaned(payment.payment_id, payment.block_hash)
             orphaned_count += 1
     return finalized_count, orphaned_count
 

@@ -5,17 +5,19 @@ Keys (``pk`` / ``sk``), and the two sparse indexes:
 - bill ``BILL#<invoice>`` / ``BILL``; its quotes ``BILL#<invoice>`` / ``QUOTE#<quote>`` (one Query reads a bill and
   its quotes);
 - Solana Pay reference ``REF#<reference>`` / ``REF`` -> the quote, indexed ``watch`` while monitored;
-- chain payment ``PAY#<payment id>`` / ``PAY``, indexed ``pending`` while SEEN;
+- chain payment ``PAY#<payment id>`` / ``PAY``, indexed ``pending`` while SEEN (or FAILED, not final); an
+  attributed payment's link ``TXN#<chain>#<transaction>`` / ``PAY#<payment id>`` (one Query finds a transaction's
+  attributed payments);
 - linked wallet ``WALLET#<evm|solana>#<address>`` / ``WALLET`` (EVM addresses lower-cased; a key's wallet, the same
   address on every chain of its kind), or ``/ WALLET#<chain>`` for an ERC-1271 contract wallet (verified on that chain
   only: the same address elsewhere may be another contract, or none), sign-in nonce
   ``NONCE#<nonce>`` / ``NONCE`` (TTL), watcher cursor ``CURSOR#<chain>`` / ``CURSOR``.
 Indexes: ``watch`` (``gsi1pk`` / ``gsi1sk``): ``WATCH#<chain>`` / ``<monitor until>#<reference>`` for references,
-``PENDING#<chain>`` / ``<payment id>`` for SEEN payments, ``EXPIRING#<chain>`` / ``<expires at>#<quote id>`` for quotes
-made ACTIVE and not yet announced as expiring (removed once announced or passed), ``ANNOUNCE#BILL`` / ``<invoice id>``
-for PAID bills whose settlement or credit invoicing has not been told of; ``account`` (``gsi2pk`` /
-``gsi2sk``): ``ACCOUNT#<id>`` (or ``UNATTRIBUTED`` for payments nobody claims) / ``BILL#...``, ``QUOTE#...``,
-``PAY#...``, ``WALLET#...`` - the history and the operator's list.
+``PENDING#<chain>`` / ``<payment id>`` for SEEN (and not final FAILED) payments, ``EXPIRING#<chain>`` /
+``<expires at>#<quote id>`` for quotes made ACTIVE and not yet announced as expiring (removed once announced or
+passed), ``ANNOUNCE#BILL`` / ``<invoice id>`` for PAID bills whose settlement or credit invoicing has not been told
+of; ``account`` (``gsi2pk`` / ``gsi2sk``): ``ACCOUNT#<id>`` (or ``UNATTRIBUTED`` for payments nobody claims) /
+``BILL#...``, ``QUOTE#...``, ``PAY#...``, ``WALLET#...`` - the history and the operator's list.
 """
 
 from __future__ import annotations
@@ -307,14 +309,19 @@ def reference_to_item(quote: Quote) -> Item:
 # --- payments ------------------------------------------------------------------------------------------------------
 
 
+def pending(payment: Payment) -> bool:
+    """Indexed ``pending`` for the watcher's finality check: SEEN, or FAILED while its block is not final."""
+    return payment.status is PaymentStatus.SEEN or (payment.status is PaymentStatus.FAILED and not payment.final)
+
+
 def payment_to_item(payment: Payment) -> Item:
     transfer = payment.transfer
     return to_item(
         {
             "pk": payment_pk(payment.payment_id),
             "sk": "PAY",
-            "gsi1pk": f"PENDING#{transfer.chain}" if payment.status is PaymentStatus.SEEN else None,
-            "gsi1sk": payment.payment_id if payment.status is PaymentStatus.SEEN else None,
+            "gsi1pk": f"PENDING#{transfer.chain}" if pending(payment) else None,
+            "gsi1sk": payment.payment_id if pending(payment) else None,
             "gsi2pk": account_pk(payment.account_id) if payment.account_id else UNATTRIBUTED,
             "gsi2sk": f"PAY#{payment.seen_at.isoformat()}#{payment.payment_id}",
             "kind": "payment",
@@ -344,6 +351,26 @@ def payment_to_item(payment: Payment) -> Item:
             "review": payment.review,
             "announced": payment.announced,
             "refund_owed": payment.refund_owed or None,
+            "moved_to": payment.moved_to,
+            "final": payment.final or None,
+        }
+    )
+
+
+def transaction_pk(chain: str, tx_id: str) -> str:
+    return f"TXN#{chain}#{tx_id}"
+
+
+def transaction_link_to_item(payment: Payment) -> Item:
+    """The transaction's index of its attributed payments (one item per payment id): a transfer re-mined under
+    another id (an EVM log index that changed with the block) finds the payment whose bill it keeps (D-crypto-1)."""
+    transfer = payment.transfer
+    return to_item(
+        {
+            "pk": transaction_pk(transfer.chain, transfer.tx_id),
+            "sk": f"PAY#{payment.payment_id}",
+            "kind": "transaction-link",
+            "payment_id": payment.payment_id,
         }
     )
 
@@ -379,6 +406,8 @@ def payment_from_item(item: Mapping[str, Any]) -> Payment:
         review=bool(values.get("review", False)),
         announced=bool(values.get("announced", False)),
         refund_owed=bool(values.get("refund_owed", False)),
+        moved_to=str(values["moved_to"]) if values.get("moved_to") else None,
+        final=bool(values.get("final", False)),
     )
 
 

@@ -103,7 +103,7 @@ class Cursor:
 
 @dataclass(frozen=True, slots=True)
 class PendingPayment:
-    """A SEEN payment the watcher must re-check for finality."""
+    """A SEEN payment (or a FAILED one not final yet) the watcher must re-check for finality."""
 
     payment_id: str
     chain: str
@@ -111,6 +111,7 @@ class PendingPayment:
     index: int
     block_number: int
     block_hash: str
+    failed: bool = False  # recorded FAILED: final once its block is; re-read if its transaction moved or succeeded
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +214,8 @@ class Payment:
     review: bool = False  # late ETH/SOL whose price moved > the review band: an operator decides; not counted
     announced: bool = False  # CryptoPaymentSeen / UnattributedCryptoPayment published
     refund_owed: bool = False  # an operator refused it in review: its asset amount is owed back; never counted
+    moved_to: str | None = None  # ORPHANED, its transfer re-mined under another id: the payment its bill moved to
+    final: bool = False  # FAILED in a finalized block: final (before that, a changed block or outcome is re-read)
 
     @property
     def payment_id(self) -> str:

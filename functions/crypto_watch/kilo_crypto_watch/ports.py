@@ -42,13 +42,18 @@ class PaymentSink(Protocol):
         ...
 
     def pending(self, chain: str) -> Sequence[PendingPayment]:
-        """SEEN payments on ``chain`` awaiting finality."""
+        """SEEN payments on ``chain`` awaiting finality, and FAILED ones whose block is not final yet."""
         ...
 
-    def finalized(self, payment_id: str) -> None: ...
+    def finalized(self, payment_id: str, block_hash: str | None = None) -> None:
+        """Its block ``block_hash`` is final (the watcher checked it is the finalized chain's block at the payment's
+        height): FINALIZED only if that is still the block recorded - moved meanwhile, it waits for the next check.
+        None: whatever block is recorded (an operator's or a test's call, never a watcher's)."""
+        ...
 
-    def orphaned(self, payment_id: str) -> None:
-        """Its block left the canonical chain (or the log vanished): the payment no longer counts."""
+    def orphaned(self, payment_id: str, block_hash: str | None = None) -> None:
+        """Its block ``block_hash`` left the canonical chain (or the log vanished): the payment no longer counts -
+        only if that is still the block recorded (a payment moved meanwhile to another block waits for its check)."""
         ...
 
 
@@ -113,6 +118,9 @@ class SettlementChange:
     bill: Bill | None = None
     quotes: tuple[Quote, ...] = ()
     was_unattributed: bool = False  # an operator assignment: the stored payment must still be unattributed
+    moved: Payment | None = None  # the payment whose bill ``payment`` takes over (ORPHANED, ``moved_to`` set);
+    moved_expected: PaymentStatus | None = None  # written only if still in this status and not moved already
+    block_expected: str | None = None  # the payment is written only if its stored block hash is still this one
 
 
 class SettlementStore(Protocol):
@@ -140,6 +148,10 @@ class SettlementStore(Protocol):
         ...
 
     def payment(self, payment_id: str) -> Payment | None: ...
+
+    def transaction_payments(self, chain: str, tx_id: str) -> Sequence[Payment]:
+        """The attributed payments recorded for transaction ``tx_id`` on ``chain`` (any index)."""
+        ...
 
     def save(self, change: SettlementChange) -> None:
         """Write the change in one transaction; ConflictError when a condition failed."""

@@ -255,6 +255,24 @@ def _moved_block(stored: ObservedTransfer, seen: ObservedTransfer) -> bool:
     )
 
 
+def _same_credit(stored: ObservedTransfer, seen: ObservedTransfer) -> bool:
+    """The same transfer of one transaction, whatever its index: asset, sender, recipient and amount."""
+    return (stored.chain, stored.tx_id, stored.asset, stored.sender.lower(), stored.recipient.lower()) == (
+        seen.chain,
+        seen.tx_id,
+        seen.asset,
+        seen.sender.lower(),
+        seen.recipient.lower(),
+    ) and stored.atomic_amount == seen.atomic_amount
+
+
+def _failed_moved(stored: Payment, seen: ObservedTransfer) -> bool:
+    """A FAILED payment whose block is not final yet, observed in another block or with another outcome: its
+    transaction was re-included elsewhere (a reorg), where it may have succeeded - read again, never final before its
+    block is."""
+    return stored.status is PaymentStatus.FAILED and not stored.final and _moved_block(stored.transfer, seen)
+
+
 def _line(payment: Payment) -> BillPayment:
     return BillPayment(
         payment_id=payment.payment_id,
@@ -319,6 +337,7 @@ class Settlement:
                 index=p.transfer.index,
                 block_number=p.transfer.block_number,
                 block_hash=p.transfer.block_hash,
+                failed=p.status is PaymentStatus.FAILED,
             )
             for p in self._store.pending_payments(chain)
         ]
@@ -333,7 +352,11 @@ class Settlement:
 
     def _keep_unattributed(self, transfer: ObservedTransfer) -> Payment:
         existing = self._store.payment(transfer.payment_id)
-        if existing is not None and existing.status is not PaymentStatus.ORPHANED:
+        if (
+            existing is not None
+            and existing.status is not PaymentStatus.ORPHANED
+            and not _failed_moved(existing, transfer)
+        ):
             return existing
         status = PaymentStatus.SEEN if transfer.succeeded else PaymentStatus.FAILED
         kept = Payment(transfer, status, self._clock(), announced=not transfer.succeeded)
@@ -341,11 +364,11 @@ class Settlement:
         self._announce(kept)
         return kept
 
-    def finalized(self, payment_id: str) -> None:
-        self._move(payment_id, PaymentStatus.FINALIZED)
+    def finalized(self, payment_id: str, block_hash: str | None = None) -> None:
+        self._move(payment_id, PaymentStatus.FINALIZED, block_hash)
 
-    def orphaned(self, payment_id: str) -> None:
-        self._move(payment_id, PaymentStatus.ORPHANED)
+    def orphaned(self, payment_id: str, block_hash: str | None = None) -> None:
+        self._move(payment_id, PaymentStatus.ORPHANED, block_hash)
 
     # the fast path and the watchers' common entry
     def record(self, transfer: ObservedTransfer, claimed_for: str | None = None) -> Payment:
@@ -359,6 +382,12 @@ class Settlement:
                     raise AlreadyClaimedError(f"payment {transfer.payment_id} already pays another bill")
                 if existing.status is PaymentStatus.SEEN and _moved_block(existing.transfer, transfer):
                     existing = self._rebased(existing, transfer)
+                elif _failed_moved(existing, transfer):
+                    if not transfer.succeeded:
+                        return self._rebased(existing, transfer)  # failed again, in another block
+                    payment = self._record_new(transfer, claimed_for, existing)  # it succeeded: read again
+                    self._announce(payment)
+                    return payment
                 if claimed_for is not None and not existing.attributed:
                     bill = self._store.bill(claimed_for)
                     if bill is None:
@@ -374,8 +403,9 @@ class Settlement:
         return self._retried(transfer.payment_id, attempt)
 
     def _rebased(self, existing: Payment, transfer: ObservedTransfer) -> Payment:
-        """A SEEN payment observed in another block (its block reorged away, its transaction re-included): the block
-        it is in now is stored, so that finality checks that block (D87); one conditional write on its SEEN status.
+        """A SEEN payment observed in another block (its block reorged away, its transaction re-included), or a FAILED
+        one not final failed again in another block: the block it is in now is stored, so that finality checks that
+        block (D87); one conditional write on its status.
         Reverted in its new block: FAILED, and its bill stops counting it. Its valuation stays as first seen."""
         moved_transfer = replace(
             existing.transfer,
@@ -388,10 +418,10 @@ class Settlement:
         moved = replace(existing, transfer=moved_transfer, status=status)
         bill = self._store.bill(existing.invoice_id) if existing.invoice_id and status is not existing.status else None
         if bill is None:
-            self._store.save(SettlementChange(moved, payment_expected=PaymentStatus.SEEN))
+            self._store.save(SettlementChange(moved, payment_expected=existing.status))
             return moved
         new_bill, changed = self._bill_after(bill, moved, self._store.quotes(bill.invoice_id))
-        self._store.save(SettlementChange(moved, payment_expected=PaymentStatus.SEEN, bill=new_bill, quotes=changed))
+        self._store.save(SettlementChange(moved, payment_expected=existing.status, bill=new_bill, quotes=changed))
         self._announce_bill(new_bill)
         return moved
 
@@ -403,8 +433,19 @@ class Settlement:
         if not transfer.succeeded:
             return  # recorded FAILED, for no bill
         existing = self._store.payment(transfer.payment_id)
-        if existing is not None and existing.status is PaymentStatus.ORPHANED and existing.attributed:
+        if (
+            existing is not None
+            and existing.status is PaymentStatus.ORPHANED
+            and existing.attributed
+            and existing.moved_to is None
+        ):
             return  # re-seen after an orphaning: it keeps its bill
+        if existing is None or existing.status is PaymentStatus.ORPHANED:
+            moved_from = self._moved_from(transfer)
+            if moved_from is not None:  # re-mined under another id: it keeps its bill
+                if moved_from.invoice_id != invoice_id:
+                    raise AlreadyClaimedError(f"payment {transfer.payment_id} already pays another bill")
+                return
         if existing is not None and existing.status is not PaymentStatus.ORPHANED:
             if existing.invoice_id not in (None, invoice_id):
                 raise AlreadyClaimedError(f"payment {transfer.payment_id} already pays another bill")
@@ -535,8 +576,15 @@ class Settlement:
             failed = Payment(transfer, PaymentStatus.FAILED, now, announced=True)
             self._store.save(SettlementChange(failed, payment_expected=expected))
             return failed
-        if existing is not None and existing.attributed:
+        if existing is not None and existing.attributed and existing.moved_to is None:
             return self._reseen(existing, transfer)
+        moved_from = self._moved_from(transfer)
+        if moved_from is not None:
+            if claimed_for is not None and moved_from.invoice_id != claimed_for:
+                raise AlreadyClaimedError(f"payment {transfer.payment_id} already pays another bill")
+            return self._carried(moved_from, transfer, expected)
+        if existing is not None and existing.moved_to is not None:
+            return existing  # its bill moved to the payment it was re-mined as: counted there, never twice
         detected = transfer.block_time or now
         found = self._match(transfer, claimed_for, detected)
         if found is None:
@@ -551,7 +599,8 @@ class Settlement:
         return valued
 
     def _reseen(self, existing: Payment, transfer: ObservedTransfer) -> Payment:
-        """An attributed payment seen again after its orphaning (its transaction re-included in another block): the
+        """An attributed payment seen again after its orphaning (its transaction re-included in another block; or
+        recorded FAILED in a block that was not final and succeeding in another): the
         same payment, so it keeps its bill, quote and valuation - whatever the quote's monitoring window says now (an
         operator may have assigned it past monitoring) - and counts again from its new block."""
         bill = self._store.bill(existing.invoice_id) if existing.invoice_id else None
@@ -560,11 +609,52 @@ class Settlement:
         status = PaymentStatus.SEEN if transfer.succeeded else PaymentStatus.FAILED
         again = replace(existing, transfer=transfer, status=status)
         new_bill, changed = self._bill_after(bill, again, self._store.quotes(bill.invoice_id))
-        self._store.save(
-            SettlementChange(again, payment_expected=PaymentStatus.ORPHANED, bill=new_bill, quotes=changed)
-        )
+        self._store.save(SettlementChange(again, payment_expected=existing.status, bill=new_bill, quotes=changed))
         self._announce_bill(new_bill)
         return again
+
+    def _moved_from(self, transfer: ObservedTransfer) -> Payment | None:
+        """The attributed payment ``transfer`` is the same credit as, recorded under another id: the same
+        transaction's credit with the same asset, sender, recipient and amount at another index (an EVM log index
+        that changed when the transaction was re-mined in another block), ORPHANED, or SEEN in another block than
+        ``transfer``'s (a transaction is in one canonical block), and not moved already. The lowest index first."""
+        candidates = [
+            payment
+            for payment in self._store.transaction_payments(transfer.chain, transfer.tx_id)
+            if payment.payment_id != transfer.payment_id
+            and payment.attributed
+            and payment.moved_to is None
+            and _same_credit(payment.transfer, transfer)
+            and (
+                payment.status is PaymentStatus.ORPHANED
+                or (payment.status is PaymentStatus.SEEN and payment.transfer.block_hash != transfer.block_hash)
+            )
+        ]
+        return min(candidates, key=lambda payment: payment.transfer.index, default=None)
+
+    def _carried(self, moved_from: Payment, transfer: ObservedTransfer, expected: PaymentStatus | None) -> Payment:
+        """``transfer`` takes over the bill, quote, matching and valuation of ``moved_from`` (its same credit under
+        another id): one transaction writes it SEEN, ``moved_from`` ORPHANED and moved to it (only if still in the
+        status read and not moved already), and the bill counting it once (D-crypto-1)."""
+        bill = self._store.bill(moved_from.invoice_id) if moved_from.invoice_id else None
+        if bill is None:
+            raise BillNotFoundError(f"no crypto bill {moved_from.invoice_id!r}")
+        kept = replace(transfer, block_time=transfer.block_time or moved_from.transfer.block_time)
+        carried = replace(moved_from, transfer=kept, status=PaymentStatus.SEEN, moved_to=None)
+        left = replace(moved_from, status=PaymentStatus.ORPHANED, moved_to=carried.payment_id)
+        new_bill, changed = self._bill_after(with_line(bill, left), carried, self._store.quotes(bill.invoice_id))
+        self._store.save(
+            SettlementChange(
+                carried,
+                payment_expected=expected,
+                bill=new_bill,
+                quotes=changed,
+                moved=left,
+                moved_expected=moved_from.status,
+            )
+        )
+        self._announce_bill(new_bill)
+        return carried
 
     def _match(
         self, transfer: ObservedTransfer, claimed_for: str | None, detected: datetime
@@ -694,9 +784,27 @@ class Settlement:
                 changed.append(replace(quote, status=status))
         return new_bill, tuple(changed)
 
-    def _move(self, payment_id: str, status: PaymentStatus) -> None:
+    def _move(self, payment_id: str, status: PaymentStatus, block_hash: str | None = None) -> None:
+        """FINALIZED / ORPHANED from SEEN (a FAILED payment not final: final / ORPHANED), in one conditional write
+        on its status and, given ``block_hash`` (the block the watcher checked), on that still being its recorded
+        block: a payment moved to another block meanwhile (a concurrent report of its re-inclusion) is left for the
+        next check of its new block, never finalized or orphaned on a block nobody checked (D-crypto-3)."""
+
         def attempt() -> None:
             payment = self._store.payment(payment_id)
+            if payment is not None and block_hash is not None and payment.transfer.block_hash != block_hash:
+                return  # moved to another block since the watcher read it: that block is checked next run
+            if payment is not None and payment.status is PaymentStatus.FAILED and not payment.final:
+                # failed in a block now final: final; its block gone: orphaned (seen again if re-included)
+                done = (
+                    replace(payment, final=True)
+                    if status is PaymentStatus.FINALIZED
+                    else replace(payment, status=status)
+                )
+                self._store.save(
+                    SettlementChange(done, payment_expected=PaymentStatus.FAILED, block_expected=block_hash)
+                )
+                return
             if payment is None or payment.status is not PaymentStatus.SEEN:
                 if payment is not None and payment.invoice_id is not None:
                     bill = self._store.bill(payment.invoice_id)
@@ -706,10 +814,14 @@ class Settlement:
             moved = replace(payment, status=status)
             bill = self._store.bill(payment.invoice_id) if payment.invoice_id else None
             if bill is None:
-                self._store.save(SettlementChange(moved, payment_expected=PaymentStatus.SEEN))
+                self._store.save(
+                    SettlementChange(moved, payment_expected=PaymentStatus.SEEN, block_expected=block_hash)
+                )
                 return
             new_bill, changed = self._bill_after(bill, moved, self._store.quotes(bill.invoice_id))
-            change = SettlementChange(moved, payment_expected=PaymentStatus.SEEN, bill=new_bill, quotes=changed)
+            change = SettlementChange(
+                moved, payment_expected=PaymentStatus.SEEN, bill=new_bill, quotes=changed, block_expected=block_hash
+            )
             self._store.save(change)
             self._announce_bill(new_bill)
 

@@ -17,7 +17,9 @@ Each run (scheduled every minute, idempotent):
    transaction (``meta.err``) gives its intended transfers with ``succeeded=False`` (recorded FAILED, never credited).
 4. Finality of SEEN payments (``PaymentSink.pending``): ``getSignatureStatuses`` (256 per call) -> ``finalized``
    commitment -> ``PaymentSink.finalized``; an error -> ``orphaned``; unknown although the ``finalized`` slot has
-   passed the payment's slot -> ``orphaned`` (its fork did not survive).
+   passed the payment's slot -> ``orphaned`` (its fork did not survive). A payment recorded FAILED stays pending
+   until its failure is finalized (then final); a status without the error means it landed again and succeeded:
+   ``getTransaction`` and its credits are reported again.
 
 Calls per run: 1 + active references + 2 sweeps (+1 per further page of 1,000) + new transactions + one ``getBlock``
 per slot with a credit + ceil(pending / 256) (+1 ``getSlot(finalized)`` when a status is unknown).
@@ -330,7 +332,7 @@ class SolanaWatcher:
         stamp = now or datetime.now(UTC)
         moved = Cursor(self.config.key, to_slot, latest.blockhash, last_signature, stamp)
         self.cursors.put(moved, cursor)
-        finalized, orphaned = await self._finality()
+        finalized, orphaned = await self._finality(merchant, watched)
         return RunReport(
             chain=self.config.key,
             from_block=floor + 1,
@@ -368,7 +370,7 @@ class SolanaWatcher:
                 return found
             before = page[-1].signature
 
-    async def _finality(self) -> tuple[int, int]:
+    async def _finality(self, merchant: Merchant, watched: frozenset[str]) -> tuple[int, int]:
         pending = list(self.sink.pending(self.config.key))
         finalized = orphaned = 0
         finalized_slot: int | None = None
@@ -376,11 +378,19 @@ class SolanaWatcher:
             chunk = pending[start : start + STATUS_BATCH]
             statuses = await self._call(self.rpc.statuses([payment.tx_id for payment in chunk]))
             for payment, status in zip(chunk, statuses, strict=True):
+                if payment.failed and status is not None:
+                    # recorded FAILED: final once failed at finalized; succeeded where it stands now: read again
+                    if status.failed and status.finalized:
+                        self.sink.finalized(payment.payment_id, payment.block_hash)
+                        finalized += 1
+                    elif not status.failed:
+                        await self._reread(payment.tx_id, merchant, watched)
+                    continue
                 if status is not None and status.failed:
-                    self.sink.orphaned(payment.payment_id)
+                    self.sink.orphaned(payment.payment_id, payment.block_hash)
                     orphaned += 1
                 elif status is not None and status.finalized:
-                    self.sink.finalized(payment.payment_id)
+                    self.sink.finalized(payment.payment_id, payment.block_hash)
                     finalized += 1
                 elif status is None:
                     if finalized_slot is None:
@@ -390,9 +400,22 @@ class SolanaWatcher:
                     if finalized_slot >= payment.block_number and (
                         await self._call(self.rpc.transaction(payment.tx_id)) is None
                     ):
-                        self.sink.orphaned(payment.payment_id)
+                        self.sink.orphaned(payment.payment_id, payment.block_hash)
                         orphaned += 1
         return finalized, orphaned
+
+    async def _reread(self, signature: str, merchant: Merchant, watched: frozenset[str]) -> None:
+        """A transaction recorded FAILED whose status now says it succeeded (its failing fork did not survive; it
+        landed again where it succeeds): its credits are read again and reported (settlement re-reads a FAILED
+        payment whose block or outcome changed). Not served yet: the next run asks again."""
+        tx = await self._call(self.rpc.transaction(signature))
+        if tx is None or tx.failed:
+            return
+        found = credits(tx, merchant, watched=watched)
+        if found:
+            block_hash = await self._call(self.rpc.block_hash(tx.slot))
+            for transfer in found:
+                self.sink.record_seen(_with_hash(transfer, block_hash))
 
 
 def _bounded(ordered: list[SignatureInfo], cap: int, head: int) -> tuple[list[SignatureInfo], int]:
