@@ -60,7 +60,7 @@ def test_given_the_crypto_api_under_its_generated_role_then_a_submitted_evm_tran
     assert bill is not None
     assert bill.status is BillStatus.PROCESSING
     assert {
-        ("dynamodb:Query", CRYPTO_TABLE),  # the bill's quotes, the transaction's attributed payments (D-crypto-1)
+        ("dynamodb:Query", CRYPTO_TABLE),  # the bill's quotes, the transaction's attributed payments (D155)
         ("dynamodb:PutItem", CRYPTO_TABLE),  # the payment and its transaction link, in one transaction
         ("dynamodb:UpdateItem", CRYPTO_TABLE),  # the quote's status
     } <= enforcement.allowed

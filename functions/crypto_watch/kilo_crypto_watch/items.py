@@ -363,7 +363,7 @@ def transaction_pk(chain: str, tx_id: str) -> str:
 
 def transaction_link_to_item(payment: Payment) -> Item:
     """The transaction's index of its attributed payments (one item per payment id): a transfer re-mined under
-    another id (an EVM log index that changed with the block) finds the payment whose bill it keeps (D-crypto-1)."""
+    another id (an EVM log index that changed with the block) finds the payment whose bill it keeps (D155)."""
     transfer = payment.transfer
     return to_item(
         {

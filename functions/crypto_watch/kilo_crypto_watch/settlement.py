@@ -635,7 +635,7 @@ class Settlement:
     def _carried(self, moved_from: Payment, transfer: ObservedTransfer, expected: PaymentStatus | None) -> Payment:
         """``transfer`` takes over the bill, quote, matching and valuation of ``moved_from`` (its same credit under
         another id): one transaction writes it SEEN, ``moved_from`` ORPHANED and moved to it (only if still in the
-        status read and not moved already), and the bill counting it once (D-crypto-1)."""
+        status read and not moved already), and the bill counting it once (D155)."""
         bill = self._store.bill(moved_from.invoice_id) if moved_from.invoice_id else None
         if bill is None:
             raise BillNotFoundError(f"no crypto bill {moved_from.invoice_id!r}")
@@ -788,7 +788,7 @@ class Settlement:
         """FINALIZED / ORPHANED from SEEN (a FAILED payment not final: final / ORPHANED), in one conditional write
         on its status and, given ``block_hash`` (the block the watcher checked), on that still being its recorded
         block: a payment moved to another block meanwhile (a concurrent report of its re-inclusion) is left for the
-        next check of its new block, never finalized or orphaned on a block nobody checked (D-crypto-3)."""
+        next check of its new block, never finalized or orphaned on a block nobody checked (D157)."""
 
         def attempt() -> None:
             payment = self._store.payment(payment_id)
