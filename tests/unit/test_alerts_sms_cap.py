@@ -158,3 +158,25 @@ def test_given_an_sms_only_alert_under_the_cap_then_no_email() -> None:
         Channel.SMS: Outcome.SENT,
     }
     assert mailer.sent == []
+
+
+def test_given_an_sms_only_alert_failing_for_now_then_capped_at_the_redelivery_then_it_goes_by_email() -> None:
+    from kilo_alerts.logic import DeliveryIncompleteError  # noqa: PLC0415
+    from kilo_alerts.ports import SendFailedError  # noqa: PLC0415
+
+    ledger, mailer, texter = InMemoryLedger(), ScriptedMailer(), ScriptedTexter(SendFailedError("Throttling"))
+    policy = DeliveryPolicy("https://x/prefs", sms_per_day=1)
+    [first, second] = pumped(1)[:2]
+    with pytest.raises(DeliveryIncompleteError) as failed:  # the SMS failed for now: the email waits for its decision
+        deliver_alert(first, SMS_ONLY, ledger, mailer, texter, policy, T0)
+    assert {d.channel: d.outcome for d in failed.value.outcome.deliveries} == {
+        Channel.EMAIL: Outcome.RETRY,
+        Channel.SMS: Outcome.RETRY,
+    }
+    deliver_alert(second, SMS_ONLY, ledger, mailer, texter, policy, T0 + 1000)  # meanwhile: the day's one SMS
+    redelivered = deliver_alert(first, SMS_ONLY, ledger, mailer, texter, policy, T0 + 2000)
+    assert {d.channel: d.outcome for d in redelivered.deliveries} == {
+        Channel.EMAIL: Outcome.SENT,
+        Channel.SMS: Outcome.SKIPPED,
+    }
+    assert (len(texter.sent), [to for to, *_ in mailer.sent]) == (1, ["p@example.com"])

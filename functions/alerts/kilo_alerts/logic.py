@@ -114,7 +114,8 @@ def deliver_alert(
     decided_by: dict[Channel, Delivery] = {}
     # SMS is decided first: an SMS the day's cap stops goes by email instead when email was not chosen (D149); its
     # own decision is recorded only once the email's is, so a redelivery after the email failed for now decides both
-    # again (the email is claimed on its own ledger row: sent once)
+    # again (the email is claimed on its own ledger row: sent once). An email not chosen is not decided while the SMS
+    # is not (failed for now, or claimed by another delivery): the cap may stop the SMS at the redelivery
     capped_sms: Delivery | None = None
     for channel in (Channel.SMS, Channel.EMAIL):
         pending = Delivery(
@@ -128,6 +129,15 @@ def deliver_alert(
             at_ms=now_ms,
             event_id=alert.event_id,
         )
+        sms = decided_by.get(Channel.SMS)
+        if (
+            channel is Channel.EMAIL
+            and channel.value not in chosen
+            and sms is not None
+            and sms.outcome is Outcome.RETRY
+        ):
+            decided_by[channel] = replace(pending, detail="not chosen: waits for the SMS's decision (the SMS cap)")
+            continue
         try:
             attempts = ledger.claim(pending, policy.lease_ms)
         except ClaimHeldError:  # not decided yet: retried (taken over once older than the lease), never released
@@ -155,23 +165,21 @@ def deliver_alert(
         _decide(ledger, decided)
         decided_by[channel] = decided
     if capped_sms is not None:  # the SMS's decision follows the email's: retried with it, or recorded
-        email = decided_by[Channel.EMAIL]
-        if email.outcome is Outcome.RETRY:
-            capped_sms = replace(
-                capped_sms, outcome=Outcome.RETRY, detail=f"{capped_sms.detail}; the email instead failed for now"
-            )
-        elif email.outcome is Outcome.SENT:
-            capped_sms = replace(capped_sms, detail=f"{capped_sms.detail}; sent by email instead")
-        else:
-            capped_sms = replace(
-                capped_sms, detail=f"{capped_sms.detail}; the email instead: {email.outcome} ({email.detail})"
-            )
-        _decide(ledger, capped_sms)
-        decided_by[Channel.SMS] = capped_sms
+        decided_by[Channel.SMS] = _instead(capped_sms, decided_by[Channel.EMAIL])
+        _decide(ledger, decided_by[Channel.SMS])
     outcome = AlertOutcome(alert, tuple(decided_by[channel] for channel in Channel))
     if outcome.count(Outcome.RETRY):
         raise DeliveryIncompleteError(outcome)
     return outcome
+
+
+def _instead(capped: Delivery, email: Delivery) -> Delivery:
+    """The capped SMS's decision once the email instead is decided (or failed for now: then retried with it)."""
+    if email.outcome is Outcome.RETRY:
+        return replace(capped, outcome=Outcome.RETRY, detail=f"{capped.detail}; the email instead failed for now")
+    if email.outcome is Outcome.SENT:
+        return replace(capped, detail=f"{capped.detail}; sent by email instead")
+    return replace(capped, detail=f"{capped.detail}; the email instead: {email.outcome} ({email.detail})")
 
 
 def _decide(ledger: DeliveryLedger, decided: Delivery) -> None:
