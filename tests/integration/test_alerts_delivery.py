@@ -310,3 +310,53 @@ def test_given_the_deployed_settings_then_operator_claims_on_the_alerts_queue_us
     assert queue.policy.operator is not None
     assert queue.policy.operator.lease_ms == queue.settings.claim_lease_minutes * 60_000 == 300_000
     assert dependencies.operator_checks().policy.lease_ms == 15 * 60_000
+
+
+def test_given_an_sms_only_alert_at_the_daily_sms_cap_then_it_goes_by_email_instead_once(
+    alerts_stack: AlertsStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.conftest import _clear_caches  # noqa: PLC0415
+
+    monkeypatch.setenv("SMS_DAILY_CAP_PER_ACCOUNT", "1")
+    _clear_caches()
+    register(
+        alerts_stack,
+        "acct_4",
+        email="d@example.com",
+        phone="+14155550103",
+        budget_usd=Decimal(100),
+        alert_preferences=(("budget_threshold", ("sms",)), ("budget_forecast", ())),  # the 80 %'s forecast: quiet
+    )
+    publish(alerts_stack, "acct_4", "budget", 80, "80.4", "100")
+    run(alerts_stack)
+    publish(alerts_stack, "acct_4", "budget", 100, "100.4", "100")
+    run(alerts_stack)
+
+    # one SMS (the cap), the other alert by email to the account's address instead
+    assert len(alerts_stack.sent_sms()) == 1
+    [mail] = alerts_stack.sent_mail()
+    assert (str(mime(mail)["To"]), str(mime(mail)["Subject"])) == (
+        "d@example.com",
+        "Your November 2026 bill so far reached 100% of your budget",  # the capped one
+    )
+    table = alerts_stack.stack.template.physical_name("AlertsTable")
+    items = boto3.resource("dynamodb").Table(table).scan()["Items"]
+    found = sorted(
+        (str(i["channel"]), str(i["status"]), str(i.get("detail", "")).split(";")[-1].strip())
+        for i in items
+        if str(i["sk"]).startswith("DELIVERY#") and i["kind"] == "budget_threshold"
+    )
+    assert [(channel, status) for channel, status, _ in found] == [
+        ("email", "sent"),
+        ("email", "skipped"),
+        ("sms", "sent"),
+        ("sms", "skipped"),
+    ]
+    assert ("sms", "skipped", "sent by email instead") in found
+    assert ("email", "skipped", "not chosen for this alert") in found
+
+    # both events delivered again (rating republished them): nothing more on either channel
+    publish(alerts_stack, "acct_4", "budget", 80, "80.4", "100")
+    publish(alerts_stack, "acct_4", "budget", 100, "100.4", "100")
+    run(alerts_stack)
+    assert (len(alerts_stack.sent_sms()), len(alerts_stack.sent_mail())) == (1, 1)

@@ -338,3 +338,84 @@ def test_given_a_subscribe_only_viewer_and_a_hidden_recorder_then_audio_only_kee
         ("standup", "bob"): recorder,
         ("support", "carol"): screen,
     }
+
+
+def app_updates(livekit: FakeLiveKit, room: str, identity: str, permission: dict[str, object]) -> None:
+    """The app's own backend changes a participant's permission (RoomService UpdateParticipant, the official SDK)."""
+    import asyncio  # noqa: PLC0415
+
+    from google.protobuf import json_format  # noqa: PLC0415
+    from livekit import api  # noqa: PLC0415
+
+    key, secret = next(iter(LIVEKIT_KEYS.items()))
+
+    async def update() -> None:
+        async with api.LiveKitAPI(livekit.url, key, secret) as client:
+            grant = json_format.ParseDict(permission, api.ParticipantPermission())
+            await client.room.update_participant(
+                api.UpdateParticipantRequest(room=room, identity=identity, permission=grant)
+            )
+
+    asyncio.run(update())
+
+
+def test_given_the_app_changed_a_permission_after_audio_only_then_the_restore_leaves_the_apps_change_alone(
+    enforcing: AlertsStack, livekit: FakeLiveKit
+) -> None:
+    publish(enforcing, "hard_limit", 100, "150.02", "150", scope="150")
+    run(enforcing)
+    assert [method for method, _ in livekit.calls] == ["UpdateParticipant"] * 3
+    # during the grace the app makes bob a hidden recorder (no publishing) and revokes carol's publish
+    recorder = {"canSubscribe": True, "hidden": True, "recorder": True}
+    listener = {"canSubscribe": True, "canPublishData": True}
+    app_updates(livekit, "standup", "bob", recorder)
+    app_updates(livekit, "support", "carol", listener)
+    stack = enforcing.stack
+    directory = DynamoAccountDirectory(stack.clients["dynamodb"], stack.template.physical_name("UsageTable"))
+    from kilo_billing.budgets import BudgetChange, set_budget  # noqa: PLC0415
+
+    set_budget(directory, "acct_9", BudgetChange(hard_limit_usd=Decimal("300")))
+    run(enforcing)  # the removal step: the limit lifted
+    # only alice, whose permission is still the one audio-only set, gets hers back; the app's changes stay
+    assert livekit.calls[5:] == [
+        ("UpdateParticipant", {"room": "standup", "identity": "alice", "permission": JOINED}),
+    ]
+    assert livekit.permissions == {
+        ("standup", "alice"): JOINED,
+        ("standup", "bob"): recorder,
+        ("support", "carol"): listener,
+    }
+    assert [c for c in claims(enforcing) if c[1] == "restore"] == [
+        ("150", "restore", "standup", "alice", "done"),
+        ("150", "restore", "standup", "bob", "kept"),
+        ("150", "restore", "support", "carol", "kept"),
+    ]
+    assert ("150", "remove", "-", "-", "lifted") in claims(enforcing)
+    run_again = enforcing.stack.clients["sqs"].receive_message(QueueUrl=enforcing.queue_url)
+    assert "Messages" not in run_again
+
+
+def test_given_the_limit_lowered_within_the_grace_then_the_old_step_removes_nobody_and_the_new_limit_has_its_own_steps(
+    enforcing: AlertsStack, livekit: FakeLiveKit
+) -> None:
+    publish(enforcing, "hard_limit", 100, "150.02", "150", scope="150")
+    run(enforcing)
+    assert [method for method, _ in livekit.calls] == ["UpdateParticipant"] * 3
+    stack = enforcing.stack
+    directory = DynamoAccountDirectory(stack.clients["dynamodb"], stack.template.physical_name("UsageTable"))
+    from kilo_billing.budgets import BudgetChange, set_budget  # noqa: PLC0415
+
+    set_budget(directory, "acct_9", BudgetChange(hard_limit_usd=Decimal("140")))  # 140v1: the $150.02 bill is above
+    run(enforcing)  # the $150 limit's removal step: no longer the limit in force -> nobody removed under it
+    assert "RemoveParticipant" not in [method for method, _ in livekit.calls]
+    everyone = [("standup", "alice"), ("standup", "bob"), ("support", "carol")]
+    assert [c for c in claims(enforcing) if c[1] != "audio_only" or c[0] != "150"] == sorted(
+        [("150", "schedule_removal", "-", "-", "done"), ("150", "remove", "-", "-", "superseded")]
+        + [("140v1", "audio_only", room, who, "done") for room, who in everyone]
+        + [("140v1", "schedule_removal", "-", "-", "done")]
+    )
+    run(enforcing)  # the $140 limit's own removal step, after its own grace (0 s here)
+    assert [call for call in livekit.calls if call[0] == "RemoveParticipant"] == [
+        ("RemoveParticipant", {"room": room, "identity": who}) for room, who in everyone
+    ]
+    assert "Messages" not in enforcing.stack.clients["sqs"].receive_message(QueueUrl=enforcing.queue_url)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
-from kilo_alerts.model import Delivery, EnforcementRecord, Outcome, Participant
+from kilo_alerts.model import Delivery, EnforcementRecord, Narrowing, Outcome, Participant
 from kilo_alerts.ports import (
     ClaimHeldError,
     ParticipantGoneError,
@@ -166,17 +166,20 @@ class FakeRooms:
             raise ParticipantGoneError(f"{identity} is not in {room}")
         return self.permissions[(room, identity)]
 
-    def audio_only(self, room: str, identity: str) -> str | None:
+    def audio_only(self, room: str, identity: str) -> Narrowing | None:
         permission = self._find("audio_only", room, identity)
         if not permission["can_publish"]:
             return None
         saved = json.dumps(permission, sort_keys=True)
         self.permissions[(room, identity)] = {**permission, "sources": list(AUDIO_ONLY_SOURCES)}
-        return saved
+        return Narrowing(saved, json.dumps(self.permissions[(room, identity)], sort_keys=True))
 
-    def restore(self, room: str, identity: str, saved: str) -> None:
-        self._find("restore", room, identity)
+    def restore(self, room: str, identity: str, saved: str, narrowed: str) -> bool:
+        current = self._find("restore", room, identity)
+        if narrowed and current != json.loads(narrowed):
+            return False
         self.permissions[(room, identity)] = json.loads(saved)
+        return True
 
     def remove(self, room: str, identity: str) -> None:
         self._find("remove", room, identity)

@@ -42,12 +42,15 @@ BEFORE: dict[tuple[str, str], dict[str, object]] = {
 }
 
 
-def entitlements(status: str, used: str, hard: str | None = "50", period: str = "2026-11") -> InMemoryEntitlements:
+def entitlements(
+    status: str, used: str, hard: str | None = "50", period: str = "2026-11", version: int = 0
+) -> InMemoryEntitlements:
     profile = AccountProfile(
         "acct_1",
         (TierChange(datetime(2026, 1, 1, tzinfo=UTC), "team"),),
         hard_limit_usd=Decimal(hard) if hard is not None else None,
         status=status,
+        hard_limit_version=version,
     )
     found = InMemoryEntitlements(InMemoryAccountDirectory(profile))
     found.record("acct_1", "hard_limit", Reading(period, Decimal(used), Decimal(hard or "0"), NOW.isoformat()))
@@ -71,7 +74,18 @@ def test_given_a_past_due_account_over_its_hard_limit_then_its_running_calls_are
     restrict_account(
         "acct_1", "2026-11", "50", sessions, rooms, ledger, RecordingScheduler(), EnforcementPolicy(), NOW_MS
     )
-    remove_account("acct_1", "2026-11", "50", sessions, rooms, ledger, state, NOW_MS + 120_000)
+    remove_account(
+        "acct_1",
+        "2026-11",
+        "50",
+        sessions,
+        rooms,
+        ledger,
+        state,
+        RecordingScheduler(),
+        EnforcementPolicy(),
+        NOW_MS + 120_000,
+    )
     assert rooms.calls == [("audio_only", "webinar", "host"), ("remove", "webinar", "host")]
     assert rooms.permissions == {}
 
@@ -127,7 +141,9 @@ def test_given_the_limit_lifted_before_the_removal_then_each_restricted_particip
 ) -> None:
     rooms, ledger, _ = restricted()
     sessions = StaticSessions(HOST, VIEWER, RECORDER)
-    done = remove_account("acct_1", "2026-11", "50", sessions, rooms, ledger, state, at_ms)
+    done = remove_account(
+        "acct_1", "2026-11", "50", sessions, rooms, ledger, state, RecordingScheduler(), EnforcementPolicy(), at_ms
+    )
     assert rooms.permissions == BEFORE, reason
     assert sorted((r.action.value, r.identity, r.outcome) for r in done) == [
         ("remove", "-", "lifted"),
@@ -139,7 +155,21 @@ def test_given_the_limit_lifted_before_the_removal_then_each_restricted_particip
         ("restore", "webinar", "recorder"),
     ]
     # the removal step delivered again restores nothing twice
-    assert remove_account("acct_1", "2026-11", "50", sessions, rooms, ledger, state, at_ms + 1000) == []
+    assert (
+        remove_account(
+            "acct_1",
+            "2026-11",
+            "50",
+            sessions,
+            rooms,
+            ledger,
+            state,
+            RecordingScheduler(),
+            EnforcementPolicy(),
+            at_ms + 1000,
+        )
+        == []
+    )
     assert len(rooms.calls) == 5
 
 
@@ -150,9 +180,31 @@ def test_given_a_restore_failing_for_now_then_the_step_is_retried_and_only_the_m
     rooms.failures = [RoomControlFailedError("RoomService 503")]
     state, sessions = entitlements("active", "50.40", hard="80"), StaticSessions(HOST, VIEWER, RECORDER)
     with pytest.raises(EnforcementIncompleteError):
-        remove_account("acct_1", "2026-11", "50", sessions, rooms, ledger, state, NOW_MS + 120_000)
+        remove_account(
+            "acct_1",
+            "2026-11",
+            "50",
+            sessions,
+            rooms,
+            ledger,
+            state,
+            RecordingScheduler(),
+            EnforcementPolicy(),
+            NOW_MS + 120_000,
+        )
     assert rooms.permissions[("webinar", "host")]["sources"] == ["microphone"]  # the host's restore failed
-    remove_account("acct_1", "2026-11", "50", sessions, rooms, ledger, state, NOW_MS + 480_000)
+    remove_account(
+        "acct_1",
+        "2026-11",
+        "50",
+        sessions,
+        rooms,
+        ledger,
+        state,
+        RecordingScheduler(),
+        EnforcementPolicy(),
+        NOW_MS + 480_000,
+    )
     assert rooms.permissions == BEFORE
     restores = [call for call in rooms.calls if call[0] == "restore"]
     assert restores == [
@@ -215,13 +267,35 @@ def test_given_a_limit_set_again_while_still_narrowed_then_lifting_it_gives_back
     }
     assert host_saved == {"50v1": BEFORE[("webinar", "host")], "60v2": BEFORE[("webinar", "host")]}
     lifted = entitlements("active", "70", hard="200")
-    first = remove_account("acct_1", "2026-11", "50v1", sessions, both, ledger, lifted, NOW_MS + 120_000)
+    first = remove_account(
+        "acct_1",
+        "2026-11",
+        "50v1",
+        sessions,
+        both,
+        ledger,
+        lifted,
+        RecordingScheduler(),
+        EnforcementPolicy(),
+        NOW_MS + 120_000,
+    )
     assert sorted((r.action.value, r.identity, r.outcome) for r in first) == [
         ("remove", "-", "lifted"),
         ("restore", "host", "done"),
         ("restore", "recorder", "done"),
     ]
-    second = remove_account("acct_1", "2026-11", "60v2", sessions, both, ledger, lifted, NOW_MS + 180_000)
+    second = remove_account(
+        "acct_1",
+        "2026-11",
+        "60v2",
+        sessions,
+        both,
+        ledger,
+        lifted,
+        RecordingScheduler(),
+        EnforcementPolicy(),
+        NOW_MS + 180_000,
+    )
     assert [(r.action.value, r.outcome) for r in second] == [("remove", "lifted")]  # given back once, not twice
     assert both.permissions == {
         ("webinar", "host"): {"can_publish": True, "can_subscribe": True, "sources": [], "hidden": False},
@@ -239,10 +313,159 @@ def test_given_a_participant_restored_then_a_limit_reached_again_narrows_and_sav
     ledger, scheduler, sessions = InMemoryEnforcementLedger(), RecordingScheduler(), StaticSessions(HOST)
     restrict_account("acct_1", "2026-11", "50v1", sessions, room, ledger, scheduler, EnforcementPolicy(), NOW_MS)
     lifted = entitlements("active", "45", hard="200")
-    remove_account("acct_1", "2026-11", "50v1", sessions, room, ledger, lifted, NOW_MS + 120_000)
+    remove_account(
+        "acct_1",
+        "2026-11",
+        "50v1",
+        sessions,
+        room,
+        ledger,
+        lifted,
+        RecordingScheduler(),
+        EnforcementPolicy(),
+        NOW_MS + 120_000,
+    )
     room.permissions[("webinar", "host")] = {**BEFORE[("webinar", "host")], "can_subscribe": False}  # the app's
     restrict_account(
         "acct_1", "2026-11", "40v2", sessions, room, ledger, scheduler, EnforcementPolicy(), NOW_MS + 180_000
     )
     [second] = [r for r in ledger.actions("acct_1") if r.action is EnforcementAction.AUDIO_ONLY and r.limit == "40v2"]
     assert json.loads(second.saved) == {"can_publish": True, "can_subscribe": False, "sources": [], "hidden": False}
+
+
+@pytest.mark.parametrize(
+    ("change", "hard", "version"),
+    [
+        ("raised to $60 within the grace, still reached", "60", 2),
+        ("lowered to $40 within the grace", "40", 2),
+        ("set again to $50 (a new setting, D140)", "50", 2),
+    ],
+)
+def test_given_the_limit_replaced_within_the_grace_by_one_also_reached_then_the_old_step_removes_nobody(
+    change: str, hard: str, version: int
+) -> None:
+    # bill $70, hard limit $50 (50v1) reached -> audio-only, removal in 120 s. Within the grace the limit is replaced;
+    # the new one is reached too. The 50v1 step no longer applies: it removes nobody and hands over to the new
+    # limit's own steps (audio-only kept, its own grace), whose removal step removes at the end of that grace
+    rooms = FakeRooms({("webinar", "host"): dict(BEFORE[("webinar", "host")])})
+    ledger, scheduler, sessions = InMemoryEnforcementLedger(), RecordingScheduler(), StaticSessions(HOST)
+    restrict_account("acct_1", "2026-11", "50v1", sessions, rooms, ledger, scheduler, EnforcementPolicy(), NOW_MS)
+    replaced = entitlements("active", "70", hard=hard, version=version)
+    new = f"{hard}v{version}"
+    step = remove_account(
+        "acct_1", "2026-11", "50v1", sessions, rooms, ledger, replaced, scheduler, EnforcementPolicy(), NOW_MS + 120_000
+    )
+    assert ("remove", "webinar", "host") not in rooms.calls, change
+    assert rooms.permissions == {  # still narrowed: the new limit is reached
+        ("webinar", "host"): {"can_publish": True, "can_subscribe": True, "sources": ["microphone"], "hidden": False}
+    }
+    assert sorted((r.action.value, r.identity, r.limit, r.outcome) for r in step) == [
+        ("audio_only", "host", new, "done"),
+        ("remove", "-", "50v1", "superseded"),
+        ("schedule_removal", "-", new, "done"),
+    ]
+    assert scheduler.scheduled == [("acct_1", "2026-11", 120, "50v1"), ("acct_1", "2026-11", 120, new)]
+    # the new limit's audio-only step keeps the permission the host had before any limit
+    [kept] = [r for r in step if r.action is EnforcementAction.AUDIO_ONLY]
+    assert json.loads(kept.saved) == BEFORE[("webinar", "host")]
+    # redelivered: nothing more
+    args = (sessions, rooms, ledger, replaced, scheduler, EnforcementPolicy())
+    assert remove_account("acct_1", "2026-11", "50v1", *args, NOW_MS + 130_000) == []
+    assert len(scheduler.scheduled) == 2
+    # the new limit's own removal step, at the end of its grace: removed
+    remove_account(
+        "acct_1", "2026-11", new, sessions, rooms, ledger, replaced, scheduler, EnforcementPolicy(), NOW_MS + 240_000
+    )
+    assert rooms.permissions == {}
+    assert [call[0] for call in rooms.calls] == ["audio_only", "audio_only", "remove"]
+
+
+def test_given_the_limit_replaced_by_one_the_rating_event_already_enforced_then_the_old_step_repeats_nothing() -> None:
+    # the new limit's own event (rating announces a limit set again, D140) narrowed and scheduled before the old step
+    rooms = FakeRooms({("webinar", "host"): dict(BEFORE[("webinar", "host")])})
+    ledger, scheduler, sessions = InMemoryEnforcementLedger(), RecordingScheduler(), StaticSessions(HOST)
+    policy = EnforcementPolicy()
+    restrict_account("acct_1", "2026-11", "50v1", sessions, rooms, ledger, scheduler, policy, NOW_MS)
+    restrict_account("acct_1", "2026-11", "60v2", sessions, rooms, ledger, scheduler, policy, NOW_MS + 60_000)
+    replaced = entitlements("active", "70", hard="60", version=2)
+    step = remove_account(
+        "acct_1", "2026-11", "50v1", sessions, rooms, ledger, replaced, scheduler, policy, NOW_MS + 120_000
+    )
+    assert [(r.action.value, r.outcome) for r in step] == [("remove", "superseded")]
+    assert [call[0] for call in rooms.calls] == ["audio_only", "audio_only"]
+    assert len(scheduler.scheduled) == 2
+
+
+def test_given_the_app_changed_a_permission_after_audio_only_then_the_restore_leaves_it_alone() -> None:
+    rooms, ledger, _ = restricted()
+    # during the grace the app revokes the host's publishing (its own moderation), the recorder is left as we set it
+    revoked = {"can_publish": False, "can_subscribe": True, "sources": [], "hidden": False}
+    rooms.permissions[("webinar", "host")] = dict(revoked)
+    lifted, sessions = entitlements("active", "50.40", hard="80"), StaticSessions(HOST, VIEWER, RECORDER)
+    done = remove_account(
+        "acct_1", "2026-11", "50", sessions, rooms, ledger, lifted, RecordingScheduler(), EnforcementPolicy(),
+        NOW_MS + 120_000,
+    )  # fmt: skip
+    assert sorted((r.action.value, r.identity, r.outcome) for r in done) == [
+        ("remove", "-", "lifted"),
+        ("restore", "host", "kept"),
+        ("restore", "recorder", "done"),
+    ]
+    [kept] = [r for r in done if r.outcome == "kept"]
+    assert kept.detail == "the app changed the permission since audio-only: its change is left as it is"
+    assert rooms.permissions == {
+        ("webinar", "host"): revoked,  # the app's change stays
+        ("webinar", "viewer-42"): BEFORE[("webinar", "viewer-42")],
+        ("webinar", "recorder"): BEFORE[("webinar", "recorder")],  # given back
+    }
+
+
+def test_given_two_scopes_and_the_app_changing_the_permission_after_both_then_neither_restore_overwrites_it() -> None:
+    # bill $70: 50v1 narrows, 60v2 (set within the grace, reached) keeps 50v1's saved permission; then the app revokes
+    # the host's publishing; then the limit is raised to $200: both steps find it lifted, neither gives back
+    rooms = FakeRooms({("webinar", "host"): dict(BEFORE[("webinar", "host")])})
+    ledger, scheduler, sessions, policy = (
+        InMemoryEnforcementLedger(),
+        RecordingScheduler(),
+        StaticSessions(HOST),
+        EnforcementPolicy(),
+    )
+    restrict_account("acct_1", "2026-11", "50v1", sessions, rooms, ledger, scheduler, policy, NOW_MS)
+    restrict_account("acct_1", "2026-11", "60v2", sessions, rooms, ledger, scheduler, policy, NOW_MS + 60_000)
+    revoked = {"can_publish": False, "can_subscribe": True, "sources": [], "hidden": False}
+    rooms.permissions[("webinar", "host")] = dict(revoked)
+    lifted = entitlements("active", "70", hard="200", version=3)
+    remove_account("acct_1", "2026-11", "60v2", sessions, rooms, ledger, lifted, scheduler, policy, NOW_MS + 180_000)
+    remove_account("acct_1", "2026-11", "50v1", sessions, rooms, ledger, lifted, scheduler, policy, NOW_MS + 190_000)
+    assert rooms.permissions == {("webinar", "host"): revoked}
+    assert sorted((r.limit, r.outcome) for r in ledger.actions("acct_1") if r.action is EnforcementAction.RESTORE) == [
+        ("50v1", "kept"),
+        ("60v2", "kept"),
+    ]
+    assert [call[0] for call in rooms.calls] == ["audio_only", "audio_only", "restore"]
+
+
+def test_given_the_app_changed_the_permission_between_two_scopes_then_the_second_saves_the_apps_one() -> None:
+    # 50v1 narrows the host; the app then makes it hidden (publishing anything again); 60v2, reached, narrows that:
+    # what it saves - and gives back when the limit lifts - is the app's permission, not the one before 50v1
+    rooms = FakeRooms({("webinar", "host"): dict(BEFORE[("webinar", "host")])})
+    ledger, scheduler, sessions, policy = (
+        InMemoryEnforcementLedger(),
+        RecordingScheduler(),
+        StaticSessions(HOST),
+        EnforcementPolicy(),
+    )
+    restrict_account("acct_1", "2026-11", "50v1", sessions, rooms, ledger, scheduler, policy, NOW_MS)
+    apps = {"can_publish": True, "can_subscribe": True, "sources": [], "hidden": True}
+    rooms.permissions[("webinar", "host")] = dict(apps)
+    [second] = restrict_account(
+        "acct_1", "2026-11", "60v2", sessions, rooms, ledger, scheduler, policy, NOW_MS + 60_000
+    )[:1]
+    assert json.loads(second.saved) == apps
+    assert rooms.permissions[("webinar", "host")] == {**apps, "sources": ["microphone"]}
+    lifted = entitlements("active", "70", hard="200", version=3)
+    remove_account("acct_1", "2026-11", "60v2", sessions, rooms, ledger, lifted, scheduler, policy, NOW_MS + 180_000)
+    assert rooms.permissions == {("webinar", "host"): apps}
+    remove_account("acct_1", "2026-11", "50v1", sessions, rooms, ledger, lifted, scheduler, policy, NOW_MS + 190_000)
+    assert rooms.permissions == {("webinar", "host"): apps}  # 50v1's step gives nothing back a second time
+    assert [call[0] for call in rooms.calls] == ["audio_only", "audio_only", "restore"]

@@ -76,3 +76,107 @@ def test_given_an_sms_failing_for_now_then_it_does_not_use_up_the_cap() -> None:
         Channel.EMAIL: Outcome.SENT,
         Channel.SMS: Outcome.SKIPPED,
     }
+
+
+SMS_ONLY = InMemoryAccountDirectory(
+    AccountProfile(
+        "acct_p",
+        (TierChange(datetime(2026, 1, 1, tzinfo=UTC), "team"),),
+        email="p@example.com",
+        phone="+14155550123",
+        alert_preferences=(("budget_threshold", ("sms",)),),
+    )
+)
+
+
+def by_channel(ledger: InMemoryLedger, alert: Alert) -> dict[Channel, tuple[Outcome, str, str]]:
+    return {
+        d.channel: (d.outcome, d.recipient, d.detail)
+        for d in ledger.deliveries("acct_p", "2026-11")
+        if (d.kind, d.key) == (alert.kind, alert.key)
+    }
+
+
+def test_given_an_alert_chosen_by_sms_only_at_the_cap_then_it_goes_by_email_instead_once() -> None:
+    ledger, mailer, texter = InMemoryLedger(), ScriptedMailer(), ScriptedTexter()
+    policy = DeliveryPolicy("https://x/prefs", sms_per_day=1)
+    [first, second] = pumped(1)[:2]
+    assert first.kind == "budget_threshold"  # the kind the account chose SMS only for
+    deliver_alert(first, SMS_ONLY, ledger, mailer, texter, policy, T0)
+    assert (len(texter.sent), len(mailer.sent)) == (1, 0)  # under the cap: SMS only, as chosen
+
+    capped = deliver_alert(second, SMS_ONLY, ledger, mailer, texter, policy, T0 + 1000)
+    assert {d.channel: d.outcome for d in capped.deliveries} == {
+        Channel.EMAIL: Outcome.SENT,
+        Channel.SMS: Outcome.SKIPPED,
+    }
+    assert len(texter.sent) == 1
+    assert [(to, subject) for to, subject, _, _ in mailer.sent] == [("p@example.com", mailer.sent[0][1])]
+    assert "budget" in mailer.sent[0][1]  # the alert's own email, not a generic notice
+    cap = "the account's SMS cap of 1 a day (UTC) is reached"
+    assert by_channel(ledger, second) == {
+        Channel.EMAIL: (Outcome.SENT, "p@example.com", "mail-1"),
+        Channel.SMS: (Outcome.SKIPPED, "+14155550123", f"{cap}; sent by email instead"),
+    }
+
+    again = deliver_alert(second, SMS_ONLY, ledger, mailer, texter, policy, T0 + 2000)  # redelivered
+    assert {d.outcome for d in again.deliveries} == {Outcome.DUPLICATE}
+    assert (len(texter.sent), len(mailer.sent)) == (1, 1)
+
+
+def test_given_the_email_instead_failing_for_now_then_the_redelivery_sends_it_once() -> None:
+    from kilo_alerts.logic import DeliveryIncompleteError  # noqa: PLC0415
+    from kilo_alerts.ports import SendFailedError  # noqa: PLC0415
+
+    ledger, mailer, texter = InMemoryLedger(), ScriptedMailer(SendFailedError("Throttling")), ScriptedTexter()
+    policy = DeliveryPolicy("https://x/prefs", sms_per_day=1)
+    [first, second] = pumped(1)[:2]
+    deliver_alert(first, SMS_ONLY, ledger, mailer, texter, policy, T0)
+    with pytest.raises(DeliveryIncompleteError) as failed:
+        deliver_alert(second, SMS_ONLY, ledger, mailer, texter, policy, T0 + 1000)
+    # neither channel is decided: the redelivery decides both again (the SMS is still capped)
+    assert {d.channel: d.outcome for d in failed.value.outcome.deliveries} == {
+        Channel.EMAIL: Outcome.RETRY,
+        Channel.SMS: Outcome.RETRY,
+    }
+    assert mailer.sent == []
+    redelivered = deliver_alert(second, SMS_ONLY, ledger, mailer, texter, policy, T0 + 2000)
+    assert {d.channel: d.outcome for d in redelivered.deliveries} == {
+        Channel.EMAIL: Outcome.SENT,
+        Channel.SMS: Outcome.SKIPPED,
+    }
+    deliver_alert(second, SMS_ONLY, ledger, mailer, texter, policy, T0 + 3000)
+    assert (len(texter.sent), len(mailer.sent)) == (1, 1)
+    assert ledger.sms_days[("acct_p", "2026-11-20")] == 1
+
+
+def test_given_an_sms_only_alert_under_the_cap_then_no_email() -> None:
+    ledger, mailer, texter = InMemoryLedger(), ScriptedMailer(), ScriptedTexter()
+    outcome = deliver_alert(pumped(1)[0], SMS_ONLY, ledger, mailer, texter, DeliveryPolicy("https://x/p"), T0)
+    assert {d.channel: d.outcome for d in outcome.deliveries} == {
+        Channel.EMAIL: Outcome.SKIPPED,
+        Channel.SMS: Outcome.SENT,
+    }
+    assert mailer.sent == []
+
+
+def test_given_an_sms_only_alert_failing_for_now_then_capped_at_the_redelivery_then_it_goes_by_email() -> None:
+    from kilo_alerts.logic import DeliveryIncompleteError  # noqa: PLC0415
+    from kilo_alerts.ports import SendFailedError  # noqa: PLC0415
+
+    ledger, mailer, texter = InMemoryLedger(), ScriptedMailer(), ScriptedTexter(SendFailedError("Throttling"))
+    policy = DeliveryPolicy("https://x/prefs", sms_per_day=1)
+    [first, second] = pumped(1)[:2]
+    with pytest.raises(DeliveryIncompleteError) as failed:  # the SMS failed for now: the email waits for its decision
+        deliver_alert(first, SMS_ONLY, ledger, mailer, texter, policy, T0)
+    assert {d.channel: d.outcome for d in failed.value.outcome.deliveries} == {
+        Channel.EMAIL: Outcome.RETRY,
+        Channel.SMS: Outcome.RETRY,
+    }
+    deliver_alert(second, SMS_ONLY, ledger, mailer, texter, policy, T0 + 1000)  # meanwhile: the day's one SMS
+    redelivered = deliver_alert(first, SMS_ONLY, ledger, mailer, texter, policy, T0 + 2000)
+    assert {d.channel: d.outcome for d in redelivered.deliveries} == {
+        Channel.EMAIL: Outcome.SENT,
+        Channel.SMS: Outcome.SKIPPED,
+    }
+    assert (len(texter.sent), [to for to, *_ in mailer.sent]) == (1, ["p@example.com"])

@@ -15,7 +15,7 @@ from email.utils import make_msgid
 from typing import Any, Final
 
 from kilo_alerts import items
-from kilo_alerts.model import Delivery, EnforcementRecord, MarginSnapshot, Participant
+from kilo_alerts.model import Delivery, EnforcementRecord, MarginSnapshot, Narrowing, Participant
 from kilo_alerts.ports import (
     ClaimHeldError,
     ParticipantGoneError,
@@ -274,15 +274,15 @@ class LiveKitRoomControl:
         self._credentials = credentials
         self._timeout = timeout
 
-    def audio_only(self, room: str, identity: str) -> str | None:
+    def audio_only(self, room: str, identity: str) -> Narrowing | None:
         """GetParticipant, then UpdateParticipant with its own permission narrowed: UpdateParticipant's permission
         replaces every field (LiveKit's ``VideoGrant.UpdateFromPermission``), so subscribe-only viewers, hidden
         recorders and agents keep exactly what they had but video and screen share. Publish sources limited to some
-        without the microphone: publishing is turned off. The permission before it, as protobuf JSON."""
-        from google.protobuf import json_format  # noqa: PLC0415
+        without the microphone: publishing is turned off. The permission before it and the one LiveKit answers it
+        holds after the update, as protobuf JSON."""
         from livekit import api  # noqa: PLC0415
 
-        async def narrow(client: Any) -> str | None:
+        async def narrow(client: Any) -> Narrowing | None:
             info = await client.room.get_participant(api.RoomParticipantIdentity(room=room, identity=identity))
             before = info.permission
             if not before.can_publish:
@@ -295,18 +295,32 @@ class LiveKitRoomControl:
             narrowed.can_publish_sources.extend(keep)
             narrowed.can_publish = bool(keep)
             request = api.UpdateParticipantRequest(room=room, identity=identity, permission=narrowed)
-            await client.room.update_participant(request)
-            return str(json_format.MessageToJson(before, indent=None))
+            updated = await client.room.update_participant(request)
+            holds = updated.permission if updated.HasField("permission") else narrowed
+            return Narrowing(_json(before), _json(holds))
 
         return self._run(narrow)  # type: ignore[no-any-return]
 
-    def restore(self, room: str, identity: str, saved: str) -> None:
+    def restore(self, room: str, identity: str, saved: str, narrowed: str) -> bool:
+        """GetParticipant, then UpdateParticipant with ``saved`` only if its permission is still ``narrowed``
+        (compared as messages). Not atomic - RoomService has no conditional update - so an app's change landing
+        between the two requests is overwritten: the window is one round trip, not the whole grace."""
         from google.protobuf import json_format  # noqa: PLC0415
         from livekit import api  # noqa: PLC0415
 
         permission = json_format.Parse(saved, api.ParticipantPermission())
-        request = api.UpdateParticipantRequest(room=room, identity=identity, permission=permission)
-        self._run(lambda client: client.room.update_participant(request))
+        expected = json_format.Parse(narrowed, api.ParticipantPermission()) if narrowed else None
+
+        async def give_back(client: Any) -> bool:
+            if expected is not None:
+                info = await client.room.get_participant(api.RoomParticipantIdentity(room=room, identity=identity))
+                if info.permission != expected:
+                    return False
+            request = api.UpdateParticipantRequest(room=room, identity=identity, permission=permission)
+            await client.room.update_participant(request)
+            return True
+
+        return bool(self._run(give_back))
 
     def remove(self, room: str, identity: str) -> None:
         from livekit import api  # noqa: PLC0415
@@ -342,6 +356,12 @@ class LiveKitRoomControl:
                     raise RoomControlFailedError(f"RoomService unreachable: {type(exc).__name__}") from exc
                 return answer
         return None
+
+
+def _json(permission: Any) -> str:
+    from google.protobuf import json_format  # noqa: PLC0415
+
+    return str(json_format.MessageToJson(permission, indent=None))
 
 
 class SnsOperatorNotifier:

@@ -61,6 +61,7 @@ def hard_limit_reached(account_id: str, entitlements: EntitlementSource, now_ms:
 
 
 HELD = "claimed by another delivery, not decided yet"
+CHANGED_BY_APP = "the app changed the permission since audio-only: its change is left as it is"
 
 
 def _act(
@@ -117,14 +118,18 @@ def _narrow(
     narrowed, and giving that back would leave it audio-only (D146)."""
 
     def narrow(pending: EnforcementRecord) -> EnforcementRecord:
-        saved = rooms.audio_only(pending.room, pending.identity)
+        narrowing = rooms.audio_only(pending.room, pending.identity)
         first = earlier.get(Participant(pending.room, pending.identity))
-        if first is not None:
+        changed = narrowing is not None and first is not None and first.narrowed not in ("", narrowing.saved)
+        if first is not None and not changed:
             detail = f"still narrowed under the hard limit {first.limit or '(unscoped)'}: its saved permission kept"
-            return replace(pending.decided("done", detail), saved=first.saved)
-        if saved is None:
+            now = narrowing.narrowed if narrowing is not None else first.narrowed
+            return replace(pending.decided("done", detail), saved=first.saved, narrowed=now)
+        if narrowing is None:
             return pending.decided("skipped", "may not publish: nothing to narrow")
-        return replace(pending.decided("done"), saved=saved)
+        # narrowed afresh: never narrowed this period, or the app changed the permission since (its change is saved)
+        detail = "the app changed the permission since the earlier narrowing: saved afresh" if changed else ""
+        return replace(pending.decided("done", detail), saved=narrowing.saved, narrowed=narrowing.narrowed)
 
     return narrow
 
@@ -182,7 +187,7 @@ def restore_account(
     recorded restored too: their removal steps give nothing back a second time."""
     records = ledger.actions(account_id)
     saved = {
-        Participant(record.room, record.identity): record.saved
+        Participant(record.room, record.identity): record
         for record in records
         if record.action is EnforcementAction.AUDIO_ONLY
         and (record.period, record.limit) == (period, limit)
@@ -193,10 +198,13 @@ def restore_account(
 
     def restore(pending: EnforcementRecord) -> EnforcementRecord:
         participant = Participant(pending.room, pending.identity)
-        rooms.restore(pending.room, pending.identity, saved[participant])
+        narrowed = saved[participant]
+        given = rooms.restore(pending.room, pending.identity, narrowed.saved, narrowed.narrowed)
         for other in others:
             if Participant(other.room, other.identity) == participant:
-                _mark_restored(ledger, replace(pending, limit=other.limit), limit)
+                _mark_restored(ledger, replace(pending, limit=other.limit), limit, given)
+        if not given:
+            return pending.decided("kept", CHANGED_BY_APP)
         return pending.decided("done")
 
     return _act(account_id, period, limit, EnforcementAction.RESTORE, list(saved), ledger, restore, now_ms)
@@ -210,7 +218,7 @@ def _all_unrestored(records: list[EnforcementRecord], period: str) -> list[Enfor
         for record in records
         if record.period == period
         and record.action in (EnforcementAction.RESTORE, EnforcementAction.REMOVE)
-        and record.outcome in ("done", "gone")
+        and record.outcome in ("done", "gone", "kept")
     }
     return [
         record
@@ -223,13 +231,17 @@ def _all_unrestored(records: list[EnforcementRecord], period: str) -> list[Enfor
     ]
 
 
-def _mark_restored(ledger: EnforcementLedger, pending: EnforcementRecord, under: str) -> None:
-    """Record the restore of ``pending``'s limit as done by the restore under ``under`` (claimed like any action:
-    decided or held by another delivery, it is left alone)."""
+def _mark_restored(ledger: EnforcementLedger, pending: EnforcementRecord, under: str, given: bool) -> None:
+    """Record the restore of ``pending``'s limit as done by the restore under ``under`` (``given``: set back; else
+    kept, the app's change left alone) - claimed like any action: decided or held by another delivery, it is left
+    alone."""
     try:
         if not ledger.claim(pending):
             return
     except ClaimHeldError:
+        return
+    if not given:
+        ledger.record(pending.decided("kept", f"{CHANGED_BY_APP} (the restore under the hard limit {under or '-'})"))
         return
     ledger.record(pending.decided("done", f"given back with the restore under the hard limit {under or '(unscoped)'}"))
 
@@ -242,23 +254,34 @@ def remove_account(
     rooms: RoomControl,
     ledger: EnforcementLedger,
     entitlements: EntitlementSource,
+    scheduler: RemovalScheduler,
+    policy: EnforcementPolicy,
     now_ms: int,
 ) -> list[EnforcementRecord]:
-    """Step 2 (after the grace period): remove every open participant of the account, if the hard limit still holds;
-    raised or removed meanwhile, or the month turned: nobody is removed, everyone restricted gets their permission
-    back, and that is recorded. ``limit``: the hard limit step 1 enforced (empty for a step scheduled before it was
-    kept); the records are keyed by it."""
-    if hard_limit_reached(account_id, entitlements, now_ms) is None:
-        lifted = EnforcementRecord(account_id, period, "-", "-", EnforcementAction.REMOVE, "", now_ms, limit=limit)
-        if not _claim_marker(ledger, lifted, []):
+    """Step 2 (after the grace period): remove every open participant of the account, if the hard limit it was
+    scheduled under is still the one in force (same amount and setting, D140; same month) and still reached. Raised or
+    removed meanwhile, or the month turned: nobody is removed, everyone restricted gets their permission back, and
+    that is recorded (``lifted``). Replaced by another limit that is reached too (raised, lowered or set again within
+    the grace): nobody is removed under the old one; the limit in force is enforced by its own steps - audio-only
+    (kept for who is narrowed already) and its own removal after its own grace (``restrict_account``: claimed, so
+    nothing its own event did is repeated) - and the step is recorded ``superseded``. ``limit``: the hard limit step 1
+    enforced (empty for a step scheduled before it was kept: taken as the one in force); the records are keyed by
+    it."""
+    in_force = hard_limit_reached(account_id, entitlements, now_ms)
+    marker = EnforcementRecord(account_id, period, "-", "-", EnforcementAction.REMOVE, "", now_ms, limit=limit)
+    if in_force is None:
+        if not _claim_marker(ledger, marker, []):
             return []
         try:
             restored = restore_account(account_id, period, limit, rooms, ledger, now_ms)
         except EnforcementIncompleteError as exc:
-            ledger.record(lifted.decided("retry", "permissions not all restored yet"))
-            raise EnforcementIncompleteError([*exc.records, lifted.decided("retry")]) from exc
-        ledger.record(lifted.decided("lifted", "the hard limit no longer applies"))
-        return [*restored, lifted.decided("lifted", "the hard limit no longer applies")]
+            ledger.record(marker.decided("retry", "permissions not all restored yet"))
+            raise EnforcementIncompleteError([*exc.records, marker.decided("retry")]) from exc
+        ledger.record(marker.decided("lifted", "the hard limit no longer applies"))
+        return [*restored, marker.decided("lifted", "the hard limit no longer applies")]
+    current = Period.containing(datetime.fromtimestamp(now_ms / 1000, tz=UTC)).key
+    if limit and (current, in_force) != (period, limit):
+        return _superseded(marker, current, in_force, sessions, rooms, ledger, scheduler, policy)
     return _act(
         account_id,
         period,
@@ -269,6 +292,34 @@ def remove_account(
         lambda pending: _removed(rooms, pending),
         now_ms,
     )
+
+
+def _superseded(
+    marker: EnforcementRecord,
+    period: str,
+    in_force: str,
+    sessions: OpenSessions,
+    rooms: RoomControl,
+    ledger: EnforcementLedger,
+    scheduler: RemovalScheduler,
+    policy: EnforcementPolicy,
+) -> list[EnforcementRecord]:
+    """The removal step of ``marker.limit`` when another limit, ``in_force`` (of ``period``), is reached instead:
+    nobody removed under the old limit; the one in force decided by its own policy (D140, D146)."""
+    if not _claim_marker(ledger, marker, []):
+        return []
+    account_id, now_ms = marker.account_id, marker.at_ms
+    try:
+        records = restrict_account(account_id, period, in_force, sessions, rooms, ledger, scheduler, policy, now_ms)
+    except EnforcementIncompleteError as exc:
+        ledger.record(marker.decided("retry", f"the hard limit {in_force} in force not enforced yet"))
+        raise EnforcementIncompleteError([*exc.records, marker.decided("retry")]) from exc
+    except Exception:
+        ledger.record(marker.decided("retry", f"the hard limit {in_force} in force not enforced yet"))
+        raise
+    done = marker.decided("superseded", f"the hard limit in force is {in_force}: enforced by its own steps")
+    ledger.record(done)
+    return [*records, done]
 
 
 def _removed(rooms: RoomControl, pending: EnforcementRecord) -> EnforcementRecord:

@@ -105,6 +105,7 @@ def enforcement_to_item(record: EnforcementRecord) -> Item:
             "expires_at": expires_at(record.at_ms),
             **({"limit": record.limit} if record.limit else {}),
             **({"saved_permission": record.saved} if record.saved else {}),
+            **({"narrowed_permission": record.narrowed} if record.narrowed else {}),
         }
     )
 
@@ -122,6 +123,7 @@ def enforcement_from_item(item: Mapping[str, Any]) -> EnforcementRecord:
         detail=str(values.get("detail", "")),
         limit=str(values.get("limit", "")),
         saved=str(values.get("saved_permission", "")),
+        narrowed=str(values.get("narrowed_permission", "")),
     )
 
 

@@ -5,7 +5,9 @@ a redelivered event finds the decision taken and sends nothing; a claim still pe
 deciding it, or one that crashed) is not a decision: the channel is retried, and taken over once stale. Then: the
 channel is skipped if the account chose otherwise (or the catalogue's default leaves it out: low-severity alerts are
 quiet on SMS) or has no address/number for it; an SMS to a number that opted out (STOP) is not sent; a message the
-provider refuses for good is recorded as undeliverable. A transient failure releases the claim and, once every channel
+provider refuses for good is recorded as undeliverable. An SMS the account's daily cap stops goes by email instead when
+the account did not choose email for the alert (D149): SMS is decided first, the email instead on its own ledger row
+(sent once), and the SMS's decision recorded after it. A transient failure releases the claim and, once every channel
 was tried, raises ``DeliveryIncompleteError``: the queue delivers the event again and only the unfinished channel is
 tried.
 """
@@ -71,7 +73,7 @@ class DeliveryPolicy:
     preferences_url: str  # the account's alert preferences page; the account id is appended as ?account=<id>
     lease_ms: int = 5 * 60_000  # a claim older than this (its holder crashed) may be taken over (settings)
     # SMS to one account per UTC day, whatever the alerts (a number the account sets is never verified, and every new
-    # budget amount re-announces its thresholds: D124); past it the SMS is skipped, email goes on as chosen
+    # budget amount re-announces its thresholds: D124); past it the SMS is skipped, the alert goes by email (D149)
     sms_per_day: int = 10
 
 
@@ -109,8 +111,13 @@ def deliver_alert(
         preference = profile.channels_chosen(alert.kind)
         chosen = preference if preference is not None else tuple(spec.default_channels(alert.severity))
     rendered = render(alert.kind, _values(alert, profile, policy)) if profile is not None else None
-    deliveries: list[Delivery] = []
-    for channel in Channel:
+    decided_by: dict[Channel, Delivery] = {}
+    # SMS is decided first: an SMS the day's cap stops goes by email instead when email was not chosen (D149); its
+    # own decision is recorded only once the email's is, so a redelivery after the email failed for now decides both
+    # again (the email is claimed on its own ledger row: sent once). An email not chosen is not decided while the SMS
+    # is not (failed for now, or claimed by another delivery): the cap may stop the SMS at the redelivery
+    capped_sms: Delivery | None = None
+    for channel in (Channel.SMS, Channel.EMAIL):
         pending = Delivery(
             account_id=alert.account_id,
             period=alert.period,
@@ -122,30 +129,73 @@ def deliver_alert(
             at_ms=now_ms,
             event_id=alert.event_id,
         )
+        sms = decided_by.get(Channel.SMS)
+        if (
+            channel is Channel.EMAIL
+            and channel.value not in chosen
+            and sms is not None
+            and sms.outcome is Outcome.RETRY
+        ):
+            decided_by[channel] = replace(pending, detail="not chosen: waits for the SMS's decision (the SMS cap)")
+            continue
         try:
             attempts = ledger.claim(pending, policy.lease_ms)
         except ClaimHeldError:  # not decided yet: retried (taken over once older than the lease), never released
-            deliveries.append(replace(pending, detail="claimed by another delivery, not decided yet"))
+            decided_by[channel] = replace(pending, detail="claimed by another delivery, not decided yet")
             continue
         if attempts is None:
-            deliveries.append(replace(pending, outcome=Outcome.DUPLICATE, detail="already decided"))
+            decided_by[channel] = replace(pending, outcome=Outcome.DUPLICATE, detail="already decided")
             continue
         pending = replace(pending, attempts=attempts)
         if profile is None or rendered is None:
             decided = replace(pending, outcome=Outcome.SKIPPED, detail="account not registered")
+        elif channel is Channel.EMAIL and capped_sms is not None:
+            decided = _send(pending, channel, profile, rendered, (mailer, texter, ledger), policy)
         elif channel.value not in chosen:
             decided = replace(pending, outcome=Outcome.SKIPPED, detail="not chosen for this alert")
         else:
-            decided = _send(pending, channel, profile, rendered, (mailer, texter, ledger), policy)
-        if decided.outcome is Outcome.RETRY:
-            ledger.release(decided)
-        else:
-            ledger.record(decided)
-        deliveries.append(decided)
-    outcome = AlertOutcome(alert, tuple(deliveries))
+            try:
+                decided = _send(pending, channel, profile, rendered, (mailer, texter, ledger), policy)
+            except SmsCapReachedError as exc:
+                decided = replace(exc.skipped, detail=f"{exc}; email is not capped")
+                if Channel.EMAIL.value not in chosen:
+                    capped_sms = exc.skipped
+                    decided_by[channel] = capped_sms
+                    continue  # recorded below, once the email instead is decided
+        _decide(ledger, decided)
+        decided_by[channel] = decided
+    if capped_sms is not None:  # the SMS's decision follows the email's: retried with it, or recorded
+        decided_by[Channel.SMS] = _instead(capped_sms, decided_by[Channel.EMAIL])
+        _decide(ledger, decided_by[Channel.SMS])
+    outcome = AlertOutcome(alert, tuple(decided_by[channel] for channel in Channel))
     if outcome.count(Outcome.RETRY):
         raise DeliveryIncompleteError(outcome)
     return outcome
+
+
+def _instead(capped: Delivery, email: Delivery) -> Delivery:
+    """The capped SMS's decision once the email instead is decided (or failed for now: then retried with it)."""
+    if email.outcome is Outcome.RETRY:
+        return replace(capped, outcome=Outcome.RETRY, detail=f"{capped.detail}; the email instead failed for now")
+    if email.outcome is Outcome.SENT:
+        return replace(capped, detail=f"{capped.detail}; sent by email instead")
+    return replace(capped, detail=f"{capped.detail}; the email instead: {email.outcome} ({email.detail})")
+
+
+def _decide(ledger: DeliveryLedger, decided: Delivery) -> None:
+    if decided.outcome is Outcome.RETRY:
+        ledger.release(decided)
+    else:
+        ledger.record(decided)
+
+
+class SmsCapReachedError(Exception):
+    """The account's SMS cap of the (UTC) day is reached: this SMS (``skipped``, the reason as detail) is not sent
+    (D149)."""
+
+    def __init__(self, skipped: Delivery) -> None:
+        super().__init__(skipped.detail)
+        self.skipped = skipped
 
 
 def _values(alert: Alert, profile: AccountProfile, policy: DeliveryPolicy) -> dict[str, str]:
@@ -189,8 +239,8 @@ def _send(
         return replace(pending, outcome=Outcome.RETRY, detail=str(exc))
     day = f"{datetime.fromtimestamp(pending.at_ms / 1000, tz=UTC):%Y-%m-%d}"
     if not ledger.take_sms(pending.account_id, day, policy.sms_per_day, pending.at_ms):
-        detail = f"the account's SMS cap of {policy.sms_per_day} a day (UTC) is reached; email is not capped"
-        return replace(pending, outcome=Outcome.SKIPPED, detail=detail)
+        detail = f"the account's SMS cap of {policy.sms_per_day} a day (UTC) is reached"
+        raise SmsCapReachedError(replace(pending, outcome=Outcome.SKIPPED, detail=detail))
     sent = _attempt(pending, lambda: texter.send(phone, rendered.sms))
     if sent.outcome is not Outcome.SENT:
         ledger.give_back_sms(pending.account_id, day)
@@ -264,7 +314,16 @@ def handle_event(
         return EventOutcome(
             enforcement=tuple(
                 remove_account(
-                    account, period, limit, ports.sessions, ports.rooms, ports.enforcement, ports.entitlements, now_ms
+                    account,
+                    period,
+                    limit,
+                    ports.sessions,
+                    ports.rooms,
+                    ports.enforcement,
+                    ports.entitlements,
+                    ports.scheduler,
+                    policy.enforcement,
+                    now_ms,
                 )
             )
         )

@@ -92,12 +92,24 @@ class Participant:
 
 
 @dataclass(frozen=True, slots=True)
+class Narrowing:
+    """What audio-only did to one participant's permission (RoomService's JSON, opaque here; equal permissions give
+    equal text): ``saved`` - the whole permission it had, given back when the limit lifts; ``narrowed`` - the one it
+    holds after our update, compared at the restore (the app may have changed it since: then it is left alone)."""
+
+    saved: str
+    narrowed: str
+
+
+@dataclass(frozen=True, slots=True)
 class EnforcementRecord:
     """One enforcement action: ``outcome`` done, gone (not in the room any more), lifted (the limit no longer
     applies), skipped (audio-only: the participant may not publish, nothing to narrow), retry (RoomService failed for
     now). ``limit``: the hard limit enforced (the contract's ``limit_scope``), so a raised limit reached later is
     enforced again; empty on records written before it was kept. ``saved``: on a done audio-only action, the
-    participant's whole permission before it (RoomService's JSON, opaque here), set back if the limit is lifted."""
+    participant's whole permission before it (RoomService's JSON, opaque here), set back if the limit is lifted;
+    ``narrowed``: the permission our update left it with, set back only while it still holds that one (empty on records
+    written before it was kept: set back unconditionally). A restore finding the app changed it since is ``kept``."""
 
     account_id: str
     period: str
@@ -109,6 +121,7 @@ class EnforcementRecord:
     detail: str = ""
     limit: str = ""
     saved: str = ""
+    narrowed: str = ""
 
     def decided(self, outcome: str, detail: str = "") -> EnforcementRecord:
         return replace(self, outcome=outcome, detail=detail)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from kilo_alerts.model import Delivery, EnforcementRecord, MarginSnapshot, Participant
+from kilo_alerts.model import Delivery, EnforcementRecord, MarginSnapshot, Narrowing, Participant
 
 
 class SendRefusedError(Exception):
@@ -82,13 +82,15 @@ class OpenSessions(Protocol):
 class RoomControl(Protocol):
     """LiveKit's RoomService. ``ParticipantGoneError`` / ``RoomControlFailedError``."""
 
-    def audio_only(self, room: str, identity: str) -> str | None:
-        """Narrow the participant's publish sources to the microphone, every other part of its permission kept; the
-        whole permission it had before (opaque, for ``restore``), or ``None`` when it may not publish (unchanged)."""
+    def audio_only(self, room: str, identity: str) -> Narrowing | None:
+        """Narrow the participant's publish sources to the microphone, every other part of its permission kept: the
+        whole permission it had before and the one it holds now (opaque, for ``restore``), or ``None`` when it may not
+        publish (unchanged)."""
         ...
 
-    def restore(self, room: str, identity: str, saved: str) -> None:
-        """Set back the permission ``audio_only`` returned."""
+    def restore(self, room: str, identity: str, saved: str, narrowed: str) -> bool:
+        """Set back ``saved`` if the participant's permission is still ``narrowed`` (what ``audio_only`` left; empty:
+        whatever it is); false, nothing written, when it is not (the app changed it since)."""
         ...
 
     def remove(self, room: str, identity: str) -> None: ...
