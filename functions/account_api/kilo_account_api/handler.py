@@ -152,7 +152,7 @@ def openapi_document() -> str:
     for name, schema in crypto["components"]["schemas"].items():
         if schemas_found.setdefault(name, schema) != schema:
             raise RuntimeError(f"schema {name} differs between the account API and the crypto routes")
-    return json.dumps(without_default_validation_errors(document))
+    return json.dumps(customer_api.with_unsupported_media_type(without_default_validation_errors(document)))
 
 
 # --- usage ------------------------------------------------------------------------------------------------------------
