@@ -108,6 +108,8 @@ def deliver_alert(
     else:
         preference = profile.channels_chosen(alert.kind)
         chosen = preference if preference is not None else tuple(spec.default_channels(alert.severity))
+        if Channel.SMS.value in chosen and not profile.phone_verified:  # SMS only to a verified number: email instead
+            chosen = (*dict.fromkeys((*chosen, Channel.EMAIL.value)),)
     rendered = render(alert.kind, _values(alert, profile, policy)) if profile is not None else None
     deliveries: list[Delivery] = []
     for channel in Channel:
@@ -176,6 +178,8 @@ def _send(
         return _attempt(replace(pending, recipient=address), lambda: mailer.send(address, *_email(rendered)))
     if not profile.phone:
         return replace(pending, outcome=Outcome.SKIPPED, detail="no phone number")
+    if not profile.phone_verified:
+        return replace(pending, outcome=Outcome.SKIPPED, detail="phone number not verified")
     phone = profile.phone
     pending = replace(pending, recipient=phone)
     if not _E164.fullmatch(phone):
