@@ -240,6 +240,46 @@ def test_given_an_owner_when_the_budget_is_changed_in_the_page_then_the_api_retu
     assert (status, after["budget_usd"], after["alert_percentages"]) == (200, "123.45", [50, 90])
 
 
+def texted_codes(world: World, phone: str) -> list[str]:
+    """The codes the local stack's SNS (moto) texted to ``phone``, oldest first - what its owner reads on the phone."""
+    with urllib.request.urlopen(f"{world.stack.moto.url}/moto-api/data.json", timeout=30) as answer:
+        data = json.loads(answer.read())
+    found = [sms["message"] for sms in data.get("sns", {}).get("SMS", []) if sms["phone_number"] == phone]
+    return [match.group(1) for text in found if (match := re.search(r"your code is (\d{6})", text))]
+
+
+def test_given_an_owner_when_a_phone_number_is_saved_then_it_shows_unverified_until_the_texted_code_is_entered(
+    world: World, page: Any
+) -> None:
+    phone = "+14155550190"
+    world.sign_in(page, ENTERPRISE, route="settings")
+    state = page.get_by_test_id("phone-state")
+    expect(state).to_have_text("No phone number: alerts go by email only.")
+    expect(page.get_by_role("button", name="Confirm number")).to_be_hidden()
+    page.get_by_role("textbox", name="Phone for SMS").fill(phone)
+    page.get_by_role("button", name="Save alert settings").click()
+    expect(page.get_by_role("status")).to_have_text(
+        f"Alert settings saved. Enter the code sent to {phone} to get alerts by SMS."
+    )
+    expect(state).to_have_text(f"{phone} is not verified yet: alerts go by email until it is confirmed.")
+    [code] = texted_codes(world, phone)
+    status, before = world.api("GET", f"/v1/accounts/{ENTERPRISE}/alert-preferences", world.token(ENTERPRISE))
+    assert (status, before["phone"], before["phone_verified"]) == (200, phone, False)
+    code_box = page.get_by_role("textbox", name="Code from the SMS")
+    code_box.fill(f"{(int(code) + 1) % 1_000_000:06d}")
+    page.get_by_role("button", name="Confirm number").click()
+    expect(page.get_by_role("alert")).to_have_text("code: the code is wrong; 4 tries left")
+    code_box.fill(code)
+    page.get_by_role("button", name="Confirm number").click()
+    expect(page.get_by_role("status")).to_have_text("Phone number verified.")
+    expect(state).to_have_text(f"{phone} is verified: SMS alerts go to it.")
+    expect(page.get_by_role("button", name="Confirm number")).to_be_hidden()
+    status, after = world.api("GET", f"/v1/accounts/{ENTERPRISE}/alert-preferences", world.token(ENTERPRISE, "member"))
+    assert (status, after["phone_verified"]) == (200, True)
+    page.reload()
+    expect(page.get_by_test_id("phone-state")).to_have_text(f"{phone} is verified: SMS alerts go to it.")
+
+
 def test_given_an_owner_on_the_pricing_page_when_upgrading_then_the_tier_changes_at_once_in_the_api(
     world: World, page: Any
 ) -> None:

@@ -17,8 +17,10 @@ from kilo_billing.accounts import (
     AccountDirectory,
     AccountExistsError,
     AccountProfile,
+    InvalidContactError,
     ProfileChangedError,
     UnknownAccountError,
+    mark_phone_verified,
     register_account,
     set_alert_contact,
     set_status,
@@ -100,6 +102,7 @@ def test_given_contact_preferences_hard_limit_and_status_then_they_read_back_exa
         name="Ada & Co",
         email="ada@example.com",
         phone="+14155550100",
+        phone_verified=True,
         alert_preferences=(("allowance_threshold", ()), ("budget_threshold", ("email", "sms"))),
         hard_limit_usd=Decimal("250.50"),
         status="past_due",
@@ -112,7 +115,23 @@ def test_given_a_profile_without_contact_then_it_reads_with_the_defaults(directo
     directory.register(team("acct-d"))
     found = directory.registered(["acct-d"])["acct-d"]
     assert (found.name, found.email, found.phone, found.alert_preferences) == ("", "", "", ())
-    assert (found.hard_limit_usd, found.status) == (None, "active")
+    assert (found.hard_limit_usd, found.status, found.phone_verified) == (None, "active", False)
+
+
+def test_given_a_verified_number_then_saving_it_again_keeps_it_verified_and_another_number_is_not(
+    directory: AccountDirectory,
+) -> None:
+    register_account(directory, "acct-a", "team", SIGNUP, ["personal", "team", "enterprise"])
+    set_alert_contact(directory, "acct-a", phone="+14155550100")
+    assert directory.registered(["acct-a"])["acct-a"].phone_verified is False
+    with pytest.raises(InvalidContactError, match="no longer the account's number"):
+        mark_phone_verified(directory, "acct-a", "+14155550101")
+    assert mark_phone_verified(directory, "acct-a", "+14155550100").phone_verified is True
+    set_alert_contact(directory, "acct-a", email="ada@example.com", phone="+14155550100")
+    assert directory.registered(["acct-a"])["acct-a"].phone_verified is True
+    set_alert_contact(directory, "acct-a", phone="+14155550101")
+    stored = directory.registered(["acct-a"])["acct-a"]
+    assert (stored.phone, stored.phone_verified) == ("+14155550101", False)
 
 
 def test_given_progressive_billing_set_then_its_threshold_reads_back_and_can_be_turned_off(

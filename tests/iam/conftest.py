@@ -224,7 +224,7 @@ def _path(uri: str) -> str:
 
 def _authorizer(service: str, enforcement: Enforcement) -> Any:
     from moto.core.authorization import ActionAuthenticatorMixin  # noqa: PLC0415
-    from moto.core.exceptions import JsonRESTError  # noqa: PLC0415
+    from moto.core.exceptions import AccessDeniedError, JsonRESTError  # noqa: PLC0415
     from moto.iam.access_control import IAMRequest  # noqa: PLC0415
     from werkzeug.exceptions import HTTPException  # noqa: PLC0415
 
@@ -263,9 +263,10 @@ def _authorizer(service: str, enforcement: Enforcement) -> Any:
                 request.check_action_permitted(arn)
             except HTTPException:
                 enforcement.denied.append((f"{service}:{action}", arn))
-                raise JsonRESTError(
-                    "AccessDeniedException", f"not authorized to perform: {service}:{action} on resource: {arn}"
-                ) from None
+                message = f"not authorized to perform: {service}:{action} on resource: {arn}"
+                if service == "sns":  # a query-protocol service: AWS answers its denial in XML, as botocore parses
+                    raise AccessDeniedError(user_arn="the assumed role", action=f"{service}:{action}") from None
+                raise JsonRESTError("AccessDeniedException", message) from None
             enforcement.allowed.add((f"{service}:{action}", arn))
 
     return authorize

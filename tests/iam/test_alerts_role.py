@@ -18,7 +18,7 @@ def test_given_alerts_under_its_generated_role_then_the_email_and_the_sms_are_se
 ) -> None:
     from kilo_alerts.handler import lambda_handler  # noqa: PLC0415
 
-    register(alerts_stack, "acct_1", name="Ada", email="ada@example.com", phone="+14155550100")
+    register(alerts_stack, "acct_1", name="Ada", email="ada@example.com", phone="+14155550100", phone_verified=True)
     publish(alerts_stack, "acct_1", "video", 80, "48000", "60000")
     event = alerts_stack.sqs_event()
     assert len(event["Records"]) == 1

@@ -216,10 +216,12 @@ ROLES = {
         ("dynamodb:BatchGetItem", USAGE_TABLE),  # profiles, counters, the spend item, sessions by key
         ("dynamodb:Query", USAGE_TABLE),  # the ledger (invoices)
         ("dynamodb:PutItem", USAGE_TABLE),  # profiles saved (budget, alert contacts, tier)
-        ("dynamodb:UpdateItem", USAGE_TABLE),  # participants' identities pseudonymised on erasure
+        ("dynamodb:UpdateItem", USAGE_TABLE),  # participants' identities pseudonymised on erasure; a code's try
+        ("dynamodb:GetItem", USAGE_TABLE),  # the pending phone code (D160)
         ("dynamodb:Query", OPEN_SESSIONS_INDEX),
         ("dynamodb:Query", ACCOUNT_SESSIONS_INDEX),
         ("dynamodb:Scan", ACCOUNTS_INDEX),  # the operator's account list
+        ("sns:Publish", "*"),  # the phone verification code: SMS to a number has no resource
         ("dynamodb:Query", MEMBERS_TABLE),
         ("dynamodb:PutItem", MEMBERS_TABLE),
         ("dynamodb:DeleteItem", MEMBERS_TABLE),

@@ -171,6 +171,25 @@ def test_given_the_openapi_route_then_every_route_of_the_template_is_documented(
         for method, operation in operations.items()
         if "requestBody" in operation or operation.get("parameters")
     )
+    # a route that takes a body answers another content type 415 (form and multipart bodies too): documented there,
+    # and only there
+    with_body = {
+        (method.upper(), path)
+        for path, operations in answer.body["paths"].items()
+        for method, operation in operations.items()
+        if "requestBody" in operation
+    }
+    assert ("POST", "/v1/accounts/{account_id}/payment-methods/checkout") in with_body
+    assert ("POST", "/v1/accounts/{account_id}/crypto/wallets") in with_body
+    unsupported = {
+        (method.upper(), path): operation["responses"]["415"]
+        for path, operations in answer.body["paths"].items()
+        for method, operation in operations.items()
+        if "415" in operation["responses"]
+    }
+    assert set(unsupported) == with_body
+    assert all(found["content"]["application/json"]["schema"] == error for found in unsupported.values())
+    assert all("application/json" in found["description"] for found in unsupported.values())
     assert sorted(schemas["ErrorBody"]["properties"]) == ["code", "field", "fields", "message", "request_id"]
     assert sorted(schemas["ErrorBody"]["required"]) == ["code", "message"]
     assert schemas["ErrorCode"]["enum"] == [

@@ -27,6 +27,8 @@ NEEDS = {
     ("PUT", "/v1/accounts/{account_id}/budget"): "admin",
     ("GET", "/v1/accounts/{account_id}/alert-preferences"): "member",
     ("PUT", "/v1/accounts/{account_id}/alert-preferences"): "admin",
+    ("POST", "/v1/accounts/{account_id}/alert-preferences/phone-code"): "admin",
+    ("POST", "/v1/accounts/{account_id}/alert-preferences/phone-code/confirm"): "admin",
     ("POST", "/v1/accounts/{account_id}/entitlements/check"): "member",
     ("GET", "/v1/accounts/{account_id}/invoices"): "member",
     ("GET", "/v1/accounts/{account_id}/invoices/{number}"): "member",
@@ -42,6 +44,7 @@ NEEDS = {
 BODIES = {
     ("PUT", "/v1/accounts/{account_id}/budget"): {"budget_usd": "10.00"},
     ("PUT", "/v1/accounts/{account_id}/alert-preferences"): {"email": "a@b.example"},
+    ("POST", "/v1/accounts/{account_id}/alert-preferences/phone-code/confirm"): {"code": "123456"},
     ("POST", "/v1/accounts/{account_id}/subscription"): {"tier": "enterprise"},
     ("POST", "/v1/accounts/{account_id}/members"): {"user": "new-user", "role": "member"},
 }

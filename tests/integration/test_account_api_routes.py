@@ -265,6 +265,43 @@ def test_given_members_then_an_admin_adds_and_removes_and_the_owner_is_protected
     assert [(m["user"], m["role"]) for m in listed.body["members"]] == [("olga", "owner")]
 
 
+def test_given_a_member_added_before_when_added_again_then_their_added_at_role_and_email_stay_as_first_stored(
+    account_api: Any,
+) -> None:
+    """A re-add, the same or with another role or email, is refused (409 naming the user) and writes nothing: the
+    membership's ``added_at`` (sign-in picks the membership held longest, D100) and role stay those of the first add;
+    a role change is not a re-add. Read back from the members table (moto) after a day has passed."""
+    register(account_api, "acct_a")
+    first = call("POST", "/v1/accounts/acct_a/members", OWNER, {"user": "mia", "email": "mia@a.example"})
+    assert (first.status, first.body["added_at"], first.body["role"]) == (201, "2026-11-15T12:00:00Z", "member")
+    with time_machine.travel(utc(2026, 11, 16, 9), tick=False):
+        for again in (
+            {"user": "mia", "email": "mia@a.example"},
+            {"user": "mia", "email": "mia@a.example", "role": "admin"},
+            {"user": "mia", "email": "mia@b.example", "role": "owner"},
+            {"user": "mia"},
+        ):
+            answer = call("POST", "/v1/accounts/acct_a/members", OWNER, again)
+            assert (answer.status, answer.body) == (
+                409,
+                {"code": "conflict", "message": "'mia' is already a member of account 'acct_a'", "field": None},
+            )
+    listed = call("GET", "/v1/accounts/acct_a/members", MEMBER)
+    assert listed.body["members"] == [
+        {"user": "mia", "email": "mia@a.example", "role": "member", "added_at": "2026-11-15T12:00:00Z"}
+    ]
+    stored = account_api.clients["dynamodb"].get_item(
+        TableName=account_api.template.physical_name("MembersTable"),
+        Key={"pk": {"S": "ACCOUNT#acct_a"}, "sk": {"S": "MEMBER#mia"}},
+        ConsistentRead=True,
+    )["Item"]
+    assert (stored["added_at"], stored["role"], stored["email"]) == (
+        {"S": "2026-11-15T12:00:00+00:00"},
+        {"S": "member"},
+        {"S": "mia@a.example"},
+    )
+
+
 def test_given_an_export_then_an_erasure_then_identities_are_gone_and_invoices_are_kept(account_api: Any) -> None:
     seed_november(account_api)
     put_invoice(account_api, "2026-10", 1, InvoiceStatus.PAID, "29.00")

@@ -83,7 +83,9 @@ def records(stack: AlertsStack, account: str) -> dict[str, dict[str, Any]]:
 def test_given_80_percent_of_video_when_published_then_one_email_and_one_sms_carry_the_numbers(
     alerts_stack: AlertsStack,
 ) -> None:
-    register(alerts_stack, "acct_1", name="Ada & Co", email="ada@example.com", phone="+14155550100")
+    register(
+        alerts_stack, "acct_1", name="Ada & Co", email="ada@example.com", phone="+14155550100", phone_verified=True
+    )
     publish(alerts_stack, "acct_1", "video", 80, "48000", "60000")
 
     assert run(alerts_stack) == {"batchItemFailures": []}
@@ -118,7 +120,7 @@ def test_given_80_percent_of_video_when_published_then_one_email_and_one_sms_car
 
 
 def test_given_the_same_threshold_published_twice_then_it_is_delivered_once(alerts_stack: AlertsStack) -> None:
-    register(alerts_stack, "acct_2", email="b@example.com", phone="+14155550101")
+    register(alerts_stack, "acct_2", email="b@example.com", phone="+14155550101", phone_verified=True)
     publish(alerts_stack, "acct_2", "audio", 100, "20500", "20000")
     publish(alerts_stack, "acct_2", "audio", 100, "20500", "20000")  # rating's retry after a crash: same event_id
 
@@ -141,7 +143,7 @@ def test_given_the_same_threshold_published_twice_then_it_is_delivered_once(aler
 def test_given_a_low_severity_alert_then_sms_stays_quiet_by_default_and_the_skip_is_recorded(
     alerts_stack: AlertsStack,
 ) -> None:
-    register(alerts_stack, "acct_3", email="c@example.com", phone="+14155550102")
+    register(alerts_stack, "acct_3", email="c@example.com", phone="+14155550102", phone_verified=True)
     publish(alerts_stack, "acct_3", "messages", 50, "5000", "10000")
 
     run(alerts_stack)
@@ -161,6 +163,7 @@ def test_given_preferences_sms_only_for_budget_then_the_budget_alert_is_an_sms_w
         "acct_4",
         email="d@example.com",
         phone="+14155550103",
+        phone_verified=True,
         budget_usd=Decimal(100),
         alert_preferences=(("allowance_threshold", ()), ("budget_threshold", ("sms",))),
     )
@@ -177,7 +180,9 @@ def test_given_preferences_sms_only_for_budget_then_the_budget_alert_is_an_sms_w
 
 
 def test_given_a_number_that_opted_out_then_no_sms_but_the_email_goes(alerts_stack: AlertsStack) -> None:
-    register(alerts_stack, "acct_5", email="e@example.com", phone="+14155550199")  # moto: numbers ending 99 opted out
+    register(
+        alerts_stack, "acct_5", email="e@example.com", phone="+14155550199", phone_verified=True
+    )  # moto: numbers ending 99 opted out
     publish(alerts_stack, "acct_5", "video", 80, "48000", "60000")
 
     run(alerts_stack)
@@ -190,7 +195,9 @@ def test_given_a_number_that_opted_out_then_no_sms_but_the_email_goes(alerts_sta
 def test_given_an_invalid_phone_number_then_it_is_recorded_undeliverable_and_not_retried(
     alerts_stack: AlertsStack,
 ) -> None:
-    register(alerts_stack, "acct_6", email="f@example.com", phone="0155 5501")  # written before validation existed
+    register(
+        alerts_stack, "acct_6", email="f@example.com", phone="0155 5501", phone_verified=True
+    )  # written before validation existed
     publish(alerts_stack, "acct_6", "video", 80, "48000", "60000")
 
     assert run(alerts_stack) == {"batchItemFailures": []}
@@ -205,7 +212,7 @@ def test_given_ses_rejects_the_sender_then_the_email_is_recorded_undeliverable_a
     alerts_stack: AlertsStack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("ALERT_SENDER_EMAIL", "alerts@unverified.example")  # no SES identity for it
-    register(alerts_stack, "acct_7", email="g@example.com", phone="+14155550104")
+    register(alerts_stack, "acct_7", email="g@example.com", phone="+14155550104", phone_verified=True)
     publish(alerts_stack, "acct_7", "video", 80, "48000", "60000")
 
     assert run(alerts_stack) == {"batchItemFailures": []}
@@ -224,7 +231,7 @@ def test_given_ses_unreachable_then_the_record_fails_for_redelivery_and_only_ema
     from kilo_alerts.handler import lambda_handler  # noqa: PLC0415
     from kilo_billing.aws import CallBudget, client  # noqa: PLC0415
 
-    register(alerts_stack, "acct_8", email="h@example.com", phone="+14155550105")
+    register(alerts_stack, "acct_8", email="h@example.com", phone="+14155550105", phone_verified=True)
     publish(alerts_stack, "acct_8", "video", 100, "60000", "60000")
     event = alerts_stack.sqs_event()
     healthy = dependencies.alerts()
@@ -276,6 +283,7 @@ def test_given_a_budget_percentage_below_100_then_the_weekday_forecast_of_the_ha
         "acct_f",
         email="f@example.com",
         phone="+14155550109",
+        phone_verified=True,
         budget_usd=Decimal(100),
         hard_limit_usd=Decimal(100),
     )

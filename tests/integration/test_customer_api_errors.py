@@ -168,11 +168,26 @@ def test_given_a_body_no_json_reader_should_take_then_400_names_the_body_on_both
 
 
 @pytest.mark.parametrize("path", [BUDGET, WALLETS], ids=["account-api", "crypto"])
-@pytest.mark.parametrize("content_type", ["text/plain", "application/octet-stream", "application/xml"])
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("text/plain", b'{"budget_usd": "10.00"}'),
+        ("application/octet-stream", b'{"budget_usd": "10.00"}'),
+        ("application/xml", b'{"budget_usd": "10.00"}'),
+        # bodies Powertools would parse as form fields (then refused by validation as 400): not JSON either
+        ("application/x-www-form-urlencoded", b"budget_usd=10.00&address=0xab"),
+        ("Application/X-WWW-Form-Urlencoded; charset=utf-8", b"budget_usd=10.00"),
+        (
+            "multipart/form-data; boundary=kilo",
+            b'--kilo\r\nContent-Disposition: form-data; name="budget_usd"\r\n\r\n10.00\r\n--kilo--\r\n',
+        ),
+    ],
+    ids=["text", "octet-stream", "xml", "form", "form-uppercase", "multipart"],
+)
 def test_given_a_body_that_is_not_json_by_its_content_type_then_415_in_the_error_shape(
-    account_api: Any, path: str, content_type: str
+    account_api: Any, path: str, content_type: str, body: bytes
 ) -> None:
-    status, answer = raw_call(path, b'{"budget_usd": "10.00"}', content_type)
+    status, answer = raw_call(path, body, content_type)
     assert (status, answer) == (
         415,
         {

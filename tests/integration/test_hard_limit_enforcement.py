@@ -59,6 +59,7 @@ def enforcing(alerts_stack: AlertsStack, livekit: FakeLiveKit, monkeypatch: pyte
             name="Nine Ltd",
             email="billing@nine.example",
             phone="+14155550109",
+            phone_verified=True,
         )
     )
     for room_sid, room, participant, identity, account in [

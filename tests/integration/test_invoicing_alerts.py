@@ -30,6 +30,7 @@ def register(stack: AlertsStack, account: str) -> None:
         name="Ada & Co",
         email="ada@example.com",
         phone="+14155550100",
+        phone_verified=True,
     )
     directory.register(profile)
 

@@ -54,6 +54,7 @@ def long_call(alerts_stack: AlertsStack, livekit: FakeLiveKit, monkeypatch: pyte
             name="Long Calls Ltd",
             email="ops@long.example",
             phone="+14155550142",
+            phone_verified=True,
         )
     )
     return alerts_stack

@@ -37,7 +37,9 @@ def alert(account: str = "acct_1", percent: int = 100) -> Alert:
 
 def directory(phone: str = "+14155550100") -> InMemoryAccountDirectory:
     signup = (TierChange(datetime(2026, 1, 1, tzinfo=UTC), "team"),)
-    return InMemoryAccountDirectory(AccountProfile("acct_1", signup, name="Ada", email="ada@example.com", phone=phone))
+    return InMemoryAccountDirectory(
+        AccountProfile("acct_1", signup, name="Ada", email="ada@example.com", phone=phone, phone_verified=True)
+    )
 
 
 def outcomes(ledger: InMemoryLedger) -> dict[Channel, Outcome]:

@@ -21,7 +21,11 @@ PERCENTS = (80, 100, 200, 300, 400, 500, 600, 700, 800, 1000)  # each >= 80 %: S
 T0 = int(datetime(2026, 11, 20, 9, 0, tzinfo=UTC).timestamp() * 1000)
 DIRECTORY = InMemoryAccountDirectory(
     AccountProfile(
-        "acct_p", (TierChange(datetime(2026, 1, 1, tzinfo=UTC), "team"),), email="p@example.com", phone="+14155550123"
+        "acct_p",
+        (TierChange(datetime(2026, 1, 1, tzinfo=UTC), "team"),),
+        email="p@example.com",
+        phone="+14155550123",
+        phone_verified=True,
     )
 )
 

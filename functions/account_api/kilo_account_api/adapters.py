@@ -9,9 +9,17 @@ from datetime import timedelta
 from typing import Any, Final
 
 from kilo_account_api import items
-from kilo_account_api.model import ConflictError, Member, NotFoundError, SessionRecord
+from kilo_account_api.model import (
+    ConflictError,
+    InvalidRequestError,
+    Member,
+    NotFoundError,
+    PhoneChallenge,
+    SessionRecord,
+)
 from kilo_billing.auth import Role
 from kilo_billing.aws import ConditionFailedError, call, paged_items, put_if
+from kilo_billing.aws import InvalidRequestError as AwsInvalidRequestError
 from kilo_billing.items import from_item, to_item
 from kilo_billing.periods import Period
 
@@ -187,3 +195,67 @@ class DynamoSessionHistory:
             )
             changed += 1
         return changed
+
+
+class DynamoPhoneChallenges:
+    """``PhoneChallenges`` in the usage table (``ACCOUNT#<id>`` / ``PHONECODE``): conditional puts and updates on the
+    challenge's salt; the item expires (TTL) once the code and the rate window have both passed."""
+
+    def __init__(self, client: Any, table: str, window: timedelta) -> None:
+        self._client = client
+        self._table = table
+        self._window = window
+
+    def current(self, account_id: str) -> PhoneChallenge | None:
+        found = call(
+            self._client.get_item, TableName=self._table, Key=items.phone_code_key(account_id), ConsistentRead=True
+        )
+        item = found.get("Item")
+        return items.phone_challenge_from_item(account_id, item) if item else None
+
+    def replace(self, challenge: PhoneChallenge, previous: PhoneChallenge | None) -> None:
+        expires_at = max(challenge.code_expires_at, *(at + self._window for at in challenge.sent_at))
+        item = items.phone_challenge_to_item(challenge, expires_at)
+        if previous is None:
+            stored = put_if(self._client, self._table, item)
+        else:
+            stored = put_if(
+                self._client,
+                self._table,
+                item,
+                "#salt = :salt",
+                ExpressionAttributeNames={"#salt": "salt"},
+                ExpressionAttributeValues=to_item({":salt": previous.salt}),
+            )
+        if not stored:
+            raise ConflictError("a code was sent to the account's number meanwhile; use the newest one")
+
+    def spend_try(self, challenge: PhoneChallenge) -> None:
+        try:
+            call(
+                self._client.update_item,
+                TableName=self._table,
+                Key=items.phone_code_key(challenge.account_id),
+                UpdateExpression="SET #tries = :left",
+                ConditionExpression="#salt = :salt AND #tries = :tries",
+                ExpressionAttributeNames={"#salt": "salt", "#tries": "tries_left"},
+                ExpressionAttributeValues=to_item(
+                    {":salt": challenge.salt, ":tries": challenge.tries_left, ":left": challenge.tries_left - 1}
+                ),
+            )
+        except ConditionFailedError as exc:
+            raise ConflictError("the code was tried or replaced meanwhile; try again") from exc
+
+
+class SnsCodeSender:
+    """``CodeSender``: a transactional SMS straight to the number through SNS (the alerts function's way)."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def send(self, phone: str, text: str) -> None:
+        attributes = {"AWS.SNS.SMS.SMSType": {"DataType": "String", "StringValue": "Transactional"}}
+        try:
+            call(self._client.publish, PhoneNumber=phone, Message=text, MessageAttributes=attributes)
+        except AwsInvalidRequestError as exc:  # SNS refuses the number for good (StorageUnavailableError: 503)
+            raise InvalidRequestError("phone", f"SMS cannot be sent to {phone!r} ({exc})") from exc

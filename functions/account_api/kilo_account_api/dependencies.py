@@ -11,9 +11,10 @@ from datetime import timedelta
 from functools import cache
 from typing import Any
 
-from kilo_account_api.adapters import DynamoMembers, DynamoSessionHistory
+from kilo_account_api.adapters import DynamoMembers, DynamoPhoneChallenges, DynamoSessionHistory, SnsCodeSender
 from kilo_account_api.model import UnavailableError
-from kilo_account_api.ports import MemberStore, PaymentPages, SessionHistory
+from kilo_account_api.phone import PhoneVerificationPolicy
+from kilo_account_api.ports import CodeSender, MemberStore, PaymentPages, PhoneChallenges, SessionHistory
 from kilo_account_api.settings import AccountApiSettings, settings
 from kilo_billing.account_store import DynamoAccountDirectory
 from kilo_billing.accounts import AccountDirectory
@@ -89,6 +90,9 @@ class AccountApiDependencies:
     members: MemberStore
     signals: UsageSignals
     payments: PaymentPages
+    phone_challenges: PhoneChallenges
+    code_sender: CodeSender  # SNS, its client made on the first code sent
+    phone_policy: PhoneVerificationPolicy
 
 
 @cache
@@ -109,6 +113,9 @@ def dependencies() -> AccountApiDependencies:
         members=DynamoMembers(dynamodb, config.members_table_name),
         signals=signals,
         payments=LazyPaymentPages(lambda: _stripe_pages(config)),
+        phone_challenges=DynamoPhoneChallenges(dynamodb, table, PhoneVerificationPolicy().window),
+        code_sender=SnsCodeSender(client("sns", config.call_budget, lazy=True)),
+        phone_policy=PhoneVerificationPolicy(),
     )
 
 

@@ -27,7 +27,7 @@ from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from kilo_account_api import logic, schemas
+from kilo_account_api import logic, phone, schemas
 from kilo_account_api.dependencies import AccountApiDependencies, dependencies
 from kilo_account_api.model import (
     ConflictError,
@@ -152,7 +152,7 @@ def openapi_document() -> str:
     for name, schema in crypto["components"]["schemas"].items():
         if schemas_found.setdefault(name, schema) != schema:
             raise RuntimeError(f"schema {name} differs between the account API and the crypto routes")
-    return json.dumps(without_default_validation_errors(document))
+    return json.dumps(customer_api.with_unsupported_media_type(without_default_validation_errors(document)))
 
 
 # --- usage ------------------------------------------------------------------------------------------------------------
@@ -230,7 +230,30 @@ def put_alert_preferences(account_id: AccountId, body: schemas.AlertPreferencesI
     _authorize(account_id, Role.ADMIN)
     channels = {kind: tuple(str(channel) for channel in chosen) for kind, chosen in body.channels.items()}
     request = logic.AlertPreferencesRequest(body.name, body.email, body.phone, channels)
-    return schemas.AlertPreferencesOut.of(logic.set_alert_preferences(_deps().accounts, account_id, request))
+    deps = _deps()
+    saved = logic.set_alert_preferences(deps.accounts, account_id, request)
+    # a new (unverified) number gets its code now (D160)
+    phone.code_for_saved_number(saved, deps.phone_challenges, deps.code_sender, _now(), deps.phone_policy)
+    return schemas.AlertPreferencesOut.of(saved)
+
+
+@_account_route("POST", "/alert-preferences/phone-code", "Send a new code to the SMS number (admins and owners)")
+def send_phone_code(account_id: AccountId) -> schemas.PhoneCodeOut:
+    _authorize(account_id, Role.ADMIN)
+    deps = _deps()
+    profile = logic.profile_of(deps.accounts, account_id)
+    sent = phone.send_code(profile, deps.phone_challenges, deps.code_sender, _now(), deps.phone_policy)
+    return schemas.PhoneCodeOut(phone=sent.phone, code_expires_at=sent.code_expires_at, tries=sent.tries_left)
+
+
+@_account_route("POST", "/alert-preferences/phone-code/confirm", "Confirm the SMS number with its code (admins)")
+def confirm_phone_code(account_id: AccountId, body: schemas.PhoneCodeIn) -> schemas.AlertPreferencesOut:
+    _authorize(account_id, Role.ADMIN)
+    deps = _deps()
+    profile = logic.profile_of(deps.accounts, account_id)
+    return schemas.AlertPreferencesOut.of(
+        phone.confirm_code(deps.accounts, profile, deps.phone_challenges, body.code, _now())
+    )
 
 
 @_account_route("POST", "/entitlements/check", "May the account start a call now")

@@ -15,7 +15,7 @@ from datetime import datetime
 from fractions import Fraction
 from typing import Any, Final
 
-from kilo_account_api.model import Member, SessionPart, SessionRecord
+from kilo_account_api.model import Member, PhoneChallenge, SessionPart, SessionRecord
 from kilo_billing.auth import Role
 from kilo_billing.items import Item, from_item, to_item
 
@@ -86,3 +86,41 @@ def registers_with_identity(registers: str, identity: str, new: str) -> str:
     if isinstance(values, list) and len(values) > REGISTERS_IDENTITY and values[REGISTERS_IDENTITY] == identity:
         values[REGISTERS_IDENTITY] = new
     return json.dumps(values, separators=(",", ":"), sort_keys=True)
+
+
+PHONE_CODE_SORT_KEY: Final = "PHONECODE"  # usage table, beside the profile: ACCOUNT#<id> / PHONECODE
+
+
+def phone_code_key(account_id: str) -> Item:
+    return to_item({"pk": account_pk(account_id), "sk": PHONE_CODE_SORT_KEY})
+
+
+def phone_challenge_to_item(challenge: PhoneChallenge, expires_at: datetime) -> Item:
+    """``expires_at`` (epoch seconds): the table's TTL removes the item once neither its code nor the window needs
+    it."""
+    return to_item(
+        {
+            "pk": account_pk(challenge.account_id),
+            "sk": PHONE_CODE_SORT_KEY,
+            "phone": challenge.phone,
+            "salt": challenge.salt,
+            "code_hash": challenge.code_hash,
+            "code_expires_at": challenge.code_expires_at.isoformat(),
+            "tries_left": challenge.tries_left,
+            "sent_at": [at.isoformat() for at in challenge.sent_at],
+            "expires_at": int(expires_at.timestamp()),
+        }
+    )
+
+
+def phone_challenge_from_item(account_id: str, item: Mapping[str, Any]) -> PhoneChallenge:
+    values = from_item(item)
+    return PhoneChallenge(
+        account_id=account_id,
+        phone=str(values["phone"]),
+        salt=str(values["salt"]),
+        code_hash=str(values["code_hash"]),
+        code_expires_at=datetime.fromisoformat(str(values["code_expires_at"])),
+        tries_left=int(values["tries_left"]),
+        sent_at=tuple(datetime.fromisoformat(str(at)) for at in values.get("sent_at", [])),
+    )

@@ -614,7 +614,7 @@ def erase(
         nonlocal cleared
         cleared = bool(profile.name or profile.email or profile.phone)
         mark = now if profile.erased_at is None else max(profile.erased_at, now)
-        return replace(profile, name="", email="", phone="", erased_at=mark)
+        return replace(profile, name="", email="", phone="", phone_verified=False, erased_at=mark)
 
     try:
         update_profile(accounts, account_id, marked)

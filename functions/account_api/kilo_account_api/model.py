@@ -199,3 +199,19 @@ def found_in_period(note: CreditNote) -> str:
     """The period of the invoice whose close found the note's late usage: ``found_by`` is an invoice id,
     ``<account>/<YYYY-MM>[/<part>]`` (``invoicing.invoice_id``; an account id never holds ``/``)."""
     return note.found_by.split("/")[1]
+
+
+@dataclass(frozen=True, slots=True)
+class PhoneChallenge:
+    """The code last sent to prove the account's SMS number (``phone``), stored hashed (never the code itself):
+    ``code_hash`` is HMAC-SHA256 of the number and code under ``salt`` (new for each code, so it also tells one code
+    from the next); ``tries_left`` guesses until ``code_expires_at``. ``sent_at``: the codes sent within the rate
+    window, oldest first (the per-account limit, D160)."""
+
+    account_id: str
+    phone: str
+    salt: str
+    code_hash: str
+    code_expires_at: datetime
+    tries_left: int
+    sent_at: tuple[datetime, ...]

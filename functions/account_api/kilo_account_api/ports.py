@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Protocol
 
-from kilo_account_api.model import Member, SessionRecord
+from kilo_account_api.model import Member, PhoneChallenge, SessionRecord
 
 
 class SessionHistory(Protocol):
@@ -58,3 +58,25 @@ class PaymentPages(Protocol):
     def setup_url(self, customer_id: str, account_id: str, success_url: str, cancel_url: str) -> str: ...
 
     def portal_url(self, customer_id: str, return_url: str) -> str: ...
+
+
+class PhoneChallenges(Protocol):
+    """The account's one pending phone code (``PhoneChallenge``), written only over the one read."""
+
+    def current(self, account_id: str) -> PhoneChallenge | None: ...
+
+    def replace(self, challenge: PhoneChallenge, previous: PhoneChallenge | None) -> None:
+        """Store ``challenge`` if the stored one is still ``previous`` (same salt; ``None``: none stored), else
+        ``ConflictError`` (another request sent a code meanwhile). Kept until the rate window has passed."""
+        ...
+
+    def spend_try(self, challenge: PhoneChallenge) -> None:
+        """One guess: ``tries_left`` down by one if the stored challenge is still this one with these tries left,
+        else ``ConflictError`` (a concurrent guess or a new code)."""
+        ...
+
+
+class CodeSender(Protocol):
+    """SMS to a number (SNS): the verification code. ``InvalidRequestError`` when the number is refused for good."""
+
+    def send(self, phone: str, text: str) -> None: ...

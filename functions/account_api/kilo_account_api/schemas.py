@@ -350,6 +350,7 @@ class AlertPreferencesOut(_Out):
     name: str
     email: str
     phone: str
+    phone_verified: bool = Field(description="A code sent to the number was confirmed; SMS alerts go only then")
     channels: dict[str, list[str]]
 
     @classmethod
@@ -359,8 +360,19 @@ class AlertPreferencesOut(_Out):
             name=profile.name,
             email=profile.email,
             phone=profile.phone,
+            phone_verified=bool(profile.phone and profile.phone_verified),
             channels={kind: list(channels) for kind, channels in profile.alert_preferences},
         )
+
+
+class PhoneCodeIn(_In):
+    code: Annotated[str, Field(pattern=r"^[0-9]{6}$", description="The 6-digit code the SMS carried")]
+
+
+class PhoneCodeOut(_Out):
+    phone: str
+    code_expires_at: datetime
+    tries: int
 
 
 class EntitlementBudgetOut(_Out):

@@ -72,8 +72,8 @@ _E164 = re.compile(E164_PATTERN)
 class DeliveryPolicy:
     preferences_url: str  # the account's alert preferences page; the account id is appended as ?account=<id>
     lease_ms: int = 5 * 60_000  # a claim older than this (its holder crashed) may be taken over (settings)
-    # SMS to one account per UTC day, whatever the alerts (a number the account sets is never verified, and every new
-    # budget amount re-announces its thresholds: D124); past it the SMS is skipped, the alert goes by email (D149)
+    # SMS to one account per UTC day, whatever the alerts (every new budget amount re-announces its thresholds: D124;
+    # the number itself is verified first, D160); past it the SMS is skipped, the alert goes by email (D149)
     sms_per_day: int = 10
 
 
@@ -110,6 +110,8 @@ def deliver_alert(
     else:
         preference = profile.channels_chosen(alert.kind)
         chosen = preference if preference is not None else tuple(spec.default_channels(alert.severity))
+        if Channel.SMS.value in chosen and not profile.phone_verified:  # SMS only to a verified number: email instead
+            chosen = (*dict.fromkeys((*chosen, Channel.EMAIL.value)),)
     rendered = render(alert.kind, _values(alert, profile, policy)) if profile is not None else None
     decided_by: dict[Channel, Delivery] = {}
     # SMS is decided first: an SMS the day's cap stops goes by email instead when email was not chosen (D149); its
@@ -226,6 +228,8 @@ def _send(
         return _attempt(replace(pending, recipient=address), lambda: mailer.send(address, *_email(rendered)))
     if not profile.phone:
         return replace(pending, outcome=Outcome.SKIPPED, detail="no phone number")
+    if not profile.phone_verified:
+        return replace(pending, outcome=Outcome.SKIPPED, detail="phone number not verified")
     phone = profile.phone
     pending = replace(pending, recipient=phone)
     if not _E164.fullmatch(phone):

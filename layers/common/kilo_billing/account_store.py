@@ -47,6 +47,7 @@ def profile_to_item(profile: AccountProfile) -> Item:
             "name": profile.name,
             "email": profile.email,
             "phone": profile.phone,
+            "phone_verified": True if profile.phone_verified else None,
             "alert_preferences": {kind: list(channels) for kind, channels in profile.alert_preferences} or None,
             "hard_limit_usd": str(profile.hard_limit_usd) if profile.hard_limit_usd is not None else None,
             "status": profile.status if profile.status != "active" else None,
@@ -79,6 +80,7 @@ def profile_from_item(item: Mapping[str, Any]) -> AccountProfile:
         name=str(values.get("name", "")),
         email=str(values.get("email", "")),
         phone=str(values.get("phone", "")),
+        phone_verified=bool(values.get("phone_verified")),  # absent: never verified (numbers saved before, D160)
         alert_preferences=tuple(sorted((str(k), tuple(str(c) for c in v)) for k, v in preferences.items())),
         hard_limit_usd=Decimal(values["hard_limit_usd"]) if values.get("hard_limit_usd") else None,
         status=str(values.get("status", "active")),

@@ -91,6 +91,9 @@ class AccountProfile:
     name: str = ""
     email: str = ""
     phone: str = ""
+    # the account proved it receives SMS at ``phone`` (a code sent there was confirmed, D160); alerts text only a
+    # verified number. A changed or cleared number is unverified again.
+    phone_verified: bool = False
     # per alert kind, the channels the account chose (("email", "sms"), ("email",), () for none); kinds not listed
     # follow the alert catalogue's default (low-severity alerts are quiet on SMS)
     alert_preferences: tuple[tuple[str, tuple[str, ...]], ...] = ()
@@ -373,13 +376,28 @@ def set_alert_contact(
         chosen = dict(found.alert_preferences)
         for kind, channels in (preferences or {}).items():
             chosen[kind] = tuple(c for c in ALERT_CHANNELS if c in channels)
+        number = found.phone if phone is None else phone
         return replace(
             found,
             name=found.name if name is None else name,
             email=found.email if email is None else email,
-            phone=found.phone if phone is None else phone,
+            phone=number,
+            phone_verified=found.phone_verified and number == found.phone,  # a new number is not verified yet
             alert_preferences=tuple(sorted(chosen.items())),
         )
+
+    return update_profile(directory, account_id, changed)
+
+
+def mark_phone_verified(directory: AccountDirectory, account_id: str, phone: str) -> AccountProfile:
+    """The account confirmed the code sent to ``phone`` (the account API) - or an operator vouches for the number
+    (the local demo): it is verified if it is still the account's number, else ``InvalidContactError`` (it changed
+    since the code was sent) and nothing is saved."""
+
+    def changed(found: AccountProfile) -> AccountProfile:
+        if not phone or found.phone != phone:
+            raise InvalidContactError(f"phone {phone!r} is no longer the account's number: save it again")
+        return replace(found, phone_verified=True)
 
     return update_profile(directory, account_id, changed)
 

@@ -85,6 +85,10 @@ _DESCRIPTIONS: Final = {
     422: "Well-formed, but cannot be accepted (`code` unprocessable)",
     503: "A dependency is unavailable; retry after Retry-After (`code` unavailable)",
 }
+UNSUPPORTED_DESCRIPTION: Final = (
+    "The body is not JSON (`code` unsupported_media_type): send it as application/json (form and multipart bodies are "
+    "refused)"
+)
 
 
 def openapi_responses(*statuses: int) -> dict[int, Any]:
@@ -194,9 +198,26 @@ def read_json_body(text: str) -> Any:
 def resolver() -> APIGatewayHttpResolver:
     """The customer API's resolver (both functions' handlers): Powertools' validation, bodies read by
     ``read_json_body``, and the content type matched as HTTP says (case-insensitively; ``+json`` types are JSON) -
-    Powertools matches ``application/json`` by a case-sensitive prefix and answers anything else 415."""
+    Powertools matches ``application/json`` by a case-sensitive prefix. A body of any other type is refused
+    (``RequestUnsupportedContentType``, answered 415 by ``install``), form and multipart bodies too: Powertools would
+    parse those into fields and validation would then answer a misleading 400 (D159)."""
     from aws_lambda_powertools.event_handler import APIGatewayHttpResolver  # noqa: PLC0415
+    from aws_lambda_powertools.event_handler.middlewares.openapi_validation import (  # noqa: PLC0415
+        OpenAPIRequestValidationMiddleware,
+    )
+    from aws_lambda_powertools.event_handler.openapi.exceptions import RequestUnsupportedContentType  # noqa: PLC0415
     from aws_lambda_powertools.utilities.typing import LambdaContext  # noqa: PLC0415
+
+    class JsonBodiesOnly(OpenAPIRequestValidationMiddleware):
+        """Powertools' request validation, reading a route's body only when it is JSON (no content type: JSON)."""
+
+        def _get_body(self, app: Any) -> dict[str, Any]:
+            content_type = app.current_event.headers.get("content-type", "").strip()
+            if content_type and not json_media_type(content_type):
+                raise RequestUnsupportedContentType(
+                    "Unsupported content type", errors=[{"type": "unsupported_content_type", "loc": ("body",)}]
+                )
+            return super()._get_body(app)
 
     class CustomerApiResolver(APIGatewayHttpResolver):
         def resolve(self, event: Mapping[str, Any], context: LambdaContext) -> dict[str, Any]:
@@ -206,7 +227,9 @@ def resolver() -> APIGatewayHttpResolver:
                 event = {**event, "headers": {**headers, "content-type": JSON_MEDIA_TYPE}}
             return super().resolve(event, context)
 
-    return CustomerApiResolver(enable_validation=True, json_body_deserializer=read_json_body)
+    app = CustomerApiResolver(enable_validation=True, json_body_deserializer=read_json_body)
+    app._request_validation_middleware = JsonBodiesOnly()  # type: ignore[no-untyped-call] # replaces Powertools' own
+    return app
 
 
 def install(app: APIGatewayHttpResolver, log: Logger) -> None:
@@ -282,6 +305,20 @@ def authorize(app: APIGatewayHttpResolver, service: str, account_id: str, role: 
     caller.require(account_id, role)
     correlate(service, account_id=account_id)
     return caller
+
+
+def with_unsupported_media_type(document: dict[str, Any]) -> dict[str, Any]:
+    """Document the 415 (``ErrorBody``) on every operation that takes a body - the one answer the customer API gives
+    a body of a content type other than JSON (``resolver``), whichever function serves the route."""
+    content = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            if "requestBody" in operation:
+                operation.setdefault("responses", {})["415"] = {
+                    "description": UNSUPPORTED_DESCRIPTION,
+                    "content": content,
+                }
+    return document
 
 
 POWERTOOLS_VALIDATION_SCHEMAS: Final = ("HTTPValidationError", "ResponseValidationError", "ValidationError")

@@ -1,6 +1,6 @@
 // Budget and alert settings: the monthly budget (with its alert percentages and an optional hard limit) and the
 // channels alerts go to. Members see them; owners and admins change them.
-import { accountPath, get, put } from "../api.js";
+import { accountPath, get, post, put } from "../api.js";
 import { session } from "../auth.js";
 import { errorBox, h, say, section } from "../dom.js";
 
@@ -58,6 +58,7 @@ function budgetForm(budget, canManage) {
 }
 
 function preferencesForm(preferences, canManage) {
+  const phone = phoneVerification(canManage);
   const problem = h("div", { "aria-live": "assertive" });
   const form = h("form", {},
     h("fieldset", { disabled: !canManage },
@@ -77,11 +78,61 @@ function preferencesForm(preferences, canManage) {
       channels: preferences.channels ?? {},
     };
     try {
-      await put(accountPath("/alert-preferences"), body);
-      say("Alert settings saved.");
+      const saved = await put(accountPath("/alert-preferences"), body);
+      phone.show(saved);
+      say(saved.phone && !saved.phone_verified
+        ? `Alert settings saved. Enter the code sent to ${saved.phone} to get alerts by SMS.`
+        : "Alert settings saved.");
     } catch (error) {
       problem.append(errorBox(error));
     }
   });
-  return section("Alerts", form);
+  phone.show(preferences);
+  return section("Alerts", form, phone.element);
+}
+
+// The SMS number's state: alerts text only a verified number (until then they go by email). A code is texted when a
+// number is saved; owners and admins confirm it here or ask for a new one.
+function phoneVerification(canManage) {
+  const state = h("p", { id: "phone-state", "data-testid": "phone-state" });
+  const problem = h("div", { "aria-live": "assertive" });
+  const form = h("form", { novalidate: true, "aria-label": "Confirm the phone number" },
+    h("fieldset", { disabled: !canManage },
+      h("legend", {}, "Confirm the phone number"),
+      field("phone-code", "Code from the SMS", { type: "text", inputmode: "numeric", autocomplete: "one-time-code",
+        pattern: "[0-9]{6}", maxlength: "6" }, "6 digits; it expires 10 minutes after it was sent."),
+      h("div", { class: "actions" },
+        h("button", { type: "submit" }, "Confirm number"),
+        h("button", { type: "button", "data-action": "resend" }, "Send a new code"))),
+    problem);
+  const element = h("div", {}, state, form);
+  const show = (preferences) => {
+    if (!preferences.phone) state.textContent = "No phone number: alerts go by email only.";
+    else if (preferences.phone_verified) state.textContent = `${preferences.phone} is verified: SMS alerts go to it.`;
+    else state.textContent = `${preferences.phone} is not verified yet: alerts go by email until it is confirmed.`;
+    form.hidden = !preferences.phone || preferences.phone_verified;
+  };
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    problem.replaceChildren();
+    try {
+      const confirmed = await post(accountPath("/alert-preferences/phone-code/confirm"),
+        { code: form.querySelector("#phone-code").value.trim() });
+      show(confirmed);
+      say("Phone number verified.");
+    } catch (error) {
+      problem.append(errorBox(error));
+      form.querySelector("#phone-code").focus();
+    }
+  });
+  form.querySelector("[data-action=resend]").addEventListener("click", async () => {
+    problem.replaceChildren();
+    try {
+      const sent = await post(accountPath("/alert-preferences/phone-code"));
+      say(`A new code was sent to ${sent.phone}.`);
+    } catch (error) {
+      problem.append(errorBox(error));
+    }
+  });
+  return { element, show };
 }

@@ -1,0 +1,134 @@
+"""Proving the account's SMS number (pure; D160): a short code is sent to the number (``CodeSender``), stored only
+as a salted HMAC (``PhoneChallenges``), and confirmed within ``code_ttl`` in at most ``tries`` guesses; an account gets
+at most ``codes_per_window`` codes per ``window``. Confirming marks the profile's number verified
+(``kilo_billing.accounts.mark_phone_verified``); alerts text only a verified number.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+from kilo_account_api.model import ConflictError, InvalidRequestError, PhoneChallenge
+from kilo_account_api.ports import CodeSender, PhoneChallenges
+from kilo_billing.accounts import AccountDirectory, AccountProfile, InvalidContactError, mark_phone_verified
+
+CODE_DIGITS = 6
+
+
+@dataclass(frozen=True, slots=True)
+class PhoneVerificationPolicy:
+    code_ttl: timedelta = timedelta(minutes=10)
+    tries: int = 5
+    codes_per_window: int = 3
+    window: timedelta = timedelta(hours=1)
+
+
+def random_code() -> str:
+    return f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
+
+
+def code_hash(salt: str, phone: str, code: str) -> str:
+    return hmac.new(bytes.fromhex(salt), f"{phone}\x00{code}".encode(), hashlib.sha256).hexdigest()
+
+
+def sms_text(code: str, policy: PhoneVerificationPolicy) -> str:
+    minutes = int(policy.code_ttl.total_seconds() // 60)
+    return f"Kilo Billing: your code is {code}. It confirms this number for billing alerts; expires in {minutes} min."
+
+
+def send_code(
+    profile: AccountProfile,
+    challenges: PhoneChallenges,
+    sender: CodeSender,
+    now: datetime,
+    policy: PhoneVerificationPolicy,
+    new_code: Callable[[], str] = random_code,
+) -> PhoneChallenge:
+    """Send a new code to the account's (unverified) number; the previous code stops working. ``ConflictError``
+    when the number is verified already or the account had its codes for this window."""
+    if not profile.phone:
+        raise InvalidRequestError("phone", "the account has no phone number: save one first")
+    if profile.phone_verified:
+        raise ConflictError(f"phone {profile.phone!r} is verified already")
+    previous = challenges.current(profile.account_id)
+    recent = tuple(at for at in (previous.sent_at if previous else ()) if at > now - policy.window)
+    if len(recent) >= policy.codes_per_window:
+        again = min(recent) + policy.window
+        raise ConflictError(
+            f"{len(recent)} codes were sent in the last {_duration(policy.window)}; ask again after "
+            f"{again:%Y-%m-%d %H:%M:%S} UTC"
+        )
+    code = new_code()
+    salt = secrets.token_hex(16)
+    challenge = PhoneChallenge(
+        account_id=profile.account_id,
+        phone=profile.phone,
+        salt=salt,
+        code_hash=code_hash(salt, profile.phone, code),
+        code_expires_at=now + policy.code_ttl,
+        tries_left=policy.tries,
+        sent_at=(*recent, now),
+    )
+    challenges.replace(challenge, previous)  # stored (and counted) before it is sent: a failed send spends it too
+    sender.send(profile.phone, sms_text(code, policy))
+    return challenge
+
+
+def confirm_code(
+    accounts: AccountDirectory, profile: AccountProfile, challenges: PhoneChallenges, code: str, now: datetime
+) -> AccountProfile:
+    """Check ``code`` against the pending one for the account's number (each guess spends a try first); when it
+    matches, the number is verified (and the code used up). ``InvalidRequestError`` naming ``code`` otherwise."""
+    if profile.phone_verified:
+        return profile
+    challenge = challenges.current(profile.account_id)
+    if challenge is None or not profile.phone or challenge.phone != profile.phone or challenge.tries_left <= 0:
+        raise InvalidRequestError("code", "no code is pending for the account's number: ask for a new one")
+    if now >= challenge.code_expires_at:
+        raise InvalidRequestError("code", "the code has expired: ask for a new one")
+    challenges.spend_try(challenge)
+    if not hmac.compare_digest(code_hash(challenge.salt, challenge.phone, code), challenge.code_hash):
+        left = challenge.tries_left - 1
+        hint = f"{left} {'try' if left == 1 else 'tries'} left" if left else "no tries left: ask for a new one"
+        raise InvalidRequestError("code", f"the code is wrong; {hint}")
+    try:
+        verified = mark_phone_verified(accounts, profile.account_id, challenge.phone)
+    except InvalidContactError as exc:  # the number changed between the read and the save
+        raise InvalidRequestError("phone", str(exc)) from exc
+    # used up, kept for the rate window; a code sent meanwhile stays pending (the number is verified all the same)
+    with contextlib.suppress(ConflictError):
+        challenges.replace(replace(challenge, tries_left=0), challenge)
+    return verified
+
+
+def code_for_saved_number(
+    profile: AccountProfile,
+    challenges: PhoneChallenges,
+    sender: CodeSender,
+    now: datetime,
+    policy: PhoneVerificationPolicy,
+    new_code: Callable[[], str] = random_code,
+) -> PhoneChallenge | None:
+    """After the alert preferences were saved: send a code to an unverified number unless one for that number is
+    still pending (saving the form again sends nothing new) or the account had its codes for the window (it asks
+    for one later, ``send_code``). The code sent, else ``None``."""
+    if not profile.phone or profile.phone_verified:
+        return None
+    pending = challenges.current(profile.account_id)
+    if pending and pending.phone == profile.phone and pending.tries_left > 0 and now < pending.code_expires_at:
+        return None
+    try:
+        return send_code(profile, challenges, sender, now, policy, new_code)
+    except ConflictError:
+        return None
+
+
+def _duration(span: timedelta) -> str:
+    minutes = int(span.total_seconds() // 60)
+    return f"{minutes // 60} h" if minutes % 60 == 0 else f"{minutes} min"

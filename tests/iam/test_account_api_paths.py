@@ -1,0 +1,114 @@
+"""The account API's Stripe pages and phone verification under its generated role (AccountApiFunctionRole), moto
+enforcing IAM: a Checkout page and a Billing Portal page (the Stripe key read from Secrets Manager; Stripe is the
+emulator), and a phone number saved, texted its code (SNS) and confirmed (the code's item: GetItem, PutItem,
+UpdateItem). The account API has no refund route (refunds are the Stripe webhook's and invoicing's, D151's tier covers
+them there). Negative controls: without ``secretsmanager:GetSecretValue`` on the Stripe key the page is a 503 and
+Stripe is never called; without ``sns:Publish`` no code is texted (503) and the number stays unverified."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from kilo_dev.stripe_emulator import EmulatorHTTPClient
+from tests.account_api_support import api_environment, call, claims
+from tests.iam.conftest import Roles
+from tests.infra.test_generated_iam import STRIPE_API_KEY, USAGE_TABLE
+from tests.integration.test_account_api import frozen, register
+
+__all__ = ["frozen"]
+FUNCTION = "AccountApiFunction"
+ADMIN, MEMBER = claims("acct_a", "admin"), claims("acct_a", "member")
+PREFERENCES = "/v1/accounts/acct_a/alert-preferences"
+PHONE = "+14155550166"
+pytestmark = pytest.mark.usefixtures("frozen")
+
+
+@pytest.fixture
+def account_api(stack: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    yield from api_environment(stack, monkeypatch)
+
+
+@pytest.fixture
+def stripe(account_api: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[EmulatorHTTPClient, str]:
+    """The Stripe emulator as the SDK's transport, and the key's secret (its ARN: what IAM is asked about)."""
+    from kilo_account_api import dependencies  # noqa: PLC0415
+
+    http = EmulatorHTTPClient()
+    monkeypatch.setattr(dependencies, "stripe_http_client", lambda: http)
+    name = account_api.template.parameters["StripeApiKeySecretName"]
+    created = account_api.clients["secretsmanager"].create_secret(
+        Name=name, SecretString='{"api_key": "sk_test_emulated"}'
+    )
+    return http, str(created["ARN"])
+
+
+def texts(stack: Any) -> list[tuple[str, str]]:
+    from moto.sns.models import sns_backends  # noqa: PLC0415
+
+    return [(to, text) for to, text in sns_backends[stack.template.account]["us-east-1"].sms_messages.values()]
+
+
+def test_given_the_generated_role_then_checkout_and_the_billing_portal_pages_are_made(
+    account_api: Any, roles: Roles, stripe: tuple[EmulatorHTTPClient, str]
+) -> None:
+    http, secret_arn = stripe
+    register(account_api, "acct_a", email="ops@a.example")
+    with roles.acting_as(FUNCTION) as enforcement:
+        checkout = call("POST", "/v1/accounts/acct_a/payment-methods/checkout", ADMIN)
+        portal = call("POST", "/v1/accounts/acct_a/billing-portal", ADMIN)
+    assert enforcement.denied == []
+    assert (checkout.status, portal.status) == (200, 200), (checkout.body, portal.body)
+    assert checkout.body["url"].startswith("http")
+    assert portal.body["url"].startswith("http")
+    assert ("secretsmanager:GetSecretValue", secret_arn) in enforcement.allowed
+    assert [r.path for r in http.requests if r.method == "post"].count("/v1/checkout/sessions") == 1
+
+
+def test_given_the_stripe_key_taken_from_the_role_then_the_pages_are_503_and_stripe_is_never_called(
+    account_api: Any, roles: Roles, stripe: tuple[EmulatorHTTPClient, str]
+) -> None:
+    http, secret_arn = stripe
+    register(account_api, "acct_a", email="ops@a.example")
+    without = {("secretsmanager:GetSecretValue", STRIPE_API_KEY)}
+    with roles.acting_as(FUNCTION, without=without) as enforcement:
+        checkout = call("POST", "/v1/accounts/acct_a/payment-methods/checkout", ADMIN)
+    assert enforcement.denied == [("secretsmanager:GetSecretValue", secret_arn)]
+    assert (checkout.status, checkout.body["code"]) == (503, "unavailable")
+    assert http.requests == []
+
+
+def test_given_the_generated_role_then_a_saved_number_is_texted_its_code_and_confirmed(
+    account_api: Any, roles: Roles
+) -> None:
+    register(account_api, "acct_a")
+    with roles.acting_as(FUNCTION) as enforcement:
+        saved = call("PUT", PREFERENCES, ADMIN, {"phone": PHONE})
+        [(to, text)] = texts(account_api)
+        code = re.search(r"your code is (\d{6})", text)
+        assert code is not None
+        confirmed = call("POST", f"{PREFERENCES}/phone-code/confirm", ADMIN, {"code": code.group(1)})
+        read = call("GET", PREFERENCES, MEMBER)
+    assert enforcement.denied == []
+    assert (saved.status, to, confirmed.status, read.body["phone_verified"]) == (200, PHONE, 200, True)
+    assert {
+        ("sns:Publish", "*"),
+        ("dynamodb:GetItem", USAGE_TABLE),
+        ("dynamodb:PutItem", USAGE_TABLE),
+        ("dynamodb:UpdateItem", USAGE_TABLE),
+    } <= enforcement.allowed
+
+
+def test_given_sns_publish_taken_from_the_role_then_no_code_is_texted_and_the_number_stays_unverified(
+    account_api: Any, roles: Roles
+) -> None:
+    register(account_api, "acct_a", phone=PHONE)
+    with roles.acting_as(FUNCTION, without={("sns:Publish", "*")}) as enforcement:
+        sent = call("POST", f"{PREFERENCES}/phone-code", ADMIN)
+    assert enforcement.denied == [("sns:Publish", "*")]
+    assert (sent.status, sent.body["code"]) == (503, "unavailable")
+    assert texts(account_api) == []
+    assert call("GET", PREFERENCES, MEMBER).body["phone_verified"] is False

@@ -1,0 +1,158 @@
+"""Phone verification through the account API on moto (D160): saving a number stores it unverified and texts a
+code (SNS); the confirm route checks it (hashed, expiring, limited tries); an account gets at most 3 codes an hour.
+Codes are read from the SMS moto's SNS received, as a person reads them from the phone."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import time_machine
+
+from kilo_billing.account_store import DynamoAccountDirectory
+from tests.account_api_support import api_environment, call, claims, utc
+from tests.integration.test_account_api import register
+
+NOW = utc(2026, 11, 15, 12)
+ADMIN, MEMBER = claims("acct_a", "admin"), claims("acct_a", "member")
+PREFERENCES = "/v1/accounts/acct_a/alert-preferences"
+SEND = f"{PREFERENCES}/phone-code"
+CONFIRM = f"{PREFERENCES}/phone-code/confirm"
+PHONE, OTHER = "+14155550177", "+14155550178"
+
+
+@pytest.fixture
+def account_api(stack: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    yield from api_environment(stack, monkeypatch)
+
+
+@pytest.fixture(autouse=True)
+def frozen() -> Iterator[None]:
+    with time_machine.travel(NOW, tick=False):
+        yield
+
+
+def texts(stack: Any) -> list[tuple[str, str]]:
+    from moto.sns.models import sns_backends  # noqa: PLC0415
+
+    return [(to, text) for to, text in sns_backends[stack.template.account]["us-east-1"].sms_messages.values()]
+
+
+def code_in(text: str) -> str:
+    found = re.fullmatch(r"Kilo Billing: your code is (\d{6})\. .*expires in 10 min\.", text)
+    assert found, text
+    return found.group(1)
+
+
+def stored_profile(stack: Any) -> Any:
+    directory = DynamoAccountDirectory(stack.clients["dynamodb"], stack.template.physical_name("UsageTable"))
+    return directory.registered(["acct_a"])["acct_a"]
+
+
+def stored_code_item(stack: Any) -> dict[str, Any]:
+    table = stack.template.physical_name("UsageTable")
+    key = {"pk": {"S": "ACCOUNT#acct_a"}, "sk": {"S": "PHONECODE"}}
+    found: dict[str, Any] = stack.clients["dynamodb"].get_item(TableName=table, Key=key, ConsistentRead=True)
+    return found.get("Item", {})
+
+
+def wrong(code: str) -> str:
+    return f"{(int(code) + 1) % 1_000_000:06d}"
+
+
+def test_given_a_saved_number_then_it_is_unverified_until_the_texted_code_is_confirmed(account_api: Any) -> None:
+    register(account_api, "acct_a")
+    saved = call("PUT", PREFERENCES, ADMIN, {"email": "ops@a.example", "phone": PHONE})
+    assert (saved.status, saved.body["phone"], saved.body["phone_verified"]) == (200, PHONE, False)
+    [(to, text)] = texts(account_api)
+    code = code_in(text)
+    assert to == PHONE
+    item = stored_code_item(account_api)  # the code itself is never stored: a salted HMAC of number and code
+    assert code not in str(item)
+    assert (item["phone"], item["tries_left"], item["code_expires_at"]) == (
+        {"S": PHONE},
+        {"N": "5"},
+        {"S": "2026-11-15T12:10:00+00:00"},
+    )
+    assert int(item["expires_at"]["N"]) == int((NOW + timedelta(hours=1)).timestamp())  # TTL: after the rate window
+    assert stored_profile(account_api).phone_verified is False
+    # saving the form again while the code is pending texts nothing new
+    assert call("PUT", PREFERENCES, ADMIN, {"email": "ops@a.example", "phone": PHONE}).status == 200
+    assert len(texts(account_api)) == 1
+
+    refused = call("POST", CONFIRM, ADMIN, {"code": wrong(code)})
+    assert (refused.status, refused.body) == (
+        400,
+        {"code": "invalid_request", "message": "code: the code is wrong; 4 tries left", "field": "code"},
+    )
+    assert call("POST", CONFIRM, MEMBER, {"code": code}).status == 403
+    confirmed = call("POST", CONFIRM, ADMIN, {"code": code})
+    assert (confirmed.status, confirmed.body["phone"], confirmed.body["phone_verified"]) == (200, PHONE, True)
+    assert stored_profile(account_api).phone_verified is True
+    assert call("GET", PREFERENCES, MEMBER).body["phone_verified"] is True
+    # the same number saved again stays verified, nothing texted; another number is unverified and gets its code
+    assert call("PUT", PREFERENCES, ADMIN, {"email": "ops@a.example", "phone": PHONE}).body["phone_verified"] is True
+    assert len(texts(account_api)) == 1
+    assert call("POST", SEND, ADMIN).body["code"] == "conflict"  # verified already
+    changed = call("PUT", PREFERENCES, ADMIN, {"email": "ops@a.example", "phone": OTHER})
+    assert (changed.body["phone"], changed.body["phone_verified"]) == (OTHER, False)
+    assert [to for to, _ in texts(account_api)] == [PHONE, OTHER]
+    assert stored_profile(account_api).phone_verified is False
+
+
+def test_given_a_code_then_it_expires_after_10_minutes_and_is_used_up_after_5_wrong_tries(account_api: Any) -> None:
+    register(account_api, "acct_a", phone=PHONE)
+    sent = call("POST", SEND, ADMIN)
+    assert (sent.status, sent.body) == (200, {"phone": PHONE, "code_expires_at": "2026-11-15T12:10:00Z", "tries": 5})
+    code = code_in(texts(account_api)[-1][1])
+    with time_machine.travel(NOW + timedelta(minutes=10), tick=False):
+        late = call("POST", CONFIRM, ADMIN, {"code": code})
+        assert (late.status, late.body["message"]) == (400, "code: the code has expired: ask for a new one")
+        assert call("POST", SEND, ADMIN).status == 200
+    code = code_in(texts(account_api)[-1][1])
+    for left in ("4 tries left", "3 tries left", "2 tries left", "1 try left", "no tries left: ask for a new one"):
+        answer = call("POST", CONFIRM, ADMIN, {"code": wrong(code)})
+        assert answer.body["message"] == f"code: the code is wrong; {left}"
+    exhausted = call("POST", CONFIRM, ADMIN, {"code": code})  # the right code, after its tries are spent
+    assert (exhausted.status, exhausted.body["message"]) == (
+        400,
+        "code: no code is pending for the account's number: ask for a new one",
+    )
+    assert stored_profile(account_api).phone_verified is False
+
+
+def test_given_three_codes_in_an_hour_then_a_fourth_is_refused_until_the_first_is_an_hour_old(account_api: Any) -> None:
+    register(account_api, "acct_a")
+    assert call("PUT", PREFERENCES, ADMIN, {"phone": PHONE}).status == 200  # the first code
+    for minutes in (1, 2):
+        with time_machine.travel(NOW + timedelta(minutes=minutes), tick=False):
+            assert call("POST", SEND, ADMIN).status == 200
+    with time_machine.travel(NOW + timedelta(minutes=59), tick=False):
+        refused = call("POST", SEND, ADMIN)
+        assert (refused.status, refused.body) == (
+            409,
+            {
+                "code": "conflict",
+                "message": "3 codes were sent in the last 1 h; ask again after 2026-11-15 13:00:00 UTC",
+                "field": None,
+            },
+        )
+        # saving another number is not a way round the limit: saved, but not texted
+        assert call("PUT", PREFERENCES, ADMIN, {"phone": OTHER}).body["phone_verified"] is False
+    assert len(texts(account_api)) == 3
+    with time_machine.travel(NOW + timedelta(minutes=60, seconds=1), tick=False):
+        assert call("POST", SEND, ADMIN).status == 200
+    assert [to for to, _ in texts(account_api)] == [PHONE, PHONE, PHONE, OTHER]
+
+
+def test_given_no_number_then_no_code_is_sent_and_a_confirm_finds_none(account_api: Any) -> None:
+    register(account_api, "acct_a")
+    answer = call("POST", SEND, ADMIN)
+    assert (answer.status, answer.body["field"]) == (400, "phone")
+    assert call("POST", CONFIRM, ADMIN, {"code": "123456"}).body["field"] == "code"
+    malformed = call("POST", CONFIRM, ADMIN, {"code": "12345x"})
+    assert (malformed.status, malformed.body["field"]) == (400, "code")
+    assert texts(account_api) == []
