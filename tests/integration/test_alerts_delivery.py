@@ -332,6 +332,7 @@ def test_given_an_sms_only_alert_at_the_daily_sms_cap_then_it_goes_by_email_inst
         "acct_4",
         email="d@example.com",
         phone="+14155550103",
+        phone_verified=True,
         budget_usd=Decimal(100),
         alert_preferences=(("budget_threshold", ("sms",)), ("budget_forecast", ())),  # the 80 %'s forecast: quiet
     )

@@ -88,6 +88,7 @@ SMS_ONLY = InMemoryAccountDirectory(
         (TierChange(datetime(2026, 1, 1, tzinfo=UTC), "team"),),
         email="p@example.com",
         phone="+14155550123",
+        phone_verified=True,
         alert_preferences=(("budget_threshold", ("sms",)),),
     )
 )
