@@ -29,7 +29,9 @@ from kilo_billing.invoicing import (
     credit_note_reason,
     credited_by_notes,
     early_invoices,
+    first_period,
     invoice_id,
+    is_early,
     void_credit,
 )
 from kilo_billing.money import ZERO, money_str
@@ -177,21 +179,23 @@ def issue_early(deps: CloseDeps, account_id: str, period: Period, now: datetime)
 
 
 def close_through(deps: CloseDeps, account_id: str, period: Period, now: datetime) -> list[CloseOutcome]:
-    """Close ``period`` for one account, first closing any earlier period the account has not had closed since its
-    last invoice (periods close in order, D51: a schedule that missed a month catches up instead of failing). What a
-    close job and ``kilo-billing invoice run`` call; rerunnable like ``close_account``."""
-    invoiced = [  # period-end invoices only (an early, progressive invoice does not close its period)
-        inv.period
-        for inv in deps.store.ledger(account_id).invoices.values()
-        if inv.period < period.key and inv.invoice_id == f"{account_id}/{inv.period}"
-    ]
-    pending = [period]
-    if invoiced:
-        cursor = Period.parse(max(invoiced)).next()
-        pending = []
-        while cursor.key <= period.key:
-            pending.append(cursor)
-            cursor = cursor.next()
+    """Close ``period`` for one account, first closing every earlier period of the account not closed yet (periods
+    close in order, D51): those since its last month-end invoice, or - with none yet - those from its first period
+    (``first_period``: the month it signed up in, no earlier than the first price book), so a schedule that missed a
+    month, a first month's job that failed, or an operator's run of a later month catches up instead of leaving a
+    month unbilled. What a close job and ``kilo-billing invoice run`` call; rerunnable like ``close_account``."""
+    ledger = deps.store.ledger(account_id)
+    closed = [inv.period for inv in ledger.invoices.values() if not is_early(inv)]  # an early one closes nothing
+    if closed:
+        cursor = min(Period.parse(max(closed)).next(), period)  # a rerun (or a later one): ``period`` alone
+    elif ledger.profile is not None:
+        cursor = min(first_period(ledger.profile, deps.catalog), period)
+    else:
+        cursor = period  # no profile: nothing to close (``close_account`` says so)
+    pending = []
+    while cursor <= period:
+        pending.append(cursor)
+        cursor = cursor.next()
     return [close_account(deps, account_id, each, now) for each in pending]
 
 
