@@ -27,6 +27,7 @@ from kilo_billing.invoicing import (
     can_move,
     compose_close,
     credit_note_reason,
+    credit_reinstated,
     credited_by_notes,
     early_invoices,
     first_period,
@@ -608,7 +609,7 @@ def _dispute_event(
         return replace(current, disputed=flag, charged_back=charged_back, announced=frozenset(marks))
 
     before = invoice
-    invoice = _save_with(store, invoice, dispute)
+    invoice = _save_with(store, invoice, dispute, now)
     changed = invoice != before
     if invoice.disputed != before.disputed:  # the account is disputed while any of its invoices is
         still = any(inv.disputed for inv in store.ledger(invoice.account_id).invoices.values())
@@ -737,11 +738,15 @@ def voided(before: InvoiceRecord, after: InvoiceRecord) -> bool:
 
 
 def _save_with(
-    store: LedgerStore, invoice: InvoiceRecord, change: Callable[[InvoiceRecord], InvoiceRecord]
+    store: LedgerStore,
+    invoice: InvoiceRecord,
+    change: Callable[[InvoiceRecord], InvoiceRecord],
+    now: datetime | None = None,
 ) -> InvoiceRecord:
     """Write ``change(invoice)``, conditioned on the revision (and status) read; on a conflict - another writer got
     there first - re-read and apply ``change`` again to what is stored (it decides whether it still applies).
-    Returns the invoice as stored."""
+    Returns the invoice as stored. With ``now`` (a dispute's events), a paid invoice that keeps more than before (its
+    funds reinstated) credits what its credit notes could not, in the same transaction (D131 amended)."""
     for _ in range(LEDGER_ATTEMPTS):
         updated = change(invoice)
         if updated == invoice:
@@ -752,6 +757,13 @@ def _save_with(
                 restored = void_credit(updated, ledger.credit_notes.values())
                 if restored != 0:
                     return store.update_invoice_and_credit(updated, invoice.status, ledger.billing.credit, restored)
+            if now is not None and updated.kept > invoice.kept:  # once: the next read finds the notes moved on
+                ledger = store.ledger(invoice.account_id)
+                notes = credit_reinstated(updated, ledger.credit_notes.values(), now)
+                if notes:
+                    before = {note.credit_id: note.to_credit for note in ledger.credit_notes.values()}
+                    given = sum((note.to_credit - before[note.credit_id] for note in notes), ZERO)
+                    return store.update_invoice_and_credit(updated, invoice.status, ledger.billing.credit, given, notes)
             return store.update_invoice(updated, invoice.status)
         except LedgerConflictError:
             stored = store.ledger(invoice.account_id).invoices.get(invoice.invoice_id)

@@ -736,6 +736,36 @@ def credit_note(
     return base
 
 
+def credit_reinstated(invoice: InvoiceRecord, notes: Iterable[CreditNote], at: datetime) -> tuple[CreditNote, ...]:
+    """The credit notes against the paid ``invoice`` that now give more account credit because the invoice keeps
+    more than when they were made: a dispute's funds, withdrawn then, reinstated since (the dispute won). A note gave
+    at most what the invoice kept (``credit_note``), the rest recorded as ``returned``; of that rest, what the invoice
+    keeps again - its ``kept`` less every note's amount on it - becomes the note's account credit, earliest note
+    first, as a note made now would give (D131 amended). Each changed note comes back one version on, with its
+    history; the account credit to add is what their ``to_credit`` grew by. A dispute lost leaves them as they are."""
+    if invoice.status is not InvoiceStatus.PAID:
+        return ()
+    mine = sorted((note for note in notes if note.invoice_id == invoice.invoice_id), key=lambda note: note.credit_id)
+    room = invoice.kept - credited_by_notes(invoice, mine)
+    changed: list[CreditNote] = []
+    for note in mine:
+        given = min(note.returned, room)
+        if given <= 0:
+            continue
+        room -= given
+        what = f"{money_str(given)} kept again (a dispute's funds reinstated): account credit"
+        changed.append(
+            replace(
+                note,
+                to_credit=note.to_credit + given,
+                returned=note.returned - given,
+                version=note.version + 1,
+                history=(*note.history, (what, at.isoformat())),
+            )
+        )
+    return tuple(changed)
+
+
 def _pending_if(amount: Decimal) -> CreditNoteStatus:
     return CreditNoteStatus.PENDING if amount > 0 else CreditNoteStatus.DONE
 
