@@ -3,7 +3,7 @@ adapter), plus rating's side of the same items: ``rate`` ADDs counters the way r
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
@@ -124,13 +124,23 @@ class InMemoryLedgerStore:
         return written
 
     def update_invoice_and_credit(
-        self, invoice: InvoiceRecord, expected: InvoiceStatus, credit_read: Decimal, added: Decimal
+        self,
+        invoice: InvoiceRecord,
+        expected: InvoiceStatus,
+        credit_read: Decimal,
+        added: Decimal,
+        notes: Sequence[CreditNote] = (),
     ) -> InvoiceRecord:
         found = self.billing.get(invoice.account_id, BillingState())
         if found.credit != credit_read:
             raise LedgerConflictError("credit moved")
+        for note in notes:
+            stored = self.credit_notes.get(note.credit_id)
+            if stored is None or stored.version != note.version - 1:
+                raise LedgerConflictError("credit note moved")
         written = self._update(invoice, expected, invoice.crypto_credit)
         self.billing[invoice.account_id] = replace(found, credit=credit_read + added)
+        self.credit_notes.update({note.credit_id: note for note in notes})
         return written
 
     def update_credit_note(

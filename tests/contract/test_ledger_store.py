@@ -407,6 +407,36 @@ def test_given_an_invoice_voided_then_its_credit_comes_back_with_the_status_once
     assert ledger.store.ledger("acme").billing.credit == Decimal("10.00")
 
 
+def test_given_an_invoice_update_with_credit_notes_then_all_land_together_over_the_versions_read_or_none(
+    ledger: Ledger,
+) -> None:
+    """A dispute's funds reinstated: the invoice, the notes that credit again and the account credit, one write."""
+    _opened(ledger)
+    ledger.rate("acme", "2026-03", SEG, "video", -5_000)
+    april = Period(2026, 4)
+    draft = compose_close(ledger.store.ledger("acme"), april, default_catalog(), april.end)
+    assert draft is not None
+    ledger.store.create_invoice(draft)
+    [note] = draft.credit_notes
+    march = ledger.store.ledger("acme").invoices["acme/2026-03"]
+    credit = ledger.store.ledger("acme").billing.credit
+    marked = replace(march, announced=frozenset({"dispute_reinstated:dp_1"}))
+    again = replace(note, version=2, to_credit=note.to_credit + Decimal("1.00"), history=(("kept again", "t"),))
+    stale = replace(again, version=3)  # not over the stored version 1
+    with pytest.raises(LedgerConflictError):  # nothing written: not the invoice, not the credit
+        ledger.store.update_invoice_and_credit(marked, march.status, credit, Decimal("1.00"), [stale])
+    assert ledger.store.ledger("acme").invoices["acme/2026-03"] == march
+    assert ledger.store.ledger("acme").billing.credit == credit
+    written = ledger.store.update_invoice_and_credit(marked, march.status, credit, Decimal("1.00"), [again])
+    found = ledger.store.ledger("acme")
+    assert found.invoices["acme/2026-03"] == written
+    assert found.credit_notes[note.credit_id] == again
+    assert found.billing.credit == credit + Decimal("1.00")
+    with pytest.raises(LedgerConflictError):  # once: the note's version read is gone
+        ledger.store.update_invoice_and_credit(written, march.status, credit + 1, Decimal("1.00"), [again])
+    assert ledger.store.ledger("acme").billing.credit == credit + Decimal("1.00")
+
+
 def test_given_a_void_that_takes_back_more_credit_than_is_left_then_the_credit_is_stored_below_zero(
     ledger: Ledger,
 ) -> None:

@@ -127,3 +127,31 @@ def test_given_an_invoice_paid_in_two_payments_when_refunded_from_both_then_the_
     _deliver(invoicing, seen)
     invoice = invoicing.invoice("acct-a")
     assert (invoice.refunded, invoice.kept) == (Decimal("50.00"), Decimal("15.20"))
+
+
+def test_given_a_credit_note_made_while_a_disputes_funds_were_withdrawn_when_won_then_the_account_is_credited_once(
+    invoicing: Invoicing,
+) -> None:
+    """The dispute holds March's 65.20 when April's close finds March's late usage 3.60 lower (55,000 minutes: 5,000
+    over x 0.00072 = 3.60, was 7.20): March keeps nothing, so the note credits nothing and records 3.60 returned. Stripe
+    reinstates the funds (won): March keeps 65.20 again, the note credits 3.60 to the account, once."""
+    intent, seen = _closed_and_paid(invoicing)
+    dispute = invoicing.http.emulator.open_dispute(intent)
+    seen = _deliver(invoicing, seen)
+    invoicing.rate("acct-a", "video", -5_000)
+    invoicing.start("2026-05-01T06:00:00Z")
+    invoicing.close_all()
+    seen = _deliver(invoicing, seen)
+    ledger = invoicing.store.ledger("acct-a")
+    note = ledger.credit_notes["acct-a/2026-03/credit-2026-04"]
+    assert (note.to_credit, note.returned, ledger.billing.credit) == (Decimal("0.00"), Decimal("3.60"), 0)
+    assert invoicing.invoice("acct-a", "2026-04").total == Decimal("29.00")  # May's fee in advance, no credit
+    invoicing.http.emulator.close_dispute(dispute, won=True)
+    _deliver(invoicing, seen)
+    ledger = invoicing.store.ledger("acct-a")
+    note = ledger.credit_notes["acct-a/2026-03/credit-2026-04"]
+    assert (note.to_credit, note.returned, ledger.billing.credit) == (Decimal("3.60"), 0, Decimal("3.60"))
+    reinstated = [e for e in invoicing.http.emulator.events if e["type"] == "charge.dispute.funds_reinstated"]
+    assert [invoicing.webhook(event) for event in reinstated] == [200]  # Stripe sends it again
+    invoicing.payments()
+    assert invoicing.store.ledger("acct-a").billing.credit == Decimal("3.60")

@@ -143,3 +143,20 @@ def test_given_a_paid_card_invoice_when_refunded_in_two_parts_then_stripe_refund
         assert exit_info.value.code == 2
         assert message in capsys.readouterr().err
     assert invoicing.stripe_posts("/v1/refunds") == 2
+
+
+def test_given_an_account_created_with_a_past_signup_when_a_later_month_is_run_then_its_first_month_is_billed_first(
+    invoicing: Invoicing, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Crypto Team from March 1st, 60,000 video minutes in March, never invoiced; the operator runs April: March is
+    closed first (7.20 + 29.00 March + 29.00 April ahead = 65.20), then April (29.00: May ahead) - D51 amended."""
+    signup = ("--signup", "2026-03-01T00:00:00Z", "--usage-table", invoicing.table)
+    _cli(capsys, "account", "create", "--account", "acct-c", "--tier", "team", "--billing", "crypto", *signup)
+    invoicing.rate("acct-c", "video", 60_000)
+    run = ("invoice", "run", "--period", "2026-04", "--account", "acct-c", "--usage-table", invoicing.table)
+    rows = _cli(capsys, *run)["closed"]
+    assert [(r["period"], r["created"], r["invoice"]["total"]) for r in rows] == [  # type: ignore[attr-defined]
+        ("2026-03", True, "65.20"),
+        ("2026-04", True, "29.00"),
+    ]
+    assert sorted(invoicing.store.ledger("acct-c").invoices) == ["acct-c/2026-03", "acct-c/2026-04"]

@@ -124,10 +124,12 @@ def test_given_a_missed_month_when_a_later_one_is_closed_then_the_missed_one_is_
     assert [(o.period, o.created) for o in again] == [("2026-03", False)]  # rerun: found, nothing new
 
 
-def test_given_a_first_close_then_only_that_period_is_closed() -> None:
-    store = _store("acme")
+def test_given_no_invoice_yet_then_every_period_from_the_signup_month_is_closed_in_order() -> None:
+    store = _store("acme")  # Team since January 1st, never invoiced: March's close bills January and February first
     outcomes = close_through(_deps(store), "acme", Period(2026, 3), utc(2026, 4, 1, 6))
-    assert [o.period for o in outcomes] == ["2026-03"]
+    assert [o.period for o in outcomes] == ["2026-01", "2026-02", "2026-03"]
+    # January: true-up 29.00 (nothing billed in advance) + February's fee 29.00; then each month's fee in advance
+    assert [str(store.invoices[f"acme/2026-0{m}"].total) for m in (1, 2, 3)] == ["58.00", "29.00", "29.00"]
 
 
 def test_given_the_lazy_gateway_then_it_is_built_on_first_use_only_once() -> None:

@@ -27,9 +27,12 @@ from kilo_billing.invoicing import (
     can_move,
     compose_close,
     credit_note_reason,
+    credit_reinstated,
     credited_by_notes,
     early_invoices,
+    first_period,
     invoice_id,
+    is_early,
     void_credit,
 )
 from kilo_billing.money import ZERO, money_str
@@ -177,21 +180,23 @@ def issue_early(deps: CloseDeps, account_id: str, period: Period, now: datetime)
 
 
 def close_through(deps: CloseDeps, account_id: str, period: Period, now: datetime) -> list[CloseOutcome]:
-    """Close ``period`` for one account, first closing any earlier period the account has not had closed since its
-    last invoice (periods close in order, D51: a schedule that missed a month catches up instead of failing). What a
-    close job and ``kilo-billing invoice run`` call; rerunnable like ``close_account``."""
-    invoiced = [  # period-end invoices only (an early, progressive invoice does not close its period)
-        inv.period
-        for inv in deps.store.ledger(account_id).invoices.values()
-        if inv.period < period.key and inv.invoice_id == f"{account_id}/{inv.period}"
-    ]
-    pending = [period]
-    if invoiced:
-        cursor = Period.parse(max(invoiced)).next()
-        pending = []
-        while cursor.key <= period.key:
-            pending.append(cursor)
-            cursor = cursor.next()
+    """Close ``period`` for one account, first closing every earlier period of the account not closed yet (periods
+    close in order, D51): those since its last month-end invoice, or - with none yet - those from its first period
+    (``first_period``: the month it signed up in, no earlier than the first price book), so a schedule that missed a
+    month, a first month's job that failed, or an operator's run of a later month catches up instead of leaving a
+    month unbilled. What a close job and ``kilo-billing invoice run`` call; rerunnable like ``close_account``."""
+    ledger = deps.store.ledger(account_id)
+    closed = [inv.period for inv in ledger.invoices.values() if not is_early(inv)]  # an early one closes nothing
+    if closed:
+        cursor = min(Period.parse(max(closed)).next(), period)  # a rerun (or a later one): ``period`` alone
+    elif ledger.profile is not None:
+        cursor = min(first_period(ledger.profile, deps.catalog), period)
+    else:
+        cursor = period  # no profile: nothing to close (``close_account`` says so)
+    pending = []
+    while cursor <= period:
+        pending.append(cursor)
+        cursor = cursor.next()
     return [close_account(deps, account_id, each, now) for each in pending]
 
 
@@ -604,7 +609,7 @@ def _dispute_event(
         return replace(current, disputed=flag, charged_back=charged_back, announced=frozenset(marks))
 
     before = invoice
-    invoice = _save_with(store, invoice, dispute)
+    invoice = _save_with(store, invoice, dispute, now)
     changed = invoice != before
     if invoice.disputed != before.disputed:  # the account is disputed while any of its invoices is
         still = any(inv.disputed for inv in store.ledger(invoice.account_id).invoices.values())
@@ -733,11 +738,15 @@ def voided(before: InvoiceRecord, after: InvoiceRecord) -> bool:
 
 
 def _save_with(
-    store: LedgerStore, invoice: InvoiceRecord, change: Callable[[InvoiceRecord], InvoiceRecord]
+    store: LedgerStore,
+    invoice: InvoiceRecord,
+    change: Callable[[InvoiceRecord], InvoiceRecord],
+    now: datetime | None = None,
 ) -> InvoiceRecord:
     """Write ``change(invoice)``, conditioned on the revision (and status) read; on a conflict - another writer got
     there first - re-read and apply ``change`` again to what is stored (it decides whether it still applies).
-    Returns the invoice as stored."""
+    Returns the invoice as stored. With ``now`` (a dispute's events), a paid invoice that keeps more than before (its
+    funds reinstated) credits what its credit notes could not, in the same transaction (D131 amended)."""
     for _ in range(LEDGER_ATTEMPTS):
         updated = change(invoice)
         if updated == invoice:
@@ -748,6 +757,13 @@ def _save_with(
                 restored = void_credit(updated, ledger.credit_notes.values())
                 if restored != 0:
                     return store.update_invoice_and_credit(updated, invoice.status, ledger.billing.credit, restored)
+            if now is not None and updated.kept > invoice.kept:  # once: the next read finds the notes moved on
+                ledger = store.ledger(invoice.account_id)
+                notes = credit_reinstated(updated, ledger.credit_notes.values(), now)
+                if notes:
+                    before = {note.credit_id: note.to_credit for note in ledger.credit_notes.values()}
+                    given = sum((note.to_credit - before[note.credit_id] for note in notes), ZERO)
+                    return store.update_invoice_and_credit(updated, invoice.status, ledger.billing.credit, given, notes)
             return store.update_invoice(updated, invoice.status)
         except LedgerConflictError:
             stored = store.ledger(invoice.account_id).invoices.get(invoice.invoice_id)

@@ -148,8 +148,10 @@ class AccountProfile:
         raise AssertionError("segments cover their period")
 
     def tier_at(self, at: datetime) -> str:
-        known = [change for change in self.changes if change.at <= at]
-        return max(known, key=lambda change: change.at).tier if known else DEFAULT_TIER
+        """The tier in effect at ``at``: the latest change at or before it; of several changes at one instant, the
+        last one recorded, as ``segments_for`` rates them (so the fee in advance and the rating agree)."""
+        known = sorted((change for change in self.changes if change.at <= at), key=lambda change: change.at)
+        return known[-1].tier if known else DEFAULT_TIER
 
 
 class AccountExistsError(Exception):
@@ -310,14 +312,15 @@ def request_tier_change(
 
 def with_tier_change(found: AccountProfile, change: TierChange, invoiced_periods: Iterable[str]) -> AccountProfile:
     """``found`` with ``change`` appended, after the checks: not before the signup, not in an invoiced period, no
-    later change already there."""
+    later change already there. A change already recorded at the same instant is replaced (a downgrade asked again
+    to another tier before it took effect): one tier per instant, the one asked last."""
     if change.at < found.signed_up_at:
         raise ValueError(f"a tier change at {change.at.isoformat()} precedes the signup")
     check_not_invoiced(change, invoiced_periods)
     later = [c for c in found.changes if c.at > change.at]
     if later:
         raise ValueError(f"account {found.account_id!r} already has a tier change after {change.at.isoformat()}")
-    return replace(found, changes=(*found.changes, change))
+    return replace(found, changes=(*(c for c in found.changes if c.at != change.at), change))
 
 
 def change_tier(

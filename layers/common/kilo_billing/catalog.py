@@ -127,6 +127,11 @@ class Catalog:
     def latest(self) -> PriceBook:
         return self._books[-1]
 
+    @property
+    def first_period(self) -> Period:
+        """The first period a price book is in effect for: nothing before it is billed."""
+        return self._books[0].effective_period
+
     def for_period(self, period: Period) -> PriceBook:
         in_effect = [book for book in self._books if book.effective_period <= period]
         if not in_effect:

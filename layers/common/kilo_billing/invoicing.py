@@ -437,6 +437,24 @@ def with_credit(lines: list[Line], credit: Decimal, period: Period) -> tuple[lis
     return lines, credit
 
 
+def first_period(profile: AccountProfile, catalog: Catalog) -> Period:
+    """The account's first period to close: the one it signed up in, or the price book's first when it signed up
+    before any price book was in effect (D51: every period from it on is closed, in order)."""
+    return max(Period.containing(profile.signed_up_at), catalog.first_period)
+
+
+def unclosed_previous(
+    account_id: str, profile: AccountProfile, invoices: Mapping[str, InvoiceRecord], period: Period, catalog: Catalog
+) -> Period | None:
+    """The period before ``period`` when the account had to be invoiced for it first and is not: it is one of the
+    account's periods (from ``first_period`` on) and has no invoice. A close of ``period`` then would bill the next
+    period's fee in advance and leave the earlier one's usage and fee billed by nothing, for good (D51)."""
+    previous = period.previous()
+    if previous < first_period(profile, catalog) or invoice_id(account_id, previous) in invoices:
+        return None
+    return previous
+
+
 def compose_close(ledger: AccountLedger, period: Period, catalog: Catalog, now: datetime) -> CloseDraft | None:
     """The invoice that closes ``period`` for the account, with what the close must write; ``None`` when the account
     has nothing to close (no profile, or it signed up after the period)."""
@@ -447,9 +465,9 @@ def compose_close(ledger: AccountLedger, period: Period, catalog: Catalog, now: 
     later = sorted(i.period for i in ledger.invoices.values() if i.period > key)
     if later:
         raise InvoicingError(f"{ledger.account_id}: {key} cannot be closed after {later[0]}")
-    closes = [i for i in ledger.invoices.values() if not is_early(i)]  # early invoices close nothing (progressive)
-    if closes and invoice_id(ledger.account_id, period.previous()) not in ledger.invoices:
-        raise InvoicingError(f"{ledger.account_id}: close {period.previous()} before {key}")
+    waiting = unclosed_previous(ledger.account_id, profile, ledger.invoices, period, catalog)
+    if waiting is not None:
+        raise InvoicingError(f"{ledger.account_id}: close {waiting} before {key}")
     current = ledger.periods.get(key, PeriodLedger(key, {}))
     book = catalog.for_period(period)
     rated = rate_counters(period, profile, current.counters, book)
@@ -716,6 +734,36 @@ def credit_note(
         recorded = max(ZERO, min(held, credited.kept - taken))
         return replace(paid, processor=recorded, out_of_band=True, status=_pending_if(recorded))
     return base
+
+
+def credit_reinstated(invoice: InvoiceRecord, notes: Iterable[CreditNote], at: datetime) -> tuple[CreditNote, ...]:
+    """The credit notes against the paid ``invoice`` that now give more account credit because the invoice keeps
+    more than when they were made: a dispute's funds, withdrawn then, reinstated since (the dispute won). A note gave
+    at most what the invoice kept (``credit_note``), the rest recorded as ``returned``; of that rest, what the invoice
+    keeps again - its ``kept`` less every note's amount on it - becomes the note's account credit, earliest note
+    first, as a note made now would give (D131 amended). Each changed note comes back one version on, with its
+    history; the account credit to add is what their ``to_credit`` grew by. A dispute lost leaves them as they are."""
+    if invoice.status is not InvoiceStatus.PAID:
+        return ()
+    mine = sorted((note for note in notes if note.invoice_id == invoice.invoice_id), key=lambda note: note.credit_id)
+    room = invoice.kept - credited_by_notes(invoice, mine)
+    changed: list[CreditNote] = []
+    for note in mine:
+        given = min(note.returned, room)
+        if given <= 0:
+            continue
+        room -= given
+        what = f"{money_str(given)} kept again (a dispute's funds reinstated): account credit"
+        changed.append(
+            replace(
+                note,
+                to_credit=note.to_credit + given,
+                returned=note.returned - given,
+                version=note.version + 1,
+                history=(*note.history, (what, at.isoformat())),
+            )
+        )
+    return tuple(changed)
 
 
 def _pending_if(amount: Decimal) -> CreditNoteStatus:

@@ -19,7 +19,7 @@ the next invoice number (condition: the number read). Rating's ADDs never confli
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
@@ -86,11 +86,18 @@ class LedgerStore(Protocol):
         ...
 
     def update_invoice_and_credit(
-        self, invoice: InvoiceRecord, expected: InvoiceStatus, credit_read: Decimal, added: Decimal
+        self,
+        invoice: InvoiceRecord,
+        expected: InvoiceStatus,
+        credit_read: Decimal,
+        added: Decimal,
+        notes: Sequence[CreditNote] = (),
     ) -> InvoiceRecord:
         """``update_invoice`` and, in the same transaction, the account's credit from ``credit_read`` to
         ``credit_read + added`` (an invoice voided gives back the credit it consumed: the status condition makes it
-        once); ``LedgerConflictError`` when the status, the crypto credit or the account's credit moved."""
+        once) and the credit notes ``notes``, each over its stored version ``note.version - 1`` (a dispute's funds
+        reinstated: what the notes credit again); ``LedgerConflictError`` when the status, the crypto credit, the
+        account's credit or a note moved."""
         ...
 
     def update_credit_note(self, note: CreditNote, credit_read: Decimal | None = None, added: Decimal = ZERO) -> None:
@@ -497,23 +504,31 @@ class DynamoLedgerStore:
         return self._update_invoice(invoice, expected, [credit], invoice.crypto_credit - added)
 
     def update_invoice_and_credit(
-        self, invoice: InvoiceRecord, expected: InvoiceStatus, credit_read: Decimal, added: Decimal
+        self,
+        invoice: InvoiceRecord,
+        expected: InvoiceStatus,
+        credit_read: Decimal,
+        added: Decimal,
+        notes: Sequence[CreditNote] = (),
     ) -> InvoiceRecord:
         credit = self._credit_update(invoice.account_id, credit_read, added)
-        return self._update_invoice(invoice, expected, [credit], invoice.crypto_credit)
+        puts = [self._note_put(note) for note in notes]
+        return self._update_invoice(invoice, expected, [credit, *puts], invoice.crypto_credit)
+
+    def _note_put(self, note: CreditNote) -> dict[str, Any]:
+        """Put a credit note over its stored version ``note.version - 1`` (a transaction's item)."""
+        return {
+            "Put": {
+                "TableName": self._table,
+                "Item": credit_note_to_item(note),
+                "ConditionExpression": "#v = :read",
+                "ExpressionAttributeNames": {"#v": "version"},
+                "ExpressionAttributeValues": to_item({":read": note.version - 1}),
+            }
+        }
 
     def update_credit_note(self, note: CreditNote, credit_read: Decimal | None = None, added: Decimal = ZERO) -> None:
-        writes: list[dict[str, Any]] = [
-            {
-                "Put": {
-                    "TableName": self._table,
-                    "Item": credit_note_to_item(note),
-                    "ConditionExpression": "#v = :read",
-                    "ExpressionAttributeNames": {"#v": "version"},
-                    "ExpressionAttributeValues": to_item({":read": note.version - 1}),
-                }
-            }
-        ]
+        writes: list[dict[str, Any]] = [self._note_put(note)]
         if credit_read is not None:
             writes.append(self._credit_update(note.account_id, credit_read, added))
         try:

@@ -36,6 +36,7 @@ from kilo_billing.invoicing import (
     invoice_id,
     invoice_number,
     rate_counters,
+    unclosed_previous,
     usage_lines,
     with_credit,
 )
@@ -91,7 +92,7 @@ def compose_early(ledger: AccountLedger, period: Period, catalog: Catalog, now: 
         return None
     if invoice_id(ledger.account_id, period) in ledger.invoices:
         return None
-    if profile.signed_up_at < period.start and invoice_id(ledger.account_id, period.previous()) not in ledger.invoices:
+    if unclosed_previous(ledger.account_id, profile, ledger.invoices, period, catalog) is not None:
         return None
     rated = _rated(ledger, period, catalog)
     if rated is None:
