@@ -445,7 +445,8 @@ def _tier_request(
     """The profile with ``tier`` asked for now, and the outcome. With a change pending (a downgrade at the next period
     start): the same tier again is a retried click (nothing changes); the tier in effect now cancels the pending
     change; any other tier replaces it (an upgrade at once, a downgrade at the next period start)."""
-    pending = max((c for c in current.changes if c.at > now), key=lambda c: c.at, default=None)
+    # the last recorded of several changes at one instant is the one in force (D161)
+    pending = max(reversed([c for c in current.changes if c.at > now]), key=lambda c: c.at, default=None)
     in_effect = current.tier_at(now)
     if pending is not None and pending.tier == tier:
         return current, TierChangeOutcome(current, tier, pending.at, in_effect)
