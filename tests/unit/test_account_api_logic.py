@@ -286,6 +286,26 @@ def test_given_a_pending_downgrade_then_asking_for_the_tier_in_effect_cancels_it
     ]
 
 
+def test_given_a_history_with_two_changes_at_one_instant_then_the_pending_tier_is_the_last_recorded() -> None:
+    """Stored before D161: Enterprise, then Team and Personal both asked for Dec 1. Personal (the last recorded) is
+    what Dec 1 brings, so asking for Team is a change, not a retried click: Dec 1 brings Team afterwards."""
+    catalog = default_catalog()
+    december = datetime(2026, 12, 1, tzinfo=UTC)
+    stored = AccountProfile(
+        "acct",
+        (
+            TierChange(datetime(2026, 1, 1, tzinfo=UTC), "enterprise"),
+            TierChange(december, "team"),
+            TierChange(december, "personal"),
+        ),
+    )
+    directory = InMemoryAccountDirectory(stored)
+    assert directory.profiles["acct"].tier_at(december) == "personal"
+    asked = logic.change_tier(directory, catalog, "acct", "team", NOW)
+    assert (asked.effective_at, asked.current_tier) == (december, "enterprise")
+    assert directory.profiles["acct"].tier_at(december) == "team"
+
+
 @pytest.mark.parametrize(
     ("url", "dashboard", "allowed"),
     [
