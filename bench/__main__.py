@@ -5,7 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 
-from bench import cold_start, crypto_evm, crypto_solana, ingest, invoicing, localstack_memory, rating, rooms
+from bench import (
+    cold_compare,
+    cold_start,
+    crypto_evm,
+    crypto_solana,
+    ingest,
+    invoicing,
+    localstack_memory,
+    rating,
+    rooms,
+)
 
 
 def main() -> int:
@@ -25,7 +35,21 @@ def main() -> int:
         ],
         help="run one benchmark",
     )
+    parser.add_argument(
+        "--compare",
+        metavar="REV",
+        help="paired cold starts of REV's code (before) and the working tree's (after); writes nothing",
+    )
+    parser.add_argument(
+        "--functions",
+        default=",".join(cold_compare.DEFAULT_FUNCTIONS),
+        help="with --compare: the template's functions to compare (comma-separated logical ids)",
+    )
+    parser.add_argument("--runs", type=int, default=11, help="with --compare: rounds")
     args = parser.parse_args()
+    if args.compare:
+        cold_compare.run(args.compare, tuple(args.functions.split(",")), args.runs)
+        return 0
     if args.only in (None, "ingest"):
         ingest.run(quick=args.quick)
     if args.only in (None, "cold_start"):

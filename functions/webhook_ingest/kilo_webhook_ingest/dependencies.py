@@ -4,9 +4,8 @@ carries the route's time budget (``settings.py``)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from kilo_webhook_ingest.settings import IngestSettings, SettingsError, settings
 
@@ -18,29 +17,30 @@ if TYPE_CHECKING:
     from kilo_webhook_ingest.ports import EventStore, RateLimiter, SecretSource
 
 
-@dataclass(frozen=True, slots=True)
-class RouteDependencies:
-    """What every ingest route needs: its settings, the event store and the secrets that verify its callers."""
+class LiveKitDependencies(NamedTuple):
+    """What every ingest route needs - its settings, the event store and the secrets that verify its callers - and all
+    the LiveKit webhook needs. Each route's bundle is its own NamedTuple (D162): creating a frozen dataclass costs
+    ~0.5 ms of every cold start in Python 3.13, a NamedTuple ~0.1 ms, and no route needs another's bundle."""
 
     settings: IngestSettings
     store: EventStore
     secrets: SecretSource
 
 
-# The LiveKit webhook needs nothing more (a name, not a subclass: each dataclass costs ~0.5 ms of every cold start)
-LiveKitDependencies = RouteDependencies
-
-
-@dataclass(frozen=True, slots=True)
-class UsageDependencies(RouteDependencies):
+class UsageDependencies(NamedTuple):
+    settings: IngestSettings
+    store: EventStore
+    secrets: SecretSource
     accounts: AccountDirectory
     entitlements: EntitlementSource  # the entitlement check's one read (profile + spend item)
     entitlement_policy: EntitlementPolicy
     limiter: RateLimiter | None = None  # the per-client limit of /v1/usage (None: not configured)
 
 
-@dataclass(frozen=True, slots=True)
-class StripeDependencies(RouteDependencies):
+class StripeDependencies(NamedTuple):
+    settings: IngestSettings
+    store: EventStore
+    secrets: SecretSource
     publisher: EventPublisher
 
 

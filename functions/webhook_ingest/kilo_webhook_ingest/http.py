@@ -12,8 +12,7 @@ import binascii
 import json
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from kilo_billing.observability import Metric, correlate, count, logger
 from kilo_webhook_ingest.model import (
@@ -58,8 +57,9 @@ SIGNATURE_CODES: Final = frozenset(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class RawRequest:
+class RawRequest(NamedTuple):
+    """The bytes and headers a client sent (a NamedTuple: cheaper to create at cold start than a frozen dataclass)."""
+
     body: bytes
     headers: Mapping[str, str]  # lower-cased names
 

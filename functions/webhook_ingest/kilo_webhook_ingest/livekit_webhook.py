@@ -22,8 +22,7 @@ import hmac
 import json
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import jwt
 
@@ -127,9 +126,9 @@ class _FieldError(ValueError):
     pass
 
 
-@dataclass(frozen=True, slots=True)
-class LiveKitWebhook:
-    """What ingest reads of a ``WebhookEvent`` (zero values where absent, as protobuf's getters give them)."""
+class LiveKitWebhook(NamedTuple):
+    """What ingest reads of a ``WebhookEvent`` (zero values where absent, as protobuf's getters give them). A
+    NamedTuple: ~0.1 ms to create at cold start where a frozen dataclass of 17 fields costs ~0.8 ms (D162)."""
 
     id: str
     event: str
