@@ -340,6 +340,64 @@ def test_given_left_and_room_finished_both_lost_when_the_sweeper_closes_then_the
     assert not after.is_open
 
 
+def test_given_a_reconnect_whose_old_left_is_lost_when_swept_then_room_finished_does_not_reclose_the_old_connection():
+    # alice's network drops ~1 min in: participant_left(PA_old) is lost, she reconnects as PA_new; the sweep at
+    # T0 + 300 finds PA_old no longer listed (swept there); the call goes on 2 h, then room_finished
+    room = Room("RM_reconnect", "standup", account_id="acct-reconnect", created_at=T0)
+    old = Participant("PA_old_r", "alice", T0 * 1000)
+    new = Participant("PA_new_r", "alice", (T0 + 60) * 1000)
+    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+    start = records(lk.room_started(room, T0), lk.participant_joined(room, old))
+    deliver(repo, publisher, start)
+    deliver(repo, publisher, records(lk.participant_joined(room, new)))
+    deliver(repo, publisher, [sweeper_close(start, "PA_old_r", SWEPT, T0 + 300)])
+    deliver(repo, publisher, records(lk.participant_left(room, new, T0 + 7200)))
+    deliver(repo, publisher, records(lk.room_finished(room, T0 + 7201)))
+
+    sessions = {key[1]: stored.session for key, stored in repo.sessions.items()}
+    # PA_old: T0 .. the sweep T0 + 300 = 300 s -> 5 audio (not re-closed at room_finished: 7201 s -> 121)
+    assert fields(sessions["PA_old_r"]) == expected(
+        "acct-reconnect", T0 * 1000, (T0 + 300) * 1000, ClosedBy.SWEPT, (("2026-11", 0, 5),)
+    )
+    # PA_new: T0 + 60 .. T0 + 7200 = 7140 s -> 119 audio
+    assert fields(sessions["PA_new_r"]) == expected(
+        "acct-reconnect", (T0 + 60) * 1000, (T0 + 7200) * 1000, ClosedBy.LEFT, (("2026-11", 0, 119),)
+    )
+    # 5 + 119 = 124 audio minutes for a two-hour call (not 121 + 119 = 240)
+    totals = repo.counters[("acct-reconnect", "2026-11")]
+    assert {meter: quantity for (_, meter), quantity in totals.items() if quantity} == {"audio": 124}
+    # a rebuild from the stored events gives the same
+    assert rebuild(repo.room_events("RM_reconnect"))["PA_old_r"] == sessions["PA_old_r"]
+
+
+@pytest.mark.parametrize(
+    ("close", "finished_at", "end", "closed_by", "audio"),
+    [
+        # swept at T0 + 600, room_finished at T0 + 900: the sweep proves the connection had ended -> 600 s -> 10
+        pytest.param(SWEPT, T0 + 900, T0 + 600, ClosedBy.SWEPT, 10, id="swept_before_room_finished_keeps_the_sweep"),
+        # the sweep noticed late (T0 + 600) but the room had finished at T0 + 420 -> 420 s -> 7
+        pytest.param(SWEPT, T0 + 420, T0 + 420, ClosedBy.ROOM_FINISHED, 7, id="room_finished_before_the_sweep_wins"),
+        # a cap proves nothing (LiveKit could not be asked): room_finished at T0 + 900 wins -> 900 s -> 15
+        pytest.param(CAPPED, T0 + 900, T0 + 900, ClosedBy.ROOM_FINISHED, 15, id="a_cap_yields_to_room_finished"),
+    ],
+)
+def test_given_a_sweeper_close_and_room_finished_then_a_sweep_ends_at_the_earlier_and_a_cap_at_room_finished(
+    close, finished_at, end, closed_by, audio
+):
+    room = Room("RM_sweepfin", "retro", account_id="acct-sf", created_at=T0)
+    alice = Participant("PA_alice_sf", "alice", T0 * 1000)
+    joined = records(lk.participant_joined(room, alice))
+    events = [
+        *joined,
+        sweeper_close(joined, "PA_alice_sf", close, T0 + 600),
+        *records(lk.room_finished(room, finished_at)),
+    ]
+
+    (session,) = rebuild(events).values()
+
+    assert fields(session) == expected("acct-sf", T0 * 1000, end * 1000, closed_by, (("2026-11", 0, audio),))
+
+
 @pytest.mark.parametrize(
     ("roomservice", "closed_at", "audio"),
     [

@@ -7,9 +7,11 @@ Rules (shared/reference/livekit.md, billing-policy.md; decisions in docs/decisio
 - a session is (room sid, participant sid), closed by sid, never by identity;
 - start = ``joinedAtMs`` (else ``joinedAt``) of the participant, from ``participant_joined`` or, if the join was lost or
   is late, from the participant info inside ``participant_left``; no known start = pending (nothing billed yet);
-- end = ``participant_left``'s ``createdAt``, else ``room_finished``'s, else the sweeper's close; open otherwise;
+- end = ``participant_left``'s ``createdAt``, else the earlier of ``room_finished``'s and a sweeper's *swept* close
+  (RoomService no longer listed the connection: it had ended), else ``room_finished``'s, else the sweeper's close
+  (swept or capped); open otherwise (``session_end``);
 - a real close (``participant_left``, ``room_finished``) is never capped, whatever the length: LiveKit saw both ends;
-  only the sweeper caps, with a close event of its own, and a late real close still wins (D17);
+  only the sweeper caps, with a close event of its own, and a late real close still wins over a cap (D17);
 - ``participant_connection_aborted`` bills nothing;
 - a second is video while any video track (camera or screen share) is published in the room; open tracks close at
   ``room_finished``.
@@ -108,6 +110,19 @@ def _account(participant: ParticipantFold, room_metadata: str, rule: Attribution
             return value
         # a value that is not a valid account id is not trusted: the next source is tried, else "unattributed"
     return UNATTRIBUTED
+
+
+def session_end(participant: ParticipantFold, room_end_s: int | None) -> tuple[int, ClosedBy] | None:
+    """When (seconds) and how a participant's session ended, None while open (D17): its ``participant_left``; else
+    the sweeper's *swept* close or ``room_finished``, whichever is earlier - a sweep is RoomService's proof that the
+    connection was gone by then, ``room_finished`` only says when the room ended; else ``room_finished`` (over a
+    *cap*, which proves nothing: LiveKit's own close wins); else the sweeper's close (swept or capped)."""
+    if participant.left_s is not None:
+        return participant.left_s, ClosedBy.LEFT
+    sweep = participant.sweep
+    if room_end_s is not None and (sweep is None or sweep[1] is not ClosedBy.SWEPT or room_end_s <= sweep[0]):
+        return room_end_s, ClosedBy.ROOM_FINISHED
+    return sweep
 
 
 FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
@@ -333,14 +348,10 @@ def _session(
     start_ms = participant.joined_ms
     end_ms: int | None = None
     closed_by: ClosedBy | None = None
-    if participant.left_s is not None:
-        end_ms, closed_by = participant.left_s * 1000, ClosedBy.LEFT
-    elif room_end_s is not None:
-        end_ms, closed_by = room_end_s * 1000, ClosedBy.ROOM_FINISHED
-    elif participant.sweep is not None:
-        end_ms, closed_by = participant.sweep[0] * 1000, participant.sweep[1]
-    if end_ms is not None:
-        end_ms = max(end_ms, start_ms)  # createdAt has 1 s resolution; joinedAtMs has ms
+    end = session_end(participant, room_end_s)
+    if end is not None:
+        end_ms = max(end[0] * 1000, start_ms)  # createdAt has 1 s resolution; joinedAtMs has ms
+        closed_by = end[1]
     billing = KIND_BILLING.get(participant.kind, Billing.ROOM_RULE)
     account = _account(participant, room_metadata, rule)
     parts: list[PeriodPart] = []
