@@ -177,6 +177,46 @@ def test_given_a_crash_after_a_partial_write_then_the_retry_completes_exactly_on
     assert aggregate(stack, "acct_other") == {"audio": 220}  # 110 x 61 s -> 110 x 2 minutes
 
 
+def _with_room_metadata(body: bytes, metadata: str) -> bytes:
+    event = json.loads(body)
+    event["room"]["metadata"] = metadata  # UpdateRoomMetadata replaces the whole string
+    return json.dumps(event, separators=(",", ":")).encode()
+
+
+def test_given_the_room_metadata_replaced_after_a_session_closed_then_its_minutes_stay_with_its_account(
+    stack: Stack, lambda_context: LambdaContext
+) -> None:
+    room = lk.Room("RM_meta01", "allhands", account_id=ACCOUNT, created_at=T0)
+    alice = lk.Participant("PA_alice_m1", "alice", T0 * 1000)
+    bob = lk.Participant("PA_bob_m1", "bob", (T0 + 5400) * 1000)
+    runner = Lambda(stack)
+    for body in (
+        lk.room_started(room, T0),
+        lk.participant_joined(room, alice),
+        lk.participant_left(room, alice, T0 + 3600),
+    ):
+        deliver_webhook(body, lambda_context)
+    runner.run(runner.poll(), lambda_context)
+    assert aggregate(stack) == {"audio": 60}  # alice: 3600 s -> 60 audio
+
+    # 30 min later the app sets the room's topic, without the account: bob's join is the first event carrying it
+    topic = '{"topic":"Q4"}'
+    deliver_webhook(_with_room_metadata(lk.participant_joined(room, bob), topic), lambda_context)
+    runner.run(runner.poll(), lambda_context)
+    deliver_webhook(_with_room_metadata(lk.participant_left(room, bob, T0 + 6000), topic), lambda_context)
+    runner.run(runner.poll(), lambda_context)
+
+    # alice's 60 stay; bob: T0 + 5400 .. T0 + 6000 = 600 s -> 10 audio, to the room's account found before
+    assert aggregate(stack) == {"audio": 70}
+    assert aggregate(stack, "unattributed") == {}
+    accounts = {
+        item["sk"]["S"]: item["account"]["S"]
+        for item in stack.table_items("UsageTable")
+        if item["sk"]["S"].startswith("SESSION#")
+    }
+    assert accounts == {"SESSION#PA_alice_m1": ACCOUNT, "SESSION#PA_bob_m1": ACCOUNT}
+
+
 def test_given_a_poison_record_then_it_goes_to_the_poison_queue_and_the_rest_is_rated(
     stack: Stack, lambda_context: LambdaContext
 ) -> None:

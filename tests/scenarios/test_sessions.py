@@ -768,6 +768,88 @@ def test_given_account_hints_in_room_and_participant_when_rebuilt_then_the_first
     assert fields(session) == expected(account, T0 * 1000, (T0 + 300) * 1000, ClosedBy.LEFT, (("2026-11", 0, 5),))
 
 
+def with_room_metadata(body: bytes, metadata: str) -> bytes:
+    """The same webhook with ``room.metadata`` replaced (UpdateRoomMetadata replaces the whole string)."""
+    event = json.loads(body)
+    event["room"]["metadata"] = metadata
+    return json.dumps(event, separators=(",", ":")).encode()
+
+
+def audio_by_account(repo: InMemoryUsageRepository) -> dict[str, int]:
+    totals: dict[str, int] = {}
+    for (account, _), counters in repo.counters.items():
+        for (_, meter), quantity in counters.items():
+            if quantity:
+                assert meter == "audio"
+                totals[account] = totals.get(account, 0) + quantity
+    return totals
+
+
+@pytest.mark.parametrize(
+    ("new_metadata", "bob_pays"),
+    [
+        # the app sets the room's topic and drops the account: metadata without a valid account never overrides
+        # the account found before it - bob pays acct-a too
+        pytest.param('{"topic":"Q4"}', "acct-a", id="metadata_without_account"),
+        pytest.param('{"account_id":"not a valid id!"}', "acct-a", id="metadata_with_an_invalid_account"),
+        # the room is handed to another account: from then on acct-b pays, what went before stays acct-a's
+        pytest.param('{"account_id":"acct-b","topic":"Q4"}', "acct-b", id="metadata_with_another_account"),
+    ],
+)
+def test_given_the_room_metadata_changes_after_a_session_closed_then_that_session_keeps_its_account(
+    new_metadata, bob_pays
+):
+    room = Room("RM_meta", "allhands", account_id="acct-a", created_at=T0)
+    alice = Participant("PA_alice_m", "alice", T0 * 1000)
+    # bob joins 90 min in, 300 ms before his participant_joined is queued - the first event carrying the new metadata
+    bob = Participant("PA_bob_m", "bob", (T0 + 5400) * 1000 - 300)
+    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+    deliver(repo, publisher, records(lk.room_started(room, T0), lk.participant_joined(room, alice)))
+    deliver(repo, publisher, records(lk.participant_left(room, alice, T0 + 3600)))
+    assert audio_by_account(repo) == {"acct-a": 60}  # alice: 3600 s -> 60 audio
+
+    deliver(repo, publisher, records(with_room_metadata(lk.participant_joined(room, bob, T0 + 5400), new_metadata)))
+    deliver(repo, publisher, records(with_room_metadata(lk.participant_left(room, bob, T0 + 6000), new_metadata)))
+
+    sessions = {key[1]: stored.session for key, stored in repo.sessions.items()}
+    assert sessions["PA_alice_m"].account == "acct-a"
+    assert sessions["PA_bob_m"].account == bob_pays
+    # alice 60 stays acct-a's; bob: T0 + 5399.7 .. T0 + 6000 = 600.3 s -> 11 audio
+    expected_totals = {"acct-a": 71} if bob_pays == "acct-a" else {"acct-a": 60, "acct-b": 11}
+    assert audio_by_account(repo) == expected_totals
+    assert publisher.published == []  # no UnattributedUsage.v1: nothing moved to unattributed
+    # a rebuild from the stored events attributes the same
+    assert {sid: s.account for sid, s in rebuild(repo.room_events("RM_meta")).items()} == {
+        "PA_alice_m": "acct-a",
+        "PA_bob_m": bob_pays,
+    }
+
+
+def test_given_the_room_account_is_only_set_after_a_session_started_then_the_first_account_reported_pays():
+    # the app creates the room without metadata and sets the account a minute later: alice, already in, pays with it
+    bare = Room("RM_late_meta", "late", account_id=None, created_at=T0)
+    billed = Room("RM_late_meta", "late", account_id="acct-late", created_at=T0)
+    alice = Participant("PA_alice_lm", "alice", T0 * 1000)
+    bob = Participant("PA_bob_lm", "bob", (T0 + 60) * 1000)
+    events = records(
+        lk.room_started(bare, T0),
+        lk.participant_joined(bare, alice),
+        lk.participant_joined(billed, bob),
+        lk.participant_left(billed, alice, T0 + 600),
+        lk.participant_left(billed, bob, T0 + 600),
+    )
+
+    sessions = rebuild(events)
+
+    # alice T0 .. T0 + 600 = 600 s -> 10 audio; bob T0 + 60 .. T0 + 600 = 540 s -> 9 audio; both acct-late
+    assert fields(sessions["PA_alice_lm"]) == expected(
+        "acct-late", T0 * 1000, (T0 + 600) * 1000, ClosedBy.LEFT, (("2026-11", 0, 10),)
+    )
+    assert fields(sessions["PA_bob_lm"]) == expected(
+        "acct-late", (T0 + 60) * 1000, (T0 + 600) * 1000, ClosedBy.LEFT, (("2026-11", 0, 9),)
+    )
+
+
 def test_given_a_camera_publisher_leaves_without_track_unpublished_then_the_others_are_audio_after_it_left():
     # track_unpublished is lost (or never sent) but the publisher's participant_left arrived: once it has left, its
     # camera is no longer published in the room (billing-policy: a video second needs a published video track)

@@ -26,8 +26,9 @@ it stays in the state; its registers go onto its session item (``Step.retired``)
 into those registers instead (``advance(..., retired=...)``) when that provably changes neither its session nor its
 video spans - a track unpublished after its publisher left, a repeated join - else the room is rebuilt. An event
 that the state cannot fold exactly - older than the horizon, changing a retired participant's session or spans,
-changing the room's metadata or name, turning an old track into video, re-ending an ended track - makes ``advance``
-answer None, and the caller rebuilds the room from its stored events (correctness first).
+changing the room's metadata timeline (``RoomFold.metadata_moves``) or name, turning an old track into video,
+re-ending an ended track - makes ``advance`` answer None, and the caller rebuilds the room from its stored events
+(correctness first).
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ class RoomState:
         """What the header item holds (everything but the live participants' registers)."""
         fold = self.fold
         return (
-            self.room_sid, fold.room_sid, fold.room_name, fold.room_metadata, fold.room_end_s, fold.last_s,
+            self.room_sid, fold.room_sid, fold.room_name, fold.metadata, fold.room_end_s, fold.last_s,
             fold.orphans, fold.closed, self.recent, self.horizon_s, self.spans, self.coverage_from_ms,
             self.capped_retired, self.aside, self.index, self.delivered_ms,
         )  # fmt: skip
@@ -421,9 +422,9 @@ def advance(
     aside = [event for event in fresh if event.participant_sid in retired]
     fresh = [event for event in fresh if event.participant_sid not in retired]
     named = _named(fresh)
+    if any(before.metadata_moves(e) for e in fresh) or any(before.metadata_moves(e, folded=False) for e in aside):
+        return None  # attribution of sessions, retired ones too, may change
     for event in (*fresh, *aside):
-        if event.room_metadata and event.room_metadata != before.room_metadata:
-            return None  # attribution of every session, retired ones too, may change
         if event.room_name and event.room_name != before.room_name and before.room_name:
             return None
         if event.event_type == "room_finished" and state.capped_retired:
@@ -615,7 +616,7 @@ def state_to_json(state: RoomState) -> dict[str, Any]:
     fold = state.fold
     return {
         "format": STATE_FORMAT,
-        "room": [fold.room_sid, fold.room_name, fold.room_metadata, fold.room_end_s, fold.last_s],
+        "room": [fold.room_sid, fold.room_name, [list(run) for run in fold.metadata], fold.room_end_s, fold.last_s],
         "orphans": [_track_out(t, track) for t, track in sorted(fold.orphans.items())],
         "closed": sorted(fold.closed),
         "recent": [[getattr(event, name) for name in _EVENT_FIELDS] for event in state.recent],
@@ -636,7 +637,8 @@ def state_from_json(
     if data.get("format") != STATE_FORMAT:
         return replace(RoomState.unusable(room_sid, version), delivered_ms=delivered_ms, generation=generation)
     fold = RoomFold()
-    fold.room_sid, fold.room_name, fold.room_metadata, fold.room_end_s, fold.last_s = data["room"]
+    fold.room_sid, fold.room_name, metadata, fold.room_end_s, fold.last_s = data["room"]
+    fold.metadata = [(int(first), int(last), str(text)) for first, last, text in metadata]
     fold.orphans = dict(_track_in(t) for t in data["orphans"])
     fold.video.update(("", t) for t, track in fold.orphans.items() if track.video)
     fold.closed = set(data["closed"])
