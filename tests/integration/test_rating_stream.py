@@ -239,6 +239,30 @@ def test_given_a_poison_record_then_it_goes_to_the_poison_queue_and_the_rest_is_
     assert poisoned["record"]["dynamodb"]["Keys"]["sk"] == {"S": "ev#EV_broken"}
 
 
+# no event id, no type (cannot be decoded), in the partition of the very room being rated
+BROKEN_IN_ROOM = {"pk": {"S": "room#RM_stream01"}, "sk": {"S": "ev#EV_broken"}, "source": {"S": "livekit"},
+                  "schema_version": {"N": "1"}}  # fmt: skip
+
+
+def test_given_an_undecodable_item_in_the_rooms_partition_then_the_room_is_rated_without_it_and_it_is_counted(
+    stack: Stack, lambda_context: LambdaContext, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stack.clients["dynamodb"].put_item(TableName=stack.template.physical_name("EventsTable"), Item=BROKEN_IN_ROOM)
+    video_call(lambda_context)
+    runner = Lambda(stack)
+    capsys.readouterr()
+    runner.run(runner.poll(), lambda_context)  # the room's rebuild reads the broken item: left out, not a failure
+    assert aggregate(stack) == EXPECTED
+    undecodable = 0
+    for line in capsys.readouterr().out.splitlines():
+        if line.startswith("{") and '"_aws"' in line:
+            undecodable += int(sum(json.loads(line).get("StoredEventsUndecodable", [])))
+    assert undecodable == 1
+    queue = stack.template.ref("PoisonRecordDeadLetterQueue")
+    messages = stack.clients["sqs"].receive_message(QueueUrl=queue, MaxNumberOfMessages=10)["Messages"]
+    assert [json.loads(m["Body"])["record"]["dynamodb"]["Keys"]["sk"] for m in messages] == [{"S": "ev#EV_broken"}]
+
+
 def test_given_a_batch_then_writes_stay_within_the_stated_formula(stack: Stack, lambda_context: LambdaContext) -> None:
     from kilo_rate_usage import dependencies  # noqa: PLC0415
 
@@ -482,6 +506,23 @@ def test_given_a_batch_on_the_on_failure_queue_when_replayed_then_month_to_date_
     again = _cli("--queue-url", dlq, "--apply", capsys=capsys)["messages"]
     assert [(m["sessions_changed"], m["usage_rated"], m["writes"]) for m in again] == [(0, 0, 0)]
     assert usage_state(stack) == before
+
+
+def test_given_an_undecodable_item_in_a_replayed_rooms_partition_then_the_replay_rates_the_rest_and_deletes_it(
+    stack: Stack, lambda_context: LambdaContext, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stack.clients["dynamodb"].put_item(TableName=stack.template.physical_name("EventsTable"), Item=BROKEN_IN_ROOM)
+    video_call(lambda_context)
+    _report_messages(stack, lambda_context)
+    dlq = _fail_batch_into_the_on_failure_queue(stack)
+    assert aggregate(stack) == {}
+
+    [dry] = _cli("--queue-url", dlq, capsys=capsys)["messages"]
+    assert (dry["problem"], dry["sessions_changed"], dry["usage_rated"]) == ("", 2, 1)
+    [applied] = _cli("--queue-url", dlq, "--apply", capsys=capsys)["messages"]
+    assert (applied["sessions_changed"], applied["message_deleted"]) == (2, True)
+    # the hand-worked call (EXPECTED: 20 video, 45 audio) and the 1,200 messages, without the broken item
+    assert aggregate(stack) == {"video": 20, "audio": 45, "messages": 1200}
 
 
 def same_batch_again(message: dict[str, Any]) -> str:
