@@ -10,14 +10,15 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from kilo_billing import observability
+from aws_lambda_powertools import Logger
+
 from kilo_billing.account_store import ERASED_AT, DynamoAccountDirectory, account_key, erasure_mark
 from kilo_billing.accounts import AccountProfile
 from kilo_billing.aws import ConditionFailedError, InvalidRequestError, ResourceGoneError, call, paged_items
 from kilo_billing.events import KEY, SORT_KEY, ContractError, StoredEvent, decode_item, room_partition
 from kilo_billing.items import Item, lambda_shape, to_item
 from kilo_billing.livekit_events import LiveKitEventRecord
-from kilo_billing.observability import Metric
+from kilo_billing.observability import Metric, count
 from kilo_billing.usage_events import UsageEventRecord
 from kilo_rate_usage import items
 from kilo_rate_usage.model import Aggregate, AggregateKey, RoomAnswers, RoomListing, SessionKey, StoredSession
@@ -42,11 +43,12 @@ def _undecodable(room_sid: str, item: Mapping[str, Any], exc: Exception) -> None
     broken write) is left out of the room's rebuild, logged and counted - never a failure of every batch of the room:
     its stream record went to the poison queue (alarmed) when it arrived."""
     keys = {name: item.get(name) for name in (KEY, SORT_KEY)}
-    observability.logger(RATING_SERVICE).error(
+    # a child of the handler's logger (its JSON lines in Lambda); outside Lambda (the replay CLI) it goes to stderr
+    Logger(service=RATING_SERVICE, child=True).error(
         "stored event left out of the room's rebuild: it cannot be decoded",
         extra={"room_sid": room_sid, "keys": keys, "reason": f"{type(exc).__name__}: {exc}"},
     )
-    observability.count(RATING_SERVICE, Metric.STORED_EVENTS_UNDECODABLE)
+    count(RATING_SERVICE, Metric.STORED_EVENTS_UNDECODABLE)
 
 
 def _write(operation: Any, **kwargs: Any) -> Any:
