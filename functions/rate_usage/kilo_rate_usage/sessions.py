@@ -13,7 +13,7 @@ Rules (shared/reference/livekit.md, billing-policy.md; decisions in docs/decisio
 - a real close (``participant_left``, ``room_finished``) is never capped, whatever the length: LiveKit saw both ends;
   only the sweeper caps, with a close event of its own, and a late real close still wins over a cap (D17);
 - the account: the rule's steps (D16); the room's metadata is the one in force when the session started
-  (``room_account``): a later change of the room's metadata never re-attributes a session that started before it;
+  (``room_account``): a later change of the room's metadata does not re-attribute it;
 - ``participant_connection_aborted`` bills nothing;
 - a second is video while any video track (camera or screen share) is published in the room; open tracks close at
   ``room_finished``.
@@ -106,7 +106,7 @@ def room_account(runs: Sequence[MetadataRun], key: str, start_ms: int) -> str | 
     """The account (a valid id under ``key``) of the room's metadata in force when a session started (D-pipeline-1):
     that of the first report at or after its start (normally its own ``participant_joined``); when that metadata has
     no valid account, the latest valid one reported before it (metadata without an account never overrides an
-    account found), else the first reported after it. A later change never moves a session that started before it."""
+    account found), else the first reported after it. A change reported after that first report never moves it."""
     start_s = start_ms // 1000
     before: str | None = None
     reached = False
