@@ -198,7 +198,14 @@ usage_events = st.fixed_dictionaries(
         "quantity": maybe(st.integers(min_value=-5, max_value=2**64)),
         "timestamp": maybe(
             st.sampled_from(
-                [(now - timedelta(minutes=2)).isoformat(), "2026-03-01T11:58:00", str(int(now.timestamp())), "soon"]
+                [
+                    (now - timedelta(minutes=2)).isoformat(),
+                    "2026-03-01T11:58:00",
+                    str(int(now.timestamp())),
+                    "soon",
+                    "0001-01-01T00:00:00+01:00",  # no datetime holds it in UTC (year 0)
+                    "9999-12-31T23:59:59-01:00",  # nor this one (year 10000)
+                ]
             )
         ),
         "room": maybe(st.text(max_size=10)),
@@ -229,6 +236,11 @@ def test_given_any_unsigned_request_then_usage_answers_4xx(
 @FUZZ
 @given(batch=usage_batches, scoped=st.booleans())
 @example(batch={"events": []}, scoped=False)
+@example(
+    batch={"events": [{"idempotency_key": "k1", "account_id": "acct_7", "meter": "messages", "quantity": 1,
+                       "timestamp": "0001-01-01T00:00:00+01:00"}]},
+    scoped=False,
+)  # fmt: skip
 def test_given_a_validly_signed_random_batch_then_usage_stores_it_or_answers_400_or_409(
     batch: Any, scoped: bool
 ) -> None:

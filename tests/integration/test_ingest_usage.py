@@ -312,6 +312,27 @@ def test_given_one_bad_item_beside_a_good_one_then_400_names_it_and_nothing_is_s
     assert stack.table_items() == []
 
 
+@pytest.mark.parametrize(
+    ("timestamp", "message_text"),
+    [
+        # 0001-01-01T00:00+01:00 is 0000-12-31T23:00Z: no datetime holds it in UTC
+        pytest.param("0001-01-01T00:00:00+01:00", "is more than 35 days in the past", id="year 1 with a + offset"),
+        # 9999-12-31T23:59:59-01:00 is 10000-01-01T00:59:59Z
+        pytest.param(
+            "9999-12-31T23:59:59-01:00", "is more than 5 minutes in the future", id="year 9999 with a - offset"
+        ),
+    ],
+)
+def test_given_a_timestamp_that_cannot_be_held_in_utc_then_400_names_it_and_nothing_is_stored(
+    stack: Stack, lambda_context: LambdaContext, timestamp: str, message_text: str
+) -> None:
+    status, payload = send_batch(lambda_context, message("good-00"), message("edge-01", timestamp=timestamp))
+    assert status == 400
+    assert payload["error"]["code"] == "invalid_usage"
+    assert payload["error"]["details"] == [{"index": 1, "field": "timestamp", "message": message_text}]
+    assert stack.table_items() == []
+
+
 def test_given_many_bad_items_then_400_lists_every_one_by_index_and_field_and_nothing_is_stored(
     stack: Stack, lambda_context: LambdaContext
 ) -> None:

@@ -177,6 +177,46 @@ def test_given_a_crash_after_a_partial_write_then_the_retry_completes_exactly_on
     assert aggregate(stack, "acct_other") == {"audio": 220}  # 110 x 61 s -> 110 x 2 minutes
 
 
+def _with_room_metadata(body: bytes, metadata: str) -> bytes:
+    event = json.loads(body)
+    event["room"]["metadata"] = metadata  # UpdateRoomMetadata replaces the whole string
+    return json.dumps(event, separators=(",", ":")).encode()
+
+
+def test_given_the_room_metadata_replaced_after_a_session_closed_then_its_minutes_stay_with_its_account(
+    stack: Stack, lambda_context: LambdaContext
+) -> None:
+    room = lk.Room("RM_meta01", "allhands", account_id=ACCOUNT, created_at=T0)
+    alice = lk.Participant("PA_alice_m1", "alice", T0 * 1000)
+    bob = lk.Participant("PA_bob_m1", "bob", (T0 + 5400) * 1000)
+    runner = Lambda(stack)
+    for body in (
+        lk.room_started(room, T0),
+        lk.participant_joined(room, alice),
+        lk.participant_left(room, alice, T0 + 3600),
+    ):
+        deliver_webhook(body, lambda_context)
+    runner.run(runner.poll(), lambda_context)
+    assert aggregate(stack) == {"audio": 60}  # alice: 3600 s -> 60 audio
+
+    # 30 min later the app sets the room's topic, without the account: bob's join is the first event carrying it
+    topic = '{"topic":"Q4"}'
+    deliver_webhook(_with_room_metadata(lk.participant_joined(room, bob), topic), lambda_context)
+    runner.run(runner.poll(), lambda_context)
+    deliver_webhook(_with_room_metadata(lk.participant_left(room, bob, T0 + 6000), topic), lambda_context)
+    runner.run(runner.poll(), lambda_context)
+
+    # alice's 60 stay; bob: T0 + 5400 .. T0 + 6000 = 600 s -> 10 audio, to the room's account found before
+    assert aggregate(stack) == {"audio": 70}
+    assert aggregate(stack, "unattributed") == {}
+    accounts = {
+        item["sk"]["S"]: item["account"]["S"]
+        for item in stack.table_items("UsageTable")
+        if item["sk"]["S"].startswith("SESSION#")
+    }
+    assert accounts == {"SESSION#PA_alice_m1": ACCOUNT, "SESSION#PA_bob_m1": ACCOUNT}
+
+
 def test_given_a_poison_record_then_it_goes_to_the_poison_queue_and_the_rest_is_rated(
     stack: Stack, lambda_context: LambdaContext
 ) -> None:
@@ -197,6 +237,30 @@ def test_given_a_poison_record_then_it_goes_to_the_poison_queue_and_the_rest_is_
     poisoned = json.loads(messages[0]["Body"])
     assert "event_id" in poisoned["reason"]
     assert poisoned["record"]["dynamodb"]["Keys"]["sk"] == {"S": "ev#EV_broken"}
+
+
+# no event id, no type (cannot be decoded), in the partition of the very room being rated
+BROKEN_IN_ROOM = {"pk": {"S": "room#RM_stream01"}, "sk": {"S": "ev#EV_broken"}, "source": {"S": "livekit"},
+                  "schema_version": {"N": "1"}}  # fmt: skip
+
+
+def test_given_an_undecodable_item_in_the_rooms_partition_then_the_room_is_rated_without_it_and_it_is_counted(
+    stack: Stack, lambda_context: LambdaContext, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stack.clients["dynamodb"].put_item(TableName=stack.template.physical_name("EventsTable"), Item=BROKEN_IN_ROOM)
+    video_call(lambda_context)
+    runner = Lambda(stack)
+    capsys.readouterr()
+    runner.run(runner.poll(), lambda_context)  # the room's rebuild reads the broken item: left out, not a failure
+    assert aggregate(stack) == EXPECTED
+    undecodable = 0
+    for line in capsys.readouterr().out.splitlines():
+        if line.startswith("{") and '"_aws"' in line:
+            undecodable += int(sum(json.loads(line).get("StoredEventsUndecodable", [])))
+    assert undecodable == 1
+    queue = stack.template.ref("PoisonRecordDeadLetterQueue")
+    messages = stack.clients["sqs"].receive_message(QueueUrl=queue, MaxNumberOfMessages=10)["Messages"]
+    assert [json.loads(m["Body"])["record"]["dynamodb"]["Keys"]["sk"] for m in messages] == [{"S": "ev#EV_broken"}]
 
 
 def test_given_a_batch_then_writes_stay_within_the_stated_formula(stack: Stack, lambda_context: LambdaContext) -> None:
@@ -442,6 +506,23 @@ def test_given_a_batch_on_the_on_failure_queue_when_replayed_then_month_to_date_
     again = _cli("--queue-url", dlq, "--apply", capsys=capsys)["messages"]
     assert [(m["sessions_changed"], m["usage_rated"], m["writes"]) for m in again] == [(0, 0, 0)]
     assert usage_state(stack) == before
+
+
+def test_given_an_undecodable_item_in_a_replayed_rooms_partition_then_the_replay_rates_the_rest_and_deletes_it(
+    stack: Stack, lambda_context: LambdaContext, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stack.clients["dynamodb"].put_item(TableName=stack.template.physical_name("EventsTable"), Item=BROKEN_IN_ROOM)
+    video_call(lambda_context)
+    _report_messages(stack, lambda_context)
+    dlq = _fail_batch_into_the_on_failure_queue(stack)
+    assert aggregate(stack) == {}
+
+    [dry] = _cli("--queue-url", dlq, capsys=capsys)["messages"]
+    assert (dry["problem"], dry["sessions_changed"], dry["usage_rated"]) == ("", 2, 1)
+    [applied] = _cli("--queue-url", dlq, "--apply", capsys=capsys)["messages"]
+    assert (applied["sessions_changed"], applied["message_deleted"]) == (2, True)
+    # the hand-worked call (EXPECTED: 20 video, 45 audio) and the 1,200 messages, without the broken item
+    assert aggregate(stack) == {"video": 20, "audio": 45, "messages": 1200}
 
 
 def same_batch_again(message: dict[str, Any]) -> str:

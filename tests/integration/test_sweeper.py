@@ -256,3 +256,41 @@ def test_given_a_roomservice_outage_when_the_room_is_then_gone_then_the_session_
     # (closed at the sweep that noticed it would be 72600 s -> 1210 audio, 19 h 50 min nobody could prove)
     assert int(_sessions(stack)["PA_dave"]["end_ms"]["N"]) == T0 * 1000
     assert aggregate(stack, "acct_outage") == {"audio": 10}
+
+
+def test_given_a_reconnect_whose_old_left_is_lost_when_swept_and_the_room_finishes_then_the_old_connection_stays_swept(
+    stack: Stack,
+    lambda_context: LambdaContext,
+    livekit_server: FakeLiveKit,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from kilo_rate_usage import dependencies, settings  # noqa: PLC0415
+
+    monkeypatch.setenv("LIVEKIT_URL", livekit_server.url)
+    settings.settings.cache_clear()
+    dependencies.sweeper.cache_clear()
+    room = lk.Room("RM_reconnect", "reconnect", account_id="acct_reconnect", created_at=T0 - 600)
+    old = lk.Participant("PA_old", "alice", (T0 - 600) * 1000)
+    new = lk.Participant("PA_new", "alice", (T0 - 540) * 1000)  # she reconnected; PA_old's participant_left was lost
+    deliver_webhook(lk.room_started(room, T0 - 600), lambda_context)
+    deliver_webhook(lk.participant_joined(room, old), lambda_context)
+    deliver_webhook(lk.participant_joined(room, new), lambda_context)
+    runner = Lambda(stack)
+    runner.run(runner.poll(), lambda_context)
+
+    livekit_server.rooms["reconnect"] = [("PA_new", "alice")]  # RoomService lists the new connection only
+    result, capped = _sweep(T0 - 300, lambda_context, capsys)
+    assert (result["swept"], capped) == (1, 0)
+    runner.run(runner.poll(), lambda_context)
+    deliver_webhook(lk.participant_left(room, new, T0 + 2 * HOUR), lambda_context)
+    runner.run(runner.poll(), lambda_context)
+    deliver_webhook(lk.room_finished(room, T0 + 2 * HOUR + 1), lambda_context)
+    runner.run(runner.poll(), lambda_context)
+
+    sessions = _sessions(stack)
+    assert {sid: item["closed_by"]["S"] for sid, item in sessions.items()} == {"PA_old": "swept", "PA_new": "left"}
+    # PA_old: T0 - 600 .. the sweep T0 - 300 = 300 s -> 5 (re-closed at room_finished it was 7801 s -> 131);
+    # PA_new: T0 - 540 .. T0 + 7200 = 7740 s -> 129; 134 audio
+    assert int(sessions["PA_old"]["end_ms"]["N"]) == (T0 - 300) * 1000
+    assert aggregate(stack, "acct_reconnect") == {"audio": 134}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -35,6 +35,14 @@ NOW_MS = (T0 + 2 * 24 * 3600) * 1000
 ACCOUNTS = ["acct-a", "acct-b"]
 
 Record = LiveKitEventRecord | UsageEventRecord
+METADATA = ['{"account_id":"acct-b"}', '{"account_id":"acct-a"}', '{"topic":"Q4"}', '{"account_id":"not valid!"}']
+FULL_ROOM = {
+    "room_started",
+    "room_finished",
+    "participant_joined",
+    "participant_left",
+    "participant_connection_aborted",
+}
 
 
 @dataclass(frozen=True)
@@ -117,7 +125,16 @@ def histories(draw: st.DrawFn) -> list[Record]:
         last = max(last, end)
     if draw(st.booleans()):
         bodies.append(lk.room_finished(room, last + draw(st.integers(0, 60))))
-    livekit = [lk.to_record(body) for body in bodies] + synthetic
+    livekit = [lk.to_record(body) for body in bodies]
+    # the app may replace the room's metadata (UpdateRoomMetadata) mid-call: the events that carry the room's full
+    # info from then on report the new metadata - another account, none, or none that is valid
+    for at, text in sorted(draw(st.lists(st.tuples(st.integers(0, 3000), st.sampled_from(METADATA)), max_size=2))):
+        livekit = [
+            replace(record, room_metadata=text) if record.event_type in FULL_ROOM and record.created_at >= T0 + at
+            else record
+            for record in livekit
+        ]  # fmt: skip
+    livekit += synthetic
     livekit.sort(key=lambda record: record.created_at)
     usage = draw(usage_records())
     return [*livekit, *sorted(usage, key=lambda record: record.occurred_at_ms)]

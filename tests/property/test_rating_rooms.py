@@ -23,14 +23,14 @@ from kilo_rate_usage.model import AttributionRule, SessionKey
 from kilo_rate_usage.rooms import advance
 from kilo_rate_usage.sessions import rebuild_room
 from tests.fakes import InMemoryUsageRepository, RecordingPublisher
-from tests.property.test_rating_exactly_once import CONFIG, NOW_MS, T0, histories
+from tests.property.test_rating_exactly_once import CONFIG, METADATA, NOW_MS, T0, histories
 
 
 def _after_leaving(draw: st.DrawFn, events: list[LiveKitEventRecord]) -> list[LiveKitEventRecord]:
     """Events naming a participant well after its connection ended (it has retired from the room's state by then):
     a camera unpublished after its publisher left (LiveKit sends them concurrently; a reconnect leaves the old
     connection's tracks behind), the same join again, a track or a metadata update of the gone participant, a track
-    becoming video. Some change nothing billable (folded into the registers on its session item), some change its
+    becoming video, the room's metadata replaced (reported by a join again, or by a newcomer's join and left). Some change nothing billable (folded into the registers on its session item), some change its
     session or the room's video (the room is rebuilt) - either way the result must be a full rebuild's."""
     extra: list[LiveKitEventRecord] = []
     for number, left in enumerate(e for e in events if e.event_type == "participant_left"):
@@ -39,7 +39,9 @@ def _after_leaving(draw: st.DrawFn, events: list[LiveKitEventRecord]) -> list[Li
         at = left.created_at + draw(st.integers(6, 900))
         mine = [e for e in events if e.participant_sid == left.participant_sid]
         tracks = sorted({e.track_sid for e in mine if e.track_sid}) or [f"TR_gone_{number}"]
-        kind = draw(st.sampled_from(["unpublish", "unpublish", "join_again", "publish", "metadata", "video"]))
+        kind = draw(st.sampled_from(
+            ["unpublish", "unpublish", "join_again", "publish", "metadata", "video", "room_account", "newcomer"]
+        ))  # fmt: skip
         base = replace(left, event_id=f"EV_after_{number}", created_at=at, body=b"")
         if kind == "unpublish":
             track = draw(st.sampled_from(tracks))
@@ -50,6 +52,13 @@ def _after_leaving(draw: st.DrawFn, events: list[LiveKitEventRecord]) -> list[Li
             extra.append(replace(base, event_type="participant_joined"))
         elif kind == "publish":
             extra.append(replace(base, event_type="track_published", track_sid=f"TR_late_{number}", track_type="VIDEO"))
+        elif kind == "room_account":  # its join again, the room's metadata replaced meanwhile (UpdateRoomMetadata)
+            extra.append(replace(base, event_type="participant_joined", room_metadata=draw(st.sampled_from(METADATA))))
+        elif kind == "newcomer":  # someone joins later, reporting the room's replaced metadata
+            joined = replace(base, event_type="participant_joined", participant_sid=f"PA_late_{number}",
+                             joined_at_ms=at * 1000, room_metadata=draw(st.sampled_from(METADATA)))  # fmt: skip
+            extra += [joined, replace(joined, event_id=f"EV_after_left_{number}", event_type="participant_left",
+                                      created_at=at + 60)]  # fmt: skip
         elif kind == "metadata":
             extra.append(replace(base, event_type="participant_metadata_updated",
                                  participant_metadata='{"account_id": "acct-b"}'))  # fmt: skip

@@ -340,6 +340,64 @@ def test_given_left_and_room_finished_both_lost_when_the_sweeper_closes_then_the
     assert not after.is_open
 
 
+def test_given_a_reconnect_whose_old_left_is_lost_when_swept_then_room_finished_does_not_reclose_the_old_connection():
+    # alice's network drops ~1 min in: participant_left(PA_old) is lost, she reconnects as PA_new; the sweep at
+    # T0 + 300 finds PA_old no longer listed (swept there); the call goes on 2 h, then room_finished
+    room = Room("RM_reconnect", "standup", account_id="acct-reconnect", created_at=T0)
+    old = Participant("PA_old_r", "alice", T0 * 1000)
+    new = Participant("PA_new_r", "alice", (T0 + 60) * 1000)
+    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+    start = records(lk.room_started(room, T0), lk.participant_joined(room, old))
+    deliver(repo, publisher, start)
+    deliver(repo, publisher, records(lk.participant_joined(room, new)))
+    deliver(repo, publisher, [sweeper_close(start, "PA_old_r", SWEPT, T0 + 300)])
+    deliver(repo, publisher, records(lk.participant_left(room, new, T0 + 7200)))
+    deliver(repo, publisher, records(lk.room_finished(room, T0 + 7201)))
+
+    sessions = {key[1]: stored.session for key, stored in repo.sessions.items()}
+    # PA_old: T0 .. the sweep T0 + 300 = 300 s -> 5 audio (not re-closed at room_finished: 7201 s -> 121)
+    assert fields(sessions["PA_old_r"]) == expected(
+        "acct-reconnect", T0 * 1000, (T0 + 300) * 1000, ClosedBy.SWEPT, (("2026-11", 0, 5),)
+    )
+    # PA_new: T0 + 60 .. T0 + 7200 = 7140 s -> 119 audio
+    assert fields(sessions["PA_new_r"]) == expected(
+        "acct-reconnect", (T0 + 60) * 1000, (T0 + 7200) * 1000, ClosedBy.LEFT, (("2026-11", 0, 119),)
+    )
+    # 5 + 119 = 124 audio minutes for a two-hour call (not 121 + 119 = 240)
+    totals = repo.counters[("acct-reconnect", "2026-11")]
+    assert {meter: quantity for (_, meter), quantity in totals.items() if quantity} == {"audio": 124}
+    # a rebuild from the stored events gives the same
+    assert rebuild(repo.room_events("RM_reconnect"))["PA_old_r"] == sessions["PA_old_r"]
+
+
+@pytest.mark.parametrize(
+    ("close", "finished_at", "end", "closed_by", "audio"),
+    [
+        # swept at T0 + 600, room_finished at T0 + 900: the sweep proves the connection had ended -> 600 s -> 10
+        pytest.param(SWEPT, T0 + 900, T0 + 600, ClosedBy.SWEPT, 10, id="swept_before_room_finished_keeps_the_sweep"),
+        # the sweep noticed late (T0 + 600) but the room had finished at T0 + 420 -> 420 s -> 7
+        pytest.param(SWEPT, T0 + 420, T0 + 420, ClosedBy.ROOM_FINISHED, 7, id="room_finished_before_the_sweep_wins"),
+        # a cap proves nothing (LiveKit could not be asked): room_finished at T0 + 900 wins -> 900 s -> 15
+        pytest.param(CAPPED, T0 + 900, T0 + 900, ClosedBy.ROOM_FINISHED, 15, id="a_cap_yields_to_room_finished"),
+    ],
+)
+def test_given_a_sweeper_close_and_room_finished_then_a_sweep_ends_at_the_earlier_and_a_cap_at_room_finished(
+    close, finished_at, end, closed_by, audio
+):
+    room = Room("RM_sweepfin", "retro", account_id="acct-sf", created_at=T0)
+    alice = Participant("PA_alice_sf", "alice", T0 * 1000)
+    joined = records(lk.participant_joined(room, alice))
+    events = [
+        *joined,
+        sweeper_close(joined, "PA_alice_sf", close, T0 + 600),
+        *records(lk.room_finished(room, finished_at)),
+    ]
+
+    (session,) = rebuild(events).values()
+
+    assert fields(session) == expected("acct-sf", T0 * 1000, end * 1000, closed_by, (("2026-11", 0, audio),))
+
+
 @pytest.mark.parametrize(
     ("roomservice", "closed_at", "audio"),
     [
@@ -708,6 +766,88 @@ def test_given_account_hints_in_room_and_participant_when_rebuilt_then_the_first
 
     # 300 s -> 5 audio
     assert fields(session) == expected(account, T0 * 1000, (T0 + 300) * 1000, ClosedBy.LEFT, (("2026-11", 0, 5),))
+
+
+def with_room_metadata(body: bytes, metadata: str) -> bytes:
+    """The same webhook with ``room.metadata`` replaced (UpdateRoomMetadata replaces the whole string)."""
+    event = json.loads(body)
+    event["room"]["metadata"] = metadata
+    return json.dumps(event, separators=(",", ":")).encode()
+
+
+def audio_by_account(repo: InMemoryUsageRepository) -> dict[str, int]:
+    totals: dict[str, int] = {}
+    for (account, _), counters in repo.counters.items():
+        for (_, meter), quantity in counters.items():
+            if quantity:
+                assert meter == "audio"
+                totals[account] = totals.get(account, 0) + quantity
+    return totals
+
+
+@pytest.mark.parametrize(
+    ("new_metadata", "bob_pays"),
+    [
+        # the app sets the room's topic and drops the account: metadata without a valid account never overrides
+        # the account found before it - bob pays acct-a too
+        pytest.param('{"topic":"Q4"}', "acct-a", id="metadata_without_account"),
+        pytest.param('{"account_id":"not a valid id!"}', "acct-a", id="metadata_with_an_invalid_account"),
+        # the room is handed to another account: from then on acct-b pays, what went before stays acct-a's
+        pytest.param('{"account_id":"acct-b","topic":"Q4"}', "acct-b", id="metadata_with_another_account"),
+    ],
+)
+def test_given_the_room_metadata_changes_after_a_session_closed_then_that_session_keeps_its_account(
+    new_metadata, bob_pays
+):
+    room = Room("RM_meta", "allhands", account_id="acct-a", created_at=T0)
+    alice = Participant("PA_alice_m", "alice", T0 * 1000)
+    # bob joins 90 min in, 300 ms before his participant_joined is queued - the first event carrying the new metadata
+    bob = Participant("PA_bob_m", "bob", (T0 + 5400) * 1000 - 300)
+    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+    deliver(repo, publisher, records(lk.room_started(room, T0), lk.participant_joined(room, alice)))
+    deliver(repo, publisher, records(lk.participant_left(room, alice, T0 + 3600)))
+    assert audio_by_account(repo) == {"acct-a": 60}  # alice: 3600 s -> 60 audio
+
+    deliver(repo, publisher, records(with_room_metadata(lk.participant_joined(room, bob, T0 + 5400), new_metadata)))
+    deliver(repo, publisher, records(with_room_metadata(lk.participant_left(room, bob, T0 + 6000), new_metadata)))
+
+    sessions = {key[1]: stored.session for key, stored in repo.sessions.items()}
+    assert sessions["PA_alice_m"].account == "acct-a"
+    assert sessions["PA_bob_m"].account == bob_pays
+    # alice 60 stays acct-a's; bob: T0 + 5399.7 .. T0 + 6000 = 600.3 s -> 11 audio
+    expected_totals = {"acct-a": 71} if bob_pays == "acct-a" else {"acct-a": 60, "acct-b": 11}
+    assert audio_by_account(repo) == expected_totals
+    assert publisher.published == []  # no UnattributedUsage.v1: nothing moved to unattributed
+    # a rebuild from the stored events attributes the same
+    assert {sid: s.account for sid, s in rebuild(repo.room_events("RM_meta")).items()} == {
+        "PA_alice_m": "acct-a",
+        "PA_bob_m": bob_pays,
+    }
+
+
+def test_given_the_room_account_is_only_set_after_a_session_started_then_the_first_account_reported_pays():
+    # the app creates the room without metadata and sets the account a minute later: alice, already in, pays with it
+    bare = Room("RM_late_meta", "late", account_id=None, created_at=T0)
+    billed = Room("RM_late_meta", "late", account_id="acct-late", created_at=T0)
+    alice = Participant("PA_alice_lm", "alice", T0 * 1000)
+    bob = Participant("PA_bob_lm", "bob", (T0 + 60) * 1000)
+    events = records(
+        lk.room_started(bare, T0),
+        lk.participant_joined(bare, alice),
+        lk.participant_joined(billed, bob),
+        lk.participant_left(billed, alice, T0 + 600),
+        lk.participant_left(billed, bob, T0 + 600),
+    )
+
+    sessions = rebuild(events)
+
+    # alice T0 .. T0 + 600 = 600 s -> 10 audio; bob T0 + 60 .. T0 + 600 = 540 s -> 9 audio; both acct-late
+    assert fields(sessions["PA_alice_lm"]) == expected(
+        "acct-late", T0 * 1000, (T0 + 600) * 1000, ClosedBy.LEFT, (("2026-11", 0, 10),)
+    )
+    assert fields(sessions["PA_bob_lm"]) == expected(
+        "acct-late", (T0 + 60) * 1000, (T0 + 600) * 1000, ClosedBy.LEFT, (("2026-11", 0, 9),)
+    )
 
 
 def test_given_a_camera_publisher_leaves_without_track_unpublished_then_the_others_are_audio_after_it_left():

@@ -6,8 +6,10 @@ import json
 from typing import Any
 
 from kilo_billing.catalog import default_catalog
-from kilo_billing.events import StoredEvent
+from kilo_billing.events import ContractError, StoredEvent
+from kilo_billing.livekit_events import LiveKitEventRecord
 from kilo_billing.usage_events import UsageEventRecord
+from kilo_dev import livekit_events as lk
 from kilo_rate_usage.model import AttributionRule, RatingConfig
 from kilo_rate_usage.replay import BatchInfo, replay
 from tests.fakes import InMemoryPoisonSink, InMemoryUsageRepository, RecordingPublisher
@@ -112,3 +114,38 @@ def test_given_expired_stream_records_then_the_window_is_rerated_once_and_the_me
     assert repo.totals("acct", "2026-11") == {"messages": 70}
     assert stream.asked[0][1:] == ("shardId-00000001573689847184-864758bb", "800000000003126276362",
                                    "800000000003126276362")  # fmt: skip
+
+
+class SchemaAhead(InMemoryUsageRepository):
+    """A repository one of whose rooms holds an item of a newer schema (a rolling deploy): reading it fails."""
+
+    def room_events(self, room_sid: str) -> list[LiveKitEventRecord]:
+        if room_sid == "RM_ahead":
+            raise ContractError("schema version 2 is newer than this reader (1)")
+        return super().room_events(room_sid)
+
+
+def test_given_a_message_whose_stored_data_cannot_be_read_then_it_stays_with_its_problem_and_the_next_is_rated() -> (
+    None
+):
+    later = LATER.replace("00:13:19Z", "05:13:19Z")  # a second failed batch, five hours after the first
+    room = lk.Room("RM_ahead", "ahead", account_id="acct", created_at=LATER_ARRIVAL_MS // 1000 - 600)
+    joined = lk.to_record(
+        lk.participant_joined(room, lk.Participant("PA_ahead", "alice", (LATER_ARRIVAL_MS - 600_000))),
+        received_at_ms=LATER_ARRIVAL_MS - 2_000,
+    )
+    usage = UsageEventRecord(
+        "kilo-app", "m-5", "acct", "messages", 70, LATER_ARRIVAL_MS, "h5", LATER_ARRIVAL_MS + 5 * 3_600_000 - 2_000
+    )
+    repo, queue = SchemaAhead(), Queue(LATER, later)
+    for record in (joined, usage):
+        repo.store_event(record)
+    config = RatingConfig(AttributionRule(), default_catalog().for_period)
+
+    results = replay(queue, ExpiredStream(), Events(joined, usage), repo, RecordingPublisher(), InMemoryPoisonSink(),
+                     config, LATER_ARRIVAL_MS + 6 * 3_600_000, apply=True)  # fmt: skip
+
+    assert [(r.plan.rooms, r.applied, r.deleted) for r in results] == [(["RM_ahead"], False, False), ([], True, True)]
+    assert results[0].plan.problem == "not rated: schema version 2 is newer than this reader (1)"
+    assert list(queue.messages) == ["r0"]  # kept for a person (or a reader of the newer schema) to replay
+    assert repo.totals("acct", "2026-11") == {"messages": 70}  # the second batch's usage, rated

@@ -10,12 +10,15 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from aws_lambda_powertools import Logger
+
 from kilo_billing.account_store import ERASED_AT, DynamoAccountDirectory, account_key, erasure_mark
 from kilo_billing.accounts import AccountProfile
 from kilo_billing.aws import ConditionFailedError, InvalidRequestError, ResourceGoneError, call, paged_items
 from kilo_billing.events import KEY, SORT_KEY, ContractError, StoredEvent, decode_item, room_partition
 from kilo_billing.items import Item, lambda_shape, to_item
 from kilo_billing.livekit_events import LiveKitEventRecord
+from kilo_billing.observability import Metric, count
 from kilo_billing.usage_events import UsageEventRecord
 from kilo_rate_usage import items
 from kilo_rate_usage.model import Aggregate, AggregateKey, RoomAnswers, RoomListing, SessionKey, StoredSession
@@ -32,6 +35,20 @@ from kilo_rate_usage.rooms import RoomState
 from kilo_rate_usage.sessions import ParticipantFold
 
 MAX_BATCH_GET = 100
+RATING_SERVICE = "rate-usage"  # the rating handler's service (``handler.SERVICE``): logs and metrics of its reads
+
+
+def _undecodable(room_sid: str, item: Mapping[str, Any], exc: Exception) -> None:
+    """A stored item of the room's partition this reader cannot decode (a newer schema during a rolling deploy, a
+    broken write) is left out of the room's rebuild, logged and counted - never a failure of every batch of the room:
+    its stream record went to the poison queue (alarmed) when it arrived."""
+    keys = {name: item.get(name) for name in (KEY, SORT_KEY)}
+    # a child of the handler's logger (its JSON lines in Lambda); outside Lambda (the replay CLI) it goes to stderr
+    Logger(service=RATING_SERVICE, child=True).error(
+        "stored event left out of the room's rebuild: it cannot be decoded",
+        extra={"room_sid": room_sid, "keys": keys, "reason": f"{type(exc).__name__}: {exc}"},
+    )
+    count(RATING_SERVICE, Metric.STORED_EVENTS_UNDECODABLE)
 
 
 def _write(operation: Any, **kwargs: Any) -> Any:
@@ -78,7 +95,16 @@ class DynamoUsageRepository:
             ExpressionAttributeValues=to_item({":pk": room_partition(room_sid)}),
             ConsistentRead=True,
         )
-        return [event for event in (decode_item(item) for item in found) if isinstance(event, LiveKitEventRecord)]
+        events: list[LiveKitEventRecord] = []
+        for item in found:
+            try:
+                event = decode_item(item)
+            except (ContractError, KeyError, TypeError, ValueError) as exc:
+                _undecodable(room_sid, item, exc)
+                continue
+            if isinstance(event, LiveKitEventRecord):
+                events.append(event)
+        return events
 
     def stored_sessions(self, room_sid: str) -> dict[str, StoredSession]:
         found = paged_items(

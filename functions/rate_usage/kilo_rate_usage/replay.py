@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from kilo_billing.accounts import AccountProfile
+from kilo_billing.events import ContractError
 from kilo_billing.livekit_events import LiveKitEventRecord
 from kilo_billing.publisher import EventPublisher
 from kilo_billing.usage_events import UsageEventRecord
@@ -250,7 +251,9 @@ def replay(
 ) -> list[ReplayResult]:
     """Plan every message (up to ``max_messages``); with ``apply``, re-rate each, keep its never-ratable records on
     the poison queue and delete its message once it is rated whole. A dry run writes, sends and deletes nothing. An
-    AWS failure stops the run (a message is deleted only after its own re-rating succeeded); rerunning is safe."""
+    AWS failure stops the run (a message is deleted only after its own re-rating succeeded); rerunning is safe. A
+    message whose re-rating meets stored data this reader cannot decode (``ContractError``) is reported with that
+    problem and kept on the queue; the run goes on with the next."""
     results = []
     target: UsageRepository = repo if apply else DryRunRepository(repo)
     announce: EventPublisher = publisher if apply else _Silent()
@@ -259,9 +262,13 @@ def replay(
         if found.problem:
             results.append(ReplayResult(found, False, None, False))
             continue
-        outcome = BatchOutcome.total(
-            [rate_batch(lk, us, target, announce, config, now_ms) for lk, us in _chunks(found)]
-        )
+        try:
+            outcome = BatchOutcome.total(
+                [rate_batch(lk, us, target, announce, config, now_ms) for lk, us in _chunks(found)]
+            )
+        except ContractError as exc:  # stored data this reader cannot read: this message stays, the others go on
+            results.append(ReplayResult(replace(found, problem=f"not rated: {exc}"), False, None, False))
+            continue
         deleted = False
         if apply and not outcome.rejected:
             for record, reason in found.poison:

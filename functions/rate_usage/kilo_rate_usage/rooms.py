@@ -26,8 +26,9 @@ it stays in the state; its registers go onto its session item (``Step.retired``)
 into those registers instead (``advance(..., retired=...)``) when that provably changes neither its session nor its
 video spans - a track unpublished after its publisher left, a repeated join - else the room is rebuilt. An event
 that the state cannot fold exactly - older than the horizon, changing a retired participant's session or spans,
-changing the room's metadata or name, turning an old track into video, re-ending an ended track - makes ``advance``
-answer None, and the caller rebuilds the room from its stored events (correctness first).
+changing the room's metadata timeline (``RoomFold.metadata_moves``) or name, turning an old track into video,
+re-ending an ended track - makes ``advance`` answer None, and the caller rebuilds the room from its stored events
+(correctness first).
 """
 
 from __future__ import annotations
@@ -42,7 +43,15 @@ from typing import Any
 from kilo_billing.livekit_events import LiveKitEventRecord
 from kilo_billing.meters import Coverage
 from kilo_rate_usage.model import CAPPED, SWEPT, AttributionRule, ClosedBy, Session
-from kilo_rate_usage.sessions import ParticipantFold, RoomFold, TrackFold, event_order, fold_events, track_span
+from kilo_rate_usage.sessions import (
+    ParticipantFold,
+    RoomFold,
+    TrackFold,
+    event_order,
+    fold_events,
+    session_end,
+    track_span,
+)
 
 REORDER_SECONDS = 5  # events up to this much older (createdAt) than the room's latest are folded without a rebuild
 UNUSABLE_HORIZON = 2**62  # every event is older than this horizon: the room is rebuilt
@@ -70,7 +79,7 @@ class RoomState:
     horizon_s: int
     spans: tuple[tuple[int, int], ...] = ()  # merged video spans of retired participants' tracks (seconds)
     coverage_from_ms: int = 0  # spans before this are dropped: no live participant started earlier
-    swept_retired: int = 0  # retired participants closed by the sweeper (a later room_finished would re-close them)
+    capped_retired: int = 0  # retired participants closed by a cap (a later room_finished re-closes them, D17)
     aside: tuple[tuple[int, str], ...] = ()  # (createdAt, id) of recent events folded into retired participants
     version: int = 0  # the stored version (conditional writes); 0 = never stored
     full: RoomFold | None = field(default=None, compare=False)  # fold + recent, computed once
@@ -85,9 +94,9 @@ class RoomState:
         """What the header item holds (everything but the live participants' registers)."""
         fold = self.fold
         return (
-            self.room_sid, fold.room_sid, fold.room_name, fold.room_metadata, fold.room_end_s, fold.last_s,
+            self.room_sid, fold.room_sid, fold.room_name, fold.metadata, fold.room_end_s, fold.last_s,
             fold.orphans, fold.closed, self.recent, self.horizon_s, self.spans, self.coverage_from_ms,
-            self.swept_retired, self.aside, self.index, self.delivered_ms,
+            self.capped_retired, self.aside, self.index, self.delivered_ms,
         )  # fmt: skip
 
     def __eq__(self, other: object) -> bool:  # the header's content, not the version or the participants loaded
@@ -259,22 +268,20 @@ def _retire(
 ) -> tuple[tuple[tuple[int, int], ...], int, int, dict[str, ParticipantFold]]:
     """Move participants whose connection ended before the horizon (and that no recent event names) out of the fold,
     their video spans into ``spans`` (pruned only when ``complete``: every live participant loaded). Returns the
-    spans, the new coverage start, how many retired swept, and the retired participants' registers. ``recent``: the
+    spans, the new coverage start, how many retired capped, and the retired participants' registers. ``recent``: the
     fold of the recent events alone (who they name, when those started)."""
     keep = set(recent.participants)
     collected = list(spans)
-    swept = 0
+    capped = 0
     retired: dict[str, ParticipantFold] = {}
     for sid in sorted(fold.closed - keep):
         participant = fold.participants[sid]
-        end_s = participant.connection_end_s
-        if participant.left_s is None and fold.room_end_s is not None:
-            end_s = fold.room_end_s
-        if end_s is None or end_s >= horizon_s:
+        end = session_end(participant, fold.room_end_s)
+        if end is None or end[0] >= horizon_s:
             continue
         collected.extend(_closed_spans(participant, fold.room_end_s))
-        if participant.left_s is None and fold.room_end_s is None:
-            swept += 1
+        if end[1] is ClosedBy.CAPPED:
+            capped += 1
         retired[sid] = fold.remove(sid)
     merged = merge_spans(collected)
     if complete and len(merged) > PRUNE_SPANS_FROM:  # only with every live start known
@@ -282,7 +289,7 @@ def _retire(
         starts = [p.joined_ms for p in live if p.joined_ms is not None]
         coverage_from_ms = max(coverage_from_ms, min([*starts, horizon_s * 1000]))
         merged = tuple(span for span in merged if span[1] * 1000 > coverage_from_ms)
-    return merged, coverage_from_ms, swept, retired
+    return merged, coverage_from_ms, capped, retired
 
 
 def _closed_spans(participant: ParticipantFold, room_end_s: int | None) -> list[tuple[int, int]]:
@@ -353,12 +360,12 @@ def rebuilt(
     recent = tuple(_bodiless(event) for event in unique if event.created_at >= horizon)
     fold = fold_events(old)
     fold.room_sid = fold.room_sid or room_sid
-    spans, coverage_from, swept, retired = _retire(fold, horizon, fold_events(recent), (), 0)
+    spans, coverage_from, capped, retired = _retire(fold, horizon, fold_events(recent), (), 0)
     full = fold_events(recent, fold.copy())
     index, spans = _reindex((), full, retired.keys(), horizon, spans)
     delivered = max([delivered_ms, *(event.received_at_ms for event in unique)])
     state = RoomState(
-        room_sid, fold, recent, horizon, spans, coverage_from, swept, full=full, index=index, delivered_ms=delivered
+        room_sid, fold, recent, horizon, spans, coverage_from, capped, full=full, index=index, delivered_ms=delivered
     )
     return state, retired
 
@@ -415,13 +422,13 @@ def advance(
     aside = [event for event in fresh if event.participant_sid in retired]
     fresh = [event for event in fresh if event.participant_sid not in retired]
     named = _named(fresh)
+    if any(before.metadata_moves(e) for e in fresh) or any(before.metadata_moves(e, folded=False) for e in aside):
+        return None  # attribution of sessions, retired ones too, may change
     for event in (*fresh, *aside):
-        if event.room_metadata and event.room_metadata != before.room_metadata:
-            return None  # attribution of every session, retired ones too, may change
         if event.room_name and event.room_name != before.room_name and before.room_name:
             return None
-        if event.event_type == "room_finished" and state.swept_retired:
-            return None  # a swept session ends at room_finished instead
+        if event.event_type == "room_finished" and state.capped_retired:
+            return None  # a capped session ends at room_finished instead (a swept one ended before the horizon)
         owner = before.participants.get(event.participant_sid)
         track = None
         if event.track_sid:
@@ -468,10 +475,10 @@ def advance(
         joined = everything.participants[sid].joined_ms
         if joined is not None and joined < state.coverage_from_ms:
             return None  # a start before the video spans kept
-    spans, coverage_from, swept, retiring = _retire(
+    spans, coverage_from, capped, retiring = _retire(
         fold, horizon, fold_events(kept), state.spans, state.coverage_from_ms, state.complete
     )
-    new_state = _next_state(state, events, fold, kept, horizon, (spans, coverage_from, swept, retiring), set_aside)
+    new_state = _next_state(state, events, fold, kept, horizon, (spans, coverage_from, capped, retiring), set_aside)
     return Step(new_state, True, affected, unknown, everything, state.spans, {**updated, **retiring}, state.index)
 
 
@@ -499,12 +506,12 @@ def _next_state(
     retirement: tuple[tuple[tuple[int, int], ...], int, int, dict[str, ParticipantFold]],
     set_aside: Sequence[tuple[int, str]],
 ) -> RoomState:
-    spans, coverage_from, swept, retiring = retirement
+    spans, coverage_from, capped, retiring = retirement
     full = fold_loaded(kept, fold.copy(), state.loaded)
     index, spans = _reindex(state.index, full, retiring.keys(), horizon, spans)
     delivered = max([state.delivered_ms, *(event.received_at_ms for event in events)])
     return RoomState(
-        state.room_sid, fold, kept, horizon, spans, coverage_from, state.swept_retired + swept,
+        state.room_sid, fold, kept, horizon, spans, coverage_from, state.capped_retired + capped,
         tuple(entry for entry in set_aside if entry[0] >= horizon), state.version, full, index, state.complete,
         delivered, state.generation, state.loaded,
     )  # fmt: skip
@@ -567,7 +574,7 @@ def _closed_unloaded(kept: Iterable[LiveKitEventRecord], loaded: Collection[str]
 # --- the stored form (``items`` compresses it into the state item) --------------------------------------------------
 
 _EVENT_FIELDS = tuple(f.name for f in fields(LiveKitEventRecord) if f.name != "body")
-STATE_FORMAT = 3  # bump when the stored form changes meaning: a state of another format is ignored (rebuild)
+STATE_FORMAT = 4  # bump when the stored form changes meaning: a state of another format is ignored (rebuild)
 
 
 def _track_out(sid: str, track: TrackFold) -> list[object]:
@@ -609,14 +616,14 @@ def state_to_json(state: RoomState) -> dict[str, Any]:
     fold = state.fold
     return {
         "format": STATE_FORMAT,
-        "room": [fold.room_sid, fold.room_name, fold.room_metadata, fold.room_end_s, fold.last_s],
+        "room": [fold.room_sid, fold.room_name, [list(run) for run in fold.metadata], fold.room_end_s, fold.last_s],
         "orphans": [_track_out(t, track) for t, track in sorted(fold.orphans.items())],
         "closed": sorted(fold.closed),
         "recent": [[getattr(event, name) for name in _EVENT_FIELDS] for event in state.recent],
         "horizon_s": state.horizon_s,
         "spans": [list(span) for span in state.spans],
         "coverage_from_ms": state.coverage_from_ms,
-        "swept_retired": state.swept_retired,
+        "capped_retired": state.capped_retired,
         "aside": [list(entry) for entry in state.aside],
         "index": [list(entry) for entry in state.index],
     }
@@ -630,7 +637,8 @@ def state_from_json(
     if data.get("format") != STATE_FORMAT:
         return replace(RoomState.unusable(room_sid, version), delivered_ms=delivered_ms, generation=generation)
     fold = RoomFold()
-    fold.room_sid, fold.room_name, fold.room_metadata, fold.room_end_s, fold.last_s = data["room"]
+    fold.room_sid, fold.room_name, metadata, fold.room_end_s, fold.last_s = data["room"]
+    fold.metadata = [(int(first), int(last), str(text)) for first, last, text in metadata]
     fold.orphans = dict(_track_in(t) for t in data["orphans"])
     fold.video.update(("", t) for t, track in fold.orphans.items() if track.video)
     fold.closed = set(data["closed"])
@@ -641,6 +649,6 @@ def state_from_json(
     index: tuple[VideoEntry, ...] = tuple(map(tuple, data["index"]))  # JSON's strings and ints, as written
     return RoomState(
         room_sid, fold, recent, int(data["horizon_s"]), spans, int(data["coverage_from_ms"]),
-        int(data["swept_retired"]), tuple((int(at), str(event_id)) for at, event_id in data["aside"]), version,
+        int(data["capped_retired"]), tuple((int(at), str(event_id)) for at, event_id in data["aside"]), version,
         index=index, complete=False, delivered_ms=delivered_ms, generation=generation, loaded=frozenset(),
     )  # fmt: skip

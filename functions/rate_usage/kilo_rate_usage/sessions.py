@@ -7,9 +7,13 @@ Rules (shared/reference/livekit.md, billing-policy.md; decisions in docs/decisio
 - a session is (room sid, participant sid), closed by sid, never by identity;
 - start = ``joinedAtMs`` (else ``joinedAt``) of the participant, from ``participant_joined`` or, if the join was lost or
   is late, from the participant info inside ``participant_left``; no known start = pending (nothing billed yet);
-- end = ``participant_left``'s ``createdAt``, else ``room_finished``'s, else the sweeper's close; open otherwise;
+- end = ``participant_left``'s ``createdAt``, else the earlier of ``room_finished``'s and a sweeper's *swept* close
+  (RoomService no longer listed the connection: it had ended), else ``room_finished``'s, else the sweeper's close
+  (swept or capped); open otherwise (``session_end``);
 - a real close (``participant_left``, ``room_finished``) is never capped, whatever the length: LiveKit saw both ends;
-  only the sweeper caps, with a close event of its own, and a late real close still wins (D17);
+  only the sweeper caps, with a close event of its own, and a late real close still wins over a cap (D17);
+- the account: the rule's steps (D16); the room's metadata is the one in force when the session started
+  (``room_account``): a later change of the room's metadata does not re-attribute it;
 - ``participant_connection_aborted`` bills nothing;
 - a second is video while any video track (camera or screen share) is published in the room; open tracks close at
   ``room_finished``.
@@ -18,7 +22,7 @@ Rules (shared/reference/livekit.md, billing-policy.md; decisions in docs/decisio
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
@@ -95,11 +99,37 @@ def _ms_to_dt(ms: int) -> datetime:
     return datetime.fromtimestamp(ms // 1000, tz=UTC).replace(microsecond=(ms % 1000) * 1000)
 
 
-def _account(participant: ParticipantFold, room_metadata: str, rule: AttributionRule) -> str:
+MetadataRun = tuple[int, int, str]  # a run of equal room metadata: first and last createdAt reporting it, the text
+
+
+def room_account(runs: Sequence[MetadataRun], key: str, start_ms: int) -> str | None:
+    """The account (a valid id under ``key``) of the room's metadata in force when a session started (D163):
+    that of the first report at or after its start (normally its own ``participant_joined``); when that metadata has
+    no valid account, the latest valid one reported before it (metadata without an account never overrides an
+    account found), else the first reported after it. A change reported after that first report never moves it."""
+    start_s = start_ms // 1000
+    before: str | None = None
+    reached = False
+    for _, last, text in runs:
+        value = _json_value(text, key)
+        valid = value if value is not None and is_account_id(value) else None
+        if not reached and last >= start_s:
+            reached = True
+            if valid is not None or before is not None:
+                return valid or before
+        elif valid is not None:
+            if reached:
+                return valid
+            before = valid
+    return before
+
+
+def _account(participant: ParticipantFold, runs: Sequence[MetadataRun], rule: AttributionRule) -> str:
+    assert participant.joined_ms is not None
     for source, key in rule.steps:
         value: str | None
         if source == "room_metadata":
-            value = _json_value(room_metadata, key)
+            value = room_account(runs, key, participant.joined_ms)
         elif source == "participant_attribute":
             value = participant.attributes.get(key) or None
         else:
@@ -108,6 +138,19 @@ def _account(participant: ParticipantFold, room_metadata: str, rule: Attribution
             return value
         # a value that is not a valid account id is not trusted: the next source is tried, else "unattributed"
     return UNATTRIBUTED
+
+
+def session_end(participant: ParticipantFold, room_end_s: int | None) -> tuple[int, ClosedBy] | None:
+    """When (seconds) and how a participant's session ended, None while open (D17): its ``participant_left``; else
+    the sweeper's *swept* close or ``room_finished``, whichever is earlier - a sweep is RoomService's proof that the
+    connection was gone by then, ``room_finished`` only says when the room ended; else ``room_finished`` (over a
+    *cap*, which proves nothing: LiveKit's own close wins); else the sweeper's close (swept or capped)."""
+    if participant.left_s is not None:
+        return participant.left_s, ClosedBy.LEFT
+    sweep = participant.sweep
+    if room_end_s is not None and (sweep is None or sweep[1] is not ClosedBy.SWEPT or room_end_s <= sweep[0]):
+        return room_end_s, ClosedBy.ROOM_FINISHED
+    return sweep
 
 
 FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
@@ -133,13 +176,13 @@ class RoomFold:
     from. Folding the same events in that order always gives the same registers; ``rooms`` keeps a fold of a room's
     older events and folds newer ones into a copy (copy-on-write per participant, so a copy is cheap)."""
 
-    __slots__ = ("_owned", "closed", "last_s", "orphans", "participants", "room_end_s", "room_metadata", "room_name",
+    __slots__ = ("_owned", "closed", "last_s", "metadata", "orphans", "participants", "room_end_s", "room_name",
                  "room_sid", "video")  # fmt: skip
 
     def __init__(self) -> None:
         self.room_sid = ""
         self.room_name = ""
-        self.room_metadata = ""  # the latest the room reported
+        self.metadata: list[MetadataRun] = []  # the room's metadata as reported over time, one run per change
         self.room_end_s: int | None = None
         self.last_s: int | None = None  # createdAt of the latest event folded
         self.participants: dict[str, ParticipantFold] = {}
@@ -150,7 +193,7 @@ class RoomFold:
 
     def copy(self) -> RoomFold:
         other = RoomFold()
-        other.room_sid, other.room_name, other.room_metadata = self.room_sid, self.room_name, self.room_metadata
+        other.room_sid, other.room_name, other.metadata = self.room_sid, self.room_name, list(self.metadata)
         other.room_end_s, other.last_s = self.room_end_s, self.last_s
         other.participants = dict(self.participants)
         other.orphans = {sid: replace(track) for sid, track in self.orphans.items()}
@@ -189,7 +232,32 @@ class RoomFold:
         self.last_s = event.created_at if self.last_s is None else max(self.last_s, event.created_at)
         self.room_name = event.room_name or self.room_name
         if event.room_metadata:
-            self.room_metadata = event.room_metadata
+            self._report_metadata(event.created_at, event.room_metadata)
+
+    def _report_metadata(self, at: int, text: str) -> None:
+        last = self.metadata[-1] if self.metadata else None
+        if last is not None and last[2] == text:
+            self.metadata[-1] = (last[0], max(last[1], at), text)
+        else:
+            self.metadata.append((at, at, text))
+
+    @property
+    def room_metadata(self) -> str:
+        """The latest metadata the room reported."""
+        return self.metadata[-1][2] if self.metadata else ""
+
+    def metadata_moves(self, event: LiveKitEventRecord, folded: bool = True) -> bool:
+        """Whether the room metadata ``event`` reports may change a session's account: new metadata, or metadata
+        reported earlier than its latest run started (it lands inside the timeline). With ``folded`` False (the event
+        is kept aside, never folded), also a report after the latest run's end (the run would grow)."""
+        if not event.room_metadata:
+            return False
+        if not self.metadata:
+            return True
+        first, last, text = self.metadata[-1]
+        if text != event.room_metadata or event.created_at < first:
+            return True
+        return not folded and event.created_at > last
 
     def apply(self, event: LiveKitEventRecord) -> None:
         """Fold one event (events must come in (createdAt, event id) order)."""
@@ -286,7 +354,7 @@ class RoomFold:
 
         chosen = sorted(self.participants if sids is None else set(sids) & self.participants.keys())
         return [
-            _session(self.room_sid, participant, self.room_metadata, rule, self.room_end_s, once, self.room_name)
+            _session(self.room_sid, participant, self.metadata, rule, self.room_end_s, once, self.room_name)
             for participant in (self.participants[sid] for sid in chosen)
             if participant.joined_ms is not None  # else pending: a left (or track) seen before any start is known
         ]
@@ -320,7 +388,7 @@ def rebuild_room(
 def _session(
     room_sid: str,
     participant: ParticipantFold,
-    room_metadata: str,
+    metadata: Sequence[MetadataRun],
     rule: AttributionRule,
     room_end_s: int | None,
     coverage: Callable[[], Coverage],
@@ -333,16 +401,12 @@ def _session(
     start_ms = participant.joined_ms
     end_ms: int | None = None
     closed_by: ClosedBy | None = None
-    if participant.left_s is not None:
-        end_ms, closed_by = participant.left_s * 1000, ClosedBy.LEFT
-    elif room_end_s is not None:
-        end_ms, closed_by = room_end_s * 1000, ClosedBy.ROOM_FINISHED
-    elif participant.sweep is not None:
-        end_ms, closed_by = participant.sweep[0] * 1000, participant.sweep[1]
-    if end_ms is not None:
-        end_ms = max(end_ms, start_ms)  # createdAt has 1 s resolution; joinedAtMs has ms
+    end = session_end(participant, room_end_s)
+    if end is not None:
+        end_ms = max(end[0] * 1000, start_ms)  # createdAt has 1 s resolution; joinedAtMs has ms
+        closed_by = end[1]
     billing = KIND_BILLING.get(participant.kind, Billing.ROOM_RULE)
-    account = _account(participant, room_metadata, rule)
+    account = _account(participant, metadata, rule)
     parts: list[PeriodPart] = []
     connected = video = Fraction(0)
     if end_ms is not None and not participant.aborted:

@@ -173,8 +173,10 @@ def validate_batch(body: bytes, now: datetime) -> tuple[list[tuple[int, UsageEve
             continue
         if event.timestamp > now + MAX_FUTURE:
             problems.append(_problem(index, "timestamp", "is more than 5 minutes in the future"))
-        elif event.timestamp < now - MAX_PAST:
+            continue  # out of the window, nothing else is read from it (near year 1 or 9999 UTC cannot even be held)
+        if event.timestamp < now - MAX_PAST:
             problems.append(_problem(index, "timestamp", "is more than 35 days in the past"))
+            continue
         earlier = seen.get(event.idempotency_key)
         if earlier is not None and earlier[1] != event.payload_hash():
             problems.append(_problem(index, "idempotency_key", f"repeats item {earlier[0]}'s key with different usage"))
