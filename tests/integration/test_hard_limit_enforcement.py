@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
 
@@ -420,3 +420,46 @@ def test_given_the_limit_lowered_within_the_grace_then_the_old_step_removes_nobo
         ("RemoveParticipant", {"room": room, "identity": who}) for room, who in everyone
     ]
     assert "Messages" not in enforcing.stack.clients["sqs"].receive_message(QueueUrl=enforcing.queue_url)
+
+
+def test_given_the_app_changed_a_permission_between_two_limits_then_the_older_limits_step_gives_back_the_apps_one(
+    enforcing: AlertsStack, livekit: FakeLiveKit
+) -> None:
+    # $150 reached -> audio-only, its removal step queued; a minute on, the app makes bob hidden (publishing anything)
+    # and the limit is lowered to $140 (140v1, reached): rating's event narrows bob again and saves the app's
+    # permission; the limit is raised to $300; then the $150 removal step fires first (scheduled first), then 140v1's
+    from kilo_alerts.handler import lambda_handler  # noqa: PLC0415
+    from kilo_billing.budgets import BudgetChange, set_budget  # noqa: PLC0415
+
+    stack = enforcing.stack
+    directory = DynamoAccountDirectory(stack.clients["dynamodb"], stack.template.physical_name("UsageTable"))
+    publish(enforcing, "hard_limit", 100, "150.02", "150", scope="150")
+    run(enforcing)
+    held = enforcing.sqs_event(max_messages=1)  # the $150 step (grace 0 here), held until the end of a real grace
+    [step] = [json.loads(record["body"])["detail"] for record in held["Records"]]
+    assert (step["step"], step["limit"]) == ("remove", "150")
+    hidden = {"canSubscribe": True, "canPublish": True, "canPublishData": True, "hidden": True}
+    with time_machine.travel(NOW + timedelta(seconds=60), tick=False):
+        app_updates(livekit, "standup", "bob", hidden)
+        set_budget(directory, "acct_9", BudgetChange(hard_limit_usd=Decimal("140")))  # 140v1
+        publish(enforcing, "hard_limit", 100, "150.02", "140", scope="140v1")
+        run(enforcing)  # rating's 140v1 event
+    assert livekit.permissions[("standup", "bob")] == {**hidden, "canPublishSources": ["MICROPHONE"]}
+    with time_machine.travel(NOW + timedelta(seconds=90), tick=False):
+        set_budget(directory, "acct_9", BudgetChange(hard_limit_usd=Decimal("300")))
+    with time_machine.travel(NOW + timedelta(seconds=120), tick=False):
+        assert lambda_handler(held, LambdaContext(remaining_ms=60_000)) == {"batchItemFailures": []}
+    assert livekit.permissions == {
+        ("standup", "alice"): JOINED,
+        ("standup", "bob"): hidden,  # the app's permission, not microphone-only
+        ("support", "carol"): JOINED,
+    }
+    with time_machine.travel(NOW + timedelta(seconds=180), tick=False):
+        run(enforcing)  # 140v1's removal step: nothing given back a second time
+    assert livekit.permissions[("standup", "bob")] == hidden
+    everyone = [("standup", "alice"), ("standup", "bob"), ("support", "carol")]
+    assert [c for c in claims(enforcing) if c[1] in ("restore", "remove")] == sorted(
+        [(limit, "restore", room, who, "done") for limit in ("140v1", "150") for room, who in everyone]
+        + [("140v1", "remove", "-", "-", "lifted"), ("150", "remove", "-", "-", "lifted")]
+    )
+    assert [method for method, _ in livekit.calls].count("UpdateParticipant") == 3 + 1 + 3 + 3

@@ -891,6 +891,93 @@ def test_given_a_payment_re_mined_at_another_index_when_claimed_for_another_bill
     assert h.store.payment("ethereum:0x1b:2") is None
 
 
+def test_given_two_identical_credits_whose_indexes_shift_down_when_re_mined_then_the_second_is_kept_not_dropped(
+    h: Harness,
+) -> None:
+    """One transaction from an unlinked wallet with two identical 100 USDC credits, at log indexes 3 and 4 of block
+    100: both unattributed; the operator assigns index 3 to inv-1, index 4 stays for an operator. Re-mined in block 103
+    with one log fewer before them: indexes 2 and 3, reported in index order before block 100 is noticed orphaned.
+    103:2 takes over inv-1 (index 3 moved to it); 103:3 is the transaction's other credit in that block - a new
+    unattributed payment, not index 3's credit seen again. Index 4 is then orphaned: 200 USDC in, both recorded."""
+    first = replace(transfer("0x77", "USDC", USDC_QUOTE, T0 + timedelta(minutes=4), sender=STRANGER_WALLET), index=3)
+    h.settlement.record_seen(first)
+    h.settlement.record_seen(replace(first, index=4))
+    h.settlement.assign("ethereum:0x77:3", "acct-1", "inv-1")
+
+    h.settlement.record_seen(replace(first, index=2, block_number=103, block_hash="0xC"))
+    h.settlement.record_seen(replace(first, index=3, block_number=103, block_hash="0xC"))
+    h.settlement.orphaned("ethereum:0x77:4", "0xblock")
+
+    carried = h.store.payment("ethereum:0x77:2")
+    second = h.store.payment("ethereum:0x77:3")
+    gone = h.store.payment("ethereum:0x77:4")
+    assert carried is not None
+    assert second is not None
+    assert gone is not None
+    assert (carried.status, carried.invoice_id, carried.usd, carried.transfer.block_hash) == (
+        PaymentStatus.SEEN,
+        "inv-1",
+        Decimal("100.00"),
+        "0xC",
+    )
+    assert (second.status, second.invoice_id, second.moved_to, second.transfer.block_hash) == (
+        PaymentStatus.SEEN,
+        None,
+        None,
+        "0xC",
+    )
+    assert second.transfer.atomic_amount == USDC_QUOTE
+    assert gone.status is PaymentStatus.ORPHANED
+    assert "ethereum:0x77:3" in [p.payment_id for p in h.store.unattributed()]
+    assert sorted(p.payment_id for p in h.settlement.pending("ethereum")) == ["ethereum:0x77:2", "ethereum:0x77:3"]
+    counted = h.store.bill("inv-1")
+    assert counted is not None
+    assert (counted.status, remaining_usd(counted)) == (BillStatus.PROCESSING, Decimal("0.00"))  # $100 once
+
+
+def test_given_an_attributed_payment_orphaned_then_reverted_elsewhere_when_it_succeeds_later_then_it_keeps_its_bill(
+    h: Harness,
+) -> None:
+    """0.04 ETH from an unlinked wallet claimed for inv-1 (the fast path): its block is orphaned; the transaction is
+    seen reverted in block 103 (not final), then succeeding in block 104: it is still inv-1's, $2,500.00 x 0.04 =
+    $100.00, and the bill is paid once final."""
+    paid = transfer("0x88", "ETH", ETH_QUOTE, T0 + timedelta(minutes=4), sender=STRANGER_WALLET, index=-1)
+    h.settlement.record(paid, claimed_for="inv-1")
+    h.settlement.orphaned("ethereum:0x88:-1", "0xblock")
+
+    h.settlement.record_seen(replace(paid, block_number=103, block_hash="0xB", succeeded=False))
+
+    failed = h.store.payment("ethereum:0x88:-1")
+    assert failed is not None
+    assert (failed.status, failed.final, failed.invoice_id, failed.matched_by) == (
+        PaymentStatus.FAILED,
+        False,
+        "inv-1",
+        "fast_path",
+    )
+    assert [(p.payment_id, p.failed) for p in h.settlement.pending("ethereum")] == [("ethereum:0x88:-1", True)]
+    open_bill = h.store.bill("inv-1")
+    assert open_bill is not None
+    assert (open_bill.status, remaining_usd(open_bill)) == (BillStatus.OPEN, Decimal("100.00"))
+
+    h.settlement.record_seen(replace(paid, block_number=104, block_hash="0xC", succeeded=True))
+
+    again = h.store.payment("ethereum:0x88:-1")
+    assert again is not None
+    assert (again.status, again.invoice_id, again.matched_by, again.usd) == (
+        PaymentStatus.SEEN,
+        "inv-1",
+        "fast_path",
+        Decimal("100.00"),
+    )
+    assert h.store.unattributed() == []
+    h.settlement.finalized("ethereum:0x88:-1", "0xC")
+    settled = h.store.bill("inv-1")
+    assert settled is not None
+    assert (settled.status, settled.settled_usd) == (BillStatus.PAID, Decimal("100.00"))
+    assert len(h.events(SETTLED)) == 1
+
+
 def test_given_a_failed_payment_whose_block_is_not_final_when_it_succeeds_in_another_block_then_it_pays(
     h: Harness,
 ) -> None:

@@ -469,3 +469,79 @@ def test_given_the_app_changed_the_permission_between_two_scopes_then_the_second
     remove_account("acct_1", "2026-11", "50v1", sessions, rooms, ledger, lifted, scheduler, policy, NOW_MS + 190_000)
     assert rooms.permissions == {("webinar", "host"): apps}  # 50v1's step gives nothing back a second time
     assert [call[0] for call in rooms.calls] == ["audio_only", "audio_only", "restore"]
+
+
+def two_scopes_with_the_app_between(apps: dict[str, object]) -> tuple[FakeRooms, InMemoryEnforcementLedger]:
+    """Bill $70: 50v1 narrows the host; then the app sets ``apps``; then 60v2 (set within the grace, reached) narrows
+    that and saves it afresh."""
+    rooms = FakeRooms({("webinar", "host"): dict(BEFORE[("webinar", "host")])})
+    ledger, scheduler, sessions = InMemoryEnforcementLedger(), RecordingScheduler(), StaticSessions(HOST)
+    restrict_account("acct_1", "2026-11", "50v1", sessions, rooms, ledger, scheduler, EnforcementPolicy(), NOW_MS)
+    rooms.permissions[("webinar", "host")] = dict(apps)
+    restrict_account(
+        "acct_1", "2026-11", "60v2", sessions, rooms, ledger, scheduler, EnforcementPolicy(), NOW_MS + 60_000
+    )
+    return rooms, ledger
+
+
+def removal_step(
+    rooms: FakeRooms, ledger: InMemoryEnforcementLedger, limit: str, in_force: InMemoryEntitlements, at: int
+) -> list[EnforcementRecord]:
+    sessions, scheduler, policy = StaticSessions(HOST), RecordingScheduler(), EnforcementPolicy()
+    return remove_account("acct_1", "2026-11", limit, sessions, rooms, ledger, in_force, scheduler, policy, NOW_MS + at)
+
+
+@pytest.mark.parametrize(
+    "apps",
+    [
+        {"can_publish": True, "can_subscribe": True, "sources": [], "hidden": True},  # made hidden
+        {"can_publish": True, "can_subscribe": True, "sources": ["camera", "microphone"], "hidden": False},  # no screen
+    ],
+    ids=["made-hidden", "screen-share-dropped"],
+)
+def test_given_the_app_changed_the_permission_between_two_scopes_then_the_older_limits_step_gives_back_the_apps_one(
+    apps: dict[str, object],
+) -> None:
+    # the real order: 50v1's removal step was scheduled first, so it fires first once the limit is raised to $200.
+    # What the host holds then is what 60v2's step left: the app's permission is given back, by whichever step runs
+    rooms, ledger = two_scopes_with_the_app_between(apps)
+    lifted = entitlements("active", "70", hard="200", version=3)
+    first = removal_step(rooms, ledger, "50v1", lifted, 120_000)
+    assert [(r.action.value, r.limit, r.outcome) for r in first] == [
+        ("restore", "50v1", "done"),
+        ("remove", "50v1", "lifted"),
+    ]
+    assert rooms.permissions == {("webinar", "host"): apps}
+    second = removal_step(rooms, ledger, "60v2", lifted, 180_000)
+    assert [(r.action.value, r.limit, r.outcome) for r in second] == [("remove", "60v2", "lifted")]
+    assert rooms.permissions == {("webinar", "host"): apps}
+    assert sorted((r.limit, r.outcome) for r in ledger.actions("acct_1") if r.action is EnforcementAction.RESTORE) == [
+        ("50v1", "done"),
+        ("60v2", "done"),
+    ]
+    assert [call[0] for call in rooms.calls] == ["audio_only", "audio_only", "restore"]
+
+
+def test_given_a_third_scope_after_the_apps_change_then_it_keeps_the_apps_permission_not_our_narrowing() -> None:
+    # 50v1, the app makes the host hidden, 60v2 saves that; 60v3 (set again, reached) compares with what 60v2 left -
+    # unchanged - so it keeps the app's permission, not the microphone-only one it reads; the old steps superseded,
+    # then the limit raised to $200: 60v3's step gives back the app's permission
+    apps = {"can_publish": True, "can_subscribe": True, "sources": [], "hidden": True}
+    rooms, ledger = two_scopes_with_the_app_between(apps)
+    restrict_account(
+        "acct_1", "2026-11", "60v3", StaticSessions(HOST), rooms, ledger, RecordingScheduler(), EnforcementPolicy(),
+        NOW_MS + 90_000,
+    )  # fmt: skip
+    [third] = [r for r in ledger.actions("acct_1") if r.action is EnforcementAction.AUDIO_ONLY and r.limit == "60v3"]
+    assert json.loads(third.saved) == apps
+    in_force = entitlements("active", "70", hard="60", version=3)
+    assert [(r.limit, r.outcome) for r in removal_step(rooms, ledger, "50v1", in_force, 120_000)] == [
+        ("50v1", "superseded")
+    ]
+    assert [(r.limit, r.outcome) for r in removal_step(rooms, ledger, "60v2", in_force, 150_000)] == [
+        ("60v2", "superseded")
+    ]
+    lifted = entitlements("active", "70", hard="200", version=4)
+    last = removal_step(rooms, ledger, "60v3", lifted, 210_000)
+    assert [(r.action.value, r.outcome) for r in last] == [("restore", "done"), ("remove", "lifted")]
+    assert rooms.permissions == {("webinar", "host"): apps}

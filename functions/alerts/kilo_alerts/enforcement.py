@@ -100,31 +100,33 @@ def _act(
     return records
 
 
-def _unrestored(records: list[EnforcementRecord], period: str) -> dict[Participant, EnforcementRecord]:
-    """Each participant's earliest audio-only step of the period, under any hard limit, whose saved permission has
-    not been given back yet: the one permission it had before any limit of the period narrowed it. ``records``: the
-    account's records, oldest first (``EnforcementLedger.actions``)."""
-    first: dict[Participant, EnforcementRecord] = {}
-    for record in _all_unrestored(records, period):
-        first.setdefault(Participant(record.room, record.identity), record)
-    return first
+def _latest_unrestored(records: list[EnforcementRecord], period: str) -> dict[Participant, EnforcementRecord]:
+    """Each participant's latest audio-only step of the period, under any hard limit, whose saved permission has not
+    been given back yet: what our last update left it with (``narrowed``) and the permission it had before any limit
+    of the period narrowed it, or the app's permission saved afresh since (``saved``: each step keeps the one before
+    it, D146). ``records``: the account's records (``EnforcementLedger.actions``)."""
+    latest: dict[Participant, EnforcementRecord] = {}
+    for record in sorted(_all_unrestored(records, period), key=lambda record: record.at_ms):
+        latest[Participant(record.room, record.identity)] = record
+    return latest
 
 
 def _narrow(
     rooms: RoomControl, earlier: dict[Participant, EnforcementRecord]
 ) -> Callable[[EnforcementRecord], EnforcementRecord]:
     """Narrow and save the permission it had; a participant still narrowed by an earlier limit of the period (a limit
-    set again while reached is a new scope, D140) keeps the permission that step saved: what it reads now is already
-    narrowed, and giving that back would leave it audio-only (D146)."""
+    set again while reached is a new scope, D140) keeps the permission the latest such step saved: what it reads now
+    is already narrowed, and giving that back would leave it audio-only (D146). Compared with what that latest step
+    left: a permission the app changed since is saved afresh."""
 
     def narrow(pending: EnforcementRecord) -> EnforcementRecord:
         narrowing = rooms.audio_only(pending.room, pending.identity)
-        first = earlier.get(Participant(pending.room, pending.identity))
-        changed = narrowing is not None and first is not None and first.narrowed not in ("", narrowing.saved)
-        if first is not None and not changed:
-            detail = f"still narrowed under the hard limit {first.limit or '(unscoped)'}: its saved permission kept"
-            now = narrowing.narrowed if narrowing is not None else first.narrowed
-            return replace(pending.decided("done", detail), saved=first.saved, narrowed=now)
+        latest = earlier.get(Participant(pending.room, pending.identity))
+        changed = narrowing is not None and latest is not None and latest.narrowed not in ("", narrowing.saved)
+        if latest is not None and not changed:
+            detail = f"still narrowed under the hard limit {latest.limit or '(unscoped)'}: its saved permission kept"
+            now = narrowing.narrowed if narrowing is not None else latest.narrowed
+            return replace(pending.decided("done", detail), saved=latest.saved, narrowed=now)
         if narrowing is None:
             return pending.decided("skipped", "may not publish: nothing to narrow")
         # narrowed afresh: never narrowed this period, or the app changed the permission since (its change is saved)
@@ -161,7 +163,7 @@ def restrict_account(
         EnforcementAction.AUDIO_ONLY,
         sessions.open_participants(account_id),
         ledger,
-        _narrow(rooms, _unrestored(ledger.actions(account_id), period)),
+        _narrow(rooms, _latest_unrestored(ledger.actions(account_id), period)),
         now_ms,
     )
     marker = EnforcementRecord(
@@ -182,9 +184,11 @@ def restore_account(
     account_id: str, period: str, limit: str, rooms: RoomControl, ledger: EnforcementLedger, now_ms: int
 ) -> list[EnforcementRecord]:
     """The hard limit ``limit`` no longer holds (raised, removed, or a new month): every participant restricted under
-    it gets back the permission its audio-only step saved (once each; one who left meanwhile is recorded gone). No
-    limit of the period holds then, so the participant's audio-only steps under the period's other limits are
-    recorded restored too: their removal steps give nothing back a second time."""
+    it gets back its saved permission (once each; one who left meanwhile is recorded gone). No limit of the period
+    holds then, so what is given back is the participant's latest audio-only step of the period not given back yet,
+    whichever limit's removal step runs first: its saved permission, while the participant still holds what that step
+    left (else ``kept``). That step and the older ones under the period's other limits are recorded restored (or
+    kept) too: their removal steps give nothing back a second time."""
     records = ledger.actions(account_id)
     saved = {
         Participant(record.room, record.identity): record
@@ -194,14 +198,19 @@ def restore_account(
         and record.outcome == "done"
         and record.saved
     }
-    others = [record for record in _all_unrestored(records, period) if record.limit != limit]
+    unrestored = _all_unrestored(records, period)
+    latest = _latest_unrestored(records, period)
 
     def restore(pending: EnforcementRecord) -> EnforcementRecord:
         participant = Participant(pending.room, pending.identity)
-        narrowed = saved[participant]
+        narrowed = latest.get(participant, saved[participant])
         given = rooms.restore(pending.room, pending.identity, narrowed.saved, narrowed.narrowed)
-        for other in others:
-            if Participant(other.room, other.identity) == participant:
+        for other in unrestored:
+            if (
+                Participant(other.room, other.identity) == participant
+                and other.limit != limit
+                and other.at_ms <= narrowed.at_ms
+            ):
                 _mark_restored(ledger, replace(pending, limit=other.limit), limit, given)
         if not given:
             return pending.decided("kept", CHANGED_BY_APP)

@@ -573,6 +573,8 @@ class Settlement:
         now = self._clock()
         expected = existing.status if existing is not None else None
         if not transfer.succeeded:
+            if existing is not None and existing.attributed and existing.moved_to is None:
+                return self._reseen(existing, transfer)  # orphaned, then reverted in its new block: keeps its bill
             failed = Payment(transfer, PaymentStatus.FAILED, now, announced=True)
             self._store.save(SettlementChange(failed, payment_expected=expected))
             return failed
@@ -583,7 +585,7 @@ class Settlement:
             if claimed_for is not None and moved_from.invoice_id != claimed_for:
                 raise AlreadyClaimedError(f"payment {transfer.payment_id} already pays another bill")
             return self._carried(moved_from, transfer, expected)
-        if existing is not None and existing.moved_to is not None:
+        if existing is not None and existing.moved_to is not None and not self._beside_moved(existing, transfer):
             return existing  # its bill moved to the payment it was re-mined as: counted there, never twice
         detected = transfer.block_time or now
         found = self._match(transfer, claimed_for, detected)
@@ -602,7 +604,8 @@ class Settlement:
         """An attributed payment seen again after its orphaning (its transaction re-included in another block; or
         recorded FAILED in a block that was not final and succeeding in another): the
         same payment, so it keeps its bill, quote and valuation - whatever the quote's monitoring window says now (an
-        operator may have assigned it past monitoring) - and counts again from its new block."""
+        operator may have assigned it past monitoring) - and counts again from its new block. Reverted in its new
+        block: FAILED, still on its bill (counting nothing), so that succeeding in yet another block counts (D156)."""
         bill = self._store.bill(existing.invoice_id) if existing.invoice_id else None
         if bill is None:
             raise BillNotFoundError(f"no crypto bill {existing.invoice_id!r}")
@@ -612,6 +615,13 @@ class Settlement:
         self._store.save(SettlementChange(again, payment_expected=existing.status, bill=new_bill, quotes=changed))
         self._announce_bill(new_bill)
         return again
+
+    def _beside_moved(self, existing: Payment, transfer: ObservedTransfer) -> bool:
+        """``transfer`` is in the block of the payment ``existing`` moved to (D155), at another index: a transaction
+        is in one block, so it is another credit of the transaction there (two identical credits whose log indexes
+        shifted when it was re-mined), not ``existing``'s credit seen again - matched as a new payment."""
+        moved = self._store.payment(existing.moved_to) if existing.moved_to else None
+        return moved is not None and moved.transfer.block_hash == transfer.block_hash
 
     def _moved_from(self, transfer: ObservedTransfer) -> Payment | None:
         """The attributed payment ``transfer`` is the same credit as, recorded under another id: the same
