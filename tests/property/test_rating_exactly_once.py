@@ -75,7 +75,10 @@ def participant_events(draw: st.DrawFn, room: Room, index: int) -> tuple[list[by
         bodies.append(lk.participant_left(room, participant, left))
     elif fate == "lost_left" and draw(st.booleans()):  # the sweeper noticed it was gone: its own close event
         (open_session,) = rebuild_room([lk.to_record(bodies[0])], AttributionRule())
-        synthetic.append(close_event(open_session, SWEPT, left + draw(st.integers(0, 120)), NOW_MS))
+        closed_at = left + draw(st.integers(0, 120))
+        # written by the sweep at its own moment, or dated back to the last vouched moment by a later sweep (D125)
+        seen = closed_at + draw(st.sampled_from([0, 0, 600, 3000]))
+        synthetic.append(close_event(open_session, SWEPT, closed_at, seen * 1000))
     for track in range(draw(st.integers(0, 2))):
         video = draw(st.booleans())
         source = draw(st.sampled_from(["CAMERA", "SCREEN_SHARE"])) if video else "MICROPHONE"

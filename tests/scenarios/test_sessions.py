@@ -57,11 +57,15 @@ def records(*bodies: bytes) -> list[LiveKitEventRecord]:
     return [lk.to_record(body) for body in bodies]
 
 
-def sweeper_close(events: list[LiveKitEventRecord], sid: str, event_type: str, at: int) -> LiveKitEventRecord:
-    """The sweeper's own close (``kilo_rate_usage.sweeper.close_event``) of the open session ``sid`` at ``at``."""
+def sweeper_close(
+    events: list[LiveKitEventRecord], sid: str, event_type: str, at: int, seen: int | None = None
+) -> LiveKitEventRecord:
+    """The sweeper's own close (``kilo_rate_usage.sweeper.close_event``) of the open session ``sid`` at ``at``, written
+    by the sweep at ``seen`` (default ``at``: the sweep's own moment; later: a close dated back to the last moment
+    something vouched for the session, D125)."""
     session = rebuild(events)[sid]
     assert session.is_open
-    return close_event(session, event_type, at, NOW_MS)
+    return close_event(session, event_type, at, (at if seen is None else seen) * 1000)
 
 
 def with_participant_metadata(body: bytes, metadata: str) -> bytes:
@@ -370,6 +374,31 @@ def test_given_a_reconnect_whose_old_left_is_lost_when_swept_then_room_finished_
     assert rebuild(repo.room_events("RM_reconnect"))["PA_old_r"] == sessions["PA_old_r"]
 
 
+def test_given_a_retired_swept_close_dated_back_when_room_finished_arrives_late_then_the_room_end_replaces_it():
+    # the demo's story: a sweep at T0 + 3000 finds the room gone; nothing vouched for alice since T0 + 600, so D125
+    # closes her there; bob leaves at T0 + 1200 (alice's close retires behind the horizon); room_finished, delayed,
+    # says the room ended at T0 + 1320 - before the sweep saw alice gone: she was in it until then
+    room = Room("RM_lateend", "sync", account_id="acct-late-end", created_at=T0)
+    alice = Participant("PA_alice_le", "alice", T0 * 1000)
+    bob = Participant("PA_bob_le", "bob", T0 * 1000)
+    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+    start = records(lk.room_started(room, T0), lk.participant_joined(room, alice), lk.participant_joined(room, bob))
+    deliver(repo, publisher, start)
+    deliver(repo, publisher, [sweeper_close(start, "PA_alice_le", SWEPT, T0 + 600, seen=T0 + 3000)])
+    deliver(repo, publisher, records(lk.participant_left(room, bob, T0 + 1200)))
+    deliver(repo, publisher, records(lk.room_finished(room, T0 + 1320)))
+
+    sessions = {key[1]: stored.session for key, stored in repo.sessions.items()}
+    # alice: T0 .. room_finished T0 + 1320 = 1320 s -> 22 audio (not the dated-back T0 + 600 -> 10)
+    assert fields(sessions["PA_alice_le"]) == expected(
+        "acct-late-end", T0 * 1000, (T0 + 1320) * 1000, ClosedBy.ROOM_FINISHED, (("2026-11", 0, 22),)
+    )
+    # bob: T0 .. T0 + 1200 = 1200 s -> 20 audio; 22 + 20 = 42
+    totals = repo.counters[("acct-late-end", "2026-11")]
+    assert {meter: quantity for (_, meter), quantity in totals.items() if quantity} == {"audio": 42}
+    assert rebuild(repo.room_events("RM_lateend"))["PA_alice_le"] == sessions["PA_alice_le"]
+
+
 @pytest.mark.parametrize(
     ("close", "finished_at", "end", "closed_by", "audio"),
     [
@@ -396,6 +425,31 @@ def test_given_a_sweeper_close_and_room_finished_then_a_sweep_ends_at_the_earlie
     (session,) = rebuild(events).values()
 
     assert fields(session) == expected("acct-sf", T0 * 1000, end * 1000, closed_by, (("2026-11", 0, audio),))
+
+
+@pytest.mark.parametrize(
+    ("finished_at", "end", "closed_by", "audio"),
+    [
+        # the sweep at T0 + 1500 found the room gone and nothing had vouched for alice since T0 + 600 (D125: closed
+        # there); room_finished says the room ran to T0 + 900, before the sweep: the room's end -> 900 s -> 15
+        pytest.param(T0 + 900, T0 + 900, ClosedBy.ROOM_FINISHED, 15, id="room_finished_before_the_sweep_replaces_it"),
+        # room_finished at T0 + 2000, after the sweep that saw alice gone: the dated-back close stands -> 600 s -> 10
+        pytest.param(T0 + 2000, T0 + 600, ClosedBy.SWEPT, 10, id="room_finished_after_the_sweep_does_not"),
+    ],
+)
+def test_given_a_swept_close_dated_back_then_a_room_end_up_to_the_sweep_replaces_it(finished_at, end, closed_by, audio):
+    room = Room("RM_sweepback", "retro", account_id="acct-sb", created_at=T0)
+    alice = Participant("PA_alice_sb", "alice", T0 * 1000)
+    joined = records(lk.participant_joined(room, alice))
+    events = [
+        *joined,
+        sweeper_close(joined, "PA_alice_sb", SWEPT, T0 + 600, seen=T0 + 1500),
+        *records(lk.room_finished(room, finished_at)),
+    ]
+
+    (session,) = rebuild(events).values()
+
+    assert fields(session) == expected("acct-sb", T0 * 1000, end * 1000, closed_by, (("2026-11", 0, audio),))
 
 
 @pytest.mark.parametrize(

@@ -51,6 +51,7 @@ from kilo_rate_usage.sessions import (
     fold_events,
     session_end,
     track_span,
+    yields_to_room_end,
 )
 
 REORDER_SECONDS = 5  # events up to this much older (createdAt) than the room's latest are folded without a rebuild
@@ -79,7 +80,7 @@ class RoomState:
     horizon_s: int
     spans: tuple[tuple[int, int], ...] = ()  # merged video spans of retired participants' tracks (seconds)
     coverage_from_ms: int = 0  # spans before this are dropped: no live participant started earlier
-    capped_retired: int = 0  # retired participants closed by a cap (a later room_finished re-closes them, D17)
+    capped_retired: int = 0  # retired participants a later room_finished may re-close (a cap, a dated-back sweep: D17)
     aside: tuple[tuple[int, str], ...] = ()  # (createdAt, id) of recent events folded into retired participants
     version: int = 0  # the stored version (conditional writes); 0 = never stored
     full: RoomFold | None = field(default=None, compare=False)  # fold + recent, computed once
@@ -280,7 +281,7 @@ def _retire(
         if end is None or end[0] >= horizon_s:
             continue
         collected.extend(_closed_spans(participant, fold.room_end_s))
-        if end[1] is ClosedBy.CAPPED:
+        if yields_to_room_end(participant):
             capped += 1
         retired[sid] = fold.remove(sid)
     merged = merge_spans(collected)
@@ -428,7 +429,7 @@ def advance(
         if event.room_name and event.room_name != before.room_name and before.room_name:
             return None
         if event.event_type == "room_finished" and state.capped_retired:
-            return None  # a capped session ends at room_finished instead (a swept one ended before the horizon)
+            return None  # a capped (or dated-back swept) session may end at room_finished instead (D17)
         owner = before.participants.get(event.participant_sid)
         track = None
         if event.track_sid:
@@ -597,7 +598,8 @@ def participant_from_json(values: Sequence[Any]) -> ParticipantFold:
     sid, identity, kind, metadata, attributes, joined_ms, left_s, aborted, sweep, tracks = values
     return ParticipantFold(
         sid, identity, kind, metadata, dict(attributes), joined_ms, left_s, bool(aborted),
-        (int(sweep[0]), ClosedBy(sweep[1])) if sweep is not None else None, dict(_track_in(t) for t in tracks),
+        (int(sweep[0]), ClosedBy(sweep[1]), int(sweep[2])) if sweep is not None else None,
+        dict(_track_in(t) for t in tracks),
     )  # fmt: skip
 
 

@@ -80,7 +80,9 @@ class ParticipantFold:
     joined_ms: int | None = None
     left_s: int | None = None
     aborted: bool = False
-    sweep: tuple[int, ClosedBy] | None = None
+    # the sweeper's close: (close time, how, when the sweep saw it gone); the close time is the sweep's own moment, or
+    # the last moment something vouched for the session when that is older (D125)
+    sweep: tuple[int, ClosedBy, int] | None = None
     tracks: dict[str, TrackFold] = field(default_factory=dict)  # the tracks this participant published, by sid
 
     def copy(self) -> ParticipantFold:
@@ -142,15 +144,23 @@ def _account(participant: ParticipantFold, runs: Sequence[MetadataRun], rule: At
 
 def session_end(participant: ParticipantFold, room_end_s: int | None) -> tuple[int, ClosedBy] | None:
     """When (seconds) and how a participant's session ended, None while open (D17): its ``participant_left``; else
-    the sweeper's *swept* close or ``room_finished``, whichever is earlier - a sweep is RoomService's proof that the
-    connection was gone by then, ``room_finished`` only says when the room ended; else ``room_finished`` (over a
-    *cap*, which proves nothing: LiveKit's own close wins); else the sweeper's close (swept or capped)."""
+    ``room_finished`` when the room ended before the sweep saw the participant gone (a *swept* close is RoomService's
+    proof that the connection was gone by the sweep; ``room_finished`` says when the room ended: the earlier one
+    wins; a swept close dated back to its last vouched moment, D125, is only a lower bound, so a room end up to the
+    sweep replaces it); ``room_finished`` over a *cap*, which proves nothing; else the sweeper's close."""
     if participant.left_s is not None:
         return participant.left_s, ClosedBy.LEFT
     sweep = participant.sweep
-    if room_end_s is not None and (sweep is None or sweep[1] is not ClosedBy.SWEPT or room_end_s <= sweep[0]):
+    if room_end_s is not None and (sweep is None or sweep[1] is not ClosedBy.SWEPT or room_end_s <= sweep[2]):
         return room_end_s, ClosedBy.ROOM_FINISHED
-    return sweep
+    return (sweep[0], sweep[1]) if sweep is not None else None
+
+
+def yields_to_room_end(participant: ParticipantFold) -> bool:
+    """Whether a later ``room_finished`` can still change this closed participant's end (``session_end``): a cap, or a
+    swept close dated back to before the sweep that saw the participant gone."""
+    sweep = participant.sweep
+    return participant.left_s is None and sweep is not None and (sweep[1] is ClosedBy.CAPPED or sweep[2] > sweep[0])
 
 
 FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
@@ -290,7 +300,7 @@ class RoomFold:
         elif event.event_type in (SWEPT, CAPPED):
             closed_by = ClosedBy.SWEPT if event.event_type == SWEPT else ClosedBy.CAPPED
             if participant.sweep is None or event.created_at < participant.sweep[0]:
-                participant.sweep = (event.created_at, closed_by)
+                participant.sweep = (event.created_at, closed_by, max(event.created_at, event.received_at_ms // 1000))
         if participant.joined_ms is not None and (
             participant.connection_end_s is not None or self.room_end_s is not None
         ):
