@@ -29,6 +29,7 @@ from kilo_rate_usage.ports import (
     RejectedWriteError,
     SessionChange,
     StateChange,
+    UnreadableRoomError,
     UsageChange,
 )
 from kilo_rate_usage.rooms import RoomState
@@ -38,17 +39,20 @@ MAX_BATCH_GET = 100
 RATING_SERVICE = "rate-usage"  # the rating handler's service (``handler.SERVICE``): logs and metrics of its reads
 
 
-def _undecodable(room_sid: str, item: Mapping[str, Any], exc: Exception) -> None:
-    """A stored item of the room's partition this reader cannot decode (a newer schema during a rolling deploy, a
-    broken write) is left out of the room's rebuild, logged and counted - never a failure of every batch of the room:
-    its stream record went to the poison queue (alarmed) when it arrived."""
+def _undecodable(room_sid: str, item: Mapping[str, Any], exc: Exception) -> UnreadableRoomError:
+    """A stored item of the room's partition this reader cannot decode (a newer schema during a deploy or after a
+    rollback, a broken write): logged and counted, and the room refused (``UnreadableRoomError``): a rebuild from part
+    of its events would un-bill what its other events rated - the room's records go to the poison queue instead,
+    the batch's other rooms are rated, and no batch of the room blocks the shard."""
     keys = {name: item.get(name) for name in (KEY, SORT_KEY)}
+    reason = f"{type(exc).__name__}: {exc}"
     # a child of the handler's logger (its JSON lines in Lambda); outside Lambda (the replay CLI) it goes to stderr
     Logger(service=RATING_SERVICE, child=True).error(
-        "stored event left out of the room's rebuild: it cannot be decoded",
-        extra={"room_sid": room_sid, "keys": keys, "reason": f"{type(exc).__name__}: {exc}"},
+        "room not rated: a stored event of it cannot be decoded",
+        extra={"room_sid": room_sid, "keys": keys, "reason": reason},
     )
     count(RATING_SERVICE, Metric.STORED_EVENTS_UNDECODABLE)
+    return UnreadableRoomError(f"stored event {keys} of room {room_sid} cannot be decoded ({reason})")
 
 
 def _write(operation: Any, **kwargs: Any) -> Any:
@@ -100,8 +104,7 @@ class DynamoUsageRepository:
             try:
                 event = decode_item(item)
             except (ContractError, KeyError, TypeError, ValueError) as exc:
-                _undecodable(room_sid, item, exc)
-                continue
+                raise _undecodable(room_sid, item, exc) from exc
             if isinstance(event, LiveKitEventRecord):
                 events.append(event)
         return events

@@ -50,6 +50,7 @@ from kilo_rate_usage.ports import (
     RejectedWriteError,
     SessionChange,
     StateChange,
+    UnreadableRoomError,
     UsageChange,
     UsageRepository,
 )
@@ -92,6 +93,8 @@ def rate_batch(
     for room_sid, events in _by_room(livekit).items():
         try:
             outcomes.append(_rate(events, [], attempt))
+        except UnreadableRoomError as exc:
+            rejected.append(Rejected(room_sid=room_sid, reason=f"not rated: {exc}"))
         except RejectedWriteError as exc:
             rejected.append(Rejected(room_sid=room_sid, reason=f"DynamoDB refused the room's writes: {exc}"))
     for record in {record.key: record for record in usage}.values():

@@ -38,6 +38,12 @@ class RejectedWriteError(Exception):
     """DynamoDB refuses the write itself (validation, item too large): retrying the same write can never succeed."""
 
 
+class UnreadableRoomError(RejectedWriteError):
+    """A stored event of the room cannot be decoded by this reader (a newer schema written during a deploy or after a
+    rollback, a broken write): the room cannot be rebuilt exactly, so nothing of it is written - its records are
+    refused like a refused write (the poison queue), never rated from part of its events (D15)."""
+
+
 @dataclass(frozen=True, slots=True)
 class SessionChange:
     new: StoredSession

@@ -55,7 +55,7 @@ class Metric(StrEnum):
     USAGE_RATED = "UsageRated"
     THRESHOLDS_CROSSED = "ThresholdsCrossed"
     POISON_RECORDS = "PoisonRecords"
-    STORED_EVENTS_UNDECODABLE = "StoredEventsUndecodable"  # left out of a room's rebuild (its record was poison)
+    STORED_EVENTS_UNDECODABLE = "StoredEventsUndecodable"  # a room refused: a stored event of it cannot be decoded
     UNATTRIBUTED_MINUTES = "UnattributedMinutes"
     SESSIONS_SWEPT = "SessionsSwept"
     SESSIONS_CAPPED = "SessionsCapped"  # a session LiveKit could not vouch for, closed provisionally: alarmed
