@@ -214,7 +214,7 @@ class DynamoPhoneChallenges:
         return items.phone_challenge_from_item(account_id, item) if item else None
 
     def replace(self, challenge: PhoneChallenge, previous: PhoneChallenge | None) -> None:
-        expires_at = max(challenge.code_expires_at, *(at + self._window for at in challenge.sent_at))
+        expires_at = max((challenge.code_expires_at, *(at + self._window for at in challenge.sent_at)))
         item = items.phone_challenge_to_item(challenge, expires_at)
         if previous is None:
             stored = put_if(self._client, self._table, item)
@@ -229,6 +229,20 @@ class DynamoPhoneChallenges:
             )
         if not stored:
             raise ConflictError("a code was sent to the account's number meanwhile; use the newest one")
+
+    def forget_phone(self, account_id: str) -> None:
+        try:
+            call(
+                self._client.update_item,
+                TableName=self._table,
+                Key=items.phone_code_key(account_id),
+                UpdateExpression="REMOVE #phone, #hash SET #tries = :none",
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeNames={"#phone": "phone", "#hash": "code_hash", "#tries": "tries_left"},
+                ExpressionAttributeValues=to_item({":none": 0}),
+            )
+        except ConditionFailedError:
+            return  # no code was ever sent (or its item expired): nothing to forget
 
     def spend_try(self, challenge: PhoneChallenge) -> None:
         try:
@@ -252,6 +266,13 @@ class SnsCodeSender:
 
     def __init__(self, client: Any) -> None:
         self._client = client
+
+    def opted_out(self, phone: str) -> bool:
+        try:
+            answer = call(self._client.check_if_phone_number_is_opted_out, phoneNumber=phone)
+        except AwsInvalidRequestError as exc:
+            raise InvalidRequestError("phone", f"SMS cannot be sent to {phone!r} ({exc})") from exc
+        return bool(answer.get("isOptedOut"))
 
     def send(self, phone: str, text: str) -> None:
         attributes = {"AWS.SNS.SMS.SMSType": {"DataType": "String", "StringValue": "Transactional"}}

@@ -117,9 +117,9 @@ def phone_challenge_from_item(account_id: str, item: Mapping[str, Any]) -> Phone
     values = from_item(item)
     return PhoneChallenge(
         account_id=account_id,
-        phone=str(values["phone"]),
+        phone=str(values.get("phone", "")),  # absent: none pending (a code never sent, or the account erased)
         salt=str(values["salt"]),
-        code_hash=str(values["code_hash"]),
+        code_hash=str(values.get("code_hash", "")),
         code_expires_at=datetime.fromisoformat(str(values["code_expires_at"])),
         tries_left=int(values["tries_left"]),
         sent_at=tuple(datetime.fromisoformat(str(at)) for at in values.get("sent_at", [])),

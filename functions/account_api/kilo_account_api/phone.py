@@ -13,10 +13,12 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Literal
 
-from kilo_account_api.model import ConflictError, InvalidRequestError, PhoneChallenge
+from kilo_account_api.model import ConflictError, InvalidRequestError, PhoneChallenge, UnavailableError
 from kilo_account_api.ports import CodeSender, PhoneChallenges
 from kilo_billing.accounts import AccountDirectory, AccountProfile, InvalidContactError, mark_phone_verified
+from kilo_billing.aws import StorageUnavailableError
 
 CODE_DIGITS = 6
 
@@ -64,6 +66,10 @@ def send_code(
             f"{len(recent)} codes were sent in the last {_duration(policy.window)}; ask again after "
             f"{again:%Y-%m-%d %H:%M:%S} UTC"
         )
+    if sender.opted_out(profile.phone):  # checked before anything is stored or counted
+        raise InvalidRequestError(
+            "phone", f"{profile.phone} opted out of SMS (replied STOP): no code can be texted to it"
+        )
     code = new_code()
     salt = secrets.token_hex(16)
     challenge = PhoneChallenge(
@@ -75,8 +81,16 @@ def send_code(
         tries_left=policy.tries,
         sent_at=(*recent, now),
     )
-    challenges.replace(challenge, previous)  # stored (and counted) before it is sent: a failed send spends it too
-    sender.send(profile.phone, sms_text(code, policy))
+    challenges.replace(challenge, previous)  # stored before it is sent: the code works as soon as it arrives
+    try:
+        sender.send(profile.phone, sms_text(code, policy))
+    except Exception:
+        # nothing was texted: the previous challenge comes back, or none pending and nothing counted (a code never
+        # delivered neither counts nor blocks the next ask); unless another request stored a code meanwhile or the
+        # table is out too (then this one counts)
+        with contextlib.suppress(ConflictError, StorageUnavailableError):
+            challenges.replace(previous or _nothing_pending(challenge), challenge)
+        raise
     return challenge
 
 
@@ -107,6 +121,16 @@ def confirm_code(
     return verified
 
 
+@dataclass(frozen=True, slots=True)
+class SavedNumberCode:
+    """What saving the alert preferences did about the number's code: ``sent`` (a new code), ``pending`` (the code
+    sent before still works), ``not_sent`` (``reason`` says why: the account's limit, SNS refused the number or was
+    unreachable; the save stands, the person asks for a code later)."""
+
+    status: Literal["sent", "pending", "not_sent"]
+    reason: str = ""
+
+
 def code_for_saved_number(
     profile: AccountProfile,
     challenges: PhoneChallenges,
@@ -114,19 +138,28 @@ def code_for_saved_number(
     now: datetime,
     policy: PhoneVerificationPolicy,
     new_code: Callable[[], str] = random_code,
-) -> PhoneChallenge | None:
+) -> SavedNumberCode | None:
     """After the alert preferences were saved: send a code to an unverified number unless one for that number is
-    still pending (saving the form again sends nothing new) or the account had its codes for the window (it asks
-    for one later, ``send_code``). The code sent, else ``None``."""
+    still pending (saving the form again sends nothing new). Never raises for the code: the preferences are saved
+    already, so a code that could not be sent is an outcome (``not_sent``), not the save's error. ``None`` when
+    there is no number or it is verified."""
     if not profile.phone or profile.phone_verified:
         return None
-    pending = challenges.current(profile.account_id)
-    if pending and pending.phone == profile.phone and pending.tries_left > 0 and now < pending.code_expires_at:
-        return None
     try:
-        return send_code(profile, challenges, sender, now, policy, new_code)
-    except ConflictError:
-        return None
+        pending = challenges.current(profile.account_id)
+        if pending and pending.phone == profile.phone and pending.tries_left > 0 and now < pending.code_expires_at:
+            return SavedNumberCode("pending")
+        send_code(profile, challenges, sender, now, policy, new_code)
+    except (ConflictError, InvalidRequestError) as exc:
+        return SavedNumberCode("not_sent", str(exc))
+    except (UnavailableError, StorageUnavailableError):
+        return SavedNumberCode("not_sent", "the SMS service could not be reached; ask for a new code later")
+    return SavedNumberCode("sent")
+
+
+def _nothing_pending(challenge: PhoneChallenge) -> PhoneChallenge:
+    """The stored stand-in for "no code pending, none sent" (written over a challenge whose code was never sent)."""
+    return replace(challenge, phone="", code_hash="", tries_left=0, sent_at=())
 
 
 def _duration(span: timedelta) -> str:

@@ -70,6 +70,11 @@ class PhoneChallenges(Protocol):
         ``ConflictError`` (another request sent a code meanwhile). Kept until the rate window has passed."""
         ...
 
+    def forget_phone(self, account_id: str) -> None:
+        """Erasure: the stored challenge (if any) keeps no number and no code hash (no code pending); its send times
+        stay for the rate limit."""
+        ...
+
     def spend_try(self, challenge: PhoneChallenge) -> None:
         """One guess: ``tries_left`` down by one if the stored challenge is still this one with these tries left,
         else ``ConflictError`` (a concurrent guess or a new code)."""
@@ -78,5 +83,9 @@ class PhoneChallenges(Protocol):
 
 class CodeSender(Protocol):
     """SMS to a number (SNS): the verification code. ``InvalidRequestError`` when the number is refused for good."""
+
+    def opted_out(self, phone: str) -> bool:
+        """The number replied STOP (SNS's opted-out list): it is not texted."""
+        ...
 
     def send(self, phone: str, text: str) -> None: ...
