@@ -78,7 +78,7 @@ def test_given_a_saved_number_then_it_is_unverified_until_the_texted_code_is_con
         {"N": "5"},
         {"S": "2026-11-15T12:10:00+00:00"},
     )
-    assert int(item["expires_at"]["N"]) == int((NOW + timedelta(hours=1)).timestamp())  # TTL: after the rate window
+    assert int(item["expires_at"]["N"]) == int((NOW + timedelta(days=1)).timestamp())  # TTL: after the daily cap
     assert stored_profile(account_api).phone_verified is False
     # saving the form again while the code is pending texts nothing new
     again = call("PUT", PREFERENCES, ADMIN, {"email": "ops@a.example", "phone": PHONE})
@@ -225,3 +225,54 @@ def test_given_an_erasure_without_any_code_sent_then_no_phone_code_item_is_made(
     assert call("POST", "/v1/accounts/acct_a/erase", OWNER).status == 200
     assert stored_code_item(account_api) == {}
     assert call("GET", "/v1/accounts/acct_a/export", OWNER).body["phone_code"] is None
+
+
+def test_given_a_number_texted_three_codes_today_then_no_account_gets_a_fourth_until_the_next_utc_day(
+    account_api: Any,
+) -> None:
+    register(account_api, "acct_a")
+    register(account_api, "acct_b")
+    assert call("PUT", PREFERENCES, ADMIN, {"phone": PHONE}).body["phone_code"]["status"] == "sent"
+    for minutes in (1, 2):
+        with time_machine.travel(NOW + timedelta(minutes=minutes), tick=False):
+            assert call("POST", SEND, ADMIN).status == 200
+    # another account typing the same number: its first code of the hour, but the number's 4th today
+    b_admin, b_preferences = claims("acct_b", "admin"), "/v1/accounts/acct_b/alert-preferences"
+    saved = call("PUT", b_preferences, b_admin, {"phone": PHONE})
+    assert (saved.status, saved.body["phone"], saved.body["phone_code"]) == (
+        200,
+        PHONE,
+        {"status": "not_sent", "reason": f"{PHONE} was sent 3 codes today; ask again after 2026-11-16 00:00:00 UTC"},
+    )
+    with time_machine.travel(NOW + timedelta(hours=2), tick=False):  # acct_a's hourly limit is over, not the day's
+        refused = call("POST", SEND, ADMIN)
+        assert (refused.status, refused.body["message"]) == (
+            409,
+            f"{PHONE} was sent 3 codes today; ask again after 2026-11-16 00:00:00 UTC",
+        )
+        assert call("POST", SEND, ADMIN).status == 409
+    with time_machine.travel(utc(2026, 11, 16, 0, 0, 1), tick=False):
+        assert call("POST", f"{b_preferences}/phone-code", b_admin).status == 200
+    assert [to for to, _ in texts(account_api)] == [PHONE] * 4
+
+
+def test_given_ten_codes_in_a_day_then_an_account_gets_no_eleventh_whatever_the_numbers(account_api: Any) -> None:
+    register(account_api, "acct_a")
+    numbers = [f"+1415555{n:04d}" for n in range(10, 14)]  # 3 codes each at most, per number and day
+    sent = 0
+    for hour, number in enumerate(numbers):
+        with time_machine.travel(NOW + timedelta(hours=hour), tick=False):
+            assert call("PUT", PREFERENCES, ADMIN, {"phone": number}).body["phone_code"]["status"] == "sent"
+            sent += 1
+            while sent < 10 and call("POST", SEND, ADMIN).status == 200:
+                sent += 1
+    assert len(texts(account_api)) == 10
+    with time_machine.travel(NOW + timedelta(hours=3, minutes=30), tick=False):
+        refused = call("POST", SEND, ADMIN)
+    assert (refused.status, refused.body["message"]) == (
+        409,
+        "10 codes were sent in the last 24 h; ask again after 2026-11-16 12:00:00 UTC",
+    )
+    with time_machine.travel(NOW + timedelta(hours=24, seconds=1), tick=False):
+        assert call("POST", SEND, ADMIN).status == 200
+    assert len(texts(account_api)) == 11

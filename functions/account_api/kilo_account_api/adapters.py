@@ -4,8 +4,9 @@ domain error."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Final
 
 from kilo_account_api import items
@@ -229,6 +230,34 @@ class DynamoPhoneChallenges:
             )
         if not stored:
             raise ConflictError("a code was sent to the account's number meanwhile; use the newest one")
+
+    def take_number_code(self, phone: str, day: date, limit: int) -> bool:
+        expires_at = datetime.combine(day + timedelta(days=2), time(), UTC)  # TTL: the day after, to be safe
+        try:
+            call(
+                self._client.update_item,
+                TableName=self._table,
+                Key=items.number_codes_key(phone, day),
+                UpdateExpression="ADD #count :one SET #ttl = :ttl",
+                ConditionExpression="attribute_not_exists(#count) OR #count < :limit",
+                ExpressionAttributeNames={"#count": "codes", "#ttl": "expires_at"},
+                ExpressionAttributeValues=to_item({":one": 1, ":limit": limit, ":ttl": int(expires_at.timestamp())}),
+            )
+        except ConditionFailedError:
+            return False
+        return True
+
+    def give_back_number_code(self, phone: str, day: date) -> None:
+        with contextlib.suppress(ConditionFailedError):  # nothing counted (never below 0)
+            call(
+                self._client.update_item,
+                TableName=self._table,
+                Key=items.number_codes_key(phone, day),
+                UpdateExpression="ADD #count :less",
+                ConditionExpression="#count > :none",
+                ExpressionAttributeNames={"#count": "codes"},
+                ExpressionAttributeValues=to_item({":less": -1, ":none": 0}),
+            )
 
     def forget_phone(self, account_id: str) -> None:
         try:

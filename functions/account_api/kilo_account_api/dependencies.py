@@ -113,7 +113,7 @@ def dependencies() -> AccountApiDependencies:
         members=DynamoMembers(dynamodb, config.members_table_name),
         signals=signals,
         payments=LazyPaymentPages(lambda: _stripe_pages(config)),
-        phone_challenges=DynamoPhoneChallenges(dynamodb, table, PhoneVerificationPolicy().window),
+        phone_challenges=DynamoPhoneChallenges(dynamodb, table, PhoneVerificationPolicy().day),
         code_sender=SnsCodeSender(client("sns", config.call_budget, lazy=True)),
         phone_policy=PhoneVerificationPolicy(),
     )

@@ -9,9 +9,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import date, datetime
 from fractions import Fraction
 from typing import Any, Final
 
@@ -93,6 +94,13 @@ PHONE_CODE_SORT_KEY: Final = "PHONECODE"  # usage table, beside the profile: ACC
 
 def phone_code_key(account_id: str) -> Item:
     return to_item({"pk": account_pk(account_id), "sk": PHONE_CODE_SORT_KEY})
+
+
+def number_codes_key(phone: str, day: date) -> Item:
+    """A number's codes of a UTC day, all accounts together (usage table: ``PHONE#<sha256 of the number>`` /
+    ``CODES#<YYYY-MM-DD>``): the number is not stored, only its hash (a rate-limit key kept for a day or two)."""
+    digest = hashlib.sha256(phone.encode()).hexdigest()
+    return to_item({"pk": f"PHONE#{digest}", "sk": f"CODES#{day.isoformat()}"})
 
 
 def phone_challenge_to_item(challenge: PhoneChallenge, expires_at: datetime) -> Item:

@@ -1,7 +1,8 @@
 """Proving the account's SMS number (pure; D160): a short code is sent to the number (``CodeSender``), stored only
-as a salted HMAC (``PhoneChallenges``), and confirmed within ``code_ttl`` in at most ``tries`` guesses; an account gets
-at most ``codes_per_window`` codes per ``window``. Confirming marks the profile's number verified
-(``kilo_billing.accounts.mark_phone_verified``); alerts text only a verified number.
+as a salted HMAC (``PhoneChallenges``), and confirmed within ``code_ttl`` in at most ``tries`` guesses; an account
+gets at most ``codes_per_window`` codes per ``window`` and ``codes_per_day`` a day, a number at most
+``codes_per_number_per_day`` codes per UTC day from all accounts together. Confirming marks the profile's number
+verified (``kilo_billing.accounts.mark_phone_verified``); alerts text only a verified number.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import hmac
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Literal
 
 from kilo_account_api.model import ConflictError, InvalidRequestError, PhoneChallenge, UnavailableError
@@ -29,6 +30,9 @@ class PhoneVerificationPolicy:
     tries: int = 5
     codes_per_window: int = 3
     window: timedelta = timedelta(hours=1)
+    codes_per_day: int = 10  # per account over the last 24 h, whatever the numbers
+    day: timedelta = timedelta(days=1)  # also how long the account's send times are kept
+    codes_per_number_per_day: int = 3  # per number and UTC day, whatever the accounts
 
 
 def random_code() -> str:
@@ -59,16 +63,23 @@ def send_code(
     if profile.phone_verified:
         raise ConflictError(f"phone {profile.phone!r} is verified already")
     previous = challenges.current(profile.account_id)
-    recent = tuple(at for at in (previous.sent_at if previous else ()) if at > now - policy.window)
-    if len(recent) >= policy.codes_per_window:
-        again = min(recent) + policy.window
-        raise ConflictError(
-            f"{len(recent)} codes were sent in the last {_duration(policy.window)}; ask again after "
-            f"{again:%Y-%m-%d %H:%M:%S} UTC"
-        )
+    today = tuple(at for at in (previous.sent_at if previous else ()) if at > now - policy.day)
+    for limit, span in ((policy.codes_per_window, policy.window), (policy.codes_per_day, policy.day)):
+        recent = [at for at in today if at > now - span]
+        if len(recent) >= limit:
+            raise ConflictError(
+                f"{len(recent)} codes were sent in the last {_duration(span)}; ask again after "
+                f"{min(recent) + span:%Y-%m-%d %H:%M:%S} UTC"
+            )
     if sender.opted_out(profile.phone):  # checked before anything is stored or counted
         raise InvalidRequestError(
             "phone", f"{profile.phone} opted out of SMS (replied STOP): no code can be texted to it"
+        )
+    day = now.astimezone(UTC).date()
+    if not challenges.take_number_code(profile.phone, day, policy.codes_per_number_per_day):
+        raise ConflictError(
+            f"{profile.phone} was sent {policy.codes_per_number_per_day} codes today; ask again after "
+            f"{day + timedelta(days=1):%Y-%m-%d} 00:00:00 UTC"
         )
     code = new_code()
     salt = secrets.token_hex(16)
@@ -79,9 +90,13 @@ def send_code(
         code_hash=code_hash(salt, profile.phone, code),
         code_expires_at=now + policy.code_ttl,
         tries_left=policy.tries,
-        sent_at=(*recent, now),
+        sent_at=(*today, now),
     )
-    challenges.replace(challenge, previous)  # stored before it is sent: the code works as soon as it arrives
+    try:
+        challenges.replace(challenge, previous)  # stored before it is sent: the code works as soon as it arrives
+    except Exception:
+        _give_back(challenges, profile.phone, day)
+        raise
     try:
         sender.send(profile.phone, sms_text(code, policy))
     except Exception:
@@ -90,8 +105,15 @@ def send_code(
         # table is out too (then this one counts)
         with contextlib.suppress(ConflictError, StorageUnavailableError):
             challenges.replace(previous or _nothing_pending(challenge), challenge)
+        _give_back(challenges, profile.phone, day)
         raise
     return challenge
+
+
+def _give_back(challenges: PhoneChallenges, phone: str, day: date) -> None:
+    """The number's code for ``day`` was taken but none went out: it no longer counts (unless the table is out)."""
+    with contextlib.suppress(StorageUnavailableError):
+        challenges.give_back_number_code(phone, day)
 
 
 def confirm_code(

@@ -5,6 +5,7 @@ and entitlements (``kilo_billing.entitlements``). Implemented by ``adapters`` (D
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import date
 from typing import Protocol
 
 from kilo_account_api.model import Member, PhoneChallenge, SessionRecord
@@ -68,6 +69,15 @@ class PhoneChallenges(Protocol):
     def replace(self, challenge: PhoneChallenge, previous: PhoneChallenge | None) -> None:
         """Store ``challenge`` if the stored one is still ``previous`` (same salt; ``None``: none stored), else
         ``ConflictError`` (another request sent a code meanwhile). Kept until the rate window has passed."""
+        ...
+
+    def take_number_code(self, phone: str, day: date, limit: int) -> bool:
+        """Count one code to ``phone`` on ``day`` (UTC) if fewer than ``limit`` were counted (all accounts together);
+        ``False`` when the number had its codes for the day."""
+        ...
+
+    def give_back_number_code(self, phone: str, day: date) -> None:
+        """Uncount one code taken by ``take_number_code`` (it was not sent)."""
         ...
 
     def forget_phone(self, account_id: str) -> None:
