@@ -16,7 +16,7 @@ import pytest
 from kilo_dev.stripe_emulator import EmulatorHTTPClient
 from tests.account_api_support import api_environment, call, claims
 from tests.iam.conftest import Roles
-from tests.infra.test_generated_iam import STRIPE_API_KEY, USAGE_TABLE
+from tests.infra.test_generated_iam import PHONE_CODE_KEY, STRIPE_API_KEY, USAGE_TABLE
 from tests.integration.test_account_api import frozen, register
 
 __all__ = ["frozen"]
@@ -44,6 +44,11 @@ def stripe(account_api: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[EmulatorH
         Name=name, SecretString='{"api_key": "sk_test_emulated"}'
     )
     return http, str(created["ARN"])
+
+
+def phone_code_key_arn(stack: Any) -> str:
+    name = stack.template.parameters["PhoneCodeKeySecretName"]
+    return str(stack.clients["secretsmanager"].describe_secret(SecretId=name)["ARN"])
 
 
 def texts(stack: Any) -> list[tuple[str, str]]:
@@ -97,6 +102,7 @@ def test_given_the_generated_role_then_a_saved_number_is_texted_its_code_and_con
     assert {
         ("sns:CheckIfPhoneNumberIsOptedOut", "*"),
         ("sns:Publish", "*"),
+        ("secretsmanager:GetSecretValue", phone_code_key_arn(account_api)),
         ("dynamodb:GetItem", USAGE_TABLE),
         ("dynamodb:PutItem", USAGE_TABLE),
         ("dynamodb:UpdateItem", USAGE_TABLE),
@@ -185,3 +191,24 @@ def test_given_the_generated_role_then_it_cannot_publish_to_a_topic(account_api:
         assert sns.check_if_phone_number_is_opted_out(phoneNumber=PHONE)["isOptedOut"] is False
     assert refused.value.response["Error"]["Code"] in {"AuthorizationError", "AccessDenied", "AccessDeniedException"}
     assert enforcement.denied == [("sns:Publish", topic)]
+
+
+def test_given_the_phone_code_key_taken_from_the_role_then_no_code_is_made_or_checked_and_no_try_is_spent(
+    account_api: Any, roles: Roles
+) -> None:
+    register(account_api, "acct_a")
+    with roles.acting_as(FUNCTION):
+        call("PUT", PREFERENCES, ADMIN, {"phone": PHONE})
+    [(_, text)] = texts(account_api)
+    code = re.search(r"your code is (\d{6})", text)
+    assert code is not None
+    without = {("secretsmanager:GetSecretValue", PHONE_CODE_KEY)}
+    with roles.acting_as(FUNCTION, without=without) as enforcement:
+        asked = call("POST", f"{PREFERENCES}/phone-code", ADMIN)
+        guessed = call("POST", f"{PREFERENCES}/phone-code/confirm", ADMIN, {"code": code.group(1)})
+    assert enforcement.denied == [("secretsmanager:GetSecretValue", phone_code_key_arn(account_api))] * 2
+    assert (asked.status, guessed.status) == (503, 503)
+    assert len(texts(account_api)) == 1
+    with roles.acting_as(FUNCTION):  # the key back: the texted code still has its 5 tries, and confirms
+        confirmed = call("POST", f"{PREFERENCES}/phone-code/confirm", ADMIN, {"code": code.group(1)})
+    assert (confirmed.status, confirmed.body["phone_verified"]) == (200, True)

@@ -35,6 +35,7 @@ USAGE_CLIENTS = f"arn:aws:secretsmanager:{ARN}:secret:kilo-billing/usage-clients
 STRIPE_WEBHOOK = f"arn:aws:secretsmanager:{ARN}:secret:kilo-billing/stripe-webhook-??????"
 
 STRIPE_API_KEY = f"arn:aws:secretsmanager:{ARN}:secret:kilo-billing/stripe-api-key-??????"
+PHONE_CODE_KEY = f"arn:aws:secretsmanager:{ARN}:secret:kilo-billing/phone-code-key-??????"
 ACCOUNTS_INDEX = f"{USAGE_TABLE}/index/accounts"
 MEMBERS_TABLE = f"arn:aws:dynamodb:{ARN}:table/kilo-billing-members-test"
 MEMBERS_BY_USER_INDEX = f"{MEMBERS_TABLE}/index/members_by_user"
@@ -233,6 +234,7 @@ ROLES = {
         ("dynamodb:UpdateItem", MEMBERS_TABLE),
         ("dynamodb:ConditionCheckItem", MEMBERS_TABLE),  # removing an owner: another owner must remain
         ("secretsmanager:GetSecretValue", STRIPE_API_KEY),  # Checkout and Billing Portal pages
+        ("secretsmanager:GetSecretValue", PHONE_CODE_KEY),  # the phone codes' HMAC key (D160)
     ),
     # Cognito's pre-token trigger: a user's memberships, nothing else (no usage, no Stripe)
     "AccountSignInClaimsFunctionRole": role(
@@ -452,6 +454,7 @@ def test_given_every_generated_statement_then_it_names_exact_actions_on_exact_re
         "kilo-billing/stripe-webhook",
         "kilo-billing/stripe-api-key",
         "kilo-billing/crypto-rpc",
+        "kilo-billing/phone-code-key",
     }
     for role_id in ROLES:
         for statement in role_statements(transformed, role_id):

@@ -233,7 +233,9 @@ def put_alert_preferences(account_id: AccountId, body: schemas.AlertPreferencesI
     deps = _deps()
     saved = logic.set_alert_preferences(deps.accounts, account_id, request)
     # a new (unverified) number gets its code now; the save stands whatever the SMS does (D160)
-    code = phone.code_for_saved_number(saved, deps.phone_challenges, deps.code_sender, _now(), deps.phone_policy)
+    code = phone.code_for_saved_number(
+        saved, deps.phone_challenges, deps.code_sender, deps.phone_code_key, _now(), deps.phone_policy
+    )
     return schemas.AlertPreferencesSavedOut.saved(saved, code)
 
 
@@ -242,7 +244,9 @@ def send_phone_code(account_id: AccountId) -> schemas.PhoneCodeOut:
     _authorize(account_id, Role.ADMIN)
     deps = _deps()
     profile = logic.profile_of(deps.accounts, account_id)
-    sent = phone.send_code(profile, deps.phone_challenges, deps.code_sender, _now(), deps.phone_policy)
+    sent = phone.send_code(
+        profile, deps.phone_challenges, deps.code_sender, deps.phone_code_key, _now(), deps.phone_policy
+    )
     return schemas.PhoneCodeOut(phone=sent.phone, code_expires_at=sent.code_expires_at, tries=sent.tries_left)
 
 
@@ -252,7 +256,7 @@ def confirm_phone_code(account_id: AccountId, body: schemas.PhoneCodeIn) -> sche
     deps = _deps()
     profile = logic.profile_of(deps.accounts, account_id)
     return schemas.AlertPreferencesOut.of(
-        phone.confirm_code(deps.accounts, profile, deps.phone_challenges, body.code, _now())
+        phone.confirm_code(deps.accounts, profile, deps.phone_challenges, deps.phone_code_key, body.code, _now())
     )
 
 

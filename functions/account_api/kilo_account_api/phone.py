@@ -1,8 +1,8 @@
 """Proving the account's SMS number (pure; D160): a short code is sent to the number (``CodeSender``), stored only
-as a salted HMAC (``PhoneChallenges``), and confirmed within ``code_ttl`` in at most ``tries`` guesses; an account
-gets at most ``codes_per_window`` codes per ``window`` and ``codes_per_day`` a day, a number at most
-``codes_per_number_per_day`` codes per UTC day from all accounts together. Confirming marks the profile's number
-verified (``kilo_billing.accounts.mark_phone_verified``); alerts text only a verified number.
+as an HMAC under the server's key and a salt (``PhoneChallenges``), and confirmed within ``code_ttl`` in at most
+``tries`` guesses; an account gets at most ``codes_per_window`` codes per ``window`` and ``codes_per_day`` a day, a
+number at most ``codes_per_number_per_day`` codes per UTC day from all accounts together. Confirming marks the
+profile's number verified (``kilo_billing.accounts.mark_phone_verified``); alerts text only a verified number.
 """
 
 from __future__ import annotations
@@ -39,8 +39,10 @@ def random_code() -> str:
     return f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
 
 
-def code_hash(salt: str, phone: str, code: str) -> str:
-    return hmac.new(bytes.fromhex(salt), f"{phone}\x00{code}".encode(), hashlib.sha256).hexdigest()
+def code_hash(key: bytes, salt: str, phone: str, code: str) -> str:
+    """HMAC-SHA256 under the server's key (Secrets Manager, not in the table: reading the table alone does not give
+    a pending code away, there being only 10^6 codes) of the code's salt, number and code."""
+    return hmac.new(key, bytes.fromhex(salt) + f"\x00{phone}\x00{code}".encode(), hashlib.sha256).hexdigest()
 
 
 def sms_text(code: str, policy: PhoneVerificationPolicy) -> str:
@@ -52,6 +54,7 @@ def send_code(
     profile: AccountProfile,
     challenges: PhoneChallenges,
     sender: CodeSender,
+    key: Callable[[], bytes],
     now: datetime,
     policy: PhoneVerificationPolicy,
     new_code: Callable[[], str] = random_code,
@@ -75,6 +78,7 @@ def send_code(
         raise InvalidRequestError(
             "phone", f"{profile.phone} opted out of SMS (replied STOP): no code can be texted to it"
         )
+    secret = key()  # read before anything is stored or counted (UnavailableError: no code now)
     day = now.astimezone(UTC).date()
     if not challenges.take_number_code(profile.phone, day, policy.codes_per_number_per_day):
         raise ConflictError(
@@ -87,7 +91,7 @@ def send_code(
         account_id=profile.account_id,
         phone=profile.phone,
         salt=salt,
-        code_hash=code_hash(salt, profile.phone, code),
+        code_hash=code_hash(secret, salt, profile.phone, code),
         code_expires_at=now + policy.code_ttl,
         tries_left=policy.tries,
         sent_at=(*today, now),
@@ -117,7 +121,12 @@ def _give_back(challenges: PhoneChallenges, phone: str, day: date) -> None:
 
 
 def confirm_code(
-    accounts: AccountDirectory, profile: AccountProfile, challenges: PhoneChallenges, code: str, now: datetime
+    accounts: AccountDirectory,
+    profile: AccountProfile,
+    challenges: PhoneChallenges,
+    key: Callable[[], bytes],
+    code: str,
+    now: datetime,
 ) -> AccountProfile:
     """Check ``code`` against the pending one for the account's number (each guess spends a try first); when it
     matches, the number is verified (and the code used up). ``InvalidRequestError`` naming ``code`` otherwise."""
@@ -128,8 +137,9 @@ def confirm_code(
         raise InvalidRequestError("code", "no code is pending for the account's number: ask for a new one")
     if now >= challenge.code_expires_at:
         raise InvalidRequestError("code", "the code has expired: ask for a new one")
+    secret = key()  # before the try is spent: a key that cannot be read costs no guess
     challenges.spend_try(challenge)
-    if not hmac.compare_digest(code_hash(challenge.salt, challenge.phone, code), challenge.code_hash):
+    if not hmac.compare_digest(code_hash(secret, challenge.salt, challenge.phone, code), challenge.code_hash):
         left = challenge.tries_left - 1
         hint = f"{left} {'try' if left == 1 else 'tries'} left" if left else "no tries left: ask for a new one"
         raise InvalidRequestError("code", f"the code is wrong; {hint}")
@@ -157,6 +167,7 @@ def code_for_saved_number(
     profile: AccountProfile,
     challenges: PhoneChallenges,
     sender: CodeSender,
+    key: Callable[[], bytes],
     now: datetime,
     policy: PhoneVerificationPolicy,
     new_code: Callable[[], str] = random_code,
@@ -171,7 +182,7 @@ def code_for_saved_number(
         pending = challenges.current(profile.account_id)
         if pending and pending.phone == profile.phone and pending.tries_left > 0 and now < pending.code_expires_at:
             return SavedNumberCode("pending")
-        send_code(profile, challenges, sender, now, policy, new_code)
+        send_code(profile, challenges, sender, key, now, policy, new_code)
     except (ConflictError, InvalidRequestError) as exc:
         return SavedNumberCode("not_sent", str(exc))
     except (UnavailableError, StorageUnavailableError):
