@@ -2,13 +2,16 @@
 
 Resolves the intrinsics the template uses (``Ref``, ``Fn::Sub``, ``Fn::GetAtt``, ``Fn::Join``) against parameter values
 and the physical names resources get, and creates the stateful resources (DynamoDB tables with their streams, GSIs and
-TTL; EventBridge buses; SNS topics; SQS queues) on whatever endpoint the boto3 clients point at - moto here.
+TTL; EventBridge buses; SNS topics; SQS queues; generated secrets) on whatever endpoint the boto3 clients point at -
+moto here.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import secrets
+import string
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -27,6 +30,7 @@ _NAME_PROPERTY = {
     "AWS::Serverless::Function": "FunctionName",
     "AWS::Logs::LogGroup": "LogGroupName",
     "AWS::Serverless::LayerVersion": "LayerName",
+    "AWS::SecretsManager::Secret": "Name",
 }
 _SUB_VAR = re.compile(r"\$\{([^}!][^}]*)\}")
 
@@ -236,8 +240,26 @@ def provision(template: Template, clients: dict[str, Any]) -> None:
         arn = clients["sqs"].get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         template.attributes[(name, "Arn")] = arn
     create_rules(template, clients["events"])
+    if "secretsmanager" in clients:
+        for name, spec in template.of_type("AWS::SecretsManager::Secret").items():
+            clients["secretsmanager"].create_secret(
+                Name=template.physical_name(name), SecretString=generated_secret(template.resolve(spec["Properties"]))
+            )
     if "sesv2" in clients and "AlertSenderIdentity" in template.parameters:
         clients["sesv2"].create_email_identity(EmailIdentity=template.parameters["AlertSenderIdentity"])
+
+
+def generated_secret(props: dict[str, Any]) -> str:
+    """A secret's value as CloudFormation makes it from ``GenerateSecretString``: the template JSON with a random
+    string (letters and digits, ``PasswordLength`` long) under ``GenerateStringKey``."""
+    generate = props.get("GenerateSecretString")
+    if generate is None:
+        return str(props.get("SecretString", ""))
+    alphabet = string.ascii_letters + string.digits
+    value = "".join(secrets.choice(alphabet) for _ in range(int(generate.get("PasswordLength", 32))))
+    document = json.loads(generate.get("SecretStringTemplate", "{}"))
+    document[generate.get("GenerateStringKey", "password")] = value
+    return json.dumps(document)
 
 
 def create_rules(template: Template, events: Any) -> None:

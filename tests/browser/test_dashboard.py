@@ -262,6 +262,10 @@ def test_given_an_owner_when_a_phone_number_is_saved_then_it_shows_unverified_un
         f"Alert settings saved. Enter the code sent to {phone} to get alerts by SMS."
     )
     expect(state).to_have_text(f"{phone} is not verified yet: alerts go by email until it is confirmed.")
+    page.get_by_role("button", name="Save alert settings").click()  # saved again: the code sent stays the one
+    expect(page.get_by_role("status")).to_have_text(
+        f"Alert settings saved. Enter the code already sent to {phone}, or ask for a new one."
+    )
     [code] = texted_codes(world, phone)
     status, before = world.api("GET", f"/v1/accounts/{ENTERPRISE}/alert-preferences", world.token(ENTERPRISE))
     assert (status, before["phone"], before["phone_verified"]) == (200, phone, False)
@@ -278,6 +282,25 @@ def test_given_an_owner_when_a_phone_number_is_saved_then_it_shows_unverified_un
     assert (status, after["phone_verified"]) == (200, True)
     page.reload()
     expect(page.get_by_test_id("phone-state")).to_have_text(f"{phone} is verified: SMS alerts go to it.")
+
+
+def test_given_a_number_that_opted_out_of_sms_when_saved_then_the_page_says_it_was_saved_but_got_no_code(
+    world: World, page: Any
+) -> None:
+    phone = "+14155550199"  # the local stack's SNS (moto) answers "opted out" for a number ending in 99
+    world.sign_in(page, PERSONAL, route="settings")
+    page.get_by_role("textbox", name="Phone for SMS").fill(phone)
+    page.get_by_role("button", name="Save alert settings").click()
+    expect(page.get_by_role("status")).to_have_text(
+        f"Alert settings saved, but no code was sent to {phone}: {phone} opted out of SMS (replied STOP): no code "
+        'can be texted to it. Use "Send a new code" later.'
+    )
+    expect(page.get_by_test_id("phone-state")).to_have_text(
+        f"{phone} is not verified yet: alerts go by email until it is confirmed."
+    )
+    assert texted_codes(world, phone) == []
+    status, saved = world.api("GET", f"/v1/accounts/{PERSONAL}/alert-preferences", world.token(PERSONAL))
+    assert (status, saved["phone"], saved["phone_verified"]) == (200, phone, False)
 
 
 def test_given_an_owner_on_the_pricing_page_when_upgrading_then_the_tier_changes_at_once_in_the_api(

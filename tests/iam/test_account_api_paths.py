@@ -16,7 +16,7 @@ import pytest
 from kilo_dev.stripe_emulator import EmulatorHTTPClient
 from tests.account_api_support import api_environment, call, claims
 from tests.iam.conftest import Roles
-from tests.infra.test_generated_iam import STRIPE_API_KEY, USAGE_TABLE
+from tests.infra.test_generated_iam import PHONE_CODE_KEY, STRIPE_API_KEY, USAGE_TABLE
 from tests.integration.test_account_api import frozen, register
 
 __all__ = ["frozen"]
@@ -44,6 +44,11 @@ def stripe(account_api: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[EmulatorH
         Name=name, SecretString='{"api_key": "sk_test_emulated"}'
     )
     return http, str(created["ARN"])
+
+
+def phone_code_key_arn(stack: Any) -> str:
+    name = stack.template.parameters["PhoneCodeKeySecretName"]
+    return str(stack.clients["secretsmanager"].describe_secret(SecretId=name)["ARN"])
 
 
 def texts(stack: Any) -> list[tuple[str, str]]:
@@ -95,7 +100,9 @@ def test_given_the_generated_role_then_a_saved_number_is_texted_its_code_and_con
     assert enforcement.denied == []
     assert (saved.status, to, confirmed.status, read.body["phone_verified"]) == (200, PHONE, 200, True)
     assert {
+        ("sns:CheckIfPhoneNumberIsOptedOut", "*"),
         ("sns:Publish", "*"),
+        ("secretsmanager:GetSecretValue", phone_code_key_arn(account_api)),
         ("dynamodb:GetItem", USAGE_TABLE),
         ("dynamodb:PutItem", USAGE_TABLE),
         ("dynamodb:UpdateItem", USAGE_TABLE),
@@ -112,3 +119,96 @@ def test_given_sns_publish_taken_from_the_role_then_no_code_is_texted_and_the_nu
     assert (sent.status, sent.body["code"]) == (503, "unavailable")
     assert texts(account_api) == []
     assert call("GET", PREFERENCES, MEMBER).body["phone_verified"] is False
+
+
+def test_given_sns_refusing_the_save_s_code_then_the_save_is_200_not_sent_and_a_later_save_texts_it(
+    account_api: Any, roles: Roles
+) -> None:
+    """The preferences are stored before the code is texted: SNS failing (here: the role without sns:Publish, a real
+    refusal from moto) is not the save's error (D160). Nothing counts: saving again with SNS back texts the code."""
+    register(account_api, "acct_a")
+    body = {"email": "ops@a.example", "phone": PHONE}
+    with roles.acting_as(FUNCTION, without={("sns:Publish", "*")}) as enforcement:
+        saved = call("PUT", PREFERENCES, ADMIN, body)
+    assert enforcement.denied == [("sns:Publish", "*")]
+    assert (saved.status, saved.body["phone"], saved.body["email"], saved.body["phone_code"]) == (
+        200,
+        PHONE,
+        "ops@a.example",
+        {"status": "not_sent", "reason": "the SMS service could not be reached; ask for a new code later"},
+    )
+    assert texts(account_api) == []
+    read = call("GET", PREFERENCES, MEMBER).body
+    assert (read["phone"], read["email"], read["phone_verified"]) == (PHONE, "ops@a.example", False)
+    with roles.acting_as(FUNCTION) as enforcement:
+        again = call("PUT", PREFERENCES, ADMIN, body)  # the code never sent is not "still pending"
+    assert enforcement.denied == []
+    assert (again.status, again.body["phone_code"]) == (200, {"status": "sent", "reason": None})
+    assert [to for to, _ in texts(account_api)] == [PHONE]
+
+
+def test_given_a_texted_code_when_a_new_one_cannot_be_sent_then_the_texted_one_still_works_and_nothing_counts(
+    account_api: Any, roles: Roles
+) -> None:
+    register(account_api, "acct_a")
+    with roles.acting_as(FUNCTION):
+        assert call("PUT", PREFERENCES, ADMIN, {"phone": PHONE}).body["phone_code"]["status"] == "sent"
+    [(_, text)] = texts(account_api)
+    with roles.acting_as(FUNCTION, without={("sns:Publish", "*")}):
+        for _ in range(3):  # three failed asks: none of them is one of the 3 codes an hour
+            assert call("POST", f"{PREFERENCES}/phone-code", ADMIN).status == 503
+    with roles.acting_as(FUNCTION):
+        assert call("POST", f"{PREFERENCES}/phone-code", ADMIN).status == 200  # the 2nd code sent this hour
+        assert call("POST", f"{PREFERENCES}/phone-code", ADMIN).status == 200  # the 3rd
+        assert call("POST", f"{PREFERENCES}/phone-code", ADMIN).status == 409
+    assert next(sms for _, sms in texts(account_api)) == text
+    assert len(texts(account_api)) == 3
+
+
+def test_given_a_failed_send_then_the_code_texted_before_it_still_confirms(account_api: Any, roles: Roles) -> None:
+    register(account_api, "acct_a")
+    with roles.acting_as(FUNCTION):
+        call("PUT", PREFERENCES, ADMIN, {"phone": PHONE})
+    [(_, text)] = texts(account_api)
+    code = re.search(r"your code is (\d{6})", text)
+    assert code is not None
+    with roles.acting_as(FUNCTION, without={("sns:Publish", "*")}):
+        assert call("POST", f"{PREFERENCES}/phone-code", ADMIN).status == 503
+    with roles.acting_as(FUNCTION):
+        confirmed = call("POST", f"{PREFERENCES}/phone-code/confirm", ADMIN, {"code": code.group(1)})
+    assert (confirmed.status, confirmed.body["phone_verified"]) == (200, True)
+
+
+def test_given_the_generated_role_then_it_cannot_publish_to_a_topic(account_api: Any, roles: Roles) -> None:
+    """sns:Publish is allowed on "*" for SMS only: a Deny on topic ARNs beside it (D160)."""
+    import boto3  # noqa: PLC0415
+
+    topic = account_api.clients["sns"].create_topic(Name="someone-elses-topic")["TopicArn"]
+    with roles.acting_as(FUNCTION) as enforcement:
+        sns = boto3.client("sns", region_name="us-east-1")
+        with pytest.raises(sns.exceptions.ClientError) as refused:
+            sns.publish(TopicArn=topic, Message="not for the account API")
+        assert sns.check_if_phone_number_is_opted_out(phoneNumber=PHONE)["isOptedOut"] is False
+    assert refused.value.response["Error"]["Code"] in {"AuthorizationError", "AccessDenied", "AccessDeniedException"}
+    assert enforcement.denied == [("sns:Publish", topic)]
+
+
+def test_given_the_phone_code_key_taken_from_the_role_then_no_code_is_made_or_checked_and_no_try_is_spent(
+    account_api: Any, roles: Roles
+) -> None:
+    register(account_api, "acct_a")
+    with roles.acting_as(FUNCTION):
+        call("PUT", PREFERENCES, ADMIN, {"phone": PHONE})
+    [(_, text)] = texts(account_api)
+    code = re.search(r"your code is (\d{6})", text)
+    assert code is not None
+    without = {("secretsmanager:GetSecretValue", PHONE_CODE_KEY)}
+    with roles.acting_as(FUNCTION, without=without) as enforcement:
+        asked = call("POST", f"{PREFERENCES}/phone-code", ADMIN)
+        guessed = call("POST", f"{PREFERENCES}/phone-code/confirm", ADMIN, {"code": code.group(1)})
+    assert enforcement.denied == [("secretsmanager:GetSecretValue", phone_code_key_arn(account_api))] * 2
+    assert (asked.status, guessed.status) == (503, 503)
+    assert len(texts(account_api)) == 1
+    with roles.acting_as(FUNCTION):  # the key back: the texted code still has its 5 tries, and confirms
+        confirmed = call("POST", f"{PREFERENCES}/phone-code/confirm", ADMIN, {"code": code.group(1)})
+    assert (confirmed.status, confirmed.body["phone_verified"]) == (200, True)

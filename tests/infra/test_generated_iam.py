@@ -35,6 +35,7 @@ USAGE_CLIENTS = f"arn:aws:secretsmanager:{ARN}:secret:kilo-billing/usage-clients
 STRIPE_WEBHOOK = f"arn:aws:secretsmanager:{ARN}:secret:kilo-billing/stripe-webhook-??????"
 
 STRIPE_API_KEY = f"arn:aws:secretsmanager:{ARN}:secret:kilo-billing/stripe-api-key-??????"
+PHONE_CODE_KEY = f"arn:aws:secretsmanager:{ARN}:secret:kilo-billing/phone-code-key-??????"
 ACCOUNTS_INDEX = f"{USAGE_TABLE}/index/accounts"
 MEMBERS_TABLE = f"arn:aws:dynamodb:{ARN}:table/kilo-billing-members-test"
 MEMBERS_BY_USER_INDEX = f"{MEMBERS_TABLE}/index/members_by_user"
@@ -60,6 +61,10 @@ SES_SENDER = f"arn:aws:ses:{ARN}:identity/kilo.example"
 SES_CONFIGURATION_SET = f"arn:aws:ses:{ARN}:configuration-set/kilo-billing-alerts-test"
 # SMS straight to a phone number: IAM knows no resource for it, these actions exist only on "*" (the one exception)
 RESOURCELESS = frozenset({("sns:Publish", "*"), ("sns:CheckIfPhoneNumberIsOptedOut", "*")})
+# the only Deny statements: a role allowed sns:Publish on "*" for SMS may not publish to any topic (D160)
+DENIED: dict[str, frozenset[tuple[str, str]]] = {
+    "AccountApiFunctionRole": frozenset({("sns:Publish", "arn:aws:sns:*:*:*")}),
+}
 
 
 @dataclass(frozen=True)
@@ -221,13 +226,15 @@ ROLES = {
         ("dynamodb:Query", OPEN_SESSIONS_INDEX),
         ("dynamodb:Query", ACCOUNT_SESSIONS_INDEX),
         ("dynamodb:Scan", ACCOUNTS_INDEX),  # the operator's account list
-        ("sns:Publish", "*"),  # the phone verification code: SMS to a number has no resource
+        ("sns:Publish", "*"),  # the phone verification code: SMS to a number has no resource (topics denied)
+        ("sns:CheckIfPhoneNumberIsOptedOut", "*"),  # no code to a number that replied STOP
         ("dynamodb:Query", MEMBERS_TABLE),
         ("dynamodb:PutItem", MEMBERS_TABLE),
         ("dynamodb:DeleteItem", MEMBERS_TABLE),
         ("dynamodb:UpdateItem", MEMBERS_TABLE),
         ("dynamodb:ConditionCheckItem", MEMBERS_TABLE),  # removing an owner: another owner must remain
         ("secretsmanager:GetSecretValue", STRIPE_API_KEY),  # Checkout and Billing Portal pages
+        ("secretsmanager:GetSecretValue", PHONE_CODE_KEY),  # the phone codes' HMAC key (D160)
     ),
     # Cognito's pre-token trigger: a user's memberships, nothing else (no usage, no Stripe)
     "AccountSignInClaimsFunctionRole": role(
@@ -349,10 +356,11 @@ def role_statements(transformed: Transformed, role_id: str) -> list[dict[str, An
     return [transformed.resolve(statement) for document in documents for statement in document["Statement"]]
 
 
-def grants(statements: list[dict[str, Any]]) -> set[tuple[str, str]]:
+def grants(statements: list[dict[str, Any]], effect: str = "Allow") -> set[tuple[str, str]]:
     return {
         (action, resource)
         for statement in statements
+        if statement["Effect"] == effect
         for action in _listed(statement["Action"])
         for resource in _listed(statement["Resource"])
     }
@@ -363,6 +371,11 @@ def statement_problems(statement: dict[str, Any], secret_names: set[str]) -> lis
     problems = [
         f"{key} widens the statement" for key in ("NotAction", "NotResource", "NotPrincipal") if key in statement
     ]
+    if statement.get("Effect") == "Deny":
+        denied = grants([statement], "Deny")
+        if not denied <= frozenset().union(*DENIED.values()):
+            problems.append(f"Deny of {sorted(denied)}: only the declared Deny statements are expected")
+        return problems  # a Deny only narrows: its wildcards grant nothing
     if statement.get("Effect") != "Allow":
         problems.append(f"Effect {statement.get('Effect')!r}: only Allow statements are expected")
     for action in _listed(statement.get("Action", [])):
@@ -428,6 +441,7 @@ def test_given_each_generated_role_then_it_grants_exactly_these_actions_on_these
     assert granted == expected.grants, (
         f"{role_id}: unexpected {sorted(granted - expected.grants)}, missing {sorted(expected.grants - granted)}"
     )
+    assert grants(role_statements(transformed, role_id), "Deny") == DENIED.get(role_id, frozenset())
 
 
 def test_given_every_generated_statement_then_it_names_exact_actions_on_exact_resources(
@@ -440,6 +454,7 @@ def test_given_every_generated_statement_then_it_names_exact_actions_on_exact_re
         "kilo-billing/stripe-webhook",
         "kilo-billing/stripe-api-key",
         "kilo-billing/crypto-rpc",
+        "kilo-billing/phone-code-key",
     }
     for role_id in ROLES:
         for statement in role_statements(transformed, role_id):

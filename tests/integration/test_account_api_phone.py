@@ -4,6 +4,9 @@ Codes are read from the SMS moto's SNS received, as a person reads them from the
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import re
 from collections.abc import Iterator
 from datetime import timedelta
@@ -59,6 +62,15 @@ def stored_code_item(stack: Any) -> dict[str, Any]:
     return found.get("Item", {})
 
 
+def keyed_hash(stack: Any, salt: str, phone: str, code: str) -> str:
+    """The stored hash as D160 describes it: HMAC-SHA256 under the key the template's secret holds, of salt, number
+    and code (written out here, not the code's own function)."""
+    name = stack.template.parameters["PhoneCodeKeySecretName"]
+    key = json.loads(stack.clients["secretsmanager"].get_secret_value(SecretId=name)["SecretString"])["key"]
+    message = bytes.fromhex(salt) + b"\x00" + phone.encode() + b"\x00" + code.encode()
+    return hmac.new(key.encode(), message, hashlib.sha256).hexdigest()
+
+
 def wrong(code: str) -> str:
     return f"{(int(code) + 1) % 1_000_000:06d}"
 
@@ -67,20 +79,27 @@ def test_given_a_saved_number_then_it_is_unverified_until_the_texted_code_is_con
     register(account_api, "acct_a")
     saved = call("PUT", PREFERENCES, ADMIN, {"email": "ops@a.example", "phone": PHONE})
     assert (saved.status, saved.body["phone"], saved.body["phone_verified"]) == (200, PHONE, False)
+    assert saved.body["phone_code"] == {"status": "sent", "reason": None}
     [(to, text)] = texts(account_api)
     code = code_in(text)
     assert to == PHONE
-    item = stored_code_item(account_api)  # the code itself is never stored: a salted HMAC of number and code
+    item = stored_code_item(account_api)  # the code itself is never stored: an HMAC of number and code
     assert code not in str(item)
+    assert item["code_hash"]["S"] == keyed_hash(account_api, item["salt"]["S"], PHONE, code)
+    # the table alone does not give the code away: the salt beside the hash is not the HMAC's key (D160 before the
+    # review: HMAC under the salt, so trying the 10^6 codes against the item found it)
+    salt = bytes.fromhex(item["salt"]["S"])
+    assert item["code_hash"]["S"] != hmac.new(salt, f"{PHONE}\x00{code}".encode(), hashlib.sha256).hexdigest()
     assert (item["phone"], item["tries_left"], item["code_expires_at"]) == (
         {"S": PHONE},
         {"N": "5"},
         {"S": "2026-11-15T12:10:00+00:00"},
     )
-    assert int(item["expires_at"]["N"]) == int((NOW + timedelta(hours=1)).timestamp())  # TTL: after the rate window
+    assert int(item["expires_at"]["N"]) == int((NOW + timedelta(days=1)).timestamp())  # TTL: after the daily cap
     assert stored_profile(account_api).phone_verified is False
     # saving the form again while the code is pending texts nothing new
-    assert call("PUT", PREFERENCES, ADMIN, {"email": "ops@a.example", "phone": PHONE}).status == 200
+    again = call("PUT", PREFERENCES, ADMIN, {"email": "ops@a.example", "phone": PHONE})
+    assert (again.status, again.body["phone_code"]) == (200, {"status": "pending", "reason": None})
     assert len(texts(account_api)) == 1
 
     refused = call("POST", CONFIRM, ADMIN, {"code": wrong(code)})
@@ -94,7 +113,8 @@ def test_given_a_saved_number_then_it_is_unverified_until_the_texted_code_is_con
     assert stored_profile(account_api).phone_verified is True
     assert call("GET", PREFERENCES, MEMBER).body["phone_verified"] is True
     # the same number saved again stays verified, nothing texted; another number is unverified and gets its code
-    assert call("PUT", PREFERENCES, ADMIN, {"email": "ops@a.example", "phone": PHONE}).body["phone_verified"] is True
+    same = call("PUT", PREFERENCES, ADMIN, {"email": "ops@a.example", "phone": PHONE}).body
+    assert (same["phone_verified"], same["phone_code"]) == (True, None)
     assert len(texts(account_api)) == 1
     assert call("POST", SEND, ADMIN).body["code"] == "conflict"  # verified already
     changed = call("PUT", PREFERENCES, ADMIN, {"email": "ops@a.example", "phone": OTHER})
@@ -140,8 +160,13 @@ def test_given_three_codes_in_an_hour_then_a_fourth_is_refused_until_the_first_i
                 "field": None,
             },
         )
-        # saving another number is not a way round the limit: saved, but not texted
-        assert call("PUT", PREFERENCES, ADMIN, {"phone": OTHER}).body["phone_verified"] is False
+        # saving another number is not a way round the limit: saved, but not texted (and the answer says why)
+        other = call("PUT", PREFERENCES, ADMIN, {"phone": OTHER})
+        assert (other.status, other.body["phone"], other.body["phone_verified"]) == (200, OTHER, False)
+        assert other.body["phone_code"] == {
+            "status": "not_sent",
+            "reason": "3 codes were sent in the last 1 h; ask again after 2026-11-15 13:00:00 UTC",
+        }
     assert len(texts(account_api)) == 3
     with time_machine.travel(NOW + timedelta(minutes=60, seconds=1), tick=False):
         assert call("POST", SEND, ADMIN).status == 200
@@ -156,3 +181,115 @@ def test_given_no_number_then_no_code_is_sent_and_a_confirm_finds_none(account_a
     malformed = call("POST", CONFIRM, ADMIN, {"code": "12345x"})
     assert (malformed.status, malformed.body["field"]) == (400, "code")
     assert texts(account_api) == []
+
+
+OPTED_OUT = "+14155550199"  # moto's SNS answers "opted out" for a number ending in 99, as SNS does after a STOP
+
+
+def test_given_a_number_that_opted_out_of_sms_then_it_is_saved_but_gets_no_code_and_nothing_counts(
+    account_api: Any,
+) -> None:
+    register(account_api, "acct_a")
+    saved = call("PUT", PREFERENCES, ADMIN, {"email": "ops@a.example", "phone": OPTED_OUT})
+    assert (saved.status, saved.body["phone"], saved.body["email"], saved.body["phone_code"]) == (
+        200,
+        OPTED_OUT,
+        "ops@a.example",
+        {"status": "not_sent", "reason": f"{OPTED_OUT} opted out of SMS (replied STOP): no code can be texted to it"},
+    )
+    assert stored_profile(account_api).phone == OPTED_OUT
+    asked = call("POST", SEND, ADMIN)
+    assert (asked.status, asked.body["field"]) == (400, "phone")
+    assert texts(account_api) == []
+    assert stored_code_item(account_api) == {}  # checked before a code is stored: none pending, none counted
+    # another number right after: its code goes (the refused asks spent none of the 3 an hour)
+    assert call("PUT", PREFERENCES, ADMIN, {"phone": PHONE}).body["phone_code"]["status"] == "sent"
+    for _ in range(2):
+        assert call("POST", SEND, ADMIN).status == 200
+    assert [to for to, _ in texts(account_api)] == [PHONE, PHONE, PHONE]
+
+
+OWNER = claims("acct_a", "owner")
+
+
+def test_given_an_erased_account_then_its_phone_code_item_keeps_no_number_and_no_hash_only_send_times(
+    account_api: Any,
+) -> None:
+    register(account_api, "acct_a")
+    call("PUT", PREFERENCES, ADMIN, {"phone": PHONE})
+    before = call("GET", "/v1/accounts/acct_a/export", OWNER).body["phone_code"]
+    assert before == {
+        "phone": PHONE,
+        "code_expires_at": "2026-11-15T12:10:00+00:00",
+        "sent_at": ["2026-11-15T12:00:00+00:00"],
+    }
+    assert call("POST", "/v1/accounts/acct_a/erase", OWNER).status == 200
+    item = stored_code_item(account_api)
+    assert PHONE not in str(item)
+    assert "phone" not in item
+    assert "code_hash" not in item
+    assert (item["tries_left"], item["sent_at"]) == ({"N": "0"}, {"L": [{"S": "2026-11-15T12:00:00+00:00"}]})
+    after = call("GET", "/v1/accounts/acct_a/export", OWNER).body["phone_code"]
+    assert after == {"phone": None, "code_expires_at": "2026-11-15T12:10:00+00:00", "sent_at": before["sent_at"]}
+    # the erased account's send times still count: a new number gets the 2nd and 3rd code of the hour, not a 4th
+    call("PUT", PREFERENCES, ADMIN, {"phone": OTHER})
+    assert call("POST", SEND, ADMIN).status == 200
+    assert call("POST", SEND, ADMIN).status == 409
+
+
+def test_given_an_erasure_without_any_code_sent_then_no_phone_code_item_is_made(account_api: Any) -> None:
+    register(account_api, "acct_a")
+    assert call("POST", "/v1/accounts/acct_a/erase", OWNER).status == 200
+    assert stored_code_item(account_api) == {}
+    assert call("GET", "/v1/accounts/acct_a/export", OWNER).body["phone_code"] is None
+
+
+def test_given_a_number_texted_three_codes_today_then_no_account_gets_a_fourth_until_the_next_utc_day(
+    account_api: Any,
+) -> None:
+    register(account_api, "acct_a")
+    register(account_api, "acct_b")
+    assert call("PUT", PREFERENCES, ADMIN, {"phone": PHONE}).body["phone_code"]["status"] == "sent"
+    for minutes in (1, 2):
+        with time_machine.travel(NOW + timedelta(minutes=minutes), tick=False):
+            assert call("POST", SEND, ADMIN).status == 200
+    # another account typing the same number: its first code of the hour, but the number's 4th today
+    b_admin, b_preferences = claims("acct_b", "admin"), "/v1/accounts/acct_b/alert-preferences"
+    saved = call("PUT", b_preferences, b_admin, {"phone": PHONE})
+    assert (saved.status, saved.body["phone"], saved.body["phone_code"]) == (
+        200,
+        PHONE,
+        {"status": "not_sent", "reason": f"{PHONE} was sent 3 codes today; ask again after 2026-11-16 00:00:00 UTC"},
+    )
+    with time_machine.travel(NOW + timedelta(hours=2), tick=False):  # acct_a's hourly limit is over, not the day's
+        refused = call("POST", SEND, ADMIN)
+        assert (refused.status, refused.body["message"]) == (
+            409,
+            f"{PHONE} was sent 3 codes today; ask again after 2026-11-16 00:00:00 UTC",
+        )
+        assert call("POST", SEND, ADMIN).status == 409
+    with time_machine.travel(utc(2026, 11, 16, 0, 0, 1), tick=False):
+        assert call("POST", f"{b_preferences}/phone-code", b_admin).status == 200
+    assert [to for to, _ in texts(account_api)] == [PHONE] * 4
+
+
+def test_given_ten_codes_in_a_day_then_an_account_gets_no_eleventh_whatever_the_numbers(account_api: Any) -> None:
+    register(account_api, "acct_a")
+    numbers = [f"+1415555{n:04d}" for n in range(10, 14)]  # 3 codes each at most, per number and day
+    sent = 0
+    for hour, number in enumerate(numbers):
+        with time_machine.travel(NOW + timedelta(hours=hour), tick=False):
+            assert call("PUT", PREFERENCES, ADMIN, {"phone": number}).body["phone_code"]["status"] == "sent"
+            sent += 1
+            while sent < 10 and call("POST", SEND, ADMIN).status == 200:
+                sent += 1
+    assert len(texts(account_api)) == 10
+    with time_machine.travel(NOW + timedelta(hours=3, minutes=30), tick=False):
+        refused = call("POST", SEND, ADMIN)
+    assert (refused.status, refused.body["message"]) == (
+        409,
+        "10 codes were sent in the last 24 h; ask again after 2026-11-16 12:00:00 UTC",
+    )
+    with time_machine.travel(NOW + timedelta(hours=24, seconds=1), tick=False):
+        assert call("POST", SEND, ADMIN).status == 200
+    assert len(texts(account_api)) == 11

@@ -4,8 +4,9 @@ domain error."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Final
 
 from kilo_account_api import items
@@ -214,7 +215,7 @@ class DynamoPhoneChallenges:
         return items.phone_challenge_from_item(account_id, item) if item else None
 
     def replace(self, challenge: PhoneChallenge, previous: PhoneChallenge | None) -> None:
-        expires_at = max(challenge.code_expires_at, *(at + self._window for at in challenge.sent_at))
+        expires_at = max((challenge.code_expires_at, *(at + self._window for at in challenge.sent_at)))
         item = items.phone_challenge_to_item(challenge, expires_at)
         if previous is None:
             stored = put_if(self._client, self._table, item)
@@ -229,6 +230,48 @@ class DynamoPhoneChallenges:
             )
         if not stored:
             raise ConflictError("a code was sent to the account's number meanwhile; use the newest one")
+
+    def take_number_code(self, phone: str, day: date, limit: int) -> bool:
+        expires_at = datetime.combine(day + timedelta(days=2), time(), UTC)  # TTL: the day after, to be safe
+        try:
+            call(
+                self._client.update_item,
+                TableName=self._table,
+                Key=items.number_codes_key(phone, day),
+                UpdateExpression="ADD #count :one SET #ttl = :ttl",
+                ConditionExpression="attribute_not_exists(#count) OR #count < :limit",
+                ExpressionAttributeNames={"#count": "codes", "#ttl": "expires_at"},
+                ExpressionAttributeValues=to_item({":one": 1, ":limit": limit, ":ttl": int(expires_at.timestamp())}),
+            )
+        except ConditionFailedError:
+            return False
+        return True
+
+    def give_back_number_code(self, phone: str, day: date) -> None:
+        with contextlib.suppress(ConditionFailedError):  # nothing counted (never below 0)
+            call(
+                self._client.update_item,
+                TableName=self._table,
+                Key=items.number_codes_key(phone, day),
+                UpdateExpression="ADD #count :less",
+                ConditionExpression="#count > :none",
+                ExpressionAttributeNames={"#count": "codes"},
+                ExpressionAttributeValues=to_item({":less": -1, ":none": 0}),
+            )
+
+    def forget_phone(self, account_id: str) -> None:
+        try:
+            call(
+                self._client.update_item,
+                TableName=self._table,
+                Key=items.phone_code_key(account_id),
+                UpdateExpression="REMOVE #phone, #hash SET #tries = :none",
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeNames={"#phone": "phone", "#hash": "code_hash", "#tries": "tries_left"},
+                ExpressionAttributeValues=to_item({":none": 0}),
+            )
+        except ConditionFailedError:
+            return  # no code was ever sent (or its item expired): nothing to forget
 
     def spend_try(self, challenge: PhoneChallenge) -> None:
         try:
@@ -252,6 +295,13 @@ class SnsCodeSender:
 
     def __init__(self, client: Any) -> None:
         self._client = client
+
+    def opted_out(self, phone: str) -> bool:
+        try:
+            answer = call(self._client.check_if_phone_number_is_opted_out, phoneNumber=phone)
+        except AwsInvalidRequestError as exc:
+            raise InvalidRequestError("phone", f"SMS cannot be sent to {phone!r} ({exc})") from exc
+        return bool(answer.get("isOptedOut"))
 
     def send(self, phone: str, text: str) -> None:
         attributes = {"AWS.SNS.SMS.SMSType": {"DataType": "String", "StringValue": "Transactional"}}

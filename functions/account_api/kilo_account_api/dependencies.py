@@ -78,6 +78,35 @@ def _stripe_pages(config: AccountApiSettings) -> PaymentPages:
     )
 
 
+MIN_PHONE_CODE_KEY_CHARS = 32  # the template generates 64
+
+
+class PhoneCodeKey:
+    """The phone codes' HMAC key from Secrets Manager (Powertools, reused ``secret_max_age_seconds``), read on the
+    first code sent or checked. ``UnavailableError`` when it cannot be read or is malformed (no code now)."""
+
+    def __init__(self, config: AccountApiSettings) -> None:
+        self._config = config
+        self._provider: Any = None
+
+    def __call__(self) -> bytes:
+        from aws_lambda_powertools.utilities.parameters import SecretsProvider  # noqa: PLC0415
+
+        name = self._config.phone_code_key_secret_name
+        if not name:
+            raise UnavailableError("no phone code key is configured")
+        if self._provider is None:
+            self._provider = SecretsProvider(boto3_client=client("secretsmanager", self._config.call_budget))
+        try:
+            value = self._provider.get(name, max_age=self._config.secret_max_age_seconds, transform="json")
+        except Exception as exc:  # unreadable or not JSON: no code can be made or checked now
+            raise UnavailableError("the phone code key cannot be read") from exc
+        key = value.get("key") if isinstance(value, dict) else None
+        if not isinstance(key, str) or len(key) < MIN_PHONE_CODE_KEY_CHARS:
+            raise UnavailableError("the phone code key secret is malformed")
+        return key.encode()
+
+
 @dataclass(frozen=True)
 class AccountApiDependencies:
     settings: AccountApiSettings
@@ -93,6 +122,7 @@ class AccountApiDependencies:
     phone_challenges: PhoneChallenges
     code_sender: CodeSender  # SNS, its client made on the first code sent
     phone_policy: PhoneVerificationPolicy
+    phone_code_key: Callable[[], bytes]
 
 
 @cache
@@ -113,9 +143,10 @@ def dependencies() -> AccountApiDependencies:
         members=DynamoMembers(dynamodb, config.members_table_name),
         signals=signals,
         payments=LazyPaymentPages(lambda: _stripe_pages(config)),
-        phone_challenges=DynamoPhoneChallenges(dynamodb, table, PhoneVerificationPolicy().window),
+        phone_challenges=DynamoPhoneChallenges(dynamodb, table, PhoneVerificationPolicy().day),
         code_sender=SnsCodeSender(client("sns", config.call_budget, lazy=True)),
         phone_policy=PhoneVerificationPolicy(),
+        phone_code_key=PhoneCodeKey(config),
     )
 
 

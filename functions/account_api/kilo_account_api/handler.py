@@ -226,15 +226,17 @@ def get_alert_preferences(account_id: AccountId) -> schemas.AlertPreferencesOut:
 
 
 @_account_route("PUT", "/alert-preferences", "Set contacts and channels (admins and owners)")
-def put_alert_preferences(account_id: AccountId, body: schemas.AlertPreferencesIn) -> schemas.AlertPreferencesOut:
+def put_alert_preferences(account_id: AccountId, body: schemas.AlertPreferencesIn) -> schemas.AlertPreferencesSavedOut:
     _authorize(account_id, Role.ADMIN)
     channels = {kind: tuple(str(channel) for channel in chosen) for kind, chosen in body.channels.items()}
     request = logic.AlertPreferencesRequest(body.name, body.email, body.phone, channels)
     deps = _deps()
     saved = logic.set_alert_preferences(deps.accounts, account_id, request)
-    # a new (unverified) number gets its code now (D160)
-    phone.code_for_saved_number(saved, deps.phone_challenges, deps.code_sender, _now(), deps.phone_policy)
-    return schemas.AlertPreferencesOut.of(saved)
+    # a new (unverified) number gets its code now; the save stands whatever the SMS does (D160)
+    code = phone.code_for_saved_number(
+        saved, deps.phone_challenges, deps.code_sender, deps.phone_code_key, _now(), deps.phone_policy
+    )
+    return schemas.AlertPreferencesSavedOut.saved(saved, code)
 
 
 @_account_route("POST", "/alert-preferences/phone-code", "Send a new code to the SMS number (admins and owners)")
@@ -242,7 +244,9 @@ def send_phone_code(account_id: AccountId) -> schemas.PhoneCodeOut:
     _authorize(account_id, Role.ADMIN)
     deps = _deps()
     profile = logic.profile_of(deps.accounts, account_id)
-    sent = phone.send_code(profile, deps.phone_challenges, deps.code_sender, _now(), deps.phone_policy)
+    sent = phone.send_code(
+        profile, deps.phone_challenges, deps.code_sender, deps.phone_code_key, _now(), deps.phone_policy
+    )
     return schemas.PhoneCodeOut(phone=sent.phone, code_expires_at=sent.code_expires_at, tries=sent.tries_left)
 
 
@@ -252,7 +256,7 @@ def confirm_phone_code(account_id: AccountId, body: schemas.PhoneCodeIn) -> sche
     deps = _deps()
     profile = logic.profile_of(deps.accounts, account_id)
     return schemas.AlertPreferencesOut.of(
-        phone.confirm_code(deps.accounts, profile, deps.phone_challenges, body.code, _now())
+        phone.confirm_code(deps.accounts, profile, deps.phone_challenges, deps.phone_code_key, body.code, _now())
     )
 
 
@@ -377,7 +381,9 @@ def remove_member(account_id: AccountId, user: Annotated[str, Path(pattern=r"^[^
 def export(account_id: AccountId) -> Response[str]:
     _authorize(account_id, Role.OWNER)
     deps = _deps()
-    data = logic.export(deps.accounts, deps.members, deps.sessions, deps.ledger, account_id, _now())
+    data = logic.export(
+        deps.accounts, deps.members, deps.sessions, deps.ledger, account_id, _now(), deps.phone_challenges
+    )
     return json_response(200, schemas.export_json(data))
 
 
@@ -385,7 +391,8 @@ def export(account_id: AccountId) -> Response[str]:
 def erase(account_id: AccountId) -> schemas.ErasureOut:
     _authorize(account_id, Role.OWNER)
     deps = _deps()
-    return schemas.ErasureOut.of(logic.erase(deps.accounts, deps.members, deps.sessions, account_id, _now()))
+    erased = logic.erase(deps.accounts, deps.members, deps.sessions, account_id, _now(), deps.phone_challenges)
+    return schemas.ErasureOut.of(erased)
 
 
 # --- operator -------------------------------------------------------------------------------------------------------

@@ -9,9 +9,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import date, datetime
 from fractions import Fraction
 from typing import Any, Final
 
@@ -95,6 +96,13 @@ def phone_code_key(account_id: str) -> Item:
     return to_item({"pk": account_pk(account_id), "sk": PHONE_CODE_SORT_KEY})
 
 
+def number_codes_key(phone: str, day: date) -> Item:
+    """A number's codes of a UTC day, all accounts together (usage table: ``PHONE#<sha256 of the number>`` /
+    ``CODES#<YYYY-MM-DD>``): the number is not stored, only its hash (a rate-limit key kept for a day or two)."""
+    digest = hashlib.sha256(phone.encode()).hexdigest()
+    return to_item({"pk": f"PHONE#{digest}", "sk": f"CODES#{day.isoformat()}"})
+
+
 def phone_challenge_to_item(challenge: PhoneChallenge, expires_at: datetime) -> Item:
     """``expires_at`` (epoch seconds): the table's TTL removes the item once neither its code nor the window needs
     it."""
@@ -117,9 +125,9 @@ def phone_challenge_from_item(account_id: str, item: Mapping[str, Any]) -> Phone
     values = from_item(item)
     return PhoneChallenge(
         account_id=account_id,
-        phone=str(values["phone"]),
+        phone=str(values.get("phone", "")),  # absent: none pending (a code never sent, or the account erased)
         salt=str(values["salt"]),
-        code_hash=str(values["code_hash"]),
+        code_hash=str(values.get("code_hash", "")),
         code_expires_at=datetime.fromisoformat(str(values["code_expires_at"])),
         tries_left=int(values["tries_left"]),
         sent_at=tuple(datetime.fromisoformat(str(at)) for at in values.get("sent_at", [])),

@@ -35,7 +35,7 @@ from kilo_account_api.model import (
     UsageReport,
     found_in_period,
 )
-from kilo_account_api.ports import MemberStore, PaymentPages, SessionHistory
+from kilo_account_api.ports import MemberStore, PaymentPages, PhoneChallenges, SessionHistory
 from kilo_billing.accounts import (
     AccountDirectory,
     AccountProfile,
@@ -579,15 +579,17 @@ def export(
     ledger: LedgerStore,
     account_id: str,
     now: datetime,
+    phone_codes: PhoneChallenges | None = None,
 ) -> dict[str, Any]:
     """Everything kept about the account: profile, members, sessions (participants, rooms, minutes), rating's
-    counters per period, invoices."""
+    counters per period, invoices, and the phone code's item (the number it was sent to, when codes were sent; D160)."""
     profile = profile_of(accounts, account_id)
     book = ledger.ledger(account_id)
     return {
         "account_id": account_id,
         "exported_at": now.isoformat(),
         "profile": profile,
+        "phone_code": phone_codes.current(account_id) if phone_codes is not None else None,
         "members": members(accounts, store, account_id),
         "sessions": sorted(history.all_sessions(account_id), key=lambda s: (s.start_ms, s.room_sid, s.participant_sid)),
         "periods": {key: dict(period.counters) for key, period in sorted(book.periods.items())},
@@ -601,6 +603,7 @@ def erase(
     history: SessionHistory,
     account_id: str,
     now: datetime,
+    phone_codes: PhoneChallenges | None = None,
 ) -> Erasure:
     """Pseudonymise the account's personal data: contact details cleared from the profile (alerts then go nowhere),
     members' emails and participants' identities replaced by pseudonyms. Invoices, amounts and usage counters are
@@ -608,7 +611,8 @@ def erase(
 
     The profile is marked first (``erased_at``): from then on rating writes every session that began before the mark
     with its pseudonym, also one it rates for the first time (events still queued), so none is written back with its
-    identity while or after the stored sessions are rewritten here."""
+    identity while or after the stored sessions are rewritten here. The phone code's item (``phone_codes``) loses
+    its number and code hash."""
     cleared = False
 
     def marked(profile: AccountProfile) -> AccountProfile:
@@ -621,6 +625,8 @@ def erase(
         update_profile(accounts, account_id, marked)
     except UnknownAccountError as exc:
         raise unregistered(account_id) from exc
+    if phone_codes is not None:  # the pending code's number and hash go; its send times stay (the rate limit)
+        phone_codes.forget_phone(account_id)
     sessions = history.pseudonymise(account_id, lambda value: pseudonym(account_id, value))
     changed = store.pseudonymise(account_id, lambda value: pseudonym(account_id, value))
     return Erasure(account_id, now, sessions, changed, cleared)

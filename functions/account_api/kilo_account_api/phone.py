@@ -1,7 +1,8 @@
 """Proving the account's SMS number (pure; D160): a short code is sent to the number (``CodeSender``), stored only
-as a salted HMAC (``PhoneChallenges``), and confirmed within ``code_ttl`` in at most ``tries`` guesses; an account gets
-at most ``codes_per_window`` codes per ``window``. Confirming marks the profile's number verified
-(``kilo_billing.accounts.mark_phone_verified``); alerts text only a verified number.
+as an HMAC under the server's key and a salt (``PhoneChallenges``), and confirmed within ``code_ttl`` in at most
+``tries`` guesses; an account gets at most ``codes_per_window`` codes per ``window`` and ``codes_per_day`` a day, a
+number at most ``codes_per_number_per_day`` codes per UTC day from all accounts together. Confirming marks the
+profile's number verified (``kilo_billing.accounts.mark_phone_verified``); alerts text only a verified number.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ import hmac
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from typing import Literal
 
-from kilo_account_api.model import ConflictError, InvalidRequestError, PhoneChallenge
+from kilo_account_api.model import ConflictError, InvalidRequestError, PhoneChallenge, UnavailableError
 from kilo_account_api.ports import CodeSender, PhoneChallenges
 from kilo_billing.accounts import AccountDirectory, AccountProfile, InvalidContactError, mark_phone_verified
+from kilo_billing.aws import StorageUnavailableError
 
 CODE_DIGITS = 6
 
@@ -27,14 +30,19 @@ class PhoneVerificationPolicy:
     tries: int = 5
     codes_per_window: int = 3
     window: timedelta = timedelta(hours=1)
+    codes_per_day: int = 10  # per account over the last 24 h, whatever the numbers
+    day: timedelta = timedelta(days=1)  # also how long the account's send times are kept
+    codes_per_number_per_day: int = 3  # per number and UTC day, whatever the accounts
 
 
 def random_code() -> str:
     return f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
 
 
-def code_hash(salt: str, phone: str, code: str) -> str:
-    return hmac.new(bytes.fromhex(salt), f"{phone}\x00{code}".encode(), hashlib.sha256).hexdigest()
+def code_hash(key: bytes, salt: str, phone: str, code: str) -> str:
+    """HMAC-SHA256 under the server's key (Secrets Manager, not in the table: reading the table alone does not give
+    a pending code away, there being only 10^6 codes) of the code's salt, number and code."""
+    return hmac.new(key, bytes.fromhex(salt) + f"\x00{phone}\x00{code}".encode(), hashlib.sha256).hexdigest()
 
 
 def sms_text(code: str, policy: PhoneVerificationPolicy) -> str:
@@ -46,6 +54,7 @@ def send_code(
     profile: AccountProfile,
     challenges: PhoneChallenges,
     sender: CodeSender,
+    key: Callable[[], bytes],
     now: datetime,
     policy: PhoneVerificationPolicy,
     new_code: Callable[[], str] = random_code,
@@ -57,12 +66,24 @@ def send_code(
     if profile.phone_verified:
         raise ConflictError(f"phone {profile.phone!r} is verified already")
     previous = challenges.current(profile.account_id)
-    recent = tuple(at for at in (previous.sent_at if previous else ()) if at > now - policy.window)
-    if len(recent) >= policy.codes_per_window:
-        again = min(recent) + policy.window
+    today = tuple(at for at in (previous.sent_at if previous else ()) if at > now - policy.day)
+    for limit, span in ((policy.codes_per_window, policy.window), (policy.codes_per_day, policy.day)):
+        recent = [at for at in today if at > now - span]
+        if len(recent) >= limit:
+            raise ConflictError(
+                f"{len(recent)} codes were sent in the last {_duration(span)}; ask again after "
+                f"{min(recent) + span:%Y-%m-%d %H:%M:%S} UTC"
+            )
+    if sender.opted_out(profile.phone):  # checked before anything is stored or counted
+        raise InvalidRequestError(
+            "phone", f"{profile.phone} opted out of SMS (replied STOP): no code can be texted to it"
+        )
+    secret = key()  # read before anything is stored or counted (UnavailableError: no code now)
+    day = now.astimezone(UTC).date()
+    if not challenges.take_number_code(profile.phone, day, policy.codes_per_number_per_day):
         raise ConflictError(
-            f"{len(recent)} codes were sent in the last {_duration(policy.window)}; ask again after "
-            f"{again:%Y-%m-%d %H:%M:%S} UTC"
+            f"{profile.phone} was sent {policy.codes_per_number_per_day} codes today; ask again after "
+            f"{day + timedelta(days=1):%Y-%m-%d} 00:00:00 UTC"
         )
     code = new_code()
     salt = secrets.token_hex(16)
@@ -70,18 +91,42 @@ def send_code(
         account_id=profile.account_id,
         phone=profile.phone,
         salt=salt,
-        code_hash=code_hash(salt, profile.phone, code),
+        code_hash=code_hash(secret, salt, profile.phone, code),
         code_expires_at=now + policy.code_ttl,
         tries_left=policy.tries,
-        sent_at=(*recent, now),
+        sent_at=(*today, now),
     )
-    challenges.replace(challenge, previous)  # stored (and counted) before it is sent: a failed send spends it too
-    sender.send(profile.phone, sms_text(code, policy))
+    try:
+        challenges.replace(challenge, previous)  # stored before it is sent: the code works as soon as it arrives
+    except Exception:
+        _give_back(challenges, profile.phone, day)
+        raise
+    try:
+        sender.send(profile.phone, sms_text(code, policy))
+    except Exception:
+        # nothing was texted: the previous challenge comes back, or none pending and nothing counted (a code never
+        # delivered neither counts nor blocks the next ask); unless another request stored a code meanwhile or the
+        # table is out too (then this one counts)
+        with contextlib.suppress(ConflictError, StorageUnavailableError):
+            challenges.replace(previous or _nothing_pending(challenge), challenge)
+        _give_back(challenges, profile.phone, day)
+        raise
     return challenge
 
 
+def _give_back(challenges: PhoneChallenges, phone: str, day: date) -> None:
+    """The number's code for ``day`` was taken but none went out: it no longer counts (unless the table is out)."""
+    with contextlib.suppress(StorageUnavailableError):
+        challenges.give_back_number_code(phone, day)
+
+
 def confirm_code(
-    accounts: AccountDirectory, profile: AccountProfile, challenges: PhoneChallenges, code: str, now: datetime
+    accounts: AccountDirectory,
+    profile: AccountProfile,
+    challenges: PhoneChallenges,
+    key: Callable[[], bytes],
+    code: str,
+    now: datetime,
 ) -> AccountProfile:
     """Check ``code`` against the pending one for the account's number (each guess spends a try first); when it
     matches, the number is verified (and the code used up). ``InvalidRequestError`` naming ``code`` otherwise."""
@@ -92,8 +137,9 @@ def confirm_code(
         raise InvalidRequestError("code", "no code is pending for the account's number: ask for a new one")
     if now >= challenge.code_expires_at:
         raise InvalidRequestError("code", "the code has expired: ask for a new one")
+    secret = key()  # before the try is spent: a key that cannot be read costs no guess
     challenges.spend_try(challenge)
-    if not hmac.compare_digest(code_hash(challenge.salt, challenge.phone, code), challenge.code_hash):
+    if not hmac.compare_digest(code_hash(secret, challenge.salt, challenge.phone, code), challenge.code_hash):
         left = challenge.tries_left - 1
         hint = f"{left} {'try' if left == 1 else 'tries'} left" if left else "no tries left: ask for a new one"
         raise InvalidRequestError("code", f"the code is wrong; {hint}")
@@ -107,26 +153,46 @@ def confirm_code(
     return verified
 
 
+@dataclass(frozen=True, slots=True)
+class SavedNumberCode:
+    """What saving the alert preferences did about the number's code: ``sent`` (a new code), ``pending`` (the code
+    sent before still works), ``not_sent`` (``reason`` says why: the account's limit, SNS refused the number or was
+    unreachable; the save stands, the person asks for a code later)."""
+
+    status: Literal["sent", "pending", "not_sent"]
+    reason: str = ""
+
+
 def code_for_saved_number(
     profile: AccountProfile,
     challenges: PhoneChallenges,
     sender: CodeSender,
+    key: Callable[[], bytes],
     now: datetime,
     policy: PhoneVerificationPolicy,
     new_code: Callable[[], str] = random_code,
-) -> PhoneChallenge | None:
+) -> SavedNumberCode | None:
     """After the alert preferences were saved: send a code to an unverified number unless one for that number is
-    still pending (saving the form again sends nothing new) or the account had its codes for the window (it asks
-    for one later, ``send_code``). The code sent, else ``None``."""
+    still pending (saving the form again sends nothing new). Never raises for the code: the preferences are saved
+    already, so a code that could not be sent is an outcome (``not_sent``), not the save's error. ``None`` when
+    there is no number or it is verified."""
     if not profile.phone or profile.phone_verified:
         return None
-    pending = challenges.current(profile.account_id)
-    if pending and pending.phone == profile.phone and pending.tries_left > 0 and now < pending.code_expires_at:
-        return None
     try:
-        return send_code(profile, challenges, sender, now, policy, new_code)
-    except ConflictError:
-        return None
+        pending = challenges.current(profile.account_id)
+        if pending and pending.phone == profile.phone and pending.tries_left > 0 and now < pending.code_expires_at:
+            return SavedNumberCode("pending")
+        send_code(profile, challenges, sender, key, now, policy, new_code)
+    except (ConflictError, InvalidRequestError) as exc:
+        return SavedNumberCode("not_sent", str(exc))
+    except (UnavailableError, StorageUnavailableError):
+        return SavedNumberCode("not_sent", "the SMS service could not be reached; ask for a new code later")
+    return SavedNumberCode("sent")
+
+
+def _nothing_pending(challenge: PhoneChallenge) -> PhoneChallenge:
+    """The stored stand-in for "no code pending, none sent" (written over a challenge whose code was never sent)."""
+    return replace(challenge, phone="", code_hash="", tries_left=0, sent_at=())
 
 
 def _duration(span: timedelta) -> str:

@@ -5,6 +5,7 @@ and entitlements (``kilo_billing.entitlements``). Implemented by ``adapters`` (D
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import date
 from typing import Protocol
 
 from kilo_account_api.model import Member, PhoneChallenge, SessionRecord
@@ -70,6 +71,20 @@ class PhoneChallenges(Protocol):
         ``ConflictError`` (another request sent a code meanwhile). Kept until the rate window has passed."""
         ...
 
+    def take_number_code(self, phone: str, day: date, limit: int) -> bool:
+        """Count one code to ``phone`` on ``day`` (UTC) if fewer than ``limit`` were counted (all accounts together);
+        ``False`` when the number had its codes for the day."""
+        ...
+
+    def give_back_number_code(self, phone: str, day: date) -> None:
+        """Uncount one code taken by ``take_number_code`` (it was not sent)."""
+        ...
+
+    def forget_phone(self, account_id: str) -> None:
+        """Erasure: the stored challenge (if any) keeps no number and no code hash (no code pending); its send times
+        stay for the rate limit."""
+        ...
+
     def spend_try(self, challenge: PhoneChallenge) -> None:
         """One guess: ``tries_left`` down by one if the stored challenge is still this one with these tries left,
         else ``ConflictError`` (a concurrent guess or a new code)."""
@@ -78,5 +93,9 @@ class PhoneChallenges(Protocol):
 
 class CodeSender(Protocol):
     """SMS to a number (SNS): the verification code. ``InvalidRequestError`` when the number is refused for good."""
+
+    def opted_out(self, phone: str) -> bool:
+        """The number replied STOP (SNS's opted-out list): it is not texted."""
+        ...
 
     def send(self, phone: str, text: str) -> None: ...

@@ -19,11 +19,13 @@ from kilo_account_api.model import (
     MeetingsPage,
     Member,
     MeterUsage,
+    PhoneChallenge,
     Recommendation,
     SessionRecord,
     UsageReport,
     found_in_period,
 )
+from kilo_account_api.phone import SavedNumberCode
 from kilo_billing.accounts import ALERT_CHANNELS, E164_PATTERN, AccountProfile
 from kilo_billing.budgets import MAX_THRESHOLD_PERCENT, MAX_THRESHOLDS
 from kilo_billing.catalog import PriceBook
@@ -365,6 +367,27 @@ class AlertPreferencesOut(_Out):
         )
 
 
+class SavedNumberCodeOut(_Out):
+    status: Literal["sent", "pending", "not_sent"] = Field(
+        description="sent: a new code was texted; pending: the code texted before still works; not_sent: no code "
+        "went out (reason), ask for one with POST .../alert-preferences/phone-code"
+    )
+    reason: str | None = Field(description="Why no code was sent (not_sent only)")
+
+
+class AlertPreferencesSavedOut(AlertPreferencesOut):
+    """The saved preferences (the save stands whatever happened to the code) and what became of the number's code."""
+
+    phone_code: SavedNumberCodeOut | None = Field(
+        description="The unverified number's code after the save; null without a number or when it is verified"
+    )
+
+    @classmethod
+    def saved(cls, profile: AccountProfile, code: SavedNumberCode | None) -> AlertPreferencesSavedOut:
+        found = None if code is None else SavedNumberCodeOut(status=code.status, reason=code.reason or None)
+        return cls(**AlertPreferencesOut.of(profile).model_dump(), phone_code=found)
+
+
 class PhoneCodeIn(_In):
     code: Annotated[str, Field(pattern=r"^[0-9]{6}$", description="The 6-digit code the SMS carried")]
 
@@ -610,6 +633,17 @@ def _session_json(session: SessionRecord) -> dict[str, Any]:
     }
 
 
+def _phone_code_json(challenge: PhoneChallenge | None) -> dict[str, Any] | None:
+    """What the phone code's item keeps (never the code: its hash and salt are not personal data to hand out)."""
+    if challenge is None:
+        return None
+    return {
+        "phone": challenge.phone or None,
+        "code_expires_at": challenge.code_expires_at.isoformat(),
+        "sent_at": [at.isoformat() for at in challenge.sent_at],
+    }
+
+
 def export_json(data: dict[str, Any]) -> dict[str, Any]:
     """``logic.export``'s result as JSON (money as strings, counters per meter in base units)."""
     periods: dict[str, dict[str, int]] = {}
@@ -622,6 +656,7 @@ def export_json(data: dict[str, Any]) -> dict[str, Any]:
         "account_id": data["account_id"],
         "exported_at": data["exported_at"],
         "profile": _profile_json(data["profile"]),
+        "phone_code": _phone_code_json(data.get("phone_code")),
         "members": [MemberOut.of(m).model_dump(mode="json") for m in data["members"]],
         "sessions": [_session_json(s) for s in data["sessions"]],
         "usage_by_period": periods,

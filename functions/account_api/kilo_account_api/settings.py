@@ -23,6 +23,8 @@ class AccountApiSettings(ForecastSettings):
     # Secrets Manager: JSON {"api_key": "sk_..." | "rk_...", optional "api_base"} (the invoice functions' secret)
     stripe_api_key_secret_name: str = ""
     stripe_max_network_retries: int = Field(default=1, ge=0, le=5)
+    # Secrets Manager: JSON {"key": "<random>"}, the phone codes' HMAC key (the template creates it; D160)
+    phone_code_key_secret_name: str = ""
     # where Stripe's hosted pages send the customer back (the dashboard); a success/cancel/return URL a client sends
     # must be on its origin or one of ``extra_dashboard_origins`` (comma-separated, e.g. a custom domain beside the
     # CloudFront one): ``logic.check_return_url``

@@ -80,15 +80,24 @@ function preferencesForm(preferences, canManage) {
     try {
       const saved = await put(accountPath("/alert-preferences"), body);
       phone.show(saved);
-      say(saved.phone && !saved.phone_verified
-        ? `Alert settings saved. Enter the code sent to ${saved.phone} to get alerts by SMS.`
-        : "Alert settings saved.");
+      say(savedMessage(saved));
     } catch (error) {
       problem.append(errorBox(error));
     }
   });
   phone.show(preferences);
   return section("Alerts", form, phone.element);
+}
+
+// The save stands whatever became of the number's code (phone_code): texted now, still pending, or not sent (why).
+function savedMessage(saved) {
+  const code = saved.phone_code;
+  if (!saved.phone || saved.phone_verified || !code) return "Alert settings saved.";
+  if (code.status === "sent") return `Alert settings saved. Enter the code sent to ${saved.phone} to get alerts by SMS.`;
+  if (code.status === "pending") {
+    return `Alert settings saved. Enter the code already sent to ${saved.phone}, or ask for a new one.`;
+  }
+  return `Alert settings saved, but no code was sent to ${saved.phone}: ${code.reason}. Use "Send a new code" later.`;
 }
 
 // The SMS number's state: alerts text only a verified number (until then they go by email). A code is texted when a
