@@ -22,6 +22,7 @@ Rules (shared/reference/livekit.md, billing-policy.md; decisions in docs/decisio
 from __future__ import annotations
 
 import json
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -108,30 +109,56 @@ def room_account(runs: Sequence[MetadataRun], key: str, start_ms: int) -> str | 
     """The account (a valid id under ``key``) of the room's metadata in force when a session started (D163):
     that of the first report at or after its start (normally its own ``participant_joined``); when that metadata has
     no valid account, the latest valid one reported before it (metadata without an account never overrides an
-    account found), else the first reported after it. A change reported after that first report never moves it."""
-    start_s = start_ms // 1000
-    before: str | None = None
-    reached = False
-    for _, last, text in runs:
-        value = _json_value(text, key)
-        valid = value if value is not None and is_account_id(value) else None
-        if not reached and last >= start_s:
-            reached = True
-            if valid is not None or before is not None:
-                return valid or before
-        elif valid is not None:
-            if reached:
-                return valid
-            before = valid
-    return before
+    account found), else the first reported after it. A change reported after that first report never moves it.
+    One session's answer; a fold's sessions share one ``RoomAccounts`` (each run parsed once)."""
+    return RoomAccounts(runs).account(key, start_ms)
 
 
-def _account(participant: ParticipantFold, runs: Sequence[MetadataRun], rule: AttributionRule) -> str:
+class RoomAccounts:
+    """``room_account`` for every session of one metadata timeline: each run's valid account under a key is parsed
+    once, with the latest valid account before each run and the first valid one from each run on, so a session's
+    answer is a binary search (the runs' last reports are in order) - the cost of a rebuild grows with sessions plus
+    runs, not with their product (D163)."""
+
+    __slots__ = ("_lasts", "_runs", "_tables")
+
+    def __init__(self, runs: Sequence[MetadataRun]) -> None:
+        self._runs = runs
+        self._lasts = [last for _, last, _ in runs]
+        self._tables: dict[str, tuple[list[str | None], list[str | None], list[str | None]]] = {}
+
+    def _table(self, key: str) -> tuple[list[str | None], list[str | None], list[str | None]]:
+        table = self._tables.get(key)
+        if table is None:
+            valid: list[str | None] = []
+            for _, _, text in self._runs:
+                value = _json_value(text, key)
+                valid.append(value if value is not None and is_account_id(value) else None)
+            before: list[str | None] = [None]  # before[i]: the latest valid account of the runs before run i
+            for value in valid:
+                before.append(value or before[-1])
+            after: list[str | None] = [None] * (len(valid) + 1)  # after[i]: the first valid one from run i on
+            for i in range(len(valid) - 1, -1, -1):
+                after[i] = valid[i] or after[i + 1]
+            table = self._tables[key] = (valid, before, after)
+        return table
+
+    def account(self, key: str, start_ms: int) -> str | None:
+        if not self._runs:
+            return None
+        valid, before, after = self._table(key)
+        reached = bisect_left(self._lasts, start_ms // 1000)  # the first run reported at or after the start
+        if reached == len(valid):
+            return before[reached]
+        return valid[reached] or before[reached] or after[reached]
+
+
+def _account(participant: ParticipantFold, runs: RoomAccounts, rule: AttributionRule) -> str:
     assert participant.joined_ms is not None
     for source, key in rule.steps:
         value: str | None
         if source == "room_metadata":
-            value = room_account(runs, key, participant.joined_ms)
+            value = runs.account(key, participant.joined_ms)
         elif source == "participant_attribute":
             value = participant.attributes.get(key) or None
         else:
@@ -363,8 +390,9 @@ class RoomFold:
             return merged
 
         chosen = sorted(self.participants if sids is None else set(sids) & self.participants.keys())
+        accounts = RoomAccounts(self.metadata)  # each metadata run parsed once for all of them
         return [
-            _session(self.room_sid, participant, self.metadata, rule, self.room_end_s, once, self.room_name)
+            _session(self.room_sid, participant, accounts, rule, self.room_end_s, once, self.room_name)
             for participant in (self.participants[sid] for sid in chosen)
             if participant.joined_ms is not None  # else pending: a left (or track) seen before any start is known
         ]
@@ -398,7 +426,7 @@ def rebuild_room(
 def _session(
     room_sid: str,
     participant: ParticipantFold,
-    metadata: Sequence[MetadataRun],
+    metadata: RoomAccounts,
     rule: AttributionRule,
     room_end_s: int | None,
     coverage: Callable[[], Coverage],
