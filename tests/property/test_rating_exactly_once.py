@@ -35,7 +35,7 @@ NOW_MS = (T0 + 2 * 24 * 3600) * 1000
 ACCOUNTS = ["acct-a", "acct-b"]
 
 Record = LiveKitEventRecord | UsageEventRecord
-METADATA = ['{"account_id":"acct-b"}', '{"account_id":"acct-a"}', '{"topic":"Q4"}', '{"account_id":"not valid!"}']
+METADATA = ['{"account_id":"acct-b"}', '{"account_id":"acct-a"}', '{"topic":"Q4"}', '{"account_id":"not valid!"}', ""]
 FULL_ROOM = {
     "room_started",
     "room_finished",

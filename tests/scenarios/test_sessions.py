@@ -823,9 +823,12 @@ def test_given_account_hints_in_room_and_participant_when_rebuilt_then_the_first
 
 
 def with_room_metadata(body: bytes, metadata: str) -> bytes:
-    """The same webhook with ``room.metadata`` replaced (UpdateRoomMetadata replaces the whole string)."""
+    """The same webhook with ``room.metadata`` replaced (UpdateRoomMetadata replaces the whole string); cleared, the
+    key is absent (LiveKit omits zero values)."""
     event = json.loads(body)
     event["room"]["metadata"] = metadata
+    if not metadata:
+        del event["room"]["metadata"]
     return json.dumps(event, separators=(",", ":")).encode()
 
 
@@ -877,6 +880,48 @@ def test_given_the_room_metadata_changes_after_a_session_closed_then_that_sessio
         "PA_alice_m": "acct-a",
         "PA_bob_m": bob_pays,
     }
+
+
+@pytest.mark.parametrize(
+    "metadata_at_alices_join",
+    [
+        pytest.param('{"topic":"Q4"}', id="metadata_without_account"),
+        # LiveKit omits empty metadata: the join carries no room metadata at all - a report that it was cleared
+        pytest.param("", id="metadata_cleared"),
+    ],
+)
+def test_given_the_room_metadata_cleared_when_someone_joins_then_the_account_found_before_still_pays(
+    metadata_at_alices_join,
+):
+    room = Room("RM_cleared", "cleared", account_id="acct-a", created_at=T0)
+    handed = Room("RM_cleared", "cleared", account_id="acct-b", created_at=T0)
+    bob = Participant("PA_bob_cl", "bob", (T0 + 10) * 1000)
+    alice = Participant("PA_alice_cl", "alice", (T0 + 100) * 1000)
+    carol = Participant("PA_carol_cl", "carol", (T0 + 3000) * 1000)
+    bodies = [
+        lk.room_started(room, T0),
+        lk.participant_joined(room, bob),
+        with_room_metadata(lk.participant_joined(room, alice), metadata_at_alices_join),
+        # later the room is handed to acct-b: carol's join reports it, and so does alice's left
+        lk.participant_joined(handed, carol),
+        lk.participant_left(handed, alice, T0 + 3700),
+    ]
+    if not metadata_at_alices_join:
+        assert "metadata" not in json.loads(bodies[2])["room"]  # as LiveKit sends it
+    events = records(*bodies)
+
+    sessions = rebuild(events)
+
+    # alice T0 + 100 .. T0 + 3700 = 3600 s -> 60 audio; the metadata in force at her start has no account: acct-a,
+    # found before it, pays (D163) - never acct-b, set after she joined
+    assert fields(sessions["PA_alice_cl"]) == expected(
+        "acct-a", (T0 + 100) * 1000, (T0 + 3700) * 1000, ClosedBy.LEFT, (("2026-11", 0, 60),)
+    )
+    # rated one event per batch (the in-order path), the same
+    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+    for event in events:
+        deliver(repo, publisher, [event])
+    assert audio_by_account(repo) == {"acct-a": 60}
 
 
 def test_given_the_room_account_is_only_set_after_a_session_started_then_the_first_account_reported_pays():

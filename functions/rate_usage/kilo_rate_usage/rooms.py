@@ -575,7 +575,7 @@ def _closed_unloaded(kept: Iterable[LiveKitEventRecord], loaded: Collection[str]
 # --- the stored form (``items`` compresses it into the state item) --------------------------------------------------
 
 _EVENT_FIELDS = tuple(f.name for f in fields(LiveKitEventRecord) if f.name != "body")
-STATE_FORMAT = 4  # bump when the stored form changes meaning: a state of another format is ignored (rebuild)
+STATE_FORMAT = 5  # bump when the stored form changes meaning: a state of another format is ignored (rebuild)
 
 
 def _track_out(sid: str, track: TrackFold) -> list[object]:

@@ -102,6 +102,21 @@ def _ms_to_dt(ms: int) -> datetime:
     return datetime.fromtimestamp(ms // 1000, tz=UTC).replace(microsecond=(ms % 1000) * 1000)
 
 
+# the events whose ``room`` is the whole room (its metadata included); the track and egress events name only its sid
+# and name, the sweeper's closes nothing of it
+FULL_ROOM_EVENTS = frozenset(
+    {"room_started", "room_finished", "participant_joined", "participant_left", "participant_connection_aborted"}
+)
+
+
+def reported_metadata(event: LiveKitEventRecord) -> str | None:
+    """The room metadata ``event`` reports, None when it reports none. LiveKit omits empty metadata (a zero value), so
+    an event carrying the whole room without metadata reports ``""``: the app cleared it (D163)."""
+    if event.room_metadata or event.event_type in FULL_ROOM_EVENTS:
+        return event.room_metadata
+    return None
+
+
 MetadataRun = tuple[int, int, str]  # a run of equal room metadata: first and last createdAt reporting it, the text
 
 
@@ -268,8 +283,9 @@ class RoomFold:
         self.room_sid = self.room_sid or event.room_sid
         self.last_s = event.created_at if self.last_s is None else max(self.last_s, event.created_at)
         self.room_name = event.room_name or self.room_name
-        if event.room_metadata:
-            self._report_metadata(event.created_at, event.room_metadata)
+        reported = reported_metadata(event)
+        if reported is not None:
+            self._report_metadata(event.created_at, reported)
 
     def _report_metadata(self, at: int, text: str) -> None:
         last = self.metadata[-1] if self.metadata else None
@@ -287,12 +303,13 @@ class RoomFold:
         """Whether the room metadata ``event`` reports may change a session's account: new metadata, or metadata
         reported earlier than its latest run started (it lands inside the timeline). With ``folded`` False (the event
         is kept aside, never folded), also a report after the latest run's end (the run would grow)."""
-        if not event.room_metadata:
+        reported = reported_metadata(event)
+        if reported is None:
             return False
         if not self.metadata:
             return True
         first, last, text = self.metadata[-1]
-        if text != event.room_metadata or event.created_at < first:
+        if text != reported or event.created_at < first:
             return True
         return not folded and event.created_at > last
 
