@@ -428,6 +428,51 @@ def test_given_a_sweeper_close_and_room_finished_then_a_sweep_ends_at_the_earlie
 
 
 @pytest.mark.parametrize(
+    ("cap_at", "swept_at", "finished_at", "end", "closed_by", "audio"),
+    [
+        # swept at T0 + 100, room_finished at T0 + 7200: the sweep proves alice had gone -> 100 s -> 2 audio
+        pytest.param(None, T0 + 100, T0 + 7200, T0 + 100, ClosedBy.SWEPT, 2, id="swept_alone"),
+        # a cap at the same moment changes nothing: room_finished overrides the cap, not the sweep -> 2 audio
+        # (before: the cap hid the sweep, room_finished closed her at T0 + 7200 -> 120 audio)
+        pytest.param(T0 + 100, T0 + 100, T0 + 7200, T0 + 100, ClosedBy.SWEPT, 2, id="cap_and_sweep_together"),
+        # a cap at T0 + 100, a sweep at T0 + 400 (before room_finished): gone by the sweep -> 400 s -> 7 audio
+        pytest.param(T0 + 100, T0 + 400, T0 + 7200, T0 + 400, ClosedBy.SWEPT, 7, id="cap_then_sweep"),
+        # no room_finished: the sweep's proof, not the cap's guess -> 400 s -> 7 audio
+        pytest.param(T0 + 100, T0 + 400, None, T0 + 400, ClosedBy.SWEPT, 7, id="cap_then_sweep_room_open"),
+        # a sweep after room_finished: the room's end, as for a sweep alone -> 300 s -> 5 audio
+        pytest.param(T0 + 100, T0 + 400, T0 + 300, T0 + 300, ClosedBy.ROOM_FINISHED, 5, id="room_ends_first"),
+    ],
+)
+def test_given_a_cap_and_a_sweep_of_one_session_then_the_sweep_decides_against_room_finished(
+    cap_at, swept_at, finished_at, end, closed_by, audio
+):
+    room = Room("RM_captie", "retro", account_id="acct-ct", created_at=T0)
+    alice = Participant("PA_alice_ct", "alice", T0 * 1000)
+    bob = Participant("PA_bob_ct", "bob", T0 * 1000)
+    joined = records(lk.participant_joined(room, alice), lk.participant_joined(room, bob))
+    closes = [sweeper_close(joined, "PA_alice_ct", SWEPT, swept_at)]
+    if cap_at is not None:
+        closes.append(sweeper_close(joined, "PA_alice_ct", CAPPED, cap_at))
+    finished = (
+        records(lk.participant_left(room, bob, finished_at), lk.room_finished(room, finished_at)) if finished_at else []
+    )
+    events = [*joined, *closes, *finished]
+
+    sessions = rebuild(events)
+
+    assert fields(sessions["PA_alice_ct"]) == expected(
+        "acct-ct", T0 * 1000, end * 1000, closed_by, (("2026-11", 0, audio),)
+    )
+    # rated one event per batch, in any of two orders (the in-order path and late events), the same minutes
+    for order in (events, list(reversed(events))):
+        repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+        for event in order:
+            deliver(repo, publisher, [event])
+        stored = {key[1]: item.session for key, item in repo.sessions.items()}
+        assert fields(stored["PA_alice_ct"]) == fields(sessions["PA_alice_ct"])
+
+
+@pytest.mark.parametrize(
     ("finished_at", "end", "closed_by", "audio"),
     [
         # the sweep at T0 + 1500 found the room gone and nothing had vouched for alice since T0 + 600 (D125: closed

@@ -82,7 +82,8 @@ class ParticipantFold:
     left_s: int | None = None
     aborted: bool = False
     # the sweeper's close: (close time, how, when the sweep saw it gone); the close time is the sweep's own moment, or
-    # the last moment something vouched for the session when that is older (D125)
+    # the last moment something vouched for the session when that is older (D125); a swept close when there is one
+    # (the earliest), else the earliest cap
     sweep: tuple[int, ClosedBy, int] | None = None
     tracks: dict[str, TrackFold] = field(default_factory=dict)  # the tracks this participant published, by sid
 
@@ -189,7 +190,8 @@ def session_end(participant: ParticipantFold, room_end_s: int | None) -> tuple[i
     ``room_finished`` when the room ended before the sweep saw the participant gone (a *swept* close is RoomService's
     proof that the connection was gone by the sweep; ``room_finished`` says when the room ended: the earlier one
     wins; a swept close dated back to its last vouched moment, D125, is only a lower bound, so a room end up to the
-    sweep replaces it); ``room_finished`` over a *cap*, which proves nothing; else the sweeper's close."""
+    sweep replaces it); ``room_finished`` over a *cap*, which proves nothing; else the sweeper's close (a swept one
+    over a cap: ``ParticipantFold.sweep``)."""
     if participant.left_s is not None:
         return participant.left_s, ClosedBy.LEFT
     sweep = participant.sweep
@@ -343,7 +345,12 @@ class RoomFold:
             participant.aborted = True
         elif event.event_type in (SWEPT, CAPPED):
             closed_by = ClosedBy.SWEPT if event.event_type == SWEPT else ClosedBy.CAPPED
-            if participant.sweep is None or event.created_at < participant.sweep[0]:
+            kept = participant.sweep
+            # a swept close (RoomService's proof the connection had ended) over a cap (which proves nothing), else the
+            # earlier: a cap must not hide the sweep from ``session_end`` once room_finished overrides the cap (D17)
+            if kept is None or (
+                (closed_by is ClosedBy.SWEPT, -event.created_at) > (kept[1] is ClosedBy.SWEPT, -kept[0])
+            ):
                 participant.sweep = (event.created_at, closed_by, max(event.created_at, event.received_at_ms // 1000))
         if participant.joined_ms is not None and (
             participant.connection_end_s is not None or self.room_end_s is not None
