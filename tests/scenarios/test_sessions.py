@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -967,6 +968,37 @@ def test_given_the_room_metadata_cleared_when_someone_joins_then_the_account_fou
     for event in events:
         deliver(repo, publisher, [event])
     assert audio_by_account(repo) == {"acct-a": 60}
+
+
+@pytest.mark.parametrize(("left_id", "join_id"), [("EV_samesec_1", "EV_samesec_2"), ("EV_samesec_2", "EV_samesec_1")])
+def test_given_the_room_handed_over_in_the_second_someone_joins_then_their_own_join_decides(left_id, join_id):
+    # bob leaves at T0 + 100 reporting acct-a; in the same second the room is handed to acct-b and alice joins, her
+    # own participant_joined reporting acct-b. The two events' order in that second is only their random ids.
+    room = Room("RM_samesec", "handover", account_id="acct-a", created_at=T0)
+    handed = Room("RM_samesec", "handover", account_id="acct-b", created_at=T0)
+    bob = Participant("PA_bob_ss", "bob", T0 * 1000)
+    alice = Participant("PA_alice_ss", "alice", (T0 + 100) * 1000 + 700)
+    bob_joined, bob_left, alice_joined, alice_left = records(
+        lk.participant_joined(room, bob),
+        lk.participant_left(room, bob, T0 + 100),
+        lk.participant_joined(handed, alice, T0 + 100),
+        lk.participant_left(handed, alice, T0 + 700),
+    )
+    events = [bob_joined, replace(bob_left, event_id=left_id), replace(alice_joined, event_id=join_id), alice_left]
+
+    sessions = rebuild(events)
+
+    # alice T0 + 100.7 .. T0 + 700 = 599.3 s -> 10 audio, acct-b (her join's); bob T0 .. T0 + 100 -> 2 audio, acct-a
+    assert fields(sessions["PA_alice_ss"]) == expected(
+        "acct-b", (T0 + 100) * 1000 + 700, (T0 + 700) * 1000, ClosedBy.LEFT, (("2026-11", 0, 10),)
+    )
+    assert fields(sessions["PA_bob_ss"]) == expected(
+        "acct-a", T0 * 1000, (T0 + 100) * 1000, ClosedBy.LEFT, (("2026-11", 0, 2),)
+    )
+    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+    for event in events:  # one event per batch, in order: the same
+        deliver(repo, publisher, [event])
+    assert audio_by_account(repo) == {"acct-a": 2, "acct-b": 10}
 
 
 def test_given_the_room_account_is_only_set_after_a_session_started_then_the_first_account_reported_pays():

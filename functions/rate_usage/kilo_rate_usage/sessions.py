@@ -86,11 +86,14 @@ class ParticipantFold:
     # (the earliest), else the earliest cap
     sweep: tuple[int, ClosedBy, int] | None = None
     tracks: dict[str, TrackFold] = field(default_factory=dict)  # the tracks this participant published, by sid
+    # the room's metadata run (index in ``RoomFold.metadata``) its first ``participant_joined`` reported: the metadata
+    # in force at its start, whatever else was reported in the same second (D163); None: no join seen
+    join_run: int | None = None
 
     def copy(self) -> ParticipantFold:
         return ParticipantFold(
             self.sid, self.identity, self.kind, self.metadata, self.attributes, self.joined_ms, self.left_s,
-            self.aborted, self.sweep, {sid: replace(track) for sid, track in self.tracks.items()},
+            self.aborted, self.sweep, {sid: replace(track) for sid, track in self.tracks.items()}, self.join_run,
         )  # fmt: skip
 
     @property
@@ -159,11 +162,16 @@ class RoomAccounts:
             table = self._tables[key] = (valid, before, after)
         return table
 
-    def account(self, key: str, start_ms: int) -> str | None:
+    def account(self, key: str, start_ms: int, join_run: int | None = None) -> str | None:
+        """``join_run``: the run the session's own ``participant_joined`` reported, when known - it comes first (a
+        change reported in the same second as the join is otherwise ordered by event ids)."""
         if not self._runs:
             return None
         valid, before, after = self._table(key)
-        reached = bisect_left(self._lasts, start_ms // 1000)  # the first run reported at or after the start
+        if join_run is not None and 0 <= join_run < len(valid):
+            reached = join_run
+        else:
+            reached = bisect_left(self._lasts, start_ms // 1000)  # the first run reported at or after the start
         if reached == len(valid):
             return before[reached]
         return valid[reached] or before[reached] or after[reached]
@@ -174,7 +182,7 @@ def _account(participant: ParticipantFold, runs: RoomAccounts, rule: Attribution
     for source, key in rule.steps:
         value: str | None
         if source == "room_metadata":
-            value = runs.account(key, participant.joined_ms)
+            value = runs.account(key, participant.joined_ms, participant.join_run)
         elif source == "participant_attribute":
             value = participant.attributes.get(key) or None
         else:
@@ -335,6 +343,8 @@ class RoomFold:
             participant.attributes = json.loads(event.participant_attributes)
         if event.joined_at_ms and (participant.joined_ms is None or event.event_type == "participant_joined"):
             participant.joined_ms = event.joined_at_ms
+        if event.event_type == "participant_joined" and participant.join_run is None and self.metadata:
+            participant.join_run = len(self.metadata) - 1  # ``apply_room`` folded its report into the latest run
         if event.event_type == "participant_joined" and participant.joined_ms is None:
             participant.joined_ms = event.created_at * 1000
         elif event.event_type == "participant_left":
