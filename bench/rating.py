@@ -61,8 +61,46 @@ def run(quick: bool = False) -> dict[str, float]:
         sessions += rate_batch(batch, [], repo, publisher, config, 1_794_800_000_000).sessions_changed
     elapsed = time.perf_counter() - start
     result = {"events": len(records), "seconds": elapsed, "per_second": len(records) / elapsed, "sessions": sessions}
+    result["churn_rebuild_s"] = _metadata_churn_rebuild(400 if quick else 4000)
     _write_doc(result)
     return result
+
+
+def _metadata_churn_rebuild(sessions: int) -> float:
+    """Seconds to rebuild one room whose app rewrites its ~1 KB metadata (account and a roster) on every join: one
+    metadata run per session (D163; review s6 measured 17.6 s for 4,000 before each run was parsed once)."""
+    import json  # noqa: PLC0415
+
+    from kilo_billing.livekit_events import LiveKitEventRecord  # noqa: PLC0415
+    from kilo_rate_usage.model import AttributionRule  # noqa: PLC0415
+    from kilo_rate_usage.sessions import rebuild_room  # noqa: PLC0415
+
+    t0 = 1_794_787_200
+    events = []
+    for i in range(sessions):
+        metadata = json.dumps({"account_id": "acct-a", "seats": i, "roster": "x" * 1000})
+        for n, kind, at in ((2 * i, "participant_joined", t0 + i), (2 * i + 1, "participant_left", t0 + i + 3600)):
+            events.append(
+                LiveKitEventRecord(
+                    event_id=f"EV_{n:07d}",
+                    event_type=kind,
+                    created_at=at,
+                    api_key="k",
+                    body=b"",
+                    received_at_ms=0,
+                    room_sid="RM_churn",
+                    room_name="churn",
+                    participant_sid=f"PA_{i:05d}",
+                    joined_at_ms=(t0 + i) * 1000,
+                    room_metadata=metadata,
+                )
+            )
+    start = time.perf_counter()
+    rebuilt = rebuild_room(events, AttributionRule())
+    elapsed = time.perf_counter() - start
+    assert len(rebuilt) == sessions
+    assert {s.account for s in rebuilt} == {"acct-a"}
+    return elapsed
 
 
 def _write_doc(result: dict[str, float]) -> None:
@@ -73,10 +111,15 @@ def _write_doc(result: dict[str, float]) -> None:
 |---|---|
 | LiveKit events rated per second, one core, in-process (repository in memory) | {result["per_second"]:,.0f} |
 | events / session writes in the run | {result["events"]:,.0f} / {result["sessions"]:,.0f} |
+| one room's rebuild: 4,000 sessions, ~1 KB room metadata rewritten at every join (~8,000 runs) | \
+{result["churn_rebuild_s"]:.2f} s |
 
 Stream batches of 500; every batch rebuilds each room it touches from all of that room's events (a room's events
 arrive spread over batches, so a room is rebuilt more than once), diffs against the stored sessions and commits one
 transaction per 100 items. Writes per batch are asserted in tests, not timed:
 `writes = sessions changed + usage events rated + aggregates touched (per transaction) + aggregates with new
-thresholds` (`tests/integration/test_rating_stream.py`, `tests/property/test_rating_exactly_once.py`)."""
+thresholds` (`tests/integration/test_rating_stream.py`, `tests/property/test_rating_exactly_once.py`).
+The metadata-churn rebuild parses each metadata run once and attributes each session by binary search (D163,
+`sessions.RoomAccounts`; `tests/property/test_room_attribution.py` counts the parses). Before (feaf4f5, every
+session re-parsing every run up to its start) this bench measured 17.4 s for it, against rating's 120 s timeout."""
     write_section("rating", section)

@@ -23,7 +23,7 @@ from kilo_billing.usage_events import UsageEventRecord
 from kilo_dev import livekit_events as lk
 from kilo_dev.livekit_events import Participant, Room
 from kilo_rate_usage.logic import rate_batch
-from kilo_rate_usage.model import SWEPT, AttributionRule, BatchOutcome, RatingConfig
+from kilo_rate_usage.model import CAPPED, SWEPT, AttributionRule, BatchOutcome, RatingConfig
 from kilo_rate_usage.sessions import rebuild_room
 from kilo_rate_usage.sweeper import close_event
 from tests.fakes import InMemoryUsageRepository, RecordingPublisher
@@ -35,7 +35,7 @@ NOW_MS = (T0 + 2 * 24 * 3600) * 1000
 ACCOUNTS = ["acct-a", "acct-b"]
 
 Record = LiveKitEventRecord | UsageEventRecord
-METADATA = ['{"account_id":"acct-b"}', '{"account_id":"acct-a"}', '{"topic":"Q4"}', '{"account_id":"not valid!"}']
+METADATA = ['{"account_id":"acct-b"}', '{"account_id":"acct-a"}', '{"topic":"Q4"}', '{"account_id":"not valid!"}', ""]
 FULL_ROOM = {
     "room_started",
     "room_finished",
@@ -78,7 +78,12 @@ def participant_events(draw: st.DrawFn, room: Room, index: int) -> tuple[list[by
         closed_at = left + draw(st.integers(0, 120))
         # written by the sweep at its own moment, or dated back to the last vouched moment by a later sweep (D125)
         seen = closed_at + draw(st.sampled_from([0, 0, 600, 3000]))
-        synthetic.append(close_event(open_session, SWEPT, closed_at, seen * 1000))
+        closes = draw(st.sampled_from(["swept", "swept", "capped", "both"]))  # a cap too, or instead (D17)
+        if closes != "capped":
+            synthetic.append(close_event(open_session, SWEPT, closed_at, seen * 1000))
+        if closes != "swept":
+            capped_at = max(join, closed_at - draw(st.integers(0, 300)))
+            synthetic.append(close_event(open_session, CAPPED, capped_at, (capped_at + 3600) * 1000))
     for track in range(draw(st.integers(0, 2))):
         video = draw(st.booleans())
         source = draw(st.sampled_from(["CAMERA", "SCREEN_SHARE"])) if video else "MICROPHONE"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -428,6 +429,51 @@ def test_given_a_sweeper_close_and_room_finished_then_a_sweep_ends_at_the_earlie
 
 
 @pytest.mark.parametrize(
+    ("cap_at", "swept_at", "finished_at", "end", "closed_by", "audio"),
+    [
+        # swept at T0 + 100, room_finished at T0 + 7200: the sweep proves alice had gone -> 100 s -> 2 audio
+        pytest.param(None, T0 + 100, T0 + 7200, T0 + 100, ClosedBy.SWEPT, 2, id="swept_alone"),
+        # a cap at the same moment changes nothing: room_finished overrides the cap, not the sweep -> 2 audio
+        # (before: the cap hid the sweep, room_finished closed her at T0 + 7200 -> 120 audio)
+        pytest.param(T0 + 100, T0 + 100, T0 + 7200, T0 + 100, ClosedBy.SWEPT, 2, id="cap_and_sweep_together"),
+        # a cap at T0 + 100, a sweep at T0 + 400 (before room_finished): gone by the sweep -> 400 s -> 7 audio
+        pytest.param(T0 + 100, T0 + 400, T0 + 7200, T0 + 400, ClosedBy.SWEPT, 7, id="cap_then_sweep"),
+        # no room_finished: the sweep's proof, not the cap's guess -> 400 s -> 7 audio
+        pytest.param(T0 + 100, T0 + 400, None, T0 + 400, ClosedBy.SWEPT, 7, id="cap_then_sweep_room_open"),
+        # a sweep after room_finished: the room's end, as for a sweep alone -> 300 s -> 5 audio
+        pytest.param(T0 + 100, T0 + 400, T0 + 300, T0 + 300, ClosedBy.ROOM_FINISHED, 5, id="room_ends_first"),
+    ],
+)
+def test_given_a_cap_and_a_sweep_of_one_session_then_the_sweep_decides_against_room_finished(
+    cap_at, swept_at, finished_at, end, closed_by, audio
+):
+    room = Room("RM_captie", "retro", account_id="acct-ct", created_at=T0)
+    alice = Participant("PA_alice_ct", "alice", T0 * 1000)
+    bob = Participant("PA_bob_ct", "bob", T0 * 1000)
+    joined = records(lk.participant_joined(room, alice), lk.participant_joined(room, bob))
+    closes = [sweeper_close(joined, "PA_alice_ct", SWEPT, swept_at)]
+    if cap_at is not None:
+        closes.append(sweeper_close(joined, "PA_alice_ct", CAPPED, cap_at))
+    finished = (
+        records(lk.participant_left(room, bob, finished_at), lk.room_finished(room, finished_at)) if finished_at else []
+    )
+    events = [*joined, *closes, *finished]
+
+    sessions = rebuild(events)
+
+    assert fields(sessions["PA_alice_ct"]) == expected(
+        "acct-ct", T0 * 1000, end * 1000, closed_by, (("2026-11", 0, audio),)
+    )
+    # rated one event per batch, in any of two orders (the in-order path and late events), the same minutes
+    for order in (events, list(reversed(events))):
+        repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+        for event in order:
+            deliver(repo, publisher, [event])
+        stored = {key[1]: item.session for key, item in repo.sessions.items()}
+        assert fields(stored["PA_alice_ct"]) == fields(sessions["PA_alice_ct"])
+
+
+@pytest.mark.parametrize(
     ("finished_at", "end", "closed_by", "audio"),
     [
         # the sweep at T0 + 1500 found the room gone and nothing had vouched for alice since T0 + 600 (D125: closed
@@ -823,9 +869,12 @@ def test_given_account_hints_in_room_and_participant_when_rebuilt_then_the_first
 
 
 def with_room_metadata(body: bytes, metadata: str) -> bytes:
-    """The same webhook with ``room.metadata`` replaced (UpdateRoomMetadata replaces the whole string)."""
+    """The same webhook with ``room.metadata`` replaced (UpdateRoomMetadata replaces the whole string); cleared, the
+    key is absent (LiveKit omits zero values)."""
     event = json.loads(body)
     event["room"]["metadata"] = metadata
+    if not metadata:
+        del event["room"]["metadata"]
     return json.dumps(event, separators=(",", ":")).encode()
 
 
@@ -877,6 +926,79 @@ def test_given_the_room_metadata_changes_after_a_session_closed_then_that_sessio
         "PA_alice_m": "acct-a",
         "PA_bob_m": bob_pays,
     }
+
+
+@pytest.mark.parametrize(
+    "metadata_at_alices_join",
+    [
+        pytest.param('{"topic":"Q4"}', id="metadata_without_account"),
+        # LiveKit omits empty metadata: the join carries no room metadata at all - a report that it was cleared
+        pytest.param("", id="metadata_cleared"),
+    ],
+)
+def test_given_the_room_metadata_cleared_when_someone_joins_then_the_account_found_before_still_pays(
+    metadata_at_alices_join,
+):
+    room = Room("RM_cleared", "cleared", account_id="acct-a", created_at=T0)
+    handed = Room("RM_cleared", "cleared", account_id="acct-b", created_at=T0)
+    bob = Participant("PA_bob_cl", "bob", (T0 + 10) * 1000)
+    alice = Participant("PA_alice_cl", "alice", (T0 + 100) * 1000)
+    carol = Participant("PA_carol_cl", "carol", (T0 + 3000) * 1000)
+    bodies = [
+        lk.room_started(room, T0),
+        lk.participant_joined(room, bob),
+        with_room_metadata(lk.participant_joined(room, alice), metadata_at_alices_join),
+        # later the room is handed to acct-b: carol's join reports it, and so does alice's left
+        lk.participant_joined(handed, carol),
+        lk.participant_left(handed, alice, T0 + 3700),
+    ]
+    if not metadata_at_alices_join:
+        assert "metadata" not in json.loads(bodies[2])["room"]  # as LiveKit sends it
+    events = records(*bodies)
+
+    sessions = rebuild(events)
+
+    # alice T0 + 100 .. T0 + 3700 = 3600 s -> 60 audio; the metadata in force at her start has no account: acct-a,
+    # found before it, pays (D163) - never acct-b, set after she joined
+    assert fields(sessions["PA_alice_cl"]) == expected(
+        "acct-a", (T0 + 100) * 1000, (T0 + 3700) * 1000, ClosedBy.LEFT, (("2026-11", 0, 60),)
+    )
+    # rated one event per batch (the in-order path), the same
+    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+    for event in events:
+        deliver(repo, publisher, [event])
+    assert audio_by_account(repo) == {"acct-a": 60}
+
+
+@pytest.mark.parametrize(("left_id", "join_id"), [("EV_samesec_1", "EV_samesec_2"), ("EV_samesec_2", "EV_samesec_1")])
+def test_given_the_room_handed_over_in_the_second_someone_joins_then_their_own_join_decides(left_id, join_id):
+    # bob leaves at T0 + 100 reporting acct-a; in the same second the room is handed to acct-b and alice joins, her
+    # own participant_joined reporting acct-b. The two events' order in that second is only their random ids.
+    room = Room("RM_samesec", "handover", account_id="acct-a", created_at=T0)
+    handed = Room("RM_samesec", "handover", account_id="acct-b", created_at=T0)
+    bob = Participant("PA_bob_ss", "bob", T0 * 1000)
+    alice = Participant("PA_alice_ss", "alice", (T0 + 100) * 1000 + 700)
+    bob_joined, bob_left, alice_joined, alice_left = records(
+        lk.participant_joined(room, bob),
+        lk.participant_left(room, bob, T0 + 100),
+        lk.participant_joined(handed, alice, T0 + 100),
+        lk.participant_left(handed, alice, T0 + 700),
+    )
+    events = [bob_joined, replace(bob_left, event_id=left_id), replace(alice_joined, event_id=join_id), alice_left]
+
+    sessions = rebuild(events)
+
+    # alice T0 + 100.7 .. T0 + 700 = 599.3 s -> 10 audio, acct-b (her join's); bob T0 .. T0 + 100 -> 2 audio, acct-a
+    assert fields(sessions["PA_alice_ss"]) == expected(
+        "acct-b", (T0 + 100) * 1000 + 700, (T0 + 700) * 1000, ClosedBy.LEFT, (("2026-11", 0, 10),)
+    )
+    assert fields(sessions["PA_bob_ss"]) == expected(
+        "acct-a", T0 * 1000, (T0 + 100) * 1000, ClosedBy.LEFT, (("2026-11", 0, 2),)
+    )
+    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+    for event in events:  # one event per batch, in order: the same
+        deliver(repo, publisher, [event])
+    assert audio_by_account(repo) == {"acct-a": 2, "acct-b": 10}
 
 
 def test_given_the_room_account_is_only_set_after_a_session_started_then_the_first_account_reported_pays():

@@ -307,7 +307,7 @@ def _session_registers(participant: ParticipantFold) -> tuple[object, ...]:
     """Everything of a participant's registers its session depends on besides its tracks (and the room)."""
     return (
         participant.identity, participant.kind, participant.metadata, participant.attributes, participant.joined_ms,
-        participant.left_s, participant.aborted, participant.sweep,
+        participant.left_s, participant.aborted, participant.sweep, participant.join_run,
     )  # fmt: skip
 
 
@@ -575,7 +575,7 @@ def _closed_unloaded(kept: Iterable[LiveKitEventRecord], loaded: Collection[str]
 # --- the stored form (``items`` compresses it into the state item) --------------------------------------------------
 
 _EVENT_FIELDS = tuple(f.name for f in fields(LiveKitEventRecord) if f.name != "body")
-STATE_FORMAT = 4  # bump when the stored form changes meaning: a state of another format is ignored (rebuild)
+STATE_FORMAT = 5  # bump when the stored form changes meaning: a state of another format is ignored (rebuild)
 
 
 def _track_out(sid: str, track: TrackFold) -> list[object]:
@@ -591,15 +591,19 @@ def participant_to_json(p: ParticipantFold) -> list[Any]:
     return [
         p.sid, p.identity, p.kind, p.metadata, p.attributes, p.joined_ms, p.left_s, p.aborted,
         list(p.sweep) if p.sweep is not None else None, [_track_out(t, p.tracks[t]) for t in sorted(p.tracks)],
+        p.join_run,
     ]  # fmt: skip
 
 
 def participant_from_json(values: Sequence[Any]) -> ParticipantFold:
-    sid, identity, kind, metadata, attributes, joined_ms, left_s, aborted, sweep, tracks = values
+    """Registers as ``participant_to_json`` wrote them; those written before ``join_run`` (ten values, on the session
+    items of participants retired then) have none: a join folded into them later changes it, and the room is rebuilt."""
+    sid, identity, kind, metadata, attributes, joined_ms, left_s, aborted, sweep, tracks = values[:10]
+    join_run = values[10] if len(values) > 10 else None
     return ParticipantFold(
         sid, identity, kind, metadata, dict(attributes), joined_ms, left_s, bool(aborted),
         (int(sweep[0]), ClosedBy(sweep[1]), int(sweep[2])) if sweep is not None else None,
-        dict(_track_in(t) for t in tracks),
+        dict(_track_in(t) for t in tracks), int(join_run) if join_run is not None else None,
     )  # fmt: skip
 
 

@@ -22,6 +22,7 @@ Rules (shared/reference/livekit.md, billing-policy.md; decisions in docs/decisio
 from __future__ import annotations
 
 import json
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -81,14 +82,18 @@ class ParticipantFold:
     left_s: int | None = None
     aborted: bool = False
     # the sweeper's close: (close time, how, when the sweep saw it gone); the close time is the sweep's own moment, or
-    # the last moment something vouched for the session when that is older (D125)
+    # the last moment something vouched for the session when that is older (D125); a swept close when there is one
+    # (the earliest), else the earliest cap
     sweep: tuple[int, ClosedBy, int] | None = None
     tracks: dict[str, TrackFold] = field(default_factory=dict)  # the tracks this participant published, by sid
+    # the room's metadata run (index in ``RoomFold.metadata``) its first ``participant_joined`` reported: the metadata
+    # in force at its start, whatever else was reported in the same second (D163); None: no join seen
+    join_run: int | None = None
 
     def copy(self) -> ParticipantFold:
         return ParticipantFold(
             self.sid, self.identity, self.kind, self.metadata, self.attributes, self.joined_ms, self.left_s,
-            self.aborted, self.sweep, {sid: replace(track) for sid, track in self.tracks.items()},
+            self.aborted, self.sweep, {sid: replace(track) for sid, track in self.tracks.items()}, self.join_run,
         )  # fmt: skip
 
     @property
@@ -101,6 +106,21 @@ def _ms_to_dt(ms: int) -> datetime:
     return datetime.fromtimestamp(ms // 1000, tz=UTC).replace(microsecond=(ms % 1000) * 1000)
 
 
+# the events whose ``room`` is the whole room (its metadata included); the track and egress events name only its sid
+# and name, the sweeper's closes nothing of it
+FULL_ROOM_EVENTS = frozenset(
+    {"room_started", "room_finished", "participant_joined", "participant_left", "participant_connection_aborted"}
+)
+
+
+def reported_metadata(event: LiveKitEventRecord) -> str | None:
+    """The room metadata ``event`` reports, None when it reports none. LiveKit omits empty metadata (a zero value), so
+    an event carrying the whole room without metadata reports ``""``: the app cleared it (D163)."""
+    if event.room_metadata or event.event_type in FULL_ROOM_EVENTS:
+        return event.room_metadata
+    return None
+
+
 MetadataRun = tuple[int, int, str]  # a run of equal room metadata: first and last createdAt reporting it, the text
 
 
@@ -108,30 +128,61 @@ def room_account(runs: Sequence[MetadataRun], key: str, start_ms: int) -> str | 
     """The account (a valid id under ``key``) of the room's metadata in force when a session started (D163):
     that of the first report at or after its start (normally its own ``participant_joined``); when that metadata has
     no valid account, the latest valid one reported before it (metadata without an account never overrides an
-    account found), else the first reported after it. A change reported after that first report never moves it."""
-    start_s = start_ms // 1000
-    before: str | None = None
-    reached = False
-    for _, last, text in runs:
-        value = _json_value(text, key)
-        valid = value if value is not None and is_account_id(value) else None
-        if not reached and last >= start_s:
-            reached = True
-            if valid is not None or before is not None:
-                return valid or before
-        elif valid is not None:
-            if reached:
-                return valid
-            before = valid
-    return before
+    account found), else the first reported after it. A change reported after that first report never moves it.
+    One session's answer; a fold's sessions share one ``RoomAccounts`` (each run parsed once)."""
+    return RoomAccounts(runs).account(key, start_ms)
 
 
-def _account(participant: ParticipantFold, runs: Sequence[MetadataRun], rule: AttributionRule) -> str:
+class RoomAccounts:
+    """``room_account`` for every session of one metadata timeline: each run's valid account under a key is parsed
+    once, with the latest valid account before each run and the first valid one from each run on, so a session's
+    answer is a binary search (the runs' last reports are in order) - the cost of a rebuild grows with sessions plus
+    runs, not with their product (D163)."""
+
+    __slots__ = ("_lasts", "_runs", "_tables")
+
+    def __init__(self, runs: Sequence[MetadataRun]) -> None:
+        self._runs = runs
+        self._lasts = [last for _, last, _ in runs]
+        self._tables: dict[str, tuple[list[str | None], list[str | None], list[str | None]]] = {}
+
+    def _table(self, key: str) -> tuple[list[str | None], list[str | None], list[str | None]]:
+        table = self._tables.get(key)
+        if table is None:
+            valid: list[str | None] = []
+            for _, _, text in self._runs:
+                value = _json_value(text, key)
+                valid.append(value if value is not None and is_account_id(value) else None)
+            before: list[str | None] = [None]  # before[i]: the latest valid account of the runs before run i
+            for value in valid:
+                before.append(value or before[-1])
+            after: list[str | None] = [None] * (len(valid) + 1)  # after[i]: the first valid one from run i on
+            for i in range(len(valid) - 1, -1, -1):
+                after[i] = valid[i] or after[i + 1]
+            table = self._tables[key] = (valid, before, after)
+        return table
+
+    def account(self, key: str, start_ms: int, join_run: int | None = None) -> str | None:
+        """``join_run``: the run the session's own ``participant_joined`` reported, when known - it comes first (a
+        change reported in the same second as the join is otherwise ordered by event ids)."""
+        if not self._runs:
+            return None
+        valid, before, after = self._table(key)
+        if join_run is not None and 0 <= join_run < len(valid):
+            reached = join_run
+        else:
+            reached = bisect_left(self._lasts, start_ms // 1000)  # the first run reported at or after the start
+        if reached == len(valid):
+            return before[reached]
+        return valid[reached] or before[reached] or after[reached]
+
+
+def _account(participant: ParticipantFold, runs: RoomAccounts, rule: AttributionRule) -> str:
     assert participant.joined_ms is not None
     for source, key in rule.steps:
         value: str | None
         if source == "room_metadata":
-            value = room_account(runs, key, participant.joined_ms)
+            value = runs.account(key, participant.joined_ms, participant.join_run)
         elif source == "participant_attribute":
             value = participant.attributes.get(key) or None
         else:
@@ -147,7 +198,8 @@ def session_end(participant: ParticipantFold, room_end_s: int | None) -> tuple[i
     ``room_finished`` when the room ended before the sweep saw the participant gone (a *swept* close is RoomService's
     proof that the connection was gone by the sweep; ``room_finished`` says when the room ended: the earlier one
     wins; a swept close dated back to its last vouched moment, D125, is only a lower bound, so a room end up to the
-    sweep replaces it); ``room_finished`` over a *cap*, which proves nothing; else the sweeper's close."""
+    sweep replaces it); ``room_finished`` over a *cap*, which proves nothing; else the sweeper's close (a swept one
+    over a cap: ``ParticipantFold.sweep``)."""
     if participant.left_s is not None:
         return participant.left_s, ClosedBy.LEFT
     sweep = participant.sweep
@@ -241,8 +293,9 @@ class RoomFold:
         self.room_sid = self.room_sid or event.room_sid
         self.last_s = event.created_at if self.last_s is None else max(self.last_s, event.created_at)
         self.room_name = event.room_name or self.room_name
-        if event.room_metadata:
-            self._report_metadata(event.created_at, event.room_metadata)
+        reported = reported_metadata(event)
+        if reported is not None:
+            self._report_metadata(event.created_at, reported)
 
     def _report_metadata(self, at: int, text: str) -> None:
         last = self.metadata[-1] if self.metadata else None
@@ -260,12 +313,13 @@ class RoomFold:
         """Whether the room metadata ``event`` reports may change a session's account: new metadata, or metadata
         reported earlier than its latest run started (it lands inside the timeline). With ``folded`` False (the event
         is kept aside, never folded), also a report after the latest run's end (the run would grow)."""
-        if not event.room_metadata:
+        reported = reported_metadata(event)
+        if reported is None:
             return False
         if not self.metadata:
             return True
         first, last, text = self.metadata[-1]
-        if text != event.room_metadata or event.created_at < first:
+        if text != reported or event.created_at < first:
             return True
         return not folded and event.created_at > last
 
@@ -289,6 +343,8 @@ class RoomFold:
             participant.attributes = json.loads(event.participant_attributes)
         if event.joined_at_ms and (participant.joined_ms is None or event.event_type == "participant_joined"):
             participant.joined_ms = event.joined_at_ms
+        if event.event_type == "participant_joined" and participant.join_run is None and self.metadata:
+            participant.join_run = len(self.metadata) - 1  # ``apply_room`` folded its report into the latest run
         if event.event_type == "participant_joined" and participant.joined_ms is None:
             participant.joined_ms = event.created_at * 1000
         elif event.event_type == "participant_left":
@@ -299,7 +355,12 @@ class RoomFold:
             participant.aborted = True
         elif event.event_type in (SWEPT, CAPPED):
             closed_by = ClosedBy.SWEPT if event.event_type == SWEPT else ClosedBy.CAPPED
-            if participant.sweep is None or event.created_at < participant.sweep[0]:
+            kept = participant.sweep
+            # a swept close (RoomService's proof the connection had ended) over a cap (which proves nothing), else the
+            # earlier: a cap must not hide the sweep from ``session_end`` once room_finished overrides the cap (D17)
+            if kept is None or (
+                (closed_by is ClosedBy.SWEPT, -event.created_at) > (kept[1] is ClosedBy.SWEPT, -kept[0])
+            ):
                 participant.sweep = (event.created_at, closed_by, max(event.created_at, event.received_at_ms // 1000))
         if participant.joined_ms is not None and (
             participant.connection_end_s is not None or self.room_end_s is not None
@@ -363,8 +424,9 @@ class RoomFold:
             return merged
 
         chosen = sorted(self.participants if sids is None else set(sids) & self.participants.keys())
+        accounts = RoomAccounts(self.metadata)  # each metadata run parsed once for all of them
         return [
-            _session(self.room_sid, participant, self.metadata, rule, self.room_end_s, once, self.room_name)
+            _session(self.room_sid, participant, accounts, rule, self.room_end_s, once, self.room_name)
             for participant in (self.participants[sid] for sid in chosen)
             if participant.joined_ms is not None  # else pending: a left (or track) seen before any start is known
         ]
@@ -398,7 +460,7 @@ def rebuild_room(
 def _session(
     room_sid: str,
     participant: ParticipantFold,
-    metadata: Sequence[MetadataRun],
+    metadata: RoomAccounts,
     rule: AttributionRule,
     room_end_s: int | None,
     coverage: Callable[[], Coverage],
