@@ -28,7 +28,7 @@ import shutil
 import subprocess
 import sys
 import zipfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -212,11 +212,35 @@ def unzipped_size(root: Path) -> int:
     return sum(path.stat().st_size for path in root.rglob("*") if path.is_file())
 
 
+def _type_checking(node: ast.AST) -> bool:
+    """``if TYPE_CHECKING:`` / ``if typing.TYPE_CHECKING:``: its body never runs (imports for the type checker only)."""
+    if not isinstance(node, ast.If):
+        return False
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _runtime_nodes(source: Path) -> Iterator[ast.AST]:
+    """Every node of a module that can run: ``ast.walk`` without the bodies of ``if TYPE_CHECKING:`` blocks (their
+    ``else`` branches run)."""
+    pending: list[ast.AST] = [ast.parse(source.read_text(), str(source))]
+    while pending:
+        node = pending.pop()
+        yield node
+        if isinstance(node, ast.If) and _type_checking(node):
+            pending.extend(node.orelse)
+            continue
+        pending.extend(ast.iter_child_nodes(node))
+
+
 def imported_modules(package_dir: Path) -> set[str]:
-    """Top-level names of every absolute import in a package's modules (also inside functions)."""
+    """Top-level names of every absolute import in a package's modules (also inside functions; not the imports only
+    the type checker sees, under ``if TYPE_CHECKING:``)."""
     names: set[str] = set()
     for source in package_dir.rglob("*.py"):
-        for node in ast.walk(ast.parse(source.read_text(), str(source))):
+        for node in _runtime_nodes(source):
             if isinstance(node, ast.Import):
                 names.update(alias.name.split(".")[0] for alias in node.names)
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
@@ -229,7 +253,7 @@ def importing_modules(package_dir: Path, top_level: str) -> set[str]:
     found = set()
     for source in package_dir.rglob("*.py"):
         module = ".".join((package_dir.name, *source.relative_to(package_dir).with_suffix("").parts))
-        for node in ast.walk(ast.parse(source.read_text(), str(source))):
+        for node in _runtime_nodes(source):
             names = (
                 [alias.name for alias in node.names]
                 if isinstance(node, ast.Import)
@@ -246,7 +270,7 @@ def imported_names(package_dir: Path) -> set[str]:
     """Every dotted name a package's modules import absolutely (``from a.b import c``: ``a.b`` and ``a.b.c``)."""
     names: set[str] = set()
     for source in package_dir.rglob("*.py"):
-        for node in ast.walk(ast.parse(source.read_text(), str(source))):
+        for node in _runtime_nodes(source):
             if isinstance(node, ast.Import):
                 names.update(alias.name for alias in node.names)
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:

@@ -43,6 +43,28 @@ def test_given_lazy_and_top_level_imports_then_only_unshipped_ones_are_reported(
     assert package.missing_imports([code], shipped={"pydantic", "stripe", "pydantic_settings"}) == {}
 
 
+def test_given_imports_only_the_type_checker_sees_then_they_are_not_missing(tmp_path: Path) -> None:
+    """``kilo_billing.stripe_customers`` names Stripe's parameter types under ``if TYPE_CHECKING:``: never imported at
+    run time, so the layer does not need stripe for it; an ``else`` branch and anything outside still count."""
+    code = tmp_path / "kilo_demo_layer"
+    code.mkdir()
+    (code / "customers.py").write_text(
+        "from __future__ import annotations\nimport typing\nfrom typing import TYPE_CHECKING\n\n"
+        "if TYPE_CHECKING:\n    from stripe.params import CustomerCreateParams\nelse:\n    import orjson\n"
+        "if typing.TYPE_CHECKING:\n    import web3\n"
+        "if True:\n    import solders\n",
+    )
+    assert package.missing_imports([code], shipped=set()) == {"kilo_demo_layer": {"orjson", "solders"}}
+    assert package.imported_names(code) == {
+        "__future__",
+        "__future__.annotations",
+        "typing",
+        "typing.TYPE_CHECKING",
+        "orjson",
+        "solders",
+    }
+
+
 def test_given_a_site_folder_then_top_level_names_skip_metadata(tmp_path: Path) -> None:
     for name in ("stripe", "jwt", "stripe-16.1.0.dist-info", "bin"):
         (tmp_path / name).mkdir()
@@ -199,3 +221,25 @@ def test_given_the_template_then_the_deploy_template_points_every_function_and_l
     assert all(re.match(r"\s+(CodeUri|ContentUri): ", old) for old, _ in changed)
     with pytest.raises(ValueError, match="functions/unknown/"):
         package.deploy_template("      CodeUri: functions/unknown/\n", package.artifacts(Template()))
+
+
+def test_given_the_common_layer_then_it_imports_only_what_its_requirements_ship() -> None:
+    """The real layer's code against its own requirements (``./dev package``'s check, without the pip build): only
+    ``LAYER_BORROWED`` modules may import an SDK the layer does not ship. (``stripe_customers``' type-only import of
+    stripe once failed ``./dev package`` while every test passed.)"""
+    from importlib.metadata import packages_distributions  # noqa: PLC0415
+
+    root = Path(__file__).resolve().parents[2] / "layers" / "common"
+    wanted = {
+        line.split("==")[0].strip().lower().replace("_", "-")
+        for line in (root / "requirements.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    shipped = {
+        module
+        for module, distributions in packages_distributions().items()
+        if any(d.lower().replace("_", "-") in wanted for d in distributions)
+    }
+    missing = package.missing_imports([root / "kilo_billing"], shipped)
+    assert package.borrowing_problems("layer", [root / "kilo_billing"], shipped, missing) == []
+    assert missing == {}
