@@ -7,7 +7,7 @@ from typing import Any
 
 import boto3
 
-from kilo_billing.aws import paged_items, put_if
+from kilo_billing.aws import give_back_counted, paged_items, put_if, take_counted
 
 
 def _table(name: str) -> Any:
@@ -75,3 +75,19 @@ def test_given_a_condition_with_names_and_values_then_the_put_happens_only_while
 
     assert [claim("pending"), claim("other")] == [True, False]
     assert _stored(dynamodb)["status"] == {"S": "pending"}
+
+
+def test_given_a_cap_of_two_then_a_third_take_is_refused_until_one_is_given_back_and_never_below_zero(
+    aws: None,
+) -> None:
+    dynamodb = _table("counts")
+
+    taken = [take_counted(dynamodb, "counts", KEY, "sent", 2, 1_800_000_000) for _ in range(3)]
+    give_back_counted(dynamodb, "counts", KEY, "sent")
+    again = take_counted(dynamodb, "counts", KEY, "sent", 2, 1_800_000_000)
+    for _ in range(4):  # more give-backs than takes: stops at 0
+        give_back_counted(dynamodb, "counts", KEY, "sent")
+    item = dynamodb.get_item(TableName="counts", Key=KEY)["Item"]
+
+    assert (taken, again) == ([True, True, False], True)
+    assert (item["sent"], item["expires_at"]) == ({"N": "0"}, {"N": "1800000000"})

@@ -4,7 +4,6 @@ domain error."""
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Final
@@ -19,7 +18,7 @@ from kilo_account_api.model import (
     SessionRecord,
 )
 from kilo_billing.auth import Role
-from kilo_billing.aws import ConditionFailedError, call, paged_items, put_if
+from kilo_billing.aws import ConditionFailedError, call, give_back_counted, paged_items, put_if, take_counted
 from kilo_billing.aws import InvalidRequestError as AwsInvalidRequestError
 from kilo_billing.items import from_item, to_item
 from kilo_billing.periods import Period
@@ -233,31 +232,11 @@ class DynamoPhoneChallenges:
 
     def take_number_code(self, phone: str, day: date, limit: int) -> bool:
         expires_at = datetime.combine(day + timedelta(days=2), time(), UTC)  # TTL: the day after, to be safe
-        try:
-            call(
-                self._client.update_item,
-                TableName=self._table,
-                Key=items.number_codes_key(phone, day),
-                UpdateExpression="ADD #count :one SET #ttl = :ttl",
-                ConditionExpression="attribute_not_exists(#count) OR #count < :limit",
-                ExpressionAttributeNames={"#count": "codes", "#ttl": "expires_at"},
-                ExpressionAttributeValues=to_item({":one": 1, ":limit": limit, ":ttl": int(expires_at.timestamp())}),
-            )
-        except ConditionFailedError:
-            return False
-        return True
+        key = items.number_codes_key(phone, day)
+        return take_counted(self._client, self._table, key, "codes", limit, int(expires_at.timestamp()))
 
     def give_back_number_code(self, phone: str, day: date) -> None:
-        with contextlib.suppress(ConditionFailedError):  # nothing counted (never below 0)
-            call(
-                self._client.update_item,
-                TableName=self._table,
-                Key=items.number_codes_key(phone, day),
-                UpdateExpression="ADD #count :less",
-                ConditionExpression="#count > :none",
-                ExpressionAttributeNames={"#count": "codes"},
-                ExpressionAttributeValues=to_item({":less": -1, ":none": 0}),
-            )
+        give_back_counted(self._client, self._table, items.number_codes_key(phone, day), "codes")
 
     def forget_phone(self, account_id: str) -> None:
         try:

@@ -23,7 +23,15 @@ from kilo_alerts.ports import (
     SendFailedError,
     SendRefusedError,
 )
-from kilo_billing.aws import ConditionFailedError, InvalidRequestError, call, paged_items, put_if
+from kilo_billing.aws import (
+    ConditionFailedError,
+    InvalidRequestError,
+    call,
+    give_back_counted,
+    paged_items,
+    put_if,
+    take_counted,
+)
 from kilo_billing.items import from_item, to_item
 
 
@@ -135,31 +143,11 @@ class DynamoDeliveryLedger:
         return int(from_item(answer["Attributes"])["attempts"])
 
     def take_sms(self, account_id: str, day: str, cap: int, at_ms: int) -> bool:
-        try:
-            call(
-                self._client.update_item,
-                TableName=self._table,
-                Key=items.sms_day_key(account_id, day),
-                UpdateExpression="ADD sms_count :one SET expires_at = :expires",
-                ConditionExpression="attribute_not_exists(sms_count) OR sms_count < :cap",
-                ExpressionAttributeValues=to_item({":one": 1, ":cap": cap, ":expires": items.expires_at(at_ms)}),
-            )
-        except ConditionFailedError:
-            return False
-        return True
+        key = items.sms_day_key(account_id, day)
+        return take_counted(self._client, self._table, key, "sms_count", cap, items.expires_at(at_ms))
 
     def give_back_sms(self, account_id: str, day: str) -> None:
-        try:
-            call(
-                self._client.update_item,
-                TableName=self._table,
-                Key=items.sms_day_key(account_id, day),
-                UpdateExpression="ADD sms_count :minus",
-                ConditionExpression="sms_count > :zero",
-                ExpressionAttributeValues=to_item({":minus": -1, ":zero": 0}),
-            )
-        except ConditionFailedError:
-            return
+        give_back_counted(self._client, self._table, items.sms_day_key(account_id, day), "sms_count")
 
     def record(self, delivery: Delivery) -> None:
         call(self._client.put_item, TableName=self._table, Item=items.delivery_to_item(delivery))

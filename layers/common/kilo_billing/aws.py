@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from kilo_billing.items import to_item
+
 T = TypeVar("T")
 
 CONDITION_FAILED = "ConditionalCheckFailedException"
@@ -191,6 +193,40 @@ def put_if(
     except ConditionFailedError:
         return False
     return True
+
+
+def take_counted(client: Any, table: str, key: Mapping[str, Any], counter: str, limit: int, expires_at: int) -> bool:
+    """One more on the item's ``counter`` unless it has reached ``limit`` (a cap per key, e.g. per account and day;
+    ``expires_at``: the item's TTL, epoch seconds), in one conditional ``UpdateItem``: True when counted."""
+    try:
+        call(
+            client.update_item,
+            TableName=table,
+            Key=key,
+            UpdateExpression="ADD #count :one SET #ttl = :ttl",
+            ConditionExpression="attribute_not_exists(#count) OR #count < :limit",
+            ExpressionAttributeNames={"#count": counter, "#ttl": "expires_at"},
+            ExpressionAttributeValues=to_item({":one": 1, ":limit": limit, ":ttl": expires_at}),
+        )
+    except ConditionFailedError:
+        return False
+    return True
+
+
+def give_back_counted(client: Any, table: str, key: Mapping[str, Any], counter: str) -> None:
+    """One less on what ``take_counted`` counted (one that was not used after all), never below zero."""
+    try:
+        call(
+            client.update_item,
+            TableName=table,
+            Key=key,
+            UpdateExpression="ADD #count :less",
+            ConditionExpression="#count > :none",
+            ExpressionAttributeNames={"#count": counter},
+            ExpressionAttributeValues=to_item({":less": -1, ":none": 0}),
+        )
+    except ConditionFailedError:
+        return
 
 
 def paged_items(operation: Callable[..., Any], **request: Any) -> Iterator[dict[str, Any]]:
