@@ -456,7 +456,8 @@ def invoice_lines(invoice: Any) -> dict[tuple[str, str, str], Any]:
     """The product's invoice lines keyed like the ground truth's: (kind, tier, meter)."""
     found: dict[tuple[str, str, str], Any] = {}
     for line in invoice.lines:
-        key = (line.kind, line.tier or "" if line.kind != "fee_proration" else "", line.meter or "")
+        fees = ("fee_proration", "fee_first_month")  # one line for the month's fees, whatever the segments' tiers
+        key = (line.kind, line.tier or "" if line.kind not in fees else "", line.meter or "")
         found[key] = found.get(key, 0) + line.amount
     return found
 
@@ -514,6 +515,7 @@ def invoices_table(
                 "usage": f"{line.meter} overage ({line.tier})",
                 "fee": f"{line.tier} fee {line.period} (in advance)",
                 "fee_proration": f"fees {line.period}",
+                "fee_first_month": f"first-month fee {line.period}",
                 "adjustment": f"late {line.meter} {line.period}",
             }.get(line.kind, line.kind)
             shown.append(f"{label} ${money_str(line.amount)}")

@@ -165,7 +165,8 @@ def expected_bill(
 
 # --- the invoice closing a month (billing-policy.md, issue 11; restated here, not imported) --------------------------
 
-LineKey = tuple[str, str, str]  # (kind, tier, meter): "usage" per tier segment and meter, "fee_proration", "fee"
+# (kind, tier, meter): "usage" per tier segment and meter, "fee_first_month" or "fee_proration", "fee"
+LineKey = tuple[str, str, str]
 
 
 @dataclass(frozen=True)
@@ -201,6 +202,7 @@ def expected_invoice(
     next_sheet: PriceSheet,
     *,
     billed_in_advance: Decimal = Decimal("0.00"),
+    first_month: bool = True,
     method: str = "card",
     card_pays: bool = True,
     exclude: Sequence[UsageAt] = (),
@@ -208,9 +210,11 @@ def expected_invoice(
     """The invoice closing ``period`` (the account's first invoice unless ``billed_in_advance`` says what the previous
     one billed for this month): usage in arrears per tier segment and meter (a $0.00 line for each meter without
     overage), the month's fees by segment minus what was billed in advance (no line when that is zero), and the next
-    month's fee in advance at the tier in effect when it starts. Status: a crypto bill stays open; a $0.00 invoice is
-    paid at once; a card invoice is paid, or payment_failed when the card is declined. ``exclude``: pieces of usage
-    that reached the product only after the close (late usage: the next invoice's adjustment)."""
+    month's fee in advance at the tier in effect when it starts. The fee of the account's first month (``first_month``,
+    nothing billed in advance) is a ``fee_first_month`` line; a later month's difference a ``fee_proration`` line.
+    Status: a crypto bill stays open; a $0.00 invoice is paid at once; a card invoice is paid, or payment_failed when
+    the card is declined. ``exclude``: pieces of usage that reached the product only after the close (late usage: the
+    next invoice's adjustment)."""
     left_out = {id(piece) for piece in exclude}
     start, end = period_bounds(period)
     lines: dict[LineKey, Decimal] = {}
@@ -232,7 +236,8 @@ def expected_invoice(
             lines[("usage", tier, meter)] = _dollars(cents)
     advance_cents = int(billed_in_advance * 100)
     if fee_cents != advance_cents:
-        lines[("fee_proration", "", "")] = _dollars(fee_cents - advance_cents)
+        kind = "fee_first_month" if first_month else "fee_proration"
+        lines[(kind, "", "")] = _dollars(fee_cents - advance_cents)
     next_tier = [tier for at, tier in sorted(history) if at <= end][-1]
     lines[("fee", next_tier, "")] = _dollars(_half_up_cents(next_sheet.fees[next_tier]))
     total = sum(lines.values(), Decimal("0.00"))

@@ -136,7 +136,7 @@ def test_given_a_simulated_month_boundary_with_an_upgrade_then_usage_money_and_i
     assert [status for _, status in stack.stripe.delivered] == [200] * len(stack.stripe.delivered)
     # Team: the month's fee (signed up on the 1st, nothing billed in advance) and the next month's fee, by hand
     team = {(line.kind, line.tier or ""): line.amount for line in invoices["acct-team-01"].lines if "fee" in line.kind}
-    assert team == {("fee_proration", ""): Decimal("29.00"), ("fee", "team"): Decimal("29.00")}
+    assert team == {("fee_first_month", ""): Decimal("29.00"), ("fee", "team"): Decimal("29.00")}
     # and the check can fail: a cent off on one line is reported, with the total
     off = expected["acct-team-01"]
     lines = dict(off.lines) | {("fee", "team", ""): off.lines[("fee", "team", "")] + Decimal("0.01")}

@@ -33,7 +33,7 @@ def test_given_the_first_months_close_never_ran_when_the_next_months_job_runs_th
     march = world.store.invoices["new/2026-03"]
     # fee 29 x 22/31 = 20.5806.. -> 20.58; allowance 50,000 x 22/31 = 35,483.87 -> 35,484 (rounded up);
     # 80,000 - 35,484 = 44,516 x 0.00072 = 32.05152 -> 32.05; April's fee in advance 29.00
-    assert amounts(march, "fee_proration") == ["20.58"]
+    assert amounts(march, "fee_first_month") == ["20.58"]
     assert usage(march, "video", "team") == Decimal("32.05")
     assert amounts(march, "fee") == ["29.00"]
     assert march.total == Decimal("81.63")  # 20.58 + 32.05 + 29.00

@@ -83,8 +83,8 @@ def test_given_team_whole_month_with_overage_when_closed_then_arrears_true_up_an
     # video 60,000 - 50,000 included = 10,000 x 0.00072 = 7.20; other meters $0.00 lines shown
     assert usage(invoice, "video") == Decimal("7.20")
     assert [usage(invoice, m) for m in ("audio", "messages", "data_transfer")] == [Decimal("0.00")] * 3
-    # nothing billed in advance for March (first invoice): true-up 29.00; April's fee in advance 29.00
-    assert amounts(invoice, "fee_proration") == ["29.00"]
+    # nothing billed in advance for March (first invoice): first-month fee 29.00; April's fee in advance 29.00
+    assert amounts(invoice, "fee_first_month") == ["29.00"]
     assert amounts(invoice, "fee") == ["29.00"]
     assert invoice.total == Decimal("65.20")  # 7.20 + 29.00 + 29.00
     assert invoice.status is InvoiceStatus.OPEN
@@ -127,7 +127,7 @@ def test_given_signup_mid_month_then_fee_and_allowance_prorated_from_signup(worl
     invoice = world.close("late", MAR)
     # fee 29 x 15/31 = 14.0322.. -> 14.03; allowance 50,000 x 15/31 = 24,193.5 -> 24,194 (rounded up)
     # 30,000 - 24,194 = 5,806 x 0.00072 = 4.18032 -> 4.18
-    assert amounts(invoice, "fee_proration") == ["14.03"]
+    assert amounts(invoice, "fee_first_month") == ["14.03"]
     assert usage(invoice, "video", "team") == Decimal("4.18")
     assert usage(invoice, "video", "personal") == Decimal("0.00")
     assert invoice.total == Decimal("47.21")  # 4.18 + 14.03 + 29.00

@@ -33,8 +33,8 @@ def test_given_a_history_with_two_changes_at_one_instant_then_the_fee_in_advance
     world.store.profiles["ent"] = AccountProfile("ent", changes)
     assert world.store.profiles["ent"].tier_at(APR.start) == "personal"
     march = world.close("ent", MAR)
-    # March on Enterprise, nothing billed in advance: true-up 99.00; April's fee in advance: Personal, 0.00
-    assert amounts(march, "fee_proration") == ["99.00"]
+    # March on Enterprise, its first month: the first-month fee 99.00; April's fee in advance: Personal, 0.00
+    assert amounts(march, "fee_first_month") == ["99.00"]
     assert amounts(march, "fee") == ["0.00"]
     assert march.total == Decimal("99.00")
     april = world.close("ent", APR)

@@ -190,7 +190,7 @@ def test_given_the_invoice_that_billed_aprils_fee_in_advance_is_voided_then_apri
     world.signup("acme", (at(1), "team"))
     world.store.rate("acme", "2026-03", seg(at(1)), "video", 60_000)
     march = world.close("acme", MAR)
-    assert (amounts(march, "fee_proration"), amounts(march, "fee")) == (["29.00"], ["29.00"])  # March, April ahead
+    assert (amounts(march, "fee_first_month"), amounts(march, "fee")) == (["29.00"], ["29.00"])  # March, April ahead
     _void(world, events, "acme/2026-03")
     april = world.close("acme", APR)  # no usage in April
     # April's 29.00 was billed only on the voided March invoice: April's close bills it (29.00), plus May's in advance

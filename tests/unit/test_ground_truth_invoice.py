@@ -35,7 +35,7 @@ def test_given_a_team_month_then_usage_in_arrears_the_month_fee_and_the_next_in_
         ("usage", "team", "audio"): D("0.00"),
         ("usage", "team", "messages"): D("0.00"),
         ("usage", "team", "data_transfer"): D("0.00"),
-        ("fee_proration", "", ""): D("29.00"),
+        ("fee_first_month", "", ""): D("29.00"),
         ("fee", "team", ""): D("29.00"),
     }
     assert (found.total, found.status) == (D("65.20"), "paid")
@@ -61,7 +61,7 @@ def test_given_an_upgrade_mid_month_then_fees_by_segment_and_usage_per_segment()
     history = effective_history([(MARCH, "personal", "personal"), (MID_MARCH, "personal", "enterprise")], TIERS)
     assert history == [(MARCH, "personal"), (MID_MARCH, "enterprise")]
     found = expected_invoice(_truth(), "acct-a", "2026-03", history, SHEET, NEXT)
-    assert found.lines[("fee_proration", "", "")] == D("37.06")
+    assert found.lines[("fee_first_month", "", "")] == D("37.06")
     assert found.lines[("fee", "enterprise", "")] == D("99.00")
     assert {key[1] for key in found.lines if key[0] == "usage"} == {"personal", "enterprise"}
     assert found.lines[("usage", "enterprise", "video")] == D("0.00")

@@ -101,7 +101,7 @@ def test_given_signup_mid_month_then_fee_and_allowance_prorated(
     invoice = preview(capsys, path)
     # 15/31 of March on Team: fee 29 x 15/31 = 14.03 (nothing billed in advance); allowance 24,193.5 -> 24,194;
     # 5,806 over x 0.00072 = 4.18
-    assert amounts(invoice, "fee_proration") == ["14.03"]
+    assert amounts(invoice, "fee_first_month") == ["14.03"]
     assert "4.18" in amounts(invoice, "usage")
     assert invoice["total"] == "47.21"
 

@@ -473,8 +473,14 @@ def compose_close(ledger: AccountLedger, period: Period, catalog: Catalog, now: 
     rated = rate_counters(period, profile, current.counters, book)
     advance = fees_billed(ledger, key)  # in advance, by the previous invoice unless it was voided
     next_period = period.next()
+    first = (profile.signed_up_at, book) if period == first_period(profile, catalog) else None
     invoice = compose_invoice(
-        ledger.account_id, rated, profile.tier_at(next_period.start), catalog.for_period(next_period), advance
+        ledger.account_id,
+        rated,
+        profile.tier_at(next_period.start),
+        catalog.for_period(next_period),
+        advance,
+        first_month=first,
     )
     lines = usage_lines(rated)
     voided = fees_voided(ledger, key)
@@ -522,7 +528,7 @@ def compose_close(ledger: AccountLedger, period: Period, catalog: Catalog, now: 
 
 # --- fees on a voided invoice: never collected, so billed again, once (docs/decisions.md, D132 amended) ----------
 
-FEE_KINDS: Final = frozenset({LineKind.FEE.value, LineKind.FEE_PRORATION.value})
+FEE_KINDS: Final = frozenset({LineKind.FEE.value, LineKind.FEE_PRORATION.value, LineKind.FEE_FIRST_MONTH.value})
 
 
 def _voided_for_later(invoice: InvoiceRecord, line: Line) -> bool:

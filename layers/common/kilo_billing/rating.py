@@ -35,6 +35,7 @@ class RatingError(ValueError):
 class LineKind(StrEnum):
     FEE = "fee"  # a monthly fee (in advance, or prorated for the period it covers)
     FEE_PRORATION = "fee_proration"  # true-up of a fee billed in advance against the fee actually due
+    FEE_FIRST_MONTH = "fee_first_month"  # the fee of the account's first period (prorated from its sign-up)
     USAGE = "usage"  # usage of the period, in arrears
     ADJUSTMENT = "adjustment"  # late usage of an already invoiced period
 
@@ -377,6 +378,35 @@ def fee_true_up(rated: RatedPeriod, billed_in_advance: Decimal) -> InvoiceLine |
     )
 
 
+def first_month_fee(rated: RatedPeriod, signed_up_at: datetime, book: PriceBook) -> InvoiceLine | None:
+    """The fee of the account's first period, billed by that period's close: nothing was billed for it in advance
+    (the account did not exist at the previous close), so this is the whole fee due - each paying tier segment's fee,
+    prorated from the sign-up when the account signed up inside the period. Not a tier change: it says what it is."""
+    if rated.fee == 0:
+        return None
+    parts = []
+    for line, usage in zip(rated.fee_lines, rated.segments, strict=True):
+        if line.amount == 0:
+            continue
+        segment = usage.segment
+        name = book.tier(usage.segment.tier).name
+        if line.proration is not None and line.proration != 1:
+            parts.append(
+                f"{name} {segment.start:%Y-%m-%d %H:%M} to {segment.end:%Y-%m-%d %H:%M} UTC "
+                f"{money_str(line.amount)} of {money_str(book.tier(segment.tier).monthly_fee)} a month"
+            )
+        else:
+            parts.append(f"{name} {money_str(line.amount)}")
+    since = ensure_utc(signed_up_at)
+    joined = f" from sign-up on {since:%Y-%m-%d %H:%M} UTC" if rated.period.contains(since) else ""
+    return InvoiceLine(
+        kind=LineKind.FEE_FIRST_MONTH,
+        description=f"First-month fee {rated.period}{joined}: {'; '.join(parts)}",
+        period=rated.period,
+        amount=rated.fee,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Invoice:
     """One invoice per account per period: usage of the period in arrears, next period's fee in advance."""
@@ -407,14 +437,20 @@ def compose_invoice(
     book_for_next_period: PriceBook,
     fees_billed_in_advance: Decimal = ZERO,
     adjustments: Sequence[InvoiceLine] = (),
+    first_month: tuple[datetime, PriceBook] | None = None,
 ) -> Invoice:
     """Assemble the invoice closing ``rated.period``.
 
     Lines: usage of the period (arrears) + fee true-up for the period if the tier changed (what the segments owed minus
     what was billed in advance) + the next period's fee (advance) + late-usage adjustments of earlier periods.
+    ``first_month``: (sign-up, the period's price book) when ``rated.period`` is the account's first period: its fee,
+    of which nothing was billed in advance, is a first-month fee line instead of a true-up.
     """
     lines: list[InvoiceLine] = list(rated.usage_lines)
-    true_up = fee_true_up(rated, fees_billed_in_advance)
+    if first_month is not None and fees_billed_in_advance == 0:
+        true_up = first_month_fee(rated, *first_month)
+    else:
+        true_up = fee_true_up(rated, fees_billed_in_advance)
     if true_up is not None:
         lines.append(true_up)
     lines.append(advance_fee_line(rated.period.next(), next_period_tier, book_for_next_period))

@@ -1,17 +1,17 @@
 """History and reports (pure, over ports): revenue per account and tier for a period, usage per member and room.
 
-Revenue of a period = what the invoices *of that period* billed (its period-end invoice and any early invoices):
-fees (the next period's fee in advance + the closed period's fee true-up), overage (usage lines, net of usage invoiced
-early), adjustments (late usage of earlier periods: the adjustment lines, and the credit notes these invoices'
-closes made for negative late usage - the part a note took off an unpaid invoice lowers what was billed, the part
-given as account credit is credit carried, as a negative subtotal's; the part a note records as already ``returned``
-is not counted again: the refund or dispute that returned it is), credit; refunds (what the period's invoices gave
-back: refunds made or owed, disputes' funds withdrawn); the LiveKit cost basis of the usage they billed (the closed
-period's usage + the late usage adjusted), and the margin = total billed - refunds - cost basis. A void invoice bills
-nothing (its cost basis stays: the usage happened); a ``carried`` line is counted in the month of the invoice it
-carries, not again in the month that collects it. An account whose period is not closed yet shows what is invoiced
-so far (status ``open``). Usage nobody could be billed for (the ``unattributed`` bucket) is reported with its cost: it
-is margin lost (docs/decisions.md, "Revenue report", D154).
+Revenue of a period = what the invoices *of that period* billed (its period-end invoice and any early invoices): fees
+(the next period's fee in advance + the closed period's fee true-up, or the first period's fee), overage (usage lines,
+net of usage invoiced early), adjustments (late usage of earlier periods: the adjustment lines, and the credit notes
+these invoices' closes made for negative late usage - the part a note took off an unpaid invoice lowers what was billed,
+the part given as account credit is credit carried, as a negative subtotal's; the part a note records as already
+``returned`` is not counted again: the refund or dispute that returned it is), credit; refunds (what the period's
+invoices gave back: refunds made or owed, disputes' funds withdrawn); the LiveKit cost basis of the usage they billed
+(the closed period's usage + the late usage adjusted), and the margin = total billed - refunds - cost basis. A void
+invoice bills nothing (its cost basis stays: the usage happened); a ``carried`` line is counted in the month of the
+invoice it carries, not again in the month that collects it. An account whose period is not closed yet shows what is
+invoiced so far (status ``open``). Usage nobody could be billed for (the ``unattributed`` bucket) is reported with its
+cost: it is margin lost (docs/decisions.md, "Revenue report", D154).
 """
 
 from __future__ import annotations
@@ -25,7 +25,16 @@ from typing import TypeVar
 
 from kilo_billing.accounts import UNATTRIBUTED, AccountProfile
 from kilo_billing.catalog import Catalog
-from kilo_billing.invoicing import BILLED_EARLY, CARRIED, CREDIT, AccountLedger, InvoiceStatus, invoice_id, is_early
+from kilo_billing.invoicing import (
+    BILLED_EARLY,
+    CARRIED,
+    CREDIT,
+    FEE_KINDS,
+    AccountLedger,
+    InvoiceStatus,
+    invoice_id,
+    is_early,
+)
 from kilo_billing.meters import Meter
 from kilo_billing.money import ZERO, round_money, total
 from kilo_billing.periods import Period
@@ -137,7 +146,7 @@ def account_revenue(ledger: AccountLedger, period: Period, catalog: Catalog) -> 
         if line.kind == LineKind.ADJUSTMENT.value and line.meter and line.used is not None:
             late_cost += line.used * catalog.for_period(Period.parse(line.period)).base_price(Meter(line.meter))
     figures = RevenueFigures(
-        fees=total([i.amount_of(LineKind.FEE.value, LineKind.FEE_PRORATION.value) for i in invoices]),
+        fees=total([i.amount_of(*FEE_KINDS) for i in invoices]),
         overage=total([i.amount_of(LineKind.USAGE.value, BILLED_EARLY) for i in invoices]),
         adjustments=total([i.amount_of(LineKind.ADJUSTMENT.value) for i in invoices] + [-n.amount for n in notes]),
         credit=total([i.amount_of(CREDIT) for i in invoices] + [n.to_credit for n in notes]),
