@@ -11,7 +11,7 @@ from decimal import Decimal
 import pytest
 
 from kilo_billing.catalog import default_catalog
-from kilo_billing.invoicing import InvoiceRecord, InvoiceStatus
+from kilo_billing.invoicing import BillingMethod, InvoiceRecord, InvoiceStatus
 from kilo_billing.periods import Period
 from kilo_billing.progressive import compose_early, early_check, invoice_early
 from kilo_billing.rating import TierChange
@@ -225,3 +225,66 @@ def test_given_an_early_invoice_left_a_draft_at_month_end_then_the_close_issues_
     # billed for March through Stripe: 7.20 + 29.00 = 36.20 = the month without progressive billing (7.20 + 29.00)
     march = [i.request.total for key, i in world.gateway.invoices.items() if key.startswith("acme/2026-03")]
     assert sum(march) == Decimal("36.20")
+
+
+# --- an early invoice below the card minimum is not made (D-invoice3-2; month-end invoices carry, D126) ------------
+
+
+def _personal_with_threshold(threshold: str, method: BillingMethod = BillingMethod.CARD) -> World:
+    w = World()
+    w.signup("solo", (at(1, 2), "personal"), method=method)
+    progressive(w, "solo", threshold)
+    assert w.close("solo", FEB).total == Decimal("0.00")  # Personal: no fee, no usage in February
+    return w
+
+
+def test_given_an_early_amount_below_the_card_minimum_then_no_early_invoice_until_it_reaches_it() -> None:
+    w = _personal_with_threshold("0.20")
+    w.store.rate("solo", "2026-03", seg(at(1)), "video", 5_500)  # 500 over 5,000 x 0.00072 = 0.36: over 0.20
+    check = early_check(w.store.ledger("solo"), MAR, default_catalog())
+    assert check is not None
+    assert (check.unbilled, check.due) == (Decimal("0.36"), True)
+    assert issue_early(w.deps, "solo", MAR, mid(10)) == []  # 0.36 < 0.50: the card could not be charged it
+    assert "solo/2026-03/early-1" not in w.store.invoices
+    assert w.store.billing["solo"].seq == 1  # no invoice number taken
+    assert w.gateway.invoices == {}  # nothing sent to the processor
+    w.store.rate("solo", "2026-03", seg(at(1)), "video", 250)  # 750 over x 0.00072 = 0.54
+    (first,) = issue_early(w.deps, "solo", MAR, mid(11))
+    assert (first.invoice_id, first.total, first.status) == (
+        "solo/2026-03/early-1",
+        Decimal("0.54"),
+        InvoiceStatus.OPEN,
+    )
+    w.store.rate("solo", "2026-03", seg(at(1)), "video", 100)  # 850 over x 0.00072 = 0.612 -> 0.61
+    close = w.close("solo", MAR)
+    # 0.61 - 0.54 billed early = 0.07: below the minimum at the month end, so carried (D126), never lost
+    assert kinds(close, "billed_early") == ["-0.54"]
+    assert (close.total, close.status) == (Decimal("0.07"), InvoiceStatus.CARRIED)
+
+
+def test_given_credit_leaving_an_early_invoice_below_the_card_minimum_then_none_and_the_credit_stays() -> None:
+    w = _personal_with_threshold("1.00")
+    w.store.billing["solo"] = replace(w.store.billing["solo"], credit=Decimal("1.00"))
+    w.store.rate("solo", "2026-03", seg(at(1)), "video", 6_875)  # 1,875 over x 0.00072 = 1.35: over 1.00
+    assert issue_early(w.deps, "solo", MAR, mid(10)) == []  # 1.35 - 1.00 credit = 0.35 < 0.50
+    assert w.store.billing["solo"].credit == Decimal("1.00")  # not spent on an invoice that was not made
+    close = w.close("solo", MAR)
+    assert kinds(close, "credit") == ["-1.00"]
+    assert close.total == Decimal("0.35")  # below the minimum at the month end: carried
+    assert close.status is InvoiceStatus.CARRIED
+
+
+def test_given_credit_covering_the_early_amount_then_a_paid_zero_invoice_as_before() -> None:
+    w = _personal_with_threshold("0.20")
+    w.store.billing["solo"] = replace(w.store.billing["solo"], credit=Decimal("5.00"))
+    w.store.rate("solo", "2026-03", seg(at(1)), "video", 5_500)  # 0.36, all paid by the credit
+    (first,) = issue_early(w.deps, "solo", MAR, mid(10))
+    assert (first.total, first.status) == (Decimal("0.00"), InvoiceStatus.PAID)
+    assert w.store.billing["solo"].credit == Decimal("4.64")
+
+
+def test_given_a_crypto_account_then_an_early_bill_below_the_card_minimum_is_made() -> None:
+    w = _personal_with_threshold("0.20", BillingMethod.CRYPTO)
+    w.store.rate("solo", "2026-03", seg(at(1)), "video", 5_500)  # 0.36: the crypto rail has no minimum
+    (first,) = issue_early(w.deps, "solo", MAR, mid(10))
+    assert (first.total, first.status) == (Decimal("0.36"), InvoiceStatus.OPEN)

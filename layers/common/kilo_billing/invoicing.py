@@ -639,10 +639,15 @@ def billed_early_lines(ledger: AccountLedger, period: Period) -> list[Line]:
 # --- card invoices below the processor's minimum charge (D126) ------------------------------------------------
 
 
+def below_minimum_charge(method: BillingMethod, amount: Decimal) -> bool:
+    """More than $0 but less than the processor will charge a card (the crypto rail bills any amount)."""
+    return method is BillingMethod.CARD and ZERO < amount < CARD_MINIMUM
+
+
 def below_card_minimum(invoice: InvoiceRecord) -> bool:
     """A card invoice that asks for more than $0 but less than the processor will charge: Stripe would mark it paid
     without charging and move the amount to the customer's Stripe balance. We keep it (``CARRIED``) instead."""
-    return invoice.method is BillingMethod.CARD and ZERO < invoice.total < CARD_MINIMUM
+    return below_minimum_charge(invoice.method, invoice.total)
 
 
 def carried_lines(ledger: AccountLedger) -> list[Line]:

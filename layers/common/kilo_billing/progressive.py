@@ -31,6 +31,7 @@ from kilo_billing.invoicing import (
     InvoiceStatus,
     Line,
     PeriodLedger,
+    below_minimum_charge,
     billed_early,
     early_invoices,
     invoice_id,
@@ -40,7 +41,7 @@ from kilo_billing.invoicing import (
     usage_lines,
     with_credit,
 )
-from kilo_billing.money import ZERO, money_str
+from kilo_billing.money import ZERO, money_str, total
 from kilo_billing.periods import Period
 from kilo_billing.periods_store import LedgerConflictError, LedgerStore
 from kilo_billing.rating import RatedPeriod
@@ -86,7 +87,10 @@ def early_check(ledger: AccountLedger, period: Period, catalog: Catalog) -> Earl
 
 def compose_early(ledger: AccountLedger, period: Period, catalog: Catalog, now: datetime) -> CloseDraft | None:
     """The early invoice due for ``period`` at ``now``, or ``None``: progressive billing off, threshold not reached,
-    the period over (its close bills it), or the previous period not closed yet (invoices go out in period order)."""
+    the period over (its close bills it), the previous period not closed yet (invoices go out in period order), or -
+    card accounts - what it would ask for, after account credit, above $0.00 but below the processor's minimum charge
+    (``CARD_MINIMUM``): an early invoice is optional, so none is made that could not be charged; the usage stays the
+    period's, billed by a later early invoice or by the close (which carries it if it is still below, D126)."""
     profile = ledger.profile
     if profile is None or profile.progressive_threshold_usd is None or not period.contains(now):
         return None
@@ -121,6 +125,8 @@ def compose_early(ledger: AccountLedger, period: Period, catalog: Catalog, now: 
             )
         )
     lines, credit = with_credit(lines, ledger.billing.credit, period)
+    if below_minimum_charge(ledger.method, total([line.amount for line in lines])):
+        return None  # not yet: the card could not be charged it (D-invoice3-2); a later check or the close bills it
     seq = ledger.billing.seq + 1
     record = InvoiceRecord(
         invoice_id=invoice_id(ledger.account_id, period, f"{EARLY_PART}{len(earlier) + 1}"),
