@@ -33,6 +33,7 @@ from kilo_billing.invoicing import (
     first_period,
     invoice_id,
     is_early,
+    period_held,
     void_credit,
 )
 from kilo_billing.money import ZERO, money_str
@@ -802,9 +803,12 @@ def refund_invoice(
                 f"had not finished; it is now done and nothing more was refunded: run again to refund more"
             )
         return done
-    # credit notes gave it back already: taken off the amount due (never paid) or given as account credit (D131)
+    # credit notes gave it back already: taken off the amount due (never paid) or given as account credit (D131);
+    # a note against the period may have credited what an early invoice of it billed (D-invoice3-3)
     reduced = credited_by_notes(invoice, ledger.credit_notes.values())
-    refundable = invoice.kept - reduced
+    period_end = ledger.invoices.get(invoice_id(account_id, Period.parse(invoice.period)))
+    noted = credited_by_notes(period_end, ledger.credit_notes.values()) if period_end is not None else ZERO
+    refundable = min(invoice.kept - reduced, period_held(ledger, invoice.period) - noted)
     wanted = refundable if amount is None else amount
     if wanted <= 0 or wanted > refundable:
         raise ValueError(f"refund must be more than 0.00 and at most {money_str(refundable)}, got {money_str(wanted)}")

@@ -697,6 +697,26 @@ def credited_by_notes(invoice: InvoiceRecord, notes: Iterable[CreditNote]) -> De
     return total([note.amount for note in notes if note.invoice_id == invoice.invoice_id])
 
 
+def credit_applied(invoice: InvoiceRecord) -> Decimal:
+    """The account credit ``invoice`` applied (its negative ``credit`` lines): money the customer had with us, spent on
+    it as surely as a payment."""
+    return -total([line.amount for line in invoice.lines if line.kind == CREDIT and line.amount < 0])
+
+
+def period_held(ledger: AccountLedger, period: str) -> Decimal:
+    """What the customer paid, or still owes, for ``period``'s invoices and has not had back: over the period's
+    invoices not void - its period-end invoice and its early (progressive) ones, which billed part of its usage - what
+    each keeps (its total less refunds and disputes' funds withdrawn) plus the account credit it applied. Credit notes
+    against the period give back at most this, less what earlier notes gave (D-invoice3-3)."""
+    return total(
+        [
+            invoice.kept + credit_applied(invoice)
+            for invoice in ledger.invoices.values()
+            if invoice.period == period and invoice.status is not InvoiceStatus.VOID
+        ]
+    )
+
+
 def amount_due(invoice: InvoiceRecord, notes: Iterable[CreditNote]) -> Decimal:
     """What an invoice asks the customer for: its total less what credit notes took off its amount due."""
     return invoice.total - total([note.to_due for note in notes if note.invoice_id == invoice.invoice_id])
@@ -712,8 +732,10 @@ def credit_note(
 
     - an unpaid card invoice at the processor (open, payment failed): the processor's credit note lowers its amount
       due by as much as it still holds (its total less earlier notes); any rest is account credit;
-    - a paid invoice (card or crypto): account credit for at most what the invoice still holds (its total less
-      refunds made or owed, disputes lost and earlier notes' amounts); the rest was given back already (``returned``).
+    - a paid invoice (card or crypto): account credit for at most what the period's invoices still hold
+      (``period_held``: the period-end invoice's and its early invoices' totals less refunds made or owed and
+      disputes lost, plus the account credit they applied, less earlier notes' amounts); the rest was given back
+      already (``returned``).
       A card invoice's credit is recorded on the processor's invoice as credited outside it;
     - a void invoice: nothing (nothing was collected, nothing is owed back);
     - anything else (a crypto bill - the crypto rail cannot take money back to the payer -, a carried or $0.00
@@ -737,8 +759,8 @@ def credit_note(
     if on_card and credited.status in UNPAID_AT_PROCESSOR:
         to_due = max(ZERO, min(amount, credited.total - taken))
         return replace(base, to_due=to_due, to_credit=amount - to_due, processor=to_due, status=_pending_if(to_due))
-    if credited.status is InvoiceStatus.PAID:  # never more back than the customer's payment still leaves with us
-        held = max(ZERO, min(amount, credited.kept - credited_by_notes(credited, notes)))
+    if credited.status is InvoiceStatus.PAID:  # never more back than the customer's payments still leave with us
+        held = max(ZERO, min(amount, period_held(ledger, credited.period) - credited_by_notes(credited, notes)))
         paid = replace(base, to_credit=held, returned=amount - held)
         if not on_card:
             return paid
