@@ -1,4 +1,4 @@
-"""A credit note gives back what the customer paid for the period, wherever it was billed (D-invoice3-3; D131): the
+"""A credit note gives back what the customer paid for the period, wherever it was billed (D166; D131): the
 period's early (progressive) invoices and the account credit its invoices applied count as paid, as the period-end
 invoice's own payment does - before, a note against a period-end invoice that kept 0.00 (its usage billed early, or
 paid by account credit) recorded the whole reduction as "already returned" though nothing was, and the customer stayed

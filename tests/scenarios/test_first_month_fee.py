@@ -1,4 +1,4 @@
-"""The first invoice after a sign-up bills the first month's fee as what it is (Given/When/Then; D-invoice3-1): a
+"""The first invoice after a sign-up bills the first month's fee as what it is (Given/When/Then; D164): a
 first-month fee, prorated from the sign-up - not a "tier change proration", since no tier changed - in our invoice's
 lines, the processor's line descriptions, the account API's invoice JSON (which the dashboard's receipt shows) and
 the revenue report's fees. Figures worked by hand (price book 2026-01: Team $29 with 50,000 video minutes, Enterprise

@@ -227,7 +227,7 @@ def test_given_an_early_invoice_left_a_draft_at_month_end_then_the_close_issues_
     assert sum(march) == Decimal("36.20")
 
 
-# --- an early invoice below the card minimum is not made (D-invoice3-2; month-end invoices carry, D126) ------------
+# --- an early invoice below the card minimum is not made (D165; month-end invoices carry, D126) ------------
 
 
 def _personal_with_threshold(threshold: str, method: BillingMethod = BillingMethod.CARD) -> World:

@@ -804,7 +804,7 @@ def refund_invoice(
             )
         return done
     # credit notes gave it back already: taken off the amount due (never paid) or given as account credit (D131);
-    # a note against the period may have credited what an early invoice of it billed (D-invoice3-3)
+    # a note against the period may have credited what an early invoice of it billed (D166)
     reduced = credited_by_notes(invoice, ledger.credit_notes.values())
     period_end = ledger.invoices.get(invoice_id(account_id, Period.parse(invoice.period)))
     noted = credited_by_notes(period_end, ledger.credit_notes.values()) if period_end is not None else ZERO

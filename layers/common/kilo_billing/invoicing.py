@@ -707,7 +707,7 @@ def period_held(ledger: AccountLedger, period: str) -> Decimal:
     """What the customer paid, or still owes, for ``period``'s invoices and has not had back: over the period's
     invoices not void - its period-end invoice and its early (progressive) ones, which billed part of its usage - what
     each keeps (its total less refunds and disputes' funds withdrawn) plus the account credit it applied. Credit notes
-    against the period give back at most this, less what earlier notes gave (D-invoice3-3)."""
+    against the period give back at most this, less what earlier notes gave (D166)."""
     return total(
         [
             invoice.kept + credit_applied(invoice)

@@ -126,7 +126,7 @@ def compose_early(ledger: AccountLedger, period: Period, catalog: Catalog, now: 
         )
     lines, credit = with_credit(lines, ledger.billing.credit, period)
     if below_minimum_charge(ledger.method, total([line.amount for line in lines])):
-        return None  # not yet: the card could not be charged it (D-invoice3-2); a later check or the close bills it
+        return None  # not yet: the card could not be charged it (D165); a later check or the close bills it
     seq = ledger.billing.seq + 1
     record = InvoiceRecord(
         invoice_id=invoice_id(ledger.account_id, period, f"{EARLY_PART}{len(earlier) + 1}"),
