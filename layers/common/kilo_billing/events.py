@@ -137,10 +137,6 @@ def _str(values: Mapping[str, Any], name: str) -> str:
     return value
 
 
-def _opt_str(values: Mapping[str, Any], name: str) -> str:
-    return _str(values, name) if name in values else ""
-
-
 def _int(values: Mapping[str, Any], name: str) -> int:
     value = _required(values, name)
     if not isinstance(value, Decimal) or value != value.to_integral_value():
