@@ -1,5 +1,5 @@
-"""`kilo-billing account ...`: register accounts, change their tier, budget and status (an account exists once it has a
-profile).
+"""`kilo-billing account ...`: register accounts, change their tier, budget and status, turn progressive billing on or
+off (an account exists once it has a profile).
 
 The usage table comes from ``--usage-table`` or ``USAGE_TABLE_NAME``; AWS credentials, region and endpoint
 (``AWS_ENDPOINT_URL`` for the local stack) come from the usual AWS environment.
@@ -11,6 +11,7 @@ import argparse
 import os
 from collections.abc import Callable
 from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from kilo_billing.accounts import (
@@ -26,6 +27,7 @@ from kilo_billing.accounts import (
     register_account,
     registered_profile,
     request_tier_change,
+    set_progressive_threshold,
     set_status,
 )
 from kilo_billing.budgets import BudgetChange, InvalidBudgetError, apply_budget, set_budget
@@ -85,11 +87,29 @@ def add_parser(sub: Any, decimal: Callable[[str], Any]) -> None:
     change.add_argument(
         "--at", type=_instant, help="when the change is requested (default: now; not in an invoiced period)"
     )
+    progressive = commands.add_parser(
+        "progressive",
+        help="progressive billing: invoice the overage early once it reaches a threshold amount (decisions D56)",
+    )
+    progressive.add_argument("--account", required=True)
+    threshold = progressive.add_mutually_exclusive_group(required=True)
+    threshold.add_argument("--threshold-usd", type=_threshold, help="turn it on: the unbilled overage that is invoiced")
+    threshold.add_argument("--off", action="store_true", help="turn it off (the period-end invoice bills it all)")
     show = commands.add_parser("show", help="an account's profile")
     show.add_argument("--account", required=True)
-    for command in (create, tier, change, budget, status, show):
+    for command in (create, tier, change, budget, status, progressive, show):
         command.add_argument("--usage-table", default=os.environ.get("USAGE_TABLE_NAME", ""))
         command.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _threshold(text: str) -> Decimal:
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise argparse.ArgumentTypeError(f"--threshold-usd must be an amount, got {text!r}") from None
+    if not value.is_finite() or value <= 0:
+        raise argparse.ArgumentTypeError(f"--threshold-usd must be a positive amount, got {text}")
+    return value
 
 
 def _percentages(text: str) -> tuple[int, ...]:
@@ -108,6 +128,9 @@ def profile_json(profile: AccountProfile) -> dict[str, object]:
         "hard_limit_usd": None if profile.hard_limit_usd is None else str(profile.hard_limit_usd),
         "status": profile.status,
         "billing_method": profile.billing_method,
+        "progressive_threshold_usd": (
+            None if profile.progressive_threshold_usd is None else str(profile.progressive_threshold_usd)
+        ),
     }
 
 
@@ -165,6 +188,8 @@ def run(
             profile = set_budget(directory, args.account, change)
         elif args.account_command == "status":
             profile = set_status(directory, args.account, args.status)
+        elif args.account_command == "progressive":
+            profile = set_progressive_threshold(directory, args.account, None if args.off else args.threshold_usd)
         else:
             profile = registered_profile(directory, args.account)
     except (

@@ -262,6 +262,7 @@ def _emit_profile(console: Console, profile: dict[str, object], as_json: bool) -
     console.print(table)
     console.print(f"budget: {profile['budget_usd'] or 'none'} (alerts at {profile['budget_thresholds']} %)")
     console.print(f"hard limit: {profile['hard_limit_usd'] or 'none'}; status: {profile['status']}")
+    console.print(f"progressive billing threshold: {profile['progressive_threshold_usd'] or 'off'}")
 
 
 def main(argv: Sequence[str] | None = None, catalog: Catalog | None = None) -> int:

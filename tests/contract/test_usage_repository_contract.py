@@ -23,7 +23,16 @@ from kilo_billing.rating import TierChange
 from kilo_billing.usage_events import UsageEventRecord
 from kilo_rate_usage.adapters import DynamoUsageRepository
 from kilo_rate_usage.items import MAX_STATE_BYTES, confirmation_item
-from kilo_rate_usage.model import Billing, ClosedBy, ContributionKey, PeriodPart, RoomListing, Session, StoredSession
+from kilo_rate_usage.model import (
+    SWEPT,
+    Billing,
+    ClosedBy,
+    ContributionKey,
+    PeriodPart,
+    RoomListing,
+    Session,
+    StoredSession,
+)
 from kilo_rate_usage.ports import (
     CommitUnit,
     ConflictError,
@@ -34,6 +43,7 @@ from kilo_rate_usage.ports import (
 )
 from kilo_rate_usage.rooms import RoomState, from_events, registers_from_text, registers_text
 from kilo_rate_usage.sessions import fold_events
+from kilo_rate_usage.sweeper import close_event
 from tests.conftest import Stack
 from tests.fakes import InMemoryUsageRepository
 
@@ -270,8 +280,7 @@ def test_given_sweeper_writes_then_old_confirmations_read_back_and_a_close_is_st
         ("RM_a", "PA_1"): NOW_MS + 1,
         ("RM_b", "PA_2"): NOW_MS,
     }
-    close = LiveKitEventRecord("kilo-swept-PA_1", "kilo_participant_swept", NOV_16, "kilo-sweeper", b"{}", NOW_MS,
-                               room_sid="RM_a", room_name="name-RM_a", participant_sid="PA_1")  # fmt: skip
+    close = close_event(session("RM_a", "PA_1", open_=True).session, SWEPT, NOV_16, NOW_MS)  # the sweeper's own
     assert harness.repo.add_close(close, EXPIRES) is True
     assert harness.repo.add_close(close, EXPIRES) is False
     assert harness.repo.room_events("RM_a") == [close]

@@ -2,10 +2,11 @@
 the rated month to date must equal the ground truth in quantities and money. The demo itself, run as a process, must
 leave nothing behind when interrupted, and must stop with a clear error when a component of its stack dies.
 
-Marked ``e2e``; part of the test command. Every process started here is stopped here, by PID. Time is chosen here,
-never read off the calendar: the simulated window is always 2 h before a month boundary to 30 h after it (the last
-boundary at least 31 h ago, so the window is complete and within the usage API's 35 days), and every wait has a
-deadline of its own.
+Marked ``e2e``; part of the test command. Every process started here is stopped here, by PID. The simulated window
+is always 2 h before a month boundary to 30 h after it. The boundary is read off the wall clock once (``time.time()``):
+the last one at least 31 h ago, so the window is complete and within the 35 days the usage API accepts against its own
+real clock. The month tested therefore follows the calendar (28, 29, 30 or 31 days); the expected figures come from the
+ground truth for whichever it is. Every wait has a deadline of its own.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ Enterprise unlimited ($99). Usage is given in base units: minutes, messages, byt
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -130,114 +131,61 @@ def _assert_single_meter(rated, line_for, meter, used, billable, amount, total, 
     assert rated.total == total
 
 
-@pytest.mark.parametrize(("quantity", "used", "billable", "amount", "total"), PERSONAL_VIDEO)
-def test_given_personal_account_when_video_minutes_around_5000_allowance_then_only_minutes_beyond_are_billed(
-    rate_month, line_for, quantity, used, billable, amount, total
-):
-    rated = rate_month("personal", {Meter.VIDEO: quantity})
-    _assert_single_meter(rated, line_for, Meter.VIDEO, used, billable, amount, total, Decimal("5000"))
+def _around(tier: str, meter: Meter, included: Decimal | None, rows: list[Any]) -> list[Any]:
+    """A table's hand-worked rows, each with the tier, meter and included allowance it is about."""
+    return [pytest.param(tier, meter, included, *row.values, id=f"{tier}-{meter.value}-{row.id}") for row in rows]
 
 
-@pytest.mark.parametrize(("quantity", "used", "billable", "amount", "total"), PERSONAL_AUDIO)
-def test_given_personal_account_when_audio_minutes_around_10000_allowance_then_only_minutes_beyond_are_billed(
-    rate_month, line_for, quantity, used, billable, amount, total
-):
-    rated = rate_month("personal", {Meter.AUDIO: quantity})
-    _assert_single_meter(rated, line_for, Meter.AUDIO, used, billable, amount, total, Decimal("10000"))
-
-
-@pytest.mark.parametrize(("quantity", "used", "billable", "amount", "total"), PERSONAL_MESSAGES)
-def test_given_personal_account_when_messages_around_100000_allowance_then_only_messages_beyond_are_billed(
-    rate_month, line_for, quantity, used, billable, amount, total
-):
-    rated = rate_month("personal", {Meter.MESSAGES: quantity})
-    _assert_single_meter(rated, line_for, Meter.MESSAGES, used, billable, amount, total, Decimal("100000"))
-
-
-@pytest.mark.parametrize(("quantity", "used", "billable", "amount", "total"), PERSONAL_DATA)
-def test_given_personal_account_when_data_around_10_gb_allowance_then_only_gb_beyond_are_billed(
-    rate_month, line_for, quantity, used, billable, amount, total
-):
-    rated = rate_month("personal", {Meter.DATA_TRANSFER: quantity})
-    _assert_single_meter(rated, line_for, Meter.DATA_TRANSFER, used, billable, amount, total, Decimal("10"))
-
-
-@pytest.mark.parametrize(("quantity", "used", "billable", "amount", "total"), TEAM_VIDEO)
-def test_given_team_account_when_video_minutes_around_50000_allowance_then_fee_plus_minutes_beyond(
-    rate_month, line_for, quantity, used, billable, amount, total
-):
-    rated = rate_month("team", {Meter.VIDEO: quantity})
-    _assert_single_meter(rated, line_for, Meter.VIDEO, used, billable, amount, total, Decimal("50000"))
-
-
-@pytest.mark.parametrize(("quantity", "used", "billable", "amount", "total"), TEAM_AUDIO)
-def test_given_team_account_when_audio_minutes_around_100000_allowance_then_fee_plus_minutes_beyond(
-    rate_month, line_for, quantity, used, billable, amount, total
-):
-    rated = rate_month("team", {Meter.AUDIO: quantity})
-    _assert_single_meter(rated, line_for, Meter.AUDIO, used, billable, amount, total, Decimal("100000"))
-
-
-@pytest.mark.parametrize(("quantity", "used", "billable", "amount", "total"), TEAM_MESSAGES)
-def test_given_team_account_when_messages_around_1000000_allowance_then_fee_plus_messages_beyond(
-    rate_month, line_for, quantity, used, billable, amount, total
-):
-    rated = rate_month("team", {Meter.MESSAGES: quantity})
-    _assert_single_meter(rated, line_for, Meter.MESSAGES, used, billable, amount, total, Decimal("1000000"))
-
-
-@pytest.mark.parametrize(("quantity", "used", "billable", "amount", "total"), TEAM_DATA)
-def test_given_team_account_when_data_around_100_gb_allowance_then_fee_plus_gb_beyond(
-    rate_month, line_for, quantity, used, billable, amount, total
-):
-    rated = rate_month("team", {Meter.DATA_TRANSFER: quantity})
-    _assert_single_meter(rated, line_for, Meter.DATA_TRANSFER, used, billable, amount, total, Decimal("100"))
+AROUND_THE_ALLOWANCE = [
+    *_around("personal", Meter.VIDEO, Decimal("5000"), PERSONAL_VIDEO),
+    *_around("personal", Meter.AUDIO, Decimal("10000"), PERSONAL_AUDIO),
+    *_around("personal", Meter.MESSAGES, Decimal("100000"), PERSONAL_MESSAGES),
+    *_around("personal", Meter.DATA_TRANSFER, Decimal("10"), PERSONAL_DATA),
+    *_around("team", Meter.VIDEO, Decimal("50000"), TEAM_VIDEO),
+    *_around("team", Meter.AUDIO, Decimal("100000"), TEAM_AUDIO),
+    *_around("team", Meter.MESSAGES, Decimal("1000000"), TEAM_MESSAGES),
+    *_around("team", Meter.DATA_TRANSFER, Decimal("100"), TEAM_DATA),
+]
 
 
 @pytest.mark.parametrize(
-    ("quantity", "used"),
-    _enterprise(50_000, 50_000_000, ("49999", "50000", "50001", "50000000")),
+    ("tier", "meter", "included", "quantity", "used", "billable", "amount", "total"), AROUND_THE_ALLOWANCE
 )
-def test_given_enterprise_account_when_any_video_minutes_then_nothing_beyond_the_fee(
-    rate_month, line_for, quantity, used
+def test_given_personal_or_team_account_when_a_meter_is_around_its_allowance_then_the_fee_plus_only_units_beyond(
+    rate_month, line_for, tier, meter, included, quantity, used, billable, amount, total
 ):
-    rated = rate_month("enterprise", {Meter.VIDEO: quantity})
-    # unlimited: included None, billable 0, line $0.00; total = $99 fee
-    _assert_single_meter(rated, line_for, Meter.VIDEO, used, Decimal("0"), Decimal("0.00"), Decimal("99.00"), None)
+    rated = rate_month(tier, {meter: quantity})
+    _assert_single_meter(rated, line_for, meter, used, billable, amount, total, included)
 
 
-@pytest.mark.parametrize(
-    ("quantity", "used"),
-    _enterprise(100_000, 100_000_000, ("99999", "100000", "100001", "100000000")),
-)
-def test_given_enterprise_account_when_any_audio_minutes_then_nothing_beyond_the_fee(
-    rate_month, line_for, quantity, used
-):
-    rated = rate_month("enterprise", {Meter.AUDIO: quantity})
-    _assert_single_meter(rated, line_for, Meter.AUDIO, used, Decimal("0"), Decimal("0.00"), Decimal("99.00"), None)
-
-
-@pytest.mark.parametrize(
-    ("quantity", "used"),
-    _enterprise(1_000_000, 1_000_000_000, ("999999", "1000000", "1000001", "1000000000")),
-)
-def test_given_enterprise_account_when_any_messages_then_nothing_beyond_the_fee(rate_month, line_for, quantity, used):
-    rated = rate_month("enterprise", {Meter.MESSAGES: quantity})
-    _assert_single_meter(rated, line_for, Meter.MESSAGES, used, Decimal("0"), Decimal("0.00"), Decimal("99.00"), None)
-
-
-@pytest.mark.parametrize(
-    ("quantity", "used"),
+ENTERPRISE_ANY_USAGE = [
+    *_around("enterprise", Meter.VIDEO, None, _enterprise(50_000, 50_000_000, ("49999", "50000", "50001", "50000000"))),
+    *_around(
+        "enterprise", Meter.AUDIO, None, _enterprise(100_000, 100_000_000, ("99999", "100000", "100001", "100000000"))
+    ),
+    *_around(
+        "enterprise",
+        Meter.MESSAGES,
+        None,
+        _enterprise(1_000_000, 1_000_000_000, ("999999", "1000000", "1000001", "1000000000")),
+    ),
     # 100 GB - 1 byte -> 100.00 GB (ceil to 0.01 GB); 100 GB + 1 byte -> 100.01 GB; 100000 GB
-    _enterprise(100 * GB, 100_000 * GB, ("100.00", "100.00", "100.01", "100000.00")),
-)
-def test_given_enterprise_account_when_any_data_transfer_then_nothing_beyond_the_fee(
-    rate_month, line_for, quantity, used
+    *_around(
+        "enterprise",
+        Meter.DATA_TRANSFER,
+        None,
+        _enterprise(100 * GB, 100_000 * GB, ("100.00", "100.00", "100.01", "100000.00")),
+    ),
+]
+
+
+@pytest.mark.parametrize(("tier", "meter", "included", "quantity", "used"), ENTERPRISE_ANY_USAGE)
+def test_given_enterprise_account_when_any_usage_of_a_meter_then_nothing_beyond_the_fee(
+    rate_month, line_for, tier, meter, included, quantity, used
 ):
-    rated = rate_month("enterprise", {Meter.DATA_TRANSFER: quantity})
-    _assert_single_meter(
-        rated, line_for, Meter.DATA_TRANSFER, used, Decimal("0"), Decimal("0.00"), Decimal("99.00"), None
-    )
+    rated = rate_month(tier, {meter: quantity})
+    # unlimited: included None, billable 0, line $0.00; total = $99 fee
+    _assert_single_meter(rated, line_for, meter, used, Decimal("0"), Decimal("0.00"), Decimal("99.00"), included)
 
 
 def test_given_enterprise_account_when_huge_usage_on_every_meter_then_99_fee_and_zero_usage_shown_unlimited(

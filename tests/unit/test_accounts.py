@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import pytest
 
+from kilo_billing.account_store import DynamoAccountDirectory
 from kilo_billing.accounts import (
     AccountExistsError,
     AccountProfile,
@@ -134,6 +136,46 @@ def test_given_the_cli_when_creating_and_upgrading_then_the_profile_on_dynamodb_
         {"from": "2026-12-01T00:00:00+00:00", "tier": "personal"},
     ]
     assert _cli(capsys, table, "show", "--account", "acct-9") == shown
+
+
+def test_given_the_cli_when_progressive_billing_is_turned_on_and_off_then_the_profile_on_dynamodb_holds_it(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    table = stack.template.physical_name("UsageTable")
+    created = _cli(capsys, table, "create", "--account", "acct-9", "--tier", "team", "--signup", "2026-11-01T00:00Z")
+    assert created["progressive_threshold_usd"] is None  # off unless asked for (D56)
+    on = _cli(capsys, table, "progressive", "--account", "acct-9", "--threshold-usd", "25.50")
+    assert on["progressive_threshold_usd"] == "25.50"
+    stored = DynamoAccountDirectory(stack.clients["dynamodb"], table).registered(["acct-9"])["acct-9"]
+    assert stored.progressive_threshold_usd == Decimal("25.50")  # what the invoice worker's early check reads
+    assert on["tiers"] == created["tiers"]  # nothing else of the profile changed
+    off = _cli(capsys, table, "progressive", "--account", "acct-9", "--off")
+    assert off["progressive_threshold_usd"] is None
+    assert _cli(capsys, table, "show", "--account", "acct-9") == off
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["progressive", "--account", "acct-1", "--threshold-usd", "0"], "positive amount"),
+        (["progressive", "--account", "acct-1", "--threshold-usd", "-5"], "positive amount"),
+        (["progressive", "--account", "acct-1", "--threshold-usd", "lots"], "must be an amount"),
+        (["progressive", "--account", "acct-1"], "one of the arguments --threshold-usd --off is required"),
+        (["progressive", "--account", "ghost", "--threshold-usd", "10"], "not registered"),
+    ],
+)
+def test_given_bad_progressive_input_then_exit_2_naming_the_problem_and_nothing_saved(
+    stack: Stack, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    table = stack.template.physical_name("UsageTable")
+    _cli(capsys, table, "create", "--account", "acct-1", "--tier", "team", "--signup", "2026-11-01T00:00Z")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["account", *argv, "--usage-table", table])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+    directory = DynamoAccountDirectory(stack.clients["dynamodb"], table)
+    assert list(directory.registered(["acct-1", "ghost"])) == ["acct-1"]
+    assert directory.registered(["acct-1"])["acct-1"].progressive_threshold_usd is None
 
 
 @pytest.mark.parametrize(

@@ -189,10 +189,6 @@ HANDLERS.append(
         frozenset({"web3", "eth_account", "stripe", "livekit.api", "google.protobuf"}),
     )
 )
-# Loaded today although forbidden, owned by the ingest refactor: the usage handler imports the LiveKit webhook parser
-# (protobuf) through the shared logic module. The test fails as soon as it stops, so this entry must then go.
-KNOWN_TODAY: dict[str, set[str]] = {}
-
 PROBE = """
 import json, sys
 spec = json.loads(sys.stdin.read())
@@ -278,8 +274,7 @@ def test_given_a_handler_imported_and_called_cold_then_it_does_not_load_modules_
     assert handler.module in modules  # the probe really imported the handler
     if handler.event is not None:
         assert outcome is not None  # ... and really called it (a status code, or the exception it raised)
-    known = KNOWN_TODAY.get(handler.module, set())
-    assert loaded_forbidden(modules, handler.forbidden) == known, f"{handler.module}: known today only {known}"
+    assert loaded_forbidden(modules, handler.forbidden) == set(), f"{handler.module} loads another function's modules"
 
 
 @pytest.mark.parametrize("handler", HANDLERS, ids=IDS)

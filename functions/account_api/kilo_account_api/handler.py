@@ -46,7 +46,6 @@ from kilo_billing.observability import logger
 
 SERVICE: Final = "account-api"
 JSON_HEADERS: Final = {"content-type": "application/json"}
-PUBLIC_ROUTES: Final = frozenset({("GET", "/v1/pricing"), ("GET", "/openapi.json")})
 
 app = customer_api.resolver()
 log = logger(SERVICE)

@@ -115,10 +115,6 @@ class Meeting:
     video_minutes: int
     audio_minutes: int
 
-    @property
-    def in_progress(self) -> bool:
-        return self.end_ms is None
-
 
 @dataclass(frozen=True, slots=True)
 class MeetingsPage:

@@ -436,10 +436,6 @@ class EntitlementOut(_Out):
         )
 
 
-class EntitlementIn(_In):
-    """Nothing to send: the account is the path's."""
-
-
 # --- invoices, subscription, payment methods --------------------------------------------------------------------------
 
 

@@ -34,11 +34,6 @@ def parse_job(body: str) -> tuple[str, str, str]:
     return account, period, kind
 
 
-def parse_close_job(body: str) -> tuple[str, str]:
-    account, period, _ = parse_job(body)
-    return account, period
-
-
 class SqsCloseJobQueue:
     """``CloseJobQueue`` on SQS: batches of 10; a batch with a failed entry raises (the starter is rerun; jobs are
     idempotent, so the entries that did go are harmless twice)."""

@@ -488,10 +488,4 @@ def _seconds(moment: datetime) -> int:
     return int(moment.timestamp())
 
 
-def _url(url: str | None, what: str) -> str:
-    if not url:
-        raise GatewayRejectedError(f"Stripe returned a {what} without a URL")
-    return url
-
-
 __all__ = ["StripePaymentGateway", "cents", "describe", "dollars", "priced_line"]

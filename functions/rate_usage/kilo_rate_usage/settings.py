@@ -8,6 +8,7 @@ from functools import cache
 
 from pydantic import Field, model_validator
 
+from kilo_billing.events import DEFAULT_RAW_EVENT_TTL_DAYS, MIN_RAW_EVENT_TTL_DAYS
 from kilo_billing.settings import FunctionSettings
 from kilo_rate_usage.model import AttributionRule, SweepPolicy
 
@@ -21,7 +22,8 @@ class RatingSettings(FunctionSettings):
     events_table_name: str
     event_bus_name: str = ""
     poison_queue_url: str = ""
-    raw_event_ttl_days: int = Field(default=400, ge=40)  # the sweeper's synthetic events expire like raw events
+    # the sweeper's synthetic events expire like raw events: the same default and minimum as ingest's
+    raw_event_ttl_days: int = Field(default=DEFAULT_RAW_EVENT_TTL_DAYS, ge=MIN_RAW_EVENT_TTL_DAYS)
     attribution_rule: str = (
         "room_metadata:account_id,participant_attribute:kilo.account_id,participant_metadata:account_id"
     )

@@ -18,7 +18,7 @@ from functools import cache
 from typing import NamedTuple
 
 from kilo_billing.aws import CallBudget
-from kilo_billing.events import MAX_ITEM_BYTES
+from kilo_billing.events import DEFAULT_RAW_EVENT_TTL_DAYS, MAX_ITEM_BYTES, MIN_RAW_EVENT_TTL_DAYS
 
 
 class SettingsError(RuntimeError):
@@ -60,7 +60,7 @@ class IngestSettings(NamedTuple):
     usage_secrets_secret: str = ""  # JSON {"<client id>": {"secrets": [...], "accounts": "*" | [...]}, ...}
     stripe_secret: str = ""  # JSON {"webhook_secrets": ["whsec_...", ...]}
     event_bus: str = ""
-    raw_event_ttl_days: int = 400
+    raw_event_ttl_days: int = DEFAULT_RAW_EVENT_TTL_DAYS
     secret_max_age_seconds: int = 300
     max_livekit_body_bytes: int = 256 * 1024
     max_usage_body_bytes: int = 1024 * 1024
@@ -87,7 +87,7 @@ class IngestSettings(NamedTuple):
             usage_secrets_secret=values.get("USAGE_SECRETS_SECRET_NAME", ""),
             stripe_secret=values.get("STRIPE_SECRET_NAME", ""),
             event_bus=values.get("EVENT_BUS_NAME", ""),
-            raw_event_ttl_days=_int(values, "RAW_EVENT_TTL_DAYS", 400, 1),
+            raw_event_ttl_days=_int(values, "RAW_EVENT_TTL_DAYS", DEFAULT_RAW_EVENT_TTL_DAYS, MIN_RAW_EVENT_TTL_DAYS),
             secret_max_age_seconds=_int(values, "SECRET_MAX_AGE_SECONDS", 300, 0),
             max_livekit_body_bytes=_int(values, "MAX_LIVEKIT_BODY_BYTES", 256 * 1024, 1024),
             max_usage_body_bytes=_int(values, "MAX_USAGE_BODY_BYTES", 1024 * 1024, 1024),

@@ -235,12 +235,6 @@ def registered_profile(directory: AccountDirectory, account_id: str) -> AccountP
     return found
 
 
-def save_profile(directory: AccountDirectory, profile: AccountProfile) -> AccountProfile:
-    """Store a changed profile read at ``profile.version`` and hand it back as stored; ``ProfileChangedError`` when
-    another writer saved it meanwhile. A read-change-save should be ``update_profile``, which retries."""
-    return directory.save(profile)
-
-
 PROFILE_SAVE_ATTEMPTS: Final = 5  # reads and saves of one change before it gives up (ProfileChangedError)
 
 

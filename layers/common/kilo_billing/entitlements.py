@@ -24,7 +24,6 @@ from kilo_billing.accounts import AccountProfile
 from kilo_billing.periods import Period
 
 ENTITLEMENT_SORT_KEY: Final = "ENTITLEMENT"
-SPEND: Final = "budget"  # the meter name of the month's bill in threshold events
 
 
 class Reason:

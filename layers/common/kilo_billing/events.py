@@ -46,6 +46,11 @@ RAW_BODY_VERSION: Final = 1
 KEY = "pk"
 SORT_KEY = "sk"
 TTL_ATTRIBUTE = "expires_at"
+# How long raw events (webhooks, usage, the sweeper's synthetic closes) are kept: RAW_EVENT_TTL_DAYS, read by ingest
+# and by rating's sweeper alike. Never under 40 days, so usage backdated the 35 days the usage API allows is still
+# stored while it is rated (docs/decisions.md D14; the template's RawEventTtlDays has the same MinValue).
+DEFAULT_RAW_EVENT_TTL_DAYS: Final = 400
+MIN_RAW_EVENT_TTL_DAYS: Final = 40
 
 MAX_ITEM_BYTES: Final = 400_000
 COMPRESS_FROM_BYTES: Final = 4096  # smaller bodies are stored as they came (typical LiveKit events are ~1 KB)
@@ -135,10 +140,6 @@ def _str(values: Mapping[str, Any], name: str) -> str:
     if not isinstance(value, str):
         raise ContractError(f"attribute {name!r} must be a string")
     return value
-
-
-def _opt_str(values: Mapping[str, Any], name: str) -> str:
-    return _str(values, name) if name in values else ""
 
 
 def _int(values: Mapping[str, Any], name: str) -> int:

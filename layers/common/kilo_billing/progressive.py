@@ -51,13 +51,18 @@ ATTEMPTS: Final = 5
 
 @dataclass(frozen=True, slots=True)
 class EarlyCheck:
-    """Where an account stands against its threshold: usage to date, billed early, the rest, and the threshold."""
+    """Where an account stands against its threshold: the period rated to date, billed early, the rest, and the
+    threshold."""
 
     account_id: str
     period: str
-    usage_to_date: Decimal
+    rated: RatedPeriod
     billed_early: Decimal
     threshold: Decimal | None
+
+    @property
+    def usage_to_date(self) -> Decimal:
+        return self.rated.usage_total
 
     @property
     def unbilled(self) -> Decimal:
@@ -82,7 +87,7 @@ def early_check(ledger: AccountLedger, period: Period, catalog: Catalog) -> Earl
     if rated is None or ledger.profile is None:
         return None
     threshold = ledger.profile.progressive_threshold_usd
-    return EarlyCheck(ledger.account_id, period.key, rated.usage_total, billed_early(ledger, period), threshold)
+    return EarlyCheck(ledger.account_id, period.key, rated, billed_early(ledger, period), threshold)
 
 
 def compose_early(ledger: AccountLedger, period: Period, catalog: Catalog, now: datetime) -> CloseDraft | None:
@@ -98,19 +103,10 @@ def compose_early(ledger: AccountLedger, period: Period, catalog: Catalog, now: 
         return None
     if unclosed_previous(ledger.account_id, profile, ledger.invoices, period, catalog) is not None:
         return None
-    rated = _rated(ledger, period, catalog)
-    if rated is None:
+    check = early_check(ledger, period, catalog)
+    if check is None or not check.due:
         return None
-    check = EarlyCheck(
-        ledger.account_id,
-        period.key,
-        rated.usage_total,
-        billed_early(ledger, period),
-        profile.progressive_threshold_usd,
-    )
-    if not check.due:
-        return None
-    lines: list[Line] = usage_lines(rated)
+    lines: list[Line] = usage_lines(check.rated)
     earlier = early_invoices(ledger, period)
     if earlier:
         numbers = ", ".join(invoice.number for invoice in earlier)

@@ -42,9 +42,6 @@ from kilo_billing.periods_store import LedgerStore
 from kilo_billing.rating import LineKind, billing_quantity
 from kilo_billing.session_usage import SessionReader, SessionUsage
 
-MONEY_FIELDS = ("fees", "overage", "adjustments", "credit", "total_billed", "refunds", "cost_basis", "margin")
-
-
 _Summable = TypeVar("_Summable", "Usage", "RevenueFigures")
 
 
