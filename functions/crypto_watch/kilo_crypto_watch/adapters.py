@@ -186,10 +186,14 @@ class DynamoCryptoStore:
         return [items.payment_from_item(item) for item in found]
 
     def unattributed(self) -> Sequence[Payment]:
+        """The operator's list: payments nobody claims, except ORPHANED ones (items.listed_for; the filter leaves out
+        those orphaned before their write took them off the index)."""
         found = self._query(
             IndexName="account",
             KeyConditionExpression="gsi2pk = :u",
-            ExpressionAttributeValues=to_item({":u": items.UNATTRIBUTED}),
+            FilterExpression="#s <> :orphaned",
+            ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeValues=to_item({":u": items.UNATTRIBUTED, ":orphaned": "ORPHANED"}),
         )
         return [items.payment_from_item(item) for item in found]
 
