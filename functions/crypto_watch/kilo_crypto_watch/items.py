@@ -363,6 +363,7 @@ def payment_to_item(payment: Payment) -> Item:
             "refund_owed": payment.refund_owed or None,
             "moved_to": payment.moved_to,
             "final": payment.final or None,
+            "generation": payment.generation or None,
         }
     )
 
@@ -418,6 +419,7 @@ def payment_from_item(item: Mapping[str, Any]) -> Payment:
         refund_owed=bool(values.get("refund_owed", False)),
         moved_to=str(values["moved_to"]) if values.get("moved_to") else None,
         final=bool(values.get("final", False)),
+        generation=int(values.get("generation", 0)),
     )
 
 

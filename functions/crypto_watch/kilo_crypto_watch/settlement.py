@@ -273,6 +273,20 @@ def _failed_moved(stored: Payment, seen: ObservedTransfer) -> bool:
     return stored.status is PaymentStatus.FAILED and not stored.final and _moved_block(stored.transfer, seen)
 
 
+def next_generation(existing: Payment | None) -> int:
+    """The generation of a payment recorded afresh over ``existing`` (the row stored at its id, if any)."""
+    return existing.generation + 1 if existing is not None else 0
+
+
+def payment_event_id(kind: str, payment: Payment) -> str:
+    """``<kind>:<payment id>``, and ``#<generation>`` after it for a payment recorded afresh at an id used before:
+    a new credit at a reused (re-mined) log index, or a payment back after its orphaning, is announced under its own
+    id - consumers dedupe by id, so the earlier one's would swallow it - while a rerun of the same recording
+    publishes the same id again."""
+    base = f"{kind}:{payment.payment_id}"
+    return base if payment.generation == 0 else f"{base}#{payment.generation}"
+
+
 def _line(payment: Payment) -> BillPayment:
     return BillPayment(
         payment_id=payment.payment_id,
@@ -359,7 +373,9 @@ class Settlement:
         ):
             return existing
         status = PaymentStatus.SEEN if transfer.succeeded else PaymentStatus.FAILED
-        kept = Payment(transfer, status, self._clock(), announced=not transfer.succeeded)
+        kept = Payment(
+            transfer, status, self._clock(), announced=not transfer.succeeded, generation=next_generation(existing)
+        )
         self._store.save(SettlementChange(kept, payment_expected=existing.status if existing else None))
         self._announce(kept)
         return kept
@@ -575,7 +591,7 @@ class Settlement:
         if not transfer.succeeded:
             if existing is not None and existing.attributed and existing.moved_to is None:
                 return self._reseen(existing, transfer)  # orphaned, then reverted in its new block: keeps its bill
-            failed = Payment(transfer, PaymentStatus.FAILED, now, announced=True)
+            failed = Payment(transfer, PaymentStatus.FAILED, now, announced=True, generation=next_generation(existing))
             self._store.save(SettlementChange(failed, payment_expected=expected))
             return failed
         if existing is not None and existing.attributed and existing.moved_to is None:
@@ -584,17 +600,17 @@ class Settlement:
         if moved_from is not None:
             if claimed_for is not None and moved_from.invoice_id != claimed_for:
                 raise AlreadyClaimedError(f"payment {transfer.payment_id} already pays another bill")
-            return self._carried(moved_from, transfer, expected)
+            return self._carried(moved_from, transfer, existing)
         if existing is not None and existing.moved_to is not None and not self._beside_moved(existing, transfer):
             return existing  # its bill moved to the payment it was re-mined as: counted there, never twice
         detected = transfer.block_time or now
         found = self._match(transfer, claimed_for, detected)
         if found is None:
-            unattributed = Payment(transfer, PaymentStatus.SEEN, now)
+            unattributed = Payment(transfer, PaymentStatus.SEEN, now, generation=next_generation(existing))
             self._store.save(SettlementChange(unattributed, payment_expected=expected))
             return unattributed
         bill, quote, quotes, how = found
-        seen = Payment(transfer, PaymentStatus.SEEN, now)
+        seen = Payment(transfer, PaymentStatus.SEEN, now, generation=next_generation(existing))
         valued = self._valued(seen, bill, quote, how, detected)
         new_bill, changed = self._bill_after(bill, valued, quotes)
         self._store.save(SettlementChange(valued, payment_expected=expected, bill=new_bill, quotes=changed))
@@ -642,7 +658,7 @@ class Settlement:
         ]
         return min(candidates, key=lambda payment: payment.transfer.index, default=None)
 
-    def _carried(self, moved_from: Payment, transfer: ObservedTransfer, expected: PaymentStatus | None) -> Payment:
+    def _carried(self, moved_from: Payment, transfer: ObservedTransfer, existing: Payment | None) -> Payment:
         """``transfer`` takes over the bill, quote, matching and valuation of ``moved_from`` (its same credit under
         another id): one transaction writes it SEEN, ``moved_from`` ORPHANED and moved to it (only if still in the
         status read and not moved already), and the bill counting it once (D155)."""
@@ -650,13 +666,15 @@ class Settlement:
         if bill is None:
             raise BillNotFoundError(f"no crypto bill {moved_from.invoice_id!r}")
         kept = replace(transfer, block_time=transfer.block_time or moved_from.transfer.block_time)
-        carried = replace(moved_from, transfer=kept, status=PaymentStatus.SEEN, moved_to=None)
+        carried = replace(
+            moved_from, transfer=kept, status=PaymentStatus.SEEN, moved_to=None, generation=next_generation(existing)
+        )
         left = replace(moved_from, status=PaymentStatus.ORPHANED, moved_to=carried.payment_id)
         new_bill, changed = self._bill_after(with_line(bill, left), carried, self._store.quotes(bill.invoice_id))
         self._store.save(
             SettlementChange(
                 carried,
-                payment_expected=expected,
+                payment_expected=existing.status if existing is not None else None,
                 bill=new_bill,
                 quotes=changed,
                 moved=left,
@@ -857,7 +875,7 @@ class Settlement:
         amount = decimal_str(asset_amount(transfer.atomic_amount, transfer.asset))
         if payment.invoice_id is not None and payment.account_id is not None:
             seen = CryptoPaymentSeenV1(
-                event_id=f"crypto-seen:{payment.payment_id}",
+                event_id=payment_event_id("crypto-seen", payment),
                 account_id=payment.account_id,
                 invoice_id=payment.invoice_id,
                 quote_id=payment.quote_id,
@@ -872,7 +890,7 @@ class Settlement:
             self._publisher.publish(seen.DETAIL_TYPE, seen.model_dump(mode="json"))
         else:
             alert = UnattributedCryptoPaymentV1(
-                event_id=f"crypto-unattributed:{payment.payment_id}",
+                event_id=payment_event_id("crypto-unattributed", payment),
                 chain=transfer.chain,
                 asset=transfer.asset,
                 amount=amount,
