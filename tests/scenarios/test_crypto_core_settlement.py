@@ -1157,3 +1157,52 @@ def test_given_a_credit_matched_at_a_re_mined_index_used_by_a_moved_claim_then_i
     assert matched is not None
     assert (carried.invoice_id, carried.matched_by, carried.usd) == ("inv-1", "fast_path", Decimal("100.00"))
     assert (matched.invoice_id, matched.matched_by, matched.usd) == ("inv-1", "wallet", Decimal("30.00"))
+
+
+def test_given_a_transaction_re_mined_with_its_indexes_shifted_up_then_each_credit_is_recorded_at_its_new_index(
+    h: Harness,
+) -> None:
+    """One transaction from an unlinked wallet: 100 USDC at log index 0 (claimed for inv-1) and 30 USDC at 1
+    (unattributed). Its block is reorged away and the transaction re-mined after another transaction's log: 100 at
+    index 1, 30 at 2, reported (as the finality check's receipt reports them) while both are still SEEN in the dropped
+    block. Index 1 now holds the 100 USDC: it takes the claim (D155) instead of being taken for the 30 USDC moved to
+    another block (which would count the 30 twice and leave the claim SEEN in a dead block for ever); the 30 is at 2,
+    unattributed; the bill counts $100 once and is paid when index 1 is final."""
+    claimed = transfer("0xup", "USDC", USDC_QUOTE, T0 + timedelta(minutes=4), sender=STRANGER_WALLET, index=0)
+    other = replace(claimed, index=1, atomic_amount=30_000_000)
+    h.settlement.check_claim(claimed, "inv-1")
+    h.settlement.record(claimed, claimed_for="inv-1")
+    h.settlement.record_seen(other)
+    h.clock.now = T0 + timedelta(minutes=7)
+    moved = {"block_number": 101, "block_hash": "0xblock-b"}
+
+    h.settlement.record_seen(replace(claimed, index=1, **moved))  # type: ignore[arg-type]
+    h.settlement.record_seen(replace(other, index=2, **moved))  # type: ignore[arg-type]
+
+    old, now_claim, now_other = (h.store.payment(f"ethereum:0xup:{i}") for i in range(3))
+    assert old is not None
+    assert now_claim is not None
+    assert now_other is not None
+    assert (old.status, old.moved_to) == (PaymentStatus.ORPHANED, "ethereum:0xup:1")
+    assert (now_claim.status, now_claim.transfer.atomic_amount, now_claim.transfer.block_hash) == (
+        PaymentStatus.SEEN,
+        USDC_QUOTE,
+        "0xblock-b",
+    )
+    assert (now_claim.invoice_id, now_claim.matched_by, now_claim.usd) == ("inv-1", "fast_path", Decimal("100.00"))
+    assert (now_other.status, now_other.transfer.atomic_amount, now_other.invoice_id) == (
+        PaymentStatus.SEEN,
+        30_000_000,
+        None,
+    )
+    assert {p.payment_id: p.transfer.atomic_amount for p in h.store.unattributed()} == {"ethereum:0xup:2": 30_000_000}
+    assert sorted(p.payment_id for p in h.settlement.pending("ethereum")) == ["ethereum:0xup:1", "ethereum:0xup:2"]
+
+    h.settlement.finalized("ethereum:0xup:1", "0xblock-b")
+    paid = h.store.bill("inv-1")
+    assert paid is not None
+    assert (paid.status, paid.settled_usd, paid.settled_payment_ids) == (
+        BillStatus.PAID,
+        Decimal("100.00"),
+        ("ethereum:0xup:1",),
+    )

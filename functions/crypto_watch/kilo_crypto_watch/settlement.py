@@ -266,6 +266,20 @@ def _same_credit(stored: ObservedTransfer, seen: ObservedTransfer) -> bool:
     ) and stored.atomic_amount == seen.atomic_amount
 
 
+def _another_credit(stored: Payment, seen: ObservedTransfer) -> bool:
+    """``seen`` is another credit than the one stored under its id, in another block: the transaction re-mined with
+    its logs shifted (another transaction's logs before it), so another of its credits now has this log index. Not
+    for a final payment (its block is final: the transaction is in no other) or one moved already (D155 decides)."""
+    return (
+        stored.status in (PaymentStatus.SEEN, PaymentStatus.ORPHANED)
+        or (stored.status is PaymentStatus.FAILED and not stored.final)
+    ) and (
+        stored.moved_to is None
+        and stored.transfer.block_hash != seen.block_hash
+        and not _same_credit(stored.transfer, seen)
+    )
+
+
 def _failed_moved(stored: Payment, seen: ObservedTransfer) -> bool:
     """A FAILED payment whose block is not final yet, observed in another block or with another outcome: its
     transaction was re-included elsewhere (a reorg), where it may have succeeded - read again, never final before its
@@ -393,6 +407,18 @@ class Settlement:
 
         def attempt() -> Payment:
             existing = self._store.payment(transfer.payment_id)
+            if existing is not None and _another_credit(existing, transfer):
+                # its id taken by another credit of the transaction (re-mined with its logs shifted): the stored
+                # credit is not at this index any more - orphaned first (its bill stops counting it), then this
+                # credit is recorded afresh under the id
+                if existing.status is not PaymentStatus.ORPHANED:
+                    self._move(existing.payment_id, PaymentStatus.ORPHANED, existing.transfer.block_hash)
+                    existing = self._store.payment(transfer.payment_id)
+                if existing is not None and existing.status is PaymentStatus.ORPHANED:
+                    payment = self._record_new(transfer, claimed_for, existing)
+                    self._announce(payment)
+                    return payment
+                raise ConflictError(f"payment {transfer.payment_id} changed while its id was taken over")
             if existing is not None and existing.status is not PaymentStatus.ORPHANED:
                 if claimed_for is not None and existing.invoice_id not in (None, claimed_for):
                     raise AlreadyClaimedError(f"payment {transfer.payment_id} already pays another bill")
@@ -449,6 +475,8 @@ class Settlement:
         if not transfer.succeeded:
             return  # recorded FAILED, for no bill
         existing = self._store.payment(transfer.payment_id)
+        if existing is not None and _another_credit(existing, transfer):
+            existing = None  # its id held another credit of the transaction: record takes it as a new one
         if (
             existing is not None
             and existing.status is PaymentStatus.ORPHANED
@@ -588,14 +616,24 @@ class Settlement:
     def _record_new(self, transfer: ObservedTransfer, claimed_for: str | None, existing: Payment | None) -> Payment:
         now = self._clock()
         expected = existing.status if existing is not None else None
+        # the same credit seen again after its orphaning keeps its bill; another credit at its index (the
+        # transaction re-mined with its logs shifted) is recorded afresh
+        reseen = (
+            existing
+            if existing is not None
+            and existing.attributed
+            and existing.moved_to is None
+            and _same_credit(existing.transfer, transfer)
+            else None
+        )
         if not transfer.succeeded:
-            if existing is not None and existing.attributed and existing.moved_to is None:
-                return self._reseen(existing, transfer)  # orphaned, then reverted in its new block: keeps its bill
+            if reseen is not None:
+                return self._reseen(reseen, transfer)  # orphaned, then reverted in its new block: keeps its bill
             failed = Payment(transfer, PaymentStatus.FAILED, now, announced=True, generation=next_generation(existing))
             self._store.save(SettlementChange(failed, payment_expected=expected))
             return failed
-        if existing is not None and existing.attributed and existing.moved_to is None:
-            return self._reseen(existing, transfer)
+        if reseen is not None:
+            return self._reseen(reseen, transfer)
         moved_from = self._moved_from(transfer)
         if moved_from is not None:
             if claimed_for is not None and moved_from.invoice_id != claimed_for:
