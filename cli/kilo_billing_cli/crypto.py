@@ -14,6 +14,12 @@ the quote; not counted toward their bill) and those refused there (a refund owed
 the bill moves as for any payment, ``CryptoBillSettled.v1`` once when it becomes paid); ``--refund-owed`` records its
 asset amount as owed back to the sender, never counted. Refused, naming why: an unknown payment, one not in review.
 
+``crypto backfill-links`` writes the transaction links (``TXN#<chain>#<tx>`` / ``PAY#<payment id>``, D155) that
+payments attributed before D155 lack: without one, a claimed payment whose transaction is re-mined at another log
+index loses its bill. A dry run unless ``--apply``; it scans the table a page at a time (``--page-size`` items read),
+can stop after ``--max-pages`` and resume with ``--start-after`` (the key it printed); every link is written only
+if absent, so a rerun writes nothing twice. Its report names each payment linked (or to link) and the key to resume at.
+
 Table and bus come from the options or the function's variables (``CRYPTO_TABLE_NAME``, ``EVENT_BUS_NAME``).
 """
 
@@ -23,12 +29,17 @@ import argparse
 import json
 import os
 import sys
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
 
 from kilo_billing.money import decimal_str, money_str
+from kilo_billing_cli.arguments import whole_number
+
+if TYPE_CHECKING:
+    from kilo_crypto_watch.adapters import DynamoCryptoStore
 
 
 def add_parser(sub: Any) -> None:
@@ -45,10 +56,80 @@ def add_parser(sub: Any) -> None:
     decision = resolve.add_mutually_exclusive_group(required=True)
     decision.add_argument("--accept", action="store_true", help="count it at the late-payment policy's rate")
     decision.add_argument("--refund-owed", action="store_true", help="never count it: its amount is owed back")
-    for command in (listed, assign, review, resolve):
+    backfill = commands.add_parser(
+        "backfill-links",
+        help="write the transaction links payments attributed before D155 lack (a dry run unless --apply)",
+    )
+    backfill.add_argument("--apply", action="store_true", help="write the missing links (else: only report them)")
+    backfill.add_argument("--page-size", type=whole_number("--page-size", 1), default=100, help="items per Scan page")
+    backfill.add_argument("--max-pages", type=whole_number("--max-pages", 1), default=None, help="stop after N pages")
+    backfill.add_argument("--start-after", type=_scan_key, default=None, help="resume: the key a run printed (JSON)")
+    for command in (listed, assign, review, resolve, backfill):
         command.add_argument("--crypto-table", default=os.environ.get("CRYPTO_TABLE_NAME", ""))
         command.add_argument("--event-bus", default=os.environ.get("EVENT_BUS_NAME", ""))
         command.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _scan_key(text: str) -> dict[str, str]:
+    """``--start-after``: the JSON object ``{"pk": ..., "sk": ...}`` a run printed as ``next_start_after``."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict) or set(value) != {"pk", "sk"} or not all(isinstance(v, str) for v in value.values()):
+        raise argparse.ArgumentTypeError(f'--start-after must be a JSON object {{"pk": ..., "sk": ...}}, got {text!r}')
+    return {"pk": value["pk"], "sk": value["sk"]}
+
+
+@dataclass
+class LinkBackfill:
+    """What one run of ``crypto backfill-links`` found and wrote."""
+
+    applied: bool
+    pages: int = 0
+    attributed: int = 0
+    already_linked: int = 0
+    linked: list[str] = field(default_factory=list)  # written (applied), or to write (dry run)
+    next_start_after: dict[str, str] | None = None  # None: the scan reached the end of the table
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "applied": self.applied,
+            "pages": self.pages,
+            "attributed_payments": self.attributed,
+            "already_linked": self.already_linked,
+            "linked" if self.applied else "to_link": self.linked,
+            "next_start_after": self.next_start_after,
+        }
+
+
+def backfill_links(
+    store: DynamoCryptoStore,
+    apply: bool,
+    page_size: int = 100,
+    max_pages: int | None = None,
+    start_after: dict[str, str] | None = None,
+) -> LinkBackfill:
+    """Every attributed payment without its transaction link gets one (``apply``), or is reported (a dry run).
+    Idempotent: a link is put only if absent, and one put meanwhile by settlement counts as already there."""
+    from kilo_billing.items import from_item, to_item  # noqa: PLC0415
+
+    report = LinkBackfill(applied=apply)
+    start = to_item(start_after) if start_after is not None else None
+    while max_pages is None or report.pages < max_pages:
+        payments, start = store.attributed_payments_page(start, page_size)
+        report.pages += 1
+        for payment in payments:
+            report.attributed += 1
+            missing = store.add_transaction_link(payment) if apply else not store.has_transaction_link(payment)
+            if missing:
+                report.linked.append(payment.payment_id)
+            else:
+                report.already_linked += 1
+        if start is None:
+            break
+    report.next_start_after = {k: str(v) for k, v in from_item(start).items()} if start is not None else None
+    return report
 
 
 def run(args: argparse.Namespace, console: Console) -> None:
@@ -63,6 +144,10 @@ def run(args: argparse.Namespace, console: Console) -> None:
     if not args.crypto_table:
         raise ValueError("the crypto table is required: --crypto-table or CRYPTO_TABLE_NAME")
     store = DynamoCryptoStore(client("dynamodb"), args.crypto_table)
+    if args.crypto_command == "backfill-links":
+        report = backfill_links(store, args.apply, args.page_size, args.max_pages, args.start_after)
+        _emit_backfill(console, report, args.json)
+        return
     if args.crypto_command == "unattributed":
         rows = [
             {
@@ -150,3 +235,22 @@ def _emit(console: Console, rows: list[dict[str, Any]], as_json: bool, title: st
     for row in rows:
         table.add_row(*(str(value) for value in row.values()))
     console.print(table)
+
+
+def _emit_backfill(console: Console, report: LinkBackfill, as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(report.as_json(), indent=2) + "\n")
+        return
+    verb = "Linked" if report.applied else "Dry run: would link"
+    table = Table(title=f"{verb} {len(report.linked)} payment(s)")
+    table.add_column("payment_id")
+    for payment_id in report.linked:
+        table.add_row(payment_id)
+    console.print(table)
+    console.print(
+        f"{report.attributed} attributed payment(s) in {report.pages} page(s), {report.already_linked} linked already."
+    )
+    if report.next_start_after is not None:
+        console.print(f"Stopped before the end: resume with --start-after '{json.dumps(report.next_start_after)}'")
+    if not report.applied and report.linked:
+        console.print("Nothing was written. Run again with --apply to write the links.")

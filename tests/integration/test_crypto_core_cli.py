@@ -163,3 +163,25 @@ def test_given_a_payment_in_review_when_refused_then_a_refund_owed_is_listed_and
     still = h.store.bill("inv-1")
     assert still is not None
     assert (still.status, still.settled_usd) == (still.status.OPEN, Decimal("0.00"))
+
+
+def test_given_an_unattributed_payment_orphaned_before_it_left_the_index_then_it_is_not_listed(
+    stack: Stack, table: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An item the version before this change wrote when it orphaned an unattributed payment (still on the
+    UNATTRIBUTED index partition) is left out of the operator's list; a SEEN one beside it is listed."""
+    from kilo_crypto_watch import items  # noqa: PLC0415
+
+    h = harness(stack)
+    h.clock.now = T0 + timedelta(minutes=5)
+    h.settlement.record_seen(transfer("0xkept", "USDC", 5_000_000, T0 + timedelta(minutes=4), sender=STRANGER_WALLET))
+    h.settlement.record_seen(transfer("0xgone", "USDC", 7_000_000, T0 + timedelta(minutes=4), sender=STRANGER_WALLET))
+    gone = h.store.payment("ethereum:0xgone:0")
+    assert gone is not None
+    old_item = items.payment_to_item(gone) | {"status": {"S": "ORPHANED"}}  # as orphaned before: still indexed
+    assert old_item["gsi2pk"] == {"S": "UNATTRIBUTED"}
+    stack.clients["dynamodb"].put_item(TableName=table, Item=old_item)
+
+    listed = _cli(capsys, "crypto", "unattributed", "--crypto-table", table)
+
+    assert [row["payment_id"] for row in listed] == ["ethereum:0xkept:0"]  # type: ignore[attr-defined]

@@ -442,3 +442,36 @@ def test_given_a_reverted_payment_then_it_is_pending_until_its_block_is_final_an
     assert (final.status, final.final) == (PaymentStatus.FAILED, True)
     assert billing.store.pending_payments("ethereum") == []
     assert billing.bill().status is BillStatus.OPEN
+
+
+def test_given_an_unattributed_payment_when_its_block_is_reorged_away_then_it_leaves_the_list_until_re_mined(
+    billing: Billing,
+) -> None:
+    """An unlinked wallet's 100 USDC matches no bill: listed for an operator. Its block reorged away (a longer fork
+    without it): ORPHANED, and off the list - an operator could neither assign nor refund a payment that is not on
+    chain. The transaction mined again: SEEN, and listed again."""
+    chain = billing.chain
+    chain.mine(FINALITY_LAG)
+    billing.run()  # the cursor at the head: a block both forks below share
+    before = chain.node.call("evm_snapshot")
+    tx = chain.pay_usdc(OTHER, MERCHANT, USDC_QUOTE)
+    billing.run()
+    payment_id = f"ethereum:{tx}:0"
+    assert [p.payment_id for p in billing.store.unattributed()] == [payment_id]
+    raw = chain.w3.eth.get_raw_transaction(tx)  # type: ignore[arg-type]
+    chain.node.call("evm_revert", before)  # the block is reorged away ...
+    chain.mine(3)  # ... by a longer fork without the transaction
+
+    report = billing.run()
+
+    assert report["orphaned"] == 1
+    orphaned = billing.store.payment(payment_id)
+    assert orphaned is not None
+    assert orphaned.status is PaymentStatus.ORPHANED
+    assert billing.store.unattributed() == []
+
+    chain.w3.eth.send_raw_transaction(raw)  # the transaction mined again
+    billing.run()
+
+    (back,) = billing.store.unattributed()
+    assert (back.payment_id, back.status) == (payment_id, PaymentStatus.SEEN)

@@ -1096,3 +1096,113 @@ def test_given_a_stale_block_when_the_finalize_write_races_a_move_then_the_condi
     payment = h.store.payment("ethereum:0x3b:0")
     assert payment is not None
     assert (payment.status, payment.transfer.block_hash) == (PaymentStatus.SEEN, "0xnewblock")
+
+
+def test_given_a_new_unattributed_credit_at_a_re_mined_index_used_before_then_its_alert_has_its_own_id(
+    h: Harness,
+) -> None:
+    """One transaction from an unlinked wallet with two credits, 5 USDC at log index 1 and 7 USDC at 2, both
+    unattributed and alerted. Its block is reorged away and the transaction re-mined with one log fewer before it: 5 at
+    index 0, 7 at index 1 - a new credit at index 1, whose id ``ethereum:0xmulti:1`` was the 5 USDC's. Its alert must
+    not carry the id of the 5 USDC's alert (operators' alerts are deduplicated by event id): it is the id's second
+    recording, ``#1``."""
+    first = transfer("0xmulti", "USDC", 5_000_000, T0 + timedelta(minutes=4), sender=STRANGER_WALLET, index=1)
+    second = replace(first, index=2, atomic_amount=7_000_000)
+    h.settlement.record_seen(first)
+    h.settlement.record_seen(second)
+    h.clock.now = T0 + timedelta(minutes=7)
+    h.settlement.orphaned("ethereum:0xmulti:1", "0xblock")
+    h.settlement.orphaned("ethereum:0xmulti:2", "0xblock")
+    moved = {"block_number": 101, "block_hash": "0xblock-b"}
+    h.settlement.record_seen(replace(first, index=0, **moved))  # type: ignore[arg-type]
+    h.settlement.record_seen(replace(second, index=1, **moved))  # type: ignore[arg-type]
+
+    alerts = [(alert["event_id"], alert["amount"]) for alert in h.events(UNATTRIBUTED)]
+    assert alerts == [
+        ("crypto-unattributed:ethereum:0xmulti:1", "5"),
+        ("crypto-unattributed:ethereum:0xmulti:2", "7"),
+        ("crypto-unattributed:ethereum:0xmulti:0", "5"),
+        ("crypto-unattributed:ethereum:0xmulti:1#1", "7"),
+    ]
+    assert len({event_id for event_id, _ in alerts}) == 4
+    listed = {p.payment_id: p.transfer.atomic_amount for p in h.store.unattributed()}
+    assert listed == {"ethereum:0xmulti:0": 5_000_000, "ethereum:0xmulti:1": 7_000_000}
+    h.settlement.record_seen(replace(second, index=1, **moved))  # type: ignore[arg-type]  # seen again: no alert
+    assert len(h.events(UNATTRIBUTED)) == 4
+
+
+def test_given_a_credit_matched_at_a_re_mined_index_used_by_a_moved_claim_then_its_seen_event_has_its_own_id(
+    h: Harness,
+) -> None:
+    """One transaction from a wallet nobody had linked: 100 USDC at index 1 (the customer claims it for inv-1) and 30
+    USDC at 2 (unattributed). The wallet is then linked to the customer's account, and the block reorged away: the
+    transaction re-mined at indexes 0 and 1. The 100 USDC at 0 keeps the claim (D155; the claim's id, index 1, moved
+    to it); the 30 USDC at 1 is now matched by the linked wallet. Its ``CryptoPaymentSeen.v1`` must not carry the
+    claim's id (``crypto-seen:ethereum:0xpair:1``), which the customer's alerts already hold."""
+    claimed = transfer("0xpair", "USDC", USDC_QUOTE, T0 + timedelta(minutes=4), sender=STRANGER_WALLET, index=1)
+    other = replace(claimed, index=2, atomic_amount=30_000_000)
+    h.settlement.check_claim(claimed, "inv-1")
+    h.settlement.record(claimed, claimed_for="inv-1")
+    h.settlement.record_seen(other)
+    h.store.link_wallet("evm", STRANGER_WALLET, "acct-1", "ethereum", T0 + timedelta(minutes=6))
+    moved = {"block_number": 101, "block_hash": "0xblock-b"}
+    h.settlement.record_seen(replace(claimed, index=0, **moved))  # type: ignore[arg-type]
+    h.settlement.record_seen(replace(other, index=1, **moved))  # type: ignore[arg-type]
+
+    seen = [(event["event_id"], event["amount_usd"]) for event in h.events(SEEN)]
+    assert seen == [("crypto-seen:ethereum:0xpair:1", "100.00"), ("crypto-seen:ethereum:0xpair:1#1", "30.00")]
+    carried = h.store.payment("ethereum:0xpair:0")
+    matched = h.store.payment("ethereum:0xpair:1")
+    assert carried is not None
+    assert matched is not None
+    assert (carried.invoice_id, carried.matched_by, carried.usd) == ("inv-1", "fast_path", Decimal("100.00"))
+    assert (matched.invoice_id, matched.matched_by, matched.usd) == ("inv-1", "wallet", Decimal("30.00"))
+
+
+def test_given_a_transaction_re_mined_with_its_indexes_shifted_up_then_each_credit_is_recorded_at_its_new_index(
+    h: Harness,
+) -> None:
+    """One transaction from an unlinked wallet: 100 USDC at log index 0 (claimed for inv-1) and 30 USDC at 1
+    (unattributed). Its block is reorged away and the transaction re-mined after another transaction's log: 100 at
+    index 1, 30 at 2, reported (as the finality check's receipt reports them) while both are still SEEN in the dropped
+    block. Index 1 now holds the 100 USDC: it takes the claim (D155) instead of being taken for the 30 USDC moved to
+    another block (which would count the 30 twice and leave the claim SEEN in a dead block for ever); the 30 is at 2,
+    unattributed; the bill counts $100 once and is paid when index 1 is final."""
+    claimed = transfer("0xup", "USDC", USDC_QUOTE, T0 + timedelta(minutes=4), sender=STRANGER_WALLET, index=0)
+    other = replace(claimed, index=1, atomic_amount=30_000_000)
+    h.settlement.check_claim(claimed, "inv-1")
+    h.settlement.record(claimed, claimed_for="inv-1")
+    h.settlement.record_seen(other)
+    h.clock.now = T0 + timedelta(minutes=7)
+    moved = {"block_number": 101, "block_hash": "0xblock-b"}
+
+    h.settlement.record_seen(replace(claimed, index=1, **moved))  # type: ignore[arg-type]
+    h.settlement.record_seen(replace(other, index=2, **moved))  # type: ignore[arg-type]
+
+    old, now_claim, now_other = (h.store.payment(f"ethereum:0xup:{i}") for i in range(3))
+    assert old is not None
+    assert now_claim is not None
+    assert now_other is not None
+    assert (old.status, old.moved_to) == (PaymentStatus.ORPHANED, "ethereum:0xup:1")
+    assert (now_claim.status, now_claim.transfer.atomic_amount, now_claim.transfer.block_hash) == (
+        PaymentStatus.SEEN,
+        USDC_QUOTE,
+        "0xblock-b",
+    )
+    assert (now_claim.invoice_id, now_claim.matched_by, now_claim.usd) == ("inv-1", "fast_path", Decimal("100.00"))
+    assert (now_other.status, now_other.transfer.atomic_amount, now_other.invoice_id) == (
+        PaymentStatus.SEEN,
+        30_000_000,
+        None,
+    )
+    assert {p.payment_id: p.transfer.atomic_amount for p in h.store.unattributed()} == {"ethereum:0xup:2": 30_000_000}
+    assert sorted(p.payment_id for p in h.settlement.pending("ethereum")) == ["ethereum:0xup:1", "ethereum:0xup:2"]
+
+    h.settlement.finalized("ethereum:0xup:1", "0xblock-b")
+    paid = h.store.bill("inv-1")
+    assert paid is not None
+    assert (paid.status, paid.settled_usd, paid.settled_payment_ids) == (
+        BillStatus.PAID,
+        Decimal("100.00"),
+        ("ethereum:0xup:1",),
+    )

@@ -147,6 +147,36 @@ class DynamoCryptoStore:
         found = (self.payment(str(from_item(link)["payment_id"])) for link in links)
         return [payment for payment in found if payment is not None]
 
+    def attributed_payments_page(
+        self, start: Item | None = None, limit: int = 100
+    ) -> tuple[list[Payment], Item | None]:
+        """One page of a Scan of the table (``limit`` items read; the attributed payments among them) and the key the
+        next page starts after (``None``: the scan is done) - the transaction links' backfill (D155), an operator's
+        command: no index holds every attributed payment."""
+        request: dict[str, Any] = {
+            "TableName": self._table,
+            "Limit": limit,
+            "FilterExpression": "#k = :p AND attribute_exists(invoice_id)",
+            "ExpressionAttributeNames": {"#k": "kind"},
+            "ExpressionAttributeValues": to_item({":p": "payment"}),
+            "ConsistentRead": True,
+        }
+        if start is not None:
+            request["ExclusiveStartKey"] = start
+        page = call(self._client.scan, **request)
+        payments = [items.payment_from_item(item) for item in page.get("Items", [])]
+        following: Item | None = page.get("LastEvaluatedKey")
+        return payments, following
+
+    def has_transaction_link(self, payment: Payment) -> bool:
+        transfer = payment.transfer
+        pk = items.transaction_pk(transfer.chain, transfer.tx_id)
+        return self._get(pk, f"PAY#{payment.payment_id}") is not None
+
+    def add_transaction_link(self, payment: Payment) -> bool:
+        """Put ``payment``'s transaction link unless it is there (True: written now)."""
+        return put_if(self._client, self._table, items.transaction_link_to_item(payment))
+
     def pending_payments(self, chain: str) -> Sequence[Payment]:
         found = self._query(
             IndexName="watch",
@@ -156,10 +186,14 @@ class DynamoCryptoStore:
         return [items.payment_from_item(item) for item in found]
 
     def unattributed(self) -> Sequence[Payment]:
+        """The operator's list: payments nobody claims, except ORPHANED ones (items.listed_for; the filter leaves out
+        those orphaned before their write took them off the index)."""
         found = self._query(
             IndexName="account",
             KeyConditionExpression="gsi2pk = :u",
-            ExpressionAttributeValues=to_item({":u": items.UNATTRIBUTED}),
+            FilterExpression="#s <> :orphaned",
+            ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeValues=to_item({":u": items.UNATTRIBUTED, ":orphaned": "ORPHANED"}),
         )
         return [items.payment_from_item(item) for item in found]
 

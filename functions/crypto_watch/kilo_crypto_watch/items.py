@@ -16,8 +16,8 @@ Indexes: ``watch`` (``gsi1pk`` / ``gsi1sk``): ``WATCH#<chain>`` / ``<monitor unt
 ``PENDING#<chain>`` / ``<payment id>`` for SEEN (and not final FAILED) payments, ``EXPIRING#<chain>`` /
 ``<expires at>#<quote id>`` for quotes made ACTIVE and not yet announced as expiring (removed once announced or
 passed), ``ANNOUNCE#BILL`` / ``<invoice id>`` for PAID bills whose settlement or credit invoicing has not been told
-of; ``account`` (``gsi2pk`` / ``gsi2sk``): ``ACCOUNT#<id>`` (or ``UNATTRIBUTED`` for payments nobody claims) /
-``BILL#...``, ``QUOTE#...``, ``PAY#...``, ``WALLET#...`` - the history and the operator's list.
+of; ``account`` (``gsi2pk`` / ``gsi2sk``): ``ACCOUNT#<id>`` (or ``UNATTRIBUTED`` for payments nobody claims, while
+not ORPHANED) / ``BILL#...``, ``QUOTE#...``, ``PAY#...``, ``WALLET#...`` - the history and the operator's list.
 """
 
 from __future__ import annotations
@@ -314,16 +314,26 @@ def pending(payment: Payment) -> bool:
     return payment.status is PaymentStatus.SEEN or (payment.status is PaymentStatus.FAILED and not payment.final)
 
 
+def listed_for(payment: Payment) -> str | None:
+    """The ``account`` index's partition of a payment: its account's history; else the operator's UNATTRIBUTED list
+    while it is on chain - an unattributed payment ORPHANED (its block reorged away) leaves the list, in the write
+    that orphans it (conditional on its block, D157), and is back when its transaction is seen again."""
+    if payment.account_id:
+        return account_pk(payment.account_id)
+    return None if payment.status is PaymentStatus.ORPHANED else UNATTRIBUTED
+
+
 def payment_to_item(payment: Payment) -> Item:
     transfer = payment.transfer
+    listed = listed_for(payment)
     return to_item(
         {
             "pk": payment_pk(payment.payment_id),
             "sk": "PAY",
             "gsi1pk": f"PENDING#{transfer.chain}" if pending(payment) else None,
             "gsi1sk": payment.payment_id if pending(payment) else None,
-            "gsi2pk": account_pk(payment.account_id) if payment.account_id else UNATTRIBUTED,
-            "gsi2sk": f"PAY#{payment.seen_at.isoformat()}#{payment.payment_id}",
+            "gsi2pk": listed,
+            "gsi2sk": f"PAY#{payment.seen_at.isoformat()}#{payment.payment_id}" if listed else None,
             "kind": "payment",
             "payment_id": payment.payment_id,
             "chain": transfer.chain,
@@ -353,6 +363,7 @@ def payment_to_item(payment: Payment) -> Item:
             "refund_owed": payment.refund_owed or None,
             "moved_to": payment.moved_to,
             "final": payment.final or None,
+            "generation": payment.generation or None,
         }
     )
 
@@ -408,6 +419,7 @@ def payment_from_item(item: Mapping[str, Any]) -> Payment:
         refund_owed=bool(values.get("refund_owed", False)),
         moved_to=str(values["moved_to"]) if values.get("moved_to") else None,
         final=bool(values.get("final", False)),
+        generation=int(values.get("generation", 0)),
     )
 
 

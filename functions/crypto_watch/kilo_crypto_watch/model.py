@@ -216,6 +216,9 @@ class Payment:
     refund_owed: bool = False  # an operator refused it in review: its asset amount is owed back; never counted
     moved_to: str | None = None  # ORPHANED, its transfer re-mined under another id: the payment its bill moved to
     final: bool = False  # FAILED in a finalized block: final (before that, a changed block or outcome is re-read)
+    # recorded afresh at a payment id used before (a credit re-mined at a reused log index, a payment seen again
+    # after its orphaning): 1, 2, ... - its events' ids carry it, so they are not taken for the earlier ones'
+    generation: int = 0
 
     @property
     def payment_id(self) -> str:

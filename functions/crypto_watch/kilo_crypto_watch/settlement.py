@@ -266,11 +266,39 @@ def _same_credit(stored: ObservedTransfer, seen: ObservedTransfer) -> bool:
     ) and stored.atomic_amount == seen.atomic_amount
 
 
+def _another_credit(stored: Payment, seen: ObservedTransfer) -> bool:
+    """``seen`` is another credit than the one stored under its id, in another block: the transaction re-mined with
+    its logs shifted (another transaction's logs before it), so another of its credits now has this log index. Not
+    for a final payment (its block is final: the transaction is in no other) or one moved already (D155 decides)."""
+    return (
+        stored.status in (PaymentStatus.SEEN, PaymentStatus.ORPHANED)
+        or (stored.status is PaymentStatus.FAILED and not stored.final)
+    ) and (
+        stored.moved_to is None
+        and stored.transfer.block_hash != seen.block_hash
+        and not _same_credit(stored.transfer, seen)
+    )
+
+
 def _failed_moved(stored: Payment, seen: ObservedTransfer) -> bool:
     """A FAILED payment whose block is not final yet, observed in another block or with another outcome: its
     transaction was re-included elsewhere (a reorg), where it may have succeeded - read again, never final before its
     block is."""
     return stored.status is PaymentStatus.FAILED and not stored.final and _moved_block(stored.transfer, seen)
+
+
+def next_generation(existing: Payment | None) -> int:
+    """The generation of a payment recorded afresh over ``existing`` (the row stored at its id, if any)."""
+    return existing.generation + 1 if existing is not None else 0
+
+
+def payment_event_id(kind: str, payment: Payment) -> str:
+    """``<kind>:<payment id>``, and ``#<generation>`` after it for a payment recorded afresh at an id used before:
+    a new credit at a reused (re-mined) log index, or a payment back after its orphaning, is announced under its own
+    id - consumers dedupe by id, so the earlier one's would swallow it - while a rerun of the same recording
+    publishes the same id again."""
+    base = f"{kind}:{payment.payment_id}"
+    return base if payment.generation == 0 else f"{base}#{payment.generation}"
 
 
 def _line(payment: Payment) -> BillPayment:
@@ -359,7 +387,9 @@ class Settlement:
         ):
             return existing
         status = PaymentStatus.SEEN if transfer.succeeded else PaymentStatus.FAILED
-        kept = Payment(transfer, status, self._clock(), announced=not transfer.succeeded)
+        kept = Payment(
+            transfer, status, self._clock(), announced=not transfer.succeeded, generation=next_generation(existing)
+        )
         self._store.save(SettlementChange(kept, payment_expected=existing.status if existing else None))
         self._announce(kept)
         return kept
@@ -377,6 +407,18 @@ class Settlement:
 
         def attempt() -> Payment:
             existing = self._store.payment(transfer.payment_id)
+            if existing is not None and _another_credit(existing, transfer):
+                # its id taken by another credit of the transaction (re-mined with its logs shifted): the stored
+                # credit is not at this index any more - orphaned first (its bill stops counting it), then this
+                # credit is recorded afresh under the id
+                if existing.status is not PaymentStatus.ORPHANED:
+                    self._move(existing.payment_id, PaymentStatus.ORPHANED, existing.transfer.block_hash)
+                    existing = self._store.payment(transfer.payment_id)
+                if existing is not None and existing.status is PaymentStatus.ORPHANED:
+                    payment = self._record_new(transfer, claimed_for, existing)
+                    self._announce(payment)
+                    return payment
+                raise ConflictError(f"payment {transfer.payment_id} changed while its id was taken over")
             if existing is not None and existing.status is not PaymentStatus.ORPHANED:
                 if claimed_for is not None and existing.invoice_id not in (None, claimed_for):
                     raise AlreadyClaimedError(f"payment {transfer.payment_id} already pays another bill")
@@ -433,6 +475,8 @@ class Settlement:
         if not transfer.succeeded:
             return  # recorded FAILED, for no bill
         existing = self._store.payment(transfer.payment_id)
+        if existing is not None and _another_credit(existing, transfer):
+            existing = None  # its id held another credit of the transaction: record takes it as a new one
         if (
             existing is not None
             and existing.status is PaymentStatus.ORPHANED
@@ -572,29 +616,39 @@ class Settlement:
     def _record_new(self, transfer: ObservedTransfer, claimed_for: str | None, existing: Payment | None) -> Payment:
         now = self._clock()
         expected = existing.status if existing is not None else None
+        # the same credit seen again after its orphaning keeps its bill; another credit at its index (the
+        # transaction re-mined with its logs shifted) is recorded afresh
+        reseen = (
+            existing
+            if existing is not None
+            and existing.attributed
+            and existing.moved_to is None
+            and _same_credit(existing.transfer, transfer)
+            else None
+        )
         if not transfer.succeeded:
-            if existing is not None and existing.attributed and existing.moved_to is None:
-                return self._reseen(existing, transfer)  # orphaned, then reverted in its new block: keeps its bill
-            failed = Payment(transfer, PaymentStatus.FAILED, now, announced=True)
+            if reseen is not None:
+                return self._reseen(reseen, transfer)  # orphaned, then reverted in its new block: keeps its bill
+            failed = Payment(transfer, PaymentStatus.FAILED, now, announced=True, generation=next_generation(existing))
             self._store.save(SettlementChange(failed, payment_expected=expected))
             return failed
-        if existing is not None and existing.attributed and existing.moved_to is None:
-            return self._reseen(existing, transfer)
+        if reseen is not None:
+            return self._reseen(reseen, transfer)
         moved_from = self._moved_from(transfer)
         if moved_from is not None:
             if claimed_for is not None and moved_from.invoice_id != claimed_for:
                 raise AlreadyClaimedError(f"payment {transfer.payment_id} already pays another bill")
-            return self._carried(moved_from, transfer, expected)
+            return self._carried(moved_from, transfer, existing)
         if existing is not None and existing.moved_to is not None and not self._beside_moved(existing, transfer):
             return existing  # its bill moved to the payment it was re-mined as: counted there, never twice
         detected = transfer.block_time or now
         found = self._match(transfer, claimed_for, detected)
         if found is None:
-            unattributed = Payment(transfer, PaymentStatus.SEEN, now)
+            unattributed = Payment(transfer, PaymentStatus.SEEN, now, generation=next_generation(existing))
             self._store.save(SettlementChange(unattributed, payment_expected=expected))
             return unattributed
         bill, quote, quotes, how = found
-        seen = Payment(transfer, PaymentStatus.SEEN, now)
+        seen = Payment(transfer, PaymentStatus.SEEN, now, generation=next_generation(existing))
         valued = self._valued(seen, bill, quote, how, detected)
         new_bill, changed = self._bill_after(bill, valued, quotes)
         self._store.save(SettlementChange(valued, payment_expected=expected, bill=new_bill, quotes=changed))
@@ -642,7 +696,7 @@ class Settlement:
         ]
         return min(candidates, key=lambda payment: payment.transfer.index, default=None)
 
-    def _carried(self, moved_from: Payment, transfer: ObservedTransfer, expected: PaymentStatus | None) -> Payment:
+    def _carried(self, moved_from: Payment, transfer: ObservedTransfer, existing: Payment | None) -> Payment:
         """``transfer`` takes over the bill, quote, matching and valuation of ``moved_from`` (its same credit under
         another id): one transaction writes it SEEN, ``moved_from`` ORPHANED and moved to it (only if still in the
         status read and not moved already), and the bill counting it once (D155)."""
@@ -650,13 +704,15 @@ class Settlement:
         if bill is None:
             raise BillNotFoundError(f"no crypto bill {moved_from.invoice_id!r}")
         kept = replace(transfer, block_time=transfer.block_time or moved_from.transfer.block_time)
-        carried = replace(moved_from, transfer=kept, status=PaymentStatus.SEEN, moved_to=None)
+        carried = replace(
+            moved_from, transfer=kept, status=PaymentStatus.SEEN, moved_to=None, generation=next_generation(existing)
+        )
         left = replace(moved_from, status=PaymentStatus.ORPHANED, moved_to=carried.payment_id)
         new_bill, changed = self._bill_after(with_line(bill, left), carried, self._store.quotes(bill.invoice_id))
         self._store.save(
             SettlementChange(
                 carried,
-                payment_expected=expected,
+                payment_expected=existing.status if existing is not None else None,
                 bill=new_bill,
                 quotes=changed,
                 moved=left,
@@ -857,7 +913,7 @@ class Settlement:
         amount = decimal_str(asset_amount(transfer.atomic_amount, transfer.asset))
         if payment.invoice_id is not None and payment.account_id is not None:
             seen = CryptoPaymentSeenV1(
-                event_id=f"crypto-seen:{payment.payment_id}",
+                event_id=payment_event_id("crypto-seen", payment),
                 account_id=payment.account_id,
                 invoice_id=payment.invoice_id,
                 quote_id=payment.quote_id,
@@ -872,7 +928,7 @@ class Settlement:
             self._publisher.publish(seen.DETAIL_TYPE, seen.model_dump(mode="json"))
         else:
             alert = UnattributedCryptoPaymentV1(
-                event_id=f"crypto-unattributed:{payment.payment_id}",
+                event_id=payment_event_id("crypto-unattributed", payment),
                 chain=transfer.chain,
                 asset=transfer.asset,
                 amount=amount,
