@@ -158,7 +158,7 @@ class CryptoPaymentSeenV1(ContractV1):
 
     DETAIL_TYPE: ClassVar[str] = "CryptoPaymentSeen.v1"
 
-    event_id: str  # crypto-seen:<payment id>[#<generation>] (payment id: <chain>:<tx id>:<index>; D-crypto3-3)
+    event_id: str  # crypto-seen:<payment id>[#<generation>] (payment id: <chain>:<tx id>:<index>; D167)
     account_id: str
     invoice_id: str
     quote_id: str | None = None  # None: matched by a linked wallet or the fast path without a quote
@@ -226,7 +226,7 @@ class UnattributedCryptoPaymentV1(ContractV1):
 
     DETAIL_TYPE: ClassVar[str] = "UnattributedCryptoPayment.v1"
 
-    event_id: str  # crypto-unattributed:<payment id>[#<generation>] (a reused id's new payment: D-crypto3-3)
+    event_id: str  # crypto-unattributed:<payment id>[#<generation>] (a reused id's new payment: D167)
     chain: str
     asset: Literal["ETH", "USDC", "SOL"]
     amount: str
