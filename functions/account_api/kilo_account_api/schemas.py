@@ -392,6 +392,11 @@ class PhoneCodeIn(_In):
     code: Annotated[str, Field(pattern=r"^[0-9]{6}$", description="The 6-digit code the SMS carried")]
 
 
+class PhoneCodeRequestIn(_In):
+    """The body of ``POST .../phone-code``: none, or an empty JSON object. The code goes to the account's saved number
+    (``PUT .../alert-preferences`` sets it); any field is refused, so nothing sent here can look like it chose one."""
+
+
 class PhoneCodeOut(_Out):
     phone: str
     code_expires_at: datetime
