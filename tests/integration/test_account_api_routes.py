@@ -489,3 +489,25 @@ def test_given_an_unknown_kind_stored_before_then_the_form_sent_back_unchanged_i
     assert (saved.status, saved.body["channels"]) == (200, channels)
     changed = call("PUT", PREFERENCES, ADMIN, {"channels": {"old_kind": ["email"]}})
     assert (changed.status, changed.body["field"]) == (400, "channels")
+
+
+@pytest.mark.parametrize("route", ["erase", "entitlements/check"])
+@pytest.mark.parametrize(
+    ("body", "field"), [({"confirm": True}, "confirm"), ({"account_id": "acct_b"}, "account_id"), ([], "body")]
+)
+def test_given_a_body_to_a_route_that_takes_none_then_a_400_naming_it_and_nothing_done(
+    account_api: Any, route: str, body: Any, field: str
+) -> None:
+    register(account_api, "acct_a", email="ops@a.example")
+    answer = call("POST", f"/v1/accounts/acct_a/{route}", OWNER, body)
+    assert (answer.status, answer.body["code"], answer.body["field"]) == (400, "invalid_request", field)
+    assert profile(account_api).email == "ops@a.example"  # not erased
+
+
+@pytest.mark.parametrize("route", ["erase", "entitlements/check"])
+@pytest.mark.parametrize("body", [None, {}])
+def test_given_no_body_or_an_empty_object_to_a_route_that_takes_none_then_it_answers(
+    account_api: Any, route: str, body: Any
+) -> None:
+    register(account_api, "acct_a", email="ops@a.example")
+    assert call("POST", f"/v1/accounts/acct_a/{route}", OWNER, body).status == 200

@@ -288,8 +288,9 @@ def confirm_phone_code(account_id: AccountId, body: schemas.PhoneCodeIn) -> sche
 
 
 @_account_route("POST", "/entitlements/check", "May the account start a call now")
-def entitlement_check(account_id: AccountId) -> schemas.EntitlementOut:
+def entitlement_check(account_id: AccountId, body: schemas.EntitlementIn | None = None) -> schemas.EntitlementOut:
     _authorize(account_id)
+    _absent_or_object(body)
     found = logic.check_entitlement(_deps().entitlements, account_id, _now(), EntitlementPolicy())
     return schemas.EntitlementOut.of(found)
 
@@ -415,8 +416,9 @@ def export(account_id: AccountId) -> Response[str]:
 
 
 @_account_route("POST", "/erase", "Pseudonymise personal data; invoices and amounts kept (owners)")
-def erase(account_id: AccountId) -> schemas.ErasureOut:
+def erase(account_id: AccountId, body: schemas.ErasureIn | None = None) -> schemas.ErasureOut:
     _authorize(account_id, Role.OWNER)
+    _absent_or_object(body)
     deps = _deps()
     erased = logic.erase(deps.accounts, deps.members, deps.sessions, account_id, _now(), deps.phone_challenges)
     return schemas.ErasureOut.of(erased)

@@ -447,7 +447,12 @@ class EntitlementOut(_Out):
 
 
 class EntitlementIn(_In):
-    """Nothing to send: the account is the path's."""
+    """The body of ``POST .../entitlements/check``: none, or an empty JSON object (the account is the path's)."""
+
+
+class ErasureIn(_In):
+    """The body of ``POST .../erase``: none, or an empty JSON object (the account is the path's; nothing in a body
+    can narrow or confirm an erasure, so a body that looks like it does is refused)."""
 
 
 # --- invoices, subscription, payment methods --------------------------------------------------------------------------
