@@ -293,3 +293,89 @@ def test_given_ten_codes_in_a_day_then_an_account_gets_no_eleventh_whatever_the_
     with time_machine.travel(NOW + timedelta(hours=24, seconds=1), tick=False):
         assert call("POST", SEND, ADMIN).status == 200
     assert len(texts(account_api)) == 11
+
+
+def raw_call(method: str, path: str, token_claims: dict[str, str], body: bytes | None, content_type: str) -> Any:
+    """The handler invoked with ``body`` as sent (not necessarily JSON) under ``content_type``."""
+    from kilo_account_api.handler import lambda_handler  # noqa: PLC0415
+    from kilo_dev.apigw import http_api_event  # noqa: PLC0415
+    from tests.account_api_support import route_of  # noqa: PLC0415
+    from tests.conftest import LambdaContext  # noqa: PLC0415
+
+    route, params = route_of(method, path)
+    built = http_api_event(method, path, body, {"content-type": content_type}, route_key=f"{method} {route}")
+    built["pathParameters"] = params
+    built["requestContext"]["authorizer"] = {"jwt": {"claims": token_claims, "scopes": None}}
+    response = lambda_handler(built, LambdaContext())
+    return response["statusCode"], json.loads(response.get("body") or "null")
+
+
+def number_counters(stack: Any) -> list[dict[str, Any]]:
+    table = stack.template.physical_name("UsageTable")
+    found = stack.clients["dynamodb"].scan(TableName=table)["Items"]
+    return [item for item in found if item["pk"]["S"].startswith("PHONE#")]
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status", "field", "message"),
+    [
+        (b'{"code": "123456"}', "application/json", 400, "code", "code: Extra inputs are not permitted"),
+        (b'{"phone": "+14155550178"}', "application/json", 400, "phone", "phone: Extra inputs are not permitted"),
+        (b"[]", "application/json", 400, "body", "body: Input should be a valid dictionary"),
+        (b'"send"', "application/json", 400, "body", "body: Input should be a valid dictionary"),
+        (b"1", "application/json", 400, "body", "body: Input should be a valid dictionary"),
+        (b"null", "application/json", 400, "body", "body: send no body or a JSON object (an empty one: {})"),
+        (b"please send", "application/json", 400, "body", "body is not valid JSON"),
+        (b"phone=%2B14155550178", "application/x-www-form-urlencoded", 415, "body", None),
+        (b"send", "text/plain", 415, "body", None),
+    ],
+)
+def test_given_a_body_other_than_none_or_an_empty_object_then_the_send_is_refused_naming_it_and_nothing_happens(
+    account_api: Any, body: bytes, content_type: str, status: int, field: str, message: str | None
+) -> None:
+    register(account_api, "acct_a", phone=PHONE)
+    answer_status, answer = raw_call("POST", SEND, ADMIN, body, content_type)
+    assert (answer_status, answer["field"]) == (status, field), answer
+    assert answer["code"] == {400: "invalid_request", 415: "unsupported_media_type"}[status]
+    if message is not None:
+        assert answer["message"].startswith(message), answer
+    assert texts(account_api) == []  # nothing texted, nothing stored, nothing counted
+    assert stored_code_item(account_api) == {}
+    assert number_counters(account_api) == []
+
+
+@pytest.mark.parametrize("body", [None, b"{}", b" { } "])
+def test_given_no_body_or_an_empty_object_then_the_code_is_sent(account_api: Any, body: bytes | None) -> None:
+    register(account_api, "acct_a", phone=PHONE)
+    answer_status, answer = raw_call("POST", SEND, ADMIN, body, "application/json")
+    assert (answer_status, answer) == (200, {"phone": PHONE, "code_expires_at": "2026-11-15T12:10:00Z", "tries": 5})
+    assert [to for to, _ in texts(account_api)] == [PHONE]
+
+
+def test_given_the_document_then_the_send_route_takes_an_optional_empty_object_and_documents_its_400_and_415(
+    account_api: Any,
+) -> None:
+    document = call("GET", "/openapi.json", None).body
+    operation = document["paths"]["/v1/accounts/{account_id}/alert-preferences/phone-code"]["post"]
+    body = operation["requestBody"]
+    assert body.get("required", False) is False  # may be left out
+    schema = body["content"]["application/json"]["schema"]
+    assert schema == {"$ref": "#/components/schemas/PhoneCodeRequestIn"}  # not "or null": null is refused
+    found = document["components"]["schemas"]["PhoneCodeRequestIn"]
+    assert (found["type"], found["properties"], found["additionalProperties"]) == ("object", {}, False)
+    assert {"400", "415"} <= set(operation["responses"])
+    # the other optional bodies say the same (a JSON null is refused there too)
+    for path in ("/v1/accounts/{account_id}/payment-methods/checkout", "/v1/accounts/{account_id}/billing-portal"):
+        other = document["paths"][path]["post"]["requestBody"]
+        assert other.get("required", False) is False
+        assert "anyOf" not in other["content"]["application/json"]["schema"]
+
+
+@pytest.mark.parametrize("route", ["payment-methods/checkout", "billing-portal"])
+def test_given_a_json_null_to_another_optional_body_then_it_is_refused_naming_the_body(
+    account_api: Any, route: str
+) -> None:
+    register(account_api, "acct_a")
+    status, answer = raw_call("POST", f"/v1/accounts/acct_a/{route}", ADMIN, b"null", "application/json")
+    assert (status, answer["code"], answer["field"]) == (400, "invalid_request", "body")
+    assert answer["message"] == "body: send no body or a JSON object (an empty one: {})"

@@ -450,3 +450,64 @@ def test_given_no_stripe_key_then_the_payment_pages_answer_503_with_a_request_id
     }
     assert answer.headers["Retry-After"] == "5"
     assert datetime.now(tz=UTC) == NOW
+
+
+PREFERENCES = "/v1/accounts/acct_a/alert-preferences"
+
+
+def test_given_channels_for_thousands_of_kinds_then_a_400_naming_channels_and_nothing_saved(account_api: Any) -> None:
+    """Before: every kind was stored on the profile (kinds not sent are kept), so one request of ~12,000 kinds made
+    the item too large for DynamoDB - a 500 - and many smaller saves could grow it until every writer of the
+    profile failed."""
+    register(account_api, "acct_a", email="ops@a.example")
+    kinds = ["".join(chr(97 + (n // 26**place) % 26) for place in range(4)) + "_" * 30 for n in range(12_000)]
+    answer = call("PUT", PREFERENCES, ADMIN, {"name": "Ops", "channels": {kind: ["email"] for kind in kinds}})
+    assert (answer.status, answer.body["code"], answer.body["field"]) == (400, "invalid_request", "channels")
+    assert (profile(account_api).name, profile(account_api).alert_preferences) == ("", ())
+
+
+def test_given_an_alert_kind_that_does_not_exist_then_a_400_naming_it_and_nothing_saved(account_api: Any) -> None:
+    register(account_api, "acct_a", email="ops@a.example")
+    answer = call(
+        "PUT", PREFERENCES, ADMIN, {"email": "new@a.example", "channels": {"budget_treshold": ["sms"]}}
+    )  # a typo: the account would believe budget alerts go by SMS alone
+    assert (answer.status, answer.body["field"]) == (400, "channels")
+    assert answer.body["message"] == (
+        "channels: alert 'budget_treshold' is not an alert kind; use allowance_threshold, budget_forecast, "
+        "budget_hard_limit, budget_threshold, crypto_bill_settled, crypto_payment_seen, crypto_quote_expiring, "
+        "dispute_opened, invoice_issued, payment_failed"
+    )
+    assert (profile(account_api).email, profile(account_api).alert_preferences) == ("ops@a.example", ())
+
+
+def test_given_an_unknown_kind_stored_before_then_the_form_sent_back_unchanged_is_saved(account_api: Any) -> None:
+    """The dashboard sends back the channels it read: a kind stored before kinds were checked does not block the
+    form; changing it does."""
+    register(account_api, "acct_a", alert_preferences=(("old_kind", ("sms",)),))
+    channels = {"old_kind": ["sms"], "budget_threshold": ["email"]}
+    saved = call("PUT", PREFERENCES, ADMIN, {"name": "Ops", "channels": channels})
+    assert (saved.status, saved.body["channels"]) == (200, channels)
+    changed = call("PUT", PREFERENCES, ADMIN, {"channels": {"old_kind": ["email"]}})
+    assert (changed.status, changed.body["field"]) == (400, "channels")
+
+
+@pytest.mark.parametrize("route", ["erase", "entitlements/check"])
+@pytest.mark.parametrize(
+    ("body", "field"), [({"confirm": True}, "confirm"), ({"account_id": "acct_b"}, "account_id"), ([], "body")]
+)
+def test_given_a_body_to_a_route_that_takes_none_then_a_400_naming_it_and_nothing_done(
+    account_api: Any, route: str, body: Any, field: str
+) -> None:
+    register(account_api, "acct_a", email="ops@a.example")
+    answer = call("POST", f"/v1/accounts/acct_a/{route}", OWNER, body)
+    assert (answer.status, answer.body["code"], answer.body["field"]) == (400, "invalid_request", field)
+    assert profile(account_api).email == "ops@a.example"  # not erased
+
+
+@pytest.mark.parametrize("route", ["erase", "entitlements/check"])
+@pytest.mark.parametrize("body", [None, {}])
+def test_given_no_body_or_an_empty_object_to_a_route_that_takes_none_then_it_answers(
+    account_api: Any, route: str, body: Any
+) -> None:
+    register(account_api, "acct_a", email="ops@a.example")
+    assert call("POST", f"/v1/accounts/acct_a/{route}", OWNER, body).status == 200

@@ -205,7 +205,8 @@ def test_given_an_invalid_phone_number_then_it_is_recorded_undeliverable_and_not
     assert alerts_stack.sent_sms() == []
     assert len(alerts_stack.sent_mail()) == 1
     sms = records(alerts_stack, "acct_6")["sms"]
-    assert (sms["status"], sms["detail"]) == ("undeliverable", "not an E.164 phone number")
+    # SNS judges the number (moto: CheckIfPhoneNumberIsOptedOut refuses what is not "+" and digits); email was chosen
+    assert (sms["status"], sms["detail"]) == ("undeliverable", "SNS refused the number: InvalidParameter")
 
 
 def test_given_ses_rejects_the_sender_then_the_email_is_recorded_undeliverable_and_not_retried(
@@ -369,3 +370,74 @@ def test_given_an_sms_only_alert_at_the_daily_sms_cap_then_it_goes_by_email_inst
     publish(alerts_stack, "acct_4", "budget", 100, "100.4", "100")
     run(alerts_stack)
     assert (len(alerts_stack.sent_sms()), len(alerts_stack.sent_mail())) == (1, 1)
+
+
+def sms_count_items(stack: AlertsStack, account: str) -> list[dict[str, Any]]:
+    table = stack.stack.template.physical_name("AlertsTable")
+    items = boto3.resource("dynamodb").Table(table).scan()["Items"]
+    return [i for i in items if str(i["pk"]) == f"ACCOUNT#{account}" and str(i["sk"]).startswith("SMSDAY#")]
+
+
+# moto's SNS (read, not assumed): CheckIfPhoneNumberIsOptedOut answers true for a number ending in 99 and refuses one
+# that is not "+" and digits (InvalidParameter "input incorrectly formatted"); Publish refuses a number that is not
+# E.164 ("+" then 1-9 then up to 14 digits: "Phone number does not meet the E164 format")
+@pytest.mark.parametrize(
+    ("phone", "status", "detail"),
+    [
+        ("+14155550199", "opted_out", "the number opted out of SMS (STOP)"),
+        ("+04155550104", "undeliverable", "SNS refused the SMS: InvalidParameter"),  # by Publish
+        ("0155 5501", "undeliverable", "SNS refused the number: InvalidParameter"),  # by CheckIfPhoneNumberIsOptedOut
+    ],
+)
+def test_given_an_sms_only_alert_to_a_number_sns_will_not_text_then_it_goes_by_email_instead_once(
+    alerts_stack: AlertsStack, phone: str, status: str, detail: str
+) -> None:
+    register(
+        alerts_stack,
+        "acct_9",
+        email="i@example.com",
+        phone=phone,
+        phone_verified=True,  # verified before it opted out / before SNS stopped taking it
+        budget_usd=Decimal(100),
+        alert_preferences=(("budget_threshold", ("sms",)),),
+    )
+    publish(alerts_stack, "acct_9", "budget", 100, "100.4", "100")
+    assert run(alerts_stack) == {"batchItemFailures": []}
+
+    assert alerts_stack.sent_sms() == []
+    [mail] = alerts_stack.sent_mail()
+    assert (str(mime(mail)["To"]), str(mime(mail)["Subject"])) == (
+        "i@example.com",
+        "Your November 2026 bill so far reached 100% of your budget",
+    )
+    recorded = records(alerts_stack, "acct_9")
+    assert (recorded["sms"]["status"], recorded["email"]["status"]) == (status, "sent")
+    assert recorded["sms"]["detail"] == f"{detail}; sent by email instead"
+    assert [int(i["sms_count"]) for i in sms_count_items(alerts_stack, "acct_9")] in ([], [0])  # nothing counted
+
+    # rating publishes the event again: decided, nothing more on either channel
+    publish(alerts_stack, "acct_9", "budget", 100, "100.4", "100")
+    assert run(alerts_stack) == {"batchItemFailures": []}
+    assert (len(alerts_stack.sent_sms()), len(alerts_stack.sent_mail())) == (0, 1)
+
+
+def test_given_an_opted_out_number_and_email_chosen_too_then_only_the_chosen_email_goes(
+    alerts_stack: AlertsStack,
+) -> None:
+    register(
+        alerts_stack,
+        "acct_9",
+        email="i@example.com",
+        phone="+14155550199",
+        phone_verified=True,
+        budget_usd=Decimal(100),
+        alert_preferences=(("budget_threshold", ("email", "sms")),),
+    )
+    publish(alerts_stack, "acct_9", "budget", 100, "100.4", "100")
+    run(alerts_stack)
+    assert (len(alerts_stack.sent_sms()), len(alerts_stack.sent_mail())) == (0, 1)
+    recorded = records(alerts_stack, "acct_9")
+    assert (recorded["sms"]["status"], recorded["sms"]["detail"]) == (
+        "opted_out",
+        "the number opted out of SMS (STOP)",
+    )

@@ -360,3 +360,11 @@ def test_given_a_chain_without_a_known_explorer_or_a_written_off_shortfall_then_
 def test_given_a_card_invoice_issued_then_its_email_says_what_happens_to_it_by_status(status: str, note: str) -> None:
     detail = invoicing_details("0.36")[InvoiceIssuedV1.DETAIL_TYPE] | {"status": status}
     assert alert_from_event(InvoiceIssuedV1.DETAIL_TYPE, detail).values["payment_note"] == note
+
+
+def test_given_the_catalogue_then_the_kinds_an_account_may_choose_channels_for_are_its_kinds() -> None:
+    """``kilo_billing.accounts.ALERT_KINDS`` (the account API refuses any other kind, D171) is the catalogue's."""
+    from kilo_alerts.catalogue import CATALOGUE  # noqa: PLC0415
+    from kilo_billing.accounts import ALERT_KINDS  # noqa: PLC0415
+
+    assert sorted(ALERT_KINDS) == sorted(CATALOGUE)

@@ -12,6 +12,7 @@ import pytest
 from kilo_alerts.catalogue import alert_from_event
 from kilo_alerts.logic import DeliveryPolicy, deliver_alert
 from kilo_alerts.model import Alert, Channel, Outcome
+from kilo_alerts.ports import SendRefusedError
 from kilo_billing.accounts import AccountProfile, TierChange
 from kilo_billing.contracts import UsageThresholdCrossedV1, limit_scope
 from tests.fakes import InMemoryAccountDirectory
@@ -185,3 +186,36 @@ def test_given_an_sms_only_alert_failing_for_now_then_capped_at_the_redelivery_t
         Channel.SMS: Outcome.SKIPPED,
     }
     assert (len(texter.sent), [to for to, *_ in mailer.sent]) == (1, ["p@example.com"])
+
+
+@pytest.mark.parametrize(
+    ("texter", "outcome", "detail"),
+    [
+        (ScriptedTexter(opted_out=frozenset({"+14155550123"})), Outcome.OPTED_OUT, "the number opted out of SMS (STOP)"),
+        (ScriptedTexter(*[SendRefusedError("InvalidParameter")] * 2), Outcome.UNDELIVERABLE, "SNS refused the SMS: InvalidParameter"),
+    ],
+)  # fmt: skip
+def test_given_an_sms_only_alert_to_a_number_that_cannot_be_texted_then_the_email_instead_goes_once_retries_included(
+    texter: ScriptedTexter, outcome: Outcome, detail: str
+) -> None:
+    from kilo_alerts.logic import DeliveryIncompleteError  # noqa: PLC0415
+    from kilo_alerts.ports import SendFailedError  # noqa: PLC0415
+
+    ledger, mailer = InMemoryLedger(), ScriptedMailer(SendFailedError("Throttling"))
+    policy = DeliveryPolicy("https://x/prefs")
+    alert = pumped(1)[0]
+    with pytest.raises(DeliveryIncompleteError) as failed:  # the email instead failed for now: both decided again
+        deliver_alert(alert, SMS_ONLY, ledger, mailer, texter, policy, T0)
+    assert {d.channel: d.outcome for d in failed.value.outcome.deliveries} == {
+        Channel.EMAIL: Outcome.RETRY,
+        Channel.SMS: Outcome.RETRY,
+    }
+    deliver_alert(alert, SMS_ONLY, ledger, mailer, texter, policy, T0 + 1000)
+    assert by_channel(ledger, alert) == {
+        Channel.EMAIL: (Outcome.SENT, "p@example.com", "mail-1"),
+        Channel.SMS: (outcome, "+14155550123", f"{detail}; sent by email instead"),
+    }
+    again = deliver_alert(alert, SMS_ONLY, ledger, mailer, texter, policy, T0 + 2000)
+    assert {d.outcome for d in again.deliveries} == {Outcome.DUPLICATE}
+    assert (texter.sent, len(mailer.sent)) == ([], 1)
+    assert ledger.sms_days.get(("acct_p", "2026-11-20"), 0) == 0  # a refused SMS gave its count back

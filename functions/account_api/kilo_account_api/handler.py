@@ -20,12 +20,13 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path as Path_
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, TypeVar
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import BaseModel
 
 from kilo_account_api import logic, phone, schemas
 from kilo_account_api.dependencies import AccountApiDependencies, dependencies
@@ -53,6 +54,8 @@ customer_api.install(app, log)  # 400 validation, 401, 403, 404 route, 503 stora
 
 ERRORS: Final = (400, 401, 403, 404, 409, 503)  # documented with the customer API's error shape
 
+BodyIn = TypeVar("BodyIn", bound=BaseModel)
+
 AccountId = Annotated[
     str, Path(pattern=f"^{ACCOUNT_ID_PATTERN}$", description="The billing account (the token's kilo_account)")
 ]
@@ -79,6 +82,30 @@ def _caller() -> Caller:
 def _authorize(account_id: str, role: Role = Role.MEMBER) -> Caller:
     """The caller may act for ``account_id`` with ``role`` (401 without verified claims, 403 otherwise)."""
     return customer_api.authorize(app, SERVICE, account_id, role)
+
+
+def _absent_or_object(body: BodyIn | None) -> BodyIn | None:
+    """An optional body is absent or its JSON object (the document says so: ``optional_bodies``); a JSON ``null``,
+    which Powertools' validation reads as no body, is refused here (D169)."""
+    if body is None and (app.current_event.decoded_body or "").strip():
+        raise InvalidRequestError("body", "send no body or a JSON object (an empty one: {})")
+    return body
+
+
+def optional_bodies(document: dict[str, Any]) -> dict[str, Any]:
+    """An optional body's schema is its model (``requestBody.required`` false: it may be left out), not "the model
+    or null": the routes refuse a JSON ``null`` (``_absent_or_object``)."""
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            body = operation.get("requestBody")
+            if body is None or body.get("required"):
+                continue
+            media = body.get("content", {}).get("application/json", {})
+            options = [o for o in media.get("schema", {}).get("anyOf", []) if o != {"type": "null"}]
+            if len(options) == 1 and len(media["schema"]["anyOf"]) == 2:
+                media["schema"] = options[0]
+                body["description"] = "Optional: send no body, or this JSON object (`{}` when it has no fields)"
+    return document
 
 
 # --- errors (the shared ones: customer_api.install) ----------------------------------------------------------------
@@ -132,19 +159,18 @@ def openapi_document() -> str:
     """The customer API's document: this function's routes, generated from ``schemas``, and the crypto routes the
     crypto function serves on the same API, generated from its models into ``crypto_openapi.json``
     (``python -m kilo_dev.openapi``; a test fails when that file is stale)."""
-    document = json.loads(
-        app.get_openapi_json_schema(
-            title="Kilo Billing account API",
-            version="1.0.0",
-            description=(
-                "Customer-facing billing API. Send `Authorization: Bearer <JWT>`; the token's claims name the account "
-                "(`kilo_account`) and role (`kilo_role`: owner | admin | member); operators carry `kilo_operator`. "
-                "Every error answer is `{code, message, field}` (`ErrorBody`); API Gateway's own answers (its "
-                "authorizer's 401, an unknown route's 404) carry `message` alone."
-            ),
-            security_schemes={"jwt": HTTPBearer(bearerFormat="JWT")},
-        )
+    generated = app.get_openapi_json_schema(
+        title="Kilo Billing account API",
+        version="1.0.0",
+        description=(
+            "Customer-facing billing API. Send `Authorization: Bearer <JWT>`; the token's claims name the account "
+            "(`kilo_account`) and role (`kilo_role`: owner | admin | member); operators carry `kilo_operator`. "
+            "Every error answer is `{code, message, field}` (`ErrorBody`); API Gateway's own answers (its "
+            "authorizer's 401, an unknown route's 404) carry `message` alone."
+        ),
+        security_schemes={"jwt": HTTPBearer(bearerFormat="JWT")},
     )
+    document = optional_bodies(json.loads(generated))
     crypto = json.loads(CRYPTO_ROUTES.read_text(encoding="utf-8"))
     document["paths"].update(crypto["paths"])
     schemas_found = document["components"]["schemas"]
@@ -239,8 +265,9 @@ def put_alert_preferences(account_id: AccountId, body: schemas.AlertPreferencesI
 
 
 @_account_route("POST", "/alert-preferences/phone-code", "Send a new code to the SMS number (admins and owners)")
-def send_phone_code(account_id: AccountId) -> schemas.PhoneCodeOut:
+def send_phone_code(account_id: AccountId, body: schemas.PhoneCodeRequestIn | None = None) -> schemas.PhoneCodeOut:
     _authorize(account_id, Role.ADMIN)
+    _absent_or_object(body)
     deps = _deps()
     profile = logic.profile_of(deps.accounts, account_id)
     sent = phone.send_code(
@@ -260,8 +287,9 @@ def confirm_phone_code(account_id: AccountId, body: schemas.PhoneCodeIn) -> sche
 
 
 @_account_route("POST", "/entitlements/check", "May the account start a call now")
-def entitlement_check(account_id: AccountId) -> schemas.EntitlementOut:
+def entitlement_check(account_id: AccountId, body: schemas.EntitlementIn | None = None) -> schemas.EntitlementOut:
     _authorize(account_id)
+    _absent_or_object(body)
     found = logic.check_entitlement(_deps().entitlements, account_id, _now(), EntitlementPolicy())
     return schemas.EntitlementOut.of(found)
 
@@ -311,9 +339,9 @@ def change_subscription(account_id: AccountId, body: schemas.SubscriptionIn) -> 
 @_account_route("POST", "/payment-methods/checkout", "A Stripe Checkout page to save a card")
 def checkout(account_id: AccountId, body: schemas.CheckoutIn | None = None) -> schemas.UrlOut:
     _authorize(account_id, Role.ADMIN)
+    body = _absent_or_object(body) or schemas.CheckoutIn()
     deps = _deps()
     home = deps.settings.dashboard_url
-    body = body or schemas.CheckoutIn()
     url = logic.checkout_url(
         deps.accounts,
         deps.ledger,
@@ -329,8 +357,8 @@ def checkout(account_id: AccountId, body: schemas.CheckoutIn | None = None) -> s
 @_account_route("POST", "/billing-portal", "A Stripe Billing Portal page (cards, receipts)")
 def billing_portal(account_id: AccountId, body: schemas.PortalIn | None = None) -> schemas.UrlOut:
     _authorize(account_id, Role.ADMIN)
+    body = _absent_or_object(body) or schemas.PortalIn()
     deps = _deps()
-    body = body or schemas.PortalIn()
     home = deps.settings.dashboard_url
     url = logic.portal_url(
         deps.accounts,
@@ -387,8 +415,9 @@ def export(account_id: AccountId) -> Response[str]:
 
 
 @_account_route("POST", "/erase", "Pseudonymise personal data; invoices and amounts kept (owners)")
-def erase(account_id: AccountId) -> schemas.ErasureOut:
+def erase(account_id: AccountId, body: schemas.ErasureIn | None = None) -> schemas.ErasureOut:
     _authorize(account_id, Role.OWNER)
+    _absent_or_object(body)
     deps = _deps()
     erased = logic.erase(deps.accounts, deps.members, deps.sessions, account_id, _now(), deps.phone_challenges)
     return schemas.ErasureOut.of(erased)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Final, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 
@@ -338,12 +338,17 @@ Channel = Literal["email", "sms"]
 assert set(ALERT_CHANNELS) == {"email", "sms"}
 
 
+MAX_ALERT_KINDS: Final = 64  # a bound on the request (there are len(ALERT_KINDS) kinds; unknown ones are refused)
+
+
 class AlertPreferencesIn(_In):
     name: Annotated[str, Field(max_length=200)] = ""
     email: Annotated[str, Field(max_length=254)] = Field(default="", description='"" clears it')
     phone: Annotated[str, Field(pattern=rf"^(|{E164_PATTERN})$")] = Field(default="", description="E.164")
     channels: dict[Annotated[str, Field(pattern=r"^[a-z_]{1,40}$")], list[Channel]] = Field(
-        default_factory=dict, description="Per alert kind, the channels chosen ([] for none)"
+        default_factory=dict,
+        max_length=MAX_ALERT_KINDS,
+        description="Per alert kind, the channels chosen ([] for none); kinds not given keep their choice",
     )
 
 
@@ -392,6 +397,11 @@ class PhoneCodeIn(_In):
     code: Annotated[str, Field(pattern=r"^[0-9]{6}$", description="The 6-digit code the SMS carried")]
 
 
+class PhoneCodeRequestIn(_In):
+    """The body of ``POST .../phone-code``: none, or an empty JSON object. The code goes to the account's saved number
+    (``PUT .../alert-preferences`` sets it); any field is refused, so nothing sent here can look like it chose one."""
+
+
 class PhoneCodeOut(_Out):
     phone: str
     code_expires_at: datetime
@@ -434,6 +444,15 @@ class EntitlementOut(_Out):
             ),
             remaining_allowance={meter: decimal_str(v) for meter, v in found.remaining_allowance.items()},
         )
+
+
+class EntitlementIn(_In):
+    """The body of ``POST .../entitlements/check``: none, or an empty JSON object (the account is the path's)."""
+
+
+class ErasureIn(_In):
+    """The body of ``POST .../erase``: none, or an empty JSON object (the account is the path's; nothing in a body
+    can narrow or confirm an erasure, so a body that looks like it does is refused)."""
 
 
 # --- invoices, subscription, payment methods --------------------------------------------------------------------------

@@ -5,16 +5,16 @@ a redelivered event finds the decision taken and sends nothing; a claim still pe
 deciding it, or one that crashed) is not a decision: the channel is retried, and taken over once stale. Then: the
 channel is skipped if the account chose otherwise (or the catalogue's default leaves it out: low-severity alerts are
 quiet on SMS) or has no address/number for it; an SMS to a number that opted out (STOP) is not sent; a message the
-provider refuses for good is recorded as undeliverable. An SMS the account's daily cap stops goes by email instead when
-the account did not choose email for the alert (D149): SMS is decided first, the email instead on its own ledger row
-(sent once), and the SMS's decision recorded after it. A transient failure releases the claim and, once every channel
+provider refuses for good is recorded as undeliverable. An SMS the account's daily cap stops, or that SNS will not
+text (the number opted out, or SNS refuses it), goes by email instead when the account did not choose email for the
+alert (D149, D170): SMS is decided first, the email instead on its own ledger row (sent once), and the SMS's
+decision recorded after it. A transient failure releases the claim and, once every channel
 was tried, raises ``DeliveryIncompleteError``: the queue delivers the event again and only the unfinished channel is
 tried.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -53,7 +53,7 @@ from kilo_alerts.ports import (
     Texter,
 )
 from kilo_alerts.render import render
-from kilo_billing.accounts import E164_PATTERN, AccountDirectory, AccountProfile
+from kilo_billing.accounts import AccountDirectory, AccountProfile
 from kilo_billing.budgets import DEFAULT_WEEKDAY_WEIGHTS, bill_reached_on, month_fee
 from kilo_billing.catalog import Catalog, default_catalog
 from kilo_billing.contracts import PaymentFailedV1, UsageThresholdCrossedV1, limit_scope
@@ -64,8 +64,6 @@ ENFORCEMENT_STEP: Final = "EnforcementStepDue.v1"  # the delayed removal step (a
 HARD: Final = "budget_hard_limit"
 # events with operator checks that also alert the account (the customer alert is delivered besides the checks)
 CUSTOMER_AND_OPERATOR: Final = frozenset({PaymentFailedV1.DETAIL_TYPE})
-
-_E164 = re.compile(E164_PATTERN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,21 +102,14 @@ def deliver_alert(
     now_ms: int,
 ) -> AlertOutcome:
     profile = directory.registered([alert.account_id]).get(alert.account_id)
-    spec = CATALOGUE[alert.kind]
-    if profile is None:
-        chosen: tuple[str, ...] = ()
-    else:
-        preference = profile.channels_chosen(alert.kind)
-        chosen = preference if preference is not None else tuple(spec.default_channels(alert.severity))
-        if Channel.SMS.value in chosen and not profile.phone_verified:  # SMS only to a verified number: email instead
-            chosen = (*dict.fromkeys((*chosen, Channel.EMAIL.value)),)
+    chosen = _chosen(alert, profile)
     rendered = render(alert.kind, _values(alert, profile, policy)) if profile is not None else None
     decided_by: dict[Channel, Delivery] = {}
     # SMS is decided first: an SMS the day's cap stops goes by email instead when email was not chosen (D149); its
     # own decision is recorded only once the email's is, so a redelivery after the email failed for now decides both
     # again (the email is claimed on its own ledger row: sent once). An email not chosen is not decided while the SMS
     # is not (failed for now, or claimed by another delivery): the cap may stop the SMS at the redelivery
-    capped_sms: Delivery | None = None
+    sms_instead: Delivery | None = None  # an SMS that reaches nobody (capped, opted out, refused): email instead
     for channel in (Channel.SMS, Channel.EMAIL):
         pending = Delivery(
             account_id=alert.account_id,
@@ -151,23 +142,25 @@ def deliver_alert(
         pending = replace(pending, attempts=attempts)
         if profile is None or rendered is None:
             decided = replace(pending, outcome=Outcome.SKIPPED, detail="account not registered")
-        elif channel is Channel.EMAIL and capped_sms is not None:
+        elif channel is Channel.EMAIL and sms_instead is not None:
             decided = _send(pending, channel, profile, rendered, (mailer, texter, ledger), policy)
         elif channel.value not in chosen:
             decided = replace(pending, outcome=Outcome.SKIPPED, detail="not chosen for this alert")
         else:
             try:
                 decided = _send(pending, channel, profile, rendered, (mailer, texter, ledger), policy)
+                nobody = channel is Channel.SMS and decided.outcome in (Outcome.OPTED_OUT, Outcome.UNDELIVERABLE)
             except SmsCapReachedError as exc:
-                decided = replace(exc.skipped, detail=f"{exc}; email is not capped")
-                if Channel.EMAIL.value not in chosen:
-                    capped_sms = exc.skipped
-                    decided_by[channel] = capped_sms
-                    continue  # recorded below, once the email instead is decided
+                decided, nobody = exc.skipped, True
+                if Channel.EMAIL.value in chosen:
+                    decided = replace(decided, detail=f"{exc}; email is not capped")
+            if nobody and Channel.EMAIL.value not in chosen:  # the SMS reaches nobody: the email instead (D170)
+                sms_instead = decided_by[channel] = decided
+                continue  # recorded below, once the email instead is decided
         _decide(ledger, decided)
         decided_by[channel] = decided
-    if capped_sms is not None:  # the SMS's decision follows the email's: retried with it, or recorded
-        decided_by[Channel.SMS] = _instead(capped_sms, decided_by[Channel.EMAIL])
+    if sms_instead is not None:  # the SMS's decision follows the email's: retried with it, or recorded
+        decided_by[Channel.SMS] = _instead(sms_instead, decided_by[Channel.EMAIL])
         _decide(ledger, decided_by[Channel.SMS])
     outcome = AlertOutcome(alert, tuple(decided_by[channel] for channel in Channel))
     if outcome.count(Outcome.RETRY):
@@ -175,13 +168,26 @@ def deliver_alert(
     return outcome
 
 
-def _instead(capped: Delivery, email: Delivery) -> Delivery:
-    """The capped SMS's decision once the email instead is decided (or failed for now: then retried with it)."""
+def _chosen(alert: Alert, profile: AccountProfile | None) -> tuple[str, ...]:
+    """The channels the account chose for the alert's kind (the catalogue's default when it did not choose); SMS only
+    to a verified number: email as well otherwise (D160)."""
+    if profile is None:
+        return ()
+    preference = profile.channels_chosen(alert.kind)
+    chosen = preference if preference is not None else tuple(CATALOGUE[alert.kind].default_channels(alert.severity))
+    if Channel.SMS.value in chosen and not profile.phone_verified:
+        chosen = (*dict.fromkeys((*chosen, Channel.EMAIL.value)),)
+    return chosen
+
+
+def _instead(sms: Delivery, email: Delivery) -> Delivery:
+    """The decision of an SMS that reached nobody once the email instead is decided (or failed for now: then retried
+    with it)."""
     if email.outcome is Outcome.RETRY:
-        return replace(capped, outcome=Outcome.RETRY, detail=f"{capped.detail}; the email instead failed for now")
+        return replace(sms, outcome=Outcome.RETRY, detail=f"{sms.detail}; the email instead failed for now")
     if email.outcome is Outcome.SENT:
-        return replace(capped, detail=f"{capped.detail}; sent by email instead")
-    return replace(capped, detail=f"{capped.detail}; the email instead: {email.outcome} ({email.detail})")
+        return replace(sms, detail=f"{sms.detail}; sent by email instead")
+    return replace(sms, detail=f"{sms.detail}; the email instead: {email.outcome} ({email.detail})")
 
 
 def _decide(ledger: DeliveryLedger, decided: Delivery) -> None:
@@ -232,13 +238,11 @@ def _send(
         return replace(pending, outcome=Outcome.SKIPPED, detail="phone number not verified")
     phone = profile.phone
     pending = replace(pending, recipient=phone)
-    if not _E164.fullmatch(phone):
-        return replace(pending, outcome=Outcome.UNDELIVERABLE, detail="not an E.164 phone number")
-    try:
+    try:  # SNS judges the number: an invalid one is refused here or by the publish (undeliverable, D170)
         if texter.opted_out(phone):
             return replace(pending, outcome=Outcome.OPTED_OUT, detail="the number opted out of SMS (STOP)")
-    except SendRefusedError as exc:
-        return replace(pending, outcome=Outcome.UNDELIVERABLE, detail=str(exc))
+    except SendRefusedError as exc:  # SNS does not take the number (e.g. not E.164)
+        return replace(pending, outcome=Outcome.UNDELIVERABLE, detail=f"SNS refused the number: {exc}")
     except SendFailedError as exc:
         return replace(pending, outcome=Outcome.RETRY, detail=str(exc))
     day = f"{datetime.fromtimestamp(pending.at_ms / 1000, tz=UTC):%Y-%m-%d}"
@@ -248,6 +252,8 @@ def _send(
     sent = _attempt(pending, lambda: texter.send(phone, rendered.sms))
     if sent.outcome is not Outcome.SENT:
         ledger.give_back_sms(pending.account_id, day)
+    if sent.outcome is Outcome.UNDELIVERABLE:
+        return replace(sent, detail=f"SNS refused the SMS: {sent.detail}")
     return sent
 
 

@@ -40,6 +40,19 @@ _E164 = re.compile(E164_PATTERN)
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?"
 _EMAIL = re.compile(rf"[^@\s<>\",;]{{1,64}}@{_LABEL}(?:\.{_LABEL})+")
 ALERT_CHANNELS: Final = ("email", "sms")
+# The alert kinds an account may choose channels for: the alerts function's catalogue (a test holds them equal)
+ALERT_KINDS: Final = (
+    "allowance_threshold",
+    "budget_forecast",
+    "budget_hard_limit",
+    "budget_threshold",
+    "crypto_bill_settled",
+    "crypto_payment_seen",
+    "crypto_quote_expiring",
+    "dispute_opened",
+    "invoice_issued",
+    "payment_failed",
+)
 # What an account may be, besides active: each one refuses new calls at the entitlement check (its reason code)
 ACCOUNT_STATUSES: Final = ("active", "suspended", "abuse_hold", "past_due")
 # How an account pays its invoices: by card through the payment gateway (Stripe), or a USD bill settled in crypto
@@ -359,7 +372,9 @@ def set_alert_contact(
     preferences: dict[str, tuple[str, ...]] | None = None,
 ) -> AccountProfile:
     """Change who hears about an account's alerts and how (the account API; ``""`` clears a detail). Validated
-    whole before anything is saved: an E.164 phone, an email address, known channels."""
+    whole before anything is saved: an E.164 phone, an email address, known channels for known kinds (a kind stored
+    before kinds were checked may be sent back unchanged: a form returns what it read) - kinds not given keep their
+    choice, so an unchecked kind would stay on the profile for good (D171)."""
     if phone:
         check_phone(phone)
     if email:
@@ -372,7 +387,10 @@ def set_alert_contact(
     def changed(found: AccountProfile) -> AccountProfile:
         chosen = dict(found.alert_preferences)
         for kind, channels in (preferences or {}).items():
-            chosen[kind] = tuple(c for c in ALERT_CHANNELS if c in channels)
+            wanted = tuple(c for c in ALERT_CHANNELS if c in channels)
+            if kind not in ALERT_KINDS and chosen.get(kind) != wanted:
+                raise InvalidContactError(f"alert {kind!r} is not an alert kind; use {', '.join(ALERT_KINDS)}")
+            chosen[kind] = wanted
         number = found.phone if phone is None else phone
         return replace(
             found,
