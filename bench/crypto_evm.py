@@ -23,43 +23,6 @@ BOUNDED_RUN = 2_000
 PAYING_BLOCKS = 200  # the downtime's first blocks: a USDC or an ETH payment every 5th block
 
 
-class _MemorySink:
-    """Settlement's PaymentSink kept in memory for the catch-up figures (the watcher's own speed, not moto's)."""
-
-    def __init__(self) -> None:
-        self.seen: dict[str, Any] = {}
-        self.done: set[str] = set()
-
-    def record_seen(self, transfer: Any) -> None:
-        self.seen.setdefault(transfer.payment_id, transfer)
-
-    def pending(self, chain: str) -> list[Any]:
-        from kilo_crypto_watch.model import PendingPayment  # noqa: PLC0415
-
-        return [
-            PendingPayment(pid, t.chain, t.tx_id, t.index, t.block_number, t.block_hash)
-            for pid, t in self.seen.items()
-            if t.chain == chain and t.succeeded and pid not in self.done
-        ]
-
-    def finalized(self, payment_id: str) -> None:
-        self.done.add(payment_id)
-
-    def orphaned(self, payment_id: str) -> None:
-        self.done.add(payment_id)
-
-
-class _MemoryCursors:
-    def __init__(self) -> None:
-        self.cursors: dict[str, Any] = {}
-
-    def get(self, chain: str) -> Any:
-        return self.cursors.get(chain)
-
-    def put(self, cursor: Any, expected: Any) -> None:
-        self.cursors[cursor.chain] = cursor
-
-
 class _Published:
     def __init__(self) -> None:
         self.published: list[tuple[str, Any]] = []
@@ -145,6 +108,7 @@ def measure(quick: bool = False) -> dict[str, Any]:
     from kilo_crypto_watch.evm_rpc import Web3EvmRpc  # noqa: PLC0415
     from kilo_dev import contracts  # noqa: PLC0415
     from kilo_dev.anvil import DEV_ACCOUNTS, Anvil  # noqa: PLC0415
+    from tests.crypto_fakes import MemoryCursorStore, MemoryPaymentSink  # noqa: PLC0415
 
     merchant, payer = DEV_ACCOUNTS[5], DEV_ACCOUNTS[1]
     downtime = DOWNTIME_BLOCKS // (5 if quick else 1)
@@ -192,7 +156,7 @@ def measure(quick: bool = False) -> dict[str, Any]:
             ("bounded", _chain_config(node, usdc, merchant, start_block=start, max_blocks_per_run=BOUNDED_RUN)),
         ):
             snap = node.call("evm_snapshot")
-            settlement, cursors = _MemorySink(), _MemoryCursors()
+            settlement, cursors = MemoryPaymentSink(), MemoryCursorStore()  # the watchers' tests' fakes
             rpc = Web3EvmRpc(node.url)
             watch(config, rpc, cursors, settlement)
             _pay(w3, token, payer, merchant, PAYING_BLOCKS)  # payments at the start of the downtime

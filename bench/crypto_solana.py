@@ -42,14 +42,14 @@ def _case(references: int, payments: int) -> Case:
     from kilo_crypto_watch.solana import SolanaWatcher  # noqa: PLC0415
     from kilo_crypto_watch.solana_rpc import SolanaRpcClient  # noqa: PLC0415
     from kilo_dev.solana_standin import SolanaStandin  # noqa: PLC0415
+    from tests.crypto_fakes import MemoryCursorStore, MemoryPaymentSink, StaticReferences  # noqa: PLC0415
     from tests.crypto_solana_chain import SOL, USDC, SolanaTestChain  # noqa: PLC0415
-    from tests.crypto_solana_fakes import MemoryCursors, MemorySink, StaticReferences  # noqa: PLC0415
 
     with SolanaStandin(finality_lag=32) as standin:
         chain = SolanaTestChain(standin)
         start = standin.slot
         keys = [Keypair().pubkey() for _ in range(references)]
-        cursors, sink, active = MemoryCursors(), MemorySink(), StaticReferences([str(k) for k in keys])
+        cursors, sink, active = MemoryCursorStore(), MemoryPaymentSink(), StaticReferences([str(k) for k in keys])
 
         def run() -> tuple[RunReport, float]:
             async def go() -> RunReport:

@@ -56,7 +56,10 @@ DEV_ONLY = frozenset(
 )
 # Layer modules that use an SDK the layer does not ship (it is heavy and only some functions need it): the layer may
 # import it there, and every function whose code imports such a module must ship the SDK itself.
-LAYER_BORROWED: dict[str, str] = {"kilo_billing.stripe_calls": "stripe"}
+LAYER_BORROWED: dict[str, tuple[str, ...]] = {
+    "kilo_billing.stripe_calls": ("stripe",),
+    "kilo_billing.livekit_rooms": ("livekit", "aiohttp"),  # the sweeper's and the alerts' RoomService call
+}
 DROPPED_DISTRIBUTIONS = ("boto3", "botocore", "s3transfer", "jmespath", "python_dateutil", "six", "urllib3")
 # Distributions a code folder's requirements pull in that none of its functions uses, left out of its artifact
 # (docs/decisions.md D113): the ingest functions only verify Stripe's signatures, never call Stripe's API, so the
@@ -287,8 +290,9 @@ def borrowing_problems(
     problems = []
     for directory in code_dirs:
         if kind == "layer":
-            for module, sdk in LAYER_BORROWED.items():
-                if sdk in missing.get(directory.name, set()) and importing_modules(directory, sdk) <= {module}:
+            for sdk in {sdk for sdks in LAYER_BORROWED.values() for sdk in sdks}:
+                allowed = {module for module, sdks in LAYER_BORROWED.items() if sdk in sdks}
+                if sdk in missing.get(directory.name, set()) and importing_modules(directory, sdk) <= allowed:
                     missing[directory.name].discard(sdk)
             if directory.name in missing and not missing[directory.name]:
                 del missing[directory.name]
@@ -296,7 +300,8 @@ def borrowing_problems(
             used = imported_names(directory)
             problems += [
                 f"{directory.name} imports {module}, which needs {sdk}, but does not ship {sdk}"
-                for module, sdk in LAYER_BORROWED.items()
+                for module, sdks in LAYER_BORROWED.items()
+                for sdk in sdks
                 if module in used and sdk not in shipped
             ]
     return problems

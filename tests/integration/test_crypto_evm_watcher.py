@@ -22,7 +22,7 @@ from kilo_crypto_watch.evm import (
 from kilo_crypto_watch.evm_rpc import Web3EvmRpc
 from kilo_crypto_watch.model import ChainConfig, Cursor, PaymentStatus
 from kilo_crypto_watch.ports import TransactionNotFoundError
-from tests.crypto_evm_fakes import MemoryCursorStore, MemoryPaymentSink
+from tests.crypto_fakes import MemoryCursorStore, MemoryPaymentSink
 from tests.evm_chain import (
     ETHER,
     FINALITY_LAG,
@@ -98,9 +98,11 @@ def test_given_a_native_eth_payment_when_the_watcher_runs_then_the_block_scan_re
     assert (seen.block_number, seen.block_hash) == (receipt["blockNumber"], hexhash(receipt["blockHash"]))
 
 
-def test_given_a_reverted_usdc_transfer_when_the_watcher_runs_then_it_is_recorded_failed_never_pending(
+def test_given_a_reverted_usdc_transfer_when_the_watcher_runs_then_it_is_failed_and_pending_until_its_block_is_final(
     chain: Chain,
 ) -> None:
+    """The port: a FAILED payment stays pending (``failed=True``) until its block is final - re-included elsewhere
+    before that, it might succeed there - and is never pending again once it is."""
     watcher = Watcher(chain.config())
     chain.mint(PAYER, 1 * USDC)
     tx = chain.pay_usdc(PAYER, MERCHANT, 5 * USDC, gas=100_000)  # more than the balance: reverts, still mined
@@ -112,7 +114,14 @@ def test_given_a_reverted_usdc_transfer_when_the_watcher_runs_then_it_is_recorde
     (failed,) = watcher.sink.with_status(PaymentStatus.FAILED)
     assert (failed.asset, failed.tx_id, failed.atomic_amount, failed.succeeded) == ("USDC", tx, 5 * USDC, False)
     assert (failed.sender, failed.recipient) == (PAYER, MERCHANT)
+    (pending,) = watcher.sink.pending("ethereum")
+    assert (pending.payment_id, pending.failed, pending.block_hash) == (failed.payment_id, True, failed.block_hash)
+
+    chain.mine(FINALITY_LAG)
+    watcher.run()
     assert watcher.sink.pending("ethereum") == []
+    assert watcher.sink.status[failed.payment_id] is PaymentStatus.FAILED
+    assert watcher.sink.final == {failed.payment_id}
 
 
 def test_given_a_seen_payment_when_a_reorg_removes_its_block_then_it_is_orphaned_and_the_blocks_rescanned(

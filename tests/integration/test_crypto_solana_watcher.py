@@ -27,8 +27,8 @@ from kilo_crypto_watch.solana_rpc import SolanaRpcClient, SolanaTransactionInspe
 from kilo_dev.solana_standin import SolanaStandin
 from tests.conftest import Stack
 from tests.crypto_core_fakes import bill, harness
+from tests.crypto_fakes import MemoryCursorStore, MemoryPaymentSink, StaticReferences
 from tests.crypto_solana_chain import SOL, USDC, SolanaTestChain
-from tests.crypto_solana_fakes import MemoryCursors, MemorySink, StaticReferences
 
 LAG = 8
 
@@ -47,8 +47,8 @@ def chain(standin: SolanaStandin) -> SolanaTestChain:
 class Watch:
     def __init__(self, chain: SolanaTestChain, max_transactions: int = 500) -> None:
         self.chain = chain
-        self.cursors = MemoryCursors()
-        self.sink = MemorySink()
+        self.cursors = MemoryCursorStore()
+        self.sink = MemoryPaymentSink()
         self.references = StaticReferences()
         self.max_transactions = max_transactions
         self.start_block = 0
@@ -102,7 +102,7 @@ def test_given_a_sol_payment_with_reference_and_memo_then_it_is_seen_with_its_am
     assert transfer.succeeded
     assert watch.sink.status[transfer.payment_id] is PaymentStatus.SEEN
     assert (report.transfers_seen, report.to_block, report.caught_up) == (1, chain.standin.slot, True)
-    cursor = watch.cursors.stored["solana"]
+    cursor = watch.cursors.cursors["solana"]
     assert (cursor.block_number, cursor.block_hash) == (chain.standin.slot, chain.standin.blockhash(chain.standin.slot))
 
 
@@ -154,7 +154,7 @@ def test_given_a_payment_to_another_wallet_then_it_is_not_a_payment(chain: Solan
     assert watch.sink.transfers == {}
 
 
-def test_given_a_failed_transaction_then_it_is_recorded_failed_and_never_pending(
+def test_given_a_failed_transaction_then_it_is_recorded_failed_and_pending_until_its_slot_is_final(
     chain: SolanaTestChain, watch: Watch
 ) -> None:
     reference = Keypair().pubkey()
@@ -171,7 +171,14 @@ def test_given_a_failed_transaction_then_it_is_recorded_failed_and_never_pending
     assert (transfer.succeeded, transfer.atomic_amount, transfer.references) == (False, 1_000 * SOL, (str(reference),))
     assert watch.sink.status[transfer.payment_id] is PaymentStatus.FAILED
     assert report.failed == 1
+    (pending,) = watch.sink.pending("solana")
+    assert (pending.payment_id, pending.failed, pending.block_number) == (transfer.payment_id, True, landed.slot)
+
+    chain.standin.advance(LAG)  # the finalized slot passes the transaction's
+    watch.run()
     assert watch.sink.pending("solana") == []
+    assert watch.sink.status[transfer.payment_id] is PaymentStatus.FAILED
+    assert watch.sink.final == {transfer.payment_id}
 
 
 def test_given_a_failed_transaction_then_preflight_refuses_it_and_nothing_lands(chain: SolanaTestChain) -> None:
@@ -267,15 +274,15 @@ def test_given_another_run_moved_the_cursor_then_this_run_stops_with_a_conflict(
     chain: SolanaTestChain, watch: Watch
 ) -> None:
     watch.run()
-    stale = watch.cursors.stored["solana"]
+    stale = watch.cursors.cursors["solana"]
     chain.pay_sol(SOL // 10)
     watch.run()  # moves the cursor past ``stale``
 
-    class Stale(MemoryCursors):
+    class Stale(MemoryCursorStore):
         def get(self, chain_key: str) -> object:  # type: ignore[override]
             return stale
 
-    watch.cursors = Stale(stored=watch.cursors.stored)
+    watch.cursors = Stale(cursors=watch.cursors.cursors)
     with pytest.raises(CursorConflictError):
         watch.run()
 
@@ -408,7 +415,7 @@ def test_given_a_listed_signature_the_node_does_not_serve_yet_then_the_cursor_st
     report = _run(watch, Lagging(chain.standin.url, hidden=frozenset({signature})))
 
     assert watch.sink.transfers == {}
-    assert watch.cursors.stored["solana"].block_number == landed.slot - 1
+    assert watch.cursors.cursors["solana"].block_number == landed.slot - 1
     assert not report.caught_up
     watch.run()  # the node has it now
     assert [t.tx_id for t in watch.sink.transfers.values()] == [signature]

@@ -73,3 +73,19 @@ def test_given_a_weekend_start_with_zero_weekend_weight_then_the_rate_comes_from
 def test_given_bad_weights_then_refused(weights: tuple[Decimal, ...]) -> None:
     with pytest.raises(ValueError, match="seven non-negative"):
         forecast_crossing(Decimal(1), Decimal(2), MONDAY_9TH, weights)
+
+
+def test_the_forecasts_clock_is_exact_to_the_microsecond() -> None:
+    """``weighted_elapsed``, shared by the forecast and the projected bill. Monday 9th 00:00:00.001001: 8 whole days
+    weigh 6.2 (above); today's share is 1001 microseconds of 86_400_000_000, at weight 1. A float of the seconds
+    (0.001001 x 1e6 = 1000.9999...) would truncate it to 1000."""
+    from fractions import Fraction  # noqa: PLC0415
+
+    from kilo_billing.budgets import DEFAULT_WEEKDAY_WEIGHTS, weighted_elapsed  # noqa: PLC0415
+
+    period, share, elapsed = weighted_elapsed(datetime(2026, 11, 9, 0, 0, 0, 1001, tzinfo=UTC), DEFAULT_WEEKDAY_WEIGHTS)
+    assert period.key == "2026-11"
+    assert share == Fraction(1001, 86_400_000_000)
+    assert elapsed == Fraction(62, 10) + Fraction(1001, 86_400_000_000)
+    with pytest.raises(ValueError, match="seven non-negative numbers"):
+        weighted_elapsed(MONDAY_9TH, (Decimal(1),) * 6)

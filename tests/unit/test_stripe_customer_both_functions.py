@@ -55,3 +55,34 @@ def test_given_search_not_yet_showing_it_when_both_functions_create_the_customer
         "acct-7",
     )
     assert emulator.refused_params == []
+
+
+def test_given_an_existing_customer_then_both_functions_bring_its_details_to_the_accounts_and_only_once() -> None:
+    """D172: the account's profile is where invoices and receipts go, so a customer found with other details is
+    updated by either function - once per change of the details (a second call sends nothing)."""
+    emulator = StripeEmulator()
+    sdk = stripe.StripeClient("sk_test_unit", http_client=EmulatorHTTPClient(emulator), max_network_retries=0)
+    old = sdk.v1.customers.create(
+        {"email": "old@acct7.example", "name": "Acct 7", "metadata": {"kilo_account_id": "acct-7"}}
+    )
+    pages_http, invoice_http = EmulatorHTTPClient(emulator), EmulatorHTTPClient(emulator)
+    pages = StripePaymentPages.from_api_key("sk_test_unit", max_network_retries=0, http_client=pages_http)
+    gateway = StripePaymentGateway(stripe.StripeClient("sk_test_unit", http_client=invoice_http, max_network_retries=0))
+
+    assert pages.customer("acct-7", "ops@acct7.example", None) == old.id  # the name left as it is
+    assert gateway.ensure_customer(Customer("acct-7", "ops@acct7.example", "Acct Seven")) == old.id
+    assert pages.customer("acct-7", "ops@acct7.example", "Acct Seven") == old.id
+    assert gateway.ensure_customer(Customer("acct-7", "ops@acct7.example", "Acct Seven")) == old.id
+
+    updates = [r.params for r in [*pages_http.requests, *invoice_http.requests] if r.path == f"/v1/customers/{old.id}"]
+    assert updates == [{"email": "ops@acct7.example"}, {"name": "Acct Seven"}]
+    assert not any(r.path == "/v1/customers" for r in [*pages_http.requests, *invoice_http.requests])  # no create
+    stored = sdk.v1.customers.retrieve(old.id)
+    assert (stored.email, stored.name) == ("ops@acct7.example", "Acct Seven")
+
+
+def test_a_search_literal_escapes_quotes_and_backslashes() -> None:
+    from kilo_billing.stripe_customers import quoted  # noqa: PLC0415
+
+    assert quoted("acct-7") == "'acct-7'"
+    assert quoted("o'brien\\x") == "'o\\'brien\\\\x'"

@@ -43,7 +43,7 @@ from kilo_billing.accounts import ACCOUNT_ID_PATTERN, ProfileChangedError
 from kilo_billing.auth import Caller, Role, caller_from_event
 from kilo_billing.customer_api import ErrorCode, error_response, json_response, without_default_validation_errors
 from kilo_billing.entitlements import EntitlementPolicy
-from kilo_billing.observability import logger
+from kilo_billing.observability import logger, tracer
 
 SERVICE: Final = "account-api"
 JSON_HEADERS: Final = {"content-type": "application/json"}
@@ -440,5 +440,6 @@ def operator_accounts() -> schemas.OperatorAccountsOut:
 # HTTP API and authorizer, under /v1/accounts/{account_id}/crypto/... (template.yaml, AccountApi; docs/decisions.md).
 
 
+@tracer(SERVICE).capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)

@@ -37,6 +37,7 @@ def _response(event: dict[str, Any], claims: dict[str, str]) -> dict[str, Any]:
 
 
 @logger.inject_lambda_context(clear_state=True)
+@observability.tracer(SERVICE).capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = event.get("request") or {}
     attributes = request.get("userAttributes") or {}

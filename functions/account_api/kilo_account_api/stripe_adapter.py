@@ -21,14 +21,10 @@ from stripe.params.checkout import SessionCreateParams as CheckoutSessionCreateP
 from kilo_account_api.model import InvalidRequestError, UnavailableError
 from kilo_billing import stripe_customers
 from kilo_billing.stripe_calls import stripe_call, stripe_client
-from kilo_billing.stripe_customers import customer_create, customer_details
+from kilo_billing.stripe_customers import find_or_create
 
 META_ACCOUNT: Final = stripe_customers.META_ACCOUNT  # the customer metadata key the invoice functions search too
 _T = TypeVar("_T")
-
-
-def _quoted(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 class StripePaymentPages:
@@ -50,22 +46,9 @@ class StripePaymentPages:
         )
 
     def customer(self, account_id: str, email: str | None, name: str | None) -> str:
-        found = self._call(
-            lambda: self._client.v1.customers.search(
-                {"query": f"metadata[{_quoted(META_ACCOUNT)}]:{_quoted(account_id)}", "limit": 1}
-            )
-        )
-        if found.data:
-            return str(found.data[0].id)
-        # created as the invoice functions create it (kilo_billing.stripe_customers): the same request, so a create by
-        # both within Stripe's search lag is one customer (the second is the first's replay)
-        params, key = customer_create(account_id)
-        created = self._call(lambda: self._client.v1.customers.create(params, {"idempotency_key": key}))
-        update = customer_details(account_id, email, name, created.email, created.name)
-        if update is not None:
-            details, details_key = update
-            self._call(lambda: self._client.v1.customers.update(created.id, details, {"idempotency_key": details_key}))
-        return str(created.id)
+        # found or created as the invoice functions do (kilo_billing.stripe_customers): the same requests, so a create
+        # by both within Stripe's search lag is one customer (the second is the first's replay)
+        return find_or_create(self._client, account_id, email, name, self._call)
 
     def setup_url(self, customer_id: str, account_id: str, success_url: str, cancel_url: str) -> str:
         params: CheckoutSessionCreateParams = {

@@ -33,6 +33,7 @@ from kilo_billing.aws import (
     take_counted,
 )
 from kilo_billing.items import from_item, to_item
+from kilo_billing.livekit_rooms import RoomGoneError, RoomServiceFailedError, call_room_service, room_credentials
 
 
 def _send(operation: Any, **kwargs: Any) -> dict[str, Any]:
@@ -318,32 +319,21 @@ class LiveKitRoomControl:
 
     def _run(self, operation: Callable[[Any], Any]) -> Any:
         try:
-            credentials = list(self._credentials()) if self._url else []
-        except Exception as exc:
-            raise RoomControlFailedError(f"LiveKit keys unreadable: {type(exc).__name__}") from exc
-        if not credentials:
-            raise RoomControlFailedError("RoomService is not configured (URL or keys)")
+            credentials = room_credentials(self._url, self._credentials)
+        except RoomServiceFailedError as exc:
+            raise RoomControlFailedError(str(exc)) from exc
         return asyncio.run(self._ask(operation, credentials))
 
     async def _ask(self, operation: Callable[[Any], Any], credentials: list[tuple[str, str]]) -> Any:
         import aiohttp  # noqa: PLC0415
-        from livekit import api  # noqa: PLC0415
 
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self._timeout)) as http:
-            for index, (key, secret) in enumerate(credentials):
-                client = api.LiveKitAPI(self._url, key, secret, session=http)
-                try:
-                    answer = await operation(client)
-                except api.TwirpError as exc:
-                    if exc.code == "not_found" or exc.status == 404:
-                        raise ParticipantGoneError(f"RoomService: {exc.message}") from exc
-                    if exc.status == 401 and index < len(credentials) - 1:
-                        continue
-                    raise RoomControlFailedError(f"RoomService {exc.status} {exc.code}") from exc
-                except (aiohttp.ClientError, TimeoutError) as exc:
-                    raise RoomControlFailedError(f"RoomService unreachable: {type(exc).__name__}") from exc
-                return answer
-        return None
+            try:
+                return await call_room_service(self._url, credentials, operation, http)
+            except RoomGoneError as exc:
+                raise ParticipantGoneError(str(exc)) from exc
+            except RoomServiceFailedError as exc:
+                raise RoomControlFailedError(str(exc)) from exc
 
 
 def _json(permission: Any) -> str:

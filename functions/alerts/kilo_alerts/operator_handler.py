@@ -55,6 +55,7 @@ def log_flags(found: list[Announced]) -> None:
 
 @metrics.log_metrics
 @logger.inject_lambda_context(clear_state=True)
+@observability.tracer(SERVICE).capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     deps = dependencies.operator_checks()
     check, now_ms = event.get("check"), _now_ms(event)

@@ -208,5 +208,6 @@ def get_history(account_id: AccountId) -> Response[str]:
 
 @metrics.log_metrics
 @logger.inject_lambda_context(clear_state=True)
+@observability.tracer(SERVICE).capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return dict(app.resolve(event, context))

@@ -83,6 +83,7 @@ def price_source() -> ChainlinkPriceSource:
 
 @metrics.log_metrics
 @logger.inject_lambda_context(clear_state=True)
+@observability.tracer(SERVICE).capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     from kilo_crypto_watch.evm import watch  # noqa: PLC0415
 

@@ -36,6 +36,7 @@ class SolanaWatchFailedError(Exception):
 
 @metrics.log_metrics
 @logger.inject_lambda_context(clear_state=True)
+@observability.tracer(SERVICE).capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     # which chains are Solana is configuration alone; the RPC secret is read only when there is one to watch
     if not any(chain.kind == "solana" for chain in settings().chains().values()):

@@ -50,5 +50,6 @@ def _record(record: SQSRecord) -> None:
 
 @metrics.log_metrics
 @logger.inject_lambda_context(clear_state=True)
+@observability.tracer(SERVICE).capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return dict(process_partial_response(event=event, record_handler=_record, processor=processor, context=context))

@@ -33,6 +33,7 @@ def scheduled_at(event: object) -> datetime:
 
 @metrics.log_metrics
 @logger.inject_lambda_context(clear_state=True)
+@observability.tracer(SERVICE).capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     deps = dependencies.starter()
     now = scheduled_at(event)

@@ -10,7 +10,6 @@ Search). Errors: 429, 5xx and timeouts -> ``GatewayUnavailableError`` (retry the
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal, localcontext
@@ -27,7 +26,7 @@ from stripe.params import (
 from kilo_billing.invoicing import CARD_MINIMUM
 from kilo_billing.money import ZERO
 from kilo_billing.stripe_calls import stripe_call, stripe_client
-from kilo_billing.stripe_customers import customer_create, customer_details
+from kilo_billing.stripe_customers import find_or_create, idempotency_key, quoted
 from kilo_invoice.gateway import (
     Customer,
     GatewayInvoice,
@@ -102,14 +101,7 @@ def describe(line: GatewayLine) -> str:
     return f"{line.description} ({line.quantity} x ${line.unit_price})"
 
 
-def _key(*parts: str) -> str:
-    """An idempotency key from our id and the step; long ids are hashed (Stripe keys are at most 255 characters)."""
-    key = "kilo:" + ":".join(parts)
-    return key if len(key) <= 200 else "kilo:" + hashlib.sha256(key.encode()).hexdigest()
-
-
-def _quoted(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+_key = idempotency_key  # the layer's one idempotency-key rule (kilo_billing.stripe_customers)
 
 
 def _metadata(obj: Any) -> dict[str, str]:
@@ -142,21 +134,8 @@ class StripePaymentGateway:
 
     # ------------------------------------------------------------------ customers
     def ensure_customer(self, customer: Customer) -> str:
-        found = self._call(
-            lambda: self._client.v1.customers.search(
-                {"query": f"metadata[{_quoted(META_ACCOUNT)}]:{_quoted(customer.account_id)}", "limit": 1}
-            )
-        )
-        existing = found.data[0] if found.data else None
-        if existing is None:  # created as the account API creates it (kilo_billing.stripe_customers): one request
-            params, key = customer_create(customer.account_id)
-            existing = self._call(lambda: self._client.v1.customers.create(params, {"idempotency_key": key}))
-        update = customer_details(customer.account_id, customer.email, customer.name, existing.email, existing.name)
-        if update is not None:
-            details, key = update
-            customer_id = existing.id
-            self._call(lambda: self._client.v1.customers.update(customer_id, details, {"idempotency_key": key}))
-        return existing.id
+        # found or created as the account API does (kilo_billing.stripe_customers): the same requests
+        return find_or_create(self._client, customer.account_id, customer.email, customer.name, self._call)
 
     def set_default_payment_method(self, customer_id: str, payment_method: str) -> str:
         """Attach a card (a ``pm_...`` id, or a test token such as ``pm_card_visa``) and make it the one invoices
@@ -308,7 +287,7 @@ class StripePaymentGateway:
             return self._view(self._retrieve(known))
         found = self._call(
             lambda: self._client.v1.invoices.search(
-                {"query": f"metadata[{_quoted(META_INVOICE)}]:{_quoted(invoice_id)}", "limit": 1}
+                {"query": f"metadata[{quoted(META_INVOICE)}]:{quoted(invoice_id)}", "limit": 1}
             )
         )
         if not found.data:

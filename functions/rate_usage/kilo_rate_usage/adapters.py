@@ -18,6 +18,7 @@ from kilo_billing.aws import ConditionFailedError, InvalidRequestError, Resource
 from kilo_billing.events import KEY, SORT_KEY, ContractError, StoredEvent, decode_item, room_partition
 from kilo_billing.items import Item, lambda_shape, to_item
 from kilo_billing.livekit_events import LiveKitEventRecord
+from kilo_billing.livekit_rooms import RoomGoneError, RoomServiceFailedError, call_room_service, room_credentials
 from kilo_billing.observability import Metric, count
 from kilo_billing.usage_events import UsageEventRecord
 from kilo_rate_usage import items
@@ -543,11 +544,9 @@ class LiveKitRoomDirectory:
         if not rooms:
             return RoomAnswers()
         try:
-            credentials = list(self._credentials()) if self._url else []
-        except Exception as exc:  # keys unreadable: nothing can be confirmed, and that is reported
-            return RoomAnswers(unanswered=dict.fromkeys(rooms, f"LiveKit keys unreadable: {type(exc).__name__}"))
-        if not credentials:
-            return RoomAnswers(unanswered=dict.fromkeys(rooms, "RoomService is not configured (URL or keys)"))
+            credentials = room_credentials(self._url, self._credentials)
+        except RoomServiceFailedError as exc:  # unreadable or not configured: nothing can be confirmed, reported
+            return RoomAnswers(unanswered=dict.fromkeys(rooms, str(exc)))
         return asyncio.run(self._ask_all(rooms, credentials))
 
     async def _ask_all(self, rooms: list[str], credentials: list[tuple[str, str]]) -> RoomAnswers:
@@ -577,15 +576,11 @@ class LiveKitRoomDirectory:
     async def _ask(self, http: Any, room: str, credentials: list[tuple[str, str]]) -> set[str] | None:
         from livekit import api  # noqa: PLC0415
 
-        for index, (key, secret) in enumerate(credentials):
-            client = api.LiveKitAPI(self._url, key, secret, session=http)
-            try:
-                response = await client.room.list_participants(api.ListParticipantsRequest(room=room))
-            except api.TwirpError as exc:
-                if exc.code == "not_found" or exc.status == 404:
-                    return None  # the room is gone: everyone in it has left
-                if exc.status == 401 and index < len(credentials) - 1:
-                    continue  # a retired key during a rotation: try the next one
-                raise
-            return {participant.sid for participant in response.participants}
-        raise AssertionError("unreachable: the last key either answers or raises")
+        request = api.ListParticipantsRequest(room=room)
+        try:
+            response = await call_room_service(
+                self._url, credentials, lambda client: client.room.list_participants(request), http
+            )
+        except RoomGoneError:
+            return None  # the room is gone: everyone in it has left
+        return {participant.sid for participant in response.participants}

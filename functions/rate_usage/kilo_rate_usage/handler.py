@@ -26,6 +26,7 @@ metrics = observability.metrics(SERVICE)
 
 @metrics.log_metrics
 @logger.inject_lambda_context(clear_state=True)
+@observability.tracer(SERVICE).capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     deps = dependencies.rating()
     records = event.get("Records", [])

@@ -31,6 +31,7 @@ def _scheduled_ms(event: object) -> int | None:
 
 @metrics.log_metrics
 @logger.inject_lambda_context(clear_state=True)
+@observability.tracer(SERVICE).capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     deps = dependencies.sweeper()
     config = deps.settings

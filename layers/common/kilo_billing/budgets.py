@@ -38,6 +38,7 @@ DEFAULT_WEEKDAY_WEIGHTS: Final[tuple[Decimal, ...]] = (
 MAX_THRESHOLDS: Final = 10
 MAX_THRESHOLD_PERCENT: Final = 1000  # the threshold contract's bound
 _DAY = timedelta(days=1)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 class InvalidBudgetError(ValueError):
@@ -167,6 +168,23 @@ def _weight(day: date, weights: Sequence[Decimal]) -> Fraction:
     return Fraction(weights[day.weekday()])
 
 
+def weighted_elapsed(now: datetime, weights: Sequence[Decimal]) -> tuple[Period, Fraction, Fraction]:
+    """The forecast's clock (module docstring), shared by ``forecast_crossing`` and ``projected_total``: ``now``'s
+    period, the share of ``now``'s UTC day elapsed (exact, in whole microseconds - no float on the way to
+    ``round_money``), and the weighted days elapsed in the period (the earlier days' weights plus today's weight times
+    that share). ``ValueError`` unless the weights are seven non-negative numbers, Monday first, not all zero."""
+    if len(weights) != 7 or any(not w.is_finite() or w < 0 for w in weights) or not any(weights):
+        raise ValueError("weekday weights: seven non-negative numbers, Monday first, not all zero")
+    now = ensure_utc(now)
+    period = Period.containing(now)
+    today = now.date()
+    midnight = datetime(today.year, today.month, today.day, tzinfo=now.tzinfo)
+    share = Fraction((now - midnight) // _MICROSECOND, _DAY // _MICROSECOND)
+    first = period.start.date()
+    elapsed = sum((_weight(first + _DAY * i, weights) for i in range((today - first).days)), Fraction(0))
+    return period, share, elapsed + _weight(today, weights) * share
+
+
 def forecast_crossing(
     spent_usd: Decimal,
     limit_usd: Decimal,
@@ -175,20 +193,10 @@ def forecast_crossing(
 ) -> date | None:
     """The UTC day on which the month's bill reaches ``limit_usd`` at the month-to-date run rate, day-of-week weighted
     (module docstring); ``now``'s day when it is already reached, ``None`` when it will not be within the month."""
-    if len(weights) != 7 or any(not w.is_finite() or w < 0 for w in weights) or not any(weights):
-        raise ValueError("weekday weights: seven non-negative numbers, Monday first, not all zero")
-    now = ensure_utc(now)
-    period = Period.containing(now)
+    period, elapsed_today, elapsed = weighted_elapsed(now, weights)
+    today = ensure_utc(now).date()
     if spent_usd >= limit_usd:
-        return now.date()
-    today = now.date()
-    midnight = datetime(today.year, today.month, today.day, tzinfo=now.tzinfo)
-    elapsed_today = Fraction(int((now - midnight).total_seconds() * 1_000_000), 86_400 * 1_000_000)
-    elapsed = sum(
-        (_weight(period.start.date() + _DAY * i, weights) for i in range((today - period.start.date()).days)),
-        Fraction(0),
-    )
-    elapsed += _weight(today, weights) * elapsed_today
+        return today
     if elapsed == 0 or spent_usd <= 0:
         return None  # nothing to extrapolate from
     rate = Fraction(spent_usd) / elapsed
@@ -233,16 +241,8 @@ def projected_total(
     """The month's bill at its end: ``fixed_usd`` (the month's fees: they do not grow with time) plus the usage so far
     at its month-to-date run rate, day-of-week weighted (the forecast rule above) - ``usage x weight of the whole
     month / weight elapsed`` - rounded once to the cent (``round_money``). With nothing elapsed yet, what is known."""
-    if len(weights) != 7 or any(not w.is_finite() or w < 0 for w in weights) or not any(weights):
-        raise ValueError("weekday weights: seven non-negative numbers, Monday first, not all zero")
-    now = ensure_utc(now)
-    period = Period.containing(now)
-    today = now.date()
-    midnight = datetime(today.year, today.month, today.day, tzinfo=now.tzinfo)
-    elapsed_today = Fraction(int((now - midnight).total_seconds() * 1_000_000), 86_400 * 1_000_000)
+    period, _, elapsed = weighted_elapsed(now, weights)
     first = period.start.date()
-    elapsed = sum((_weight(first + _DAY * i, weights) for i in range((today - first).days)), Fraction(0))
-    elapsed += _weight(today, weights) * elapsed_today
     whole = sum((_weight(first + _DAY * i, weights) for i in range((period.end.date() - first).days)), Fraction(0))
     usage = Fraction(max(usage_usd, Decimal(0)))
     projected = usage * whole / elapsed if elapsed > 0 else usage

@@ -8,10 +8,14 @@ adapters."""
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING, Final
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final, Protocol, TypeVar
 
 if TYPE_CHECKING:
+    import stripe
     from stripe.params import CustomerCreateParams, CustomerUpdateParams
+
+_T = TypeVar("_T")
 
 META_ACCOUNT: Final = "kilo_account_id"  # the customer's metadata key naming our account (searched by both)
 
@@ -46,3 +50,38 @@ def customer_details(
         return None
     digest = hashlib.sha256(f"{email}|{name}".encode()).hexdigest()[:16]
     return details, idempotency_key(account_id, "customer-details", digest)
+
+
+def quoted(value: str) -> str:
+    """``value`` as a string literal of Stripe's search query language (quotes and backslashes escaped)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+class StripeCall(Protocol):
+    """How an adapter runs one SDK call: its own mapping of Stripe's errors to its port's errors."""
+
+    def __call__(self, operation: Callable[[], _T]) -> _T: ...
+
+
+def find_or_create(
+    client: stripe.StripeClient, account_id: str, email: str | None, name: str | None, call: StripeCall
+) -> str:
+    """The account's Stripe customer id: found by the account id in its metadata, else created (``customer_create``);
+    then given the account's email and name where they differ (``customer_details``) - on a customer just created
+    and on one found alike (D172: the account's profile is where invoices and receipts go; one update per change
+    of the details, none when the customer has them already). ``call`` runs each request."""
+    found = call(
+        lambda: client.v1.customers.search(
+            {"query": f"metadata[{quoted(META_ACCOUNT)}]:{quoted(account_id)}", "limit": 1}
+        )
+    )
+    customer = found.data[0] if found.data else None
+    if customer is None:  # the same request from both functions: a create within Stripe's search lag is a replay
+        params, key = customer_create(account_id)
+        customer = call(lambda: client.v1.customers.create(params, {"idempotency_key": key}))
+    update = customer_details(account_id, email, name, customer.email, customer.name)
+    if update is not None:
+        details, details_key = update
+        customer_id = customer.id
+        call(lambda: client.v1.customers.update(customer_id, details, {"idempotency_key": details_key}))
+    return str(customer.id)

@@ -1,0 +1,89 @@
+"""One contract, two implementations of the enforcement ledger (kilo_alerts/ports.py ``EnforcementLedger``): the
+in-memory fake the enforcement tests use (tests/unit/alerts_fakes.py) and DynamoDB (moto, the template's alerts
+table). One claim per (account, period, hard limit, action, room, identity); a pending claim is held for
+``ENFORCEMENT_LEASE_MS``: 5 minutes, 300_000 ms (longer than the function's 60 s timeout, shorter than the alerts
+queue's 360 s visibility timeout)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from kilo_alerts.model import EnforcementAction, EnforcementRecord
+from kilo_alerts.ports import ClaimHeldError, EnforcementLedger
+from tests.conftest import Stack
+from tests.unit.alerts_fakes import InMemoryEnforcementLedger
+
+T0 = 1_790_000_000_000
+LEASE = 300_000
+
+
+@pytest.fixture(params=["fake", "dynamodb"])
+def ledger(request: pytest.FixtureRequest) -> EnforcementLedger:
+    if request.param == "fake":
+        return InMemoryEnforcementLedger()
+    from kilo_alerts.adapters import DynamoEnforcementLedger  # noqa: PLC0415
+
+    stack: Stack = request.getfixturevalue("stack")
+    return DynamoEnforcementLedger(stack.clients["dynamodb"], stack.template.physical_name("AlertsTable"))
+
+
+def action(at_ms: int = T0, **changes: object) -> EnforcementRecord:
+    record = EnforcementRecord(
+        "org:7@x", "2026-11", "room-a", "alice", EnforcementAction.AUDIO_ONLY, "pending", at_ms, limit="video:hard"
+    )
+    return replace(record, **changes)  # type: ignore[arg-type]
+
+
+def test_the_lease_is_five_minutes_in_the_adapter_and_the_fake() -> None:
+    from kilo_alerts.adapters import ENFORCEMENT_LEASE_MS  # noqa: PLC0415
+    from tests.unit import alerts_fakes  # noqa: PLC0415
+
+    assert (ENFORCEMENT_LEASE_MS, alerts_fakes.ENFORCEMENT_LEASE_MS) == (LEASE, LEASE)
+
+
+def test_given_nothing_then_the_first_claim_wins_and_a_second_within_the_lease_is_held(
+    ledger: EnforcementLedger,
+) -> None:
+    assert ledger.claim(action())
+    with pytest.raises(ClaimHeldError):
+        ledger.claim(action(T0 + LEASE))
+    assert ledger.claim(action(action=EnforcementAction.REMOVE))  # per action
+    assert ledger.claim(action(identity="bob"))  # per participant
+    assert ledger.claim(action(room="room-b"))  # per room
+    assert ledger.claim(action(period="2026-12"))  # per period
+    assert ledger.claim(action(limit="audio:hard"))  # per hard limit: a raised limit reached later acts again
+
+
+def test_given_a_stale_pending_claim_then_it_is_taken_over_after_the_lease(ledger: EnforcementLedger) -> None:
+    assert ledger.claim(action())
+    assert ledger.claim(action(T0 + LEASE + 1))
+    with pytest.raises(ClaimHeldError):  # the new holder's lease runs from its own claim
+        ledger.claim(action(T0 + LEASE + 2))
+
+
+def test_given_a_decided_action_then_it_is_never_claimed_again_and_reads_back(ledger: EnforcementLedger) -> None:
+    ledger.claim(action())
+    done = action(T0 + 5, outcome="done", detail="narrowed", saved='{"canPublish":true}', narrowed='{"x":1}')
+    ledger.record(done)
+    assert not ledger.claim(action(T0 + 10 * LEASE))
+    assert ledger.actions("org:7@x") == [done]
+    assert ledger.actions("org:8@x") == []
+
+
+def test_given_a_retry_then_it_is_claimed_again_at_once(ledger: EnforcementLedger) -> None:
+    ledger.claim(action())
+    ledger.record(action(T0 + 1, outcome="retry", detail="RoomService 503"))
+    assert ledger.claim(action(T0 + 2))
+    with pytest.raises(ClaimHeldError):
+        ledger.claim(action(T0 + 3))
+
+
+def test_given_actions_then_they_read_back_in_time_order_with_their_pending_claims(ledger: EnforcementLedger) -> None:
+    removal = action(T0 + 50, action=EnforcementAction.REMOVE, outcome="gone")
+    ledger.record(removal)
+    ledger.claim(action(T0 + 10))
+    earlier = action(T0 + 10, identity="aaron", outcome="skipped")
+    ledger.record(earlier)
+    assert ledger.actions("org:7@x") == [earlier, action(T0 + 10), removal]

@@ -1,0 +1,132 @@
+"""One contract, two implementations of the watchers' ``PaymentSink`` (kilo_crypto_watch/ports.py): the in-memory fake
+the watchers' tests use (tests/crypto_fakes.py) and the real ``Settlement`` over the crypto table (moto, from
+template.yaml). Credits no bill claims (the watchers' tests have none), reported as the watchers report them.
+
+The port: every method idempotent per payment id; ``pending`` returns SEEN payments and FAILED ones whose block is not
+final yet (``failed=True``); ``finalized`` / ``orphaned`` given a block hash act only while that is still the payment's
+recorded block."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+
+from kilo_crypto_watch.model import ObservedTransfer, PaymentStatus, PendingPayment
+from kilo_crypto_watch.ports import PaymentSink
+from tests.conftest import Stack
+from tests.crypto_fakes import MemoryPaymentSink
+
+SENDER = "0x1111111111111111111111111111111111111111"
+MERCHANT = "0x00000000000000000000000000000000000Ba5e0"
+
+
+@dataclass
+class Sink:
+    port: PaymentSink
+    status: Callable[[str], PaymentStatus | None]  # the payment's recorded status, read past the port
+
+
+@pytest.fixture(params=["fake", "settlement-on-moto"])
+def sink(request: pytest.FixtureRequest) -> Sink:
+    if request.param == "fake":
+        fake = MemoryPaymentSink()
+        return Sink(fake, fake.status.get)
+    from tests.crypto_core_fakes import harness  # noqa: PLC0415
+
+    stack: Stack = request.getfixturevalue("stack")
+    real = harness(stack)
+
+    def status(payment_id: str) -> PaymentStatus | None:
+        found = real.store.payment(payment_id)
+        return None if found is None else found.status
+
+    return Sink(real.settlement, status)
+
+
+def transfer(block: int = 10, succeeded: bool = True, chain: str = "ethereum", tx: str = "0xabc") -> ObservedTransfer:
+    return ObservedTransfer(chain, "USDC", tx, 3, block, f"0xh{block}", SENDER, MERCHANT, 5_000_000, succeeded)
+
+
+def pending(block: int = 10, failed: bool = False, tx: str = "0xabc") -> PendingPayment:
+    return PendingPayment(f"ethereum:{tx}:3", "ethereum", tx, 3, block, f"0xh{block}", failed)
+
+
+PID = "ethereum:0xabc:3"
+
+
+def test_given_a_credit_seen_twice_then_it_is_pending_once_on_its_chain_until_final(sink: Sink) -> None:
+    sink.port.record_seen(transfer())
+    sink.port.record_seen(transfer())
+    assert list(sink.port.pending("ethereum")) == [pending()]
+    assert list(sink.port.pending("base")) == []
+    sink.port.finalized(PID, "0xh10")
+    assert (list(sink.port.pending("ethereum")), sink.status(PID)) == ([], PaymentStatus.FINALIZED)
+    sink.port.orphaned(PID, "0xh10")  # final stays final
+    sink.port.record_seen(transfer(block=11))
+    assert (list(sink.port.pending("ethereum")), sink.status(PID)) == ([], PaymentStatus.FINALIZED)
+
+
+def test_given_a_reverted_transfer_then_it_is_pending_as_failed_until_its_block_is_final(sink: Sink) -> None:
+    sink.port.record_seen(transfer(succeeded=False))
+    assert list(sink.port.pending("ethereum")) == [pending(failed=True)]
+    sink.port.finalized(PID, "0xh10")
+    assert (list(sink.port.pending("ethereum")), sink.status(PID)) == ([], PaymentStatus.FAILED)
+    sink.port.record_seen(transfer(block=12))  # final: a later report changes nothing
+    assert (list(sink.port.pending("ethereum")), sink.status(PID)) == ([], PaymentStatus.FAILED)
+
+
+def test_given_a_failed_payment_not_final_when_seen_in_other_blocks_then_it_follows_them(sink: Sink) -> None:
+    sink.port.record_seen(transfer(succeeded=False))
+    sink.port.record_seen(transfer(block=11, succeeded=False))  # reverted again where it was re-included
+    assert list(sink.port.pending("ethereum")) == [pending(block=11, failed=True)]
+    sink.port.finalized(PID, "0xh10")  # the block the watcher checked is no longer the recorded one
+    assert list(sink.port.pending("ethereum")) == [pending(block=11, failed=True)]
+    sink.port.record_seen(transfer(block=12))  # succeeded in a third block
+    assert (list(sink.port.pending("ethereum")), sink.status(PID)) == ([pending(block=12)], PaymentStatus.SEEN)
+
+
+def test_given_a_failed_payment_whose_block_left_the_chain_then_it_is_orphaned_and_counts_if_seen_again(
+    sink: Sink,
+) -> None:
+    sink.port.record_seen(transfer(succeeded=False))
+    sink.port.orphaned(PID, "0xh10")
+    assert (list(sink.port.pending("ethereum")), sink.status(PID)) == ([], PaymentStatus.ORPHANED)
+    sink.port.record_seen(transfer(block=13))
+    assert (list(sink.port.pending("ethereum")), sink.status(PID)) == ([pending(block=13)], PaymentStatus.SEEN)
+
+
+def test_given_a_seen_payment_seen_in_another_block_then_finality_checks_the_new_block_only(sink: Sink) -> None:
+    sink.port.record_seen(transfer())
+    sink.port.record_seen(transfer(block=11))
+    assert list(sink.port.pending("ethereum")) == [pending(block=11)]
+    sink.port.orphaned(PID, "0xh10")  # a stale check of the old block
+    sink.port.finalized(PID, "0xh10")
+    assert (list(sink.port.pending("ethereum")), sink.status(PID)) == ([pending(block=11)], PaymentStatus.SEEN)
+    sink.port.orphaned(PID, "0xh11")
+    assert (list(sink.port.pending("ethereum")), sink.status(PID)) == ([], PaymentStatus.ORPHANED)
+    sink.port.finalized(PID, "0xh11")  # orphaned is not finalized later
+    assert sink.status(PID) is PaymentStatus.ORPHANED
+    sink.port.record_seen(transfer(block=11))  # the same block again (the reorg reverted): counts again
+    assert (list(sink.port.pending("ethereum")), sink.status(PID)) == ([pending(block=11)], PaymentStatus.SEEN)
+
+
+def test_given_a_seen_payment_reverted_where_it_was_re_included_then_it_is_pending_as_failed(sink: Sink) -> None:
+    sink.port.record_seen(transfer())
+    sink.port.record_seen(transfer(block=14, succeeded=False))
+    assert (list(sink.port.pending("ethereum")), sink.status(PID)) == (
+        [pending(block=14, failed=True)],
+        PaymentStatus.FAILED,
+    )
+
+
+def test_given_finality_without_a_block_hash_then_it_applies_to_whatever_block_is_recorded(sink: Sink) -> None:
+    sink.port.record_seen(transfer())
+    sink.port.record_seen(transfer(tx="0xdef", succeeded=False))
+    sink.port.finalized(PID)
+    sink.port.finalized("ethereum:0xdef:3")
+    sink.port.finalized("ethereum:0xnone:3")  # never seen: nothing
+    assert list(sink.port.pending("ethereum")) == []
+    assert (sink.status(PID), sink.status("ethereum:0xdef:3")) == (PaymentStatus.FINALIZED, PaymentStatus.FAILED)
+    assert sink.status("ethereum:0xnone:3") is None
