@@ -19,9 +19,10 @@ from kilo_billing.livekit_events import LiveKitEventRecord
 from kilo_dev import livekit_events as lk
 from kilo_dev.livekit_events import Participant, Room
 from kilo_rate_usage.logic import rate_batch
-from kilo_rate_usage.model import AttributionRule, SessionKey
+from kilo_rate_usage.model import CAPPED, SWEPT, AttributionRule, SessionKey
 from kilo_rate_usage.rooms import advance
 from kilo_rate_usage.sessions import rebuild_room
+from kilo_rate_usage.sweeper import close_event
 from tests.fakes import InMemoryUsageRepository, RecordingPublisher
 from tests.property.test_rating_exactly_once import CONFIG, METADATA, NOW_MS, T0, histories
 
@@ -121,17 +122,26 @@ def crowded(draw: st.DrawFn) -> tuple[list[LiveKitEventRecord], list[LiveKitEven
     seconds of each other, so the 5 s window holds events of several participants at once, and the order they
     arrive in: in order with some events a few places late (reordered inside the window, or past it), some twice.
     A batch loads only the participants it names or moves past the horizon; the others' sessions - closed inside the
-    window - must still follow a camera event arriving late, before their close."""
+    window - must still follow a camera event arriving late, before their close. Some are closed by the sweeper
+    (swept or capped) a few seconds before their real left, which then wins and extends their cameras back past
+    the horizon: those who retired meanwhile must follow too."""
     room = Room("RM_crowd", "crowd", account_id="acct-a", created_at=T0)
     bodies = [lk.room_started(room, T0)]
+    closes: list[LiveKitEventRecord] = []
     last = T0
     for index in range(draw(st.integers(3, 8))):
         join = T0 + draw(st.integers(0, 30))
         person = Participant(f"PA_{index}", f"user-{index}", join * 1000 + draw(st.integers(0, 999)))
         left = join + draw(st.integers(0, 30))
-        bodies.append(lk.participant_joined(room, person))
+        joined = lk.participant_joined(room, person)
+        bodies.append(joined)
         if draw(st.integers(0, 4)):  # sometimes the left is lost
             bodies.append(lk.participant_left(room, person, left))
+        if not draw(st.integers(0, 3)):  # the sweeper closed it first (its real left, if any, comes later and wins)
+            (opened,) = rebuild_room([lk.to_record(joined)], AttributionRule())
+            closed_at = max(join, left - draw(st.integers(0, 12)))
+            kind = draw(st.sampled_from([SWEPT, CAPPED]))
+            closes.append(close_event(opened, kind, closed_at, closed_at * 1000))
         last = max(last, left)
         for track in range(draw(st.integers(0, 2))):
             video = draw(st.booleans())
@@ -145,7 +155,7 @@ def crowded(draw: st.DrawFn) -> tuple[list[LiveKitEventRecord], list[LiveKitEven
                 last = max(last, unpublished)
     if draw(st.booleans()):
         bodies.append(lk.room_finished(room, last + draw(st.integers(0, 10))))
-    events = sorted((lk.to_record(body) for body in bodies), key=lambda e: (e.created_at, e.event_id))
+    events = sorted([*(lk.to_record(body) for body in bodies), *closes], key=lambda e: (e.created_at, e.event_id))
     order = list(events)
     for _ in range(draw(st.integers(0, 6))):  # late by a few places: mostly inside the window, sometimes past it
         index = draw(st.integers(0, len(order) - 1))

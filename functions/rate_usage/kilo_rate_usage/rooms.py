@@ -27,7 +27,8 @@ into those registers instead (``advance(..., retired=...)``) when that provably 
 video spans - a track unpublished after its publisher left, a repeated join - else the room is rebuilt. An event
 that the state cannot fold exactly - older than the horizon, changing a retired participant's session or spans,
 changing the room's metadata timeline (``RoomFold.metadata_moves``) or name, turning an old track into video,
-re-ending an ended track - makes ``advance`` answer None, and the caller rebuilds the room from its stored events
+re-ending an ended track, moving the video coverage before the horizon (a late real left after a sweep extends
+its camera back to the sweep) - makes ``advance`` answer None, and the caller rebuilds the room from its stored events
 (correctness first).
 """
 
@@ -275,9 +276,12 @@ def _retire(
     collected = list(spans)
     capped = 0
     retired: dict[str, ParticipantFold] = {}
+    # the room's end as of every event known, the recent ones too: a room_finished inside the window ends a capped
+    # session there (D17), after the horizon - it is not final yet, whatever its cap said
+    room_end_s = min((end for end in (fold.room_end_s, recent.room_end_s) if end is not None), default=None)
     for sid in sorted(fold.closed - keep):
         participant = fold.participants[sid]
-        end = session_end(participant, fold.room_end_s)
+        end = session_end(participant, room_end_s)
         if end is None or end[0] >= horizon_s:
             continue
         collected.extend(_closed_spans(participant, fold.room_end_s))
@@ -466,21 +470,31 @@ def advance(
             return None
         updated[sid] = folded
     video_may_change = _coverage_may_change(before, fresh)
+    since = _video_changes_from(before, everything, named) if video_may_change else None
     if video_may_change and state.loaded is not None:  # sessions closed inside the window, not loaded, it reaches
-        missing = _closed_unloaded(kept, state.loaded, _video_changes_from(before, everything, named))
+        missing = _closed_unloaded(kept, state.loaded, since)
         if missing:
             return Step(state, False, frozenset(), frozenset(), everything, state.spans, missing=missing)
     window = everything.closed if video_may_change else set()
     affected = frozenset((named | window) & everything.participants.keys())
-    for sid in affected:
-        joined = everything.participants[sid].joined_ms
-        if joined is not None and joined < state.coverage_from_ms:
-            return None  # a start before the video spans kept
+    if _beyond_state(state, everything, affected, since):
+        return None
     spans, coverage_from, capped, retiring = _retire(
         fold, horizon, fold_events(kept), state.spans, state.coverage_from_ms, state.complete
     )
     new_state = _next_state(state, events, fold, kept, horizon, (spans, coverage_from, capped, retiring), set_aside)
     return Step(new_state, True, affected, unknown, everything, state.spans, {**updated, **retiring}, state.index)
+
+
+def _beyond_state(state: RoomState, everything: RoomFold, affected: Iterable[str], since: int | None) -> bool:
+    """Whether the step's sessions need more than the state keeps: the video coverage moves before the horizon
+    (``since``: a late close extending a span that had ended there) - retired participants' final sessions may
+    overlap it, and the spans there are final in the header -, or an affected session starts before the video spans
+    kept."""
+    if since is not None and since < state.horizon_s:
+        return True
+    starts = (everything.participants[sid].joined_ms for sid in affected)
+    return any(joined is not None and joined < state.coverage_from_ms for joined in starts)
 
 
 def _move(
