@@ -13,11 +13,14 @@ Tables, bus and poison queue come from the options or the functions' variables (
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import os
 import sys
 import time
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, TextIO
 
 from rich.console import Console
 from rich.table import Table
@@ -48,7 +51,52 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace, console: Console) -> None:
-    """Replay; errors a user can fix are ``ValueError``. Exits 1 when a message could not be replayed."""
+    """Replay; errors a user can fix are ``ValueError``. Exits 1 when a message could not be replayed. With
+    ``--json`` stdout holds the JSON document alone (rating's log lines go to stderr)."""
+    needed = {"--usage-table": args.usage_table, "--events-table": args.events_table}
+    if args.apply:
+        needed |= {"--event-bus": args.event_bus, "--poison-queue-url": args.poison_queue_url}
+    missing = [name for name, value in needed.items() if not value]
+    if missing:
+        raise ValueError(f"{', '.join(missing)} required (or the matching environment variables)")
+    attribution = os.environ.get("ATTRIBUTION_RULE")
+    out = sys.stdout
+    with _logs_to(sys.stderr) if args.json else contextlib.nullcontext():
+        results = _replay(args, attribution)
+    rows = [result.as_json() for result in results]
+    if args.json:
+        out.write(json.dumps({"applied": args.apply, "messages": rows}, indent=2) + "\n")
+    else:
+        _print(console, rows, args.apply)
+    if args.apply and any(row["problem"] or row["rejected"] for row in rows):
+        raise SystemExit(1)
+
+
+@contextlib.contextmanager
+def _logs_to(stream: TextIO) -> Iterator[None]:
+    """Rating's log lines (Powertools' JSON, written to stdout: a Lambda's log) go to ``stream`` meanwhile, so that
+    ``--json`` leaves stdout to the document alone - also in-process, where a logger made earlier (the handler's)
+    holds the stdout of its time: every console handler (not a file's) is pointed at ``stream``, and one made
+    meanwhile finds ``stream`` as ``sys.stdout``."""
+    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+    moved = [
+        (handler, handler.stream)
+        for logger in loggers
+        if isinstance(logger, logging.Logger)
+        for handler in logger.handlers
+        if type(handler) is logging.StreamHandler and handler.stream is not stream
+    ]
+    for handler, _ in moved:
+        handler.stream = stream  # not setStream: it flushes the old stream, which may be closed (an earlier capture)
+    try:
+        with contextlib.redirect_stdout(stream):
+            yield
+    finally:
+        for handler, before in moved:
+            handler.stream = before
+
+
+def _replay(args: argparse.Namespace, attribution: str | None) -> list[Any]:
     from kilo_billing.aws import client  # noqa: PLC0415
     from kilo_billing.catalog import default_catalog  # noqa: PLC0415
     from kilo_billing.contracts import SOURCE_RATING  # noqa: PLC0415
@@ -63,15 +111,8 @@ def run(args: argparse.Namespace, console: Console) -> None:
     from kilo_rate_usage.model import AttributionRule, RatingConfig  # noqa: PLC0415
     from kilo_rate_usage.replay import replay  # noqa: PLC0415
 
-    needed = {"--usage-table": args.usage_table, "--events-table": args.events_table}
-    if args.apply:
-        needed |= {"--event-bus": args.event_bus, "--poison-queue-url": args.poison_queue_url}
-    missing = [name for name, value in needed.items() if not value]
-    if missing:
-        raise ValueError(f"{', '.join(missing)} required (or the matching environment variables)")
     dynamodb, sqs = client("dynamodb"), client("sqs")
-    attribution = os.environ.get("ATTRIBUTION_RULE")
-    results = replay(
+    return replay(
         queue=SqsFailureQueue(sqs, args.queue_url, visibility_timeout=900 if args.apply else 0),
         streams=DynamoStreamArchive(client("dynamodbstreams")),
         events=DynamoEventArchive(dynamodb, args.events_table),
@@ -86,13 +127,6 @@ def run(args: argparse.Namespace, console: Console) -> None:
         max_messages=args.max_messages,
         margin_ms=args.window_margin_minutes * 60_000,
     )
-    rows = [result.as_json() for result in results]
-    if args.json:
-        sys.stdout.write(json.dumps({"applied": args.apply, "messages": rows}, indent=2) + "\n")
-    else:
-        _print(console, rows, args.apply)
-    if args.apply and any(row["problem"] or row["rejected"] for row in rows):
-        raise SystemExit(1)
 
 
 def _print(console: Console, rows: list[dict[str, Any]], applied: bool) -> None:

@@ -471,10 +471,8 @@ def _cli(*args: str, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
 
     capsys.readouterr()
     assert main(["rating", "replay", *args, "--json"]) == 0
-    out = capsys.readouterr().out
-    # the rating handler ran in this process first, so rating's log lines (JSON, one per line) share stdout here;
-    # the CLI's own document is the indented one
-    result: dict[str, Any] = json.loads(out[out.index("{\n") :])
+    # the rating handler ran in this process first: its logger holds stdout, yet stdout is the CLI's document alone
+    result: dict[str, Any] = json.loads(capsys.readouterr().out)
     return result
 
 
@@ -542,8 +540,12 @@ def test_given_an_undecodable_item_in_a_replayed_rooms_partition_then_the_replay
     with pytest.raises(SystemExit) as refused:  # the CLI exits 1 when a message is refused
         main(["rating", "replay", "--queue-url", dlq, "--apply", "--json"])
     assert refused.value.code == 1
-    out = capsys.readouterr().out
-    [applied] = json.loads(out[out.index("{\n") :])["messages"]
+    printed = capsys.readouterr()
+    [applied] = json.loads(printed.out)["messages"]  # the document alone on stdout
+    # rating's log line about the refused room (Powertools' JSON, from the handler's logger) went to stderr
+    logged = [json.loads(line) for line in printed.err.splitlines() if '"room not rated' in line]
+    assert logged  # once per attempt at the room: the batch whole, then the room alone
+    assert {(line["level"], line["room_sid"]) for line in logged} == {("ERROR", "RM_stream01")}
     # kept on the queue: its room is not rated
     assert (applied["rejected"], applied["usage_rated"], applied["message_deleted"]) == (["RM_stream01"], 1, False)
     # the 1,200 messages are rated; the room's call (20 video, 45 audio) is not, from part of its events

@@ -136,7 +136,10 @@ def histories(draw: st.DrawFn) -> list[Record]:
     livekit = [lk.to_record(body) for body in bodies]
     # the app may replace the room's metadata (UpdateRoomMetadata) mid-call: the events that carry the room's full
     # info from then on report the new metadata - another account, none, or none that is valid
-    for at, text in sorted(draw(st.lists(st.tuples(st.integers(0, 3000), st.sampled_from(METADATA)), max_size=2))):
+    changes = st.lists(
+        st.tuples(st.integers(0, 3000), st.sampled_from(METADATA)), max_size=draw(st.sampled_from([2, 6]))
+    )
+    for at, text in sorted(draw(changes)):
         livekit = [
             replace(record, room_metadata=text) if record.event_type in FULL_ROOM and record.created_at >= T0 + at
             else record

@@ -19,11 +19,12 @@ from kilo_billing.livekit_events import LiveKitEventRecord
 from kilo_dev import livekit_events as lk
 from kilo_dev.livekit_events import Participant, Room
 from kilo_rate_usage.logic import rate_batch
-from kilo_rate_usage.model import AttributionRule, SessionKey
+from kilo_rate_usage.model import CAPPED, SWEPT, AttributionRule, SessionKey
 from kilo_rate_usage.rooms import advance
 from kilo_rate_usage.sessions import rebuild_room
+from kilo_rate_usage.sweeper import close_event
 from tests.fakes import InMemoryUsageRepository, RecordingPublisher
-from tests.property.test_rating_exactly_once import CONFIG, METADATA, NOW_MS, T0, histories
+from tests.property.test_rating_exactly_once import CONFIG, FULL_ROOM, METADATA, NOW_MS, T0, histories
 
 
 def _after_leaving(draw: st.DrawFn, events: list[LiveKitEventRecord]) -> list[LiveKitEventRecord]:
@@ -121,17 +122,26 @@ def crowded(draw: st.DrawFn) -> tuple[list[LiveKitEventRecord], list[LiveKitEven
     seconds of each other, so the 5 s window holds events of several participants at once, and the order they
     arrive in: in order with some events a few places late (reordered inside the window, or past it), some twice.
     A batch loads only the participants it names or moves past the horizon; the others' sessions - closed inside the
-    window - must still follow a camera event arriving late, before their close."""
+    window - must still follow a camera event arriving late, before their close. Some are closed by the sweeper
+    (swept or capped) a few seconds before their real left, which then wins and extends their cameras back past
+    the horizon: those who retired meanwhile must follow too. The room's metadata changes every few seconds."""
     room = Room("RM_crowd", "crowd", account_id="acct-a", created_at=T0)
     bodies = [lk.room_started(room, T0)]
+    closes: list[LiveKitEventRecord] = []
     last = T0
     for index in range(draw(st.integers(3, 8))):
         join = T0 + draw(st.integers(0, 30))
         person = Participant(f"PA_{index}", f"user-{index}", join * 1000 + draw(st.integers(0, 999)))
         left = join + draw(st.integers(0, 30))
-        bodies.append(lk.participant_joined(room, person))
+        joined = lk.participant_joined(room, person)
+        bodies.append(joined)
         if draw(st.integers(0, 4)):  # sometimes the left is lost
             bodies.append(lk.participant_left(room, person, left))
+        if not draw(st.integers(0, 3)):  # the sweeper closed it first (its real left, if any, comes later and wins)
+            (opened,) = rebuild_room([lk.to_record(joined)], AttributionRule())
+            closed_at = max(join, left - draw(st.integers(0, 12)))
+            kind = draw(st.sampled_from([SWEPT, CAPPED]))
+            closes.append(close_event(opened, kind, closed_at, closed_at * 1000))
         last = max(last, left)
         for track in range(draw(st.integers(0, 2))):
             video = draw(st.booleans())
@@ -145,7 +155,16 @@ def crowded(draw: st.DrawFn) -> tuple[list[LiveKitEventRecord], list[LiveKitEven
                 last = max(last, unpublished)
     if draw(st.booleans()):
         bodies.append(lk.room_finished(room, last + draw(st.integers(0, 10))))
-    events = sorted((lk.to_record(body) for body in bodies), key=lambda e: (e.created_at, e.event_id))
+    records = [lk.to_record(body) for body in bodies]
+    # the app replaces the room's metadata every few seconds (another account, none, none valid): the events carrying
+    # the whole room report it from then on (D163: a change appended after the latest report may fold, not rebuild)
+    for at, text in sorted(draw(st.lists(st.tuples(st.integers(0, 60), st.sampled_from(METADATA)), max_size=6))):
+        records = [
+            replace(record, room_metadata=text) if record.event_type in FULL_ROOM and record.created_at >= T0 + at
+            else record
+            for record in records
+        ]  # fmt: skip
+    events = sorted([*records, *closes], key=lambda e: (e.created_at, e.event_id))
     order = list(events)
     for _ in range(draw(st.integers(0, 6))):  # late by a few places: mostly inside the window, sometimes past it
         index = draw(st.integers(0, len(order) - 1))
@@ -292,3 +311,50 @@ def test_a_rebuild_during_a_backlog_folds_only_delivered_events_and_the_backlog_
     assert reads == ["RM_backlog", "RM_backlog"]  # older than the horizon: rebuilt ...
     assert (stale.sessions_changed, stale.writes) == (0, 0)  # ... from everything delivered: nothing moves back
     assert repo.totals("acct-a", "2026-11") == {"video": 20, "audio": 24}
+
+
+def test_an_always_on_room_whose_metadata_changes_every_few_seconds_folds_each_change_without_a_rebuild() -> None:
+    """D163: a change of the room's metadata appended after the latest report, while the timeline already holds a
+    valid account and no session found by time started after that report, moves no session: it is folded, not
+    rebuilt. The room is handed back and forth between two accounts every 10 s; each newcomer's own join reports it."""
+    import json  # noqa: PLC0415
+
+    from kilo_dev import livekit_events as lk  # noqa: PLC0415
+
+    def reporting(body: bytes, metadata: str) -> bytes:
+        event = json.loads(body)
+        event["room"]["metadata"] = metadata
+        return json.dumps(event).encode()
+
+    t0 = 1_794_312_000
+    room = lk.Room("RM_churn", "always-on", account_id="acct-a", created_at=t0)
+    accounts = ["acct-a", "acct-b"]
+    timeline: list[tuple[int, bytes]] = [(t0, lk.room_started(room, t0))]
+    for number in range(20):  # the room's metadata replaced every 10 s (UpdateRoomMetadata), then someone joins
+        joined_at = t0 + 10 * number + 1
+        person = lk.Participant(f"PA_{number:02}", f"user-{number}", joined_at * 1000)
+        metadata = json.dumps({"account_id": accounts[number % 2]})
+        timeline.append((joined_at, reporting(lk.participant_joined(room, person), metadata)))
+        timeline.append((joined_at + 65, lk.participant_left(room, person, joined_at + 65)))
+    # a left reports the metadata in force when it is sent: that of the latest join before it
+    reported: list[bytes] = []
+    current = json.dumps({"account_id": "acct-a"})
+    for _, body in sorted(timeline, key=lambda pair: pair[0]):
+        event = json.loads(body)
+        if event["event"] == "participant_joined":
+            current = event["room"]["metadata"]
+        reported.append(reporting(body, current))
+    records = [lk.to_record(body) for body in reported]
+
+    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+    reads = room_reads(repo)
+    rate_one_by_one(records, repo, publisher)
+
+    assert reads == ["RM_churn"]  # only the first batch (no state yet): none of the 20 changes rebuilt the room
+    reference = {(s.room_sid, s.participant_sid): s for s in rebuild_room(records, AttributionRule())}
+    assert {key: stored.session for key, stored in repo.sessions.items()} == reference
+    # each of the 20 sessions: 65 s -> ceil(1.08) = 2 audio minutes, paid by the account its own join reported
+    # (10 sessions each)
+    assert repo.totals("acct-a", "2026-11") == {"audio": 20}
+    assert repo.totals("acct-b", "2026-11") == {"audio": 20}
+    assert len(repo.states["RM_churn"].fold.metadata) > 1  # the timeline has kept the changes (runs not pruned yet)

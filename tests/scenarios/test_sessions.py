@@ -840,6 +840,80 @@ def test_given_a_session_capped_by_the_sweeper_when_its_real_left_arrives_later_
     )
 
 
+def test_given_a_late_real_left_after_a_sweep_when_rated_one_event_at_a_time_then_those_gone_meanwhile_get_its_video():
+    # pat's camera ended at the sweep (T0+600) until pat's real participant_left (T0+611) arrives: the left wins (D17),
+    # so the camera was published until T0+611. quinn left at T0+602 and had already retired from the room's state
+    # (closed before its horizon) when the left arrived: quinn's video seconds must follow, as in a full rebuild.
+    room = Room("RM_late_left", "standup", account_id="acct-late", created_at=T0)
+    pat = Participant("PA_pat", "pat", T0 * 1000)
+    quinn = Participant("PA_quinn", "quinn", T0 * 1000)
+    rae = Participant("PA_rae", "rae", (T0 + 609) * 1000)
+    joined = records(
+        lk.room_started(room, T0),
+        lk.participant_joined(room, pat),
+        lk.participant_joined(room, quinn),
+        lk.track_published(room, pat, "TR_pat_cam", T0 + 1, video=True),
+        lk.track_published(room, pat, "TR_pat_mic", T0 + 1, video=False),
+    )
+    events = [
+        *joined,
+        sweeper_close(joined, "PA_pat", SWEPT, T0 + 600),
+        *records(
+            lk.participant_left(room, quinn, T0 + 602),
+            lk.track_unpublished(room, pat, "TR_pat_mic", T0 + 607, video=False),  # keeps pat in the window
+            lk.participant_joined(room, rae),  # moves the horizon past quinn's left: quinn retires
+            lk.participant_left(room, pat, T0 + 611),  # the real left, after the sweep
+            lk.participant_left(room, rae, T0 + 640),
+        ),
+    ]
+    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+    for event in events:  # one event per batch, in order: the room state's incremental path
+        deliver(repo, publisher, [event])
+
+    stored = {key[1]: fields(stored.session) for key, stored in repo.sessions.items()}
+    # pat: T0 .. T0+611 = 611 s -> 11; video T0+1 .. T0+611 = 610 s -> ceil(10.17) = 11 video
+    assert stored["PA_pat"] == expected("acct-late", T0 * 1000, (T0 + 611) * 1000, ClosedBy.LEFT, (("2026-11", 11, 0),))
+    # quinn: T0 .. T0+602 = 602 s -> 11; video T0+1 .. T0+602 = 601 s -> ceil(10.02) = 11 video, no audio
+    # (with the camera ending at the sweep: 599 s -> 10 video, 1 audio)
+    assert stored["PA_quinn"] == expected(
+        "acct-late", T0 * 1000, (T0 + 602) * 1000, ClosedBy.LEFT, (("2026-11", 11, 0),)
+    )
+    # rae: T0+609 .. T0+640 = 31 s -> 1; video T0+609 .. T0+611 = 2 s -> 1 video
+    assert stored["PA_rae"] == expected(
+        "acct-late", (T0 + 609) * 1000, (T0 + 640) * 1000, ClosedBy.LEFT, (("2026-11", 1, 0),)
+    )
+    assert repo.totals("acct-late", "2026-11") == {"video": 23}  # 11 + 11 + 1
+
+
+def test_given_a_capped_session_ended_by_room_finished_when_a_camera_arrives_late_then_it_still_gets_the_video():
+    # pat is capped at T0+600 (its last confirmation); room_finished at T0+607 ends pat's session there instead (a cap
+    # yields to room_finished, D17). quinn's camera, published at T0+604, arrives after the room_finished: still
+    # inside the room state's window, so it is folded in - and pat, whose cap lies before the horizon but whose
+    # session ends at the room's end after it, must get those seconds of video, as in a full rebuild.
+    room = Room("RM_capped_end", "townhall", account_id="acct-end", created_at=T0)
+    pat = Participant("PA_pat_c", "pat", T0 * 1000)
+    quinn = Participant("PA_quinn_c", "quinn", T0 * 1000)
+    joined = records(lk.room_started(room, T0), lk.participant_joined(room, pat), lk.participant_joined(room, quinn))
+    camera = records(lk.track_published(room, quinn, "TR_quinn_cam", T0 + 604, video=True))
+    events = [
+        *joined,
+        sweeper_close(joined, "PA_pat_c", CAPPED, T0 + 600),
+        *records(lk.room_finished(room, T0 + 607)),
+        *camera,  # late: after the room_finished, 3 s older than it
+    ]
+    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+    for event in events:  # one event per batch: the room state's incremental path
+        deliver(repo, publisher, [event])
+
+    stored = {key[1]: fields(stored.session) for key, stored in repo.sessions.items()}
+    # each: T0 .. T0+607 = 607 s -> ceil(10.12) = 11; video T0+604 .. T0+607 = 3 s -> 1 video, 10 audio
+    for sid in ("PA_pat_c", "PA_quinn_c"):
+        assert stored[sid] == expected(
+            "acct-end", T0 * 1000, (T0 + 607) * 1000, ClosedBy.ROOM_FINISHED, (("2026-11", 1, 10),)
+        )
+    assert repo.totals("acct-end", "2026-11") == {"video": 2, "audio": 20}
+
+
 @pytest.mark.parametrize(
     ("room_account", "attributes", "metadata", "account"),
     [

@@ -327,13 +327,14 @@ def _in_order(
 ) -> _Room | None:
     """The batch folded into the stored state (None: only a rebuild is exact). A participant closed inside the window
     whose video this batch changes, not loaded at first, is loaded then (``Step.missing``)."""
+    keys = [key for source, key in config.attribution.steps if source == "room_metadata"]  # D163
     participants = _participants_of(repo, header, needed)
     state = header.with_participants(participants, needed)
-    step = advance(state, batch) if state is not None else None
+    step = advance(state, batch, metadata_keys=keys) if state is not None else None
     if state is not None and step is not None and step.missing and needed is not None:
         participants.update(_participants_of(repo, header, step.missing))
         state = header.with_participants(participants, needed | step.missing)
-        step = advance(state, batch) if state is not None else None
+        step = advance(state, batch, metadata_keys=keys) if state is not None else None
     if state is None or step is None or step.missing:
         return None
     stored = repo.sessions_of(header.room_sid, step.affected | step.unknown)
@@ -341,7 +342,7 @@ def _in_order(
     if named and not all(named.values()):
         return None  # stored before registers were kept: rebuild
     if named:
-        step = advance(state, batch, {sid: registers_from_text(text) for sid, text in named.items()})
+        step = advance(state, batch, {sid: registers_from_text(text) for sid, text in named.items()}, keys)
         if step is None:
             return None
     change = _state_change(state, step.state) if step.changed else None

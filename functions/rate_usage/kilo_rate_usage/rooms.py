@@ -27,7 +27,8 @@ into those registers instead (``advance(..., retired=...)``) when that provably 
 video spans - a track unpublished after its publisher left, a repeated join - else the room is rebuilt. An event
 that the state cannot fold exactly - older than the horizon, changing a retired participant's session or spans,
 changing the room's metadata timeline (``RoomFold.metadata_moves``) or name, turning an old track into video,
-re-ending an ended track - makes ``advance`` answer None, and the caller rebuilds the room from its stored events
+re-ending an ended track, moving the video coverage before the horizon (a late real left after a sweep extends
+its camera back to the sweep) - makes ``advance`` answer None, and the caller rebuilds the room from its stored events
 (correctness first).
 """
 
@@ -49,6 +50,7 @@ from kilo_rate_usage.sessions import (
     TrackFold,
     event_order,
     fold_events,
+    holds_account,
     session_end,
     track_span,
     yields_to_room_end,
@@ -90,6 +92,8 @@ class RoomState:
     generation: str = ""  # the stored participant items' generation (the adapter's; a rebuild starts a new one)
     loaded: frozenset[str] | None = None  # the participants asked for (None: all); the recent events naming others
     # fold only their room-level registers (their video comes from the index)
+    late_start_s: int = 0  # the latest start (s) of any participant folded without a join_run, retired ones too: a
+    # metadata change appended after it reaches no session by time (``_appends_at_end``, D163)
 
     def header(self) -> tuple[object, ...]:
         """What the header item holds (everything but the live participants' registers)."""
@@ -97,7 +101,7 @@ class RoomState:
         return (
             self.room_sid, fold.room_sid, fold.room_name, fold.metadata, fold.room_end_s, fold.last_s,
             fold.orphans, fold.closed, self.recent, self.horizon_s, self.spans, self.coverage_from_ms,
-            self.capped_retired, self.aside, self.index, self.delivered_ms,
+            self.capped_retired, self.aside, self.index, self.delivered_ms, self.late_start_s,
         )  # fmt: skip
 
     def __eq__(self, other: object) -> bool:  # the header's content, not the version or the participants loaded
@@ -275,9 +279,12 @@ def _retire(
     collected = list(spans)
     capped = 0
     retired: dict[str, ParticipantFold] = {}
+    # the room's end as of every event known, the recent ones too: a room_finished inside the window ends a capped
+    # session there (D17), after the horizon - it is not final yet, whatever its cap said
+    room_end_s = min((end for end in (fold.room_end_s, recent.room_end_s) if end is not None), default=None)
     for sid in sorted(fold.closed - keep):
         participant = fold.participants[sid]
-        end = session_end(participant, fold.room_end_s)
+        end = session_end(participant, room_end_s)
         if end is None or end[0] >= horizon_s:
             continue
         collected.extend(_closed_spans(participant, fold.room_end_s))
@@ -361,12 +368,23 @@ def rebuilt(
     recent = tuple(_bodiless(event) for event in unique if event.created_at >= horizon)
     fold = fold_events(old)
     fold.room_sid = fold.room_sid or room_sid
+    late_start = _late_start(fold_events(recent, fold.copy()))
     spans, coverage_from, capped, retired = _retire(fold, horizon, fold_events(recent), (), 0)
     full = fold_events(recent, fold.copy())
     index, spans = _reindex((), full, retired.keys(), horizon, spans)
     delivered = max([delivered_ms, *(event.received_at_ms for event in unique)])
     state = RoomState(
-        room_sid, fold, recent, horizon, spans, coverage_from, capped, full=full, index=index, delivered_ms=delivered
+        room_sid,
+        fold,
+        recent,
+        horizon,
+        spans,
+        coverage_from,
+        capped,
+        full=full,
+        index=index,
+        delivered_ms=delivered,
+        late_start_s=late_start,
     )
     return state, retired
 
@@ -401,13 +419,18 @@ class Step:
 
 
 def advance(
-    state: RoomState, events: Sequence[LiveKitEventRecord], retired: Mapping[str, ParticipantFold] | None = None
+    state: RoomState,
+    events: Sequence[LiveKitEventRecord],
+    retired: Mapping[str, ParticipantFold] | None = None,
+    metadata_keys: Collection[str] | None = None,
 ) -> Step | None:
     """Fold ``events`` (of this room) into ``state``; None when only a rebuild from the stored events is exact.
     ``retired``: the registers (from their session items) of participants the events name that the state retired;
     without them such a participant looks new (``Step.unknown``): the caller looks it up and asks again. With only
     some participants loaded (``state.loaded``, from ``participants_needed``), ``Step.missing`` names those whose
-    sessions this step changes but which were not loaded: the caller loads them too and asks again."""
+    sessions this step changes but which were not loaded: the caller loads them too and asks again. ``metadata_keys``:
+    the attribution rule's room-metadata keys (None: unknown - every change of the metadata timeline rebuilds); with
+    them a change appended at the timeline's end is folded when it provably moves no session (``_appends_at_end``)."""
     retired = retired or {}
     known = {event.event_id for event in state.recent} | {event_id for _, event_id in state.aside}
     fresh = sorted(
@@ -423,7 +446,7 @@ def advance(
     aside = [event for event in fresh if event.participant_sid in retired]
     fresh = [event for event in fresh if event.participant_sid not in retired]
     named = _named(fresh)
-    if any(before.metadata_moves(e) for e in fresh) or any(before.metadata_moves(e, folded=False) for e in aside):
+    if any(before.metadata_moves(e, folded=False) for e in aside):
         return None  # attribution of sessions, retired ones too, may change
     for event in (*fresh, *aside):
         if event.room_name and event.room_name != before.room_name and before.room_name:
@@ -466,21 +489,65 @@ def advance(
             return None
         updated[sid] = folded
     video_may_change = _coverage_may_change(before, fresh)
+    since = _video_changes_from(before, everything, named) if video_may_change else None
     if video_may_change and state.loaded is not None:  # sessions closed inside the window, not loaded, it reaches
-        missing = _closed_unloaded(kept, state.loaded, _video_changes_from(before, everything, named))
+        missing = _closed_unloaded(kept, state.loaded, since)
         if missing:
             return Step(state, False, frozenset(), frozenset(), everything, state.spans, missing=missing)
     window = everything.closed if video_may_change else set()
     affected = frozenset((named | window) & everything.participants.keys())
-    for sid in affected:
-        joined = everything.participants[sid].joined_ms
-        if joined is not None and joined < state.coverage_from_ms:
-            return None  # a start before the video spans kept
+    if _beyond_state(state, everything, affected, since) or (
+        not _appends_at_end(before, fresh, _late_start(everything, state), metadata_keys)
+    ):
+        return None  # attribution of sessions, retired ones too, may change
     spans, coverage_from, capped, retiring = _retire(
         fold, horizon, fold_events(kept), state.spans, state.coverage_from_ms, state.complete
     )
-    new_state = _next_state(state, events, fold, kept, horizon, (spans, coverage_from, capped, retiring), set_aside)
+    new_state = replace(
+        _next_state(state, events, fold, kept, horizon, (spans, coverage_from, capped, retiring), set_aside),
+        late_start_s=_late_start(everything, state),
+    )
     return Step(new_state, True, affected, unknown, everything, state.spans, {**updated, **retiring}, state.index)
+
+
+def _late_start(fold: RoomFold, state: RoomState | None = None) -> int:
+    """The latest start (s) among the fold's participants without a ``join_run`` (their metadata run is found by
+    time) and the state's (whose participants, retired ones too, were all loaded when their start was set)."""
+    starts = [p.joined_ms // 1000 for p in fold.participants.values() if p.join_run is None and p.joined_ms is not None]
+    return max([state.late_start_s if state is not None else 0, *starts])
+
+
+def _appends_at_end(
+    before: RoomFold, fresh: Sequence[LiveKitEventRecord], late_start_s: int, keys: Collection[str] | None
+) -> bool:
+    """Whether the metadata ``fresh`` reports changes no session's account: none moves the timeline
+    (``RoomFold.metadata_moves``: new metadata, or reported before the latest run started), or those that do provably
+    change no session's account, so they fold without a rebuild (D163): every one comes after the latest run's last
+    report (it appends runs; none splits one); no session without a ``join_run`` started after that report (its run,
+    found by time, would be an appended one: ``late_start_s``); and for every room-metadata key of the rule the
+    timeline already holds a valid account (every session reaching a run held so far keeps its answer, ``valid[r] or
+    before[r] or after[r]``). The sessions of participants the reports name are recomputed as always."""
+    moves = [event for event in fresh if before.metadata_moves(event)]
+    if not moves:
+        return True
+    runs = before.metadata
+    if keys is None or not runs:
+        return False
+    latest = runs[-1][1]
+    if any(event.created_at <= latest for event in moves) or late_start_s > latest:
+        return False
+    return all(holds_account(runs, key) for key in keys)
+
+
+def _beyond_state(state: RoomState, everything: RoomFold, affected: Iterable[str], since: int | None) -> bool:
+    """Whether the step's sessions need more than the state keeps: the video coverage moves before the horizon
+    (``since``: a late close extending a span that had ended there) - retired participants' final sessions may
+    overlap it, and the spans there are final in the header -, or an affected session starts before the video spans
+    kept."""
+    if since is not None and since < state.horizon_s:
+        return True
+    starts = (everything.participants[sid].joined_ms for sid in affected)
+    return any(joined is not None and joined < state.coverage_from_ms for joined in starts)
 
 
 def _move(
@@ -575,7 +642,7 @@ def _closed_unloaded(kept: Iterable[LiveKitEventRecord], loaded: Collection[str]
 # --- the stored form (``items`` compresses it into the state item) --------------------------------------------------
 
 _EVENT_FIELDS = tuple(f.name for f in fields(LiveKitEventRecord) if f.name != "body")
-STATE_FORMAT = 5  # bump when the stored form changes meaning: a state of another format is ignored (rebuild)
+STATE_FORMAT = 6  # bump when the stored form changes meaning: a state of another format is ignored (rebuild)
 
 
 def _track_out(sid: str, track: TrackFold) -> list[object]:
@@ -632,6 +699,7 @@ def state_to_json(state: RoomState) -> dict[str, Any]:
         "capped_retired": state.capped_retired,
         "aside": [list(entry) for entry in state.aside],
         "index": [list(entry) for entry in state.index],
+        "late_start_s": state.late_start_s,
     }
 
 
@@ -657,4 +725,5 @@ def state_from_json(
         room_sid, fold, recent, int(data["horizon_s"]), spans, int(data["coverage_from_ms"]),
         int(data["capped_retired"]), tuple((int(at), str(event_id)) for at, event_id in data["aside"]), version,
         index=index, complete=False, delivered_ms=delivered_ms, generation=generation, loaded=frozenset(),
+        late_start_s=int(data["late_start_s"]),
     )  # fmt: skip

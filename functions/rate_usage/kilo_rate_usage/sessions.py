@@ -133,6 +133,15 @@ def room_account(runs: Sequence[MetadataRun], key: str, start_ms: int) -> str | 
     return RoomAccounts(runs).account(key, start_ms)
 
 
+def holds_account(runs: Sequence[MetadataRun], key: str) -> bool:
+    """Whether some run of the timeline holds a valid account under ``key`` (the latest first: usually one parse)."""
+    for _, _, text in reversed(runs):
+        value = _json_value(text, key)
+        if value is not None and is_account_id(value):
+            return True
+    return False
+
+
 class RoomAccounts:
     """``room_account`` for every session of one metadata timeline: each run's valid account under a key is parsed
     once, with the latest valid account before each run and the first valid one from each run on, so a session's
