@@ -11,9 +11,9 @@
 4. stop every process it started (also on Ctrl-C, failure, or a component of the stack dying).
    ``--keep-running`` leaves the stack up instead.
 
-A run that exits non-zero keeps its evidence in ``.demo/failed-<UTC time>/`` (the next run overwrites ``.demo/``'s
-logs): the stack's logs, the demo's own output, the ground-truth comparison in full and moto's state
-(``keep_evidence``).
+A run that fails (exit 1; not one interrupted) keeps its evidence in ``.demo/failed-<UTC time>/`` (the next run
+overwrites ``.demo/``'s logs): the stack's logs, the demo's own output, the ground-truth comparison in full and moto's
+state (``keep_evidence``).
 """
 
 from __future__ import annotations
@@ -1007,7 +1007,7 @@ def plan_accounts(n: int) -> tuple[list[Any], list[Any], dict[str, tuple[str, st
 
 
 def run(args: argparse.Namespace, console: Console, evidence: dict[str, str] | None = None) -> int:
-    """The demo; 0 when everything matches the ground truth. On any other outcome (a mismatch, an error, an
+    """The demo; 0 when everything matches the ground truth. When it fails (a difference, an error; not an
     interruption) ``evidence`` gets, before the stack stops, the full ground-truth comparison and moto's state."""
     from kilo_dev.crypto_demo import crypto_report  # noqa: PLC0415
     from kilo_dev.fake_livekit import FakeLiveKit  # noqa: PLC0415
@@ -1085,8 +1085,10 @@ def run(args: argparse.Namespace, console: Console, evidence: dict[str, str] | N
 
 
 def wind_down(stack: Any, livekit: Any, travel: Any, seen: RunState, evidence: dict[str, str] | None) -> None:
-    """Stop what the run started; a run that did not pass first reads its evidence off the stack still running."""
-    if not seen.passed and evidence is not None:
+    """Stop what the run started (from ``run``'s ``finally``); a run that failed first reads its evidence off the stack
+    still running - not one interrupted (Ctrl-C, SIGTERM: how ``--keep-running`` ends), which is no failure."""
+    interrupted = isinstance(sys.exc_info()[1], KeyboardInterrupt)  # the exception ``run`` is ending with, if any
+    if not seen.passed and not interrupted and evidence is not None:
         evidence |= failure_evidence(stack, seen)
     stack.stop()
     livekit.stop()
@@ -1209,7 +1211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         evidence["traceback.txt"] = traceback.format_exc()
         _say_kept(console, keep_evidence(args.dir, console.export_text(clear=False), evidence))
         raise  # exit 1 with the traceback, as before
-    if code != 0:
+    if code == 1:  # a failure (a difference, a component of the stack died); not an interruption (130)
         _say_kept(console, keep_evidence(args.dir, console.export_text(clear=False), evidence))
     return code
 

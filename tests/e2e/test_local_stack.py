@@ -269,6 +269,7 @@ def test_given_the_demo_interrupted_with_ctrl_c_then_no_process_or_port_is_left_
     assert not _port_open(port)
     with pytest.raises(ProcessLookupError):
         os.kill(moto_pid, 0)  # the moto server process is gone (reaped by the demo)
+    assert list(tmp_path.glob("failed-*")) == []  # an interruption is no failure: no evidence kept
 
 
 def test_given_the_moto_server_killed_mid_demo_then_the_demo_stops_with_an_error_naming_it_and_keeps_the_evidence(

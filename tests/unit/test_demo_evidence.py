@@ -135,3 +135,55 @@ def test_given_a_run_that_matches_then_nothing_is_kept(
     assert demo.main(["--dir", str(directory)]) == 0
     assert "kept in" not in capsys.readouterr().out
     assert sorted(path.name for path in directory.iterdir()) == ["local-stack.log", "moto.log"]
+
+
+def test_given_a_run_interrupted_then_nothing_is_kept_and_the_demo_exits_130(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C or SIGTERM is how ``--keep-running`` ends, and someone's choice otherwise: no failure to keep."""
+    directory = a_run_dir(tmp_path)
+
+    def run(args: Any, console: Any, evidence: dict[str, str]) -> int:
+        console.print("Simulating 3 accounts")
+        raise KeyboardInterrupt("signal 15")
+
+    monkeypatch.setattr(demo, "run", run)
+    assert demo.main(["--dir", str(directory)]) == 130
+    assert "kept in" not in capsys.readouterr().out
+    assert sorted(path.name for path in directory.iterdir()) == ["local-stack.log", "moto.log"]
+
+
+class Stopped:
+    """What ``wind_down`` stops, recording that it did (the stack's evidence is read by ``failure_evidence``)."""
+
+    def __init__(self) -> None:
+        self.stopped = False
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
+def run_ending_with(error: BaseException, *wound_down: Any) -> None:
+    """As ``run`` ends: ``wind_down`` in its ``finally``, here with ``error`` on the way out."""
+    try:
+        raise error
+    finally:
+        demo.wind_down(*wound_down)
+
+
+def test_given_run_ending_by_an_interruption_then_wind_down_stops_all_without_reading_evidence(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    read: list[Any] = []
+    monkeypatch.setattr(demo, "failure_evidence", lambda stack, seen: read.append(seen) or {"ground-truth.json": "{}"})
+    stack, livekit, travel = Stopped(), Stopped(), Stopped()
+    seen = demo.RunState([], {}, "2026-10", 0)
+    evidence: dict[str, str] = {}
+    with pytest.raises(KeyboardInterrupt):
+        run_ending_with(KeyboardInterrupt(), stack, livekit, travel, seen, evidence)
+    assert (stack.stopped, livekit.stopped, travel.stopped, read, evidence) == (True, True, True, [], {})
+    # control: the same run ending with an error reads its evidence before stopping
+    with pytest.raises(RuntimeError):
+        run_ending_with(RuntimeError("POST /v1/usage kept failing"), Stopped(), Stopped(), None, seen, evidence)
+    assert read == [seen]
+    assert evidence == {"ground-truth.json": "{}"}
