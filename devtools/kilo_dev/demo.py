@@ -10,22 +10,32 @@
    ``kilo_dev.ground_truth``'s own arithmetic; exit 1 on any difference;
 4. stop every process it started (also on Ctrl-C, failure, or a component of the stack dying).
    ``--keep-running`` leaves the stack up instead.
+
+A run that fails (exit 1; not one interrupted) keeps its evidence in ``.demo/failed-<UTC time>/`` (the next run
+overwrites ``.demo/``'s logs): the stack's logs, the demo's own output, the ground-truth comparison in full and moto's
+state (``keep_evidence``).
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import dataclasses
+import enum
 import functools
 import http.client
 import json
 import re
+import shutil
 import signal
 import sys
 import time
+import traceback
 import urllib.parse
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import time_machine
@@ -839,6 +849,151 @@ def alerts_report(
     return ok and same
 
 
+# --- a failing run's evidence ---------------------------------------------------------------------------------------
+
+DEMO_DIR = Path(__file__).resolve().parents[2] / ".demo"  # the stack's logs (LocalStack's default place)
+
+
+def _new_truth() -> Any:
+    from kilo_dev.simulator import Truth  # noqa: PLC0415
+
+    return Truth()
+
+
+@dataclasses.dataclass
+class RunState:
+    """What a run has built so far, for its evidence if it fails (the truth grows as the simulation goes)."""
+
+    accounts: Sequence[Any]
+    billing: dict[str, tuple[str, str | None]]
+    closed: str  # the month the run closes, "YYYY-MM"
+    now: int  # the run's end, epoch s
+    truth: Any = dataclasses.field(default_factory=_new_truth)
+    histories: dict[str, TierHistory] | None = None
+    late: list[Any] = dataclasses.field(default_factory=list)
+    passed: bool = False  # everything matched the ground truth
+
+
+def plain(value: Any) -> Any:
+    """``value`` as JSON can hold it: dataclasses and mappings as objects (tuple keys joined with "/"), enums by their
+    value, bytes as ``{"base64": ...}``, anything else unknown (Decimal, datetime) as its ``str``."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {field.name: plain(getattr(value, field.name)) for field in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {_key(key): plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [plain(item) for item in value]
+    if isinstance(value, enum.Enum):
+        return plain(value.value)
+    if isinstance(value, bytes | bytearray):
+        return {"base64": base64.b64encode(value).decode()}
+    if isinstance(getattr(value, "value", None), bytes):  # boto3's Binary (a DynamoDB B attribute)
+        return plain(value.value)
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
+
+
+def _key(key: Any) -> str:
+    if isinstance(key, tuple):
+        return "/".join(_key(part) for part in key)
+    return str(key.value) if isinstance(key, enum.Enum) else str(key)
+
+
+def failure_evidence(stack: Any, seen: RunState) -> dict[str, str]:
+    """Files for a failing run's evidence, read while its stack still runs: ``ground-truth.json`` (per month and
+    account the ground truth, what the stack rated or invoiced, and their differences; the truth's pieces of usage
+    and connections), ``tables.json`` (every table's items) and ``moto-state.json`` (moto's ``/moto-api/data.json``:
+    its resources, emails and SMS). A part that cannot be read (the stack died) says why instead."""
+    found: dict[str, Any] = {}
+    current = datetime.fromtimestamp(seen.now, tz=UTC).strftime("%Y-%m")
+
+    def part(name: str, read: Callable[[], Any]) -> None:
+        try:
+            found[name] = plain(read())
+        except Exception as exc:  # evidence is best effort: say what could not be read
+            found[name] = f"not read: {type(exc).__name__}: {exc}"
+
+    if seen.histories is not None:
+        histories = seen.histories
+        for period in dict.fromkeys((seen.closed, current)):
+
+            def month(period: str = period) -> dict[str, Any]:
+                truth = expected_bills(seen.truth, seen.accounts, period, histories)
+                rows = month_to_date_rows(stack, seen.accounts, period, seen.now * 1000)
+                diffs = compare(truth, rows)
+                return {account: {"truth": truth[account], "rated": rows[account].as_json(),
+                                  "used": rows[account].used, "differences": diffs[account]}
+                        for account in rows}  # fmt: skip
+
+            part(f"month to date {period}", month)
+
+        def invoices() -> dict[str, Any]:
+            truth = expected_invoices(seen.truth, seen.accounts, seen.closed, histories, seen.billing, seen.late)
+            stored = closed_invoices(stack, seen.accounts, seen.closed)
+            diffs = compare_invoices(truth, stored)
+            return {account: {"truth": truth[account], "invoice": stored[account], "differences": diffs[account]}
+                    for account in truth}  # fmt: skip
+
+        part(f"invoices {seen.closed}", invoices)
+    part("truth", lambda: {"summary": seen.truth.as_json(), "usage": seen.truth.usage,
+                           "connections": seen.truth.connections, "late": seen.late})  # fmt: skip
+    return {
+        "ground-truth.json": json.dumps(found, indent=1),
+        "tables.json": _or_why(lambda: json.dumps(table_items(stack), indent=1)),
+        "moto-state.json": _or_why(lambda: _read_url(f"{stack.moto.url}/moto-api/data.json")),
+    }
+
+
+def _or_why(read: Callable[[], str]) -> str:
+    try:
+        return read()
+    except Exception as exc:  # the stack may be what died: say so in the file
+        return json.dumps({"not read": f"{type(exc).__name__}: {exc}"})
+
+
+def _read_url(url: str) -> str:
+    import urllib.request  # noqa: PLC0415
+
+    with urllib.request.urlopen(url, timeout=30) as answer:  # noqa: S310 - the stack's moto server on 127.0.0.1
+        return str(answer.read().decode())
+
+
+def table_items(stack: Any) -> dict[str, list[Any]]:
+    """Every item of every DynamoDB table of the stack (moto's own state lists tables, not their items)."""
+    from boto3.dynamodb.types import TypeDeserializer  # noqa: PLC0415
+
+    client, read = stack.clients["dynamodb"], TypeDeserializer().deserialize
+    found: dict[str, list[Any]] = {}
+    for page in client.get_paginator("list_tables").paginate():
+        for name in page["TableNames"]:
+            items = (item for scanned in client.get_paginator("scan").paginate(TableName=name)
+                     for item in scanned["Items"])  # fmt: skip
+            found[name] = [plain({key: read(value) for key, value in item.items()}) for item in items]
+    return found
+
+
+def keep_evidence(directory: Path, output: str, files: Mapping[str, str], at: datetime | None = None) -> Path:
+    """Keep a failing run's evidence where the next run does not overwrite it: ``directory/failed-<UTC time>/`` gets
+    a copy of every log in ``directory`` (the stack's handlers, moto, anvil), ``output.txt`` (what the demo printed)
+    and ``files`` (name -> text). Returns the folder."""
+    stamp_ = (at or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+    folder, n = directory / f"failed-{stamp_}", 1
+    while True:
+        try:
+            folder.mkdir(parents=True)
+            break
+        except FileExistsError:  # two failures within a second
+            n += 1
+            folder = directory / f"failed-{stamp_}-{n}"
+    for log in sorted(directory.glob("*.log")):
+        shutil.copy2(log, folder / log.name)
+    (folder / "output.txt").write_text(output, encoding="utf-8")
+    for name, text in files.items():
+        (folder / name).write_text(text, encoding="utf-8")
+    return folder
+
+
 def _interrupt(signum: int, _: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -853,11 +1008,13 @@ def plan_accounts(n: int) -> tuple[list[Any], list[Any], dict[str, tuple[str, st
     return accounts, everyone, billing_methods(everyone), crypto_accounts(everyone)
 
 
-def run(args: argparse.Namespace, console: Console) -> int:
+def run(args: argparse.Namespace, console: Console, evidence: dict[str, str] | None = None) -> int:
+    """The demo; 0 when everything matches the ground truth. When it fails (a difference, an error; not an
+    interruption) ``evidence`` gets, before the stack stops, the full ground-truth comparison and moto's state."""
     from kilo_dev.crypto_demo import crypto_report  # noqa: PLC0415
     from kilo_dev.fake_livekit import FakeLiveKit  # noqa: PLC0415
     from kilo_dev.localstack import LocalSettings, LocalStack  # noqa: PLC0415
-    from kilo_dev.simulator import Truth, hard_limit_call, simulate  # noqa: PLC0415
+    from kilo_dev.simulator import hard_limit_call, simulate  # noqa: PLC0415
     from kilo_dev.template import TEMPLATE_PATH, Template  # noqa: PLC0415
 
     grace_s = int(Template(TEMPLATE_PATH, parameters={"Stage": "local"}).parameters["InvoiceGraceHours"]) * 3600
@@ -869,8 +1026,9 @@ def run(args: argparse.Namespace, console: Console) -> int:
     settings.parameters = {"LiveKitUrl": livekit.url, "LogLevel": "ERROR", "EnforcementGraceSeconds": "2"}
     accounts, everyone, billing, paying_crypto = plan_accounts(args.accounts)
     stack = LocalStack(settings, log=lambda message: console.print(f"[dim]· {message}[/dim]"),
-                       crypto=bool(paying_crypto))  # fmt: skip
+                       log_path=args.dir / "local-stack.log", crypto=bool(paying_crypto))  # fmt: skip
     travel = travel_to(console, now, real_now)
+    seen = RunState(everyone, billing, f"{closed:%Y-%m}", now)
     try:
         stack.start()
         api_key, api_secret = next(iter(settings.livekit_keys.items()))
@@ -880,7 +1038,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         upgrade_at, downgrade_at = (at := upgrade_instant(start, period_start)), at + 86_400
         sink = HttpSink(stack.url, api_key, api_secret, settings.usage_client, settings.usage_secret, stack.clock,
                         check=stack.check)  # fmt: skip
-        histories = set_up_accounts(stack, sink, everyone, period_start, upgrade_at, signup_s=start,
+        histories = seen.histories = set_up_accounts(stack, sink, everyone, period_start, upgrade_at, signup_s=start,
                                     downgrade_at_s=downgrade_at,
                                     methods={account: method for account, (method, _) in billing.items()})  # fmt: skip
         save_cards(stack, billing)
@@ -892,15 +1050,15 @@ def run(args: argparse.Namespace, console: Console) -> int:
                    f"(seed {args.seed}); {closed:%Y-%m} closes {grace_s // 3600} h after it ends")  # fmt: skip
         began = time.monotonic()
         scene_at = max(period_start + grace_s + 600, now - 1500)  # the hard-limit call, in the last half hour
-        late = late_left_call(
-            truth := Truth(),
+        late = seen.late = late_left_call(
+            truth := seen.truth,
             sink,
             livekit,
             accounts[0].account_id,
             (period_start - 3 * 3600, period_start - 2 * 3600, period_start + grace_s + 3600),
             functools.partial(wait_for_invoice, stack, accounts[0].account_id, f"{closed:%Y-%m}"),
         )
-        truth = simulate(args.seed, accounts, start, scene_at - 300, sink, livekit, truth=truth,
+        truth = seen.truth = simulate(args.seed, accounts, start, scene_at - 300, sink, livekit, truth=truth,
                          progress=lambda m: console.print(f"[dim]  {m}[/dim]"),
                          rooms_per_account_per_day=args.intensity)  # fmt: skip
         console.print(f"{LIMIT_ACCOUNT} (budget and hard limit ${LIMIT_USD}) reports {LIMIT_MESSAGES:,} messages "
@@ -922,12 +1080,22 @@ def run(args: argparse.Namespace, console: Console) -> int:
         if args.keep_running:
             stack.clock.release()  # live traffic from here on: schedules follow the wall clock again
             _keep_running(console, stack, settings, livekit, dashboard_accounts(everyone, billing))
-        return 0 if matches and invoiced and alerted and paid else 1
+        seen.passed = matches and invoiced and alerted and paid
+        return 0 if seen.passed else 1
     finally:
-        stack.stop()
-        livekit.stop()
-        if travel is not None:
-            travel.stop()
+        wind_down(stack, livekit, travel, seen, evidence)
+
+
+def wind_down(stack: Any, livekit: Any, travel: Any, seen: RunState, evidence: dict[str, str] | None) -> None:
+    """Stop what the run started (from ``run``'s ``finally``); a run that failed first reads its evidence off the stack
+    still running - not one interrupted (Ctrl-C, SIGTERM: how ``--keep-running`` ends), which is no failure."""
+    interrupted = isinstance(sys.exc_info()[1], KeyboardInterrupt)  # the exception ``run`` is ending with, if any
+    if not seen.passed and not interrupted and evidence is not None:
+        evidence |= failure_evidence(stack, seen)
+    stack.stop()
+    livekit.stop()
+    if travel is not None:
+        travel.stop()
 
 
 def report(
@@ -1026,18 +1194,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7, help="simulation seed (deterministic)")
     parser.add_argument("--intensity", type=float, default=0.6, help="calls per account per day (default 0.6)")
     parser.add_argument("--end", type=int, help=argparse.SUPPRESS)  # simulated 'now' (epoch s), for tests
+    parser.add_argument("--dir", type=Path, default=DEMO_DIR, help=argparse.SUPPRESS)  # logs and evidence, for tests
     parser.add_argument("--keep-running", action="store_true", help="leave the stack up and print its URLs and keys")
     args = parser.parse_args(argv)
     console = make_console()
+    console.record = True  # a failing run keeps what it printed (keep_evidence)
     signal.signal(signal.SIGTERM, _interrupt)
+    evidence: dict[str, str] = {}
     try:
-        return run(args, console)
+        code = run(args, console, evidence)
     except KeyboardInterrupt:
         console.print("[yellow]Interrupted; every process the demo started has been stopped.[/yellow]")
-        return 130
+        code = 130
     except StackError as exc:
         console.print(f"[bold red]The demo stopped: {exc}.[/bold red] Every process it started has been stopped.")
-        return 1
+        code = 1
+    except Exception:
+        evidence["traceback.txt"] = traceback.format_exc()
+        _say_kept(console, keep_evidence(args.dir, console.export_text(clear=False), evidence))
+        raise  # exit 1 with the traceback, as before
+    if code == 1:  # a failure (a difference, a component of the stack died); not an interruption (130)
+        _say_kept(console, keep_evidence(args.dir, console.export_text(clear=False), evidence))
+    return code
+
+
+def _say_kept(console: Console, folder: Path) -> None:
+    console.print(f"[bold]The evidence of this run (logs, output, ground-truth comparison) is kept in {folder}[/bold]",
+                  soft_wrap=True)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -1,9 +1,13 @@
 """Playwright driving Debian's headless Chromium (/usr/bin/chromium, installed by ``./dev test`` when missing:
-scripts/browser.sh). One browser per test module; each test gets a fresh context (no shared storage or cookies)."""
+scripts/browser.sh). One browser per test module; each test gets a fresh context (no shared storage or cookies).
+And the modules' shared clock: ``month_travel`` (their worlds start a little before a month boundary)."""
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -58,3 +62,26 @@ def page(browser: Any) -> Iterator[Any]:
     finally:
         context.close()
     assert errors == [], f"the page threw: {errors}"
+
+
+def month_start(instant: float) -> datetime:
+    """The first instant of the UTC month holding ``instant`` (epoch s)."""
+    day = datetime.fromtimestamp(instant, tz=UTC)
+    return datetime(day.year, day.month, 1, tzinfo=UTC)
+
+
+@contextlib.contextmanager
+def month_travel(hours: float) -> Iterator[None]:
+    """Time is chosen, not read off the calendar: when the current month began less than ``hours`` ago (too recently
+    for what the module simulates and closes before now), the process runs as of 2 h before that month's start, the
+    clock ticking on (time_machine); otherwise on the real clock. Either way the last month boundary is at least
+    ``hours`` - 2 h in the past."""
+    import time_machine  # noqa: PLC0415
+
+    real = time.time()
+    begun = month_start(real)
+    if real - begun.timestamp() >= hours * 3600:
+        yield
+        return
+    with time_machine.travel(begun - timedelta(hours=2), tick=True):
+        yield

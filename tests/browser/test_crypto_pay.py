@@ -29,6 +29,7 @@ from eth_account import Account
 from playwright.sync_api import expect
 
 from kilo_dev.webserve import DashboardServer, serve_for_stack
+from tests.browser.conftest import month_start, month_travel
 from tests.browser.wallets import InjectedWallets
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.xdist_group("crypto-pay")]
@@ -39,11 +40,6 @@ CUSTOMER_KEY = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b7869
 TOTAL = Decimal("58.00")
 USDC_UNITS = 58_000_000
 BALANCE_OF = "0x70a08231"  # balanceOf(address)
-
-
-def month_start(instant: float) -> datetime:
-    day = datetime.fromtimestamp(instant, tz=UTC)
-    return datetime(day.year, day.month, 1, tzinfo=UTC)
 
 
 @dataclass
@@ -58,19 +54,17 @@ class World:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    import time_machine  # noqa: PLC0415
+    with month_travel(hours=8):  # the close needs the month's 6-hour grace behind it
+        yield from _world(tmp_path_factory)
 
+
+def _world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     from kilo_dev.anvil import CHAIN_ID  # noqa: PLC0415
     from kilo_dev.crypto_demo import CryptoBill, wait_for_bills  # noqa: PLC0415
     from kilo_dev.demo import closed_invoices, wait_for_close, write_request  # noqa: PLC0415
     from kilo_dev.localstack import LocalSettings, LocalStack  # noqa: PLC0415
     from tests.e2e.test_local_crypto import _clear  # noqa: PLC0415
 
-    real = time.time()
-    travel = None
-    if real - month_start(real).timestamp() < 8 * HOUR:  # the close needs the month's 6-hour grace behind it
-        travel = time_machine.travel(month_start(real) - timedelta(hours=2), tick=True)
-        travel.start()
     settings = LocalSettings.from_env()
     settings.parameters = {"LogLevel": "ERROR"}
     log_path = tmp_path_factory.mktemp("crypto-pay") / "local-stack.log"
@@ -98,8 +92,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         anvil = stack.chains.anvil if stack.chains is not None else None
         stack.stop()
         _clear()
-        if travel is not None:
-            travel.stop()
         if anvil is not None:
             assert anvil.process.poll() is not None  # anvil is gone, stopped by its PID
 

@@ -27,17 +27,13 @@ import pytest
 from playwright.sync_api import expect
 
 from kilo_dev.webserve import DashboardServer, SiteConfig
+from tests.browser.conftest import month_start, month_travel
 from tests.browser.wallets import InjectedWallets
 
 # one local stack and simulation for the module: its tests stay on one xdist worker (./dev runs --dist loadgroup)
 pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.xdist_group("dashboard")]
 HOUR = 3600
 TEAM, PERSONAL, ENTERPRISE = "acct-team-01", "acct-personal-01", "acct-enterprise-01"
-
-
-def month_start(instant: float) -> int:
-    day = datetime.fromtimestamp(instant, tz=UTC)
-    return int(datetime(day.year, day.month, 1, tzinfo=UTC).timestamp())
 
 
 @dataclass
@@ -76,18 +72,16 @@ class World:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    import time_machine  # noqa: PLC0415
+    with month_travel(hours=32):  # the current month must hold the window's last 30 h
+        yield from _world(tmp_path_factory)
 
+
+def _world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     from kilo_dev.demo import HttpSink, billing_methods, save_cards, set_up_accounts, wait_for_close  # noqa: PLC0415
     from kilo_dev.fake_livekit import FakeLiveKit  # noqa: PLC0415
     from kilo_dev.localstack import LocalSettings, LocalStack  # noqa: PLC0415
     from kilo_dev.simulator import default_accounts, simulate  # noqa: PLC0415
 
-    real = time.time()
-    travel = None
-    if real - month_start(real) < 32 * HOUR:  # the current month must hold the window's last 30 h
-        travel = time_machine.travel(datetime.fromtimestamp(month_start(real) - 2 * HOUR, tz=UTC), tick=True)
-        travel.start()
     settings = LocalSettings.from_env()
     livekit = FakeLiveKit(settings.livekit_keys)
     livekit.start()
@@ -96,7 +90,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     site = None
     try:
         stack.start()
-        boundary = month_start(time.time() - 31 * HOUR)
+        boundary = int(month_start(time.time() - 31 * HOUR).timestamp())
         start, end, upgrade_at = boundary - 2 * HOUR, boundary + 30 * HOUR, boundary + 15 * HOUR
         accounts = default_accounts(3)
         key, secret = next(iter(settings.livekit_keys.items()))
@@ -120,8 +114,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             site.stop()
         stack.stop()
         livekit.stop()
-        if travel is not None:
-            travel.stop()
 
 
 def test_given_the_pricing_page_then_every_tier_shows_its_fee_allowances_and_the_unit_prices(

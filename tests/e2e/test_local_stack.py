@@ -12,6 +12,7 @@ ground truth for whichever it is. Every wait has a deadline of its own.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import queue
 import re
@@ -148,6 +149,29 @@ def test_given_a_simulated_month_boundary_with_an_upgrade_then_usage_money_and_i
         f"total: invoiced ${total} vs truth ${total + Decimal('0.01')}",
     ]
 
+    # what a failing demo would keep (kilo_dev.demo.failure_evidence), read off this stack: each month's ground truth
+    # next to what the stack rated and invoiced, with their differences (none here), and moto's state
+    from kilo_dev.demo import RunState, failure_evidence  # noqa: PLC0415
+
+    seen = RunState(accounts, billing, period, end, truth, histories)
+    files = failure_evidence(stack, seen)
+    kept = json.loads(files["ground-truth.json"])
+    current = datetime.fromtimestamp(boundary, tz=UTC).strftime("%Y-%m")
+    assert sorted(kept) == sorted([f"month to date {current}", f"month to date {period}", f"invoices {period}",
+                                   "truth"])  # fmt: skip
+    personal = kept[f"month to date {current}"]["acct-personal-01"]
+    assert personal["truth"]["tiers"] == ["personal", "team"]
+    assert personal["used"] == personal["truth"]["used"]  # the same quantities, as the comparison found
+    assert personal["differences"] == []
+    team_invoice = kept[f"invoices {period}"]["acct-team-01"]
+    assert team_invoice["invoice"]["status"] == "payment_failed"
+    assert team_invoice["truth"]["total"] == str(invoices["acct-team-01"].total)
+    assert len(kept["truth"]["connections"]) == len(truth.connections) > 0
+    assert "Table" in json.loads(files["moto-state.json"])["dynamodb"]
+    tables = json.loads(files["tables.json"])
+    usage_table = tables[stack.template.physical_name("UsageTable")]
+    assert any("acct-team-01" in json.dumps(item) for item in usage_table)  # every table's items
+
 
 def _port_open(port: int) -> bool:
     with socket.socket() as probe:
@@ -231,8 +255,10 @@ def demo() -> Iterator[type[Demo]]:
         process.kill()
 
 
-def test_given_the_demo_interrupted_with_ctrl_c_then_no_process_or_port_is_left_behind(demo: type[Demo]) -> None:
-    run = demo("--accounts", "2", "--intensity", "50")
+def test_given_the_demo_interrupted_with_ctrl_c_then_no_process_or_port_is_left_behind(
+    demo: type[Demo], tmp_path: Path
+) -> None:
+    run = demo("--accounts", "2", "--intensity", "50", "--dir", str(tmp_path))
     found = run.wait_for(r"moto server \(pid (\d+)\) on 127\.0\.0\.1:(\d+)", 60)
     moto_pid, port = int(found.group(1)), int(found.group(2))
     run.wait_for("Simulating", 60)
@@ -244,10 +270,13 @@ def test_given_the_demo_interrupted_with_ctrl_c_then_no_process_or_port_is_left_
     assert not _port_open(port)
     with pytest.raises(ProcessLookupError):
         os.kill(moto_pid, 0)  # the moto server process is gone (reaped by the demo)
+    assert list(tmp_path.glob("failed-*")) == []  # an interruption is no failure: no evidence kept
 
 
-def test_given_the_moto_server_killed_mid_demo_then_the_demo_stops_with_an_error_naming_it(demo: type[Demo]) -> None:
-    run = demo("--accounts", "2", "--intensity", "50")
+def test_given_the_moto_server_killed_mid_demo_then_the_demo_stops_with_an_error_naming_it_and_keeps_the_evidence(
+    demo: type[Demo], tmp_path: Path
+) -> None:
+    run = demo("--accounts", "2", "--intensity", "50", "--dir", str(tmp_path))
     found = run.wait_for(r"moto server \(pid (\d+)\) on 127\.0\.0\.1:(\d+)", 60)
     moto_pid = int(found.group(1))
     gateway = int(run.wait_for(r"gateway on http://127\.0\.0\.1:(\d+)", 60).group(1))
@@ -261,3 +290,14 @@ def test_given_the_moto_server_killed_mid_demo_then_the_demo_stops_with_an_error
     assert "the local stack has stopped" in flat
     assert "Traceback" not in output
     assert not _port_open(gateway)
+    # the failed run's evidence is kept where the next run does not overwrite it, and the demo says where
+    found = re.search(r"kept in (\S+)", flat)
+    assert found is not None, output
+    folder = Path(found.group(1))
+    assert folder.parent == tmp_path
+    assert re.fullmatch(r"failed-\d{8}T\d{6}Z", folder.name)
+    assert {"local-stack.log", "moto.log", "output.txt", "ground-truth.json", "moto-state.json"} <= {
+        path.name for path in folder.iterdir()
+    }
+    assert f"The demo stopped: the moto server (pid {moto_pid}" in " ".join((folder / "output.txt").read_text().split())
+    assert "not read" in (folder / "moto-state.json").read_text()  # moto was what died: said, not hidden
