@@ -13,7 +13,7 @@ import pytest
 
 from kilo_billing.invoicing import InvoiceStatus
 from kilo_invoice.logic import apply_stripe_event, issue_early, refund_invoice
-from tests.scenarios.test_card_payment_events import Events, _paid_invoice
+from tests.scenarios.test_card_payment_events import Events, _fixture, _paid_invoice
 from tests.scenarios.test_invoicing import APR, FEB, MAR, World, amounts, at, seg
 from tests.scenarios.test_progressive_billing import mid, progressive
 
@@ -87,4 +87,74 @@ def test_given_the_early_invoice_refunded_first_then_the_note_gives_no_credit_fo
     world.close("acme", APR)
     note = world.store.credit_notes["acme/2026-03/credit-2026-04"]
     assert (note.to_credit, note.returned) == (Decimal("0.00"), Decimal("7.20"))  # the refund gave it back
+    assert world.store.billing["acme"].credit == Decimal("0.00")
+
+
+# --- Team (29.00 a month, 50,000 video minutes included): the period-end invoice also bills the next month's fee -----
+
+
+def _team_billed_early_and_paid(world: World, events: Events) -> str:
+    """Team from February, progressive at 5.00. 60,000 video minutes in March: 10,000 over x 0.00072 = 7.20 billed
+    early and paid by card. March's close: usage 7.20 - 7.20 billed early + April's fee in advance 29.00 = 29.00, paid:
+    none of its 29.00 paid for March's usage. Returns the early invoice's payment intent."""
+    world.signup("acme", (at(1, 2), "team"))
+    progressive(world, "acme", "5.00")
+    assert world.close("acme", FEB).total == Decimal("58.00")  # February's first month + March's fee in advance
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", 60_000)
+    (early,) = issue_early(world.deps, "acme", MAR, mid(10))
+    assert (early.invoice_id, early.total) == (EARLY, Decimal("7.20"))
+    intent = world.gateway.settle(EARLY, paid=True)
+    assert intent is not None
+    paid = _paid_invoice(world, EARLY)
+    apply_stripe_event(
+        world.store, world.bus, events, *events.add("evt_e", "invoice.paid", paid), mid(11), world.gateway
+    )
+    march = world.close("acme", MAR)
+    assert march.total == Decimal("29.00")
+    world.gateway.settle(march.invoice_id, paid=True)
+    paid = _paid_invoice(world, march.invoice_id)
+    apply_stripe_event(world.store, world.bus, events, *events.add("evt_m", "invoice.paid", paid), at(2, 4))
+    assert world.store.invoices[march.invoice_id].status is InvoiceStatus.PAID
+    return intent
+
+
+def test_given_team_when_the_note_credited_the_early_usage_then_the_early_invoice_is_not_refunded_too() -> None:
+    world, events = World(), Events()
+    _team_billed_early_and_paid(world, events)
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", -10_000)  # March 50,000: inside the allowance, -7.20
+    april = world.close("acme", APR)
+    note = world.store.credit_notes["acme/2026-03/credit-2026-04"]
+    assert (note.to_credit, note.returned) == (Decimal("7.20"), Decimal("0.00"))
+    assert april.total == Decimal("21.80")  # May's fee 29.00 - 7.20 of credit
+    # the 7.20 the early invoice kept is given back already (as credit): March's 29.00 (April's fee) does not stand in
+    with pytest.raises(ValueError, match=r"at most 0\.00"):
+        refund_invoice(world.store, world.gateway, "acme", EARLY, Decimal("0.01"))
+    # April's fee, billed by March's close, paid for no March usage: it stays refundable whole
+    assert refund_invoice(world.store, world.gateway, "acme", "acme/2026-03", None).refunded == Decimal("29.00")
+
+
+def test_given_team_when_the_early_invoice_was_refunded_first_then_the_note_gives_no_credit_for_it() -> None:
+    world, events = World(), Events()
+    _team_billed_early_and_paid(world, events)
+    assert refund_invoice(world.store, world.gateway, "acme", EARLY, None).refunded == Decimal("7.20")
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", -10_000)  # -7.20
+    april = world.close("acme", APR)
+    note = world.store.credit_notes["acme/2026-03/credit-2026-04"]
+    assert (note.to_credit, note.returned) == (Decimal("0.00"), Decimal("7.20"))  # the refund gave it back
+    assert april.total == Decimal("29.00")  # May's fee, no credit
+    assert world.store.billing["acme"].credit == Decimal("0.00")
+
+
+def test_given_team_when_the_early_invoice_s_dispute_was_lost_first_then_the_note_gives_no_credit_for_it() -> None:
+    world, events = World(), Events()
+    intent = _team_billed_early_and_paid(world, events)
+    lost = _fixture("dispute", id="dp_early", charge="ch_early", payment_intent=intent, amount=720, status="lost")
+    apply_stripe_event(
+        world.store, world.bus, events, *events.add("evt_w", "charge.dispute.funds_withdrawn", lost), at(2, 5)
+    )
+    assert world.store.invoices[EARLY].kept == Decimal("0.00")
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", -10_000)  # -7.20
+    world.close("acme", APR)
+    note = world.store.credit_notes["acme/2026-03/credit-2026-04"]
+    assert (note.to_credit, note.returned) == (Decimal("0.00"), Decimal("7.20"))  # the bank gave it back
     assert world.store.billing["acme"].credit == Decimal("0.00")

@@ -28,12 +28,11 @@ from kilo_billing.invoicing import (
     compose_close,
     credit_note_reason,
     credit_reinstated,
-    credited_by_notes,
     early_invoices,
     first_period,
     invoice_id,
     is_early,
-    period_held,
+    refundable,
     void_credit,
 )
 from kilo_billing.money import ZERO, money_str
@@ -805,13 +804,11 @@ def refund_invoice(
         return done
     # credit notes gave it back already: taken off the amount due (never paid) or given as account credit (D131);
     # a note against the period may have credited what an early invoice of it billed (D166)
-    reduced = credited_by_notes(invoice, ledger.credit_notes.values())
-    period_end = ledger.invoices.get(invoice_id(account_id, Period.parse(invoice.period)))
-    noted = credited_by_notes(period_end, ledger.credit_notes.values()) if period_end is not None else ZERO
-    refundable = min(invoice.kept - reduced, period_held(ledger, invoice.period) - noted)
-    wanted = refundable if amount is None else amount
-    if wanted <= 0 or wanted > refundable:
-        raise ValueError(f"refund must be more than 0.00 and at most {money_str(refundable)}, got {money_str(wanted)}")
+    reduced = invoice.total - amount_due(invoice, ledger.credit_notes.values())  # notes' reductions: never paid
+    most = refundable(ledger, invoice)
+    wanted = most if amount is None else amount
+    if wanted <= 0 or wanted > most:
+        raise ValueError(f"refund must be more than 0.00 and at most {money_str(most)}, got {money_str(wanted)}")
     if invoice.method is BillingMethod.CRYPTO:
         return _save_with(store, invoice, lambda inv: replace(inv, refund_owed=inv.refund_owed + wanted))
     if invoice.gateway_id is None:

@@ -703,18 +703,57 @@ def credit_applied(invoice: InvoiceRecord) -> Decimal:
     return -total([line.amount for line in invoice.lines if line.kind == CREDIT and line.amount < 0])
 
 
-def period_held(ledger: AccountLedger, period: str) -> Decimal:
-    """What the customer paid, or still owes, for ``period``'s invoices and has not had back: over the period's
-    invoices not void - its period-end invoice and its early (progressive) ones, which billed part of its usage - what
-    each keeps (its total less refunds and disputes' funds withdrawn) plus the account credit it applied. Credit notes
-    against the period give back at most this, less what earlier notes gave (D166)."""
+def _lowered(invoice: InvoiceRecord, notes: Iterable[CreditNote]) -> Decimal:
+    """What credit notes took off ``invoice``'s amount due (never asked for, so never paid)."""
+    return total([note.to_due for note in notes if note.invoice_id == invoice.invoice_id])
+
+
+def usage_billed(invoice: InvoiceRecord, period: str) -> Decimal:
+    """What ``invoice`` billed for ``period``'s usage: its lines of that period (usage, the deduction of what was
+    billed early, a carried early invoice of it), fees and account credit aside - not the next period's fee in advance,
+    a fee of its own, late usage of other periods or what it carries from them."""
     return total(
         [
-            invoice.kept + credit_applied(invoice)
-            for invoice in ledger.invoices.values()
-            if invoice.period == period and invoice.status is not InvoiceStatus.VOID
+            line.amount
+            for line in invoice.lines
+            if line.period == period and line.kind not in FEE_KINDS and line.kind != CREDIT
         ]
     )
+
+
+def invoice_held(invoice: InvoiceRecord, period: str, notes: Iterable[CreditNote]) -> Decimal:
+    """The money with us that paid for ``period``'s usage on ``invoice`` (D166): what it billed for that usage (less
+    what notes took off its amount due), at most what it still holds - what it keeps (its total less refunds,
+    disputes lost and notes' reductions) plus the account credit it applied; its money pays that usage first. A void
+    invoice holds nothing."""
+    if invoice.status is InvoiceStatus.VOID:
+        return ZERO
+    lowered = _lowered(invoice, notes)
+    money = invoice.kept - lowered + credit_applied(invoice)
+    return max(ZERO, min(usage_billed(invoice, period) - lowered, money))
+
+
+def period_held(ledger: AccountLedger, period: str, notes: Iterable[CreditNote] = ()) -> Decimal:
+    """What the customer paid for ``period``'s usage and has not had back, over the period's invoices - its period-end
+    invoice and its early (progressive) ones, which billed part of its usage - less the account credit notes against
+    the period gave already. A note gives at most this; a refund takes from it only what it takes of an invoice's
+    money that paid for the period's usage (D166)."""
+    notes = list(notes)
+    held = total(
+        [invoice_held(invoice, period, notes) for invoice in ledger.invoices.values() if invoice.period == period]
+    )
+    return held - total([note.to_credit for note in notes if note.period == period])
+
+
+def refundable(ledger: AccountLedger, invoice: InvoiceRecord) -> Decimal:
+    """At most what a refund of the paid ``invoice`` may give back now (D131, D166): what it keeps less what notes took
+    off its amount due; and of that, beyond its money that did not pay for its period's usage (the next period's fee,
+    what it carries, ...), only what the period's notes have not credited already - a note and a refund never give the
+    same money back, whichever comes first."""
+    notes = list(ledger.credit_notes.values())
+    keeps = invoice.kept - _lowered(invoice, notes)
+    spare = keeps + credit_applied(invoice) - invoice_held(invoice, invoice.period, notes)
+    return max(ZERO, min(keeps, max(ZERO, spare) + max(ZERO, period_held(ledger, invoice.period, notes))))
 
 
 def amount_due(invoice: InvoiceRecord, notes: Iterable[CreditNote]) -> Decimal:
@@ -733,9 +772,9 @@ def credit_note(
     - an unpaid card invoice at the processor (open, payment failed): the processor's credit note lowers its amount
       due by as much as it still holds (its total less earlier notes); any rest is account credit;
     - a paid invoice (card or crypto): account credit for at most what the period's invoices still hold
-      (``period_held``: the period-end invoice's and its early invoices' totals less refunds made or owed and
-      disputes lost, plus the account credit they applied, less earlier notes' amounts); the rest was given back
-      already (``returned``).
+      (``period_held``: what the period-end invoice and its early invoices billed for the period's usage, at most
+      what each still keeps - less refunds made or owed and disputes lost - plus the account credit it applied, less
+      the account credit earlier notes gave); the rest was given back already (``returned``).
       A card invoice's credit is recorded on the processor's invoice as credited outside it;
     - a void invoice: nothing (nothing was collected, nothing is owed back);
     - anything else (a crypto bill - the crypto rail cannot take money back to the payer -, a carried or $0.00
@@ -760,7 +799,7 @@ def credit_note(
         to_due = max(ZERO, min(amount, credited.total - taken))
         return replace(base, to_due=to_due, to_credit=amount - to_due, processor=to_due, status=_pending_if(to_due))
     if credited.status is InvoiceStatus.PAID:  # never more back than the customer's payments still leave with us
-        held = max(ZERO, min(amount, period_held(ledger, credited.period) - credited_by_notes(credited, notes)))
+        held = max(ZERO, min(amount, period_held(ledger, credited.period, notes)))
         paid = replace(base, to_credit=held, returned=amount - held)
         if not on_card:
             return paid
