@@ -1,8 +1,8 @@
-"""A credit note gives back what the customer paid for the period, wherever it was billed (D166; D131): the
-period's early (progressive) invoices and the account credit its invoices applied count as paid, as the period-end
-invoice's own payment does - before, a note against a period-end invoice that kept 0.00 (its usage billed early, or
-paid by account credit) recorded the whole reduction as "already returned" though nothing was, and the customer stayed
-overbilled. Figures worked by hand (price book 2026-01: video $0.00072; Personal includes 5,000 video minutes)."""
+"""A credit note gives back what the customer paid for the period's usage, wherever it was billed (D166; D131): the
+period's paid early (progressive) invoices and the account credit its invoices applied count as paid, as the
+period-end invoice's own payment does; its next month's fee does not, nor an invoice never paid. Before, a note against
+a period-end invoice that kept 0.00 (its usage billed early, or paid by account credit) recorded the whole reduction
+as "already returned" though nothing was, and the customer stayed overbilled. Figures worked by hand (price book 2026-01: video $0.00072; Personal includes 5,000 video minutes)."""
 
 from __future__ import annotations
 
@@ -41,15 +41,31 @@ def _pay_early(world: World, events: Events) -> None:
 
 
 def test_given_usage_billed_early_when_it_shrinks_after_the_close_then_the_note_gives_it_back_as_credit() -> None:
-    world = World()
+    world, events = World(), Events()
     _personal_billed_early(world)
+    _pay_early(world, events)
     world.store.rate("acme", "2026-03", seg(at(1)), "video", -10_000)  # March now 5,000: inside the allowance, -7.20
     april = world.close("acme", APR)
     note = world.store.credit_notes["acme/2026-03/credit-2026-04"]
-    # the 7.20 was billed by the early invoice (still owed): account credit, nothing "already returned"
+    # the 7.20 was billed and paid by the early invoice: account credit, nothing "already returned"
     assert (note.to_due, note.to_credit, note.returned) == (Decimal("0.00"), Decimal("7.20"), Decimal("0.00"))
     assert april.total == Decimal("0.00")  # Personal, no April usage: the credit waits for the next positive invoice
     assert world.store.billing["acme"].credit == Decimal("7.20")
+
+
+def test_given_the_early_invoice_still_unpaid_when_its_usage_shrinks_then_no_credit_and_once_paid_it_is_refundable() -> (
+    None
+):
+    world, events = World(), Events()
+    _personal_billed_early(world)  # the early invoice's 7.20 not paid yet (open at the processor)
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", -10_000)  # -7.20
+    world.close("acme", APR)
+    note = world.store.credit_notes["acme/2026-03/credit-2026-04"]
+    # no spendable credit for money not collected: the 7.20 is not given, recorded on the note as not credited
+    assert (note.to_due, note.to_credit, note.returned) == (Decimal("0.00"), Decimal("0.00"), Decimal("7.20"))
+    assert world.store.billing["acme"].credit == Decimal("0.00")
+    _pay_early(world, events)  # paid afterwards: the 7.20 the usage no longer justifies is refundable, once
+    assert refund_invoice(world.store, world.gateway, "acme", EARLY, None).refunded == Decimal("7.20")
 
 
 def test_given_a_period_end_invoice_paid_by_account_credit_when_its_usage_shrinks_then_the_credit_comes_back() -> None:
@@ -158,3 +174,73 @@ def test_given_team_when_the_early_invoice_s_dispute_was_lost_first_then_the_not
     note = world.store.credit_notes["acme/2026-03/credit-2026-04"]
     assert (note.to_credit, note.returned) == (Decimal("0.00"), Decimal("7.20"))  # the bank gave it back
     assert world.store.billing["acme"].credit == Decimal("0.00")
+
+
+# --- an early invoice never paid: nothing of it is given back as credit (D166 amended) -------------------------------
+
+
+def _early_event(world: World, events: Events, event_id: str, event_type: str, status: str) -> None:
+    gateway_id = world.store.invoices[EARLY].gateway_id
+    meta = {"invoice_id": EARLY, "kilo_invoice_id": EARLY, "account_id": "acme"}
+    obj = _fixture("invoice", id=gateway_id, status=status, metadata=meta, amount_paid=0, amount_remaining=720)
+    apply_stripe_event(world.store, world.bus, events, *events.add(event_id, event_type, obj), mid(12), world.gateway)
+
+
+def test_given_the_early_invoice_written_off_when_its_usage_shrinks_then_the_note_gives_no_credit_for_it() -> None:
+    world, events = World(), Events()
+    _personal_billed_early(world)  # early 7.20 (card), March 0.00 paid at once
+    _early_event(world, events, "evt_f", "invoice.payment_failed", "open")
+    _early_event(world, events, "evt_u", "invoice.marked_uncollectible", "uncollectible")
+    assert world.store.invoices[EARLY].status is InvoiceStatus.UNCOLLECTIBLE
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", -10_000)  # -7.20
+    world.close("acme", APR)
+    note = world.store.credit_notes["acme/2026-03/credit-2026-04"]
+    # the 7.20 was never paid (written off): no spendable credit for it; nothing else paid for March's usage
+    assert (note.to_credit, note.returned) == (Decimal("0.00"), Decimal("7.20"))
+    assert world.store.billing["acme"].credit == Decimal("0.00")
+
+
+def test_given_a_carried_early_invoice_when_its_carrier_was_refunded_then_the_note_gives_no_credit_for_it() -> None:
+    """An early invoice stored CARRIED (as one below the card minimum was before D165; the bound does not look at
+    why): March's close bills it (usage 7.20 - 7.20 billed early + 7.20 carried = 7.20), paid by card, then refunded
+    whole. The carried invoice itself was never paid: counted as held, it gave 7.20 of credit for money refunded."""
+    world, events = World(), Events()
+    world.signup("acme", (at(1, 2), "personal"))
+    progressive(world, "acme", "5.00")
+    world.close("acme", FEB)
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", 15_000)  # 10,000 over: 7.20
+    (early,) = issue_early(world.deps, "acme", MAR, mid(10))
+    world.store.invoices[EARLY] = replace(early, status=InvoiceStatus.CARRIED)
+    march = world.close("acme", MAR)
+    assert (amounts(march, "carried"), march.total) == (["7.20"], Decimal("7.20"))
+    world.gateway.settle(march.invoice_id, paid=True)
+    paid = _paid_invoice(world, march.invoice_id)
+    apply_stripe_event(world.store, world.bus, events, *events.add("evt_m", "invoice.paid", paid), at(2, 4))
+    assert refund_invoice(world.store, world.gateway, "acme", march.invoice_id, None).refunded == Decimal("7.20")
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", -10_000)  # -7.20
+    world.close("acme", APR)
+    note = world.store.credit_notes["acme/2026-03/credit-2026-04"]
+    assert (note.to_credit, note.returned) == (Decimal("0.00"), Decimal("7.20"))  # the refund gave it back
+    assert world.store.billing["acme"].credit == Decimal("0.00")
+
+
+def test_given_a_carried_early_invoice_paid_by_its_carrier_when_its_usage_shrinks_then_the_note_credits_it_once() -> (
+    None
+):
+    world, events = World(), Events()
+    world.signup("acme", (at(1, 2), "personal"))
+    progressive(world, "acme", "5.00")
+    world.close("acme", FEB)
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", 15_000)
+    (early,) = issue_early(world.deps, "acme", MAR, mid(10))
+    world.store.invoices[EARLY] = replace(early, status=InvoiceStatus.CARRIED)
+    march = world.close("acme", MAR)
+    world.gateway.settle(march.invoice_id, paid=True)
+    paid = _paid_invoice(world, march.invoice_id)
+    apply_stripe_event(world.store, world.bus, events, *events.add("evt_m", "invoice.paid", paid), at(2, 4))
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", -10_000)  # -7.20
+    world.close("acme", APR)
+    note = world.store.credit_notes["acme/2026-03/credit-2026-04"]
+    assert (note.to_credit, note.returned) == (Decimal("7.20"), Decimal("0.00"))  # paid once, by March's close
+    with pytest.raises(ValueError, match=r"at most 0\.00"):  # and given back: nothing of March left to refund
+        refund_invoice(world.store, world.gateway, "acme", march.invoice_id, Decimal("0.01"))

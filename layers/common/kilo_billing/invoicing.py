@@ -723,14 +723,15 @@ def usage_billed(invoice: InvoiceRecord, period: str) -> Decimal:
 
 def invoice_held(invoice: InvoiceRecord, period: str, notes: Iterable[CreditNote]) -> Decimal:
     """The money with us that paid for ``period``'s usage on ``invoice`` (D166): what it billed for that usage (less
-    what notes took off its amount due), at most what it still holds - what it keeps (its total less refunds,
-    disputes lost and notes' reductions) plus the account credit it applied; its money pays that usage first. A void
-    invoice holds nothing."""
+    what notes took off its amount due), at most what it still holds - what it keeps if it is paid (its total less
+    refunds, disputes lost and notes' reductions) plus the account credit it applied; its money pays that usage first.
+    An invoice not paid (open, payment failed, written off, carried: what a carried one asked for is billed, and held,
+    by the invoice that carries it) holds only the credit it applied; a void one holds nothing."""
     if invoice.status is InvoiceStatus.VOID:
         return ZERO
     lowered = _lowered(invoice, notes)
-    money = invoice.kept - lowered + credit_applied(invoice)
-    return max(ZERO, min(usage_billed(invoice, period) - lowered, money))
+    paid = invoice.kept - lowered if invoice.status is InvoiceStatus.PAID else ZERO  # unpaid, written off, carried
+    return max(ZERO, min(usage_billed(invoice, period) - lowered, paid + credit_applied(invoice)))
 
 
 def period_held(ledger: AccountLedger, period: str, notes: Iterable[CreditNote] = ()) -> Decimal:
