@@ -364,7 +364,7 @@ SERVED_FORBIDDEN["kilo_webhook_ingest.usage_handler"] |= {"kilo_billing.livekit_
 # margin, so any module added to a webhook's first request shows here.
 MODULE_CEILINGS = {
     "kilo_webhook_ingest.livekit_handler": 532,  # exact
-    "kilo_webhook_ingest.usage_handler": 639,  # exact
+    "kilo_webhook_ingest.usage_handler": 641,  # exact (639 + account_items and entitlement_items, the layer stores split)
     "kilo_webhook_ingest.stripe_handler": 550,  # exact (698 when its ceiling was first set)
     "kilo_rate_usage.handler": 607,  # 595
     "kilo_rate_usage.sweeper_handler": 605,  # 593
