@@ -593,7 +593,7 @@ def _run(subject: Subject, package_dir: Path, endpoint: str, scratch: Path) -> N
 def seeded_stub(stub_secrets: dict[str, str]) -> Any:
     """The canned AWS endpoint with the secrets the first requests need and the usage API's registered account."""
     from bench.aws_stub import AwsStub  # noqa: PLC0415
-    from kilo_billing.account_store import profile_to_item  # noqa: PLC0415
+    from kilo_billing.account_items import profile_to_item  # noqa: PLC0415
     from kilo_billing.accounts import AccountProfile  # noqa: PLC0415
 
     profile = replace(AccountProfile.default(ACCOUNT), name="Bench", email="billing@bench.example")

@@ -274,7 +274,7 @@ def _events(count: int) -> dict[str, list[dict[str, Any]]]:
 def per_event(count: int, rounds: int) -> dict[str, Any]:
     """Run in the Lambda-shaped package (what Lambda would load), one process pinned to one core."""
     from bench import cold_start  # noqa: PLC0415
-    from kilo_billing.account_store import profile_to_item  # noqa: PLC0415
+    from kilo_billing.account_items import profile_to_item  # noqa: PLC0415
     from kilo_billing.accounts import AccountProfile  # noqa: PLC0415
 
     _build_package()

@@ -1,4 +1,4 @@
-"""An in-memory ``kilo_billing.periods_store.LedgerStore`` (held to tests/contract/test_ledger_store.py with the DynamoDB
+"""An in-memory ``kilo_billing.invoicing.LedgerStore`` (held to tests/contract/test_ledger_store.py with the DynamoDB
 adapter), plus rating's side of the same items: ``rate`` ADDs counters the way rating's transactions do."""
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from kilo_billing.invoicing import (
     CreditNote,
     InvoiceRecord,
     InvoiceStatus,
+    LedgerConflictError,
     PeriodLedger,
 )
-from kilo_billing.periods_store import LedgerConflictError
 
 
 @dataclass

@@ -19,8 +19,8 @@ from typing import Any, TypeVar
 from rich.table import Table
 
 from kilo_billing.catalog import Catalog
+from kilo_billing.invoicing import LedgerStore
 from kilo_billing.money import decimal_str, money_str
-from kilo_billing.periods_store import LedgerStore
 from kilo_billing.reports import (
     EnterpriseReport,
     MemberUsage,
@@ -185,7 +185,7 @@ MONEY_COLUMNS = frozenset(
 def dynamo_ports(table: str) -> tuple[LedgerStore, SessionReader]:
     from kilo_billing.aws import client  # noqa: PLC0415
     from kilo_billing.periods_store import DynamoLedgerStore  # noqa: PLC0415
-    from kilo_billing.session_usage import DynamoSessionReader  # noqa: PLC0415
+    from kilo_billing.session_usage_store import DynamoSessionReader  # noqa: PLC0415
 
     if not table:
         raise ValueError("the usage table is required: --usage-table or USAGE_TABLE_NAME")

@@ -183,7 +183,7 @@ def test_given_a_credit_note_against_the_closed_invoice_then_the_receipt_lists_i
     world: World, page: Any
 ) -> None:
     from kilo_billing.invoicing import CreditNote, Line  # noqa: PLC0415
-    from kilo_billing.periods_store import credit_note_to_item  # noqa: PLC0415
+    from kilo_billing.periods_items import credit_note_to_item  # noqa: PLC0415
     from kilo_dev.demo import expected_invoices  # noqa: PLC0415
 
     expected = expected_invoices(world.truth, world.accounts, world.closed, world.histories, world.billing)[TEAM]

@@ -17,9 +17,10 @@ from kilo_billing.account_store import DynamoAccountDirectory
 from kilo_billing.accounts import AccountProfile
 from kilo_billing.auth import Role
 from kilo_billing.items import to_item
-from kilo_billing.month_to_date import DynamoMonthToDate, MonthToDateSource, OpenSessionFigures
+from kilo_billing.month_to_date import MonthToDateSource, OpenSessionFigures
+from kilo_billing.month_to_date_store import DynamoMonthToDate
 from kilo_billing.rating import TierChange
-from kilo_billing.usage_signals import DynamoUsageSignals
+from kilo_billing.usage_signals_store import DynamoUsageSignals
 from kilo_rate_usage.items import session_to_item
 from kilo_rate_usage.model import Billing, ClosedBy, PeriodPart, Session, StoredSession
 from tests.account_api_fakes import InMemoryMembers, InMemoryMonthToDate, InMemorySessionHistory

@@ -1,4 +1,4 @@
-"""One contract, two implementations of invoicing's ledger (``kilo_billing.periods_store.LedgerStore``): the in-memory
+"""One contract, two implementations of invoicing's ledger (``kilo_billing.invoicing.LedgerStore``): the in-memory
 fake and DynamoDB (moto, the template's usage table). Rating's side is written the way rating writes it (counters
 ADDed to ``ACCOUNT#<a>``/``PERIOD#<p>``), so the fence is checked against the real item."""
 
@@ -14,10 +14,17 @@ import pytest
 from kilo_billing.account_store import DynamoAccountDirectory
 from kilo_billing.accounts import AccountProfile
 from kilo_billing.catalog import default_catalog
-from kilo_billing.invoicing import AccountLedger, InvoiceStatus, RefundRequest, compose_close
+from kilo_billing.invoicing import (
+    AccountLedger,
+    InvoiceStatus,
+    LedgerConflictError,
+    LedgerStore,
+    RefundRequest,
+    compose_close,
+)
 from kilo_billing.items import to_item
 from kilo_billing.periods import Period
-from kilo_billing.periods_store import DynamoLedgerStore, LedgerConflictError, LedgerStore
+from kilo_billing.periods_store import DynamoLedgerStore
 from kilo_billing.rating import TierChange
 from kilo_invoice.logic import CloseDeps, close_account
 from tests.conftest import Stack, count_calls

@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 
 from kilo_billing.catalog import default_catalog
-from kilo_billing.periods_store import LedgerConflictError
+from kilo_billing.invoicing import LedgerConflictError
 from kilo_billing.progressive import compose_early, invoice_early
 from tests.contract.test_ledger_store import MAR, SEG, Ledger, _draft, _team, ledger
 

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from kilo_billing.session_usage import DynamoSessionReader, SessionReader, SessionUsage
+from kilo_billing.session_usage import SessionReader, SessionUsage
+from kilo_billing.session_usage_store import DynamoSessionReader
 from kilo_rate_usage.items import session_to_item
 from kilo_rate_usage.model import Session, StoredSession
 from tests.conftest import Stack, count_calls

@@ -14,7 +14,7 @@ import time_machine
 
 from kilo_billing.account_store import DynamoAccountDirectory
 from kilo_billing.invoicing import BillingMethod, CreditNote, CreditNoteStatus, InvoiceRecord, InvoiceStatus, Line
-from kilo_billing.periods_store import credit_note_to_item, invoice_to_item
+from kilo_billing.periods_items import credit_note_to_item, invoice_to_item
 from kilo_dev.stripe_emulator import EmulatorHTTPClient
 from tests.account_api_support import api_environment, call, claims, utc
 from tests.integration.test_account_api import NOW, put_counters, put_session, register, seed_november, usage_table

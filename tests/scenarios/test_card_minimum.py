@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 
 from kilo_billing.invoicing import CARRIED, BillingMethod, BillingState, InvoiceStatus, Line
-from kilo_billing.periods_store import line_from_json, line_to_json
+from kilo_billing.periods_items import line_from_json, line_to_json
 from tests.scenarios.test_invoicing import APR, MAR, MAY, World, amounts, at, seg
 
 

@@ -22,9 +22,12 @@ from kilo_billing.aws import client
 from kilo_billing.catalog import Catalog, default_catalog
 from kilo_billing.entitlement_store import DynamoEntitlements
 from kilo_billing.entitlements import EntitlementSource
-from kilo_billing.month_to_date import DynamoMonthToDate, MonthToDateSource
-from kilo_billing.periods_store import DynamoLedgerStore, LedgerStore
-from kilo_billing.usage_signals import DynamoUsageSignals, UsageSignals
+from kilo_billing.invoicing import LedgerStore
+from kilo_billing.month_to_date import MonthToDateSource
+from kilo_billing.month_to_date_store import DynamoMonthToDate
+from kilo_billing.periods_store import DynamoLedgerStore
+from kilo_billing.usage_signals import UsageSignals
+from kilo_billing.usage_signals_store import DynamoUsageSignals
 
 
 def stripe_http_client() -> Any:

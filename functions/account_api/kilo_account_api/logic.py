@@ -59,12 +59,11 @@ from kilo_billing.budgets import (
 )
 from kilo_billing.catalog import Catalog, PriceBook, UnknownTierError
 from kilo_billing.entitlements import Entitlement, EntitlementPolicy, EntitlementSource, decide
-from kilo_billing.invoicing import AccountLedger, InvoiceRecord, amount_due
+from kilo_billing.invoicing import AccountLedger, InvoiceRecord, LedgerStore, amount_due
 from kilo_billing.meters import METER_UNITS, Meter
 from kilo_billing.money import ZERO, total
 from kilo_billing.month_to_date import MonthToDate, MonthToDateSource, month_to_date, open_session_extra
 from kilo_billing.periods import Period
-from kilo_billing.periods_store import LedgerStore
 from kilo_billing.rating import RatedPeriod, RatingError, effective_change
 
 _PERCENT = Decimal("0.01")

@@ -1,5 +1,5 @@
 """What the account API's logic needs from outside (Protocols) besides the layer's own ports - the account directory
-(``kilo_billing.accounts``), month to date (``kilo_billing.month_to_date``), the ledger (``kilo_billing.periods_store``)
+(``kilo_billing.accounts``), month to date (``kilo_billing.month_to_date``), the ledger (``kilo_billing.invoicing``)
 and entitlements (``kilo_billing.entitlements``). Implemented by ``adapters`` (DynamoDB) and ``stripe_adapter``."""
 
 from __future__ import annotations

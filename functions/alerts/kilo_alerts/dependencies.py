@@ -98,7 +98,7 @@ def operator_ports(config: AlertSettings, scheduled: bool) -> OperatorPorts:
     )
     from kilo_billing.account_store import DynamoAccountDirectory  # noqa: PLC0415
     from kilo_billing.aws import client  # noqa: PLC0415
-    from kilo_billing.usage_signals import DynamoUsageSignals  # noqa: PLC0415
+    from kilo_billing.usage_signals_store import DynamoUsageSignals  # noqa: PLC0415
 
     dynamodb = client("dynamodb", config.call_budget)
     return OperatorPorts(

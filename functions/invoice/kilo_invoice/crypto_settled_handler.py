@@ -16,8 +16,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from kilo_billing import observability
 from kilo_billing.contracts import CryptoBillSettledV1, CryptoCreditAddedV1
+from kilo_billing.invoicing import LedgerStore
 from kilo_billing.observability import Metric, count
-from kilo_billing.periods_store import LedgerStore
 from kilo_invoice.crypto_settled import NotCryptoInvoiceError, apply_crypto_credit, apply_crypto_settled
 from kilo_invoice.logic import InvoiceNotFoundError
 from kilo_invoice.settings import settings

@@ -16,7 +16,7 @@ from functools import cache
 from typing import Any
 
 from kilo_billing.accounts import AccountDirectory
-from kilo_billing.periods_store import LedgerStore
+from kilo_billing.invoicing import LedgerStore
 from kilo_billing.publisher import EventPublisher
 from kilo_invoice.gateway import (
     Customer,

@@ -21,6 +21,8 @@ from kilo_billing.invoicing import (
     CreditNoteStatus,
     InvoiceRecord,
     InvoiceStatus,
+    LedgerConflictError,
+    LedgerStore,
     RefundRequest,
     amount_due,
     below_card_minimum,
@@ -37,7 +39,6 @@ from kilo_billing.invoicing import (
 )
 from kilo_billing.money import ZERO, money_str
 from kilo_billing.periods import Period
-from kilo_billing.periods_store import LedgerConflictError, LedgerStore
 from kilo_billing.progressive import invoice_early
 from kilo_billing.publisher import EventPublisher
 from kilo_invoice.gateway import (

@@ -1,5 +1,5 @@
 """What invoicing's logic needs besides the payment gateway (``gateway.PaymentGateway``) and the ledger
-(``kilo_billing.periods_store.LedgerStore``): the close's job queue, the stored Stripe events, the bus, the clock."""
+(``kilo_billing.invoicing.LedgerStore``): the close's job queue, the stored Stripe events, the bus, the clock."""
 
 from __future__ import annotations
 

@@ -12,7 +12,8 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from kilo_billing.account_store import ERASED_AT, DynamoAccountDirectory, account_key, erasure_mark
+from kilo_billing.account_items import ERASED_AT, account_key, erasure_mark
+from kilo_billing.account_store import DynamoAccountDirectory
 from kilo_billing.accounts import AccountProfile
 from kilo_billing.aws import ConditionFailedError, InvalidRequestError, ResourceGoneError, call, paged_items
 from kilo_billing.events import KEY, SORT_KEY, ContractError, StoredEvent, decode_item, room_partition

@@ -18,7 +18,7 @@ Usage table layout (single table):
   (the sweeper's, D125);
 - aggregate    ``ACCOUNT#<account>`` / ``PERIOD#<YYYY-MM>`` - counters ``c#<segment start>#<meter>`` (ADDed), late
   counters ``late#<meter>`` once the period is invoiced (``invoiced_at``), announced thresholds ``thresholds`` (SS);
-- profile      ``ACCOUNT#<account>`` / ``PROFILE`` - ``kilo_billing.account_store``.
+- profile      ``ACCOUNT#<account>`` / ``PROFILE`` - ``kilo_billing.account_items``.
 A usage event is marked rated on its own events-table item (``rated_at``) in the same transaction that adds it.
 """
 

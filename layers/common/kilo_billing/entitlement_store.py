@@ -1,46 +1,17 @@
-"""The spend item ``ACCOUNT#<id>`` / ``ENTITLEMENT`` in the usage table (beside the profile) and the DynamoDB adapter
-of ``EntitlementSource`` (profile + spend item in one ``BatchGetItem``) and ``SpendRecorder`` (one conditional
-``UpdateItem`` per reading: never lowered by an older event)."""
+"""The DynamoDB adapter of ``kilo_billing.entitlements.EntitlementSource`` (profile + spend item in one
+``BatchGetItem``) and ``SpendRecorder`` (one conditional ``UpdateItem`` per reading: never lowered by an older event).
+The spend item ``ACCOUNT#<id>`` / ``ENTITLEMENT`` is mapped by ``kilo_billing.entitlement_items``."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from decimal import Decimal
-from typing import Any, Final
+from typing import Any
 
-from kilo_billing.account_store import PROFILE_SORT_KEY, account_key, profile_from_item
+from kilo_billing.account_items import PROFILE_SORT_KEY, account_key, profile_from_item
 from kilo_billing.accounts import AccountProfile
 from kilo_billing.aws import ConditionFailedError, call
+from kilo_billing.entitlement_items import attribute_for, state_from_item
 from kilo_billing.entitlements import ENTITLEMENT_SORT_KEY, Reading, SpendState
-from kilo_billing.items import from_item, to_item
-
-SPEND_ATTRIBUTE: Final = "spend"
-ALLOWANCE_PREFIX: Final = "allowance_"
-BILL_METERS: Final = frozenset({"budget", "hard_limit"})  # threshold meters whose ``used`` is the month's bill
-
-
-def attribute_for(meter: str) -> str:
-    return SPEND_ATTRIBUTE if meter in BILL_METERS else ALLOWANCE_PREFIX + meter
-
-
-def _reading(value: Mapping[str, Any]) -> Reading:
-    return Reading(str(value["period"]), Decimal(value["used"]), Decimal(value["limit"]), str(value["as_of"]))
-
-
-def state_from_item(account_id: str, item: Mapping[str, Any] | None) -> SpendState | None:
-    if item is None:
-        return None
-    values = from_item(item)
-    spend = values.get(SPEND_ATTRIBUTE)
-    return SpendState(
-        account_id,
-        _reading(spend) if spend else None,
-        {
-            name.removeprefix(ALLOWANCE_PREFIX): _reading(value)
-            for name, value in values.items()
-            if name.startswith(ALLOWANCE_PREFIX)
-        },
-    )
+from kilo_billing.items import to_item
 
 
 class DynamoEntitlements:

@@ -19,12 +19,12 @@ account credit, applied to this very invoice (docs/decisions.md, "Negative late 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Final
+from typing import Final, Protocol
 
 from kilo_billing.accounts import AccountProfile
 from kilo_billing.catalog import Catalog, PriceBook
@@ -324,6 +324,78 @@ class CloseDraft:
     # the credited invoice before the notes were written re-reads them, and a close that read it before such a write
     # composes again (D132: a void gives back credit net of its notes' credit)
     credited: tuple[tuple[str, int], ...] = ()
+
+
+class LedgerConflictError(Exception):
+    """Someone else changed what the close read (another close, a concurrent update): re-read and retry."""
+
+
+class LedgerStore(Protocol):
+    """Invoicing's storage: an account's ledger, the close, invoice updates, the account list."""
+
+    def ledger(self, account_id: str) -> AccountLedger: ...
+
+    def create_invoice(self, draft: CloseDraft) -> None:
+        """Write the close all or nothing; ``LedgerConflictError`` when the invoice or a read revision changed."""
+        ...
+
+    def update_invoice(self, invoice: InvoiceRecord, expected: InvoiceStatus) -> InvoiceRecord:
+        """Replace the invoice if the stored one is still the one it was read from: its ``revision`` (a record
+        written before revisions existed has none: read as 0), its status ``expected`` and its ``crypto_credit``
+        (only ``update_invoice_with_credit`` moves it); ``LedgerConflictError`` otherwise (nothing written: re-read,
+        re-apply). Returns the invoice as stored, its revision one more: a further update starts from it."""
+        ...
+
+    def update_invoice_with_credit(
+        self, invoice: InvoiceRecord, expected: InvoiceStatus, credit_read: Decimal, added: Decimal
+    ) -> InvoiceRecord:
+        """``update_invoice`` and, in the same transaction, the account's credit from ``credit_read`` (what the caller
+        read) to ``credit_read + added``, the invoice's ``crypto_credit`` having grown by ``added`` (its stored value
+        must still be ``invoice.crypto_credit - added``); ``LedgerConflictError`` when the status, the invoice's
+        crypto credit or the account's credit moved (nothing written)."""
+        ...
+
+    def update_invoice_and_credit(
+        self,
+        invoice: InvoiceRecord,
+        expected: InvoiceStatus,
+        credit_read: Decimal,
+        added: Decimal,
+        notes: Sequence[CreditNote] = (),
+    ) -> InvoiceRecord:
+        """``update_invoice`` and, in the same transaction, the account's credit from ``credit_read`` to
+        ``credit_read + added`` (an invoice voided gives back the credit it consumed: the status condition makes it
+        once) and the credit notes ``notes``, each over its stored version ``note.version - 1`` (a dispute's funds
+        reinstated: what the notes credit again); ``LedgerConflictError`` when the status, the crypto credit, the
+        account's credit or a note moved."""
+        ...
+
+    def update_credit_note(self, note: CreditNote, credit_read: Decimal | None = None, added: Decimal = ZERO) -> None:
+        """Replace a credit note if its stored ``version`` is still ``note.version - 1`` and, with ``credit_read``,
+        move the account's credit from it to ``credit_read + added`` in the same transaction;
+        ``LedgerConflictError`` otherwise (nothing written)."""
+        ...
+
+    def save_billing(
+        self,
+        account_id: str,
+        *,
+        customer_id: str | None = None,
+        disputed: bool | None = None,
+        card_on_file: bool | None = None,
+    ) -> None:
+        """Set only the fields given (None: left as stored) of the account's customer id, dispute flag and card flag,
+        so a writer never puts back another writer's field from an earlier read (sequence and credit are the close's,
+        and a crypto overpayment's: ``update_invoice_with_credit``)."""
+        ...
+
+    def invoice_for_gateway(self, gateway_id: str) -> tuple[str, str] | None:
+        """(account id, our invoice id) of a processor invoice id."""
+        ...
+
+    def accounts(self) -> Iterator[str]:
+        """Every registered account (to fan the close out)."""
+        ...
 
 
 def invoice_id(account_id: str, period: Period, part: str = "") -> str:

@@ -10,8 +10,8 @@ importing the rating function:
   states); otherwise the video seconds stored on the session are shared out in proportion to the time elapsed, and a
   camera still on at the session's last stored event counts until now (an estimate, exact once the session closes).
 
-Open sessions are read by attribute name from rating's sparse ``open_sessions`` index (``open_account``,
-``open_since``) - the item layout is rating's (``kilo_rate_usage.items``); this module never imports the function.
+The model and the arithmetic, with the port ``MonthToDateSource``; the item mapping of rating's open sessions is
+``kilo_billing.month_to_date_items``, the DynamoDB adapter ``kilo_billing.month_to_date_store``.
 """
 
 from __future__ import annotations
@@ -21,20 +21,16 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from fractions import Fraction
-from typing import Any, Final, Protocol
+from typing import Final, Protocol
 
-from kilo_billing.accounts import AccountDirectory, AccountProfile
-from kilo_billing.aws import paged_items
+from kilo_billing.accounts import AccountProfile
 from kilo_billing.catalog import PriceBook
 from kilo_billing.invoicing import segment_usage
-from kilo_billing.items import from_item, to_item
 from kilo_billing.meters import Meter, connection_minutes
 from kilo_billing.periods import Period
 from kilo_billing.rating import RatedPeriod, rate_segments
-from kilo_billing.usage_signals import Counters, UsageSignals
+from kilo_billing.usage_signals import Counters
 
-OPEN_INDEX: Final = "open_sessions"
-OPEN_ACCOUNT: Final = "open_account"
 ROOM_RULE: Final = "room_rule"  # billing kinds of rating's sessions (kilo_rate_usage.model.Billing, D16)
 AUDIO_ONLY: Final = "audio_only"
 NOT_BILLED: Final = "not_billed"
@@ -161,48 +157,3 @@ def month_to_date(
     extra = open_session_extra(sessions, found, now_ms, period, video_in)
     rated = rate_with_extra(period, counters, found, book, extra)
     return MonthToDate(account_id, period, found, rated, len(sessions), dict(counters), extra, tuple(sessions))
-
-
-def open_session_from_values(values: Mapping[str, Any]) -> OpenSessionFigures:
-    """Rating's session item (deserialized) as figures; attribute names are rating's (``kilo_rate_usage.items``)."""
-    return OpenSessionFigures(
-        room_sid=str(values["pk"]).removeprefix("ROOM#"),
-        participant_sid=str(values["sk"]).removeprefix("SESSION#"),
-        account=str(values.get("account", values.get(OPEN_ACCOUNT, ""))),
-        start_ms=int(values["start_ms"]),
-        billing=str(values.get("billing", ROOM_RULE)),
-        video_seconds=Fraction(str(values.get("video_seconds", "0"))),
-        video_active=bool(values.get("video_active", False)),
-        as_of_ms=int(values.get("as_of_ms", 0)),
-        identity=str(values.get("identity", "")),
-        room_name=str(values.get("room_name", "")),
-    )
-
-
-class DynamoMonthToDate:
-    """``MonthToDateSource`` on the usage table: the profile through the account directory, the counters through
-    ``UsageSignals.counters`` (one strongly consistent BatchGetItem), open sessions by a Query of the sparse
-    ``open_sessions`` index on ``open_account``."""
-
-    def __init__(self, client: Any, table: str, directory: AccountDirectory, signals: UsageSignals) -> None:
-        self._client = client
-        self._table = table
-        self._directory = directory
-        self._signals = signals
-
-    def profile(self, account_id: str) -> AccountProfile | None:
-        return self._directory.registered([account_id]).get(account_id)
-
-    def counters(self, account_id: str, period: str) -> Counters:
-        return self._signals.counters([(account_id, period)])[(account_id, period)]
-
-    def open_sessions(self, account_id: str) -> list[OpenSessionFigures]:
-        found = paged_items(
-            self._client.query,
-            TableName=self._table,
-            IndexName=OPEN_INDEX,
-            KeyConditionExpression="#a = :a",
-            ExpressionAttributeNames={"#a": OPEN_ACCOUNT},
-            ExpressionAttributeValues=to_item({":a": account_id}),
-        )
-        return [open_session_from_values(from_item(item)) for item in found]

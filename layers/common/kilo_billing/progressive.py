@@ -29,6 +29,8 @@ from kilo_billing.invoicing import (
     CloseDraft,
     InvoiceRecord,
     InvoiceStatus,
+    LedgerConflictError,
+    LedgerStore,
     Line,
     PeriodLedger,
     below_minimum_charge,
@@ -43,7 +45,6 @@ from kilo_billing.invoicing import (
 )
 from kilo_billing.money import ZERO, money_str, total
 from kilo_billing.periods import Period
-from kilo_billing.periods_store import LedgerConflictError, LedgerStore
 from kilo_billing.rating import RatedPeriod
 
 ATTEMPTS: Final = 5

@@ -32,13 +32,13 @@ from kilo_billing.invoicing import (
     FEE_KINDS,
     AccountLedger,
     InvoiceStatus,
+    LedgerStore,
     invoice_id,
     is_early,
 )
 from kilo_billing.meters import Meter
 from kilo_billing.money import ZERO, round_money, total
 from kilo_billing.periods import Period
-from kilo_billing.periods_store import LedgerStore
 from kilo_billing.rating import LineKind, billing_quantity
 from kilo_billing.session_usage import SessionReader, SessionUsage
 
