@@ -2,13 +2,15 @@
 first: the account API (a Checkout page to save a card) and the invoice functions (the first card invoice). Stripe's
 search index lags its writes, so both can miss the other's new customer and create one within the same minute; they
 use the same idempotency key, and Stripe refuses a key reused with other parameters. Built here once, the requests
-are the same, so the second is the first's replay (docs/decisions.md D144). The details update carries no key of
-ours: it sets fields, so sending it again is harmless, while a key could only name some of the states it is sent
-from and would replay or refuse a later change (D172). Imported only by the Stripe adapters."""
+are the same, so the second is the first's replay (docs/decisions.md D144). The details update's key is new per
+update: it sets fields, so sending it again is harmless, while a key derived from what it sends could only name
+some of the states it is sent from and would replay or refuse a later change (D172). Imported only by the Stripe
+adapters."""
 
 from __future__ import annotations
 
 import hashlib
+import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, Protocol, TypeVar
 
@@ -40,16 +42,23 @@ def customer_details(
     current_name: str | None,
 ) -> CustomerUpdateParams | None:
     """The update that gives the customer the account's email and name (``None``: leave that one as it is): the
-    fields that differ, ``None`` when the customer already has them. Sent without an idempotency key (D172): setting
-    fields is idempotent, and the same fields are sent from different states (a@ -> b@ -> a@, an edit in the Billing
-    Portal), so a key per details wanted, or per state and details, would be reused with other parameters (Stripe:
-    400) or replay an earlier update instead of applying this one."""
+    fields that differ, ``None`` when the customer already has them. Its idempotency key is new per update
+    (``details_key``, D172): setting fields is idempotent, and the same fields are sent from different states
+    (a@ -> b@ -> a@, an edit in the Billing Portal), so a key per details wanted, or per state and details, would be
+    reused with other parameters (Stripe: 400) or replay an earlier update instead of applying this one."""
     details: CustomerUpdateParams = {}
     if email is not None and email != current_email:
         details["email"] = email
     if name is not None and name != current_name:
         details["name"] = name
     return details or None
+
+
+def details_key(customer_id: str) -> str:
+    """The details update's idempotency key: one per update sent (the SDK's network retries of it reuse it), never
+    derived from the details - see ``customer_details`` (D172); ``kilo:`` like every key of ours, to find it in
+    Stripe's request log."""
+    return idempotency_key(customer_id, "customer-details", uuid.uuid4().hex)
 
 
 def quoted(value: str) -> str:
@@ -82,5 +91,6 @@ def find_or_create(
     details = customer_details(email, name, customer.email, customer.name)
     if details is not None:
         customer_id = customer.id
-        call(lambda: client.v1.customers.update(customer_id, details))  # no key: see customer_details
+        key = details_key(customer_id)
+        call(lambda: client.v1.customers.update(customer_id, details, {"idempotency_key": key}))
     return str(customer.id)
