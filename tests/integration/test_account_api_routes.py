@@ -381,6 +381,42 @@ def test_given_an_admin_then_checkout_saves_a_card_for_the_accounts_customer_and
     assert portal.body["url"].startswith("http")
 
 
+def test_given_a_known_customer_then_checkout_and_the_portal_give_it_a_changed_profile_email_once(
+    account_api: Any, stripe_emulator: EmulatorHTTPClient
+) -> None:
+    """D172: once the ledger knows the customer (a card saved, a card invoice issued), the profile's email and name
+    still reach it - at the next Checkout or Portal page after they change, and with no request when unchanged."""
+    import stripe  # noqa: PLC0415
+
+    from kilo_billing.periods_store import DynamoLedgerStore  # noqa: PLC0415
+
+    sdk = stripe.StripeClient("sk_test_emulated", http_client=stripe_emulator, max_network_retries=0)
+    old = sdk.v1.customers.create({"email": "old@a.example", "metadata": {"kilo_account_id": "acct_a"}})
+    register(account_api, "acct_a", email="ops@a.example", name="Acct A")
+    DynamoLedgerStore(account_api.clients["dynamodb"], usage_table(account_api)).save_billing(
+        "acct_a", customer_id=old.id
+    )
+    stripe_emulator.requests.clear()
+    checkout = call("POST", "/v1/accounts/acct_a/payment-methods/checkout", ADMIN)
+    assert checkout.status == 200, checkout.body
+    assert (sdk.v1.customers.retrieve(old.id).email, sdk.v1.customers.retrieve(old.id).name) == (
+        "ops@a.example",
+        "Acct A",
+    )
+    stripe_emulator.requests.clear()
+    assert call("POST", "/v1/accounts/acct_a/billing-portal", ADMIN).status == 200
+    assert [r.path for r in stripe_emulator.requests] == ["/v1/billing_portal/sessions"]  # unchanged: no request
+
+    changed = call("PUT", "/v1/accounts/acct_a/alert-preferences", ADMIN, {"email": "billing@a.example"})
+    assert changed.status == 200, changed.body
+    stripe_emulator.requests.clear()
+    assert call("POST", "/v1/accounts/acct_a/billing-portal", ADMIN).status == 200
+    updates = [r.params for r in stripe_emulator.requests if r.method == "post" and r.path == f"/v1/customers/{old.id}"]
+    assert updates == [{"email": "billing@a.example"}]
+    assert sdk.v1.customers.retrieve(old.id).email == "billing@a.example"
+    assert not any(r.path == "/v1/customers" for r in stripe_emulator.requests)  # the known customer, no other
+
+
 @pytest.mark.parametrize(
     ("path", "field", "url"),
     [

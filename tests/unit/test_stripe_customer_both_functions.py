@@ -126,6 +126,29 @@ def test_given_details_edited_in_the_billing_portal_then_checkout_and_the_close_
     assert emulator.refused_params == []
 
 
+def test_given_a_known_customer_then_both_functions_bring_it_the_details_that_differ_each_time() -> None:
+    """D172, a customer id the ledger knows: one retrieve, then an update of the fields that differ (none when equal),
+    applied each time - a@ -> b@ -> a@ included."""
+    emulator = StripeEmulator()
+    pages, gateway, sdk = _both(emulator)
+    known = sdk.v1.customers.create({"email": "a@acct7.example", "metadata": {"kilo_account_id": "acct-7"}}).id
+
+    gateway.bring_details(known, Customer("acct-7", "b@acct7.example", "Seven"))
+    assert (sdk.v1.customers.retrieve(known).email, sdk.v1.customers.retrieve(known).name) == (
+        "b@acct7.example",
+        "Seven",
+    )
+    pages.bring_details(known, "a@acct7.example", None)  # the name left as it is
+    assert (sdk.v1.customers.retrieve(known).email, sdk.v1.customers.retrieve(known).name) == (
+        "a@acct7.example",
+        "Seven",
+    )
+    gateway.bring_details(known, Customer("acct-7", "b@acct7.example", "Seven"))
+    assert sdk.v1.customers.retrieve(known).email == "b@acct7.example"
+    assert emulator.refused_params == []
+    assert len(emulator.objects["customer"]) == 1
+
+
 def test_a_search_literal_escapes_quotes_and_backslashes() -> None:
     from kilo_billing.stripe_customers import quoted  # noqa: PLC0415
 

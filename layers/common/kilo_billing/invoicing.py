@@ -19,6 +19,7 @@ account credit, applied to this very invoice (docs/decisions.md, "Negative late 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -225,6 +226,13 @@ class BillingState:
     customer_id: str | None = None
     disputed: bool = False
     card_on_file: bool = False
+    customer_details: str | None = None  # ``customer_details_digest`` of the email and name last given the customer
+
+
+def customer_details_digest(email: str | None, name: str | None) -> str:
+    """What the processor's customer was last given of the account's profile, as stored on the billing item: a
+    digest (not the address itself), compared to know whether a known customer needs the profile's details (D172)."""
+    return hashlib.sha256(f"{email or ''}\x00{name or ''}".encode()).hexdigest()[:32]
 
 
 class CreditNoteStatus(StrEnum):

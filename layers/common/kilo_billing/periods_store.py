@@ -113,8 +113,10 @@ class LedgerStore(Protocol):
         customer_id: str | None = None,
         disputed: bool | None = None,
         card_on_file: bool | None = None,
+        customer_details: str | None = None,
     ) -> None:
-        """Set only the fields given (None: left as stored) of the account's customer id, dispute flag and card flag,
+        """Set only the fields given (None: left as stored) of the account's customer id, dispute flag, card flag and
+        the digest of the details last given the customer (``invoicing.customer_details_digest``),
         so a writer never puts back another writer's field from an earlier read (sequence and credit are the close's,
         and a crypto overpayment's: ``update_invoice_with_credit``)."""
         ...
@@ -341,6 +343,7 @@ def billing_from_values(values: Mapping[str, Any]) -> BillingState:
         customer_id=values.get("customer_id"),
         disputed=bool(values.get("disputed", False)),
         card_on_file=bool(values.get("card_on_file", False)),
+        customer_details=values.get("customer_details"),
     )
 
 
@@ -593,8 +596,14 @@ class DynamoLedgerStore:
         customer_id: str | None = None,
         disputed: bool | None = None,
         card_on_file: bool | None = None,
+        customer_details: str | None = None,
     ) -> None:
-        given = {"customer_id": customer_id or None, "disputed": disputed, "card_on_file": card_on_file}
+        given = {
+            "customer_id": customer_id or None,
+            "disputed": disputed,
+            "card_on_file": card_on_file,
+            "customer_details": customer_details or None,
+        }
         fields = [name for name, value in given.items() if value is not None]
         if not fields:
             return

@@ -94,3 +94,18 @@ def find_or_create(
         key = details_key(customer_id)
         call(lambda: client.v1.customers.update(customer_id, details, {"idempotency_key": key}))
     return str(customer.id)
+
+
+def bring_details(
+    client: stripe.StripeClient, customer_id: str, email: str | None, name: str | None, call: StripeCall
+) -> None:
+    """Give a known customer the account's email and name where they differ (``customer_details``): one retrieve,
+    and the update when needed (D172: called only when the details last given differ from the profile's). A deleted
+    customer is left alone (what uses it fails on its own)."""
+    customer = call(lambda: client.v1.customers.retrieve(customer_id))
+    if getattr(customer, "deleted", False):
+        return
+    details = customer_details(email, name, customer.email, customer.name)
+    if details is not None:
+        key = details_key(customer_id)
+        call(lambda: client.v1.customers.update(customer_id, details, {"idempotency_key": key}))
