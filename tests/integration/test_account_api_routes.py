@@ -527,6 +527,46 @@ def test_given_an_unknown_kind_stored_before_then_the_form_sent_back_unchanged_i
     assert (changed.status, changed.body["field"]) == (400, "channels")
 
 
+def test_given_more_than_64_unknown_kinds_stored_then_the_form_sent_back_saves_and_an_empty_list_removes_one(
+    account_api: Any,
+) -> None:
+    """D171's bloated profiles: the dashboard sends back every kind it read; only known or changed kinds count
+    toward the 64, and [] for a kind that is not an alert kind removes it (nothing else could)."""
+    legacy = tuple((f"old_kind_{chr(97 + n // 26)}{chr(97 + n % 26)}", ("sms",)) for n in range(70))
+    register(account_api, "acct_a", email="ops@a.example", alert_preferences=legacy)
+    read = call("GET", PREFERENCES, ADMIN).body["channels"]
+    assert len(read) == 70
+    form = {"name": "", "email": "new@a.example", "phone": "", "channels": {**read, "budget_threshold": ["email"]}}
+    saved = call("PUT", PREFERENCES, ADMIN, form)
+    assert saved.status == 200, saved.body
+    assert profile(account_api).email == "new@a.example"
+    assert len(profile(account_api).alert_preferences) == 71
+
+    removed = call("PUT", PREFERENCES, ADMIN, {"channels": {"old_kind_aa": [], "old_kind_ab": []}})
+    assert removed.status == 200, removed.body
+    kinds = dict(profile(account_api).alert_preferences)
+    assert ("old_kind_aa" in kinds, "old_kind_ab" in kinds, kinds["old_kind_ac"], kinds["budget_threshold"]) == (
+        False,
+        False,
+        ("sms",),
+        ("email",),
+    )
+    again = call("PUT", PREFERENCES, ADMIN, {"channels": {"old_kind_aa": []}})  # a retried removal: nothing left to do
+    assert (again.status, len(profile(account_api).alert_preferences)) == (200, 69)
+
+
+def test_given_more_than_64_kinds_that_change_then_a_400_naming_channels_and_nothing_saved(account_api: Any) -> None:
+    legacy = tuple((f"old_kind_{chr(97 + n // 26)}{chr(97 + n % 26)}", ("sms",)) for n in range(70))
+    register(account_api, "acct_a", email="ops@a.example", alert_preferences=legacy)
+    removals = {kind: [] for kind, _ in legacy[:65]}  # 65 changes in one save
+    answer = call("PUT", PREFERENCES, ADMIN, {"email": "new@a.example", "channels": removals})
+    assert (answer.status, answer.body["field"]) == (400, "channels")
+    assert "at most 64" in answer.body["message"]
+    assert (profile(account_api).email, len(profile(account_api).alert_preferences)) == ("ops@a.example", 70)
+    assert call("PUT", PREFERENCES, ADMIN, {"channels": dict(list(removals.items())[:64])}).status == 200
+    assert len(profile(account_api).alert_preferences) == 6
+
+
 @pytest.mark.parametrize("route", ["erase", "entitlements/check"])
 @pytest.mark.parametrize(
     ("body", "field"), [({"confirm": True}, "confirm"), ({"account_id": "acct_b"}, "account_id"), ([], "body")]

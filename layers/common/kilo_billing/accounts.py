@@ -53,6 +53,9 @@ ALERT_KINDS: Final = (
     "invoice_issued",
     "payment_failed",
 )
+# A bound on one save's work: kinds that are known or change; a stored unknown kind sent back unchanged is not counted
+# (a profile the D171 bug bloated must still be savable from the form that returns what it read)
+MAX_ALERT_KINDS: Final = 64
 # What an account may be, besides active: each one refuses new calls at the entitlement check (its reason code)
 ACCOUNT_STATUSES: Final = ("active", "suspended", "abuse_hold", "past_due")
 # How an account pays its invoices: by card through the payment gateway (Stripe), or a USD bill settled in crypto
@@ -373,8 +376,9 @@ def set_alert_contact(
 ) -> AccountProfile:
     """Change who hears about an account's alerts and how (the account API; ``""`` clears a detail). Validated
     whole before anything is saved: an E.164 phone, an email address, known channels for known kinds (a kind stored
-    before kinds were checked may be sent back unchanged: a form returns what it read) - kinds not given keep their
-    choice, so an unchecked kind would stay on the profile for good (D171)."""
+    before kinds were checked may be sent back unchanged: a form returns what it read; ``[]`` for it removes it) -
+    kinds not given keep their choice, so an unchecked kind would stay on the profile for good (D171). At most
+    ``MAX_ALERT_KINDS`` kinds that are known or change per save."""
     if phone:
         check_phone(phone)
     if email:
@@ -386,11 +390,20 @@ def set_alert_contact(
 
     def changed(found: AccountProfile) -> AccountProfile:
         chosen = dict(found.alert_preferences)
+        counted = 0
         for kind, channels in (preferences or {}).items():
             wanted = tuple(c for c in ALERT_CHANNELS if c in channels)
-            if kind not in ALERT_KINDS and chosen.get(kind) != wanted:
-                raise InvalidContactError(f"alert {kind!r} is not an alert kind; use {', '.join(ALERT_KINDS)}")
-            chosen[kind] = wanted
+            if kind not in ALERT_KINDS:
+                if chosen.get(kind) == wanted:
+                    continue  # a stored unknown kind sent back unchanged: kept, not counted
+                if wanted:
+                    raise InvalidContactError(f"alert {kind!r} is not an alert kind; use {', '.join(ALERT_KINDS)}")
+                chosen.pop(kind, None)  # [] for an unknown kind: removed (none chosen is what it already did)
+            else:
+                chosen[kind] = wanted
+            counted += 1
+            if counted > MAX_ALERT_KINDS:
+                raise InvalidContactError(f"alert kinds: at most {MAX_ALERT_KINDS} known or changed kinds per save")
         number = found.phone if phone is None else phone
         return replace(
             found,
