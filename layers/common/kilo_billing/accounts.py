@@ -430,10 +430,32 @@ def mark_phone_verified(directory: AccountDirectory, account_id: str, phone: str
     return update_profile(directory, account_id, changed)
 
 
+# The progressive billing threshold's range: below a dollar an early invoice would go out at nearly every hourly check
+# (a crypto bill costing more gas than it collects; a card one held back by the card minimum anyway), and above a
+# million dollars it is a typo (and past what DynamoDB's numbers hold, 9.99E+125, it would not even be stored)
+PROGRESSIVE_MIN_USD: Final = Decimal("1.00")
+PROGRESSIVE_MAX_USD: Final = Decimal("1000000.00")
+
+
+def progressive_threshold_problem(threshold_usd: Decimal) -> str | None:
+    """Why ``threshold_usd`` cannot be a progressive billing threshold (``None``: it can): a whole number of cents
+    from ``PROGRESSIVE_MIN_USD`` to ``PROGRESSIVE_MAX_USD``."""
+    if not threshold_usd.is_finite():
+        return f"must be an amount in USD, got {threshold_usd}"
+    if not PROGRESSIVE_MIN_USD <= threshold_usd <= PROGRESSIVE_MAX_USD:
+        return f"must be from {PROGRESSIVE_MIN_USD} to {PROGRESSIVE_MAX_USD} USD, got {threshold_usd}"
+    if threshold_usd != threshold_usd.quantize(Decimal("0.01")):
+        return f"must be a whole number of cents, got {threshold_usd}"
+    return None
+
+
 def set_progressive_threshold(
     directory: AccountDirectory, account_id: str, threshold_usd: Decimal | None
 ) -> AccountProfile:
-    """Turn progressive billing on (a positive threshold amount) or off (``None``) for an account."""
-    if threshold_usd is not None and (not threshold_usd.is_finite() or threshold_usd <= 0):
-        raise ValueError(f"the progressive billing threshold must be a positive amount, got {threshold_usd}")
-    return update_profile(directory, account_id, lambda found: replace(found, progressive_threshold_usd=threshold_usd))
+    """Turn progressive billing on (a threshold amount: ``progressive_threshold_problem``) or off (``None``) for an
+    account."""
+    problem = None if threshold_usd is None else progressive_threshold_problem(threshold_usd)
+    if problem is not None:
+        raise ValueError(f"the progressive billing threshold {problem}")
+    cents = None if threshold_usd is None else threshold_usd.quantize(Decimal("0.01"))  # 1E+2 is stored as 100.00
+    return update_profile(directory, account_id, lambda found: replace(found, progressive_threshold_usd=cents))
