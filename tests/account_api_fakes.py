@@ -96,6 +96,9 @@ class RecordingPaymentPages:
         self.calls.append(("customer", account_id))
         return f"cus_{account_id}"
 
+    def bring_details(self, customer_id: str, email: str | None, name: str | None) -> None:
+        self.calls.append(("bring_details", customer_id, email or "", name or ""))
+
     def setup_url(self, customer_id: str, account_id: str, success_url: str, cancel_url: str) -> str:
         self.calls.append(("setup", customer_id, account_id))
         return f"https://checkout.test/{customer_id}"

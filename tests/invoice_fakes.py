@@ -164,6 +164,7 @@ class InMemoryLedgerStore:
         customer_id: str | None = None,
         disputed: bool | None = None,
         card_on_file: bool | None = None,
+        customer_details: str | None = None,
     ) -> None:
         self.writes += 1
         found = self.billing.get(account_id, BillingState())
@@ -172,6 +173,7 @@ class InMemoryLedgerStore:
             customer_id=customer_id or found.customer_id,
             disputed=found.disputed if disputed is None else disputed,
             card_on_file=found.card_on_file if card_on_file is None else card_on_file,
+            customer_details=customer_details or found.customer_details,
         )
 
     def invoice_for_gateway(self, gateway_id: str) -> tuple[str, str] | None:

@@ -31,6 +31,7 @@ class _Invoice:
 @dataclass
 class InMemoryPaymentGateway:
     customers: dict[str, str] = field(default_factory=dict)  # account -> customer id
+    details: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)  # customer id -> (email, name)
     invoices: dict[str, _Invoice] = field(default_factory=dict)  # our invoice id -> invoice
     credit_notes: dict[str, tuple[str, Decimal]] = field(default_factory=dict)  # credit id -> (gateway id, amount)
     out_of_band_notes: set[str] = field(default_factory=set)  # credit ids of notes credited outside the processor
@@ -54,7 +55,15 @@ class InMemoryPaymentGateway:
         self._call("ensure_customer")
         if customer.account_id not in self.customers:
             self.customers[customer.account_id] = self._new_id("cus")
-        return self.customers[customer.account_id]
+        found = self.customers[customer.account_id]
+        self.bring_details(found, customer, record=False)
+        return found
+
+    def bring_details(self, customer_id: str, customer: Customer, *, record: bool = True) -> None:
+        if record:
+            self._call("bring_details")
+        email, name = self.details.get(customer_id, (None, None))
+        self.details[customer_id] = (customer.email or email, customer.name or name)
 
     def issue_invoice(self, request: InvoiceRequest) -> GatewayInvoice:
         self._call("issue_invoice")

@@ -24,6 +24,7 @@ from kilo_billing.accounts import (
     InvoicedPeriodError,
     MidPeriodDowngradeError,
     UnknownAccountError,
+    progressive_threshold_problem,
     register_account,
     registered_profile,
     request_tier_change,
@@ -107,8 +108,9 @@ def _threshold(text: str) -> Decimal:
         value = Decimal(text)
     except InvalidOperation:
         raise argparse.ArgumentTypeError(f"--threshold-usd must be an amount, got {text!r}") from None
-    if not value.is_finite() or value <= 0:
-        raise argparse.ArgumentTypeError(f"--threshold-usd must be a positive amount, got {text}")
+    problem = progressive_threshold_problem(value)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(f"--threshold-usd {problem}")
     return value
 
 

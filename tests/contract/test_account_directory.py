@@ -145,8 +145,10 @@ def test_given_progressive_billing_set_then_its_threshold_reads_back_and_can_be_
     assert directory.registered(["acct-a"])["acct-a"].progressive_threshold_usd == Decimal("50.00")
     set_progressive_threshold(directory, "acct-a", None)
     assert directory.registered(["acct-a"])["acct-a"].progressive_threshold_usd is None
-    with pytest.raises(ValueError, match="positive amount"):
-        set_progressive_threshold(directory, "acct-a", Decimal(0))
+    for refused in ("0", "0.99", "1.001", "1000000.01", "1E+200", "NaN"):
+        with pytest.raises(ValueError, match="progressive billing threshold must be"):
+            set_progressive_threshold(directory, "acct-a", Decimal(refused))
+    assert directory.registered(["acct-a"])["acct-a"].progressive_threshold_usd is None
 
 
 def test_given_a_crypto_billed_account_then_its_billing_method_reads_back_and_survives_a_tier_change(

@@ -379,3 +379,18 @@ def test_given_a_json_null_to_another_optional_body_then_it_is_refused_naming_th
     status, answer = raw_call("POST", f"/v1/accounts/acct_a/{route}", ADMIN, b"null", "application/json")
     assert (status, answer["code"], answer["field"]) == (400, "invalid_request", "body")
     assert answer["message"] == "body: send no body or a JSON object (an empty one: {})"
+
+
+@pytest.mark.parametrize("route", ["erase", "entitlements/check", "alert-preferences/phone-code"])
+@pytest.mark.parametrize("body", [None, b""])
+@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", "text/plain; charset=utf-8"])
+def test_given_no_body_under_a_content_type_that_is_not_json_then_the_optional_body_route_answers_as_for_no_body(
+    account_api: Any, route: str, body: bytes | None, content_type: str
+) -> None:
+    """D169: no body is no body whatever the content type (``curl -X POST -d ''``, jQuery's ``$.post(url)``, Java's
+    HttpURLConnection send a form type with it); D159's 415 is for a body that is not JSON."""
+    register(account_api, "acct_a", phone=PHONE, email="ops@a.example")
+    status, answer = raw_call("POST", f"/v1/accounts/acct_a/{route}", OWNER, body, content_type)
+    assert status == 200, answer
+    if route == "alert-preferences/phone-code":
+        assert [to for to, _ in texts(account_api)] == [PHONE]

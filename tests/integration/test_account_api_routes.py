@@ -381,6 +381,42 @@ def test_given_an_admin_then_checkout_saves_a_card_for_the_accounts_customer_and
     assert portal.body["url"].startswith("http")
 
 
+def test_given_a_known_customer_then_checkout_and_the_portal_give_it_a_changed_profile_email_once(
+    account_api: Any, stripe_emulator: EmulatorHTTPClient
+) -> None:
+    """D172: once the ledger knows the customer (a card saved, a card invoice issued), the profile's email and name
+    still reach it - at the next Checkout or Portal page after they change, and with no request when unchanged."""
+    import stripe  # noqa: PLC0415
+
+    from kilo_billing.periods_store import DynamoLedgerStore  # noqa: PLC0415
+
+    sdk = stripe.StripeClient("sk_test_emulated", http_client=stripe_emulator, max_network_retries=0)
+    old = sdk.v1.customers.create({"email": "old@a.example", "metadata": {"kilo_account_id": "acct_a"}})
+    register(account_api, "acct_a", email="ops@a.example", name="Acct A")
+    DynamoLedgerStore(account_api.clients["dynamodb"], usage_table(account_api)).save_billing(
+        "acct_a", customer_id=old.id
+    )
+    stripe_emulator.requests.clear()
+    checkout = call("POST", "/v1/accounts/acct_a/payment-methods/checkout", ADMIN)
+    assert checkout.status == 200, checkout.body
+    assert (sdk.v1.customers.retrieve(old.id).email, sdk.v1.customers.retrieve(old.id).name) == (
+        "ops@a.example",
+        "Acct A",
+    )
+    stripe_emulator.requests.clear()
+    assert call("POST", "/v1/accounts/acct_a/billing-portal", ADMIN).status == 200
+    assert [r.path for r in stripe_emulator.requests] == ["/v1/billing_portal/sessions"]  # unchanged: no request
+
+    changed = call("PUT", "/v1/accounts/acct_a/alert-preferences", ADMIN, {"email": "billing@a.example"})
+    assert changed.status == 200, changed.body
+    stripe_emulator.requests.clear()
+    assert call("POST", "/v1/accounts/acct_a/billing-portal", ADMIN).status == 200
+    updates = [r.params for r in stripe_emulator.requests if r.method == "post" and r.path == f"/v1/customers/{old.id}"]
+    assert updates == [{"email": "billing@a.example"}]
+    assert sdk.v1.customers.retrieve(old.id).email == "billing@a.example"
+    assert not any(r.path == "/v1/customers" for r in stripe_emulator.requests)  # the known customer, no other
+
+
 @pytest.mark.parametrize(
     ("path", "field", "url"),
     [
@@ -489,6 +525,46 @@ def test_given_an_unknown_kind_stored_before_then_the_form_sent_back_unchanged_i
     assert (saved.status, saved.body["channels"]) == (200, channels)
     changed = call("PUT", PREFERENCES, ADMIN, {"channels": {"old_kind": ["email"]}})
     assert (changed.status, changed.body["field"]) == (400, "channels")
+
+
+def test_given_more_than_64_unknown_kinds_stored_then_the_form_sent_back_saves_and_an_empty_list_removes_one(
+    account_api: Any,
+) -> None:
+    """D171's bloated profiles: the dashboard sends back every kind it read; only known or changed kinds count
+    toward the 64, and [] for a kind that is not an alert kind removes it (nothing else could)."""
+    legacy = tuple((f"old_kind_{chr(97 + n // 26)}{chr(97 + n % 26)}", ("sms",)) for n in range(70))
+    register(account_api, "acct_a", email="ops@a.example", alert_preferences=legacy)
+    read = call("GET", PREFERENCES, ADMIN).body["channels"]
+    assert len(read) == 70
+    form = {"name": "", "email": "new@a.example", "phone": "", "channels": {**read, "budget_threshold": ["email"]}}
+    saved = call("PUT", PREFERENCES, ADMIN, form)
+    assert saved.status == 200, saved.body
+    assert profile(account_api).email == "new@a.example"
+    assert len(profile(account_api).alert_preferences) == 71
+
+    removed = call("PUT", PREFERENCES, ADMIN, {"channels": {"old_kind_aa": [], "old_kind_ab": []}})
+    assert removed.status == 200, removed.body
+    kinds = dict(profile(account_api).alert_preferences)
+    assert ("old_kind_aa" in kinds, "old_kind_ab" in kinds, kinds["old_kind_ac"], kinds["budget_threshold"]) == (
+        False,
+        False,
+        ("sms",),
+        ("email",),
+    )
+    again = call("PUT", PREFERENCES, ADMIN, {"channels": {"old_kind_aa": []}})  # a retried removal: nothing left to do
+    assert (again.status, len(profile(account_api).alert_preferences)) == (200, 69)
+
+
+def test_given_more_than_64_kinds_that_change_then_a_400_naming_channels_and_nothing_saved(account_api: Any) -> None:
+    legacy = tuple((f"old_kind_{chr(97 + n // 26)}{chr(97 + n % 26)}", ("sms",)) for n in range(70))
+    register(account_api, "acct_a", email="ops@a.example", alert_preferences=legacy)
+    removals = {kind: [] for kind, _ in legacy[:65]}  # 65 changes in one save
+    answer = call("PUT", PREFERENCES, ADMIN, {"email": "new@a.example", "channels": removals})
+    assert (answer.status, answer.body["field"]) == (400, "channels")
+    assert "at most 64" in answer.body["message"]
+    assert (profile(account_api).email, len(profile(account_api).alert_preferences)) == ("ops@a.example", 70)
+    assert call("PUT", PREFERENCES, ADMIN, {"channels": dict(list(removals.items())[:64])}).status == 200
+    assert len(profile(account_api).alert_preferences) == 6
 
 
 @pytest.mark.parametrize("route", ["erase", "entitlements/check"])

@@ -4,7 +4,7 @@ March 2026 has 31 days)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -16,6 +16,7 @@ from kilo_billing.catalog import default_catalog
 from kilo_billing.invoicing import BillingMethod, InvoiceRecord, InvoiceStatus
 from kilo_billing.periods import Period
 from kilo_billing.rating import TierChange
+from kilo_invoice.gateway import Customer
 from kilo_invoice.logic import CloseDeps, close_account
 from tests.invoice_fakes import InMemoryLedgerStore
 from tests.payment_fakes import InMemoryPaymentGateway
@@ -196,3 +197,35 @@ def test_given_a_period_closed_out_of_order_then_refused(world: World) -> None:
     world.close("acme", FEB)
     with pytest.raises(ValueError, match="close 2026-03 before 2026-04"):
         world.close("acme", APR)
+
+
+def test_given_the_profile_email_changed_once_a_customer_is_known_then_the_next_close_gives_it_once(
+    world: World,
+) -> None:
+    """D172: the profile's email and name reach the processor's customer at the next close even once its id is
+    stored - and only when they changed since last given (no request per close for nothing)."""
+    world.signup("acme", (at(1), "team"))
+    world.store.profiles["acme"] = replace(world.store.profiles["acme"], email="a@acme.example", name="Acme")
+    world.close("acme", MAR)
+    customer = world.gateway.customers["acme"]
+    assert world.gateway.details[customer] == ("a@acme.example", "Acme")
+    world.close("acme", APR)  # the same details: nothing sent
+    assert world.gateway.calls.count("ensure_customer") == 1
+    assert "bring_details" not in world.gateway.calls
+
+    world.store.profiles["acme"] = replace(world.store.profiles["acme"], email="b@acme.example")
+    world.close("acme", MAY)
+    assert world.gateway.details[customer] == ("b@acme.example", "Acme")
+    assert world.gateway.calls.count("bring_details") == 1
+    assert world.gateway.calls.count("ensure_customer") == 1  # the known customer, not found again
+
+
+def test_given_a_customer_id_stored_before_details_were_tracked_then_the_first_close_gives_them(world: World) -> None:
+    world.signup("acme", (at(1), "team"))
+    world.store.profiles["acme"] = replace(world.store.profiles["acme"], email="new@acme.example")
+    known = world.gateway.ensure_customer(Customer("acme", "old@acme.example"))
+    world.store.save_billing("acme", customer_id=known)  # what a card saved through Checkout leaves (no digest)
+    world.close("acme", MAR)
+    world.close("acme", APR)
+    assert world.gateway.details[known] == ("new@acme.example", None)
+    assert world.gateway.calls.count("bring_details") == 1

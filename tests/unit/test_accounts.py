@@ -152,13 +152,22 @@ def test_given_the_cli_when_progressive_billing_is_turned_on_and_off_then_the_pr
     off = _cli(capsys, table, "progressive", "--account", "acct-9", "--off")
     assert off["progressive_threshold_usd"] is None
     assert _cli(capsys, table, "show", "--account", "acct-9") == off
+    exponent = _cli(capsys, table, "progressive", "--account", "acct-9", "--threshold-usd", "1E+2")
+    assert exponent["progressive_threshold_usd"] == "100.00"  # whole cents, stored as such
 
 
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["progressive", "--account", "acct-1", "--threshold-usd", "0"], "positive amount"),
-        (["progressive", "--account", "acct-1", "--threshold-usd", "-5"], "positive amount"),
+        (["progressive", "--account", "acct-1", "--threshold-usd", "0"], "must be from 1.00 to 1000000.00 USD, got 0"),
+        (["progressive", "--account", "acct-1", "--threshold-usd", "-5"], "must be from 1.00 to 1000000.00 USD"),
+        (["progressive", "--account", "acct-1", "--threshold-usd", "1e-9"], "must be from 1.00 to 1000000.00 USD"),
+        (["progressive", "--account", "acct-1", "--threshold-usd", "0.001"], "must be from 1.00 to 1000000.00 USD"),
+        (["progressive", "--account", "acct-1", "--threshold-usd", "0.99"], "must be from 1.00 to 1000000.00 USD"),
+        (["progressive", "--account", "acct-1", "--threshold-usd", "1E+200"], "must be from 1.00 to 1000000.00 USD"),
+        (["progressive", "--account", "acct-1", "--threshold-usd", "1000000.01"], "must be from 1.00 to 1000000.00"),
+        (["progressive", "--account", "acct-1", "--threshold-usd", "25.505"], "must be a whole number of cents"),
+        (["progressive", "--account", "acct-1", "--threshold-usd", "Infinity"], "must be an amount in USD"),
         (["progressive", "--account", "acct-1", "--threshold-usd", "lots"], "must be an amount"),
         (["progressive", "--account", "acct-1"], "one of the arguments --threshold-usd --off is required"),
         (["progressive", "--account", "ghost", "--threshold-usd", "10"], "not registered"),

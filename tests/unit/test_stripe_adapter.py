@@ -130,7 +130,8 @@ def test_given_every_post_then_it_carries_our_key_derived_from_id_and_step() -> 
         (f"/v1/invoices/{issued.gateway_id}/finalize", "kilo:inv-acct-1-2026-11:finalize"),
         ("/v1/credit_notes", "kilo:cn-1:credit_note"),
     ]
-    assert keys[1][1].startswith("kilo:acct-1:customer-details:")
+    # the details update: a key of ours per update sent, never derived from the details (D172)
+    assert keys[1][1].startswith(f"kilo:{customer}:customer-details:")
     assert http.emulator.refused_params == []
 
 

@@ -81,6 +81,74 @@ def test_given_an_existing_customer_then_both_functions_bring_its_details_to_the
     assert (stored.email, stored.name) == ("ops@acct7.example", "Acct Seven")
 
 
+def _both(emulator: StripeEmulator) -> tuple[StripePaymentPages, StripePaymentGateway, stripe.StripeClient]:
+    pages = StripePaymentPages.from_api_key(
+        "sk_test_unit", max_network_retries=0, http_client=EmulatorHTTPClient(emulator)
+    )
+    gateway = StripePaymentGateway(
+        stripe.StripeClient("sk_test_unit", http_client=EmulatorHTTPClient(emulator), max_network_retries=0)
+    )
+    sdk = stripe.StripeClient("sk_test_unit", http_client=EmulatorHTTPClient(emulator), max_network_retries=0)
+    return pages, gateway, sdk
+
+
+def test_given_the_email_changed_a_to_b_and_back_within_a_day_then_each_checkout_and_the_close_set_it() -> None:
+    """D172: the same fields sent again from another state (a@ -> b@ -> a@, all inside Stripe's 24 h key life) are
+    applied each time - never refused as a key reused with other parameters, never replayed as an earlier no-op."""
+    emulator = StripeEmulator()
+    pages, gateway, sdk = _both(emulator)
+
+    seen = []
+    for email in ["a@acct7.example", "b@acct7.example", "a@acct7.example", "b@acct7.example"]:
+        customer_id = pages.customer("acct-7", email, "Seven")
+        seen.append(sdk.v1.customers.retrieve(customer_id).email)
+    assert seen == ["a@acct7.example", "b@acct7.example", "a@acct7.example", "b@acct7.example"]
+    assert gateway.ensure_customer(Customer("acct-7", "a@acct7.example", "Seven")) == customer_id
+    assert sdk.v1.customers.retrieve(customer_id).email == "a@acct7.example"
+    assert emulator.refused_params == []
+    assert len(emulator.objects["customer"]) == 1
+
+
+def test_given_details_edited_in_the_billing_portal_then_checkout_and_the_close_set_the_profiles_back() -> None:
+    """D172's trade-off: the profile is the one record; a Portal edit is set back at the next Checkout page or close."""
+    emulator = StripeEmulator()
+    pages, gateway, sdk = _both(emulator)
+    customer_id = pages.customer("acct-7", "ops@acct7.example", "Acct Seven")
+
+    sdk.v1.customers.update(customer_id, {"email": "portal@acct7.example"})  # the customer, in the Billing Portal
+    assert pages.customer("acct-7", "ops@acct7.example", "Acct Seven") == customer_id
+    assert sdk.v1.customers.retrieve(customer_id).email == "ops@acct7.example"
+
+    sdk.v1.customers.update(customer_id, {"email": "portal@acct7.example", "name": "Other"})
+    assert gateway.ensure_customer(Customer("acct-7", "ops@acct7.example", "Acct Seven")) == customer_id
+    stored = sdk.v1.customers.retrieve(customer_id)
+    assert (stored.email, stored.name) == ("ops@acct7.example", "Acct Seven")
+    assert emulator.refused_params == []
+
+
+def test_given_a_known_customer_then_both_functions_bring_it_the_details_that_differ_each_time() -> None:
+    """D172, a customer id the ledger knows: one retrieve, then an update of the fields that differ (none when equal),
+    applied each time - a@ -> b@ -> a@ included."""
+    emulator = StripeEmulator()
+    pages, gateway, sdk = _both(emulator)
+    known = sdk.v1.customers.create({"email": "a@acct7.example", "metadata": {"kilo_account_id": "acct-7"}}).id
+
+    gateway.bring_details(known, Customer("acct-7", "b@acct7.example", "Seven"))
+    assert (sdk.v1.customers.retrieve(known).email, sdk.v1.customers.retrieve(known).name) == (
+        "b@acct7.example",
+        "Seven",
+    )
+    pages.bring_details(known, "a@acct7.example", None)  # the name left as it is
+    assert (sdk.v1.customers.retrieve(known).email, sdk.v1.customers.retrieve(known).name) == (
+        "a@acct7.example",
+        "Seven",
+    )
+    gateway.bring_details(known, Customer("acct-7", "b@acct7.example", "Seven"))
+    assert sdk.v1.customers.retrieve(known).email == "b@acct7.example"
+    assert emulator.refused_params == []
+    assert len(emulator.objects["customer"]) == 1
+
+
 def test_a_search_literal_escapes_quotes_and_backslashes() -> None:
     from kilo_billing.stripe_customers import quoted  # noqa: PLC0415
 

@@ -51,6 +51,9 @@ class LazyPaymentPages:
     def customer(self, account_id: str, email: str | None, name: str | None) -> str:
         return self.pages.customer(account_id, email, name)
 
+    def bring_details(self, customer_id: str, email: str | None, name: str | None) -> None:
+        self.pages.bring_details(customer_id, email, name)
+
     def setup_url(self, customer_id: str, account_id: str, success_url: str, cancel_url: str) -> str:
         return self.pages.setup_url(customer_id, account_id, success_url, cancel_url)
 

@@ -59,7 +59,7 @@ from kilo_billing.budgets import (
 )
 from kilo_billing.catalog import Catalog, PriceBook, UnknownTierError
 from kilo_billing.entitlements import Entitlement, EntitlementPolicy, EntitlementSource, decide
-from kilo_billing.invoicing import AccountLedger, InvoiceRecord, LedgerStore, amount_due
+from kilo_billing.invoicing import AccountLedger, InvoiceRecord, LedgerStore, amount_due, customer_details_digest
 from kilo_billing.meters import METER_UNITS, Meter
 from kilo_billing.money import ZERO, total
 from kilo_billing.month_to_date import MonthToDate, MonthToDateSource, month_to_date, open_session_extra
@@ -461,8 +461,20 @@ def _tier_request(
 
 
 def _customer(ledger: LedgerStore, pages: PaymentPages, profile: AccountProfile) -> str:
-    known = ledger.ledger(profile.account_id).billing.customer_id
-    return known or pages.customer(profile.account_id, profile.email or None, profile.name or None)
+    """The account's customer, given the profile's email and name when they changed since last given (D172: the
+    digest on the billing item; a known customer with the same details costs no request)."""
+    billing = ledger.ledger(profile.account_id).billing
+    email, name = profile.email or None, profile.name or None
+    details = customer_details_digest(email, name)
+    if billing.customer_id is None:
+        found = pages.customer(profile.account_id, email, name)
+    elif billing.customer_details != details:
+        found = billing.customer_id
+        pages.bring_details(found, email, name)
+    else:
+        return billing.customer_id
+    ledger.save_billing(profile.account_id, customer_details=details)  # only it: the customer id is the close's
+    return found
 
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})

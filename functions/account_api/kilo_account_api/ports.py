@@ -53,7 +53,12 @@ class PaymentPages(Protocol):
     """Stripe's hosted pages for an account's payment methods (Checkout in setup mode, the Billing Portal)."""
 
     def customer(self, account_id: str, email: str | None, name: str | None) -> str:
-        """The processor's customer of the account (found by the account id in its metadata, else created)."""
+        """The processor's customer of the account (found by the account id in its metadata, else created), given
+        the account's email and name where they differ."""
+        ...
+
+    def bring_details(self, customer_id: str, email: str | None, name: str | None) -> None:
+        """Give a known customer the account's email and name where they differ (``None``: leave that one)."""
         ...
 
     def setup_url(self, customer_id: str, account_id: str, success_url: str, cancel_url: str) -> str: ...

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Annotated, Any, Final, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 
@@ -338,17 +338,16 @@ Channel = Literal["email", "sms"]
 assert set(ALERT_CHANNELS) == {"email", "sms"}
 
 
-MAX_ALERT_KINDS: Final = 64  # a bound on the request (there are len(ALERT_KINDS) kinds; unknown ones are refused)
-
-
 class AlertPreferencesIn(_In):
     name: Annotated[str, Field(max_length=200)] = ""
     email: Annotated[str, Field(max_length=254)] = Field(default="", description='"" clears it')
     phone: Annotated[str, Field(pattern=rf"^(|{E164_PATTERN})$")] = Field(default="", description="E.164")
     channels: dict[Annotated[str, Field(pattern=r"^[a-z_]{1,40}$")], list[Channel]] = Field(
         default_factory=dict,
-        max_length=MAX_ALERT_KINDS,
-        description="Per alert kind, the channels chosen ([] for none); kinds not given keep their choice",
+        description=(
+            "Per alert kind, the channels chosen ([] for none); kinds not given keep their choice. A kind that is not"
+            " an alert kind may only be sent back as stored, or as [] to remove it; at most 64 known or changed kinds"
+        ),
     )
 
 

@@ -21,7 +21,7 @@ from stripe.params.checkout import SessionCreateParams as CheckoutSessionCreateP
 from kilo_account_api.model import InvalidRequestError, UnavailableError
 from kilo_billing import stripe_customers
 from kilo_billing.stripe_calls import stripe_call, stripe_client
-from kilo_billing.stripe_customers import find_or_create
+from kilo_billing.stripe_customers import bring_details, find_or_create
 
 META_ACCOUNT: Final = stripe_customers.META_ACCOUNT  # the customer metadata key the invoice functions search too
 _T = TypeVar("_T")
@@ -49,6 +49,9 @@ class StripePaymentPages:
         # found or created as the invoice functions do (kilo_billing.stripe_customers): the same requests, so a create
         # by both within Stripe's search lag is one customer (the second is the first's replay)
         return find_or_create(self._client, account_id, email, name, self._call)
+
+    def bring_details(self, customer_id: str, email: str | None, name: str | None) -> None:
+        bring_details(self._client, customer_id, email, name, self._call)
 
     def setup_url(self, customer_id: str, account_id: str, success_url: str, cancel_url: str) -> str:
         params: CheckoutSessionCreateParams = {

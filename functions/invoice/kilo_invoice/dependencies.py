@@ -60,6 +60,9 @@ class LazyGateway:
     def ensure_customer(self, customer: Customer) -> str:
         return self.gateway.ensure_customer(customer)
 
+    def bring_details(self, customer_id: str, customer: Customer) -> None:
+        self.gateway.bring_details(customer_id, customer)
+
     def issue_invoice(self, request: InvoiceRequest) -> GatewayInvoice:
         return self.gateway.issue_invoice(request)
 

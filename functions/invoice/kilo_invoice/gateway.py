@@ -80,7 +80,12 @@ class GatewayInvoice:
 
 class PaymentGateway(Protocol):
     def ensure_customer(self, customer: Customer) -> str:
-        """The processor's customer id for the account, created once (found again by the account id)."""
+        """The processor's customer id for the account, created once (found again by the account id), given the
+        account's email and name where they differ."""
+        ...
+
+    def bring_details(self, customer_id: str, customer: Customer) -> None:
+        """Give a known customer the account's email and name where they differ (``None``: leave that one)."""
         ...
 
     def issue_invoice(self, request: InvoiceRequest) -> GatewayInvoice:

@@ -30,6 +30,7 @@ from kilo_billing.invoicing import (
     compose_close,
     credit_note_reason,
     credit_reinstated,
+    customer_details_digest,
     early_invoices,
     first_period,
     invoice_id,
@@ -250,13 +251,20 @@ def _issue(deps: CloseDeps, ledger: AccountLedger, invoice: InvoiceRecord, now: 
 
         return _save_with(deps.store, invoice, _while_draft(opened))
     customer_id = ledger.billing.customer_id
+    profile = ledger.profile
+    customer = Customer(invoice.account_id, profile.email or None, profile.name or None) if profile else None
+    # the profile's email and name as last given the customer: given again only when they changed (D172)
+    details = customer_details_digest(customer.email, customer.name) if customer else None
     if customer_id is None:
-        profile = ledger.profile
-        customer = Customer(invoice.account_id, profile.email or None, profile.name or None) if profile else None
         customer_id = str(
             _with_retries(deps, lambda: deps.gateway.ensure_customer(customer or Customer(invoice.account_id)))
         )
-        deps.store.save_billing(invoice.account_id, customer_id=customer_id)  # only it: the flags may move meanwhile
+        # only these: the flags may move meanwhile
+        deps.store.save_billing(invoice.account_id, customer_id=customer_id, customer_details=details)
+    elif customer is not None and details != ledger.billing.customer_details:
+        known = customer_id
+        _with_retries(deps, lambda: deps.gateway.bring_details(known, customer))
+        deps.store.save_billing(invoice.account_id, customer_details=details)
     request = gateway_request(invoice, customer_id, deps.automatic_tax)
     found: GatewayInvoice = _with_retries(deps, lambda: deps.gateway.issue_invoice(request))
 

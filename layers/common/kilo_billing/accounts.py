@@ -53,6 +53,9 @@ ALERT_KINDS: Final = (
     "invoice_issued",
     "payment_failed",
 )
+# A bound on one save's work: kinds that are known or change; a stored unknown kind sent back unchanged is not counted
+# (a profile the D171 bug bloated must still be savable from the form that returns what it read)
+MAX_ALERT_KINDS: Final = 64
 # What an account may be, besides active: each one refuses new calls at the entitlement check (its reason code)
 ACCOUNT_STATUSES: Final = ("active", "suspended", "abuse_hold", "past_due")
 # How an account pays its invoices: by card through the payment gateway (Stripe), or a USD bill settled in crypto
@@ -373,8 +376,9 @@ def set_alert_contact(
 ) -> AccountProfile:
     """Change who hears about an account's alerts and how (the account API; ``""`` clears a detail). Validated
     whole before anything is saved: an E.164 phone, an email address, known channels for known kinds (a kind stored
-    before kinds were checked may be sent back unchanged: a form returns what it read) - kinds not given keep their
-    choice, so an unchecked kind would stay on the profile for good (D171)."""
+    before kinds were checked may be sent back unchanged: a form returns what it read; ``[]`` for it removes it) -
+    kinds not given keep their choice, so an unchecked kind would stay on the profile for good (D171). At most
+    ``MAX_ALERT_KINDS`` kinds that are known or change per save."""
     if phone:
         check_phone(phone)
     if email:
@@ -386,11 +390,20 @@ def set_alert_contact(
 
     def changed(found: AccountProfile) -> AccountProfile:
         chosen = dict(found.alert_preferences)
+        counted = 0
         for kind, channels in (preferences or {}).items():
             wanted = tuple(c for c in ALERT_CHANNELS if c in channels)
-            if kind not in ALERT_KINDS and chosen.get(kind) != wanted:
-                raise InvalidContactError(f"alert {kind!r} is not an alert kind; use {', '.join(ALERT_KINDS)}")
-            chosen[kind] = wanted
+            if kind not in ALERT_KINDS:
+                if chosen.get(kind) == wanted:
+                    continue  # a stored unknown kind sent back unchanged: kept, not counted
+                if wanted:
+                    raise InvalidContactError(f"alert {kind!r} is not an alert kind; use {', '.join(ALERT_KINDS)}")
+                chosen.pop(kind, None)  # [] for an unknown kind: removed (none chosen is what it already did)
+            else:
+                chosen[kind] = wanted
+            counted += 1
+            if counted > MAX_ALERT_KINDS:
+                raise InvalidContactError(f"alert kinds: at most {MAX_ALERT_KINDS} known or changed kinds per save")
         number = found.phone if phone is None else phone
         return replace(
             found,
@@ -417,10 +430,32 @@ def mark_phone_verified(directory: AccountDirectory, account_id: str, phone: str
     return update_profile(directory, account_id, changed)
 
 
+# The progressive billing threshold's range: below a dollar an early invoice would go out at nearly every hourly check
+# (a crypto bill costing more gas than it collects; a card one held back by the card minimum anyway), and above a
+# million dollars it is a typo (and past what DynamoDB's numbers hold, 9.99E+125, it would not even be stored)
+PROGRESSIVE_MIN_USD: Final = Decimal("1.00")
+PROGRESSIVE_MAX_USD: Final = Decimal("1000000.00")
+
+
+def progressive_threshold_problem(threshold_usd: Decimal) -> str | None:
+    """Why ``threshold_usd`` cannot be a progressive billing threshold (``None``: it can): a whole number of cents
+    from ``PROGRESSIVE_MIN_USD`` to ``PROGRESSIVE_MAX_USD``."""
+    if not threshold_usd.is_finite():
+        return f"must be an amount in USD, got {threshold_usd}"
+    if not PROGRESSIVE_MIN_USD <= threshold_usd <= PROGRESSIVE_MAX_USD:
+        return f"must be from {PROGRESSIVE_MIN_USD} to {PROGRESSIVE_MAX_USD} USD, got {threshold_usd}"
+    if threshold_usd != threshold_usd.quantize(Decimal("0.01")):
+        return f"must be a whole number of cents, got {threshold_usd}"
+    return None
+
+
 def set_progressive_threshold(
     directory: AccountDirectory, account_id: str, threshold_usd: Decimal | None
 ) -> AccountProfile:
-    """Turn progressive billing on (a positive threshold amount) or off (``None``) for an account."""
-    if threshold_usd is not None and (not threshold_usd.is_finite() or threshold_usd <= 0):
-        raise ValueError(f"the progressive billing threshold must be a positive amount, got {threshold_usd}")
-    return update_profile(directory, account_id, lambda found: replace(found, progressive_threshold_usd=threshold_usd))
+    """Turn progressive billing on (a threshold amount: ``progressive_threshold_problem``) or off (``None``) for an
+    account."""
+    problem = None if threshold_usd is None else progressive_threshold_problem(threshold_usd)
+    if problem is not None:
+        raise ValueError(f"the progressive billing threshold {problem}")
+    cents = None if threshold_usd is None else threshold_usd.quantize(Decimal("0.01"))  # 1E+2 is stored as 100.00
+    return update_profile(directory, account_id, lambda found: replace(found, progressive_threshold_usd=cents))

@@ -209,9 +209,13 @@ def resolver() -> APIGatewayHttpResolver:
     from aws_lambda_powertools.utilities.typing import LambdaContext  # noqa: PLC0415
 
     class JsonBodiesOnly(OpenAPIRequestValidationMiddleware):
-        """Powertools' request validation, reading a route's body only when it is JSON (no content type: JSON)."""
+        """Powertools' request validation, reading a route's body only when it is JSON (no content type: JSON). An
+        empty body is no body, whatever its content type says (``curl -d ''``, jQuery's ``$.post(url)`` send a form
+        type with it): D159's 415 is for a body that is not JSON."""
 
         def _get_body(self, app: Any) -> dict[str, Any]:
+            if not app.current_event.decoded_body:
+                return None  # type: ignore[return-value] # what Powertools' own reading gives for no body
             content_type = app.current_event.headers.get("content-type", "").strip()
             if content_type and not json_media_type(content_type):
                 raise RequestUnsupportedContentType(

@@ -19,6 +19,7 @@ account credit, applied to this very invoice (docs/decisions.md, "Negative late 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -225,6 +226,13 @@ class BillingState:
     customer_id: str | None = None
     disputed: bool = False
     card_on_file: bool = False
+    customer_details: str | None = None  # ``customer_details_digest`` of the email and name last given the customer
+
+
+def customer_details_digest(email: str | None, name: str | None) -> str:
+    """What the processor's customer was last given of the account's profile, as stored on the billing item: a
+    digest (not the address itself), compared to know whether a known customer needs the profile's details (D172)."""
+    return hashlib.sha256(f"{email or ''}\x00{name or ''}".encode()).hexdigest()[:32]
 
 
 class CreditNoteStatus(StrEnum):
@@ -383,8 +391,10 @@ class LedgerStore(Protocol):
         customer_id: str | None = None,
         disputed: bool | None = None,
         card_on_file: bool | None = None,
+        customer_details: str | None = None,
     ) -> None:
-        """Set only the fields given (None: left as stored) of the account's customer id, dispute flag and card flag,
+        """Set only the fields given (None: left as stored) of the account's customer id, dispute flag, card flag and
+        the digest of the details last given the customer (``customer_details_digest``),
         so a writer never puts back another writer's field from an earlier read (sequence and credit are the close's,
         and a crypto overpayment's: ``update_invoice_with_credit``)."""
         ...

@@ -250,6 +250,7 @@ def billing_from_values(values: Mapping[str, Any]) -> BillingState:
         customer_id=values.get("customer_id"),
         disputed=bool(values.get("disputed", False)),
         card_on_file=bool(values.get("card_on_file", False)),
+        customer_details=values.get("customer_details"),
     )
 
 

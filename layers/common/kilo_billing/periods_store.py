@@ -276,8 +276,14 @@ class DynamoLedgerStore:
         customer_id: str | None = None,
         disputed: bool | None = None,
         card_on_file: bool | None = None,
+        customer_details: str | None = None,
     ) -> None:
-        given = {"customer_id": customer_id or None, "disputed": disputed, "card_on_file": card_on_file}
+        given = {
+            "customer_id": customer_id or None,
+            "disputed": disputed,
+            "card_on_file": card_on_file,
+            "customer_details": customer_details or None,
+        }
         fields = [name for name, value in given.items() if value is not None]
         if not fields:
             return

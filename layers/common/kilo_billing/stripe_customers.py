@@ -2,12 +2,15 @@
 first: the account API (a Checkout page to save a card) and the invoice functions (the first card invoice). Stripe's
 search index lags its writes, so both can miss the other's new customer and create one within the same minute; they
 use the same idempotency key, and Stripe refuses a key reused with other parameters. Built here once, the requests
-are the same, so the second is the first's replay (docs/decisions.md D144). Imported only by the Stripe
+are the same, so the second is the first's replay (docs/decisions.md D144). The details update's key is new per
+update: it sets fields, so sending it again is harmless, while a key derived from what it sends could only name
+some of the states it is sent from and would replay or refuse a later change (D172). Imported only by the Stripe
 adapters."""
 
 from __future__ import annotations
 
 import hashlib
+import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, Protocol, TypeVar
 
@@ -33,23 +36,29 @@ def customer_create(account_id: str) -> tuple[CustomerCreateParams, str]:
 
 
 def customer_details(
-    account_id: str,
     email: str | None,
     name: str | None,
     current_email: str | None,
     current_name: str | None,
-) -> tuple[CustomerUpdateParams, str] | None:
-    """The update that gives the customer the account's email and name (``None``: leave that one as it is), and its
-    idempotency key (per account and the details wanted); ``None`` when the customer already has them."""
+) -> CustomerUpdateParams | None:
+    """The update that gives the customer the account's email and name (``None``: leave that one as it is): the
+    fields that differ, ``None`` when the customer already has them. Its idempotency key is new per update
+    (``details_key``, D172): setting fields is idempotent, and the same fields are sent from different states
+    (a@ -> b@ -> a@, an edit in the Billing Portal), so a key per details wanted, or per state and details, would be
+    reused with other parameters (Stripe: 400) or replay an earlier update instead of applying this one."""
     details: CustomerUpdateParams = {}
     if email is not None and email != current_email:
         details["email"] = email
     if name is not None and name != current_name:
         details["name"] = name
-    if not details:
-        return None
-    digest = hashlib.sha256(f"{email}|{name}".encode()).hexdigest()[:16]
-    return details, idempotency_key(account_id, "customer-details", digest)
+    return details or None
+
+
+def details_key(customer_id: str) -> str:
+    """The details update's idempotency key: one per update sent (the SDK's network retries of it reuse it), never
+    derived from the details - see ``customer_details`` (D172); ``kilo:`` like every key of ours, to find it in
+    Stripe's request log."""
+    return idempotency_key(customer_id, "customer-details", uuid.uuid4().hex)
 
 
 def quoted(value: str) -> str:
@@ -79,9 +88,24 @@ def find_or_create(
     if customer is None:  # the same request from both functions: a create within Stripe's search lag is a replay
         params, key = customer_create(account_id)
         customer = call(lambda: client.v1.customers.create(params, {"idempotency_key": key}))
-    update = customer_details(account_id, email, name, customer.email, customer.name)
-    if update is not None:
-        details, details_key = update
+    details = customer_details(email, name, customer.email, customer.name)
+    if details is not None:
         customer_id = customer.id
-        call(lambda: client.v1.customers.update(customer_id, details, {"idempotency_key": details_key}))
+        key = details_key(customer_id)
+        call(lambda: client.v1.customers.update(customer_id, details, {"idempotency_key": key}))
     return str(customer.id)
+
+
+def bring_details(
+    client: stripe.StripeClient, customer_id: str, email: str | None, name: str | None, call: StripeCall
+) -> None:
+    """Give a known customer the account's email and name where they differ (``customer_details``): one retrieve,
+    and the update when needed (D172: called only when the details last given differ from the profile's). A deleted
+    customer is left alone (what uses it fails on its own)."""
+    customer = call(lambda: client.v1.customers.retrieve(customer_id))
+    if getattr(customer, "deleted", False):
+        return
+    details = customer_details(email, name, customer.email, customer.name)
+    if details is not None:
+        key = details_key(customer_id)
+        call(lambda: client.v1.customers.update(customer_id, details, {"idempotency_key": key}))
