@@ -19,7 +19,7 @@ from decimal import Decimal
 from kilo_billing.contracts import CryptoBillSettledV1, CryptoCreditAddedV1
 from kilo_billing.invoicing import BillingMethod, InvoiceRecord, InvoiceStatus, can_move
 from kilo_billing.periods_store import LedgerConflictError, LedgerStore
-from kilo_invoice.logic import InvoiceNotFoundError
+from kilo_invoice.model import InvoiceNotFoundError
 
 ATTEMPTS = 5
 
