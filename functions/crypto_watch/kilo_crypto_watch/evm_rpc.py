@@ -17,7 +17,7 @@ import requests
 from web3 import HTTPProvider
 from web3.types import RPCEndpoint
 
-from kilo_crypto_watch.evm import (
+from kilo_crypto_watch.ports import (
     BlockRef,
     BlockTag,
     EvmBlock,
