@@ -1,4 +1,4 @@
-"""The EVM chain watcher and the EVM fast path, over a narrow ``EvmRpc`` port (the web3.py adapter is ``evm_rpc.py``).
+"""The EVM chain watcher and the EVM fast path, over the ``EvmRpc`` port (ports.py; web3.py adapter: ``evm_rpc.py``).
 
 One run per chain (``watch``):
 

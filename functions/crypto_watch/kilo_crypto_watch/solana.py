@@ -1,4 +1,4 @@
-"""The Solana watcher and fast-path inspector: pure logic over a narrow RPC port (``SolanaRpc``).
+"""The Solana watcher and fast-path inspector: pure logic over the ``SolanaRpc`` port (ports.py).
 
 Each run (scheduled every minute, idempotent):
 
