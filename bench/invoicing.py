@@ -107,7 +107,8 @@ def _world(accounts: int) -> tuple[Any, Any, Any]:
 def measure(accounts: int) -> dict[str, Any]:
     from kilo_billing.catalog import default_catalog  # noqa: PLC0415
     from kilo_billing.periods import Period  # noqa: PLC0415
-    from kilo_invoice.logic import CloseDeps, close_account  # noqa: PLC0415
+    from kilo_invoice.logic import close_account  # noqa: PLC0415
+    from kilo_invoice.model import CloseDeps  # noqa: PLC0415
 
     store, gateway, bus = _world(accounts)
     deps = CloseDeps(store, gateway, bus, default_catalog(), lambda _s: None)

@@ -1,4 +1,4 @@
-"""An in-memory payment gateway (``kilo_invoice.gateway.PaymentGateway``), held to tests/contract/test_payment_gateway.py
+"""An in-memory payment gateway (``kilo_invoice.ports.PaymentGateway``), held to tests/contract/test_payment_gateway.py
 like the real Stripe adapter. It can fail on demand (``fail_next``) and crash half-way through ``issue_invoice``."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import itertools
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from kilo_invoice.gateway import (
+from kilo_invoice.ports import (
     Customer,
     GatewayInvoice,
     GatewayInvoiceStatus,

@@ -83,7 +83,8 @@ def _refund(args: argparse.Namespace, console: Console) -> None:
     on the invoice before Stripe is asked, keyed on its request number, so a rerun after a timeout finishes the same
     refund instead of making a second)."""
     from kilo_billing.accounts import check_account_id  # noqa: PLC0415
-    from kilo_invoice.logic import InvoiceNotFoundError, refund_invoice, settle_crypto_refund  # noqa: PLC0415
+    from kilo_invoice.logic import refund_invoice, settle_crypto_refund  # noqa: PLC0415
+    from kilo_invoice.model import InvoiceNotFoundError  # noqa: PLC0415
 
     check_account_id(args.account)
     try:

@@ -392,7 +392,7 @@ def billing_methods(accounts: Sequence[Any]) -> dict[str, tuple[str, str | None]
 def save_cards(stack: Any, billing: dict[str, tuple[str, str | None]]) -> None:
     """Each card account saved its card (as Checkout would): a Stripe customer with the card as its default, through
     the product's own Stripe adapter against the stack's Stripe (the stand-in, or test mode)."""
-    from kilo_invoice.gateway import Customer  # noqa: PLC0415
+    from kilo_invoice.ports import Customer  # noqa: PLC0415
     from kilo_invoice.stripe_adapter import StripePaymentGateway  # noqa: PLC0415
 
     api_key, api_base = stack.stripe_api()

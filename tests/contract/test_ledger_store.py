@@ -26,7 +26,8 @@ from kilo_billing.items import to_item
 from kilo_billing.periods import Period
 from kilo_billing.periods_store import DynamoLedgerStore
 from kilo_billing.rating import TierChange
-from kilo_invoice.logic import CloseDeps, close_account
+from kilo_invoice.logic import close_account
+from kilo_invoice.model import CloseDeps
 from tests.conftest import Stack, count_calls
 from tests.invoice_fakes import InMemoryLedgerStore
 from tests.payment_fakes import InMemoryPaymentGateway

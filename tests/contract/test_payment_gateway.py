@@ -11,7 +11,7 @@ import pytest
 import stripe
 
 from kilo_dev.stripe_emulator import EmulatorHTTPClient
-from kilo_invoice.gateway import Customer, GatewayLine, GatewayRejectedError, InvoiceRequest, PaymentGateway
+from kilo_invoice.ports import Customer, GatewayLine, GatewayRejectedError, InvoiceRequest, PaymentGateway
 from kilo_invoice.stripe_adapter import StripePaymentGateway
 from tests.payment_fakes import InMemoryPaymentGateway
 

@@ -14,7 +14,7 @@ import pytest
 import stripe
 
 from kilo_dev.stripe_emulator import load_fixtures
-from kilo_invoice.gateway import Customer
+from kilo_invoice.ports import Customer
 from tests.conftest import AlertsStack, LambdaContext, Stack
 from tests.integration.test_invoice_close import API_KEY, Invoicing, invoicing_on
 from tests.integration.test_operator_alerts import inbox, register, run_queue, topic_queue

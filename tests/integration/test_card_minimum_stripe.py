@@ -18,8 +18,9 @@ from kilo_billing.invoicing import BillingState, InvoiceStatus
 from kilo_billing.periods import Period
 from kilo_billing.rating import TierChange
 from kilo_dev.stripe_emulator import EmulatorHTTPClient
-from kilo_invoice.gateway import Customer
-from kilo_invoice.logic import CloseDeps, close_account
+from kilo_invoice.logic import close_account
+from kilo_invoice.model import CloseDeps
+from kilo_invoice.ports import Customer
 from kilo_invoice.stripe_adapter import StripePaymentGateway
 from tests.invoice_fakes import InMemoryLedgerStore
 

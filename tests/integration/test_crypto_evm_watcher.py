@@ -10,18 +10,10 @@ from typing import Any
 
 import pytest
 
-from kilo_crypto_watch.evm import (
-    NATIVE_INDEX,
-    BlockRef,
-    EvmBlock,
-    EvmReceipt,
-    EvmTransactionInspector,
-    RpcUnavailableError,
-    watch,
-)
+from kilo_crypto_watch.evm import NATIVE_INDEX, EvmTransactionInspector, watch
 from kilo_crypto_watch.evm_rpc import Web3EvmRpc
 from kilo_crypto_watch.model import ChainConfig, Cursor, PaymentStatus
-from kilo_crypto_watch.ports import TransactionNotFoundError
+from kilo_crypto_watch.ports import BlockRef, EvmBlock, EvmReceipt, RpcUnavailableError, TransactionNotFoundError
 from tests.crypto_fakes import MemoryCursorStore, MemoryPaymentSink
 from tests.evm_chain import (
     ETHER,

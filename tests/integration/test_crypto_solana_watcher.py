@@ -20,9 +20,9 @@ from solders.system_program import TransferParams, transfer
 from spl.memo.constants import MEMO_PROGRAM_ID
 
 from kilo_crypto_watch.model import LockedRate, PaymentStatus, Quote, RateReading, RunReport
-from kilo_crypto_watch.ports import CursorConflictError, TransactionNotFoundError
+from kilo_crypto_watch.ports import ChainTransaction, CursorConflictError, SignatureStatus, TransactionNotFoundError
 from kilo_crypto_watch.settlement import ClaimRefusedError
-from kilo_crypto_watch.solana import ChainTransaction, SignatureStatus, SolanaWatcher, inspect
+from kilo_crypto_watch.solana import SolanaWatcher, inspect
 from kilo_crypto_watch.solana_rpc import SolanaRpcClient, SolanaTransactionInspector
 from kilo_dev.solana_standin import SolanaStandin
 from tests.conftest import Stack

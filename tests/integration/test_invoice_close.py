@@ -37,7 +37,7 @@ from kilo_dev.apigw import http_api_event
 from kilo_dev.stripe_emulator import EmulatorHTTPClient, load_fixtures
 from kilo_invoice import close_handler, dependencies, payment_handler, start_handler
 from kilo_invoice.adapters import SqsCloseJobQueue
-from kilo_invoice.gateway import Customer
+from kilo_invoice.ports import Customer
 from kilo_invoice.stripe_adapter import StripePaymentGateway
 from kilo_webhook_ingest import stripe_handler
 from tests.conftest import STRIPE_SECRETS, LambdaContext, Stack, _clear_caches

@@ -20,7 +20,8 @@ from kilo_billing.periods import Period
 from kilo_billing.periods_store import DynamoLedgerStore
 from kilo_billing.rating import TierChange
 from kilo_billing_cli.main import main
-from kilo_invoice.logic import CloseDeps, close_account
+from kilo_invoice.logic import close_account
+from kilo_invoice.model import CloseDeps
 from kilo_rate_usage.items import session_to_item
 from kilo_rate_usage.model import StoredSession
 from tests.conftest import Stack, count_calls

@@ -17,7 +17,7 @@ import pytest
 import stripe
 
 from kilo_dev.stripe_standin import StripeStandin
-from kilo_invoice.gateway import Customer, GatewayLine, GatewayRejectedError, InvoiceRequest
+from kilo_invoice.ports import Customer, GatewayLine, GatewayRejectedError, InvoiceRequest
 from kilo_invoice.stripe_adapter import StripePaymentGateway
 
 SECRET = "whsec_test_standin"

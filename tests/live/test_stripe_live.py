@@ -11,7 +11,7 @@ from decimal import Decimal
 import pytest
 
 from kilo_account_api.stripe_adapter import StripePaymentPages
-from kilo_invoice.gateway import Customer, GatewayLine, GatewayRejectedError, InvoiceRequest
+from kilo_invoice.ports import Customer, GatewayLine, GatewayRejectedError, InvoiceRequest
 from kilo_invoice.stripe_adapter import StripePaymentGateway
 
 pytestmark = pytest.mark.stripe_live

@@ -15,8 +15,9 @@ import pytest
 from kilo_billing.invoicing import InvoiceStatus
 from kilo_billing.stripe_events import StripeEventRecord
 from kilo_dev.stripe_emulator import load_fixtures
-from kilo_invoice.gateway import GatewayUnavailableError
-from kilo_invoice.logic import InvoiceNotFoundError, apply_stripe_event, refund_invoice
+from kilo_invoice.logic import apply_stripe_event, refund_invoice
+from kilo_invoice.model import InvoiceNotFoundError
+from kilo_invoice.ports import GatewayUnavailableError
 from tests.scenarios.test_invoicing import APR, MAR, World, at, seg
 
 FIXTURES = load_fixtures()

@@ -11,8 +11,8 @@ from decimal import Decimal
 import pytest
 
 from kilo_billing.invoicing import BillingMethod, BillingState, CreditNoteStatus, InvoiceStatus
-from kilo_invoice.gateway import GatewayUnavailableError
 from kilo_invoice.logic import apply_stripe_event, refund_invoice
+from kilo_invoice.ports import GatewayUnavailableError
 from tests.scenarios.test_card_payment_events import Events, _paid_invoice
 from tests.scenarios.test_invoicing import APR, MAR, MAY, World, amounts, at, seg
 

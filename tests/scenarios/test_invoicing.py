@@ -16,8 +16,9 @@ from kilo_billing.catalog import default_catalog
 from kilo_billing.invoicing import BillingMethod, InvoiceRecord, InvoiceStatus
 from kilo_billing.periods import Period
 from kilo_billing.rating import TierChange
-from kilo_invoice.gateway import Customer
-from kilo_invoice.logic import CloseDeps, close_account
+from kilo_invoice.logic import close_account
+from kilo_invoice.model import CloseDeps
+from kilo_invoice.ports import Customer
 from tests.invoice_fakes import InMemoryLedgerStore
 from tests.payment_fakes import InMemoryPaymentGateway
 

@@ -12,8 +12,8 @@ import pytest
 
 from kilo_billing.invoicing import BillingMethod, InvoiceStatus
 from kilo_billing.stripe_events import StripeEventRecord
-from kilo_invoice.gateway import GatewayUnavailableError
 from kilo_invoice.logic import apply_stripe_event, refund_invoice, settle_crypto_refund
+from kilo_invoice.ports import GatewayUnavailableError
 from tests.scenarios.test_invoicing import APR, MAR, World, at, seg
 
 

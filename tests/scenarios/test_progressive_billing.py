@@ -15,8 +15,8 @@ from kilo_billing.invoicing import BillingMethod, InvoiceRecord, InvoiceStatus
 from kilo_billing.periods import Period
 from kilo_billing.progressive import compose_early, early_check, invoice_early
 from kilo_billing.rating import TierChange
-from kilo_invoice.gateway import GatewayUnavailableError
 from kilo_invoice.logic import close_through, issue_early
+from kilo_invoice.ports import GatewayUnavailableError
 from tests.scenarios.test_invoicing import FEB, MAR, World, at, seg
 
 APR = Period(2026, 4)

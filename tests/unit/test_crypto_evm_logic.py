@@ -4,14 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from kilo_crypto_watch.evm import (
-    ChunkSizer,
-    EvmTransaction,
-    address_topic,
-    decode_transfer_call,
-    normalise_tx_hash,
-    topic_address,
-)
+from kilo_crypto_watch.evm import ChunkSizer, address_topic, decode_transfer_call, normalise_tx_hash, topic_address
+from kilo_crypto_watch.ports import EvmTransaction
 
 MERCHANT = "0x9965507D1a55bcC2695C58ba16FB37d819B0A4dc"
 PAYER = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"

@@ -14,8 +14,9 @@ from kilo_billing.catalog import default_catalog
 from kilo_billing.periods import Period
 from kilo_billing.rating import TierChange
 from kilo_invoice.dependencies import LazyGateway, parse_stripe_secret
-from kilo_invoice.gateway import Customer, GatewayRejectedError, GatewayUnavailableError, PaymentGateway
-from kilo_invoice.logic import CloseDeps, close_account, close_through, due_period, start_run
+from kilo_invoice.logic import close_account, close_through, due_period, start_run
+from kilo_invoice.model import CloseDeps
+from kilo_invoice.ports import Customer, GatewayRejectedError, GatewayUnavailableError, PaymentGateway
 from tests.invoice_fakes import InMemoryLedgerStore
 from tests.payment_fakes import InMemoryPaymentGateway
 

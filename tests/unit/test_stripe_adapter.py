@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from kilo_dev.stripe_emulator import EmulatorHTTPClient
 from kilo_dev.stripe_params import ROUTES, check_request
-from kilo_invoice.gateway import (
+from kilo_invoice.ports import (
     Customer,
     GatewayLine,
     GatewayRejectedError,

@@ -15,7 +15,7 @@ import stripe
 
 from kilo_account_api.stripe_adapter import StripePaymentPages
 from kilo_dev.stripe_emulator import EmulatorHTTPClient, StripeEmulator
-from kilo_invoice.gateway import Customer
+from kilo_invoice.ports import Customer
 from kilo_invoice.stripe_adapter import StripePaymentGateway
 
 

@@ -1,4 +1,4 @@
-"""The EVM chain watcher and the EVM fast path, over a narrow ``EvmRpc`` port (the web3.py adapter is ``evm_rpc.py``).
+"""The EVM chain watcher and the EVM fast path, over the ``EvmRpc`` port (ports.py; web3.py adapter: ``evm_rpc.py``).
 
 One run per chain (``watch``):
 
@@ -33,15 +33,20 @@ import contextlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal, Protocol
 
 from kilo_crypto_watch.model import ChainConfig, Cursor, ObservedTransfer, PendingPayment, RunReport
 from kilo_crypto_watch.ports import (
-    ChainUnavailableError,
+    BlockRef,
     CursorConflictError,
     CursorStore,
+    EvmLog,
+    EvmReceipt,
+    EvmRpc,
+    EvmTransaction,
     MalformedTransactionIdError,
     PaymentSink,
+    RpcRangeError,
+    RpcUnavailableError,
     TransactionNotFoundError,
 )
 
@@ -49,96 +54,6 @@ TRANSFER_TOPIC = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523
 TRANSFER_SELECTOR = "0xa9059cbb"  # transfer(address,uint256)
 TRANSFER_FROM_SELECTOR = "0x23b872dd"  # transferFrom(address,address,uint256)
 NATIVE_INDEX = -1  # ObservedTransfer.index of a credit that has no log: native ETH, or a reverted USDC call
-
-BlockTag = Literal["latest", "finalized"]
-
-
-# --- what the port returns --------------------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class BlockRef:
-    number: int
-    hash: str
-    timestamp: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class EvmTransaction:
-    hash: str
-    sender: str  # checksummed
-    to: str | None  # checksummed; None for a contract creation
-    value: int  # wei
-    input: str  # 0x-hex call data
-    block_number: int | None = None
-    block_hash: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class EvmBlock:
-    number: int
-    hash: str
-    timestamp: int
-    transactions: tuple[EvmTransaction, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class EvmLog:
-    address: str  # checksummed emitter
-    topics: tuple[str, ...]  # 0x-hex, lower case
-    data: str  # 0x-hex
-    block_number: int
-    block_hash: str
-    tx_hash: str
-    log_index: int
-
-
-@dataclass(frozen=True, slots=True)
-class EvmReceipt:
-    tx_hash: str
-    succeeded: bool  # status 1
-    block_number: int
-    block_hash: str
-    logs: tuple[EvmLog, ...] = ()
-
-
-class RpcRangeError(Exception):
-    """The provider refused an ``eth_getLogs`` range (too many blocks or results, a limit, a timeout): try smaller."""
-
-
-class RpcUnavailableError(ChainUnavailableError):
-    """The node did not answer usefully (connection, HTTP or JSON-RPC failure): the run fails and is retried."""
-
-
-class EvmRpc(Protocol):
-    """The JSON-RPC an EVM watcher needs. ``calls`` counts the JSON-RPC requests made (each batch element counts)."""
-
-    @property
-    def calls(self) -> int: ...
-
-    def block_ref(self, tag: BlockTag) -> BlockRef:
-        """The ``latest`` or ``finalized`` block."""
-        ...
-
-    def block_hashes(self, numbers: Sequence[int]) -> dict[int, str | None]:
-        """The canonical hash at each height (None above the head, or a node that does not know it)."""
-        ...
-
-    def headers(self, numbers: Sequence[int]) -> dict[int, BlockRef | None]:
-        """The canonical block at each height: number, hash, timestamp (None as for ``block_hashes``)."""
-        ...
-
-    def blocks(self, first: int, last: int) -> list[EvmBlock]:
-        """Blocks ``first..last`` with their full transactions."""
-        ...
-
-    def logs(self, address: str, topics: Sequence[str | None], first: int, last: int) -> list[EvmLog]:
-        """``eth_getLogs``; raises RpcRangeError when the provider refuses the range."""
-        ...
-
-    def receipts(self, tx_hashes: Sequence[str]) -> dict[str, EvmReceipt]:
-        """Receipts of mined transactions (a pending or unknown one is missing from the answer)."""
-        ...
-
-    def transaction(self, tx_hash: str) -> EvmTransaction | None: ...
 
 
 # --- pure decoding ----------------------------------------------------------------------------------------------------

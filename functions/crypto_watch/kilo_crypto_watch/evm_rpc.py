@@ -1,4 +1,4 @@
-"""The web3.py adapter of ``EvmRpc`` (evm.py): JSON-RPC over web3's HTTPProvider, batched where the watcher reads many
+"""The web3.py adapter of ``EvmRpc`` (ports.py): JSON-RPC over web3's HTTPProvider, batched where the watcher reads many
 blocks or receipts at once, every request counted (``calls``) for the run report and the benchmark.
 
 The provider's raw answers are used (``make_request`` / ``make_batch_request``) rather than web3's formatted ones: a
@@ -17,7 +17,7 @@ import requests
 from web3 import HTTPProvider
 from web3.types import RPCEndpoint
 
-from kilo_crypto_watch.evm import (
+from kilo_crypto_watch.ports import (
     BlockRef,
     BlockTag,
     EvmBlock,

@@ -15,22 +15,21 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Final, Protocol, cast
+from typing import Any, Final, cast
 
 from kilo_billing.contracts import InvoiceIssuedV1
 from kilo_crypto_watch.history import account_history
 from kilo_crypto_watch.model import Asset, Bill, ChainConfig, Payment, PaymentStatus, Quote
-from kilo_crypto_watch.ports import Rates, SettlementStore, TransactionInspector
+from kilo_crypto_watch.ports import (
+    ContractSignatureVerifier,
+    CryptoStore,
+    Rates,
+    SettlementStore,
+    TransactionInspector,
+)
 from kilo_crypto_watch.quotes import QuotePolicy, make_quote
 from kilo_crypto_watch.settlement import BillNotFoundError, Settlement
-from kilo_crypto_watch.wallets import (
-    ContractSignatureVerifier,
-    LinkedWallet,
-    SignInPolicy,
-    WalletStore,
-    issue_nonce,
-    verify_and_link,
-)
+from kilo_crypto_watch.wallets import LinkedWallet, SignInPolicy, issue_nonce, verify_and_link
 
 ASSETS: Final = ("ETH", "USDC", "SOL")
 
@@ -60,10 +59,6 @@ class NodeUnavailableError(Exception):
             f"the {chain} node did not answer: retry shortly (the watcher will still find the payment on its own)"
         )
         self.chain = chain
-
-
-class CryptoStore(SettlementStore, WalletStore, Protocol):
-    """The crypto table as the routes use it."""
 
 
 @dataclass(frozen=True, slots=True)

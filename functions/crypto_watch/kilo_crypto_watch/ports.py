@@ -1,4 +1,6 @@
-"""Ports between the chain watchers and settlement (and their storage). Protocols: adapters and fakes implement them."""
+"""The crypto function's ports: between the chain watchers and settlement (and their storage), the price sources, the
+wallet store, and each chain's RPC as its watcher needs it (with the data it returns and the errors its adapter
+raises). Protocols: adapters and fakes implement them (docs/decisions.md D22)."""
 
 from __future__ import annotations
 
@@ -6,11 +8,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Protocol
+from typing import Literal, Protocol
 
 from kilo_crypto_watch.model import (
     Asset,
     Bill,
+    ChainConfig,
     Cursor,
     LockedRate,
     ObservedTransfer,
@@ -195,3 +198,207 @@ class Rates(Protocol):
     stablecoin on its peg), with the readings that decided it; RateRefusedError otherwise."""
 
     def lock(self, asset: Asset, now: datetime) -> LockedRate: ...
+
+
+# --- Wallet linking (wallets.py), and the crypto table as the API routes use it ---------------------------------------
+
+
+class WalletStore(Protocol):
+    def put_nonce(self, nonce: str, account_id: str, expires_at: datetime) -> None: ...
+
+    def take_nonce(self, nonce: str) -> tuple[str, datetime] | None: ...
+
+    def link_wallet(
+        self, kind: str, address: str, account_id: str, chain: str, now: datetime, contract: bool = False
+    ) -> None:
+        """``contract``: an ERC-1271 wallet, linked for ``chain`` only; a key's wallet is linked on every chain of its
+        kind. AlreadyExistsError when another account holds the link."""
+        ...
+
+
+class ContractSignatureVerifier(Protocol):
+    """ERC-1271: does the contract at ``address`` on ``chain`` accept ``signature`` over ``message_hash``?"""
+
+    def is_valid_signature(self, chain: ChainConfig, address: str, message_hash: bytes, signature: bytes) -> bool: ...
+
+
+class CryptoStore(SettlementStore, WalletStore, Protocol):
+    """The crypto table as the routes use it."""
+
+
+# --- The EVM JSON-RPC (evm.py's port; the web3.py adapter is evm_rpc.py) ----------------------------------------------
+
+BlockTag = Literal["latest", "finalized"]
+
+
+@dataclass(frozen=True, slots=True)
+class BlockRef:
+    number: int
+    hash: str
+    timestamp: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class EvmTransaction:
+    hash: str
+    sender: str  # checksummed
+    to: str | None  # checksummed; None for a contract creation
+    value: int  # wei
+    input: str  # 0x-hex call data
+    block_number: int | None = None
+    block_hash: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EvmBlock:
+    number: int
+    hash: str
+    timestamp: int
+    transactions: tuple[EvmTransaction, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class EvmLog:
+    address: str  # checksummed emitter
+    topics: tuple[str, ...]  # 0x-hex, lower case
+    data: str  # 0x-hex
+    block_number: int
+    block_hash: str
+    tx_hash: str
+    log_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class EvmReceipt:
+    tx_hash: str
+    succeeded: bool  # status 1
+    block_number: int
+    block_hash: str
+    logs: tuple[EvmLog, ...] = ()
+
+
+class RpcRangeError(Exception):
+    """The provider refused an ``eth_getLogs`` range (too many blocks or results, a limit, a timeout): try smaller."""
+
+
+class RpcUnavailableError(ChainUnavailableError):
+    """The node did not answer usefully (connection, HTTP or JSON-RPC failure): the run fails and is retried."""
+
+
+class EvmRpc(Protocol):
+    """The JSON-RPC an EVM watcher needs. ``calls`` counts the JSON-RPC requests made (each batch element counts)."""
+
+    @property
+    def calls(self) -> int: ...
+
+    def block_ref(self, tag: BlockTag) -> BlockRef:
+        """The ``latest`` or ``finalized`` block."""
+        ...
+
+    def block_hashes(self, numbers: Sequence[int]) -> dict[int, str | None]:
+        """The canonical hash at each height (None above the head, or a node that does not know it)."""
+        ...
+
+    def headers(self, numbers: Sequence[int]) -> dict[int, BlockRef | None]:
+        """The canonical block at each height: number, hash, timestamp (None as for ``block_hashes``)."""
+        ...
+
+    def blocks(self, first: int, last: int) -> list[EvmBlock]:
+        """Blocks ``first..last`` with their full transactions."""
+        ...
+
+    def logs(self, address: str, topics: Sequence[str | None], first: int, last: int) -> list[EvmLog]:
+        """``eth_getLogs``; raises RpcRangeError when the provider refuses the range."""
+        ...
+
+    def receipts(self, tx_hashes: Sequence[str]) -> dict[str, EvmReceipt]:
+        """Receipts of mined transactions (a pending or unknown one is missing from the answer)."""
+        ...
+
+    def transaction(self, tx_hash: str) -> EvmTransaction | None: ...
+
+
+# --- The Solana RPC (solana.py's port; the solana-py adapter is solana_rpc.py) ----------------------------------------
+
+Commitment = Literal["confirmed", "finalized"]
+SIGNATURES_PAGE = 1_000  # getSignaturesForAddress's maximum limit
+
+
+class SolanaRpcError(ChainUnavailableError):
+    """The RPC did not answer, or answered an error: the run fails and is retried (nothing was half-recorded)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SignatureInfo:
+    signature: str
+    slot: int
+    failed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Instruction:
+    program_id: str
+    accounts: tuple[str, ...]
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class TokenBalance:
+    account_index: int
+    mint: str
+    owner: str | None
+    amount: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChainTransaction:
+    """A transaction as ``getTransaction`` returns it, reduced to what validation needs."""
+
+    signature: str
+    slot: int
+    block_time: datetime | None
+    failed: bool
+    account_keys: tuple[str, ...]  # static keys, then loaded writable, then loaded read-only (v0 lookup tables)
+    signer_count: int
+    instructions: tuple[Instruction, ...]
+    pre_balances: tuple[int, ...]
+    post_balances: tuple[int, ...]
+    pre_token_balances: tuple[TokenBalance, ...] = ()
+    post_token_balances: tuple[TokenBalance, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    slot: int
+    blockhash: str
+
+
+@dataclass(frozen=True, slots=True)
+class SignatureStatus:
+    slot: int
+    failed: bool
+    finalized: bool
+
+
+class SolanaRpc(Protocol):
+    """The Solana RPC methods the watcher uses; each call is one JSON-RPC request (the watcher counts them)."""
+
+    async def head(self) -> Head:
+        """The ``confirmed`` bank's slot and latest blockhash (``getLatestBlockhash``)."""
+        ...
+
+    async def slot(self, commitment: Commitment) -> int: ...
+
+    async def signatures(
+        self, address: str, *, before: str | None = None, until: str | None = None, limit: int = SIGNATURES_PAGE
+    ) -> Sequence[SignatureInfo]:
+        """Newest first, at the ``confirmed`` commitment."""
+        ...
+
+    async def transaction(self, signature: str) -> ChainTransaction | None:
+        """At the ``confirmed`` commitment; None when unknown."""
+        ...
+
+    async def statuses(self, signatures: Sequence[str]) -> Sequence[SignatureStatus | None]: ...
+
+    async def block_hash(self, slot: int) -> str: ...

@@ -1,4 +1,4 @@
-"""The Solana watcher and fast-path inspector: pure logic over a narrow RPC port (``SolanaRpc``).
+"""The Solana watcher and fast-path inspector: pure logic over the ``SolanaRpc`` port (ports.py).
 
 Each run (scheduled every minute, idempotent):
 
@@ -31,21 +31,23 @@ import struct
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Literal, Protocol, TypeVar
+from typing import Literal, TypeVar
 
 from solders.pubkey import Pubkey
 from solders.token.associated import get_associated_token_address
 
 from kilo_crypto_watch.model import ChainConfig, Cursor, ObservedTransfer, RunReport
 from kilo_crypto_watch.ports import (
-    ChainUnavailableError,
+    SIGNATURES_PAGE,
+    ChainTransaction,
     CursorStore,
     PaymentSink,
     ReferenceSource,
+    SignatureInfo,
+    SolanaRpc,
     TransactionNotFoundError,
 )
 
-Commitment = Literal["confirmed", "finalized"]
 T = TypeVar("T")
 
 SYSTEM_PROGRAM = "11111111111111111111111111111111"
@@ -56,88 +58,7 @@ MEMO_PROGRAMS = frozenset(
 SYSTEM_TRANSFER = 2  # u32 little-endian instruction tag, then u64 lamports
 TOKEN_TRANSFER = 3  # u8 tag, u64 amount; accounts: source, destination, authority
 TOKEN_TRANSFER_CHECKED = 12  # u8 tag, u64 amount, u8 decimals; accounts: source, mint, destination, authority
-PAGE = 1_000  # getSignaturesForAddress's maximum limit
 STATUS_BATCH = 256  # getSignatureStatuses's maximum
-
-
-class SolanaRpcError(ChainUnavailableError):
-    """The RPC did not answer, or answered an error: the run fails and is retried (nothing was half-recorded)."""
-
-
-@dataclass(frozen=True, slots=True)
-class SignatureInfo:
-    signature: str
-    slot: int
-    failed: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Instruction:
-    program_id: str
-    accounts: tuple[str, ...]
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class TokenBalance:
-    account_index: int
-    mint: str
-    owner: str | None
-    amount: int
-
-
-@dataclass(frozen=True, slots=True)
-class ChainTransaction:
-    """A transaction as ``getTransaction`` returns it, reduced to what validation needs."""
-
-    signature: str
-    slot: int
-    block_time: datetime | None
-    failed: bool
-    account_keys: tuple[str, ...]  # static keys, then loaded writable, then loaded read-only (v0 lookup tables)
-    signer_count: int
-    instructions: tuple[Instruction, ...]
-    pre_balances: tuple[int, ...]
-    post_balances: tuple[int, ...]
-    pre_token_balances: tuple[TokenBalance, ...] = ()
-    post_token_balances: tuple[TokenBalance, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class Head:
-    slot: int
-    blockhash: str
-
-
-@dataclass(frozen=True, slots=True)
-class SignatureStatus:
-    slot: int
-    failed: bool
-    finalized: bool
-
-
-class SolanaRpc(Protocol):
-    """The Solana RPC methods the watcher uses; each call is one JSON-RPC request (the watcher counts them)."""
-
-    async def head(self) -> Head:
-        """The ``confirmed`` bank's slot and latest blockhash (``getLatestBlockhash``)."""
-        ...
-
-    async def slot(self, commitment: Commitment) -> int: ...
-
-    async def signatures(
-        self, address: str, *, before: str | None = None, until: str | None = None, limit: int = PAGE
-    ) -> Sequence[SignatureInfo]:
-        """Newest first, at the ``confirmed`` commitment."""
-        ...
-
-    async def transaction(self, signature: str) -> ChainTransaction | None:
-        """At the ``confirmed`` commitment; None when unknown."""
-        ...
-
-    async def statuses(self, signatures: Sequence[str]) -> Sequence[SignatureStatus | None]: ...
-
-    async def block_hash(self, slot: int) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -364,9 +285,9 @@ class SolanaWatcher:
         found: list[SignatureInfo] = []
         before: str | None = None
         while True:
-            page = await self._call(self.rpc.signatures(address, before=before, until=until, limit=PAGE))
+            page = await self._call(self.rpc.signatures(address, before=before, until=until, limit=SIGNATURES_PAGE))
             found.extend(info for info in page if floor < info.slot <= head)
-            if len(page) < PAGE or page[-1].slot <= floor:
+            if len(page) < SIGNATURES_PAGE or page[-1].slot <= floor:
                 return found
             before = page[-1].signature
 

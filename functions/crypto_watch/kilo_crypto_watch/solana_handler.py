@@ -20,9 +20,8 @@ from kilo_billing import observability
 from kilo_billing.observability import Metric, count
 from kilo_crypto_watch import dependencies
 from kilo_crypto_watch.model import ChainConfig
-from kilo_crypto_watch.ports import CursorConflictError
+from kilo_crypto_watch.ports import CursorConflictError, SolanaRpcError
 from kilo_crypto_watch.settings import settings
-from kilo_crypto_watch.solana import SolanaRpcError
 from kilo_crypto_watch.solana_rpc import SolanaTransactionInspector, watch
 
 SERVICE = "crypto-solana"

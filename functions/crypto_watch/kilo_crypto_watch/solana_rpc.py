@@ -36,24 +36,21 @@ from solders.transaction_status import (
 
 from kilo_crypto_watch.model import ChainConfig, ObservedTransfer, RunReport
 from kilo_crypto_watch.ports import (
+    SIGNATURES_PAGE,
+    ChainTransaction,
+    Commitment,
     CursorStore,
+    Head,
+    Instruction,
     MalformedTransactionIdError,
     PaymentSink,
     ReferenceSource,
-)
-from kilo_crypto_watch.solana import (
-    PAGE,
-    ChainTransaction,
-    Commitment,
-    Head,
-    Instruction,
     SignatureInfo,
     SignatureStatus,
     SolanaRpcError,
-    SolanaWatcher,
     TokenBalance,
-    inspect,
 )
+from kilo_crypto_watch.solana import SolanaWatcher, inspect
 
 T = TypeVar("T")
 CONFIRMED: SolanaCommitment = Confirmed
@@ -81,7 +78,7 @@ class SolanaRpcClient:
         return int(response.value)
 
     async def signatures(
-        self, address: str, *, before: str | None = None, until: str | None = None, limit: int = PAGE
+        self, address: str, *, before: str | None = None, until: str | None = None, limit: int = SIGNATURES_PAGE
     ) -> Sequence[SignatureInfo]:
         response = await self._request(
             self._client.get_signatures_for_address(

@@ -18,10 +18,10 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Final, Protocol
+from typing import Final
 
 from kilo_crypto_watch.model import ChainConfig
-from kilo_crypto_watch.ports import AlreadyExistsError
+from kilo_crypto_watch.ports import AlreadyExistsError, ContractSignatureVerifier, WalletStore
 
 HEADER: Final = re.compile(r"^(?P<domain>[^\s]+) wants you to sign in with your (?P<kind>Ethereum|Solana) account:$")
 FIELDS: Final = {
@@ -44,25 +44,6 @@ class SignInError(Exception):
 
 class WalletTakenError(SignInError):
     """The wallet is linked to another account."""
-
-
-class WalletStore(Protocol):
-    def put_nonce(self, nonce: str, account_id: str, expires_at: datetime) -> None: ...
-
-    def take_nonce(self, nonce: str) -> tuple[str, datetime] | None: ...
-
-    def link_wallet(
-        self, kind: str, address: str, account_id: str, chain: str, now: datetime, contract: bool = False
-    ) -> None:
-        """``contract``: an ERC-1271 wallet, linked for ``chain`` only; a key's wallet is linked on every chain of its
-        kind. AlreadyExistsError when another account holds the link."""
-        ...
-
-
-class ContractSignatureVerifier(Protocol):
-    """ERC-1271: does the contract at ``address`` on ``chain`` accept ``signature`` over ``message_hash``?"""
-
-    def is_valid_signature(self, chain: ChainConfig, address: str, message_hash: bytes, signature: bytes) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,7 @@ from kilo_billing.invoicing import (
     LedgerStore,
     can_move,
 )
-from kilo_invoice.logic import InvoiceNotFoundError
+from kilo_invoice.model import InvoiceNotFoundError
 
 ATTEMPTS = 5
 

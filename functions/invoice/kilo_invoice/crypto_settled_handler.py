@@ -19,7 +19,7 @@ from kilo_billing.contracts import CryptoBillSettledV1, CryptoCreditAddedV1
 from kilo_billing.invoicing import LedgerStore
 from kilo_billing.observability import Metric, count
 from kilo_invoice.crypto_settled import NotCryptoInvoiceError, apply_crypto_credit, apply_crypto_settled
-from kilo_invoice.logic import InvoiceNotFoundError
+from kilo_invoice.model import InvoiceNotFoundError
 from kilo_invoice.settings import settings
 
 SERVICE = "invoice-crypto"

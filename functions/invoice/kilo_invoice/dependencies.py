@@ -18,16 +18,18 @@ from typing import Any
 from kilo_billing.accounts import AccountDirectory
 from kilo_billing.invoicing import LedgerStore
 from kilo_billing.publisher import EventPublisher
-from kilo_invoice.gateway import (
+from kilo_invoice.model import CloseDeps
+from kilo_invoice.ports import (
+    CloseJobQueue,
     Customer,
     GatewayInvoice,
     GatewayRejectedError,
     GatewayUnavailableError,
     InvoiceRequest,
     PaymentGateway,
+    RunMarkers,
+    StripeEvents,
 )
-from kilo_invoice.logic import CloseDeps
-from kilo_invoice.ports import CloseJobQueue, RunMarkers, StripeEvents
 from kilo_invoice.settings import InvoiceSettings, settings
 
 

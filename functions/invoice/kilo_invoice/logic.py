@@ -6,13 +6,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Final
 
 from kilo_billing.accounts import AccountDirectory
-from kilo_billing.catalog import Catalog
 from kilo_billing.contracts import DisputeOpenedV1, InvoiceIssuedV1, PaymentFailedV1, PaymentMethodAttachedV1
 from kilo_billing.invoicing import (
     AccountLedger,
@@ -42,7 +41,9 @@ from kilo_billing.money import ZERO, money_str
 from kilo_billing.periods import Period
 from kilo_billing.progressive import invoice_early
 from kilo_billing.publisher import EventPublisher
-from kilo_invoice.gateway import (
+from kilo_invoice.model import CloseDeps, CloseOutcome, EventOutcome, InvoiceNotFoundError
+from kilo_invoice.ports import (
+    CloseJobQueue,
     Customer,
     GatewayInvoice,
     GatewayLine,
@@ -50,25 +51,14 @@ from kilo_invoice.gateway import (
     GatewayUnavailableError,
     InvoiceRequest,
     PaymentGateway,
+    RunMarkers,
+    StripeEvents,
 )
-from kilo_invoice.ports import CloseJobQueue, RunMarkers, Sleeper, StripeEvents
 
 GATEWAY_ATTEMPTS: Final = 4  # a call the processor did not answer is retried with the same ids, then the job fails
 LEDGER_ATTEMPTS: Final = 5
 ISSUED: Final = "issued"
 EARLY_JOB: Final = "early"  # a job of the close queue that checks progressive billing instead of closing
-
-
-class InvoiceNotFoundError(LookupError):
-    """A processor event or an operator command names an invoice we do not have."""
-
-
-@dataclass(frozen=True, slots=True)
-class CloseOutcome:
-    account_id: str
-    period: str
-    invoice: InvoiceRecord | None  # None: nothing to close (no profile, signed up later)
-    created: bool  # this run composed and stored the invoice (False: found from an earlier run)
 
 
 # --- the schedule and the fan-out ---------------------------------------------------------------------------------
@@ -102,16 +92,6 @@ def start_run(
 
 
 # --- closing one account ------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class CloseDeps:
-    store: LedgerStore
-    gateway: PaymentGateway
-    publisher: EventPublisher
-    catalog: Catalog
-    sleep: Sleeper
-    automatic_tax: bool = False
 
 
 def close_account(deps: CloseDeps, account_id: str, period: Period, now: datetime) -> CloseOutcome:
@@ -407,15 +387,6 @@ def _mark_announced(store: LedgerStore, invoice: InvoiceRecord, marker: str) -> 
 
 
 # --- payment status from the processor's events --------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class EventOutcome:
-    stripe_event_id: str
-    event_type: str
-    invoice_id: str | None
-    changed: bool
-    published: tuple[str, ...] = ()
 
 
 def _object(body: bytes) -> tuple[str, str, dict[str, Any]]:

@@ -19,7 +19,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from kilo_billing import observability
 from kilo_billing.observability import Metric, count
 from kilo_invoice import dependencies
-from kilo_invoice.logic import InvoiceNotFoundError, apply_stripe_event
+from kilo_invoice.logic import apply_stripe_event
+from kilo_invoice.model import InvoiceNotFoundError
 
 SERVICE = "invoice-payments"
 logger = observability.logger(SERVICE)

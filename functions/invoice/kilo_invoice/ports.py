@@ -1,12 +1,151 @@
-"""What invoicing's logic needs besides the payment gateway (``gateway.PaymentGateway``) and the ledger
-(``kilo_billing.invoicing.LedgerStore``): the close's job queue, the stored Stripe events, the bus, the clock."""
+"""The ports invoicing's logic needs: the payment gateway (a card processor, Stripe, in our terms) with its data and
+the errors its adapter raises; the close's job queue, the stored Stripe events, the run markers, the clock. The ledger
+is the layer's (``kilo_billing.invoicing.LedgerStore``).
+
+The payment gateway: money crosses it as Decimal dollars with our amounts already rounded (D2); the adapter turns each
+line into what the processor takes and must make the processor's line amount equal ours to the cent. Every call is
+idempotent on our ids (``invoice_id``, ``refund_id``, ``credit_id``): calling again after a crash or a timeout returns
+the object created the first time, also after the processor's own idempotency keys expired (24 h for Stripe).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Literal, Protocol
 
 from kilo_billing.stripe_events import StripeEventRecord
+
+# --- the payment gateway ------------------------------------------------------------------------------------------
+
+GatewayInvoiceStatus = Literal["draft", "open", "paid", "uncollectible", "void"]
+
+
+class GatewayUnavailableError(Exception):
+    """The processor did not answer or asked us to slow down (timeouts, 5xx, 429): retry the same call later."""
+
+
+class GatewayRejectedError(Exception):
+    """The processor refused the request for good (invalid parameters, a state that forbids it): do not retry.
+    ``status``: the processor's status of the invoice, when the refusal is about the state it is in (``paid``,
+    ``void`` ...); None when unknown."""
+
+    def __init__(self, message: str, status: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class Customer:
+    account_id: str
+    email: str | None = None
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayLine:
+    """One line of our invoice: ``amount`` is ours (quantity x unit price, half-up to the cent, or a fee/adjustment)."""
+
+    description: str
+    amount: Decimal
+    quantity: Decimal | None = None  # billing units (minutes, messages, GB), None for fee/adjustment lines
+    unit_price: Decimal | None = None  # USD per unit, exact (0.00072)
+    period_start: datetime | None = None
+    period_end: datetime | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class InvoiceRequest:
+    invoice_id: str  # ours, unique: the idempotency anchor of every call about this invoice
+    number: str  # ours, sequential per account
+    account_id: str
+    customer_id: str
+    lines: Sequence[GatewayLine]
+    currency: str = "usd"
+    charge_automatically: bool = True
+    automatic_tax: bool = False
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def total(self) -> Decimal:
+        return sum((line.amount for line in self.lines), Decimal(0))
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayInvoice:
+    gateway_id: str  # the processor's id (in_...)
+    invoice_id: str  # ours (from the processor's metadata)
+    status: GatewayInvoiceStatus
+    total: Decimal
+    hosted_url: str | None = None
+    pdf_url: str | None = None
+
+
+class PaymentGateway(Protocol):
+    def ensure_customer(self, customer: Customer) -> str:
+        """The processor's customer id for the account, created once (found again by the account id), given the
+        account's email and name where they differ."""
+        ...
+
+    def bring_details(self, customer_id: str, customer: Customer) -> None:
+        """Give a known customer the account's email and name where they differ (``None``: leave that one)."""
+        ...
+
+    def issue_invoice(self, request: InvoiceRequest) -> GatewayInvoice:
+        """Create the invoice with exactly these lines, finalize it and let the processor collect it. Idempotent on
+        ``request.invoice_id``: a second call returns the invoice created by the first, whatever step it reached.
+        Refused (``GatewayRejectedError``, left unfinalized) when the processor would charge other than the lines'
+        total: its subtotal differs, or the customer has a processor balance it would apply."""
+        ...
+
+    def find_invoice(self, invoice_id: str) -> GatewayInvoice | None: ...
+
+    def credit_note(
+        self, gateway_id: str, amount: Decimal, reason: str, credit_id: str, out_of_band: bool = False
+    ) -> str:
+        """A credit note on a finalized invoice (negative late usage); returns its id. Unpaid (``out_of_band`` False):
+        it lowers the amount the invoice asks for; paid (``out_of_band``): it records ``amount`` as credited outside
+        the processor (we give it as account credit) - no refund, no processor balance. An invoice not in that state,
+        or ``amount`` above what it still holds: ``GatewayRejectedError``, nothing made."""
+        ...
+
+    def refund(self, gateway_id: str, amount: Decimal, refund_id: str) -> str:
+        """Refund part or all of a paid invoice's payment; returns the refund id."""
+        ...
+
+    def payment_refs(self, gateway_id: str) -> tuple[str, ...]:
+        """The processor's ids of an invoice's paid payments (Stripe: each InvoicePayment's payment intent, or its
+        charge when the payment has no intent), oldest first: what the processor's refund and dispute events name
+        (``invoice.paid`` records them on our invoice)."""
+        ...
+
+    def invoice_for_payment(self, payment_ref: str) -> str | None:
+        """The processor's invoice id a paid payment (a payment intent id) belongs to; ``None`` when it pays none of
+        ours (a refund or dispute event that arrives before its ``invoice.paid`` is matched this way)."""
+        ...
+
+    def void(self, gateway_id: str) -> None: ...
+
+    def set_default_payment_method(self, customer_id: str, payment_method: str) -> str:
+        """Attach a card the customer saved (Checkout in setup mode) and make it the one invoices charge; returns the
+        card's id (``checkout.session.completed`` calls this)."""
+        ...
+
+    def default_to_latest_card(self, customer_id: str) -> str | None:
+        """Make the card the customer saved last (Checkout in setup mode attaches it) the one invoices charge;
+        returns its id, ``None`` when the customer has no card (``checkout.session.completed`` calls this)."""
+        ...
+
+    def customer_account(self, customer_id: str) -> str | None:
+        """The account a customer of ours belongs to (the customer's metadata, set by ``ensure_customer``); ``None``
+        for a customer that is not ours or no longer exists (``payment_method.attached`` calls this)."""
+        ...
+
+
+# --- the close queue, the stored Stripe events, the run markers, the clock -----------------------------------------
 
 
 class CloseJobQueue(Protocol):

@@ -1,4 +1,4 @@
-"""The payment gateway port (``kilo_invoice.gateway.PaymentGateway``) on Stripe, with stripe-python 16.x.
+"""The payment gateway port (``kilo_invoice.ports.PaymentGateway``) on Stripe, with stripe-python 16.x.
 
 The only module of the invoice function that imports ``stripe``. Money crosses as our Decimal dollars; Stripe takes
 integer cents (and ``unit_amount_decimal`` in cents). Every POST carries an idempotency key derived from our id and the
@@ -27,7 +27,7 @@ from kilo_billing.invoicing import CARD_MINIMUM
 from kilo_billing.money import ZERO
 from kilo_billing.stripe_calls import stripe_call, stripe_client
 from kilo_billing.stripe_customers import bring_details, find_or_create, idempotency_key, quoted
-from kilo_invoice.gateway import (
+from kilo_invoice.ports import (
     Customer,
     GatewayInvoice,
     GatewayInvoiceStatus,

@@ -1,0 +1,44 @@
+"""Invoicing's domain models: what a close and a processor event come to, what a close needs, and the domain error
+the logic raises when an event or a command names an invoice we do not have."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kilo_billing.catalog import Catalog
+from kilo_billing.invoicing import InvoiceRecord, LedgerStore
+from kilo_billing.publisher import EventPublisher
+from kilo_invoice.ports import PaymentGateway, Sleeper
+
+
+class InvoiceNotFoundError(LookupError):
+    """A processor event or an operator command names an invoice we do not have."""
+
+
+@dataclass(frozen=True, slots=True)
+class CloseOutcome:
+    account_id: str
+    period: str
+    invoice: InvoiceRecord | None  # None: nothing to close (no profile, signed up later)
+    created: bool  # this run composed and stored the invoice (False: found from an earlier run)
+
+
+@dataclass(frozen=True, slots=True)
+class CloseDeps:
+    """What closing an account needs: the ledger, the gateway, the bus, the price book, a sleep between retries."""
+
+    store: LedgerStore
+    gateway: PaymentGateway
+    publisher: EventPublisher
+    catalog: Catalog
+    sleep: Sleeper
+    automatic_tax: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class EventOutcome:
+    stripe_event_id: str
+    event_type: str
+    invoice_id: str | None
+    changed: bool
+    published: tuple[str, ...] = ()
