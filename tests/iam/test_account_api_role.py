@@ -75,3 +75,21 @@ def test_given_condition_check_taken_from_the_account_api_s_role_then_an_owner_s
     assert removed.status >= 500
     listed = call("GET", "/v1/accounts/acct_a/members", MEMBER)
     assert [(m["user"], m["role"]) for m in listed.body["members"]] == [("olga", "owner"), ("oscar", "owner")]
+
+
+def test_given_a_known_stripe_customer_when_an_owner_erases_the_account_under_its_role_then_nothing_is_denied(
+    account_api: Any, roles: Roles
+) -> None:
+    """The erasure under the generated role: the profile cleared, sessions and members pseudonymised, and the billing
+    item's digest of the Stripe customer's details replaced (D172: read the ledger, one UpdateItem)."""
+    from kilo_billing.periods_store import DynamoLedgerStore  # noqa: PLC0415
+
+    seed_november(account_api)
+    ledger = DynamoLedgerStore(account_api.clients["dynamodb"], account_api.template.physical_name("UsageTable"))
+    ledger.save_billing("acct_a", customer_id="cus_known", customer_details="0" * 32)
+    with roles.acting_as(FUNCTION) as enforcement:
+        erased = call("POST", "/v1/accounts/acct_a/erase", OWNER)
+    assert enforcement.denied == []
+    assert erased.status == 200, erased.body
+    assert ledger.ledger("acct_a").billing.customer_details not in (None, "0" * 32)
+    assert ("dynamodb:UpdateItem", USAGE_TABLE) in enforcement.allowed

@@ -325,6 +325,28 @@ def test_given_an_export_then_an_erasure_then_identities_are_gone_and_invoices_a
     assert usage["total"] == "29.00"
 
 
+def test_given_a_known_stripe_customer_when_the_account_is_erased_then_no_digest_of_its_details_is_kept(
+    account_api: Any,
+) -> None:
+    """The billing item's digest of the details last given the Stripe customer (D172) is an unsalted hash of email and
+    name: after an erasure it is that of empty details, so a guessed address can no longer be checked against it."""
+    import hashlib  # noqa: PLC0415
+
+    from kilo_billing.periods_store import DynamoLedgerStore  # noqa: PLC0415
+
+    register(account_api, "acct_a", email="ops@a.example", name="Acct A")
+    ledger = DynamoLedgerStore(account_api.clients["dynamodb"], usage_table(account_api))
+    before = hashlib.sha256(b"ops@a.example\x00Acct A").hexdigest()[:32]
+    ledger.save_billing("acct_a", customer_id="cus_known", customer_details=before)
+    erased = call("POST", "/v1/accounts/acct_a/erase", OWNER)
+    assert erased.status == 200, erased.body
+    billing = ledger.ledger("acct_a").billing
+    assert billing.customer_details == hashlib.sha256(b"\x00").hexdigest()[:32]  # email "" and name ""
+    assert billing.customer_id == "cus_known"  # the customer itself is kept (invoices, refunds)
+    stored = str(account_api.clients["dynamodb"].scan(TableName=usage_table(account_api))["Items"])
+    assert before not in stored
+
+
 def test_given_a_month_then_forecast_and_recommendations_come_from_the_same_month_to_date(account_api: Any) -> None:
     # personal account, one person alone with the camera for 5,500 minutes: $0.36 over the 5,000 included
     register(account_api, "acct_p", tier="personal", budget_usd=Decimal("1.00"))

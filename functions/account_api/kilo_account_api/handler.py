@@ -419,7 +419,9 @@ def erase(account_id: AccountId, body: schemas.ErasureIn | None = None) -> schem
     _authorize(account_id, Role.OWNER)
     _absent_or_object(body)
     deps = _deps()
-    erased = logic.erase(deps.accounts, deps.members, deps.sessions, account_id, _now(), deps.phone_challenges)
+    erased = logic.erase(
+        deps.accounts, deps.members, deps.sessions, account_id, _now(), deps.phone_challenges, deps.ledger
+    )
     return schemas.ErasureOut.of(erased)
 
 

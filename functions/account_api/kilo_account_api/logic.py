@@ -615,6 +615,7 @@ def erase(
     account_id: str,
     now: datetime,
     phone_codes: PhoneChallenges | None = None,
+    ledger: LedgerStore | None = None,
 ) -> Erasure:
     """Pseudonymise the account's personal data: contact details cleared from the profile (alerts then go nowhere),
     members' emails and participants' identities replaced by pseudonyms. Invoices, amounts and usage counters are
@@ -623,7 +624,9 @@ def erase(
     The profile is marked first (``erased_at``): from then on rating writes every session that began before the mark
     with its pseudonym, also one it rates for the first time (events still queued), so none is written back with its
     identity while or after the stored sessions are rewritten here. The phone code's item (``phone_codes``) loses
-    its number and code hash."""
+    its number and code hash. The billing item's digest of the details last given the Stripe customer (D172, an
+    unsalted hash of email and name: a guessed address could be checked against it) becomes that of the erased
+    profile's empty details, so nothing of the old ones is kept and no update is sent for them later."""
     cleared = False
 
     def marked(profile: AccountProfile) -> AccountProfile:
@@ -638,6 +641,8 @@ def erase(
         raise unregistered(account_id) from exc
     if phone_codes is not None:  # the pending code's number and hash go; its send times stay (the rate limit)
         phone_codes.forget_phone(account_id)
+    if ledger is not None and ledger.ledger(account_id).billing.customer_details is not None:
+        ledger.save_billing(account_id, customer_details=customer_details_digest("", ""))
     sessions = history.pseudonymise(account_id, lambda value: pseudonym(account_id, value))
     changed = store.pseudonymise(account_id, lambda value: pseudonym(account_id, value))
     return Erasure(account_id, now, sessions, changed, cleared)
