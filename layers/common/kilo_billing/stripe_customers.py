@@ -88,11 +88,7 @@ def find_or_create(
     if customer is None:  # the same request from both functions: a create within Stripe's search lag is a replay
         params, key = customer_create(account_id)
         customer = call(lambda: client.v1.customers.create(params, {"idempotency_key": key}))
-    details = customer_details(email, name, customer.email, customer.name)
-    if details is not None:
-        customer_id = customer.id
-        key = details_key(customer_id)
-        call(lambda: client.v1.customers.update(customer_id, details, {"idempotency_key": key}))
+    _give_details(client, customer, email, name, call)
     return str(customer.id)
 
 
@@ -105,7 +101,15 @@ def bring_details(
     customer = call(lambda: client.v1.customers.retrieve(customer_id))
     if getattr(customer, "deleted", False):
         return
+    _give_details(client, customer, email, name, call)
+
+
+def _give_details(
+    client: stripe.StripeClient, customer: stripe.Customer, email: str | None, name: str | None, call: StripeCall
+) -> None:
+    """The update that gives ``customer`` the account's email and name where they differ (``customer_details``),
+    under a key of its own (``details_key``); no request when it has them already."""
     details = customer_details(email, name, customer.email, customer.name)
     if details is not None:
-        key = details_key(customer_id)
+        customer_id, key = customer.id, details_key(customer.id)
         call(lambda: client.v1.customers.update(customer_id, details, {"idempotency_key": key}))
