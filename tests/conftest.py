@@ -200,17 +200,24 @@ class AlertsStack:
 
         return list(sns_backends[self.account_id()]["us-east-1"].sms_messages.values())
 
-    def sqs_event(self, max_messages: int = 10) -> dict[str, Any]:
+    def sqs_event(self, max_messages: int = 10, visibility_timeout: int | None = None) -> dict[str, Any]:
         """The queue's messages as Lambda's SQS event source hands them to the function (bodies as EventBridge put
-        them)."""
+        them, the receive count as SQS counts it). ``visibility_timeout=0``: received again at once (a redelivery)."""
         sqs = self.stack.clients["sqs"]
-        answer = sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=max_messages, WaitTimeSeconds=0)
+        hidden = {} if visibility_timeout is None else {"VisibilityTimeout": visibility_timeout}
+        answer = sqs.receive_message(
+            QueueUrl=self.queue_url,
+            MaxNumberOfMessages=max_messages,
+            WaitTimeSeconds=0,
+            AttributeNames=["ApproximateReceiveCount"],
+            **hidden,
+        )
         records = [
             {
                 "messageId": message["MessageId"],
                 "receiptHandle": message["ReceiptHandle"],
                 "body": message["Body"],
-                "attributes": {"ApproximateReceiveCount": "1"},
+                "attributes": {"ApproximateReceiveCount": message["Attributes"]["ApproximateReceiveCount"]},
                 "messageAttributes": {},
                 "md5OfBody": message["MD5OfBody"],
                 "eventSource": "aws:sqs",

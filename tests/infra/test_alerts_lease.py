@@ -20,3 +20,10 @@ def test_given_the_alerts_queue_then_every_claim_lease_lies_between_the_timeout_
     assert (timeout_s, visibility_s) == (60, 360)
     for lease_ms in (shortest_ms, longest_ms, (field.default or 0) * 60_000, ENFORCEMENT_LEASE_MS):
         assert timeout_s * 1000 < lease_ms < visibility_s * 1000, lease_ms
+
+
+def test_given_the_alerts_queue_then_the_function_knows_its_last_receive_before_the_dead_letter_queue() -> None:
+    template = Template(parameters={"Stage": "test"})
+    redrive = template.resources["AlertsQueue"]["Properties"]["RedrivePolicy"]
+    assert redrive["maxReceiveCount"] == 5
+    assert AlertSettings.model_fields["alerts_queue_max_receives"].default == redrive["maxReceiveCount"]

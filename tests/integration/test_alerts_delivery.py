@@ -441,3 +441,80 @@ def test_given_an_opted_out_number_and_email_chosen_too_then_only_the_chosen_ema
         "opted_out",
         "the number opted out of SMS (STOP)",
     )
+
+
+def test_given_an_sms_only_alert_while_sns_fails_for_now_then_the_last_delivery_sends_it_by_email_once(
+    alerts_stack: AlertsStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kilo_alerts import dependencies, handler  # noqa: PLC0415
+    from kilo_alerts.adapters import SnsTexter  # noqa: PLC0415
+    from kilo_alerts.handler import lambda_handler  # noqa: PLC0415
+    from kilo_billing.aws import CallBudget, client  # noqa: PLC0415
+
+    register(
+        alerts_stack,
+        "acct_10",
+        email="j@example.com",
+        phone="+14155550106",
+        phone_verified=True,
+        budget_usd=Decimal(100),
+        alert_preferences=(("budget_threshold", ("sms",)),),
+    )
+    publish(alerts_stack, "acct_10", "budget", 100, "100.4", "100")
+    healthy = dependencies.alerts()
+    dead = client("sns", CallBudget(0.2, 0.2, 1), endpoint_url="http://127.0.0.1:9")  # nothing listens on port 9
+    broken = replace(healthy, ports=replace(healthy.ports, texter=SnsTexter(dead)))
+    monkeypatch.setattr(handler, "dependencies", SimpleNamespace(alerts=lambda: broken))
+
+    for receive in (1, 2, 3, 4):  # the template's maxReceiveCount is 5: these are retried by the queue
+        event = alerts_stack.sqs_event(visibility_timeout=0)
+        assert event["Records"][0]["attributes"]["ApproximateReceiveCount"] == str(receive)
+        failed = lambda_handler(event, LambdaContext(remaining_ms=60_000))
+        assert failed == {"batchItemFailures": [{"itemIdentifier": event["Records"][0]["messageId"]}]}
+        assert (alerts_stack.sent_sms(), alerts_stack.sent_mail()) == ([], [])
+        assert records(alerts_stack, "acct_10")["sms"]["status"] == "retry"
+        assert "email" not in records(alerts_stack, "acct_10")  # not chosen, and nothing decided for it yet
+
+    last = alerts_stack.sqs_event(visibility_timeout=0)
+    assert last["Records"][0]["attributes"]["ApproximateReceiveCount"] == "5"
+    assert lambda_handler(last, LambdaContext(remaining_ms=60_000)) == {"batchItemFailures": []}  # not to the DLQ
+
+    assert alerts_stack.sent_sms() == []
+    [mail] = alerts_stack.sent_mail()
+    assert (str(mime(mail)["To"]), str(mime(mail)["Subject"])) == (
+        "j@example.com",
+        "Your November 2026 bill so far reached 100% of your budget",
+    )
+    recorded = records(alerts_stack, "acct_10")
+    assert (recorded["sms"]["status"], recorded["email"]["status"]) == ("undeliverable", "sent")
+    assert str(recorded["sms"]["detail"]).startswith("SNS still failing for now at the event's last delivery: ")
+    assert str(recorded["sms"]["detail"]).endswith("; sent by email instead")
+    assert [int(i["sms_count"]) for i in sms_count_items(alerts_stack, "acct_10")] in ([], [0])  # given back
+
+    # the same record handed over again (SQS delivers at least once): both decided, nothing sent again
+    assert lambda_handler(last, LambdaContext(remaining_ms=60_000)) == {"batchItemFailures": []}
+    assert (len(alerts_stack.sent_sms()), len(alerts_stack.sent_mail())) == (0, 1)
+
+
+def test_given_email_chosen_too_while_sns_fails_for_now_then_the_last_delivery_sends_no_second_email(
+    alerts_stack: AlertsStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kilo_alerts import dependencies, handler  # noqa: PLC0415
+    from kilo_alerts.adapters import SnsTexter  # noqa: PLC0415
+    from kilo_alerts.handler import lambda_handler  # noqa: PLC0415
+    from kilo_billing.aws import CallBudget, client  # noqa: PLC0415
+
+    register(alerts_stack, "acct_11", email="k@example.com", phone="+14155550107", phone_verified=True)
+    publish(alerts_stack, "acct_11", "video", 100, "60000", "60000")  # high severity: email and SMS by default
+    healthy = dependencies.alerts()
+    dead = client("sns", CallBudget(0.2, 0.2, 1), endpoint_url="http://127.0.0.1:9")
+    broken = replace(healthy, ports=replace(healthy.ports, texter=SnsTexter(dead)))
+    monkeypatch.setattr(handler, "dependencies", SimpleNamespace(alerts=lambda: broken))
+    for _ in range(5):
+        event = alerts_stack.sqs_event(visibility_timeout=0)
+        failed = lambda_handler(event, LambdaContext(remaining_ms=60_000))
+        # the chosen email went at the first delivery; the SMS stays to retry, toward the dead-letter queue (alarmed)
+        assert failed == {"batchItemFailures": [{"itemIdentifier": event["Records"][0]["messageId"]}]}
+    assert event["Records"][0]["attributes"]["ApproximateReceiveCount"] == "5"
+    assert (len(alerts_stack.sent_sms()), len(alerts_stack.sent_mail())) == (0, 1)
+    assert records(alerts_stack, "acct_11")["sms"]["status"] == "retry"

@@ -219,3 +219,39 @@ def test_given_an_sms_only_alert_to_a_number_that_cannot_be_texted_then_the_emai
     assert {d.outcome for d in again.deliveries} == {Outcome.DUPLICATE}
     assert (texter.sent, len(mailer.sent)) == ([], 1)
     assert ledger.sms_days.get(("acct_p", "2026-11-20"), 0) == 0  # a refused SMS gave its count back
+
+
+def test_given_the_last_delivery_while_sns_and_ses_both_fail_for_now_then_both_stay_to_retry_and_nothing_counted() -> (
+    None
+):
+    """D-alerts4-1: at the last delivery an SMS failing for now goes by email instead; when that email fails for now
+    too, neither is decided (the record goes to the dead-letter queue: a redrive tries both again), nothing sent."""
+    from kilo_alerts.logic import DeliveryIncompleteError  # noqa: PLC0415
+    from kilo_alerts.ports import SendFailedError  # noqa: PLC0415
+
+    sms_only = InMemoryAccountDirectory(
+        AccountProfile(
+            "acct_p",
+            (TierChange(datetime(2026, 1, 1, tzinfo=UTC), "team"),),
+            email="p@example.com",
+            phone="+14155550123",
+            phone_verified=True,
+            alert_preferences=(("budget_threshold", ("sms",)),),
+        )
+    )
+    ledger = InMemoryLedger()
+    mailer, texter = ScriptedMailer(SendFailedError("SES throttled")), ScriptedTexter(SendFailedError("Throttling"))
+    policy = DeliveryPolicy("https://x/prefs", sms_per_day=1)
+    with pytest.raises(DeliveryIncompleteError) as failed:
+        deliver_alert(pumped(1)[1], sms_only, ledger, mailer, texter, policy, T0, last_attempt=True)
+    assert {d.channel: d.outcome for d in failed.value.outcome.deliveries} == {
+        Channel.SMS: Outcome.RETRY,
+        Channel.EMAIL: Outcome.RETRY,
+    }
+    assert (mailer.sent, texter.sent) == ([], [])
+    # the SMS given back to the day's count: the redrive's SMS still fits the cap of one
+    redriven = deliver_alert(pumped(1)[1], sms_only, ledger, ScriptedMailer(), ScriptedTexter(), policy, T0 + 1000)
+    assert {d.channel: d.outcome for d in redriven.deliveries} == {
+        Channel.SMS: Outcome.SENT,
+        Channel.EMAIL: Outcome.SKIPPED,
+    }

@@ -65,7 +65,9 @@ def _record(record: SQSRecord) -> None:
         SERVICE, account_id=str(account), period=str(detail.get("period")), event_id=str(detail.get("event_id", ""))
     )
     try:
-        outcome = handle_event(detail_type, detail, deps.ports, deps.policy, int(time.time() * 1000))
+        # the queue's last receive before its redrive to the dead-letter queue: an SMS failing for now goes by email
+        last = int(record.attributes.approximate_receive_count or 1) >= deps.settings.alerts_queue_max_receives
+        outcome = handle_event(detail_type, detail, deps.ports, deps.policy, int(time.time() * 1000), last)
     except EventIncompleteError as exc:
         for alert in exc.outcome.alerts:
             _count(alert)

@@ -100,7 +100,10 @@ def deliver_alert(
     texter: Texter,
     policy: DeliveryPolicy,
     now_ms: int,
+    last_attempt: bool = False,
 ) -> AlertOutcome:
+    """``last_attempt``: the queue will not deliver the event again (its last receive before the dead-letter queue):
+    an SMS failing for now then reaches nobody, and goes by email instead like a refused one (D-alerts4-1)."""
     profile = directory.registered([alert.account_id]).get(alert.account_id)
     chosen = _chosen(alert, profile)
     rendered = render(alert.kind, _values(alert, profile, policy)) if profile is not None else None
@@ -128,6 +131,7 @@ def deliver_alert(
             and channel.value not in chosen
             and sms is not None
             and sms.outcome is Outcome.RETRY
+            and sms_instead is None
         ):
             decided_by[channel] = replace(pending, detail="not chosen: waits for the SMS's decision (the SMS cap)")
             continue
@@ -149,7 +153,10 @@ def deliver_alert(
         else:
             try:
                 decided = _send(pending, channel, profile, rendered, (mailer, texter, ledger), policy)
-                nobody = channel is Channel.SMS and decided.outcome in (Outcome.OPTED_OUT, Outcome.UNDELIVERABLE)
+                nobody = channel is Channel.SMS and (
+                    decided.outcome in (Outcome.OPTED_OUT, Outcome.UNDELIVERABLE)
+                    or (last_attempt and decided.outcome is Outcome.RETRY)  # failing for now at the last delivery
+                )
             except SmsCapReachedError as exc:
                 decided, nobody = exc.skipped, True
                 if Channel.EMAIL.value in chosen:
@@ -185,9 +192,17 @@ def _instead(sms: Delivery, email: Delivery) -> Delivery:
     with it)."""
     if email.outcome is Outcome.RETRY:
         return replace(sms, outcome=Outcome.RETRY, detail=f"{sms.detail}; the email instead failed for now")
+    if sms.outcome is Outcome.RETRY:  # SNS failing for now at the last delivery (D-alerts4-1)
+        given_up = replace(sms, outcome=Outcome.UNDELIVERABLE, detail=f"{LAST_DELIVERY}: {sms.detail}")
+        if email.outcome in (Outcome.SENT, Outcome.DUPLICATE):  # sent now, or by the last delivery that crashed
+            return _instead(given_up, replace(email, outcome=Outcome.SENT))
+        return replace(sms, detail=f"{sms.detail}; the email instead: {email.outcome} ({email.detail})")
     if email.outcome is Outcome.SENT:
         return replace(sms, detail=f"{sms.detail}; sent by email instead")
     return replace(sms, detail=f"{sms.detail}; the email instead: {email.outcome} ({email.detail})")
+
+
+LAST_DELIVERY: Final = "SNS still failing for now at the event's last delivery"
 
 
 def _decide(ledger: DeliveryLedger, decided: Delivery) -> None:
@@ -314,11 +329,17 @@ class EventIncompleteError(Exception):
 
 
 def handle_event(
-    detail_type: str, detail: Mapping[str, Any], ports: AlertPorts, policy: AlertsPolicy, now_ms: int
+    detail_type: str,
+    detail: Mapping[str, Any],
+    ports: AlertPorts,
+    policy: AlertsPolicy,
+    now_ms: int,
+    last_attempt: bool = False,
 ) -> EventOutcome:
     """One event of the alerts queue: a threshold event (keep the spend item, enforce a reached hard limit, deliver
     the alert and a forecast), an invoicing event (deliver its alert; a failed payment also feeds the operator
-    checks), an operator event or the delayed removal step of an enforcement."""
+    checks), an operator event or the delayed removal step of an enforcement. ``last_attempt``: the queue's last
+    delivery of the event (``deliver_alert``)."""
     if detail_type == ENFORCEMENT_STEP:
         account, period, limit = _step(detail)
         return EventOutcome(
@@ -338,11 +359,11 @@ def handle_event(
             )
         )
     if detail_type in OPERATOR_EVENTS:
-        return _operator_event(detail_type, detail, ports, policy, now_ms)
+        return _operator_event(detail_type, detail, ports, policy, now_ms, last_attempt)
     alert = alert_from_event(detail_type, detail)
     if detail_type != UsageThresholdCrossedV1.DETAIL_TYPE:  # an invoicing alert: deliver it, nothing else to do
         try:
-            return EventOutcome(alerts=(_deliver(alert, ports, policy, now_ms),))
+            return EventOutcome(alerts=(_deliver(alert, ports, policy, now_ms, last_attempt),))
         except DeliveryIncompleteError as exc:
             raise EventIncompleteError(EventOutcome(alerts=(exc.outcome,)), [exc]) from exc
     event = UsageThresholdCrossedV1.model_validate(detail)
@@ -381,9 +402,7 @@ def handle_event(
     for found in alerts:
         each = replace(found, values={**found.values, "grace_minutes": grace}) if found.kind == HARD else found
         try:
-            delivered.append(
-                deliver_alert(each, ports.directory, ports.ledger, ports.mailer, ports.texter, policy.delivery, now_ms)
-            )
+            delivered.append(_deliver(each, ports, policy, now_ms, last_attempt))
         except DeliveryIncompleteError as exc:
             delivered.append(exc.outcome)
             causes.append(exc)
@@ -394,7 +413,12 @@ def handle_event(
 
 
 def _operator_event(
-    detail_type: str, detail: Mapping[str, Any], ports: AlertPorts, policy: AlertsPolicy, now_ms: int
+    detail_type: str,
+    detail: Mapping[str, Any],
+    ports: AlertPorts,
+    policy: AlertsPolicy,
+    now_ms: int,
+    last_attempt: bool,
 ) -> EventOutcome:
     """The operator checks of an event and, for a failed payment, the account's own alert besides them."""
     if ports.operator is None or policy.operator is None:
@@ -410,7 +434,7 @@ def _operator_event(
     customer_outcome: tuple[AlertOutcome, ...] = ()
     if customer is not None:  # the account's own alert, besides the operator checks (each claimed on its own)
         try:
-            customer_outcome = (_deliver(customer, ports, policy, now_ms),)
+            customer_outcome = (_deliver(customer, ports, policy, now_ms, last_attempt),)
         except DeliveryIncompleteError as exc:
             customer_outcome, failures = (exc.outcome,), [*failures, exc]
     outcome = EventOutcome(alerts=customer_outcome, operator=tuple(announced))
@@ -419,8 +443,10 @@ def _operator_event(
     return outcome
 
 
-def _deliver(alert: Alert, ports: AlertPorts, policy: AlertsPolicy, now_ms: int) -> AlertOutcome:
-    return deliver_alert(alert, ports.directory, ports.ledger, ports.mailer, ports.texter, policy.delivery, now_ms)
+def _deliver(alert: Alert, ports: AlertPorts, policy: AlertsPolicy, now_ms: int, last_attempt: bool) -> AlertOutcome:
+    return deliver_alert(
+        alert, ports.directory, ports.ledger, ports.mailer, ports.texter, policy.delivery, now_ms, last_attempt
+    )
 
 
 def _step(detail: Mapping[str, Any]) -> tuple[str, str, str]:

@@ -25,6 +25,8 @@ class AlertSettings(ForecastSettings):
     # a pending claim older than this is taken over: above the function's 60 s timeout (a live holder is never
     # overtaken), below the alerts queue's 360 s visibility timeout (a redelivered record finds a crashed claim stale)
     claim_lease_minutes: int = Field(default=5, ge=2, le=5)
+    # the alerts queue's maxReceiveCount (template.yaml, tests/infra): its last receive sends a failing SMS by email
+    alerts_queue_max_receives: int = Field(default=5, ge=1, le=1000)
     # hard limit enforcement: LiveKit's RoomService, the grace between audio-only and removal, the queue the removal
     # step is put on (this function's own queue, delayed)
     livekit_url: str = ""
