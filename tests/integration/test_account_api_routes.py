@@ -589,6 +589,36 @@ def test_given_more_than_64_kinds_that_change_then_a_400_naming_channels_and_not
     assert len(profile(account_api).alert_preferences) == 6
 
 
+@pytest.mark.parametrize("kind", ["budget_hard_limit", "payment_failed"])
+def test_given_no_channel_for_an_alert_that_must_reach_someone_then_a_400_naming_it_and_nothing_saved(
+    account_api: Any, kind: str
+) -> None:
+    """D-alerts4-2: before, ``[]`` was saved and the hard-limit alert (calls about to stop) reached nobody."""
+    register(account_api, "acct_a", email="ops@a.example")
+    answer = call("PUT", PREFERENCES, ADMIN, {"name": "Ops", "channels": {kind: [], "budget_threshold": []}})
+    assert (answer.status, answer.body["code"], answer.body["field"]) == (400, "invalid_request", "channels")
+    assert answer.body["message"] == (
+        f"channels: alert '{kind}' must go by at least one channel (email or sms); the kinds that must reach "
+        "someone: budget_hard_limit, payment_failed"
+    )
+    assert (profile(account_api).name, profile(account_api).alert_preferences) == ("", ())
+    chosen = call("PUT", PREFERENCES, ADMIN, {"channels": {kind: ["sms"], "budget_threshold": []}})
+    assert (chosen.status, chosen.body["channels"]) == (200, {kind: ["sms"], "budget_threshold": []})
+
+
+def test_given_no_channel_stored_before_for_the_hard_limit_then_the_form_sent_back_unchanged_is_saved(
+    account_api: Any,
+) -> None:
+    register(account_api, "acct_a", email="ops@a.example", alert_preferences=(("budget_hard_limit", ()),))
+    read = call("GET", PREFERENCES, ADMIN).body["channels"]
+    assert read == {"budget_hard_limit": []}
+    saved = call("PUT", PREFERENCES, ADMIN, {"name": "Ops", "channels": read})
+    assert (saved.status, profile(account_api).name) == (200, "Ops")
+    assert call("PUT", PREFERENCES, ADMIN, {"channels": {"budget_hard_limit": ["email"]}}).status == 200
+    again = call("PUT", PREFERENCES, ADMIN, {"channels": {"budget_hard_limit": []}})  # chosen once: no way back
+    assert (again.status, again.body["field"]) == (400, "channels")
+
+
 @pytest.mark.parametrize("route", ["erase", "entitlements/check"])
 @pytest.mark.parametrize(
     ("body", "field"), [({"confirm": True}, "confirm"), ({"account_id": "acct_b"}, "account_id"), ([], "body")]

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
 
 from kilo_alerts.catalogue import alert_from_event
 from kilo_alerts.logic import DeliveryIncompleteError, DeliveryPolicy, deliver_alert
-from kilo_alerts.model import Alert, Channel, Delivery, Outcome
+from kilo_alerts.model import Alert, Channel, Delivery, Outcome, Severity
 from kilo_billing.accounts import AccountProfile
 from kilo_billing.contracts import UsageThresholdCrossedV1
 from kilo_billing.rating import TierChange
@@ -104,3 +105,42 @@ def test_given_an_opted_out_number_then_the_sms_is_recorded_opted_out() -> None:
     deliver_alert(alert(), directory(), ledger, mailer, texter, POLICY, T0)
     assert outcomes(ledger) == {Channel.EMAIL: Outcome.SENT, Channel.SMS: Outcome.OPTED_OUT}
     assert texter.sent == []
+
+
+@pytest.mark.parametrize("kind", ["budget_hard_limit", "payment_failed"])
+def test_given_no_channel_stored_for_an_alert_that_must_reach_someone_then_it_goes_by_email(kind: str) -> None:
+    """D-alerts4-2: a profile saved with no channel for such a kind before the account API refused it."""
+    signup = (TierChange(datetime(2026, 1, 1, tzinfo=UTC), "team"),)
+    chosen_nothing = InMemoryAccountDirectory(
+        AccountProfile(
+            "acct_1",
+            signup,
+            email="ada@example.com",
+            phone="+14155550100",
+            phone_verified=True,
+            alert_preferences=((kind, ()), ("budget_threshold", ())),
+        )
+    )
+    required = Alert(kind, "acct_1", "2026-11", "k", Severity.HIGH, {}, "e1")
+    ledger, mailer, texter = InMemoryLedger(), ScriptedMailer(), ScriptedTexter()
+    facts = {"period_label": "November 2026", "used": "$150.00", "limit": "$150.00", "grace_minutes": "2"}
+    with_values = replace(required, values={**facts, "problem": "declined", "action": "pay", "total": "$29.00"})
+    with_values = replace(with_values, values={**with_values.values, "invoice_id": "in_1", "sms_problem": "declined"})
+    outcome = deliver_alert(with_values, chosen_nothing, ledger, mailer, texter, POLICY, T0)
+    assert {d.channel: d.outcome for d in outcome.deliveries} == {
+        Channel.EMAIL: Outcome.SENT,
+        Channel.SMS: Outcome.SKIPPED,
+    }
+    assert [to for to, *_ in mailer.sent] == ["ada@example.com"]
+    # an alert the account may silence stays silent
+    budget = alert_from_event(
+        UsageThresholdCrossedV1.DETAIL_TYPE,
+        {
+            "event_id": "threshold:acct_1:2026-11:budget:100", "account_id": "acct_1", "period": "2026-11",
+            "meter": "budget", "threshold_percent": 100, "used": "100", "limit": "100",
+            "occurred_at": "2026-11-20T10:00:00+00:00",
+        },
+    )  # fmt: skip
+    quiet = deliver_alert(budget, chosen_nothing, ledger, mailer, texter, POLICY, T0)
+    assert quiet.count(Outcome.SENT) == 0
+    assert len(mailer.sent) == 1

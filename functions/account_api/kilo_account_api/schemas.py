@@ -346,7 +346,8 @@ class AlertPreferencesIn(_In):
         default_factory=dict,
         description=(
             "Per alert kind, the channels chosen ([] for none); kinds not given keep their choice. A kind that is not"
-            " an alert kind may only be sent back as stored, or as [] to remove it; at most 64 known or changed kinds"
+            " an alert kind may only be sent back as stored, or as [] to remove it; at most 64 known or changed kinds;"
+            " budget_hard_limit and payment_failed need at least one channel"
         ),
     )
 

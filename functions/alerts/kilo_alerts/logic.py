@@ -53,7 +53,7 @@ from kilo_alerts.ports import (
     Texter,
 )
 from kilo_alerts.render import render
-from kilo_billing.accounts import AccountDirectory, AccountProfile
+from kilo_billing.accounts import REQUIRED_ALERT_KINDS, AccountDirectory, AccountProfile
 from kilo_billing.budgets import DEFAULT_WEEKDAY_WEIGHTS, bill_reached_on, month_fee
 from kilo_billing.catalog import Catalog, default_catalog
 from kilo_billing.contracts import PaymentFailedV1, UsageThresholdCrossedV1, limit_scope
@@ -177,10 +177,12 @@ def deliver_alert(
 
 def _chosen(alert: Alert, profile: AccountProfile | None) -> tuple[str, ...]:
     """The channels the account chose for the alert's kind (the catalogue's default when it did not choose); SMS only
-    to a verified number: email as well otherwise (D160)."""
+    to a verified number: email as well otherwise (D160); a kind that must reach someone is never sent nowhere."""
     if profile is None:
         return ()
     preference = profile.channels_chosen(alert.kind)
+    if preference == () and alert.kind in REQUIRED_ALERT_KINDS:  # saved before it was refused: email (D-alerts4-2)
+        preference = (Channel.EMAIL.value,)
     chosen = preference if preference is not None else tuple(CATALOGUE[alert.kind].default_channels(alert.severity))
     if Channel.SMS.value in chosen and not profile.phone_verified:
         chosen = (*dict.fromkeys((*chosen, Channel.EMAIL.value)),)

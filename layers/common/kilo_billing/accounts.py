@@ -53,6 +53,9 @@ ALERT_KINDS: Final = (
     "invoice_issued",
     "payment_failed",
 )
+# The alert kinds that must reach someone (calls stop at the hard limit; an unpaid invoice stops new calls): never
+# set to no channel (a 400), and a stored empty choice goes by email (the alerts function; D-alerts4-2)
+REQUIRED_ALERT_KINDS: Final = ("budget_hard_limit", "payment_failed")
 # A bound on one save's work: kinds that are known or change; a stored unknown kind sent back unchanged is not counted
 # (a profile the D171 bug bloated must still be savable from the form that returns what it read)
 MAX_ALERT_KINDS: Final = 64
@@ -376,7 +379,8 @@ def set_alert_contact(
 ) -> AccountProfile:
     """Change who hears about an account's alerts and how (the account API; ``""`` clears a detail). Validated
     whole before anything is saved: an E.164 phone, an email address, known channels for known kinds (a kind stored
-    before kinds were checked may be sent back unchanged: a form returns what it read; ``[]`` for it removes it) -
+    before kinds were checked may be sent back unchanged: a form returns what it read; ``[]`` for it removes it; a
+    kind of ``REQUIRED_ALERT_KINDS`` gets at least one channel) -
     kinds not given keep their choice, so an unchecked kind would stay on the profile for good (D171). At most
     ``MAX_ALERT_KINDS`` kinds that are known or change per save."""
     if phone:
@@ -399,6 +403,11 @@ def set_alert_contact(
                 if wanted:
                     raise InvalidContactError(f"alert {kind!r} is not an alert kind; use {', '.join(ALERT_KINDS)}")
                 chosen.pop(kind, None)  # [] for an unknown kind: removed (none chosen is what it already did)
+            elif not wanted and kind in REQUIRED_ALERT_KINDS and chosen.get(kind) != wanted:
+                raise InvalidContactError(
+                    f"alert {kind!r} must go by at least one channel (email or sms); the kinds that must reach "
+                    f"someone: {', '.join(REQUIRED_ALERT_KINDS)}"
+                )  # an empty choice stored before this check may be sent back unchanged (it goes by email)
             else:
                 chosen[kind] = wanted
             counted += 1
