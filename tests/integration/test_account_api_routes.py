@@ -619,6 +619,41 @@ def test_given_no_channel_stored_before_for_the_hard_limit_then_the_form_sent_ba
     assert (again.status, again.body["field"]) == (400, "channels")
 
 
+@pytest.mark.parametrize(
+    ("sent", "field", "found"),
+    [
+        ({"name": "Ops\u0007"}, "name", "U+0007 at position 4"),  # BEL
+        ({"name": "Ops\r\nBcc: x@evil.example"}, "name", "U+000D at position 4"),
+        ({"name": "\u0000"}, "name", "U+0000 at position 1"),
+        ({"name": "Ops\u0085team"}, "name", "U+0085 at position 4"),  # C1 (NEL)
+        ({"name": "Ops\u2028team"}, "name", "U+2028 at position 4"),  # line separator
+        ({"name": "moc.\u202eevil"}, "name", "U+202E at position 5"),  # right-to-left override
+        ({"email": "ops\u0001@a.example"}, "email", "U+0001 at position 4"),
+        ({"email": "ops\u007f@a.example"}, "email", "U+007F at position 4"),  # DEL
+    ],
+)
+def test_given_a_control_character_in_the_name_or_email_then_a_400_naming_the_field_and_nothing_saved(
+    account_api: Any, sent: dict[str, str], field: str, found: str
+) -> None:
+    """D-alerts4-3: before, the name (shown in every alert) and an email's local part stored control characters."""
+    register(account_api, "acct_a", email="ops@a.example")
+    answer = call("PUT", PREFERENCES, ADMIN, {**sent, "channels": {"budget_threshold": ["email"]}})
+    assert (answer.status, answer.body["code"], answer.body["field"]) == (400, "invalid_request", field)
+    assert (
+        answer.body["message"]
+        == f"{field}: {field} contains the control character {found}; only printable text is accepted"
+    )
+    stored = profile(account_api)
+    assert (stored.name, stored.email, stored.alert_preferences) == ("", "ops@a.example", ())
+
+
+def test_given_printable_text_in_any_script_then_the_name_is_saved_as_sent(account_api: Any) -> None:
+    register(account_api, "acct_a", email="ops@a.example")
+    name = "Équipe \u0645\u06cc\u200c\u0631 \U0001f468\u200d\U0001f4bb 東京"  # accents, ZWNJ, ZWJ emoji, CJK
+    answer = call("PUT", PREFERENCES, ADMIN, {"name": name})
+    assert (answer.status, profile(account_api).name) == (200, name)
+
+
 @pytest.mark.parametrize("route", ["erase", "entitlements/check"])
 @pytest.mark.parametrize(
     ("body", "field"), [({"confirm": True}, "confirm"), ({"account_id": "acct_b"}, "account_id"), ([], "body")]

@@ -362,7 +362,7 @@ def set_alert_preferences(
         raise unregistered(account_id) from exc
     except InvalidContactError as exc:
         text = str(exc)
-        field = "phone" if text.startswith("phone") else "email" if text.startswith("email") else "channels"
+        field = next((name for name in ("phone", "email", "name") if text.startswith(name)), "channels")
         raise InvalidRequestError(field, text) from exc
 
 

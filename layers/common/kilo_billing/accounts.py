@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import re
+import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -356,6 +357,24 @@ class InvalidContactError(ValueError):
     """A contact detail or alert preference that cannot be used; the message names it."""
 
 
+# Characters refused in free text the API stores (D-alerts4-3): Unicode controls (Cc: C0, DEL, C1 - NUL, tab, CR, LF,
+# ESC among them), line and paragraph separators, lone surrogates (not encodable: DynamoDB would refuse the item) and
+# the bidirectional overrides and isolates (they reorder what a reader sees: a name could display as another)
+_BIDI_CONTROLS: Final = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def check_text(field_name: str, value: str) -> str:
+    """``value`` unless it holds a control character (``InvalidContactError`` naming the field, the character and its
+    position)."""
+    for position, character in enumerate(value, start=1):
+        if unicodedata.category(character) in ("Cc", "Cs", "Zl", "Zp") or character in _BIDI_CONTROLS:
+            raise InvalidContactError(
+                f"{field_name} contains the control character U+{ord(character):04X} at position {position}; "
+                "only printable text is accepted"
+            )
+    return value
+
+
 def check_phone(value: str) -> str:
     if not _E164.fullmatch(value):
         raise InvalidContactError(f"phone {value!r} must be an E.164 number: '+', country code, number (8-15 digits)")
@@ -378,14 +397,18 @@ def set_alert_contact(
     preferences: dict[str, tuple[str, ...]] | None = None,
 ) -> AccountProfile:
     """Change who hears about an account's alerts and how (the account API; ``""`` clears a detail). Validated
-    whole before anything is saved: an E.164 phone, an email address, known channels for known kinds (a kind stored
-    before kinds were checked may be sent back unchanged: a form returns what it read; ``[]`` for it removes it; a
-    kind of ``REQUIRED_ALERT_KINDS`` gets at least one channel) -
+    whole before anything is saved: a name and an email without control characters (D-alerts4-3), an E.164 phone,
+    an email address, known channels for known kinds (a kind stored before kinds were checked may be sent back
+    unchanged: a form returns what it read; ``[]`` for it removes it; a kind of ``REQUIRED_ALERT_KINDS`` gets at
+    least one channel) -
     kinds not given keep their choice, so an unchecked kind would stay on the profile for good (D171). At most
     ``MAX_ALERT_KINDS`` kinds that are known or change per save."""
+    if name:
+        check_text("name", name)
     if phone:
         check_phone(phone)
     if email:
+        check_text("email", email)
         check_email(email)
     for kind, channels in (preferences or {}).items():
         unknown = set(channels) - set(ALERT_CHANNELS)
