@@ -87,3 +87,33 @@ def test_given_actions_then_they_read_back_in_time_order_with_their_pending_clai
     earlier = action(T0 + 10, identity="aaron", outcome="skipped")
     ledger.record(earlier)
     assert ledger.actions("org:7@x") == [earlier, action(T0 + 10), removal]
+
+
+def test_given_a_turn_taken_then_another_holder_is_held_until_it_ends_or_its_lease_runs_out(
+    ledger: EnforcementLedger,
+) -> None:
+    """D-alerts4-4: one delivery at a time restricts or restores an account's participants."""
+    ledger.take_turn("org:7@x", "delivery-a", T0)
+    ledger.take_turn("org:7@x", "delivery-a", T0 + 10)  # its own turn: taken again
+    with pytest.raises(ClaimHeldError):
+        ledger.take_turn("org:7@x", "delivery-b", T0 + LEASE)
+    ledger.take_turn("org:8@x", "delivery-b", T0 + 20)  # per account
+    ledger.end_turn("org:7@x", "delivery-b")  # not its turn: nothing ended
+    with pytest.raises(ClaimHeldError):
+        ledger.take_turn("org:7@x", "delivery-c", T0 + 30)
+    ledger.end_turn("org:7@x", "delivery-a")
+    ledger.take_turn("org:7@x", "delivery-c", T0 + 40)
+    assert ledger.actions("org:7@x") == []  # the turn is not an action
+
+
+def test_given_a_turn_whose_holder_crashed_then_it_is_taken_over_after_the_lease_and_the_old_holder_cannot_end_it(
+    ledger: EnforcementLedger,
+) -> None:
+    ledger.take_turn("org:7@x", "crashed", T0)
+    ledger.take_turn("org:7@x", "redelivery", T0 + LEASE + 1)
+    ledger.end_turn("org:7@x", "crashed")  # the old holder wakes up late: the new holder keeps its turn
+    with pytest.raises(ClaimHeldError):
+        ledger.take_turn("org:7@x", "third", T0 + LEASE + 2)
+    ledger.end_turn("org:7@x", "redelivery")
+    ledger.end_turn("org:7@x", "redelivery")  # ended twice (a retried end): nothing more
+    ledger.take_turn("org:7@x", "third", T0 + LEASE + 3)

@@ -49,3 +49,27 @@ def test_given_the_configuration_set_taken_from_the_alerts_role_then_the_email_i
         lambda_handler(event, LambdaContext(remaining_ms=60_000))
     assert set(enforcement.denied) == {("ses:SendEmail", SES_CONFIGURATION_SET)}
     assert alerts_stack.sent_mail() == []
+
+
+def test_given_a_removal_step_under_its_generated_role_then_the_enforcements_turn_is_taken_and_ended(
+    alerts_stack: AlertsStack, roles: Roles
+) -> None:
+    """D-alerts4-4: the removal step runs in the account's turn (a conditional put, then a conditional delete)."""
+    import boto3  # noqa: PLC0415
+
+    from kilo_alerts.adapters import SqsRemovalScheduler  # noqa: PLC0415
+    from kilo_alerts.handler import lambda_handler  # noqa: PLC0415
+
+    register(alerts_stack, "acct_1", name="Ada", email="ada@example.com")  # no hard limit: nothing to remove
+    SqsRemovalScheduler(alerts_stack.stack.clients["sqs"], alerts_stack.queue_url).schedule_removal(
+        "acct_1", "2026-11", 0, "50"
+    )
+    event = alerts_stack.sqs_event()
+    with roles.acting_as(FUNCTION) as enforcement:
+        answer = lambda_handler(event, LambdaContext(remaining_ms=60_000))
+    assert enforcement.denied == []
+    assert answer == {"batchItemFailures": []}
+    assert {("dynamodb:PutItem", ALERTS_TABLE), ("dynamodb:DeleteItem", ALERTS_TABLE)} <= enforcement.allowed
+    table = boto3.resource("dynamodb").Table(alerts_stack.stack.template.physical_name("AlertsTable"))
+    kept = {str(item["sk"]): item.get("status") for item in table.scan()["Items"]}
+    assert kept == {"ENFORCEMENT#2026-11@50#remove#-#-": "lifted"}  # the turn ended: no item left for it

@@ -139,6 +139,7 @@ ROLES = {
         ("dynamodb:PutItem", ALERTS_TABLE),  # the outcome
         ("dynamodb:Query", ALERTS_TABLE),  # an account's delivery records
         ("dynamodb:GetItem", ALERTS_TABLE),  # a claim that failed its condition: pending (retry) or decided
+        ("dynamodb:DeleteItem", ALERTS_TABLE),  # the end of the enforcement's turn (its holder's only)
         ("dynamodb:BatchGetItem", USAGE_TABLE),  # profiles: name, email, phone, preferences; the spend item
         ("dynamodb:UpdateItem", USAGE_TABLE),  # the entitlement spend item (conditional, never lowered)
         ("dynamodb:PutItem", USAGE_TABLE),  # an abuse hold (the profile's status)

@@ -98,6 +98,7 @@ class InMemoryEnforcementLedger:
 
     def __init__(self) -> None:
         self.items: dict[tuple[str, str, str, str, str, str], EnforcementRecord] = {}
+        self.turns: dict[str, tuple[str, int]] = {}  # account -> (holder, taken at)
 
     @staticmethod
     def _key(record: EnforcementRecord) -> tuple[str, str, str, str, str, str]:
@@ -115,6 +116,16 @@ class InMemoryEnforcementLedger:
 
     def record(self, record: EnforcementRecord) -> None:
         self.items[self._key(record)] = record
+
+    def take_turn(self, account_id: str, holder: str, now_ms: int) -> None:
+        found = self.turns.get(account_id)
+        if found is not None and found[0] != holder and found[1] >= now_ms - ENFORCEMENT_LEASE_MS:
+            raise ClaimHeldError("another delivery is restricting or restoring the account's participants")
+        self.turns[account_id] = (holder, now_ms)
+
+    def end_turn(self, account_id: str, holder: str) -> None:
+        if account_id in self.turns and self.turns[account_id][0] == holder:
+            del self.turns[account_id]
 
     def actions(self, account_id: str) -> list[EnforcementRecord]:
         return sorted(

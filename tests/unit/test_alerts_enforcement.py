@@ -5,6 +5,7 @@ adapter itself runs against a RoomService stand-in in tests/integration/test_har
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -545,3 +546,123 @@ def test_given_a_third_scope_after_the_apps_change_then_it_keeps_the_apps_permis
     last = removal_step(rooms, ledger, "60v3", lifted, 210_000)
     assert [(r.action.value, r.outcome) for r in last] == [("restore", "done"), ("remove", "lifted")]
     assert rooms.permissions == {("webinar", "host"): apps}
+
+
+class RestrictedMidRestore(FakeRooms):
+    """RoomService as it answers two deliveries at once: the removal step's restore reads the host (GetParticipant),
+    and before its UpdateParticipant lands, another delivery - the limit reached again - runs its whole audio-only
+    step (``during``); then the restore's update is written."""
+
+    def __init__(self, permissions: dict[tuple[str, str], dict[str, object]]) -> None:
+        super().__init__(permissions)
+        self.during: list[object] = []
+        self.concurrent: Callable[[], object] | None = None
+
+    def restore(self, room: str, identity: str, saved: str, narrowed: str) -> bool:
+        current = self._find("restore", room, identity)  # the restore's GetParticipant
+        if self.concurrent is not None:
+            run, self.concurrent = self.concurrent, None
+            try:
+                self.during.append(run())
+            except EnforcementIncompleteError as exc:  # its delivery fails for now: the queue delivers it again
+                self.during.append(exc)
+        if narrowed and current != json.loads(narrowed):
+            return False
+        self.permissions[(room, identity)] = json.loads(saved)  # the restore's UpdateParticipant
+        return True
+
+
+def test_given_the_limit_reached_again_while_its_restore_runs_then_the_participant_ends_audio_only() -> None:
+    """D-alerts4-4. $50 (50v1) reached: the host is narrowed. The limit is raised to $60 (60v2), so the removal step
+    gives the host's permission back - and meanwhile the bill passes $60 and the new limit's audio-only step runs.
+    Before, both went ahead: the audio-only step read the host still narrowed (so it kept the saved permission and
+    wrote the narrowed one again), then the restore's update gave the host video back - under a limit recorded
+    enforced. Now the second delivery waits for the account's turn (retried by the queue) and narrows afresh."""
+    rooms = RestrictedMidRestore({("webinar", "host"): dict(BEFORE[("webinar", "host")])})
+    ledger, scheduler, sessions, policy = (
+        InMemoryEnforcementLedger(),
+        RecordingScheduler(),
+        StaticSessions(HOST),
+        EnforcementPolicy(),
+    )
+    restrict_account("acct_1", "2026-11", "50v1", sessions, rooms, ledger, scheduler, policy, NOW_MS)
+    lifted = entitlements("active", "55", hard="60", version=2)  # raised to $60, not reached yet
+
+    def reached_again() -> object:  # the bill passed $60 meanwhile: rating's hard-limit event, another delivery
+        return restrict_account(
+            "acct_1", "2026-11", "60v2", sessions, rooms, ledger, scheduler, policy, NOW_MS + 125_000
+        )
+
+    rooms.concurrent = reached_again
+    remove_account("acct_1", "2026-11", "50v1", sessions, rooms, ledger, lifted, scheduler, policy, NOW_MS + 120_000)
+    [during] = rooms.during
+    assert isinstance(during, EnforcementIncompleteError)  # refused while the restore held the account's turn
+    assert [(r.action.value, r.outcome) for r in during.records] == [("audio_only", "retry")]
+    assert rooms.permissions[("webinar", "host")] == BEFORE[("webinar", "host")]  # given back, for now
+
+    # the queue delivers the hard-limit event again: the host is narrowed afresh, its permission before saved
+    restrict_account("acct_1", "2026-11", "60v2", sessions, rooms, ledger, scheduler, policy, NOW_MS + 485_000)
+    assert rooms.permissions[("webinar", "host")] == {**BEFORE[("webinar", "host")], "sources": ["microphone"]}
+    [step] = [r for r in ledger.actions("acct_1") if r.action is EnforcementAction.AUDIO_ONLY and r.limit == "60v2"]
+    assert (step.outcome, json.loads(step.saved)) == ("done", BEFORE[("webinar", "host")])
+    assert [s[3] for s in scheduler.scheduled] == ["50v1", "60v2"]  # and the new limit's removal is scheduled
+    assert ledger.turns == {}  # every turn ended
+
+
+def test_given_a_restriction_running_when_the_removal_step_arrives_then_the_step_waits_and_reads_the_limit_after() -> (
+    None
+):
+    """The mirror order: the removal step of 50v1 arrives while 60v2's audio-only step is running (the bill passed
+    $60 just after the raise). It is refused for now; redelivered, it reads the limit in force (60v2, reached) and
+    removes nobody under 50v1 nor gives anything back."""
+    rooms = FakeRooms({("webinar", "host"): dict(BEFORE[("webinar", "host")])})
+    ledger, scheduler, sessions, policy = (
+        InMemoryEnforcementLedger(),
+        RecordingScheduler(),
+        StaticSessions(HOST),
+        EnforcementPolicy(),
+    )
+    restrict_account("acct_1", "2026-11", "50v1", sessions, rooms, ledger, scheduler, policy, NOW_MS)
+    ledger.take_turn("acct_1", "the 60v2 delivery", NOW_MS + 119_000)  # its audio-only step is running
+    lifted_then_reached = entitlements("active", "60.10", hard="60", version=2)
+    with pytest.raises(EnforcementIncompleteError) as held:
+        remove_account(
+            "acct_1",
+            "2026-11",
+            "50v1",
+            sessions,
+            rooms,
+            ledger,
+            lifted_then_reached,
+            scheduler,
+            policy,
+            NOW_MS + 120_000,
+        )
+    assert [(r.action.value, r.outcome) for r in held.value.records] == [("remove", "retry")]
+    assert [c for c in rooms.calls if c[0] != "audio_only"] == []  # nothing given back, nobody removed
+    ledger.end_turn("acct_1", "the 60v2 delivery")
+
+    redelivered = remove_account(
+        "acct_1", "2026-11", "50v1", sessions, rooms, ledger, lifted_then_reached, scheduler, policy, NOW_MS + 480_000
+    )
+    assert [(r.action.value, r.limit, r.outcome) for r in redelivered][-1] == ("remove", "50v1", "superseded")
+    assert rooms.permissions[("webinar", "host")] == {**BEFORE[("webinar", "host")], "sources": ["microphone"]}
+
+
+def test_given_a_turn_whose_holder_crashed_then_the_redelivery_takes_it_over_after_the_lease() -> None:
+    rooms = FakeRooms({("webinar", "host"): dict(BEFORE[("webinar", "host")])})
+    ledger, scheduler, sessions, policy = (
+        InMemoryEnforcementLedger(),
+        RecordingScheduler(),
+        StaticSessions(HOST),
+        EnforcementPolicy(),
+    )
+    ledger.take_turn("acct_1", "a crashed delivery", NOW_MS)
+    with pytest.raises(EnforcementIncompleteError):
+        restrict_account(
+            "acct_1", "2026-11", "50v1", sessions, rooms, ledger, scheduler, policy, NOW_MS + ENFORCEMENT_LEASE_MS
+        )
+    restrict_account(
+        "acct_1", "2026-11", "50v1", sessions, rooms, ledger, scheduler, policy, NOW_MS + ENFORCEMENT_LEASE_MS + 1
+    )
+    assert rooms.permissions[("webinar", "host")]["sources"] == ["microphone"]

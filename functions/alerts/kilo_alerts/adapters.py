@@ -170,6 +170,7 @@ ALERTS_SOURCE: Final = "kilo.billing.alerts"
 # stale (template.yaml, tests/infra)
 ENFORCEMENT_LEASE_MS: Final = 5 * 60_000
 HELD: Final = "claimed by another delivery, not decided yet"
+TURN_HELD: Final = "another delivery is restricting or restoring the account's participants"
 # Rating's sessions in the usage table (kilo_rate_usage.items, read here by name, never imported): an open session
 # carries ``open_account`` (the sparse index's key), ``room_name`` and ``identity``.
 OPEN_INDEX: Final = "open_sessions"
@@ -198,6 +199,29 @@ class DynamoEnforcementLedger:
         if not claimed and _pending(self._client, self._table, items.enforcement_key(record)):
             raise ClaimHeldError(HELD)
         return claimed
+
+    def take_turn(self, account_id: str, holder: str, now_ms: int) -> None:
+        taken = put_if(
+            self._client,
+            self._table,
+            items.turn_item(account_id, holder, now_ms),
+            "attribute_not_exists(pk) OR holder = :holder OR taken_at_ms < :stale",
+            ExpressionAttributeValues=to_item({":holder": holder, ":stale": now_ms - ENFORCEMENT_LEASE_MS}),
+        )
+        if not taken:
+            raise ClaimHeldError(TURN_HELD)
+
+    def end_turn(self, account_id: str, holder: str) -> None:
+        try:
+            call(
+                self._client.delete_item,
+                TableName=self._table,
+                Key=items.turn_key(account_id),
+                ConditionExpression="holder = :holder",
+                ExpressionAttributeValues=to_item({":holder": holder}),
+            )
+        except ConditionFailedError:
+            return  # taken over after the lease (or never taken): not this holder's to end
 
     def record(self, record: EnforcementRecord) -> None:
         call(self._client.put_item, TableName=self._table, Item=items.enforcement_to_item(record))
@@ -293,7 +317,8 @@ class LiveKitRoomControl:
     def restore(self, room: str, identity: str, saved: str, narrowed: str) -> bool:
         """GetParticipant, then UpdateParticipant with ``saved`` only if its permission is still ``narrowed``
         (compared as messages). Not atomic - RoomService has no conditional update - so an app's change landing
-        between the two requests is overwritten: the window is one round trip, not the whole grace."""
+        between the two requests is overwritten: the window is one round trip, not the whole grace. Our own
+        restriction cannot land there: both run in the account's turn (``enforcement._in_turn``, D-alerts4-4)."""
         from google.protobuf import json_format  # noqa: PLC0415
         from livekit import api  # noqa: PLC0415
 

@@ -13,6 +13,7 @@ A claim another delivery holds within its lease is not taken as done: the event 
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -155,7 +156,27 @@ def restrict_account(
     now_ms: int,
 ) -> list[EnforcementRecord]:
     """Step 1 (the hard limit ``limit`` was reached): audio only for every open participant who may publish (its
-    permission saved), then the removal is scheduled (once per account, period and hard limit)."""
+    permission saved), then the removal is scheduled (once per account, period and hard limit). In the account's
+    turn (``_in_turn``)."""
+    marker = EnforcementRecord(account_id, period, "-", "-", EnforcementAction.AUDIO_ONLY, "", now_ms, limit=limit)
+    return _in_turn(
+        ledger,
+        marker,
+        lambda: _restrict(account_id, period, limit, sessions, rooms, ledger, scheduler, policy, now_ms),
+    )
+
+
+def _restrict(
+    account_id: str,
+    period: str,
+    limit: str,
+    sessions: OpenSessions,
+    rooms: RoomControl,
+    ledger: EnforcementLedger,
+    scheduler: RemovalScheduler,
+    policy: EnforcementPolicy,
+    now_ms: int,
+) -> list[EnforcementRecord]:
     records = _act(
         account_id,
         period,
@@ -255,7 +276,7 @@ def _mark_restored(ledger: EnforcementLedger, pending: EnforcementRecord, under:
     ledger.record(pending.decided("done", f"given back with the restore under the hard limit {under or '(unscoped)'}"))
 
 
-def remove_account(
+def _remove(
     account_id: str,
     period: str,
     limit: str,
@@ -275,7 +296,7 @@ def remove_account(
     (kept for who is narrowed already) and its own removal after its own grace (``restrict_account``: claimed, so
     nothing its own event did is repeated) - and the step is recorded ``superseded``. ``limit``: the hard limit step 1
     enforced (empty for a step scheduled before it was kept: taken as the one in force); the records are keyed by
-    it."""
+    it. Decided and done in the account's turn (``remove_account``)."""
     in_force = hard_limit_reached(account_id, entitlements, now_ms)
     marker = EnforcementRecord(account_id, period, "-", "-", EnforcementAction.REMOVE, "", now_ms, limit=limit)
     if in_force is None:
@@ -303,6 +324,52 @@ def remove_account(
     )
 
 
+def remove_account(
+    account_id: str,
+    period: str,
+    limit: str,
+    sessions: OpenSessions,
+    rooms: RoomControl,
+    ledger: EnforcementLedger,
+    entitlements: EntitlementSource,
+    scheduler: RemovalScheduler,
+    policy: EnforcementPolicy,
+    now_ms: int,
+) -> list[EnforcementRecord]:
+    """Step 2, the removal step (``_remove``): whether the limit still holds is read, and what follows done, in the
+    account's turn (``_in_turn``): a restore never runs while a restriction does."""
+    marker = EnforcementRecord(account_id, period, "-", "-", EnforcementAction.REMOVE, "", now_ms, limit=limit)
+    return _in_turn(
+        ledger,
+        marker,
+        lambda: _remove(account_id, period, limit, sessions, rooms, ledger, entitlements, scheduler, policy, now_ms),
+    )
+
+
+TURN_HELD = "another delivery is restricting or restoring the account's participants: retried"
+
+
+def _in_turn(
+    ledger: EnforcementLedger, marker: EnforcementRecord, work: Callable[[], list[EnforcementRecord]]
+) -> list[EnforcementRecord]:
+    """``work`` in the account's turn at its RoomService actions (D-alerts4-4). RoomService has no conditional update,
+    so a restore (permission given back when the limit no longer holds) and a restriction (a limit reached again
+    meanwhile) running at once could interleave their reads and writes: the restriction reads the permission still
+    narrowed and keeps the earlier saved one, then the restore gives the full permission back - the participant
+    publishes video under a limit recorded enforced. One turn per account makes them run one after the other; the
+    removal step reads whether the limit holds inside it. A turn held by another delivery (within the lease: a crashed
+    holder's is taken over) fails this one for now (``EnforcementIncompleteError``): the queue delivers it again."""
+    holder = uuid.uuid4().hex
+    try:
+        ledger.take_turn(marker.account_id, holder, marker.at_ms)
+    except ClaimHeldError as exc:
+        raise EnforcementIncompleteError([marker.decided("retry", TURN_HELD)]) from exc
+    try:
+        return work()
+    finally:
+        ledger.end_turn(marker.account_id, holder)
+
+
 def _superseded(
     marker: EnforcementRecord,
     period: str,
@@ -319,7 +386,7 @@ def _superseded(
         return []
     account_id, now_ms = marker.account_id, marker.at_ms
     try:
-        records = restrict_account(account_id, period, in_force, sessions, rooms, ledger, scheduler, policy, now_ms)
+        records = _restrict(account_id, period, in_force, sessions, rooms, ledger, scheduler, policy, now_ms)
     except EnforcementIncompleteError as exc:
         ledger.record(marker.decided("retry", f"the hard limit {in_force} in force not enforced yet"))
         raise EnforcementIncompleteError([*exc.records, marker.decided("retry")]) from exc

@@ -3,7 +3,9 @@
   occurrence (the claim, then the outcome);
 - enforcement actions ``ACCOUNT#<id>`` / ``ENFORCEMENT#<period>@<hard limit>#<action>#<room>#<identity>`` (the
   claim, then the outcome; records written before the limit was kept have ``ENFORCEMENT#<period>#...``);
-- the SMS sent to an account per UTC day ``ACCOUNT#<id>`` / ``SMSDAY#<YYYY-MM-DD>`` (``sms_count``, the daily cap)."""
+- the SMS sent to an account per UTC day ``ACCOUNT#<id>`` / ``SMSDAY#<YYYY-MM-DD>`` (``sms_count``, the daily cap);
+- the enforcement's turn ``ACCOUNT#<id>`` / ``TURN#ENFORCEMENT`` (``holder``, ``taken_at_ms``): one delivery at a
+  time restricts or restores the account's participants (D-alerts4-4)."""
 
 from __future__ import annotations
 
@@ -77,6 +79,17 @@ def delivery_from_item(item: Mapping[str, Any]) -> Delivery:
 def sms_day_key(account_id: str, day: str) -> Item:
     """The account's SMS count of one UTC day (``YYYY-MM-DD``): ``ACCOUNT#<id>`` / ``SMSDAY#<day>``, ``sms_count``."""
     return to_item({"pk": partition(account_id), "sk": f"SMSDAY#{day}"})
+
+
+def turn_key(account_id: str) -> Item:
+    return to_item({"pk": partition(account_id), "sk": "TURN#ENFORCEMENT"})
+
+
+def turn_item(account_id: str, holder: str, now_ms: int) -> Item:
+    return {
+        **turn_key(account_id),
+        **to_item({"holder": holder, "taken_at_ms": now_ms, "expires_at": expires_at(now_ms)}),
+    }
 
 
 def enforcement_sort_key(record: EnforcementRecord) -> str:

@@ -113,6 +113,16 @@ class EnforcementLedger(Protocol):
 
     def actions(self, account_id: str) -> list[EnforcementRecord]: ...
 
+    def take_turn(self, account_id: str, holder: str, now_ms: int) -> None:
+        """Begin ``holder``'s turn at the account's RoomService actions (one delivery at a time restricts or restores
+        its participants, D-alerts4-4): taken when nobody holds it, when ``holder`` does, or when the turn is older
+        than the lease (its holder crashed); ``ClaimHeldError`` while another holder's turn is within the lease."""
+        ...
+
+    def end_turn(self, account_id: str, holder: str) -> None:
+        """End ``holder``'s turn; nothing when the turn is not its own (taken over after the lease)."""
+        ...
+
 
 # --- operator alerts, abuse signals, the daily margin ------------------------------------------------------------
 
