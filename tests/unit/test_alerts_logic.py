@@ -4,17 +4,36 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import pytest
 
 from kilo_alerts.catalogue import alert_from_event
-from kilo_alerts.logic import DeliveryIncompleteError, DeliveryPolicy, deliver_alert
+from kilo_alerts.logic import (
+    AlertPorts,
+    AlertsPolicy,
+    DeliveryIncompleteError,
+    DeliveryPolicy,
+    EventIncompleteError,
+    deliver_alert,
+    handle_event,
+)
 from kilo_alerts.model import Alert, Channel, Delivery, Outcome, Severity
 from kilo_billing.accounts import AccountProfile
-from kilo_billing.contracts import UsageThresholdCrossedV1
+from kilo_billing.aws import StorageUnavailableError
+from kilo_billing.contracts import UsageThresholdCrossedV1, limit_scope
 from kilo_billing.rating import TierChange
-from tests.fakes import InMemoryAccountDirectory
-from tests.unit.alerts_fakes import InMemoryLedger, ScriptedMailer, ScriptedTexter, SendFailedError, SendRefusedError
+from tests.fakes import InMemoryAccountDirectory, InMemoryEntitlements
+from tests.unit.alerts_fakes import (
+    FakeRooms,
+    InMemoryEnforcementLedger,
+    InMemoryLedger,
+    ScriptedMailer,
+    ScriptedTexter,
+    SendFailedError,
+    SendRefusedError,
+    StaticSessions,
+)
 
 POLICY = DeliveryPolicy("https://prefs.example/alerts", lease_ms=60_000)
 T0 = 1_790_000_000_000
@@ -144,3 +163,47 @@ def test_given_no_channel_stored_for_an_alert_that_must_reach_someone_then_it_go
     quiet = deliver_alert(budget, chosen_nothing, ledger, mailer, texter, POLICY, T0)
     assert quiet.count(Outcome.SENT) == 0
     assert len(mailer.sent) == 1
+
+
+class UnreachableScheduler:
+    """The alerts queue refusing the delayed removal step (SQS unreachable), at every delivery."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    def schedule_removal(self, account_id: str, period: str, delay_seconds: int, limit: str) -> None:
+        self.asked += 1
+        raise StorageUnavailableError("SQS SendMessage: unreachable")
+
+
+def test_given_the_removal_step_cannot_be_scheduled_then_the_hard_limit_alert_still_goes_and_the_event_is_retried() -> (
+    None
+):
+    """D-alerts4-5: before, the failure escaped before any alert was delivered: at each of the queue's five
+    deliveries, so the customer never heard that the calls were stopping (the record went to the dead-letter queue)."""
+    signup = (TierChange(datetime(2026, 1, 1, tzinfo=UTC), "team"),)
+    profile = AccountProfile("acct_1", signup, email="ada@example.com", hard_limit_usd=Decimal(50))
+    directory = InMemoryAccountDirectory(profile)
+    ledger, mailer, scheduler = InMemoryLedger(), ScriptedMailer(), UnreachableScheduler()
+    spend = InMemoryEntitlements(directory)  # the spend item the event keeps, read by the hard-limit check
+    ports = AlertPorts(
+        directory, ledger, mailer, ScriptedTexter(), spend, spend, StaticSessions(), FakeRooms({}),
+        InMemoryEnforcementLedger(), scheduler,
+    )  # fmt: skip
+    event = UsageThresholdCrossedV1(
+        event_id="threshold:acct_1:2026-11:hard_limit@50:100", account_id="acct_1", period="2026-11",
+        meter="hard_limit", threshold_percent=100, used="50.40", limit="50", occurred_at="2026-11-20T10:00:00+00:00",
+        scope=limit_scope(Decimal(50)),
+    )  # fmt: skip
+    now_ms = int(datetime(2026, 11, 20, 10, 0, 5, tzinfo=UTC).timestamp() * 1000)
+    policy = AlertsPolicy(DeliveryPolicy("https://x/prefs"))
+    for delivery in range(2):
+        with pytest.raises(EventIncompleteError) as failed:
+            handle_event(event.DETAIL_TYPE, event.model_dump(), ports, policy, now_ms + delivery * 360_000)
+        assert "SQS SendMessage: unreachable" in str(failed.value)
+    assert scheduler.asked == 2  # retried for the enforcement
+    [(to, subject, _, _)] = mailer.sent  # the alert went at the first delivery, once
+    assert (to, subject) == (
+        "ada@example.com",
+        "Your November 2026 hard spending limit of $50.00 is reached: calls are stopping",
+    )

@@ -399,6 +399,8 @@ def handle_event(
                 )
             except EnforcementIncompleteError as exc:
                 enforced, causes = exc.records, [*causes, exc]
+            except Exception as exc:  # storage or the removal's scheduling failed: the alerts go all the same
+                causes = [*causes, exc]  # (D-alerts4-5); the record is retried for the enforcement
     grace = str(max(1, -(-policy.enforcement.grace_seconds // 60)))
     delivered: list[AlertOutcome] = []
     for found in alerts:
