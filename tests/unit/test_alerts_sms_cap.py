@@ -11,7 +11,7 @@ import pytest
 
 from kilo_alerts.catalogue import alert_from_event
 from kilo_alerts.logic import DeliveryPolicy, deliver_alert
-from kilo_alerts.model import Alert, Channel, Outcome
+from kilo_alerts.model import Alert, Channel, Delivery, Outcome
 from kilo_alerts.ports import SendRefusedError
 from kilo_billing.accounts import AccountProfile, TierChange
 from kilo_billing.contracts import UsageThresholdCrossedV1, limit_scope
@@ -255,3 +255,39 @@ def test_given_the_last_delivery_while_sns_and_ses_both_fail_for_now_then_both_s
         Channel.SMS: Outcome.SENT,
         Channel.EMAIL: Outcome.SKIPPED,
     }
+
+
+def test_given_the_last_delivery_after_an_earlier_one_sent_the_email_instead_then_the_sms_is_decided_without_a_second() -> (
+    None
+):
+    """D-alerts4-1: a delivery crashed after the email instead was sent (its SMS row released, for now); the last
+    delivery finds the email decided: nothing sent again, and the SMS's record says so (not "sent by email instead",
+    which this delivery did not do)."""
+    from kilo_alerts.ports import SendFailedError  # noqa: PLC0415
+
+    sms_only = InMemoryAccountDirectory(
+        AccountProfile(
+            "acct_p",
+            (TierChange(datetime(2026, 1, 1, tzinfo=UTC), "team"),),
+            email="p@example.com",
+            phone="+14155550123",
+            phone_verified=True,
+            alert_preferences=(("budget_threshold", ("sms",)),),
+        )
+    )
+    alert = pumped(1)[1]
+    ledger, mailer = InMemoryLedger(), ScriptedMailer()
+    email_row = Delivery(
+        "acct_p", alert.period, alert.kind, alert.key, Channel.EMAIL, Outcome.SENT, "p@example.com", T0, "mail-0"
+    )
+    assert ledger.claim(email_row, 60_000) == 1
+    ledger.record(email_row)  # sent by the delivery that crashed
+    policy = DeliveryPolicy("https://x/prefs", sms_per_day=1)
+    texter = ScriptedTexter(SendFailedError("Throttling"))
+    outcome = deliver_alert(alert, sms_only, ledger, mailer, texter, policy, T0 + 1000, last_attempt=True)
+    assert mailer.sent == []
+    [sms] = [d for d in outcome.deliveries if d.channel is Channel.SMS]
+    assert (sms.outcome, sms.detail) == (
+        Outcome.UNDELIVERABLE,
+        "SNS still failing for now at the event's last delivery: Throttling; the email was decided before",
+    )

@@ -196,8 +196,11 @@ def _instead(sms: Delivery, email: Delivery) -> Delivery:
         return replace(sms, outcome=Outcome.RETRY, detail=f"{sms.detail}; the email instead failed for now")
     if sms.outcome is Outcome.RETRY:  # SNS failing for now at the last delivery (D-alerts4-1)
         given_up = replace(sms, outcome=Outcome.UNDELIVERABLE, detail=f"{LAST_DELIVERY}: {sms.detail}")
-        if email.outcome in (Outcome.SENT, Outcome.DUPLICATE):  # sent now, or by the last delivery that crashed
-            return _instead(given_up, replace(email, outcome=Outcome.SENT))
+        if email.outcome is Outcome.SENT:
+            return _instead(given_up, email)
+        if email.outcome is Outcome.DUPLICATE:  # decided by an earlier delivery (one that crashed after sending it)
+            return replace(given_up, detail=f"{given_up.detail}; the email was decided before")
+        # the email reached nobody either (no address, refused): left to retry, toward the dead-letter queue
         return replace(sms, detail=f"{sms.detail}; the email instead: {email.outcome} ({email.detail})")
     if email.outcome is Outcome.SENT:
         return replace(sms, detail=f"{sms.detail}; sent by email instead")
