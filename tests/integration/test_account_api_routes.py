@@ -647,6 +647,18 @@ def test_given_a_control_character_in_the_name_or_email_then_a_400_naming_the_fi
     assert (stored.name, stored.email, stored.alert_preferences) == ("", "ops@a.example", ())
 
 
+def test_given_an_email_address_ses_cannot_send_to_then_a_400_naming_email_and_nothing_saved(account_api: Any) -> None:
+    """Before, josé@example.com was saved (our pattern takes any local part) and every alert email to it went out
+    as "=?utf-8?q?jos=C3=A9?=@example.com" to SES, which sends to 7-bit ASCII addresses only."""
+    register(account_api, "acct_a", email="ops@a.example")
+    answer = call("PUT", PREFERENCES, ADMIN, {"name": "Ops", "email": "jos\u00e9@a.example"})
+    assert (answer.status, answer.body["field"]) == (400, "email")
+    assert answer.body["message"] == (
+        "email: email 'jos\u00e9@a.example': alerts go through SES, which takes ASCII addresses only"
+    )
+    assert (profile(account_api).name, profile(account_api).email) == ("", "ops@a.example")
+
+
 def test_given_printable_text_in_any_script_then_the_name_is_saved_as_sent(account_api: Any) -> None:
     register(account_api, "acct_a", email="ops@a.example")
     name = "Équipe \u0645\u06cc\u200c\u0631 \U0001f468\u200d\U0001f4bb 東京"  # accents, ZWNJ, ZWJ emoji, CJK

@@ -410,6 +410,8 @@ def set_alert_contact(
     if email:
         check_text("email", email)
         check_email(email)
+        if not email.isascii():  # SES sends only to 7-bit ASCII addresses: every alert would be refused (D-alerts4-3)
+            raise InvalidContactError(f"email {email!r}: alerts go through SES, which takes ASCII addresses only")
     for kind, channels in (preferences or {}).items():
         unknown = set(channels) - set(ALERT_CHANNELS)
         if unknown:
