@@ -647,6 +647,17 @@ def test_given_a_control_character_in_the_name_or_email_then_a_400_naming_the_fi
     assert (stored.name, stored.email, stored.alert_preferences) == ("", "ops@a.example", ())
 
 
+def test_given_a_name_with_a_control_character_stored_before_then_the_form_sent_back_unchanged_is_saved(
+    account_api: Any,
+) -> None:
+    """The dashboard's form sends the stored name back as it read it (it has no field for it)."""
+    register(account_api, "acct_a", name="Ops\u0007", email="ops@a.example")
+    saved = call("PUT", PREFERENCES, ADMIN, {"name": "Ops\u0007", "email": "new@a.example", "channels": {}})
+    assert (saved.status, profile(account_api).email) == (200, "new@a.example")
+    changed = call("PUT", PREFERENCES, ADMIN, {"name": "Ops\u0008"})
+    assert (changed.status, changed.body["field"]) == (400, "name")
+
+
 def test_given_an_email_address_ses_cannot_send_to_then_a_400_naming_email_and_nothing_saved(account_api: Any) -> None:
     """Before, josé@example.com was saved (our pattern takes any local part) and every alert email to it went out
     as "=?utf-8?q?jos=C3=A9?=@example.com" to SES, which sends to 7-bit ASCII addresses only."""

@@ -403,8 +403,6 @@ def set_alert_contact(
     least one channel) -
     kinds not given keep their choice, so an unchecked kind would stay on the profile for good (D171). At most
     ``MAX_ALERT_KINDS`` kinds that are known or change per save."""
-    if name:
-        check_text("name", name)
     if phone:
         check_phone(phone)
     if email:
@@ -418,6 +416,8 @@ def set_alert_contact(
             raise InvalidContactError(f"alert {kind!r}: unknown channel(s) {sorted(unknown)}; use {ALERT_CHANNELS}")
 
     def changed(found: AccountProfile) -> AccountProfile:
+        if name and name != found.name:  # one stored before the check may be sent back (the form returns it as read)
+            check_text("name", name)
         chosen = dict(found.alert_preferences)
         counted = 0
         for kind, channels in (preferences or {}).items():
