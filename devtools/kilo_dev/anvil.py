@@ -5,7 +5,9 @@ project-local folder and run on 127.0.0.1 on a free port.
   binary of the pinned version is reused; a file lock keeps parallel pytest workers from installing twice). Nothing is
   installed globally; ``.node/`` is gitignored.
 - ``Anvil`` starts the node with a known mnemonic and chain id, waits until it answers ``eth_chainId`` and stops it by
-  PID (terminate, then kill). ``python -m kilo_dev.anvil`` runs one in the foreground (Ctrl-C stops it).
+  PID (terminate, then kill). It runs in a session of its own (a Ctrl-C reaches only its starter, which stops it), with
+  a watchdog (``processes.guard``) that stops it if the starter dies without doing so (a test run killed mid-way).
+  ``python -m kilo_dev.anvil`` runs one in the foreground (Ctrl-C stops it).
 
 anvil's ``safe``/``finalized`` tags trail the head by one and two epochs (``slots_in_an_epoch``, 32 by default): a
 smaller epoch lets tests reach finality by mining a few blocks.
@@ -147,6 +149,7 @@ class Anvil:
         self.timestamp = timestamp  # the genesis block's time (unix s; None: now); later blocks follow on from it
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
+        self._guard: subprocess.Popen[bytes] | None = None  # stops anvil if we die without stopping it
 
     @property
     def url(self) -> str:
@@ -191,9 +194,11 @@ class Anvil:
         )
         if output is not subprocess.DEVNULL:
             output.close()
+        self._guard = processes.guard(self.process)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                processes.stop(self._guard)
                 raise AnvilError(f"anvil (pid {self.process.pid}) exited with {self.process.returncode} on start")
             try:
                 if int(rpc(self.url, "eth_chainId", timeout=1), 16) == self.chain_id:
@@ -205,6 +210,7 @@ class Anvil:
 
     def stop(self) -> None:
         processes.stop(self.process)
+        processes.stop(self._guard)
 
     def __enter__(self) -> Anvil:
         return self.start()

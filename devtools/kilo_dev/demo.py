@@ -25,6 +25,7 @@ import enum
 import functools
 import http.client
 import json
+import os
 import re
 import shutil
 import signal
@@ -43,6 +44,7 @@ from rich.console import Console
 from rich.table import Table
 
 from kilo_billing_cli.console import make_console
+from kilo_dev import processes
 
 
 class HttpSink:
@@ -1200,6 +1202,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = make_console()
     console.record = True  # a failing run keeps what it printed (keep_evidence)
     signal.signal(signal.SIGTERM, _interrupt)
+    # ended with whoever started it (a test killed mid-way, a closed terminal): as on SIGTERM, it stops what it started
+    processes.exit_with_parent(lambda: os.kill(os.getpid(), signal.SIGTERM))
     evidence: dict[str, str] = {}
     try:
         code = run(args, console, evidence)
