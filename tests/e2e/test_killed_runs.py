@@ -5,6 +5,7 @@ their own processes end themselves when their starter is gone."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -145,3 +146,45 @@ def test_given_the_server_stopped_by_its_starter_then_its_guard_ends_by_itself()
     finally:
         processes.stop(server)
         processes.stop(guard)
+
+
+DEMO_STARTER = """
+import subprocess, sys, time
+
+demo = subprocess.Popen([sys.executable, "-m", "kilo_dev.demo", "--accounts", "1", "--intensity", "0.2",
+                         "--keep-running", "--dir", sys.argv[1]],
+                        stdout=open(sys.argv[2], "w"), stderr=subprocess.STDOUT, start_new_session=True)
+print(demo.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def test_given_the_process_that_started_a_kept_running_demo_killed_then_the_demo_stops_its_servers_and_ends(
+    tmp_path: Path,
+) -> None:
+    output = tmp_path / "demo.txt"
+    starter = subprocess.Popen(
+        [sys.executable, "-c", DEMO_STARTER, str(tmp_path), str(output)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "COLUMNS": "200", "PYTHONUNBUFFERED": "1"},
+    )
+    pids: list[int] = []
+    try:
+        assert starter.stdout is not None
+        pids = [int(starter.stdout.readline())]
+        deadline = time.monotonic() + 120
+        while not (found := re.search(r"moto server \(pid (\d+)\)", output.read_text() if output.exists() else "")):
+            assert time.monotonic() < deadline, f"the demo did not start its moto server:\n{output.read_text()}"
+            assert alive(pids[0]), output.read_text()
+            time.sleep(0.2)
+        pids.append(int(found.group(1)))
+        starter.kill()  # the demo's starter dies without stopping it (its own session: no signal reaches it)
+        starter.wait(timeout=10)
+        assert wait_gone(pids, 60) == [], output.read_text()
+    finally:
+        if starter.poll() is None:
+            starter.kill()
+            starter.wait(timeout=10)
+        kill_left(pids)
