@@ -136,7 +136,7 @@ class MotoServer:
     PID."""
 
     def __init__(self, log_path: Path | None = None, module: str = "kilo_dev.moto_server") -> None:
-        self.port = free_port()
+        self.port = 0  # known once started: the socket is bound here, then handed to the server (``start``)
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = log_path
         self.module = module  # "moto.server": moto's own, unbounded (for comparisons)
@@ -163,14 +163,29 @@ class MotoServer:
         if self.log_path is not None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             output = self.log_path.open("wb")
-        self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and moto
-            [sys.executable, "-m", self.module, "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        if output is not subprocess.DEVNULL:
-            output.close()  # the child has its own handle
+        # The listening socket is bound here (port 0: the kernel's choice) and handed to the server, which serves on
+        # it (werkzeug's own hand-over, as its reloader does): a port picked first and bound by the server a second
+        # later could be taken meanwhile (by any process's outgoing connection), and another helper's server found
+        # listening there would answer in its place.
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(128)
+        self.port = int(listener.getsockname()[1])
+        handed = {"WERKZEUG_RUN_MAIN": "true", "WERKZEUG_SERVER_FD": str(listener.fileno())}
+        try:
+            self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and moto
+                [sys.executable, "-m", self.module, "-H", "127.0.0.1", "-p", str(self.port)],
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                pass_fds=(listener.fileno(),),
+                env={**os.environ, **handed},
+            )
+        finally:
+            listener.close()  # the server has its own copy
+            if output is not subprocess.DEVNULL:
+                output.close()  # the child has its own handle
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -241,7 +256,7 @@ class Gateway(ThreadingHTTPServer):
     request_queue_size = 1024
 
     def __init__(self, routes: dict[tuple[str, str], Function], authorizers: dict[tuple[str, str], Any] | None = None):
-        super().__init__(("127.0.0.1", free_port()), _GatewayHandler)
+        super().__init__(("127.0.0.1", 0), _GatewayHandler)  # bound at once: the kernel's free port
         self.routes = routes
         self.authorizers = authorizers or {}
         self.requests = 0
