@@ -170,3 +170,16 @@ def test_given_no_invoice_in_time_then_the_waits_fail_naming_the_account_and_mon
         demo.wait_for_invoice(Clocked(), "acct-team-01", "2026-10", timeout=0.3)
     with pytest.raises(demo.WaitTimeoutError, match="no 2026-10 invoice for acct-a, acct-b after 0 s"):
         demo.wait_for_close(Clocked(), ["acct-a", "acct-b"], "2026-10", timeout=0.3)
+
+
+def test_given_a_watchers_failed_run_never_retried_in_time_then_running_the_watchers_fails_naming_it() -> None:
+    from kilo_dev.crypto_demo import WATCHERS, run_watchers  # noqa: PLC0415
+
+    local = stack()
+    local.autopoll = False
+    failing = Schedule(Function(WATCHERS[0], lambda e, _: 1 / 0), 60, "{}", local.clock, monotonic=RealTime())
+    local.schedules += [failing, Schedule(Function(WATCHERS[1], lambda e, _: None), 60, "{}", local.clock)]
+    local.clock.set(OCT_1)
+    with pytest.raises(TimeoutError, match=f"failed runs of {WATCHERS[0]} still waited for their retries"):
+        run_watchers(local, timeout=0.5)  # its retry is never due: the schedule's real time stands still
+    assert failing.attempts == 1
