@@ -807,6 +807,7 @@ class LocalStack:
 
     def stop(self) -> None:
         self._stop.set()
+        self.clock.on_set = None  # a clock set after the stop runs no schedule
         self._halt()
         # one deadline for every thread (all daemons): a thread busy in a handler, or queued behind one for the
         # invocation lock, must not hold a Ctrl-C for 10 s each
