@@ -5,7 +5,9 @@ project-local folder and run on 127.0.0.1 on a free port.
   binary of the pinned version is reused; a file lock keeps parallel pytest workers from installing twice). Nothing is
   installed globally; ``.node/`` is gitignored.
 - ``Anvil`` starts the node with a known mnemonic and chain id, waits until it answers ``eth_chainId`` and stops it by
-  PID (terminate, then kill). ``python -m kilo_dev.anvil`` runs one in the foreground (Ctrl-C stops it).
+  PID (terminate, then kill). It runs in a session of its own (a Ctrl-C reaches only its starter, which stops it), with
+  a watchdog (``processes.guard``) that stops it if the starter dies without doing so (a test run killed mid-way).
+  ``python -m kilo_dev.anvil`` runs one in the foreground (Ctrl-C stops it).
 
 anvil's ``safe``/``finalized`` tags trail the head by one and two epochs (``slots_in_an_epoch``, 32 by default): a
 smaller epoch lets tests reach finality by mining a few blocks.
@@ -22,11 +24,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import os
 import platform
+import re
 import shutil
 import signal
-import socket
 import subprocess
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -50,6 +54,9 @@ DEV_ACCOUNTS: Final = (
     "0x15d34AAf54267DB7D7c367839AAf71A00a2C6A65",
     "0x9965507D1a55bcC2695C58ba16FB37d819B0A4dc",
 )
+
+
+_LISTENING: Final = re.compile(rb"Listening on 127\.0\.0\.1:(\d+)")
 
 
 class AnvilError(RuntimeError):
@@ -106,12 +113,6 @@ def ensure_installed(node_dir: Path = NODE_DIR) -> Path:
     return binary_path(node_dir)
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def rpc(url: str, method: str, params: list[Any] | None = None, timeout: float = 10.0) -> Any:
     """One JSON-RPC call (for fixtures and tools: the product talks to chains through web3.py)."""
     body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params or []}).encode()
@@ -147,6 +148,8 @@ class Anvil:
         self.timestamp = timestamp  # the genesis block's time (unix s; None: now); later blocks follow on from it
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
+        self._guard: subprocess.Popen[bytes] | None = None  # stops anvil if we die without stopping it
+        self._temporary_log: Path | None = None  # anvil's output when no log_path is given (deleted by ``stop``)
 
     @property
     def url(self) -> str:
@@ -158,53 +161,66 @@ class Anvil:
 
     def start(self, timeout: float = 30.0) -> Anvil:
         binary = ensure_installed()
-        self.port = free_port()
-        output: Any = subprocess.DEVNULL
-        if self.log_path is not None:
+        # anvil binds port 0 (the kernel's choice) and says which port it got: a port picked first and bound by anvil
+        # later could be taken meanwhile, and another helper's anvil found there would answer in its place (same
+        # chain id). It says so only when not --silent, so its output goes to a file (a temporary one if no log).
+        if self.log_path is None:
+            handle, name = tempfile.mkstemp(prefix="anvil-", suffix=".log")
+            os.close(handle)
+            self._temporary_log = log = Path(name)
+        else:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            output = self.log_path.open("wb")
-        self.process = subprocess.Popen(  # noqa: S603 - the pinned anvil binary, fixed arguments
-            [
-                str(binary),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--chain-id",
-                str(self.chain_id),
-                "--mnemonic",
-                self.mnemonic,
-                "--accounts",
-                str(self.accounts),
-                "--slots-in-an-epoch",
-                str(self.slots_in_an_epoch),
-                "--hardfork",
-                self.hardfork,
-                "--prune-history",
-                str(self.kept_states),
-                "--silent",
-                *(["--timestamp", str(self.timestamp)] if self.timestamp is not None else []),
-            ],
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        if output is not subprocess.DEVNULL:
-            output.close()
+            log = self.log_path
+        self.port = 0
+        with log.open("wb") as output:
+            self.process = subprocess.Popen(  # noqa: S603 - the pinned anvil binary, fixed arguments
+                [
+                    str(binary),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    "0",
+                    "--chain-id",
+                    str(self.chain_id),
+                    "--mnemonic",
+                    self.mnemonic,
+                    "--accounts",
+                    str(self.accounts),
+                    "--slots-in-an-epoch",
+                    str(self.slots_in_an_epoch),
+                    "--hardfork",
+                    self.hardfork,
+                    "--prune-history",
+                    str(self.kept_states),
+                    *(["--timestamp", str(self.timestamp)] if self.timestamp is not None else []),
+                ],
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self._guard = processes.guard(self.process)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                self.stop()
                 raise AnvilError(f"anvil (pid {self.process.pid}) exited with {self.process.returncode} on start")
+            if not self.port and (found := _LISTENING.search(log.read_bytes())):
+                self.port = int(found.group(1))
             try:
-                if int(rpc(self.url, "eth_chainId", timeout=1), 16) == self.chain_id:
+                if self.port and int(rpc(self.url, "eth_chainId", timeout=1), 16) == self.chain_id:
                     return self
             except OSError:
-                time.sleep(0.05)
+                pass
+            time.sleep(0.05)
         self.stop()
-        raise AnvilError(f"anvil did not answer on {self.url} within {timeout:.0f}s")
+        raise AnvilError(f"anvil did not answer within {timeout:.0f}s (its output: {log})")
 
     def stop(self) -> None:
         processes.stop(self.process)
+        processes.stop(self._guard)
+        if self._temporary_log is not None:
+            self._temporary_log.unlink(missing_ok=True)
+            self._temporary_log = None
 
     def __enter__(self) -> Anvil:
         return self.start()

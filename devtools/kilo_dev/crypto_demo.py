@@ -104,7 +104,10 @@ def run_watchers(stack: Any, rounds: int = 1, timeout: float = 30.0) -> None:
             if not stack.autopoll:
                 stack.tick_schedules()
             time.sleep(0.1)
-        while any(s.pending for s in schedules) and time.monotonic() < deadline:
+        while waiting := [s.function.name for s in schedules if s.pending]:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"failed runs of {', '.join(waiting)} still waited for their retries after "
+                                   f"{timeout:.0f} s")  # fmt: skip
             if not stack.autopoll:
                 stack.tick_schedules()
             time.sleep(0.1)

@@ -25,6 +25,7 @@ import enum
 import functools
 import http.client
 import json
+import os
 import re
 import shutil
 import signal
@@ -43,6 +44,7 @@ from rich.console import Console
 from rich.table import Table
 
 from kilo_billing_cli.console import make_console
+from kilo_dev import processes
 
 
 class HttpSink:
@@ -118,7 +120,8 @@ class HttpSink:
     def advance(self, now_s: int) -> None:
         self._check()
         while self._actions and self._actions[0][0] <= now_s:
-            _, action = self._actions.pop(0)
+            when_s, action = self._actions.pop(0)
+            self._clock.set(when_s)  # the action runs at its own time (the schedules due by then have run)
             action()
         self._clock.set(now_s)
 
@@ -417,14 +420,22 @@ def closed_invoices(stack: Any, accounts: Sequence[Any], period: str) -> dict[st
     return {account: store.ledger(account).invoices.get(f"{account}/{period}") for account in ids}
 
 
+class WaitTimeoutError(RuntimeError):
+    """A wait of the demo ran out: the message names what it waited for (the run fails and keeps its evidence)."""
+
+
 def wait_for_close(stack: Any, accounts: Sequence[Any], period: str, timeout: float = 180.0) -> None:
     """Until every account's invoice for ``period`` is closed and Stripe's events about them have been applied (the
-    stand-in has delivered every webhook and the stack is idle again), or ``timeout``."""
+    stand-in has delivered every webhook and the stack is idle again); :class:`WaitTimeoutError` after ``timeout``."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while True:
         stack.check()
-        if all(invoice is not None for invoice in closed_invoices(stack, accounts, period).values()):
+        missing = [account for account, invoice in closed_invoices(stack, accounts, period).items() if invoice is None]
+        if not missing:
             break
+        if time.monotonic() > deadline:
+            waited = f"{timeout:.0f} s of waiting for the hourly close"
+            raise WaitTimeoutError(f"no {period} invoice for {', '.join(missing)} after {waited}")
         time.sleep(0.5)
     for _ in range(3):  # the close may emit events while the stack drains: deliveries, then idle, until stable
         if stack.stripe is not None:
@@ -433,10 +444,14 @@ def wait_for_close(stack: Any, accounts: Sequence[Any], period: str, timeout: fl
 
 
 def wait_for_invoice(stack: Any, account_id: str, period: str, timeout: float = 120.0) -> None:
-    """Until the account's invoice for ``period`` is stored (or ``timeout``: the comparison then shows it missing)."""
+    """Until the account's invoice for ``period`` is stored; :class:`WaitTimeoutError` after ``timeout``."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and closed_invoices(stack, [account_id], period)[account_id] is None:
+    while closed_invoices(stack, [account_id], period)[account_id] is None:
         stack.check()
+        if time.monotonic() > deadline:
+            clock = stamp(int(stack.clock.now()))
+            raise WaitTimeoutError(f"no {period} invoice for {account_id} after {timeout:.0f} s of waiting for the "
+                                   f"hourly close (the stack's clock at {clock})")  # fmt: skip
         time.sleep(0.2)
 
 
@@ -714,12 +729,14 @@ def set_up_alerts(stack: Any, accounts: Sequence[Any]) -> dict[str, str]:
 
 
 def wait_for_enforcement(livekit: Any, stack: Any, removals: int, timeout: float = 90.0) -> None:
-    """Until LiveKit's RoomService stand-in has seen ``removals`` RemoveParticipant calls (or ``timeout``)."""
+    """Until LiveKit's RoomService stand-in has seen ``removals`` RemoveParticipant calls; :class:`WaitTimeoutError`
+    after ``timeout``."""
     deadline = time.monotonic() + timeout
-    while sum(1 for method, _ in livekit.calls if method == "RemoveParticipant") < removals:
+    while (seen := sum(1 for method, _ in livekit.calls if method == "RemoveParticipant")) < removals:
         stack.check()
         if time.monotonic() > deadline:
-            return  # the comparison shows what is missing
+            raise WaitTimeoutError(f"RoomService saw {seen} of the {removals} RemoveParticipant calls of the hard "
+                                   f"limit's enforcement after {timeout:.0f} s (calls: {livekit.calls})")  # fmt: skip
         time.sleep(0.2)
 
 
@@ -1025,8 +1042,11 @@ def run(args: argparse.Namespace, console: Console, evidence: dict[str, str] | N
     livekit.start()
     settings.parameters = {"LiveKitUrl": livekit.url, "LogLevel": "ERROR", "EnforcementGraceSeconds": "2"}
     accounts, everyone, billing, paying_crypto = plan_accounts(args.accounts)
+    # while the simulation fast-forwards, the schedules fire on the simulated clock's grid (once a day, at the hour the
+    # closed month's grace ends, so the close runs then): how many runs, and when, depends on the seed alone
     stack = LocalStack(settings, log=lambda message: console.print(f"[dim]· {message}[/dim]"),
-                       log_path=args.dir / "local-stack.log", crypto=bool(paying_crypto))  # fmt: skip
+                       log_path=args.dir / "local-stack.log", crypto=bool(paying_crypto),
+                       schedule_grid=(86_400, grace_s % 86_400))  # fmt: skip
     travel = travel_to(console, now, real_now)
     seen = RunState(everyone, billing, f"{closed:%Y-%m}", now)
     try:
@@ -1068,7 +1088,7 @@ def run(args: argparse.Namespace, console: Console, evidence: dict[str, str] | N
         sink.advance(now)
         console.print(f"Sent {sink.webhooks:,} signed webhooks and {sink.usage_reports:,} usage reports "
                       f"in {time.monotonic() - began:.0f} s; waiting for rating to catch up…")  # fmt: skip
-        stack.wait_idle(timeout=600)
+        caught_up(stack)
         matches = report(console, stack, everyone, truth, histories, now)
         invoiced = invoice_report(console, stack, everyone, truth, histories, billing, f"{closed:%Y-%m}", late)
         alerted = alerts_report(console, stack, livekit, truth, everyone, histories, recipients, scene,
@@ -1084,6 +1104,13 @@ def run(args: argparse.Namespace, console: Console, evidence: dict[str, str] | N
         return 0 if seen.passed else 1
     finally:
         wind_down(stack, livekit, travel, seen, evidence)
+
+
+def caught_up(stack: Any) -> None:
+    """Once the simulation has reached 'now': until rating has caught up (the stack is idle), then the schedules go
+    back to their own thread (each re-armed from now: the crypto payments and ``--keep-running`` move the clock on)."""
+    stack.wait_idle(timeout=600)
+    stack.schedule_on_grid(None)
 
 
 def wind_down(stack: Any, livekit: Any, travel: Any, seen: RunState, evidence: dict[str, str] | None) -> None:
@@ -1206,7 +1233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         console.print("[yellow]Interrupted; every process the demo started has been stopped.[/yellow]")
         code = 130
-    except StackError as exc:
+    except (StackError, WaitTimeoutError) as exc:  # a component died; a wait ran out (it names what it waited for)
         console.print(f"[bold red]The demo stopped: {exc}.[/bold red] Every process it started has been stopped.")
         code = 1
     except Exception:
@@ -1224,4 +1251,6 @@ def _say_kept(console: Console, folder: Path) -> None:
 
 
 if __name__ == "__main__":
+    # ended with whoever started it (a test killed mid-way, a closed terminal): as on SIGTERM, it stops what it started
+    processes.exit_with_parent(lambda: os.kill(os.getpid(), signal.SIGTERM))
     sys.exit(main())

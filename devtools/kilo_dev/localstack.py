@@ -68,16 +68,24 @@ class LambdaContext:
 
 
 class Clock:
-    """Real time, or a simulated time the demo sets (schedules fire on it)."""
+    """Real time, or a simulated time the demo sets (schedules fire on it). ``on_set`` (if any) is called after every
+    :meth:`set`, in the caller's thread: the stack's schedules then fire right there, on the simulated time alone."""
 
     def __init__(self) -> None:
         self._simulated: float | None = None
         self._lock = threading.Lock()
+        self.on_set: Callable[[], None] | None = None
+
+    @property
+    def simulated(self) -> bool:
+        return self._simulated is not None
 
     def set(self, epoch_seconds: float) -> None:
         with self._lock:
             if self._simulated is None or epoch_seconds > self._simulated:
                 self._simulated = epoch_seconds
+        if self.on_set is not None:
+            self.on_set()
 
     def now(self) -> float:
         with self._lock:
@@ -128,7 +136,7 @@ class MotoServer:
     PID."""
 
     def __init__(self, log_path: Path | None = None, module: str = "kilo_dev.moto_server") -> None:
-        self.port = free_port()
+        self.port = 0  # known once started: the socket is bound here, then handed to the server (``start``)
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = log_path
         self.module = module  # "moto.server": moto's own, unbounded (for comparisons)
@@ -155,14 +163,29 @@ class MotoServer:
         if self.log_path is not None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             output = self.log_path.open("wb")
-        self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and moto
-            [sys.executable, "-m", self.module, "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        if output is not subprocess.DEVNULL:
-            output.close()  # the child has its own handle
+        # The listening socket is bound here (port 0: the kernel's choice) and handed to the server, which serves on
+        # it (werkzeug's own hand-over, as its reloader does): a port picked first and bound by the server a second
+        # later could be taken meanwhile (by any process's outgoing connection), and another helper's server found
+        # listening there would answer in its place.
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(128)
+        self.port = int(listener.getsockname()[1])
+        handed = {"WERKZEUG_RUN_MAIN": "true", "WERKZEUG_SERVER_FD": str(listener.fileno())}
+        try:
+            self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and moto
+                [sys.executable, "-m", self.module, "-H", "127.0.0.1", "-p", str(self.port)],
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                pass_fds=(listener.fileno(),),
+                env={**os.environ, **handed},
+            )
+        finally:
+            listener.close()  # the server has its own copy
+            if output is not subprocess.DEVNULL:
+                output.close()  # the child has its own handle
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -233,7 +256,7 @@ class Gateway(ThreadingHTTPServer):
     request_queue_size = 1024
 
     def __init__(self, routes: dict[tuple[str, str], Function], authorizers: dict[tuple[str, str], Any] | None = None):
-        super().__init__(("127.0.0.1", free_port()), _GatewayHandler)
+        super().__init__(("127.0.0.1", 0), _GatewayHandler)  # bound at once: the kernel's free port
         self.routes = routes
         self.authorizers = authorizers or {}
         self.requests = 0
@@ -519,8 +542,15 @@ class _ScheduledRun:
 
 @dataclass
 class Schedule:
-    """A ``rate(...)`` schedule on the stack's clock. When the clock runs much faster than real time, runs are
-    coalesced (at most one per ``min_real_seconds``), as EventBridge never backfills missed runs.
+    """A ``rate(...)`` schedule on the stack's clock. Missed runs are never backfilled (as EventBridge): a tick after a
+    jump of the clock makes one run.
+
+    How runs are coalesced when the clock runs much faster than real time:
+    - ``grid=None`` (ticked by the stack's schedule thread): at most one run per ``min_real_seconds`` of real time, so
+      how many runs a simulation gets depends on the machine's speed;
+    - ``grid=(stride, offset)`` (ticked when the simulated clock is set, ``LocalStack.schedule_on_grid``): a run at
+      the first tick at or after each instant ``offset + k * max(stride, every)``: the runs are a function of the
+      simulated times the clock is set to, and nothing else (D-dev4-2).
 
     The scheduler invokes the function asynchronously: a run whose function fails is retried as the function's
     ``EventInvokeConfig`` says (``AsyncInvoke``; the age on the stack's clock), with exponential backoff in real time,
@@ -544,18 +574,33 @@ class Schedule:
     dead_lettered: int = 0
     dropped: int = 0
     pending: list[_ScheduledRun] = field(default_factory=list)  # runs waiting for a retry
+    attempts: int = 0  # invocations made (first tries and retries): the stack is idle only when this stands still
+    grid: tuple[int, int] | None = None  # (stride, offset): fire on the simulated clock's grid (see above)
     _last_real: float | None = None
 
+    def _next(self, now: float) -> float:
+        """When the run after one at ``now`` is due."""
+        if self.grid is None:
+            return now + self.every_seconds
+        stride, offset = max(self.grid[0], self.every_seconds), self.grid[1]
+        return now - (now - offset) % stride + stride
+
+    def arm(self) -> None:
+        """The next run is due ``every_seconds`` (or the next grid instant) from the clock's time now."""
+        self.next_fire = self._next(self.clock.now())
+
     def tick(self) -> None:
-        self._retry_due()
+        self.retry_due()
         now = self.clock.now()
         if self.next_fire == 0.0 or now < self.next_fire - self.every_seconds:  # first tick, or the clock was set back
-            self.next_fire = now + self.every_seconds
+            self.arm()
             return
         real = self.monotonic()
-        if now < self.next_fire or (self._last_real is not None and real - self._last_real < self.min_real_seconds):
+        if now < self.next_fire:
             return
-        self.next_fire = now + self.every_seconds
+        if self.grid is None and self._last_real is not None and real - self._last_real < self.min_real_seconds:
+            return
+        self.next_fire = self._next(now)
         self._last_real = real
         stamp = datetime.fromtimestamp(now, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         event = json.loads(self.payload.replace("<aws.scheduler.scheduled-time>", stamp) or "{}")
@@ -563,6 +608,7 @@ class Schedule:
         self._attempt(_ScheduledRun(event, now, f"{self.function.name}-{self.fired}"))
 
     def _attempt(self, run: _ScheduledRun) -> None:
+        self.attempts += 1
         try:
             self.function.invoke(run.event)
         except Exception as exc:  # the traceback is in the stack's log (Function.invoke)
@@ -576,7 +622,7 @@ class Schedule:
             run.due = self.monotonic() + min(0.1 * 2 ** (run.attempts - 1), 5.0)
             self.pending.append(run)
 
-    def _retry_due(self) -> None:
+    def retry_due(self) -> None:
         real = self.monotonic()
         due = [run for run in self.pending if run.due <= real]
         self.pending = [run for run in self.pending if run.due > real]
@@ -653,6 +699,7 @@ class LocalStack:
         autopoll: bool = True,
         watch_interval: float = 0.25,
         crypto: bool = False,
+        schedule_grid: tuple[int, int] | None = None,
     ):
         self.settings = settings
         self.log_path = log_path or Path(template_path).parent / ".demo" / "local-stack.log"
@@ -662,6 +709,7 @@ class LocalStack:
         self.log = log
         self.autopoll = autopoll
         self.watch_interval = watch_interval
+        self.schedule_grid = schedule_grid  # the schedules' grid on a simulated clock (``schedule_on_grid``)
         self.crypto = crypto  # start anvil, the Solana and exchange stand-ins, and point the crypto function at them
         self.chains: Any = None  # kilo_dev.crypto_local.LocalChains when ``crypto``
         self.clock = Clock()
@@ -743,6 +791,8 @@ class LocalStack:
         self._spawn(self.gateway.serve_forever, "gateway")
         if self.stripe is not None:  # the stand-in's events go to our Stripe webhook route, signed with its secret
             self.stripe.webhook_url = f"{self.gateway.url}/webhooks/stripe"
+        if self.schedule_grid is not None:
+            self.schedule_on_grid(self.schedule_grid)
         if self.autopoll:
             self._spawn(self._guarded(self._poll_loop, "the event-source poller"), "event-sources")
             self._spawn(self._guarded(self._schedule_loop, "the schedule runner"), "schedules")
@@ -757,6 +807,7 @@ class LocalStack:
 
     def stop(self) -> None:
         self._stop.set()
+        self.clock.on_set = None  # a clock set after the stop runs no schedule
         self._halt()
         # one deadline for every thread (all daemons): a thread busy in a handler, or queued behind one for the
         # invocation lock, must not hold a Ctrl-C for 10 s each
@@ -1040,9 +1091,23 @@ class LocalStack:
         return moved
 
     def tick_schedules(self) -> None:
+        """One tick of every schedule (a run if one is due), never while the event sources are polled: a poll that
+        finds nothing new then means that no scheduled run is under way either."""
         self.check()
-        for schedule in self.schedules:
-            schedule.tick()
+        with self._busy:
+            for schedule in self.schedules:
+                schedule.tick()
+
+    def schedule_on_grid(self, grid: tuple[int, int] | None) -> None:
+        """``grid=(stride, offset)``: from now on, while the clock is simulated, schedules fire when the clock is set
+        (in the thread that sets it), at the first time set at or after each grid instant (``Schedule``): how many
+        runs a simulation gets, and at which simulated times, no longer depends on real time. ``None``: back to the
+        schedule thread (each schedule re-armed from the clock's time now)."""
+        with self._busy:
+            for schedule in self.schedules:
+                schedule.grid = grid
+                schedule.arm()
+        self.clock.on_set = self.tick_schedules if grid is not None else None
 
     def _poll_loop(self) -> None:
         while not self._stop.is_set():
@@ -1051,17 +1116,31 @@ class LocalStack:
 
     def _schedule_loop(self) -> None:
         while not self._stop.is_set():
-            self.tick_schedules()
+            if self.clock.on_set is None or not self.clock.simulated:
+                self.tick_schedules()
+            else:  # on the grid: runs fire when the clock is set; only the retries of failed runs are due here
+                self.check()
+                with self._busy:
+                    for schedule in self.schedules:
+                        schedule.retry_due()
             self._stop.wait(0.2)
 
+    def _schedule_activity(self) -> tuple[int, bool]:
+        """(invocations the schedules have made, whether a failed run waits for its retry)."""
+        return sum(s.attempts for s in self.schedules), any(s.pending for s in self.schedules)
+
     def wait_idle(self, timeout: float = 300.0, quiet_polls: int = 3) -> None:
-        """Until the event sources found nothing new several times in a row (everything sent has been handled).
-        Raises :class:`StackError` at once if a component dies meanwhile, ``TimeoutError`` after ``timeout``."""
+        """Until the event sources found nothing new several times in a row and no scheduled run was made or is
+        waiting for a retry meanwhile (everything sent has been handled; a scheduled run under way holds the poll
+        until it has ended). Raises :class:`StackError` at once if a component dies meanwhile, ``TimeoutError``
+        naming what was still busy after ``timeout``."""
         deadline = time.monotonic() + timeout
         quiet = 0
+        busy = "nothing polled yet"
+        runs, _ = self._schedule_activity()
         while quiet < quiet_polls:
             if time.monotonic() > deadline:
-                raise TimeoutError("the local stack did not catch up in time")
+                raise TimeoutError(f"the local stack was not idle after {timeout:.0f} s: {busy}")
             try:
                 moved = self.poll_once(flush=True)
             except StackError:
@@ -1071,7 +1150,13 @@ class LocalStack:
                 self._failed.wait(timeout=30)  # another thread may be stopping the stack for the same reason
                 self.check()
                 raise
-            quiet = quiet + 1 if moved == 0 else 0
+            ran, retrying = self._schedule_activity()
+            scheduled, runs = ran != runs or retrying, ran
+            if moved:
+                busy = f"its event sources still handed on {moved} records in the last poll"
+            elif scheduled:
+                busy = "scheduled runs were still being made" + (" (a failed run waits for its retry)" * retrying)
+            quiet = 0 if moved or scheduled else quiet + 1
             if moved == 0:
                 time.sleep(0.2)
 

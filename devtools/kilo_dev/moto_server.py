@@ -23,7 +23,6 @@ It also ends itself when the process that started it is gone (killed before it c
 from __future__ import annotations
 
 import copy
-import os
 import sys
 import threading
 import time
@@ -31,6 +30,8 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
+
+from kilo_dev.processes import exit_with_parent
 
 ITERATOR_LIFETIME_S = 15 * 60  # DynamoDB Streams: a shard iterator expires 15 minutes after it is issued
 MAX_ITERATORS = 1_000
@@ -193,19 +194,6 @@ def bound_moto() -> None:
     _track_weakly()
     _transactions_in_place()
     _expiring_iterators()
-
-
-def exit_with_parent(interval: float = 0.5) -> None:
-    """End this server when the process that started it is gone (even killed with SIGKILL, when it could not stop
-    us): its parent then changes."""
-    parent = os.getppid()
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(interval)
-        os._exit(0)
-
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def main(argv: list[str] | None = None) -> None:

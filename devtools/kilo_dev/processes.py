@@ -1,11 +1,23 @@
 """Child processes the local stack, its stand-ins and the tests start: stopped by whoever started them, by PID; and
-the in-process HTTP servers of the stand-ins (127.0.0.1, a free port, stopped by whoever started them)."""
+the in-process HTTP servers of the stand-ins (127.0.0.1, a free port, stopped by whoever started them).
+
+A server process must also end when whoever started it dies without stopping it (a test run killed by SIGTERM to its
+process group or by SIGKILL: no fixture teardown, no ``finally``). Servers run in a session of their own (so a Ctrl-C
+reaches only their starter, which stops them in order), so a signal to the run's process group never reaches them:
+- our own Python servers watch their parent (``exit_with_parent``, ``serve_until_signalled``);
+- a foreign binary (anvil) gets a watchdog (``guard``): ``python -m kilo_dev.processes`` in a session of its own,
+  which stops the server by PID once the starter is gone, and ends by itself when the server does (D-dev4-1).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
@@ -24,8 +36,24 @@ def stop(process: subprocess.Popen[Any] | None, timeout: float = 10.0) -> None:
         process.wait(timeout=timeout)
 
 
+def exit_with_parent(on_exit: Callable[[], None] | None = None, interval: float = 0.5) -> None:
+    """Watch (from a daemon thread) the process that started this one; once it is gone (even killed with SIGKILL, when
+    it could not stop us: our parent then changes), call ``on_exit``, or end this process at once without it."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        if on_exit is None:
+            os._exit(0)
+        on_exit()
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def serve_until_signalled(shutdown: Callable[[], None]) -> None:
-    """For a stand-in run as its own process: block until SIGTERM or SIGINT, then ``shutdown``."""
+    """For a stand-in run as its own process: block until SIGTERM or SIGINT or until the process that started it is
+    gone, then ``shutdown``."""
     stopped = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -33,8 +61,72 @@ def serve_until_signalled(shutdown: Callable[[], None]) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    exit_with_parent(stopped.set)
     stopped.wait()
     shutdown()
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time (Linux: /proc/<pid>/stat's 22nd field), to tell it from a later process given the
+    same PID; ``None`` where there is no /proc or the process is gone."""
+    try:
+        stat = open(f"/proc/{pid}/stat", encoding="ascii").read()  # noqa: SIM115 - read once
+    except OSError:
+        return None
+    return stat.rpartition(")")[2].split()[19]
+
+
+def _running(pid: int, started: str | None) -> bool:
+    """``pid`` is still the process we guard (not ended, not a zombie, not a new process with a reused PID)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # a reused PID of another user's process
+        return False
+    now = _start_time(pid)
+    if started is not None and now != started:
+        return False
+    try:
+        status = open(f"/proc/{pid}/stat", encoding="ascii").read()  # noqa: SIM115 - read once
+    except OSError:
+        return started is None  # no /proc: os.kill's answer is all we have
+    return status.rpartition(")")[2].split()[0] != "Z"
+
+
+def guard(process: subprocess.Popen[Any]) -> subprocess.Popen[bytes]:
+    """A watchdog for ``process`` (a server we started that cannot watch us itself): it stops the server (SIGTERM,
+    then SIGKILL) once this process is gone, and ends by itself when the server ends. Stop it with :func:`stop`
+    after the server."""
+    started = _start_time(process.pid) or "-"
+    return subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "kilo_dev.processes", str(os.getpid()), str(process.pid), started],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # not reached by a signal to the starter's process group: it must outlive the starter
+    )
+
+
+def _signal(pid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
+        os.kill(pid, signum)
+
+
+def watchdog(starter: int, pid: int, started: str | None, interval: float = 0.2, grace: float = 5.0) -> int:
+    """The guard's loop (``python -m kilo_dev.processes STARTER PID START``): returns when the server has ended."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    while _running(pid, started):
+        if os.getppid() != starter:  # the starter is gone (we were re-parented): stop the server it left behind
+            _signal(pid, signal.SIGTERM)
+            deadline = time.monotonic() + grace
+            while _running(pid, started) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if _running(pid, started):
+                _signal(pid, signal.SIGKILL)
+            return 0
+        time.sleep(interval)
+    return 0
 
 
 class LoopbackServer:
@@ -56,3 +148,7 @@ class LoopbackServer:
         self.server.shutdown()
         self.server.server_close()
         self._thread.join(timeout=5)
+
+
+if __name__ == "__main__":
+    sys.exit(watchdog(int(sys.argv[1]), int(sys.argv[2]), None if sys.argv[3] == "-" else sys.argv[3]))

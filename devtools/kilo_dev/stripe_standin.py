@@ -61,9 +61,14 @@ class StripeStandin:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def wait_for_deliveries(self) -> None:
-        """Block until every event emitted so far was sent (or found unreachable)."""
-        self._outbox.join()
+    def wait_for_deliveries(self, timeout: float = 60.0) -> None:
+        """Block until every event emitted so far was sent (or found unreachable); ``TimeoutError`` naming how many
+        are left after ``timeout`` (a stopped stand-in sends nothing more: it would wait for good)."""
+        outbox = self._outbox
+        with outbox.all_tasks_done:
+            if not outbox.all_tasks_done.wait_for(lambda: outbox.unfinished_tasks == 0, timeout):
+                raise TimeoutError(f"the Stripe stand-in still had {outbox.unfinished_tasks} webhooks to deliver to "
+                                   f"{self.webhook_url} after {timeout:.0f} s")  # fmt: skip
 
     def _send_events(self) -> None:
         while True:

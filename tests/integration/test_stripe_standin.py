@@ -136,3 +136,33 @@ def test_given_the_standin_as_a_process_then_it_serves_and_stops_by_pid() -> Non
     finally:
         os.kill(process.pid, signal.SIGTERM)
         assert process.wait(timeout=10) == 0
+
+
+def test_given_webhooks_not_delivered_in_time_then_waiting_for_them_fails_naming_how_many_are_left() -> None:
+    """A receiver that does not answer (here: one that holds every request): the wait ends, naming what is left."""
+    release = threading.Event()
+
+    class Holding(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            release.wait(10)
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return None
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Holding)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with StripeStandin(f"http://127.0.0.1:{server.server_address[1]}/webhooks/stripe", SECRET) as standin:
+            gateway = _gateway(standin)
+            gateway.issue_invoice(_invoice(gateway.ensure_customer(Customer("acct-4")), "inv-4"))
+            with pytest.raises(TimeoutError, match=r"still had \d+ webhooks to deliver to http://127\.0\.0\.1:"):
+                standin.wait_for_deliveries(timeout=0.5)
+            release.set()
+            standin.wait_for_deliveries(timeout=30)
+            assert [status for _, status in standin.delivered] == [200] * len(standin.delivered)
+    finally:
+        release.set()
+        server.shutdown()
+        server.server_close()

@@ -1,0 +1,190 @@
+"""A test run killed mid-way (SIGTERM or SIGKILL to its process group: no fixture teardown runs) leaves no server
+behind: anvil is stopped by its watchdog (``kilo_dev.processes.guard``), the moto server and the stand-ins run as
+their own processes end themselves when their starter is gone."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from kilo_dev import processes
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
+
+# A test that starts the session's anvil (tests.evm_chain's fixture), a moto server and the Stripe stand-in as a
+# process (as the tests do: in the run's process group), writes their PIDs and then hangs until it is killed.
+HANGING_TEST = """
+import os, subprocess, sys, time
+from pathlib import Path
+
+import pytest
+
+from kilo_dev.localstack import MotoServer
+
+
+@pytest.fixture
+def moto(tmp_path):
+    server = MotoServer(tmp_path / "moto.log")
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_hangs(anvil_session, moto):
+    standin = subprocess.Popen([sys.executable, "-m", "kilo_dev.stripe_standin"], stdout=subprocess.PIPE, text=True)
+    standin.stdout.readline()  # it serves
+    pids = [anvil_session.node.pid, moto.pid, standin.pid]
+    Path(os.environ["KILLED_RUN_PIDS"]).write_text(" ".join(map(str, pids)))
+    time.sleep(300)
+"""
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie waiting for whoever adopted it to reap it has ended)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    status = Path(f"/proc/{pid}/status")
+    return not (status.exists() and "\nState:\tZ" in status.read_text())
+
+
+def wait_gone(pids: list[int], seconds: float = 15.0) -> list[int]:
+    """The PIDs still running after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while (left := [pid for pid in pids if alive(pid)]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return left
+
+
+def kill_left(pids: list[int]) -> None:
+    for pid in pids:
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_given_a_test_run_killed_mid_way_then_no_server_it_started_survives(tmp_path: Path, signum: int) -> None:
+    (tmp_path / "test_hanging.py").write_text(HANGING_TEST)
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")  # not the project's options: this one test file alone
+    pid_file = tmp_path / "pids.txt"
+    run = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "tests.evm_chain", "-p", "no:cacheprovider", "-q", "-c",
+         str(tmp_path / "pytest.ini"), "--rootdir", str(tmp_path), str(tmp_path / "test_hanging.py")],
+        cwd=ROOT,
+        env={**os.environ, "KILLED_RUN_PIDS": str(pid_file), "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group, as `./dev test` has in a terminal
+    )  # fmt: skip
+    pids: list[int] = []
+    try:
+        deadline = time.monotonic() + 180
+        while not pid_file.exists() or not pid_file.read_text():
+            assert run.poll() is None, run.communicate()[0].decode()
+            assert time.monotonic() < deadline, "the hanging test did not start its servers in 180 s"
+            time.sleep(0.2)
+        time.sleep(0.1)  # the file is written in one call; read it whole
+        pids = [int(pid) for pid in pid_file.read_text().split()]
+        assert len(pids) == 3
+        assert [pid for pid in pids if alive(pid)] == pids
+        os.killpg(run.pid, signum)  # as a helper stopping its run by process group, or a terminal's kill
+        run.wait(timeout=30)
+        assert wait_gone(pids) == [], f"servers left running after the run was killed by {signal.Signals(signum).name}"
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait(timeout=30)
+        kill_left(pids)
+
+
+GUARDED_SERVER = """
+import subprocess, sys, time
+from kilo_dev import processes
+
+server = subprocess.Popen(["sleep", "300"], start_new_session=True)
+guard = processes.guard(server)
+print(server.pid, guard.pid, flush=True)
+time.sleep(300)
+"""
+
+
+def test_given_the_starter_killed_then_the_guard_stops_the_server_and_ends() -> None:
+    starter = subprocess.Popen([sys.executable, "-c", GUARDED_SERVER], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    pids: list[int] = []
+    try:
+        assert starter.stdout is not None
+        pids = [int(pid) for pid in starter.stdout.readline().split()]
+        server, guard = pids
+        time.sleep(0.5)
+        assert alive(server)
+        assert alive(guard)  # the guard waits while the starter lives
+        starter.kill()
+        starter.wait(timeout=10)
+        assert wait_gone([server, guard]) == []
+    finally:
+        if starter.poll() is None:
+            starter.kill()
+            starter.wait(timeout=10)
+        kill_left(pids)
+
+
+def test_given_the_server_stopped_by_its_starter_then_its_guard_ends_by_itself() -> None:
+    server = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    guard = processes.guard(server)
+    try:
+        processes.stop(server)
+        assert guard.wait(timeout=10) == 0  # it saw the server end: nothing left to watch
+    finally:
+        processes.stop(server)
+        processes.stop(guard)
+
+
+DEMO_STARTER = """
+import subprocess, sys, time
+
+demo = subprocess.Popen([sys.executable, "-m", "kilo_dev.demo", "--accounts", "1", "--intensity", "0.2",
+                         "--keep-running", "--dir", sys.argv[1]],
+                        stdout=open(sys.argv[2], "w"), stderr=subprocess.STDOUT, start_new_session=True)
+print(demo.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def test_given_the_process_that_started_a_kept_running_demo_killed_then_the_demo_stops_its_servers_and_ends(
+    tmp_path: Path,
+) -> None:
+    output = tmp_path / "demo.txt"
+    starter = subprocess.Popen(
+        [sys.executable, "-c", DEMO_STARTER, str(tmp_path), str(output)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "COLUMNS": "200", "PYTHONUNBUFFERED": "1"},
+    )
+    pids: list[int] = []
+    try:
+        assert starter.stdout is not None
+        pids = [int(starter.stdout.readline())]
+        deadline = time.monotonic() + 120
+        while not (found := re.search(r"moto server \(pid (\d+)\)", output.read_text() if output.exists() else "")):
+            assert time.monotonic() < deadline, f"the demo did not start its moto server:\n{output.read_text()}"
+            assert alive(pids[0]), output.read_text()
+            time.sleep(0.2)
+        pids.append(int(found.group(1)))
+        starter.kill()  # the demo's starter dies without stopping it (its own session: no signal reaches it)
+        starter.wait(timeout=10)
+        assert wait_gone(pids, 60) == [], output.read_text()
+    finally:
+        if starter.poll() is None:
+            starter.kill()
+            starter.wait(timeout=10)
+        kill_left(pids)
