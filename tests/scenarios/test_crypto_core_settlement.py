@@ -1206,3 +1206,146 @@ def test_given_a_transaction_re_mined_with_its_indexes_shifted_up_then_each_cred
         Decimal("100.00"),
         ("ethereum:0xup:1",),
     )
+
+
+def _claimed(h: Harness, tx: str) -> tuple[ObservedTransfer, ObservedTransfer]:
+    """One transaction from a wallet nobody linked paying two bills of acct-1: 100 USDC at log index 0 claimed for
+    inv-1 ($100.00), 40 USDC at 1 claimed for inv-2 ($40.00, its quote asks 40 USDC) - both by the fast path."""
+    h.store.create_bill(bill("inv-2", total="40.00"))
+    h.store.add_quote(quote("q2-usdc", "USDC", 40_000_000, "1", invoice_id="inv-2", amount_usd="40.00"))
+    first = transfer(tx, "USDC", USDC_QUOTE, T0 + timedelta(minutes=4), sender=STRANGER_WALLET, index=0)
+    second = replace(first, index=1, atomic_amount=40_000_000)
+    for credit, invoice_id in ((first, "inv-1"), (second, "inv-2")):
+        h.settlement.check_claim(credit, invoice_id)
+        h.settlement.record(credit, claimed_for=invoice_id)
+    return first, second
+
+
+def _counted(h: Harness, invoice_id: str) -> dict[str, tuple[PaymentStatus, Decimal]]:
+    """The bill's lines that count (seen or finalized): payment id -> (status, USD)."""
+    found = h.store.bill(invoice_id)
+    assert found is not None
+    return {
+        line.payment_id: (line.status, line.usd)
+        for line in found.payments
+        if line.status in (PaymentStatus.SEEN, PaymentStatus.FINALIZED)
+    }
+
+
+def test_given_a_transaction_paying_two_bills_re_mined_with_its_indexes_shifted_up_then_both_keep_their_bills(
+    h: Harness,
+) -> None:
+    """The transaction of ``_claimed`` is reorged away and re-mined in block 101 after another transaction's log: 100
+    USDC at index 1, 40 USDC at 2, reported in index order while both are still SEEN in the dropped block. Index 1
+    holds the 100 USDC now: it takes inv-1's claim (D155), and the 40 USDC's record at index 1 is kept under its own
+    id (archived, D168), so at index 2 the 40 USDC keeps inv-2's claim - before, it was matched afresh, left
+    unattributed (nobody linked the wallet), and inv-2 never paid. Each bill counts its credit once: $100.00 and
+    $40.00, both PAID when their block is final."""
+    first, second = _claimed(h, "0xtwo")
+    h.clock.now = T0 + timedelta(minutes=7)
+    moved = {"block_number": 101, "block_hash": "0xblock-b"}
+
+    h.settlement.record_seen(replace(first, index=1, **moved))  # type: ignore[arg-type]
+    h.settlement.record_seen(replace(second, index=2, **moved))  # type: ignore[arg-type]
+
+    at_1, at_2 = h.store.payment("ethereum:0xtwo:1"), h.store.payment("ethereum:0xtwo:2")
+    assert at_1 is not None
+    assert at_2 is not None
+    assert (at_1.transfer.atomic_amount, at_1.invoice_id, at_1.matched_by, at_1.usd) == (
+        USDC_QUOTE,
+        "inv-1",
+        "fast_path",
+        Decimal("100.00"),
+    )
+    assert (at_2.transfer.atomic_amount, at_2.invoice_id, at_2.matched_by, at_2.usd) == (
+        40_000_000,
+        "inv-2",
+        "fast_path",
+        Decimal("40.00"),
+    )
+    assert h.store.unattributed() == []
+    assert _counted(h, "inv-1") == {"ethereum:0xtwo:1": (PaymentStatus.SEEN, Decimal("100.00"))}
+    assert _counted(h, "inv-2") == {"ethereum:0xtwo:2": (PaymentStatus.SEEN, Decimal("40.00"))}
+    assert sorted(p.payment_id for p in h.settlement.pending("ethereum")) == ["ethereum:0xtwo:1", "ethereum:0xtwo:2"]
+
+    h.settlement.finalized("ethereum:0xtwo:1", "0xblock-b")
+    h.settlement.finalized("ethereum:0xtwo:2", "0xblock-b")
+    paid = {invoice_id: h.store.bill(invoice_id) for invoice_id in ("inv-1", "inv-2")}
+    assert {k: (b.status, b.settled_usd, b.credit_usd) for k, b in paid.items() if b is not None} == {
+        "inv-1": (BillStatus.PAID, Decimal("100.00"), Decimal("0.00")),
+        "inv-2": (BillStatus.PAID, Decimal("40.00"), Decimal("0.00")),
+    }
+    assert len(h.events(SETTLED)) == 2
+
+
+def test_given_a_transaction_paying_two_bills_re_mined_shifted_and_then_back_then_each_credit_counts_once(
+    h: Harness,
+) -> None:
+    """The transaction of ``_claimed`` re-mined at indexes 1 and 2 (block 101), then that block reorged away too and
+    the transaction back at 0 and 1 (block 102): every move keeps both claims - the 100 USDC's record at index 1 is
+    archived when the 40 USDC lands there again - and no credit counts twice on any bill."""
+    first, second = _claimed(h, "0xback")
+    h.clock.now = T0 + timedelta(minutes=7)
+    shifted = {"block_number": 101, "block_hash": "0xblock-b"}
+    back = {"block_number": 102, "block_hash": "0xblock-c"}
+    h.settlement.record_seen(replace(first, index=1, **shifted))  # type: ignore[arg-type]
+    h.settlement.record_seen(replace(second, index=2, **shifted))  # type: ignore[arg-type]
+
+    h.settlement.record_seen(replace(first, index=0, **back))  # type: ignore[arg-type]
+    h.settlement.record_seen(replace(second, index=1, **back))  # type: ignore[arg-type]
+    h.settlement.orphaned("ethereum:0xback:2", "0xblock-b")  # the finality check: index 2's block is gone
+
+    assert _counted(h, "inv-1") == {"ethereum:0xback:0": (PaymentStatus.SEEN, Decimal("100.00"))}
+    assert _counted(h, "inv-2") == {"ethereum:0xback:1": (PaymentStatus.SEEN, Decimal("40.00"))}
+    at_0, at_1 = h.store.payment("ethereum:0xback:0"), h.store.payment("ethereum:0xback:1")
+    assert at_0 is not None
+    assert at_1 is not None
+    assert (at_0.transfer.atomic_amount, at_0.invoice_id, at_0.transfer.block_hash) == (
+        USDC_QUOTE,
+        "inv-1",
+        "0xblock-c",
+    )
+    assert (at_1.transfer.atomic_amount, at_1.invoice_id, at_1.transfer.block_hash) == (
+        40_000_000,
+        "inv-2",
+        "0xblock-c",
+    )
+    assert h.store.unattributed() == []
+    h.settlement.finalized("ethereum:0xback:0", "0xblock-c")
+    h.settlement.finalized("ethereum:0xback:1", "0xblock-c")
+    paid = {invoice_id: h.store.bill(invoice_id) for invoice_id in ("inv-1", "inv-2")}
+    assert {k: (b.status, b.settled_usd, b.credit_usd) for k, b in paid.items() if b is not None} == {
+        "inv-1": (BillStatus.PAID, Decimal("100.00"), Decimal("0.00")),
+        "inv-2": (BillStatus.PAID, Decimal("40.00"), Decimal("0.00")),
+    }
+
+
+def test_given_one_bill_paid_by_two_credits_of_a_transaction_re_mined_shifted_up_then_both_count_once(
+    h: Harness,
+) -> None:
+    """inv-1 ($100.00) paid by one transaction from an unlinked wallet: 60 USDC at index 0 and 40 USDC at 1, both
+    unattributed and assigned to inv-1 by an operator. Re-mined at 1 and 2: the bill's lines are keyed by payment id,
+    so the 40 USDC's line at index 1 goes with its archived record and is not taken for the 60 USDC's new one; the 40
+    USDC at 2 keeps the operator's assignment. $100.00 counted once, PAID once final."""
+    first = transfer("0xone", "USDC", 60_000_000, T0 + timedelta(minutes=4), sender=STRANGER_WALLET, index=0)
+    second = replace(first, index=1, atomic_amount=40_000_000)
+    h.settlement.record_seen(first)
+    h.settlement.record_seen(second)
+    h.settlement.assign("ethereum:0xone:0", "acct-1", "inv-1")
+    h.settlement.assign("ethereum:0xone:1", "acct-1", "inv-1")
+    h.clock.now = T0 + timedelta(minutes=7)
+    moved = {"block_number": 101, "block_hash": "0xblock-b"}
+
+    h.settlement.record_seen(replace(first, index=1, **moved))  # type: ignore[arg-type]
+    h.settlement.record_seen(replace(second, index=2, **moved))  # type: ignore[arg-type]
+
+    assert _counted(h, "inv-1") == {
+        "ethereum:0xone:1": (PaymentStatus.SEEN, Decimal("60.00")),
+        "ethereum:0xone:2": (PaymentStatus.SEEN, Decimal("40.00")),
+    }
+    assert h.store.unattributed() == []
+    h.settlement.finalized("ethereum:0xone:1", "0xblock-b")
+    h.settlement.finalized("ethereum:0xone:2", "0xblock-b")
+    paid = h.store.bill("inv-1")
+    assert paid is not None
+    assert (paid.status, paid.settled_usd, paid.credit_usd) == (BillStatus.PAID, Decimal("100.00"), Decimal("0.00"))

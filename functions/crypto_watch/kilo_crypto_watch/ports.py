@@ -153,7 +153,7 @@ class SettlementStore(Protocol):
     def payment(self, payment_id: str) -> Payment | None: ...
 
     def transaction_payments(self, chain: str, tx_id: str) -> Sequence[Payment]:
-        """The attributed payments recorded for transaction ``tx_id`` on ``chain`` (any index)."""
+        """The attributed payments recorded for transaction ``tx_id`` on ``chain`` (any index; archived ones too)."""
         ...
 
     def save(self, change: SettlementChange) -> None:

@@ -415,6 +415,8 @@ class Settlement:
                     self._move(existing.payment_id, PaymentStatus.ORPHANED, existing.transfer.block_hash)
                     existing = self._store.payment(transfer.payment_id)
                 if existing is not None and existing.status is PaymentStatus.ORPHANED:
+                    if existing.attributed:
+                        self._archive(existing)  # kept, so that at its own new index it keeps its bill
                     payment = self._record_new(transfer, claimed_for, existing)
                     self._announce(payment)
                     return payment
@@ -443,6 +445,32 @@ class Settlement:
             return payment
 
         return self._retried(transfer.payment_id, attempt)
+
+    def _archive(self, displaced: Payment) -> None:
+        """Keep an attributed payment whose id another credit of its transaction takes over (D168) under its own id,
+        ``<id>~<generation>`` (ORPHANED, with its transaction link), and rename its bill line to it, in one
+        transaction conditional on the bill's version: reported later at its own new index, it is found as the
+        credit it is (``_moved_from``) and keeps its bill, and the line the new credit gets at the id is not its
+        line. Idempotent: an archive written by an earlier attempt is left as it is."""
+        archived = replace(displaced, archived=True)
+        if self._store.payment(archived.payment_id) is not None:
+            return
+        bill = self._store.bill(displaced.invoice_id) if displaced.invoice_id else None
+        if bill is None:
+            self._store.save(SettlementChange(archived, payment_expected=None))
+            return
+        renamed = replace(
+            bill,
+            payments=tuple(
+                _line(archived) if line.payment_id == displaced.payment_id else line for line in bill.payments
+            ),
+            settled_payment_ids=tuple(
+                archived.payment_id if payment_id == displaced.payment_id else payment_id
+                for payment_id in bill.settled_payment_ids
+            ),
+            version=bill.version + 1,
+        )
+        self._store.save(SettlementChange(archived, payment_expected=None, bill=renamed))
 
     def _rebased(self, existing: Payment, transfer: ObservedTransfer) -> Payment:
         """A SEEN payment observed in another block (its block reorged away, its transaction re-included), or a FAILED
@@ -705,7 +733,12 @@ class Settlement:
             raise BillNotFoundError(f"no crypto bill {moved_from.invoice_id!r}")
         kept = replace(transfer, block_time=transfer.block_time or moved_from.transfer.block_time)
         carried = replace(
-            moved_from, transfer=kept, status=PaymentStatus.SEEN, moved_to=None, generation=next_generation(existing)
+            moved_from,
+            transfer=kept,
+            status=PaymentStatus.SEEN,
+            moved_to=None,
+            generation=next_generation(existing),
+            archived=False,
         )
         left = replace(moved_from, status=PaymentStatus.ORPHANED, moved_to=carried.payment_id)
         new_bill, changed = self._bill_after(with_line(bill, left), carried, self._store.quotes(bill.invoice_id))
