@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -252,6 +253,30 @@ def test_given_a_submitted_transaction_then_recorded_seen_at_once_and_shown_in_t
     assert bills == {"acct-1/2026-10": "PROCESSING", "acct-1/2026-09": "OPEN"}
     statuses = {q["invoice_id"]: q["status"] for q in history["quotes"]}
     assert statuses == {"acct-1/2026-10": "DETECTED", "acct-1/2026-09": "ACTIVE"}
+
+
+def test_given_a_submitted_payment_re_mined_at_another_log_index_then_the_history_shows_it_once_as_it_is_now(
+    crypto: SpotPrices,
+) -> None:
+    """A 100 USDC transfer submitted for the bill (log index 0, block 100), then its block reorged away and the
+    transaction re-mined at log index 1 of block 101 (another transaction's log before it): the payment moved to its
+    new id (D155), and the old id is kept ORPHANED, pointing at it. The customer's history shows one payment, where
+    it is now: the new id, SEEN in block 101 - before, the old id was listed beside it as an ORPHANED payment."""
+    issue()
+    call("POST", f"{BASE}/bills/acct-1~2026-10/quotes", {"chain": "ethereum", "asset": "USDC"})
+    credit = transfer(
+        "0xmove", "USDC", 100_000_000, datetime.now(UTC), sender="0x9999999999999999999999999999999999999999"
+    )
+    crypto_core_inspector.TRANSACTIONS["0xmove"] = [credit]
+    status, _ = call("POST", f"{BASE}/bills/acct-1~2026-10/transactions", {"chain": "ethereum", "tx_id": "0xmove"})
+    assert status == 202
+
+    dependencies.settlement().record_seen(replace(credit, index=1, block_number=101, block_hash="0xblock-b"))
+
+    _, history = call("GET", f"{BASE}/history", role="member")
+    shown = [(p["payment_id"], p["status"], p["block_number"], p["amount_usd"]) for p in history["payments"]]
+    assert shown == [("ethereum:0xmove:1", "SEEN", 101, "100.00")]
+    assert {b["invoice_id"]: b["status"] for b in history["bills"]} == {"acct-1/2026-10": "PROCESSING"}
 
 
 def test_given_a_nonce_and_a_signed_siwe_then_the_wallet_is_linked_and_the_nonce_cannot_be_replayed(
