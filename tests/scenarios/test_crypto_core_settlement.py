@@ -1349,3 +1349,42 @@ def test_given_one_bill_paid_by_two_credits_of_a_transaction_re_mined_shifted_up
     paid = h.store.bill("inv-1")
     assert paid is not None
     assert (paid.status, paid.settled_usd, paid.credit_usd) == (BillStatus.PAID, Decimal("100.00"), Decimal("0.00"))
+
+
+@pytest.mark.parametrize(
+    ("usdc", "wei", "status", "written_off", "remaining"),
+    [
+        # 99.00 USDC and 1 wei of ETH ($0.00 at $2,500): all the value in USDC, so USDC's band, $0.50 - not paid.
+        # (Before: any ETH among the payments gave the bill ETH's 1 % = $1.00, and 1 wei wrote off $1.00.)
+        (99_000_000, 1, BillStatus.OPEN, "0.00", "1.00"),
+        # 50 USDC and 0.01968 ETH ($49.20): the band weighted by the value paid in each,
+        # (0.50 x 50.00 + 1.00 x 49.20) / 99.20 = 74.20 / 99.20 = 0.7480 -> $0.75; 99.20 < 99.25: not paid.
+        (50_000_000, 19_680_000_000_000_000, BillStatus.OPEN, "0.00", "0.80"),
+        # 50 USDC and 0.0198 ETH ($49.50): (25.00 + 49.50) / 99.50 = 0.7487 -> $0.75; 99.50 >= 99.25: paid.
+        (50_000_000, 19_800_000_000_000_000, BillStatus.PAID, "0.50", "0.50"),
+        # only ETH, 0.0396 ETH ($99.00): ETH's 1 % = $1.00, as before
+        (0, 39_600_000_000_000_000, BillStatus.PAID, "1.00", "1.00"),
+    ],
+)
+def test_given_usdc_and_eth_paying_one_bill_then_the_tolerance_is_weighted_by_what_each_paid(
+    h: Harness, usdc: int, wei: int, status: BillStatus, written_off: str, remaining: str
+) -> None:
+    """A $100.00 bill paid from the linked wallet in USDC and ETH (locked at $2,500.00), both final. The shortfall
+    written off is USDC's band (min(0.5 %, $1) = $0.50) for what USDC paid and ETH's (1 % = $1.00) for what ETH paid,
+    weighted by their USD: a dust ETH payment must not open ETH's wider band for the whole bill."""
+    paid = []
+    if usdc:
+        paid.append(transfer("0xu", "USDC", usdc, T0 + timedelta(minutes=4)))
+    paid.append(transfer("0xe", "ETH", wei, T0 + timedelta(minutes=4), index=-1))
+    for credit in paid:
+        h.settlement.record_seen(credit)
+    for credit in paid:
+        h.settlement.finalized(credit.payment_id, "0xblock")
+
+    found = h.store.bill("inv-1")
+    assert found is not None
+    assert (found.status, found.written_off_usd, remaining_usd(found)) == (
+        status,
+        Decimal(written_off),
+        Decimal(remaining),
+    )

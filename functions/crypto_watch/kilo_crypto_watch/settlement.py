@@ -115,11 +115,21 @@ def usd_value(atomic: int, asset: Asset, rate: Decimal) -> Decimal:
     return round_money(Fraction(atomic, 10 ** DECIMALS[asset]) * Fraction(rate))
 
 
-def tolerance(total: Decimal, assets: Iterable[Asset], policy: SettlementPolicy) -> Decimal:
-    """The underpayment written off: stablecoins only min(0.5 %, $1); any ETH/SOL among the payments 1 %."""
-    if all(asset in STABLECOINS for asset in assets):
-        return min(total * policy.stable_tolerance_rate, policy.stable_tolerance_cap)
-    return total * policy.volatile_tolerance_rate
+def tolerance(total: Decimal, paid: Iterable[tuple[Asset, Decimal]], policy: SettlementPolicy) -> Decimal:
+    """The underpayment written off, from the payments counted (asset, USD): paid in stablecoins only (or nothing of
+    value in ETH/SOL), min(0.5 %, $1) of the total; in ETH/SOL only, 1 %; both, the two bands weighted by the USD
+    each paid, rounded to the cent - a dust ETH payment beside USDC must not open ETH's band for the whole bill."""
+    stable = min(total * policy.stable_tolerance_rate, policy.stable_tolerance_cap)
+    volatile = total * policy.volatile_tolerance_rate
+    amounts = list(paid)
+    whole = sum((usd for _, usd in amounts), ZERO)
+    in_volatile = sum((usd for asset, usd in amounts if asset not in STABLECOINS), ZERO)
+    if in_volatile <= 0:
+        return stable
+    if in_volatile >= whole:
+        return volatile
+    weighted = Fraction(stable) * Fraction(whole - in_volatile) + Fraction(volatile) * Fraction(in_volatile)
+    return round_money(weighted / Fraction(whole))
 
 
 def recompute(bill: Bill, policy: SettlementPolicy, now: datetime) -> Bill:
@@ -144,7 +154,7 @@ def recompute(bill: Bill, policy: SettlementPolicy, now: datetime) -> Bill:
         flags |= bill.flags & {BillFlag.PARTIAL, BillFlag.PAID_LATE, BillFlag.MULTIPLE}
         return replace(bill, flags=frozenset(flags), credit_usd=credit)
     total = bill.total_usd
-    allowed = tolerance(total, [line.asset for line in counted], policy)
+    allowed = tolerance(total, [(line.asset, line.usd) for line in counted], policy)
     paid_all = sum((line.usd for line in counted), ZERO)
     paid_final = sum((line.usd for line in final), ZERO)
     if final and paid_final >= total - allowed:
@@ -830,7 +840,8 @@ class Settlement:
         for quote in own:  # the quote's amount, give or take the settlement tolerance (an exchange's fee)
             if quote.amount_usd <= 0:
                 continue
-            band = quote.atomic_amount * tolerance(quote.amount_usd, [quote.asset], self._policy) / quote.amount_usd
+            allowed = tolerance(quote.amount_usd, [(quote.asset, quote.amount_usd)], self._policy)
+            band = quote.atomic_amount * allowed / quote.amount_usd
             if abs(transfer.atomic_amount - quote.atomic_amount) <= band:
                 return
         raise ClaimRefusedError(
