@@ -1388,3 +1388,39 @@ def test_given_usdc_and_eth_paying_one_bill_then_the_tolerance_is_weighted_by_wh
         Decimal(written_off),
         Decimal(remaining),
     )
+
+
+def test_given_a_bill_too_large_to_take_another_line_then_the_credit_is_kept_for_an_operator_and_the_run_goes_on(
+    stack: Stack,
+) -> None:
+    """A bill whose item is as large as DynamoDB takes (400 KB; its one line padded to the largest size the table
+    accepts, found by trying): a 100 USDC credit from the account's linked wallet matches it, and the bill with one
+    more line cannot be stored. The watcher's report is never refused: the credit is kept UNATTRIBUTED for an
+    operator (and alerted), the bill unchanged - before, the store's refusal escaped ``record_seen`` and failed the
+    watcher's run at that credit, every run, so no later payment on the chain was recorded."""
+    from kilo_billing.aws import InvalidRequestError  # noqa: PLC0415
+    from kilo_crypto_watch.model import BillPayment  # noqa: PLC0415
+
+    h = harness(stack)
+    h.store.link_wallet("evm", CUSTOMER_WALLET, "acct-1", "ethereum", T0)
+    h.clock.now = T0 + timedelta(minutes=5)
+    for pad in range(400 * 1024, 390 * 1024, -64):
+        line = BillPayment("p" * pad, "0xt", "USDC", Decimal("0.00"), PaymentStatus.ORPHANED)
+        try:
+            assert h.store.create_bill(replace(bill(), payments=(line,)))
+            break
+        except InvalidRequestError:
+            continue
+    h.store.add_quote(quote("q-usdc", "USDC", USDC_QUOTE, "1"))
+    full = h.store.bill("inv-1")
+    assert full is not None
+
+    paid = transfer("0xfull", "USDC", USDC_QUOTE, T0 + timedelta(minutes=4))
+    h.settlement.record_seen(paid)
+
+    kept = h.store.payment("ethereum:0xfull:0")
+    assert kept is not None
+    assert (kept.status, kept.invoice_id) == (PaymentStatus.SEEN, None)
+    assert [p.payment_id for p in h.store.unattributed()] == ["ethereum:0xfull:0"]
+    assert [alert["amount"] for alert in h.events(UNATTRIBUTED)] == ["100"]
+    assert h.store.bill("inv-1") == full

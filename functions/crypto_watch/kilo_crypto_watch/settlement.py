@@ -46,7 +46,14 @@ from kilo_crypto_watch.model import (
     Quote,
     QuoteStatus,
 )
-from kilo_crypto_watch.ports import ConflictError, RateRefusedError, Rates, SettlementChange, SettlementStore
+from kilo_crypto_watch.ports import (
+    ChangeRefusedError,
+    ConflictError,
+    RateRefusedError,
+    Rates,
+    SettlementChange,
+    SettlementStore,
+)
 
 STABLECOINS: Final = frozenset({"USDC"})
 COUNTED: Final = frozenset({PaymentStatus.SEEN, PaymentStatus.FINALIZED})
@@ -92,6 +99,11 @@ class NoQuoteError(SettlementError):
 
 class NotAssignableError(SettlementError):
     """The payment cannot be assigned (already attributed, failed, or orphaned; the bill is another account's)."""
+
+
+class UnstorableError(SettlementError):
+    """The store can never take the change (a bill holding too many payment lines to store one more): the watchers'
+    report keeps the credit UNATTRIBUTED for an operator; the fast path and operators are refused."""
 
 
 class NotUnderReviewError(SettlementError):
@@ -946,6 +958,8 @@ class Settlement:
                 return attempt()
             except ConflictError:
                 continue
+            except ChangeRefusedError as exc:
+                raise UnstorableError(f"payment {payment_id} cannot be stored as matched: {exc}") from exc
         raise ConflictError(f"payment {payment_id}: too many concurrent changes")
 
     # events: published after the state is stored, then marked (a rerun re-publishes the same id)
