@@ -1424,3 +1424,35 @@ def test_given_a_bill_too_large_to_take_another_line_then_the_credit_is_kept_for
     assert [p.payment_id for p in h.store.unattributed()] == ["ethereum:0xfull:0"]
     assert [alert["amount"] for alert in h.events(UNATTRIBUTED)] == ["100"]
     assert h.store.bill("inv-1") == full
+
+
+@pytest.mark.parametrize(("lines", "attributed"), [(499, True), (500, False)])
+def test_given_a_bill_holding_the_most_lines_it_takes_then_a_further_credit_is_kept_for_an_operator(
+    stack: Stack, lines: int, attributed: bool
+) -> None:
+    """A bill takes 500 payment lines (``SettlementPolicy.max_bill_lines``; its item stays far below DynamoDB's 400 KB
+    whatever the lines' statuses grow to, so finalizing a line never meets the limit). With 499 (orphaned) lines, a 100
+    USDC credit from the linked wallet is its 500th; with 500, it is kept UNATTRIBUTED for an operator, the bill
+    unchanged - before, the bill grew until the table refused it."""
+    from kilo_crypto_watch.model import BillPayment  # noqa: PLC0415
+
+    h = harness(stack)
+    h.store.link_wallet("evm", CUSTOMER_WALLET, "acct-1", "ethereum", T0)
+    old = tuple(
+        BillPayment(f"ethereum:0xold{i}:0", f"0xold{i}", "USDC", Decimal("0.00"), PaymentStatus.ORPHANED)
+        for i in range(lines)
+    )
+    assert h.store.create_bill(replace(bill(), payments=old))
+    h.store.add_quote(quote("q-usdc", "USDC", USDC_QUOTE, "1"))
+    h.clock.now = T0 + timedelta(minutes=5)
+
+    h.settlement.record_seen(transfer("0xnext", "USDC", USDC_QUOTE, T0 + timedelta(minutes=4)))
+
+    kept = h.store.payment("ethereum:0xnext:0")
+    assert kept is not None
+    found = h.store.bill("inv-1")
+    assert found is not None
+    assert (kept.invoice_id, len(found.payments), found.status) == (
+        ("inv-1", 500, BillStatus.PROCESSING) if attributed else (None, 500, BillStatus.OPEN)
+    )
+    assert [p.payment_id for p in h.store.unattributed()] == ([] if attributed else ["ethereum:0xnext:0"])

@@ -68,6 +68,10 @@ class SettlementPolicy:
     stable_tolerance_cap: Decimal = Decimal("1.00")
     volatile_tolerance_rate: Decimal = Decimal("0.01")  # ETH / SOL: 1 % of the bill
     late_review_move: Decimal = Decimal("0.02")  # late ETH/SOL whose price moved more than this: manual review
+    # the payment lines a bill takes (one per credit matched to it); a credit beyond them is kept for an operator.
+    # A line is about 300 bytes of the bill's item: 500 keep it far below DynamoDB's 400 KB, whatever the lines'
+    # statuses grow to (D-crypto4-2)
+    max_bill_lines: int = 500
 
 
 class SettlementError(Exception):
@@ -896,6 +900,13 @@ class Settlement:
         return read
 
     def _bill_after(self, bill: Bill, payment: Payment, quotes: Sequence[Quote]) -> tuple[Bill, tuple[Quote, ...]]:
+        if len(bill.payments) >= self._policy.max_bill_lines and all(
+            line.payment_id != payment.payment_id for line in bill.payments
+        ):
+            raise UnstorableError(
+                f"bill {bill.invoice_id} holds {len(bill.payments)} payment lines, the most it takes: payment "
+                f"{payment.payment_id} is left for an operator"
+            )
         now = self._clock()
         moved = recompute(with_line(bill, payment), self._policy, now)
         new_bill = replace(moved, version=bill.version + 1)
