@@ -8,7 +8,9 @@ on moto (``DynamoCursorStore``; ``Settlement`` over ``DynamoCryptoStore``):
   bills): idempotent per payment id, one status per payment. SEEN -> FINALIZED | ORPHANED; a FAILED payment is
   pending until its block is final (then final and never pending again) or orphaned; a SEEN payment seen in another
   block moves to that block (FAILED if it reverted there); a FAILED one not final seen in another block moves too
-  (SEEN if it succeeded there); an ORPHANED one seen again is recorded afresh. ``finalized`` / ``orphaned`` given a
+  (SEEN if it succeeded there); an ORPHANED one seen again is recorded afresh, and so is another credit of the
+  transaction reported at a SEEN (or FAILED, not final) payment's index in another block (re-mined with its logs
+  shifted, D168). ``finalized`` / ``orphaned`` given a
   block hash act only while that is still the payment's recorded block.
 """
 
@@ -49,6 +51,17 @@ def _moved_block(stored: ObservedTransfer, seen: ObservedTransfer) -> bool:
     )
 
 
+def _another_credit(stored: ObservedTransfer, seen: ObservedTransfer) -> bool:
+    """Another credit of the transaction at the stored one's index, in another block (re-mined with its logs
+    shifted): asset, sender, recipient or amount differ."""
+    return stored.block_hash != seen.block_hash and (
+        stored.asset,
+        stored.sender.lower(),
+        stored.recipient.lower(),
+        stored.atomic_amount,
+    ) != (seen.asset, seen.sender.lower(), seen.recipient.lower(), seen.atomic_amount)
+
+
 @dataclass
 class MemoryPaymentSink:
     transfers: dict[str, ObservedTransfer] = field(default_factory=dict)
@@ -71,6 +84,9 @@ class MemoryPaymentSink:
             return
         stored = self.transfers[payment_id]
         failed_not_final = known is PaymentStatus.FAILED and payment_id not in self.final
+        if (known is PaymentStatus.SEEN or failed_not_final) and _another_credit(stored, transfer):
+            self._store(transfer, transfer)  # its id now holds another credit of the transaction: recorded afresh
+            return
         if (known is PaymentStatus.SEEN or failed_not_final) and _moved_block(stored, transfer):
             moved = replace(
                 stored,

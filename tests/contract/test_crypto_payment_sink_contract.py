@@ -9,7 +9,7 @@ recorded block."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 
@@ -26,13 +26,14 @@ MERCHANT = "0x00000000000000000000000000000000000Ba5e0"
 class Sink:
     port: PaymentSink
     status: Callable[[str], PaymentStatus | None]  # the payment's recorded status, read past the port
+    amount: Callable[[str], int | None]  # the atomic amount recorded at the payment id, read past the port
 
 
 @pytest.fixture(params=["fake", "settlement-on-moto"])
 def sink(request: pytest.FixtureRequest) -> Sink:
     if request.param == "fake":
         fake = MemoryPaymentSink()
-        return Sink(fake, fake.status.get)
+        return Sink(fake, fake.status.get, lambda pid: t.atomic_amount if (t := fake.transfers.get(pid)) else None)
     from tests.crypto_core_fakes import harness  # noqa: PLC0415
 
     stack: Stack = request.getfixturevalue("stack")
@@ -42,7 +43,11 @@ def sink(request: pytest.FixtureRequest) -> Sink:
         found = real.store.payment(payment_id)
         return None if found is None else found.status
 
-    return Sink(real.settlement, status)
+    def amount(payment_id: str) -> int | None:
+        found = real.store.payment(payment_id)
+        return None if found is None else found.transfer.atomic_amount
+
+    return Sink(real.settlement, status, amount)
 
 
 def transfer(block: int = 10, succeeded: bool = True, chain: str = "ethereum", tx: str = "0xabc") -> ObservedTransfer:
@@ -130,3 +135,29 @@ def test_given_finality_without_a_block_hash_then_it_applies_to_whatever_block_i
     assert list(sink.port.pending("ethereum")) == []
     assert (sink.status(PID), sink.status("ethereum:0xdef:3")) == (PaymentStatus.FINALIZED, PaymentStatus.FAILED)
     assert sink.status("ethereum:0xnone:3") is None
+
+
+def test_given_a_transaction_re_mined_with_its_indexes_shifted_up_then_each_id_holds_the_credit_now_there(
+    sink: Sink,
+) -> None:
+    """5 USDC at log index 3 and 7 USDC at 4 of one transaction (block 10), re-mined in block 11 after another
+    transaction's log: 5 at index 4, 7 at 5, reported in index order while both are still SEEN in block 10. Index 4
+    holds the 5 USDC now (another credit than the one stored there: recorded afresh, D168), 5 the 7 USDC; index 3 is
+    orphaned by the finality check. Every credit is on record once: 5 + 7 USDC pending, none twice."""
+    five = ObservedTransfer("ethereum", "USDC", "0xtwo", 3, 10, "0xh10", SENDER, MERCHANT, 5_000_000)
+    seven = ObservedTransfer("ethereum", "USDC", "0xtwo", 4, 10, "0xh10", SENDER, MERCHANT, 7_000_000)
+    sink.port.record_seen(five)
+    sink.port.record_seen(seven)
+    moved = {"block_number": 11, "block_hash": "0xh11"}
+
+    sink.port.record_seen(replace(five, index=4, **moved))  # type: ignore[arg-type]
+    sink.port.record_seen(replace(seven, index=5, **moved))  # type: ignore[arg-type]
+    sink.port.orphaned("ethereum:0xtwo:3", "0xh10")
+
+    pending = sorted((p.payment_id, p.block_hash) for p in sink.port.pending("ethereum"))
+    assert pending == [("ethereum:0xtwo:4", "0xh11"), ("ethereum:0xtwo:5", "0xh11")]
+    assert {pid: sink.amount(pid) for pid, _ in pending} == {
+        "ethereum:0xtwo:4": 5_000_000,
+        "ethereum:0xtwo:5": 7_000_000,
+    }
+    assert sink.status("ethereum:0xtwo:3") is PaymentStatus.ORPHANED

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -252,6 +254,62 @@ def test_given_a_submitted_transaction_then_recorded_seen_at_once_and_shown_in_t
     assert bills == {"acct-1/2026-10": "PROCESSING", "acct-1/2026-09": "OPEN"}
     statuses = {q["invoice_id"]: q["status"] for q in history["quotes"]}
     assert statuses == {"acct-1/2026-10": "DETECTED", "acct-1/2026-09": "ACTIVE"}
+
+
+def test_given_a_submitted_payment_re_mined_at_another_log_index_then_the_history_shows_it_once_as_it_is_now(
+    crypto: SpotPrices,
+) -> None:
+    """A 100 USDC transfer submitted for the bill (log index 0, block 100), then its block reorged away and the
+    transaction re-mined at log index 1 of block 101 (another transaction's log before it): the payment moved to its
+    new id (D155), and the old id is kept ORPHANED, pointing at it. The customer's history shows one payment, where
+    it is now: the new id, SEEN in block 101 - before, the old id was listed beside it as an ORPHANED payment."""
+    issue()
+    call("POST", f"{BASE}/bills/acct-1~2026-10/quotes", {"chain": "ethereum", "asset": "USDC"})
+    credit = transfer(
+        "0xmove", "USDC", 100_000_000, datetime.now(UTC), sender="0x9999999999999999999999999999999999999999"
+    )
+    crypto_core_inspector.TRANSACTIONS["0xmove"] = [credit]
+    status, _ = call("POST", f"{BASE}/bills/acct-1~2026-10/transactions", {"chain": "ethereum", "tx_id": "0xmove"})
+    assert status == 202
+
+    dependencies.settlement().record_seen(replace(credit, index=1, block_number=101, block_hash="0xblock-b"))
+
+    _, history = call("GET", f"{BASE}/history", role="member")
+    shown = [(p["payment_id"], p["status"], p["block_number"], p["amount_usd"]) for p in history["payments"]]
+    assert shown == [("ethereum:0xmove:1", "SEEN", 101, "100.00")]
+    assert {b["invoice_id"]: b["status"] for b in history["bills"]} == {"acct-1/2026-10": "PROCESSING"}
+
+
+def test_given_a_bill_holding_the_most_payment_lines_when_a_transaction_is_submitted_then_409_and_nothing_written(
+    crypto: SpotPrices, stack: Stack
+) -> None:
+    """A bill that already holds 500 payment lines (the most a bill takes, D-crypto4-2; here orphaned ones) cannot
+    take the submitted 100 USDC: 409 naming the lines, and the payment is not written (the watcher will keep it for an
+    operator) - before, the cap did not exist and the route answered 202."""
+    from kilo_crypto_watch import items  # noqa: PLC0415
+    from kilo_crypto_watch.model import BillPayment, PaymentStatus  # noqa: PLC0415
+
+    issue()
+    store = dependencies.store()
+    issued = store.bill("acct-1/2026-10")
+    assert issued is not None
+    lines = tuple(
+        BillPayment(f"ethereum:0xold{i}:0", f"0xold{i}", "USDC", Decimal("0.00"), PaymentStatus.ORPHANED)
+        for i in range(500)
+    )
+    table = stack.template.physical_name("CryptoTable")
+    stack.clients["dynamodb"].put_item(TableName=table, Item=items.bill_to_item(replace(issued, payments=lines)))
+    call("POST", f"{BASE}/bills/acct-1~2026-10/quotes", {"chain": "ethereum", "asset": "USDC"})
+    credit = transfer(
+        "0xfull", "USDC", 100_000_000, datetime.now(UTC), sender="0x9999999999999999999999999999999999999999"
+    )
+    crypto_core_inspector.TRANSACTIONS["0xfull"] = [credit]
+
+    status, body = call("POST", f"{BASE}/bills/acct-1~2026-10/transactions", {"chain": "ethereum", "tx_id": "0xfull"})
+
+    assert (status, body["code"]) == (409, "conflict")
+    assert "500 payment lines" in body["message"]
+    assert store.payment("ethereum:0xfull:0") is None
 
 
 def test_given_a_nonce_and_a_signed_siwe_then_the_wallet_is_linked_and_the_nonce_cannot_be_replayed(

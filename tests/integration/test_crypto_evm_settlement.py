@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
+from web3 import Web3
 
 from kilo_crypto_watch.adapters import DynamoCryptoStore
 from kilo_crypto_watch.model import (
@@ -29,8 +30,9 @@ from kilo_crypto_watch.model import (
     QuoteStatus,
     RateReading,
 )
+from kilo_dev import contracts
 from tests.conftest import LambdaContext, Stack
-from tests.evm_chain import FINALITY_LAG, MERCHANT, OTHER, PAYER, USDC, Chain
+from tests.evm_chain import FINALITY_LAG, MERCHANT, OTHER, PAYER, USDC, Chain, deploy
 
 USDC_QUOTE = 100_000_000
 ETH_QUOTE = 40_000_000_000_000_000
@@ -475,3 +477,74 @@ def test_given_an_unattributed_payment_when_its_block_is_reorged_away_then_it_le
 
     (back,) = billing.store.unattributed()
     assert (back.payment_id, back.status) == (payment_id, PaymentStatus.SEEN)
+
+
+def test_given_one_transaction_paying_two_bills_re_mined_with_its_logs_shifted_then_both_bills_are_paid_once(
+    billing: Billing,
+) -> None:
+    """An unlinked wallet pays two bills of acct-1 in one transaction (``TestBatchPay``: 100 USDC then 40 USDC, Transfer
+    logs 0 and 1): both unattributed, and an operator assigns log 0 to inv-1 ($100.00) and log 1 to inv-2 ($40.00).
+    The block is reorged away and the transaction re-mined after another USDC transfer in its new block: logs 1 and 2.
+    Log 1 now holds the 100 USDC (inv-1's, D155); the 40 USDC's record there is kept under its own id (D168), so at
+    log 2 it keeps inv-2 - before, it was matched afresh and left unattributed, and inv-2 never paid. Once final,
+    each bill is paid once with its own credit: $100.00 and $40.00, nothing left for an operator."""
+    from kilo_crypto_watch import dependencies  # noqa: PLC0415
+
+    chain = billing.chain
+    billing.store.create_bill(replace(billing.bill(), invoice_id="inv-2", number="KB-inv-2", total_usd=Decimal("40")))
+    billing.store.add_quote(
+        replace(
+            _quote("q2-usdc", "USDC", 40 * USDC, "1", billing.opened_at), invoice_id="inv-2", amount_usd=Decimal(40)
+        )
+    )
+    batch = Web3.to_checksum_address(deploy(chain.w3, "TestBatchPay"))
+    chain.token().functions.approve(batch, 140 * USDC).transact({"from": OTHER})  # type: ignore[arg-type]
+    chain.mine(FINALITY_LAG)
+    billing.run()  # the cursor at the head: a block both forks below share
+    before = chain.node.call("evm_snapshot")
+    payer = chain.w3.eth.contract(address=batch, abi=contracts.load("TestBatchPay")["abi"])
+    tx = (
+        "0x" + bytes(payer.functions.pay(chain.usdc, MERCHANT, [100 * USDC, 40 * USDC]).transact({"from": OTHER})).hex()
+    )
+    assert [log["logIndex"] for log in chain.receipt(tx)["logs"]] == [0, 1]
+    billing.run()
+    settlement = dependencies.settlement()
+    settlement.assign(f"ethereum:{tx}:0", "acct-1", "inv-1")
+    settlement.assign(f"ethereum:{tx}:1", "acct-1", "inv-2")
+    raw = chain.w3.eth.get_raw_transaction(tx)  # type: ignore[arg-type]
+    chain.node.call("evm_revert", before)  # the block is reorged away ...
+    chain.mine(1)
+    chain.node.call("evm_setAutomine", False)
+    try:  # ... and the transaction re-mined after another USDC transfer in its new block
+        first = {"from": PAYER, "maxPriorityFeePerGas": 50 * GWEI, "maxFeePerGas": 500 * GWEI}  # mined first
+        chain.token().functions.transfer(OTHER, 5 * USDC).transact(first)  # type: ignore[arg-type]
+        chain.w3.eth.send_raw_transaction(raw)
+        chain.node.call("evm_mine")
+    finally:
+        chain.node.call("evm_setAutomine", True)
+    assert [log["logIndex"] for log in chain.receipt(tx)["logs"]] == [1, 2]
+
+    billing.run()
+    billing.final()
+
+    at_1, at_2 = billing.store.payment(f"ethereum:{tx}:1"), billing.store.payment(f"ethereum:{tx}:2")
+    assert at_1 is not None
+    assert at_2 is not None
+    assert (at_1.status, at_1.transfer.atomic_amount, at_1.invoice_id, at_1.usd) == (
+        PaymentStatus.FINALIZED,
+        100 * USDC,
+        "inv-1",
+        Decimal("100.00"),
+    )
+    assert (at_2.status, at_2.transfer.atomic_amount, at_2.invoice_id, at_2.usd) == (
+        PaymentStatus.FINALIZED,
+        40 * USDC,
+        "inv-2",
+        Decimal("40.00"),
+    )
+    assert billing.store.unattributed() == []
+    bills = {invoice_id: billing.store.bill(invoice_id) for invoice_id in ("inv-1", "inv-2")}
+    assert {k: (b.status, b.settled_usd, b.credit_usd, b.settled_payment_ids) for k, b in bills.items() if b} == {
+        "inv-1": (BillStatus.PAID, Decimal("100.00"), Decimal("0.00"), (at_1.payment_id,)),
+        "inv-2": (BillStatus.PAID, Decimal("40.00"), Decimal("0.00"), (at_2.payment_id,)),
+    }

@@ -1206,3 +1206,253 @@ def test_given_a_transaction_re_mined_with_its_indexes_shifted_up_then_each_cred
         Decimal("100.00"),
         ("ethereum:0xup:1",),
     )
+
+
+def _claimed(h: Harness, tx: str) -> tuple[ObservedTransfer, ObservedTransfer]:
+    """One transaction from a wallet nobody linked paying two bills of acct-1: 100 USDC at log index 0 claimed for
+    inv-1 ($100.00), 40 USDC at 1 claimed for inv-2 ($40.00, its quote asks 40 USDC) - both by the fast path."""
+    h.store.create_bill(bill("inv-2", total="40.00"))
+    h.store.add_quote(quote("q2-usdc", "USDC", 40_000_000, "1", invoice_id="inv-2", amount_usd="40.00"))
+    first = transfer(tx, "USDC", USDC_QUOTE, T0 + timedelta(minutes=4), sender=STRANGER_WALLET, index=0)
+    second = replace(first, index=1, atomic_amount=40_000_000)
+    for credit, invoice_id in ((first, "inv-1"), (second, "inv-2")):
+        h.settlement.check_claim(credit, invoice_id)
+        h.settlement.record(credit, claimed_for=invoice_id)
+    return first, second
+
+
+def _counted(h: Harness, invoice_id: str) -> dict[str, tuple[PaymentStatus, Decimal]]:
+    """The bill's lines that count (seen or finalized): payment id -> (status, USD)."""
+    found = h.store.bill(invoice_id)
+    assert found is not None
+    return {
+        line.payment_id: (line.status, line.usd)
+        for line in found.payments
+        if line.status in (PaymentStatus.SEEN, PaymentStatus.FINALIZED)
+    }
+
+
+def test_given_a_transaction_paying_two_bills_re_mined_with_its_indexes_shifted_up_then_both_keep_their_bills(
+    h: Harness,
+) -> None:
+    """The transaction of ``_claimed`` is reorged away and re-mined in block 101 after another transaction's log: 100
+    USDC at index 1, 40 USDC at 2, reported in index order while both are still SEEN in the dropped block. Index 1
+    holds the 100 USDC now: it takes inv-1's claim (D155), and the 40 USDC's record at index 1 is kept under its own
+    id (archived, D168), so at index 2 the 40 USDC keeps inv-2's claim - before, it was matched afresh, left
+    unattributed (nobody linked the wallet), and inv-2 never paid. Each bill counts its credit once: $100.00 and
+    $40.00, both PAID when their block is final."""
+    first, second = _claimed(h, "0xtwo")
+    h.clock.now = T0 + timedelta(minutes=7)
+    moved = {"block_number": 101, "block_hash": "0xblock-b"}
+
+    h.settlement.record_seen(replace(first, index=1, **moved))  # type: ignore[arg-type]
+    h.settlement.record_seen(replace(second, index=2, **moved))  # type: ignore[arg-type]
+
+    at_1, at_2 = h.store.payment("ethereum:0xtwo:1"), h.store.payment("ethereum:0xtwo:2")
+    assert at_1 is not None
+    assert at_2 is not None
+    assert (at_1.transfer.atomic_amount, at_1.invoice_id, at_1.matched_by, at_1.usd) == (
+        USDC_QUOTE,
+        "inv-1",
+        "fast_path",
+        Decimal("100.00"),
+    )
+    assert (at_2.transfer.atomic_amount, at_2.invoice_id, at_2.matched_by, at_2.usd) == (
+        40_000_000,
+        "inv-2",
+        "fast_path",
+        Decimal("40.00"),
+    )
+    assert h.store.unattributed() == []
+    assert _counted(h, "inv-1") == {"ethereum:0xtwo:1": (PaymentStatus.SEEN, Decimal("100.00"))}
+    assert _counted(h, "inv-2") == {"ethereum:0xtwo:2": (PaymentStatus.SEEN, Decimal("40.00"))}
+    assert sorted(p.payment_id for p in h.settlement.pending("ethereum")) == ["ethereum:0xtwo:1", "ethereum:0xtwo:2"]
+
+    h.settlement.finalized("ethereum:0xtwo:1", "0xblock-b")
+    h.settlement.finalized("ethereum:0xtwo:2", "0xblock-b")
+    paid = {invoice_id: h.store.bill(invoice_id) for invoice_id in ("inv-1", "inv-2")}
+    assert {k: (b.status, b.settled_usd, b.credit_usd) for k, b in paid.items() if b is not None} == {
+        "inv-1": (BillStatus.PAID, Decimal("100.00"), Decimal("0.00")),
+        "inv-2": (BillStatus.PAID, Decimal("40.00"), Decimal("0.00")),
+    }
+    assert len(h.events(SETTLED)) == 2
+
+
+def test_given_a_transaction_paying_two_bills_re_mined_shifted_and_then_back_then_each_credit_counts_once(
+    h: Harness,
+) -> None:
+    """The transaction of ``_claimed`` re-mined at indexes 1 and 2 (block 101), then that block reorged away too and
+    the transaction back at 0 and 1 (block 102): every move keeps both claims - the 100 USDC's record at index 1 is
+    archived when the 40 USDC lands there again - and no credit counts twice on any bill."""
+    first, second = _claimed(h, "0xback")
+    h.clock.now = T0 + timedelta(minutes=7)
+    shifted = {"block_number": 101, "block_hash": "0xblock-b"}
+    back = {"block_number": 102, "block_hash": "0xblock-c"}
+    h.settlement.record_seen(replace(first, index=1, **shifted))  # type: ignore[arg-type]
+    h.settlement.record_seen(replace(second, index=2, **shifted))  # type: ignore[arg-type]
+
+    h.settlement.record_seen(replace(first, index=0, **back))  # type: ignore[arg-type]
+    h.settlement.record_seen(replace(second, index=1, **back))  # type: ignore[arg-type]
+    h.settlement.orphaned("ethereum:0xback:2", "0xblock-b")  # the finality check: index 2's block is gone
+
+    assert _counted(h, "inv-1") == {"ethereum:0xback:0": (PaymentStatus.SEEN, Decimal("100.00"))}
+    assert _counted(h, "inv-2") == {"ethereum:0xback:1": (PaymentStatus.SEEN, Decimal("40.00"))}
+    at_0, at_1 = h.store.payment("ethereum:0xback:0"), h.store.payment("ethereum:0xback:1")
+    assert at_0 is not None
+    assert at_1 is not None
+    assert (at_0.transfer.atomic_amount, at_0.invoice_id, at_0.transfer.block_hash) == (
+        USDC_QUOTE,
+        "inv-1",
+        "0xblock-c",
+    )
+    assert (at_1.transfer.atomic_amount, at_1.invoice_id, at_1.transfer.block_hash) == (
+        40_000_000,
+        "inv-2",
+        "0xblock-c",
+    )
+    assert h.store.unattributed() == []
+    h.settlement.finalized("ethereum:0xback:0", "0xblock-c")
+    h.settlement.finalized("ethereum:0xback:1", "0xblock-c")
+    paid = {invoice_id: h.store.bill(invoice_id) for invoice_id in ("inv-1", "inv-2")}
+    assert {k: (b.status, b.settled_usd, b.credit_usd) for k, b in paid.items() if b is not None} == {
+        "inv-1": (BillStatus.PAID, Decimal("100.00"), Decimal("0.00")),
+        "inv-2": (BillStatus.PAID, Decimal("40.00"), Decimal("0.00")),
+    }
+
+
+def test_given_one_bill_paid_by_two_credits_of_a_transaction_re_mined_shifted_up_then_both_count_once(
+    h: Harness,
+) -> None:
+    """inv-1 ($100.00) paid by one transaction from an unlinked wallet: 60 USDC at index 0 and 40 USDC at 1, both
+    unattributed and assigned to inv-1 by an operator. Re-mined at 1 and 2: the bill's lines are keyed by payment id,
+    so the 40 USDC's line at index 1 goes with its archived record and is not taken for the 60 USDC's new one; the 40
+    USDC at 2 keeps the operator's assignment. $100.00 counted once, PAID once final."""
+    first = transfer("0xone", "USDC", 60_000_000, T0 + timedelta(minutes=4), sender=STRANGER_WALLET, index=0)
+    second = replace(first, index=1, atomic_amount=40_000_000)
+    h.settlement.record_seen(first)
+    h.settlement.record_seen(second)
+    h.settlement.assign("ethereum:0xone:0", "acct-1", "inv-1")
+    h.settlement.assign("ethereum:0xone:1", "acct-1", "inv-1")
+    h.clock.now = T0 + timedelta(minutes=7)
+    moved = {"block_number": 101, "block_hash": "0xblock-b"}
+
+    h.settlement.record_seen(replace(first, index=1, **moved))  # type: ignore[arg-type]
+    h.settlement.record_seen(replace(second, index=2, **moved))  # type: ignore[arg-type]
+
+    assert _counted(h, "inv-1") == {
+        "ethereum:0xone:1": (PaymentStatus.SEEN, Decimal("60.00")),
+        "ethereum:0xone:2": (PaymentStatus.SEEN, Decimal("40.00")),
+    }
+    assert h.store.unattributed() == []
+    h.settlement.finalized("ethereum:0xone:1", "0xblock-b")
+    h.settlement.finalized("ethereum:0xone:2", "0xblock-b")
+    paid = h.store.bill("inv-1")
+    assert paid is not None
+    assert (paid.status, paid.settled_usd, paid.credit_usd) == (BillStatus.PAID, Decimal("100.00"), Decimal("0.00"))
+
+
+@pytest.mark.parametrize(
+    ("usdc", "wei", "status", "written_off", "remaining"),
+    [
+        # 99.00 USDC and 1 wei of ETH ($0.00 at $2,500): all the value in USDC, so USDC's band, $0.50 - not paid.
+        # (Before: any ETH among the payments gave the bill ETH's 1 % = $1.00, and 1 wei wrote off $1.00.)
+        (99_000_000, 1, BillStatus.OPEN, "0.00", "1.00"),
+        # 50 USDC and 0.01968 ETH ($49.20): the band weighted by the value paid in each,
+        # (0.50 x 50.00 + 1.00 x 49.20) / 99.20 = 74.20 / 99.20 = 0.7480 -> $0.75; 99.20 < 99.25: not paid.
+        (50_000_000, 19_680_000_000_000_000, BillStatus.OPEN, "0.00", "0.80"),
+        # 50 USDC and 0.0198 ETH ($49.50): (25.00 + 49.50) / 99.50 = 0.7487 -> $0.75; 99.50 >= 99.25: paid.
+        (50_000_000, 19_800_000_000_000_000, BillStatus.PAID, "0.50", "0.50"),
+        # only ETH, 0.0396 ETH ($99.00): ETH's 1 % = $1.00, as before
+        (0, 39_600_000_000_000_000, BillStatus.PAID, "1.00", "1.00"),
+    ],
+)
+def test_given_usdc_and_eth_paying_one_bill_then_the_tolerance_is_weighted_by_what_each_paid(
+    h: Harness, usdc: int, wei: int, status: BillStatus, written_off: str, remaining: str
+) -> None:
+    """A $100.00 bill paid from the linked wallet in USDC and ETH (locked at $2,500.00), both final. The shortfall
+    written off is USDC's band (min(0.5 %, $1) = $0.50) for what USDC paid and ETH's (1 % = $1.00) for what ETH paid,
+    weighted by their USD: a dust ETH payment must not open ETH's wider band for the whole bill."""
+    paid = []
+    if usdc:
+        paid.append(transfer("0xu", "USDC", usdc, T0 + timedelta(minutes=4)))
+    paid.append(transfer("0xe", "ETH", wei, T0 + timedelta(minutes=4), index=-1))
+    for credit in paid:
+        h.settlement.record_seen(credit)
+    for credit in paid:
+        h.settlement.finalized(credit.payment_id, "0xblock")
+
+    found = h.store.bill("inv-1")
+    assert found is not None
+    assert (found.status, found.written_off_usd, remaining_usd(found)) == (
+        status,
+        Decimal(written_off),
+        Decimal(remaining),
+    )
+
+
+def test_given_a_bill_too_large_to_take_another_line_then_the_credit_is_kept_for_an_operator_and_the_run_goes_on(
+    stack: Stack,
+) -> None:
+    """A bill whose item is as large as DynamoDB takes (400 KB; its one line padded to the largest size the table
+    accepts, found by trying): a 100 USDC credit from the account's linked wallet matches it, and the bill with one
+    more line cannot be stored. The watcher's report is never refused: the credit is kept UNATTRIBUTED for an
+    operator (and alerted), the bill unchanged - before, the store's refusal escaped ``record_seen`` and failed the
+    watcher's run at that credit, every run, so no later payment on the chain was recorded."""
+    from kilo_billing.aws import InvalidRequestError  # noqa: PLC0415
+    from kilo_crypto_watch.model import BillPayment  # noqa: PLC0415
+
+    h = harness(stack)
+    h.store.link_wallet("evm", CUSTOMER_WALLET, "acct-1", "ethereum", T0)
+    h.clock.now = T0 + timedelta(minutes=5)
+    for pad in range(400 * 1024, 390 * 1024, -64):
+        line = BillPayment("p" * pad, "0xt", "USDC", Decimal("0.00"), PaymentStatus.ORPHANED)
+        try:
+            assert h.store.create_bill(replace(bill(), payments=(line,)))
+            break
+        except InvalidRequestError:
+            continue
+    h.store.add_quote(quote("q-usdc", "USDC", USDC_QUOTE, "1"))
+    full = h.store.bill("inv-1")
+    assert full is not None
+
+    paid = transfer("0xfull", "USDC", USDC_QUOTE, T0 + timedelta(minutes=4))
+    h.settlement.record_seen(paid)
+
+    kept = h.store.payment("ethereum:0xfull:0")
+    assert kept is not None
+    assert (kept.status, kept.invoice_id) == (PaymentStatus.SEEN, None)
+    assert [p.payment_id for p in h.store.unattributed()] == ["ethereum:0xfull:0"]
+    assert [alert["amount"] for alert in h.events(UNATTRIBUTED)] == ["100"]
+    assert h.store.bill("inv-1") == full
+
+
+@pytest.mark.parametrize(("lines", "attributed"), [(499, True), (500, False)])
+def test_given_a_bill_holding_the_most_lines_it_takes_then_a_further_credit_is_kept_for_an_operator(
+    stack: Stack, lines: int, attributed: bool
+) -> None:
+    """A bill takes 500 payment lines (``SettlementPolicy.max_bill_lines``; its item stays far below DynamoDB's 400 KB
+    whatever the lines' statuses grow to, so finalizing a line never meets the limit). With 499 (orphaned) lines, a 100
+    USDC credit from the linked wallet is its 500th; with 500, it is kept UNATTRIBUTED for an operator, the bill
+    unchanged - before, the bill grew until the table refused it."""
+    from kilo_crypto_watch.model import BillPayment  # noqa: PLC0415
+
+    h = harness(stack)
+    h.store.link_wallet("evm", CUSTOMER_WALLET, "acct-1", "ethereum", T0)
+    old = tuple(
+        BillPayment(f"ethereum:0xold{i}:0", f"0xold{i}", "USDC", Decimal("0.00"), PaymentStatus.ORPHANED)
+        for i in range(lines)
+    )
+    assert h.store.create_bill(replace(bill(), payments=old))
+    h.store.add_quote(quote("q-usdc", "USDC", USDC_QUOTE, "1"))
+    h.clock.now = T0 + timedelta(minutes=5)
+
+    h.settlement.record_seen(transfer("0xnext", "USDC", USDC_QUOTE, T0 + timedelta(minutes=4)))
+
+    kept = h.store.payment("ethereum:0xnext:0")
+    assert kept is not None
+    found = h.store.bill("inv-1")
+    assert found is not None
+    assert (kept.invoice_id, len(found.payments), found.status) == (
+        ("inv-1", 500, BillStatus.PROCESSING) if attributed else (None, 500, BillStatus.OPEN)
+    )
+    assert [p.payment_id for p in h.store.unattributed()] == ([] if attributed else ["ethereum:0xnext:0"])

@@ -5,6 +5,8 @@
   ``updatedAt``.
 - ``TestContractWallet.vy``: a smart-contract wallet whose ERC-1271 ``isValidSignature`` accepts its owner key's
   signature of the hash.
+- ``TestBatchPay.vy``: pays several amounts of an ERC-20 in one transaction (``transferFrom`` each: one Transfer log
+  per amount) - a transaction with several credits to the merchant.
 
 Their ABI and bytecode are committed next to them (``<Name>.json``), so tests, the benchmark and the demo deploy them
 without a compiler; ``tests/unit/test_crypto_evm_contracts.py`` recompiles the sources and requires the committed
@@ -18,7 +20,7 @@ from pathlib import Path
 from typing import Any, Final
 
 HERE: Final = Path(__file__).resolve().parent
-CONTRACTS: Final = ("TestUSDC", "TestAggregator", "TestContractWallet")
+CONTRACTS: Final = ("TestUSDC", "TestAggregator", "TestContractWallet", "TestBatchPay")
 
 
 def compile_source(name: str) -> dict[str, Any]:

@@ -13,12 +13,13 @@ from decimal import Decimal, InvalidOperation
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from kilo_billing.aws import ConditionFailedError, call, paged_items, put_if
+from kilo_billing.aws import ConditionFailedError, InvalidRequestError, call, paged_items, put_if
 from kilo_billing.items import Item, from_item, to_item
 from kilo_crypto_watch import items
 from kilo_crypto_watch.model import Asset, Bill, BillStatus, Cursor, Payment, Quote, RateReading
 from kilo_crypto_watch.ports import (
     AlreadyExistsError,
+    ChangeRefusedError,
     ConflictError,
     CursorConflictError,
     PriceUnavailableError,
@@ -271,6 +272,10 @@ class DynamoCryptoStore:
                 call(self._client.transact_write_items, TransactItems=writes)
         except ConditionFailedError as exc:
             raise ConflictError(f"payment {change.payment.payment_id}: {exc}") from exc
+        except InvalidRequestError as exc:
+            raise ChangeRefusedError(
+                f"payment {change.payment.payment_id}: the table refused the change: {exc}"
+            ) from exc
 
     def mark_payment_announced(self, payment_id: str) -> None:
         call(

@@ -44,6 +44,7 @@ from kilo_crypto_watch.settlement import (
     BillNotFoundError,
     ClaimRefusedError,
     NoQuoteError,
+    UnstorableError,
     asset_amount,
 )
 from kilo_crypto_watch.wallets import SignInError, WalletTakenError
@@ -79,7 +80,7 @@ def _sign_in(exc: SignInError) -> Response[str]:
     return error_response(ErrorCode.INVALID_REQUEST, f"sign-in refused: {exc}", field="message")
 
 
-@app.exception_handler([QuoteRefusedError, NoQuoteError, AlreadyClaimedError, ClaimRefusedError])  # type: ignore[untyped-decorator]
+@app.exception_handler([QuoteRefusedError, NoQuoteError, AlreadyClaimedError, ClaimRefusedError, UnstorableError])  # type: ignore[untyped-decorator]
 def _conflict(exc: Exception) -> Response[str]:
     return error_response(ErrorCode.CONFLICT, str(exc))
 

@@ -90,10 +90,13 @@ def account_history(
     chains: Mapping[str, ChainConfig],
     now: datetime,
 ) -> dict[str, Any]:
-    """Newest first."""
+    """Newest first. A payment moved to another id (its transaction re-mined at another log index, D155) is shown
+    once, where it is now: the id it moved to (its current state) - the old id, kept ORPHANED and pointing at it,
+    is not a payment of its own."""
     by_invoice = {bill.invoice_id: bill for bill in bills}
+    shown = [payment for payment in payments if payment.moved_to is None]
     return {
         "bills": [_bill(b) for b in sorted(bills, key=lambda b: b.issued_at, reverse=True)],
         "quotes": [_quote(q, by_invoice, now) for q in sorted(quotes, key=lambda q: q.created_at, reverse=True)],
-        "payments": [_payment(p, chains) for p in sorted(payments, key=lambda p: p.seen_at, reverse=True)],
+        "payments": [_payment(p, chains) for p in sorted(shown, key=lambda p: p.seen_at, reverse=True)],
     }

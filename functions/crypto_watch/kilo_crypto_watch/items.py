@@ -7,7 +7,8 @@ Keys (``pk`` / ``sk``), and the two sparse indexes:
 - Solana Pay reference ``REF#<reference>`` / ``REF`` -> the quote, indexed ``watch`` while monitored;
 - chain payment ``PAY#<payment id>`` / ``PAY``, indexed ``pending`` while SEEN (or FAILED, not final); an
   attributed payment's link ``TXN#<chain>#<transaction>`` / ``PAY#<payment id>`` (one Query finds a transaction's
-  attributed payments);
+  attributed payments); an archived payment (displaced from its id by another credit of its transaction, D168) is
+  ``PAY#<payment id>~<generation>``;
 - linked wallet ``WALLET#<evm|solana>#<address>`` / ``WALLET`` (EVM addresses lower-cased; a key's wallet, the same
   address on every chain of its kind), or ``/ WALLET#<chain>`` for an ERC-1271 contract wallet (verified on that chain
   only: the same address elsewhere may be another contract, or none), sign-in nonce
@@ -364,6 +365,7 @@ def payment_to_item(payment: Payment) -> Item:
             "moved_to": payment.moved_to,
             "final": payment.final or None,
             "generation": payment.generation or None,
+            "archived": payment.archived or None,
         }
     )
 
@@ -420,6 +422,7 @@ def payment_from_item(item: Mapping[str, Any]) -> Payment:
         moved_to=str(values["moved_to"]) if values.get("moved_to") else None,
         final=bool(values.get("final", False)),
         generation=int(values.get("generation", 0)),
+        archived=bool(values.get("archived", False)),
     )
 
 

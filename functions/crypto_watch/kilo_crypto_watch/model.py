@@ -219,9 +219,16 @@ class Payment:
     # recorded afresh at a payment id used before (a credit re-mined at a reused log index, a payment seen again
     # after its orphaning): 1, 2, ... - its events' ids carry it, so they are not taken for the earlier ones'
     generation: int = 0
+    # displaced from its id by another credit of its transaction (re-mined with its log indexes shifted, D168): kept
+    # under its own id ``<id>~<generation>`` (ORPHANED), so that seen again at its new index it keeps its bill
+    archived: bool = False
 
     @property
     def payment_id(self) -> str:
+        """The transfer's id; an archived payment's is ``<transfer's id>~<generation>`` (the id its row was
+        displaced from, and which recording of that id it was: unique, so it never meets the live row's)."""
+        if self.archived:
+            return f"{self.transfer.payment_id}~{self.generation}"
         return self.transfer.payment_id
 
     @property

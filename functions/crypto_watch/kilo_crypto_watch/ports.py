@@ -106,6 +106,11 @@ class ConflictError(Exception):
     """A conditional write lost a race (the bill moved, the payment is already recorded): re-read and retry."""
 
 
+class ChangeRefusedError(Exception):
+    """The store refused a change itself, for good (an item over DynamoDB's 400 KB: a bill holding too many payment
+    lines): the same change can never be stored, retried or not."""
+
+
 class AlreadyExistsError(Exception):
     """The item exists already (a wallet linked to another account, a payment recorded, a used nonce)."""
 
@@ -153,11 +158,12 @@ class SettlementStore(Protocol):
     def payment(self, payment_id: str) -> Payment | None: ...
 
     def transaction_payments(self, chain: str, tx_id: str) -> Sequence[Payment]:
-        """The attributed payments recorded for transaction ``tx_id`` on ``chain`` (any index)."""
+        """The attributed payments recorded for transaction ``tx_id`` on ``chain`` (any index; archived ones too)."""
         ...
 
     def save(self, change: SettlementChange) -> None:
-        """Write the change in one transaction; ConflictError when a condition failed."""
+        """Write the change in one transaction; ConflictError when a condition failed, ChangeRefusedError when the
+        store can never take it (an item too large)."""
         ...
 
     def mark_payment_announced(self, payment_id: str) -> None: ...

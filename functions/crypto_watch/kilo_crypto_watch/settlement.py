@@ -46,7 +46,14 @@ from kilo_crypto_watch.model import (
     Quote,
     QuoteStatus,
 )
-from kilo_crypto_watch.ports import ConflictError, RateRefusedError, Rates, SettlementChange, SettlementStore
+from kilo_crypto_watch.ports import (
+    ChangeRefusedError,
+    ConflictError,
+    RateRefusedError,
+    Rates,
+    SettlementChange,
+    SettlementStore,
+)
 
 STABLECOINS: Final = frozenset({"USDC"})
 COUNTED: Final = frozenset({PaymentStatus.SEEN, PaymentStatus.FINALIZED})
@@ -61,6 +68,10 @@ class SettlementPolicy:
     stable_tolerance_cap: Decimal = Decimal("1.00")
     volatile_tolerance_rate: Decimal = Decimal("0.01")  # ETH / SOL: 1 % of the bill
     late_review_move: Decimal = Decimal("0.02")  # late ETH/SOL whose price moved more than this: manual review
+    # the payment lines a bill takes (one per credit matched to it); a credit beyond them is kept for an operator.
+    # A line is about 300 bytes of the bill's item: 500 keep it far below DynamoDB's 400 KB, whatever the lines'
+    # statuses grow to (D-crypto4-2)
+    max_bill_lines: int = 500
 
 
 class SettlementError(Exception):
@@ -94,6 +105,11 @@ class NotAssignableError(SettlementError):
     """The payment cannot be assigned (already attributed, failed, or orphaned; the bill is another account's)."""
 
 
+class UnstorableError(SettlementError):
+    """The store can never take the change (a bill holding too many payment lines to store one more): the watchers'
+    report keeps the credit UNATTRIBUTED for an operator; the fast path and operators are refused."""
+
+
 class NotUnderReviewError(SettlementError):
     """The payment is not waiting for an operator's decision (never in review, or resolved already)."""
 
@@ -115,11 +131,21 @@ def usd_value(atomic: int, asset: Asset, rate: Decimal) -> Decimal:
     return round_money(Fraction(atomic, 10 ** DECIMALS[asset]) * Fraction(rate))
 
 
-def tolerance(total: Decimal, assets: Iterable[Asset], policy: SettlementPolicy) -> Decimal:
-    """The underpayment written off: stablecoins only min(0.5 %, $1); any ETH/SOL among the payments 1 %."""
-    if all(asset in STABLECOINS for asset in assets):
-        return min(total * policy.stable_tolerance_rate, policy.stable_tolerance_cap)
-    return total * policy.volatile_tolerance_rate
+def tolerance(total: Decimal, paid: Iterable[tuple[Asset, Decimal]], policy: SettlementPolicy) -> Decimal:
+    """The underpayment written off, from the payments counted (asset, USD): paid in stablecoins only (or nothing of
+    value in ETH/SOL), min(0.5 %, $1) of the total; in ETH/SOL only, 1 %; both, the two bands weighted by the USD
+    each paid, rounded to the cent - a dust ETH payment beside USDC must not open ETH's band for the whole bill."""
+    stable = min(total * policy.stable_tolerance_rate, policy.stable_tolerance_cap)
+    volatile = total * policy.volatile_tolerance_rate
+    amounts = list(paid)
+    whole = sum((usd for _, usd in amounts), ZERO)
+    in_volatile = sum((usd for asset, usd in amounts if asset not in STABLECOINS), ZERO)
+    if in_volatile <= 0:
+        return stable
+    if in_volatile >= whole:
+        return volatile
+    weighted = Fraction(stable) * Fraction(whole - in_volatile) + Fraction(volatile) * Fraction(in_volatile)
+    return round_money(weighted / Fraction(whole))
 
 
 def recompute(bill: Bill, policy: SettlementPolicy, now: datetime) -> Bill:
@@ -144,7 +170,7 @@ def recompute(bill: Bill, policy: SettlementPolicy, now: datetime) -> Bill:
         flags |= bill.flags & {BillFlag.PARTIAL, BillFlag.PAID_LATE, BillFlag.MULTIPLE}
         return replace(bill, flags=frozenset(flags), credit_usd=credit)
     total = bill.total_usd
-    allowed = tolerance(total, [line.asset for line in counted], policy)
+    allowed = tolerance(total, [(line.asset, line.usd) for line in counted], policy)
     paid_all = sum((line.usd for line in counted), ZERO)
     paid_final = sum((line.usd for line in final), ZERO)
     if final and paid_final >= total - allowed:
@@ -415,6 +441,8 @@ class Settlement:
                     self._move(existing.payment_id, PaymentStatus.ORPHANED, existing.transfer.block_hash)
                     existing = self._store.payment(transfer.payment_id)
                 if existing is not None and existing.status is PaymentStatus.ORPHANED:
+                    if existing.attributed:
+                        self._archive(existing)  # kept, so that at its own new index it keeps its bill
                     payment = self._record_new(transfer, claimed_for, existing)
                     self._announce(payment)
                     return payment
@@ -443,6 +471,32 @@ class Settlement:
             return payment
 
         return self._retried(transfer.payment_id, attempt)
+
+    def _archive(self, displaced: Payment) -> None:
+        """Keep an attributed payment whose id another credit of its transaction takes over (D168) under its own id,
+        ``<id>~<generation>`` (ORPHANED, with its transaction link), and rename its bill line to it, in one
+        transaction conditional on the bill's version: reported later at its own new index, it is found as the
+        credit it is (``_moved_from``) and keeps its bill, and the line the new credit gets at the id is not its
+        line. Idempotent: an archive written by an earlier attempt is left as it is."""
+        archived = replace(displaced, archived=True)
+        if self._store.payment(archived.payment_id) is not None:
+            return
+        bill = self._store.bill(displaced.invoice_id) if displaced.invoice_id else None
+        if bill is None:
+            self._store.save(SettlementChange(archived, payment_expected=None))
+            return
+        renamed = replace(
+            bill,
+            payments=tuple(
+                _line(archived) if line.payment_id == displaced.payment_id else line for line in bill.payments
+            ),
+            settled_payment_ids=tuple(
+                archived.payment_id if payment_id == displaced.payment_id else payment_id
+                for payment_id in bill.settled_payment_ids
+            ),
+            version=bill.version + 1,
+        )
+        self._store.save(SettlementChange(archived, payment_expected=None, bill=renamed))
 
     def _rebased(self, existing: Payment, transfer: ObservedTransfer) -> Payment:
         """A SEEN payment observed in another block (its block reorged away, its transaction re-included), or a FAILED
@@ -705,7 +759,12 @@ class Settlement:
             raise BillNotFoundError(f"no crypto bill {moved_from.invoice_id!r}")
         kept = replace(transfer, block_time=transfer.block_time or moved_from.transfer.block_time)
         carried = replace(
-            moved_from, transfer=kept, status=PaymentStatus.SEEN, moved_to=None, generation=next_generation(existing)
+            moved_from,
+            transfer=kept,
+            status=PaymentStatus.SEEN,
+            moved_to=None,
+            generation=next_generation(existing),
+            archived=False,
         )
         left = replace(moved_from, status=PaymentStatus.ORPHANED, moved_to=carried.payment_id)
         new_bill, changed = self._bill_after(with_line(bill, left), carried, self._store.quotes(bill.invoice_id))
@@ -797,7 +856,8 @@ class Settlement:
         for quote in own:  # the quote's amount, give or take the settlement tolerance (an exchange's fee)
             if quote.amount_usd <= 0:
                 continue
-            band = quote.atomic_amount * tolerance(quote.amount_usd, [quote.asset], self._policy) / quote.amount_usd
+            allowed = tolerance(quote.amount_usd, [(quote.asset, quote.amount_usd)], self._policy)
+            band = quote.atomic_amount * allowed / quote.amount_usd
             if abs(transfer.atomic_amount - quote.atomic_amount) <= band:
                 return
         raise ClaimRefusedError(
@@ -840,6 +900,13 @@ class Settlement:
         return read
 
     def _bill_after(self, bill: Bill, payment: Payment, quotes: Sequence[Quote]) -> tuple[Bill, tuple[Quote, ...]]:
+        if len(bill.payments) >= self._policy.max_bill_lines and all(
+            line.payment_id != payment.payment_id for line in bill.payments
+        ):
+            raise UnstorableError(
+                f"bill {bill.invoice_id} holds {len(bill.payments)} payment lines, the most it takes: payment "
+                f"{payment.payment_id} is left for an operator"
+            )
         now = self._clock()
         moved = recompute(with_line(bill, payment), self._policy, now)
         new_bill = replace(moved, version=bill.version + 1)
@@ -902,6 +969,8 @@ class Settlement:
                 return attempt()
             except ConflictError:
                 continue
+            except ChangeRefusedError as exc:
+                raise UnstorableError(f"payment {payment_id} cannot be stored as matched: {exc}") from exc
         raise ConflictError(f"payment {payment_id}: too many concurrent changes")
 
     # events: published after the state is stored, then marked (a rerun re-publishes the same id)
