@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -22,6 +22,7 @@ from kilo_billing.invoicing import (
     InvoiceStatus,
     LedgerConflictError,
     LedgerStore,
+    Line,
     RefundRequest,
     amount_due,
     below_card_minimum,
@@ -37,12 +38,13 @@ from kilo_billing.invoicing import (
     refundable,
     void_credit,
 )
-from kilo_billing.money import ZERO, money_str
+from kilo_billing.money import ZERO, money_str, total
 from kilo_billing.periods import Period
 from kilo_billing.progressive import invoice_early
 from kilo_billing.publisher import EventPublisher
 from kilo_invoice.model import CloseDeps, CloseOutcome, EventOutcome, InvoiceNotFoundError
 from kilo_invoice.ports import (
+    GATEWAY_MAX_LINES,
     CloseJobQueue,
     Customer,
     GatewayInvoice,
@@ -193,18 +195,67 @@ def _with_retries(deps: CloseDeps, call: Callable[[], Any]) -> Any:
     raise AssertionError("unreachable")
 
 
+ADJUSTMENT: Final = "adjustment"
+FOLDED: Final = "folded"  # a processor line standing for several of our lines (``fit_lines``)
+
+
+def _fold(kind: str, description: str, lines: Sequence[Line], period: str) -> Line:
+    starts = [line.start for line in lines if line.start is not None]
+    ends = [line.end for line in lines if line.end is not None]
+    amount = total([line.amount for line in lines])
+    return Line(
+        kind,
+        f"{description}: {money_str(amount)}",
+        amount,
+        period,
+        start=min(starts) if starts else None,
+        end=max(ends) if ends else None,
+    )
+
+
+def fit_lines(invoice: InvoiceRecord, limit: int = GATEWAY_MAX_LINES) -> list[Line]:
+    """``invoice``'s lines as the processor gets them, at most ``limit`` (Stripe holds 250 invoice items per invoice,
+    D-invoice4-1). Our invoice keeps every line (the receipt and the API show them); the processor's sums the same:
+    - at most ``limit`` lines: all of them, as they are;
+    - beyond: each earlier period's late usage (its adjustment lines: up to 4 meters per tier segment, for up to
+      ``MAX_ADJUSTED_PERIODS`` periods) becomes one amount line for that period, where its first line was;
+    - still beyond (many carried invoices ...): the lines from the ``limit``-th on become one amount line."""
+    lines = list(invoice.lines)
+    if len(lines) <= limit:
+        return lines
+    late: dict[str, list[Line]] = {}
+    for line in lines:
+        if line.kind == ADJUSTMENT and line.period != invoice.period:
+            late.setdefault(line.period, []).append(line)
+    fitted: list[Line] = []
+    for line in lines:
+        group = late.get(line.period) if line.kind == ADJUSTMENT else None
+        if group is None or len(group) == 1:
+            fitted.append(line)
+        elif line is group[0]:
+            what = f"Late usage for {line.period}, {len(group)} lines (itemised on invoice {invoice.number})"
+            fitted.append(_fold(ADJUSTMENT, what, group, line.period))
+    if len(fitted) <= limit:
+        return fitted
+    rest = fitted[limit - 1 :]
+    what = f"{len(rest)} further lines (itemised on invoice {invoice.number})"
+    return [*fitted[: limit - 1], _fold(FOLDED, what, rest, invoice.period)]
+
+
 def gateway_request(invoice: InvoiceRecord, customer_id: str, automatic_tax: bool = False) -> InvoiceRequest:
+    """What the processor is asked for: our invoice's lines (folded to what one processor invoice holds, ``fit_lines``),
+    a unit price and quantity on usage and late-usage lines, our ids in the metadata."""
     lines = [
         GatewayLine(
             description=line.description,
             amount=line.amount,
-            quantity=line.quantity if line.kind in ("usage", "adjustment") else None,
-            unit_price=line.unit_price if line.kind in ("usage", "adjustment") else None,
+            quantity=line.quantity if line.kind in ("usage", ADJUSTMENT) else None,
+            unit_price=line.unit_price if line.kind in ("usage", ADJUSTMENT) else None,
             period_start=line.start,
             period_end=line.end,
             metadata={"kind": line.kind, **({"meter": line.meter} if line.meter else {})},
         )
-        for line in invoice.lines
+        for line in fit_lines(invoice)
     ]
     return InvoiceRequest(
         invoice_id=invoice.invoice_id,
