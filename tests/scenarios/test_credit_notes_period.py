@@ -244,3 +244,44 @@ def test_given_a_carried_early_invoice_paid_by_its_carrier_when_its_usage_shrink
     assert (note.to_credit, note.returned) == (Decimal("7.20"), Decimal("0.00"))  # paid once, by March's close
     with pytest.raises(ValueError, match=r"at most 0\.00"):  # and given back: nothing of March left to refund
         refund_invoice(world.store, world.gateway, "acme", march.invoice_id, Decimal("0.01"))
+
+
+# --- a note on an unpaid period-end invoice beyond what it asks for (D166 amended, s8) ---------------------------
+
+
+def _personal_early_then_open_close(world: World) -> None:
+    """Personal, progressive at 5.00: 15,000 video minutes by March 10 (10,000 over x 0.00072 = 7.20 billed early),
+    1,000 more afterwards. March's close: 11,000 over x 0.00072 = 7.92 - 7.20 billed early = 0.72, sent to the
+    processor (above its 0.50 minimum) and left open."""
+    world.signup("acme", (at(1, 2), "personal"))
+    progressive(world, "acme", "5.00")
+    world.close("acme", FEB)
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", 15_000)
+    (early,) = issue_early(world.deps, "acme", MAR, mid(10))
+    assert (early.invoice_id, early.total) == (EARLY, Decimal("7.20"))
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", 1_000)
+    march = world.close("acme", MAR)
+    assert (march.total, march.status) == (Decimal("0.72"), InvoiceStatus.OPEN)
+
+
+def test_given_an_open_period_end_invoice_and_an_unpaid_early_one_then_the_rest_beyond_its_total_is_no_credit() -> None:
+    world = World()
+    _personal_early_then_open_close(world)  # neither invoice paid
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", -11_000)  # March 5,000: inside the allowance, -7.92
+    world.close("acme", APR)
+    note = world.store.credit_notes["acme/2026-03/credit-2026-04"]
+    # 0.72 off what March still asks; the other 7.20 was billed by the early invoice, never paid: not account credit
+    assert (note.to_due, note.to_credit, note.returned) == (Decimal("0.72"), Decimal("0.00"), Decimal("7.20"))
+    assert world.store.billing["acme"].credit == Decimal("0.00")
+
+
+def test_given_an_open_period_end_invoice_and_a_paid_early_one_then_the_rest_beyond_its_total_is_credit() -> None:
+    world, events = World(), Events()
+    _personal_early_then_open_close(world)
+    _pay_early(world, events)  # the early invoice's 7.20 paid by card
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", -11_000)  # -7.92
+    world.close("acme", APR)
+    note = world.store.credit_notes["acme/2026-03/credit-2026-04"]
+    # 0.72 off March's amount due; 7.20 that the early invoice's payment made: account credit
+    assert (note.to_due, note.to_credit, note.returned) == (Decimal("0.72"), Decimal("7.20"), Decimal("0.00"))
+    assert world.store.billing["acme"].credit == Decimal("7.20")

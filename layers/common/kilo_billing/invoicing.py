@@ -880,7 +880,10 @@ def credit_note(
         return replace(base, to_credit=ZERO)
     if on_card and credited.status in UNPAID_AT_PROCESSOR:
         to_due = max(ZERO, min(amount, credited.total - taken))
-        return replace(base, to_due=to_due, to_credit=amount - to_due, processor=to_due, status=_pending_if(to_due))
+        lowered = replace(base, to_due=to_due, to_credit=ZERO, processor=to_due, status=_pending_if(to_due))
+        # beyond what it still asks for: account credit only for money that paid for the period's usage (D166)
+        held = max(ZERO, min(amount - to_due, period_held(ledger, credited.period, [*notes, lowered])))
+        return replace(lowered, to_credit=held, returned=amount - to_due - held)
     if credited.status is InvoiceStatus.PAID:  # never more back than the customer's payments still leave with us
         held = max(ZERO, min(amount, period_held(ledger, credited.period, notes)))
         paid = replace(base, to_credit=held, returned=amount - held)
