@@ -14,7 +14,7 @@ import pytest
 from kilo_billing.invoicing import InvoiceStatus
 from kilo_invoice.logic import apply_stripe_event, issue_early, refund_invoice
 from tests.scenarios.test_card_payment_events import Events, _fixture, _paid_invoice
-from tests.scenarios.test_invoicing import APR, FEB, MAR, World, amounts, at, seg
+from tests.scenarios.test_invoicing import APR, FEB, MAR, MAY, World, amounts, at, seg
 from tests.scenarios.test_progressive_billing import mid, progressive
 
 EARLY = "acme/2026-03/early-1"
@@ -285,3 +285,48 @@ def test_given_an_open_period_end_invoice_and_a_paid_early_one_then_the_rest_bey
     # 0.72 off March's amount due; 7.20 that the early invoice's payment made: account credit
     assert (note.to_due, note.to_credit, note.returned) == (Decimal("0.72"), Decimal("7.20"), Decimal("0.00"))
     assert world.store.billing["acme"].credit == Decimal("7.20")
+
+
+# --- late usage billed on a later invoice counts toward its period's note bound (D166 amended, s8) ----------------
+
+
+def _march_late_usage_paid_in_april(world: World, events: Events) -> str:
+    """Personal from February. March: 5,000 video minutes, inside the allowance: 0.00 (paid at once). 10,000 more
+    minutes of March arrive late: April's close bills them as late usage, 10,000 x 0.00072 = 7.20, paid by card.
+    Returns April's invoice id."""
+    world.signup("acme", (at(1, 2), "personal"))
+    world.close("acme", FEB)
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", 5_000)
+    assert world.close("acme", MAR).total == Decimal("0.00")
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", 10_000)  # late: March now 15,000
+    april = world.close("acme", APR)
+    assert (amounts(april, "adjustment"), april.total) == (["7.20"], Decimal("7.20"))
+    world.gateway.settle(april.invoice_id, paid=True)
+    paid = _paid_invoice(world, april.invoice_id)
+    apply_stripe_event(world.store, world.bus, events, *events.add("evt_apr", "invoice.paid", paid), at(3, 5))
+    assert world.store.invoices[april.invoice_id].status is InvoiceStatus.PAID
+    return april.invoice_id
+
+
+def test_given_late_usage_paid_on_a_later_invoice_when_it_shrinks_then_the_note_gives_it_back_as_credit() -> None:
+    world, events = World(), Events()
+    april = _march_late_usage_paid_in_april(world, events)
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", -10_000)  # March back to 5,000: -7.20
+    world.close("acme", MAY)
+    note = world.store.credit_notes["acme/2026-03/credit-2026-05"]
+    # the 7.20 was paid, on April's invoice: account credit, nothing "already returned"
+    assert (note.to_due, note.to_credit, note.returned) == (Decimal("0.00"), Decimal("7.20"), Decimal("0.00"))
+    assert world.store.billing["acme"].credit == Decimal("7.20")
+    with pytest.raises(ValueError, match=r"at most 0\.00"):  # given back once already, as account credit
+        refund_invoice(world.store, world.gateway, "acme", april, Decimal("0.01"))
+
+
+def test_given_the_later_invoice_refunded_first_then_the_note_gives_no_credit_for_its_late_usage() -> None:
+    world, events = World(), Events()
+    april = _march_late_usage_paid_in_april(world, events)
+    assert refund_invoice(world.store, world.gateway, "acme", april, None).refunded == Decimal("7.20")
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", -10_000)  # -7.20
+    world.close("acme", MAY)
+    note = world.store.credit_notes["acme/2026-03/credit-2026-05"]
+    assert (note.to_credit, note.returned) == (Decimal("0.00"), Decimal("7.20"))  # the refund gave it back
+    assert world.store.billing["acme"].credit == Decimal("0.00")

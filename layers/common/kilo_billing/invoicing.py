@@ -816,27 +816,62 @@ def invoice_held(invoice: InvoiceRecord, period: str, notes: Iterable[CreditNote
     return max(ZERO, min(usage_billed(invoice, period) - lowered, paid + credit_applied(invoice)))
 
 
+def late_usage_billed(invoice: InvoiceRecord, period: str) -> Decimal:
+    """What ``invoice`` billed as late usage of an earlier ``period`` (its adjustment lines of that period: the billing
+    policy's "adjustment line on the next invoice")."""
+    if period == invoice.period:
+        return ZERO
+    return total(
+        [line.amount for line in invoice.lines if line.kind == LineKind.ADJUSTMENT.value and line.period == period]
+    )
+
+
+def late_held(invoice: InvoiceRecord, period: str, notes: Iterable[CreditNote]) -> Decimal:
+    """The money with us that paid for ``period``'s late usage billed on a later ``invoice`` (D166 amended, s8). Its
+    money pays that late usage last, after everything else it billed (its own period's usage, fees, other periods'
+    late usage, what it carries): so what it holds for it is what it holds beyond all that, at most the late usage.
+    Paid less, or refunded in part, it holds less; unpaid, only the account credit it applied; void, nothing."""
+    late = late_usage_billed(invoice, period)
+    if late <= 0 or invoice.status is InvoiceStatus.VOID:
+        return ZERO
+    lowered = _lowered(invoice, notes)
+    paid = invoice.kept - lowered if invoice.status is InvoiceStatus.PAID else ZERO
+    billed = total([line.amount for line in invoice.lines if line.kind != CREDIT]) - lowered
+    return max(ZERO, min(late, paid + credit_applied(invoice) - (billed - late)))
+
+
 def period_held(ledger: AccountLedger, period: str, notes: Iterable[CreditNote] = ()) -> Decimal:
-    """What the customer paid for ``period``'s usage and has not had back, over the period's invoices - its period-end
-    invoice and its early (progressive) ones, which billed part of its usage - less the account credit notes against
-    the period gave already. A note gives at most this; a refund takes from it only what it takes of an invoice's
-    money that paid for the period's usage (D166)."""
+    """What the customer paid for ``period``'s usage and has not had back, over the invoices that billed it - its
+    period-end invoice, its early (progressive) ones, and later invoices that billed its late usage - less the account
+    credit notes against the period gave already. A note gives at most this; a refund takes from it only what it
+    takes of an invoice's money that paid for the period's usage (D166)."""
     notes = list(notes)
     held = total(
-        [invoice_held(invoice, period, notes) for invoice in ledger.invoices.values() if invoice.period == period]
+        [
+            invoice_held(invoice, period, notes) if invoice.period == period else late_held(invoice, period, notes)
+            for invoice in ledger.invoices.values()
+            if invoice.period >= period
+        ]
     )
     return held - total([note.to_credit for note in notes if note.period == period])
 
 
 def refundable(ledger: AccountLedger, invoice: InvoiceRecord) -> Decimal:
     """At most what a refund of the paid ``invoice`` may give back now (D131, D166): what it keeps less what notes took
-    off its amount due; and of that, beyond its money that did not pay for its period's usage (the next period's fee,
-    what it carries, ...), only what the period's notes have not credited already - a note and a refund never give the
-    same money back, whichever comes first."""
+    off its amount due; and of that, beyond its money that did not pay for usage (the next period's fee, what it
+    carries, ...), only what notes have not credited already of the usage it paid for - its period's, and late usage
+    of earlier periods it billed - so a note and a refund never give the same money back, whichever comes first."""
     notes = list(ledger.credit_notes.values())
     keeps = invoice.kept - _lowered(invoice, notes)
-    spare = keeps + credit_applied(invoice) - invoice_held(invoice, invoice.period, notes)
-    return max(ZERO, min(keeps, max(ZERO, spare) + max(ZERO, period_held(ledger, invoice.period, notes))))
+    late = {
+        line.period: late_held(invoice, line.period, notes)
+        for line in invoice.lines
+        if line.kind == LineKind.ADJUSTMENT.value and line.period != invoice.period
+    }
+    spare = keeps + credit_applied(invoice) - invoice_held(invoice, invoice.period, notes) - total(list(late.values()))
+    room = max(ZERO, spare) + max(ZERO, period_held(ledger, invoice.period, notes))
+    room += total([min(held, max(ZERO, period_held(ledger, period, notes))) for period, held in late.items()])
+    return max(ZERO, min(keeps, room))
 
 
 def amount_due(invoice: InvoiceRecord, notes: Iterable[CreditNote]) -> Decimal:
