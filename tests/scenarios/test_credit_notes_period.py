@@ -290,10 +290,10 @@ def test_given_an_open_period_end_invoice_and_a_paid_early_one_then_the_rest_bey
 # --- late usage billed on a later invoice counts toward its period's note bound (D166 amended, s8) ----------------
 
 
-def _march_late_usage_paid_in_april(world: World, events: Events) -> str:
+def _march_late_usage_paid_in_april(world: World, events: Events) -> tuple[str, str]:
     """Personal from February. March: 5,000 video minutes, inside the allowance: 0.00 (paid at once). 10,000 more
     minutes of March arrive late: April's close bills them as late usage, 10,000 x 0.00072 = 7.20, paid by card.
-    Returns April's invoice id."""
+    Returns April's invoice id and the payment intent that paid it."""
     world.signup("acme", (at(1, 2), "personal"))
     world.close("acme", FEB)
     world.store.rate("acme", "2026-03", seg(at(1)), "video", 5_000)
@@ -301,16 +301,18 @@ def _march_late_usage_paid_in_april(world: World, events: Events) -> str:
     world.store.rate("acme", "2026-03", seg(at(1)), "video", 10_000)  # late: March now 15,000
     april = world.close("acme", APR)
     assert (amounts(april, "adjustment"), april.total) == (["7.20"], Decimal("7.20"))
-    world.gateway.settle(april.invoice_id, paid=True)
+    intent = world.gateway.settle(april.invoice_id, paid=True)
+    assert intent is not None
     paid = _paid_invoice(world, april.invoice_id)
-    apply_stripe_event(world.store, world.bus, events, *events.add("evt_apr", "invoice.paid", paid), at(3, 5))
+    paid_event = events.add("evt_apr", "invoice.paid", paid)
+    apply_stripe_event(world.store, world.bus, events, *paid_event, at(3, 5), world.gateway)
     assert world.store.invoices[april.invoice_id].status is InvoiceStatus.PAID
-    return april.invoice_id
+    return april.invoice_id, intent
 
 
 def test_given_late_usage_paid_on_a_later_invoice_when_it_shrinks_then_the_note_gives_it_back_as_credit() -> None:
     world, events = World(), Events()
-    april = _march_late_usage_paid_in_april(world, events)
+    april, _ = _march_late_usage_paid_in_april(world, events)
     world.store.rate("acme", "2026-03", seg(at(1)), "video", -10_000)  # March back to 5,000: -7.20
     world.close("acme", MAY)
     note = world.store.credit_notes["acme/2026-03/credit-2026-05"]
@@ -323,10 +325,61 @@ def test_given_late_usage_paid_on_a_later_invoice_when_it_shrinks_then_the_note_
 
 def test_given_the_later_invoice_refunded_first_then_the_note_gives_no_credit_for_its_late_usage() -> None:
     world, events = World(), Events()
-    april = _march_late_usage_paid_in_april(world, events)
+    april, _ = _march_late_usage_paid_in_april(world, events)
     assert refund_invoice(world.store, world.gateway, "acme", april, None).refunded == Decimal("7.20")
     world.store.rate("acme", "2026-03", seg(at(1)), "video", -10_000)  # -7.20
     world.close("acme", MAY)
     note = world.store.credit_notes["acme/2026-03/credit-2026-05"]
     assert (note.to_credit, note.returned) == (Decimal("0.00"), Decimal("7.20"))  # the refund gave it back
     assert world.store.billing["acme"].credit == Decimal("0.00")
+
+
+def test_given_team_when_the_early_invoice_s_dispute_is_won_after_the_note_then_its_usage_is_credited_once() -> None:
+    """The early invoice's 7.20 withdrawn by a dispute when the note is made (0.00 credit, 7.20 returned); the dispute
+    won and the funds reinstated on the early invoice: the note's 7.20 becomes account credit, once (D166 amended,
+    s8: before, only a dispute on the period-end invoice was looked at)."""
+    world, events = World(), Events()
+    intent = _team_billed_early_and_paid(world, events)
+    dispute = {"id": "dp_early", "charge": "ch_early", "payment_intent": intent, "amount": 720}
+    withdrawn = _fixture("dispute", **dispute, status="needs_response")
+    apply_stripe_event(
+        world.store, world.bus, events, *events.add("evt_w", "charge.dispute.funds_withdrawn", withdrawn), at(2, 5)
+    )
+    assert world.store.invoices[EARLY].kept == Decimal("0.00")
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", -10_000)  # -7.20
+    world.close("acme", APR)
+    note = world.store.credit_notes["acme/2026-03/credit-2026-04"]
+    assert (note.to_credit, note.returned) == (Decimal("0.00"), Decimal("7.20"))
+    won = _fixture("dispute", **dispute, status="won")
+    reinstated = events.add("evt_r", "charge.dispute.funds_reinstated", won)
+    apply_stripe_event(world.store, world.bus, events, *reinstated, at(6, 5))
+    assert world.store.invoices[EARLY].kept == Decimal("7.20")
+    note = world.store.credit_notes["acme/2026-03/credit-2026-04"]
+    assert (note.to_credit, note.returned, note.version) == (Decimal("7.20"), Decimal("0.00"), 2)
+    assert world.store.billing["acme"].credit == Decimal("7.20")
+    apply_stripe_event(world.store, world.bus, events, *reinstated, at(6, 5))  # delivered again: nothing more
+    assert world.store.billing["acme"].credit == Decimal("7.20")
+    with pytest.raises(ValueError, match=r"at most 0\.00"):  # credited: the early invoice is not refunded too
+        refund_invoice(world.store, world.gateway, "acme", EARLY, Decimal("0.01"))
+
+
+def test_given_late_usage_paid_later_and_withdrawn_when_the_dispute_is_won_then_the_note_credits_it() -> None:
+    """March's late usage paid on April's invoice (7.20); April's payment disputed and withdrawn; -10,000 minutes
+    found by May's close: 0.00 credit, 7.20 returned; the dispute won: 7.20 credit."""
+    world, events = World(), Events()
+    april, intent = _march_late_usage_paid_in_april(world, events)
+    dispute = {"id": "dp_apr", "charge": "ch_apr", "payment_intent": intent, "amount": 720}
+    withdrawn = _fixture("dispute", **dispute, status="needs_response")
+    apply_stripe_event(
+        world.store, world.bus, events, *events.add("evt_w", "charge.dispute.funds_withdrawn", withdrawn), at(5, 5)
+    )
+    assert world.store.invoices[april].kept == Decimal("0.00")
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", -10_000)  # -7.20
+    world.close("acme", MAY)
+    note = world.store.credit_notes["acme/2026-03/credit-2026-05"]
+    assert (note.to_credit, note.returned) == (Decimal("0.00"), Decimal("7.20"))
+    reinstated = events.add("evt_r", "charge.dispute.funds_reinstated", _fixture("dispute", **dispute, status="won"))
+    apply_stripe_event(world.store, world.bus, events, *reinstated, at(8, 6))
+    note = world.store.credit_notes["acme/2026-03/credit-2026-05"]
+    assert (note.to_credit, note.returned) == (Decimal("7.20"), Decimal("0.00"))
+    assert world.store.billing["acme"].credit == Decimal("7.20")

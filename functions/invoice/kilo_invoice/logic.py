@@ -790,7 +790,7 @@ def _save_with(
                     return store.update_invoice_and_credit(updated, invoice.status, ledger.billing.credit, restored)
             if now is not None and updated.kept > invoice.kept:  # once: the next read finds the notes moved on
                 ledger = store.ledger(invoice.account_id)
-                notes = credit_reinstated(updated, ledger.credit_notes.values(), now)
+                notes = credit_reinstated(ledger, updated, now)
                 if notes:
                     before = {note.credit_id: note.to_credit for note in ledger.credit_notes.values()}
                     given = sum((note.to_credit - before[note.credit_id] for note in notes), ZERO)

@@ -929,33 +929,41 @@ def credit_note(
     return base
 
 
-def credit_reinstated(invoice: InvoiceRecord, notes: Iterable[CreditNote], at: datetime) -> tuple[CreditNote, ...]:
-    """The credit notes against the paid ``invoice`` that now give more account credit because the invoice keeps
-    more than when they were made: a dispute's funds, withdrawn then, reinstated since (the dispute won). A note gave
-    at most what the invoice kept (``credit_note``), the rest recorded as ``returned``; of that rest, what the invoice
-    keeps again - its ``kept`` less every note's amount on it - becomes the note's account credit, earliest note
-    first, as a note made now would give (D131 amended). Each changed note comes back one version on, with its
-    history; the account credit to add is what their ``to_credit`` grew by. A dispute lost leaves them as they are."""
+def credit_reinstated(ledger: AccountLedger, invoice: InvoiceRecord, at: datetime) -> tuple[CreditNote, ...]:
+    """The credit notes that now give more account credit because the paid ``invoice`` (as it is about to be stored,
+    replacing the ledger's) keeps more than when they were made: a dispute's funds, withdrawn then, reinstated since
+    (the dispute won). A note gave at most what paid for its period's usage (``period_held``), the rest recorded as
+    ``returned``; for each period the invoice paid usage of - its own (as the period-end invoice or an early one) and
+    any whose late usage it billed - what the period now holds beyond the notes' credit becomes account credit of the
+    notes on that period, earliest note first, as a note made now would give (D131 amended; D166 amended, s8: before,
+    only notes against the invoice itself, bounded by its whole ``kept``). Each changed note comes back one version
+    on, with its history; the account credit to add is what their ``to_credit`` grew by. A dispute lost leaves them as
+    they are."""
     if invoice.status is not InvoiceStatus.PAID:
         return ()
-    mine = sorted((note for note in notes if note.invoice_id == invoice.invoice_id), key=lambda note: note.credit_id)
-    room = invoice.kept - credited_by_notes(invoice, mine)
+    after = replace(ledger, invoices={**ledger.invoices, invoice.invoice_id: invoice})
+    notes = list(ledger.credit_notes.values())
+    periods = {invoice.period} | {
+        line.period for line in invoice.lines if line.kind == LineKind.ADJUSTMENT.value and line.period < invoice.period
+    }
     changed: list[CreditNote] = []
-    for note in mine:
-        given = min(note.returned, room)
-        if given <= 0:
-            continue
-        room -= given
-        what = f"{money_str(given)} kept again (a dispute's funds reinstated): account credit"
-        changed.append(
-            replace(
-                note,
-                to_credit=note.to_credit + given,
-                returned=note.returned - given,
-                version=note.version + 1,
-                history=(*note.history, (what, at.isoformat())),
+    for period in sorted(periods):
+        room = period_held(after, period, notes)
+        for note in sorted((note for note in notes if note.period == period), key=lambda note: note.credit_id):
+            given = min(note.returned, room)
+            if given <= 0:
+                continue
+            room -= given
+            what = f"{money_str(given)} kept again (a dispute's funds reinstated): account credit"
+            changed.append(
+                replace(
+                    note,
+                    to_credit=note.to_credit + given,
+                    returned=note.returned - given,
+                    version=note.version + 1,
+                    history=(*note.history, (what, at.isoformat())),
+                )
             )
-        )
     return tuple(changed)
 
 
