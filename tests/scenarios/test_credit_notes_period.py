@@ -61,8 +61,15 @@ def test_given_the_early_invoice_still_unpaid_when_its_usage_shrinks_then_no_cre
     world.store.rate("acme", "2026-03", seg(at(1)), "video", -10_000)  # -7.20
     world.close("acme", APR)
     note = world.store.credit_notes["acme/2026-03/credit-2026-04"]
-    # no spendable credit for money not collected: the 7.20 is not given, recorded on the note as not credited
-    assert (note.to_due, note.to_credit, note.returned) == (Decimal("0.00"), Decimal("0.00"), Decimal("7.20"))
+    # no spendable credit for money not collected: the 7.20 is not given, recorded on the note as not collected
+    # (not as returned: nothing was given back, D-invoice4-2)
+    assert (note.to_due, note.to_credit, note.returned, note.uncollected) == (
+        Decimal("0.00"),
+        Decimal("0.00"),
+        Decimal("0.00"),
+        Decimal("7.20"),
+    )
+    assert (note.as_json()["already_returned"], note.as_json()["not_collected"]) == ("0.00", "7.20")
     assert world.store.billing["acme"].credit == Decimal("0.00")
     _pay_early(world, events)  # paid afterwards: the 7.20 the usage no longer justifies is refundable, once
     assert refund_invoice(world.store, world.gateway, "acme", EARLY, None).refunded == Decimal("7.20")
@@ -196,7 +203,7 @@ def test_given_the_early_invoice_written_off_when_its_usage_shrinks_then_the_not
     world.close("acme", APR)
     note = world.store.credit_notes["acme/2026-03/credit-2026-04"]
     # the 7.20 was never paid (written off): no spendable credit for it; nothing else paid for March's usage
-    assert (note.to_credit, note.returned) == (Decimal("0.00"), Decimal("7.20"))
+    assert (note.to_credit, note.returned, note.uncollected) == (Decimal("0.00"), Decimal("0.00"), Decimal("7.20"))
     assert world.store.billing["acme"].credit == Decimal("0.00")
 
 
@@ -271,7 +278,12 @@ def test_given_an_open_period_end_invoice_and_an_unpaid_early_one_then_the_rest_
     world.close("acme", APR)
     note = world.store.credit_notes["acme/2026-03/credit-2026-04"]
     # 0.72 off what March still asks; the other 7.20 was billed by the early invoice, never paid: not account credit
-    assert (note.to_due, note.to_credit, note.returned) == (Decimal("0.72"), Decimal("0.00"), Decimal("7.20"))
+    assert (note.to_due, note.to_credit, note.returned, note.uncollected) == (
+        Decimal("0.72"),
+        Decimal("0.00"),
+        Decimal("0.00"),
+        Decimal("7.20"),
+    )
     assert world.store.billing["acme"].credit == Decimal("0.00")
 
 
@@ -383,3 +395,26 @@ def test_given_late_usage_paid_later_and_withdrawn_when_the_dispute_is_won_then_
     note = world.store.credit_notes["acme/2026-03/credit-2026-05"]
     assert (note.to_credit, note.returned) == (Decimal("7.20"), Decimal("0.00"))
     assert world.store.billing["acme"].credit == Decimal("7.20")
+
+
+def test_given_one_early_invoice_refunded_and_one_unpaid_then_the_note_tells_returned_from_not_collected() -> None:
+    """Personal, progressive at 5.00: 15,000 video minutes by March 10 (7.20 billed early, paid, then refunded), 8,000
+    more by March 20 (8,000 x 0.00072 = 5.76 billed early, left open); March's close 0.00. -18,000 minutes late
+    (March 5,000: -12.96): nothing paid for March is still with us - 7.20 was refunded (returned), 5.76 never paid
+    (not collected)."""
+    world, events = World(), Events()
+    world.signup("acme", (at(1, 2), "personal"))
+    progressive(world, "acme", "5.00")
+    world.close("acme", FEB)
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", 15_000)
+    issue_early(world.deps, "acme", MAR, mid(10))
+    _pay_early(world, events)
+    assert refund_invoice(world.store, world.gateway, "acme", EARLY, None).refunded == Decimal("7.20")
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", 8_000)
+    second = [i for i in issue_early(world.deps, "acme", MAR, mid(20)) if i.invoice_id != EARLY]
+    assert [(i.total, i.status) for i in second] == [(Decimal("5.76"), InvoiceStatus.OPEN)]
+    assert world.close("acme", MAR).total == Decimal("0.00")
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", -18_000)
+    world.close("acme", APR)
+    note = world.store.credit_notes["acme/2026-03/credit-2026-04"]
+    assert (note.to_credit, note.returned, note.uncollected) == (Decimal("0.00"), Decimal("7.20"), Decimal("5.76"))

@@ -253,7 +253,9 @@ class CreditNote:
     ``processor`` is the processor note's amount (``to_due``; or, for a paid card invoice, the account credit,
     recorded on it as credited outside the processor); 0: no processor note.
     ``returned``: the part of the late usage that a paid invoice no longer holds - refunds, refunds owed, disputes
-    lost and earlier notes already gave it back - so neither account credit nor ``amount`` (D131)."""
+    lost and earlier notes already gave it back - so neither account credit nor ``amount`` (D131).
+    ``uncollected``: the part that an invoice of the period billed and was never paid for (open, payment failed,
+    written off: D166), so nothing to give back; neither account credit nor ``amount`` (D-invoice4-2)."""
 
     credit_id: str  # ``<account>/<credited period>/credit-<period of the invoice that found it>``
     account_id: str
@@ -270,6 +272,7 @@ class CreditNote:
     version: int = 1  # bumped by every update after the close's write (conditional: the version read)
     history: tuple[tuple[str, str], ...] = ()  # (what happened, ISO time)
     returned: Decimal = ZERO
+    uncollected: Decimal = ZERO
 
     @property
     def amount(self) -> Decimal:
@@ -291,6 +294,7 @@ class CreditNote:
             "to_amount_due": money_str(self.to_due),
             "to_account_credit": money_str(self.to_credit),
             "already_returned": money_str(self.returned),
+            "not_collected": money_str(self.uncollected),
             "status": self.status.value,
             "lines": [line.as_json() for line in self.lines],
         }
@@ -918,15 +922,43 @@ def credit_note(
         lowered = replace(base, to_due=to_due, to_credit=ZERO, processor=to_due, status=_pending_if(to_due))
         # beyond what it still asks for: account credit only for money that paid for the period's usage (D166)
         held = max(ZERO, min(amount - to_due, period_held(ledger, credited.period, [*notes, lowered])))
-        return replace(lowered, to_credit=held, returned=amount - to_due - held)
+        return _not_credited(ledger, replace(lowered, to_credit=held), amount - to_due - held, [*notes, lowered])
     if credited.status is InvoiceStatus.PAID:  # never more back than the customer's payments still leave with us
         held = max(ZERO, min(amount, period_held(ledger, credited.period, notes)))
-        paid = replace(base, to_credit=held, returned=amount - held)
+        paid = _not_credited(ledger, replace(base, to_credit=held), amount - held, notes)
         if not on_card:
             return paid
         recorded = max(ZERO, min(held, credited.kept - taken))
         return replace(paid, processor=recorded, out_of_band=True, status=_pending_if(recorded))
     return base
+
+
+NOT_COLLECTED: Final = frozenset(
+    {InvoiceStatus.DRAFT, InvoiceStatus.OPEN, InvoiceStatus.PAYMENT_FAILED, InvoiceStatus.UNCOLLECTIBLE}
+)
+
+
+def period_uncollected(ledger: AccountLedger, period: str, notes: Iterable[CreditNote]) -> Decimal:
+    """What invoices never paid (a draft, open, payment failed, written off) billed for ``period``'s usage beyond the
+    account credit that paid it: usage the customer was asked for and has not paid (D166)."""
+    notes = list(notes)
+    owed = []
+    for invoice in ledger.invoices.values():
+        if invoice.status not in NOT_COLLECTED:
+            continue
+        if invoice.period == period:
+            billed = usage_billed(invoice, period) - _lowered(invoice, notes)
+            owed.append(billed - invoice_held(invoice, period, notes))
+        elif invoice.period > period:
+            owed.append(late_usage_billed(invoice, period) - late_held(invoice, period, notes))
+    return total([max(ZERO, each) for each in owed])
+
+
+def _not_credited(ledger: AccountLedger, note: CreditNote, rest: Decimal, notes: Iterable[CreditNote]) -> CreditNote:
+    """``note`` with the part of the late usage it does not credit (``rest``) split into what invoices of the period
+    billed and were never paid (``uncollected``) and what was paid and given back already (``returned``)."""
+    uncollected = max(ZERO, min(rest, period_uncollected(ledger, note.period, notes)))
+    return replace(note, uncollected=uncollected, returned=rest - uncollected)
 
 
 def credit_reinstated(ledger: AccountLedger, invoice: InvoiceRecord, at: datetime) -> tuple[CreditNote, ...]:
