@@ -212,9 +212,9 @@ class StripeEmulator:
 
     def _customers_update(self, ids: dict[str, str], params: Json) -> Json:
         customer = self._get("customer", ids["customer"])
-        for name in ("email", "name"):
+        for name in ("email", "name", "phone", "description", "address", "shipping"):
             if name in params:
-                customer[name] = params[name]
+                customer[name] = params[name] if params[name] != "" else None  # Stripe: "" unsets a field
         customer["metadata"].update(params.get("metadata") or {})
         default = (params.get("invoice_settings") or {}).get("default_payment_method")
         if default is not None:

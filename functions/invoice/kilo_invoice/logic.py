@@ -14,6 +14,7 @@ from typing import Any, Final
 from kilo_billing.accounts import AccountDirectory
 from kilo_billing.contracts import DisputeOpenedV1, InvoiceIssuedV1, PaymentFailedV1, PaymentMethodAttachedV1
 from kilo_billing.invoicing import (
+    ERASED_DETAILS,
     AccountLedger,
     BillingMethod,
     CreditNote,
@@ -31,6 +32,7 @@ from kilo_billing.invoicing import (
     credit_note_reason,
     credit_reinstated,
     customer_details_digest,
+    details_erased,
     early_invoices,
     first_period,
     invoice_id,
@@ -133,7 +135,23 @@ def close_account(deps: CloseDeps, account_id: str, period: Period, now: datetim
             _issue_credit_note(deps, ledger, note, now)
     invoice = _issue(deps, ledger, invoice, now)
     invoice = _announce_issued(deps, invoice, now)
+    if details_erased(ledger.profile):
+        _forget_customer(deps, account_id)
     return CloseOutcome(account_id, period.key, invoice, created)
+
+
+def _forget_customer(deps: CloseDeps, account_id: str) -> None:
+    """An erased account's processor customer loses the contact details it still holds (D80, D-invoice4-3), once:
+    the billing item's ``customer_details`` then says so (``ERASED_DETAILS``; the account API's erasure leaves the
+    digest of empty details there, which differs). Saved after the processor's update, so a failure in between
+    repeats a harmless update at the next close. No customer yet: nothing at the processor to erase (one found or
+    created later for a card invoice is erased by the close that issues it, after it)."""
+    ledger = deps.store.ledger(account_id)  # the customer id as the issue just stored it
+    customer_id = ledger.billing.customer_id
+    if customer_id is None or ledger.billing.customer_details == ERASED_DETAILS or not details_erased(ledger.profile):
+        return
+    _with_retries(deps, lambda: deps.gateway.forget_details(customer_id))
+    deps.store.save_billing(account_id, customer_details=ERASED_DETAILS)
 
 
 def start_early_checks(
@@ -292,7 +310,7 @@ def _issue(deps: CloseDeps, ledger: AccountLedger, invoice: InvoiceRecord, now: 
         )
         # only these: the flags may move meanwhile
         deps.store.save_billing(invoice.account_id, customer_id=customer_id, customer_details=details)
-    elif customer is not None and details != ledger.billing.customer_details:
+    elif customer is not None and details != ledger.billing.customer_details and not details_erased(profile):
         known = customer_id
         _with_retries(deps, lambda: deps.gateway.bring_details(known, customer))
         deps.store.save_billing(invoice.account_id, customer_details=details)

@@ -97,6 +97,11 @@ class PaymentGateway(Protocol):
         """Give a known customer the account's email and name where they differ (``None``: leave that one)."""
         ...
 
+    def forget_details(self, customer_id: str) -> None:
+        """The account was erased: unset every contact detail the customer holds (email, name, phone, address ...),
+        keeping the customer and the account id it is found by. Idempotent (a customer holding none: no change)."""
+        ...
+
     def issue_invoice(self, request: InvoiceRequest) -> GatewayInvoice:
         """Create the invoice with exactly these lines, finalize it and let the processor collect it. Idempotent on
         ``request.invoice_id``: a second call returns the invoice created by the first, whatever step it reached.

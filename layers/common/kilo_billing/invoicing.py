@@ -235,6 +235,15 @@ def customer_details_digest(email: str | None, name: str | None) -> str:
     return hashlib.sha256(f"{email or ''}\x00{name or ''}".encode()).hexdigest()[:32]
 
 
+ERASED_DETAILS: Final = "erased"  # ``customer_details`` once an erased account's customer holds none of its details
+
+
+def details_erased(profile: AccountProfile | None) -> bool:
+    """The account was erased (D80) and its profile has held no email or name since: its processor customer must
+    hold none of the details it had either (D-invoice4-3)."""
+    return profile is not None and profile.erased_at is not None and not profile.email and not profile.name
+
+
 class CreditNoteStatus(StrEnum):
     PENDING = "pending"  # the processor's credit note is still to be made (or to be given up on)
     DONE = "done"  # nothing more to do: the processor's note made, or none needed
