@@ -16,6 +16,7 @@ from kilo_invoice.logic import apply_stripe_event, issue_early, refund_invoice
 from tests.scenarios.test_card_payment_events import Events, _fixture, _paid_invoice
 from tests.scenarios.test_invoicing import APR, FEB, MAR, MAY, World, amounts, at, seg
 from tests.scenarios.test_progressive_billing import mid, progressive
+from tests.scenarios.test_voided_invoices import _void
 
 EARLY = "acme/2026-03/early-1"
 
@@ -418,3 +419,21 @@ def test_given_one_early_invoice_refunded_and_one_unpaid_then_the_note_tells_ret
     world.close("acme", APR)
     note = world.store.credit_notes["acme/2026-03/credit-2026-04"]
     assert (note.to_credit, note.returned, note.uncollected) == (Decimal("0.00"), Decimal("7.20"), Decimal("5.76"))
+
+
+def test_given_a_note_credited_the_paid_early_invoice_when_the_period_end_invoice_is_voided_then_the_credit_stays() -> (
+    None
+):
+    """D-invoice4-4: the note's 7.20 of account credit came from the early invoice's payment, not from March's open
+    0.72 invoice; an operator voiding March (it collected nothing) takes back only what March applied (0.00) and
+    what the note credited beyond the other invoices' money (0.00). Before, the void took the 7.20 back: the customer
+    paid 7.20 for usage that never happened and kept nothing of it."""
+    world, events = World(), Events()
+    _personal_early_then_open_close(world)
+    _pay_early(world, events)
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", -11_000)  # -7.92: 0.72 off March, 7.20 credit
+    world.close("acme", APR)
+    assert world.store.billing["acme"].credit == Decimal("7.20")
+    _void(world, events, "acme/2026-03")
+    assert world.store.invoices["acme/2026-03"].status is InvoiceStatus.VOID
+    assert world.store.billing["acme"].credit == Decimal("7.20")

@@ -803,7 +803,7 @@ def _save_with(
         try:
             if voided(invoice, updated):  # the credit a void invoice consumed goes back, once: with the move to void,
                 ledger = store.ledger(invoice.account_id)  # less what its credit notes gave already (D132)
-                restored = void_credit(updated, ledger.credit_notes.values())
+                restored = void_credit(ledger, updated)
                 if restored != 0:
                     return store.update_invoice_and_credit(updated, invoice.status, ledger.billing.credit, restored)
             if now is not None and updated.kept > invoice.kept:  # once: the next read finds the notes moved on

@@ -1020,10 +1020,23 @@ def credit_note_reason(note: CreditNote) -> str:
 # --- a voided invoice and the account credit (D132) ---------------------------------------------------------------
 
 
-def void_credit(invoice: InvoiceRecord, notes: Iterable[CreditNote]) -> Decimal:
+def void_credit(ledger: AccountLedger, invoice: InvoiceRecord) -> Decimal:
     """What voiding ``invoice`` moves on the account's credit, so that the invoice and its credit notes leave the
     credit as if it had never been issued: the credit it applied comes back (its credit lines, reversed), less the
     account credit its credit notes already gave against it (the same money: a note credits late usage of a period
-    whose invoice the void now cancels whole). Negative when the notes gave more than it applied (D132)."""
+    whose invoice the void now cancels whole). Negative when the notes gave more than it applied (D132). What the
+    notes credited out of the period's other invoices' money - a paid early invoice, a later invoice that paid its late
+    usage (D166) - is not the voided invoice's and stays (D-invoice4-4): only the notes' credit beyond what those other
+    invoices hold for the period is taken into account."""
+    notes = list(ledger.credit_notes.values())
     noted = total([note.to_credit for note in notes if note.invoice_id == invoice.invoice_id])
-    return -invoice.amount_of(CREDIT) - noted
+    others = total(
+        [
+            invoice_held(other, invoice.period, notes)
+            if other.period == invoice.period
+            else late_held(other, invoice.period, notes)
+            for other in ledger.invoices.values()
+            if other.invoice_id != invoice.invoice_id and other.period >= invoice.period
+        ]
+    )
+    return -invoice.amount_of(CREDIT) - max(ZERO, noted - others)
