@@ -65,6 +65,10 @@ class InMemoryPaymentGateway:
         email, name = self.details.get(customer_id, (None, None))
         self.details[customer_id] = (customer.email or email, customer.name or name)
 
+    def forget_details(self, customer_id: str) -> None:
+        self._call("forget_details")
+        self.details[customer_id] = (None, None)
+
     def issue_invoice(self, request: InvoiceRequest) -> GatewayInvoice:
         self._call("issue_invoice")
         if request.customer_id not in self.customers.values():

@@ -43,6 +43,7 @@ FIXTURES_PATH = Path(__file__).resolve().parents[2] / "tests/fixtures/stripe/fix
 PAYING_CARDS = frozenset({"pm_card_visa", "pm_card_mastercard"})
 DECLINED_CARDS = frozenset({"pm_card_chargeCustomerFail"})
 MINIMUM_CHARGE_CENTS = {"usd": 50}  # Stripe's minimum charge amount per currency (docs: currencies, minimums)
+INVOICE_MAX_ITEMS = 250  # Stripe: "no more than 250 invoice items" on an invoice (changelog 2016-02-22)
 Json = dict[str, Any]
 
 
@@ -211,9 +212,9 @@ class StripeEmulator:
 
     def _customers_update(self, ids: dict[str, str], params: Json) -> Json:
         customer = self._get("customer", ids["customer"])
-        for name in ("email", "name"):
+        for name in ("email", "name", "phone", "description", "address", "shipping"):
             if name in params:
-                customer[name] = params[name]
+                customer[name] = params[name] if params[name] != "" else None  # Stripe: "" unsets a field
         customer["metadata"].update(params.get("metadata") or {})
         default = (params.get("invoice_settings") or {}).get("default_payment_method")
         if default is not None:
@@ -311,6 +312,8 @@ class StripeEmulator:
                 400, f"Invoice {invoice['id']} is {invoice['status']}: lines can only be added to drafts"
             )
         new_lines = [self._line(invoice, line) for line in params["lines"]]  # all or nothing
+        if len(invoice["lines"]["data"]) + len(new_lines) > INVOICE_MAX_ITEMS:
+            raise StripeApiError(400, f"An invoice holds at most {INVOICE_MAX_ITEMS} invoice items")
         invoice["lines"]["data"].extend(new_lines)
         self._totals(invoice)
         return self._view("invoice", invoice)

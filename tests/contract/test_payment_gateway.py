@@ -183,3 +183,15 @@ def test_given_a_voided_invoice_when_credited_then_refused_saying_it_is_void(gat
     with pytest.raises(GatewayRejectedError) as refused:
         gateway.credit_note(issued.gateway_id, Decimal("1.20"), "late participant_left", "cn-1")
     assert refused.value.status == "void"
+
+
+def test_given_an_erased_account_when_its_details_are_forgotten_twice_then_the_customer_still_bills_the_account(
+    gateway: PaymentGateway,
+) -> None:
+    customer = gateway.ensure_customer(Customer("acct-1", "ops@example.com", "Acme"))
+    gateway.forget_details(customer)
+    gateway.forget_details(customer)  # idempotent
+    assert gateway.customer_account(customer) == "acct-1"
+    assert gateway.ensure_customer(Customer("acct-1")) == customer
+    issued = gateway.issue_invoice(_request(gateway, "inv-acct-1-2026-12"))
+    assert issued.total == Decimal("36.20")

@@ -94,10 +94,17 @@ def test_given_two_invoices_then_the_list_is_newest_first_and_a_receipt_has_its_
 
 
 def put_note(
-    stack: Any, credited: str, found_by: str, to_due: str, to_credit: str, returned: str = "0", pending: bool = False
+    stack: Any,
+    credited: str,
+    found_by: str,
+    to_due: str,
+    to_credit: str,
+    returned: str = "0",
+    pending: bool = False,
+    uncollected: str = "0",
 ) -> None:
     """A credit note as the close writes it (D131): late usage of ``credited`` found by the close of ``found_by``."""
-    late = Decimal(to_due) + Decimal(to_credit) + Decimal(returned)
+    late = Decimal(to_due) + Decimal(to_credit) + Decimal(returned) + Decimal(uncollected)
     note = CreditNote(
         credit_id=f"acct_a/{credited}/credit-{found_by}",
         account_id="acct_a",
@@ -110,6 +117,7 @@ def put_note(
         processor=Decimal(to_due),
         status=CreditNoteStatus.PENDING if pending else CreditNoteStatus.DONE,
         returned=Decimal(returned),
+        uncollected=Decimal(uncollected),
     )
     stack.clients["dynamodb"].put_item(TableName=usage_table(stack), Item=credit_note_to_item(note))
 
@@ -119,11 +127,12 @@ def test_given_credit_notes_then_invoices_list_them_with_what_they_did_and_the_a
 ) -> None:
     register(account_api, "acct_a")
     # August 29.50, its payment failed: September's close found 0.40 of negative late usage (all off the amount due),
-    # October's close another 0.15, of which 0.10 off the amount due and 0.05 account credit (its processor note
-    # pending). Amount due: 29.50 - 0.40 - 0.10 = 29.00 (account credit is not taken off the invoice).
+    # October's close another 0.22, of which 0.10 off the amount due, 0.05 account credit (its processor note
+    # pending) and 0.07 billed by an early invoice never paid (not collected: not in the note's amount). Amount due:
+    # 29.50 - 0.40 - 0.10 = 29.00 (account credit is not taken off the invoice).
     put_invoice(account_api, "2026-08", 1, InvoiceStatus.PAYMENT_FAILED, "29.50")
     put_note(account_api, "2026-08", "2026-09", to_due="0.40", to_credit="0.00")
-    put_note(account_api, "2026-08", "2026-10", to_due="0.10", to_credit="0.05", pending=True)
+    put_note(account_api, "2026-08", "2026-10", to_due="0.10", to_credit="0.05", pending=True, uncollected="0.07")
     # September 29.72, paid: October's close found 0.32 of negative late usage; 0.12 was already refunded, 0.20 is
     # account credit. Amount due stays 29.72.
     put_invoice(account_api, "2026-09", 2, InvoiceStatus.PAID, "29.72")
@@ -148,6 +157,7 @@ def test_given_credit_notes_then_invoices_list_them_with_what_they_did_and_the_a
             "to_amount_due": "0.00",
             "to_account_credit": "0.20",
             "already_returned": "0.12",
+            "not_collected": "0.00",
             "status": "done",
         }
     ]
@@ -158,10 +168,14 @@ def test_given_credit_notes_then_invoices_list_them_with_what_they_did_and_the_a
             n["to_amount_due"],
             n["to_account_credit"],
             n["already_returned"],
+            n["not_collected"],
             n["status"],
         )
         for n in notes["KB-acct_a-00001"]
-    ] == [("2026-09", "0.40", "0.40", "0.00", "0.00", "done"), ("2026-10", "0.15", "0.10", "0.05", "0.00", "pending")]
+    ] == [
+        ("2026-09", "0.40", "0.40", "0.00", "0.00", "0.00", "done"),
+        ("2026-10", "0.15", "0.10", "0.05", "0.00", "0.07", "pending"),
+    ]
 
     receipt = call("GET", "/v1/accounts/acct_a/invoices/KB-acct_a-00001", MEMBER)
     assert receipt.status == 200, receipt.body

@@ -14,8 +14,9 @@ import pytest
 from kilo_billing.invoicing import InvoiceStatus
 from kilo_invoice.logic import apply_stripe_event, issue_early, refund_invoice
 from tests.scenarios.test_card_payment_events import Events, _fixture, _paid_invoice
-from tests.scenarios.test_invoicing import APR, FEB, MAR, World, amounts, at, seg
+from tests.scenarios.test_invoicing import APR, FEB, MAR, MAY, World, amounts, at, seg
 from tests.scenarios.test_progressive_billing import mid, progressive
+from tests.scenarios.test_voided_invoices import _void
 
 EARLY = "acme/2026-03/early-1"
 
@@ -61,8 +62,15 @@ def test_given_the_early_invoice_still_unpaid_when_its_usage_shrinks_then_no_cre
     world.store.rate("acme", "2026-03", seg(at(1)), "video", -10_000)  # -7.20
     world.close("acme", APR)
     note = world.store.credit_notes["acme/2026-03/credit-2026-04"]
-    # no spendable credit for money not collected: the 7.20 is not given, recorded on the note as not credited
-    assert (note.to_due, note.to_credit, note.returned) == (Decimal("0.00"), Decimal("0.00"), Decimal("7.20"))
+    # no spendable credit for money not collected: the 7.20 is not given, recorded on the note as not collected
+    # (not as returned: nothing was given back, D-invoice4-2)
+    assert (note.to_due, note.to_credit, note.returned, note.uncollected) == (
+        Decimal("0.00"),
+        Decimal("0.00"),
+        Decimal("0.00"),
+        Decimal("7.20"),
+    )
+    assert (note.as_json()["already_returned"], note.as_json()["not_collected"]) == ("0.00", "7.20")
     assert world.store.billing["acme"].credit == Decimal("0.00")
     _pay_early(world, events)  # paid afterwards: the 7.20 the usage no longer justifies is refundable, once
     assert refund_invoice(world.store, world.gateway, "acme", EARLY, None).refunded == Decimal("7.20")
@@ -196,7 +204,7 @@ def test_given_the_early_invoice_written_off_when_its_usage_shrinks_then_the_not
     world.close("acme", APR)
     note = world.store.credit_notes["acme/2026-03/credit-2026-04"]
     # the 7.20 was never paid (written off): no spendable credit for it; nothing else paid for March's usage
-    assert (note.to_credit, note.returned) == (Decimal("0.00"), Decimal("7.20"))
+    assert (note.to_credit, note.returned, note.uncollected) == (Decimal("0.00"), Decimal("0.00"), Decimal("7.20"))
     assert world.store.billing["acme"].credit == Decimal("0.00")
 
 
@@ -244,3 +252,188 @@ def test_given_a_carried_early_invoice_paid_by_its_carrier_when_its_usage_shrink
     assert (note.to_credit, note.returned) == (Decimal("7.20"), Decimal("0.00"))  # paid once, by March's close
     with pytest.raises(ValueError, match=r"at most 0\.00"):  # and given back: nothing of March left to refund
         refund_invoice(world.store, world.gateway, "acme", march.invoice_id, Decimal("0.01"))
+
+
+# --- a note on an unpaid period-end invoice beyond what it asks for (D166 amended, s8) ---------------------------
+
+
+def _personal_early_then_open_close(world: World) -> None:
+    """Personal, progressive at 5.00: 15,000 video minutes by March 10 (10,000 over x 0.00072 = 7.20 billed early),
+    1,000 more afterwards. March's close: 11,000 over x 0.00072 = 7.92 - 7.20 billed early = 0.72, sent to the
+    processor (above its 0.50 minimum) and left open."""
+    world.signup("acme", (at(1, 2), "personal"))
+    progressive(world, "acme", "5.00")
+    world.close("acme", FEB)
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", 15_000)
+    (early,) = issue_early(world.deps, "acme", MAR, mid(10))
+    assert (early.invoice_id, early.total) == (EARLY, Decimal("7.20"))
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", 1_000)
+    march = world.close("acme", MAR)
+    assert (march.total, march.status) == (Decimal("0.72"), InvoiceStatus.OPEN)
+
+
+def test_given_an_open_period_end_invoice_and_an_unpaid_early_one_then_the_rest_beyond_its_total_is_no_credit() -> None:
+    world = World()
+    _personal_early_then_open_close(world)  # neither invoice paid
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", -11_000)  # March 5,000: inside the allowance, -7.92
+    world.close("acme", APR)
+    note = world.store.credit_notes["acme/2026-03/credit-2026-04"]
+    # 0.72 off what March still asks; the other 7.20 was billed by the early invoice, never paid: not account credit
+    assert (note.to_due, note.to_credit, note.returned, note.uncollected) == (
+        Decimal("0.72"),
+        Decimal("0.00"),
+        Decimal("0.00"),
+        Decimal("7.20"),
+    )
+    assert world.store.billing["acme"].credit == Decimal("0.00")
+
+
+def test_given_an_open_period_end_invoice_and_a_paid_early_one_then_the_rest_beyond_its_total_is_credit() -> None:
+    world, events = World(), Events()
+    _personal_early_then_open_close(world)
+    _pay_early(world, events)  # the early invoice's 7.20 paid by card
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", -11_000)  # -7.92
+    world.close("acme", APR)
+    note = world.store.credit_notes["acme/2026-03/credit-2026-04"]
+    # 0.72 off March's amount due; 7.20 that the early invoice's payment made: account credit
+    assert (note.to_due, note.to_credit, note.returned) == (Decimal("0.72"), Decimal("7.20"), Decimal("0.00"))
+    assert world.store.billing["acme"].credit == Decimal("7.20")
+
+
+# --- late usage billed on a later invoice counts toward its period's note bound (D166 amended, s8) ----------------
+
+
+def _march_late_usage_paid_in_april(world: World, events: Events) -> tuple[str, str]:
+    """Personal from February. March: 5,000 video minutes, inside the allowance: 0.00 (paid at once). 10,000 more
+    minutes of March arrive late: April's close bills them as late usage, 10,000 x 0.00072 = 7.20, paid by card.
+    Returns April's invoice id and the payment intent that paid it."""
+    world.signup("acme", (at(1, 2), "personal"))
+    world.close("acme", FEB)
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", 5_000)
+    assert world.close("acme", MAR).total == Decimal("0.00")
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", 10_000)  # late: March now 15,000
+    april = world.close("acme", APR)
+    assert (amounts(april, "adjustment"), april.total) == (["7.20"], Decimal("7.20"))
+    intent = world.gateway.settle(april.invoice_id, paid=True)
+    assert intent is not None
+    paid = _paid_invoice(world, april.invoice_id)
+    paid_event = events.add("evt_apr", "invoice.paid", paid)
+    apply_stripe_event(world.store, world.bus, events, *paid_event, at(3, 5), world.gateway)
+    assert world.store.invoices[april.invoice_id].status is InvoiceStatus.PAID
+    return april.invoice_id, intent
+
+
+def test_given_late_usage_paid_on_a_later_invoice_when_it_shrinks_then_the_note_gives_it_back_as_credit() -> None:
+    world, events = World(), Events()
+    april, _ = _march_late_usage_paid_in_april(world, events)
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", -10_000)  # March back to 5,000: -7.20
+    world.close("acme", MAY)
+    note = world.store.credit_notes["acme/2026-03/credit-2026-05"]
+    # the 7.20 was paid, on April's invoice: account credit, nothing "already returned"
+    assert (note.to_due, note.to_credit, note.returned) == (Decimal("0.00"), Decimal("7.20"), Decimal("0.00"))
+    assert world.store.billing["acme"].credit == Decimal("7.20")
+    with pytest.raises(ValueError, match=r"at most 0\.00"):  # given back once already, as account credit
+        refund_invoice(world.store, world.gateway, "acme", april, Decimal("0.01"))
+
+
+def test_given_the_later_invoice_refunded_first_then_the_note_gives_no_credit_for_its_late_usage() -> None:
+    world, events = World(), Events()
+    april, _ = _march_late_usage_paid_in_april(world, events)
+    assert refund_invoice(world.store, world.gateway, "acme", april, None).refunded == Decimal("7.20")
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", -10_000)  # -7.20
+    world.close("acme", MAY)
+    note = world.store.credit_notes["acme/2026-03/credit-2026-05"]
+    assert (note.to_credit, note.returned) == (Decimal("0.00"), Decimal("7.20"))  # the refund gave it back
+    assert world.store.billing["acme"].credit == Decimal("0.00")
+
+
+def test_given_team_when_the_early_invoice_s_dispute_is_won_after_the_note_then_its_usage_is_credited_once() -> None:
+    """The early invoice's 7.20 withdrawn by a dispute when the note is made (0.00 credit, 7.20 returned); the dispute
+    won and the funds reinstated on the early invoice: the note's 7.20 becomes account credit, once (D166 amended,
+    s8: before, only a dispute on the period-end invoice was looked at)."""
+    world, events = World(), Events()
+    intent = _team_billed_early_and_paid(world, events)
+    dispute = {"id": "dp_early", "charge": "ch_early", "payment_intent": intent, "amount": 720}
+    withdrawn = _fixture("dispute", **dispute, status="needs_response")
+    apply_stripe_event(
+        world.store, world.bus, events, *events.add("evt_w", "charge.dispute.funds_withdrawn", withdrawn), at(2, 5)
+    )
+    assert world.store.invoices[EARLY].kept == Decimal("0.00")
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", -10_000)  # -7.20
+    world.close("acme", APR)
+    note = world.store.credit_notes["acme/2026-03/credit-2026-04"]
+    assert (note.to_credit, note.returned) == (Decimal("0.00"), Decimal("7.20"))
+    won = _fixture("dispute", **dispute, status="won")
+    reinstated = events.add("evt_r", "charge.dispute.funds_reinstated", won)
+    apply_stripe_event(world.store, world.bus, events, *reinstated, at(6, 5))
+    assert world.store.invoices[EARLY].kept == Decimal("7.20")
+    note = world.store.credit_notes["acme/2026-03/credit-2026-04"]
+    assert (note.to_credit, note.returned, note.version) == (Decimal("7.20"), Decimal("0.00"), 2)
+    assert world.store.billing["acme"].credit == Decimal("7.20")
+    apply_stripe_event(world.store, world.bus, events, *reinstated, at(6, 5))  # delivered again: nothing more
+    assert world.store.billing["acme"].credit == Decimal("7.20")
+    with pytest.raises(ValueError, match=r"at most 0\.00"):  # credited: the early invoice is not refunded too
+        refund_invoice(world.store, world.gateway, "acme", EARLY, Decimal("0.01"))
+
+
+def test_given_late_usage_paid_later_and_withdrawn_when_the_dispute_is_won_then_the_note_credits_it() -> None:
+    """March's late usage paid on April's invoice (7.20); April's payment disputed and withdrawn; -10,000 minutes
+    found by May's close: 0.00 credit, 7.20 returned; the dispute won: 7.20 credit."""
+    world, events = World(), Events()
+    april, intent = _march_late_usage_paid_in_april(world, events)
+    dispute = {"id": "dp_apr", "charge": "ch_apr", "payment_intent": intent, "amount": 720}
+    withdrawn = _fixture("dispute", **dispute, status="needs_response")
+    apply_stripe_event(
+        world.store, world.bus, events, *events.add("evt_w", "charge.dispute.funds_withdrawn", withdrawn), at(5, 5)
+    )
+    assert world.store.invoices[april].kept == Decimal("0.00")
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", -10_000)  # -7.20
+    world.close("acme", MAY)
+    note = world.store.credit_notes["acme/2026-03/credit-2026-05"]
+    assert (note.to_credit, note.returned) == (Decimal("0.00"), Decimal("7.20"))
+    reinstated = events.add("evt_r", "charge.dispute.funds_reinstated", _fixture("dispute", **dispute, status="won"))
+    apply_stripe_event(world.store, world.bus, events, *reinstated, at(8, 6))
+    note = world.store.credit_notes["acme/2026-03/credit-2026-05"]
+    assert (note.to_credit, note.returned) == (Decimal("7.20"), Decimal("0.00"))
+    assert world.store.billing["acme"].credit == Decimal("7.20")
+
+
+def test_given_one_early_invoice_refunded_and_one_unpaid_then_the_note_tells_returned_from_not_collected() -> None:
+    """Personal, progressive at 5.00: 15,000 video minutes by March 10 (7.20 billed early, paid, then refunded), 8,000
+    more by March 20 (8,000 x 0.00072 = 5.76 billed early, left open); March's close 0.00. -18,000 minutes late
+    (March 5,000: -12.96): nothing paid for March is still with us - 7.20 was refunded (returned), 5.76 never paid
+    (not collected)."""
+    world, events = World(), Events()
+    world.signup("acme", (at(1, 2), "personal"))
+    progressive(world, "acme", "5.00")
+    world.close("acme", FEB)
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", 15_000)
+    issue_early(world.deps, "acme", MAR, mid(10))
+    _pay_early(world, events)
+    assert refund_invoice(world.store, world.gateway, "acme", EARLY, None).refunded == Decimal("7.20")
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", 8_000)
+    second = [i for i in issue_early(world.deps, "acme", MAR, mid(20)) if i.invoice_id != EARLY]
+    assert [(i.total, i.status) for i in second] == [(Decimal("5.76"), InvoiceStatus.OPEN)]
+    assert world.close("acme", MAR).total == Decimal("0.00")
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", -18_000)
+    world.close("acme", APR)
+    note = world.store.credit_notes["acme/2026-03/credit-2026-04"]
+    assert (note.to_credit, note.returned, note.uncollected) == (Decimal("0.00"), Decimal("7.20"), Decimal("5.76"))
+
+
+def test_given_a_note_credited_the_paid_early_invoice_when_the_period_end_invoice_is_voided_then_the_credit_stays() -> (
+    None
+):
+    """D-invoice4-4: the note's 7.20 of account credit came from the early invoice's payment, not from March's open
+    0.72 invoice; an operator voiding March (it collected nothing) takes back only what March applied (0.00) and
+    what the note credited beyond the other invoices' money (0.00). Before, the void took the 7.20 back: the customer
+    paid 7.20 for usage that never happened and kept nothing of it."""
+    world, events = World(), Events()
+    _personal_early_then_open_close(world)
+    _pay_early(world, events)
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", -11_000)  # -7.92: 0.72 off March, 7.20 credit
+    world.close("acme", APR)
+    assert world.store.billing["acme"].credit == Decimal("7.20")
+    _void(world, events, "acme/2026-03")
+    assert world.store.invoices["acme/2026-03"].status is InvoiceStatus.VOID
+    assert world.store.billing["acme"].credit == Decimal("7.20")

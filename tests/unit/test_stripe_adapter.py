@@ -352,3 +352,25 @@ def test_given_a_paid_invoice_when_credited_then_out_of_band_never_to_stripes_ba
     assert "refund_amount" not in sent.params
     assert sent.headers["Idempotency-Key"] == "kilo:cn-1/out-of-band:credit_note"
     assert http.emulator.refused_params == []
+
+
+def test_given_an_erased_account_then_its_customer_s_contact_details_are_unset_once_and_the_customer_kept() -> None:
+    """D-invoice4-3: Stripe unsets a field given as an empty string; the request is checked against the SDK's typed
+    params (``CustomerUpdateParams``) by the emulator."""
+    gateway, http = _gateway()
+    customer = gateway.ensure_customer(Customer("acct-1", "ops@example.com", "Ops Ltd"))
+    client = stripe.StripeClient("sk_test_unit", http_client=http, max_network_retries=0)
+    # set in the Billing Portal, say
+    client.v1.customers.update(customer, {"phone": "+15555550100", "address": {"line1": "1 Main St", "city": "Metz"}})
+    gateway.forget_details(customer)
+    (sent,) = [r for r in http.requests if r.method == "post" and r.path == f"/v1/customers/{customer}"][-1:]
+    assert sent.params == {"email": "", "name": "", "phone": "", "address": ""}
+    assert sent.headers["Idempotency-Key"].startswith(f"kilo:{customer}:customer-details:")
+    held = client.v1.customers.retrieve(customer)
+    assert (held.email, held.name, held.phone, held.address) == (None, None, None, None)
+    assert held.metadata.to_dict() == {"kilo_account_id": "acct-1"}  # still found by the account id
+    posts = len([r for r in http.requests if r.method == "post"])
+    gateway.forget_details(customer)  # again: nothing left to unset, no request
+    assert len([r for r in http.requests if r.method == "post"]) == posts
+    assert gateway.customer_account(customer) == "acct-1"
+    assert http.emulator.refused_params == []

@@ -479,7 +479,13 @@ class CreditNoteOut(_Out):
     to_amount_due: Money = Field(description="Taken off what this invoice asks for")
     to_account_credit: Money = Field(description="Added to the account's credit, applied to later invoices")
     already_returned: Money = Field(
-        description="Late usage this invoice no longer held (already refunded or charged back): not in amount"
+        description="Late usage that was paid and already given back (refunded or charged back): not in amount"
+    )
+    not_collected: Money = Field(
+        description=(
+            "Late usage billed by an invoice of the period that was never paid (open, payment failed, written off):"
+            " nothing to give back, not in amount. Before 2026-12 it was counted in already_returned"
+        )
     )
     status: str = Field(description='"pending": the card processor\'s credit note is still being made; "done"')
 

@@ -65,6 +65,9 @@ class LazyGateway:
     def bring_details(self, customer_id: str, customer: Customer) -> None:
         self.gateway.bring_details(customer_id, customer)
 
+    def forget_details(self, customer_id: str) -> None:
+        self.gateway.forget_details(customer_id)
+
     def issue_invoice(self, request: InvoiceRequest) -> GatewayInvoice:
         return self.gateway.issue_invoice(request)
 

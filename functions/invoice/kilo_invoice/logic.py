@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -14,6 +14,7 @@ from typing import Any, Final
 from kilo_billing.accounts import AccountDirectory
 from kilo_billing.contracts import DisputeOpenedV1, InvoiceIssuedV1, PaymentFailedV1, PaymentMethodAttachedV1
 from kilo_billing.invoicing import (
+    ERASED_DETAILS,
     AccountLedger,
     BillingMethod,
     CreditNote,
@@ -22,6 +23,7 @@ from kilo_billing.invoicing import (
     InvoiceStatus,
     LedgerConflictError,
     LedgerStore,
+    Line,
     RefundRequest,
     amount_due,
     below_card_minimum,
@@ -30,6 +32,7 @@ from kilo_billing.invoicing import (
     credit_note_reason,
     credit_reinstated,
     customer_details_digest,
+    details_erased,
     early_invoices,
     first_period,
     invoice_id,
@@ -37,12 +40,13 @@ from kilo_billing.invoicing import (
     refundable,
     void_credit,
 )
-from kilo_billing.money import ZERO, money_str
+from kilo_billing.money import ZERO, money_str, total
 from kilo_billing.periods import Period
 from kilo_billing.progressive import invoice_early
 from kilo_billing.publisher import EventPublisher
 from kilo_invoice.model import CloseDeps, CloseOutcome, EventOutcome, InvoiceNotFoundError
 from kilo_invoice.ports import (
+    GATEWAY_MAX_LINES,
     CloseJobQueue,
     Customer,
     GatewayInvoice,
@@ -131,7 +135,23 @@ def close_account(deps: CloseDeps, account_id: str, period: Period, now: datetim
             _issue_credit_note(deps, ledger, note, now)
     invoice = _issue(deps, ledger, invoice, now)
     invoice = _announce_issued(deps, invoice, now)
+    if details_erased(ledger.profile):
+        _forget_customer(deps, account_id)
     return CloseOutcome(account_id, period.key, invoice, created)
+
+
+def _forget_customer(deps: CloseDeps, account_id: str) -> None:
+    """An erased account's processor customer loses the contact details it still holds (D80, D-invoice4-3), once:
+    the billing item's ``customer_details`` then says so (``ERASED_DETAILS``; the account API's erasure leaves the
+    digest of empty details there, which differs). Saved after the processor's update, so a failure in between
+    repeats a harmless update at the next close. No customer yet: nothing at the processor to erase (one found or
+    created later for a card invoice is erased by the close that issues it, after it)."""
+    ledger = deps.store.ledger(account_id)  # the customer id as the issue just stored it
+    customer_id = ledger.billing.customer_id
+    if customer_id is None or ledger.billing.customer_details == ERASED_DETAILS or not details_erased(ledger.profile):
+        return
+    _with_retries(deps, lambda: deps.gateway.forget_details(customer_id))
+    deps.store.save_billing(account_id, customer_details=ERASED_DETAILS)
 
 
 def start_early_checks(
@@ -193,18 +213,67 @@ def _with_retries(deps: CloseDeps, call: Callable[[], Any]) -> Any:
     raise AssertionError("unreachable")
 
 
+ADJUSTMENT: Final = "adjustment"
+FOLDED: Final = "folded"  # a processor line standing for several of our lines (``fit_lines``)
+
+
+def _fold(kind: str, description: str, lines: Sequence[Line], period: str) -> Line:
+    starts = [line.start for line in lines if line.start is not None]
+    ends = [line.end for line in lines if line.end is not None]
+    amount = total([line.amount for line in lines])
+    return Line(
+        kind,
+        f"{description}: {money_str(amount)}",
+        amount,
+        period,
+        start=min(starts) if starts else None,
+        end=max(ends) if ends else None,
+    )
+
+
+def fit_lines(invoice: InvoiceRecord, limit: int = GATEWAY_MAX_LINES) -> list[Line]:
+    """``invoice``'s lines as the processor gets them, at most ``limit`` (Stripe holds 250 invoice items per invoice,
+    D-invoice4-1). Our invoice keeps every line (the receipt and the API show them); the processor's sums the same:
+    - at most ``limit`` lines: all of them, as they are;
+    - beyond: each earlier period's late usage (its adjustment lines: up to 4 meters per tier segment, for up to
+      ``MAX_ADJUSTED_PERIODS`` periods) becomes one amount line for that period, where its first line was;
+    - still beyond (many carried invoices ...): the lines from the ``limit``-th on become one amount line."""
+    lines = list(invoice.lines)
+    if len(lines) <= limit:
+        return lines
+    late: dict[str, list[Line]] = {}
+    for line in lines:
+        if line.kind == ADJUSTMENT and line.period != invoice.period:
+            late.setdefault(line.period, []).append(line)
+    fitted: list[Line] = []
+    for line in lines:
+        group = late.get(line.period) if line.kind == ADJUSTMENT else None
+        if group is None or len(group) == 1:
+            fitted.append(line)
+        elif line is group[0]:
+            what = f"Late usage for {line.period}, {len(group)} lines (itemised on invoice {invoice.number})"
+            fitted.append(_fold(ADJUSTMENT, what, group, line.period))
+    if len(fitted) <= limit:
+        return fitted
+    rest = fitted[limit - 1 :]
+    what = f"{len(rest)} further lines (itemised on invoice {invoice.number})"
+    return [*fitted[: limit - 1], _fold(FOLDED, what, rest, invoice.period)]
+
+
 def gateway_request(invoice: InvoiceRecord, customer_id: str, automatic_tax: bool = False) -> InvoiceRequest:
+    """What the processor is asked for: our invoice's lines (folded to what one processor invoice holds, ``fit_lines``),
+    a unit price and quantity on usage and late-usage lines, our ids in the metadata."""
     lines = [
         GatewayLine(
             description=line.description,
             amount=line.amount,
-            quantity=line.quantity if line.kind in ("usage", "adjustment") else None,
-            unit_price=line.unit_price if line.kind in ("usage", "adjustment") else None,
+            quantity=line.quantity if line.kind in ("usage", ADJUSTMENT) else None,
+            unit_price=line.unit_price if line.kind in ("usage", ADJUSTMENT) else None,
             period_start=line.start,
             period_end=line.end,
             metadata={"kind": line.kind, **({"meter": line.meter} if line.meter else {})},
         )
-        for line in invoice.lines
+        for line in fit_lines(invoice)
     ]
     return InvoiceRequest(
         invoice_id=invoice.invoice_id,
@@ -241,7 +310,7 @@ def _issue(deps: CloseDeps, ledger: AccountLedger, invoice: InvoiceRecord, now: 
         )
         # only these: the flags may move meanwhile
         deps.store.save_billing(invoice.account_id, customer_id=customer_id, customer_details=details)
-    elif customer is not None and details != ledger.billing.customer_details:
+    elif customer is not None and details != ledger.billing.customer_details and not details_erased(profile):
         known = customer_id
         _with_retries(deps, lambda: deps.gateway.bring_details(known, customer))
         deps.store.save_billing(invoice.account_id, customer_details=details)
@@ -734,12 +803,12 @@ def _save_with(
         try:
             if voided(invoice, updated):  # the credit a void invoice consumed goes back, once: with the move to void,
                 ledger = store.ledger(invoice.account_id)  # less what its credit notes gave already (D132)
-                restored = void_credit(updated, ledger.credit_notes.values())
+                restored = void_credit(ledger, updated)
                 if restored != 0:
                     return store.update_invoice_and_credit(updated, invoice.status, ledger.billing.credit, restored)
             if now is not None and updated.kept > invoice.kept:  # once: the next read finds the notes moved on
                 ledger = store.ledger(invoice.account_id)
-                notes = credit_reinstated(updated, ledger.credit_notes.values(), now)
+                notes = credit_reinstated(ledger, updated, now)
                 if notes:
                     before = {note.credit_id: note.to_credit for note in ledger.credit_notes.values()}
                     given = sum((note.to_credit - before[note.credit_id] for note in notes), ZERO)

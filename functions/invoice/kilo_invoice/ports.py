@@ -14,13 +14,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Literal, Protocol
+from typing import Final, Literal, Protocol
 
 from kilo_billing.stripe_events import StripeEventRecord
 
 # --- the payment gateway ------------------------------------------------------------------------------------------
 
 GatewayInvoiceStatus = Literal["draft", "open", "paid", "uncollectible", "void"]
+# the most lines one processor invoice holds (Stripe: "no more than 250 invoice items" per invoice, API 2016-02-22;
+# ``add_lines`` takes them in one all-or-nothing request): ``logic.gateway_request`` folds an invoice down to it
+GATEWAY_MAX_LINES: Final = 250
 
 
 class GatewayUnavailableError(Exception):
@@ -92,6 +95,11 @@ class PaymentGateway(Protocol):
 
     def bring_details(self, customer_id: str, customer: Customer) -> None:
         """Give a known customer the account's email and name where they differ (``None``: leave that one)."""
+        ...
+
+    def forget_details(self, customer_id: str) -> None:
+        """The account was erased: unset every contact detail the customer holds (email, name, phone, address ...),
+        keeping the customer and the account id it is found by. Idempotent (a customer holding none: no change)."""
         ...
 
     def issue_invoice(self, request: InvoiceRequest) -> GatewayInvoice:

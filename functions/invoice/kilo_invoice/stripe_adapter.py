@@ -26,8 +26,9 @@ from stripe.params import (
 from kilo_billing.invoicing import CARD_MINIMUM
 from kilo_billing.money import ZERO
 from kilo_billing.stripe_calls import stripe_call, stripe_client
-from kilo_billing.stripe_customers import bring_details, find_or_create, idempotency_key, quoted
+from kilo_billing.stripe_customers import bring_details, find_or_create, forget_details, idempotency_key, quoted
 from kilo_invoice.ports import (
+    GATEWAY_MAX_LINES,
     Customer,
     GatewayInvoice,
     GatewayInvoiceStatus,
@@ -43,7 +44,7 @@ META_NUMBER = "kilo_invoice_number"
 META_LINE = "kilo_line"
 META_CREDIT = "kilo_credit_id"
 META_REFUND = "kilo_refund_id"
-MAX_LINES = 250  # Stripe's add_lines takes up to 250 lines in one (all-or-nothing) request
+MAX_LINES = GATEWAY_MAX_LINES  # Stripe: at most 250 invoice items per invoice, added in one request
 _STATUSES: frozenset[str] = frozenset({"draft", "open", "paid", "uncollectible", "void"})
 _CENT = Decimal("0.01")
 _T = TypeVar("_T")
@@ -139,6 +140,9 @@ class StripePaymentGateway:
 
     def bring_details(self, customer_id: str, customer: Customer) -> None:
         bring_details(self._client, customer_id, customer.email, customer.name, self._call)
+
+    def forget_details(self, customer_id: str) -> None:
+        forget_details(self._client, customer_id, self._call)
 
     def set_default_payment_method(self, customer_id: str, payment_method: str) -> str:
         """Attach a card (a ``pm_...`` id, or a test token such as ``pm_card_visa``) and make it the one invoices

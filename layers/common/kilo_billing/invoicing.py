@@ -235,6 +235,15 @@ def customer_details_digest(email: str | None, name: str | None) -> str:
     return hashlib.sha256(f"{email or ''}\x00{name or ''}".encode()).hexdigest()[:32]
 
 
+ERASED_DETAILS: Final = "erased"  # ``customer_details`` once an erased account's customer holds none of its details
+
+
+def details_erased(profile: AccountProfile | None) -> bool:
+    """The account was erased (D80) and its profile has held no email or name since: its processor customer must
+    hold none of the details it had either (D-invoice4-3)."""
+    return profile is not None and profile.erased_at is not None and not profile.email and not profile.name
+
+
 class CreditNoteStatus(StrEnum):
     PENDING = "pending"  # the processor's credit note is still to be made (or to be given up on)
     DONE = "done"  # nothing more to do: the processor's note made, or none needed
@@ -253,7 +262,9 @@ class CreditNote:
     ``processor`` is the processor note's amount (``to_due``; or, for a paid card invoice, the account credit,
     recorded on it as credited outside the processor); 0: no processor note.
     ``returned``: the part of the late usage that a paid invoice no longer holds - refunds, refunds owed, disputes
-    lost and earlier notes already gave it back - so neither account credit nor ``amount`` (D131)."""
+    lost and earlier notes already gave it back - so neither account credit nor ``amount`` (D131).
+    ``uncollected``: the part that an invoice of the period billed and was never paid for (open, payment failed,
+    written off: D166), so nothing to give back; neither account credit nor ``amount`` (D-invoice4-2)."""
 
     credit_id: str  # ``<account>/<credited period>/credit-<period of the invoice that found it>``
     account_id: str
@@ -270,6 +281,7 @@ class CreditNote:
     version: int = 1  # bumped by every update after the close's write (conditional: the version read)
     history: tuple[tuple[str, str], ...] = ()  # (what happened, ISO time)
     returned: Decimal = ZERO
+    uncollected: Decimal = ZERO
 
     @property
     def amount(self) -> Decimal:
@@ -291,6 +303,7 @@ class CreditNote:
             "to_amount_due": money_str(self.to_due),
             "to_account_credit": money_str(self.to_credit),
             "already_returned": money_str(self.returned),
+            "not_collected": money_str(self.uncollected),
             "status": self.status.value,
             "lines": [line.as_json() for line in self.lines],
         }
@@ -816,27 +829,62 @@ def invoice_held(invoice: InvoiceRecord, period: str, notes: Iterable[CreditNote
     return max(ZERO, min(usage_billed(invoice, period) - lowered, paid + credit_applied(invoice)))
 
 
+def late_usage_billed(invoice: InvoiceRecord, period: str) -> Decimal:
+    """What ``invoice`` billed as late usage of an earlier ``period`` (its adjustment lines of that period: the billing
+    policy's "adjustment line on the next invoice")."""
+    if period == invoice.period:
+        return ZERO
+    return total(
+        [line.amount for line in invoice.lines if line.kind == LineKind.ADJUSTMENT.value and line.period == period]
+    )
+
+
+def late_held(invoice: InvoiceRecord, period: str, notes: Iterable[CreditNote]) -> Decimal:
+    """The money with us that paid for ``period``'s late usage billed on a later ``invoice`` (D166 amended, s8). Its
+    money pays that late usage last, after everything else it billed (its own period's usage, fees, other periods'
+    late usage, what it carries): so what it holds for it is what it holds beyond all that, at most the late usage.
+    Paid less, or refunded in part, it holds less; unpaid, only the account credit it applied; void, nothing."""
+    late = late_usage_billed(invoice, period)
+    if late <= 0 or invoice.status is InvoiceStatus.VOID:
+        return ZERO
+    lowered = _lowered(invoice, notes)
+    paid = invoice.kept - lowered if invoice.status is InvoiceStatus.PAID else ZERO
+    billed = total([line.amount for line in invoice.lines if line.kind != CREDIT]) - lowered
+    return max(ZERO, min(late, paid + credit_applied(invoice) - (billed - late)))
+
+
 def period_held(ledger: AccountLedger, period: str, notes: Iterable[CreditNote] = ()) -> Decimal:
-    """What the customer paid for ``period``'s usage and has not had back, over the period's invoices - its period-end
-    invoice and its early (progressive) ones, which billed part of its usage - less the account credit notes against
-    the period gave already. A note gives at most this; a refund takes from it only what it takes of an invoice's
-    money that paid for the period's usage (D166)."""
+    """What the customer paid for ``period``'s usage and has not had back, over the invoices that billed it - its
+    period-end invoice, its early (progressive) ones, and later invoices that billed its late usage - less the account
+    credit notes against the period gave already. A note gives at most this; a refund takes from it only what it
+    takes of an invoice's money that paid for the period's usage (D166)."""
     notes = list(notes)
     held = total(
-        [invoice_held(invoice, period, notes) for invoice in ledger.invoices.values() if invoice.period == period]
+        [
+            invoice_held(invoice, period, notes) if invoice.period == period else late_held(invoice, period, notes)
+            for invoice in ledger.invoices.values()
+            if invoice.period >= period
+        ]
     )
     return held - total([note.to_credit for note in notes if note.period == period])
 
 
 def refundable(ledger: AccountLedger, invoice: InvoiceRecord) -> Decimal:
     """At most what a refund of the paid ``invoice`` may give back now (D131, D166): what it keeps less what notes took
-    off its amount due; and of that, beyond its money that did not pay for its period's usage (the next period's fee,
-    what it carries, ...), only what the period's notes have not credited already - a note and a refund never give the
-    same money back, whichever comes first."""
+    off its amount due; and of that, beyond its money that did not pay for usage (the next period's fee, what it
+    carries, ...), only what notes have not credited already of the usage it paid for - its period's, and late usage
+    of earlier periods it billed - so a note and a refund never give the same money back, whichever comes first."""
     notes = list(ledger.credit_notes.values())
     keeps = invoice.kept - _lowered(invoice, notes)
-    spare = keeps + credit_applied(invoice) - invoice_held(invoice, invoice.period, notes)
-    return max(ZERO, min(keeps, max(ZERO, spare) + max(ZERO, period_held(ledger, invoice.period, notes))))
+    late = {
+        line.period: late_held(invoice, line.period, notes)
+        for line in invoice.lines
+        if line.kind == LineKind.ADJUSTMENT.value and line.period != invoice.period
+    }
+    spare = keeps + credit_applied(invoice) - invoice_held(invoice, invoice.period, notes) - total(list(late.values()))
+    room = max(ZERO, spare) + max(ZERO, period_held(ledger, invoice.period, notes))
+    room += total([min(held, max(ZERO, period_held(ledger, period, notes))) for period, held in late.items()])
+    return max(ZERO, min(keeps, room))
 
 
 def amount_due(invoice: InvoiceRecord, notes: Iterable[CreditNote]) -> Decimal:
@@ -880,10 +928,13 @@ def credit_note(
         return replace(base, to_credit=ZERO)
     if on_card and credited.status in UNPAID_AT_PROCESSOR:
         to_due = max(ZERO, min(amount, credited.total - taken))
-        return replace(base, to_due=to_due, to_credit=amount - to_due, processor=to_due, status=_pending_if(to_due))
+        lowered = replace(base, to_due=to_due, to_credit=ZERO, processor=to_due, status=_pending_if(to_due))
+        # beyond what it still asks for: account credit only for money that paid for the period's usage (D166)
+        held = max(ZERO, min(amount - to_due, period_held(ledger, credited.period, [*notes, lowered])))
+        return _not_credited(ledger, replace(lowered, to_credit=held), amount - to_due - held, [*notes, lowered])
     if credited.status is InvoiceStatus.PAID:  # never more back than the customer's payments still leave with us
         held = max(ZERO, min(amount, period_held(ledger, credited.period, notes)))
-        paid = replace(base, to_credit=held, returned=amount - held)
+        paid = _not_credited(ledger, replace(base, to_credit=held), amount - held, notes)
         if not on_card:
             return paid
         recorded = max(ZERO, min(held, credited.kept - taken))
@@ -891,33 +942,69 @@ def credit_note(
     return base
 
 
-def credit_reinstated(invoice: InvoiceRecord, notes: Iterable[CreditNote], at: datetime) -> tuple[CreditNote, ...]:
-    """The credit notes against the paid ``invoice`` that now give more account credit because the invoice keeps
-    more than when they were made: a dispute's funds, withdrawn then, reinstated since (the dispute won). A note gave
-    at most what the invoice kept (``credit_note``), the rest recorded as ``returned``; of that rest, what the invoice
-    keeps again - its ``kept`` less every note's amount on it - becomes the note's account credit, earliest note
-    first, as a note made now would give (D131 amended). Each changed note comes back one version on, with its
-    history; the account credit to add is what their ``to_credit`` grew by. A dispute lost leaves them as they are."""
+NOT_COLLECTED: Final = frozenset(
+    {InvoiceStatus.DRAFT, InvoiceStatus.OPEN, InvoiceStatus.PAYMENT_FAILED, InvoiceStatus.UNCOLLECTIBLE}
+)
+
+
+def period_uncollected(ledger: AccountLedger, period: str, notes: Iterable[CreditNote]) -> Decimal:
+    """What invoices never paid (a draft, open, payment failed, written off) billed for ``period``'s usage beyond the
+    account credit that paid it: usage the customer was asked for and has not paid (D166)."""
+    notes = list(notes)
+    owed = []
+    for invoice in ledger.invoices.values():
+        if invoice.status not in NOT_COLLECTED:
+            continue
+        if invoice.period == period:
+            billed = usage_billed(invoice, period) - _lowered(invoice, notes)
+            owed.append(billed - invoice_held(invoice, period, notes))
+        elif invoice.period > period:
+            owed.append(late_usage_billed(invoice, period) - late_held(invoice, period, notes))
+    return total([max(ZERO, each) for each in owed])
+
+
+def _not_credited(ledger: AccountLedger, note: CreditNote, rest: Decimal, notes: Iterable[CreditNote]) -> CreditNote:
+    """``note`` with the part of the late usage it does not credit (``rest``) split into what invoices of the period
+    billed and were never paid (``uncollected``) and what was paid and given back already (``returned``)."""
+    uncollected = max(ZERO, min(rest, period_uncollected(ledger, note.period, notes)))
+    return replace(note, uncollected=uncollected, returned=rest - uncollected)
+
+
+def credit_reinstated(ledger: AccountLedger, invoice: InvoiceRecord, at: datetime) -> tuple[CreditNote, ...]:
+    """The credit notes that now give more account credit because the paid ``invoice`` (as it is about to be stored,
+    replacing the ledger's) keeps more than when they were made: a dispute's funds, withdrawn then, reinstated since
+    (the dispute won). A note gave at most what paid for its period's usage (``period_held``), the rest recorded as
+    ``returned``; for each period the invoice paid usage of - its own (as the period-end invoice or an early one) and
+    any whose late usage it billed - what the period now holds beyond the notes' credit becomes account credit of the
+    notes on that period, earliest note first, as a note made now would give (D131 amended; D166 amended, s8: before,
+    only notes against the invoice itself, bounded by its whole ``kept``). Each changed note comes back one version
+    on, with its history; the account credit to add is what their ``to_credit`` grew by. A dispute lost leaves them as
+    they are."""
     if invoice.status is not InvoiceStatus.PAID:
         return ()
-    mine = sorted((note for note in notes if note.invoice_id == invoice.invoice_id), key=lambda note: note.credit_id)
-    room = invoice.kept - credited_by_notes(invoice, mine)
+    after = replace(ledger, invoices={**ledger.invoices, invoice.invoice_id: invoice})
+    notes = list(ledger.credit_notes.values())
+    periods = {invoice.period} | {
+        line.period for line in invoice.lines if line.kind == LineKind.ADJUSTMENT.value and line.period < invoice.period
+    }
     changed: list[CreditNote] = []
-    for note in mine:
-        given = min(note.returned, room)
-        if given <= 0:
-            continue
-        room -= given
-        what = f"{money_str(given)} kept again (a dispute's funds reinstated): account credit"
-        changed.append(
-            replace(
-                note,
-                to_credit=note.to_credit + given,
-                returned=note.returned - given,
-                version=note.version + 1,
-                history=(*note.history, (what, at.isoformat())),
+    for period in sorted(periods):
+        room = period_held(after, period, notes)
+        for note in sorted((note for note in notes if note.period == period), key=lambda note: note.credit_id):
+            given = min(note.returned, room)
+            if given <= 0:
+                continue
+            room -= given
+            what = f"{money_str(given)} kept again (a dispute's funds reinstated): account credit"
+            changed.append(
+                replace(
+                    note,
+                    to_credit=note.to_credit + given,
+                    returned=note.returned - given,
+                    version=note.version + 1,
+                    history=(*note.history, (what, at.isoformat())),
+                )
             )
-        )
     return tuple(changed)
 
 
@@ -933,10 +1020,23 @@ def credit_note_reason(note: CreditNote) -> str:
 # --- a voided invoice and the account credit (D132) ---------------------------------------------------------------
 
 
-def void_credit(invoice: InvoiceRecord, notes: Iterable[CreditNote]) -> Decimal:
+def void_credit(ledger: AccountLedger, invoice: InvoiceRecord) -> Decimal:
     """What voiding ``invoice`` moves on the account's credit, so that the invoice and its credit notes leave the
     credit as if it had never been issued: the credit it applied comes back (its credit lines, reversed), less the
     account credit its credit notes already gave against it (the same money: a note credits late usage of a period
-    whose invoice the void now cancels whole). Negative when the notes gave more than it applied (D132)."""
+    whose invoice the void now cancels whole). Negative when the notes gave more than it applied (D132). What the
+    notes credited out of the period's other invoices' money - a paid early invoice, a later invoice that paid its late
+    usage (D166) - is not the voided invoice's and stays (D-invoice4-4): only the notes' credit beyond what those other
+    invoices hold for the period is taken into account."""
+    notes = list(ledger.credit_notes.values())
     noted = total([note.to_credit for note in notes if note.invoice_id == invoice.invoice_id])
-    return -invoice.amount_of(CREDIT) - noted
+    others = total(
+        [
+            invoice_held(other, invoice.period, notes)
+            if other.period == invoice.period
+            else late_held(other, invoice.period, notes)
+            for other in ledger.invoices.values()
+            if other.invoice_id != invoice.invoice_id and other.period >= invoice.period
+        ]
+    )
+    return -invoice.amount_of(CREDIT) - max(ZERO, noted - others)

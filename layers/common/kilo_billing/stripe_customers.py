@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Final, Protocol, TypeVar
+from typing import TYPE_CHECKING, Final, Protocol, TypeVar, cast
 
 if TYPE_CHECKING:
     import stripe
@@ -113,3 +113,32 @@ def _give_details(
     if details is not None:
         customer_id, key = customer.id, details_key(customer.id)
         call(lambda: client.v1.customers.update(customer_id, details, {"idempotency_key": key}))
+
+
+ERASED_FIELDS: Final = ("email", "name", "phone", "description", "address", "shipping")  # what identifies a person
+
+
+def forget_details(client: stripe.StripeClient, customer_id: str, call: StripeCall) -> None:
+    """An erased account's customer (D80, D-invoice4-3): every contact field it still holds - email, name, phone,
+    description, address, shipping - is unset (Stripe unsets a field given as an empty string), under a key of its
+    own per update (``details_key``: the fields sent depend on what it holds). One retrieve; no update when it holds
+    none of them; a deleted customer is left alone. The metadata (our account id, a pseudonym) stays: invoices,
+    refunds and card events still find the account by it."""
+    customer = call(lambda: client.v1.customers.retrieve(customer_id))
+    if getattr(customer, "deleted", False):
+        return
+    held = [field for field in ERASED_FIELDS if _holds(getattr(customer, field, None))]
+    if not held:
+        return
+    cleared = cast("CustomerUpdateParams", dict.fromkeys(held, ""))
+    key = details_key(customer_id)
+    call(lambda: client.v1.customers.update(customer_id, cleared, {"idempotency_key": key}))
+
+
+def _holds(value: object) -> bool:
+    """A field holds something: a non-empty value, or an object (address, shipping) with one somewhere inside."""
+    if hasattr(value, "to_dict"):
+        value = value.to_dict()
+    if isinstance(value, dict):
+        return any(_holds(inner) for inner in value.values())
+    return bool(value)

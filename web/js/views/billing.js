@@ -36,6 +36,7 @@ function creditNotes(invoice) {
     Number(note.to_amount_due) > 0 ? `${usd(note.to_amount_due)} off the amount due` : null,
     Number(note.to_account_credit) > 0 ? `${usd(note.to_account_credit)} to account credit` : null,
     Number(note.already_returned) > 0 ? `${usd(note.already_returned)} already returned` : null,
+    Number(note.not_collected) > 0 ? `${usd(note.not_collected)} never paid, so not credited` : null,
   ].filter(Boolean).join(", ") || "nothing to give back";
   return h("div", { "data-testid": "credit-notes" },
     h("h3", {}, "Credit notes"),
