@@ -362,7 +362,8 @@ def _rebuild(
     delivered = max([header.delivered_ms if header is not None else 0, *(e.received_at_ms for e in batch)])
     stored_events = [event for event in repo.room_events(room_sid) if event.received_at_ms <= delivered]
     events = _merge(stored_events, batch)
-    fresh, retired = rebuilt(room_sid, events, delivered)
+    keys = [key for source, key in config.attribution.steps if source == "room_metadata"]  # D163
+    fresh, retired = rebuilt(room_sid, events, delivered, keys)
     change: StateChange | None = None
     if header is None or header != fresh or _participants(repo, header) != fresh.fold.participants:
         change = StateChange(
