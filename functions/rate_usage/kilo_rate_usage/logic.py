@@ -337,7 +337,9 @@ def _in_order(
         step = advance(state, batch, metadata_keys=keys) if state is not None else None
     if state is None or step is None or step.missing:
         return None
-    stored = repo.sessions_of(header.room_sid, step.affected | step.unknown)
+    # the sessions of those retiring too, though this batch may not name them: the registers kept on their session
+    # items must be their final ones (a later event naming them folds into those), D-rating4-1
+    stored = repo.sessions_of(header.room_sid, step.affected | step.unknown | step.retired.keys())
     named = {sid: stored[sid].registers for sid in step.unknown & stored.keys()}  # retired, named again
     if named and not all(named.values()):
         return None  # stored before registers were kept: rebuild
@@ -345,6 +347,8 @@ def _in_order(
         step = advance(state, batch, {sid: registers_from_text(text) for sid, text in named.items()}, keys)
         if step is None:
             return None
+        if step.retired.keys() - stored.keys():
+            stored.update(repo.sessions_of(header.room_sid, step.retired.keys() - stored.keys()))
     change = _state_change(state, step.state) if step.changed else None
     return _Room(step.sessions(config.attribution), stored, change, _texts(step.retired), step.full)
 
