@@ -350,7 +350,17 @@ def _in_order(
         if step.retired.keys() - stored.keys():
             stored.update(repo.sessions_of(header.room_sid, step.retired.keys() - stored.keys()))
     change = _state_change(state, step.state) if step.changed else None
+    if change is not None and step.full.room_end_s is not None:  # the room finished: keep no identity (D-rating4-2)
+        change = StateChange(_finished(step.state), state.version, {}, tuple(sorted(state.fold.participants)), False,
+                             state.generation)  # fmt: skip
     return _Room(step.sessions(config.attribution), stored, change, _texts(step.retired), step.full)
+
+
+def _finished(state: RoomState) -> RoomState:
+    """What is kept of a finished room's state (D-rating4-2): its version and the rebuild's cut-off
+    (``delivered_ms``, D70), no participant, no event - nothing naming anyone. A later event of the room (one
+    delivered late, a replay) rebuilds it from its stored events, which is exact (D15)."""
+    return replace(RoomState.unusable(state.room_sid, state.version), delivered_ms=state.delivered_ms)
 
 
 def _rebuild(
@@ -368,6 +378,8 @@ def _rebuild(
     events = _merge(stored_events, batch)
     keys = [key for source, key in config.attribution.steps if source == "room_metadata"]  # D163
     fresh, retired = rebuilt(room_sid, events, delivered, keys)
+    if fresh.folded().room_end_s is not None:
+        fresh = _finished(fresh)
     change: StateChange | None = None
     if header is None or header != fresh or _participants(repo, header) != fresh.fold.participants:
         change = StateChange(
