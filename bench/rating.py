@@ -62,6 +62,13 @@ def run(quick: bool = False) -> dict[str, float]:
     elapsed = time.perf_counter() - start
     result = {"events": len(records), "seconds": elapsed, "per_second": len(records) / elapsed, "sessions": sessions}
     result["churn_rebuild_s"] = _metadata_churn_rebuild(400 if quick else 4000)
+    changes = 200 if quick else 2000
+    result["always_on_changes"] = changes
+    for name, prune_from in (("pruned", None), ("unpruned", 10**9)):
+        header, runs, rebuilds = _always_on_header(changes, prune_from)
+        result[f"always_on_{name}_header_bytes"] = header
+        result[f"always_on_{name}_runs"] = runs
+        result[f"always_on_{name}_rebuilds"] = rebuilds
     _write_doc(result)
     return result
 
@@ -103,7 +110,63 @@ def _metadata_churn_rebuild(sessions: int) -> float:
     return elapsed
 
 
+def _always_on_header(changes: int, prune_from: int | None) -> tuple[int, int, int]:
+    """An always-on room handed between two accounts every 10 s (its metadata replaced; each newcomer's join reports
+    it, and it leaves 65 s later), rated one event per batch through the room-state codec: the header item's size
+    (compressed bytes) and metadata runs at the end, and the rebuilds (reads of the room's events) on the way.
+    ``prune_from``: ``rooms.PRUNE_RUNS_FROM`` (None: the code's; a huge value: never pruned, as before)."""
+    import json  # noqa: PLC0415
+    from unittest.mock import patch  # noqa: PLC0415
+
+    from kilo_billing.catalog import default_catalog  # noqa: PLC0415
+    from kilo_dev import livekit_events as lk  # noqa: PLC0415
+    from kilo_rate_usage import items, rooms  # noqa: PLC0415
+    from kilo_rate_usage.logic import rate_batch  # noqa: PLC0415
+    from kilo_rate_usage.model import AttributionRule, RatingConfig  # noqa: PLC0415
+    from tests.fakes import InMemoryUsageRepository, RecordingPublisher  # noqa: PLC0415
+
+    t0 = 1_794_787_200
+    room = lk.Room("RM_always", "always-on", account_id="acct-a", created_at=t0)
+    timeline: list[tuple[int, str, bytes]] = [(t0, json.dumps({"account_id": "acct-a"}), lk.room_started(room, t0))]
+    for number in range(changes):
+        at = t0 + 10 * number + 1
+        person = lk.Participant(f"PA_{number:05}", f"user-{number}", at * 1000)
+        metadata = json.dumps({"account_id": ("acct-a", "acct-b")[number % 2]})
+        timeline.append((at, metadata, lk.participant_joined(room, person)))
+        timeline.append((at + 65, "", lk.participant_left(room, person, at + 65)))
+    records = []
+    current = ""
+    for _, metadata, body in sorted(timeline, key=lambda entry: entry[0]):
+        current = metadata or current  # a left reports the metadata in force when it is sent
+        event = json.loads(body)
+        event["room"]["metadata"] = current
+        records.append(lk.to_record(json.dumps(event).encode()))
+    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+    config = RatingConfig(AttributionRule(), default_catalog().for_period)
+    reads = [0]
+    original = repo.room_events
+    repo.room_events = lambda sid: reads.__setitem__(0, reads[0] + 1) or original(sid)  # type: ignore[method-assign]
+    with patch.object(rooms, "PRUNE_RUNS_FROM", prune_from or rooms.PRUNE_RUNS_FROM):
+        for record in records:
+            repo.store_event(record)
+            rate_batch([record], [], repo, publisher, config, 1_794_800_000_000)
+    state = repo.states["RM_always"]
+    try:
+        size = len(items.state_to_item(state, state.version, state.generation)[items.STATE_BLOB]["B"])
+    except items.StateTooLargeError as too_large:
+        size = int(str(too_large.args[0]))
+    return size, len(state.fold.metadata), reads[0]
+
+
 def _write_doc(result: dict[str, float]) -> None:
+    always_on = (
+        f"| always-on room handed between two accounts every 10 s, {result['always_on_changes']:,.0f} changes, "
+        "one-event batches: header item (zlib) / metadata runs / rebuilds, runs pruned (D163) | "
+        f"{result['always_on_pruned_header_bytes']:,.0f} B / {result['always_on_pruned_runs']:,.0f} / "
+        f"{result['always_on_pruned_rebuilds']:,.0f} |\n"
+        f"| the same, runs never pruned (as before) | {result['always_on_unpruned_header_bytes']:,.0f} B / "
+        f"{result['always_on_unpruned_runs']:,.0f} / {result['always_on_unpruned_rebuilds']:,.0f} |"
+    )
     where = f"{time.strftime('%Y-%m-%d')}, {platform.machine()}, Python {platform.python_version()}"
     section = f"""## Rating (issue 4) — {where}
 
@@ -113,6 +176,7 @@ def _write_doc(result: dict[str, float]) -> None:
 | events / session writes in the run | {result["events"]:,.0f} / {result["sessions"]:,.0f} |
 | one room's rebuild: 4,000 sessions, ~1 KB room metadata rewritten at every join (~8,000 runs) | \
 {result["churn_rebuild_s"]:.2f} s |
+{always_on}
 
 Stream batches of 500; every batch rebuilds each room it touches from all of that room's events (a room's events
 arrive spread over batches, so a room is rebuilt more than once), diffs against the stored sessions and commits one

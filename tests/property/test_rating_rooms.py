@@ -11,6 +11,7 @@ aggregates must equal the sum of those sessions' minutes.
 from __future__ import annotations
 
 from dataclasses import replace
+from unittest.mock import patch
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -18,6 +19,7 @@ from hypothesis import strategies as st
 from kilo_billing.livekit_events import LiveKitEventRecord
 from kilo_dev import livekit_events as lk
 from kilo_dev.livekit_events import Participant, Room
+from kilo_rate_usage import rooms
 from kilo_rate_usage.logic import rate_batch
 from kilo_rate_usage.model import CAPPED, SWEPT, AttributionRule, SessionKey
 from kilo_rate_usage.rooms import advance
@@ -31,7 +33,8 @@ def _after_leaving(draw: st.DrawFn, events: list[LiveKitEventRecord]) -> list[Li
     """Events naming a participant well after its connection ended (it has retired from the room's state by then):
     a camera unpublished after its publisher left (LiveKit sends them concurrently; a reconnect leaves the old
     connection's tracks behind), the same join again, a track or a metadata update of the gone participant, a track
-    becoming video, the room's metadata replaced (reported by a join again, or by a newcomer's join and left). Some change nothing billable (folded into the registers on its session item), some change its
+    becoming video, the room's metadata replaced (reported by a join again, or by a newcomer's join and left),
+    someone whose join was lost leaving (its start long before, its metadata run found by time). Some change nothing billable (folded into the registers on its session item), some change its
     session or the room's video (the room is rebuilt) - either way the result must be a full rebuild's."""
     extra: list[LiveKitEventRecord] = []
     for number, left in enumerate(e for e in events if e.event_type == "participant_left"):
@@ -41,7 +44,8 @@ def _after_leaving(draw: st.DrawFn, events: list[LiveKitEventRecord]) -> list[Li
         mine = [e for e in events if e.participant_sid == left.participant_sid]
         tracks = sorted({e.track_sid for e in mine if e.track_sid}) or [f"TR_gone_{number}"]
         kind = draw(st.sampled_from(
-            ["unpublish", "unpublish", "join_again", "publish", "metadata", "video", "room_account", "newcomer"]
+            ["unpublish", "unpublish", "join_again", "publish", "metadata", "video", "room_account", "newcomer",
+             "lost_join"]
         ))  # fmt: skip
         base = replace(left, event_id=f"EV_after_{number}", created_at=at, body=b"")
         if kind == "unpublish":
@@ -60,6 +64,13 @@ def _after_leaving(draw: st.DrawFn, events: list[LiveKitEventRecord]) -> list[Li
                              joined_at_ms=at * 1000, room_metadata=draw(st.sampled_from(METADATA)))  # fmt: skip
             extra += [joined, replace(joined, event_id=f"EV_after_left_{number}", event_type="participant_left",
                                       created_at=at + 60)]  # fmt: skip
+        elif kind == "lost_join":  # someone whose join was lost leaves: its start (joinedAtMs) is long before
+            start = draw(st.integers(T0, at))  # its run found by time, maybe one the state has pruned (D163)
+            reports = [e for e in sorted(events, key=lambda e: (e.created_at, e.event_id))
+                       if e.event_type in FULL_ROOM and e.created_at <= at]  # fmt: skip
+            current = reports[-1].room_metadata if reports else base.room_metadata  # what a left sent then reports
+            extra.append(replace(base, event_type="participant_left", participant_sid=f"PA_lost_{number}",
+                                 joined_at_ms=start * 1000 + draw(st.integers(0, 999)), room_metadata=current))  # fmt: skip
         elif kind == "metadata":
             extra.append(replace(base, event_type="participant_metadata_updated",
                                  participant_metadata='{"account_id": "acct-b"}'))  # fmt: skip
@@ -96,6 +107,19 @@ def _tally(sessions: dict[SessionKey, object]) -> dict[tuple[str, str, str], int
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(arrivals())
 def test_one_event_batches_in_any_arrival_give_the_sessions_and_aggregates_of_a_full_rebuild(scenario) -> None:
+    _one_event_batches_equal_a_rebuild(scenario)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(arrivals())
+def test_one_event_batches_with_metadata_runs_pruned_from_two_give_a_full_rebuild(scenario) -> None:
+    """The same, pruning the room-metadata runs as soon as the header holds two (D163): every pruning, floor and
+    rebuild for a session reaching a run pruned is exercised by histories whose metadata changes a few times."""
+    with patch.object(rooms, "PRUNE_RUNS_FROM", 2):
+        _one_event_batches_equal_a_rebuild(scenario)
+
+
+def _one_event_batches_equal_a_rebuild(scenario: tuple[list[LiveKitEventRecord], list[LiveKitEventRecord]]) -> None:
     events, order = scenario
     repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
     for event in order:
@@ -134,8 +158,10 @@ def crowded(draw: st.DrawFn) -> tuple[list[LiveKitEventRecord], list[LiveKitEven
         person = Participant(f"PA_{index}", f"user-{index}", join * 1000 + draw(st.integers(0, 999)))
         left = join + draw(st.integers(0, 30))
         joined = lk.participant_joined(room, person)
-        bodies.append(joined)
-        if draw(st.integers(0, 4)):  # sometimes the left is lost
+        left_lost = not draw(st.integers(0, 4))  # sometimes the left is lost
+        if left_lost or draw(st.integers(0, 5)):  # sometimes the join (its start then comes with the left, D163)
+            bodies.append(joined)
+        if not left_lost:
             bodies.append(lk.participant_left(room, person, left))
         if not draw(st.integers(0, 3)):  # the sweeper closed it first (its real left, if any, comes later and wins)
             (opened,) = rebuild_room([lk.to_record(joined)], AttributionRule())
@@ -178,6 +204,18 @@ def crowded(draw: st.DrawFn) -> tuple[list[LiveKitEventRecord], list[LiveKitEven
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(crowded())
 def test_a_crowded_window_in_any_arrival_gives_the_sessions_and_aggregates_of_a_full_rebuild(scenario) -> None:
+    _crowded_equals_a_rebuild(scenario)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(crowded())
+def test_a_crowded_window_with_metadata_runs_pruned_from_two_gives_a_full_rebuild(scenario) -> None:
+    """The same, pruning the room-metadata runs as soon as the header holds two (D163)."""
+    with patch.object(rooms, "PRUNE_RUNS_FROM", 2):
+        _crowded_equals_a_rebuild(scenario)
+
+
+def _crowded_equals_a_rebuild(scenario: tuple[list[LiveKitEventRecord], list[LiveKitEventRecord]]) -> None:
     events, order = scenario
     repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
     for event in order:
@@ -313,30 +351,26 @@ def test_a_rebuild_during_a_backlog_folds_only_delivered_events_and_the_backlog_
     assert repo.totals("acct-a", "2026-11") == {"video": 20, "audio": 24}
 
 
-def test_an_always_on_room_whose_metadata_changes_every_few_seconds_folds_each_change_without_a_rebuild() -> None:
-    """D163: a change of the room's metadata appended after the latest report, while the timeline already holds a
-    valid account and no session found by time started after that report, moves no session: it is folded, not
-    rebuilt. The room is handed back and forth between two accounts every 10 s; each newcomer's own join reports it."""
+def _handed_over(changes: int) -> list[LiveKitEventRecord]:
+    """An always-on room handed back and forth between acct-a and acct-b every 10 s (UpdateRoomMetadata); each
+    newcomer joins 1 s after a change (its own join reports it) and leaves 65 s later. A left reports the metadata in
+    force when it is sent: that of the latest join before it."""
     import json  # noqa: PLC0415
-
-    from kilo_dev import livekit_events as lk  # noqa: PLC0415
 
     def reporting(body: bytes, metadata: str) -> bytes:
         event = json.loads(body)
         event["room"]["metadata"] = metadata
         return json.dumps(event).encode()
 
-    t0 = 1_794_312_000
-    room = lk.Room("RM_churn", "always-on", account_id="acct-a", created_at=t0)
+    room = lk.Room("RM_churn", "always-on", account_id="acct-a", created_at=CHURN_T0)
     accounts = ["acct-a", "acct-b"]
-    timeline: list[tuple[int, bytes]] = [(t0, lk.room_started(room, t0))]
-    for number in range(20):  # the room's metadata replaced every 10 s (UpdateRoomMetadata), then someone joins
-        joined_at = t0 + 10 * number + 1
-        person = lk.Participant(f"PA_{number:02}", f"user-{number}", joined_at * 1000)
+    timeline: list[tuple[int, bytes]] = [(CHURN_T0, lk.room_started(room, CHURN_T0))]
+    for number in range(changes):
+        joined_at = CHURN_T0 + 10 * number + 1
+        person = lk.Participant(f"PA_{number:03}", f"user-{number}", joined_at * 1000)
         metadata = json.dumps({"account_id": accounts[number % 2]})
         timeline.append((joined_at, reporting(lk.participant_joined(room, person), metadata)))
         timeline.append((joined_at + 65, lk.participant_left(room, person, joined_at + 65)))
-    # a left reports the metadata in force when it is sent: that of the latest join before it
     reported: list[bytes] = []
     current = json.dumps({"account_id": "acct-a"})
     for _, body in sorted(timeline, key=lambda pair: pair[0]):
@@ -344,8 +378,17 @@ def test_an_always_on_room_whose_metadata_changes_every_few_seconds_folds_each_c
         if event["event"] == "participant_joined":
             current = event["room"]["metadata"]
         reported.append(reporting(body, current))
-    records = [lk.to_record(body) for body in reported]
+    return [lk.to_record(body) for body in reported]
 
+
+CHURN_T0 = 1_794_312_000
+
+
+def test_an_always_on_room_whose_metadata_changes_every_few_seconds_folds_each_change_without_a_rebuild() -> None:
+    """D163: a change of the room's metadata appended after the latest report, while the timeline already holds a
+    valid account and no session found by time started after that report, moves no session: it is folded, not
+    rebuilt. The room is handed back and forth between two accounts every 10 s; each newcomer's own join reports it."""
+    records = _handed_over(20)
     repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
     reads = room_reads(repo)
     rate_one_by_one(records, repo, publisher)
@@ -357,4 +400,82 @@ def test_an_always_on_room_whose_metadata_changes_every_few_seconds_folds_each_c
     # (10 sessions each)
     assert repo.totals("acct-a", "2026-11") == {"audio": 20}
     assert repo.totals("acct-b", "2026-11") == {"audio": 20}
-    assert len(repo.states["RM_churn"].fold.metadata) > 1  # the timeline has kept the changes (runs not pruned yet)
+    assert len(repo.states["RM_churn"].fold.metadata) > 1  # the timeline has kept the changes (too few to prune)
+
+
+def test_an_always_on_room_keeps_a_bounded_metadata_timeline_and_bills_each_session_its_own_account() -> None:
+    """D163 (pruned runs): 300 changes, every 10 s. The header keeps the runs from the earliest live participant's
+    run on (and the latest valid account before it): at most ``PRUNE_RUNS_FROM`` runs at any step, instead of one per
+    change (~40 B each, until the header is too large to store and the room is rebuilt per batch). Pruning loads
+    every live participant (not the room's events): the room is read once, at its first batch."""
+    from kilo_rate_usage.rooms import PRUNE_RUNS_FROM  # noqa: PLC0415
+
+    records = _handed_over(300)
+    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+    reads = room_reads(repo)
+    longest = 0
+    for record in records:
+        repo.store_event(record)
+        rate_batch([record], [], repo, publisher, CONFIG, NOW_MS)
+        longest = max(longest, len(repo.states["RM_churn"].fold.metadata))
+
+    assert reads == ["RM_churn"]
+    assert longest <= PRUNE_RUNS_FROM == 32  # before: 301 runs at the end (one per change and the room's first)
+    assert repo.states["RM_churn"].fold.metadata_offset >= 300 - PRUNE_RUNS_FROM
+    # each of the 300 sessions: 65 s -> 2 audio minutes, to the account its own join reported (150 sessions each)
+    assert repo.totals("acct-a", "2026-11") == {"audio": 300}
+    assert repo.totals("acct-b", "2026-11") == {"audio": 300}
+    reference = {(s.room_sid, s.participant_sid): s for s in rebuild_room(records, AttributionRule())}
+    assert {key: stored.session for key, stored in repo.sessions.items()} == reference
+
+
+def test_a_session_found_by_time_before_the_pruned_runs_is_rebuilt_and_bills_the_metadata_at_its_start() -> None:
+    """A participant whose join was lost (its start known only from its late left's ``joinedAtMs``) started at
+    t0 + 5 s, before runs pruned since: its run is found by time (the first report at or after its start: the join
+    at t0 + 11 s handing the room to acct-b), so the state cannot answer it - the room is rebuilt."""
+    records = _handed_over(60)
+    ghost = lk.Participant("PA_ghost", "ghost", (CHURN_T0 + 5) * 1000)
+    room = lk.Room("RM_churn", "always-on", account_id="acct-a", created_at=CHURN_T0)
+    left_at = CHURN_T0 + 10 * 59 + 1 + 65 + 1  # one second after the last left
+    records.append(lk.to_record(lk.participant_left(room, ghost, left_at)))
+    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+    reads = room_reads(repo)
+    rate_one_by_one(records[:-1], repo, publisher)
+    assert repo.states["RM_churn"].fold.metadata_offset > 2  # the ghost's run has been pruned
+    rate_one_by_one(records[-1:], repo, publisher)
+
+    # the ghost: t0+5 .. t0+657 = 652 s -> ceil(10.87) = 11 audio minutes, to acct-b; 60 sessions of 2 minutes
+    assert repo.totals("acct-b", "2026-11") == {"audio": 60 + 11}
+    assert repo.totals("acct-a", "2026-11") == {"audio": 60}
+    assert reads == ["RM_churn", "RM_churn"]  # the first batch, and the ghost's left
+
+
+@st.composite
+def churn_with_lost_joins(draw: st.DrawFn) -> tuple[list[LiveKitEventRecord], list[LiveKitEventRecord]]:
+    """An always-on room handed over every 10 s, plus participants whose join was lost: each leaves at a drawn time,
+    its start (``joinedAtMs`` on the left) drawn anywhere before, so its metadata run - found by time - may be one
+    the state has pruned; the order mostly the stream's, some events a few places late."""
+    changes = draw(st.integers(3, 24))
+    records = _handed_over(changes)
+    room = lk.Room("RM_churn", "always-on", account_id="acct-a", created_at=CHURN_T0)
+    end = CHURN_T0 + 10 * changes + 70
+    for number in range(draw(st.integers(1, 3))):
+        left_at = draw(st.integers(CHURN_T0 + 1, end))
+        start = draw(st.integers(CHURN_T0, left_at))
+        ghost = lk.Participant(f"PA_lost_{number}", f"lost-{number}", start * 1000 + draw(st.integers(0, 999)))
+        records.append(lk.to_record(lk.participant_left(room, ghost, left_at)))
+    events = sorted(records, key=lambda e: (e.created_at, e.event_id))
+    order = list(events)
+    for _ in range(draw(st.integers(0, 3))):
+        index = draw(st.integers(0, len(order) - 1))
+        late = order.pop(index)
+        order.insert(min(len(order), index + draw(st.integers(1, 6))), late)
+    return events, order
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(churn_with_lost_joins(), st.sampled_from([2, 3, 5]))
+def test_a_handed_over_room_with_lost_joins_and_runs_pruned_gives_a_full_rebuild(scenario, prune_from: int) -> None:
+    """Incremental rating with the runs pruned early equals a rebuild, lost joins included (D163)."""
+    with patch.object(rooms, "PRUNE_RUNS_FROM", prune_from):
+        _crowded_equals_a_rebuild(scenario)

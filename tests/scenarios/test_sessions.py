@@ -1300,3 +1300,35 @@ def test_given_a_crash_between_two_transactions_of_a_commit_when_retried_then_ea
     # only the 12 missing sessions are written: 110 x 2 = 220 audio
     assert retry.sessions_changed == 12
     assert repo.totals("acct-busy", "2026-11") == {"audio": 220}
+
+
+def test_given_a_participant_retiring_in_a_batch_not_naming_it_then_its_registers_follow_and_a_late_video_event_counts():
+    # alice's left arrives first (the room is rebuilt: her session and registers are stored), then her join and her
+    # track's publish (no type: audio) - her session does not change, so it is not rewritten. She retires from the
+    # room's state in a batch naming only bob. A late track_published calls her track VIDEO: the track is video from
+    # its first publish (T0) to her connection's end (D16), so her and bob's minutes are video, as a rebuild says.
+    # Before, the registers kept on her session item were those of the first rebuild (no track): the late event was
+    # folded into them as a new track published after her left (no video), and 14 video minutes were billed as audio.
+    room = Room("RM_registers", "standup", account_id="acct-reg", created_at=T0)
+    alice, bob = Participant("PA_alice", "alice", T0 * 1000), Participant("PA_bob", "bob", T0 * 1000)
+    published = records(lk.track_published(room, alice, "TR_alice", T0, video=False))[0]
+    late_video = replace(published, event_id="EV_late_video", created_at=T0 + 560, track_type="VIDEO")
+    arrival = [
+        *records(lk.participant_left(room, alice, T0 + 554)),
+        *records(lk.room_started(room, T0), lk.participant_joined(room, alice), lk.participant_joined(room, bob)),
+        published,
+        *records(lk.participant_left(room, bob, T0 + 187)),
+        *records(lk.track_unpublished(room, bob, "TR_bob_gone", T0 + 560, video=False)),  # alice retires here
+        late_video,
+    ]
+    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+    for event in arrival:
+        deliver(repo, publisher, [event])
+
+    stored = {key[1]: fields(stored.session) for key, stored in repo.sessions.items()}
+    # alice: T0 .. T0+554 = 554 s, all video -> ceil(9.23) = 10 video; bob: T0 .. T0+187 = 187 s -> 4 video
+    assert stored["PA_alice"] == expected(
+        "acct-reg", T0 * 1000, (T0 + 554) * 1000, ClosedBy.LEFT, (("2026-11", 10, 0),)
+    )
+    assert stored["PA_bob"] == expected("acct-reg", T0 * 1000, (T0 + 187) * 1000, ClosedBy.LEFT, (("2026-11", 4, 0),))
+    assert repo.totals("acct-reg", "2026-11") == {"video": 14}

@@ -241,7 +241,10 @@ def state_key(room_sid: str) -> Item:
 
 
 def state_to_item(state: RoomState, version: int, generation: str) -> Item:
-    """The header item; ``StateTooLargeError`` when even compressed it would come near DynamoDB's item limit."""
+    """The header item; ``StateTooLargeError`` when even compressed it would come near DynamoDB's item limit. An
+    unusable state (a finished room's, D-rating4-2) is its version and cut-off alone."""
+    if not state.usable:
+        return version_only_item(state, version)
     text = json.dumps(state_to_json(state), separators=(",", ":"), sort_keys=True).encode()
     packed = zlib.compress(text, 1)
     if len(packed) > MAX_STATE_BYTES:

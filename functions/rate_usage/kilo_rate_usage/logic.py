@@ -337,7 +337,9 @@ def _in_order(
         step = advance(state, batch, metadata_keys=keys) if state is not None else None
     if state is None or step is None or step.missing:
         return None
-    stored = repo.sessions_of(header.room_sid, step.affected | step.unknown)
+    # the sessions of those retiring too, though this batch may not name them: the registers kept on their session
+    # items must be their final ones (a later event naming them folds into those), D-rating4-1
+    stored = repo.sessions_of(header.room_sid, step.affected | step.unknown | step.retired.keys())
     named = {sid: stored[sid].registers for sid in step.unknown & stored.keys()}  # retired, named again
     if named and not all(named.values()):
         return None  # stored before registers were kept: rebuild
@@ -345,8 +347,20 @@ def _in_order(
         step = advance(state, batch, {sid: registers_from_text(text) for sid, text in named.items()}, keys)
         if step is None:
             return None
+        if step.retired.keys() - stored.keys():
+            stored.update(repo.sessions_of(header.room_sid, step.retired.keys() - stored.keys()))
     change = _state_change(state, step.state) if step.changed else None
+    if change is not None and step.full.room_end_s is not None:  # the room finished: keep no identity (D-rating4-2)
+        change = StateChange(_finished(step.state), state.version, {}, tuple(sorted(state.fold.participants)), False,
+                             state.generation)  # fmt: skip
     return _Room(step.sessions(config.attribution), stored, change, _texts(step.retired), step.full)
+
+
+def _finished(state: RoomState) -> RoomState:
+    """What is kept of a finished room's state (D-rating4-2): its version and the rebuild's cut-off
+    (``delivered_ms``, D70), no participant, no event - nothing naming anyone. A later event of the room (one
+    delivered late, a replay) rebuilds it from its stored events, which is exact (D15)."""
+    return replace(RoomState.unusable(state.room_sid, state.version), delivered_ms=state.delivered_ms)
 
 
 def _rebuild(
@@ -362,7 +376,10 @@ def _rebuild(
     delivered = max([header.delivered_ms if header is not None else 0, *(e.received_at_ms for e in batch)])
     stored_events = [event for event in repo.room_events(room_sid) if event.received_at_ms <= delivered]
     events = _merge(stored_events, batch)
-    fresh, retired = rebuilt(room_sid, events, delivered)
+    keys = [key for source, key in config.attribution.steps if source == "room_metadata"]  # D163
+    fresh, retired = rebuilt(room_sid, events, delivered, keys)
+    if fresh.folded().room_end_s is not None:
+        fresh = _finished(fresh)
     change: StateChange | None = None
     if header is None or header != fresh or _participants(repo, header) != fresh.fold.participants:
         change = StateChange(

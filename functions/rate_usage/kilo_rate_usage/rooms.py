@@ -35,6 +35,7 @@ its camera back to the sweep) - makes ``advance`` answer None, and the caller re
 from __future__ import annotations
 
 import json
+from bisect import bisect_left
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
@@ -53,12 +54,14 @@ from kilo_rate_usage.sessions import (
     holds_account,
     session_end,
     track_span,
+    valid_account,
     yields_to_room_end,
 )
 
 REORDER_SECONDS = 5  # events up to this much older (createdAt) than the room's latest are folded without a rebuild
 UNUSABLE_HORIZON = 2**62  # every event is older than this horizon: the room is rebuilt
 PRUNE_SPANS_FROM = 16  # merged spans kept before pruning those nobody live can still overlap
+PRUNE_RUNS_FROM = 32  # room-metadata runs kept before every live participant is loaded to prune them (D163)
 
 
 VideoEntry = tuple[str, str, int, int | None, int | None]  # participant, track, published, unpublished, its end
@@ -94,6 +97,19 @@ class RoomState:
     # fold only their room-level registers (their video comes from the index)
     late_start_s: int = 0  # the latest start (s) of any participant folded without a join_run, retired ones too: a
     # metadata change appended after it reaches no session by time (``_appends_at_end``, D163)
+    # the metadata runs pruned (``_prune_metadata``, D163): a session whose join_run is below ``metadata_floor_run``,
+    # or found by time with a start at or before ``metadata_floor_s``, may reach a run pruned (or one whose answer
+    # needs one): only a rebuild is exact for it
+    metadata_floor_run: int = 0
+    metadata_floor_s: int = 0
+    prune_runs_at: int = 0  # twice the runs kept by the last pruning: the next is due at this many runs (at least
+    # ``PRUNE_RUNS_FROM``), when every live participant is loaded (a room whose live participants still reach old runs
+    # is not loaded whole at every batch)
+
+    @property
+    def prune_due(self) -> bool:
+        """Whether the metadata runs are due to be pruned (every live participant's registers are needed)."""
+        return len(self.fold.metadata) >= max(PRUNE_RUNS_FROM, self.prune_runs_at)
 
     def header(self) -> tuple[object, ...]:
         """What the header item holds (everything but the live participants' registers)."""
@@ -101,7 +117,8 @@ class RoomState:
         return (
             self.room_sid, fold.room_sid, fold.room_name, fold.metadata, fold.room_end_s, fold.last_s,
             fold.orphans, fold.closed, self.recent, self.horizon_s, self.spans, self.coverage_from_ms,
-            self.capped_retired, self.aside, self.index, self.delivered_ms, self.late_start_s,
+            self.capped_retired, self.aside, self.index, self.delivered_ms, self.late_start_s, fold.metadata_offset,
+            self.metadata_floor_run, self.metadata_floor_s, self.prune_runs_at,
         )  # fmt: skip
 
     def __eq__(self, other: object) -> bool:  # the header's content, not the version or the participants loaded
@@ -220,11 +237,12 @@ def _reindex(
 def participants_needed(state: RoomState, events: Iterable[LiveKitEventRecord]) -> frozenset[str] | None:
     """The live participants whose registers folding ``events`` into ``state`` reads: those the events name, those
     named by the window's events that this batch moves past the horizon (into the fold) and those closed in the
-    fold; None (all of them) once the room finished. The others' recent events fold only what they say about the
+    fold; None (all of them) once the room finished, or when the metadata runs are due to be pruned (every live
+    participant's run must be known, D163). The others' recent events fold only what they say about the
     room, and their video comes from the index (``advance`` may still ask for a few more: ``Step.missing``)."""
     events = list(events)
     if any(event.event_type == "room_finished" for event in (*events, *state.recent)) or (
-        state.fold.room_end_s is not None
+        state.fold.room_end_s is not None or state.prune_due
     ):
         return None
     horizon = _horizon_at_most(state, events)
@@ -356,11 +374,14 @@ def _coverage_may_change(before: RoomFold, events: Sequence[LiveKitEventRecord])
 
 
 def rebuilt(
-    room_sid: str, events: Iterable[LiveKitEventRecord], delivered_ms: int = 0
+    room_sid: str,
+    events: Iterable[LiveKitEventRecord],
+    delivered_ms: int = 0,
+    metadata_keys: Collection[str] | None = None,
 ) -> tuple[RoomState, dict[str, ParticipantFold]]:
     """A fresh state from all of the room's events delivered so far (after a rebuild), and the registers of the
     participants it retired. ``delivered_ms``: the cut-off the events were chosen by (at least their latest
-    ``received_at_ms``)."""
+    ``received_at_ms``). ``metadata_keys``: the rule's room-metadata keys (None: unknown, no run is pruned)."""
     unique = sorted({event.event_id: event for event in events}.values(), key=event_order)
     last = unique[-1].created_at if unique else 0
     horizon = last - REORDER_SECONDS
@@ -370,6 +391,7 @@ def rebuilt(
     fold.room_sid = fold.room_sid or room_sid
     late_start = _late_start(fold_events(recent, fold.copy()))
     spans, coverage_from, capped, retired = _retire(fold, horizon, fold_events(recent), (), 0)
+    floor = _prune_metadata(fold, fold_events(recent, fold.copy()).participants.values(), metadata_keys, (0, 0))
     full = fold_events(recent, fold.copy())
     index, spans = _reindex((), full, retired.keys(), horizon, spans)
     delivered = max([delivered_ms, *(event.received_at_ms for event in unique)])
@@ -385,8 +407,54 @@ def rebuilt(
         index=index,
         delivered_ms=delivered,
         late_start_s=late_start,
+        metadata_floor_run=floor[0],
+        metadata_floor_s=floor[1],
+        prune_runs_at=floor[2],
     )
     return state, retired
+
+
+def _prune_metadata(
+    fold: RoomFold, live: Iterable[ParticipantFold], keys: Collection[str] | None, floor: tuple[int, int]
+) -> tuple[int, int, int]:
+    """Drop the runs of ``fold``'s metadata timeline that no live or future session can reach (D163), in place; the
+    new floor (``RoomState.metadata_floor_run``, ``metadata_floor_s``) and when to try again (``prune_runs_at``).
+    ``live``: every live participant (the window's too). Only with the rule's room-metadata ``keys`` known.
+
+    A session's account under a key is that of the run it reached - its ``join_run``, else the first run reported at
+    or after its start - or the latest valid one before it, or the first valid one from it on (``RoomAccounts``).
+    ``e``: the earliest run a live participant reached (never past the latest run: it still grows). A future
+    participant reaches the latest run or later (its own join), or one found by time (guarded by the floor). For
+    each key, the runs from the latest valid one at or before ``e`` (else from ``e``) give every run from there on
+    the same answer as the whole timeline: the runs before the earliest of those are dropped, and a session must
+    reach the latest of those (``metadata_floor_run``) or later - else ``advance`` rebuilds. The runs kept are a
+    suffix of the timeline, so a ``join_run`` counted from ``metadata_offset`` is a rebuild's."""
+    runs = fold.metadata
+    floor_run, floor_s = floor
+    if keys is None or len(runs) < 2:
+        return floor_run, floor_s, 2 * len(runs)
+    offset = fold.metadata_offset
+    lasts = [last for _, last, _ in runs]
+    earliest = len(runs) - 1
+    for participant in live:
+        if participant.joined_ms is None:
+            continue  # pending: its own join reports the latest run or a later one; a start found by time: the floor
+        if participant.join_run is not None:
+            reached = participant.join_run - offset
+        else:
+            reached = bisect_left(lasts, participant.joined_ms // 1000)
+        earliest = min(earliest, max(0, reached))
+    marks = [
+        next((i for i in range(earliest, -1, -1) if valid_account(runs[i][2], key) is not None), earliest)
+        for key in keys
+    ] or [earliest]  # no room-metadata step: no session reads the runs
+    low, high = min(marks), max(marks)
+    if high > 0 and offset + high > floor_run:
+        floor_run, floor_s = offset + high, max(floor_s, runs[high - 1][1])
+    if low > 0:
+        del runs[:low]
+        fold.metadata_offset = offset + low
+    return floor_run, floor_s, 2 * len(runs)
 
 
 def from_events(room_sid: str, events: Iterable[LiveKitEventRecord]) -> RoomState:
@@ -496,15 +564,19 @@ def advance(
             return Step(state, False, frozenset(), frozenset(), everything, state.spans, missing=missing)
     window = everything.closed if video_may_change else set()
     affected = frozenset((named | window) & everything.participants.keys())
-    if _beyond_state(state, everything, affected, since) or (
-        not _appends_at_end(before, fresh, _late_start(everything, state), metadata_keys)
+    if (
+        _beyond_state(state, everything, affected, since)
+        or not _appends_at_end(before, fresh, _late_start(everything, state), metadata_keys)
+        or _reaches_pruned(state, everything, affected)
     ):
         return None  # attribution of sessions, retired ones too, may change
     spans, coverage_from, capped, retiring = _retire(
         fold, horizon, fold_events(kept), state.spans, state.coverage_from_ms, state.complete
     )
     new_state = replace(
-        _next_state(state, events, fold, kept, horizon, (spans, coverage_from, capped, retiring), set_aside),
+        _next_state(
+            state, events, fold, kept, horizon, (spans, coverage_from, capped, retiring), set_aside, metadata_keys
+        ),
         late_start_s=_late_start(everything, state),
     )
     return Step(new_state, True, affected, unknown, everything, state.spans, {**updated, **retiring}, state.index)
@@ -537,6 +609,22 @@ def _appends_at_end(
     if any(event.created_at <= latest for event in moves) or late_start_s > latest:
         return False
     return all(holds_account(runs, key) for key in keys)
+
+
+def _reaches_pruned(state: RoomState, everything: RoomFold, affected: Iterable[str]) -> bool:
+    """Whether an affected session may reach a metadata run pruned, or one whose answer needs a run pruned
+    (``_prune_metadata``): its ``join_run`` is below the floor, or its run is found by time and it started at or
+    before the floor's last report (a join lost, its start known from a late left)."""
+    for sid in affected:
+        participant = everything.participants[sid]
+        if participant.joined_ms is None:
+            continue
+        if participant.join_run is not None:
+            if participant.join_run < state.metadata_floor_run:
+                return True
+        elif participant.joined_ms // 1000 <= state.metadata_floor_s:
+            return True
+    return False
 
 
 def _beyond_state(state: RoomState, everything: RoomFold, affected: Iterable[str], since: int | None) -> bool:
@@ -573,15 +661,20 @@ def _next_state(
     horizon: int,
     retirement: tuple[tuple[tuple[int, int], ...], int, int, dict[str, ParticipantFold]],
     set_aside: Sequence[tuple[int, str]],
+    metadata_keys: Collection[str] | None = None,
 ) -> RoomState:
     spans, coverage_from, capped, retiring = retirement
+    floor = (state.metadata_floor_run, state.metadata_floor_s, state.prune_runs_at)
+    if state.complete and state.prune_due and metadata_keys is not None:
+        live = fold_loaded(kept, fold.copy(), state.loaded).participants.values()  # every live one: all loaded
+        floor = _prune_metadata(fold, live, metadata_keys, floor[:2])
     full = fold_loaded(kept, fold.copy(), state.loaded)
     index, spans = _reindex(state.index, full, retiring.keys(), horizon, spans)
     delivered = max([state.delivered_ms, *(event.received_at_ms for event in events)])
     return RoomState(
         state.room_sid, fold, kept, horizon, spans, coverage_from, state.capped_retired + capped,
         tuple(entry for entry in set_aside if entry[0] >= horizon), state.version, full, index, state.complete,
-        delivered, state.generation, state.loaded,
+        delivered, state.generation, state.loaded, state.late_start_s, *floor,
     )  # fmt: skip
 
 
@@ -642,7 +735,7 @@ def _closed_unloaded(kept: Iterable[LiveKitEventRecord], loaded: Collection[str]
 # --- the stored form (``items`` compresses it into the state item) --------------------------------------------------
 
 _EVENT_FIELDS = tuple(f.name for f in fields(LiveKitEventRecord) if f.name != "body")
-STATE_FORMAT = 6  # bump when the stored form changes meaning: a state of another format is ignored (rebuild)
+STATE_FORMAT = 7  # bump when the stored form changes meaning: a state of another format is ignored (rebuild)
 
 
 def _track_out(sid: str, track: TrackFold) -> list[object]:
@@ -690,6 +783,7 @@ def state_to_json(state: RoomState) -> dict[str, Any]:
     return {
         "format": STATE_FORMAT,
         "room": [fold.room_sid, fold.room_name, [list(run) for run in fold.metadata], fold.room_end_s, fold.last_s],
+        "metadata": [fold.metadata_offset, state.metadata_floor_run, state.metadata_floor_s, state.prune_runs_at],
         "orphans": [_track_out(t, track) for t, track in sorted(fold.orphans.items())],
         "closed": sorted(fold.closed),
         "recent": [[getattr(event, name) for name in _EVENT_FIELDS] for event in state.recent],
@@ -713,6 +807,7 @@ def state_from_json(
     fold = RoomFold()
     fold.room_sid, fold.room_name, metadata, fold.room_end_s, fold.last_s = data["room"]
     fold.metadata = [(int(first), int(last), str(text)) for first, last, text in metadata]
+    fold.metadata_offset, floor_run, floor_s, prune_runs_at = (int(value) for value in data["metadata"])
     fold.orphans = dict(_track_in(t) for t in data["orphans"])
     fold.video.update(("", t) for t, track in fold.orphans.items() if track.video)
     fold.closed = set(data["closed"])
@@ -725,5 +820,6 @@ def state_from_json(
         room_sid, fold, recent, int(data["horizon_s"]), spans, int(data["coverage_from_ms"]),
         int(data["capped_retired"]), tuple((int(at), str(event_id)) for at, event_id in data["aside"]), version,
         index=index, complete=False, delivered_ms=delivered_ms, generation=generation, loaded=frozenset(),
-        late_start_s=int(data["late_start_s"]),
+        late_start_s=int(data["late_start_s"]), metadata_floor_run=floor_run, metadata_floor_s=floor_s,
+        prune_runs_at=prune_runs_at,
     )  # fmt: skip

@@ -133,13 +133,15 @@ def room_account(runs: Sequence[MetadataRun], key: str, start_ms: int) -> str | 
     return RoomAccounts(runs).account(key, start_ms)
 
 
+def valid_account(text: str, key: str) -> str | None:
+    """The valid account id ``text`` (room metadata) holds under ``key``, else None."""
+    value = _json_value(text, key)
+    return value if value is not None and is_account_id(value) else None
+
+
 def holds_account(runs: Sequence[MetadataRun], key: str) -> bool:
     """Whether some run of the timeline holds a valid account under ``key`` (the latest first: usually one parse)."""
-    for _, _, text in reversed(runs):
-        value = _json_value(text, key)
-        if value is not None and is_account_id(value):
-            return True
-    return False
+    return any(valid_account(text, key) is not None for _, _, text in reversed(runs))
 
 
 class RoomAccounts:
@@ -148,10 +150,11 @@ class RoomAccounts:
     answer is a binary search (the runs' last reports are in order) - the cost of a rebuild grows with sessions plus
     runs, not with their product (D163)."""
 
-    __slots__ = ("_lasts", "_runs", "_tables")
+    __slots__ = ("_lasts", "_offset", "_runs", "_tables")
 
-    def __init__(self, runs: Sequence[MetadataRun]) -> None:
+    def __init__(self, runs: Sequence[MetadataRun], offset: int = 0) -> None:
         self._runs = runs
+        self._offset = offset  # runs pruned before ``runs[0]`` (``RoomFold.metadata_offset``): a join_run counts them
         self._lasts = [last for _, last, _ in runs]
         self._tables: dict[str, tuple[list[str | None], list[str | None], list[str | None]]] = {}
 
@@ -160,8 +163,7 @@ class RoomAccounts:
         if table is None:
             valid: list[str | None] = []
             for _, _, text in self._runs:
-                value = _json_value(text, key)
-                valid.append(value if value is not None and is_account_id(value) else None)
+                valid.append(valid_account(text, key))
             before: list[str | None] = [None]  # before[i]: the latest valid account of the runs before run i
             for value in valid:
                 before.append(value or before[-1])
@@ -177,8 +179,8 @@ class RoomAccounts:
         if not self._runs:
             return None
         valid, before, after = self._table(key)
-        if join_run is not None and 0 <= join_run < len(valid):
-            reached = join_run
+        if join_run is not None and 0 <= join_run - self._offset < len(valid):
+            reached = join_run - self._offset
         else:
             reached = bisect_left(self._lasts, start_ms // 1000)  # the first run reported at or after the start
         if reached == len(valid):
@@ -247,13 +249,16 @@ class RoomFold:
     from. Folding the same events in that order always gives the same registers; ``rooms`` keeps a fold of a room's
     older events and folds newer ones into a copy (copy-on-write per participant, so a copy is cheap)."""
 
-    __slots__ = ("_owned", "closed", "last_s", "metadata", "orphans", "participants", "room_end_s", "room_name",
-                 "room_sid", "video")  # fmt: skip
+    __slots__ = ("_owned", "closed", "last_s", "metadata", "metadata_offset", "orphans", "participants", "room_end_s",
+                 "room_name", "room_sid", "video")  # fmt: skip
 
     def __init__(self) -> None:
         self.room_sid = ""
         self.room_name = ""
         self.metadata: list[MetadataRun] = []  # the room's metadata as reported over time, one run per change
+        # runs pruned before ``metadata[0]`` (``rooms``, D163): a ``join_run`` indexes the whole timeline, so it counts
+        # them - the runs kept are the whole timeline's last ones, as a rebuild folds them
+        self.metadata_offset = 0
         self.room_end_s: int | None = None
         self.last_s: int | None = None  # createdAt of the latest event folded
         self.participants: dict[str, ParticipantFold] = {}
@@ -265,6 +270,7 @@ class RoomFold:
     def copy(self) -> RoomFold:
         other = RoomFold()
         other.room_sid, other.room_name, other.metadata = self.room_sid, self.room_name, list(self.metadata)
+        other.metadata_offset = self.metadata_offset
         other.room_end_s, other.last_s = self.room_end_s, self.last_s
         other.participants = dict(self.participants)
         other.orphans = {sid: replace(track) for sid, track in self.orphans.items()}
@@ -353,7 +359,8 @@ class RoomFold:
         if event.joined_at_ms and (participant.joined_ms is None or event.event_type == "participant_joined"):
             participant.joined_ms = event.joined_at_ms
         if event.event_type == "participant_joined" and participant.join_run is None and self.metadata:
-            participant.join_run = len(self.metadata) - 1  # ``apply_room`` folded its report into the latest run
+            # ``apply_room`` folded its report into the latest run (counted over the whole timeline, pruned runs too)
+            participant.join_run = self.metadata_offset + len(self.metadata) - 1
         if event.event_type == "participant_joined" and participant.joined_ms is None:
             participant.joined_ms = event.created_at * 1000
         elif event.event_type == "participant_left":
@@ -433,7 +440,7 @@ class RoomFold:
             return merged
 
         chosen = sorted(self.participants if sids is None else set(sids) & self.participants.keys())
-        accounts = RoomAccounts(self.metadata)  # each metadata run parsed once for all of them
+        accounts = RoomAccounts(self.metadata, self.metadata_offset)  # each metadata run parsed once for all of them
         return [
             _session(self.room_sid, participant, accounts, rule, self.room_end_s, once, self.room_name)
             for participant in (self.participants[sid] for sid in chosen)
