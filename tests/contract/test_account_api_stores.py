@@ -4,6 +4,7 @@ DynamoDB adapters on the template's tables. Rating's sessions are written with r
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 
 from kilo_account_api.adapters import DynamoMembers, DynamoSessionHistory
-from kilo_account_api.model import ConflictError, Member, NotFoundError, SessionPart, SessionRecord
+from kilo_account_api.model import ConflictError, Member, MemberStatus, NotFoundError, SessionPart, SessionRecord
 from kilo_account_api.ports import MemberStore, SessionHistory
 from kilo_billing.account_store import DynamoAccountDirectory
 from kilo_billing.accounts import AccountProfile
@@ -187,6 +188,50 @@ def test_given_two_owners_removing_each_other_at_once_then_one_owner_remains(mem
     with pytest.raises(NotFoundError):
         members.remove("acct", "bob")
     assert sorted(m.user for m in members.members("acct")) == ["alice", "mia"]
+
+
+def test_given_an_invitation_then_accept_decline_expiry_and_replacement_keep_the_contract(members: MemberStore) -> None:
+    """An invitation (``INVITED``, ending a week after ``ADDED``) is stored beside memberships: it is accepted only
+    while open (then a membership from the acceptance, its end gone), declined only while it is one, and an ended
+    one is replaced by a new invitation; an open one or a membership is not."""
+    ends = ADDED + timedelta(days=7)
+    invited = Member("acct", "ivan", "ivan@a.example", Role.ADMIN, ADDED, MemberStatus.INVITED, ends)
+    members.add(invited)
+    assert members.members("acct") == [invited]
+    assert members.accounts_of("ivan") == [invited]  # read back whole: status and end included
+    with pytest.raises(ConflictError):  # an open invitation is not replaced
+        members.add(replace(invited, role=Role.OWNER, added_at=ends - timedelta(seconds=1)))
+    with pytest.raises(NotFoundError):  # ended: 2026-.. + 7 days exactly is no longer open
+        members.accept("acct", "ivan", ends)
+    again = Member("acct", "ivan", "", Role.MEMBER, ends, MemberStatus.INVITED, ends + timedelta(days=7))
+    members.add(again)  # the ended invitation is replaced
+    accepted_at = ends + timedelta(hours=1)
+    accepted = members.accept("acct", "ivan", accepted_at)
+    assert accepted == Member("acct", "ivan", "", Role.MEMBER, accepted_at)  # active, no end
+    assert members.members("acct") == [accepted]
+    with pytest.raises(NotFoundError):  # accepted already
+        members.accept("acct", "ivan", accepted_at)
+    with pytest.raises(NotFoundError):  # a membership is not an invitation to decline
+        members.decline("acct", "ivan")
+    with pytest.raises(ConflictError):  # nor replaced by one
+        members.add(
+            replace(again, added_at=accepted_at + timedelta(days=30), expires_at=accepted_at + timedelta(days=37))
+        )
+    members.add(Member("acct", "nina", "", Role.MEMBER, ADDED, MemberStatus.INVITED, ends))
+    members.decline("acct", "nina")
+    assert [m.user for m in members.members("acct")] == ["ivan"]
+    with pytest.raises(NotFoundError):
+        members.decline("acct", "nina")
+
+
+def test_given_an_invitation_to_be_owner_then_it_is_no_owner_to_keep(members: MemberStore) -> None:
+    """Removing the last active owner while another user is only invited as owner is refused in the atomic step too."""
+    members.add(Member("acct", "alice", "", Role.OWNER, ADDED))
+    ends = ADDED + timedelta(days=7)
+    members.add(Member("acct", "bob", "", Role.OWNER, ADDED, MemberStatus.INVITED, ends))
+    with pytest.raises(ConflictError, match="owners changed"):
+        members.remove("acct", "alice", keeping_owner="bob")
+    assert sorted(m.user for m in members.members("acct")) == ["alice", "bob"]
 
 
 PROFILE = AccountProfile("acct", (TierChange(datetime(2026, 1, 1, tzinfo=UTC), "team"),))

@@ -251,6 +251,7 @@ def test_given_a_suspended_account_then_the_entitlement_check_refuses_with_its_r
 def test_given_members_then_an_admin_adds_and_removes_and_the_owner_is_protected(account_api: Any) -> None:
     register(account_api, "acct_a")
     assert call("POST", "/v1/accounts/acct_a/members", OWNER, {"user": "olga", "role": "owner"}).status == 201
+    assert call("POST", "/v1/invitations/acct_a/accept", claims(None, None, user="olga")).status == 200
     added = call("POST", "/v1/accounts/acct_a/members", ADMIN, {"user": "mia", "email": "mia@a.example"})
     assert (added.status, added.body["role"]) == (201, "member")
     assert call("POST", "/v1/accounts/acct_a/members", ADMIN, {"user": "otto", "role": "owner"}).status == 400
@@ -262,15 +263,15 @@ def test_given_members_then_an_admin_adds_and_removes_and_the_owner_is_protected
     assert call("DELETE", "/v1/accounts/acct_a/members/olga", ADMIN).status == 409
     assert call("DELETE", "/v1/accounts/acct_a/members/mia", ADMIN).status == 204
     listed = call("GET", "/v1/accounts/acct_a/members", MEMBER)
-    assert [(m["user"], m["role"]) for m in listed.body["members"]] == [("olga", "owner")]
+    assert [(m["user"], m["role"], m["status"]) for m in listed.body["members"]] == [("olga", "owner", "active")]
 
 
 def test_given_a_member_added_before_when_added_again_then_their_added_at_role_and_email_stay_as_first_stored(
     account_api: Any,
 ) -> None:
-    """A re-add, the same or with another role or email, is refused (409 naming the user) and writes nothing: the
-    membership's ``added_at`` (sign-in picks the membership held longest, D100) and role stay those of the first add;
-    a role change is not a re-add. Read back from the members table (moto) after a day has passed."""
+    """A re-add while the invitation is open, the same or with another role or email, is refused (409 naming the
+    user) and writes nothing: the invitation's ``added_at``, end and role stay those of the first add; a role change
+    is not a re-add. Read back from the members table (moto) after a day has passed."""
     register(account_api, "acct_a")
     first = call("POST", "/v1/accounts/acct_a/members", OWNER, {"user": "mia", "email": "mia@a.example"})
     assert (first.status, first.body["added_at"], first.body["role"]) == (201, "2026-11-15T12:00:00Z", "member")
@@ -284,11 +285,22 @@ def test_given_a_member_added_before_when_added_again_then_their_added_at_role_a
             answer = call("POST", "/v1/accounts/acct_a/members", OWNER, again)
             assert (answer.status, answer.body) == (
                 409,
-                {"code": "conflict", "message": "'mia' is already a member of account 'acct_a'", "field": None},
+                {
+                    "code": "conflict",
+                    "message": "'mia' is already a member of account 'acct_a' or invited",
+                    "field": None,
+                },
             )
     listed = call("GET", "/v1/accounts/acct_a/members", MEMBER)
     assert listed.body["members"] == [
-        {"user": "mia", "email": "mia@a.example", "role": "member", "added_at": "2026-11-15T12:00:00Z"}
+        {
+            "user": "mia",
+            "email": "mia@a.example",
+            "role": "member",
+            "added_at": "2026-11-15T12:00:00Z",
+            "status": "invited",
+            "expires_at": "2026-11-22T12:00:00Z",
+        }
     ]
     stored = account_api.clients["dynamodb"].get_item(
         TableName=account_api.template.physical_name("MembersTable"),

@@ -13,6 +13,7 @@ from kilo_account_api.model import (
     ConflictError,
     InvalidRequestError,
     Member,
+    MemberStatus,
     NotFoundError,
     PhoneChallenge,
     SessionRecord,
@@ -45,8 +46,59 @@ class DynamoMembers:
         return [items.member_from_item(item) for item in found]
 
     def add(self, member: Member) -> None:
-        if not put_if(self._client, self._table, items.member_to_item(member)):
-            raise ConflictError(f"{member.user!r} is already a member of account {member.account_id!r}")
+        # absent, or an invitation that has ended by the time of this one: replaced
+        stored = put_if(
+            self._client,
+            self._table,
+            items.member_to_item(member),
+            "attribute_not_exists(pk) OR (#status = :invited AND #ends <= :now)",
+            ExpressionAttributeNames={"#status": items.MEMBER_STATUS, "#ends": items.INVITATION_END},
+            ExpressionAttributeValues=to_item(
+                {":invited": MemberStatus.INVITED.value, ":now": int(member.added_at.timestamp())}
+            ),
+        )
+        if not stored:
+            raise ConflictError(f"{member.user!r} is already a member of account {member.account_id!r} or invited")
+
+    def accept(self, account_id: str, user: str, now: datetime) -> Member:
+        try:
+            answer = call(
+                self._client.update_item,
+                TableName=self._table,
+                Key=items.member_key(account_id, user),
+                UpdateExpression="SET #status = :active, #added = :now_iso REMOVE #ends",
+                ConditionExpression="#status = :invited AND #ends > :now",
+                ExpressionAttributeNames={
+                    "#status": items.MEMBER_STATUS,
+                    "#ends": items.INVITATION_END,
+                    "#added": "added_at",
+                },
+                ExpressionAttributeValues=to_item(
+                    {
+                        ":active": MemberStatus.ACTIVE.value,
+                        ":invited": MemberStatus.INVITED.value,
+                        ":now": int(now.timestamp()),
+                        ":now_iso": now.isoformat(),
+                    }
+                ),
+                ReturnValues="ALL_NEW",
+            )
+        except ConditionFailedError as exc:
+            raise NotFoundError(f"{user!r} has no open invitation to account {account_id!r}") from exc
+        return items.member_from_item(answer["Attributes"])
+
+    def decline(self, account_id: str, user: str) -> None:
+        try:
+            call(
+                self._client.delete_item,
+                TableName=self._table,
+                Key=items.member_key(account_id, user),
+                ConditionExpression="#status = :invited",
+                ExpressionAttributeNames={"#status": items.MEMBER_STATUS},
+                ExpressionAttributeValues=to_item({":invited": MemberStatus.INVITED.value}),
+            )
+        except ConditionFailedError as exc:
+            raise NotFoundError(f"{user!r} has no invitation to account {account_id!r}") from exc
 
     def remove(self, account_id: str, user: str, keeping_owner: str | None = None) -> None:
         if keeping_owner is None:
@@ -62,7 +114,9 @@ class DynamoMembers:
             return
         # the delete and the check that another owner remains commit together or not at all (serializable: of two
         # owners removing each other, the second transaction finds its kept owner gone)
-        owner = to_item({":owner": Role.OWNER.name.lower()})
+        # an owner who is still one, and a member (an invitation to be owner is no owner; a membership written
+        # before invitations carries no status)
+        owner = to_item({":owner": Role.OWNER.name.lower(), ":active": MemberStatus.ACTIVE.value})
         try:
             call(
                 self._client.transact_write_items,
@@ -78,8 +132,9 @@ class DynamoMembers:
                         "ConditionCheck": {
                             "TableName": self._table,
                             "Key": items.member_key(account_id, keeping_owner),
-                            "ConditionExpression": "#role = :owner",
-                            "ExpressionAttributeNames": {"#role": "role"},
+                            "ConditionExpression": "#role = :owner AND "
+                            "(attribute_not_exists(#status) OR #status = :active)",
+                            "ExpressionAttributeNames": {"#role": "role", "#status": items.MEMBER_STATUS},
                             "ExpressionAttributeValues": owner,
                         }
                     },
