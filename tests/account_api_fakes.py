@@ -44,11 +44,12 @@ class InMemorySessionHistory:
     def all_sessions(self, account_id: str) -> Iterator[SessionRecord]:
         return iter(list(self.by_account.get(account_id, [])))
 
-    def pseudonymise(self, account_id: str, pseudonym: Callable[[str], str]) -> int:
+    def pseudonymise(self, account_id: str, pseudonym: Callable[[str], str], began_before: datetime) -> int:
         changed = 0
         kept = []
+        before_ms = int(began_before.timestamp() * 1000)
         for session in self.by_account.get(account_id, []):
-            new = pseudonym(session.identity)
+            new = pseudonym(session.identity) if session.start_ms < before_ms else session.identity
             changed += new != session.identity
             kept.append(replace(session, identity=new))
         self.by_account[account_id] = kept

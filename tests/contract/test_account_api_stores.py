@@ -133,11 +133,25 @@ def test_given_sessions_then_a_period_holds_those_with_minutes_in_it_and_the_ope
     ]  # fmt: skip
 
 
+def x_pseudonym(value: str) -> str:
+    """A pseudonym as the port needs one: a pseudonym maps to itself."""
+    return value if value.startswith("x-") else f"x-{value}"
+
+
+MARK = datetime(2026, 11, 20, tzinfo=UTC)  # after every session of SESSIONS began
+
+
 def test_given_a_pseudonym_then_every_identity_of_the_account_changes_and_no_other(history: SessionHistory) -> None:
-    assert history.pseudonymise("acct", lambda value: f"x-{value}") == 4
+    assert history.pseudonymise("acct", x_pseudonym, MARK) == 4
     assert sorted(s.identity for s in history.all_sessions("acct")) == ["x-alice", "x-bob", "x-carol", "x-dave"]
     assert [s.identity for s in history.all_sessions("other")] == ["erin"]
-    assert history.pseudonymise("acct", lambda value: value) == 0
+    assert history.pseudonymise("acct", x_pseudonym, MARK) == 0
+
+
+def test_given_an_erasure_mark_then_only_sessions_begun_before_it_change(history: SessionHistory) -> None:
+    """Rating's bound (``start_ms`` < the mark): dave's call began at the mark exactly and is new data (D80)."""
+    assert history.pseudonymise("acct", x_pseudonym, datetime(2026, 11, 15, 11, tzinfo=UTC)) == 3
+    assert sorted(s.identity for s in history.all_sessions("acct")) == ["dave", "x-alice", "x-bob", "x-carol"]
 
 
 @pytest.fixture(params=["fake", "dynamodb"])
@@ -294,7 +308,7 @@ def test_given_a_retired_participants_registers_then_erasure_pseudonymises_the_i
     registers = registers_text(ParticipantFold("PA_1", "alice", "STANDARD", "", {"team": "blue"}, 1, 2))
     client.put_item(TableName=table, Item=session_to_item(StoredSession(closed, {}, "v1", registers)))
     history = DynamoSessionHistory(client, table, timedelta(days=35))
-    assert history.pseudonymise("acct", lambda value: f"x-{value}") == 1
+    assert history.pseudonymise("acct", x_pseudonym, MARK) == 1
     item = client.get_item(TableName=table, Key=to_item({"pk": "ROOM#RM_1", "sk": "SESSION#PA_1"}))["Item"]
     assert item["identity"]["S"] == "x-alice"
     kept = registers_from_text(item["registers"]["S"])

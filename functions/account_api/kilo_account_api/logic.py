@@ -663,14 +663,15 @@ def erase(
         return replace(profile, name="", email="", phone="", phone_verified=False, erased_at=mark)
 
     try:
-        update_profile(accounts, account_id, marked)
+        saved = update_profile(accounts, account_id, marked)
     except UnknownAccountError as exc:
         raise unregistered(account_id) from exc
     if phone_codes is not None:  # the pending code's number and hash go; its send times stay (the rate limit)
         phone_codes.forget_phone(account_id)
     if ledger is not None and ledger.ledger(account_id).billing.customer_details is not None:
         ledger.save_billing(account_id, customer_details=customer_details_digest("", ""))
-    sessions = history.pseudonymise(account_id, lambda value: pseudonym(account_id, value))
+    # every session begun before the mark: rating's bound (it writes those with their pseudonym from now on)
+    sessions = history.pseudonymise(account_id, lambda value: pseudonym(account_id, value), saved.erased_at or now)
     changed = store.pseudonymise(account_id, lambda value: pseudonym(account_id, value))
     return Erasure(account_id, now, sessions, changed, cleared)
 

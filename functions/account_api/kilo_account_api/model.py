@@ -34,6 +34,11 @@ class UnavailableError(Exception):
     """A dependency outside AWS (Stripe) could not be reached; retry later."""
 
 
+class ErasureIncompleteError(UnavailableError):
+    """The erasure could not show every session pseudonymised (the sessions index kept listing identities); what it
+    did stands, and a retry continues it (503)."""
+
+
 @dataclass(frozen=True, slots=True)
 class SessionPart:
     period: str

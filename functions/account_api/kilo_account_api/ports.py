@@ -22,8 +22,11 @@ class SessionHistory(Protocol):
         """Every stored session of the account (export, erasure)."""
         ...
 
-    def pseudonymise(self, account_id: str, pseudonym: Callable[[str], str]) -> int:
-        """Replace every session's participant identity by ``pseudonym(identity)``; returns the sessions changed."""
+    def pseudonymise(self, account_id: str, pseudonym: Callable[[str], str], began_before: datetime) -> int:
+        """Replace the participant identity of every session begun before ``began_before`` (the erasure mark) by
+        ``pseudonym(identity)`` (which maps a pseudonym to itself); returns the sessions changed. Complete or
+        ``ErasureIncompleteError``: it never returns while a session it could not see still holds an identity it
+        should have seen (the DynamoDB adapter's passes over an eventually consistent index)."""
         ...
 
 
