@@ -63,6 +63,9 @@ class InMemoryMembers:
     def members(self, account_id: str) -> list[Member]:
         return [m for (account, _), m in sorted(self.stored.items()) if account == account_id]
 
+    def member(self, account_id: str, user: str) -> Member | None:
+        return self.stored.get((account_id, user))
+
     def add(self, member: Member) -> None:
         key = (member.account_id, member.user)
         found = self.stored.get(key)

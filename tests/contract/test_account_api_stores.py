@@ -223,6 +223,11 @@ def test_given_an_invitation_then_accept_decline_expiry_and_replacement_keep_the
     accepted = members.accept("acct", "ivan", accepted_at)
     assert accepted == Member("acct", "ivan", "", Role.MEMBER, accepted_at)  # active, no end
     assert members.members("acct") == [accepted]
+    assert (members.member("acct", "ivan"), members.member("acct", "nina"), members.member("other", "ivan")) == (
+        accepted,
+        None,
+        None,
+    )
     with pytest.raises(NotFoundError):  # accepted already
         members.accept("acct", "ivan", accepted_at)
     with pytest.raises(NotFoundError):  # a membership is not an invitation to decline

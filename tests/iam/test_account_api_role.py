@@ -12,14 +12,15 @@ from typing import Any
 
 import pytest
 
-from tests.account_api_support import api_environment, call, claims
+from tests.account_api_support import api_environment, call, claims, store_members
 from tests.iam.conftest import Roles
 from tests.infra.test_generated_iam import MEMBERS_BY_USER_INDEX, MEMBERS_TABLE, OPEN_SESSIONS_INDEX, USAGE_TABLE
 from tests.integration.test_account_api import frozen, seed_november
 
 __all__ = ["frozen"]
 FUNCTION = "AccountApiFunction"
-OWNER, ADMIN, MEMBER = claims("acct_a", "owner"), claims("acct_a", "admin"), claims("acct_a", "member")
+OWNER, ADMIN = claims("acct_a", "owner", user="owner-1"), claims("acct_a", "admin", user="admin-1")
+MEMBER = claims("acct_a", "member")
 MIA = claims(None, None, user="mia")
 pytestmark = pytest.mark.usefixtures("frozen")
 
@@ -30,7 +31,9 @@ def account_api(stack: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 
 
 def owners(account_api: Any) -> None:
-    """Two owners (olga, oscar) invited and accepting with full permissions: removing one leaves the other."""
+    """Two owners (olga, oscar) invited and accepting with full permissions: removing one leaves the other. OWNER's
+    and ADMIN's own memberships are stored (membership changes check the stored role)."""
+    store_members(account_api, "acct_a", {"owner-1": "owner", "admin-1": "admin"})
     for user in ("olga", "oscar"):
         assert call("POST", "/v1/accounts/acct_a/members", OWNER, {"user": user, "role": "owner"}).status == 201
         assert call("POST", "/v1/invitations/acct_a/accept", claims(None, None, user=user)).status == 200
@@ -63,7 +66,11 @@ def test_given_the_account_api_under_its_generated_role_then_usage_budget_and_me
         200,
         204,
     )
-    assert [(m["user"], m["role"]) for m in listed.body["members"]] == [("oscar", "owner")]
+    assert [(m["user"], m["role"]) for m in listed.body["members"]] == [
+        ("oscar", "owner"),
+        ("owner-1", "owner"),
+        ("admin-1", "admin"),
+    ]
     assert {
         ("dynamodb:Query", OPEN_SESSIONS_INDEX),
         ("dynamodb:PutItem", MEMBERS_TABLE),
@@ -91,7 +98,12 @@ def test_given_condition_check_taken_from_the_account_api_s_role_then_an_owner_s
     assert enforcement.denied == [("dynamodb:ConditionCheckItem", MEMBERS_TABLE)]
     assert removed.status >= 500
     listed = call("GET", "/v1/accounts/acct_a/members", MEMBER)
-    assert [(m["user"], m["role"]) for m in listed.body["members"]] == [("olga", "owner"), ("oscar", "owner")]
+    assert [(m["user"], m["role"]) for m in listed.body["members"]] == [
+        ("olga", "owner"),
+        ("oscar", "owner"),
+        ("owner-1", "owner"),
+        ("admin-1", "admin"),
+    ]
 
 
 def test_given_a_known_stripe_customer_when_an_owner_erases_the_account_under_its_role_then_nothing_is_denied(

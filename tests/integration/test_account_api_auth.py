@@ -14,7 +14,7 @@ import pytest
 from kilo_billing.account_store import DynamoAccountDirectory
 from kilo_billing.accounts import AccountProfile
 from kilo_billing.rating import TierChange
-from tests.account_api_support import ROUTES_FUNCTION, api_environment, call, claims, utc
+from tests.account_api_support import ROUTES_FUNCTION, api_environment, call, claims, store_members, utc
 
 PUBLIC = {("GET", "/v1/pricing"), ("GET", "/openapi.json")}
 OPERATOR_ONLY = {("GET", "/v1/operator/accounts")}
@@ -86,6 +86,7 @@ def registered(account_api: Any) -> Any:
     )
     for account in ("acct_a", "acct_b"):
         directory.register(AccountProfile(account, (TierChange(utc(2026, 1, 1), "personal"),)))
+    store_members(account_api, "acct_a", {f"{role}-1": role for role in ROLES})  # membership changes check these
     return account_api
 
 
@@ -131,7 +132,8 @@ def test_given_each_role_then_routes_below_it_are_forbidden_and_the_others_pass_
 ) -> None:
     least = NEEDS[(method, path)]
     for role in ROLES:
-        answer = call(method, concrete(path, "acct_a"), claims("acct_a", role), BODIES.get((method, path)))
+        token = claims("acct_a", role, user=f"{role}-1")
+        answer = call(method, concrete(path, "acct_a"), token, BODIES.get((method, path)))
         if ROLES.index(role) < ROLES.index(least):
             assert answer.status == 403, (role, answer.body)
         else:

@@ -16,7 +16,7 @@ import time_machine
 from kilo_account_api.adapters import DynamoMembers
 from kilo_account_api.model import Member
 from kilo_billing.auth import Role
-from tests.account_api_support import api_environment, call, claims, utc
+from tests.account_api_support import api_environment, call, claims, store_members, utc
 from tests.conftest import LambdaContext
 from tests.integration.test_account_api import NOW, register
 
@@ -171,7 +171,8 @@ def test_given_an_owner_only_invited_as_owner_then_the_last_owner_still_cannot_l
     assert (refused.status, refused.body["message"]) == (409, "the account's last owner cannot be removed")
     assert sign_in_claims("olga") == {"kilo_account": "acct_a", "kilo_role": "owner"}
     # an admin cannot withdraw an owner's invitation; the owner can
-    assert call("DELETE", "/v1/accounts/acct_a/members/bob", claims("acct_a", "admin")).status == 409
+    store_members(acct_a, "acct_a", {"adam": "admin"})
+    assert call("DELETE", "/v1/accounts/acct_a/members/bob", claims("acct_a", "admin", user="adam")).status == 409
     assert call("DELETE", "/v1/accounts/acct_a/members/bob", OWNER).status == 204
     assert call("POST", "/v1/invitations/acct_a/accept", claims(None, None, user="bob")).status == 404
 
@@ -183,3 +184,33 @@ def test_given_an_answer_with_a_body_other_than_none_or_empty_then_400_and_nothi
         assert (answer.status, answer.body["code"]) == (400, "invalid_request"), body
     assert call("GET", "/v1/invitations", IVAN).body["invitations"][0]["role"] == "member"
     assert call("GET", "/v1/invitations", None).status == 401
+
+
+def test_given_a_removed_admin_with_a_token_still_valid_then_they_cannot_make_themselves_a_member_again(
+    acct_a: Any,
+) -> None:
+    """A token outlives a removal (its lifetime, D100). Before D-api4-3 the removed admin's token invited mia back
+    (201) and she accepted: a membership outlasting the token. Membership changes now check the stored role."""
+    call("POST", "/v1/accounts/acct_a/members", OWNER, {"user": "mia", "role": "admin"})
+    mia_signed_in = claims("acct_a", "admin", user="mia")
+    assert call("POST", "/v1/invitations/acct_a/accept", mia_signed_in).status == 200
+    assert call("POST", "/v1/accounts/acct_a/members", mia_signed_in, {"user": "max"}).status == 201  # an admin
+    assert call("DELETE", "/v1/accounts/acct_a/members/mia", OWNER).status == 204
+    back = call("POST", "/v1/accounts/acct_a/members", mia_signed_in, {"user": "mia", "role": "admin"})
+    assert (back.status, back.body["code"]) == (403, "forbidden")
+    assert call("DELETE", "/v1/accounts/acct_a/members/max", mia_signed_in).status == 403
+    assert call("POST", "/v1/invitations/acct_a/accept", mia_signed_in).status == 404
+    assert sign_in_claims("mia") == {}
+    listed = call("GET", "/v1/accounts/acct_a/members", OWNER).body["members"]
+    assert [(m["user"], m["status"]) for m in listed] == [("olga", "active"), ("max", "invited")]
+
+
+def test_given_a_token_role_above_the_stored_one_then_membership_changes_follow_the_stored_role(acct_a: Any) -> None:
+    """A token naming owner for a user stored as admin (issued before a change, or by a stale sign-in) cannot invite
+    an owner: the stored role decides."""
+    call("POST", "/v1/accounts/acct_a/members", OWNER, {"user": "ada", "role": "admin"})
+    call("POST", "/v1/invitations/acct_a/accept", claims(None, None, user="ada"))
+    as_owner = claims("acct_a", "owner", user="ada")
+    refused = call("POST", "/v1/accounts/acct_a/members", as_owner, {"user": "oz", "role": "owner"})
+    assert (refused.status, refused.body["field"]) == (400, "role")
+    assert call("DELETE", "/v1/accounts/acct_a/members/olga", as_owner).status == 409  # an admin cannot remove owners

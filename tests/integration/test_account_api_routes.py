@@ -16,7 +16,7 @@ from kilo_billing.account_store import DynamoAccountDirectory
 from kilo_billing.invoicing import BillingMethod, CreditNote, CreditNoteStatus, InvoiceRecord, InvoiceStatus, Line
 from kilo_billing.periods_items import credit_note_to_item, invoice_to_item
 from kilo_dev.stripe_emulator import EmulatorHTTPClient
-from tests.account_api_support import api_environment, call, claims, utc
+from tests.account_api_support import api_environment, call, claims, store_members, utc
 from tests.integration.test_account_api import NOW, put_counters, put_session, register, seed_november, usage_table
 
 
@@ -31,7 +31,9 @@ def frozen() -> Iterator[None]:
         yield
 
 
-OWNER, ADMIN, MEMBER = claims("acct_a", "owner"), claims("acct_a", "admin"), claims("acct_a", "member")
+OWNER, ADMIN = claims("acct_a", "owner", user="owner-1"), claims("acct_a", "admin", user="admin-1")
+MEMBER = claims("acct_a", "member")
+STAFF = {"owner-1": "owner", "admin-1": "admin"}  # OWNER's and ADMIN's memberships (membership changes check them)
 
 
 def profile(stack: Any, account: str = "acct_a") -> Any:
@@ -250,6 +252,7 @@ def test_given_a_suspended_account_then_the_entitlement_check_refuses_with_its_r
 
 def test_given_members_then_an_admin_adds_and_removes_and_the_owner_is_protected(account_api: Any) -> None:
     register(account_api, "acct_a")
+    store_members(account_api, "acct_a", STAFF)
     assert call("POST", "/v1/accounts/acct_a/members", OWNER, {"user": "olga", "role": "owner"}).status == 201
     assert call("POST", "/v1/invitations/acct_a/accept", claims(None, None, user="olga")).status == 200
     added = call("POST", "/v1/accounts/acct_a/members", ADMIN, {"user": "mia", "email": "mia@a.example"})
@@ -263,7 +266,11 @@ def test_given_members_then_an_admin_adds_and_removes_and_the_owner_is_protected
     assert call("DELETE", "/v1/accounts/acct_a/members/olga", ADMIN).status == 409
     assert call("DELETE", "/v1/accounts/acct_a/members/mia", ADMIN).status == 204
     listed = call("GET", "/v1/accounts/acct_a/members", MEMBER)
-    assert [(m["user"], m["role"], m["status"]) for m in listed.body["members"]] == [("olga", "owner", "active")]
+    assert [(m["user"], m["role"], m["status"]) for m in listed.body["members"]] == [
+        ("olga", "owner", "active"),
+        ("owner-1", "owner", "active"),
+        ("admin-1", "admin", "active"),
+    ]
 
 
 def test_given_a_member_added_before_when_added_again_then_their_added_at_role_and_email_stay_as_first_stored(
@@ -273,6 +280,7 @@ def test_given_a_member_added_before_when_added_again_then_their_added_at_role_a
     user) and writes nothing: the invitation's ``added_at``, end and role stay those of the first add; a role change
     is not a re-add. Read back from the members table (moto) after a day has passed."""
     register(account_api, "acct_a")
+    store_members(account_api, "acct_a", STAFF)
     first = call("POST", "/v1/accounts/acct_a/members", OWNER, {"user": "mia", "email": "mia@a.example"})
     assert (first.status, first.body["added_at"], first.body["role"]) == (201, "2026-11-15T12:00:00Z", "member")
     with time_machine.travel(utc(2026, 11, 16, 9), tick=False):
@@ -292,7 +300,7 @@ def test_given_a_member_added_before_when_added_again_then_their_added_at_role_a
                 },
             )
     listed = call("GET", "/v1/accounts/acct_a/members", MEMBER)
-    assert listed.body["members"] == [
+    assert [m for m in listed.body["members"] if m["user"] == "mia"] == [
         {
             "user": "mia",
             "email": "mia@a.example",
@@ -317,7 +325,8 @@ def test_given_a_member_added_before_when_added_again_then_their_added_at_role_a
 def test_given_an_export_then_an_erasure_then_identities_are_gone_and_invoices_are_kept(account_api: Any) -> None:
     seed_november(account_api)
     put_invoice(account_api, "2026-10", 1, InvoiceStatus.PAID, "29.00")
-    call("POST", "/v1/accounts/acct_a/members", OWNER, {"user": "mia", "email": "mia@a.example"})
+    store_members(account_api, "acct_a", STAFF)
+    assert call("POST", "/v1/accounts/acct_a/members", OWNER, {"user": "mia", "email": "mia@a.example"}).status == 201
     exported = call("GET", "/v1/accounts/acct_a/export", OWNER)
     assert exported.status == 200, exported.body
     assert exported.body["profile"]["email"] == "ops@a.example"

@@ -52,6 +52,17 @@ class DynamoMembers:
         )
         return [items.member_from_item(item) for item in found]
 
+    def member(self, account_id: str, user: str) -> Member | None:
+        found = paged_items(
+            self._client.query,
+            TableName=self._table,
+            KeyConditionExpression="#pk = :pk AND #sk = :sk",
+            ExpressionAttributeNames={"#pk": "pk", "#sk": "sk"},
+            ExpressionAttributeValues=to_item({":pk": items.account_pk(account_id), ":sk": items.MEMBER_PREFIX + user}),
+            ConsistentRead=True,
+        )
+        return next((items.member_from_item(item) for item in found), None)
+
     def add(self, member: Member) -> None:
         # absent, or an invitation that has ended by the time of this one: replaced
         stored = put_if(

@@ -385,20 +385,20 @@ def list_members(account_id: AccountId) -> schemas.MembersOut:
 @_account_route("POST", "/members", "Invite a member: nothing is granted until they accept (admins; owners anyone)")
 def add_member(account_id: AccountId, body: schemas.MemberIn) -> Response[str]:
     caller = _authorize(account_id, Role.ADMIN)
-    assert caller.role is not None
     deps = _deps()
+    role = logic.current_role(deps.members, caller, account_id, Role.ADMIN)
     member = Member(account_id, body.user, body.email, Role[body.role.upper()], _now())
     lasts = timedelta(days=deps.settings.invitation_days)
-    invited = logic.invite_member(deps.accounts, deps.members, caller.role, member, lasts)
+    invited = logic.invite_member(deps.accounts, deps.members, role, member, lasts)
     return json_response(201, schemas.MemberOut.of(invited).model_dump(mode="json"))
 
 
 @_account_route("DELETE", "/members/<user>", "Remove a member or withdraw an invitation (admins and owners)")
 def remove_member(account_id: AccountId, user: Annotated[str, Path(pattern=r"^[^#\s/]{1,128}$")]) -> Response[str]:
     caller = _authorize(account_id, Role.ADMIN)
-    assert caller.role is not None
     deps = _deps()
-    logic.remove_member(deps.accounts, deps.members, caller.role, account_id, user)
+    role = logic.current_role(deps.members, caller, account_id, Role.ADMIN)
+    logic.remove_member(deps.accounts, deps.members, role, account_id, user)
     return Response(status_code=204, headers={}, body="")
 
 

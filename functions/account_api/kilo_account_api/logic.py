@@ -49,7 +49,7 @@ from kilo_billing.accounts import (
     update_profile,
     with_tier_change,
 )
-from kilo_billing.auth import Role
+from kilo_billing.auth import Caller, ForbiddenError, Role
 from kilo_billing.budgets import (
     BudgetChange,
     InvalidBudgetError,
@@ -547,6 +547,18 @@ def members(accounts: AccountDirectory, store: MemberStore, account_id: str, now
     profile_of(accounts, account_id)
     found = [m for m in store.members(account_id) if m.active or m.invited_at(now)]
     return sorted(found, key=lambda m: (-m.role, m.user))
+
+
+def current_role(store: MemberStore, caller: Caller, account_id: str, needed: Role) -> Role:
+    """The caller's role in the account as stored now, when it is at least ``needed`` (D-api4-3). Membership changes
+    are checked against the members table, not only the token: a token outlives a removal (its lifetime), and a
+    removed admin must not use it to invite themselves back - a membership that would outlast the token."""
+    stored = store.member(account_id, caller.user)
+    if stored is None or not stored.active or stored.role < needed:
+        raise ForbiddenError(
+            f"not allowed to manage account {account_id!r}: the token's role is no longer stored (sign in again)"
+        )
+    return stored.role
 
 
 def invite_member(

@@ -33,6 +33,10 @@ class SessionHistory(Protocol):
 class MemberStore(Protocol):
     def members(self, account_id: str) -> list[Member]: ...
 
+    def member(self, account_id: str, user: str) -> Member | None:
+        """The user's membership or invitation as stored now (a strongly consistent read), ``None`` without one."""
+        ...
+
     def add(self, member: Member) -> None:
         """Store a membership or an invitation (``member.status``); ``ConflictError`` when the user is already a
         member or holds an invitation still open at ``member.added_at`` (an expired one is replaced)."""
