@@ -19,7 +19,7 @@ from kilo_billing.accounts import pseudonym
 from kilo_billing.items import to_item
 from kilo_rate_usage.items import session_to_item
 from kilo_rate_usage.model import StoredSession
-from tests.account_api_support import api_environment, call, claims, utc
+from tests.account_api_support import api_environment, call, claims, store_members, utc
 from tests.contract.test_account_api_stores import ms, rating_session, x_pseudonym
 from tests.integration.test_account_api import NOW, register
 
@@ -163,6 +163,7 @@ def test_given_a_session_missing_from_the_index_at_first_when_the_owner_erases_t
     account_api: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     register(account_api, "acct")
+    store_members(account_api, "acct", {"user-1": "owner"})  # the eraser (D-api4-3)
     put_sessions(account_api, ALICE, ZED)
     lagging = LaggingIndex(account_api.clients["dynamodb"], hidden=frozenset({"ROOM#RM_9"}), hidden_for=1)
     pauses = lagging_route(account_api, monkeypatch, lagging)
@@ -180,6 +181,7 @@ def test_given_an_index_that_does_not_catch_up_when_the_owner_erases_then_503_an
     """Never claimed done while the index lists an identity: 503 (request id only, D34), what was written stays;
     the same request again, once the index has caught up, answers 200."""
     register(account_api, "acct")
+    store_members(account_api, "acct", {"user-1": "owner"})  # the eraser (D-api4-3)
     put_sessions(account_api, ALICE)
     lagging = LaggingIndex(account_api.clients["dynamodb"], stale={"ROOM#RM_1": "alice"}, stale_for=10)
     pauses = lagging_route(account_api, monkeypatch, lagging)

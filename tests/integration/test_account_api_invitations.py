@@ -214,3 +214,17 @@ def test_given_a_token_role_above_the_stored_one_then_membership_changes_follow_
     refused = call("POST", "/v1/accounts/acct_a/members", as_owner, {"user": "oz", "role": "owner"})
     assert (refused.status, refused.body["field"]) == (400, "role")
     assert call("DELETE", "/v1/accounts/acct_a/members/olga", as_owner).status == 409  # an admin cannot remove owners
+
+
+def test_given_a_removed_owner_with_a_token_still_valid_then_no_export_and_no_erasure(acct_a: Any) -> None:
+    """The erasure cannot be undone and an export hands out everything: both check the stored role too (D-api4-3);
+    before, the removed owner's token erased the account (200)."""
+    store_members(acct_a, "acct_a", {"otto": "owner"})
+    otto = claims("acct_a", "owner", user="otto")
+    assert call("GET", "/v1/accounts/acct_a/export", otto).status == 200
+    assert call("DELETE", "/v1/accounts/acct_a/members/otto", OWNER).status == 204
+    assert call("GET", "/v1/accounts/acct_a/export", otto).status == 403
+    erased = call("POST", "/v1/accounts/acct_a/erase", otto)
+    assert (erased.status, erased.body["code"]) == (403, "forbidden")
+    members = call("GET", "/v1/accounts/acct_a/export", OWNER).body["members"]
+    assert [(m["user"], m["email"]) for m in members] == [("olga", "olga@a.example")]  # nothing erased

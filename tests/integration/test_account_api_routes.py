@@ -356,6 +356,7 @@ def test_given_a_known_stripe_customer_when_the_account_is_erased_then_no_digest
     from kilo_billing.periods_store import DynamoLedgerStore  # noqa: PLC0415
 
     register(account_api, "acct_a", email="ops@a.example", name="Acct A")
+    store_members(account_api, "acct_a", STAFF)
     ledger = DynamoLedgerStore(account_api.clients["dynamodb"], usage_table(account_api))
     before = hashlib.sha256(b"ops@a.example\x00Acct A").hexdigest()[:32]
     ledger.save_billing("acct_a", customer_id="cus_known", customer_details=before)
@@ -629,4 +630,5 @@ def test_given_no_body_or_an_empty_object_to_a_route_that_takes_none_then_it_ans
     account_api: Any, route: str, body: Any
 ) -> None:
     register(account_api, "acct_a", email="ops@a.example")
+    store_members(account_api, "acct_a", STAFF)
     assert call("POST", f"/v1/accounts/acct_a/{route}", OWNER, body).status == 200

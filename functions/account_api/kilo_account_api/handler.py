@@ -84,6 +84,13 @@ def _authorize(account_id: str, role: Role = Role.MEMBER) -> Caller:
     return customer_api.authorize(app, SERVICE, account_id, role)
 
 
+def _authorize_stored(account_id: str, role: Role) -> Role:
+    """``_authorize``, then the caller's role as the members table holds it now (at least ``role``, else 403): for
+    what would outlast the token - membership changes, an export, the irreversible erasure (D-api4-3)."""
+    caller = _authorize(account_id, role)
+    return logic.current_role(_deps().members, caller, account_id, role)
+
+
 def _absent_or_object(body: BodyIn | None) -> BodyIn | None:
     """An optional body is absent or its JSON object (the document says so: ``optional_bodies``); a JSON ``null``,
     which Powertools' validation reads as no body, is refused here (D169)."""
@@ -384,9 +391,8 @@ def list_members(account_id: AccountId) -> schemas.MembersOut:
 
 @_account_route("POST", "/members", "Invite a member: nothing is granted until they accept (admins; owners anyone)")
 def add_member(account_id: AccountId, body: schemas.MemberIn) -> Response[str]:
-    caller = _authorize(account_id, Role.ADMIN)
+    role = _authorize_stored(account_id, Role.ADMIN)
     deps = _deps()
-    role = logic.current_role(deps.members, caller, account_id, Role.ADMIN)
     member = Member(account_id, body.user, body.email, Role[body.role.upper()], _now())
     lasts = timedelta(days=deps.settings.invitation_days)
     invited = logic.invite_member(deps.accounts, deps.members, role, member, lasts)
@@ -395,9 +401,8 @@ def add_member(account_id: AccountId, body: schemas.MemberIn) -> Response[str]:
 
 @_account_route("DELETE", "/members/<user>", "Remove a member or withdraw an invitation (admins and owners)")
 def remove_member(account_id: AccountId, user: Annotated[str, Path(pattern=r"^[^#\s/]{1,128}$")]) -> Response[str]:
-    caller = _authorize(account_id, Role.ADMIN)
+    role = _authorize_stored(account_id, Role.ADMIN)
     deps = _deps()
-    role = logic.current_role(deps.members, caller, account_id, Role.ADMIN)
     logic.remove_member(deps.accounts, deps.members, role, account_id, user)
     return Response(status_code=204, headers={}, body="")
 
@@ -436,7 +441,7 @@ def decline_invitation(account_id: AccountId, body: schemas.InvitationAnswerIn |
 
 @_account_route("GET", "/export", "All personal data and usage of the account as JSON (owners)")
 def export(account_id: AccountId) -> Response[str]:
-    _authorize(account_id, Role.OWNER)
+    _authorize_stored(account_id, Role.OWNER)
     deps = _deps()
     data = logic.export(
         deps.accounts, deps.members, deps.sessions, deps.ledger, account_id, _now(), deps.phone_challenges
@@ -446,7 +451,7 @@ def export(account_id: AccountId) -> Response[str]:
 
 @_account_route("POST", "/erase", "Pseudonymise personal data; invoices and amounts kept (owners)")
 def erase(account_id: AccountId, body: schemas.ErasureIn | None = None) -> schemas.ErasureOut:
-    _authorize(account_id, Role.OWNER)
+    _authorize_stored(account_id, Role.OWNER)
     _absent_or_object(body)
     deps = _deps()
     erased = logic.erase(
