@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 
-from kilo_account_api.model import ConflictError, Member, NotFoundError, SessionRecord
+from kilo_account_api.model import ConflictError, Member, MemberStatus, NotFoundError, SessionRecord
 from kilo_billing.accounts import AccountProfile
 from kilo_billing.auth import Role
 from kilo_billing.month_to_date import OpenSessionFigures
@@ -43,11 +44,12 @@ class InMemorySessionHistory:
     def all_sessions(self, account_id: str) -> Iterator[SessionRecord]:
         return iter(list(self.by_account.get(account_id, [])))
 
-    def pseudonymise(self, account_id: str, pseudonym: Callable[[str], str]) -> int:
+    def pseudonymise(self, account_id: str, pseudonym: Callable[[str], str], began_before: datetime) -> int:
         changed = 0
         kept = []
+        before_ms = int(began_before.timestamp() * 1000)
         for session in self.by_account.get(account_id, []):
-            new = pseudonym(session.identity)
+            new = pseudonym(session.identity) if session.start_ms < before_ms else session.identity
             changed += new != session.identity
             kept.append(replace(session, identity=new))
         self.by_account[account_id] = kept
@@ -61,18 +63,36 @@ class InMemoryMembers:
     def members(self, account_id: str) -> list[Member]:
         return [m for (account, _), m in sorted(self.stored.items()) if account == account_id]
 
+    def member(self, account_id: str, user: str) -> Member | None:
+        return self.stored.get((account_id, user))
+
     def add(self, member: Member) -> None:
         key = (member.account_id, member.user)
-        if key in self.stored:
-            raise ConflictError(f"{member.user!r} is already a member")
+        found = self.stored.get(key)
+        if found is not None and (found.active or found.invited_at(member.added_at)):
+            raise ConflictError(f"{member.user!r} is already a member or invited")
         self.stored[key] = member
+
+    def accept(self, account_id: str, user: str, now: datetime) -> Member:
+        found = self.stored.get((account_id, user))
+        if found is None or not found.invited_at(now):
+            raise NotFoundError(f"{user!r} has no open invitation")
+        accepted = replace(found, status=MemberStatus.ACTIVE, added_at=now, expires_at=None)
+        self.stored[(account_id, user)] = accepted
+        return accepted
+
+    def decline(self, account_id: str, user: str) -> None:
+        found = self.stored.get((account_id, user))
+        if found is None or found.active:
+            raise NotFoundError(f"{user!r} has no invitation")
+        del self.stored[(account_id, user)]
 
     def remove(self, account_id: str, user: str, keeping_owner: str | None = None) -> None:
         if (account_id, user) not in self.stored:
             raise NotFoundError(f"{user!r} is not a member")
         if keeping_owner is not None:
             kept = self.stored.get((account_id, keeping_owner))
-            if kept is None or kept.role is not Role.OWNER:
+            if kept is None or kept.role is not Role.OWNER or not kept.active:
                 raise ConflictError(f"{user!r} was not removed: the account's owners changed meanwhile; retry")
         del self.stored[(account_id, user)]
 

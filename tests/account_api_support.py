@@ -109,6 +109,18 @@ def route_of(method: str, path: str) -> tuple[str, dict[str, str]]:
     raise AssertionError(f"no route for {method} {path}")
 
 
+def store_members(stack: Any, account: str, roles: dict[str, str], added_at: datetime | None = None) -> None:
+    """Memberships (user -> role) stored as accepted ones, as the members table holds them: membership changes check
+    the caller's stored role, not only the token's (D-api4-3)."""
+    from kilo_account_api.adapters import DynamoMembers  # noqa: PLC0415
+    from kilo_account_api.model import Member  # noqa: PLC0415
+    from kilo_billing.auth import Role  # noqa: PLC0415
+
+    store = DynamoMembers(stack.clients["dynamodb"], stack.template.physical_name("MembersTable"))
+    for user, role in roles.items():
+        store.add(Member(account, user, "", Role[role.upper()], added_at or datetime(2026, 1, 1, tzinfo=UTC)))
+
+
 def ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 

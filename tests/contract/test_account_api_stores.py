@@ -4,6 +4,7 @@ DynamoDB adapters on the template's tables. Rating's sessions are written with r
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 
 from kilo_account_api.adapters import DynamoMembers, DynamoSessionHistory
-from kilo_account_api.model import ConflictError, Member, NotFoundError, SessionPart, SessionRecord
+from kilo_account_api.model import ConflictError, Member, MemberStatus, NotFoundError, SessionPart, SessionRecord
 from kilo_account_api.ports import MemberStore, SessionHistory
 from kilo_billing.account_store import DynamoAccountDirectory
 from kilo_billing.accounts import AccountProfile
@@ -132,11 +133,25 @@ def test_given_sessions_then_a_period_holds_those_with_minutes_in_it_and_the_ope
     ]  # fmt: skip
 
 
+def x_pseudonym(value: str) -> str:
+    """A pseudonym as the port needs one: a pseudonym maps to itself."""
+    return value if value.startswith("x-") else f"x-{value}"
+
+
+MARK = datetime(2026, 11, 20, tzinfo=UTC)  # after every session of SESSIONS began
+
+
 def test_given_a_pseudonym_then_every_identity_of_the_account_changes_and_no_other(history: SessionHistory) -> None:
-    assert history.pseudonymise("acct", lambda value: f"x-{value}") == 4
+    assert history.pseudonymise("acct", x_pseudonym, MARK) == 4
     assert sorted(s.identity for s in history.all_sessions("acct")) == ["x-alice", "x-bob", "x-carol", "x-dave"]
     assert [s.identity for s in history.all_sessions("other")] == ["erin"]
-    assert history.pseudonymise("acct", lambda value: value) == 0
+    assert history.pseudonymise("acct", x_pseudonym, MARK) == 0
+
+
+def test_given_an_erasure_mark_then_only_sessions_begun_before_it_change(history: SessionHistory) -> None:
+    """Rating's bound (``start_ms`` < the mark): dave's call began at the mark exactly and is new data (D80)."""
+    assert history.pseudonymise("acct", x_pseudonym, datetime(2026, 11, 15, 11, tzinfo=UTC)) == 3
+    assert sorted(s.identity for s in history.all_sessions("acct")) == ["dave", "x-alice", "x-bob", "x-carol"]
 
 
 @pytest.fixture(params=["fake", "dynamodb"])
@@ -187,6 +202,55 @@ def test_given_two_owners_removing_each_other_at_once_then_one_owner_remains(mem
     with pytest.raises(NotFoundError):
         members.remove("acct", "bob")
     assert sorted(m.user for m in members.members("acct")) == ["alice", "mia"]
+
+
+def test_given_an_invitation_then_accept_decline_expiry_and_replacement_keep_the_contract(members: MemberStore) -> None:
+    """An invitation (``INVITED``, ending a week after ``ADDED``) is stored beside memberships: it is accepted only
+    while open (then a membership from the acceptance, its end gone), declined only while it is one, and an ended
+    one is replaced by a new invitation; an open one or a membership is not."""
+    ends = ADDED + timedelta(days=7)
+    invited = Member("acct", "ivan", "ivan@a.example", Role.ADMIN, ADDED, MemberStatus.INVITED, ends)
+    members.add(invited)
+    assert members.members("acct") == [invited]
+    assert members.accounts_of("ivan") == [invited]  # read back whole: status and end included
+    with pytest.raises(ConflictError):  # an open invitation is not replaced
+        members.add(replace(invited, role=Role.OWNER, added_at=ends - timedelta(seconds=1)))
+    with pytest.raises(NotFoundError):  # ended: 2026-.. + 7 days exactly is no longer open
+        members.accept("acct", "ivan", ends)
+    again = Member("acct", "ivan", "", Role.MEMBER, ends, MemberStatus.INVITED, ends + timedelta(days=7))
+    members.add(again)  # the ended invitation is replaced
+    accepted_at = ends + timedelta(hours=1)
+    accepted = members.accept("acct", "ivan", accepted_at)
+    assert accepted == Member("acct", "ivan", "", Role.MEMBER, accepted_at)  # active, no end
+    assert members.members("acct") == [accepted]
+    assert (members.member("acct", "ivan"), members.member("acct", "nina"), members.member("other", "ivan")) == (
+        accepted,
+        None,
+        None,
+    )
+    with pytest.raises(NotFoundError):  # accepted already
+        members.accept("acct", "ivan", accepted_at)
+    with pytest.raises(NotFoundError):  # a membership is not an invitation to decline
+        members.decline("acct", "ivan")
+    with pytest.raises(ConflictError):  # nor replaced by one
+        members.add(
+            replace(again, added_at=accepted_at + timedelta(days=30), expires_at=accepted_at + timedelta(days=37))
+        )
+    members.add(Member("acct", "nina", "", Role.MEMBER, ADDED, MemberStatus.INVITED, ends))
+    members.decline("acct", "nina")
+    assert [m.user for m in members.members("acct")] == ["ivan"]
+    with pytest.raises(NotFoundError):
+        members.decline("acct", "nina")
+
+
+def test_given_an_invitation_to_be_owner_then_it_is_no_owner_to_keep(members: MemberStore) -> None:
+    """Removing the last active owner while another user is only invited as owner is refused in the atomic step too."""
+    members.add(Member("acct", "alice", "", Role.OWNER, ADDED))
+    ends = ADDED + timedelta(days=7)
+    members.add(Member("acct", "bob", "", Role.OWNER, ADDED, MemberStatus.INVITED, ends))
+    with pytest.raises(ConflictError, match="owners changed"):
+        members.remove("acct", "alice", keeping_owner="bob")
+    assert sorted(m.user for m in members.members("acct")) == ["alice", "bob"]
 
 
 PROFILE = AccountProfile("acct", (TierChange(datetime(2026, 1, 1, tzinfo=UTC), "team"),))
@@ -249,7 +313,7 @@ def test_given_a_retired_participants_registers_then_erasure_pseudonymises_the_i
     registers = registers_text(ParticipantFold("PA_1", "alice", "STANDARD", "", {"team": "blue"}, 1, 2))
     client.put_item(TableName=table, Item=session_to_item(StoredSession(closed, {}, "v1", registers)))
     history = DynamoSessionHistory(client, table, timedelta(days=35))
-    assert history.pseudonymise("acct", lambda value: f"x-{value}") == 1
+    assert history.pseudonymise("acct", x_pseudonym, MARK) == 1
     item = client.get_item(TableName=table, Key=to_item({"pk": "ROOM#RM_1", "sk": "SESSION#PA_1"}))["Item"]
     assert item["identity"]["S"] == "x-alice"
     kept = registers_from_text(item["registers"]["S"])

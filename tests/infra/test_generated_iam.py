@@ -234,6 +234,7 @@ ROLES = {
         ("dynamodb:DeleteItem", MEMBERS_TABLE),
         ("dynamodb:UpdateItem", MEMBERS_TABLE),
         ("dynamodb:ConditionCheckItem", MEMBERS_TABLE),  # removing an owner: another owner must remain
+        ("dynamodb:Query", MEMBERS_BY_USER_INDEX),  # the signed-in user's invitations
         ("secretsmanager:GetSecretValue", STRIPE_API_KEY),  # Checkout and Billing Portal pages
         ("secretsmanager:GetSecretValue", PHONE_CODE_KEY),  # the phone codes' HMAC key (D160)
     ),

@@ -1,6 +1,7 @@
 """Every route of the account API (enumerated from template.yaml, so a new route joins these tests) refuses a request
 without verified claims (401), a token of another account (403, whether or not that account exists: nothing is read
 before the check) and, on write routes, a role below the one it needs (403); operators read but do not manage.
+The user's own routes (invitations) need a verified user and no account.
 The minimum role of each route is written here, apart from the handler."""
 
 from __future__ import annotations
@@ -13,10 +14,17 @@ import pytest
 from kilo_billing.account_store import DynamoAccountDirectory
 from kilo_billing.accounts import AccountProfile
 from kilo_billing.rating import TierChange
-from tests.account_api_support import ROUTES_FUNCTION, api_environment, call, claims, utc
+from tests.account_api_support import ROUTES_FUNCTION, api_environment, call, claims, store_members, utc
 
 PUBLIC = {("GET", "/v1/pricing"), ("GET", "/openapi.json")}
 OPERATOR_ONLY = {("GET", "/v1/operator/accounts")}
+# about the signed-in user, not an account: any verified token (a user invited to a first account has no account
+# claims); each acts on the token's own user only (tests/integration/test_account_api_invitations.py)
+USER_ROUTES = {
+    ("GET", "/v1/invitations"),
+    ("POST", "/v1/invitations/{account_id}/accept"),
+    ("POST", "/v1/invitations/{account_id}/decline"),
+}
 # the least role each account route needs: members read, admins manage billing, owners export and erase
 NEEDS = {
     ("GET", "/v1/accounts/{account_id}/usage"): "member",
@@ -58,7 +66,7 @@ def template_routes() -> set[tuple[str, str]]:
     return {(e["Properties"]["Method"], e["Properties"]["Path"]) for e in events.values()}
 
 
-ACCOUNT_ROUTES = sorted(template_routes() - PUBLIC - OPERATOR_ONLY)
+ACCOUNT_ROUTES = sorted(template_routes() - PUBLIC - OPERATOR_ONLY - USER_ROUTES)
 
 
 def concrete(path: str, account: str) -> str:
@@ -78,11 +86,24 @@ def registered(account_api: Any) -> Any:
     )
     for account in ("acct_a", "acct_b"):
         directory.register(AccountProfile(account, (TierChange(utc(2026, 1, 1), "personal"),)))
+    store_members(account_api, "acct_a", {f"{role}-1": role for role in ROLES})  # membership changes check these
     return account_api
 
 
 def test_given_the_template_then_every_account_route_has_a_stated_least_role() -> None:
     assert set(ACCOUNT_ROUTES) == set(NEEDS)
+    assert template_routes() >= USER_ROUTES
+
+
+@pytest.mark.parametrize(("method", "path"), sorted(USER_ROUTES))
+def test_given_a_user_route_then_it_needs_a_verified_user_and_no_account(
+    registered: Any, method: str, path: str
+) -> None:
+    answer = call(method, concrete(path, "acct_a"), None)
+    assert (answer.status, answer.body["code"]) == (401, "unauthorized")
+    for token in ({"sub": "u1"}, claims("acct_b", "member", user="u1"), claims(None, None, user="u1", operator=True)):
+        answer = call(method, concrete(path, "acct_a"), token)
+        assert answer.status not in (401, 403), (token, answer.body)
 
 
 @pytest.mark.parametrize(("method", "path"), ACCOUNT_ROUTES + sorted(OPERATOR_ONLY))
@@ -111,7 +132,8 @@ def test_given_each_role_then_routes_below_it_are_forbidden_and_the_others_pass_
 ) -> None:
     least = NEEDS[(method, path)]
     for role in ROLES:
-        answer = call(method, concrete(path, "acct_a"), claims("acct_a", role), BODIES.get((method, path)))
+        token = claims("acct_a", role, user=f"{role}-1")
+        answer = call(method, concrete(path, "acct_a"), token, BODIES.get((method, path)))
         if ROLES.index(role) < ROLES.index(least):
             assert answer.status == 403, (role, answer.body)
         else:

@@ -16,7 +16,7 @@ from kilo_billing.account_store import DynamoAccountDirectory
 from kilo_billing.invoicing import BillingMethod, CreditNote, CreditNoteStatus, InvoiceRecord, InvoiceStatus, Line
 from kilo_billing.periods_items import credit_note_to_item, invoice_to_item
 from kilo_dev.stripe_emulator import EmulatorHTTPClient
-from tests.account_api_support import api_environment, call, claims, utc
+from tests.account_api_support import api_environment, call, claims, store_members, utc
 from tests.integration.test_account_api import NOW, put_counters, put_session, register, seed_november, usage_table
 
 
@@ -31,7 +31,9 @@ def frozen() -> Iterator[None]:
         yield
 
 
-OWNER, ADMIN, MEMBER = claims("acct_a", "owner"), claims("acct_a", "admin"), claims("acct_a", "member")
+OWNER, ADMIN = claims("acct_a", "owner", user="owner-1"), claims("acct_a", "admin", user="admin-1")
+MEMBER = claims("acct_a", "member")
+STAFF = {"owner-1": "owner", "admin-1": "admin"}  # OWNER's and ADMIN's memberships (membership changes check them)
 
 
 def profile(stack: Any, account: str = "acct_a") -> Any:
@@ -264,7 +266,9 @@ def test_given_a_suspended_account_then_the_entitlement_check_refuses_with_its_r
 
 def test_given_members_then_an_admin_adds_and_removes_and_the_owner_is_protected(account_api: Any) -> None:
     register(account_api, "acct_a")
+    store_members(account_api, "acct_a", STAFF)
     assert call("POST", "/v1/accounts/acct_a/members", OWNER, {"user": "olga", "role": "owner"}).status == 201
+    assert call("POST", "/v1/invitations/acct_a/accept", claims(None, None, user="olga")).status == 200
     added = call("POST", "/v1/accounts/acct_a/members", ADMIN, {"user": "mia", "email": "mia@a.example"})
     assert (added.status, added.body["role"]) == (201, "member")
     assert call("POST", "/v1/accounts/acct_a/members", ADMIN, {"user": "otto", "role": "owner"}).status == 400
@@ -276,16 +280,21 @@ def test_given_members_then_an_admin_adds_and_removes_and_the_owner_is_protected
     assert call("DELETE", "/v1/accounts/acct_a/members/olga", ADMIN).status == 409
     assert call("DELETE", "/v1/accounts/acct_a/members/mia", ADMIN).status == 204
     listed = call("GET", "/v1/accounts/acct_a/members", MEMBER)
-    assert [(m["user"], m["role"]) for m in listed.body["members"]] == [("olga", "owner")]
+    assert [(m["user"], m["role"], m["status"]) for m in listed.body["members"]] == [
+        ("olga", "owner", "active"),
+        ("owner-1", "owner", "active"),
+        ("admin-1", "admin", "active"),
+    ]
 
 
 def test_given_a_member_added_before_when_added_again_then_their_added_at_role_and_email_stay_as_first_stored(
     account_api: Any,
 ) -> None:
-    """A re-add, the same or with another role or email, is refused (409 naming the user) and writes nothing: the
-    membership's ``added_at`` (sign-in picks the membership held longest, D100) and role stay those of the first add;
-    a role change is not a re-add. Read back from the members table (moto) after a day has passed."""
+    """A re-add while the invitation is open, the same or with another role or email, is refused (409 naming the
+    user) and writes nothing: the invitation's ``added_at``, end and role stay those of the first add; a role change
+    is not a re-add. Read back from the members table (moto) after a day has passed."""
     register(account_api, "acct_a")
+    store_members(account_api, "acct_a", STAFF)
     first = call("POST", "/v1/accounts/acct_a/members", OWNER, {"user": "mia", "email": "mia@a.example"})
     assert (first.status, first.body["added_at"], first.body["role"]) == (201, "2026-11-15T12:00:00Z", "member")
     with time_machine.travel(utc(2026, 11, 16, 9), tick=False):
@@ -298,11 +307,22 @@ def test_given_a_member_added_before_when_added_again_then_their_added_at_role_a
             answer = call("POST", "/v1/accounts/acct_a/members", OWNER, again)
             assert (answer.status, answer.body) == (
                 409,
-                {"code": "conflict", "message": "'mia' is already a member of account 'acct_a'", "field": None},
+                {
+                    "code": "conflict",
+                    "message": "'mia' is already a member of account 'acct_a' or invited",
+                    "field": None,
+                },
             )
     listed = call("GET", "/v1/accounts/acct_a/members", MEMBER)
-    assert listed.body["members"] == [
-        {"user": "mia", "email": "mia@a.example", "role": "member", "added_at": "2026-11-15T12:00:00Z"}
+    assert [m for m in listed.body["members"] if m["user"] == "mia"] == [
+        {
+            "user": "mia",
+            "email": "mia@a.example",
+            "role": "member",
+            "added_at": "2026-11-15T12:00:00Z",
+            "status": "invited",
+            "expires_at": "2026-11-22T12:00:00Z",
+        }
     ]
     stored = account_api.clients["dynamodb"].get_item(
         TableName=account_api.template.physical_name("MembersTable"),
@@ -319,7 +339,8 @@ def test_given_a_member_added_before_when_added_again_then_their_added_at_role_a
 def test_given_an_export_then_an_erasure_then_identities_are_gone_and_invoices_are_kept(account_api: Any) -> None:
     seed_november(account_api)
     put_invoice(account_api, "2026-10", 1, InvoiceStatus.PAID, "29.00")
-    call("POST", "/v1/accounts/acct_a/members", OWNER, {"user": "mia", "email": "mia@a.example"})
+    store_members(account_api, "acct_a", STAFF)
+    assert call("POST", "/v1/accounts/acct_a/members", OWNER, {"user": "mia", "email": "mia@a.example"}).status == 201
     exported = call("GET", "/v1/accounts/acct_a/export", OWNER)
     assert exported.status == 200, exported.body
     assert exported.body["profile"]["email"] == "ops@a.example"
@@ -349,6 +370,7 @@ def test_given_a_known_stripe_customer_when_the_account_is_erased_then_no_digest
     from kilo_billing.periods_store import DynamoLedgerStore  # noqa: PLC0415
 
     register(account_api, "acct_a", email="ops@a.example", name="Acct A")
+    store_members(account_api, "acct_a", STAFF)
     ledger = DynamoLedgerStore(account_api.clients["dynamodb"], usage_table(account_api))
     before = hashlib.sha256(b"ops@a.example\x00Acct A").hexdigest()[:32]
     ledger.save_billing("acct_a", customer_id="cus_known", customer_details=before)
@@ -710,4 +732,5 @@ def test_given_no_body_or_an_empty_object_to_a_route_that_takes_none_then_it_ans
     account_api: Any, route: str, body: Any
 ) -> None:
     register(account_api, "acct_a", email="ops@a.example")
+    store_members(account_api, "acct_a", STAFF)
     assert call("POST", f"/v1/accounts/acct_a/{route}", OWNER, body).status == 200

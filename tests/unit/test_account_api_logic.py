@@ -5,7 +5,7 @@ worked by hand from the price book (personal: free, video 5,000 / audio 10,000 m
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -16,6 +16,7 @@ from kilo_account_api.model import (
     ConflictError,
     InvalidRequestError,
     Member,
+    MemberStatus,
     NotFoundError,
     Recommendation,
     RecommendationKind,
@@ -185,24 +186,44 @@ def test_given_meetings_then_pages_of_two_follow_the_cursor_and_a_cursor_of_anot
     assert future.value.field == "period"
 
 
-def test_given_members_then_admins_cannot_add_or_remove_owners_and_the_last_owner_stays() -> None:
+WEEK = timedelta(days=7)
+
+
+def test_given_members_then_admins_cannot_invite_or_remove_owners_and_the_last_owner_stays() -> None:
     directory = InMemoryAccountDirectory(profile())
     store = InMemoryMembers()
-    owner = Member("acct", "olga", "olga@a.example", Role.OWNER, NOW)
-    logic.add_member(directory, store, Role.OWNER, owner)
+    store.add(Member("acct", "olga", "olga@a.example", Role.OWNER, NOW))
     with pytest.raises(InvalidRequestError):
-        logic.add_member(directory, store, Role.ADMIN, Member("acct", "otto", "", Role.OWNER, NOW))
-    logic.add_member(directory, store, Role.ADMIN, Member("acct", "mia", "", Role.MEMBER, NOW))
+        logic.invite_member(directory, store, Role.ADMIN, Member("acct", "otto", "", Role.OWNER, NOW), WEEK)
+    invited = logic.invite_member(directory, store, Role.ADMIN, Member("acct", "mia", "", Role.MEMBER, NOW), WEEK)
+    assert (invited.status, invited.expires_at) == (MemberStatus.INVITED, NOW + WEEK)
     with pytest.raises(ConflictError):
-        logic.add_member(directory, store, Role.ADMIN, Member("acct", "mia", "", Role.MEMBER, NOW))
+        logic.invite_member(directory, store, Role.ADMIN, Member("acct", "mia", "", Role.MEMBER, NOW), WEEK)
     with pytest.raises(ConflictError):
         logic.remove_member(directory, store, Role.ADMIN, "acct", "olga")
     with pytest.raises(ConflictError):
         logic.remove_member(directory, store, Role.OWNER, "acct", "olga")  # the last owner
     with pytest.raises(NotFoundError):
         logic.remove_member(directory, store, Role.OWNER, "acct", "nobody")
-    logic.remove_member(directory, store, Role.ADMIN, "acct", "mia")
-    assert [m.user for m in logic.members(directory, store, "acct")] == ["olga"]
+    logic.remove_member(directory, store, Role.ADMIN, "acct", "mia")  # the invitation withdrawn
+    assert [m.user for m in logic.members(directory, store, "acct", NOW)] == ["olga"]
+
+
+def test_given_an_invitation_then_only_acceptance_in_time_makes_a_member() -> None:
+    directory = InMemoryAccountDirectory(profile())
+    store = InMemoryMembers()
+    store.add(Member("acct", "olga", "", Role.OWNER, NOW))
+    logic.invite_member(directory, store, Role.OWNER, Member("acct", "ivan", "", Role.OWNER, NOW), WEEK)
+    with pytest.raises(ConflictError, match="last owner"):  # an invited owner is no owner yet
+        logic.remove_member(directory, store, Role.OWNER, "acct", "olga")
+    assert [(m.account_id, m.role) for m in logic.invitations(store, "ivan", NOW)] == [("acct", Role.OWNER)]
+    assert logic.invitations(store, "ivan", NOW + WEEK) == []  # ended
+    with pytest.raises(NotFoundError):
+        logic.accept_invitation(store, "ivan", "acct", NOW + WEEK)
+    accepted = logic.accept_invitation(store, "ivan", "acct", NOW + WEEK - timedelta(seconds=1))
+    assert (accepted.status, accepted.added_at) == (MemberStatus.ACTIVE, NOW + WEEK - timedelta(seconds=1))
+    logic.remove_member(directory, store, Role.OWNER, "acct", "olga")  # now another owner remains
+    assert [m.user for m in logic.members(directory, store, "acct", NOW + WEEK)] == ["ivan"]
 
 
 class StaleMembers(InMemoryMembers):
@@ -222,12 +243,12 @@ def test_given_two_owners_removing_each_other_at_once_then_the_second_removal_is
     store = InMemoryMembers()
     alice, bob = Member("acct", "alice", "", Role.OWNER, NOW), Member("acct", "bob", "", Role.OWNER, NOW)
     for member in (alice, bob):
-        logic.add_member(directory, store, Role.OWNER, member)
+        store.add(member)
     before = store.members("acct")  # both requests read two owners
     logic.remove_member(directory, store, Role.OWNER, "acct", "bob")  # alice's request commits first
     with pytest.raises(ConflictError, match="owners changed"):
         logic.remove_member(directory, StaleMembers(store, before), Role.OWNER, "acct", "alice")  # bob's request
-    assert [m.user for m in logic.members(directory, store, "acct")] == ["alice"]
+    assert [m.user for m in logic.members(directory, store, "acct", NOW)] == ["alice"]
 
 
 def test_given_an_erasure_then_personal_data_is_pseudonymised_consistently_and_nothing_else_changes() -> None:

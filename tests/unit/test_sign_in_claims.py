@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from kilo_account_api.model import Member
+from kilo_account_api.model import Member, MemberStatus
 from kilo_account_api.sign_in import token_claims
 from kilo_billing.auth import Role
 
@@ -18,6 +18,8 @@ ZED_MEMBER = Member("zed", "u1", "u1@z.example", Role.MEMBER, ADDED)
 BETA_ADMIN = Member("beta", "u1", "u1@b.example", Role.ADMIN, ADDED)
 ALPHA_ADMIN = Member("alpha", "u1", "u1@a.example", Role.ADMIN, ADDED)
 ACME_OWNER_ADDED_LATER = Member("acme", "u1", "u1@acme.example", Role.OWNER, LATER)
+# an invitation u1 has not accepted, made before every membership above and still open
+ACME_OWNER_INVITED = Member("acme", "u1", "", Role.OWNER, ADDED.replace(month=10), MemberStatus.INVITED, LATER)
 
 
 @pytest.mark.parametrize(
@@ -35,6 +37,10 @@ ACME_OWNER_ADDED_LATER = Member("acme", "u1", "u1@acme.example", Role.OWNER, LAT
         ([ZED_MEMBER, BETA_ADMIN], "zed", [], {"kilo_account": "zed", "kilo_role": "member"}),
         # a requested account that is not the user's is ignored, not granted
         ([ZED_MEMBER], "beta", [], {"kilo_account": "zed", "kilo_role": "member"}),
+        # an invitation is no membership: not chosen though made first, not granted when asked for, alone nothing
+        ([ACME_OWNER_INVITED, ZED_MEMBER], None, [], {"kilo_account": "zed", "kilo_role": "member"}),
+        ([ACME_OWNER_INVITED, ZED_MEMBER], "acme", [], {"kilo_account": "zed", "kilo_role": "member"}),
+        ([ACME_OWNER_INVITED], "acme", [], {}),
         # no membership: no account claims; an operator by group
         ([], None, ["staff", "kilo-operators"], {"kilo_operator": "true"}),
         ([], "beta", ["staff"], {}),

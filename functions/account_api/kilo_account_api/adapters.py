@@ -4,6 +4,7 @@ domain error."""
 
 from __future__ import annotations
 
+import time as time_
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Final
@@ -11,8 +12,10 @@ from typing import Any, Final
 from kilo_account_api import items
 from kilo_account_api.model import (
     ConflictError,
+    ErasureIncompleteError,
     InvalidRequestError,
     Member,
+    MemberStatus,
     NotFoundError,
     PhoneChallenge,
     SessionRecord,
@@ -24,6 +27,11 @@ from kilo_billing.items import from_item, to_item
 from kilo_billing.periods import Period
 
 ACCOUNT_SESSIONS_INDEX: Final = "account_sessions"
+# the erasure's waits between passes over the eventually consistent sessions index (seconds; 4.5 s at most, well
+# inside the route's 29 s), and how long after its first pass a clean pass must list: DynamoDB propagates a write
+# to a GSI "within a fraction of a second" under normal conditions (D-api4-2)
+ERASURE_PAUSES: Final = (0.5, 0.5, 1.0, 2.5)
+ERASURE_SETTLE: Final = 0.5
 MEMBERS_BY_USER_INDEX: Final = "members_by_user"
 MAX_BATCH_GET: Final = 100
 
@@ -44,9 +52,71 @@ class DynamoMembers:
         )
         return [items.member_from_item(item) for item in found]
 
+    def member(self, account_id: str, user: str) -> Member | None:
+        found = paged_items(
+            self._client.query,
+            TableName=self._table,
+            KeyConditionExpression="#pk = :pk AND #sk = :sk",
+            ExpressionAttributeNames={"#pk": "pk", "#sk": "sk"},
+            ExpressionAttributeValues=to_item({":pk": items.account_pk(account_id), ":sk": items.MEMBER_PREFIX + user}),
+            ConsistentRead=True,
+        )
+        return next((items.member_from_item(item) for item in found), None)
+
     def add(self, member: Member) -> None:
-        if not put_if(self._client, self._table, items.member_to_item(member)):
-            raise ConflictError(f"{member.user!r} is already a member of account {member.account_id!r}")
+        # absent, or an invitation that has ended by the time of this one: replaced
+        stored = put_if(
+            self._client,
+            self._table,
+            items.member_to_item(member),
+            "attribute_not_exists(pk) OR (#status = :invited AND #ends <= :now)",
+            ExpressionAttributeNames={"#status": items.MEMBER_STATUS, "#ends": items.INVITATION_END},
+            ExpressionAttributeValues=to_item(
+                {":invited": MemberStatus.INVITED.value, ":now": int(member.added_at.timestamp())}
+            ),
+        )
+        if not stored:
+            raise ConflictError(f"{member.user!r} is already a member of account {member.account_id!r} or invited")
+
+    def accept(self, account_id: str, user: str, now: datetime) -> Member:
+        try:
+            answer = call(
+                self._client.update_item,
+                TableName=self._table,
+                Key=items.member_key(account_id, user),
+                UpdateExpression="SET #status = :active, #added = :now_iso REMOVE #ends",
+                ConditionExpression="#status = :invited AND #ends > :now",
+                ExpressionAttributeNames={
+                    "#status": items.MEMBER_STATUS,
+                    "#ends": items.INVITATION_END,
+                    "#added": "added_at",
+                },
+                ExpressionAttributeValues=to_item(
+                    {
+                        ":active": MemberStatus.ACTIVE.value,
+                        ":invited": MemberStatus.INVITED.value,
+                        ":now": int(now.timestamp()),
+                        ":now_iso": now.isoformat(),
+                    }
+                ),
+                ReturnValues="ALL_NEW",
+            )
+        except ConditionFailedError as exc:
+            raise NotFoundError(f"{user!r} has no open invitation to account {account_id!r}") from exc
+        return items.member_from_item(answer["Attributes"])
+
+    def decline(self, account_id: str, user: str) -> None:
+        try:
+            call(
+                self._client.delete_item,
+                TableName=self._table,
+                Key=items.member_key(account_id, user),
+                ConditionExpression="#status = :invited",
+                ExpressionAttributeNames={"#status": items.MEMBER_STATUS},
+                ExpressionAttributeValues=to_item({":invited": MemberStatus.INVITED.value}),
+            )
+        except ConditionFailedError as exc:
+            raise NotFoundError(f"{user!r} has no invitation to account {account_id!r}") from exc
 
     def remove(self, account_id: str, user: str, keeping_owner: str | None = None) -> None:
         if keeping_owner is None:
@@ -62,7 +132,9 @@ class DynamoMembers:
             return
         # the delete and the check that another owner remains commit together or not at all (serializable: of two
         # owners removing each other, the second transaction finds its kept owner gone)
-        owner = to_item({":owner": Role.OWNER.name.lower()})
+        # an owner who is still one, and a member (an invitation to be owner is no owner; a membership written
+        # before invitations carries no status)
+        owner = to_item({":owner": Role.OWNER.name.lower(), ":active": MemberStatus.ACTIVE.value})
         try:
             call(
                 self._client.transact_write_items,
@@ -78,8 +150,9 @@ class DynamoMembers:
                         "ConditionCheck": {
                             "TableName": self._table,
                             "Key": items.member_key(account_id, keeping_owner),
-                            "ConditionExpression": "#role = :owner",
-                            "ExpressionAttributeNames": {"#role": "role"},
+                            "ConditionExpression": "#role = :owner AND "
+                            "(attribute_not_exists(#status) OR #status = :active)",
+                            "ExpressionAttributeNames": {"#role": "role", "#status": items.MEMBER_STATUS},
                             "ExpressionAttributeValues": owner,
                         }
                     },
@@ -118,36 +191,62 @@ class DynamoMembers:
         return changed
 
 
+def _is_pseudonym(identity: str, pseudonym: Callable[[str], str]) -> bool:
+    return pseudonym(identity) == identity
+
+
 class DynamoSessionHistory:
     """Rating's sessions of an account: the keys from the ``account_sessions`` index (``account``, ``start_ms``;
     it projects only ``identity`` and ``end_ms``), then the items by BatchGetItem. A period reads the sessions begun
     from ``lookback`` before it to its end, keeping those with minutes in it or still open."""
 
-    def __init__(self, client: Any, table: str, lookback: timedelta) -> None:
+    def __init__(
+        self,
+        client: Any,
+        table: str,
+        lookback: timedelta,
+        erasure_pauses: tuple[float, ...] = ERASURE_PAUSES,
+        erasure_settle: float = ERASURE_SETTLE,
+        pause: Callable[[float], None] = time_.sleep,
+    ) -> None:
         self._client = client
         self._table = table
         self._lookback = lookback
+        self._erasure_pauses = erasure_pauses
+        self._erasure_settle = erasure_settle
+        self._pause = pause
 
-    def _keys(self, account_id: str, since_ms: int | None, until_ms: int | None) -> Iterator[dict[str, Any]]:
+    def _listed(self, account_id: str, since_ms: int | None, until_ms: int | None) -> Iterator[dict[str, Any]]:
+        """The index's entries of the account's sessions begun from ``since_ms`` (or any time) to ``until_ms``
+        inclusive (or any time): keys, ``identity`` and ``end_ms`` as the index holds them (eventually consistent)."""
         condition = "#a = :a"
         values: dict[str, Any] = {":a": account_id}
         if since_ms is not None and until_ms is not None:
             condition += " AND #s BETWEEN :since AND :until"
             values.update({":since": since_ms, ":until": until_ms})
-        names = {"#a": "account"} | ({"#s": "start_ms"} if since_ms is not None else {})
-        for item in paged_items(
+        elif until_ms is not None:
+            condition += " AND #s <= :until"
+            values[":until"] = until_ms
+        names = {"#a": "account"} | ({"#s": "start_ms"} if until_ms is not None else {})
+        yield from paged_items(
             self._client.query,
             TableName=self._table,
             IndexName=ACCOUNT_SESSIONS_INDEX,
             KeyConditionExpression=condition,
             ExpressionAttributeNames=names,
             ExpressionAttributeValues=to_item(values),
-        ):
+        )
+
+    def _keys(self, account_id: str, since_ms: int | None, until_ms: int | None) -> Iterator[dict[str, Any]]:
+        for item in self._listed(account_id, since_ms, until_ms):
             yield {"pk": item["pk"], "sk": item["sk"]}
 
-    def _values(self, keys: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    def _values(self, keys: list[dict[str, Any]], consistent: bool = False) -> Iterator[dict[str, Any]]:
         for start in range(0, len(keys), MAX_BATCH_GET):
-            pending: dict[str, Any] = {self._table: {"Keys": keys[start : start + MAX_BATCH_GET]}}
+            batch: dict[str, Any] = {"Keys": keys[start : start + MAX_BATCH_GET]} | (
+                {"ConsistentRead": True} if consistent else {}
+            )
+            pending: dict[str, Any] = {self._table: batch}
             while pending:
                 answer = call(self._client.batch_get_item, RequestItems=pending)
                 for item in answer["Responses"].get(self._table, []):
@@ -167,34 +266,70 @@ class DynamoSessionHistory:
     def all_sessions(self, account_id: str) -> Iterator[SessionRecord]:
         return self._load(list(self._keys(account_id, None, None)))
 
-    def pseudonymise(self, account_id: str, pseudonym: Callable[[str], str]) -> int:
+    def pseudonymise(self, account_id: str, pseudonym: Callable[[str], str], began_before: datetime) -> int:
         """The ``identity`` attribute changes, and the identity inside rating's ``registers`` of a retired participant
-        (rating keeps a stored pseudonym when it writes the session again, D80)."""
+        (rating keeps a stored pseudonym when it writes the session again, D80), on every session begun before
+        ``began_before`` (the erasure mark, saved before this runs; rating's own bound).
+
+        The ``account_sessions`` index is eventually consistent (a GSI has no strongly consistent read): a session
+        written just before the mark may be missing from it for a moment, or listed with the identity it had. So the
+        erasure goes in passes (D-api4-2): each lists the index, reads the sessions it shows under an identity that
+        is not a pseudonym strongly consistently (BatchGetItem ``ConsistentRead``) and rewrites those whose stored
+        identity is not one, conditioned on that identity (a concurrent writer's version is re-read next pass, never
+        overwritten). It is done at a pass that finds every listed session under a pseudonym - the index shows this
+        erasure's own writes - and that lists at least ``erasure_settle`` seconds after the first pass (a session
+        written before the mark has reached the index by then); otherwise it waits (``erasure_pauses``) and lists
+        again. Not done after the last pause: ``ErasureIncompleteError`` (what was written stands; a retry goes on).
+        ``pseudonym`` maps a pseudonym to itself (``kilo_billing.accounts.pseudonym``)."""
+        before_ms = int(began_before.timestamp() * 1000)
         changed = 0
-        for stored in self._values(list(self._keys(account_id, None, None))):
-            session = items.session_from_values(stored)
-            new = pseudonym(session.identity)
-            if new == session.identity:
-                continue
-            key = to_item(
-                {"pk": items.ROOM_PREFIX + session.room_sid, "sk": items.SESSION_PREFIX + session.participant_sid}
-            )
-            sets, values = ["#i = :i"], {":i": new}
-            registers = stored.get(items.REGISTERS)
-            if isinstance(registers, str) and registers:
-                sets.append("#r = :r")
-                values[":r"] = items.registers_with_identity(registers, session.identity, new)
+        waited = 0.0
+        for pause in (*self._erasure_pauses, None):
+            left = [
+                {"pk": item["pk"], "sk": item["sk"]}
+                for item in self._listed(account_id, None, before_ms - 1)
+                if not _is_pseudonym(str(from_item(item).get("identity", "")), pseudonym)
+            ]
+            if not left and waited >= self._erasure_settle:
+                return changed
+            for stored in self._values(left, consistent=True):
+                changed += self._pseudonymised(stored, pseudonym)
+            if pause is None:
+                break
+            self._pause(pause)
+            waited += pause
+        raise ErasureIncompleteError(
+            f"account {account_id!r}: the sessions index still lists identities after the erasure's passes; retry"
+        )
+
+    def _pseudonymised(self, stored: dict[str, Any], pseudonym: Callable[[str], str]) -> int:
+        """Rewrite one session read strongly consistently with its identity's pseudonym: 1 if written, 0 if it holds
+        one already or changed since it was read (the next pass reads it again)."""
+        session = items.session_from_values(stored)
+        new = pseudonym(session.identity)
+        if new == session.identity:
+            return 0
+        key = to_item(
+            {"pk": items.ROOM_PREFIX + session.room_sid, "sk": items.SESSION_PREFIX + session.participant_sid}
+        )
+        sets, values = ["#i = :i"], {":i": new, ":was": session.identity}
+        registers = stored.get(items.REGISTERS)
+        if isinstance(registers, str) and registers:
+            sets.append("#r = :r")
+            values[":r"] = items.registers_with_identity(registers, session.identity, new)
+        try:
             call(
                 self._client.update_item,
                 TableName=self._table,
                 Key=key,
                 UpdateExpression="SET " + ", ".join(sets),
-                ConditionExpression="attribute_exists(pk)",
+                ConditionExpression="#i = :was",
                 ExpressionAttributeNames={"#i": "identity"} | ({"#r": items.REGISTERS} if len(sets) > 1 else {}),
                 ExpressionAttributeValues=to_item(values),
             )
-            changed += 1
-        return changed
+        except ConditionFailedError:
+            return 0
+        return 1
 
 
 class DynamoPhoneChallenges:

@@ -18,7 +18,7 @@ import functools
 import json
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path as Path_
 from typing import Annotated, Any, Final, TypeVar
 
@@ -40,7 +40,7 @@ from kilo_account_api.model import (
 from kilo_account_api.recommendations import RecommendationPolicy, recommend
 from kilo_billing import customer_api
 from kilo_billing.accounts import ACCOUNT_ID_PATTERN, ProfileChangedError
-from kilo_billing.auth import Caller, Role, caller_from_event
+from kilo_billing.auth import Caller, Role, caller_from_event, user_from_event
 from kilo_billing.customer_api import ErrorCode, error_response, json_response, without_default_validation_errors
 from kilo_billing.entitlements import EntitlementPolicy
 from kilo_billing.observability import logger, tracer
@@ -82,6 +82,13 @@ def _caller() -> Caller:
 def _authorize(account_id: str, role: Role = Role.MEMBER) -> Caller:
     """The caller may act for ``account_id`` with ``role`` (401 without verified claims, 403 otherwise)."""
     return customer_api.authorize(app, SERVICE, account_id, role)
+
+
+def _authorize_stored(account_id: str, role: Role) -> Role:
+    """``_authorize``, then the caller's role as the members table holds it now (at least ``role``, else 403): for
+    what would outlast the token - membership changes, an export, the irreversible erasure (D-api4-3)."""
+    caller = _authorize(account_id, role)
+    return logic.current_role(_deps().members, caller, account_id, role)
 
 
 def _absent_or_object(body: BodyIn | None) -> BodyIn | None:
@@ -374,30 +381,58 @@ def billing_portal(account_id: AccountId, body: schemas.PortalIn | None = None) 
 # --- members --------------------------------------------------------------------------------------------------------
 
 
-@_account_route("GET", "/members", "The account's members and their roles")
+@_account_route("GET", "/members", "The account's members and open invitations, with their roles")
 def list_members(account_id: AccountId) -> schemas.MembersOut:
     _authorize(account_id)
     deps = _deps()
-    found = logic.members(deps.accounts, deps.members, account_id)
+    found = logic.members(deps.accounts, deps.members, account_id, _now())
     return schemas.MembersOut(account_id=account_id, members=[schemas.MemberOut.of(m) for m in found])
 
 
-@_account_route("POST", "/members", "Add a member (admins add members/admins, owners anyone)")
+@_account_route("POST", "/members", "Invite a member: nothing is granted until they accept (admins; owners anyone)")
 def add_member(account_id: AccountId, body: schemas.MemberIn) -> Response[str]:
-    caller = _authorize(account_id, Role.ADMIN)
-    assert caller.role is not None
+    role = _authorize_stored(account_id, Role.ADMIN)
     deps = _deps()
     member = Member(account_id, body.user, body.email, Role[body.role.upper()], _now())
-    added = logic.add_member(deps.accounts, deps.members, caller.role, member)
-    return json_response(201, schemas.MemberOut.of(added).model_dump(mode="json"))
+    lasts = timedelta(days=deps.settings.invitation_days)
+    invited = logic.invite_member(deps.accounts, deps.members, role, member, lasts)
+    return json_response(201, schemas.MemberOut.of(invited).model_dump(mode="json"))
 
 
-@_account_route("DELETE", "/members/<user>", "Remove a member (admins and owners)")
+@_account_route("DELETE", "/members/<user>", "Remove a member or withdraw an invitation (admins and owners)")
 def remove_member(account_id: AccountId, user: Annotated[str, Path(pattern=r"^[^#\s/]{1,128}$")]) -> Response[str]:
-    caller = _authorize(account_id, Role.ADMIN)
-    assert caller.role is not None
+    role = _authorize_stored(account_id, Role.ADMIN)
     deps = _deps()
-    logic.remove_member(deps.accounts, deps.members, caller.role, account_id, user)
+    logic.remove_member(deps.accounts, deps.members, role, account_id, user)
+    return Response(status_code=204, headers={}, body="")
+
+
+# --- the signed-in user's invitations (any token: a user invited to their first account has no account claims) ----
+
+
+def _invitation_route(method: str, suffix: str, summary: str) -> Callable[[customer_api.Route], customer_api.Route]:
+    return customer_api.secured_route(app, method, f"/v1/invitations{suffix}", summary, ERRORS, tags=["invitations"])
+
+
+@_invitation_route("GET", "", "The signed-in user's open invitations to accounts")
+def list_invitations() -> schemas.InvitationsOut:
+    user = user_from_event(app.current_event.raw_event)
+    found = logic.invitations(_deps().members, user, _now())
+    return schemas.InvitationsOut(user=user, invitations=[schemas.InvitationOut.of(m) for m in found])
+
+
+@_invitation_route("POST", "/<account_id>/accept", "Accept an invitation: a member from now (at the next sign-in)")
+def accept_invitation(account_id: AccountId, body: schemas.InvitationAnswerIn | None = None) -> schemas.MemberOut:
+    user = user_from_event(app.current_event.raw_event)
+    _absent_or_object(body)
+    return schemas.MemberOut.of(logic.accept_invitation(_deps().members, user, account_id, _now()))
+
+
+@_invitation_route("POST", "/<account_id>/decline", "Decline an invitation")
+def decline_invitation(account_id: AccountId, body: schemas.InvitationAnswerIn | None = None) -> Response[str]:
+    user = user_from_event(app.current_event.raw_event)
+    _absent_or_object(body)
+    logic.decline_invitation(_deps().members, user, account_id)
     return Response(status_code=204, headers={}, body="")
 
 
@@ -406,7 +441,7 @@ def remove_member(account_id: AccountId, user: Annotated[str, Path(pattern=r"^[^
 
 @_account_route("GET", "/export", "All personal data and usage of the account as JSON (owners)")
 def export(account_id: AccountId) -> Response[str]:
-    _authorize(account_id, Role.OWNER)
+    _authorize_stored(account_id, Role.OWNER)
     deps = _deps()
     data = logic.export(
         deps.accounts, deps.members, deps.sessions, deps.ledger, account_id, _now(), deps.phone_challenges
@@ -416,7 +451,7 @@ def export(account_id: AccountId) -> Response[str]:
 
 @_account_route("POST", "/erase", "Pseudonymise personal data; invoices and amounts kept (owners)")
 def erase(account_id: AccountId, body: schemas.ErasureIn | None = None) -> schemas.ErasureOut:
-    _authorize(account_id, Role.OWNER)
+    _authorize_stored(account_id, Role.OWNER)
     _absent_or_object(body)
     deps = _deps()
     erased = logic.erase(

@@ -1,6 +1,8 @@
 """The account API's items (through ``kilo_billing.items``, boto3's TypeSerializer/TypeDeserializer).
 
-- members table: ``ACCOUNT#<id>`` / ``MEMBER#<user>`` - ``user``, ``email``, ``role``, ``added_at``;
+- members table: ``ACCOUNT#<id>`` / ``MEMBER#<user>`` - ``user``, ``email``, ``role``, ``added_at``, ``status``
+  (``active`` | ``invited``; absent on memberships written before invitations: active) and, on an invitation only,
+  ``expires_at`` (epoch seconds: its end, and the table's TTL);
 - rating's session items in the usage table, read by attribute name (layout: ``kilo_rate_usage.items``):
   ``ROOM#<room sid>`` / ``SESSION#<participant sid>`` with ``account``, ``identity``, ``room_name``, ``start_ms``,
   ``end_ms``, ``aborted``, ``billing``, ``parts`` (``[[period, start ms, video, audio], ...]``), ``video_seconds``,
@@ -12,11 +14,11 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from fractions import Fraction
 from typing import Any, Final
 
-from kilo_account_api.model import Member, PhoneChallenge, SessionPart, SessionRecord
+from kilo_account_api.model import Member, MemberStatus, PhoneChallenge, SessionPart, SessionRecord
 from kilo_billing.auth import Role
 from kilo_billing.items import Item, from_item, to_item
 
@@ -33,27 +35,42 @@ def member_key(account_id: str, user: str) -> Item:
     return to_item({"pk": account_pk(account_id), "sk": MEMBER_PREFIX + user})
 
 
+MEMBER_STATUS: Final = "status"
+INVITATION_END: Final = "expires_at"  # the members table's TTL attribute: only invitations carry it
+
+
+def epoch_seconds(moment: datetime) -> int:
+    """An invitation's end as stored (whole seconds, rounded up: an invitation never ends before it was meant to)."""
+    whole = int(moment.timestamp())
+    return whole if whole == moment.timestamp() else whole + 1
+
+
 def member_to_item(member: Member) -> Item:
-    return to_item(
-        {
-            "pk": account_pk(member.account_id),
-            "sk": MEMBER_PREFIX + member.user,
-            "user": member.user,
-            "email": member.email,
-            "role": member.role.name.lower(),
-            "added_at": member.added_at.isoformat(),
-        }
-    )
+    values: dict[str, Any] = {
+        "pk": account_pk(member.account_id),
+        "sk": MEMBER_PREFIX + member.user,
+        "user": member.user,
+        "email": member.email,
+        "role": member.role.name.lower(),
+        "added_at": member.added_at.isoformat(),
+        MEMBER_STATUS: member.status.value,
+    }
+    if member.expires_at is not None:
+        values[INVITATION_END] = epoch_seconds(member.expires_at)
+    return to_item(values)
 
 
 def member_from_item(item: Mapping[str, Any]) -> Member:
     values = from_item(item)
+    ends = values.get(INVITATION_END)
     return Member(
         account_id=str(values["pk"]).removeprefix("ACCOUNT#"),
         user=str(values["user"]),
         email=str(values.get("email", "")),
         role=Role[str(values["role"]).upper()],
         added_at=datetime.fromisoformat(str(values["added_at"])),
+        status=MemberStatus(str(values.get(MEMBER_STATUS, MemberStatus.ACTIVE.value))),
+        expires_at=datetime.fromtimestamp(int(ends), tz=UTC) if ends is not None else None,
     )
 
 

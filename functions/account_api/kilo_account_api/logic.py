@@ -29,6 +29,7 @@ from kilo_account_api.model import (
     Meeting,
     MeetingsPage,
     Member,
+    MemberStatus,
     MeterUsage,
     NotFoundError,
     SessionRecord,
@@ -48,7 +49,7 @@ from kilo_billing.accounts import (
     update_profile,
     with_tier_change,
 )
-from kilo_billing.auth import Role
+from kilo_billing.auth import Caller, ForbiddenError, Role
 from kilo_billing.budgets import (
     BudgetChange,
     InvalidBudgetError,
@@ -540,13 +541,32 @@ def portal_url(
 # --- members --------------------------------------------------------------------------------------------------------
 
 
-def members(accounts: AccountDirectory, store: MemberStore, account_id: str) -> list[Member]:
+def members(accounts: AccountDirectory, store: MemberStore, account_id: str, now: datetime) -> list[Member]:
+    """The account's members and its open invitations (an expired invitation is left out: it grants nothing and can
+    no longer be accepted), highest role first."""
     profile_of(accounts, account_id)
-    return sorted(store.members(account_id), key=lambda m: (-m.role, m.user))
+    found = [m for m in store.members(account_id) if m.active or m.invited_at(now)]
+    return sorted(found, key=lambda m: (-m.role, m.user))
 
 
-def add_member(accounts: AccountDirectory, store: MemberStore, caller_role: Role, member: Member) -> Member:
-    """Owners add anyone; admins add members and admins, never owners."""
+def current_role(store: MemberStore, caller: Caller, account_id: str, needed: Role) -> Role:
+    """The caller's role in the account as stored now, when it is at least ``needed`` (D-api4-3). Membership changes
+    are checked against the members table, not only the token: a token outlives a removal (its lifetime), and a
+    removed admin must not use it to invite themselves back - a membership that would outlast the token."""
+    stored = store.member(account_id, caller.user)
+    if stored is None or not stored.active or stored.role < needed:
+        raise ForbiddenError(
+            f"not allowed to manage account {account_id!r}: the token's role is no longer stored (sign in again)"
+        )
+    return stored.role
+
+
+def invite_member(
+    accounts: AccountDirectory, store: MemberStore, caller_role: Role, member: Member, lasts: timedelta
+) -> Member:
+    """Adding a member invites them (D-api4-1): an invitation grants nothing - no claims at sign-in, so no access, and
+    the account is not the user's - until the user accepts it (``accept_invitation``), within ``lasts``. Owners
+    invite anyone; admins invite members and admins, never owners. ``member.added_at`` is now."""
     profile_of(accounts, member.account_id)
     if member.email:
         try:
@@ -555,14 +575,16 @@ def add_member(accounts: AccountDirectory, store: MemberStore, caller_role: Role
             raise InvalidRequestError("email", str(exc)) from exc
     if member.role > caller_role:
         raise InvalidRequestError("role", f"a {caller_role.name.lower()} cannot add an {member.role.name.lower()}")
-    store.add(member)
-    return member
+    invited = replace(member, status=MemberStatus.INVITED, expires_at=member.added_at.replace(microsecond=0) + lasts)
+    store.add(invited)
+    return invited
 
 
 def remove_member(
     accounts: AccountDirectory, store: MemberStore, caller_role: Role, account_id: str, user: str
 ) -> None:
-    """Admins remove members and admins; only owners remove owners, and never the last one."""
+    """Admins remove members and admins (and withdraw their invitations); only owners remove owners, and never the
+    last one - an invitation to be owner is no owner."""
     profile_of(accounts, account_id)
     current = {m.user: m for m in store.members(account_id)}
     target = current.get(user)
@@ -570,11 +592,28 @@ def remove_member(
         raise NotFoundError(f"{user!r} is not a member of account {account_id!r}")
     if target.role > caller_role:
         raise ConflictError(f"a {caller_role.name.lower()} cannot remove an {target.role.name.lower()}")
-    others = sorted(m.user for m in current.values() if m.role is Role.OWNER and m.user != user)
-    if target.role is Role.OWNER and not others:
+    others = sorted(m.user for m in current.values() if m.role is Role.OWNER and m.active and m.user != user)
+    if target.active and target.role is Role.OWNER and not others:
         raise ConflictError("the account's last owner cannot be removed")
     # an owner goes only while another owner is still there at that moment (checked in the same atomic step)
-    store.remove(account_id, user, keeping_owner=others[0] if target.role is Role.OWNER else None)
+    store.remove(account_id, user, keeping_owner=others[0] if target.active and target.role is Role.OWNER else None)
+
+
+def invitations(store: MemberStore, user: str, now: datetime) -> list[Member]:
+    """The signed-in user's open invitations, oldest first."""
+    found = [m for m in store.accounts_of(user) if m.invited_at(now)]
+    return sorted(found, key=lambda m: (m.added_at, m.account_id))
+
+
+def accept_invitation(store: MemberStore, user: str, account_id: str, now: datetime) -> Member:
+    """The user becomes a member of ``account_id`` with the invitation's role, from now; their next sign-in may act
+    for it (``sign_in``). ``NotFoundError`` without an open invitation (none, expired, or accepted already)."""
+    return store.accept(account_id, user, now)
+
+
+def decline_invitation(store: MemberStore, user: str, account_id: str) -> None:
+    """The invitation goes (a later invitation may come); ``NotFoundError`` when the user holds none."""
+    store.decline(account_id, user)
 
 
 # --- privacy --------------------------------------------------------------------------------------------------------
@@ -601,7 +640,7 @@ def export(
         "exported_at": now.isoformat(),
         "profile": profile,
         "phone_code": phone_codes.current(account_id) if phone_codes is not None else None,
-        "members": members(accounts, store, account_id),
+        "members": sorted(store.members(account_id), key=lambda m: (-m.role, m.user)),  # invitations too
         "sessions": sorted(history.all_sessions(account_id), key=lambda s: (s.start_ms, s.room_sid, s.participant_sid)),
         "periods": {key: dict(period.counters) for key, period in sorted(book.periods.items())},
         "invoices": invoices(ledger, account_id),
@@ -636,14 +675,15 @@ def erase(
         return replace(profile, name="", email="", phone="", phone_verified=False, erased_at=mark)
 
     try:
-        update_profile(accounts, account_id, marked)
+        saved = update_profile(accounts, account_id, marked)
     except UnknownAccountError as exc:
         raise unregistered(account_id) from exc
     if phone_codes is not None:  # the pending code's number and hash go; its send times stay (the rate limit)
         phone_codes.forget_phone(account_id)
     if ledger is not None and ledger.ledger(account_id).billing.customer_details is not None:
         ledger.save_billing(account_id, customer_details=customer_details_digest("", ""))
-    sessions = history.pseudonymise(account_id, lambda value: pseudonym(account_id, value))
+    # every session begun before the mark: rating's bound (it writes those with their pseudonym from now on)
+    sessions = history.pseudonymise(account_id, lambda value: pseudonym(account_id, value), saved.erased_at or now)
     changed = store.pseudonymise(account_id, lambda value: pseudonym(account_id, value))
     return Erasure(account_id, now, sessions, changed, cleared)
 

@@ -34,6 +34,11 @@ class UnavailableError(Exception):
     """A dependency outside AWS (Stripe) could not be reached; retry later."""
 
 
+class ErasureIncompleteError(UnavailableError):
+    """The erasure could not show every session pseudonymised (the sessions index kept listing identities); what it
+    did stands, and a retry continues it (503)."""
+
+
 @dataclass(frozen=True, slots=True)
 class SessionPart:
     period: str
@@ -162,13 +167,32 @@ class Recommendation:
     rooms: tuple[str, ...] = ()  # the rooms it is about (room names), largest saving first
 
 
+class MemberStatus(StrEnum):
+    ACTIVE = "active"  # a member: the role is in the user's tokens (sign_in)
+    INVITED = "invited"  # an invitation the user has not accepted: grants nothing, ends at ``expires_at``
+
+
 @dataclass(frozen=True, slots=True)
 class Member:
+    """A membership or, ``INVITED``, an invitation to one (the same key: one per user and account). ``added_at``: when
+    the user accepted (when invited, for an invitation; a membership written before invitations: when added)."""
+
     account_id: str
     user: str
     email: str
     role: Role
     added_at: datetime
+    status: MemberStatus = MemberStatus.ACTIVE
+    expires_at: datetime | None = None  # an invitation's end (``None`` for a membership)
+
+    @property
+    def active(self) -> bool:
+        return self.status is MemberStatus.ACTIVE
+
+    def invited_at(self, now: datetime) -> bool:
+        """An invitation still open at ``now`` (an expired one is as good as gone: it can be neither accepted nor
+        keep another invitation out)."""
+        return self.status is MemberStatus.INVITED and self.expires_at is not None and now < self.expires_at
 
 
 @dataclass(frozen=True, slots=True)

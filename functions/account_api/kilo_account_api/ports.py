@@ -5,7 +5,7 @@ and entitlements (``kilo_billing.entitlements``). Implemented by ``adapters`` (D
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from datetime import date
+from datetime import date, datetime
 from typing import Protocol
 
 from kilo_account_api.model import Member, PhoneChallenge, SessionRecord
@@ -22,26 +22,45 @@ class SessionHistory(Protocol):
         """Every stored session of the account (export, erasure)."""
         ...
 
-    def pseudonymise(self, account_id: str, pseudonym: Callable[[str], str]) -> int:
-        """Replace every session's participant identity by ``pseudonym(identity)``; returns the sessions changed."""
+    def pseudonymise(self, account_id: str, pseudonym: Callable[[str], str], began_before: datetime) -> int:
+        """Replace the participant identity of every session begun before ``began_before`` (the erasure mark) by
+        ``pseudonym(identity)`` (which maps a pseudonym to itself); returns the sessions changed. Complete or
+        ``ErasureIncompleteError``: it never returns while a session it could not see still holds an identity it
+        should have seen (the DynamoDB adapter's passes over an eventually consistent index)."""
         ...
 
 
 class MemberStore(Protocol):
     def members(self, account_id: str) -> list[Member]: ...
 
+    def member(self, account_id: str, user: str) -> Member | None:
+        """The user's membership or invitation as stored now (a strongly consistent read), ``None`` without one."""
+        ...
+
     def add(self, member: Member) -> None:
-        """``ConflictError`` when the user is already a member."""
+        """Store a membership or an invitation (``member.status``); ``ConflictError`` when the user is already a
+        member or holds an invitation still open at ``member.added_at`` (an expired one is replaced)."""
+        ...
+
+    def accept(self, account_id: str, user: str, now: datetime) -> Member:
+        """The user's invitation, if still open at ``now``, becomes a membership from ``now`` (one conditional write);
+        ``NotFoundError`` when there is no open invitation (none, expired, or already accepted)."""
+        ...
+
+    def decline(self, account_id: str, user: str) -> None:
+        """The user's invitation (open or expired) is deleted; ``NotFoundError`` when the user holds none (a
+        membership is left alone)."""
         ...
 
     def remove(self, account_id: str, user: str, keeping_owner: str | None = None) -> None:
-        """``NotFoundError`` when the user is not a member. ``keeping_owner``: remove only if that user is still an
-        owner of the account when the removal happens (one atomic step), else ``ConflictError`` - two owners removing
-        each other at once must not leave the account with none."""
+        """``NotFoundError`` when the user is neither a member nor invited. ``keeping_owner``: remove only if that user
+        is still an active owner of the account when the removal happens (one atomic step), else ``ConflictError`` -
+        two owners removing each other at once must not leave the account with none."""
         ...
 
     def accounts_of(self, user: str) -> list[Member]:
-        """Every membership of ``user`` (the token's ``sub``), in any account (sign-in picks one, ``sign_in``)."""
+        """Every membership and invitation of ``user`` (the token's ``sub``), in any account (sign-in picks one of
+        the memberships, ``sign_in``; the user's open invitations are listed to them)."""
         ...
 
     def pseudonymise(self, account_id: str, pseudonym: Callable[[str], str]) -> int:

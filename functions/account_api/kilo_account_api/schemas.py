@@ -566,14 +566,56 @@ class MemberIn(_In):
 
 
 class MemberOut(_Out):
+    """A member (``status`` active) or an invitation not yet accepted (``invited``: it grants nothing until the user
+    accepts it, by ``expires_at``). ``added_at``: when the user accepted; for an invitation, when invited."""
+
     user: str
     email: str
     role: str
     added_at: datetime
+    status: Literal["active", "invited"]
+    expires_at: datetime | None = None
 
     @classmethod
     def of(cls, member: Member) -> MemberOut:
-        return cls(user=member.user, email=member.email, role=member.role.name.lower(), added_at=member.added_at)
+        return cls(
+            user=member.user,
+            email=member.email,
+            role=member.role.name.lower(),
+            added_at=member.added_at,
+            status="active" if member.active else "invited",
+            expires_at=member.expires_at,
+        )
+
+
+class InvitationAnswerIn(_In):
+    """The body of ``POST /v1/invitations/<account_id>/accept`` or ``.../decline``: none, or an empty JSON object."""
+
+
+class InvitationOut(_Out):
+    """An open invitation of the signed-in user to an account, with the role accepting it gives."""
+
+    account_id: str
+    role: str
+    email: str
+    invited_at: datetime
+    expires_at: datetime
+
+    @classmethod
+    def of(cls, member: Member) -> InvitationOut:
+        assert member.expires_at is not None  # an invitation always ends
+        return cls(
+            account_id=member.account_id,
+            role=member.role.name.lower(),
+            email=member.email,
+            invited_at=member.added_at,
+            expires_at=member.expires_at,
+        )
+
+
+class InvitationsOut(_Out):
+    user: str
+    invitations: list[InvitationOut]
 
 
 class MembersOut(_Out):

@@ -7,7 +7,8 @@ the user attribute ``custom:kilo_account`` when it is one of theirs, otherwise t
 (ties: the smallest account id, so the choice is the same at every sign-in). Not the highest role: an owner of
 another account can add anyone, even as owner, and must not thereby move that user's sign-in to their account (where
 a card saved or a wallet linked would land). A user with no membership gets no account claims: the routes then answer
-401 unless the user is an operator.
+401 unless the user is an operator. An invitation (``MemberStatus.INVITED``) is no membership: it gives no claims
+until the user accepts it (D-api4-1).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from kilo_billing.auth import ACCOUNT_CLAIM, OPERATOR_CLAIM, ROLE_CLAIM
 
 
 def chosen_membership(memberships: Sequence[Member], requested: str | None) -> Member | None:
+    memberships = [member for member in memberships if member.active]
     if requested:
         for member in memberships:
             if member.account_id == requested:

@@ -59,21 +59,36 @@ class Caller:
             raise ForbiddenError("operator route")
 
 
-def caller_from_claims(claims: Mapping[str, Any] | None) -> Caller:
+def user_from_claims(claims: Mapping[str, Any] | None) -> str:
+    """The verified user (``sub``) alone, whatever account the token acts for or none: for routes about the user
+    (their invitations), not about an account."""
     if not claims or not isinstance(claims.get("sub"), str) or not claims["sub"]:
         raise UnauthenticatedError("missing or invalid token")
-    account = claims.get(ACCOUNT_CLAIM)
-    role_name = claims.get(ROLE_CLAIM)
+    return str(claims["sub"])
+
+
+def caller_from_claims(claims: Mapping[str, Any] | None) -> Caller:
+    user = user_from_claims(claims)
+    found: Mapping[str, Any] = claims or {}
+    account = found.get(ACCOUNT_CLAIM)
+    role_name = found.get(ROLE_CLAIM)
     role = Role[role_name.upper()] if isinstance(role_name, str) and role_name.upper() in Role.__members__ else None
-    operator = str(claims.get(OPERATOR_CLAIM, "")).lower() == "true"
+    operator = str(found.get(OPERATOR_CLAIM, "")).lower() == "true"
     if not operator and (not isinstance(account, str) or not account or role is None):
         raise UnauthenticatedError("token names no account and role")
-    return Caller(
-        user=claims["sub"], account_id=account if isinstance(account, str) else None, role=role, operator=operator
-    )
+    return Caller(user=user, account_id=account if isinstance(account, str) else None, role=role, operator=operator)
+
+
+def _claims(event: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    claims = (((event.get("requestContext") or {}).get("authorizer") or {}).get("jwt") or {}).get("claims")
+    return claims if isinstance(claims, Mapping) else None
 
 
 def caller_from_event(event: Mapping[str, Any]) -> Caller:
     """From an API Gateway HTTP API (payload 2.0) event after its JWT authorizer."""
-    claims = (((event.get("requestContext") or {}).get("authorizer") or {}).get("jwt") or {}).get("claims")
-    return caller_from_claims(claims)
+    return caller_from_claims(_claims(event))
+
+
+def user_from_event(event: Mapping[str, Any]) -> str:
+    """The verified user of an API Gateway HTTP API (payload 2.0) event after its JWT authorizer."""
+    return user_from_claims(_claims(event))

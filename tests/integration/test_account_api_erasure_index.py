@@ -1,0 +1,195 @@
+"""The erasure over an eventually consistent index (D-api4-2), on moto: the ``account_sessions`` GSI that lists an
+account's sessions may miss a session written just before the erasure's mark, or still show the identity a session
+had. moto's index is always up to date, so ``LaggingIndex`` (the real moto client, its answers to index queries held
+back as a lagging GSI's would be) plays the lag; everything else is the real adapter and, through the handler, the
+route. Pauses are recorded, not slept."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import time_machine
+
+from kilo_account_api.adapters import ACCOUNT_SESSIONS_INDEX, DynamoSessionHistory
+from kilo_billing.accounts import pseudonym
+from kilo_billing.items import to_item
+from kilo_rate_usage.items import session_to_item
+from kilo_rate_usage.model import StoredSession
+from tests.account_api_support import api_environment, call, claims, store_members, utc
+from tests.contract.test_account_api_stores import ms, rating_session, x_pseudonym
+from tests.integration.test_account_api import NOW, register
+
+MARK = utc(2026, 11, 20)
+ALICE = rating_session("RM_1", "PA_1", "alice", "acct", ms(2026, 11, 2, 9), ms(2026, 11, 2, 10), [("2026-11", 60, 0)])
+# a short call written just before the mark: its index entry not there yet at the erasure's first listing
+ZED = rating_session("RM_9", "PA_9", "zed", "acct", ms(2026, 11, 15, 11), ms(2026, 11, 15, 11, 1), [("2026-11", 1, 0)])
+
+
+class LaggingIndex:
+    """The moto client, its ``account_sessions`` answers lagging: the first ``hidden_for`` index queries leave out
+    the sessions of ``hidden``; the first ``stale_for`` show the sessions of ``stale`` with their old identity."""
+
+    def __init__(
+        self,
+        client: Any,
+        hidden: frozenset[str] = frozenset(),
+        hidden_for: int = 0,
+        stale: dict[str, str] | None = None,
+        stale_for: int = 0,
+    ) -> None:
+        self._client = client
+        self.hidden, self.hidden_for = hidden, hidden_for
+        self.stale, self.stale_for = stale or {}, stale_for
+        self.index_queries = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def query(self, **request: Any) -> Any:
+        answer = self._client.query(**request)
+        if request.get("IndexName") != ACCOUNT_SESSIONS_INDEX:
+            return answer
+        self.index_queries += 1
+        found = []
+        for item in answer["Items"]:
+            room = item["pk"]["S"]
+            if room in self.hidden and self.index_queries <= self.hidden_for:
+                continue
+            stale = room in self.stale and self.index_queries <= self.stale_for
+            found.append(item | {"identity": {"S": self.stale[room]}} if stale else item)
+        return answer | {"Items": found, "Count": len(found)}
+
+
+def put_sessions(stack: Any, *sessions: Any) -> None:
+    for session in sessions:
+        stack.clients["dynamodb"].put_item(
+            TableName=stack.template.physical_name("UsageTable"), Item=session_to_item(StoredSession.of(session, {}))
+        )
+
+
+def stored_identity(stack: Any, room: str, participant: str) -> str:
+    item = stack.clients["dynamodb"].get_item(
+        TableName=stack.template.physical_name("UsageTable"),
+        Key=to_item({"pk": f"ROOM#{room}", "sk": f"SESSION#{participant}"}),
+        ConsistentRead=True,
+    )["Item"]
+    return str(item["identity"]["S"])
+
+
+def history(stack: Any, client: Any, pauses: list[float]) -> DynamoSessionHistory:
+    return DynamoSessionHistory(
+        client, stack.template.physical_name("UsageTable"), timedelta(days=35), pause=pauses.append
+    )
+
+
+def test_given_a_session_missing_from_the_index_at_first_then_a_later_pass_erases_it(stack: Any) -> None:
+    """Pass 1 lists alice only (rewritten); pass 2, after a pause, lists zed too (rewritten); pass 3 is clean."""
+    put_sessions(stack, ALICE, ZED)
+    pauses: list[float] = []
+    lagging = LaggingIndex(stack.clients["dynamodb"], hidden=frozenset({"ROOM#RM_9"}), hidden_for=1)
+    assert history(stack, lagging, pauses).pseudonymise("acct", x_pseudonym, MARK) == 2
+    assert (stored_identity(stack, "RM_1", "PA_1"), stored_identity(stack, "RM_9", "PA_9")) == ("x-alice", "x-zed")
+    assert (pauses, lagging.index_queries) == ([0.5, 0.5], 3)
+
+
+def test_given_a_first_listing_with_nothing_left_then_it_is_listed_again_after_the_settle(stack: Any) -> None:
+    """alice was erased before; zed is not in the index yet: a first clean listing is not taken as the end - the
+    erasure lists again once 0.5 s have passed, finds zed and rewrites it."""
+    put_sessions(stack, replace(ALICE, identity="x-alice"), ZED)
+    pauses: list[float] = []
+    lagging = LaggingIndex(stack.clients["dynamodb"], hidden=frozenset({"ROOM#RM_9"}), hidden_for=1)
+    assert history(stack, lagging, pauses).pseudonymise("acct", x_pseudonym, MARK) == 1
+    assert stored_identity(stack, "RM_9", "PA_9") == "x-zed"
+    assert (pauses, lagging.index_queries) == ([0.5, 0.5], 3)
+
+
+def test_given_an_index_still_showing_the_old_identity_then_the_session_is_read_again_not_rewritten(
+    stack: Any,
+) -> None:
+    """The index shows alice's identity for three listings after her session was rewritten: the strongly consistent
+    read finds the pseudonym (nothing written twice, counted once); the erasure ends once the index shows it."""
+    put_sessions(stack, ALICE)
+    pauses: list[float] = []
+    lagging = LaggingIndex(stack.clients["dynamodb"], stale={"ROOM#RM_1": "alice"}, stale_for=3)
+    assert history(stack, lagging, pauses).pseudonymise("acct", x_pseudonym, MARK) == 1
+    assert (pauses, lagging.index_queries) == ([0.5, 0.5, 1.0], 4)
+
+
+def test_given_a_concurrent_write_between_read_and_rewrite_then_it_is_not_overwritten(stack: Any) -> None:
+    """Rating writes alice's session again (with the pseudonym, after the mark, and new registers) between the
+    erasure's read and its rewrite: the rewrite's condition on the identity read refuses it, the next pass sees the
+    pseudonym - rating's registers stay."""
+    put_sessions(stack, ALICE)
+    table = stack.template.physical_name("UsageTable")
+    client = stack.clients["dynamodb"]
+
+    class RatingInBetween(LaggingIndex):
+        def update_item(self, **request: Any) -> Any:
+            client.put_item(
+                TableName=table,
+                Item=session_to_item(StoredSession(replace(ALICE, identity="x-alice"), {}, "v2", '["PA_1","x-alice"]')),
+            )
+            return client.update_item(**request)
+
+    pauses: list[float] = []
+    assert history(stack, RatingInBetween(client), pauses).pseudonymise("acct", x_pseudonym, MARK) == 0
+    item = client.get_item(TableName=table, Key=to_item({"pk": "ROOM#RM_1", "sk": "SESSION#PA_1"}))["Item"]
+    assert (item["identity"]["S"], item["registers"]["S"]) == ("x-alice", '["PA_1","x-alice"]')
+
+
+# --- through the route ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def account_api(stack: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    yield from api_environment(stack, monkeypatch)
+
+
+def lagging_route(account_api: Any, monkeypatch: pytest.MonkeyPatch, lagging: LaggingIndex) -> list[float]:
+    """The route's dependencies as deployed, its session history on the lagging client (pauses recorded)."""
+    from kilo_account_api import dependencies, handler  # noqa: PLC0415
+
+    pauses: list[float] = []
+    built = dependencies.dependencies()
+    monkeypatch.setattr(handler, "dependencies", lambda: replace(built, sessions=history(account_api, lagging, pauses)))
+    return pauses
+
+
+def test_given_a_session_missing_from_the_index_at_first_when_the_owner_erases_then_it_is_erased_too(
+    account_api: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    register(account_api, "acct")
+    store_members(account_api, "acct", {"user-1": "owner"})  # the eraser (D-api4-3)
+    put_sessions(account_api, ALICE, ZED)
+    lagging = LaggingIndex(account_api.clients["dynamodb"], hidden=frozenset({"ROOM#RM_9"}), hidden_for=1)
+    pauses = lagging_route(account_api, monkeypatch, lagging)
+    with time_machine.travel(NOW, tick=False):
+        erased = call("POST", "/v1/accounts/acct/erase", claims("acct", "owner"))
+    assert (erased.status, erased.body["sessions_pseudonymised"]) == (200, 2), erased.body
+    assert stored_identity(account_api, "RM_9", "PA_9") == pseudonym("acct", "zed")
+    assert stored_identity(account_api, "RM_1", "PA_1") == pseudonym("acct", "alice")
+    assert pauses == [0.5, 0.5]
+
+
+def test_given_an_index_that_does_not_catch_up_when_the_owner_erases_then_503_and_a_retry_completes(
+    account_api: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Never claimed done while the index lists an identity: 503 (request id only, D34), what was written stays;
+    the same request again, once the index has caught up, answers 200."""
+    register(account_api, "acct")
+    store_members(account_api, "acct", {"user-1": "owner"})  # the eraser (D-api4-3)
+    put_sessions(account_api, ALICE)
+    lagging = LaggingIndex(account_api.clients["dynamodb"], stale={"ROOM#RM_1": "alice"}, stale_for=10)
+    pauses = lagging_route(account_api, monkeypatch, lagging)
+    with time_machine.travel(NOW, tick=False):
+        refused = call("POST", "/v1/accounts/acct/erase", claims("acct", "owner"))
+        assert (refused.status, refused.body["code"]) == (503, "unavailable"), refused.body
+        assert pauses == [0.5, 0.5, 1.0, 2.5]
+        assert stored_identity(account_api, "RM_1", "PA_1") == pseudonym("acct", "alice")
+        lagging.stale_for = 0
+        again = call("POST", "/v1/accounts/acct/erase", claims("acct", "owner"))
+    assert (again.status, again.body["sessions_pseudonymised"]) == (200, 0), again.body
