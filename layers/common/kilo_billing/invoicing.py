@@ -893,6 +893,9 @@ def amount_due(invoice: InvoiceRecord, notes: Iterable[CreditNote]) -> Decimal:
 
 
 UNPAID_AT_PROCESSOR: Final = frozenset({InvoiceStatus.OPEN, InvoiceStatus.PAYMENT_FAILED})
+# credited as a paid invoice is, for at most what paid for the period's usage: a written-off invoice's was only the
+# account credit it applied (D-fixinvoice-1)
+BOUNDED: Final = frozenset({InvoiceStatus.PAID, InvoiceStatus.UNCOLLECTIBLE})
 
 
 def credit_note(
@@ -907,9 +910,11 @@ def credit_note(
       what each still keeps - less refunds made or owed and disputes lost - plus the account credit it applied, less
       the account credit earlier notes gave); the rest was given back already (``returned``).
       A card invoice's credit is recorded on the processor's invoice as credited outside it;
+    - an uncollectible (written-off) invoice: as a paid one, bounded by ``period_held`` - of its own money only the
+      account credit it applied paid for anything; the rest was never collected (D-fixinvoice-1). No processor note;
     - a void invoice: nothing (nothing was collected, nothing is owed back);
     - anything else (a crypto bill - the crypto rail cannot take money back to the payer -, a carried or $0.00
-      invoice never sent to the processor, an uncollectible one, a draft): account credit."""
+      invoice never sent to the processor, a draft): account credit."""
     amount = -total([line.amount for line in late])
     notes = [*ledger.credit_notes.values(), *pending]
     taken = credited_by_processor(credited, notes)
@@ -932,10 +937,10 @@ def credit_note(
         # beyond what it still asks for: account credit only for money that paid for the period's usage (D166)
         held = max(ZERO, min(amount - to_due, period_held(ledger, credited.period, [*notes, lowered])))
         return _not_credited(ledger, replace(lowered, to_credit=held), amount - to_due - held, [*notes, lowered])
-    if credited.status is InvoiceStatus.PAID:  # never more back than the customer's payments still leave with us
+    if credited.status in BOUNDED:  # never more back than the customer's payments still leave with us
         held = max(ZERO, min(amount, period_held(ledger, credited.period, notes)))
         paid = _not_credited(ledger, replace(base, to_credit=held), amount - held, notes)
-        if not on_card:
+        if not on_card or credited.status is InvoiceStatus.UNCOLLECTIBLE:  # written off: no processor note
             return paid
         recorded = max(ZERO, min(held, credited.kept - taken))
         return replace(paid, processor=recorded, out_of_band=True, status=_pending_if(recorded))
