@@ -866,7 +866,25 @@ def period_held(ledger: AccountLedger, period: str, notes: Iterable[CreditNote] 
             if invoice.period >= period
         ]
     )
-    return held - total([note.to_credit for note in notes if note.period == period])
+    return (
+        held
+        - total([note.to_credit for note in notes if note.period == period])
+        - lowered_beyond(ledger, period, notes)
+    )
+
+
+def lowered_beyond(ledger: AccountLedger, period: str, notes: Iterable[CreditNote]) -> Decimal:
+    """What notes took off the amount due of ``period``'s invoices (not void) beyond what each billed for the period's
+    usage - off the next period's fee on it, say: money the period's other invoices were paid, given back as surely as
+    account credit (D-fixinvoice-2). A void invoice asks for nothing, so its reductions give nothing back."""
+    notes = list(notes)
+    return total(
+        [
+            max(ZERO, _lowered(invoice, notes) - max(ZERO, usage_billed(invoice, period)))
+            for invoice in ledger.invoices.values()
+            if invoice.period == period and invoice.status is not InvoiceStatus.VOID
+        ]
+    )
 
 
 def refundable(ledger: AccountLedger, invoice: InvoiceRecord) -> Decimal:
@@ -932,7 +950,11 @@ def credit_note(
     if credited.status is InvoiceStatus.VOID:
         return replace(base, to_credit=ZERO)
     if on_card and credited.status in UNPAID_AT_PROCESSOR:
-        to_due = max(ZERO, min(amount, credited.total - taken))
+        # what it asks for its period's usage may simply be asked no more; beyond that (the next period's fee ...), a
+        # reduction gives back money the period's other invoices were paid, so only what they still hold
+        own = max(ZERO, usage_billed(credited, credited.period) - _lowered(credited, notes))
+        others = period_held(ledger, credited.period, notes) - invoice_held(credited, credited.period, notes)
+        to_due = max(ZERO, min(amount, credited.total - taken, own + max(ZERO, others)))
         lowered = replace(base, to_due=to_due, to_credit=ZERO, processor=to_due, status=_pending_if(to_due))
         # beyond what it still asks for: account credit only for money that paid for the period's usage (D166)
         held = max(ZERO, min(amount - to_due, period_held(ledger, credited.period, [*notes, lowered])))
