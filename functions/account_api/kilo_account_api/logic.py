@@ -43,6 +43,7 @@ from kilo_billing.accounts import (
     InvalidContactError,
     UnknownAccountError,
     check_email,
+    check_text,
     pseudonym,
     registered_profile,
     set_alert_contact,
@@ -568,6 +569,10 @@ def invite_member(
     the account is not the user's - until the user accepts it (``accept_invitation``), within ``lasts``. Owners
     invite anyone; admins invite members and admins, never owners. ``member.added_at`` is now."""
     profile_of(accounts, member.account_id)
+    try:  # the free text the invitation stores: no control characters, an ASCII address (D-fixprivacy-2)
+        check_text("user", member.user)
+    except InvalidContactError as exc:
+        raise InvalidRequestError("user", str(exc)) from exc
     if member.email:
         try:
             check_email(member.email)
