@@ -15,7 +15,6 @@ tried.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -54,7 +53,13 @@ from kilo_alerts.ports import (
     Texter,
 )
 from kilo_alerts.render import render
-from kilo_billing.accounts import REQUIRED_ALERT_KINDS, AccountDirectory, AccountProfile, pseudonym
+from kilo_billing.accounts import (
+    REQUIRED_ALERT_KINDS,
+    AccountDirectory,
+    AccountProfile,
+    pseudonym,
+    pseudonymised_in,
+)
 from kilo_billing.budgets import DEFAULT_WEEKDAY_WEIGHTS, bill_reached_on, month_fee
 from kilo_billing.catalog import Catalog, default_catalog
 from kilo_billing.contracts import PaymentFailedV1, UsageThresholdCrossedV1, limit_scope
@@ -264,9 +269,11 @@ def _send(
             return replace(pending, outcome=Outcome.OPTED_OUT, detail="the number opted out of SMS (STOP)")
     except SendRefusedError as exc:  # SNS does not take the number (e.g. not E.164)
         refused = f"SNS refused the number: {exc}"
-        return replace(pending, outcome=Outcome.UNDELIVERABLE, detail=_scrubbed(refused, phone, pending.recipient))
+        return replace(
+            pending, outcome=Outcome.UNDELIVERABLE, detail=pseudonymised_in(pending.account_id, refused, phone)
+        )
     except SendFailedError as exc:
-        return replace(pending, outcome=Outcome.RETRY, detail=_scrubbed(str(exc), phone, pending.recipient))
+        return replace(pending, outcome=Outcome.RETRY, detail=pseudonymised_in(pending.account_id, str(exc), phone))
     day = f"{datetime.fromtimestamp(pending.at_ms / 1000, tz=UTC):%Y-%m-%d}"
     if not ledger.take_sms(pending.account_id, day, policy.sms_per_day, pending.at_ms):
         detail = f"the account's SMS cap of {policy.sms_per_day} a day (UTC) is reached"
@@ -291,22 +298,15 @@ def _to(pending: Delivery, contact: str) -> Delivery:
     return replace(pending, recipient=pseudonym(pending.account_id, contact))
 
 
-def _scrubbed(detail: str, contact: str, ref: str) -> str:
-    """A provider's message with the address or number in it (SES names the addresses it refuses, SNS the number)
-    replaced by its pseudonym ``ref``; the number also without its ``+``."""
-    for shown in dict.fromkeys((contact, contact.removeprefix("+"))):
-        if shown:
-            detail = re.sub(re.escape(shown), ref, detail, flags=re.IGNORECASE)
-    return detail
-
-
 def _attempt(pending: Delivery, send: Callable[[], str], contact: str) -> Delivery:
     try:
         message_id = send()
     except SendRefusedError as exc:
-        return replace(pending, outcome=Outcome.UNDELIVERABLE, detail=_scrubbed(str(exc), contact, pending.recipient))
+        return replace(
+            pending, outcome=Outcome.UNDELIVERABLE, detail=pseudonymised_in(pending.account_id, str(exc), contact)
+        )
     except SendFailedError as exc:
-        return replace(pending, outcome=Outcome.RETRY, detail=_scrubbed(str(exc), contact, pending.recipient))
+        return replace(pending, outcome=Outcome.RETRY, detail=pseudonymised_in(pending.account_id, str(exc), contact))
     return replace(pending, outcome=Outcome.SENT, detail=message_id)
 
 

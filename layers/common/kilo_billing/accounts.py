@@ -80,6 +80,17 @@ def pseudonym(account_id: str, value: str) -> str:
     return PSEUDONYM_PREFIX + hashlib.sha256(f"{account_id}\x00{value}".encode()).hexdigest()[:16]
 
 
+def pseudonymised_in(account_id: str, text: str, contact: str) -> str:
+    """``text`` (a provider's message kept with an alert's delivery record: SES names the addresses it refuses, SNS
+    the number) with ``contact`` - in any case, a number also without its ``+`` - replaced by its ``pseudonym``
+    (D-fixprivacy-1: the alerts function when it records, the account API's erasure for records written before)."""
+    ref = pseudonym(account_id, contact)
+    for shown in dict.fromkeys((contact, contact.removeprefix("+"))):
+        if shown and shown != ref:
+            text = re.sub(re.escape(shown), ref, text, flags=re.IGNORECASE)
+    return text
+
+
 class InvalidAccountIdError(ValueError):
     """Not an account id (grammar) or a reserved one; the message says which."""
 
