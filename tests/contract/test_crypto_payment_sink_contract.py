@@ -161,3 +161,25 @@ def test_given_a_transaction_re_mined_with_its_indexes_shifted_up_then_each_id_h
         "ethereum:0xtwo:5": 7_000_000,
     }
     assert sink.status("ethereum:0xtwo:3") is PaymentStatus.ORPHANED
+
+
+def test_given_many_sub_cent_credits_of_one_transaction_then_each_is_on_record_once_at_its_exact_amount(
+    sink: Sink,
+) -> None:
+    """Twelve credits of one transaction (a batch: one Transfer log each), 0.005 USDC (5_000 units) and the smallest
+    unit (1) in turn, reported twice: each is its own payment at its own index, its atomic amount as sent (nothing
+    merged, dropped or rounded - settlement values them exactly, D-fixcrypto-1), pending once, final once."""
+    dust = [
+        ObservedTransfer("ethereum", "USDC", "0xdust", i, 10, "0xh10", SENDER, MERCHANT, 5_000 if i % 2 else 1)
+        for i in range(12)
+    ]
+    for credit in dust + dust:
+        sink.port.record_seen(credit)
+
+    ids = [f"ethereum:0xdust:{i}" for i in range(12)]
+    assert sorted(p.payment_id for p in sink.port.pending("ethereum")) == sorted(ids)
+    assert [sink.amount(pid) for pid in ids] == [5_000 if i % 2 else 1 for i in range(12)]
+    for pid in ids:
+        sink.port.finalized(pid, "0xh10")
+    assert list(sink.port.pending("ethereum")) == []
+    assert {sink.status(pid) for pid in ids} == {PaymentStatus.FINALIZED}

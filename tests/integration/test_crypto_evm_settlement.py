@@ -548,3 +548,37 @@ def test_given_one_transaction_paying_two_bills_re_mined_with_its_logs_shifted_t
         "inv-1": (BillStatus.PAID, Decimal("100.00"), Decimal("0.00"), (at_1.payment_id,)),
         "inv-2": (BillStatus.PAID, Decimal("40.00"), Decimal("0.00"), (at_2.payment_id,)),
     }
+
+
+def test_given_one_transaction_of_sub_cent_credits_then_the_bill_counts_what_they_paid_in_all(billing: Billing) -> None:
+    """D-fixcrypto-1. The linked wallet pays 0.005 USDC eight times in one transaction (``TestBatchPay``: eight
+    Transfer logs) - $0.04 - then 99.96 USDC: $100.00, the bill PAID with nothing over. Each credit rounded on its own
+    (the old rule) counted $0.01: $0.08, and the bill was overpaid $0.04 with USDC it never received."""
+    from kilo_crypto_watch.settlement import remaining_usd  # noqa: PLC0415
+
+    chain = billing.chain
+    batch = Web3.to_checksum_address(deploy(chain.w3, "TestBatchPay"))
+    chain.token().functions.approve(batch, 8 * 5_000).transact({"from": PAYER})  # type: ignore[arg-type]
+    payer = chain.w3.eth.contract(address=batch, abi=contracts.load("TestBatchPay")["abi"])
+    tx = "0x" + bytes(payer.functions.pay(chain.usdc, MERCHANT, [5_000] * 8).transact({"from": PAYER})).hex()
+    assert len(chain.receipt(tx)["logs"]) == 8
+    billing.run()
+    billing.final()
+
+    dust = billing.bill()
+    assert (dust.status, dust.flags) == (BillStatus.OPEN, frozenset({BillFlag.PARTIAL, BillFlag.MULTIPLE}))
+    assert [line.usd for line in dust.payments] == [Decimal("0.005")] * 8
+    assert remaining_usd(dust) == Decimal("99.96")
+
+    billing.chain.pay_usdc(PAYER, MERCHANT, 99_960_000)
+    billing.run()
+    billing.final()
+
+    paid = billing.bill()
+    assert (paid.status, paid.settled_usd, paid.credit_usd, paid.written_off_usd) == (
+        BillStatus.PAID,
+        Decimal("100.00"),
+        0,
+        0,
+    )
+    assert BillFlag.OVERPAID not in paid.flags

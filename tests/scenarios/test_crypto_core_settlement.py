@@ -15,7 +15,7 @@ import pytest
 
 from kilo_crypto_watch import logic
 from kilo_crypto_watch.history import account_history
-from kilo_crypto_watch.model import BillFlag, BillStatus, ObservedTransfer, PaymentStatus, QuoteStatus
+from kilo_crypto_watch.model import BillFlag, BillPayment, BillStatus, ObservedTransfer, PaymentStatus, QuoteStatus
 from kilo_crypto_watch.ports import AlreadyExistsError, ConflictError, SettlementChange
 from kilo_crypto_watch.quotes import QuotePolicy
 from kilo_crypto_watch.settlement import (
@@ -295,7 +295,8 @@ def test_given_a_seen_payment_when_orphaned_then_the_bill_is_open_again_and_the_
 
 def test_given_a_solana_payment_with_the_quotes_reference_then_matched_by_reference(h: Harness) -> None:
     reference = "Ref1111111111111111111111111111111111111111"
-    # $100.00 at $150.00/SOL: ceil(100 / 150 x 10^9) = 666_666_667 lamports, worth $100.00000005 -> $100.00
+    # $100.00 at $150.00/SOL: ceil(100 / 150 x 10^9) = 666_666_667 lamports, worth $100.00000005 (kept exact; the
+    # bill counts it $100.00)
     h.store.add_quote(quote("q-sol", "SOL", 666_666_667, "150.00", chain="solana", reference=reference))
     assert h.settlement.active_references("solana") == [reference]
     paid = transfer(
@@ -307,7 +308,7 @@ def test_given_a_solana_payment_with_the_quotes_reference_then_matched_by_refere
     assert (payment.matched_by, payment.quote_id, payment.usd) == (
         "reference",
         "q-sol",
-        Decimal("100.00"),
+        Decimal("100.00000005"),
     )
     h.clock.now = T0 + timedelta(hours=73)
     assert h.settlement.active_references("solana") == []
@@ -414,12 +415,12 @@ def test_given_a_solana_payment_with_another_bills_reference_when_claimed_then_r
     h.settlement.record_seen(paid)
     payment = h.store.payment("solana:5sig:0")
     assert payment is not None
-    # 666_666_667 lamports x $150.00 = $100.00000005 -> $100.00
+    # 666_666_667 lamports x $150.00 = $100.00000005, kept exact (the bill rounds its sum once)
     assert (payment.invoice_id, payment.quote_id, payment.matched_by, payment.usd) == (
         "inv-1",
         "q-sol",
         "reference",
-        Decimal("100.00"),
+        Decimal("100.00000005"),
     )
     attacker = h.store.bill("inv-x")
     assert attacker is not None
@@ -1456,3 +1457,122 @@ def test_given_a_bill_holding_the_most_lines_it_takes_then_a_further_credit_is_k
         ("inv-1", 500, BillStatus.PROCESSING) if attributed else (None, 500, BillStatus.OPEN)
     )
     assert [p.payment_id for p in h.store.unattributed()] == ([] if attributed else ["ethereum:0xnext:0"])
+
+
+def dust_harness(stack: Stack, total: str) -> Harness:
+    """A bill of ``total`` with a USDC quote for it, the customer's wallet linked (every credit from it matches)."""
+    h = harness(stack)
+    h.store.link_wallet("evm", CUSTOMER_WALLET, "acct-1", "ethereum", T0)
+    h.store.create_bill(bill(total=total))
+    h.store.add_quote(quote("q", "USDC", int(Decimal(total) * 10**6), "1", amount_usd=total))
+    h.clock.now = T0 + timedelta(minutes=5)
+    return h
+
+
+def pay_dust(h: Harness, first: int, count: int, atomic: int) -> None:
+    for i in range(first, first + count):
+        h.settlement.record_seen(transfer(f"0xd{i}", "USDC", atomic, T0 + timedelta(minutes=4)))
+        h.settlement.finalized(f"ethereum:0xd{i}:0")
+
+
+def test_given_sub_cent_credits_then_the_bill_counts_their_exact_sum_rounded_once(stack: Stack) -> None:
+    # D-fixcrypto-1. A $0.10 bill (USDC tolerance: 0.5 % = $0.0005). Ten credits of 0.005 USDC pay $0.05; rounded one
+    # by one (the old rule) each counted $0.01 and the ten paid the bill
+    h = dust_harness(stack, "0.10")
+    pay_dust(h, 0, 10, 5_000)
+    opened = h.store.bill("inv-1")
+    assert opened is not None
+    assert (opened.status, opened.flags) == (BillStatus.OPEN, frozenset({BillFlag.PARTIAL, BillFlag.MULTIPLE}))
+    assert remaining_usd(opened) == Decimal("0.05")
+    assert {line.usd for line in opened.payments} == {Decimal("0.005")}  # each credit kept exact on its line
+    payment = h.store.payment("ethereum:0xd0:0")
+    assert payment is not None
+    assert payment.usd == Decimal("0.005")
+    assert h.events(SETTLED) == []
+
+    pay_dust(h, 10, 1, 50_000)  # 0.05 USDC more: $0.05 + $0.05 = $0.10
+    paid = h.store.bill("inv-1")
+    assert paid is not None
+    assert paid.status is BillStatus.PAID
+    assert (paid.settled_usd, paid.written_off_usd, paid.credit_usd) == (Decimal("0.10"), 0, 0)
+    [settled] = h.events(SETTLED)
+    assert (settled["settled_usd"], settled["credit_usd"]) == ("0.10", "0.00")
+
+
+def test_given_credits_each_under_half_a_cent_then_their_sum_still_counts(stack: Stack) -> None:
+    # D-fixcrypto-1. A $0.01 bill (tolerance $0.00005), five credits of 0.004 USDC seen, then finalized one by one.
+    # One by one each rounded to $0.00: the bill never paid, the $0.02 paid counted nothing
+    h = dust_harness(stack, "0.01")
+    for i in range(5):
+        h.settlement.record_seen(transfer(f"0xd{i}", "USDC", 4_000, T0 + timedelta(minutes=4)))
+    seen = h.store.bill("inv-1")
+    assert seen is not None
+    assert seen.status is BillStatus.PROCESSING  # $0.020 seen -> $0.02
+    expected = [  # (status, settled, credit) after each credit finalizes: the final ones' exact sum, rounded once
+        (BillStatus.PROCESSING, "0.00", "0.00"),  # $0.004 -> $0.00
+        (BillStatus.PAID, "0.01", "0.00"),  # $0.008 -> $0.01: paid
+        (BillStatus.PAID, "0.01", "0.00"),  # $0.012 -> $0.01: nothing more
+        (BillStatus.PAID, "0.01", "0.01"),  # $0.016 -> $0.02: a cent of credit
+        (BillStatus.PAID, "0.01", "0.01"),  # $0.020 -> $0.02
+    ]
+    for i, (status, settled, credit) in enumerate(expected):
+        h.settlement.finalized(f"ethereum:0xd{i}:0")
+        moved = h.store.bill("inv-1")
+        assert moved is not None
+        assert (moved.status, moved.settled_usd, moved.credit_usd) == (status, Decimal(settled), Decimal(credit))
+    [settled_event] = h.events(SETTLED)
+    assert (settled_event["settled_usd"], settled_event["credit_usd"]) == ("0.01", "0.00")
+    assert [e["credit_usd"] for e in h.events("CryptoCreditAdded.v1")] == ["0.01"]
+
+
+def test_given_a_bill_stored_with_lines_rounded_to_the_cent_then_it_reads_and_counts_them_as_stored(
+    stack: Stack,
+) -> None:
+    # lines stored before D-fixcrypto-1 hold each credit's USD rounded half-up to the cent: read back, they count at
+    # that value (a $0.10 bill with ten old $0.01 lines is covered), and a new exact line adds to them
+    h = harness(stack)
+    h.store.link_wallet("evm", CUSTOMER_WALLET, "acct-1", "ethereum", T0)
+    old_lines = tuple(
+        BillPayment(f"ethereum:0xo{i}:0", f"0xo{i}", "USDC", Decimal("0.01"), PaymentStatus.SEEN, quote_id="q")
+        for i in range(9)
+    )
+    h.store.create_bill(replace(bill(total="0.10"), payments=old_lines))  # stored as before: numbers of cents
+    h.store.add_quote(quote("q", "USDC", 100_000, "1", amount_usd="0.10"))
+    h.clock.now = T0 + timedelta(minutes=5)
+    stored = h.store.bill("inv-1")
+    assert stored is not None
+    assert (stored.status, remaining_usd(stored)) == (BillStatus.OPEN, Decimal("0.01"))
+    pay_dust(h, 0, 1, 5_000)  # $0.005: 9 x $0.01 + $0.005 = $0.095 -> $0.10
+    mixed = h.store.bill("inv-1")
+    assert mixed is not None
+    assert mixed.status is BillStatus.PROCESSING
+    assert remaining_usd(mixed) == Decimal("0.00")
+
+
+def test_given_a_credit_whose_exact_usd_has_more_digits_than_a_dynamodb_number_then_it_is_stored_and_counted(
+    stack: Stack,
+) -> None:
+    # D-fixcrypto-1. 123_456_789_012_345_678_901_234 wei at an 18-decimal rate of $3,456.123456789012345678:
+    # 123456789012345678901234 x 3456123456789012345678 / 10^36 = $426,681,904.405419905119303935755554032028766652,
+    # 45 digits (a DynamoDB number holds 38): kept exact as a string, and the bill counts $426,681,904.41
+    atomic, rate, total = 123_456_789_012_345_678_901_234, "3456.123456789012345678", "426681904.41"
+    exact = Decimal("426681904.405419905119303935755554032028766652")
+    h = harness(stack)
+    h.store.link_wallet("evm", CUSTOMER_WALLET, "acct-1", "ethereum", T0)
+    h.store.create_bill(bill(total=total))
+    h.store.add_quote(quote("q", "ETH", atomic, rate, amount_usd=total))
+    h.clock.now = T0 + timedelta(minutes=5)
+    h.settlement.record_seen(transfer("0xwhale", "ETH", atomic, T0 + timedelta(minutes=4)))
+    h.settlement.finalized("ethereum:0xwhale:0")
+    payment = h.store.payment("ethereum:0xwhale:0")
+    paid = h.store.bill("inv-1")
+    assert payment is not None
+    assert paid is not None
+    assert payment.usd == exact
+    assert [line.usd for line in paid.payments] == [exact]
+    assert (paid.status, paid.settled_usd, paid.credit_usd, paid.written_off_usd) == (
+        BillStatus.PAID,
+        Decimal(total),
+        0,
+        0,
+    )

@@ -47,6 +47,7 @@ from kilo_crypto_watch.model import (
 )
 
 UNATTRIBUTED: Final = "UNATTRIBUTED"
+NUMBER_DIGITS: Final = 38  # a DynamoDB number's precision
 NONCE_TTL_GRACE_SECONDS: Final = 86_400
 
 
@@ -104,6 +105,13 @@ def announcement_due(bill: Bill) -> bool:
     )
 
 
+def exact_usd(value: Decimal) -> Decimal | str:
+    """A credit's exact USD (token amount x rate, not rounded; D-fixcrypto-1) as stored: a number when its digits fit
+    DynamoDB's 38, else its plain string (a whale's wei at an 18-decimal feed's rate), which reads back the same
+    (``Decimal(stored)``) - the serializer would refuse it as a number, and the write with it."""
+    return value if len(value.as_tuple().digits) <= NUMBER_DIGITS else format(value, "f")
+
+
 def bill_to_item(bill: Bill) -> Item:
     return to_item(
         {
@@ -142,7 +150,7 @@ def _line_to_map(line: BillPayment) -> dict[str, Any]:
         "payment_id": line.payment_id,
         "tx_id": line.tx_id,
         "asset": line.asset,
-        "usd": line.usd,
+        "usd": exact_usd(line.usd),
         "status": line.status.value,
         "late": line.late,
         "review": line.review,
@@ -357,7 +365,7 @@ def payment_to_item(payment: Payment) -> Item:
             "quote_id": payment.quote_id,
             "matched_by": payment.matched_by,
             "rate": payment.rate,
-            "usd": payment.usd,
+            "usd": None if payment.usd is None else exact_usd(payment.usd),
             "late": payment.late,
             "review": payment.review,
             "announced": payment.announced,

@@ -28,7 +28,7 @@ from kilo_billing.contracts import (
     CryptoQuoteExpiringV1,
     UnattributedCryptoPaymentV1,
 )
-from kilo_billing.money import ZERO, decimal_str, money_str, round_money
+from kilo_billing.money import ZERO, decimal_str, exact_amount, money_str, round_money, rounded_sum
 from kilo_billing.publisher import EventPublisher
 from kilo_crypto_watch.model import (
     DECIMALS,
@@ -127,8 +127,17 @@ def asset_amount(atomic: int, asset: Asset) -> Decimal:
 
 
 def usd_value(atomic: int, asset: Asset, rate: Decimal) -> Decimal:
-    """A payment's USD value: atomic / 10^decimals x rate, rounded by the product's one rule (half-up to the cent)."""
-    return round_money(Fraction(atomic, 10 ** DECIMALS[asset]) * Fraction(rate))
+    """A payment's USD value, exact: atomic / 10^decimals x rate, not rounded (0.005 USDC is $0.005). A bill rounds
+    once, the sum of the credits it counts (``paid_usd``): rounded one by one, 1,000 credits of 0.005 USDC would count
+    $10.00 for 5 USDC paid (D-fixcrypto-1)."""
+    return exact_amount(Fraction(atomic, 10 ** DECIMALS[asset]), rate)
+
+
+def paid_usd(lines: Iterable[BillPayment]) -> Decimal:
+    """What payment lines count for on a bill: the exact sum of their USD, rounded once to the cent
+    (``kilo_billing.money.rounded_sum``). Lines stored before D-fixcrypto-1 hold their value rounded to the cent:
+    they count as stored."""
+    return rounded_sum(line.usd for line in lines)
 
 
 def tolerance(total: Decimal, paid: Iterable[tuple[Asset, Decimal]], policy: SettlementPolicy) -> Decimal:
@@ -138,14 +147,14 @@ def tolerance(total: Decimal, paid: Iterable[tuple[Asset, Decimal]], policy: Set
     stable = min(total * policy.stable_tolerance_rate, policy.stable_tolerance_cap)
     volatile = total * policy.volatile_tolerance_rate
     amounts = list(paid)
-    whole = sum((usd for _, usd in amounts), ZERO)
-    in_volatile = sum((usd for asset, usd in amounts if asset not in STABLECOINS), ZERO)
+    whole = sum((Fraction(usd) for _, usd in amounts), Fraction(0))  # exact: credits are not rounded
+    in_volatile = sum((Fraction(usd) for asset, usd in amounts if asset not in STABLECOINS), Fraction(0))
     if in_volatile <= 0:
         return stable
     if in_volatile >= whole:
         return volatile
-    weighted = Fraction(stable) * Fraction(whole - in_volatile) + Fraction(volatile) * Fraction(in_volatile)
-    return round_money(weighted / Fraction(whole))
+    weighted = Fraction(stable) * (whole - in_volatile) + Fraction(volatile) * in_volatile
+    return round_money(weighted / whole)
 
 
 def recompute(bill: Bill, policy: SettlementPolicy, now: datetime) -> Bill:
@@ -163,7 +172,10 @@ def recompute(bill: Bill, policy: SettlementPolicy, now: datetime) -> Bill:
     if any(line.late for line in counted):
         flags.add(BillFlag.PAID_LATE)
     if bill.status is BillStatus.PAID:
-        extra = sum((line.usd for line in final if line.payment_id not in bill.settled_payment_ids), ZERO)
+        # later final payments add what they raise the rounded sum by: every final payment counted together is
+        # rounded once (D-fixcrypto-1), so dust paid after PAID is neither lost nor counted a cent each
+        settled = [line for line in final if line.payment_id in bill.settled_payment_ids]
+        extra = paid_usd(final) - paid_usd(settled)
         credit = max(ZERO, bill.settled_usd - bill.total_usd) + extra
         if credit > 0:
             flags.add(BillFlag.OVERPAID)
@@ -171,8 +183,8 @@ def recompute(bill: Bill, policy: SettlementPolicy, now: datetime) -> Bill:
         return replace(bill, flags=frozenset(flags), credit_usd=credit)
     total = bill.total_usd
     allowed = tolerance(total, [(line.asset, line.usd) for line in counted], policy)
-    paid_all = sum((line.usd for line in counted), ZERO)
-    paid_final = sum((line.usd for line in final), ZERO)
+    paid_all = paid_usd(counted)
+    paid_final = paid_usd(final)
     if final and paid_final >= total - allowed:
         if paid_final > total:
             flags.add(BillFlag.OVERPAID)
@@ -203,7 +215,7 @@ def counts(line: BillPayment) -> bool:
 
 def remaining_usd(bill: Bill) -> Decimal:
     """What a new quote asks for: the total less what seen and finalized payments already cover (never below 0)."""
-    counted = sum((line.usd for line in bill.payments if counts(line)), ZERO)
+    counted = paid_usd(line for line in bill.payments if counts(line))
     return max(ZERO, bill.total_usd - counted)
 
 

@@ -4,10 +4,15 @@ Rule (billing-policy.md, "Rating"): every invoice line is ``quantity x unit pric
 an invoice total is the sum of its (already rounded) lines. :func:`round_money` is the only place that rounds money.
 Exact intermediate values (prorated fees, fractions of a period) are carried as :class:`fractions.Fraction` so nothing
 is rounded twice.
+
+Amounts received rather than billed (crypto credits: token amount x its rate) are kept **exact**
+(:func:`exact_amount`) and rounded once, where they are summed for a bill (:func:`rounded_sum`): rounding each
+credit first would count 1,000 credits of $0.005 as $10.00 (D-fixcrypto-1).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from decimal import ROUND_HALF_UP, Decimal
 from fractions import Fraction
 from typing import Final
@@ -57,6 +62,41 @@ def round_money(value: Exact) -> Decimal:
 def line_amount(quantity: Exact, unit_price: Exact) -> Decimal:
     """Amount of an invoice line: quantity x unit price, rounded by :func:`round_money`."""
     return round_money(_as_fraction(quantity) * _as_fraction(unit_price))
+
+
+def exact_decimal(value: Exact) -> Decimal:
+    """An exact value as a Decimal with no digit lost (built from its digits, so no Decimal context rounds it), in
+    its shortest form: ``Fraction(1, 200)`` -> ``0.005``. Raises ValueError for a value with no finite decimal form
+    (a third); a product of decimals always has one."""
+    exact = _as_fraction(value)
+    denominator = exact.denominator
+    twos = fives = 0
+    while denominator % 2 == 0:
+        denominator //= 2
+        twos += 1
+    while denominator % 5 == 0:
+        denominator //= 5
+        fives += 1
+    if denominator != 1:
+        raise ValueError(f"{exact} has no finite decimal form")
+    places = max(twos, fives)
+    digits = exact.numerator * (10**places // exact.denominator)
+    while places > 0 and digits % 10 == 0:
+        digits //= 10
+        places -= 1
+    return Decimal(f"{digits}E-{places}")
+
+
+def exact_amount(quantity: Exact, unit_price: Exact) -> Decimal:
+    """quantity x unit price, exact and **not** rounded (a crypto credit's USD: token amount x its rate): to be summed
+    with the others it is counted with, then rounded once by :func:`rounded_sum`."""
+    return exact_decimal(_as_fraction(quantity) * _as_fraction(unit_price))
+
+
+def rounded_sum(amounts: Iterable[Exact]) -> Decimal:
+    """The exact sum of exact amounts (no Decimal context on the way), rounded once by :func:`round_money`: what
+    several credits count for together. Never more than half a cent away from what they are worth, however many."""
+    return round_money(sum((_as_fraction(amount) for amount in amounts), Fraction(0)))
 
 
 def total(amounts: list[Decimal]) -> Decimal:

@@ -1,0 +1,53 @@
+"""Exact amounts and the one rounding of their sum (``kilo_billing.money``; D-fixcrypto-1): crypto credits are kept
+exact (token amount x rate) and a bill rounds their sum once. Hand-worked figures."""
+
+from __future__ import annotations
+
+from decimal import Decimal, localcontext
+from fractions import Fraction
+
+import pytest
+
+from kilo_billing.money import FloatNotAllowedError, exact_amount, exact_decimal, rounded_sum
+
+
+def test_given_an_exact_product_then_no_digit_is_lost_and_no_context_rounds_it() -> None:
+    # 5_000 USDC units (6 decimals) x $1 = $0.005
+    assert exact_amount(Fraction(5_000, 10**6), Decimal(1)) == Decimal("0.005")
+    # 666_666_667 lamports (9 decimals) x $150.00 = $100.00000005
+    assert exact_amount(Fraction(666_666_667, 10**9), Decimal("150.00")) == Decimal("100.00000005")
+    # 123_456_789_012_345_678_901 wei x $3,456.78901234 = 123456789012345678901 x 345678901234 / 10^26: 32
+    # significant digits, more than the default Decimal context's 28
+    product = exact_amount(Fraction(123_456_789_012_345_678_901, 10**18), Decimal("3456.78901234"))
+    assert str(product) == "426764.07175665418343485456663834"
+    with localcontext() as context:
+        context.prec = 6  # construction ignores the context
+        assert exact_decimal(Fraction(1, 200)) == Decimal("0.005")
+
+
+def test_given_an_exact_value_then_it_is_in_its_shortest_form() -> None:
+    assert exact_decimal(Fraction(1, 1)).as_tuple().digits == (1,)
+    assert str(exact_decimal(Decimal("2.500000"))) == "2.5"
+    assert str(exact_decimal(Fraction(-3, 8))) == "-0.375"
+    assert str(exact_decimal(120)) == "120"
+
+
+def test_given_a_value_with_no_finite_decimal_form_or_a_float_then_refused() -> None:
+    with pytest.raises(ValueError, match="no finite decimal form"):
+        exact_decimal(Fraction(1, 3))
+    with pytest.raises(FloatNotAllowedError):
+        exact_amount(0.5, Decimal(1))  # type: ignore[arg-type]
+
+
+def test_given_many_sub_cent_amounts_then_their_sum_is_rounded_once() -> None:
+    # 1,000 credits of $0.005 are $5.00 (one by one, half-up, they were $10.00)
+    assert rounded_sum([Decimal("0.005")] * 1_000) == Decimal("5.00")
+    # three of $0.004: $0.012 -> $0.01 (one by one they were $0.00)
+    assert rounded_sum([Decimal("0.004")] * 3) == Decimal("0.01")
+    # $0.0049 + $0.0001 = $0.005 -> $0.01 (half-up, once)
+    assert rounded_sum([Decimal("0.0049"), Decimal("0.0001")]) == Decimal("0.01")
+    assert rounded_sum([]) == Decimal("0.00")
+    # 30 digits each: no Decimal context (28 digits) rounds the sum on the way
+    tiny = Decimal("0.004999999999999999999999999999")
+    assert rounded_sum([tiny, tiny]) == Decimal("0.01")  # $0.009999... -> $0.01
+    assert rounded_sum([tiny]) == Decimal("0.00")
