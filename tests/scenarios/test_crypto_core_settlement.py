@@ -1459,6 +1459,40 @@ def test_given_a_bill_holding_the_most_lines_it_takes_then_a_further_credit_is_k
     assert [p.payment_id for p in h.store.unattributed()] == ([] if attributed else ["ethereum:0xnext:0"])
 
 
+def test_given_a_bill_holding_the_most_lines_when_its_credit_is_re_mined_at_another_index_then_the_bill_keeps_it(
+    stack: Stack,
+) -> None:
+    """A bill at the 500-line cap (499 orphaned lines and a 100 USDC credit claimed for it at log index 0) whose block
+    is reorged away, the transaction re-mined at index 1: the credit's new id carries its line (the old one stays,
+    ORPHANED and pointing at the new), so the bill keeps counting it - 501 lines, $0.00 left, PROCESSING. Before, the
+    move was refused as a 501st new line: the credit was kept UNATTRIBUTED and the bill, which had counted it, fell
+    back to OPEN with $100.00 to pay (review of D-crypto4-2)."""
+    from kilo_crypto_watch.model import BillPayment  # noqa: PLC0415
+
+    h = harness(stack)
+    old = tuple(
+        BillPayment(f"ethereum:0xold{i}:0", f"0xold{i}", "USDC", Decimal("0.00"), PaymentStatus.ORPHANED)
+        for i in range(499)
+    )
+    assert h.store.create_bill(replace(bill(), payments=old))
+    h.store.add_quote(quote("q-usdc", "USDC", USDC_QUOTE, "1"))
+    h.clock.now = T0 + timedelta(minutes=5)
+    paid = transfer("0x1a", "USDC", USDC_QUOTE, T0 + timedelta(minutes=4), sender=STRANGER_WALLET)
+    h.settlement.check_claim(paid, "inv-1")
+    h.settlement.record(paid, claimed_for="inv-1")
+    h.settlement.orphaned("ethereum:0x1a:0")
+
+    h.settlement.record_seen(replace(paid, index=1, block_number=103, block_hash="0xnewblock"))
+
+    new = h.store.payment("ethereum:0x1a:1")
+    assert new is not None
+    assert (new.status, new.invoice_id) == (PaymentStatus.SEEN, "inv-1")
+    found = h.store.bill("inv-1")
+    assert found is not None
+    assert (len(found.payments), found.status, remaining_usd(found)) == (501, BillStatus.PROCESSING, Decimal("0.00"))
+    assert h.store.unattributed() == []
+
+
 def dust_harness(stack: Stack, total: str) -> Harness:
     """A bill of ``total`` with a USDC quote for it, the customer's wallet linked (every credit from it matches)."""
     h = harness(stack)

@@ -72,6 +72,9 @@ class SettlementPolicy:
     # A line is about 300 bytes of the bill's item: 500 keep it far below DynamoDB's 400 KB, whatever the lines'
     # statuses grow to (D-crypto4-2)
     max_bill_lines: int = 500
+    # a credit that moved to another id (re-mined at another log index, D155) keeps its bill above the cap, by at
+    # most this many lines: its old line stays (ORPHANED, pointing at the new one), and a move is never a new credit
+    move_margin: int = 20
 
 
 class SettlementError(Exception):
@@ -779,7 +782,9 @@ class Settlement:
             archived=False,
         )
         left = replace(moved_from, status=PaymentStatus.ORPHANED, moved_to=carried.payment_id)
-        new_bill, changed = self._bill_after(with_line(bill, left), carried, self._store.quotes(bill.invoice_id))
+        new_bill, changed = self._bill_after(
+            with_line(bill, left), carried, self._store.quotes(bill.invoice_id), moved_from=left.payment_id
+        )
         self._store.save(
             SettlementChange(
                 carried,
@@ -911,10 +916,16 @@ class Settlement:
 
         return read
 
-    def _bill_after(self, bill: Bill, payment: Payment, quotes: Sequence[Quote]) -> tuple[Bill, tuple[Quote, ...]]:
-        if len(bill.payments) >= self._policy.max_bill_lines and all(
-            line.payment_id != payment.payment_id for line in bill.payments
-        ):
+    def _bill_after(
+        self, bill: Bill, payment: Payment, quotes: Sequence[Quote], *, moved_from: str | None = None
+    ) -> tuple[Bill, tuple[Quote, ...]]:
+        """``bill`` with ``payment``'s line, and its quotes whose status that changes. A new line beyond
+        ``max_bill_lines`` is refused (``UnstorableError``), but for a payment carrying the line of ``moved_from``
+        (the same credit under its new id), allowed ``move_margin`` more: a bill never loses a credit it counted."""
+        limit = self._policy.max_bill_lines
+        if moved_from is not None and any(line.payment_id == moved_from for line in bill.payments):
+            limit += self._policy.move_margin
+        if len(bill.payments) >= limit and all(line.payment_id != payment.payment_id for line in bill.payments):
             raise UnstorableError(
                 f"bill {bill.invoice_id} holds {len(bill.payments)} payment lines, the most it takes: payment "
                 f"{payment.payment_id} is left for an operator"
