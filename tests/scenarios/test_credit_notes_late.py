@@ -10,10 +10,12 @@ from decimal import Decimal
 
 import pytest
 
-from kilo_billing.invoicing import InvoiceStatus
-from kilo_invoice.logic import apply_stripe_event, refund_invoice
+from kilo_billing.invoicing import BillingState, InvoiceStatus
+from kilo_invoice.logic import apply_stripe_event, issue_early, refund_invoice
 from tests.scenarios.test_card_payment_events import Events, _paid_invoice
 from tests.scenarios.test_invoicing import APR, FEB, MAR, MAY, World, amounts, at, seg
+from tests.scenarios.test_progressive_billing import mid, progressive
+from tests.scenarios.test_voided_invoices import _void
 
 
 def _pay(world: World, events: Events, invoice_id: str, event_id: str, when: int) -> None:
@@ -87,3 +89,55 @@ def test_given_one_refund_of_an_invoice_billing_two_periods_late_usage_then_the_
     assert world.store.billing["acme"].credit == Decimal("7.20")
     with pytest.raises(ValueError, match=r"at most 0\.00"):
         refund_invoice(world.store, world.gateway, "acme", april.invoice_id, Decimal("0.01"))
+
+
+def test_given_a_note_credited_an_open_early_invoice_s_account_credit_when_it_is_voided_then_no_credit_comes_twice() -> (
+    None
+):
+    """Personal, progressive at 5.00, 5.00 of account credit. March 15,000 video minutes: the early invoice bills
+    10,000 x 0.00072 = 7.20 less the 5.00 credit = 2.20, left open; March's close 7.20 - 7.20 = 0.00. The 10,000
+    minutes go away: April's note credits the 5.00 of credit the early invoice spent (2.20 never paid). An operator
+    voids the early invoice: its 5.00 came back through the note already, so the credit stays 5.00 - what the
+    customer had. Before: 10.00 (the 5.00 given back twice)."""
+    world, events = World(), Events()
+    world.signup("acme", (at(1, 2), "personal"))
+    progressive(world, "acme", "5.00")
+    world.close("acme", FEB)
+    world.store.billing["acme"] = BillingState(credit=Decimal("5.00"))
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", 15_000)
+    (early,) = issue_early(world.deps, "acme", MAR, mid(10))
+    assert (amounts(world.store.invoices[early.invoice_id], "credit"), early.total) == (["-5.00"], Decimal("2.20"))
+    assert world.close("acme", MAR).total == Decimal("0.00")
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", -10_000)  # -7.20
+    world.close("acme", APR)
+    note = world.store.credit_notes["acme/2026-03/credit-2026-04"]
+    assert (note.to_credit, note.uncollected) == (Decimal("5.00"), Decimal("2.20"))
+    assert world.store.billing["acme"].credit == Decimal("5.00")
+    _void(world, events, early.invoice_id)
+    assert world.store.invoices[early.invoice_id].status is InvoiceStatus.VOID
+    assert world.store.billing["acme"].credit == Decimal("5.00")
+
+
+def test_given_a_note_credited_a_later_open_invoice_s_account_credit_when_it_is_voided_then_no_credit_comes_twice() -> (
+    None
+):
+    """Personal, 5.00 of account credit. March 5,000 video minutes: 0.00. 10,000 minutes late: April's invoice bills
+    7.20 less the 5.00 credit = 2.20, left open. The late minutes go away: May's note on March credits the 5.00 April
+    spent on them (2.20 never paid). An operator voids April: the credit stays 5.00. Before: 10.00."""
+    world, events = World(), Events()
+    world.signup("acme", (at(1, 2), "personal"))
+    world.close("acme", FEB)
+    world.store.billing["acme"] = BillingState(credit=Decimal("5.00"))
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", 5_000)
+    assert world.close("acme", MAR).total == Decimal("0.00")
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", 10_000)  # late: 7.20
+    april = world.close("acme", APR)
+    assert (amounts(april, "credit"), april.total) == (["-5.00"], Decimal("2.20"))
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", -10_000)  # -7.20
+    world.close("acme", MAY)
+    note = world.store.credit_notes["acme/2026-03/credit-2026-05"]
+    assert (note.to_credit, note.uncollected) == (Decimal("5.00"), Decimal("2.20"))
+    assert world.store.billing["acme"].credit == Decimal("5.00")
+    _void(world, events, april.invoice_id)
+    assert world.store.invoices[april.invoice_id].status is InvoiceStatus.VOID
+    assert world.store.billing["acme"].credit == Decimal("5.00")

@@ -1066,20 +1066,29 @@ def credit_note_reason(note: CreditNote) -> str:
 def void_credit(ledger: AccountLedger, invoice: InvoiceRecord) -> Decimal:
     """What voiding ``invoice`` moves on the account's credit, so that the invoice and its credit notes leave the
     credit as if it had never been issued: the credit it applied comes back (its credit lines, reversed), less the
-    account credit its credit notes already gave against it (the same money: a note credits late usage of a period
-    whose invoice the void now cancels whole). Negative when the notes gave more than it applied (D132). What the
-    notes credited out of the period's other invoices' money - a paid early invoice, a later invoice that paid its late
-    usage (D166) - is not the voided invoice's and stays (D-invoice4-4): only the notes' credit beyond what those other
-    invoices hold for the period is taken into account."""
+    account credit notes already gave out of its money (the same money: a note credits usage of a period the void now
+    cancels). Negative when the notes gave more than it applied (D132). For each period it held money for - its own,
+    and each earlier one whose late usage it billed (D-fixnotes-2) - what every note on that period credited beyond
+    what the period's other invoices hold for it (a paid early invoice, a later invoice that paid its late usage:
+    their money, which stays credit, D-invoice4-4) was its money, at most what it held for that period; and the notes
+    against it (it is the period-end invoice) count whole beyond the others' money, as D132 counts them (the credit may
+    go below zero)."""
     notes = list(ledger.credit_notes.values())
-    noted = total([note.to_credit for note in notes if note.invoice_id == invoice.invoice_id])
-    others = total(
-        [
-            invoice_held(other, invoice.period, notes)
-            if other.period == invoice.period
-            else late_held(other, invoice.period, notes)
-            for other in ledger.invoices.values()
-            if other.invoice_id != invoice.invoice_id and other.period >= invoice.period
-        ]
-    )
-    return -invoice.amount_of(CREDIT) - max(ZERO, noted - others)
+    before = ledger.invoices.get(invoice.invoice_id, invoice)  # as read before the void: what it held
+    mine = {invoice.period: ZERO} | money_held(before, notes).held
+    taken = ZERO
+    for period, held in mine.items():
+        others = total(
+            [
+                invoice_held(other, period, notes) if other.period == period else late_held(other, period, notes)
+                for other in ledger.invoices.values()
+                if other.invoice_id != invoice.invoice_id and other.period >= period
+            ]
+        )
+        credited = total([note.to_credit for note in notes if note.period == period])
+        beyond = min(held, max(ZERO, credited - others))
+        if period == invoice.period:
+            against = total([note.to_credit for note in notes if note.invoice_id == invoice.invoice_id])
+            beyond = max(beyond, against - others)
+        taken += beyond
+    return -invoice.amount_of(CREDIT) - taken
