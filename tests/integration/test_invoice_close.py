@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -457,15 +457,17 @@ def test_given_credit_overdrawn_by_a_void_when_an_early_invoice_bills_it_then_th
 ) -> None:
     """An account whose credit a voided invoice overdrew (D132) reaches its progressive threshold mid-month: the
     early invoice bills its usage to date and the overdraft; the month-end invoice bills only the usage since,
-    neither the overdraft again nor the early usage. Hand figures (Personal: 5,000 video minutes included,
-    0.00072 each over; threshold $1.00):
+    neither the overdraft again nor the early usage. Since D-fixinvoice-1 a note on a written-off invoice credits
+    only what paid for its usage, so only a note stored before that bound overdraws. Hand figures (Personal: 5,000
+    video minutes included, 0.00072 each over; threshold $1.00):
     - March: 7,000 minutes -> 2,000 over = 1.44, the card declines, Stripe gives up on it (uncollectible);
-    - March shortened by 2,000 minutes (5,000: 0.00): -1.44, a credit note against the uncollectible invoice: 1.44
-      account credit; April 7,000 minutes = 1.44, paid by that credit: April's invoice 0.00;
+    - March shortened by 2,000 minutes (5,000: 0.00): -1.44, a credit note against the written-off invoice: 0.00
+      account credit, 1.44 never collected (nothing was paid); April 0.00. As stored before the bound, the note
+      gave 1.44 of account credit; May 7,000 minutes = 1.44, paid by that credit: May's invoice 0.00;
     - March voided at Stripe: it collected nothing, the 1.44 of credit its note gave was spent: credit -1.44;
-    - May 20th: 7,000 minutes = 1.44 >= 1.00: early invoice 1.44 usage + 1.44 overdraft = 2.88, credit back to 0;
-    - May's close, 8,000 minutes by then: 3,000 over = 2.16 - 1.44 invoiced early = 0.72, no credit line.
-    May billed 2.88 + 0.72 = 3.60 = its usage 2.16 + the overdraft 1.44."""
+    - June 20th: 7,000 minutes = 1.44 >= 1.00: early invoice 1.44 usage + 1.44 overdraft = 2.88, credit back to 0;
+    - June's close, 8,000 minutes by then: 3,000 over = 2.16 - 1.44 invoiced early = 0.72, no credit line.
+    June billed 2.88 + 0.72 = 3.60 = its usage 2.16 + the overdraft 1.44."""
     invoicing.register("acct-o", "personal", progressive=Decimal("1.00"))
     invoicing.card("acct-o", "pm_card_chargeCustomerFail")
     invoicing.rate("acct-o", "video", 7_000)
@@ -480,14 +482,24 @@ def test_given_credit_overdrawn_by_a_void_when_an_early_invoice_bills_it_then_th
     assert invoicing.invoice("acct-o").status is InvoiceStatus.UNCOLLECTIBLE
 
     invoicing.rate("acct-o", "video", -2_000)  # March's late usage
-    invoicing.rate("acct-o", "video", 7_000, period="2026-04")
     invoicing.start("2026-05-01T06:00:00Z")
     invoicing.close_all()
     seen = _post_new_events(invoicing, seen)
     note = invoicing.store.ledger("acct-o").credit_notes["acct-o/2026-03/credit-2026-04"]
-    assert (note.to_due, note.to_credit) == (Decimal("0.00"), Decimal("1.44"))
-    april = invoicing.invoice("acct-o", "2026-04")
-    assert (april.amount_of("credit"), april.total, april.status) == (
+    assert (note.to_due, note.to_credit, note.uncollected) == (Decimal("0.00"), Decimal("0.00"), Decimal("1.44"))
+    assert invoicing.invoice("acct-o", "2026-04").total == Decimal("0.00")
+    assert invoicing.store.ledger("acct-o").billing.credit == Decimal("0.00")
+    # the note as a close before the bound stored it: 1.44 of account credit, moved with it in one transaction
+    old_way = replace(note, to_credit=Decimal("1.44"), uncollected=Decimal("0.00"), version=note.version + 1)
+    invoicing.store.update_credit_note(old_way, credit_read=Decimal("0.00"), added=Decimal("1.44"))
+    assert invoicing.store.ledger("acct-o").billing.credit == Decimal("1.44")
+
+    invoicing.rate("acct-o", "video", 7_000, period="2026-05")
+    invoicing.start("2026-06-01T06:00:00Z")
+    invoicing.close_all()
+    seen = _post_new_events(invoicing, seen)
+    may_paid = invoicing.invoice("acct-o", "2026-05")
+    assert (may_paid.amount_of("credit"), may_paid.total, may_paid.status) == (
         Decimal("-1.44"),
         Decimal("0.00"),
         InvoiceStatus.PAID,
@@ -498,12 +510,12 @@ def test_given_credit_overdrawn_by_a_void_when_an_early_invoice_bills_it_then_th
     assert invoicing.invoice("acct-o").status is InvoiceStatus.VOID
     assert invoicing.store.ledger("acct-o").billing.credit == Decimal("-1.44")
 
-    invoicing.card("acct-o", "pm_card_visa")  # a working card for May
-    invoicing.rate("acct-o", "video", 7_000, period="2026-05")
-    with time_machine.travel(datetime(2026, 5, 20, 10, tzinfo=UTC), tick=False):
-        invoicing.start("2026-05-20T10:00:00Z")
+    invoicing.card("acct-o", "pm_card_visa")  # a working card for June
+    invoicing.rate("acct-o", "video", 7_000, period="2026-06")
+    with time_machine.travel(datetime(2026, 6, 20, 10, tzinfo=UTC), tick=False):
+        invoicing.start("2026-06-20T10:00:00Z")
         invoicing.close_all()
-    early = invoicing.invoice("acct-o", "2026-05/early-1")
+    early = invoicing.invoice("acct-o", "2026-06/early-1")
     assert [(line.kind, line.amount) for line in early.lines if line.amount] == [
         ("usage", Decimal("1.44")),
         ("credit", Decimal("1.44")),  # "Account credit overdrawn by a voided invoice"
@@ -514,19 +526,19 @@ def test_given_credit_overdrawn_by_a_void_when_an_early_invoice_bills_it_then_th
     assert on_stripe.total == Decimal("2.88")
     assert invoicing.store.ledger("acct-o").billing.credit == Decimal("0.00")
     seen = _post_new_events(invoicing, seen)
-    assert invoicing.invoice("acct-o", "2026-05/early-1").status is InvoiceStatus.PAID
+    assert invoicing.invoice("acct-o", "2026-06/early-1").status is InvoiceStatus.PAID
 
-    invoicing.rate("acct-o", "video", 1_000, period="2026-05")  # after the early invoice: 8,000 in May
-    invoicing.start("2026-06-01T06:00:00Z")
+    invoicing.rate("acct-o", "video", 1_000, period="2026-06")  # after the early invoice: 8,000 in June
+    invoicing.start("2026-07-01T06:00:00Z")
     invoicing.close_all()
-    may = invoicing.invoice("acct-o", "2026-05")
-    assert [(line.kind, line.amount) for line in may.lines if line.amount] == [
+    june = invoicing.invoice("acct-o", "2026-06")
+    assert [(line.kind, line.amount) for line in june.lines if line.amount] == [
         ("usage", Decimal("2.16")),
         ("billed_early", Decimal("-1.44")),
     ]
-    assert may.total == Decimal("0.72")
-    may_on_stripe = invoicing.gateway().find_invoice(may.invoice_id)
-    assert may_on_stripe is not None
-    assert may_on_stripe.total == Decimal("0.72")
+    assert june.total == Decimal("0.72")
+    june_on_stripe = invoicing.gateway().find_invoice(june.invoice_id)
+    assert june_on_stripe is not None
+    assert june_on_stripe.total == Decimal("0.72")
     assert invoicing.store.ledger("acct-o").billing.credit == Decimal("0.00")
-    assert early.total + may.total == Decimal("3.60")  # May's usage 2.16 + the overdraft 1.44, each billed once
+    assert early.total + june.total == Decimal("3.60")  # June's usage 2.16 + the overdraft 1.44, each billed once

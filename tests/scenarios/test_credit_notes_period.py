@@ -11,7 +11,7 @@ from decimal import Decimal
 
 import pytest
 
-from kilo_billing.invoicing import InvoiceStatus
+from kilo_billing.invoicing import InvoiceRecord, InvoiceStatus, amount_due
 from kilo_invoice.logic import apply_stripe_event, issue_early, refund_invoice
 from tests.scenarios.test_card_payment_events import Events, _fixture, _paid_invoice
 from tests.scenarios.test_invoicing import APR, FEB, MAR, MAY, World, amounts, at, seg
@@ -182,6 +182,64 @@ def test_given_team_when_the_early_invoice_s_dispute_was_lost_first_then_the_not
     note = world.store.credit_notes["acme/2026-03/credit-2026-04"]
     assert (note.to_credit, note.returned) == (Decimal("0.00"), Decimal("7.20"))  # the bank gave it back
     assert world.store.billing["acme"].credit == Decimal("0.00")
+
+
+# --- an open period-end invoice: a note lowers its next month's fee only out of money the period still holds --------
+
+
+def _team_billed_early_march_open(world: World, events: Events) -> InvoiceRecord:
+    """As ``_team_billed_early_and_paid`` (7.20 billed early and paid), but March's 29.00 (7.20 - 7.20 billed early
+    + April's fee) is left open: none of what it asks for is March's usage."""
+    world.signup("acme", (at(1, 2), "team"))
+    progressive(world, "acme", "5.00")
+    assert world.close("acme", FEB).total == Decimal("58.00")
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", 60_000)
+    (early,) = issue_early(world.deps, "acme", MAR, mid(10))
+    assert (early.invoice_id, early.total) == (EARLY, Decimal("7.20"))
+    world.gateway.settle(EARLY, paid=True)
+    paid = _paid_invoice(world, EARLY)
+    apply_stripe_event(
+        world.store, world.bus, events, *events.add("evt_e", "invoice.paid", paid), mid(11), world.gateway
+    )
+    march = world.close("acme", MAR)
+    assert (march.total, march.status) == (Decimal("29.00"), InvoiceStatus.OPEN)
+    return march
+
+
+def test_given_team_with_march_open_when_the_early_invoice_was_refunded_first_then_the_note_lowers_nothing() -> None:
+    world, events = World(), Events()
+    _team_billed_early_march_open(world, events)
+    assert refund_invoice(world.store, world.gateway, "acme", EARLY, None).refunded == Decimal("7.20")
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", -10_000)  # March 50,000: inside the allowance, -7.20
+    world.close("acme", APR)
+    note = world.store.credit_notes["acme/2026-03/credit-2026-04"]
+    # the 7.20 the usage cost was refunded: taking it off April's fee on March's invoice would give it back twice
+    assert (note.to_due, note.to_credit, note.returned, note.uncollected) == (
+        Decimal("0.00"),
+        Decimal("0.00"),
+        Decimal("7.20"),
+        Decimal("0.00"),
+    )
+    march = world.store.invoices["acme/2026-03"]
+    assert amount_due(march, world.store.credit_notes.values()) == Decimal("29.00")  # April's fee, whole
+    assert world.store.billing["acme"].credit == Decimal("0.00")
+
+
+def test_given_team_with_march_open_when_the_note_lowered_april_s_fee_then_the_early_invoice_is_not_refunded_too() -> (
+    None
+):
+    world, events = World(), Events()
+    _team_billed_early_march_open(world, events)
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", -10_000)  # -7.20
+    world.close("acme", APR)
+    note = world.store.credit_notes["acme/2026-03/credit-2026-04"]
+    # the early invoice's 7.20 comes back as 7.20 off what March still asks for: 29.00 - 7.20 = 21.80
+    assert (note.to_due, note.to_credit, note.returned) == (Decimal("7.20"), Decimal("0.00"), Decimal("0.00"))
+    march = world.store.invoices["acme/2026-03"]
+    assert amount_due(march, world.store.credit_notes.values()) == Decimal("21.80")
+    # so the early invoice's 7.20 is given back already: not refunded as well
+    with pytest.raises(ValueError, match=r"at most 0\.00"):
+        refund_invoice(world.store, world.gateway, "acme", EARLY, Decimal("0.01"))
 
 
 # --- an early invoice never paid: nothing of it is given back as credit (D166 amended) -------------------------------

@@ -5,11 +5,13 @@ with 50,000 video minutes; Personal 10,000 audio and 5,000 video minutes)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
 
 import pytest
 
 from kilo_billing.invoicing import BillingState, InvoiceStatus
+from kilo_billing.money import ZERO
 from kilo_invoice.logic import apply_stripe_event
 from tests.scenarios.test_card_payment_events import Events, _paid_invoice
 from tests.scenarios.test_invoicing import APR, MAR, MAY, World, amounts, at, seg
@@ -119,30 +121,69 @@ def test_given_an_uncollectible_invoice_credited_by_a_note_when_it_is_voided_the
     world.store.rate("solo", "2026-03", seg(at(1)), "video", -2_000)  # 5,000: inside the allowance, -1.44
     world.close("solo", APR)
     note = world.store.credit_notes["solo/2026-03/credit-2026-04"]
-    assert note.to_credit == Decimal("1.44")  # an uncollectible invoice: account credit
-    assert world.store.billing["solo"].credit == Decimal("1.44")
+    # written off: of March's 1.44 only the 0.50 of credit it applied was paid; the 0.94 asked for never was
+    assert (note.to_due, note.to_credit, note.uncollected, note.returned) == (
+        Decimal("0.00"),
+        Decimal("0.50"),
+        Decimal("0.94"),
+        Decimal("0.00"),
+    )
+    assert world.store.billing["solo"].credit == Decimal("0.50")
     _void(world, events, "solo/2026-03")
-    # March collected nothing and its usage is now 0.00: back to the 0.50 the customer had (1.44 - 1.44 + 0.50)
+    # March collected nothing and its usage is now 0.00: the 0.50 the customer had (0.50 + 0.50 back - 0.50 noted)
     assert world.store.billing["solo"].credit == Decimal("0.50")
 
 
-def test_given_the_note_credit_was_spent_when_the_invoice_is_voided_then_the_next_invoice_bills_the_overdraft(
+def test_given_the_note_credit_was_spent_when_the_written_off_invoice_is_voided_then_nothing_is_overdrawn(
     world: World,
 ) -> None:
     events = Events()
     _solo_march_with_half_a_dollar_of_credit(world)
     _uncollectible(world, events, "solo/2026-03")
-    world.store.rate("solo", "2026-03", seg(at(1)), "video", -2_000)  # -1.44 -> 1.44 account credit
+    world.store.rate("solo", "2026-03", seg(at(1)), "video", -2_000)  # -1.44 -> 0.50 account credit, 0.94 not
     world.store.rate("solo", "2026-04", seg(at(1, 4)), "video", 7_000)  # April: 1.44
     april = world.close("solo", APR)
-    assert amounts(april, "credit") == ["-1.44"]
+    assert amounts(april, "credit") == ["-0.50"]
+    assert april.total == Decimal("0.94")
+    _void(world, events, "solo/2026-03")
+    assert world.store.billing["solo"].credit == Decimal("0.00")  # 0.00 + 0.50 given back - 0.50 the note gave
+    may = world.close("solo", MAY)
+    assert amounts(may, "credit") == []
+    assert may.total == Decimal("0.00")
+    # over March to May the customer used 0.00 + 1.44 + 0.00 and had 0.50 of credit: owes 0.94, April's invoice
+    assert world.store.billing["solo"].credit == Decimal("0.00")
+
+
+def _as_stored_before_the_bound(world: World, credit_id: str, to_credit: Decimal) -> None:
+    """A note on a written-off invoice as closes wrote it before D-fixinvoice-1: its whole late usage account credit
+    (the account credit moved with it, as that close's transaction did)."""
+    note = world.store.credit_notes[credit_id]
+    world.store.credit_notes[credit_id] = replace(note, to_credit=to_credit, uncollected=ZERO, returned=ZERO)
+    billing = world.store.billing[note.account_id]
+    world.store.billing[note.account_id] = replace(billing, credit=billing.credit + to_credit - note.to_credit)
+
+
+def test_given_a_note_stored_before_the_bound_was_spent_when_the_invoice_is_voided_then_the_next_invoice_bills_it(
+    world: World,
+) -> None:
+    events = Events()
+    _solo_march_with_half_a_dollar_of_credit(world)
+    _uncollectible(world, events, "solo/2026-03")
+    world.store.rate("solo", "2026-03", seg(at(1)), "video", -2_000)  # -1.44
+    april = world.close("solo", APR)  # nothing used in April
     assert april.total == Decimal("0.00")
+    _as_stored_before_the_bound(world, "solo/2026-03/credit-2026-04", Decimal("1.44"))
+    assert world.store.billing["solo"].credit == Decimal("1.44")
+    world.store.rate("solo", "2026-05", seg(at(1, 5)), "video", 7_000)  # May: 1.44
+    may = world.close("solo", MAY)
+    assert amounts(may, "credit") == ["-1.44"]
+    assert may.total == Decimal("0.00")
     _void(world, events, "solo/2026-03")
     assert world.store.billing["solo"].credit == Decimal("-0.94")  # 0.00 + 0.50 given back - 1.44 the note gave
-    may = world.close("solo", MAY)
-    assert amounts(may, "credit") == ["0.94"]
-    # over March to May the customer used 0.00 + 1.44 + 0.00 and had 0.50 of credit: owes 0.94
-    assert may.total == Decimal("0.94")
+    june = world.close("solo", MAY.next())
+    assert amounts(june, "credit") == ["0.94"]
+    # over March to June the customer used 0.00 + 0.00 + 1.44 + 0.00 and had 0.50 of credit: owes 0.94
+    assert june.total == Decimal("0.94")
     assert world.store.billing["solo"].credit == Decimal("0.00")
 
 
@@ -172,14 +213,15 @@ def test_given_a_void_read_before_the_close_wrote_a_note_then_the_void_counts_th
     events = Events()
     _solo_march_with_half_a_dollar_of_credit(world)
     _uncollectible(world, events, "solo/2026-03")
-    world.store.rate("solo", "2026-03", seg(at(1)), "video", -2_000)  # -1.44 -> 1.44 account credit
-    world.store.rate("solo", "2026-04", seg(at(1, 4)), "video", 7_000)  # April: 1.44, all of it paid by that credit
+    world.store.rate("solo", "2026-03", seg(at(1)), "video", -2_000)  # -1.44 -> 0.50 account credit (0.94 not paid)
+    world.store.rate("solo", "2026-04", seg(at(1, 4)), "video", 7_000)  # April: 1.44, 0.50 of it paid by that credit
     # April's close writes the note between the void's read and its write; the account credit stays 0.00 through it
     world.store.before_update.append(lambda: world.close("solo", APR))
     _void(world, events, "solo/2026-03")
-    assert world.store.credit_notes["solo/2026-03/credit-2026-04"].to_credit == Decimal("1.44")
+    assert world.store.credit_notes["solo/2026-03/credit-2026-04"].to_credit == Decimal("0.50")
+    assert world.store.invoices["solo/2026-04"].total == Decimal("0.94")  # 1.44 less the note's 0.50 applied
     assert world.store.invoices["solo/2026-03"].status is InvoiceStatus.VOID
-    assert world.store.billing["solo"].credit == Decimal("-0.94")  # 0.50 back - 1.44 the note gave, not +0.50
+    assert world.store.billing["solo"].credit == Decimal("0.00")  # 0.50 back - 0.50 the note gave, not +0.50
 
 
 # --- a voided invoice's fees: never collected, so billed again by the next close, once -------------------------------

@@ -837,13 +837,16 @@ class MoneyHeld:
     free: Decimal
 
 
-def money_held(invoice: InvoiceRecord, notes: Iterable[CreditNote]) -> MoneyHeld:
+def money_held(
+    invoice: InvoiceRecord, notes: Iterable[CreditNote], given: Mapping[str, Decimal] | None = None
+) -> MoneyHeld:
     """How ``invoice``'s money (what it was paid, if paid, plus the account credit it applied) pays what it billed
     (D166, D-fixnotes-1): its own period's usage first (less what notes took off its amount due), then the late usage
     of earlier periods it billed, oldest period first, and only then the rest (fees, what it carries, ...). What left
     us again (refunds made or owed, disputes' funds withdrawn) is taken from that rest first, then from usage notes have
     not credited (latest paid first), and only then from usage they credited - of each period, this invoice counts as
-    paying what the notes on it credited, up to what it paid for it. So one partial refund never counts as giving back
+    paying what the notes on it gave back (``given``, by period: ``given_back``; without it, their account credit),
+    up to what it paid for it. So one partial refund never counts as giving back
     two periods' late usage, and two refunds never give back what a note credited: notes credit at most what is held
     (``period_held``), and a refund gives back at most ``free``. Unpaid, it holds only the credit it applied; void,
     nothing."""
@@ -867,10 +870,9 @@ def money_held(invoice: InvoiceRecord, notes: Iterable[CreditNote]) -> MoneyHeld
     for period, amount in billed:
         held[period] = max(ZERO, min(amount, left))
         left -= held[period]
-    credited = {
-        period: min(amount, max(ZERO, total([note.to_credit for note in notes if note.period == period])))
-        for period, amount in held.items()
-    }
+    if given is None:
+        given = {period: total([note.to_credit for note in notes if note.period == period]) for period in held}
+    credited = {period: min(amount, max(ZERO, given.get(period, ZERO))) for period, amount in held.items()}
     free = {period: amount - credited[period] for period, amount in held.items()}
     taken = min(gone, left)
     left, gone = left - taken, gone - taken
@@ -909,14 +911,40 @@ def period_held(ledger: AccountLedger, period: str, notes: Iterable[CreditNote] 
     credit notes against the period gave already. A note gives at most this; a refund takes from it only what it
     takes of an invoice's money that paid for the period's usage (D166)."""
     notes = list(notes)
+    given = given_back(ledger, notes)
     held = total(
         [
-            invoice_held(invoice, period, notes) if invoice.period == period else late_held(invoice, period, notes)
+            money_held(invoice, notes, given).held.get(period, ZERO)
             for invoice in ledger.invoices.values()
             if invoice.period >= period
         ]
     )
-    return held - total([note.to_credit for note in notes if note.period == period])
+    return held - given.get(period, ZERO)
+
+
+def given_back(ledger: AccountLedger, notes: Iterable[CreditNote]) -> dict[str, Decimal]:
+    """What notes gave back of each period's payments, by period: the account credit they gave, and what they took off
+    the amount due of the period's invoices beyond what each billed for its usage (``lowered_beyond``)."""
+    notes = list(notes)
+    return {
+        period: total([note.to_credit for note in notes if note.period == period])
+        + lowered_beyond(ledger, period, notes)
+        for period in {note.period for note in notes}
+    }
+
+
+def lowered_beyond(ledger: AccountLedger, period: str, notes: Iterable[CreditNote]) -> Decimal:
+    """What notes took off the amount due of ``period``'s invoices (not void) beyond what each billed for the period's
+    usage - off the next period's fee on it, say: money the period's other invoices were paid, given back as surely as
+    account credit (D-fixinvoice-2). A void invoice asks for nothing, so its reductions give nothing back."""
+    notes = list(notes)
+    return total(
+        [
+            max(ZERO, _lowered(invoice, notes) - max(ZERO, usage_billed(invoice, period)))
+            for invoice in ledger.invoices.values()
+            if invoice.period == period and invoice.status is not InvoiceStatus.VOID
+        ]
+    )
 
 
 def refundable(ledger: AccountLedger, invoice: InvoiceRecord) -> Decimal:
@@ -927,7 +955,7 @@ def refundable(ledger: AccountLedger, invoice: InvoiceRecord) -> Decimal:
     whichever comes first."""
     notes = list(ledger.credit_notes.values())
     keeps = invoice.kept - _lowered(invoice, notes)
-    return max(ZERO, min(keeps, money_held(invoice, notes).free))
+    return max(ZERO, min(keeps, money_held(invoice, notes, given_back(ledger, notes)).free))
 
 
 def amount_due(invoice: InvoiceRecord, notes: Iterable[CreditNote]) -> Decimal:
@@ -936,6 +964,9 @@ def amount_due(invoice: InvoiceRecord, notes: Iterable[CreditNote]) -> Decimal:
 
 
 UNPAID_AT_PROCESSOR: Final = frozenset({InvoiceStatus.OPEN, InvoiceStatus.PAYMENT_FAILED})
+# credited as a paid invoice is, for at most what paid for the period's usage: a written-off invoice's was only the
+# account credit it applied (D-fixinvoice-1)
+BOUNDED: Final = frozenset({InvoiceStatus.PAID, InvoiceStatus.UNCOLLECTIBLE})
 
 
 def credit_note(
@@ -950,9 +981,11 @@ def credit_note(
       what each still keeps - less refunds made or owed and disputes lost - plus the account credit it applied, less
       the account credit earlier notes gave); the rest was given back already (``returned``).
       A card invoice's credit is recorded on the processor's invoice as credited outside it;
+    - an uncollectible (written-off) invoice: as a paid one, bounded by ``period_held`` - of its own money only the
+      account credit it applied paid for anything; the rest was never collected (D-fixinvoice-1). No processor note;
     - a void invoice: nothing (nothing was collected, nothing is owed back);
     - anything else (a crypto bill - the crypto rail cannot take money back to the payer -, a carried or $0.00
-      invoice never sent to the processor, an uncollectible one, a draft): account credit."""
+      invoice never sent to the processor, a draft): account credit."""
     amount = -total([line.amount for line in late])
     notes = [*ledger.credit_notes.values(), *pending]
     taken = credited_by_processor(credited, notes)
@@ -970,15 +1003,19 @@ def credit_note(
     if credited.status is InvoiceStatus.VOID:
         return replace(base, to_credit=ZERO)
     if on_card and credited.status in UNPAID_AT_PROCESSOR:
-        to_due = max(ZERO, min(amount, credited.total - taken))
+        # what it asks for its period's usage may simply be asked no more; beyond that (the next period's fee ...), a
+        # reduction gives back money the period's other invoices were paid, so only what they still hold
+        own = max(ZERO, usage_billed(credited, credited.period) - _lowered(credited, notes))
+        others = period_held(ledger, credited.period, notes) - invoice_held(credited, credited.period, notes)
+        to_due = max(ZERO, min(amount, credited.total - taken, own + max(ZERO, others)))
         lowered = replace(base, to_due=to_due, to_credit=ZERO, processor=to_due, status=_pending_if(to_due))
         # beyond what it still asks for: account credit only for money that paid for the period's usage (D166)
         held = max(ZERO, min(amount - to_due, period_held(ledger, credited.period, [*notes, lowered])))
         return _not_credited(ledger, replace(lowered, to_credit=held), amount - to_due - held, [*notes, lowered])
-    if credited.status is InvoiceStatus.PAID:  # never more back than the customer's payments still leave with us
+    if credited.status in BOUNDED:  # never more back than the customer's payments still leave with us
         held = max(ZERO, min(amount, period_held(ledger, credited.period, notes)))
         paid = _not_credited(ledger, replace(base, to_credit=held), amount - held, notes)
-        if not on_card:
+        if not on_card or credited.status is InvoiceStatus.UNCOLLECTIBLE:  # written off: no processor note
             return paid
         recorded = max(ZERO, min(held, credited.kept - taken))
         return replace(paid, processor=recorded, out_of_band=True, status=_pending_if(recorded))
@@ -1076,17 +1113,18 @@ def void_credit(ledger: AccountLedger, invoice: InvoiceRecord) -> Decimal:
     notes = list(ledger.credit_notes.values())
     before = ledger.invoices.get(invoice.invoice_id, invoice)  # as read before the void: what it held
     mine = {invoice.period: ZERO} | money_held(before, notes).held
+    # what the notes gave back of each period, a void invoice's reductions aside (it asks for nothing)
+    given = given_back(replace(ledger, invoices={**ledger.invoices, invoice.invoice_id: invoice}), notes)
     taken = ZERO
     for period, held in mine.items():
         others = total(
             [
-                invoice_held(other, period, notes) if other.period == period else late_held(other, period, notes)
+                money_held(other, notes, given).held.get(period, ZERO)
                 for other in ledger.invoices.values()
                 if other.invoice_id != invoice.invoice_id and other.period >= period
             ]
         )
-        credited = total([note.to_credit for note in notes if note.period == period])
-        beyond = min(held, max(ZERO, credited - others))
+        beyond = min(held, max(ZERO, given.get(period, ZERO) - others))
         if period == invoice.period:
             against = total([note.to_credit for note in notes if note.invoice_id == invoice.invoice_id])
             beyond = max(beyond, against - others)
