@@ -821,12 +821,68 @@ def invoice_held(invoice: InvoiceRecord, period: str, notes: Iterable[CreditNote
     what notes took off its amount due), at most what it still holds - what it keeps if it is paid (its total less
     refunds, disputes lost and notes' reductions) plus the account credit it applied; its money pays that usage first.
     An invoice not paid (open, payment failed, written off, carried: what a carried one asked for is billed, and held,
-    by the invoice that carries it) holds only the credit it applied; a void one holds nothing."""
-    if invoice.status is InvoiceStatus.VOID:
+    by the invoice that carries it) holds only the credit it applied; a void one holds nothing (``money_held``)."""
+    if period != invoice.period:
         return ZERO
+    return money_held(invoice, notes).held.get(period, ZERO)
+
+
+@dataclass(frozen=True)
+class MoneyHeld:
+    """What an invoice's money still with us pays for (``money_held``): per period of usage (its own, and each earlier
+    period whose late usage it billed), and ``free`` - what a refund may give back without taking money a note has
+    credited: what paid for no usage (fees, what it carries, ...) and what paid for usage notes have not credited."""
+
+    held: dict[str, Decimal]
+    free: Decimal
+
+
+def money_held(
+    invoice: InvoiceRecord, notes: Iterable[CreditNote], given: Mapping[str, Decimal] | None = None
+) -> MoneyHeld:
+    """How ``invoice``'s money (what it was paid, if paid, plus the account credit it applied) pays what it billed
+    (D166, D-fixnotes-1): its own period's usage first (less what notes took off its amount due), then the late usage
+    of earlier periods it billed, oldest period first, and only then the rest (fees, what it carries, ...). What left
+    us again (refunds made or owed, disputes' funds withdrawn) is taken from that rest first, then from usage notes have
+    not credited (latest paid first), and only then from usage they credited - of each period, this invoice counts as
+    paying what the notes on it gave back (``given``, by period: ``given_back``; without it, their account credit),
+    up to what it paid for it. So one partial refund never counts as giving back
+    two periods' late usage, and two refunds never give back what a note credited: notes credit at most what is held
+    (``period_held``), and a refund gives back at most ``free``. Unpaid, it holds only the credit it applied; void,
+    nothing."""
+    if invoice.status is InvoiceStatus.VOID:
+        return MoneyHeld({}, ZERO)
+    notes = list(notes)
     lowered = _lowered(invoice, notes)
-    paid = invoice.kept - lowered if invoice.status is InvoiceStatus.PAID else ZERO  # unpaid, written off, carried
-    return max(ZERO, min(usage_billed(invoice, period) - lowered, paid + credit_applied(invoice)))
+    paid = invoice.total - lowered if invoice.status is InvoiceStatus.PAID else ZERO
+    gone = invoice.total - invoice.kept if invoice.status is InvoiceStatus.PAID else ZERO
+    late = sorted(
+        {
+            line.period
+            for line in invoice.lines
+            if line.kind == LineKind.ADJUSTMENT.value and line.period < invoice.period
+        }
+    )
+    billed = [(invoice.period, usage_billed(invoice, invoice.period) - lowered)]
+    billed += [(period, late_usage_billed(invoice, period)) for period in late]
+    left = max(ZERO, paid + credit_applied(invoice))
+    held: dict[str, Decimal] = {}
+    for period, amount in billed:
+        held[period] = max(ZERO, min(amount, left))
+        left -= held[period]
+    if given is None:
+        given = {period: total([note.to_credit for note in notes if note.period == period]) for period in held}
+    credited = {period: min(amount, max(ZERO, given.get(period, ZERO))) for period, amount in held.items()}
+    free = {period: amount - credited[period] for period, amount in held.items()}
+    taken = min(gone, left)
+    left, gone = left - taken, gone - taken
+    for period in reversed(list(held)):  # what no note credited, latest paid first
+        taken = min(gone, free[period])
+        free[period], held[period], gone = free[period] - taken, held[period] - taken, gone - taken
+    for period in reversed(list(held)):  # then what notes credited (a dispute lost, D131)
+        taken = min(gone, held[period])
+        held[period], gone = held[period] - taken, gone - taken
+    return MoneyHeld(held, left + total(list(free.values())))
 
 
 def late_usage_billed(invoice: InvoiceRecord, period: str) -> Decimal:
@@ -840,17 +896,13 @@ def late_usage_billed(invoice: InvoiceRecord, period: str) -> Decimal:
 
 
 def late_held(invoice: InvoiceRecord, period: str, notes: Iterable[CreditNote]) -> Decimal:
-    """The money with us that paid for ``period``'s late usage billed on a later ``invoice`` (D166 amended, s8). Its
-    money pays that late usage last, after everything else it billed (its own period's usage, fees, other periods'
-    late usage, what it carries): so what it holds for it is what it holds beyond all that, at most the late usage.
-    Paid less, or refunded in part, it holds less; unpaid, only the account credit it applied; void, nothing."""
-    late = late_usage_billed(invoice, period)
-    if late <= 0 or invoice.status is InvoiceStatus.VOID:
+    """The money with us that paid for ``period``'s late usage billed on a later ``invoice`` (D166 amended, s8;
+    D-fixnotes-1): its money pays its own period's usage first, then the late usage it billed, oldest period first,
+    before fees and the rest (``money_held``); a refund takes from that rest first. Paid less, or refunded beyond the
+    rest, it holds less; unpaid, only the account credit it applied; void, nothing."""
+    if period >= invoice.period:
         return ZERO
-    lowered = _lowered(invoice, notes)
-    paid = invoice.kept - lowered if invoice.status is InvoiceStatus.PAID else ZERO
-    billed = total([line.amount for line in invoice.lines if line.kind != CREDIT]) - lowered
-    return max(ZERO, min(late, paid + credit_applied(invoice) - (billed - late)))
+    return money_held(invoice, notes).held.get(period, ZERO)
 
 
 def period_held(ledger: AccountLedger, period: str, notes: Iterable[CreditNote] = ()) -> Decimal:
@@ -859,18 +911,26 @@ def period_held(ledger: AccountLedger, period: str, notes: Iterable[CreditNote] 
     credit notes against the period gave already. A note gives at most this; a refund takes from it only what it
     takes of an invoice's money that paid for the period's usage (D166)."""
     notes = list(notes)
+    given = given_back(ledger, notes)
     held = total(
         [
-            invoice_held(invoice, period, notes) if invoice.period == period else late_held(invoice, period, notes)
+            money_held(invoice, notes, given).held.get(period, ZERO)
             for invoice in ledger.invoices.values()
             if invoice.period >= period
         ]
     )
-    return (
-        held
-        - total([note.to_credit for note in notes if note.period == period])
-        - lowered_beyond(ledger, period, notes)
-    )
+    return held - given.get(period, ZERO)
+
+
+def given_back(ledger: AccountLedger, notes: Iterable[CreditNote]) -> dict[str, Decimal]:
+    """What notes gave back of each period's payments, by period: the account credit they gave, and what they took off
+    the amount due of the period's invoices beyond what each billed for its usage (``lowered_beyond``)."""
+    notes = list(notes)
+    return {
+        period: total([note.to_credit for note in notes if note.period == period])
+        + lowered_beyond(ledger, period, notes)
+        for period in {note.period for note in notes}
+    }
 
 
 def lowered_beyond(ledger: AccountLedger, period: str, notes: Iterable[CreditNote]) -> Decimal:
@@ -888,21 +948,14 @@ def lowered_beyond(ledger: AccountLedger, period: str, notes: Iterable[CreditNot
 
 
 def refundable(ledger: AccountLedger, invoice: InvoiceRecord) -> Decimal:
-    """At most what a refund of the paid ``invoice`` may give back now (D131, D166): what it keeps less what notes took
-    off its amount due; and of that, beyond its money that did not pay for usage (the next period's fee, what it
-    carries, ...), only what notes have not credited already of the usage it paid for - its period's, and late usage
-    of earlier periods it billed - so a note and a refund never give the same money back, whichever comes first."""
+    """At most what a refund of the paid ``invoice`` may give back now (D131, D166, D-fixnotes-1): what it keeps less
+    what notes took off its amount due; and of that, only its money that paid for no usage (the next period's fee,
+    what it carries, ...) or for usage - its period's, and late usage of earlier periods it billed - that notes have
+    not credited (``money_held``'s ``free``), so a note and a refund, or two refunds, never give the same money back,
+    whichever comes first."""
     notes = list(ledger.credit_notes.values())
     keeps = invoice.kept - _lowered(invoice, notes)
-    late = {
-        line.period: late_held(invoice, line.period, notes)
-        for line in invoice.lines
-        if line.kind == LineKind.ADJUSTMENT.value and line.period != invoice.period
-    }
-    spare = keeps + credit_applied(invoice) - invoice_held(invoice, invoice.period, notes) - total(list(late.values()))
-    room = max(ZERO, spare) + max(ZERO, period_held(ledger, invoice.period, notes))
-    room += total([min(held, max(ZERO, period_held(ledger, period, notes))) for period, held in late.items()])
-    return max(ZERO, min(keeps, room))
+    return max(ZERO, min(keeps, money_held(invoice, notes, given_back(ledger, notes)).free))
 
 
 def amount_due(invoice: InvoiceRecord, notes: Iterable[CreditNote]) -> Decimal:
@@ -1050,20 +1103,30 @@ def credit_note_reason(note: CreditNote) -> str:
 def void_credit(ledger: AccountLedger, invoice: InvoiceRecord) -> Decimal:
     """What voiding ``invoice`` moves on the account's credit, so that the invoice and its credit notes leave the
     credit as if it had never been issued: the credit it applied comes back (its credit lines, reversed), less the
-    account credit its credit notes already gave against it (the same money: a note credits late usage of a period
-    whose invoice the void now cancels whole). Negative when the notes gave more than it applied (D132). What the
-    notes credited out of the period's other invoices' money - a paid early invoice, a later invoice that paid its late
-    usage (D166) - is not the voided invoice's and stays (D-invoice4-4): only the notes' credit beyond what those other
-    invoices hold for the period is taken into account."""
+    account credit notes already gave out of its money (the same money: a note credits usage of a period the void now
+    cancels). Negative when the notes gave more than it applied (D132). For each period it held money for - its own,
+    and each earlier one whose late usage it billed (D-fixnotes-2) - what every note on that period credited beyond
+    what the period's other invoices hold for it (a paid early invoice, a later invoice that paid its late usage:
+    their money, which stays credit, D-invoice4-4) was its money, at most what it held for that period; and the notes
+    against it (it is the period-end invoice) count whole beyond the others' money, as D132 counts them (the credit may
+    go below zero)."""
     notes = list(ledger.credit_notes.values())
-    noted = total([note.to_credit for note in notes if note.invoice_id == invoice.invoice_id])
-    others = total(
-        [
-            invoice_held(other, invoice.period, notes)
-            if other.period == invoice.period
-            else late_held(other, invoice.period, notes)
-            for other in ledger.invoices.values()
-            if other.invoice_id != invoice.invoice_id and other.period >= invoice.period
-        ]
-    )
-    return -invoice.amount_of(CREDIT) - max(ZERO, noted - others)
+    before = ledger.invoices.get(invoice.invoice_id, invoice)  # as read before the void: what it held
+    mine = {invoice.period: ZERO} | money_held(before, notes).held
+    # what the notes gave back of each period, a void invoice's reductions aside (it asks for nothing)
+    given = given_back(replace(ledger, invoices={**ledger.invoices, invoice.invoice_id: invoice}), notes)
+    taken = ZERO
+    for period, held in mine.items():
+        others = total(
+            [
+                money_held(other, notes, given).held.get(period, ZERO)
+                for other in ledger.invoices.values()
+                if other.invoice_id != invoice.invoice_id and other.period >= period
+            ]
+        )
+        beyond = min(held, max(ZERO, given.get(period, ZERO) - others))
+        if period == invoice.period:
+            against = total([note.to_credit for note in notes if note.invoice_id == invoice.invoice_id])
+            beyond = max(beyond, against - others)
+        taken += beyond
+    return -invoice.amount_of(CREDIT) - taken
