@@ -337,7 +337,7 @@ def test_given_a_claimed_payment_whose_block_is_reorged_then_the_watcher_follows
     chain.node.call("evm_revert", before)  # the claimed block is reorged away ...
     chain.mine(2)
     chain.w3.eth.send_raw_transaction(raw)  # ... and the same transaction is mined two blocks later
-    moved = chain.receipt(tx)
+    moved = chain.w3.eth.wait_for_transaction_receipt(tx, timeout=10)  # type: ignore[arg-type]  # automine is async
 
     billing.run()
 
@@ -472,7 +472,7 @@ def test_given_an_unattributed_payment_when_its_block_is_reorged_away_then_it_le
     assert orphaned.status is PaymentStatus.ORPHANED
     assert billing.store.unattributed() == []
 
-    chain.w3.eth.send_raw_transaction(raw)  # the transaction mined again
+    chain.w3.eth.wait_for_transaction_receipt(chain.w3.eth.send_raw_transaction(raw), timeout=10)  # mined again
     billing.run()
 
     (back,) = billing.store.unattributed()
