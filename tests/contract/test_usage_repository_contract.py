@@ -286,6 +286,17 @@ def test_given_sweeper_writes_then_old_confirmations_read_back_and_a_close_is_st
     assert harness.repo.room_events("RM_a") == [close]
 
 
+def test_given_stored_events_then_each_room_s_latest_created_at_reads_back_and_rooms_without_events_are_absent(
+    harness: Harness,
+) -> None:
+    # the sort key is the event id: the latest createdAt is neither the first nor the last item of the partition
+    for event in [livekit("EV_b", "RM_last", NOV_16 + 700), livekit("EV_a", "RM_last", NOV_16),
+                  livekit("EV_c", "RM_last", NOV_16 + 60), livekit("EV_d", "RM_other", NOV_16 + 900)]:  # fmt: skip
+        harness.store_event(event)
+    assert harness.repo.last_event_ms(["RM_last", "RM_none"]) == {"RM_last": (NOV_16 + 700) * 1000}
+    assert harness.repo.last_event_ms([]) == {}
+
+
 def test_given_sweeper_listings_then_the_latest_per_room_reads_back_and_other_rooms_are_absent(
     harness: Harness,
 ) -> None:
