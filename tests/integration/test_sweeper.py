@@ -360,3 +360,32 @@ def test_given_no_readable_last_event_and_no_listing_when_swept_then_the_close_i
     # 3600 s -> 60 audio; bob is still open. Before: closed at her start, T0 - 3600 .. T0 - 3600 -> 0 minutes.
     assert int(sessions["PA_alice"]["end_ms"]["N"]) == T0 * 1000
     assert aggregate(stack, "acct_deploy") == {"audio": 60}
+
+
+@pytest.mark.parametrize("case", ["format 6", "too large"])
+def test_given_an_unreadable_room_state_then_month_to_date_counts_an_open_session_s_video_from_the_room_s_events(
+    case: str, stack: Stack, lambda_context: LambdaContext
+) -> None:
+    """Month to date (and so the budget and hard-limit checks, D71) takes an open session's video from its room's
+    state (D44). An unreadable state (just after the format-7 deploy, or too large to keep) gave no video: the camera's
+    minutes counted as audio. Now the room's events give the coverage (D-fixrating-2)."""
+    from kilo_billing.catalog import default_catalog  # noqa: PLC0415
+    from kilo_billing.meters import Meter  # noqa: PLC0415
+    from kilo_billing.periods import Period  # noqa: PLC0415
+    from kilo_rate_usage import dependencies  # noqa: PLC0415
+    from kilo_rate_usage.queries import month_to_date  # noqa: PLC0415
+
+    room = lk.Room("RM_mtd", "mtd", account_id="acct_mtd", created_at=T0 - HOUR)
+    alice = lk.Participant("PA_alice", "alice", (T0 - HOUR) * 1000)
+    deliver_webhook(lk.participant_joined(room, alice), lambda_context)
+    deliver_webhook(lk.track_published(room, alice, "TR_cam", T0 - 1800, video=True), lambda_context)
+    runner = Lambda(stack)
+    runner.run(runner.poll(), lambda_context)
+    _header_unusable(stack, "RM_mtd", case)
+
+    repo = dependencies.rating().repo
+    book = default_catalog().for_period(Period.parse("2026-11"))
+    found = month_to_date(repo, "acct_mtd", "2026-11", T0 * 1000, book)
+    # alice, open, as if she left at T0: T0 - 3600 .. T0, her camera on from T0 - 1800 -> 30 video + 30 audio
+    # (before: no video from an unreadable state, 60 audio)
+    assert (found.open_sessions, found.rated.used[Meter.VIDEO], found.rated.used[Meter.AUDIO]) == (1, 30, 30)
