@@ -282,7 +282,7 @@ class InMemoryUsageRepository:
         try:
             item = items.state_to_item(state, version, generation)
         except items.StateTooLargeError:
-            item = items.version_only_item(state, version)
+            item = items.version_only_item(state, version, generation)
         return items.state_from_item(item)
 
     def _stored_participant(self, room_sid: str, generation: str, participant: ParticipantFold) -> ParticipantFold:

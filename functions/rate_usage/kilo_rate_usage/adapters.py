@@ -319,7 +319,7 @@ class DynamoUsageRepository:
         try:
             item = items.state_to_item(change.new, change.old_version + 1, generation)
         except items.StateTooLargeError:
-            item = items.version_only_item(change.new, change.old_version + 1)
+            item = items.version_only_item(change.new, change.old_version + 1, generation)
             # no state (the room is rebuilt per batch), but the version still moves: concurrent batches conflict
         put: dict[str, Any] = {"TableName": self._usage, "Item": item, "ExpressionAttributeNames": {"#k": KEY}}
         if change.old_version == 0:
