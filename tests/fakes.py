@@ -282,7 +282,7 @@ class InMemoryUsageRepository:
         try:
             item = items.state_to_item(state, version, generation)
         except items.StateTooLargeError:
-            item = items.version_only_item(state, version)
+            item = items.version_only_item(state, version, generation)
         return items.state_from_item(item)
 
     def _stored_participant(self, room_sid: str, generation: str, participant: ParticipantFold) -> ParticipantFold:
@@ -307,6 +307,13 @@ class InMemoryUsageRepository:
         ]
 
     # the sweeper's
+    def last_event_ms(self, room_sids: Iterable[str]) -> dict[str, int]:
+        return {
+            sid: max(event.created_at for event in self.events[sid].values()) * 1000
+            for sid in set(room_sids)
+            if self.events.get(sid)
+        }
+
     def confirmations(self, keys: Iterable[SessionKey]) -> dict[SessionKey, int]:
         return {key: self.confirmed[key] for key in set(keys) if key in self.confirmed}
 

@@ -286,6 +286,17 @@ def test_given_sweeper_writes_then_old_confirmations_read_back_and_a_close_is_st
     assert harness.repo.room_events("RM_a") == [close]
 
 
+def test_given_stored_events_then_each_room_s_latest_created_at_reads_back_and_rooms_without_events_are_absent(
+    harness: Harness,
+) -> None:
+    # the sort key is the event id: the latest createdAt is neither the first nor the last item of the partition
+    for event in [livekit("EV_b", "RM_last", NOV_16 + 700), livekit("EV_a", "RM_last", NOV_16),
+                  livekit("EV_c", "RM_last", NOV_16 + 60), livekit("EV_d", "RM_other", NOV_16 + 900)]:  # fmt: skip
+        harness.store_event(event)
+    assert harness.repo.last_event_ms(["RM_last", "RM_none"]) == {"RM_last": (NOV_16 + 700) * 1000}
+    assert harness.repo.last_event_ms([]) == {}
+
+
 def test_given_sweeper_listings_then_the_latest_per_room_reads_back_and_other_rooms_are_absent(
     harness: Harness,
 ) -> None:
@@ -422,6 +433,32 @@ def test_given_a_state_over_the_item_limit_then_only_its_version_is_kept_and_sti
     small = from_events("RM_big", events[:2])
     harness.repo.commit(CommitUnit(states=[StateChange(small, 1)]), NOW_MS)
     assert harness.repo.room_state("RM_big") == small
+
+
+def test_given_a_state_over_the_item_limit_then_its_participants_generation_is_kept_and_a_rebuild_deletes_it(
+    harness: Harness,
+) -> None:
+    """A version-only header (D42) still names the generation of the participant items written with it, so the
+    rebuild that follows deletes them (D69) - they name the participants (D-rating4-2). It dropped the generation:
+    the rebuild found none to delete and the items stayed for good (D-fixrating-3)."""
+    import random  # noqa: PLC0415
+
+    rng = random.Random(5)
+    noise = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(MAX_STATE_BYTES * 2))
+    count = MAX_STATE_BYTES * 2 // 1000
+    events = [
+        joined(f"EV_{i}", "RM_big", f"PA_{i}", NOV_16 + i % 3, noise[i * 1000 : (i + 1) * 1000]) for i in range(count)
+    ]
+    big = from_events("RM_big", [*events, joined("EV_old", "RM_big", "PA_old", NOV_16 - 60)])
+    assert "PA_old" in big.fold.participants  # live, before the window: an item of its own
+    harness.repo.commit(CommitUnit(states=[whole(big, 0)]), NOW_MS)
+    stored = harness.repo.room_state("RM_big")
+    assert stored is not None
+    assert not stored.usable
+    assert set(harness.repo.room_participants("RM_big", stored.generation, None)) == {"PA_old"}
+    small = from_events("RM_big", events[:2])
+    harness.repo.commit(CommitUnit(states=[whole(small, 1, stored.generation)]), NOW_MS)
+    assert harness.repo.room_participants("RM_big", stored.generation, None) == {}
 
 
 def test_given_a_retired_participants_registers_then_they_read_back_with_its_session_and_leave_its_version(

@@ -67,6 +67,21 @@ def test_given_the_sweeper_under_its_generated_role_then_listing_and_sweeping_ar
     } <= first.allowed | second.allowed
 
 
+def test_given_a_close_dated_back_under_the_sweeper_s_role_then_it_reads_the_room_s_events_first(
+    standup: FakeLiveKit, roles: Roles, lambda_context: LambdaContext
+) -> None:
+    """No listing yet and Bob's last evidence (his join) 15 minutes old: the close would be dated back, so the sweep
+    first queries the room's events (D-fixrating-1); without that grant the sweep fails, nothing swept."""
+    standup.rooms["standup"] = [("PA_carol", "carol")]  # Bob's participant_left was lost
+    from kilo_billing.aws import StorageUnavailableError  # noqa: PLC0415
+
+    with pytest.raises(StorageUnavailableError):  # the sweep fails (Lambda retries it): nothing is closed at the start
+        sweep(roles, T0, lambda_context, without={("dynamodb:Query", EVENTS_TABLE)})
+    result, enforcement = sweep(roles, T0, lambda_context)
+    assert (enforcement.denied, result["swept"]) == ([], 1)
+    assert ("dynamodb:Query", EVENTS_TABLE) in enforcement.allowed
+
+
 def test_given_the_livekit_keys_taken_from_the_sweeper_s_role_then_its_sweep_is_refused_on_them(
     standup: FakeLiveKit, roles: Roles, lambda_context: LambdaContext
 ) -> None:

@@ -127,6 +127,7 @@ ROLES = {
         ("dynamodb:BatchGetItem", USAGE_TABLE),  # the rooms' listings (and confirmations written before them)
         ("dynamodb:PutItem", USAGE_TABLE),  # a room's listing, conditional (its attributes only: a condition)
         ("dynamodb:PutItem", EVENTS_TABLE),
+        ("dynamodb:Query", EVENTS_TABLE),  # a room's latest event, before a close is dated back (D-fixrating-1)
         ("secretsmanager:GetSecretValue", LIVEKIT_KEYS),
         ("events:PutEvents", BILLING_BUS),  # a budget or hard limit reached during a call, announced
         ("dynamodb:UpdateItem", USAGE_TABLE),  # ... and its markers recorded (that attribute only: a condition)

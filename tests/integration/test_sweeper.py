@@ -294,3 +294,98 @@ def test_given_a_reconnect_whose_old_left_is_lost_when_swept_and_the_room_finish
     # PA_new: T0 - 540 .. T0 + 7200 = 7740 s -> 129; 134 audio
     assert int(sessions["PA_old"]["end_ms"]["N"]) == (T0 - 300) * 1000
     assert aggregate(stack, "acct_reconnect") == {"audio": 134}
+
+
+def _header_unusable(stack: Stack, room_sid: str, how: str) -> None:
+    """Make the room's stored header what the sweeper finds in these cases: ``format 6`` - a header written before
+    the deploy of state format 7 (every room's, until its next event rebuilds it); ``too large`` - the version-only
+    item of a state too large to keep (D42)."""
+    import zlib  # noqa: PLC0415
+
+    client = stack.clients["dynamodb"]
+    table = stack.template.physical_name("UsageTable")
+    key = {"pk": {"S": f"ROOM#{room_sid}"}, "sk": {"S": "STATE"}}
+    item = client.get_item(TableName=table, Key=key)["Item"]
+    if how == "format 6":
+        data = json.loads(zlib.decompress(item["state_zlib"]["B"]))
+        assert data["format"] == 7  # the format this test was written against: a format 6 header is unusable
+        data["format"] = 6
+        item["state_zlib"] = {"B": zlib.compress(json.dumps(data).encode())}
+    else:
+        del item["state_zlib"]
+    client.put_item(TableName=table, Item=item)
+
+
+@pytest.mark.parametrize("case", ["format 6", "too large", "rating behind"])
+def test_given_no_readable_last_event_and_no_listing_when_swept_then_the_close_is_not_dated_back_to_the_start(
+    case: str,
+    stack: Stack,
+    lambda_context: LambdaContext,
+    livekit_server: FakeLiveKit,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The sweeper's first sweep of a room (no listing from a previous sweep) whose header gives no last event: just
+    after the deploy of state format 7 (every header unusable), a state too large to keep, or rating behind the
+    events table (the header readable, bob's join stored but not rated yet). Alice's participant_left was lost; bob
+    joined 2 minutes before the sweep - the room's events vouch for the room until then. The close must be where a
+    readable, up-to-date header puts it: at the sweep, not at alice's start (docs/decisions.md D-fixrating-1)."""
+    from kilo_rate_usage import dependencies, settings  # noqa: PLC0415
+
+    monkeypatch.setenv("LIVEKIT_URL", livekit_server.url)
+    settings.settings.cache_clear()
+    dependencies.sweeper.cache_clear()
+    room = lk.Room("RM_deploy", "deploy", account_id="acct_deploy", created_at=T0 - HOUR)
+    alice = lk.Participant("PA_alice", "alice", (T0 - HOUR) * 1000)
+    bob = lk.Participant("PA_bob", "bob", (T0 - 120) * 1000)
+    runner = Lambda(stack)
+    deliver_webhook(lk.participant_joined(room, alice), lambda_context)
+    runner.run(runner.poll(), lambda_context)
+    deliver_webhook(lk.participant_joined(room, bob), lambda_context)
+    if case != "rating behind":
+        runner.run(runner.poll(), lambda_context)
+        _header_unusable(stack, "RM_deploy", case)
+
+    livekit_server.rooms["deploy"] = [("PA_bob", "bob")]  # alice is gone; her participant_left was lost
+    result, capped = _sweep(T0, lambda_context, capsys)
+    assert (result["swept"], capped) == (1, 0)
+    runner.run(runner.poll(), lambda_context)
+
+    sessions = _sessions(stack)
+    assert {sid: item.get("closed_by", {}).get("S") for sid, item in sessions.items()} == {
+        "PA_alice": "swept",
+        "PA_bob": None,
+    }
+    # alice: T0 - 3600 .. the sweep T0 (bob's join at T0 - 120 vouched for the room, 120 s <= one sweep gap) =
+    # 3600 s -> 60 audio; bob is still open. Before: closed at her start, T0 - 3600 .. T0 - 3600 -> 0 minutes.
+    assert int(sessions["PA_alice"]["end_ms"]["N"]) == T0 * 1000
+    assert aggregate(stack, "acct_deploy") == {"audio": 60}
+
+
+@pytest.mark.parametrize("case", ["format 6", "too large"])
+def test_given_an_unreadable_room_state_then_month_to_date_counts_an_open_session_s_video_from_the_room_s_events(
+    case: str, stack: Stack, lambda_context: LambdaContext
+) -> None:
+    """Month to date (and so the budget and hard-limit checks, D71) takes an open session's video from its room's
+    state (D44). An unreadable state (just after the format-7 deploy, or too large to keep) gave no video: the camera's
+    minutes counted as audio. Now the room's events give the coverage (D-fixrating-2)."""
+    from kilo_billing.catalog import default_catalog  # noqa: PLC0415
+    from kilo_billing.meters import Meter  # noqa: PLC0415
+    from kilo_billing.periods import Period  # noqa: PLC0415
+    from kilo_rate_usage import dependencies  # noqa: PLC0415
+    from kilo_rate_usage.queries import month_to_date  # noqa: PLC0415
+
+    room = lk.Room("RM_mtd", "mtd", account_id="acct_mtd", created_at=T0 - HOUR)
+    alice = lk.Participant("PA_alice", "alice", (T0 - HOUR) * 1000)
+    deliver_webhook(lk.participant_joined(room, alice), lambda_context)
+    deliver_webhook(lk.track_published(room, alice, "TR_cam", T0 - 1800, video=True), lambda_context)
+    runner = Lambda(stack)
+    runner.run(runner.poll(), lambda_context)
+    _header_unusable(stack, "RM_mtd", case)
+
+    repo = dependencies.rating().repo
+    book = default_catalog().for_period(Period.parse("2026-11"))
+    found = month_to_date(repo, "acct_mtd", "2026-11", T0 * 1000, book)
+    # alice, open, as if she left at T0: T0 - 3600 .. T0, her camera on from T0 - 1800 -> 30 video + 30 audio
+    # (before: no video from an unreadable state, 60 audio)
+    assert (found.open_sessions, found.rated.used[Meter.VIDEO], found.rated.used[Meter.AUDIO]) == (1, 30, 30)

@@ -4,10 +4,12 @@ the limit - at the last confirmation. Run through the in-memory store and a stat
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from fractions import Fraction
 
 import pytest
 
+from kilo_billing.livekit_events import LiveKitEventRecord
 from kilo_rate_usage.model import CAPPED, SWEPT, Billing, RoomListing, Session, StoredSession, SweepPolicy
 from kilo_rate_usage.sweeper import run_sweep
 from tests.fakes import InMemoryUsageRepository, StaticRoomDirectory
@@ -177,6 +179,53 @@ def test_given_no_confirmation_recorded_then_the_last_room_event_is_the_last_con
     run_sweep(store, StaticRoomDirectory(unreachable=["flaky"]), T0_MS, POLICY, EXPIRES)
 
     assert closes(store) == {"PA_x": (CAPPED, (T0_MS - 25 * HOUR_MS) // 1000)}
+
+
+def stored_event(room: str, event_id: str, at_s: int) -> LiveKitEventRecord:
+    """A LiveKit event stored in the room's partition (rated or not: the state the sweeper reads may not show it)."""
+    return LiveKitEventRecord(event_id, "track_published", at_s, "APIkey", b"", at_s * 1000, room_sid=f"RM_{room}",
+                              room_name=room, participant_sid="PA_other")  # fmt: skip
+
+
+class CountingLastEvents(InMemoryUsageRepository):
+    """The in-memory store, recording which rooms' events the sweeper queried for their latest createdAt."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.queried: list[set[str]] = []
+
+    def last_event_ms(self, room_sids: Iterable[str]) -> dict[str, int]:
+        self.queried.append(set(room_sids))
+        return super().last_event_ms(room_sids)
+
+
+def test_given_a_cap_due_by_the_room_s_state_then_the_room_s_stored_events_move_it_or_avoid_it() -> None:
+    """No room state (or an unusable one) and RoomService unreachable: the session's own evidence is 30 h old, but
+    the room's events table holds later events - a cap is at the latest of them (D-fixrating-1), or not due at all."""
+    store = CountingLastEvents()
+    for stored in (open_session("PA_a", "quiet", T0_MS - 30 * HOUR_MS, 0), open_session("PA_b", "busy",
+                   T0_MS - 30 * HOUR_MS, 0), open_session("PA_c", "fresh", T0_MS - 30 * HOUR_MS, 0)):  # fmt: skip
+        store.sessions[stored.session.key] = stored
+    store.store_event(stored_event("quiet", "EV_q", (T0_MS - 26 * HOUR_MS) // 1000))  # 26 h ago: capped there
+    store.store_event(stored_event("busy", "EV_b", (T0_MS - HOUR_MS) // 1000))  # 1 h ago: no cap due
+    directory = StaticRoomDirectory(unreachable={"quiet", "busy", "fresh"})
+    outcome, _, _ = run_sweep(store, directory, T0_MS, POLICY, EXPIRES)
+    # quiet: capped at its room's last event T0 - 26 h (before: at its start, T0 - 30 h); busy: left open (before:
+    # capped at its start); fresh: no event after its start in the table - capped at its start, as before
+    assert closes(store) == {
+        "PA_a": (CAPPED, (T0_MS - 26 * HOUR_MS) // 1000),
+        "PA_c": (CAPPED, (T0_MS - 30 * HOUR_MS) // 1000),
+    }
+    assert outcome.capped == 2
+    assert store.queried == [{"RM_quiet", "RM_busy", "RM_fresh"}]  # one read, of the rooms with a dated-back close
+
+
+def test_given_closes_at_the_sweep_only_then_no_room_s_events_are_read() -> None:
+    store = CountingLastEvents()
+    store.sessions[("RM_standup", "PA_gone")] = open_session("PA_gone", "standup", T0_MS - 600_000, T0_MS - 60_000)
+    run_sweep(store, StaticRoomDirectory({"standup": set()}), T0_MS, POLICY, EXPIRES)
+    assert closes(store) == {"PA_gone": (SWEPT, T0_MS // 1000)}  # the room's event 60 s before vouched: at the sweep
+    assert store.queried == []  # the normal case costs nothing more
 
 
 def test_given_a_close_already_written_then_a_second_sweep_writes_nothing_new() -> None:

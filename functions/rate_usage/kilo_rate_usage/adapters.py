@@ -38,6 +38,7 @@ from kilo_rate_usage.rooms import RoomState
 from kilo_rate_usage.sessions import ParticipantFold
 
 MAX_BATCH_GET = 100
+CREATED_AT = "created_at"  # a LiveKit event's createdAt (seconds) on its events-table item
 RATING_SERVICE = "rate-usage"  # the rating handler's service (``handler.SERVICE``): logs and metrics of its reads
 
 
@@ -318,7 +319,7 @@ class DynamoUsageRepository:
         try:
             item = items.state_to_item(change.new, change.old_version + 1, generation)
         except items.StateTooLargeError:
-            item = items.version_only_item(change.new, change.old_version + 1)
+            item = items.version_only_item(change.new, change.old_version + 1, generation)
             # no state (the room is rebuilt per batch), but the version still moves: concurrent batches conflict
         put: dict[str, Any] = {"TableName": self._usage, "Item": item, "ExpressionAttributeNames": {"#k": KEY}}
         if change.old_version == 0:
@@ -357,6 +358,22 @@ class DynamoUsageRepository:
         )
 
     # --- the sweeper's ----------------------------------------------------------------------------------------------
+
+    def last_event_ms(self, room_sids: Iterable[str]) -> dict[str, int]:
+        latest: dict[str, int] = {}
+        for room_sid in sorted(set(room_sids)):  # the sort key is the event id: the whole partition, createdAt only
+            found = paged_items(
+                self._client.query,
+                TableName=self._events,
+                KeyConditionExpression="#k = :pk",
+                ProjectionExpression="#c",
+                ExpressionAttributeNames={"#k": KEY, "#c": CREATED_AT},
+                ExpressionAttributeValues=to_item({":pk": room_partition(room_sid)}),
+            )
+            seconds = [int(item[CREATED_AT]["N"]) for item in found if "N" in item.get(CREATED_AT, {})]
+            if seconds:
+                latest[room_sid] = max(seconds) * 1000
+        return latest
 
     def confirmations(self, keys: Iterable[SessionKey]) -> dict[SessionKey, int]:
         wanted = sorted(set(keys))

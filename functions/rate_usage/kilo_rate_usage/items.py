@@ -244,7 +244,7 @@ def state_to_item(state: RoomState, version: int, generation: str) -> Item:
     """The header item; ``StateTooLargeError`` when even compressed it would come near DynamoDB's item limit. An
     unusable state (a finished room's, D-rating4-2) is its version and cut-off alone."""
     if not state.usable:
-        return version_only_item(state, version)
+        return version_only_item(state, version, generation)
     text = json.dumps(state_to_json(state), separators=(",", ":"), sort_keys=True).encode()
     packed = zlib.compress(text, 1)
     if len(packed) > MAX_STATE_BYTES:
@@ -261,11 +261,15 @@ def state_to_item(state: RoomState, version: int, generation: str) -> Item:
     )
 
 
-def version_only_item(state: RoomState, version: int) -> Item:
-    """A header too large to keep: the version (concurrent writers still conflict) and the rebuild's cut-off."""
-    return to_item(
-        {KEY: room_key(state.room_sid), SORT_KEY: STATE_SORT_KEY, "version": version, DELIVERED_MS: state.delivered_ms}
-    )
+def version_only_item(state: RoomState, version: int, generation: str = "") -> Item:
+    """A header too large to keep: the version (concurrent writers still conflict), the rebuild's cut-off and the
+    generation of the participant items written with it (the next rebuild deletes them, D-fixrating-3)."""
+    values: dict[str, Any] = {
+        KEY: room_key(state.room_sid), SORT_KEY: STATE_SORT_KEY, "version": version, DELIVERED_MS: state.delivered_ms,
+    }  # fmt: skip
+    if generation:
+        values[GENERATION] = generation
+    return to_item(values)
 
 
 def state_from_item(item: Mapping[str, Any]) -> RoomState:

@@ -268,6 +268,11 @@ class SweeperStore(Protocol):
         """The stored states of these rooms (their last event: evidence that LiveKit still had the room)."""
         ...
 
+    def last_event_ms(self, room_sids: Iterable[str]) -> dict[str, int]:
+        """The latest createdAt (epoch ms) of each room's events stored in the events table, rated or not (for those
+        with any): what the room's state says when it is readable and up to date (D-fixrating-1)."""
+        ...
+
     def confirmations(self, keys: Iterable[SessionKey]) -> dict[SessionKey, int]:
         """When RoomService last listed each session's participant (epoch ms) by the hourly per-session confirmations
         written before the rooms' listings replaced them (read only, for the upgrade), for those recorded."""

@@ -15,7 +15,9 @@ from kilo_billing.month_to_date import OpenSessionFigures, VideoSoFar
 from kilo_billing.rating import RatedPeriod
 from kilo_rate_usage.aggregates import open_session_extra, rate_aggregate
 from kilo_rate_usage.model import StoredSession
-from kilo_rate_usage.ports import UsageRepository
+from kilo_rate_usage.ports import UnreadableRoomError, UsageRepository
+from kilo_rate_usage.rooms import video_seconds
+from kilo_rate_usage.sessions import fold_events
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,17 +48,30 @@ class MonthToDate:
 
 def _video_from_rooms(repo: UsageRepository, sessions: Sequence[StoredSession], now_ms: int) -> VideoSoFar:
     """Open sessions store nothing that grows with the clock: their video so far is the room's video coverage (from
-    its state; tracks still published count until now) over the session's window - exact, in any period."""
+    its state; tracks still published count until now) over the session's window - exact, in any period. A room whose
+    state is unreadable (too large to keep, another format just after a deploy, a pending mark) or missing takes its
+    coverage from its stored events, folded as a rebuild folds them (D-fixrating-2); only a room whose events cannot
+    be decoded answers None (its sessions' stored figures)."""
     states = repo.room_states({stored.session.room_sid for stored in sessions})
-    coverages: dict[str, Coverage] = {}
+    coverages: dict[str, Coverage | None] = {}
+
+    def coverage(room_sid: str) -> Coverage | None:
+        if room_sid not in coverages:
+            state = states.get(room_sid)
+            if state is not None and state.usable:
+                coverages[room_sid] = state.coverage(until_ms=now_ms)
+            else:
+                try:
+                    coverages[room_sid] = fold_events(repo.room_events(room_sid)).coverage(until_ms=now_ms)
+                except UnreadableRoomError:  # logged and counted by the adapter; rating refuses the room too
+                    coverages[room_sid] = None
+        return coverages[room_sid]
 
     def video(session: OpenSessionFigures, start_ms: int, end_ms: int) -> Fraction | None:
-        state = states.get(session.room_sid)
-        if state is None or not state.usable:
+        found = coverage(session.room_sid)
+        if found is None:
             return None
-        if session.room_sid not in coverages:
-            coverages[session.room_sid] = state.coverage(until_ms=now_ms)
-        return state.video_seconds(start_ms, end_ms, coverages[session.room_sid])
+        return video_seconds(start_ms, end_ms, found)
 
     return video
 

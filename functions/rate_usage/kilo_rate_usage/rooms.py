@@ -174,9 +174,14 @@ class RoomState:
 
     def video_seconds(self, start_ms: int, end_ms: int, coverage: Coverage) -> Fraction:
         """Seconds of video in the room within [start, end) (month to date: an open session as if it ended now)."""
-        if end_ms <= start_ms:
-            return Fraction(0)
-        return coverage.seconds((_ms(start_ms), _ms(end_ms)))
+        return video_seconds(start_ms, end_ms, coverage)
+
+
+def video_seconds(start_ms: int, end_ms: int, coverage: Coverage) -> Fraction:
+    """Seconds of ``coverage`` within [start, end)."""
+    if end_ms <= start_ms:
+        return Fraction(0)
+    return coverage.seconds((_ms(start_ms), _ms(end_ms)))
 
 
 def _ms(ms: int) -> datetime:

@@ -16,6 +16,9 @@ Every run asks RoomService about every room with an open session:
 - RoomService gave no answer for the room (error, timeout, not configured) -> nothing is concluded, unless LiveKit has
   not vouched for the session for ``max_unconfirmed`` (no room event, no listing): then it is ``capped`` at the last
   moment LiveKit vouched for it.
+A close about to be dated back (or a cap) first reads the room's latest stored event (``dated_back_rooms``): the room's
+state may not show it - unreadable (a state too large to keep, one of an older format just after a deploy), missing, or
+behind the events table (rating late) - and a close is never dated before what the events vouch for (D-fixrating-1).
 Closes are synthetic events in the room's event partition: rating rebuilds the room as for any event, and a late real
 ``participant_left`` or ``room_finished`` still wins - a cap is provisional, the minutes come back with the real close.
 """
@@ -71,6 +74,22 @@ def with_room_activity(store: SweeperStore, sessions: Sequence[StoredSession]) -
         session = replace(stored.session, as_of_ms=max(stored.session.as_of_ms, state.last_event_ms))
         result.append(replace(stored, session=session))
     return result
+
+
+def with_last_events(sessions: Sequence[StoredSession], latest: Mapping[str, int]) -> list[StoredSession]:
+    """Open sessions with their room's latest stored event (``latest``, ms by room sid) as evidence too."""
+    return [
+        replace(stored, session=replace(stored.session, as_of_ms=latest[stored.session.room_sid]))
+        if latest.get(stored.session.room_sid, 0) > stored.session.as_of_ms
+        else stored
+        for stored in sessions
+    ]
+
+
+def dated_back_rooms(plan: SweepPlan, now_ms: int) -> set[str]:
+    """The rooms of the plan's closes dated before the sweep (a swept close dated back to the last evidence, a cap):
+    only for them can a later event the room's state does not show move the close (D-fixrating-1)."""
+    return {close.room_sid for close in plan.closes if close.created_at < now_ms // 1000}
 
 
 def last_evidence_ms(session: Session) -> int:
@@ -140,6 +159,10 @@ def run_sweep(
     listings = store.room_listings({stored.session.room_sid for stored in open_sessions})
     confirmations = store.confirmations(unlisted(open_sessions, listings, now_ms))
     plan = plan_sweep(open_sessions, answers, confirmations, now_ms, policy, listings)
+    doubted = dated_back_rooms(plan, now_ms)
+    if doubted:  # the room's state may not show its latest events (unreadable, missing, rating behind): read them
+        open_sessions = with_last_events(open_sessions, store.last_event_ms(doubted))
+        plan = plan_sweep(open_sessions, answers, confirmations, now_ms, policy, listings)
     written = [close for close in plan.closes if store.add_close(close, expires_at)]
     if plan.listings:  # last: a retry of this sweep still reads the previous answers (its closes are written once)
         store.record_listings(plan.listings, now_ms // 1000 + policy.listing_ttl_ms // 1000)
