@@ -193,3 +193,33 @@ def test_given_an_index_that_does_not_catch_up_when_the_owner_erases_then_503_an
         lagging.stale_for = 0
         again = call("POST", "/v1/accounts/acct/erase", claims("acct", "owner"))
     assert (again.status, again.body["sessions_pseudonymised"]) == (200, 0), again.body
+
+
+
+def test_given_an_index_that_never_catches_up_when_the_owner_erases_then_members_and_invitees_are_erased_anyway(
+    account_api: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review B finding 1: the sessions' passes end in a 503, yet the members' and invitees' e-mails (their query is
+    strongly consistent, no index to wait for) are pseudonymised already - an incomplete erasure still erases them."""
+    from kilo_account_api.adapters import DynamoMembers  # noqa: PLC0415
+    from kilo_account_api.model import Member  # noqa: PLC0415
+    from kilo_billing.auth import Role  # noqa: PLC0415
+
+    register(account_api, "acct")
+    members = DynamoMembers(account_api.clients["dynamodb"], account_api.template.physical_name("MembersTable"))
+    members.add(Member("acct", "user-1", "olga@acme.example", Role.OWNER, utc(2026, 1, 1)))
+    put_sessions(account_api, ALICE)
+    lagging = LaggingIndex(account_api.clients["dynamodb"], stale={"ROOM#RM_1": "alice"}, stale_for=99)
+    lagging_route(account_api, monkeypatch, lagging)
+    with time_machine.travel(NOW, tick=False):
+        invited = call(
+            "POST", "/v1/accounts/acct/members", claims("acct", "owner"), {"user": "ivan", "email": "ivan@x.example"}
+        )
+        assert invited.status == 201, invited.body
+        refused = call("POST", "/v1/accounts/acct/erase", claims("acct", "owner"))
+    assert (refused.status, refused.body["code"]) == (503, "unavailable"), refused.body
+    emails = {m.user: m.email for m in members.members("acct")}
+    assert emails == {
+        "user-1": pseudonym("acct", "olga@acme.example"),
+        "ivan": pseudonym("acct", "ivan@x.example"),
+    }

@@ -682,9 +682,12 @@ def erase(
         phone_codes.forget_phone(account_id)
     if ledger is not None and ledger.ledger(account_id).billing.customer_details is not None:
         ledger.save_billing(account_id, customer_details=customer_details_digest("", ""))
+    # the members' and invitees' e-mails before the sessions: their query is strongly consistent (the account's own
+    # partition), while the sessions' passes may end in ErasureIncompleteError (503) or the route's timeout - an
+    # incomplete erasure has still erased them (D-fixapi-1)
+    changed = store.pseudonymise(account_id, lambda value: pseudonym(account_id, value))
     # every session begun before the mark: rating's bound (it writes those with their pseudonym from now on)
     sessions = history.pseudonymise(account_id, lambda value: pseudonym(account_id, value), saved.erased_at or now)
-    changed = store.pseudonymise(account_id, lambda value: pseudonym(account_id, value))
     return Erasure(account_id, now, sessions, changed, cleared)
 
 
