@@ -592,11 +592,14 @@ def remove_member(
         raise NotFoundError(f"{user!r} is not a member of account {account_id!r}")
     if target.role > caller_role:
         raise ConflictError(f"a {caller_role.name.lower()} cannot remove an {target.role.name.lower()}")
+    if not target.active:  # withdrawn only while still an invitation: accepted meanwhile, it is a 409 (D-fixapi-3)
+        store.withdraw(account_id, user)
+        return
     others = sorted(m.user for m in current.values() if m.role is Role.OWNER and m.active and m.user != user)
-    if target.active and target.role is Role.OWNER and not others:
+    if target.role is Role.OWNER and not others:
         raise ConflictError("the account's last owner cannot be removed")
     # an owner goes only while another owner is still there at that moment (checked in the same atomic step)
-    store.remove(account_id, user, keeping_owner=others[0] if target.active and target.role is Role.OWNER else None)
+    store.remove(account_id, user, keeping_owner=others[0] if target.role is Role.OWNER else None)
 
 
 def invitations(store: MemberStore, user: str, now: datetime) -> list[Member]:
