@@ -268,3 +268,28 @@ def test_given_the_invitee_accepts_while_the_invitation_is_withdrawn_then_409_an
     assert "accepted" in withdrawn.body["message"], withdrawn.body
     listed = call("GET", "/v1/accounts/acct_a/members", OWNER).body["members"]
     assert [(m["user"], m["status"]) for m in listed] == [("olga", "active"), ("ivan", "active")]
+
+
+def test_given_a_removed_admin_with_a_token_still_valid_then_no_write_that_outlasts_the_token(acct_a: Any) -> None:
+    """Review B finding 3: a removed admin's token redirected the alerts (PUT alert-preferences), lifted the hard
+    limit (PUT budget), changed the tier and opened Stripe's pages (200 each, before): every admin write now checks
+    the stored role (D-fixapi-4). Before the removal the same token may make them."""
+    store_members(acct_a, "acct_a", {"mia": "admin"})
+    mia = claims("acct_a", "admin", user="mia")
+    writes: list[tuple[str, str, dict[str, Any] | None]] = [
+        ("PUT", "/v1/accounts/acct_a/alert-preferences", {"email": "mia@attacker.example"}),
+        ("PUT", "/v1/accounts/acct_a/budget", {"budget_usd": "50.00"}),
+        ("POST", "/v1/accounts/acct_a/subscription", {"tier": "enterprise"}),
+        ("POST", "/v1/accounts/acct_a/billing-portal", None),
+        ("POST", "/v1/accounts/acct_a/payment-methods/checkout", None),
+        ("POST", "/v1/accounts/acct_a/alert-preferences/phone-code", None),
+        ("POST", "/v1/accounts/acct_a/alert-preferences/phone-code/confirm", {"code": "123456"}),
+    ]
+    assert call("PUT", "/v1/accounts/acct_a/budget", mia, {"budget_usd": "40.00"}).status == 200  # still an admin
+    assert call("DELETE", "/v1/accounts/acct_a/members/mia", OWNER).status == 204
+    for method, path, body in writes:
+        refused = call(method, path, mia, body)
+        assert (refused.status, refused.body["code"]) == (403, "forbidden"), (path, refused.body)
+    kept = call("GET", "/v1/accounts/acct_a/alert-preferences", OWNER).body
+    assert kept["email"] != "mia@attacker.example"
+    assert call("GET", "/v1/accounts/acct_a/budget", OWNER).body["budget_usd"] == "40.00"
