@@ -235,6 +235,8 @@ ROLES = {
         ("dynamodb:UpdateItem", MEMBERS_TABLE),
         ("dynamodb:ConditionCheckItem", MEMBERS_TABLE),  # removing an owner: another owner must remain
         ("dynamodb:Query", MEMBERS_BY_USER_INDEX),  # the signed-in user's invitations
+        ("dynamodb:Query", ALERTS_TABLE),  # erasure: old delivery records' contact (D-fixprivacy-1) ...
+        ("dynamodb:UpdateItem", ALERTS_TABLE),  # ... given its pseudonym (key, recipient and detail only)
         ("secretsmanager:GetSecretValue", STRIPE_API_KEY),  # Checkout and Billing Portal pages
         ("secretsmanager:GetSecretValue", PHONE_CODE_KEY),  # the phone codes' HMAC key (D160)
     ),
@@ -549,6 +551,29 @@ def test_given_the_sweeper_role_then_its_only_usage_table_update_is_the_threshol
     ]
     assert [(s["Resource"], s.get("Condition")) for s in updates] == [
         (USAGE_TABLE, {"ForAllValues:StringEquals": {"dynamodb:Attributes": ["pk", "sk", "thresholds"]}})
+    ]
+
+
+def test_given_the_account_api_role_then_the_alerts_table_is_read_and_written_by_key_recipient_and_detail_only(
+    transformed: Transformed,
+) -> None:
+    """D-fixprivacy-1: the erasure's grant on the alerts table names the attributes it may read and write."""
+    on_alerts = [
+        statement
+        for statement in role_statements(transformed, "AccountApiFunctionRole")
+        if statement.get("Resource") == ALERTS_TABLE
+    ]
+    assert [(sorted(_listed(s["Action"])), s.get("Condition")) for s in on_alerts] == [
+        (
+            ["dynamodb:Query", "dynamodb:UpdateItem"],
+            {
+                "ForAllValues:StringEquals": {"dynamodb:Attributes": ["pk", "sk", "recipient", "detail"]},
+                "StringEqualsIfExists": {
+                    "dynamodb:Select": "SPECIFIC_ATTRIBUTES",
+                    "dynamodb:ReturnValues": ["NONE", "UPDATED_OLD", "UPDATED_NEW"],
+                },
+            },
+        )
     ]
 
 

@@ -288,6 +288,43 @@ def test_given_members_then_an_admin_adds_and_removes_and_the_owner_is_protected
     ]
 
 
+@pytest.mark.parametrize(
+    ("sent", "field", "message"),
+    [
+        ({"user": "mia\u0000"}, "user", "user contains the control character U+0000 at position 4"),
+        ({"user": "mia\u001b[31m"}, "user", "user contains the control character U+001B at position 4"),  # ESC
+        ({"user": "mia\u007f"}, "user", "user contains the control character U+007F at position 4"),  # DEL
+        ({"user": "\u202eaim"}, "user", "user contains the control character U+202E at position 1"),  # RTL override
+        ({"user": "mia\u009b31m"}, "user", "user contains the control character U+009B at position 4"),  # C1 CSI
+        ({"user": "mia\u2066"}, "user", "user contains the control character U+2066 at position 4"),  # isolate
+        ({"email": "mia\u0001@a.example"}, "email", "email contains the control character U+0001 at position 4"),
+        ({"email": "mia\u202e@a.example"}, "email", "email contains the control character U+202E at position 4"),
+        ({"email": "mi\u00e4@a.example"}, "email", "email 'mi\u00e4@a.example': mail goes through SES"),
+    ],
+)
+def test_given_a_control_character_or_a_non_ascii_address_in_an_invitation_then_a_400_naming_the_field_and_none_stored(
+    account_api: Any, sent: dict[str, str], field: str, message: str
+) -> None:
+    """D-fixprivacy-2: the members route stored control characters in the user (its pattern refused only '#', '/' and
+    whitespace) and in the email (the address pattern only), and non-ASCII addresses; the same checks as the alert
+    contact's (D-alerts4-3) now refuse them, nothing stored."""
+    register(account_api, "acct_a")
+    store_members(account_api, "acct_a", STAFF)
+    answer = call("POST", "/v1/accounts/acct_a/members", ADMIN, {"user": "mia", "email": "mia@a.example", **sent})
+    assert (answer.status, answer.body["code"], answer.body["field"]) == (400, "invalid_request", field)
+    assert answer.body["message"].startswith(f"{field}: {message}")
+    listed = call("GET", "/v1/accounts/acct_a/members", MEMBER)
+    assert [m["user"] for m in listed.body["members"]] == ["owner-1", "admin-1"]
+
+
+def test_given_printable_text_in_any_script_then_the_invitation_stores_user_and_email_as_sent(account_api: Any) -> None:
+    register(account_api, "acct_a")
+    store_members(account_api, "acct_a", STAFF)
+    user = "\u0645\u06cc\u200c\u0631-\u6771\u4eac-\U0001f468\u200d\U0001f4bb"  # ZWNJ, CJK, a ZWJ emoji
+    answer = call("POST", "/v1/accounts/acct_a/members", ADMIN, {"user": user, "email": "Mia.K+ops@a.example"})
+    assert (answer.status, answer.body["user"], answer.body["email"]) == (201, user, "Mia.K+ops@a.example")
+
+
 def test_given_a_member_added_before_when_added_again_then_their_added_at_role_and_email_stay_as_first_stored(
     account_api: Any,
 ) -> None:
@@ -702,7 +739,7 @@ def test_given_an_email_address_ses_cannot_send_to_then_a_400_naming_email_and_n
     answer = call("PUT", PREFERENCES, ADMIN, {"name": "Ops", "email": "jos\u00e9@a.example"})
     assert (answer.status, answer.body["field"]) == (400, "email")
     assert answer.body["message"] == (
-        "email: email 'jos\u00e9@a.example': alerts go through SES, which takes ASCII addresses only"
+        "email: email 'jos\u00e9@a.example': mail goes through SES, which takes ASCII addresses only"
     )
     assert (profile(account_api).name, profile(account_api).email) == ("", "ops@a.example")
 

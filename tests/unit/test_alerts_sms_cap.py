@@ -4,6 +4,7 @@ gets at most ``sms_per_day`` SMS a UTC day; every alert still goes out by email.
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -12,7 +13,7 @@ import pytest
 from kilo_alerts.catalogue import alert_from_event
 from kilo_alerts.logic import DeliveryPolicy, deliver_alert
 from kilo_alerts.model import Alert, Channel, Delivery, Outcome
-from kilo_alerts.ports import SendRefusedError
+from kilo_alerts.ports import SendFailedError, SendRefusedError
 from kilo_billing.accounts import AccountProfile, TierChange
 from kilo_billing.contracts import UsageThresholdCrossedV1, limit_scope
 from tests.fakes import InMemoryAccountDirectory
@@ -20,6 +21,9 @@ from tests.unit.alerts_fakes import InMemoryLedger, ScriptedMailer, ScriptedText
 
 PERCENTS = (80, 100, 200, 300, 400, 500, 600, 700, 800, 1000)  # each >= 80 %: SMS by default
 T0 = int(datetime(2026, 11, 20, 9, 0, tzinfo=UTC).timestamp() * 1000)
+# the records name the contact by its pseudonym only (D-fixprivacy-1): sha256("acct_p" NUL value), 16 hex digits
+EMAIL_REF = "erased-" + hashlib.sha256(b"acct_p\x00p@example.com").hexdigest()[:16]
+PHONE_REF = "erased-" + hashlib.sha256(b"acct_p\x00+14155550123").hexdigest()[:16]
 DIRECTORY = InMemoryAccountDirectory(
     AccountProfile(
         "acct_p",
@@ -121,8 +125,8 @@ def test_given_an_alert_chosen_by_sms_only_at_the_cap_then_it_goes_by_email_inst
     assert "budget" in mailer.sent[0][1]  # the alert's own email, not a generic notice
     cap = "the account's SMS cap of 1 a day (UTC) is reached"
     assert by_channel(ledger, second) == {
-        Channel.EMAIL: (Outcome.SENT, "p@example.com", "mail-1"),
-        Channel.SMS: (Outcome.SKIPPED, "+14155550123", f"{cap}; sent by email instead"),
+        Channel.EMAIL: (Outcome.SENT, EMAIL_REF, "mail-1"),
+        Channel.SMS: (Outcome.SKIPPED, PHONE_REF, f"{cap}; sent by email instead"),
     }
 
     again = deliver_alert(second, SMS_ONLY, ledger, mailer, texter, policy, T0 + 2000)  # redelivered
@@ -212,8 +216,8 @@ def test_given_an_sms_only_alert_to_a_number_that_cannot_be_texted_then_the_emai
     }
     deliver_alert(alert, SMS_ONLY, ledger, mailer, texter, policy, T0 + 1000)
     assert by_channel(ledger, alert) == {
-        Channel.EMAIL: (Outcome.SENT, "p@example.com", "mail-1"),
-        Channel.SMS: (outcome, "+14155550123", f"{detail}; sent by email instead"),
+        Channel.EMAIL: (Outcome.SENT, EMAIL_REF, "mail-1"),
+        Channel.SMS: (outcome, PHONE_REF, f"{detail}; sent by email instead"),
     }
     again = deliver_alert(alert, SMS_ONLY, ledger, mailer, texter, policy, T0 + 2000)
     assert {d.outcome for d in again.deliveries} == {Outcome.DUPLICATE}
@@ -291,3 +295,43 @@ def test_given_the_last_delivery_after_an_earlier_one_sent_the_email_instead_the
         Outcome.UNDELIVERABLE,
         "SNS still failing for now at the event's last delivery: Throttling; the email was decided before",
     )
+
+
+@pytest.mark.parametrize(
+    ("mailer", "texter", "outcome"),
+    [
+        (  # SES names the addresses it refuses (an identity not verified in the sandbox), in any case
+            ScriptedMailer(SendRefusedError("Email address is not verified. The following identities failed the "
+                                            "check in region US-EAST-1: P@Example.com")),
+            ScriptedTexter(SendRefusedError("Invalid parameter: PhoneNumber Reason: 14155550123 is not valid")),
+            Outcome.UNDELIVERABLE,
+        ),
+        (  # failing for now: the released rows keep the message too
+            ScriptedMailer(SendFailedError("Throttling for p@example.com")),
+            ScriptedTexter(SendFailedError("Rate exceeded for +14155550123")),
+            Outcome.RETRY,
+        ),
+    ],
+)  # fmt: skip
+def test_given_providers_naming_the_contact_in_their_refusal_then_the_records_name_it_by_its_pseudonym_only(
+    mailer: ScriptedMailer, texter: ScriptedTexter, outcome: Outcome
+) -> None:
+    """D-fixprivacy-1: a provider's message kept as a record's detail has the address or number replaced by the same
+    pseudonym as the record's recipient (an erasure would otherwise leave it in the alerts table for 400 days)."""
+    from kilo_alerts.logic import DeliveryIncompleteError  # noqa: PLC0415
+
+    ledger = InMemoryLedger()
+    try:
+        deliver_alert(pumped(1)[0], DIRECTORY, ledger, mailer, texter, DeliveryPolicy("https://x/prefs"), T0)
+    except DeliveryIncompleteError:
+        assert outcome is Outcome.RETRY
+    recorded = {d.channel: d for d in ledger.deliveries("acct_p", "2026-11")}
+    assert {channel: (d.outcome, d.recipient) for channel, d in recorded.items()} == {
+        Channel.EMAIL: (outcome, EMAIL_REF),
+        Channel.SMS: (outcome, PHONE_REF),
+    }
+    assert EMAIL_REF in recorded[Channel.EMAIL].detail
+    assert PHONE_REF in recorded[Channel.SMS].detail
+    kept = " ".join(d.detail + d.recipient for d in recorded.values()).lower()
+    assert "example.com" not in kept
+    assert "4155550123" not in kept

@@ -20,6 +20,7 @@ from kilo_account_api.model import (
     PhoneChallenge,
     SessionRecord,
 )
+from kilo_billing.accounts import PSEUDONYM_PREFIX, pseudonym, pseudonymised_in
 from kilo_billing.auth import Role
 from kilo_billing.aws import ConditionFailedError, call, give_back_counted, paged_items, put_if, take_counted
 from kilo_billing.aws import InvalidRequestError as AwsInvalidRequestError
@@ -34,6 +35,57 @@ ERASURE_PAUSES: Final = (0.5, 0.5, 1.0, 2.5)
 ERASURE_SETTLE: Final = 0.5
 MEMBERS_BY_USER_INDEX: Final = "members_by_user"
 MAX_BATCH_GET: Final = 100
+
+
+# the alerts function's delivery records (kilo_alerts.items, read by name, never imported): ``ACCOUNT#<id>`` /
+# ``DELIVERY#...``, the contact in ``recipient``, a provider's message in ``detail``
+ALERT_DELIVERY_PREFIX: Final = "DELIVERY#"
+
+
+class DynamoAlertRecords:
+    """``AlertRecords`` on the alerts table: one Query of the account's delivery records (only the key, ``recipient``
+    and ``detail``: the role's grant allows no other attribute) and one conditional UpdateItem per record still naming
+    its contact, on the condition that it still names that one (a record the alerts function wrote meanwhile names
+    its pseudonym only)."""
+
+    def __init__(self, client: Any, table: str) -> None:
+        self._client = client
+        self._table = table
+
+    def pseudonymise(self, account_id: str) -> int:
+        changed = 0
+        found = paged_items(
+            self._client.query,
+            TableName=self._table,
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
+            Select="SPECIFIC_ATTRIBUTES",
+            ProjectionExpression="pk, sk, #r, #d",
+            ExpressionAttributeNames={"#r": "recipient", "#d": "detail"},
+            ExpressionAttributeValues=to_item({":pk": f"ACCOUNT#{account_id}", ":prefix": ALERT_DELIVERY_PREFIX}),
+            ConsistentRead=True,
+        )
+        for item in found:
+            values = from_item(item)
+            contact = str(values.get("recipient", ""))
+            if not contact or contact.startswith(PSEUDONYM_PREFIX):
+                continue
+            detail = pseudonymised_in(account_id, str(values.get("detail", "")), contact)
+            try:
+                call(
+                    self._client.update_item,
+                    TableName=self._table,
+                    Key={"pk": item["pk"], "sk": item["sk"]},
+                    UpdateExpression="SET #r = :ref, #d = :detail",
+                    ConditionExpression="#r = :contact",
+                    ExpressionAttributeNames={"#r": "recipient", "#d": "detail"},
+                    ExpressionAttributeValues=to_item(
+                        {":ref": pseudonym(account_id, contact), ":detail": detail, ":contact": contact}
+                    ),
+                )
+            except ConditionFailedError:
+                continue  # written again meanwhile (by the alerts function: its pseudonym only)
+            changed += 1
+        return changed
 
 
 class DynamoMembers:

@@ -11,10 +11,16 @@ from datetime import timedelta
 from functools import cache
 from typing import Any
 
-from kilo_account_api.adapters import DynamoMembers, DynamoPhoneChallenges, DynamoSessionHistory, SnsCodeSender
+from kilo_account_api.adapters import (
+    DynamoAlertRecords,
+    DynamoMembers,
+    DynamoPhoneChallenges,
+    DynamoSessionHistory,
+    SnsCodeSender,
+)
 from kilo_account_api.model import UnavailableError
 from kilo_account_api.phone import PhoneVerificationPolicy
-from kilo_account_api.ports import CodeSender, MemberStore, PaymentPages, PhoneChallenges, SessionHistory
+from kilo_account_api.ports import AlertRecords, CodeSender, MemberStore, PaymentPages, PhoneChallenges, SessionHistory
 from kilo_account_api.settings import AccountApiSettings, settings
 from kilo_billing.account_store import DynamoAccountDirectory
 from kilo_billing.accounts import AccountDirectory
@@ -129,6 +135,7 @@ class AccountApiDependencies:
     code_sender: CodeSender  # SNS, its client made on the first code sent
     phone_policy: PhoneVerificationPolicy
     phone_code_key: Callable[[], bytes]
+    alert_records: AlertRecords | None = None  # the alerts table's delivery records (erasure), when configured
 
 
 @cache
@@ -153,6 +160,7 @@ def dependencies() -> AccountApiDependencies:
         code_sender=SnsCodeSender(client("sns", config.call_budget, lazy=True)),
         phone_policy=PhoneVerificationPolicy(),
         phone_code_key=PhoneCodeKey(config),
+        alert_records=DynamoAlertRecords(dynamodb, config.alerts_table_name) if config.alerts_table_name else None,
     )
 
 

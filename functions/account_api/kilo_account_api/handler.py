@@ -456,7 +456,14 @@ def erase(account_id: AccountId, body: schemas.ErasureIn | None = None) -> schem
     _absent_or_object(body)
     deps = _deps()
     erased = logic.erase(
-        deps.accounts, deps.members, deps.sessions, account_id, _now(), deps.phone_challenges, deps.ledger
+        deps.accounts,
+        deps.members,
+        deps.sessions,
+        account_id,
+        _now(),
+        deps.phone_challenges,
+        deps.ledger,
+        deps.alert_records,
     )
     return schemas.ErasureOut.of(erased)
 

@@ -36,13 +36,14 @@ from kilo_account_api.model import (
     UsageReport,
     found_in_period,
 )
-from kilo_account_api.ports import MemberStore, PaymentPages, PhoneChallenges, SessionHistory
+from kilo_account_api.ports import AlertRecords, MemberStore, PaymentPages, PhoneChallenges, SessionHistory
 from kilo_billing.accounts import (
     AccountDirectory,
     AccountProfile,
     InvalidContactError,
     UnknownAccountError,
     check_email,
+    check_text,
     pseudonym,
     registered_profile,
     set_alert_contact,
@@ -568,6 +569,10 @@ def invite_member(
     the account is not the user's - until the user accepts it (``accept_invitation``), within ``lasts``. Owners
     invite anyone; admins invite members and admins, never owners. ``member.added_at`` is now."""
     profile_of(accounts, member.account_id)
+    try:  # the free text the invitation stores: no control characters, an ASCII address (D-fixprivacy-2)
+        check_text("user", member.user)
+    except InvalidContactError as exc:
+        raise InvalidRequestError("user", str(exc)) from exc
     if member.email:
         try:
             check_email(member.email)
@@ -658,6 +663,7 @@ def erase(
     now: datetime,
     phone_codes: PhoneChallenges | None = None,
     ledger: LedgerStore | None = None,
+    alert_records: AlertRecords | None = None,
 ) -> Erasure:
     """Pseudonymise the account's personal data: contact details cleared from the profile (alerts then go nowhere),
     members' emails and participants' identities replaced by pseudonyms. Invoices, amounts and usage counters are
@@ -668,7 +674,9 @@ def erase(
     identity while or after the stored sessions are rewritten here. The phone code's item (``phone_codes``) loses
     its number and code hash. The billing item's digest of the details last given the Stripe customer (D172, an
     unsalted hash of email and name: a guessed address could be checked against it) becomes that of the erased
-    profile's empty details, so nothing of the old ones is kept and no update is sent for them later."""
+    profile's empty details, so nothing of the old ones is kept and no update is sent for them later. The alerts
+    function's delivery records written before it kept only its pseudonym of the contact (``alert_records``) get
+    that pseudonym too (D-fixprivacy-1); later ones never held the contact."""
     cleared = False
 
     def marked(profile: AccountProfile) -> AccountProfile:
@@ -685,10 +693,12 @@ def erase(
         phone_codes.forget_phone(account_id)
     if ledger is not None and ledger.ledger(account_id).billing.customer_details is not None:
         ledger.save_billing(account_id, customer_details=customer_details_digest("", ""))
-    # the members' and invitees' e-mails before the sessions: their query is strongly consistent (the account's own
-    # partition), while the sessions' passes may end in ErasureIncompleteError (503) or the route's timeout - an
-    # incomplete erasure has still erased them (D-fixapi-1)
+    # the members' and invitees' e-mails and the alert delivery records before the sessions: their queries are
+    # strongly consistent (the account's own partition), while the sessions' passes may end in
+    # ErasureIncompleteError (503) or the route's timeout - an incomplete erasure has still erased them (D-fixapi-1)
     changed = store.pseudonymise(account_id, lambda value: pseudonym(account_id, value))
+    if alert_records is not None:
+        alert_records.pseudonymise(account_id)
     # every session begun before the mark: rating's bound (it writes those with their pseudonym from now on)
     sessions = history.pseudonymise(account_id, lambda value: pseudonym(account_id, value), saved.erased_at or now)
     return Erasure(account_id, now, sessions, changed, cleared)

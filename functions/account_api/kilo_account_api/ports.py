@@ -30,6 +30,17 @@ class SessionHistory(Protocol):
         ...
 
 
+class AlertRecords(Protocol):
+    """The alerts function's delivery records of an account in the alerts table, read by attribute name (never by
+    importing the alerts function)."""
+
+    def pseudonymise(self, account_id: str) -> int:
+        """Records that still name the address or number they went to (written before the alerts function kept its
+        pseudonym only, D-fixprivacy-1): the contact replaced by ``kilo_billing.accounts.pseudonym`` in the
+        recipient and in the provider's message kept with it; returns the records changed."""
+        ...
+
+
 class MemberStore(Protocol):
     def members(self, account_id: str) -> list[Member]: ...
 

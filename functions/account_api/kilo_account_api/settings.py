@@ -18,6 +18,9 @@ class AccountApiSettings(ForecastSettings):
 
     usage_table_name: str  # profiles, rating's sessions and counters, our invoices, the spend item
     members_table_name: str  # ACCOUNT#<id> / MEMBER#<user>
+    # the alerts function's table: the erasure gives old delivery records their contact's pseudonym (D-fixprivacy-1);
+    # empty: none to rewrite
+    alerts_table_name: str = ""
     # the Cognito group whose users get the operator claim at sign-in (the pre-token trigger, ``sign_in``)
     operator_group: str = "kilo-operators"
     # Secrets Manager: JSON {"api_key": "sk_..." | "rk_...", optional "api_base"} (the invoice functions' secret)

@@ -53,7 +53,13 @@ from kilo_alerts.ports import (
     Texter,
 )
 from kilo_alerts.render import render
-from kilo_billing.accounts import REQUIRED_ALERT_KINDS, AccountDirectory, AccountProfile
+from kilo_billing.accounts import (
+    REQUIRED_ALERT_KINDS,
+    AccountDirectory,
+    AccountProfile,
+    pseudonym,
+    pseudonymised_in,
+)
 from kilo_billing.budgets import DEFAULT_WEEKDAY_WEIGHTS, bill_reached_on, month_fee
 from kilo_billing.catalog import Catalog, default_catalog
 from kilo_billing.contracts import PaymentFailedV1, UsageThresholdCrossedV1, limit_scope
@@ -251,25 +257,28 @@ def _send(
         if not profile.email:
             return replace(pending, outcome=Outcome.SKIPPED, detail="no email address")
         address = profile.email
-        return _attempt(replace(pending, recipient=address), lambda: mailer.send(address, *_email(rendered)))
+        return _attempt(_to(pending, address), lambda: mailer.send(address, *_email(rendered)), address)
     if not profile.phone:
         return replace(pending, outcome=Outcome.SKIPPED, detail="no phone number")
     if not profile.phone_verified:
         return replace(pending, outcome=Outcome.SKIPPED, detail="phone number not verified")
     phone = profile.phone
-    pending = replace(pending, recipient=phone)
+    pending = _to(pending, phone)
     try:  # SNS judges the number: an invalid one is refused here or by the publish (undeliverable, D170)
         if texter.opted_out(phone):
             return replace(pending, outcome=Outcome.OPTED_OUT, detail="the number opted out of SMS (STOP)")
     except SendRefusedError as exc:  # SNS does not take the number (e.g. not E.164)
-        return replace(pending, outcome=Outcome.UNDELIVERABLE, detail=f"SNS refused the number: {exc}")
+        refused = f"SNS refused the number: {exc}"
+        return replace(
+            pending, outcome=Outcome.UNDELIVERABLE, detail=pseudonymised_in(pending.account_id, refused, phone)
+        )
     except SendFailedError as exc:
-        return replace(pending, outcome=Outcome.RETRY, detail=str(exc))
+        return replace(pending, outcome=Outcome.RETRY, detail=pseudonymised_in(pending.account_id, str(exc), phone))
     day = f"{datetime.fromtimestamp(pending.at_ms / 1000, tz=UTC):%Y-%m-%d}"
     if not ledger.take_sms(pending.account_id, day, policy.sms_per_day, pending.at_ms):
         detail = f"the account's SMS cap of {policy.sms_per_day} a day (UTC) is reached"
         raise SmsCapReachedError(replace(pending, outcome=Outcome.SKIPPED, detail=detail))
-    sent = _attempt(pending, lambda: texter.send(phone, rendered.sms))
+    sent = _attempt(pending, lambda: texter.send(phone, rendered.sms), phone)
     if sent.outcome is not Outcome.SENT:
         ledger.give_back_sms(pending.account_id, day)
     if sent.outcome is Outcome.UNDELIVERABLE:
@@ -281,13 +290,23 @@ def _email(rendered: Rendered) -> tuple[str, str, str]:
     return rendered.subject, rendered.html, rendered.text
 
 
-def _attempt(pending: Delivery, send: Callable[[], str]) -> Delivery:
+def _to(pending: Delivery, contact: str) -> Delivery:
+    """The delivery to ``contact`` (an address or number), which its record names only by its pseudonym (D80's, the
+    same value of the same account always the same; D-fixprivacy-1): the alerts table keeps its records 400 days,
+    and an erasure (which clears the profile) must leave no contact detail there. An operator checks whether a record
+    went to the account's current address by comparing ``pseudonym(account, address)``."""
+    return replace(pending, recipient=pseudonym(pending.account_id, contact))
+
+
+def _attempt(pending: Delivery, send: Callable[[], str], contact: str) -> Delivery:
     try:
         message_id = send()
     except SendRefusedError as exc:
-        return replace(pending, outcome=Outcome.UNDELIVERABLE, detail=str(exc))
+        return replace(
+            pending, outcome=Outcome.UNDELIVERABLE, detail=pseudonymised_in(pending.account_id, str(exc), contact)
+        )
     except SendFailedError as exc:
-        return replace(pending, outcome=Outcome.RETRY, detail=str(exc))
+        return replace(pending, outcome=Outcome.RETRY, detail=pseudonymised_in(pending.account_id, str(exc), contact))
     return replace(pending, outcome=Outcome.SENT, detail=message_id)
 
 

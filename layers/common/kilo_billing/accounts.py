@@ -80,6 +80,17 @@ def pseudonym(account_id: str, value: str) -> str:
     return PSEUDONYM_PREFIX + hashlib.sha256(f"{account_id}\x00{value}".encode()).hexdigest()[:16]
 
 
+def pseudonymised_in(account_id: str, text: str, contact: str) -> str:
+    """``text`` (a provider's message kept with an alert's delivery record: SES names the addresses it refuses, SNS
+    the number) with ``contact`` - in any case, a number also without its ``+`` - replaced by its ``pseudonym``
+    (D-fixprivacy-1: the alerts function when it records, the account API's erasure for records written before)."""
+    ref = pseudonym(account_id, contact)
+    for shown in dict.fromkeys((contact, contact.removeprefix("+"))):
+        if shown and shown != ref:
+            text = re.sub(re.escape(shown), ref, text, flags=re.IGNORECASE)
+    return text
+
+
 class InvalidAccountIdError(ValueError):
     """Not an account id (grammar) or a reserved one; the message says which."""
 
@@ -382,8 +393,14 @@ def check_phone(value: str) -> str:
 
 
 def check_email(value: str) -> str:
+    """An e-mail address the API stores (the alert contact's, a member's): no control character (``check_text``),
+    an address like name@example.com, ASCII only (SES sends to 7-bit ASCII addresses only: D-alerts4-3,
+    D-fixprivacy-2). ``InvalidContactError`` naming ``email``."""
+    check_text("email", value)
     if len(value) > 254 or not _EMAIL.fullmatch(value):
         raise InvalidContactError(f"email {value!r} is not an address like name@example.com")
+    if not value.isascii():  # mail to it would be refused by SES (every alert lost)
+        raise InvalidContactError(f"email {value!r}: mail goes through SES, which takes ASCII addresses only")
     return value
 
 
@@ -406,10 +423,7 @@ def set_alert_contact(
     if phone:
         check_phone(phone)
     if email:
-        check_text("email", email)
-        check_email(email)
-        if not email.isascii():  # SES sends only to 7-bit ASCII addresses: every alert would be refused (D-alerts4-3)
-            raise InvalidContactError(f"email {email!r}: alerts go through SES, which takes ASCII addresses only")
+        check_email(email)  # controls, the pattern, ASCII only (D-alerts4-3)
     for kind, channels in (preferences or {}).items():
         unknown = set(channels) - set(ALERT_CHANNELS)
         if unknown:
