@@ -96,6 +96,14 @@ class InMemoryMembers:
                 raise ConflictError(f"{user!r} was not removed: the account's owners changed meanwhile; retry")
         del self.stored[(account_id, user)]
 
+    def withdraw(self, account_id: str, user: str) -> None:
+        found = self.stored.get((account_id, user))
+        if found is None:
+            raise NotFoundError(f"{user!r} is not invited")
+        if found.active:
+            raise ConflictError(f"{user!r} accepted the invitation meanwhile; retry")
+        del self.stored[(account_id, user)]
+
     def accounts_of(self, user: str) -> list[Member]:
         return [m for (_, member_user), m in sorted(self.stored.items()) if member_user == user]
 

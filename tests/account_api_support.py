@@ -23,10 +23,16 @@ def clear_caches() -> None:
     dependencies.dependencies.cache_clear()
 
 
-def api_environment(stack: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """For a fixture: the account API's environment as the template deploys it, its caches cleared around."""
+def api_environment(
+    stack: Any, monkeypatch: pytest.MonkeyPatch, staff: dict[str, dict[str, str]] | None = None
+) -> Iterator[Any]:
+    """For a fixture: the account API's environment as the template deploys it, its caches cleared around; ``staff``
+    (account -> user -> role): the memberships the file's admin and owner tokens name, stored (every admin write
+    checks the stored role: D-api4-3, D-fixapi-4)."""
     for key, value in stack.template.function_environment(ROUTES_FUNCTION).items():
         monkeypatch.setenv(key, value)
+    for account, roles in (staff or {}).items():
+        store_members(stack, account, roles)
     clear_caches()
     yield stack
     clear_caches()
@@ -110,15 +116,17 @@ def route_of(method: str, path: str) -> tuple[str, dict[str, str]]:
 
 
 def store_members(stack: Any, account: str, roles: dict[str, str], added_at: datetime | None = None) -> None:
-    """Memberships (user -> role) stored as accepted ones, as the members table holds them: membership changes check
-    the caller's stored role, not only the token's (D-api4-3)."""
-    from kilo_account_api.adapters import DynamoMembers  # noqa: PLC0415
+    """Memberships (user -> role) stored as accepted ones, as the members table holds them (the store's own item
+    mapping; one stored before is replaced): admin writes and membership changes check the caller's stored role, not
+    only the token's (D-api4-3, D-fixapi-4)."""
+    from kilo_account_api import items  # noqa: PLC0415
     from kilo_account_api.model import Member  # noqa: PLC0415
     from kilo_billing.auth import Role  # noqa: PLC0415
 
-    store = DynamoMembers(stack.clients["dynamodb"], stack.template.physical_name("MembersTable"))
+    table = stack.template.physical_name("MembersTable")
     for user, role in roles.items():
-        store.add(Member(account, user, "", Role[role.upper()], added_at or datetime(2026, 1, 1, tzinfo=UTC)))
+        member = Member(account, user, "", Role[role.upper()], added_at or datetime(2026, 1, 1, tzinfo=UTC))
+        stack.clients["dynamodb"].put_item(TableName=table, Item=items.member_to_item(member))
 
 
 def ms(moment: datetime) -> int:

@@ -7,6 +7,10 @@ through ``/.well-known/openid-configuration``), RS256 only, ``iss``, ``aud``, ``
 present). Claims as Cognito's pre-token-generation trigger would add them: ``kilo_account``, ``kilo_role`` and, for
 operators, ``kilo_operator`` = ``"true"`` (kilo_billing.auth).
 
+The account API checks an admin's or owner's writes against the members table too (D-api4-3, D-fixapi-4), and
+Cognito's pre-token trigger signs only for a stored membership: ``signed_in`` (the local stack sets it) stores the
+membership each token for an account is minted for, so a local token is one a real sign-in could have given.
+
 Started and stopped by whoever owns it (the local stack), by its own server thread; nothing outlives :meth:`stop`.
 """
 
@@ -18,7 +22,7 @@ import time
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Final
 
@@ -35,9 +39,13 @@ class TokenRejectedError(Exception):
     """Not a token the authorizer accepts; the message says why (API Gateway answers 401)."""
 
 
+SignedIn = Callable[[str, str, str], None]  # (user, account, role): the membership a token is minted for
+
+
 class LocalIssuer:
-    def __init__(self, audience: str = AUDIENCE) -> None:
+    def __init__(self, audience: str = AUDIENCE, signed_in: SignedIn | None = None) -> None:
         self.audience = audience
+        self.signed_in = signed_in  # called before a token for an account is minted (the local stack stores it)
         self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self.kid = uuid.uuid4().hex[:16]
         self._server: ThreadingHTTPServer | None = None
@@ -138,7 +146,10 @@ class LocalIssuer:
         issuer: str | None = None,
         extra: Mapping[str, Any] | None = None,
     ) -> str:
-        """A signed access token for ``user`` acting for ``account`` with ``role`` (what the dashboard sends)."""
+        """A signed access token for ``user`` acting for ``account`` with ``role`` (what the dashboard sends); the
+        membership it names is stored first (``signed_in``), as Cognito's trigger would have found it."""
+        if self.signed_in is not None and account is not None and role is not None:
+            self.signed_in(user, account, role)
         now = int(time.time())
         claims: dict[str, Any] = {
             "sub": user,

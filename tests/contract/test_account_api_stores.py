@@ -243,6 +243,21 @@ def test_given_an_invitation_then_accept_decline_expiry_and_replacement_keep_the
         members.decline("acct", "nina")
 
 
+def test_given_an_invitation_then_a_withdrawal_deletes_it_only_while_it_is_one(members: MemberStore) -> None:
+    """A withdrawal deletes an invitation (open or ended); once accepted it is refused (``ConflictError``: the
+    membership stays, removed only with a removal's rules); nothing there is ``NotFoundError`` (D-fixapi-3)."""
+    ends = ADDED + timedelta(days=7)
+    members.add(Member("acct", "ivan", "", Role.OWNER, ADDED, MemberStatus.INVITED, ends))
+    members.add(Member("acct", "nina", "", Role.MEMBER, ADDED, MemberStatus.INVITED, ends))
+    accepted = members.accept("acct", "ivan", ADDED + timedelta(hours=1))
+    with pytest.raises(ConflictError, match="accepted"):
+        members.withdraw("acct", "ivan")
+    members.withdraw("acct", "nina")
+    assert members.members("acct") == [accepted]
+    with pytest.raises(NotFoundError):
+        members.withdraw("acct", "nina")
+
+
 def test_given_an_invitation_to_be_owner_then_it_is_no_owner_to_keep(members: MemberStore) -> None:
     """Removing the last active owner while another user is only invited as owner is refused in the atomic step too."""
     members.add(Member("acct", "alice", "", Role.OWNER, ADDED))

@@ -162,6 +162,29 @@ def test_given_the_local_sign_in_then_its_token_is_accepted_and_a_bad_request_is
     assert refused.value.code == 400
 
 
+def test_given_the_local_sign_in_of_an_admin_then_its_membership_is_stored_and_its_writes_are_accepted(
+    local: Any,
+) -> None:
+    """Admin writes check the stored role (D-fixapi-4); as Cognito's trigger signs only for a stored membership, the
+    local issuer stores the membership it signs for: the local sign-in's admin token may replace the budget, and the
+    members table holds the admin; a token the issuer did not sign that way (no stored member) is refused (403)."""
+    with urllib.request.urlopen(
+        f"{local.issuer.url}/local/token?account=acct_local_b&role=admin&user=ada", timeout=10
+    ) as got:
+        token = json.loads(got.read())["access_token"]
+    status, body = request(local, "PUT", "/v1/accounts/acct_local_b/budget", token, {"budget_usd": "75.00"})
+    assert (status, body["budget_usd"]) == (200, "75.00"), body
+    status, body = request(local, "GET", "/v1/accounts/acct_local_b/members", token)
+    assert ("ada", "admin", "active") in [(m["user"], m["role"], m["status"]) for m in body["members"]], body
+    local.issuer.signed_in, hook = None, local.issuer.signed_in
+    try:
+        unsigned = local.issuer.mint("ben", "acct_local_b", "admin")
+    finally:
+        local.issuer.signed_in = hook
+    status, body = request(local, "PUT", "/v1/accounts/acct_local_b/budget", unsigned, {"budget_usd": "1.00"})
+    assert (status, body["code"]) == (403, "forbidden"), body
+
+
 def test_given_an_invoice_id_in_a_crypto_path_then_only_its_slash_free_key_reaches_the_function(local: Any) -> None:
     """The gateway URL-decodes the path before matching routes, as API Gateway HTTP APIs do: ``%2F`` is a separator
     there, so ``<account>%2F<period>`` matches no route (the gateway's own 404); the key ``<account>~<period>`` is

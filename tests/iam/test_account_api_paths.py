@@ -29,7 +29,7 @@ pytestmark = pytest.mark.usefixtures("frozen")
 
 @pytest.fixture
 def account_api(stack: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    yield from api_environment(stack, monkeypatch)
+    yield from api_environment(stack, monkeypatch, {"acct_a": {"user-1": "admin"}})
 
 
 @pytest.fixture

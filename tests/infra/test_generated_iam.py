@@ -146,6 +146,7 @@ ROLES = {
         ("dynamodb:PutItem", USAGE_TABLE),  # an abuse hold (the profile's status)
         ("dynamodb:Query", OPEN_SESSIONS_INDEX),  # the account's participants in a call
         ("sqs:SendMessage", ALERTS_QUEUE),  # the delayed removal step of an enforcement
+        ("sqs:ChangeMessageVisibility", ALERTS_QUEUE),  # a delivery that found the turn held: back sooner
         ("secretsmanager:GetSecretValue", LIVEKIT_KEYS),  # RoomService
         ("ses:SendEmail", SES_SENDER),  # only from the configured identity ...
         ("ses:SendEmail", SES_CONFIGURATION_SET),  # ... through the alerts configuration set

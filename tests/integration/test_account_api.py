@@ -18,7 +18,7 @@ from kilo_billing.items import to_item
 from kilo_billing.rating import TierChange
 from kilo_rate_usage import items as rating_items
 from kilo_rate_usage.model import Billing, ClosedBy, PeriodPart, Session, StoredSession
-from tests.account_api_support import api_environment, call, claims, ms, utc
+from tests.account_api_support import api_environment, call, claims, ms, store_members, utc
 
 NOW = utc(2026, 11, 15, 12)  # a Sunday
 NOV = utc(2026, 11, 1)
@@ -268,6 +268,7 @@ def test_given_an_admin_when_the_budget_is_replaced_then_it_is_stored_and_bad_am
     account_api: Any,
 ) -> None:
     register(account_api, "acct_a")
+    store_members(account_api, "acct_a", {"user-1": "admin"})  # admin writes check the stored role (D-fixapi-4)
     admin = claims("acct_a", "admin")
     saved = call(
         "PUT",

@@ -193,3 +193,96 @@ def test_given_an_index_that_does_not_catch_up_when_the_owner_erases_then_503_an
         lagging.stale_for = 0
         again = call("POST", "/v1/accounts/acct/erase", claims("acct", "owner"))
     assert (again.status, again.body["sessions_pseudonymised"]) == (200, 0), again.body
+
+
+# --- a session the index still lists under the account, stored (now) under another: never rewritten ---------------
+
+BOB_ELSEWHERE = rating_session(
+    "RM_5", "PA_5", "bob", "acct_b", ms(2026, 11, 2, 9), ms(2026, 11, 2, 10), [("2026-11", 60, 0)]
+)
+
+
+class MovedAway(LaggingIndex):
+    """The first ``stale_for`` index queries for ``acct`` still list ``BOB_ELSEWHERE`` under ``acct`` (rating moved
+    it to ``acct_b``, the index has not caught up): its entry as it was, account, start and identity."""
+
+    def query(self, **request: Any) -> Any:
+        answer = super().query(**request)
+        listed_for = request.get("ExpressionAttributeValues", {}).get(":a", {}).get("S")
+        if request.get("IndexName") != ACCOUNT_SESSIONS_INDEX or listed_for != "acct":
+            return answer
+        if self.index_queries > self.stale_for:
+            return answer
+        entry = to_item(
+            {
+                "pk": "ROOM#RM_5",
+                "sk": "SESSION#PA_5",
+                "account": "acct",
+                "start_ms": BOB_ELSEWHERE.start_ms,
+                "identity": "bob",
+                "end_ms": BOB_ELSEWHERE.end_ms,
+            }
+        )
+        return answer | {"Items": [*answer["Items"], entry], "Count": answer["Count"] + 1}
+
+
+def test_given_a_stale_entry_of_a_session_now_stored_for_another_account_then_it_is_not_rewritten(
+    stack: Any,
+) -> None:
+    """Review B finding 2: the strongly consistent read shows the session under ``acct_b``: ``acct``'s erasure leaves
+    it as it is (it rewrote it with ``acct``'s pseudonym of bob before), and erases its own session."""
+    put_sessions(stack, ALICE, BOB_ELSEWHERE)
+    pauses: list[float] = []
+    moved = MovedAway(stack.clients["dynamodb"], stale_for=1)
+    assert history(stack, moved, pauses).pseudonymise("acct", x_pseudonym, MARK) == 1
+    assert (stored_identity(stack, "RM_5", "PA_5"), stored_identity(stack, "RM_1", "PA_1")) == ("bob", "x-alice")
+    assert pauses == [0.5]
+
+
+def test_given_a_session_moved_to_another_account_between_read_and_rewrite_then_it_is_not_rewritten(
+    stack: Any,
+) -> None:
+    """Rating moves bob's session from ``acct`` to ``acct_b`` (same identity) after the erasure read it: the
+    rewrite's condition on the account refuses it; the next listing no longer shows it under ``acct``."""
+    put_sessions(stack, replace(BOB_ELSEWHERE, account="acct"))
+    table = stack.template.physical_name("UsageTable")
+    client = stack.clients["dynamodb"]
+
+    class RatingMovesIt(LaggingIndex):
+        def update_item(self, **request: Any) -> Any:
+            client.put_item(TableName=table, Item=session_to_item(StoredSession.of(BOB_ELSEWHERE, {})))
+            return client.update_item(**request)
+
+    pauses: list[float] = []
+    assert history(stack, RatingMovesIt(client), pauses).pseudonymise("acct", x_pseudonym, MARK) == 0
+    item = client.get_item(TableName=table, Key=to_item({"pk": "ROOM#RM_5", "sk": "SESSION#PA_5"}))["Item"]
+    assert (item["identity"]["S"], item["account"]["S"]) == ("bob", "acct_b")
+
+
+def test_given_an_index_that_never_catches_up_when_the_owner_erases_then_members_and_invitees_are_erased_anyway(
+    account_api: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review B finding 1: the sessions' passes end in a 503, yet the members' and invitees' e-mails (their query is
+    strongly consistent, no index to wait for) are pseudonymised already - an incomplete erasure still erases them."""
+    from kilo_account_api.adapters import DynamoMembers  # noqa: PLC0415
+    from kilo_account_api.model import Member  # noqa: PLC0415
+    from kilo_billing.auth import Role  # noqa: PLC0415
+
+    register(account_api, "acct")
+    members = DynamoMembers(account_api.clients["dynamodb"], account_api.template.physical_name("MembersTable"))
+    members.add(Member("acct", "user-1", "olga@acme.example", Role.OWNER, utc(2026, 1, 1)))
+    put_sessions(account_api, ALICE)
+    lagging = LaggingIndex(account_api.clients["dynamodb"], stale={"ROOM#RM_1": "alice"}, stale_for=99)
+    lagging_route(account_api, monkeypatch, lagging)
+    with time_machine.travel(NOW, tick=False):
+        invited = call(
+            "POST", "/v1/accounts/acct/members", claims("acct", "owner"), {"user": "ivan", "email": "ivan@x.example"}
+        )
+        assert invited.status == 201, invited.body
+        refused = call("POST", "/v1/accounts/acct/erase", claims("acct", "owner"))
+    assert (refused.status, refused.body["code"]) == (503, "unavailable"), refused.body
+    emails = {m.user: m.email for m in members.members("acct")}
+    assert emails == {
+        "user-1": pseudonym("acct", "olga@acme.example"),
+        "ivan": pseudonym("acct", "ivan@x.example"),
+    }

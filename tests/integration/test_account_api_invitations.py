@@ -228,3 +228,68 @@ def test_given_a_removed_owner_with_a_token_still_valid_then_no_export_and_no_er
     assert (erased.status, erased.body["code"]) == (403, "forbidden")
     members = call("GET", "/v1/accounts/acct_a/export", OWNER).body["members"]
     assert [(m["user"], m["email"]) for m in members] == [("olga", "olga@a.example")]  # nothing erased
+
+
+def test_given_the_invitee_accepts_while_the_invitation_is_withdrawn_then_409_and_the_membership_stays(
+    acct_a: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review B finding 6: the withdrawal read ivan as invited; ivan accepts before its delete. The delete was
+    unconditional (204, an active member removed without the owners' rules); it is now conditioned on the invitation
+    still being one: 409 naming the race, ivan stays a member."""
+    from dataclasses import replace  # noqa: PLC0415
+
+    from kilo_account_api import dependencies, handler  # noqa: PLC0415
+
+    call("POST", "/v1/accounts/acct_a/members", OWNER, {"user": "ivan", "role": "admin"})
+    client = acct_a.clients["dynamodb"]
+    table = acct_a.template.physical_name("MembersTable")
+
+    class AcceptedInBetween:
+        """The moto client; ivan's acceptance (the store's own conditional update) lands just before any delete."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(client, name)
+
+        def delete_item(self, **request: Any) -> Any:
+            DynamoMembers(client, table).accept("acct_a", "ivan", NOW)
+            return client.delete_item(**request)
+
+        def transact_write_items(self, **request: Any) -> Any:
+            DynamoMembers(client, table).accept("acct_a", "ivan", NOW)
+            return client.transact_write_items(**request)
+
+    built = dependencies.dependencies()
+    with monkeypatch.context() as patched:
+        racing = DynamoMembers(AcceptedInBetween(), table)
+        patched.setattr(handler, "dependencies", lambda: replace(built, members=racing))
+        withdrawn = call("DELETE", "/v1/accounts/acct_a/members/ivan", OWNER)
+    assert withdrawn.status == 409, withdrawn
+    assert withdrawn.body["code"] == "conflict"
+    assert "accepted" in withdrawn.body["message"], withdrawn.body
+    listed = call("GET", "/v1/accounts/acct_a/members", OWNER).body["members"]
+    assert [(m["user"], m["status"]) for m in listed] == [("olga", "active"), ("ivan", "active")]
+
+
+def test_given_a_removed_admin_with_a_token_still_valid_then_no_write_that_outlasts_the_token(acct_a: Any) -> None:
+    """Review B finding 3: a removed admin's token redirected the alerts (PUT alert-preferences), lifted the hard
+    limit (PUT budget), changed the tier and opened Stripe's pages (200 each, before): every admin write now checks
+    the stored role (D-fixapi-4). Before the removal the same token may make them."""
+    store_members(acct_a, "acct_a", {"mia": "admin"})
+    mia = claims("acct_a", "admin", user="mia")
+    writes: list[tuple[str, str, dict[str, Any] | None]] = [
+        ("PUT", "/v1/accounts/acct_a/alert-preferences", {"email": "mia@attacker.example"}),
+        ("PUT", "/v1/accounts/acct_a/budget", {"budget_usd": "50.00"}),
+        ("POST", "/v1/accounts/acct_a/subscription", {"tier": "enterprise"}),
+        ("POST", "/v1/accounts/acct_a/billing-portal", None),
+        ("POST", "/v1/accounts/acct_a/payment-methods/checkout", None),
+        ("POST", "/v1/accounts/acct_a/alert-preferences/phone-code", None),
+        ("POST", "/v1/accounts/acct_a/alert-preferences/phone-code/confirm", {"code": "123456"}),
+    ]
+    assert call("PUT", "/v1/accounts/acct_a/budget", mia, {"budget_usd": "40.00"}).status == 200  # still an admin
+    assert call("DELETE", "/v1/accounts/acct_a/members/mia", OWNER).status == 204
+    for method, path, body in writes:
+        refused = call(method, path, mia, body)
+        assert (refused.status, refused.body["code"]) == (403, "forbidden"), (path, refused.body)
+    kept = call("GET", "/v1/accounts/acct_a/alert-preferences", OWNER).body
+    assert kept["email"] != "mia@attacker.example"
+    assert call("GET", "/v1/accounts/acct_a/budget", OWNER).body["budget_usd"] == "40.00"

@@ -29,7 +29,7 @@ PHONE, OTHER = "+14155550177", "+14155550178"
 
 @pytest.fixture
 def account_api(stack: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    yield from api_environment(stack, monkeypatch)
+    yield from api_environment(stack, monkeypatch, {"acct_a": {"user-1": "owner"}, "acct_b": {"user-1": "admin"}})
 
 
 @pytest.fixture(autouse=True)

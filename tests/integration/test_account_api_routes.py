@@ -22,7 +22,8 @@ from tests.integration.test_account_api import NOW, put_counters, put_session, r
 
 @pytest.fixture
 def account_api(stack: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    yield from api_environment(stack, monkeypatch)
+    staff = {"acct_a": STAFF, "acct_b": {"user-1": "owner"}, "acct_c": {"user-1": "owner"}}
+    yield from api_environment(stack, monkeypatch, staff)
 
 
 @pytest.fixture(autouse=True)

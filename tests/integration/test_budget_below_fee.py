@@ -14,7 +14,7 @@ from tests.integration.test_account_api import register
 
 @pytest.fixture
 def account_api(stack: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    yield from api_environment(stack, monkeypatch)
+    yield from api_environment(stack, monkeypatch, {"acct_a": {"user-1": "admin"}})
 
 
 def test_given_a_team_account_when_the_hard_limit_is_put_below_its_fee_then_400_names_the_field_and_the_fee(

@@ -23,7 +23,7 @@ QUOTE = "/v1/accounts/acct_a/crypto/bills/acct_a~2026-10/quotes"
 
 @pytest.fixture
 def account_api(stack: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    yield from api_environment(stack, monkeypatch)
+    yield from api_environment(stack, monkeypatch, {"acct_a": {"user-1": "admin"}})
 
 
 def crypto_call(path: str, token: dict[str, str] | None, body: object = None) -> tuple[int, dict[str, str], Any]:

@@ -170,6 +170,21 @@ class DynamoMembers:
         except ConditionFailedError as exc:
             raise NotFoundError(f"{user!r} has no invitation to account {account_id!r}") from exc
 
+    def withdraw(self, account_id: str, user: str) -> None:
+        try:
+            call(
+                self._client.delete_item,
+                TableName=self._table,
+                Key=items.member_key(account_id, user),
+                ConditionExpression="#status = :invited",
+                ExpressionAttributeNames={"#status": items.MEMBER_STATUS},
+                ExpressionAttributeValues=to_item({":invited": MemberStatus.INVITED.value}),
+            )
+        except ConditionFailedError as exc:
+            if self.member(account_id, user) is None:
+                raise NotFoundError(f"{user!r} is not invited to account {account_id!r}") from exc
+            raise ConflictError(f"{user!r} accepted the invitation meanwhile; retry (a member's removal)") from exc
+
     def remove(self, account_id: str, user: str, keeping_owner: str | None = None) -> None:
         if keeping_owner is None:
             try:
@@ -345,7 +360,7 @@ class DynamoSessionHistory:
             if not left and waited >= self._erasure_settle:
                 return changed
             for stored in self._values(left, consistent=True):
-                changed += self._pseudonymised(stored, pseudonym)
+                changed += self._pseudonymised(stored, account_id, pseudonym)
             if pause is None:
                 break
             self._pause(pause)
@@ -354,9 +369,13 @@ class DynamoSessionHistory:
             f"account {account_id!r}: the sessions index still lists identities after the erasure's passes; retry"
         )
 
-    def _pseudonymised(self, stored: dict[str, Any], pseudonym: Callable[[str], str]) -> int:
+    def _pseudonymised(self, stored: dict[str, Any], account_id: str, pseudonym: Callable[[str], str]) -> int:
         """Rewrite one session read strongly consistently with its identity's pseudonym: 1 if written, 0 if it holds
-        one already or changed since it was read (the next pass reads it again)."""
+        one already, changed since it was read (the next pass reads it again), or is stored for another account - a
+        stale index entry of a session rating has moved (D-fixapi-2): the read and the rewrite's condition both check
+        the stored ``account``, so one account's erasure never writes another's session."""
+        if stored.get("account") != account_id:
+            return 0
         session = items.session_from_values(stored)
         new = pseudonym(session.identity)
         if new == session.identity:
@@ -364,7 +383,7 @@ class DynamoSessionHistory:
         key = to_item(
             {"pk": items.ROOM_PREFIX + session.room_sid, "sk": items.SESSION_PREFIX + session.participant_sid}
         )
-        sets, values = ["#i = :i"], {":i": new, ":was": session.identity}
+        sets, values = ["#i = :i"], {":i": new, ":was": session.identity, ":account": account_id}
         registers = stored.get(items.REGISTERS)
         if isinstance(registers, str) and registers:
             sets.append("#r = :r")
@@ -375,8 +394,9 @@ class DynamoSessionHistory:
                 TableName=self._table,
                 Key=key,
                 UpdateExpression="SET " + ", ".join(sets),
-                ConditionExpression="#i = :was",
-                ExpressionAttributeNames={"#i": "identity"} | ({"#r": items.REGISTERS} if len(sets) > 1 else {}),
+                ConditionExpression="#i = :was AND #a = :account",
+                ExpressionAttributeNames={"#i": "identity", "#a": "account"}
+                | ({"#r": items.REGISTERS} if len(sets) > 1 else {}),
                 ExpressionAttributeValues=to_item(values),
             )
         except ConditionFailedError:

@@ -86,7 +86,8 @@ def _authorize(account_id: str, role: Role = Role.MEMBER) -> Caller:
 
 def _authorize_stored(account_id: str, role: Role) -> Role:
     """``_authorize``, then the caller's role as the members table holds it now (at least ``role``, else 403): for
-    what would outlast the token - membership changes, an export, the irreversible erasure (D-api4-3)."""
+    what would outlast the token - membership changes, an export, the irreversible erasure (D-api4-3), and every
+    admin write: budget and hard limit, alert contacts and their phone code, tier, Stripe's pages (D-fixapi-4)."""
     caller = _authorize(account_id, role)
     return logic.current_role(_deps().members, caller, account_id, role)
 
@@ -246,7 +247,7 @@ def get_budget(account_id: AccountId) -> schemas.BudgetOut:
 
 @_account_route("PUT", "/budget", "Replace the budget (admins and owners)")
 def put_budget(account_id: AccountId, body: schemas.BudgetIn) -> schemas.BudgetOut:
-    _authorize(account_id, Role.ADMIN)
+    _authorize_stored(account_id, Role.ADMIN)
     request = logic.BudgetRequest(body.budget_usd, tuple(body.alert_percentages), body.hard_limit_usd)
     return schemas.BudgetOut.of(logic.set_budget(_deps().accounts, account_id, request))
 
@@ -259,7 +260,7 @@ def get_alert_preferences(account_id: AccountId) -> schemas.AlertPreferencesOut:
 
 @_account_route("PUT", "/alert-preferences", "Set contacts and channels (admins and owners)")
 def put_alert_preferences(account_id: AccountId, body: schemas.AlertPreferencesIn) -> schemas.AlertPreferencesSavedOut:
-    _authorize(account_id, Role.ADMIN)
+    _authorize_stored(account_id, Role.ADMIN)
     channels = {kind: tuple(str(channel) for channel in chosen) for kind, chosen in body.channels.items()}
     request = logic.AlertPreferencesRequest(body.name, body.email, body.phone, channels)
     deps = _deps()
@@ -273,7 +274,7 @@ def put_alert_preferences(account_id: AccountId, body: schemas.AlertPreferencesI
 
 @_account_route("POST", "/alert-preferences/phone-code", "Send a new code to the SMS number (admins and owners)")
 def send_phone_code(account_id: AccountId, body: schemas.PhoneCodeRequestIn | None = None) -> schemas.PhoneCodeOut:
-    _authorize(account_id, Role.ADMIN)
+    _authorize_stored(account_id, Role.ADMIN)
     _absent_or_object(body)
     deps = _deps()
     profile = logic.profile_of(deps.accounts, account_id)
@@ -285,7 +286,7 @@ def send_phone_code(account_id: AccountId, body: schemas.PhoneCodeRequestIn | No
 
 @_account_route("POST", "/alert-preferences/phone-code/confirm", "Confirm the SMS number with its code (admins)")
 def confirm_phone_code(account_id: AccountId, body: schemas.PhoneCodeIn) -> schemas.AlertPreferencesOut:
-    _authorize(account_id, Role.ADMIN)
+    _authorize_stored(account_id, Role.ADMIN)
     deps = _deps()
     profile = logic.profile_of(deps.accounts, account_id)
     return schemas.AlertPreferencesOut.of(
@@ -325,7 +326,7 @@ def get_invoice(
 
 @_account_route("POST", "/subscription", "Change tier: upgrade now, downgrade at period end")
 def change_subscription(account_id: AccountId, body: schemas.SubscriptionIn) -> schemas.SubscriptionOut:
-    _authorize(account_id, Role.ADMIN)
+    _authorize_stored(account_id, Role.ADMIN)
     now = _now()
     outcome = logic.change_tier(_deps().accounts, _deps().catalog, account_id, body.tier, now)
     return schemas.SubscriptionOut(
@@ -345,7 +346,7 @@ def change_subscription(account_id: AccountId, body: schemas.SubscriptionIn) -> 
 
 @_account_route("POST", "/payment-methods/checkout", "A Stripe Checkout page to save a card")
 def checkout(account_id: AccountId, body: schemas.CheckoutIn | None = None) -> schemas.UrlOut:
-    _authorize(account_id, Role.ADMIN)
+    _authorize_stored(account_id, Role.ADMIN)
     body = _absent_or_object(body) or schemas.CheckoutIn()
     deps = _deps()
     home = deps.settings.dashboard_url
@@ -363,7 +364,7 @@ def checkout(account_id: AccountId, body: schemas.CheckoutIn | None = None) -> s
 
 @_account_route("POST", "/billing-portal", "A Stripe Billing Portal page (cards, receipts)")
 def billing_portal(account_id: AccountId, body: schemas.PortalIn | None = None) -> schemas.UrlOut:
-    _authorize(account_id, Role.ADMIN)
+    _authorize_stored(account_id, Role.ADMIN)
     body = _absent_or_object(body) or schemas.PortalIn()
     deps = _deps()
     home = deps.settings.dashboard_url

@@ -69,6 +69,12 @@ class MemberStore(Protocol):
         two owners removing each other at once must not leave the account with none."""
         ...
 
+    def withdraw(self, account_id: str, user: str) -> None:
+        """Delete the user's invitation (open or expired) only while it is still one (one conditional write):
+        ``ConflictError`` when it has been accepted meanwhile (a membership is removed with the removal's rules,
+        never by a withdrawal), ``NotFoundError`` when it is gone."""
+        ...
+
     def accounts_of(self, user: str) -> list[Member]:
         """Every membership and invitation of ``user`` (the token's ``sub``), in any account (sign-in picks one of
         the memberships, ``sign_in``; the user's open invitations are listed to them)."""

@@ -278,6 +278,22 @@ class SqsRemovalScheduler:
         )
 
 
+class SqsRedelivery:
+    """A received message of the alerts queue made visible again sooner than the queue's visibility timeout."""
+
+    def __init__(self, client: Any, queue_url: str) -> None:
+        self._client = client
+        self._queue_url = queue_url
+
+    def sooner(self, receipt_handle: str, seconds: int) -> None:
+        call(
+            self._client.change_message_visibility,
+            QueueUrl=self._queue_url,
+            ReceiptHandle=receipt_handle,
+            VisibilityTimeout=max(0, seconds),
+        )
+
+
 class LiveKitRoomControl:
     """LiveKit's RoomService through the official SDK (``livekit-api``, Twirp). ``credentials``: every (API key,
     secret) configured; a key LiveKit refuses (401, during a rotation) is followed by the next."""

@@ -12,6 +12,7 @@ from kilo_alerts.operator import OperatorPolicy, OperatorPorts
 from kilo_alerts.settings import AlertSettings, settings
 
 if TYPE_CHECKING:  # the alert delivery's modules load with it (``alerts()``), not with the operator checks
+    from kilo_alerts.adapters import SqsRedelivery
     from kilo_alerts.logic import AlertPorts, AlertsPolicy
 
 
@@ -20,6 +21,7 @@ class AlertDependencies:
     settings: AlertSettings
     ports: AlertPorts
     policy: AlertsPolicy
+    redelivery: SqsRedelivery  # a delivery that found the enforcement's turn held comes back in seconds
 
 
 @cache
@@ -31,6 +33,7 @@ def alerts() -> AlertDependencies:
         LiveKitRoomControl,
         SesMailer,
         SnsTexter,
+        SqsRedelivery,
         SqsRemovalScheduler,
     )
     from kilo_alerts.enforcement import EnforcementPolicy  # noqa: PLC0415
@@ -45,6 +48,7 @@ def alerts() -> AlertDependencies:
     credentials = livekit_credentials(config.livekit_keys_secret_name, config.secret_max_age_seconds, budget)
 
     entitlements = DynamoEntitlements(dynamodb, config.usage_table_name)
+    sqs = client("sqs", budget, lazy=True)
     ports = AlertPorts(
         directory=DynamoAccountDirectory(dynamodb, config.usage_table_name),
         ledger=DynamoDeliveryLedger(dynamodb, config.alerts_table_name),
@@ -60,7 +64,7 @@ def alerts() -> AlertDependencies:
         sessions=DynamoOpenSessions(dynamodb, config.usage_table_name),
         rooms=LiveKitRoomControl(config.livekit_url, credentials, config.roomservice_timeout_seconds),
         enforcement=DynamoEnforcementLedger(dynamodb, config.alerts_table_name),
-        scheduler=SqsRemovalScheduler(client("sqs", budget, lazy=True), config.alerts_queue_url),
+        scheduler=SqsRemovalScheduler(sqs, config.alerts_queue_url),
     )
     policy = AlertsPolicy(
         DeliveryPolicy(
@@ -71,7 +75,8 @@ def alerts() -> AlertDependencies:
         # operator events on the alerts queue: the queue's claim lease (a crashed claim is stale at the redelivery)
         operator_policy(config, config.claim_lease_minutes * 60_000),
     )
-    return AlertDependencies(config, replace(ports, operator=operator_ports(config, scheduled=False)), policy)
+    ports = replace(ports, operator=operator_ports(config, scheduled=False))
+    return AlertDependencies(config, ports, policy, SqsRedelivery(sqs, config.alerts_queue_url))
 
 
 def operator_policy(config: AlertSettings, lease_ms: int | None = None) -> OperatorPolicy:

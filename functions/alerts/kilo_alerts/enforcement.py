@@ -14,7 +14,7 @@ A claim another delivery holds within its lease is not taken as done: the event 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
@@ -347,6 +347,13 @@ def remove_account(
 
 
 TURN_HELD = "another delivery is restricting or restoring the account's participants: retried"
+TURN_RETRY_SECONDS = 5  # a delivery that found the turn held is received again after this, not the queue's 360 s
+
+
+def turn_held(records: Sequence[EnforcementRecord]) -> bool:
+    """The delivery failed only for now because another one held the account's turn (``_in_turn``): worth trying
+    again within seconds (the holder's RoomService calls take that long), not after the queue's visibility timeout."""
+    return any(r.outcome == "retry" and r.detail == TURN_HELD for r in records)
 
 
 def _in_turn(

@@ -18,9 +18,11 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from kilo_alerts import dependencies
+from kilo_alerts.enforcement import TURN_RETRY_SECONDS, EnforcementIncompleteError, turn_held
 from kilo_alerts.logic import AlertOutcome, EventIncompleteError, EventOutcome, handle_event
 from kilo_alerts.model import AlertError, Outcome
 from kilo_billing import observability
+from kilo_billing.aws import InvalidRequestError, StorageUnavailableError
 from kilo_billing.observability import Metric, count
 
 SERVICE = "alerts"
@@ -73,6 +75,12 @@ def _record(record: SQSRecord) -> None:
             _count(alert)
         _enforced(exc.outcome)
         logger.warning("event not fully handled; the queue delivers it again", extra={"reason": str(exc)[:200]})
+        if turn_held(exc.outcome.enforcement):  # back in seconds, not after the queue's 360 s (D-fixapi-5)
+            _sooner(deps.redelivery, record.receipt_handle)
+        raise
+    except EnforcementIncompleteError as exc:  # the delayed removal step
+        if turn_held(exc.records):
+            _sooner(deps.redelivery, record.receipt_handle)
         raise
     except (AlertError, ValueError) as exc:
         logger.error("event is not an alert; left to the dead-letter queue", extra={"reason": str(exc)[:200]})
@@ -80,6 +88,13 @@ def _record(record: SQSRecord) -> None:
     for alert in outcome.alerts:
         _count(alert)
     _enforced(outcome)
+
+
+def _sooner(redelivery: Any, receipt_handle: str) -> None:
+    try:
+        redelivery.sooner(receipt_handle, TURN_RETRY_SECONDS)
+    except (StorageUnavailableError, InvalidRequestError) as exc:  # the queue's own timeout then: later, not lost
+        logger.warning("redelivery not hastened", extra={"reason": str(exc)[:200]})
 
 
 @metrics.log_metrics
