@@ -28,7 +28,7 @@ def api_environment(
 ) -> Iterator[Any]:
     """For a fixture: the account API's environment as the template deploys it, its caches cleared around; ``staff``
     (account -> user -> role): the memberships the file's admin and owner tokens name, stored (every admin write
-    checks the stored role: D-api4-3, D-fixapi-4)."""
+    checks the stored role: D202, D208)."""
     for key, value in stack.template.function_environment(ROUTES_FUNCTION).items():
         monkeypatch.setenv(key, value)
     for account, roles in (staff or {}).items():
@@ -118,7 +118,7 @@ def route_of(method: str, path: str) -> tuple[str, dict[str, str]]:
 def store_members(stack: Any, account: str, roles: dict[str, str], added_at: datetime | None = None) -> None:
     """Memberships (user -> role) stored as accepted ones, as the members table holds them (the store's own item
     mapping; one stored before is replaced): admin writes and membership changes check the caller's stored role, not
-    only the token's (D-api4-3, D-fixapi-4)."""
+    only the token's (D202, D208)."""
     from kilo_account_api import items  # noqa: PLC0415
     from kilo_account_api.model import Member  # noqa: PLC0415
     from kilo_billing.auth import Role  # noqa: PLC0415

@@ -7,7 +7,7 @@ through ``/.well-known/openid-configuration``), RS256 only, ``iss``, ``aud``, ``
 present). Claims as Cognito's pre-token-generation trigger would add them: ``kilo_account``, ``kilo_role`` and, for
 operators, ``kilo_operator`` = ``"true"`` (kilo_billing.auth).
 
-The account API checks an admin's or owner's writes against the members table too (D-api4-3, D-fixapi-4), and
+The account API checks an admin's or owner's writes against the members table too (D202, D208), and
 Cognito's pre-token trigger signs only for a stored membership: ``signed_in`` (the local stack sets it) stores the
 membership each token for an account is minted for, so a local token is one a real sign-in could have given.
 

@@ -550,7 +550,7 @@ class Schedule:
       how many runs a simulation gets depends on the machine's speed;
     - ``grid=(stride, offset)`` (ticked when the simulated clock is set, ``LocalStack.schedule_on_grid``): a run at
       the first tick at or after each instant ``offset + k * max(stride, every)``: the runs are a function of the
-      simulated times the clock is set to, and nothing else (D-dev4-2).
+      simulated times the clock is set to, and nothing else (D185).
 
     The scheduler invokes the function asynchronously: a run whose function fails is retried as the function's
     ``EventInvokeConfig`` says (``AsyncInvoke``; the age on the stack's clock), with exponential backoff in real time,
@@ -784,7 +784,7 @@ class LocalStack:
         services = ("dynamodb", "dynamodbstreams", "events", "sns", "sqs", "secretsmanager", "sesv2")
         self.clients = {name: boto3.client(name) for name in services}  # type: ignore[call-overload]
         provision(self.template, self.clients)
-        self.issuer.signed_in = self.store_membership  # a token names a stored membership (D-fixapi-4)
+        self.issuer.signed_in = self.store_membership  # a token names a stored membership (D208)
         self._start_stripe()
         self._create_secrets()
         self._load_functions()
@@ -1164,7 +1164,7 @@ class LocalStack:
     def store_membership(self, user: str, account: str, role: str) -> None:
         """``user`` an active ``role`` of ``account`` in the members table, as the local issuer signs for it (Cognito's
         pre-token trigger gives claims only for a stored membership, and the account API checks admins' and owners'
-        writes against it: D-api4-3, D-fixapi-4). A stored active membership in that role is left as it is."""
+        writes against it: D202, D208). A stored active membership in that role is left as it is."""
         from kilo_account_api import items as member_items  # noqa: PLC0415
         from kilo_account_api.model import Member  # noqa: PLC0415
         from kilo_billing.auth import Role  # noqa: PLC0415

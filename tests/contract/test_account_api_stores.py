@@ -245,7 +245,7 @@ def test_given_an_invitation_then_accept_decline_expiry_and_replacement_keep_the
 
 def test_given_an_invitation_then_a_withdrawal_deletes_it_only_while_it_is_one(members: MemberStore) -> None:
     """A withdrawal deletes an invitation (open or ended); once accepted it is refused (``ConflictError``: the
-    membership stays, removed only with a removal's rules); nothing there is ``NotFoundError`` (D-fixapi-3)."""
+    membership stays, removed only with a removal's rules); nothing there is ``NotFoundError`` (D207)."""
     ends = ADDED + timedelta(days=7)
     members.add(Member("acct", "ivan", "", Role.OWNER, ADDED, MemberStatus.INVITED, ends))
     members.add(Member("acct", "nina", "", Role.MEMBER, ADDED, MemberStatus.INVITED, ends))

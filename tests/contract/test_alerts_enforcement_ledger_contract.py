@@ -92,7 +92,7 @@ def test_given_actions_then_they_read_back_in_time_order_with_their_pending_clai
 def test_given_a_turn_taken_then_another_holder_is_held_until_it_ends_or_its_lease_runs_out(
     ledger: EnforcementLedger,
 ) -> None:
-    """D-alerts4-4: one delivery at a time restricts or restores an account's participants."""
+    """D182: one delivery at a time restricts or restores an account's participants."""
     ledger.take_turn("org:7@x", "delivery-a", T0)
     ledger.take_turn("org:7@x", "delivery-a", T0 + 10)  # its own turn: taken again
     with pytest.raises(ClaimHeldError):

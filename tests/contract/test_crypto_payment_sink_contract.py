@@ -168,7 +168,7 @@ def test_given_many_sub_cent_credits_of_one_transaction_then_each_is_on_record_o
 ) -> None:
     """Twelve credits of one transaction (a batch: one Transfer log each), 0.005 USDC (5_000 units) and the smallest
     unit (1) in turn, reported twice: each is its own payment at its own index, its atomic amount as sent (nothing
-    merged, dropped or rounded - settlement values them exactly, D-fixcrypto-1), pending once, final once."""
+    merged, dropped or rounded - settlement values them exactly, D178), pending once, final once."""
     dust = [
         ObservedTransfer("ethereum", "USDC", "0xdust", i, 10, "0xh10", SENDER, MERCHANT, 5_000 if i % 2 else 1)
         for i in range(12)

@@ -439,8 +439,8 @@ def test_given_a_state_over_the_item_limit_then_its_participants_generation_is_k
     harness: Harness,
 ) -> None:
     """A version-only header (D42) still names the generation of the participant items written with it, so the
-    rebuild that follows deletes them (D69) - they name the participants (D-rating4-2). It dropped the generation:
-    the rebuild found none to delete and the items stayed for good (D-fixrating-3)."""
+    rebuild that follows deletes them (D69) - they name the participants (D196). It dropped the generation:
+    the rebuild found none to delete and the items stayed for good (D199)."""
     import random  # noqa: PLC0415
 
     rng = random.Random(5)

@@ -165,7 +165,7 @@ def test_given_the_local_sign_in_then_its_token_is_accepted_and_a_bad_request_is
 def test_given_the_local_sign_in_of_an_admin_then_its_membership_is_stored_and_its_writes_are_accepted(
     local: Any,
 ) -> None:
-    """Admin writes check the stored role (D-fixapi-4); as Cognito's trigger signs only for a stored membership, the
+    """Admin writes check the stored role (D208); as Cognito's trigger signs only for a stored membership, the
     local issuer stores the membership it signs for: the local sign-in's admin token may replace the budget, and the
     members table holds the admin; a token the issuer did not sign that way (no stored member) is refused (403)."""
     with urllib.request.urlopen(

@@ -114,7 +114,7 @@ def test_given_a_known_stripe_customer_when_an_owner_erases_the_account_under_it
     from kilo_billing.periods_store import DynamoLedgerStore  # noqa: PLC0415
 
     seed_november(account_api)
-    store_members(account_api, "acct_a", {"owner-1": "owner"})  # OWNER (D-api4-3)
+    store_members(account_api, "acct_a", {"owner-1": "owner"})  # OWNER (D202)
     ledger = DynamoLedgerStore(account_api.clients["dynamodb"], account_api.template.physical_name("UsageTable"))
     ledger.save_billing("acct_a", customer_id="cus_known", customer_details="0" * 32)
     with roles.acting_as(FUNCTION) as enforcement:

@@ -1,4 +1,4 @@
-"""An erased account leaves no contact detail in the alerts table (D-fixprivacy-1): alerts delivered by email and SMS
+"""An erased account leaves no contact detail in the alerts table (D203): alerts delivered by email and SMS
 through the template's rule and the alerts handler under its generated role (AlertsFunctionRole), then the account
 erased through the account API's route under its role (AccountApiFunctionRole), moto enforcing IAM; every item of the
 alerts table is read back (the delivery records, the daily SMS count) and holds neither the address nor the number.
@@ -75,7 +75,7 @@ def test_given_alerts_sent_by_email_and_sms_when_the_account_is_erased_then_the_
 def test_given_delivery_records_written_before_they_named_a_pseudonym_when_erased_then_they_name_it_too(
     alerts_stack: AlertsStack, roles: Roles, monkeypatch: Any
 ) -> None:
-    """Records the alerts function wrote before D-fixprivacy-1 hold the address or number, and a provider's refusal
+    """Records the alerts function wrote before D203 hold the address or number, and a provider's refusal
     naming it: the erasure (under the account API's role: Query and UpdateItem on the alerts table) rewrites them."""
     from kilo_alerts.items import delivery_to_item  # noqa: PLC0415
     from kilo_alerts.model import Channel, Delivery, Outcome  # noqa: PLC0415

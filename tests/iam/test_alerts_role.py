@@ -54,7 +54,7 @@ def test_given_the_configuration_set_taken_from_the_alerts_role_then_the_email_i
 def test_given_a_removal_step_under_its_generated_role_then_the_enforcements_turn_is_taken_and_ended(
     alerts_stack: AlertsStack, roles: Roles
 ) -> None:
-    """D-alerts4-4: the removal step runs in the account's turn (a conditional put, then a conditional delete)."""
+    """D182: the removal step runs in the account's turn (a conditional put, then a conditional delete)."""
     import boto3  # noqa: PLC0415
 
     from kilo_alerts.adapters import SqsRemovalScheduler  # noqa: PLC0415

@@ -71,7 +71,7 @@ def test_given_a_close_dated_back_under_the_sweeper_s_role_then_it_reads_the_roo
     standup: FakeLiveKit, roles: Roles, lambda_context: LambdaContext
 ) -> None:
     """No listing yet and Bob's last evidence (his join) 15 minutes old: the close would be dated back, so the sweep
-    first queries the room's events (D-fixrating-1); without that grant the sweep fails, nothing swept."""
+    first queries the room's events (D197); without that grant the sweep fails, nothing swept."""
     standup.rooms["standup"] = [("PA_carol", "carol")]  # Bob's participant_left was lost
     from kilo_billing.aws import StorageUnavailableError  # noqa: PLC0415
 

@@ -127,7 +127,7 @@ ROLES = {
         ("dynamodb:BatchGetItem", USAGE_TABLE),  # the rooms' listings (and confirmations written before them)
         ("dynamodb:PutItem", USAGE_TABLE),  # a room's listing, conditional (its attributes only: a condition)
         ("dynamodb:PutItem", EVENTS_TABLE),
-        ("dynamodb:Query", EVENTS_TABLE),  # a room's latest event, before a close is dated back (D-fixrating-1)
+        ("dynamodb:Query", EVENTS_TABLE),  # a room's latest event, before a close is dated back (D197)
         ("secretsmanager:GetSecretValue", LIVEKIT_KEYS),
         ("events:PutEvents", BILLING_BUS),  # a budget or hard limit reached during a call, announced
         ("dynamodb:UpdateItem", USAGE_TABLE),  # ... and its markers recorded (that attribute only: a condition)
@@ -237,7 +237,7 @@ ROLES = {
         ("dynamodb:UpdateItem", MEMBERS_TABLE),
         ("dynamodb:ConditionCheckItem", MEMBERS_TABLE),  # removing an owner: another owner must remain
         ("dynamodb:Query", MEMBERS_BY_USER_INDEX),  # the signed-in user's invitations
-        ("dynamodb:Query", ALERTS_TABLE),  # erasure: old delivery records' contact (D-fixprivacy-1) ...
+        ("dynamodb:Query", ALERTS_TABLE),  # erasure: old delivery records' contact (D203) ...
         ("dynamodb:UpdateItem", ALERTS_TABLE),  # ... given its pseudonym (key, recipient and detail only)
         ("secretsmanager:GetSecretValue", STRIPE_API_KEY),  # Checkout and Billing Portal pages
         ("secretsmanager:GetSecretValue", PHONE_CODE_KEY),  # the phone codes' HMAC key (D160)
@@ -559,7 +559,7 @@ def test_given_the_sweeper_role_then_its_only_usage_table_update_is_the_threshol
 def test_given_the_account_api_role_then_the_alerts_table_is_read_and_written_by_key_recipient_and_detail_only(
     transformed: Transformed,
 ) -> None:
-    """D-fixprivacy-1: the erasure's grant on the alerts table names the attributes it may read and write."""
+    """D203: the erasure's grant on the alerts table names the attributes it may read and write."""
     on_alerts = [
         statement
         for statement in role_statements(transformed, "AccountApiFunctionRole")

@@ -268,7 +268,7 @@ def test_given_an_admin_when_the_budget_is_replaced_then_it_is_stored_and_bad_am
     account_api: Any,
 ) -> None:
     register(account_api, "acct_a")
-    store_members(account_api, "acct_a", {"user-1": "admin"})  # admin writes check the stored role (D-fixapi-4)
+    store_members(account_api, "acct_a", {"user-1": "admin"})  # admin writes check the stored role (D208)
     admin = claims("acct_a", "admin")
     saved = call(
         "PUT",

@@ -1,4 +1,4 @@
-"""The erasure over an eventually consistent index (D-api4-2), on moto: the ``account_sessions`` GSI that lists an
+"""The erasure over an eventually consistent index (D201), on moto: the ``account_sessions`` GSI that lists an
 account's sessions may miss a session written just before the erasure's mark, or still show the identity a session
 had. moto's index is always up to date, so ``LaggingIndex`` (the real moto client, its answers to index queries held
 back as a lagging GSI's would be) plays the lag; everything else is the real adapter and, through the handler, the
@@ -163,7 +163,7 @@ def test_given_a_session_missing_from_the_index_at_first_when_the_owner_erases_t
     account_api: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     register(account_api, "acct")
-    store_members(account_api, "acct", {"user-1": "owner"})  # the eraser (D-api4-3)
+    store_members(account_api, "acct", {"user-1": "owner"})  # the eraser (D202)
     put_sessions(account_api, ALICE, ZED)
     lagging = LaggingIndex(account_api.clients["dynamodb"], hidden=frozenset({"ROOM#RM_9"}), hidden_for=1)
     pauses = lagging_route(account_api, monkeypatch, lagging)
@@ -181,7 +181,7 @@ def test_given_an_index_that_does_not_catch_up_when_the_owner_erases_then_503_an
     """Never claimed done while the index lists an identity: 503 (request id only, D34), what was written stays;
     the same request again, once the index has caught up, answers 200."""
     register(account_api, "acct")
-    store_members(account_api, "acct", {"user-1": "owner"})  # the eraser (D-api4-3)
+    store_members(account_api, "acct", {"user-1": "owner"})  # the eraser (D202)
     put_sessions(account_api, ALICE)
     lagging = LaggingIndex(account_api.clients["dynamodb"], stale={"ROOM#RM_1": "alice"}, stale_for=10)
     pauses = lagging_route(account_api, monkeypatch, lagging)

@@ -1,4 +1,4 @@
-"""Members join by invitation (D-api4-1), through the account API's handler and Cognito's pre-token trigger on moto
+"""Members join by invitation (D200), through the account API's handler and Cognito's pre-token trigger on moto
 (the members table and its ``members_by_user`` index from template.yaml): adding a member invites them; the invitation
 gives no claims at sign-in (so no access) and is not the user's account until they accept it through the API; they
 may decline it; it ends 7 days after it was made (the template's default), and an ended one can be neither accepted
@@ -189,7 +189,7 @@ def test_given_an_answer_with_a_body_other_than_none_or_empty_then_400_and_nothi
 def test_given_a_removed_admin_with_a_token_still_valid_then_they_cannot_make_themselves_a_member_again(
     acct_a: Any,
 ) -> None:
-    """A token outlives a removal (its lifetime, D100). Before D-api4-3 the removed admin's token invited mia back
+    """A token outlives a removal (its lifetime, D100). Before D202 the removed admin's token invited mia back
     (201) and she accepted: a membership outlasting the token. Membership changes now check the stored role."""
     call("POST", "/v1/accounts/acct_a/members", OWNER, {"user": "mia", "role": "admin"})
     mia_signed_in = claims("acct_a", "admin", user="mia")
@@ -217,7 +217,7 @@ def test_given_a_token_role_above_the_stored_one_then_membership_changes_follow_
 
 
 def test_given_a_removed_owner_with_a_token_still_valid_then_no_export_and_no_erasure(acct_a: Any) -> None:
-    """The erasure cannot be undone and an export hands out everything: both check the stored role too (D-api4-3);
+    """The erasure cannot be undone and an export hands out everything: both check the stored role too (D202);
     before, the removed owner's token erased the account (200)."""
     store_members(acct_a, "acct_a", {"otto": "owner"})
     otto = claims("acct_a", "owner", user="otto")
@@ -273,7 +273,7 @@ def test_given_the_invitee_accepts_while_the_invitation_is_withdrawn_then_409_an
 def test_given_a_removed_admin_with_a_token_still_valid_then_no_write_that_outlasts_the_token(acct_a: Any) -> None:
     """Review B finding 3: a removed admin's token redirected the alerts (PUT alert-preferences), lifted the hard
     limit (PUT budget), changed the tier and opened Stripe's pages (200 each, before): every admin write now checks
-    the stored role (D-fixapi-4). Before the removal the same token may make them."""
+    the stored role (D208). Before the removal the same token may make them."""
     store_members(acct_a, "acct_a", {"mia": "admin"})
     mia = claims("acct_a", "admin", user="mia")
     writes: list[tuple[str, str, dict[str, Any] | None]] = [

@@ -216,7 +216,7 @@ def test_given_an_erased_account_then_its_phone_code_item_keeps_no_number_and_no
     account_api: Any,
 ) -> None:
     register(account_api, "acct_a")
-    store_members(account_api, "acct_a", {"user-1": "owner"})  # OWNER (D-api4-3)
+    store_members(account_api, "acct_a", {"user-1": "owner"})  # OWNER (D202)
     call("PUT", PREFERENCES, ADMIN, {"phone": PHONE})
     before = call("GET", "/v1/accounts/acct_a/export", OWNER).body["phone_code"]
     assert before == {
@@ -240,7 +240,7 @@ def test_given_an_erased_account_then_its_phone_code_item_keeps_no_number_and_no
 
 def test_given_an_erasure_without_any_code_sent_then_no_phone_code_item_is_made(account_api: Any) -> None:
     register(account_api, "acct_a")
-    store_members(account_api, "acct_a", {"user-1": "owner"})  # OWNER (D-api4-3)
+    store_members(account_api, "acct_a", {"user-1": "owner"})  # OWNER (D202)
     assert call("POST", "/v1/accounts/acct_a/erase", OWNER).status == 200
     assert stored_code_item(account_api) == {}
     assert call("GET", "/v1/accounts/acct_a/export", OWNER).body["phone_code"] is None
@@ -392,7 +392,7 @@ def test_given_no_body_under_a_content_type_that_is_not_json_then_the_optional_b
     """D169: no body is no body whatever the content type (``curl -X POST -d ''``, jQuery's ``$.post(url)``, Java's
     HttpURLConnection send a form type with it); D159's 415 is for a body that is not JSON."""
     register(account_api, "acct_a", phone=PHONE, email="ops@a.example")
-    store_members(account_api, "acct_a", {"user-1": "owner"})  # OWNER (D-api4-3)
+    store_members(account_api, "acct_a", {"user-1": "owner"})  # OWNER (D202)
     status, answer = raw_call("POST", f"/v1/accounts/acct_a/{route}", OWNER, body, content_type)
     assert status == 200, answer
     if route == "alert-preferences/phone-code":

@@ -305,9 +305,9 @@ def test_given_members_then_an_admin_adds_and_removes_and_the_owner_is_protected
 def test_given_a_control_character_or_a_non_ascii_address_in_an_invitation_then_a_400_naming_the_field_and_none_stored(
     account_api: Any, sent: dict[str, str], field: str, message: str
 ) -> None:
-    """D-fixprivacy-2: the members route stored control characters in the user (its pattern refused only '#', '/' and
+    """D204: the members route stored control characters in the user (its pattern refused only '#', '/' and
     whitespace) and in the email (the address pattern only), and non-ASCII addresses; the same checks as the alert
-    contact's (D-alerts4-3) now refuse them, nothing stored."""
+    contact's (D181) now refuse them, nothing stored."""
     register(account_api, "acct_a")
     store_members(account_api, "acct_a", STAFF)
     answer = call("POST", "/v1/accounts/acct_a/members", ADMIN, {"user": "mia", "email": "mia@a.example", **sent})
@@ -667,7 +667,7 @@ def test_given_more_than_64_kinds_that_change_then_a_400_naming_channels_and_not
 def test_given_no_channel_for_an_alert_that_must_reach_someone_then_a_400_naming_it_and_nothing_saved(
     account_api: Any, kind: str
 ) -> None:
-    """D-alerts4-2: before, ``[]`` was saved and the hard-limit alert (calls about to stop) reached nobody."""
+    """D180: before, ``[]`` was saved and the hard-limit alert (calls about to stop) reached nobody."""
     register(account_api, "acct_a", email="ops@a.example")
     answer = call("PUT", PREFERENCES, ADMIN, {"name": "Ops", "channels": {kind: [], "budget_threshold": []}})
     assert (answer.status, answer.body["code"], answer.body["field"]) == (400, "invalid_request", "channels")
@@ -709,7 +709,7 @@ def test_given_no_channel_stored_before_for_the_hard_limit_then_the_form_sent_ba
 def test_given_a_control_character_in_the_name_or_email_then_a_400_naming_the_field_and_nothing_saved(
     account_api: Any, sent: dict[str, str], field: str, found: str
 ) -> None:
-    """D-alerts4-3: before, the name (shown in every alert) and an email's local part stored control characters."""
+    """D181: before, the name (shown in every alert) and an email's local part stored control characters."""
     register(account_api, "acct_a", email="ops@a.example")
     answer = call("PUT", PREFERENCES, ADMIN, {**sent, "channels": {"budget_threshold": ["email"]}})
     assert (answer.status, answer.body["code"], answer.body["field"]) == (400, "invalid_request", field)

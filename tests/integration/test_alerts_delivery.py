@@ -116,7 +116,7 @@ def test_given_80_percent_of_video_when_published_then_one_email_and_one_sms_car
     recorded = records(alerts_stack, "acct_1")
     assert {channel: item["status"] for channel, item in recorded.items()} == {"email": "sent", "sms": "sent"}
     assert recorded["email"]["detail"] == mail.id
-    # the number by its pseudonym only (D-fixprivacy-1): "erased-" + sha256("acct_1" NUL number)[:16], worked with hashlib
+    # the number by its pseudonym only (D203): "erased-" + sha256("acct_1" NUL number)[:16], worked with hashlib
     assert recorded["sms"]["recipient"] == "erased-" + hashlib.sha256(b"acct_1\x00+14155550100").hexdigest()[:16]
     assert recorded["email"]["event_id"] == "threshold:acct_1:2026-11:video:80"
 

@@ -1,5 +1,5 @@
-"""A delivery that finds the account's enforcement turn held (D-alerts4-4) comes back in seconds, not after the alerts
-queue's 360 s visibility timeout (review B finding 4, D-fixapi-5): through the alerts handler on moto, the delayed
+"""A delivery that finds the account's enforcement turn held (D182) comes back in seconds, not after the alerts
+queue's 360 s visibility timeout (review B finding 4, D209): through the alerts handler on moto, the delayed
 removal step's message (sent by the function's own scheduler) received while another delivery holds the turn."""
 
 from __future__ import annotations

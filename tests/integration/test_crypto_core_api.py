@@ -283,7 +283,7 @@ def test_given_a_submitted_payment_re_mined_at_another_log_index_then_the_histor
 def test_given_a_bill_holding_the_most_payment_lines_when_a_transaction_is_submitted_then_409_and_nothing_written(
     crypto: SpotPrices, stack: Stack
 ) -> None:
-    """A bill that already holds 500 payment lines (the most a bill takes, D-crypto4-2; here orphaned ones) cannot
+    """A bill that already holds 500 payment lines (the most a bill takes, D177; here orphaned ones) cannot
     take the submitted 100 USDC: 409 naming the lines, and the payment is not written (the watcher will keep it for an
     operator) - before, the cap did not exist and the route answered 202."""
     from kilo_crypto_watch import items  # noqa: PLC0415

@@ -551,7 +551,7 @@ def test_given_one_transaction_paying_two_bills_re_mined_with_its_logs_shifted_t
 
 
 def test_given_one_transaction_of_sub_cent_credits_then_the_bill_counts_what_they_paid_in_all(billing: Billing) -> None:
-    """D-fixcrypto-1. The linked wallet pays 0.005 USDC eight times in one transaction (``TestBatchPay``: eight
+    """D178. The linked wallet pays 0.005 USDC eight times in one transaction (``TestBatchPay``: eight
     Transfer logs) - $0.04 - then 99.96 USDC: $100.00, the bill PAID with nothing over. Each credit rounded on its own
     (the old rule) counted $0.01: $0.08, and the bill was overpaid $0.04 with USDC it never received."""
     from kilo_crypto_watch.settlement import remaining_usd  # noqa: PLC0415

@@ -457,7 +457,7 @@ def test_given_credit_overdrawn_by_a_void_when_an_early_invoice_bills_it_then_th
 ) -> None:
     """An account whose credit a voided invoice overdrew (D132) reaches its progressive threshold mid-month: the
     early invoice bills its usage to date and the overdraft; the month-end invoice bills only the usage since,
-    neither the overdraft again nor the early usage. Since D-fixinvoice-1 a note on a written-off invoice credits
+    neither the overdraft again nor the early usage. Since D193 a note on a written-off invoice credits
     only what paid for its usage, so only a note stored before that bound overdraws. Hand figures (Personal: 5,000
     video minutes included, 0.00072 each over; threshold $1.00):
     - March: 7,000 minutes -> 2,000 over = 1.44, the card declines, Stripe gives up on it (uncollectible);

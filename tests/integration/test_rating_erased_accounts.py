@@ -55,7 +55,7 @@ def test_an_erased_accounts_sessions_written_again_from_raw_events_keep_their_ps
     stack: Stack, account_api: Any, lambda_context: LambdaContext
 ) -> None:
     register(stack, ACCOUNT)
-    store_members(stack, ACCOUNT, {"user-1": "owner"})  # the eraser (D-api4-3)
+    store_members(stack, ACCOUNT, {"user-1": "owner"})  # the eraser (D202)
     room = lk.Room(ROOM, "forget-me", account_id=ACCOUNT, created_at=T0)
     alice = lk.Participant("PA_alice01", "alice", (T0 + 10) * 1000)
     bob = lk.Participant("PA_bob0001", "bob", (T0 + 20) * 1000)
@@ -116,7 +116,7 @@ def test_events_queued_at_the_erasure_are_rated_with_pseudonyms_and_a_later_call
     import time  # noqa: PLC0415
 
     register(stack, ACCOUNT)
-    store_members(stack, ACCOUNT, {"user-1": "owner"})  # the eraser (D-api4-3)
+    store_members(stack, ACCOUNT, {"user-1": "owner"})  # the eraser (D202)
     room = lk.Room(ROOM, "forget-me", account_id=ACCOUNT, created_at=T0)
     alice = lk.Participant("PA_alice01", "alice", (T0 + 10) * 1000)
     bob = lk.Participant("PA_bob0001", "bob", (T0 + 20) * 1000)
@@ -164,7 +164,7 @@ def test_a_batch_that_read_the_profile_before_the_erasure_and_commits_after_its_
     from kilo_rate_usage.ports import ConflictError  # noqa: PLC0415
 
     register(stack, ACCOUNT)
-    store_members(stack, ACCOUNT, {"user-1": "owner"})  # the eraser (D-api4-3)
+    store_members(stack, ACCOUNT, {"user-1": "owner"})  # the eraser (D202)
     room = lk.Room(ROOM, "forget-me", account_id=ACCOUNT, created_at=T0)
     alice = lk.Participant("PA_alice01", "alice", (T0 + 10) * 1000)
     bob = lk.Participant("PA_bob0001", "bob", (T0 + 20) * 1000)

@@ -65,7 +65,7 @@ def test_one_event_batches_through_dynamodb_give_the_sessions_and_aggregates_of_
 
 
 def test_a_finished_rooms_state_keeps_no_identity_and_a_late_event_still_rates_exactly(stack: Stack) -> None:
-    """D-rating4-2: while the room runs its state names its participants (the header's window of recent events, one
+    """D196: while the room runs its state names its participants (the header's window of recent events, one
     item per live participant); once it has finished, the header keeps only its version and cut-off and every
     participant item is deleted, so no identity stays behind in rating's state (it stayed there for good: the last
     seconds' events on the header, their participants "live" in it). A late event rebuilds the room, exactly."""

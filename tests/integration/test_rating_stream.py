@@ -499,7 +499,7 @@ def test_given_a_batch_on_the_on_failure_queue_when_replayed_then_month_to_date_
         1,
     )
     # would write: alice's and bob's sessions, the usage mark, the account's aggregate and the room's state - its
-    # header alone: the room finished, so no participant item is kept (D-rating4-2; before, bob's, closed by
+    # header alone: the room finished, so no participant item is kept (D196; before, bob's, closed by
     # room_finished inside the window) = 5 items
     assert (message["sessions_changed"], message["usage_rated"], message["writes"]) == (2, 1, 5)
     assert (message["applied"], message["message_deleted"]) == (False, False)

@@ -329,7 +329,7 @@ def test_given_no_readable_last_event_and_no_listing_when_swept_then_the_close_i
     after the deploy of state format 7 (every header unusable), a state too large to keep, or rating behind the
     events table (the header readable, bob's join stored but not rated yet). Alice's participant_left was lost; bob
     joined 2 minutes before the sweep - the room's events vouch for the room until then. The close must be where a
-    readable, up-to-date header puts it: at the sweep, not at alice's start (docs/decisions.md D-fixrating-1)."""
+    readable, up-to-date header puts it: at the sweep, not at alice's start (docs/decisions.md D197)."""
     from kilo_rate_usage import dependencies, settings  # noqa: PLC0415
 
     monkeypatch.setenv("LIVEKIT_URL", livekit_server.url)
@@ -368,7 +368,7 @@ def test_given_an_unreadable_room_state_then_month_to_date_counts_an_open_sessio
 ) -> None:
     """Month to date (and so the budget and hard-limit checks, D71) takes an open session's video from its room's
     state (D44). An unreadable state (just after the format-7 deploy, or too large to keep) gave no video: the camera's
-    minutes counted as audio. Now the room's events give the coverage (D-fixrating-2)."""
+    minutes counted as audio. Now the room's events give the coverage (D198)."""
     from kilo_billing.catalog import default_catalog  # noqa: PLC0415
     from kilo_billing.meters import Meter  # noqa: PLC0415
     from kilo_billing.periods import Period  # noqa: PLC0415

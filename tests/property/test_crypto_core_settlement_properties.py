@@ -2,7 +2,7 @@
 exactly when its finalized payments cover the total within tolerance (the reference formula below, written apart
 from the code); then settled - credit + written off = total, nothing is lost, and later payments never unpay it.
 Credits are worth token amount x rate, exactly; a bill counts the exact sum of its credits rounded half-up to the cent
-once (D-fixcrypto-1): many sub-cent credits are drawn to hold it to that."""
+once (D178): many sub-cent credits are drawn to hold it to that."""
 
 from __future__ import annotations
 

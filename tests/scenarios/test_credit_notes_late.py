@@ -1,5 +1,5 @@
 """Late usage billed on a later invoice, credited by a note, refunded and voided: the same money goes back at most once
-and what is still held is credited (D166 amended, D-fixnotes-1, D-fixnotes-2). The later invoice's money pays its own
+and what is still held is credited (D166 amended, D191, D192). The later invoice's money pays its own
 period's usage first, then the late usage it billed (oldest period first), and only then fees and the rest; a refund
 takes from that rest first. Figures worked by hand (price book 2026-01: video $0.00072; Personal includes 5,000
 video minutes, Team 50,000 and a 29.00 fee)."""

@@ -63,7 +63,7 @@ def test_given_the_early_invoice_still_unpaid_when_its_usage_shrinks_then_no_cre
     world.close("acme", APR)
     note = world.store.credit_notes["acme/2026-03/credit-2026-04"]
     # no spendable credit for money not collected: the 7.20 is not given, recorded on the note as not collected
-    # (not as returned: nothing was given back, D-invoice4-2)
+    # (not as returned: nothing was given back, D188)
     assert (note.to_due, note.to_credit, note.returned, note.uncollected) == (
         Decimal("0.00"),
         Decimal("0.00"),
@@ -482,7 +482,7 @@ def test_given_one_early_invoice_refunded_and_one_unpaid_then_the_note_tells_ret
 def test_given_a_note_credited_the_paid_early_invoice_when_the_period_end_invoice_is_voided_then_the_credit_stays() -> (
     None
 ):
-    """D-invoice4-4: the note's 7.20 of account credit came from the early invoice's payment, not from March's open
+    """D190: the note's 7.20 of account credit came from the early invoice's payment, not from March's open
     0.72 invoice; an operator voiding March (it collected nothing) takes back only what March applied (0.00) and
     what the note credited beyond the other invoices' money (0.00). Before, the void took the 7.20 back: the customer
     paid 7.20 for usage that never happened and kept nothing of it."""

@@ -1466,7 +1466,7 @@ def test_given_a_bill_holding_the_most_lines_when_its_credit_is_re_mined_at_anot
     is reorged away, the transaction re-mined at index 1: the credit's new id carries its line (the old one stays,
     ORPHANED and pointing at the new), so the bill keeps counting it - 501 lines, $0.00 left, PROCESSING. Before, the
     move was refused as a 501st new line: the credit was kept UNATTRIBUTED and the bill, which had counted it, fell
-    back to OPEN with $100.00 to pay (review of D-crypto4-2)."""
+    back to OPEN with $100.00 to pay (review of D177)."""
     from kilo_crypto_watch.model import BillPayment  # noqa: PLC0415
 
     h = harness(stack)
@@ -1510,7 +1510,7 @@ def pay_dust(h: Harness, first: int, count: int, atomic: int) -> None:
 
 
 def test_given_sub_cent_credits_then_the_bill_counts_their_exact_sum_rounded_once(stack: Stack) -> None:
-    # D-fixcrypto-1. A $0.10 bill (USDC tolerance: 0.5 % = $0.0005). Ten credits of 0.005 USDC pay $0.05; rounded one
+    # D178. A $0.10 bill (USDC tolerance: 0.5 % = $0.0005). Ten credits of 0.005 USDC pay $0.05; rounded one
     # by one (the old rule) each counted $0.01 and the ten paid the bill
     h = dust_harness(stack, "0.10")
     pay_dust(h, 0, 10, 5_000)
@@ -1534,7 +1534,7 @@ def test_given_sub_cent_credits_then_the_bill_counts_their_exact_sum_rounded_onc
 
 
 def test_given_credits_each_under_half_a_cent_then_their_sum_still_counts(stack: Stack) -> None:
-    # D-fixcrypto-1. A $0.01 bill (tolerance $0.00005), five credits of 0.004 USDC seen, then finalized one by one.
+    # D178. A $0.01 bill (tolerance $0.00005), five credits of 0.004 USDC seen, then finalized one by one.
     # One by one each rounded to $0.00: the bill never paid, the $0.02 paid counted nothing
     h = dust_harness(stack, "0.01")
     for i in range(5):
@@ -1562,7 +1562,7 @@ def test_given_credits_each_under_half_a_cent_then_their_sum_still_counts(stack:
 def test_given_a_bill_stored_with_lines_rounded_to_the_cent_then_it_reads_and_counts_them_as_stored(
     stack: Stack,
 ) -> None:
-    # lines stored before D-fixcrypto-1 hold each credit's USD rounded half-up to the cent: read back, they count at
+    # lines stored before D178 hold each credit's USD rounded half-up to the cent: read back, they count at
     # that value (a $0.10 bill with ten old $0.01 lines is covered), and a new exact line adds to them
     h = harness(stack)
     h.store.link_wallet("evm", CUSTOMER_WALLET, "acct-1", "ethereum", T0)
@@ -1586,7 +1586,7 @@ def test_given_a_bill_stored_with_lines_rounded_to_the_cent_then_it_reads_and_co
 def test_given_a_credit_whose_exact_usd_has_more_digits_than_a_dynamodb_number_then_it_is_stored_and_counted(
     stack: Stack,
 ) -> None:
-    # D-fixcrypto-1. 123_456_789_012_345_678_901_234 wei at an 18-decimal rate of $3,456.123456789012345678:
+    # D178. 123_456_789_012_345_678_901_234 wei at an 18-decimal rate of $3,456.123456789012345678:
     # 123456789012345678901234 x 3456123456789012345678 / 10^36 = $426,681,904.405419905119303935755554032028766652,
     # 45 digits (a DynamoDB number holds 38): kept exact as a string, and the bill counts $426,681,904.41
     atomic, rate, total = 123_456_789_012_345_678_901_234, "3456.123456789012345678", "426681904.41"

@@ -1,4 +1,4 @@
-"""An erased account's processor customer loses the contact details it holds (D80, D-invoice4-3): the close after the
+"""An erased account's processor customer loses the contact details it holds (D80, D189): the close after the
 erasure unsets them, once - also when the account's invoices are $0.00 from then on, and when the customer is only
 found (created by a Checkout page before) at the close that issues a card invoice. The account API's erasure is
 played as it writes (tests/integration covers it): the profile's email and name emptied, ``erased_at`` set, the

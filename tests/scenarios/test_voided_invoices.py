@@ -155,7 +155,7 @@ def test_given_the_note_credit_was_spent_when_the_written_off_invoice_is_voided_
 
 
 def _as_stored_before_the_bound(world: World, credit_id: str, to_credit: Decimal) -> None:
-    """A note on a written-off invoice as closes wrote it before D-fixinvoice-1: its whole late usage account credit
+    """A note on a written-off invoice as closes wrote it before D193: its whole late usage account credit
     (the account credit moved with it, as that close's transaction did)."""
     note = world.store.credit_notes[credit_id]
     world.store.credit_notes[credit_id] = replace(note, to_credit=to_credit, uncollected=ZERO, returned=ZERO)

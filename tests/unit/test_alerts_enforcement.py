@@ -573,7 +573,7 @@ class RestrictedMidRestore(FakeRooms):
 
 
 def test_given_the_limit_reached_again_while_its_restore_runs_then_the_participant_ends_audio_only() -> None:
-    """D-alerts4-4. $50 (50v1) reached: the host is narrowed. The limit is raised to $60 (60v2), so the removal step
+    """D182. $50 (50v1) reached: the host is narrowed. The limit is raised to $60 (60v2), so the removal step
     gives the host's permission back - and meanwhile the bill passes $60 and the new limit's audio-only step runs.
     Before, both went ahead: the audio-only step read the host still narrowed (so it kept the saved permission and
     wrote the narrowed one again), then the restore's update gave the host video back - under a limit recorded

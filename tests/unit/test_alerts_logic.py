@@ -128,7 +128,7 @@ def test_given_an_opted_out_number_then_the_sms_is_recorded_opted_out() -> None:
 
 @pytest.mark.parametrize("kind", ["budget_hard_limit", "payment_failed"])
 def test_given_no_channel_stored_for_an_alert_that_must_reach_someone_then_it_goes_by_email(kind: str) -> None:
-    """D-alerts4-2: a profile saved with no channel for such a kind before the account API refused it."""
+    """D180: a profile saved with no channel for such a kind before the account API refused it."""
     signup = (TierChange(datetime(2026, 1, 1, tzinfo=UTC), "team"),)
     chosen_nothing = InMemoryAccountDirectory(
         AccountProfile(
@@ -179,7 +179,7 @@ class UnreachableScheduler:
 def test_given_the_removal_step_cannot_be_scheduled_then_the_hard_limit_alert_still_goes_and_the_event_is_retried() -> (
     None
 ):
-    """D-alerts4-5: before, the failure escaped before any alert was delivered: at each of the queue's five
+    """D183: before, the failure escaped before any alert was delivered: at each of the queue's five
     deliveries, so the customer never heard that the calls were stopping (the record went to the dead-letter queue)."""
     signup = (TierChange(datetime(2026, 1, 1, tzinfo=UTC), "team"),)
     profile = AccountProfile("acct_1", signup, email="ada@example.com", hard_limit_usd=Decimal(50))

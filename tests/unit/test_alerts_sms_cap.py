@@ -21,7 +21,7 @@ from tests.unit.alerts_fakes import InMemoryLedger, ScriptedMailer, ScriptedText
 
 PERCENTS = (80, 100, 200, 300, 400, 500, 600, 700, 800, 1000)  # each >= 80 %: SMS by default
 T0 = int(datetime(2026, 11, 20, 9, 0, tzinfo=UTC).timestamp() * 1000)
-# the records name the contact by its pseudonym only (D-fixprivacy-1): sha256("acct_p" NUL value), 16 hex digits
+# the records name the contact by its pseudonym only (D203): sha256("acct_p" NUL value), 16 hex digits
 EMAIL_REF = "erased-" + hashlib.sha256(b"acct_p\x00p@example.com").hexdigest()[:16]
 PHONE_REF = "erased-" + hashlib.sha256(b"acct_p\x00+14155550123").hexdigest()[:16]
 DIRECTORY = InMemoryAccountDirectory(
@@ -228,7 +228,7 @@ def test_given_an_sms_only_alert_to_a_number_that_cannot_be_texted_then_the_emai
 def test_given_the_last_delivery_while_sns_and_ses_both_fail_for_now_then_both_stay_to_retry_and_nothing_counted() -> (
     None
 ):
-    """D-alerts4-1: at the last delivery an SMS failing for now goes by email instead; when that email fails for now
+    """D179: at the last delivery an SMS failing for now goes by email instead; when that email fails for now
     too, neither is decided (the record goes to the dead-letter queue: a redrive tries both again), nothing sent."""
     from kilo_alerts.logic import DeliveryIncompleteError  # noqa: PLC0415
     from kilo_alerts.ports import SendFailedError  # noqa: PLC0415
@@ -264,7 +264,7 @@ def test_given_the_last_delivery_while_sns_and_ses_both_fail_for_now_then_both_s
 def test_given_the_last_delivery_after_an_earlier_one_sent_the_email_instead_then_the_sms_is_decided_without_a_second() -> (
     None
 ):
-    """D-alerts4-1: a delivery crashed after the email instead was sent (its SMS row released, for now); the last
+    """D179: a delivery crashed after the email instead was sent (its SMS row released, for now); the last
     delivery finds the email decided: nothing sent again, and the SMS's record says so (not "sent by email instead",
     which this delivery did not do)."""
     from kilo_alerts.ports import SendFailedError  # noqa: PLC0415
@@ -316,7 +316,7 @@ def test_given_the_last_delivery_after_an_earlier_one_sent_the_email_instead_the
 def test_given_providers_naming_the_contact_in_their_refusal_then_the_records_name_it_by_its_pseudonym_only(
     mailer: ScriptedMailer, texter: ScriptedTexter, outcome: Outcome
 ) -> None:
-    """D-fixprivacy-1: a provider's message kept as a record's detail has the address or number replaced by the same
+    """D203: a provider's message kept as a record's detail has the address or number replaced by the same
     pseudonym as the record's recipient (an erasure would otherwise leave it in the alerts table for 400 days)."""
     from kilo_alerts.logic import DeliveryIncompleteError  # noqa: PLC0415
 

@@ -1,5 +1,5 @@
 """An invoice with more lines than one Stripe invoice holds (250 invoice items, Stripe's changelog 2016-02-22) is still
-billed, to the cent, on one Stripe invoice (D-invoice4-1): each earlier period's late usage becomes one line, then
+billed, to the cent, on one Stripe invoice (D187): each earlier period's late usage becomes one line, then
 any tail beyond 249 lines one more. Through ``StripePaymentGateway`` on the emulator's recording ``http_client``
 (every request checked against the SDK's typed params; the emulator refuses a 251st item as Stripe does).
 

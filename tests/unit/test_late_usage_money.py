@@ -1,4 +1,4 @@
-"""Property (D-fixnotes-1): an invoice that billed its own usage, two earlier periods' late usage and a fee, paid in
+"""Property (D191): an invoice that billed its own usage, two earlier periods' late usage and a fee, paid in
 full; credit notes on those periods and partial refunds in any order never give back more than was paid, never leave
 a period holding less than its notes credited, and a refund of the rest at the end gives back exactly what the notes
 did not: refunds + notes' credit = the payment. Pure: the real ``credit_note`` and ``refundable`` on hand-built

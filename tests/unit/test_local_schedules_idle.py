@@ -1,6 +1,6 @@
 """The local stack's schedules on a simulated clock (the demo's fast-forward): on the clock's grid their runs depend
 on the simulated times alone, not on the machine's speed; ``wait_idle`` covers the scheduled runs; the demo's waits
-fail with a message naming what they waited for (D-dev4-2)."""
+fail with a message naming what they waited for (D185)."""
 
 from __future__ import annotations
 

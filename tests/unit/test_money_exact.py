@@ -1,4 +1,4 @@
-"""Exact amounts and the one rounding of their sum (``kilo_billing.money``; D-fixcrypto-1): crypto credits are kept
+"""Exact amounts and the one rounding of their sum (``kilo_billing.money``; D178): crypto credits are kept
 exact (token amount x rate) and a bill rounds their sum once. Hand-worked figures."""
 
 from __future__ import annotations

@@ -201,7 +201,7 @@ class CountingLastEvents(InMemoryUsageRepository):
 
 def test_given_a_cap_due_by_the_room_s_state_then_the_room_s_stored_events_move_it_or_avoid_it() -> None:
     """No room state (or an unusable one) and RoomService unreachable: the session's own evidence is 30 h old, but
-    the room's events table holds later events - a cap is at the latest of them (D-fixrating-1), or not due at all."""
+    the room's events table holds later events - a cap is at the latest of them (D197), or not due at all."""
     store = CountingLastEvents()
     for stored in (open_session("PA_a", "quiet", T0_MS - 30 * HOUR_MS, 0), open_session("PA_b", "busy",
                    T0_MS - 30 * HOUR_MS, 0), open_session("PA_c", "fresh", T0_MS - 30 * HOUR_MS, 0)):  # fmt: skip

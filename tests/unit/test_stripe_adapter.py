@@ -355,7 +355,7 @@ def test_given_a_paid_invoice_when_credited_then_out_of_band_never_to_stripes_ba
 
 
 def test_given_an_erased_account_then_its_customer_s_contact_details_are_unset_once_and_the_customer_kept() -> None:
-    """D-invoice4-3: Stripe unsets a field given as an empty string; the request is checked against the SDK's typed
+    """D189: Stripe unsets a field given as an empty string; the request is checked against the SDK's typed
     params (``CustomerUpdateParams``) by the emulator."""
     gateway, http = _gateway()
     customer = gateway.ensure_customer(Customer("acct-1", "ops@example.com", "Ops Ltd"))

@@ -30,7 +30,7 @@ from kilo_billing.periods import Period
 ACCOUNT_SESSIONS_INDEX: Final = "account_sessions"
 # the erasure's waits between passes over the eventually consistent sessions index (seconds; 4.5 s at most, well
 # inside the route's 29 s), and how long after its first pass a clean pass must list: DynamoDB propagates a write
-# to a GSI "within a fraction of a second" under normal conditions (D-api4-2)
+# to a GSI "within a fraction of a second" under normal conditions (D201)
 ERASURE_PAUSES: Final = (0.5, 0.5, 1.0, 2.5)
 ERASURE_SETTLE: Final = 0.5
 MEMBERS_BY_USER_INDEX: Final = "members_by_user"
@@ -340,7 +340,7 @@ class DynamoSessionHistory:
 
         The ``account_sessions`` index is eventually consistent (a GSI has no strongly consistent read): a session
         written just before the mark may be missing from it for a moment, or listed with the identity it had. So the
-        erasure goes in passes (D-api4-2): each lists the index, reads the sessions it shows under an identity that
+        erasure goes in passes (D201): each lists the index, reads the sessions it shows under an identity that
         is not a pseudonym strongly consistently (BatchGetItem ``ConsistentRead``) and rewrites those whose stored
         identity is not one, conditioned on that identity (a concurrent writer's version is re-read next pass, never
         overwritten). It is done at a pass that finds every listed session under a pseudonym - the index shows this
@@ -372,7 +372,7 @@ class DynamoSessionHistory:
     def _pseudonymised(self, stored: dict[str, Any], account_id: str, pseudonym: Callable[[str], str]) -> int:
         """Rewrite one session read strongly consistently with its identity's pseudonym: 1 if written, 0 if it holds
         one already, changed since it was read (the next pass reads it again), or is stored for another account - a
-        stale index entry of a session rating has moved (D-fixapi-2): the read and the rewrite's condition both check
+        stale index entry of a session rating has moved (D206): the read and the rewrite's condition both check
         the stored ``account``, so one account's erasure never writes another's session."""
         if stored.get("account") != account_id:
             return 0

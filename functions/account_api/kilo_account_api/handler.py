@@ -86,8 +86,8 @@ def _authorize(account_id: str, role: Role = Role.MEMBER) -> Caller:
 
 def _authorize_stored(account_id: str, role: Role) -> Role:
     """``_authorize``, then the caller's role as the members table holds it now (at least ``role``, else 403): for
-    what would outlast the token - membership changes, an export, the irreversible erasure (D-api4-3), and every
-    admin write: budget and hard limit, alert contacts and their phone code, tier, Stripe's pages (D-fixapi-4)."""
+    what would outlast the token - membership changes, an export, the irreversible erasure (D202), and every
+    admin write: budget and hard limit, alert contacts and their phone code, tier, Stripe's pages (D208)."""
     caller = _authorize(account_id, role)
     return logic.current_role(_deps().members, caller, account_id, role)
 

@@ -551,7 +551,7 @@ def members(accounts: AccountDirectory, store: MemberStore, account_id: str, now
 
 
 def current_role(store: MemberStore, caller: Caller, account_id: str, needed: Role) -> Role:
-    """The caller's role in the account as stored now, when it is at least ``needed`` (D-api4-3). Membership changes
+    """The caller's role in the account as stored now, when it is at least ``needed`` (D202). Membership changes
     are checked against the members table, not only the token: a token outlives a removal (its lifetime), and a
     removed admin must not use it to invite themselves back - a membership that would outlast the token."""
     stored = store.member(account_id, caller.user)
@@ -565,11 +565,11 @@ def current_role(store: MemberStore, caller: Caller, account_id: str, needed: Ro
 def invite_member(
     accounts: AccountDirectory, store: MemberStore, caller_role: Role, member: Member, lasts: timedelta
 ) -> Member:
-    """Adding a member invites them (D-api4-1): an invitation grants nothing - no claims at sign-in, so no access, and
+    """Adding a member invites them (D200): an invitation grants nothing - no claims at sign-in, so no access, and
     the account is not the user's - until the user accepts it (``accept_invitation``), within ``lasts``. Owners
     invite anyone; admins invite members and admins, never owners. ``member.added_at`` is now."""
     profile_of(accounts, member.account_id)
-    try:  # the free text the invitation stores: no control characters, an ASCII address (D-fixprivacy-2)
+    try:  # the free text the invitation stores: no control characters, an ASCII address (D204)
         check_text("user", member.user)
     except InvalidContactError as exc:
         raise InvalidRequestError("user", str(exc)) from exc
@@ -597,7 +597,7 @@ def remove_member(
         raise NotFoundError(f"{user!r} is not a member of account {account_id!r}")
     if target.role > caller_role:
         raise ConflictError(f"a {caller_role.name.lower()} cannot remove an {target.role.name.lower()}")
-    if not target.active:  # withdrawn only while still an invitation: accepted meanwhile, it is a 409 (D-fixapi-3)
+    if not target.active:  # withdrawn only while still an invitation: accepted meanwhile, it is a 409 (D207)
         store.withdraw(account_id, user)
         return
     others = sorted(m.user for m in current.values() if m.role is Role.OWNER and m.active and m.user != user)
@@ -676,7 +676,7 @@ def erase(
     unsalted hash of email and name: a guessed address could be checked against it) becomes that of the erased
     profile's empty details, so nothing of the old ones is kept and no update is sent for them later. The alerts
     function's delivery records written before it kept only its pseudonym of the contact (``alert_records``) get
-    that pseudonym too (D-fixprivacy-1); later ones never held the contact."""
+    that pseudonym too (D203); later ones never held the contact."""
     cleared = False
 
     def marked(profile: AccountProfile) -> AccountProfile:
@@ -695,7 +695,7 @@ def erase(
         ledger.save_billing(account_id, customer_details=customer_details_digest("", ""))
     # the members' and invitees' e-mails and the alert delivery records before the sessions: their queries are
     # strongly consistent (the account's own partition), while the sessions' passes may end in
-    # ErasureIncompleteError (503) or the route's timeout - an incomplete erasure has still erased them (D-fixapi-1)
+    # ErasureIncompleteError (503) or the route's timeout - an incomplete erasure has still erased them (D205)
     changed = store.pseudonymise(account_id, lambda value: pseudonym(account_id, value))
     if alert_records is not None:
         alert_records.pseudonymise(account_id)

@@ -36,7 +36,7 @@ class AlertRecords(Protocol):
 
     def pseudonymise(self, account_id: str) -> int:
         """Records that still name the address or number they went to (written before the alerts function kept its
-        pseudonym only, D-fixprivacy-1): the contact replaced by ``kilo_billing.accounts.pseudonym`` in the
+        pseudonym only, D203): the contact replaced by ``kilo_billing.accounts.pseudonym`` in the
         recipient and in the provider's message kept with it; returns the records changed."""
         ...
 

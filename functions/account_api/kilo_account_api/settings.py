@@ -18,7 +18,7 @@ class AccountApiSettings(ForecastSettings):
 
     usage_table_name: str  # profiles, rating's sessions and counters, our invoices, the spend item
     members_table_name: str  # ACCOUNT#<id> / MEMBER#<user>
-    # the alerts function's table: the erasure gives old delivery records their contact's pseudonym (D-fixprivacy-1);
+    # the alerts function's table: the erasure gives old delivery records their contact's pseudonym (D203);
     # empty: none to rewrite
     alerts_table_name: str = ""
     # the Cognito group whose users get the operator claim at sign-in (the pre-token trigger, ``sign_in``)
@@ -45,7 +45,7 @@ class AccountApiSettings(ForecastSettings):
     # share of data transfer saved when subscribers receive a lower simulcast layer (LiveKit's medium layer is about
     # half the bitrate of the high one); an assumption stated with the recommendation
     simulcast_data_saving: Decimal = Field(default=Decimal("0.5"), gt=0, lt=1)
-    # how long an invitation to an account may be accepted (POST .../members invites; D-api4-1)
+    # how long an invitation to an account may be accepted (POST .../members invites; D200)
     invitation_days: int = Field(default=7, ge=1, le=30)
     # closed sessions that began this long before a period are still read for it (a call across the month end)
     session_lookback_days: int = Field(default=35, ge=1, le=400)

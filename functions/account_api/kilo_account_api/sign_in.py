@@ -8,7 +8,7 @@ the user attribute ``custom:kilo_account`` when it is one of theirs, otherwise t
 another account can add anyone, even as owner, and must not thereby move that user's sign-in to their account (where
 a card saved or a wallet linked would land). A user with no membership gets no account claims: the routes then answer
 401 unless the user is an operator. An invitation (``MemberStatus.INVITED``) is no membership: it gives no claims
-until the user accepts it (D-api4-1).
+until the user accepts it (D200).
 """
 
 from __future__ import annotations

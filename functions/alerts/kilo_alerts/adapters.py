@@ -334,7 +334,7 @@ class LiveKitRoomControl:
         """GetParticipant, then UpdateParticipant with ``saved`` only if its permission is still ``narrowed``
         (compared as messages). Not atomic - RoomService has no conditional update - so an app's change landing
         between the two requests is overwritten: the window is one round trip, not the whole grace. Our own
-        restriction cannot land there: both run in the account's turn (``enforcement._in_turn``, D-alerts4-4)."""
+        restriction cannot land there: both run in the account's turn (``enforcement._in_turn``, D182)."""
         from google.protobuf import json_format  # noqa: PLC0415
         from livekit import api  # noqa: PLC0415
 

@@ -359,7 +359,7 @@ def turn_held(records: Sequence[EnforcementRecord]) -> bool:
 def _in_turn(
     ledger: EnforcementLedger, marker: EnforcementRecord, work: Callable[[], list[EnforcementRecord]]
 ) -> list[EnforcementRecord]:
-    """``work`` in the account's turn at its RoomService actions (D-alerts4-4). RoomService has no conditional update,
+    """``work`` in the account's turn at its RoomService actions (D182). RoomService has no conditional update,
     so a restore (permission given back when the limit no longer holds) and a restriction (a limit reached again
     meanwhile) running at once could interleave their reads and writes: the restriction reads the permission still
     narrowed and keeps the earlier saved one, then the restore gives the full permission back - the participant

@@ -75,7 +75,7 @@ def _record(record: SQSRecord) -> None:
             _count(alert)
         _enforced(exc.outcome)
         logger.warning("event not fully handled; the queue delivers it again", extra={"reason": str(exc)[:200]})
-        if turn_held(exc.outcome.enforcement):  # back in seconds, not after the queue's 360 s (D-fixapi-5)
+        if turn_held(exc.outcome.enforcement):  # back in seconds, not after the queue's 360 s (D209)
             _sooner(deps.redelivery, record.receipt_handle)
         raise
     except EnforcementIncompleteError as exc:  # the delayed removal step

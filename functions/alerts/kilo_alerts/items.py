@@ -5,7 +5,7 @@
   claim, then the outcome; records written before the limit was kept have ``ENFORCEMENT#<period>#...``);
 - the SMS sent to an account per UTC day ``ACCOUNT#<id>`` / ``SMSDAY#<YYYY-MM-DD>`` (``sms_count``, the daily cap);
 - the enforcement's turn ``ACCOUNT#<id>`` / ``TURN#ENFORCEMENT`` (``holder``, ``taken_at_ms``): one delivery at a
-  time restricts or restores the account's participants (D-alerts4-4)."""
+  time restricts or restores the account's participants (D182)."""
 
 from __future__ import annotations
 

@@ -109,7 +109,7 @@ def deliver_alert(
     last_attempt: bool = False,
 ) -> AlertOutcome:
     """``last_attempt``: the queue will not deliver the event again (its last receive before the dead-letter queue):
-    an SMS failing for now then reaches nobody, and goes by email instead like a refused one (D-alerts4-1)."""
+    an SMS failing for now then reaches nobody, and goes by email instead like a refused one (D179)."""
     profile = directory.registered([alert.account_id]).get(alert.account_id)
     chosen = _chosen(alert, profile)
     rendered = render(alert.kind, _values(alert, profile, policy)) if profile is not None else None
@@ -187,7 +187,7 @@ def _chosen(alert: Alert, profile: AccountProfile | None) -> tuple[str, ...]:
     if profile is None:
         return ()
     preference = profile.channels_chosen(alert.kind)
-    if preference == () and alert.kind in REQUIRED_ALERT_KINDS:  # saved before it was refused: email (D-alerts4-2)
+    if preference == () and alert.kind in REQUIRED_ALERT_KINDS:  # saved before it was refused: email (D180)
         preference = (Channel.EMAIL.value,)
     chosen = preference if preference is not None else tuple(CATALOGUE[alert.kind].default_channels(alert.severity))
     if Channel.SMS.value in chosen and not profile.phone_verified:
@@ -200,7 +200,7 @@ def _instead(sms: Delivery, email: Delivery) -> Delivery:
     with it)."""
     if email.outcome is Outcome.RETRY:
         return replace(sms, outcome=Outcome.RETRY, detail=f"{sms.detail}; the email instead failed for now")
-    if sms.outcome is Outcome.RETRY:  # SNS failing for now at the last delivery (D-alerts4-1)
+    if sms.outcome is Outcome.RETRY:  # SNS failing for now at the last delivery (D179)
         given_up = replace(sms, outcome=Outcome.UNDELIVERABLE, detail=f"{LAST_DELIVERY}: {sms.detail}")
         if email.outcome is Outcome.SENT:
             return _instead(given_up, email)
@@ -292,7 +292,7 @@ def _email(rendered: Rendered) -> tuple[str, str, str]:
 
 def _to(pending: Delivery, contact: str) -> Delivery:
     """The delivery to ``contact`` (an address or number), which its record names only by its pseudonym (D80's, the
-    same value of the same account always the same; D-fixprivacy-1): the alerts table keeps its records 400 days,
+    same value of the same account always the same; D203): the alerts table keeps its records 400 days,
     and an erasure (which clears the profile) must leave no contact detail there. An operator checks whether a record
     went to the account's current address by comparing ``pseudonym(account, address)``."""
     return replace(pending, recipient=pseudonym(pending.account_id, contact))
@@ -422,7 +422,7 @@ def handle_event(
             except EnforcementIncompleteError as exc:
                 enforced, causes = exc.records, [*causes, exc]
             except Exception as exc:  # storage or the removal's scheduling failed: the alerts go all the same
-                causes = [*causes, exc]  # (D-alerts4-5); the record is retried for the enforcement
+                causes = [*causes, exc]  # (D183); the record is retried for the enforcement
     grace = str(max(1, -(-policy.enforcement.grace_seconds // 60)))
     delivered: list[AlertOutcome] = []
     for found in alerts:

@@ -65,7 +65,7 @@ class Delivery:
     key: str
     channel: Channel
     outcome: Outcome
-    recipient: str  # the address or number used, by its pseudonym only (D-fixprivacy-1); empty when there was none
+    recipient: str  # the address or number used, by its pseudonym only (D203); empty when there was none
     at_ms: int
     detail: str = ""  # why it was skipped or refused; the provider's message id when sent
     event_id: str = ""

@@ -115,7 +115,7 @@ class EnforcementLedger(Protocol):
 
     def take_turn(self, account_id: str, holder: str, now_ms: int) -> None:
         """Begin ``holder``'s turn at the account's RoomService actions (one delivery at a time restricts or restores
-        its participants, D-alerts4-4): taken when nobody holds it, when ``holder`` does, or when the turn is older
+        its participants, D182): taken when nobody holds it, when ``holder`` does, or when the turn is older
         than the lease (its holder crashed); ``ClaimHeldError`` while another holder's turn is within the lease."""
         ...
 

@@ -106,7 +106,7 @@ def announcement_due(bill: Bill) -> bool:
 
 
 def exact_usd(value: Decimal) -> Decimal | str:
-    """A credit's exact USD (token amount x rate, not rounded; D-fixcrypto-1) as stored: a number when its digits fit
+    """A credit's exact USD (token amount x rate, not rounded; D178) as stored: a number when its digits fit
     DynamoDB's 38, else its plain string (a whale's wei at an 18-decimal feed's rate), which reads back the same
     (``Decimal(stored)``) - the serializer would refuse it as a number, and the write with it."""
     return value if len(value.as_tuple().digits) <= NUMBER_DIGITS else format(value, "f")

@@ -70,7 +70,7 @@ class SettlementPolicy:
     late_review_move: Decimal = Decimal("0.02")  # late ETH/SOL whose price moved more than this: manual review
     # the payment lines a bill takes (one per credit matched to it); a credit beyond them is kept for an operator.
     # A line is about 300 bytes of the bill's item: 500 keep it far below DynamoDB's 400 KB, whatever the lines'
-    # statuses grow to (D-crypto4-2)
+    # statuses grow to (D177)
     max_bill_lines: int = 500
     # a credit that moved to another id (re-mined at another log index, D155) keeps its bill above the cap, by at
     # most this many lines: its old line stays (ORPHANED, pointing at the new one), and a move is never a new credit
@@ -132,13 +132,13 @@ def asset_amount(atomic: int, asset: Asset) -> Decimal:
 def usd_value(atomic: int, asset: Asset, rate: Decimal) -> Decimal:
     """A payment's USD value, exact: atomic / 10^decimals x rate, not rounded (0.005 USDC is $0.005). A bill rounds
     once, the sum of the credits it counts (``paid_usd``): rounded one by one, 1,000 credits of 0.005 USDC would count
-    $10.00 for 5 USDC paid (D-fixcrypto-1)."""
+    $10.00 for 5 USDC paid (D178)."""
     return exact_amount(Fraction(atomic, 10 ** DECIMALS[asset]), rate)
 
 
 def paid_usd(lines: Iterable[BillPayment]) -> Decimal:
     """What payment lines count for on a bill: the exact sum of their USD, rounded once to the cent
-    (``kilo_billing.money.rounded_sum``). Lines stored before D-fixcrypto-1 hold their value rounded to the cent:
+    (``kilo_billing.money.rounded_sum``). Lines stored before D178 hold their value rounded to the cent:
     they count as stored."""
     return rounded_sum(line.usd for line in lines)
 
@@ -176,7 +176,7 @@ def recompute(bill: Bill, policy: SettlementPolicy, now: datetime) -> Bill:
         flags.add(BillFlag.PAID_LATE)
     if bill.status is BillStatus.PAID:
         # later final payments add what they raise the rounded sum by: every final payment counted together is
-        # rounded once (D-fixcrypto-1), so dust paid after PAID is neither lost nor counted a cent each
+        # rounded once (D178), so dust paid after PAID is neither lost nor counted a cent each
         settled = [line for line in final if line.payment_id in bill.settled_payment_ids]
         extra = paid_usd(final) - paid_usd(settled)
         credit = max(ZERO, bill.settled_usd - bill.total_usd) + extra

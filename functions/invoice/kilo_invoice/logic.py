@@ -141,7 +141,7 @@ def close_account(deps: CloseDeps, account_id: str, period: Period, now: datetim
 
 
 def _forget_customer(deps: CloseDeps, account_id: str) -> None:
-    """An erased account's processor customer loses the contact details it still holds (D80, D-invoice4-3), once:
+    """An erased account's processor customer loses the contact details it still holds (D80, D189), once:
     the billing item's ``customer_details`` then says so (``ERASED_DETAILS``; the account API's erasure leaves the
     digest of empty details there, which differs). Saved after the processor's update, so a failure in between
     repeats a harmless update at the next close. No customer yet: nothing at the processor to erase (one found or
@@ -233,7 +233,7 @@ def _fold(kind: str, description: str, lines: Sequence[Line], period: str) -> Li
 
 def fit_lines(invoice: InvoiceRecord, limit: int = GATEWAY_MAX_LINES) -> list[Line]:
     """``invoice``'s lines as the processor gets them, at most ``limit`` (Stripe holds 250 invoice items per invoice,
-    D-invoice4-1). Our invoice keeps every line (the receipt and the API show them); the processor's sums the same:
+    D187). Our invoice keeps every line (the receipt and the API show them); the processor's sums the same:
     - at most ``limit`` lines: all of them, as they are;
     - beyond: each earlier period's late usage (its adjustment lines: up to 4 meters per tier segment, for up to
       ``MAX_ADJUSTED_PERIODS`` periods) becomes one amount line for that period, where its first line was;

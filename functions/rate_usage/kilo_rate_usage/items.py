@@ -242,7 +242,7 @@ def state_key(room_sid: str) -> Item:
 
 def state_to_item(state: RoomState, version: int, generation: str) -> Item:
     """The header item; ``StateTooLargeError`` when even compressed it would come near DynamoDB's item limit. An
-    unusable state (a finished room's, D-rating4-2) is its version and cut-off alone."""
+    unusable state (a finished room's, D196) is its version and cut-off alone."""
     if not state.usable:
         return version_only_item(state, version, generation)
     text = json.dumps(state_to_json(state), separators=(",", ":"), sort_keys=True).encode()
@@ -263,7 +263,7 @@ def state_to_item(state: RoomState, version: int, generation: str) -> Item:
 
 def version_only_item(state: RoomState, version: int, generation: str = "") -> Item:
     """A header too large to keep: the version (concurrent writers still conflict), the rebuild's cut-off and the
-    generation of the participant items written with it (the next rebuild deletes them, D-fixrating-3)."""
+    generation of the participant items written with it (the next rebuild deletes them, D199)."""
     values: dict[str, Any] = {
         KEY: room_key(state.room_sid), SORT_KEY: STATE_SORT_KEY, "version": version, DELIVERED_MS: state.delivered_ms,
     }  # fmt: skip

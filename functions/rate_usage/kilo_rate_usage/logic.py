@@ -338,7 +338,7 @@ def _in_order(
     if state is None or step is None or step.missing:
         return None
     # the sessions of those retiring too, though this batch may not name them: the registers kept on their session
-    # items must be their final ones (a later event naming them folds into those), D-rating4-1
+    # items must be their final ones (a later event naming them folds into those), D195
     stored = repo.sessions_of(header.room_sid, step.affected | step.unknown | step.retired.keys())
     named = {sid: stored[sid].registers for sid in step.unknown & stored.keys()}  # retired, named again
     if named and not all(named.values()):
@@ -350,14 +350,14 @@ def _in_order(
         if step.retired.keys() - stored.keys():
             stored.update(repo.sessions_of(header.room_sid, step.retired.keys() - stored.keys()))
     change = _state_change(state, step.state) if step.changed else None
-    if change is not None and step.full.room_end_s is not None:  # the room finished: keep no identity (D-rating4-2)
+    if change is not None and step.full.room_end_s is not None:  # the room finished: keep no identity (D196)
         change = StateChange(_finished(step.state), state.version, {}, tuple(sorted(state.fold.participants)), False,
                              state.generation)  # fmt: skip
     return _Room(step.sessions(config.attribution), stored, change, _texts(step.retired), step.full)
 
 
 def _finished(state: RoomState) -> RoomState:
-    """What is kept of a finished room's state (D-rating4-2): its version and the rebuild's cut-off
+    """What is kept of a finished room's state (D196): its version and the rebuild's cut-off
     (``delivered_ms``, D70), no participant, no event - nothing naming anyone. A later event of the room (one
     delivered late, a replay) rebuilds it from its stored events, which is exact (D15)."""
     return replace(RoomState.unusable(state.room_sid, state.version), delivered_ms=state.delivered_ms)

@@ -270,7 +270,7 @@ class SweeperStore(Protocol):
 
     def last_event_ms(self, room_sids: Iterable[str]) -> dict[str, int]:
         """The latest createdAt (epoch ms) of each room's events stored in the events table, rated or not (for those
-        with any): what the room's state says when it is readable and up to date (D-fixrating-1)."""
+        with any): what the room's state says when it is readable and up to date (D197)."""
         ...
 
     def confirmations(self, keys: Iterable[SessionKey]) -> dict[SessionKey, int]:

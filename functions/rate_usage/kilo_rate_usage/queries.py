@@ -50,7 +50,7 @@ def _video_from_rooms(repo: UsageRepository, sessions: Sequence[StoredSession], 
     """Open sessions store nothing that grows with the clock: their video so far is the room's video coverage (from
     its state; tracks still published count until now) over the session's window - exact, in any period. A room whose
     state is unreadable (too large to keep, another format just after a deploy, a pending mark) or missing takes its
-    coverage from its stored events, folded as a rebuild folds them (D-fixrating-2); only a room whose events cannot
+    coverage from its stored events, folded as a rebuild folds them (D198); only a room whose events cannot
     be decoded answers None (its sessions' stored figures)."""
     states = repo.room_states({stored.session.room_sid for stored in sessions})
     coverages: dict[str, Coverage | None] = {}

@@ -18,7 +18,7 @@ Every run asks RoomService about every room with an open session:
   moment LiveKit vouched for it.
 A close about to be dated back (or a cap) first reads the room's latest stored event (``dated_back_rooms``): the room's
 state may not show it - unreadable (a state too large to keep, one of an older format just after a deploy), missing, or
-behind the events table (rating late) - and a close is never dated before what the events vouch for (D-fixrating-1).
+behind the events table (rating late) - and a close is never dated before what the events vouch for (D197).
 Closes are synthetic events in the room's event partition: rating rebuilds the room as for any event, and a late real
 ``participant_left`` or ``room_finished`` still wins - a cap is provisional, the minutes come back with the real close.
 """
@@ -88,7 +88,7 @@ def with_last_events(sessions: Sequence[StoredSession], latest: Mapping[str, int
 
 def dated_back_rooms(plan: SweepPlan, now_ms: int) -> set[str]:
     """The rooms of the plan's closes dated before the sweep (a swept close dated back to the last evidence, a cap):
-    only for them can a later event the room's state does not show move the close (D-fixrating-1)."""
+    only for them can a later event the room's state does not show move the close (D197)."""
     return {close.room_sid for close in plan.closes if close.created_at < now_ms // 1000}
 
 

@@ -55,7 +55,7 @@ ALERT_KINDS: Final = (
     "payment_failed",
 )
 # The alert kinds that must reach someone (calls stop at the hard limit; an unpaid invoice stops new calls): never
-# set to no channel (a 400), and a stored empty choice goes by email (the alerts function; D-alerts4-2)
+# set to no channel (a 400), and a stored empty choice goes by email (the alerts function; D180)
 REQUIRED_ALERT_KINDS: Final = ("budget_hard_limit", "payment_failed")
 # A bound on one save's work: kinds that are known or change; a stored unknown kind sent back unchanged is not counted
 # (a profile the D171 bug bloated must still be savable from the form that returns what it read)
@@ -83,7 +83,7 @@ def pseudonym(account_id: str, value: str) -> str:
 def pseudonymised_in(account_id: str, text: str, contact: str) -> str:
     """``text`` (a provider's message kept with an alert's delivery record: SES names the addresses it refuses, SNS
     the number) with ``contact`` - in any case, a number also without its ``+`` - replaced by its ``pseudonym``
-    (D-fixprivacy-1: the alerts function when it records, the account API's erasure for records written before)."""
+    (D203: the alerts function when it records, the account API's erasure for records written before)."""
     ref = pseudonym(account_id, contact)
     for shown in dict.fromkeys((contact, contact.removeprefix("+"))):
         if shown and shown != ref:
@@ -368,7 +368,7 @@ class InvalidContactError(ValueError):
     """A contact detail or alert preference that cannot be used; the message names it."""
 
 
-# Characters refused in free text the API stores (D-alerts4-3): Unicode controls (Cc: C0, DEL, C1 - NUL, tab, CR, LF,
+# Characters refused in free text the API stores (D181): Unicode controls (Cc: C0, DEL, C1 - NUL, tab, CR, LF,
 # ESC among them), line and paragraph separators, lone surrogates (not encodable: DynamoDB would refuse the item) and
 # the bidirectional overrides and isolates (they reorder what a reader sees: a name could display as another)
 _BIDI_CONTROLS: Final = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
@@ -394,8 +394,8 @@ def check_phone(value: str) -> str:
 
 def check_email(value: str) -> str:
     """An e-mail address the API stores (the alert contact's, a member's): no control character (``check_text``),
-    an address like name@example.com, ASCII only (SES sends to 7-bit ASCII addresses only: D-alerts4-3,
-    D-fixprivacy-2). ``InvalidContactError`` naming ``email``."""
+    an address like name@example.com, ASCII only (SES sends to 7-bit ASCII addresses only: D181,
+    D204). ``InvalidContactError`` naming ``email``."""
     check_text("email", value)
     if len(value) > 254 or not _EMAIL.fullmatch(value):
         raise InvalidContactError(f"email {value!r} is not an address like name@example.com")
@@ -414,7 +414,7 @@ def set_alert_contact(
     preferences: dict[str, tuple[str, ...]] | None = None,
 ) -> AccountProfile:
     """Change who hears about an account's alerts and how (the account API; ``""`` clears a detail). Validated
-    whole before anything is saved: a name and an email without control characters (D-alerts4-3), an E.164 phone,
+    whole before anything is saved: a name and an email without control characters (D181), an E.164 phone,
     an email address, known channels for known kinds (a kind stored before kinds were checked may be sent back
     unchanged: a form returns what it read; ``[]`` for it removes it; a kind of ``REQUIRED_ALERT_KINDS`` gets at
     least one channel) -
@@ -423,7 +423,7 @@ def set_alert_contact(
     if phone:
         check_phone(phone)
     if email:
-        check_email(email)  # controls, the pattern, ASCII only (D-alerts4-3)
+        check_email(email)  # controls, the pattern, ASCII only (D181)
     for kind, channels in (preferences or {}).items():
         unknown = set(channels) - set(ALERT_CHANNELS)
         if unknown:

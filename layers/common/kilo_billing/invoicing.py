@@ -240,7 +240,7 @@ ERASED_DETAILS: Final = "erased"  # ``customer_details`` once an erased account'
 
 def details_erased(profile: AccountProfile | None) -> bool:
     """The account was erased (D80) and its profile has held no email or name since: its processor customer must
-    hold none of the details it had either (D-invoice4-3)."""
+    hold none of the details it had either (D189)."""
     return profile is not None and profile.erased_at is not None and not profile.email and not profile.name
 
 
@@ -264,7 +264,7 @@ class CreditNote:
     ``returned``: the part of the late usage that a paid invoice no longer holds - refunds, refunds owed, disputes
     lost and earlier notes already gave it back - so neither account credit nor ``amount`` (D131).
     ``uncollected``: the part that an invoice of the period billed and was never paid for (open, payment failed,
-    written off: D166), so nothing to give back; neither account credit nor ``amount`` (D-invoice4-2)."""
+    written off: D166), so nothing to give back; neither account credit nor ``amount`` (D188)."""
 
     credit_id: str  # ``<account>/<credited period>/credit-<period of the invoice that found it>``
     account_id: str
@@ -841,7 +841,7 @@ def money_held(
     invoice: InvoiceRecord, notes: Iterable[CreditNote], given: Mapping[str, Decimal] | None = None
 ) -> MoneyHeld:
     """How ``invoice``'s money (what it was paid, if paid, plus the account credit it applied) pays what it billed
-    (D166, D-fixnotes-1): its own period's usage first (less what notes took off its amount due), then the late usage
+    (D166, D191): its own period's usage first (less what notes took off its amount due), then the late usage
     of earlier periods it billed, oldest period first, and only then the rest (fees, what it carries, ...). What left
     us again (refunds made or owed, disputes' funds withdrawn) is taken from that rest first, then from usage notes have
     not credited (latest paid first), and only then from usage they credited - of each period, this invoice counts as
@@ -897,7 +897,7 @@ def late_usage_billed(invoice: InvoiceRecord, period: str) -> Decimal:
 
 def late_held(invoice: InvoiceRecord, period: str, notes: Iterable[CreditNote]) -> Decimal:
     """The money with us that paid for ``period``'s late usage billed on a later ``invoice`` (D166 amended, s8;
-    D-fixnotes-1): its money pays its own period's usage first, then the late usage it billed, oldest period first,
+    D191): its money pays its own period's usage first, then the late usage it billed, oldest period first,
     before fees and the rest (``money_held``); a refund takes from that rest first. Paid less, or refunded beyond the
     rest, it holds less; unpaid, only the account credit it applied; void, nothing."""
     if period >= invoice.period:
@@ -936,7 +936,7 @@ def given_back(ledger: AccountLedger, notes: Iterable[CreditNote]) -> dict[str, 
 def lowered_beyond(ledger: AccountLedger, period: str, notes: Iterable[CreditNote]) -> Decimal:
     """What notes took off the amount due of ``period``'s invoices (not void) beyond what each billed for the period's
     usage - off the next period's fee on it, say: money the period's other invoices were paid, given back as surely as
-    account credit (D-fixinvoice-2). A void invoice asks for nothing, so its reductions give nothing back."""
+    account credit (D194). A void invoice asks for nothing, so its reductions give nothing back."""
     notes = list(notes)
     return total(
         [
@@ -948,7 +948,7 @@ def lowered_beyond(ledger: AccountLedger, period: str, notes: Iterable[CreditNot
 
 
 def refundable(ledger: AccountLedger, invoice: InvoiceRecord) -> Decimal:
-    """At most what a refund of the paid ``invoice`` may give back now (D131, D166, D-fixnotes-1): what it keeps less
+    """At most what a refund of the paid ``invoice`` may give back now (D131, D166, D191): what it keeps less
     what notes took off its amount due; and of that, only its money that paid for no usage (the next period's fee,
     what it carries, ...) or for usage - its period's, and late usage of earlier periods it billed - that notes have
     not credited (``money_held``'s ``free``), so a note and a refund, or two refunds, never give the same money back,
@@ -965,7 +965,7 @@ def amount_due(invoice: InvoiceRecord, notes: Iterable[CreditNote]) -> Decimal:
 
 UNPAID_AT_PROCESSOR: Final = frozenset({InvoiceStatus.OPEN, InvoiceStatus.PAYMENT_FAILED})
 # credited as a paid invoice is, for at most what paid for the period's usage: a written-off invoice's was only the
-# account credit it applied (D-fixinvoice-1)
+# account credit it applied (D193)
 BOUNDED: Final = frozenset({InvoiceStatus.PAID, InvoiceStatus.UNCOLLECTIBLE})
 
 
@@ -982,7 +982,7 @@ def credit_note(
       the account credit earlier notes gave); the rest was given back already (``returned``).
       A card invoice's credit is recorded on the processor's invoice as credited outside it;
     - an uncollectible (written-off) invoice: as a paid one, bounded by ``period_held`` - of its own money only the
-      account credit it applied paid for anything; the rest was never collected (D-fixinvoice-1). No processor note;
+      account credit it applied paid for anything; the rest was never collected (D193). No processor note;
     - a void invoice: nothing (nothing was collected, nothing is owed back);
     - anything else (a crypto bill - the crypto rail cannot take money back to the payer -, a carried or $0.00
       invoice never sent to the processor, a draft): account credit."""
@@ -1105,9 +1105,9 @@ def void_credit(ledger: AccountLedger, invoice: InvoiceRecord) -> Decimal:
     credit as if it had never been issued: the credit it applied comes back (its credit lines, reversed), less the
     account credit notes already gave out of its money (the same money: a note credits usage of a period the void now
     cancels). Negative when the notes gave more than it applied (D132). For each period it held money for - its own,
-    and each earlier one whose late usage it billed (D-fixnotes-2) - what every note on that period credited beyond
+    and each earlier one whose late usage it billed (D192) - what every note on that period credited beyond
     what the period's other invoices hold for it (a paid early invoice, a later invoice that paid its late usage:
-    their money, which stays credit, D-invoice4-4) was its money, at most what it held for that period; and the notes
+    their money, which stays credit, D190) was its money, at most what it held for that period; and the notes
     against it (it is the period-end invoice) count whole beyond the others' money, as D132 counts them (the credit may
     go below zero)."""
     notes = list(ledger.credit_notes.values())

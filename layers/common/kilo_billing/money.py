@@ -7,7 +7,7 @@ is rounded twice.
 
 Amounts received rather than billed (crypto credits: token amount x its rate) are kept **exact**
 (:func:`exact_amount`) and rounded once, where they are summed for a bill (:func:`rounded_sum`): rounding each
-credit first would count 1,000 credits of $0.005 as $10.00 (D-fixcrypto-1).
+credit first would count 1,000 credits of $0.005 as $10.00 (D178).
 """
 
 from __future__ import annotations

@@ -119,7 +119,7 @@ ERASED_FIELDS: Final = ("email", "name", "phone", "description", "address", "shi
 
 
 def forget_details(client: stripe.StripeClient, customer_id: str, call: StripeCall) -> None:
-    """An erased account's customer (D80, D-invoice4-3): every contact field it still holds - email, name, phone,
+    """An erased account's customer (D80, D189): every contact field it still holds - email, name, phone,
     description, address, shipping - is unset (Stripe unsets a field given as an empty string), under a key of its
     own per update (``details_key``: the fields sent depend on what it holds). One retrieve; no update when it holds
     none of them; a deleted customer is left alone. The metadata (our account id, a pseudonym) stays: invoices,
