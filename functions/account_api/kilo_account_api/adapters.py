@@ -159,31 +159,29 @@ class DynamoMembers:
 
     def decline(self, account_id: str, user: str) -> None:
         try:
-            call(
-                self._client.delete_item,
-                TableName=self._table,
-                Key=items.member_key(account_id, user),
-                ConditionExpression="#status = :invited",
-                ExpressionAttributeNames={"#status": items.MEMBER_STATUS},
-                ExpressionAttributeValues=to_item({":invited": MemberStatus.INVITED.value}),
-            )
+            self._delete_invitation(account_id, user)
         except ConditionFailedError as exc:
             raise NotFoundError(f"{user!r} has no invitation to account {account_id!r}") from exc
 
     def withdraw(self, account_id: str, user: str) -> None:
         try:
-            call(
-                self._client.delete_item,
-                TableName=self._table,
-                Key=items.member_key(account_id, user),
-                ConditionExpression="#status = :invited",
-                ExpressionAttributeNames={"#status": items.MEMBER_STATUS},
-                ExpressionAttributeValues=to_item({":invited": MemberStatus.INVITED.value}),
-            )
+            self._delete_invitation(account_id, user)
         except ConditionFailedError as exc:
             if self.member(account_id, user) is None:
                 raise NotFoundError(f"{user!r} is not invited to account {account_id!r}") from exc
             raise ConflictError(f"{user!r} accepted the invitation meanwhile; retry (a member's removal)") from exc
+
+    def _delete_invitation(self, account_id: str, user: str) -> None:
+        """Delete the user's item only while it is an invitation (``ConditionFailedError`` otherwise: a membership,
+        or nothing)."""
+        call(
+            self._client.delete_item,
+            TableName=self._table,
+            Key=items.member_key(account_id, user),
+            ConditionExpression="#status = :invited",
+            ExpressionAttributeNames={"#status": items.MEMBER_STATUS},
+            ExpressionAttributeValues=to_item({":invited": MemberStatus.INVITED.value}),
+        )
 
     def remove(self, account_id: str, user: str, keeping_owner: str | None = None) -> None:
         if keeping_owner is None:
