@@ -68,7 +68,8 @@ def _record(record: SQSRecord) -> None:
     )
     try:
         # the queue's last receive before its redrive to the dead-letter queue: an SMS failing for now goes by email
-        last = int(record.attributes.approximate_receive_count or 1) >= deps.settings.alerts_queue_max_receives
+        receives = int(record.attributes.approximate_receive_count or 1)
+        last = receives >= deps.settings.alerts_queue_max_receives
         outcome = handle_event(detail_type, detail, deps.ports, deps.policy, int(time.time() * 1000), last)
     except EventIncompleteError as exc:
         for alert in exc.outcome.alerts:
@@ -76,11 +77,11 @@ def _record(record: SQSRecord) -> None:
         _enforced(exc.outcome)
         logger.warning("event not fully handled; the queue delivers it again", extra={"reason": str(exc)[:200]})
         if turn_held(exc.outcome.enforcement):  # back in seconds, not after the queue's 360 s (D209)
-            _sooner(deps.redelivery, record.receipt_handle)
+            _sooner(deps.redelivery, record.receipt_handle, receives, deps.settings.alerts_queue_max_receives)
         raise
     except EnforcementIncompleteError as exc:  # the delayed removal step
         if turn_held(exc.records):
-            _sooner(deps.redelivery, record.receipt_handle)
+            _sooner(deps.redelivery, record.receipt_handle, receives, deps.settings.alerts_queue_max_receives)
         raise
     except (AlertError, ValueError) as exc:
         logger.error("event is not an alert; left to the dead-letter queue", extra={"reason": str(exc)[:200]})
@@ -90,7 +91,12 @@ def _record(record: SQSRecord) -> None:
     _enforced(outcome)
 
 
-def _sooner(redelivery: Any, receipt_handle: str) -> None:
+def _sooner(redelivery: Any, receipt_handle: str, receives: int, max_receives: int) -> None:
+    """Make the record visible again in ``TURN_RETRY_SECONDS`` - but not on the receive before the last one: that one
+    waits the queue's own timeout (360 s, past the turn's 5-minute lease), so a turn whose holder crashed is taken
+    over on the last receive rather than the event reaching the dead-letter queue within seconds (D209)."""
+    if receives >= max_receives - 1:
+        return
     try:
         redelivery.sooner(receipt_handle, TURN_RETRY_SECONDS)
     except (StorageUnavailableError, InvalidRequestError) as exc:  # the queue's own timeout then: later, not lost
