@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from kilo_dev import processes
+from tests.e2e.liveness import alive
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,16 +46,6 @@ def test_hangs(anvil_session, moto):
     Path(os.environ["KILLED_RUN_PIDS"]).write_text(" ".join(map(str, pids)))
     time.sleep(300)
 """
-
-
-def alive(pid: int) -> bool:
-    """Running (a zombie waiting for whoever adopted it to reap it has ended)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    status = Path(f"/proc/{pid}/status")
-    return not (status.exists() and "\nState:\tZ" in status.read_text())
 
 
 def wait_gone(pids: list[int], seconds: float = 15.0) -> list[int]:

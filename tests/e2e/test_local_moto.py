@@ -21,6 +21,7 @@ from botocore.exceptions import ClientError
 
 from kilo_dev.localstack import MotoServer
 from kilo_dev.streams import StreamReader
+from tests.e2e.liveness import alive
 
 pytestmark = pytest.mark.e2e
 TRANSACTIONS = 10
@@ -133,20 +134,10 @@ def test_given_the_process_that_started_it_killed_then_the_local_moto_server_end
         os.kill(parent.pid, signal.SIGKILL)  # it cannot stop its moto server now
         parent.wait(timeout=10)
         deadline = time.monotonic() + 10
-        while _alive(moto_pid) and time.monotonic() < deadline:
+        while alive(moto_pid) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not _alive(moto_pid)
+        assert not alive(moto_pid)
     finally:
         if parent.poll() is None:
             parent.kill()
             parent.wait(timeout=10)
-
-
-def _alive(pid: int) -> bool:
-    """Running (a zombie waiting for whoever adopted it to reap it has ended)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    status = Path(f"/proc/{pid}/status")
-    return not (status.exists() and "\nState:\tZ" in status.read_text())

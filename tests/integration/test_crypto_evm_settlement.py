@@ -395,15 +395,7 @@ def test_given_a_claimed_usdc_payment_re_mined_at_another_log_index_then_it_keep
     assert billing.bill().status is BillStatus.PROCESSING
     raw = chain.w3.eth.get_raw_transaction(tx)  # type: ignore[arg-type]
     chain.node.call("evm_revert", before)  # the claimed block is reorged away ...
-    chain.mine(1)
-    chain.node.call("evm_setAutomine", False)
-    try:  # ... and the transaction re-mined after another USDC transfer in its new block
-        first = {"from": PAYER, "maxPriorityFeePerGas": 50 * GWEI, "maxFeePerGas": 500 * GWEI}  # mined first
-        chain.token().functions.transfer(OTHER, 5 * USDC).transact(first)  # type: ignore[arg-type]
-        chain.w3.eth.send_raw_transaction(raw)
-        chain.node.call("evm_mine")
-    finally:
-        chain.node.call("evm_setAutomine", True)
+    _remine_after_another_transfer(chain, raw)  # ... and re-mined after another USDC transfer in its new block
     moved = chain.receipt(tx)
     assert [log["logIndex"] for log in moved["logs"]] == [1]
 
@@ -513,15 +505,7 @@ def test_given_one_transaction_paying_two_bills_re_mined_with_its_logs_shifted_t
     settlement.assign(f"ethereum:{tx}:1", "acct-1", "inv-2")
     raw = chain.w3.eth.get_raw_transaction(tx)  # type: ignore[arg-type]
     chain.node.call("evm_revert", before)  # the block is reorged away ...
-    chain.mine(1)
-    chain.node.call("evm_setAutomine", False)
-    try:  # ... and the transaction re-mined after another USDC transfer in its new block
-        first = {"from": PAYER, "maxPriorityFeePerGas": 50 * GWEI, "maxFeePerGas": 500 * GWEI}  # mined first
-        chain.token().functions.transfer(OTHER, 5 * USDC).transact(first)  # type: ignore[arg-type]
-        chain.w3.eth.send_raw_transaction(raw)
-        chain.node.call("evm_mine")
-    finally:
-        chain.node.call("evm_setAutomine", True)
+    _remine_after_another_transfer(chain, raw)  # ... and re-mined after another USDC transfer in its new block
     assert [log["logIndex"] for log in chain.receipt(tx)["logs"]] == [1, 2]
 
     billing.run()
@@ -582,3 +566,17 @@ def test_given_one_transaction_of_sub_cent_credits_then_the_bill_counts_what_the
         0,
     )
     assert BillFlag.OVERPAID not in paid.flags
+
+
+def _remine_after_another_transfer(chain: Chain, raw: Any) -> None:
+    """One block later, ``raw`` (a signed transaction whose block was reorged away) mined again in one block after
+    another USDC transfer (higher tip: mined first), so its logs' indexes shift up by one."""
+    chain.mine(1)
+    chain.node.call("evm_setAutomine", False)
+    try:
+        first = {"from": PAYER, "maxPriorityFeePerGas": 50 * GWEI, "maxFeePerGas": 500 * GWEI}
+        chain.token().functions.transfer(OTHER, 5 * USDC).transact(first)
+        chain.w3.eth.send_raw_transaction(raw)
+        chain.node.call("evm_mine")
+    finally:
+        chain.node.call("evm_setAutomine", True)
