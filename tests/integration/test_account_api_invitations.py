@@ -293,3 +293,57 @@ def test_given_a_removed_admin_with_a_token_still_valid_then_no_write_that_outla
     kept = call("GET", "/v1/accounts/acct_a/alert-preferences", OWNER).body
     assert kept["email"] != "mia@attacker.example"
     assert call("GET", "/v1/accounts/acct_a/budget", OWNER).body["budget_usd"] == "40.00"
+
+
+# the price book's words (pricebooks/2026-01-01.json: personal has no entitlements; team and enterprise include
+# team_collaboration), written out, not derived from the book
+NO_COLLABORATION = {
+    "code": "conflict",
+    "message": "account 'acct_a' is on the personal tier, which lacks the team_collaboration entitlement that members "
+    "need: upgrade to team or enterprise",
+    "field": None,
+}
+
+
+def test_given_a_downgrade_to_personal_then_members_stay_new_ones_are_refused_and_invitations_wait(
+    acct_a: Any,
+) -> None:
+    """D-api-1: members need team_collaboration. acct_a (team) invites ivan and mia on the 28th, ivan accepts, the
+    owner downgrades to personal (from December 1st); on December 2nd mia's acceptance and a new invitation are 409
+    naming the tier and the entitlement, nothing is written, ivan keeps his membership and mia her invitation, which
+    she accepts once the account is back on team."""
+    store = DynamoMembers(acct_a.clients["dynamodb"], acct_a.template.physical_name("MembersTable"))
+    mia = claims(None, None, user="mia")
+    with time_machine.travel(utc(2026, 11, 28, 12), tick=False):
+        for user in ("ivan", "mia"):
+            assert call("POST", "/v1/accounts/acct_a/members", OWNER, {"user": user}).status == 201
+        assert call("POST", "/v1/invitations/acct_a/accept", IVAN).status == 200
+        down = call("POST", "/v1/accounts/acct_a/subscription", OWNER, {"tier": "personal"})
+        assert (down.status, down.body["effective_at"]) == (200, "2026-12-01T00:00:00Z")
+    with time_machine.travel(utc(2026, 12, 2, 9), tick=False):
+        stored_before = {(m.user, m.status.value, m.added_at) for m in store.members("acct_a")}
+        refused = call("POST", "/v1/invitations/acct_a/accept", mia)
+        assert (refused.status, refused.body) == (409, NO_COLLABORATION)
+        invited = call("POST", "/v1/accounts/acct_a/members", OWNER, {"user": "zoe", "email": "zoe@z.example"})
+        assert (invited.status, invited.body) == (409, NO_COLLABORATION)
+        assert {(m.user, m.status.value, m.added_at) for m in store.members("acct_a")} == stored_before
+        assert store.member("acct_a", "zoe") is None
+        listed = call("GET", "/v1/accounts/acct_a/members", OWNER).body["members"]
+        assert [(m["user"], m["status"]) for m in listed] == [
+            ("olga", "active"),
+            ("ivan", "active"),
+            ("mia", "invited"),
+        ]
+        assert sign_in_claims("ivan") == {"kilo_account": "acct_a", "kilo_role": "member"}  # members keep access
+        assert sign_in_claims("mia") == {}
+        # no invitation: 404 as before, whatever the tier
+        assert call("POST", "/v1/invitations/acct_a/accept", claims(None, None, user="zoe")).status == 404
+    with time_machine.travel(utc(2026, 12, 3, 10), tick=False):
+        up = call("POST", "/v1/accounts/acct_a/subscription", OWNER, {"tier": "team"})
+        assert (up.status, up.body["change"]) == (200, "upgrade_now")
+        accepted = call("POST", "/v1/invitations/acct_a/accept", mia)
+        assert (accepted.status, accepted.body["status"], accepted.body["added_at"]) == (
+            200,
+            "active",
+            "2026-12-03T10:00:00Z",
+        )

@@ -14,6 +14,7 @@ from kilo_account_api import logic
 from kilo_account_api.model import (
     BudgetStatus,
     ConflictError,
+    EntitlementMissingError,
     InvalidRequestError,
     Member,
     MemberStatus,
@@ -36,7 +37,8 @@ from tests.fakes import InMemoryAccountDirectory
 NOW = datetime(2026, 11, 15, 12, tzinfo=UTC)  # a Sunday, half over
 NOV_1 = datetime(2026, 11, 1, tzinfo=UTC)
 SEGMENT = int(NOV_1.timestamp())
-BOOK = default_catalog().for_period(logic.period_of("2026-11", NOW))
+CATALOG = default_catalog()
+BOOK = CATALOG.for_period(logic.period_of("2026-11", NOW))
 POLICY = RecommendationPolicy(audience_min_participants=10, simulcast_data_saving=Decimal("0.5"))
 
 
@@ -190,15 +192,17 @@ WEEK = timedelta(days=7)
 
 
 def test_given_members_then_admins_cannot_invite_or_remove_owners_and_the_last_owner_stays() -> None:
-    directory = InMemoryAccountDirectory(profile())
+    directory = InMemoryAccountDirectory(profile(tier="team"))
     store = InMemoryMembers()
     store.add(Member("acct", "olga", "olga@a.example", Role.OWNER, NOW))
     with pytest.raises(InvalidRequestError):
-        logic.invite_member(directory, store, Role.ADMIN, Member("acct", "otto", "", Role.OWNER, NOW), WEEK)
-    invited = logic.invite_member(directory, store, Role.ADMIN, Member("acct", "mia", "", Role.MEMBER, NOW), WEEK)
+        logic.invite_member(directory, CATALOG, store, Role.ADMIN, Member("acct", "otto", "", Role.OWNER, NOW), WEEK)
+    invited = logic.invite_member(
+        directory, CATALOG, store, Role.ADMIN, Member("acct", "mia", "", Role.MEMBER, NOW), WEEK
+    )
     assert (invited.status, invited.expires_at) == (MemberStatus.INVITED, NOW + WEEK)
     with pytest.raises(ConflictError):
-        logic.invite_member(directory, store, Role.ADMIN, Member("acct", "mia", "", Role.MEMBER, NOW), WEEK)
+        logic.invite_member(directory, CATALOG, store, Role.ADMIN, Member("acct", "mia", "", Role.MEMBER, NOW), WEEK)
     with pytest.raises(ConflictError):
         logic.remove_member(directory, store, Role.ADMIN, "acct", "olga")
     with pytest.raises(ConflictError):
@@ -210,20 +214,84 @@ def test_given_members_then_admins_cannot_invite_or_remove_owners_and_the_last_o
 
 
 def test_given_an_invitation_then_only_acceptance_in_time_makes_a_member() -> None:
-    directory = InMemoryAccountDirectory(profile())
+    directory = InMemoryAccountDirectory(profile(tier="team"))
     store = InMemoryMembers()
     store.add(Member("acct", "olga", "", Role.OWNER, NOW))
-    logic.invite_member(directory, store, Role.OWNER, Member("acct", "ivan", "", Role.OWNER, NOW), WEEK)
+    logic.invite_member(directory, CATALOG, store, Role.OWNER, Member("acct", "ivan", "", Role.OWNER, NOW), WEEK)
     with pytest.raises(ConflictError, match="last owner"):  # an invited owner is no owner yet
         logic.remove_member(directory, store, Role.OWNER, "acct", "olga")
     assert [(m.account_id, m.role) for m in logic.invitations(store, "ivan", NOW)] == [("acct", Role.OWNER)]
     assert logic.invitations(store, "ivan", NOW + WEEK) == []  # ended
     with pytest.raises(NotFoundError):
-        logic.accept_invitation(store, "ivan", "acct", NOW + WEEK)
-    accepted = logic.accept_invitation(store, "ivan", "acct", NOW + WEEK - timedelta(seconds=1))
+        logic.accept_invitation(directory, CATALOG, store, "ivan", "acct", NOW + WEEK)
+    accepted = logic.accept_invitation(directory, CATALOG, store, "ivan", "acct", NOW + WEEK - timedelta(seconds=1))
     assert (accepted.status, accepted.added_at) == (MemberStatus.ACTIVE, NOW + WEEK - timedelta(seconds=1))
     logic.remove_member(directory, store, Role.OWNER, "acct", "olga")  # now another owner remains
     assert [m.user for m in logic.members(directory, store, "acct", NOW + WEEK)] == ["ivan"]
+
+
+# the price book's words (pricebooks/2026-01-01.json): personal has no entitlements, team and enterprise include
+# team_collaboration; written out here, not derived from the book
+NO_COLLABORATION = (
+    "account 'acct' is on the personal tier, which lacks the team_collaboration entitlement that members need: "
+    "upgrade to team or enterprise"
+)
+
+
+def test_given_a_personal_account_when_an_owner_invites_then_it_is_refused_naming_the_tier_and_nothing_is_stored() -> (
+    None
+):
+    directory = InMemoryAccountDirectory(profile(tier="personal"))
+    store = InMemoryMembers()
+    store.add(Member("acct", "olga", "", Role.OWNER, NOW))
+    before = dict(store.stored)
+    with pytest.raises(EntitlementMissingError) as refused:
+        logic.invite_member(directory, CATALOG, store, Role.OWNER, Member("acct", "mia", "", Role.MEMBER, NOW), WEEK)
+    assert str(refused.value) == NO_COLLABORATION
+    assert (refused.value.tier, refused.value.entitlement) == ("personal", "team_collaboration")
+    assert isinstance(refused.value, ConflictError)  # the handler's 409
+    assert store.stored == before
+    # bad input is named first, as on every tier
+    with pytest.raises(InvalidRequestError):
+        logic.invite_member(directory, CATALOG, store, Role.ADMIN, Member("acct", "o", "", Role.OWNER, NOW), WEEK)
+
+
+def test_given_a_downgrade_to_personal_then_members_stay_and_open_invitations_wait_for_an_upgrade() -> None:
+    invited_on = datetime(2026, 11, 28, 12, tzinfo=UTC)
+    dec_1 = datetime(2026, 12, 1, tzinfo=UTC)
+    directory = InMemoryAccountDirectory(profile(tier="team"))
+    store = InMemoryMembers()
+    store.add(Member("acct", "olga", "", Role.OWNER, NOW))
+    for user in ("ivan", "mia"):
+        logic.invite_member(
+            directory, CATALOG, store, Role.OWNER, Member("acct", user, "", Role.MEMBER, invited_on), WEEK
+        )
+    # a downgrade requested on the 29th takes effect at the period start (as the subscription route records it)
+    team = directory.profiles["acct"]
+    directory.profiles["acct"] = replace(team, changes=(*team.changes, TierChange(dec_1, "personal")))
+    # the last second on team: ivan accepts
+    assert logic.accept_invitation(directory, CATALOG, store, "ivan", "acct", dec_1 - timedelta(seconds=1)).active
+    second = datetime(2026, 12, 2, 9, tzinfo=UTC)
+    with pytest.raises(EntitlementMissingError) as refused:
+        logic.accept_invitation(directory, CATALOG, store, "mia", "acct", second)
+    assert str(refused.value) == NO_COLLABORATION
+    assert store.stored[("acct", "mia")].status is MemberStatus.INVITED  # kept, not accepted, not deleted
+    assert [(m.user, m.status) for m in logic.members(directory, store, "acct", second)] == [
+        ("olga", MemberStatus.ACTIVE),
+        ("ivan", MemberStatus.ACTIVE),
+        ("mia", MemberStatus.INVITED),
+    ]
+    with pytest.raises(EntitlementMissingError):
+        logic.invite_member(directory, CATALOG, store, Role.OWNER, Member("acct", "zoe", "", Role.MEMBER, second), WEEK)
+    # nobody learns the tier without an invitation: no open invitation is a 404 whatever the tier
+    with pytest.raises(NotFoundError):
+        logic.accept_invitation(directory, CATALOG, store, "zoe", "acct", second)
+    # back on team (an upgrade takes effect at once): mia's invitation, still open, can be accepted
+    upgraded = datetime(2026, 12, 3, 10, tzinfo=UTC)
+    personal = directory.profiles["acct"]
+    directory.profiles["acct"] = replace(personal, changes=(*personal.changes, TierChange(upgraded, "team")))
+    accepted = logic.accept_invitation(directory, CATALOG, store, "mia", "acct", upgraded)
+    assert (accepted.status, accepted.added_at) == (MemberStatus.ACTIVE, upgraded)
 
 
 class StaleMembers(InMemoryMembers):

@@ -396,7 +396,7 @@ def add_member(account_id: AccountId, body: schemas.MemberIn) -> Response[str]:
     deps = _deps()
     member = Member(account_id, body.user, body.email, Role[body.role.upper()], _now())
     lasts = timedelta(days=deps.settings.invitation_days)
-    invited = logic.invite_member(deps.accounts, deps.members, role, member, lasts)
+    invited = logic.invite_member(deps.accounts, deps.catalog, deps.members, role, member, lasts)
     return json_response(201, schemas.MemberOut.of(invited).model_dump(mode="json"))
 
 
@@ -426,7 +426,10 @@ def list_invitations() -> schemas.InvitationsOut:
 def accept_invitation(account_id: AccountId, body: schemas.InvitationAnswerIn | None = None) -> schemas.MemberOut:
     user = user_from_event(app.current_event.raw_event)
     _absent_or_object(body)
-    return schemas.MemberOut.of(logic.accept_invitation(_deps().members, user, account_id, _now()))
+    deps = _deps()
+    return schemas.MemberOut.of(
+        logic.accept_invitation(deps.accounts, deps.catalog, deps.members, user, account_id, _now())
+    )
 
 
 @_invitation_route("POST", "/<account_id>/decline", "Decline an invitation")

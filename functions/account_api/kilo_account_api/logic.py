@@ -15,13 +15,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 from kilo_account_api.model import (
     BudgetStatus,
     ConflictError,
     DayUsage,
+    EntitlementMissingError,
     Erasure,
     Forecast,
     InvalidRequestError,
@@ -70,6 +71,8 @@ from kilo_billing.rating import RatedPeriod, RatingError, effective_change
 
 _PERCENT = Decimal("0.01")
 MAX_PAGE = 100
+# the price book's entitlement that members need (D-api-1): inviting and accepting are refused on a tier without it
+TEAM_COLLABORATION: Final = "team_collaboration"
 
 
 def _ms(moment: datetime) -> int:
@@ -562,13 +565,31 @@ def current_role(store: MemberStore, caller: Caller, account_id: str, needed: Ro
     return stored.role
 
 
+def require_collaboration(profile: AccountProfile, catalog: Catalog, now: datetime) -> None:
+    """Members need the tier in effect at ``now`` (the price book of ``now``'s period) to include
+    ``team_collaboration`` (D-api-1), else ``EntitlementMissingError`` naming the tier, the entitlement and the
+    tiers that include it. Only new members are refused: a downgrade keeps the members the account has."""
+    book = book_for(catalog, now)
+    tier = profile.tier_at(now)
+    if TEAM_COLLABORATION in book.tier(tier).entitlements:
+        return
+    having = tuple(t for t in book.tier_ids if TEAM_COLLABORATION in book.tier(t).entitlements)
+    raise EntitlementMissingError(profile.account_id, tier, TEAM_COLLABORATION, having)
+
+
 def invite_member(
-    accounts: AccountDirectory, store: MemberStore, caller_role: Role, member: Member, lasts: timedelta
+    accounts: AccountDirectory,
+    catalog: Catalog,
+    store: MemberStore,
+    caller_role: Role,
+    member: Member,
+    lasts: timedelta,
 ) -> Member:
     """Adding a member invites them (D200): an invitation grants nothing - no claims at sign-in, so no access, and
     the account is not the user's - until the user accepts it (``accept_invitation``), within ``lasts``. Owners
-    invite anyone; admins invite members and admins, never owners. ``member.added_at`` is now."""
-    profile_of(accounts, member.account_id)
+    invite anyone; admins invite members and admins, never owners. ``member.added_at`` is now. The account's tier
+    must include ``team_collaboration`` (D-api-1): checked after the input, before anything is stored."""
+    profile = profile_of(accounts, member.account_id)
     try:  # the free text the invitation stores: no control characters, an ASCII address (D204)
         check_text("user", member.user)
     except InvalidContactError as exc:
@@ -580,6 +601,7 @@ def invite_member(
             raise InvalidRequestError("email", str(exc)) from exc
     if member.role > caller_role:
         raise InvalidRequestError("role", f"a {caller_role.name.lower()} cannot add an {member.role.name.lower()}")
+    require_collaboration(profile, catalog, member.added_at)
     invited = replace(member, status=MemberStatus.INVITED, expires_at=member.added_at.replace(microsecond=0) + lasts)
     store.add(invited)
     return invited
@@ -613,9 +635,18 @@ def invitations(store: MemberStore, user: str, now: datetime) -> list[Member]:
     return sorted(found, key=lambda m: (m.added_at, m.account_id))
 
 
-def accept_invitation(store: MemberStore, user: str, account_id: str, now: datetime) -> Member:
+def accept_invitation(
+    accounts: AccountDirectory, catalog: Catalog, store: MemberStore, user: str, account_id: str, now: datetime
+) -> Member:
     """The user becomes a member of ``account_id`` with the invitation's role, from now; their next sign-in may act
-    for it (``sign_in``). ``NotFoundError`` without an open invitation (none, expired, or accepted already)."""
+    for it (``sign_in``). ``NotFoundError`` without an open invitation (none, expired, or accepted already) - asked
+    first, so nobody learns an account's tier without an invitation to it. ``EntitlementMissingError`` while the
+    account's tier lacks ``team_collaboration`` (D-api-1: a downgrade after the invitation): the invitation stays,
+    acceptable again once the account is on a tier that includes it (until it ends)."""
+    found = store.member(account_id, user)
+    if found is None or not found.invited_at(now):
+        raise NotFoundError(f"{user!r} has no open invitation to account {account_id!r}")
+    require_collaboration(profile_of(accounts, account_id), catalog, now)
     return store.accept(account_id, user, now)
 
 

@@ -30,6 +30,21 @@ class ConflictError(Exception):
     """The request contradicts the stored state (a member who is already there, the last owner removed)."""
 
 
+class EntitlementMissingError(ConflictError):
+    """The account's tier in effect lacks an entitlement the request needs (D-api-1: members need
+    ``team_collaboration``); ``tier`` and ``entitlement`` name them, ``tiers_with`` the tiers that have it."""
+
+    def __init__(self, account_id: str, tier: str, entitlement: str, tiers_with: tuple[str, ...]) -> None:
+        upgrade = f": upgrade to {' or '.join(tiers_with)}" if tiers_with else ""
+        super().__init__(
+            f"account {account_id!r} is on the {tier} tier, which lacks the {entitlement} entitlement that members "
+            f"need{upgrade}"
+        )
+        self.tier = tier
+        self.entitlement = entitlement
+        self.tiers_with = tiers_with
+
+
 class UnavailableError(Exception):
     """A dependency outside AWS (Stripe) could not be reached; retry later."""
 
