@@ -1,12 +1,15 @@
 """Shared by the account API's tests: the function's environment on the moto stack, API Gateway events carrying a
-JWT authorizer's claims, and rating's items written in rating's own layout (``kilo_rate_usage.items``)."""
+JWT authorizer's claims, rating's items written in rating's own layout (``kilo_rate_usage.items``), and a plain local
+stack with registered accounts (the e2e and browser tests of the account API over HTTP)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -135,3 +138,25 @@ def ms(moment: datetime) -> int:
 
 def utc(*parts: int) -> datetime:
     return datetime(*parts, tzinfo=UTC)  # type: ignore[misc]
+
+
+@contextlib.contextmanager
+def local_account_stack(log_path: Path, tiers: Mapping[str, str]) -> Iterator[Any]:
+    """A local stack from template.yaml with no pollers or schedules (``autopoll=False``) and no chains, each account
+    of ``tiers`` (account -> tier) registered on that tier from 2026-01-01 with the contact ``ops@<account>.example``;
+    the stack (its moto server, gateway and issuer) is stopped on the way out, also when the body fails."""
+    from kilo_billing.account_store import DynamoAccountDirectory  # noqa: PLC0415
+    from kilo_billing.accounts import AccountProfile  # noqa: PLC0415
+    from kilo_billing.rating import TierChange  # noqa: PLC0415
+    from kilo_dev.localstack import LocalSettings, LocalStack  # noqa: PLC0415
+
+    stack = LocalStack(LocalSettings.from_env(), log=lambda _: None, log_path=log_path, autopoll=False)
+    stack.start()
+    try:
+        directory = DynamoAccountDirectory(stack.clients["dynamodb"], stack.template.physical_name("UsageTable"))
+        signup = datetime(2026, 1, 1, tzinfo=UTC)
+        for account, tier in tiers.items():
+            directory.register(AccountProfile(account, (TierChange(signup, tier),), email=f"ops@{account}.example"))
+        yield stack
+    finally:
+        stack.stop()

@@ -10,33 +10,21 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.account_api_support import local_account_stack
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
 def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from kilo_billing.account_store import DynamoAccountDirectory  # noqa: PLC0415
-    from kilo_billing.accounts import AccountProfile  # noqa: PLC0415
-    from kilo_billing.rating import TierChange  # noqa: PLC0415
-    from kilo_dev.localstack import LocalSettings, LocalStack  # noqa: PLC0415
-
     log_path: Path = tmp_path_factory.mktemp("account-api") / "stack.log"
-    stack = LocalStack(LocalSettings.from_env(), log=lambda _: None, log_path=log_path, autopoll=False)
-    stack.start()
-    try:
-        directory = DynamoAccountDirectory(stack.clients["dynamodb"], stack.template.physical_name("UsageTable"))
-        signup = datetime(2026, 1, 1, tzinfo=UTC)
-        for account in ("acct_local_a", "acct_local_b"):
-            directory.register(AccountProfile(account, (TierChange(signup, "team"),), email=f"ops@{account}.example"))
+    with local_account_stack(log_path, {"acct_local_a": "team", "acct_local_b": "team"}) as stack:
         yield stack
-    finally:
-        stack.stop()
 
 
 def request(

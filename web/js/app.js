@@ -4,6 +4,7 @@ import { acceptSignIn, cognitoSignInUrl, session, signIn, signInFromUrl, signOut
 import { errorBox, h, say } from "./dom.js";
 import { billingView } from "./views/billing.js";
 import { cardsView } from "./views/cards.js";
+import { membersView } from "./views/members.js";
 import { payView } from "./views/pay.js";
 import { pricingView } from "./views/pricing.js";
 import { settingsView } from "./views/settings.js";
@@ -16,6 +17,7 @@ const routes = {
   billing: { title: "Billing", view: billingView },
   settings: { title: "Budget & alerts", view: settingsView },
   cards: { title: "Cards", view: cardsView },
+  members: { title: "Members", view: membersView },
   pay: { title: "Pay with crypto", view: payView },
 };
 
