@@ -122,3 +122,85 @@ def test_given_delivery_records_written_before_they_named_a_pseudonym_when_erase
         ("inv-1", "", "no phone number"),
     ]  # fmt: skip
     assert {item["status"] for item in stored} == {"sent", "undeliverable", "skipped"}  # nothing else rewritten
+
+
+def test_given_enforcement_records_and_abuse_flags_when_erased_then_no_participant_identity_is_left(
+    alerts_stack: AlertsStack, roles: Roles, monkeypatch: Any
+) -> None:
+    """D-alerts-1: the enforcement of a hard limit and the abuse flag of one identity in many calls, written by the
+    alerts function's code under its role, name the participants by pseudonym only; records written before, keyed
+    by the identity, are deleted by the erasure under the account API's role (DeleteItem by key). Another account's
+    records are left alone."""
+    from kilo_alerts import abuse  # noqa: PLC0415
+    from kilo_alerts.adapters import DynamoEnforcementLedger, DynamoOperatorLedger  # noqa: PLC0415
+    from kilo_alerts.enforcement import EnforcementPolicy, restrict_account  # noqa: PLC0415
+    from kilo_alerts.items import enforcement_to_item  # noqa: PLC0415
+    from kilo_alerts.model import EnforcementAction, EnforcementRecord, Participant  # noqa: PLC0415
+    from kilo_billing.usage_signals import OpenSession  # noqa: PLC0415
+    from tests.infra.test_generated_iam import ALERTS_TABLE  # noqa: PLC0415
+    from tests.unit.alerts_fakes import FakeRooms, RecordingScheduler, StaticSessions  # noqa: PLC0415
+
+    register(alerts_stack, "acct_e", name="Ada", email=ADDRESS, phone=NUMBER, phone_verified=True)
+    table = alerts_stack.stack.template.physical_name("AlertsTable")
+    now_ms = 1_795_168_800_000  # 2026-11-20 10:00 UTC
+    joined = {"can_publish": True, "can_subscribe": True, "sources": [], "hidden": False}
+    rooms = FakeRooms({("standup", "alice.smith"): dict(joined), ("standup", "bob.jones"): dict(joined)})
+    with roles.acting_as("AlertsFunction") as writing:
+        client = boto3.client("dynamodb")
+        restrict_account(
+            "acct_e", "2026-11", "50", StaticSessions(Participant("standup", "alice.smith"),
+            Participant("standup", "bob.jones")), rooms, DynamoEnforcementLedger(client, table),
+            RecordingScheduler(), EnforcementPolicy(), now_ms,
+        )  # fmt: skip
+        calls = [OpenSession("acct_e", "alice.smith", f"room-{n}", now_ms) for n in range(4)]
+        [signal] = abuse.concurrent_sessions(calls, abuse.AbuseThresholds(), now_ms)
+        DynamoOperatorLedger(client, table).record("acct_e", f"abuse_{signal.kind}", signal.key, "sent", "m-1", now_ms)
+    assert writing.denied == []
+    assert rooms.calls == [("audio_only", "standup", "alice.smith"), ("audio_only", "standup", "bob.jones")]
+
+    # written before D-alerts-1: keyed by the identity (this account's, and another account's that must stay)
+    old = [
+        EnforcementRecord("acct_e", "2026-10", "standup", "alice.smith", EnforcementAction.AUDIO_ONLY, "done", 1,
+                          limit="40", saved='{"can_publish": true}'),
+        EnforcementRecord("acct_e", "2026-10", "standup", "alice.smith", EnforcementAction.REMOVE, "gone", 2,
+                          detail="RoomService: participant alice.smith not found", limit="40"),
+        EnforcementRecord("acct_e", "2026-10", "a#b", "bob.jones", EnforcementAction.REMOVE, "done", 3),
+        EnforcementRecord("acct_e", "2026-10", "-", "-", EnforcementAction.SCHEDULE_REMOVAL, "done", 4, limit="40"),
+        EnforcementRecord("acct_o", "2026-10", "standup", "carol", EnforcementAction.REMOVE, "done", 5),
+    ]  # fmt: skip
+    admin = alerts_stack.stack.clients["dynamodb"]
+    for record in old:
+        admin.put_item(TableName=table, Item=enforcement_to_item(record))
+    ledger = DynamoOperatorLedger(admin, table)
+    ledger.record("acct_e", "abuse_concurrent_sessions", "concurrent_sessions:alice.smith:2026-11-14", "sent", "m", 6)
+    ledger.record("acct_o", "abuse_concurrent_sessions", "concurrent_sessions:carol:2026-11-14", "sent", "m", 7)
+    ledger.record("acct_e", "abuse_connection_storm", "connection_storm:2026-11-14", "sent", "m", 8)
+
+    for _ in api_environment(alerts_stack.stack, monkeypatch):
+        store_members(alerts_stack.stack, "acct_e", {"owner-1": "owner"})
+        with roles.acting_as("AccountApiFunction") as erasing:
+            erased = call("POST", "/v1/accounts/acct_e/erase", OWNER)
+            again = call("POST", "/v1/accounts/acct_e/erase", OWNER)  # nothing left to delete: no error
+        assert erasing.denied == []
+        assert (erased.status, again.status) == (200, 200), erased.body
+        assert ("dynamodb:DeleteItem", ALERTS_TABLE) in erasing.allowed
+
+    stored = alerts_items(alerts_stack)
+    mine = [item for item in stored if item["pk"] == "ACCOUNT#acct_e"]
+    text = json.dumps(mine, default=str).lower()
+    for shown in ("alice", "bob", "smith", "jones"):
+        assert shown not in text, f"{shown} is still in the alerts table"
+    alice, bob = pseudonym_of("alice.smith"), pseudonym_of("bob.jones")
+    assert sorted(str(item["sk"]) for item in mine if not str(item["sk"]).startswith("DELIVERY#")) == [
+        "ENFORCEMENT#2026-10@40#schedule_removal#-#-",  # the account's own step: no participant
+        f"ENFORCEMENT#2026-11@50#audio_only#standup#{alice}",
+        f"ENFORCEMENT#2026-11@50#audio_only#standup#{bob}",
+        "ENFORCEMENT#2026-11@50#schedule_removal#-#-",
+        f"OPERATOR#abuse_concurrent_sessions#concurrent_sessions:{alice}:2026-11-20",
+        "OPERATOR#abuse_connection_storm#connection_storm:2026-11-14",
+    ]
+    others = sorted(str(item["sk"]) for item in stored if item["pk"] == "ACCOUNT#acct_o")
+    assert others == [
+        "ENFORCEMENT#2026-10#remove#standup#carol",
+        "OPERATOR#abuse_concurrent_sessions#concurrent_sessions:carol:2026-11-14",
+    ]

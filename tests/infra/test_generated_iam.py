@@ -239,6 +239,7 @@ ROLES = {
         ("dynamodb:Query", MEMBERS_BY_USER_INDEX),  # the signed-in user's invitations
         ("dynamodb:Query", ALERTS_TABLE),  # erasure: old delivery records' contact (D203) ...
         ("dynamodb:UpdateItem", ALERTS_TABLE),  # ... given its pseudonym (key, recipient and detail only)
+        ("dynamodb:DeleteItem", ALERTS_TABLE),  # ... and old records keyed by a participant's identity (D-alerts-1)
         ("secretsmanager:GetSecretValue", STRIPE_API_KEY),  # Checkout and Billing Portal pages
         ("secretsmanager:GetSecretValue", PHONE_CODE_KEY),  # the phone codes' HMAC key (D160)
     ),
@@ -559,7 +560,8 @@ def test_given_the_sweeper_role_then_its_only_usage_table_update_is_the_threshol
 def test_given_the_account_api_role_then_the_alerts_table_is_read_and_written_by_key_recipient_and_detail_only(
     transformed: Transformed,
 ) -> None:
-    """D203: the erasure's grant on the alerts table names the attributes it may read and write."""
+    """D203: the erasure's grant on the alerts table names the attributes it may read and write; D-alerts-1: it
+    deletes (by key: no other attribute) the records keyed by a participant's identity."""
     on_alerts = [
         statement
         for statement in role_statements(transformed, "AccountApiFunctionRole")
@@ -567,7 +569,7 @@ def test_given_the_account_api_role_then_the_alerts_table_is_read_and_written_by
     ]
     assert [(sorted(_listed(s["Action"])), s.get("Condition")) for s in on_alerts] == [
         (
-            ["dynamodb:Query", "dynamodb:UpdateItem"],
+            ["dynamodb:DeleteItem", "dynamodb:Query", "dynamodb:UpdateItem"],
             {
                 "ForAllValues:StringEquals": {"dynamodb:Attributes": ["pk", "sk", "recipient", "detail"]},
                 "StringEqualsIfExists": {

@@ -6,6 +6,7 @@ writes them (its own item mapping), read by the alerts function through its own 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -86,11 +87,28 @@ def publish(stack: AlertsStack, meter: str, percent: int, used: str, limit: str,
     publish_threshold(stack, "acct_9", meter, percent, used, limit, scope)
 
 
+def pseudonym_of(identity: str) -> str:
+    """D80's pseudonym, worked independently: ``erased-`` + 16 hex digits of sha256(account NUL identity)."""
+    return "erased-" + hashlib.sha256(f"acct_9\x00{identity}".encode()).hexdigest()[:16]
+
+
+# enforcement records name participants by pseudonym only, in the key and the item (D-alerts-1); "-": the account's
+NAMES = {"-": "-", **{pseudonym_of(name): name for name in ("alice", "bob", "carol", "dave")}}
+
+
+def named(item: dict[str, object]) -> str:
+    """Who an enforcement record stands for: its identity is a pseudonym (KeyError for one in the clear), the last
+    part of its sort key."""
+    identity = str(item["identity"])
+    assert str(item["sk"]).endswith(f"#{identity}")
+    return NAMES[identity]
+
+
 def actions(stack: AlertsStack) -> list[tuple[str, str, str, str]]:
     table = stack.stack.template.physical_name("AlertsTable")
     found = boto3.resource("dynamodb").Table(table).scan()["Items"]
     return sorted(
-        (str(i["action"]), str(i["room"]), str(i["identity"]), str(i["status"]))
+        (str(i["action"]), str(i["room"]), named(i), str(i["status"]))
         for i in found
         if str(i["sk"]).startswith("ENFORCEMENT#")
     )
@@ -193,7 +211,7 @@ def claims(stack: AlertsStack) -> list[tuple[str, str, str, str, str]]:
     table = stack.stack.template.physical_name("AlertsTable")
     found = boto3.resource("dynamodb").Table(table).scan()["Items"]
     return sorted(
-        (str(i.get("limit", "")), str(i["action"]), str(i["room"]), str(i["identity"]), str(i["status"]))
+        (str(i.get("limit", "")), str(i["action"]), str(i["room"]), named(i), str(i["status"]))
         for i in found
         if str(i["sk"]).startswith("ENFORCEMENT#")
     )

@@ -3,6 +3,7 @@ and a flag holds only a free, active account when the policy says so (fakes of t
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -38,8 +39,19 @@ def test_given_one_identity_in_four_rooms_then_concurrent_sessions_fires_and_thr
     # the same room twice (a reconnect) is one call, not two
     again = [OpenSession("acct-c", "carol", "room-x", NOW_MS), OpenSession("acct-c", "carol", "room-x", NOW_MS + 1)]
     found = abuse.concurrent_sessions([*many, *few, *again], T, NOW_MS)
-    assert [(s.account_id, s.key) for s in found] == [("acct-a", "concurrent_sessions:bot:2026-11-15")]
-    assert found[0].observed == "identity 'bot' is in 4 calls at once"
+    # the identity by D80's pseudonym only (D-alerts-1): "erased-" + sha256("acct-a" NUL "bot")[:16], worked here
+    bot = "erased-" + hashlib.sha256(b"acct-a\x00bot").hexdigest()[:16]
+    assert [(s.account_id, s.key) for s in found] == [("acct-a", f"concurrent_sessions:{bot}:2026-11-15")]
+    assert (
+        found[0].observed
+        == f"identity {bot} (its pseudonym) is in 4 calls at once (rooms room-0, room-1, room-2, room-3)"
+    )
+    assert "bot:" not in found[0].key
+
+
+def test_given_one_identity_in_seven_rooms_then_five_rooms_are_named_and_the_rest_counted() -> None:
+    found = abuse.concurrent_sessions([OpenSession("acct-a", "bot", f"r{n}", NOW_MS) for n in range(7)], T, NOW_MS)
+    assert found[0].observed.endswith("is in 7 calls at once (rooms r0, r1, r2, r3, r4 and 2 more)")
 
 
 def test_given_30_sub_minute_connections_in_the_hour_then_a_storm_fires_and_29_stay_quiet() -> None:

@@ -4,6 +4,7 @@ adapter itself runs against a RoomService stand-in in tests/integration/test_har
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -35,6 +36,22 @@ NOW_MS = int(NOW.timestamp() * 1000)
 HOST = Participant("webinar", "host")
 VIEWER = Participant("webinar", "viewer-42")
 RECORDER = Participant("webinar", "recorder")
+
+
+def pseudonym_of(identity: str) -> str:
+    """D80's pseudonym, worked independently: ``erased-`` + 16 hex digits of sha256(account NUL identity)."""
+    return "erased-" + hashlib.sha256(f"acct_1\x00{identity}".encode()).hexdigest()[:16]
+
+
+# the records name participants by pseudonym only (D-alerts-1): the names they stand for here, "-" the account's steps
+NAMES = {"-": "-", **{pseudonym_of(name): name for name in ("host", "viewer-42", "recorder", "guest", "cohost")}}
+
+
+def named(identity: str) -> str:
+    """Who a record's pseudonym stands for (a KeyError for an identity kept in the clear)."""
+    return NAMES[identity]
+
+
 # what each may do before the limit: the host publishes anything; the viewer only subscribes; the recorder is hidden
 BEFORE: dict[tuple[str, str], dict[str, object]] = {
     ("webinar", "host"): {"can_publish": True, "can_subscribe": True, "sources": [], "hidden": False},
@@ -116,7 +133,7 @@ def test_given_audio_only_then_only_publishers_are_narrowed_and_everything_else_
             "hidden": True,
         },
     }
-    outcomes = {(r.identity, r.action.value): r.outcome for r in records}
+    outcomes = {(named(r.identity), r.action.value): r.outcome for r in records}
     assert outcomes == {
         ("host", "audio_only"): "done",
         ("recorder", "audio_only"): "done",
@@ -146,7 +163,7 @@ def test_given_the_limit_lifted_before_the_removal_then_each_restricted_particip
         "acct_1", "2026-11", "50", sessions, rooms, ledger, state, RecordingScheduler(), EnforcementPolicy(), at_ms
     )
     assert rooms.permissions == BEFORE, reason
-    assert sorted((r.action.value, r.identity, r.outcome) for r in done) == [
+    assert sorted((r.action.value, named(r.identity), r.outcome) for r in done) == [
         ("remove", "-", "lifted"),
         ("restore", "host", "done"),
         ("restore", "recorder", "done"),
@@ -219,7 +236,7 @@ def test_given_a_claim_another_delivery_holds_then_the_event_is_retried_not_take
     rooms = FakeRooms({("webinar", "host"): dict(BEFORE[("webinar", "host")])})
     ledger, scheduler, sessions = InMemoryEnforcementLedger(), RecordingScheduler(), StaticSessions(HOST)
     crashed = EnforcementRecord(
-        "acct_1", "2026-11", "webinar", "host", EnforcementAction.AUDIO_ONLY, "", NOW_MS, limit="50"
+        "acct_1", "2026-11", "webinar", pseudonym_of("host"), EnforcementAction.AUDIO_ONLY, "", NOW_MS, limit="50"
     )
     assert ledger.claim(crashed)  # a delivery claimed the host's audio-only step, then its Lambda timed out
 
@@ -228,7 +245,7 @@ def test_given_a_claim_another_delivery_holds_then_the_event_is_retried_not_take
         restrict_account(
             "acct_1", "2026-11", "50", sessions, rooms, ledger, scheduler, EnforcementPolicy(), NOW_MS + 60_000
         )
-    assert [(r.identity, r.outcome) for r in raised.value.records] == [("host", "retry")]
+    assert [(named(r.identity), r.outcome) for r in raised.value.records] == [("host", "retry")]
     assert (rooms.calls, scheduler.scheduled) == ([], [])
 
     # delivered again once the claim is older than the lease: taken over, done, the removal scheduled
@@ -264,7 +281,7 @@ def test_given_a_limit_set_again_while_still_narrowed_then_lifting_it_gives_back
     host_saved = {
         r.limit: json.loads(r.saved)
         for r in ledger.actions("acct_1")
-        if r.action is EnforcementAction.AUDIO_ONLY and r.identity == "host"
+        if r.action is EnforcementAction.AUDIO_ONLY and named(r.identity) == "host"
     }
     assert host_saved == {"50v1": BEFORE[("webinar", "host")], "60v2": BEFORE[("webinar", "host")]}
     lifted = entitlements("active", "70", hard="200")
@@ -280,7 +297,7 @@ def test_given_a_limit_set_again_while_still_narrowed_then_lifting_it_gives_back
         EnforcementPolicy(),
         NOW_MS + 120_000,
     )
-    assert sorted((r.action.value, r.identity, r.outcome) for r in first) == [
+    assert sorted((r.action.value, named(r.identity), r.outcome) for r in first) == [
         ("remove", "-", "lifted"),
         ("restore", "host", "done"),
         ("restore", "recorder", "done"),
@@ -360,7 +377,7 @@ def test_given_the_limit_replaced_within_the_grace_by_one_also_reached_then_the_
     assert rooms.permissions == {  # still narrowed: the new limit is reached
         ("webinar", "host"): {"can_publish": True, "can_subscribe": True, "sources": ["microphone"], "hidden": False}
     }
-    assert sorted((r.action.value, r.identity, r.limit, r.outcome) for r in step) == [
+    assert sorted((r.action.value, named(r.identity), r.limit, r.outcome) for r in step) == [
         ("audio_only", "host", new, "done"),
         ("remove", "-", "50v1", "superseded"),
         ("schedule_removal", "-", new, "done"),
@@ -407,7 +424,7 @@ def test_given_the_app_changed_a_permission_after_audio_only_then_the_restore_le
         "acct_1", "2026-11", "50", sessions, rooms, ledger, lifted, RecordingScheduler(), EnforcementPolicy(),
         NOW_MS + 120_000,
     )  # fmt: skip
-    assert sorted((r.action.value, r.identity, r.outcome) for r in done) == [
+    assert sorted((r.action.value, named(r.identity), r.outcome) for r in done) == [
         ("remove", "-", "lifted"),
         ("restore", "host", "kept"),
         ("restore", "recorder", "done"),
@@ -666,3 +683,68 @@ def test_given_a_turn_whose_holder_crashed_then_the_redelivery_takes_it_over_aft
         "acct_1", "2026-11", "50v1", sessions, rooms, ledger, scheduler, policy, NOW_MS + ENFORCEMENT_LEASE_MS + 1
     )
     assert rooms.permissions[("webinar", "host")]["sources"] == ["microphone"]
+
+
+def test_given_enforcement_then_every_record_names_participants_by_pseudonym_and_roomservice_by_identity() -> None:
+    rooms, ledger, _ = restricted()
+    # RoomService was asked with the identities of the open sessions ...
+    assert rooms.calls == [("audio_only", "webinar", "host"), ("audio_only", "webinar", "recorder"),
+                           ("audio_only", "webinar", "viewer-42")]  # fmt: skip
+    # ... and the ledger's keys and records hold only their pseudonyms (D-alerts-1)
+    assert sorted((key[3], key[5]) for key in ledger.items) == sorted(
+        [("audio_only", pseudonym_of(name)) for name in ("host", "recorder", "viewer-42")] + [("schedule_removal", "-")]
+    )
+    assert {record.identity for record in ledger.items.values()} == {
+        "-", pseudonym_of("host"), pseudonym_of("recorder"), pseudonym_of("viewer-42")
+    }  # fmt: skip
+
+
+def test_given_a_participant_roomservice_no_longer_knows_then_its_gone_record_names_it_by_pseudonym() -> None:
+    rooms, ledger = FakeRooms({}), InMemoryEnforcementLedger()  # the host left before RoomService was asked
+    done = restrict_account(
+        "acct_1", "2026-11", "50", StaticSessions(HOST), rooms, ledger, RecordingScheduler(), EnforcementPolicy(),
+        NOW_MS,
+    )  # fmt: skip
+    [gone] = [r for r in done if r.outcome == "gone"]
+    # FakeRooms answers "<identity> is not in <room>", as a RoomService message may name the participant
+    assert (gone.identity, gone.detail) == (pseudonym_of("host"), f"{pseudonym_of('host')} is not in webinar")
+
+
+def test_given_a_restricted_participant_who_left_before_the_limit_was_lifted_then_it_is_recorded_gone() -> None:
+    rooms, ledger, _ = restricted()
+    del rooms.permissions[("webinar", "recorder")]  # the recorder left: rating closed its session
+    lifted, sessions = entitlements("active", "50.40", hard="80"), StaticSessions(HOST, VIEWER)
+    done = remove_account(
+        "acct_1", "2026-11", "50", sessions, rooms, ledger, lifted, RecordingScheduler(), EnforcementPolicy(),
+        NOW_MS + 120_000,
+    )  # fmt: skip
+    assert sorted((r.action.value, named(r.identity), r.outcome, r.detail) for r in done) == [
+        ("remove", "-", "lifted", "the hard limit no longer applies"),
+        ("restore", "host", "done", ""),
+        ("restore", "recorder", "gone", "not in a call any more (no open session): nothing to give back"),
+    ]
+    # RoomService is asked for the host only, by its identity; the host has what it had before the limit
+    assert rooms.calls[3:] == [("restore", "webinar", "host")]
+    assert rooms.permissions[("webinar", "host")] == BEFORE[("webinar", "host")]
+
+
+def test_given_records_written_before_with_identities_then_the_restore_finds_the_saved_permission() -> None:
+    # an audio-only step recorded before D-alerts-1: keyed and stored by the host's identity
+    narrowed = {"can_publish": True, "can_subscribe": True, "sources": ["microphone"], "hidden": False}
+    rooms = FakeRooms({("webinar", "host"): dict(narrowed)})
+    ledger = InMemoryEnforcementLedger()
+    before = EnforcementRecord(
+        "acct_1", "2026-11", "webinar", "host", EnforcementAction.AUDIO_ONLY, "done", NOW_MS, limit="50",
+        saved=json.dumps(BEFORE[("webinar", "host")], sort_keys=True), narrowed=json.dumps(narrowed, sort_keys=True),
+    )  # fmt: skip
+    ledger.record(before)
+    lifted = entitlements("active", "50.40", hard="80")
+    done = remove_account(
+        "acct_1", "2026-11", "50", StaticSessions(HOST), rooms, ledger, lifted, RecordingScheduler(),
+        EnforcementPolicy(), NOW_MS + 120_000,
+    )  # fmt: skip
+    assert rooms.permissions == {("webinar", "host"): BEFORE[("webinar", "host")]}  # given back
+    assert [(r.action.value, named(r.identity), r.outcome) for r in done] == [
+        ("restore", "host", "done"),
+        ("remove", "-", "lifted"),
+    ]

@@ -4,6 +4,7 @@ domain error."""
 
 from __future__ import annotations
 
+import re
 import time as time_
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, time, timedelta
@@ -40,6 +41,25 @@ MAX_BATCH_GET: Final = 100
 # the alerts function's delivery records (kilo_alerts.items, read by name, never imported): ``ACCOUNT#<id>`` /
 # ``DELIVERY#...``, the contact in ``recipient``, a provider's message in ``detail``
 ALERT_DELIVERY_PREFIX: Final = "DELIVERY#"
+# its records keyed by a participant (D-alerts-1): enforcement actions ``ENFORCEMENT#<scope>#<action>#<room>#<who>``
+# (the account's own steps: room and who ``-``) and abuse flags ``OPERATOR#abuse_concurrent_sessions#
+# concurrent_sessions:<who>:<YYYY-MM-DD>``; ``who`` is a pseudonym, or an identity in records written before
+ALERT_ENFORCEMENT_PREFIX: Final = "ENFORCEMENT#"
+ALERT_CONCURRENT_PREFIX: Final = "OPERATOR#abuse_concurrent_sessions#concurrent_sessions:"
+_OWN_STEP: Final = "#-#-"
+_PSEUDONYM_AT_END: Final = re.compile(rf"#{PSEUDONYM_PREFIX}[0-9a-f]{{16}}\Z")
+_PSEUDONYM_IN_FLAG: Final = re.compile(rf"{PSEUDONYM_PREFIX}[0-9a-f]{{16}}:\d{{4}}-\d{{2}}-\d{{2}}\Z")
+
+
+def names_identity(sort_key: str) -> bool:
+    """Whether an alerts-table record's key names a participant's identity (not its pseudonym), read from the key
+    alone: an enforcement action not ending in a pseudonym (nor the account's own step), an abuse flag of one
+    identity whose identity part is not one."""
+    if sort_key.startswith(ALERT_ENFORCEMENT_PREFIX):
+        return not (sort_key.endswith(_OWN_STEP) or _PSEUDONYM_AT_END.search(sort_key))
+    if sort_key.startswith(ALERT_CONCURRENT_PREFIX):
+        return not _PSEUDONYM_IN_FLAG.fullmatch(sort_key.removeprefix(ALERT_CONCURRENT_PREFIX))
+    return False
 
 
 class DynamoAlertRecords:
@@ -86,6 +106,26 @@ class DynamoAlertRecords:
                 continue  # written again meanwhile (by the alerts function: its pseudonym only)
             changed += 1
         return changed
+
+    def forget_identities(self, account_id: str) -> int:
+        """One Query per prefix (keys only: the grant's attributes), one DeleteItem per record whose key names an
+        identity (``names_identity``). The alerts function writes none any more, so none comes back after it."""
+        deleted = 0
+        for prefix in (ALERT_ENFORCEMENT_PREFIX, ALERT_CONCURRENT_PREFIX):
+            found = paged_items(
+                self._client.query,
+                TableName=self._table,
+                KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
+                Select="SPECIFIC_ATTRIBUTES",
+                ProjectionExpression="pk, sk",
+                ExpressionAttributeValues=to_item({":pk": f"ACCOUNT#{account_id}", ":prefix": prefix}),
+                ConsistentRead=True,
+            )
+            for item in found:
+                if names_identity(str(from_item(item)["sk"])):
+                    call(self._client.delete_item, TableName=self._table, Key={"pk": item["pk"], "sk": item["sk"]})
+                    deleted += 1
+        return deleted
 
 
 class DynamoMembers:

@@ -707,7 +707,8 @@ def erase(
     unsalted hash of email and name: a guessed address could be checked against it) becomes that of the erased
     profile's empty details, so nothing of the old ones is kept and no update is sent for them later. The alerts
     function's delivery records written before it kept only its pseudonym of the contact (``alert_records``) get
-    that pseudonym too (D203); later ones never held the contact."""
+    that pseudonym too (D203); later ones never held the contact. Its records keyed by a participant's identity
+    (enforcement actions, abuse flags) written before it kept only the pseudonym are deleted (D-alerts-1)."""
     cleared = False
 
     def marked(profile: AccountProfile) -> AccountProfile:
@@ -730,6 +731,7 @@ def erase(
     changed = store.pseudonymise(account_id, lambda value: pseudonym(account_id, value))
     if alert_records is not None:
         alert_records.pseudonymise(account_id)
+        alert_records.forget_identities(account_id)  # records keyed by a participant's identity (D-alerts-1)
     # every session begun before the mark: rating's bound (it writes those with their pseudonym from now on)
     sessions = history.pseudonymise(account_id, lambda value: pseudonym(account_id, value), saved.erased_at or now)
     return Erasure(account_id, now, sessions, changed, cleared)

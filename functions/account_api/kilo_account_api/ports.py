@@ -31,13 +31,19 @@ class SessionHistory(Protocol):
 
 
 class AlertRecords(Protocol):
-    """The alerts function's delivery records of an account in the alerts table, read by attribute name (never by
-    importing the alerts function)."""
+    """The alerts function's records of an account in the alerts table, read by attribute name (never by importing
+    the alerts function)."""
 
     def pseudonymise(self, account_id: str) -> int:
         """Records that still name the address or number they went to (written before the alerts function kept its
         pseudonym only, D203): the contact replaced by ``kilo_billing.accounts.pseudonym`` in the
         recipient and in the provider's message kept with it; returns the records changed."""
+        ...
+
+    def forget_identities(self, account_id: str) -> int:
+        """Delete the records that still name a participant's identity in their key (written before the alerts
+        function kept its pseudonym only, D-alerts-1): enforcement actions (``ENFORCEMENT#...``) and abuse flags of
+        one identity in many calls (``OPERATOR#abuse_concurrent_sessions#...``); returns the records deleted."""
         ...
 
 

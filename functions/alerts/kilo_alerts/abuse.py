@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Final
 
-from kilo_billing.accounts import AccountProfile
+from kilo_billing.accounts import AccountProfile, pseudonym
 from kilo_billing.catalog import PriceBook
 from kilo_billing.invoicing import rate_counters
 from kilo_billing.periods import Period
@@ -57,22 +57,30 @@ def _day(at_ms: int) -> str:
 
 
 def concurrent_sessions(sessions: Iterable[OpenSession], t: AbuseThresholds, now_ms: int) -> list[Signal]:
-    """Identities with at least ``concurrent_sessions_per_identity`` open sessions in distinct rooms."""
+    """Identities with at least ``concurrent_sessions_per_identity`` open sessions in distinct rooms. The identity is
+    named by its pseudonym (D80's ``pseudonym``) in the key the flag is claimed under in the alerts table and in what
+    was observed (logged, and told the operators with the rooms, where they find the participant): the alerts table
+    keeps no participant's identity, which an erasure could not reach (D-alerts-1)."""
     rooms: dict[tuple[str, str], set[str]] = defaultdict(set)
     for session in sessions:
         if session.identity:
-            rooms[(session.account_id, session.identity)].add(session.room)
+            rooms[(session.account_id, pseudonym(session.account_id, session.identity))].add(session.room)
     return [
         Signal(
             "concurrent_sessions",
             account,
-            f"concurrent_sessions:{identity}:{_day(now_ms)}",
-            f"identity {identity!r} is in {len(found)} calls at once",
+            f"concurrent_sessions:{ref}:{_day(now_ms)}",
+            f"identity {ref} (its pseudonym) is in {len(found)} calls at once (rooms {_rooms(found)})",
             f"{t.concurrent_sessions_per_identity} calls at once",
         )
-        for (account, identity), found in sorted(rooms.items())
+        for (account, ref), found in sorted(rooms.items())
         if len(found) >= t.concurrent_sessions_per_identity
     ]
+
+
+def _rooms(names: set[str], shown: int = 5) -> str:
+    listed = ", ".join(sorted(names)[:shown])
+    return listed if len(names) <= shown else f"{listed} and {len(names) - shown} more"
 
 
 def connection_storm(

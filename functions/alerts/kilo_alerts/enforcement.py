@@ -9,6 +9,11 @@ while a limit raised after it was enforced is enforced again when the bill reach
 A participant RoomService no longer knows (left meanwhile) is recorded ``gone``; a failure for now (RoomService
 unreachable) is recorded ``retry`` and raised, so the queue delivers the event again and only what is missing is done.
 A claim another delivery holds within its lease is not taken as done: the event is retried too (``ClaimHeldError``).
+
+The records name each participant by D80's pseudonym of its identity (``kilo_billing.accounts.pseudonym``), in the
+key and in the item, never by the identity itself (D-alerts-1): RoomService is called with the identity of the
+account's open sessions (rating's), and a restore finds the participant to give its permission back to among them
+(one no longer in a call is ``gone``). Records written before name the identity: they are read as their pseudonym.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from kilo_alerts.ports import (
     RoomControl,
     RoomControlFailedError,
 )
+from kilo_billing.accounts import pseudonym
 from kilo_billing.contracts import limit_scope
 from kilo_billing.entitlements import EntitlementSource
 from kilo_billing.periods import Period
@@ -63,6 +69,23 @@ def hard_limit_reached(account_id: str, entitlements: EntitlementSource, now_ms:
 
 HELD = "claimed by another delivery, not decided yet"
 CHANGED_BY_APP = "the app changed the permission since audio-only: its change is left as it is"
+LEFT = "not in a call any more (no open session): nothing to give back"
+MARKER = "-"  # the room and identity of an account's own steps (schedule_removal, the removal's marker)
+
+
+def stored(account_id: str, records: list[EnforcementRecord]) -> list[EnforcementRecord]:
+    """The account's records (``EnforcementLedger.actions``) as they are written now: each participant by its
+    pseudonym - a record written before D-alerts-1 names the identity, and is read as its pseudonym (the same for the
+    same identity of the same account), so its saved permission is found; the account's own steps stay as they are."""
+    return [
+        record if record.identity == MARKER else replace(record, identity=pseudonym(account_id, record.identity))
+        for record in records
+    ]
+
+
+def _without_identity(text: str, participant: Participant, ref: str) -> str:
+    """A RoomService answer kept as the record's detail, the participant's identity in it replaced by ``ref``."""
+    return text.replace(participant.identity, ref) if participant.identity else text
 
 
 def _act(
@@ -72,16 +95,17 @@ def _act(
     action: EnforcementAction,
     participants: list[Participant],
     ledger: EnforcementLedger,
-    do: Callable[[EnforcementRecord], EnforcementRecord],
+    do: Callable[[EnforcementRecord, Participant], EnforcementRecord],
     now_ms: int,
 ) -> list[EnforcementRecord]:
-    """Claim, act (``do`` returns the decided record), record - per participant. A claim another delivery holds
-    within its lease is left alone and reported ``retry`` (not written): the record is delivered again."""
+    """Claim, act (``do`` returns the decided record of the participant, whose identity RoomService is called with),
+    record - per participant, each keyed and recorded by the pseudonym of its identity (D-alerts-1). A claim another
+    delivery holds within its lease is left alone and reported ``retry`` (not written): the record is delivered
+    again."""
     records: list[EnforcementRecord] = []
     for participant in sorted(set(participants)):
-        pending = EnforcementRecord(
-            account_id, period, participant.room, participant.identity, action, "", now_ms, limit=limit
-        )
+        ref = pseudonym(account_id, participant.identity)
+        pending = EnforcementRecord(account_id, period, participant.room, ref, action, "", now_ms, limit=limit)
         try:
             if not ledger.claim(pending):
                 continue  # done before (a redelivered event or step)
@@ -89,11 +113,11 @@ def _act(
             records.append(pending.decided("retry", HELD))
             continue
         try:
-            decided = do(pending)
+            decided = do(pending, participant)
         except ParticipantGoneError as exc:
-            decided = pending.decided("gone", str(exc))
+            decided = pending.decided("gone", _without_identity(str(exc), participant, ref))
         except RoomControlFailedError as exc:
-            decided = pending.decided("retry", str(exc))
+            decided = pending.decided("retry", _without_identity(str(exc), participant, ref))
         ledger.record(decided)
         records.append(decided)
     if any(record.outcome == "retry" for record in records):
@@ -105,7 +129,7 @@ def _latest_unrestored(records: list[EnforcementRecord], period: str) -> dict[Pa
     """Each participant's latest audio-only step of the period, under any hard limit, whose saved permission has not
     been given back yet: what our last update left it with (``narrowed``) and the permission it had before any limit
     of the period narrowed it, or the app's permission saved afresh since (``saved``: each step keeps the one before
-    it, D146). ``records``: the account's records (``EnforcementLedger.actions``)."""
+    it, D146). ``records``: the account's records as stored (``stored``)."""
     latest: dict[Participant, EnforcementRecord] = {}
     for record in sorted(_all_unrestored(records, period), key=lambda record: record.at_ms):
         latest[Participant(record.room, record.identity)] = record
@@ -114,14 +138,15 @@ def _latest_unrestored(records: list[EnforcementRecord], period: str) -> dict[Pa
 
 def _narrow(
     rooms: RoomControl, earlier: dict[Participant, EnforcementRecord]
-) -> Callable[[EnforcementRecord], EnforcementRecord]:
+) -> Callable[[EnforcementRecord, Participant], EnforcementRecord]:
     """Narrow and save the permission it had; a participant still narrowed by an earlier limit of the period (a limit
     set again while reached is a new scope, D140) keeps the permission the latest such step saved: what it reads now
     is already narrowed, and giving that back would leave it audio-only (D146). Compared with what that latest step
-    left: a permission the app changed since is saved afresh."""
+    left: a permission the app changed since is saved afresh. ``earlier`` is keyed by the participants' pseudonyms,
+    as the records are."""
 
-    def narrow(pending: EnforcementRecord) -> EnforcementRecord:
-        narrowing = rooms.audio_only(pending.room, pending.identity)
+    def narrow(pending: EnforcementRecord, participant: Participant) -> EnforcementRecord:
+        narrowing = rooms.audio_only(participant.room, participant.identity)
         latest = earlier.get(Participant(pending.room, pending.identity))
         changed = narrowing is not None and latest is not None and latest.narrowed not in ("", narrowing.saved)
         if latest is not None and not changed:
@@ -184,7 +209,7 @@ def _restrict(
         EnforcementAction.AUDIO_ONLY,
         sessions.open_participants(account_id),
         ledger,
-        _narrow(rooms, _latest_unrestored(ledger.actions(account_id), period)),
+        _narrow(rooms, _latest_unrestored(stored(account_id, ledger.actions(account_id)), period)),
         now_ms,
     )
     marker = EnforcementRecord(
@@ -202,15 +227,23 @@ def _restrict(
 
 
 def restore_account(
-    account_id: str, period: str, limit: str, rooms: RoomControl, ledger: EnforcementLedger, now_ms: int
+    account_id: str,
+    period: str,
+    limit: str,
+    sessions: OpenSessions,
+    rooms: RoomControl,
+    ledger: EnforcementLedger,
+    now_ms: int,
 ) -> list[EnforcementRecord]:
     """The hard limit ``limit`` no longer holds (raised, removed, or a new month): every participant restricted under
     it gets back its saved permission (once each; one who left meanwhile is recorded gone). No limit of the period
     holds then, so what is given back is the participant's latest audio-only step of the period not given back yet,
     whichever limit's removal step runs first: its saved permission, while the participant still holds what that step
     left (else ``kept``). That step and the older ones under the period's other limits are recorded restored (or
-    kept) too: their removal steps give nothing back a second time."""
-    records = ledger.actions(account_id)
+    kept) too: their removal steps give nothing back a second time. The records name participants by pseudonym:
+    each is given back through the identity of its open session (``sessions``) in the same room whose pseudonym it
+    is; one with none has left the call (its permission went with it) and is recorded ``gone`` (D-alerts-1)."""
+    records = stored(account_id, ledger.actions(account_id))
     saved = {
         Participant(record.room, record.identity): record
         for record in records
@@ -221,11 +254,18 @@ def restore_account(
     }
     unrestored = _all_unrestored(records, period)
     latest = _latest_unrestored(records, period)
+    in_call = {
+        Participant(found.room, pseudonym(account_id, found.identity)): found
+        for found in sessions.open_participants(account_id)
+    }
+    open_now = set(in_call.values())
 
-    def restore(pending: EnforcementRecord) -> EnforcementRecord:
+    def restore(pending: EnforcementRecord, who: Participant) -> EnforcementRecord:
         participant = Participant(pending.room, pending.identity)
         narrowed = latest.get(participant, saved[participant])
-        given = rooms.restore(pending.room, pending.identity, narrowed.saved, narrowed.narrowed)
+        if who not in open_now:
+            return pending.decided("gone", LEFT)
+        given = rooms.restore(who.room, who.identity, narrowed.saved, narrowed.narrowed)
         for other in unrestored:
             if (
                 Participant(other.room, other.identity) == participant
@@ -237,7 +277,9 @@ def restore_account(
             return pending.decided("kept", CHANGED_BY_APP)
         return pending.decided("done")
 
-    return _act(account_id, period, limit, EnforcementAction.RESTORE, list(saved), ledger, restore, now_ms)
+    # each participant by its open session's identity; one without: by its pseudonym (``restore`` records it gone)
+    participants = [in_call.get(participant, participant) for participant in saved]
+    return _act(account_id, period, limit, EnforcementAction.RESTORE, participants, ledger, restore, now_ms)
 
 
 def _all_unrestored(records: list[EnforcementRecord], period: str) -> list[EnforcementRecord]:
@@ -303,7 +345,7 @@ def _remove(
         if not _claim_marker(ledger, marker, []):
             return []
         try:
-            restored = restore_account(account_id, period, limit, rooms, ledger, now_ms)
+            restored = restore_account(account_id, period, limit, sessions, rooms, ledger, now_ms)
         except EnforcementIncompleteError as exc:
             ledger.record(marker.decided("retry", "permissions not all restored yet"))
             raise EnforcementIncompleteError([*exc.records, marker.decided("retry")]) from exc
@@ -319,7 +361,7 @@ def _remove(
         EnforcementAction.REMOVE,
         sessions.open_participants(account_id),
         ledger,
-        lambda pending: _removed(rooms, pending),
+        lambda pending, participant: _removed(rooms, pending, participant),
         now_ms,
     )
 
@@ -405,6 +447,6 @@ def _superseded(
     return [*records, done]
 
 
-def _removed(rooms: RoomControl, pending: EnforcementRecord) -> EnforcementRecord:
-    rooms.remove(pending.room, pending.identity)
+def _removed(rooms: RoomControl, pending: EnforcementRecord, participant: Participant) -> EnforcementRecord:
+    rooms.remove(participant.room, participant.identity)
     return pending.decided("done")

@@ -8,7 +8,9 @@ quiet on SMS) or has no address/number for it; an SMS to a number that opted out
 provider refuses for good is recorded as undeliverable. An SMS the account's daily cap stops, or that SNS will not
 text (the number opted out, or SNS refuses it), goes by email instead when the account did not choose email for the
 alert (D149, D170): SMS is decided first, the email instead on its own ledger row (sent once), and the SMS's
-decision recorded after it. A transient failure releases the claim and, once every channel
+decision recorded after it. The other way round, a required alert (D180: the hard limit, a failed payment) whose
+email SES refuses goes by SMS to the account's verified number when SMS was not chosen for it (D-alerts-2): its SMS
+row is claimed first and decided after the email's. A transient failure releases the claim and, once every channel
 was tried, raises ``DeliveryIncompleteError``: the queue delivers the event again and only the unfinished channel is
 tried.
 """
@@ -119,6 +121,8 @@ def deliver_alert(
     # again (the email is claimed on its own ledger row: sent once). An email not chosen is not decided while the SMS
     # is not (failed for now, or claimed by another delivery): the cap may stop the SMS at the redelivery
     sms_instead: Delivery | None = None  # an SMS that reaches nobody (capped, opted out, refused): email instead
+    # a required alert's SMS not chosen, to a verified number: claimed, decided once the email is (D-alerts-2)
+    sms_if_refused: Delivery | None = None
     for channel in (Channel.SMS, Channel.EMAIL):
         pending = Delivery(
             account_id=alert.account_id,
@@ -154,19 +158,15 @@ def deliver_alert(
             decided = replace(pending, outcome=Outcome.SKIPPED, detail="account not registered")
         elif channel is Channel.EMAIL and sms_instead is not None:
             decided = _send(pending, channel, profile, rendered, (mailer, texter, ledger), policy)
+        elif channel is Channel.SMS and _sms_if_email_refused(alert, profile, chosen):
+            sms_if_refused = pending  # claimed: decided after the email (recorded below)
+            continue
         elif channel.value not in chosen:
             decided = replace(pending, outcome=Outcome.SKIPPED, detail="not chosen for this alert")
         else:
-            try:
-                decided = _send(pending, channel, profile, rendered, (mailer, texter, ledger), policy)
-                nobody = channel is Channel.SMS and (
-                    decided.outcome in (Outcome.OPTED_OUT, Outcome.UNDELIVERABLE)
-                    or (last_attempt and decided.outcome is Outcome.RETRY)  # failing for now at the last delivery
-                )
-            except SmsCapReachedError as exc:
-                decided, nobody = exc.skipped, True
-                if Channel.EMAIL.value in chosen:
-                    decided = replace(decided, detail=f"{exc}; email is not capped")
+            decided, nobody = _send_chosen(
+                pending, chosen, profile, rendered, (mailer, texter, ledger), policy, last_attempt
+            )
             if nobody and Channel.EMAIL.value not in chosen:  # the SMS reaches nobody: the email instead (D170)
                 sms_instead = decided_by[channel] = decided
                 continue  # recorded below, once the email instead is decided
@@ -175,10 +175,39 @@ def deliver_alert(
     if sms_instead is not None:  # the SMS's decision follows the email's: retried with it, or recorded
         decided_by[Channel.SMS] = _instead(sms_instead, decided_by[Channel.EMAIL])
         _decide(ledger, decided_by[Channel.SMS])
+    if sms_if_refused is not None and profile is not None and rendered is not None:
+        decided_by[Channel.SMS] = _sms_for_refused_email(
+            sms_if_refused, decided_by[Channel.EMAIL], profile, rendered, (mailer, texter, ledger), policy
+        )
+        _decide(ledger, decided_by[Channel.SMS])
     outcome = AlertOutcome(alert, tuple(decided_by[channel] for channel in Channel))
     if outcome.count(Outcome.RETRY):
         raise DeliveryIncompleteError(outcome)
     return outcome
+
+
+def _send_chosen(
+    pending: Delivery,
+    chosen: tuple[str, ...],
+    profile: AccountProfile,
+    rendered: Rendered,
+    ports: tuple[Mailer, Texter, DeliveryLedger],
+    policy: DeliveryPolicy,
+    last_attempt: bool,
+) -> tuple[Delivery, bool]:
+    """A chosen channel sent: its decision, and whether it is an SMS that reaches nobody (capped, opted out, refused,
+    or failing for now at the last delivery)."""
+    try:
+        decided = _send(pending, pending.channel, profile, rendered, ports, policy)
+    except SmsCapReachedError as exc:
+        if Channel.EMAIL.value in chosen:
+            return replace(exc.skipped, detail=f"{exc}; email is not capped"), True
+        return exc.skipped, True
+    nobody = pending.channel is Channel.SMS and (
+        decided.outcome in (Outcome.OPTED_OUT, Outcome.UNDELIVERABLE)
+        or (last_attempt and decided.outcome is Outcome.RETRY)  # failing for now at the last delivery
+    )
+    return decided, nobody
 
 
 def _chosen(alert: Alert, profile: AccountProfile | None) -> tuple[str, ...]:
@@ -193,6 +222,54 @@ def _chosen(alert: Alert, profile: AccountProfile | None) -> tuple[str, ...]:
     if Channel.SMS.value in chosen and not profile.phone_verified:
         chosen = (*dict.fromkeys((*chosen, Channel.EMAIL.value)),)
     return chosen
+
+
+def _sms_if_email_refused(alert: Alert, profile: AccountProfile, chosen: tuple[str, ...]) -> bool:
+    """A required alert (D180) the account did not choose SMS for, with a verified number: its SMS waits for the
+    email's decision, and goes when SES refuses the email (D-alerts-2)."""
+    return (
+        alert.kind in REQUIRED_ALERT_KINDS
+        and Channel.SMS.value not in chosen
+        and bool(profile.phone)
+        and profile.phone_verified
+    )
+
+
+REFUSED_EMAIL: Final = "sent instead of the email SES refused"
+NOT_CHOSEN: Final = "not chosen for this alert"
+
+
+def _sms_for_refused_email(
+    pending: Delivery,
+    email: Delivery,
+    profile: AccountProfile,
+    rendered: Rendered,
+    ports: tuple[Mailer, Texter, DeliveryLedger],
+    policy: DeliveryPolicy,
+) -> Delivery:
+    """The claimed SMS of a required alert not chosen for SMS, once its email is decided (D-alerts-2): sent when SES
+    refused the email (undeliverable) - also when an earlier delivery recorded that refusal and failed before the
+    SMS was decided (the email's row is read back) -; retried with an email failing for now; else skipped, not
+    chosen. The SMS's own row makes it once: a redelivery finds it decided."""
+    refused = email.outcome is Outcome.UNDELIVERABLE
+    if email.outcome is Outcome.DUPLICATE:  # decided by an earlier delivery: what it decided
+        _, _, ledger = ports
+        refused = any(
+            found.outcome is Outcome.UNDELIVERABLE
+            and (found.kind, found.key, found.channel) == (pending.kind, pending.key, Channel.EMAIL)
+            for found in ledger.deliveries(pending.account_id, pending.period)
+        )
+    if email.outcome is Outcome.RETRY:
+        return replace(pending, detail=f"{NOT_CHOSEN}; waits for the email's decision (SMS if SES refuses it)")
+    if not refused:
+        return replace(pending, outcome=Outcome.SKIPPED, detail=NOT_CHOSEN)
+    try:
+        sent = _send(pending, Channel.SMS, profile, rendered, ports, policy)
+    except SmsCapReachedError as exc:
+        return replace(exc.skipped, detail=f"{exc}; the email was refused by SES")
+    if sent.outcome is Outcome.SENT:
+        return replace(sent, detail=f"{sent.detail}; {REFUSED_EMAIL}")
+    return replace(sent, detail=f"{sent.detail}; the email was refused by SES")
 
 
 def _instead(sms: Delivery, email: Delivery) -> Delivery:

@@ -109,7 +109,9 @@ class EnforcementRecord:
     enforced again; empty on records written before it was kept. ``saved``: on a done audio-only action, the
     participant's whole permission before it (RoomService's JSON, opaque here), set back if the limit is lifted;
     ``narrowed``: the permission our update left it with, set back only while it still holds that one (empty on records
-    written before it was kept: set back unconditionally). A restore finding the app changed it since is ``kept``."""
+    written before it was kept: set back unconditionally). A restore finding the app changed it since is ``kept``.
+    ``identity``: the participant's pseudonym (``kilo_billing.accounts.pseudonym``, D-alerts-1), never the identity
+    RoomService knows it by; ``-`` on the account's own steps."""
 
     account_id: str
     period: str

@@ -1,0 +1,196 @@
+"""A required alert (D180: the hard limit reached, a failed payment) whose email SES refuses goes once by SMS to the
+account's verified number when SMS was not chosen for it (D-alerts-2), on in-memory ports: sent once, also across
+redeliveries and a crash between the two decisions; nothing for an alert the account may silence, an email that
+went, or a number not verified."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import pytest
+
+from kilo_alerts.catalogue import alert_from_event
+from kilo_alerts.logic import DeliveryIncompleteError, DeliveryPolicy, deliver_alert
+from kilo_alerts.model import Alert, Channel, Delivery, Outcome, Severity
+from kilo_billing.accounts import AccountProfile
+from kilo_billing.contracts import UsageThresholdCrossedV1
+from kilo_billing.rating import TierChange
+from tests.fakes import InMemoryAccountDirectory
+from tests.unit.alerts_fakes import InMemoryLedger, ScriptedMailer, ScriptedTexter, SendFailedError, SendRefusedError
+
+POLICY = DeliveryPolicy("https://prefs.example/alerts", lease_ms=60_000)
+T0 = 1_795_168_800_000  # 2026-11-20 10:00 UTC
+PHONE = "+14155550100"
+REFUSED = "Email address is on the account-level suppression list"
+FACTS = {
+    "period_label": "November 2026", "used": "$150.00", "limit": "$150.00", "grace_minutes": "2",
+    "problem": "declined", "action": "pay", "total": "$29.00", "invoice_id": "in_1", "sms_problem": "declined",
+}  # fmt: skip
+REQUIRED = ["budget_hard_limit", "payment_failed"]
+
+
+def account(
+    kind: str, *, verified: bool = True, phone: str = PHONE, chosen: tuple[str, ...] = ("email",)
+) -> InMemoryAccountDirectory:
+    signup = (TierChange(datetime(2026, 1, 1, tzinfo=UTC), "team"),)
+    return InMemoryAccountDirectory(
+        AccountProfile(
+            "acct_1", signup, email="ada@example.com", phone=phone, phone_verified=verified,
+            alert_preferences=((kind, chosen),),
+        )
+    )  # fmt: skip
+
+
+def required(kind: str) -> Alert:
+    return Alert(kind, "acct_1", "2026-11", "k1", Severity.HIGH, FACTS, "e1")
+
+
+def decided(ledger: InMemoryLedger) -> dict[Channel, tuple[Outcome, str]]:
+    return {d.channel: (d.outcome, d.detail) for d in ledger.deliveries("acct_1")}
+
+
+def number_ref() -> str:
+    return "erased-" + hashlib.sha256(f"acct_1\x00{PHONE}".encode()).hexdigest()[:16]
+
+
+@pytest.mark.parametrize("kind", REQUIRED)
+def test_given_a_required_alert_whose_email_ses_refuses_then_it_goes_once_by_sms(kind: str) -> None:
+    ledger, mailer, texter = InMemoryLedger(), ScriptedMailer(SendRefusedError(REFUSED)), ScriptedTexter()
+    outcome = deliver_alert(required(kind), account(kind), ledger, mailer, texter, POLICY, T0)
+
+    assert [phone for phone, _ in texter.sent] == [PHONE]
+    assert texter.sent[0][1].startswith("Kilo: ")  # the alert's own SMS text
+    assert {d.channel: d.outcome for d in outcome.deliveries} == {
+        Channel.EMAIL: Outcome.UNDELIVERABLE,
+        Channel.SMS: Outcome.SENT,
+    }
+    assert decided(ledger) == {
+        Channel.EMAIL: (Outcome.UNDELIVERABLE, REFUSED),
+        Channel.SMS: (Outcome.SENT, "sms-1; sent instead of the email SES refused"),
+    }
+    [sms] = [d for d in ledger.deliveries("acct_1") if d.channel is Channel.SMS]
+    assert sms.recipient == number_ref()  # by its pseudonym only (D203)
+    assert ledger.sms_days == {("acct_1", "2026-11-20"): 1}  # counted against the day's cap
+
+    # delivered again (the queue, or the publisher's retry): both decided, nothing sent
+    again = deliver_alert(required(kind), account(kind), ledger, ScriptedMailer(), texter, POLICY, T0 + 1_000)
+    assert {d.outcome for d in again.deliveries} == {Outcome.DUPLICATE}
+    assert len(texter.sent) == 1
+
+
+def budget_alert() -> Alert:
+    """100 % of the budget, as rating announces it (high severity, but an alert the account may silence)."""
+    found = alert_from_event(
+        UsageThresholdCrossedV1.DETAIL_TYPE,
+        {
+            "event_id": "threshold:acct_1:2026-11:budget:100", "account_id": "acct_1", "period": "2026-11",
+            "meter": "budget", "threshold_percent": 100, "used": "100", "limit": "100",
+            "occurred_at": "2026-11-20T10:00:00+00:00",
+        },
+    )  # fmt: skip
+    assert found.severity is Severity.HIGH
+    return found
+
+
+def test_given_refused_emails_then_only_a_required_alert_not_chosen_for_sms_with_a_verified_number_adds_one() -> None:
+    refused, went = SendRefusedError(REFUSED), None
+    cases = {
+        "hard limit, email only, verified number": (required("budget_hard_limit"), account("budget_hard_limit"), refused),
+        "budget (may be silenced), email only": (budget_alert(), account("budget_threshold"), refused),
+        "hard limit, the email went": (required("budget_hard_limit"), account("budget_hard_limit"), went),
+        "hard limit, number not verified (D160)": (
+            required("budget_hard_limit"), account("budget_hard_limit", verified=False), refused,
+        ),
+        "failed payment, no number": (required("payment_failed"), account("payment_failed", phone="", verified=False),
+                                      refused),
+        "hard limit, SMS chosen too": (
+            required("budget_hard_limit"), account("budget_hard_limit", chosen=("email", "sms")), refused,
+        ),
+    }  # fmt: skip
+    sms: dict[str, tuple[Outcome, str]] = {}
+    texted: dict[str, int] = {}
+    for case, (alert, profile, failure) in cases.items():
+        ledger, texter = InMemoryLedger(), ScriptedTexter()
+        mailer = ScriptedMailer(failure) if failure is not None else ScriptedMailer()
+        deliver_alert(alert, profile, ledger, mailer, texter, POLICY, T0)
+        sms[case], texted[case] = decided(ledger)[Channel.SMS], len(texter.sent)
+    assert sms == {
+        "hard limit, email only, verified number": (Outcome.SENT, "sms-1; sent instead of the email SES refused"),
+        "budget (may be silenced), email only": (Outcome.SKIPPED, "not chosen for this alert"),
+        "hard limit, the email went": (Outcome.SKIPPED, "not chosen for this alert"),
+        "hard limit, number not verified (D160)": (Outcome.SKIPPED, "not chosen for this alert"),
+        "failed payment, no number": (Outcome.SKIPPED, "not chosen for this alert"),
+        "hard limit, SMS chosen too": (Outcome.SENT, "sms-1"),  # the chosen SMS, the only one
+    }
+    assert texted == {case: 1 if outcome is Outcome.SENT else 0 for case, (outcome, _) in sms.items()}
+
+
+def test_given_the_email_failing_for_now_then_the_sms_waits_and_goes_once_when_the_retry_is_refused() -> None:
+    ledger, texter = InMemoryLedger(), ScriptedTexter()
+    mailer = ScriptedMailer(SendFailedError("Throttling"), SendRefusedError(REFUSED))
+    with pytest.raises(DeliveryIncompleteError):
+        deliver_alert(required("payment_failed"), account("payment_failed"), ledger, mailer, texter, POLICY, T0)
+    assert texter.sent == []
+    assert {channel: outcome for channel, (outcome, _) in decided(ledger).items()} == {
+        Channel.EMAIL: Outcome.RETRY,
+        Channel.SMS: Outcome.RETRY,  # released with the email: decided again at the redelivery
+    }
+
+    deliver_alert(required("payment_failed"), account("payment_failed"), ledger, mailer, texter, POLICY, T0 + 5_000)
+    assert len(texter.sent) == 1
+    assert decided(ledger)[Channel.SMS] == (Outcome.SENT, "sms-1; sent instead of the email SES refused")
+
+
+def test_given_a_crash_after_the_refused_email_was_recorded_then_the_redelivery_sends_the_sms_once() -> None:
+    ledger, texter = InMemoryLedger(), ScriptedTexter()
+    probe = required("budget_hard_limit")
+    # the crashed delivery: the SMS claimed (waiting for the email), the email refused and recorded, then it died
+    sms = Delivery("acct_1", "2026-11", probe.kind, probe.key, Channel.SMS, Outcome.RETRY, "", T0)
+    assert ledger.claim(sms, POLICY.lease_ms) == 1
+    email = replace(sms, channel=Channel.EMAIL)
+    assert ledger.claim(email, POLICY.lease_ms) == 1
+    ledger.record(replace(email, outcome=Outcome.UNDELIVERABLE, detail=REFUSED))
+
+    mailer = ScriptedMailer()
+    with pytest.raises(DeliveryIncompleteError):  # within the SMS claim's lease: not decided, retried
+        deliver_alert(probe, account(probe.kind), ledger, mailer, texter, POLICY, T0 + POLICY.lease_ms)
+    assert texter.sent == []
+    later = deliver_alert(probe, account(probe.kind), ledger, mailer, texter, POLICY, T0 + POLICY.lease_ms + 1)
+    assert {d.channel: d.outcome for d in later.deliveries} == {
+        Channel.EMAIL: Outcome.DUPLICATE,
+        Channel.SMS: Outcome.SENT,
+    }
+    assert (mailer.sent, len(texter.sent)) == ([], 1)
+    deliver_alert(probe, account(probe.kind), ledger, mailer, texter, POLICY, T0 + POLICY.lease_ms + 2)
+    assert len(texter.sent) == 1
+
+
+def test_given_sns_failing_for_now_then_the_sms_instead_is_retried_without_a_second_email() -> None:
+    ledger, mailer = InMemoryLedger(), ScriptedMailer(SendRefusedError(REFUSED))
+    texter = ScriptedTexter(SendFailedError("Throttling"))
+    with pytest.raises(DeliveryIncompleteError):
+        deliver_alert(required("budget_hard_limit"), account("budget_hard_limit"), ledger, mailer, texter, POLICY, T0)
+    assert texter.sent == []
+    assert ledger.sms_days == {("acct_1", "2026-11-20"): 0}  # given back
+    deliver_alert(
+        required("budget_hard_limit"), account("budget_hard_limit"), ledger, mailer, texter, POLICY, T0 + 5_000
+    )
+    assert len(texter.sent) == 1
+    assert (mailer.failures, mailer.sent) == ([], [])  # the email was asked once
+    assert decided(ledger) == {
+        Channel.EMAIL: (Outcome.UNDELIVERABLE, REFUSED),
+        Channel.SMS: (Outcome.SENT, "sms-1; sent instead of the email SES refused"),
+    }
+
+
+def test_given_the_number_opted_out_then_the_sms_instead_is_recorded_opted_out() -> None:
+    ledger, mailer = InMemoryLedger(), ScriptedMailer(SendRefusedError(REFUSED))
+    texter = ScriptedTexter(opted_out=frozenset({PHONE}))
+    deliver_alert(required("payment_failed"), account("payment_failed"), ledger, mailer, texter, POLICY, T0)
+    assert texter.sent == []
+    assert decided(ledger)[Channel.SMS] == (
+        Outcome.OPTED_OUT,
+        "the number opted out of SMS (STOP); the email was refused by SES",
+    )
