@@ -17,9 +17,23 @@ from bench import (
     rooms,
 )
 
+CLEAN_UP = """\
+clean-up: every server a benchmark starts (moto servers, anvil; the AWS stub and the stand-ins are
+threads of the bench) listens on 127.0.0.1 and is stopped by PID when its benchmark ends, also on an
+error or Ctrl-C. A bench killed without stopping them (SIGTERM, SIGKILL, a closed terminal) leaves
+none running either: the local stack's moto server ends with the process that started it, moto's own
+server and anvil have a watchdog that stops them, and the process measuring a local stack stops it
+once the bench is gone (docs/decisions.md D184). Scratch files (packages, logs) stay in .bench/
+(gitignored) for the next run."""
+
 
 def main() -> int:
-    parser = argparse.ArgumentParser(prog="./dev bench")
+    parser = argparse.ArgumentParser(
+        prog="./dev bench",
+        description="Run the benchmarks and rewrite their generated sections of docs/benchmarks.md.",
+        epilog=CLEAN_UP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke run)")
     parser.add_argument(
         "--only",

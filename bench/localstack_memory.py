@@ -21,11 +21,13 @@ from __future__ import annotations
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from bench import write_section
@@ -198,5 +200,15 @@ as `./dev demo` sends it; RSS from `/proc/<pid>/status` (`VmRSS`, `VmHWM`) of th
     write_section("localstack-memory", section)
 
 
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")  # ``measure_stack``'s ``finally`` stops the stack, by PID
+
+
 if __name__ == "__main__":  # one measured stack: python -m bench.localstack_memory ACCOUNTS MODULE
+    # Stopped (SIGTERM) or left by the bench that started it (killed without stopping it), it stops its stack as the
+    # demo does (D184): its moto server would otherwise outlive a killed `./dev bench` (moto's own server for good).
+    from kilo_dev import processes
+
+    signal.signal(signal.SIGTERM, _interrupt)
+    processes.exit_with_parent(lambda: os.kill(os.getpid(), signal.SIGTERM))
     print(json.dumps(measure_stack(int(sys.argv[1]), sys.argv[2])))

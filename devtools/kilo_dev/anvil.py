@@ -7,6 +7,8 @@ project-local folder and run on 127.0.0.1 on a free port.
 - ``Anvil`` starts the node with a known mnemonic and chain id, waits until it answers ``eth_chainId`` and stops it by
   PID (terminate, then kill). It runs in a session of its own (a Ctrl-C reaches only its starter, which stops it), with
   a watchdog (``processes.guard``) that stops it if the starter dies without doing so (a test run killed mid-way).
+  Its output (a log) keeps the start-up only: once it answers, its per-call logging is switched off
+  (``anvil_setLoggingEnabled``), so the log does not grow with the calls made to it.
   ``python -m kilo_dev.anvil`` runs one in the foreground (Ctrl-C stops it).
 
 anvil's ``safe``/``finalized`` tags trail the head by one and two epochs (``slots_in_an_epoch``, 32 by default): a
@@ -208,12 +210,21 @@ class Anvil:
                 self.port = int(found.group(1))
             try:
                 if self.port and int(rpc(self.url, "eth_chainId", timeout=1), 16) == self.chain_id:
-                    return self
+                    break
             except OSError:
                 pass
             time.sleep(0.05)
-        self.stop()
-        raise AnvilError(f"anvil did not answer within {timeout:.0f}s (its output: {log})")
+        else:
+            self.stop()
+            raise AnvilError(f"anvil did not answer within {timeout:.0f}s (its output: {log})")
+        # From here on anvil would log every call (its method, each mined block and transaction): the log would grow
+        # with the node's use for as long as it runs. Its start-up (with the "Listening on" line read above) stays.
+        try:
+            rpc(self.url, "anvil_setLoggingEnabled", [False])
+        except BaseException:
+            self.stop()
+            raise
+        return self
 
     def stop(self) -> None:
         processes.stop(self.process)

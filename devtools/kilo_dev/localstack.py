@@ -131,13 +131,18 @@ _OUTPUT: HandlerOutput | None = None
 _INVOKE_LOCK = threading.Lock()
 
 
+OWN_MOTO_SERVER = "kilo_dev.moto_server"  # ends by itself when its starter is gone (``processes.exit_with_parent``)
+
+
 class MotoServer:
     """moto's server in its own process on 127.0.0.1 (``kilo_dev.moto_server``: moto with bounded memory); stopped by
-    PID."""
+    PID. Another module (moto's own ``moto.server``, which the benchmark compares) does not watch its starter: it gets
+    a watchdog (``processes.guard``), as anvil does, so it too ends when its starter dies without stopping it (D184)."""
 
-    def __init__(self, log_path: Path | None = None, module: str = "kilo_dev.moto_server") -> None:
+    def __init__(self, log_path: Path | None = None, module: str = OWN_MOTO_SERVER) -> None:
         self.port = 0  # known once started: the socket is bound here, then handed to the server (``start``)
         self.process: subprocess.Popen[bytes] | None = None
+        self._guard: subprocess.Popen[bytes] | None = None  # for a module that does not watch its starter itself
         self.log_path = log_path
         self.module = module  # "moto.server": moto's own, unbounded (for comparisons)
 
@@ -186,9 +191,12 @@ class MotoServer:
             listener.close()  # the server has its own copy
             if output is not subprocess.DEVNULL:
                 output.close()  # the child has its own handle
+        if self.module != OWN_MOTO_SERVER:
+            self._guard = processes.guard(self.process)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                self.stop()  # reaps its guard (which ends by itself once the server has)
                 raise StackError(f"{self.death()} while starting")
             try:
                 with urllib.request.urlopen(f"{self.url}/moto-api/data.json", timeout=1):  # noqa: S310 - loopback
@@ -200,6 +208,7 @@ class MotoServer:
 
     def stop(self) -> None:
         processes.stop(self.process)
+        processes.stop(self._guard)
 
 
 @dataclass

@@ -5,8 +5,9 @@ A server process must also end when whoever started it dies without stopping it 
 process group or by SIGKILL: no fixture teardown, no ``finally``). Servers run in a session of their own (so a Ctrl-C
 reaches only their starter, which stops them in order), so a signal to the run's process group never reaches them:
 - our own Python servers watch their parent (``exit_with_parent``, ``serve_until_signalled``);
-- a foreign binary (anvil) gets a watchdog (``guard``): ``python -m kilo_dev.processes`` in a session of its own,
-  which stops the server by PID once the starter is gone, and ends by itself when the server does (D184).
+- a server that cannot (anvil, moto's own ``moto.server``) gets a watchdog (``guard``): ``python -m kilo_dev.processes``
+  in a session of its own, which stops the server by PID once the starter is gone, and ends by itself when the server
+  does (D184).
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """A test run killed mid-way (SIGTERM or SIGKILL to its process group: no fixture teardown runs) leaves no server
 behind: anvil is stopped by its watchdog (``kilo_dev.processes.guard``), the moto server and the stand-ins run as
-their own processes end themselves when their starter is gone."""
+their own processes end themselves when their starter is gone. Likewise a killed `./dev bench`: moto's own server (the
+benchmark's "before") gets the watchdog, and the process measuring a local stack stops it when the bench is gone."""
 
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 from kilo_dev import processes
-from tests.e2e.liveness import alive
+from tests.e2e.liveness import alive, children, command_line
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -177,5 +179,93 @@ def test_given_the_process_that_started_a_kept_running_demo_killed_then_the_demo
     finally:
         if starter.poll() is None:
             starter.kill()
+            starter.wait(timeout=10)
+        kill_left(pids)
+
+
+MOTO_STARTER = """
+import sys, time
+from pathlib import Path
+
+from bench.localstack_memory import UNBOUNDED
+from kilo_dev.localstack import MotoServer
+
+server = MotoServer(Path(sys.argv[1]), module=UNBOUNDED)
+server.start()
+print(server.pid, flush=True)
+time.sleep(300)
+"""
+
+
+def test_given_the_process_that_started_motos_own_server_killed_then_no_server_is_left(tmp_path: Path) -> None:
+    """The benchmark's "before" runs moto's own server (``moto.server``), which does not watch its starter."""
+    starter = subprocess.Popen([sys.executable, "-c", MOTO_STARTER, str(tmp_path / "moto.log")], cwd=ROOT,
+                               stdout=subprocess.PIPE, text=True)  # fmt: skip
+    pids: list[int] = []
+    try:
+        assert starter.stdout is not None
+        moto = int(starter.stdout.readline())
+        pids = children(starter.pid)  # the moto server and whatever else its starter left running
+        assert moto in pids
+        assert "moto.server" in command_line(moto)
+        starter.kill()  # SIGKILL: it cannot stop its server now
+        starter.wait(timeout=10)
+        assert wait_gone(pids) == [], [command_line(pid) for pid in pids if alive(pid)]
+    finally:
+        if starter.poll() is None:
+            starter.kill()
+            starter.wait(timeout=10)
+        kill_left(pids)
+
+
+BENCH_STARTER = """
+from bench import localstack_memory
+
+localstack_memory.stack_run(9, localstack_memory.UNBOUNDED)  # as `./dev bench --only localstack-memory` does
+"""
+
+
+def started_moto(measuring: int, deadline: float) -> int:
+    """The moto server the measuring process started, once it answers."""
+    while True:
+        assert time.monotonic() < deadline, "the bench did not start its moto server in time"
+        assert alive(measuring), "the measuring process ended"
+        for pid in children(measuring):
+            arguments = command_line(pid).split()
+            if "moto.server" in arguments and "-p" in arguments:
+                port = arguments[arguments.index("-p") + 1]
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/moto-api/data.json", timeout=1):
+                        return pid
+                except OSError:
+                    pass
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("group", [False, True], ids=["bench-alone", "bench-process-group"])
+def test_given_a_bench_run_killed_while_it_measures_a_local_stack_then_no_server_is_left(group: bool) -> None:
+    """SIGKILL of `./dev bench` alone (its measuring process must stop the stack it started) and of its process group
+    (the measuring process dies too: its moto server must go by itself)."""
+    starter = subprocess.Popen([sys.executable, "-c", BENCH_STARTER], cwd=ROOT, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    pids: list[int] = []
+    try:
+        deadline = time.monotonic() + 180
+        while not (measuring := [p for p in children(starter.pid) if "bench.localstack_memory" in command_line(p)]):
+            assert starter.poll() is None, "the bench ended before it measured"
+            assert time.monotonic() < deadline, "the bench did not start measuring in time"
+            time.sleep(0.2)
+        moto = started_moto(measuring[0], deadline)
+        pids = [*measuring, *children(measuring[0])]  # the measuring process, its moto server and the rest it started
+        assert moto in pids
+        if group:
+            os.killpg(starter.pid, signal.SIGKILL)
+        else:
+            starter.kill()
+        starter.wait(timeout=10)
+        assert wait_gone(pids, 60) == [], [command_line(pid) for pid in pids if alive(pid)]
+    finally:
+        if starter.poll() is None:
+            os.killpg(starter.pid, signal.SIGKILL)
             starter.wait(timeout=10)
         kill_left(pids)
