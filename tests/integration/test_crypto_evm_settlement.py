@@ -580,3 +580,65 @@ def _remine_after_another_transfer(chain: Chain, raw: Any) -> None:
         chain.node.call("evm_mine")
     finally:
         chain.node.call("evm_setAutomine", True)
+
+
+def _capture(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict[str, Any]]]:
+    """The events the watcher's settlement publishes, in order (the real publisher's ``publish`` recorded instead)."""
+    from kilo_crypto_watch import dependencies  # noqa: PLC0415
+
+    published: list[tuple[str, dict[str, Any]]] = []
+    monkeypatch.setattr(dependencies.publisher(), "publish", lambda kind, detail: published.append((kind, detail)))
+    return published
+
+
+def test_given_three_transfers_to_one_bill_in_one_poll_then_one_payment_seen_event_carries_them_all(
+    billing: Billing, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """D-crypto-1. The linked wallet pays 30 USDC, 20 USDC and 0.01 ETH (at the locked $2,500.00: $25.00) before one
+    watcher run: three payments recorded and counted one by one ($75.00 of $100.00: OPEN, PARTIAL), and one
+    CryptoPaymentSeen.v1 for the bill naming the three ($75.00 together). A stranger's transfer in the same poll is
+    its own UnattributedCryptoPayment. A later poll's transfer is a new event of its own."""
+    published = _capture(monkeypatch)
+    first = billing.chain.pay_usdc(PAYER, MERCHANT, 30 * USDC)
+    second = billing.chain.pay_usdc(PAYER, MERCHANT, 20 * USDC)
+    ether = billing.chain.pay_eth(PAYER, MERCHANT, 10_000_000_000_000_000)
+    stranger = billing.chain.pay_usdc(OTHER, MERCHANT, 5 * USDC)
+
+    report = billing.run()
+
+    assert report["transfers_seen"] == 4
+    bill = billing.bill()
+    assert (bill.status, bill.flags) == (BillStatus.OPEN, frozenset({BillFlag.PARTIAL, BillFlag.MULTIPLE}))
+    assert sorted(line.usd for line in bill.payments) == [Decimal(20), Decimal(25), Decimal(30)]
+    [seen] = [detail for kind, detail in published if kind == "CryptoPaymentSeen.v1"]
+    ids = [f"ethereum:{first}:0", f"ethereum:{second}:0", f"ethereum:{ether}:-1"]
+    assert [(t["payment_id"], t["asset"], t["amount"], t["amount_usd"], t["tx_id"]) for t in seen["transfers"]] == [
+        (ids[0], "USDC", "30", "30.00", first),
+        (ids[1], "USDC", "20", "20.00", second),
+        (ids[2], "ETH", "0.01", "25.00", ether),
+    ]
+    assert [t["quote_id"] for t in seen["transfers"]] == ["q-usdc", "q-usdc", "q-eth"]
+    assert (seen["invoice_id"], seen["account_id"], seen["chain"], seen["total_usd"]) == (
+        "inv-1",
+        "acct-1",
+        "ethereum",
+        "75.00",
+    )
+    assert (seen["tx_id"], seen["amount"], seen["amount_usd"]) == (first, "30", "30.00")  # the first transfer's
+    assert seen["event_id"].startswith("crypto-seen:inv-1:")
+    [unattributed] = [detail for kind, detail in published if kind == "UnattributedCryptoPayment.v1"]
+    assert unattributed["tx_id"] == stranger
+    assert all(billing.store.payment(pid).announced for pid in ids)  # type: ignore[union-attr]
+
+    published.clear()
+    assert billing.run()["transfers_seen"] == 0
+    later = billing.chain.pay_usdc(PAYER, MERCHANT, 25 * USDC)
+    billing.run()
+
+    [again] = [detail for kind, detail in published if kind == "CryptoPaymentSeen.v1"]
+    assert (again["event_id"], again["total_usd"], len(again["transfers"])) == (
+        f"crypto-seen:ethereum:{later}:0",
+        "25.00",
+        1,
+    )
+    assert billing.bill().status is BillStatus.PROCESSING  # $100.00 counted: settlement per transfer as before

@@ -232,3 +232,35 @@ def test_given_a_quote_near_its_expiry_then_the_run_publishes_crypto_quote_expir
         "SOL",
         "0.5",
     )
+
+
+def test_given_two_sol_transfers_to_one_bill_in_one_run_then_one_payment_seen_event_carries_both(
+    deployed: DynamoCryptoStore, chain: SolanaTestChain, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """D-crypto-1. 0.2 SOL and 0.3 SOL at the locked $200.00 ($40.00 + $60.00), both carrying the quote's reference,
+    seen by one run: two payments, the bill PROCESSING on both, and one CryptoPaymentSeen.v1 naming both ($100.00)."""
+    from kilo_crypto_watch import dependencies  # noqa: PLC0415
+
+    published: list[tuple[str, dict[str, object]]] = []
+    monkeypatch.setattr(dependencies.publisher(), "publish", lambda kind, detail: published.append((kind, detail)))
+    reference = open_bill(deployed, chain, "100.00", "SOL", "200.00", 500_000_000)
+    first = chain.pay_sol(200_000_000, reference=reference)
+    second = chain.pay_sol(300_000_000, reference=reference)
+
+    (report,) = run_handler()["runs"]  # type: ignore[misc]
+
+    assert report["transfers_seen"] == 2
+    assert bill_of(deployed).status is BillStatus.PROCESSING
+    assert sorted(line.usd for line in bill_of(deployed).payments) == [Decimal(40), Decimal(60)]
+    [seen] = [detail for kind, detail in published if kind == "CryptoPaymentSeen.v1"]
+    transfers = seen["transfers"]
+    assert isinstance(transfers, list)
+    assert sorted((t["tx_id"], t["amount"], t["amount_usd"], t["quote_id"]) for t in transfers) == sorted(
+        [(first, "0.2", "40.00", "q-1"), (second, "0.3", "60.00", "q-1")]
+    )
+    assert (seen["invoice_id"], seen["chain"], seen["total_usd"]) == ("inv-sol-1", "solana", "100.00")
+
+    published.clear()
+    (rerun,) = run_handler()["runs"]  # type: ignore[misc]
+    assert rerun["transfers_seen"] == 0
+    assert [kind for kind, _ in published if kind == "CryptoPaymentSeen.v1"] == []

@@ -44,6 +44,11 @@ class PaymentSink(Protocol):
         """A credit to a merchant address was seen (or failed): record it, match it to a bill or UNATTRIBUTED."""
         ...
 
+    def record_batch(self, transfers: Sequence[ObservedTransfer]) -> None:
+        """The credits one watcher batch saw, each recorded as by ``record_seen``; the customer is told of them once
+        per bill (one ``CryptoPaymentSeen.v1`` carrying that bill's transfers, D-crypto-1)."""
+        ...
+
     def pending(self, chain: str) -> Sequence[PendingPayment]:
         """SEEN payments on ``chain`` awaiting finality, and FAILED ones whose block is not final yet."""
         ...
