@@ -31,7 +31,7 @@ from kilo_billing.contracts import (
     CryptoSeenTransferV1,
     UnattributedCryptoPaymentV1,
 )
-from kilo_billing.money import ZERO, decimal_str, exact_amount, money_str, round_money, rounded_sum
+from kilo_billing.money import ZERO, allocate_cents, decimal_str, exact_amount, money_str, round_money, rounded_sum
 from kilo_billing.publisher import EventPublisher
 from kilo_crypto_watch.model import (
     DECIMALS,
@@ -144,6 +144,28 @@ def paid_usd(lines: Iterable[BillPayment]) -> Decimal:
     (``kilo_billing.money.rounded_sum``). Lines stored before D178 hold their value rounded to the cent:
     they count as stored."""
     return rounded_sum(line.usd for line in lines)
+
+
+def shown_usd(credits: Iterable[tuple[str, Decimal]]) -> dict[str, Decimal]:
+    """Each credit's USD to the cent as shown beside the credits it is counted with (``(payment id, exact USD)``):
+    their sum as a bill counts it (exact, rounded once: ``rounded_sum``) split in proportion to each one's exact USD
+    by ``kilo_billing.money.allocate_cents``, so the rows add up to it to the cent (D-crypto-2). Rounded one by one,
+    ten credits of $0.005 showed $0.01 each - $0.10 - beside a bill counting $0.05."""
+    pairs = list(credits)
+    if not pairs:
+        return {}
+    parts = allocate_cents(rounded_sum(usd for _, usd in pairs), [usd for _, usd in pairs])
+    return {payment_id: part for (payment_id, _), part in zip(pairs, parts, strict=True)}
+
+
+def counted_usd(payments: Iterable[Payment]) -> dict[str, Decimal]:
+    """``shown_usd`` of the payments that count toward their bill (seen or final, valued, not in review or refused);
+    the others are not part of a sum and are shown on their own."""
+    return shown_usd(
+        (payment.payment_id, payment.usd)
+        for payment in payments
+        if payment.usd is not None and payment.invoice_id is not None and counts(_line(payment))
+    )
 
 
 def tolerance(total: Decimal, paid: Iterable[tuple[Asset, Decimal]], policy: SettlementPolicy) -> Decimal:
@@ -1067,7 +1089,8 @@ class Settlement:
         first = payments[0] if payments else None
         if first is None or first.invoice_id is None or first.account_id is None:
             return  # only attributed payments are announced to a customer
-        amounts_usd = [money_str(payment.usd or ZERO) for payment in payments]
+        shown = shown_usd((payment.payment_id, payment.usd or ZERO) for payment in payments)  # add up to the total
+        amounts_usd = [money_str(shown[payment.payment_id]) for payment in payments]
         transfers = tuple(
             CryptoSeenTransferV1(
                 payment_id=payment.payment_id,
@@ -1094,7 +1117,7 @@ class Settlement:
             explorer_url=head.explorer_url,
             occurred_at=self._clock().isoformat(),
             transfers=transfers,
-            total_usd=money_str(rounded_sum(payment.usd or ZERO for payment in payments)),
+            total_usd=money_str(sum(shown.values(), ZERO)),
         )
         self._publisher.publish(seen.DETAIL_TYPE, seen.model_dump(mode="json"))
         for payment in payments:

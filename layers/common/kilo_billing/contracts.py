@@ -161,7 +161,7 @@ class CryptoSeenTransferV1(BaseModel):
     quote_id: str | None = None
     asset: Literal["ETH", "USDC", "SOL"]
     amount: str  # in the asset, decimal string (e.g. "12.5" USDC)
-    amount_usd: str  # two decimals; the transfers' amounts add up to the event's ``total_usd``
+    amount_usd: str  # two decimals: ``total_usd`` split by each one's exact USD, so they add up to it (D-crypto-2)
     tx_id: str
     explorer_url: str | None = None
 
