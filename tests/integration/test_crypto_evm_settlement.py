@@ -642,3 +642,72 @@ def test_given_three_transfers_to_one_bill_in_one_poll_then_one_payment_seen_eve
         1,
     )
     assert billing.bill().status is BillStatus.PROCESSING  # $100.00 counted: settlement per transfer as before
+
+
+def _set_feed(chain: Chain, answer_usd: int, updated_at: int, mined_at: int) -> None:
+    """The ETH/USD test aggregator answers ``answer_usd`` (8 decimals) from a block mined at ``mined_at``."""
+    chain.node.call("evm_setNextBlockTimestamp", mined_at)
+    feed = chain.w3.eth.contract(address=chain.aggregator, abi=contracts.load("TestAggregator")["abi"])  # type: ignore[call-overload]
+    tx = feed.functions.setAnswer(answer_usd * 10**8, updated_at).transact({"from": chain.w3.eth.accounts[0]})
+    chain.w3.eth.wait_for_transaction_receipt(tx, timeout=10)
+
+
+@pytest.mark.parametrize(
+    ("at_block", "after", "usd", "review", "status", "flags"),
+    [
+        # min(2,500.00 locked, 2,480.00 at its block) = 2,480.00: 0.04 x 2,480 = $99.20, moved 0.8 % (< 2 %): counted;
+        # short $0.80 <= 1 % ($1.00): PAID, written off. Before: the rate now, $2,000.00 - moved 20 %: in review
+        (2_480, 2_000, "99.20", False, BillStatus.PAID, {BillFlag.PARTIAL, BillFlag.PAID_LATE}),
+        # 2,400.00 at its block: 0.04 x 2,400 = $96.00, moved 4 %: in review, not counted. Before: the rate now,
+        # $2,500.00 (no move): counted $100.00 and PAID
+        (2_400, 2_500, "96.00", True, BillStatus.OPEN, set()),
+    ],
+)
+def test_given_a_late_eth_payment_when_the_feed_moved_after_its_block_then_it_is_valued_at_the_rate_at_its_block(
+    billing: Billing,
+    monkeypatch: pytest.MonkeyPatch,
+    at_block: int,
+    after: int,
+    usd: str,
+    review: bool,
+    status: BillStatus,
+    flags: set[BillFlag],
+) -> None:
+    """D-crypto-3. The ETH quote (locked $2,500.00) expires at opened + 30 min. The feed answers ``at_block`` from
+    opened + 29 min; the customer pays 0.04 ETH at opened + 31 min (late, inside monitoring); at opened + 33 min the
+    feed (and the exchange) answer ``after``. The watcher runs after that: the payment is valued at the feed's answer
+    at its block, read there (latestRoundData at the payment's block), not at the rate now."""
+    from kilo_crypto_watch import dependencies, evm_handler  # noqa: PLC0415
+    from kilo_crypto_watch import settings as crypto_settings  # noqa: PLC0415
+    from kilo_dev.crypto_local import ExchangeStandin  # noqa: PLC0415
+
+    chain, opened = billing.chain, int(billing.opened_at.timestamp())
+    exchange = ExchangeStandin({"ETH": Decimal(after)}).start()
+    try:
+        monkeypatch.setenv("PRICE_FEEDS", json.dumps({"ETH": {"chain": "ethereum", "address": chain.aggregator}}))
+        monkeypatch.setenv("EXCHANGE_PRICE_URL", f"{exchange.url}/v2/prices/{{asset}}-USD/spot")
+        crypto_settings.settings.cache_clear()
+        dependencies.clear_caches()
+        evm_handler.rpc.cache_clear()
+        _set_feed(chain, at_block, opened + 29 * 60, opened + 29 * 60)
+        chain.node.call("evm_setNextBlockTimestamp", opened + 31 * 60)
+        tx = chain.pay_eth(PAYER, MERCHANT, ETH_QUOTE)
+        _set_feed(chain, after, opened + 33 * 60, opened + 33 * 60)
+
+        billing.run()
+        billing.final()
+    finally:
+        exchange.stop()
+
+    payment = billing.store.payment(f"ethereum:{tx}:-1")
+    assert payment is not None
+    assert (payment.late, payment.review, payment.rate, payment.usd) == (
+        True,
+        review,
+        Decimal(at_block),
+        Decimal(usd),
+    )
+    bill = billing.bill()
+    assert (bill.status, bill.flags) == (status, frozenset(flags))
+    if status is BillStatus.PAID:
+        assert (bill.settled_usd, bill.written_off_usd) == (Decimal("99.20"), Decimal("0.80"))

@@ -50,6 +50,7 @@ from kilo_crypto_watch.model import (
     QuoteStatus,
 )
 from kilo_crypto_watch.ports import (
+    ChainBlock,
     ChangeRefusedError,
     ConflictError,
     RateRefusedError,
@@ -289,10 +290,11 @@ def value_payment(
     quote: Quote,
     detected_at: datetime,
     policy: SettlementPolicy,
-    rate_now: Callable[[], Decimal],
+    rate_then: Callable[[], Decimal],
 ) -> Valuation:
     """USD of a payment toward ``quote``: the locked rate inside expiry; late, stablecoins 1:1 and ETH/SOL at
-    min(locked, rate at detection) - a move beyond ``late_review_move`` (or no rate at all) sends it to review."""
+    min(locked, ``rate_then``: the rate at the payment's block time, D-crypto-3) - a move beyond ``late_review_move``
+    (or no rate at all) sends it to review."""
     locked = quote.rate.price
     late = detected_at > quote.expires_at
     review = False
@@ -301,7 +303,7 @@ def value_payment(
         rate = Decimal(1)
     elif late:
         try:
-            current = rate_now()
+            current = rate_then()
         except RateRefusedError:
             current = None
         if current is None:
@@ -702,8 +704,8 @@ class Settlement:
 
     def resolve_review(self, payment_id: str, accept: bool) -> Payment:
         """The operator's decision on a payment in manual review (a late ETH/SOL payment whose price moved beyond the
-        review band). ``accept``: it counts at the rate the late-payment policy gave it (min(locked, rate at
-        detection); the locked rate when no rate was available at detection) and the bill moves as for any payment
+        review band). ``accept``: it counts at the rate the late-payment policy gave it (min(locked, rate at its
+        block time); the locked rate when no such rate was available) and the bill moves as for any payment
         (PROCESSING, PAID once finalized, ``CryptoBillSettled.v1`` once). Refused: it never counts and its asset
         amount is recorded as a refund owed to the sender. One conditional transaction on the bill's version, as
         every settlement step."""
@@ -959,7 +961,7 @@ class Settlement:
         return recompute(replace(bill, payments=others), self._policy, self._clock()).status is BillStatus.OPEN
 
     def _valued(self, payment: Payment, bill: Bill, quote: Quote, how: MatchedBy, detected: datetime) -> Payment:
-        valuation = value_payment(payment.transfer, quote, detected, self._policy, self._rate_now(quote.asset))
+        valuation = value_payment(payment.transfer, quote, detected, self._policy, self._rate_then(payment.transfer))
         return replace(
             payment,
             invoice_id=bill.invoice_id,
@@ -973,11 +975,15 @@ class Settlement:
             announced=False,
         )
 
-    def _rate_now(self, asset: Asset) -> Callable[[], Decimal]:
+    def _rate_then(self, transfer: ObservedTransfer) -> Callable[[], Decimal]:
+        """The asset's rate when the transfer was included (D-crypto-3): at its block time, read at its block where
+        the feed is on its chain; a transfer with no block time (never from the watchers or the fast path) at now."""
+
         def read() -> Decimal:
             if self._rates is None:
                 raise RateRefusedError("no rate sources configured")
-            return self._rates.lock(asset, self._clock()).price
+            when = transfer.block_time or self._clock()
+            return self._rates.at(transfer.asset, when, ChainBlock(transfer.chain, transfer.block_number)).price
 
         return read
 
