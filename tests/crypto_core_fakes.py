@@ -19,7 +19,7 @@ from kilo_crypto_watch.model import (
     Quote,
     RateReading,
 )
-from kilo_crypto_watch.ports import RateRefusedError
+from kilo_crypto_watch.ports import ChainBlock, RateRefusedError
 from kilo_crypto_watch.settlement import Settlement
 from tests.conftest import Stack
 from tests.fakes import RecordingPublisher
@@ -84,6 +84,10 @@ class FixedRates:
         price = self.prices[asset]
         reading = RateReading("fixed", asset, price, now)
         return LockedRate(asset, price, (reading,), now)
+
+    def at(self, asset: Asset, when: datetime, block: ChainBlock | None = None) -> LockedRate:
+        """The fixed price was the price then too (the rates' own reading of the past is tested on anvil)."""
+        return self.lock(asset, when)
 
 
 def crypto_store(stack: Stack) -> DynamoCryptoStore:

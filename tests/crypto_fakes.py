@@ -68,6 +68,7 @@ class MemoryPaymentSink:
     status: dict[str, PaymentStatus] = field(default_factory=dict)
     final: set[str] = field(default_factory=set)  # FAILED in a block now final
     calls: list[tuple[str, str]] = field(default_factory=list)  # (method, payment id) in order
+    batches: list[list[str]] = field(default_factory=list)  # each ``record_batch`` call's payment ids
 
     @property
     def recorded(self) -> list[str]:
@@ -96,6 +97,11 @@ class MemoryPaymentSink:
                 succeeded=transfer.succeeded,
             )
             self._store(moved if known is PaymentStatus.SEEN or not transfer.succeeded else transfer, transfer)
+
+    def record_batch(self, transfers: Sequence[ObservedTransfer]) -> None:
+        self.batches.append([transfer.payment_id for transfer in transfers])
+        for transfer in transfers:
+            self.record_seen(transfer)
 
     def _store(self, kept: ObservedTransfer, seen: ObservedTransfer) -> None:
         self.transfers[seen.payment_id] = kept

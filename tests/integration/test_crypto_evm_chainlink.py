@@ -100,3 +100,33 @@ def test_given_an_rpc_url_with_a_key_that_fails_then_the_message_names_neither_u
     assert "latestRoundData failed (" in str(raised.value)
     assert "secret-api-key-123" not in str(raised.value)
     assert "127.0.0.1" not in str(raised.value)
+
+
+def test_given_the_answer_changed_between_blocks_then_read_at_answers_as_the_feed_stood_then(chain: Chain) -> None:
+    """D-crypto-3. The feed answers $2,900.00 from a block mined at t, $3,100.00 from one mined at t + 600 s. As of
+    t + 300 s (a Solana slot's time, or Base's: found by block time) it answered $2,900.00; as of t + 610 s, $3,100.00;
+    given a block of its own chain (an Ethereum payment's), it answers there whatever the time; a block of another
+    chain is not its own (found by time). Fresh or stale as of the moment asked, not now."""
+    from kilo_crypto_watch.ports import ChainBlock  # noqa: PLC0415
+
+    t = int(chain.w3.eth.get_block("latest")["timestamp"]) + 100
+    chain.node.call("evm_setNextBlockTimestamp", t)
+    _set_answer(chain, 290_000_000_000, t)
+    first = chain.head()
+    chain.mine(3)  # blocks between the two answers
+    chain.node.call("evm_setNextBlockTimestamp", t + 600)
+    _set_answer(chain, 310_000_000_000, t + 600)
+    second = chain.head()
+    at = datetime.fromtimestamp(t, UTC)
+    source = _source(chain, now=at + timedelta(days=30))  # "now" is long after: only the moment asked counts
+
+    assert source.read_at("ETH", at + timedelta(seconds=300)).price == Decimal("2900")
+    assert source.read_at("ETH", at + timedelta(seconds=300)).updated_at == at
+    assert source.read_at("ETH", at + timedelta(seconds=610)).price == Decimal("3100")
+    assert source.read_at("ETH", at, ChainBlock("ethereum", second)).price == Decimal("3100")
+    assert source.read_at("ETH", at + timedelta(seconds=610), ChainBlock("ethereum", first)).price == Decimal("2900")
+    assert source.read_at("ETH", at + timedelta(seconds=300), ChainBlock("solana", second)).price == Decimal("2900")
+    with pytest.raises(PriceUnavailableError, match=r"stale answer.*3601 s ago, heartbeat 3600 s"):
+        source.read_at("ETH", at + timedelta(seconds=600 + 3_601))
+    with pytest.raises(PriceUnavailableError, match="no block at or before"):
+        source.read_at("ETH", datetime(2000, 1, 1, tzinfo=UTC))

@@ -580,3 +580,134 @@ def _remine_after_another_transfer(chain: Chain, raw: Any) -> None:
         chain.node.call("evm_mine")
     finally:
         chain.node.call("evm_setAutomine", True)
+
+
+def _capture(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict[str, Any]]]:
+    """The events the watcher's settlement publishes, in order (the real publisher's ``publish`` recorded instead)."""
+    from kilo_crypto_watch import dependencies  # noqa: PLC0415
+
+    published: list[tuple[str, dict[str, Any]]] = []
+    monkeypatch.setattr(dependencies.publisher(), "publish", lambda kind, detail: published.append((kind, detail)))
+    return published
+
+
+def test_given_three_transfers_to_one_bill_in_one_poll_then_one_payment_seen_event_carries_them_all(
+    billing: Billing, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """D-crypto-1. The linked wallet pays 30 USDC, 20 USDC and 0.01 ETH (at the locked $2,500.00: $25.00) before one
+    watcher run: three payments recorded and counted one by one ($75.00 of $100.00: OPEN, PARTIAL), and one
+    CryptoPaymentSeen.v1 for the bill naming the three ($75.00 together). A stranger's transfer in the same poll is
+    its own UnattributedCryptoPayment. A later poll's transfer is a new event of its own."""
+    published = _capture(monkeypatch)
+    first = billing.chain.pay_usdc(PAYER, MERCHANT, 30 * USDC)
+    second = billing.chain.pay_usdc(PAYER, MERCHANT, 20 * USDC)
+    ether = billing.chain.pay_eth(PAYER, MERCHANT, 10_000_000_000_000_000)
+    stranger = billing.chain.pay_usdc(OTHER, MERCHANT, 5 * USDC)
+
+    report = billing.run()
+
+    assert report["transfers_seen"] == 4
+    bill = billing.bill()
+    assert (bill.status, bill.flags) == (BillStatus.OPEN, frozenset({BillFlag.PARTIAL, BillFlag.MULTIPLE}))
+    assert sorted(line.usd for line in bill.payments) == [Decimal(20), Decimal(25), Decimal(30)]
+    [seen] = [detail for kind, detail in published if kind == "CryptoPaymentSeen.v1"]
+    ids = [f"ethereum:{first}:0", f"ethereum:{second}:0", f"ethereum:{ether}:-1"]
+    assert [(t["payment_id"], t["asset"], t["amount"], t["amount_usd"], t["tx_id"]) for t in seen["transfers"]] == [
+        (ids[0], "USDC", "30", "30.00", first),
+        (ids[1], "USDC", "20", "20.00", second),
+        (ids[2], "ETH", "0.01", "25.00", ether),
+    ]
+    assert [t["quote_id"] for t in seen["transfers"]] == ["q-usdc", "q-usdc", "q-eth"]
+    assert (seen["invoice_id"], seen["account_id"], seen["chain"], seen["total_usd"]) == (
+        "inv-1",
+        "acct-1",
+        "ethereum",
+        "75.00",
+    )
+    assert (seen["tx_id"], seen["amount"], seen["amount_usd"]) == (first, "30", "30.00")  # the first transfer's
+    assert seen["event_id"].startswith("crypto-seen:inv-1:")
+    [unattributed] = [detail for kind, detail in published if kind == "UnattributedCryptoPayment.v1"]
+    assert unattributed["tx_id"] == stranger
+    assert all(billing.store.payment(pid).announced for pid in ids)  # type: ignore[union-attr]
+
+    published.clear()
+    assert billing.run()["transfers_seen"] == 0
+    later = billing.chain.pay_usdc(PAYER, MERCHANT, 25 * USDC)
+    billing.run()
+
+    [again] = [detail for kind, detail in published if kind == "CryptoPaymentSeen.v1"]
+    assert (again["event_id"], again["total_usd"], len(again["transfers"])) == (
+        f"crypto-seen:ethereum:{later}:0",
+        "25.00",
+        1,
+    )
+    assert billing.bill().status is BillStatus.PROCESSING  # $100.00 counted: settlement per transfer as before
+
+
+def _set_feed(chain: Chain, answer_usd: int, updated_at: int, mined_at: int) -> None:
+    """The ETH/USD test aggregator answers ``answer_usd`` (8 decimals) from a block mined at ``mined_at``."""
+    chain.node.call("evm_setNextBlockTimestamp", mined_at)
+    feed = chain.w3.eth.contract(address=chain.aggregator, abi=contracts.load("TestAggregator")["abi"])  # type: ignore[call-overload]
+    tx = feed.functions.setAnswer(answer_usd * 10**8, updated_at).transact({"from": chain.w3.eth.accounts[0]})
+    chain.w3.eth.wait_for_transaction_receipt(tx, timeout=10)
+
+
+@pytest.mark.parametrize(
+    ("at_block", "after", "usd", "review", "status", "flags"),
+    [
+        # min(2,500.00 locked, 2,480.00 at its block) = 2,480.00: 0.04 x 2,480 = $99.20, moved 0.8 % (< 2 %): counted;
+        # short $0.80 <= 1 % ($1.00): PAID, written off. Before: the rate now, $2,000.00 - moved 20 %: in review
+        (2_480, 2_000, "99.20", False, BillStatus.PAID, {BillFlag.PARTIAL, BillFlag.PAID_LATE}),
+        # 2,400.00 at its block: 0.04 x 2,400 = $96.00, moved 4 %: in review, not counted. Before: the rate now,
+        # $2,500.00 (no move): counted $100.00 and PAID
+        (2_400, 2_500, "96.00", True, BillStatus.OPEN, set()),
+    ],
+)
+def test_given_a_late_eth_payment_when_the_feed_moved_after_its_block_then_it_is_valued_at_the_rate_at_its_block(
+    billing: Billing,
+    monkeypatch: pytest.MonkeyPatch,
+    at_block: int,
+    after: int,
+    usd: str,
+    review: bool,
+    status: BillStatus,
+    flags: set[BillFlag],
+) -> None:
+    """D-crypto-3. The ETH quote (locked $2,500.00) expires at opened + 30 min. The feed answers ``at_block`` from
+    opened + 29 min; the customer pays 0.04 ETH at opened + 31 min (late, inside monitoring); at opened + 33 min the
+    feed (and the exchange) answer ``after``. The watcher runs after that: the payment is valued at the feed's answer
+    at its block, read there (latestRoundData at the payment's block), not at the rate now."""
+    from kilo_crypto_watch import dependencies, evm_handler  # noqa: PLC0415
+    from kilo_crypto_watch import settings as crypto_settings  # noqa: PLC0415
+    from kilo_dev.crypto_local import ExchangeStandin  # noqa: PLC0415
+
+    chain, opened = billing.chain, int(billing.opened_at.timestamp())
+    exchange = ExchangeStandin({"ETH": Decimal(after)}).start()
+    try:
+        monkeypatch.setenv("PRICE_FEEDS", json.dumps({"ETH": {"chain": "ethereum", "address": chain.aggregator}}))
+        monkeypatch.setenv("EXCHANGE_PRICE_URL", f"{exchange.url}/v2/prices/{{asset}}-USD/spot")
+        crypto_settings.settings.cache_clear()
+        dependencies.clear_caches()
+        evm_handler.rpc.cache_clear()
+        _set_feed(chain, at_block, opened + 29 * 60, opened + 29 * 60)
+        chain.node.call("evm_setNextBlockTimestamp", opened + 31 * 60)
+        tx = chain.pay_eth(PAYER, MERCHANT, ETH_QUOTE)
+        _set_feed(chain, after, opened + 33 * 60, opened + 33 * 60)
+
+        billing.run()
+        billing.final()
+    finally:
+        exchange.stop()
+
+    payment = billing.store.payment(f"ethereum:{tx}:-1")
+    assert payment is not None
+    assert (payment.late, payment.review, payment.rate, payment.usd) == (
+        True,
+        review,
+        Decimal(at_block),
+        Decimal(usd),
+    )
+    bill = billing.bill()
+    assert (bill.status, bill.flags) == (status, frozenset(flags))
+    if status is BillStatus.PAID:
+        assert (bill.settled_usd, bill.written_off_usd) == (Decimal("99.20"), Decimal("0.80"))

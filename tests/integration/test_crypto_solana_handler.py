@@ -17,12 +17,15 @@ from decimal import Decimal
 import pytest
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
+from web3 import HTTPProvider, Web3
 
 from kilo_crypto_watch.adapters import DynamoCryptoStore
 from kilo_crypto_watch.model import Asset, Bill, BillStatus, LockedRate, PaymentStatus, Quote, QuoteStatus, RateReading
+from kilo_dev import contracts
 from kilo_dev.solana_standin import SolanaStandin
 from tests.conftest import LambdaContext, Stack
 from tests.crypto_solana_chain import USDC, SolanaTestChain
+from tests.evm_chain import Deployed, deploy
 
 LAG = 4
 
@@ -232,3 +235,125 @@ def test_given_a_quote_near_its_expiry_then_the_run_publishes_crypto_quote_expir
         "SOL",
         "0.5",
     )
+
+
+def test_given_two_sol_transfers_to_one_bill_in_one_run_then_one_payment_seen_event_carries_both(
+    deployed: DynamoCryptoStore, chain: SolanaTestChain, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """D-crypto-1. 0.2 SOL and 0.3 SOL at the locked $200.00 ($40.00 + $60.00), both carrying the quote's reference,
+    seen by one run: two payments, the bill PROCESSING on both, and one CryptoPaymentSeen.v1 naming both ($100.00)."""
+    from kilo_crypto_watch import dependencies  # noqa: PLC0415
+
+    published: list[tuple[str, dict[str, object]]] = []
+    monkeypatch.setattr(dependencies.publisher(), "publish", lambda kind, detail: published.append((kind, detail)))
+    reference = open_bill(deployed, chain, "100.00", "SOL", "200.00", 500_000_000)
+    first = chain.pay_sol(200_000_000, reference=reference)
+    second = chain.pay_sol(300_000_000, reference=reference)
+
+    (report,) = run_handler()["runs"]  # type: ignore[misc]
+
+    assert report["transfers_seen"] == 2
+    assert bill_of(deployed).status is BillStatus.PROCESSING
+    assert sorted(line.usd for line in bill_of(deployed).payments) == [Decimal(40), Decimal(60)]
+    [seen] = [detail for kind, detail in published if kind == "CryptoPaymentSeen.v1"]
+    transfers = seen["transfers"]
+    assert isinstance(transfers, list)
+    assert sorted((t["tx_id"], t["amount"], t["amount_usd"], t["quote_id"]) for t in transfers) == sorted(
+        [(first, "0.2", "40.00", "q-1"), (second, "0.3", "60.00", "q-1")]
+    )
+    assert (seen["invoice_id"], seen["chain"], seen["total_usd"]) == ("inv-sol-1", "solana", "100.00")
+
+    published.clear()
+    (rerun,) = run_handler()["runs"]  # type: ignore[misc]
+    assert rerun["transfers_seen"] == 0
+    assert [kind for kind, _ in published if kind == "CryptoPaymentSeen.v1"] == []
+
+
+def test_given_a_late_sol_payment_then_it_is_valued_at_the_sol_feed_as_it_stood_at_the_slots_time(
+    stack: Stack, anvil_session: Deployed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """D-crypto-3. A $100.00 bill; its SOL quote (locked $200.00: 0.5 SOL) expired a minute before the Solana chain
+    began. The SOL/USD feed (on anvil, the feeds' chain) answers $198.00 from the chain's first second g; the customer
+    pays 0.5 SOL with the quote's reference (late, inside monitoring) in a slot of time g + a few seconds; at g + 600 s
+    the feed answers $150.00. The run values it at the feed as it stood at the slot's time (the last Ethereum block at
+    or before it): min($200.00, $198.00) = $198.00, 0.5 x 198 = $99.00, moved 1 % (< 2 %): counted, and inside ETH/SOL's
+    1 % the bill is PROCESSING. Before, the rate now was asked (the feed's $150.00 and an exchange that does not
+    answer): no rate, in review."""
+    from kilo_crypto_watch.model import BillFlag  # noqa: PLC0415
+
+    node = anvil_session.node
+    snapshot = node.call("evm_snapshot")
+    w3 = Web3(HTTPProvider(node.url))
+    g = int(w3.eth.get_block("latest")["timestamp"]) + 100
+    try:
+        node.call("evm_setNextBlockTimestamp", g)
+        feed = deploy(w3, "TestAggregator", 8, "SOL / USD", 198 * 10**8)  # updated at g
+        with SolanaStandin(finality_lag=LAG, genesis_time=g) as running:
+            chain = SolanaTestChain(running)
+            for key, value in stack.template.function_environment("SolanaWatchFunction").items():
+                monkeypatch.setenv(key, value)
+            chains = [{"key": "solana", "merchant_address": str(chain.merchant.pubkey()), "usdc": str(chain.usdc)}]
+            monkeypatch.setenv("CRYPTO_CHAINS", json.dumps(chains))
+            monkeypatch.setenv("PRICE_FEEDS", json.dumps({"SOL": {"chain": "ethereum", "address": feed}}))
+            monkeypatch.setenv("EXCHANGE_PRICE_URL", "http://127.0.0.1:9/v2/prices/{asset}-USD/spot")  # never answers
+            secret = {"solana": running.url, "ethereum": node.url}  # the feeds' chain by the secret (D138)
+            stack.clients["secretsmanager"].create_secret(
+                Name=stack.template.parameters["CryptoRpcSecretName"], SecretString=json.dumps(secret)
+            )
+            _clear()
+            store = DynamoCryptoStore(stack.clients["dynamodb"], stack.template.physical_name("CryptoTable"))
+            reference = _expired_sol_quote(store, chain, datetime.fromtimestamp(g, UTC))
+            signature = chain.pay_sol(500_000_000, reference=reference)
+            node.call("evm_setNextBlockTimestamp", g + 600)
+            contract = w3.eth.contract(address=feed, abi=contracts.load("TestAggregator")["abi"])  # type: ignore[call-overload]
+            moved = contract.functions.setAnswer(150 * 10**8, g + 600).transact({"from": w3.eth.accounts[0]})
+            w3.eth.wait_for_transaction_receipt(moved, timeout=10)
+
+            run_handler()
+    finally:
+        _clear()
+        assert node.call("evm_revert", snapshot) is True
+
+    payment = store.payment(f"solana:{signature}:0")
+    assert payment is not None
+    assert (payment.late, payment.review, payment.rate, payment.usd) == (True, False, Decimal(198), Decimal("99.00"))
+    bill = store.bill("inv-sol-1")
+    assert bill is not None
+    assert (bill.status, bill.flags) == (BillStatus.PROCESSING, frozenset({BillFlag.PAID_LATE}))
+
+
+def _expired_sol_quote(store: DynamoCryptoStore, chain: SolanaTestChain, start: datetime) -> Pubkey:
+    """A $100.00 bill and a SOL quote at $200.00 (0.5 SOL) made 31 minutes before ``start``, expired a minute before
+    it, still monitored (72 h)."""
+    reference = Keypair().pubkey()
+    created = start - timedelta(minutes=31)
+    assert store.create_bill(
+        Bill(
+            invoice_id="inv-sol-1",
+            account_id="acct-1",
+            number="KB-0001",
+            period="2026-10",
+            total_usd=Decimal("100.00"),
+            issued_at=created - timedelta(hours=1),
+        )
+    )
+    locked = LockedRate("SOL", Decimal(200), (RateReading("fixed", "SOL", Decimal(200), created),), created)
+    store.add_quote(
+        Quote(
+            quote_id="q-1",
+            invoice_id="inv-sol-1",
+            account_id="acct-1",
+            chain="solana",
+            asset="SOL",
+            amount_usd=Decimal("100.00"),
+            rate=locked,
+            atomic_amount=500_000_000,
+            pay_to=str(chain.merchant.pubkey()),
+            created_at=created,
+            expires_at=created + timedelta(minutes=30),
+            monitor_until=created + timedelta(hours=72),
+            payment_uri=f"solana:{chain.merchant.pubkey()}?reference={reference}",
+            reference=str(reference),
+        )
+    )
+    return reference

@@ -368,3 +368,77 @@ def test_given_the_catalogue_then_the_kinds_an_account_may_choose_channels_for_a
     from kilo_billing.accounts import ALERT_KINDS  # noqa: PLC0415
 
     assert sorted(ALERT_KINDS) == sorted(CATALOGUE)
+
+
+def _seen_transfer(tx: str, asset: str, amount: str, usd: str, index: int = 0) -> dict[str, object]:
+    return {
+        "payment_id": f"ethereum:{tx}:{index}",
+        "quote_id": "q_1",
+        "asset": asset,
+        "amount": amount,
+        "amount_usd": usd,
+        "tx_id": tx,
+        "explorer_url": f"https://etherscan.io/tx/{tx}",
+    }
+
+
+def test_given_one_payment_seen_event_for_three_transfers_then_one_alert_sums_them_per_asset_and_lists_them() -> None:
+    """D-crypto-1: 12.5 + 17.5 USDC and 0.01 ETH ($25.00) in two transactions -> "30 USDC + 0.01 ETH ($55.00)", both
+    transactions named, and the account's page as the link (several transactions have no one explorer page)."""
+    tx_a, tx_b = "0x" + "a" * 64, "0x" + "b" * 64
+    event = {
+        "event_id": "crypto-seen:acct_1/2026-10:0123456789abcdef0123",
+        "account_id": "acct_1",
+        "invoice_id": "acct_1/2026-10",
+        "quote_id": "q_1",
+        "chain": "ethereum",
+        "asset": "USDC",
+        "amount": "12.5",
+        "amount_usd": "12.50",
+        "tx_id": tx_a,
+        "occurred_at": "2026-11-02T10:00:00+00:00",
+        "transfers": [
+            _seen_transfer(tx_a, "USDC", "12.5", "12.50"),
+            _seen_transfer(tx_a, "USDC", "17.5", "17.50", 1),
+            _seen_transfer(tx_b, "ETH", "0.01", "25.00", -1),
+        ],
+        "total_usd": "55.00",
+    }
+
+    alert = alert_from_event(CryptoPaymentSeenV1.DETAIL_TYPE, event)
+
+    assert alert.key == "crypto-seen:acct_1/2026-10:0123456789abcdef0123"
+    assert (alert.values["amount"], alert.values["amount_usd"]) == ("30 USDC + 0.01 ETH", "$55.00")
+    assert alert.values["tx_id"] == f"{tx_a}, {tx_b}"
+    assert "tx_url" not in alert.values  # delivery links the account's page
+    page = "https://app.kilo.example/settings/alerts?account=acct_1"
+    values = {**alert.values, "tx_url": page, "account_id": "acct_1", "account_name": "Ada", "preferences_url": page}
+    rendered = render(alert.kind, values)
+    assert rendered.subject == "We see your crypto payment of 30 USDC + 0.01 ETH ($55.00) for invoice acct_1/2026-10"
+    assert "acct_1 is on chain in 3 transfers." in rendered.text
+    assert f"Transactions {tx_a}, {tx_b}: {page}" in rendered.text
+    assert ">view them</a>" in rendered.html
+    assert rendered.sms.startswith("Kilo: payment of 30 USDC + 0.01 ETH ($55.00) seen on Ethereum")
+
+
+def test_given_one_payment_seen_event_for_two_transfers_of_one_transaction_then_its_explorer_page_is_the_link() -> None:
+    tx = "0x" + "c" * 64
+    event = {
+        "event_id": "crypto-seen:acct_1/2026-10:abcdefabcdefabcdefab",
+        "account_id": "acct_1",
+        "invoice_id": "acct_1/2026-10",
+        "chain": "ethereum",
+        "asset": "USDC",
+        "amount": "0.005",
+        "amount_usd": "0.01",
+        "tx_id": tx,
+        "occurred_at": "2026-11-02T10:00:00+00:00",
+        "transfers": [_seen_transfer(tx, "USDC", "0.005", "0.01"), _seen_transfer(tx, "USDC", "0.005", "0.00", 1)],
+        "total_usd": "0.01",
+    }
+
+    alert = alert_from_event(CryptoPaymentSeenV1.DETAIL_TYPE, event)
+
+    assert (alert.values["amount"], alert.values["amount_usd"], alert.values["tx_id"]) == ("0.01 USDC", "$0.01", tx)
+    assert alert.values["tx_url"] == f"https://etherscan.io/tx/{tx}"
+    assert (alert.values["transactions_label"], alert.values["view_text"]) == ("Transaction", "view it")

@@ -95,3 +95,41 @@ def test_given_a_source_that_does_not_answer_then_the_quote_is_refused_naming_it
         rates.lock("ETH", NOW)
     both = CheckedRates([Source(chainlink("ETH", "2500.00")), Source(exchange("ETH", "2501.00"))])
     assert both.lock("ETH", NOW).price == Decimal("2500.00")
+
+
+class PastSource(Source):
+    """A source that reads the past (as Chainlink does): what it answered at each moment asked."""
+
+    def __init__(self, answers: dict[datetime, RateReading]) -> None:
+        super().__init__(None)
+        self.answers = answers
+        self.asked: list[tuple[datetime, object]] = []
+
+    def read_at(self, asset: str, when: datetime, block: object = None) -> RateReading:
+        self.asked.append((when, block))
+        return self.answers[when]
+
+
+def test_given_a_past_moment_then_the_rate_is_the_past_readers_answer_then_fresh_as_of_that_moment() -> None:
+    """D-crypto-3: the first source that reads the past answers (the exchange knows only now); fresh against the
+    moment asked (10 min old then), though it is a day old now."""
+    from kilo_crypto_watch.ports import ChainBlock  # noqa: PLC0415
+
+    then = NOW - timedelta(days=1)
+    past = RateReading("chainlink:ethereum", "ETH", Decimal("2480.00"), then - timedelta(minutes=10), 3600)
+    chainlink_source = PastSource({then: past})
+    rates = CheckedRates([Source(exchange("ETH", "2000.00")), chainlink_source])
+
+    locked = rates.at("ETH", then, ChainBlock("ethereum", 123))
+
+    assert (locked.price, locked.readings, locked.locked_at) == (Decimal("2480.00"), (past,), then)
+    assert chainlink_source.asked == [(then, ChainBlock("ethereum", 123))]
+
+
+def test_given_no_source_reading_the_past_or_a_stale_answer_then_no_rate_then() -> None:
+    then = NOW - timedelta(days=1)
+    with pytest.raises(SourceUnavailableError, match="no price source can read a past price"):
+        CheckedRates([Source(exchange("ETH", "2500.00"))]).at("ETH", then)
+    stale = RateReading("chainlink:ethereum", "ETH", Decimal("2480.00"), then - timedelta(seconds=3601), 3600)
+    with pytest.raises(StaleRateError, match=r"was stale at .*3601 s before, heartbeat 3600 s"):
+        CheckedRates([PastSource({then: stale})]).at("ETH", then)

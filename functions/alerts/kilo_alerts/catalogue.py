@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
+from fractions import Fraction
 from typing import Any, Final, Protocol, TypeVar
 
 from pydantic import ValidationError
@@ -26,7 +27,7 @@ from kilo_billing.contracts import (
     PaymentFailedV1,
     UsageThresholdCrossedV1,
 )
-from kilo_billing.money import round_money
+from kilo_billing.money import exact_decimal, round_money
 from kilo_billing.periods import Period
 
 SEVERITY_ORDER: Final = (Severity.LOW, Severity.MEDIUM, Severity.HIGH)
@@ -90,8 +91,8 @@ CATALOGUE: Final[Mapping[str, AlertSpec]] = {
         AlertSpec(
             "crypto_payment_seen",
             CryptoPaymentSeenV1.DETAIL_TYPE,
-            "a chain payment toward the account's crypto bill was seen on chain (included, not yet final); once per "
-            "chain payment",
+            "chain payments toward the account's crypto bill were seen on chain (included, not yet final); once per "
+            "bill per watcher batch, naming every transfer it saw",
             Severity.HIGH,
         ),
         AlertSpec(
@@ -324,18 +325,33 @@ def _chain_label(chain: str) -> str:
 
 
 def _crypto_payment_seen(detail: Mapping[str, Any]) -> Alert:
+    """One alert for the transfers one watcher batch saw toward the bill (D-crypto-1): their amounts summed per asset
+    (``30 USDC + 0.01 ETH``), their USD together, their transactions. An event from before ``transfers`` covers its
+    one transfer."""
     event = _parse(CryptoPaymentSeenV1, detail)
+    transfers = [(t.asset, t.amount, t.tx_id, t.explorer_url) for t in event.transfers] or [
+        (event.asset, event.amount, event.tx_id, event.explorer_url)
+    ]
+    per_asset: dict[str, Fraction] = {}
+    for asset, amount, _, _ in transfers:
+        per_asset[asset] = per_asset.get(asset, Fraction(0)) + Fraction(_decimal(amount))
+    tx_ids = list(dict.fromkeys(tx_id for _, _, tx_id, _ in transfers))
     values = {
         "invoice_id": event.invoice_id,
-        "amount": asset_text(event.amount, event.asset),
-        "amount_usd": money_text(event.amount_usd),
+        "amount": " + ".join(asset_text(str(exact_decimal(total)), asset) for asset, total in per_asset.items()),
+        "amount_usd": money_text(event.total_usd or event.amount_usd),
         "chain": _chain_label(event.chain),
-        "tx_id": event.tx_id,
+        "tx_id": ", ".join(tx_ids),
+        "transfers_note": f" in {len(transfers)} transfers" if len(transfers) > 1 else "",
+        "transactions_label": "Transactions" if len(tx_ids) > 1 else "Transaction",
+        "view_text": "view them" if len(tx_ids) > 1 else "view it",
     }
-    explorer = event.explorer_url or (EXPLORERS[event.chain] + event.tx_id if event.chain in EXPLORERS else None)
-    if explorer:
-        values["tx_url"] = explorer
-    # key crypto-seen:<chain>:<tx id>:<index>: one alert per chain payment
+    if len(tx_ids) == 1:  # several transactions: the account's page, which lists them (delivery's default link)
+        given = next(url for _, _, _, url in transfers)
+        explorer = given or (EXPLORERS[event.chain] + tx_ids[0] if event.chain in EXPLORERS else None)
+        if explorer:
+            values["tx_url"] = explorer
+    # key: the event id (one payment's crypto-seen:<chain>:<tx id>:<index>, or its batch's): one alert per event
     return _occurrence_alert("crypto_payment_seen", event, event.event_id, Severity.LOW, values)
 
 

@@ -20,8 +20,9 @@ a path parameter. A malformed key is a 400 naming ``path.invoice``; answers name
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Annotated, Any, Final
 
 from aws_lambda_powertools.event_handler import Response
@@ -46,6 +47,7 @@ from kilo_crypto_watch.settlement import (
     NoQuoteError,
     UnstorableError,
     asset_amount,
+    counted_usd,
 )
 from kilo_crypto_watch.wallets import SignInError, WalletTakenError
 
@@ -143,13 +145,14 @@ def _bill(account_id: str, invoice: str) -> str:
     return invoice_id_from_key(invoice)
 
 
-def _payment(payment: Payment) -> dict[str, Any]:
+def _payment(payment: Payment, shown: Mapping[str, Decimal]) -> dict[str, Any]:
+    usd = shown.get(payment.payment_id, payment.usd)
     return {
         "payment_id": payment.payment_id,
         "status": payment.status.value,
         "asset": payment.transfer.asset,
         "amount": decimal_str(asset_amount(payment.transfer.atomic_amount, payment.transfer.asset)),
-        "amount_usd": money_str(payment.usd) if payment.usd is not None else None,
+        "amount_usd": money_str(usd) if usd is not None else None,
         "late": payment.late,
         "manual_review": payment.review,
     }
@@ -172,7 +175,8 @@ def post_quote(account_id: AccountId, invoice: InvoiceKey, body: schemas.QuoteIn
 def post_transaction(account_id: AccountId, invoice: InvoiceKey, body: schemas.TransactionIn) -> Response[str]:
     invoice_id = _bill(account_id, invoice)
     payments = logic.submit_transaction(dependencies.api(), account_id, invoice_id, body.chain, body.tx_id)
-    return json_response(202, {"invoice_id": invoice_id, "payments": [_payment(p) for p in payments]})
+    shown = counted_usd(payments)  # the transaction's counted credits add up to what they count for (D-crypto-2)
+    return json_response(202, {"invoice_id": invoice_id, "payments": [_payment(p, shown) for p in payments]})
 
 
 @_route("POST", "/wallets/nonce", "A single-use nonce and what the wallet's sign-in message must name",

@@ -1,4 +1,5 @@
-"""A PriceSource reading Chainlink price feeds on chain with web3.py: ``latestRoundData`` and ``decimals``.
+"""A PriceSource reading Chainlink price feeds on chain with web3.py: ``latestRoundData`` and ``decimals`` - now
+(``read``), or as the feed stood at a past block (``read_at``: a late payment's rate, D-crypto-3).
 
 The answer is exact: ``answer x 10^-decimals`` as a Decimal (no float, no rounding). A feed answers something unusable
 - no round yet (``updatedAt`` 0), a zero or negative answer, an answer carried from an earlier round
@@ -18,7 +19,7 @@ from typing import Any, Final
 from web3 import HTTPProvider, Web3
 
 from kilo_crypto_watch.model import Asset, RateReading
-from kilo_crypto_watch.ports import PriceUnavailableError
+from kilo_crypto_watch.ports import ChainBlock, PriceUnavailableError
 
 AGGREGATOR_V3_ABI: Final[list[dict[str, Any]]] = [
     {
@@ -85,27 +86,82 @@ class ChainlinkPriceSource:
         return self._web3[feed.chain]
 
     def read(self, asset: Asset) -> RateReading:
-        feed = self.feeds.get(asset)
-        if feed is None:
-            raise PriceUnavailableError(f"no Chainlink feed configured for {asset}")
-        web3 = self._chain(feed)
-        contract = web3.eth.contract(address=Web3.to_checksum_address(feed.address), abi=AGGREGATOR_V3_ABI)
+        feed = self._feed(asset)
+        contract = self._contract(feed)
         try:
             if asset not in self._decimals:
                 self._decimals[asset] = int(contract.functions.decimals().call())
-            round_id, answer, _started, updated_at, answered_in = contract.functions.latestRoundData().call()
+            answer = contract.functions.latestRoundData().call()
         except Exception as exc:  # any failure to read the feed (connection, revert, not a feed): no price from it
             # the error's type only: an RPC error's text can carry the provider URL and its API key, and this message
             # reaches customers (the quote route's 503)
             raise PriceUnavailableError(f"{feed.source}: latestRoundData failed ({type(exc).__name__})") from exc
+        return self._reading(asset, feed, answer, self.clock())
+
+    def read_at(self, asset: Asset, when: datetime, block: ChainBlock | None = None) -> RateReading:
+        """The feed's ``latestRoundData`` as it stood at a past moment (a late payment's, D-crypto-3): at ``block``
+        when that is a block of the feed's own chain (a payment on Ethereum: its block), else at the last block of
+        the feed's chain at or before ``when`` (a Solana slot's time; Base's block time on Ethereum's feed). Stale
+        against ``when``, not now. The node must still hold that block's state (recent blocks; an archive node for
+        old ones): one that does not is a PriceUnavailableError, like any failed read."""
+        feed = self._feed(asset)
+        contract = self._contract(feed)
+        try:
+            if block is not None and block.chain == feed.chain:
+                number = block.number
+            else:
+                number = self._block_at(self._chain(feed), when)
+            if asset not in self._decimals:
+                self._decimals[asset] = int(contract.functions.decimals().call())
+            answer = contract.functions.latestRoundData().call(block_identifier=number)
+        except PriceUnavailableError:
+            raise
+        except Exception as exc:  # as ``read``: the error's type only
+            raise PriceUnavailableError(
+                f"{feed.source}: latestRoundData at {when.isoformat()} failed ({type(exc).__name__})"
+            ) from exc
+        return self._reading(asset, feed, answer, when)
+
+    def _feed(self, asset: Asset) -> ChainlinkFeed:
+        feed = self.feeds.get(asset)
+        if feed is None:
+            raise PriceUnavailableError(f"no Chainlink feed configured for {asset}")
+        return feed
+
+    def _contract(self, feed: ChainlinkFeed) -> Any:
+        web3 = self._chain(feed)
+        return web3.eth.contract(address=Web3.to_checksum_address(feed.address), abi=AGGREGATOR_V3_ABI)
+
+    def _block_at(self, web3: Web3, when: datetime) -> int:
+        """The number of the last block whose timestamp is at or before ``when`` (a binary search over headers:
+        about log2(height) reads, only for late payments)."""
+        target = int(when.timestamp())
+        latest = web3.eth.get_block("latest")
+        high, high_time = int(latest["number"]), int(latest["timestamp"])
+        if high_time <= target:
+            return high
+        low = 0
+        if int(web3.eth.get_block(low)["timestamp"]) > target:
+            raise PriceUnavailableError(f"the chain has no block at or before {when.isoformat()}")
+        while high - low > 1:  # timestamp(low) <= target < timestamp(high)
+            middle = (low + high) // 2
+            if int(web3.eth.get_block(middle)["timestamp"]) <= target:
+                low = middle
+            else:
+                high = middle
+        return low
+
+    def _reading(self, asset: Asset, feed: ChainlinkFeed, answer: Any, at: datetime) -> RateReading:
+        """A round's answer checked (a completed round, a price, not carried over, fresh as of ``at``)."""
+        round_id, price, _started, updated_at, answered_in = answer
         if int(updated_at) == 0:
             raise PriceUnavailableError(f"{feed.source}: no completed round (updatedAt 0)")
-        if int(answer) <= 0:
-            raise PriceUnavailableError(f"{feed.source}: answer {answer} is not a price")
+        if int(price) <= 0:
+            raise PriceUnavailableError(f"{feed.source}: answer {price} is not a price")
         if int(answered_in) < int(round_id):
             raise PriceUnavailableError(f"{feed.source}: round {round_id} carries an answer from round {answered_in}")
         updated = datetime.fromtimestamp(int(updated_at), UTC)
-        age = (self.clock() - updated).total_seconds()
+        age = (at - updated).total_seconds()
         if age > feed.heartbeat_seconds:
             raise PriceUnavailableError(
                 f"{feed.source}: stale answer, updated {updated.isoformat()} ({int(age)} s ago, heartbeat "
@@ -114,7 +170,7 @@ class ChainlinkPriceSource:
         return RateReading(
             source=feed.source,
             asset=asset,
-            price=Decimal(int(answer)).scaleb(-self._decimals[asset]),
+            price=Decimal(int(price)).scaleb(-self._decimals[asset]),
             updated_at=updated,
             heartbeat_seconds=feed.heartbeat_seconds,
             round_id=int(round_id),

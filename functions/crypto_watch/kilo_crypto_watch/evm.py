@@ -245,8 +245,7 @@ def _scan(
         for credit in transaction_credits(chain, tx, receipt, stamps.get(receipt.block_number)):
             seen.setdefault(credit.payment_id, credit)  # USDC logs were already found by eth_getLogs
     ordered = sorted(seen.values(), key=lambda t: (t.block_number, t.index if t.index >= 0 else 1 << 30, t.tx_id))
-    for credit in ordered:
-        sink.record_seen(credit)
+    sink.record_batch(ordered)  # one batch: one "payment seen" per bill (D-crypto-1), before the cursor moves past it
     transactions = sum(len(block.transactions) for block in blocks)
     return len(ordered), sum(1 for credit in ordered if not credit.succeeded), transactions, blocks[-1].hash
 
@@ -390,8 +389,8 @@ def _relocated(
         if tx is None:
             continue
         for credit in transaction_credits(chain, tx, receipt):  # no block time: settlement keeps the first one
-            sink.record_seen(credit)
             found[credit.payment_id] = credit
+    sink.record_batch(list(found.values()))
     wanted = {p.payment_id for p in replaced}
     return {pid: credit for pid, credit in found.items() if pid in wanted}
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from kilo_billing.money import decimal_str, money_str
 from kilo_crypto_watch.model import Bill, ChainConfig, Payment, Quote, QuoteStatus
-from kilo_crypto_watch.settlement import asset_amount, explorer_url, quote_status
+from kilo_crypto_watch.settlement import asset_amount, counts, explorer_url, quote_status, shown_usd
 
 
 def _bill(bill: Bill) -> dict[str, Any]:
@@ -59,8 +60,9 @@ def quote_view(quote: Quote, status: QuoteStatus) -> dict[str, Any]:
     }
 
 
-def _payment(payment: Payment, chains: Mapping[str, ChainConfig]) -> dict[str, Any]:
+def _payment(payment: Payment, chains: Mapping[str, ChainConfig], shown: Mapping[str, Decimal]) -> dict[str, Any]:
     transfer = payment.transfer
+    usd = shown.get(payment.payment_id, payment.usd)
     return {
         "payment_id": payment.payment_id,
         "invoice_id": payment.invoice_id,
@@ -68,7 +70,7 @@ def _payment(payment: Payment, chains: Mapping[str, ChainConfig]) -> dict[str, A
         "chain": transfer.chain,
         "asset": transfer.asset,
         "amount": decimal_str(asset_amount(transfer.atomic_amount, transfer.asset)),
-        "amount_usd": money_str(payment.usd) if payment.usd is not None else None,
+        "amount_usd": money_str(usd) if usd is not None else None,
         "rate_usd": decimal_str(payment.rate) if payment.rate is not None else None,
         "status": payment.status.value,
         "late": payment.late,
@@ -92,11 +94,16 @@ def account_history(
 ) -> dict[str, Any]:
     """Newest first. A payment moved to another id (its transaction re-mined at another log index, D155) is shown
     once, where it is now: the id it moved to (its current state) - the old id, kept ORPHANED and pointing at it,
-    is not a payment of its own."""
+    is not a payment of its own. The payments a bill counts show its counted sum split among them (``shown_usd``):
+    they add up to it to the cent; the others show their own USD."""
     by_invoice = {bill.invoice_id: bill for bill in bills}
-    shown = [payment for payment in payments if payment.moved_to is None]
+    listed = [payment for payment in payments if payment.moved_to is None]
+    # a bill's counted payments show its counted sum split among them, to the cent (D-crypto-2)
+    usd: dict[str, Decimal] = {}
+    for bill in bills:
+        usd.update(shown_usd((line.payment_id, line.usd) for line in bill.payments if counts(line)))
     return {
         "bills": [_bill(b) for b in sorted(bills, key=lambda b: b.issued_at, reverse=True)],
         "quotes": [_quote(q, by_invoice, now) for q in sorted(quotes, key=lambda q: q.created_at, reverse=True)],
-        "payments": [_payment(p, chains) for p in sorted(shown, key=lambda p: p.seen_at, reverse=True)],
+        "payments": [_payment(p, chains, usd) for p in sorted(listed, key=lambda p: p.seen_at, reverse=True)],
     }

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 from kilo_crypto_watch.model import (
     Asset,
@@ -44,6 +44,11 @@ class PaymentSink(Protocol):
         """A credit to a merchant address was seen (or failed): record it, match it to a bill or UNATTRIBUTED."""
         ...
 
+    def record_batch(self, transfers: Sequence[ObservedTransfer]) -> None:
+        """The credits one watcher batch saw, each recorded as by ``record_seen``; the customer is told of them once
+        per bill (one ``CryptoPaymentSeen.v1`` carrying that bill's transfers, D-crypto-1)."""
+        ...
+
     def pending(self, chain: str) -> Sequence[PendingPayment]:
         """SEEN payments on ``chain`` awaiting finality, and FAILED ones whose block is not final yet."""
         ...
@@ -74,6 +79,26 @@ class PriceSource(Protocol):
     """One independent source of an asset's USD price (Chainlink on chain, an exchange's spot API)."""
 
     def read(self, asset: Asset) -> RateReading: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ChainBlock:
+    """A block of a configured chain (EVM block number / Solana slot): where a payment was included."""
+
+    chain: str
+    number: int
+
+
+@runtime_checkable
+class HistoricalPriceSource(Protocol):
+    """A price source that can answer for a past moment (Chainlink: the feed's state at a block). An exchange's
+    spot API cannot, and is not one."""
+
+    def read_at(self, asset: Asset, when: datetime, block: ChainBlock | None = None) -> RateReading:
+        """The asset's price as the source stood at ``when``: on the feed's own chain, at ``block`` when it is a
+        block of that chain, else at the last block at or before ``when``; its age judged against ``when``.
+        PriceUnavailableError as ``read``."""
+        ...
 
 
 class TransactionNotFoundError(LookupError):
@@ -204,6 +229,12 @@ class Rates(Protocol):
     stablecoin on its peg), with the readings that decided it; RateRefusedError otherwise."""
 
     def lock(self, asset: Asset, now: datetime) -> LockedRate: ...
+
+    def at(self, asset: Asset, when: datetime, block: ChainBlock | None = None) -> LockedRate:
+        """The USD price of an asset at a past moment (a late payment's block time, D-crypto-3), from the on-chain
+        source as it stood then (``block``: the payment's block, read there when the feed is on its chain), fresh
+        as of ``when``; RateRefusedError when no source can say."""
+        ...
 
 
 # --- Wallet linking (wallets.py), and the crypto table as the API routes use it ---------------------------------------

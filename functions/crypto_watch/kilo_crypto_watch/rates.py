@@ -17,7 +17,13 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from kilo_crypto_watch.model import Asset, LockedRate, RateReading
-from kilo_crypto_watch.ports import PriceSource, PriceUnavailableError, RateRefusedError
+from kilo_crypto_watch.ports import (
+    ChainBlock,
+    HistoricalPriceSource,
+    PriceSource,
+    PriceUnavailableError,
+    RateRefusedError,
+)
 from kilo_crypto_watch.settlement import STABLECOINS
 
 if TYPE_CHECKING:
@@ -109,3 +115,25 @@ class CheckedRates:
             except PriceUnavailableError as exc:
                 raise SourceUnavailableError(f"{asset}: a price source is unavailable: {exc}") from exc
         return decide(asset, readings, now, self._policy)
+
+    def at(self, asset: Asset, when: datetime, block: ChainBlock | None = None) -> LockedRate:
+        """The price at ``when`` from the first source that can read the past (Chainlink, on chain; D-crypto-3): its
+        answer as it stood at ``block`` (or the block at ``when``), refused when it was stale then. The exchange's
+        spot price cannot guard it (it knows only now): the on-chain reading is the one that is verifiable later."""
+        source = next((s for s in self._sources if isinstance(s, HistoricalPriceSource)), None)
+        if source is None:
+            raise SourceUnavailableError(f"{asset}: no price source can read a past price")
+        try:
+            reading = source.read_at(asset, when, block)
+        except PriceUnavailableError as exc:
+            raise SourceUnavailableError(f"{asset}: no price at {when.isoformat()}: {exc}") from exc
+        if reading.asset != asset:
+            raise SourceUnavailableError(f"{reading.source} answered for {reading.asset}, not {asset}")
+        heartbeat = reading.heartbeat_seconds or self._policy.default_heartbeat_seconds
+        age = (when - reading.updated_at).total_seconds()
+        if age > heartbeat:
+            raise StaleRateError(
+                f"{asset} price from {reading.source} was stale at {when.isoformat()}: updated {int(age)} s before, "
+                f"heartbeat {heartbeat} s"
+            )
+        return LockedRate(asset=asset, price=reading.price, readings=(reading,), locked_at=when)

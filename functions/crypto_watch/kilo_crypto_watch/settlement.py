@@ -14,7 +14,9 @@ values; ``Settlement`` wires them to the ``SettlementStore`` port and the publis
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import hashlib
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -26,9 +28,10 @@ from kilo_billing.contracts import (
     CryptoCreditAddedV1,
     CryptoPaymentSeenV1,
     CryptoQuoteExpiringV1,
+    CryptoSeenTransferV1,
     UnattributedCryptoPaymentV1,
 )
-from kilo_billing.money import ZERO, decimal_str, exact_amount, money_str, round_money, rounded_sum
+from kilo_billing.money import ZERO, allocate_cents, decimal_str, exact_amount, money_str, round_money, rounded_sum
 from kilo_billing.publisher import EventPublisher
 from kilo_crypto_watch.model import (
     DECIMALS,
@@ -47,6 +50,7 @@ from kilo_crypto_watch.model import (
     QuoteStatus,
 )
 from kilo_crypto_watch.ports import (
+    ChainBlock,
     ChangeRefusedError,
     ConflictError,
     RateRefusedError,
@@ -141,6 +145,28 @@ def paid_usd(lines: Iterable[BillPayment]) -> Decimal:
     (``kilo_billing.money.rounded_sum``). Lines stored before D178 hold their value rounded to the cent:
     they count as stored."""
     return rounded_sum(line.usd for line in lines)
+
+
+def shown_usd(credits: Iterable[tuple[str, Decimal]]) -> dict[str, Decimal]:
+    """Each credit's USD to the cent as shown beside the credits it is counted with (``(payment id, exact USD)``):
+    their sum as a bill counts it (exact, rounded once: ``rounded_sum``) split in proportion to each one's exact USD
+    by ``kilo_billing.money.allocate_cents``, so the rows add up to it to the cent (D-crypto-2). Rounded one by one,
+    ten credits of $0.005 showed $0.01 each - $0.10 - beside a bill counting $0.05."""
+    pairs = list(credits)
+    if not pairs:
+        return {}
+    parts = allocate_cents(rounded_sum(usd for _, usd in pairs), [usd for _, usd in pairs])
+    return {payment_id: part for (payment_id, _), part in zip(pairs, parts, strict=True)}
+
+
+def counted_usd(payments: Iterable[Payment]) -> dict[str, Decimal]:
+    """``shown_usd`` of the payments that count toward their bill (seen or final, valued, not in review or refused);
+    the others are not part of a sum and are shown on their own."""
+    return shown_usd(
+        (payment.payment_id, payment.usd)
+        for payment in payments
+        if payment.usd is not None and payment.invoice_id is not None and counts(_line(payment))
+    )
 
 
 def tolerance(total: Decimal, paid: Iterable[tuple[Asset, Decimal]], policy: SettlementPolicy) -> Decimal:
@@ -264,10 +290,11 @@ def value_payment(
     quote: Quote,
     detected_at: datetime,
     policy: SettlementPolicy,
-    rate_now: Callable[[], Decimal],
+    rate_then: Callable[[], Decimal],
 ) -> Valuation:
     """USD of a payment toward ``quote``: the locked rate inside expiry; late, stablecoins 1:1 and ETH/SOL at
-    min(locked, rate at detection) - a move beyond ``late_review_move`` (or no rate at all) sends it to review."""
+    min(locked, ``rate_then``: the rate at the payment's block time, D-crypto-3) - a move beyond ``late_review_move``
+    (or no rate at all) sends it to review."""
     locked = quote.rate.price
     late = detected_at > quote.expires_at
     review = False
@@ -276,7 +303,7 @@ def value_payment(
         rate = Decimal(1)
     elif late:
         try:
-            current = rate_now()
+            current = rate_then()
         except RateRefusedError:
             current = None
         if current is None:
@@ -342,6 +369,17 @@ def payment_event_id(kind: str, payment: Payment) -> str:
     return base if payment.generation == 0 else f"{base}#{payment.generation}"
 
 
+def seen_event_id(invoice_id: str, payments: Sequence[Payment]) -> str:
+    """The ``CryptoPaymentSeen.v1`` id of ``payments`` announced together: one payment's own
+    (``payment_event_id``, as before D-crypto-1); several, the bill's and a digest of theirs - the same set seen again
+    (a rerun after a crash before they were marked) publishes the same id, and consumers dedupe it."""
+    if len(payments) == 1:
+        return payment_event_id("crypto-seen", payments[0])
+    ids = sorted(payment_event_id("crypto-seen", payment) for payment in payments)
+    digest = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:20]
+    return f"crypto-seen:{invoice_id}:{digest}"
+
+
 def _line(payment: Payment) -> BillPayment:
     return BillPayment(
         payment_id=payment.payment_id,
@@ -391,6 +429,8 @@ class Settlement:
         self._policy = policy or SettlementPolicy()
         self._clock = clock
         self._attempts = attempts
+        # attributed payments to announce when the batch they were seen in ends (``seen_together``), by payment id
+        self._together: dict[str, Payment] | None = None
 
     # ReferenceSource
     def active_references(self, chain: str) -> Sequence[str]:
@@ -418,6 +458,33 @@ class Settlement:
             self.record(transfer)
         except SettlementError:
             self._retried(transfer.payment_id, lambda: self._keep_unattributed(transfer))
+
+    def record_batch(self, transfers: Sequence[ObservedTransfer]) -> None:
+        """The watchers' report of the credits one batch saw (an EVM scan batch, a Solana run): each recorded as by
+        ``record_seen``; the customer is told once per bill (``seen_together``)."""
+        with self.seen_together():
+            for transfer in transfers:
+                self.record_seen(transfer)
+
+    @contextmanager
+    def seen_together(self) -> Iterator[None]:
+        """Inside it, the ``CryptoPaymentSeen.v1`` of attributed payments wait; when it ends each bill's are published
+        as one event carrying all its transfers (D-crypto-1), then marked. Settlement itself is unchanged: every
+        payment is stored (and its bill moved) as it is recorded. Ended by an error, what was stored is announced
+        still (a rerun would find it announced). Nested, the outermost one publishes."""
+        if self._together is not None:
+            yield
+            return
+        self._together = {}
+        try:
+            yield
+        finally:
+            waiting, self._together = self._together, None
+            by_bill: dict[str, list[Payment]] = {}
+            for payment in waiting.values():
+                by_bill.setdefault(payment.invoice_id or "", []).append(payment)
+            for payments in by_bill.values():
+                self._announce_seen(payments)
 
     def _keep_unattributed(self, transfer: ObservedTransfer) -> Payment:
         existing = self._store.payment(transfer.payment_id)
@@ -637,8 +704,8 @@ class Settlement:
 
     def resolve_review(self, payment_id: str, accept: bool) -> Payment:
         """The operator's decision on a payment in manual review (a late ETH/SOL payment whose price moved beyond the
-        review band). ``accept``: it counts at the rate the late-payment policy gave it (min(locked, rate at
-        detection); the locked rate when no rate was available at detection) and the bill moves as for any payment
+        review band). ``accept``: it counts at the rate the late-payment policy gave it (min(locked, rate at its
+        block time); the locked rate when no such rate was available) and the bill moves as for any payment
         (PROCESSING, PAID once finalized, ``CryptoBillSettled.v1`` once). Refused: it never counts and its asset
         amount is recorded as a refund owed to the sender. One conditional transaction on the bill's version, as
         every settlement step."""
@@ -894,7 +961,7 @@ class Settlement:
         return recompute(replace(bill, payments=others), self._policy, self._clock()).status is BillStatus.OPEN
 
     def _valued(self, payment: Payment, bill: Bill, quote: Quote, how: MatchedBy, detected: datetime) -> Payment:
-        valuation = value_payment(payment.transfer, quote, detected, self._policy, self._rate_now(quote.asset))
+        valuation = value_payment(payment.transfer, quote, detected, self._policy, self._rate_then(payment.transfer))
         return replace(
             payment,
             invoice_id=bill.invoice_id,
@@ -908,11 +975,15 @@ class Settlement:
             announced=False,
         )
 
-    def _rate_now(self, asset: Asset) -> Callable[[], Decimal]:
+    def _rate_then(self, transfer: ObservedTransfer) -> Callable[[], Decimal]:
+        """The asset's rate when the transfer was included (D-crypto-3): at its block time, read at its block where
+        the feed is on its chain; a transfer with no block time (never from the watchers or the fast path) at now."""
+
         def read() -> Decimal:
             if self._rates is None:
                 raise RateRefusedError("no rate sources configured")
-            return self._rates.lock(asset, self._clock()).price
+            when = transfer.block_time or self._clock()
+            return self._rates.at(transfer.asset, when, ChainBlock(transfer.chain, transfer.block_number)).price
 
         return read
 
@@ -1000,36 +1071,63 @@ class Settlement:
     def _announce(self, payment: Payment) -> None:
         if payment.announced or payment.status is PaymentStatus.FAILED:
             return
-        transfer = payment.transfer
-        now = self._clock().isoformat()
-        amount = decimal_str(asset_amount(transfer.atomic_amount, transfer.asset))
         if payment.invoice_id is not None and payment.account_id is not None:
-            seen = CryptoPaymentSeenV1(
-                event_id=payment_event_id("crypto-seen", payment),
-                account_id=payment.account_id,
-                invoice_id=payment.invoice_id,
-                quote_id=payment.quote_id,
-                chain=transfer.chain,
-                asset=transfer.asset,
-                amount=amount,
-                amount_usd=money_str(payment.usd or ZERO),
-                tx_id=transfer.tx_id,
-                explorer_url=explorer_url(self._chains.get(transfer.chain), transfer.tx_id),
-                occurred_at=now,
-            )
-            self._publisher.publish(seen.DETAIL_TYPE, seen.model_dump(mode="json"))
-        else:
-            alert = UnattributedCryptoPaymentV1(
-                event_id=payment_event_id("crypto-unattributed", payment),
-                chain=transfer.chain,
-                asset=transfer.asset,
-                amount=amount,
-                tx_id=transfer.tx_id,
-                sender=transfer.sender,
-                occurred_at=now,
-            )
-            self._publisher.publish(alert.DETAIL_TYPE, alert.model_dump(mode="json"))
+            if self._together is not None:
+                self._together[payment.payment_id] = payment  # announced with its bill's others when the batch ends
+                return
+            self._announce_seen([payment])
+            return
+        transfer = payment.transfer
+        alert = UnattributedCryptoPaymentV1(
+            event_id=payment_event_id("crypto-unattributed", payment),
+            chain=transfer.chain,
+            asset=transfer.asset,
+            amount=decimal_str(asset_amount(transfer.atomic_amount, transfer.asset)),
+            tx_id=transfer.tx_id,
+            sender=transfer.sender,
+            occurred_at=self._clock().isoformat(),
+        )
+        self._publisher.publish(alert.DETAIL_TYPE, alert.model_dump(mode="json"))
         self._store.mark_payment_announced(payment.payment_id)
+
+    def _announce_seen(self, payments: Sequence[Payment]) -> None:
+        """One ``CryptoPaymentSeen.v1`` for ``payments`` (attributed to one bill, seen together), then each marked."""
+        first = payments[0] if payments else None
+        if first is None or first.invoice_id is None or first.account_id is None:
+            return  # only attributed payments are announced to a customer
+        shown = shown_usd((payment.payment_id, payment.usd or ZERO) for payment in payments)  # add up to the total
+        amounts_usd = [money_str(shown[payment.payment_id]) for payment in payments]
+        transfers = tuple(
+            CryptoSeenTransferV1(
+                payment_id=payment.payment_id,
+                quote_id=payment.quote_id,
+                asset=payment.transfer.asset,
+                amount=decimal_str(asset_amount(payment.transfer.atomic_amount, payment.transfer.asset)),
+                amount_usd=usd,
+                tx_id=payment.transfer.tx_id,
+                explorer_url=explorer_url(self._chains.get(payment.transfer.chain), payment.transfer.tx_id),
+            )
+            for payment, usd in zip(payments, amounts_usd, strict=True)
+        )
+        head = transfers[0]
+        seen = CryptoPaymentSeenV1(
+            event_id=seen_event_id(first.invoice_id, payments),
+            account_id=first.account_id,
+            invoice_id=first.invoice_id,
+            quote_id=head.quote_id,
+            chain=first.transfer.chain,
+            asset=head.asset,
+            amount=head.amount,
+            amount_usd=head.amount_usd,
+            tx_id=head.tx_id,
+            explorer_url=head.explorer_url,
+            occurred_at=self._clock().isoformat(),
+            transfers=transfers,
+            total_usd=money_str(sum(shown.values(), ZERO)),
+        )
+        self._publisher.publish(seen.DETAIL_TYPE, seen.model_dump(mode="json"))
+        for payment in payments:
+            self._store.mark_payment_announced(payment.payment_id)
 
     def _announce_bill(self, bill: Bill) -> None:
         """``CryptoBillSettled.v1`` once the bill is PAID; afterwards ``CryptoCreditAdded.v1`` whenever a payment

@@ -229,6 +229,7 @@ class SolanaWatcher:
         hashes: dict[int, str] = {}
         last_signature = cursor.last_signature if cursor else None
         handled: list[tuple[int, str]] = []  # the wallet signatures handled, (slot, signature), oldest slot first
+        reported: list[ObservedTransfer] = []  # recorded together after the batch is read (D-crypto-1)
         for info in batch:
             tx = await self._call(self.rpc.transaction(info.signature))
             if tx is None and not await self._vanished(info):
@@ -246,9 +247,10 @@ class SolanaWatcher:
             if found and tx.slot not in hashes:
                 hashes[tx.slot] = await self._call(self.rpc.block_hash(tx.slot))
             for transfer in found:
-                self.sink.record_seen(_with_hash(transfer, hashes[tx.slot]))
+                reported.append(_with_hash(transfer, hashes[tx.slot]))
                 seen += 1
                 failed += not transfer.succeeded
+        self.sink.record_batch(reported)  # one "payment seen" per bill for the batch, before the cursor moves
 
         stamp = now or datetime.now(UTC)
         moved = Cursor(self.config.key, to_slot, latest.blockhash, last_signature, stamp)
@@ -335,8 +337,7 @@ class SolanaWatcher:
         found = credits(tx, merchant, watched=watched)
         if found:
             block_hash = await self._call(self.rpc.block_hash(tx.slot))
-            for transfer in found:
-                self.sink.record_seen(_with_hash(transfer, block_hash))
+            self.sink.record_batch([_with_hash(transfer, block_hash) for transfer in found])
 
 
 def _bounded(ordered: list[SignatureInfo], cap: int, head: int) -> tuple[list[SignatureInfo], int]:

@@ -152,13 +152,33 @@ class PaymentMethodAttachedV1(ContractV1):
 SOURCE_CRYPTO: Final = "kilo.billing.crypto"
 
 
+class CryptoSeenTransferV1(BaseModel):
+    """One chain transfer a ``CryptoPaymentSeen.v1`` covers."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+
+    payment_id: str  # <chain>:<tx id>:<index>
+    quote_id: str | None = None
+    asset: Literal["ETH", "USDC", "SOL"]
+    amount: str  # in the asset, decimal string (e.g. "12.5" USDC)
+    amount_usd: str  # two decimals: ``total_usd`` split by each one's exact USD, so they add up to it (D-crypto-2)
+    tx_id: str
+    explorer_url: str | None = None
+
+
 class CryptoPaymentSeenV1(ContractV1):
-    """A chain payment toward an account's bill was seen on chain (included, not yet final): the bill shows
-    PROCESSING. Published once per chain payment."""
+    """Chain payments toward an account's bill were seen on chain (included, not yet final): the bill shows
+    PROCESSING. Published once per bill per watcher batch (or fast-path submission), carrying every transfer to that
+    bill it saw (``transfers``), so that several transfers seen in one poll make one alert (D-crypto-1).
+
+    The one-transfer fields (``quote_id`` .. ``explorer_url``) are the first transfer's, as in events published before
+    ``transfers`` existed (which cover that one transfer alone: ``transfers`` empty, ``total_usd`` None)."""
 
     DETAIL_TYPE: ClassVar[str] = "CryptoPaymentSeen.v1"
 
-    event_id: str  # crypto-seen:<payment id>[#<generation>] (payment id: <chain>:<tx id>:<index>; D167)
+    # one transfer: crypto-seen:<payment id>[#<generation>] (payment id: <chain>:<tx id>:<index>; D167); several:
+    # crypto-seen:<invoice id>:<digest of their payment event ids>
+    event_id: str
     account_id: str
     invoice_id: str
     quote_id: str | None = None  # None: matched by a linked wallet or the fast path without a quote
@@ -169,6 +189,8 @@ class CryptoPaymentSeenV1(ContractV1):
     tx_id: str
     explorer_url: str | None = None
     occurred_at: str
+    transfers: tuple[CryptoSeenTransferV1, ...] = ()  # every transfer covered, the first one first
+    total_usd: str | None = None  # the transfers' USD together (their exact sum rounded once, D178)
 
 
 class CryptoBillSettledV1(ContractV1):

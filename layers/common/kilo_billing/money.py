@@ -8,11 +8,14 @@ is rounded twice.
 Amounts received rather than billed (crypto credits: token amount x its rate) are kept **exact**
 (:func:`exact_amount`) and rounded once, where they are summed for a bill (:func:`rounded_sum`): rounding each
 credit first would count 1,000 credits of $0.005 as $10.00 (D178).
+
+An amount in cents shown or paid out in parts (a bill's counted sum beside each of its credits) is split by
+:func:`allocate_cents`, never by rounding each part: the parts add up to the amount exactly (D-crypto-2).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from decimal import ROUND_HALF_UP, Decimal
 from fractions import Fraction
 from typing import Final
@@ -97,6 +100,38 @@ def rounded_sum(amounts: Iterable[Exact]) -> Decimal:
     """The exact sum of exact amounts (no Decimal context on the way), rounded once by :func:`round_money`: what
     several credits count for together. Never more than half a cent away from what they are worth, however many."""
     return round_money(sum((_as_fraction(amount) for amount in amounts), Fraction(0)))
+
+
+def allocate_cents(total: Decimal | int | str, weights: Sequence[Exact]) -> list[Decimal]:
+    """``total`` (whole cents) split across ``weights`` in proportion, in whole cents that add up to ``total`` exactly
+    - the largest-remainder method: each part gets its exact share rounded down to the cent, and the cents still left
+    go one each to the parts whose shares lost the most, a tie to the earlier part. ``1.00`` over three equal weights
+    is ``0.34, 0.33, 0.33``. A negative total is split as its magnitude, each part negated.
+
+    ValueError: ``total`` not in whole cents, no weights, a negative weight, or every weight zero while ``total`` is
+    not (nothing to split it by; a zero total over zero weights is all zeros)."""
+    amount = _as_fraction(to_decimal(total))
+    cents = amount * 100
+    if cents.denominator != 1:
+        raise ValueError(f"total must be whole cents, not {total}")
+    shares = [_as_fraction(weight) for weight in weights]
+    if not shares:
+        raise ValueError("at least one weight is needed")
+    if any(share < 0 for share in shares):
+        raise ValueError(f"weights must not be negative: {[str(weight) for weight in weights]}")
+    whole = sum(shares, Fraction(0))
+    sign, magnitude = (-1 if cents < 0 else 1), abs(cents.numerator)
+    if whole == 0:
+        if magnitude:
+            raise ValueError(f"cannot split {total} over weights that are all zero")
+        return [ZERO for _ in shares]
+    exact = [magnitude * share / whole for share in shares]
+    parts = [share.numerator // share.denominator for share in exact]
+    left = magnitude - sum(parts)
+    # the largest remainders first; on a tie the earlier part (sorted is stable, so index order breaks ties)
+    for index in sorted(range(len(exact)), key=lambda i: exact[i] - parts[i], reverse=True)[:left]:
+        parts[index] += 1
+    return [(Decimal(sign * part) / 100).quantize(CENT) if part else ZERO for part in parts]
 
 
 def total(amounts: list[Decimal]) -> Decimal:
