@@ -9,6 +9,7 @@ import hmac
 import json
 import re
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -16,7 +17,7 @@ import pytest
 import time_machine
 
 from kilo_billing.account_store import DynamoAccountDirectory
-from tests.account_api_support import api_environment, call, claims, store_members, utc
+from tests.account_api_support import api_environment, call, claims, clear_caches, store_members, utc
 from tests.integration.test_account_api import register
 
 NOW = utc(2026, 11, 15, 12)
@@ -397,3 +398,43 @@ def test_given_no_body_under_a_content_type_that_is_not_json_then_the_optional_b
     assert status == 200, answer
     if route == "alert-preferences/phone-code":
         assert [to for to, _ in texts(account_api)] == [PHONE]
+
+
+FRANCE = "+33612345678"
+FRANCE_REFUSED = (
+    "phone: +33612345678 has country code +33; SMS goes only to the countries of SMS_COUNTRY_CODES "
+    "(+1, +44, +61, +64, +353): use a number in one of them"
+)
+
+
+def test_given_a_number_of_a_country_off_the_sms_list_then_it_is_not_saved_and_no_code_is_texted_to_it(
+    account_api: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """D-api2-1, with the default list (US and Canada, UK, Ireland, Australia, New Zealand)."""
+    register(account_api, "acct_a", email="old@a.example", phone=PHONE)
+    refused = call("PUT", PREFERENCES, ADMIN, {"email": "new@a.example", "phone": FRANCE})
+    assert (refused.status, refused.body) == (
+        400,
+        {"code": "invalid_request", "message": FRANCE_REFUSED, "field": "phone"},
+    )
+    stored = stored_profile(account_api)
+    assert (stored.phone, stored.email) == (PHONE, "old@a.example")  # nothing of the save
+    assert texts(account_api) == []
+    assert stored_code_item(account_api) == {}
+
+    # a number saved before France left the list (or before the list): the send route refuses it, nothing counted
+    directory = DynamoAccountDirectory(
+        account_api.clients["dynamodb"], account_api.template.physical_name("UsageTable")
+    )
+    directory.save(replace(stored, phone=FRANCE))
+    asked = call("POST", SEND, ADMIN)
+    assert (asked.status, asked.body) == (400, {"code": "invalid_request", "message": FRANCE_REFUSED, "field": "phone"})
+    assert texts(account_api) == []
+    assert stored_code_item(account_api) == {}
+
+    # the operator adds France (+33): the same number gets its code
+    monkeypatch.setenv("SMS_COUNTRY_CODES", "1,44,353,61,64,33")
+    clear_caches()
+    sent = call("POST", SEND, ADMIN)
+    assert (sent.status, sent.body["phone"]) == (200, FRANCE)
+    assert [to for to, _ in texts(account_api)] == [FRANCE]

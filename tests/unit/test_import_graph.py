@@ -115,8 +115,9 @@ HANDLERS = [
         {"Records": []},
         frozenset({"stripe", "aiohttp", "requests", "livekit.api", "google.protobuf", "jinja2"}),
     ),
-    # The account API loads the Stripe SDK only for a Checkout or Billing Portal page (the lazy pages); a usage
-    # request called cold (no claims: 401 before any read) loads none of the other functions' libraries.
+    # The account API loads the Stripe SDK only for a Checkout or Billing Portal page (the lazy pages), and
+    # libphonenumber only for a phone number saved or texted a code (D-api2-1); a usage request called cold (no
+    # claims: 401 before any read) loads none of the other functions' libraries.
     Handler(
         "kilo_account_api.handler",
         {**http_event("/v1/accounts/acct_1/usage"), "routeKey": "GET /v1/accounts/{account_id}/usage"}
@@ -141,6 +142,7 @@ HANDLERS = [
                 "livekit.api",
                 "google.protobuf",
                 "kilo_account_api.stripe_adapter",
+                "phonenumbers",
                 "kilo_rate_usage",
                 "web3",
                 "solana",

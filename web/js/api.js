@@ -47,6 +47,7 @@ function messageOf(data) {
 export const get = (path) => request("GET", path);
 export const post = (path, body) => request("POST", path, body ?? {});
 export const put = (path, body) => request("PUT", path, body);
+export const remove = (path) => request("DELETE", path);
 
 export function accountPath(suffix = "") {
   const current = session();

@@ -1,4 +1,6 @@
-// The dashboard: a hash router over a few views. Public: pricing and sign-in; the rest needs a signed-in account.
+// The dashboard: a hash router over a few views. Public: pricing and sign-in; the rest needs a signed-in account. A
+// person signed in who belongs to no account yet (a token without kilo_account) has the Members page alone, where
+// their invitations are (D-api2-2).
 import { configure } from "./api.js";
 import { acceptSignIn, cognitoSignInUrl, session, signIn, signInFromUrl, signOut } from "./auth.js";
 import { errorBox, h, say } from "./dom.js";
@@ -60,11 +62,13 @@ function signInView() {
 
 function renderChrome() {
   const current = session();
-  for (const item of document.querySelectorAll("[data-auth]")) item.hidden = !current;
+  for (const item of document.querySelectorAll("[data-auth]")) {
+    item.hidden = !current || (!current.account && item.dataset.auth !== "any");
+  }
   const who = document.getElementById("who");
   who.replaceChildren();
   if (current) {
-    who.append(h("span", {}, `${current.account} · ${current.role}`), " ",
+    who.append(h("span", {}, current.account ? `${current.account} · ${current.role}` : `${current.user} · no account yet`), " ",
       h("button", { type: "button", class: "link", onclick: () => { signOut(); window.location.hash = "#/pricing"; render(); } },
         "Sign out"));
   } else {
@@ -79,8 +83,12 @@ function renderChrome() {
 
 function routeName() {
   const name = window.location.hash.replace(/^#\/?/, "").split("?")[0];
+  const current = session();
+  // no account yet: every page of an account is the Members page (its invitations)
+  if (current && !current.account && routes[name] && !routes[name].public) return "members";
   if (routes[name]) return name;
-  return session() ? "usage" : "pricing";
+  if (!current) return "pricing";
+  return current.account ? "usage" : "members";
 }
 
 let rendering = 0;

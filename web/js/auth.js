@@ -19,7 +19,8 @@ export function session() {
     return {
       token,
       user: claims.email || claims.sub,
-      account: claims.kilo_account,
+      sub: claims.sub, // the user ID the members table keys on (an invitation is to it, D200)
+      account: claims.kilo_account, // none for a user who belongs to no account yet: only their invitations
       role: claims.kilo_role || "member",
       canManage: claims.kilo_role === "owner" || claims.kilo_role === "admin",
     };
@@ -29,9 +30,11 @@ export function session() {
   }
 }
 
+// A token naming no account (claim kilo_account) is a person who belongs to none yet: invited to a first account,
+// they answer their invitations (the Members page) and act for the account at their next sign-in.
 export function signIn(token) {
   const claims = claimsOf(token.trim()); // throws on anything that is not a JWT
-  if (!claims.kilo_account) throw new Error("this token names no account (claim kilo_account)");
+  if (!claims.sub) throw new Error("this token names no user (claim sub)");
   sessionStorage.setItem(KEY, token.trim());
 }
 

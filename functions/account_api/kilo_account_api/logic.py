@@ -37,6 +37,7 @@ from kilo_account_api.model import (
     UsageReport,
     found_in_period,
 )
+from kilo_account_api.phone import DEFAULT_SMS_COUNTRIES, check_sms_country
 from kilo_account_api.ports import AlertRecords, MemberStore, PaymentPages, PhoneChallenges, SessionHistory
 from kilo_billing.accounts import (
     AccountDirectory,
@@ -350,10 +351,15 @@ class AlertPreferencesRequest:
 
 
 def set_alert_preferences(
-    accounts: AccountDirectory, account_id: str, request: AlertPreferencesRequest
+    accounts: AccountDirectory,
+    account_id: str,
+    request: AlertPreferencesRequest,
+    sms_countries: frozenset[int] = DEFAULT_SMS_COUNTRIES,
 ) -> AccountProfile:
     """Set who hears about alerts (name, email, phone: ``""`` clears one) and the channels of the alert kinds given
-    (kinds not given keep their choice); validated whole by ``kilo_billing.accounts.set_alert_contact``, one save."""
+    (kinds not given keep their choice); validated whole by ``kilo_billing.accounts.set_alert_contact``, one save.
+    A new number must be in one of ``sms_countries`` (calling codes; 400 naming ``phone``, nothing saved: D-api2-1);
+    the stored number sent back unchanged is kept (the form returns what it read), and gets no code outside them."""
     try:
         return set_alert_contact(
             accounts,
@@ -362,6 +368,7 @@ def set_alert_preferences(
             email=request.email,
             phone=request.phone,
             preferences=dict(request.channels),
+            check_new_phone=lambda number: check_sms_country(number, sms_countries),
         )
     except UnknownAccountError as exc:
         raise unregistered(account_id) from exc

@@ -3,6 +3,8 @@ as an HMAC under the server's key and a salt (``PhoneChallenges``), and confirme
 ``tries`` guesses; an account gets at most ``codes_per_window`` codes per ``window`` and ``codes_per_day`` a day, a
 number at most ``codes_per_number_per_day`` codes per UTC day from all accounts together. Confirming marks the
 profile's number verified (``kilo_billing.accounts.mark_phone_verified``); alerts text only a verified number.
+Numbers are texted only in the countries of ``PhoneVerificationPolicy.countries`` (``SMS_COUNTRY_CODES``, D-api2-1):
+a number is checked against them when it is saved (``check_sms_country``) and again before each code is sent.
 """
 
 from __future__ import annotations
@@ -22,6 +24,12 @@ from kilo_billing.accounts import AccountDirectory, AccountProfile, InvalidConta
 from kilo_billing.aws import StorageUnavailableError
 
 CODE_DIGITS = 6
+# The countries whose numbers are texted unless SMS_COUNTRY_CODES says otherwise (D-api2-1), by calling code: the
+# United States and Canada (the North American Numbering Plan, +1), the United Kingdom, Ireland, Australia and New
+# Zealand - the markets of an English-only product priced in USD. The settings' default is the same list (a test holds
+# them equal).
+DEFAULT_SMS_COUNTRIES: frozenset[int] = frozenset({1, 44, 353, 61, 64})
+SMS_COUNTRY_SETTING = "SMS_COUNTRY_CODES"
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +41,35 @@ class PhoneVerificationPolicy:
     codes_per_day: int = 10  # per account over the last 24 h, whatever the numbers
     day: timedelta = timedelta(days=1)  # also how long the account's send times are kept
     codes_per_number_per_day: int = 3  # per number and UTC day, whatever the accounts
+    countries: frozenset[int] = DEFAULT_SMS_COUNTRIES  # calling codes whose numbers are texted (SMS_COUNTRY_CODES)
+
+
+def calling_code(number: str) -> int | None:
+    """The country calling code an E.164 ``number`` starts with (libphonenumber's table of assigned codes: they are
+    prefix-free, so the number names one), ``None`` when it starts with no assigned code (e.g. +999). Imported here,
+    on the first number checked: no other request loads the library."""
+    import phonenumbers  # noqa: PLC0415
+
+    try:
+        return phonenumbers.parse(number).country_code
+    except phonenumbers.NumberParseException:
+        return None
+
+
+def check_sms_country(number: str, countries: frozenset[int]) -> None:
+    """``InvalidRequestError`` naming ``phone`` unless ``number``'s calling code is one of ``countries`` (toll
+    fraud: a code or an alert texted to any country's premium ranges is paid by us; D-api2-1). The message names the
+    number's country code and the setting."""
+    code = calling_code(number)
+    if code in countries:
+        return
+    allowed = ", ".join(f"+{c}" for c in sorted(countries))
+    found = f"country code +{code}" if code is not None else "no assigned country code"
+    raise InvalidRequestError(
+        "phone",
+        f"{number} has {found}; SMS goes only to the countries of {SMS_COUNTRY_SETTING} ({allowed}): "
+        "use a number in one of them",
+    )
 
 
 def random_code() -> str:
@@ -65,6 +102,7 @@ def send_code(
         raise InvalidRequestError("phone", "the account has no phone number: save one first")
     if profile.phone_verified:
         raise ConflictError(f"phone {profile.phone!r} is verified already")
+    check_sms_country(profile.phone, policy.countries)  # again: the list may have changed since the number was saved
     previous = challenges.current(profile.account_id)
     today = tuple(at for at in (previous.sent_at if previous else ()) if at > now - policy.day)
     for limit, span in ((policy.codes_per_window, policy.window), (policy.codes_per_day, policy.day)):

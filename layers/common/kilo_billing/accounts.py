@@ -412,6 +412,7 @@ def set_alert_contact(
     email: str | None = None,
     phone: str | None = None,
     preferences: dict[str, tuple[str, ...]] | None = None,
+    check_new_phone: Callable[[str], None] | None = None,
 ) -> AccountProfile:
     """Change who hears about an account's alerts and how (the account API; ``""`` clears a detail). Validated
     whole before anything is saved: a name and an email without control characters (D181), an E.164 phone,
@@ -419,7 +420,9 @@ def set_alert_contact(
     unchanged: a form returns what it read; ``[]`` for it removes it; a kind of ``REQUIRED_ALERT_KINDS`` gets at
     least one channel) -
     kinds not given keep their choice, so an unchecked kind would stay on the profile for good (D171). At most
-    ``MAX_ALERT_KINDS`` kinds that are known or change per save."""
+    ``MAX_ALERT_KINDS`` kinds that are known or change per save. ``check_new_phone`` (it raises to refuse) is asked
+    about a number other than the stored one (the account API's country allow-list); the stored number sent back
+    unchanged is kept, as a name is."""
     if phone:
         check_phone(phone)
     if email:
@@ -453,6 +456,8 @@ def set_alert_contact(
             if counted > MAX_ALERT_KINDS:
                 raise InvalidContactError(f"alert kinds: at most {MAX_ALERT_KINDS} known or changed kinds per save")
         number = found.phone if phone is None else phone
+        if number and number != found.phone and check_new_phone is not None:
+            check_new_phone(number)
         return replace(
             found,
             name=found.name if name is None else name,
