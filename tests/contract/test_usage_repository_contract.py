@@ -297,6 +297,28 @@ def test_given_stored_events_then_each_room_s_latest_created_at_reads_back_and_r
     assert harness.repo.last_event_ms([]) == {}
 
 
+def test_given_a_room_s_events_written_out_of_order_then_its_latest_is_one_item_read_from_the_time_index(
+    stack: Stack,
+) -> None:
+    """D197: the latest createdAt comes from the events table's ``room_events_by_time`` index, newest first, Limit 1:
+    one Query per room that reads one item, whatever the room's size (before: its whole partition, every event)."""
+    client = stack.clients["dynamodb"]
+    usage_table, events_table = (stack.template.physical_name(n) for n in ("UsageTable", "EventsTable"))
+    repo = DynamoUsageRepository(client, usage_table, events_table)
+    # written in neither createdAt nor id order; the latest (700 s) has neither the first nor the last id
+    for event_id, at in [("EV_m", 700), ("EV_a", 0), ("EV_z", 60), ("EV_c", 699), ("EV_b", 5), ("EV_y", 700 - 1)]:
+        client.put_item(TableName=events_table, Item=livekit(event_id, "RM_big", NOV_16 + at).to_item(EXPIRES))
+    client.put_item(TableName=events_table, Item=livekit("EV_n", "RM_next", NOV_16 + 900).to_item(EXPIRES))
+    pages: list[tuple[int, int]] = []
+
+    def seen(parsed: dict[str, Any], **_: Any) -> None:
+        pages.append((parsed["Count"], parsed["ScannedCount"]))
+
+    client.meta.events.register("after-call.dynamodb.Query", seen)
+    assert repo.last_event_ms(["RM_big"]) == {"RM_big": (NOV_16 + 700) * 1000}
+    assert pages == [(1, 1)]  # one request, one item read (before: (6, 6))
+
+
 def test_given_sweeper_listings_then_the_latest_per_room_reads_back_and_other_rooms_are_absent(
     harness: Harness,
 ) -> None:

@@ -18,6 +18,7 @@ ARN = f"{REGION}:{ACCOUNT}"
 EVENTS_TABLE = f"arn:aws:dynamodb:{ARN}:table/kilo-billing-events-test"
 USAGE_TABLE = f"arn:aws:dynamodb:{ARN}:table/kilo-billing-usage-test"
 OPEN_SESSIONS_INDEX = f"{USAGE_TABLE}/index/open_sessions"
+ROOM_EVENTS_BY_TIME_INDEX = f"{EVENTS_TABLE}/index/room_events_by_time"
 BILLING_BUS = f"arn:aws:events:{ARN}:event-bus/kilo-billing-test"
 POISON_QUEUE = f"arn:aws:sqs:{ARN}:kilo-billing-rating-poison-test"
 RATING_DLQ = f"arn:aws:sqs:{ARN}:kilo-billing-rating-dlq-test"
@@ -127,7 +128,8 @@ ROLES = {
         ("dynamodb:BatchGetItem", USAGE_TABLE),  # the rooms' listings (and confirmations written before them)
         ("dynamodb:PutItem", USAGE_TABLE),  # a room's listing, conditional (its attributes only: a condition)
         ("dynamodb:PutItem", EVENTS_TABLE),
-        ("dynamodb:Query", EVENTS_TABLE),  # a room's latest event, before a close is dated back (D197)
+        ("dynamodb:Query", EVENTS_TABLE),  # an unreadable room's events, for its video (D198)
+        ("dynamodb:Query", ROOM_EVENTS_BY_TIME_INDEX),  # a room's latest event, before a close is dated back (D197)
         ("secretsmanager:GetSecretValue", LIVEKIT_KEYS),
         ("events:PutEvents", BILLING_BUS),  # a budget or hard limit reached during a call, announced
         ("dynamodb:UpdateItem", USAGE_TABLE),  # ... and its markers recorded (that attribute only: a condition)

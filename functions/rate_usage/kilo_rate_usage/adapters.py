@@ -16,7 +16,16 @@ from kilo_billing.account_items import ERASED_AT, account_key, erasure_mark
 from kilo_billing.account_store import DynamoAccountDirectory
 from kilo_billing.accounts import AccountProfile
 from kilo_billing.aws import ConditionFailedError, InvalidRequestError, ResourceGoneError, call, paged_items
-from kilo_billing.events import KEY, SORT_KEY, ContractError, StoredEvent, decode_item, room_partition
+from kilo_billing.events import (
+    CREATED_AT,
+    KEY,
+    ROOM_EVENTS_BY_TIME,
+    SORT_KEY,
+    ContractError,
+    StoredEvent,
+    decode_item,
+    room_partition,
+)
 from kilo_billing.items import Item, lambda_shape, to_item
 from kilo_billing.livekit_events import LiveKitEventRecord
 from kilo_billing.livekit_rooms import RoomGoneError, RoomServiceFailedError, call_room_service, room_credentials
@@ -38,7 +47,6 @@ from kilo_rate_usage.rooms import RoomState
 from kilo_rate_usage.sessions import ParticipantFold
 
 MAX_BATCH_GET = 100
-CREATED_AT = "created_at"  # a LiveKit event's createdAt (seconds) on its events-table item
 RATING_SERVICE = "rate-usage"  # the rating handler's service (``handler.SERVICE``): logs and metrics of its reads
 
 
@@ -361,18 +369,20 @@ class DynamoUsageRepository:
 
     def last_event_ms(self, room_sids: Iterable[str]) -> dict[str, int]:
         latest: dict[str, int] = {}
-        for room_sid in sorted(set(room_sids)):  # the sort key is the event id: the whole partition, createdAt only
-            found = paged_items(
+        for room_sid in sorted(set(room_sids)):  # the index's newest item of the room: one item read per room
+            found = call(
                 self._client.query,
                 TableName=self._events,
+                IndexName=ROOM_EVENTS_BY_TIME,
                 KeyConditionExpression="#k = :pk",
                 ProjectionExpression="#c",
                 ExpressionAttributeNames={"#k": KEY, "#c": CREATED_AT},
                 ExpressionAttributeValues=to_item({":pk": room_partition(room_sid)}),
-            )
-            seconds = [int(item[CREATED_AT]["N"]) for item in found if "N" in item.get(CREATED_AT, {})]
-            if seconds:
-                latest[room_sid] = max(seconds) * 1000
+                ScanIndexForward=False,
+                Limit=1,
+            ).get("Items", [])
+            if found and "N" in found[0].get(CREATED_AT, {}):
+                latest[room_sid] = int(found[0][CREATED_AT]["N"]) * 1000
         return latest
 
     def confirmations(self, keys: Iterable[SessionKey]) -> dict[SessionKey, int]:

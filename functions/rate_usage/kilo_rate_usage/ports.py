@@ -270,7 +270,8 @@ class SweeperStore(Protocol):
 
     def last_event_ms(self, room_sids: Iterable[str]) -> dict[str, int]:
         """The latest createdAt (epoch ms) of each room's events stored in the events table, rated or not (for those
-        with any): what the room's state says when it is readable and up to date (D197)."""
+        with any): what the room's state says when it is readable and up to date (D197). One item read per room
+        (the newest of the events table's ``room_events_by_time`` index)."""
         ...
 
     def confirmations(self, keys: Iterable[SessionKey]) -> dict[SessionKey, int]:
