@@ -396,6 +396,38 @@ def test_given_room_states_then_each_reads_back_whole_and_is_written_only_on_the
     assert harness.repo.room_participants("RM_s", latest.generation, None) == {}
 
 
+def test_given_a_quiet_room_s_state_then_dropping_it_leaves_version_cut_off_and_no_participant_only_on_the_version_read(
+    harness: Harness,
+) -> None:
+    """D-rating-1: the sweeper's drop of a swept, quiet room's running state, and its marks of the rooms it swept."""
+    events = [joined("EV_1", "RM_q", "PA_1", NOV_16), joined("EV_2", "RM_q", "PA_2", NOV_16 + 30)]
+    harness.repo.commit(CommitUnit(states=[whole(from_events("RM_q", events), 0)]), NOW_MS)
+    read = harness.repo.room_states(["RM_q"])["RM_q"]
+    assert harness.repo.room_participants("RM_q", read.generation, None) != {}
+    # a batch writes the header after the sweeper read it: the drop changes nothing
+    harness.repo.commit(CommitUnit(states=[in_place(from_events("RM_q", events[:1]), 1, read.generation)]), NOW_MS)
+    assert harness.repo.drop_room_state(read) is False
+    current = harness.repo.room_states(["RM_q"])["RM_q"]
+    assert (current.usable, current.version) == (True, 2)
+    assert harness.repo.room_participants("RM_q", read.generation, None) != {}
+
+    assert harness.repo.drop_room_state(current) is True
+    dropped = harness.repo.room_state("RM_q")
+    assert (dropped.usable, dropped.version, dropped.delivered_ms) == (False, 3, current.delivered_ms)
+    assert harness.repo.room_participants("RM_q", current.generation, None) == {}
+    assert harness.repo.drop_room_state(dropped) is True  # nothing left to drop: no write, no condition
+    assert harness.repo.room_state("RM_q").version == 3
+
+    assert harness.repo.swept_rooms() == {}
+    harness.repo.mark_swept_rooms(["RM_q", "RM_r"], NOW_MS, EXPIRES)
+    harness.repo.mark_swept_rooms(["RM_q"], NOW_MS + 300_000, EXPIRES + 300)  # swept again: the later mark
+    assert harness.repo.swept_rooms() == {"RM_q": NOW_MS + 300_000, "RM_r": NOW_MS}
+    harness.repo.forget_swept_room("RM_q")
+    harness.repo.forget_swept_room("RM_none")
+    assert harness.repo.swept_rooms() == {"RM_r": NOW_MS}
+    assert harness.repo.stored_sessions("RM_r") == {}  # a mark is no session of the room
+
+
 def test_given_more_participant_items_than_a_transaction_holds_then_written_in_chunks_and_a_crash_is_seen(
     harness: Harness,
 ) -> None:

@@ -89,6 +89,27 @@ def test_given_a_close_dated_back_under_the_sweeper_s_role_then_it_reads_the_roo
     assert ("dynamodb:Query", ROOM_EVENTS_BY_TIME_INDEX) in enforcement.allowed
 
 
+def test_given_a_swept_room_quiet_for_an_hour_under_the_sweeper_s_role_then_its_running_state_is_dropped(
+    standup: FakeLiveKit, stack: Stack, roles: Roles, lambda_context: LambdaContext
+) -> None:
+    """D-rating-1: the room is gone (its room_finished lost): both swept and rated; an hour later the sweep drops the
+    room's running state - its header made version-only, its participant items and its mark deleted."""
+    sweep(roles, T0 - 300, lambda_context)  # both listed
+    del standup.rooms["standup"]
+    result, _ = sweep(roles, T0, lambda_context)
+    assert result["swept"] == 2
+    runner = Lambda(stack)
+    runner.run(runner.poll(), lambda_context)
+    result, enforcement = sweep(roles, T0 + 3660, lambda_context)
+    assert (enforcement.denied, result["dropped_states"]) == ([], 1)
+    assert {
+        ("dynamodb:Query", USAGE_TABLE),
+        ("dynamodb:PutItem", USAGE_TABLE),
+        ("dynamodb:DeleteItem", USAGE_TABLE),
+    } <= enforcement.allowed
+    assert not [i for i in stack.table_items("UsageTable") if i["sk"]["S"].startswith("PART#")]
+
+
 def test_given_the_livekit_keys_taken_from_the_sweeper_s_role_then_its_sweep_is_refused_on_them(
     standup: FakeLiveKit, roles: Roles, lambda_context: LambdaContext
 ) -> None:

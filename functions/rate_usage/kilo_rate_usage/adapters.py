@@ -410,6 +410,42 @@ class DynamoUsageRepository:
             except ConflictError:
                 continue  # a newer (or this same) answer is already recorded: it stands
 
+    def swept_rooms(self) -> dict[str, int]:
+        found = paged_items(
+            self._client.query,
+            TableName=self._usage,
+            KeyConditionExpression="#k = :pk",
+            ExpressionAttributeNames={"#k": KEY},
+            ExpressionAttributeValues=to_item({":pk": items.SWEPT_ROOMS}),
+            ConsistentRead=True,
+        )
+        return dict(items.swept_room_from_item(item) for item in found)
+
+    def mark_swept_rooms(self, room_sids: Iterable[str], at_ms: int, expires_at: int) -> None:
+        for room_sid in sorted(set(room_sids)):
+            call(self._client.put_item, TableName=self._usage, Item=items.swept_room_item(room_sid, at_ms, expires_at))
+
+    def forget_swept_room(self, room_sid: str) -> None:
+        call(self._client.delete_item, TableName=self._usage, Key=items.swept_room_key(room_sid))
+
+    def drop_room_state(self, state: RoomState) -> bool:
+        if state.usable:
+            try:  # what a finished room keeps (D196), only if no batch wrote the header since it was read
+                _write(
+                    self._client.put_item,
+                    TableName=self._usage,
+                    Item=items.version_only_item(state, state.version + 1, state.generation),
+                    ConditionExpression="attribute_exists(#k) AND version = :v AND attribute_not_exists(#p)",
+                    ExpressionAttributeNames={"#k": KEY, "#p": items.PENDING},
+                    ExpressionAttributeValues=to_item({":v": state.version}),
+                )
+            except ConflictError:
+                return False
+        if state.generation:  # no longer read by anyone: a later event rebuilds the room under a new generation
+            for item in self._generation_items(state.room_sid, state.generation, keys_only=True):
+                call(self._client.delete_item, TableName=self._usage, Key=items.key_item(*items.key_pair(item)))
+        return True
+
     def add_close(self, event: LiveKitEventRecord, expires_at: int) -> bool:
         try:
             _write(

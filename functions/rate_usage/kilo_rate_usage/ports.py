@@ -292,6 +292,28 @@ class SweeperStore(Protocol):
         """Store a synthetic close in the room's events once; False when it was already there."""
         ...
 
+    def swept_rooms(self) -> dict[str, int]:
+        """The rooms marked by ``mark_swept_rooms`` and not forgotten since: room sid -> when marked (epoch ms);
+        strongly consistent."""
+        ...
+
+    def mark_swept_rooms(self, room_sids: Iterable[str], at_ms: int, expires_at: int) -> None:
+        """Mark rooms whose sessions a sweep closes (their ``room_finished`` may be lost: their running state is
+        dropped once quiet, D-rating-1), each at ``at_ms`` (a mark there is replaced), expiring at ``expires_at``."""
+        ...
+
+    def forget_swept_room(self, room_sid: str) -> None:
+        """Remove the room's mark (none: nothing happens)."""
+        ...
+
+    def drop_room_state(self, state: RoomState) -> bool:
+        """Drop the room's running state read as ``state`` (a header, ``room_states``): a usable one is replaced by its
+        version (+1), rebuild cut-off and generation alone - what a finished room keeps (D196) - on the condition
+        that it is still the version read; then the participant items of that generation are deleted (no reader
+        uses them again: the next event of the room rebuilds it). False, and nothing changed, when the header moved
+        on meanwhile (an event rated since the read)."""
+        ...
+
 
 class StreamArchive(Protocol):
     """The events table's stream, read back by shard and sequence numbers (records expire after 24 h)."""
