@@ -232,6 +232,7 @@ ROLES = {
         ("dynamodb:PutItem", USAGE_TABLE),  # profiles saved (budget, alert contacts, tier)
         ("dynamodb:UpdateItem", USAGE_TABLE),  # participants' identities pseudonymised on erasure; a code's try
         ("dynamodb:GetItem", USAGE_TABLE),  # the pending phone code (D160)
+        ("dynamodb:DeleteItem", USAGE_TABLE),  # erasure: a running room state's participant items (D-rating-2)
         ("dynamodb:Query", OPEN_SESSIONS_INDEX),
         ("dynamodb:Query", ACCOUNT_SESSIONS_INDEX),
         ("dynamodb:Scan", ACCOUNTS_INDEX),  # the operator's account list
