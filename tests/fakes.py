@@ -334,8 +334,9 @@ class InMemoryUsageRepository:
     def mark_swept_rooms(self, room_sids: Iterable[str], at_ms: int, expires_at: int) -> None:
         self.swept.update(dict.fromkeys(room_sids, (at_ms, expires_at)))
 
-    def forget_swept_room(self, room_sid: str) -> None:
-        self.swept.pop(room_sid, None)
+    def forget_swept_room(self, room_sid: str, at_ms: int) -> None:
+        if room_sid in self.swept and self.swept[room_sid][0] == at_ms:
+            del self.swept[room_sid]
 
     def drop_room_state(self, state: RoomState) -> bool:
         room = state.room_sid

@@ -422,8 +422,10 @@ def test_given_a_quiet_room_s_state_then_dropping_it_leaves_version_cut_off_and_
     harness.repo.mark_swept_rooms(["RM_q", "RM_r"], NOW_MS, EXPIRES)
     harness.repo.mark_swept_rooms(["RM_q"], NOW_MS + 300_000, EXPIRES + 300)  # swept again: the later mark
     assert harness.repo.swept_rooms() == {"RM_q": NOW_MS + 300_000, "RM_r": NOW_MS}
-    harness.repo.forget_swept_room("RM_q")
-    harness.repo.forget_swept_room("RM_none")
+    harness.repo.forget_swept_room("RM_q", NOW_MS)  # marked again since the mark read: kept
+    assert harness.repo.swept_rooms() == {"RM_q": NOW_MS + 300_000, "RM_r": NOW_MS}
+    harness.repo.forget_swept_room("RM_q", NOW_MS + 300_000)
+    harness.repo.forget_swept_room("RM_none", NOW_MS)
     assert harness.repo.swept_rooms() == {"RM_r": NOW_MS}
     assert harness.repo.stored_sessions("RM_r") == {}  # a mark is no session of the room
 

@@ -425,8 +425,18 @@ class DynamoUsageRepository:
         for room_sid in sorted(set(room_sids)):
             call(self._client.put_item, TableName=self._usage, Item=items.swept_room_item(room_sid, at_ms, expires_at))
 
-    def forget_swept_room(self, room_sid: str) -> None:
-        call(self._client.delete_item, TableName=self._usage, Key=items.swept_room_key(room_sid))
+    def forget_swept_room(self, room_sid: str, at_ms: int) -> None:
+        try:
+            _write(
+                self._client.delete_item,
+                TableName=self._usage,
+                Key=items.swept_room_key(room_sid),
+                ConditionExpression="attribute_not_exists(#k) OR #c = :c",
+                ExpressionAttributeNames={"#k": KEY, "#c": items.CLOSED_AT_MS},
+                ExpressionAttributeValues=to_item({":c": at_ms}),
+            )
+        except ConflictError:
+            return  # marked again since: the next sweep looks at the room again
 
     def drop_room_state(self, state: RoomState) -> bool:
         if state.usable:

@@ -302,8 +302,9 @@ class SweeperStore(Protocol):
         dropped once quiet, D-rating-1), each at ``at_ms`` (a mark there is replaced), expiring at ``expires_at``."""
         ...
 
-    def forget_swept_room(self, room_sid: str) -> None:
-        """Remove the room's mark (none: nothing happens)."""
+    def forget_swept_room(self, room_sid: str, at_ms: int) -> None:
+        """Remove the room's mark if it is still the one made at ``at_ms`` (a sweep that closed sessions of the room
+        since marked it again: kept; none: nothing happens)."""
         ...
 
     def drop_room_state(self, state: RoomState) -> bool:

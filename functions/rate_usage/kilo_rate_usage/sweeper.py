@@ -208,5 +208,5 @@ def drop_quiet_rooms(store: SweeperStore, busy: Set[str], now_ms: int, policy: S
             dropped += 1
         elif state is not None:
             store.drop_room_state(state)  # no state left; a participant item of its generation may still be (D199)
-        store.forget_swept_room(room)
+        store.forget_swept_room(room, marked[room])
     return dropped
