@@ -185,10 +185,18 @@ class InMemoryUsageRepository:
                 }
                 written += len(change.puts)
         transactions = unit.transactions(self.max_transaction_items)
-        for number, transaction in enumerate(transactions):
-            self._crash(number, written)
-            self._apply(transaction, unit.late, generations)
-            written += transaction.writes
+        landed: set[int] = set()
+        try:
+            for number, transaction in enumerate(transactions):
+                self._crash(number, written)
+                self._apply(transaction, unit.late, generations)
+                landed.update(id(change) for change in transaction.states)
+                written += transaction.writes
+        except (ConflictError, RejectedWriteError):  # as the adapter: a new generation no header names is deleted
+            for change in unit.states:
+                if id(change) in generations and id(change) not in landed:
+                    self.participants.pop((change.new.room_sid, generations[id(change)]), None)
+            raise
         number = len(transactions)
         for change in unit.states:  # as the adapter: under a pending mark on the header, in chunks
             if not change.chunked(self.max_transaction_items):

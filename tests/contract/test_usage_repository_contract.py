@@ -430,6 +430,29 @@ def test_given_a_quiet_room_s_state_then_dropping_it_leaves_version_cut_off_and_
     assert harness.repo.stored_sessions("RM_r") == {}  # a mark is no session of the room
 
 
+def test_given_a_rebuild_whose_header_is_refused_then_the_participant_items_of_its_generation_are_deleted(
+    stack: Stack,
+) -> None:
+    """A rebuild writes its new generation's participant items before the transactions; when its header's
+    transaction is refused (a stale version: another batch got there first), nobody will ever read them - they are
+    deleted, not left naming the participants (D-rating-2). Before: they stayed for good."""
+    client = stack.clients["dynamodb"]
+    usage_table, events_table = (stack.template.physical_name(n) for n in ("UsageTable", "EventsTable"))
+    repo = DynamoUsageRepository(client, usage_table, events_table)
+    events = [joined("EV_1", "RM_o", "PA_1", NOV_16), joined("EV_2", "RM_o", "PA_2", NOV_16 + 30)]
+    repo.commit(CommitUnit(states=[whole(from_events("RM_o", events), 0)]), NOW_MS)
+    stored = repo.room_state("RM_o")
+
+    def part_items() -> list[str]:
+        return sorted(i["sk"]["S"] for i in stack.table_items("UsageTable") if i["sk"]["S"].startswith("PART#"))
+
+    kept = part_items()
+    assert kept == [f"PART#{stored.generation}#PA_1"]
+    with pytest.raises(ConflictError):  # a rebuild that read no state, but there is one
+        repo.commit(CommitUnit(states=[whole(from_events("RM_o", events), 0)]), NOW_MS)
+    assert part_items() == kept
+
+
 def test_given_more_participant_items_than_a_transaction_holds_then_written_in_chunks_and_a_crash_is_seen(
     harness: Harness,
 ) -> None:

@@ -222,18 +222,24 @@ class DynamoUsageRepository:
                 puts = [items.participant_to_item(change.new.room_sid, generation, p) for p in change.puts.values()]
                 self._batch_write([{"PutRequest": {"Item": item}} for item in puts])
                 written += len(puts)
-        for transaction in unit.transactions():
-            writes = [self._session_put(change) for change in transaction.sessions]
-            writes += [self._usage_mark(mark, now_ms) for mark in transaction.usage]
-            writes += [
-                {"Update": {"TableName": self._usage, **items.aggregate_add(key, counters, key in unit.late)}}
-                for key, counters in transaction.adds.items()
-            ]
-            for change in transaction.states:
-                writes += self._state_writes(change, generations.get(id(change), change.old_generation))
-            checks = [self._erasure_guard(account, mark) for account, mark in transaction.guards]
-            _write(self._client.transact_write_items, TransactItems=writes + checks)
-            written += len(writes)
+        landed: set[int] = set()  # id(state change) of the states whose transaction landed
+        try:
+            for transaction in unit.transactions():
+                writes = [self._session_put(change) for change in transaction.sessions]
+                writes += [self._usage_mark(mark, now_ms) for mark in transaction.usage]
+                writes += [
+                    {"Update": {"TableName": self._usage, **items.aggregate_add(key, counters, key in unit.late)}}
+                    for key, counters in transaction.adds.items()
+                ]
+                for change in transaction.states:
+                    writes += self._state_writes(change, generations.get(id(change), change.old_generation))
+                checks = [self._erasure_guard(account, mark) for account, mark in transaction.guards]
+                _write(self._client.transact_write_items, TransactItems=writes + checks)
+                landed.update(id(change) for change in transaction.states)
+                written += len(writes)
+        except (ConflictError, RejectedWriteError):
+            self._unused_generations(unit, generations, landed)
+            raise
         for change in unit.states:
             if change.chunked():
                 written += self._chunked_state(change)
@@ -243,6 +249,18 @@ class DynamoUsageRepository:
                 self._batch_write([{"DeleteRequest": {"Key": items.key_item(*items.key_pair(i))}} for i in old])
                 written += len(old)
         return written
+
+    def _unused_generations(self, unit: CommitUnit, generations: Mapping[int, str], landed: set[int]) -> None:
+        """A commit refused before a rebuild's header landed: the participant items written for its new generation
+        are read by nobody (no header names them, and the next generation is another) - deleted, since they name
+        the participants (D196, D-rating-2). A crash in between still leaves them (as before)."""
+        keys = [
+            items.participant_key(change.new.room_sid, generations[id(change)], sid)
+            for change in unit.states
+            if id(change) in generations and id(change) not in landed
+            for sid in change.puts
+        ]
+        self._batch_write([{"DeleteRequest": {"Key": key}} for key in keys])
 
     def _batch_write(self, requests: Sequence[dict[str, Any]]) -> None:
         for start in range(0, len(requests), 25):
