@@ -107,6 +107,7 @@ class InMemoryUsageRepository:
         self.confirmed: dict[SessionKey, int] = {}  # the sweeper's confirmations written before the listings
         self.listings: dict[str, RoomListing] = {}  # the sweeper's last RoomService answer per room sid
         self.listing_expiry: dict[str, int] = {}  # and when it expires (epoch seconds)
+        self.swept: dict[str, tuple[int, int]] = {}  # the sweeper's marks: room sid -> (closed at ms, expires at)
         self.accounts = accounts or InMemoryAccountDirectory()
         self.writes = 0  # items written, one per session put, usage mark, aggregate update or threshold record
         self.crash_after_transactions: int | None = None  # a commit dies after this many of its transactions
@@ -184,10 +185,18 @@ class InMemoryUsageRepository:
                 }
                 written += len(change.puts)
         transactions = unit.transactions(self.max_transaction_items)
-        for number, transaction in enumerate(transactions):
-            self._crash(number, written)
-            self._apply(transaction, unit.late, generations)
-            written += transaction.writes
+        landed: set[int] = set()
+        try:
+            for number, transaction in enumerate(transactions):
+                self._crash(number, written)
+                self._apply(transaction, unit.late, generations)
+                landed.update(id(change) for change in transaction.states)
+                written += transaction.writes
+        except (ConflictError, RejectedWriteError):  # as the adapter: a new generation no header names is deleted
+            for change in unit.states:
+                if id(change) in generations and id(change) not in landed:
+                    self.participants.pop((change.new.room_sid, generations[id(change)]), None)
+            raise
         number = len(transactions)
         for change in unit.states:  # as the adapter: under a pending mark on the header, in chunks
             if not change.chunked(self.max_transaction_items):
@@ -326,6 +335,27 @@ class InMemoryUsageRepository:
             if listing.participants and (recorded is None or recorded.answered_at_ms < listing.answered_at_ms):
                 self.listings[sid] = listing
                 self.listing_expiry[sid] = expires_at
+
+    def swept_rooms(self) -> dict[str, int]:
+        return {sid: at_ms for sid, (at_ms, _) in self.swept.items()}
+
+    def mark_swept_rooms(self, room_sids: Iterable[str], at_ms: int, expires_at: int) -> None:
+        self.swept.update(dict.fromkeys(room_sids, (at_ms, expires_at)))
+
+    def forget_swept_room(self, room_sid: str, at_ms: int) -> None:
+        if room_sid in self.swept and self.swept[room_sid][0] == at_ms:
+            del self.swept[room_sid]
+
+    def drop_room_state(self, state: RoomState) -> bool:
+        room = state.room_sid
+        if state.usable:
+            stored = self.states.get(room)
+            if stored is None or stored.version != state.version or room in self.pending:
+                return False
+            unusable = RoomState.unusable(room, state.version + 1)
+            self.states[room] = replace(unusable, delivered_ms=state.delivered_ms, generation=state.generation)
+        self.participants.pop((room, state.generation), None)
+        return True
 
     def add_close(self, event: LiveKitEventRecord, expires_at: int) -> bool:
         if event.event_id in self.events.get(event.room_sid, {}):

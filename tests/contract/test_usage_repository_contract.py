@@ -297,6 +297,28 @@ def test_given_stored_events_then_each_room_s_latest_created_at_reads_back_and_r
     assert harness.repo.last_event_ms([]) == {}
 
 
+def test_given_a_room_s_events_written_out_of_order_then_its_latest_is_one_item_read_from_the_time_index(
+    stack: Stack,
+) -> None:
+    """D197: the latest createdAt comes from the events table's ``room_events_by_time`` index, newest first, Limit 1:
+    one Query per room that reads one item, whatever the room's size (before: its whole partition, every event)."""
+    client = stack.clients["dynamodb"]
+    usage_table, events_table = (stack.template.physical_name(n) for n in ("UsageTable", "EventsTable"))
+    repo = DynamoUsageRepository(client, usage_table, events_table)
+    # written in neither createdAt nor id order; the latest (700 s) has neither the first nor the last id
+    for event_id, at in [("EV_m", 700), ("EV_a", 0), ("EV_z", 60), ("EV_c", 699), ("EV_b", 5), ("EV_y", 700 - 1)]:
+        client.put_item(TableName=events_table, Item=livekit(event_id, "RM_big", NOV_16 + at).to_item(EXPIRES))
+    client.put_item(TableName=events_table, Item=livekit("EV_n", "RM_next", NOV_16 + 900).to_item(EXPIRES))
+    pages: list[tuple[int, int]] = []
+
+    def seen(parsed: dict[str, Any], **_: Any) -> None:
+        pages.append((parsed["Count"], parsed["ScannedCount"]))
+
+    client.meta.events.register("after-call.dynamodb.Query", seen)
+    assert repo.last_event_ms(["RM_big"]) == {"RM_big": (NOV_16 + 700) * 1000}
+    assert pages == [(1, 1)]  # one request, one item read (before: (6, 6))
+
+
 def test_given_sweeper_listings_then_the_latest_per_room_reads_back_and_other_rooms_are_absent(
     harness: Harness,
 ) -> None:
@@ -372,6 +394,63 @@ def test_given_room_states_then_each_reads_back_whole_and_is_written_only_on_the
     assert rebuilt_state.generation != latest.generation
     assert harness.repo.room_participants("RM_s", rebuilt_state.generation, None) == second.fold.participants
     assert harness.repo.room_participants("RM_s", latest.generation, None) == {}
+
+
+def test_given_a_quiet_room_s_state_then_dropping_it_leaves_version_cut_off_and_no_participant_only_on_the_version_read(
+    harness: Harness,
+) -> None:
+    """D-rating-1: the sweeper's drop of a swept, quiet room's running state, and its marks of the rooms it swept."""
+    events = [joined("EV_1", "RM_q", "PA_1", NOV_16), joined("EV_2", "RM_q", "PA_2", NOV_16 + 30)]
+    harness.repo.commit(CommitUnit(states=[whole(from_events("RM_q", events), 0)]), NOW_MS)
+    read = harness.repo.room_states(["RM_q"])["RM_q"]
+    assert harness.repo.room_participants("RM_q", read.generation, None) != {}
+    # a batch writes the header after the sweeper read it: the drop changes nothing
+    harness.repo.commit(CommitUnit(states=[in_place(from_events("RM_q", events[:1]), 1, read.generation)]), NOW_MS)
+    assert harness.repo.drop_room_state(read) is False
+    current = harness.repo.room_states(["RM_q"])["RM_q"]
+    assert (current.usable, current.version) == (True, 2)
+    assert harness.repo.room_participants("RM_q", read.generation, None) != {}
+
+    assert harness.repo.drop_room_state(current) is True
+    dropped = harness.repo.room_state("RM_q")
+    assert (dropped.usable, dropped.version, dropped.delivered_ms) == (False, 3, current.delivered_ms)
+    assert harness.repo.room_participants("RM_q", current.generation, None) == {}
+    assert harness.repo.drop_room_state(dropped) is True  # nothing left to drop: no write, no condition
+    assert harness.repo.room_state("RM_q").version == 3
+
+    assert harness.repo.swept_rooms() == {}
+    harness.repo.mark_swept_rooms(["RM_q", "RM_r"], NOW_MS, EXPIRES)
+    harness.repo.mark_swept_rooms(["RM_q"], NOW_MS + 300_000, EXPIRES + 300)  # swept again: the later mark
+    assert harness.repo.swept_rooms() == {"RM_q": NOW_MS + 300_000, "RM_r": NOW_MS}
+    harness.repo.forget_swept_room("RM_q", NOW_MS)  # marked again since the mark read: kept
+    assert harness.repo.swept_rooms() == {"RM_q": NOW_MS + 300_000, "RM_r": NOW_MS}
+    harness.repo.forget_swept_room("RM_q", NOW_MS + 300_000)
+    harness.repo.forget_swept_room("RM_none", NOW_MS)
+    assert harness.repo.swept_rooms() == {"RM_r": NOW_MS}
+    assert harness.repo.stored_sessions("RM_r") == {}  # a mark is no session of the room
+
+
+def test_given_a_rebuild_whose_header_is_refused_then_the_participant_items_of_its_generation_are_deleted(
+    stack: Stack,
+) -> None:
+    """A rebuild writes its new generation's participant items before the transactions; when its header's
+    transaction is refused (a stale version: another batch got there first), nobody will ever read them - they are
+    deleted, not left naming the participants (D-rating-2). Before: they stayed for good."""
+    client = stack.clients["dynamodb"]
+    usage_table, events_table = (stack.template.physical_name(n) for n in ("UsageTable", "EventsTable"))
+    repo = DynamoUsageRepository(client, usage_table, events_table)
+    events = [joined("EV_1", "RM_o", "PA_1", NOV_16), joined("EV_2", "RM_o", "PA_2", NOV_16 + 30)]
+    repo.commit(CommitUnit(states=[whole(from_events("RM_o", events), 0)]), NOW_MS)
+    stored = repo.room_state("RM_o")
+
+    def part_items() -> list[str]:
+        return sorted(i["sk"]["S"] for i in stack.table_items("UsageTable") if i["sk"]["S"].startswith("PART#"))
+
+    kept = part_items()
+    assert kept == [f"PART#{stored.generation}#PA_1"]
+    with pytest.raises(ConflictError):  # a rebuild that read no state, but there is one
+        repo.commit(CommitUnit(states=[whole(from_events("RM_o", events), 0)]), NOW_MS)
+    assert part_items() == kept
 
 
 def test_given_more_participant_items_than_a_transaction_holds_then_written_in_chunks_and_a_crash_is_seen(

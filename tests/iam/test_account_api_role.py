@@ -123,3 +123,29 @@ def test_given_a_known_stripe_customer_when_an_owner_erases_the_account_under_it
     assert erased.status == 200, erased.body
     assert ledger.ledger("acct_a").billing.customer_details not in (None, "0" * 32)
     assert ("dynamodb:UpdateItem", USAGE_TABLE) in enforcement.allowed
+
+
+def test_given_a_running_room_when_an_owner_erases_the_account_under_its_role_then_its_state_is_dropped(
+    account_api: Any, roles: Roles, lambda_context: Any
+) -> None:
+    """D-rating-2: the erasure drops rating's running state of the account's room (its header made version-only,
+    its participant items deleted) under the generated role."""
+    from kilo_dev import livekit_events as lk  # noqa: PLC0415
+    from tests.integration.test_rating_stream import Lambda, deliver_webhook  # noqa: PLC0415
+
+    seed_november(account_api)
+    store_members(account_api, "acct_a", {"owner-1": "owner"})
+    room = lk.Room("RM_iamerase", "erase-me", account_id="acct_a", created_at=1_794_700_800)
+    runner = Lambda(account_api)
+    for sid, name, at in (("PA_ann", "ann", 1_794_700_800), ("PA_ben", "ben", 1_794_700_860)):
+        deliver_webhook(lk.participant_joined(room, lk.Participant(sid, name, at * 1000)), lambda_context)
+        runner.run(runner.poll(), lambda_context)  # ann's join passes the window: her participant item
+    room_items = [i for i in account_api.table_items("UsageTable") if i["pk"]["S"] == "ROOM#RM_iamerase"]
+    assert any(i["sk"]["S"].startswith("PART#") for i in room_items)
+    with roles.acting_as(FUNCTION) as enforcement:
+        erased = call("POST", "/v1/accounts/acct_a/erase", OWNER)
+    assert (enforcement.denied, erased.status) == ([], 200)
+    assert ("dynamodb:DeleteItem", USAGE_TABLE) in enforcement.allowed
+    room_items = [i for i in account_api.table_items("UsageTable") if i["pk"]["S"] == "ROOM#RM_iamerase"]
+    assert sorted(i["sk"]["S"] for i in room_items) == ["SESSION#PA_ann", "SESSION#PA_ben", "STATE"]
+    assert "state_zlib" not in next(i for i in room_items if i["sk"]["S"] == "STATE")

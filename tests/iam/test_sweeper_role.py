@@ -14,7 +14,13 @@ from kilo_dev import livekit_events as lk
 from kilo_dev.fake_livekit import FakeLiveKit
 from tests.conftest import LambdaContext, Stack
 from tests.iam.conftest import Enforcement, Roles
-from tests.infra.test_generated_iam import EVENTS_TABLE, LIVEKIT_KEYS, OPEN_SESSIONS_INDEX, USAGE_TABLE
+from tests.infra.test_generated_iam import (
+    EVENTS_TABLE,
+    LIVEKIT_KEYS,
+    OPEN_SESSIONS_INDEX,
+    ROOM_EVENTS_BY_TIME_INDEX,
+    USAGE_TABLE,
+)
 from tests.integration.test_rating_stream import Lambda, deliver_webhook
 from tests.integration.test_sweeper import livekit_server
 
@@ -71,15 +77,37 @@ def test_given_a_close_dated_back_under_the_sweeper_s_role_then_it_reads_the_roo
     standup: FakeLiveKit, roles: Roles, lambda_context: LambdaContext
 ) -> None:
     """No listing yet and Bob's last evidence (his join) 15 minutes old: the close would be dated back, so the sweep
-    first queries the room's events (D197); without that grant the sweep fails, nothing swept."""
+    first queries the room's latest event on the events table's time index (D197); without that grant the sweep
+    fails, nothing swept."""
     standup.rooms["standup"] = [("PA_carol", "carol")]  # Bob's participant_left was lost
     from kilo_billing.aws import StorageUnavailableError  # noqa: PLC0415
 
     with pytest.raises(StorageUnavailableError):  # the sweep fails (Lambda retries it): nothing is closed at the start
-        sweep(roles, T0, lambda_context, without={("dynamodb:Query", EVENTS_TABLE)})
+        sweep(roles, T0, lambda_context, without={("dynamodb:Query", ROOM_EVENTS_BY_TIME_INDEX)})
     result, enforcement = sweep(roles, T0, lambda_context)
     assert (enforcement.denied, result["swept"]) == ([], 1)
-    assert ("dynamodb:Query", EVENTS_TABLE) in enforcement.allowed
+    assert ("dynamodb:Query", ROOM_EVENTS_BY_TIME_INDEX) in enforcement.allowed
+
+
+def test_given_a_swept_room_quiet_for_an_hour_under_the_sweeper_s_role_then_its_running_state_is_dropped(
+    standup: FakeLiveKit, stack: Stack, roles: Roles, lambda_context: LambdaContext
+) -> None:
+    """D-rating-1: the room is gone (its room_finished lost): both swept and rated; an hour later the sweep drops the
+    room's running state - its header made version-only, its participant items and its mark deleted."""
+    sweep(roles, T0 - 300, lambda_context)  # both listed
+    del standup.rooms["standup"]
+    result, _ = sweep(roles, T0, lambda_context)
+    assert result["swept"] == 2
+    runner = Lambda(stack)
+    runner.run(runner.poll(), lambda_context)
+    result, enforcement = sweep(roles, T0 + 3660, lambda_context)
+    assert (enforcement.denied, result["dropped_states"]) == ([], 1)
+    assert {
+        ("dynamodb:Query", USAGE_TABLE),
+        ("dynamodb:PutItem", USAGE_TABLE),
+        ("dynamodb:DeleteItem", USAGE_TABLE),
+    } <= enforcement.allowed
+    assert not [i for i in stack.table_items("UsageTable") if i["sk"]["S"].startswith("PART#")]
 
 
 def test_given_the_livekit_keys_taken_from_the_sweeper_s_role_then_its_sweep_is_refused_on_them(

@@ -18,6 +18,7 @@ ARN = f"{REGION}:{ACCOUNT}"
 EVENTS_TABLE = f"arn:aws:dynamodb:{ARN}:table/kilo-billing-events-test"
 USAGE_TABLE = f"arn:aws:dynamodb:{ARN}:table/kilo-billing-usage-test"
 OPEN_SESSIONS_INDEX = f"{USAGE_TABLE}/index/open_sessions"
+ROOM_EVENTS_BY_TIME_INDEX = f"{EVENTS_TABLE}/index/room_events_by_time"
 BILLING_BUS = f"arn:aws:events:{ARN}:event-bus/kilo-billing-test"
 POISON_QUEUE = f"arn:aws:sqs:{ARN}:kilo-billing-rating-poison-test"
 RATING_DLQ = f"arn:aws:sqs:{ARN}:kilo-billing-rating-dlq-test"
@@ -126,8 +127,13 @@ ROLES = {
         ("dynamodb:Scan", OPEN_SESSIONS_INDEX),
         ("dynamodb:BatchGetItem", USAGE_TABLE),  # the rooms' listings (and confirmations written before them)
         ("dynamodb:PutItem", USAGE_TABLE),  # a room's listing, conditional (its attributes only: a condition)
+        ("dynamodb:PutItem", USAGE_TABLE),  # a swept room's mark (its attributes only: a condition)
+        ("dynamodb:PutItem", USAGE_TABLE),  # a quiet swept room's header, version-only (its attributes: a condition)
+        ("dynamodb:Query", USAGE_TABLE),  # the marks; a dropped state's participant items (keys)
+        ("dynamodb:DeleteItem", USAGE_TABLE),  # ... deleted, and the mark
         ("dynamodb:PutItem", EVENTS_TABLE),
-        ("dynamodb:Query", EVENTS_TABLE),  # a room's latest event, before a close is dated back (D197)
+        ("dynamodb:Query", EVENTS_TABLE),  # an unreadable room's events, for its video (D198)
+        ("dynamodb:Query", ROOM_EVENTS_BY_TIME_INDEX),  # a room's latest event, before a close is dated back (D197)
         ("secretsmanager:GetSecretValue", LIVEKIT_KEYS),
         ("events:PutEvents", BILLING_BUS),  # a budget or hard limit reached during a call, announced
         ("dynamodb:UpdateItem", USAGE_TABLE),  # ... and its markers recorded (that attribute only: a condition)
@@ -226,6 +232,7 @@ ROLES = {
         ("dynamodb:PutItem", USAGE_TABLE),  # profiles saved (budget, alert contacts, tier)
         ("dynamodb:UpdateItem", USAGE_TABLE),  # participants' identities pseudonymised on erasure; a code's try
         ("dynamodb:GetItem", USAGE_TABLE),  # the pending phone code (D160)
+        ("dynamodb:DeleteItem", USAGE_TABLE),  # erasure: a running room state's participant items (D-rating-2)
         ("dynamodb:Query", OPEN_SESSIONS_INDEX),
         ("dynamodb:Query", ACCOUNT_SESSIONS_INDEX),
         ("dynamodb:Scan", ACCOUNTS_INDEX),  # the operator's account list
@@ -554,6 +561,22 @@ def test_given_the_sweeper_role_then_its_only_usage_table_update_is_the_threshol
     ]
     assert [(s["Resource"], s.get("Condition")) for s in updates] == [
         (USAGE_TABLE, {"ForAllValues:StringEquals": {"dynamodb:Attributes": ["pk", "sk", "thresholds"]}})
+    ]
+
+
+def test_given_the_sweeper_role_then_each_of_its_usage_table_puts_names_the_attributes_it_may_write(
+    transformed: Transformed,
+) -> None:
+    """A room's listing (D125), a swept room's mark and a quiet room's version-only header (D-rating-1)."""
+    puts = [
+        statement
+        for statement in role_statements(transformed, "SweeperFunctionRole")
+        if "dynamodb:PutItem" in _listed(statement["Action"]) and statement["Resource"] == USAGE_TABLE
+    ]
+    assert sorted(s["Condition"]["ForAllValues:StringEquals"]["dynamodb:Attributes"] for s in puts) == [
+        ["pk", "sk", "answered_at_ms", "participants", "expires_at"],
+        ["pk", "sk", "closed_at_ms", "expires_at"],
+        ["pk", "sk", "version", "delivered_ms", "generation"],
     ]
 
 

@@ -202,3 +202,66 @@ def test_a_batch_that_read_the_profile_before_the_erasure_and_commits_after_its_
     assert rated["PA_alice01"].session.end_ms == (T0 + 600) * 1000  # the batch's close is rated, as usual
     kept = [registers_from_text(stored.registers).identity for stored in rated.values() if stored.registers]
     assert all(identity.startswith("erased-") for identity in kept)
+
+
+def raw_identities(stack: Stack, identities: set[str]) -> dict[str, set[str]]:
+    """Items of the usage table (pk|sk) that hold any of ``identities`` anywhere - a room state's blob decompressed,
+    registers as stored."""
+    import zlib  # noqa: PLC0415
+
+    found: dict[str, set[str]] = {}
+    for item in stack.table_items("UsageTable"):
+        text = repr(item) + (zlib.decompress(item["state_zlib"]["B"]).decode() if "state_zlib" in item else "")
+        named = {identity for identity in identities if identity in text}
+        if named:
+            found[f"{item['pk']['S']}|{item['sk']['S']}"] = named
+    return found
+
+
+def test_a_running_rooms_state_names_no_erased_participant_after_the_erasure_nor_after_its_next_events(
+    stack: Stack, account_api: Any, lambda_context: LambdaContext
+) -> None:
+    """D-rating-2: alice and carol are in a call when the account is erased. Their running room's state named them
+    (the window's events, their participant items); the erasure drops it, and the events rated after - carol's leave,
+    then a late webhook that rebuilds the room from the raw events - write it again with their pseudonyms."""
+    register(stack, ACCOUNT)
+    store_members(stack, ACCOUNT, {"user-1": "owner"})
+    names = {"alice.smith", "carol.jones"}
+    room = lk.Room(ROOM, "forget-me", account_id=ACCOUNT, created_at=T0)
+    alice = lk.Participant("PA_alice01", "alice.smith", (T0 + 10) * 1000)
+    carol = lk.Participant("PA_carol01", "carol.jones", (T0 + 30) * 1000)
+    runner = Lambda(stack)
+    for body in (
+        lk.room_started(room, T0),
+        lk.participant_joined(room, alice),
+        lk.participant_joined(room, carol),
+        lk.track_published(room, alice, "TR_cam_a", T0 + 60, video=True),
+    ):
+        deliver_webhook(body, lambda_context)
+        run_stream(runner, lambda_context)
+    state = {key for key, named in raw_identities(stack, names).items() if "|SESSION#" not in key}
+    assert f"ROOM#{ROOM}|STATE" in state  # the running state names them (its window's events)
+    assert any("|PART#" in key for key in state)  # and their participant items
+
+    erased = call("POST", f"/v1/accounts/{ACCOUNT}/erase", claims(ACCOUNT, "owner"))
+    assert erased.status == 200, erased.body
+    assert raw_identities(stack, names) == {}  # before: the room's header and participant items named them
+
+    deliver_webhook(lk.participant_left(room, carol, T0 + 600), lambda_context)  # rebuilds the dropped state
+    run_stream(runner, lambda_context)
+    assert raw_identities(stack, names) == {}
+    # alice's camera went off at 300 s, delivered late behind the state's horizon: rebuilt from the raw events
+    deliver_webhook(lk.track_unpublished(room, alice, "TR_cam_a", T0 + 300, video=True), lambda_context)
+    run_stream(runner, lambda_context)
+    assert raw_identities(stack, names) == {}
+    header = next(
+        i for i in stack.table_items("UsageTable") if i["pk"]["S"] == f"ROOM#{ROOM}" and i["sk"]["S"] == "STATE"
+    )
+    assert "state_zlib" in header  # alice is still in the call: the room has a running state again
+    found = sessions(stack)
+    assert {sid: stored.session.identity for sid, stored in found.items()} == {
+        "PA_alice01": expected_pseudonym("alice.smith"),
+        "PA_carol01": expected_pseudonym("carol.jones"),
+    }
+    # carol 30..600 s, the camera 60..300 s: 240 s of video (hand-worked)
+    assert (found["PA_carol01"].session.end_ms, found["PA_carol01"].session.video_seconds) == ((T0 + 600) * 1000, 240)

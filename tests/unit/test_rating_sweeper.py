@@ -245,3 +245,43 @@ def test_given_a_policy_whose_listings_expire_within_the_limit_then_refused() ->
         SweepPolicy(max_unconfirmed_ms=24 * HOUR_MS, listing_ttl_ms=24 * HOUR_MS)
     with pytest.raises(ValueError, match="gap"):
         SweepPolicy(max_unconfirmed_ms=24 * HOUR_MS, listing_ttl_ms=31 * 24 * HOUR_MS, vouched_gap_ms=0)
+
+
+def joined(room: str, n: int, at_ms: int) -> LiveKitEventRecord:
+    return LiveKitEventRecord(f"EV_{room}_{n}", "participant_joined", at_ms // 1000, "APIkey", b"", at_ms,
+                              room_sid=f"RM_{room}", room_name=room, participant_sid=f"PA_{room}_{n}",
+                              participant_identity=f"id-{n}", joined_at_ms=at_ms)  # fmt: skip
+
+
+def state_at(store: InMemoryUsageRepository, room: str, last_ms: int) -> None:
+    """A running state of the room whose last event (two joins, the second inside the window) is at ``last_ms``."""
+    from kilo_rate_usage.ports import CommitUnit, StateChange  # noqa: PLC0415
+    from kilo_rate_usage.rooms import from_events  # noqa: PLC0415
+
+    events = [joined(room, n, at) for n, at in enumerate((last_ms - 600_000, last_ms))]
+    state = from_events(f"RM_{room}", events)
+    store.commit(CommitUnit(states=[StateChange(state, 0, dict(state.fold.participants), (), True)]), last_ms)
+
+
+def test_given_swept_rooms_then_only_those_quiet_for_an_hour_with_nothing_open_lose_their_state() -> None:
+    """D-rating-1: the marks of rooms the sweeper closed sessions of. Quiet for 2 h with nothing open: dropped (and
+    its mark); a session open again, a last rated event 30 min old, an event stored 10 min ago but not rated yet:
+    kept, marks kept; no state at all: only the mark goes."""
+    store = InMemoryUsageRepository()
+    for room in ("quiet", "busy", "recent", "behind"):
+        state_at(store, room, T0_MS - (30 * 60_000 if room == "recent" else 2 * HOUR_MS))
+    store.sessions[("RM_busy", "PA_back")] = open_session("PA_back", "busy", T0_MS - HOUR_MS, T0_MS - HOUR_MS)
+    store.store_event(stored_event("behind", "EV_late", (T0_MS - 600_000) // 1000))
+    store.mark_swept_rooms(["RM_quiet", "RM_busy", "RM_recent", "RM_behind", "RM_gone"], T0_MS - 2 * HOUR_MS, EXPIRES)
+    generation = store.states["RM_quiet"].generation
+    assert store.participants[("RM_quiet", generation)]  # the state's participant items
+
+    outcome, _, _ = run_sweep(store, StaticRoomDirectory({"busy": {"PA_back"}}), T0_MS, POLICY, EXPIRES)
+
+    assert outcome.dropped_states == 1
+    assert {room: state.usable for room, state in store.states.items()} == {
+        "RM_quiet": False, "RM_busy": True, "RM_recent": True, "RM_behind": True,
+    }  # fmt: skip
+    assert store.states["RM_quiet"].version == 2  # the version still orders writers
+    assert ("RM_quiet", generation) not in store.participants
+    assert set(store.swept_rooms()) == {"RM_busy", "RM_recent", "RM_behind"}

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 import time as time_
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Final
 
@@ -389,13 +389,17 @@ class DynamoSessionHistory:
         before_ms = int(began_before.timestamp() * 1000)
         changed = 0
         waited = 0.0
+        rooms: set[str] = set()
         for pause in (*self._erasure_pauses, None):
+            listed = list(self._listed(account_id, None, before_ms - 1))
+            rooms.update(str(from_item(item)["pk"]) for item in listed)
             left = [
                 {"pk": item["pk"], "sk": item["sk"]}
-                for item in self._listed(account_id, None, before_ms - 1)
+                for item in listed
                 if not _is_pseudonym(str(from_item(item).get("identity", "")), pseudonym)
             ]
             if not left and waited >= self._erasure_settle:
+                self._drop_running_states(rooms)
                 return changed
             for stored in self._values(left, consistent=True):
                 changed += self._pseudonymised(stored, account_id, pseudonym)
@@ -403,9 +407,65 @@ class DynamoSessionHistory:
                 break
             self._pause(pause)
             waited += pause
+        self._drop_running_states(rooms)  # those found so far; the retry finds them dropped
         raise ErasureIncompleteError(
             f"account {account_id!r}: the sessions index still lists identities after the erasure's passes; retry"
         )
+
+    def _drop_running_states(self, room_keys: Iterable[str], attempts: int = 3) -> int:
+        """Drop rating's running state of each room (``ROOM#<sid>``) that still has one (D-rating-2): the header
+        keeps its version (+1), cut-off and generation alone - what a finished room keeps (D196) - on the condition
+        that it is the version read, then that generation's participant items are deleted. The state names the
+        participants (its window's events, the live participants' registers); nothing reads it again once dropped:
+        the room's next event rebuilds it from the stored events, and rating writes it with the pseudonym of each
+        participant whose session began before the erasure mark. A header rating rewrites meanwhile is read and
+        dropped again (``attempts``); still moving after that: ``ErasureIncompleteError`` (the retry goes on).
+        Returns the states dropped."""
+        keys = [to_item({"pk": room, "sk": items.STATE_SORT_KEY}) for room in sorted(room_keys)]
+        dropped = 0
+        for _ in range(attempts):
+            running = [
+                header for header in self._values(keys, consistent=True) if header.get(items.STATE_BLOB) is not None
+            ]
+            if not running:
+                return dropped
+            keys = []
+            for header in running:
+                if self._drop_state(header):
+                    dropped += 1
+                else:
+                    keys.append(to_item({"pk": header["pk"], "sk": items.STATE_SORT_KEY}))
+            if not keys:
+                return dropped
+        raise ErasureIncompleteError("a room's running state kept changing during the erasure; retry")
+
+    def _drop_state(self, header: Mapping[str, Any]) -> bool:
+        room = str(header["pk"])
+        version = int(header[items.STATE_VERSION])
+        try:
+            call(
+                self._client.update_item,
+                TableName=self._table,
+                Key=to_item({"pk": room, "sk": items.STATE_SORT_KEY}),
+                UpdateExpression="SET #v = :next REMOVE #z",
+                ConditionExpression="#v = :v AND attribute_exists(#z)",
+                ExpressionAttributeNames={"#v": items.STATE_VERSION, "#z": items.STATE_BLOB},
+                ExpressionAttributeValues=to_item({":v": version, ":next": version + 1}),
+            )
+        except ConditionFailedError:
+            return False
+        generation = str(header.get(items.STATE_GENERATION) or "")
+        participants = paged_items(
+            self._client.query,
+            TableName=self._table,
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
+            ExpressionAttributeValues=to_item({":pk": room, ":prefix": f"{items.PARTICIPANT_PREFIX}{generation}#"}),
+            ProjectionExpression="pk, sk",
+            ConsistentRead=True,
+        )
+        for item in list(participants):
+            call(self._client.delete_item, TableName=self._table, Key={"pk": item["pk"], "sk": item["sk"]})
+        return True
 
     def _pseudonymised(self, stored: dict[str, Any], account_id: str, pseudonym: Callable[[str], str]) -> int:
         """Rewrite one session read strongly consistently with its identity's pseudonym: 1 if written, 0 if it holds

@@ -6,7 +6,11 @@
 - rating's session items in the usage table, read by attribute name (layout: ``kilo_rate_usage.items``):
   ``ROOM#<room sid>`` / ``SESSION#<participant sid>`` with ``account``, ``identity``, ``room_name``, ``start_ms``,
   ``end_ms``, ``aborted``, ``billing``, ``parts`` (``[[period, start ms, video, audio], ...]``), ``video_seconds``,
-  ``connected_seconds``.
+  ``connected_seconds``;
+- rating's room state in the usage table, dropped by the erasure by attribute name (layout: ``kilo_rate_usage.items``):
+  the header ``ROOM#<room sid>`` / ``STATE`` (``version``, ``generation``, the state blob ``state_zlib``: without it
+  the header is its version, cut-off and generation alone - what a finished room keeps) and the live participants'
+  items ``ROOM#<room sid>`` / ``PART#<generation>#<participant sid>`` (D-rating-2).
 """
 
 from __future__ import annotations
@@ -25,6 +29,11 @@ from kilo_billing.items import Item, from_item, to_item
 MEMBER_PREFIX: Final = "MEMBER#"
 SESSION_PREFIX: Final = "SESSION#"
 ROOM_PREFIX: Final = "ROOM#"
+STATE_SORT_KEY: Final = "STATE"  # rating's room-state header
+STATE_BLOB: Final = "state_zlib"
+STATE_VERSION: Final = "version"
+STATE_GENERATION: Final = "generation"
+PARTICIPANT_PREFIX: Final = "PART#"  # + <generation>#<participant sid>
 
 
 def account_pk(account_id: str) -> str:

@@ -16,7 +16,16 @@ from kilo_billing.account_items import ERASED_AT, account_key, erasure_mark
 from kilo_billing.account_store import DynamoAccountDirectory
 from kilo_billing.accounts import AccountProfile
 from kilo_billing.aws import ConditionFailedError, InvalidRequestError, ResourceGoneError, call, paged_items
-from kilo_billing.events import KEY, SORT_KEY, ContractError, StoredEvent, decode_item, room_partition
+from kilo_billing.events import (
+    CREATED_AT,
+    KEY,
+    ROOM_EVENTS_BY_TIME,
+    SORT_KEY,
+    ContractError,
+    StoredEvent,
+    decode_item,
+    room_partition,
+)
 from kilo_billing.items import Item, lambda_shape, to_item
 from kilo_billing.livekit_events import LiveKitEventRecord
 from kilo_billing.livekit_rooms import RoomGoneError, RoomServiceFailedError, call_room_service, room_credentials
@@ -38,7 +47,6 @@ from kilo_rate_usage.rooms import RoomState
 from kilo_rate_usage.sessions import ParticipantFold
 
 MAX_BATCH_GET = 100
-CREATED_AT = "created_at"  # a LiveKit event's createdAt (seconds) on its events-table item
 RATING_SERVICE = "rate-usage"  # the rating handler's service (``handler.SERVICE``): logs and metrics of its reads
 
 
@@ -214,18 +222,24 @@ class DynamoUsageRepository:
                 puts = [items.participant_to_item(change.new.room_sid, generation, p) for p in change.puts.values()]
                 self._batch_write([{"PutRequest": {"Item": item}} for item in puts])
                 written += len(puts)
-        for transaction in unit.transactions():
-            writes = [self._session_put(change) for change in transaction.sessions]
-            writes += [self._usage_mark(mark, now_ms) for mark in transaction.usage]
-            writes += [
-                {"Update": {"TableName": self._usage, **items.aggregate_add(key, counters, key in unit.late)}}
-                for key, counters in transaction.adds.items()
-            ]
-            for change in transaction.states:
-                writes += self._state_writes(change, generations.get(id(change), change.old_generation))
-            checks = [self._erasure_guard(account, mark) for account, mark in transaction.guards]
-            _write(self._client.transact_write_items, TransactItems=writes + checks)
-            written += len(writes)
+        landed: set[int] = set()  # id(state change) of the states whose transaction landed
+        try:
+            for transaction in unit.transactions():
+                writes = [self._session_put(change) for change in transaction.sessions]
+                writes += [self._usage_mark(mark, now_ms) for mark in transaction.usage]
+                writes += [
+                    {"Update": {"TableName": self._usage, **items.aggregate_add(key, counters, key in unit.late)}}
+                    for key, counters in transaction.adds.items()
+                ]
+                for change in transaction.states:
+                    writes += self._state_writes(change, generations.get(id(change), change.old_generation))
+                checks = [self._erasure_guard(account, mark) for account, mark in transaction.guards]
+                _write(self._client.transact_write_items, TransactItems=writes + checks)
+                landed.update(id(change) for change in transaction.states)
+                written += len(writes)
+        except (ConflictError, RejectedWriteError):
+            self._unused_generations(unit, generations, landed)
+            raise
         for change in unit.states:
             if change.chunked():
                 written += self._chunked_state(change)
@@ -235,6 +249,18 @@ class DynamoUsageRepository:
                 self._batch_write([{"DeleteRequest": {"Key": items.key_item(*items.key_pair(i))}} for i in old])
                 written += len(old)
         return written
+
+    def _unused_generations(self, unit: CommitUnit, generations: Mapping[int, str], landed: set[int]) -> None:
+        """A commit refused before a rebuild's header landed: the participant items written for its new generation
+        are read by nobody (no header names them, and the next generation is another) - deleted, since they name
+        the participants (D196, D-rating-2). A crash in between still leaves them (as before)."""
+        keys = [
+            items.participant_key(change.new.room_sid, generations[id(change)], sid)
+            for change in unit.states
+            if id(change) in generations and id(change) not in landed
+            for sid in change.puts
+        ]
+        self._batch_write([{"DeleteRequest": {"Key": key}} for key in keys])
 
     def _batch_write(self, requests: Sequence[dict[str, Any]]) -> None:
         for start in range(0, len(requests), 25):
@@ -361,18 +387,20 @@ class DynamoUsageRepository:
 
     def last_event_ms(self, room_sids: Iterable[str]) -> dict[str, int]:
         latest: dict[str, int] = {}
-        for room_sid in sorted(set(room_sids)):  # the sort key is the event id: the whole partition, createdAt only
-            found = paged_items(
+        for room_sid in sorted(set(room_sids)):  # the index's newest item of the room: one item read per room
+            found = call(
                 self._client.query,
                 TableName=self._events,
+                IndexName=ROOM_EVENTS_BY_TIME,
                 KeyConditionExpression="#k = :pk",
                 ProjectionExpression="#c",
                 ExpressionAttributeNames={"#k": KEY, "#c": CREATED_AT},
                 ExpressionAttributeValues=to_item({":pk": room_partition(room_sid)}),
-            )
-            seconds = [int(item[CREATED_AT]["N"]) for item in found if "N" in item.get(CREATED_AT, {})]
-            if seconds:
-                latest[room_sid] = max(seconds) * 1000
+                ScanIndexForward=False,
+                Limit=1,
+            ).get("Items", [])
+            if found and "N" in found[0].get(CREATED_AT, {}):
+                latest[room_sid] = int(found[0][CREATED_AT]["N"]) * 1000
         return latest
 
     def confirmations(self, keys: Iterable[SessionKey]) -> dict[SessionKey, int]:
@@ -399,6 +427,52 @@ class DynamoUsageRepository:
                 )
             except ConflictError:
                 continue  # a newer (or this same) answer is already recorded: it stands
+
+    def swept_rooms(self) -> dict[str, int]:
+        found = paged_items(
+            self._client.query,
+            TableName=self._usage,
+            KeyConditionExpression="#k = :pk",
+            ExpressionAttributeNames={"#k": KEY},
+            ExpressionAttributeValues=to_item({":pk": items.SWEPT_ROOMS}),
+            ConsistentRead=True,
+        )
+        return dict(items.swept_room_from_item(item) for item in found)
+
+    def mark_swept_rooms(self, room_sids: Iterable[str], at_ms: int, expires_at: int) -> None:
+        for room_sid in sorted(set(room_sids)):
+            call(self._client.put_item, TableName=self._usage, Item=items.swept_room_item(room_sid, at_ms, expires_at))
+
+    def forget_swept_room(self, room_sid: str, at_ms: int) -> None:
+        try:
+            _write(
+                self._client.delete_item,
+                TableName=self._usage,
+                Key=items.swept_room_key(room_sid),
+                ConditionExpression="attribute_not_exists(#k) OR #c = :c",
+                ExpressionAttributeNames={"#k": KEY, "#c": items.CLOSED_AT_MS},
+                ExpressionAttributeValues=to_item({":c": at_ms}),
+            )
+        except ConflictError:
+            return  # marked again since: the next sweep looks at the room again
+
+    def drop_room_state(self, state: RoomState) -> bool:
+        if state.usable:
+            try:  # what a finished room keeps (D196), only if no batch wrote the header since it was read
+                _write(
+                    self._client.put_item,
+                    TableName=self._usage,
+                    Item=items.version_only_item(state, state.version + 1, state.generation),
+                    ConditionExpression="attribute_exists(#k) AND version = :v AND attribute_not_exists(#p)",
+                    ExpressionAttributeNames={"#k": KEY, "#p": items.PENDING},
+                    ExpressionAttributeValues=to_item({":v": state.version}),
+                )
+            except ConflictError:
+                return False
+        if state.generation:  # no longer read by anyone: a later event rebuilds the room under a new generation
+            for item in self._generation_items(state.room_sid, state.generation, keys_only=True):
+                call(self._client.delete_item, TableName=self._usage, Key=items.key_item(*items.key_pair(item)))
+        return True
 
     def add_close(self, event: LiveKitEventRecord, expires_at: int) -> bool:
         try:

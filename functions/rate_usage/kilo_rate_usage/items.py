@@ -16,6 +16,9 @@ Usage table layout (single table):
   open sessions: ``answered_at_ms`` and those participants' sids (``participants``, SS) - one item per room, replaced
   only by a newer answer (conditional), expiring (``expires_at``, the table's TTL) ``listing_ttl`` after its answer
   (the sweeper's, D125);
+- swept room   ``SWEPT_ROOMS`` / ``ROOM#<room sid>`` - a room whose sessions the sweeper closed: ``closed_at_ms``,
+  expiring like a listing; the sweeper drops the room's running state once the room is quiet, then the mark
+  (D-rating-1);
 - aggregate    ``ACCOUNT#<account>`` / ``PERIOD#<YYYY-MM>`` - counters ``c#<segment start>#<meter>`` (ADDed), late
   counters ``late#<meter>`` once the period is invoiced (``invoiced_at``), announced thresholds ``thresholds`` (SS);
 - profile      ``ACCOUNT#<account>`` / ``PROFILE`` - ``kilo_billing.account_items``.
@@ -66,7 +69,9 @@ REGISTERS: Final = "registers"  # on a session whose participant retired from it
 CONFIRMED_PREFIX: Final = "CONFIRMED#"
 LISTED_SORT_KEY: Final = "LISTED"
 ANSWERED_AT_MS: Final = "answered_at_ms"
-EXPIRES_AT: Final = "expires_at"  # the usage table's TTL attribute (only the sweeper's listings carry it)
+EXPIRES_AT: Final = "expires_at"  # the usage table's TTL attribute (only the sweeper's listings and marks carry it)
+SWEPT_ROOMS: Final = "SWEPT_ROOMS"  # the partition of the sweeper's marks of rooms it closed sessions of
+CLOSED_AT_MS: Final = "closed_at_ms"
 COUNTER_PREFIX: Final = "c#"
 LATE_PREFIX: Final = "late#"
 
@@ -234,6 +239,19 @@ def listing_from_item(item: Mapping[str, Any]) -> tuple[str, RoomListing]:
     values = from_item(item)
     room_sid = str(values[KEY]).removeprefix("ROOM#")
     return room_sid, RoomListing(int(values[ANSWERED_AT_MS]), frozenset(str(sid) for sid in values["participants"]))
+
+
+def swept_room_key(room_sid: str) -> Item:
+    return key_item(SWEPT_ROOMS, room_key(room_sid))
+
+
+def swept_room_item(room_sid: str, at_ms: int, expires_at: int) -> Item:
+    return to_item({KEY: SWEPT_ROOMS, SORT_KEY: room_key(room_sid), CLOSED_AT_MS: at_ms, EXPIRES_AT: expires_at})
+
+
+def swept_room_from_item(item: Mapping[str, Any]) -> tuple[str, int]:
+    values = from_item(item)
+    return str(values[SORT_KEY]).removeprefix("ROOM#"), int(values[CLOSED_AT_MS])
 
 
 def state_key(room_sid: str) -> Item:

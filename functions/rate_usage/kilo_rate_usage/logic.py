@@ -132,8 +132,6 @@ def _rate(livekit: Sequence[LiveKitEventRecord], usage: Sequence[UsageEventRecor
     for room_sid, batch_events in by_room.items():
         room = _room(room_sid, batch_events, repo, config)
         rated.append(room)
-        if room.state is not None:
-            unit.states.append(room.state)
         accounts.update(session.account for session in room.sessions)
         # a stored session's contributions are its account's; one without any (a registers-only rewrite) needs its
         # profile too: its erasure mark guards the write (D80)
@@ -143,38 +141,7 @@ def _rate(livekit: Sequence[LiveKitEventRecord], usage: Sequence[UsageEventRecor
     profiles = repo.profiles(accounts)
 
     for room in rated:
-        for found in room.sessions:
-            previous = room.stored.get(found.participant_sid)
-            session = _erased(found, previous, profiles[found.account])
-            contributions = session_contributions(session, profiles[session.account])
-            version = StoredSession.version_of(session, contributions)
-            writing = previous is None or previous.version != version
-            registers = _registers_as(room.registers(session, previous, writing), session.identity)
-            if not writing and previous is not None and registers == previous.registers:
-                continue
-            old = previous.contributions if previous is not None else {}
-            unit.sessions.append(
-                SessionChange(
-                    StoredSession(session, contributions, version, registers),
-                    previous.version if previous is not None else None,
-                    delta(old, contributions),
-                )
-            )
-        computed = {session.participant_sid for session in room.sessions}
-        for sid, text in sorted(room.retiring.items()):  # retired earlier, named again: only its registers
-            previous = room.stored.get(sid)
-            if sid in computed or previous is None:
-                continue
-            registers = _registers_as(text, previous.session.identity)
-            if previous.registers == registers:
-                continue
-            unit.sessions.append(
-                SessionChange(
-                    StoredSession(previous.session, previous.contributions, previous.version, registers),
-                    previous.version,
-                    {},
-                )
-            )
+        _room_changes(room, profiles, unit)
     _complete(unit, fresh_usage, profiles)
 
     deltas = unit.deltas()
@@ -211,6 +178,47 @@ def _rate(livekit: Sequence[LiveKitEventRecord], usage: Sequence[UsageEventRecor
         writes=writes,
         unattributed_minutes=unattributed,
     )
+
+
+def _room_changes(room: _Room, profiles: Mapping[str, AccountProfile], unit: CommitUnit) -> None:
+    """The room's session writes (with the pseudonyms of an erased account's participants, D80) and its state's."""
+    pseudonyms: dict[str, str] = {}  # participant sid -> the pseudonym its session is stored under (D80)
+    for found in room.sessions:
+        previous = room.stored.get(found.participant_sid)
+        session = _erased(found, previous, profiles[found.account])
+        if session.identity.startswith(PSEUDONYM_PREFIX):
+            pseudonyms[found.participant_sid] = session.identity
+        contributions = session_contributions(session, profiles[session.account])
+        version = StoredSession.version_of(session, contributions)
+        writing = previous is None or previous.version != version
+        registers = _registers_as(room.registers(session, previous, writing), session.identity)
+        if not writing and previous is not None and registers == previous.registers:
+            continue
+        old = previous.contributions if previous is not None else {}
+        unit.sessions.append(
+            SessionChange(
+                StoredSession(session, contributions, version, registers),
+                previous.version if previous is not None else None,
+                delta(old, contributions),
+            )
+        )
+    computed = {session.participant_sid for session in room.sessions}
+    for sid, text in sorted(room.retiring.items()):  # retired earlier, named again: only its registers
+        previous = room.stored.get(sid)
+        if sid in computed or previous is None:
+            continue
+        registers = _registers_as(text, previous.session.identity)
+        if previous.registers == registers:
+            continue
+        unit.sessions.append(
+            SessionChange(
+                StoredSession(previous.session, previous.contributions, previous.version, registers),
+                previous.version,
+                {},
+            )
+        )
+    if room.state is not None:
+        unit.states.append(_state_as(room.state, pseudonyms))
 
 
 def _complete(
@@ -257,6 +265,32 @@ def _registers_as(registers: str, identity: str) -> str:
     if participant.identity == identity:
         return registers
     return registers_text(replace(participant, identity=identity))
+
+
+def _state_as(change: StateChange, pseudonyms: Mapping[str, str]) -> StateChange:
+    """The room's new state naming each participant whose session is stored under a pseudonym (``pseudonyms``, by
+    participant sid: its account erased after it began, D80) by that pseudonym, in its registers and in the window's
+    events, instead of the identity the events carried - a rebuild after the erasure dropped the running state, or an
+    event folded since, never writes the identity back into the state (D-rating-2). Sessions are unchanged: they
+    take the pseudonym from the stored session or the erasure mark whatever the state says (``_erased``)."""
+    state = change.new
+    if not pseudonyms or not state.usable:
+        return change
+    fold = state.fold.copy()
+    puts = dict(change.puts)
+    for sid, identity in pseudonyms.items():
+        participant = fold.participants.get(sid)
+        if participant is not None and participant.identity != identity:
+            fold.participants[sid] = puts[sid] = replace(participant.copy(), identity=identity)
+    recent = tuple(
+        replace(event, participant_identity=pseudonyms[event.participant_sid])
+        if event.participant_sid in pseudonyms and event.participant_identity != pseudonyms[event.participant_sid]
+        else event
+        for event in state.recent
+    )
+    if puts == change.puts and recent == state.recent:
+        return change
+    return replace(change, new=replace(state, fold=fold, recent=recent, full=None), puts=puts)
 
 
 def _announce_unattributed(unit: CommitUnit, publisher: EventPublisher) -> None:

@@ -236,17 +236,22 @@ class SweepPolicy:
     ``max_unconfirmed_ms``, so a listing is never gone while a cap could still use it. ``vouched_gap_ms``: about one
     sweep interval (5 minutes, with slack): a session RoomService no longer lists is closed at the sweep that noticed
     only when something vouched for it at most this long before (a room event, the previous answer listing it);
-    otherwise at that last moment, so an outage never bills time nobody can prove."""
+    otherwise at that last moment, so an outage never bills time nobody can prove. ``quiet_room_ms``: a room whose
+    sessions the sweeper closed, with none open since and no event for this long, loses its running state (its
+    ``room_finished`` was lost; docs/decisions.md D-rating-1)."""
 
     max_unconfirmed_ms: int
     listing_ttl_ms: int
     vouched_gap_ms: int = 450_000
+    quiet_room_ms: int = 3_600_000
 
     def __post_init__(self) -> None:
         if not 0 < self.max_unconfirmed_ms < self.listing_ttl_ms:
             raise ValueError("a room's listing must be kept longer than the unconfirmed limit (a cap reads it)")
         if self.vouched_gap_ms <= 0:
             raise ValueError("the vouched gap (about one sweep interval) must be positive")
+        if self.quiet_room_ms <= 0:
+            raise ValueError("the quiet time before a swept room's state is dropped must be positive")
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,3 +279,4 @@ class SweepOutcome:
     capped: int
     listed: int  # open sessions RoomService listed (recorded in their rooms' listings)
     unanswered_rooms: int
+    dropped_states: int = 0  # running states of swept, quiet rooms dropped (D-rating-1)

@@ -270,7 +270,8 @@ class SweeperStore(Protocol):
 
     def last_event_ms(self, room_sids: Iterable[str]) -> dict[str, int]:
         """The latest createdAt (epoch ms) of each room's events stored in the events table, rated or not (for those
-        with any): what the room's state says when it is readable and up to date (D197)."""
+        with any): what the room's state says when it is readable and up to date (D197). One item read per room
+        (the newest of the events table's ``room_events_by_time`` index)."""
         ...
 
     def confirmations(self, keys: Iterable[SessionKey]) -> dict[SessionKey, int]:
@@ -289,6 +290,29 @@ class SweeperStore(Protocol):
 
     def add_close(self, event: LiveKitEventRecord, expires_at: int) -> bool:
         """Store a synthetic close in the room's events once; False when it was already there."""
+        ...
+
+    def swept_rooms(self) -> dict[str, int]:
+        """The rooms marked by ``mark_swept_rooms`` and not forgotten since: room sid -> when marked (epoch ms);
+        strongly consistent."""
+        ...
+
+    def mark_swept_rooms(self, room_sids: Iterable[str], at_ms: int, expires_at: int) -> None:
+        """Mark rooms whose sessions a sweep closes (their ``room_finished`` may be lost: their running state is
+        dropped once quiet, D-rating-1), each at ``at_ms`` (a mark there is replaced), expiring at ``expires_at``."""
+        ...
+
+    def forget_swept_room(self, room_sid: str, at_ms: int) -> None:
+        """Remove the room's mark if it is still the one made at ``at_ms`` (a sweep that closed sessions of the room
+        since marked it again: kept; none: nothing happens)."""
+        ...
+
+    def drop_room_state(self, state: RoomState) -> bool:
+        """Drop the room's running state read as ``state`` (a header, ``room_states``): a usable one is replaced by its
+        version (+1), rebuild cut-off and generation alone - what a finished room keeps (D196) - on the condition
+        that it is still the version read; then the participant items of that generation are deleted (no reader
+        uses them again: the next event of the room rebuilds it). False, and nothing changed, when the header moved
+        on meanwhile (an event rated since the read)."""
         ...
 
 

@@ -33,6 +33,9 @@ class RatingSettings(FunctionSettings):
     # largest MaxUnconfirmedHours (720 h), so a cap never misses a listing (D125)
     room_listing_ttl_days: int = Field(default=31, ge=1, le=400)
     sweep_every_minutes: int = Field(default=5, ge=1, le=30)  # the template's schedule, rate(5 minutes)
+    # a room whose sessions the sweeper closed, none open since and no event for this long, loses its running state
+    # (its room_finished was lost; D-rating-1)
+    quiet_room_minutes: int = Field(default=60, ge=5, le=7 * 24 * 60)
     livekit_url: str = ""  # RoomService base URL, e.g. https://<project>.livekit.cloud
     livekit_keys_secret_name: str = ""
     roomservice_request_timeout_seconds: float = Field(default=5.0, gt=0)
@@ -56,6 +59,7 @@ class RatingSettings(FunctionSettings):
             self.max_unconfirmed_hours * HOUR_MS,
             self.room_listing_ttl_days * 24 * HOUR_MS,
             vouched_gap_ms=self.sweep_every_minutes * 90_000,  # one sweep interval and a half: scheduler slack
+            quiet_room_ms=self.quiet_room_minutes * 60_000,
         )
 
     @property

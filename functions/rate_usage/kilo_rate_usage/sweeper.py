@@ -21,11 +21,15 @@ state may not show it - unreadable (a state too large to keep, one of an older f
 behind the events table (rating late) - and a close is never dated before what the events vouch for (D197).
 Closes are synthetic events in the room's event partition: rating rebuilds the room as for any event, and a late real
 ``participant_left`` or ``room_finished`` still wins - a cap is provisional, the minutes come back with the real close.
+A room the sweeper closed sessions of is marked (before its closes are written); once none of its sessions is open and
+the room has been quiet for ``quiet_room_ms`` (no event, stored or rated, and no close by the sweeper), its running
+state is dropped as a finished room's is (D196) - its ``room_finished`` was lost - on the condition that no batch
+wrote it since it was read: a late event rated meanwhile keeps it, one arriving after rebuilds the room (D-rating-1).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field, replace
 
 from kilo_billing.livekit_events import LiveKitEventRecord
@@ -163,14 +167,46 @@ def run_sweep(
     if doubted:  # the room's state may not show its latest events (unreadable, missing, rating behind): read them
         open_sessions = with_last_events(open_sessions, store.last_event_ms(doubted))
         plan = plan_sweep(open_sessions, answers, confirmations, now_ms, policy, listings)
+    marks_expire = now_ms // 1000 + policy.listing_ttl_ms // 1000
+    if plan.closes:  # before the closes: a crash in between leaves a mark on a room still open (looked at again)
+        store.mark_swept_rooms({close.room_sid for close in plan.closes}, now_ms, marks_expire)
     written = [close for close in plan.closes if store.add_close(close, expires_at)]
     if plan.listings:  # last: a retry of this sweep still reads the previous answers (its closes are written once)
-        store.record_listings(plan.listings, now_ms // 1000 + policy.listing_ttl_ms // 1000)
+        store.record_listings(plan.listings, marks_expire)
+    dropped = drop_quiet_rooms(store, {stored.session.room_sid for stored in open_sessions}, now_ms, policy)
     outcome = SweepOutcome(
         open=len(open_sessions),
         swept=sum(1 for close in written if close.event_type == SWEPT),
         capped=sum(1 for close in written if close.event_type == CAPPED),
         listed=sum(len(listing.participants) for listing in plan.listings.values()),
         unanswered_rooms=len(answers.unanswered),
+        dropped_states=dropped,
     )
     return outcome, answers, written
+
+
+def drop_quiet_rooms(store: SweeperStore, busy: Set[str], now_ms: int, policy: SweepPolicy) -> int:
+    """Drop the running state of each marked room with no open session (``busy``: the rooms of this sweep's open
+    sessions) quiet for ``policy.quiet_room_ms``: its latest event - rated (the state's) or only stored (the events
+    table's) - and the sweeper's last close of it are that old. Its mark goes with it (or when the room has no usable
+    state left: finished, or dropped before). A room an event reached meanwhile keeps its state and its mark, and is
+    looked at again by the next sweep. Returns the states dropped."""
+    marked = store.swept_rooms()
+    rooms = sorted(marked.keys() - busy)
+    if not rooms:
+        return 0
+    states = store.room_states(rooms)
+    usable = [room for room in rooms if room in states and states[room].usable]
+    latest = store.last_event_ms(usable) if usable else {}
+    dropped = 0
+    for room in rooms:
+        state = states.get(room)
+        if state is not None and state.usable:
+            last = max(state.last_event_ms, latest.get(room, 0), marked[room])
+            if now_ms - last < policy.quiet_room_ms or not store.drop_room_state(state):
+                continue
+            dropped += 1
+        elif state is not None:
+            store.drop_room_state(state)  # no state left; a participant item of its generation may still be (D199)
+        store.forget_swept_room(room, marked[room])
+    return dropped

@@ -76,6 +76,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         "capped": outcome.capped,
         "listed": outcome.listed,
         "unanswered_rooms": outcome.unanswered_rooms,
+        "dropped_states": outcome.dropped_states,
         "thresholds": thresholds,
     }
     logger.info("sweep done", extra=summary)

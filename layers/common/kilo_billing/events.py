@@ -45,6 +45,10 @@ RAW_BODY_VERSION: Final = 1
 
 KEY = "pk"
 SORT_KEY = "sk"
+CREATED_AT = "created_at"  # a LiveKit event's createdAt (seconds) on its item
+# the events table's GSI of a room's events by createdAt (pk, created_at; keys only; sparse: LiveKit events only): a
+# room's latest event is one item, a reverse Query with Limit 1 (the table's sort key is the event id)
+ROOM_EVENTS_BY_TIME = "room_events_by_time"
 TTL_ATTRIBUTE = "expires_at"
 # How long raw events (webhooks, usage, the sweeper's synthetic closes) are kept: RAW_EVENT_TTL_DAYS, read by ingest
 # and by rating's sweeper alike. Never under 40 days, so usage backdated the 35 days the usage API allows is still
