@@ -192,3 +192,18 @@ def test_given_the_functions_that_settle_crypto_then_each_reads_the_same_rate_so
     for function in ("CryptoApiFunction", "CryptoEvmWatcherFunction", "SolanaWatchFunction"):
         environment = template.function_environment(function)
         assert {key: environment.get(key) for key in wanted} == wanted, function
+
+
+def test_given_the_functions_that_text_numbers_then_each_reads_the_same_sms_regions(template: Template) -> None:
+    """One list of regions for the account API's codes and the alerts' SMS (D-api3-1), from the ``SmsRegions``
+    parameter, whose default is the layer's: the US, Canada, the UK, Ireland, Australia, New Zealand (written out)."""
+    from kilo_billing.sms_regions import DEFAULT_SMS_REGIONS  # noqa: PLC0415
+
+    wanted = "US,CA,GB,IE,AU,NZ"
+    assert template.body["Parameters"]["SmsRegions"]["Default"] == wanted
+    assert frozenset(wanted.split(",")) == DEFAULT_SMS_REGIONS
+    for function in ("AccountApiFunction", "AlertsFunction"):
+        assert template.resources[function]["Properties"]["Environment"]["Variables"]["SMS_REGIONS"] == {
+            "Ref": "SmsRegions"
+        }, function
+        assert template.function_environment(function)["SMS_REGIONS"] == wanted, function

@@ -400,41 +400,45 @@ def test_given_no_body_under_a_content_type_that_is_not_json_then_the_optional_b
         assert [to for to, _ in texts(account_api)] == [PHONE]
 
 
-FRANCE = "+33612345678"
-FRANCE_REFUSED = (
-    "phone: +33612345678 has country code +33; SMS goes only to the countries of SMS_COUNTRY_CODES "
-    "(+1, +44, +61, +64, +353): use a number in one of them"
+JAMAICA = "+18765550100"  # +1 876: a calling code the US and Canada share, yet Jamaica's
+JAMAICA_REFUSED = (
+    "phone: +18765550100 has region JM; SMS goes only to the regions of SMS_REGIONS (AU, CA, GB, IE, NZ, US): "
+    "use a number in one of them"
 )
 
 
-def test_given_a_number_of_a_country_off_the_sms_list_then_it_is_not_saved_and_no_code_is_texted_to_it(
+def test_given_a_number_of_a_region_off_the_sms_list_then_it_is_not_saved_and_no_code_is_texted_to_it(
     account_api: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """D-api2-1, with the default list (US and Canada, UK, Ireland, Australia, New Zealand)."""
+    """D-api3-1, with the template's list (SMS_REGIONS: the US, Canada, the UK, Ireland, Australia, New Zealand): a
+    Jamaican number is +1 like the US, and refused all the same."""
     register(account_api, "acct_a", email="old@a.example", phone=PHONE)
-    refused = call("PUT", PREFERENCES, ADMIN, {"email": "new@a.example", "phone": FRANCE})
+    refused = call("PUT", PREFERENCES, ADMIN, {"email": "new@a.example", "phone": JAMAICA})
     assert (refused.status, refused.body) == (
         400,
-        {"code": "invalid_request", "message": FRANCE_REFUSED, "field": "phone"},
+        {"code": "invalid_request", "message": JAMAICA_REFUSED, "field": "phone"},
     )
     stored = stored_profile(account_api)
     assert (stored.phone, stored.email) == (PHONE, "old@a.example")  # nothing of the save
     assert texts(account_api) == []
     assert stored_code_item(account_api) == {}
 
-    # a number saved before France left the list (or before the list): the send route refuses it, nothing counted
+    # a number saved before Jamaica left the list (or before the list): the send route refuses it, nothing counted
     directory = DynamoAccountDirectory(
         account_api.clients["dynamodb"], account_api.template.physical_name("UsageTable")
     )
-    directory.save(replace(stored, phone=FRANCE))
+    directory.save(replace(stored, phone=JAMAICA))
     asked = call("POST", SEND, ADMIN)
-    assert (asked.status, asked.body) == (400, {"code": "invalid_request", "message": FRANCE_REFUSED, "field": "phone"})
+    assert (asked.status, asked.body) == (
+        400,
+        {"code": "invalid_request", "message": JAMAICA_REFUSED, "field": "phone"},
+    )
     assert texts(account_api) == []
     assert stored_code_item(account_api) == {}
 
-    # the operator adds France (+33): the same number gets its code
-    monkeypatch.setenv("SMS_COUNTRY_CODES", "1,44,353,61,64,33")
+    # the operator adds Jamaica: the same number gets its code
+    monkeypatch.setenv("SMS_REGIONS", "US,CA,GB,IE,AU,NZ,JM")
     clear_caches()
     sent = call("POST", SEND, ADMIN)
-    assert (sent.status, sent.body["phone"]) == (200, FRANCE)
-    assert [to for to, _ in texts(account_api)] == [FRANCE]
+    assert (sent.status, sent.body["phone"]) == (200, JAMAICA)
+    assert [to for to, _ in texts(account_api)] == [JAMAICA]

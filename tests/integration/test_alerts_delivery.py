@@ -382,12 +382,20 @@ def sms_count_items(stack: AlertsStack, account: str) -> list[dict[str, Any]]:
 
 # moto's SNS (read, not assumed): CheckIfPhoneNumberIsOptedOut answers true for a number ending in 99 and refuses one
 # that is not "+" and digits (InvalidParameter "input incorrectly formatted"); Publish refuses a number that is not
-# E.164 ("+" then 1-9 then up to 14 digits: "Phone number does not meet the E164 format")
+# E.164 ("+" then 1-9 then up to 14 digits: "Phone number does not meet the E164 format"). Such a number now never
+# reaches Publish: libphonenumber gives it no region, and SMS_REGIONS withholds it first (D-api3-1; Publish's refusal
+# is tested with a scripted texter in tests/unit/test_alerts_sms_cap.py)
+NO_REGION = (
+    "the number has no region in libphonenumber's table; SMS goes only to the regions of SMS_REGIONS "
+    "(AU, CA, GB, IE, NZ, US)"
+)
+
+
 @pytest.mark.parametrize(
     ("phone", "status", "detail"),
     [
         ("+14155550199", "opted_out", "the number opted out of SMS (STOP)"),
-        ("+04155550104", "undeliverable", "SNS refused the SMS: InvalidParameter"),  # by Publish
+        ("+04155550104", "skipped", NO_REGION),  # SNS's opted-out check takes it; the regions withhold it
         ("0155 5501", "undeliverable", "SNS refused the number: InvalidParameter"),  # by CheckIfPhoneNumberIsOptedOut
     ],
 )
@@ -520,3 +528,98 @@ def test_given_email_chosen_too_while_sns_fails_for_now_then_the_last_delivery_s
     assert event["Records"][0]["attributes"]["ApproximateReceiveCount"] == "5"
     assert (len(alerts_stack.sent_sms()), len(alerts_stack.sent_mail())) == (0, 1)
     assert records(alerts_stack, "acct_11")["sms"]["status"] == "retry"
+
+
+@pytest.mark.parametrize(
+    ("phone", "region", "regions", "detail"),
+    [
+        # the template's list (the US, Canada, the UK, Ireland, Australia, New Zealand): Jamaica is +1 as well
+        (
+            "+18765550100",
+            "JM",
+            None,
+            "the number has region JM; SMS goes only to the regions of SMS_REGIONS (AU, CA, GB, IE, NZ, US)",
+        ),
+        # verified while Canada was on the list, which the operator has since taken it off
+        (
+            "+16135550100",
+            "CA",
+            "US,GB,IE,AU,NZ",
+            "the number has region CA; SMS goes only to the regions of SMS_REGIONS (AU, GB, IE, NZ, US)",
+        ),
+    ],
+)
+def test_given_an_sms_only_alert_to_a_verified_number_of_a_region_off_the_list_then_it_goes_by_email_instead_once(
+    alerts_stack: AlertsStack,
+    monkeypatch: pytest.MonkeyPatch,
+    phone: str,
+    region: str,
+    regions: str | None,
+    detail: str,
+) -> None:
+    """D-api3-1: the number was verified (its code went out while its region was allowed, or before the list), yet no
+    SMS goes there now; the alert is not lost (D170's path) and nothing is counted against the SMS cap."""
+    from tests.conftest import _clear_caches  # noqa: PLC0415
+
+    if regions is not None:
+        monkeypatch.setenv("SMS_REGIONS", regions)
+        _clear_caches()
+    register(
+        alerts_stack,
+        "acct_r",
+        email="r@example.com",
+        phone=phone,
+        phone_verified=True,
+        budget_usd=Decimal(100),
+        alert_preferences=(("budget_threshold", ("sms",)), ("budget_forecast", ())),  # the 80 %'s forecast: quiet
+    )
+    publish(alerts_stack, "acct_r", "budget", 100, "100.4", "100")
+    assert run(alerts_stack) == {"batchItemFailures": []}
+
+    assert alerts_stack.sent_sms() == []
+    [mail] = alerts_stack.sent_mail()
+    assert (str(mime(mail)["To"]), str(mime(mail)["Subject"])) == (
+        "r@example.com",
+        "Your November 2026 bill so far reached 100% of your budget",
+    )
+    recorded = records(alerts_stack, "acct_r")
+    assert (recorded["sms"]["status"], recorded["email"]["status"]) == ("skipped", "sent")
+    assert recorded["sms"]["detail"] == f"{detail}; sent by email instead"
+    assert phone.removeprefix("+") not in str(recorded["sms"])  # the record names the region, never the number
+    assert [int(i["sms_count"]) for i in sms_count_items(alerts_stack, "acct_r")] in ([], [0])  # nothing counted
+
+    # rating publishes the event again: decided, nothing more on either channel
+    publish(alerts_stack, "acct_r", "budget", 100, "100.4", "100")
+    assert run(alerts_stack) == {"batchItemFailures": []}
+    assert (len(alerts_stack.sent_sms()), len(alerts_stack.sent_mail())) == (0, 1)
+
+    # the operator allows the region: the next alert is texted
+    monkeypatch.setenv("SMS_REGIONS", f"{regions or 'US,CA,GB,IE,AU,NZ'},{region}")
+    _clear_caches()
+    publish(alerts_stack, "acct_r", "budget", 80, "80.4", "100")
+    assert run(alerts_stack) == {"batchItemFailures": []}
+    assert [to for to, _ in alerts_stack.sent_sms()] == [phone]
+    assert len(alerts_stack.sent_mail()) == 1
+
+
+def test_given_a_number_of_a_region_off_the_list_and_email_chosen_too_then_only_the_chosen_email_goes(
+    alerts_stack: AlertsStack,
+) -> None:
+    register(
+        alerts_stack,
+        "acct_r",
+        email="r@example.com",
+        phone="+18765550100",
+        phone_verified=True,
+        budget_usd=Decimal(100),
+        alert_preferences=(("budget_threshold", ("email", "sms")),),
+    )
+    publish(alerts_stack, "acct_r", "budget", 100, "100.4", "100")
+    assert run(alerts_stack) == {"batchItemFailures": []}
+    assert (len(alerts_stack.sent_sms()), len(alerts_stack.sent_mail())) == (0, 1)
+    recorded = records(alerts_stack, "acct_r")
+    assert (recorded["sms"]["status"], recorded["sms"]["detail"]) == (
+        "skipped",
+        "the number has region JM; SMS goes only to the regions of SMS_REGIONS (AU, CA, GB, IE, NZ, US)",
+    )
+    assert recorded["email"]["status"] == "sent"

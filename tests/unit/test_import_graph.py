@@ -109,11 +109,12 @@ HANDLERS = [
         {"Records": []},
         frozenset({"stripe", "aiohttp", "requests", "livekit.api", "google.protobuf", "kilo_invoice.stripe_adapter"}),
     ),
-    # The alerts function sends through boto3 (SES v2, SNS) only: no LiveKit, Stripe or HTTP libraries.
+    # The alerts function sends through boto3 (SES v2, SNS) only: no LiveKit, Stripe or HTTP libraries; libphonenumber
+    # only when an SMS is about to go (its region, D-api3-1).
     Handler(
         "kilo_alerts.handler",
         {"Records": []},
-        frozenset({"stripe", "aiohttp", "requests", "livekit.api", "google.protobuf", "jinja2"}),
+        frozenset({"stripe", "aiohttp", "requests", "livekit.api", "google.protobuf", "jinja2", "phonenumbers"}),
     ),
     # The account API loads the Stripe SDK only for a Checkout or Billing Portal page (the lazy pages), and
     # libphonenumber only for a phone number saved or texted a code (D-api2-1); a usage request called cold (no

@@ -243,3 +243,40 @@ def test_given_the_common_layer_then_it_imports_only_what_its_requirements_ship(
     missing = package.missing_imports([root / "kilo_billing"], shipped)
     assert package.borrowing_problems("layer", [root / "kilo_billing"], shipped, missing) == []
     assert missing == {}
+
+
+def test_given_the_functions_code_then_each_importing_a_borrowing_layer_module_ships_its_sdk() -> None:
+    """``./dev package``'s borrowing check on the real code folders, against what each folder's requirements bring
+    (transitively, as pip installs them): the account API and alerts import ``kilo_billing.sms_regions`` and must
+    ship libphonenumber (D-api3-1); the sweeper and alerts ``livekit_rooms`` and livekit-api with aiohttp."""
+    import re  # noqa: PLC0415
+    from importlib.metadata import packages_distributions, requires  # noqa: PLC0415
+
+    from packaging.requirements import Requirement  # noqa: PLC0415
+
+    def normal(name: str) -> str:
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    modules_of: dict[str, set[str]] = {}
+    for module, distributions in packages_distributions().items():
+        for distribution in distributions:
+            modules_of.setdefault(normal(distribution), set()).add(module)
+    root = Path(__file__).resolve().parents[2]
+    checked = []
+    for folder in sorted((root / "functions").iterdir()):
+        if not (folder / "requirements.txt").exists():
+            continue
+        lines = [line.split("#")[0].strip() for line in (folder / "requirements.txt").read_text().splitlines()]
+        pending, found = [Requirement(line) for line in lines if line], set[str]()
+        while pending:
+            requirement = pending.pop()
+            name = normal(requirement.name)
+            if name in found or (requirement.marker is not None and not requirement.marker.evaluate({"extra": ""})):
+                continue
+            found.add(name)
+            pending.extend(Requirement(text) for text in requires(requirement.name) or [])
+        shipped = set().union(*(modules_of.get(name, set()) for name in found))
+        code = [path for path in folder.iterdir() if path.is_dir() and path.name.startswith("kilo_")]
+        assert package.borrowing_problems("function", code, shipped, {}) == [], folder.name
+        checked.append(folder.name)
+    assert {"account_api", "alerts", "rate_usage"} <= set(checked)

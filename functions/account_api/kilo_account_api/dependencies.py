@@ -158,7 +158,7 @@ def dependencies() -> AccountApiDependencies:
         payments=LazyPaymentPages(lambda: _stripe_pages(config)),
         phone_challenges=DynamoPhoneChallenges(dynamodb, table, PhoneVerificationPolicy().day),
         code_sender=SnsCodeSender(client("sns", config.call_budget, lazy=True)),
-        phone_policy=PhoneVerificationPolicy(countries=config.sms_countries),
+        phone_policy=PhoneVerificationPolicy(regions=config.sms_region_set),
         phone_code_key=PhoneCodeKey(config),
         alert_records=DynamoAlertRecords(dynamodb, config.alerts_table_name) if config.alerts_table_name else None,
     )

@@ -264,7 +264,7 @@ def put_alert_preferences(account_id: AccountId, body: schemas.AlertPreferencesI
     channels = {kind: tuple(str(channel) for channel in chosen) for kind, chosen in body.channels.items()}
     request = logic.AlertPreferencesRequest(body.name, body.email, body.phone, channels)
     deps = _deps()
-    saved = logic.set_alert_preferences(deps.accounts, account_id, request, deps.phone_policy.countries)
+    saved = logic.set_alert_preferences(deps.accounts, account_id, request, deps.phone_policy.regions)
     # a new (unverified) number gets its code now; the save stands whatever the SMS does (D160)
     code = phone.code_for_saved_number(
         saved, deps.phone_challenges, deps.code_sender, deps.phone_code_key, _now(), deps.phone_policy

@@ -37,7 +37,7 @@ from kilo_account_api.model import (
     UsageReport,
     found_in_period,
 )
-from kilo_account_api.phone import DEFAULT_SMS_COUNTRIES, check_sms_country
+from kilo_account_api.phone import check_sms_region
 from kilo_account_api.ports import AlertRecords, MemberStore, PaymentPages, PhoneChallenges, SessionHistory
 from kilo_billing.accounts import (
     AccountDirectory,
@@ -69,6 +69,7 @@ from kilo_billing.money import ZERO, total
 from kilo_billing.month_to_date import MonthToDate, MonthToDateSource, month_to_date, open_session_extra
 from kilo_billing.periods import Period
 from kilo_billing.rating import RatedPeriod, RatingError, effective_change
+from kilo_billing.sms_regions import DEFAULT_SMS_REGIONS
 
 _PERCENT = Decimal("0.01")
 MAX_PAGE = 100
@@ -354,11 +355,11 @@ def set_alert_preferences(
     accounts: AccountDirectory,
     account_id: str,
     request: AlertPreferencesRequest,
-    sms_countries: frozenset[int] = DEFAULT_SMS_COUNTRIES,
+    sms_regions: frozenset[str] = DEFAULT_SMS_REGIONS,
 ) -> AccountProfile:
     """Set who hears about alerts (name, email, phone: ``""`` clears one) and the channels of the alert kinds given
     (kinds not given keep their choice); validated whole by ``kilo_billing.accounts.set_alert_contact``, one save.
-    A new number must be in one of ``sms_countries`` (calling codes; 400 naming ``phone``, nothing saved: D-api2-1);
+    A new number must be in one of ``sms_regions`` (ISO regions; 400 naming ``phone``, nothing saved: D-api3-1);
     the stored number sent back unchanged is kept (the form returns what it read), and gets no code outside them."""
     try:
         return set_alert_contact(
@@ -368,7 +369,7 @@ def set_alert_preferences(
             email=request.email,
             phone=request.phone,
             preferences=dict(request.channels),
-            check_new_phone=lambda number: check_sms_country(number, sms_countries),
+            check_new_phone=lambda number: check_sms_region(number, sms_regions),
         )
     except UnknownAccountError as exc:
         raise unregistered(account_id) from exc

@@ -3,8 +3,8 @@ as an HMAC under the server's key and a salt (``PhoneChallenges``), and confirme
 ``tries`` guesses; an account gets at most ``codes_per_window`` codes per ``window`` and ``codes_per_day`` a day, a
 number at most ``codes_per_number_per_day`` codes per UTC day from all accounts together. Confirming marks the
 profile's number verified (``kilo_billing.accounts.mark_phone_verified``); alerts text only a verified number.
-Numbers are texted only in the countries of ``PhoneVerificationPolicy.countries`` (``SMS_COUNTRY_CODES``, D-api2-1):
-a number is checked against them when it is saved (``check_sms_country``) and again before each code is sent.
+Numbers are texted only in the regions of ``PhoneVerificationPolicy.regions`` (``SMS_REGIONS``, D-api2-1, D-api3-1):
+a number is checked against them when it is saved (``check_sms_region``) and again before each code is sent.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Literal
 
@@ -24,12 +24,12 @@ from kilo_billing.accounts import AccountDirectory, AccountProfile, InvalidConta
 from kilo_billing.aws import StorageUnavailableError
 
 CODE_DIGITS = 6
-# The countries whose numbers are texted unless SMS_COUNTRY_CODES says otherwise (D-api2-1), by calling code: the
-# United States and Canada (the North American Numbering Plan, +1), the United Kingdom, Ireland, Australia and New
-# Zealand - the markets of an English-only product priced in USD. The settings' default is the same list (a test holds
-# them equal).
-DEFAULT_SMS_COUNTRIES: frozenset[int] = frozenset({1, 44, 353, 61, 64})
-SMS_COUNTRY_SETTING = "SMS_COUNTRY_CODES"
+
+
+def _default_regions() -> frozenset[str]:
+    from kilo_billing.sms_regions import DEFAULT_SMS_REGIONS  # noqa: PLC0415
+
+    return DEFAULT_SMS_REGIONS
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,35 +41,20 @@ class PhoneVerificationPolicy:
     codes_per_day: int = 10  # per account over the last 24 h, whatever the numbers
     day: timedelta = timedelta(days=1)  # also how long the account's send times are kept
     codes_per_number_per_day: int = 3  # per number and UTC day, whatever the accounts
-    countries: frozenset[int] = DEFAULT_SMS_COUNTRIES  # calling codes whose numbers are texted (SMS_COUNTRY_CODES)
+    # ISO regions whose numbers are texted (SMS_REGIONS; the layer's default, read when none is given: the sign-in
+    # trigger imports this module's package and must not load kilo_billing.sms_regions for it)
+    regions: frozenset[str] = field(default_factory=_default_regions)
 
 
-def calling_code(number: str) -> int | None:
-    """The country calling code an E.164 ``number`` starts with (libphonenumber's table of assigned codes: they are
-    prefix-free, so the number names one), ``None`` when it starts with no assigned code (e.g. +999). Imported here,
-    on the first number checked: no other request loads the library."""
-    import phonenumbers  # noqa: PLC0415
+def check_sms_region(number: str, regions: frozenset[str]) -> None:
+    """``InvalidRequestError`` naming ``phone`` unless libphonenumber gives ``number`` one of ``regions`` (toll
+    fraud: a code or an alert texted to any country's premium ranges is paid by us; D-api3-1). The message names the
+    number's region and the setting."""
+    from kilo_billing.sms_regions import sms_region_refusal  # noqa: PLC0415  # a number checked: not on cold paths
 
-    try:
-        return phonenumbers.parse(number).country_code
-    except phonenumbers.NumberParseException:
-        return None
-
-
-def check_sms_country(number: str, countries: frozenset[int]) -> None:
-    """``InvalidRequestError`` naming ``phone`` unless ``number``'s calling code is one of ``countries`` (toll
-    fraud: a code or an alert texted to any country's premium ranges is paid by us; D-api2-1). The message names the
-    number's country code and the setting."""
-    code = calling_code(number)
-    if code in countries:
-        return
-    allowed = ", ".join(f"+{c}" for c in sorted(countries))
-    found = f"country code +{code}" if code is not None else "no assigned country code"
-    raise InvalidRequestError(
-        "phone",
-        f"{number} has {found}; SMS goes only to the countries of {SMS_COUNTRY_SETTING} ({allowed}): "
-        "use a number in one of them",
-    )
+    refusal = sms_region_refusal(number, regions)
+    if refusal is not None:
+        raise InvalidRequestError("phone", f"{refusal.reason(number)}: use a number in one of them")
 
 
 def random_code() -> str:
@@ -102,7 +87,7 @@ def send_code(
         raise InvalidRequestError("phone", "the account has no phone number: save one first")
     if profile.phone_verified:
         raise ConflictError(f"phone {profile.phone!r} is verified already")
-    check_sms_country(profile.phone, policy.countries)  # again: the list may have changed since the number was saved
+    check_sms_region(profile.phone, policy.regions)  # again: the list may have changed since the number was saved
     previous = challenges.current(profile.account_id)
     today = tuple(at for at in (previous.sent_at if previous else ()) if at > now - policy.day)
     for limit, span in ((policy.codes_per_window, policy.window), (policy.codes_per_day, policy.day)):

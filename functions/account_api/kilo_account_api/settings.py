@@ -4,20 +4,18 @@ runtime."""
 
 from __future__ import annotations
 
-import re
 from decimal import Decimal
 from functools import cache
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from kilo_billing.settings import ForecastSettings
-
-_CALLING_CODE = re.compile(r"[1-9][0-9]{0,2}")
+from kilo_billing.settings import ForecastSettings, SmsSettings
 
 
-class AccountApiSettings(ForecastSettings):
+class AccountApiSettings(ForecastSettings, SmsSettings):
     """The base's AWS call budget, secret reuse and weekday weights (``FORECAST_WEEKDAY_WEIGHTS``, the alerts
-    function's setting of the same name and format, for the weekday-aware forecast), and:"""
+    function's setting of the same name and format, for the weekday-aware forecast), the regions SMS goes to
+    (``SMS_REGIONS``, the alerts function's too: a number is saved and texted a code only in them, D-api3-1), and:"""
 
     usage_table_name: str  # profiles, rating's sessions and counters, our invoices, the spend item
     members_table_name: str  # ACCOUNT#<id> / MEMBER#<user>
@@ -52,24 +50,6 @@ class AccountApiSettings(ForecastSettings):
     invitation_days: int = Field(default=7, ge=1, le=30)
     # closed sessions that began this long before a period are still read for it (a call across the month end)
     session_lookback_days: int = Field(default=35, ge=1, le=400)
-    # the countries whose numbers are saved for SMS and texted codes, by calling code, comma-separated ("+" optional):
-    # the US and Canada, the UK, Ireland, Australia, New Zealand (kilo_account_api.phone.DEFAULT_SMS_COUNTRIES; a
-    # toll-fraud guard, D-api2-1). Add a country's code when the product serves it.
-    sms_country_codes: str = "1,44,353,61,64"
-
-    @field_validator("sms_country_codes")
-    @classmethod
-    def _calling_codes(cls, value: str) -> str:
-        entries = [entry.strip().removeprefix("+") for entry in value.split(",")]
-        bad = [entry for entry in entries if not _CALLING_CODE.fullmatch(entry)]
-        if bad:
-            raise ValueError(f"calling codes are 1-3 digits, not starting with 0 (e.g. 1,44): not {bad}")
-        return value
-
-    @property
-    def sms_countries(self) -> frozenset[int]:
-        """``sms_country_codes`` as numbers."""
-        return frozenset(int(entry.strip().removeprefix("+")) for entry in self.sms_country_codes.split(","))
 
 
 @cache

@@ -68,7 +68,10 @@ def alerts() -> AlertDependencies:
     )
     policy = AlertsPolicy(
         DeliveryPolicy(
-            config.alert_preferences_url, config.claim_lease_minutes * 60_000, config.sms_daily_cap_per_account
+            config.alert_preferences_url,
+            config.claim_lease_minutes * 60_000,
+            config.sms_daily_cap_per_account,
+            config.sms_region_set,
         ),
         EnforcementPolicy(config.enforcement_grace_seconds),
         config.weekday_weights,

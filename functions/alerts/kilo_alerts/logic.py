@@ -5,14 +5,15 @@ a redelivered event finds the decision taken and sends nothing; a claim still pe
 deciding it, or one that crashed) is not a decision: the channel is retried, and taken over once stale. Then: the
 channel is skipped if the account chose otherwise (or the catalogue's default leaves it out: low-severity alerts are
 quiet on SMS) or has no address/number for it; an SMS to a number that opted out (STOP) is not sent; a message the
-provider refuses for good is recorded as undeliverable. An SMS the account's daily cap stops, or that SNS will not
-text (the number opted out, or SNS refuses it), goes by email instead when the account did not choose email for the
-alert (D149, D170): SMS is decided first, the email instead on its own ledger row (sent once), and the SMS's
-decision recorded after it. The other way round, a required alert (D180: the hard limit, a failed payment) whose
-email SES refuses goes by SMS to the account's verified number when SMS was not chosen for it (D-alerts-2): its SMS
-row is claimed first and decided after the email's. A transient failure releases the claim and, once every channel
-was tried, raises ``DeliveryIncompleteError``: the queue delivers the event again and only the unfinished channel is
-tried.
+provider refuses for good is recorded as undeliverable. An SMS to a number whose region is not one of ``SMS_REGIONS``
+is not sent (a toll-fraud guard, D-api3-1: the region may have left the list after the number was verified). An SMS
+the account's daily cap stops, that the regions withhold, or that SNS will not text (the number opted out, or SNS
+refuses it), goes by email instead when the account did not choose email for the alert (D149, D170, D-api3-1): SMS
+is decided first, the email instead on its own ledger row (sent once), and the SMS's decision recorded after it. The
+other way round, a required alert (D180: the hard limit, a failed payment) whose email SES refuses goes by SMS to the
+account's verified number when SMS was not chosen for it (D-alerts-2): its SMS row is claimed first and decided after
+the email's. A transient failure releases the claim and, once every channel was tried, raises
+``DeliveryIncompleteError``: the queue delivers the event again and only the unfinished channel is tried.
 """
 
 from __future__ import annotations
@@ -74,6 +75,12 @@ HARD: Final = "budget_hard_limit"
 CUSTOMER_AND_OPERATOR: Final = frozenset({PaymentFailedV1.DETAIL_TYPE})
 
 
+def _default_sms_regions() -> frozenset[str]:
+    from kilo_billing.sms_regions import DEFAULT_SMS_REGIONS  # noqa: PLC0415  # read when an SMS is decided
+
+    return DEFAULT_SMS_REGIONS
+
+
 @dataclass(frozen=True, slots=True)
 class DeliveryPolicy:
     preferences_url: str  # the account's alert preferences page; the account id is appended as ?account=<id>
@@ -81,6 +88,9 @@ class DeliveryPolicy:
     # SMS to one account per UTC day, whatever the alerts (every new budget amount re-announces its thresholds: D124;
     # the number itself is verified first, D160); past it the SMS is skipped, the alert goes by email (D149)
     sms_per_day: int = 10
+    # the regions (ISO) whose numbers are texted, SMS_REGIONS: another number's SMS is skipped, the alert goes by
+    # email (D-api3-1); the layer's default when none is given, read then (kilo_billing.sms_regions)
+    sms_regions: frozenset[str] = field(default_factory=_default_sms_regions)
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,13 +205,13 @@ def _send_chosen(
     policy: DeliveryPolicy,
     last_attempt: bool,
 ) -> tuple[Delivery, bool]:
-    """A chosen channel sent: its decision, and whether it is an SMS that reaches nobody (capped, opted out, refused,
-    or failing for now at the last delivery)."""
+    """A chosen channel sent: its decision, and whether it is an SMS that reaches nobody (capped, withheld by the
+    regions, opted out, refused, or failing for now at the last delivery)."""
     try:
         decided = _send(pending, pending.channel, profile, rendered, ports, policy)
-    except SmsCapReachedError as exc:
-        if Channel.EMAIL.value in chosen:
-            return replace(exc.skipped, detail=f"{exc}; email is not capped"), True
+    except SmsWithheldError as exc:  # the cap, the regions: our own rules, not SNS's
+        if Channel.EMAIL.value in chosen and exc.email_note:
+            return replace(exc.skipped, detail=f"{exc}; {exc.email_note}"), True
         return exc.skipped, True
     nobody = pending.channel is Channel.SMS and (
         decided.outcome in (Outcome.OPTED_OUT, Outcome.UNDELIVERABLE)
@@ -265,7 +275,7 @@ def _sms_for_refused_email(
         return replace(pending, outcome=Outcome.SKIPPED, detail=NOT_CHOSEN)
     try:
         sent = _send(pending, Channel.SMS, profile, rendered, ports, policy)
-    except SmsCapReachedError as exc:
+    except SmsWithheldError as exc:  # the cap, the regions
         return replace(exc.skipped, detail=f"{exc}; the email was refused by SES")
     if sent.outcome is Outcome.SENT:
         return replace(sent, detail=f"{sent.detail}; {REFUSED_EMAIL}")
@@ -300,13 +310,26 @@ def _decide(ledger: DeliveryLedger, decided: Delivery) -> None:
         ledger.record(decided)
 
 
-class SmsCapReachedError(Exception):
-    """The account's SMS cap of the (UTC) day is reached: this SMS (``skipped``, the reason as detail) is not sent
-    (D149)."""
+class SmsWithheldError(Exception):
+    """Our own rule withholds this SMS (``skipped``, the reason as detail): it reaches nobody, so the alert goes by
+    email instead when email was not chosen (D149, D170). ``email_note`` is added to the detail when email was
+    chosen too."""
 
-    def __init__(self, skipped: Delivery) -> None:
+    def __init__(self, skipped: Delivery, email_note: str = "") -> None:
         super().__init__(skipped.detail)
         self.skipped = skipped
+        self.email_note = email_note
+
+
+class SmsCapReachedError(SmsWithheldError):
+    """The account's SMS cap of the (UTC) day is reached: this SMS is not sent (D149)."""
+
+    def __init__(self, skipped: Delivery) -> None:
+        super().__init__(skipped, "email is not capped")
+
+
+class SmsRegionWithheldError(SmsWithheldError):
+    """The number's region is not one of the policy's ``sms_regions``: this SMS is not sent (D-api3-1)."""
 
 
 def _values(alert: Alert, profile: AccountProfile, policy: DeliveryPolicy) -> dict[str, str]:
@@ -351,6 +374,13 @@ def _send(
         )
     except SendFailedError as exc:
         return replace(pending, outcome=Outcome.RETRY, detail=pseudonymised_in(pending.account_id, str(exc), phone))
+    # a number SNS takes, but in a region SMS does not go to (a toll-fraud guard, D-api3-1): withheld before the cap
+    # counts it; the detail names the region, never the number (the record keeps no contact, D203)
+    from kilo_billing.sms_regions import sms_region_refusal  # noqa: PLC0415  # libphonenumber: only here
+
+    refusal = sms_region_refusal(phone, policy.sms_regions)
+    if refusal is not None:
+        raise SmsRegionWithheldError(replace(pending, outcome=Outcome.SKIPPED, detail=refusal.reason("the number")))
     day = f"{datetime.fromtimestamp(pending.at_ms / 1000, tz=UTC):%Y-%m-%d}"
     if not ledger.take_sms(pending.account_id, day, policy.sms_per_day, pending.at_ms):
         detail = f"the account's SMS cap of {policy.sms_per_day} a day (UTC) is reached"

@@ -421,7 +421,7 @@ def set_alert_contact(
     least one channel) -
     kinds not given keep their choice, so an unchecked kind would stay on the profile for good (D171). At most
     ``MAX_ALERT_KINDS`` kinds that are known or change per save. ``check_new_phone`` (it raises to refuse) is asked
-    about a number other than the stored one (the account API's country allow-list); the stored number sent back
+    about a number other than the stored one (the account API's SMS regions); the stored number sent back
     unchanged is kept, as a name is."""
     if phone:
         check_phone(phone)

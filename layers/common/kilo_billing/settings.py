@@ -9,13 +9,15 @@ one cached reader (``@cache def settings()``). The base brings:
   Secrets Manager at runtime, named by these settings;
 - the AWS call budget every adapter's client is built with (``kilo_billing.aws``): per-attempt timeouts, attempts,
   and how long a secret read from Secrets Manager is reused;
-- for the functions that forecast spend (the account API, alerts), the weekday weights, checked when read.
+- for the functions that forecast spend (the account API, alerts), the weekday weights, checked when read;
+- for the functions that text (the account API's codes, alerts), the regions SMS goes to (``SmsSettings``).
 
 The ingest functions do not use it: their settings are a dataclass, without pydantic-settings (docs/decisions.md D12).
 """
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal, InvalidOperation
 
 from pydantic import Field, field_validator
@@ -26,6 +28,12 @@ from kilo_billing.aws import CallBudget
 # Monday .. Sunday, as kilo_billing.budgets.DEFAULT_WEEKDAY_WEIGHTS (a test holds the two equal; importing budgets
 # here would load the price book and rating for every function's settings)
 DEFAULT_WEEKDAY_WEIGHTS_TEXT = "1,1,1,1,1,0.4,0.4"
+# the US, Canada, the UK, Ireland, Australia, New Zealand: kilo_billing.sms_regions.DEFAULT_SMS_REGIONS (a test holds
+# the two equal; importing sms_regions here would load it for every function's settings)
+DEFAULT_SMS_REGIONS_TEXT = "US,CA,GB,IE,AU,NZ"
+_REGION = re.compile(r"[A-Z]{2}")
+# not ISO 3166 codes, though often written for them: the list would silently refuse their numbers
+_NOT_ISO = {"UK": "GB", "EL": "GR"}
 
 
 class FunctionSettings(BaseSettings):
@@ -75,3 +83,36 @@ class ForecastSettings(FunctionSettings):
     @property
     def weekday_weights(self) -> tuple[Decimal, ...]:
         return tuple(Decimal(part.strip()) for part in self.forecast_weekday_weights.split(","))
+
+
+def parse_regions(text: str) -> frozenset[str]:
+    """``SMS_REGIONS``' value (comma-separated ISO 3166 alpha-2 codes, any case, spaces ignored) as a set;
+    ``ValueError`` naming what is wrong (an empty entry, not two letters, "UK" for "GB")."""
+    entries = [entry.strip().upper() for entry in text.split(",")]
+    bad = [entry for entry in entries if not _REGION.fullmatch(entry)]
+    if bad:
+        raise ValueError(f"regions are ISO 3166 alpha-2 codes, comma-separated (e.g. US,CA,GB): not {bad}")
+    misnamed = [f"{entry} (the ISO code is {_NOT_ISO[entry]})" for entry in entries if entry in _NOT_ISO]
+    if misnamed:
+        raise ValueError(f"regions are ISO 3166 alpha-2 codes: not {', '.join(misnamed)}")
+    return frozenset(entries)
+
+
+class SmsSettings(FunctionSettings):
+    """Settings of a function that texts numbers (the account API's codes, the alerts' SMS): the one list of regions
+    SMS goes to (``kilo_billing.sms_regions``; the template sets both functions from its ``SmsRegions``)."""
+
+    # ISO 3166 alpha-2 codes, comma-separated: a number is texted only when libphonenumber gives it one of these
+    # regions (a toll-fraud guard, D-api3-1). Add a region when the product serves it.
+    sms_regions: str = DEFAULT_SMS_REGIONS_TEXT
+
+    @field_validator("sms_regions")
+    @classmethod
+    def _iso_regions(cls, value: str) -> str:
+        parse_regions(value)  # its ValueError names what is wrong
+        return value
+
+    @property
+    def sms_region_set(self) -> frozenset[str]:
+        """``sms_regions`` as a set of upper-case codes."""
+        return parse_regions(self.sms_regions)
