@@ -335,3 +335,35 @@ def test_given_providers_naming_the_contact_in_their_refusal_then_the_records_na
     kept = " ".join(d.detail + d.recipient for d in recorded.values()).lower()
     assert "example.com" not in kept
     assert "4155550123" not in kept
+
+
+def test_given_an_sms_only_alert_to_a_verified_premium_rate_number_of_an_allowed_region_then_it_goes_by_email() -> None:
+    """A toll-fraud guard (D-api3-1 amended): +1 900 is the US by region but premium rate by type - withheld before the cap
+    counts it, the reason naming its type (never the number), the alert sent by email instead."""
+    premium = "+19005550100"
+    directory = InMemoryAccountDirectory(
+        AccountProfile(
+            "acct_p",
+            (TierChange(datetime(2026, 1, 1, tzinfo=UTC), "team"),),
+            email="p@example.com",
+            phone=premium,
+            phone_verified=True,
+            alert_preferences=(("budget_threshold", ("sms",)),),
+        )
+    )
+    ledger, mailer, texter = InMemoryLedger(), ScriptedMailer(), ScriptedTexter()
+    policy = DeliveryPolicy("https://x/prefs", sms_regions=frozenset({"US"}))
+    [alert] = pumped(1)[:1]
+    deliver_alert(alert, directory, ledger, mailer, texter, policy, T0)
+    assert texter.sent == []
+    assert [to for to, _, _, _ in mailer.sent] == ["p@example.com"]
+    withheld = (
+        "the number has region US and type PREMIUM_RATE; SMS goes only to mobile numbers (libphonenumber's MOBILE, "
+        "FIXED_LINE_OR_MOBILE); sent by email instead"
+    )
+    ref = "erased-" + hashlib.sha256(f"acct_p\x00{premium}".encode()).hexdigest()[:16]
+    assert by_channel(ledger, alert) == {
+        Channel.EMAIL: (Outcome.SENT, EMAIL_REF, "mail-1"),
+        Channel.SMS: (Outcome.SKIPPED, ref, withheld),
+    }
+    assert ledger.sms_days == {}  # the cap not counted

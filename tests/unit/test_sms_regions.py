@@ -21,7 +21,8 @@ from kilo_billing.rating import TierChange
 from tests.fakes import InMemoryAccountDirectory
 
 NOW = datetime(2026, 11, 15, 12, tzinfo=UTC)
-US, CANADA, UK, IE = "+14155550100", "+16135550100", "+442071838750", "+35318881234"
+US, CANADA, UK, IE = "+14155550100", "+16135550100", "+447400123456", "+353850123456"  # UK and IE: mobiles
+UK_LANDLINE, IE_LANDLINE = "+442071838750", "+35318881234"  # London +44 20, Dublin +353 1
 FRANCE, JAMAICA, UNASSIGNED = "+33612345678", "+18765550100", "+99912345678"
 # the regions this file allows, written out: the US, Canada, the UK, Ireland
 ALLOWED = frozenset({"US", "CA", "GB", "IE"})
@@ -42,8 +43,10 @@ def profile(**extra: object) -> AccountProfile:
         (CANADA, "CA"),  # Ottawa (613): +1 as well
         (JAMAICA, "JM"),  # +1 876: the North American Numbering Plan, yet not the US
         ("+18095550100", "DO"),  # the Dominican Republic, +1 809
-        (UK, "GB"),  # London, +44 20
-        (IE, "IE"),  # Dublin, +353 1
+        (UK, "GB"),  # a mobile, +44 74
+        (UK_LANDLINE, "GB"),  # London, +44 20
+        (IE, "IE"),  # a mobile, +353 85
+        (IE_LANDLINE, "IE"),  # Dublin, +353 1
         (FRANCE, "FR"),
         ("+80012345678", None),  # international freephone: a number of no country (libphonenumber's "001")
         (UNASSIGNED, None),  # +999: no assigned calling code
@@ -74,6 +77,57 @@ def test_given_a_number_outside_the_regions_then_it_is_refused_naming_its_region
     assert refusal.reason("the number") == (
         "the number has region FR; SMS goes only to the regions of SMS_REGIONS (CA, GB, IE, US)"
     )
+
+
+@pytest.mark.parametrize(
+    ("number", "region", "number_type"),
+    [
+        ("+447012345678", "GB", "PERSONAL_NUMBER"),  # +44 70: a "follow-me" number, charged like premium rate
+        ("+449098790000", "GB", "PREMIUM_RATE"),  # +44 909
+        ("+19005550100", "US", "PREMIUM_RATE"),  # +1 900
+        ("+447640123456", "GB", "PAGER"),  # +44 76
+        ("+18005550100", "US", "TOLL_FREE"),  # +1 800
+        (UK_LANDLINE, "GB", "FIXED_LINE"),
+        (IE_LANDLINE, "IE", "FIXED_LINE"),
+    ],
+)
+def test_given_a_number_of_an_allowed_region_that_is_not_a_mobile_then_it_is_refused_naming_its_type(
+    number: str, region: str, number_type: str
+) -> None:
+    refusal = sms_regions.sms_region_refusal(number, ALLOWED)
+    assert refusal == sms_regions.SmsRegionRefusal(region, ALLOWED, number_type)
+    wanted = (
+        f"{number} has region {region} and type {number_type}; SMS goes only to mobile numbers "
+        "(libphonenumber's MOBILE, FIXED_LINE_OR_MOBILE): use a mobile number"
+    )
+    with pytest.raises(InvalidRequestError) as refused:
+        phone.check_sms_region(number, ALLOWED)
+    assert (refused.value.field, str(refused.value)) == ("phone", wanted)
+    # the alerts' words for it (no number in the record)
+    assert refusal.reason("the number") == (
+        f"the number has region {region} and type {number_type}; SMS goes only to mobile numbers "
+        "(libphonenumber's MOBILE, FIXED_LINE_OR_MOBILE)"
+    )
+    # saved: refused, nothing stored; texted a code: refused before any port is touched
+    directory = InMemoryAccountDirectory(profile(email="old@a.example", phone=US, phone_verified=True))
+    before = directory.profiles["acct"]
+    with pytest.raises(InvalidRequestError, match=number_type):
+        logic.set_alert_preferences(directory, "acct", request(number, "new@a.example"), ALLOWED)
+    assert directory.profiles["acct"] == before
+    sender = RecordingSender()
+    policy = phone.PhoneVerificationPolicy(regions=ALLOWED)
+    with pytest.raises(InvalidRequestError, match=number_type):
+        phone.send_code(profile(phone=number), UntouchedChallenges(), sender, no_key, NOW, policy)
+    assert sender.sent == []
+
+
+def test_given_mobile_numbers_of_allowed_regions_then_their_types_pass() -> None:
+    # MOBILE (GB, IE, JM with Jamaica allowed) and FIXED_LINE_OR_MOBILE (the US and Canada do not tell them apart)
+    for number, number_type in [(UK, "MOBILE"), (IE, "MOBILE"), (JAMAICA, "MOBILE"), (US, "FIXED_LINE_OR_MOBILE"),
+                                (CANADA, "FIXED_LINE_OR_MOBILE")]:  # fmt: skip
+        assert sms_regions.number_type_of(number) == number_type
+        assert sms_regions.sms_region_refusal(number, ALLOWED | {"JM"}) is None
+    assert sms_regions.number_type_of("0155 5501") == "UNKNOWN"
 
 
 def request(number: str, email: str = "ops@a.example") -> logic.AlertPreferencesRequest:

@@ -47,14 +47,14 @@ class PhoneVerificationPolicy:
 
 
 def check_sms_region(number: str, regions: frozenset[str]) -> None:
-    """``InvalidRequestError`` naming ``phone`` unless libphonenumber gives ``number`` one of ``regions`` (toll
-    fraud: a code or an alert texted to any country's premium ranges is paid by us; D-api3-1). The message names the
-    number's region and the setting."""
+    """``InvalidRequestError`` naming ``phone`` unless libphonenumber gives ``number`` one of ``regions`` and a mobile
+    type (toll fraud: a code or an alert texted to any country's premium ranges is paid by us; D-api3-1 amended).
+    The message names the number's region and the setting, or its type."""
     from kilo_billing.sms_regions import sms_region_refusal  # noqa: PLC0415  # a number checked: not on cold paths
 
     refusal = sms_region_refusal(number, regions)
     if refusal is not None:
-        raise InvalidRequestError("phone", f"{refusal.reason(number)}: use a number in one of them")
+        raise InvalidRequestError("phone", f"{refusal.reason(number)}: {refusal.advice}")
 
 
 def random_code() -> str:
