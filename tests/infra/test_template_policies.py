@@ -207,3 +207,58 @@ def test_given_the_functions_that_text_numbers_then_each_reads_the_same_sms_regi
             "Ref": "SmsRegions"
         }, function
         assert template.function_environment(function)["SMS_REGIONS"] == wanted, function
+
+
+# SMS_REGIONS values: (the template's SmsRegions pattern accepts, the functions' settings accept) - hand-judged.
+# The template is stricter on form only (upper case, no spaces: the one way the template writes it); it never
+# accepts what the settings refuse at start, which would deploy and then fail every alert and account API call.
+SMS_REGION_VALUES = [
+    ("US,CA,GB,IE,AU,NZ", True, True),
+    ("US", True, True),
+    ("GR", True, True),  # Greece by its ISO code
+    ("UA,EE,KE,LU", True, True),  # codes beginning or ending with U, E, K, L: only UK and EL are refused
+    ("UK", False, False),  # the ISO code is GB
+    ("US,UK", False, False),
+    ("EL", False, False),  # the EU's code for Greece; the ISO code is GR
+    ("GB,EL,FR", False, False),
+    ("USA", False, False),
+    ("US,,CA", False, False),
+    ("US,", False, False),
+    ("", False, False),
+    ("1,44", False, False),
+    ("UKR", False, False),
+    ("us,ca", False, True),  # any case for the settings; the template writes upper case
+    ("US, CA", False, True),  # spaces ignored by the settings; the template writes none
+]
+
+
+@pytest.mark.parametrize(("value", "template_accepts", "settings_accept"), SMS_REGION_VALUES)
+def test_given_an_sms_regions_value_then_the_template_refuses_at_deploy_what_the_settings_refuse_at_start(
+    template: Template, value: str, template_accepts: bool, settings_accept: bool
+) -> None:
+    """D-api3-1 amended: CloudFormation's AllowedPattern is a Java regex matched against the whole value; the
+    lookahead used here means the same in Python's ``re``."""
+    from kilo_billing.settings import parse_regions  # noqa: PLC0415
+
+    pattern = template.body["Parameters"]["SmsRegions"]["AllowedPattern"]
+    assert (re.fullmatch(pattern, value) is not None) == template_accepts
+    try:
+        parse_regions(value)
+    except ValueError:
+        accepted = False
+    else:
+        accepted = True
+    assert accepted == settings_accept
+    assert settings_accept or not template_accepts
+
+
+def test_given_the_settings_non_iso_codes_then_the_template_refuses_each(template: Template) -> None:
+    """Every code the settings name as not ISO (``_NOT_ISO``, a table that may grow) is refused by the template's
+    pattern alone and within a list: a code added there without the template fails here."""
+    from kilo_billing.settings import _NOT_ISO  # noqa: PLC0415
+
+    pattern = template.body["Parameters"]["SmsRegions"]["AllowedPattern"]
+    assert set(_NOT_ISO) == {"UK", "EL"}  # the two the table above is written for
+    for code in _NOT_ISO:
+        for value in (code, f"US,{code}", f"{code},US", f"US,{code},CA"):
+            assert re.fullmatch(pattern, value) is None, value
