@@ -481,3 +481,83 @@ def test_given_the_app_changed_a_permission_between_two_limits_then_the_older_li
         + [("140v1", "remove", "-", "-", "lifted"), ("150", "remove", "-", "-", "lifted")]
     )
     assert [method for method, _ in livekit.calls].count("UpdateParticipant") == 3 + 1 + 3 + 3
+
+
+def erase_sessions(stack: AlertsStack) -> None:
+    """What the erasure does to the account's stored sessions while the call goes on (D80): each identity becomes its
+    pseudonym (rating's open-sessions index then names acct_9's participants by pseudonym); LiveKit still knows them
+    by their identities."""
+    table = stack.stack.template.physical_name("UsageTable")
+    for room_sid, room, participant, identity in [
+        ("RM_1", "standup", "PA_alice", "alice"),
+        ("RM_1", "standup", "PA_bob", "bob"),
+        ("RM_2", "support", "PA_carol", "carol"),
+    ]:
+        session = Session(
+            room_sid, participant, pseudonym_of(identity), "standard", "acct_9",
+            int(NOW.timestamp() * 1000) - 3_600_000, None, None, False, Billing.ROOM_RULE, Fraction(0), Fraction(0),
+            (), True, 0, room,
+        )  # fmt: skip
+        stack.stack.clients["dynamodb"].put_item(
+            TableName=table, Item=session_to_item(StoredSession(session, {}, "v2"))
+        )
+
+
+def test_given_the_account_erased_between_audio_only_and_the_limit_raised_then_the_restore_reaches_the_participants(
+    enforcing: AlertsStack, livekit: FakeLiveKit
+) -> None:
+    """D-alerts-1 amended: the restore matches each pseudonymised session to its room's live participant
+    (ListParticipants) - before, it called RoomService with the pseudonym, recorded gone, and left them audio-only."""
+    publish(enforcing, "hard_limit", 100, "150.02", "150")
+    run(enforcing)
+    assert len(livekit.calls) == 3
+    erase_sessions(enforcing)
+    stack = enforcing.stack
+    directory = DynamoAccountDirectory(stack.clients["dynamodb"], stack.template.physical_name("UsageTable"))
+    from kilo_billing.budgets import BudgetChange, set_budget  # noqa: PLC0415
+
+    set_budget(directory, "acct_9", BudgetChange(hard_limit_usd=Decimal("300")))
+    livekit.requests.clear()
+    run(enforcing)
+    everyone = [("standup", "alice"), ("standup", "bob"), ("support", "carol")]
+    assert livekit.calls[3:] == [
+        ("UpdateParticipant", {"room": room, "identity": who, "permission": JOINED}) for room, who in everyone
+    ]
+    assert [room for _, room in livekit.requests] == ["standup", "support"]  # each room listed once
+    assert [a for a in actions(enforcing) if a[0] == "restore"] == [("restore", r, w, "done") for r, w in everyone]
+
+
+def test_given_the_account_erased_mid_call_then_audio_only_and_the_removal_reach_its_participants(
+    enforcing: AlertsStack, livekit: FakeLiveKit
+) -> None:
+    erase_sessions(enforcing)
+    publish(enforcing, "hard_limit", 100, "150.02", "150")
+    assert run(enforcing) == {"batchItemFailures": []}
+    assert run(enforcing) == {"batchItemFailures": []}  # the removal step (grace 0)
+    assert [(method, call["room"], call["identity"]) for method, call in livekit.calls] == [
+        ("UpdateParticipant", "standup", "alice"),
+        ("UpdateParticipant", "standup", "bob"),
+        ("UpdateParticipant", "support", "carol"),
+        ("RemoveParticipant", "standup", "alice"),
+        ("RemoveParticipant", "standup", "bob"),
+        ("RemoveParticipant", "support", "carol"),
+    ]
+    assert livekit.rooms == {"standup": [], "support": [("PA_other", "dave")]}  # dave: another account's, kept
+    assert [a[3] for a in actions(enforcing)] == ["done"] * 7
+
+
+def test_given_the_roomservice_adapter_then_it_lists_a_rooms_identities_and_a_room_gone_is_gone(
+    livekit: FakeLiveKit,
+) -> None:
+    from kilo_alerts.adapters import LiveKitRoomControl  # noqa: PLC0415
+    from kilo_alerts.ports import ParticipantGoneError, RoomControlFailedError  # noqa: PLC0415
+
+    rooms = LiveKitRoomControl(livekit.url, lambda: list(LIVEKIT_KEYS.items()))
+    assert rooms.identities("standup") == ["alice", "bob"]
+    assert rooms.identities("support") == ["carol", "dave"]
+    assert [room for _, room in livekit.requests] == ["standup", "support"]
+    with pytest.raises(ParticipantGoneError):
+        rooms.identities("ended")
+    livekit.failures = [(503, "unavailable")]
+    with pytest.raises(RoomControlFailedError):
+        rooms.identities("standup")

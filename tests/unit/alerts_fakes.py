@@ -196,6 +196,16 @@ class FakeRooms:
         self._find("remove", room, identity)
         del self.permissions[(room, identity)]
 
+    def identities(self, room: str) -> list[str]:
+        """ListParticipants: recorded as ("identities", room, ""); a room nobody is in is gone (LiveKit ends it)."""
+        self.calls.append(("identities", room, ""))
+        if self.failures:
+            raise self.failures.pop(0)
+        found = [identity for (where, identity) in self.permissions if where == room]
+        if not found:
+            raise ParticipantGoneError(f"room {room} does not exist")
+        return found
+
 
 class StaticSessions:
     def __init__(self, *participants: Participant) -> None:

@@ -748,3 +748,66 @@ def test_given_records_written_before_with_identities_then_the_restore_finds_the
         ("restore", "host", "done"),
         ("remove", "-", "lifted"),
     ]
+
+
+# an erasure (D80) rewrites the open sessions' identities to their pseudonyms while the call goes on: RoomService still
+# knows each participant by its identity (D-alerts-1 amended)
+ERASED = tuple(Participant(p.room, pseudonym_of(p.identity)) for p in (HOST, VIEWER, RECORDER))
+
+
+def test_given_the_account_erased_mid_call_then_the_restore_gives_the_live_participants_their_permission_back() -> None:
+    rooms, ledger, _ = restricted()  # audio-only before the erasure, by identity
+    lifted = entitlements("active", "50.40", hard="80")
+    done = remove_account(
+        "acct_1", "2026-11", "50", StaticSessions(*ERASED), rooms, ledger, lifted, RecordingScheduler(),
+        EnforcementPolicy(), NOW_MS + 120_000,
+    )  # fmt: skip
+    assert rooms.permissions == BEFORE  # the host publishes video again (before: recorded gone, left audio-only)
+    assert sorted((r.action.value, named(r.identity), r.outcome) for r in done) == [
+        ("remove", "-", "lifted"),
+        ("restore", "host", "done"),
+        ("restore", "recorder", "done"),
+    ]
+    # the room listed once, then RoomService asked by the identities whose pseudonyms the sessions hold
+    assert rooms.calls[3:] == [
+        ("identities", "webinar", ""),
+        ("restore", "webinar", "host"),
+        ("restore", "webinar", "recorder"),
+    ]
+
+
+def test_given_an_erased_accounts_live_participants_then_audio_only_and_the_removal_reach_them() -> None:
+    rooms = FakeRooms({key: dict(value) for key, value in BEFORE.items()})
+    ledger, scheduler, sessions = InMemoryEnforcementLedger(), RecordingScheduler(), StaticSessions(*ERASED)
+    restricted_after = restrict_account(
+        "acct_1", "2026-11", "50", sessions, rooms, ledger, scheduler, EnforcementPolicy(), NOW_MS
+    )
+    assert sorted((named(r.identity), r.outcome) for r in restricted_after) == [
+        ("-", "done"), ("host", "done"), ("recorder", "done"), ("viewer-42", "skipped")
+    ]  # fmt: skip
+    assert rooms.permissions[("webinar", "host")]["sources"] == ["microphone"]  # before: skipped as gone
+    assert {record.identity for record in ledger.items.values()} == {"-", *(p.identity for p in ERASED)}
+    removed = remove_account(
+        "acct_1", "2026-11", "50", sessions, rooms, ledger, entitlements("active", "50.40"), scheduler,
+        EnforcementPolicy(), NOW_MS + 120_000,
+    )  # fmt: skip
+    assert sorted((named(r.identity), r.outcome) for r in removed) == [
+        ("host", "done"), ("recorder", "done"), ("viewer-42", "done")
+    ]  # fmt: skip
+    assert rooms.permissions == {}  # nobody of the account goes on past the hard limit
+    assert [call for call in rooms.calls if call[0] == "identities"] == [("identities", "webinar", "")] * 2
+
+
+def test_given_a_pseudonymised_participant_no_longer_in_its_room_then_it_is_gone_and_no_identity_is_recorded() -> None:
+    rooms = FakeRooms({("webinar", "guest"): dict(BEFORE[("webinar", "host")])})  # the host left; a guest stays
+    ledger = InMemoryEnforcementLedger()
+    done = restrict_account(
+        "acct_1", "2026-11", "50", StaticSessions(ERASED[0]), rooms, ledger, RecordingScheduler(),
+        EnforcementPolicy(), NOW_MS,
+    )  # fmt: skip
+    [gone] = [r for r in done if r.outcome == "gone"]
+    assert (named(gone.identity), gone.detail) == (
+        "host", f"no participant of webinar has the pseudonym {pseudonym_of('host')}"
+    )  # fmt: skip
+    assert rooms.calls == [("identities", "webinar", "")]  # the guest is not touched
+    assert rooms.permissions[("webinar", "guest")] == BEFORE[("webinar", "host")]

@@ -358,6 +358,16 @@ class LiveKitRoomControl:
         request = api.RoomParticipantIdentity(room=room, identity=identity)
         self._run(lambda client: client.room.remove_participant(request))
 
+    def identities(self, room: str) -> list[str]:
+        """ListParticipants: every participant's identity, in RoomService's order."""
+        from livekit import api  # noqa: PLC0415
+
+        async def listed(client: Any) -> list[str]:
+            answer = await client.room.list_participants(api.ListParticipantsRequest(room=room))
+            return [str(participant.identity) for participant in answer.participants]
+
+        return list(self._run(listed))
+
     def _run(self, operation: Callable[[Any], Any]) -> Any:
         try:
             credentials = room_credentials(self._url, self._credentials)

@@ -14,6 +14,9 @@ The records name each participant by D80's pseudonym of its identity (``kilo_bil
 key and in the item, never by the identity itself (D-alerts-1): RoomService is called with the identity of the
 account's open sessions (rating's), and a restore finds the participant to give its permission back to among them
 (one no longer in a call is ``gone``). Records written before name the identity: they are read as their pseudonym.
+An erasure while the call goes on turns the open sessions' identities into their pseudonyms (D80): such a participant
+is found in its room's participant list (``RoomControl.identities``) as the one whose identity has that pseudonym
+(``_LiveIdentities``), and RoomService is called with that identity.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from kilo_alerts.ports import (
     RoomControl,
     RoomControlFailedError,
 )
-from kilo_billing.accounts import pseudonym
+from kilo_billing.accounts import PSEUDONYM_PREFIX, pseudonym
 from kilo_billing.contracts import limit_scope
 from kilo_billing.entitlements import EntitlementSource
 from kilo_billing.periods import Period
@@ -83,9 +86,37 @@ def stored(account_id: str, records: list[EnforcementRecord]) -> list[Enforcemen
     ]
 
 
-def _without_identity(text: str, participant: Participant, ref: str) -> str:
-    """A RoomService answer kept as the record's detail, the participant's identity in it replaced by ``ref``."""
-    return text.replace(participant.identity, ref) if participant.identity else text
+def _without_identity(text: str, identities: Sequence[str], ref: str) -> str:
+    """A RoomService answer kept as the record's detail, the participant's identities in it (its session's, and the
+    live one its pseudonym was matched to) replaced by ``ref``."""
+    for identity in identities:
+        if identity:
+            text = text.replace(identity, ref)
+    return text
+
+
+class _LiveIdentities:
+    """The identity to call RoomService with for an open session's participant: its own, or - the session's identity
+    being a pseudonym, an erasure having rewritten it while the call goes on (D80) - the identity of the room's
+    participant (``RoomControl.identities``, each room listed once per step) whose pseudonym it is; none such: it left
+    (``ParticipantGoneError``). D-alerts-1 amended."""
+
+    def __init__(self, account_id: str, rooms: RoomControl) -> None:
+        self._account_id = account_id
+        self._rooms = rooms
+        self._listed: dict[str, list[str]] = {}
+        self.matched: dict[Participant, str] = {}  # a pseudonymised participant -> the live identity found
+
+    def of(self, participant: Participant) -> Participant:
+        if not participant.identity.startswith(PSEUDONYM_PREFIX):
+            return participant
+        if participant.room not in self._listed:
+            self._listed[participant.room] = self._rooms.identities(participant.room)
+        for identity in self._listed[participant.room]:
+            if pseudonym(self._account_id, identity) == participant.identity:
+                self.matched[participant] = identity
+                return Participant(participant.room, identity)
+        raise ParticipantGoneError(f"no participant of {participant.room} has the pseudonym {participant.identity}")
 
 
 def _act(
@@ -97,8 +128,9 @@ def _act(
     ledger: EnforcementLedger,
     do: Callable[[EnforcementRecord, Participant], EnforcementRecord],
     now_ms: int,
+    live: _LiveIdentities,
 ) -> list[EnforcementRecord]:
-    """Claim, act (``do`` returns the decided record of the participant, whose identity RoomService is called with),
+    """Claim, act (``do`` returns the decided record of the participant, RoomService called with ``live.of`` it),
     record - per participant, each keyed and recorded by the pseudonym of its identity (D-alerts-1). A claim another
     delivery holds within its lease is left alone and reported ``retry`` (not written): the record is delivered
     again."""
@@ -114,10 +146,10 @@ def _act(
             continue
         try:
             decided = do(pending, participant)
-        except ParticipantGoneError as exc:
-            decided = pending.decided("gone", _without_identity(str(exc), participant, ref))
-        except RoomControlFailedError as exc:
-            decided = pending.decided("retry", _without_identity(str(exc), participant, ref))
+        except (ParticipantGoneError, RoomControlFailedError) as exc:
+            named = (participant.identity, live.matched.get(participant, ""))
+            outcome = "gone" if isinstance(exc, ParticipantGoneError) else "retry"
+            decided = pending.decided(outcome, _without_identity(str(exc), named, ref))
         ledger.record(decided)
         records.append(decided)
     if any(record.outcome == "retry" for record in records):
@@ -137,7 +169,7 @@ def _latest_unrestored(records: list[EnforcementRecord], period: str) -> dict[Pa
 
 
 def _narrow(
-    rooms: RoomControl, earlier: dict[Participant, EnforcementRecord]
+    rooms: RoomControl, earlier: dict[Participant, EnforcementRecord], live: _LiveIdentities
 ) -> Callable[[EnforcementRecord, Participant], EnforcementRecord]:
     """Narrow and save the permission it had; a participant still narrowed by an earlier limit of the period (a limit
     set again while reached is a new scope, D140) keeps the permission the latest such step saved: what it reads now
@@ -146,7 +178,8 @@ def _narrow(
     as the records are."""
 
     def narrow(pending: EnforcementRecord, participant: Participant) -> EnforcementRecord:
-        narrowing = rooms.audio_only(participant.room, participant.identity)
+        who = live.of(participant)
+        narrowing = rooms.audio_only(who.room, who.identity)
         latest = earlier.get(Participant(pending.room, pending.identity))
         changed = narrowing is not None and latest is not None and latest.narrowed not in ("", narrowing.saved)
         if latest is not None and not changed:
@@ -202,6 +235,7 @@ def _restrict(
     policy: EnforcementPolicy,
     now_ms: int,
 ) -> list[EnforcementRecord]:
+    live = _LiveIdentities(account_id, rooms)
     records = _act(
         account_id,
         period,
@@ -209,8 +243,9 @@ def _restrict(
         EnforcementAction.AUDIO_ONLY,
         sessions.open_participants(account_id),
         ledger,
-        _narrow(rooms, _latest_unrestored(stored(account_id, ledger.actions(account_id)), period)),
+        _narrow(rooms, _latest_unrestored(stored(account_id, ledger.actions(account_id)), period), live),
         now_ms,
+        live,
     )
     marker = EnforcementRecord(
         account_id, period, "-", "-", EnforcementAction.SCHEDULE_REMOVAL, "", now_ms, limit=limit
@@ -242,7 +277,8 @@ def restore_account(
     left (else ``kept``). That step and the older ones under the period's other limits are recorded restored (or
     kept) too: their removal steps give nothing back a second time. The records name participants by pseudonym:
     each is given back through the identity of its open session (``sessions``) in the same room whose pseudonym it
-    is; one with none has left the call (its permission went with it) and is recorded ``gone`` (D-alerts-1)."""
+    is; one with none has left the call (its permission went with it) and is recorded ``gone`` (D-alerts-1). A
+    session an erasure pseudonymised is matched to the room's live participant (``_LiveIdentities``)."""
     records = stored(account_id, ledger.actions(account_id))
     saved = {
         Participant(record.room, record.identity): record
@@ -258,13 +294,14 @@ def restore_account(
         Participant(found.room, pseudonym(account_id, found.identity)): found
         for found in sessions.open_participants(account_id)
     }
-    open_now = set(in_call.values())
+    live = _LiveIdentities(account_id, rooms)
 
-    def restore(pending: EnforcementRecord, who: Participant) -> EnforcementRecord:
+    def restore(pending: EnforcementRecord, session: Participant) -> EnforcementRecord:
         participant = Participant(pending.room, pending.identity)
         narrowed = latest.get(participant, saved[participant])
-        if who not in open_now:
+        if participant not in in_call:
             return pending.decided("gone", LEFT)
+        who = live.of(session)
         given = rooms.restore(who.room, who.identity, narrowed.saved, narrowed.narrowed)
         for other in unrestored:
             if (
@@ -279,7 +316,7 @@ def restore_account(
 
     # each participant by its open session's identity; one without: by its pseudonym (``restore`` records it gone)
     participants = [in_call.get(participant, participant) for participant in saved]
-    return _act(account_id, period, limit, EnforcementAction.RESTORE, participants, ledger, restore, now_ms)
+    return _act(account_id, period, limit, EnforcementAction.RESTORE, participants, ledger, restore, now_ms, live)
 
 
 def _all_unrestored(records: list[EnforcementRecord], period: str) -> list[EnforcementRecord]:
@@ -354,6 +391,7 @@ def _remove(
     current = Period.containing(datetime.fromtimestamp(now_ms / 1000, tz=UTC)).key
     if limit and (current, in_force) != (period, limit):
         return _superseded(marker, current, in_force, sessions, rooms, ledger, scheduler, policy)
+    live = _LiveIdentities(account_id, rooms)
     return _act(
         account_id,
         period,
@@ -361,8 +399,9 @@ def _remove(
         EnforcementAction.REMOVE,
         sessions.open_participants(account_id),
         ledger,
-        lambda pending, participant: _removed(rooms, pending, participant),
+        lambda pending, participant: _removed(rooms, pending, live.of(participant)),
         now_ms,
+        live,
     )
 
 

@@ -95,6 +95,12 @@ class RoomControl(Protocol):
 
     def remove(self, room: str, identity: str) -> None: ...
 
+    def identities(self, room: str) -> list[str]:
+        """The identities of the room's participants now (ListParticipants): how an open session whose identity an
+        erasure turned into its pseudonym (D80) is matched to the live participant (D-alerts-1 amended).
+        ``ParticipantGoneError`` when RoomService does not know the room (it ended)."""
+        ...
+
 
 class RemovalScheduler(Protocol):
     def schedule_removal(self, account_id: str, period: str, delay_seconds: int, limit: str) -> None:
