@@ -50,6 +50,16 @@ class World:
             found = json.loads(answer.read())["members"]
         return [(m["user"], m["email"], m["role"], m["status"]) for m in found]
 
+    def expiry(self, account: str, user: str) -> str:
+        """The day (UTC) the API says the user's open invitation to the account expires."""
+        token = self.stack.sign_in(account, "owner", user=f"owner-{account}")
+        request = urllib.request.Request(
+            f"{self.stack.url}/v1/accounts/{account}/members", headers={"Authorization": f"Bearer {token}"}
+        )
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            [found] = [m for m in json.loads(answer.read())["members"] if m["user"] == user]
+        return str(found["expires_at"])[:10]
+
     def invite(self, account: str, user: str, email: str, role: str) -> None:
         """An invitation through the API, as the account's owner."""
         token = self.stack.sign_in(account, "owner", user=f"owner-{account}")
@@ -108,13 +118,15 @@ def test_given_a_team_owner_when_inviting_by_email_then_the_open_invitation_is_l
     expect(owner).to_contain_text("owner")
     expect(page.get_by_test_id("no-invitations")).to_have_text("No open invitations.")
     invite(page, "ivan@team.example", "ivan-1", "admin")
-    expect(page.locator("#status")).to_have_text(
-        "Invitation sent to ivan@team.example; it grants nothing until they accept it."
-    )
     row = page.locator("#members-list tr[data-user='ivan-1']")
-    expect(row.locator("td")).to_have_text(
-        ["ivan-1", "ivan@team.example", "admin", re.compile(r"^\d{4}-\d{2}-\d{2}$"), "Withdraw"]
+    expect(row).to_be_visible()
+    ends = world.expiry(TEAM, "ivan-1")  # the invitation's own end, as the API set it (INVITATION_DAYS)
+    expect(page.locator("#status")).to_have_text(
+        f"Invitation sent to ivan@team.example; it grants nothing until they accept it, which they can until {ends}."
     )
+    expect(row.locator("td")).to_have_text(["ivan-1", "ivan@team.example", "admin", ends, "Withdraw"])
+    # the form's hint names no number of days (the server's INVITATION_DAYS decides)
+    expect(page.locator("#invite-user-help")).not_to_contain_text("days")
     assert (("ivan-1", "ivan@team.example", "admin", "invited")) in world.members(TEAM)
     expect(page.get_by_test_id("invite-problem")).to_be_empty()
 

@@ -145,7 +145,8 @@ function inviteForm(role, show) {
       h("input", { id: "invite-user", name: "invite-user", type: "text", autocomplete: "off", required: true,
         "aria-describedby": "invite-user-help" }),
       h("p", { id: "invite-user-help", class: "hint" },
-        "The ID they sign in with; they accept the invitation within 7 days, signed in as themselves."),
+        "The ID they sign in with; they accept the invitation signed in as themselves, before it expires "
+        + "(its date is listed with it)."),
       h("label", { for: "invite-role" }, "Role"),
       h("select", { id: "invite-role", name: "invite-role" }, roles.map((r) => h("option", { value: r }, r))),
       h("div", { class: "actions" }, h("button", { type: "submit" }, "Send invitation"))),
@@ -164,7 +165,9 @@ function inviteForm(role, show) {
       const invited = await post(accountPath("/members"), { user, email, role: form.querySelector("#invite-role").value });
       form.reset();
       show((await get(accountPath("/members"))).members || []);
-      say(`Invitation sent to ${invited.email || invited.user}; it grants nothing until they accept it.`);
+      // the invitation's own end, as the API set it (INVITATION_DAYS on the server), not a number written here
+      say(`Invitation sent to ${invited.email || invited.user}; it grants nothing until they accept it, `
+        + `which they can until ${day(invited.expires_at)}.`);
     } catch (error) {
       problem.append(errorBox(error));
       form.querySelector("#invite-email").focus();
