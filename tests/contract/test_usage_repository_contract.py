@@ -32,6 +32,7 @@ from kilo_rate_usage.model import (
     RoomListing,
     Session,
     StoredSession,
+    SweptRoom,
 )
 from kilo_rate_usage.ports import (
     CommitUnit,
@@ -421,12 +422,16 @@ def test_given_a_quiet_room_s_state_then_dropping_it_leaves_version_cut_off_and_
     assert harness.repo.swept_rooms() == {}
     harness.repo.mark_swept_rooms(["RM_q", "RM_r"], NOW_MS, EXPIRES)
     harness.repo.mark_swept_rooms(["RM_q"], NOW_MS + 300_000, EXPIRES + 300)  # swept again: the later mark
-    assert harness.repo.swept_rooms() == {"RM_q": NOW_MS + 300_000, "RM_r": NOW_MS}
+    assert harness.repo.swept_rooms() == {"RM_q": SweptRoom(NOW_MS + 300_000), "RM_r": SweptRoom(NOW_MS)}
     harness.repo.forget_swept_room("RM_q", NOW_MS)  # marked again since the mark read: kept
-    assert harness.repo.swept_rooms() == {"RM_q": NOW_MS + 300_000, "RM_r": NOW_MS}
+    harness.repo.mark_dropped_room("RM_q", SweptRoom(NOW_MS, 3), EXPIRES)  # likewise: the later mark stands
+    assert harness.repo.swept_rooms() == {"RM_q": SweptRoom(NOW_MS + 300_000), "RM_r": SweptRoom(NOW_MS)}
+    harness.repo.mark_dropped_room("RM_r", SweptRoom(NOW_MS, 3), EXPIRES)  # a drop's version kept on the mark
+    harness.repo.mark_dropped_room("RM_none", SweptRoom(NOW_MS, 3), EXPIRES)  # no mark: none made
+    assert harness.repo.swept_rooms() == {"RM_q": SweptRoom(NOW_MS + 300_000), "RM_r": SweptRoom(NOW_MS, 3)}
     harness.repo.forget_swept_room("RM_q", NOW_MS + 300_000)
     harness.repo.forget_swept_room("RM_none", NOW_MS)
-    assert harness.repo.swept_rooms() == {"RM_r": NOW_MS}
+    assert harness.repo.swept_rooms() == {"RM_r": SweptRoom(NOW_MS, 3)}
     assert harness.repo.stored_sessions("RM_r") == {}  # a mark is no session of the room
 
 

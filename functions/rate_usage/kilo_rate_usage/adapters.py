@@ -32,7 +32,15 @@ from kilo_billing.livekit_rooms import RoomGoneError, RoomServiceFailedError, ca
 from kilo_billing.observability import Metric, count
 from kilo_billing.usage_events import UsageEventRecord
 from kilo_rate_usage import items
-from kilo_rate_usage.model import Aggregate, AggregateKey, RoomAnswers, RoomListing, SessionKey, StoredSession
+from kilo_rate_usage.model import (
+    Aggregate,
+    AggregateKey,
+    RoomAnswers,
+    RoomListing,
+    SessionKey,
+    StoredSession,
+    SweptRoom,
+)
 from kilo_rate_usage.ports import (
     MAX_TRANSACT_ITEMS,
     CommitUnit,
@@ -428,7 +436,7 @@ class DynamoUsageRepository:
             except ConflictError:
                 continue  # a newer (or this same) answer is already recorded: it stands
 
-    def swept_rooms(self) -> dict[str, int]:
+    def swept_rooms(self) -> dict[str, SweptRoom]:
         found = paged_items(
             self._client.query,
             TableName=self._usage,
@@ -442,6 +450,19 @@ class DynamoUsageRepository:
     def mark_swept_rooms(self, room_sids: Iterable[str], at_ms: int, expires_at: int) -> None:
         for room_sid in sorted(set(room_sids)):
             call(self._client.put_item, TableName=self._usage, Item=items.swept_room_item(room_sid, at_ms, expires_at))
+
+    def mark_dropped_room(self, room_sid: str, mark: SweptRoom, expires_at: int) -> None:
+        try:
+            _write(
+                self._client.put_item,
+                TableName=self._usage,
+                Item=items.swept_room_item(room_sid, mark.closed_at_ms, expires_at, mark.dropped_version),
+                ConditionExpression="#c = :c",
+                ExpressionAttributeNames={"#c": items.CLOSED_AT_MS},
+                ExpressionAttributeValues=to_item({":c": mark.closed_at_ms}),
+            )
+        except ConflictError:
+            return  # marked again since (or gone): that mark stands
 
     def forget_swept_room(self, room_sid: str, at_ms: int) -> None:
         try:
