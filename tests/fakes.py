@@ -157,7 +157,12 @@ class InMemoryUsageRepository:
         return {sid: stored[sid] for sid in set(participant_sids) if sid in stored}
 
     def room_states(self, room_sids: Iterable[str]) -> dict[str, RoomState]:
-        return {sid: self.states[sid] for sid in set(room_sids) if sid in self.states}
+        found = {sid: self.states[sid] for sid in set(room_sids) if sid in self.states}
+        for sid, state in found.items():  # as the adapter: a header under a pending mark reads as unusable
+            if sid in self.pending:
+                unusable = RoomState.unusable(sid, state.version)
+                found[sid] = replace(unusable, delivered_ms=state.delivered_ms, generation=state.generation, pending=True)
+        return found
 
     def profiles(self, accounts: Iterable[str]) -> dict[str, AccountProfile]:
         wanted = set(accounts)
@@ -360,6 +365,8 @@ class InMemoryUsageRepository:
 
     def drop_room_state(self, state: RoomState) -> bool:
         room = state.room_sid
+        if state.pending:
+            return False
         if state.usable:
             stored = self.states.get(room)
             if stored is None or stored.version != state.version or room in self.pending:

@@ -156,3 +156,35 @@ def test_given_a_late_event_rated_while_the_sweeper_drops_the_state_then_the_sta
     items = room_items(stack)  # the mark kept, naming the drop's version (D-fix2-1)
     assert int(items["mark#ROOM#RM_lost"]["dropped_version"]["N"]) == int(items["STATE"]["version"]["N"])
     assert aggregate(stack, "acct_quiet") == {"audio": 8}
+
+
+def test_given_a_chunked_write_under_way_on_a_quiet_room_then_the_sweeper_leaves_its_items_and_drops_it_later(
+    stack: Stack, lambda_context: LambdaContext, swept_room: Lambda
+) -> None:
+    """D-fix2-2: rating's chunked write of the room's participant items (too many for one transaction) has put its
+    pending mark on the header and is writing its chunks into the header's generation when the quiet sweep runs: the
+    sweeper leaves the header, those items and its mark alone (before: it read the header as unusable and deleted
+    every item of that generation - the write's own). Once the write's header lands (the mark cleared), the next
+    quiet sweep drops the state."""
+    usage = stack.template.physical_name("UsageTable")
+    client = stack.clients["dynamodb"]
+    key = {"pk": {"S": "ROOM#RM_lost"}, "sk": {"S": "STATE"}}
+    client.update_item(  # the chunked write's first step: its mark on the header, at the version it read
+        TableName=usage, Key=key, UpdateExpression="SET #p = :m", ExpressionAttributeNames={"#p": "pending"},
+        ExpressionAttributeValues={":m": {"S": "chunking"}},
+    )  # fmt: skip
+    parts = sorted(sk for sk in room_items(stack) if sk.startswith("PART#"))
+    assert parts  # her item, in the header's generation: what the chunked write writes
+    header = room_items(stack)["STATE"]
+
+    assert sweep(T0 + 61 * MINUTE, lambda_context)["dropped_states"] == 0
+    items = room_items(stack)
+    assert sorted(sk for sk in items if sk.startswith("PART#")) == parts  # before: deleted
+    assert (items["STATE"], "mark#ROOM#RM_lost" in items) == (header, True)
+
+    client.update_item(  # the write's header lands: its next version, the mark cleared
+        TableName=usage, Key=key, UpdateExpression="SET version = version + :one REMOVE #p",
+        ExpressionAttributeNames={"#p": "pending"}, ExpressionAttributeValues={":one": {"N": "1"}},
+    )  # fmt: skip
+    assert sweep(T0 + 66 * MINUTE, lambda_context)["dropped_states"] == 1
+    assert naming_alice(stack) == []

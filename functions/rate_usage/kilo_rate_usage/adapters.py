@@ -478,6 +478,8 @@ class DynamoUsageRepository:
             return  # marked again since: the next sweep looks at the room again
 
     def drop_room_state(self, state: RoomState) -> bool:
+        if state.pending:  # a chunked write is writing this generation's items (or died: rating rebuilds the room)
+            return False
         if state.usable:
             try:  # what a finished room keeps (D196), only if no batch wrote the header since it was read
                 _write(

@@ -304,8 +304,9 @@ def state_from_item(item: Mapping[str, Any]) -> RoomState:
     room_sid = str(values[KEY]).removeprefix("ROOM#")
     version, delivered = int(values["version"]), int(values.get(DELIVERED_MS, 0))
     generation = str(values.get(GENERATION, ""))
-    if values.get(STATE_BLOB) is None or PENDING in values:  # too large to keep, or a chunked write that died
-        return replace(RoomState.unusable(room_sid, version), delivered_ms=delivered, generation=generation)
+    if values.get(STATE_BLOB) is None or PENDING in values:  # too large to keep, or a chunked write under way / died
+        unusable = RoomState.unusable(room_sid, version)
+        return replace(unusable, delivered_ms=delivered, generation=generation, pending=PENDING in values)
     data = json.loads(zlib.decompress(bytes(values[STATE_BLOB])))
     return state_from_json(room_sid, data, version, delivered, generation)
 

@@ -320,7 +320,8 @@ class SweeperStore(Protocol):
         that it is still the version read and carries no pending mark; then the participant items of that generation
         are deleted (no reader uses them again: the next event of the room rebuilds it under a new generation). An
         unusable one (finished, too large, dropped) only has that generation's items deleted. False, and nothing
-        changed, when the header moved on meanwhile (an event rated since the read)."""
+        changed, when the header moved on meanwhile (an event rated since the read) or was read with a chunked
+        write's pending mark (the items of its generation are that write's)."""
         ...
 
 

@@ -190,11 +190,12 @@ def drop_quiet_rooms(store: SweeperStore, busy: Set[str], now_ms: int, policy: S
     """Drop the running state of each marked room with no open session (``busy``: the rooms of this sweep's open
     sessions) quiet for ``policy.quiet_room_ms``: its latest event - rated (the state's) or only stored (the events
     table's) - and the sweeper's last close of it are that old. A room an event reached meanwhile keeps its state and
-    its mark, and is looked at again by the next sweep. A dropped room keeps its mark, naming the version the drop
-    wrote: while the header is still at that version nothing is read or written; a late event that rebuilds the room
-    to a running state moves it, and the room is dropped again once quiet (D-fix2-1). The mark goes when the room has
-    no usable state left that the sweeper did not write (finished, too large to keep) - with that generation's items
-    (D199) - or no header at all (or when it expires). Returns the states dropped."""
+    its mark, and is looked at again by the next sweep; so does a header carrying a chunked write's pending mark
+    (that write is writing its generation's items, D-fix2-2). A dropped room keeps its mark, naming the version the
+    drop wrote: while the header is still at that version nothing is read or written; a late event that rebuilds the
+    room to a running state moves it, and the room is dropped again once quiet (D-fix2-1). The mark goes when the
+    room has no usable state left that the sweeper did not write (finished, too large to keep) - with that
+    generation's items (D199) - or no header at all (or when it expires). Returns the states dropped."""
     marked = store.swept_rooms()
     rooms = sorted(marked.keys() - busy)
     if not rooms:
@@ -208,8 +209,9 @@ def drop_quiet_rooms(store: SweeperStore, busy: Set[str], now_ms: int, policy: S
         mark, state = marked[room], states.get(room)
         if state is None:
             store.forget_swept_room(room, mark.closed_at_ms)
-        elif not state.usable and state.version == mark.dropped_version:
-            continue  # the sweeper's own drop, untouched
+        elif state.pending or (not state.usable and state.version == mark.dropped_version):
+            continue  # a chunked write under way (its generation's items: rating clears or rebuilds it), or the
+            # sweeper's own drop, untouched
         elif state.usable:
             last = max(state.last_event_ms, latest.get(room, 0), mark.closed_at_ms)
             if now_ms - last >= policy.quiet_room_ms and store.drop_room_state(state):
