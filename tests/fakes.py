@@ -161,7 +161,9 @@ class InMemoryUsageRepository:
         for sid, state in found.items():  # as the adapter: a header under a pending mark reads as unusable
             if sid in self.pending:
                 unusable = RoomState.unusable(sid, state.version)
-                found[sid] = replace(unusable, delivered_ms=state.delivered_ms, generation=state.generation, pending=True)
+                found[sid] = replace(
+                    unusable, delivered_ms=state.delivered_ms, generation=state.generation, pending=True
+                )
         return found
 
     def profiles(self, accounts: Iterable[str]) -> dict[str, AccountProfile]:
