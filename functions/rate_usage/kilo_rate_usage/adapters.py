@@ -261,11 +261,19 @@ class DynamoUsageRepository:
     def _unused_generations(self, unit: CommitUnit, generations: Mapping[int, str], landed: set[int]) -> None:
         """A commit refused before a rebuild's header landed: the participant items written for its new generation
         are read by nobody (no header names them, and the next generation is another) - deleted, since they name
-        the participants (D196, D-rating-2). A crash in between still leaves them (as before)."""
+        the participants (D196, D-rating-2). A crash in between still leaves them (as before). Only when the stored
+        header, read strongly consistently, names another generation: a transaction that landed but whose reply was
+        lost, sent again and refused on the version it had itself moved, reads as refused too (D-fix2-4)."""
+        refused = [change for change in unit.states if id(change) in generations and id(change) not in landed]
+        if not refused:
+            return
+        rooms = sorted({change.new.room_sid for change in refused})
+        headers = self._batch_get(self._usage, [items.state_key(room) for room in rooms])
+        named = {state.room_sid: state.generation for state in map(items.state_from_item, headers)}
         keys = [
             items.participant_key(change.new.room_sid, generations[id(change)], sid)
-            for change in unit.states
-            if id(change) in generations and id(change) not in landed
+            for change in refused
+            if named.get(change.new.room_sid) != generations[id(change)]
             for sid in change.puts
         ]
         self._batch_write([{"DeleteRequest": {"Key": key}} for key in keys])
