@@ -13,7 +13,15 @@ from kilo_billing.entitlements import EntitlementSource, Reading, SpendRecorder,
 from kilo_billing.events import KEY, SORT_KEY, Item, ItemTooLargeError, check_item_size
 from kilo_billing.livekit_events import LiveKitEventRecord
 from kilo_billing.usage_events import UsageEventRecord
-from kilo_rate_usage.model import Aggregate, AggregateKey, RoomAnswers, RoomListing, SessionKey, StoredSession
+from kilo_rate_usage.model import (
+    Aggregate,
+    AggregateKey,
+    RoomAnswers,
+    RoomListing,
+    SessionKey,
+    StoredSession,
+    SweptRoom,
+)
 from kilo_rate_usage.ports import (
     MAX_TRANSACT_ITEMS,
     CommitUnit,
@@ -107,7 +115,7 @@ class InMemoryUsageRepository:
         self.confirmed: dict[SessionKey, int] = {}  # the sweeper's confirmations written before the listings
         self.listings: dict[str, RoomListing] = {}  # the sweeper's last RoomService answer per room sid
         self.listing_expiry: dict[str, int] = {}  # and when it expires (epoch seconds)
-        self.swept: dict[str, tuple[int, int]] = {}  # the sweeper's marks: room sid -> (closed at ms, expires at)
+        self.swept: dict[str, tuple[SweptRoom, int]] = {}  # the sweeper's marks: room sid -> (mark, expires at)
         self.accounts = accounts or InMemoryAccountDirectory()
         self.writes = 0  # items written, one per session put, usage mark, aggregate update or threshold record
         self.crash_after_transactions: int | None = None  # a commit dies after this many of its transactions
@@ -149,7 +157,14 @@ class InMemoryUsageRepository:
         return {sid: stored[sid] for sid in set(participant_sids) if sid in stored}
 
     def room_states(self, room_sids: Iterable[str]) -> dict[str, RoomState]:
-        return {sid: self.states[sid] for sid in set(room_sids) if sid in self.states}
+        found = {sid: self.states[sid] for sid in set(room_sids) if sid in self.states}
+        for sid, state in found.items():  # as the adapter: a header under a pending mark reads as unusable
+            if sid in self.pending:
+                unusable = RoomState.unusable(sid, state.version)
+                found[sid] = replace(
+                    unusable, delivered_ms=state.delivered_ms, generation=state.generation, pending=True
+                )
+        return found
 
     def profiles(self, accounts: Iterable[str]) -> dict[str, AccountProfile]:
         wanted = set(accounts)
@@ -336,18 +351,24 @@ class InMemoryUsageRepository:
                 self.listings[sid] = listing
                 self.listing_expiry[sid] = expires_at
 
-    def swept_rooms(self) -> dict[str, int]:
-        return {sid: at_ms for sid, (at_ms, _) in self.swept.items()}
+    def swept_rooms(self) -> dict[str, SweptRoom]:
+        return {sid: mark for sid, (mark, _) in self.swept.items()}
 
     def mark_swept_rooms(self, room_sids: Iterable[str], at_ms: int, expires_at: int) -> None:
-        self.swept.update(dict.fromkeys(room_sids, (at_ms, expires_at)))
+        self.swept.update(dict.fromkeys(room_sids, (SweptRoom(at_ms), expires_at)))
+
+    def mark_dropped_room(self, room_sid: str, mark: SweptRoom, expires_at: int) -> None:
+        if room_sid in self.swept and self.swept[room_sid][0].closed_at_ms == mark.closed_at_ms:
+            self.swept[room_sid] = (mark, expires_at)
 
     def forget_swept_room(self, room_sid: str, at_ms: int) -> None:
-        if room_sid in self.swept and self.swept[room_sid][0] == at_ms:
+        if room_sid in self.swept and self.swept[room_sid][0].closed_at_ms == at_ms:
             del self.swept[room_sid]
 
     def drop_room_state(self, state: RoomState) -> bool:
         room = state.room_sid
+        if state.pending:
+            return False
         if state.usable:
             stored = self.states.get(room)
             if stored is None or stored.version != state.version or room in self.pending:

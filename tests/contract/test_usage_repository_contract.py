@@ -32,6 +32,7 @@ from kilo_rate_usage.model import (
     RoomListing,
     Session,
     StoredSession,
+    SweptRoom,
 )
 from kilo_rate_usage.ports import (
     CommitUnit,
@@ -421,12 +422,16 @@ def test_given_a_quiet_room_s_state_then_dropping_it_leaves_version_cut_off_and_
     assert harness.repo.swept_rooms() == {}
     harness.repo.mark_swept_rooms(["RM_q", "RM_r"], NOW_MS, EXPIRES)
     harness.repo.mark_swept_rooms(["RM_q"], NOW_MS + 300_000, EXPIRES + 300)  # swept again: the later mark
-    assert harness.repo.swept_rooms() == {"RM_q": NOW_MS + 300_000, "RM_r": NOW_MS}
+    assert harness.repo.swept_rooms() == {"RM_q": SweptRoom(NOW_MS + 300_000), "RM_r": SweptRoom(NOW_MS)}
     harness.repo.forget_swept_room("RM_q", NOW_MS)  # marked again since the mark read: kept
-    assert harness.repo.swept_rooms() == {"RM_q": NOW_MS + 300_000, "RM_r": NOW_MS}
+    harness.repo.mark_dropped_room("RM_q", SweptRoom(NOW_MS, 3), EXPIRES)  # likewise: the later mark stands
+    assert harness.repo.swept_rooms() == {"RM_q": SweptRoom(NOW_MS + 300_000), "RM_r": SweptRoom(NOW_MS)}
+    harness.repo.mark_dropped_room("RM_r", SweptRoom(NOW_MS, 3), EXPIRES)  # a drop's version kept on the mark
+    harness.repo.mark_dropped_room("RM_none", SweptRoom(NOW_MS, 3), EXPIRES)  # no mark: none made
+    assert harness.repo.swept_rooms() == {"RM_q": SweptRoom(NOW_MS + 300_000), "RM_r": SweptRoom(NOW_MS, 3)}
     harness.repo.forget_swept_room("RM_q", NOW_MS + 300_000)
     harness.repo.forget_swept_room("RM_none", NOW_MS)
-    assert harness.repo.swept_rooms() == {"RM_r": NOW_MS}
+    assert harness.repo.swept_rooms() == {"RM_r": SweptRoom(NOW_MS, 3)}
     assert harness.repo.stored_sessions("RM_r") == {}  # a mark is no session of the room
 
 
@@ -583,3 +588,40 @@ def test_given_an_erasure_marked_after_the_batch_read_the_profile_then_its_write
         "PA_2",
         "PA_3",
     }
+
+
+def test_given_a_rebuild_whose_header_landed_but_whose_reply_was_lost_then_its_participant_items_are_kept(
+    stack: Stack,
+) -> None:
+    """D-fix2-4: the rebuild's transaction lands, its reply is lost, and the request sent again (under another
+    client token: a caller's retry, or past DynamoDB's 10-minute idempotency window) is refused on the version it
+    moved itself - a conflict, as a refusal. The stored header names the new generation: its participant items are
+    kept (before: deleted, the header naming items that were gone)."""
+    client = stack.clients["dynamodb"]
+    usage_table, events_table = (stack.template.physical_name(n) for n in ("UsageTable", "EventsTable"))
+    repo = DynamoUsageRepository(client, usage_table, events_table)
+    events = [joined("EV_1", "RM_l", "PA_1", NOV_16), joined("EV_2", "RM_l", "PA_2", NOV_16 + 30)]
+    repo.commit(CommitUnit(states=[whole(from_events("RM_l", events), 0)]), NOW_MS)
+    old = repo.room_state("RM_l")
+
+    def landed_then_sent_again(**kwargs: Any) -> Any:
+        client.transact_write_items(**kwargs)  # lands; its reply is lost
+        return client.transact_write_items(**kwargs)  # sent again: refused on the version
+
+    lossy = DynamoUsageRepository(_Lossy(client, landed_then_sent_again), usage_table, events_table)
+    with pytest.raises(ConflictError):
+        lossy.commit(CommitUnit(states=[whole(from_events("RM_l", events), 1, old.generation)]), NOW_MS)
+    stored = repo.room_state("RM_l")
+    assert (stored.version, stored.generation != old.generation) == (2, True)
+    assert sorted(repo.room_participants("RM_l", stored.generation, None)) == ["PA_1"]  # before: {}
+
+
+class _Lossy:
+    """The real client, but for ``transact_write_items``."""
+
+    def __init__(self, client: Any, transact_write_items: Any) -> None:
+        self._client = client
+        self.transact_write_items = transact_write_items
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)

@@ -567,7 +567,9 @@ def test_given_the_sweeper_role_then_its_only_usage_table_update_is_the_threshol
 def test_given_the_sweeper_role_then_each_of_its_usage_table_puts_names_the_attributes_it_may_write(
     transformed: Transformed,
 ) -> None:
-    """A room's listing (D125), a swept room's mark and a quiet room's version-only header (D-rating-1)."""
+    """A room's listing (D125), a swept room's mark (D-rating-1; the drop's version, D-fix2-1) and a quiet room's
+    version-only header (D-rating-1), whose condition names `pending` (D-fix2-2): the attributes a request names
+    include its condition's."""
     puts = [
         statement
         for statement in role_statements(transformed, "SweeperFunctionRole")
@@ -575,8 +577,8 @@ def test_given_the_sweeper_role_then_each_of_its_usage_table_puts_names_the_attr
     ]
     assert sorted(s["Condition"]["ForAllValues:StringEquals"]["dynamodb:Attributes"] for s in puts) == [
         ["pk", "sk", "answered_at_ms", "participants", "expires_at"],
-        ["pk", "sk", "closed_at_ms", "expires_at"],
-        ["pk", "sk", "version", "delivered_ms", "generation"],
+        ["pk", "sk", "closed_at_ms", "expires_at", "dropped_version"],
+        ["pk", "sk", "version", "delivered_ms", "generation", "pending"],
     ]
 
 

@@ -265,3 +265,78 @@ def test_a_running_rooms_state_names_no_erased_participant_after_the_erasure_nor
     }
     # carol 30..600 s, the camera 60..300 s: 240 s of video (hand-worked)
     assert (found["PA_carol01"].session.end_ms, found["PA_carol01"].session.video_seconds) == ((T0 + 600) * 1000, 240)
+
+
+def call_in_progress(stack: Stack, context: LambdaContext) -> tuple[Lambda, lk.Room, lk.Participant]:
+    """Alice and carol in a call of the account's room, rated: its running state names them."""
+    register(stack, ACCOUNT)
+    store_members(stack, ACCOUNT, {"user-1": "owner"})
+    room = lk.Room(ROOM, "forget-me", account_id=ACCOUNT, created_at=T0)
+    alice = lk.Participant("PA_alice01", "alice.smith", (T0 + 10) * 1000)
+    carol = lk.Participant("PA_carol01", "carol.jones", (T0 + 30) * 1000)
+    runner = Lambda(stack)
+    for body in (lk.room_started(room, T0), lk.participant_joined(room, alice), lk.participant_joined(room, carol)):
+        deliver_webhook(body, context)
+        run_stream(runner, context)
+    return runner, room, carol
+
+
+def test_a_chunked_write_under_way_at_the_erasure_writes_no_identity_after_it(
+    stack: Stack, account_api: Any, lambda_context: LambdaContext
+) -> None:
+    """D-fix2-3: rating's chunked write of the room's participant items has put its pending mark on the header and
+    has chunks left when the account is erased. The erasure's drop removes the mark with the state, so the write's
+    next chunk (conditioned on its mark) is refused; before, the mark stayed and the chunk wrote alice's raw registers
+    back after the erasure had deleted them."""
+    from botocore.exceptions import ClientError  # noqa: PLC0415
+
+    names = {"alice.smith", "carol.jones"}
+    runner, room, carol = call_in_progress(stack, lambda_context)
+    usage = stack.template.physical_name("UsageTable")
+    client = stack.clients["dynamodb"]
+    key = {"pk": {"S": f"ROOM#{ROOM}"}, "sk": {"S": "STATE"}}
+    client.update_item(  # the chunked write's first step: its mark on the header
+        TableName=usage, Key=key, UpdateExpression="SET #p = :m", ExpressionAttributeNames={"#p": "pending"},
+        ExpressionAttributeValues={":m": {"S": "chunk-mark"}},
+    )  # fmt: skip
+    chunk = [item for item in stack.table_items("UsageTable") if item["sk"]["S"].startswith("PART#")]
+    assert any("alice.smith" in repr(item) for item in chunk)  # what the write's next chunk puts again
+
+    erased = call("POST", f"/v1/accounts/{ACCOUNT}/erase", claims(ACCOUNT, "owner"))
+    assert erased.status == 200, erased.body
+    assert raw_identities(stack, names) == {}
+
+    check = {
+        "ConditionCheck": {
+            "TableName": usage, "Key": key, "ConditionExpression": "#p = :m",
+            "ExpressionAttributeNames": {"#p": "pending"}, "ExpressionAttributeValues": {":m": {"S": "chunk-mark"}},
+        }
+    }  # fmt: skip
+    with pytest.raises(ClientError, match="TransactionCanceled"):  # before: it landed
+        client.transact_write_items(TransactItems=[*({"Put": {"TableName": usage, "Item": i}} for i in chunk), check])
+    assert raw_identities(stack, names) == {}
+    deliver_webhook(lk.participant_left(room, carol, T0 + 600), lambda_context)  # rating rebuilds the room
+    run_stream(runner, lambda_context)
+    assert raw_identities(stack, names) == {}
+    assert sessions(stack)["PA_carol01"].session.end_ms == (T0 + 600) * 1000
+
+
+def test_a_state_too_large_to_keep_has_its_participant_items_deleted_by_the_erasure(
+    stack: Stack, account_api: Any, lambda_context: LambdaContext
+) -> None:
+    """D-fix2-3: a room whose state is too large to keep has a version-only header (no state blob) still naming the
+    generation of its live participants' items (D199), which name them. The erasure deletes those items too (before:
+    it dropped only headers holding a state blob, and the items kept alice's and carol's identities)."""
+    names = {"alice.smith", "carol.jones"}
+    call_in_progress(stack, lambda_context)
+    usage = stack.template.physical_name("UsageTable")
+    key = {"pk": {"S": f"ROOM#{ROOM}"}, "sk": {"S": "STATE"}}
+    stack.clients["dynamodb"].update_item(  # what rating writes for a state too large to keep (D42, D199)
+        TableName=usage, Key=key, UpdateExpression="SET version = version + :one REMOVE state_zlib",
+        ExpressionAttributeValues={":one": {"N": "1"}},
+    )  # fmt: skip
+    assert any("|PART#" in found for found in raw_identities(stack, names))
+
+    erased = call("POST", f"/v1/accounts/{ACCOUNT}/erase", claims(ACCOUNT, "owner"))
+    assert erased.status == 200, erased.body
+    assert raw_identities(stack, names) == {}

@@ -97,10 +97,15 @@ def test_given_a_swept_room_quiet_for_an_hour_then_its_running_state_is_dropped_
     assert sweep(T0 + 61 * MINUTE, lambda_context)["dropped_states"] == 1
     items = room_items(stack)
     header = items["STATE"]
-    assert ("state_zlib" in header, "mark#ROOM#RM_lost" in items) == (False, False)
+    # the mark stays, naming the version the drop wrote: a late event that rebuilds the room is dropped again
+    assert ("state_zlib" in header, int(items["mark#ROOM#RM_lost"]["dropped_version"]["N"])) == (
+        False, int(header["version"]["N"]),
+    )  # fmt: skip
     assert not [sk for sk in items if sk.startswith("PART#")]
     assert naming_alice(stack) == []  # before: the header and her participant item, for good
     version = int(header["version"]["N"])
+    assert sweep(T0 + 70 * MINUTE, lambda_context)["dropped_states"] == 0  # the drop untouched: nothing to do
+    assert int(room_items(stack)["STATE"]["version"]["N"]) == version
 
     # her real participant_left, delivered late: it rebuilds the room and wins over the sweep
     deliver_webhook(lk.participant_left(ROOM, ALICE, T0 - 120), lambda_context)
@@ -109,6 +114,15 @@ def test_given_a_swept_room_quiet_for_an_hour_then_its_running_state_is_dropped_
     assert (alice(stack)["closed_by"]["S"], int(alice(stack)["end_ms"]["N"])) == ("left", (T0 - 120) * 1000)
     assert aggregate(stack, "acct_quiet") == {"audio": 8}
     assert int(room_items(stack)["STATE"]["version"]["N"]) > version
+    # the rebuild (no room_finished) is a running state naming her again: the kept mark has the sweeper drop it
+    # again once quiet - her left at T0 - 2 min and the sweep's close at T0 are over an hour old (D-fix2-1)
+    assert "state_zlib" in room_items(stack)["STATE"]
+    assert sweep(T0 + 200 * MINUTE, lambda_context)["dropped_states"] == 1  # before: 0, and the state for good
+    assert sweep(T0 + 2000 * MINUTE, lambda_context)["dropped_states"] == 0
+    items = room_items(stack)
+    assert ("state_zlib" in items["STATE"], [sk for sk in items if sk.startswith("PART#")]) == (False, [])
+    assert naming_alice(stack) == []
+    assert (alice(stack)["closed_by"]["S"], aggregate(stack, "acct_quiet")) == ("left", {"audio": 8})
 
 
 def test_given_a_late_event_rated_while_the_sweeper_drops_the_state_then_the_state_is_kept_and_dropped_later(
@@ -139,5 +153,38 @@ def test_given_a_late_event_rated_while_the_sweeper_drops_the_state_then_the_sta
 
     assert sweep(T0 + 66 * MINUTE, lambda_context)["dropped_states"] == 1  # the room's events are an hour old
     assert naming_alice(stack) == []
-    assert "mark#ROOM#RM_lost" not in room_items(stack)
+    items = room_items(stack)  # the mark kept, naming the drop's version (D-fix2-1)
+    assert int(items["mark#ROOM#RM_lost"]["dropped_version"]["N"]) == int(items["STATE"]["version"]["N"])
     assert aggregate(stack, "acct_quiet") == {"audio": 8}
+
+
+def test_given_a_chunked_write_under_way_on_a_quiet_room_then_the_sweeper_leaves_its_items_and_drops_it_later(
+    stack: Stack, lambda_context: LambdaContext, swept_room: Lambda
+) -> None:
+    """D-fix2-2: rating's chunked write of the room's participant items (too many for one transaction) has put its
+    pending mark on the header and is writing its chunks into the header's generation when the quiet sweep runs: the
+    sweeper leaves the header, those items and its mark alone (before: it read the header as unusable and deleted
+    every item of that generation - the write's own). Once the write's header lands (the mark cleared), the next
+    quiet sweep drops the state."""
+    usage = stack.template.physical_name("UsageTable")
+    client = stack.clients["dynamodb"]
+    key = {"pk": {"S": "ROOM#RM_lost"}, "sk": {"S": "STATE"}}
+    client.update_item(  # the chunked write's first step: its mark on the header, at the version it read
+        TableName=usage, Key=key, UpdateExpression="SET #p = :m", ExpressionAttributeNames={"#p": "pending"},
+        ExpressionAttributeValues={":m": {"S": "chunking"}},
+    )  # fmt: skip
+    parts = sorted(sk for sk in room_items(stack) if sk.startswith("PART#"))
+    assert parts  # her item, in the header's generation: what the chunked write writes
+    header = room_items(stack)["STATE"]
+
+    assert sweep(T0 + 61 * MINUTE, lambda_context)["dropped_states"] == 0
+    items = room_items(stack)
+    assert sorted(sk for sk in items if sk.startswith("PART#")) == parts  # before: deleted
+    assert (items["STATE"], "mark#ROOM#RM_lost" in items) == (header, True)
+
+    client.update_item(  # the write's header lands: its next version, the mark cleared
+        TableName=usage, Key=key, UpdateExpression="SET version = version + :one REMOVE #p",
+        ExpressionAttributeNames={"#p": "pending"}, ExpressionAttributeValues={":one": {"N": "1"}},
+    )  # fmt: skip
+    assert sweep(T0 + 66 * MINUTE, lambda_context)["dropped_states"] == 1
+    assert naming_alice(stack) == []

@@ -119,3 +119,33 @@ def test_given_ten_half_cent_credits_then_the_history_rows_add_up_to_the_five_ce
     by_id = {p["payment_id"]: p["amount_usd"] for p in history["payments"]}
     assert by_id == {f"ethereum:0x{n}:{n}": ("0.01" if n < 5 else "0.00") for n in range(10)}
     assert [e["total_usd"] for e in h.events("CryptoPaymentSeen.v1")] == ["0.01"] * 10  # each alone: $0.005 -> $0.01
+
+
+def test_given_a_payment_in_review_in_the_batch_then_the_seen_event_splits_only_the_counted_sum_as_the_history_does(
+    h: Harness,
+) -> None:
+    """D-fix2-5: two late 0.005 USDC credits (1:1, counted: $0.01 together, split 0.01, 0.00) and, in the same batch,
+    a late 0.0000025 ETH credit whose price moved 20 % (locked $2,500, then $2,000: $0.005, in review, not counted).
+    The seen event shows the in-review one at its own USD, $0.01, as the history does, and the counted ones split
+    their own $0.01; the total is what the transfers show, $0.02. Before, the batch's $0.015 (rounded once: $0.02)
+    was split over all three: 0.01, 0.01 and $0.00 for the ETH - unlike the history's $0.01."""
+    h.store.add_quote(quote("q-eth", "ETH", 2_500_000_000_000, "2500", amount_usd="0.01"))
+    h.rates.prices["ETH"] = Decimal("2000")
+    h.clock.now = at = T0 + timedelta(hours=2)  # both quotes expired at T0 + 31 min: late
+    h.settlement.record_batch(
+        [
+            transfer("0x0", "USDC", 5_000, at, index=0),
+            transfer("0x1", "USDC", 5_000, at, index=1),
+            transfer("0x2", "ETH", 2_500_000_000_000, at, index=2),
+        ]
+    )
+
+    eth = h.store.payment("ethereum:0x2:2")
+    assert eth is not None
+    assert (eth.review, eth.usd) == (True, Decimal("0.005"))
+    [seen] = h.events("CryptoPaymentSeen.v1")
+    assert [t["amount_usd"] for t in seen["transfers"]] == ["0.01", "0.00", "0.01"]  # before: 0.01, 0.01, 0.00
+    assert seen["total_usd"] == "0.02"
+    history = account_history(*h.store.account_history("acct-1"), CHAINS, h.clock.now)
+    by_id = {p["payment_id"]: p["amount_usd"] for p in history["payments"]}
+    assert by_id == {"ethereum:0x0:0": "0.01", "ethereum:0x1:1": "0.00", "ethereum:0x2:2": "0.01"}

@@ -10,7 +10,16 @@ from fractions import Fraction
 import pytest
 
 from kilo_billing.livekit_events import LiveKitEventRecord
-from kilo_rate_usage.model import CAPPED, SWEPT, Billing, RoomListing, Session, StoredSession, SweepPolicy
+from kilo_rate_usage.model import (
+    CAPPED,
+    SWEPT,
+    Billing,
+    RoomListing,
+    Session,
+    StoredSession,
+    SweepPolicy,
+    SweptRoom,
+)
 from kilo_rate_usage.sweeper import run_sweep
 from tests.fakes import InMemoryUsageRepository, StaticRoomDirectory
 
@@ -266,7 +275,8 @@ def state_at(store: InMemoryUsageRepository, room: str, last_ms: int) -> None:
 def test_given_swept_rooms_then_only_those_quiet_for_an_hour_with_nothing_open_lose_their_state() -> None:
     """D-rating-1: the marks of rooms the sweeper closed sessions of. Quiet for 2 h with nothing open: dropped (and
     its mark); a session open again, a last rated event 30 min old, an event stored 10 min ago but not rated yet:
-    kept, marks kept; no state at all: only the mark goes."""
+    kept, marks kept; no state at all: only the mark goes. The dropped room keeps its mark, naming the version its
+    drop wrote (D-fix2-1)."""
     store = InMemoryUsageRepository()
     for room in ("quiet", "busy", "recent", "behind"):
         state_at(store, room, T0_MS - (30 * 60_000 if room == "recent" else 2 * HOUR_MS))
@@ -284,4 +294,47 @@ def test_given_swept_rooms_then_only_those_quiet_for_an_hour_with_nothing_open_l
     }  # fmt: skip
     assert store.states["RM_quiet"].version == 2  # the version still orders writers
     assert ("RM_quiet", generation) not in store.participants
-    assert set(store.swept_rooms()) == {"RM_busy", "RM_recent", "RM_behind"}
+    assert store.swept_rooms() == {
+        "RM_quiet": SweptRoom(T0_MS - 2 * HOUR_MS, 2),
+        **dict.fromkeys(["RM_busy", "RM_recent", "RM_behind"], SweptRoom(T0_MS - 2 * HOUR_MS)),
+    }
+
+
+def test_given_a_dropped_room_rebuilt_by_a_late_event_then_the_next_quiet_sweep_drops_it_again() -> None:
+    """D-fix2-1: after the drop, the room's mark stays with the version the drop wrote. While the header is still
+    there nothing is done; a late event's rebuild (a running state again, no room_finished) is dropped again once
+    quiet; a rebuild that ends the room (its room_finished came late: a header the sweeper did not write) has its
+    generation's items deleted and its mark forgotten."""
+    from kilo_rate_usage.ports import CommitUnit, StateChange  # noqa: PLC0415
+    from kilo_rate_usage.rooms import RoomState, from_events  # noqa: PLC0415
+
+    store = InMemoryUsageRepository()
+    state_at(store, "late", T0_MS - 2 * HOUR_MS)
+    store.mark_swept_rooms(["RM_late"], T0_MS - 2 * HOUR_MS, EXPIRES)
+    assert run_sweep(store, StaticRoomDirectory({}), T0_MS, POLICY, EXPIRES)[0].dropped_states == 1
+    dropped = store.states["RM_late"]
+    assert (dropped.usable, dropped.version) == (False, 2)
+    assert run_sweep(store, StaticRoomDirectory({}), T0_MS + 300_000, POLICY, EXPIRES)[0].dropped_states == 0
+    assert store.states["RM_late"] is dropped  # untouched: no write
+    assert store.swept_rooms() == {"RM_late": SweptRoom(T0_MS - 2 * HOUR_MS, 2)}
+
+    # a late event rebuilds the room: a running state again, under a new generation
+    rebuilt = from_events("RM_late", [joined("late", n, T0_MS - 2 * HOUR_MS - 600_000 * n) for n in (0, 1)])
+    store.commit(CommitUnit(states=[StateChange(rebuilt, 2, dict(rebuilt.fold.participants), (), True)]), T0_MS)
+    generation = store.states["RM_late"].generation
+    assert store.states["RM_late"].usable
+    assert store.participants[("RM_late", generation)]
+    outcome, _, _ = run_sweep(store, StaticRoomDirectory({}), T0_MS + 600_000, POLICY, EXPIRES)
+    assert outcome.dropped_states == 1  # before: 0, and the rebuilt state for good
+    assert (store.states["RM_late"].usable, store.states["RM_late"].version) == (False, 4)
+    assert ("RM_late", generation) not in store.participants
+    assert store.swept_rooms() == {"RM_late": SweptRoom(T0_MS - 2 * HOUR_MS, 4)}
+
+    # the room finished late: rating wrote a header of its own (version 5) - its generation's items go, and the mark
+    finished = RoomState.unusable("RM_late", 0)
+    store.commit(CommitUnit(states=[StateChange(finished, 4, dict(rebuilt.fold.participants), (), True)]), T0_MS)
+    generation = store.states["RM_late"].generation
+    assert store.participants[("RM_late", generation)]
+    assert run_sweep(store, StaticRoomDirectory({}), T0_MS + 900_000, POLICY, EXPIRES)[0].dropped_states == 0
+    assert ("RM_late", generation) not in store.participants
+    assert store.swept_rooms() == {}

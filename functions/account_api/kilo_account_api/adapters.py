@@ -418,15 +418,21 @@ class DynamoSessionHistory:
         that it is the version read, then that generation's participant items are deleted. The state names the
         participants (its window's events, the live participants' registers); nothing reads it again once dropped:
         the room's next event rebuilds it from the stored events, and rating writes it with the pseudonym of each
-        participant whose session began before the erasure mark. A header rating rewrites meanwhile is read and
-        dropped again (``attempts``); still moving after that: ``ErasureIncompleteError`` (the retry goes on).
-        Returns the states dropped."""
+        participant whose session began before the erasure mark. A chunked write's pending mark goes with the state,
+        so that write's remaining chunks (each conditioned on its mark) are refused (D-fix2-3). A header with no state
+        blob (finished, too large to keep) still names the generation of participant items that may name
+        participants (D199): those are deleted, the header left as it is (D-fix2-3). A header rating rewrites
+        meanwhile is read and dropped again (``attempts``); still moving after that: ``ErasureIncompleteError`` (the
+        retry goes on). Returns the states dropped."""
         keys = [to_item({"pk": room, "sk": items.STATE_SORT_KEY}) for room in sorted(room_keys)]
         dropped = 0
         for _ in range(attempts):
-            running = [
-                header for header in self._values(keys, consistent=True) if header.get(items.STATE_BLOB) is not None
-            ]
+            running = []
+            for header in self._values(keys, consistent=True):
+                if header.get(items.STATE_BLOB) is not None:
+                    running.append(header)
+                else:  # its generation is never written again: any later event rebuilds the room under a new one
+                    self._delete_generation(str(header["pk"]), str(header.get(items.STATE_GENERATION) or ""))
             if not running:
                 return dropped
             keys = []
@@ -447,14 +453,20 @@ class DynamoSessionHistory:
                 self._client.update_item,
                 TableName=self._table,
                 Key=to_item({"pk": room, "sk": items.STATE_SORT_KEY}),
-                UpdateExpression="SET #v = :next REMOVE #z",
+                UpdateExpression="SET #v = :next REMOVE #z, #p",
                 ConditionExpression="#v = :v AND attribute_exists(#z)",
-                ExpressionAttributeNames={"#v": items.STATE_VERSION, "#z": items.STATE_BLOB},
+                ExpressionAttributeNames={"#v": items.STATE_VERSION, "#z": items.STATE_BLOB, "#p": items.STATE_PENDING},
                 ExpressionAttributeValues=to_item({":v": version, ":next": version + 1}),
             )
         except ConditionFailedError:
             return False
-        generation = str(header.get(items.STATE_GENERATION) or "")
+        self._delete_generation(room, str(header.get(items.STATE_GENERATION) or ""))
+        return True
+
+    def _delete_generation(self, room: str, generation: str) -> None:
+        """Delete the room's participant items of ``generation`` (read strongly consistently)."""
+        if not generation:
+            return
         participants = paged_items(
             self._client.query,
             TableName=self._table,
@@ -465,7 +477,6 @@ class DynamoSessionHistory:
         )
         for item in list(participants):
             call(self._client.delete_item, TableName=self._table, Key={"pk": item["pk"], "sk": item["sk"]})
-        return True
 
     def _pseudonymised(self, stored: dict[str, Any], account_id: str, pseudonym: Callable[[str], str]) -> int:
         """Rewrite one session read strongly consistently with its identity's pseudonym: 1 if written, 0 if it holds

@@ -9,8 +9,9 @@
   ``connected_seconds``;
 - rating's room state in the usage table, dropped by the erasure by attribute name (layout: ``kilo_rate_usage.items``):
   the header ``ROOM#<room sid>`` / ``STATE`` (``version``, ``generation``, the state blob ``state_zlib``: without it
-  the header is its version, cut-off and generation alone - what a finished room keeps) and the live participants'
-  items ``ROOM#<room sid>`` / ``PART#<generation>#<participant sid>`` (D-rating-2).
+  the header is its version, cut-off and generation alone - what a finished room keeps, or one whose state is too
+  large to keep; ``pending``: a chunked write of its participant items under way, each chunk conditioned on it) and
+  the live participants' items ``ROOM#<room sid>`` / ``PART#<generation>#<participant sid>`` (D-rating-2, D-fix2-3).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ STATE_SORT_KEY: Final = "STATE"  # rating's room-state header
 STATE_BLOB: Final = "state_zlib"
 STATE_VERSION: Final = "version"
 STATE_GENERATION: Final = "generation"
+STATE_PENDING: Final = "pending"  # a chunked write of the participant items under way (its chunks check it)
 PARTICIPANT_PREFIX: Final = "PART#"  # + <generation>#<participant sid>
 
 

@@ -1095,8 +1095,11 @@ class Settlement:
         first = payments[0] if payments else None
         if first is None or first.invoice_id is None or first.account_id is None:
             return  # only attributed payments are announced to a customer
-        shown = shown_usd((payment.payment_id, payment.usd or ZERO) for payment in payments)  # add up to the total
-        amounts_usd = [money_str(shown[payment.payment_id]) for payment in payments]
+        # the counted ones split their counted sum (D-crypto-2); one in review (or refused) is no part of it and shows
+        # its own USD, as the history does (D-fix2-5)
+        counted = counted_usd(payments)
+        shown = [counted.get(payment.payment_id, round_money(payment.usd or ZERO)) for payment in payments]
+        amounts_usd = [money_str(usd) for usd in shown]
         transfers = tuple(
             CryptoSeenTransferV1(
                 payment_id=payment.payment_id,
@@ -1123,7 +1126,7 @@ class Settlement:
             explorer_url=head.explorer_url,
             occurred_at=self._clock().isoformat(),
             transfers=transfers,
-            total_usd=money_str(sum(shown.values(), ZERO)),
+            total_usd=money_str(sum(shown, ZERO)),  # what the transfers show, together
         )
         self._publisher.publish(seen.DETAIL_TYPE, seen.model_dump(mode="json"))
         for payment in payments:

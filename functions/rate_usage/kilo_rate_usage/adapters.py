@@ -32,7 +32,15 @@ from kilo_billing.livekit_rooms import RoomGoneError, RoomServiceFailedError, ca
 from kilo_billing.observability import Metric, count
 from kilo_billing.usage_events import UsageEventRecord
 from kilo_rate_usage import items
-from kilo_rate_usage.model import Aggregate, AggregateKey, RoomAnswers, RoomListing, SessionKey, StoredSession
+from kilo_rate_usage.model import (
+    Aggregate,
+    AggregateKey,
+    RoomAnswers,
+    RoomListing,
+    SessionKey,
+    StoredSession,
+    SweptRoom,
+)
 from kilo_rate_usage.ports import (
     MAX_TRANSACT_ITEMS,
     CommitUnit,
@@ -253,11 +261,19 @@ class DynamoUsageRepository:
     def _unused_generations(self, unit: CommitUnit, generations: Mapping[int, str], landed: set[int]) -> None:
         """A commit refused before a rebuild's header landed: the participant items written for its new generation
         are read by nobody (no header names them, and the next generation is another) - deleted, since they name
-        the participants (D196, D-rating-2). A crash in between still leaves them (as before)."""
+        the participants (D196, D-rating-2). A crash in between still leaves them (as before). Only when the stored
+        header, read strongly consistently, names another generation: a transaction that landed but whose reply was
+        lost, sent again and refused on the version it had itself moved, reads as refused too (D-fix2-4)."""
+        refused = [change for change in unit.states if id(change) in generations and id(change) not in landed]
+        if not refused:
+            return
+        rooms = sorted({change.new.room_sid for change in refused})
+        headers = self._batch_get(self._usage, [items.state_key(room) for room in rooms])
+        named = {state.room_sid: state.generation for state in map(items.state_from_item, headers)}
         keys = [
             items.participant_key(change.new.room_sid, generations[id(change)], sid)
-            for change in unit.states
-            if id(change) in generations and id(change) not in landed
+            for change in refused
+            if named.get(change.new.room_sid) != generations[id(change)]
             for sid in change.puts
         ]
         self._batch_write([{"DeleteRequest": {"Key": key}} for key in keys])
@@ -428,7 +444,7 @@ class DynamoUsageRepository:
             except ConflictError:
                 continue  # a newer (or this same) answer is already recorded: it stands
 
-    def swept_rooms(self) -> dict[str, int]:
+    def swept_rooms(self) -> dict[str, SweptRoom]:
         found = paged_items(
             self._client.query,
             TableName=self._usage,
@@ -442,6 +458,19 @@ class DynamoUsageRepository:
     def mark_swept_rooms(self, room_sids: Iterable[str], at_ms: int, expires_at: int) -> None:
         for room_sid in sorted(set(room_sids)):
             call(self._client.put_item, TableName=self._usage, Item=items.swept_room_item(room_sid, at_ms, expires_at))
+
+    def mark_dropped_room(self, room_sid: str, mark: SweptRoom, expires_at: int) -> None:
+        try:
+            _write(
+                self._client.put_item,
+                TableName=self._usage,
+                Item=items.swept_room_item(room_sid, mark.closed_at_ms, expires_at, mark.dropped_version),
+                ConditionExpression="#c = :c",
+                ExpressionAttributeNames={"#c": items.CLOSED_AT_MS},
+                ExpressionAttributeValues=to_item({":c": mark.closed_at_ms}),
+            )
+        except ConflictError:
+            return  # marked again since (or gone): that mark stands
 
     def forget_swept_room(self, room_sid: str, at_ms: int) -> None:
         try:
@@ -457,6 +486,8 @@ class DynamoUsageRepository:
             return  # marked again since: the next sweep looks at the room again
 
     def drop_room_state(self, state: RoomState) -> bool:
+        if state.pending:  # a chunked write is writing this generation's items (or died: rating rebuilds the room)
+            return False
         if state.usable:
             try:  # what a finished room keeps (D196), only if no batch wrote the header since it was read
                 _write(

@@ -48,6 +48,7 @@ from kilo_rate_usage.model import (
     Session,
     SessionKey,
     StoredSession,
+    SweptRoom,
     canonical_contributions,
 )
 from kilo_rate_usage.rooms import (
@@ -72,6 +73,7 @@ ANSWERED_AT_MS: Final = "answered_at_ms"
 EXPIRES_AT: Final = "expires_at"  # the usage table's TTL attribute (only the sweeper's listings and marks carry it)
 SWEPT_ROOMS: Final = "SWEPT_ROOMS"  # the partition of the sweeper's marks of rooms it closed sessions of
 CLOSED_AT_MS: Final = "closed_at_ms"
+DROPPED_VERSION: Final = "dropped_version"  # on a mark: the header version the sweeper's drop wrote (D-fix2-1)
 COUNTER_PREFIX: Final = "c#"
 LATE_PREFIX: Final = "late#"
 
@@ -245,13 +247,19 @@ def swept_room_key(room_sid: str) -> Item:
     return key_item(SWEPT_ROOMS, room_key(room_sid))
 
 
-def swept_room_item(room_sid: str, at_ms: int, expires_at: int) -> Item:
-    return to_item({KEY: SWEPT_ROOMS, SORT_KEY: room_key(room_sid), CLOSED_AT_MS: at_ms, EXPIRES_AT: expires_at})
+def swept_room_item(room_sid: str, at_ms: int, expires_at: int, dropped_version: int = 0) -> Item:
+    values: dict[str, Any] = {
+        KEY: SWEPT_ROOMS, SORT_KEY: room_key(room_sid), CLOSED_AT_MS: at_ms, EXPIRES_AT: expires_at,
+    }  # fmt: skip
+    if dropped_version:
+        values[DROPPED_VERSION] = dropped_version
+    return to_item(values)
 
 
-def swept_room_from_item(item: Mapping[str, Any]) -> tuple[str, int]:
+def swept_room_from_item(item: Mapping[str, Any]) -> tuple[str, SweptRoom]:
     values = from_item(item)
-    return str(values[SORT_KEY]).removeprefix("ROOM#"), int(values[CLOSED_AT_MS])
+    mark = SweptRoom(int(values[CLOSED_AT_MS]), int(values.get(DROPPED_VERSION, 0)))
+    return str(values[SORT_KEY]).removeprefix("ROOM#"), mark
 
 
 def state_key(room_sid: str) -> Item:
@@ -296,8 +304,9 @@ def state_from_item(item: Mapping[str, Any]) -> RoomState:
     room_sid = str(values[KEY]).removeprefix("ROOM#")
     version, delivered = int(values["version"]), int(values.get(DELIVERED_MS, 0))
     generation = str(values.get(GENERATION, ""))
-    if values.get(STATE_BLOB) is None or PENDING in values:  # too large to keep, or a chunked write that died
-        return replace(RoomState.unusable(room_sid, version), delivered_ms=delivered, generation=generation)
+    if values.get(STATE_BLOB) is None or PENDING in values:  # too large to keep, or a chunked write under way / died
+        unusable = RoomState.unusable(room_sid, version)
+        return replace(unusable, delivered_ms=delivered, generation=generation, pending=PENDING in values)
     data = json.loads(zlib.decompress(bytes(values[STATE_BLOB])))
     return state_from_json(room_sid, data, version, delivered, generation)
 

@@ -273,6 +273,17 @@ class RoomListing:
 
 
 @dataclass(frozen=True, slots=True)
+class SweptRoom:
+    """The sweeper's mark of a room it closed sessions of (D-rating-1): when it last closed one (epoch ms), and the
+    header version its own drop of the room's running state wrote (0: not dropped yet). A dropped room keeps its mark:
+    a late event that rebuilds the room to a running state finds the header moved past that version, and the room is
+    dropped again once quiet (D-fix2-1)."""
+
+    closed_at_ms: int
+    dropped_version: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class SweepOutcome:
     open: int
     swept: int

@@ -22,6 +22,7 @@ from kilo_rate_usage.model import (
     RoomListing,
     SessionKey,
     StoredSession,
+    SweptRoom,
 )
 from kilo_rate_usage.rooms import RoomState
 from kilo_rate_usage.sessions import ParticipantFold
@@ -292,14 +293,20 @@ class SweeperStore(Protocol):
         """Store a synthetic close in the room's events once; False when it was already there."""
         ...
 
-    def swept_rooms(self) -> dict[str, int]:
-        """The rooms marked by ``mark_swept_rooms`` and not forgotten since: room sid -> when marked (epoch ms);
-        strongly consistent."""
+    def swept_rooms(self) -> dict[str, SweptRoom]:
+        """The rooms marked by ``mark_swept_rooms`` (or ``mark_dropped_room``) and not forgotten since: room sid ->
+        the mark; strongly consistent."""
         ...
 
     def mark_swept_rooms(self, room_sids: Iterable[str], at_ms: int, expires_at: int) -> None:
         """Mark rooms whose sessions a sweep closes (their ``room_finished`` may be lost: their running state is
         dropped once quiet, D-rating-1), each at ``at_ms`` (a mark there is replaced), expiring at ``expires_at``."""
+        ...
+
+    def mark_dropped_room(self, room_sid: str, mark: SweptRoom, expires_at: int) -> None:
+        """Replace the room's mark by ``mark`` (its drop's header version) if it is still the one made at
+        ``mark.closed_at_ms`` (a sweep that closed sessions of the room since marked it again: that mark stays),
+        expiring at ``expires_at``."""
         ...
 
     def forget_swept_room(self, room_sid: str, at_ms: int) -> None:
@@ -310,9 +317,11 @@ class SweeperStore(Protocol):
     def drop_room_state(self, state: RoomState) -> bool:
         """Drop the room's running state read as ``state`` (a header, ``room_states``): a usable one is replaced by its
         version (+1), rebuild cut-off and generation alone - what a finished room keeps (D196) - on the condition
-        that it is still the version read; then the participant items of that generation are deleted (no reader
-        uses them again: the next event of the room rebuilds it). False, and nothing changed, when the header moved
-        on meanwhile (an event rated since the read)."""
+        that it is still the version read and carries no pending mark; then the participant items of that generation
+        are deleted (no reader uses them again: the next event of the room rebuilds it under a new generation). An
+        unusable one (finished, too large, dropped) only has that generation's items deleted. False, and nothing
+        changed, when the header moved on meanwhile (an event rated since the read) or was read with a chunked
+        write's pending mark (the items of its generation are that write's)."""
         ...
 
 

@@ -105,6 +105,7 @@ class RoomState:
     prune_runs_at: int = 0  # twice the runs kept by the last pruning: the next is due at this many runs (at least
     # ``PRUNE_RUNS_FROM``), when every live participant is loaded (a room whose live participants still reach old runs
     # is not loaded whole at every batch)
+    pending: bool = False  # the stored header carries a chunked write's pending mark (unusable: under way, or died)
 
     @property
     def prune_due(self) -> bool:

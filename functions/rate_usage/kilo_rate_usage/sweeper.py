@@ -25,6 +25,7 @@ A room the sweeper closed sessions of is marked (before its closes are written);
 the room has been quiet for ``quiet_room_ms`` (no event, stored or rated, and no close by the sweeper), its running
 state is dropped as a finished room's is (D196) - its ``room_finished`` was lost - on the condition that no batch
 wrote it since it was read: a late event rated meanwhile keeps it, one arriving after rebuilds the room (D-rating-1).
+The mark stays, naming the version the drop wrote, so that rebuild is dropped again once quiet (D-fix2-1).
 """
 
 from __future__ import annotations
@@ -188,9 +189,13 @@ def run_sweep(
 def drop_quiet_rooms(store: SweeperStore, busy: Set[str], now_ms: int, policy: SweepPolicy) -> int:
     """Drop the running state of each marked room with no open session (``busy``: the rooms of this sweep's open
     sessions) quiet for ``policy.quiet_room_ms``: its latest event - rated (the state's) or only stored (the events
-    table's) - and the sweeper's last close of it are that old. Its mark goes with it (or when the room has no usable
-    state left: finished, or dropped before). A room an event reached meanwhile keeps its state and its mark, and is
-    looked at again by the next sweep. Returns the states dropped."""
+    table's) - and the sweeper's last close of it are that old. A room an event reached meanwhile keeps its state and
+    its mark, and is looked at again by the next sweep; so does a header carrying a chunked write's pending mark
+    (that write is writing its generation's items, D-fix2-2). A dropped room keeps its mark, naming the version the
+    drop wrote: while the header is still at that version nothing is read or written; a late event that rebuilds the
+    room to a running state moves it, and the room is dropped again once quiet (D-fix2-1). The mark goes when the
+    room has no usable state left that the sweeper did not write (finished, too large to keep) - with that
+    generation's items (D199) - or no header at all (or when it expires). Returns the states dropped."""
     marked = store.swept_rooms()
     rooms = sorted(marked.keys() - busy)
     if not rooms:
@@ -198,15 +203,20 @@ def drop_quiet_rooms(store: SweeperStore, busy: Set[str], now_ms: int, policy: S
     states = store.room_states(rooms)
     usable = [room for room in rooms if room in states and states[room].usable]
     latest = store.last_event_ms(usable) if usable else {}
+    expires_at = now_ms // 1000 + policy.listing_ttl_ms // 1000
     dropped = 0
     for room in rooms:
-        state = states.get(room)
-        if state is not None and state.usable:
-            last = max(state.last_event_ms, latest.get(room, 0), marked[room])
-            if now_ms - last < policy.quiet_room_ms or not store.drop_room_state(state):
-                continue
-            dropped += 1
-        elif state is not None:
-            store.drop_room_state(state)  # no state left; a participant item of its generation may still be (D199)
-        store.forget_swept_room(room, marked[room])
+        mark, state = marked[room], states.get(room)
+        if state is None:
+            store.forget_swept_room(room, mark.closed_at_ms)
+        elif state.pending or (not state.usable and state.version == mark.dropped_version):
+            continue  # a chunked write under way (its generation's items: rating clears or rebuilds it), or the
+            # sweeper's own drop, untouched
+        elif state.usable:
+            last = max(state.last_event_ms, latest.get(room, 0), mark.closed_at_ms)
+            if now_ms - last >= policy.quiet_room_ms and store.drop_room_state(state):
+                dropped += 1
+                store.mark_dropped_room(room, replace(mark, dropped_version=state.version + 1), expires_at)
+        elif store.drop_room_state(state):  # no state left; a participant item of its generation may still be (D199)
+            store.forget_swept_room(room, mark.closed_at_ms)
     return dropped

@@ -161,7 +161,9 @@ class CryptoSeenTransferV1(BaseModel):
     quote_id: str | None = None
     asset: Literal["ETH", "USDC", "SOL"]
     amount: str  # in the asset, decimal string (e.g. "12.5" USDC)
-    amount_usd: str  # two decimals: ``total_usd`` split by each one's exact USD, so they add up to it (D-crypto-2)
+    # two decimals: a credit that counts toward the bill, its share of their counted sum split by each one's exact USD
+    # (D-crypto-2); one in review (or refused), its own USD rounded, as the history shows it (D-fix2-5)
+    amount_usd: str
     tx_id: str
     explorer_url: str | None = None
 
@@ -190,7 +192,8 @@ class CryptoPaymentSeenV1(ContractV1):
     explorer_url: str | None = None
     occurred_at: str
     transfers: tuple[CryptoSeenTransferV1, ...] = ()  # every transfer covered, the first one first
-    total_usd: str | None = None  # the transfers' USD together (their exact sum rounded once, D178)
+    total_usd: str | None = None  # the transfers' ``amount_usd`` together (the counted ones' exact sum rounded once,
+    # D178, plus any in review at their own USD, D-fix2-5)
 
 
 class CryptoBillSettledV1(ContractV1):
