@@ -59,7 +59,7 @@ DEV_ONLY = frozenset(
 LAYER_BORROWED: dict[str, tuple[str, ...]] = {
     "kilo_billing.stripe_calls": ("stripe",),
     "kilo_billing.livekit_rooms": ("livekit", "aiohttp"),  # the sweeper's and the alerts' RoomService call
-    "kilo_billing.sms_regions": ("phonenumbers",),  # the account API's and the alerts' SMS regions (D-api3-1)
+    "kilo_billing.sms_regions": ("phonenumbers",),  # the account API's and the alerts' SMS regions (D221)
 }
 DROPPED_DISTRIBUTIONS = ("boto3", "botocore", "s3transfer", "jmespath", "python_dateutil", "six", "urllib3")
 # Distributions a code folder's requirements pull in that none of its functions uses, left out of its artifact

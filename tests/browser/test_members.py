@@ -1,11 +1,11 @@
 """The dashboard's Members page in headless Chromium against the local stack (``local_account_stack``: the account API
 from template.yaml behind the gateway's JWT authorizer, tokens from the local issuer, which stores the membership it
 signs for). A Team account's owner sees the members, invites someone by email and sees the open invitation; a
-Personal account's owner gets the API's 409 (members need team_collaboration, D-api-1) shown on the page, and nothing
+Personal account's owner gets the API's 409 (members need team_collaboration, D210) shown on the page, and nothing
 is stored; a member sees the list without the form. Owners and admins withdraw an open invitation and remove a member
 from the page (an admin not an owner; a dismissed confirmation removes nobody), and a signed-in person - one who
 belongs to no account yet too - accepts or declines their own invitations there, a refused acceptance (the account's
-tier lacks team_collaboration) shown as the API says it (D-api2-2)."""
+tier lacks team_collaboration) shown as the API says it (D213)."""
 
 from __future__ import annotations
 
@@ -74,7 +74,7 @@ class World:
 
     def invitation_from_before(self, account: str, user: str, email: str, role: str) -> None:
         """An open invitation as the members table keeps it, stored two days ago when the account was on team (it is
-        on personal now: a downgrade since, D-api-1), through the table's adapter."""
+        on personal now: a downgrade since, D210), through the table's adapter."""
         from kilo_account_api.adapters import DynamoMembers  # noqa: PLC0415
         from kilo_account_api.model import Member, MemberStatus  # noqa: PLC0415
         from kilo_billing.auth import Role  # noqa: PLC0415

@@ -188,7 +188,7 @@ def test_given_many_sub_cent_credits_of_one_transaction_then_each_is_on_record_o
 def test_given_a_batch_of_credits_then_each_is_recorded_as_record_seen_would_and_a_repeat_adds_nothing(
     sink: Sink,
 ) -> None:
-    """``record_batch`` (D-crypto-1) records each credit as ``record_seen`` does: pending once each, idempotent."""
+    """``record_batch`` (D216) records each credit as ``record_seen`` does: pending once each, idempotent."""
     batch = [transfer(tx="0xabc"), transfer(block=11, tx="0xdef"), transfer(succeeded=False, tx="0x123")]
     sink.port.record_batch(batch)
     sink.port.record_batch(batch)

@@ -400,7 +400,7 @@ def test_given_room_states_then_each_reads_back_whole_and_is_written_only_on_the
 def test_given_a_quiet_room_s_state_then_dropping_it_leaves_version_cut_off_and_no_participant_only_on_the_version_read(
     harness: Harness,
 ) -> None:
-    """D-rating-1: the sweeper's drop of a swept, quiet room's running state, and its marks of the rooms it swept."""
+    """D219: the sweeper's drop of a swept, quiet room's running state, and its marks of the rooms it swept."""
     events = [joined("EV_1", "RM_q", "PA_1", NOV_16), joined("EV_2", "RM_q", "PA_2", NOV_16 + 30)]
     harness.repo.commit(CommitUnit(states=[whole(from_events("RM_q", events), 0)]), NOW_MS)
     read = harness.repo.room_states(["RM_q"])["RM_q"]
@@ -440,7 +440,7 @@ def test_given_a_rebuild_whose_header_is_refused_then_the_participant_items_of_i
 ) -> None:
     """A rebuild writes its new generation's participant items before the transactions; when its header's
     transaction is refused (a stale version: another batch got there first), nobody will ever read them - they are
-    deleted, not left naming the participants (D-rating-2). Before: they stayed for good."""
+    deleted, not left naming the participants (D220). Before: they stayed for good."""
     client = stack.clients["dynamodb"]
     usage_table, events_table = (stack.template.physical_name(n) for n in ("UsageTable", "EventsTable"))
     repo = DynamoUsageRepository(client, usage_table, events_table)
@@ -593,7 +593,7 @@ def test_given_an_erasure_marked_after_the_batch_read_the_profile_then_its_write
 def test_given_a_rebuild_whose_header_landed_but_whose_reply_was_lost_then_its_participant_items_are_kept(
     stack: Stack,
 ) -> None:
-    """D-fix2-4: the rebuild's transaction lands, its reply is lost, and the request sent again (under another
+    """D225: the rebuild's transaction lands, its reply is lost, and the request sent again (under another
     client token: a caller's retry, or past DynamoDB's 10-minute idempotency window) is refused on the version it
     moved itself - a conflict, as a refusal. The stored header names the new generation: its participant items are
     kept (before: deleted, the header naming items that were gone)."""

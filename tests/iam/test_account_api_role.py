@@ -128,7 +128,7 @@ def test_given_a_known_stripe_customer_when_an_owner_erases_the_account_under_it
 def test_given_a_running_room_when_an_owner_erases_the_account_under_its_role_then_its_state_is_dropped(
     account_api: Any, roles: Roles, lambda_context: Any
 ) -> None:
-    """D-rating-2: the erasure drops rating's running state of the account's room (its header made version-only,
+    """D220: the erasure drops rating's running state of the account's room (its header made version-only,
     its participant items deleted) under the generated role."""
     from kilo_dev import livekit_events as lk  # noqa: PLC0415
     from tests.integration.test_rating_stream import Lambda, deliver_webhook  # noqa: PLC0415

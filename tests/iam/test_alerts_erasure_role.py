@@ -127,7 +127,7 @@ def test_given_delivery_records_written_before_they_named_a_pseudonym_when_erase
 def test_given_enforcement_records_and_abuse_flags_when_erased_then_no_participant_identity_is_left(
     alerts_stack: AlertsStack, roles: Roles, monkeypatch: Any
 ) -> None:
-    """D-alerts-1: the enforcement of a hard limit and the abuse flag of one identity in many calls, written by the
+    """D214: the enforcement of a hard limit and the abuse flag of one identity in many calls, written by the
     alerts function's code under its role, name the participants by pseudonym only; records written before, keyed
     by the identity, are deleted by the erasure under the account API's role (DeleteItem by key). Another account's
     records are left alone."""
@@ -158,7 +158,7 @@ def test_given_enforcement_records_and_abuse_flags_when_erased_then_no_participa
     assert writing.denied == []
     assert rooms.calls == [("audio_only", "standup", "alice.smith"), ("audio_only", "standup", "bob.jones")]
 
-    # written before D-alerts-1: keyed by the identity (this account's, and another account's that must stay)
+    # written before D214: keyed by the identity (this account's, and another account's that must stay)
     old = [
         EnforcementRecord("acct_e", "2026-10", "standup", "alice.smith", EnforcementAction.AUDIO_ONLY, "done", 1,
                           limit="40", saved='{"can_publish": true}'),

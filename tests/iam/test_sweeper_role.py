@@ -92,8 +92,8 @@ def test_given_a_close_dated_back_under_the_sweeper_s_role_then_it_reads_the_roo
 def test_given_a_swept_room_quiet_for_an_hour_under_the_sweeper_s_role_then_its_running_state_is_dropped(
     standup: FakeLiveKit, stack: Stack, roles: Roles, lambda_context: LambdaContext
 ) -> None:
-    """D-rating-1: the room is gone (its room_finished lost): both swept and rated; an hour later the sweep drops the
-    room's running state - its header made version-only, its participant items deleted, its mark kept (D-fix2-1)."""
+    """D219: the room is gone (its room_finished lost): both swept and rated; an hour later the sweep drops the
+    room's running state - its header made version-only, its participant items deleted, its mark kept (D222)."""
     sweep(roles, T0 - 300, lambda_context)  # both listed
     del standup.rooms["standup"]
     result, _ = sweep(roles, T0, lambda_context)

@@ -232,7 +232,7 @@ ROLES = {
         ("dynamodb:PutItem", USAGE_TABLE),  # profiles saved (budget, alert contacts, tier)
         ("dynamodb:UpdateItem", USAGE_TABLE),  # participants' identities pseudonymised on erasure; a code's try
         ("dynamodb:GetItem", USAGE_TABLE),  # the pending phone code (D160)
-        ("dynamodb:DeleteItem", USAGE_TABLE),  # erasure: a running room state's participant items (D-rating-2)
+        ("dynamodb:DeleteItem", USAGE_TABLE),  # erasure: a running room state's participant items (D220)
         ("dynamodb:Query", OPEN_SESSIONS_INDEX),
         ("dynamodb:Query", ACCOUNT_SESSIONS_INDEX),
         ("dynamodb:Scan", ACCOUNTS_INDEX),  # the operator's account list
@@ -246,7 +246,7 @@ ROLES = {
         ("dynamodb:Query", MEMBERS_BY_USER_INDEX),  # the signed-in user's invitations
         ("dynamodb:Query", ALERTS_TABLE),  # erasure: old delivery records' contact (D203) ...
         ("dynamodb:UpdateItem", ALERTS_TABLE),  # ... given its pseudonym (key, recipient and detail only)
-        ("dynamodb:DeleteItem", ALERTS_TABLE),  # ... and old records keyed by a participant's identity (D-alerts-1)
+        ("dynamodb:DeleteItem", ALERTS_TABLE),  # ... and old records keyed by a participant's identity (D214)
         ("secretsmanager:GetSecretValue", STRIPE_API_KEY),  # Checkout and Billing Portal pages
         ("secretsmanager:GetSecretValue", PHONE_CODE_KEY),  # the phone codes' HMAC key (D160)
     ),
@@ -567,8 +567,8 @@ def test_given_the_sweeper_role_then_its_only_usage_table_update_is_the_threshol
 def test_given_the_sweeper_role_then_each_of_its_usage_table_puts_names_the_attributes_it_may_write(
     transformed: Transformed,
 ) -> None:
-    """A room's listing (D125), a swept room's mark (D-rating-1; the drop's version, D-fix2-1) and a quiet room's
-    version-only header (D-rating-1), whose condition names `pending` (D-fix2-2): the attributes a request names
+    """A room's listing (D125), a swept room's mark (D219; the drop's version, D222) and a quiet room's
+    version-only header (D219), whose condition names `pending` (D223): the attributes a request names
     include its condition's."""
     puts = [
         statement
@@ -585,7 +585,7 @@ def test_given_the_sweeper_role_then_each_of_its_usage_table_puts_names_the_attr
 def test_given_the_account_api_role_then_the_alerts_table_is_read_and_written_by_key_recipient_and_detail_only(
     transformed: Transformed,
 ) -> None:
-    """D203: the erasure's grant on the alerts table names the attributes it may read and write; D-alerts-1: it
+    """D203: the erasure's grant on the alerts table names the attributes it may read and write; D214: it
     deletes (by key: no other attribute) the records keyed by a participant's identity."""
     on_alerts = [
         statement

@@ -195,7 +195,7 @@ def test_given_the_functions_that_settle_crypto_then_each_reads_the_same_rate_so
 
 
 def test_given_the_functions_that_text_numbers_then_each_reads_the_same_sms_regions(template: Template) -> None:
-    """One list of regions for the account API's codes and the alerts' SMS (D-api3-1), from the ``SmsRegions``
+    """One list of regions for the account API's codes and the alerts' SMS (D221), from the ``SmsRegions``
     parameter, whose default is the layer's: the US, Canada, the UK, Ireland, Australia, New Zealand (written out)."""
     from kilo_billing.sms_regions import DEFAULT_SMS_REGIONS  # noqa: PLC0415
 
@@ -236,7 +236,7 @@ SMS_REGION_VALUES = [
 def test_given_an_sms_regions_value_then_the_template_refuses_at_deploy_what_the_settings_refuse_at_start(
     template: Template, value: str, template_accepts: bool, settings_accept: bool
 ) -> None:
-    """D-api3-1 amended: CloudFormation's AllowedPattern is a Java regex matched against the whole value; the
+    """D221 amended: CloudFormation's AllowedPattern is a Java regex matched against the whole value; the
     lookahead used here means the same in Python's ``re``."""
     from kilo_billing.settings import parse_regions  # noqa: PLC0415
 

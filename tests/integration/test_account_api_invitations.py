@@ -308,7 +308,7 @@ NO_COLLABORATION = {
 def test_given_a_downgrade_to_personal_then_members_stay_new_ones_are_refused_and_invitations_wait(
     acct_a: Any,
 ) -> None:
-    """D-api-1: members need team_collaboration. acct_a (team) invites ivan and mia on the 28th, ivan accepts, the
+    """D210: members need team_collaboration. acct_a (team) invites ivan and mia on the 28th, ivan accepts, the
     owner downgrades to personal (from December 1st); on December 2nd mia's acceptance and a new invitation are 409
     naming the tier and the entitlement, nothing is written, ivan keeps his membership and mia her invitation, which
     she accepts once the account is back on team."""

@@ -410,7 +410,7 @@ JAMAICA_REFUSED = (
 def test_given_a_number_of_a_region_off_the_sms_list_then_it_is_not_saved_and_no_code_is_texted_to_it(
     account_api: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """D-api3-1, with the template's list (SMS_REGIONS: the US, Canada, the UK, Ireland, Australia, New Zealand): a
+    """D221, with the template's list (SMS_REGIONS: the US, Canada, the UK, Ireland, Australia, New Zealand): a
     Jamaican number is +1 like the US, and refused all the same."""
     register(account_api, "acct_a", email="old@a.example", phone=PHONE)
     refused = call("PUT", PREFERENCES, ADMIN, {"email": "new@a.example", "phone": JAMAICA})

@@ -383,7 +383,7 @@ def sms_count_items(stack: AlertsStack, account: str) -> list[dict[str, Any]]:
 # moto's SNS (read, not assumed): CheckIfPhoneNumberIsOptedOut answers true for a number ending in 99 and refuses one
 # that is not "+" and digits (InvalidParameter "input incorrectly formatted"); Publish refuses a number that is not
 # E.164 ("+" then 1-9 then up to 14 digits: "Phone number does not meet the E164 format"). Such a number now never
-# reaches Publish: libphonenumber gives it no region, and SMS_REGIONS withholds it first (D-api3-1; Publish's refusal
+# reaches Publish: libphonenumber gives it no region, and SMS_REGIONS withholds it first (D221; Publish's refusal
 # is tested with a scripted texter in tests/unit/test_alerts_sms_cap.py)
 NO_REGION = (
     "the number has no region in libphonenumber's table; SMS goes only to the regions of SMS_REGIONS "
@@ -557,7 +557,7 @@ def test_given_an_sms_only_alert_to_a_verified_number_of_a_region_off_the_list_t
     regions: str | None,
     detail: str,
 ) -> None:
-    """D-api3-1: the number was verified (its code went out while its region was allowed, or before the list), yet no
+    """D221: the number was verified (its code went out while its region was allowed, or before the list), yet no
     SMS goes there now; the alert is not lost (D170's path) and nothing is counted against the SMS cap."""
     from tests.conftest import _clear_caches  # noqa: PLC0415
 

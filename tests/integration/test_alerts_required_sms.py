@@ -1,4 +1,4 @@
-"""A required alert (D180) whose email SES refuses goes once by SMS to the account's verified number (D-alerts-2),
+"""A required alert (D180) whose email SES refuses goes once by SMS to the account's verified number (D215),
 end to end on moto: the event published on the billing bus as rating or invoicing publishes it -> the template's rule
 -> the alerts queue -> the alerts handler -> SES v2 (refusing: the sender has no verified identity, as for an address
 SES will not send to) and SNS, read back from moto, and the delivery records. Published twice and the batch handled

@@ -103,7 +103,7 @@ def test_given_an_rpc_url_with_a_key_that_fails_then_the_message_names_neither_u
 
 
 def test_given_the_answer_changed_between_blocks_then_read_at_answers_as_the_feed_stood_then(chain: Chain) -> None:
-    """D-crypto-3. The feed answers $2,900.00 from a block mined at t, $3,100.00 from one mined at t + 600 s. As of
+    """D218. The feed answers $2,900.00 from a block mined at t, $3,100.00 from one mined at t + 600 s. As of
     t + 300 s (a Solana slot's time, or Base's: found by block time) it answered $2,900.00; as of t + 610 s, $3,100.00;
     given a block of its own chain (an Ethereum payment's), it answers there whatever the time; a block of another
     chain is not its own (found by time). Fresh or stale as of the moment asked, not now."""

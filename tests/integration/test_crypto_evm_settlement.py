@@ -594,7 +594,7 @@ def _capture(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict[str, Any]]
 def test_given_three_transfers_to_one_bill_in_one_poll_then_one_payment_seen_event_carries_them_all(
     billing: Billing, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """D-crypto-1. The linked wallet pays 30 USDC, 20 USDC and 0.01 ETH (at the locked $2,500.00: $25.00) before one
+    """D216. The linked wallet pays 30 USDC, 20 USDC and 0.01 ETH (at the locked $2,500.00: $25.00) before one
     watcher run: three payments recorded and counted one by one ($75.00 of $100.00: OPEN, PARTIAL), and one
     CryptoPaymentSeen.v1 for the bill naming the three ($75.00 together). A stranger's transfer in the same poll is
     its own UnattributedCryptoPayment. A later poll's transfer is a new event of its own."""
@@ -673,7 +673,7 @@ def test_given_a_late_eth_payment_when_the_feed_moved_after_its_block_then_it_is
     status: BillStatus,
     flags: set[BillFlag],
 ) -> None:
-    """D-crypto-3. The ETH quote (locked $2,500.00) expires at opened + 30 min. The feed answers ``at_block`` from
+    """D218. The ETH quote (locked $2,500.00) expires at opened + 30 min. The feed answers ``at_block`` from
     opened + 29 min; the customer pays 0.04 ETH at opened + 31 min (late, inside monitoring); at opened + 33 min the
     feed (and the exchange) answer ``after``. The watcher runs after that: the payment is valued at the feed's answer
     at its block, read there (latestRoundData at the payment's block), not at the rate now."""

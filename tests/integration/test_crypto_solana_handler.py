@@ -240,7 +240,7 @@ def test_given_a_quote_near_its_expiry_then_the_run_publishes_crypto_quote_expir
 def test_given_two_sol_transfers_to_one_bill_in_one_run_then_one_payment_seen_event_carries_both(
     deployed: DynamoCryptoStore, chain: SolanaTestChain, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """D-crypto-1. 0.2 SOL and 0.3 SOL at the locked $200.00 ($40.00 + $60.00), both carrying the quote's reference,
+    """D216. 0.2 SOL and 0.3 SOL at the locked $200.00 ($40.00 + $60.00), both carrying the quote's reference,
     seen by one run: two payments, the bill PROCESSING on both, and one CryptoPaymentSeen.v1 naming both ($100.00)."""
     from kilo_crypto_watch import dependencies  # noqa: PLC0415
 
@@ -272,7 +272,7 @@ def test_given_two_sol_transfers_to_one_bill_in_one_run_then_one_payment_seen_ev
 def test_given_a_late_sol_payment_then_it_is_valued_at_the_sol_feed_as_it_stood_at_the_slots_time(
     stack: Stack, anvil_session: Deployed, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """D-crypto-3. A $100.00 bill; its SOL quote (locked $200.00: 0.5 SOL) expired a minute before the Solana chain
+    """D218. A $100.00 bill; its SOL quote (locked $200.00: 0.5 SOL) expired a minute before the Solana chain
     began. The SOL/USD feed (on anvil, the feeds' chain) answers $198.00 from the chain's first second g; the customer
     pays 0.5 SOL with the quote's reference (late, inside monitoring) in a slot of time g + a few seconds; at g + 600 s
     the feed answers $150.00. The run values it at the feed as it stood at the slot's time (the last Ethereum block at

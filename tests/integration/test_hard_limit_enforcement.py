@@ -92,7 +92,7 @@ def pseudonym_of(identity: str) -> str:
     return "erased-" + hashlib.sha256(f"acct_9\x00{identity}".encode()).hexdigest()[:16]
 
 
-# enforcement records name participants by pseudonym only, in the key and the item (D-alerts-1); "-": the account's
+# enforcement records name participants by pseudonym only, in the key and the item (D214); "-": the account's
 NAMES = {"-": "-", **{pseudonym_of(name): name for name in ("alice", "bob", "carol", "dave")}}
 
 
@@ -506,7 +506,7 @@ def erase_sessions(stack: AlertsStack) -> None:
 def test_given_the_account_erased_between_audio_only_and_the_limit_raised_then_the_restore_reaches_the_participants(
     enforcing: AlertsStack, livekit: FakeLiveKit
 ) -> None:
-    """D-alerts-1 amended: the restore matches each pseudonymised session to its room's live participant
+    """D214 amended: the restore matches each pseudonymised session to its room's live participant
     (ListParticipants) - before, it called RoomService with the pseudonym, recorded gone, and left them audio-only."""
     publish(enforcing, "hard_limit", 100, "150.02", "150")
     run(enforcing)

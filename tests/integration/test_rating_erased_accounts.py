@@ -221,7 +221,7 @@ def raw_identities(stack: Stack, identities: set[str]) -> dict[str, set[str]]:
 def test_a_running_rooms_state_names_no_erased_participant_after_the_erasure_nor_after_its_next_events(
     stack: Stack, account_api: Any, lambda_context: LambdaContext
 ) -> None:
-    """D-rating-2: alice and carol are in a call when the account is erased. Their running room's state named them
+    """D220: alice and carol are in a call when the account is erased. Their running room's state named them
     (the window's events, their participant items); the erasure drops it, and the events rated after - carol's leave,
     then a late webhook that rebuilds the room from the raw events - write it again with their pseudonyms."""
     register(stack, ACCOUNT)
@@ -284,7 +284,7 @@ def call_in_progress(stack: Stack, context: LambdaContext) -> tuple[Lambda, lk.R
 def test_a_chunked_write_under_way_at_the_erasure_writes_no_identity_after_it(
     stack: Stack, account_api: Any, lambda_context: LambdaContext
 ) -> None:
-    """D-fix2-3: rating's chunked write of the room's participant items has put its pending mark on the header and
+    """D224: rating's chunked write of the room's participant items has put its pending mark on the header and
     has chunks left when the account is erased. The erasure's drop removes the mark with the state, so the write's
     next chunk (conditioned on its mark) is refused; before, the mark stayed and the chunk wrote alice's raw registers
     back after the erasure had deleted them."""
@@ -324,7 +324,7 @@ def test_a_chunked_write_under_way_at_the_erasure_writes_no_identity_after_it(
 def test_a_state_too_large_to_keep_has_its_participant_items_deleted_by_the_erasure(
     stack: Stack, account_api: Any, lambda_context: LambdaContext
 ) -> None:
-    """D-fix2-3: a room whose state is too large to keep has a version-only header (no state blob) still naming the
+    """D224: a room whose state is too large to keep has a version-only header (no state blob) still naming the
     generation of its live participants' items (D199), which name them. The erasure deletes those items too (before:
     it dropped only headers holding a state blob, and the items kept alice's and carol's identities)."""
     names = {"alice.smith", "carol.jones"}

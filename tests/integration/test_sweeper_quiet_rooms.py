@@ -1,7 +1,7 @@
 """A room whose ``room_finished`` is lost, end to end on moto (webhooks through ingest, the stream through rating, the
 sweeper's handler against the local RoomService): once the sweeper has closed its sessions and the room has been quiet
 for 60 minutes, its running state is dropped as a finished room's is (D196) - and a late event is never lost, whether
-it is rated while the sweeper is dropping the state (the state is kept) or after (the room is rebuilt) (D-rating-1)."""
+it is rated while the sweeper is dropping the state (the state is kept) or after (the room is rebuilt) (D219)."""
 
 from __future__ import annotations
 
@@ -115,7 +115,7 @@ def test_given_a_swept_room_quiet_for_an_hour_then_its_running_state_is_dropped_
     assert aggregate(stack, "acct_quiet") == {"audio": 8}
     assert int(room_items(stack)["STATE"]["version"]["N"]) > version
     # the rebuild (no room_finished) is a running state naming her again: the kept mark has the sweeper drop it
-    # again once quiet - her left at T0 - 2 min and the sweep's close at T0 are over an hour old (D-fix2-1)
+    # again once quiet - her left at T0 - 2 min and the sweep's close at T0 are over an hour old (D222)
     assert "state_zlib" in room_items(stack)["STATE"]
     assert sweep(T0 + 200 * MINUTE, lambda_context)["dropped_states"] == 1  # before: 0, and the state for good
     assert sweep(T0 + 2000 * MINUTE, lambda_context)["dropped_states"] == 0
@@ -153,7 +153,7 @@ def test_given_a_late_event_rated_while_the_sweeper_drops_the_state_then_the_sta
 
     assert sweep(T0 + 66 * MINUTE, lambda_context)["dropped_states"] == 1  # the room's events are an hour old
     assert naming_alice(stack) == []
-    items = room_items(stack)  # the mark kept, naming the drop's version (D-fix2-1)
+    items = room_items(stack)  # the mark kept, naming the drop's version (D222)
     assert int(items["mark#ROOM#RM_lost"]["dropped_version"]["N"]) == int(items["STATE"]["version"]["N"])
     assert aggregate(stack, "acct_quiet") == {"audio": 8}
 
@@ -161,7 +161,7 @@ def test_given_a_late_event_rated_while_the_sweeper_drops_the_state_then_the_sta
 def test_given_a_chunked_write_under_way_on_a_quiet_room_then_the_sweeper_leaves_its_items_and_drops_it_later(
     stack: Stack, lambda_context: LambdaContext, swept_room: Lambda
 ) -> None:
-    """D-fix2-2: rating's chunked write of the room's participant items (too many for one transaction) has put its
+    """D223: rating's chunked write of the room's participant items (too many for one transaction) has put its
     pending mark on the header and is writing its chunks into the header's generation when the quiet sweep runs: the
     sweeper leaves the header, those items and its mark alone (before: it read the header as unusable and deleted
     every item of that generation - the write's own). Once the write's header lands (the mark cleared), the next

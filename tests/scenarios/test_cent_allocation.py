@@ -1,5 +1,5 @@
 """Splitting an amount in cents across parts without losing or inventing a cent (``kilo_billing.money.allocate_cents``,
-the largest-remainder method, D-crypto-2), and where crypto shows a sum beside its parts: a bill's counted credits in
+the largest-remainder method, D217), and where crypto shows a sum beside its parts: a bill's counted credits in
 the account's history, the credits one ``CryptoPaymentSeen.v1`` carries, a submitted transaction's credits.
 
 Every allocation is worked by hand: each part's exact share in cents, rounded down; the cents left go one each to the
@@ -124,7 +124,7 @@ def test_given_ten_half_cent_credits_then_the_history_rows_add_up_to_the_five_ce
 def test_given_a_payment_in_review_in_the_batch_then_the_seen_event_splits_only_the_counted_sum_as_the_history_does(
     h: Harness,
 ) -> None:
-    """D-fix2-5: two late 0.005 USDC credits (1:1, counted: $0.01 together, split 0.01, 0.00) and, in the same batch,
+    """D226: two late 0.005 USDC credits (1:1, counted: $0.01 together, split 0.01, 0.00) and, in the same batch,
     a late 0.0000025 ETH credit whose price moved 20 % (locked $2,500, then $2,000: $0.005, in review, not counted).
     The seen event shows the in-review one at its own USD, $0.01, as the history does, and the counted ones split
     their own $0.01; the total is what the transfers show, $0.02. Before, the batch's $0.015 (rounded once: $0.02)

@@ -39,7 +39,7 @@ def test_given_one_identity_in_four_rooms_then_concurrent_sessions_fires_and_thr
     # the same room twice (a reconnect) is one call, not two
     again = [OpenSession("acct-c", "carol", "room-x", NOW_MS), OpenSession("acct-c", "carol", "room-x", NOW_MS + 1)]
     found = abuse.concurrent_sessions([*many, *few, *again], T, NOW_MS)
-    # the identity by D80's pseudonym only (D-alerts-1): "erased-" + sha256("acct-a" NUL "bot")[:16], worked here
+    # the identity by D80's pseudonym only (D214): "erased-" + sha256("acct-a" NUL "bot")[:16], worked here
     bot = "erased-" + hashlib.sha256(b"acct-a\x00bot").hexdigest()[:16]
     assert [(s.account_id, s.key) for s in found] == [("acct-a", f"concurrent_sessions:{bot}:2026-11-15")]
     assert (

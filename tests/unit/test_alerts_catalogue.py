@@ -383,7 +383,7 @@ def _seen_transfer(tx: str, asset: str, amount: str, usd: str, index: int = 0) -
 
 
 def test_given_one_payment_seen_event_for_three_transfers_then_one_alert_sums_them_per_asset_and_lists_them() -> None:
-    """D-crypto-1: 12.5 + 17.5 USDC and 0.01 ETH ($25.00) in two transactions -> "30 USDC + 0.01 ETH ($55.00)", both
+    """D216: 12.5 + 17.5 USDC and 0.01 ETH ($25.00) in two transactions -> "30 USDC + 0.01 ETH ($55.00)", both
     transactions named, and the account's page as the link (several transactions have no one explorer page)."""
     tx_a, tx_b = "0x" + "a" * 64, "0x" + "b" * 64
     event = {

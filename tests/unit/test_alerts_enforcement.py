@@ -43,7 +43,7 @@ def pseudonym_of(identity: str) -> str:
     return "erased-" + hashlib.sha256(f"acct_1\x00{identity}".encode()).hexdigest()[:16]
 
 
-# the records name participants by pseudonym only (D-alerts-1): the names they stand for here, "-" the account's steps
+# the records name participants by pseudonym only (D214): the names they stand for here, "-" the account's steps
 NAMES = {"-": "-", **{pseudonym_of(name): name for name in ("host", "viewer-42", "recorder", "guest", "cohost")}}
 
 
@@ -690,7 +690,7 @@ def test_given_enforcement_then_every_record_names_participants_by_pseudonym_and
     # RoomService was asked with the identities of the open sessions ...
     assert rooms.calls == [("audio_only", "webinar", "host"), ("audio_only", "webinar", "recorder"),
                            ("audio_only", "webinar", "viewer-42")]  # fmt: skip
-    # ... and the ledger's keys and records hold only their pseudonyms (D-alerts-1)
+    # ... and the ledger's keys and records hold only their pseudonyms (D214)
     assert sorted((key[3], key[5]) for key in ledger.items) == sorted(
         [("audio_only", pseudonym_of(name)) for name in ("host", "recorder", "viewer-42")] + [("schedule_removal", "-")]
     )
@@ -729,7 +729,7 @@ def test_given_a_restricted_participant_who_left_before_the_limit_was_lifted_the
 
 
 def test_given_records_written_before_with_identities_then_the_restore_finds_the_saved_permission() -> None:
-    # an audio-only step recorded before D-alerts-1: keyed and stored by the host's identity
+    # an audio-only step recorded before D214: keyed and stored by the host's identity
     narrowed = {"can_publish": True, "can_subscribe": True, "sources": ["microphone"], "hidden": False}
     rooms = FakeRooms({("webinar", "host"): dict(narrowed)})
     ledger = InMemoryEnforcementLedger()
@@ -751,7 +751,7 @@ def test_given_records_written_before_with_identities_then_the_restore_finds_the
 
 
 # an erasure (D80) rewrites the open sessions' identities to their pseudonyms while the call goes on: RoomService still
-# knows each participant by its identity (D-alerts-1 amended)
+# knows each participant by its identity (D214 amended)
 ERASED = tuple(Participant(p.room, pseudonym_of(p.identity)) for p in (HOST, VIEWER, RECORDER))
 
 

@@ -1,5 +1,5 @@
 """A required alert (D180: the hard limit reached, a failed payment) whose email SES refuses goes once by SMS to the
-account's verified number when SMS was not chosen for it (D-alerts-2), on in-memory ports: sent once, also across
+account's verified number when SMS was not chosen for it (D215), on in-memory ports: sent once, also across
 redeliveries and a crash between the two decisions; nothing for an alert the account may silence, an email that
 went, or a number not verified."""
 

@@ -338,7 +338,7 @@ def test_given_providers_naming_the_contact_in_their_refusal_then_the_records_na
 
 
 def test_given_an_sms_only_alert_to_a_verified_premium_rate_number_of_an_allowed_region_then_it_goes_by_email() -> None:
-    """A toll-fraud guard (D-api3-1 amended): +1 900 is the US by region but premium rate by type - withheld before the cap
+    """A toll-fraud guard (D221 amended): +1 900 is the US by region but premium rate by type - withheld before the cap
     counts it, the reason naming its type (never the number), the alert sent by email instead."""
     premium = "+19005550100"
     directory = InMemoryAccountDirectory(

@@ -111,7 +111,7 @@ class PastSource(Source):
 
 
 def test_given_a_past_moment_then_the_rate_is_the_past_readers_answer_then_fresh_as_of_that_moment() -> None:
-    """D-crypto-3: the first source that reads the past answers (the exchange knows only now); fresh against the
+    """D218: the first source that reads the past answers (the exchange knows only now); fresh against the
     moment asked (10 min old then), though it is a day old now."""
     from kilo_crypto_watch.ports import ChainBlock  # noqa: PLC0415
 

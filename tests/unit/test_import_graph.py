@@ -110,14 +110,14 @@ HANDLERS = [
         frozenset({"stripe", "aiohttp", "requests", "livekit.api", "google.protobuf", "kilo_invoice.stripe_adapter"}),
     ),
     # The alerts function sends through boto3 (SES v2, SNS) only: no LiveKit, Stripe or HTTP libraries; libphonenumber
-    # only when an SMS is about to go (its region, D-api3-1).
+    # only when an SMS is about to go (its region, D221).
     Handler(
         "kilo_alerts.handler",
         {"Records": []},
         frozenset({"stripe", "aiohttp", "requests", "livekit.api", "google.protobuf", "jinja2", "phonenumbers"}),
     ),
     # The account API loads the Stripe SDK only for a Checkout or Billing Portal page (the lazy pages), and
-    # libphonenumber only for a phone number saved or texted a code (D-api2-1); a usage request called cold (no
+    # libphonenumber only for a phone number saved or texted a code (D212); a usage request called cold (no
     # claims: 401 before any read) loads none of the other functions' libraries.
     Handler(
         "kilo_account_api.handler",

@@ -248,7 +248,7 @@ def test_given_the_common_layer_then_it_imports_only_what_its_requirements_ship(
 def test_given_the_functions_code_then_each_importing_a_borrowing_layer_module_ships_its_sdk() -> None:
     """``./dev package``'s borrowing check on the real code folders, against what each folder's requirements bring
     (transitively, as pip installs them): the account API and alerts import ``kilo_billing.sms_regions`` and must
-    ship libphonenumber (D-api3-1); the sweeper and alerts ``livekit_rooms`` and livekit-api with aiohttp."""
+    ship libphonenumber (D221); the sweeper and alerts ``livekit_rooms`` and livekit-api with aiohttp."""
     import re  # noqa: PLC0415
     from importlib.metadata import packages_distributions, requires  # noqa: PLC0415
 

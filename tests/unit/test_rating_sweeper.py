@@ -273,10 +273,10 @@ def state_at(store: InMemoryUsageRepository, room: str, last_ms: int) -> None:
 
 
 def test_given_swept_rooms_then_only_those_quiet_for_an_hour_with_nothing_open_lose_their_state() -> None:
-    """D-rating-1: the marks of rooms the sweeper closed sessions of. Quiet for 2 h with nothing open: dropped (and
+    """D219: the marks of rooms the sweeper closed sessions of. Quiet for 2 h with nothing open: dropped (and
     its mark); a session open again, a last rated event 30 min old, an event stored 10 min ago but not rated yet:
     kept, marks kept; no state at all: only the mark goes. The dropped room keeps its mark, naming the version its
-    drop wrote (D-fix2-1)."""
+    drop wrote (D222)."""
     store = InMemoryUsageRepository()
     for room in ("quiet", "busy", "recent", "behind"):
         state_at(store, room, T0_MS - (30 * 60_000 if room == "recent" else 2 * HOUR_MS))
@@ -301,7 +301,7 @@ def test_given_swept_rooms_then_only_those_quiet_for_an_hour_with_nothing_open_l
 
 
 def test_given_a_dropped_room_rebuilt_by_a_late_event_then_the_next_quiet_sweep_drops_it_again() -> None:
-    """D-fix2-1: after the drop, the room's mark stays with the version the drop wrote. While the header is still
+    """D222: after the drop, the room's mark stays with the version the drop wrote. While the header is still
     there nothing is done; a late event's rebuild (a running state again, no room_finished) is dropped again once
     quiet; a rebuild that ends the room (its room_finished came late: a header the sweeper did not write) has its
     generation's items deleted and its mark forgotten."""

@@ -1,4 +1,4 @@
-"""The SMS region allow-list (D-api2-1, D-api3-1): a number is saved for alerts, and texted a code, only when
+"""The SMS region allow-list (D212, D221): a number is saved for alerts, and texted a code, only when
 libphonenumber gives it one of the regions of ``SMS_REGIONS`` - not its calling code: +1 is also Jamaica and ~20 other
 countries (toll fraud: every SMS is paid by us, premium ranges abroad most of all). The layer's check
 (``kilo_billing.sms_regions``) and the account API's logic with in-memory fakes; through the handler on moto in

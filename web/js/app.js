@@ -1,6 +1,6 @@
 // The dashboard: a hash router over a few views. Public: pricing and sign-in; the rest needs a signed-in account. A
 // person signed in who belongs to no account yet (a token without kilo_account) has the Members page alone, where
-// their invitations are (D-api2-2).
+// their invitations are (D213).
 import { configure } from "./api.js";
 import { acceptSignIn, cognitoSignInUrl, session, signIn, signInFromUrl, signOut } from "./auth.js";
 import { errorBox, h, say } from "./dom.js";

@@ -41,7 +41,7 @@ MAX_BATCH_GET: Final = 100
 # the alerts function's delivery records (kilo_alerts.items, read by name, never imported): ``ACCOUNT#<id>`` /
 # ``DELIVERY#...``, the contact in ``recipient``, a provider's message in ``detail``
 ALERT_DELIVERY_PREFIX: Final = "DELIVERY#"
-# its records keyed by a participant (D-alerts-1): enforcement actions ``ENFORCEMENT#<scope>#<action>#<room>#<who>``
+# its records keyed by a participant (D214): enforcement actions ``ENFORCEMENT#<scope>#<action>#<room>#<who>``
 # (the account's own steps: room and who ``-``) and abuse flags ``OPERATOR#abuse_concurrent_sessions#
 # concurrent_sessions:<who>:<YYYY-MM-DD>``; ``who`` is a pseudonym, or an identity in records written before
 ALERT_ENFORCEMENT_PREFIX: Final = "ENFORCEMENT#"
@@ -413,15 +413,15 @@ class DynamoSessionHistory:
         )
 
     def _drop_running_states(self, room_keys: Iterable[str], attempts: int = 3) -> int:
-        """Drop rating's running state of each room (``ROOM#<sid>``) that still has one (D-rating-2): the header
+        """Drop rating's running state of each room (``ROOM#<sid>``) that still has one (D220): the header
         keeps its version (+1), cut-off and generation alone - what a finished room keeps (D196) - on the condition
         that it is the version read, then that generation's participant items are deleted. The state names the
         participants (its window's events, the live participants' registers); nothing reads it again once dropped:
         the room's next event rebuilds it from the stored events, and rating writes it with the pseudonym of each
         participant whose session began before the erasure mark. A chunked write's pending mark goes with the state,
-        so that write's remaining chunks (each conditioned on its mark) are refused (D-fix2-3). A header with no state
+        so that write's remaining chunks (each conditioned on its mark) are refused (D224). A header with no state
         blob (finished, too large to keep) still names the generation of participant items that may name
-        participants (D199): those are deleted, the header left as it is (D-fix2-3). A header rating rewrites
+        participants (D199): those are deleted, the header left as it is (D224). A header rating rewrites
         meanwhile is read and dropped again (``attempts``); still moving after that: ``ErasureIncompleteError`` (the
         retry goes on). Returns the states dropped."""
         keys = [to_item({"pk": room, "sk": items.STATE_SORT_KEY}) for room in sorted(room_keys)]

@@ -11,7 +11,7 @@
   the header ``ROOM#<room sid>`` / ``STATE`` (``version``, ``generation``, the state blob ``state_zlib``: without it
   the header is its version, cut-off and generation alone - what a finished room keeps, or one whose state is too
   large to keep; ``pending``: a chunked write of its participant items under way, each chunk conditioned on it) and
-  the live participants' items ``ROOM#<room sid>`` / ``PART#<generation>#<participant sid>`` (D-rating-2, D-fix2-3).
+  the live participants' items ``ROOM#<room sid>`` / ``PART#<generation>#<participant sid>`` (D220, D224).
 """
 
 from __future__ import annotations

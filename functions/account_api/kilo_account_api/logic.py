@@ -73,7 +73,7 @@ from kilo_billing.sms_regions import DEFAULT_SMS_REGIONS
 
 _PERCENT = Decimal("0.01")
 MAX_PAGE = 100
-# the price book's entitlement that members need (D-api-1): inviting and accepting are refused on a tier without it
+# the price book's entitlement that members need (D210): inviting and accepting are refused on a tier without it
 TEAM_COLLABORATION: Final = "team_collaboration"
 
 
@@ -359,7 +359,7 @@ def set_alert_preferences(
 ) -> AccountProfile:
     """Set who hears about alerts (name, email, phone: ``""`` clears one) and the channels of the alert kinds given
     (kinds not given keep their choice); validated whole by ``kilo_billing.accounts.set_alert_contact``, one save.
-    A new number must be in one of ``sms_regions`` (ISO regions; 400 naming ``phone``, nothing saved: D-api3-1);
+    A new number must be in one of ``sms_regions`` (ISO regions; 400 naming ``phone``, nothing saved: D221);
     the stored number sent back unchanged is kept (the form returns what it read), and gets no code outside them."""
     try:
         return set_alert_contact(
@@ -575,7 +575,7 @@ def current_role(store: MemberStore, caller: Caller, account_id: str, needed: Ro
 
 def require_collaboration(profile: AccountProfile, catalog: Catalog, now: datetime) -> None:
     """Members need the tier in effect at ``now`` (the price book of ``now``'s period) to include
-    ``team_collaboration`` (D-api-1), else ``EntitlementMissingError`` naming the tier, the entitlement and the
+    ``team_collaboration`` (D210), else ``EntitlementMissingError`` naming the tier, the entitlement and the
     tiers that include it. Only new members are refused: a downgrade keeps the members the account has."""
     book = book_for(catalog, now)
     tier = profile.tier_at(now)
@@ -596,7 +596,7 @@ def invite_member(
     """Adding a member invites them (D200): an invitation grants nothing - no claims at sign-in, so no access, and
     the account is not the user's - until the user accepts it (``accept_invitation``), within ``lasts``. Owners
     invite anyone; admins invite members and admins, never owners. ``member.added_at`` is now. The account's tier
-    must include ``team_collaboration`` (D-api-1): checked after the input, before anything is stored."""
+    must include ``team_collaboration`` (D210): checked after the input, before anything is stored."""
     profile = profile_of(accounts, member.account_id)
     try:  # the free text the invitation stores: no control characters, an ASCII address (D204)
         check_text("user", member.user)
@@ -649,7 +649,7 @@ def accept_invitation(
     """The user becomes a member of ``account_id`` with the invitation's role, from now; their next sign-in may act
     for it (``sign_in``). ``NotFoundError`` without an open invitation (none, expired, or accepted already) - asked
     first, so nobody learns an account's tier without an invitation to it. ``EntitlementMissingError`` while the
-    account's tier lacks ``team_collaboration`` (D-api-1: a downgrade after the invitation): the invitation stays,
+    account's tier lacks ``team_collaboration`` (D210: a downgrade after the invitation): the invitation stays,
     acceptable again once the account is on a tier that includes it (until it ends)."""
     found = store.member(account_id, user)
     if found is None or not found.invited_at(now):
@@ -716,7 +716,7 @@ def erase(
     profile's empty details, so nothing of the old ones is kept and no update is sent for them later. The alerts
     function's delivery records written before it kept only its pseudonym of the contact (``alert_records``) get
     that pseudonym too (D203); later ones never held the contact. Its records keyed by a participant's identity
-    (enforcement actions, abuse flags) written before it kept only the pseudonym are deleted (D-alerts-1)."""
+    (enforcement actions, abuse flags) written before it kept only the pseudonym are deleted (D214)."""
     cleared = False
 
     def marked(profile: AccountProfile) -> AccountProfile:
@@ -739,7 +739,7 @@ def erase(
     changed = store.pseudonymise(account_id, lambda value: pseudonym(account_id, value))
     if alert_records is not None:
         alert_records.pseudonymise(account_id)
-        alert_records.forget_identities(account_id)  # records keyed by a participant's identity (D-alerts-1)
+        alert_records.forget_identities(account_id)  # records keyed by a participant's identity (D214)
     # every session begun before the mark: rating's bound (it writes those with their pseudonym from now on)
     sessions = history.pseudonymise(account_id, lambda value: pseudonym(account_id, value), saved.erased_at or now)
     return Erasure(account_id, now, sessions, changed, cleared)

@@ -31,7 +31,7 @@ class ConflictError(Exception):
 
 
 class EntitlementMissingError(ConflictError):
-    """The account's tier in effect lacks an entitlement the request needs (D-api-1: members need
+    """The account's tier in effect lacks an entitlement the request needs (D210: members need
     ``team_collaboration``); ``tier`` and ``entitlement`` name them, ``tiers_with`` the tiers that have it."""
 
     def __init__(self, account_id: str, tier: str, entitlement: str, tiers_with: tuple[str, ...]) -> None:

@@ -3,7 +3,7 @@ as an HMAC under the server's key and a salt (``PhoneChallenges``), and confirme
 ``tries`` guesses; an account gets at most ``codes_per_window`` codes per ``window`` and ``codes_per_day`` a day, a
 number at most ``codes_per_number_per_day`` codes per UTC day from all accounts together. Confirming marks the
 profile's number verified (``kilo_billing.accounts.mark_phone_verified``); alerts text only a verified number.
-Numbers are texted only in the regions of ``PhoneVerificationPolicy.regions`` (``SMS_REGIONS``, D-api2-1, D-api3-1):
+Numbers are texted only in the regions of ``PhoneVerificationPolicy.regions`` (``SMS_REGIONS``, D212, D221):
 a number is checked against them when it is saved (``check_sms_region``) and again before each code is sent.
 """
 
@@ -48,7 +48,7 @@ class PhoneVerificationPolicy:
 
 def check_sms_region(number: str, regions: frozenset[str]) -> None:
     """``InvalidRequestError`` naming ``phone`` unless libphonenumber gives ``number`` one of ``regions`` and a mobile
-    type (toll fraud: a code or an alert texted to any country's premium ranges is paid by us; D-api3-1 amended).
+    type (toll fraud: a code or an alert texted to any country's premium ranges is paid by us; D221 amended).
     The message names the number's region and the setting, or its type."""
     from kilo_billing.sms_regions import sms_region_refusal  # noqa: PLC0415  # a number checked: not on cold paths
 

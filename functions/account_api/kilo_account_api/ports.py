@@ -42,7 +42,7 @@ class AlertRecords(Protocol):
 
     def forget_identities(self, account_id: str) -> int:
         """Delete the records that still name a participant's identity in their key (written before the alerts
-        function kept its pseudonym only, D-alerts-1): enforcement actions (``ENFORCEMENT#...``) and abuse flags of
+        function kept its pseudonym only, D214): enforcement actions (``ENFORCEMENT#...``) and abuse flags of
         one identity in many calls (``OPERATOR#abuse_concurrent_sessions#...``); returns the records deleted."""
         ...
 

@@ -15,7 +15,7 @@ from kilo_billing.settings import ForecastSettings, SmsSettings
 class AccountApiSettings(ForecastSettings, SmsSettings):
     """The base's AWS call budget, secret reuse and weekday weights (``FORECAST_WEEKDAY_WEIGHTS``, the alerts
     function's setting of the same name and format, for the weekday-aware forecast), the regions SMS goes to
-    (``SMS_REGIONS``, the alerts function's too: a number is saved and texted a code only in them, D-api3-1), and:"""
+    (``SMS_REGIONS``, the alerts function's too: a number is saved and texted a code only in them, D221), and:"""
 
     usage_table_name: str  # profiles, rating's sessions and counters, our invoices, the spend item
     members_table_name: str  # ACCOUNT#<id> / MEMBER#<user>

@@ -60,7 +60,7 @@ def concurrent_sessions(sessions: Iterable[OpenSession], t: AbuseThresholds, now
     """Identities with at least ``concurrent_sessions_per_identity`` open sessions in distinct rooms. The identity is
     named by its pseudonym (D80's ``pseudonym``) in the key the flag is claimed under in the alerts table and in what
     was observed (logged, and told the operators with the rooms, where they find the participant): the alerts table
-    keeps no participant's identity, which an erasure could not reach (D-alerts-1)."""
+    keeps no participant's identity, which an erasure could not reach (D214)."""
     rooms: dict[tuple[str, str], set[str]] = defaultdict(set)
     for session in sessions:
         if session.identity:

@@ -325,7 +325,7 @@ def _chain_label(chain: str) -> str:
 
 
 def _crypto_payment_seen(detail: Mapping[str, Any]) -> Alert:
-    """One alert for the transfers one watcher batch saw toward the bill (D-crypto-1): their amounts summed per asset
+    """One alert for the transfers one watcher batch saw toward the bill (D216): their amounts summed per asset
     (``30 USDC + 0.01 ETH``), their USD together, their transactions. An event from before ``transfers`` covers its
     one transfer."""
     event = _parse(CryptoPaymentSeenV1, detail)

@@ -11,7 +11,7 @@ unreachable) is recorded ``retry`` and raised, so the queue delivers the event a
 A claim another delivery holds within its lease is not taken as done: the event is retried too (``ClaimHeldError``).
 
 The records name each participant by D80's pseudonym of its identity (``kilo_billing.accounts.pseudonym``), in the
-key and in the item, never by the identity itself (D-alerts-1): RoomService is called with the identity of the
+key and in the item, never by the identity itself (D214): RoomService is called with the identity of the
 account's open sessions (rating's), and a restore finds the participant to give its permission back to among them
 (one no longer in a call is ``gone``). Records written before name the identity: they are read as their pseudonym.
 An erasure while the call goes on turns the open sessions' identities into their pseudonyms (D80): such a participant
@@ -78,7 +78,7 @@ MARKER = "-"  # the room and identity of an account's own steps (schedule_remova
 
 def stored(account_id: str, records: list[EnforcementRecord]) -> list[EnforcementRecord]:
     """The account's records (``EnforcementLedger.actions``) as they are written now: each participant by its
-    pseudonym - a record written before D-alerts-1 names the identity, and is read as its pseudonym (the same for the
+    pseudonym - a record written before D214 names the identity, and is read as its pseudonym (the same for the
     same identity of the same account), so its saved permission is found; the account's own steps stay as they are."""
     return [
         record if record.identity == MARKER else replace(record, identity=pseudonym(account_id, record.identity))
@@ -99,7 +99,7 @@ class _LiveIdentities:
     """The identity to call RoomService with for an open session's participant: its own, or - the session's identity
     being a pseudonym, an erasure having rewritten it while the call goes on (D80) - the identity of the room's
     participant (``RoomControl.identities``, each room listed once per step) whose pseudonym it is; none such: it left
-    (``ParticipantGoneError``). D-alerts-1 amended."""
+    (``ParticipantGoneError``). D214 amended."""
 
     def __init__(self, account_id: str, rooms: RoomControl) -> None:
         self._account_id = account_id
@@ -131,7 +131,7 @@ def _act(
     live: _LiveIdentities,
 ) -> list[EnforcementRecord]:
     """Claim, act (``do`` returns the decided record of the participant, RoomService called with ``live.of`` it),
-    record - per participant, each keyed and recorded by the pseudonym of its identity (D-alerts-1). A claim another
+    record - per participant, each keyed and recorded by the pseudonym of its identity (D214). A claim another
     delivery holds within its lease is left alone and reported ``retry`` (not written): the record is delivered
     again."""
     records: list[EnforcementRecord] = []
@@ -277,7 +277,7 @@ def restore_account(
     left (else ``kept``). That step and the older ones under the period's other limits are recorded restored (or
     kept) too: their removal steps give nothing back a second time. The records name participants by pseudonym:
     each is given back through the identity of its open session (``sessions``) in the same room whose pseudonym it
-    is; one with none has left the call (its permission went with it) and is recorded ``gone`` (D-alerts-1). A
+    is; one with none has left the call (its permission went with it) and is recorded ``gone`` (D214). A
     session an erasure pseudonymised is matched to the room's live participant (``_LiveIdentities``)."""
     records = stored(account_id, ledger.actions(account_id))
     saved = {

@@ -3,7 +3,7 @@
   occurrence (the claim, then the outcome);
 - enforcement actions ``ACCOUNT#<id>`` / ``ENFORCEMENT#<period>@<hard limit>#<action>#<room>#<pseudonym>`` (the
   claim, then the outcome; records written before the limit was kept have ``ENFORCEMENT#<period>#...``; the
-  participant by the pseudonym of its identity, D-alerts-1 - records written before name the identity, and the
+  participant by the pseudonym of its identity, D214 - records written before name the identity, and the
   account API's erasure deletes them; the account's own steps have room and identity ``-``);
 - the SMS sent to an account per UTC day ``ACCOUNT#<id>`` / ``SMSDAY#<YYYY-MM-DD>`` (``sms_count``, the daily cap);
 - the enforcement's turn ``ACCOUNT#<id>`` / ``TURN#ENFORCEMENT`` (``holder``, ``taken_at_ms``): one delivery at a
@@ -145,7 +145,7 @@ def enforcement_from_item(item: Mapping[str, Any]) -> EnforcementRecord:
 # --- operator alerts, payment facts, margin snapshots ---------------------------------------------------------------
 # - operator alerts ``ACCOUNT#<id>`` (or ``OPERATOR`` for the whole service) / ``OPERATOR#<kind>#<key>``: the claim,
 #   then the outcome (sent, undeliverable; retry after a failure for now); an abuse flag's key names a participant
-#   by its pseudonym (``concurrent_sessions:<pseudonym>:<day>``, D-alerts-1);
+#   by its pseudonym (``concurrent_sessions:<pseudonym>:<day>``, D214);
 # - failed payments ``ACCOUNT#<id>`` / ``PAYFAIL#<event id>`` (``at_ms``), once per event;
 # - payment methods, both ways: ``PAYMETHOD#<method>#<fingerprint>`` / ``ACCOUNT#<id>`` (who pays with it) and
 #   ``ACCOUNT#<id>`` / ``PAYMETHOD#<method>#<fingerprint>`` (what an account pays with);

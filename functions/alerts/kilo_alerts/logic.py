@@ -6,12 +6,12 @@ deciding it, or one that crashed) is not a decision: the channel is retried, and
 channel is skipped if the account chose otherwise (or the catalogue's default leaves it out: low-severity alerts are
 quiet on SMS) or has no address/number for it; an SMS to a number that opted out (STOP) is not sent; a message the
 provider refuses for good is recorded as undeliverable. An SMS to a number whose region is not one of ``SMS_REGIONS``
-is not sent (a toll-fraud guard, D-api3-1: the region may have left the list after the number was verified). An SMS
+is not sent (a toll-fraud guard, D221: the region may have left the list after the number was verified). An SMS
 the account's daily cap stops, that the regions withhold, or that SNS will not text (the number opted out, or SNS
-refuses it), goes by email instead when the account did not choose email for the alert (D149, D170, D-api3-1): SMS
+refuses it), goes by email instead when the account did not choose email for the alert (D149, D170, D221): SMS
 is decided first, the email instead on its own ledger row (sent once), and the SMS's decision recorded after it. The
 other way round, a required alert (D180: the hard limit, a failed payment) whose email SES refuses goes by SMS to the
-account's verified number when SMS was not chosen for it (D-alerts-2): its SMS row is claimed first and decided after
+account's verified number when SMS was not chosen for it (D215): its SMS row is claimed first and decided after
 the email's. A transient failure releases the claim and, once every channel was tried, raises
 ``DeliveryIncompleteError``: the queue delivers the event again and only the unfinished channel is tried.
 """
@@ -89,7 +89,7 @@ class DeliveryPolicy:
     # the number itself is verified first, D160); past it the SMS is skipped, the alert goes by email (D149)
     sms_per_day: int = 10
     # the regions (ISO) whose numbers are texted, SMS_REGIONS: another number's SMS is skipped, the alert goes by
-    # email (D-api3-1); the layer's default when none is given, read then (kilo_billing.sms_regions)
+    # email (D221); the layer's default when none is given, read then (kilo_billing.sms_regions)
     sms_regions: frozenset[str] = field(default_factory=_default_sms_regions)
 
 
@@ -131,7 +131,7 @@ def deliver_alert(
     # again (the email is claimed on its own ledger row: sent once). An email not chosen is not decided while the SMS
     # is not (failed for now, or claimed by another delivery): the cap may stop the SMS at the redelivery
     sms_instead: Delivery | None = None  # an SMS that reaches nobody (capped, opted out, refused): email instead
-    # a required alert's SMS not chosen, to a verified number: claimed, decided once the email is (D-alerts-2)
+    # a required alert's SMS not chosen, to a verified number: claimed, decided once the email is (D215)
     sms_if_refused: Delivery | None = None
     for channel in (Channel.SMS, Channel.EMAIL):
         pending = Delivery(
@@ -236,7 +236,7 @@ def _chosen(alert: Alert, profile: AccountProfile | None) -> tuple[str, ...]:
 
 def _sms_if_email_refused(alert: Alert, profile: AccountProfile, chosen: tuple[str, ...]) -> bool:
     """A required alert (D180) the account did not choose SMS for, with a verified number: its SMS waits for the
-    email's decision, and goes when SES refuses the email (D-alerts-2)."""
+    email's decision, and goes when SES refuses the email (D215)."""
     return (
         alert.kind in REQUIRED_ALERT_KINDS
         and Channel.SMS.value not in chosen
@@ -257,7 +257,7 @@ def _sms_for_refused_email(
     ports: tuple[Mailer, Texter, DeliveryLedger],
     policy: DeliveryPolicy,
 ) -> Delivery:
-    """The claimed SMS of a required alert not chosen for SMS, once its email is decided (D-alerts-2): sent when SES
+    """The claimed SMS of a required alert not chosen for SMS, once its email is decided (D215): sent when SES
     refused the email (undeliverable) - also when an earlier delivery recorded that refusal and failed before the
     SMS was decided (the email's row is read back) -; retried with an email failing for now; else skipped, not
     chosen. The SMS's own row makes it once: a redelivery finds it decided."""
@@ -329,7 +329,7 @@ class SmsCapReachedError(SmsWithheldError):
 
 
 class SmsRegionWithheldError(SmsWithheldError):
-    """The number's region is not one of the policy's ``sms_regions``: this SMS is not sent (D-api3-1)."""
+    """The number's region is not one of the policy's ``sms_regions``: this SMS is not sent (D221)."""
 
 
 def _values(alert: Alert, profile: AccountProfile, policy: DeliveryPolicy) -> dict[str, str]:
@@ -374,7 +374,7 @@ def _send(
         )
     except SendFailedError as exc:
         return replace(pending, outcome=Outcome.RETRY, detail=pseudonymised_in(pending.account_id, str(exc), phone))
-    # a number SNS takes, but in a region SMS does not go to (a toll-fraud guard, D-api3-1): withheld before the cap
+    # a number SNS takes, but in a region SMS does not go to (a toll-fraud guard, D221): withheld before the cap
     # counts it; the detail names the region, never the number (the record keeps no contact, D203)
     from kilo_billing.sms_regions import sms_region_refusal  # noqa: PLC0415  # libphonenumber: only here
 

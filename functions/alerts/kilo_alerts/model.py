@@ -110,7 +110,7 @@ class EnforcementRecord:
     participant's whole permission before it (RoomService's JSON, opaque here), set back if the limit is lifted;
     ``narrowed``: the permission our update left it with, set back only while it still holds that one (empty on records
     written before it was kept: set back unconditionally). A restore finding the app changed it since is ``kept``.
-    ``identity``: the participant's pseudonym (``kilo_billing.accounts.pseudonym``, D-alerts-1), never the identity
+    ``identity``: the participant's pseudonym (``kilo_billing.accounts.pseudonym``, D214), never the identity
     RoomService knows it by; ``-`` on the account's own steps."""
 
     account_id: str

@@ -97,7 +97,7 @@ class RoomControl(Protocol):
 
     def identities(self, room: str) -> list[str]:
         """The identities of the room's participants now (ListParticipants): how an open session whose identity an
-        erasure turned into its pseudonym (D80) is matched to the live participant (D-alerts-1 amended).
+        erasure turned into its pseudonym (D80) is matched to the live participant (D214 amended).
         ``ParticipantGoneError`` when RoomService does not know the room (it ended)."""
         ...
 

@@ -14,7 +14,7 @@ from kilo_billing.settings import ForecastSettings, SmsSettings
 
 class AlertSettings(ForecastSettings, SmsSettings):
     """The base's AWS call budget, secret reuse and weekday weights (``FORECAST_WEEKDAY_WEIGHTS``), the regions SMS
-    goes to (``SMS_REGIONS``, the account API's too: another number's alert goes by email, D-api3-1), and:"""
+    goes to (``SMS_REGIONS``, the account API's too: another number's alert goes by email, D221), and:"""
 
     alerts_table_name: str  # delivery records (claims and outcomes)
     usage_table_name: str  # account profiles: name, email, phone, alert preferences

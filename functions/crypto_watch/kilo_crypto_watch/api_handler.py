@@ -175,7 +175,7 @@ def post_quote(account_id: AccountId, invoice: InvoiceKey, body: schemas.QuoteIn
 def post_transaction(account_id: AccountId, invoice: InvoiceKey, body: schemas.TransactionIn) -> Response[str]:
     invoice_id = _bill(account_id, invoice)
     payments = logic.submit_transaction(dependencies.api(), account_id, invoice_id, body.chain, body.tx_id)
-    shown = counted_usd(payments)  # the transaction's counted credits add up to what they count for (D-crypto-2)
+    shown = counted_usd(payments)  # the transaction's counted credits add up to what they count for (D217)
     return json_response(202, {"invoice_id": invoice_id, "payments": [_payment(p, shown) for p in payments]})
 
 

@@ -1,5 +1,5 @@
 """A PriceSource reading Chainlink price feeds on chain with web3.py: ``latestRoundData`` and ``decimals`` - now
-(``read``), or as the feed stood at a past block (``read_at``: a late payment's rate, D-crypto-3).
+(``read``), or as the feed stood at a past block (``read_at``: a late payment's rate, D218).
 
 The answer is exact: ``answer x 10^-decimals`` as a Decimal (no float, no rounding). A feed answers something unusable
 - no round yet (``updatedAt`` 0), a zero or negative answer, an answer carried from an earlier round
@@ -99,7 +99,7 @@ class ChainlinkPriceSource:
         return self._reading(asset, feed, answer, self.clock())
 
     def read_at(self, asset: Asset, when: datetime, block: ChainBlock | None = None) -> RateReading:
-        """The feed's ``latestRoundData`` as it stood at a past moment (a late payment's, D-crypto-3): at ``block``
+        """The feed's ``latestRoundData`` as it stood at a past moment (a late payment's, D218): at ``block``
         when that is a block of the feed's own chain (a payment on Ethereum: its block), else at the last block of
         the feed's chain at or before ``when`` (a Solana slot's time; Base's block time on Ethereum's feed). Stale
         against ``when``, not now. The node must still hold that block's state (recent blocks; an archive node for

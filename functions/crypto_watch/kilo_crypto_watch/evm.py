@@ -245,7 +245,7 @@ def _scan(
         for credit in transaction_credits(chain, tx, receipt, stamps.get(receipt.block_number)):
             seen.setdefault(credit.payment_id, credit)  # USDC logs were already found by eth_getLogs
     ordered = sorted(seen.values(), key=lambda t: (t.block_number, t.index if t.index >= 0 else 1 << 30, t.tx_id))
-    sink.record_batch(ordered)  # one batch: one "payment seen" per bill (D-crypto-1), before the cursor moves past it
+    sink.record_batch(ordered)  # one batch: one "payment seen" per bill (D216), before the cursor moves past it
     transactions = sum(len(block.transactions) for block in blocks)
     return len(ordered), sum(1 for credit in ordered if not credit.succeeded), transactions, blocks[-1].hash
 

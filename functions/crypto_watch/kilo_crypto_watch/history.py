@@ -98,7 +98,7 @@ def account_history(
     they add up to it to the cent; the others show their own USD."""
     by_invoice = {bill.invoice_id: bill for bill in bills}
     listed = [payment for payment in payments if payment.moved_to is None]
-    # a bill's counted payments show its counted sum split among them, to the cent (D-crypto-2)
+    # a bill's counted payments show its counted sum split among them, to the cent (D217)
     usd: dict[str, Decimal] = {}
     for bill in bills:
         usd.update(shown_usd((line.payment_id, line.usd) for line in bill.payments if counts(line)))

@@ -156,7 +156,7 @@ def submit_transaction(
         raise TransactionRefusedError(f"transaction {tx_id} pays nothing to our {chain.key} address")
     for transfer in transfers:  # every credit checked first: a refused one leaves the others unrecorded too
         ports.settlement.check_claim(transfer, bill.invoice_id)
-    with ports.settlement.seen_together():  # one "payment seen" for the transaction's credits (D-crypto-1)
+    with ports.settlement.seen_together():  # one "payment seen" for the transaction's credits (D216)
         payments = [ports.settlement.record(transfer, claimed_for=bill.invoice_id) for transfer in transfers]
     if all(payment.status is PaymentStatus.FAILED for payment in payments):
         raise TransactionRefusedError(f"transaction {tx_id} failed on {chain.key}: nothing was paid")

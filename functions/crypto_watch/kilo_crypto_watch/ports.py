@@ -46,7 +46,7 @@ class PaymentSink(Protocol):
 
     def record_batch(self, transfers: Sequence[ObservedTransfer]) -> None:
         """The credits one watcher batch saw, each recorded as by ``record_seen``; the customer is told of them once
-        per bill (one ``CryptoPaymentSeen.v1`` carrying that bill's transfers, D-crypto-1)."""
+        per bill (one ``CryptoPaymentSeen.v1`` carrying that bill's transfers, D216)."""
         ...
 
     def pending(self, chain: str) -> Sequence[PendingPayment]:
@@ -231,7 +231,7 @@ class Rates(Protocol):
     def lock(self, asset: Asset, now: datetime) -> LockedRate: ...
 
     def at(self, asset: Asset, when: datetime, block: ChainBlock | None = None) -> LockedRate:
-        """The USD price of an asset at a past moment (a late payment's block time, D-crypto-3), from the on-chain
+        """The USD price of an asset at a past moment (a late payment's block time, D218), from the on-chain
         source as it stood then (``block``: the payment's block, read there when the feed is on its chain), fresh
         as of ``when``; RateRefusedError when no source can say."""
         ...

@@ -117,7 +117,7 @@ class CheckedRates:
         return decide(asset, readings, now, self._policy)
 
     def at(self, asset: Asset, when: datetime, block: ChainBlock | None = None) -> LockedRate:
-        """The price at ``when`` from the first source that can read the past (Chainlink, on chain; D-crypto-3): its
+        """The price at ``when`` from the first source that can read the past (Chainlink, on chain; D218): its
         answer as it stood at ``block`` (or the block at ``when``), refused when it was stale then. The exchange's
         spot price cannot guard it (it knows only now): the on-chain reading is the one that is verifiable later."""
         source = next((s for s in self._sources if isinstance(s, HistoricalPriceSource)), None)

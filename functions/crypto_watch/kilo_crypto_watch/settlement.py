@@ -150,7 +150,7 @@ def paid_usd(lines: Iterable[BillPayment]) -> Decimal:
 def shown_usd(credits: Iterable[tuple[str, Decimal]]) -> dict[str, Decimal]:
     """Each credit's USD to the cent as shown beside the credits it is counted with (``(payment id, exact USD)``):
     their sum as a bill counts it (exact, rounded once: ``rounded_sum``) split in proportion to each one's exact USD
-    by ``kilo_billing.money.allocate_cents``, so the rows add up to it to the cent (D-crypto-2). Rounded one by one,
+    by ``kilo_billing.money.allocate_cents``, so the rows add up to it to the cent (D217). Rounded one by one,
     ten credits of $0.005 showed $0.01 each - $0.10 - beside a bill counting $0.05."""
     pairs = list(credits)
     if not pairs:
@@ -293,7 +293,7 @@ def value_payment(
     rate_then: Callable[[], Decimal],
 ) -> Valuation:
     """USD of a payment toward ``quote``: the locked rate inside expiry; late, stablecoins 1:1 and ETH/SOL at
-    min(locked, ``rate_then``: the rate at the payment's block time, D-crypto-3) - a move beyond ``late_review_move``
+    min(locked, ``rate_then``: the rate at the payment's block time, D218) - a move beyond ``late_review_move``
     (or no rate at all) sends it to review."""
     locked = quote.rate.price
     late = detected_at > quote.expires_at
@@ -371,7 +371,7 @@ def payment_event_id(kind: str, payment: Payment) -> str:
 
 def seen_event_id(invoice_id: str, payments: Sequence[Payment]) -> str:
     """The ``CryptoPaymentSeen.v1`` id of ``payments`` announced together: one payment's own
-    (``payment_event_id``, as before D-crypto-1); several, the bill's and a digest of theirs - the same set seen again
+    (``payment_event_id``, as before D216); several, the bill's and a digest of theirs - the same set seen again
     (a rerun after a crash before they were marked) publishes the same id, and consumers dedupe it."""
     if len(payments) == 1:
         return payment_event_id("crypto-seen", payments[0])
@@ -469,7 +469,7 @@ class Settlement:
     @contextmanager
     def seen_together(self) -> Iterator[None]:
         """Inside it, the ``CryptoPaymentSeen.v1`` of attributed payments wait; when it ends each bill's are published
-        as one event carrying all its transfers (D-crypto-1), then marked. Settlement itself is unchanged: every
+        as one event carrying all its transfers (D216), then marked. Settlement itself is unchanged: every
         payment is stored (and its bill moved) as it is recorded. Ended by an error, what was stored is announced
         still (a rerun would find it announced). Nested, the outermost one publishes."""
         if self._together is not None:
@@ -976,7 +976,7 @@ class Settlement:
         )
 
     def _rate_then(self, transfer: ObservedTransfer) -> Callable[[], Decimal]:
-        """The asset's rate when the transfer was included (D-crypto-3): at its block time, read at its block where
+        """The asset's rate when the transfer was included (D218): at its block time, read at its block where
         the feed is on its chain; a transfer with no block time (never from the watchers or the fast path) at now."""
 
         def read() -> Decimal:
@@ -1095,8 +1095,8 @@ class Settlement:
         first = payments[0] if payments else None
         if first is None or first.invoice_id is None or first.account_id is None:
             return  # only attributed payments are announced to a customer
-        # the counted ones split their counted sum (D-crypto-2); one in review (or refused) is no part of it and shows
-        # its own USD, as the history does (D-fix2-5)
+        # the counted ones split their counted sum (D217); one in review (or refused) is no part of it and shows
+        # its own USD, as the history does (D226)
         counted = counted_usd(payments)
         shown = [counted.get(payment.payment_id, round_money(payment.usd or ZERO)) for payment in payments]
         amounts_usd = [money_str(usd) for usd in shown]

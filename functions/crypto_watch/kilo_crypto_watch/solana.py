@@ -229,7 +229,7 @@ class SolanaWatcher:
         hashes: dict[int, str] = {}
         last_signature = cursor.last_signature if cursor else None
         handled: list[tuple[int, str]] = []  # the wallet signatures handled, (slot, signature), oldest slot first
-        reported: list[ObservedTransfer] = []  # recorded together after the batch is read (D-crypto-1)
+        reported: list[ObservedTransfer] = []  # recorded together after the batch is read (D216)
         for info in batch:
             tx = await self._call(self.rpc.transaction(info.signature))
             if tx is None and not await self._vanished(info):

@@ -261,9 +261,9 @@ class DynamoUsageRepository:
     def _unused_generations(self, unit: CommitUnit, generations: Mapping[int, str], landed: set[int]) -> None:
         """A commit refused before a rebuild's header landed: the participant items written for its new generation
         are read by nobody (no header names them, and the next generation is another) - deleted, since they name
-        the participants (D196, D-rating-2). A crash in between still leaves them (as before). Only when the stored
+        the participants (D196, D220). A crash in between still leaves them (as before). Only when the stored
         header, read strongly consistently, names another generation: a transaction that landed but whose reply was
-        lost, sent again and refused on the version it had itself moved, reads as refused too (D-fix2-4)."""
+        lost, sent again and refused on the version it had itself moved, reads as refused too (D225)."""
         refused = [change for change in unit.states if id(change) in generations and id(change) not in landed]
         if not refused:
             return

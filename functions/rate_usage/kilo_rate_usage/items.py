@@ -18,7 +18,7 @@ Usage table layout (single table):
   (the sweeper's, D125);
 - swept room   ``SWEPT_ROOMS`` / ``ROOM#<room sid>`` - a room whose sessions the sweeper closed: ``closed_at_ms``,
   expiring like a listing; the sweeper drops the room's running state once the room is quiet, then the mark
-  (D-rating-1);
+  (D219);
 - aggregate    ``ACCOUNT#<account>`` / ``PERIOD#<YYYY-MM>`` - counters ``c#<segment start>#<meter>`` (ADDed), late
   counters ``late#<meter>`` once the period is invoiced (``invoiced_at``), announced thresholds ``thresholds`` (SS);
 - profile      ``ACCOUNT#<account>`` / ``PROFILE`` - ``kilo_billing.account_items``.
@@ -73,7 +73,7 @@ ANSWERED_AT_MS: Final = "answered_at_ms"
 EXPIRES_AT: Final = "expires_at"  # the usage table's TTL attribute (only the sweeper's listings and marks carry it)
 SWEPT_ROOMS: Final = "SWEPT_ROOMS"  # the partition of the sweeper's marks of rooms it closed sessions of
 CLOSED_AT_MS: Final = "closed_at_ms"
-DROPPED_VERSION: Final = "dropped_version"  # on a mark: the header version the sweeper's drop wrote (D-fix2-1)
+DROPPED_VERSION: Final = "dropped_version"  # on a mark: the header version the sweeper's drop wrote (D222)
 COUNTER_PREFIX: Final = "c#"
 LATE_PREFIX: Final = "late#"
 

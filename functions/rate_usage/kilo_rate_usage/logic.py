@@ -271,7 +271,7 @@ def _state_as(change: StateChange, pseudonyms: Mapping[str, str]) -> StateChange
     """The room's new state naming each participant whose session is stored under a pseudonym (``pseudonyms``, by
     participant sid: its account erased after it began, D80) by that pseudonym, in its registers and in the window's
     events, instead of the identity the events carried - a rebuild after the erasure dropped the running state, or an
-    event folded since, never writes the identity back into the state (D-rating-2). Sessions are unchanged: they
+    event folded since, never writes the identity back into the state (D220). Sessions are unchanged: they
     take the pseudonym from the stored session or the erasure mark whatever the state says (``_erased``)."""
     state = change.new
     if not pseudonyms or not state.usable:

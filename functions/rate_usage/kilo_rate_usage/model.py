@@ -238,7 +238,7 @@ class SweepPolicy:
     only when something vouched for it at most this long before (a room event, the previous answer listing it);
     otherwise at that last moment, so an outage never bills time nobody can prove. ``quiet_room_ms``: a room whose
     sessions the sweeper closed, with none open since and no event for this long, loses its running state (its
-    ``room_finished`` was lost; docs/decisions.md D-rating-1)."""
+    ``room_finished`` was lost; docs/decisions.md D219)."""
 
     max_unconfirmed_ms: int
     listing_ttl_ms: int
@@ -274,10 +274,10 @@ class RoomListing:
 
 @dataclass(frozen=True, slots=True)
 class SweptRoom:
-    """The sweeper's mark of a room it closed sessions of (D-rating-1): when it last closed one (epoch ms), and the
+    """The sweeper's mark of a room it closed sessions of (D219): when it last closed one (epoch ms), and the
     header version its own drop of the room's running state wrote (0: not dropped yet). A dropped room keeps its mark:
     a late event that rebuilds the room to a running state finds the header moved past that version, and the room is
-    dropped again once quiet (D-fix2-1)."""
+    dropped again once quiet (D222)."""
 
     closed_at_ms: int
     dropped_version: int = 0
@@ -290,4 +290,4 @@ class SweepOutcome:
     capped: int
     listed: int  # open sessions RoomService listed (recorded in their rooms' listings)
     unanswered_rooms: int
-    dropped_states: int = 0  # running states of swept, quiet rooms dropped (D-rating-1)
+    dropped_states: int = 0  # running states of swept, quiet rooms dropped (D219)

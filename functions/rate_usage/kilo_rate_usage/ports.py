@@ -300,7 +300,7 @@ class SweeperStore(Protocol):
 
     def mark_swept_rooms(self, room_sids: Iterable[str], at_ms: int, expires_at: int) -> None:
         """Mark rooms whose sessions a sweep closes (their ``room_finished`` may be lost: their running state is
-        dropped once quiet, D-rating-1), each at ``at_ms`` (a mark there is replaced), expiring at ``expires_at``."""
+        dropped once quiet, D219), each at ``at_ms`` (a mark there is replaced), expiring at ``expires_at``."""
         ...
 
     def mark_dropped_room(self, room_sid: str, mark: SweptRoom, expires_at: int) -> None:

@@ -34,7 +34,7 @@ class RatingSettings(FunctionSettings):
     room_listing_ttl_days: int = Field(default=31, ge=1, le=400)
     sweep_every_minutes: int = Field(default=5, ge=1, le=30)  # the template's schedule, rate(5 minutes)
     # a room whose sessions the sweeper closed, none open since and no event for this long, loses its running state
-    # (its room_finished was lost; D-rating-1)
+    # (its room_finished was lost; D219)
     quiet_room_minutes: int = Field(default=60, ge=5, le=7 * 24 * 60)
     livekit_url: str = ""  # RoomService base URL, e.g. https://<project>.livekit.cloud
     livekit_keys_secret_name: str = ""

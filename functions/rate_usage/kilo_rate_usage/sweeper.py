@@ -24,8 +24,8 @@ Closes are synthetic events in the room's event partition: rating rebuilds the r
 A room the sweeper closed sessions of is marked (before its closes are written); once none of its sessions is open and
 the room has been quiet for ``quiet_room_ms`` (no event, stored or rated, and no close by the sweeper), its running
 state is dropped as a finished room's is (D196) - its ``room_finished`` was lost - on the condition that no batch
-wrote it since it was read: a late event rated meanwhile keeps it, one arriving after rebuilds the room (D-rating-1).
-The mark stays, naming the version the drop wrote, so that rebuild is dropped again once quiet (D-fix2-1).
+wrote it since it was read: a late event rated meanwhile keeps it, one arriving after rebuilds the room (D219).
+The mark stays, naming the version the drop wrote, so that rebuild is dropped again once quiet (D222).
 """
 
 from __future__ import annotations
@@ -191,9 +191,9 @@ def drop_quiet_rooms(store: SweeperStore, busy: Set[str], now_ms: int, policy: S
     sessions) quiet for ``policy.quiet_room_ms``: its latest event - rated (the state's) or only stored (the events
     table's) - and the sweeper's last close of it are that old. A room an event reached meanwhile keeps its state and
     its mark, and is looked at again by the next sweep; so does a header carrying a chunked write's pending mark
-    (that write is writing its generation's items, D-fix2-2). A dropped room keeps its mark, naming the version the
+    (that write is writing its generation's items, D223). A dropped room keeps its mark, naming the version the
     drop wrote: while the header is still at that version nothing is read or written; a late event that rebuilds the
-    room to a running state moves it, and the room is dropped again once quiet (D-fix2-1). The mark goes when the
+    room to a running state moves it, and the room is dropped again once quiet (D222). The mark goes when the
     room has no usable state left that the sweeper did not write (finished, too large to keep) - with that
     generation's items (D199) - or no header at all (or when it expires). Returns the states dropped."""
     marked = store.swept_rooms()

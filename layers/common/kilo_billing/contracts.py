@@ -162,7 +162,7 @@ class CryptoSeenTransferV1(BaseModel):
     asset: Literal["ETH", "USDC", "SOL"]
     amount: str  # in the asset, decimal string (e.g. "12.5" USDC)
     # two decimals: a credit that counts toward the bill, its share of their counted sum split by each one's exact USD
-    # (D-crypto-2); one in review (or refused), its own USD rounded, as the history shows it (D-fix2-5)
+    # (D217); one in review (or refused), its own USD rounded, as the history shows it (D226)
     amount_usd: str
     tx_id: str
     explorer_url: str | None = None
@@ -171,7 +171,7 @@ class CryptoSeenTransferV1(BaseModel):
 class CryptoPaymentSeenV1(ContractV1):
     """Chain payments toward an account's bill were seen on chain (included, not yet final): the bill shows
     PROCESSING. Published once per bill per watcher batch (or fast-path submission), carrying every transfer to that
-    bill it saw (``transfers``), so that several transfers seen in one poll make one alert (D-crypto-1).
+    bill it saw (``transfers``), so that several transfers seen in one poll make one alert (D216).
 
     The one-transfer fields (``quote_id`` .. ``explorer_url``) are the first transfer's, as in events published before
     ``transfers`` existed (which cover that one transfer alone: ``transfers`` empty, ``total_usd`` None)."""
@@ -193,7 +193,7 @@ class CryptoPaymentSeenV1(ContractV1):
     occurred_at: str
     transfers: tuple[CryptoSeenTransferV1, ...] = ()  # every transfer covered, the first one first
     total_usd: str | None = None  # the transfers' ``amount_usd`` together (the counted ones' exact sum rounded once,
-    # D178, plus any in review at their own USD, D-fix2-5)
+    # D178, plus any in review at their own USD, D226)
 
 
 class CryptoBillSettledV1(ContractV1):

@@ -10,7 +10,7 @@ Amounts received rather than billed (crypto credits: token amount x its rate) ar
 credit first would count 1,000 credits of $0.005 as $10.00 (D178).
 
 An amount in cents shown or paid out in parts (a bill's counted sum beside each of its credits) is split by
-:func:`allocate_cents`, never by rounding each part: the parts add up to the amount exactly (D-crypto-2).
+:func:`allocate_cents`, never by rounding each part: the parts add up to the amount exactly (D217).
 """
 
 from __future__ import annotations

@@ -103,7 +103,7 @@ class SmsSettings(FunctionSettings):
     SMS goes to (``kilo_billing.sms_regions``; the template sets both functions from its ``SmsRegions``)."""
 
     # ISO 3166 alpha-2 codes, comma-separated: a number is texted only when libphonenumber gives it one of these
-    # regions (a toll-fraud guard, D-api3-1). Add a region when the product serves it.
+    # regions (a toll-fraud guard, D221). Add a region when the product serves it.
     sms_regions: str = DEFAULT_SMS_REGIONS_TEXT
 
     @field_validator("sms_regions")

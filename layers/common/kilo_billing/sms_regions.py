@@ -7,7 +7,7 @@ classic SMS-pumping destinations - and by the type it gives the number (``number
 premium-rate (+44 909 ..., +1 900 ...), personal-number (+44 70 ...), pager (+44 76 ...), toll-free or fixed-line
 number is refused as well: premium and personal ranges are where SMS pumping pays, and the others take no SMS.
 
-A toll-fraud guard (D-api2-1, D-api3-1): the account API refuses to save a new number outside them and texts no
+A toll-fraud guard (D212, D221): the account API refuses to save a new number outside them and texts no
 code to one; the alerts function texts no alert to one (the alert goes by email instead, D170). Both read the same
 setting (``kilo_billing.settings.SmsSettings``).
 
@@ -30,7 +30,7 @@ SMS_REGIONS_SETTING: Final = "SMS_REGIONS"
 DEFAULT_SMS_REGIONS: Final[frozenset[str]] = frozenset({"US", "CA", "GB", "IE", "AU", "NZ"})
 _REGION = re.compile(r"[A-Z]{2}")
 # libphonenumber's types of a number SMS goes to (``PhoneNumberType``'s names); any other is refused
-# (D-api3-1 amended)
+# (D221 amended)
 SMS_NUMBER_TYPES: Final[tuple[str, ...]] = ("MOBILE", "FIXED_LINE_OR_MOBILE")
 
 

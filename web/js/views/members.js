@@ -2,8 +2,8 @@
 // (the person's Kilo user ID names whose invitation it is: they accept it signed in as themselves, D200), withdraw an
 // open invitation and remove a member (D207; an admin neither of them for an owner, as the API rules). Members need a
 // tier with team collaboration (Team, Enterprise): on Personal the API refuses the invitation with a 409 whose message
-// names the tier and the entitlement, shown here as it comes (D-api-1). Everyone signed in - also a person who belongs
-// to no account yet - sees their own open invitations here and accepts or declines them (D-api2-2).
+// names the tier and the entitlement, shown here as it comes (D210). Everyone signed in - also a person who belongs
+// to no account yet - sees their own open invitations here and accepts or declines them (D213).
 import { accountPath, get, post, remove } from "../api.js";
 import { session } from "../auth.js";
 import { errorBox, h, section, say } from "../dom.js";
@@ -64,7 +64,7 @@ function showInvitations(container, current, invitations) {
         ? `You are now ${article(member.role)} ${member.role} of ${invitation.account_id}; sign in again to act for it.`
         : `Invitation to ${invitation.account_id} declined.`);
     } catch (error) {
-      // e.g. the account's tier lacks team collaboration now (409, D-api-1): the invitation stays, listed again
+      // e.g. the account's tier lacks team collaboration now (409, D210): the invitation stays, listed again
       await reload();
       const box = errorBox(error);
       (container.querySelector("[data-testid=answer-problem]") || container).append(box);
