@@ -159,6 +159,9 @@ class Crossing:
 
 @dataclass(frozen=True, slots=True)
 class RatingConfig:
+    """What rating reads besides the stored data: ``attribution``, where a session's billing account comes from (D16);
+    ``book_for``, the price book in force in a period (the catalog's ``for_period``)."""
+
     attribution: AttributionRule
     book_for: Callable[[Period], PriceBook]
 
@@ -174,6 +177,10 @@ class Rejected:
 
 @dataclass(frozen=True, slots=True)
 class BatchOutcome:
+    """What rating one batch did, for the handler's log and business metrics: the batch's rooms, the sessions whose
+    stored version changed, the usage events marked rated, the aggregates written, the thresholds announced, the
+    items written, and the minutes added to no account (unattributed); ``rejected``: what DynamoDB refused for good."""
+
     rooms: int
     sessions_changed: int
     usage_rated: int

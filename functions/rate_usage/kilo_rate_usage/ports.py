@@ -86,6 +86,9 @@ class StateChange:
 
 @dataclass(frozen=True, slots=True)
 class UsageChange:
+    """A usage event rated by this commit: marked rated (once: a second mark is a conflict) in the same transaction
+    as its quantity's ADD to the aggregate counter ``key`` names."""
+
     record: UsageEventRecord
     key: ContributionKey
 

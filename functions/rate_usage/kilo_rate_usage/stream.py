@@ -18,6 +18,9 @@ RATED_METERS = frozenset({Meter.MESSAGES.value, Meter.DATA_TRANSFER.value})
 
 @dataclass(frozen=True, slots=True)
 class Poison:
+    """A record of the batch that can never be rated (undecodable, or usage of a meter rating does not rate): its index
+    in the batch and why. The handler sends the record whole to the poison queue with the reason: never retried."""
+
     index: int
     reason: str
 
