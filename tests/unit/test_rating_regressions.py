@@ -12,10 +12,11 @@ import pytest
 
 from kilo_billing.accounts import UNATTRIBUTED, AccountProfile
 from kilo_billing.catalog import default_catalog
+from kilo_billing.month_to_date import open_session_extra
 from kilo_billing.rating import TierChange
 from kilo_billing.usage_events import UsageEventRecord
 from kilo_dev import livekit_events as lk
-from kilo_rate_usage.aggregates import open_session_extra, rate_aggregate
+from kilo_rate_usage.aggregates import open_figures, rate_aggregate
 from kilo_rate_usage.logic import rate_batch
 from kilo_rate_usage.model import Aggregate, AttributionRule, Billing, RatingConfig, Session, StoredSession
 from tests.fakes import InMemoryUsageRepository, RecordingPublisher
@@ -110,14 +111,14 @@ def test_given_an_open_session_across_the_month_start_then_month_to_date_counts_
                       Fraction(0), Fraction(7140), (), video_active=False, as_of_ms=start + 7_140_000)  # fmt: skip
     stored = StoredSession(session, {}, "v")
     profile = AccountProfile.default("acct")
-    march = open_session_extra([stored], profile, now, "2026-03")
-    april = open_session_extra([stored], profile, now, "2026-04")
+    march = open_session_extra(open_figures([stored]), profile, now, "2026-03")
+    april = open_session_extra(open_figures([stored]), profile, now, "2026-04")
     # March: 22:00-24:00 = 120 min, of which 7,140 s (119 min) video; April: 00:00-00:30 audio only
     assert sum(q for (_, m), q in march.items() if m == "video") == 119
     assert sum(q for (_, m), q in march.items() if m == "audio") == 1
     assert sum(q for (_, m), q in april.items() if m == "video") == 0
     assert sum(q for (_, m), q in april.items() if m == "audio") == 30
-    assert open_session_extra([stored], profile, now, "2026-02") == {}
+    assert open_session_extra(open_figures([stored]), profile, now, "2026-02") == {}
 
 
 def test_given_a_new_event_in_a_room_then_closed_sessions_are_not_rewritten() -> None:

@@ -4,14 +4,13 @@ counters under the account's tier segments, thresholds reached, and open session
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 
 from kilo_billing.accounts import AccountProfile
 from kilo_billing.catalog import PriceBook
 from kilo_billing.contracts import limit_scope, segment_scope
 from kilo_billing.meters import Meter
-from kilo_billing.month_to_date import OpenSessionFigures, VideoSoFar, rate_with_extra
-from kilo_billing.month_to_date import open_session_extra as layer_open_session_extra
+from kilo_billing.month_to_date import OpenSessionFigures, rate_with_extra
 from kilo_billing.rating import InvoiceLine, RatedPeriod
 from kilo_rate_usage.model import Aggregate, AggregateKey, ContributionKey, Crossing, Session, StoredSession
 
@@ -119,15 +118,7 @@ def figures(session: Session) -> OpenSessionFigures:
     )
 
 
-def open_session_extra(
-    sessions: Sequence[StoredSession],
-    profile: AccountProfile,
-    now_ms: int,
-    period: str,
-    video_in: VideoSoFar | None = None,
-) -> dict[tuple[int, str], int]:
-    """Minutes open sessions would bill in ``period`` if they ended now (month-to-date views and budget checks):
-    ``kilo_billing.month_to_date.open_session_extra`` on the sessions still open."""
-    return layer_open_session_extra(
-        [figures(stored.session) for stored in sessions if stored.session.is_open], profile, now_ms, period, video_in
-    )
+def open_figures(sessions: Iterable[StoredSession]) -> list[OpenSessionFigures]:
+    """The sessions still open, as ``kilo_billing.month_to_date.open_session_extra`` reads them (the minutes they would
+    bill if they ended now: month-to-date views and budget checks)."""
+    return [figures(stored.session) for stored in sessions if stored.session.is_open]

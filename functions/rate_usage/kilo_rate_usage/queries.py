@@ -11,9 +11,9 @@ from kilo_billing.accounts import AccountProfile
 from kilo_billing.catalog import PriceBook
 from kilo_billing.meters import Coverage, Meter
 from kilo_billing.money import money_str
-from kilo_billing.month_to_date import OpenSessionFigures, VideoSoFar
+from kilo_billing.month_to_date import OpenSessionFigures, VideoSoFar, open_session_extra
 from kilo_billing.rating import RatedPeriod
-from kilo_rate_usage.aggregates import open_session_extra, rate_aggregate
+from kilo_rate_usage.aggregates import open_figures, rate_aggregate
 from kilo_rate_usage.model import StoredSession
 from kilo_rate_usage.ports import UnreadableRoomError, UsageRepository
 from kilo_rate_usage.rooms import video_seconds
@@ -91,7 +91,7 @@ def running_extra(
     if not open_sessions:
         return {}, 0
     video = _video_from_rooms(repo, open_sessions, now_ms)
-    return open_session_extra(open_sessions, profile, now_ms, period, video), len(open_sessions)
+    return open_session_extra(open_figures(open_sessions), profile, now_ms, period, video), len(open_sessions)
 
 
 def month_to_date(repo: UsageRepository, account_id: str, period: str, now_ms: int, book: PriceBook) -> MonthToDate:
