@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -82,6 +83,16 @@ def _write(operation: Any, **kwargs: Any) -> Any:
         raise ConflictError(str(exc)) from exc
     except InvalidRequestError as exc:
         raise RejectedWriteError(str(exc)) from exc
+
+
+def _written(operation: Any, **kwargs: Any) -> bool:
+    """A conditional write (``_write``) whose failed condition is an answer, not an error: True when written, False
+    when the condition failed (the stored item stands)."""
+    try:
+        _write(operation, **kwargs)
+    except ConflictError:
+        return False
+    return True
 
 
 class DynamoUsageRepository:
@@ -432,17 +443,16 @@ class DynamoUsageRepository:
         for sid, listing in sorted(listings.items()):
             if not listing.participants:
                 continue
-            try:  # one conditional put per room (a batch write takes no condition)
-                _write(
-                    self._client.put_item,
-                    TableName=self._usage,
-                    Item=items.listing_item(sid, listing, expires_at),
-                    ConditionExpression="attribute_not_exists(#k) OR #a < :a",
-                    ExpressionAttributeNames={"#k": KEY, "#a": items.ANSWERED_AT_MS},
-                    ExpressionAttributeValues=to_item({":a": listing.answered_at_ms}),
-                )
-            except ConflictError:
-                continue  # a newer (or this same) answer is already recorded: it stands
+            # one conditional put per room (a batch write takes no condition); not written: a newer (or this same)
+            # answer is already recorded, and it stands
+            _written(
+                self._client.put_item,
+                TableName=self._usage,
+                Item=items.listing_item(sid, listing, expires_at),
+                ConditionExpression="attribute_not_exists(#k) OR #a < :a",
+                ExpressionAttributeNames={"#k": KEY, "#a": items.ANSWERED_AT_MS},
+                ExpressionAttributeValues=to_item({":a": listing.answered_at_ms}),
+            )
 
     def swept_rooms(self) -> dict[str, SweptRoom]:
         found = paged_items(
@@ -460,63 +470,50 @@ class DynamoUsageRepository:
             call(self._client.put_item, TableName=self._usage, Item=items.swept_room_item(room_sid, at_ms, expires_at))
 
     def mark_dropped_room(self, room_sid: str, mark: SweptRoom, expires_at: int) -> None:
-        try:
-            _write(
-                self._client.put_item,
-                TableName=self._usage,
-                Item=items.swept_room_item(room_sid, mark.closed_at_ms, expires_at, mark.dropped_version),
-                ConditionExpression="#c = :c",
-                ExpressionAttributeNames={"#c": items.CLOSED_AT_MS},
-                ExpressionAttributeValues=to_item({":c": mark.closed_at_ms}),
-            )
-        except ConflictError:
-            return  # marked again since (or gone): that mark stands
+        _written(  # not written: marked again since (or gone), and that mark stands
+            self._client.put_item,
+            TableName=self._usage,
+            Item=items.swept_room_item(room_sid, mark.closed_at_ms, expires_at, mark.dropped_version),
+            ConditionExpression="#c = :c",
+            ExpressionAttributeNames={"#c": items.CLOSED_AT_MS},
+            ExpressionAttributeValues=to_item({":c": mark.closed_at_ms}),
+        )
 
     def forget_swept_room(self, room_sid: str, at_ms: int) -> None:
-        try:
-            _write(
-                self._client.delete_item,
-                TableName=self._usage,
-                Key=items.swept_room_key(room_sid),
-                ConditionExpression="attribute_not_exists(#k) OR #c = :c",
-                ExpressionAttributeNames={"#k": KEY, "#c": items.CLOSED_AT_MS},
-                ExpressionAttributeValues=to_item({":c": at_ms}),
-            )
-        except ConflictError:
-            return  # marked again since: the next sweep looks at the room again
+        _written(  # not deleted: marked again since, and the next sweep looks at the room again
+            self._client.delete_item,
+            TableName=self._usage,
+            Key=items.swept_room_key(room_sid),
+            ConditionExpression="attribute_not_exists(#k) OR #c = :c",
+            ExpressionAttributeNames={"#k": KEY, "#c": items.CLOSED_AT_MS},
+            ExpressionAttributeValues=to_item({":c": at_ms}),
+        )
 
     def drop_room_state(self, state: RoomState) -> bool:
         if state.pending:  # a chunked write is writing this generation's items (or died: rating rebuilds the room)
             return False
-        if state.usable:
-            try:  # what a finished room keeps (D196), only if no batch wrote the header since it was read
-                _write(
-                    self._client.put_item,
-                    TableName=self._usage,
-                    Item=items.version_only_item(state, state.version + 1, state.generation),
-                    ConditionExpression="attribute_exists(#k) AND version = :v AND attribute_not_exists(#p)",
-                    ExpressionAttributeNames={"#k": KEY, "#p": items.PENDING},
-                    ExpressionAttributeValues=to_item({":v": state.version}),
-                )
-            except ConflictError:
-                return False
+        if state.usable and not _written(  # what a finished room keeps (D196), only if no batch wrote the header since
+            self._client.put_item,
+            TableName=self._usage,
+            Item=items.version_only_item(state, state.version + 1, state.generation),
+            ConditionExpression="attribute_exists(#k) AND version = :v AND attribute_not_exists(#p)",
+            ExpressionAttributeNames={"#k": KEY, "#p": items.PENDING},
+            ExpressionAttributeValues=to_item({":v": state.version}),
+        ):
+            return False
         if state.generation:  # no longer read by anyone: a later event rebuilds the room under a new generation
             for item in self._generation_items(state.room_sid, state.generation, keys_only=True):
                 call(self._client.delete_item, TableName=self._usage, Key=items.key_item(*items.key_pair(item)))
         return True
 
     def add_close(self, event: LiveKitEventRecord, expires_at: int) -> bool:
-        try:
-            _write(
-                self._client.put_item,
-                TableName=self._events,
-                Item=event.to_item(expires_at),
-                ConditionExpression="attribute_not_exists(#k)",
-                ExpressionAttributeNames={"#k": KEY},
-            )
-        except ConflictError:
-            return False
-        return True
+        return _written(
+            self._client.put_item,
+            TableName=self._events,
+            Item=event.to_item(expires_at),
+            ConditionExpression="attribute_not_exists(#k)",
+            ExpressionAttributeNames={"#k": KEY},
+        )
 
 
 class SqsPoisonSink:
@@ -640,6 +637,7 @@ class DynamoEventArchive:
         return found
 
 
+@dataclass(frozen=True, slots=True)
 class LiveKitRoomDirectory:
     """LiveKit's RoomService through the official SDK (``livekit-api``, Twirp): who is still in each room.
 
@@ -648,26 +646,18 @@ class LiveKitRoomDirectory:
     read as "gone". ``credentials``: every (API key, secret) pair configured; during a key rotation LiveKit may
     already refuse the first, so a refused key (401) is followed by the next one."""
 
-    def __init__(
-        self,
-        url: str,
-        credentials: Callable[[], Sequence[tuple[str, str]]],
-        request_timeout: float = 5.0,
-        budget_seconds: float = 60.0,
-        concurrency: int = 8,
-    ) -> None:
-        self._url = url
-        self._credentials = credentials
-        self._timeout = request_timeout
-        self._budget = budget_seconds
-        self._concurrency = concurrency
+    url: str
+    credentials: Callable[[], Sequence[tuple[str, str]]]
+    request_timeout: float = 5.0
+    budget_seconds: float = 60.0
+    concurrency: int = 8
 
     def participants(self, room_names: Sequence[str]) -> RoomAnswers:
         rooms = sorted(set(room_names))
         if not rooms:
             return RoomAnswers()
         try:
-            credentials = room_credentials(self._url, self._credentials)
+            credentials = room_credentials(self.url, self.credentials)
         except RoomServiceFailedError as exc:  # unreadable or not configured: nothing can be confirmed, reported
             return RoomAnswers(unanswered=dict.fromkeys(rooms, str(exc)))
         return asyncio.run(self._ask_all(rooms, credentials))
@@ -676,8 +666,8 @@ class LiveKitRoomDirectory:
         import aiohttp  # noqa: PLC0415 - the sweeper only
 
         answers = RoomAnswers()
-        gate = asyncio.Semaphore(self._concurrency)
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self._timeout)) as http:
+        gate = asyncio.Semaphore(self.concurrency)
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.request_timeout)) as http:
 
             async def ask(room: str) -> None:
                 async with gate:
@@ -687,13 +677,13 @@ class LiveKitRoomDirectory:
                         answers.unanswered[room] = f"{type(exc).__name__}: {exc}"[:200]
 
             tasks = [asyncio.ensure_future(ask(room)) for room in rooms]
-            _, pending = await asyncio.wait(tasks, timeout=self._budget)
+            _, pending = await asyncio.wait(tasks, timeout=self.budget_seconds)
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
         for room in rooms:
             if room not in answers.present and room not in answers.unanswered:
-                answers.unanswered[room] = f"no answer within the sweep's {self._budget:g} s budget"
+                answers.unanswered[room] = f"no answer within the sweep's {self.budget_seconds:g} s budget"
         return answers
 
     async def _ask(self, http: Any, room: str, credentials: list[tuple[str, str]]) -> set[str] | None:
@@ -702,7 +692,7 @@ class LiveKitRoomDirectory:
         request = api.ListParticipantsRequest(room=room)
         try:
             response = await call_room_service(
-                self._url, credentials, lambda client: client.room.list_participants(request), http
+                self.url, credentials, lambda client: client.room.list_participants(request), http
             )
         except RoomGoneError:
             return None  # the room is gone: everyone in it has left
