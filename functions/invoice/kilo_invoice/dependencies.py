@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
-from functools import cache
+from functools import cache, cached_property
 from typing import Any
 
 from kilo_billing.accounts import AccountDirectory
@@ -51,13 +51,10 @@ class LazyGateway:
 
     def __init__(self, build: Callable[[], PaymentGateway]) -> None:
         self._build = build
-        self._gateway: PaymentGateway | None = None
 
-    @property
+    @cached_property
     def gateway(self) -> PaymentGateway:
-        if self._gateway is None:
-            self._gateway = self._build()
-        return self._gateway
+        return self._build()
 
     def ensure_customer(self, customer: Customer) -> str:
         return self.gateway.ensure_customer(customer)
@@ -156,7 +153,6 @@ class StarterDependencies:
 
 @dataclass(frozen=True, slots=True)
 class PaymentDependencies:
-    settings: InvoiceSettings
     store: LedgerStore
     publisher: EventPublisher
     events: StripeEvents
@@ -173,11 +169,11 @@ def starter() -> StarterDependencies:
     config = settings()
     dynamodb = client("dynamodb", config.call_budget)
     return StarterDependencies(
-        config,
-        _ledger(config, dynamodb),
-        SqsCloseJobQueue(client("sqs", config.call_budget, lazy=True), config.invoice_close_queue_url),
-        DynamoRunMarkers(dynamodb, config.usage_table_name),
-        DynamoAccountDirectory(dynamodb, config.usage_table_name),
+        settings=config,
+        store=_ledger(config, dynamodb),
+        queue=SqsCloseJobQueue(client("sqs", config.call_budget, lazy=True), config.invoice_close_queue_url),
+        markers=DynamoRunMarkers(dynamodb, config.usage_table_name),
+        directory=DynamoAccountDirectory(dynamodb, config.usage_table_name),
     )
 
 
@@ -215,9 +211,8 @@ def payments() -> PaymentDependencies:
     config = settings()
     dynamodb = client("dynamodb", config.call_budget)
     return PaymentDependencies(
-        config,
-        _ledger(config, dynamodb),
-        _publisher(config),
-        DynamoStripeEvents(dynamodb, config.events_table_name),
-        stripe_gateway(config, client("secretsmanager", config.call_budget, lazy=True)),
+        store=_ledger(config, dynamodb),
+        publisher=_publisher(config),
+        events=DynamoStripeEvents(dynamodb, config.events_table_name),
+        gateway=stripe_gateway(config, client("secretsmanager", config.call_budget, lazy=True)),
     )

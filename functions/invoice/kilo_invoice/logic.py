@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Final
@@ -458,9 +458,22 @@ def _mark_announced(store: LedgerStore, invoice: InvoiceRecord, marker: str) -> 
 # --- payment status from the processor's events --------------------------------------------------------------------
 
 
-def _object(body: bytes) -> tuple[str, str, dict[str, Any]]:
-    event = json.loads(body)
-    return str(event["id"]), str(event["type"]), dict(event["data"]["object"])
+@dataclass(frozen=True, slots=True)
+class _StripeEvent:
+    """A stored Stripe event as the handlers below read it: its id, its type and the object it is about
+    (``data.object``)."""
+
+    id: str
+    type: str
+    obj: dict[str, Any]
+
+    @classmethod
+    def parse(cls, body: bytes) -> _StripeEvent:
+        event = json.loads(body)
+        return cls(str(event["id"]), str(event["type"]), dict(event["data"]["object"]))
+
+    def outcome(self, invoice_id: str | None, changed: bool, published: tuple[str, ...] = ()) -> EventOutcome:
+        return EventOutcome(self.id, self.type, invoice_id, changed, published)
 
 
 def _metadata(obj: dict[str, Any]) -> dict[str, Any]:
@@ -559,33 +572,33 @@ def apply_stripe_event(
     record = events.get(pk, sk)
     if record is None:
         raise InvoiceNotFoundError(f"stripe event {pk}/{sk} is not stored")
-    event_id, event_type, obj = _object(record.body)
-    if event_type == "payment_method.attached":
-        return _card_attached(publisher, gateway, event_id, event_type, obj, now)
-    if event_type == "checkout.session.completed":
-        account = _metadata(obj).get("account_id") or obj.get("client_reference_id")
+    event = _StripeEvent.parse(record.body)
+    if event.type == "payment_method.attached":
+        return _card_attached(publisher, gateway, event, now)
+    if event.type == "checkout.session.completed":
+        account = _metadata(event.obj).get("account_id") or event.obj.get("client_reference_id")
         if not isinstance(account, str):
-            return EventOutcome(event_id, event_type, None, False)
+            return event.outcome(None, False)
         ledger = store.ledger(account)
-        customer = ledger.billing.customer_id or _ref(obj.get("customer"))
-        if gateway is not None and customer is not None and obj.get("mode", "setup") == "setup":
+        customer = ledger.billing.customer_id or _ref(event.obj.get("customer"))
+        if gateway is not None and customer is not None and event.obj.get("mode", "setup") == "setup":
             gateway.default_to_latest_card(customer)  # unavailable: raised, the queue delivers the event again
         store.save_billing(account, card_on_file=True, customer_id=customer)
-        return EventOutcome(event_id, event_type, None, True)
-    if event_type.startswith("invoice."):
-        ledger, invoice = _find(store, [_ref(obj.get("id"))], _metadata(obj))
-        payments = _paid_with(gateway, invoice) if event_type == "invoice.paid" else ()
-        return _invoice_event(store, publisher, ledger, invoice, event_id, event_type, obj, now, payments)
-    if event_type == "charge.refunded":  # the Charge: its intent (what the invoice's payment names) and its own id
-        refs = (_ref(obj.get("payment_intent")), _ref(obj.get("id")))
-        ledger, invoice = _find_payment(store, gateway, refs, _metadata(obj))
-        charge = _ref(obj.get("id")) or ""
-        refunded = Decimal(int(obj.get("amount_refunded", 0))).scaleb(-2)  # the charge's running total
+        return event.outcome(None, True)
+    if event.type.startswith("invoice."):
+        ledger, invoice = _find(store, [_ref(event.obj.get("id"))], _metadata(event.obj))
+        payments = _paid_with(gateway, invoice) if event.type == "invoice.paid" else ()
+        return _invoice_event(store, publisher, ledger, invoice, event, now, payments)
+    if event.type == "charge.refunded":  # the Charge: its intent (what the invoice's payment names) and its own id
+        refs = (_ref(event.obj.get("payment_intent")), _ref(event.obj.get("id")))
+        ledger, invoice = _find_payment(store, gateway, refs, _metadata(event.obj))
+        charge = _ref(event.obj.get("id")) or ""
+        refunded = Decimal(int(event.obj.get("amount_refunded", 0))).scaleb(-2)  # the charge's running total
         updated = _save_with(store, invoice, lambda inv: _charge_refunded(inv, charge, refunded))
-        return EventOutcome(event_id, event_type, invoice.invoice_id, updated != invoice)
-    if event_type in _DISPUTE_EVENTS:  # the Dispute: its intent and charge
-        return _dispute_event(store, publisher, gateway, event_id, event_type, obj, now)
-    return EventOutcome(event_id, event_type, None, False)
+        return event.outcome(invoice.invoice_id, updated != invoice)
+    if event.type in _DISPUTE_EVENTS:  # the Dispute: its intent and charge
+        return _dispute_event(store, publisher, gateway, event, now)
+    return event.outcome(None, False)
 
 
 def _charge_refunded(invoice: InvoiceRecord, charge: str, refunded: Decimal) -> InvoiceRecord:
@@ -616,9 +629,7 @@ def _dispute_event(
     store: LedgerStore,
     publisher: EventPublisher,
     gateway: PaymentGateway | None,
-    event_id: str,
-    event_type: str,
-    obj: dict[str, Any],
+    event: _StripeEvent,
     now: datetime,
 ) -> EventOutcome:
     """A Dispute's events (its payment intent and charge name the invoice). ``created``/``closed``: the invoice is
@@ -628,21 +639,21 @@ def _dispute_event(
     (markers ``dispute_withdrawn:``/``dispute_reinstated:``, in either order); a dispute closed ``lost`` whose
     withdrawal we never saw counts as withdrawn, once (``dispute_lost:``, written before these events were handled,
     counts as withdrawn too)."""
-    refs = (_ref(obj.get("payment_intent")), _ref(obj.get("charge")))
-    _, invoice = _find_payment(store, gateway, refs, _metadata(obj))
-    closing = event_type == "charge.dispute.closed"
-    dispute_id = str(obj.get("id", ""))
+    refs = (_ref(event.obj.get("payment_intent")), _ref(event.obj.get("charge")))
+    _, invoice = _find_payment(store, gateway, refs, _metadata(event.obj))
+    closing = event.type == "charge.dispute.closed"
+    dispute_id = str(event.obj.get("id", ""))
     closed_marker = f"dispute_closed:{dispute_id}"
     withdrawn_marker, reinstated_marker = f"dispute_withdrawn:{dispute_id}", f"dispute_reinstated:{dispute_id}"
     # the customer's bank takes the payment's funds (or keeps them: a dispute lost), or gives them back
-    takes = event_type == "charge.dispute.funds_withdrawn" or (closing and obj.get("status") == "lost")
-    gives = event_type == "charge.dispute.funds_reinstated"
-    amount = Decimal(int(obj.get("amount", 0))).scaleb(-2)
+    takes = event.type == "charge.dispute.funds_withdrawn" or (closing and event.obj.get("status") == "lost")
+    gives = event.type == "charge.dispute.funds_reinstated"
+    amount = Decimal(int(event.obj.get("amount", 0))).scaleb(-2)
 
     def dispute(current: InvoiceRecord) -> InvoiceRecord:
         marks, charged_back, flag = set(current.announced), current.charged_back, current.disputed
-        if event_type == "charge.dispute.created":  # one arriving after its close (recorded or in it) flags nothing
-            flag = obj.get("status") not in _DISPUTE_CLOSED and closed_marker not in marks
+        if event.type == "charge.dispute.created":  # one arriving after its close (recorded or in it) flags nothing
+            flag = event.obj.get("status") not in _DISPUTE_CLOSED and closed_marker not in marks
         if closing:
             flag = False
             marks.add(closed_marker)
@@ -665,7 +676,7 @@ def _dispute_event(
         store.save_billing(invoice.account_id, disputed=still)
     published: tuple[str, ...] = ()
     marker = f"dispute:{dispute_id}"
-    if event_type == "charge.dispute.created" and marker not in invoice.announced:
+    if event.type == "charge.dispute.created" and marker not in invoice.announced:
         alert = DisputeOpenedV1(
             event_id=f"dispute-opened:{dispute_id}",
             account_id=invoice.account_id,
@@ -677,7 +688,7 @@ def _dispute_event(
         publisher.publish(DisputeOpenedV1.DETAIL_TYPE, alert.model_dump())
         _mark_announced(store, invoice, marker)
         published = (alert.event_id,)
-    return EventOutcome(event_id, event_type, invoice.invoice_id, changed, published)
+    return event.outcome(invoice.invoice_id, changed, published)
 
 
 _FINGERPRINT: Final = re.compile(r"[^#\s]{1,200}")
@@ -686,9 +697,7 @@ _FINGERPRINT: Final = re.compile(r"[^#\s]{1,200}")
 def _card_attached(
     publisher: EventPublisher,
     gateway: PaymentGateway | None,
-    event_id: str,
-    event_type: str,
-    obj: dict[str, Any],
+    event: _StripeEvent,
     now: datetime,
 ) -> EventOutcome:
     """``payment_method.attached`` (a card saved through Checkout, the Billing Portal or the API): announce
@@ -696,25 +705,25 @@ def _card_attached(
     the abuse signals. The account is the one the customer's metadata names (``ensure_customer``), read through the
     gateway - one Stripe call per card saved. A card of a customer that is not ours, or without a fingerprint, is
     nothing to announce. Published at least once with the id ``payment-method:<pm id>``: consumers count it once."""
-    card = obj.get("card")
+    card = event.obj.get("card")
     fingerprint = card.get("fingerprint") if isinstance(card, dict) else None
-    method_id, customer = _ref(obj.get("id")), _ref(obj.get("customer"))
-    if obj.get("type") != "card" or not isinstance(fingerprint, str) or not _FINGERPRINT.fullmatch(fingerprint):
-        return EventOutcome(event_id, event_type, None, False)
+    method_id, customer = _ref(event.obj.get("id")), _ref(event.obj.get("customer"))
+    if event.obj.get("type") != "card" or not isinstance(fingerprint, str) or not _FINGERPRINT.fullmatch(fingerprint):
+        return event.outcome(None, False)
     if method_id is None or customer is None or gateway is None:
-        return EventOutcome(event_id, event_type, None, False)
+        return event.outcome(None, False)
     account = gateway.customer_account(customer)  # unavailable: raised, the queue delivers the event again
     if account is None:
-        return EventOutcome(event_id, event_type, None, False)
-    event = PaymentMethodAttachedV1(
+        return event.outcome(None, False)
+    attached = PaymentMethodAttachedV1(
         event_id=f"payment-method:{method_id}",
         account_id=account,
         method="card",
         fingerprint=fingerprint,
         occurred_at=now.isoformat(),
     )
-    publisher.publish(PaymentMethodAttachedV1.DETAIL_TYPE, event.model_dump())
-    return EventOutcome(event_id, event_type, None, True, (event.event_id,))
+    publisher.publish(PaymentMethodAttachedV1.DETAIL_TYPE, attached.model_dump())
+    return event.outcome(None, True, (attached.event_id,))
 
 
 _INVOICE_TARGETS: Final = {
@@ -732,24 +741,22 @@ def _invoice_event(
     publisher: EventPublisher,
     ledger: AccountLedger,
     invoice: InvoiceRecord,
-    event_id: str,
-    event_type: str,
-    obj: dict[str, Any],
+    event: _StripeEvent,
     now: datetime,
     refs: tuple[str, ...] = (),
 ) -> EventOutcome:
-    target = _INVOICE_TARGETS.get(event_type)
+    target = _INVOICE_TARGETS.get(event.type)
     if target is None:
-        return EventOutcome(event_id, event_type, invoice.invoice_id, False)
+        return event.outcome(invoice.invoice_id, False)
 
     def change(current: InvoiceRecord) -> InvoiceRecord:
         updated = current
-        if current.gateway_id is None and _ref(obj.get("id")):
-            updated = replace(updated, gateway_id=_ref(obj.get("id")))
-        if obj.get("hosted_invoice_url") and not current.hosted_url:
-            updated = replace(updated, hosted_url=str(obj["hosted_invoice_url"]))
-        if obj.get("invoice_pdf") and not current.pdf_url:
-            updated = replace(updated, pdf_url=str(obj["invoice_pdf"]))
+        if current.gateway_id is None and _ref(event.obj.get("id")):
+            updated = replace(updated, gateway_id=_ref(event.obj.get("id")))
+        if event.obj.get("hosted_invoice_url") and not current.hosted_url:
+            updated = replace(updated, hosted_url=str(event.obj["hosted_invoice_url"]))
+        if event.obj.get("invoice_pdf") and not current.pdf_url:
+            updated = replace(updated, pdf_url=str(event.obj["invoice_pdf"]))
         updated = _with_refs(updated, refs)
         if (
             current.status is InvoiceStatus.DRAFT
@@ -764,22 +771,22 @@ def _invoice_event(
     before = invoice
     invoice = _save_with(store, invoice, change)
     published: tuple[str, ...] = ()
-    failed = event_type in ("invoice.payment_failed", "invoice.payment_action_required")
-    marker = f"payment_failed:{event_id}"
+    failed = event.type in ("invoice.payment_failed", "invoice.payment_action_required")
+    marker = f"payment_failed:{event.id}"
     if failed and invoice.status is InvoiceStatus.PAYMENT_FAILED and marker not in invoice.announced:
         alert = PaymentFailedV1(
-            event_id=f"payment-failed:{event_id}",
+            event_id=f"payment-failed:{event.id}",
             account_id=invoice.account_id,
             invoice_id=invoice.invoice_id,
             total=money_str(amount_due(invoice, ledger.credit_notes.values())),  # what it still asks, after notes
-            reason="action_required" if event_type.endswith("action_required") else "payment_failed",
+            reason="action_required" if event.type.endswith("action_required") else "payment_failed",
             hosted_url=invoice.hosted_url,
             occurred_at=now.isoformat(),
         )
         publisher.publish(PaymentFailedV1.DETAIL_TYPE, alert.model_dump())
         invoice = _mark_announced(store, invoice, marker)
         published = (alert.event_id,)
-    return EventOutcome(event_id, event_type, invoice.invoice_id, invoice != before, published)
+    return event.outcome(invoice.invoice_id, invoice != before, published)
 
 
 def voided(before: InvoiceRecord, after: InvoiceRecord) -> bool:

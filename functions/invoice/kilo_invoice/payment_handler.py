@@ -29,8 +29,7 @@ processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failu
 
 
 def _record(record: SQSRecord) -> None:
-    event = json.loads(record.body)
-    detail = event["detail"]
+    detail = json.loads(record.body)["detail"]
     pk, sk = str(detail["key"]["pk"]), str(detail["key"]["sk"])
     observability.correlate(SERVICE, stripe_event_id=str(detail.get("stripe_event_id", "")))
     deps = dependencies.payments()

@@ -171,8 +171,7 @@ def ingest_usage(
     ]
     outcome = UsageOutcome(
         tuple(
-            UsageItemOutcome(index, record.idempotency_key, status)
-            for index, (record, status) in enumerate(zip(records, statuses, strict=True))
+            UsageItemOutcome(record.idempotency_key, status) for record, status in zip(records, statuses, strict=True)
         )
     )
     if not outcome.complete:

@@ -76,8 +76,8 @@ def _summary(outcome: UsageOutcome) -> dict[str, Any]:
         "duplicates": outcome.count("duplicate"),
         "conflicts": outcome.count("conflict"),
         "results": [
-            {"index": item.index, "idempotency_key": item.idempotency_key, "status": item.status}
-            for item in outcome.items
+            {"index": index, "idempotency_key": item.idempotency_key, "status": item.status}
+            for index, item in enumerate(outcome.items)
         ],
     }
 
