@@ -6,10 +6,12 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
+from typing import Any, Unpack
 
 from kilo_billing.accounts import AccountProfile
 from kilo_billing.invoicing import (
     AccountLedger,
+    BillingFields,
     BillingMethod,
     BillingState,
     CloseDraft,
@@ -18,6 +20,7 @@ from kilo_billing.invoicing import (
     InvoiceStatus,
     LedgerConflictError,
     PeriodLedger,
+    billing_changes,
 )
 
 
@@ -157,24 +160,11 @@ class InMemoryLedgerStore:
         if credit_read is not None:
             self.billing[note.account_id] = replace(found, credit=credit_read + added)
 
-    def save_billing(
-        self,
-        account_id: str,
-        *,
-        customer_id: str | None = None,
-        disputed: bool | None = None,
-        card_on_file: bool | None = None,
-        customer_details: str | None = None,
-    ) -> None:
+    def save_billing(self, account_id: str, **fields: Unpack[BillingFields]) -> None:
         self.writes += 1
         found = self.billing.get(account_id, BillingState())
-        self.billing[account_id] = replace(
-            found,
-            customer_id=customer_id or found.customer_id,
-            disputed=found.disputed if disputed is None else disputed,
-            card_on_file=found.card_on_file if card_on_file is None else card_on_file,
-            customer_details=customer_details or found.customer_details,
-        )
+        changes: dict[str, Any] = billing_changes(fields)
+        self.billing[account_id] = replace(found, **changes)
 
     def invoice_for_gateway(self, gateway_id: str) -> tuple[str, str] | None:
         return self.pointers.get(gateway_id)

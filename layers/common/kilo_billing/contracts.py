@@ -26,6 +26,19 @@ class ContractV1(BaseModel):
     schema_version: Literal[1] = 1
 
 
+class InvoiceEventV1(ContractV1):
+    """What every contract about one of an account's invoices starts with (in this order in the detail); each
+    contract's docstring says how its ``event_id`` is made."""
+
+    event_id: str
+    account_id: str
+    invoice_id: str
+
+
+CryptoAsset = Literal["ETH", "USDC", "SOL"]
+"""The assets a crypto bill can be paid in."""
+
+
 class UsageThresholdCrossedV1(ContractV1):
     """Month-to-date usage reached a share of an included allowance, or of the budget the account set.
 
@@ -91,14 +104,12 @@ class UnattributedUsageV1(ContractV1):
 SOURCE_INVOICING: Final = "kilo.billing.invoicing"
 
 
-class InvoiceIssuedV1(ContractV1):
-    """Our invoice for an account and period left draft (open, or paid at once when it asks for nothing)."""
+class InvoiceIssuedV1(InvoiceEventV1):
+    """Our invoice for an account and period left draft (open, or paid at once when it asks for nothing).
+    ``event_id``: ``invoice-issued:<invoice id>``."""
 
     DETAIL_TYPE: ClassVar[str] = "InvoiceIssued.v1"
 
-    event_id: str  # invoice-issued:<invoice id>
-    account_id: str
-    invoice_id: str
     number: str
     period: str = Field(pattern=r"^\d{4}-\d{2}$")
     total: str  # USD, two decimals
@@ -108,28 +119,24 @@ class InvoiceIssuedV1(ContractV1):
     occurred_at: str
 
 
-class PaymentFailedV1(ContractV1):
-    """The processor could not collect an invoice (declined card, or a payment needing the customer's action)."""
+class PaymentFailedV1(InvoiceEventV1):
+    """The processor could not collect an invoice (declined card, or a payment needing the customer's action).
+    ``event_id``: ``payment-failed:<processor event id>``."""
 
     DETAIL_TYPE: ClassVar[str] = "PaymentFailed.v1"
 
-    event_id: str  # payment-failed:<processor event id>
-    account_id: str
-    invoice_id: str
     total: str
     reason: Literal["payment_failed", "action_required"]
     hosted_url: str | None = None
     occurred_at: str
 
 
-class DisputeOpenedV1(ContractV1):
-    """A customer disputed a payment: the account is flagged until the dispute closes."""
+class DisputeOpenedV1(InvoiceEventV1):
+    """A customer disputed a payment: the account is flagged until the dispute closes. ``event_id``:
+    ``dispute-opened:<dispute id>``."""
 
     DETAIL_TYPE: ClassVar[str] = "DisputeOpened.v1"
 
-    event_id: str  # dispute-opened:<dispute id>
-    account_id: str
-    invoice_id: str
     dispute_id: str
     amount: str
     occurred_at: str
@@ -159,7 +166,7 @@ class CryptoSeenTransferV1(BaseModel):
 
     payment_id: str  # <chain>:<tx id>:<index>
     quote_id: str | None = None
-    asset: Literal["ETH", "USDC", "SOL"]
+    asset: CryptoAsset
     amount: str  # in the asset, decimal string (e.g. "12.5" USDC)
     # two decimals: a credit that counts toward the bill, its share of their counted sum split by each one's exact USD
     # (D217); one in review (or refused), its own USD rounded, as the history shows it (D226)
@@ -168,24 +175,22 @@ class CryptoSeenTransferV1(BaseModel):
     explorer_url: str | None = None
 
 
-class CryptoPaymentSeenV1(ContractV1):
+class CryptoPaymentSeenV1(InvoiceEventV1):
     """Chain payments toward an account's bill were seen on chain (included, not yet final): the bill shows
     PROCESSING. Published once per bill per watcher batch (or fast-path submission), carrying every transfer to that
     bill it saw (``transfers``), so that several transfers seen in one poll make one alert (D216).
 
     The one-transfer fields (``quote_id`` .. ``explorer_url``) are the first transfer's, as in events published before
-    ``transfers`` existed (which cover that one transfer alone: ``transfers`` empty, ``total_usd`` None)."""
+    ``transfers`` existed (which cover that one transfer alone: ``transfers`` empty, ``total_usd`` None).
+
+    ``event_id``: one transfer, ``crypto-seen:<payment id>[#<generation>]`` (payment id: ``<chain>:<tx id>:<index>``;
+    D167); several, ``crypto-seen:<invoice id>:<digest of their payment event ids>``."""
 
     DETAIL_TYPE: ClassVar[str] = "CryptoPaymentSeen.v1"
 
-    # one transfer: crypto-seen:<payment id>[#<generation>] (payment id: <chain>:<tx id>:<index>; D167); several:
-    # crypto-seen:<invoice id>:<digest of their payment event ids>
-    event_id: str
-    account_id: str
-    invoice_id: str
     quote_id: str | None = None  # None: matched by a linked wallet or the fast path without a quote
     chain: str  # configured chain key: "ethereum", "base", "solana"
-    asset: Literal["ETH", "USDC", "SOL"]
+    asset: CryptoAsset
     amount: str  # in the asset, decimal string (e.g. "12.5" USDC)
     amount_usd: str  # at the quote's locked rate, two decimals
     tx_id: str
@@ -196,15 +201,13 @@ class CryptoPaymentSeenV1(ContractV1):
     # D178, plus any in review at their own USD, D226)
 
 
-class CryptoBillSettledV1(ContractV1):
+class CryptoBillSettledV1(InvoiceEventV1):
     """An account's crypto bill is paid: its payments are final and the settled USD covers the bill (inside
-    tolerance). Published once per bill; invoicing marks the invoice paid on it, alerts tell the customer."""
+    tolerance). Published once per bill; invoicing marks the invoice paid on it, alerts tell the customer.
+    ``event_id``: ``crypto-settled:<invoice id>``."""
 
     DETAIL_TYPE: ClassVar[str] = "CryptoBillSettled.v1"
 
-    event_id: str  # crypto-settled:<invoice id>
-    account_id: str
-    invoice_id: str
     total: str  # the bill, USD
     settled_usd: str  # what the final payments are worth in USD (locked or late-policy rates)
     written_off_usd: str = "0.00"  # shortfall inside tolerance
@@ -214,32 +217,28 @@ class CryptoBillSettledV1(ContractV1):
     occurred_at: str
 
 
-class CryptoCreditAddedV1(ContractV1):
+class CryptoCreditAddedV1(InvoiceEventV1):
     """A crypto bill already paid gained account credit: a payment finalized after the bill became PAID (a second
     payment, a late one accepted by the late policy). ``credit_usd`` is the bill's whole credit so far, not the
-    increase: invoicing adds what it has not added yet for this invoice, so a repeated or older event adds nothing."""
+    increase: invoicing adds what it has not added yet for this invoice, so a repeated or older event adds nothing.
+    ``event_id``: ``crypto-credit:<invoice id>:<credit_usd>``."""
 
     DETAIL_TYPE: ClassVar[str] = "CryptoCreditAdded.v1"
 
-    event_id: str  # crypto-credit:<invoice id>:<credit_usd>
-    account_id: str
-    invoice_id: str
     credit_usd: str  # the bill's credit in all, USD
     tx_ids: tuple[str, ...] = ()  # the payments counted after PAID
     occurred_at: str
 
 
-class CryptoQuoteExpiringV1(ContractV1):
-    """A quote the customer asked for expires soon and nothing has been seen for it yet."""
+class CryptoQuoteExpiringV1(InvoiceEventV1):
+    """A quote the customer asked for expires soon and nothing has been seen for it yet. ``event_id``:
+    ``quote-expiring:<quote id>``."""
 
     DETAIL_TYPE: ClassVar[str] = "CryptoQuoteExpiring.v1"
 
-    event_id: str  # quote-expiring:<quote id>
-    account_id: str
-    invoice_id: str
     quote_id: str
     chain: str
-    asset: Literal["ETH", "USDC", "SOL"]
+    asset: CryptoAsset
     amount: str
     payment_uri: str
     expires_at: str
@@ -253,7 +252,7 @@ class UnattributedCryptoPaymentV1(ContractV1):
 
     event_id: str  # crypto-unattributed:<payment id>[#<generation>] (a reused id's new payment: D167)
     chain: str
-    asset: Literal["ETH", "USDC", "SOL"]
+    asset: CryptoAsset
     amount: str
     tx_id: str
     sender: str

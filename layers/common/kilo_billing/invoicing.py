@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Final, Protocol
+from typing import Final, Protocol, TypedDict, Unpack
 
 from kilo_billing.accounts import AccountProfile
 from kilo_billing.catalog import Catalog, PriceBook
@@ -229,6 +229,21 @@ class BillingState:
     customer_details: str | None = None  # ``customer_details_digest`` of the email and name last given the customer
 
 
+class BillingFields(TypedDict, total=False):
+    """The fields of an account's ``BillingState`` a writer sets through ``LedgerStore.save_billing``, each alone: a
+    field not given, None, or an empty id or digest is left as stored (``billing_changes``)."""
+
+    customer_id: str | None
+    disputed: bool | None
+    card_on_file: bool | None
+    customer_details: str | None
+
+
+def billing_changes(fields: BillingFields) -> dict[str, str | bool]:
+    """What ``save_billing`` writes of ``fields``: the fields given with a value (an empty id or digest is none)."""
+    return {name: value for name, value in fields.items() if isinstance(value, str | bool) and value != ""}
+
+
 def customer_details_digest(email: str | None, name: str | None) -> str:
     """What the processor's customer was last given of the account's profile, as stored on the billing item: a
     digest (not the address itself), compared to know whether a known customer needs the profile's details (D172)."""
@@ -397,16 +412,8 @@ class LedgerStore(Protocol):
         ``LedgerConflictError`` otherwise (nothing written)."""
         ...
 
-    def save_billing(
-        self,
-        account_id: str,
-        *,
-        customer_id: str | None = None,
-        disputed: bool | None = None,
-        card_on_file: bool | None = None,
-        customer_details: str | None = None,
-    ) -> None:
-        """Set only the fields given (None: left as stored) of the account's customer id, dispute flag, card flag and
+    def save_billing(self, account_id: str, **fields: Unpack[BillingFields]) -> None:
+        """Set only the fields given (``billing_changes``) of the account's customer id, dispute flag, card flag and
         the digest of the details last given the customer (``customer_details_digest``),
         so a writer never puts back another writer's field from an earlier read (sequence and credit are the close's,
         and a crypto overpayment's: ``update_invoice_with_credit``)."""

@@ -112,6 +112,16 @@ def line_from_json(data: Mapping[str, Any]) -> Line:
     )
 
 
+def _lines_text(lines: tuple[Line, ...]) -> str:
+    """An invoice's or a credit note's lines as stored: frozen at the close, one compact JSON text (sub-cent prices
+    and None kept exactly as written)."""
+    return json.dumps([line_to_json(line) for line in lines], separators=(",", ":"))
+
+
+def _lines_from_text(text: Any) -> tuple[Line, ...]:
+    return tuple(line_from_json(data) for data in json.loads(str(text)))
+
+
 def invoice_to_item(invoice: InvoiceRecord) -> Item:
     return to_item(
         {
@@ -122,8 +132,7 @@ def invoice_to_item(invoice: InvoiceRecord) -> Item:
             "number": invoice.number,
             "seq": invoice.seq,
             "method": invoice.method.value,
-            # lines are frozen at the close: one JSON text (sub-cent prices and None kept exactly as written)
-            "lines": json.dumps([line_to_json(line) for line in invoice.lines], separators=(",", ":")),
+            "lines": _lines_text(invoice.lines),
             "status": invoice.status.value,
             "transitions": [[status, at] for status, at in invoice.transitions],
             "total": str(invoice.total),
@@ -154,7 +163,7 @@ def invoice_from_values(account_id: str, values: Mapping[str, Any]) -> InvoiceRe
         number=str(values["number"]),
         seq=int(values["seq"]),
         method=BillingMethod(values["method"]),
-        lines=tuple(line_from_json(data) for data in json.loads(str(values["lines"]))),
+        lines=_lines_from_text(values["lines"]),
         status=InvoiceStatus(values["status"]),
         transitions=tuple((str(s), str(at)) for s, at in values.get("transitions", [])),
         cost_basis=Decimal(str(values.get("cost_basis", "0"))),
@@ -209,7 +218,7 @@ def credit_note_to_item(note: CreditNote) -> Item:
             "invoice_id": note.invoice_id,
             "found_by": note.found_by,
             "period": note.period,
-            "lines": json.dumps([line_to_json(line) for line in note.lines], separators=(",", ":")),
+            "lines": _lines_text(note.lines),
             "to_due": str(note.to_due),
             "to_credit": str(note.to_credit),
             "processor": str(note.processor),
@@ -231,7 +240,7 @@ def credit_note_from_values(account_id: str, values: Mapping[str, Any]) -> Credi
         invoice_id=str(values["invoice_id"]),
         found_by=str(values["found_by"]),
         period=str(values["period"]),
-        lines=tuple(line_from_json(data) for data in json.loads(str(values["lines"]))),
+        lines=_lines_from_text(values["lines"]),
         to_due=Decimal(str(values["to_due"])),
         to_credit=Decimal(str(values["to_credit"])),
         processor=Decimal(str(values.get("processor", "0"))),

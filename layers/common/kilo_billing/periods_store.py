@@ -24,17 +24,19 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from decimal import Decimal
-from typing import Any
+from typing import Any, Unpack
 
 from kilo_billing.aws import ConditionFailedError, call, paged_items
 from kilo_billing.invoicing import (
     AccountLedger,
+    BillingFields,
     CloseDraft,
     Counters,
     CreditNote,
     InvoiceRecord,
     InvoiceStatus,
     LedgerConflictError,
+    billing_changes,
 )
 from kilo_billing.items import from_item, to_item
 from kilo_billing.money import ZERO
@@ -269,27 +271,13 @@ class DynamoLedgerStore:
             raise LedgerConflictError(str(exc)) from exc
         return written
 
-    def save_billing(
-        self,
-        account_id: str,
-        *,
-        customer_id: str | None = None,
-        disputed: bool | None = None,
-        card_on_file: bool | None = None,
-        customer_details: str | None = None,
-    ) -> None:
-        given = {
-            "customer_id": customer_id or None,
-            "disputed": disputed,
-            "card_on_file": card_on_file,
-            "customer_details": customer_details or None,
-        }
-        fields = [name for name, value in given.items() if value is not None]
-        if not fields:
+    def save_billing(self, account_id: str, **fields: Unpack[BillingFields]) -> None:
+        given = billing_changes(fields)
+        if not given:
             return
-        sets = [f"#{name} = :{name}" for name in fields]
-        names = {f"#{name}": name for name in fields}
-        values = {f":{name}": given[name] for name in fields}
+        sets = [f"#{name} = :{name}" for name in given]
+        names = {f"#{name}": name for name in given}
+        values = {f":{name}": value for name, value in given.items()}
         call(
             self._client.update_item,
             TableName=self._table,
