@@ -88,6 +88,18 @@ class ObservedTransfer:
         """Stable identity of the credit: one row per (chain, transaction, index), whatever the run that saw it."""
         return f"{self.chain}:{self.tx_id}:{self.index}"
 
+    @property
+    def inclusion(self) -> tuple[int, str, bool]:
+        """Where the credit was mined and how its transaction ended there: block number, block hash, succeeded. The
+        same credit observed with another inclusion moved block (a reorg re-included it) or changed outcome."""
+        return self.block_number, self.block_hash, self.succeeded
+
+    @property
+    def movement(self) -> tuple[str, str, str, int]:
+        """What the credit moved: asset, sender, recipient (addresses case-folded) and amount. Two credits of one
+        transaction with the same movement are the same credit, whatever their index."""
+        return self.asset, self.sender.lower(), self.recipient.lower(), self.atomic_amount
+
 
 @dataclass(frozen=True, slots=True)
 class Cursor:
