@@ -96,15 +96,7 @@ class MemoryPaymentSink:
 
     def pending(self, chain: str) -> Sequence[PendingPayment]:
         return [
-            PendingPayment(
-                pid,
-                t.chain,
-                t.tx_id,
-                t.index,
-                t.block_number,
-                t.block_hash,
-                failed=self.status[pid] is PaymentStatus.FAILED,
-            )
+            PendingPayment.of(pid, t, failed=self.status[pid] is PaymentStatus.FAILED)
             for pid, t in self.transfers.items()
             if t.chain == chain
             and (

@@ -125,6 +125,19 @@ class PendingPayment:
     block_hash: str
     failed: bool = False  # recorded FAILED: final once its block is; re-read if its transaction moved or succeeded
 
+    @classmethod
+    def of(cls, payment_id: str, transfer: ObservedTransfer, failed: bool) -> PendingPayment:
+        """The payment recorded at ``payment_id`` for ``transfer``, as the watcher re-checks it."""
+        return cls(
+            payment_id=payment_id,
+            chain=transfer.chain,
+            tx_id=transfer.tx_id,
+            index=transfer.index,
+            block_number=transfer.block_number,
+            block_hash=transfer.block_hash,
+            failed=failed,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class RunReport:

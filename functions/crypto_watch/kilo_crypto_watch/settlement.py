@@ -424,15 +424,7 @@ class Settlement:
     # PaymentSink
     def pending(self, chain: str) -> Sequence[PendingPayment]:
         return [
-            PendingPayment(
-                payment_id=p.payment_id,
-                chain=p.transfer.chain,
-                tx_id=p.transfer.tx_id,
-                index=p.transfer.index,
-                block_number=p.transfer.block_number,
-                block_hash=p.transfer.block_hash,
-                failed=p.status is PaymentStatus.FAILED,
-            )
+            PendingPayment.of(p.payment_id, p.transfer, failed=p.status is PaymentStatus.FAILED)
             for p in self._store.pending_payments(chain)
         ]
 
