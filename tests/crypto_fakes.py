@@ -43,23 +43,10 @@ def _position(cursor: Cursor | None) -> tuple[int, str, str | None] | None:
     return None if cursor is None else (cursor.block_number, cursor.block_hash, cursor.last_signature)
 
 
-def _moved_block(stored: ObservedTransfer, seen: ObservedTransfer) -> bool:
-    return (stored.block_number, stored.block_hash, stored.succeeded) != (
-        seen.block_number,
-        seen.block_hash,
-        seen.succeeded,
-    )
-
-
 def _another_credit(stored: ObservedTransfer, seen: ObservedTransfer) -> bool:
     """Another credit of the transaction at the stored one's index, in another block (re-mined with its logs
     shifted): asset, sender, recipient or amount differ."""
-    return stored.block_hash != seen.block_hash and (
-        stored.asset,
-        stored.sender.lower(),
-        stored.recipient.lower(),
-        stored.atomic_amount,
-    ) != (seen.asset, seen.sender.lower(), seen.recipient.lower(), seen.atomic_amount)
+    return stored.block_hash != seen.block_hash and stored.movement != seen.movement
 
 
 @dataclass
@@ -88,7 +75,7 @@ class MemoryPaymentSink:
         if (known is PaymentStatus.SEEN or failed_not_final) and _another_credit(stored, transfer):
             self._store(transfer, transfer)  # its id now holds another credit of the transaction: recorded afresh
             return
-        if (known is PaymentStatus.SEEN or failed_not_final) and _moved_block(stored, transfer):
+        if (known is PaymentStatus.SEEN or failed_not_final) and stored.inclusion != transfer.inclusion:
             moved = replace(
                 stored,
                 block_number=transfer.block_number,
@@ -109,15 +96,7 @@ class MemoryPaymentSink:
 
     def pending(self, chain: str) -> Sequence[PendingPayment]:
         return [
-            PendingPayment(
-                pid,
-                t.chain,
-                t.tx_id,
-                t.index,
-                t.block_number,
-                t.block_hash,
-                failed=self.status[pid] is PaymentStatus.FAILED,
-            )
+            PendingPayment.of(pid, t, failed=self.status[pid] is PaymentStatus.FAILED)
             for pid, t in self.transfers.items()
             if t.chain == chain
             and (

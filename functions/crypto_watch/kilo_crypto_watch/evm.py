@@ -34,7 +34,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from kilo_crypto_watch.model import ChainConfig, Cursor, ObservedTransfer, PendingPayment, RunReport
+from kilo_crypto_watch.model import Asset, ChainConfig, Cursor, ObservedTransfer, PendingPayment, RunReport
 from kilo_crypto_watch.ports import (
     BlockRef,
     CursorConflictError,
@@ -135,24 +135,26 @@ def transaction_credits(
 ) -> list[ObservedTransfer]:
     """Every merchant credit one mined transaction made: native value, USDC Transfer logs; for a reverted transaction,
     what it tried (native value, a direct USDC transfer call) with ``succeeded=False``."""
-    credits: list[ObservedTransfer] = []
-    when = _time(timestamp)
-    if same_address(tx.to, chain.merchant_address) and tx.value > 0:
-        credits.append(
-            ObservedTransfer(
-                chain=chain.key,
-                asset=chain.native,
-                tx_id=tx.hash,
-                index=NATIVE_INDEX,
-                block_number=receipt.block_number,
-                block_hash=receipt.block_hash,
-                sender=_checksum(tx.sender),
-                recipient=_checksum(chain.merchant_address),
-                atomic_amount=tx.value,
-                succeeded=receipt.succeeded,
-                block_time=when,
-            )
+
+    def without_log(asset: Asset, sender: str, recipient: str, atomic_amount: int, succeeded: bool) -> ObservedTransfer:
+        """A credit of the transaction itself (no log to index it: ``NATIVE_INDEX``), in its receipt's block."""
+        return ObservedTransfer(
+            chain=chain.key,
+            asset=asset,
+            tx_id=tx.hash,
+            index=NATIVE_INDEX,
+            block_number=receipt.block_number,
+            block_hash=receipt.block_hash,
+            sender=_checksum(sender),
+            recipient=_checksum(recipient),
+            atomic_amount=atomic_amount,
+            succeeded=succeeded,
+            block_time=_time(timestamp),
         )
+
+    credits: list[ObservedTransfer] = []
+    if same_address(tx.to, chain.merchant_address) and tx.value > 0:
+        credits.append(without_log(chain.native, tx.sender, chain.merchant_address, tx.value, receipt.succeeded))
     if receipt.succeeded:
         for log in receipt.logs:
             credit = usdc_credit(chain, log, timestamp)
@@ -161,21 +163,8 @@ def transaction_credits(
     elif same_address(tx.to, chain.usdc):
         call = decode_transfer_call(tx)
         if call is not None and same_address(call[1], chain.merchant_address):
-            credits.append(
-                ObservedTransfer(
-                    chain=chain.key,
-                    asset="USDC",
-                    tx_id=tx.hash,
-                    index=NATIVE_INDEX,
-                    block_number=receipt.block_number,
-                    block_hash=receipt.block_hash,
-                    sender=_checksum(call[0]),
-                    recipient=_checksum(call[1]),
-                    atomic_amount=call[2],
-                    succeeded=False,
-                    block_time=when,
-                )
-            )
+            sender, recipient, amount = call
+            credits.append(without_log("USDC", sender, recipient, amount, succeeded=False))
     return credits
 
 

@@ -88,6 +88,18 @@ class ObservedTransfer:
         """Stable identity of the credit: one row per (chain, transaction, index), whatever the run that saw it."""
         return f"{self.chain}:{self.tx_id}:{self.index}"
 
+    @property
+    def inclusion(self) -> tuple[int, str, bool]:
+        """Where the credit was mined and how its transaction ended there: block number, block hash, succeeded. The
+        same credit observed with another inclusion moved block (a reorg re-included it) or changed outcome."""
+        return self.block_number, self.block_hash, self.succeeded
+
+    @property
+    def movement(self) -> tuple[str, str, str, int]:
+        """What the credit moved: asset, sender, recipient (addresses case-folded) and amount. Two credits of one
+        transaction with the same movement are the same credit, whatever their index."""
+        return self.asset, self.sender.lower(), self.recipient.lower(), self.atomic_amount
+
 
 @dataclass(frozen=True, slots=True)
 class Cursor:
@@ -112,6 +124,19 @@ class PendingPayment:
     block_number: int
     block_hash: str
     failed: bool = False  # recorded FAILED: final once its block is; re-read if its transaction moved or succeeded
+
+    @classmethod
+    def of(cls, payment_id: str, transfer: ObservedTransfer, failed: bool) -> PendingPayment:
+        """The payment recorded at ``payment_id`` for ``transfer``, as the watcher re-checks it."""
+        return cls(
+            payment_id=payment_id,
+            chain=transfer.chain,
+            tx_id=transfer.tx_id,
+            index=transfer.index,
+            block_number=transfer.block_number,
+            block_hash=transfer.block_hash,
+            failed=failed,
+        )
 
 
 @dataclass(frozen=True, slots=True)

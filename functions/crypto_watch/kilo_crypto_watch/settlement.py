@@ -314,24 +314,9 @@ def value_payment(
     return Valuation(rate, usd_value(transfer.atomic_amount, transfer.asset, rate), late, review)
 
 
-def _moved_block(stored: ObservedTransfer, seen: ObservedTransfer) -> bool:
-    """The same credit observed in another block than the one stored (or its outcome there differs)."""
-    return (stored.block_number, stored.block_hash, stored.succeeded) != (
-        seen.block_number,
-        seen.block_hash,
-        seen.succeeded,
-    )
-
-
 def _same_credit(stored: ObservedTransfer, seen: ObservedTransfer) -> bool:
     """The same transfer of one transaction, whatever its index: asset, sender, recipient and amount."""
-    return (stored.chain, stored.tx_id, stored.asset, stored.sender.lower(), stored.recipient.lower()) == (
-        seen.chain,
-        seen.tx_id,
-        seen.asset,
-        seen.sender.lower(),
-        seen.recipient.lower(),
-    ) and stored.atomic_amount == seen.atomic_amount
+    return (stored.chain, stored.tx_id, stored.movement) == (seen.chain, seen.tx_id, seen.movement)
 
 
 def _another_credit(stored: Payment, seen: ObservedTransfer) -> bool:
@@ -352,7 +337,7 @@ def _failed_moved(stored: Payment, seen: ObservedTransfer) -> bool:
     """A FAILED payment whose block is not final yet, observed in another block or with another outcome: its
     transaction was re-included elsewhere (a reorg), where it may have succeeded - read again, never final before its
     block is."""
-    return stored.status is PaymentStatus.FAILED and not stored.final and _moved_block(stored.transfer, seen)
+    return stored.status is PaymentStatus.FAILED and not stored.final and stored.transfer.inclusion != seen.inclusion
 
 
 def next_generation(existing: Payment | None) -> int:
@@ -439,15 +424,7 @@ class Settlement:
     # PaymentSink
     def pending(self, chain: str) -> Sequence[PendingPayment]:
         return [
-            PendingPayment(
-                payment_id=p.payment_id,
-                chain=p.transfer.chain,
-                tx_id=p.transfer.tx_id,
-                index=p.transfer.index,
-                block_number=p.transfer.block_number,
-                block_hash=p.transfer.block_hash,
-                failed=p.status is PaymentStatus.FAILED,
-            )
+            PendingPayment.of(p.payment_id, p.transfer, failed=p.status is PaymentStatus.FAILED)
             for p in self._store.pending_payments(chain)
         ]
 
@@ -532,7 +509,7 @@ class Settlement:
             if existing is not None and existing.status is not PaymentStatus.ORPHANED:
                 if claimed_for is not None and existing.invoice_id not in (None, claimed_for):
                     raise AlreadyClaimedError(f"payment {transfer.payment_id} already pays another bill")
-                if existing.status is PaymentStatus.SEEN and _moved_block(existing.transfer, transfer):
+                if existing.status is PaymentStatus.SEEN and existing.transfer.inclusion != transfer.inclusion:
                     existing = self._rebased(existing, transfer)
                 elif _failed_moved(existing, transfer):
                     if not transfer.succeeded:

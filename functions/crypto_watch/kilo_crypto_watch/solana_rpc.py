@@ -222,12 +222,12 @@ async def watch(
     cursors: CursorStore,
     sink: PaymentSink,
     references: ReferenceSource,
-    max_transactions: int = 500,
     timeout_seconds: float = 10.0,
 ) -> RunReport:
-    """One watcher run on one Solana chain over its RPC (the scheduled handler's call, inside ``asyncio.run``)."""
+    """One watcher run on one Solana chain over its RPC (the scheduled handler's call, inside ``asyncio.run``), with
+    the watcher's own cap on the transactions a run reads (``SolanaWatcher.max_transactions``)."""
     async with SolanaRpcClient(config.rpc_url, timeout_seconds) as rpc:
-        return await SolanaWatcher(config, rpc, cursors, sink, references, max_transactions).run()
+        return await SolanaWatcher(config, rpc, cursors, sink, references).run()
 
 
 class SolanaTransactionInspector:
