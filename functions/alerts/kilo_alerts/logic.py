@@ -29,6 +29,7 @@ from kilo_alerts.catalogue import CATALOGUE, alert_from_event, money_text
 from kilo_alerts.enforcement import (
     EnforcementIncompleteError,
     EnforcementPolicy,
+    EnforcementPorts,
     hard_limit_reached,
     remove_account,
     restrict_account,
@@ -434,6 +435,11 @@ class AlertPorts:
     scheduler: RemovalScheduler
     operator: OperatorPorts | None = None  # operator alerts and the event-driven abuse signals
 
+    @property
+    def enforcing(self) -> EnforcementPorts:
+        """The ports the hard limit's enforcement steps act through."""
+        return EnforcementPorts(self.sessions, self.rooms, self.enforcement, self.scheduler, self.entitlements)
+
 
 @dataclass(frozen=True, slots=True)
 class AlertsPolicy:
@@ -474,20 +480,7 @@ def handle_event(
     if detail_type == ENFORCEMENT_STEP:
         account, period, limit = _step(detail)
         return EventOutcome(
-            enforcement=tuple(
-                remove_account(
-                    account,
-                    period,
-                    limit,
-                    ports.sessions,
-                    ports.rooms,
-                    ports.enforcement,
-                    ports.entitlements,
-                    ports.scheduler,
-                    policy.enforcement,
-                    now_ms,
-                )
-            )
+            enforcement=tuple(remove_account(account, period, limit, ports.enforcing, policy.enforcement, now_ms))
         )
     if detail_type in OPERATOR_EVENTS:
         return _operator_event(detail_type, detail, ports, policy, now_ms, last_attempt)
@@ -516,15 +509,7 @@ def handle_event(
                 alerts.append(_hard_limit_alert(event, profile.hard_limit_usd, profile.hard_limit_version))
             try:
                 enforced = restrict_account(
-                    event.account_id,
-                    event.period,
-                    reached,
-                    ports.sessions,
-                    ports.rooms,
-                    ports.enforcement,
-                    ports.scheduler,
-                    policy.enforcement,
-                    now_ms,
+                    event.account_id, event.period, reached, ports.enforcing, policy.enforcement, now_ms
                 )
             except EnforcementIncompleteError as exc:
                 enforced, causes = exc.records, [*causes, exc]
