@@ -133,13 +133,12 @@ def test_given_enforcement_records_and_abuse_flags_when_erased_then_no_participa
     records are left alone."""
     from kilo_alerts import abuse  # noqa: PLC0415
     from kilo_alerts.adapters import DynamoEnforcementLedger, DynamoOperatorLedger  # noqa: PLC0415
-    from kilo_alerts.enforcement import EnforcementPolicy, EnforcementPorts, restrict_account  # noqa: PLC0415
+    from kilo_alerts.enforcement import EnforcementPolicy, restrict_account  # noqa: PLC0415
     from kilo_alerts.items import enforcement_to_item  # noqa: PLC0415
     from kilo_alerts.model import EnforcementAction, EnforcementRecord, Participant  # noqa: PLC0415
     from kilo_billing.usage_signals import OpenSession  # noqa: PLC0415
-    from tests.fakes import InMemoryEntitlements  # noqa: PLC0415
     from tests.infra.test_generated_iam import ALERTS_TABLE  # noqa: PLC0415
-    from tests.unit.alerts_fakes import FakeRooms, RecordingScheduler, StaticSessions  # noqa: PLC0415
+    from tests.unit.alerts_fakes import FakeRooms, RecordingScheduler, StaticSessions, enforcement_ports  # noqa: PLC0415
 
     register(alerts_stack, "acct_e", name="Ada", email=ADDRESS, phone=NUMBER, phone_verified=True)
     table = alerts_stack.stack.template.physical_name("AlertsTable")
@@ -149,9 +148,7 @@ def test_given_enforcement_records_and_abuse_flags_when_erased_then_no_participa
     with roles.acting_as("AlertsFunction") as writing:
         client = boto3.client("dynamodb")
         sessions = StaticSessions(Participant("standup", "alice.smith"), Participant("standup", "bob.jones"))
-        ledger = DynamoEnforcementLedger(client, table)
-        # the audio-only step reads no entitlements: an empty stand-in
-        ports = EnforcementPorts(sessions, rooms, ledger, RecordingScheduler(), InMemoryEntitlements())
+        ports = enforcement_ports(sessions, rooms, DynamoEnforcementLedger(client, table), RecordingScheduler())
         restrict_account("acct_e", "2026-11", "50", ports, EnforcementPolicy(), now_ms)
         calls = [OpenSession("acct_e", "alice.smith", f"room-{n}", now_ms) for n in range(4)]
         [signal] = abuse.concurrent_sessions(calls, abuse.AbuseThresholds(), now_ms)
