@@ -10,10 +10,7 @@ from kilo_alerts.model import Delivery, EnforcementRecord, Narrowing, Outcome, P
 from kilo_alerts.ports import (
     ClaimHeldError,
     EnforcementLedger,
-    OpenSessions,
     ParticipantGoneError,
-    RemovalScheduler,
-    RoomControl,
     RoomControlFailedError,
     SendFailedError,
     SendRefusedError,
@@ -231,14 +228,14 @@ class RecordingScheduler:
 
 
 def enforcement_ports(
-    sessions: OpenSessions,
-    rooms: RoomControl,
+    sessions: StaticSessions,
+    rooms: FakeRooms,
     ledger: EnforcementLedger,
-    scheduler: RemovalScheduler,
+    scheduler: RecordingScheduler,
     state: EntitlementSource | None = None,
 ) -> EnforcementPorts:
-    """The enforcement's ports; ``state``: the bill and hard limit the removal step reads (the audio-only step reads
-    none: by default an empty one)."""
+    """The enforcement's ports on fakes, ``ledger`` in memory or on DynamoDB; ``state``: the bill and hard limit the
+    removal step reads (the audio-only step reads none: by default an empty one)."""
     return EnforcementPorts(sessions, rooms, ledger, scheduler, state or InMemoryEntitlements())
 
 

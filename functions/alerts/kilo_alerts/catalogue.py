@@ -228,15 +228,7 @@ class _Occurrence(_Event, Protocol):
 def _alert(kind: str, event: _Event, period: str, key: str, severity: Severity, values: dict[str, str]) -> Alert:
     """The alert ``kind`` that ``event`` raises for its account, kept under ``period``; ``key`` names the occurrence
     within the period (each is sent once)."""
-    return Alert(
-        kind=kind,
-        account_id=event.account_id,
-        period=period,
-        key=key,
-        severity=severity,
-        values=values,
-        event_id=event.event_id,
-    )
+    return Alert(kind, event.account_id, period, key, severity, values, event_id=event.event_id)
 
 
 def _occurrence_alert(kind: str, event: _Occurrence, key: str, severity: Severity, values: dict[str, str]) -> Alert:
