@@ -135,17 +135,7 @@ def deliver_alert(
     # a required alert's SMS not chosen, to a verified number: claimed, decided once the email is (D215)
     sms_if_refused: Delivery | None = None
     for channel in (Channel.SMS, Channel.EMAIL):
-        pending = Delivery(
-            account_id=alert.account_id,
-            period=alert.period,
-            kind=alert.kind,
-            key=alert.key,
-            channel=channel,
-            outcome=Outcome.RETRY,
-            recipient="",
-            at_ms=now_ms,
-            event_id=alert.event_id,
-        )
+        pending = Delivery.pending(alert, channel, now_ms)
         sms = decided_by.get(Channel.SMS)
         if (
             channel is Channel.EMAIL
