@@ -138,7 +138,7 @@ def test_given_enforcement_records_and_abuse_flags_when_erased_then_no_participa
     from kilo_alerts.model import EnforcementAction, EnforcementRecord, Participant  # noqa: PLC0415
     from kilo_billing.usage_signals import OpenSession  # noqa: PLC0415
     from tests.infra.test_generated_iam import ALERTS_TABLE  # noqa: PLC0415
-    from tests.unit.alerts_fakes import FakeRooms, RecordingScheduler, StaticSessions  # noqa: PLC0415
+    from tests.unit.alerts_fakes import FakeRooms, RecordingScheduler, StaticSessions, enforcement_ports  # noqa: PLC0415
 
     register(alerts_stack, "acct_e", name="Ada", email=ADDRESS, phone=NUMBER, phone_verified=True)
     table = alerts_stack.stack.template.physical_name("AlertsTable")
@@ -147,11 +147,9 @@ def test_given_enforcement_records_and_abuse_flags_when_erased_then_no_participa
     rooms = FakeRooms({("standup", "alice.smith"): dict(joined), ("standup", "bob.jones"): dict(joined)})
     with roles.acting_as("AlertsFunction") as writing:
         client = boto3.client("dynamodb")
-        restrict_account(
-            "acct_e", "2026-11", "50", StaticSessions(Participant("standup", "alice.smith"),
-            Participant("standup", "bob.jones")), rooms, DynamoEnforcementLedger(client, table),
-            RecordingScheduler(), EnforcementPolicy(), now_ms,
-        )  # fmt: skip
+        sessions = StaticSessions(Participant("standup", "alice.smith"), Participant("standup", "bob.jones"))
+        ports = enforcement_ports(sessions, rooms, DynamoEnforcementLedger(client, table), RecordingScheduler())
+        restrict_account("acct_e", "2026-11", "50", ports, EnforcementPolicy(), now_ms)
         calls = [OpenSession("acct_e", "alice.smith", f"room-{n}", now_ms) for n in range(4)]
         [signal] = abuse.concurrent_sessions(calls, abuse.AbuseThresholds(), now_ms)
         DynamoOperatorLedger(client, table).record("acct_e", f"abuse_{signal.kind}", signal.key, "sent", "m-1", now_ms)

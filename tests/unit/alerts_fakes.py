@@ -5,14 +5,18 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
+from kilo_alerts.enforcement import EnforcementPorts
 from kilo_alerts.model import Delivery, EnforcementRecord, Narrowing, Outcome, Participant
 from kilo_alerts.ports import (
     ClaimHeldError,
+    EnforcementLedger,
     ParticipantGoneError,
     RoomControlFailedError,
     SendFailedError,
     SendRefusedError,
 )
+from kilo_billing.entitlements import EntitlementSource
+from tests.fakes import InMemoryEntitlements
 
 
 def _key(delivery: Delivery) -> tuple[str, str, str, str, str]:
@@ -223,6 +227,18 @@ class RecordingScheduler:
         self.scheduled.append((account_id, period, delay_seconds, limit))
 
 
+def enforcement_ports(
+    sessions: StaticSessions,
+    rooms: FakeRooms,
+    ledger: EnforcementLedger,
+    scheduler: RecordingScheduler,
+    state: EntitlementSource | None = None,
+) -> EnforcementPorts:
+    """The enforcement's ports on fakes, ``ledger`` in memory or on DynamoDB; ``state``: the bill and hard limit the
+    removal step reads (the audio-only step reads none: by default an empty one)."""
+    return EnforcementPorts(sessions, rooms, ledger, scheduler, state or InMemoryEntitlements())
+
+
 __all__ = [
     "FakeRooms",
     "InMemoryEnforcementLedger",
@@ -235,4 +251,5 @@ __all__ = [
     "SendFailedError",
     "SendRefusedError",
     "StaticSessions",
+    "enforcement_ports",
 ]

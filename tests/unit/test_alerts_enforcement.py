@@ -29,6 +29,7 @@ from tests.unit.alerts_fakes import (
     InMemoryEnforcementLedger,
     RecordingScheduler,
     StaticSessions,
+    enforcement_ports,
 )
 
 NOW = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
@@ -90,17 +91,18 @@ def test_given_a_past_due_account_over_its_hard_limit_then_its_running_calls_are
     sessions = StaticSessions(HOST)
     state = entitlements("past_due", "50.40")
     restrict_account(
-        "acct_1", "2026-11", "50", sessions, rooms, ledger, RecordingScheduler(), EnforcementPolicy(), NOW_MS
+        "acct_1",
+        "2026-11",
+        "50",
+        enforcement_ports(sessions, rooms, ledger, RecordingScheduler()),
+        EnforcementPolicy(),
+        NOW_MS,
     )
     remove_account(
         "acct_1",
         "2026-11",
         "50",
-        sessions,
-        rooms,
-        ledger,
-        state,
-        RecordingScheduler(),
+        enforcement_ports(sessions, rooms, ledger, RecordingScheduler(), state),
         EnforcementPolicy(),
         NOW_MS + 120_000,
     )
@@ -113,7 +115,7 @@ def restricted() -> tuple[FakeRooms, InMemoryEnforcementLedger, list[Enforcement
     ledger, scheduler = InMemoryEnforcementLedger(), RecordingScheduler()
     sessions = StaticSessions(HOST, VIEWER, RECORDER)
     records = restrict_account(
-        "acct_1", "2026-11", "50", sessions, rooms, ledger, scheduler, EnforcementPolicy(), NOW_MS
+        "acct_1", "2026-11", "50", enforcement_ports(sessions, rooms, ledger, scheduler), EnforcementPolicy(), NOW_MS
     )
     assert scheduler.scheduled == [("acct_1", "2026-11", 120, "50")]
     return rooms, ledger, records
@@ -160,7 +162,12 @@ def test_given_the_limit_lifted_before_the_removal_then_each_restricted_particip
     rooms, ledger, _ = restricted()
     sessions = StaticSessions(HOST, VIEWER, RECORDER)
     done = remove_account(
-        "acct_1", "2026-11", "50", sessions, rooms, ledger, state, RecordingScheduler(), EnforcementPolicy(), at_ms
+        "acct_1",
+        "2026-11",
+        "50",
+        enforcement_ports(sessions, rooms, ledger, RecordingScheduler(), state),
+        EnforcementPolicy(),
+        at_ms,
     )
     assert rooms.permissions == BEFORE, reason
     assert sorted((r.action.value, named(r.identity), r.outcome) for r in done) == [
@@ -178,11 +185,7 @@ def test_given_the_limit_lifted_before_the_removal_then_each_restricted_particip
             "acct_1",
             "2026-11",
             "50",
-            sessions,
-            rooms,
-            ledger,
-            state,
-            RecordingScheduler(),
+            enforcement_ports(sessions, rooms, ledger, RecordingScheduler(), state),
             EnforcementPolicy(),
             at_ms + 1000,
         )
@@ -202,11 +205,7 @@ def test_given_a_restore_failing_for_now_then_the_step_is_retried_and_only_the_m
             "acct_1",
             "2026-11",
             "50",
-            sessions,
-            rooms,
-            ledger,
-            state,
-            RecordingScheduler(),
+            enforcement_ports(sessions, rooms, ledger, RecordingScheduler(), state),
             EnforcementPolicy(),
             NOW_MS + 120_000,
         )
@@ -215,11 +214,7 @@ def test_given_a_restore_failing_for_now_then_the_step_is_retried_and_only_the_m
         "acct_1",
         "2026-11",
         "50",
-        sessions,
-        rooms,
-        ledger,
-        state,
-        RecordingScheduler(),
+        enforcement_ports(sessions, rooms, ledger, RecordingScheduler(), state),
         EnforcementPolicy(),
         NOW_MS + 480_000,
     )
@@ -243,14 +238,21 @@ def test_given_a_claim_another_delivery_holds_then_the_event_is_retried_not_take
     # the queue delivers the event again 60 s later: the claim is not a decision - retried, the removal not scheduled
     with pytest.raises(EnforcementIncompleteError) as raised:
         restrict_account(
-            "acct_1", "2026-11", "50", sessions, rooms, ledger, scheduler, EnforcementPolicy(), NOW_MS + 60_000
+            "acct_1",
+            "2026-11",
+            "50",
+            enforcement_ports(sessions, rooms, ledger, scheduler),
+            EnforcementPolicy(),
+            NOW_MS + 60_000,
         )
     assert [(named(r.identity), r.outcome) for r in raised.value.records] == [("host", "retry")]
     assert (rooms.calls, scheduler.scheduled) == ([], [])
 
     # delivered again once the claim is older than the lease: taken over, done, the removal scheduled
     later = NOW_MS + ENFORCEMENT_LEASE_MS + 1
-    restrict_account("acct_1", "2026-11", "50", sessions, rooms, ledger, scheduler, EnforcementPolicy(), later)
+    restrict_account(
+        "acct_1", "2026-11", "50", enforcement_ports(sessions, rooms, ledger, scheduler), EnforcementPolicy(), later
+    )
     assert rooms.calls == [("audio_only", "webinar", "host")]
     assert scheduler.scheduled == [("acct_1", "2026-11", 120, "50")]
 
@@ -261,11 +263,17 @@ def test_given_a_crash_between_claiming_and_scheduling_the_removal_then_the_rede
         "acct_1", "2026-11", "-", "-", EnforcementAction.SCHEDULE_REMOVAL, "", NOW_MS, limit="50"
     )
     assert ledger.claim(marker)  # claimed, then the Lambda died before SQS answered
-    args = ("acct_1", "2026-11", "50", StaticSessions(), FakeRooms({}), ledger, scheduler, EnforcementPolicy())
+    args = (
+        "acct_1",
+        "2026-11",
+        "50",
+        enforcement_ports(StaticSessions(), FakeRooms({}), ledger, scheduler),
+        EnforcementPolicy(),
+    )
     with pytest.raises(EnforcementIncompleteError):
-        restrict_account(*args, NOW_MS + 60_000)  # type: ignore[arg-type]
+        restrict_account(*args, NOW_MS + 60_000)
     assert scheduler.scheduled == []
-    restrict_account(*args, NOW_MS + 360_000)  # type: ignore[arg-type]  # the queue's visibility timeout later
+    restrict_account(*args, NOW_MS + 360_000)  # the queue's visibility timeout later
     assert scheduler.scheduled == [("acct_1", "2026-11", 120, "50")]
 
 
@@ -275,8 +283,10 @@ def test_given_a_limit_set_again_while_still_narrowed_then_lifting_it_gives_back
     ledger, scheduler, sessions = InMemoryEnforcementLedger(), RecordingScheduler(), StaticSessions(HOST, RECORDER)
     both = FakeRooms({key: dict(BEFORE[key]) for key in (("webinar", "host"), ("webinar", "recorder"))})
     policy = EnforcementPolicy()
-    restrict_account("acct_1", "2026-11", "50v1", sessions, both, ledger, scheduler, policy, NOW_MS)
-    restrict_account("acct_1", "2026-11", "60v2", sessions, both, ledger, scheduler, policy, NOW_MS + 60_000)
+    restrict_account("acct_1", "2026-11", "50v1", enforcement_ports(sessions, both, ledger, scheduler), policy, NOW_MS)
+    restrict_account(
+        "acct_1", "2026-11", "60v2", enforcement_ports(sessions, both, ledger, scheduler), policy, NOW_MS + 60_000
+    )
     # the second step keeps what the host had before the first, not the microphone-only permission it reads now
     host_saved = {
         r.limit: json.loads(r.saved)
@@ -289,11 +299,7 @@ def test_given_a_limit_set_again_while_still_narrowed_then_lifting_it_gives_back
         "acct_1",
         "2026-11",
         "50v1",
-        sessions,
-        both,
-        ledger,
-        lifted,
-        RecordingScheduler(),
+        enforcement_ports(sessions, both, ledger, RecordingScheduler(), lifted),
         EnforcementPolicy(),
         NOW_MS + 120_000,
     )
@@ -306,11 +312,7 @@ def test_given_a_limit_set_again_while_still_narrowed_then_lifting_it_gives_back
         "acct_1",
         "2026-11",
         "60v2",
-        sessions,
-        both,
-        ledger,
-        lifted,
-        RecordingScheduler(),
+        enforcement_ports(sessions, both, ledger, RecordingScheduler(), lifted),
         EnforcementPolicy(),
         NOW_MS + 180_000,
     )
@@ -329,23 +331,26 @@ def test_given_a_participant_restored_then_a_limit_reached_again_narrows_and_sav
     # restored under 50v1, then the limit lowered again (40v2) and reached: the new step saves what it reads now
     room = FakeRooms({("webinar", "host"): dict(BEFORE[("webinar", "host")])})
     ledger, scheduler, sessions = InMemoryEnforcementLedger(), RecordingScheduler(), StaticSessions(HOST)
-    restrict_account("acct_1", "2026-11", "50v1", sessions, room, ledger, scheduler, EnforcementPolicy(), NOW_MS)
+    restrict_account(
+        "acct_1", "2026-11", "50v1", enforcement_ports(sessions, room, ledger, scheduler), EnforcementPolicy(), NOW_MS
+    )
     lifted = entitlements("active", "45", hard="200")
     remove_account(
         "acct_1",
         "2026-11",
         "50v1",
-        sessions,
-        room,
-        ledger,
-        lifted,
-        RecordingScheduler(),
+        enforcement_ports(sessions, room, ledger, RecordingScheduler(), lifted),
         EnforcementPolicy(),
         NOW_MS + 120_000,
     )
     room.permissions[("webinar", "host")] = {**BEFORE[("webinar", "host")], "can_subscribe": False}  # the app's
     restrict_account(
-        "acct_1", "2026-11", "40v2", sessions, room, ledger, scheduler, EnforcementPolicy(), NOW_MS + 180_000
+        "acct_1",
+        "2026-11",
+        "40v2",
+        enforcement_ports(sessions, room, ledger, scheduler),
+        EnforcementPolicy(),
+        NOW_MS + 180_000,
     )
     [second] = [r for r in ledger.actions("acct_1") if r.action is EnforcementAction.AUDIO_ONLY and r.limit == "40v2"]
     assert json.loads(second.saved) == {"can_publish": True, "can_subscribe": False, "sources": [], "hidden": False}
@@ -367,11 +372,18 @@ def test_given_the_limit_replaced_within_the_grace_by_one_also_reached_then_the_
     # limit's own steps (audio-only kept, its own grace), whose removal step removes at the end of that grace
     rooms = FakeRooms({("webinar", "host"): dict(BEFORE[("webinar", "host")])})
     ledger, scheduler, sessions = InMemoryEnforcementLedger(), RecordingScheduler(), StaticSessions(HOST)
-    restrict_account("acct_1", "2026-11", "50v1", sessions, rooms, ledger, scheduler, EnforcementPolicy(), NOW_MS)
+    restrict_account(
+        "acct_1", "2026-11", "50v1", enforcement_ports(sessions, rooms, ledger, scheduler), EnforcementPolicy(), NOW_MS
+    )
     replaced = entitlements("active", "70", hard=hard, version=version)
     new = f"{hard}v{version}"
     step = remove_account(
-        "acct_1", "2026-11", "50v1", sessions, rooms, ledger, replaced, scheduler, EnforcementPolicy(), NOW_MS + 120_000
+        "acct_1",
+        "2026-11",
+        "50v1",
+        enforcement_ports(sessions, rooms, ledger, scheduler, replaced),
+        EnforcementPolicy(),
+        NOW_MS + 120_000,
     )
     assert ("remove", "webinar", "host") not in rooms.calls, change
     assert rooms.permissions == {  # still narrowed: the new limit is reached
@@ -387,12 +399,17 @@ def test_given_the_limit_replaced_within_the_grace_by_one_also_reached_then_the_
     [kept] = [r for r in step if r.action is EnforcementAction.AUDIO_ONLY]
     assert json.loads(kept.saved) == BEFORE[("webinar", "host")]
     # redelivered: nothing more
-    args = (sessions, rooms, ledger, replaced, scheduler, EnforcementPolicy())
+    args = (enforcement_ports(sessions, rooms, ledger, scheduler, replaced), EnforcementPolicy())
     assert remove_account("acct_1", "2026-11", "50v1", *args, NOW_MS + 130_000) == []
     assert len(scheduler.scheduled) == 2
     # the new limit's own removal step, at the end of its grace: removed
     remove_account(
-        "acct_1", "2026-11", new, sessions, rooms, ledger, replaced, scheduler, EnforcementPolicy(), NOW_MS + 240_000
+        "acct_1",
+        "2026-11",
+        new,
+        enforcement_ports(sessions, rooms, ledger, scheduler, replaced),
+        EnforcementPolicy(),
+        NOW_MS + 240_000,
     )
     assert rooms.permissions == {}
     assert [call[0] for call in rooms.calls] == ["audio_only", "audio_only", "remove"]
@@ -403,11 +420,18 @@ def test_given_the_limit_replaced_by_one_the_rating_event_already_enforced_then_
     rooms = FakeRooms({("webinar", "host"): dict(BEFORE[("webinar", "host")])})
     ledger, scheduler, sessions = InMemoryEnforcementLedger(), RecordingScheduler(), StaticSessions(HOST)
     policy = EnforcementPolicy()
-    restrict_account("acct_1", "2026-11", "50v1", sessions, rooms, ledger, scheduler, policy, NOW_MS)
-    restrict_account("acct_1", "2026-11", "60v2", sessions, rooms, ledger, scheduler, policy, NOW_MS + 60_000)
+    restrict_account("acct_1", "2026-11", "50v1", enforcement_ports(sessions, rooms, ledger, scheduler), policy, NOW_MS)
+    restrict_account(
+        "acct_1", "2026-11", "60v2", enforcement_ports(sessions, rooms, ledger, scheduler), policy, NOW_MS + 60_000
+    )
     replaced = entitlements("active", "70", hard="60", version=2)
     step = remove_account(
-        "acct_1", "2026-11", "50v1", sessions, rooms, ledger, replaced, scheduler, policy, NOW_MS + 120_000
+        "acct_1",
+        "2026-11",
+        "50v1",
+        enforcement_ports(sessions, rooms, ledger, scheduler, replaced),
+        policy,
+        NOW_MS + 120_000,
     )
     assert [(r.action.value, r.outcome) for r in step] == [("remove", "superseded")]
     assert [call[0] for call in rooms.calls] == ["audio_only", "audio_only"]
@@ -421,9 +445,13 @@ def test_given_the_app_changed_a_permission_after_audio_only_then_the_restore_le
     rooms.permissions[("webinar", "host")] = dict(revoked)
     lifted, sessions = entitlements("active", "50.40", hard="80"), StaticSessions(HOST, VIEWER, RECORDER)
     done = remove_account(
-        "acct_1", "2026-11", "50", sessions, rooms, ledger, lifted, RecordingScheduler(), EnforcementPolicy(),
+        "acct_1",
+        "2026-11",
+        "50",
+        enforcement_ports(sessions, rooms, ledger, RecordingScheduler(), lifted),
+        EnforcementPolicy(),
         NOW_MS + 120_000,
-    )  # fmt: skip
+    )
     assert sorted((r.action.value, named(r.identity), r.outcome) for r in done) == [
         ("remove", "-", "lifted"),
         ("restore", "host", "kept"),
@@ -448,13 +476,29 @@ def test_given_two_scopes_and_the_app_changing_the_permission_after_both_then_ne
         StaticSessions(HOST),
         EnforcementPolicy(),
     )
-    restrict_account("acct_1", "2026-11", "50v1", sessions, rooms, ledger, scheduler, policy, NOW_MS)
-    restrict_account("acct_1", "2026-11", "60v2", sessions, rooms, ledger, scheduler, policy, NOW_MS + 60_000)
+    restrict_account("acct_1", "2026-11", "50v1", enforcement_ports(sessions, rooms, ledger, scheduler), policy, NOW_MS)
+    restrict_account(
+        "acct_1", "2026-11", "60v2", enforcement_ports(sessions, rooms, ledger, scheduler), policy, NOW_MS + 60_000
+    )
     revoked = {"can_publish": False, "can_subscribe": True, "sources": [], "hidden": False}
     rooms.permissions[("webinar", "host")] = dict(revoked)
     lifted = entitlements("active", "70", hard="200", version=3)
-    remove_account("acct_1", "2026-11", "60v2", sessions, rooms, ledger, lifted, scheduler, policy, NOW_MS + 180_000)
-    remove_account("acct_1", "2026-11", "50v1", sessions, rooms, ledger, lifted, scheduler, policy, NOW_MS + 190_000)
+    remove_account(
+        "acct_1",
+        "2026-11",
+        "60v2",
+        enforcement_ports(sessions, rooms, ledger, scheduler, lifted),
+        policy,
+        NOW_MS + 180_000,
+    )
+    remove_account(
+        "acct_1",
+        "2026-11",
+        "50v1",
+        enforcement_ports(sessions, rooms, ledger, scheduler, lifted),
+        policy,
+        NOW_MS + 190_000,
+    )
     assert rooms.permissions == {("webinar", "host"): revoked}
     assert sorted((r.limit, r.outcome) for r in ledger.actions("acct_1") if r.action is EnforcementAction.RESTORE) == [
         ("50v1", "kept"),
@@ -473,18 +517,32 @@ def test_given_the_app_changed_the_permission_between_two_scopes_then_the_second
         StaticSessions(HOST),
         EnforcementPolicy(),
     )
-    restrict_account("acct_1", "2026-11", "50v1", sessions, rooms, ledger, scheduler, policy, NOW_MS)
+    restrict_account("acct_1", "2026-11", "50v1", enforcement_ports(sessions, rooms, ledger, scheduler), policy, NOW_MS)
     apps = {"can_publish": True, "can_subscribe": True, "sources": [], "hidden": True}
     rooms.permissions[("webinar", "host")] = dict(apps)
     [second] = restrict_account(
-        "acct_1", "2026-11", "60v2", sessions, rooms, ledger, scheduler, policy, NOW_MS + 60_000
+        "acct_1", "2026-11", "60v2", enforcement_ports(sessions, rooms, ledger, scheduler), policy, NOW_MS + 60_000
     )[:1]
     assert json.loads(second.saved) == apps
     assert rooms.permissions[("webinar", "host")] == {**apps, "sources": ["microphone"]}
     lifted = entitlements("active", "70", hard="200", version=3)
-    remove_account("acct_1", "2026-11", "60v2", sessions, rooms, ledger, lifted, scheduler, policy, NOW_MS + 180_000)
+    remove_account(
+        "acct_1",
+        "2026-11",
+        "60v2",
+        enforcement_ports(sessions, rooms, ledger, scheduler, lifted),
+        policy,
+        NOW_MS + 180_000,
+    )
     assert rooms.permissions == {("webinar", "host"): apps}
-    remove_account("acct_1", "2026-11", "50v1", sessions, rooms, ledger, lifted, scheduler, policy, NOW_MS + 190_000)
+    remove_account(
+        "acct_1",
+        "2026-11",
+        "50v1",
+        enforcement_ports(sessions, rooms, ledger, scheduler, lifted),
+        policy,
+        NOW_MS + 190_000,
+    )
     assert rooms.permissions == {("webinar", "host"): apps}  # 50v1's step gives nothing back a second time
     assert [call[0] for call in rooms.calls] == ["audio_only", "audio_only", "restore"]
 
@@ -494,10 +552,17 @@ def two_scopes_with_the_app_between(apps: dict[str, object]) -> tuple[FakeRooms,
     that and saves it afresh."""
     rooms = FakeRooms({("webinar", "host"): dict(BEFORE[("webinar", "host")])})
     ledger, scheduler, sessions = InMemoryEnforcementLedger(), RecordingScheduler(), StaticSessions(HOST)
-    restrict_account("acct_1", "2026-11", "50v1", sessions, rooms, ledger, scheduler, EnforcementPolicy(), NOW_MS)
+    restrict_account(
+        "acct_1", "2026-11", "50v1", enforcement_ports(sessions, rooms, ledger, scheduler), EnforcementPolicy(), NOW_MS
+    )
     rooms.permissions[("webinar", "host")] = dict(apps)
     restrict_account(
-        "acct_1", "2026-11", "60v2", sessions, rooms, ledger, scheduler, EnforcementPolicy(), NOW_MS + 60_000
+        "acct_1",
+        "2026-11",
+        "60v2",
+        enforcement_ports(sessions, rooms, ledger, scheduler),
+        EnforcementPolicy(),
+        NOW_MS + 60_000,
     )
     return rooms, ledger
 
@@ -506,7 +571,9 @@ def removal_step(
     rooms: FakeRooms, ledger: InMemoryEnforcementLedger, limit: str, in_force: InMemoryEntitlements, at: int
 ) -> list[EnforcementRecord]:
     sessions, scheduler, policy = StaticSessions(HOST), RecordingScheduler(), EnforcementPolicy()
-    return remove_account("acct_1", "2026-11", limit, sessions, rooms, ledger, in_force, scheduler, policy, NOW_MS + at)
+    return remove_account(
+        "acct_1", "2026-11", limit, enforcement_ports(sessions, rooms, ledger, scheduler, in_force), policy, NOW_MS + at
+    )
 
 
 @pytest.mark.parametrize(
@@ -547,9 +614,13 @@ def test_given_a_third_scope_after_the_apps_change_then_it_keeps_the_apps_permis
     apps = {"can_publish": True, "can_subscribe": True, "sources": [], "hidden": True}
     rooms, ledger = two_scopes_with_the_app_between(apps)
     restrict_account(
-        "acct_1", "2026-11", "60v3", StaticSessions(HOST), rooms, ledger, RecordingScheduler(), EnforcementPolicy(),
+        "acct_1",
+        "2026-11",
+        "60v3",
+        enforcement_ports(StaticSessions(HOST), rooms, ledger, RecordingScheduler()),
+        EnforcementPolicy(),
         NOW_MS + 90_000,
-    )  # fmt: skip
+    )
     [third] = [r for r in ledger.actions("acct_1") if r.action is EnforcementAction.AUDIO_ONLY and r.limit == "60v3"]
     assert json.loads(third.saved) == apps
     in_force = entitlements("active", "70", hard="60", version=3)
@@ -602,23 +673,32 @@ def test_given_the_limit_reached_again_while_its_restore_runs_then_the_participa
         StaticSessions(HOST),
         EnforcementPolicy(),
     )
-    restrict_account("acct_1", "2026-11", "50v1", sessions, rooms, ledger, scheduler, policy, NOW_MS)
+    restrict_account("acct_1", "2026-11", "50v1", enforcement_ports(sessions, rooms, ledger, scheduler), policy, NOW_MS)
     lifted = entitlements("active", "55", hard="60", version=2)  # raised to $60, not reached yet
 
     def reached_again() -> object:  # the bill passed $60 meanwhile: rating's hard-limit event, another delivery
         return restrict_account(
-            "acct_1", "2026-11", "60v2", sessions, rooms, ledger, scheduler, policy, NOW_MS + 125_000
+            "acct_1", "2026-11", "60v2", enforcement_ports(sessions, rooms, ledger, scheduler), policy, NOW_MS + 125_000
         )
 
     rooms.concurrent = reached_again
-    remove_account("acct_1", "2026-11", "50v1", sessions, rooms, ledger, lifted, scheduler, policy, NOW_MS + 120_000)
+    remove_account(
+        "acct_1",
+        "2026-11",
+        "50v1",
+        enforcement_ports(sessions, rooms, ledger, scheduler, lifted),
+        policy,
+        NOW_MS + 120_000,
+    )
     [during] = rooms.during
     assert isinstance(during, EnforcementIncompleteError)  # refused while the restore held the account's turn
     assert [(r.action.value, r.outcome) for r in during.records] == [("audio_only", "retry")]
     assert rooms.permissions[("webinar", "host")] == BEFORE[("webinar", "host")]  # given back, for now
 
     # the queue delivers the hard-limit event again: the host is narrowed afresh, its permission before saved
-    restrict_account("acct_1", "2026-11", "60v2", sessions, rooms, ledger, scheduler, policy, NOW_MS + 485_000)
+    restrict_account(
+        "acct_1", "2026-11", "60v2", enforcement_ports(sessions, rooms, ledger, scheduler), policy, NOW_MS + 485_000
+    )
     assert rooms.permissions[("webinar", "host")] == {**BEFORE[("webinar", "host")], "sources": ["microphone"]}
     [step] = [r for r in ledger.actions("acct_1") if r.action is EnforcementAction.AUDIO_ONLY and r.limit == "60v2"]
     assert (step.outcome, json.loads(step.saved)) == ("done", BEFORE[("webinar", "host")])
@@ -639,7 +719,7 @@ def test_given_a_restriction_running_when_the_removal_step_arrives_then_the_step
         StaticSessions(HOST),
         EnforcementPolicy(),
     )
-    restrict_account("acct_1", "2026-11", "50v1", sessions, rooms, ledger, scheduler, policy, NOW_MS)
+    restrict_account("acct_1", "2026-11", "50v1", enforcement_ports(sessions, rooms, ledger, scheduler), policy, NOW_MS)
     ledger.take_turn("acct_1", "the 60v2 delivery", NOW_MS + 119_000)  # its audio-only step is running
     lifted_then_reached = entitlements("active", "60.10", hard="60", version=2)
     with pytest.raises(EnforcementIncompleteError) as held:
@@ -647,11 +727,7 @@ def test_given_a_restriction_running_when_the_removal_step_arrives_then_the_step
             "acct_1",
             "2026-11",
             "50v1",
-            sessions,
-            rooms,
-            ledger,
-            lifted_then_reached,
-            scheduler,
+            enforcement_ports(sessions, rooms, ledger, scheduler, lifted_then_reached),
             policy,
             NOW_MS + 120_000,
         )
@@ -660,7 +736,12 @@ def test_given_a_restriction_running_when_the_removal_step_arrives_then_the_step
     ledger.end_turn("acct_1", "the 60v2 delivery")
 
     redelivered = remove_account(
-        "acct_1", "2026-11", "50v1", sessions, rooms, ledger, lifted_then_reached, scheduler, policy, NOW_MS + 480_000
+        "acct_1",
+        "2026-11",
+        "50v1",
+        enforcement_ports(sessions, rooms, ledger, scheduler, lifted_then_reached),
+        policy,
+        NOW_MS + 480_000,
     )
     assert [(r.action.value, r.limit, r.outcome) for r in redelivered][-1] == ("remove", "50v1", "superseded")
     assert rooms.permissions[("webinar", "host")] == {**BEFORE[("webinar", "host")], "sources": ["microphone"]}
@@ -677,10 +758,20 @@ def test_given_a_turn_whose_holder_crashed_then_the_redelivery_takes_it_over_aft
     ledger.take_turn("acct_1", "a crashed delivery", NOW_MS)
     with pytest.raises(EnforcementIncompleteError):
         restrict_account(
-            "acct_1", "2026-11", "50v1", sessions, rooms, ledger, scheduler, policy, NOW_MS + ENFORCEMENT_LEASE_MS
+            "acct_1",
+            "2026-11",
+            "50v1",
+            enforcement_ports(sessions, rooms, ledger, scheduler),
+            policy,
+            NOW_MS + ENFORCEMENT_LEASE_MS,
         )
     restrict_account(
-        "acct_1", "2026-11", "50v1", sessions, rooms, ledger, scheduler, policy, NOW_MS + ENFORCEMENT_LEASE_MS + 1
+        "acct_1",
+        "2026-11",
+        "50v1",
+        enforcement_ports(sessions, rooms, ledger, scheduler),
+        policy,
+        NOW_MS + ENFORCEMENT_LEASE_MS + 1,
     )
     assert rooms.permissions[("webinar", "host")]["sources"] == ["microphone"]
 
@@ -702,9 +793,13 @@ def test_given_enforcement_then_every_record_names_participants_by_pseudonym_and
 def test_given_a_participant_roomservice_no_longer_knows_then_its_gone_record_names_it_by_pseudonym() -> None:
     rooms, ledger = FakeRooms({}), InMemoryEnforcementLedger()  # the host left before RoomService was asked
     done = restrict_account(
-        "acct_1", "2026-11", "50", StaticSessions(HOST), rooms, ledger, RecordingScheduler(), EnforcementPolicy(),
+        "acct_1",
+        "2026-11",
+        "50",
+        enforcement_ports(StaticSessions(HOST), rooms, ledger, RecordingScheduler()),
+        EnforcementPolicy(),
         NOW_MS,
-    )  # fmt: skip
+    )
     [gone] = [r for r in done if r.outcome == "gone"]
     # FakeRooms answers "<identity> is not in <room>", as a RoomService message may name the participant
     assert (gone.identity, gone.detail) == (pseudonym_of("host"), f"{pseudonym_of('host')} is not in webinar")
@@ -715,9 +810,13 @@ def test_given_a_restricted_participant_who_left_before_the_limit_was_lifted_the
     del rooms.permissions[("webinar", "recorder")]  # the recorder left: rating closed its session
     lifted, sessions = entitlements("active", "50.40", hard="80"), StaticSessions(HOST, VIEWER)
     done = remove_account(
-        "acct_1", "2026-11", "50", sessions, rooms, ledger, lifted, RecordingScheduler(), EnforcementPolicy(),
+        "acct_1",
+        "2026-11",
+        "50",
+        enforcement_ports(sessions, rooms, ledger, RecordingScheduler(), lifted),
+        EnforcementPolicy(),
         NOW_MS + 120_000,
-    )  # fmt: skip
+    )
     assert sorted((r.action.value, named(r.identity), r.outcome, r.detail) for r in done) == [
         ("remove", "-", "lifted", "the hard limit no longer applies"),
         ("restore", "host", "done", ""),
@@ -740,9 +839,13 @@ def test_given_records_written_before_with_identities_then_the_restore_finds_the
     ledger.record(before)
     lifted = entitlements("active", "50.40", hard="80")
     done = remove_account(
-        "acct_1", "2026-11", "50", StaticSessions(HOST), rooms, ledger, lifted, RecordingScheduler(),
-        EnforcementPolicy(), NOW_MS + 120_000,
-    )  # fmt: skip
+        "acct_1",
+        "2026-11",
+        "50",
+        enforcement_ports(StaticSessions(HOST), rooms, ledger, RecordingScheduler(), lifted),
+        EnforcementPolicy(),
+        NOW_MS + 120_000,
+    )
     assert rooms.permissions == {("webinar", "host"): BEFORE[("webinar", "host")]}  # given back
     assert [(r.action.value, named(r.identity), r.outcome) for r in done] == [
         ("restore", "host", "done"),
@@ -759,9 +862,13 @@ def test_given_the_account_erased_mid_call_then_the_restore_gives_the_live_parti
     rooms, ledger, _ = restricted()  # audio-only before the erasure, by identity
     lifted = entitlements("active", "50.40", hard="80")
     done = remove_account(
-        "acct_1", "2026-11", "50", StaticSessions(*ERASED), rooms, ledger, lifted, RecordingScheduler(),
-        EnforcementPolicy(), NOW_MS + 120_000,
-    )  # fmt: skip
+        "acct_1",
+        "2026-11",
+        "50",
+        enforcement_ports(StaticSessions(*ERASED), rooms, ledger, RecordingScheduler(), lifted),
+        EnforcementPolicy(),
+        NOW_MS + 120_000,
+    )
     assert rooms.permissions == BEFORE  # the host publishes video again (before: recorded gone, left audio-only)
     assert sorted((r.action.value, named(r.identity), r.outcome) for r in done) == [
         ("remove", "-", "lifted"),
@@ -780,7 +887,7 @@ def test_given_an_erased_accounts_live_participants_then_audio_only_and_the_remo
     rooms = FakeRooms({key: dict(value) for key, value in BEFORE.items()})
     ledger, scheduler, sessions = InMemoryEnforcementLedger(), RecordingScheduler(), StaticSessions(*ERASED)
     restricted_after = restrict_account(
-        "acct_1", "2026-11", "50", sessions, rooms, ledger, scheduler, EnforcementPolicy(), NOW_MS
+        "acct_1", "2026-11", "50", enforcement_ports(sessions, rooms, ledger, scheduler), EnforcementPolicy(), NOW_MS
     )
     assert sorted((named(r.identity), r.outcome) for r in restricted_after) == [
         ("-", "done"), ("host", "done"), ("recorder", "done"), ("viewer-42", "skipped")
@@ -788,9 +895,13 @@ def test_given_an_erased_accounts_live_participants_then_audio_only_and_the_remo
     assert rooms.permissions[("webinar", "host")]["sources"] == ["microphone"]  # before: skipped as gone
     assert {record.identity for record in ledger.items.values()} == {"-", *(p.identity for p in ERASED)}
     removed = remove_account(
-        "acct_1", "2026-11", "50", sessions, rooms, ledger, entitlements("active", "50.40"), scheduler,
-        EnforcementPolicy(), NOW_MS + 120_000,
-    )  # fmt: skip
+        "acct_1",
+        "2026-11",
+        "50",
+        enforcement_ports(sessions, rooms, ledger, scheduler, entitlements("active", "50.40")),
+        EnforcementPolicy(),
+        NOW_MS + 120_000,
+    )
     assert sorted((named(r.identity), r.outcome) for r in removed) == [
         ("host", "done"), ("recorder", "done"), ("viewer-42", "done")
     ]  # fmt: skip
@@ -802,9 +913,13 @@ def test_given_a_pseudonymised_participant_no_longer_in_its_room_then_it_is_gone
     rooms = FakeRooms({("webinar", "guest"): dict(BEFORE[("webinar", "host")])})  # the host left; a guest stays
     ledger = InMemoryEnforcementLedger()
     done = restrict_account(
-        "acct_1", "2026-11", "50", StaticSessions(ERASED[0]), rooms, ledger, RecordingScheduler(),
-        EnforcementPolicy(), NOW_MS,
-    )  # fmt: skip
+        "acct_1",
+        "2026-11",
+        "50",
+        enforcement_ports(StaticSessions(ERASED[0]), rooms, ledger, RecordingScheduler()),
+        EnforcementPolicy(),
+        NOW_MS,
+    )
     [gone] = [r for r in done if r.outcome == "gone"]
     assert (named(gone.identity), gone.detail) == (
         "host", f"no participant of webinar has the pseudonym {pseudonym_of('host')}"

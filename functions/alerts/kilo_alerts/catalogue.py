@@ -178,15 +178,8 @@ def _threshold(detail: Mapping[str, Any]) -> Alert:
     consequence, sms_consequence = reached if percent >= 100 else ("", "")
     severity = Severity.HIGH if event.meter == "hard_limit" else severity_of(percent)
     values |= {"consequence": consequence, "sms_consequence": sms_consequence}
-    return Alert(
-        kind=kind,
-        account_id=event.account_id,
-        period=event.period,
-        key=event.key,  # scoped by the limit or tier segment measured against: a raised limit alerts again
-        severity=severity,
-        values=values,
-        event_id=event.event_id,
-    )
+    # the key is scoped by the limit or tier segment measured against: a raised limit alerts again
+    return _alert(kind, event, event.period, event.key, severity, values)
 
 
 _Contract = TypeVar(
@@ -216,29 +209,31 @@ def _month_of(occurred_at: str) -> str:
         raise AlertError(f"not an ISO 8601 time: {occurred_at!r}") from exc
 
 
-class _Occurrence(Protocol):
-    """An event about one occurrence (a failed payment, a dispute, a chain payment, a settled bill, a quote)."""
+class _Event(Protocol):
+    """An event that alerts an account."""
 
     @property
     def event_id(self) -> str: ...
     @property
     def account_id(self) -> str: ...
+
+
+class _Occurrence(_Event, Protocol):
+    """An event about one occurrence (a failed payment, a dispute, a chain payment, a settled bill, a quote)."""
+
     @property
     def occurred_at(self) -> str: ...
 
 
+def _alert(kind: str, event: _Event, period: str, key: str, severity: Severity, values: dict[str, str]) -> Alert:
+    """The alert ``kind`` that ``event`` raises for its account, kept under ``period``; ``key`` names the occurrence
+    within the period (each is sent once)."""
+    return Alert(kind, event.account_id, period, key, severity, values, event_id=event.event_id)
+
+
 def _occurrence_alert(kind: str, event: _Occurrence, key: str, severity: Severity, values: dict[str, str]) -> Alert:
-    """An alert about one occurrence, kept under the period it happened in (the month, UTC); ``key`` names the
-    occurrence within it."""
-    return Alert(
-        kind=kind,
-        account_id=event.account_id,
-        period=_month_of(event.occurred_at),
-        key=key,
-        severity=severity,
-        values=values,
-        event_id=event.event_id,
-    )
+    """An alert about one occurrence, kept under the period it happened in (the month, UTC)."""
+    return _alert(kind, event, _month_of(event.occurred_at), key, severity, values)
 
 
 def _card_note(status: str) -> str:
@@ -266,15 +261,7 @@ def _invoice_issued(detail: Mapping[str, Any]) -> Alert:
     }
     if event.hosted_url:
         values["invoice_url"] = event.hosted_url
-    return Alert(
-        kind="invoice_issued",
-        account_id=event.account_id,
-        period=event.period,
-        key=event.invoice_id,
-        severity=Severity.LOW,
-        values=values,
-        event_id=event.event_id,
-    )
+    return _alert("invoice_issued", event, event.period, event.invoice_id, Severity.LOW, values)
 
 
 def _payment_failed(detail: Mapping[str, Any]) -> Alert:

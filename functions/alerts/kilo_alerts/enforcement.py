@@ -47,6 +47,17 @@ class EnforcementPolicy:
     grace_seconds: int = 120  # between audio-only and removal (<= 900: an SQS message delay)
 
 
+@dataclass(frozen=True, slots=True)
+class EnforcementPorts:
+    """What the enforcement steps act through; each step uses the ones it needs."""
+
+    sessions: OpenSessions  # the account's open sessions (rating's): who is in a call
+    rooms: RoomControl  # LiveKit's RoomService
+    ledger: EnforcementLedger  # the records: claims, outcomes and the account's turn
+    scheduler: RemovalScheduler  # puts the delayed removal step on the queue
+    entitlements: EntitlementSource  # the bill and the hard limit in force: whether the limit still holds
+
+
 class EnforcementIncompleteError(Exception):
     """RoomService failed for now on some participants; the others are done and recorded."""
 
@@ -203,72 +214,46 @@ def _claim_marker(ledger: EnforcementLedger, marker: EnforcementRecord, records:
 
 
 def restrict_account(
-    account_id: str,
-    period: str,
-    limit: str,
-    sessions: OpenSessions,
-    rooms: RoomControl,
-    ledger: EnforcementLedger,
-    scheduler: RemovalScheduler,
-    policy: EnforcementPolicy,
-    now_ms: int,
+    account_id: str, period: str, limit: str, ports: EnforcementPorts, policy: EnforcementPolicy, now_ms: int
 ) -> list[EnforcementRecord]:
     """Step 1 (the hard limit ``limit`` was reached): audio only for every open participant who may publish (its
     permission saved), then the removal is scheduled (once per account, period and hard limit). In the account's
     turn (``_in_turn``)."""
     marker = EnforcementRecord(account_id, period, "-", "-", EnforcementAction.AUDIO_ONLY, "", now_ms, limit=limit)
-    return _in_turn(
-        ledger,
-        marker,
-        lambda: _restrict(account_id, period, limit, sessions, rooms, ledger, scheduler, policy, now_ms),
-    )
+    return _in_turn(ports.ledger, marker, lambda: _restrict(account_id, period, limit, ports, policy, now_ms))
 
 
 def _restrict(
-    account_id: str,
-    period: str,
-    limit: str,
-    sessions: OpenSessions,
-    rooms: RoomControl,
-    ledger: EnforcementLedger,
-    scheduler: RemovalScheduler,
-    policy: EnforcementPolicy,
-    now_ms: int,
+    account_id: str, period: str, limit: str, ports: EnforcementPorts, policy: EnforcementPolicy, now_ms: int
 ) -> list[EnforcementRecord]:
-    live = _LiveIdentities(account_id, rooms)
+    live = _LiveIdentities(account_id, ports.rooms)
     records = _act(
         account_id,
         period,
         limit,
         EnforcementAction.AUDIO_ONLY,
-        sessions.open_participants(account_id),
-        ledger,
-        _narrow(rooms, _latest_unrestored(stored(account_id, ledger.actions(account_id)), period), live),
+        ports.sessions.open_participants(account_id),
+        ports.ledger,
+        _narrow(ports.rooms, _latest_unrestored(stored(account_id, ports.ledger.actions(account_id)), period), live),
         now_ms,
         live,
     )
     marker = EnforcementRecord(
         account_id, period, "-", "-", EnforcementAction.SCHEDULE_REMOVAL, "", now_ms, limit=limit
     )
-    if _claim_marker(ledger, marker, records):
+    if _claim_marker(ports.ledger, marker, records):
         try:
-            scheduler.schedule_removal(account_id, period, policy.grace_seconds, limit)
+            ports.scheduler.schedule_removal(account_id, period, policy.grace_seconds, limit)
         except Exception:
-            ledger.record(marker.decided("retry", "the removal could not be scheduled"))
+            ports.ledger.record(marker.decided("retry", "the removal could not be scheduled"))
             raise
-        ledger.record(marker.decided("done", f"in {policy.grace_seconds} s"))
+        ports.ledger.record(marker.decided("done", f"in {policy.grace_seconds} s"))
         records.append(marker.decided("done", f"in {policy.grace_seconds} s"))
     return records
 
 
 def restore_account(
-    account_id: str,
-    period: str,
-    limit: str,
-    sessions: OpenSessions,
-    rooms: RoomControl,
-    ledger: EnforcementLedger,
-    now_ms: int,
+    account_id: str, period: str, limit: str, ports: EnforcementPorts, now_ms: int
 ) -> list[EnforcementRecord]:
     """The hard limit ``limit`` no longer holds (raised, removed, or a new month): every participant restricted under
     it gets back its saved permission (once each; one who left meanwhile is recorded gone). No limit of the period
@@ -276,10 +261,10 @@ def restore_account(
     whichever limit's removal step runs first: its saved permission, while the participant still holds what that step
     left (else ``kept``). That step and the older ones under the period's other limits are recorded restored (or
     kept) too: their removal steps give nothing back a second time. The records name participants by pseudonym:
-    each is given back through the identity of its open session (``sessions``) in the same room whose pseudonym it
-    is; one with none has left the call (its permission went with it) and is recorded ``gone`` (D214). A
+    each is given back through the identity of its open session (``ports.sessions``) in the same room whose pseudonym
+    it is; one with none has left the call (its permission went with it) and is recorded ``gone`` (D214). A
     session an erasure pseudonymised is matched to the room's live participant (``_LiveIdentities``)."""
-    records = stored(account_id, ledger.actions(account_id))
+    records = stored(account_id, ports.ledger.actions(account_id))
     saved = {
         Participant(record.room, record.identity): record
         for record in records
@@ -292,9 +277,9 @@ def restore_account(
     latest = _latest_unrestored(records, period)
     in_call = {
         Participant(found.room, pseudonym(account_id, found.identity)): found
-        for found in sessions.open_participants(account_id)
+        for found in ports.sessions.open_participants(account_id)
     }
-    live = _LiveIdentities(account_id, rooms)
+    live = _LiveIdentities(account_id, ports.rooms)
 
     def restore(pending: EnforcementRecord, session: Participant) -> EnforcementRecord:
         participant = Participant(pending.room, pending.identity)
@@ -302,21 +287,21 @@ def restore_account(
         if participant not in in_call:
             return pending.decided("gone", LEFT)
         who = live.of(session)
-        given = rooms.restore(who.room, who.identity, narrowed.saved, narrowed.narrowed)
+        given = ports.rooms.restore(who.room, who.identity, narrowed.saved, narrowed.narrowed)
         for other in unrestored:
             if (
                 Participant(other.room, other.identity) == participant
                 and other.limit != limit
                 and other.at_ms <= narrowed.at_ms
             ):
-                _mark_restored(ledger, replace(pending, limit=other.limit), limit, given)
+                _mark_restored(ports.ledger, replace(pending, limit=other.limit), limit, given)
         if not given:
             return pending.decided("kept", CHANGED_BY_APP)
         return pending.decided("done")
 
     # each participant by its open session's identity; one without: by its pseudonym (``restore`` records it gone)
     participants = [in_call.get(participant, participant) for participant in saved]
-    return _act(account_id, period, limit, EnforcementAction.RESTORE, participants, ledger, restore, now_ms, live)
+    return _act(account_id, period, limit, EnforcementAction.RESTORE, participants, ports.ledger, restore, now_ms, live)
 
 
 def _all_unrestored(records: list[EnforcementRecord], period: str) -> list[EnforcementRecord]:
@@ -356,16 +341,7 @@ def _mark_restored(ledger: EnforcementLedger, pending: EnforcementRecord, under:
 
 
 def _remove(
-    account_id: str,
-    period: str,
-    limit: str,
-    sessions: OpenSessions,
-    rooms: RoomControl,
-    ledger: EnforcementLedger,
-    entitlements: EntitlementSource,
-    scheduler: RemovalScheduler,
-    policy: EnforcementPolicy,
-    now_ms: int,
+    account_id: str, period: str, limit: str, ports: EnforcementPorts, policy: EnforcementPolicy, now_ms: int
 ) -> list[EnforcementRecord]:
     """Step 2 (after the grace period): remove every open participant of the account, if the hard limit it was
     scheduled under is still the one in force (same amount and setting, D140; same month) and still reached. Raised or
@@ -376,55 +352,42 @@ def _remove(
     nothing its own event did is repeated) - and the step is recorded ``superseded``. ``limit``: the hard limit step 1
     enforced (empty for a step scheduled before it was kept: taken as the one in force); the records are keyed by
     it. Decided and done in the account's turn (``remove_account``)."""
-    in_force = hard_limit_reached(account_id, entitlements, now_ms)
+    in_force = hard_limit_reached(account_id, ports.entitlements, now_ms)
     marker = EnforcementRecord(account_id, period, "-", "-", EnforcementAction.REMOVE, "", now_ms, limit=limit)
     if in_force is None:
-        if not _claim_marker(ledger, marker, []):
+        if not _claim_marker(ports.ledger, marker, []):
             return []
         try:
-            restored = restore_account(account_id, period, limit, sessions, rooms, ledger, now_ms)
+            restored = restore_account(account_id, period, limit, ports, now_ms)
         except EnforcementIncompleteError as exc:
-            ledger.record(marker.decided("retry", "permissions not all restored yet"))
+            ports.ledger.record(marker.decided("retry", "permissions not all restored yet"))
             raise EnforcementIncompleteError([*exc.records, marker.decided("retry")]) from exc
-        ledger.record(marker.decided("lifted", "the hard limit no longer applies"))
+        ports.ledger.record(marker.decided("lifted", "the hard limit no longer applies"))
         return [*restored, marker.decided("lifted", "the hard limit no longer applies")]
     current = Period.containing(datetime.fromtimestamp(now_ms / 1000, tz=UTC)).key
     if limit and (current, in_force) != (period, limit):
-        return _superseded(marker, current, in_force, sessions, rooms, ledger, scheduler, policy)
-    live = _LiveIdentities(account_id, rooms)
+        return _superseded(marker, current, in_force, ports, policy)
+    live = _LiveIdentities(account_id, ports.rooms)
     return _act(
         account_id,
         period,
         limit,
         EnforcementAction.REMOVE,
-        sessions.open_participants(account_id),
-        ledger,
-        lambda pending, participant: _removed(rooms, pending, live.of(participant)),
+        ports.sessions.open_participants(account_id),
+        ports.ledger,
+        lambda pending, participant: _removed(ports.rooms, pending, live.of(participant)),
         now_ms,
         live,
     )
 
 
 def remove_account(
-    account_id: str,
-    period: str,
-    limit: str,
-    sessions: OpenSessions,
-    rooms: RoomControl,
-    ledger: EnforcementLedger,
-    entitlements: EntitlementSource,
-    scheduler: RemovalScheduler,
-    policy: EnforcementPolicy,
-    now_ms: int,
+    account_id: str, period: str, limit: str, ports: EnforcementPorts, policy: EnforcementPolicy, now_ms: int
 ) -> list[EnforcementRecord]:
     """Step 2, the removal step (``_remove``): whether the limit still holds is read, and what follows done, in the
     account's turn (``_in_turn``): a restore never runs while a restriction does."""
     marker = EnforcementRecord(account_id, period, "-", "-", EnforcementAction.REMOVE, "", now_ms, limit=limit)
-    return _in_turn(
-        ledger,
-        marker,
-        lambda: _remove(account_id, period, limit, sessions, rooms, ledger, entitlements, scheduler, policy, now_ms),
-    )
+    return _in_turn(ports.ledger, marker, lambda: _remove(account_id, period, limit, ports, policy, now_ms))
 
 
 TURN_HELD = "another delivery is restricting or restoring the account's participants: retried"
@@ -459,30 +422,23 @@ def _in_turn(
 
 
 def _superseded(
-    marker: EnforcementRecord,
-    period: str,
-    in_force: str,
-    sessions: OpenSessions,
-    rooms: RoomControl,
-    ledger: EnforcementLedger,
-    scheduler: RemovalScheduler,
-    policy: EnforcementPolicy,
+    marker: EnforcementRecord, period: str, in_force: str, ports: EnforcementPorts, policy: EnforcementPolicy
 ) -> list[EnforcementRecord]:
     """The removal step of ``marker.limit`` when another limit, ``in_force`` (of ``period``), is reached instead:
     nobody removed under the old limit; the one in force decided by its own policy (D140, D146)."""
-    if not _claim_marker(ledger, marker, []):
+    if not _claim_marker(ports.ledger, marker, []):
         return []
     account_id, now_ms = marker.account_id, marker.at_ms
     try:
-        records = _restrict(account_id, period, in_force, sessions, rooms, ledger, scheduler, policy, now_ms)
+        records = _restrict(account_id, period, in_force, ports, policy, now_ms)
     except EnforcementIncompleteError as exc:
-        ledger.record(marker.decided("retry", f"the hard limit {in_force} in force not enforced yet"))
+        ports.ledger.record(marker.decided("retry", f"the hard limit {in_force} in force not enforced yet"))
         raise EnforcementIncompleteError([*exc.records, marker.decided("retry")]) from exc
     except Exception:
-        ledger.record(marker.decided("retry", f"the hard limit {in_force} in force not enforced yet"))
+        ports.ledger.record(marker.decided("retry", f"the hard limit {in_force} in force not enforced yet"))
         raise
     done = marker.decided("superseded", f"the hard limit in force is {in_force}: enforced by its own steps")
-    ledger.record(done)
+    ports.ledger.record(done)
     return [*records, done]
 
 

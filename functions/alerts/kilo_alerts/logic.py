@@ -29,6 +29,7 @@ from kilo_alerts.catalogue import CATALOGUE, alert_from_event, money_text
 from kilo_alerts.enforcement import (
     EnforcementIncompleteError,
     EnforcementPolicy,
+    EnforcementPorts,
     hard_limit_reached,
     remove_account,
     restrict_account,
@@ -134,17 +135,7 @@ def deliver_alert(
     # a required alert's SMS not chosen, to a verified number: claimed, decided once the email is (D215)
     sms_if_refused: Delivery | None = None
     for channel in (Channel.SMS, Channel.EMAIL):
-        pending = Delivery(
-            account_id=alert.account_id,
-            period=alert.period,
-            kind=alert.kind,
-            key=alert.key,
-            channel=channel,
-            outcome=Outcome.RETRY,
-            recipient="",
-            at_ms=now_ms,
-            event_id=alert.event_id,
-        )
+        pending = Delivery.pending(alert, channel, now_ms)
         sms = decided_by.get(Channel.SMS)
         if (
             channel is Channel.EMAIL
@@ -434,6 +425,11 @@ class AlertPorts:
     scheduler: RemovalScheduler
     operator: OperatorPorts | None = None  # operator alerts and the event-driven abuse signals
 
+    @property
+    def enforcing(self) -> EnforcementPorts:
+        """The ports the hard limit's enforcement steps act through."""
+        return EnforcementPorts(self.sessions, self.rooms, self.enforcement, self.scheduler, self.entitlements)
+
 
 @dataclass(frozen=True, slots=True)
 class AlertsPolicy:
@@ -474,20 +470,7 @@ def handle_event(
     if detail_type == ENFORCEMENT_STEP:
         account, period, limit = _step(detail)
         return EventOutcome(
-            enforcement=tuple(
-                remove_account(
-                    account,
-                    period,
-                    limit,
-                    ports.sessions,
-                    ports.rooms,
-                    ports.enforcement,
-                    ports.entitlements,
-                    ports.scheduler,
-                    policy.enforcement,
-                    now_ms,
-                )
-            )
+            enforcement=tuple(remove_account(account, period, limit, ports.enforcing, policy.enforcement, now_ms))
         )
     if detail_type in OPERATOR_EVENTS:
         return _operator_event(detail_type, detail, ports, policy, now_ms, last_attempt)
@@ -516,15 +499,7 @@ def handle_event(
                 alerts.append(_hard_limit_alert(event, profile.hard_limit_usd, profile.hard_limit_version))
             try:
                 enforced = restrict_account(
-                    event.account_id,
-                    event.period,
-                    reached,
-                    ports.sessions,
-                    ports.rooms,
-                    ports.enforcement,
-                    ports.scheduler,
-                    policy.enforcement,
-                    now_ms,
+                    event.account_id, event.period, reached, ports.enforcing, policy.enforcement, now_ms
                 )
             except EnforcementIncompleteError as exc:
                 enforced, causes = exc.records, [*causes, exc]

@@ -71,6 +71,21 @@ class Delivery:
     event_id: str = ""
     attempts: int = 1
 
+    @classmethod
+    def pending(cls, alert: Alert, channel: Channel, at_ms: int) -> Delivery:
+        """The claim of ``alert`` on ``channel`` at ``at_ms``: nothing decided (``RETRY``) nor sent to anyone yet."""
+        return cls(
+            account_id=alert.account_id,
+            period=alert.period,
+            kind=alert.kind,
+            key=alert.key,
+            channel=channel,
+            outcome=Outcome.RETRY,
+            recipient="",
+            at_ms=at_ms,
+            event_id=alert.event_id,
+        )
+
 
 class AlertError(Exception):
     """An event the alerts function cannot turn into an alert (unknown type, malformed detail): never retried."""
