@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import time_machine
 
-from kilo_account_api.adapters import ACCOUNT_SESSIONS_INDEX, DynamoSessionHistory
+from kilo_account_api.adapters import ACCOUNT_SESSIONS_INDEX, DynamoSessionHistory, ErasurePacing
 from kilo_billing.accounts import pseudonym
 from kilo_billing.items import to_item
 from kilo_rate_usage.items import session_to_item
@@ -82,7 +82,7 @@ def stored_identity(stack: Any, room: str, participant: str) -> str:
 
 def history(stack: Any, client: Any, pauses: list[float]) -> DynamoSessionHistory:
     return DynamoSessionHistory(
-        client, stack.template.physical_name("UsageTable"), timedelta(days=35), pause=pauses.append
+        client, stack.template.physical_name("UsageTable"), timedelta(days=35), ErasurePacing(sleep=pauses.append)
     )
 
 

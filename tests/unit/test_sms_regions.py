@@ -117,7 +117,7 @@ def test_given_a_number_of_an_allowed_region_that_is_not_a_mobile_then_it_is_ref
     sender = RecordingSender()
     policy = phone.PhoneVerificationPolicy(regions=ALLOWED)
     with pytest.raises(InvalidRequestError, match=number_type):
-        phone.send_code(profile(phone=number), UntouchedChallenges(), sender, no_key, NOW, policy)
+        phone.send_code(profile(phone=number), phone.PhoneCodes(UntouchedChallenges(), sender, no_key, policy), NOW)
     assert sender.sent == []
 
 
@@ -200,10 +200,11 @@ def test_given_a_stored_number_outside_the_list_then_no_code_is_sent_and_nothing
     policy = phone.PhoneVerificationPolicy(regions=ALLOWED)
     sender = RecordingSender()
     with pytest.raises(InvalidRequestError) as refused:
-        phone.send_code(profile(phone=JAMAICA), UntouchedChallenges(), sender, no_key, NOW, policy)
+        phone.send_code(profile(phone=JAMAICA), phone.PhoneCodes(UntouchedChallenges(), sender, no_key, policy), NOW)
     assert (refused.value.field, str(refused.value)) == ("phone", JAMAICA_REFUSED)
     # after the save of the number sent back unchanged: the save's outcome says why no code went
-    after_save = phone.code_for_saved_number(profile(phone=JAMAICA), UntouchedChallenges(), sender, no_key, NOW, policy)
+    codes = phone.PhoneCodes(UntouchedChallenges(), sender, no_key, policy)
+    after_save = phone.code_for_saved_number(profile(phone=JAMAICA), codes, NOW)
     assert after_save == phone.SavedNumberCode("not_sent", JAMAICA_REFUSED)
     assert sender.sent == []
 

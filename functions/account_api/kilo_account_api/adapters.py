@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import time as time_
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Final
 
@@ -29,11 +30,6 @@ from kilo_billing.items import from_item, to_item
 from kilo_billing.periods import Period
 
 ACCOUNT_SESSIONS_INDEX: Final = "account_sessions"
-# the erasure's waits between passes over the eventually consistent sessions index (seconds; 4.5 s at most, well
-# inside the route's 29 s), and how long after its first pass a clean pass must list: DynamoDB propagates a write
-# to a GSI "within a fraction of a second" under normal conditions (D201)
-ERASURE_PAUSES: Final = (0.5, 0.5, 1.0, 2.5)
-ERASURE_SETTLE: Final = 0.5
 MEMBERS_BY_USER_INDEX: Final = "members_by_user"
 MAX_BATCH_GET: Final = 100
 
@@ -72,19 +68,26 @@ class DynamoAlertRecords:
         self._client = client
         self._table = table
 
-    def pseudonymise(self, account_id: str) -> int:
-        changed = 0
-        found = paged_items(
+    def _records(
+        self, account_id: str, prefix: str, attributes: Mapping[str, str] | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """The account's records whose sort key starts with ``prefix`` (strongly consistent): their keys and the
+        ``attributes`` (placeholder -> name; the role's grant allows ``recipient`` and ``detail``)."""
+        names = {"ExpressionAttributeNames": dict(attributes)} if attributes else {}
+        return paged_items(
             self._client.query,
             TableName=self._table,
             KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
             Select="SPECIFIC_ATTRIBUTES",
-            ProjectionExpression="pk, sk, #r, #d",
-            ExpressionAttributeNames={"#r": "recipient", "#d": "detail"},
-            ExpressionAttributeValues=to_item({":pk": f"ACCOUNT#{account_id}", ":prefix": ALERT_DELIVERY_PREFIX}),
+            ProjectionExpression=", ".join(("pk", "sk", *(attributes or {}))),
+            ExpressionAttributeValues=to_item({":pk": f"ACCOUNT#{account_id}", ":prefix": prefix}),
             ConsistentRead=True,
+            **names,
         )
-        for item in found:
+
+    def pseudonymise(self, account_id: str) -> int:
+        changed = 0
+        for item in self._records(account_id, ALERT_DELIVERY_PREFIX, {"#r": "recipient", "#d": "detail"}):
             values = from_item(item)
             contact = str(values.get("recipient", ""))
             if not contact or contact.startswith(PSEUDONYM_PREFIX):
@@ -112,16 +115,7 @@ class DynamoAlertRecords:
         identity (``names_identity``). The alerts function writes none any more, so none comes back after it."""
         deleted = 0
         for prefix in (ALERT_ENFORCEMENT_PREFIX, ALERT_CONCURRENT_PREFIX):
-            found = paged_items(
-                self._client.query,
-                TableName=self._table,
-                KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
-                Select="SPECIFIC_ATTRIBUTES",
-                ProjectionExpression="pk, sk",
-                ExpressionAttributeValues=to_item({":pk": f"ACCOUNT#{account_id}", ":prefix": prefix}),
-                ConsistentRead=True,
-            )
-            for item in found:
+            for item in self._records(account_id, prefix):
                 if names_identity(str(from_item(item)["sk"])):
                     call(self._client.delete_item, TableName=self._table, Key={"pk": item["pk"], "sk": item["sk"]})
                     deleted += 1
@@ -300,6 +294,21 @@ def _is_pseudonym(identity: str, pseudonym: Callable[[str], str]) -> bool:
     return pseudonym(identity) == identity
 
 
+@dataclass(frozen=True, slots=True)
+class ErasurePacing:
+    """How the erasure waits for the eventually consistent sessions index (D201): ``pauses`` between its passes
+    (seconds; 4.5 s at most, well inside the route's 29 s), ``settle``, how long after its first pass a clean pass
+    must list (DynamoDB propagates a write to a GSI "within a fraction of a second" under normal conditions), and
+    ``sleep``, how it waits (tests record the pauses instead)."""
+
+    pauses: tuple[float, ...] = (0.5, 0.5, 1.0, 2.5)
+    settle: float = 0.5
+    sleep: Callable[[float], None] = time_.sleep
+
+
+ERASURE_PACING: Final = ErasurePacing()
+
+
 class DynamoSessionHistory:
     """Rating's sessions of an account: the keys from the ``account_sessions`` index (``account``, ``start_ms``;
     it projects only ``identity`` and ``end_ms``), then the items by BatchGetItem. A period reads the sessions begun
@@ -310,16 +319,12 @@ class DynamoSessionHistory:
         client: Any,
         table: str,
         lookback: timedelta,
-        erasure_pauses: tuple[float, ...] = ERASURE_PAUSES,
-        erasure_settle: float = ERASURE_SETTLE,
-        pause: Callable[[float], None] = time_.sleep,
+        erasure: ErasurePacing = ERASURE_PACING,
     ) -> None:
         self._client = client
         self._table = table
         self._lookback = lookback
-        self._erasure_pauses = erasure_pauses
-        self._erasure_settle = erasure_settle
-        self._pause = pause
+        self._erasure = erasure
 
     def _listed(self, account_id: str, since_ms: int | None, until_ms: int | None) -> Iterator[dict[str, Any]]:
         """The index's entries of the account's sessions begun from ``since_ms`` (or any time) to ``until_ms``
@@ -382,15 +387,15 @@ class DynamoSessionHistory:
         is not a pseudonym strongly consistently (BatchGetItem ``ConsistentRead``) and rewrites those whose stored
         identity is not one, conditioned on that identity (a concurrent writer's version is re-read next pass, never
         overwritten). It is done at a pass that finds every listed session under a pseudonym - the index shows this
-        erasure's own writes - and that lists at least ``erasure_settle`` seconds after the first pass (a session
-        written before the mark has reached the index by then); otherwise it waits (``erasure_pauses``) and lists
+        erasure's own writes - and that lists at least ``ErasurePacing.settle`` seconds after the first pass (a session
+        written before the mark has reached the index by then); otherwise it waits (``ErasurePacing.pauses``) and lists
         again. Not done after the last pause: ``ErasureIncompleteError`` (what was written stands; a retry goes on).
         ``pseudonym`` maps a pseudonym to itself (``kilo_billing.accounts.pseudonym``)."""
         before_ms = int(began_before.timestamp() * 1000)
         changed = 0
         waited = 0.0
         rooms: set[str] = set()
-        for pause in (*self._erasure_pauses, None):
+        for pause in (*self._erasure.pauses, None):
             listed = list(self._listed(account_id, None, before_ms - 1))
             rooms.update(str(from_item(item)["pk"]) for item in listed)
             left = [
@@ -398,14 +403,14 @@ class DynamoSessionHistory:
                 for item in listed
                 if not _is_pseudonym(str(from_item(item).get("identity", "")), pseudonym)
             ]
-            if not left and waited >= self._erasure_settle:
+            if not left and waited >= self._erasure.settle:
                 self._drop_running_states(rooms)
                 return changed
             for stored in self._values(left, consistent=True):
                 changed += self._pseudonymised(stored, account_id, pseudonym)
             if pause is None:
                 break
-            self._pause(pause)
+            self._erasure.sleep(pause)
             waited += pause
         self._drop_running_states(rooms)  # those found so far; the retry finds them dropped
         raise ErasureIncompleteError(

@@ -19,8 +19,8 @@ from kilo_account_api.adapters import (
     SnsCodeSender,
 )
 from kilo_account_api.model import UnavailableError
-from kilo_account_api.phone import PhoneVerificationPolicy
-from kilo_account_api.ports import AlertRecords, CodeSender, MemberStore, PaymentPages, PhoneChallenges, SessionHistory
+from kilo_account_api.phone import PhoneCodes, PhoneVerificationPolicy
+from kilo_account_api.ports import AlertRecords, MemberStore, PaymentPages, SessionHistory
 from kilo_account_api.settings import AccountApiSettings, settings
 from kilo_billing.account_store import DynamoAccountDirectory
 from kilo_billing.accounts import AccountDirectory
@@ -45,26 +45,19 @@ class LazyPaymentPages:
     """``PaymentPages`` built on the first call that needs Stripe (SDK import, API key from Secrets Manager)."""
 
     def __init__(self, build: Callable[[], PaymentPages]) -> None:
-        self._build = build
-        self._pages: PaymentPages | None = None
-
-    @property
-    def pages(self) -> PaymentPages:
-        if self._pages is None:
-            self._pages = self._build()
-        return self._pages
+        self._pages = cache(build)  # kept once built; a build that raised is tried again by the next call
 
     def customer(self, account_id: str, email: str | None, name: str | None) -> str:
-        return self.pages.customer(account_id, email, name)
+        return self._pages().customer(account_id, email, name)
 
     def bring_details(self, customer_id: str, email: str | None, name: str | None) -> None:
-        self.pages.bring_details(customer_id, email, name)
+        self._pages().bring_details(customer_id, email, name)
 
     def setup_url(self, customer_id: str, account_id: str, success_url: str, cancel_url: str) -> str:
-        return self.pages.setup_url(customer_id, account_id, success_url, cancel_url)
+        return self._pages().setup_url(customer_id, account_id, success_url, cancel_url)
 
     def portal_url(self, customer_id: str, return_url: str) -> str:
-        return self.pages.portal_url(customer_id, return_url)
+        return self._pages().portal_url(customer_id, return_url)
 
 
 def _stripe_pages(config: AccountApiSettings) -> PaymentPages:
@@ -131,10 +124,7 @@ class AccountApiDependencies:
     members: MemberStore
     signals: UsageSignals
     payments: PaymentPages
-    phone_challenges: PhoneChallenges
-    code_sender: CodeSender  # SNS, its client made on the first code sent
-    phone_policy: PhoneVerificationPolicy
-    phone_code_key: Callable[[], bytes]
+    phone_codes: PhoneCodes  # SNS's client made on the first code sent, the key read on the first code
     alert_records: AlertRecords | None = None  # the alerts table's delivery records (erasure), when configured
 
 
@@ -156,10 +146,12 @@ def dependencies() -> AccountApiDependencies:
         members=DynamoMembers(dynamodb, config.members_table_name),
         signals=signals,
         payments=LazyPaymentPages(lambda: _stripe_pages(config)),
-        phone_challenges=DynamoPhoneChallenges(dynamodb, table, PhoneVerificationPolicy().day),
-        code_sender=SnsCodeSender(client("sns", config.call_budget, lazy=True)),
-        phone_policy=PhoneVerificationPolicy(regions=config.sms_region_set),
-        phone_code_key=PhoneCodeKey(config),
+        phone_codes=PhoneCodes(
+            challenges=DynamoPhoneChallenges(dynamodb, table, PhoneVerificationPolicy().day),
+            sender=SnsCodeSender(client("sns", config.call_budget, lazy=True)),
+            key=PhoneCodeKey(config),
+            policy=PhoneVerificationPolicy(regions=config.sms_region_set),
+        ),
         alert_records=DynamoAlertRecords(dynamodb, config.alerts_table_name) if config.alerts_table_name else None,
     )
 

@@ -26,7 +26,7 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import BaseModel
+from pydantic import BaseModel, HttpUrl
 
 from kilo_account_api import logic, phone, schemas
 from kilo_account_api.dependencies import AccountApiDependencies, dependencies
@@ -75,6 +75,12 @@ def _deps() -> AccountApiDependencies:
     return dependencies()
 
 
+def _card_pages() -> logic.CardPages:
+    deps = _deps()
+    home, origins = deps.settings.dashboard_url, deps.settings.dashboard_origins
+    return logic.CardPages(deps.accounts, deps.ledger, deps.payments, home, origins)
+
+
 def _caller() -> Caller:
     return caller_from_event(app.current_event.raw_event)
 
@@ -98,6 +104,11 @@ def _absent_or_object(body: BodyIn | None) -> BodyIn | None:
     if body is None and (app.current_event.decoded_body or "").strip():
         raise InvalidRequestError("body", "send no body or a JSON object (an empty one: {})")
     return body
+
+
+def _text(url: HttpUrl | None) -> str | None:
+    """A body's URL as the logic takes it (``None``: not given)."""
+    return None if url is None else str(url)
 
 
 def optional_bodies(document: dict[str, Any]) -> dict[str, Any]:
@@ -264,11 +275,9 @@ def put_alert_preferences(account_id: AccountId, body: schemas.AlertPreferencesI
     channels = {kind: tuple(str(channel) for channel in chosen) for kind, chosen in body.channels.items()}
     request = logic.AlertPreferencesRequest(body.name, body.email, body.phone, channels)
     deps = _deps()
-    saved = logic.set_alert_preferences(deps.accounts, account_id, request, deps.phone_policy.regions)
+    saved = logic.set_alert_preferences(deps.accounts, account_id, request, deps.phone_codes.policy.regions)
     # a new (unverified) number gets its code now; the save stands whatever the SMS does (D160)
-    code = phone.code_for_saved_number(
-        saved, deps.phone_challenges, deps.code_sender, deps.phone_code_key, _now(), deps.phone_policy
-    )
+    code = phone.code_for_saved_number(saved, deps.phone_codes, _now())
     return schemas.AlertPreferencesSavedOut.saved(saved, code)
 
 
@@ -278,9 +287,7 @@ def send_phone_code(account_id: AccountId, body: schemas.PhoneCodeRequestIn | No
     _absent_or_object(body)
     deps = _deps()
     profile = logic.profile_of(deps.accounts, account_id)
-    sent = phone.send_code(
-        profile, deps.phone_challenges, deps.code_sender, deps.phone_code_key, _now(), deps.phone_policy
-    )
+    sent = phone.send_code(profile, deps.phone_codes, _now())
     return schemas.PhoneCodeOut(phone=sent.phone, code_expires_at=sent.code_expires_at, tries=sent.tries_left)
 
 
@@ -290,7 +297,7 @@ def confirm_phone_code(account_id: AccountId, body: schemas.PhoneCodeIn) -> sche
     deps = _deps()
     profile = logic.profile_of(deps.accounts, account_id)
     return schemas.AlertPreferencesOut.of(
-        phone.confirm_code(deps.accounts, profile, deps.phone_challenges, deps.phone_code_key, body.code, _now())
+        phone.confirm_code(deps.accounts, profile, deps.phone_codes, body.code, _now())
     )
 
 
@@ -348,17 +355,7 @@ def change_subscription(account_id: AccountId, body: schemas.SubscriptionIn) -> 
 def checkout(account_id: AccountId, body: schemas.CheckoutIn | None = None) -> schemas.UrlOut:
     _authorize_stored(account_id, Role.ADMIN)
     body = _absent_or_object(body) or schemas.CheckoutIn()
-    deps = _deps()
-    home = deps.settings.dashboard_url
-    url = logic.checkout_url(
-        deps.accounts,
-        deps.ledger,
-        deps.payments,
-        account_id,
-        str(body.success_url or f"{home}?checkout=done"),
-        str(body.cancel_url or f"{home}?checkout=cancelled"),
-        deps.settings.dashboard_origins,
-    )
+    url = logic.checkout_url(_card_pages(), account_id, _text(body.success_url), _text(body.cancel_url))
     return schemas.UrlOut(url=url)
 
 
@@ -366,17 +363,7 @@ def checkout(account_id: AccountId, body: schemas.CheckoutIn | None = None) -> s
 def billing_portal(account_id: AccountId, body: schemas.PortalIn | None = None) -> schemas.UrlOut:
     _authorize_stored(account_id, Role.ADMIN)
     body = _absent_or_object(body) or schemas.PortalIn()
-    deps = _deps()
-    home = deps.settings.dashboard_url
-    url = logic.portal_url(
-        deps.accounts,
-        deps.ledger,
-        deps.payments,
-        account_id,
-        str(body.return_url or home),
-        deps.settings.dashboard_origins,
-    )
-    return schemas.UrlOut(url=url)
+    return schemas.UrlOut(url=logic.portal_url(_card_pages(), account_id, _text(body.return_url)))
 
 
 # --- members --------------------------------------------------------------------------------------------------------
@@ -448,7 +435,7 @@ def export(account_id: AccountId) -> Response[str]:
     _authorize_stored(account_id, Role.OWNER)
     deps = _deps()
     data = logic.export(
-        deps.accounts, deps.members, deps.sessions, deps.ledger, account_id, _now(), deps.phone_challenges
+        deps.accounts, deps.members, deps.sessions, deps.ledger, account_id, _now(), deps.phone_codes.challenges
     )
     return json_response(200, schemas.export_json(data))
 
@@ -464,7 +451,7 @@ def erase(account_id: AccountId, body: schemas.ErasureIn | None = None) -> schem
         deps.sessions,
         account_id,
         _now(),
-        deps.phone_challenges,
+        deps.phone_codes.challenges,
         deps.ledger,
         deps.alert_records,
     )

@@ -520,34 +520,35 @@ def check_return_url(field: str, url: str, dashboard_origins: Sequence[str]) -> 
     raise InvalidRequestError(field, f"{field} must be on the dashboard ({shown}), not {url!r}")
 
 
-def checkout_url(
-    accounts: AccountDirectory,
-    ledger: LedgerStore,
-    pages: PaymentPages,
-    account_id: str,
-    success_url: str,
-    cancel_url: str,
-    dashboard_origins: Sequence[str],
-) -> str:
-    check_return_url("success_url", success_url, dashboard_origins)
-    check_return_url("cancel_url", cancel_url, dashboard_origins)
-    profile = profile_of(accounts, account_id)
+@dataclass(frozen=True, slots=True)
+class CardPages:
+    """What Stripe's hosted card pages are made with: the account's profile and ledger (its Stripe customer), the
+    pages, the dashboard's URL (where a page sends the customer back when the request names no URL) and the origins
+    a named URL may be on (``check_return_url``)."""
+
+    accounts: AccountDirectory
+    ledger: LedgerStore
+    pages: PaymentPages
+    dashboard_url: str
+    dashboard_origins: Sequence[str]
+
+
+def checkout_url(card: CardPages, account_id: str, success_url: str | None, cancel_url: str | None) -> str:
+    """A Checkout page saving a card for an account paying by card; back to the dashboard by default."""
+    home, origins = card.dashboard_url, card.dashboard_origins
+    success_url = check_return_url("success_url", success_url or f"{home}?checkout=done", origins)
+    cancel_url = check_return_url("cancel_url", cancel_url or f"{home}?checkout=cancelled", origins)
+    profile = profile_of(card.accounts, account_id)
     if profile.billing_method != "card":
         raise ConflictError(f"account {account_id!r} pays in {profile.billing_method}, not by card")
-    return pages.setup_url(_customer(ledger, pages, profile), account_id, success_url, cancel_url)
+    return card.pages.setup_url(_customer(card.ledger, card.pages, profile), account_id, success_url, cancel_url)
 
 
-def portal_url(
-    accounts: AccountDirectory,
-    ledger: LedgerStore,
-    pages: PaymentPages,
-    account_id: str,
-    return_url: str,
-    dashboard_origins: Sequence[str],
-) -> str:
-    check_return_url("return_url", return_url, dashboard_origins)
-    profile = profile_of(accounts, account_id)
-    return pages.portal_url(_customer(ledger, pages, profile), return_url)
+def portal_url(card: CardPages, account_id: str, return_url: str | None) -> str:
+    """A Billing Portal page of the account's customer; back to the dashboard by default."""
+    return_url = check_return_url("return_url", return_url or card.dashboard_url, card.dashboard_origins)
+    profile = profile_of(card.accounts, account_id)
+    return card.pages.portal_url(_customer(card.ledger, card.pages, profile), return_url)
 
 
 # --- members --------------------------------------------------------------------------------------------------------

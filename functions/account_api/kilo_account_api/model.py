@@ -105,6 +105,9 @@ class MeterUsage:
 
 @dataclass(frozen=True, slots=True)
 class DayUsage:
+    """Minutes of one UTC day of the period (``logic.daily_series``): a connection's on the day its part began, an
+    open session's so far; the days sum to the month to date."""
+
     day: date
     video_minutes: int
     audio_minutes: int
@@ -112,6 +115,9 @@ class DayUsage:
 
 @dataclass(frozen=True, slots=True)
 class UsageReport:
+    """The account's month to date at ``as_of`` (open sessions as if they ended then): per meter, rated by the tier
+    in effect (``rated``: fee, usage lines, total), and per day."""
+
     account_id: str
     period: str
     tier: str
@@ -138,6 +144,8 @@ class Meeting:
 
 @dataclass(frozen=True, slots=True)
 class MeetingsPage:
+    """One page of the period's meetings, newest first; ``next_cursor`` reads the next page (``None``: the last)."""
+
     meetings: tuple[Meeting, ...]
     next_cursor: str | None
 

@@ -67,22 +67,27 @@ def code_hash(key: bytes, salt: str, phone: str, code: str) -> str:
     return hmac.new(key, bytes.fromhex(salt) + f"\x00{phone}\x00{code}".encode(), hashlib.sha256).hexdigest()
 
 
+@dataclass(frozen=True, slots=True)
+class PhoneCodes:
+    """What sending and checking codes works with: the challenges' store, the SMS sender, the server's HMAC key (read
+    on use: ``UnavailableError`` when it cannot be), the policy, and how a new code is drawn (tests fix it)."""
+
+    challenges: PhoneChallenges
+    sender: CodeSender
+    key: Callable[[], bytes]
+    policy: PhoneVerificationPolicy
+    new_code: Callable[[], str] = random_code
+
+
 def sms_text(code: str, policy: PhoneVerificationPolicy) -> str:
     minutes = int(policy.code_ttl.total_seconds() // 60)
     return f"Kilo Billing: your code is {code}. It confirms this number for billing alerts; expires in {minutes} min."
 
 
-def send_code(
-    profile: AccountProfile,
-    challenges: PhoneChallenges,
-    sender: CodeSender,
-    key: Callable[[], bytes],
-    now: datetime,
-    policy: PhoneVerificationPolicy,
-    new_code: Callable[[], str] = random_code,
-) -> PhoneChallenge:
+def send_code(profile: AccountProfile, codes: PhoneCodes, now: datetime) -> PhoneChallenge:
     """Send a new code to the account's (unverified) number; the previous code stops working. ``ConflictError``
     when the number is verified already or the account had its codes for this window."""
+    challenges, sender, policy = codes.challenges, codes.sender, codes.policy
     if not profile.phone:
         raise InvalidRequestError("phone", "the account has no phone number: save one first")
     if profile.phone_verified:
@@ -101,14 +106,14 @@ def send_code(
         raise InvalidRequestError(
             "phone", f"{profile.phone} opted out of SMS (replied STOP): no code can be texted to it"
         )
-    secret = key()  # read before anything is stored or counted (UnavailableError: no code now)
+    secret = codes.key()  # read before anything is stored or counted (UnavailableError: no code now)
     day = now.astimezone(UTC).date()
     if not challenges.take_number_code(profile.phone, day, policy.codes_per_number_per_day):
         raise ConflictError(
             f"{profile.phone} was sent {policy.codes_per_number_per_day} codes today; ask again after "
             f"{day + timedelta(days=1):%Y-%m-%d} 00:00:00 UTC"
         )
-    code = new_code()
+    code = codes.new_code()
     salt = secrets.token_hex(16)
     challenge = PhoneChallenge(
         account_id=profile.account_id,
@@ -144,15 +149,11 @@ def _give_back(challenges: PhoneChallenges, phone: str, day: date) -> None:
 
 
 def confirm_code(
-    accounts: AccountDirectory,
-    profile: AccountProfile,
-    challenges: PhoneChallenges,
-    key: Callable[[], bytes],
-    code: str,
-    now: datetime,
+    accounts: AccountDirectory, profile: AccountProfile, codes: PhoneCodes, code: str, now: datetime
 ) -> AccountProfile:
     """Check ``code`` against the pending one for the account's number (each guess spends a try first); when it
     matches, the number is verified (and the code used up). ``InvalidRequestError`` naming ``code`` otherwise."""
+    challenges = codes.challenges
     if profile.phone_verified:
         return profile
     challenge = challenges.current(profile.account_id)
@@ -160,7 +161,7 @@ def confirm_code(
         raise InvalidRequestError("code", "no code is pending for the account's number: ask for a new one")
     if now >= challenge.code_expires_at:
         raise InvalidRequestError("code", "the code has expired: ask for a new one")
-    secret = key()  # before the try is spent: a key that cannot be read costs no guess
+    secret = codes.key()  # before the try is spent: a key that cannot be read costs no guess
     challenges.spend_try(challenge)
     if not hmac.compare_digest(code_hash(secret, challenge.salt, challenge.phone, code), challenge.code_hash):
         left = challenge.tries_left - 1
@@ -186,15 +187,7 @@ class SavedNumberCode:
     reason: str = ""
 
 
-def code_for_saved_number(
-    profile: AccountProfile,
-    challenges: PhoneChallenges,
-    sender: CodeSender,
-    key: Callable[[], bytes],
-    now: datetime,
-    policy: PhoneVerificationPolicy,
-    new_code: Callable[[], str] = random_code,
-) -> SavedNumberCode | None:
+def code_for_saved_number(profile: AccountProfile, codes: PhoneCodes, now: datetime) -> SavedNumberCode | None:
     """After the alert preferences were saved: send a code to an unverified number unless one for that number is
     still pending (saving the form again sends nothing new). Never raises for the code: the preferences are saved
     already, so a code that could not be sent is an outcome (``not_sent``), not the save's error. ``None`` when
@@ -202,10 +195,10 @@ def code_for_saved_number(
     if not profile.phone or profile.phone_verified:
         return None
     try:
-        pending = challenges.current(profile.account_id)
+        pending = codes.challenges.current(profile.account_id)
         if pending and pending.phone == profile.phone and pending.tries_left > 0 and now < pending.code_expires_at:
             return SavedNumberCode("pending")
-        send_code(profile, challenges, sender, key, now, policy, new_code)
+        send_code(profile, codes, now)
     except (ConflictError, InvalidRequestError) as exc:
         return SavedNumberCode("not_sent", str(exc))
     except (UnavailableError, StorageUnavailableError):
