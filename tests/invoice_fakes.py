@@ -3,7 +3,7 @@ adapter), plus rating's side of the same items: ``rate`` ADDs counters the way r
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any, Unpack
@@ -15,6 +15,7 @@ from kilo_billing.invoicing import (
     BillingMethod,
     BillingState,
     CloseDraft,
+    CreditMove,
     CreditNote,
     InvoiceRecord,
     InvoiceStatus,
@@ -127,23 +128,18 @@ class InMemoryLedgerStore:
         return written
 
     def update_invoice_and_credit(
-        self,
-        invoice: InvoiceRecord,
-        expected: InvoiceStatus,
-        credit_read: Decimal,
-        added: Decimal,
-        notes: Sequence[CreditNote] = (),
+        self, invoice: InvoiceRecord, expected: InvoiceStatus, move: CreditMove
     ) -> InvoiceRecord:
         found = self.billing.get(invoice.account_id, BillingState())
-        if found.credit != credit_read:
+        if found.credit != move.credit_read:
             raise LedgerConflictError("credit moved")
-        for note in notes:
+        for note in move.notes:
             stored = self.credit_notes.get(note.credit_id)
             if stored is None or stored.version != note.version - 1:
                 raise LedgerConflictError("credit note moved")
         written = self._update(invoice, expected, invoice.crypto_credit)
-        self.billing[invoice.account_id] = replace(found, credit=credit_read + added)
-        self.credit_notes.update({note.credit_id: note for note in notes})
+        self.billing[invoice.account_id] = replace(found, credit=move.credit)
+        self.credit_notes.update({note.credit_id: note for note in move.notes})
         return written
 
     def update_credit_note(

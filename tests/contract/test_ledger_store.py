@@ -16,6 +16,7 @@ from kilo_billing.accounts import AccountProfile
 from kilo_billing.catalog import default_catalog
 from kilo_billing.invoicing import (
     AccountLedger,
+    CreditMove,
     InvoiceStatus,
     LedgerConflictError,
     LedgerStore,
@@ -404,14 +405,14 @@ def test_given_an_invoice_voided_then_its_credit_comes_back_with_the_status_once
     opened = _opened(ledger)
     void = opened.moved(InvoiceStatus.VOID, MAR.end)
     with pytest.raises(LedgerConflictError):  # a stale credit read: neither the status nor the credit moves
-        ledger.store.update_invoice_and_credit(void, InvoiceStatus.OPEN, Decimal("2.00"), Decimal("10.00"))
+        ledger.store.update_invoice_and_credit(void, InvoiceStatus.OPEN, CreditMove(Decimal("2.00"), Decimal("10.00")))
     assert ledger.store.ledger("acme").invoices[opened.invoice_id].status is InvoiceStatus.OPEN
-    ledger.store.update_invoice_and_credit(void, InvoiceStatus.OPEN, Decimal("0.00"), Decimal("10.00"))
+    ledger.store.update_invoice_and_credit(void, InvoiceStatus.OPEN, CreditMove(Decimal("0.00"), Decimal("10.00")))
     found = ledger.store.ledger("acme")
     assert found.invoices[opened.invoice_id].status is InvoiceStatus.VOID
     assert found.billing.credit == Decimal("10.00")
     with pytest.raises(LedgerConflictError):  # once: the status read is no longer open
-        ledger.store.update_invoice_and_credit(void, InvoiceStatus.OPEN, Decimal("10.00"), Decimal("10.00"))
+        ledger.store.update_invoice_and_credit(void, InvoiceStatus.OPEN, CreditMove(Decimal("10.00"), Decimal("10.00")))
     assert ledger.store.ledger("acme").billing.credit == Decimal("10.00")
 
 
@@ -432,16 +433,18 @@ def test_given_an_invoice_update_with_credit_notes_then_all_land_together_over_t
     again = replace(note, version=2, to_credit=note.to_credit + Decimal("1.00"), history=(("kept again", "t"),))
     stale = replace(again, version=3)  # not over the stored version 1
     with pytest.raises(LedgerConflictError):  # nothing written: not the invoice, not the credit
-        ledger.store.update_invoice_and_credit(marked, march.status, credit, Decimal("1.00"), [stale])
+        ledger.store.update_invoice_and_credit(marked, march.status, CreditMove(credit, Decimal("1.00"), (stale,)))
     assert ledger.store.ledger("acme").invoices["acme/2026-03"] == march
     assert ledger.store.ledger("acme").billing.credit == credit
-    written = ledger.store.update_invoice_and_credit(marked, march.status, credit, Decimal("1.00"), [again])
+    written = ledger.store.update_invoice_and_credit(
+        marked, march.status, CreditMove(credit, Decimal("1.00"), (again,))
+    )
     found = ledger.store.ledger("acme")
     assert found.invoices["acme/2026-03"] == written
     assert found.credit_notes[note.credit_id] == again
     assert found.billing.credit == credit + Decimal("1.00")
     with pytest.raises(LedgerConflictError):  # once: the note's version read is gone
-        ledger.store.update_invoice_and_credit(written, march.status, credit + 1, Decimal("1.00"), [again])
+        ledger.store.update_invoice_and_credit(written, march.status, CreditMove(credit + 1, Decimal("1.00"), (again,)))
     assert ledger.store.ledger("acme").billing.credit == credit + Decimal("1.00")
 
 
@@ -450,7 +453,7 @@ def test_given_a_void_that_takes_back_more_credit_than_is_left_then_the_credit_i
 ) -> None:
     opened = _opened(ledger)
     void = opened.moved(InvoiceStatus.VOID, MAR.end)
-    ledger.store.update_invoice_and_credit(void, InvoiceStatus.OPEN, Decimal("0.00"), Decimal("-0.94"))
+    ledger.store.update_invoice_and_credit(void, InvoiceStatus.OPEN, CreditMove(Decimal("0.00"), Decimal("-0.94")))
     assert ledger.store.ledger("acme").billing.credit == Decimal("-0.94")  # billed by the next invoice (D132)
 
 

@@ -17,6 +17,7 @@ from kilo_billing.invoicing import (
     ERASED_DETAILS,
     AccountLedger,
     BillingMethod,
+    CreditMove,
     CreditNote,
     CreditNoteStatus,
     InvoiceRecord,
@@ -812,14 +813,18 @@ def _save_with(
                 ledger = store.ledger(invoice.account_id)  # less what its credit notes gave already (D132)
                 restored = void_credit(ledger, updated)
                 if restored != 0:
-                    return store.update_invoice_and_credit(updated, invoice.status, ledger.billing.credit, restored)
+                    return store.update_invoice_and_credit(
+                        updated, invoice.status, CreditMove(ledger.billing.credit, restored)
+                    )
             if now is not None and updated.kept > invoice.kept:  # once: the next read finds the notes moved on
                 ledger = store.ledger(invoice.account_id)
                 notes = credit_reinstated(ledger, updated, now)
                 if notes:
                     before = {note.credit_id: note.to_credit for note in ledger.credit_notes.values()}
                     given = sum((note.to_credit - before[note.credit_id] for note in notes), ZERO)
-                    return store.update_invoice_and_credit(updated, invoice.status, ledger.billing.credit, given, notes)
+                    return store.update_invoice_and_credit(
+                        updated, invoice.status, CreditMove(ledger.billing.credit, given, notes)
+                    )
             return store.update_invoice(updated, invoice.status)
         except LedgerConflictError:
             stored = store.ledger(invoice.account_id).invoices.get(invoice.invoice_id)

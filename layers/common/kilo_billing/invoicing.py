@@ -20,7 +20,7 @@ account credit, applied to this very invoice (docs/decisions.md, "Negative late 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
@@ -366,6 +366,22 @@ class LedgerConflictError(Exception):
     """Someone else changed what the close read (another close, a concurrent update): re-read and retry."""
 
 
+@dataclass(frozen=True, slots=True)
+class CreditMove:
+    """What an invoice update moves with it, in the same transaction: the account's credit from ``credit_read`` (what
+    the writer read) to ``credit_read + added``, and the credit notes ``notes``, each over its stored version
+    ``note.version - 1``."""
+
+    credit_read: Decimal
+    added: Decimal
+    notes: tuple[CreditNote, ...] = ()
+
+    @property
+    def credit(self) -> Decimal:
+        """The account's credit once moved."""
+        return self.credit_read + self.added
+
+
 class LedgerStore(Protocol):
     """Invoicing's storage: an account's ledger, the close, invoice updates, the account list."""
 
@@ -392,16 +408,10 @@ class LedgerStore(Protocol):
         ...
 
     def update_invoice_and_credit(
-        self,
-        invoice: InvoiceRecord,
-        expected: InvoiceStatus,
-        credit_read: Decimal,
-        added: Decimal,
-        notes: Sequence[CreditNote] = (),
+        self, invoice: InvoiceRecord, expected: InvoiceStatus, move: CreditMove
     ) -> InvoiceRecord:
-        """``update_invoice`` and, in the same transaction, the account's credit from ``credit_read`` to
-        ``credit_read + added`` (an invoice voided gives back the credit it consumed: the status condition makes it
-        once) and the credit notes ``notes``, each over its stored version ``note.version - 1`` (a dispute's funds
+        """``update_invoice`` and, in the same transaction, ``move``: the account's credit (an invoice voided gives
+        back the credit it consumed: the status condition makes it once) and the credit notes (a dispute's funds
         reinstated: what the notes credit again); ``LedgerConflictError`` when the status, the crypto credit, the
         account's credit or a note moved."""
         ...

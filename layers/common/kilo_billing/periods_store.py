@@ -21,7 +21,7 @@ the next invoice number (condition: the number read). Rating's ADDs never confli
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from decimal import Decimal
 from typing import Any, Unpack
@@ -32,6 +32,7 @@ from kilo_billing.invoicing import (
     BillingFields,
     CloseDraft,
     Counters,
+    CreditMove,
     CreditNote,
     InvoiceRecord,
     InvoiceStatus,
@@ -189,15 +190,10 @@ class DynamoLedgerStore:
         return self._update_invoice(invoice, expected, [credit], invoice.crypto_credit - added)
 
     def update_invoice_and_credit(
-        self,
-        invoice: InvoiceRecord,
-        expected: InvoiceStatus,
-        credit_read: Decimal,
-        added: Decimal,
-        notes: Sequence[CreditNote] = (),
+        self, invoice: InvoiceRecord, expected: InvoiceStatus, move: CreditMove
     ) -> InvoiceRecord:
-        credit = self._credit_update(invoice.account_id, credit_read, added)
-        puts = [self._note_put(note) for note in notes]
+        credit = self._credit_update(invoice.account_id, move.credit_read, move.added)
+        puts = [self._note_put(note) for note in move.notes]
         return self._update_invoice(invoice, expected, [credit, *puts], invoice.crypto_credit)
 
     def _note_put(self, note: CreditNote) -> dict[str, Any]:
