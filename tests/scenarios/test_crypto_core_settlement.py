@@ -7,13 +7,16 @@ locked at 1 and asks 100 USDC = 100_000_000 units. Tolerance: USDC min(0.5 %, $1
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
 from kilo_crypto_watch import logic
+from kilo_crypto_watch.adapters import DynamoCryptoStore
 from kilo_crypto_watch.history import account_history
 from kilo_crypto_watch.model import BillFlag, BillPayment, BillStatus, ObservedTransfer, PaymentStatus, QuoteStatus
 from kilo_crypto_watch.ports import AlreadyExistsError, ConflictError, SettlementChange
@@ -24,6 +27,7 @@ from kilo_crypto_watch.settlement import (
     NoQuoteError,
     NotAssignableError,
     NotUnderReviewError,
+    Settlement,
     remaining_usd,
 )
 from kilo_crypto_watch.wallets import SignInPolicy
@@ -39,6 +43,7 @@ from tests.crypto_core_fakes import (
     quote,
     transfer,
 )
+from tests.fakes import RecordingPublisher
 
 ETH_QUOTE = 40_000_000_000_000_000
 USDC_QUOTE = 100_000_000
@@ -1610,3 +1615,111 @@ def test_given_a_credit_whose_exact_usd_has_more_digits_than_a_dynamodb_number_t
         0,
         0,
     )
+
+
+class CrashError(Exception):
+    """The watcher's process ending at this point (killed, timed out)."""
+
+
+class CrashingStore(DynamoCryptoStore):
+    """The crypto table on moto; while ``crash`` is set, marking a payment announced dies (the process ends between
+    publishing a ``CryptoPaymentSeen.v1`` and marking its payments)."""
+
+    crash = False
+
+    def mark_payment_announced(self, payment_id: str) -> None:
+        if self.crash:
+            raise CrashError(f"died before marking {payment_id}")
+        super().mark_payment_announced(payment_id)
+
+
+class FailingPublisher(RecordingPublisher):
+    """The bus refusing every event while ``down`` is set (nothing published)."""
+
+    down = False
+
+    def publish(self, detail_type: str, detail: Mapping[str, Any]) -> None:
+        if self.down:
+            raise CrashError(f"bus down for {detail_type}")
+        super().publish(detail_type, detail)
+
+
+def alerted(h: Harness) -> dict[str, list[str]]:
+    """What the alerts function tells the customer: it keeps the first ``CryptoPaymentSeen.v1`` of each event id
+    (its ledger drops a repeat), here as the payment ids each one covers."""
+    kept: dict[str, list[str]] = {}
+    for event in h.events(SEEN):
+        kept.setdefault(event["event_id"], [t["payment_id"] for t in event["transfers"]])
+    return kept
+
+
+def test_given_a_crash_between_the_seen_event_and_its_marks_when_the_batch_has_grown_then_each_credit_is_told_once(
+    stack: Stack,
+) -> None:
+    """D216. The first run's batch holds two 30 USDC credits to the bill: one event carrying both is published, and
+    the process dies before marking them. The rerun's batch (the cursor did not move) has grown by a third credit
+    that arrived meanwhile. The customer hears of the first two once - their event again under its own id, which
+    the alerts drop - and of the third alone (one payment: its own id). Before, the rerun published the three under
+    a new id (a digest of three ids): the first two were alerted twice."""
+    h = harness(stack)
+    h.store.link_wallet("evm", CUSTOMER_WALLET, "acct-1", "ethereum", T0)
+    assert h.store.create_bill(bill())
+    h.store.add_quote(quote("q-usdc", "USDC", USDC_QUOTE, "1"))
+    h.clock.now = T0 + timedelta(minutes=5)
+    store = CrashingStore(stack.clients["dynamodb"], stack.template.physical_name("CryptoTable"))
+    watcher = Settlement(store, h.published, CHAINS, h.rates, clock=h.clock)
+    at = T0 + timedelta(minutes=4)
+    first = [transfer("0xa", "USDC", 30_000_000, at), transfer("0xb", "USDC", 30_000_000, at)]
+
+    store.crash = True
+    with pytest.raises(CrashError):
+        watcher.record_batch(first)
+    [published] = h.events(SEEN)
+    assert [t["payment_id"] for t in published["transfers"]] == ["ethereum:0xa:0", "ethereum:0xb:0"]
+    store.crash = False
+    grown = [*first, transfer("0xc", "USDC", 30_000_000, at)]
+    watcher.record_batch(grown)
+    watcher.record_batch(grown)  # a further run: all announced, nothing more
+
+    assert alerted(h) == {
+        published["event_id"]: ["ethereum:0xa:0", "ethereum:0xb:0"],
+        "crypto-seen:ethereum:0xc:0": ["ethereum:0xc:0"],
+    }
+    [third] = [e for e in h.events(SEEN) if e["event_id"] == "crypto-seen:ethereum:0xc:0"]
+    assert (third["amount_usd"], third["total_usd"]) == ("30.00", "30.00")
+    payments = [store.payment(f"ethereum:0x{tx}:0") for tx in "abc"]
+    assert [p.announced for p in payments if p is not None] == [True, True, True]
+    covered = store.bill("inv-1")
+    assert covered is not None
+    assert covered.status is BillStatus.OPEN  # $90.00 of $100.00: each credit counted once
+    assert remaining_usd(covered) == Decimal("10.00")
+
+
+def test_given_the_bus_down_for_the_seen_event_when_the_batch_has_grown_then_the_first_credits_are_still_told(
+    stack: Stack,
+) -> None:
+    """D216. The first run stores two 30 USDC credits, and publishing their event fails (nothing published). The
+    rerun's batch has a third credit: the customer hears of all three, each once (the first two together, the third
+    alone, or the three together - never one credit twice, nor one left out)."""
+    h = harness(stack)
+    publisher = FailingPublisher()
+    watcher = Settlement(h.store, publisher, CHAINS, h.rates, clock=h.clock)
+    h = replace(h, published=publisher, settlement=watcher)
+    h.store.link_wallet("evm", CUSTOMER_WALLET, "acct-1", "ethereum", T0)
+    assert h.store.create_bill(bill())
+    h.store.add_quote(quote("q-usdc", "USDC", USDC_QUOTE, "1"))
+    h.clock.now = T0 + timedelta(minutes=5)
+    at = T0 + timedelta(minutes=4)
+    first = [transfer("0xa", "USDC", 30_000_000, at), transfer("0xb", "USDC", 30_000_000, at)]
+
+    publisher.down = True
+    with pytest.raises(CrashError):
+        watcher.record_batch(first)
+    assert h.events(SEEN) == []
+    publisher.down = False
+    grown = [*first, transfer("0xc", "USDC", 30_000_000, at)]
+    watcher.record_batch(grown)
+    watcher.record_batch(grown)
+
+    told = sorted(payment_id for covered in alerted(h).values() for payment_id in covered)
+    assert told == ["ethereum:0xa:0", "ethereum:0xb:0", "ethereum:0xc:0"]

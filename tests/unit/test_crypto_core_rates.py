@@ -53,9 +53,10 @@ def test_given_sources_more_than_one_percent_apart_then_refused_naming_both() ->
 
 
 def test_given_a_reading_older_than_its_heartbeat_then_stale() -> None:
-    with pytest.raises(StaleRateError, match="chainlink:ethereum is stale: updated 3601 s ago, heartbeat 3600 s"):
+    at_now = r"is stale at 2026-11-02T12:00:00\+00:00"
+    with pytest.raises(StaleRateError, match=rf"chainlink:ethereum {at_now}: updated 3601 s before, heartbeat 3600 s"):
         decide("ETH", [chainlink("ETH", "2500.00", age_s=3601), exchange("ETH", "2500.00")], NOW, POLICY)
-    with pytest.raises(StaleRateError, match="exchange:coinbase is stale: updated 121 s ago, heartbeat 120 s"):
+    with pytest.raises(StaleRateError, match=rf"exchange:coinbase {at_now}: updated 121 s before, heartbeat 120 s"):
         decide("ETH", [chainlink("ETH", "2500.00"), exchange("ETH", "2500.00", age_s=121)], NOW, POLICY)
     fresh = decide("ETH", [chainlink("ETH", "2500.00", age_s=3600), exchange("ETH", "2500.00")], NOW, POLICY)
     assert fresh.price == Decimal("2500.00")
@@ -131,5 +132,16 @@ def test_given_no_source_reading_the_past_or_a_stale_answer_then_no_rate_then() 
     with pytest.raises(SourceUnavailableError, match="no price source can read a past price"):
         CheckedRates([Source(exchange("ETH", "2500.00"))]).at("ETH", then)
     stale = RateReading("chainlink:ethereum", "ETH", Decimal("2480.00"), then - timedelta(seconds=3601), 3600)
-    with pytest.raises(StaleRateError, match=r"was stale at .*3601 s before, heartbeat 3600 s"):
+    then_stale = r"ETH price from chainlink:ethereum is stale at 2026-11-01T12:00:00\+00:00: updated 3601 s before"
+    with pytest.raises(StaleRateError, match=rf"{then_stale}, heartbeat 3600 s"):
         CheckedRates([PastSource({then: stale})]).at("ETH", then)
+
+
+def test_given_a_reading_of_another_asset_then_refused_with_one_message_now_and_for_a_past_moment() -> None:
+    then = NOW - timedelta(days=1)
+    sol = RateReading("chainlink:ethereum", "SOL", Decimal("150.00"), then - timedelta(minutes=10), 3600)
+    message = "chainlink:ethereum answered for SOL, not ETH"
+    with pytest.raises(SourceUnavailableError, match=message):
+        decide("ETH", [chainlink("SOL", "150.00"), exchange("ETH", "2500.00")], NOW, POLICY)
+    with pytest.raises(SourceUnavailableError, match=message):
+        CheckedRates([PastSource({then: sol})]).at("ETH", then)

@@ -277,6 +277,18 @@ class DynamoCryptoStore:
                 f"payment {change.payment.payment_id}: the table refused the change: {exc}"
             ) from exc
 
+    def claim_seen(self, payment_id: str, event_id: str) -> str:
+        # one update, kept by the first writer (if_not_exists): a payment is claimed by one event only
+        response = call(
+            self._client.update_item,
+            TableName=self._table,
+            Key=items.key(items.payment_pk(payment_id), "PAY"),
+            UpdateExpression="SET seen_event = if_not_exists(seen_event, :e)",
+            ExpressionAttributeValues=to_item({":e": event_id}),
+            ReturnValues="UPDATED_NEW",
+        )
+        return str(from_item(response["Attributes"])["seen_event"])
+
     def mark_payment_announced(self, payment_id: str) -> None:
         call(
             self._client.update_item,

@@ -374,6 +374,7 @@ def payment_to_item(payment: Payment) -> Item:
             "final": payment.final or None,
             "generation": payment.generation or None,
             "archived": payment.archived or None,
+            "seen_event": payment.seen_event,
         }
     )
 
@@ -431,6 +432,7 @@ def payment_from_item(item: Mapping[str, Any]) -> Payment:
         final=bool(values.get("final", False)),
         generation=int(values.get("generation", 0)),
         archived=bool(values.get("archived", False)),
+        seen_event=str(values["seen_event"]) if values.get("seen_event") else None,
     )
 
 

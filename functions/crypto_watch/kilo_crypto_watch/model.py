@@ -247,6 +247,9 @@ class Payment:
     # displaced from its id by another credit of its transaction (re-mined with its log indexes shifted, D168): kept
     # under its own id ``<id>~<generation>`` (ORPHANED), so that seen again at its new index it keeps its bill
     archived: bool = False
+    # the ``CryptoPaymentSeen.v1`` it is told in, claimed before that event is published: a rerun after a crash before
+    # ``announced`` publishes that event again (same id) rather than count it in another (D216)
+    seen_event: str | None = None
 
     @property
     def payment_id(self) -> str:

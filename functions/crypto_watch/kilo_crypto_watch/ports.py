@@ -191,6 +191,11 @@ class SettlementStore(Protocol):
         store can never take it (an item too large)."""
         ...
 
+    def claim_seen(self, payment_id: str, event_id: str) -> str:
+        """Note that ``payment_id`` is told in the ``CryptoPaymentSeen.v1`` ``event_id``, unless it is claimed by one
+        already; returns the event it is told in. Idempotent (D216)."""
+        ...
+
     def mark_payment_announced(self, payment_id: str) -> None: ...
 
     def mark_bill_announced(self, invoice_id: str, credit_usd: Decimal) -> None:

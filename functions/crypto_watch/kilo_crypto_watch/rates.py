@@ -64,6 +64,20 @@ class RatePolicy:
         )
 
 
+def _check_reading(asset: Asset, reading: RateReading, at: datetime, policy: RatePolicy) -> None:
+    """A reading usable for ``asset`` at ``at`` (now, or a past moment): of that asset (else SourceUnavailableError)
+    and no older then than its heartbeat, the feed's or else the policy's default (else StaleRateError)."""
+    if reading.asset != asset:
+        raise SourceUnavailableError(f"{reading.source} answered for {reading.asset}, not {asset}")
+    heartbeat = reading.heartbeat_seconds or policy.default_heartbeat_seconds
+    age = (at - reading.updated_at).total_seconds()
+    if age > heartbeat:
+        raise StaleRateError(
+            f"{asset} price from {reading.source} is stale at {at.isoformat()}: updated {int(age)} s before, "
+            f"heartbeat {heartbeat} s"
+        )
+
+
 def decide(asset: Asset, readings: Sequence[RateReading], now: datetime, policy: RatePolicy) -> LockedRate:
     """The locked rate from ``readings`` at ``now``, or a RateRefusedError subclass naming the problem."""
     if len(readings) < policy.min_sources:
@@ -71,14 +85,7 @@ def decide(asset: Asset, readings: Sequence[RateReading], now: datetime, policy:
             f"{asset}: {len(readings)} price source(s) answered, {policy.min_sources} independent ones needed"
         )
     for reading in readings:
-        if reading.asset != asset:
-            raise SourceUnavailableError(f"{reading.source} answered for {reading.asset}, not {asset}")
-        heartbeat = reading.heartbeat_seconds or policy.default_heartbeat_seconds
-        age = (now - reading.updated_at).total_seconds()
-        if age > heartbeat:
-            raise StaleRateError(
-                f"{asset} price from {reading.source} is stale: updated {int(age)} s ago, heartbeat {heartbeat} s"
-            )
+        _check_reading(asset, reading, now, policy)
     if asset in STABLECOINS:
         for reading in readings:
             if not policy.stable_low <= reading.price <= policy.stable_high:
@@ -127,13 +134,5 @@ class CheckedRates:
             reading = source.read_at(asset, when, block)
         except PriceUnavailableError as exc:
             raise SourceUnavailableError(f"{asset}: no price at {when.isoformat()}: {exc}") from exc
-        if reading.asset != asset:
-            raise SourceUnavailableError(f"{reading.source} answered for {reading.asset}, not {asset}")
-        heartbeat = reading.heartbeat_seconds or self._policy.default_heartbeat_seconds
-        age = (when - reading.updated_at).total_seconds()
-        if age > heartbeat:
-            raise StaleRateError(
-                f"{asset} price from {reading.source} was stale at {when.isoformat()}: updated {int(age)} s before, "
-                f"heartbeat {heartbeat} s"
-            )
+        _check_reading(asset, reading, when, self._policy)
         return LockedRate(asset=asset, price=reading.price, readings=(reading,), locked_at=when)

@@ -356,8 +356,9 @@ def payment_event_id(kind: str, payment: Payment) -> str:
 
 def seen_event_id(invoice_id: str, payments: Sequence[Payment]) -> str:
     """The ``CryptoPaymentSeen.v1`` id of ``payments`` announced together: one payment's own
-    (``payment_event_id``, as before D216); several, the bill's and a digest of theirs - the same set seen again
-    (a rerun after a crash before they were marked) publishes the same id, and consumers dedupe it."""
+    (``payment_event_id``, as before D216); several, the bill's and a digest of theirs. Taken for the payments not
+    claimed by an event yet (``Settlement._announce_seen``): a rerun publishes a claimed one's event again under its
+    own id, and consumers dedupe it."""
     if len(payments) == 1:
         return payment_event_id("crypto-seen", payments[0])
     ids = sorted(payment_event_id("crypto-seen", payment) for payment in payments)
@@ -1068,10 +1069,24 @@ class Settlement:
         self._store.mark_payment_announced(payment.payment_id)
 
     def _announce_seen(self, payments: Sequence[Payment]) -> None:
-        """One ``CryptoPaymentSeen.v1`` for ``payments`` (attributed to one bill, seen together), then each marked."""
+        """One ``CryptoPaymentSeen.v1`` for ``payments`` (attributed to one bill, seen together), then each marked.
+        Each is claimed for its event before that is published (``claim_seen``): one an earlier attempt claimed and
+        died before marking (published or not) is told again in that event, under its id - consumers drop it if they
+        had it - and only the others in a new one, so that a rerun whose batch has grown tells no credit twice."""
         first = payments[0] if payments else None
         if first is None or first.invoice_id is None or first.account_id is None:
             return  # only attributed payments are announced to a customer
+        fresh = [payment for payment in payments if payment.seen_event is None]
+        new_id = seen_event_id(first.invoice_id, fresh) if fresh else ""
+        events: dict[str, list[Payment]] = {}
+        for payment in payments:
+            event_id = payment.seen_event or self._store.claim_seen(payment.payment_id, new_id)
+            events.setdefault(event_id, []).append(payment)
+        for event_id, told in events.items():
+            self._publish_seen(event_id, first.account_id, first.invoice_id, told)
+
+    def _publish_seen(self, event_id: str, account_id: str, invoice_id: str, payments: Sequence[Payment]) -> None:
+        """``payments`` in the ``CryptoPaymentSeen.v1`` ``event_id``, then each marked."""
         # the counted ones split their counted sum (D217); one in review (or refused) is no part of it and shows
         # its own USD, as the history does (D226)
         counted = counted_usd(payments)
@@ -1091,11 +1106,11 @@ class Settlement:
         )
         head = transfers[0]
         seen = CryptoPaymentSeenV1(
-            event_id=seen_event_id(first.invoice_id, payments),
-            account_id=first.account_id,
-            invoice_id=first.invoice_id,
+            event_id=event_id,
+            account_id=account_id,
+            invoice_id=invoice_id,
             quote_id=head.quote_id,
-            chain=first.transfer.chain,
+            chain=payments[0].transfer.chain,
             asset=head.asset,
             amount=head.amount,
             amount_usd=head.amount_usd,
