@@ -106,7 +106,7 @@ def test_given_a_failed_payment_alert_refused_by_ses_then_one_sms_and_none_to_an
     [(phone, sms)] = [(phone, text) for phone, text, *_ in alerts_stack.sent_sms()]
     assert (phone, sms) == (
         NUMBER,
-        "Kilo: your payment of $29.00 was declined. Pay the invoice or update your card with the link in our email. "
+        "Kilo: your payment of $29.00 was declined. Pay the invoice or update your card in your Kilo dashboard. "
         "Reply STOP to opt out",
     )
     assert {channel: item["status"] for channel, item in records(alerts_stack, "acct_p").items()} == {
