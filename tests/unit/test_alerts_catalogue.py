@@ -111,10 +111,11 @@ def test_given_events_then_the_alert_key_and_kind_name_the_occurrence() -> None:
         "$80.00",
         "September 2026",
     )
-    assert (video.kind, video.key, video.dedupe_id) == (
+    assert (video.account_id, video.period, video.kind, video.key) == (
+        "acct_1",
+        "2026-09",
         "allowance_threshold",
         "video:80",
-        "acct_1|2026-09|allowance_threshold|video:80",
     )
 
 
