@@ -143,15 +143,19 @@ def test_given_the_email_failing_for_now_then_the_sms_waits_and_goes_once_when_t
     assert decided(ledger)[Channel.SMS] == (Outcome.SENT, "sms-1; sent instead of the email SES refused")
 
 
-def test_given_a_crash_after_the_refused_email_was_recorded_then_the_redelivery_sends_the_sms_once() -> None:
-    ledger, texter = InMemoryLedger(), ScriptedTexter()
-    probe = required("budget_hard_limit")
-    # the crashed delivery: the SMS claimed (waiting for the email), the email refused and recorded, then it died
+def crashed_after_the_email(ledger: InMemoryLedger, probe: Alert, outcome: Outcome, detail: str) -> None:
+    """The crashed delivery: the SMS claimed (waiting for the email), the email decided and recorded, then it died."""
     sms = Delivery("acct_1", "2026-11", probe.kind, probe.key, Channel.SMS, Outcome.RETRY, "", T0)
     assert ledger.claim(sms, POLICY.lease_ms) == 1
     email = replace(sms, channel=Channel.EMAIL)
     assert ledger.claim(email, POLICY.lease_ms) == 1
-    ledger.record(replace(email, outcome=Outcome.UNDELIVERABLE, detail=REFUSED))
+    ledger.record(replace(email, outcome=outcome, detail=detail))
+
+
+def test_given_a_crash_after_the_refused_email_was_recorded_then_the_redelivery_sends_the_sms_once() -> None:
+    ledger, texter = InMemoryLedger(), ScriptedTexter()
+    probe = required("budget_hard_limit")
+    crashed_after_the_email(ledger, probe, Outcome.UNDELIVERABLE, REFUSED)
 
     mailer = ScriptedMailer()
     with pytest.raises(DeliveryIncompleteError):  # within the SMS claim's lease: not decided, retried
@@ -248,11 +252,7 @@ def test_given_no_email_address_then_neither_an_alert_the_account_may_silence_no
 def test_given_a_crash_after_the_missing_address_was_recorded_then_the_redelivery_sends_the_sms_once() -> None:
     ledger, texter = InMemoryLedger(), ScriptedTexter()
     probe = required("payment_failed")
-    sms = Delivery("acct_1", "2026-11", probe.kind, probe.key, Channel.SMS, Outcome.RETRY, "", T0)
-    assert ledger.claim(sms, POLICY.lease_ms) == 1
-    email = replace(sms, channel=Channel.EMAIL)
-    assert ledger.claim(email, POLICY.lease_ms) == 1
-    ledger.record(replace(email, outcome=Outcome.SKIPPED, detail="no email address"))
+    crashed_after_the_email(ledger, probe, Outcome.SKIPPED, "no email address")
 
     later = deliver_alert(
         probe, no_email(probe.kind), ledger, ScriptedMailer(), texter, POLICY, T0 + POLICY.lease_ms + 1

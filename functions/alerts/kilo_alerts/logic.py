@@ -75,6 +75,9 @@ ENFORCEMENT_STEP: Final = "EnforcementStepDue.v1"  # the delayed removal step (a
 HARD: Final = "budget_hard_limit"
 # events with operator checks that also alert the account (the customer alert is delivered besides the checks)
 CUSTOMER_AND_OPERATOR: Final = frozenset({PaymentFailedV1.DETAIL_TYPE})
+NOT_CHOSEN: Final = "not chosen for this alert"  # the details of deliveries other code reads back (D215)
+NO_EMAIL: Final = "no email address"
+HELD: Final = "claimed by another delivery, not decided yet"
 
 
 def _default_sms_regions() -> frozenset[str]:
@@ -242,11 +245,6 @@ def _sms_waits_for_email(alert: Alert, profile: AccountProfile, chosen: tuple[st
         and bool(profile.phone)
         and profile.phone_verified
     )
-
-
-NOT_CHOSEN: Final = "not chosen for this alert"
-NO_EMAIL: Final = "no email address"
-HELD: Final = "claimed by another delivery, not decided yet"
 
 
 @dataclass(frozen=True, slots=True)
