@@ -157,7 +157,7 @@ def test_given_a_failed_payment_then_email_and_sms_go_once_and_the_operator_sign
     [(phone, sms)] = alerts_stack.sent_sms()
     assert phone == "+14155550100"
     assert sms == (
-        "Kilo: your payment of $29.00 was declined. Pay the invoice or update your card with the link in our email. "
+        "Kilo: your payment of $29.00 was declined. Pay the invoice or update your card in your Kilo dashboard. "
         "Reply STOP to opt out"
     )
     assert {channel: item["status"] for channel, item in records(alerts_stack, "acct_pf").items()} == {
@@ -191,7 +191,7 @@ def test_given_a_payment_needing_action_then_the_alert_asks_to_complete_it(alert
     assert f"Complete the payment: {PREFS}?account=acct_ar\n" in text
     [(_, sms)] = alerts_stack.sent_sms()
     assert sms == (
-        "Kilo: your payment of $150.01 needs your confirmation. Complete the payment with the link in our email. "
+        "Kilo: your payment of $150.01 needs your confirmation. Complete the payment in your Kilo dashboard. "
         "Reply STOP to opt out"
     )
 

@@ -201,3 +201,20 @@ def test_given_a_day_whose_revenue_is_below_livekit_cost_then_one_negative_margi
     assert inbox(operator_env, url) == []
     # 16 Nov: nothing more used, the day's fee share $0.97 > $0.00 cost
     assert check("margin", "2026-11-16T00:00:00Z")["negative"] is False
+
+
+def test_given_a_subject_longer_than_sns_takes_then_the_notifier_cuts_it_to_100_characters(
+    alerts_stack: AlertsStack,
+) -> None:
+    """The operator alerts' subjects name an account, a room or a chain of any length: the adapter, where SNS's limit
+    is, cuts them (a longer Subject is refused by SNS); the message keeps the whole."""
+    from kilo_alerts.adapters import SnsOperatorNotifier  # noqa: PLC0415
+
+    url = topic_queue(alerts_stack)
+    notifier = SnsOperatorNotifier(boto3.client("sns"), alerts_stack.stack.template.ref("OperatorAlarmTopic"))
+    subject = "Kilo Billing: unattributed crypto payment of 1,234.5678 USDC on " + "solana-" * 10
+    notifier.notify(subject, f"The whole subject: {subject}\n")
+
+    cut = "Kilo Billing: unattributed crypto payment of 1,234.5678 USDC on solana-solana-solana-solana-solana-s"
+    assert len(cut) == 100
+    assert inbox(alerts_stack, url) == [(cut, f"The whole subject: {subject}\n")]

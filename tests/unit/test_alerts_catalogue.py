@@ -111,10 +111,11 @@ def test_given_events_then_the_alert_key_and_kind_name_the_occurrence() -> None:
         "$80.00",
         "September 2026",
     )
-    assert (video.kind, video.key, video.dedupe_id) == (
+    assert (video.account_id, video.period, video.kind, video.key) == (
+        "acct_1",
+        "2026-09",
         "allowance_threshold",
         "video:80",
-        "acct_1|2026-09|allowance_threshold|video:80",
     )
 
 
@@ -208,6 +209,37 @@ def test_given_the_largest_invoicing_figures_then_each_sms_fits_one_segment(
     assert len(sms) <= SMS_LIMIT, sms
     assert sms.endswith("Reply STOP to opt out")
     assert "$9,999,999.99" in sms
+
+
+@pytest.mark.parametrize(
+    ("reason", "expected"),
+    [
+        (
+            "payment_failed",
+            "Kilo: your payment of $129.00 was declined. Pay the invoice or update your card in your Kilo dashboard. "
+            "Reply STOP to opt out",
+        ),
+        (
+            "action_required",
+            "Kilo: your payment of $129.00 needs your confirmation. Complete the payment in your Kilo dashboard. "
+            "Reply STOP to opt out",
+        ),
+    ],
+)
+def test_given_a_failed_payment_then_its_sms_says_where_to_pay_without_the_email(reason: str, expected: str) -> None:
+    """The SMS may be the only message (SMS chosen alone, or sent instead of an email that reached nobody, D215): it
+    names where to act - the dashboard's Billing and Cards pages - not a link in an email that may not exist."""
+    alert = alert_from_event(
+        PaymentFailedV1.DETAIL_TYPE, invoicing_details("129", reason=reason)[PaymentFailedV1.DETAIL_TYPE]
+    )
+    values = {
+        "invoice_url": "https://app.kilo.example/settings/alerts?account=acct_1",
+        **alert.values,
+        "account_id": "acct_1",
+        "account_name": "Ada",
+        "preferences_url": "https://app.kilo.example/settings/alerts?account=acct_1",
+    }
+    assert render(alert.kind, values).sms == expected
 
 
 def test_given_invoicing_events_then_kind_key_period_severity_and_figures_name_the_occurrence() -> None:

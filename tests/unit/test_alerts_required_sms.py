@@ -143,15 +143,19 @@ def test_given_the_email_failing_for_now_then_the_sms_waits_and_goes_once_when_t
     assert decided(ledger)[Channel.SMS] == (Outcome.SENT, "sms-1; sent instead of the email SES refused")
 
 
-def test_given_a_crash_after_the_refused_email_was_recorded_then_the_redelivery_sends_the_sms_once() -> None:
-    ledger, texter = InMemoryLedger(), ScriptedTexter()
-    probe = required("budget_hard_limit")
-    # the crashed delivery: the SMS claimed (waiting for the email), the email refused and recorded, then it died
+def crashed_after_the_email(ledger: InMemoryLedger, probe: Alert, outcome: Outcome, detail: str) -> None:
+    """The crashed delivery: the SMS claimed (waiting for the email), the email decided and recorded, then it died."""
     sms = Delivery("acct_1", "2026-11", probe.kind, probe.key, Channel.SMS, Outcome.RETRY, "", T0)
     assert ledger.claim(sms, POLICY.lease_ms) == 1
     email = replace(sms, channel=Channel.EMAIL)
     assert ledger.claim(email, POLICY.lease_ms) == 1
-    ledger.record(replace(email, outcome=Outcome.UNDELIVERABLE, detail=REFUSED))
+    ledger.record(replace(email, outcome=outcome, detail=detail))
+
+
+def test_given_a_crash_after_the_refused_email_was_recorded_then_the_redelivery_sends_the_sms_once() -> None:
+    ledger, texter = InMemoryLedger(), ScriptedTexter()
+    probe = required("budget_hard_limit")
+    crashed_after_the_email(ledger, probe, Outcome.UNDELIVERABLE, REFUSED)
 
     mailer = ScriptedMailer()
     with pytest.raises(DeliveryIncompleteError):  # within the SMS claim's lease: not decided, retried
@@ -194,3 +198,110 @@ def test_given_the_number_opted_out_then_the_sms_instead_is_recorded_opted_out()
         Outcome.OPTED_OUT,
         "the number opted out of SMS (STOP); the email was refused by SES",
     )
+
+
+def no_email(kind: str, *, verified: bool = True) -> InMemoryAccountDirectory:
+    """An account that cleared its email address (the account API's ``""``), email chosen alone for ``kind``."""
+    [profile] = account(kind, verified=verified).profiles.values()
+    return InMemoryAccountDirectory(replace(profile, email=""))
+
+
+@pytest.mark.parametrize("kind", REQUIRED)
+def test_given_a_required_alert_and_no_email_address_then_it_goes_once_by_sms_to_the_verified_number(kind: str) -> None:
+    ledger, mailer, texter = InMemoryLedger(), ScriptedMailer(), ScriptedTexter()
+    outcome = deliver_alert(required(kind), no_email(kind), ledger, mailer, texter, POLICY, T0)
+
+    assert (mailer.sent, [phone for phone, _ in texter.sent]) == ([], [PHONE])
+    assert {d.channel: d.outcome for d in outcome.deliveries} == {
+        Channel.EMAIL: Outcome.SKIPPED,
+        Channel.SMS: Outcome.SENT,
+    }
+    assert decided(ledger) == {
+        Channel.EMAIL: (Outcome.SKIPPED, "no email address"),
+        Channel.SMS: (Outcome.SENT, "sms-1; sent instead of the email: the account has no email address"),
+    }
+    assert ledger.sms_days == {("acct_1", "2026-11-20"): 1}
+
+    again = deliver_alert(required(kind), no_email(kind), ledger, mailer, texter, POLICY, T0 + 1_000)
+    assert {d.outcome for d in again.deliveries} == {Outcome.DUPLICATE}
+    assert len(texter.sent) == 1
+
+
+def test_given_no_email_address_then_neither_an_alert_the_account_may_silence_nor_an_unverified_number_gets_an_sms() -> (
+    None
+):
+    cases = {
+        "budget (may be silenced)": (budget_alert(), no_email("budget_threshold")),
+        "hard limit, number not verified (D160)": (
+            required("budget_hard_limit"), no_email("budget_hard_limit", verified=False),
+        ),
+    }  # fmt: skip
+    for case, (alert, profile) in cases.items():
+        ledger, texter = InMemoryLedger(), ScriptedTexter()
+        deliver_alert(alert, profile, ledger, ScriptedMailer(), texter, POLICY, T0)
+        assert (case, decided(ledger)) == (
+            case,
+            {
+                Channel.EMAIL: (Outcome.SKIPPED, "no email address"),
+                Channel.SMS: (Outcome.SKIPPED, "not chosen for this alert"),
+            },
+        )
+        assert texter.sent == []
+
+
+def test_given_a_crash_after_the_missing_address_was_recorded_then_the_redelivery_sends_the_sms_once() -> None:
+    ledger, texter = InMemoryLedger(), ScriptedTexter()
+    probe = required("payment_failed")
+    crashed_after_the_email(ledger, probe, Outcome.SKIPPED, "no email address")
+
+    later = deliver_alert(
+        probe, no_email(probe.kind), ledger, ScriptedMailer(), texter, POLICY, T0 + POLICY.lease_ms + 1
+    )
+    assert {d.channel: d.outcome for d in later.deliveries} == {
+        Channel.EMAIL: Outcome.DUPLICATE,
+        Channel.SMS: Outcome.SENT,
+    }
+    assert len(texter.sent) == 1
+
+
+LAST = "sms-1; sent instead of the email: SES still failing for now at the event's last delivery"
+
+
+@pytest.mark.parametrize("kind", REQUIRED)
+def test_given_the_email_failing_for_now_at_the_last_delivery_then_the_sms_goes_once_and_the_email_stays_to_retry(
+    kind: str,
+) -> None:
+    ledger, texter = InMemoryLedger(), ScriptedTexter()
+    mailer = ScriptedMailer(SendFailedError("Throttling: Maximum sending rate exceeded"))
+    with pytest.raises(DeliveryIncompleteError) as raised:  # the email: to the dead-letter queue and its alarm
+        deliver_alert(required(kind), account(kind), ledger, mailer, texter, POLICY, T0, last_attempt=True)
+
+    assert (mailer.sent, [phone for phone, _ in texter.sent]) == ([], [PHONE])
+    assert {d.channel: d.outcome for d in raised.value.outcome.deliveries} == {
+        Channel.EMAIL: Outcome.RETRY,
+        Channel.SMS: Outcome.SENT,
+    }
+    assert decided(ledger) == {
+        Channel.EMAIL: (Outcome.RETRY, "Throttling: Maximum sending rate exceeded"),  # released
+        Channel.SMS: (Outcome.SENT, LAST),
+    }
+
+    # the dead-letter queue redriven once SES is back: the email goes, the SMS is not sent again
+    again = deliver_alert(required(kind), account(kind), ledger, mailer, texter, POLICY, T0 + 60_000)
+    assert {d.channel: d.outcome for d in again.deliveries} == {
+        Channel.EMAIL: Outcome.SENT,
+        Channel.SMS: Outcome.DUPLICATE,
+    }
+    assert (len(mailer.sent), len(texter.sent)) == (1, 1)
+
+
+def test_given_the_email_claimed_by_another_delivery_at_the_last_delivery_then_no_sms_goes() -> None:
+    """The other delivery is deciding the email (it may be sending it): nothing is known to have failed."""
+    ledger, texter = InMemoryLedger(), ScriptedTexter()
+    probe = required("budget_hard_limit")
+    email = Delivery("acct_1", "2026-11", probe.kind, probe.key, Channel.EMAIL, Outcome.RETRY, "", T0)
+    assert ledger.claim(email, POLICY.lease_ms) == 1
+    with pytest.raises(DeliveryIncompleteError):
+        deliver_alert(probe, account(probe.kind), ledger, ScriptedMailer(), texter, POLICY, T0 + 1_000, True)
+    assert texter.sent == []
+    assert decided(ledger)[Channel.SMS][0] is Outcome.RETRY  # released: decided again with the email

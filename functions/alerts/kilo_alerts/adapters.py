@@ -393,6 +393,9 @@ def _json(permission: Any) -> str:
     return str(json_format.MessageToJson(permission, indent=None))
 
 
+SNS_SUBJECT_LIMIT: Final = 100  # characters of a Publish's Subject (SNS refuses a longer one: InvalidParameter)
+
+
 class SnsOperatorNotifier:
     """Operator alerts published on the operator topic (the same topic the CloudWatch alarms notify)."""
 
@@ -401,9 +404,11 @@ class SnsOperatorNotifier:
         self._topic_arn = topic_arn
 
     def notify(self, subject: str, message: str) -> str:
+        """Publish on the operator topic; the subject cut to SNS's limit (the whole of it is in the message)."""
         if not self._topic_arn:
             raise SendRefusedError("no operator topic is configured")
-        answer = _send(self._client.publish, TopicArn=self._topic_arn, Subject=subject[:100], Message=message)
+        subject = subject[:SNS_SUBJECT_LIMIT]
+        answer = _send(self._client.publish, TopicArn=self._topic_arn, Subject=subject, Message=message)
         return str(answer["MessageId"])
 
 

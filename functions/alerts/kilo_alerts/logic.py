@@ -10,7 +10,8 @@ is not sent (a toll-fraud guard, D221: the region may have left the list after t
 the account's daily cap stops, that the regions withhold, or that SNS will not text (the number opted out, or SNS
 refuses it), goes by email instead when the account did not choose email for the alert (D149, D170, D221): SMS
 is decided first, the email instead on its own ledger row (sent once), and the SMS's decision recorded after it. The
-other way round, a required alert (D180: the hard limit, a failed payment) whose email SES refuses goes by SMS to the
+other way round, a required alert (D180: the hard limit, a failed payment) whose email reaches nobody (SES refuses
+it, the account has no address, or SES still fails for now at the event's last delivery) goes by SMS to the
 account's verified number when SMS was not chosen for it (D215): its SMS row is claimed first and decided after
 the email's. A transient failure releases the claim and, once every channel was tried, raises
 ``DeliveryIncompleteError``: the queue delivers the event again and only the unfinished channel is tried.
@@ -74,6 +75,9 @@ ENFORCEMENT_STEP: Final = "EnforcementStepDue.v1"  # the delayed removal step (a
 HARD: Final = "budget_hard_limit"
 # events with operator checks that also alert the account (the customer alert is delivered besides the checks)
 CUSTOMER_AND_OPERATOR: Final = frozenset({PaymentFailedV1.DETAIL_TYPE})
+NOT_CHOSEN: Final = "not chosen for this alert"  # the details of deliveries other code reads back (D215)
+NO_EMAIL: Final = "no email address"
+HELD: Final = "claimed by another delivery, not decided yet"
 
 
 def _default_sms_regions() -> frozenset[str]:
@@ -122,7 +126,8 @@ def deliver_alert(
     last_attempt: bool = False,
 ) -> AlertOutcome:
     """``last_attempt``: the queue will not deliver the event again (its last receive before the dead-letter queue):
-    an SMS failing for now then reaches nobody, and goes by email instead like a refused one (D179)."""
+    an SMS failing for now then reaches nobody, and goes by email instead like a refused one (D179); a required
+    alert's email failing for now then goes by SMS to the verified number (D215)."""
     profile = directory.registered([alert.account_id]).get(alert.account_id)
     chosen = _chosen(alert, profile)
     rendered = render(alert.kind, _values(alert, profile, policy)) if profile is not None else None
@@ -133,7 +138,7 @@ def deliver_alert(
     # is not (failed for now, or claimed by another delivery): the cap may stop the SMS at the redelivery
     sms_instead: Delivery | None = None  # an SMS that reaches nobody (capped, opted out, refused): email instead
     # a required alert's SMS not chosen, to a verified number: claimed, decided once the email is (D215)
-    sms_if_refused: Delivery | None = None
+    sms_waiting: Delivery | None = None
     for channel in (Channel.SMS, Channel.EMAIL):
         pending = Delivery.pending(alert, channel, now_ms)
         sms = decided_by.get(Channel.SMS)
@@ -149,7 +154,7 @@ def deliver_alert(
         try:
             attempts = ledger.claim(pending, policy.lease_ms)
         except ClaimHeldError:  # not decided yet: retried (taken over once older than the lease), never released
-            decided_by[channel] = replace(pending, detail="claimed by another delivery, not decided yet")
+            decided_by[channel] = replace(pending, detail=HELD)
             continue
         if attempts is None:
             decided_by[channel] = replace(pending, outcome=Outcome.DUPLICATE, detail="already decided")
@@ -159,8 +164,8 @@ def deliver_alert(
             decided = replace(pending, outcome=Outcome.SKIPPED, detail="account not registered")
         elif channel is Channel.EMAIL and sms_instead is not None:
             decided = _send(pending, channel, profile, rendered, (mailer, texter, ledger), policy)
-        elif channel is Channel.SMS and _sms_if_email_refused(alert, profile, chosen):
-            sms_if_refused = pending  # claimed: decided after the email (recorded below)
+        elif channel is Channel.SMS and _sms_waits_for_email(alert, profile, chosen):
+            sms_waiting = pending  # claimed: decided after the email (recorded below)
             continue
         elif channel.value not in chosen:
             decided = replace(pending, outcome=Outcome.SKIPPED, detail="not chosen for this alert")
@@ -176,9 +181,15 @@ def deliver_alert(
     if sms_instead is not None:  # the SMS's decision follows the email's: retried with it, or recorded
         decided_by[Channel.SMS] = _instead(sms_instead, decided_by[Channel.EMAIL])
         _decide(ledger, decided_by[Channel.SMS])
-    if sms_if_refused is not None and profile is not None and rendered is not None:
-        decided_by[Channel.SMS] = _sms_for_refused_email(
-            sms_if_refused, decided_by[Channel.EMAIL], profile, rendered, (mailer, texter, ledger), policy
+    if sms_waiting is not None and profile is not None and rendered is not None:
+        decided_by[Channel.SMS] = _sms_instead_of_email(
+            sms_waiting,
+            decided_by[Channel.EMAIL],
+            profile,
+            rendered,
+            (mailer, texter, ledger),
+            policy,
+            last_attempt,
         )
         _decide(ledger, decided_by[Channel.SMS])
     outcome = AlertOutcome(alert, tuple(decided_by[channel] for channel in Channel))
@@ -225,9 +236,9 @@ def _chosen(alert: Alert, profile: AccountProfile | None) -> tuple[str, ...]:
     return chosen
 
 
-def _sms_if_email_refused(alert: Alert, profile: AccountProfile, chosen: tuple[str, ...]) -> bool:
+def _sms_waits_for_email(alert: Alert, profile: AccountProfile, chosen: tuple[str, ...]) -> bool:
     """A required alert (D180) the account did not choose SMS for, with a verified number: its SMS waits for the
-    email's decision, and goes when SES refuses the email (D215)."""
+    email's decision, and goes when the email reaches nobody (D215)."""
     return (
         alert.kind in REQUIRED_ALERT_KINDS
         and Channel.SMS.value not in chosen
@@ -236,41 +247,73 @@ def _sms_if_email_refused(alert: Alert, profile: AccountProfile, chosen: tuple[s
     )
 
 
-REFUSED_EMAIL: Final = "sent instead of the email SES refused"
-NOT_CHOSEN: Final = "not chosen for this alert"
+@dataclass(frozen=True, slots=True)
+class _NoEmail:
+    """Why a required alert's email reached nobody: the note of the SMS sent instead, and of one that was not."""
+
+    sent: str
+    unsent: str
 
 
-def _sms_for_refused_email(
+REFUSED_EMAIL: Final = _NoEmail("sent instead of the email SES refused", "the email was refused by SES")
+NO_ADDRESS: Final = _NoEmail(
+    "sent instead of the email: the account has no email address", "the account has no email address"
+)
+SES_FAILING: Final = _NoEmail(
+    "sent instead of the email: SES still failing for now at the event's last delivery",
+    "the email: SES still failing for now at the event's last delivery",
+)
+
+
+def _email_reached_nobody(
+    pending: Delivery, email: Delivery, ledger: DeliveryLedger, last_attempt: bool
+) -> _NoEmail | None:
+    """Why the email of ``pending``'s alert reached nobody (D215): SES refused it, the account has no address, or
+    SES still fails for now at the event's last delivery (the email is left to retry toward the dead-letter queue;
+    not an email another delivery holds: it may be sending it); ``None`` otherwise. An email decided by an earlier
+    delivery (one that crashed before deciding the SMS) is read back."""
+    if email.outcome is Outcome.DUPLICATE:  # decided by an earlier delivery: what it decided
+        email = next(
+            (
+                found
+                for found in ledger.deliveries(pending.account_id, pending.period)
+                if (found.kind, found.key, found.channel) == (pending.kind, pending.key, Channel.EMAIL)
+            ),
+            email,
+        )
+    if email.outcome is Outcome.UNDELIVERABLE:
+        return REFUSED_EMAIL
+    if email.outcome is Outcome.SKIPPED and email.detail == NO_EMAIL:
+        return NO_ADDRESS
+    if email.outcome is Outcome.RETRY and last_attempt and email.detail != HELD:
+        return SES_FAILING
+    return None
+
+
+def _sms_instead_of_email(
     pending: Delivery,
     email: Delivery,
     profile: AccountProfile,
     rendered: Rendered,
     ports: tuple[Mailer, Texter, DeliveryLedger],
     policy: DeliveryPolicy,
+    last_attempt: bool,
 ) -> Delivery:
-    """The claimed SMS of a required alert not chosen for SMS, once its email is decided (D215): sent when SES
-    refused the email (undeliverable) - also when an earlier delivery recorded that refusal and failed before the
-    SMS was decided (the email's row is read back) -; retried with an email failing for now; else skipped, not
-    chosen. The SMS's own row makes it once: a redelivery finds it decided."""
-    refused = email.outcome is Outcome.UNDELIVERABLE
-    if email.outcome is Outcome.DUPLICATE:  # decided by an earlier delivery: what it decided
-        _, _, ledger = ports
-        refused = any(
-            found.outcome is Outcome.UNDELIVERABLE
-            and (found.kind, found.key, found.channel) == (pending.kind, pending.key, Channel.EMAIL)
-            for found in ledger.deliveries(pending.account_id, pending.period)
-        )
-    if email.outcome is Outcome.RETRY:
-        return replace(pending, detail=f"{NOT_CHOSEN}; waits for the email's decision (SMS if SES refuses it)")
-    if not refused:
+    """The claimed SMS of a required alert not chosen for SMS, once its email is decided (D215): sent when the email
+    reached nobody (``_email_reached_nobody``); retried with an email failing for now before the last delivery;
+    else skipped, not chosen. The SMS's own row makes it once: a redelivery finds it decided."""
+    why = _email_reached_nobody(pending, email, ports[2], last_attempt)
+    if why is None and email.outcome is Outcome.RETRY:
+        return replace(pending, detail=f"{NOT_CHOSEN}; waits for the email's decision (SMS if it reaches nobody)")
+    if why is None:
         return replace(pending, outcome=Outcome.SKIPPED, detail=NOT_CHOSEN)
     try:
         sent = _send(pending, Channel.SMS, profile, rendered, ports, policy)
     except SmsWithheldError as exc:  # the cap, the regions
-        return replace(exc.skipped, detail=f"{exc}; the email was refused by SES")
+        return replace(exc.skipped, detail=f"{exc}; {why.unsent}")
     if sent.outcome is Outcome.SENT:
-        return replace(sent, detail=f"{sent.detail}; {REFUSED_EMAIL}")
-    return replace(sent, detail=f"{sent.detail}; the email was refused by SES")
+        return replace(sent, detail=f"{sent.detail}; {why.sent}")
+    return replace(sent, detail=f"{sent.detail}; {why.unsent}")
 
 
 def _instead(sms: Delivery, email: Delivery) -> Delivery:
@@ -346,7 +389,7 @@ def _send(
     mailer, texter, ledger = ports
     if channel is Channel.EMAIL:
         if not profile.email:
-            return replace(pending, outcome=Outcome.SKIPPED, detail="no email address")
+            return replace(pending, outcome=Outcome.SKIPPED, detail=NO_EMAIL)
         address = profile.email
         return _attempt(_to(pending, address), lambda: mailer.send(address, *_email(rendered)), address)
     if not profile.phone:

@@ -42,10 +42,6 @@ class Alert:
     values: Mapping[str, str] = field(default_factory=dict)
     event_id: str = ""
 
-    @property
-    def dedupe_id(self) -> str:
-        return f"{self.account_id}|{self.period}|{self.kind}|{self.key}"
-
 
 @dataclass(frozen=True, slots=True)
 class Rendered:

@@ -141,7 +141,7 @@ def _signal_alert(signal: Signal, held: bool) -> OperatorAlert:
         kind=f"abuse_{signal.kind}",
         key=signal.key,
         account_id=signal.account_id,
-        subject=f"Kilo Billing: abuse signal {signal.kind} on account {signal.account_id}"[:100],
+        subject=f"Kilo Billing: abuse signal {signal.kind} on account {signal.account_id}",
         message=(
             f"Abuse signal {signal.kind} on account {signal.account_id}.\n"
             f"Observed: {signal.observed}.\nThreshold: {signal.threshold}.\n{action}\n"
@@ -262,7 +262,7 @@ def on_unattributed(detail: Mapping[str, Any], ports: OperatorPorts, policy: Ope
     alert = OperatorAlert(
         kind="unattributed_usage",
         key=f"{day}:{event.room_sid}",
-        subject=f"Kilo Billing: {event.minutes} unattributed minute(s) in room {event.room_sid}"[:100],
+        subject=f"Kilo Billing: {event.minutes} unattributed minute(s) in room {event.room_sid}",
         message=(
             f"Rating found usage no billing account could be found for (period {event.period}): "
             f"{event.minutes} minute(s) of participant {event.participant_sid} (identity {event.identity!r}) in room "
@@ -286,7 +286,7 @@ def on_unattributed_crypto(
     alert = OperatorAlert(
         kind="unattributed_crypto_payment",
         key=event.event_id,
-        subject=f"Kilo Billing: unattributed crypto payment of {amount} on {event.chain}"[:100],
+        subject=f"Kilo Billing: unattributed crypto payment of {amount} on {event.chain}",
         message=(
             f"Crypto watching saw a payment that matches no bill: {amount} on {event.chain}, transaction "
             f"{event.tx_id}, from {event.sender}, at {event.occurred_at}. It is kept in the unattributed list. "

@@ -136,7 +136,8 @@ class EnforcementLedger(Protocol):
 class OperatorNotifier(Protocol):
     def notify(self, subject: str, message: str) -> str:
         """Publish one operator alert (the operator topic: email, and whatever else subscribes); the provider's
-        message id. ``SendRefusedError`` / ``SendFailedError``."""
+        message id. ``subject`` of any length: the adapter cuts it to the provider's limit. ``SendRefusedError`` /
+        ``SendFailedError``."""
         ...
 
 
