@@ -13,6 +13,8 @@ import pytest
 import time_machine
 
 from kilo_billing.account_store import DynamoAccountDirectory
+from kilo_billing.entitlement_store import DynamoEntitlements
+from kilo_billing.entitlements import Reading
 from kilo_billing.invoicing import BillingMethod, CreditNote, CreditNoteStatus, InvoiceRecord, InvoiceStatus, Line
 from kilo_billing.periods_items import credit_note_to_item, invoice_to_item
 from kilo_dev.stripe_emulator import EmulatorHTTPClient
@@ -263,6 +265,35 @@ def test_given_a_suspended_account_then_the_entitlement_check_refuses_with_its_r
         "account_suspended",
         0,
     )
+
+
+def test_given_spend_under_the_limit_then_the_entitlement_check_answers_what_the_usage_apis_check_answers(
+    account_api: Any,
+) -> None:
+    """The same JSON, field by field, as tests/integration/test_entitlement_check.py pins for the usage API's route."""
+    register(account_api, "acct_a", budget_usd=Decimal("100"), hard_limit_usd=Decimal("150"))
+    spend = DynamoEntitlements(account_api.clients["dynamodb"], usage_table(account_api))
+    spend.record("acct_a", "budget", Reading("2026-11", Decimal("120.00"), Decimal("100"), "2026-11-15T11:00:00+00:00"))
+    spend.record("acct_a", "video", Reading("2026-11", Decimal("48000"), Decimal("60000"), "x"))
+    answer = call("POST", "/v1/accounts/acct_a/entitlements/check", MEMBER)
+    assert answer.status == 200, answer.body
+    assert answer.body == {
+        "account_id": "acct_a",
+        "allowed": True,
+        "reason": None,
+        "message": "allowed",
+        # $30.00 left / $0.0072 a minute = 4,166.67 minutes: capped at 6 h
+        "max_token_ttl_seconds": 21600,
+        "budget": {
+            "period": "2026-11",
+            "spent_usd": "120.00",
+            "as_of": "2026-11-15T11:00:00+00:00",
+            "budget_usd": "100.00",
+            "hard_limit_usd": "150.00",
+            "remaining_usd": "30.00",
+        },
+        "remaining_allowance": {"video": "12000"},
+    }
 
 
 def test_given_members_then_an_admin_adds_and_removes_and_the_owner_is_protected(account_api: Any) -> None:
