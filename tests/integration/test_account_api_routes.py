@@ -615,6 +615,22 @@ def test_given_no_stripe_key_then_the_payment_pages_answer_503_with_a_request_id
     assert datetime.now(tz=UTC) == NOW
 
 
+@pytest.mark.parametrize("secret", ['{"key": "sk_test_emulated"}', '{"api_key": ""}', '["sk_test_emulated"]'])
+def test_given_a_malformed_stripe_secret_then_the_payment_pages_answer_503_and_stripe_is_not_called(
+    account_api: Any, monkeypatch: pytest.MonkeyPatch, secret: str
+) -> None:
+    from kilo_account_api import dependencies  # noqa: PLC0415
+
+    http = EmulatorHTTPClient()
+    monkeypatch.setattr(dependencies, "stripe_http_client", lambda: http)
+    name = account_api.template.parameters["StripeApiKeySecretName"]
+    account_api.clients["secretsmanager"].create_secret(Name=name, SecretString=secret)
+    register(account_api, "acct_a")
+    answer = call("POST", "/v1/accounts/acct_a/billing-portal", ADMIN)
+    assert (answer.status, answer.body["code"]) == (503, "unavailable")
+    assert http.requests == []
+
+
 PREFERENCES = "/v1/accounts/acct_a/alert-preferences"
 
 
