@@ -267,14 +267,16 @@ def test_given_a_suspended_account_then_the_entitlement_check_refuses_with_its_r
     )
 
 
-def test_given_spend_under_the_limit_then_the_entitlement_check_answers_what_the_usage_apis_check_answers(
+def test_given_spend_near_the_hard_limit_then_the_entitlement_check_answers_the_usage_apis_json(
     account_api: Any,
 ) -> None:
-    """The same JSON, field by field, as tests/integration/test_entitlement_check.py pins for the usage API's route."""
-    register(account_api, "acct_a", budget_usd=Decimal("100"), hard_limit_usd=Decimal("150"))
+    """The JSON of the usage API's check (tests/integration/test_entitlement_check.py), field by field: here with no
+    soft budget (null) and an allowance used up (0, never negative)."""
+    register(account_api, "acct_a", hard_limit_usd=Decimal("150"))
     spend = DynamoEntitlements(account_api.clients["dynamodb"], usage_table(account_api))
-    spend.record("acct_a", "budget", Reading("2026-11", Decimal("120.00"), Decimal("100"), "2026-11-15T11:00:00+00:00"))
+    spend.record("acct_a", "budget", Reading("2026-11", Decimal("149.00"), Decimal("150"), "2026-11-15T11:00:00+00:00"))
     spend.record("acct_a", "video", Reading("2026-11", Decimal("48000"), Decimal("60000"), "x"))
+    spend.record("acct_a", "audio", Reading("2026-11", Decimal("1000"), Decimal("600"), "x"))
     answer = call("POST", "/v1/accounts/acct_a/entitlements/check", MEMBER)
     assert answer.status == 200, answer.body
     assert answer.body == {
@@ -282,17 +284,17 @@ def test_given_spend_under_the_limit_then_the_entitlement_check_answers_what_the
         "allowed": True,
         "reason": None,
         "message": "allowed",
-        # $30.00 left / $0.0072 a minute = 4,166.67 minutes: capped at 6 h
-        "max_token_ttl_seconds": 21600,
+        # $1.00 left / $0.0072 a minute = 138.89 minutes = 8,333.3 s -> 8,333 s
+        "max_token_ttl_seconds": 8333,
         "budget": {
             "period": "2026-11",
-            "spent_usd": "120.00",
+            "spent_usd": "149.00",
             "as_of": "2026-11-15T11:00:00+00:00",
-            "budget_usd": "100.00",
+            "budget_usd": None,
             "hard_limit_usd": "150.00",
-            "remaining_usd": "30.00",
+            "remaining_usd": "1.00",  # to the hard limit
         },
-        "remaining_allowance": {"video": "12000"},
+        "remaining_allowance": {"audio": "0", "video": "12000"},
     }
 
 
