@@ -13,6 +13,8 @@ import pytest
 import time_machine
 
 from kilo_billing.account_store import DynamoAccountDirectory
+from kilo_billing.entitlement_store import DynamoEntitlements
+from kilo_billing.entitlements import Reading
 from kilo_billing.invoicing import BillingMethod, CreditNote, CreditNoteStatus, InvoiceRecord, InvoiceStatus, Line
 from kilo_billing.periods_items import credit_note_to_item, invoice_to_item
 from kilo_dev.stripe_emulator import EmulatorHTTPClient
@@ -263,6 +265,37 @@ def test_given_a_suspended_account_then_the_entitlement_check_refuses_with_its_r
         "account_suspended",
         0,
     )
+
+
+def test_given_spend_near_the_hard_limit_then_the_entitlement_check_answers_the_usage_apis_json(
+    account_api: Any,
+) -> None:
+    """The JSON of the usage API's check (tests/integration/test_entitlement_check.py), field by field: here with no
+    soft budget (null) and an allowance used up (0, never negative)."""
+    register(account_api, "acct_a", hard_limit_usd=Decimal("150"))
+    spend = DynamoEntitlements(account_api.clients["dynamodb"], usage_table(account_api))
+    spend.record("acct_a", "budget", Reading("2026-11", Decimal("149.00"), Decimal("150"), "2026-11-15T11:00:00+00:00"))
+    spend.record("acct_a", "video", Reading("2026-11", Decimal("48000"), Decimal("60000"), "x"))
+    spend.record("acct_a", "audio", Reading("2026-11", Decimal("1000"), Decimal("600"), "x"))
+    answer = call("POST", "/v1/accounts/acct_a/entitlements/check", MEMBER)
+    assert answer.status == 200, answer.body
+    assert answer.body == {
+        "account_id": "acct_a",
+        "allowed": True,
+        "reason": None,
+        "message": "allowed",
+        # $1.00 left / $0.0072 a minute = 138.89 minutes = 8,333.3 s -> 8,333 s
+        "max_token_ttl_seconds": 8333,
+        "budget": {
+            "period": "2026-11",
+            "spent_usd": "149.00",
+            "as_of": "2026-11-15T11:00:00+00:00",
+            "budget_usd": None,
+            "hard_limit_usd": "150.00",
+            "remaining_usd": "1.00",  # to the hard limit
+        },
+        "remaining_allowance": {"audio": "0", "video": "12000"},
+    }
 
 
 def test_given_members_then_an_admin_adds_and_removes_and_the_owner_is_protected(account_api: Any) -> None:
@@ -582,6 +615,22 @@ def test_given_no_stripe_key_then_the_payment_pages_answer_503_with_a_request_id
     }
     assert answer.headers["Retry-After"] == "5"
     assert datetime.now(tz=UTC) == NOW
+
+
+@pytest.mark.parametrize("secret", ['{"key": "sk_test_emulated"}', '{"api_key": ""}', '["sk_test_emulated"]'])
+def test_given_a_malformed_stripe_secret_then_the_payment_pages_answer_503_and_stripe_is_not_called(
+    account_api: Any, monkeypatch: pytest.MonkeyPatch, secret: str
+) -> None:
+    from kilo_account_api import dependencies  # noqa: PLC0415
+
+    http = EmulatorHTTPClient()
+    monkeypatch.setattr(dependencies, "stripe_http_client", lambda: http)
+    name = account_api.template.parameters["StripeApiKeySecretName"]
+    account_api.clients["secretsmanager"].create_secret(Name=name, SecretString=secret)
+    register(account_api, "acct_a")
+    answer = call("POST", "/v1/accounts/acct_a/billing-portal", ADMIN)
+    assert (answer.status, answer.body["code"]) == (503, "unavailable")
+    assert http.requests == []
 
 
 PREFERENCES = "/v1/accounts/acct_a/alert-preferences"

@@ -1,5 +1,6 @@
-"""``kilo_billing.aws``'s DynamoDB helpers on moto: ``paged_items`` (every page of a Query or Scan) and ``put_if``
-(one conditional PutItem that says whether it wrote)."""
+"""``kilo_billing.aws``'s DynamoDB helpers on moto: ``paged_items`` (every page of a Query or Scan), ``put_if``
+(one conditional PutItem that says whether it wrote) and ``delete_if`` (one conditional DeleteItem that says whether it
+deleted)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 
 import boto3
 
-from kilo_billing.aws import give_back_counted, paged_items, put_if, take_counted
+from kilo_billing.aws import delete_if, give_back_counted, paged_items, put_if, take_counted
 
 
 def _table(name: str) -> Any:
@@ -75,6 +76,32 @@ def test_given_a_condition_with_names_and_values_then_the_put_happens_only_while
 
     assert [claim("pending"), claim("other")] == [True, False]
     assert _stored(dynamodb)["status"] == {"S": "pending"}
+
+
+def test_given_an_item_when_deleted_then_gone_and_deleting_it_again_or_a_missing_key_is_refused(aws: None) -> None:
+    dynamodb = _table("puts")
+    dynamodb.put_item(TableName="puts", Item={**KEY, "n": {"N": "1"}})
+
+    deleted = [delete_if(dynamodb, "puts", KEY) for _ in range(2)]
+
+    assert deleted == [True, False]
+    assert "Item" not in dynamodb.get_item(TableName="puts", Key=KEY)
+    assert not delete_if(dynamodb, "puts", {"pk": {"S": "never"}, "sk": {"S": "x"}})
+
+
+def test_given_a_condition_with_values_then_the_delete_happens_only_while_it_holds(aws: None) -> None:
+    dynamodb = _table("puts")
+    dynamodb.put_item(TableName="puts", Item={**KEY, "holder": {"S": "h1"}})
+
+    def end(holder: str) -> bool:
+        return delete_if(
+            dynamodb, "puts", KEY, "holder = :holder", ExpressionAttributeValues={":holder": {"S": holder}}
+        )
+
+    assert end("h2") is False
+    assert _stored(dynamodb)["holder"] == {"S": "h1"}  # another holder's: kept
+    assert end("h1") is True
+    assert "Item" not in dynamodb.get_item(TableName="puts", Key=KEY)
 
 
 def test_given_a_cap_of_two_then_a_third_take_is_refused_until_one_is_given_back_and_never_below_zero(

@@ -13,7 +13,14 @@ from pydantic import ValidationError
 
 from kilo_billing.catalog import Catalog, PriceBook, UnknownTierError, default_catalog, parse_price_book
 from kilo_billing.meters import Coverage, Meter, connection_minutes
-from kilo_billing.money import FloatNotAllowedError, decimal_str, line_amount, round_money, to_decimal
+from kilo_billing.money import (
+    FloatNotAllowedError,
+    decimal_str,
+    line_amount,
+    optional_money_str,
+    round_money,
+    to_decimal,
+)
 from kilo_billing.periods import NaiveDatetimeError, Period, split_interval
 from kilo_billing.rating import RatingError, TierChange, TierSegment, UsageRecord, rate_period, segments_for
 
@@ -45,6 +52,12 @@ def test_given_decimals_when_printed_then_never_scientific() -> None:
     assert decimal_str(Decimal("5E+3")) == "5000"
     assert decimal_str(Decimal("25.00")) == "25"
     assert decimal_str(Decimal("1.240")) == "1.24"
+
+
+def test_given_an_amount_that_may_be_absent_then_two_decimals_or_none() -> None:
+    assert optional_money_str(Decimal("150")) == "150.00"
+    assert optional_money_str(Decimal("0.125")) == "0.13"  # half-up to the cent
+    assert optional_money_str(None) is None
 
 
 def test_given_naive_datetime_then_period_math_refuses_it() -> None:

@@ -64,6 +64,7 @@ def _stripe_pages(config: AccountApiSettings) -> PaymentPages:
     from aws_lambda_powertools.utilities.parameters import SecretsProvider  # noqa: PLC0415
 
     from kilo_account_api.stripe_adapter import StripePaymentPages  # noqa: PLC0415 - the SDK only when needed
+    from kilo_billing.stripe_calls import stripe_secret  # noqa: PLC0415
 
     if not config.stripe_api_key_secret_name:
         raise UnavailableError("no Stripe API key is configured")
@@ -72,12 +73,12 @@ def _stripe_pages(config: AccountApiSettings) -> PaymentPages:
         value = provider.get(config.stripe_api_key_secret_name, max_age=config.secret_max_age_seconds, transform="json")
     except Exception as exc:  # unreadable or malformed: the page cannot be made now
         raise UnavailableError("the Stripe API key cannot be read") from exc
-    if not isinstance(value, dict) or not isinstance(value.get("api_key"), str) or not value["api_key"]:
+    secret = stripe_secret(value)
+    if secret is None:
         raise UnavailableError("the Stripe API key secret is malformed")
-    base = value.get("api_base")
     return StripePaymentPages.from_api_key(
-        str(value["api_key"]),
-        api_base=str(base) if isinstance(base, str) and base else None,
+        secret.api_key,
+        api_base=secret.api_base,
         max_network_retries=config.stripe_max_network_retries,
         http_client=stripe_http_client(),
     )

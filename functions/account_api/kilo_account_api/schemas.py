@@ -30,7 +30,7 @@ from kilo_billing.accounts import ALERT_CHANNELS, E164_PATTERN, AccountProfile
 from kilo_billing.budgets import MAX_THRESHOLD_PERCENT, MAX_THRESHOLDS
 from kilo_billing.catalog import PriceBook
 from kilo_billing.entitlements import Entitlement
-from kilo_billing.money import decimal_str, money_str
+from kilo_billing.money import decimal_str, money_str, optional_money_str
 from kilo_billing.rating import InvoiceLine
 
 Money = Annotated[str, Field(pattern=r"^-?[0-9]+\.[0-9]{2}$", examples=["29.00"])]
@@ -43,10 +43,6 @@ class _Out(BaseModel):
 
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def _money(value: Decimal | None) -> str | None:
-    return money_str(value) if value is not None else None
 
 
 def _qty(value: Decimal | None) -> str | None:
@@ -268,8 +264,8 @@ class ForecastOut(_Out):
             as_of=forecast.as_of,
             spent=money_str(forecast.spent),
             projected_total=money_str(forecast.projected_total),
-            budget_usd=_money(forecast.budget_usd),
-            hard_limit_usd=_money(forecast.hard_limit_usd),
+            budget_usd=optional_money_str(forecast.budget_usd),
+            hard_limit_usd=optional_money_str(forecast.hard_limit_usd),
             budget_reached_on=forecast.budget_reached_on,
             hard_limit_reached_on=forecast.hard_limit_reached_on,
             status=forecast.status.value,
@@ -328,9 +324,9 @@ class BudgetOut(_Out):
     def of(cls, profile: AccountProfile) -> BudgetOut:
         return cls(
             account_id=profile.account_id,
-            budget_usd=_money(profile.budget_usd),
+            budget_usd=optional_money_str(profile.budget_usd),
             alert_percentages=list(profile.budget_thresholds),
-            hard_limit_usd=_money(profile.hard_limit_usd),
+            hard_limit_usd=optional_money_str(profile.hard_limit_usd),
         )
 
 
@@ -428,22 +424,8 @@ class EntitlementOut(_Out):
 
     @classmethod
     def of(cls, found: Entitlement) -> EntitlementOut:
-        return cls(
-            account_id=found.account_id,
-            allowed=found.allowed,
-            reason=found.reason,
-            message=found.message,
-            max_token_ttl_seconds=found.max_token_ttl_seconds,
-            budget=EntitlementBudgetOut(
-                period=found.period,
-                spent_usd=money_str(found.spent_usd),
-                as_of=found.as_of,
-                budget_usd=_money(found.budget_usd),
-                hard_limit_usd=_money(found.hard_limit_usd),
-                remaining_usd=_money(found.remaining_budget_usd),
-            ),
-            remaining_allowance={meter: decimal_str(v) for meter, v in found.remaining_allowance.items()},
-        )
+        """``Entitlement.as_json``: the same answer as the usage API's entitlement check."""
+        return cls.model_validate(found.as_json())
 
 
 class EntitlementIn(_In):
@@ -674,9 +656,9 @@ def _profile_json(profile: AccountProfile) -> dict[str, Any]:
         "status": profile.status,
         "billing_method": profile.billing_method,
         "tiers": [{"at": change.at.isoformat(), "tier": change.tier} for change in profile.changes],
-        "budget_usd": _money(profile.budget_usd),
+        "budget_usd": optional_money_str(profile.budget_usd),
         "alert_percentages": list(profile.budget_thresholds),
-        "hard_limit_usd": _money(profile.hard_limit_usd),
+        "hard_limit_usd": optional_money_str(profile.hard_limit_usd),
         "alert_channels": {kind: list(channels) for kind, channels in profile.alert_preferences},
     }
 

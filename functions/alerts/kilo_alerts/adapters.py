@@ -27,6 +27,7 @@ from kilo_billing.aws import (
     ConditionFailedError,
     InvalidRequestError,
     call,
+    delete_if,
     give_back_counted,
     paged_items,
     put_if,
@@ -212,16 +213,14 @@ class DynamoEnforcementLedger:
             raise ClaimHeldError(TURN_HELD)
 
     def end_turn(self, account_id: str, holder: str) -> None:
-        try:
-            call(
-                self._client.delete_item,
-                TableName=self._table,
-                Key=items.turn_key(account_id),
-                ConditionExpression="holder = :holder",
-                ExpressionAttributeValues=to_item({":holder": holder}),
-            )
-        except ConditionFailedError:
-            return  # taken over after the lease (or never taken): not this holder's to end
+        # not deleted: taken over after the lease (or never taken), not this holder's to end
+        delete_if(
+            self._client,
+            self._table,
+            items.turn_key(account_id),
+            "holder = :holder",
+            ExpressionAttributeValues=to_item({":holder": holder}),
+        )
 
     def record(self, record: EnforcementRecord) -> None:
         call(self._client.put_item, TableName=self._table, Item=items.enforcement_to_item(record))

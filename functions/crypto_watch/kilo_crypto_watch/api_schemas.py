@@ -85,7 +85,7 @@ class TransactionOut(_Out):
 
 
 class NonceOut(_Out):
-    nonce: str
+    nonce: str = Field(description="The message's `Nonce`, issued to this account; a refused signature uses it up")
     issued_at: datetime = Field(description="The API's clock: the message's `Issued At`")
     expires_at: datetime = Field(description="The message's `Expiration Time`; the nonce is single use")
     domain: str = Field(description="The domain the message must name")

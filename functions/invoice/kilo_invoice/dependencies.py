@@ -39,11 +39,14 @@ def stripe_http_client() -> Any:
 
 
 def parse_stripe_secret(value: Any, name: str) -> tuple[str, str | None]:
-    """``{"api_key": "sk_...", "api_base": optional}`` -> (key, base); a malformed secret is refused by name."""
-    if not isinstance(value, dict) or not isinstance(value.get("api_key"), str) or not value["api_key"]:
+    """``{"api_key": "sk_...", "api_base": optional}`` -> (key, base) (``kilo_billing.stripe_calls.stripe_secret``);
+    a malformed secret is refused by name."""
+    from kilo_billing.stripe_calls import stripe_secret  # noqa: PLC0415 - the Stripe SDK loads with it
+
+    secret = stripe_secret(value)
+    if secret is None:
         raise GatewayUnavailableError(f'secret {name} must be JSON {{"api_key": "sk_..."}}')
-    base = value.get("api_base")
-    return str(value["api_key"]), str(base) if isinstance(base, str) and base else None
+    return secret
 
 
 class LazyGateway:

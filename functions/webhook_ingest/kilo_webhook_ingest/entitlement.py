@@ -1,13 +1,10 @@
-"""The entitlement check's request and answer (``POST /v1/entitlements/check``): ``{"account_id": "<id>"}`` in,
-the decision of ``kilo_billing.entitlements`` out, money and quantities as strings."""
+"""The entitlement check's request (``POST /v1/entitlements/check``): ``{"account_id": "<id>"}``. The answer is the
+decision of ``kilo_billing.entitlements`` as ``Entitlement.as_json`` writes it (the account API's check answers the
+same JSON)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from kilo_billing.accounts import InvalidAccountIdError, check_account_id
-from kilo_billing.entitlements import Entitlement
-from kilo_billing.money import decimal_str, money_str
 from kilo_webhook_ingest import jsontext
 from kilo_webhook_ingest.model import InvalidEventError
 
@@ -32,26 +29,3 @@ def parse_check(body: bytes) -> str:
         return check_account_id(account_id)
     except InvalidAccountIdError as exc:
         raise _problem("account_id", str(exc)) from None
-
-
-def _money(value: Any) -> str | None:
-    return None if value is None else money_str(value)
-
-
-def answer(entitlement: Entitlement) -> dict[str, Any]:
-    return {
-        "account_id": entitlement.account_id,
-        "allowed": entitlement.allowed,
-        "reason": entitlement.reason,
-        "message": entitlement.message,
-        "max_token_ttl_seconds": entitlement.max_token_ttl_seconds,
-        "budget": {
-            "period": entitlement.period,
-            "spent_usd": money_str(entitlement.spent_usd),
-            "as_of": entitlement.as_of,
-            "budget_usd": _money(entitlement.budget_usd),
-            "hard_limit_usd": _money(entitlement.hard_limit_usd),
-            "remaining_usd": _money(entitlement.remaining_budget_usd),
-        },
-        "remaining_allowance": {meter: decimal_str(value) for meter, value in entitlement.remaining_allowance.items()},
-    }

@@ -17,7 +17,6 @@ import kilo_webhook_ingest.usage  # noqa: F401 - pydantic and the batch model lo
 from kilo_billing.observability import Metric, count, logger, metrics, tracer
 from kilo_webhook_ingest.dependencies import UsageDependencies
 from kilo_webhook_ingest.dependencies import usage as dependencies
-from kilo_webhook_ingest.entitlement import answer
 from kilo_webhook_ingest.http import (
     JSON_HEADERS,
     SERVICE,
@@ -143,7 +142,7 @@ def post_entitlement_check() -> Response[str]:
     deps = dependencies()
     entitlement = check_entitlement(entitlements=deps.entitlements, policy=deps.entitlement_policy, **_signed(deps))
     count(SERVICE, Metric.ENTITLEMENT_ALLOWED if entitlement.allowed else Metric.ENTITLEMENT_REFUSED)
-    return _json(200, answer(entitlement))
+    return _json(200, entitlement.as_json())
 
 
 @metrics(SERVICE).log_metrics

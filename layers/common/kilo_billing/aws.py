@@ -195,6 +195,18 @@ def put_if(
     return True
 
 
+def delete_if(
+    client: Any, table: str, key: Mapping[str, Any], condition: str = "attribute_exists(pk)", **request: Any
+) -> bool:
+    """One conditional ``DeleteItem`` through ``call``: True when deleted, False when ``condition`` failed (by
+    default: no item with this key). ``request``: the condition's attribute names and values."""
+    try:
+        call(client.delete_item, TableName=table, Key=key, ConditionExpression=condition, **request)
+    except ConditionFailedError:
+        return False
+    return True
+
+
 def take_counted(client: Any, table: str, key: Mapping[str, Any], counter: str, limit: int, expires_at: int) -> bool:
     """One more on the item's ``counter`` unless it has reached ``limit`` (a cap per key, e.g. per account and day;
     ``expires_at``: the item's TTL, epoch seconds), in one conditional ``UpdateItem``: True when counted."""

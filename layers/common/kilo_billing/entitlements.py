@@ -18,9 +18,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_FLOOR, Decimal
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 from kilo_billing.accounts import AccountProfile
+from kilo_billing.money import decimal_str, money_str, optional_money_str
 from kilo_billing.periods import Period
 
 ENTITLEMENT_SORT_KEY: Final = "ENTITLEMENT"
@@ -88,6 +89,27 @@ class Entitlement:
     @property
     def message(self) -> str:
         return MESSAGES[self.reason] if self.reason else "allowed"
+
+    def as_json(self) -> dict[str, Any]:
+        """The answer of both entitlement checks (the usage API's ``POST /v1/entitlements/check`` and the account
+        API's ``POST /v1/accounts/{id}/entitlements/check``): money as two-decimal strings, quantities as decimal
+        strings, an absent budget or limit as ``null``."""
+        return {
+            "account_id": self.account_id,
+            "allowed": self.allowed,
+            "reason": self.reason,
+            "message": self.message,
+            "max_token_ttl_seconds": self.max_token_ttl_seconds,
+            "budget": {
+                "period": self.period,
+                "spent_usd": money_str(self.spent_usd),
+                "as_of": self.as_of,
+                "budget_usd": optional_money_str(self.budget_usd),
+                "hard_limit_usd": optional_money_str(self.hard_limit_usd),
+                "remaining_usd": optional_money_str(self.remaining_budget_usd),
+            },
+            "remaining_allowance": {meter: decimal_str(value) for meter, value in self.remaining_allowance.items()},
+        }
 
 
 def decide(

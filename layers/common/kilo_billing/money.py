@@ -150,3 +150,8 @@ def decimal_str(value: Decimal) -> str:
 def money_str(value: Decimal) -> str:
     """Two-decimal string of a money amount, e.g. ``36.20``."""
     return format(value.quantize(CENT, rounding=ROUND_HALF_UP), "f")
+
+
+def optional_money_str(value: Decimal | None) -> str | None:
+    """:func:`money_str` of an amount that may be absent (no budget, no hard limit): ``None`` stays ``None``."""
+    return None if value is None else money_str(value)
