@@ -23,7 +23,7 @@ from kilo_account_api.model import (
     SessionRecord,
 )
 from kilo_billing import room_state_items as room_state
-from kilo_billing.accounts import PSEUDONYM_PREFIX, pseudonym, pseudonymised_in
+from kilo_billing.accounts import PSEUDONYM_PATTERN, is_pseudonym, pseudonym, pseudonymised_in
 from kilo_billing.auth import Role
 from kilo_billing.aws import ConditionFailedError, call, give_back_counted, paged_items, put_if, take_counted
 from kilo_billing.aws import InvalidRequestError as AwsInvalidRequestError
@@ -44,8 +44,8 @@ ALERT_DELIVERY_PREFIX: Final = "DELIVERY#"
 ALERT_ENFORCEMENT_PREFIX: Final = "ENFORCEMENT#"
 ALERT_CONCURRENT_PREFIX: Final = "OPERATOR#abuse_concurrent_sessions#concurrent_sessions:"
 _OWN_STEP: Final = "#-#-"
-_PSEUDONYM_AT_END: Final = re.compile(rf"#{PSEUDONYM_PREFIX}[0-9a-f]{{16}}\Z")
-_PSEUDONYM_IN_FLAG: Final = re.compile(rf"{PSEUDONYM_PREFIX}[0-9a-f]{{16}}:\d{{4}}-\d{{2}}-\d{{2}}\Z")
+_PSEUDONYM_AT_END: Final = re.compile(rf"#{PSEUDONYM_PATTERN}\Z")
+_PSEUDONYM_IN_FLAG: Final = re.compile(rf"{PSEUDONYM_PATTERN}:\d{{4}}-\d{{2}}-\d{{2}}\Z")
 
 
 def names_identity(sort_key: str) -> bool:
@@ -91,7 +91,7 @@ class DynamoAlertRecords:
         for item in self._records(account_id, ALERT_DELIVERY_PREFIX, {"#r": "recipient", "#d": "detail"}):
             values = from_item(item)
             contact = str(values.get("recipient", ""))
-            if not contact or contact.startswith(PSEUDONYM_PREFIX):
+            if not contact or is_pseudonym(contact):
                 continue
             detail = pseudonymised_in(account_id, str(values.get("detail", "")), contact)
             try:

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from kilo_billing.accounts import PSEUDONYM_PREFIX, UNATTRIBUTED, AccountProfile, pseudonym
+from kilo_billing.accounts import UNATTRIBUTED, AccountProfile, is_pseudonym, pseudonym
 from kilo_billing.contracts import UnattributedUsageV1, UsageThresholdCrossedV1
 from kilo_billing.livekit_events import LiveKitEventRecord
 from kilo_billing.money import decimal_str
@@ -186,7 +186,7 @@ def _room_changes(room: _Room, profiles: Mapping[str, AccountProfile], unit: Com
     for found in room.sessions:
         previous = room.stored.get(found.participant_sid)
         session = _erased(found, previous, profiles[found.account])
-        if session.identity.startswith(PSEUDONYM_PREFIX):
+        if is_pseudonym(session.identity):
             pseudonyms[found.participant_sid] = session.identity
         contributions = session_contributions(session, profiles[session.account])
         version = StoredSession.version_of(session, contributions)
@@ -239,7 +239,7 @@ def _erasure_marks(
     return {
         change.new.session.account: profiles[change.new.session.account].erased_at
         for change in sessions
-        if change.new.session.account != UNATTRIBUTED and not change.new.session.identity.startswith(PSEUDONYM_PREFIX)
+        if change.new.session.account != UNATTRIBUTED and not is_pseudonym(change.new.session.identity)
     }
 
 
@@ -248,7 +248,7 @@ def _erased(session: Session, previous: StoredSession | None, profile: AccountPr
     its identity, or with the participant's pseudonym when the session began before the account's last erasure
     (docs/decisions.md D80) - the raw events still name the participant until they expire, and neither a rebuild
     from them, nor the session's close, nor a first rating of events queued at the erasure may write the identity."""
-    if previous is not None and previous.session.identity.startswith(PSEUDONYM_PREFIX):
+    if previous is not None and is_pseudonym(previous.session.identity):
         return replace(session, identity=previous.session.identity)
     erased_at = profile.erased_at
     if erased_at is not None and session.start_ms < int(erased_at.timestamp() * 1000):
@@ -259,7 +259,7 @@ def _erased(session: Session, previous: StoredSession | None, profile: AccountPr
 def _registers_as(registers: str, identity: str) -> str:
     """A retired participant's registers (kept on its session item) with the session's pseudonym, not the identity
     the events carried (D80)."""
-    if not registers or not identity.startswith(PSEUDONYM_PREFIX):
+    if not registers or not is_pseudonym(identity):
         return registers
     participant = registers_from_text(registers)
     if participant.identity == identity:
