@@ -127,6 +127,7 @@ def _rate(livekit: Sequence[LiveKitEventRecord], usage: Sequence[UsageEventRecor
     repo, publisher, config, now_ms = attempt.repo, attempt.publisher, attempt.config, attempt.now_ms
     by_room = _by_room(livekit)
     rated: list[_Room] = []
+    sessionless: list[dict[str, tuple[str, int]]] = []
     accounts: set[str] = set()
     unit = CommitUnit()
     for room_sid, batch_events in by_room.items():
@@ -136,12 +137,14 @@ def _rate(livekit: Sequence[LiveKitEventRecord], usage: Sequence[UsageEventRecor
         # a stored session's contributions are its account's; one without any (a registers-only rewrite) needs its
         # profile too: its erasure mark guards the write (D80)
         accounts.update(previous.session.account for previous in room.stored.values())
+        sessionless.append(_sessionless(room, config))  # their provisional accounts' erasure marks count too
+        accounts.update(account for account, _ in sessionless[-1].values())
     fresh_usage = repo.unrated_usage(usage)
     accounts.update(record.account_id for record in usage)
     profiles = repo.profiles(accounts)
 
-    for room in rated:
-        _room_changes(room, profiles, unit)
+    for room, provisional in zip(rated, sessionless, strict=True):
+        _room_changes(room, profiles, unit, provisional)
     _complete(unit, fresh_usage, profiles)
 
     deltas = unit.deltas()
@@ -180,8 +183,25 @@ def _rate(livekit: Sequence[LiveKitEventRecord], usage: Sequence[UsageEventRecor
     )
 
 
-def _room_changes(room: _Room, profiles: Mapping[str, AccountProfile], unit: CommitUnit) -> None:
-    """The room's session writes (with the pseudonyms of an erased account's participants, D80) and its state's."""
+def _sessionless(room: _Room, config: RatingConfig) -> dict[str, tuple[str, int]]:
+    """The participants the room's new state writes (their items, the window's events) that have no session yet:
+    their provisional account and earliest moment (``RoomFold.provisional_accounts``)."""
+    if room.state is None or not room.state.new.usable:
+        return {}
+    state = room.state.new
+    sids = set(room.state.puts) | {event.participant_sid for event in state.recent if event.participant_sid}
+    return state.fold.provisional_accounts(config.attribution, sids)
+
+
+def _room_changes(
+    room: _Room,
+    profiles: Mapping[str, AccountProfile],
+    unit: CommitUnit,
+    sessionless: Mapping[str, tuple[str, int]],
+) -> None:
+    """The room's session writes (with the pseudonyms of an erased account's participants, D80) and its state's:
+    a participant with no session yet whose earliest moment the state knows is before its provisional account's
+    erasure mark (``sessionless``) is named in the state by that account's pseudonym too (D220 amended)."""
     pseudonyms: dict[str, str] = {}  # participant sid -> the pseudonym its session is stored under (D80)
     for found in room.sessions:
         previous = room.stored.get(found.participant_sid)
@@ -218,6 +238,11 @@ def _room_changes(room: _Room, profiles: Mapping[str, AccountProfile], unit: Com
             )
         )
     if room.state is not None:
+        fold = room.state.new.fold
+        for sid, (account, at_ms) in sessionless.items():
+            erased_at = profiles[account].erased_at
+            if erased_at is not None and at_ms < int(erased_at.timestamp() * 1000):
+                pseudonyms[sid] = pseudonym(account, fold.participants[sid].identity)
         unit.states.append(_state_as(room.state, pseudonyms))
 
 
