@@ -124,6 +124,32 @@ def test_given_delivery_records_written_before_they_named_a_pseudonym_when_erase
     assert {item["status"] for item in stored} == {"sent", "undeliverable", "skipped"}  # nothing else rewritten
 
 
+def test_given_a_delivery_to_an_address_that_only_starts_like_a_pseudonym_when_erased_then_it_names_its_pseudonym(
+    alerts_stack: AlertsStack, roles: Roles, monkeypatch: Any
+) -> None:
+    """An address chosen as ``erased-...`` is not a pseudonym (D-r2state-2): the erasure rewrites its record too."""
+    from kilo_alerts.items import delivery_to_item  # noqa: PLC0415
+    from kilo_alerts.model import Channel, Delivery, Outcome  # noqa: PLC0415
+
+    chosen = "erased-jane@example.com"
+    register(alerts_stack, "acct_e", name="Jane", email=chosen)
+    client = alerts_stack.stack.clients["dynamodb"]
+    table = alerts_stack.stack.template.physical_name("AlertsTable")
+    delivery = Delivery("acct_e", "2026-10", "budget_threshold", "b:80", Channel.EMAIL, Outcome.SENT, chosen, 1, "m-1")
+    client.put_item(TableName=table, Item=delivery_to_item(delivery))
+
+    for _ in api_environment(alerts_stack.stack, monkeypatch):
+        store_members(alerts_stack.stack, "acct_e", {"owner-1": "owner"})
+        with roles.acting_as("AccountApiFunction") as erasing:
+            erased = call("POST", "/v1/accounts/acct_e/erase", OWNER)
+        assert erasing.denied == []
+        assert erased.status == 200, erased.body
+
+    stored = alerts_items(alerts_stack)
+    assert "jane" not in json.dumps(stored, default=str).lower()
+    assert [(item["alert_key"], item["recipient"]) for item in stored] == [("b:80", pseudonym_of(chosen))]
+
+
 def test_given_enforcement_records_and_abuse_flags_when_erased_then_no_participant_identity_is_left(
     alerts_stack: AlertsStack, roles: Roles, monkeypatch: Any
 ) -> None:

@@ -340,3 +340,46 @@ def test_a_state_too_large_to_keep_has_its_participant_items_deleted_by_the_eras
     erased = call("POST", f"/v1/accounts/{ACCOUNT}/erase", claims(ACCOUNT, "owner"))
     assert erased.status == 200, erased.body
     assert raw_identities(stack, names) == {}
+
+
+def test_a_participant_with_no_session_yet_is_named_by_no_running_state_after_the_erasure(
+    stack: Stack, account_api: Any, lambda_context: LambdaContext
+) -> None:
+    """D220's limit: bob published a microphone before the erasure, but his ``participant_joined`` (the only event
+    that gives his start here: the track's carries no ``joinedAt``) is late. The state holds him without a session;
+    after the erasure, neither the rebuild of the dropped state (alice's camera), nor bob's next event folded in
+    order, nor the rebuild his late join causes writes his identity again; his session, once it exists, has his
+    pseudonym."""
+    register(stack, ACCOUNT)
+    store_members(stack, ACCOUNT, {"user-1": "owner"})
+    names = {"alice.smith", "bob.brown"}
+    room = lk.Room(ROOM, "forget-me", account_id=ACCOUNT, created_at=T0)
+    alice = lk.Participant("PA_alice01", "alice.smith", (T0 + 10) * 1000)
+    bob = lk.Participant("PA_bob0001", "bob.brown", (T0 + 20) * 1000)
+    runner = Lambda(stack)
+    for body in (
+        lk.room_started(room, T0),
+        lk.participant_joined(room, alice),
+        lk.track_published(room, bob, "TR_mic_b", T0 + 40, video=False),
+    ):
+        deliver_webhook(body, lambda_context)
+        run_stream(runner, lambda_context)
+    assert set(sessions(stack)) == {"PA_alice01"}  # bob: no start known, no session
+    assert any("bob.brown" in named for named in raw_identities(stack, names).values())  # the state names him
+
+    erased = call("POST", f"/v1/accounts/{ACCOUNT}/erase", claims(ACCOUNT, "owner"))
+    assert erased.status == 200, erased.body
+    assert raw_identities(stack, names) == {}
+
+    for body in (
+        lk.track_published(room, alice, "TR_cam_a", T0 + 600, video=True),  # rebuilds the dropped state
+        lk.track_unpublished(room, bob, "TR_mic_b", T0 + 700, video=False),  # folded in order
+        lk.participant_joined(room, bob),  # late, far behind the state's horizon: rebuilt
+    ):
+        deliver_webhook(body, lambda_context)
+        run_stream(runner, lambda_context)
+        assert raw_identities(stack, names) == {}
+    assert {sid: stored.session.identity for sid, stored in sessions(stack).items()} == {
+        "PA_alice01": expected_pseudonym("alice.smith"),
+        "PA_bob0001": expected_pseudonym("bob.brown"),
+    }

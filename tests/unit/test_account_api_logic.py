@@ -4,6 +4,7 @@ worked by hand from the price book (personal: free, video 5,000 / audio 10,000 m
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -335,6 +336,15 @@ def test_given_an_erasure_then_personal_data_is_pseudonymised_consistently_and_n
     assert [(s.minutes_in("2026-11")) for s in history.by_account["acct"]] == [(10, 0), (5, 0), (5, 0)]
     again = logic.erase(directory, store, history, "acct", NOW)  # a second erasure changes nothing more
     assert (again.sessions_pseudonymised, again.members_pseudonymised, again.profile_cleared) == (0, 0, False)
+
+
+def test_given_an_identity_that_only_starts_like_a_pseudonym_then_the_erasure_replaces_it() -> None:
+    directory, _, history = world(profile(), [session("RM_1", "erased-jane@example.com", 10)])
+    erased = logic.erase(directory, InMemoryMembers(), history, "acct", NOW)
+    # D80's formula written out: "erased-" and the first 16 hex digits of sha256(account NUL identity)
+    expected = "erased-" + hashlib.sha256(b"acct\x00erased-jane@example.com").hexdigest()[:16]
+    assert erased.sessions_pseudonymised == 1
+    assert [s.identity for s in history.by_account["acct"]] == [expected]
 
 
 def test_given_an_open_session_then_the_daily_series_puts_its_minutes_so_far_on_its_day() -> None:

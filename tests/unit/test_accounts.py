@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -18,6 +19,8 @@ from kilo_billing.accounts import (
     change_tier,
     check_account_id,
     is_account_id,
+    is_pseudonym,
+    pseudonym,
     register_account,
     request_tier_change,
 )
@@ -227,3 +230,23 @@ def test_given_a_closed_month_when_the_cli_backdates_a_tier_change_into_it_then_
         {"from": "2026-10-01T00:00:00+00:00", "tier": "personal"},
         {"from": "2026-11-02T00:00:00+00:00", "tier": "team"},
     ]
+
+
+def test_given_a_value_that_only_starts_like_a_pseudonym_then_it_gets_one_and_a_pseudonym_stays_as_it_is() -> None:
+    """D80: a pseudonym stays a pseudonym, but an identity chosen as ``erased-...`` is personal data like any other."""
+    # D80's formula written out: "erased-" and the first 16 hex digits of sha256(account NUL value)
+    jane = "erased-" + hashlib.sha256(b"acct_1\x00erased-jane@example.com").hexdigest()[:16]
+    assert pseudonym("acct_1", "erased-jane@example.com") == jane
+    assert pseudonym("acct_1", jane) == jane
+    assert pseudonym("acct_2", jane) == jane  # whichever account's: the hash is not reversed
+    assert pseudonym("acct_1", "") == ""
+    assert (is_pseudonym(jane), is_pseudonym("erased-jane@example.com"), is_pseudonym("")) == (True, False, False)
+    # the exact shape ``pseudonym`` produces: 16 lower-case hex digits, nothing before or after
+    shapes = [
+        "erased-0123456789ABCDEF",
+        "erased-0123456789abcde",
+        "erased-0123456789abcdef0",
+        "xerased-0123456789abcdef",
+    ]
+    assert [is_pseudonym(value) for value in shapes] == [False, False, False, False]
+    assert all(pseudonym("acct_1", value) != value for value in shapes)

@@ -417,7 +417,7 @@ MODULE_CEILINGS = {
     "kilo_invoice.crypto_settled_handler": 206,  # 201
     "kilo_crypto_watch.api_handler": 247,  # 242 (its bodies validated by Powertools and pydantic, D106)
     "kilo_crypto_watch.solana_handler": 235,  # 230
-    "kilo_account_api.pretoken_handler": 324,  # 317 (settings, the members adapter, one Query)
+    "kilo_account_api.pretoken_handler": 325,  # 317 (settings, the members adapter, one Query); +1 room_state_items
 }
 # What the probe's first request ends in, where it cannot be served in full without more than AWS: the crypto routes
 # validate the body first (Powertools, as the account API does), so the generic request's empty body is a 400 naming

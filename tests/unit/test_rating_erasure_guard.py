@@ -103,3 +103,20 @@ def test_given_an_erasure_between_the_profile_read_and_the_commit_then_the_retry
     # D80's formula written out: "erased-" and the first 16 hex digits of sha256(account NUL identity)
     expected = "erased-" + hashlib.sha256(b"acct-e\x00alice").hexdigest()[:16]
     assert [stored.session.identity for stored in repo.sessions.values()] == [expected]
+
+
+def test_given_an_identity_that_only_starts_like_a_pseudonym_then_an_erasure_before_the_commit_still_hides_it() -> None:
+    """An identity chosen as ``erased-...`` is not a pseudonym: its write is conditioned on the erasure mark like any
+    other, and the retry stores its pseudonym."""
+    repo = ErasingBeforeCommit()
+    repo.accounts.register(AccountProfile("acct-e", (TierChange(datetime(2026, 1, 1, tzinfo=UTC), "personal"),)))
+    event = joined("EV_1", "PA_jane", "erased-jane@example.com", NOV_16 + 10)  # began before the mark
+    repo.store_event(event)
+
+    with pytest.raises(ConflictError):
+        rate_batch([event], [], repo, RecordingPublisher(), CONFIG, (NOV_16 + 3600) * 1000)
+    assert repo.sessions == {}
+    rate_batch([event], [], repo, RecordingPublisher(), CONFIG, (NOV_16 + 3600) * 1000)
+
+    expected = "erased-" + hashlib.sha256(b"acct-e\x00erased-jane@example.com").hexdigest()[:16]
+    assert [stored.session.identity for stored in repo.sessions.values()] == [expected]

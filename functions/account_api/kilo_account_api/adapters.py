@@ -22,7 +22,8 @@ from kilo_account_api.model import (
     PhoneChallenge,
     SessionRecord,
 )
-from kilo_billing.accounts import PSEUDONYM_PREFIX, pseudonym, pseudonymised_in
+from kilo_billing import room_state_items as room_state
+from kilo_billing.accounts import PSEUDONYM_PATTERN, is_pseudonym, pseudonym, pseudonymised_in
 from kilo_billing.auth import Role
 from kilo_billing.aws import ConditionFailedError, call, give_back_counted, paged_items, put_if, take_counted
 from kilo_billing.aws import InvalidRequestError as AwsInvalidRequestError
@@ -43,8 +44,8 @@ ALERT_DELIVERY_PREFIX: Final = "DELIVERY#"
 ALERT_ENFORCEMENT_PREFIX: Final = "ENFORCEMENT#"
 ALERT_CONCURRENT_PREFIX: Final = "OPERATOR#abuse_concurrent_sessions#concurrent_sessions:"
 _OWN_STEP: Final = "#-#-"
-_PSEUDONYM_AT_END: Final = re.compile(rf"#{PSEUDONYM_PREFIX}[0-9a-f]{{16}}\Z")
-_PSEUDONYM_IN_FLAG: Final = re.compile(rf"{PSEUDONYM_PREFIX}[0-9a-f]{{16}}:\d{{4}}-\d{{2}}-\d{{2}}\Z")
+_PSEUDONYM_AT_END: Final = re.compile(rf"#{PSEUDONYM_PATTERN}\Z")
+_PSEUDONYM_IN_FLAG: Final = re.compile(rf"{PSEUDONYM_PATTERN}:\d{{4}}-\d{{2}}-\d{{2}}\Z")
 
 
 def names_identity(sort_key: str) -> bool:
@@ -90,7 +91,7 @@ class DynamoAlertRecords:
         for item in self._records(account_id, ALERT_DELIVERY_PREFIX, {"#r": "recipient", "#d": "detail"}):
             values = from_item(item)
             contact = str(values.get("recipient", ""))
-            if not contact or contact.startswith(PSEUDONYM_PREFIX):
+            if not contact or is_pseudonym(contact):
                 continue
             detail = pseudonymised_in(account_id, str(values.get("detail", "")), contact)
             try:
@@ -429,15 +430,15 @@ class DynamoSessionHistory:
         participants (D199): those are deleted, the header left as it is (D224). A header rating rewrites
         meanwhile is read and dropped again (``attempts``); still moving after that: ``ErasureIncompleteError`` (the
         retry goes on). Returns the states dropped."""
-        keys = [to_item({"pk": room, "sk": items.STATE_SORT_KEY}) for room in sorted(room_keys)]
+        keys = [to_item({"pk": room, "sk": room_state.STATE_SORT_KEY}) for room in sorted(room_keys)]
         dropped = 0
         for _ in range(attempts):
             running = []
             for header in self._values(keys, consistent=True):
-                if header.get(items.STATE_BLOB) is not None:
+                if header.get(room_state.STATE_BLOB) is not None:
                     running.append(header)
                 else:  # its generation is never written again: any later event rebuilds the room under a new one
-                    self._delete_generation(str(header["pk"]), str(header.get(items.STATE_GENERATION) or ""))
+                    self._delete_generation(str(header["pk"]), str(header.get(room_state.STATE_GENERATION) or ""))
             if not running:
                 return dropped
             keys = []
@@ -445,27 +446,31 @@ class DynamoSessionHistory:
                 if self._drop_state(header):
                     dropped += 1
                 else:
-                    keys.append(to_item({"pk": header["pk"], "sk": items.STATE_SORT_KEY}))
+                    keys.append(to_item({"pk": header["pk"], "sk": room_state.STATE_SORT_KEY}))
             if not keys:
                 return dropped
         raise ErasureIncompleteError("a room's running state kept changing during the erasure; retry")
 
     def _drop_state(self, header: Mapping[str, Any]) -> bool:
         room = str(header["pk"])
-        version = int(header[items.STATE_VERSION])
+        version = int(header[room_state.STATE_VERSION])
         try:
             call(
                 self._client.update_item,
                 TableName=self._table,
-                Key=to_item({"pk": room, "sk": items.STATE_SORT_KEY}),
+                Key=to_item({"pk": room, "sk": room_state.STATE_SORT_KEY}),
                 UpdateExpression="SET #v = :next REMOVE #z, #p",
                 ConditionExpression="#v = :v AND attribute_exists(#z)",
-                ExpressionAttributeNames={"#v": items.STATE_VERSION, "#z": items.STATE_BLOB, "#p": items.STATE_PENDING},
+                ExpressionAttributeNames={
+                    "#v": room_state.STATE_VERSION,
+                    "#z": room_state.STATE_BLOB,
+                    "#p": room_state.STATE_PENDING,
+                },
                 ExpressionAttributeValues=to_item({":v": version, ":next": version + 1}),
             )
         except ConditionFailedError:
             return False
-        self._delete_generation(room, str(header.get(items.STATE_GENERATION) or ""))
+        self._delete_generation(room, str(header.get(room_state.STATE_GENERATION) or ""))
         return True
 
     def _delete_generation(self, room: str, generation: str) -> None:
@@ -476,7 +481,7 @@ class DynamoSessionHistory:
             self._client.query,
             TableName=self._table,
             KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
-            ExpressionAttributeValues=to_item({":pk": room, ":prefix": f"{items.PARTICIPANT_PREFIX}{generation}#"}),
+            ExpressionAttributeValues=to_item({":pk": room, ":prefix": room_state.participant_sort_key(generation)}),
             ProjectionExpression="pk, sk",
             ConsistentRead=True,
         )
@@ -495,7 +500,7 @@ class DynamoSessionHistory:
         if new == session.identity:
             return 0
         key = to_item(
-            {"pk": items.ROOM_PREFIX + session.room_sid, "sk": items.SESSION_PREFIX + session.participant_sid}
+            {"pk": room_state.room_key(session.room_sid), "sk": items.SESSION_PREFIX + session.participant_sid}
         )
         sets, values = ["#i = :i"], {":i": new, ":was": session.identity, ":account": account_id}
         registers = stored.get(items.REGISTERS)

@@ -7,7 +7,8 @@
   ``ROOM#<room sid>`` / ``SESSION#<participant sid>`` with ``account``, ``identity``, ``room_name``, ``start_ms``,
   ``end_ms``, ``aborted``, ``billing``, ``parts`` (``[[period, start ms, video, audio], ...]``), ``video_seconds``,
   ``connected_seconds``;
-- rating's room state in the usage table, dropped by the erasure by attribute name (layout: ``kilo_rate_usage.items``):
+- rating's room state in the usage table, dropped by the erasure by attribute name (layout:
+  ``kilo_billing.room_state_items``, which rating writes it by):
   the header ``ROOM#<room sid>`` / ``STATE`` (``version``, ``generation``, the state blob ``state_zlib``: without it
   the header is its version, cut-off and generation alone - what a finished room keeps, or one whose state is too
   large to keep; ``pending``: a chunked write of its participant items under way, each chunk conditioned on it) and
@@ -26,16 +27,10 @@ from typing import Any, Final
 from kilo_account_api.model import Member, MemberStatus, PhoneChallenge, SessionPart, SessionRecord
 from kilo_billing.auth import Role
 from kilo_billing.items import Item, from_item, to_item
+from kilo_billing.room_state_items import ROOM_PREFIX
 
 MEMBER_PREFIX: Final = "MEMBER#"
 SESSION_PREFIX: Final = "SESSION#"
-ROOM_PREFIX: Final = "ROOM#"
-STATE_SORT_KEY: Final = "STATE"  # rating's room-state header
-STATE_BLOB: Final = "state_zlib"
-STATE_VERSION: Final = "version"
-STATE_GENERATION: Final = "generation"
-STATE_PENDING: Final = "pending"  # a chunked write of the participant items under way (its chunks check it)
-PARTICIPANT_PREFIX: Final = "PART#"  # + <generation>#<participant sid>
 
 
 def account_pk(account_id: str) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
+from kilo_billing import room_state_items as room_state
 from kilo_billing.account_items import ERASED_AT, account_key, erasure_mark
 from kilo_billing.account_store import DynamoAccountDirectory
 from kilo_billing.accounts import AccountProfile
@@ -145,7 +146,7 @@ class DynamoUsageRepository:
             TableName=self._usage,
             KeyConditionExpression="#k = :pk AND begins_with(#s, :prefix)",
             ExpressionAttributeNames={"#k": KEY, "#s": SORT_KEY},
-            ExpressionAttributeValues=to_item({":pk": items.room_key(room_sid), ":prefix": items.SESSION_PREFIX}),
+            ExpressionAttributeValues=to_item({":pk": room_state.room_key(room_sid), ":prefix": items.SESSION_PREFIX}),
             ConsistentRead=True,
         )
         sessions = [items.session_from_item(item) for item in found]
@@ -179,7 +180,7 @@ class DynamoUsageRepository:
             KeyConditionExpression="#k = :pk AND begins_with(#s, :prefix)",
             ExpressionAttributeNames={"#k": KEY, "#s": SORT_KEY},
             ExpressionAttributeValues=to_item(
-                {":pk": items.room_key(room_sid), ":prefix": items.participant_sort_key(generation)}
+                {":pk": room_state.room_key(room_sid), ":prefix": room_state.participant_sort_key(generation)}
             ),
             ConsistentRead=True,
             **extra,
@@ -317,7 +318,7 @@ class DynamoUsageRepository:
         them in chunks that each check the mark, then the header's new version, which clears it."""
         mark = items.new_generation()
         key = items.state_key(change.new.room_sid)
-        names = {"#p": items.PENDING}
+        names = {"#p": room_state.STATE_PENDING}
         _write(
             self._client.update_item,
             TableName=self._usage,
@@ -379,7 +380,7 @@ class DynamoUsageRepository:
             put["ConditionExpression"] = "attribute_not_exists(#k)"
         elif pending:  # the end of a chunked write: the mark is still ours
             put["ConditionExpression"] = "attribute_exists(#k) AND version = :v AND #p = :m"
-            put["ExpressionAttributeNames"]["#p"] = items.PENDING
+            put["ExpressionAttributeNames"]["#p"] = room_state.STATE_PENDING
             put["ExpressionAttributeValues"] = to_item({":v": change.old_version, ":m": pending})
         else:  # also over a pending mark left by a crash (a rebuild)
             put["ConditionExpression"] = "attribute_exists(#k) AND version = :v"
@@ -497,7 +498,7 @@ class DynamoUsageRepository:
             TableName=self._usage,
             Item=items.version_only_item(state, state.version + 1, state.generation),
             ConditionExpression="attribute_exists(#k) AND version = :v AND attribute_not_exists(#p)",
-            ExpressionAttributeNames={"#k": KEY, "#p": items.PENDING},
+            ExpressionAttributeNames={"#k": KEY, "#p": room_state.STATE_PENDING},
             ExpressionAttributeValues=to_item({":v": state.version}),
         ):
             return False

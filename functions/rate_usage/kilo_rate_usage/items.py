@@ -9,7 +9,8 @@ Usage table layout (single table):
   a ``version`` counter (conditional writes, in the same transaction as the sessions it describes), the
   ``generation`` of its participant items and ``delivered_ms`` (a rebuild's cut-off, D42);
 - participant  ``ROOM#<room sid>`` / ``PART#<generation>#<participant sid>`` - one live participant's registers
-  (compact JSON in ``registers``), read and written only by the batches that concern it;
+  (compact JSON in ``registers``), read and written only by the batches that concern it; the state's key shapes and
+  attribute names are ``kilo_billing.room_state_items``, which the account API's erasure reads them from (D220);
 - confirmation ``ROOM#<room sid>`` / ``CONFIRMED#<participant sid>`` - when RoomService last listed a quiet open
   session's participant (the sweeper's, D17): no longer written (the listings cover it), read for the upgrade;
 - listing      ``ROOM#<room sid>`` / ``LISTED`` - the last RoomService answer that listed participants of the room's
@@ -37,6 +38,17 @@ from typing import Any, Final
 
 from kilo_billing.events import KEY, SORT_KEY
 from kilo_billing.items import Item, from_item, to_item
+from kilo_billing.room_state_items import (
+    ROOM_PREFIX,
+    STATE_BLOB,
+    STATE_DELIVERED_MS,
+    STATE_GENERATION,
+    STATE_PENDING,
+    STATE_SORT_KEY,
+    STATE_VERSION,
+    participant_sort_key,
+    room_key,
+)
 from kilo_rate_usage.model import (
     Aggregate,
     AggregateKey,
@@ -78,17 +90,7 @@ COUNTER_PREFIX: Final = "c#"
 LATE_PREFIX: Final = "late#"
 
 
-STATE_SORT_KEY: Final = "STATE"
-STATE_BLOB: Final = "state_zlib"
-PARTICIPANT_PREFIX: Final = "PART#"
-GENERATION: Final = "generation"
-DELIVERED_MS: Final = "delivered_ms"
-PENDING: Final = "pending"  # on a header while a chunked write of its participant items is under way (``ports``)
 MAX_STATE_BYTES: Final = 300_000  # a larger state is not stored: the room is rebuilt per batch, as before states
-
-
-def room_key(room_sid: str) -> str:
-    return f"ROOM#{room_sid}"
 
 
 def key_item(pk: str, sk: str) -> Item:
@@ -280,9 +282,9 @@ def state_to_item(state: RoomState, version: int, generation: str) -> Item:
             KEY: room_key(state.room_sid),
             SORT_KEY: STATE_SORT_KEY,
             STATE_BLOB: packed,
-            "version": version,
-            GENERATION: generation,
-            DELIVERED_MS: state.delivered_ms,
+            STATE_VERSION: version,
+            STATE_GENERATION: generation,
+            STATE_DELIVERED_MS: state.delivered_ms,
         }
     )
 
@@ -291,28 +293,26 @@ def version_only_item(state: RoomState, version: int, generation: str = "") -> I
     """A header too large to keep: the version (concurrent writers still conflict), the rebuild's cut-off and the
     generation of the participant items written with it (the next rebuild deletes them, D199)."""
     values: dict[str, Any] = {
-        KEY: room_key(state.room_sid), SORT_KEY: STATE_SORT_KEY, "version": version, DELIVERED_MS: state.delivered_ms,
+        KEY: room_key(state.room_sid), SORT_KEY: STATE_SORT_KEY,
+        STATE_VERSION: version, STATE_DELIVERED_MS: state.delivered_ms,
     }  # fmt: skip
     if generation:
-        values[GENERATION] = generation
+        values[STATE_GENERATION] = generation
     return to_item(values)
 
 
 def state_from_item(item: Mapping[str, Any]) -> RoomState:
     """The header (no participant loaded)."""
     values = from_item(item)
-    room_sid = str(values[KEY]).removeprefix("ROOM#")
-    version, delivered = int(values["version"]), int(values.get(DELIVERED_MS, 0))
-    generation = str(values.get(GENERATION, ""))
-    if values.get(STATE_BLOB) is None or PENDING in values:  # too large to keep, or a chunked write under way / died
+    room_sid = str(values[KEY]).removeprefix(ROOM_PREFIX)
+    version, delivered = int(values[STATE_VERSION]), int(values.get(STATE_DELIVERED_MS, 0))
+    generation = str(values.get(STATE_GENERATION, ""))
+    pending = STATE_PENDING in values
+    if values.get(STATE_BLOB) is None or pending:  # too large to keep, or a chunked write under way / died
         unusable = RoomState.unusable(room_sid, version)
-        return replace(unusable, delivered_ms=delivered, generation=generation, pending=PENDING in values)
+        return replace(unusable, delivered_ms=delivered, generation=generation, pending=pending)
     data = json.loads(zlib.decompress(bytes(values[STATE_BLOB])))
     return state_from_json(room_sid, data, version, delivered, generation)
-
-
-def participant_sort_key(generation: str, participant_sid: str = "") -> str:
-    return f"{PARTICIPANT_PREFIX}{generation}#{participant_sid}"
 
 
 def participant_key(room_sid: str, generation: str, participant_sid: str) -> Item:

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from kilo_billing.accounts import PSEUDONYM_PREFIX, UNATTRIBUTED, AccountProfile, pseudonym
+from kilo_billing.accounts import UNATTRIBUTED, AccountProfile, is_pseudonym, pseudonym
 from kilo_billing.contracts import UnattributedUsageV1, UsageThresholdCrossedV1
 from kilo_billing.livekit_events import LiveKitEventRecord
 from kilo_billing.money import decimal_str
@@ -127,6 +127,7 @@ def _rate(livekit: Sequence[LiveKitEventRecord], usage: Sequence[UsageEventRecor
     repo, publisher, config, now_ms = attempt.repo, attempt.publisher, attempt.config, attempt.now_ms
     by_room = _by_room(livekit)
     rated: list[_Room] = []
+    sessionless: list[dict[str, tuple[str, int]]] = []
     accounts: set[str] = set()
     unit = CommitUnit()
     for room_sid, batch_events in by_room.items():
@@ -136,12 +137,14 @@ def _rate(livekit: Sequence[LiveKitEventRecord], usage: Sequence[UsageEventRecor
         # a stored session's contributions are its account's; one without any (a registers-only rewrite) needs its
         # profile too: its erasure mark guards the write (D80)
         accounts.update(previous.session.account for previous in room.stored.values())
+        sessionless.append(_sessionless(room, config))  # their provisional accounts' erasure marks count too
+        accounts.update(account for account, _ in sessionless[-1].values())
     fresh_usage = repo.unrated_usage(usage)
     accounts.update(record.account_id for record in usage)
     profiles = repo.profiles(accounts)
 
-    for room in rated:
-        _room_changes(room, profiles, unit)
+    for room, provisional in zip(rated, sessionless, strict=True):
+        _room_changes(room, profiles, unit, provisional)
     _complete(unit, fresh_usage, profiles)
 
     deltas = unit.deltas()
@@ -180,13 +183,30 @@ def _rate(livekit: Sequence[LiveKitEventRecord], usage: Sequence[UsageEventRecor
     )
 
 
-def _room_changes(room: _Room, profiles: Mapping[str, AccountProfile], unit: CommitUnit) -> None:
-    """The room's session writes (with the pseudonyms of an erased account's participants, D80) and its state's."""
+def _sessionless(room: _Room, config: RatingConfig) -> dict[str, tuple[str, int]]:
+    """The participants the room's new state writes (their items, the window's events) that have no session yet:
+    their provisional account and earliest moment (``RoomFold.provisional_accounts``)."""
+    if room.state is None or not room.state.new.usable:
+        return {}
+    state = room.state.new
+    sids = set(room.state.puts) | {event.participant_sid for event in state.recent if event.participant_sid}
+    return state.fold.provisional_accounts(config.attribution, sids)
+
+
+def _room_changes(
+    room: _Room,
+    profiles: Mapping[str, AccountProfile],
+    unit: CommitUnit,
+    sessionless: Mapping[str, tuple[str, int]],
+) -> None:
+    """The room's session writes (with the pseudonyms of an erased account's participants, D80) and its state's:
+    a participant with no session yet whose earliest moment the state knows is before its provisional account's
+    erasure mark (``sessionless``) is named in the state by that account's pseudonym too (D220 amended)."""
     pseudonyms: dict[str, str] = {}  # participant sid -> the pseudonym its session is stored under (D80)
     for found in room.sessions:
         previous = room.stored.get(found.participant_sid)
         session = _erased(found, previous, profiles[found.account])
-        if session.identity.startswith(PSEUDONYM_PREFIX):
+        if is_pseudonym(session.identity):
             pseudonyms[found.participant_sid] = session.identity
         contributions = session_contributions(session, profiles[session.account])
         version = StoredSession.version_of(session, contributions)
@@ -218,6 +238,11 @@ def _room_changes(room: _Room, profiles: Mapping[str, AccountProfile], unit: Com
             )
         )
     if room.state is not None:
+        fold = room.state.new.fold
+        for sid, (account, at_ms) in sessionless.items():
+            erased_at = profiles[account].erased_at
+            if erased_at is not None and at_ms < int(erased_at.timestamp() * 1000):
+                pseudonyms[sid] = pseudonym(account, fold.participants[sid].identity)
         unit.states.append(_state_as(room.state, pseudonyms))
 
 
@@ -239,7 +264,7 @@ def _erasure_marks(
     return {
         change.new.session.account: profiles[change.new.session.account].erased_at
         for change in sessions
-        if change.new.session.account != UNATTRIBUTED and not change.new.session.identity.startswith(PSEUDONYM_PREFIX)
+        if change.new.session.account != UNATTRIBUTED and not is_pseudonym(change.new.session.identity)
     }
 
 
@@ -248,7 +273,7 @@ def _erased(session: Session, previous: StoredSession | None, profile: AccountPr
     its identity, or with the participant's pseudonym when the session began before the account's last erasure
     (docs/decisions.md D80) - the raw events still name the participant until they expire, and neither a rebuild
     from them, nor the session's close, nor a first rating of events queued at the erasure may write the identity."""
-    if previous is not None and previous.session.identity.startswith(PSEUDONYM_PREFIX):
+    if previous is not None and is_pseudonym(previous.session.identity):
         return replace(session, identity=previous.session.identity)
     erased_at = profile.erased_at
     if erased_at is not None and session.start_ms < int(erased_at.timestamp() * 1000):
@@ -259,7 +284,7 @@ def _erased(session: Session, previous: StoredSession | None, profile: AccountPr
 def _registers_as(registers: str, identity: str) -> str:
     """A retired participant's registers (kept on its session item) with the session's pseudonym, not the identity
     the events carried (D80)."""
-    if not registers or not identity.startswith(PSEUDONYM_PREFIX):
+    if not registers or not is_pseudonym(identity):
         return registers
     participant = registers_from_text(registers)
     if participant.identity == identity:

@@ -421,6 +421,24 @@ class RoomFold:
         pairs.extend((start * US, end * US if end is not None else open_end) for start, end in self.spans())
         return Coverage.of_micros(pairs)
 
+    def provisional_accounts(self, rule: AttributionRule, sids: Iterable[str]) -> dict[str, tuple[str, int]]:
+        """For each of ``sids`` with no start known yet (no session: its events came before its join), the account
+        its session would be attributed to had it begun at the earliest moment the fold knows of it (a track's
+        publish or unpublish, its leave, a sweep), and that moment in ms - what an erasure mark is judged by until
+        the session exists (D220). A participant the fold knows no moment of is left out."""
+        accounts = RoomAccounts(self.metadata, self.metadata_offset)
+        found: dict[str, tuple[str, int]] = {}
+        for sid in sorted(set(sids) & self.participants.keys()):
+            participant = self.participants[sid]
+            if participant.joined_ms is not None:
+                continue
+            tracks = [at for track in participant.tracks.values() for at in (track.published, track.unpublished)]
+            moments = [at for at in (*tracks, participant.connection_end_s) if at is not None]
+            if moments:
+                at_ms = min(moments) * 1000
+                found[sid] = (_account(replace(participant, joined_ms=at_ms), accounts, rule), at_ms)
+        return found
+
     def sessions(
         self, rule: AttributionRule, coverage: Coverage | Callable[[], Coverage], sids: Iterable[str] | None = None
     ) -> list[Session]:

@@ -68,14 +68,23 @@ BILLING_METHODS: Final = ("card", "crypto")
 
 
 PSEUDONYM_PREFIX: Final = "erased-"
+# what ``pseudonym`` gives: the prefix and 16 lower-case hex digits of a sha256
+PSEUDONYM_PATTERN: Final = rf"{PSEUDONYM_PREFIX}[0-9a-f]{{16}}"
+_PSEUDONYM = re.compile(PSEUDONYM_PATTERN)
+
+
+def is_pseudonym(value: str) -> bool:
+    """Whether ``value`` has the exact shape of a pseudonym (``PSEUDONYM_PATTERN``): a value that only starts with
+    ``erased-`` (an identity or an address chosen so) is personal data like any other (D-r2state-2)."""
+    return bool(_PSEUDONYM.fullmatch(value))
 
 
 def pseudonym(account_id: str, value: str) -> str:
     """What an erased account's personal value becomes (docs/decisions.md D80): the same value of the same account
     always gets the same pseudonym (a participant keeps being one person in the per-meeting counts), which cannot be
-    turned back into the value. A pseudonym (or an empty value) stays as it is. The account API's erasure and rating
-    (a session written again from the raw events) both use this one function."""
-    if not value or value.startswith(PSEUDONYM_PREFIX):
+    turned back into the value. A pseudonym (``is_pseudonym``) or an empty value stays as it is. The account API's
+    erasure and rating (a session written again from the raw events) both use this one function."""
+    if not value or is_pseudonym(value):
         return value
     return PSEUDONYM_PREFIX + hashlib.sha256(f"{account_id}\x00{value}".encode()).hexdigest()[:16]
 
