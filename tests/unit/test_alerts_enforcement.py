@@ -926,3 +926,21 @@ def test_given_a_pseudonymised_participant_no_longer_in_its_room_then_it_is_gone
     )  # fmt: skip
     assert rooms.calls == [("identities", "webinar", "")]  # the guest is not touched
     assert rooms.permissions[("webinar", "guest")] == BEFORE[("webinar", "host")]
+
+
+def test_given_a_live_identity_that_merely_starts_with_erased_then_audio_only_reaches_it_by_that_identity() -> None:
+    # a participant who chose the identity "erased-jane" (not a pseudonym: a pseudonym is "erased-" + 16 hex digits)
+    jane = Participant("webinar", "erased-jane")
+    rooms = FakeRooms({("webinar", "erased-jane"): dict(BEFORE[("webinar", "host")])})
+    ledger = InMemoryEnforcementLedger()
+    done = restrict_account(
+        "acct_1",
+        "2026-11",
+        "50",
+        enforcement_ports(StaticSessions(jane), rooms, ledger, RecordingScheduler()),
+        EnforcementPolicy(),
+        NOW_MS,
+    )
+    assert sorted(r.outcome for r in done) == ["done", "done"]  # the account's step and jane's audio-only
+    assert rooms.calls == [("audio_only", "webinar", "erased-jane")]  # asked by her identity, no listing
+    assert rooms.permissions[("webinar", "erased-jane")]["sources"] == ["microphone"]

@@ -36,7 +36,7 @@ from kilo_alerts.ports import (
     RoomControl,
     RoomControlFailedError,
 )
-from kilo_billing.accounts import PSEUDONYM_PREFIX, pseudonym
+from kilo_billing.accounts import is_pseudonym, pseudonym
 from kilo_billing.contracts import limit_scope
 from kilo_billing.entitlements import EntitlementSource
 from kilo_billing.periods import Period
@@ -119,7 +119,7 @@ class _LiveIdentities:
         self.matched: dict[Participant, str] = {}  # a pseudonymised participant -> the live identity found
 
     def of(self, participant: Participant) -> Participant:
-        if not participant.identity.startswith(PSEUDONYM_PREFIX):
+        if not is_pseudonym(participant.identity):
             return participant
         if participant.room not in self._listed:
             self._listed[participant.room] = self._rooms.identities(participant.room)
