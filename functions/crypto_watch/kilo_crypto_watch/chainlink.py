@@ -1,16 +1,18 @@
 """A PriceSource reading Chainlink price feeds on chain with web3.py: ``latestRoundData`` and ``decimals`` - now
 (``read``), or as the feed stood at a past block (``read_at``: a late payment's rate, D218).
 
-The answer is exact: ``answer x 10^-decimals`` as a Decimal (no float, no rounding). A feed answers something unusable
-- no round yet (``updatedAt`` 0), a zero or negative answer, an answer carried from an earlier round
-(``answeredInRound < roundId``) - or one older than the feed's heartbeat: ``PriceUnavailableError`` naming the feed
-and why. Fresh answers carry the heartbeat (``RateReading.heartbeat_seconds``) so the rates logic can judge staleness
-again at quoting time. A feed's decimals are read once per source (they never change for a feed).
+The answer is exact: ``answer x 10^-decimals`` as a Decimal (no float, no rounding). A round that is no answer - no
+round yet (``updatedAt`` 0), a zero or negative answer, an answer carried from an earlier round
+(``answeredInRound < roundId``) - is a ``PriceUnavailableError`` naming the feed and why. Whether an answer is too old
+is not judged here: the reading carries its ``updatedAt`` and the feed's heartbeat (``RateReading.heartbeat_seconds``)
+and the rates logic judges it at the moment the rate is for (``rates._check_reading``: now for a quote, the
+payment's moment for a late one; D-r3crypto-1). A feed's decimals are read once per source (they never change for a
+feed).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -67,12 +69,10 @@ class ChainlinkPriceSource:
         self,
         feeds: Mapping[str, ChainlinkFeed],
         rpc_urls: Mapping[str, str],
-        clock: Callable[[], datetime] | None = None,
         timeout_s: float = 10.0,
     ) -> None:
         self.feeds = dict(feeds)
         self.rpc_urls = dict(rpc_urls)
-        self.clock = clock or (lambda: datetime.now(UTC))
         self.timeout_s = timeout_s
         self._web3: dict[str, Web3] = {}
         self._decimals: dict[str, int] = {}
@@ -96,14 +96,15 @@ class ChainlinkPriceSource:
             # the error's type only: an RPC error's text can carry the provider URL and its API key, and this message
             # reaches customers (the quote route's 503)
             raise PriceUnavailableError(f"{feed.source}: latestRoundData failed ({type(exc).__name__})") from exc
-        return self._reading(asset, feed, answer, self.clock())
+        return self._reading(asset, feed, answer)
 
     def read_at(self, asset: Asset, when: datetime, block: ChainBlock | None = None) -> RateReading:
         """The feed's ``latestRoundData`` as it stood at a past moment (a late payment's, D218): at ``block``
         when that is a block of the feed's own chain (a payment on Ethereum: its block), else at the last block of
-        the feed's chain at or before ``when`` (a Solana slot's time; Base's block time on Ethereum's feed). Stale
-        against ``when``, not now. The node must still hold that block's state (recent blocks; an archive node for
-        old ones): one that does not is a PriceUnavailableError, like any failed read."""
+        the feed's chain at or before ``when`` (a Solana slot's time; Base's block time on Ethereum's feed). Its age
+        is the rates' to judge, against ``when`` (``CheckedRates.at``). The node must still hold that block's state
+        (recent blocks; an archive node for old ones): one that does not is a PriceUnavailableError, like any failed
+        read."""
         feed = self._feed(asset)
         contract = self._contract(feed)
         try:
@@ -120,7 +121,7 @@ class ChainlinkPriceSource:
             raise PriceUnavailableError(
                 f"{feed.source}: latestRoundData at {when.isoformat()} failed ({type(exc).__name__})"
             ) from exc
-        return self._reading(asset, feed, answer, when)
+        return self._reading(asset, feed, answer)
 
     def _feed(self, asset: Asset) -> ChainlinkFeed:
         feed = self.feeds.get(asset)
@@ -151,8 +152,9 @@ class ChainlinkPriceSource:
                 high = middle
         return low
 
-    def _reading(self, asset: Asset, feed: ChainlinkFeed, answer: Any, at: datetime) -> RateReading:
-        """A round's answer checked (a completed round, a price, not carried over, fresh as of ``at``)."""
+    def _reading(self, asset: Asset, feed: ChainlinkFeed, answer: Any) -> RateReading:
+        """A round's answer checked to be one (a completed round, a price, not carried over), as read: its age is
+        the rates' to judge (D-r3crypto-1)."""
         round_id, price, _started, updated_at, answered_in = answer
         if int(updated_at) == 0:
             raise PriceUnavailableError(f"{feed.source}: no completed round (updatedAt 0)")
@@ -160,18 +162,11 @@ class ChainlinkPriceSource:
             raise PriceUnavailableError(f"{feed.source}: answer {price} is not a price")
         if int(answered_in) < int(round_id):
             raise PriceUnavailableError(f"{feed.source}: round {round_id} carries an answer from round {answered_in}")
-        updated = datetime.fromtimestamp(int(updated_at), UTC)
-        age = (at - updated).total_seconds()
-        if age > feed.heartbeat_seconds:
-            raise PriceUnavailableError(
-                f"{feed.source}: stale answer, updated {updated.isoformat()} ({int(age)} s ago, heartbeat "
-                f"{feed.heartbeat_seconds} s)"
-            )
         return RateReading(
             source=feed.source,
             asset=asset,
             price=Decimal(int(price)).scaleb(-self._decimals[asset]),
-            updated_at=updated,
+            updated_at=datetime.fromtimestamp(int(updated_at), UTC),
             heartbeat_seconds=feed.heartbeat_seconds,
             round_id=int(round_id),
         )

@@ -76,7 +76,9 @@ class PriceUnavailableError(Exception):
 
 
 class PriceSource(Protocol):
-    """One independent source of an asset's USD price (Chainlink on chain, an exchange's spot API)."""
+    """One independent source of an asset's USD price (Chainlink on chain, an exchange's spot API). It reports what
+    it read - the price, when the source updated it, the heartbeat it keeps - and refuses only an answer that is no
+    price; whether a reading is too old is the rates' judgement (``rates._check_reading``, D-r3crypto-1)."""
 
     def read(self, asset: Asset) -> RateReading: ...
 
@@ -96,8 +98,8 @@ class HistoricalPriceSource(Protocol):
 
     def read_at(self, asset: Asset, when: datetime, block: ChainBlock | None = None) -> RateReading:
         """The asset's price as the source stood at ``when``: on the feed's own chain, at ``block`` when it is a
-        block of that chain, else at the last block at or before ``when``; its age judged against ``when``.
-        PriceUnavailableError as ``read``."""
+        block of that chain, else at the last block at or before ``when``; its age is judged against ``when`` by
+        the rates (``CheckedRates.at``). PriceUnavailableError as ``read``."""
         ...
 
 
