@@ -34,7 +34,7 @@ from kilo_billing import customer_api, observability
 from kilo_billing.auth import Role
 from kilo_billing.customer_api import ErrorCode, error_response, json_response, unavailable
 from kilo_billing.invoice_keys import EXAMPLE, MalformedInvoiceKeyError, invoice_id_from_key
-from kilo_billing.money import decimal_str, money_str
+from kilo_billing.money import decimal_str, optional_money_str
 from kilo_crypto_watch import api_schemas as schemas
 from kilo_crypto_watch import dependencies, history, logic
 from kilo_crypto_watch.model import Payment
@@ -152,7 +152,7 @@ def _payment(payment: Payment, shown: Mapping[str, Decimal]) -> dict[str, Any]:
         "status": payment.status.value,
         "asset": payment.transfer.asset,
         "amount": decimal_str(asset_amount(payment.transfer.atomic_amount, payment.transfer.asset)),
-        "amount_usd": money_str(usd) if usd is not None else None,
+        "amount_usd": optional_money_str(usd),
         "late": payment.late,
         "manual_review": payment.review,
     }

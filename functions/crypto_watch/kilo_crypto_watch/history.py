@@ -8,7 +8,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from kilo_billing.money import decimal_str, money_str
+from kilo_billing.money import decimal_str, money_str, optional_money_str
 from kilo_crypto_watch.model import Bill, ChainConfig, Payment, Quote, QuoteStatus
 from kilo_crypto_watch.settlement import asset_amount, counts, explorer_url, quote_status, shown_usd
 
@@ -70,7 +70,7 @@ def _payment(payment: Payment, chains: Mapping[str, ChainConfig], shown: Mapping
         "chain": transfer.chain,
         "asset": transfer.asset,
         "amount": decimal_str(asset_amount(transfer.atomic_amount, transfer.asset)),
-        "amount_usd": money_str(usd) if usd is not None else None,
+        "amount_usd": optional_money_str(usd),
         "rate_usd": decimal_str(payment.rate) if payment.rate is not None else None,
         "status": payment.status.value,
         "late": payment.late,
