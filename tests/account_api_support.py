@@ -85,13 +85,16 @@ def call(
     token_claims: dict[str, str] | None,
     body: object | None = None,
     query: str = "",
+    remaining_ms: int | None = None,
 ) -> Answer:
-    """Invoke the handler as API Gateway would for ``path`` (its route template and path parameters derived)."""
+    """Invoke the handler as API Gateway would for ``path`` (its route template and path parameters derived);
+    ``remaining_ms``: the invocation's time left before its timeout (the test context's default otherwise)."""
     from kilo_account_api.handler import lambda_handler  # noqa: PLC0415
     from tests.conftest import LambdaContext  # noqa: PLC0415
 
     route, params = route_of(method, path)
-    response = lambda_handler(event(method, path, route, token_claims, body, query, params), LambdaContext())
+    context = LambdaContext() if remaining_ms is None else LambdaContext(remaining_ms=remaining_ms)
+    response = lambda_handler(event(method, path, route, token_claims, body, query, params), context)
     text = response.get("body") or ""
     return Answer(int(response["statusCode"]), json.loads(text) if text else None, dict(response.get("headers") or {}))
 

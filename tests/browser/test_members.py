@@ -72,18 +72,18 @@ class World:
         with urllib.request.urlopen(request, timeout=30) as answer:
             assert answer.status == 201
 
-    def invitation_from_before(self, account: str, user: str, email: str, role: str) -> None:
+    def invitation_from_before(self, account: str, user: str, email: str, role: str) -> datetime:
         """An open invitation as the members table keeps it, stored two days ago when the account was on team (it is
-        on personal now: a downgrade since, D210), through the table's adapter."""
+        on personal now: a downgrade since, D210), through the table's adapter; answers when it ends."""
         from kilo_account_api.adapters import DynamoMembers  # noqa: PLC0415
         from kilo_account_api.model import Member, MemberStatus  # noqa: PLC0415
         from kilo_billing.auth import Role  # noqa: PLC0415
 
         table = DynamoMembers(self.stack.clients["dynamodb"], self.stack.template.physical_name("MembersTable"))
-        invited = datetime.now(UTC) - timedelta(days=2)
-        table.add(
-            Member(account, user, email, Role[role.upper()], invited, MemberStatus.INVITED, invited + timedelta(days=7))
-        )
+        invited = (datetime.now(UTC) - timedelta(days=2)).replace(microsecond=0)  # whole seconds, as the API's
+        ends = invited + timedelta(days=7)
+        table.add(Member(account, user, email, Role[role.upper()], invited, MemberStatus.INVITED, ends))
+        return ends
 
 
 @pytest.fixture(scope="module")
@@ -211,15 +211,16 @@ def test_given_a_person_with_no_account_then_they_decline_one_invitation_and_acc
 def test_given_a_member_invited_to_an_account_moved_to_personal_then_the_refused_acceptance_shows_and_the_invitation_stays(
     world: World, page: Any
 ) -> None:
-    world.invitation_from_before(DOWNGRADED, "kai-1", "kai@team.example", "admin")
+    ends = world.invitation_from_before(DOWNGRADED, "kai-1", "kai@team.example", "admin")
     token = world.stack.sign_in(TEAM, "member", user="kai-1")
     open_members(world, page, sign_in_link(world.site.url, token))
     expect(page.locator("#members-list tr[data-user='kai-1']")).to_contain_text("member")  # their account's list
     page.get_by_role("button", name=f"Accept the invitation to {DOWNGRADED}").click()
     refused = page.get_by_test_id("answer-problem").get_by_role("alert")
-    expect(refused).to_have_text(
+    expect(refused).to_have_text(  # addressed to the invitee: the owner must upgrade, the invitation waits
         f"account '{DOWNGRADED}' is on the personal tier, which lacks the team_collaboration entitlement that "
-        "members need: upgrade to team or enterprise"
+        "members need: the account's owner must upgrade to team or enterprise before the invitation can be accepted "
+        f"(it stays open until {ends:%Y-%m-%dT%H:%M:%S}Z)"
     )
     expect(refused).to_be_focused()
     expect(page.locator(f"#my-invitations tr[data-account='{DOWNGRADED}']")).to_have_count(1)

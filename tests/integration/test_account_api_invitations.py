@@ -304,6 +304,13 @@ NO_COLLABORATION = {
     "field": None,
 }
 
+# the invitee's refusal (mia, invited on November 28th at noon for the template's 7 days): says who must do what
+NOT_YET_ACCEPTABLE = NO_COLLABORATION | {
+    "message": "account 'acct_a' is on the personal tier, which lacks the team_collaboration entitlement that members "
+    "need: the account's owner must upgrade to team or enterprise before the invitation can be accepted (it stays "
+    "open until 2026-12-05T12:00:00Z)"
+}
+
 
 def test_given_a_downgrade_to_personal_then_members_stay_new_ones_are_refused_and_invitations_wait(
     acct_a: Any,
@@ -323,7 +330,7 @@ def test_given_a_downgrade_to_personal_then_members_stay_new_ones_are_refused_an
     with time_machine.travel(utc(2026, 12, 2, 9), tick=False):
         stored_before = {(m.user, m.status.value, m.added_at) for m in store.members("acct_a")}
         refused = call("POST", "/v1/invitations/acct_a/accept", mia)
-        assert (refused.status, refused.body) == (409, NO_COLLABORATION)
+        assert (refused.status, refused.body) == (409, NOT_YET_ACCEPTABLE)
         invited = call("POST", "/v1/accounts/acct_a/members", OWNER, {"user": "zoe", "email": "zoe@z.example"})
         assert (invited.status, invited.body) == (409, NO_COLLABORATION)
         assert {(m.user, m.status.value, m.added_at) for m in store.members("acct_a")} == stored_before
@@ -347,3 +354,36 @@ def test_given_a_downgrade_to_personal_then_members_stay_new_ones_are_refused_an
             "active",
             "2026-12-03T10:00:00Z",
         )
+
+
+def test_given_a_downgrade_at_midnight_when_an_acceptance_could_land_after_it_then_409_and_nothing_is_written(
+    acct_a: Any,
+) -> None:
+    """D210, amended: the acceptance's write lands after the instant it is judged at, at the latest when the
+    invocation times out. At 23:59:50 on November 30th with 29 s left, a downgrade to personal at midnight could
+    take effect first: 409 naming when, mia still invited. At 23:59:30 with 29 s left the invocation ends on team:
+    ivan is accepted."""
+    store = DynamoMembers(acct_a.clients["dynamodb"], acct_a.template.physical_name("MembersTable"))
+    mia = claims(None, None, user="mia")
+    with time_machine.travel(utc(2026, 11, 28, 12), tick=False):
+        for user in ("ivan", "mia"):
+            assert call("POST", "/v1/accounts/acct_a/members", OWNER, {"user": user}).status == 201
+        down = call("POST", "/v1/accounts/acct_a/subscription", OWNER, {"tier": "personal"})
+        assert (down.status, down.body["effective_at"]) == (200, "2026-12-01T00:00:00Z")
+    with time_machine.travel(utc(2026, 11, 30, 23, 59, 50), tick=False):
+        refused = call("POST", "/v1/invitations/acct_a/accept", mia, remaining_ms=29_000)
+        assert (refused.status, refused.body) == (
+            409,
+            NO_COLLABORATION
+            | {
+                "message": "account 'acct_a' moves to the personal tier at 2026-12-01T00:00:00Z, before this "
+                "acceptance could be recorded, and that tier lacks the team_collaboration entitlement that members "
+                "need: the account's owner must upgrade to team or enterprise before the invitation can be accepted "
+                "(it stays open until 2026-12-05T12:00:00Z)"
+            },
+        )
+        assert [(m.user, m.status.value) for m in store.members("acct_a") if m.user == "mia"] == [("mia", "invited")]
+        assert sign_in_claims("mia") == {}
+    with time_machine.travel(utc(2026, 11, 30, 23, 59, 30), tick=False):
+        accepted = call("POST", "/v1/invitations/acct_a/accept", IVAN, remaining_ms=29_000)
+        assert (accepted.status, accepted.body["added_at"]) == (200, "2026-11-30T23:59:30Z")

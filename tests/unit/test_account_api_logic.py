@@ -275,7 +275,12 @@ def test_given_a_downgrade_to_personal_then_members_stay_and_open_invitations_wa
     second = datetime(2026, 12, 2, 9, tzinfo=UTC)
     with pytest.raises(EntitlementMissingError) as refused:
         logic.accept_invitation(directory, CATALOG, store, "mia", "acct", second)
-    assert str(refused.value) == NO_COLLABORATION
+    # said to the invitee: who must do what, and that the invitation waits (invited on the 28th at noon, for 7 days)
+    assert str(refused.value) == (
+        "account 'acct' is on the personal tier, which lacks the team_collaboration entitlement that members need: "
+        "the account's owner must upgrade to team or enterprise before the invitation can be accepted (it stays open "
+        "until 2026-12-05T12:00:00Z)"
+    )
     assert store.stored[("acct", "mia")].status is MemberStatus.INVITED  # kept, not accepted, not deleted
     assert [(m.user, m.status) for m in logic.members(directory, store, "acct", second)] == [
         ("olga", MemberStatus.ACTIVE),
@@ -293,6 +298,41 @@ def test_given_a_downgrade_to_personal_then_members_stay_and_open_invitations_wa
     directory.profiles["acct"] = replace(personal, changes=(*personal.changes, TierChange(upgraded, "team")))
     accepted = logic.accept_invitation(directory, CATALOG, store, "mia", "acct", upgraded)
     assert (accepted.status, accepted.added_at) == (MemberStatus.ACTIVE, upgraded)
+
+
+def test_given_a_downgrade_at_midnight_when_an_acceptance_could_land_after_it_then_it_is_refused() -> None:
+    """The acceptance's write lands after ``now``, at the latest at the invocation's end (``until``): a downgrade
+    to personal taking effect by then refuses it, naming when, and nothing is written; an acceptance whose
+    invocation ends before the downgrade is let in (D210, amended)."""
+    dec_1 = datetime(2026, 12, 1, tzinfo=UTC)
+    team = profile(tier="team")
+    directory = InMemoryAccountDirectory(replace(team, changes=(*team.changes, TierChange(dec_1, "personal"))))
+    store = InMemoryMembers()
+    store.add(Member("acct", "olga", "", Role.OWNER, NOW))
+    for user in ("ivan", "mia"):
+        invited = Member("acct", user, "", Role.MEMBER, datetime(2026, 11, 28, 12, tzinfo=UTC))
+        logic.invite_member(directory, CATALOG, store, Role.OWNER, invited, WEEK)
+    before = dict(store.stored)
+    # 23:59:50 on team, the invocation may run 29 s more: its write could land at 00:00:19, on personal
+    at = dec_1 - timedelta(seconds=10)
+    with pytest.raises(EntitlementMissingError) as refused:
+        logic.accept_invitation(directory, CATALOG, store, "mia", "acct", at, at + timedelta(seconds=29))
+    assert str(refused.value) == (
+        "account 'acct' moves to the personal tier at 2026-12-01T00:00:00Z, before this acceptance could be "
+        "recorded, and that tier lacks the team_collaboration entitlement that members need: the account's owner "
+        "must upgrade to team or enterprise before the invitation can be accepted (it stays open until "
+        "2026-12-05T12:00:00Z)"
+    )
+    assert (refused.value.tier, refused.value.moves_at) == ("personal", dec_1)
+    assert store.stored == before
+    # the invocation ending at the downgrade's instant itself: refused too (the write may land at that instant)
+    at = dec_1 - timedelta(seconds=29)
+    with pytest.raises(EntitlementMissingError):
+        logic.accept_invitation(directory, CATALOG, store, "mia", "acct", at, dec_1)
+    # ending a second before it: on team throughout, accepted
+    at = dec_1 - timedelta(seconds=30)
+    accepted = logic.accept_invitation(directory, CATALOG, store, "ivan", "acct", at, dec_1 - timedelta(seconds=1))
+    assert (accepted.status, accepted.added_at) == (MemberStatus.ACTIVE, at)
 
 
 class StaleMembers(InMemoryMembers):

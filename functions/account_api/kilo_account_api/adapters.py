@@ -25,7 +25,15 @@ from kilo_account_api.model import (
 from kilo_billing import room_state_items as room_state
 from kilo_billing.accounts import PSEUDONYM_PATTERN, is_pseudonym, pseudonym, pseudonymised_in
 from kilo_billing.auth import Role
-from kilo_billing.aws import ConditionFailedError, call, give_back_counted, paged_items, put_if, take_counted
+from kilo_billing.aws import (
+    ConditionFailedError,
+    call,
+    delete_if,
+    give_back_counted,
+    paged_items,
+    put_if,
+    take_counted,
+)
 from kilo_billing.aws import InvalidRequestError as AwsInvalidRequestError
 from kilo_billing.items import from_item, to_item
 from kilo_billing.periods import Period
@@ -193,42 +201,32 @@ class DynamoMembers:
         return items.member_from_item(answer["Attributes"])
 
     def decline(self, account_id: str, user: str) -> None:
-        try:
-            self._delete_invitation(account_id, user)
-        except ConditionFailedError as exc:
-            raise NotFoundError(f"{user!r} has no invitation to account {account_id!r}") from exc
+        if not self._delete_invitation(account_id, user):
+            raise NotFoundError(f"{user!r} has no invitation to account {account_id!r}")
 
     def withdraw(self, account_id: str, user: str) -> None:
-        try:
-            self._delete_invitation(account_id, user)
-        except ConditionFailedError as exc:
-            if self.member(account_id, user) is None:
-                raise NotFoundError(f"{user!r} is not invited to account {account_id!r}") from exc
-            raise ConflictError(f"{user!r} accepted the invitation meanwhile; retry (a member's removal)") from exc
+        if self._delete_invitation(account_id, user):
+            return
+        if self.member(account_id, user) is None:
+            raise NotFoundError(f"{user!r} is not invited to account {account_id!r}")
+        raise ConflictError(f"{user!r} accepted the invitation meanwhile; retry (a member's removal)")
 
-    def _delete_invitation(self, account_id: str, user: str) -> None:
-        """Delete the user's item only while it is an invitation (``ConditionFailedError`` otherwise: a membership,
-        or nothing)."""
-        call(
-            self._client.delete_item,
-            TableName=self._table,
-            Key=items.member_key(account_id, user),
-            ConditionExpression="#status = :invited",
+    def _delete_invitation(self, account_id: str, user: str) -> bool:
+        """Delete the user's item only while it is an invitation: False when it is not one (a membership, or
+        nothing)."""
+        return delete_if(
+            self._client,
+            self._table,
+            items.member_key(account_id, user),
+            "#status = :invited",
             ExpressionAttributeNames={"#status": items.MEMBER_STATUS},
             ExpressionAttributeValues=to_item({":invited": MemberStatus.INVITED.value}),
         )
 
     def remove(self, account_id: str, user: str, keeping_owner: str | None = None) -> None:
         if keeping_owner is None:
-            try:
-                call(
-                    self._client.delete_item,
-                    TableName=self._table,
-                    Key=items.member_key(account_id, user),
-                    ConditionExpression="attribute_exists(pk)",
-                )
-            except ConditionFailedError as exc:
-                raise NotFoundError(f"{user!r} is not a member of account {account_id!r}") from exc
+            if not delete_if(self._client, self._table, items.member_key(account_id, user)):
+                raise NotFoundError(f"{user!r} is not a member of account {account_id!r}")
             return
         # the delete and the check that another owner remains commit together or not at all (serializable: of two
         # owners removing each other, the second transaction finds its kept owner gone)

@@ -71,6 +71,11 @@ def _now() -> datetime:
     return datetime.fromtimestamp(time.time(), tz=UTC)
 
 
+def _invocation_end(now: datetime) -> datetime:
+    """The latest instant this invocation's writes may land: ``now`` plus the time left before its timeout."""
+    return now + timedelta(milliseconds=app.lambda_context.get_remaining_time_in_millis())
+
+
 def _deps() -> AccountApiDependencies:
     return dependencies()
 
@@ -414,8 +419,9 @@ def accept_invitation(account_id: AccountId, body: schemas.InvitationAnswerIn | 
     user = user_from_event(app.current_event.raw_event)
     _absent_or_object(body)
     deps = _deps()
+    now = _now()
     return schemas.MemberOut.of(
-        logic.accept_invitation(deps.accounts, deps.catalog, deps.members, user, account_id, _now())
+        logic.accept_invitation(deps.accounts, deps.catalog, deps.members, user, account_id, now, _invocation_end(now))
     )
 
 

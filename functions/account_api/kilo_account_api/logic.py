@@ -574,16 +574,38 @@ def current_role(store: MemberStore, caller: Caller, account_id: str, needed: Ro
     return stored.role
 
 
-def require_collaboration(profile: AccountProfile, catalog: Catalog, now: datetime) -> None:
+def require_collaboration(
+    profile: AccountProfile,
+    catalog: Catalog,
+    now: datetime,
+    until: datetime | None = None,
+    invitation_ends: datetime | None = None,
+) -> None:
     """Members need the tier in effect at ``now`` (the price book of ``now``'s period) to include
     ``team_collaboration`` (D210), else ``EntitlementMissingError`` naming the tier, the entitlement and the
-    tiers that include it. Only new members are refused: a downgrade keeps the members the account has."""
-    book = book_for(catalog, now)
-    tier = profile.tier_at(now)
-    if TEAM_COLLABORATION in book.tier(tier).entitlements:
-        return
-    having = tuple(t for t in book.tier_ids if TEAM_COLLABORATION in book.tier(t).entitlements)
-    raise EntitlementMissingError(profile.account_id, tier, TEAM_COLLABORATION, having)
+    tiers that include it. Only new members are refused: a downgrade keeps the members the account has.
+
+    ``until``: the latest instant the request's write may land (the invocation's end; default ``now``). The write
+    commits after ``now``, and DynamoDB's conditions have no clock: so the tier must include the entitlement at every
+    instant up to ``until`` - a scheduled downgrade (or a new period's price book) taking effect in between refuses
+    too, naming when (``moves_at``). ``invitation_ends``: an invitee's acceptance, the message addressed to them."""
+    end = until if until is not None and until > now else now
+    starts = [Period.containing(now).end] if Period.containing(now).end <= end else []
+    ahead = sorted({change.at for change in profile.changes if now < change.at <= end} | set(starts))
+    for at in (now, *ahead):
+        book = book_for(catalog, at)
+        tier = profile.tier_at(at)
+        if TEAM_COLLABORATION in book.tier(tier).entitlements:
+            continue
+        having = tuple(t for t in book.tier_ids if TEAM_COLLABORATION in book.tier(t).entitlements)
+        raise EntitlementMissingError(
+            profile.account_id,
+            tier,
+            TEAM_COLLABORATION,
+            having,
+            moves_at=at if at > now else None,
+            invitation_ends=invitation_ends,
+        )
 
 
 def invite_member(
@@ -645,17 +667,25 @@ def invitations(store: MemberStore, user: str, now: datetime) -> list[Member]:
 
 
 def accept_invitation(
-    accounts: AccountDirectory, catalog: Catalog, store: MemberStore, user: str, account_id: str, now: datetime
+    accounts: AccountDirectory,
+    catalog: Catalog,
+    store: MemberStore,
+    user: str,
+    account_id: str,
+    now: datetime,
+    until: datetime | None = None,
 ) -> Member:
     """The user becomes a member of ``account_id`` with the invitation's role, from now; their next sign-in may act
     for it (``sign_in``). ``NotFoundError`` without an open invitation (none, expired, or accepted already) - asked
     first, so nobody learns an account's tier without an invitation to it. ``EntitlementMissingError`` while the
     account's tier lacks ``team_collaboration`` (D210: a downgrade after the invitation): the invitation stays,
-    acceptable again once the account is on a tier that includes it (until it ends)."""
+    acceptable again once the account is on a tier that includes it (until it ends); the message tells the invitee
+    so. ``until``: the latest instant the acceptance's write may land (the invocation's end; ``now`` by default): a
+    downgrade taking effect by then refuses it too (``require_collaboration``)."""
     found = store.member(account_id, user)
     if found is None or not found.invited_at(now):
         raise NotFoundError(f"{user!r} has no open invitation to account {account_id!r}")
-    require_collaboration(profile_of(accounts, account_id), catalog, now)
+    require_collaboration(profile_of(accounts, account_id), catalog, now, until, found.expires_at)
     return store.accept(account_id, user, now)
 
 

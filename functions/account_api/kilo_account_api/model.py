@@ -4,7 +4,7 @@ are ``schemas`` (pydantic, for validation and the OpenAPI document); status code
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from enum import StrEnum
 from fractions import Fraction
@@ -31,18 +31,50 @@ class ConflictError(Exception):
 
 
 class EntitlementMissingError(ConflictError):
-    """The account's tier in effect lacks an entitlement the request needs (D210: members need
-    ``team_collaboration``); ``tier`` and ``entitlement`` name them, ``tiers_with`` the tiers that have it."""
+    """The account's tier lacks an entitlement the request needs (D210: members need ``team_collaboration``);
+    ``tier`` and ``entitlement`` name them, ``tiers_with`` the tiers that have it. ``moves_at``: the instant a
+    scheduled change to ``tier`` takes effect when it is still ahead, but before the request's write may land;
+    ``invitation_ends``: an invitee's acceptance refused, whose invitation waits for the owner's upgrade until
+    then - the message says so, addressed to the invitee (who cannot upgrade the account)."""
 
-    def __init__(self, account_id: str, tier: str, entitlement: str, tiers_with: tuple[str, ...]) -> None:
-        upgrade = f": upgrade to {' or '.join(tiers_with)}" if tiers_with else ""
-        super().__init__(
-            f"account {account_id!r} is on the {tier} tier, which lacks the {entitlement} entitlement that members "
-            f"need{upgrade}"
-        )
+    def __init__(
+        self,
+        account_id: str,
+        tier: str,
+        entitlement: str,
+        tiers_with: tuple[str, ...],
+        *,
+        moves_at: datetime | None = None,
+        invitation_ends: datetime | None = None,
+    ) -> None:
+        if moves_at is None:
+            lacks = f"account {account_id!r} is on the {tier} tier, which lacks"
+        else:
+            lacks = (
+                f"account {account_id!r} moves to the {tier} tier at {_instant(moves_at)}, before this acceptance "
+                "could be recorded, and that tier lacks"
+            )
+        upgrade = " or ".join(tiers_with)
+        if invitation_ends is None:
+            then = f": upgrade to {upgrade}" if tiers_with else ""
+        else:
+            ends = _instant(invitation_ends)
+            then = (
+                f": the account's owner must upgrade to {upgrade} before the invitation can be accepted (it stays "
+                f"open until {ends})"
+                if tiers_with
+                else f": the invitation stays open until {ends}"
+            )
+        super().__init__(f"{lacks} the {entitlement} entitlement that members need{then}")
         self.tier = tier
         self.entitlement = entitlement
         self.tiers_with = tiers_with
+        self.moves_at = moves_at
+
+
+def _instant(at: datetime) -> str:
+    """An instant in a message as the API writes it (``2026-12-01T00:00:00Z``)."""
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class UnavailableError(Exception):
