@@ -40,15 +40,20 @@ def crypto_invoicing(invoicing: Invoicing, monkeypatch: pytest.MonkeyPatch) -> I
     return invoicing
 
 
-def test_given_a_crypto_account_when_its_bill_is_paid_on_chain_then_the_invoice_is_paid_once(
-    crypto_invoicing: Invoicing,
-) -> None:
-    inv = crypto_invoicing
+def _march_closed_in_crypto(inv: Invoicing) -> InvoiceRecord:
+    """acct-c on Team billed in crypto, 60,000 video minutes in March, March closed: its invoice (65.20, OPEN)."""
     inv.register("acct-c", "team", method="crypto")
     inv.rate("acct-c", "video", 60_000)
     inv.start("2026-04-01T06:00:00Z")
     inv.close_all()
-    invoice = inv.invoice("acct-c")
+    return inv.invoice("acct-c")
+
+
+def test_given_a_crypto_account_when_its_bill_is_paid_on_chain_then_the_invoice_is_paid_once(
+    crypto_invoicing: Invoicing,
+) -> None:
+    inv = crypto_invoicing
+    invoice = _march_closed_in_crypto(inv)
     assert (invoice.status, invoice.total) == (InvoiceStatus.OPEN, Decimal("65.20"))
 
     assert len(inv.drain("CryptoBillsQueue", bills_handler.lambda_handler)) == 1
@@ -116,6 +121,30 @@ def test_given_a_settlement_for_a_card_invoice_then_it_is_ignored(crypto_invoici
     assert inv.invoice("acct-a").status == card.status
 
 
+def test_given_a_settlement_whose_credit_is_not_whole_cents_then_the_record_fails_for_the_dlq_and_nothing_changes(
+    crypto_invoicing: Invoicing,
+) -> None:
+    """A ``CryptoBillSettled.v1`` breaking its contract (``credit_usd`` 4.355, not whole cents) is a poison record: it
+    fails (the queue redelivers it, then dead-letters it, alarmed) and neither the invoice nor the credit moves."""
+    inv = crypto_invoicing
+    invoice = _march_closed_in_crypto(inv)
+    detail = {
+        "schema_version": 1,
+        "event_id": f"crypto-settled:{invoice.invoice_id}",
+        "account_id": "acct-c",
+        "invoice_id": invoice.invoice_id,
+        "total": "65.20",
+        "settled_usd": "69.555",
+        "credit_usd": "4.355",
+        "occurred_at": "2026-04-02T00:00:00+00:00",
+    }
+    record = {"messageId": "m", "body": json.dumps({"detail": detail}), "eventSource": "aws:sqs", "attributes": {}}
+    answer = crypto_settled_handler.lambda_handler({"Records": [record]}, inv.context)
+    assert answer["batchItemFailures"] == [{"itemIdentifier": "m"}]
+    assert inv.invoice("acct-c") == invoice
+    assert inv.store.ledger("acct-c").billing.credit == Decimal("0.00")
+
+
 def test_given_a_crypto_bill_overpaid_when_the_next_month_closes_then_its_invoice_applies_the_credit(
     crypto_invoicing: Invoicing,
 ) -> None:
@@ -147,11 +176,7 @@ def test_given_a_crypto_bill_overpaid_when_the_next_month_closes_then_its_invoic
 def _march_billed_with_a_usdc_quote(inv: Invoicing) -> InvoiceRecord:
     """March (Team, 60,000 video minutes) closed and billed in crypto (its bill made from the queue), the customer's
     wallet linked and a USDC quote for its 65.20 at the locked 1:1 (65_200_000 units)."""
-    inv.register("acct-c", "team", method="crypto")
-    inv.rate("acct-c", "video", 60_000)
-    inv.start("2026-04-01T06:00:00Z")
-    inv.close_all()
-    march = inv.invoice("acct-c")
+    march = _march_closed_in_crypto(inv)
     inv.drain("CryptoBillsQueue", bills_handler.lambda_handler)
     store = dependencies.store()
     store.link_wallet("evm", CUSTOMER_WALLET, "acct-c", "ethereum", T0)

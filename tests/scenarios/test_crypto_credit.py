@@ -144,3 +144,23 @@ def test_given_a_void_invoice_then_credit_is_not_added_here(world: World) -> Non
     world.store.update_invoice(void, march.status)
     assert apply_crypto_credit(world.store, credit_added(march, "14.35"))[1] is False
     assert world.store.billing["coin"].credit == Decimal("0.00")
+
+
+def test_given_a_settlement_whose_credit_is_not_whole_cents_then_refused_naming_it_and_nothing_changes(
+    world: World,
+) -> None:
+    """``credit_usd`` is whole cents by contract (the crypto function sends ``money_str`` of a rounded credit, D178).
+    4.355 would be added to the account's credit as is and applied by the next close as a sub-cent line; it is
+    refused instead, naming the value, like a negative credit: the record fails, is redelivered, then dead-lettered
+    (alarmed) for an operator - never rounded here."""
+    march = world.close("coin", MAR)
+    with pytest.raises(ValueError, match=r"credit_usd must be whole cents, got 4\.355$"):
+        apply_crypto_settled(world.store, settled(march, "4.355", "62.355"))
+    assert world.store.invoices[march.invoice_id] == march
+    assert world.store.billing["coin"].credit == Decimal("0.00")
+
+    apply_crypto_settled(world.store, settled(march, "4.35", "62.35"))
+    with pytest.raises(ValueError, match=r"credit_usd must be whole cents, got 14\.355$"):
+        apply_crypto_credit(world.store, credit_added(march, "14.355"))
+    assert world.store.billing["coin"].credit == Decimal("4.35")
+    assert world.store.invoices[march.invoice_id].crypto_credit == Decimal("4.35")

@@ -196,3 +196,25 @@ def test_given_a_paid_crypto_bill_then_a_refund_owed_until_an_operator_settles_i
     settled = settle_crypto_refund(world.store, "coin", invoice.invoice_id, "0xabc")
     assert (settled.refund_owed, settled.refunded) == (Decimal("0.00"), Decimal("5.00"))
     assert world.gateway.calls == []
+
+
+@pytest.mark.parametrize("method", [BillingMethod.CRYPTO, BillingMethod.CARD])
+def test_given_a_paid_invoice_when_a_refund_of_half_a_cent_is_asked_then_refused_naming_it_and_nothing_written(
+    method: BillingMethod,
+) -> None:
+    """0.005 stored as a crypto refund owed would be shown as 0.01 (half-up) and counted 0.00 by the revenue report
+    (half-even); a card refund of it would be recorded as requested before Stripe refused it. The logic refuses it
+    whoever calls (the CLI refuses it too: test_invoice_cli.py)."""
+    world = World()
+    world.signup("coin", (at(1), "team"), method=method)
+    invoice = world.close("coin", MAR)
+    world.store.invoices[invoice.invoice_id] = replace(invoice, status=InvoiceStatus.PAID)
+    if method is BillingMethod.CARD:
+        world.gateway.settle(invoice.invoice_id, paid=True)
+    before, writes, calls = world.store.invoices[invoice.invoice_id], world.store.writes, list(world.gateway.calls)
+    with pytest.raises(ValueError, match=r"refund must be whole cents, got 0\.005$"):
+        refund_invoice(world.store, world.gateway, "coin", invoice.invoice_id, Decimal("0.005"))
+    assert world.store.invoices[invoice.invoice_id] == before
+    assert (world.store.writes, world.gateway.calls) == (writes, calls)
+    owed = refund_invoice(world.store, world.gateway, "coin", invoice.invoice_id, Decimal("0.01"))  # a cent is fine
+    assert owed.refund_owed + owed.refunded == Decimal("0.01")

@@ -25,6 +25,7 @@ from kilo_billing.invoicing import (
     LedgerStore,
     can_move,
 )
+from kilo_billing.money import is_whole_cents
 from kilo_invoice.model import InvoiceNotFoundError
 
 ATTEMPTS = 5
@@ -43,9 +44,13 @@ def marker(invoice_id: str) -> str:
 
 
 def _credit(text: str) -> Decimal:
+    """The event's ``credit_usd``: whole cents, never negative, by contract. Anything else is refused (the record
+    fails, is redelivered, then dead-lettered): never rounded here."""
     credit = Decimal(text)
     if credit < 0:
         raise ValueError(f"credit_usd must not be negative, got {text}")
+    if not is_whole_cents(credit):
+        raise ValueError(f"credit_usd must be whole cents, got {text}")
     return credit
 
 

@@ -41,7 +41,7 @@ from kilo_billing.invoicing import (
     refundable,
     void_credit,
 )
-from kilo_billing.money import ZERO, money_str, total
+from kilo_billing.money import ZERO, is_whole_cents, money_str, total
 from kilo_billing.periods import Period
 from kilo_billing.progressive import invoice_early
 from kilo_billing.publisher import EventPublisher
@@ -845,7 +845,10 @@ def refund_invoice(
     refunded amount is recorded. A run that stopped in between left the request pending: the next run for the
     invoice finishes that request (the same id: never a second refund) - and if it asked for a different amount,
     says so instead of refunding again. Crypto: the amount is recorded as a refund owed, which an operator settles
-    (``settle_crypto_refund``). Refunds made and disputes lost bound what is left to refund."""
+    (``settle_crypto_refund``). Refunds made and disputes lost bound what is left to refund. An ``amount`` that is not
+    whole cents is refused before anything is read or written (the ledger stores money in whole cents)."""
+    if amount is not None and not is_whole_cents(amount):
+        raise ValueError(f"refund must be whole cents, got {amount}")
     ledger = store.ledger(account_id)
     invoice = ledger.invoices.get(invoice_ref) or next(
         (inv for inv in ledger.invoices.values() if inv.number == invoice_ref), None

@@ -134,10 +134,21 @@ def allocate_cents(total: Decimal | int | str, weights: Sequence[Exact]) -> list
     return [(Decimal(sign * part) / 100).quantize(CENT) if part else ZERO for part in parts]
 
 
+def is_whole_cents(value: Decimal | int | str) -> bool:
+    """Whether an amount is a whole number of cents (``0.01``, ``5``, ``1.50``; not ``0.005``). Floats are refused."""
+    return (_as_fraction(to_decimal(value)) * 100).denominator == 1
+
+
 def total(amounts: list[Decimal]) -> Decimal:
-    """Sum already-rounded line amounts (no further rounding: a total is the sum of its lines)."""
-    result = sum(amounts, ZERO)
-    return result.quantize(CENT)
+    """Sum already-rounded amounts (a total is the sum of its lines, never rounded again), as ``0.00``-style cents.
+
+    ValueError naming the amounts that are not whole cents: a sum of rounded amounts has nothing to round, so a
+    sub-cent amount here is a bug upstream, refused rather than rounded silently (D-r3money-1). Amounts to be
+    rounded when summed (crypto credits' exact USD) go through :func:`rounded_sum`."""
+    odd = [amount for amount in amounts if not is_whole_cents(amount)]
+    if odd:
+        raise ValueError(f"a total sums whole cents; not whole cents: {', '.join(str(amount) for amount in odd)}")
+    return sum(amounts, ZERO).quantize(CENT)
 
 
 def decimal_str(value: Decimal) -> str:
