@@ -123,8 +123,8 @@ def test_given_a_quote_expiring_then_one_email_and_one_sms_with_amount_time_and_
     [(phone, sms)] = [(p, message) for p, message, *_ in alerts_stack.sent_sms()]
     assert phone == "+14155550100"
     assert sms == (
-        "Kilo: your quote to pay 0.04213 ETH on Ethereum expires at 14:30 UTC. Pay with the link in our email. "
-        "Reply STOP to opt out"
+        "Kilo: your quote to pay 0.04213 ETH on Ethereum expires 14:30 UTC. Get a new one: Pay with crypto in your "
+        "dashboard. Reply STOP to opt out"
     )
     assert {c: r["status"] for c, r in records(alerts_stack, ACCOUNT).items()} == {"email": "sent", "sms": "sent"}
 

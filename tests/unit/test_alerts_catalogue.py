@@ -341,6 +341,44 @@ def test_given_the_largest_crypto_figures_then_each_sms_fits_one_segment(detail_
     assert sms.endswith("Reply STOP to opt out")
 
 
+@pytest.mark.parametrize(
+    ("amount", "chain", "expected"),
+    [
+        (
+            "0.04213",
+            "ethereum",
+            "Kilo: your quote to pay 0.04213 ETH on Ethereum expires 23:59 UTC. Get a new one: Pay with crypto in your "
+            "dashboard. Reply STOP to opt out",
+        ),
+        (  # the largest figures: 159 characters, one segment
+            "1234567.123456789012345678",
+            "ethereum",
+            "Kilo: your quote to pay 1,234,567.123456789012345678 ETH on Ethereum expires 23:59 UTC. Get a new one: "
+            "Pay with crypto in your dashboard. Reply STOP to opt out",
+        ),
+    ],
+)
+def test_given_a_quote_expiring_then_its_sms_says_where_to_pay_without_the_email(
+    amount: str, chain: str, expected: str
+) -> None:
+    """The SMS may be the only message (SMS chosen alone for the kind): it names the dashboard's "Pay with crypto"
+    page, where a new quote for what the bill still asks is got and paid (the page does not reopen the old quote),
+    not a link in an email that may not exist."""
+    detail = crypto_details(amount, "9999999.99", chain=chain)[CryptoQuoteExpiringV1.DETAIL_TYPE]
+    alert = alert_from_event(CryptoQuoteExpiringV1.DETAIL_TYPE, detail)
+    values = {
+        "invoice_url": "https://app.kilo.example/settings/alerts?account=acct_1",
+        "tx_url": "https://app.kilo.example/settings/alerts?account=acct_1",
+        **alert.values,
+        "account_id": "acct_1",
+        "account_name": "Ada",
+        "preferences_url": "https://app.kilo.example/settings/alerts?account=acct_1",
+    }
+    sms = render(alert.kind, values).sms
+    assert sms == expected
+    assert len(sms) <= SMS_LIMIT
+
+
 def test_given_crypto_events_then_kind_key_period_severity_and_figures_name_the_occurrence() -> None:
     details = crypto_details("0.5", "1512.34", chain="base")
     seen = alert_from_event(CryptoPaymentSeenV1.DETAIL_TYPE, details[CryptoPaymentSeenV1.DETAIL_TYPE])
