@@ -257,7 +257,10 @@ def _invoice_issued(detail: Mapping[str, Any]) -> Alert:
         "payment_note": "It awaits payment in crypto: pay it from the invoice page."
         if crypto
         else _card_note(event.status),
-        "sms_note": ", awaits payment in crypto" if crypto else "",
+        # the SMS may be the only message: it names the dashboard page to see or pay the invoice on
+        "sms_note": ", awaits payment in crypto. Pay it: Pay with crypto in your dashboard"
+        if crypto
+        else ". Details: Billing in your dashboard",
     }
     if event.hosted_url:
         values["invoice_url"] = event.hosted_url
