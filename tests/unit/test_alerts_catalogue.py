@@ -389,6 +389,7 @@ def test_given_the_largest_crypto_figures_then_each_sms_fits_one_segment(detail_
     values = {
         "invoice_url": "https://app.kilo.example/settings/alerts?account=" + LONGEST_ACCOUNT,
         "tx_url": "https://app.kilo.example/settings/alerts?account=" + LONGEST_ACCOUNT,
+        "pay_url": "https://app.kilo.example/#/pay",
         **alert.values,
         "account_id": LONGEST_ACCOUNT,
         "account_name": "N" * 200,
@@ -427,6 +428,7 @@ def test_given_a_quote_expiring_then_its_sms_says_where_to_pay_without_the_email
     values = {
         "invoice_url": "https://app.kilo.example/settings/alerts?account=acct_1",
         "tx_url": "https://app.kilo.example/settings/alerts?account=acct_1",
+        "pay_url": "https://app.kilo.example/#/pay",
         **alert.values,
         "account_id": "acct_1",
         "account_name": "Ada",
