@@ -119,12 +119,17 @@ def test_given_a_quote_expiring_then_one_email_and_one_sms_with_amount_time_and_
     text, html = parts(mail)
     assert "with 0.04213 ETH on Ethereum expires at 14:30 UTC on 2 November 2026" in text
     assert f"Pay before then: {uri}" in text
+    # then a new quote: the dashboard's (the template's DashboardUrl) Pay with crypto page, not the alert preferences
+    assert (
+        "After it expires, ask for a new quote on your dashboard's Pay with crypto page: http://127.0.0.1:8000/#/pay\n"
+        in text
+    )
     assert '<a href="ethereum:0x1111111111111111111111111111111111111111@1?value=4.213e16">' in html
     [(phone, sms)] = [(p, message) for p, message, *_ in alerts_stack.sent_sms()]
     assert phone == "+14155550100"
     assert sms == (
-        "Kilo: your quote to pay 0.04213 ETH on Ethereum expires at 14:30 UTC. Pay with the link in our email. "
-        "Reply STOP to opt out"
+        "Kilo: your quote to pay 0.04213 ETH on Ethereum expires 14:30 UTC. Get a new one: Pay with crypto in your "
+        "dashboard. Reply STOP to opt out"
     )
     assert {c: r["status"] for c, r in records(alerts_stack, ACCOUNT).items()} == {"email": "sent", "sms": "sent"}
 

@@ -122,8 +122,9 @@ def test_given_an_issued_crypto_invoice_without_a_hosted_page_then_the_email_say
     message = mime(mail)
     assert message["Subject"] == "Your Kilo invoice KILO-0007 for September 2026: $49.00"
     text, _ = parts(message)
-    assert "It awaits payment in crypto: pay it from the invoice page." in text
-    assert f"View the invoice: {PREFS}?account=acct_cr\n" in text  # no hosted page: the account's page
+    assert "It awaits payment in crypto: pay it on your dashboard's Pay with crypto page, linked below." in text
+    # no hosted page: the dashboard's (the template's DashboardUrl) Pay with crypto page, this bill chosen
+    assert "View the invoice: http://127.0.0.1:8000/#/pay?invoice=KILO-0007\n" in text
     assert alerts_stack.sent_sms() == []
 
 
@@ -188,7 +189,7 @@ def test_given_a_payment_needing_action_then_the_alert_asks_to_complete_it(alert
     assert message["Subject"] == "Action needed: your Kilo payment of $150.01 needs your confirmation"
     text, _ = parts(message)
     assert "needs your confirmation (for example 3-D Secure) before it can be collected." in text
-    assert f"Complete the payment: {PREFS}?account=acct_ar\n" in text
+    assert "Complete the payment: http://127.0.0.1:8000/#/billing\n" in text  # no hosted page: the dashboard's Billing
     [(_, sms)] = alerts_stack.sent_sms()
     assert sms == (
         "Kilo: your payment of $150.01 needs your confirmation. Complete the payment in your Kilo dashboard. "

@@ -242,6 +242,64 @@ def test_given_a_failed_payment_then_its_sms_says_where_to_pay_without_the_email
     assert render(alert.kind, values).sms == expected
 
 
+@pytest.mark.parametrize(
+    ("detail_type", "total", "method", "expected"),
+    [
+        (
+            InvoiceIssuedV1.DETAIL_TYPE,
+            "129",
+            "card",
+            "Kilo: invoice KILO12345678-000042 for September 2026: $129.00. Details: Billing in your dashboard. "
+            "Reply STOP to opt out",
+        ),
+        (
+            InvoiceIssuedV1.DETAIL_TYPE,
+            "129",
+            "crypto",
+            "Kilo: invoice KILO12345678-000042 for September 2026: $129.00, awaits payment in crypto. Pay it: Pay with "
+            "crypto in your dashboard. Reply STOP to opt out",
+        ),
+        (  # the largest figures: 159 characters, one segment
+            InvoiceIssuedV1.DETAIL_TYPE,
+            "9999999.99",
+            "crypto",
+            "Kilo: invoice KILO12345678-000042 for September 2026: $9,999,999.99, awaits payment in crypto. Pay it: "
+            "Pay with crypto in your dashboard. Reply STOP to opt out",
+        ),
+        (
+            DisputeOpenedV1.DETAIL_TYPE,
+            "129",
+            "card",
+            "Kilo: a payment of $129.00 was disputed with your bank. Your account is flagged until it closes. See "
+            "Billing in your dashboard. Reply STOP to opt out",
+        ),
+        (  # the largest figures: 155 characters
+            DisputeOpenedV1.DETAIL_TYPE,
+            "9999999.99",
+            "card",
+            "Kilo: a payment of $9,999,999.99 was disputed with your bank. Your account is flagged until it closes. "
+            "See Billing in your dashboard. Reply STOP to opt out",
+        ),
+    ],
+)
+def test_given_an_invoice_or_a_dispute_then_its_sms_names_the_dashboard_page_without_the_email(
+    detail_type: str, total: str, method: str, expected: str
+) -> None:
+    """The SMS may be the only message (SMS chosen alone for the kind): it names the dashboard page where the details
+    are (Billing: the invoices, their receipts; Pay with crypto: an open crypto bill), not an email that may not exist."""
+    alert = alert_from_event(detail_type, invoicing_details(total, method)[detail_type])
+    values = {
+        "invoice_url": "https://app.kilo.example/settings/alerts?account=acct_1",
+        **alert.values,
+        "account_id": "acct_1",
+        "account_name": "Ada",
+        "preferences_url": "https://app.kilo.example/settings/alerts?account=acct_1",
+    }
+    sms = render(alert.kind, values).sms
+    assert sms == expected
+    assert len(sms) <= SMS_LIMIT
+
+
 def test_given_invoicing_events_then_kind_key_period_severity_and_figures_name_the_occurrence() -> None:
     details = invoicing_details("129")
     issued = alert_from_event(InvoiceIssuedV1.DETAIL_TYPE, details[InvoiceIssuedV1.DETAIL_TYPE])
@@ -331,6 +389,7 @@ def test_given_the_largest_crypto_figures_then_each_sms_fits_one_segment(detail_
     values = {
         "invoice_url": "https://app.kilo.example/settings/alerts?account=" + LONGEST_ACCOUNT,
         "tx_url": "https://app.kilo.example/settings/alerts?account=" + LONGEST_ACCOUNT,
+        "pay_url": "https://app.kilo.example/#/pay",
         **alert.values,
         "account_id": LONGEST_ACCOUNT,
         "account_name": "N" * 200,
@@ -339,6 +398,83 @@ def test_given_the_largest_crypto_figures_then_each_sms_fits_one_segment(detail_
     sms = render(alert.kind, values).sms
     assert len(sms) <= SMS_LIMIT, sms
     assert sms.endswith("Reply STOP to opt out")
+
+
+@pytest.mark.parametrize(
+    ("amount", "chain", "expected"),
+    [
+        (
+            "0.04213",
+            "ethereum",
+            "Kilo: your quote to pay 0.04213 ETH on Ethereum expires 23:59 UTC. Get a new one: Pay with crypto in your "
+            "dashboard. Reply STOP to opt out",
+        ),
+        (  # the largest figures: 159 characters, one segment
+            "1234567.123456789012345678",
+            "ethereum",
+            "Kilo: your quote to pay 1,234,567.123456789012345678 ETH on Ethereum expires 23:59 UTC. Get a new one: "
+            "Pay with crypto in your dashboard. Reply STOP to opt out",
+        ),
+    ],
+)
+def test_given_a_quote_expiring_then_its_sms_says_where_to_pay_without_the_email(
+    amount: str, chain: str, expected: str
+) -> None:
+    """The SMS may be the only message (SMS chosen alone for the kind): it names the dashboard's "Pay with crypto"
+    page, where a new quote for what the bill still asks is got and paid (the page does not reopen the old quote),
+    not a link in an email that may not exist."""
+    detail = crypto_details(amount, "9999999.99", chain=chain)[CryptoQuoteExpiringV1.DETAIL_TYPE]
+    alert = alert_from_event(CryptoQuoteExpiringV1.DETAIL_TYPE, detail)
+    values = {
+        "invoice_url": "https://app.kilo.example/settings/alerts?account=acct_1",
+        "tx_url": "https://app.kilo.example/settings/alerts?account=acct_1",
+        "pay_url": "https://app.kilo.example/#/pay",
+        **alert.values,
+        "account_id": "acct_1",
+        "account_name": "Ada",
+        "preferences_url": "https://app.kilo.example/settings/alerts?account=acct_1",
+    }
+    sms = render(alert.kind, values).sms
+    assert sms == expected
+    assert len(sms) <= SMS_LIMIT
+
+
+@pytest.mark.parametrize(
+    ("amount", "usd", "chain", "expected"),
+    [
+        (
+            "0.5",
+            "1512.34",
+            "base",
+            "Kilo: 0.5 ETH ($1,512.34) seen on Base, not final yet. Details: Pay with crypto in your dashboard. Reply "
+            "STOP to opt out",
+        ),
+        (  # the largest figures: 153 characters, one segment
+            "1234567.123456789012345678",
+            "9999999.99",
+            "ethereum",
+            "Kilo: 1,234,567.123456789012345678 ETH ($9,999,999.99) seen on Ethereum, not final yet. Details: Pay with "
+            "crypto in your dashboard. Reply STOP to opt out",
+        ),
+    ],
+)
+def test_given_a_payment_seen_then_its_sms_names_the_dashboard_page_without_the_email(
+    amount: str, usd: str, chain: str, expected: str
+) -> None:
+    """The SMS may be the only message (SMS chosen alone for the kind): it names the dashboard's "Pay with crypto" page,
+    which lists the bill's payments and their status, not an email that may not exist."""
+    detail = crypto_details(amount, usd, chain=chain)[CryptoPaymentSeenV1.DETAIL_TYPE]
+    alert = alert_from_event(CryptoPaymentSeenV1.DETAIL_TYPE, detail)
+    values = {
+        "tx_url": "https://app.kilo.example/settings/alerts?account=acct_1",
+        **alert.values,
+        "account_id": "acct_1",
+        "account_name": "Ada",
+        "preferences_url": "https://app.kilo.example/settings/alerts?account=acct_1",
+    }
+    sms = render(alert.kind, values).sms
+    assert sms == expected
+    assert len(sms) <= SMS_LIMIT
 
 
 def test_given_crypto_events_then_kind_key_period_severity_and_figures_name_the_occurrence() -> None:
@@ -450,7 +586,7 @@ def test_given_one_payment_seen_event_for_three_transfers_then_one_alert_sums_th
     assert "acct_1 is on chain in 3 transfers." in rendered.text
     assert f"Transactions {tx_a}, {tx_b}: {page}" in rendered.text
     assert ">view them</a>" in rendered.html
-    assert rendered.sms.startswith("Kilo: payment of 30 USDC + 0.01 ETH ($55.00) seen on Ethereum")
+    assert rendered.sms.startswith("Kilo: 30 USDC + 0.01 ETH ($55.00) seen on Ethereum, not final yet.")
 
 
 def test_given_one_payment_seen_event_for_two_transfers_of_one_transaction_then_its_explorer_page_is_the_link() -> None:

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from typing import Any, Final, Protocol, TypeVar
+from urllib.parse import quote
 
 from pydantic import ValidationError
 
@@ -254,13 +255,18 @@ def _invoice_issued(detail: Mapping[str, Any]) -> Alert:
         "period": event.period,
         "period_label": Period.parse(event.period).start.strftime("%B %Y"),
         "total": money_text(event.total),
-        "payment_note": "It awaits payment in crypto: pay it from the invoice page."
+        "payment_note": "It awaits payment in crypto: pay it on your dashboard's Pay with crypto page, linked below."
         if crypto
         else _card_note(event.status),
-        "sms_note": ", awaits payment in crypto" if crypto else "",
+        # the SMS may be the only message: it names the dashboard page to see or pay the invoice on
+        "sms_note": ", awaits payment in crypto. Pay it: Pay with crypto in your dashboard"
+        if crypto
+        else ". Details: Billing in your dashboard",
     }
     if event.hosted_url:
         values["invoice_url"] = event.hosted_url
+    elif crypto:  # delivery links the dashboard's page (kilo_alerts.logic): this bill on "Pay with crypto"
+        values["invoice_page"] = f"#/pay?invoice={quote(event.number, safe='')}"
     return _alert("invoice_issued", event, event.period, event.invoice_id, Severity.LOW, values)
 
 
@@ -333,7 +339,7 @@ def _crypto_payment_seen(detail: Mapping[str, Any]) -> Alert:
         "transactions_label": "Transactions" if len(tx_ids) > 1 else "Transaction",
         "view_text": "view them" if len(tx_ids) > 1 else "view it",
     }
-    if len(tx_ids) == 1:  # several transactions: the account's page, which lists them (delivery's default link)
+    if len(tx_ids) == 1:  # several: the dashboard's Pay with crypto page, which lists them (delivery's default link)
         given = next(url for _, _, _, url in transfers)
         explorer = given or (EXPLORERS[event.chain] + tx_ids[0] if event.chain in EXPLORERS else None)
         if explorer:

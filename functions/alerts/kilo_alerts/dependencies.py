@@ -72,6 +72,7 @@ def alerts() -> AlertDependencies:
             config.claim_lease_minutes * 60_000,
             config.sms_daily_cap_per_account,
             config.sms_region_set,
+            dashboard_url=config.dashboard_url,
         ),
         EnforcementPolicy(config.enforcement_grace_seconds),
         config.weekday_weights,

@@ -263,7 +263,15 @@ def restore_account(
     kept) too: their removal steps give nothing back a second time. The records name participants by pseudonym:
     each is given back through the identity of its open session (``ports.sessions``) in the same room whose pseudonym
     it is; one with none has left the call (its permission went with it) and is recorded ``gone`` (D214). A
-    session an erasure pseudonymised is matched to the room's live participant (``_LiveIdentities``)."""
+    session an erasure pseudonymised is matched to the room's live participant (``_LiveIdentities``).
+
+    The open sessions are read from rating's ``open_sessions`` index (eventually consistent): a participant it does
+    not list is ``gone`` without asking RoomService. The lag cannot hide one still in its call: each participant
+    restored was found in the same index by the audio-only step, the grace period before (120 s by default: the
+    restore runs only in the delayed removal step), and its entry's keys (account, start) stay as they are while its
+    session is open - an update of the session (an erasure's pseudonym too: the same key here) changes the entry in
+    place, never takes it out. The other way round (a session closed, still listed) RoomService decides: not found,
+    ``gone``. Each restore is claimed once per participant and limit: a read that differs never restores twice."""
     records = stored(account_id, ports.ledger.actions(account_id))
     saved = {
         Participant(record.room, record.identity): record

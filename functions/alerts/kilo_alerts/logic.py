@@ -78,6 +78,9 @@ CUSTOMER_AND_OPERATOR: Final = frozenset({PaymentFailedV1.DETAIL_TYPE})
 NOT_CHOSEN: Final = "not chosen for this alert"  # the details of deliveries other code reads back (D215)
 NO_EMAIL: Final = "no email address"
 HELD: Final = "claimed by another delivery, not decided yet"
+# the dashboard's pages an email may link (web/js/app.js's routes)
+BILLING_PAGE: Final = "#/billing"  # the invoices, their receipts and processor pages
+PAY_PAGE: Final = "#/pay"  # "Pay with crypto": the open crypto bills (a new quote), the payments seen
 
 
 def _default_sms_regions() -> frozenset[str]:
@@ -96,6 +99,9 @@ class DeliveryPolicy:
     # the regions (ISO) whose numbers are texted, SMS_REGIONS: another number's SMS is skipped, the alert goes by
     # email (D221); the layer's default when none is given, read then (kilo_billing.sms_regions)
     sms_regions: frozenset[str] = field(default_factory=_default_sms_regions)
+    # the dashboard (DASHBOARD_URL): an email whose event names no page of its own links the dashboard's page its text
+    # names (its routes are hashes: ``<dashboard>#/billing``), never the alert preferences
+    dashboard_url: str = "http://127.0.0.1:8000/"
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,9 +374,12 @@ class SmsRegionWithheldError(SmsWithheldError):
 
 def _values(alert: Alert, profile: AccountProfile, policy: DeliveryPolicy) -> dict[str, str]:
     link = f"{policy.preferences_url}?account={quote(alert.account_id, safe='')}"
+    pay = policy.dashboard_url + PAY_PAGE
     return {
-        "invoice_url": link,  # an invoicing alert without the processor's hosted page links the account's page
-        "tx_url": link,  # a crypto payment on a chain without a known explorer: the account's page
+        # no processor's hosted page: the dashboard's page of the invoice (Billing, or the one the alert names)
+        "invoice_url": policy.dashboard_url + alert.values.get("invoice_page", BILLING_PAGE),
+        "pay_url": pay,
+        "tx_url": pay,  # several transactions, or a chain without a known explorer: the page lists the payments
         **alert.values,
         "account_id": alert.account_id,
         "account_name": profile.name or alert.account_id,

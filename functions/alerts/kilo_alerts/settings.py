@@ -21,6 +21,8 @@ class AlertSettings(ForecastSettings, SmsSettings):
     alert_sender_email: str = Field(min_length=3)  # a verified SES identity (the template scopes ses:SendEmail to it)
     ses_configuration_set: str = ""  # bounces/complaints/suppression go through it
     alert_preferences_url: str = Field(min_length=1)  # the account's alert preferences page (in every message)
+    # the dashboard (the template's DashboardUrl): an email without a page of its own links the dashboard's page
+    dashboard_url: str = Field(default="http://127.0.0.1:8000/", min_length=1)
     sms_sender_id: str = ""  # where carriers support it
     sms_daily_cap_per_account: int = Field(default=10, ge=1, le=1000)  # SMS to one account per UTC day (email: none)
     # a pending claim older than this is taken over: above the function's 60 s timeout (a live holder is never
