@@ -82,6 +82,14 @@ def test_given_this_months_cost_far_above_the_trailing_average_then_a_spike_fire
     assert found.threshold.startswith("$20.00")
 
 
+def test_given_a_cost_ending_in_half_a_cent_then_the_spike_shows_it_rounded_half_up() -> None:
+    # November so far: 100,150 audio minutes x $0.0003 = $30.045 -> $30.05 (D2: half-up; half-even would say $30.04)
+    counters = {"2026-10": {(OCT_START, "audio"): 10_000}, "2026-11": {(NOV_START, "audio"): 100_150}}
+    found = abuse.usage_spike(profile("acct-a"), counters, BOOK, T, NOW)
+    assert found is not None
+    assert found.observed.startswith("LiveKit cost this month $30.05; trailing monthly average $3.00")
+
+
 def test_given_normal_or_habitually_large_use_then_no_spike() -> None:
     account = profile("acct-a")
     small = {"2026-10": {(OCT_START, "audio"): 10_000}, "2026-11": {(NOV_START, "audio"): 5_000}}  # $1.50 < $20

@@ -21,6 +21,7 @@ from typing import Final
 from kilo_billing.accounts import AccountProfile, pseudonym
 from kilo_billing.catalog import PriceBook
 from kilo_billing.invoicing import rate_counters
+from kilo_billing.money import money_str
 from kilo_billing.periods import Period
 from kilo_billing.usage_signals import Counters, OpenSession, SessionStart
 
@@ -146,8 +147,9 @@ def usage_spike(
         "usage_spike",
         profile.account_id,
         f"usage_spike:{current.key}",
-        f"LiveKit cost this month ${so_far:.2f}; trailing monthly average ${average:.2f} ({len(history)} month(s))",
-        f"${limit:.2f} ({t.spike_factor} x the average pro rata, at least ${t.spike_min_cost_usd})",
+        f"LiveKit cost this month ${money_str(so_far)}; trailing monthly average ${money_str(average)}"
+        f" ({len(history)} month(s))",
+        f"${money_str(limit)} ({t.spike_factor} x the average pro rata, at least ${t.spike_min_cost_usd})",
     )
 
 
