@@ -625,3 +625,25 @@ class _Lossy:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)
+
+
+def test_given_a_sweeper_write_dynamodb_refuses_then_rejected_not_a_conflict(stack: Stack) -> None:
+    """The sweeper's conditional writes go through the layer's ``put_if``/``delete_if``: a failed condition is an
+    answer (False), a request DynamoDB refuses for good is still ``RejectedWriteError`` (D-rating-1, D-r3rating-3)."""
+    from botocore.exceptions import ClientError  # noqa: PLC0415
+
+    client = stack.clients["dynamodb"]
+    usage_table, events_table = (stack.template.physical_name(n) for n in ("UsageTable", "EventsTable"))
+    repo = DynamoUsageRepository(client, usage_table, events_table)
+    close = close_event(session("RM_z", "PA_1", open_=True).session, SWEPT, NOV_16 + 60, NOW_MS)
+    assert (repo.add_close(close, EXPIRES), repo.add_close(close, EXPIRES)) == (True, False)
+
+    def refuse(**_: Any) -> None:
+        raise ClientError({"Error": {"Code": "ValidationException", "Message": "refused"}}, "PutItem")
+
+    for operation in ("PutItem", "DeleteItem"):
+        client.meta.events.register(f"before-call.dynamodb.{operation}", refuse)
+    with pytest.raises(RejectedWriteError):
+        repo.add_close(close_event(session("RM_z", "PA_2", open_=True).session, SWEPT, NOV_16, NOW_MS), EXPIRES)
+    with pytest.raises(RejectedWriteError):
+        repo.forget_swept_room("RM_z", NOW_MS)

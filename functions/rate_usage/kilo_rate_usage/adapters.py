@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -17,7 +18,15 @@ from kilo_billing import room_state_items as room_state
 from kilo_billing.account_items import ERASED_AT, account_key, erasure_mark
 from kilo_billing.account_store import DynamoAccountDirectory
 from kilo_billing.accounts import AccountProfile
-from kilo_billing.aws import ConditionFailedError, InvalidRequestError, ResourceGoneError, call, paged_items
+from kilo_billing.aws import (
+    ConditionFailedError,
+    InvalidRequestError,
+    ResourceGoneError,
+    call,
+    delete_if,
+    paged_items,
+    put_if,
+)
 from kilo_billing.events import (
     CREATED_AT,
     KEY,
@@ -76,24 +85,30 @@ def _undecodable(room_sid: str, item: Mapping[str, Any], exc: Exception) -> Unre
     return UnreadableRoomError(f"stored event {keys} of room {room_sid} cannot be decoded ({reason})")
 
 
-def _write(operation: Any, **kwargs: Any) -> Any:
-    """A write: failed conditions and cancelled transactions are conflicts; refused requests are rejected for good."""
+@contextmanager
+def _refusals() -> Iterator[None]:
+    """A request DynamoDB refuses itself (``InvalidRequestError``: validation, item too large) is rejected for good."""
     try:
-        return call(operation, **kwargs)
-    except ConditionFailedError as exc:  # includes TransactionConflictError
-        raise ConflictError(str(exc)) from exc
+        yield
     except InvalidRequestError as exc:
         raise RejectedWriteError(str(exc)) from exc
 
 
-def _written(operation: Any, **kwargs: Any) -> bool:
-    """A conditional write (``_write``) whose failed condition is an answer, not an error: True when written, False
-    when the condition failed (the stored item stands)."""
-    try:
-        _write(operation, **kwargs)
-    except ConflictError:
-        return False
-    return True
+def _write(operation: Any, **kwargs: Any) -> Any:
+    """A write: failed conditions and cancelled transactions are conflicts; refused requests are rejected for good."""
+    with _refusals():
+        try:
+            return call(operation, **kwargs)
+        except ConditionFailedError as exc:  # includes TransactionConflictError
+            raise ConflictError(str(exc)) from exc
+
+
+def _written(conditional: Callable[..., bool], *args: Any, **kwargs: Any) -> bool:
+    """A conditional write whose failed condition is an answer, not an error - the layer's ``put_if`` or
+    ``delete_if``: True when written, False when the condition failed (the stored item stands) - with a refused
+    request rejected for good, as ``_write``'s."""
+    with _refusals():
+        return conditional(*args, **kwargs)
 
 
 class DynamoUsageRepository:
@@ -447,10 +462,11 @@ class DynamoUsageRepository:
             # one conditional put per room (a batch write takes no condition); not written: a newer (or this same)
             # answer is already recorded, and it stands
             _written(
-                self._client.put_item,
-                TableName=self._usage,
-                Item=items.listing_item(sid, listing, expires_at),
-                ConditionExpression="attribute_not_exists(#k) OR #a < :a",
+                put_if,
+                self._client,
+                self._usage,
+                items.listing_item(sid, listing, expires_at),
+                "attribute_not_exists(#k) OR #a < :a",
                 ExpressionAttributeNames={"#k": KEY, "#a": items.ANSWERED_AT_MS},
                 ExpressionAttributeValues=to_item({":a": listing.answered_at_ms}),
             )
@@ -472,20 +488,22 @@ class DynamoUsageRepository:
 
     def mark_dropped_room(self, room_sid: str, mark: SweptRoom, expires_at: int) -> None:
         _written(  # not written: marked again since (or gone), and that mark stands
-            self._client.put_item,
-            TableName=self._usage,
-            Item=items.swept_room_item(room_sid, mark.closed_at_ms, expires_at, mark.dropped_version),
-            ConditionExpression="#c = :c",
+            put_if,
+            self._client,
+            self._usage,
+            items.swept_room_item(room_sid, mark.closed_at_ms, expires_at, mark.dropped_version),
+            "#c = :c",
             ExpressionAttributeNames={"#c": items.CLOSED_AT_MS},
             ExpressionAttributeValues=to_item({":c": mark.closed_at_ms}),
         )
 
     def forget_swept_room(self, room_sid: str, at_ms: int) -> None:
         _written(  # not deleted: marked again since, and the next sweep looks at the room again
-            self._client.delete_item,
-            TableName=self._usage,
-            Key=items.swept_room_key(room_sid),
-            ConditionExpression="attribute_not_exists(#k) OR #c = :c",
+            delete_if,
+            self._client,
+            self._usage,
+            items.swept_room_key(room_sid),
+            "attribute_not_exists(#k) OR #c = :c",
             ExpressionAttributeNames={"#k": KEY, "#c": items.CLOSED_AT_MS},
             ExpressionAttributeValues=to_item({":c": at_ms}),
         )
@@ -494,10 +512,11 @@ class DynamoUsageRepository:
         if state.pending:  # a chunked write is writing this generation's items (or died: rating rebuilds the room)
             return False
         if state.usable and not _written(  # what a finished room keeps (D196), only if no batch wrote the header since
-            self._client.put_item,
-            TableName=self._usage,
-            Item=items.version_only_item(state, state.version + 1, state.generation),
-            ConditionExpression="attribute_exists(#k) AND version = :v AND attribute_not_exists(#p)",
+            put_if,
+            self._client,
+            self._usage,
+            items.version_only_item(state, state.version + 1, state.generation),
+            "attribute_exists(#k) AND version = :v AND attribute_not_exists(#p)",
             ExpressionAttributeNames={"#k": KEY, "#p": room_state.STATE_PENDING},
             ExpressionAttributeValues=to_item({":v": state.version}),
         ):
@@ -509,10 +528,11 @@ class DynamoUsageRepository:
 
     def add_close(self, event: LiveKitEventRecord, expires_at: int) -> bool:
         return _written(
-            self._client.put_item,
-            TableName=self._events,
-            Item=event.to_item(expires_at),
-            ConditionExpression="attribute_not_exists(#k)",
+            put_if,
+            self._client,
+            self._events,
+            event.to_item(expires_at),
+            "attribute_not_exists(#k)",
             ExpressionAttributeNames={"#k": KEY},
         )
 
