@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +13,7 @@ from kilo_billing.entitlements import EntitlementSource, Reading, SpendRecorder,
 from kilo_billing.events import KEY, SORT_KEY, Item, ItemTooLargeError, check_item_size
 from kilo_billing.livekit_events import LiveKitEventRecord
 from kilo_billing.usage_events import UsageEventRecord
+from kilo_rate_usage.items import doomed_generations
 from kilo_rate_usage.model import (
     Aggregate,
     AggregateKey,
@@ -194,7 +195,7 @@ class InMemoryUsageRepository:
         for change in unit.states:
             if change.new_generation:
                 self.generations += 1
-                generations[id(change)] = generation = f"g{self.generations}"
+                generations[id(change)] = generation = f"{change.old_version + 1}.g{self.generations}"
                 self.participants[(change.new.room_sid, generation)] = {
                     sid: self._stored_participant(change.new.room_sid, generation, p) for sid, p in change.puts.items()
                 }
@@ -239,9 +240,11 @@ class InMemoryUsageRepository:
             assert self.pending.pop(room) == mark
             self.states[room] = self._stored_state(change.new, change.old_version + 1, change.old_generation)
             written += 1
-        for change in unit.states:  # the old generation is no longer read
-            if change.new_generation and change.old_generation:
-                written += len(self.participants.pop((change.new.room_sid, change.old_generation), {}))
+        for change in unit.states:  # the old generation is no longer read, nor one a crash left (as the adapter)
+            if change.new_generation or not change.new.usable:  # a rebuild, or a finished room (D196)
+                version, named = change.old_version + 1, generations.get(id(change), change.old_generation)
+                old = change.old_generation if change.new_generation else ""
+                written += self._drop_generations(change.new.room_sid, doomed_generations(version, named, old))
         self.writes += written
         return written
 
@@ -375,8 +378,14 @@ class InMemoryUsageRepository:
                 return False
             unusable = RoomState.unusable(room, state.version + 1)
             self.states[room] = replace(unusable, delivered_ms=state.delivered_ms, generation=state.generation)
-        self.participants.pop((room, state.generation), None)
+        version, named = (state.version + 1 if state.usable else state.version), state.generation
+        self._drop_generations(room, doomed_generations(version, named, named))
         return True
+
+    def _drop_generations(self, room: str, doomed: Callable[[str], bool]) -> int:
+        """Delete the room's participant items of every ``doomed`` generation; how many there were."""
+        keys = [key for key in self.participants if key[0] == room and doomed(key[1])]
+        return sum(len(self.participants.pop(key)) for key in keys)
 
     def add_close(self, event: LiveKitEventRecord, expires_at: int) -> bool:
         if event.event_id in self.events.get(event.room_sid, {}):

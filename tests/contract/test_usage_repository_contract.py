@@ -9,7 +9,7 @@ DynamoDB refuses for good is ``RejectedWriteError``, not a conflict."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from fractions import Fraction
 from typing import Any
@@ -22,7 +22,7 @@ from kilo_billing.livekit_events import LiveKitEventRecord
 from kilo_billing.rating import TierChange
 from kilo_billing.usage_events import UsageEventRecord
 from kilo_rate_usage.adapters import DynamoUsageRepository
-from kilo_rate_usage.items import MAX_STATE_BYTES, confirmation_item
+from kilo_rate_usage.items import MAX_STATE_BYTES, confirmation_item, participant_to_item
 from kilo_rate_usage.model import (
     SWEPT,
     Billing,
@@ -43,7 +43,7 @@ from kilo_rate_usage.ports import (
     UsageChange,
 )
 from kilo_rate_usage.rooms import RoomState, from_events, registers_from_text, registers_text
-from kilo_rate_usage.sessions import fold_events
+from kilo_rate_usage.sessions import ParticipantFold, fold_events
 from kilo_rate_usage.sweeper import close_event
 from tests.conftest import Stack
 from tests.fakes import InMemoryUsageRepository
@@ -60,11 +60,13 @@ class Harness:
     store_event: Callable[[LiveKitEventRecord | UsageEventRecord], None]
     mark_invoiced: Callable[[str, str], None]
     register: Callable[[AccountProfile], None]
-    crash_after: Callable[[int], None]  # the next commits die after this many transactions
+    crash_after: Callable[[int | None], None]  # the next commits die after this many transactions (None: no more)
     refuse_room: Callable[[str], None]  # DynamoDB refuses the room's session items for good
     legacy_confirm: Callable[[tuple[str, str], int], None]  # a confirmation the sweeper wrote before the listings
     listing_expiry: Callable[[str], int]  # when a room's recorded listing expires (epoch seconds)
     register_again: Callable[[AccountProfile], None]  # save a registered profile (the account API's erasure mark)
+    generations: Callable[[str], set[str]]  # the generations of the room's stored participant items
+    put_participant: Callable[[str, str, ParticipantFold], None]  # a participant item, as another writer's
 
 
 @pytest.fixture(params=["fake", "dynamodb"])
@@ -72,12 +74,19 @@ def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
     if request.param == "fake":
         fake = InMemoryUsageRepository()
 
-        def crash(count: int) -> None:
+        def crash(count: int | None) -> None:
             fake.crash_after_transactions = count
+
+        def fake_generations(room: str) -> set[str]:
+            return {generation for (r, generation), stored in fake.participants.items() if r == room and stored}
+
+        def fake_put(room: str, generation: str, participant: ParticipantFold) -> None:
+            fake.participants.setdefault((room, generation), {})[participant.sid] = participant
 
         yield Harness(
             fake, fake.store_event, lambda a, p: fake.invoiced.add((a, p)), fake.accounts.register, crash,
             fake.refused_rooms.add, fake.confirmed.__setitem__, fake.listing_expiry.__getitem__, fake.accounts.save,
+            fake_generations, fake_put,
         )  # fmt: skip
         return
     stack: Stack = request.getfixturevalue("stack")
@@ -96,7 +105,13 @@ def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
             ExpressionAttributeValues={":t": {"N": str(NOW_MS)}},
         )
 
-    def crash(count: int) -> None:
+    hooks: list[Callable[..., None]] = []
+
+    def crash(count: int | None) -> None:
+        for hook in hooks:
+            client.meta.events.unregister("before-call.dynamodb.TransactWriteItems", hook)
+        if count is None:
+            return
         calls = {"n": 0}
 
         def hook(**_: Any) -> None:
@@ -105,6 +120,7 @@ def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
                 raise RuntimeError(f"simulated crash after {count} transaction(s) of the commit")
 
         client.meta.events.register("before-call.dynamodb.TransactWriteItems", hook)
+        hooks.append(hook)
 
     def refuse_room(room_sid: str) -> None:
         from botocore.exceptions import ClientError  # noqa: PLC0415
@@ -127,9 +143,20 @@ def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
         item = client.get_item(TableName=usage_table, Key={"pk": {"S": f"ROOM#{room_sid}"}, "sk": {"S": "LISTED"}})
         return int(item["Item"]["expires_at"]["N"])
 
+    def generations(room: str) -> set[str]:
+        found = client.query(
+            TableName=usage_table, KeyConditionExpression="pk = :pk AND begins_with(sk, :part)",
+            ExpressionAttributeValues={":pk": {"S": f"ROOM#{room}"}, ":part": {"S": "PART#"}},
+        )["Items"]  # fmt: skip
+        return {item["sk"]["S"].split("#")[1] for item in found}
+
+    def put_participant(room: str, generation: str, participant: ParticipantFold) -> None:
+        client.put_item(TableName=usage_table, Item=participant_to_item(room, generation, participant))
+
     yield Harness(
         repo, store_event, mark_invoiced, DynamoAccountDirectory(client, usage_table).register, crash, refuse_room,
-        legacy_confirm, listing_expiry, DynamoAccountDirectory(client, usage_table).save,
+        legacy_confirm, listing_expiry, DynamoAccountDirectory(client, usage_table).save, generations,
+        put_participant,
     )  # fmt: skip
 
 
@@ -565,8 +592,6 @@ def test_given_an_erasure_marked_after_the_batch_read_the_profile_then_its_write
 ) -> None:
     """D80's window closed: a commit carries the erasure mark the batch read per account (none, or that one); the
     transaction lands only while the profile still carries it, so nothing of it is written otherwise."""
-    from dataclasses import replace  # noqa: PLC0415
-
     harness.register(AccountProfile("acct-a", (TierChange(datetime(2026, 1, 1, tzinfo=UTC), "personal"),)))
     assert harness.repo.commit(CommitUnit(sessions=[new(session("RM_a", "PA_1"))], erasure_marks={"acct-a": None}),
                                NOW_MS) == 2  # the session and its aggregate (the profile's check writes nothing)  # fmt: skip
@@ -625,3 +650,109 @@ class _Lossy:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)
+
+
+def test_given_a_rebuild_that_crashed_between_its_participant_items_and_its_header_then_its_retry_deletes_them(
+    harness: Harness,
+) -> None:
+    """D-r3rating-1: a rebuild writes its new generation's participant items, then the header naming it; a crash in
+    between left items no header names, read by nobody and deleted by nobody, naming the participants. The retry's
+    rebuild lands and deletes every generation no header can name any more - the old one and the crashed one - and
+    keeps one a rebuild in flight may still land (written for a later version) and one of the format before
+    (without its version: it cannot be judged). Before: the crashed generation stayed for good."""
+    events = [joined("EV_1", "RM_x", "PA_1", NOV_16), joined("EV_2", "RM_x", "PA_2", NOV_16 + 30)]
+    state = from_events("RM_x", events)
+    harness.repo.commit(CommitUnit(states=[whole(state, 0)]), NOW_MS)
+    first = harness.repo.room_state("RM_x")
+    assert harness.generations("RM_x") == {first.generation}
+    harness.crash_after(0)  # the rebuild's items written, its header's transaction never sent
+    with pytest.raises(RuntimeError):
+        harness.repo.commit(CommitUnit(states=[whole(state, 1, first.generation)]), NOW_MS)
+    (crashed,) = harness.generations("RM_x") - {first.generation}
+    assert harness.repo.room_state("RM_x") == first  # the header still names the first generation
+    alice = state.fold.participants["PA_1"]
+    harness.put_participant("RM_x", "3.inflight0000", alice)  # a rebuild that will read version 2, under way
+    harness.put_participant("RM_x", "0123456789ab", alice)  # a generation written before versions were in its name
+    harness.crash_after(None)
+    harness.repo.commit(CommitUnit(states=[whole(state, 1, first.generation)]), NOW_MS)  # the batch's retry
+    retried = harness.repo.room_state("RM_x")
+    assert (retried.version, retried.generation in {first.generation, crashed}) == (2, False)
+    assert harness.generations("RM_x") == {retried.generation, "3.inflight0000", "0123456789ab"}
+    assert harness.repo.room_participants("RM_x", retried.generation, None) == {"PA_1": alice}
+
+
+def test_given_a_rebuild_that_crashed_after_its_header_then_the_sweepers_drop_deletes_the_old_generation_too(
+    stack: Stack,
+) -> None:
+    """D-r3rating-1: the crash after the rebuild's header landed, before the old generation's items were deleted:
+    the header names the new one, the old one is left. The sweeper's drop of the room (D219) deletes it with the
+    named one. Before: the drop deleted the named generation's items only, the old one stayed for good."""
+    client = stack.clients["dynamodb"]
+    usage_table, events_table = (stack.template.physical_name(n) for n in ("UsageTable", "EventsTable"))
+    repo = DynamoUsageRepository(client, usage_table, events_table)
+    events = [joined("EV_1", "RM_y", "PA_1", NOV_16), joined("EV_2", "RM_y", "PA_2", NOV_16 + 30)]
+    state = from_events("RM_y", events)
+    repo.commit(CommitUnit(states=[whole(state, 0)]), NOW_MS)
+    first = repo.room_state("RM_y")
+    calls = {"n": 0}
+
+    def crash_on_the_deletes(**_: Any) -> None:  # the first batch write is the new generation's items
+        calls["n"] += 1
+        if calls["n"] > 1:
+            raise RuntimeError("simulated crash before the old generation's deletes")
+
+    client.meta.events.register("before-call.dynamodb.BatchWriteItem", crash_on_the_deletes)
+    with pytest.raises(RuntimeError):
+        repo.commit(CommitUnit(states=[whole(state, 1, first.generation)]), NOW_MS)
+    client.meta.events.unregister("before-call.dynamodb.BatchWriteItem", crash_on_the_deletes)
+    landed = repo.room_state("RM_y")
+    assert landed.version == 2
+
+    def generations() -> set[str]:
+        return {i["sk"]["S"].split("#")[1] for i in stack.table_items("UsageTable") if i["sk"]["S"].startswith("PART#")}
+
+    assert generations() == {first.generation, landed.generation}
+    assert repo.drop_room_state(landed) is True
+    assert generations() == set()
+
+
+def test_given_a_sweeper_write_dynamodb_refuses_then_rejected_not_a_conflict(stack: Stack) -> None:
+    """The sweeper's conditional writes go through the layer's ``put_if``/``delete_if``: a failed condition is an
+    answer (False), a request DynamoDB refuses for good is still ``RejectedWriteError`` (D-rating-1, D-r3rating-3)."""
+    from botocore.exceptions import ClientError  # noqa: PLC0415
+
+    client = stack.clients["dynamodb"]
+    usage_table, events_table = (stack.template.physical_name(n) for n in ("UsageTable", "EventsTable"))
+    repo = DynamoUsageRepository(client, usage_table, events_table)
+    close = close_event(session("RM_z", "PA_1", open_=True).session, SWEPT, NOV_16 + 60, NOW_MS)
+    assert (repo.add_close(close, EXPIRES), repo.add_close(close, EXPIRES)) == (True, False)
+
+    def refuse(**_: Any) -> None:
+        raise ClientError({"Error": {"Code": "ValidationException", "Message": "refused"}}, "PutItem")
+
+    for operation in ("PutItem", "DeleteItem"):
+        client.meta.events.register(f"before-call.dynamodb.{operation}", refuse)
+    with pytest.raises(RejectedWriteError):
+        repo.add_close(close_event(session("RM_z", "PA_2", open_=True).session, SWEPT, NOV_16, NOW_MS), EXPIRES)
+    with pytest.raises(RejectedWriteError):
+        repo.forget_swept_room("RM_z", NOW_MS)
+
+
+def test_given_a_generation_a_crash_left_when_the_room_finishes_in_place_then_it_is_deleted_too(
+    harness: Harness,
+) -> None:
+    """D-r3rating-1 with D196: a finished room keeps no participant item - also none of a generation a crash left
+    (a rebuild for version 1 whose header never landed), which the in-place finish's deletes do not name. Before:
+    it stayed, naming her, for good."""
+    events = [joined("EV_1", "RM_f", "PA_1", NOV_16), joined("EV_2", "RM_f", "PA_2", NOV_16 + 30)]
+    state = from_events("RM_f", events)
+    harness.repo.commit(CommitUnit(states=[whole(state, 0)]), NOW_MS)
+    stored = harness.repo.room_state("RM_f")
+    harness.put_participant("RM_f", "1.crashed00000", state.fold.participants["PA_1"])
+    harness.put_participant("RM_f", "2.refused00000", state.fold.participants["PA_1"])  # read version 1: can't land
+    harness.put_participant("RM_f", "3.inflight0000", state.fold.participants["PA_1"])  # read version 2: may land
+    finished = replace(RoomState.unusable("RM_f", 1), delivered_ms=state.delivered_ms)
+    retired = tuple(sorted(state.fold.participants))
+    harness.repo.commit(CommitUnit(states=[StateChange(finished, 1, {}, retired, False, stored.generation)]), NOW_MS)
+    assert harness.repo.room_state("RM_f").usable is False
+    assert harness.generations("RM_f") == {"3.inflight0000"}

@@ -188,3 +188,29 @@ def test_given_a_chunked_write_under_way_on_a_quiet_room_then_the_sweeper_leaves
     )  # fmt: skip
     assert sweep(T0 + 66 * MINUTE, lambda_context)["dropped_states"] == 1
     assert naming_alice(stack) == []
+
+
+def test_given_a_dropped_rooms_mark_expired_then_a_late_left_bills_as_with_the_mark_and_only_the_state_stays(
+    stack: Stack, lambda_context: LambdaContext, swept_room: Lambda
+) -> None:
+    """The dropped room's mark expires (DynamoDB's TTL, ``listing_ttl`` after the drop, D222) before her late
+    participant_left comes (a replay of the on-failure queue's record, or of the events table, weeks later). The
+    mark guards no minute: rating rebuilds the room from its stored events as it does with the mark (8 audio, closed
+    by ``left``, the same figures as above); only the rebuilt running state, naming her, is no longer dropped again -
+    D222's stated limit, until the room's next event or the erasure of her account (D220) (D-r3rating-2)."""
+    runner = swept_room
+    assert sweep(T0 + 61 * MINUTE, lambda_context)["dropped_states"] == 1
+    assert naming_alice(stack) == []
+    usage = stack.template.physical_name("UsageTable")
+    swept = {"pk": {"S": "SWEPT_ROOMS"}, "sk": {"S": "ROOM#RM_lost"}}
+    stack.clients["dynamodb"].delete_item(TableName=usage, Key=swept)  # what the table's TTL does once it is due
+    assert "mark#ROOM#RM_lost" not in room_items(stack)
+
+    deliver_webhook(lk.participant_left(ROOM, ALICE, T0 - 120), lambda_context)
+    runner.run(runner.poll(), lambda_context)
+    # T0 - 600 .. T0 - 120 = 480 s -> 8 audio: her left wins over the sweep, as with the mark
+    assert (alice(stack)["closed_by"]["S"], int(alice(stack)["end_ms"]["N"])) == ("left", (T0 - 120) * 1000)
+    assert aggregate(stack, "acct_quiet") == {"audio": 8}
+    assert sweep(T0 + 200 * MINUTE, lambda_context)["dropped_states"] == 0  # no mark: the state stays
+    assert "state_zlib" in room_items(stack)["STATE"]
+    assert aggregate(stack, "acct_quiet") == {"audio": 8}

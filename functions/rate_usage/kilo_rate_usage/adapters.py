@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -17,7 +18,15 @@ from kilo_billing import room_state_items as room_state
 from kilo_billing.account_items import ERASED_AT, account_key, erasure_mark
 from kilo_billing.account_store import DynamoAccountDirectory
 from kilo_billing.accounts import AccountProfile
-from kilo_billing.aws import ConditionFailedError, InvalidRequestError, ResourceGoneError, call, paged_items
+from kilo_billing.aws import (
+    ConditionFailedError,
+    InvalidRequestError,
+    ResourceGoneError,
+    call,
+    delete_if,
+    paged_items,
+    put_if,
+)
 from kilo_billing.events import (
     CREATED_AT,
     KEY,
@@ -76,24 +85,30 @@ def _undecodable(room_sid: str, item: Mapping[str, Any], exc: Exception) -> Unre
     return UnreadableRoomError(f"stored event {keys} of room {room_sid} cannot be decoded ({reason})")
 
 
-def _write(operation: Any, **kwargs: Any) -> Any:
-    """A write: failed conditions and cancelled transactions are conflicts; refused requests are rejected for good."""
+@contextmanager
+def _refusals() -> Iterator[None]:
+    """A request DynamoDB refuses itself (``InvalidRequestError``: validation, item too large) is rejected for good."""
     try:
-        return call(operation, **kwargs)
-    except ConditionFailedError as exc:  # includes TransactionConflictError
-        raise ConflictError(str(exc)) from exc
+        yield
     except InvalidRequestError as exc:
         raise RejectedWriteError(str(exc)) from exc
 
 
-def _written(operation: Any, **kwargs: Any) -> bool:
-    """A conditional write (``_write``) whose failed condition is an answer, not an error: True when written, False
-    when the condition failed (the stored item stands)."""
-    try:
-        _write(operation, **kwargs)
-    except ConflictError:
-        return False
-    return True
+def _write(operation: Any, **kwargs: Any) -> Any:
+    """A write: failed conditions and cancelled transactions are conflicts; refused requests are rejected for good."""
+    with _refusals():
+        try:
+            return call(operation, **kwargs)
+        except ConditionFailedError as exc:  # includes TransactionConflictError
+            raise ConflictError(str(exc)) from exc
+
+
+def _written(conditional: Callable[..., bool], *args: Any, **kwargs: Any) -> bool:
+    """A conditional write whose failed condition is an answer, not an error - the layer's ``put_if`` or
+    ``delete_if``: True when written, False when the condition failed (the stored item stands) - with a refused
+    request rejected for good, as ``_write``'s."""
+    with _refusals():
+        return conditional(*args, **kwargs)
 
 
 class DynamoUsageRepository:
@@ -172,16 +187,16 @@ class DynamoUsageRepository:
         participants = [items.participant_from_item(item) for item in found]
         return {participant.sid: participant for participant in participants}
 
-    def _generation_items(self, room_sid: str, generation: str, keys_only: bool = False) -> list[dict[str, Any]]:
+    def _generation_items(self, room_sid: str, generation: str | None, keys_only: bool = False) -> list[dict[str, Any]]:
+        """The room's participant items of ``generation`` (None: of every generation)."""
         extra: dict[str, Any] = {"ProjectionExpression": "#k, #s"} if keys_only else {}
+        prefix = room_state.PARTICIPANT_PREFIX if generation is None else room_state.participant_sort_key(generation)
         found = paged_items(
             self._client.query,
             TableName=self._usage,
             KeyConditionExpression="#k = :pk AND begins_with(#s, :prefix)",
             ExpressionAttributeNames={"#k": KEY, "#s": SORT_KEY},
-            ExpressionAttributeValues=to_item(
-                {":pk": room_state.room_key(room_sid), ":prefix": room_state.participant_sort_key(generation)}
-            ),
+            ExpressionAttributeValues=to_item({":pk": room_state.room_key(room_sid), ":prefix": prefix}),
             ConsistentRead=True,
             **extra,
         )
@@ -238,7 +253,7 @@ class DynamoUsageRepository:
         written = 0
         for change in unit.states:
             if change.new_generation:
-                generations[id(change)] = generation = items.new_generation()
+                generations[id(change)] = generation = items.new_generation(change.old_version + 1)
                 puts = [items.participant_to_item(change.new.room_sid, generation, p) for p in change.puts.values()]
                 self._batch_write([{"PutRequest": {"Item": item}} for item in puts])
                 written += len(puts)
@@ -263,19 +278,29 @@ class DynamoUsageRepository:
         for change in unit.states:
             if change.chunked():
                 written += self._chunked_state(change)
-        for change in unit.states:  # the old generation is no longer read: delete it
-            if change.new_generation and change.old_generation:
-                old = self._generation_items(change.new.room_sid, change.old_generation, keys_only=True)
-                self._batch_write([{"DeleteRequest": {"Key": items.key_item(*items.key_pair(i))}} for i in old])
-                written += len(old)
+        for change in unit.states:  # a rebuild's old generation is no longer read, nor one a crash left: deleted
+            if change.new_generation or not change.new.usable:  # a rebuild, or a finished room (D196)
+                version, named = change.old_version + 1, generations.get(id(change), change.old_generation)
+                old = change.old_generation if change.new_generation else ""
+                dead = self._participant_keys(change.new.room_sid, items.doomed_generations(version, named, old))
+                self._batch_write([{"DeleteRequest": {"Key": key}} for key in dead])
+                written += len(dead)
         return written
+
+    def _participant_keys(self, room_sid: str, doomed: Callable[[str], bool]) -> list[Item]:
+        """The keys of the room's participant items (every generation: one keys-only Query) whose generation is
+        ``doomed``: the header's old generation, and those a rebuild's crash orphaned (its new generation's items
+        written, its header not; or landed, the old generation not deleted yet), which no header names
+        (D-r3rating-1)."""
+        pairs = [items.key_pair(item) for item in self._generation_items(room_sid, None, keys_only=True)]
+        return [items.key_item(*pair) for pair in pairs if doomed(items.generation_of(pair[1]))]
 
     def _unused_generations(self, unit: CommitUnit, generations: Mapping[int, str], landed: set[int]) -> None:
         """A commit refused before a rebuild's header landed: the participant items written for its new generation
         are read by nobody (no header names them, and the next generation is another) - deleted, since they name
-        the participants (D196, D220). A crash in between still leaves them (as before). Only when the stored
-        header, read strongly consistently, names another generation: a transaction that landed but whose reply was
-        lost, sent again and refused on the version it had itself moved, reads as refused too (D225)."""
+        the participants (D196, D220); a crash in between leaves them to the next rebuild (D-r3rating-1). Only when
+        the stored header, read strongly consistently, names another generation: a transaction that landed but whose
+        reply was lost, sent again and refused on the version it had itself moved, reads as refused too (D225)."""
         refused = [change for change in unit.states if id(change) in generations and id(change) not in landed]
         if not refused:
             return
@@ -316,7 +341,7 @@ class DynamoUsageRepository:
     def _chunked_state(self, change: StateChange) -> int:
         """More participant items than one transaction holds: mark the header pending (on the version read), write
         them in chunks that each check the mark, then the header's new version, which clears it."""
-        mark = items.new_generation()
+        mark = items.new_mark()
         key = items.state_key(change.new.room_sid)
         names = {"#p": room_state.STATE_PENDING}
         _write(
@@ -447,10 +472,11 @@ class DynamoUsageRepository:
             # one conditional put per room (a batch write takes no condition); not written: a newer (or this same)
             # answer is already recorded, and it stands
             _written(
-                self._client.put_item,
-                TableName=self._usage,
-                Item=items.listing_item(sid, listing, expires_at),
-                ConditionExpression="attribute_not_exists(#k) OR #a < :a",
+                put_if,
+                self._client,
+                self._usage,
+                items.listing_item(sid, listing, expires_at),
+                "attribute_not_exists(#k) OR #a < :a",
                 ExpressionAttributeNames={"#k": KEY, "#a": items.ANSWERED_AT_MS},
                 ExpressionAttributeValues=to_item({":a": listing.answered_at_ms}),
             )
@@ -472,20 +498,22 @@ class DynamoUsageRepository:
 
     def mark_dropped_room(self, room_sid: str, mark: SweptRoom, expires_at: int) -> None:
         _written(  # not written: marked again since (or gone), and that mark stands
-            self._client.put_item,
-            TableName=self._usage,
-            Item=items.swept_room_item(room_sid, mark.closed_at_ms, expires_at, mark.dropped_version),
-            ConditionExpression="#c = :c",
+            put_if,
+            self._client,
+            self._usage,
+            items.swept_room_item(room_sid, mark.closed_at_ms, expires_at, mark.dropped_version),
+            "#c = :c",
             ExpressionAttributeNames={"#c": items.CLOSED_AT_MS},
             ExpressionAttributeValues=to_item({":c": mark.closed_at_ms}),
         )
 
     def forget_swept_room(self, room_sid: str, at_ms: int) -> None:
         _written(  # not deleted: marked again since, and the next sweep looks at the room again
-            self._client.delete_item,
-            TableName=self._usage,
-            Key=items.swept_room_key(room_sid),
-            ConditionExpression="attribute_not_exists(#k) OR #c = :c",
+            delete_if,
+            self._client,
+            self._usage,
+            items.swept_room_key(room_sid),
+            "attribute_not_exists(#k) OR #c = :c",
             ExpressionAttributeNames={"#k": KEY, "#c": items.CLOSED_AT_MS},
             ExpressionAttributeValues=to_item({":c": at_ms}),
         )
@@ -494,25 +522,29 @@ class DynamoUsageRepository:
         if state.pending:  # a chunked write is writing this generation's items (or died: rating rebuilds the room)
             return False
         if state.usable and not _written(  # what a finished room keeps (D196), only if no batch wrote the header since
-            self._client.put_item,
-            TableName=self._usage,
-            Item=items.version_only_item(state, state.version + 1, state.generation),
-            ConditionExpression="attribute_exists(#k) AND version = :v AND attribute_not_exists(#p)",
+            put_if,
+            self._client,
+            self._usage,
+            items.version_only_item(state, state.version + 1, state.generation),
+            "attribute_exists(#k) AND version = :v AND attribute_not_exists(#p)",
             ExpressionAttributeNames={"#k": KEY, "#p": room_state.STATE_PENDING},
             ExpressionAttributeValues=to_item({":v": state.version}),
         ):
             return False
-        if state.generation:  # no longer read by anyone: a later event rebuilds the room under a new generation
-            for item in self._generation_items(state.room_sid, state.generation, keys_only=True):
-                call(self._client.delete_item, TableName=self._usage, Key=items.key_item(*items.key_pair(item)))
+        # no longer read by anyone: a later event rebuilds the room under a new generation; with it, any generation a
+        # rebuild's crash orphaned (D-r3rating-1)
+        version, named = (state.version + 1 if state.usable else state.version), state.generation
+        for key in self._participant_keys(state.room_sid, items.doomed_generations(version, named, named)):
+            call(self._client.delete_item, TableName=self._usage, Key=key)
         return True
 
     def add_close(self, event: LiveKitEventRecord, expires_at: int) -> bool:
         return _written(
-            self._client.put_item,
-            TableName=self._events,
-            Item=event.to_item(expires_at),
-            ConditionExpression="attribute_not_exists(#k)",
+            put_if,
+            self._client,
+            self._events,
+            event.to_item(expires_at),
+            "attribute_not_exists(#k)",
             ExpressionAttributeNames={"#k": KEY},
         )
 
