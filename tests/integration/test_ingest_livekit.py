@@ -151,6 +151,21 @@ def test_given_the_same_event_twice_concurrently_then_exactly_one_is_stored(
             return original(self, *args, **kwargs)
 
     monkeypatch.setattr(DynamoDBBackend, "put_item", put_item)
+    # Lambda runs one invocation per process; here four share Powertools' one metric set, and one thread's flush can
+    # empty it between another's "anything to flush?" and its serialising (SchemaValidationError, seen under load).
+    # Make each flush one step, as it is in its own process.
+    from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import (  # noqa: PLC0415
+        AmazonCloudWatchEMFProvider,
+    )
+
+    flushing = threading.Lock()
+    original_flush = AmazonCloudWatchEMFProvider.flush_metrics
+
+    def flush_metrics(self: AmazonCloudWatchEMFProvider, *args: Any, **kwargs: Any) -> None:
+        with flushing:
+            original_flush(self, *args, **kwargs)
+
+    monkeypatch.setattr(AmazonCloudWatchEMFProvider, "flush_metrics", flush_metrics)
     body = fixture("participant_joined")
     token = signed(body)
     livekit_handler.dependencies()  # build the client once, as a warm Lambda would have it
