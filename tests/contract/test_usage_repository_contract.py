@@ -655,7 +655,7 @@ class _Lossy:
 def test_given_a_rebuild_that_crashed_between_its_participant_items_and_its_header_then_its_retry_deletes_them(
     harness: Harness,
 ) -> None:
-    """D-r3rating-1: a rebuild writes its new generation's participant items, then the header naming it; a crash in
+    """D250: a rebuild writes its new generation's participant items, then the header naming it; a crash in
     between left items no header names, read by nobody and deleted by nobody, naming the participants. The retry's
     rebuild lands and deletes every generation no header can name any more - the old one and the crashed one - and
     keeps one a rebuild in flight may still land (written for a later version) and one of the format before
@@ -684,7 +684,7 @@ def test_given_a_rebuild_that_crashed_between_its_participant_items_and_its_head
 def test_given_a_rebuild_that_crashed_after_its_header_then_the_sweepers_drop_deletes_the_old_generation_too(
     stack: Stack,
 ) -> None:
-    """D-r3rating-1: the crash after the rebuild's header landed, before the old generation's items were deleted:
+    """D250: the crash after the rebuild's header landed, before the old generation's items were deleted:
     the header names the new one, the old one is left. The sweeper's drop of the room (D219) deletes it with the
     named one. Before: the drop deleted the named generation's items only, the old one stayed for good."""
     client = stack.clients["dynamodb"]
@@ -718,7 +718,7 @@ def test_given_a_rebuild_that_crashed_after_its_header_then_the_sweepers_drop_de
 
 def test_given_a_sweeper_write_dynamodb_refuses_then_rejected_not_a_conflict(stack: Stack) -> None:
     """The sweeper's conditional writes go through the layer's ``put_if``/``delete_if``: a failed condition is an
-    answer (False), a request DynamoDB refuses for good is still ``RejectedWriteError`` (D-rating-1, D-r3rating-3)."""
+    answer (False), a request DynamoDB refuses for good is still ``RejectedWriteError`` (D227, D252)."""
     from botocore.exceptions import ClientError  # noqa: PLC0415
 
     client = stack.clients["dynamodb"]
@@ -741,7 +741,7 @@ def test_given_a_sweeper_write_dynamodb_refuses_then_rejected_not_a_conflict(sta
 def test_given_a_generation_a_crash_left_when_the_room_finishes_in_place_then_it_is_deleted_too(
     harness: Harness,
 ) -> None:
-    """D-r3rating-1 with D196: a finished room keeps no participant item - also none of a generation a crash left
+    """D250 with D196: a finished room keeps no participant item - also none of a generation a crash left
     (a rebuild for version 1 whose header never landed), which the in-place finish's deletes do not name. Before:
     it stayed, naming her, for good."""
     events = [joined("EV_1", "RM_f", "PA_1", NOV_16), joined("EV_2", "RM_f", "PA_2", NOV_16 + 30)]

@@ -127,7 +127,7 @@ def test_given_delivery_records_written_before_they_named_a_pseudonym_when_erase
 def test_given_a_delivery_to_an_address_that_only_starts_like_a_pseudonym_when_erased_then_it_names_its_pseudonym(
     alerts_stack: AlertsStack, roles: Roles, monkeypatch: Any
 ) -> None:
-    """An address chosen as ``erased-...`` is not a pseudonym (D-r2state-2): the erasure rewrites its record too."""
+    """An address chosen as ``erased-...`` is not a pseudonym (D239): the erasure rewrites its record too."""
     from kilo_alerts.items import delivery_to_item  # noqa: PLC0415
     from kilo_alerts.model import Channel, Delivery, Outcome  # noqa: PLC0415
 

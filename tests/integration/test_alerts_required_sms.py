@@ -69,7 +69,7 @@ def ses_refusing(monkeypatch: pytest.MonkeyPatch) -> None:
     ("email", "email_record", "instead"),
     [
         ("ada@example.com", ("undeliverable", "MessageRejected"), "; sent instead of the email SES refused"),
-        # cleared through the account API (""): D-r2alerts-1
+        # cleared through the account API (""): D236
         ("", ("skipped", "no email address"), "; sent instead of the email: the account has no email address"),
     ],
     ids=["refused by SES", "no email address"],

@@ -2,7 +2,7 @@
 (8 decimals, like mainnet's ETH/USD): a fresh answer, a stale one, a zero one, an unconfigured asset.
 
 The source reports the round it read (refusing only a round that is no answer: none yet, not a price, carried over);
-whether an answer is too old is the rates' judgement (``rates._check_reading``, D-r3crypto-1), tested here through
+whether an answer is too old is the rates' judgement (``rates._check_reading``, D241), tested here through
 ``CheckedRates`` over the real feed."""
 
 from __future__ import annotations

@@ -197,7 +197,7 @@ def test_given_a_dropped_rooms_mark_expired_then_a_late_left_bills_as_with_the_m
     participant_left comes (a replay of the on-failure queue's record, or of the events table, weeks later). The
     mark guards no minute: rating rebuilds the room from its stored events as it does with the mark (8 audio, closed
     by ``left``, the same figures as above); only the rebuilt running state, naming her, is no longer dropped again -
-    D222's stated limit, until the room's next event or the erasure of her account (D220) (D-r3rating-2)."""
+    D222's stated limit, until the room's next event or the erasure of her account (D220) (D251)."""
     runner = swept_room
     assert sweep(T0 + 61 * MINUTE, lambda_context)["dropped_states"] == 1
     assert naming_alice(stack) == []

@@ -1,7 +1,7 @@
 """A total is the sum of amounts already rounded to the cent (billing policy, "Rating"; D2): ``kilo_billing.money.total``
 adds whole cents and has nothing left to round. An amount that is not whole cents is a bug upstream; it is refused,
 naming the amount, instead of being rounded silently - before, the sum was quantized with Decimal's default context
-(half-even), so a stray half cent went the other way from every other rounding of the product (half-up) (D-r3money-1).
+(half-even), so a stray half cent went the other way from every other rounding of the product (half-up) (D245).
 
 Every figure is worked by hand."""
 

@@ -1,4 +1,4 @@
-"""The account's crypto history shows a payment's USD through ``kilo_billing.money`` (D-r3crypto-2): a payment not
+"""The account's crypto history shows a payment's USD through ``kilo_billing.money`` (D242): a payment not
 counted toward a bill shows its own USD half-up to the cent; one with no USD value yet shows none (null)."""
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ round yet (``updatedAt`` 0), a zero or negative answer, an answer carried from a
 (``answeredInRound < roundId``) - is a ``PriceUnavailableError`` naming the feed and why. Whether an answer is too old
 is not judged here: the reading carries its ``updatedAt`` and the feed's heartbeat (``RateReading.heartbeat_seconds``)
 and the rates logic judges it at the moment the rate is for (``rates._check_reading``: now for a quote, the
-payment's moment for a late one; D-r3crypto-1). A feed's decimals are read once per source (they never change for a
+payment's moment for a late one; D241). A feed's decimals are read once per source (they never change for a
 feed).
 """
 
@@ -154,7 +154,7 @@ class ChainlinkPriceSource:
 
     def _reading(self, asset: Asset, feed: ChainlinkFeed, answer: Any) -> RateReading:
         """A round's answer checked to be one (a completed round, a price, not carried over), as read: its age is
-        the rates' to judge (D-r3crypto-1)."""
+        the rates' to judge (D241)."""
         round_id, price, _started, updated_at, answered_in = answer
         if int(updated_at) == 0:
             raise PriceUnavailableError(f"{feed.source}: no completed round (updatedAt 0)")

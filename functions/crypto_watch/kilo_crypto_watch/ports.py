@@ -78,7 +78,7 @@ class PriceUnavailableError(Exception):
 class PriceSource(Protocol):
     """One independent source of an asset's USD price (Chainlink on chain, an exchange's spot API). It reports what
     it read - the price, when the source updated it, the heartbeat it keeps - and refuses only an answer that is no
-    price; whether a reading is too old is the rates' judgement (``rates._check_reading``, D-r3crypto-1)."""
+    price; whether a reading is too old is the rates' judgement (``rates._check_reading``, D241)."""
 
     def read(self, asset: Asset) -> RateReading: ...
 

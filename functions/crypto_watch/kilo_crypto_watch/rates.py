@@ -67,7 +67,7 @@ class RatePolicy:
 def _check_reading(asset: Asset, reading: RateReading, at: datetime, policy: RatePolicy) -> None:
     """A reading usable for ``asset`` at ``at`` (now, or a past moment): of that asset (else SourceUnavailableError)
     and no older then than its heartbeat, the feed's or else the policy's default (else StaleRateError). The one
-    staleness check: sources report what they read and do not judge its age (D-r3crypto-1)."""
+    staleness check: sources report what they read and do not judge its age (D241)."""
     if reading.asset != asset:
         raise SourceUnavailableError(f"{reading.source} answered for {reading.asset}, not {asset}")
     heartbeat = reading.heartbeat_seconds or policy.default_heartbeat_seconds

@@ -291,14 +291,14 @@ class DynamoUsageRepository:
         """The keys of the room's participant items (every generation: one keys-only Query) whose generation is
         ``doomed``: the header's old generation, and those a rebuild's crash orphaned (its new generation's items
         written, its header not; or landed, the old generation not deleted yet), which no header names
-        (D-r3rating-1)."""
+        (D250)."""
         pairs = [items.key_pair(item) for item in self._generation_items(room_sid, None, keys_only=True)]
         return [items.key_item(*pair) for pair in pairs if doomed(items.generation_of(pair[1]))]
 
     def _unused_generations(self, unit: CommitUnit, generations: Mapping[int, str], landed: set[int]) -> None:
         """A commit refused before a rebuild's header landed: the participant items written for its new generation
         are read by nobody (no header names them, and the next generation is another) - deleted, since they name
-        the participants (D196, D220); a crash in between leaves them to the next rebuild (D-r3rating-1). Only when
+        the participants (D196, D220); a crash in between leaves them to the next rebuild (D250). Only when
         the stored header, read strongly consistently, names another generation: a transaction that landed but whose
         reply was lost, sent again and refused on the version it had itself moved, reads as refused too (D225)."""
         refused = [change for change in unit.states if id(change) in generations and id(change) not in landed]
@@ -532,7 +532,7 @@ class DynamoUsageRepository:
         ):
             return False
         # no longer read by anyone: a later event rebuilds the room under a new generation; with it, any generation a
-        # rebuild's crash orphaned (D-r3rating-1)
+        # rebuild's crash orphaned (D250)
         version, named = (state.version + 1 if state.usable else state.version), state.generation
         for key in self._participant_keys(state.room_sid, items.doomed_generations(version, named, named)):
             call(self._client.delete_item, TableName=self._usage, Key=key)

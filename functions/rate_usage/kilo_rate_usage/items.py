@@ -349,7 +349,7 @@ def new_generation(version: int) -> str:
 def dead_generation(generation: str, version: int, named: str) -> bool:
     """No header can name ``generation`` any more, the stored one being at ``version`` naming ``named``: another
     generation written for that version or an earlier one (``new_generation``). A generation of the format before
-    (no version) cannot be judged: live only for a writer that ran the code before, it is kept (D-r3rating-1)."""
+    (no version) cannot be judged: live only for a writer that ran the code before, it is kept (D250)."""
     head, dot, _ = generation.partition(".")
     return generation != named and bool(dot) and head.isdigit() and int(head) <= version
 

@@ -61,7 +61,7 @@ class StateChange:
     it: a crash in between leaves the mark, and whoever reads it rebuilds the room). With ``new_generation`` (a
     rebuild): every live participant's item under a new generation, written before the header, which then points at
     it; the old generation's items are deleted after the commit, with those of any generation a crash left that no
-    header can name any more (D-r3rating-1)."""
+    header can name any more (D250)."""
 
     new: RoomState
     old_version: int

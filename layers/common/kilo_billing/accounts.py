@@ -75,7 +75,7 @@ _PSEUDONYM = re.compile(PSEUDONYM_PATTERN)
 
 def is_pseudonym(value: str) -> bool:
     """Whether ``value`` has the exact shape of a pseudonym (``PSEUDONYM_PATTERN``): a value that only starts with
-    ``erased-`` (an identity or an address chosen so) is personal data like any other (D-r2state-2)."""
+    ``erased-`` (an identity or an address chosen so) is personal data like any other (D239)."""
     return bool(_PSEUDONYM.fullmatch(value))
 
 

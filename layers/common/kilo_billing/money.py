@@ -143,7 +143,7 @@ def total(amounts: list[Decimal]) -> Decimal:
     """Sum already-rounded amounts (a total is the sum of its lines, never rounded again), as ``0.00``-style cents.
 
     ValueError naming the amounts that are not whole cents: a sum of rounded amounts has nothing to round, so a
-    sub-cent amount here is a bug upstream, refused rather than rounded silently (D-r3money-1). Amounts to be
+    sub-cent amount here is a bug upstream, refused rather than rounded silently (D245). Amounts to be
     rounded when summed (crypto credits' exact USD) go through :func:`rounded_sum`."""
     odd = [amount for amount in amounts if not is_whole_cents(amount)]
     if odd:
