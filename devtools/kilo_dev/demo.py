@@ -22,6 +22,7 @@ import argparse
 import base64
 import dataclasses
 import enum
+import faulthandler
 import functools
 import http.client
 import json
@@ -1227,6 +1228,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = make_console()
     console.record = True  # a failing run keeps what it printed (keep_evidence)
     signal.signal(signal.SIGTERM, _interrupt)
+    # SIGUSR1 prints every thread's stack to stderr and the run goes on: what a demo that does not end is waiting on
+    # (the e2e tests ask for it before they give up on one)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     evidence: dict[str, str] = {}
     try:
         code = run(args, console, evidence)

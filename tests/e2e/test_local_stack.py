@@ -218,7 +218,14 @@ class Demo:
         pytest.fail(f"no line matching {pattern!r} within {seconds} s; output so far:\n{''.join(self.output)}")
 
     def finish(self, seconds: float) -> tuple[int, str]:
-        code = self.process.wait(timeout=seconds)
+        try:
+            code = self.process.wait(timeout=seconds)
+        except subprocess.TimeoutExpired:  # what is it waiting on? every thread's stack (the demo's SIGUSR1), then fail
+            self.process.send_signal(signal.SIGUSR1)
+            with contextlib.suppress(queue.Empty):
+                while (line := self.lines.get(timeout=3)) is not None:
+                    self.output.append(line)
+            pytest.fail(f"the demo did not end within {seconds} s; its output and threads:\n{''.join(self.output)}")
         while (line := self.lines.get(timeout=5)) is not None:
             self.output.append(line)
         return code, "".join(self.output)
