@@ -1228,9 +1228,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = make_console()
     console.record = True  # a failing run keeps what it printed (keep_evidence)
     signal.signal(signal.SIGTERM, _interrupt)
-    # SIGUSR1 prints every thread's stack to stderr and the run goes on: what a demo that does not end is waiting on
-    # (the e2e tests ask for it before they give up on one)
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
     evidence: dict[str, str] = {}
     try:
         code = run(args, console, evidence)
@@ -1257,4 +1254,7 @@ def _say_kept(console: Console, folder: Path) -> None:
 if __name__ == "__main__":
     # ended with whoever started it (a test killed mid-way, a closed terminal): as on SIGTERM, it stops what it started
     processes.exit_with_parent(lambda: os.kill(os.getpid(), signal.SIGTERM))
+    # SIGUSR1 prints every thread's stack to stderr and the run goes on: what a demo that does not end is waiting on
+    # (the e2e tests ask for it before they give up on one)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     sys.exit(main())
