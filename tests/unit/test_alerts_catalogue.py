@@ -382,20 +382,27 @@ def crypto_details(amount: str, usd: str, chain: str = "ethereum") -> dict[str, 
 CRYPTO_TYPES = [CryptoPaymentSeenV1.DETAIL_TYPE, CryptoBillSettledV1.DETAIL_TYPE, CryptoQuoteExpiringV1.DETAIL_TYPE]
 
 
+def crypto_sms(detail_type: str, detail: dict[str, object], account: str = "acct_1", name: str = "Ada") -> str:
+    """The SMS a crypto event renders, its links (the alert preferences, the dashboard's pay page) filled in."""
+    alert = alert_from_event(detail_type, detail)
+    preferences = "https://app.kilo.example/settings/alerts?account=" + account
+    values = {
+        "invoice_url": preferences,
+        "tx_url": preferences,
+        "pay_url": "https://app.kilo.example/#/pay",
+        **alert.values,
+        "account_id": account,
+        "account_name": name,
+        "preferences_url": preferences,
+    }
+    return render(alert.kind, values).sms
+
+
 @pytest.mark.parametrize("detail_type", CRYPTO_TYPES)
 def test_given_the_largest_crypto_figures_then_each_sms_fits_one_segment(detail_type: str) -> None:
     # 18 decimals (ETH's wei) on a million ETH, a $9,999,999.99 bill
-    alert = alert_from_event(detail_type, crypto_details("1234567.123456789012345678", "9999999.99")[detail_type])
-    values = {
-        "invoice_url": "https://app.kilo.example/settings/alerts?account=" + LONGEST_ACCOUNT,
-        "tx_url": "https://app.kilo.example/settings/alerts?account=" + LONGEST_ACCOUNT,
-        "pay_url": "https://app.kilo.example/#/pay",
-        **alert.values,
-        "account_id": LONGEST_ACCOUNT,
-        "account_name": "N" * 200,
-        "preferences_url": "https://app.kilo.example/settings/alerts?account=" + LONGEST_ACCOUNT,
-    }
-    sms = render(alert.kind, values).sms
+    detail = crypto_details("1234567.123456789012345678", "9999999.99")[detail_type]
+    sms = crypto_sms(detail_type, detail, LONGEST_ACCOUNT, "N" * 200)
     assert len(sms) <= SMS_LIMIT, sms
     assert sms.endswith("Reply STOP to opt out")
 
@@ -424,17 +431,7 @@ def test_given_a_quote_expiring_then_its_sms_says_where_to_pay_without_the_email
     page, where a new quote for what the bill still asks is got and paid (the page does not reopen the old quote),
     not a link in an email that may not exist."""
     detail = crypto_details(amount, "9999999.99", chain=chain)[CryptoQuoteExpiringV1.DETAIL_TYPE]
-    alert = alert_from_event(CryptoQuoteExpiringV1.DETAIL_TYPE, detail)
-    values = {
-        "invoice_url": "https://app.kilo.example/settings/alerts?account=acct_1",
-        "tx_url": "https://app.kilo.example/settings/alerts?account=acct_1",
-        "pay_url": "https://app.kilo.example/#/pay",
-        **alert.values,
-        "account_id": "acct_1",
-        "account_name": "Ada",
-        "preferences_url": "https://app.kilo.example/settings/alerts?account=acct_1",
-    }
-    sms = render(alert.kind, values).sms
+    sms = crypto_sms(CryptoQuoteExpiringV1.DETAIL_TYPE, detail)
     assert sms == expected
     assert len(sms) <= SMS_LIMIT
 
@@ -464,15 +461,7 @@ def test_given_a_payment_seen_then_its_sms_names_the_dashboard_page_without_the_
     """The SMS may be the only message (SMS chosen alone for the kind): it names the dashboard's "Pay with crypto" page,
     which lists the bill's payments and their status, not an email that may not exist."""
     detail = crypto_details(amount, usd, chain=chain)[CryptoPaymentSeenV1.DETAIL_TYPE]
-    alert = alert_from_event(CryptoPaymentSeenV1.DETAIL_TYPE, detail)
-    values = {
-        "tx_url": "https://app.kilo.example/settings/alerts?account=acct_1",
-        **alert.values,
-        "account_id": "acct_1",
-        "account_name": "Ada",
-        "preferences_url": "https://app.kilo.example/settings/alerts?account=acct_1",
-    }
-    sms = render(alert.kind, values).sms
+    sms = crypto_sms(CryptoPaymentSeenV1.DETAIL_TYPE, detail)
     assert sms == expected
     assert len(sms) <= SMS_LIMIT
 
