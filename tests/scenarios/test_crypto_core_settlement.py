@@ -1723,3 +1723,13 @@ def test_given_the_bus_down_for_the_seen_event_when_the_batch_has_grown_then_the
 
     told = sorted(payment_id for covered in alerted(h).values() for payment_id in covered)
     assert told == ["ethereum:0xa:0", "ethereum:0xb:0", "ethereum:0xc:0"]
+
+
+def test_given_a_payment_not_stored_then_claiming_it_for_a_seen_event_is_refused_and_writes_nothing(
+    stack: Stack,
+) -> None:
+    store = DynamoCryptoStore(stack.clients["dynamodb"], stack.template.physical_name("CryptoTable"))
+    with pytest.raises(ConflictError, match="payment ethereum:0xgone:0 is not stored"):
+        store.claim_seen("ethereum:0xgone:0", "crypto-seen:inv-1:abc")
+    client, table = stack.clients["dynamodb"], stack.template.physical_name("CryptoTable")
+    assert client.scan(TableName=table)["Items"] == []  # no bare row holding only the claim

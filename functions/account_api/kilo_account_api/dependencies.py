@@ -136,6 +136,7 @@ def dependencies() -> AccountApiDependencies:
     table = config.usage_table_name
     accounts = DynamoAccountDirectory(dynamodb, table)
     signals = DynamoUsageSignals(dynamodb, table)
+    phone_policy = PhoneVerificationPolicy(regions=config.sms_region_set)
     return AccountApiDependencies(
         settings=config,
         catalog=default_catalog(),
@@ -148,10 +149,10 @@ def dependencies() -> AccountApiDependencies:
         signals=signals,
         payments=LazyPaymentPages(lambda: _stripe_pages(config)),
         phone_codes=PhoneCodes(
-            challenges=DynamoPhoneChallenges(dynamodb, table, PhoneVerificationPolicy().day),
+            challenges=DynamoPhoneChallenges(dynamodb, table, phone_policy.day),
             sender=SnsCodeSender(client("sns", config.call_budget, lazy=True)),
             key=PhoneCodeKey(config),
-            policy=PhoneVerificationPolicy(regions=config.sms_region_set),
+            policy=phone_policy,
         ),
         alert_records=DynamoAlertRecords(dynamodb, config.alerts_table_name) if config.alerts_table_name else None,
     )

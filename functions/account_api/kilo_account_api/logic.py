@@ -590,7 +590,8 @@ def require_collaboration(
     instant up to ``until`` - a scheduled downgrade (or a new period's price book) taking effect in between refuses
     too, naming when (``moves_at``). ``invitation_ends``: an invitee's acceptance, the message addressed to them."""
     end = until if until is not None and until > now else now
-    starts = [Period.containing(now).end] if Period.containing(now).end <= end else []
+    period_end = Period.containing(now).end
+    starts = [period_end] if period_end <= end else []
     ahead = sorted({change.at for change in profile.changes if now < change.at <= end} | set(starts))
     for at in (now, *ahead):
         book = book_for(catalog, at)

@@ -278,15 +278,20 @@ class DynamoCryptoStore:
             ) from exc
 
     def claim_seen(self, payment_id: str, event_id: str) -> str:
-        # one update, kept by the first writer (if_not_exists): a payment is claimed by one event only
-        response = call(
-            self._client.update_item,
-            TableName=self._table,
-            Key=items.key(items.payment_pk(payment_id), "PAY"),
-            UpdateExpression="SET seen_event = if_not_exists(seen_event, :e)",
-            ExpressionAttributeValues=to_item({":e": event_id}),
-            ReturnValues="UPDATED_NEW",
-        )
+        # one update, kept by the first writer (if_not_exists): a payment is claimed by one event only; on a stored
+        # payment only (an update would otherwise create a bare row that no reader can map)
+        try:
+            response = call(
+                self._client.update_item,
+                TableName=self._table,
+                Key=items.key(items.payment_pk(payment_id), "PAY"),
+                UpdateExpression="SET seen_event = if_not_exists(seen_event, :e)",
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeValues=to_item({":e": event_id}),
+                ReturnValues="UPDATED_NEW",
+            )
+        except ConditionFailedError as exc:
+            raise ConflictError(f"payment {payment_id} is not stored: it cannot be claimed for {event_id}") from exc
         return str(from_item(response["Attributes"])["seen_event"])
 
     def mark_payment_announced(self, payment_id: str) -> None:
