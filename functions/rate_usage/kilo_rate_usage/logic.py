@@ -201,7 +201,7 @@ def _room_changes(
 ) -> None:
     """The room's session writes (with the pseudonyms of an erased account's participants, D80) and its state's:
     a participant with no session yet whose earliest moment the state knows is before its provisional account's
-    erasure mark (``sessionless``) is named in the state by that account's pseudonym too (D220 amended)."""
+    erasure mark (``sessionless``) is named in the state by that account's pseudonym too (D240)."""
     pseudonyms: dict[str, str] = {}  # participant sid -> the pseudonym its session is stored under (D80)
     for found in room.sessions:
         previous = room.stored.get(found.participant_sid)
