@@ -156,6 +156,59 @@ def test_given_every_dead_letter_queue_then_an_alarm_watches_it(template: Templa
     assert queues <= watched
 
 
+def _consumed_queues(template: Template) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Each queue a function polls (an SQS event source): queue resource name -> (function name, event properties)."""
+    found: dict[str, tuple[str, dict[str, Any]]] = {}
+    for name, spec in functions(template).items():
+        for event in spec["Properties"].get("Events", {}).values():
+            if event["Type"] == "SQS":
+                [queue, _] = event["Properties"]["Queue"]["Fn::GetAtt"]
+                found[queue] = (name, event["Properties"])
+    return found
+
+
+def test_given_every_queue_a_function_polls_then_its_visibility_is_six_times_the_function_timeout(
+    template: Template,
+) -> None:
+    """AWS's rule for SQS event sources ("at least six times the configuration timeout on your function"): Lambda
+    retries a batch throttled behind a previous one within the visibility, so a throttle does not spend one of the
+    five receives that dead-letter a message never processed."""
+    default_timeout = template.body["Globals"]["Function"]["Timeout"]
+    consumed = _consumed_queues(template)
+    assert len(consumed) >= 5  # alerts, invoice close, payment events, crypto bills, crypto settled
+    for queue, (function, _) in consumed.items():
+        timeout = int(functions(template)[function]["Properties"].get("Timeout", default_timeout))
+        visibility = int(template.resources[queue]["Properties"]["VisibilityTimeout"])
+        assert visibility >= 6 * timeout, f"{queue}: {visibility} s < 6 x {function}'s {timeout} s"
+
+
+def test_given_every_queue_a_function_polls_then_an_alarm_watches_the_age_of_its_oldest_message(
+    template: Template,
+) -> None:
+    """A consumer that stops (disabled, throttled to nothing, failing before it reports) leaves messages in the source
+    queue, where they expire after its retention without reaching the dead-letter queue: the age alarm says so first."""
+    watched = {
+        str(template.resolve(dimension["Value"]))
+        for alarm in template.of_type("AWS::CloudWatch::Alarm").values()
+        if alarm["Properties"]["MetricName"] == "ApproximateAgeOfOldestMessage"
+        for dimension in alarm["Properties"].get("Dimensions", [])
+        if dimension["Name"] == "QueueName"
+    }
+    for queue in _consumed_queues(template):
+        assert template.physical_name(queue) in watched, f"{queue}: no alarm on the age of its oldest message"
+
+
+def test_given_every_dead_letter_queue_then_it_keeps_messages_fourteen_days_encrypted(template: Template) -> None:
+    """SQS's longest retention: a dead-lettered message waits for the operator's redrive as long as SQS allows."""
+    queues = {
+        name: spec for name, spec in template.of_type("AWS::SQS::Queue").items() if name.endswith("DeadLetterQueue")
+    }
+    assert len(queues) >= 10
+    for name, spec in queues.items():
+        assert int(spec["Properties"]["MessageRetentionPeriod"]) == 14 * 24 * 3600, name
+        assert spec["Properties"]["SqsManagedSseEnabled"] is True, name
+
+
 def test_given_the_template_then_no_secret_value_is_in_it(template: Template) -> None:
     text = template.path.read_text()
     for pattern in (r"whsec_[A-Za-z0-9]{16,}", r"sk_(live|test)_[A-Za-z0-9]{8,}", r"BEGIN [A-Z ]*PRIVATE KEY"):
