@@ -3,8 +3,9 @@
 The model (``reference_*`` below) has its own arithmetic, with exact Fractions: the published prices, fees and
 allowances typed by hand from billing-policy.md (it never reads the price book), each line rounded half-up to the cent
 (D2), fees and allowances prorated by exact elapsed time with allowances rounded up to the meter's step and data summed
-per segment in 0.01 GB steps (D3), late usage as the per-line difference of rating with and without it (D5). A few
-hand-worked figures check the model itself. Rating, invoices and adjustments must equal it on generated inputs;
+per segment in 0.01 GB steps (D3), late usage as the per-line difference of rating with and without it (D5), checked
+against what the close runs (``invoicing.adjustment_lines`` over rating's counters). A few hand-worked figures check
+the model itself. Rating, invoices and adjustments must equal it on generated inputs;
 metamorphic properties (more usage never costs less, splitting or reordering records changes nothing) and the
 rounding rules are checked beside it.
 """
@@ -24,7 +25,9 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from kilo_billing.accounts import AccountProfile
 from kilo_billing.catalog import default_catalog
+from kilo_billing.invoicing import adjustment_lines, rate_counters
 from kilo_billing.meters import Meter, connection_minutes
 from kilo_billing.money import CENT, round_money
 from kilo_billing.periods import Period
@@ -34,7 +37,6 @@ from kilo_billing.rating import (
     TierChange,
     TierSegment,
     UsageRecord,
-    adjustment_lines,
     compose_invoice,
     rate_period,
     segments_for,
@@ -88,6 +90,7 @@ STEP = {
     Meter.DATA_TRANSFER: Fraction(1, 100),
 }
 BYTES_PER_GB_STEP = 10**7  # 0.01 GB of 10^9 bytes
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def steps_up(value: Fraction, step: Fraction) -> int:
@@ -322,6 +325,17 @@ def test_given_a_rated_period_when_invoiced_then_the_invoice_equals_the_referenc
     assert Fraction(invoice.total) == model.usage_total + true_up + next_fee
 
 
+def counters_of(scenario: Scenario, usage: Sequence[UsageRecord]) -> dict[tuple[int, str], int]:
+    """Rating's counters of ``usage`` as the close reads them: base units per (start of the tier segment the record
+    happened in, epoch seconds; meter), the segment found here among the model's own spans."""
+    counters: dict[tuple[int, str], int] = {}
+    for record in usage:
+        (start,) = [start for _, start, end in scenario.segments if start <= record.at < end]
+        key = (int(start.timestamp()), record.meter.value)
+        counters[key] = counters.get(key, 0) + record.quantity
+    return counters
+
+
 @settings(max_examples=80, deadline=None)
 @given(st.data())
 def test_given_late_usage_of_an_invoiced_period_then_adjustments_equal_the_reference_model(data: st.DataObject) -> None:
@@ -329,17 +343,31 @@ def test_given_late_usage_of_an_invoiced_period_then_adjustments_equal_the_refer
     late_flags = data.draw(st.lists(st.booleans(), min_size=len(scenario.usage), max_size=len(scenario.usage)))
     invoiced = [record for record, late in zip(scenario.usage, late_flags, strict=True) if not late]
     late = [record for record, late in zip(scenario.usage, late_flags, strict=True) if late]
+    # what the close runs: the period's counters as billed (the watermark) and as they are now, the account's profile
+    profile = AccountProfile("acct", tuple(scenario.changes))
+    billed, now = counters_of(scenario, invoiced), counters_of(scenario, scenario.usage)
+    for record in scenario.usage:  # rating keys a record by its segment as the model does
+        ((start, _),) = counters_of(scenario, [record])
+        assert profile.segment_start((record.at - EPOCH) // timedelta(milliseconds=1)) == start
 
-    lines = adjustment_lines(scenario.period, scenario.product_segments(), invoiced, late, BOOK)
+    lines = adjustment_lines(scenario.period, profile, billed, now, BOOK)
     expected = reference_adjustments(scenario.period, scenario.segments, invoiced, late)
-    assert {(line.tier, line.meter): (Fraction(line.used), Fraction(line.amount)) for line in lines} == expected
+    assert {(line.tier, Meter(line.meter)): (Fraction(line.used), Fraction(line.amount)) for line in lines} == expected
+    spans = {tier: (start, end) for tier, start, end in scenario.segments}
     for line in lines:
-        assert line.kind is LineKind.ADJUSTMENT
-        assert line.period == scenario.period
+        assert line.kind == LineKind.ADJUSTMENT.value
+        assert line.period == scenario.period.key
+        assert (line.start, line.end) == spans[str(line.tier)]
     # nothing lost, nothing charged twice: the invoiced total plus the adjustments is the total of everything
     everything = reference_rating(scenario.period, scenario.segments, scenario.usage).total
     invoiced_total = reference_rating(scenario.period, scenario.segments, invoiced).total
     assert invoiced_total + sum((amount for _, amount in expected.values()), Fraction(0)) == everything
+    billed_total = Fraction(rate_counters(scenario.period, profile, billed, BOOK).total)
+    assert billed_total + sum((Fraction(line.amount) for line in lines), Fraction(0)) == everything
+    # the same usage taken back (a call shortened by its real end): the same lines, negated
+    back = adjustment_lines(scenario.period, profile, now, billed, BOOK)
+    negated = {key: (-used, -amount) for key, (used, amount) in expected.items()}
+    assert {(line.tier, Meter(line.meter)): (Fraction(line.used), Fraction(line.amount)) for line in back} == negated
 
 
 @settings(max_examples=60, deadline=None)

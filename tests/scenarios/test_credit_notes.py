@@ -201,6 +201,46 @@ def test_given_positive_and_negative_late_periods_then_adjustment_lines_for_one_
     assert world.store.credit_notes["solo/2026-04/credit-2026-05"].to_due == Decimal("0.72")
 
 
+def _upgraded_march_of_4_69_in_usage(world: World) -> None:
+    world.signup("grow", (at(1), "personal"), (at(11), "team"))  # 10 of 31 days on Personal, 21 on Team
+    world.store.rate("grow", "2026-03", seg(at(1)), "video", 2_000)  # 5,000 x 10/31 -> 1,613: 387 over, 0.27864
+    world.store.rate("grow", "2026-03", seg(at(11)), "video", 40_000)  # 50,000 x 21/31 -> 33,871: 6,129 over, 4.41288
+    # usage 0.28 + 4.41, first-month fee 29 x 21/31 = 19.645.. -> 19.65, April's Team fee in advance 29.00
+    assert world.close("grow", MAR).total == Decimal("53.34")
+
+
+def test_given_an_upgraded_month_when_late_usage_of_its_segments_nets_negative_then_one_note_carries_both_lines(
+    world: World,
+) -> None:
+    _upgraded_march_of_4_69_in_usage(world)
+    march_gateway = world.store.invoices["grow/2026-03"].gateway_id
+    world.store.rate("grow", "2026-03", seg(at(1)), "video", -1_000)  # Personal 1,000: inside, 0.00: -0.28
+    world.store.rate("grow", "2026-03", seg(at(11)), "video", 100)  # Team 6,229 over: 4.48488 -> 4.48: +0.07
+    april = world.close("grow", APR)
+    assert amounts(april, "adjustment") == []  # nets -0.21: a credit note, not lines
+    assert april.total == Decimal("29.00")  # May's Team fee in advance
+    note = world.store.credit_notes["grow/2026-03/credit-2026-04"]
+    assert [(line.tier, line.used, line.quantity, line.amount) for line in note.lines] == [
+        ("personal", Decimal(-1000), Decimal(-387), Decimal("-0.28")),
+        ("team", Decimal(100), Decimal(100), Decimal("0.07")),
+    ]
+    assert (note.amount, note.to_due, note.to_credit) == (Decimal("0.21"), Decimal("0.21"), Decimal("0.00"))
+    assert world.gateway.credit_notes == {"grow/2026-03/credit-2026-04": (march_gateway, Decimal("0.21"))}
+    assert world.store.billing["grow"].credit == Decimal("0.00")
+
+
+def test_given_an_upgraded_month_when_late_usage_of_its_segments_nets_positive_then_both_lines_on_the_next_invoice(
+    world: World,
+) -> None:
+    _upgraded_march_of_4_69_in_usage(world)
+    world.store.rate("grow", "2026-03", seg(at(1)), "video", -1_000)  # Personal: -0.28, as above
+    world.store.rate("grow", "2026-03", seg(at(11)), "video", 500)  # Team 6,629 over: 4.77288 -> 4.77: +0.36
+    april = world.close("grow", APR)
+    assert amounts(april, "adjustment") == ["-0.28", "0.36"]  # nets +0.08: lines, the negative one shown too
+    assert april.total == Decimal("29.08")  # 29.00 + 0.08
+    assert world.store.credit_notes == {}
+
+
 def test_given_an_invoice_reduced_by_a_credit_note_and_paid_then_only_what_was_paid_is_refundable(
     world: World,
 ) -> None:

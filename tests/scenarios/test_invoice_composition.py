@@ -6,6 +6,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from decimal import Decimal
 
+from kilo_billing.accounts import AccountProfile
+from kilo_billing.catalog import default_catalog
+from kilo_billing.invoicing import AccountLedger, PeriodLedger, compose_close
 from kilo_billing.meters import Meter
 from kilo_billing.periods import Period
 from kilo_billing.rating import (
@@ -13,7 +16,6 @@ from kilo_billing.rating import (
     TierChange,
     TierSegment,
     UsageRecord,
-    adjustment_lines,
     compose_invoice,
     effective_change,
     rate_period,
@@ -98,20 +100,28 @@ def test_given_team_account_downgrading_to_personal_in_april_when_march_invoiced
     assert invoice.total == Decimal("0.00")
 
 
-def test_given_late_march_usage_when_april_invoiced_then_adjustment_line_appears_on_april_invoice(book):
-    march_segments = [TierSegment("team", MARCH.start, MARCH.end)]
-    invoiced = [UsageRecord(Meter.VIDEO, 49_000, _utc(2026, 3, 10))]
-    late = [UsageRecord(Meter.VIDEO, 3_000, _utc(2026, 3, 31, 23, 59))]
-    adjustments = adjustment_lines(MARCH, march_segments, invoiced, late, book)
+def test_given_late_march_usage_when_april_invoiced_then_adjustment_line_appears_on_april_invoice() -> None:
+    # composed as the close composes it (invoicing.compose_close), from March's counters as billed and as they are now
+    catalog = default_catalog()
+    profile = AccountProfile("acct-5", (TierChange(_utc(2026, 3, 1), "team"),))
+    video = (int(MARCH.start.timestamp()), "video")  # rating's counter: (segment start, meter)
+    march_ledger = AccountLedger("acct-5", profile, {"2026-03": PeriodLedger("2026-03", {video: 49_000})}, {})
+    march = compose_close(march_ledger, MARCH, catalog, MARCH.end)
+    assert march is not None
+    late = PeriodLedger("2026-03", {video: 52_000}, billed={video: 49_000}, invoiced=True)  # 3,000 on March 31
+    ledger = AccountLedger("acct-5", profile, {"2026-03": late}, {march.invoice.invoice_id: march.invoice})
 
-    april_rated = rate_period(APRIL, [TierSegment("team", APRIL.start, APRIL.end)], [], book)
-    invoice = compose_invoice(
-        "acct-5", april_rated, "team", book, fees_billed_in_advance=Decimal("29.00"), adjustments=adjustments
-    )
-    assert _kinds(invoice) == [LineKind.USAGE] * 4 + [LineKind.FEE, LineKind.ADJUSTMENT]
+    april = compose_close(ledger, APRIL, catalog, APRIL.end)
+    assert april is not None
+    invoice = april.invoice
+    assert [line.kind for line in invoice.lines] == ["usage"] * 4 + ["fee", "adjustment"]  # April's fee billed in March
     adjustment = invoice.lines[-1]
-    assert adjustment.period == MARCH  # the period the usage belongs to
+    assert adjustment.period == MARCH.key  # the period the usage belongs to
     assert adjustment.amount == Decimal("1.44")  # (52000 - 50000) x 0.00072
-    assert invoice.lines[-2].period == MAY  # May fee in advance
+    assert invoice.lines[-2].period == MAY.key  # May fee in advance
     assert invoice.total == Decimal("30.44")  # 0.00 usage + 29.00 May fee + 1.44 adjustment
     assert invoice.as_json()["lines"][-1]["kind"] == "adjustment"
+    assert [(move.period, move.billed) for move in april.watermarks] == [
+        ("2026-04", {}),
+        ("2026-03", {video: 52_000}),  # billed up to what the adjustment covers: never adjusted twice
+    ]

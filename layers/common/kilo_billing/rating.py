@@ -7,8 +7,8 @@ Rules (billing-policy.md, "Rating"; decisions in docs/decisions.md):
   rounded **up** to the meter step (whole minute / message, 0.01 GB), in the customer's favour; a prorated fee is
   rounded once, from its exact value, by :func:`kilo_billing.money.round_money`;
 - data transfer is summed in bytes per segment and turned into GB with :func:`kilo_billing.meters.bytes_to_gb`;
-- every meter gets a line, even when the allowance covers it ($0.00);
-- late usage for an invoiced period becomes adjustment lines: (rating with the late usage) - (rating without it).
+- every meter gets a line, even when the allowance covers it ($0.00).
+Late usage of an invoiced period is the close's: ``kilo_billing.invoicing.adjustment_lines`` (D5).
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 from fractions import Fraction
-from typing import cast
 
 from kilo_billing.catalog import OveragePolicy, PriceBook, Tier
 from kilo_billing.meters import METER_UNITS, Meter, bytes_to_gb
@@ -150,7 +149,7 @@ class InvoiceLine:
             view["meter"] = self.meter.value
         if self.tier is not None:
             view["tier"] = self.tier
-        if self.kind in (LineKind.USAGE, LineKind.ADJUSTMENT):
+        if self.kind is LineKind.USAGE:
             view["used"] = decimal_str(self.used)
             view["included"] = decimal_str(self.included) if self.included is not None else None
             view["billable"] = decimal_str(self.billable)
@@ -315,46 +314,6 @@ def rate_period(
     return rate_segments(period, bucket_usage(period, segments, usage), book)
 
 
-def adjustment_lines(
-    period: Period,
-    segments: Sequence[TierSegment],
-    invoiced: Sequence[UsageRecord],
-    late: Sequence[UsageRecord],
-    book: PriceBook,
-) -> list[InvoiceLine]:
-    """Lines that bring an invoiced period up to date with late usage.
-
-    Each line is the difference, per meter and segment, between rating the period with and without the late usage,
-    so ``invoiced total + adjustments == total of rating everything`` to the cent.
-    """
-    before = rate_period(period, segments, invoiced, book)
-    after = rate_period(period, segments, [*invoiced, *late], book)
-    lines: list[InvoiceLine] = []
-    for old, new in zip(before.usage_lines, after.usage_lines, strict=True):
-        if new.used == old.used:
-            continue
-        delta_used = new.used - old.used
-        meter = cast(Meter, old.meter)  # usage lines always carry their meter
-        lines.append(
-            InvoiceLine(
-                kind=LineKind.ADJUSTMENT,
-                description=(
-                    f"Late {meter.value.replace('_', ' ')} usage for {period} "
-                    f"(+{decimal_str(delta_used)} {METER_UNITS[meter].billing_unit})"
-                ),
-                period=period,
-                amount=new.amount - old.amount,
-                meter=meter,
-                tier=old.tier,
-                used=delta_used,
-                included=None if new.included is None else Decimal(0),
-                billable=new.billable - old.billable,
-                unit_price=old.unit_price,
-            )
-        )
-    return lines
-
-
 def advance_fee_line(period: Period, tier_id: str, book: PriceBook) -> InvoiceLine:
     """The fee for ``period`` billed in advance (full period, the tier in effect at its start)."""
     tier = book.tier(tier_id)
@@ -436,13 +395,13 @@ def compose_invoice(
     next_period_tier: str,
     book_for_next_period: PriceBook,
     fees_billed_in_advance: Decimal = ZERO,
-    adjustments: Sequence[InvoiceLine] = (),
     first_month: tuple[datetime, PriceBook] | None = None,
 ) -> Invoice:
     """Assemble the invoice closing ``rated.period``.
 
     Lines: usage of the period (arrears) + fee true-up for the period if the tier changed (what the segments owed minus
-    what was billed in advance) + the next period's fee (advance) + late-usage adjustments of earlier periods.
+    what was billed in advance) + the next period's fee (advance). The close (``invoicing.compose_close``) adds the
+    late-usage adjustments of earlier periods and the account credit.
     ``first_month``: (sign-up, the period's price book) when ``rated.period`` is the account's first period: its fee,
     of which nothing was billed in advance, is a first-month fee line instead of a true-up.
     """
@@ -454,7 +413,6 @@ def compose_invoice(
     if true_up is not None:
         lines.append(true_up)
     lines.append(advance_fee_line(rated.period.next(), next_period_tier, book_for_next_period))
-    lines.extend(adjustments)
     return Invoice(
         account_id=account_id, period=rated.period, currency=book_for_next_period.currency, lines=tuple(lines)
     )
