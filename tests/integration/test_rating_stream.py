@@ -625,3 +625,62 @@ def test_given_the_stream_records_expired_when_replayed_then_the_events_table_wi
         True,
     )
     assert aggregate(stack) == {"video": 20, "audio": 45, "messages": 1200}
+
+
+class StallingStream:
+    """The streams client, except that GetRecords gives a first page of 3 records and then only empty pages (AWS
+    documents that GetRecords can return empty pages before it reaches the records that follow)."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.pages = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    def get_records(self, **kwargs: Any) -> dict[str, Any]:
+        self.pages += 1
+        if self.pages == 1:
+            page: dict[str, Any] = self.real.get_records(**{**kwargs, "Limit": 3})
+            return page
+        return {"Records": [], "NextShardIterator": kwargs["ShardIterator"]}
+
+
+def _replay_with(stack: Stack, dlq: str, streams: Any, poison: Any) -> list[Any]:
+    from kilo_billing.catalog import default_catalog  # noqa: PLC0415
+    from kilo_rate_usage import adapters, dependencies  # noqa: PLC0415
+    from kilo_rate_usage.model import AttributionRule, RatingConfig  # noqa: PLC0415
+    from kilo_rate_usage.replay import replay  # noqa: PLC0415
+    from tests.fakes import RecordingPublisher  # noqa: PLC0415
+
+    return replay(
+        queue=adapters.SqsFailureQueue(stack.clients["sqs"], dlq, visibility_timeout=60),
+        streams=adapters.DynamoStreamArchive(streams),
+        events=adapters.DynamoEventArchive(stack.clients["dynamodb"], stack.template.physical_name("EventsTable")),
+        repo=dependencies.rating().repo,
+        publisher=RecordingPublisher(),
+        poison=poison,
+        config=RatingConfig(AttributionRule(), default_catalog().for_period),
+        now_ms=(T0 + 3600) * 1000,
+        apply=True,
+    )
+
+
+def test_given_a_stream_read_that_stops_before_the_batchs_end_when_replayed_then_the_events_table_rates_it_whole(
+    stack: Stack, lambda_context: LambdaContext
+) -> None:
+    from tests.fakes import InMemoryPoisonSink  # noqa: PLC0415
+
+    video_call(lambda_context)
+    _report_messages(stack, lambda_context)
+    dlq = _fail_batch_into_the_on_failure_queue(stack)  # 9 records: the call's 8 events and the usage event
+    streams = StallingStream(stack.clients["dynamodbstreams"])
+
+    [result] = _replay_with(stack, dlq, streams, InMemoryPoisonSink())
+
+    assert streams.pages > 1  # the stream gave 3 of the 9 records, then empty pages
+    assert (result.plan.source, len(result.plan.livekit), len(result.plan.usage), result.deleted) == (
+        "events table", 8, 1, True
+    )  # fmt: skip
+    # the whole call (EXPECTED: 20 video, 45 audio, hand-worked) and the 1,200 messages - not 3 records' worth
+    assert aggregate(stack) == {"video": 20, "audio": 45, "messages": 1200}

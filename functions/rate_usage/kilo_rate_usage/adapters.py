@@ -616,7 +616,7 @@ class DynamoStreamArchive:
             except (ResourceGoneError, InvalidRequestError):  # trimmed, expired, or not on this shard
                 continue
             records = self._read(iterator, end_sequence)
-            if records:
+            if records is not None:
                 return records
         return None
 
@@ -636,18 +636,24 @@ class DynamoStreamArchive:
                 holding.append(str(shard["ShardId"]))
         return holding
 
-    def _read(self, iterator: str | None, end: str, max_empty_pages: int = 5) -> list[dict[str, Any]]:
+    def _read(self, iterator: str | None, end: str, max_empty_pages: int = 5) -> list[dict[str, Any]] | None:
+        """The records up to ``end``; None when the read ended (``max_empty_pages`` empty pages in a row - GetRecords
+        may return empty pages before records -, or a closed shard's end) before a record at or past ``end``: a part
+        of a batch is never taken for the whole (the replay then reads the events table's window)."""
         records: list[dict[str, Any]] = []
         empty = 0
         while iterator and empty < max_empty_pages:
             page = call(self._client.get_records, ShardIterator=iterator, Limit=1000)
             for record in page.get("Records", []):
-                if int(record["dynamodb"]["SequenceNumber"]) > int(end):
+                sequence = int(record["dynamodb"]["SequenceNumber"])
+                if sequence > int(end):
                     return records
                 records.append(lambda_shape(dict(record)))
+                if sequence == int(end):
+                    return records
             empty = 0 if page.get("Records") else empty + 1
             iterator = page.get("NextShardIterator")
-        return records
+        return None
 
 
 class DynamoEventArchive:

@@ -335,7 +335,8 @@ class StreamArchive(Protocol):
     def batch_records(
         self, stream_arn: str, shard_id: str, start_sequence: str, end_sequence: str
     ) -> list[dict[str, Any]] | None:
-        """The records of that range, shaped as Lambda delivers them; None when the stream no longer has them."""
+        """The records of that range up to its end sequence, shaped as Lambda delivers them; None when the stream
+        no longer has them, or the read ended before reaching the end sequence (never part of a batch)."""
         ...
 
 

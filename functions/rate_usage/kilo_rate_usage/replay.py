@@ -4,7 +4,10 @@ Lambda gives up on a batch after its retries and sends only its coordinates to t
 ``DDBStreamBatchInfo``: stream ARN, shard, first and last sequence number, arrival times of the first and last
 record). Within 24 h the records are read back from the stream by sequence number; after that the stream has dropped
 them, and the events table answers instead: every event it received in the batch's arrival window (widened by a
-margin; when the message carries no arrival times, the 24 h before the failure - the stream keeps nothing longer).
+margin; when the message carries no arrival times, the 24 h before the failure - the stream keeps nothing longer). A
+stream read is taken only when it reached the batch's end sequence (GetRecords may answer empty pages before the
+records that follow): a part of the batch is never rated as the whole.
+
 Either way the events go through ``logic.rate_batch``, the same exactly-once path as the stream: a room is rebuilt
 from all of its events and only differences are written, a usage event is added only if not yet marked rated. So a
 replay is idempotent: replaying twice, or replaying what a later retry already rated, changes nothing.
