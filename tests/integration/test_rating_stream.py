@@ -236,7 +236,7 @@ def test_given_a_poison_record_then_it_goes_to_the_poison_queue_and_the_rest_is_
     assert len(messages) == 1
     poisoned = json.loads(messages[0]["Body"])
     assert "event_id" in poisoned["reason"]
-    assert poisoned["record"]["dynamodb"]["Keys"]["sk"] == {"S": "ev#EV_broken"}
+    assert poisoned["keys"]["sk"] == {"S": "ev#EV_broken"}
 
 
 # no event id, no type (cannot be decoded), in the partition of the very room being rated
@@ -267,12 +267,10 @@ def test_given_an_undecodable_item_in_the_rooms_partition_then_the_room_goes_to_
         bodies += [json.loads(m["Body"]) for m in messages]
         for m in messages:
             stack.clients["sqs"].delete_message(QueueUrl=queue, ReceiptHandle=m["ReceiptHandle"])
-    keys = sorted(body["record"]["dynamodb"]["Keys"]["sk"]["S"] for body in bodies)
+    keys = sorted(body["keys"]["sk"]["S"] for body in bodies)
     assert len(keys) == len(records)  # every record of the batch: the broken item's own and the room's events
     assert "ev#EV_broken" in keys
-    room_reasons = {
-        body["reason"] for body in bodies if body["record"]["dynamodb"]["Keys"]["sk"]["S"] != "ev#EV_broken"
-    }
+    room_reasons = {body["reason"] for body in bodies if body["keys"]["sk"]["S"] != "ev#EV_broken"}
     assert len(room_reasons) == 1
     assert "not rated" in room_reasons.pop()
 
@@ -414,7 +412,7 @@ def test_given_dynamodb_refuses_one_rooms_writes_then_its_records_go_to_the_pois
     queue = stack.template.ref("PoisonRecordDeadLetterQueue")
     messages = stack.clients["sqs"].receive_message(QueueUrl=queue, MaxNumberOfMessages=10)["Messages"]
     poisoned = [json.loads(message["Body"]) for message in messages]
-    assert sorted(p["record"]["dynamodb"]["Keys"]["pk"]["S"] for p in poisoned) == ["room#RM_huge01"] * 2
+    assert sorted(p["keys"]["pk"]["S"] for p in poisoned) == ["room#RM_huge01"] * 2
     assert all("ValidationError" in p["reason"] for p in poisoned)
 
 
@@ -625,6 +623,81 @@ def test_given_the_stream_records_expired_when_replayed_then_the_events_table_wi
         True,
     )
     assert aggregate(stack) == {"video": 20, "audio": 45, "messages": 1200}
+
+
+def _refuse_usage_marks(params: dict[str, Any], **_: Any) -> None:
+    """DynamoDB refusing for good every transaction that marks a usage event rated (as for a transaction too large)."""
+    from botocore.exceptions import ClientError  # noqa: PLC0415
+
+    items = params.get("TransactItems", [])
+    if any(item.get("Update", {}).get("Key", {}).get("pk", {}).get("S", "").startswith("usage#") for item in items):
+        reasons = [{"Code": "ValidationError", "Message": "Transaction request cannot exceed 4 MB"}]
+        raise ClientError(
+            {"Error": {"Code": "TransactionCanceledException", "Message": "Transaction cancelled"},
+             "CancellationReasons": reasons + [{"Code": "None"}] * (len(items) - 1)}, "TransactWriteItems",
+        )  # fmt: skip
+
+
+def _peek(stack: Stack, queue: str) -> list[str]:
+    """The bodies on a queue, left on it."""
+    messages = stack.clients["sqs"].receive_message(QueueUrl=queue, MaxNumberOfMessages=10, VisibilityTimeout=0)
+    return [message["Body"] for message in messages.get("Messages", [])]
+
+
+def test_given_a_usage_event_refused_onto_the_poison_queue_when_replayed_then_it_is_rated_once(
+    stack: Stack, lambda_context: LambdaContext, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A record DynamoDB refused for good stays unrated in the events table; once the cause is fixed, `rating
+    replay` on the poison queue re-rates it through the exactly-once path and deletes the message; a second replay of
+    the same message rates nothing more."""
+    from kilo_rate_usage import dependencies  # noqa: PLC0415
+    from kilo_rate_usage.handler import lambda_handler  # noqa: PLC0415
+
+    _report_messages(stack, lambda_context)  # 1,200 messages for ACCOUNT
+    client = dependencies.rating().repo._client
+    client.meta.events.register("provide-client-params.dynamodb.TransactWriteItems", _refuse_usage_marks)
+    assert lambda_handler({"Records": Lambda(stack).poll()}, lambda_context) == {"batchItemFailures": []}
+    client.meta.events.unregister("provide-client-params.dynamodb.TransactWriteItems", _refuse_usage_marks)
+    assert aggregate(stack) == {}  # refused: not rated
+    poison = stack.template.ref("PoisonRecordDeadLetterQueue")
+    [body] = _peek(stack, poison)
+
+    [dry] = _cli("--queue-url", poison, capsys=capsys)["messages"]
+    assert (dry["source"], dry["usage_events"], dry["usage_rated"], dry["message_deleted"]) == (
+        "poison queue", 1, 1, False
+    )  # fmt: skip
+    assert aggregate(stack) == {}  # a dry run writes nothing
+    [applied] = _cli("--queue-url", poison, "--apply", capsys=capsys)["messages"]
+    assert (applied["problem"], applied["usage_rated"], applied["message_deleted"]) == ("", 1, True)
+    assert aggregate(stack) == {"messages": 1200}
+    assert _peek(stack, poison) == []
+
+    before = usage_state(stack)
+    stack.clients["sqs"].send_message(QueueUrl=poison, MessageBody=body)  # the same message replayed again
+    [again] = _cli("--queue-url", poison, "--apply", capsys=capsys)["messages"]
+    assert (again["usage_rated"], again["writes"], again["message_deleted"]) == (0, 0, True)
+    assert aggregate(stack) == {"messages": 1200}
+    assert usage_state(stack) == before
+
+
+def test_given_a_poison_record_near_dynamodbs_item_limit_then_its_message_names_its_keys_within_sqss_limit(
+    stack: Stack, lambda_context: LambdaContext
+) -> None:
+    """An event can be stored up to 400,000 bytes, an SQS message at most 256 KiB: the poison message carries the
+    event's keys and the reason (the event itself stays in the events table), never the whole record."""
+    from kilo_rate_usage.handler import lambda_handler  # noqa: PLC0415
+
+    stack.clients["dynamodb"].put_item(
+        TableName=stack.template.physical_name("EventsTable"),
+        Item={"pk": {"S": "room#RM_large"}, "sk": {"S": "ev#EV_large"}, "source": {"S": "livekit"},
+              "schema_version": {"N": "1"}, "note": {"S": "x" * 300_000}},  # undecodable, and 300 KB
+    )  # fmt: skip
+    assert lambda_handler({"Records": Lambda(stack).poll()}, lambda_context) == {"batchItemFailures": []}
+    [body] = _peek(stack, stack.template.ref("PoisonRecordDeadLetterQueue"))
+    assert len(body.encode()) <= 262_144  # SQS refuses larger messages (moto does not: checked here)
+    message = json.loads(body)
+    assert message["keys"] == {"pk": {"S": "room#RM_large"}, "sk": {"S": "ev#EV_large"}}
+    assert "event_id" in message["reason"]
 
 
 class StallingStream:

@@ -550,22 +550,23 @@ class DynamoUsageRepository:
 
 
 class SqsPoisonSink:
-    """Records that can never be rated (not decodable, unknown meter, refused by DynamoDB): kept whole on a queue,
-    with the reason."""
+    """Events that cannot be rated (not decodable, unknown meter, refused by DynamoDB): their events-table keys and
+    the reason on a queue, ``{"reason": ..., "keys": {"pk": {"S": ...}, "sk": {"S": ...}}}`` - never the record
+    itself: an event may be stored up to 400 KB, an SQS message holds 256 KiB (the event stays in the events table)."""
 
     def __init__(self, client: Any, queue_url: str) -> None:
         self._client = client
         self._queue = queue_url
 
-    def send(self, record: Mapping[str, Any], reason: str) -> None:
-        body = json.dumps({"reason": reason, "record": record}, default=str)
+    def send(self, keys: Mapping[str, Any], reason: str) -> None:
+        body = json.dumps({"reason": reason[:4000], "keys": keys}, default=str)
         call(self._client.send_message, QueueUrl=self._queue, MessageBody=body)
 
 
 class SqsFailureQueue:
-    """The stream's on-failure queue, read by the operator's replay command. ``visibility_timeout``: how long received
-    messages stay hidden - 0 for a dry run (they stay for the real run; repeats are recognised by message id), long
-    enough for the re-rating when applying."""
+    """The stream's on-failure queue or the poison queue, read by the operator's replay command.
+    ``visibility_timeout``: how long received messages stay hidden - 0 for a dry run (they stay for the real run;
+    repeats are recognised by message id), long enough for the re-rating when applying."""
 
     def __init__(self, client: Any, queue_url: str, visibility_timeout: int = 0) -> None:
         self._client = client
@@ -657,8 +658,9 @@ class DynamoStreamArchive:
 
 
 class DynamoEventArchive:
-    """The events table scanned for what it received in a window (the operator's replay, after the stream expired).
-    A full scan: it reads the whole table once per replay (documented in the runbook)."""
+    """The events table, for the operator's replay: scanned for what it received in a window (a batch whose stream
+    records expired; a full scan: it reads the whole table once per replay, documented in the runbook), and read by
+    keys (a poison queue's message)."""
 
     def __init__(self, client: Any, events_table: str) -> None:
         self._client = client
@@ -674,6 +676,11 @@ class DynamoEventArchive:
             if start_ms <= event.received_at_ms <= end_ms:
                 found.append(event)
         return found
+
+    def stored_item(self, keys: Mapping[str, Any]) -> Item | None:
+        found = call(self._client.get_item, TableName=self._events, Key=dict(keys), ConsistentRead=True)
+        item: Item | None = found.get("Item")
+        return item
 
 
 @dataclass(frozen=True, slots=True)
