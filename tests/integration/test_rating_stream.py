@@ -5,6 +5,7 @@ handler rates each batch. Redelivery, a crash half-way and a poison record chang
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -757,3 +758,35 @@ def test_given_a_stream_read_that_stops_before_the_batchs_end_when_replayed_then
     )  # fmt: skip
     # the whole call (EXPECTED: 20 video, 45 audio, hand-worked) and the 1,200 messages - not 3 records' worth
     assert aggregate(stack) == {"video": 20, "audio": 45, "messages": 1200}
+
+
+def test_given_an_undecodable_event_in_the_events_table_window_when_replayed_then_it_goes_to_the_poison_queue(
+    stack: Stack, lambda_context: LambdaContext
+) -> None:
+    from botocore.exceptions import ClientError  # noqa: PLC0415
+
+    from tests.fakes import InMemoryPoisonSink  # noqa: PLC0415
+
+    video_call(lambda_context)
+    received = int(time.time() * 1000)
+    stack.clients["dynamodb"].put_item(
+        TableName=stack.template.physical_name("EventsTable"),
+        Item={"pk": {"S": "room#RM_broken"}, "sk": {"S": "ev#EV_broken"}, "source": {"S": "livekit"},
+              "schema_version": {"N": "1"}, "received_at_ms": {"N": str(received)}},  # no event id: undecodable
+    )  # fmt: skip
+    dlq = _fail_batch_into_the_on_failure_queue(stack)
+    streams = stack.clients["dynamodbstreams"]
+
+    def trimmed(**_: Any) -> None:  # 24 h later the stream answers so for every sequence number of the batch
+        raise ClientError({"Error": {"Code": "TrimmedDataAccessException", "Message": "trimmed"}}, "GetShardIterator")
+
+    streams.meta.events.register("before-call.dynamodbstreams.GetShardIterator", trimmed)
+    poison = InMemoryPoisonSink()
+
+    [result] = _replay_with(stack, dlq, streams, poison)
+
+    assert (result.plan.source, result.plan.rooms, result.deleted) == ("events table", ["RM_stream01"], True)
+    assert aggregate(stack) == EXPECTED  # the call is rated
+    [(keys, reason)] = poison.sent  # and the item no reader decodes reaches the poison queue (and its alarm)
+    assert keys == {"pk": {"S": "room#RM_broken"}, "sk": {"S": "ev#EV_broken"}}
+    assert "event_id" in reason

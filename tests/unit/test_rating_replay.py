@@ -13,6 +13,7 @@ from kilo_billing.usage_events import UsageEventRecord
 from kilo_dev import livekit_events as lk
 from kilo_rate_usage.items import key_item
 from kilo_rate_usage.model import AttributionRule, RatingConfig
+from kilo_rate_usage.ports import UndecodableItem
 from kilo_rate_usage.replay import BatchInfo, replay
 from tests.fakes import InMemoryPoisonSink, InMemoryUsageRepository, RecordingPublisher
 
@@ -60,7 +61,7 @@ class Events:
         self.events = list(events)
         self.windows: list[tuple[int, int]] = []
 
-    def received_between(self, start_ms: int, end_ms: int) -> list[StoredEvent]:
+    def received_between(self, start_ms: int, end_ms: int) -> list[StoredEvent | UndecodableItem]:
         self.windows.append((start_ms, end_ms))
         return [event for event in self.events if start_ms <= event.received_at_ms <= end_ms]
 

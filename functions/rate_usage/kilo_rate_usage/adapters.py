@@ -59,6 +59,7 @@ from kilo_rate_usage.ports import (
     RejectedWriteError,
     SessionChange,
     StateChange,
+    UndecodableItem,
     UnreadableRoomError,
     UsageChange,
 )
@@ -659,20 +660,24 @@ class DynamoStreamArchive:
 
 class DynamoEventArchive:
     """The events table, for the operator's replay: scanned for what it received in a window (a batch whose stream
-    records expired; a full scan: it reads the whole table once per replay, documented in the runbook), and read by
-    keys (a poison queue's message)."""
+    records expired) - a full scan, the whole table read once per such message (documented in the runbook, D27) -
+    and read by keys (a poison queue's message)."""
 
     def __init__(self, client: Any, events_table: str) -> None:
         self._client = client
         self._events = events_table
 
-    def received_between(self, start_ms: int, end_ms: int) -> list[StoredEvent]:
-        found: list[StoredEvent] = []
+    def received_between(self, start_ms: int, end_ms: int) -> list[StoredEvent | UndecodableItem]:
+        found: list[StoredEvent | UndecodableItem] = []
         for item in paged_items(self._client.scan, TableName=self._events):
             try:
                 event = decode_item(item)
-            except (ContractError, KeyError, TypeError, ValueError):
-                continue  # not an event this reader knows (the poison queue has those)
+            except (ContractError, KeyError, TypeError, ValueError) as exc:
+                received = _received_at_ms(item)  # an item no reader decodes: the batch's if received in its window
+                if received is None or start_ms <= received <= end_ms:  # or if it cannot be dated (it may be)
+                    keys = {name: item[name] for name in (KEY, SORT_KEY) if name in item}
+                    found.append(UndecodableItem(keys, f"{type(exc).__name__}: {exc}"))
+                continue
             if start_ms <= event.received_at_ms <= end_ms:
                 found.append(event)
         return found
@@ -681,6 +686,14 @@ class DynamoEventArchive:
         found = call(self._client.get_item, TableName=self._events, Key=dict(keys), ConsistentRead=True)
         item: Item | None = found.get("Item")
         return item
+
+
+def _received_at_ms(item: Item) -> int | None:
+    """An undecodable item's ``received_at_ms`` when it reads as a number, else None."""
+    try:
+        return int((item.get("received_at_ms") or {})["N"])
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -341,11 +341,22 @@ class StreamArchive(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class UndecodableItem:
+    """An events-table item no reader decodes: its keys (attribute-value form) and why."""
+
+    keys: dict[str, Any]
+    reason: str
+
+
 class EventArchive(Protocol):
     """The events table itself: what it received in a time window (for batches whose stream records expired), and
     one item by its keys (for the poison queue's messages)."""
 
-    def received_between(self, start_ms: int, end_ms: int) -> list[StoredEvent]: ...
+    def received_between(self, start_ms: int, end_ms: int) -> list[StoredEvent | UndecodableItem]:
+        """The events received in the window, and the items in it (or of no readable receive time) that cannot be
+        decoded."""
+        ...
 
     def stored_item(self, keys: Mapping[str, Any]) -> Item | None:
         """The item of these keys as stored (strongly consistent), None when there is none."""

@@ -7,7 +7,8 @@ record). Within 24 h the records are read back from the stream by sequence numbe
 them, and the events table answers instead: every event it received in the batch's arrival window (widened by a
 margin; when the message carries no arrival times, the 24 h before the failure - the stream keeps nothing longer). A
 stream read is taken only when it reached the batch's end sequence (GetRecords may answer empty pages before the
-records that follow): a part of the batch is never rated as the whole.
+records that follow): a part of the batch is never rated as the whole. Items of the window no reader decodes go to
+the poison queue, as the stream's undecodable records do.
 
 A poison queue's message names one event by its events-table keys (``{"reason", "keys"}``; before, ``{"reason",
 "record"}`` with the whole stream record, whose keys are used): the event is read from the events table and, once it
@@ -42,6 +43,7 @@ from kilo_rate_usage.ports import (
     FailureQueue,
     PoisonSink,
     StreamArchive,
+    UndecodableItem,
     UsageRepository,
 )
 from kilo_rate_usage.rooms import RoomState
@@ -177,7 +179,8 @@ def plan(receipt: str, body: str, streams: StreamArchive, events: EventArchive, 
     found = events.received_between(start, end)
     livekit = [event for event in found if isinstance(event, LiveKitEventRecord)]
     usage = [event for event in found if isinstance(event, UsageEventRecord)]
-    return ReplayPlan(receipt, info, "events table", livekit, usage)
+    poison = [(item.keys, item.reason) for item in found if isinstance(item, UndecodableItem)]
+    return ReplayPlan(receipt, info, "events table", livekit, usage, poison=poison)
 
 
 def _keys(record: Mapping[str, Any]) -> dict[str, Any]:
