@@ -415,8 +415,8 @@ class InMemoryPoisonSink:
     def __init__(self) -> None:
         self.sent: list[tuple[Mapping[str, Any], str]] = []
 
-    def send(self, record: Mapping[str, Any], reason: str) -> None:
-        self.sent.append((record, reason))
+    def send(self, keys: Mapping[str, Any], reason: str) -> None:
+        self.sent.append((keys, reason))
 
 
 class StaticRoomDirectory:

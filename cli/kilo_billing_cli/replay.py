@@ -1,9 +1,11 @@
-"""`kilo-billing rating replay`: re-rate the stream batches Lambda gave up on (the rating on-failure queue).
+"""`kilo-billing rating replay`: re-rate the stream batches Lambda gave up on (the rating on-failure queue), or the
+events rating could not rate (the poison queue), once the cause is fixed.
 
-Dry run by default: lists, per queue message, where its events were found (the stream by sequence number within 24 h,
-else the events table by arrival window), the rooms and usage events concerned and what re-rating would change -
-without writing, publishing or deleting anything. ``--apply`` re-rates through rating's own exactly-once path and
-deletes each message once its batch is rated whole; running it again changes nothing. Runbook: README, Operations.
+Dry run by default: lists, per queue message, where its events were found (a batch: the stream by sequence number
+within 24 h, read up to the batch's end, else the events table by arrival window; a poison message: its event in the
+events table by its keys), the rooms and usage events concerned and what re-rating would change - without writing,
+publishing or deleting anything. ``--apply`` re-rates through rating's own exactly-once path and deletes each message
+once its events are rated whole; running it again changes nothing. Runbook: README, Operations.
 
 Tables, bus and poison queue come from the options or the functions' variables (``USAGE_TABLE_NAME``,
 ``EVENTS_TABLE_NAME``, ``EVENT_BUS_NAME``, ``POISON_QUEUE_URL``); AWS credentials, region and endpoint
@@ -29,12 +31,18 @@ from kilo_billing_cli.arguments import whole_number
 
 
 def add_parser(sub: Any) -> None:
-    rating = sub.add_parser("rating", help="operate rating (replay failed stream batches)")
+    rating = sub.add_parser("rating", help="operate rating (replay failed stream batches and poison records)")
     commands = rating.add_subparsers(dest="rating_command", required=True, parser_class=type(rating))
     replay = commands.add_parser(
-        "replay", help="re-rate the batches on the stream's on-failure queue (a dry run unless --apply)"
+        "replay",
+        help="re-rate the batches on the stream's on-failure queue or the poison queue's events (a dry run unless "
+        "--apply)",
     )
-    replay.add_argument("--queue-url", required=True, help="the rating on-failure queue (RatingDeadLetterQueue)")
+    replay.add_argument(
+        "--queue-url",
+        required=True,
+        help="the rating on-failure queue (RatingDeadLetterQueue) or the poison queue (PoisonRecordDeadLetterQueue)",
+    )
     replay.add_argument("--apply", action="store_true", help="re-rate and delete each replayed message")
     replay.add_argument("--usage-table", default=os.environ.get("USAGE_TABLE_NAME", ""))
     replay.add_argument("--events-table", default=os.environ.get("EVENTS_TABLE_NAME", ""))
@@ -131,10 +139,11 @@ def _replay(args: argparse.Namespace, attribution: str | None) -> list[Any]:
 
 def _print(console: Console, rows: list[dict[str, Any]], applied: bool) -> None:
     table = Table(title=("Replayed" if applied else "Dry run: would replay") + f" {len(rows)} message(s)")
-    for column in ("source", "sequence", "rooms", "usage", "sessions changed", "usage rated", "writes", "note"):
+    columns = ("source", "sequence or event", "rooms", "usage", "sessions changed", "usage rated", "writes", "note")
+    for column in columns:
         table.add_column(column)
     for row in rows:
-        sequence = "-".join(row["sequence"]) if row["sequence"] else ""
+        sequence = "-".join(row["sequence"]) if row["sequence"] else (row["event"] or "")
         note = row["problem"] or (f"refused: {', '.join(row['rejected'])}" if row["rejected"] else "")
         if row["poison_records"]:
             note += f" {len(row['poison_records'])} poison record(s)"

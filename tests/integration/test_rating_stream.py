@@ -5,6 +5,7 @@ handler rates each batch. Redelivery, a crash half-way and a poison record chang
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -236,7 +237,7 @@ def test_given_a_poison_record_then_it_goes_to_the_poison_queue_and_the_rest_is_
     assert len(messages) == 1
     poisoned = json.loads(messages[0]["Body"])
     assert "event_id" in poisoned["reason"]
-    assert poisoned["record"]["dynamodb"]["Keys"]["sk"] == {"S": "ev#EV_broken"}
+    assert poisoned["keys"]["sk"] == {"S": "ev#EV_broken"}
 
 
 # no event id, no type (cannot be decoded), in the partition of the very room being rated
@@ -267,12 +268,10 @@ def test_given_an_undecodable_item_in_the_rooms_partition_then_the_room_goes_to_
         bodies += [json.loads(m["Body"]) for m in messages]
         for m in messages:
             stack.clients["sqs"].delete_message(QueueUrl=queue, ReceiptHandle=m["ReceiptHandle"])
-    keys = sorted(body["record"]["dynamodb"]["Keys"]["sk"]["S"] for body in bodies)
+    keys = sorted(body["keys"]["sk"]["S"] for body in bodies)
     assert len(keys) == len(records)  # every record of the batch: the broken item's own and the room's events
     assert "ev#EV_broken" in keys
-    room_reasons = {
-        body["reason"] for body in bodies if body["record"]["dynamodb"]["Keys"]["sk"]["S"] != "ev#EV_broken"
-    }
+    room_reasons = {body["reason"] for body in bodies if body["keys"]["sk"]["S"] != "ev#EV_broken"}
     assert len(room_reasons) == 1
     assert "not rated" in room_reasons.pop()
 
@@ -414,7 +413,7 @@ def test_given_dynamodb_refuses_one_rooms_writes_then_its_records_go_to_the_pois
     queue = stack.template.ref("PoisonRecordDeadLetterQueue")
     messages = stack.clients["sqs"].receive_message(QueueUrl=queue, MaxNumberOfMessages=10)["Messages"]
     poisoned = [json.loads(message["Body"]) for message in messages]
-    assert sorted(p["record"]["dynamodb"]["Keys"]["pk"]["S"] for p in poisoned) == ["room#RM_huge01"] * 2
+    assert sorted(p["keys"]["pk"]["S"] for p in poisoned) == ["room#RM_huge01"] * 2
     assert all("ValidationError" in p["reason"] for p in poisoned)
 
 
@@ -625,3 +624,169 @@ def test_given_the_stream_records_expired_when_replayed_then_the_events_table_wi
         True,
     )
     assert aggregate(stack) == {"video": 20, "audio": 45, "messages": 1200}
+
+
+def _refuse_usage_marks(params: dict[str, Any], **_: Any) -> None:
+    """DynamoDB refusing for good every transaction that marks a usage event rated (as for a transaction too large)."""
+    from botocore.exceptions import ClientError  # noqa: PLC0415
+
+    items = params.get("TransactItems", [])
+    if any(item.get("Update", {}).get("Key", {}).get("pk", {}).get("S", "").startswith("usage#") for item in items):
+        reasons = [{"Code": "ValidationError", "Message": "Transaction request cannot exceed 4 MB"}]
+        raise ClientError(
+            {"Error": {"Code": "TransactionCanceledException", "Message": "Transaction cancelled"},
+             "CancellationReasons": reasons + [{"Code": "None"}] * (len(items) - 1)}, "TransactWriteItems",
+        )  # fmt: skip
+
+
+def _peek(stack: Stack, queue: str) -> list[str]:
+    """The bodies on a queue, left on it."""
+    messages = stack.clients["sqs"].receive_message(QueueUrl=queue, MaxNumberOfMessages=10, VisibilityTimeout=0)
+    return [message["Body"] for message in messages.get("Messages", [])]
+
+
+def test_given_a_usage_event_refused_onto_the_poison_queue_when_replayed_then_it_is_rated_once(
+    stack: Stack, lambda_context: LambdaContext, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A record DynamoDB refused for good stays unrated in the events table; once the cause is fixed, `rating
+    replay` on the poison queue re-rates it through the exactly-once path and deletes the message; a second replay of
+    the same message rates nothing more."""
+    from kilo_rate_usage import dependencies  # noqa: PLC0415
+    from kilo_rate_usage.handler import lambda_handler  # noqa: PLC0415
+
+    _report_messages(stack, lambda_context)  # 1,200 messages for ACCOUNT
+    client = dependencies.rating().repo._client
+    client.meta.events.register("provide-client-params.dynamodb.TransactWriteItems", _refuse_usage_marks)
+    assert lambda_handler({"Records": Lambda(stack).poll()}, lambda_context) == {"batchItemFailures": []}
+    client.meta.events.unregister("provide-client-params.dynamodb.TransactWriteItems", _refuse_usage_marks)
+    assert aggregate(stack) == {}  # refused: not rated
+    poison = stack.template.ref("PoisonRecordDeadLetterQueue")
+    [body] = _peek(stack, poison)
+
+    [dry] = _cli("--queue-url", poison, capsys=capsys)["messages"]
+    assert (dry["source"], dry["usage_events"], dry["usage_rated"], dry["message_deleted"]) == (
+        "poison queue", 1, 1, False
+    )  # fmt: skip
+    assert aggregate(stack) == {}  # a dry run writes nothing
+    [applied] = _cli("--queue-url", poison, "--apply", capsys=capsys)["messages"]
+    assert (applied["problem"], applied["usage_rated"], applied["message_deleted"]) == ("", 1, True)
+    assert aggregate(stack) == {"messages": 1200}
+    assert _peek(stack, poison) == []
+
+    before = usage_state(stack)
+    stack.clients["sqs"].send_message(QueueUrl=poison, MessageBody=body)  # the same message replayed again
+    [again] = _cli("--queue-url", poison, "--apply", capsys=capsys)["messages"]
+    assert (again["usage_rated"], again["writes"], again["message_deleted"]) == (0, 0, True)
+    assert aggregate(stack) == {"messages": 1200}
+    assert usage_state(stack) == before
+
+
+def test_given_a_poison_record_near_dynamodbs_item_limit_then_its_message_names_its_keys_within_sqss_limit(
+    stack: Stack, lambda_context: LambdaContext
+) -> None:
+    """An event can be stored up to 400,000 bytes, an SQS message at most 256 KiB: the poison message carries the
+    event's keys and the reason (the event itself stays in the events table), never the whole record."""
+    from kilo_rate_usage.handler import lambda_handler  # noqa: PLC0415
+
+    stack.clients["dynamodb"].put_item(
+        TableName=stack.template.physical_name("EventsTable"),
+        Item={"pk": {"S": "room#RM_large"}, "sk": {"S": "ev#EV_large"}, "source": {"S": "livekit"},
+              "schema_version": {"N": "1"}, "note": {"S": "x" * 300_000}},  # undecodable, and 300 KB
+    )  # fmt: skip
+    assert lambda_handler({"Records": Lambda(stack).poll()}, lambda_context) == {"batchItemFailures": []}
+    [body] = _peek(stack, stack.template.ref("PoisonRecordDeadLetterQueue"))
+    assert len(body.encode()) <= 262_144  # SQS refuses larger messages (moto does not: checked here)
+    message = json.loads(body)
+    assert message["keys"] == {"pk": {"S": "room#RM_large"}, "sk": {"S": "ev#EV_large"}}
+    assert "event_id" in message["reason"]
+
+
+class StallingStream:
+    """The streams client, except that GetRecords gives a first page of 3 records and then only empty pages (AWS
+    documents that GetRecords can return empty pages before it reaches the records that follow)."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.pages = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    def get_records(self, **kwargs: Any) -> dict[str, Any]:
+        self.pages += 1
+        if self.pages == 1:
+            page: dict[str, Any] = self.real.get_records(**{**kwargs, "Limit": 3})
+            return page
+        return {"Records": [], "NextShardIterator": kwargs["ShardIterator"]}
+
+
+def _replay_with(stack: Stack, dlq: str, streams: Any, poison: Any) -> list[Any]:
+    from kilo_billing.catalog import default_catalog  # noqa: PLC0415
+    from kilo_rate_usage import adapters, dependencies  # noqa: PLC0415
+    from kilo_rate_usage.model import AttributionRule, RatingConfig  # noqa: PLC0415
+    from kilo_rate_usage.replay import replay  # noqa: PLC0415
+    from tests.fakes import RecordingPublisher  # noqa: PLC0415
+
+    return replay(
+        queue=adapters.SqsFailureQueue(stack.clients["sqs"], dlq, visibility_timeout=60),
+        streams=adapters.DynamoStreamArchive(streams),
+        events=adapters.DynamoEventArchive(stack.clients["dynamodb"], stack.template.physical_name("EventsTable")),
+        repo=dependencies.rating().repo,
+        publisher=RecordingPublisher(),
+        poison=poison,
+        config=RatingConfig(AttributionRule(), default_catalog().for_period),
+        now_ms=(T0 + 3600) * 1000,
+        apply=True,
+    )
+
+
+def test_given_a_stream_read_that_stops_before_the_batchs_end_when_replayed_then_the_events_table_rates_it_whole(
+    stack: Stack, lambda_context: LambdaContext
+) -> None:
+    from tests.fakes import InMemoryPoisonSink  # noqa: PLC0415
+
+    video_call(lambda_context)
+    _report_messages(stack, lambda_context)
+    dlq = _fail_batch_into_the_on_failure_queue(stack)  # 9 records: the call's 8 events and the usage event
+    streams = StallingStream(stack.clients["dynamodbstreams"])
+
+    [result] = _replay_with(stack, dlq, streams, InMemoryPoisonSink())
+
+    assert streams.pages > 1  # the stream gave 3 of the 9 records, then empty pages
+    assert (result.plan.source, len(result.plan.livekit), len(result.plan.usage), result.deleted) == (
+        "events table", 8, 1, True
+    )  # fmt: skip
+    # the whole call (EXPECTED: 20 video, 45 audio, hand-worked) and the 1,200 messages - not 3 records' worth
+    assert aggregate(stack) == {"video": 20, "audio": 45, "messages": 1200}
+
+
+def test_given_an_undecodable_event_in_the_events_table_window_when_replayed_then_it_goes_to_the_poison_queue(
+    stack: Stack, lambda_context: LambdaContext
+) -> None:
+    from botocore.exceptions import ClientError  # noqa: PLC0415
+
+    from tests.fakes import InMemoryPoisonSink  # noqa: PLC0415
+
+    video_call(lambda_context)
+    received = int(time.time() * 1000)
+    stack.clients["dynamodb"].put_item(
+        TableName=stack.template.physical_name("EventsTable"),
+        Item={"pk": {"S": "room#RM_broken"}, "sk": {"S": "ev#EV_broken"}, "source": {"S": "livekit"},
+              "schema_version": {"N": "1"}, "received_at_ms": {"N": str(received)}},  # no event id: undecodable
+    )  # fmt: skip
+    dlq = _fail_batch_into_the_on_failure_queue(stack)
+    streams = stack.clients["dynamodbstreams"]
+
+    def trimmed(**_: Any) -> None:  # 24 h later the stream answers so for every sequence number of the batch
+        raise ClientError({"Error": {"Code": "TrimmedDataAccessException", "Message": "trimmed"}}, "GetShardIterator")
+
+    streams.meta.events.register("before-call.dynamodbstreams.GetShardIterator", trimmed)
+    poison = InMemoryPoisonSink()
+
+    [result] = _replay_with(stack, dlq, streams, poison)
+
+    assert (result.plan.source, result.plan.rooms, result.deleted) == ("events table", ["RM_stream01"], True)
+    assert aggregate(stack) == EXPECTED  # the call is rated
+    [(keys, reason)] = poison.sent  # and the item no reader decodes reaches the poison queue (and its alarm)
+    assert keys == {"pk": {"S": "room#RM_broken"}, "sk": {"S": "ev#EV_broken"}}
+    assert "event_id" in reason

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from kilo_billing.catalog import default_catalog
-from kilo_billing.events import ContractError, StoredEvent
+from kilo_billing.events import ContractError, Item, StoredEvent
 from kilo_billing.livekit_events import LiveKitEventRecord
 from kilo_billing.usage_events import UsageEventRecord
 from kilo_dev import livekit_events as lk
+from kilo_rate_usage.items import key_item
 from kilo_rate_usage.model import AttributionRule, RatingConfig
+from kilo_rate_usage.ports import UndecodableItem
 from kilo_rate_usage.replay import BatchInfo, replay
 from tests.fakes import InMemoryPoisonSink, InMemoryUsageRepository, RecordingPublisher
 
@@ -58,9 +61,13 @@ class Events:
         self.events = list(events)
         self.windows: list[tuple[int, int]] = []
 
-    def received_between(self, start_ms: int, end_ms: int) -> list[StoredEvent]:
+    def received_between(self, start_ms: int, end_ms: int) -> list[StoredEvent | UndecodableItem]:
         self.windows.append((start_ms, end_ms))
         return [event for event in self.events if start_ms <= event.received_at_ms <= end_ms]
+
+    def stored_item(self, keys: Mapping[str, Any]) -> Item | None:
+        found = [event.to_item(0) for event in self.events if key_item(*event.key) == keys]
+        return found[0] if found else None
 
 
 def test_given_awss_documented_record_then_every_coordinate_is_read() -> None:
@@ -149,3 +156,50 @@ def test_given_a_message_whose_stored_data_cannot_be_read_then_it_stays_with_its
     assert results[0].plan.problem == "not rated: schema version 2 is newer than this reader (1)"
     assert list(queue.messages) == ["r0"]  # kept for a person (or a reader of the newer schema) to replay
     assert repo.totals("acct", "2026-11") == {"messages": 70}  # the second batch's usage, rated
+
+
+def _poison_run(queue: Queue, events: Events, repo: InMemoryUsageRepository, poison: InMemoryPoisonSink) -> list[Any]:
+    config = RatingConfig(AttributionRule(), default_catalog().for_period)
+    return replay(queue, ExpiredStream(), events, repo, RecordingPublisher(), poison, config,
+                  LATER_ARRIVAL_MS + 60_000, apply=True)  # fmt: skip
+
+
+def test_given_a_poison_message_of_the_earlier_shape_when_replayed_then_its_usage_is_rated_once() -> None:
+    """Messages sent before the poison queue carried keys held the whole stream record: still replayable (by the
+    record's keys, from the events table), and a second replay of the same message rates nothing more."""
+    usage = UsageEventRecord("kilo-app", "m-9", "acct", "messages", 70, LATER_ARRIVAL_MS, "h9", LATER_ARRIVAL_MS)
+    record = {
+        "eventName": "INSERT",
+        "eventID": "e-9",
+        "dynamodb": {"Keys": key_item(*usage.key), "NewImage": usage.to_item(0), "SequenceNumber": "7"},
+    }
+    body = json.dumps({"reason": "DynamoDB refused the usage write: too large", "record": record})  # fmt: skip
+    repo, queue, poison = InMemoryUsageRepository(), Queue(body, body), InMemoryPoisonSink()
+    repo.store_event(usage)
+
+    results = _poison_run(queue, Events(usage), repo, poison)
+
+    assert [(r.plan.source, r.outcome.usage_rated if r.outcome else None, r.deleted) for r in results] == [
+        ("poison queue", 1, True), ("poison queue", 0, True)
+    ]  # fmt: skip
+    assert repo.totals("acct", "2026-11") == {"messages": 70}
+    assert queue.messages == {}
+    assert poison.sent == []
+
+
+def test_given_a_poison_message_whose_event_is_still_not_ratable_or_gone_then_it_stays_naming_why() -> None:
+    unknown = UsageEventRecord("kilo-app", "v-1", "acct", "video_seconds", 5, LATER_ARRIVAL_MS, "h", LATER_ARRIVAL_MS)
+    gone = {"pk": {"S": "usage#kilo-app#m-gone"}, "sk": {"S": "usage"}}
+    bodies = [json.dumps({"reason": "usage meter 'video_seconds' cannot be rated", "keys": key_item(*unknown.key)}),
+              json.dumps({"reason": "DynamoDB refused the usage write: too large", "keys": gone})]  # fmt: skip
+    repo, queue, poison = InMemoryUsageRepository(), Queue(*bodies), InMemoryPoisonSink()
+
+    results = _poison_run(queue, Events(unknown), repo, poison)
+
+    assert [r.plan.problem for r in results] == [
+        "still not ratable: usage meter 'video_seconds' cannot be rated",
+        "usage#kilo-app#m-gone / usage is not in the events table (expired or erased): nothing to re-rate",
+    ]
+    assert [r.deleted for r in results] == [False, False]  # kept on the queue, for a person to look at
+    assert len(queue.messages) == 2
+    assert poison.sent == []  # not sent to the poison queue a second time

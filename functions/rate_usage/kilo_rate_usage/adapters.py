@@ -59,6 +59,7 @@ from kilo_rate_usage.ports import (
     RejectedWriteError,
     SessionChange,
     StateChange,
+    UndecodableItem,
     UnreadableRoomError,
     UsageChange,
 )
@@ -550,22 +551,23 @@ class DynamoUsageRepository:
 
 
 class SqsPoisonSink:
-    """Records that can never be rated (not decodable, unknown meter, refused by DynamoDB): kept whole on a queue,
-    with the reason."""
+    """Events that cannot be rated (not decodable, unknown meter, refused by DynamoDB): their events-table keys and
+    the reason on a queue, ``{"reason": ..., "keys": {"pk": {"S": ...}, "sk": {"S": ...}}}`` - never the record
+    itself: an event may be stored up to 400 KB, an SQS message holds 256 KiB (the event stays in the events table)."""
 
     def __init__(self, client: Any, queue_url: str) -> None:
         self._client = client
         self._queue = queue_url
 
-    def send(self, record: Mapping[str, Any], reason: str) -> None:
-        body = json.dumps({"reason": reason, "record": record}, default=str)
+    def send(self, keys: Mapping[str, Any], reason: str) -> None:
+        body = json.dumps({"reason": reason[:4000], "keys": keys}, default=str)
         call(self._client.send_message, QueueUrl=self._queue, MessageBody=body)
 
 
 class SqsFailureQueue:
-    """The stream's on-failure queue, read by the operator's replay command. ``visibility_timeout``: how long received
-    messages stay hidden - 0 for a dry run (they stay for the real run; repeats are recognised by message id), long
-    enough for the re-rating when applying."""
+    """The stream's on-failure queue or the poison queue, read by the operator's replay command.
+    ``visibility_timeout``: how long received messages stay hidden - 0 for a dry run (they stay for the real run;
+    repeats are recognised by message id), long enough for the re-rating when applying."""
 
     def __init__(self, client: Any, queue_url: str, visibility_timeout: int = 0) -> None:
         self._client = client
@@ -616,7 +618,7 @@ class DynamoStreamArchive:
             except (ResourceGoneError, InvalidRequestError):  # trimmed, expired, or not on this shard
                 continue
             records = self._read(iterator, end_sequence)
-            if records:
+            if records is not None:
                 return records
         return None
 
@@ -636,38 +638,62 @@ class DynamoStreamArchive:
                 holding.append(str(shard["ShardId"]))
         return holding
 
-    def _read(self, iterator: str | None, end: str, max_empty_pages: int = 5) -> list[dict[str, Any]]:
+    def _read(self, iterator: str | None, end: str, max_empty_pages: int = 5) -> list[dict[str, Any]] | None:
+        """The records up to ``end``; None when the read ended (``max_empty_pages`` empty pages in a row - GetRecords
+        may return empty pages before records -, or a closed shard's end) before a record at or past ``end``: a part
+        of a batch is never taken for the whole (the replay then reads the events table's window)."""
         records: list[dict[str, Any]] = []
         empty = 0
         while iterator and empty < max_empty_pages:
             page = call(self._client.get_records, ShardIterator=iterator, Limit=1000)
             for record in page.get("Records", []):
-                if int(record["dynamodb"]["SequenceNumber"]) > int(end):
+                sequence = int(record["dynamodb"]["SequenceNumber"])
+                if sequence > int(end):
                     return records
                 records.append(lambda_shape(dict(record)))
+                if sequence == int(end):
+                    return records
             empty = 0 if page.get("Records") else empty + 1
             iterator = page.get("NextShardIterator")
-        return records
+        return None
 
 
 class DynamoEventArchive:
-    """The events table scanned for what it received in a window (the operator's replay, after the stream expired).
-    A full scan: it reads the whole table once per replay (documented in the runbook)."""
+    """The events table, for the operator's replay: scanned for what it received in a window (a batch whose stream
+    records expired) - a full scan, the whole table read once per such message (documented in the runbook, D27) -
+    and read by keys (a poison queue's message)."""
 
     def __init__(self, client: Any, events_table: str) -> None:
         self._client = client
         self._events = events_table
 
-    def received_between(self, start_ms: int, end_ms: int) -> list[StoredEvent]:
-        found: list[StoredEvent] = []
+    def received_between(self, start_ms: int, end_ms: int) -> list[StoredEvent | UndecodableItem]:
+        found: list[StoredEvent | UndecodableItem] = []
         for item in paged_items(self._client.scan, TableName=self._events):
             try:
                 event = decode_item(item)
-            except (ContractError, KeyError, TypeError, ValueError):
-                continue  # not an event this reader knows (the poison queue has those)
+            except (ContractError, KeyError, TypeError, ValueError) as exc:
+                received = _received_at_ms(item)  # an item no reader decodes: the batch's if received in its window
+                if received is None or start_ms <= received <= end_ms:  # or if it cannot be dated (it may be)
+                    keys = {name: item[name] for name in (KEY, SORT_KEY) if name in item}
+                    found.append(UndecodableItem(keys, f"{type(exc).__name__}: {exc}"))
+                continue
             if start_ms <= event.received_at_ms <= end_ms:
                 found.append(event)
         return found
+
+    def stored_item(self, keys: Mapping[str, Any]) -> Item | None:
+        found = call(self._client.get_item, TableName=self._events, Key=dict(keys), ConsistentRead=True)
+        item: Item | None = found.get("Item")
+        return item
+
+
+def _received_at_ms(item: Item) -> int | None:
+    """An undecodable item's ``received_at_ms`` when it reads as a number, else None."""
+    try:
+        return int((item.get("received_at_ms") or {})["N"])
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,8 +2,9 @@
 
 Transient failures (DynamoDB, EventBridge, a concurrent batch) are logged, counted and raised: Lambda retries the
 batch (bisecting it) and, after ``MaximumRetryAttempts``, sends its coordinates to the stream's on-failure queue
-(``kilo-billing rating replay`` re-rates them). Records that can never be rated - undecodable, an unknown meter, or
-refused by DynamoDB for good - go to the poison queue with their content, so the rest of the batch is rated.
+(``kilo-billing rating replay`` re-rates them). Records that cannot be rated - undecodable, an unknown meter, or
+refused by DynamoDB for good - go to the poison queue as their events' keys with the reason, so the rest of the batch
+is rated; once the cause is fixed, ``kilo-billing rating replay`` on the poison queue re-rates them.
 """
 
 from __future__ import annotations
@@ -50,8 +51,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         refused_usage = {rejected.usage_key} if rejected.usage_key is not None else set()
         poison += [(index, rejected.reason) for index in batch.indexes_of(refused_rooms, refused_usage)]
     for index, reason in poison:
-        deps.poison.send(records[index], reason)
         keys = (records[index].get("dynamodb") or {}).get("Keys", {})
+        deps.poison.send(keys, reason)
         logger.error("record sent to the poison queue", extra={"reason": reason, "keys": keys})
     count(SERVICE, Metric.SESSIONS_RATED, outcome.sessions_changed)
     count(SERVICE, Metric.USAGE_RATED, outcome.usage_rated)

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from kilo_billing.accounts import AccountProfile
-from kilo_billing.events import StoredEvent
+from kilo_billing.events import Item, StoredEvent
 from kilo_billing.livekit_events import LiveKitEventRecord
 from kilo_billing.usage_events import UsageEventRecord
 from kilo_rate_usage.aggregates import by_aggregate
@@ -253,8 +253,9 @@ class UsageRepository(Protocol):
 
 
 class PoisonSink(Protocol):
-    def send(self, record: Mapping[str, Any], reason: str) -> None:
-        """Keep a record that can never be rated, whole, with the reason."""
+    def send(self, keys: Mapping[str, Any], reason: str) -> None:
+        """Keep the events-table keys (attribute-value form) of an event that cannot be rated, with the reason: the
+        event itself stays in the events table, where ``kilo-billing rating replay`` reads it back."""
         ...
 
 
@@ -335,18 +336,35 @@ class StreamArchive(Protocol):
     def batch_records(
         self, stream_arn: str, shard_id: str, start_sequence: str, end_sequence: str
     ) -> list[dict[str, Any]] | None:
-        """The records of that range, shaped as Lambda delivers them; None when the stream no longer has them."""
+        """The records of that range up to its end sequence, shaped as Lambda delivers them; None when the stream
+        no longer has them, or the read ended before reaching the end sequence (never part of a batch)."""
         ...
 
 
-class EventArchive(Protocol):
-    """The events table itself: what it received in a time window (for batches whose stream records expired)."""
+@dataclass(frozen=True, slots=True)
+class UndecodableItem:
+    """An events-table item no reader decodes: its keys (attribute-value form) and why."""
 
-    def received_between(self, start_ms: int, end_ms: int) -> list[StoredEvent]: ...
+    keys: dict[str, Any]
+    reason: str
+
+
+class EventArchive(Protocol):
+    """The events table itself: what it received in a time window (for batches whose stream records expired), and
+    one item by its keys (for the poison queue's messages)."""
+
+    def received_between(self, start_ms: int, end_ms: int) -> list[StoredEvent | UndecodableItem]:
+        """The events received in the window, and the items in it (or of no readable receive time) that cannot be
+        decoded."""
+        ...
+
+    def stored_item(self, keys: Mapping[str, Any]) -> Item | None:
+        """The item of these keys as stored (strongly consistent), None when there is none."""
+        ...
 
 
 class FailureQueue(Protocol):
-    """The stream's on-failure queue."""
+    """The queue the operator's replay reads: the stream's on-failure queue or the poison queue."""
 
     def receive(self, limit: int) -> list[tuple[str, str]]:
         """Up to ``limit`` messages as (receipt handle, body); they stay on the queue until deleted."""

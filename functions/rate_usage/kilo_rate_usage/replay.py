@@ -1,10 +1,19 @@
-"""Re-rating what the stream's on-failure queue points at (the operator's ``kilo-billing rating replay``).
+"""Re-rating what the stream's on-failure queue or the poison queue points at (the operator's ``kilo-billing rating
+replay``).
 
 Lambda gives up on a batch after its retries and sends only its coordinates to the on-failure queue (AWS's
 ``DDBStreamBatchInfo``: stream ARN, shard, first and last sequence number, arrival times of the first and last
 record). Within 24 h the records are read back from the stream by sequence number; after that the stream has dropped
 them, and the events table answers instead: every event it received in the batch's arrival window (widened by a
-margin; when the message carries no arrival times, the 24 h before the failure - the stream keeps nothing longer).
+margin; when the message carries no arrival times, the 24 h before the failure - the stream keeps nothing longer). A
+stream read is taken only when it reached the batch's end sequence (GetRecords may answer empty pages before the
+records that follow): a part of the batch is never rated as the whole. Items of the window no reader decodes go to
+the poison queue, as the stream's undecodable records do.
+
+A poison queue's message names one event by its events-table keys (``{"reason", "keys"}``; before, ``{"reason",
+"record"}`` with the whole stream record, whose keys are used): the event is read from the events table and, once it
+decodes and its meter is rated, re-rated; otherwise the message stays, naming why.
+
 Either way the events go through ``logic.rate_batch``, the same exactly-once path as the stream: a room is rebuilt
 from all of its events and only differences are written, a usage event is added only if not yet marked rated. So a
 replay is idempotent: replaying twice, or replaying what a later retry already rated, changes nothing.
@@ -22,7 +31,7 @@ from datetime import datetime
 from typing import Any
 
 from kilo_billing.accounts import AccountProfile
-from kilo_billing.events import ContractError
+from kilo_billing.events import KEY, SORT_KEY, ContractError
 from kilo_billing.livekit_events import LiveKitEventRecord
 from kilo_billing.publisher import EventPublisher
 from kilo_billing.usage_events import UsageEventRecord
@@ -34,6 +43,7 @@ from kilo_rate_usage.ports import (
     FailureQueue,
     PoisonSink,
     StreamArchive,
+    UndecodableItem,
     UsageRepository,
 )
 from kilo_rate_usage.rooms import RoomState
@@ -46,6 +56,36 @@ EVENTS_PER_CALL = 500  # the stream's batch size: a replay chunk is no heavier t
 
 class NotABatchInfoError(ValueError):
     """A queue message that is not a stream batch's on-failure record (it is left on the queue)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PoisonMessage:
+    """A poison queue's message: the events-table keys of an event rating could not rate, and why."""
+
+    keys: dict[str, Any]  # attribute-value form, as a stream record's ``Keys``
+    reason: str
+
+    @classmethod
+    def parse(cls, body: str) -> PoisonMessage | None:
+        """The message's keys and reason - ``{"reason", "keys"}``, or the earlier ``{"reason", "record"}`` by the
+        record's keys - or None when the body is not a poison message."""
+        try:
+            message = json.loads(body)
+        except ValueError:
+            return None
+        if not isinstance(message, dict) or "reason" not in message:
+            return None
+        keys = message.get("keys")
+        record = message.get("record")
+        if keys is None and isinstance(record, dict):
+            keys = (record.get("dynamodb") or {}).get("Keys")
+        if not isinstance(keys, dict) or not all(isinstance(keys.get(name), dict) for name in (KEY, SORT_KEY)):
+            return None
+        return cls({KEY: keys[KEY], SORT_KEY: keys[SORT_KEY]}, str(message["reason"]))
+
+    @property
+    def label(self) -> str:
+        return " / ".join(str(next(iter(self.keys[name].values()), "")) for name in (KEY, SORT_KEY))
 
 
 def _epoch_ms(value: object) -> int | None:
@@ -105,11 +145,12 @@ class BatchInfo:
 class ReplayPlan:
     receipt: str
     info: BatchInfo | None
-    source: str  # "stream", "events table", or "" when the message is not a batch
+    source: str  # "stream", "events table", "poison queue", or "" when the message is neither a batch nor a poison one
     livekit: list[LiveKitEventRecord] = field(default_factory=list)
     usage: list[UsageEventRecord] = field(default_factory=list)
     problem: str = ""  # why this message cannot be replayed (it stays on the queue)
-    poison: Sequence[tuple[Mapping[str, Any], str]] = field(default_factory=list)  # (record, reason): never ratable
+    poison: Sequence[tuple[Mapping[str, Any], str]] = field(default_factory=list)  # (keys, reason): not ratable
+    event: str = ""  # a poison message's event, "pk / sk"
 
     @property
     def rooms(self) -> list[str]:
@@ -117,15 +158,19 @@ class ReplayPlan:
 
 
 def plan(receipt: str, body: str, streams: StreamArchive, events: EventArchive, margin_ms: int = 600_000) -> ReplayPlan:
-    """Which events a failed batch concerns: its records from the stream, else the events table's window."""
+    """Which events a message concerns: a poison message's event from the events table; a failed batch's records
+    from the stream (read whole up to its end sequence), else the events table's window."""
+    poisoned = PoisonMessage.parse(body)
+    if poisoned is not None:
+        return _poisoned_event(receipt, poisoned, events)
     try:
         info = BatchInfo.parse(body)
     except NotABatchInfoError as exc:
-        return ReplayPlan(receipt, None, "", problem=str(exc))
+        return ReplayPlan(receipt, None, "", problem=f"{exc}; nor a poison record (no reason and keys)")
     records = streams.batch_records(info.stream_arn, info.shard_id, info.start_sequence, info.end_sequence)
     if records is not None:
         decoded = decode_records(records)
-        poison = [(records[bad.index], bad.reason) for bad in decoded.poison]
+        poison = [(_keys(records[bad.index]), bad.reason) for bad in decoded.poison]
         return ReplayPlan(receipt, info, "stream", decoded.livekit, decoded.usage, poison=poison)
     try:
         start, end = info.window(margin_ms)
@@ -134,7 +179,30 @@ def plan(receipt: str, body: str, streams: StreamArchive, events: EventArchive, 
     found = events.received_between(start, end)
     livekit = [event for event in found if isinstance(event, LiveKitEventRecord)]
     usage = [event for event in found if isinstance(event, UsageEventRecord)]
-    return ReplayPlan(receipt, info, "events table", livekit, usage)
+    poison = [(item.keys, item.reason) for item in found if isinstance(item, UndecodableItem)]
+    return ReplayPlan(receipt, info, "events table", livekit, usage, poison=poison)
+
+
+def _keys(record: Mapping[str, Any]) -> dict[str, Any]:
+    keys: dict[str, Any] = (record.get("dynamodb") or {}).get("Keys") or {}
+    return keys
+
+
+def _poisoned_event(receipt: str, poisoned: PoisonMessage, events: EventArchive) -> ReplayPlan:
+    """The poison message's event as stored now, decoded as the stream's records are: ratable, or the message
+    stays with why (still undecodable, a meter rating does not rate, gone from the table)."""
+    kept = ReplayPlan(receipt, None, "poison queue", event=poisoned.label)
+    item = events.stored_item(poisoned.keys)
+    if item is None:
+        return replace(
+            kept, problem=f"{poisoned.label} is not in the events table (expired or erased): nothing to re-rate"
+        )
+    decoded = decode_records([{"eventName": "INSERT", "dynamodb": {"Keys": poisoned.keys, "NewImage": item}}])
+    if decoded.poison:
+        return replace(kept, problem=f"still not ratable: {decoded.poison[0].reason}")
+    if not decoded.rated:
+        return replace(kept, problem=f"{poisoned.label} is not an event rating rates")
+    return replace(kept, livekit=decoded.livekit, usage=decoded.usage)
 
 
 class DryRunRepository:
@@ -205,6 +273,7 @@ class ReplayResult:
             "stream": info.stream_arn if info else None,
             "shard": info.shard_id if info else None,
             "sequence": [info.start_sequence, info.end_sequence] if info else None,
+            "event": self.plan.event or None,
             "rooms": self.plan.rooms,
             "livekit_events": len(self.plan.livekit),
             "usage_events": len(self.plan.usage),
@@ -249,8 +318,9 @@ def replay(
     max_messages: int = 100,
     margin_ms: int = 600_000,
 ) -> list[ReplayResult]:
-    """Plan every message (up to ``max_messages``); with ``apply``, re-rate each, keep its never-ratable records on
-    the poison queue and delete its message once it is rated whole. A dry run writes, sends and deletes nothing. An
+    """Plan every message (up to ``max_messages``) of the on-failure queue or the poison queue; with ``apply``,
+    re-rate each, send its unratable records' keys to the poison queue and delete its message once it is rated
+    whole. A dry run writes, sends and deletes nothing. An
     AWS failure stops the run (a message is deleted only after its own re-rating succeeded); rerunning is safe. A
     message whose re-rating meets stored data this reader cannot decode (``ContractError``) is reported with that
     problem and kept on the queue; the run goes on with the next."""
@@ -271,8 +341,8 @@ def replay(
             continue
         deleted = False
         if apply and not outcome.rejected:
-            for record, reason in found.poison:
-                poison.send(record, reason)
+            for keys, reason in found.poison:
+                poison.send(keys, reason)
             queue.delete(receipt)
             deleted = True
         results.append(ReplayResult(found, apply, outcome, deleted))
