@@ -465,7 +465,7 @@ def rate_counters(period: Period, profile: AccountProfile, counters: Counters, b
 
 
 def _line(line: InvoiceLine, start: datetime | None = None, end: datetime | None = None) -> Line:
-    usage = line.kind in (LineKind.USAGE, LineKind.ADJUSTMENT)
+    usage = line.kind is LineKind.USAGE
     return Line(
         kind=line.kind.value,
         description=line.description,
