@@ -59,11 +59,14 @@ class EnforcementPorts:
 
 
 class EnforcementIncompleteError(Exception):
-    """RoomService failed for now on some participants; the others are done and recorded."""
+    """RoomService failed for now on some participants; the others are done and recorded. ``turn_held``: failed only
+    because another delivery held the account's turn (``_in_turn``): worth trying again within seconds (the holder's
+    RoomService calls take that long), not after the queue's visibility timeout (D209)."""
 
-    def __init__(self, records: list[EnforcementRecord]) -> None:
+    def __init__(self, records: list[EnforcementRecord], *, turn_held: bool = False) -> None:
         super().__init__(f"{sum(1 for r in records if r.outcome == 'retry')} RoomService action(s) to retry")
         self.records = records
+        self.turn_held = turn_held
 
 
 def hard_limit_reached(account_id: str, entitlements: EntitlementSource, now_ms: int) -> str | None:
@@ -81,7 +84,6 @@ def hard_limit_reached(account_id: str, entitlements: EntitlementSource, now_ms:
     return limit_scope(profile.hard_limit_usd, profile.hard_limit_version)
 
 
-HELD = "claimed by another delivery, not decided yet"
 CHANGED_BY_APP = "the app changed the permission since audio-only: its change is left as it is"
 LEFT = "not in a call any more (no open session): nothing to give back"
 MARKER = "-"  # the room and identity of an account's own steps (schedule_removal, the removal's marker)
@@ -152,8 +154,8 @@ def _act(
         try:
             if not ledger.claim(pending):
                 continue  # done before (a redelivered event or step)
-        except ClaimHeldError:
-            records.append(pending.decided("retry", HELD))
+        except ClaimHeldError as exc:
+            records.append(pending.decided("retry", exc.held.value))
             continue
         try:
             decided = do(pending, participant)
@@ -210,7 +212,7 @@ def _claim_marker(ledger: EnforcementLedger, marker: EnforcementRecord, records:
     try:
         return ledger.claim(marker)
     except ClaimHeldError as exc:
-        raise EnforcementIncompleteError([*records, marker.decided("retry", HELD)]) from exc
+        raise EnforcementIncompleteError([*records, marker.decided("retry", exc.held.value)]) from exc
 
 
 def restrict_account(
@@ -398,14 +400,7 @@ def remove_account(
     return _in_turn(ports.ledger, marker, lambda: _remove(account_id, period, limit, ports, policy, now_ms))
 
 
-TURN_HELD = "another delivery is restricting or restoring the account's participants: retried"
 TURN_RETRY_SECONDS = 5  # a delivery that found the turn held is received again after this, not the queue's 360 s
-
-
-def turn_held(records: Sequence[EnforcementRecord]) -> bool:
-    """The delivery failed only for now because another one held the account's turn (``_in_turn``): worth trying
-    again within seconds (the holder's RoomService calls take that long), not after the queue's visibility timeout."""
-    return any(r.outcome == "retry" and r.detail == TURN_HELD for r in records)
 
 
 def _in_turn(
@@ -422,7 +417,7 @@ def _in_turn(
     try:
         ledger.take_turn(marker.account_id, holder, marker.at_ms)
     except ClaimHeldError as exc:
-        raise EnforcementIncompleteError([marker.decided("retry", TURN_HELD)]) from exc
+        raise EnforcementIncompleteError([marker.decided("retry", exc.held.value)], turn_held=True) from exc
     try:
         return work()
     finally:
