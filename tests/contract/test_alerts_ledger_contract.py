@@ -118,7 +118,13 @@ def test_given_a_claim_left_by_a_crash_then_the_queues_redelivery_sends_the_aler
     ledger.claim(Delivery("acct_1", "2026-11", crashed.kind, crashed.key, Channel.EMAIL, Outcome.RETRY, "", T0), lease)
     mailer, texter = ScriptedMailer(), ScriptedTexter()
     outcome = deliver_alert(
-        alert(), directory(), ledger, mailer, texter, DeliveryPolicy("https://x/prefs", lease), T0 + 360_000
+        alert(),
+        directory(),
+        ledger,
+        mailer,
+        texter,
+        DeliveryPolicy("https://x/prefs", lease, dashboard_url="https://dash.example/"),
+        T0 + 360_000,
     )
     assert outcome.count(Outcome.SENT) == 2
     assert (len(mailer.sent), len(texter.sent)) == (1, 1)

@@ -20,7 +20,7 @@ from kilo_billing.rating import TierChange
 from tests.fakes import InMemoryAccountDirectory
 from tests.unit.alerts_fakes import InMemoryLedger, ScriptedMailer, ScriptedTexter, SendFailedError, SendRefusedError
 
-POLICY = DeliveryPolicy("https://prefs.example/alerts", lease_ms=60_000)
+POLICY = DeliveryPolicy("https://prefs.example/alerts", dashboard_url="https://dash.example/", lease_ms=60_000)
 T0 = 1_795_168_800_000  # 2026-11-20 10:00 UTC
 PHONE = "+14155550100"
 REFUSED = "Email address is on the account-level suppression list"

@@ -107,9 +107,10 @@ class DeliveryPolicy:
     # the regions (ISO) whose numbers are texted, SMS_REGIONS: another number's SMS is skipped, the alert goes by
     # email (D221); the layer's default when none is given, read then (kilo_billing.sms_regions)
     sms_regions: frozenset[str] = field(default_factory=_default_sms_regions)
-    # the dashboard (DASHBOARD_URL): an email whose event names no page of its own links the dashboard's page its text
-    # names (its routes are hashes: ``<dashboard>#/billing``), never the alert preferences
-    dashboard_url: str = "http://127.0.0.1:8000/"
+    # the dashboard (DASHBOARD_URL, kilo_billing.settings.DashboardSettings): an email whose event names no page of its
+    # own links the dashboard's page its text names (its routes are hashes: ``<dashboard>#/billing``), never the alert
+    # preferences; no default of its own: the settings' value, always given
+    dashboard_url: str = field(kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
