@@ -387,7 +387,8 @@ def _values(alert: Alert, profile: AccountProfile, policy: DeliveryPolicy) -> di
     return {
         # no processor's hosted page: the dashboard's page of the invoice (Billing, or the one the alert names)
         "invoice_url": policy.dashboard_url + alert.values.get("invoice_page", BILLING_PAGE),
-        "pay_url": pay,
+        # Pay with crypto: with the alert's bill chosen when it names one (``pay_page``)
+        "pay_url": policy.dashboard_url + alert.values.get("pay_page", PAY_PAGE),
         "tx_url": pay,  # several transactions, or a chain without a known explorer: the page lists the payments
         **alert.values,
         "account_id": alert.account_id,
