@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import pytest
 
-from kilo_alerts.model import EnforcementAction, EnforcementRecord
+from kilo_alerts.model import EnforcementAction, EnforcementRecord, Held
 from kilo_alerts.ports import ClaimHeldError, EnforcementLedger
 from tests.conftest import Stack
 from tests.unit.alerts_fakes import InMemoryEnforcementLedger
@@ -104,6 +104,17 @@ def test_given_a_turn_taken_then_another_holder_is_held_until_it_ends_or_its_lea
     ledger.end_turn("org:7@x", "delivery-a")
     ledger.take_turn("org:7@x", "delivery-c", T0 + 40)
     assert ledger.actions("org:7@x") == []  # the turn is not an action
+
+
+def test_given_a_claim_or_the_turn_held_then_the_error_names_which(ledger: EnforcementLedger) -> None:
+    """Typed, so the handler's "back in seconds" (D209) never depends on a message's text."""
+    ledger.claim(action())
+    with pytest.raises(ClaimHeldError) as claim:
+        ledger.claim(action(T0 + 1))
+    ledger.take_turn("org:7@x", "delivery-a", T0)
+    with pytest.raises(ClaimHeldError) as turn:
+        ledger.take_turn("org:7@x", "delivery-b", T0 + 1)
+    assert (claim.value.held, turn.value.held) == (Held.CLAIM, Held.TURN)
 
 
 def test_given_a_turn_whose_holder_crashed_then_it_is_taken_over_after_the_lease_and_the_old_holder_cannot_end_it(

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from kilo_alerts.model import Channel, Delivery, Outcome
+from kilo_alerts.model import Channel, Delivery, Held, Outcome, Reason
 from kilo_alerts.ports import ClaimHeldError, DeliveryLedger, OperatorLedger
 from tests.conftest import Stack
 from tests.unit.alerts_fakes import InMemoryLedger, InMemoryOperatorLedger
@@ -47,6 +47,50 @@ def test_given_a_recorded_outcome_then_it_reads_back_and_is_never_claimed_again(
     assert ledger.deliveries("org:7@x", "2026-10") == []
 
 
+def test_given_a_decision_for_a_reason_then_it_reads_back_with_its_reason(ledger: DeliveryLedger) -> None:
+    """D215 reads a missing address back from the record an earlier delivery wrote: typed, not by its detail."""
+    ledger.claim(delivery(), LEASE)
+    skipped = delivery().because(Reason.NO_EMAIL, Outcome.SKIPPED)
+    ledger.record(skipped)
+    [found] = ledger.deliveries("org:7@x")
+    assert (found.outcome, found.reason, found.detail) == (Outcome.SKIPPED, Reason.NO_EMAIL, "no email address")
+
+
+def test_given_a_pending_claim_then_the_error_names_a_held_claim(ledger: DeliveryLedger) -> None:
+    ledger.claim(delivery(), LEASE)
+    with pytest.raises(ClaimHeldError) as raised:
+        ledger.claim(delivery(at_ms=T0 + 1), LEASE)
+    assert (raised.value.held, str(raised.value)) == (Held.CLAIM, "claimed by another delivery, not decided yet")
+
+
+@pytest.mark.parametrize(
+    ("detail", "reason"),
+    [("no email address", Reason.NO_EMAIL), ("not chosen for this alert", None), ("msg-1", None)],
+)
+def test_given_a_record_written_before_reasons_were_kept_then_a_missing_address_is_read_from_its_detail(
+    stack: Stack, detail: str, reason: Reason | None
+) -> None:
+    """A record of before (no ``reason`` attribute: the table keeps records 400 days) still sends a required alert's
+    SMS at a redelivery (D215): its missing address is read by the text it was written with."""
+    from kilo_alerts.adapters import DynamoDeliveryLedger  # noqa: PLC0415
+
+    client, table = stack.clients["dynamodb"], stack.template.physical_name("AlertsTable")
+    outcome = Outcome.SENT if detail == "msg-1" else Outcome.SKIPPED
+    client.put_item(
+        TableName=table,
+        Item={
+            "pk": {"S": "ACCOUNT#org:7@x"},
+            "sk": {"S": "DELIVERY#2026-11#allowance_threshold#video:80#email"},
+            "account_id": {"S": "org:7@x"}, "period": {"S": "2026-11"}, "kind": {"S": "allowance_threshold"},
+            "alert_key": {"S": "video:80"}, "channel": {"S": "email"}, "status": {"S": outcome.value},
+            "recipient": {"S": ""}, "at_ms": {"N": str(T0)}, "detail": {"S": detail}, "event_id": {"S": "e1"},
+            "attempts": {"N": "1"},
+        },
+    )  # fmt: skip
+    [found] = DynamoDeliveryLedger(client, table).deliveries("org:7@x")
+    assert (found.outcome, found.detail, found.reason) == (outcome, detail, reason)
+
+
 def test_given_a_released_claim_then_it_is_claimed_again_with_the_next_attempt(ledger: DeliveryLedger) -> None:
     ledger.claim(delivery(), LEASE)
     ledger.release(replace(delivery(), detail="Throttling"))
@@ -74,7 +118,13 @@ def test_given_a_claim_left_by_a_crash_then_the_queues_redelivery_sends_the_aler
     ledger.claim(Delivery("acct_1", "2026-11", crashed.kind, crashed.key, Channel.EMAIL, Outcome.RETRY, "", T0), lease)
     mailer, texter = ScriptedMailer(), ScriptedTexter()
     outcome = deliver_alert(
-        alert(), directory(), ledger, mailer, texter, DeliveryPolicy("https://x/prefs", lease), T0 + 360_000
+        alert(),
+        directory(),
+        ledger,
+        mailer,
+        texter,
+        DeliveryPolicy("https://x/prefs", lease, dashboard_url="https://dash.example/"),
+        T0 + 360_000,
     )
     assert outcome.count(Outcome.SENT) == 2
     assert (len(mailer.sent), len(texter.sent)) == (1, 1)

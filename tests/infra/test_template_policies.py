@@ -262,6 +262,19 @@ def test_given_the_functions_that_text_numbers_then_each_reads_the_same_sms_regi
         assert template.function_environment(function)["SMS_REGIONS"] == wanted, function
 
 
+def test_given_the_functions_that_link_the_dashboard_then_each_reads_the_same_dashboard_url(template: Template) -> None:
+    """One address for the account API's Stripe return pages and the alerts' email links, from the ``DashboardUrl``
+    parameter, whose default is the layer's (``kilo_billing.settings.DEFAULT_DASHBOARD_URL``): the local stack's."""
+    from kilo_billing.settings import DEFAULT_DASHBOARD_URL  # noqa: PLC0415
+
+    wanted = "http://127.0.0.1:8000/"
+    assert template.body["Parameters"]["DashboardUrl"]["Default"] == wanted == DEFAULT_DASHBOARD_URL
+    for function in ("AccountApiFunction", "AlertsFunction"):
+        assert template.resources[function]["Properties"]["Environment"]["Variables"]["DASHBOARD_URL"] == {
+            "Ref": "DashboardUrl"
+        }, function
+
+
 # SMS_REGIONS values: (the template's SmsRegions pattern accepts, the functions' settings accept) - hand-judged.
 # The template is stricter on form only (upper case, no spaces: the one way the template writes it); it never
 # accepts what the settings refuse at start, which would deploy and then fail every alert and account API call.

@@ -235,6 +235,7 @@ def test_given_a_quote_near_its_expiry_then_the_run_publishes_crypto_quote_expir
         "SOL",
         "0.5",
     )
+    assert detail["number"] == "KB-0001"  # the bill's invoice number: the alert links the dashboard's bill by it
 
 
 def test_given_two_sol_transfers_to_one_bill_in_one_run_then_one_payment_seen_event_carries_both(

@@ -627,6 +627,7 @@ def test_given_an_active_quote_then_announced_expiring_once_within_ten_minutes_o
         "ethereum",
     )
     assert (eth["asset"], eth["amount"], eth["payment_uri"]) == ("ETH", "0.04", "test:q-eth")
+    assert eth["number"] == by_quote["q-usdc"]["number"] == "KB-inv-1"  # the bill's: the dashboard opens it by this
     assert eth["expires_at"] == (T0 + timedelta(minutes=31)).isoformat()
 
     h.clock.now = T0 + timedelta(minutes=25)

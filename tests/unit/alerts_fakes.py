@@ -6,7 +6,7 @@ import json
 from dataclasses import replace
 
 from kilo_alerts.enforcement import EnforcementPorts
-from kilo_alerts.model import Delivery, EnforcementRecord, Narrowing, Outcome, Participant
+from kilo_alerts.model import Delivery, EnforcementRecord, Held, Narrowing, Outcome, Participant
 from kilo_alerts.ports import (
     ClaimHeldError,
     EnforcementLedger,
@@ -34,7 +34,7 @@ class InMemoryLedger:
             stored, pending, claimed_at = found
             stale = pending and claimed_at < delivery.at_ms - lease_ms
             if pending and not stale:
-                raise ClaimHeldError("claimed by another delivery, not decided yet")
+                raise ClaimHeldError(Held.CLAIM)
             if not (stored.outcome is Outcome.RETRY and not pending) and not stale:
                 return None
         attempts = (found[0].attempts + 1) if found is not None else 1
@@ -112,7 +112,7 @@ class InMemoryEnforcementLedger:
         found = self.items.get(self._key(record))
         if found is not None and found.outcome == "pending":
             if found.at_ms >= record.at_ms - ENFORCEMENT_LEASE_MS:
-                raise ClaimHeldError("claimed by another delivery, not decided yet")
+                raise ClaimHeldError(Held.CLAIM)
         elif found is not None and found.outcome != "retry":
             return False
         self.items[self._key(record)] = record.decided("pending")
@@ -124,7 +124,7 @@ class InMemoryEnforcementLedger:
     def take_turn(self, account_id: str, holder: str, now_ms: int) -> None:
         found = self.turns.get(account_id)
         if found is not None and found[0] != holder and found[1] >= now_ms - ENFORCEMENT_LEASE_MS:
-            raise ClaimHeldError("another delivery is restricting or restoring the account's participants")
+            raise ClaimHeldError(Held.TURN)
         self.turns[account_id] = (holder, now_ms)
 
     def end_turn(self, account_id: str, holder: str) -> None:
@@ -147,7 +147,7 @@ class InMemoryOperatorLedger:
     def claim(self, account_id: str, kind: str, key: str, now_ms: int, lease_ms: int) -> bool:
         status, at_ms = self.items.get((account_id, kind, key), ("retry", 0))
         if status == "pending" and at_ms >= now_ms - lease_ms:
-            raise ClaimHeldError("claimed by another delivery, not decided yet")
+            raise ClaimHeldError(Held.CLAIM)
         if status not in ("retry", "pending"):
             return False
         self.items[(account_id, kind, key)] = ("pending", now_ms)

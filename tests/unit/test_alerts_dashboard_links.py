@@ -41,6 +41,20 @@ def issued(method: str) -> dict[str, Any]:
     }
 
 
+QUOTE_EXPIRING: dict[str, Any] = {
+    "event_id": "quote-expiring:q_1",
+    "account_id": "acct_1",
+    "invoice_id": "acct_1/2026-10",
+    "quote_id": "q_1",
+    "chain": "ethereum",
+    "asset": "ETH",
+    "amount": "0.04213",
+    "payment_uri": "ethereum:0x" + "1" * 40 + "@1?value=4.213e16",
+    "expires_at": "2026-11-02T14:30:00+00:00",
+    "occurred_at": "2026-11-02T14:15:00+00:00",
+}
+
+
 def seen_transfer(tx: str, amount: str, usd: str) -> dict[str, Any]:
     return {"payment_id": f"ethereum:{tx}:0", "quote_id": "q_1", "asset": "USDC", "amount": amount,
             "amount_usd": usd, "tx_id": tx}  # fmt: skip
@@ -95,19 +109,7 @@ def test_given_a_failed_payment_without_a_hosted_page_then_its_email_links_the_d
 
 
 def test_given_a_quote_expiring_then_its_email_sends_for_a_new_quote_to_the_dashboards_pay_page() -> None:
-    detail = {
-        "event_id": "quote-expiring:q_1",
-        "account_id": "acct_1",
-        "invoice_id": "acct_1/2026-10",
-        "quote_id": "q_1",
-        "chain": "ethereum",
-        "asset": "ETH",
-        "amount": "0.04213",
-        "payment_uri": "ethereum:0x" + "1" * 40 + "@1?value=4.213e16",
-        "expires_at": "2026-11-02T14:30:00+00:00",
-        "occurred_at": "2026-11-02T14:15:00+00:00",
-    }
-    html, text = sent_text(CryptoQuoteExpiringV1.DETAIL_TYPE, detail)
+    html, text = sent_text(CryptoQuoteExpiringV1.DETAIL_TYPE, QUOTE_EXPIRING)  # an event of before: no number
     assert (
         "After it expires, ask for a new quote on your dashboard's Pay with crypto page: "
         "https://dash.kilo.example/app/#/pay\n"
@@ -116,6 +118,19 @@ def test_given_a_quote_expiring_then_its_email_sends_for_a_new_quote_to_the_dash
         "After it expires, ask for a new quote on your dashboard's "
         '<a href="https://dash.kilo.example/app/#/pay">Pay with crypto page</a>.'
     ) in html
+
+
+def test_given_a_quote_expiring_that_names_its_invoice_number_then_its_email_links_the_pay_page_with_that_bill() -> (
+    None
+):
+    """pay.js opens the open crypto bill whose number ``#/pay?invoice=`` names (as the crypto invoice's email links)."""
+    detail = QUOTE_EXPIRING | {"number": "KILO 0007/A"}  # escaped in the link
+    html, text = sent_text(CryptoQuoteExpiringV1.DETAIL_TYPE, detail)
+    assert (
+        "After it expires, ask for a new quote on your dashboard's Pay with crypto page: "
+        "https://dash.kilo.example/app/#/pay?invoice=KILO%200007%2FA\n"
+    ) in text
+    assert '<a href="https://dash.kilo.example/app/#/pay?invoice=KILO%200007%2FA">Pay with crypto page</a>' in html
 
 
 def test_given_payments_seen_in_two_transactions_then_their_email_links_the_pay_page_that_lists_them() -> None:

@@ -820,11 +820,70 @@ def test_given_a_restricted_participant_who_left_before_the_limit_was_lifted_the
     assert sorted((r.action.value, named(r.identity), r.outcome, r.detail) for r in done) == [
         ("remove", "-", "lifted", "the hard limit no longer applies"),
         ("restore", "host", "done", ""),
-        ("restore", "recorder", "gone", "not in a call any more (no open session): nothing to give back"),
+        (
+            "restore",
+            "recorder",
+            "gone",
+            "not in a call any more (no open session, not in its room): nothing to give back",
+        ),
     ]
-    # RoomService is asked for the host only, by its identity; the host has what it had before the limit
-    assert rooms.calls[3:] == [("restore", "webinar", "host")]
+    # the index no longer lists the recorder: its room is asked (it is not there); the host is given back by identity
+    assert sorted(rooms.calls[3:]) == [("identities", "webinar", ""), ("restore", "webinar", "host")]
     assert rooms.permissions[("webinar", "host")] == BEFORE[("webinar", "host")]
+
+
+def test_given_no_grace_and_the_open_sessions_index_behind_then_the_lifted_limit_still_gives_the_permission_back() -> (
+    None
+):
+    """Grace 0 (``ENFORCEMENT_GRACE_SECONDS=0``, the template allows it): the removal step follows the audio-only
+    step at once, and rating's eventually consistent ``open_sessions`` index may not list yet the host the
+    audio-only step's read found (a session opened just before). The limit was lifted meanwhile: the host, still in
+    its room, gets its permission back - found in the room's participant list by its pseudonym - instead of being
+    recorded gone and left audio-only for the rest of its call."""
+    rooms = FakeRooms({("webinar", "host"): dict(BEFORE[("webinar", "host")])})
+    ledger, scheduler = InMemoryEnforcementLedger(), RecordingScheduler()
+    restrict_account(
+        "acct_1", "2026-11", "50", enforcement_ports(StaticSessions(HOST), rooms, ledger, scheduler),
+        EnforcementPolicy(grace_seconds=0), NOW_MS,
+    )  # fmt: skip
+    assert scheduler.scheduled == [("acct_1", "2026-11", 0, "50")]
+    assert rooms.permissions[("webinar", "host")]["sources"] == ["microphone"]
+    lagging, lifted = StaticSessions(), entitlements("active", "50.40", hard="80")  # the index lists nobody yet
+    done = remove_account(
+        "acct_1", "2026-11", "50", enforcement_ports(lagging, rooms, ledger, RecordingScheduler(), lifted),
+        EnforcementPolicy(grace_seconds=0), NOW_MS + 1_000,
+    )  # fmt: skip
+    assert sorted((r.action.value, named(r.identity), r.outcome) for r in done) == [
+        ("remove", "-", "lifted"),
+        ("restore", "host", "done"),
+    ]
+    assert rooms.calls[1:] == [("identities", "webinar", ""), ("restore", "webinar", "host")]
+    assert rooms.permissions[("webinar", "host")] == BEFORE[("webinar", "host")]  # video and screen share again
+
+
+def test_given_no_grace_and_the_open_sessions_index_behind_then_the_removal_still_removes_the_narrowed_host() -> None:
+    """Grace 0 and the limit still reached: the index may not list yet the host the audio-only step narrowed; the
+    removal finds it in its room by its pseudonym and removes it (before: not listed, not removed - its call went on,
+    audio only, past the hard limit). A narrowed participant no longer in its room is recorded gone."""
+    rooms = FakeRooms({key: dict(value) for key, value in BEFORE.items() if key[1] != "viewer-42"})
+    ledger = InMemoryEnforcementLedger()
+    restrict_account(
+        "acct_1", "2026-11", "50", enforcement_ports(StaticSessions(HOST, RECORDER), rooms, ledger,
+                                                     RecordingScheduler()),
+        EnforcementPolicy(grace_seconds=0), NOW_MS,
+    )  # fmt: skip
+    del rooms.permissions[("webinar", "recorder")]  # the recorder left meanwhile
+    still = entitlements("active", "50.40")  # the $50 limit still reached
+    done = remove_account(
+        "acct_1", "2026-11", "50", enforcement_ports(StaticSessions(), rooms, ledger, RecordingScheduler(), still),
+        EnforcementPolicy(grace_seconds=0), NOW_MS + 1_000,
+    )  # fmt: skip
+    assert sorted((r.action.value, named(r.identity), r.outcome) for r in done) == [
+        ("remove", "host", "done"),
+        ("remove", "recorder", "gone"),
+    ]
+    assert ("remove", "webinar", "host") in rooms.calls
+    assert rooms.permissions == {}  # nobody of the account left in a call
 
 
 def test_given_records_written_before_with_identities_then_the_restore_finds_the_saved_permission() -> None:

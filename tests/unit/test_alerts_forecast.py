@@ -43,7 +43,11 @@ def forecasts(used: str, percent: int) -> list[str]:
         used=used, limit="60", occurred_at=NOON.isoformat(), scope=limit_scope(Decimal(60)),
     )  # fmt: skip
     outcome = handle_event(
-        event.DETAIL_TYPE, event.model_dump(), ports, AlertsPolicy(DeliveryPolicy("https://x/prefs")), 0
+        event.DETAIL_TYPE,
+        event.model_dump(),
+        ports,
+        AlertsPolicy(DeliveryPolicy("https://x/prefs", dashboard_url="https://dash.example/")),
+        0,
     )
     return [a.alert.values["date_label"] for a in outcome.alerts if a.alert.kind == "budget_forecast"]
 

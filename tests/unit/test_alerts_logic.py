@@ -35,7 +35,7 @@ from tests.unit.alerts_fakes import (
     StaticSessions,
 )
 
-POLICY = DeliveryPolicy("https://prefs.example/alerts", lease_ms=60_000)
+POLICY = DeliveryPolicy("https://prefs.example/alerts", dashboard_url="https://dash.example/", lease_ms=60_000)
 T0 = 1_790_000_000_000
 
 
@@ -196,7 +196,7 @@ def test_given_the_removal_step_cannot_be_scheduled_then_the_hard_limit_alert_st
         scope=limit_scope(Decimal(50)),
     )  # fmt: skip
     now_ms = int(datetime(2026, 11, 20, 10, 0, 5, tzinfo=UTC).timestamp() * 1000)
-    policy = AlertsPolicy(DeliveryPolicy("https://x/prefs"))
+    policy = AlertsPolicy(DeliveryPolicy("https://x/prefs", dashboard_url="https://dash.example/"))
     for delivery in range(2):
         with pytest.raises(EventIncompleteError) as failed:
             handle_event(event.DETAIL_TYPE, event.model_dump(), ports, policy, now_ms + delivery * 360_000)

@@ -13,14 +13,14 @@ import pytest
 
 from kilo_alerts.catalogue import alert_from_event
 from kilo_alerts.logic import DeliveryIncompleteError, DeliveryPolicy, deliver_alert
-from kilo_alerts.model import Alert, Channel, Delivery, Outcome, Severity
+from kilo_alerts.model import Alert, Channel, Delivery, Outcome, Reason, Severity
 from kilo_billing.accounts import AccountProfile
 from kilo_billing.contracts import UsageThresholdCrossedV1
 from kilo_billing.rating import TierChange
 from tests.fakes import InMemoryAccountDirectory
 from tests.unit.alerts_fakes import InMemoryLedger, ScriptedMailer, ScriptedTexter, SendFailedError, SendRefusedError
 
-POLICY = DeliveryPolicy("https://prefs.example/alerts", lease_ms=60_000)
+POLICY = DeliveryPolicy("https://prefs.example/alerts", dashboard_url="https://dash.example/", lease_ms=60_000)
 T0 = 1_795_168_800_000  # 2026-11-20 10:00 UTC
 PHONE = "+14155550100"
 REFUSED = "Email address is on the account-level suppression list"
@@ -143,13 +143,15 @@ def test_given_the_email_failing_for_now_then_the_sms_waits_and_goes_once_when_t
     assert decided(ledger)[Channel.SMS] == (Outcome.SENT, "sms-1; sent instead of the email SES refused")
 
 
-def crashed_after_the_email(ledger: InMemoryLedger, probe: Alert, outcome: Outcome, detail: str) -> None:
+def crashed_after_the_email(
+    ledger: InMemoryLedger, probe: Alert, outcome: Outcome, detail: str, reason: Reason | None = None
+) -> None:
     """The crashed delivery: the SMS claimed (waiting for the email), the email decided and recorded, then it died."""
     sms = Delivery("acct_1", "2026-11", probe.kind, probe.key, Channel.SMS, Outcome.RETRY, "", T0)
     assert ledger.claim(sms, POLICY.lease_ms) == 1
     email = replace(sms, channel=Channel.EMAIL)
     assert ledger.claim(email, POLICY.lease_ms) == 1
-    ledger.record(replace(email, outcome=outcome, detail=detail))
+    ledger.record(replace(email, outcome=outcome, detail=detail, reason=reason))
 
 
 def test_given_a_crash_after_the_refused_email_was_recorded_then_the_redelivery_sends_the_sms_once() -> None:
@@ -252,7 +254,7 @@ def test_given_no_email_address_then_neither_an_alert_the_account_may_silence_no
 def test_given_a_crash_after_the_missing_address_was_recorded_then_the_redelivery_sends_the_sms_once() -> None:
     ledger, texter = InMemoryLedger(), ScriptedTexter()
     probe = required("payment_failed")
-    crashed_after_the_email(ledger, probe, Outcome.SKIPPED, "no email address")
+    crashed_after_the_email(ledger, probe, Outcome.SKIPPED, "no email address", Reason.NO_EMAIL)
 
     later = deliver_alert(
         probe, no_email(probe.kind), ledger, ScriptedMailer(), texter, POLICY, T0 + POLICY.lease_ms + 1

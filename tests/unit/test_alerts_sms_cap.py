@@ -21,6 +21,8 @@ from tests.unit.alerts_fakes import InMemoryLedger, ScriptedMailer, ScriptedText
 
 PERCENTS = (80, 100, 200, 300, 400, 500, 600, 700, 800, 1000)  # each >= 80 %: SMS by default
 T0 = int(datetime(2026, 11, 20, 9, 0, tzinfo=UTC).timestamp() * 1000)
+DASHBOARD = "https://dash.example/"
+POLICY = DeliveryPolicy("https://x/prefs", dashboard_url=DASHBOARD)
 # the records name the contact by its pseudonym only (D203): sha256("acct_p" NUL value), 16 hex digits
 EMAIL_REF = "erased-" + hashlib.sha256(b"acct_p\x00p@example.com").hexdigest()[:16]
 PHONE_REF = "erased-" + hashlib.sha256(b"acct_p\x00+14155550123").hexdigest()[:16]
@@ -51,7 +53,7 @@ def pumped(cents: int) -> list[Alert]:
 
 def test_given_five_budget_edits_then_fifty_emails_but_only_the_days_cap_of_sms() -> None:
     ledger, mailer, texter = InMemoryLedger(), ScriptedMailer(), ScriptedTexter()
-    policy = DeliveryPolicy("https://x/prefs", sms_per_day=10)
+    policy = DeliveryPolicy("https://x/prefs", dashboard_url=DASHBOARD, sms_per_day=10)
     outcomes = [
         deliver_alert(alert, DIRECTORY, ledger, mailer, texter, policy, T0 + index * 1000)
         for index, alert in enumerate(a for cents in range(1, 6) for a in pumped(cents))
@@ -73,7 +75,7 @@ def test_given_an_sms_failing_for_now_then_it_does_not_use_up_the_cap() -> None:
     from kilo_alerts.ports import SendFailedError  # noqa: PLC0415
 
     ledger, mailer, texter = InMemoryLedger(), ScriptedMailer(), ScriptedTexter(SendFailedError("Throttling"))
-    policy = DeliveryPolicy("https://x/prefs", sms_per_day=1)
+    policy = DeliveryPolicy("https://x/prefs", dashboard_url=DASHBOARD, sms_per_day=1)
     [first, second] = pumped(1)[:2]
     with pytest.raises(DeliveryIncompleteError):  # the email went, the SMS failed for now
         deliver_alert(first, DIRECTORY, ledger, mailer, texter, policy, T0)
@@ -109,7 +111,7 @@ def by_channel(ledger: InMemoryLedger, alert: Alert) -> dict[Channel, tuple[Outc
 
 def test_given_an_alert_chosen_by_sms_only_at_the_cap_then_it_goes_by_email_instead_once() -> None:
     ledger, mailer, texter = InMemoryLedger(), ScriptedMailer(), ScriptedTexter()
-    policy = DeliveryPolicy("https://x/prefs", sms_per_day=1)
+    policy = DeliveryPolicy("https://x/prefs", dashboard_url=DASHBOARD, sms_per_day=1)
     [first, second] = pumped(1)[:2]
     assert first.kind == "budget_threshold"  # the kind the account chose SMS only for
     deliver_alert(first, SMS_ONLY, ledger, mailer, texter, policy, T0)
@@ -139,7 +141,7 @@ def test_given_the_email_instead_failing_for_now_then_the_redelivery_sends_it_on
     from kilo_alerts.ports import SendFailedError  # noqa: PLC0415
 
     ledger, mailer, texter = InMemoryLedger(), ScriptedMailer(SendFailedError("Throttling")), ScriptedTexter()
-    policy = DeliveryPolicy("https://x/prefs", sms_per_day=1)
+    policy = DeliveryPolicy("https://x/prefs", dashboard_url=DASHBOARD, sms_per_day=1)
     [first, second] = pumped(1)[:2]
     deliver_alert(first, SMS_ONLY, ledger, mailer, texter, policy, T0)
     with pytest.raises(DeliveryIncompleteError) as failed:
@@ -162,7 +164,15 @@ def test_given_the_email_instead_failing_for_now_then_the_redelivery_sends_it_on
 
 def test_given_an_sms_only_alert_under_the_cap_then_no_email() -> None:
     ledger, mailer, texter = InMemoryLedger(), ScriptedMailer(), ScriptedTexter()
-    outcome = deliver_alert(pumped(1)[0], SMS_ONLY, ledger, mailer, texter, DeliveryPolicy("https://x/p"), T0)
+    outcome = deliver_alert(
+        pumped(1)[0],
+        SMS_ONLY,
+        ledger,
+        mailer,
+        texter,
+        POLICY,
+        T0,
+    )
     assert {d.channel: d.outcome for d in outcome.deliveries} == {
         Channel.EMAIL: Outcome.SKIPPED,
         Channel.SMS: Outcome.SENT,
@@ -175,7 +185,7 @@ def test_given_an_sms_only_alert_failing_for_now_then_capped_at_the_redelivery_t
     from kilo_alerts.ports import SendFailedError  # noqa: PLC0415
 
     ledger, mailer, texter = InMemoryLedger(), ScriptedMailer(), ScriptedTexter(SendFailedError("Throttling"))
-    policy = DeliveryPolicy("https://x/prefs", sms_per_day=1)
+    policy = DeliveryPolicy("https://x/prefs", dashboard_url=DASHBOARD, sms_per_day=1)
     [first, second] = pumped(1)[:2]
     with pytest.raises(DeliveryIncompleteError) as failed:  # the SMS failed for now: the email waits for its decision
         deliver_alert(first, SMS_ONLY, ledger, mailer, texter, policy, T0)
@@ -206,7 +216,7 @@ def test_given_an_sms_only_alert_to_a_number_that_cannot_be_texted_then_the_emai
     from kilo_alerts.ports import SendFailedError  # noqa: PLC0415
 
     ledger, mailer = InMemoryLedger(), ScriptedMailer(SendFailedError("Throttling"))
-    policy = DeliveryPolicy("https://x/prefs")
+    policy = DeliveryPolicy("https://x/prefs", dashboard_url=DASHBOARD)
     alert = pumped(1)[0]
     with pytest.raises(DeliveryIncompleteError) as failed:  # the email instead failed for now: both decided again
         deliver_alert(alert, SMS_ONLY, ledger, mailer, texter, policy, T0)
@@ -245,7 +255,7 @@ def test_given_the_last_delivery_while_sns_and_ses_both_fail_for_now_then_both_s
     )
     ledger = InMemoryLedger()
     mailer, texter = ScriptedMailer(SendFailedError("SES throttled")), ScriptedTexter(SendFailedError("Throttling"))
-    policy = DeliveryPolicy("https://x/prefs", sms_per_day=1)
+    policy = DeliveryPolicy("https://x/prefs", dashboard_url=DASHBOARD, sms_per_day=1)
     with pytest.raises(DeliveryIncompleteError) as failed:
         deliver_alert(pumped(1)[1], sms_only, ledger, mailer, texter, policy, T0, last_attempt=True)
     assert {d.channel: d.outcome for d in failed.value.outcome.deliveries} == {
@@ -286,7 +296,7 @@ def test_given_the_last_delivery_after_an_earlier_one_sent_the_email_instead_the
     )
     assert ledger.claim(email_row, 60_000) == 1
     ledger.record(email_row)  # sent by the delivery that crashed
-    policy = DeliveryPolicy("https://x/prefs", sms_per_day=1)
+    policy = DeliveryPolicy("https://x/prefs", dashboard_url=DASHBOARD, sms_per_day=1)
     texter = ScriptedTexter(SendFailedError("Throttling"))
     outcome = deliver_alert(alert, sms_only, ledger, mailer, texter, policy, T0 + 1000, last_attempt=True)
     assert mailer.sent == []
@@ -322,7 +332,15 @@ def test_given_providers_naming_the_contact_in_their_refusal_then_the_records_na
 
     ledger = InMemoryLedger()
     try:
-        deliver_alert(pumped(1)[0], DIRECTORY, ledger, mailer, texter, DeliveryPolicy("https://x/prefs"), T0)
+        deliver_alert(
+            pumped(1)[0],
+            DIRECTORY,
+            ledger,
+            mailer,
+            texter,
+            POLICY,
+            T0,
+        )
     except DeliveryIncompleteError:
         assert outcome is Outcome.RETRY
     recorded = {d.channel: d for d in ledger.deliveries("acct_p", "2026-11")}
@@ -352,7 +370,7 @@ def test_given_an_sms_only_alert_to_a_verified_premium_rate_number_of_an_allowed
         )
     )
     ledger, mailer, texter = InMemoryLedger(), ScriptedMailer(), ScriptedTexter()
-    policy = DeliveryPolicy("https://x/prefs", sms_regions=frozenset({"US"}))
+    policy = DeliveryPolicy("https://x/prefs", dashboard_url=DASHBOARD, sms_regions=frozenset({"US"}))
     [alert] = pumped(1)[:1]
     deliver_alert(alert, directory, ledger, mailer, texter, policy, T0)
     assert texter.sent == []

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from kilo_billing.aws import CallBudget
 from kilo_billing.budgets import DEFAULT_WEEKDAY_WEIGHTS
-from kilo_billing.settings import ForecastSettings, FunctionSettings
+from kilo_billing.settings import DashboardSettings, ForecastSettings, FunctionSettings
 
 
 class ProbeSettings(FunctionSettings):
@@ -97,3 +97,31 @@ def test_given_malformed_weights_then_reading_the_settings_refuses_them(
     monkeypatch.setenv("FORECAST_WEEKDAY_WEIGHTS", weights)
     with pytest.raises(ValidationError, match="weekday weights"):
         ForecastSettings()
+
+
+def test_given_both_functions_that_link_the_dashboard_then_each_reads_dashboard_url_through_the_one_setting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The account API (Stripe's return pages) and the alerts (an email's page links) read ``DASHBOARD_URL`` through
+    ``DashboardSettings``: the same default, the same check. An empty address is refused by both (the account API
+    took it before, and sent Stripe an empty return URL)."""
+    from kilo_account_api.settings import AccountApiSettings  # noqa: PLC0415
+    from kilo_alerts.settings import AlertSettings  # noqa: PLC0415
+
+    for name, value in {
+        "USAGE_TABLE_NAME": "usage", "MEMBERS_TABLE_NAME": "members", "ALERTS_TABLE_NAME": "alerts",
+        "ALERT_SENDER_EMAIL": "alerts@kilo.example", "ALERT_PREFERENCES_URL": "https://kilo.example/prefs",
+    }.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("DASHBOARD_URL", raising=False)
+    for read in (AccountApiSettings, AlertSettings):
+        assert issubclass(read, DashboardSettings)
+        assert read().dashboard_url == "http://127.0.0.1:8000/"  # the local stack's, the template's default
+    monkeypatch.setenv("DASHBOARD_URL", "https://dash.kilo.example/app/")
+    assert (AccountApiSettings().dashboard_url, AlertSettings().dashboard_url) == (
+        "https://dash.kilo.example/app/",
+    ) * 2
+    monkeypatch.setenv("DASHBOARD_URL", "")
+    for read in (AccountApiSettings, AlertSettings):
+        with pytest.raises(ValidationError, match="dashboard_url"):
+            read()

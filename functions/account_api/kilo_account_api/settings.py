@@ -9,13 +9,15 @@ from functools import cache
 
 from pydantic import Field
 
-from kilo_billing.settings import ForecastSettings, SmsSettings
+from kilo_billing.settings import DashboardSettings, ForecastSettings, SmsSettings
 
 
-class AccountApiSettings(ForecastSettings, SmsSettings):
+class AccountApiSettings(ForecastSettings, SmsSettings, DashboardSettings):
     """The base's AWS call budget, secret reuse and weekday weights (``FORECAST_WEEKDAY_WEIGHTS``, the alerts
     function's setting of the same name and format, for the weekday-aware forecast), the regions SMS goes to
-    (``SMS_REGIONS``, the alerts function's too: a number is saved and texted a code only in them, D221), and:"""
+    (``SMS_REGIONS``, the alerts function's too: a number is saved and texted a code only in them, D221), the
+    dashboard (``DASHBOARD_URL``, the alerts function's too: where Stripe's hosted pages send the customer back), and:
+    """
 
     usage_table_name: str  # profiles, rating's sessions and counters, our invoices, the spend item
     members_table_name: str  # ACCOUNT#<id> / MEMBER#<user>
@@ -29,10 +31,8 @@ class AccountApiSettings(ForecastSettings, SmsSettings):
     stripe_max_network_retries: int = Field(default=1, ge=0, le=5)
     # Secrets Manager: JSON {"key": "<random>"}, the phone codes' HMAC key (the template creates it; D160)
     phone_code_key_secret_name: str = ""
-    # where Stripe's hosted pages send the customer back (the dashboard); a success/cancel/return URL a client sends
-    # must be on its origin or one of ``extra_dashboard_origins`` (comma-separated, e.g. a custom domain beside the
-    # CloudFront one): ``logic.check_return_url``
-    dashboard_url: str = "http://127.0.0.1:8000/"
+    # a success/cancel/return URL a client sends must be on the dashboard's origin (``dashboard_url``) or one of
+    # these (comma-separated, e.g. a custom domain beside the CloudFront one): ``logic.check_return_url``
     extra_dashboard_origins: str = ""
 
     @property

@@ -15,7 +15,7 @@ from email.utils import make_msgid
 from typing import Any, Final
 
 from kilo_alerts import items
-from kilo_alerts.model import Delivery, EnforcementRecord, MarginSnapshot, Narrowing, Participant
+from kilo_alerts.model import Delivery, EnforcementRecord, Held, MarginSnapshot, Narrowing, Participant
 from kilo_alerts.ports import (
     ClaimHeldError,
     ParticipantGoneError,
@@ -140,7 +140,7 @@ class DynamoDeliveryLedger:
             )
         except ConditionFailedError:
             if _pending(self._client, self._table, items.key(delivery)):
-                raise ClaimHeldError(HELD) from None
+                raise ClaimHeldError(Held.CLAIM) from None
             return None
         return int(from_item(answer["Attributes"])["attempts"])
 
@@ -170,8 +170,6 @@ ALERTS_SOURCE: Final = "kilo.billing.alerts"
 # done or dead by then), shorter than the alerts queue's visibility timeout (360 s), so the redelivered record finds it
 # stale (template.yaml, tests/infra)
 ENFORCEMENT_LEASE_MS: Final = 5 * 60_000
-HELD: Final = "claimed by another delivery, not decided yet"
-TURN_HELD: Final = "another delivery is restricting or restoring the account's participants"
 # Rating's sessions in the usage table (kilo_rate_usage.items, read here by name, never imported): an open session
 # carries ``open_account`` (the sparse index's key), ``room_name`` and ``identity``.
 OPEN_INDEX: Final = "open_sessions"
@@ -198,7 +196,7 @@ class DynamoEnforcementLedger:
             ),
         )
         if not claimed and _pending(self._client, self._table, items.enforcement_key(record)):
-            raise ClaimHeldError(HELD)
+            raise ClaimHeldError(Held.CLAIM)
         return claimed
 
     def take_turn(self, account_id: str, holder: str, now_ms: int) -> None:
@@ -210,7 +208,7 @@ class DynamoEnforcementLedger:
             ExpressionAttributeValues=to_item({":holder": holder, ":stale": now_ms - ENFORCEMENT_LEASE_MS}),
         )
         if not taken:
-            raise ClaimHeldError(TURN_HELD)
+            raise ClaimHeldError(Held.TURN)
 
     def end_turn(self, account_id: str, holder: str) -> None:
         # not deleted: taken over after the lease (or never taken), not this holder's to end
@@ -454,7 +452,7 @@ class DynamoOperatorLedger:
         except ConditionFailedError:
             # pending within its lease is not decided (a holder still at it, or one that crashed): retried (D147)
             if _pending(self._client, self._table, items.operator_key(account_id, kind, key)):
-                raise ClaimHeldError(HELD) from None
+                raise ClaimHeldError(Held.CLAIM) from None
             return False
         return True
 

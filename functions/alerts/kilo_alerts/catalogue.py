@@ -266,8 +266,14 @@ def _invoice_issued(detail: Mapping[str, Any]) -> Alert:
     if event.hosted_url:
         values["invoice_url"] = event.hosted_url
     elif crypto:  # delivery links the dashboard's page (kilo_alerts.logic): this bill on "Pay with crypto"
-        values["invoice_page"] = f"#/pay?invoice={quote(event.number, safe='')}"
+        values["invoice_page"] = _pay_page(event.number)
     return _alert("invoice_issued", event, event.period, event.invoice_id, Severity.LOW, values)
+
+
+def _pay_page(number: str) -> str:
+    """The dashboard's "Pay with crypto" page with the bill of invoice ``number`` chosen (web/js/views/pay.js opens
+    the open crypto bill whose number the ``invoice`` parameter names)."""
+    return f"#/pay?invoice={quote(number, safe='')}"
 
 
 def _payment_failed(detail: Mapping[str, Any]) -> Alert:
@@ -379,6 +385,8 @@ def _crypto_quote_expiring(detail: Mapping[str, Any]) -> Alert:
         "expires_at": f"{expires:%H:%M} UTC on {expires.day} {expires:%B %Y}",
         "expires_time": f"{expires:%H:%M} UTC",
     }
+    if event.number:  # delivery links "Pay with crypto" with this bill chosen (an event of before: the page alone)
+        values["pay_page"] = _pay_page(event.number)
     return _occurrence_alert("crypto_quote_expiring", event, event.quote_id, Severity.MEDIUM, values)
 
 

@@ -59,11 +59,14 @@ class EnforcementPorts:
 
 
 class EnforcementIncompleteError(Exception):
-    """RoomService failed for now on some participants; the others are done and recorded."""
+    """RoomService failed for now on some participants; the others are done and recorded. ``turn_held``: failed only
+    because another delivery held the account's turn (``_in_turn``): worth trying again within seconds (the holder's
+    RoomService calls take that long), not after the queue's visibility timeout (D209)."""
 
-    def __init__(self, records: list[EnforcementRecord]) -> None:
+    def __init__(self, records: list[EnforcementRecord], *, turn_held: bool = False) -> None:
         super().__init__(f"{sum(1 for r in records if r.outcome == 'retry')} RoomService action(s) to retry")
         self.records = records
+        self.turn_held = turn_held
 
 
 def hard_limit_reached(account_id: str, entitlements: EntitlementSource, now_ms: int) -> str | None:
@@ -81,9 +84,8 @@ def hard_limit_reached(account_id: str, entitlements: EntitlementSource, now_ms:
     return limit_scope(profile.hard_limit_usd, profile.hard_limit_version)
 
 
-HELD = "claimed by another delivery, not decided yet"
 CHANGED_BY_APP = "the app changed the permission since audio-only: its change is left as it is"
-LEFT = "not in a call any more (no open session): nothing to give back"
+LEFT = "not in a call any more (no open session, not in its room): nothing to give back"
 MARKER = "-"  # the room and identity of an account's own steps (schedule_removal, the removal's marker)
 
 
@@ -152,8 +154,8 @@ def _act(
         try:
             if not ledger.claim(pending):
                 continue  # done before (a redelivered event or step)
-        except ClaimHeldError:
-            records.append(pending.decided("retry", HELD))
+        except ClaimHeldError as exc:
+            records.append(pending.decided("retry", exc.held.value))
             continue
         try:
             decided = do(pending, participant)
@@ -210,7 +212,7 @@ def _claim_marker(ledger: EnforcementLedger, marker: EnforcementRecord, records:
     try:
         return ledger.claim(marker)
     except ClaimHeldError as exc:
-        raise EnforcementIncompleteError([*records, marker.decided("retry", HELD)]) from exc
+        raise EnforcementIncompleteError([*records, marker.decided("retry", exc.held.value)]) from exc
 
 
 def restrict_account(
@@ -265,13 +267,13 @@ def restore_account(
     it is; one with none has left the call (its permission went with it) and is recorded ``gone`` (D214). A
     session an erasure pseudonymised is matched to the room's live participant (``_LiveIdentities``).
 
-    The open sessions are read from rating's ``open_sessions`` index (eventually consistent): a participant it does
-    not list is ``gone`` without asking RoomService. The lag cannot hide one still in its call: each participant
-    restored was found in the same index by the audio-only step, the grace period before (120 s by default: the
-    restore runs only in the delayed removal step), and its entry's keys (account, start) stay as they are while its
-    session is open - an update of the session (an erasure's pseudonym too: the same key here) changes the entry in
-    place, never takes it out. The other way round (a session closed, still listed) RoomService decides: not found,
-    ``gone``. Each restore is claimed once per participant and limit: a read that differs never restores twice."""
+    The open sessions are read from rating's ``open_sessions`` index (eventually consistent), which is not trusted
+    to say who left: a participant it does not list is looked for in its room's participant list by its pseudonym
+    (``_LiveIdentities``: one ListParticipants per such room) and given back through the identity found there; only
+    one its room does not list (or a room that ended) is ``gone``. So a restore never depends on the index having
+    caught up with the audio-only step's read - the grace between them may be 0 s (D-alerts-4). The other way round
+    (a session closed, still listed) RoomService decides: not found, ``gone``. Each restore is claimed once per
+    participant and limit: a read that differs never restores twice."""
     records = stored(account_id, ports.ledger.actions(account_id))
     saved = {
         Participant(record.room, record.identity): record
@@ -292,9 +294,13 @@ def restore_account(
     def restore(pending: EnforcementRecord, session: Participant) -> EnforcementRecord:
         participant = Participant(pending.room, pending.identity)
         narrowed = latest.get(participant, saved[participant])
-        if participant not in in_call:
-            return pending.decided("gone", LEFT)
-        who = live.of(session)
+        if participant in in_call:
+            who = live.of(session)
+        else:  # the index does not list it (left, or the index lags): its room says (``session`` is its pseudonym)
+            try:
+                who = live.of(session)
+            except ParticipantGoneError:
+                return pending.decided("gone", LEFT)
         given = ports.rooms.restore(who.room, who.identity, narrowed.saved, narrowed.narrowed)
         for other in unrestored:
             if (
@@ -376,16 +382,36 @@ def _remove(
     if limit and (current, in_force) != (period, limit):
         return _superseded(marker, current, in_force, ports, policy)
     live = _LiveIdentities(account_id, ports.rooms)
+    listed = ports.sessions.open_participants(account_id)
     return _act(
         account_id,
         period,
         limit,
         EnforcementAction.REMOVE,
-        ports.sessions.open_participants(account_id),
+        [*listed, *_narrowed_unlisted(account_id, period, limit, listed, ports.ledger)],
         ports.ledger,
         lambda pending, participant: _removed(ports.rooms, pending, live.of(participant)),
         now_ms,
         live,
+    )
+
+
+def _narrowed_unlisted(
+    account_id: str, period: str, limit: str, listed: list[Participant], ledger: EnforcementLedger
+) -> list[Participant]:
+    """The participants narrowed under ``limit`` that the open sessions (``listed``) do not list, by pseudonym: the
+    index is eventually consistent and may not list yet one the audio-only step's read found (a grace of 0 s,
+    D-alerts-4), so each is looked for in its room (``_LiveIdentities``) and removed, or recorded ``gone``."""
+    seen = {Participant(found.room, pseudonym(account_id, found.identity)) for found in listed}
+    return sorted(
+        {
+            Participant(record.room, record.identity)
+            for record in stored(account_id, ledger.actions(account_id))
+            if record.action is EnforcementAction.AUDIO_ONLY
+            and (record.period, record.limit, record.outcome) == (period, limit, "done")
+            and record.identity != MARKER
+            and Participant(record.room, record.identity) not in seen
+        }
     )
 
 
@@ -398,14 +424,7 @@ def remove_account(
     return _in_turn(ports.ledger, marker, lambda: _remove(account_id, period, limit, ports, policy, now_ms))
 
 
-TURN_HELD = "another delivery is restricting or restoring the account's participants: retried"
 TURN_RETRY_SECONDS = 5  # a delivery that found the turn held is received again after this, not the queue's 360 s
-
-
-def turn_held(records: Sequence[EnforcementRecord]) -> bool:
-    """The delivery failed only for now because another one held the account's turn (``_in_turn``): worth trying
-    again within seconds (the holder's RoomService calls take that long), not after the queue's visibility timeout."""
-    return any(r.outcome == "retry" and r.detail == TURN_HELD for r in records)
 
 
 def _in_turn(
@@ -422,7 +441,7 @@ def _in_turn(
     try:
         ledger.take_turn(marker.account_id, holder, marker.at_ms)
     except ClaimHeldError as exc:
-        raise EnforcementIncompleteError([marker.decided("retry", TURN_HELD)]) from exc
+        raise EnforcementIncompleteError([marker.decided("retry", exc.held.value)], turn_held=True) from exc
     try:
         return work()
     finally:

@@ -18,7 +18,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from kilo_alerts import dependencies
-from kilo_alerts.enforcement import TURN_RETRY_SECONDS, EnforcementIncompleteError, turn_held
+from kilo_alerts.enforcement import TURN_RETRY_SECONDS, EnforcementIncompleteError
 from kilo_alerts.logic import AlertOutcome, EventIncompleteError, EventOutcome, handle_event
 from kilo_alerts.model import AlertError, Outcome
 from kilo_billing import observability
@@ -76,11 +76,11 @@ def _record(record: SQSRecord) -> None:
             _count(alert)
         _enforced(exc.outcome)
         logger.warning("event not fully handled; the queue delivers it again", extra={"reason": str(exc)[:200]})
-        if turn_held(exc.outcome.enforcement):  # back in seconds, not after the queue's 360 s (D209)
+        if exc.turn_held:  # back in seconds, not after the queue's 360 s (D209)
             _sooner(deps.redelivery, record.receipt_handle, receives, deps.settings.alerts_queue_max_receives)
         raise
     except EnforcementIncompleteError as exc:  # the delayed removal step
-        if turn_held(exc.records):
+        if exc.turn_held:
             _sooner(deps.redelivery, record.receipt_handle, receives, deps.settings.alerts_queue_max_receives)
         raise
     except (AlertError, ValueError) as exc:

@@ -15,7 +15,15 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any, Final
 
-from kilo_alerts.model import Channel, Delivery, EnforcementAction, EnforcementRecord, MarginSnapshot, Outcome
+from kilo_alerts.model import (
+    Channel,
+    Delivery,
+    EnforcementAction,
+    EnforcementRecord,
+    MarginSnapshot,
+    Outcome,
+    Reason,
+)
 from kilo_billing.items import Item, from_item, to_item
 
 RECORD_TTL_DAYS: Final = 400
@@ -40,8 +48,10 @@ def expires_at(at_ms: int) -> int:
 
 
 def delivery_to_item(delivery: Delivery) -> Item:
+    reason = {"reason": delivery.reason.value} if delivery.reason is not None else {}
     return to_item(
         {
+            **reason,
             "pk": partition(delivery.account_id),
             "sk": sort_key(delivery),
             "account_id": delivery.account_id,
@@ -75,7 +85,18 @@ def delivery_from_item(item: Mapping[str, Any]) -> Delivery:
         detail=str(values.get("detail", "")),
         event_id=str(values.get("event_id", "")),
         attempts=int(values.get("attempts", 1)),
+        reason=_reason(values),
     )
+
+
+def _reason(values: Mapping[str, Any]) -> Reason | None:
+    """The record's ``reason``; a record written before it was kept has none, and is read by its detail - the one
+    reason read back then (D215) being a missing address."""
+    if values.get("reason"):
+        return Reason(str(values["reason"]))
+    if values.get("status") == Outcome.SKIPPED.value and values.get("detail") == Reason.NO_EMAIL.detail:
+        return Reason.NO_EMAIL
+    return None
 
 
 def sms_day_key(account_id: str, day: str) -> Item:

@@ -35,7 +35,17 @@ from kilo_alerts.enforcement import (
     remove_account,
     restrict_account,
 )
-from kilo_alerts.model import Alert, AlertError, Channel, Delivery, EnforcementRecord, Outcome, Rendered, Severity
+from kilo_alerts.model import (
+    Alert,
+    AlertError,
+    Channel,
+    Delivery,
+    EnforcementRecord,
+    Outcome,
+    Reason,
+    Rendered,
+    Severity,
+)
 from kilo_alerts.operator import (
     OPERATOR_EVENTS,
     Announced,
@@ -75,9 +85,7 @@ ENFORCEMENT_STEP: Final = "EnforcementStepDue.v1"  # the delayed removal step (a
 HARD: Final = "budget_hard_limit"
 # events with operator checks that also alert the account (the customer alert is delivered besides the checks)
 CUSTOMER_AND_OPERATOR: Final = frozenset({PaymentFailedV1.DETAIL_TYPE})
-NOT_CHOSEN: Final = "not chosen for this alert"  # the details of deliveries other code reads back (D215)
-NO_EMAIL: Final = "no email address"
-HELD: Final = "claimed by another delivery, not decided yet"
+NOT_CHOSEN: Final = "not chosen for this alert"
 # the dashboard's pages an email may link (web/js/app.js's routes)
 BILLING_PAGE: Final = "#/billing"  # the invoices, their receipts and processor pages
 PAY_PAGE: Final = "#/pay"  # "Pay with crypto": the open crypto bills (a new quote), the payments seen
@@ -99,9 +107,10 @@ class DeliveryPolicy:
     # the regions (ISO) whose numbers are texted, SMS_REGIONS: another number's SMS is skipped, the alert goes by
     # email (D221); the layer's default when none is given, read then (kilo_billing.sms_regions)
     sms_regions: frozenset[str] = field(default_factory=_default_sms_regions)
-    # the dashboard (DASHBOARD_URL): an email whose event names no page of its own links the dashboard's page its text
-    # names (its routes are hashes: ``<dashboard>#/billing``), never the alert preferences
-    dashboard_url: str = "http://127.0.0.1:8000/"
+    # the dashboard (DASHBOARD_URL, kilo_billing.settings.DashboardSettings): an email whose event names no page of its
+    # own links the dashboard's page its text names (its routes are hashes: ``<dashboard>#/billing``), never the alert
+    # preferences; no default of its own: the settings' value, always given
+    dashboard_url: str = field(kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +169,7 @@ def deliver_alert(
         try:
             attempts = ledger.claim(pending, policy.lease_ms)
         except ClaimHeldError:  # not decided yet: retried (taken over once older than the lease), never released
-            decided_by[channel] = replace(pending, detail=HELD)
+            decided_by[channel] = pending.because(Reason.HELD, Outcome.RETRY)
             continue
         if attempts is None:
             decided_by[channel] = replace(pending, outcome=Outcome.DUPLICATE, detail="already decided")
@@ -174,7 +183,7 @@ def deliver_alert(
             sms_waiting = pending  # claimed: decided after the email (recorded below)
             continue
         elif channel.value not in chosen:
-            decided = replace(pending, outcome=Outcome.SKIPPED, detail="not chosen for this alert")
+            decided = replace(pending, outcome=Outcome.SKIPPED, detail=NOT_CHOSEN)
         else:
             decided, nobody = _send_chosen(
                 pending, chosen, profile, rendered, (mailer, texter, ledger), policy, last_attempt
@@ -289,9 +298,9 @@ def _email_reached_nobody(
         )
     if email.outcome is Outcome.UNDELIVERABLE:
         return REFUSED_EMAIL
-    if email.outcome is Outcome.SKIPPED and email.detail == NO_EMAIL:
+    if email.outcome is Outcome.SKIPPED and email.reason is Reason.NO_EMAIL:
         return NO_ADDRESS
-    if email.outcome is Outcome.RETRY and last_attempt and email.detail != HELD:
+    if email.outcome is Outcome.RETRY and last_attempt and email.reason is not Reason.HELD:
         return SES_FAILING
     return None
 
@@ -378,7 +387,8 @@ def _values(alert: Alert, profile: AccountProfile, policy: DeliveryPolicy) -> di
     return {
         # no processor's hosted page: the dashboard's page of the invoice (Billing, or the one the alert names)
         "invoice_url": policy.dashboard_url + alert.values.get("invoice_page", BILLING_PAGE),
-        "pay_url": pay,
+        # Pay with crypto: with the alert's bill chosen when it names one (``pay_page``)
+        "pay_url": policy.dashboard_url + alert.values.get("pay_page", PAY_PAGE),
         "tx_url": pay,  # several transactions, or a chain without a known explorer: the page lists the payments
         **alert.values,
         "account_id": alert.account_id,
@@ -398,7 +408,7 @@ def _send(
     mailer, texter, ledger = ports
     if channel is Channel.EMAIL:
         if not profile.email:
-            return replace(pending, outcome=Outcome.SKIPPED, detail=NO_EMAIL)
+            return pending.because(Reason.NO_EMAIL, Outcome.SKIPPED)
         address = profile.email
         return _attempt(_to(pending, address), lambda: mailer.send(address, *_email(rendered)), address)
     if not profile.phone:
@@ -505,6 +515,8 @@ class EventIncompleteError(Exception):
     def __init__(self, outcome: EventOutcome, causes: list[Exception]) -> None:
         super().__init__("; ".join(str(cause) for cause in causes))
         self.outcome = outcome
+        # the enforcement failed only because another delivery held the account's turn: back in seconds (D209)
+        self.turn_held = any(isinstance(cause, EnforcementIncompleteError) and cause.turn_held for cause in causes)
 
 
 def handle_event(

@@ -29,6 +29,26 @@ class Outcome(StrEnum):
     RETRY = "retry"  # a transient failure: the event is delivered again by the queue
 
 
+class Held(StrEnum):
+    """What another delivery holds within its lease (``ports.ClaimHeldError``); the value is the text people read."""
+
+    CLAIM = "claimed by another delivery, not decided yet"  # a ledger claim: its record is not decided yet
+    TURN = "another delivery is restricting or restoring the account's participants: retried"  # the turn (D182)
+
+
+class Reason(StrEnum):
+    """Why a delivery is decided (or not yet) as it is, where code acts on it (D215: an email that reached nobody
+    sends a required alert's SMS): typed on the delivery and kept in its record, never read from its detail;
+    ``detail`` is the text people read."""
+
+    HELD = "held"  # not decided: another delivery holds the claim (retried, never taken as decided)
+    NO_EMAIL = "no_email"  # skipped: the account has no email address
+
+    @property
+    def detail(self) -> str:
+        return Held.CLAIM.value if self is Reason.HELD else "no email address"
+
+
 @dataclass(frozen=True, slots=True)
 class Alert:
     """One alert of the catalogue for one account: ``key`` identifies the occurrence within (account, period, kind),
@@ -66,6 +86,11 @@ class Delivery:
     detail: str = ""  # why it was skipped or refused; the provider's message id when sent
     event_id: str = ""
     attempts: int = 1
+    reason: Reason | None = None  # what code reads of the decision (its detail is for people)
+
+    def because(self, reason: Reason, outcome: Outcome) -> Delivery:
+        """This delivery decided ``outcome`` for ``reason``, its detail the reason's text."""
+        return replace(self, outcome=outcome, detail=reason.detail, reason=reason)
 
     @classmethod
     def pending(cls, alert: Alert, channel: Channel, at_ms: int) -> Delivery:

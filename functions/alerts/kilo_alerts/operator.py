@@ -108,7 +108,7 @@ def announce(
         if not ports.ledger.claim(alert.account_id, alert.kind, alert.key, now_ms, policy.lease_ms):
             return "duplicate"
     except ClaimHeldError as exc:
-        raise OperatorAlertFailedError(f"{alert.kind} {alert.key}: claimed by another delivery, not decided") from exc
+        raise OperatorAlertFailedError(f"{alert.kind} {alert.key}: {exc.held.value}") from exc
     if before is not None:
         try:
             alert = before()

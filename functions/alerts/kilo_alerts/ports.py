@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from kilo_alerts.model import Delivery, EnforcementRecord, MarginSnapshot, Narrowing, Participant
+from kilo_alerts.model import Delivery, EnforcementRecord, Held, MarginSnapshot, Narrowing, Participant
 
 
 class SendRefusedError(Exception):
@@ -19,7 +19,11 @@ class SendFailedError(Exception):
 class ClaimHeldError(Exception):
     """A ledger claim is pending and not yet stale: another delivery of the same event is deciding it now, or one
     crashed within its lease. Not a duplicate (nothing is decided yet): the record is retried, and once the claim is
-    older than the lease it is taken over."""
+    older than the lease it is taken over. ``held``: a ledger claim, or the account's enforcement turn (D182)."""
+
+    def __init__(self, held: Held) -> None:
+        super().__init__(held.value)
+        self.held = held
 
 
 class Mailer(Protocol):

@@ -9,20 +9,20 @@ from functools import cache
 from pydantic import Field
 
 from kilo_alerts.abuse import AbuseThresholds
-from kilo_billing.settings import ForecastSettings, SmsSettings
+from kilo_billing.settings import DashboardSettings, ForecastSettings, SmsSettings
 
 
-class AlertSettings(ForecastSettings, SmsSettings):
+class AlertSettings(ForecastSettings, SmsSettings, DashboardSettings):
     """The base's AWS call budget, secret reuse and weekday weights (``FORECAST_WEEKDAY_WEIGHTS``), the regions SMS
-    goes to (``SMS_REGIONS``, the account API's too: another number's alert goes by email, D221), and:"""
+    goes to (``SMS_REGIONS``, the account API's too: another number's alert goes by email, D221), the dashboard
+    (``DASHBOARD_URL``, the account API's too: an email without a page of its own links the dashboard's page, D249),
+    and:"""
 
     alerts_table_name: str  # delivery records (claims and outcomes)
     usage_table_name: str  # account profiles: name, email, phone, alert preferences
     alert_sender_email: str = Field(min_length=3)  # a verified SES identity (the template scopes ses:SendEmail to it)
     ses_configuration_set: str = ""  # bounces/complaints/suppression go through it
     alert_preferences_url: str = Field(min_length=1)  # the account's alert preferences page (in every message)
-    # the dashboard (the template's DashboardUrl): an email without a page of its own links the dashboard's page
-    dashboard_url: str = Field(default="http://127.0.0.1:8000/", min_length=1)
     sms_sender_id: str = ""  # where carriers support it
     sms_daily_cap_per_account: int = Field(default=10, ge=1, le=1000)  # SMS to one account per UTC day (email: none)
     # a pending claim older than this is taken over: above the function's 60 s timeout (a live holder is never
@@ -34,6 +34,8 @@ class AlertSettings(ForecastSettings, SmsSettings):
     # step is put on (this function's own queue, delayed)
     livekit_url: str = ""
     livekit_keys_secret_name: str = ""
+    # 0 is allowed (the template's MinValue): the removal step does not trust the open-sessions index to have caught up
+    # with the audio-only step's read (a participant it narrowed is looked for in its room, D-alerts-4)
     enforcement_grace_seconds: int = Field(default=120, ge=0, le=900)
     alerts_queue_url: str = ""
     roomservice_timeout_seconds: float = Field(default=5.0, gt=0)

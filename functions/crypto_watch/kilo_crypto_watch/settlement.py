@@ -654,6 +654,7 @@ class Settlement:
         published = 0
         for quote in self._store.expiring_quotes(chain, now + window):
             if quote.status is QuoteStatus.ACTIVE and quote.expires_at > now:
+                bill = self._store.bill(quote.invoice_id)  # its number: the dashboard opens this bill by it
                 expiring = CryptoQuoteExpiringV1(
                     event_id=f"quote-expiring:{quote.quote_id}",
                     account_id=quote.account_id,
@@ -665,6 +666,7 @@ class Settlement:
                     payment_uri=quote.payment_uri,
                     expires_at=quote.expires_at.isoformat(),
                     occurred_at=now.isoformat(),
+                    number=bill.number if bill is not None and bill.number else None,
                 )
                 self._publisher.publish(expiring.DETAIL_TYPE, expiring.model_dump(mode="json"))
                 published += 1

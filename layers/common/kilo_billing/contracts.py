@@ -232,7 +232,8 @@ class CryptoCreditAddedV1(InvoiceEventV1):
 
 class CryptoQuoteExpiringV1(InvoiceEventV1):
     """A quote the customer asked for expires soon and nothing has been seen for it yet. ``event_id``:
-    ``quote-expiring:<quote id>``."""
+    ``quote-expiring:<quote id>``. ``number``: the invoice's number (``InvoiceIssuedV1.number``), what the
+    dashboard's Pay with crypto page opens one bill by; events published before the field existed have none."""
 
     DETAIL_TYPE: ClassVar[str] = "CryptoQuoteExpiring.v1"
 
@@ -243,6 +244,7 @@ class CryptoQuoteExpiringV1(InvoiceEventV1):
     payment_uri: str
     expires_at: str
     occurred_at: str
+    number: str | None = None
 
 
 class UnattributedCryptoPaymentV1(ContractV1):

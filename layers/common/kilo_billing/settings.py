@@ -10,7 +10,8 @@ one cached reader (``@cache def settings()``). The base brings:
 - the AWS call budget every adapter's client is built with (``kilo_billing.aws``): per-attempt timeouts, attempts,
   and how long a secret read from Secrets Manager is reused;
 - for the functions that forecast spend (the account API, alerts), the weekday weights, checked when read;
-- for the functions that text (the account API's codes, alerts), the regions SMS goes to (``SmsSettings``).
+- for the functions that text (the account API's codes, alerts), the regions SMS goes to (``SmsSettings``);
+- for the functions that send people to the dashboard (the account API, alerts), its address (``DashboardSettings``).
 
 The ingest functions do not use it: their settings are a dataclass, without pydantic-settings (docs/decisions.md D12).
 """
@@ -31,6 +32,8 @@ DEFAULT_WEEKDAY_WEIGHTS_TEXT = "1,1,1,1,1,0.4,0.4"
 # the US, Canada, the UK, Ireland, Australia, New Zealand: kilo_billing.sms_regions.DEFAULT_SMS_REGIONS (a test holds
 # the two equal; importing sms_regions here would load it for every function's settings)
 DEFAULT_SMS_REGIONS_TEXT = "US,CA,GB,IE,AU,NZ"
+# the local stack's dashboard: the template's ``DashboardUrl`` default (tests/infra holds the two equal)
+DEFAULT_DASHBOARD_URL = "http://127.0.0.1:8000/"
 _REGION = re.compile(r"[A-Z]{2}")
 # not ISO 3166 codes, though often written for them: the list would silently refuse their numbers
 _NOT_ISO = {"UK": "GB", "EL": "GR"}
@@ -116,3 +119,12 @@ class SmsSettings(FunctionSettings):
     def sms_region_set(self) -> frozenset[str]:
         """``sms_regions`` as a set of upper-case codes."""
         return parse_regions(self.sms_regions)
+
+
+class DashboardSettings(FunctionSettings):
+    """Settings of a function that sends people to the dashboard - the account API (where Stripe's Checkout and
+    Billing Portal pages return), the alerts (what an email links: Billing, Pay with crypto): its address,
+    ``DASHBOARD_URL`` (the template sets both functions from its ``DashboardUrl``). Its hash routes are appended
+    (``<dashboard>#/billing``), so it ends the way the template writes it."""
+
+    dashboard_url: str = Field(default=DEFAULT_DASHBOARD_URL, min_length=1)
