@@ -1228,6 +1228,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = make_console()
     console.record = True  # a failing run keeps what it printed (keep_evidence)
     signal.signal(signal.SIGTERM, _interrupt)
+    # Ctrl-C stops the demo even when it was started with SIGINT ignored, as a shell without job control starts its
+    # background commands (``./dev test &``); Python then leaves SIGINT ignored and the demo ran on (D-demo-2)
+    signal.signal(signal.SIGINT, _interrupt)
     evidence: dict[str, str] = {}
     try:
         code = run(args, console, evidence)
