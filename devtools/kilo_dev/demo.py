@@ -1260,6 +1260,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = 1
     except ShutdownError as exc:  # the run ended (interrupted or not), but not everything it started stopped in time
         console.print(f"[bold red]The demo could not stop everything it started: {exc}.[/bold red]")
+        ended = exc.__context__  # what the run itself ended with, if anything: kept, not hidden by the stop's error
+        if ended is not None and not isinstance(ended, KeyboardInterrupt):
+            console.print(f"The run itself ended with {type(ended).__name__}: {ended}")
+            evidence["traceback.txt"] = "".join(traceback.format_exception(ended))
         code = 1
     except Exception:
         evidence["traceback.txt"] = traceback.format_exc()

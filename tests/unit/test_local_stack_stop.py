@@ -160,6 +160,30 @@ def test_given_the_stack_could_not_stop_a_thread_then_the_demo_exits_1_naming_it
     assert "The demo could not stop everything it started: the event-sources thread (still running after 8.0 s)" in flat
 
 
+def test_given_a_run_failing_and_then_not_stopping_then_the_demo_names_both_and_keeps_the_failures_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    class Stack:
+        def stop(self) -> list[str]:
+            return ["the JWT issuer (still running after 5.0 s)"]
+
+    def run(args: Any, console: Any, evidence: dict[str, str]) -> int:
+        try:
+            raise RuntimeError("POST /v1/usage kept failing")
+        finally:
+            # no evidence read off this stack (``failure_evidence`` needs a real one): ``None``
+            demo.wind_down(Stack(), Stack(), None, demo.RunState([], {}, "2026-10", 0), None)
+
+    monkeypatch.setattr(demo, "run", run)
+    monkeypatch.setattr(demo.signal, "signal", lambda *_: None)
+    assert demo.main(["--dir", str(tmp_path)]) == 1
+    flat = " ".join(capsys.readouterr().out.split())
+    assert "could not stop everything it started: the JWT issuer (still running after 5.0 s) did not stop" in flat
+    assert "The run itself ended with RuntimeError: POST /v1/usage kept failing" in flat
+    (kept,) = tmp_path.glob("failed-*")
+    assert "RuntimeError: POST /v1/usage kept failing" in (kept / "traceback.txt").read_text()
+
+
 def test_given_a_thread_that_never_ends_then_the_process_exits_within_the_deadline_with_its_code_naming_it() -> None:
     """The interpreter's exit joins every non-daemon thread (a thread pool's workers too) without a deadline."""
     script = (
