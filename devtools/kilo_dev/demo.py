@@ -890,6 +890,7 @@ class RunState:
     histories: dict[str, TierHistory] | None = None
     late: list[Any] = dataclasses.field(default_factory=list)
     passed: bool = False  # everything matched the ground truth
+    left: list[str] = dataclasses.field(default_factory=list)  # what the run could not stop in time, named
 
 
 def plain(value: Any) -> Any:
@@ -1100,7 +1101,7 @@ def run(args: argparse.Namespace, console: Console, evidence: dict[str, str] | N
         console.print(f"Total {time.monotonic() - began:.0f} s")
         if args.keep_running:
             stack.clock.release()  # live traffic from here on: schedules follow the wall clock again
-            _keep_running(console, stack, settings, livekit, dashboard_accounts(everyone, billing))
+            _keep_running(console, stack, settings, livekit, dashboard_accounts(everyone, billing), seen)
         seen.passed = matches and invoiced and alerted and paid
         return 0 if seen.passed else 1
     finally:
@@ -1114,16 +1115,29 @@ def caught_up(stack: Any) -> None:
     stack.schedule_on_grid(None)
 
 
+class ShutdownError(RuntimeError):
+    """Something the run started did not stop within its deadline; the message names each one (D-demo-1)."""
+
+
+OTHER_STOP_SECONDS = 10.0  # the RoomService stand-in's and the dashboard's stop (the stack has deadlines of its own)
+EXIT_SECONDS = 10.0  # for threads that would hold the interpreter's exit (``processes.exit_within``)
+
+
 def wind_down(stack: Any, livekit: Any, travel: Any, seen: RunState, evidence: dict[str, str] | None) -> None:
     """Stop what the run started (from ``run``'s ``finally``); a run that failed first reads its evidence off the stack
-    still running - not one interrupted (Ctrl-C, SIGTERM: how ``--keep-running`` ends), which is no failure."""
+    still running - not one interrupted (Ctrl-C, SIGTERM: how ``--keep-running`` ends), which is no failure. Every
+    stop has a deadline: :class:`ShutdownError` names what did not stop by then, rather than waiting for it."""
     interrupted = isinstance(sys.exc_info()[1], KeyboardInterrupt)  # the exception ``run`` is ending with, if any
     if not seen.passed and not interrupted and evidence is not None:
         evidence |= failure_evidence(stack, seen)
-    stack.stop()
-    livekit.stop()
+    left = [*seen.left, *(stack.stop() or [])]
+    others = processes.Shutdown(OTHER_STOP_SECONDS)
+    others.step("the RoomService stand-in", livekit.stop)
     if travel is not None:
         travel.stop()
+    left += others.left
+    if left:
+        raise ShutdownError(f"{'; '.join(left)} did not stop in time")
 
 
 def report(
@@ -1169,14 +1183,18 @@ def dashboard_accounts(accounts: Sequence[Any], billing: dict[str, tuple[str, st
     return list(dict.fromkeys(chosen))
 
 
-def _keep_running(console: Console, stack: Any, settings: Any, livekit: Any, accounts: Sequence[str]) -> None:
+def _keep_running(
+    console: Console, stack: Any, settings: Any, livekit: Any, accounts: Sequence[str], seen: RunState
+) -> None:
     from kilo_dev.webserve import serve_for_stack  # noqa: PLC0415
 
     site, links = serve_for_stack(stack, accounts)
     try:
         _serve(console, stack, settings, livekit, site, links)
     finally:
-        site.stop()
+        shutdown = processes.Shutdown(OTHER_STOP_SECONDS)
+        shutdown.step("the dashboard", site.stop)
+        seen.left += shutdown.left  # named by ``wind_down``, once the stack has stopped too
 
 
 def _serve(console: Console, stack: Any, settings: Any, livekit: Any, site: Any, links: dict[str, str]) -> None:
@@ -1228,6 +1246,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = make_console()
     console.record = True  # a failing run keeps what it printed (keep_evidence)
     signal.signal(signal.SIGTERM, _interrupt)
+    # Ctrl-C stops the demo even when it was started with SIGINT ignored, as a shell without job control starts its
+    # background commands (``./dev test &``); Python then leaves SIGINT ignored and the demo ran on (D-demo-2)
+    signal.signal(signal.SIGINT, _interrupt)
     evidence: dict[str, str] = {}
     try:
         code = run(args, console, evidence)
@@ -1236,6 +1257,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = 130
     except (StackError, WaitTimeoutError) as exc:  # a component died; a wait ran out (it names what it waited for)
         console.print(f"[bold red]The demo stopped: {exc}.[/bold red] Every process it started has been stopped.")
+        code = 1
+    except ShutdownError as exc:  # the run ended (interrupted or not), but not everything it started stopped in time
+        console.print(f"[bold red]The demo could not stop everything it started: {exc}.[/bold red]")
+        ended = exc.__context__  # what the run itself ended with, if anything: kept, not hidden by the stop's error
+        if ended is not None and not isinstance(ended, KeyboardInterrupt):
+            console.print(f"The run itself ended with {type(ended).__name__}: {ended}")
+            evidence["traceback.txt"] = "".join(traceback.format_exception(ended))
         code = 1
     except Exception:
         evidence["traceback.txt"] = traceback.format_exc()
@@ -1257,4 +1285,4 @@ if __name__ == "__main__":
     # SIGUSR1 prints every thread's stack to stderr and the run goes on: what a demo that does not end is waiting on
     # (the e2e tests ask for it before they give up on one)
     faulthandler.register(signal.SIGUSR1, all_threads=True)
-    sys.exit(main())
+    processes.exit_within(main(), EXIT_SECONDS)

@@ -206,9 +206,10 @@ class MotoServer:
         self.stop()
         raise RuntimeError("moto server did not start in time")
 
-    def stop(self) -> None:
-        processes.stop(self.process)
-        processes.stop(self._guard)
+    def stop(self, timeout: float = 5.0) -> None:
+        """SIGTERM, then SIGKILL after ``timeout``; reaped, and its guard too."""
+        processes.stop(self.process, timeout)
+        processes.stop(self._guard, timeout)
 
 
 @dataclass
@@ -244,6 +245,22 @@ class Function:
 # snapshot taken before writes that had meanwhile succeeded - a moto artefact (DynamoDB never does this) that loses
 # events. The local stack therefore gives rating's AWS calls a read timeout moto can meet (D20).
 MOTO_CALL_BUDGET = {"AWS_READ_TIMEOUT_SECONDS": "60"}
+
+# Stopping the stack (D-demo-1): every step has a deadline, and the whole stop one more; what is still running then is
+# named and left to its daemon thread. The event sources and schedules get one budget together (a handler under way
+# finishes), a server's shutdown its own, a process its SIGTERM, then SIGKILL.
+STOP_SECONDS = 30.0
+POLLER_STOP_SECONDS = 8.0
+SERVER_STOP_SECONDS = 5.0
+PROCESS_STOP_SECONDS = 12.0
+# The stack's own AWS clients (provisioning, the event-source pollers, the on-failure queues): a moto server that does
+# not answer fails a call within a minute (two attempts of 2 s to connect, 30 s to read), not botocore's default five
+# attempts of 60 s each. 30 s is far more than moto needs for the pollers' reads, even loaded.
+STACK_CLIENT_CONFIG: dict[str, Any] = {
+    "connect_timeout": 2,
+    "read_timeout": 30,
+    "retries": {"total_max_attempts": 2, "mode": "standard"},
+}
 
 
 def load_handler(dotted: str) -> Handler:
@@ -742,6 +759,9 @@ class LocalStack:
         self._failing = False
         self._failed = threading.Event()
         self._halted = threading.Lock()
+        self._stopped: set[str] = set()  # the steps of ``_halt`` done (a second halt does not repeat them)
+        self._left: list[str] = []  # what a halt from another thread did not stop
+        self.left: list[str] = []  # what the last :meth:`stop` did not stop in time, named
         self._watchdog: threading.Thread | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------------------------
@@ -760,6 +780,7 @@ class LocalStack:
 
     def _start(self) -> None:
         import boto3  # noqa: PLC0415
+        from botocore.config import Config  # noqa: PLC0415
 
         global _OUTPUT  # noqa: PLW0603 - one stack per process owns sys.stdout while it runs
         warnings.filterwarnings("ignore", message="No application metrics to publish")
@@ -790,8 +811,9 @@ class LocalStack:
             self.template_path,
             parameters={"Stage": "local", **issuer_parameters, **crypto_parameters, **self.settings.parameters},
         )
+        config = Config(**STACK_CLIENT_CONFIG)
         services = ("dynamodb", "dynamodbstreams", "events", "sns", "sqs", "secretsmanager", "sesv2")
-        self.clients = {name: boto3.client(name) for name in services}  # type: ignore[call-overload]
+        self.clients = {name: boto3.client(name, config=config) for name in services}  # type: ignore[call-overload]
         provision(self.template, self.clients)
         self.issuer.signed_in = self.store_membership  # a token names a stored membership (D208)
         self._start_stripe()
@@ -815,17 +837,31 @@ class LocalStack:
         thread.start()
         self._threads.append(thread)
 
-    def stop(self) -> None:
+    def stop(self, seconds: float | None = None) -> list[str]:
+        """Stop everything the stack started, every step bounded and all within ``seconds``: first the threads that
+        call the servers (event sources, schedules, the watchdog: each sees the stop between two calls), then the
+        gateway, then the servers and processes, each by PID. Returns what did not stop in time, named (empty when
+        everything stopped): it is left to its daemon thread rather than waited for without end (D-demo-1).
+        ``seconds`` defaults to ``STOP_SECONDS``."""
+        shutdown = processes.Shutdown(STOP_SECONDS if seconds is None else seconds)
         self._stop.set()
         self.clock.on_set = None  # a clock set after the stop runs no schedule
-        self._halt()
-        # one deadline for every thread (all daemons): a thread busy in a handler, or queued behind one for the
-        # invocation lock, must not hold a Ctrl-C for 10 s each
-        deadline = time.monotonic() + 10
+        # the pollers and the schedule runner before the servers they call: a poller whose moto server is gone would
+        # sit in botocore's retries; one busy in a handler finishes it against servers still up, or is left
+        callers = shutdown.within(POLLER_STOP_SECONDS)  # one budget for them all
+        for thread in [*(t for t in self._threads if t.name != "gateway"), self._watchdog]:
+            if thread is not None:
+                callers.join(thread, f"the {thread.name} thread")
+        if self._halted.acquire(timeout=shutdown.remaining()):  # a component's death may be halting it meanwhile
+            try:
+                self._halt(shutdown)
+            finally:
+                self._halted.release()
+        else:
+            shutdown.left.append("the servers' stop (still under way in another thread)")
         for thread in self._threads:
-            thread.join(timeout=max(0.0, deadline - time.monotonic()))
-        if self._watchdog is not None and self._watchdog is not threading.current_thread():
-            self._watchdog.join(timeout=max(0.0, deadline - time.monotonic()))
+            if thread.name == "gateway":
+                shutdown.join(thread, "the gateway thread", SERVER_STOP_SECONDS)
         if self._terminal is not None:
             sys.stdout = self._terminal
             self._terminal = None
@@ -840,23 +876,30 @@ class LocalStack:
             else:
                 os.environ[name] = value
         self._saved_env.clear()
+        self.left = self._left + shutdown.left
+        return self.left
 
-    def _halt(self) -> None:
-        """Stop serving and stop the moto server (from any thread but the gateway's own); safe to call twice."""
-        with self._halted:
-            if self.gateway is not None:
-                self.gateway.shutdown()
-                self.gateway.server_close()
-            self.moto.stop()
-            if self.stripe is not None:
-                self.stripe.stop()
-                self.stripe = None
-            if self.issuer is not None:
-                self.issuer.stop()
-                self.issuer = None
-            if self.chains is not None:
-                self.chains.stop()  # anvil by its PID; the stand-ins' servers
-                self.chains = None
+    def _halt(self, shutdown: processes.Shutdown) -> None:
+        """Stop serving, then stop the servers and processes (from any thread but the gateway's own; the caller holds
+        ``_halted``), each step bounded by ``shutdown``; a step already done is not made again."""
+        gateway = self.gateway
+
+        def stop_gateway() -> None:
+            if gateway is not None:
+                gateway.shutdown()
+                gateway.server_close()
+
+        steps: list[tuple[str, Any, float]] = [
+            ("the gateway", gateway and stop_gateway, SERVER_STOP_SECONDS),
+            (f"the moto server (pid {self.moto.pid})", self.moto.pid and self.moto.stop, PROCESS_STOP_SECONDS),
+            ("the Stripe stand-in", self.stripe and self.stripe.stop, SERVER_STOP_SECONDS),
+            ("the JWT issuer", self.issuer and self.issuer.stop, SERVER_STOP_SECONDS),
+            ("anvil and the Solana and exchange stand-ins", self.chains and self.chains.stop, PROCESS_STOP_SECONDS),
+        ]
+        for name, action, seconds in steps:
+            if action and name not in self._stopped and shutdown.step(name, action, seconds):
+                self._stopped.add(name)
+        self.stripe = self.issuer = self.chains = None
 
     def __enter__(self) -> LocalStack:
         return self.start()
@@ -877,7 +920,10 @@ class LocalStack:
                 return
             self._failing = True
         self._stop.set()
-        self._halt()
+        with self._halted:
+            shutdown = processes.Shutdown(STOP_SECONDS)
+            self._halt(shutdown)
+            self._left += shutdown.left
         message = f"{reason}; the local stack has stopped"
         self.log(message)
         self.failure = message

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 
 def stop(process: subprocess.Popen[Any] | None, timeout: float = 10.0) -> None:
@@ -35,6 +35,79 @@ def stop(process: subprocess.Popen[Any] | None, timeout: float = 10.0) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(timeout=timeout)
+
+
+class Shutdown:
+    """A stop made of steps, each bounded, all within one deadline (``seconds`` from now): a step still running when
+    its time is up is left to its daemon thread and named in ``left``, and the stop goes on with the next step. A stop
+    never waits without a deadline (D-demo-1)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.deadline = time.monotonic() + seconds
+        self.left: list[str] = []  # what did not stop: its name and why (still running, or the error its stop raised)
+
+    def within(self, seconds: float) -> Shutdown:
+        """A part of this stop with a budget of its own (``seconds``, never past this stop's deadline); what it leaves
+        is named in this stop's ``left``."""
+        part = Shutdown(seconds)
+        part.deadline = min(part.deadline, self.deadline)
+        part.left = self.left
+        return part
+
+    def remaining(self) -> float:
+        return max(0.0, self.deadline - time.monotonic())
+
+    def _budget(self, seconds: float | None) -> float:
+        return self.remaining() if seconds is None else min(seconds, self.remaining())
+
+    def join(self, thread: threading.Thread | None, name: str, seconds: float | None = None) -> bool:
+        """Wait for ``thread`` to end (at most ``seconds``, never past the deadline); False (and ``name`` in ``left``)
+        when it is still running. Nothing to wait for when it is ``None`` or the calling thread."""
+        if thread is None or thread is threading.current_thread():
+            return True
+        budget = self._budget(seconds)
+        thread.join(timeout=budget)
+        if thread.is_alive():
+            self.left.append(f"{name} (still running after {budget:.1f} s)")
+            return False
+        return True
+
+    def step(self, name: str, action: Callable[[], None], seconds: float | None = None) -> bool:
+        """Run ``action`` in a daemon thread and wait for it as :meth:`join` does; an error it raises is named in
+        ``left`` too (False), and the stop goes on."""
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                action()
+            except BaseException as exc:  # named in the report; the stop goes on
+                errors.append(exc)
+
+        thread = threading.Thread(target=run, name=f"stop: {name}", daemon=True)
+        thread.start()
+        if not self.join(thread, name, seconds):
+            return False
+        if errors:
+            self.left.append(f"{name} (its stop failed: {type(errors[0]).__name__}: {errors[0]})")
+            return False
+        return True
+
+
+def exit_within(code: int, seconds: float) -> NoReturn:
+    """End this process with ``code``. The interpreter's own exit joins every non-daemon thread (a thread pool's
+    workers too) without a deadline: wait for them at most ``seconds``; if one still runs then, name it on stderr and
+    end at once (``os._exit``, the output flushed first), with ``code`` or 1 when that was 0 (D-demo-1)."""
+    shutdown = Shutdown(seconds)
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            shutdown.join(thread, f"the thread {thread.name!r}")
+    if shutdown.left:
+        print(f"Exiting without waiting for {'; '.join(shutdown.left)}", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code or 1)
+    sys.exit(code)
 
 
 def exit_with_parent(on_exit: Callable[[], None] | None = None, interval: float = 0.5) -> None:

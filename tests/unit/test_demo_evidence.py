@@ -7,8 +7,10 @@ e2e test of a moto server killed mid-demo finds the folder of a real failing run
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -27,9 +29,10 @@ AT = datetime(2026, 12, 1, 3, 4, 5, tzinfo=UTC)
 
 @pytest.fixture(autouse=True)
 def _sigterm_restored() -> Iterator[None]:
-    previous = signal.getsignal(signal.SIGTERM)  # main() installs its own SIGTERM handler
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}  # main() sets both
     yield
-    signal.signal(signal.SIGTERM, previous)
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
 
 
 def a_run_dir(tmp_path: Path) -> Path:
@@ -151,6 +154,26 @@ def test_given_a_run_interrupted_then_nothing_is_kept_and_the_demo_exits_130(
     assert demo.main(["--dir", str(directory)]) == 130
     assert "kept in" not in capsys.readouterr().out
     assert sorted(path.name for path in directory.iterdir()) == ["local-stack.log", "moto.log"]
+
+
+def test_given_the_demo_started_with_sigint_ignored_then_ctrl_c_still_interrupts_it_and_it_exits_130(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A shell without job control starts its background commands with SIGINT ignored (``./dev test &``), and Python
+    leaves it so: the e2e tests' SIGINT to the demo did nothing, and both timed out waiting for it to end (D-demo-2)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as the demo inherits it from such a shell
+    went_on: list[str] = []
+
+    def run(args: Any, console: Any, evidence: dict[str, str]) -> int:
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C, or the tests' SIGINT
+        time.sleep(5)  # the simulation going on: the interruption lands here
+        went_on.append("the run went on")
+        return 0
+
+    monkeypatch.setattr(demo, "run", run)
+    assert demo.main(["--dir", str(a_run_dir(tmp_path))]) == 130
+    assert went_on == []
+    assert "Interrupted" in capsys.readouterr().out
 
 
 class Stopped:
