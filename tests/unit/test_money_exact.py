@@ -8,7 +8,7 @@ from fractions import Fraction
 
 import pytest
 
-from kilo_billing.money import FloatNotAllowedError, exact_amount, exact_decimal, rounded_sum
+from kilo_billing.money import FloatNotAllowedError, exact_amount, exact_decimal, is_whole_cents, rounded_sum
 
 
 def test_given_an_exact_product_then_no_digit_is_lost_and_no_context_rounds_it() -> None:
@@ -51,3 +51,23 @@ def test_given_many_sub_cent_amounts_then_their_sum_is_rounded_once() -> None:
     tiny = Decimal("0.004999999999999999999999999999")
     assert rounded_sum([tiny, tiny]) == Decimal("0.01")  # $0.009999... -> $0.01
     assert rounded_sum([tiny]) == Decimal("0.00")
+
+
+@pytest.mark.parametrize(
+    ("value", "whole"),
+    [
+        ("0.01", True),
+        ("5", True),
+        ("1.50", True),
+        ("1E+30", True),  # beyond Decimal's 28 digits: quantize would raise, the exact check does not
+        ("-2.10", True),
+        ("0.005", False),
+        ("1.0000000000000000000000000000001", False),
+        ("NaN", False),  # no amount: False, not an error from inside the check
+        ("sNaN", False),
+        ("Infinity", False),
+        ("-Infinity", False),
+    ],
+)
+def test_given_an_amount_then_whether_it_is_whole_cents_is_exact(value: str, whole: bool) -> None:
+    assert is_whole_cents(Decimal(value)) is whole

@@ -846,7 +846,8 @@ def refund_invoice(
     invoice finishes that request (the same id: never a second refund) - and if it asked for a different amount,
     says so instead of refunding again. Crypto: the amount is recorded as a refund owed, which an operator settles
     (``settle_crypto_refund``). Refunds made and disputes lost bound what is left to refund. An ``amount`` that is not
-    whole cents is refused before anything is read or written (the ledger stores money in whole cents)."""
+    whole cents is refused before anything is read or written (the ledger stores money in whole cents; a refund moves
+    no account credit, so ``CreditMove``'s own check never sees it)."""
     if amount is not None and not is_whole_cents(amount):
         raise ValueError(f"refund must be whole cents, got {amount}")
     ledger = store.ledger(account_id)

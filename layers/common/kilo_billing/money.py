@@ -135,8 +135,10 @@ def allocate_cents(total: Decimal | int | str, weights: Sequence[Exact]) -> list
 
 
 def is_whole_cents(value: Decimal | int | str) -> bool:
-    """Whether an amount is a whole number of cents (``0.01``, ``5``, ``1.50``; not ``0.005``). Floats are refused."""
-    return (_as_fraction(to_decimal(value)) * 100).denominator == 1
+    """Whether an amount is a whole number of cents (``0.01``, ``5``, ``1.50``, ``1E+30``; not ``0.005``, nor NaN or
+    an infinity, which are no amount). Exact: no Decimal context, so no size overflows it. Floats are refused."""
+    amount = to_decimal(value)
+    return amount.is_finite() and (_as_fraction(amount) * 100).denominator == 1
 
 
 def total(amounts: list[Decimal]) -> Decimal:
