@@ -8,6 +8,7 @@ from decimal import Decimal, InvalidOperation
 from typing import TypeVar
 
 from kilo_billing.accounts import check_account_id
+from kilo_billing.money import CENT, is_whole_cents
 from kilo_billing.periods import Period
 
 T = TypeVar("T")
@@ -50,9 +51,12 @@ def _money(text: str) -> Decimal:
         value = Decimal(text)
     except InvalidOperation:
         raise ValueError(f"amount must be a number of dollars, got {text!r}") from None
-    if not value.is_finite() or value <= 0 or value != value.quantize(Decimal("0.01")):
+    if not is_whole_cents(value) or value <= 0:  # NaN and the infinities are not whole cents: never compared
         raise ValueError(f"amount must be positive whole cents, got {text!r}")
-    return value.quantize(Decimal("0.01"))
+    try:
+        return value.quantize(CENT)
+    except InvalidOperation:  # more digits than Decimal's context holds (28): no amount any ledger of ours has
+        raise ValueError(f"amount is too large, got {text!r}") from None
 
 
 money = checked(_money)  # USD, positive, whole cents
