@@ -921,25 +921,38 @@ def _finish_refund(
 
 
 def settle_crypto_refund(store: LedgerStore, account_id: str, invoice_ref: str, transaction_id: str) -> InvoiceRecord:
-    """An operator sent the crypto refund owed (``transaction_id``): it becomes refunded."""
+    """An operator sent the crypto refund owed (``transaction_id``): what was owed when read becomes refunded, once
+    per transaction. A rerun with the same transaction changes nothing, and a refund recorded after the read (the
+    write conflicts and is tried again on the stored invoice) stays owed: the transaction did not send it."""
     if not transaction_id.strip():
         raise ValueError("a transaction id is required")
     ledger = store.ledger(account_id)
     invoice = ledger.invoices.get(invoice_ref)
     if invoice is None:
         raise InvoiceNotFoundError(f"{account_id} has no invoice {invoice_ref!r}")
-    if invoice.refund_owed <= 0:
+    marker = f"crypto_refund:{transaction_id}"
+    if marker in invoice.announced:
+        return invoice  # recorded already (a rerun whose answer was lost)
+    owed = invoice.refund_owed
+    if owed <= 0:
         raise ValueError(f"invoice {invoice.number} owes no refund")
-    return _save_with(
-        store,
-        invoice,
-        lambda inv: replace(
-            inv,
-            refunded=inv.refunded + inv.refund_owed,
-            refund_owed=Decimal("0.00"),
-            announced=inv.announced | {f"crypto_refund:{transaction_id}"},
-        ),
-    )
+
+    def sent(current: InvoiceRecord) -> InvoiceRecord:
+        if marker in current.announced:
+            return current
+        if current.refund_owed < owed:  # another transaction settled it meanwhile
+            raise ValueError(
+                f"invoice {current.number} now owes {money_str(current.refund_owed)}, not the "
+                f"{money_str(owed)} read: another settlement landed first; check the transactions and run again"
+            )
+        return replace(
+            current,
+            refunded=current.refunded + owed,
+            refund_owed=current.refund_owed - owed,
+            announced=current.announced | {marker},
+        )
+
+    return _save_with(store, invoice, sent)
 
 
 def utc_now() -> datetime:
