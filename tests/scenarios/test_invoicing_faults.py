@@ -201,7 +201,7 @@ def test_given_a_paid_crypto_bill_then_a_refund_owed_until_an_operator_settles_i
 def _crypto_refund_owed(amount: str) -> tuple[World, str]:
     world = World()
     world.signup("coin", (at(1), "team"), method=BillingMethod.CRYPTO)
-    invoice = world.close("coin", MAR)  # 65.20
+    invoice = world.close("coin", MAR)  # 58.00: March's fee and April's in advance
     world.store.invoices[invoice.invoice_id] = replace(invoice, status=InvoiceStatus.PAID)
     refund_invoice(world.store, world.gateway, "coin", invoice.invoice_id, Decimal(amount))
     return world, invoice.invoice_id
@@ -247,6 +247,22 @@ def test_given_a_crypto_refund_being_settled_when_another_transaction_settles_it
     stored = world.store.invoices[invoice_id]
     assert (stored.refunded, stored.refund_owed) == (Decimal("5.00"), Decimal("0.00"))
     assert "crypto_refund:0xabc" not in stored.announced
+
+
+def test_given_a_crypto_refund_when_another_is_recorded_meanwhile_then_their_sum_is_still_bounded_by_what_was_paid() -> (
+    None
+):
+    """Two refunds of 40.00 asked at once on a bill of 58.00 (March's fee and April's in advance, 29.00 each), a cent
+    refunded already: each was within what was left when read (57.99); the second to write re-reads the bill (its
+    write conflicts) and is bounded again: 58.00 - 40.01 = 17.99 is left, so it is refused (before: 80.01 owed)."""
+    world, invoice_id = _crypto_refund_owed("0.01")
+    assert world.store.invoices[invoice_id].total == Decimal("58.00")
+    world.store.before_update.append(
+        lambda: refund_invoice(world.store, world.gateway, "coin", invoice_id, Decimal("40.00"))
+    )
+    with pytest.raises(ValueError, match=r"refund must be at most 17\.99, got 40\.00$"):
+        refund_invoice(world.store, world.gateway, "coin", invoice_id, Decimal("40.00"))
+    assert world.store.invoices[invoice_id].refund_owed == Decimal("40.01")
 
 
 @pytest.mark.parametrize("method", [BillingMethod.CRYPTO, BillingMethod.CARD])

@@ -874,16 +874,25 @@ def refund_invoice(
     wanted = most if amount is None else amount
     if wanted <= 0 or wanted > most:
         raise ValueError(f"refund must be more than 0.00 and at most {money_str(most)}, got {money_str(wanted)}")
+
+    def bounded(current: InvoiceRecord) -> None:
+        """Bounded again on the invoice as stored: a change re-applied after a conflict (another refund landed)."""
+        if current.kept - reduced < wanted:
+            raise ValueError(f"refund must be at most {money_str(current.kept - reduced)}, got {money_str(wanted)}")
+
+    def owe(current: InvoiceRecord) -> InvoiceRecord:
+        bounded(current)
+        return replace(current, refund_owed=current.refund_owed + wanted)
+
     if invoice.method is BillingMethod.CRYPTO:
-        return _save_with(store, invoice, lambda inv: replace(inv, refund_owed=inv.refund_owed + wanted))
+        return _save_with(store, invoice, owe)
     if invoice.gateway_id is None:
         raise ValueError(f"invoice {invoice.number} has no processor invoice to refund")
 
     def request(current: InvoiceRecord) -> InvoiceRecord:
         if current.refund_pending is not None:
             raise ValueError(f"invoice {current.number}: another refund is being made; run again when it is done")
-        if current.kept - reduced < wanted:
-            raise ValueError(f"refund must be at most {money_str(current.kept - reduced)}, got {money_str(wanted)}")
+        bounded(current)
         number = current.refunds_requested + 1
         asked = RefundRequest(f"{current.invoice_id}/refund/{number}", wanted, current.refunded)
         return replace(current, refunds_requested=number, refund_pending=asked)
