@@ -8,7 +8,7 @@ from decimal import Decimal, InvalidOperation
 from typing import TypeVar
 
 from kilo_billing.accounts import check_account_id
-from kilo_billing.money import CENT, is_whole_cents
+from kilo_billing.money import is_whole_cents, two_places
 from kilo_billing.periods import Period
 
 T = TypeVar("T")
@@ -53,10 +53,7 @@ def _money(text: str) -> Decimal:
         raise ValueError(f"amount must be a number of dollars, got {text!r}") from None
     if not is_whole_cents(value) or value <= 0:  # NaN and the infinities are not whole cents: never compared
         raise ValueError(f"amount must be positive whole cents, got {text!r}")
-    try:
-        return value.quantize(CENT)
-    except InvalidOperation:  # more digits than Decimal's context holds (28): no amount any ledger of ours has
-        raise ValueError(f"amount is too large, got {text!r}") from None
+    return two_places(value)  # ValueError: too large
 
 
 money = checked(_money)  # USD, positive, whole cents

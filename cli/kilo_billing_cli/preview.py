@@ -32,7 +32,7 @@ from kilo_billing.invoicing import (
     compose_close,
     invoice_id,
 )
-from kilo_billing.money import ZERO, is_whole_cents, money_str
+from kilo_billing.money import ZERO, is_whole_cents, money_str, two_places
 from kilo_billing.periods import Period
 from kilo_billing.rating import LineKind, RatingError, TierChange
 from kilo_billing_cli.console import make_console
@@ -108,7 +108,7 @@ class PreviewInput(_Strict):
     def _money(cls, value: Decimal | None) -> Decimal | None:
         if value is not None and (not is_whole_cents(value) or value < 0):  # NaN is not whole cents: never compared
             raise ValueError('must be a non-negative amount in dollars and cents, e.g. "29.00"')
-        return value
+        return None if value is None else two_places(value)  # ValueError: too large
 
     @model_validator(mode="after")
     def _consistent(self) -> PreviewInput:

@@ -19,7 +19,7 @@ from decimal import Decimal
 from typing import Final, Protocol
 
 from kilo_billing.catalog import PriceBook
-from kilo_billing.money import is_whole_cents
+from kilo_billing.money import is_whole_cents, two_places
 from kilo_billing.periods import Period
 from kilo_billing.rating import TierChange, TierSegment, effective_change, segments_for
 
@@ -520,5 +520,5 @@ def set_progressive_threshold(
     problem = None if threshold_usd is None else progressive_threshold_problem(threshold_usd)
     if problem is not None:
         raise ValueError(f"the progressive billing threshold {problem}")
-    cents = None if threshold_usd is None else threshold_usd.quantize(Decimal("0.01"))  # 1E+2 is stored as 100.00
+    cents = None if threshold_usd is None else two_places(threshold_usd)  # 1E+2 is stored as 100.00
     return update_profile(directory, account_id, lambda found: replace(found, progressive_threshold_usd=cents))
