@@ -120,41 +120,43 @@ class InMemoryLedgerStore:
     def update_invoice_with_credit(
         self, invoice: InvoiceRecord, expected: InvoiceStatus, credit_read: Decimal, added: Decimal
     ) -> InvoiceRecord:
-        found = self.billing.get(invoice.account_id, BillingState())
-        if found.credit != credit_read:
-            raise LedgerConflictError("credit moved")
+        billing = self._credit_moved(invoice.account_id, CreditMove(credit_read, added))
         written = self._update(invoice, expected, invoice.crypto_credit - added)
-        self.billing[invoice.account_id] = replace(found, credit=credit_read + added)
+        self.billing[invoice.account_id] = billing
         return written
 
     def update_invoice_and_credit(
         self, invoice: InvoiceRecord, expected: InvoiceStatus, move: CreditMove
     ) -> InvoiceRecord:
-        found = self.billing.get(invoice.account_id, BillingState())
-        if found.credit != move.credit_read:
-            raise LedgerConflictError("credit moved")
+        billing = self._credit_moved(invoice.account_id, move)
         for note in move.notes:
             stored = self.credit_notes.get(note.credit_id)
             if stored is None or stored.version != note.version - 1:
                 raise LedgerConflictError("credit note moved")
         written = self._update(invoice, expected, invoice.crypto_credit)
-        self.billing[invoice.account_id] = replace(found, credit=move.credit)
+        self.billing[invoice.account_id] = billing
         self.credit_notes.update({note.credit_id: note for note in move.notes})
         return written
 
     def update_credit_note(
         self, note: CreditNote, credit_read: Decimal | None = None, added: Decimal = Decimal("0.00")
     ) -> None:
+        billing = None if credit_read is None else self._credit_moved(note.account_id, CreditMove(credit_read, added))
         stored = self.credit_notes.get(note.credit_id)
         if stored is None or stored.version != note.version - 1:
             raise LedgerConflictError("credit note moved")
-        found = self.billing.get(note.account_id, BillingState())
-        if credit_read is not None and found.credit != credit_read:
-            raise LedgerConflictError("credit moved")
         self.writes += 1
         self.credit_notes[note.credit_id] = note
-        if credit_read is not None:
-            self.billing[note.account_id] = replace(found, credit=credit_read + added)
+        if billing is not None:
+            self.billing[note.account_id] = billing
+
+    def _credit_moved(self, account_id: str, move: CreditMove) -> BillingState:
+        """The account's billing state with its credit moved by ``move``, as the DynamoDB adapter's condition: the
+        credit read must still be the stored one."""
+        found = self.billing.get(account_id, BillingState())
+        if found.credit != move.credit_read:
+            raise LedgerConflictError("credit moved")
+        return replace(found, credit=move.credit)
 
     def save_billing(self, account_id: str, **fields: Unpack[BillingFields]) -> None:
         self.writes += 1

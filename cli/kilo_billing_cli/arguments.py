@@ -8,6 +8,7 @@ from decimal import Decimal, InvalidOperation
 from typing import TypeVar
 
 from kilo_billing.accounts import check_account_id
+from kilo_billing.money import is_whole_cents, two_places
 from kilo_billing.periods import Period
 
 T = TypeVar("T")
@@ -50,9 +51,9 @@ def _money(text: str) -> Decimal:
         value = Decimal(text)
     except InvalidOperation:
         raise ValueError(f"amount must be a number of dollars, got {text!r}") from None
-    if not value.is_finite() or value <= 0 or value != value.quantize(Decimal("0.01")):
+    if not is_whole_cents(value) or value <= 0:  # NaN and the infinities are not whole cents: never compared
         raise ValueError(f"amount must be positive whole cents, got {text!r}")
-    return value.quantize(Decimal("0.01"))
+    return two_places(value)  # ValueError: too large
 
 
 money = checked(_money)  # USD, positive, whole cents

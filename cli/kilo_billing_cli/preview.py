@@ -32,7 +32,7 @@ from kilo_billing.invoicing import (
     compose_close,
     invoice_id,
 )
-from kilo_billing.money import ZERO, money_str
+from kilo_billing.money import ZERO, is_whole_cents, money_str, two_places
 from kilo_billing.periods import Period
 from kilo_billing.rating import LineKind, RatingError, TierChange
 from kilo_billing_cli.console import make_console
@@ -106,9 +106,9 @@ class PreviewInput(_Strict):
     @field_validator("fee_billed_in_advance", "credit")
     @classmethod
     def _money(cls, value: Decimal | None) -> Decimal | None:
-        if value is not None and (not value.is_finite() or value < 0 or value != value.quantize(Decimal("0.01"))):
+        if value is not None and (not is_whole_cents(value) or value < 0):  # NaN is not whole cents: never compared
             raise ValueError('must be a non-negative amount in dollars and cents, e.g. "29.00"')
-        return value
+        return None if value is None else two_places(value)  # ValueError: too large
 
     @model_validator(mode="after")
     def _consistent(self) -> PreviewInput:

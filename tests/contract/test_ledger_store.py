@@ -457,6 +457,37 @@ def test_given_a_void_that_takes_back_more_credit_than_is_left_then_the_credit_i
     assert ledger.store.ledger("acme").billing.credit == Decimal("-0.94")  # billed by the next invoice (D132)
 
 
+@pytest.mark.parametrize(
+    ("credit_read", "added", "named"),
+    [
+        (Decimal("0.00"), Decimal("0.005"), "added 0.005"),
+        (Decimal("0.001"), Decimal("1.00"), "credit_read 0.001"),
+        (Decimal("0.00"), Decimal("NaN"), "added NaN"),
+    ],
+)
+def test_given_a_credit_move_not_in_whole_cents_when_any_writer_passes_it_then_refused_naming_it_and_nothing_written(
+    ledger: Ledger, credit_read: Decimal, added: Decimal, named: str
+) -> None:
+    """The ledger stores credit in whole cents (D-money-1): each of the three writes that move the account's credit
+    (a crypto overpayment, a void or a dispute's funds reinstated, a credit note's step) refuses a sub-cent amount."""
+    opened = _opened(ledger)
+    ledger.rate("acme", "2026-03", SEG, "video", -5_000)
+    april = Period(2026, 4)
+    draft = compose_close(ledger.store.ledger("acme"), april, default_catalog(), april.end)
+    assert draft is not None
+    ledger.store.create_invoice(draft)
+    [note] = draft.credit_notes
+    before = ledger.store.ledger("acme")
+    paid = replace(before.invoices[opened.invoice_id].moved(InvoiceStatus.PAID, MAR.end), crypto_credit=added)
+    with pytest.raises(ValueError, match=f"not whole cents: {named}"):
+        ledger.store.update_invoice_with_credit(paid, InvoiceStatus.OPEN, credit_read, added)
+    with pytest.raises(ValueError, match=f"not whole cents: {named}"):  # a void's or a dispute's move: built first
+        CreditMove(credit_read, added)
+    with pytest.raises(ValueError, match=f"not whole cents: {named}"):
+        ledger.store.update_credit_note(replace(note, version=2), credit_read, added)
+    assert ledger.store.ledger("acme") == before
+
+
 def test_given_a_close_with_a_credit_note_then_it_needs_the_credited_invoice_as_read_and_moves_its_revision(
     ledger: Ledger,
 ) -> None:

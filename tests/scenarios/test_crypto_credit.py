@@ -8,6 +8,7 @@ fee in advance 29.00 -> 58.00. Paid 62.35 in crypto -> credit 4.35. April: fee t
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 
 import pytest
@@ -143,6 +144,26 @@ def test_given_a_void_invoice_then_credit_is_not_added_here(world: World) -> Non
     void = march.moved(InvoiceStatus.VOID, at(3, 5))
     world.store.update_invoice(void, march.status)
     assert apply_crypto_credit(world.store, credit_added(march, "14.35"))[1] is False
+    assert world.store.billing["coin"].credit == Decimal("0.00")
+
+
+@pytest.mark.parametrize(
+    ("credit_usd", "message"),
+    [
+        ("NaN", "credit_usd must be whole cents, got NaN"),
+        ("-Infinity", "credit_usd must be whole cents, got -Infinity"),
+        ("4.35 USD", "credit_usd must be an amount in USD, got '4.35 USD'"),
+    ],
+)
+def test_given_a_settlement_whose_credit_is_no_amount_then_refused_as_a_value_error_naming_it(
+    world: World, credit_usd: str, message: str
+) -> None:
+    """Not a number of cents at all: refused with the same kind of error as a sub-cent credit (before: decimal's
+    ``InvalidOperation``, which names neither the field nor the value)."""
+    march = world.close("coin", MAR)
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        apply_crypto_settled(world.store, settled(march, credit_usd, "62.35"))
+    assert world.store.invoices[march.invoice_id] == march
     assert world.store.billing["coin"].credit == Decimal("0.00")
 
 

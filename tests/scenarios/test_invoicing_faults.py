@@ -198,6 +198,73 @@ def test_given_a_paid_crypto_bill_then_a_refund_owed_until_an_operator_settles_i
     assert world.gateway.calls == []
 
 
+def _crypto_refund_owed(amount: str) -> tuple[World, str]:
+    world = World()
+    world.signup("coin", (at(1), "team"), method=BillingMethod.CRYPTO)
+    invoice = world.close("coin", MAR)  # 58.00: March's fee and April's in advance
+    world.store.invoices[invoice.invoice_id] = replace(invoice, status=InvoiceStatus.PAID)
+    refund_invoice(world.store, world.gateway, "coin", invoice.invoice_id, Decimal(amount))
+    return world, invoice.invoice_id
+
+
+def test_given_a_crypto_refund_settled_when_the_operator_reruns_it_after_another_refund_then_that_one_stays_owed() -> (
+    None
+):
+    """The operator's rerun of ``crypto-refund-sent`` with the same transaction (its answer was lost) after a second
+    refund was recorded: the transaction sent the first refund only, so the second stays owed (before: it was
+    recorded as refunded by that transaction too, and never sent)."""
+    world, invoice_id = _crypto_refund_owed("5.00")
+    settle_crypto_refund(world.store, "coin", invoice_id, "0xabc")
+    refund_invoice(world.store, world.gateway, "coin", invoice_id, Decimal("3.00"))
+    again = settle_crypto_refund(world.store, "coin", invoice_id, "0xabc")
+    assert (again.refunded, again.refund_owed) == (Decimal("5.00"), Decimal("3.00"))
+    assert world.store.invoices[invoice_id] == again
+    sent = settle_crypto_refund(world.store, "coin", invoice_id, "0xdef")  # the second one, sent by its own transaction
+    assert (sent.refunded, sent.refund_owed) == (Decimal("8.00"), Decimal("0.00"))
+
+
+def test_given_a_crypto_refund_being_settled_when_another_is_recorded_meanwhile_then_only_the_one_read_is_settled() -> (
+    None
+):
+    """Another refund lands between the settlement's read and its write (the write conflicts and is tried again on
+    the stored invoice): the transaction sent what was owed when read, 5.00; the 3.00 recorded since stays owed."""
+    world, invoice_id = _crypto_refund_owed("5.00")
+    world.store.before_update.append(
+        lambda: refund_invoice(world.store, world.gateway, "coin", invoice_id, Decimal("3.00"))
+    )
+    settled = settle_crypto_refund(world.store, "coin", invoice_id, "0xabc")
+    assert (settled.refunded, settled.refund_owed) == (Decimal("5.00"), Decimal("3.00"))
+    assert world.store.invoices[invoice_id] == settled
+
+
+def test_given_a_crypto_refund_being_settled_when_another_transaction_settles_it_meanwhile_then_refused_not_twice() -> (
+    None
+):
+    world, invoice_id = _crypto_refund_owed("5.00")
+    world.store.before_update.append(lambda: settle_crypto_refund(world.store, "coin", invoice_id, "0xdef"))
+    with pytest.raises(ValueError, match=r"now owes 0\.00, not the 5\.00 read"):
+        settle_crypto_refund(world.store, "coin", invoice_id, "0xabc")
+    stored = world.store.invoices[invoice_id]
+    assert (stored.refunded, stored.refund_owed) == (Decimal("5.00"), Decimal("0.00"))
+    assert "crypto_refund:0xabc" not in stored.announced
+
+
+def test_given_a_crypto_refund_when_another_is_recorded_meanwhile_then_their_sum_is_still_bounded_by_what_was_paid() -> (
+    None
+):
+    """Two refunds of 40.00 asked at once on a bill of 58.00 (March's fee and April's in advance, 29.00 each), a cent
+    refunded already: each was within what was left when read (57.99); the second to write re-reads the bill (its
+    write conflicts) and is bounded again: 58.00 - 40.01 = 17.99 is left, so it is refused (before: 80.01 owed)."""
+    world, invoice_id = _crypto_refund_owed("0.01")
+    assert world.store.invoices[invoice_id].total == Decimal("58.00")
+    world.store.before_update.append(
+        lambda: refund_invoice(world.store, world.gateway, "coin", invoice_id, Decimal("40.00"))
+    )
+    with pytest.raises(ValueError, match=r"refund must be at most 17\.99, got 40\.00$"):
+        refund_invoice(world.store, world.gateway, "coin", invoice_id, Decimal("40.00"))
+    assert world.store.invoices[invoice_id].refund_owed == Decimal("40.01")
+
+
 @pytest.mark.parametrize("method", [BillingMethod.CRYPTO, BillingMethod.CARD])
 def test_given_a_paid_invoice_when_a_refund_of_half_a_cent_is_asked_then_refused_naming_it_and_nothing_written(
     method: BillingMethod,

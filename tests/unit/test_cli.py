@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from kilo_billing_cli import arguments
 from kilo_billing_cli.main import main
 
 
@@ -137,6 +140,28 @@ def test_given_bad_input_then_exit_status_2_names_the_problem(
         main(argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("1e30", "1E+30 is too large for an amount (more than 28 digits in cents)"),  # before: InvalidOperation
+        ("1.005", "amount must be positive whole cents, got '1.005'"),
+        ("NaN", "amount must be positive whole cents, got 'NaN'"),
+        ("-Infinity", "amount must be positive whole cents, got '-Infinity'"),
+        ("0", "amount must be positive whole cents, got '0'"),
+        ("ten", "amount must be a number of dollars, got 'ten'"),
+    ],
+)
+def test_given_an_amount_option_that_is_not_positive_whole_cents_then_its_error_names_it(
+    text: str, message: str
+) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match=f"^{re.escape(message)}$"):
+        arguments.money(text)
+
+
+def test_given_an_amount_option_in_whole_cents_then_it_reads_as_dollars_and_cents() -> None:
+    assert [str(arguments.money(text)) for text in ("1E+2", "2.5", "0.01")] == ["100.00", "2.50", "0.01"]
 
 
 def test_given_the_installed_console_script_then_it_runs() -> None:

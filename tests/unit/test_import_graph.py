@@ -294,6 +294,14 @@ def test_given_a_handler_probe_that_also_imports_its_forbidden_modules_then_ever
     assert loaded_forbidden(modules, handler.forbidden) == handler.forbidden
 
 
+def test_given_the_stripe_key_secret_parser_imported_then_the_stripe_sdk_is_not_loaded() -> None:
+    """Invoicing's gateway and the account API's pages read the API key's secret before they build a client: the
+    parser is a JSON shape, and reading it loads no SDK."""
+    _, modules = probe("kilo_billing.stripe_key", None)
+    assert "kilo_billing.stripe_key" in modules
+    assert loaded_forbidden(modules, frozenset({"stripe", "kilo_billing.stripe_calls"})) == set()
+
+
 def test_given_the_stripe_handler_then_the_probe_sees_the_stripe_sdk_it_needs() -> None:
     (stripe_handler,) = [handler for handler in HANDLERS if handler.module.endswith("stripe_handler")]
     _, modules = run(stripe_handler)

@@ -202,6 +202,7 @@ def test_given_human_output_then_a_table_with_the_total(tmp_path: Path, capsys: 
         ({"signup": "2026-01-01T00:00:00Z"}, "tiers[0].from must equal signup"),
         ({"account_id": "unattributed"}, "reserved"),
         ({"fee_billed_in_advance": "29.001"}, "dollars and cents"),
+        ({"credit": "1e30"}, "credit: Value error, 1E+30 is too large for an amount"),  # before: InvalidOperation
         ({"colour": "blue"}, "colour: Extra inputs are not permitted"),
         ({"late_usage": [{"period": "2026-03"}]}, "must be before 2026-03"),
         (

@@ -3,12 +3,20 @@ exact (token amount x rate) and a bill rounds their sum once. Hand-worked figure
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal, localcontext
 from fractions import Fraction
 
 import pytest
 
-from kilo_billing.money import FloatNotAllowedError, exact_amount, exact_decimal, rounded_sum
+from kilo_billing.money import (
+    FloatNotAllowedError,
+    exact_amount,
+    exact_decimal,
+    is_whole_cents,
+    rounded_sum,
+    two_places,
+)
 
 
 def test_given_an_exact_product_then_no_digit_is_lost_and_no_context_rounds_it() -> None:
@@ -51,3 +59,46 @@ def test_given_many_sub_cent_amounts_then_their_sum_is_rounded_once() -> None:
     tiny = Decimal("0.004999999999999999999999999999")
     assert rounded_sum([tiny, tiny]) == Decimal("0.01")  # $0.009999... -> $0.01
     assert rounded_sum([tiny]) == Decimal("0.00")
+
+
+@pytest.mark.parametrize(
+    ("value", "whole"),
+    [
+        ("0.01", True),
+        ("5", True),
+        ("1.50", True),
+        ("1E+30", True),  # beyond Decimal's 28 digits: quantize would raise, the exact check does not
+        ("-2.10", True),
+        ("0.005", False),
+        ("1.0000000000000000000000000000001", False),
+        ("NaN", False),  # no amount: False, not an error from inside the check
+        ("sNaN", False),
+        ("Infinity", False),
+        ("-Infinity", False),
+    ],
+)
+def test_given_an_amount_then_whether_it_is_whole_cents_is_exact(value: str, whole: bool) -> None:
+    assert is_whole_cents(Decimal(value)) is whole
+
+
+def test_given_whole_cents_then_two_places_writes_them_without_rounding() -> None:
+    assert [str(two_places(Decimal(text))) for text in ("1E+2", "2.5", "-0.10", "12345678901234567890123456.78")] == [
+        "100.00",
+        "2.50",
+        "-0.10",
+        "12345678901234567890123456.78",  # 28 digits in cents: the most Decimal's context holds
+    ]
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("0.005", "0.005 is not whole cents"),
+        ("NaN", "NaN is not whole cents"),
+        ("123456789012345678901234567.89", "is too large for an amount (more than 28 digits in cents)"),
+        ("1E+30", "1E+30 is too large for an amount"),
+    ],
+)
+def test_given_an_amount_two_places_cannot_write_exactly_then_refused_naming_it(value: str, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        two_places(Decimal(value))

@@ -1,11 +1,11 @@
 """The Stripe API key's secret, read the same way by invoicing's gateway and the account API's hosted pages
-(``kilo_billing.stripe_calls.stripe_secret``): ``{"api_key": "sk_...", "api_base": optional}``."""
+(``kilo_billing.stripe_key.stripe_secret``): ``{"api_key": "sk_...", "api_base": optional}``."""
 
 from __future__ import annotations
 
 import pytest
 
-from kilo_billing.stripe_calls import StripeSecret, stripe_secret
+from kilo_billing.stripe_key import StripeSecret, stripe_secret
 
 
 @pytest.mark.parametrize(

@@ -64,7 +64,7 @@ def _stripe_pages(config: AccountApiSettings) -> PaymentPages:
     from aws_lambda_powertools.utilities.parameters import SecretsProvider  # noqa: PLC0415
 
     from kilo_account_api.stripe_adapter import StripePaymentPages  # noqa: PLC0415 - the SDK only when needed
-    from kilo_billing.stripe_calls import stripe_secret  # noqa: PLC0415
+    from kilo_billing.stripe_key import stripe_secret  # noqa: PLC0415
 
     if not config.stripe_api_key_secret_name:
         raise UnavailableError("no Stripe API key is configured")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import datetime
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 
 from kilo_billing.contracts import CryptoBillSettledV1, CryptoCreditAddedV1
 from kilo_billing.invoicing import (
@@ -45,12 +45,16 @@ def marker(invoice_id: str) -> str:
 
 def _credit(text: str) -> Decimal:
     """The event's ``credit_usd``: whole cents, never negative, by contract. Anything else is refused (the record
-    fails, is redelivered, then dead-lettered): never rounded here."""
-    credit = Decimal(text)
+    fails, is redelivered, then dead-lettered): never rounded here. Checked here although ``CreditMove`` refuses a
+    sub-cent move too (D-money-1): this names the event's field, and refuses before anything is read."""
+    try:
+        credit = Decimal(text)
+    except InvalidOperation:
+        raise ValueError(f"credit_usd must be an amount in USD, got {text!r}") from None
+    if not is_whole_cents(credit):  # NaN and the infinities too: compared below, NaN would raise InvalidOperation
+        raise ValueError(f"credit_usd must be whole cents, got {text}")
     if credit < 0:
         raise ValueError(f"credit_usd must not be negative, got {text}")
-    if not is_whole_cents(credit):
-        raise ValueError(f"credit_usd must be whole cents, got {text}")
     return credit
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import cache, cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kilo_billing.accounts import AccountDirectory
 from kilo_billing.invoicing import LedgerStore
@@ -32,16 +32,19 @@ from kilo_invoice.ports import (
 )
 from kilo_invoice.settings import InvoiceSettings, settings
 
+if TYPE_CHECKING:
+    from kilo_billing.stripe_key import StripeSecret
+
 
 def stripe_http_client() -> Any:
     """The Stripe SDK's transport: ``None`` is the SDK's own. The integration tests put the Stripe emulator here."""
     return None
 
 
-def parse_stripe_secret(value: Any, name: str) -> tuple[str, str | None]:
-    """``{"api_key": "sk_...", "api_base": optional}`` -> (key, base) (``kilo_billing.stripe_calls.stripe_secret``);
-    a malformed secret is refused by name."""
-    from kilo_billing.stripe_calls import stripe_secret  # noqa: PLC0415 - the Stripe SDK loads with it
+def parse_stripe_secret(value: Any, name: str) -> StripeSecret:
+    """``{"api_key": "sk_...", "api_base": optional}`` -> its key and API address (``kilo_billing.stripe_key``); a
+    malformed secret is refused by name."""
+    from kilo_billing.stripe_key import stripe_secret  # noqa: PLC0415 - only a gateway being built reads the secret
 
     secret = stripe_secret(value)
     if secret is None:
@@ -118,11 +121,11 @@ def stripe_gateway(config: InvoiceSettings, secrets_client: Any) -> PaymentGatew
             )
         except Exception as exc:  # Powertools wraps every failure (missing secret, AWS down, bad JSON)
             raise GatewayUnavailableError(f"secret {name} could not be read: {type(exc).__name__}") from exc
-        api_key, api_base = parse_stripe_secret(value, name)
+        secret = parse_stripe_secret(value, name)
         return StripePaymentGateway.from_api_key(
-            api_key,
+            secret.api_key,
             max_network_retries=config.stripe_max_network_retries,
-            api_base=api_base,
+            api_base=secret.api_base,
             http_client=stripe_http_client(),
         )
 

@@ -846,7 +846,8 @@ def refund_invoice(
     invoice finishes that request (the same id: never a second refund) - and if it asked for a different amount,
     says so instead of refunding again. Crypto: the amount is recorded as a refund owed, which an operator settles
     (``settle_crypto_refund``). Refunds made and disputes lost bound what is left to refund. An ``amount`` that is not
-    whole cents is refused before anything is read or written (the ledger stores money in whole cents)."""
+    whole cents is refused before anything is read or written (the ledger stores money in whole cents; a refund moves
+    no account credit, so ``CreditMove``'s own check never sees it)."""
     if amount is not None and not is_whole_cents(amount):
         raise ValueError(f"refund must be whole cents, got {amount}")
     ledger = store.ledger(account_id)
@@ -873,16 +874,25 @@ def refund_invoice(
     wanted = most if amount is None else amount
     if wanted <= 0 or wanted > most:
         raise ValueError(f"refund must be more than 0.00 and at most {money_str(most)}, got {money_str(wanted)}")
+
+    def bounded(current: InvoiceRecord) -> None:
+        """Bounded again on the invoice as stored: a change re-applied after a conflict (another refund landed)."""
+        if current.kept - reduced < wanted:
+            raise ValueError(f"refund must be at most {money_str(current.kept - reduced)}, got {money_str(wanted)}")
+
+    def owe(current: InvoiceRecord) -> InvoiceRecord:
+        bounded(current)
+        return replace(current, refund_owed=current.refund_owed + wanted)
+
     if invoice.method is BillingMethod.CRYPTO:
-        return _save_with(store, invoice, lambda inv: replace(inv, refund_owed=inv.refund_owed + wanted))
+        return _save_with(store, invoice, owe)
     if invoice.gateway_id is None:
         raise ValueError(f"invoice {invoice.number} has no processor invoice to refund")
 
     def request(current: InvoiceRecord) -> InvoiceRecord:
         if current.refund_pending is not None:
             raise ValueError(f"invoice {current.number}: another refund is being made; run again when it is done")
-        if current.kept - reduced < wanted:
-            raise ValueError(f"refund must be at most {money_str(current.kept - reduced)}, got {money_str(wanted)}")
+        bounded(current)
         number = current.refunds_requested + 1
         asked = RefundRequest(f"{current.invoice_id}/refund/{number}", wanted, current.refunded)
         return replace(current, refunds_requested=number, refund_pending=asked)
@@ -920,25 +930,38 @@ def _finish_refund(
 
 
 def settle_crypto_refund(store: LedgerStore, account_id: str, invoice_ref: str, transaction_id: str) -> InvoiceRecord:
-    """An operator sent the crypto refund owed (``transaction_id``): it becomes refunded."""
+    """An operator sent the crypto refund owed (``transaction_id``): what was owed when read becomes refunded, once
+    per transaction. A rerun with the same transaction changes nothing, and a refund recorded after the read (the
+    write conflicts and is tried again on the stored invoice) stays owed: the transaction did not send it."""
     if not transaction_id.strip():
         raise ValueError("a transaction id is required")
     ledger = store.ledger(account_id)
     invoice = ledger.invoices.get(invoice_ref)
     if invoice is None:
         raise InvoiceNotFoundError(f"{account_id} has no invoice {invoice_ref!r}")
-    if invoice.refund_owed <= 0:
+    marker = f"crypto_refund:{transaction_id}"
+    if marker in invoice.announced:
+        return invoice  # recorded already (a rerun whose answer was lost)
+    owed = invoice.refund_owed
+    if owed <= 0:
         raise ValueError(f"invoice {invoice.number} owes no refund")
-    return _save_with(
-        store,
-        invoice,
-        lambda inv: replace(
-            inv,
-            refunded=inv.refunded + inv.refund_owed,
-            refund_owed=Decimal("0.00"),
-            announced=inv.announced | {f"crypto_refund:{transaction_id}"},
-        ),
-    )
+
+    def sent(current: InvoiceRecord) -> InvoiceRecord:
+        if marker in current.announced:
+            return current
+        if current.refund_owed < owed:  # another transaction settled it meanwhile
+            raise ValueError(
+                f"invoice {current.number} now owes {money_str(current.refund_owed)}, not the "
+                f"{money_str(owed)} read: another settlement landed first; check the transactions and run again"
+            )
+        return replace(
+            current,
+            refunded=current.refunded + owed,
+            refund_owed=current.refund_owed - owed,
+            announced=current.announced | {marker},
+        )
+
+    return _save_with(store, invoice, sent)
 
 
 def utc_now() -> datetime:

@@ -19,6 +19,7 @@ from decimal import Decimal
 from typing import Final, Protocol
 
 from kilo_billing.catalog import PriceBook
+from kilo_billing.money import is_whole_cents, two_places
 from kilo_billing.periods import Period
 from kilo_billing.rating import TierChange, TierSegment, effective_change, segments_for
 
@@ -506,7 +507,7 @@ def progressive_threshold_problem(threshold_usd: Decimal) -> str | None:
         return f"must be an amount in USD, got {threshold_usd}"
     if not PROGRESSIVE_MIN_USD <= threshold_usd <= PROGRESSIVE_MAX_USD:
         return f"must be from {PROGRESSIVE_MIN_USD} to {PROGRESSIVE_MAX_USD} USD, got {threshold_usd}"
-    if threshold_usd != threshold_usd.quantize(Decimal("0.01")):
+    if not is_whole_cents(threshold_usd):
         return f"must be a whole number of cents, got {threshold_usd}"
     return None
 
@@ -519,5 +520,5 @@ def set_progressive_threshold(
     problem = None if threshold_usd is None else progressive_threshold_problem(threshold_usd)
     if problem is not None:
         raise ValueError(f"the progressive billing threshold {problem}")
-    cents = None if threshold_usd is None else threshold_usd.quantize(Decimal("0.01"))  # 1E+2 is stored as 100.00
+    cents = None if threshold_usd is None else two_places(threshold_usd)  # 1E+2 is stored as 100.00
     return update_profile(directory, account_id, lambda found: replace(found, progressive_threshold_usd=cents))

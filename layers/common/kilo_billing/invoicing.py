@@ -30,7 +30,7 @@ from typing import Final, Protocol, TypedDict, Unpack
 from kilo_billing.accounts import AccountProfile
 from kilo_billing.catalog import Catalog, PriceBook
 from kilo_billing.meters import METER_UNITS, Meter
-from kilo_billing.money import ZERO, decimal_str, money_str, total
+from kilo_billing.money import ZERO, decimal_str, is_whole_cents, money_str, total
 from kilo_billing.periods import Period
 from kilo_billing.rating import (
     InvoiceLine,
@@ -368,17 +368,25 @@ class LedgerConflictError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class CreditMove:
-    """What an invoice update moves with it, in the same transaction: the account's credit from ``credit_read`` (what
-    the writer read) to ``credit_read + added``, and the credit notes ``notes``, each over its stored version
-    ``note.version - 1``."""
+    """A move of the account's credit from ``credit_read`` (what the writer read) to ``credit`` (``credit_read +
+    added``), with the credit notes ``notes`` written in the same transaction, each over its stored version
+    ``note.version - 1``. Every write that moves the account's credit goes through one, in both stores (an invoice
+    update's, a credit note's step's): the ledger keeps credit in whole cents, so a move that is not is refused when
+    built - ValueError naming the amounts - before anything is written (D-money-1)."""
 
     credit_read: Decimal
     added: Decimal
     notes: tuple[CreditNote, ...] = ()
 
+    def __post_init__(self) -> None:
+        amounts = {"credit_read": self.credit_read, "added": self.added}
+        odd = [f"{name} {value}" for name, value in amounts.items() if not is_whole_cents(value)]
+        if odd:
+            raise ValueError(f"the account's credit moves in whole cents; not whole cents: {', '.join(odd)}")
+
     @property
     def credit(self) -> Decimal:
-        """The account's credit once moved."""
+        """The account's credit once moved: the one place it is computed (both stores write it)."""
         return self.credit_read + self.added
 
 

@@ -16,7 +16,7 @@ An amount in cents shown or paid out in parts (a bill's counted sum beside each 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from fractions import Fraction
 from typing import Final
 
@@ -135,8 +135,22 @@ def allocate_cents(total: Decimal | int | str, weights: Sequence[Exact]) -> list
 
 
 def is_whole_cents(value: Decimal | int | str) -> bool:
-    """Whether an amount is a whole number of cents (``0.01``, ``5``, ``1.50``; not ``0.005``). Floats are refused."""
-    return (_as_fraction(to_decimal(value)) * 100).denominator == 1
+    """Whether an amount is a whole number of cents (``0.01``, ``5``, ``1.50``, ``1E+30``; not ``0.005``, nor NaN or
+    an infinity, which are no amount). Exact: no Decimal context, so no size overflows it. Floats are refused."""
+    amount = to_decimal(value)
+    return amount.is_finite() and (_as_fraction(amount) * 100).denominator == 1
+
+
+def two_places(value: Decimal) -> Decimal:
+    """A whole-cents amount in its two-place form (``1E+2`` -> ``100.00``); nothing is rounded. ValueError naming it
+    when it is not whole cents (:func:`round_money` rounds, not this) or has more digits in cents than Decimal's
+    context holds (28): no amount of ours is that large, and every sum with it would be rounded silently."""
+    if not is_whole_cents(value):
+        raise ValueError(f"{value} is not whole cents")
+    try:
+        return value.quantize(CENT)
+    except InvalidOperation:
+        raise ValueError(f"{value} is too large for an amount (more than 28 digits in cents)") from None
 
 
 def total(amounts: list[Decimal]) -> Decimal:

@@ -186,13 +186,13 @@ class DynamoLedgerStore:
     def update_invoice_with_credit(
         self, invoice: InvoiceRecord, expected: InvoiceStatus, credit_read: Decimal, added: Decimal
     ) -> InvoiceRecord:
-        credit = self._credit_update(invoice.account_id, credit_read, added)
+        credit = self._credit_update(invoice.account_id, CreditMove(credit_read, added))
         return self._update_invoice(invoice, expected, [credit], invoice.crypto_credit - added)
 
     def update_invoice_and_credit(
         self, invoice: InvoiceRecord, expected: InvoiceStatus, move: CreditMove
     ) -> InvoiceRecord:
-        credit = self._credit_update(invoice.account_id, move.credit_read, move.added)
+        credit = self._credit_update(invoice.account_id, move)
         puts = [self._note_put(note) for note in move.notes]
         return self._update_invoice(invoice, expected, [credit, *puts], invoice.crypto_credit)
 
@@ -211,21 +211,22 @@ class DynamoLedgerStore:
     def update_credit_note(self, note: CreditNote, credit_read: Decimal | None = None, added: Decimal = ZERO) -> None:
         writes: list[dict[str, Any]] = [self._note_put(note)]
         if credit_read is not None:
-            writes.append(self._credit_update(note.account_id, credit_read, added))
+            writes.append(self._credit_update(note.account_id, CreditMove(credit_read, added)))
         try:
             call(self._client.transact_write_items, TransactItems=writes)
         except ConditionFailedError as exc:
             raise LedgerConflictError(str(exc)) from exc
 
-    def _credit_update(self, account_id: str, credit_read: Decimal, added: Decimal) -> dict[str, Any]:
+    def _credit_update(self, account_id: str, move: CreditMove) -> dict[str, Any]:
+        """The BILLING item's credit moved by ``move`` (a transaction's item), if it is still the one read."""
         return {
             "Update": {
                 "TableName": self._table,
                 "Key": to_item({KEY: account_pk(account_id), SORT_KEY: BILLING_SORT_KEY}),
                 "UpdateExpression": "SET #credit = :credit",
-                "ConditionExpression": credit_condition(credit_read),
+                "ConditionExpression": credit_condition(move.credit_read),
                 "ExpressionAttributeNames": {"#credit": "credit"},
-                "ExpressionAttributeValues": to_item({":credit": str(credit_read + added), ":read": str(credit_read)}),
+                "ExpressionAttributeValues": to_item({":credit": str(move.credit), ":read": str(move.credit_read)}),
             }
         }
 

@@ -2,31 +2,16 @@
 (invoicing's payment gateway, the account API's Checkout and Billing Portal pages): a connection failure, rate
 limiting, a 5xx or no status at all is *unavailable* (the caller retries later); any other refusal is *refused* (the
 request itself is wrong and a retry would fail the same way). Imported only by the Stripe adapters: the SDK loads
-with them."""
+with them. The API key's secret is read by ``kilo_billing.stripe_key``, which does not load the SDK."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
-from typing import NamedTuple, TypeVar
+from typing import TypeVar
 
 import stripe
 
 _T = TypeVar("_T")
-
-
-class StripeSecret(NamedTuple):
-    api_key: str
-    api_base: str | None  # another API address (a Stripe stand-in on the local stack); None: Stripe's own
-
-
-def stripe_secret(value: object) -> StripeSecret | None:
-    """The Stripe API key's secret as Secrets Manager holds it, ``{"api_key": "sk_...", "api_base": optional}``
-    (parsed JSON); ``None`` when malformed (not an object, or no non-empty ``api_key`` string) - each caller refuses
-    it with its own error. An ``api_base`` that is not a non-empty string is no stand-in: Stripe's own address."""
-    if not isinstance(value, dict) or not isinstance(value.get("api_key"), str) or not value["api_key"]:
-        return None
-    base = value.get("api_base")
-    return StripeSecret(str(value["api_key"]), str(base) if isinstance(base, str) and base else None)
 
 
 def stripe_client(
