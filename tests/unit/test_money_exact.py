@@ -102,3 +102,13 @@ def test_given_whole_cents_then_two_places_writes_them_without_rounding() -> Non
 def test_given_an_amount_two_places_cannot_write_exactly_then_refused_naming_it(value: str, message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
         two_places(Decimal(value))
+
+
+def test_given_a_thread_whose_decimal_precision_was_raised_then_two_places_still_refuses_more_than_28_digits() -> None:
+    """The full suite once let ``1E+30`` through: something earlier in the worker raised the thread's precision, and
+    the limit followed it. 1E+30 in cents is 1 followed by 32 digits, over 28 whatever the ambient context."""
+    with localcontext() as context:
+        context.prec = 60
+        with pytest.raises(ValueError, match=re.escape("1E+30 is too large for an amount")):
+            two_places(Decimal("1E+30"))
+        assert str(two_places(Decimal("12345678901234567890123456.78"))) == "12345678901234567890123456.78"

@@ -16,11 +16,14 @@ An amount in cents shown or paid out in parts (a bill's counted sum beside each 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Context, Decimal, InvalidOperation
 from fractions import Fraction
 from typing import Final
 
 CENT: Final = Decimal("0.01")
+# The 28 digits every amount of ours fits in, whatever context the running thread has (a library or a caller's
+# ``localcontext`` may raise its precision): beyond them an amount is refused, never written.
+_AMOUNTS: Final = Context(prec=28, rounding=ROUND_HALF_UP, traps=[InvalidOperation])
 ZERO: Final = Decimal("0.00")
 
 Exact = Decimal | Fraction | int
@@ -148,7 +151,7 @@ def two_places(value: Decimal) -> Decimal:
     if not is_whole_cents(value):
         raise ValueError(f"{value} is not whole cents")
     try:
-        return value.quantize(CENT)
+        return value.quantize(CENT, context=_AMOUNTS)
     except InvalidOperation:
         raise ValueError(f"{value} is too large for an amount (more than 28 digits in cents)") from None
 
