@@ -3,6 +3,9 @@ committed bytecode and ABI (devtools/kilo_dev/contracts/)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from kilo_dev import contracts
@@ -31,3 +34,19 @@ def test_the_test_usdc_has_six_decimals_and_the_erc20_surface() -> None:
         ("value", False),
     ]
     assert "6" in (contracts.HERE / "TestUSDC.vy").read_text().split("self.decimals = ")[1][:2]
+
+
+def test_given_a_contract_compiled_then_the_threads_decimal_context_is_the_one_it_had() -> None:
+    """vyper sets a 78-digit context on the importing thread at import: before, every later Decimal in the test
+    worker ran in it (the full suite let a 32-digit amount through ``money.two_places`` after this file). A fresh
+    interpreter, as vyper changes the context only where it is first imported."""
+    script = (
+        "import decimal\n"
+        "from kilo_dev import contracts\n"
+        "before = decimal.getcontext()\n"
+        "contracts.compile_source('TestUSDC')\n"
+        "print(decimal.getcontext() is before, decimal.getcontext().prec)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+
+    assert done.stdout.split() == ["True", "28"]

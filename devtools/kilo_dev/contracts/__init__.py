@@ -15,6 +15,7 @@ bytecode (they cannot drift). After editing a source: ``python -m kilo_dev.contr
 
 from __future__ import annotations
 
+import decimal
 import json
 from pathlib import Path
 from typing import Any, Final
@@ -24,11 +25,21 @@ CONTRACTS: Final = ("TestUSDC", "TestAggregator", "TestContractWallet", "TestBat
 
 
 def compile_source(name: str) -> dict[str, Any]:
-    """Compile ``<name>.vy`` with the pinned vyper: ``{"abi": [...], "bytecode": "0x..."}`` (deployment bytecode)."""
-    import vyper  # type: ignore[import-untyped]  # noqa: PLC0415 - a dev dependency, loaded only to compile
+    """Compile ``<name>.vy`` with the pinned vyper: ``{"abi": [...], "bytecode": "0x..."}`` (deployment bytecode).
+
+    Importing vyper replaces the thread's decimal context with its own (78 digits, and refusing any lower precision),
+    which every later Decimal of the process would inherit: the caller's context is put back after the import, and
+    vyper compiles in a context of its own."""
+    saved = decimal.getcontext()
+    try:
+        import vyper  # type: ignore[import-untyped]  # noqa: PLC0415 - a dev dependency, loaded only to compile
+        from vyper.utils import DecimalContextOverride  # type: ignore[import-untyped]  # noqa: PLC0415
+    finally:
+        decimal.setcontext(saved)
 
     source = (HERE / f"{name}.vy").read_text()
-    out = vyper.compile_code(source, contract_path=f"{name}.vy", output_formats=["abi", "bytecode"])
+    with decimal.localcontext(DecimalContextOverride(prec=78)):
+        out = vyper.compile_code(source, contract_path=f"{name}.vy", output_formats=["abi", "bytecode"])
     return {"compiler": f"vyper {vyper.__version__}", "abi": out["abi"], "bytecode": out["bytecode"]}
 
 
