@@ -383,3 +383,41 @@ def test_a_participant_with_no_session_yet_is_named_by_no_running_state_after_th
         "PA_alice01": expected_pseudonym("alice.smith"),
         "PA_bob0001": expected_pseudonym("bob.brown"),
     }
+
+
+@pytest.mark.parametrize("running", [True, False], ids=["running-state", "version-only-header"])
+def test_a_generation_a_crashed_rebuild_orphaned_naming_the_participants_is_deleted_by_the_erasure(
+    stack: Stack, account_api: Any, lambda_context: LambdaContext, running: bool
+) -> None:
+    """D250's orphans at the erasure: the header at version v names generation G; a rebuild that crashed after its
+    header landed left its old generation (``<v>.<hex>``), one that crashed before its header left its new one
+    (``<v+1>.<hex>``), both naming alice. After the erasure no item names anyone: the drop moves the header to v+1
+    (a running state; a version-only one stays at v, so the ``<v+1>`` orphan is a rebuild that may still land and is
+    kept), and every generation no header can name any more goes with G (before: only G, and the orphans kept
+    alice's identity). A generation numbered past the header's - a rebuild under way after the drop - is kept."""
+    names = {"alice.smith", "carol.jones"}
+    call_in_progress(stack, lambda_context)
+    usage = stack.template.physical_name("UsageTable")
+    client = stack.clients["dynamodb"]
+    key = {"pk": {"S": f"ROOM#{ROOM}"}, "sk": {"S": "STATE"}}
+    if not running:  # what rating writes for a state too large to keep (D42, D199)
+        client.update_item(
+            TableName=usage, Key=key, UpdateExpression="SET version = version + :one REMOVE state_zlib",
+            ExpressionAttributeValues={":one": {"N": "1"}},
+        )  # fmt: skip
+    header = client.get_item(TableName=usage, Key=key, ConsistentRead=True)["Item"]
+    version, named = int(header["version"]["N"]), header["generation"]["S"]
+    alice = next(item for item in stack.table_items("UsageTable") if item["sk"]["S"] == f"PART#{named}#PA_alice01")
+    dropped_at = version + 1 if running else version  # the header's version after the erasure's drop
+    orphans = [f"{version}.0123456789ab", f"{dropped_at}.ba9876543210"]
+    for generation in orphans:
+        client.put_item(TableName=usage, Item=alice | {"sk": {"S": f"PART#{generation}#PA_alice01"}})
+    later = f"PART#{dropped_at + 1}.00000000cafe#PA_later01"  # a rebuild's under way: no identity of theirs
+    client.put_item(TableName=usage, Item={"pk": key["pk"], "sk": {"S": later}, "registers": {"S": "{}"}})
+    assert {f"ROOM#{ROOM}|PART#{generation}#PA_alice01" for generation in orphans} <= set(raw_identities(stack, names))
+
+    erased = call("POST", f"/v1/accounts/{ACCOUNT}/erase", claims(ACCOUNT, "owner"))
+    assert erased.status == 200, erased.body
+    assert raw_identities(stack, names) == {}
+    left = sorted(item["sk"]["S"] for item in stack.table_items("UsageTable") if item["sk"]["S"].startswith("PART#"))
+    assert left == [later]

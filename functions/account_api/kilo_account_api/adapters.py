@@ -425,7 +425,8 @@ class DynamoSessionHistory:
         participant whose session began before the erasure mark. A chunked write's pending mark goes with the state,
         so that write's remaining chunks (each conditioned on its mark) are refused (D224). A header with no state
         blob (finished, too large to keep) still names the generation of participant items that may name
-        participants (D199): those are deleted, the header left as it is (D224). A header rating rewrites
+        participants (D199): those are deleted, the header left as it is (D224). With either, the generations a
+        rebuild's crash orphaned go too - rating's rule, from the layer (D250, D-rating-n-1). A header rating rewrites
         meanwhile is read and dropped again (``attempts``); still moving after that: ``ErasureIncompleteError`` (the
         retry goes on). Returns the states dropped."""
         keys = [to_item({"pk": room, "sk": room_state.STATE_SORT_KEY}) for room in sorted(room_keys)]
@@ -436,7 +437,7 @@ class DynamoSessionHistory:
                 if header.get(room_state.STATE_BLOB) is not None:
                     running.append(header)
                 else:  # its generation is never written again: any later event rebuilds the room under a new one
-                    self._delete_generation(str(header["pk"]), str(header.get(room_state.STATE_GENERATION) or ""))
+                    self._delete_generations(header, int(header.get(room_state.STATE_VERSION) or 0))
             if not running:
                 return dropped
             keys = []
@@ -468,23 +469,27 @@ class DynamoSessionHistory:
             )
         except ConditionFailedError:
             return False
-        self._delete_generation(room, str(header.get(room_state.STATE_GENERATION) or ""))
+        self._delete_generations(header, version + 1)
         return True
 
-    def _delete_generation(self, room: str, generation: str) -> None:
-        """Delete the room's participant items of ``generation`` (read strongly consistently)."""
-        if not generation:
-            return
+    def _delete_generations(self, header: Mapping[str, Any], version: int) -> None:
+        """Delete the room's participant items (every generation, read strongly consistently) of the generation
+        ``header`` names and of those no header can name any more, the header being at ``version`` - a rebuild's
+        crash orphaned them (D250; ``room_state.doomed_generations``, rating's rule). A generation numbered past
+        ``version`` is a rebuild under way after the drop: kept."""
+        named = str(header.get(room_state.STATE_GENERATION) or "")
+        doomed = room_state.doomed_generations(version, named, named)
         participants = paged_items(
             self._client.query,
             TableName=self._table,
             KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
-            ExpressionAttributeValues=to_item({":pk": room, ":prefix": room_state.participant_sort_key(generation)}),
+            ExpressionAttributeValues=to_item({":pk": header["pk"], ":prefix": room_state.PARTICIPANT_PREFIX}),
             ProjectionExpression="pk, sk",
             ConsistentRead=True,
         )
         for item in list(participants):
-            call(self._client.delete_item, TableName=self._table, Key={"pk": item["pk"], "sk": item["sk"]})
+            if doomed(room_state.generation_of(str(from_item(item)["sk"]))):
+                call(self._client.delete_item, TableName=self._table, Key={"pk": item["pk"], "sk": item["sk"]})
 
     def _pseudonymised(self, stored: dict[str, Any], account_id: str, pseudonym: Callable[[str], str]) -> int:
         """Rewrite one session read strongly consistently with its identity's pseudonym: 1 if written, 0 if it holds

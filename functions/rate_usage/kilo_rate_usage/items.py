@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 import uuid
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
 from fractions import Fraction
 from typing import Any, Final
@@ -41,7 +41,6 @@ from typing import Any, Final
 from kilo_billing.events import KEY, SORT_KEY
 from kilo_billing.items import Item, from_item, to_item
 from kilo_billing.room_state_items import (
-    PARTICIPANT_PREFIX,
     ROOM_PREFIX,
     STATE_BLOB,
     STATE_DELIVERED_MS,
@@ -342,27 +341,8 @@ def new_generation(version: int) -> str:
     """A generation no other writer picks (concurrent rebuilds of a room write apart; only the header's counts), named
     after the header version the rebuild writes (``<version>.<12 hex>``): only that write - conditioned on the version
     before it - can name the generation, so once a header is at that version or past it naming another, none ever
-    will and its items are dead (``dead_generation``)."""
+    will and its items are dead (``kilo_billing.room_state_items.dead_generation``)."""
     return f"{version}.{new_mark()}"
-
-
-def dead_generation(generation: str, version: int, named: str) -> bool:
-    """No header can name ``generation`` any more, the stored one being at ``version`` naming ``named``: another
-    generation written for that version or an earlier one (``new_generation``). A generation of the format before
-    (no version) cannot be judged: live only for a writer that ran the code before, it is kept (D250)."""
-    head, dot, _ = generation.partition(".")
-    return generation != named and bool(dot) and head.isdigit() and int(head) <= version
-
-
-def doomed_generations(version: int, named: str, also: str = "") -> Callable[[str], bool]:
-    """Whether a generation's participant items go, the header being at ``version`` naming ``named``: ``also`` (one
-    no longer read), or one no header can name any more (``dead_generation``)."""
-    return lambda generation: (bool(also) and generation == also) or dead_generation(generation, version, named)
-
-
-def generation_of(sort_key: str) -> str:
-    """The generation of a participant item's sort key (``PART#<generation>#<participant sid>``)."""
-    return sort_key.removeprefix(PARTICIPANT_PREFIX).partition("#")[0]
 
 
 class StateTooLargeError(ValueError):
