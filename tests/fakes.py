@@ -146,7 +146,12 @@ class InMemoryUsageRepository:
         state = self.states.get(room_sid)
         if state is not None and room_sid in self.pending:  # a chunked write that died: rebuild
             unusable = RoomState.unusable(room_sid, state.version)
-            return replace(unusable, generation=state.generation, delivered_ms=state.delivered_ms)
+            return replace(
+                unusable,
+                generation=state.generation,
+                delivered_ms=state.delivered_ms,
+                events_folded=state.events_folded,
+            )
         return state
 
     def room_participants(

@@ -47,6 +47,7 @@ from kilo_rate_usage.model import (
 from kilo_rate_usage.ports import (
     CommitUnit,
     ConflictError,
+    ExpiredEventsError,
     RejectedWriteError,
     SessionChange,
     StateChange,
@@ -420,7 +421,8 @@ def _finished(state: RoomState) -> RoomState:
     """What is kept of a finished room's state (D196): its version and the rebuild's cut-off
     (``delivered_ms``, D70), no participant, no event - nothing naming anyone. A later event of the room (one
     delivered late, a replay) rebuilds it from its stored events, which is exact (D15)."""
-    return replace(RoomState.unusable(state.room_sid, state.version), delivered_ms=state.delivered_ms)
+    unusable = RoomState.unusable(state.room_sid, state.version)
+    return replace(unusable, delivered_ms=state.delivered_ms, events_folded=state.events_folded)
 
 
 def _rebuild(
@@ -435,6 +437,8 @@ def _rebuild(
     and fold in - and a fresh state under a new generation."""
     delivered = max([header.delivered_ms if header is not None else 0, *(e.received_at_ms for e in batch)])
     stored_events = [event for event in repo.room_events(room_sid) if event.received_at_ms <= delivered]
+    if header is not None:
+        _check_events_kept(header, stored_events)
     events = _merge(stored_events, batch)
     keys = [key for source, key in config.attribution.steps if source == "room_metadata"]  # D163
     fresh, retired = rebuilt(room_sid, events, delivered, keys)
@@ -449,6 +453,19 @@ def _rebuild(
     fold = fold_events(events)
     sessions = fold.sessions(config.attribution, fold.coverage)  # = rebuild_room(events)
     return _Room(sessions, repo.stored_sessions(room_sid), change, _texts(retired), fold)
+
+
+def _check_events_kept(header: RoomState, stored: Sequence[LiveKitEventRecord]) -> None:
+    """``ExpiredEventsError`` when fewer of the room's events received by the state's cut-off are stored than the
+    state was rated from (``RoomState.events_folded``; 0: not known): events are never deleted but by their TTL, so
+    some expired - a rebuild would rate the room's sessions again from part of their events (D-rating-n-3)."""
+    kept = len({event.event_id for event in stored if event.received_at_ms <= header.delivered_ms})
+    if kept < header.events_folded:
+        raise ExpiredEventsError(
+            f"room {header.room_sid}: {kept} of the {header.events_folded} events its stored state was rated from "
+            "are stored (the others passed their TTL?): a rebuild from them would rate its sessions again from part "
+            "of their events"
+        )
 
 
 def _participants(repo: UsageRepository, header: RoomState) -> dict[str, ParticipantFold]:

@@ -6,8 +6,9 @@ participants' registers) stays rating's (``kilo_rate_usage.items``, ``kilo_rate_
 - header       ``ROOM#<room sid>`` / ``STATE`` - ``state_zlib`` (the state blob; without it the header is its
   ``version``, cut-off and ``generation`` alone: a finished room's, or one whose state is too large to keep),
   ``version`` (a counter every write of the state is conditioned on), ``generation`` (of its participant items),
-  ``delivered_ms`` (a rebuild's cut-off, D42) and, while a chunked write of its participant items is under way,
-  ``pending`` (each chunk is conditioned on it, D69);
+  ``delivered_ms`` (a rebuild's cut-off, D42), ``events`` (how many of the room's stored events it was rated from:
+  a rebuild finding fewer refuses the room, D-rating-n-3) and, while a chunked write of its participant items is
+  under way, ``pending`` (each chunk is conditioned on it, D69);
 - participant  ``ROOM#<room sid>`` / ``PART#<generation>#<participant sid>`` - one live participant's registers; a
   generation is ``<header version it was written for>.<12 hex>`` (rating's ``items.new_generation``).
 
@@ -26,6 +27,7 @@ STATE_BLOB: Final = "state_zlib"
 STATE_VERSION: Final = "version"
 STATE_GENERATION: Final = "generation"
 STATE_DELIVERED_MS: Final = "delivered_ms"
+STATE_EVENTS: Final = "events"
 STATE_PENDING: Final = "pending"
 PARTICIPANT_PREFIX: Final = "PART#"  # + <generation>#<participant sid>
 
