@@ -499,3 +499,66 @@ def test_given_a_rebuild_read_no_state_blob_when_the_erasure_runs_before_its_com
     }
     header = client.get_item(TableName=usage, Key=key, ConsistentRead=True)["Item"]
     assert "state_zlib" in header  # the retry's rebuild wrote the running state again, naming them by pseudonym
+
+
+@pytest.mark.parametrize(
+    ("published", "where", "rebuilt_first"),
+    [(T0 + 25, "STATE", False), (T0 + 20, "PART#", False), (T0 + 38, "STATE", True)],
+    ids=["the-headers-window-of-a-rebuild", "a-participant-item-of-a-rebuild", "the-headers-window-folded-in-order"],
+)
+def test_given_a_late_event_of_a_participant_with_no_session_when_rating_writes_it_after_the_erasure_then_the_state_names_him_by_his_pseudonym(
+    stack: Stack,
+    account_api: Any,
+    lambda_context: LambdaContext,
+    published: int,
+    where: str,
+    rebuilt_first: bool,
+) -> None:
+    """D-gap-1: alice and carol are in a call (joined at 10 s and 30 s) when the account is erased; then bob's
+    microphone, published at ``published`` - before the erasure - reaches rating late, with no ``participant_joined``
+    of his (no session). His event rebuilds the dropped state: at 25 s it is within the last 5 s of the room's events
+    (the horizon is 30 - 5 = 25 s), so the state keeps it in the header's window; at 20 s it is older and folded into
+    his participant item. Or alice's camera (40 s) rebuilds the state first and his event (38 s, horizon 35 s) is
+    folded in order into the window. Every place names him by his pseudonym (before: the window's event kept
+    "bob.brown", as only participants folded before the horizon were given their provisional account); his next
+    event, folded in order, moves the window's event into his item, still a pseudonym; his late join gives his
+    session the same one."""
+    names = {"alice.smith", "bob.brown", "carol.jones"}
+    runner, room, _ = call_in_progress(stack, lambda_context)
+    erased = call("POST", f"/v1/accounts/{ACCOUNT}/erase", claims(ACCOUNT, "owner"))
+    assert erased.status == 200, erased.body
+    assert raw_identities(stack, names) == {}
+
+    if rebuilt_first:
+        alice = lk.Participant("PA_alice01", "alice.smith", (T0 + 10) * 1000)
+        deliver_webhook(lk.track_published(room, alice, "TR_cam_a", T0 + 40, video=True), lambda_context)
+        run_stream(runner, lambda_context)  # rebuilds the dropped state
+    bob = lk.Participant("PA_bob0001", "bob.brown", (T0 + 15) * 1000)
+    deliver_webhook(lk.track_published(room, bob, "TR_mic_b", published, video=False), lambda_context)
+    run_stream(runner, lambda_context)  # rebuilds the dropped state, or is folded in order into the rebuilt one
+    assert raw_identities(stack, names) == {}
+    assert set(sessions(stack)) == {"PA_alice01", "PA_carol01"}  # bob: no start known, no session
+    state = [
+        item for item in stack.table_items("UsageTable")
+        if item["pk"]["S"] == f"ROOM#{ROOM}" and item["sk"]["S"].startswith(where)
+    ]  # fmt: skip
+    assert any(expected_pseudonym("bob.brown") in (repr(item) + _blob(item)) for item in state)  # where he is kept
+
+    for body in (
+        lk.track_unpublished(room, bob, "TR_mic_b", T0 + 700, video=False),  # in order: the window moves on
+        lk.participant_joined(room, bob),  # late, far behind the state's horizon: rebuilt
+    ):
+        deliver_webhook(body, lambda_context)
+        run_stream(runner, lambda_context)
+        assert raw_identities(stack, names) == {}
+    assert {sid: stored.session.identity for sid, stored in sessions(stack).items()} == {
+        "PA_alice01": expected_pseudonym("alice.smith"),
+        "PA_bob0001": expected_pseudonym("bob.brown"),
+        "PA_carol01": expected_pseudonym("carol.jones"),
+    }
+
+
+def _blob(item: dict[str, Any]) -> str:
+    import zlib  # noqa: PLC0415
+
+    return zlib.decompress(item["state_zlib"]["B"]).decode() if "state_zlib" in item else ""

@@ -184,12 +184,14 @@ def _rate(livekit: Sequence[LiveKitEventRecord], usage: Sequence[UsageEventRecor
 
 def _sessionless(change: StateChange | None, config: RatingConfig) -> dict[str, tuple[str, int]]:
     """The participants the room's new state (``change``) writes (their items, the window's events) that have no
-    session yet: their provisional account and earliest moment (``RoomFold.provisional_accounts``)."""
+    session yet: their provisional account and earliest moment (``RoomFold.provisional_accounts``), judged on every
+    event the state knows - its fold and its window: a participant whose only events are still in the window is in
+    no item yet, but the window's events name him (D-gap-1)."""
     if change is None or not change.new.usable:
         return {}
     state = change.new
     sids = set(change.puts) | {event.participant_sid for event in state.recent if event.participant_sid}
-    return state.fold.provisional_accounts(config.attribution, sids)
+    return state.folded().provisional_accounts(config.attribution, sids)
 
 
 def _before_erasure(at_ms: int, profile: AccountProfile) -> bool:
@@ -239,7 +241,7 @@ def _room_changes(room: _Room, profiles: Mapping[str, AccountProfile], unit: Com
             )
         )
     if room.state is not None:
-        fold = room.state.new.fold
+        fold = room.state.new.folded()  # the window's participants too (``_sessionless``)
         for sid, (account, at_ms) in room.sessionless.items():
             if _before_erasure(at_ms, profiles[account]):
                 pseudonyms[sid] = pseudonym(account, fold.participants[sid].identity)
