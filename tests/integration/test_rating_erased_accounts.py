@@ -207,11 +207,9 @@ def test_a_batch_that_read_the_profile_before_the_erasure_and_commits_after_its_
 def raw_identities(stack: Stack, identities: set[str]) -> dict[str, set[str]]:
     """Items of the usage table (pk|sk) that hold any of ``identities`` anywhere - a room state's blob decompressed,
     registers as stored."""
-    import zlib  # noqa: PLC0415
-
     found: dict[str, set[str]] = {}
     for item in stack.table_items("UsageTable"):
-        text = repr(item) + (zlib.decompress(item["state_zlib"]["B"]).decode() if "state_zlib" in item else "")
+        text = repr(item) + _blob(item)
         named = {identity for identity in identities if identity in text}
         if named:
             found[f"{item['pk']['S']}|{item['sk']['S']}"] = named
@@ -559,6 +557,7 @@ def test_given_a_late_event_of_a_participant_with_no_session_when_rating_writes_
 
 
 def _blob(item: dict[str, Any]) -> str:
+    """A room header's state blob, decompressed ("" for any other item)."""
     import zlib  # noqa: PLC0415
 
     return zlib.decompress(item["state_zlib"]["B"]).decode() if "state_zlib" in item else ""
