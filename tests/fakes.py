@@ -12,8 +12,8 @@ from kilo_billing.accounts import AccountExistsError, AccountProfile, ProfileCha
 from kilo_billing.entitlements import EntitlementSource, Reading, SpendRecorder, SpendState
 from kilo_billing.events import KEY, SORT_KEY, Item, ItemTooLargeError, check_item_size
 from kilo_billing.livekit_events import LiveKitEventRecord
+from kilo_billing.room_state_items import doomed_generations
 from kilo_billing.usage_events import UsageEventRecord
-from kilo_rate_usage.items import doomed_generations
 from kilo_rate_usage.model import (
     Aggregate,
     AggregateKey,
@@ -146,7 +146,12 @@ class InMemoryUsageRepository:
         state = self.states.get(room_sid)
         if state is not None and room_sid in self.pending:  # a chunked write that died: rebuild
             unusable = RoomState.unusable(room_sid, state.version)
-            return replace(unusable, generation=state.generation, delivered_ms=state.delivered_ms)
+            return replace(
+                unusable,
+                generation=state.generation,
+                delivered_ms=state.delivered_ms,
+                events_folded=state.events_folded,
+            )
         return state
 
     def room_participants(

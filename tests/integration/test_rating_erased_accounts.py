@@ -207,11 +207,9 @@ def test_a_batch_that_read_the_profile_before_the_erasure_and_commits_after_its_
 def raw_identities(stack: Stack, identities: set[str]) -> dict[str, set[str]]:
     """Items of the usage table (pk|sk) that hold any of ``identities`` anywhere - a room state's blob decompressed,
     registers as stored."""
-    import zlib  # noqa: PLC0415
-
     found: dict[str, set[str]] = {}
     for item in stack.table_items("UsageTable"):
-        text = repr(item) + (zlib.decompress(item["state_zlib"]["B"]).decode() if "state_zlib" in item else "")
+        text = repr(item) + _blob(item)
         named = {identity for identity in identities if identity in text}
         if named:
             found[f"{item['pk']['S']}|{item['sk']['S']}"] = named
@@ -383,3 +381,183 @@ def test_a_participant_with_no_session_yet_is_named_by_no_running_state_after_th
         "PA_alice01": expected_pseudonym("alice.smith"),
         "PA_bob0001": expected_pseudonym("bob.brown"),
     }
+
+
+@pytest.mark.parametrize("running", [True, False], ids=["running-state", "version-only-header"])
+def test_a_generation_a_crashed_rebuild_orphaned_naming_the_participants_is_deleted_by_the_erasure(
+    stack: Stack, account_api: Any, lambda_context: LambdaContext, running: bool
+) -> None:
+    """D250's orphans at the erasure: the header at version v names generation G; a rebuild that crashed after its
+    header landed left its old generation (``<v>.<hex>``), one that crashed before its header left its new one
+    (``<v+1>.<hex>``), both naming alice. After the erasure no item names anyone: the drop moves the header to v+1
+    (a running state and a version-only one alike, D-erase-1: a rebuild that read v can no longer land), and every
+    generation no header can name any more goes with G (before: only G, and the orphans kept alice's identity). A
+    generation numbered past the header's - a rebuild under way after the drop - is kept."""
+    names = {"alice.smith", "carol.jones"}
+    call_in_progress(stack, lambda_context)
+    usage = stack.template.physical_name("UsageTable")
+    client = stack.clients["dynamodb"]
+    key = {"pk": {"S": f"ROOM#{ROOM}"}, "sk": {"S": "STATE"}}
+    if not running:  # what rating writes for a state too large to keep (D42, D199)
+        client.update_item(
+            TableName=usage, Key=key, UpdateExpression="SET version = version + :one REMOVE state_zlib",
+            ExpressionAttributeValues={":one": {"N": "1"}},
+        )  # fmt: skip
+    header = client.get_item(TableName=usage, Key=key, ConsistentRead=True)["Item"]
+    version, named = int(header["version"]["N"]), header["generation"]["S"]
+    alice = next(item for item in stack.table_items("UsageTable") if item["sk"]["S"] == f"PART#{named}#PA_alice01")
+    dropped_at = version + 1  # the header's version after the erasure's drop
+    orphans = [f"{version}.0123456789ab", f"{dropped_at}.ba9876543210"]
+    for generation in orphans:
+        client.put_item(TableName=usage, Item=alice | {"sk": {"S": f"PART#{generation}#PA_alice01"}})
+    later = f"PART#{dropped_at + 1}.00000000cafe#PA_later01"  # a rebuild's under way: no identity of theirs
+    client.put_item(TableName=usage, Item={"pk": key["pk"], "sk": {"S": later}, "registers": {"S": "{}"}})
+    assert {f"ROOM#{ROOM}|PART#{generation}#PA_alice01" for generation in orphans} <= set(raw_identities(stack, names))
+
+    erased = call("POST", f"/v1/accounts/{ACCOUNT}/erase", claims(ACCOUNT, "owner"))
+    assert erased.status == 200, erased.body
+    assert raw_identities(stack, names) == {}
+    left = sorted(item["sk"]["S"] for item in stack.table_items("UsageTable") if item["sk"]["S"].startswith("PART#"))
+    assert left == [later]
+
+
+@pytest.mark.parametrize("read", ["version-only", "none"])
+def test_given_a_rebuild_read_no_state_blob_when_the_erasure_runs_before_its_commit_then_no_item_names_them(
+    stack: Stack, account_api: Any, lambda_context: LambdaContext, monkeypatch: pytest.MonkeyPatch, read: str
+) -> None:
+    """D-erase-1: alice and carol are in a call whose header is version-only (a state too large to keep, D42) - or
+    that has no header (its sessions' transaction landed, its state's did not) - when the stream delivers carol's
+    join again (a retry after the batch's commit). Rating rebuilds the room: it reads the header (version v, or
+    none), the events, the sessions (unchanged: none is written) and the profile (no erasure mark yet); then the
+    owner erases the account and the erasure runs whole; then rating commits. Its transaction writes no session
+    carrying an identity, so it carries no erasure-mark check (D80): only the header's version guards it. Before,
+    the erasure left a version-only header at v (and no header absent), the rebuild's header put (conditioned on
+    v, or on no header) landed, and its state and new generation's items named alice and carol after the erasure.
+    Now the erasure moves the version (to 1 where there was none): the commit is a conflict, and the stream's retry
+    writes their pseudonyms."""
+    from kilo_rate_usage import dependencies  # noqa: PLC0415
+    from kilo_rate_usage.handler import lambda_handler  # noqa: PLC0415
+    from kilo_rate_usage.ports import ConflictError  # noqa: PLC0415
+
+    names = {"alice.smith", "carol.jones"}
+    register(stack, ACCOUNT)
+    store_members(stack, ACCOUNT, {"user-1": "owner"})
+    room = lk.Room(ROOM, "forget-me", account_id=ACCOUNT, created_at=T0)
+    alice = lk.Participant("PA_alice01", "alice.smith", (T0 + 10) * 1000)
+    carol = lk.Participant("PA_carol01", "carol.jones", (T0 + 30) * 1000)
+    runner = Lambda(stack)
+    records: list[dict[str, Any]] = []
+    for body in (lk.room_started(room, T0), lk.participant_joined(room, alice), lk.participant_joined(room, carol)):
+        deliver_webhook(body, lambda_context)
+        records = runner.poll()
+        runner.run(records, lambda_context)  # the last: carol's join
+    usage = stack.template.physical_name("UsageTable")
+    key = {"pk": {"S": f"ROOM#{ROOM}"}, "sk": {"S": "STATE"}}
+    client = stack.clients["dynamodb"]
+    if read == "version-only":  # what rating writes for a state too large to keep (D42, D199)
+        client.update_item(
+            TableName=usage, Key=key, UpdateExpression="SET version = version + :one REMOVE state_zlib",
+            ExpressionAttributeValues={":one": {"N": "1"}},
+        )  # fmt: skip
+    else:  # the sessions stored, the state not: a commit whose state's transaction did not follow its sessions'
+        for item in stack.table_items("UsageTable"):
+            if item["pk"] == key["pk"] and not item["sk"]["S"].startswith("SESSION#"):
+                client.delete_item(TableName=usage, Key={"pk": item["pk"], "sk": item["sk"]})
+
+    repo = dependencies.rating().repo
+    commit = repo.commit
+    erasures: list[int] = []
+    units: list[Any] = []
+
+    def erase_then_commit(unit: Any, now_ms: int) -> int:
+        if not erasures:  # the rebuild has read everything; the erasure runs whole before its commit
+            erased = call("POST", f"/v1/accounts/{ACCOUNT}/erase", claims(ACCOUNT, "owner"))
+            assert erased.status == 200, erased.body
+            erasures.append(erased.body["sessions_pseudonymised"])
+            assert raw_identities(stack, names) == {}  # the erasure itself leaves nothing naming them
+            units.append(unit)
+        return commit(unit, now_ms)
+
+    monkeypatch.setattr(repo, "commit", erase_then_commit)
+    conflict = False
+    try:
+        lambda_handler({"Records": records}, lambda_context)  # carol's join again
+    except ConflictError:
+        conflict = True  # the stream retries the batch
+    assert raw_identities(stack, names) == {}  # before: the header and the new generation's items named them
+    assert erasures == [2]  # alice's and carol's sessions
+    assert not units[0].sessions  # the suspicion's shape: the rebuild writes no session, hence no mark check
+    assert [change.new_generation for change in units[0].states] == [True]  # a rebuild's state
+    assert conflict
+    assert lambda_handler({"Records": records}, lambda_context) == {"batchItemFailures": []}  # the retry
+    assert raw_identities(stack, names) == {}
+    assert {sid: stored.session.identity for sid, stored in sessions(stack).items()} == {
+        "PA_alice01": expected_pseudonym("alice.smith"),
+        "PA_carol01": expected_pseudonym("carol.jones"),
+    }
+    header = client.get_item(TableName=usage, Key=key, ConsistentRead=True)["Item"]
+    assert "state_zlib" in header  # the retry's rebuild wrote the running state again, naming them by pseudonym
+
+
+@pytest.mark.parametrize(
+    ("published", "where", "rebuilt_first"),
+    [(T0 + 25, "STATE", False), (T0 + 20, "PART#", False), (T0 + 38, "STATE", True)],
+    ids=["the-headers-window-of-a-rebuild", "a-participant-item-of-a-rebuild", "the-headers-window-folded-in-order"],
+)
+def test_given_a_late_event_of_a_participant_with_no_session_when_rating_writes_it_after_the_erasure_then_the_state_names_him_by_his_pseudonym(
+    stack: Stack,
+    account_api: Any,
+    lambda_context: LambdaContext,
+    published: int,
+    where: str,
+    rebuilt_first: bool,
+) -> None:
+    """D-gap-1: alice and carol are in a call (joined at 10 s and 30 s) when the account is erased; then bob's
+    microphone, published at ``published`` - before the erasure - reaches rating late, with no ``participant_joined``
+    of his (no session). His event rebuilds the dropped state: at 25 s it is within the last 5 s of the room's events
+    (the horizon is 30 - 5 = 25 s), so the state keeps it in the header's window; at 20 s it is older and folded into
+    his participant item. Or alice's camera (40 s) rebuilds the state first and his event (38 s, horizon 35 s) is
+    folded in order into the window. Every place names him by his pseudonym (before: the window's event kept
+    "bob.brown", as only participants folded before the horizon were given their provisional account); his next
+    event, folded in order, moves the window's event into his item, still a pseudonym; his late join gives his
+    session the same one."""
+    names = {"alice.smith", "bob.brown", "carol.jones"}
+    runner, room, _ = call_in_progress(stack, lambda_context)
+    erased = call("POST", f"/v1/accounts/{ACCOUNT}/erase", claims(ACCOUNT, "owner"))
+    assert erased.status == 200, erased.body
+    assert raw_identities(stack, names) == {}
+
+    if rebuilt_first:
+        alice = lk.Participant("PA_alice01", "alice.smith", (T0 + 10) * 1000)
+        deliver_webhook(lk.track_published(room, alice, "TR_cam_a", T0 + 40, video=True), lambda_context)
+        run_stream(runner, lambda_context)  # rebuilds the dropped state
+    bob = lk.Participant("PA_bob0001", "bob.brown", (T0 + 15) * 1000)
+    deliver_webhook(lk.track_published(room, bob, "TR_mic_b", published, video=False), lambda_context)
+    run_stream(runner, lambda_context)  # rebuilds the dropped state, or is folded in order into the rebuilt one
+    assert raw_identities(stack, names) == {}
+    assert set(sessions(stack)) == {"PA_alice01", "PA_carol01"}  # bob: no start known, no session
+    state = [
+        item for item in stack.table_items("UsageTable")
+        if item["pk"]["S"] == f"ROOM#{ROOM}" and item["sk"]["S"].startswith(where)
+    ]  # fmt: skip
+    assert any(expected_pseudonym("bob.brown") in (repr(item) + _blob(item)) for item in state)  # where he is kept
+
+    for body in (
+        lk.track_unpublished(room, bob, "TR_mic_b", T0 + 700, video=False),  # in order: the window moves on
+        lk.participant_joined(room, bob),  # late, far behind the state's horizon: rebuilt
+    ):
+        deliver_webhook(body, lambda_context)
+        run_stream(runner, lambda_context)
+        assert raw_identities(stack, names) == {}
+    assert {sid: stored.session.identity for sid, stored in sessions(stack).items()} == {
+        "PA_alice01": expected_pseudonym("alice.smith"),
+        "PA_bob0001": expected_pseudonym("bob.brown"),
+        "PA_carol01": expected_pseudonym("carol.jones"),
+    }
+
+
+def _blob(item: dict[str, Any]) -> str:
+    """A room header's state blob, decompressed ("" for any other item)."""
+    import zlib  # noqa: PLC0415
+
+    return zlib.decompress(item["state_zlib"]["B"]).decode() if "state_zlib" in item else ""

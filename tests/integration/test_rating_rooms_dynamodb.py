@@ -129,3 +129,32 @@ def test_a_finished_rooms_state_keeps_no_identity_and_a_late_event_still_rates_e
     assert [(part.video, part.audio) for part in stored["PA_ada"].parts] == [(9, 21)]
     assert [(part.video, part.audio) for part in stored["PA_bo"].parts] == [(9, 11)]
     assert not any("ada@example.com" in item for item in state_items())
+
+
+def test_a_finished_rooms_header_keeps_its_event_count_and_a_rebuild_from_fewer_refuses_the_room(
+    stack: Stack,
+) -> None:
+    """D-rating-n-3 on the real storage: the finished room's version-only header keeps ``events`` (8, the room's
+    events, each rated once); the first four expire from the events table, the replayed leave is refused with the
+    reason naming it, and the aggregate keeps what was rated."""
+    from tests.unit.test_rating_late_replay import ACCOUNT, RATED, REFUSED, ROOM, timeline  # noqa: PLC0415
+
+    client = stack.clients["dynamodb"]
+    usage_table, events_table = (stack.template.physical_name(n) for n in ("UsageTable", "EventsTable"))
+    repo, publisher = DynamoUsageRepository(client, usage_table, events_table), RecordingPublisher()
+    records = []
+    for record, now_ms in timeline():
+        client.put_item(TableName=events_table, Item=record.to_item(EXPIRES))  # ingest stores, the stream delivers
+        assert rate_batch([record], [], repo, publisher, CONFIG, now_ms).rejected == ()
+        records.append(record)
+    header = client.get_item(TableName=usage_table, Key={"pk": {"S": f"ROOM#{ROOM}"}, "sk": {"S": "STATE"}})["Item"]
+    assert ("state_zlib" in header, header["events"]) == (False, {"N": "8"})
+    for record in records[:4]:  # their raw events' TTL passed
+        item = record.to_item(EXPIRES)
+        key = {name: item[name] for name in ("pk", "sk")}
+        client.delete_item(TableName=events_table, Key=key)
+
+    replayed = rate_batch([records[6]], [], repo, publisher, CONFIG, NOW_MS)
+
+    assert [(rejected.room_sid, rejected.reason) for rejected in replayed.rejected] == [(ROOM, REFUSED)]
+    assert repo.aggregates([(ACCOUNT, "2026-11")])[(ACCOUNT, "2026-11")].totals() == RATED

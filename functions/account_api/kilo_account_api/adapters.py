@@ -417,74 +417,79 @@ class DynamoSessionHistory:
         )
 
     def _drop_running_states(self, room_keys: Iterable[str], attempts: int = 3) -> int:
-        """Drop rating's running state of each room (``ROOM#<sid>``) that still has one (D220): the header
-        keeps its version (+1), cut-off and generation alone - what a finished room keeps (D196) - on the condition
-        that it is the version read, then that generation's participant items are deleted. The state names the
-        participants (its window's events, the live participants' registers); nothing reads it again once dropped:
-        the room's next event rebuilds it from the stored events, and rating writes it with the pseudonym of each
-        participant whose session began before the erasure mark. A chunked write's pending mark goes with the state,
-        so that write's remaining chunks (each conditioned on its mark) are refused (D224). A header with no state
-        blob (finished, too large to keep) still names the generation of participant items that may name
-        participants (D199): those are deleted, the header left as it is (D224). A header rating rewrites
-        meanwhile is read and dropped again (``attempts``); still moving after that: ``ErasureIncompleteError`` (the
-        retry goes on). Returns the states dropped."""
-        keys = [to_item({"pk": room, "sk": room_state.STATE_SORT_KEY}) for room in sorted(room_keys)]
+        """Fence rating's state writes off each room (``ROOM#<sid>``) and drop what of its state names participants
+        (D220, D-erase-1): the header's version moves by one, on the condition that it is the version read - a
+        running state loses its blob (and a chunked write's pending mark: that write's remaining chunks, each
+        conditioned on its mark, are refused, D224), a version-only header (finished, too large to keep, dropped)
+        keeps its cut-off, generation and event count (D196), and a room with no header gets a version-only one
+        at 1. Every state write of rating is conditioned on the version it read (none: no header), so a write
+        prepared before the erasure is refused whatever its transaction writes besides - the erasure-mark check
+        goes only with sessions carrying an identity (D80) - and its retry reads the mark. Then the participant
+        items of the generation the header named and of those a rebuild's crash orphaned go - rating's rule, from
+        the layer (D250, D-rating-n-1). Nothing reads a dropped state again: the room's next event rebuilds it from
+        the stored events, with the pseudonym of each participant whose session began before the erasure mark. A
+        header rating rewrites meanwhile is read and fenced again (``attempts``); still moving after that:
+        ``ErasureIncompleteError`` (the retry goes on). Returns the running states dropped."""
+        rooms = sorted(set(room_keys))
         dropped = 0
         for _ in range(attempts):
-            running = []
-            for header in self._values(keys, consistent=True):
-                if header.get(room_state.STATE_BLOB) is not None:
-                    running.append(header)
-                else:  # its generation is never written again: any later event rebuilds the room under a new one
-                    self._delete_generation(str(header["pk"]), str(header.get(room_state.STATE_GENERATION) or ""))
-            if not running:
-                return dropped
-            keys = []
-            for header in running:
+            keys = [to_item({"pk": room, "sk": room_state.STATE_SORT_KEY}) for room in rooms]
+            headers = {str(header["pk"]): header for header in self._values(keys, consistent=True)}
+            moving = []
+            for room in rooms:
+                header = headers.get(room, {"pk": room})
                 if self._drop_state(header):
-                    dropped += 1
+                    dropped += 1 if header.get(room_state.STATE_BLOB) is not None else 0
                 else:
-                    keys.append(to_item({"pk": header["pk"], "sk": room_state.STATE_SORT_KEY}))
-            if not keys:
+                    moving.append(room)
+            if not moving:
                 return dropped
+            rooms = moving
         raise ErasureIncompleteError("a room's running state kept changing during the erasure; retry")
 
     def _drop_state(self, header: Mapping[str, Any]) -> bool:
-        room = str(header["pk"])
-        version = int(header[room_state.STATE_VERSION])
+        """Move the room's header to the next version, as read (``header`` without a version: there was none),
+        without its state blob and pending mark, then delete its dead participant items: False when the header
+        moved since it was read."""
+        version = int(header.get(room_state.STATE_VERSION) or 0)
+        condition = "#v = :v" if version else "attribute_not_exists(#v)"
         try:
             call(
                 self._client.update_item,
                 TableName=self._table,
-                Key=to_item({"pk": room, "sk": room_state.STATE_SORT_KEY}),
+                Key=to_item({"pk": header["pk"], "sk": room_state.STATE_SORT_KEY}),
                 UpdateExpression="SET #v = :next REMOVE #z, #p",
-                ConditionExpression="#v = :v AND attribute_exists(#z)",
+                ConditionExpression=condition,
                 ExpressionAttributeNames={
                     "#v": room_state.STATE_VERSION,
                     "#z": room_state.STATE_BLOB,
                     "#p": room_state.STATE_PENDING,
                 },
-                ExpressionAttributeValues=to_item({":v": version, ":next": version + 1}),
+                ExpressionAttributeValues=to_item({":next": version + 1} | ({":v": version} if version else {})),
             )
         except ConditionFailedError:
             return False
-        self._delete_generation(room, str(header.get(room_state.STATE_GENERATION) or ""))
+        self._delete_generations(header, version + 1)
         return True
 
-    def _delete_generation(self, room: str, generation: str) -> None:
-        """Delete the room's participant items of ``generation`` (read strongly consistently)."""
-        if not generation:
-            return
+    def _delete_generations(self, header: Mapping[str, Any], version: int) -> None:
+        """Delete the room's participant items (every generation, read strongly consistently) of the generation
+        ``header`` names and of those no header can name any more, the header being at ``version`` - a rebuild's
+        crash orphaned them (D250; ``room_state.doomed_generations``, rating's rule). A generation numbered past
+        ``version`` is a rebuild under way after the drop: kept."""
+        named = str(header.get(room_state.STATE_GENERATION) or "")
+        doomed = room_state.doomed_generations(version, named, named)
         participants = paged_items(
             self._client.query,
             TableName=self._table,
             KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
-            ExpressionAttributeValues=to_item({":pk": room, ":prefix": room_state.participant_sort_key(generation)}),
+            ExpressionAttributeValues=to_item({":pk": header["pk"], ":prefix": room_state.PARTICIPANT_PREFIX}),
             ProjectionExpression="pk, sk",
             ConsistentRead=True,
         )
         for item in list(participants):
-            call(self._client.delete_item, TableName=self._table, Key={"pk": item["pk"], "sk": item["sk"]})
+            if doomed(room_state.generation_of(str(from_item(item)["sk"]))):
+                call(self._client.delete_item, TableName=self._table, Key={"pk": item["pk"], "sk": item["sk"]})
 
     def _pseudonymised(self, stored: dict[str, Any], account_id: str, pseudonym: Callable[[str], str]) -> int:
         """Rewrite one session read strongly consistently with its identity's pseudonym: 1 if written, 0 if it holds

@@ -283,7 +283,7 @@ class DynamoUsageRepository:
             if change.new_generation or not change.new.usable:  # a rebuild, or a finished room (D196)
                 version, named = change.old_version + 1, generations.get(id(change), change.old_generation)
                 old = change.old_generation if change.new_generation else ""
-                dead = self._participant_keys(change.new.room_sid, items.doomed_generations(version, named, old))
+                dead = self._participant_keys(change.new.room_sid, room_state.doomed_generations(version, named, old))
                 self._batch_write([{"DeleteRequest": {"Key": key}} for key in dead])
                 written += len(dead)
         return written
@@ -294,7 +294,7 @@ class DynamoUsageRepository:
         written, its header not; or landed, the old generation not deleted yet), which no header names
         (D250)."""
         pairs = [items.key_pair(item) for item in self._generation_items(room_sid, None, keys_only=True)]
-        return [items.key_item(*pair) for pair in pairs if doomed(items.generation_of(pair[1]))]
+        return [items.key_item(*pair) for pair in pairs if doomed(room_state.generation_of(pair[1]))]
 
     def _unused_generations(self, unit: CommitUnit, generations: Mapping[int, str], landed: set[int]) -> None:
         """A commit refused before a rebuild's header landed: the participant items written for its new generation
@@ -535,7 +535,7 @@ class DynamoUsageRepository:
         # no longer read by anyone: a later event rebuilds the room under a new generation; with it, any generation a
         # rebuild's crash orphaned (D250)
         version, named = (state.version + 1 if state.usable else state.version), state.generation
-        for key in self._participant_keys(state.room_sid, items.doomed_generations(version, named, named)):
+        for key in self._participant_keys(state.room_sid, room_state.doomed_generations(version, named, named)):
             call(self._client.delete_item, TableName=self._usage, Key=key)
         return True
 

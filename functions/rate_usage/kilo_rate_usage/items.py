@@ -7,7 +7,8 @@ Usage table layout (single table):
 - room state   ``ROOM#<room sid>`` / ``STATE`` - the header of what rating needs to fold the room's next events without
   re-reading them (``rooms.RoomState`` without the live participants): JSON compressed with zlib in ``state_zlib``,
   a ``version`` counter (conditional writes, in the same transaction as the sessions it describes), the
-  ``generation`` of its participant items and ``delivered_ms`` (a rebuild's cut-off, D42);
+  ``generation`` of its participant items, ``delivered_ms`` (a rebuild's cut-off, D42) and ``events`` (how many
+  distinct events it was rated from: a rebuild finding fewer stored refuses the room, D-rating-n-3);
 - participant  ``ROOM#<room sid>`` / ``PART#<generation>#<participant sid>`` - one live participant's registers
   (compact JSON in ``registers``), read and written only by the batches that concern it; a generation is
   ``<header version it was written for>.<12 hex>`` (``new_generation``; before, 12 hex alone); the state's key
@@ -33,7 +34,7 @@ from __future__ import annotations
 import json
 import uuid
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
 from fractions import Fraction
 from typing import Any, Final
@@ -41,10 +42,10 @@ from typing import Any, Final
 from kilo_billing.events import KEY, SORT_KEY
 from kilo_billing.items import Item, from_item, to_item
 from kilo_billing.room_state_items import (
-    PARTICIPANT_PREFIX,
     ROOM_PREFIX,
     STATE_BLOB,
     STATE_DELIVERED_MS,
+    STATE_EVENTS,
     STATE_GENERATION,
     STATE_PENDING,
     STATE_SORT_KEY,
@@ -288,6 +289,7 @@ def state_to_item(state: RoomState, version: int, generation: str) -> Item:
             STATE_VERSION: version,
             STATE_GENERATION: generation,
             STATE_DELIVERED_MS: state.delivered_ms,
+            STATE_EVENTS: state.events_folded,
         }
     )
 
@@ -297,7 +299,7 @@ def version_only_item(state: RoomState, version: int, generation: str = "") -> I
     generation of the participant items written with it (the next rebuild deletes them, D199)."""
     values: dict[str, Any] = {
         KEY: room_key(state.room_sid), SORT_KEY: STATE_SORT_KEY,
-        STATE_VERSION: version, STATE_DELIVERED_MS: state.delivered_ms,
+        STATE_VERSION: version, STATE_DELIVERED_MS: state.delivered_ms, STATE_EVENTS: state.events_folded,
     }  # fmt: skip
     if generation:
         values[STATE_GENERATION] = generation
@@ -309,13 +311,13 @@ def state_from_item(item: Mapping[str, Any]) -> RoomState:
     values = from_item(item)
     room_sid = str(values[KEY]).removeprefix(ROOM_PREFIX)
     version, delivered = int(values[STATE_VERSION]), int(values.get(STATE_DELIVERED_MS, 0))
-    generation = str(values.get(STATE_GENERATION, ""))
+    generation, folded = str(values.get(STATE_GENERATION, "")), int(values.get(STATE_EVENTS, 0))
     pending = STATE_PENDING in values
     if values.get(STATE_BLOB) is None or pending:  # too large to keep, or a chunked write under way / died
         unusable = RoomState.unusable(room_sid, version)
-        return replace(unusable, delivered_ms=delivered, generation=generation, pending=pending)
+        return replace(unusable, delivered_ms=delivered, generation=generation, pending=pending, events_folded=folded)
     data = json.loads(zlib.decompress(bytes(values[STATE_BLOB])))
-    return state_from_json(room_sid, data, version, delivered, generation)
+    return replace(state_from_json(room_sid, data, version, delivered, generation), events_folded=folded)
 
 
 def participant_key(room_sid: str, generation: str, participant_sid: str) -> Item:
@@ -342,27 +344,8 @@ def new_generation(version: int) -> str:
     """A generation no other writer picks (concurrent rebuilds of a room write apart; only the header's counts), named
     after the header version the rebuild writes (``<version>.<12 hex>``): only that write - conditioned on the version
     before it - can name the generation, so once a header is at that version or past it naming another, none ever
-    will and its items are dead (``dead_generation``)."""
+    will and its items are dead (``kilo_billing.room_state_items.dead_generation``)."""
     return f"{version}.{new_mark()}"
-
-
-def dead_generation(generation: str, version: int, named: str) -> bool:
-    """No header can name ``generation`` any more, the stored one being at ``version`` naming ``named``: another
-    generation written for that version or an earlier one (``new_generation``). A generation of the format before
-    (no version) cannot be judged: live only for a writer that ran the code before, it is kept (D250)."""
-    head, dot, _ = generation.partition(".")
-    return generation != named and bool(dot) and head.isdigit() and int(head) <= version
-
-
-def doomed_generations(version: int, named: str, also: str = "") -> Callable[[str], bool]:
-    """Whether a generation's participant items go, the header being at ``version`` naming ``named``: ``also`` (one
-    no longer read), or one no header can name any more (``dead_generation``)."""
-    return lambda generation: (bool(also) and generation == also) or dead_generation(generation, version, named)
-
-
-def generation_of(sort_key: str) -> str:
-    """The generation of a participant item's sort key (``PART#<generation>#<participant sid>``)."""
-    return sort_key.removeprefix(PARTICIPANT_PREFIX).partition("#")[0]
 
 
 class StateTooLargeError(ValueError):

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from kilo_billing.accounts import UNATTRIBUTED, AccountProfile, is_pseudonym, pseudonym
@@ -47,6 +47,7 @@ from kilo_rate_usage.model import (
 from kilo_rate_usage.ports import (
     CommitUnit,
     ConflictError,
+    ExpiredEventsError,
     RejectedWriteError,
     SessionChange,
     StateChange,
@@ -127,7 +128,6 @@ def _rate(livekit: Sequence[LiveKitEventRecord], usage: Sequence[UsageEventRecor
     repo, publisher, config, now_ms = attempt.repo, attempt.publisher, attempt.config, attempt.now_ms
     by_room = _by_room(livekit)
     rated: list[_Room] = []
-    sessionless: list[dict[str, tuple[str, int]]] = []
     accounts: set[str] = set()
     unit = CommitUnit()
     for room_sid, batch_events in by_room.items():
@@ -137,14 +137,13 @@ def _rate(livekit: Sequence[LiveKitEventRecord], usage: Sequence[UsageEventRecor
         # a stored session's contributions are its account's; one without any (a registers-only rewrite) needs its
         # profile too: its erasure mark guards the write (D80)
         accounts.update(previous.session.account for previous in room.stored.values())
-        sessionless.append(_sessionless(room, config))  # their provisional accounts' erasure marks count too
-        accounts.update(account for account, _ in sessionless[-1].values())
+        accounts.update(account for account, _ in room.sessionless.values())  # their erasure marks count too
     fresh_usage = repo.unrated_usage(usage)
     accounts.update(record.account_id for record in usage)
     profiles = repo.profiles(accounts)
 
-    for room, provisional in zip(rated, sessionless, strict=True):
-        _room_changes(room, profiles, unit, provisional)
+    for room in rated:
+        _room_changes(room, profiles, unit)
     _complete(unit, fresh_usage, profiles)
 
     deltas = unit.deltas()
@@ -183,25 +182,29 @@ def _rate(livekit: Sequence[LiveKitEventRecord], usage: Sequence[UsageEventRecor
     )
 
 
-def _sessionless(room: _Room, config: RatingConfig) -> dict[str, tuple[str, int]]:
-    """The participants the room's new state writes (their items, the window's events) that have no session yet:
-    their provisional account and earliest moment (``RoomFold.provisional_accounts``)."""
-    if room.state is None or not room.state.new.usable:
+def _sessionless(change: StateChange | None, config: RatingConfig) -> dict[str, tuple[str, int]]:
+    """The participants the room's new state (``change``) writes (their items, the window's events) that have no
+    session yet: their provisional account and earliest moment (``RoomFold.provisional_accounts``), judged on every
+    event the state knows - its fold and its window: a participant whose only events are still in the window is in
+    no item yet, but the window's events name him (D-gap-1)."""
+    if change is None or not change.new.usable:
         return {}
-    state = room.state.new
-    sids = set(room.state.puts) | {event.participant_sid for event in state.recent if event.participant_sid}
-    return state.fold.provisional_accounts(config.attribution, sids)
+    state = change.new
+    sids = set(change.puts) | {event.participant_sid for event in state.recent if event.participant_sid}
+    return state.folded().provisional_accounts(config.attribution, sids)
 
 
-def _room_changes(
-    room: _Room,
-    profiles: Mapping[str, AccountProfile],
-    unit: CommitUnit,
-    sessionless: Mapping[str, tuple[str, int]],
-) -> None:
+def _before_erasure(at_ms: int, profile: AccountProfile) -> bool:
+    """Whether ``at_ms`` is before the account's last erasure mark: what happened then is named by its pseudonym
+    (D80, D240)."""
+    erased_at = profile.erased_at
+    return erased_at is not None and at_ms < int(erased_at.timestamp() * 1000)
+
+
+def _room_changes(room: _Room, profiles: Mapping[str, AccountProfile], unit: CommitUnit) -> None:
     """The room's session writes (with the pseudonyms of an erased account's participants, D80) and its state's:
     a participant with no session yet whose earliest moment the state knows is before its provisional account's
-    erasure mark (``sessionless``) is named in the state by that account's pseudonym too (D240)."""
+    erasure mark (``room.sessionless``) is named in the state by that account's pseudonym too (D240)."""
     pseudonyms: dict[str, str] = {}  # participant sid -> the pseudonym its session is stored under (D80)
     for found in room.sessions:
         previous = room.stored.get(found.participant_sid)
@@ -238,10 +241,9 @@ def _room_changes(
             )
         )
     if room.state is not None:
-        fold = room.state.new.fold
-        for sid, (account, at_ms) in sessionless.items():
-            erased_at = profiles[account].erased_at
-            if erased_at is not None and at_ms < int(erased_at.timestamp() * 1000):
+        fold = room.state.new.folded()  # the window's participants too (``_sessionless``)
+        for sid, (account, at_ms) in room.sessionless.items():
+            if _before_erasure(at_ms, profiles[account]):
                 pseudonyms[sid] = pseudonym(account, fold.participants[sid].identity)
         unit.states.append(_state_as(room.state, pseudonyms))
 
@@ -275,8 +277,7 @@ def _erased(session: Session, previous: StoredSession | None, profile: AccountPr
     from them, nor the session's close, nor a first rating of events queued at the erasure may write the identity."""
     if previous is not None and is_pseudonym(previous.session.identity):
         return replace(session, identity=previous.session.identity)
-    erased_at = profile.erased_at
-    if erased_at is not None and session.start_ms < int(erased_at.timestamp() * 1000):
+    if _before_erasure(session.start_ms, profile):
         return replace(session, identity=pseudonym(session.account, session.identity))
     return session
 
@@ -348,6 +349,8 @@ class _Room:
     state: StateChange | None  # the room's new state (None: unchanged)
     retiring: dict[str, str]  # registers of participants leaving the state: kept on their session items
     fold: RoomFold  # every event folded: the registers of a closed session written anyway go with it
+    # the participants the new state writes with no session yet: provisional account and earliest moment (D240)
+    sessionless: Mapping[str, tuple[str, int]] = field(default_factory=dict)
 
     def registers(self, session: Session, previous: StoredSession | None, writing: bool) -> str:
         """The registers to store with ``session`` (``writing``: its content changed and is written anyway)."""
@@ -360,8 +363,8 @@ class _Room:
 
 
 def _room(room_sid: str, batch: Sequence[LiveKitEventRecord], repo: UsageRepository, config: RatingConfig) -> _Room:
-    """The room's sessions that may have changed, their stored versions, the room's new state and the registers of
-    participants retiring from it.
+    """The room's sessions that may have changed, their stored versions, the room's new state, the registers of
+    participants retiring from it and those of its new state with no session yet (``_sessionless``).
 
     In order (the common case): the batch is folded into the stored state - its header and the items of the
     participants it concerns (``rooms.participants_needed``): a read whose size does not grow with the room - and
@@ -370,11 +373,12 @@ def _room(room_sid: str, batch: Sequence[LiveKitEventRecord], repo: UsageReposit
     change a retired participant's session, anything else ``rooms.advance`` cannot fold exactly): rebuilt from the
     room's stored events that the stream has delivered, and a fresh state is written."""
     header = repo.room_state(room_sid)
+    found = None
     if header is not None and header.usable:
         found = _in_order(batch, repo, config, header, participants_needed(header, batch))
-        if found is not None:
-            return found
-    return _rebuild(room_sid, batch, repo, config, header)
+    if found is None:
+        found = _rebuild(room_sid, batch, repo, config, header)
+    return replace(found, sessionless=_sessionless(found.state, config))
 
 
 def _in_order(
@@ -419,7 +423,8 @@ def _finished(state: RoomState) -> RoomState:
     """What is kept of a finished room's state (D196): its version and the rebuild's cut-off
     (``delivered_ms``, D70), no participant, no event - nothing naming anyone. A later event of the room (one
     delivered late, a replay) rebuilds it from its stored events, which is exact (D15)."""
-    return replace(RoomState.unusable(state.room_sid, state.version), delivered_ms=state.delivered_ms)
+    unusable = RoomState.unusable(state.room_sid, state.version)
+    return replace(unusable, delivered_ms=state.delivered_ms, events_folded=state.events_folded)
 
 
 def _rebuild(
@@ -434,6 +439,8 @@ def _rebuild(
     and fold in - and a fresh state under a new generation."""
     delivered = max([header.delivered_ms if header is not None else 0, *(e.received_at_ms for e in batch)])
     stored_events = [event for event in repo.room_events(room_sid) if event.received_at_ms <= delivered]
+    if header is not None:
+        _check_events_kept(header, stored_events)
     events = _merge(stored_events, batch)
     keys = [key for source, key in config.attribution.steps if source == "room_metadata"]  # D163
     fresh, retired = rebuilt(room_sid, events, delivered, keys)
@@ -448,6 +455,19 @@ def _rebuild(
     fold = fold_events(events)
     sessions = fold.sessions(config.attribution, fold.coverage)  # = rebuild_room(events)
     return _Room(sessions, repo.stored_sessions(room_sid), change, _texts(retired), fold)
+
+
+def _check_events_kept(header: RoomState, stored: Sequence[LiveKitEventRecord]) -> None:
+    """``ExpiredEventsError`` when fewer of the room's events received by the state's cut-off are stored than the
+    state was rated from (``RoomState.events_folded``; 0: not known): events are never deleted but by their TTL, so
+    some expired - a rebuild would rate the room's sessions again from part of their events (D-rating-n-3)."""
+    kept = len({event.event_id for event in stored if event.received_at_ms <= header.delivered_ms})
+    if kept < header.events_folded:
+        raise ExpiredEventsError(
+            f"room {header.room_sid}: {kept} of the {header.events_folded} events its stored state was rated from "
+            "are stored (the others passed their TTL?): a rebuild from them would rate its sessions again from part "
+            "of their events"
+        )
 
 
 def _participants(repo: UsageRepository, header: RoomState) -> dict[str, ParticipantFold]:

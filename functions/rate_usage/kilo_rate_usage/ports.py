@@ -45,6 +45,12 @@ class UnreadableRoomError(RejectedWriteError):
     refused like a refused write (the poison queue), never rated from part of its events (D15)."""
 
 
+class ExpiredEventsError(UnreadableRoomError):
+    """Fewer of the room's events are stored than its stored state was rated from (their raw events passed their
+    TTL: a very late replay): a rebuild from them would rate the room's sessions again from part of their events, so
+    the room is refused like an unreadable one (D-rating-n-3)."""
+
+
 @dataclass(frozen=True, slots=True)
 class SessionChange:
     new: StoredSession

@@ -106,6 +106,9 @@ class RoomState:
     # ``PRUNE_RUNS_FROM``), when every live participant is loaded (a room whose live participants still reach old runs
     # is not loaded whole at every batch)
     pending: bool = False  # the stored header carries a chunked write's pending mark (unusable: under way, or died)
+    # how many distinct events were folded in (all received by ``delivered_ms``): a rebuild finding fewer of the
+    # room's events stored refuses the room (their raw events expired: D-rating-n-3); 0 = not known (written before)
+    events_folded: int = 0
 
     @property
     def prune_due(self) -> bool:
@@ -119,7 +122,7 @@ class RoomState:
             self.room_sid, fold.room_sid, fold.room_name, fold.metadata, fold.room_end_s, fold.last_s,
             fold.orphans, fold.closed, self.recent, self.horizon_s, self.spans, self.coverage_from_ms,
             self.capped_retired, self.aside, self.index, self.delivered_ms, self.late_start_s, fold.metadata_offset,
-            self.metadata_floor_run, self.metadata_floor_s, self.prune_runs_at,
+            self.metadata_floor_run, self.metadata_floor_s, self.prune_runs_at, self.events_folded,
         )  # fmt: skip
 
     def __eq__(self, other: object) -> bool:  # the header's content, not the version or the participants loaded
@@ -416,6 +419,7 @@ def rebuilt(
         metadata_floor_run=floor[0],
         metadata_floor_s=floor[1],
         prune_runs_at=floor[2],
+        events_folded=len(unique),
     )
     return state, retired
 
@@ -584,6 +588,7 @@ def advance(
             state, events, fold, kept, horizon, (spans, coverage_from, capped, retiring), set_aside, metadata_keys
         ),
         late_start_s=_late_start(everything, state),
+        events_folded=state.events_folded + len(fresh) + len(aside),  # none folded before (``known``, the horizon)
     )
     return Step(new_state, True, affected, unknown, everything, state.spans, {**updated, **retiring}, state.index)
 
