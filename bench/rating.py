@@ -47,10 +47,12 @@ def run(quick: bool = False) -> dict[str, float]:
     from kilo_billing.catalog import default_catalog  # noqa: PLC0415
     from kilo_rate_usage.logic import rate_batch  # noqa: PLC0415
     from kilo_rate_usage.model import AttributionRule, RatingConfig  # noqa: PLC0415
-    from tests.fakes import InMemoryUsageRepository, RecordingPublisher  # noqa: PLC0415
+    from tests.fakes import InMemoryUsageRepository, RecordingPublisher, registered  # noqa: PLC0415
 
     records = _events(60 if quick else 600)
-    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+    # the rooms' accounts registered: minutes of an unregistered id take the unattributed path (D-unreg-1)
+    repo = InMemoryUsageRepository(registered(*(f"acct_{n}" for n in range(50))))
+    publisher = RecordingPublisher()
     config = RatingConfig(AttributionRule(), default_catalog().for_period)
     start = time.perf_counter()
     sessions = 0
@@ -123,7 +125,7 @@ def _always_on_header(changes: int, prune_from: int | None) -> tuple[int, int, i
     from kilo_rate_usage import items, rooms  # noqa: PLC0415
     from kilo_rate_usage.logic import rate_batch  # noqa: PLC0415
     from kilo_rate_usage.model import AttributionRule, RatingConfig  # noqa: PLC0415
-    from tests.fakes import InMemoryUsageRepository, RecordingPublisher  # noqa: PLC0415
+    from tests.fakes import InMemoryUsageRepository, RecordingPublisher, registered  # noqa: PLC0415
 
     t0 = 1_794_787_200
     room = lk.Room("RM_always", "always-on", account_id="acct-a", created_at=t0)
@@ -141,7 +143,7 @@ def _always_on_header(changes: int, prune_from: int | None) -> tuple[int, int, i
         event = json.loads(body)
         event["room"]["metadata"] = current
         records.append(lk.to_record(json.dumps(event).encode()))
-    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+    repo, publisher = InMemoryUsageRepository(registered("acct-a", "acct-b")), RecordingPublisher()
     config = RatingConfig(AttributionRule(), default_catalog().for_period)
     reads = [0]
     original = repo.room_events

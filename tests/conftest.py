@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Iterator
@@ -166,16 +167,31 @@ def recreate_table(stack: Stack, logical_id: str = "EventsTable") -> None:
 
 
 def register_accounts(stack: Stack, *account_ids: str, tier: str = "personal") -> None:
-    """Give accounts a profile in the usage table (signed up 2026-01-01): usage is accepted only for those."""
+    """Give accounts a profile in the usage table (signed up 2026-01-01): usage is accepted only for those, and rating
+    bills LiveKit minutes only to those (D-unreg-1). An account already registered keeps its profile."""
     from datetime import UTC, datetime  # noqa: PLC0415
 
     from kilo_billing.account_store import DynamoAccountDirectory  # noqa: PLC0415
-    from kilo_billing.accounts import AccountProfile  # noqa: PLC0415
+    from kilo_billing.accounts import AccountExistsError, AccountProfile  # noqa: PLC0415
     from kilo_billing.rating import TierChange  # noqa: PLC0415
 
     directory = DynamoAccountDirectory(stack.clients["dynamodb"], stack.template.physical_name("UsageTable"))
     for account_id in account_ids:
-        directory.register(AccountProfile(account_id, (TierChange(datetime(2026, 1, 1, tzinfo=UTC), tier),)))
+        with contextlib.suppress(AccountExistsError):
+            directory.register(AccountProfile(account_id, (TierChange(datetime(2026, 1, 1, tzinfo=UTC), tier),)))
+
+
+def accounts_registered(*account_ids: str) -> Any:
+    """An autouse fixture for a test module whose rooms name these accounts: registered (``register_accounts``) in the
+    stack of each test that uses one, as the app registers an account before it creates its rooms - rating sends the
+    minutes of an id nobody registered to the unattributed bucket (D-unreg-1)."""
+
+    @pytest.fixture(autouse=True, name="registered_accounts")
+    def registered(request: pytest.FixtureRequest) -> None:
+        if "stack" in request.fixturenames:
+            register_accounts(request.getfixturevalue("stack"), *account_ids)
+
+    return registered
 
 
 @dataclass

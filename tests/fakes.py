@@ -173,9 +173,7 @@ class InMemoryUsageRepository:
         return found
 
     def profiles(self, accounts: Iterable[str]) -> dict[str, AccountProfile]:
-        wanted = set(accounts)
-        registered = self.accounts.registered(wanted)
-        return {a: registered.get(a) or AccountProfile.default(a) for a in wanted}
+        return self.accounts.registered(set(accounts))
 
     def aggregates(self, keys: Iterable[AggregateKey]) -> dict[AggregateKey, Aggregate]:
         return {
@@ -442,6 +440,13 @@ class StaticRoomDirectory:
             else:
                 answers.present[name] = self.rooms.get(name)
         return answers
+
+
+def registered(*account_ids: str) -> InMemoryAccountDirectory:
+    """A directory with these accounts registered on the free default (D18), as the app registers an account before it
+    creates the account's rooms: rating sends the minutes of an id nobody registered to the unattributed bucket
+    (D-unreg-1)."""
+    return InMemoryAccountDirectory(*(AccountProfile.default(account_id) for account_id in account_ids))
 
 
 class InMemoryAccountDirectory:

@@ -270,13 +270,11 @@ def test_given_open_and_closed_sessions_then_only_open_ones_are_listed_by_accoun
     assert harness.repo.open_sessions("acct-b") == []
 
 
-def test_given_registered_and_unknown_accounts_then_profiles_default_to_the_free_tier(harness: Harness) -> None:
+def test_given_registered_and_unknown_accounts_then_profiles_has_only_the_registered_one(harness: Harness) -> None:
     team = AccountProfile("acct-t", (TierChange(datetime(2026, 3, 1, tzinfo=UTC), "team"),))
     harness.register(team)
-    assert harness.repo.profiles(["acct-t", "acct-new"]) == {
-        "acct-t": team,
-        "acct-new": AccountProfile.default("acct-new"),
-    }
+    # an unregistered id is absent, not a free default: rating tells the two apart (D-unreg-1)
+    assert harness.repo.profiles(["acct-t", "acct-new"]) == {"acct-t": team}
 
 
 def test_given_a_crash_between_two_transactions_then_the_first_is_whole_and_the_second_absent(harness: Harness) -> None:

@@ -12,13 +12,14 @@ from typing import Any
 import pytest
 
 from kilo_dev import livekit_events as lk
-from tests.conftest import LambdaContext, Stack
+from tests.conftest import LambdaContext, Stack, accounts_registered
 from tests.iam.conftest import Roles
 from tests.infra.test_generated_iam import EVENTS_TABLE, USAGE_TABLE
 from tests.integration.test_rating_stream import Lambda, aggregate, deliver_webhook
 
 T0 = 1_794_787_200  # 2026-11-16T00:00:00Z
 ACCOUNT = "acct_iam_1"
+registered_accounts = accounts_registered(ACCOUNT)  # the accounts its rooms name (D-unreg-1)
 JOINERS = 120  # one batch's participant items: more than one transaction holds (100), written in chunks
 FUNCTION = "RateUsageFunction"
 

@@ -12,7 +12,7 @@ import pytest
 
 from kilo_dev import livekit_events as lk
 from kilo_dev.fake_livekit import FakeLiveKit
-from tests.conftest import LambdaContext, Stack
+from tests.conftest import LambdaContext, Stack, accounts_registered
 from tests.iam.conftest import Enforcement, Roles
 from tests.infra.test_generated_iam import (
     EVENTS_TABLE,
@@ -26,6 +26,7 @@ from tests.integration.test_sweeper import livekit_server
 
 __all__ = ["livekit_server"]
 T0 = 1_794_787_200  # 2026-11-16T00:00:00Z
+registered_accounts = accounts_registered("acct_sweep")  # the accounts its rooms name (D-unreg-1)
 FUNCTION = "SweeperFunction"
 
 

@@ -76,6 +76,21 @@ def test_given_unattributed_usage_from_rating_then_the_operator_topic_gets_it_on
     subject, text = messages[0]
     assert subject == "Kilo Billing: 12 unattributed minute(s) in room RM_9"
     assert "12 minute(s) of participant PA_1 (identity 'guest-7') in room RM_9" in text
+    assert "no billing account could be found" in text
+
+
+def test_given_unattributed_usage_naming_an_unregistered_account_then_the_operator_alert_says_to_register_it(
+    alerts_stack: AlertsStack,
+) -> None:
+    url = topic_queue(alerts_stack)
+    event = UnattributedUsageV1(room_sid="RM_u", participant_sid="PA_1", identity="alice", period="2026-11",
+                                minutes=10, unregistered_account="acct_unknown")  # fmt: skip
+    publish(alerts_stack, SOURCE_RATING, event.DETAIL_TYPE, event.model_dump())
+    assert run_queue(alerts_stack) == {"batchItemFailures": []}
+    ((subject, text),) = inbox(alerts_stack, url)
+    assert subject == "Kilo Billing: 10 unattributed minute(s) in room RM_u"
+    assert "names account 'acct_unknown', which is not registered" in text  # D-unreg-1
+    assert "Register it" in text
 
 
 def test_given_three_failed_payments_then_the_third_flags_the_account_and_a_redelivery_adds_nothing(

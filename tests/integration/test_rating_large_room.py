@@ -20,10 +20,11 @@ from kilo_billing.periods import Period
 from kilo_dev import livekit_events as lk
 from kilo_dev.patterns import matches
 from kilo_dev.streams import StreamReader
-from tests.conftest import LambdaContext, Stack
+from tests.conftest import LambdaContext, Stack, accounts_registered
 
 T0 = 1_794_787_200  # 2026-11-16T00:00:00Z
 ACCOUNT = "acct_allhands"
+registered_accounts = accounts_registered(ACCOUNT)  # the accounts its rooms name (D-unreg-1)
 PARTICIPANTS = 1000
 EXPIRES = T0 + 400 * 86_400
 

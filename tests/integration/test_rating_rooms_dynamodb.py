@@ -18,13 +18,16 @@ from kilo_rate_usage.adapters import DynamoUsageRepository
 from kilo_rate_usage.logic import rate_batch
 from kilo_rate_usage.model import AttributionRule
 from kilo_rate_usage.sessions import rebuild_room
-from tests.conftest import Stack
+from tests.conftest import Stack, accounts_registered
 from tests.fakes import RecordingPublisher
 from tests.property.test_rating_exactly_once import CONFIG, NOW_MS
 from tests.property.test_rating_rooms import arrivals
 
 EXPIRES = NOW_MS // 1000 + 400 * 86_400
 ROOMS = itertools.count()
+registered_accounts = accounts_registered(
+    "acct-a", "acct-b", "acct-fin", "acct_late"
+)  # the accounts its rooms name (D-unreg-1)
 
 
 @settings(

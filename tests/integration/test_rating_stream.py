@@ -17,11 +17,12 @@ from kilo_dev.patterns import matches
 from kilo_dev.signing import livekit_authorization
 from kilo_dev.streams import StreamReader
 from kilo_webhook_ingest import livekit_handler
-from tests.conftest import LIVEKIT_KEYS, LambdaContext, Stack, count_calls
+from tests.conftest import LIVEKIT_KEYS, LambdaContext, Stack, accounts_registered, count_calls
 
 T0 = 1_794_787_200  # 2026-11-16T00:00:00Z
 PERIOD = "2026-11"
 ACCOUNT = "acct_team_1"
+registered_accounts = accounts_registered(ACCOUNT, "acct_other")  # the accounts its rooms name (D-unreg-1)
 
 
 def deliver_webhook(body: bytes, context: LambdaContext) -> None:
@@ -51,6 +52,17 @@ class Lambda:
             batch = records[start : start + self.batch_size]
             self.delivered.append(batch)
             assert lambda_handler({"Records": batch}, context) == {"batchItemFailures": []}
+
+
+def rating_bus_probe(stack: Stack) -> str:
+    """A queue (its URL) receiving everything rating publishes on the billing bus."""
+    events, sqs = stack.clients["events"], stack.clients["sqs"]
+    bus = stack.template.physical_name("BillingEventBus")
+    queue = sqs.create_queue(QueueName="rating-probe")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    events.put_rule(Name="probe", EventBusName=bus, EventPattern=json.dumps({"source": ["kilo.billing.rating"]}))
+    events.put_targets(Rule="probe", EventBusName=bus, Targets=[{"Id": "q", "Arn": arn}])
+    return str(queue)
 
 
 def usage_state(stack: Stack) -> list[dict[str, Any]]:
@@ -336,12 +348,8 @@ def test_given_usage_crossing_half_the_allowance_then_one_threshold_event_reache
     from tests.conftest import USAGE_CLIENTS, register_accounts  # noqa: PLC0415
 
     register_accounts(stack, "acct_free")  # ingest accepts usage of registered accounts only (personal since January)
-    events, sqs = stack.clients["events"], stack.clients["sqs"]
-    bus = stack.template.physical_name("BillingEventBus")
-    queue = sqs.create_queue(QueueName="threshold-probe")["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    events.put_rule(Name="probe", EventBusName=bus, EventPattern=json.dumps({"source": ["kilo.billing.rating"]}))
-    events.put_targets(Rule="probe", EventBusName=bus, Targets=[{"Id": "q", "Arn": arn}])
+    sqs = stack.clients["sqs"]
+    queue = rating_bus_probe(stack)
     # a personal account (no profile: the free tier) sends 60,000 of its 100,000 included messages, in two reports
     for key, quantity in (("m-a", 30_000), ("m-b", 30_000)):
         body = json.dumps({"events": [{"idempotency_key": key, "account_id": "acct_free", "meter": "messages",

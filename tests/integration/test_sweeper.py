@@ -16,8 +16,12 @@ import pytest
 from kilo_dev import livekit_events as lk
 from kilo_dev.fake_livekit import FakeLiveKit
 from kilo_dev.template import Template
-from tests.conftest import LIVEKIT_KEYS, LambdaContext, Stack
+from tests.conftest import LIVEKIT_KEYS, LambdaContext, Stack, accounts_registered
 from tests.integration.test_rating_stream import Lambda, aggregate, deliver_webhook
+
+registered_accounts = accounts_registered(
+    "acct_agent", "acct_deploy", "acct_mtd", "acct_outage", "acct_reconnect", "acct_sweep"
+)  # the accounts its rooms name (D-unreg-1)
 
 T0 = 1_794_787_200  # 2026-11-16T00:00:00Z: every sweep below stays inside November
 HOUR = 3600

@@ -25,8 +25,12 @@ from kilo_rate_usage.model import CAPPED, SWEPT, AttributionRule, SessionKey
 from kilo_rate_usage.rooms import advance
 from kilo_rate_usage.sessions import rebuild_room
 from kilo_rate_usage.sweeper import close_event
-from tests.fakes import InMemoryUsageRepository, RecordingPublisher
+from tests.fakes import InMemoryUsageRepository, RecordingPublisher, registered
 from tests.property.test_rating_exactly_once import CONFIG, FULL_ROOM, METADATA, NOW_MS, T0, histories
+
+# the accounts the rooms name, registered (on the free default) as the app does before it creates their rooms:
+# minutes of an id nobody registered go to the unattributed bucket (D-unreg-1)
+ACCOUNTS = ("acct-a", "acct-b")
 
 
 def _after_leaving(draw: st.DrawFn, events: list[LiveKitEventRecord]) -> list[LiveKitEventRecord]:
@@ -121,7 +125,7 @@ def test_one_event_batches_with_metadata_runs_pruned_from_two_give_a_full_rebuil
 
 def _one_event_batches_equal_a_rebuild(scenario: tuple[list[LiveKitEventRecord], list[LiveKitEventRecord]]) -> None:
     events, order = scenario
-    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+    repo, publisher = InMemoryUsageRepository(registered(*ACCOUNTS)), RecordingPublisher()
     for event in order:
         repo.store_event(event)
         rate_batch([event], [], repo, publisher, CONFIG, NOW_MS)
@@ -217,7 +221,7 @@ def test_a_crowded_window_with_metadata_runs_pruned_from_two_gives_a_full_rebuil
 
 def _crowded_equals_a_rebuild(scenario: tuple[list[LiveKitEventRecord], list[LiveKitEventRecord]]) -> None:
     events, order = scenario
-    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+    repo, publisher = InMemoryUsageRepository(registered(*ACCOUNTS)), RecordingPublisher()
     for event in order:
         repo.store_event(event)
         rate_batch([event], [], repo, publisher, CONFIG, NOW_MS)
@@ -265,7 +269,7 @@ def test_in_order_events_are_folded_without_reading_the_rooms_events() -> None:
         lk.participant_left(room, alice, t0 + 900),
     ]
     records = [lk.to_record(body) for body in bodies]
-    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+    repo, publisher = InMemoryUsageRepository(registered(*ACCOUNTS)), RecordingPublisher()
     reads = room_reads(repo)
     rate_one_by_one(records, repo, publisher)
     assert reads == ["RM_fold"]  # only the first batch (no state yet) read the room's events
@@ -300,7 +304,7 @@ def test_a_late_camera_reaches_a_session_closed_after_it_whose_participant_was_n
         lk.participant_left(room, carol, t0 + 400),
     ]
     records = [lk.to_record(body) for body in bodies]
-    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+    repo, publisher = InMemoryUsageRepository(registered(*ACCOUNTS)), RecordingPublisher()
     reads = room_reads(repo)
     rate_one_by_one(records, repo, publisher)
 
@@ -329,7 +333,7 @@ def test_a_rebuild_during_a_backlog_folds_only_delivered_events_and_the_backlog_
     ]
     bodies += [lk.participant_left(room, person, t0 + 600 + 60 * i) for i, person in enumerate(people)]
     records = [lk.to_record(body, received_at_ms=(t0 + 1000 + n) * 1000) for n, body in enumerate(bodies)]
-    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+    repo, publisher = InMemoryUsageRepository(registered(*ACCOUNTS)), RecordingPublisher()
     reads = room_reads(repo)
     for record in records:  # ingest is ahead: everything is stored before rating sees the first batch
         repo.store_event(record)
@@ -389,7 +393,7 @@ def test_an_always_on_room_whose_metadata_changes_every_few_seconds_folds_each_c
     valid account and no session found by time started after that report, moves no session: it is folded, not
     rebuilt. The room is handed back and forth between two accounts every 10 s; each newcomer's own join reports it."""
     records = _handed_over(20)
-    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+    repo, publisher = InMemoryUsageRepository(registered(*ACCOUNTS)), RecordingPublisher()
     reads = room_reads(repo)
     rate_one_by_one(records, repo, publisher)
 
@@ -411,7 +415,7 @@ def test_an_always_on_room_keeps_a_bounded_metadata_timeline_and_bills_each_sess
     from kilo_rate_usage.rooms import PRUNE_RUNS_FROM  # noqa: PLC0415
 
     records = _handed_over(300)
-    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+    repo, publisher = InMemoryUsageRepository(registered(*ACCOUNTS)), RecordingPublisher()
     reads = room_reads(repo)
     longest = 0
     for record in records:
@@ -438,7 +442,7 @@ def test_a_session_found_by_time_before_the_pruned_runs_is_rebuilt_and_bills_the
     room = lk.Room("RM_churn", "always-on", account_id="acct-a", created_at=CHURN_T0)
     left_at = CHURN_T0 + 10 * 59 + 1 + 65 + 1  # one second after the last left
     records.append(lk.to_record(lk.participant_left(room, ghost, left_at)))
-    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+    repo, publisher = InMemoryUsageRepository(registered(*ACCOUNTS)), RecordingPublisher()
     reads = room_reads(repo)
     rate_one_by_one(records[:-1], repo, publisher)
     assert repo.states["RM_churn"].fold.metadata_offset > 2  # the ghost's run has been pruned

@@ -38,7 +38,7 @@ from kilo_rate_usage.model import (
 )
 from kilo_rate_usage.sessions import rebuild_room
 from kilo_rate_usage.sweeper import close_event, run_sweep
-from tests.fakes import InMemoryUsageRepository, RecordingPublisher, StaticRoomDirectory
+from tests.fakes import InMemoryUsageRepository, RecordingPublisher, StaticRoomDirectory, registered
 
 T0 = 1_794_304_800  # 2026-11-10T10:00:00Z
 NOV_30_2350 = 1_796_082_600  # 2026-11-30T23:50:00Z
@@ -46,6 +46,47 @@ DEC_1_0000 = 1_796_083_200  # 2026-12-01T00:00:00Z
 DAY = 24 * 3600
 RULE = AttributionRule()
 CONFIG = RatingConfig(AttributionRule(), default_catalog().for_period)
+# the accounts the rooms name, registered (on the free default) as the app does before it creates their rooms:
+# minutes of an id nobody registered go to the unattributed bucket (D-unreg-1)
+ACCOUNTS = (
+    "acct-a",
+    "acct-abort",
+    "acct-agent",
+    "acct-app",
+    "acct-attr",
+    "acct-audio",
+    "acct-b",
+    "acct-busy",
+    "acct-cap",
+    "acct-ct",
+    "acct-end",
+    "acct-first",
+    "acct-handover",
+    "acct-late",
+    "acct-late-end",
+    "acct-long",
+    "acct-lost",
+    "acct-meta",
+    "acct-night",
+    "acct-nojoin",
+    "acct-one",
+    "acct-probe",
+    "acct-re",
+    "acct-rec",
+    "acct-reconnect",
+    "acct-reg",
+    "acct-room",
+    "acct-sb",
+    "acct-second",
+    "acct-sf",
+    "acct-share",
+    "acct-sip",
+    "acct-storm",
+    "acct-swept",
+    "acct-talk",
+    "acct-two",
+    "acct-video",
+)
 NOW_MS = (T0 + 7 * DAY) * 1000
 EXPIRES = 2_000_000_000  # the sweeper's closes' TTL (not looked at here)
 
@@ -351,7 +392,7 @@ def test_given_a_reconnect_whose_old_left_is_lost_when_swept_then_room_finished_
     room = Room("RM_reconnect", "standup", account_id="acct-reconnect", created_at=T0)
     old = Participant("PA_old_r", "alice", T0 * 1000)
     new = Participant("PA_new_r", "alice", (T0 + 60) * 1000)
-    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+    repo, publisher = InMemoryUsageRepository(registered(*ACCOUNTS)), RecordingPublisher()
     start = records(lk.room_started(room, T0), lk.participant_joined(room, old))
     deliver(repo, publisher, start)
     deliver(repo, publisher, records(lk.participant_joined(room, new)))
@@ -382,7 +423,7 @@ def test_given_a_retired_swept_close_dated_back_when_room_finished_arrives_late_
     room = Room("RM_lateend", "sync", account_id="acct-late-end", created_at=T0)
     alice = Participant("PA_alice_le", "alice", T0 * 1000)
     bob = Participant("PA_bob_le", "bob", T0 * 1000)
-    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+    repo, publisher = InMemoryUsageRepository(registered(*ACCOUNTS)), RecordingPublisher()
     start = records(lk.room_started(room, T0), lk.participant_joined(room, alice), lk.participant_joined(room, bob))
     deliver(repo, publisher, start)
     deliver(repo, publisher, [sweeper_close(start, "PA_alice_le", SWEPT, T0 + 600, seen=T0 + 3000)])
@@ -466,7 +507,7 @@ def test_given_a_cap_and_a_sweep_of_one_session_then_the_sweep_decides_against_r
     )
     # rated one event per batch, in any of two orders (the in-order path and late events), the same minutes
     for order in (events, list(reversed(events))):
-        repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+        repo, publisher = InMemoryUsageRepository(registered(*ACCOUNTS)), RecordingPublisher()
         for event in order:
             deliver(repo, publisher, [event])
         stored = {key[1]: item.session for key, item in repo.sessions.items()}
@@ -516,7 +557,7 @@ def test_given_a_lost_left_when_the_sweeper_finds_the_participant_gone_then_bill
     room = Room("RM_probe", "probe", account_id="acct-probe", created_at=T0)
     alice = Participant("PA_alice_p", "alice", T0 * 1000)
     events = records(lk.participant_joined(room, alice))
-    store = InMemoryUsageRepository()
+    store = InMemoryUsageRepository(registered(*ACCOUNTS))
     session = rebuild(events)["PA_alice_p"]
     store.sessions[session.key] = StoredSession.of(session, {})
     directory = StaticRoomDirectory({"probe": {"PA_alice_p"}})
@@ -601,7 +642,7 @@ def test_given_one_identity_in_two_rooms_at_once_when_rebuilt_then_the_sessions_
 
 def test_given_one_identity_in_two_rooms_at_once_when_rated_in_one_batch_then_each_account_gets_its_own_room():
     room_one, room_two = two_rooms_at_once()
-    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+    repo, publisher = InMemoryUsageRepository(registered(*ACCOUNTS)), RecordingPublisher()
 
     outcome = deliver(repo, publisher, [*room_two, *room_one])
 
@@ -652,7 +693,7 @@ def test_given_a_room_name_reused_with_a_new_sid_when_each_room_is_rebuilt_then_
 
 def test_given_a_room_name_reused_when_rated_together_then_sessions_and_totals_stay_per_room_sid():
     first_events, second_events = room_name_reused()
-    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+    repo, publisher = InMemoryUsageRepository(registered(*ACCOUNTS)), RecordingPublisher()
 
     deliver(repo, publisher, [*second_events, *first_events])
 
@@ -780,7 +821,7 @@ def test_given_an_egress_participant_when_rebuilt_and_rated_then_it_bills_nothin
 
     assert sessions["PA_recorder"].billing is Billing.NOT_BILLED
     assert sessions["PA_recorder"].parts == ()
-    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+    repo, publisher = InMemoryUsageRepository(registered(*ACCOUNTS)), RecordingPublisher()
     deliver(repo, publisher, events)
     # only alice: T0 .. T0+900 = 900 s -> 15; video T0+1 .. T0+900 = 899 s -> ceil(14.98) = 15 video
     assert repo.totals("acct-rec", "2026-11") == {"video": 15}
@@ -866,7 +907,7 @@ def test_given_a_late_real_left_after_a_sweep_when_rated_one_event_at_a_time_the
             lk.participant_left(room, rae, T0 + 640),
         ),
     ]
-    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+    repo, publisher = InMemoryUsageRepository(registered(*ACCOUNTS)), RecordingPublisher()
     for event in events:  # one event per batch, in order: the room state's incremental path
         deliver(repo, publisher, [event])
 
@@ -901,7 +942,7 @@ def test_given_a_capped_session_ended_by_room_finished_when_a_camera_arrives_lat
         *records(lk.room_finished(room, T0 + 607)),
         *camera,  # late: after the room_finished, 3 s older than it
     ]
-    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+    repo, publisher = InMemoryUsageRepository(registered(*ACCOUNTS)), RecordingPublisher()
     for event in events:  # one event per batch: the room state's incremental path
         deliver(repo, publisher, [event])
 
@@ -980,7 +1021,7 @@ def test_given_the_room_metadata_changes_after_a_session_closed_then_that_sessio
     alice = Participant("PA_alice_m", "alice", T0 * 1000)
     # bob joins 90 min in, 300 ms before his participant_joined is queued - the first event carrying the new metadata
     bob = Participant("PA_bob_m", "bob", (T0 + 5400) * 1000 - 300)
-    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+    repo, publisher = InMemoryUsageRepository(registered(*ACCOUNTS)), RecordingPublisher()
     deliver(repo, publisher, records(lk.room_started(room, T0), lk.participant_joined(room, alice)))
     deliver(repo, publisher, records(lk.participant_left(room, alice, T0 + 3600)))
     assert audio_by_account(repo) == {"acct-a": 60}  # alice: 3600 s -> 60 audio
@@ -1038,7 +1079,7 @@ def test_given_the_room_metadata_cleared_when_someone_joins_then_the_account_fou
         "acct-a", (T0 + 100) * 1000, (T0 + 3700) * 1000, ClosedBy.LEFT, (("2026-11", 0, 60),)
     )
     # rated one event per batch (the in-order path), the same
-    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+    repo, publisher = InMemoryUsageRepository(registered(*ACCOUNTS)), RecordingPublisher()
     for event in events:
         deliver(repo, publisher, [event])
     assert audio_by_account(repo) == {"acct-a": 60}
@@ -1069,7 +1110,7 @@ def test_given_the_room_handed_over_in_the_second_someone_joins_then_their_own_j
     assert fields(sessions["PA_bob_ss"]) == expected(
         "acct-a", T0 * 1000, (T0 + 100) * 1000, ClosedBy.LEFT, (("2026-11", 0, 2),)
     )
-    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+    repo, publisher = InMemoryUsageRepository(registered(*ACCOUNTS)), RecordingPublisher()
     for event in events:  # one event per batch, in order: the same
         deliver(repo, publisher, [event])
     assert audio_by_account(repo) == {"acct-a": 2, "acct-b": 10}
@@ -1132,7 +1173,7 @@ def test_given_a_camera_publisher_leaves_without_track_unpublished_then_the_othe
 
 def test_given_a_video_call_when_rated_then_the_accounts_totals_are_the_sum_of_rounded_connections():
     _, _, _, events = video_call_with_late_camera()
-    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+    repo, publisher = InMemoryUsageRepository(registered(*ACCOUNTS)), RecordingPublisher()
 
     outcome = deliver(repo, publisher, events)
 
@@ -1146,7 +1187,7 @@ def test_given_a_video_call_when_rated_then_the_accounts_totals_are_the_sum_of_r
 def test_given_batches_redelivered_and_duplicated_when_rated_again_then_nothing_changes():
     _, _, _, video_events = video_call_with_late_camera()
     _, _, _, audio_events = audio_only_call()
-    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+    repo, publisher = InMemoryUsageRepository(registered(*ACCOUNTS)), RecordingPublisher()
     deliver(repo, publisher, [*video_events, *audio_events])
     sessions, counters, writes = dict(repo.sessions), {k: dict(v) for k, v in repo.counters.items()}, repo.writes
 
@@ -1165,7 +1206,7 @@ def test_given_batches_redelivered_and_duplicated_when_rated_again_then_nothing_
 def test_given_a_reconnect_split_over_batches_out_of_order_when_rated_then_totals_match_the_hand_sum():
     events = full_reconnect()
     joined_old, _, joined_new, left_old, _, left_new = events
-    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+    repo, publisher = InMemoryUsageRepository(registered(*ACCOUNTS)), RecordingPublisher()
 
     deliver(repo, publisher, [joined_new, left_new])  # the new connection first
     deliver(repo, publisher, [joined_old])  # the old one now open
@@ -1179,7 +1220,7 @@ def test_given_a_session_across_midnight_when_rated_then_each_period_gets_its_ow
     room = Room("RM_midnight_r", "night-shift", account_id="acct-night", created_at=NOV_30_2350)
     owl = Participant("PA_owl_r", "owl", (NOV_30_2350 + 30) * 1000)
     events = records(lk.participant_joined(room, owl), lk.participant_left(room, owl, DEC_1_0000 + 1230))
-    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+    repo, publisher = InMemoryUsageRepository(registered(*ACCOUNTS)), RecordingPublisher()
 
     deliver(repo, publisher, events)
 
@@ -1191,7 +1232,7 @@ def test_given_unattributable_usage_when_rated_then_it_is_kept_in_the_unattribut
     room = Room("RM_orphan", "no-account", created_at=T0)
     alice = Participant("PA_orphan", "alice", T0 * 1000)
     events = records(lk.participant_joined(room, alice), lk.participant_left(room, alice, T0 + 420))
-    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+    repo, publisher = InMemoryUsageRepository(registered(*ACCOUNTS)), RecordingPublisher()
 
     outcome = deliver(repo, publisher, events)
 
@@ -1202,10 +1243,10 @@ def test_given_unattributable_usage_when_rated_then_it_is_kept_in_the_unattribut
 def test_given_a_crash_mid_commit_when_the_same_batch_is_retried_then_totals_equal_a_clean_run():
     _, _, _, video_events = video_call_with_late_camera()
     usage = [usage_record("msg-crash", "acct-video", "messages", 42, T0 + 100)]
-    clean, clean_publisher = InMemoryUsageRepository(), RecordingPublisher()
+    clean, clean_publisher = InMemoryUsageRepository(registered(*ACCOUNTS)), RecordingPublisher()
     deliver(clean, clean_publisher, video_events, usage)
 
-    crashed, crashed_publisher = InMemoryUsageRepository(), RecordingPublisher()
+    crashed, crashed_publisher = InMemoryUsageRepository(registered(*ACCOUNTS)), RecordingPublisher()
     crashed.crash_after_transactions = 0
     with pytest.raises(RuntimeError, match="simulated crash"):
         deliver(crashed, crashed_publisher, video_events, usage)
@@ -1227,7 +1268,7 @@ def test_given_usage_records_delivered_twice_when_rated_then_each_is_counted_onc
     messages = usage_record("msg-1", "acct-app", "messages", 120, T0 + 10)
     more_messages = usage_record("msg-2", "acct-app", "messages", 30, T0 + 20)
     data = usage_record("bytes-1", "acct-app", "data_transfer", 2_500_000_000, T0 + 30)
-    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+    repo, publisher = InMemoryUsageRepository(registered(*ACCOUNTS)), RecordingPublisher()
 
     first = deliver(repo, publisher, usage=[messages, data, messages])  # duplicate inside one batch
     second = deliver(repo, publisher, usage=[data, messages, more_messages])  # redelivered with one new record
@@ -1240,7 +1281,7 @@ def test_given_usage_records_delivered_twice_when_rated_then_each_is_counted_onc
 
 def test_given_personal_audio_crossing_half_its_allowance_when_rated_then_one_threshold_event_is_published_once():
     events = long_audio_call(5000)  # joined T0, left T0 + 5000 x 60 s = 300000 s
-    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+    repo, publisher = InMemoryUsageRepository(registered(*ACCOUNTS)), RecordingPublisher()
 
     first = deliver(repo, publisher, events)
     deliver(repo, publisher, events)  # redelivered
@@ -1269,7 +1310,7 @@ def test_given_personal_audio_crossing_half_its_allowance_when_rated_then_one_th
 
 def test_given_personal_audio_just_below_half_when_rated_then_no_threshold_is_published():
     events = long_audio_call(4999)  # 4999 x 60 s -> 4999 minutes < 5000 = 50 % of 10000
-    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+    repo, publisher = InMemoryUsageRepository(registered(*ACCOUNTS)), RecordingPublisher()
 
     deliver(repo, publisher, events)
 
@@ -1286,7 +1327,7 @@ def test_given_a_crash_between_two_transactions_of_a_commit_when_retried_then_ea
         person = Participant(f"PA_busy_{i:03d}", f"p{i}", (T0 + i) * 1000)
         bodies += [lk.participant_joined(room, person), lk.participant_left(room, person, T0 + i + 61)]
     events = records(*bodies)
-    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+    repo, publisher = InMemoryUsageRepository(registered(*ACCOUNTS)), RecordingPublisher()
 
     repo.crash_after_transactions = 1
     with pytest.raises(RuntimeError, match="after 1 transaction"):
@@ -1321,7 +1362,7 @@ def test_given_a_participant_retiring_in_a_batch_not_naming_it_then_its_register
         *records(lk.track_unpublished(room, bob, "TR_bob_gone", T0 + 560, video=False)),  # alice retires here
         late_video,
     ]
-    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+    repo, publisher = InMemoryUsageRepository(registered(*ACCOUNTS)), RecordingPublisher()
     for event in arrival:
         deliver(repo, publisher, [event])
 

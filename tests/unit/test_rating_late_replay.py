@@ -13,7 +13,7 @@ from kilo_billing.livekit_events import LiveKitEventRecord
 from kilo_dev import livekit_events as lk
 from kilo_rate_usage.logic import rate_batch
 from kilo_rate_usage.model import AttributionRule, RatingConfig
-from tests.fakes import InMemoryUsageRepository, RecordingPublisher
+from tests.fakes import InMemoryUsageRepository, RecordingPublisher, registered
 
 CONFIG = RatingConfig(AttributionRule(), default_catalog().for_period)
 T0 = int(datetime(2026, 11, 2, tzinfo=UTC).timestamp())
@@ -45,7 +45,7 @@ def timeline() -> list[tuple[LiveKitEventRecord, int]]:
 
 def finished_room() -> tuple[InMemoryUsageRepository, list[LiveKitEventRecord]]:
     """The room's events rated one batch each, as they arrived: the room finished."""
-    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+    repo, publisher = InMemoryUsageRepository(registered("acct_late")), RecordingPublisher()
     records = []
     for record, now_ms in timeline():
         repo.store_event(record)

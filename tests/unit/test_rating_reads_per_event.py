@@ -28,7 +28,7 @@ from kilo_dev import livekit_events as lk
 from kilo_rate_usage.logic import rate_batch
 from kilo_rate_usage.model import AttributionRule
 from kilo_rate_usage.sessions import rebuild_room
-from tests.fakes import CountingRepository, InMemoryUsageRepository, RecordingPublisher
+from tests.fakes import CountingRepository, InMemoryUsageRepository, RecordingPublisher, registered
 from tests.property.test_rating_exactly_once import CONFIG, NOW_MS
 
 T0 = 1_794_787_200  # 2026-11-16T00:00:00Z
@@ -73,7 +73,7 @@ def room(n: int, seed: int = 3) -> list[LiveKitEventRecord]:
 
 def _reads_per_event(n: int) -> float:
     records = room(n)
-    fake = InMemoryUsageRepository()
+    fake = InMemoryUsageRepository(registered("acct_reads"))
     assert fake.state_codec  # header and participants through the adapter's item codec
     repo, publisher = CountingRepository(fake), RecordingPublisher()
     for record in records:

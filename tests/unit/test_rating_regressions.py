@@ -19,7 +19,7 @@ from kilo_dev import livekit_events as lk
 from kilo_rate_usage.aggregates import open_figures, rate_aggregate
 from kilo_rate_usage.logic import rate_batch
 from kilo_rate_usage.model import Aggregate, AttributionRule, Billing, RatingConfig, Session, StoredSession
-from tests.fakes import InMemoryUsageRepository, RecordingPublisher
+from tests.fakes import InMemoryUsageRepository, RecordingPublisher, registered
 
 CONFIG = RatingConfig(AttributionRule(), default_catalog().for_period)
 NOV_2 = int(datetime(2026, 11, 2, tzinfo=UTC).timestamp() * 1000)
@@ -35,7 +35,7 @@ def deliver(repo: InMemoryUsageRepository, publisher: Any, bodies: list[bytes]) 
 def test_given_an_account_id_with_separators_from_participant_metadata_then_it_is_not_trusted_and_nothing_breaks() -> (
     None
 ):
-    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+    repo, publisher = InMemoryUsageRepository(registered("acct1")), RecordingPublisher()
     room = lk.Room("RM_sep", "r")  # no account in the room's metadata
     t0 = NOV_2 // 1000
     mallory = lk.Participant("PA_m", "mallory", t0 * 1000)
@@ -52,7 +52,7 @@ def test_given_an_account_id_with_separators_from_participant_metadata_then_it_i
         (
             "UnattributedUsage.v1",
             {"schema_version": 1, "room_sid": "RM_sep", "participant_sid": "PA_m", "identity": "mallory",
-             "period": "2026-11", "minutes": 2},
+             "period": "2026-11", "minutes": 2, "unregistered_account": None},
         )
     ]  # fmt: skip
     deliver(repo, publisher, [lk.participant_left(room, mallory, t0 + 120)])  # a second left: nothing changes

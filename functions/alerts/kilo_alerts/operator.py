@@ -259,15 +259,22 @@ def on_unattributed(detail: Mapping[str, Any], ports: OperatorPorts, policy: Ope
     ``UnattributedMinutes`` metric)."""
     event = UnattributedUsageV1.model_validate(detail)
     day = datetime.fromtimestamp(now_ms / 1000, tz=UTC).strftime("%Y-%m-%d")
+    if event.unregistered_account:  # D-unreg-1
+        why = (
+            f"the room or token metadata names account {event.unregistered_account!r}, which is not registered. "
+            f"Register it (its sessions rated from then on, and the room's next rebuild, go to it) or fix the app's "
+            f"metadata."
+        )
+    else:
+        why = "no billing account could be found. Fix the room or token metadata the AttributionRule reads."
     alert = OperatorAlert(
         kind="unattributed_usage",
         key=f"{day}:{event.room_sid}",
         subject=f"Kilo Billing: {event.minutes} unattributed minute(s) in room {event.room_sid}",
         message=(
-            f"Rating found usage no billing account could be found for (period {event.period}): "
-            f"{event.minutes} minute(s) of participant {event.participant_sid} (identity {event.identity!r}) in room "
-            f"{event.room_sid}. The minutes are kept under 'unattributed', not billed. Fix the room or token "
-            f"metadata the AttributionRule reads, then re-attribute.\n"
+            f"Rating found usage it could bill to no account (period {event.period}): {event.minutes} minute(s) of "
+            f"participant {event.participant_sid} (identity {event.identity!r}) in room {event.room_sid}. The "
+            f"minutes are kept under 'unattributed', not billed: {why}\n"
         ),
     )
     return Announced(alert, announce(alert, ports, policy, now_ms))

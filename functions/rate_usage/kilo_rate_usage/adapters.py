@@ -209,9 +209,7 @@ class DynamoUsageRepository:
         return {state.room_sid: state for state in states}
 
     def profiles(self, accounts: Iterable[str]) -> dict[str, AccountProfile]:
-        wanted = sorted(set(accounts))
-        registered = self._accounts.registered(wanted)
-        return {account: registered.get(account) or AccountProfile.default(account) for account in wanted}
+        return self._accounts.registered(sorted(set(accounts)))
 
     def aggregates(self, keys: Iterable[AggregateKey]) -> dict[AggregateKey, Aggregate]:
         wanted = sorted(set(keys))

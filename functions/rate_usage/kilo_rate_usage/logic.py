@@ -42,6 +42,7 @@ from kilo_rate_usage.model import (
     RatingConfig,
     Rejected,
     Session,
+    SessionKey,
     StoredSession,
 )
 from kilo_rate_usage.ports import (
@@ -140,7 +141,12 @@ def _rate(livekit: Sequence[LiveKitEventRecord], usage: Sequence[UsageEventRecor
         accounts.update(account for account, _ in room.sessionless.values())  # their erasure marks count too
     fresh_usage = repo.unrated_usage(usage)
     accounts.update(record.account_id for record in usage)
-    profiles = repo.profiles(accounts)
+    registered = repo.profiles(accounts)
+    # an unregistered id (and the bucket) on the free default (D18): only its erasure mark (none) and a usage event's
+    # segment read it - ingest refuses usage of an unregistered account; its sessions go to the bucket (D-unreg-1)
+    profiles = {account: registered.get(account) or AccountProfile.default(account) for account in accounts}
+    profiles.setdefault(UNATTRIBUTED, AccountProfile.default(UNATTRIBUTED))
+    rated = [_registered_only(room, registered) for room in rated]
 
     for room in rated:
         _room_changes(room, profiles, unit)
@@ -150,7 +156,8 @@ def _rate(livekit: Sequence[LiveKitEventRecord], usage: Sequence[UsageEventRecor
     touched = sorted({(account, period) for account, period, _, _ in deltas})
     before = repo.aggregates(touched)
     unit.late = {key for key, aggregate in before.items() if aggregate.invoiced}
-    _announce_unattributed(unit, publisher)  # before the commit: a retry after a failed publish announces again
+    claims = {key: account for room in rated for key, account in room.unregistered.items()}
+    _announce_unattributed(unit, claims, publisher)  # before the commit: a retry after a failed publish announces again
     writes = repo.commit(unit, now_ms) if not unit.empty else 0
 
     # Thresholds are level-triggered on everything this batch concerns - also when a retry finds nothing left to
@@ -192,6 +199,22 @@ def _sessionless(change: StateChange | None, config: RatingConfig) -> dict[str, 
     state = change.new
     sids = set(change.puts) | {event.participant_sid for event in state.recent if event.participant_sid}
     return state.folded().provisional_accounts(config.attribution, sids)
+
+
+def _registered_only(room: _Room, registered: Mapping[str, AccountProfile]) -> _Room:
+    """The room with its sessions attributed to an account id nobody registered moved to the unattributed bucket, like
+    those with no account (D-unreg-1): nothing would bill them under that id. Kept on ``_Room.unregistered`` for
+    their announcement. Recomputed at each rating of a session, so one rated after the account registered goes to it
+    (the normal delta moves the minutes out of the bucket)."""
+    sessions: list[Session] = []
+    unregistered: dict[SessionKey, str] = {}
+    for session in room.sessions:
+        if session.account == UNATTRIBUTED or session.account in registered:
+            sessions.append(session)
+            continue
+        unregistered[session.key] = session.account
+        sessions.append(replace(session, account=UNATTRIBUTED))
+    return replace(room, sessions=sessions, unregistered=unregistered) if unregistered else room
 
 
 def _before_erasure(at_ms: int, profile: AccountProfile) -> bool:
@@ -319,10 +342,11 @@ def _state_as(change: StateChange, pseudonyms: Mapping[str, str]) -> StateChange
     return replace(change, new=replace(state, fold=fold, recent=recent, full=None), puts=puts)
 
 
-def _announce_unattributed(unit: CommitUnit, publisher: EventPublisher) -> None:
+def _announce_unattributed(unit: CommitUnit, unregistered: Mapping[SessionKey, str], publisher: EventPublisher) -> None:
     """``UnattributedUsage.v1`` for each session whose minutes went to the unattributed bucket (operators are alerted;
-    D16). Published before the commit, so a batch retried after a failed publish or commit announces again: at least
-    once, and consumers take one per room and day (D62)."""
+    D16), naming the account id its metadata gave when nobody registered it (``unregistered``, D-unreg-1). Published
+    before the commit, so a batch retried after a failed publish or commit announces again: at least once, and
+    consumers take one per room and day (D62)."""
     for change in unit.sessions:
         session = change.new.session
         if session.account != UNATTRIBUTED:
@@ -338,6 +362,7 @@ def _announce_unattributed(unit: CommitUnit, publisher: EventPublisher) -> None:
                 identity=session.identity,
                 period=period,
                 minutes=minutes,
+                unregistered_account=unregistered.get(session.key),
             )
             publisher.publish(UnattributedUsageV1.DETAIL_TYPE, event.model_dump())
 
@@ -351,6 +376,8 @@ class _Room:
     fold: RoomFold  # every event folded: the registers of a closed session written anyway go with it
     # the participants the new state writes with no session yet: provisional account and earliest moment (D240)
     sessionless: Mapping[str, tuple[str, int]] = field(default_factory=dict)
+    # sessions moved to the unattributed bucket: the account id they named, nobody registered (D-unreg-1)
+    unregistered: Mapping[SessionKey, str] = field(default_factory=dict)
 
     def registers(self, session: Session, previous: StoredSession | None, writing: bool) -> str:
         """The registers to store with ``session`` (``writing``: its content changed and is written anyway)."""

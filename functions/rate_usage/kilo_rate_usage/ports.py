@@ -232,7 +232,8 @@ class UsageRepository(Protocol):
         ...
 
     def profiles(self, accounts: Iterable[str]) -> dict[str, AccountProfile]:
-        """A profile for every account asked for: the registered one, else the free default."""
+        """The profiles of those of ``accounts`` that are registered (one read; an unregistered id is absent - rating
+        sends its sessions to the unattributed bucket, D-unreg-1)."""
         ...
 
     def aggregates(self, keys: Iterable[AggregateKey]) -> dict[AggregateKey, Aggregate]:

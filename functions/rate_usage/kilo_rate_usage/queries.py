@@ -96,7 +96,7 @@ def running_extra(
 
 def month_to_date(repo: UsageRepository, account_id: str, period: str, now_ms: int, book: PriceBook) -> MonthToDate:
     aggregate = repo.aggregates([(account_id, period)])[(account_id, period)]
-    profile = repo.profiles([account_id])[account_id]
+    profile = repo.profiles([account_id]).get(account_id) or AccountProfile.default(account_id)  # not registered: D18
     extra, open_sessions = running_extra(repo, profile, period, now_ms)
     rated = rate_aggregate(aggregate, profile, book, extra)
     return MonthToDate(account_id, period, rated, open_sessions, dict(aggregate.late))

@@ -1,0 +1,55 @@
+"""On moto, through ingest, the events table's stream and the rating handler (D-unreg-1): a room whose metadata names
+an account id nobody registered has its minutes kept in the unattributed bucket and announced on the billing bus with
+the id; once the account is registered, the room's next rebuild moves them to it."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from kilo_dev import livekit_events as lk
+from tests.conftest import LambdaContext, Stack, register_accounts
+from tests.integration.test_rating_stream import PERIOD, T0, Lambda, aggregate, deliver_webhook, rating_bus_probe
+
+UNKNOWN = "acct_unknown"
+
+
+def unattributed(stack: Stack, queue: str) -> list[dict[str, Any]]:
+    messages = stack.clients["sqs"].receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get("Messages", [])
+    envelopes = [json.loads(message["Body"]) for message in messages]
+    return [e["detail"] for e in envelopes if e["detail-type"] == "UnattributedUsage.v1"]
+
+
+def test_given_a_room_naming_an_unregistered_account_then_its_minutes_are_unattributed_until_it_registers(
+    stack: Stack, lambda_context: LambdaContext
+) -> None:
+    queue = rating_bus_probe(stack)
+    room = lk.Room("RM_unreg01", "standup", account_id=UNKNOWN, created_at=T0)
+    alice = lk.Participant("PA_alice_u1", "alice", T0 * 1000)
+    left = lk.participant_left(room, alice, T0 + 1200)
+    for body in (
+        lk.room_started(room, T0),
+        lk.participant_joined(room, alice),
+        left,
+        lk.room_finished(room, T0 + 1300),
+    ):
+        deliver_webhook(body, lambda_context)
+    runner = Lambda(stack)
+    runner.run(runner.poll(), lambda_context)
+
+    # alice: 1200 s -> 20 audio minutes, in the unattributed bucket, not on an aggregate of the unregistered id
+    assert aggregate(stack, UNKNOWN) == {}
+    assert aggregate(stack, "unattributed") == {"audio": 20}
+    assert unattributed(stack, queue) == [
+        {"schema_version": 1, "room_sid": "RM_unreg01", "participant_sid": "PA_alice_u1", "identity": "alice",
+         "period": PERIOD, "minutes": 20, "unregistered_account": UNKNOWN},
+    ]  # fmt: skip
+
+    register_accounts(stack, UNKNOWN)  # the operator registers it (personal since January)
+    # a webhook LiveKit delivers late (alice's microphone): the finished room is rebuilt from its events (D196)
+    deliver_webhook(lk.track_published(room, alice, "TR_mic_u1", T0 + 1, video=False), lambda_context)
+    runner.run(runner.poll(), lambda_context)
+
+    assert aggregate(stack, UNKNOWN) == {"audio": 20}  # moved by the normal delta: +20 here, -20 there
+    assert aggregate(stack, "unattributed") == {"audio": 0}
+    assert unattributed(stack, queue) == []  # a move out of the bucket announces nothing
