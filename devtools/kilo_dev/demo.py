@@ -1285,4 +1285,4 @@ if __name__ == "__main__":
     # SIGUSR1 prints every thread's stack to stderr and the run goes on: what a demo that does not end is waiting on
     # (the e2e tests ask for it before they give up on one)
     faulthandler.register(signal.SIGUSR1, all_threads=True)
-    processes.exit_within(main(), EXIT_SECONDS)
+    processes.run_then_exit(main, EXIT_SECONDS)

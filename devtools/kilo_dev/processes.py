@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
@@ -92,6 +93,22 @@ class Shutdown:
             self.left.append(f"{name} (its stop failed: {type(errors[0]).__name__}: {errors[0]})")
             return False
         return True
+
+
+def run_then_exit(run: Callable[[], int], seconds: float) -> NoReturn:
+    """Run a process's ``main`` and end through :func:`exit_within` however it ends: its code; an exit it asks for
+    (argparse's 2, ``--help``'s 0); 1 with the traceback on stderr when it raises. A ``main`` that raises still has
+    threads to wait for, and the interpreter's exit would wait for them without a deadline."""
+    try:
+        code = run()
+    except SystemExit as exc:
+        if exc.code is not None and not isinstance(exc.code, int):
+            print(exc.code, file=sys.stderr)  # as the interpreter would
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:  # anything main lets out: printed, then the bounded exit
+        traceback.print_exc()
+        code = 1
+    exit_within(code, seconds)
 
 
 def exit_within(code: int, seconds: float) -> NoReturn:

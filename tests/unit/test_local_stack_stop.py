@@ -199,3 +199,41 @@ def test_given_a_thread_that_never_ends_then_the_process_exits_within_the_deadli
     assert time.monotonic() - began < 20
     assert done.returncode == 130
     assert "Exiting without waiting for the thread 'pool-worker' (still running after 1.0 s)" in done.stderr
+
+
+def test_given_a_main_that_raises_with_a_thread_that_never_ends_then_the_process_still_exits_within_the_deadline() -> (
+    None
+):
+    """``python -m kilo_dev.demo`` ends through ``run_then_exit``: a main that raises (an unexpected error) used to skip
+    the bounded exit, and the interpreter then waited for the pool's worker without a deadline."""
+    script = (
+        "import threading\n"
+        "from kilo_dev import processes\n"
+        "def main():\n"
+        "    threading.Thread(target=threading.Event().wait, name='pool-worker').start()\n"
+        "    raise RuntimeError('the run broke')\n"
+        "processes.run_then_exit(main, 1.0)\n"
+    )
+    began = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", script], check=False, cwd=ROOT, capture_output=True, text=True, timeout=30
+    )
+    assert time.monotonic() - began < 20
+    assert done.returncode == 1
+    assert "RuntimeError: the run broke" in done.stderr
+    assert "Exiting without waiting for the thread 'pool-worker' (still running after 1.0 s)" in done.stderr
+
+
+@pytest.mark.parametrize(("exit_code", "expected"), [(2, 2), (0, 0), (None, 0), ("usage: bad", 1)])
+def test_given_a_main_that_asks_to_exit_then_its_code_is_kept(exit_code: object, expected: int) -> None:
+    script = (
+        "import sys\n"
+        "from kilo_dev import processes\n"
+        f"def main():\n    sys.exit({exit_code!r})\n"
+        "processes.run_then_exit(main, 1.0)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], check=False, cwd=ROOT, capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == expected
+    assert ("usage: bad" in done.stderr) is (exit_code == "usage: bad")
