@@ -352,6 +352,51 @@ def test_given_a_paid_invoice_credited_by_a_note_when_refunded_in_full_then_only
     assert refunded.refunded == Decimal("61.60")  # 65.20 - 3.60: 65.20 back in all
 
 
+def test_given_a_crypto_bill_credited_by_a_note_when_two_refunds_race_then_the_re_applied_one_is_bounded_by_the_note(
+    world: World,
+) -> None:
+    """65.20 paid; a note gave 3.60 back as account credit, so 61.60 is refundable. Refund B (3.60) reads; refund A
+    (61.60) lands before B writes; B's write conflicts and is re-applied on the stored bill: 65.20 - 3.60 credited -
+    61.60 owed = 0.00 left, so B is refused (before: 65.20 owed on top of the 3.60 credit, 68.80 back on 65.20)."""
+    events = Events()
+    _team_march_paid(world, events)
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", -5_000)  # -3.60 as account credit
+    assert amounts(world.close("acme", APR), "credit") == ["-3.60"]
+    march = world.store.invoices["acme/2026-03"]
+    world.store.invoices["acme/2026-03"] = replace(march, method=BillingMethod.CRYPTO)  # the crypto path's refund
+    world.store.before_update.append(
+        lambda: refund_invoice(world.store, world.gateway, "acme", "acme/2026-03", Decimal("61.60"))
+    )
+    with pytest.raises(ValueError, match=r"refund must be at most 0\.00, got 3\.60$"):
+        refund_invoice(world.store, world.gateway, "acme", "acme/2026-03", Decimal("3.60"))
+    stored = world.store.invoices["acme/2026-03"]
+    assert (stored.refund_owed, stored.refunded) == (Decimal("61.60"), Decimal("0.00"))
+    assert world.store.credit_notes["acme/2026-03/credit-2026-04"].to_credit == Decimal("3.60")  # 65.20 back in all
+
+
+def test_given_a_card_invoice_credited_by_a_note_when_two_refunds_race_then_the_re_applied_request_is_bounded(
+    world: World,
+) -> None:
+    """The same race on the card path: refund A (61.60) is requested, refunded by the processor and recorded between
+    refund B's read and its request's write; B's request, re-applied on the stored invoice, finds 65.20 - 3.60 -
+    61.60 = 0.00 refundable and is refused: the processor is asked for one refund only (before: 3.60 more, 65.20
+    refunded on top of the note's 3.60 credit)."""
+    events = Events()
+    _team_march_paid(world, events)
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", -5_000)  # -3.60 as account credit
+    assert amounts(world.close("acme", APR), "credit") == ["-3.60"]
+    refunds = world.gateway.calls.count("refund")
+    world.store.before_update.append(
+        lambda: refund_invoice(world.store, world.gateway, "acme", "acme/2026-03", Decimal("61.60"))
+    )
+    with pytest.raises(ValueError, match=r"refund must be at most 0\.00, got 3\.60$"):
+        refund_invoice(world.store, world.gateway, "acme", "acme/2026-03", Decimal("3.60"))
+    stored = world.store.invoices["acme/2026-03"]
+    assert (stored.refunded, stored.refund_owed, stored.refund_pending) == (Decimal("61.60"), Decimal("0.00"), None)
+    assert stored.refunds_requested == 1
+    assert world.gateway.calls.count("refund") == refunds + 1
+
+
 def test_given_a_paid_invoice_charged_back_when_late_usage_is_negative_then_no_account_credit(world: World) -> None:
     events = Events()
     _team_march_paid(world, events)

@@ -160,6 +160,23 @@ def test_given_an_amount_option_that_is_not_positive_whole_cents_then_its_error_
         arguments.money(text)
 
 
+def test_given_an_amount_option_with_a_huge_exponent_then_the_cli_refuses_it_promptly() -> None:
+    # arguments.money before: is_whole_cents did not finish in 15 s on either
+    code = (
+        "import argparse; from kilo_billing_cli import arguments\n"
+        "for text in ('1e-99999999', '1e99999999'):\n"
+        "    try:\n"
+        "        arguments.money(text)\n"
+        "    except argparse.ArgumentTypeError as exc:\n"
+        "        print(exc)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=10, check=True)
+    assert done.stdout.splitlines() == [
+        "amount must be positive whole cents, got '1e-99999999'",
+        "1E+99999999 is too large for an amount (more than 28 digits in cents)",
+    ]
+
+
 def test_given_an_amount_option_in_whole_cents_then_it_reads_as_dollars_and_cents() -> None:
     assert [str(arguments.money(text)) for text in ("1E+2", "2.5", "0.01")] == ["100.00", "2.50", "0.01"]
 

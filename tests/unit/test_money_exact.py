@@ -4,6 +4,8 @@ exact (token amount x rate) and a bill rounds their sum once. Hand-worked figure
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from decimal import Decimal, localcontext
 from fractions import Fraction
 
@@ -75,10 +77,26 @@ def test_given_many_sub_cent_amounts_then_their_sum_is_rounded_once() -> None:
         ("sNaN", False),
         ("Infinity", False),
         ("-Infinity", False),
+        ("12.3400000", True),  # trailing zeros past the cent are still whole cents
+        ("12.3400001", False),
+        ("0E-50", True),  # zero, however written
+        ("-0.000", True),
+        ("5E-2", True),
+        ("5E-3", False),
     ],
 )
 def test_given_an_amount_then_whether_it_is_whole_cents_is_exact(value: str, whole: bool) -> None:
     assert is_whole_cents(Decimal(value)) is whole
+
+
+def test_given_an_amount_with_a_huge_exponent_then_whether_it_is_whole_cents_is_answered_promptly() -> None:
+    # before: Fraction(Decimal) built 10**99999999 and did not finish; in a subprocess so a hang fails, not stalls
+    code = (
+        "from decimal import Decimal; from kilo_billing.money import is_whole_cents; "
+        "print([is_whole_cents(Decimal(t)) for t in ('1e-99999999', '1e99999999', '-1E+999999999', '0E-999999999')])"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=10, check=True)
+    assert done.stdout.strip() == "[False, True, True, True]"
 
 
 def test_given_whole_cents_then_two_places_writes_them_without_rounding() -> None:

@@ -869,16 +869,17 @@ def refund_invoice(
         return done
     # credit notes gave it back already: taken off the amount due (never paid) or given as account credit (D131);
     # a note against the period may have credited what an early invoice of it billed (D166)
-    reduced = invoice.total - amount_due(invoice, ledger.credit_notes.values())  # notes' reductions: never paid
     most = refundable(ledger, invoice)
     wanted = most if amount is None else amount
     if wanted <= 0 or wanted > most:
         raise ValueError(f"refund must be more than 0.00 and at most {money_str(most)}, got {money_str(wanted)}")
 
     def bounded(current: InvoiceRecord) -> None:
-        """Bounded again on the invoice as stored: a change re-applied after a conflict (another refund landed)."""
-        if current.kept - reduced < wanted:
-            raise ValueError(f"refund must be at most {money_str(current.kept - reduced)}, got {money_str(wanted)}")
+        """Bounded again on the invoice as stored, by the same rule with the notes read: a change re-applied after a
+        conflict (another refund landed) - never past what the notes' account credit already gave back (D-fixb-n-2)."""
+        left = refundable(replace(ledger, invoices={**ledger.invoices, current.invoice_id: current}), current)
+        if left < wanted:
+            raise ValueError(f"refund must be at most {money_str(left)}, got {money_str(wanted)}")
 
     def owe(current: InvoiceRecord) -> InvoiceRecord:
         bounded(current)

@@ -139,9 +139,15 @@ def allocate_cents(total: Decimal | int | str, weights: Sequence[Exact]) -> list
 
 def is_whole_cents(value: Decimal | int | str) -> bool:
     """Whether an amount is a whole number of cents (``0.01``, ``5``, ``1.50``, ``1E+30``; not ``0.005``, nor NaN or
-    an infinity, which are no amount). Exact: no Decimal context, so no size overflows it. Floats are refused."""
+    an infinity, which are no amount). Read from the digits, so exact and prompt at any size: no Decimal context to
+    overflow and no big-integer arithmetic (``1E-99999999`` as a Fraction is a 10**99999999 denominator). Floats are
+    refused."""
     amount = to_decimal(value)
-    return amount.is_finite() and (_as_fraction(amount) * 100).denominator == 1
+    if not amount.is_finite():
+        return False
+    _, digits, exponent = amount.as_tuple()
+    below_cent = -2 - int(exponent)  # how many of the last digits are fractions of a cent (finite: an int exponent)
+    return below_cent <= 0 or not any(digits[-below_cent:])
 
 
 def two_places(value: Decimal) -> Decimal:
