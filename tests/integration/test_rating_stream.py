@@ -798,3 +798,40 @@ def test_given_an_undecodable_event_in_the_events_table_window_when_replayed_the
     [(keys, reason)] = poison.sent  # and the item no reader decodes reaches the poison queue (and its alarm)
     assert keys == {"pk": {"S": "room#RM_broken"}, "sk": {"S": "ev#EV_broken"}}
     assert "event_id" in reason
+
+
+class PastTheEndStream:
+    """The streams client, except that GetRecords answers only the records after ``end``: a read that starts past the
+    batch (an iterator on a sibling shard, when the on-failure message names no shard)."""
+
+    def __init__(self, real: Any, end: str) -> None:
+        self.real = real
+        self.end = int(end)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    def get_records(self, **kwargs: Any) -> dict[str, Any]:
+        page: dict[str, Any] = self.real.get_records(**kwargs)
+        page["Records"] = [r for r in page["Records"] if int(r["dynamodb"]["SequenceNumber"]) > self.end]
+        return page
+
+
+def test_given_a_stream_read_whose_first_record_is_past_the_batchs_end_when_replayed_then_the_events_table_rates_it(
+    stack: Stack, lambda_context: LambdaContext
+) -> None:
+    from tests.fakes import InMemoryPoisonSink  # noqa: PLC0415
+
+    video_call(lambda_context)
+    _report_messages(stack, lambda_context)
+    dlq = _fail_batch_into_the_on_failure_queue(stack)  # 9 records: the call's 8 events and the usage event
+    [body] = _peek(stack, dlq)
+    end = json.loads(body)["DDBStreamBatchInfo"]["endSequenceNumber"]
+    later = lk.Room("RM_later01", "later", account_id=ACCOUNT, created_at=T0 + 5000)
+    deliver_webhook(lk.room_started(later, T0 + 5000), lambda_context)  # a record past the batch's end (no minutes)
+
+    [result] = _replay_with(stack, dlq, PastTheEndStream(stack.clients["dynamodbstreams"], end), InMemoryPoisonSink())
+
+    # nothing of the batch read from the stream: not an empty batch (the message deleted, nothing rated) but not found
+    assert (result.plan.source, len(result.plan.usage), result.deleted) == ("events table", 1, True)
+    assert aggregate(stack) == {"video": 20, "audio": 45, "messages": 1200}  # EXPECTED, hand-worked, and 1,200

@@ -5,8 +5,12 @@ the id; once the account is registered, the room's next rebuild moves them to it
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
+from kilo_billing.account_store import DynamoAccountDirectory
+from kilo_billing.accounts import AccountProfile
+from kilo_billing.rating import TierChange
 from kilo_dev import livekit_events as lk
 from tests.conftest import LambdaContext, Stack, register_accounts
 from tests.integration.test_rating_stream import PERIOD, T0, Lambda, aggregate, deliver_webhook, rating_bus_probe
@@ -53,3 +57,32 @@ def test_given_a_room_naming_an_unregistered_account_then_its_minutes_are_unattr
     assert aggregate(stack, UNKNOWN) == {"audio": 20}  # moved by the normal delta: +20 here, -20 there
     assert aggregate(stack, "unattributed") == {"audio": 0}
     assert unattributed(stack, queue) == []  # a move out of the bucket announces nothing
+
+
+def test_given_the_account_registered_in_the_month_after_the_call_then_a_rebuild_leaves_its_minutes_unattributed(
+    stack: Stack, lambda_context: LambdaContext
+) -> None:
+    queue = rating_bus_probe(stack)
+    room = lk.Room("RM_unreg02", "standup", account_id=UNKNOWN, created_at=T0)
+    alice = lk.Participant("PA_alice_u2", "alice", T0 * 1000)
+    for body in (
+        lk.room_started(room, T0),
+        lk.participant_joined(room, alice),
+        lk.participant_left(room, alice, T0 + 600),
+        lk.room_finished(room, T0 + 700),
+    ):
+        deliver_webhook(body, lambda_context)
+    runner = Lambda(stack)
+    runner.run(runner.poll(), lambda_context)
+    assert aggregate(stack, "unattributed") == {"audio": 10}  # alice: 600 s on 2026-11-16
+    assert [event["unregistered_account"] for event in unattributed(stack, queue)] == [UNKNOWN]
+
+    # signed up on 2026-12-05: its first close is December's, November is never invoiced (compose_close)
+    directory = DynamoAccountDirectory(stack.clients["dynamodb"], stack.template.physical_name("UsageTable"))
+    directory.register(AccountProfile(UNKNOWN, (TierChange(datetime(2026, 12, 5, tzinfo=UTC), "personal"),)))
+    deliver_webhook(lk.track_published(room, alice, "TR_mic_u2", T0 + 1, video=False), lambda_context)  # rebuild
+    runner.run(runner.poll(), lambda_context)
+
+    assert aggregate(stack, "unattributed") == {"audio": 10}  # kept in the bucket, reported
+    assert aggregate(stack, UNKNOWN) == {}  # not on an aggregate no close or report reads
+    assert unattributed(stack, queue) == []  # nothing added to the bucket: announced once, above

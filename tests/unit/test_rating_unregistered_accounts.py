@@ -114,3 +114,69 @@ def test_given_the_account_registered_then_the_rooms_next_rebuild_moves_its_minu
     assert repo.sessions[("RM_rebuild", "PA_alice")].session.account == UNKNOWN
     assert outcome.unattributed_minutes == 0
     assert len(unattributed_events(publisher)) == 1  # the first rating's only: a move out of the bucket is no alarm
+
+
+def register_on(repo: InMemoryUsageRepository, account: str, signed_up_at: datetime) -> None:
+    repo.accounts.register(AccountProfile(account, (TierChange(signed_up_at, "team"),)))
+
+
+DEC_5 = datetime(2026, 12, 5, tzinfo=UTC)  # a signup in December: November is never invoiced (compose_close)
+
+
+def test_given_the_account_registered_in_a_later_month_then_a_rebuild_leaves_the_earlier_months_minutes_unattributed() -> (
+    None
+):
+    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+    room = lk.Room("RM_before", "standup", account_id=UNKNOWN, created_at=T0)
+    alice = lk.Participant("PA_alice", "alice", T0 * 1000)
+    deliver(repo, publisher, lk.room_started(room, T0), lk.participant_joined(room, alice),
+            lk.participant_left(room, alice, T0 + 600), lk.room_finished(room, T0 + 700))  # fmt: skip
+    assert repo.totals(UNATTRIBUTED, "2026-11") == {"audio": 10}  # 600 s on 2026-11-10
+
+    register_on(repo, UNKNOWN, DEC_5)
+    outcome = deliver(repo, publisher, lk.track_published(room, alice, "TR_mic", T0 + 1, video=False))  # rebuild
+
+    # November ends before December, the signup's period: no close of the account bills November - the bucket keeps it
+    assert repo.totals(UNATTRIBUTED, "2026-11") == {"audio": 10}
+    assert repo.totals(UNKNOWN, "2026-11") == {}
+    assert outcome.unattributed_minutes == 0  # nothing added to the bucket: already counted and announced once
+    assert len(unattributed_events(publisher)) == 1
+    # the session is the account's participant's again (its export and erasure list it), its minutes the bucket's
+    stored = repo.sessions[("RM_before", "PA_alice")]
+    assert (stored.session.account, sorted(stored.contributions.values())) == (UNKNOWN, [10])
+    assert {account for account, _, _, _ in stored.contributions} == {UNATTRIBUTED}
+
+
+def test_given_a_session_open_across_the_month_end_before_the_signup_then_its_earlier_part_stays_unattributed() -> None:
+    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+    joined = 1_796_082_600  # 2026-11-30T23:50:00Z
+    room = lk.Room("RM_across", "standup", account_id=UNKNOWN, created_at=joined)
+    alice = lk.Participant("PA_alice", "alice", joined * 1000)
+    deliver(repo, publisher, lk.participant_joined(room, alice))
+
+    register_on(repo, UNKNOWN, DEC_5)
+    deliver(repo, publisher, lk.participant_left(room, alice, joined + 1800))  # left 2026-12-01T00:20:00Z
+
+    # 23:50 -> 24:00 in November: 600 s -> 10, in the bucket, announced with the id; 00:00 -> 00:20 in December (the
+    # signup's period, invoiced): 1200 s -> 20 on the account
+    assert repo.totals(UNATTRIBUTED, "2026-11") == {"audio": 10}
+    assert repo.totals(UNKNOWN, "2026-11") == {}
+    assert repo.totals(UNKNOWN, "2026-12") == {"audio": 20}
+    assert repo.totals(UNATTRIBUTED, "2026-12") == {}
+    assert unattributed_events(publisher) == [
+        {"schema_version": 1, "room_sid": "RM_across", "participant_sid": "PA_alice", "identity": "alice",
+         "period": "2026-11", "minutes": 10, "unregistered_account": UNKNOWN},
+    ]  # fmt: skip
+
+
+def test_given_a_signup_late_in_the_month_then_that_months_earlier_minutes_are_the_accounts() -> None:
+    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+    register_on(repo, UNKNOWN, datetime(2026, 11, 30, tzinfo=UTC))  # November is the signup's period: invoiced
+    room = lk.Room("RM_same", "standup", account_id=UNKNOWN, created_at=T0)
+    alice = lk.Participant("PA_alice", "alice", T0 * 1000)
+
+    deliver(repo, publisher, lk.participant_joined(room, alice), lk.participant_left(room, alice, T0 + 600))
+
+    assert repo.totals(UNKNOWN, "2026-11") == {"audio": 10}  # 2026-11-10, before the signup, in its period
+    assert repo.totals(UNATTRIBUTED, "2026-11") == {}
+    assert unattributed_events(publisher) == []

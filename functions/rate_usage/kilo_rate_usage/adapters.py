@@ -639,15 +639,16 @@ class DynamoStreamArchive:
     def _read(self, iterator: str | None, end: str, max_empty_pages: int = 5) -> list[dict[str, Any]] | None:
         """The records up to ``end``; None when the read ended (``max_empty_pages`` empty pages in a row - GetRecords
         may return empty pages before records -, or a closed shard's end) before a record at or past ``end``: a part
-        of a batch is never taken for the whole (the replay then reads the events table's window)."""
+        of a batch is never taken for the whole (the replay then reads the events table's window). None too when the
+        first record read is already past ``end`` (an iterator on a sibling shard): the batch is not there."""
         records: list[dict[str, Any]] = []
         empty = 0
         while iterator and empty < max_empty_pages:
             page = call(self._client.get_records, ShardIterator=iterator, Limit=1000)
             for record in page.get("Records", []):
                 sequence = int(record["dynamodb"]["SequenceNumber"])
-                if sequence > int(end):
-                    return records
+                if sequence > int(end):  # past the end: nothing read is not an empty batch, it is not found
+                    return records or None
                 records.append(lambda_shape(dict(record)))
                 if sequence == int(end):
                     return records

@@ -167,7 +167,7 @@ def _rate(livekit: Sequence[LiveKitEventRecord], usage: Sequence[UsageEventRecor
     for room in rated:
         concerned.update((s.account, part.period) for s in room.sessions for part in s.parts)
     concerned.update((record.account_id, _usage_key(record, profiles[record.account_id])[1]) for record in usage)
-    concerned = {key for key in concerned if key[0] != UNATTRIBUTED}
+    concerned = {key for key in concerned if key[0] != UNATTRIBUTED and _invoiced(*key, profiles)}
     thresholds = 0
     if concerned:
         for key, aggregate in sorted(repo.aggregates(concerned).items()):
@@ -205,7 +205,8 @@ def _registered_only(room: _Room, registered: Mapping[str, AccountProfile]) -> _
     """The room with its sessions attributed to an account id nobody registered moved to the unattributed bucket, like
     those with no account (D-unreg-1): nothing would bill them under that id. Kept on ``_Room.unregistered`` for
     their announcement. Recomputed at each rating of a session, so one rated after the account registered goes to it
-    (the normal delta moves the minutes out of the bucket)."""
+    (the normal delta moves the minutes out of the bucket) - but for its periods before the signup's, which no close
+    invoices: their minutes stay in the bucket (``_before_signup_unattributed``)."""
     sessions: list[Session] = []
     unregistered: dict[SessionKey, str] = {}
     for session in room.sessions:
@@ -215,6 +216,27 @@ def _registered_only(room: _Room, registered: Mapping[str, AccountProfile]) -> _
         unregistered[session.key] = session.account
         sessions.append(replace(session, account=UNATTRIBUTED))
     return replace(room, sessions=sessions, unregistered=unregistered) if unregistered else room
+
+
+def _invoiced(account: str, period: str, profiles: Mapping[str, AccountProfile]) -> bool:
+    """Whether a close of the account can ever invoice ``period``: the account's signup period or a later one
+    (``invoicing.compose_close`` closes nothing that ends at or before the signup). The bucket and an unregistered id
+    are on the free default, signed up in 1970: always."""
+    return period >= Period.containing(profiles[account].signed_up_at).key
+
+
+def _before_signup_unattributed(
+    contributions: Mapping[ContributionKey, int], profiles: Mapping[str, AccountProfile]
+) -> dict[ContributionKey, int]:
+    """``contributions`` with each period no close of its account invoices (``_invoiced``: before the account's
+    signup period - an id registered after the usage) moved to the unattributed bucket, so it is kept there and
+    announced with the id, not left on an aggregate nothing invoices or reports (D-unreg-1). A period wholly before
+    the signup is one tier segment from the period's start for the account and for the bucket alike."""
+    moved: dict[ContributionKey, int] = defaultdict(int)
+    for (account, period, segment, meter), quantity in contributions.items():
+        owner = account if _invoiced(account, period, profiles) else UNATTRIBUTED
+        moved[(owner, period, segment, meter)] += quantity
+    return dict(moved)
 
 
 def _before_erasure(at_ms: int, profile: AccountProfile) -> bool:
@@ -234,7 +256,7 @@ def _room_changes(room: _Room, profiles: Mapping[str, AccountProfile], unit: Com
         session = _erased(found, previous, profiles[found.account])
         if is_pseudonym(session.identity):
             pseudonyms[found.participant_sid] = session.identity
-        contributions = session_contributions(session, profiles[session.account])
+        contributions = _before_signup_unattributed(session_contributions(session, profiles[session.account]), profiles)
         version = StoredSession.version_of(session, contributions)
         writing = previous is None or previous.version != version
         registers = _registers_as(room.registers(session, previous, writing), session.identity)
@@ -349,12 +371,11 @@ def _announce_unattributed(unit: CommitUnit, unregistered: Mapping[SessionKey, s
     consumers take one per room and day (D62)."""
     for change in unit.sessions:
         session = change.new.session
-        if session.account != UNATTRIBUTED:
-            continue
         added: dict[str, int] = {}
-        for (_, period, _, meter), quantity in change.delta.items():
-            if meter in ("video", "audio") and quantity > 0:
+        for (account, period, _, meter), quantity in change.delta.items():
+            if account == UNATTRIBUTED and meter in ("video", "audio") and quantity > 0:
                 added[period] = added.get(period, 0) + quantity
+        claimed = unregistered.get(session.key) or (None if session.account == UNATTRIBUTED else session.account)
         for period, minutes in sorted(added.items()):
             event = UnattributedUsageV1(
                 room_sid=session.room_sid,
@@ -362,7 +383,7 @@ def _announce_unattributed(unit: CommitUnit, unregistered: Mapping[SessionKey, s
                 identity=session.identity,
                 period=period,
                 minutes=minutes,
-                unregistered_account=unregistered.get(session.key),
+                unregistered_account=claimed,
             )
             publisher.publish(UnattributedUsageV1.DETAIL_TYPE, event.model_dump())
 
