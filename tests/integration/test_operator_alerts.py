@@ -89,8 +89,8 @@ def test_given_unattributed_usage_naming_an_unregistered_account_then_the_operat
     assert run_queue(alerts_stack) == {"batchItemFailures": []}
     ((subject, text),) = inbox(alerts_stack, url)
     assert subject == "Kilo Billing: 10 unattributed minute(s) in room RM_u"
-    assert "names account 'acct_unknown', which is not registered" in text  # D-unreg-1
-    assert "Register it" in text
+    assert "names account 'acct_unknown', which was not registered for that period" in text  # D-unreg-1
+    assert "If it is not registered, register it" in text
 
 
 def test_given_three_failed_payments_then_the_third_flags_the_account_and_a_redelivery_adds_nothing(

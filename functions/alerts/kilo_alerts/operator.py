@@ -261,9 +261,10 @@ def on_unattributed(detail: Mapping[str, Any], ports: OperatorPorts, policy: Ope
     day = datetime.fromtimestamp(now_ms / 1000, tz=UTC).strftime("%Y-%m-%d")
     if event.unregistered_account:  # D-unreg-1
         why = (
-            f"the room or token metadata names account {event.unregistered_account!r}, which is not registered. "
-            f"Register it (its sessions rated from then on, and the room's next rebuild, go to it) or fix the app's "
-            f"metadata."
+            f"the room or token metadata names account {event.unregistered_account!r}, which was not registered "
+            f"for that period (not registered at all, or signed up after it: no invoice of it can carry these "
+            f"minutes). If it is not registered, register it (its sessions rated from then on, and the room's next "
+            f"rebuild, go to it) or fix the app's metadata."
         )
     else:
         why = "no billing account could be found. Fix the room or token metadata the AttributionRule reads."
