@@ -50,7 +50,7 @@ def run(quick: bool = False) -> dict[str, float]:
     from tests.fakes import InMemoryUsageRepository, RecordingPublisher, registered  # noqa: PLC0415
 
     records = _events(60 if quick else 600)
-    # the rooms' accounts registered: minutes of an unregistered id take the unattributed path (D-unreg-1)
+    # the rooms' accounts registered: minutes of an unregistered id take the unattributed path (D276)
     repo = InMemoryUsageRepository(registered(*(f"acct_{n}" for n in range(50))))
     publisher = RecordingPublisher()
     config = RatingConfig(AttributionRule(), default_catalog().for_period)

@@ -168,7 +168,7 @@ def recreate_table(stack: Stack, logical_id: str = "EventsTable") -> None:
 
 def register_accounts(stack: Stack, *account_ids: str, tier: str = "personal") -> None:
     """Give accounts a profile in the usage table (signed up 2026-01-01): usage is accepted only for those, and rating
-    bills LiveKit minutes only to those (D-unreg-1). An account already registered keeps its profile."""
+    bills LiveKit minutes only to those (D276). An account already registered keeps its profile."""
     from datetime import UTC, datetime  # noqa: PLC0415
 
     from kilo_billing.account_store import DynamoAccountDirectory  # noqa: PLC0415
@@ -184,7 +184,7 @@ def register_accounts(stack: Stack, *account_ids: str, tier: str = "personal") -
 def accounts_registered(*account_ids: str) -> Any:
     """An autouse fixture for a test module whose rooms name these accounts: registered (``register_accounts``) in the
     stack of each test that uses one, as the app registers an account before it creates its rooms - rating sends the
-    minutes of an id nobody registered to the unattributed bucket (D-unreg-1)."""
+    minutes of an id nobody registered to the unattributed bucket (D276)."""
 
     @pytest.fixture(autouse=True, name="registered_accounts")
     def registered(request: pytest.FixtureRequest) -> None:

@@ -445,7 +445,7 @@ class StaticRoomDirectory:
 def registered(*account_ids: str) -> InMemoryAccountDirectory:
     """A directory with these accounts registered on the free default (D18), as the app registers an account before it
     creates the account's rooms: rating sends the minutes of an id nobody registered to the unattributed bucket
-    (D-unreg-1)."""
+    (D276)."""
     return InMemoryAccountDirectory(*(AccountProfile.default(account_id) for account_id in account_ids))
 
 

@@ -1116,7 +1116,7 @@ def caught_up(stack: Any) -> None:
 
 
 class ShutdownError(RuntimeError):
-    """Something the run started did not stop within its deadline; the message names each one (D-demo-1)."""
+    """Something the run started did not stop within its deadline; the message names each one (D264)."""
 
 
 OTHER_STOP_SECONDS = 10.0  # the RoomService stand-in's and the dashboard's stop (the stack has deadlines of its own)
@@ -1247,7 +1247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     console.record = True  # a failing run keeps what it printed (keep_evidence)
     signal.signal(signal.SIGTERM, _interrupt)
     # Ctrl-C stops the demo even when it was started with SIGINT ignored, as a shell without job control starts its
-    # background commands (``./dev test &``); Python then leaves SIGINT ignored and the demo ran on (D-demo-2)
+    # background commands (``./dev test &``); Python then leaves SIGINT ignored and the demo ran on (D263)
     signal.signal(signal.SIGINT, _interrupt)
     evidence: dict[str, str] = {}
     try:

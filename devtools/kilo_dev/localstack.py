@@ -246,7 +246,7 @@ class Function:
 # events. The local stack therefore gives rating's AWS calls a read timeout moto can meet (D20).
 MOTO_CALL_BUDGET = {"AWS_READ_TIMEOUT_SECONDS": "60"}
 
-# Stopping the stack (D-demo-1): every step has a deadline, and the whole stop one more; what is still running then is
+# Stopping the stack (D264): every step has a deadline, and the whole stop one more; what is still running then is
 # named and left to its daemon thread. The event sources and schedules get one budget together (a handler under way
 # finishes), a server's shutdown its own, a process its SIGTERM, then SIGKILL.
 STOP_SECONDS = 30.0
@@ -841,7 +841,7 @@ class LocalStack:
         """Stop everything the stack started, every step bounded and all within ``seconds``: first the threads that
         call the servers (event sources, schedules, the watchdog: each sees the stop between two calls), then the
         gateway, then the servers and processes, each by PID. Returns what did not stop in time, named (empty when
-        everything stopped): it is left to its daemon thread rather than waited for without end (D-demo-1).
+        everything stopped): it is left to its daemon thread rather than waited for without end (D264).
         ``seconds`` defaults to ``STOP_SECONDS``."""
         shutdown = processes.Shutdown(STOP_SECONDS if seconds is None else seconds)
         self._stop.set()

@@ -41,7 +41,7 @@ def stop(process: subprocess.Popen[Any] | None, timeout: float = 10.0) -> None:
 class Shutdown:
     """A stop made of steps, each bounded, all within one deadline (``seconds`` from now): a step still running when
     its time is up is left to its daemon thread and named in ``left``, and the stop goes on with the next step. A stop
-    never waits without a deadline (D-demo-1)."""
+    never waits without a deadline (D264)."""
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
@@ -114,7 +114,7 @@ def run_then_exit(run: Callable[[], int], seconds: float) -> NoReturn:
 def exit_within(code: int, seconds: float) -> NoReturn:
     """End this process with ``code``. The interpreter's own exit joins every non-daemon thread (a thread pool's
     workers too) without a deadline: wait for them at most ``seconds``; if one still runs then, name it on stderr and
-    end at once (``os._exit``, the output flushed first), with ``code`` or 1 when that was 0 (D-demo-1)."""
+    end at once (``os._exit``, the output flushed first), with ``code`` or 1 when that was 0 (D264)."""
     shutdown = Shutdown(seconds)
     for thread in threading.enumerate():
         if thread is not threading.main_thread() and not thread.daemon:

@@ -468,7 +468,7 @@ def test_given_a_void_that_takes_back_more_credit_than_is_left_then_the_credit_i
 def test_given_a_credit_move_not_in_whole_cents_when_any_writer_passes_it_then_refused_naming_it_and_nothing_written(
     ledger: Ledger, credit_read: Decimal, added: Decimal, named: str
 ) -> None:
-    """The ledger stores credit in whole cents (D-money-1): each of the three writes that move the account's credit
+    """The ledger stores credit in whole cents (D265): each of the three writes that move the account's credit
     (a crypto overpayment, a void or a dispute's funds reinstated, a credit note's step) refuses a sub-cent amount."""
     opened = _opened(ledger)
     ledger.rate("acme", "2026-03", SEG, "video", -5_000)

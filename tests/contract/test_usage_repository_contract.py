@@ -273,7 +273,7 @@ def test_given_open_and_closed_sessions_then_only_open_ones_are_listed_by_accoun
 def test_given_registered_and_unknown_accounts_then_profiles_has_only_the_registered_one(harness: Harness) -> None:
     team = AccountProfile("acct-t", (TierChange(datetime(2026, 3, 1, tzinfo=UTC), "team"),))
     harness.register(team)
-    # an unregistered id is absent, not a free default: rating tells the two apart (D-unreg-1)
+    # an unregistered id is absent, not a free default: rating tells the two apart (D276)
     assert harness.repo.profiles(["acct-t", "acct-new"]) == {"acct-t": team}
 
 

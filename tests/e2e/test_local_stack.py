@@ -180,7 +180,7 @@ def _port_open(port: int) -> bool:
 
 
 # the demo started as a shell without job control starts a background command (``./dev test &``): SIGINT ignored, which
-# an exec keeps (D-demo-2)
+# an exec keeps (D263)
 SIGINT_IGNORED = (
     "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
     "os.execv(sys.executable, [sys.executable, '-m', 'kilo_dev.demo', *sys.argv[1:]])"
@@ -275,7 +275,7 @@ def test_given_the_demo_interrupted_with_ctrl_c_then_no_process_or_port_is_left_
     demo: type[Demo], tmp_path: Path, sigint_ignored: bool
 ) -> None:
     """Also when the demo was started with SIGINT ignored, as a shell without job control starts a background command:
-    it ran on, and this test timed out (D-demo-2)."""
+    it ran on, and this test timed out (D263)."""
     run = demo("--accounts", "2", "--intensity", "50", "--dir", str(tmp_path), sigint_ignored=sigint_ignored)
     found = run.wait_for(r"moto server \(pid (\d+)\) on 127\.0\.0\.1:(\d+)", 60)
     moto_pid, port = int(found.group(1)), int(found.group(2))

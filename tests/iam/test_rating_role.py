@@ -19,7 +19,7 @@ from tests.integration.test_rating_stream import Lambda, aggregate, deliver_webh
 
 T0 = 1_794_787_200  # 2026-11-16T00:00:00Z
 ACCOUNT = "acct_iam_1"
-registered_accounts = accounts_registered(ACCOUNT)  # the accounts its rooms name (D-unreg-1)
+registered_accounts = accounts_registered(ACCOUNT)  # the accounts its rooms name (D276)
 JOINERS = 120  # one batch's participant items: more than one transaction holds (100), written in chunks
 FUNCTION = "RateUsageFunction"
 

@@ -26,7 +26,7 @@ from tests.integration.test_sweeper import livekit_server
 
 __all__ = ["livekit_server"]
 T0 = 1_794_787_200  # 2026-11-16T00:00:00Z
-registered_accounts = accounts_registered("acct_sweep")  # the accounts its rooms name (D-unreg-1)
+registered_accounts = accounts_registered("acct_sweep")  # the accounts its rooms name (D276)
 FUNCTION = "SweeperFunction"
 
 

@@ -568,7 +568,7 @@ def test_given_the_sweeper_role_then_each_of_its_usage_table_puts_names_the_attr
     transformed: Transformed,
 ) -> None:
     """A room's listing (D125), a swept room's mark (D219; the drop's version, D222) and a quiet room's
-    version-only header (D219) with its count of events rated from (D-rating-n-3), whose condition names `pending`
+    version-only header (D219) with its count of events rated from (D273), whose condition names `pending`
     (D223): the attributes a request names include its condition's."""
     puts = [
         statement

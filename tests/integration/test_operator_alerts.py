@@ -89,7 +89,7 @@ def test_given_unattributed_usage_naming_an_unregistered_account_then_the_operat
     assert run_queue(alerts_stack) == {"batchItemFailures": []}
     ((subject, text),) = inbox(alerts_stack, url)
     assert subject == "Kilo Billing: 10 unattributed minute(s) in room RM_u"
-    assert "names account 'acct_unknown', which was not registered for that period" in text  # D-unreg-1
+    assert "names account 'acct_unknown', which was not registered for that period" in text  # D276
     assert "If it is not registered, register it" in text
 
 

@@ -390,7 +390,7 @@ def test_a_generation_a_crashed_rebuild_orphaned_naming_the_participants_is_dele
     """D250's orphans at the erasure: the header at version v names generation G; a rebuild that crashed after its
     header landed left its old generation (``<v>.<hex>``), one that crashed before its header left its new one
     (``<v+1>.<hex>``), both naming alice. After the erasure no item names anyone: the drop moves the header to v+1
-    (a running state and a version-only one alike, D-erase-1: a rebuild that read v can no longer land), and every
+    (a running state and a version-only one alike, D274: a rebuild that read v can no longer land), and every
     generation no header can name any more goes with G (before: only G, and the orphans kept alice's identity). A
     generation numbered past the header's - a rebuild under way after the drop - is kept."""
     names = {"alice.smith", "carol.jones"}
@@ -425,7 +425,7 @@ def test_a_generation_a_crashed_rebuild_orphaned_naming_the_participants_is_dele
 def test_given_a_rebuild_read_no_state_blob_when_the_erasure_runs_before_its_commit_then_no_item_names_them(
     stack: Stack, account_api: Any, lambda_context: LambdaContext, monkeypatch: pytest.MonkeyPatch, read: str
 ) -> None:
-    """D-erase-1: alice and carol are in a call whose header is version-only (a state too large to keep, D42) - or
+    """D274: alice and carol are in a call whose header is version-only (a state too large to keep, D42) - or
     that has no header (its sessions' transaction landed, its state's did not) - when the stream delivers carol's
     join again (a retry after the batch's commit). Rating rebuilds the room: it reads the header (version v, or
     none), the events, the sessions (unchanged: none is written) and the profile (no erasure mark yet); then the
@@ -512,7 +512,7 @@ def test_given_a_late_event_of_a_participant_with_no_session_when_rating_writes_
     where: str,
     rebuilt_first: bool,
 ) -> None:
-    """D-gap-1: alice and carol are in a call (joined at 10 s and 30 s) when the account is erased; then bob's
+    """D275: alice and carol are in a call (joined at 10 s and 30 s) when the account is erased; then bob's
     microphone, published at ``published`` - before the erasure - reaches rating late, with no ``participant_joined``
     of his (no session). His event rebuilds the dropped state: at 25 s it is within the last 5 s of the room's events
     (the horizon is 30 - 5 = 25 s), so the state keeps it in the header's window; at 20 s it is older and folded into

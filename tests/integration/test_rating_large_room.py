@@ -24,7 +24,7 @@ from tests.conftest import LambdaContext, Stack, accounts_registered
 
 T0 = 1_794_787_200  # 2026-11-16T00:00:00Z
 ACCOUNT = "acct_allhands"
-registered_accounts = accounts_registered(ACCOUNT)  # the accounts its rooms name (D-unreg-1)
+registered_accounts = accounts_registered(ACCOUNT)  # the accounts its rooms name (D276)
 PARTICIPANTS = 1000
 EXPIRES = T0 + 400 * 86_400
 

@@ -27,7 +27,7 @@ EXPIRES = NOW_MS // 1000 + 400 * 86_400
 ROOMS = itertools.count()
 registered_accounts = accounts_registered(
     "acct-a", "acct-b", "acct-fin", "acct_late"
-)  # the accounts its rooms name (D-unreg-1)
+)  # the accounts its rooms name (D276)
 
 
 @settings(
@@ -137,7 +137,7 @@ def test_a_finished_rooms_state_keeps_no_identity_and_a_late_event_still_rates_e
 def test_a_finished_rooms_header_keeps_its_event_count_and_a_rebuild_from_fewer_refuses_the_room(
     stack: Stack,
 ) -> None:
-    """D-rating-n-3 on the real storage: the finished room's version-only header keeps ``events`` (8, the room's
+    """D273 on the real storage: the finished room's version-only header keeps ``events`` (8, the room's
     events, each rated once); the first four expire from the events table, the replayed leave is refused with the
     reason naming it, and the aggregate keeps what was rated."""
     from tests.unit.test_rating_late_replay import ACCOUNT, RATED, REFUSED, ROOM, timeline  # noqa: PLC0415

@@ -22,7 +22,7 @@ from tests.conftest import LIVEKIT_KEYS, LambdaContext, Stack, accounts_register
 T0 = 1_794_787_200  # 2026-11-16T00:00:00Z
 PERIOD = "2026-11"
 ACCOUNT = "acct_team_1"
-registered_accounts = accounts_registered(ACCOUNT, "acct_other")  # the accounts its rooms name (D-unreg-1)
+registered_accounts = accounts_registered(ACCOUNT, "acct_other")  # the accounts its rooms name (D276)
 
 
 def deliver_webhook(body: bytes, context: LambdaContext) -> None:

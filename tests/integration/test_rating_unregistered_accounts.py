@@ -1,4 +1,4 @@
-"""On moto, through ingest, the events table's stream and the rating handler (D-unreg-1): a room whose metadata names
+"""On moto, through ingest, the events table's stream and the rating handler (D276): a room whose metadata names
 an account id nobody registered has its minutes kept in the unattributed bucket and announced on the billing bus with
 the id; once the account is registered, the room's next rebuild moves them to it."""
 

@@ -21,7 +21,7 @@ from tests.integration.test_rating_stream import Lambda, aggregate, deliver_webh
 
 registered_accounts = accounts_registered(
     "acct_agent", "acct_deploy", "acct_mtd", "acct_outage", "acct_reconnect", "acct_sweep"
-)  # the accounts its rooms name (D-unreg-1)
+)  # the accounts its rooms name (D276)
 
 T0 = 1_794_787_200  # 2026-11-16T00:00:00Z: every sweep below stays inside November
 HOUR = 3600

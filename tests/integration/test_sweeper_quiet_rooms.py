@@ -17,7 +17,7 @@ from tests.conftest import LambdaContext, Stack, accounts_registered
 from tests.integration.test_rating_stream import Lambda, aggregate, deliver_webhook
 from tests.integration.test_sweeper import livekit_server
 
-registered_accounts = accounts_registered("acct_quiet")  # the accounts its rooms name (D-unreg-1)
+registered_accounts = accounts_registered("acct_quiet")  # the accounts its rooms name (D276)
 
 __all__ = ["livekit_server"]
 T0 = 1_794_787_200  # 2026-11-16T00:00:00Z

@@ -29,7 +29,7 @@ from tests.fakes import InMemoryUsageRepository, RecordingPublisher, registered
 from tests.property.test_rating_exactly_once import CONFIG, FULL_ROOM, METADATA, NOW_MS, T0, histories
 
 # the accounts the rooms name, registered (on the free default) as the app does before it creates their rooms:
-# minutes of an id nobody registered go to the unattributed bucket (D-unreg-1)
+# minutes of an id nobody registered go to the unattributed bucket (D276)
 ACCOUNTS = ("acct-a", "acct-b")
 
 

@@ -47,7 +47,7 @@ DAY = 24 * 3600
 RULE = AttributionRule()
 CONFIG = RatingConfig(AttributionRule(), default_catalog().for_period)
 # the accounts the rooms name, registered (on the free default) as the app does before it creates their rooms:
-# minutes of an id nobody registered go to the unattributed bucket (D-unreg-1)
+# minutes of an id nobody registered go to the unattributed bucket (D276)
 ACCOUNTS = (
     "acct-a",
     "acct-abort",

@@ -160,7 +160,7 @@ def test_given_the_demo_started_with_sigint_ignored_then_ctrl_c_still_interrupts
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A shell without job control starts its background commands with SIGINT ignored (``./dev test &``), and Python
-    leaves it so: the e2e tests' SIGINT to the demo did nothing, and both timed out waiting for it to end (D-demo-2)."""
+    leaves it so: the e2e tests' SIGINT to the demo did nothing, and both timed out waiting for it to end (D263)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # as the demo inherits it from such a shell
     went_on: list[str] = []
 

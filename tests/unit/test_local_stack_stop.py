@@ -1,4 +1,4 @@
-"""Stopping the local stack and the demo never waits without a deadline (D-demo-1): the threads that call the servers
+"""Stopping the local stack and the demo never waits without a deadline (D264): the threads that call the servers
 stop before the servers do; a step that does not end in time is left to its daemon thread and named; the demo then
 exits 1 naming it, and its process exit waits for no thread for good.
 

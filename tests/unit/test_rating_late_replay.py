@@ -1,4 +1,4 @@
-"""A very late replay (docs/decisions.md D-rating-n-3): an operator replays a room's events from the events table
+"""A very late replay (docs/decisions.md D273): an operator replays a room's events from the events table
 after some of them passed their raw-event TTL. A rebuild from what is left would rate the room's sessions again from
 part of their events - un-billing the camera minutes whose track events expired, billing them as audio instead. The
 room's stored state remembers how many events it was rated from, and a rebuild that finds fewer refuses the room:

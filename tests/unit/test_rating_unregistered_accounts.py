@@ -1,4 +1,4 @@
-"""LiveKit minutes whose room or participant metadata names an account id nobody registered (D-unreg-1): they go to
+"""LiveKit minutes whose room or participant metadata names an account id nobody registered (D276): they go to
 the unattributed bucket like minutes with no account at all, and their ``UnattributedUsage.v1`` names the id, so the
 operator can register it or fix the app's metadata. Before, they were rated as a free-tier account under that id:
 billed by no close, listed by no report, announced to nobody."""

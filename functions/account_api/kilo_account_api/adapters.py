@@ -418,7 +418,7 @@ class DynamoSessionHistory:
 
     def _drop_running_states(self, room_keys: Iterable[str], attempts: int = 3) -> int:
         """Fence rating's state writes off each room (``ROOM#<sid>``) and drop what of its state names participants
-        (D220, D-erase-1): the header's version moves by one, on the condition that it is the version read - a
+        (D220, D274): the header's version moves by one, on the condition that it is the version read - a
         running state loses its blob (and a chunked write's pending mark: that write's remaining chunks, each
         conditioned on its mark, are refused, D224), a version-only header (finished, too large to keep, dropped)
         keeps its cut-off, generation and event count (D196), and a room with no header gets a version-only one
@@ -426,7 +426,7 @@ class DynamoSessionHistory:
         prepared before the erasure is refused whatever its transaction writes besides - the erasure-mark check
         goes only with sessions carrying an identity (D80) - and its retry reads the mark. Then the participant
         items of the generation the header named and of those a rebuild's crash orphaned go - rating's rule, from
-        the layer (D250, D-rating-n-1). Nothing reads a dropped state again: the room's next event rebuilds it from
+        the layer (D250, D271). Nothing reads a dropped state again: the room's next event rebuilds it from
         the stored events, with the pseudonym of each participant whose session began before the erasure mark. A
         header rating rewrites meanwhile is read and fenced again (``attempts``); still moving after that:
         ``ErasureIncompleteError`` (the retry goes on). Returns the running states dropped."""

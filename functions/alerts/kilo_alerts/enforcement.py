@@ -271,7 +271,7 @@ def restore_account(
     to say who left: a participant it does not list is looked for in its room's participant list by its pseudonym
     (``_LiveIdentities``: one ListParticipants per such room) and given back through the identity found there; only
     one its room does not list (or a room that ended) is ``gone``. So a restore never depends on the index having
-    caught up with the audio-only step's read - the grace between them may be 0 s (D-alerts-4). The other way round
+    caught up with the audio-only step's read - the grace between them may be 0 s (D262). The other way round
     (a session closed, still listed) RoomService decides: not found, ``gone``. Each restore is claimed once per
     participant and limit: a read that differs never restores twice."""
     records = stored(account_id, ports.ledger.actions(account_id))
@@ -401,7 +401,7 @@ def _narrowed_unlisted(
 ) -> list[Participant]:
     """The participants narrowed under ``limit`` that the open sessions (``listed``) do not list, by pseudonym: the
     index is eventually consistent and may not list yet one the audio-only step's read found (a grace of 0 s,
-    D-alerts-4), so each is looked for in its room (``_LiveIdentities``) and removed, or recorded ``gone``."""
+    D262), so each is looked for in its room (``_LiveIdentities``) and removed, or recorded ``gone``."""
     seen = {Participant(found.room, pseudonym(account_id, found.identity)) for found in listed}
     return sorted(
         {

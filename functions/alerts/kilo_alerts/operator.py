@@ -259,7 +259,7 @@ def on_unattributed(detail: Mapping[str, Any], ports: OperatorPorts, policy: Ope
     ``UnattributedMinutes`` metric)."""
     event = UnattributedUsageV1.model_validate(detail)
     day = datetime.fromtimestamp(now_ms / 1000, tz=UTC).strftime("%Y-%m-%d")
-    if event.unregistered_account:  # D-unreg-1
+    if event.unregistered_account:  # D276
         why = (
             f"the room or token metadata names account {event.unregistered_account!r}, which was not registered "
             f"for that period (not registered at all, or signed up after it: no invoice of it can carry these "

@@ -35,7 +35,7 @@ class AlertSettings(ForecastSettings, SmsSettings, DashboardSettings):
     livekit_url: str = ""
     livekit_keys_secret_name: str = ""
     # 0 is allowed (the template's MinValue): the removal step does not trust the open-sessions index to have caught up
-    # with the audio-only step's read (a participant it narrowed is looked for in its room, D-alerts-4)
+    # with the audio-only step's read (a participant it narrowed is looked for in its room, D262)
     enforcement_grace_seconds: int = Field(default=120, ge=0, le=900)
     alerts_queue_url: str = ""
     roomservice_timeout_seconds: float = Field(default=5.0, gt=0)

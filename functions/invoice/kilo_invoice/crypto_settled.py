@@ -46,7 +46,7 @@ def marker(invoice_id: str) -> str:
 def _credit(text: str) -> Decimal:
     """The event's ``credit_usd``: whole cents, never negative, by contract. Anything else is refused (the record
     fails, is redelivered, then dead-lettered): never rounded here. Checked here although ``CreditMove`` refuses a
-    sub-cent move too (D-money-1): this names the event's field, and refuses before anything is read."""
+    sub-cent move too (D265): this names the event's field, and refuses before anything is read."""
     try:
         credit = Decimal(text)
     except InvalidOperation:

@@ -876,7 +876,7 @@ def refund_invoice(
 
     def bounded(current: InvoiceRecord) -> None:
         """Bounded again on the invoice as stored, by the same rule with the notes read: a change re-applied after a
-        conflict (another refund landed) - never past what the notes' account credit already gave back (D-fixb-n-2)."""
+        conflict (another refund landed) - never past what the notes' account credit already gave back (D279)."""
         left = refundable(replace(ledger, invoices={**ledger.invoices, current.invoice_id: current}), current)
         if left < wanted:
             raise ValueError(f"refund must be at most {money_str(left)}, got {money_str(wanted)}")

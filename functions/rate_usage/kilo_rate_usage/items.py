@@ -8,7 +8,7 @@ Usage table layout (single table):
   re-reading them (``rooms.RoomState`` without the live participants): JSON compressed with zlib in ``state_zlib``,
   a ``version`` counter (conditional writes, in the same transaction as the sessions it describes), the
   ``generation`` of its participant items, ``delivered_ms`` (a rebuild's cut-off, D42) and ``events`` (how many
-  distinct events it was rated from: a rebuild finding fewer stored refuses the room, D-rating-n-3);
+  distinct events it was rated from: a rebuild finding fewer stored refuses the room, D273);
 - participant  ``ROOM#<room sid>`` / ``PART#<generation>#<participant sid>`` - one live participant's registers
   (compact JSON in ``registers``), read and written only by the batches that concern it; a generation is
   ``<header version it was written for>.<12 hex>`` (``new_generation``; before, 12 hex alone); the state's key

@@ -143,7 +143,7 @@ def _rate(livekit: Sequence[LiveKitEventRecord], usage: Sequence[UsageEventRecor
     accounts.update(record.account_id for record in usage)
     registered = repo.profiles(accounts)
     # an unregistered id (and the bucket) on the free default (D18): only its erasure mark (none) and a usage event's
-    # segment read it - ingest refuses usage of an unregistered account; its sessions go to the bucket (D-unreg-1)
+    # segment read it - ingest refuses usage of an unregistered account; its sessions go to the bucket (D276)
     profiles = {account: registered.get(account) or AccountProfile.default(account) for account in accounts}
     profiles.setdefault(UNATTRIBUTED, AccountProfile.default(UNATTRIBUTED))
     rated = [_registered_only(room, registered) for room in rated]
@@ -193,7 +193,7 @@ def _sessionless(change: StateChange | None, config: RatingConfig) -> dict[str, 
     """The participants the room's new state (``change``) writes (their items, the window's events) that have no
     session yet: their provisional account and earliest moment (``RoomFold.provisional_accounts``), judged on every
     event the state knows - its fold and its window: a participant whose only events are still in the window is in
-    no item yet, but the window's events name him (D-gap-1)."""
+    no item yet, but the window's events name him (D275)."""
     if change is None or not change.new.usable:
         return {}
     state = change.new
@@ -203,7 +203,7 @@ def _sessionless(change: StateChange | None, config: RatingConfig) -> dict[str, 
 
 def _registered_only(room: _Room, registered: Mapping[str, AccountProfile]) -> _Room:
     """The room with its sessions attributed to an account id nobody registered moved to the unattributed bucket, like
-    those with no account (D-unreg-1): nothing would bill them under that id. Kept on ``_Room.unregistered`` for
+    those with no account (D276): nothing would bill them under that id. Kept on ``_Room.unregistered`` for
     their announcement. Recomputed at each rating of a session, so one rated after the account registered goes to it
     (the normal delta moves the minutes out of the bucket) - but for its periods before the signup's, which no close
     invoices: their minutes stay in the bucket (``_before_signup_unattributed``)."""
@@ -230,7 +230,7 @@ def _before_signup_unattributed(
 ) -> dict[ContributionKey, int]:
     """``contributions`` with each period no close of its account invoices (``_invoiced``: before the account's
     signup period - an id registered after the usage) moved to the unattributed bucket, so it is kept there and
-    announced with the id, not left on an aggregate nothing invoices or reports (D-unreg-1). A period wholly before
+    announced with the id, not left on an aggregate nothing invoices or reports (D276). A period wholly before
     the signup is one tier segment from the period's start for the account and for the bucket alike."""
     moved: dict[ContributionKey, int] = defaultdict(int)
     for (account, period, segment, meter), quantity in contributions.items():
@@ -366,7 +366,7 @@ def _state_as(change: StateChange, pseudonyms: Mapping[str, str]) -> StateChange
 
 def _announce_unattributed(unit: CommitUnit, unregistered: Mapping[SessionKey, str], publisher: EventPublisher) -> None:
     """``UnattributedUsage.v1`` for each session whose minutes went to the unattributed bucket (operators are alerted;
-    D16), naming the account id its metadata gave when nobody registered it (``unregistered``, D-unreg-1). Published
+    D16), naming the account id its metadata gave when nobody registered it (``unregistered``, D276). Published
     before the commit, so a batch retried after a failed publish or commit announces again: at least once, and
     consumers take one per room and day (D62)."""
     for change in unit.sessions:
@@ -397,7 +397,7 @@ class _Room:
     fold: RoomFold  # every event folded: the registers of a closed session written anyway go with it
     # the participants the new state writes with no session yet: provisional account and earliest moment (D240)
     sessionless: Mapping[str, tuple[str, int]] = field(default_factory=dict)
-    # sessions moved to the unattributed bucket: the account id they named, nobody registered (D-unreg-1)
+    # sessions moved to the unattributed bucket: the account id they named, nobody registered (D276)
     unregistered: Mapping[SessionKey, str] = field(default_factory=dict)
 
     def registers(self, session: Session, previous: StoredSession | None, writing: bool) -> str:
@@ -508,7 +508,7 @@ def _rebuild(
 def _check_events_kept(header: RoomState, stored: Sequence[LiveKitEventRecord]) -> None:
     """``ExpiredEventsError`` when fewer of the room's events received by the state's cut-off are stored than the
     state was rated from (``RoomState.events_folded``; 0: not known): events are never deleted but by their TTL, so
-    some expired - a rebuild would rate the room's sessions again from part of their events (D-rating-n-3)."""
+    some expired - a rebuild would rate the room's sessions again from part of their events (D273)."""
     kept = len({event.event_id for event in stored if event.received_at_ms <= header.delivered_ms})
     if kept < header.events_folded:
         raise ExpiredEventsError(

@@ -48,7 +48,7 @@ class UnreadableRoomError(RejectedWriteError):
 class ExpiredEventsError(UnreadableRoomError):
     """Fewer of the room's events are stored than its stored state was rated from (their raw events passed their
     TTL: a very late replay): a rebuild from them would rate the room's sessions again from part of their events, so
-    the room is refused like an unreadable one (D-rating-n-3)."""
+    the room is refused like an unreadable one (D273)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,7 +233,7 @@ class UsageRepository(Protocol):
 
     def profiles(self, accounts: Iterable[str]) -> dict[str, AccountProfile]:
         """The profiles of those of ``accounts`` that are registered (one read; an unregistered id is absent - rating
-        sends its sessions to the unattributed bucket, D-unreg-1)."""
+        sends its sessions to the unattributed bucket, D276)."""
         ...
 
     def aggregates(self, keys: Iterable[AggregateKey]) -> dict[AggregateKey, Aggregate]:

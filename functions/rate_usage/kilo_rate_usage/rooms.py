@@ -107,7 +107,7 @@ class RoomState:
     # is not loaded whole at every batch)
     pending: bool = False  # the stored header carries a chunked write's pending mark (unusable: under way, or died)
     # how many distinct events were folded in (all received by ``delivered_ms``): a rebuild finding fewer of the
-    # room's events stored refuses the room (their raw events expired: D-rating-n-3); 0 = not known (written before)
+    # room's events stored refuses the room (their raw events expired: D273); 0 = not known (written before)
     events_folded: int = 0
 
     @property

@@ -427,7 +427,7 @@ class RoomFold:
         publish or unpublish, its leave, a sweep), and that moment in ms - what an erasure mark is judged by until
         the session exists (D220). A participant the fold knows no moment of is left out. Only the participants this
         fold holds are answered: rating asks a state's fold with its window's events folded in (``RoomState.folded``,
-        D-gap-1)."""
+        D275)."""
         accounts = RoomAccounts(self.metadata, self.metadata_offset)
         found: dict[str, tuple[str, int]] = {}
         for sid in sorted(set(sids) & self.participants.keys()):

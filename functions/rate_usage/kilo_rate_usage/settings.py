@@ -32,7 +32,7 @@ class RatingSettings(FunctionSettings):
     # a room's listing (and a dropped room's mark) is kept this long after its answer (the usage table's TTL); longer
     # than the template's largest MaxUnconfirmedHours (720 h), so a cap never misses a listing (D125); at least 15
     # days, past the rating on-failure queue's 14 days' retention, so a replay from it never outlives a dropped room's
-    # mark (D251, D-rating-n-2)
+    # mark (D251, D272)
     room_listing_ttl_days: int = Field(default=31, ge=15, le=400)
     sweep_every_minutes: int = Field(default=5, ge=1, le=30)  # the template's schedule, rate(5 minutes)
     # a room whose sessions the sweeper closed, none open since and no event for this long, loses its running state

@@ -101,7 +101,7 @@ class UnattributedUsageV1(ContractV1):
     minutes: int
     # the account id the room's or participant's metadata named, when it was not registered for the period (nobody
     # registered it, or it signed up after the period: no close bills it; else None: no account found); the operator
-    # registers it or fixes the app's metadata (D-unreg-1, D-fixa-1)
+    # registers it or fixes the app's metadata (D276, D280)
     unregistered_account: str | None = None
 
 

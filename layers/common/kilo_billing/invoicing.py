@@ -372,7 +372,7 @@ class CreditMove:
     added``), with the credit notes ``notes`` written in the same transaction, each over its stored version
     ``note.version - 1``. Every write that moves the account's credit goes through one, in both stores (an invoice
     update's, a credit note's step's): the ledger keeps credit in whole cents, so a move that is not is refused when
-    built - ValueError naming the amounts - before anything is written (D-money-1)."""
+    built - ValueError naming the amounts - before anything is written (D265)."""
 
     credit_read: Decimal
     added: Decimal

@@ -7,11 +7,11 @@ participants' registers) stays rating's (``kilo_rate_usage.items``, ``kilo_rate_
   ``version``, cut-off and ``generation`` alone: a finished room's, or one whose state is too large to keep),
   ``version`` (a counter every write of the state is conditioned on), ``generation`` (of its participant items),
   ``delivered_ms`` (a rebuild's cut-off, D42), ``events`` (how many of the room's stored events it was rated from:
-  a rebuild finding fewer refuses the room, D-rating-n-3) and, while a chunked write of its participant items is
+  a rebuild finding fewer refuses the room, D273) and, while a chunked write of its participant items is
   under way, ``pending`` (each chunk is conditioned on it, D69). Every write of the header but that mark moves
   ``version`` by one, conditioned on the version read (or on no header) - the erasure's drop too, of a version-only
   header as well, and it puts ``version`` 1 alone where it finds none - so a write prepared before another lands
-  no more (D-erase-1);
+  no more (D274);
 - participant  ``ROOM#<room sid>`` / ``PART#<generation>#<participant sid>`` - one live participant's registers; a
   generation is ``<header version it was written for>.<12 hex>`` (rating's ``items.new_generation``).
 
