@@ -184,6 +184,16 @@ def test_given_a_run_failing_and_then_not_stopping_then_the_demo_names_both_and_
     assert "RuntimeError: POST /v1/usage kept failing" in (kept / "traceback.txt").read_text()
 
 
+def _python(script: str) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` in a fresh interpreter from the repository; it must end well inside its 1 s deadline's margin."""
+    began = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", script], check=False, cwd=ROOT, capture_output=True, text=True, timeout=30
+    )
+    assert time.monotonic() - began < 20
+    return done
+
+
 def test_given_a_thread_that_never_ends_then_the_process_exits_within_the_deadline_with_its_code_naming_it() -> None:
     """The interpreter's exit joins every non-daemon thread (a thread pool's workers too) without a deadline."""
     script = (
@@ -192,11 +202,7 @@ def test_given_a_thread_that_never_ends_then_the_process_exits_within_the_deadli
         "threading.Thread(target=threading.Event().wait, name='pool-worker').start()\n"
         "processes.exit_within(130, 1.0)\n"
     )
-    began = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, "-c", script], check=False, cwd=ROOT, capture_output=True, text=True, timeout=30
-    )
-    assert time.monotonic() - began < 20
+    done = _python(script)
     assert done.returncode == 130
     assert "Exiting without waiting for the thread 'pool-worker' (still running after 1.0 s)" in done.stderr
 
@@ -214,11 +220,7 @@ def test_given_a_main_that_raises_with_a_thread_that_never_ends_then_the_process
         "    raise RuntimeError('the run broke')\n"
         "processes.run_then_exit(main, 1.0)\n"
     )
-    began = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, "-c", script], check=False, cwd=ROOT, capture_output=True, text=True, timeout=30
-    )
-    assert time.monotonic() - began < 20
+    done = _python(script)
     assert done.returncode == 1
     assert "RuntimeError: the run broke" in done.stderr
     assert "Exiting without waiting for the thread 'pool-worker' (still running after 1.0 s)" in done.stderr
@@ -232,8 +234,6 @@ def test_given_a_main_that_asks_to_exit_then_its_code_is_kept(exit_code: object,
         f"def main():\n    sys.exit({exit_code!r})\n"
         "processes.run_then_exit(main, 1.0)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script], check=False, cwd=ROOT, capture_output=True, text=True, timeout=30
-    )
+    done = _python(script)
     assert done.returncode == expected
     assert ("usage: bad" in done.stderr) is (exit_code == "usage: bad")
