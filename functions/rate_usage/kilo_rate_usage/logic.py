@@ -21,14 +21,16 @@ Decoding the stream's records is the handler's edge (``stream.py``); this module
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from kilo_billing.accounts import UNATTRIBUTED, AccountProfile, is_pseudonym, pseudonym
 from kilo_billing.contracts import UnattributedUsageV1, UsageThresholdCrossedV1
 from kilo_billing.livekit_events import LiveKitEventRecord
+from kilo_billing.meters import Coverage
 from kilo_billing.money import decimal_str
 from kilo_billing.periods import Period
 from kilo_billing.publisher import EventPublisher
@@ -65,7 +67,7 @@ from kilo_rate_usage.rooms import (
     registers_from_text,
     registers_text,
 )
-from kilo_rate_usage.sessions import ParticipantFold, RoomFold, fold_events
+from kilo_rate_usage.sessions import ParticipantFold, RoomFold, by_segment, fold_events
 
 
 def _usage_key(record: UsageEventRecord, profile: AccountProfile) -> ContributionKey:
@@ -239,6 +241,15 @@ def _before_signup_unattributed(
     return dict(moved)
 
 
+def _by_segment(session: Session, profile: AccountProfile, coverage: Callable[[], Coverage] | None) -> Session:
+    """The session's period parts cut at its account's tier changes, each segment's share of the part's minutes by
+    its video and audio seconds there (``sessions.by_segment``, D-tiersplit-1): here, where the account's segments
+    (its profile) and the room's video coverage are both known."""
+    if coverage is None:
+        return session
+    return by_segment(session, profile.segment_cuts, coverage)
+
+
 def _before_erasure(at_ms: int, profile: AccountProfile) -> bool:
     """Whether ``at_ms`` is before the account's last erasure mark: what happened then is named by its pseudonym
     (D80, D240)."""
@@ -251,7 +262,8 @@ def _room_changes(room: _Room, profiles: Mapping[str, AccountProfile], unit: Com
     a participant with no session yet whose earliest moment the state knows is before its provisional account's
     erasure mark (``room.sessionless``) is named in the state by that account's pseudonym too (D240)."""
     pseudonyms: dict[str, str] = {}  # participant sid -> the pseudonym its session is stored under (D80)
-    for found in room.sessions:
+    for built in room.sessions:
+        found = _by_segment(built, profiles[built.account], room.coverage)
         previous = room.stored.get(found.participant_sid)
         session = _erased(found, previous, profiles[found.account])
         if is_pseudonym(session.identity):
@@ -399,6 +411,8 @@ class _Room:
     sessionless: Mapping[str, tuple[str, int]] = field(default_factory=dict)
     # sessions moved to the unattributed bucket: the account id they named, nobody registered (D276)
     unregistered: Mapping[SessionKey, str] = field(default_factory=dict)
+    # the room's video coverage the sessions were computed with: their parts' tier cuts ask it (D-tiersplit-1)
+    coverage: Callable[[], Coverage] | None = None
 
     def registers(self, session: Session, previous: StoredSession | None, writing: bool) -> str:
         """The registers to store with ``session`` (``writing``: its content changed and is written anyway)."""
@@ -464,7 +478,9 @@ def _in_order(
     if change is not None and step.full.room_end_s is not None:  # the room finished: keep no identity (D196)
         change = StateChange(_finished(step.state), state.version, {}, tuple(sorted(state.fold.participants)), False,
                              state.generation)  # fmt: skip
-    return _Room(step.sessions(config.attribution), stored, change, _texts(step.retired), step.full)
+    coverage = functools.cache(step.coverage)  # merged at most once: the sessions and their tier cuts share it
+    sessions = step.full.sessions(config.attribution, coverage, step.affected)  # = step.sessions
+    return _Room(sessions, stored, change, _texts(step.retired), step.full, coverage=coverage)
 
 
 def _finished(state: RoomState) -> RoomState:
@@ -501,8 +517,9 @@ def _rebuild(
             header.generation if header is not None else "",
         )  # fmt: skip
     fold = fold_events(events)
-    sessions = fold.sessions(config.attribution, fold.coverage)  # = rebuild_room(events)
-    return _Room(sessions, repo.stored_sessions(room_sid), change, _texts(retired), fold)
+    coverage = functools.cache(fold.coverage)  # merged at most once: the sessions and their tier cuts share it
+    sessions = fold.sessions(config.attribution, coverage)  # = rebuild_room(events)
+    return _Room(sessions, repo.stored_sessions(room_sid), change, _texts(retired), fold, coverage=coverage)
 
 
 def _check_events_kept(header: RoomState, stored: Sequence[LiveKitEventRecord]) -> None:

@@ -21,6 +21,7 @@ Rules (shared/reference/livekit.md, billing-policy.md; decisions in docs/decisio
 
 from __future__ import annotations
 
+import functools
 import json
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
@@ -30,7 +31,8 @@ from fractions import Fraction
 
 from kilo_billing.accounts import UNATTRIBUTED, is_account_id
 from kilo_billing.livekit_events import LiveKitEventRecord
-from kilo_billing.meters import Coverage, split_connection
+from kilo_billing.meters import Coverage, minutes_by_segment, split_connection
+from kilo_billing.periods import Period
 from kilo_rate_usage.model import (
     CAPPED,
     SWEPT,
@@ -543,3 +545,37 @@ def _session(
         parts=tuple(parts),
         room_name=room_name,
     )
+
+
+Cuts = Callable[[int, int], Sequence[int]]  # [start, end) ms in one period -> its tier-segment starts inside
+
+
+def by_segment(session: Session, cuts: Cuts, coverage: Callable[[], Coverage]) -> Session:
+    """``session`` with each period part that overlaps more than one of its account's tier segments (``cuts``: the
+    segment starts strictly inside the part) replaced by one part per segment, from the segment's start: the part's
+    minutes, rounded once, shared out by its video and audio seconds inside each segment
+    (``meters.minutes_by_segment``, D-tiersplit-1). A part inside one segment is kept as it is; ``coverage`` (the
+    room's video coverage, the one the session was computed with) is asked only when some part is cut."""
+    if session.end_ms is None or not session.parts:
+        return session
+    parts: list[PeriodPart] = []
+    cut_any = False
+    for part in session.parts:
+        bounds = Period.parse(part.period)
+        start_ms = max(session.start_ms, int(bounds.start.timestamp()) * 1000)
+        end_ms = min(session.end_ms, int(bounds.end.timestamp()) * 1000)
+        inside = cuts(start_ms, end_ms)
+        if not inside:
+            parts.append(part)
+            continue
+        cut_any = True
+        merged = coverage() if session.billing is Billing.ROOM_RULE else Coverage(())  # SIP: never video
+        pieces = minutes_by_segment(start_ms, end_ms, inside, functools.partial(_video_in, merged))
+        parts.extend(
+            PeriodPart(part.period, at_ms, minutes.video, minutes.audio) for at_ms, minutes in pieces if minutes.total
+        )
+    return replace(session, parts=tuple(parts)) if cut_any else session
+
+
+def _video_in(coverage: Coverage, start_ms: int, end_ms: int) -> Fraction:
+    return coverage.seconds((_ms_to_dt(start_ms), _ms_to_dt(end_ms)))

@@ -14,7 +14,7 @@ import re
 import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Final, Protocol
 
@@ -187,6 +187,16 @@ class AccountProfile:
             if segment.start <= at < segment.end:
                 return int(segment.start.timestamp())
         raise AssertionError("segments cover their period")
+
+    def segment_cuts(self, start_ms: int, end_ms: int) -> tuple[int, ...]:
+        """The starts (epoch ms) of the account's tier segments strictly inside ``[start_ms, end_ms)``, which lies in
+        one period: where a connection's part is shared out (``meters.minutes_by_segment``, D-tiersplit-1)."""
+        at = datetime.fromtimestamp(start_ms / 1000, tz=UTC)
+        epoch = datetime(1970, 1, 1, tzinfo=UTC)
+        # rounded up to the millisecond: the piece from a cut on lies in the segment that starts there
+        segments = self.segments(Period.containing(at))
+        starts = (-((epoch - segment.start) // timedelta(milliseconds=1)) for segment in segments)
+        return tuple(cut for cut in starts if start_ms < cut < end_ms)
 
     def tier_at(self, at: datetime) -> str:
         """The tier in effect at ``at``: the latest change at or before it; of several changes at one instant, the

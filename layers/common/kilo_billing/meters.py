@@ -7,8 +7,9 @@ billing units: per-connection minutes (rounded up per connection, video/audio sp
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -81,6 +82,67 @@ def connection_minutes(connected_seconds: Fraction | int, video_seconds: Fractio
     total = _ceil(connected / 60)
     video_minutes = min(total, _ceil(video / 60))
     return ConnectionMinutes(video=video_minutes, audio=total - video_minutes)
+
+
+def _largest_remainder(total: int, weights: Sequence[Fraction]) -> list[int]:
+    """``total`` shared out in proportion to ``weights`` (not all zero): each share's floor, then one more to each of
+    the largest remainders until the shares sum to ``total`` - a tie to the later share."""
+    whole = sum(weights, Fraction(0))
+    quotas = [total * weight / whole for weight in weights]
+    shares = [math.floor(quota) for quota in quotas]
+    by_remainder = sorted(range(len(quotas)), key=lambda i: (quotas[i] - shares[i], i), reverse=True)
+    for index in by_remainder[: total - sum(shares)]:
+        shares[index] += 1
+    return shares
+
+
+def allocate_minutes(
+    minutes: ConnectionMinutes, pieces: Sequence[tuple[Fraction, Fraction]]
+) -> list[ConnectionMinutes]:
+    """One connection part's rounded ``minutes`` shared out to the tier segments it overlaps (docs/decisions.md
+    D-tiersplit-1): ``pieces`` are its (connected seconds, video seconds) inside each segment, in time order.
+
+    Video minutes go in proportion to the video seconds of each piece, audio minutes in proportion to its audio
+    (connected - video) seconds, each by the largest-remainder method (a tie to the later segment), so the shares sum
+    exactly to the part's minutes, which stay rounded once. With consistent pieces a kind with minutes always has
+    weight (video minutes > 0 needs video seconds > 0; audio minutes > 0 needs ceil(connected / 60) >
+    ceil(video / 60), so connected > video); should a kind have none anywhere, it goes by connected seconds."""
+    if not pieces:
+        raise ValueError("a connection part needs at least one piece")
+    for connected, video in pieces:
+        if connected < 0 or video < 0 or video > connected:
+            raise ValueError(f"a piece needs 0 <= video ({video}) <= connected ({connected}) seconds")
+    if len(pieces) == 1:
+        return [minutes]
+    connected_weights = [connected for connected, _ in pieces]
+    if not any(connected_weights):
+        raise ValueError("a connection part with minutes needs connected seconds")
+    shares: list[list[int]] = []
+    for quantity, weights in (
+        (minutes.video, [video for _, video in pieces]),
+        (minutes.audio, [connected - video for connected, video in pieces]),
+    ):
+        if not quantity:
+            shares.append([0] * len(pieces))
+            continue
+        shares.append(_largest_remainder(quantity, weights if any(weights) else connected_weights))
+    return [ConnectionMinutes(video=v, audio=a) for v, a in zip(shares[0], shares[1], strict=True)]
+
+
+def minutes_by_segment(
+    start_ms: int, end_ms: int, cuts_ms: Sequence[int], video_in: Callable[[int, int], Fraction]
+) -> list[tuple[int, ConnectionMinutes]]:
+    """A connection's part ``[start_ms, end_ms)`` in one period, cut at ``cuts_ms`` (the starts of the account's tier
+    segments strictly inside it): its minutes rounded once over the whole part (``connection_minutes``), then shared
+    out to the pieces (``allocate_minutes``). Returns (piece start ms, minutes) per piece, in order; with no cut, the
+    part itself with exactly ``connection_minutes``. ``video_in(a, b)``: video seconds within ``[a, b)``."""
+    bounds = [start_ms, *(cut for cut in sorted(cuts_ms) if start_ms < cut < end_ms), end_ms]
+    pieces = []
+    for a, b in itertools.pairwise(bounds):
+        connected = Fraction(b - a, 1000)
+        pieces.append((connected, min(video_in(a, b), connected)))
+    whole = connection_minutes(sum(c for c, _ in pieces), sum(v for _, v in pieces))
+    return list(zip(bounds[:-1], allocate_minutes(whole, pieces), strict=True))
 
 
 Interval = tuple[datetime, datetime]

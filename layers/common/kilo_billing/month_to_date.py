@@ -16,6 +16,7 @@ The model and the arithmetic, with the port ``MonthToDateSource``; the item mapp
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from typing import Final, Protocol
 from kilo_billing.accounts import AccountProfile
 from kilo_billing.catalog import PriceBook
 from kilo_billing.invoicing import segment_usage
-from kilo_billing.meters import Meter, connection_minutes
+from kilo_billing.meters import Meter, minutes_by_segment
 from kilo_billing.periods import Period
 from kilo_billing.rating import RatedPeriod, rate_segments
 from kilo_billing.usage_signals import Counters
@@ -79,7 +80,9 @@ def open_session_extra(
     video_in: VideoSoFar | None = None,
 ) -> dict[tuple[int, str], int]:
     """Minutes open sessions would bill in ``period`` if they ended now, keyed like rating's counters (module doc).
-    The connection is clipped to the period; each one is rounded as a connection of its own (``connection_minutes``).
+    The connection is clipped to the period; each one is rounded as a connection of its own, once, and its minutes
+    shared out to the account's tier segments it overlaps by its video and audio seconds in each
+    (``meters.minutes_by_segment``, D-tiersplit-1), as rating does when it closes.
     """
     bounds = Period.parse(period)
     period_start_ms = int(bounds.start.timestamp() * 1000)
@@ -92,25 +95,36 @@ def open_session_extra(
         end_ms = min(now_ms, period_end_ms)
         if end_ms <= start_ms:
             continue
-        connected = Fraction(end_ms - start_ms, 1000)
-        video = Fraction(0)
-        exact = video_in(session, start_ms, end_ms) if video_in is not None else None
-        if session.billing == ROOM_RULE and exact is not None:
-            video = min(exact, connected)
-        elif session.billing == ROOM_RULE:
-            as_of = min(max(session.as_of_ms, session.start_ms), now_ms)
-            known = Fraction(max(0, as_of - session.start_ms), 1000)
-            inside = Fraction(max(0, min(as_of, end_ms) - start_ms), 1000)
-            if known > 0:
-                video = session.video_seconds * inside / known
-            if session.video_active and end_ms > max(as_of, start_ms):
-                video += Fraction(end_ms - max(as_of, start_ms), 1000)
-            video = min(video, connected)
-        minutes = connection_minutes(connected, video)
-        segment = profile.segment_start(start_ms)
-        extra[(segment, Meter.VIDEO.value)] += minutes.video
-        extra[(segment, Meter.AUDIO.value)] += minutes.audio
+        video = functools.partial(_video_so_far, session, now_ms, video_in)
+        # cut at the account's tier changes: rounded once, shared out by video and audio seconds (D-tiersplit-1)
+        for at_ms, minutes in minutes_by_segment(start_ms, end_ms, profile.segment_cuts(start_ms, end_ms), video):
+            segment = profile.segment_start(at_ms)
+            extra[(segment, Meter.VIDEO.value)] += minutes.video
+            extra[(segment, Meter.AUDIO.value)] += minutes.audio
     return dict(extra)
+
+
+def _video_so_far(
+    session: OpenSessionFigures, now_ms: int, video_in: VideoSoFar | None, start_ms: int, end_ms: int
+) -> Fraction:
+    """The open session's video seconds within ``[start_ms, end_ms)`` (inside its elapsed time): exact from
+    ``video_in`` when it answers, else the stored video shared out by elapsed time plus a camera still on (module doc).
+    Additive over adjacent windows, so a part's pieces sum to the part."""
+    connected = Fraction(end_ms - start_ms, 1000)
+    if session.billing != ROOM_RULE:
+        return Fraction(0)
+    exact = video_in(session, start_ms, end_ms) if video_in is not None else None
+    if exact is not None:
+        return min(exact, connected)
+    video = Fraction(0)
+    as_of = min(max(session.as_of_ms, session.start_ms), now_ms)
+    known = Fraction(max(0, as_of - session.start_ms), 1000)
+    inside = Fraction(max(0, min(as_of, end_ms) - max(start_ms, session.start_ms)), 1000)
+    if known > 0:
+        video = session.video_seconds * inside / known
+    if session.video_active and end_ms > max(as_of, start_ms):
+        video += Fraction(end_ms - max(as_of, start_ms), 1000)
+    return min(video, connected)
 
 
 @dataclass(frozen=True, slots=True)
