@@ -489,8 +489,8 @@ def invoice_lines(invoice: Any) -> dict[tuple[str, str, str], Any]:
 
 
 def compare_invoices(expected: dict[str, Any], invoices: dict[str, Any]) -> dict[str, list[str]]:
-    """Differences between each stored invoice and its ground truth: each line's amount, lines missing or extra, the
-    total, the payment status."""
+    """Differences between each stored invoice and its ground truth: each line's amount, lines missing or extra, what
+    each usage line used in its tier segment, the total, the payment status."""
     problems: dict[str, list[str]] = {}
     for account, truth in expected.items():
         invoice = invoices.get(account)
@@ -504,6 +504,10 @@ def compare_invoices(expected: dict[str, Any], invoices: dict[str, Any]) -> dict
                   if key not in got]  # fmt: skip
         diffs += [f"{'/'.join(k for k in key if k)}: not in the truth (${amount})" for key, amount in got.items()
                   if key not in truth.lines]  # fmt: skip
+        used = {(line.kind, line.tier or "", line.meter or ""): line.used for line in invoice.lines
+                if line.kind == "usage"}  # fmt: skip
+        diffs += [f"{'/'.join(k for k in key if k)}: used {used[key]} vs truth {want}"
+                  for key, want in truth.used.items() if key in used and used[key] != want]  # fmt: skip
         if invoice.total != truth.total:
             diffs.append(f"total: invoiced ${invoice.total} vs truth ${truth.total}")
         if invoice.status.value != truth.status:
@@ -1082,7 +1086,7 @@ def run(args: argparse.Namespace, console: Console, evidence: dict[str, str] | N
         )
         truth = seen.truth = simulate(args.seed, accounts, start, scene_at - 300, sink, livekit, truth=truth,
                          progress=lambda m: console.print(f"[dim]  {m}[/dim]"),
-                         rooms_per_account_per_day=args.intensity)  # fmt: skip
+                         rooms_per_account_per_day=args.intensity, upgrade_at_s=upgrade_at)  # fmt: skip
         console.print(f"{LIMIT_ACCOUNT} (budget and hard limit ${LIMIT_USD}) reports {LIMIT_MESSAGES:,} messages "
                       "during a call: the hard limit is reached while two people are in it")  # fmt: skip
         scene = hard_limit_call(truth, sink, livekit, LIMIT_ACCOUNT, scene_at, LIMIT_MESSAGES,

@@ -9,8 +9,12 @@ and applies the billing policy (billing-policy.md) and docs/decisions.md D2/D3 a
 - a segment's fee = monthly fee x segment seconds / period seconds, rounded half-up to the cent;
 - a segment's allowance = allowance x the same fraction, rounded **up** to the meter's step (1 minute, 1 message,
   0.01 GB); unlimited stays unlimited (no overage at all);
-- usage belongs to the segment holding its instant (a connection's part: where the part starts; a report: its
-  timestamp); data transfer is summed in bytes per segment and billed as ceil(bytes / 10^7) hundredths of a GB;
+- a report belongs to the segment holding its timestamp; a connection's part in a period (rounded once: minutes =
+  ceil(seconds / 60), video = min(minutes, ceil(video seconds / 60)), audio = the rest) is shared out to the segments
+  it overlaps (D-tiersplit-1): its video minutes in proportion to its video seconds in each segment, its audio
+  minutes in proportion to its audio seconds (connected - video) there, each by the largest remainder, a tie to the
+  later segment (no weight at all for a kind with minutes: by connected seconds); data transfer is summed in bytes
+  per segment and billed as ceil(bytes / 10^7) hundredths of a GB;
 - a usage line = max(0, used - included) x (base x markup), rounded half-up to the cent; overage = the sum of the
   lines, fee = the sum of the fee lines, bill so far = fee + overage;
 - LiveKit's cost = every unit used x base price, summed exactly, rounded half-up to the cent once.
@@ -24,7 +28,7 @@ import json
 import math
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from fractions import Fraction
@@ -118,16 +122,54 @@ def segments(period: str, history: Sequence[tuple[int, str]]) -> list[tuple[int,
     return cuts
 
 
-def _segment_steps(truth: Truth, account_id: str, period: str, seg_start: int, seg_end: int) -> dict[str, int]:
-    """The account's usage of ``period`` inside one tier segment ``[seg_start, seg_end)`` (epoch seconds), per meter
-    in billing steps (data transfer: bytes rounded up to the 0.01 GB step, once per segment)."""
-    quantities = dict.fromkeys(METERS, 0)
+def _overlap_ms(a: int, b: int, spans: Sequence[tuple[int, int]]) -> int:
+    return sum(max(0, min(b, y) - max(a, x)) for x, y in spans)
+
+
+def _shares(quantity: int, weights: Sequence[int]) -> list[int]:
+    """``quantity`` in proportion to ``weights`` (integers, not all zero): floors, then one more to each largest
+    remainder (a tie: the later one) until the sum is ``quantity``. Remainders compared as fractions of the sum."""
+    whole = sum(weights)
+    floors = [quantity * w // whole for w in weights]
+    remainders = [quantity * w % whole for w in weights]  # numerators over ``whole``
+    order = sorted(range(len(weights)), key=lambda i: (-remainders[i], -i))
+    for i in order[: quantity - sum(floors)]:
+        floors[i] += 1
+    return floors
+
+
+def _piece_in_segments(piece: UsageAt, cuts: Sequence[tuple[int, int, str]]) -> list[int]:
+    """How much of ``piece`` each segment ``[start s, end s)`` holds: a report (or an unspanned piece) wholly the
+    segment of its instant; a connection's part shared out by its video (or audio) milliseconds in each segment."""
+    if piece.end_ms is None or piece.meter not in ("video", "audio"):
+        return [piece.quantity if a * 1000 <= piece.at_ms < b * 1000 else 0 for a, b, _ in cuts]
+    windows = [(max(piece.at_ms, a * 1000), min(piece.end_ms, b * 1000)) for a, b, _ in cuts]
+    connected = [max(0, y - x) for x, y in windows]
+    video = [_overlap_ms(x, y, piece.video_ms) if y > x else 0 for x, y in windows]
+    weights = video if piece.meter == "video" else [c - v for c, v in zip(connected, video, strict=True)]
+    if not piece.quantity:
+        return [0] * len(cuts)
+    return _shares(piece.quantity, weights if any(weights) else connected)
+
+
+def _steps_by_segment(
+    truth: Truth,
+    account_id: str,
+    period: str,
+    cuts: Sequence[tuple[int, int, str]],
+    exclude: Sequence[UsageAt] = (),
+) -> list[dict[str, int]]:
+    """The account's usage of ``period`` in each tier segment of ``cuts``, per meter in billing steps (data transfer:
+    bytes rounded up to the 0.01 GB step, once per segment). ``exclude``: pieces left out (late usage)."""
+    left_out = {id(piece) for piece in exclude}
+    found = [dict.fromkeys(METERS, 0) for _ in cuts]
     for piece in truth.usage:
-        inside = seg_start * 1000 <= piece.at_ms < seg_end * 1000
-        if piece.account_id == account_id and piece.period == period and inside:
-            quantities[_METER_OF[piece.meter]] += piece.quantity
-    quantities["data_transfer"] = -(-quantities["data_transfer"] // 10**7)
-    return quantities
+        if piece.account_id == account_id and piece.period == period and id(piece) not in left_out:
+            for quantities, share in zip(found, _piece_in_segments(piece, cuts), strict=True):
+                quantities[_METER_OF[piece.meter]] += share
+    for quantities in found:
+        quantities["data_transfer"] = -(-quantities["data_transfer"] // 10**7)
+    return found
 
 
 def expected_bill(
@@ -138,10 +180,10 @@ def expected_bill(
     fee_cents = overage_cents = 0
     cost = Fraction(0)
     used_steps = dict.fromkeys(METERS, 0)
-    for seg_start, seg_end, tier in parts:
+    by_segment = _steps_by_segment(truth, account_id, period, parts)
+    for (seg_start, seg_end, tier), steps in zip(parts, by_segment, strict=True):
         fraction = Fraction(seg_end - seg_start, end - start)
         fee_cents += _half_up_cents(sheet.fees[tier] * fraction)
-        steps = _segment_steps(truth, account_id, period, seg_start, seg_end)
         for meter in METERS:
             per_unit = _STEPS_PER_UNIT[meter]
             used = steps[meter]
@@ -177,6 +219,9 @@ class ExpectedInvoice:
     lines: dict[LineKey, Decimal]
     total: Decimal
     status: str
+    # what each usage line used in its segment (minutes, messages, GB): a minute in the wrong segment shows here even
+    # when both segments' allowances cover it
+    used: dict[LineKey, Decimal] = field(default_factory=dict)
 
 
 def effective_history(requests: Sequence[tuple[int, str, str]], ranks: Sequence[str]) -> list[tuple[int, str]]:
@@ -215,25 +260,24 @@ def expected_invoice(
     Status: a crypto bill stays open; a $0.00 invoice is paid at once; a card invoice is paid, or payment_failed when
     the card is declined. ``exclude``: pieces of usage that reached the product only after the close (late usage: the
     next invoice's adjustment)."""
-    left_out = {id(piece) for piece in exclude}
     start, end = period_bounds(period)
     lines: dict[LineKey, Decimal] = {}
+    used_by_line: dict[LineKey, Decimal] = {}
     fee_cents = 0
-    for seg_start, seg_end, tier in segments(period, history):
+    cuts = segments(period, history)
+    for (seg_start, seg_end, tier), steps in zip(
+        cuts, _steps_by_segment(truth, account_id, period, cuts, exclude), strict=True
+    ):
         fraction = Fraction(seg_end - seg_start, end - start)
         fee_cents += _half_up_cents(sheet.fees[tier] * fraction)
-        quantities = dict.fromkeys(METERS, 0)
-        for piece in truth.usage:
-            mine = piece.account_id == account_id and piece.period == period and id(piece) not in left_out
-            if mine and seg_start * 1000 <= piece.at_ms < seg_end * 1000:
-                quantities[_METER_OF[piece.meter]] += piece.quantity
         for meter in METERS:
             per_unit = _STEPS_PER_UNIT[meter]
-            used = -(-quantities[meter] // 10**7) if meter == "data_transfer" else quantities[meter]
+            used = steps[meter]
             allowance = sheet.included[tier][meter]
             billable = 0 if allowance is None else max(0, used - math.ceil(allowance * per_unit * fraction))
             cents = _half_up_cents(Fraction(billable, per_unit) * sheet.base[meter] * sheet.markup)
             lines[("usage", tier, meter)] = _dollars(cents)
+            used_by_line[("usage", tier, meter)] = Decimal(used).scaleb(-2 if meter == "data_transfer" else 0)
     advance_cents = int(billed_in_advance * 100)
     if fee_cents != advance_cents:
         kind = "fee_first_month" if first_month else "fee_proration"
@@ -252,7 +296,7 @@ def expected_invoice(
         if total == 0 or card_pays
         else "payment_failed"
     )
-    return ExpectedInvoice(lines, total, status)
+    return ExpectedInvoice(lines, total, status, used_by_line)
 
 
 # --- the alerts an account's month should cause (docs/alerts.md, restated here, not imported) -----------------------
@@ -292,9 +336,9 @@ def expected_alerts(
     rise during a month, so what was crossed at some point is what the end of the month shows."""
     start, end = period_bounds(period)
     crossed: Counter[tuple[str, int]] = Counter()
-    for seg_start, seg_end, tier in segments(period, history):
+    cuts = segments(period, history)
+    for (seg_start, seg_end, tier), steps in zip(cuts, _steps_by_segment(truth, account_id, period, cuts), strict=True):
         fraction = Fraction(seg_end - seg_start, end - start)
-        steps = _segment_steps(truth, account_id, period, seg_start, seg_end)
         for meter in METERS:
             allowance = sheet.included[tier][meter]
             if allowance is None:

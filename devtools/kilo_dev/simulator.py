@@ -16,13 +16,16 @@ What the traffic holds (billing-policy.md, livekit.md):
 - lost ``participant_left`` events, only for the last one to leave a room, whose ``room_finished`` then carries that
   same second (its video tracks are unpublished explicitly before, so the video truth is unambiguous);
 - exactly one connection across the start of ``end_s``'s month (a call from before midnight to after it);
+- given ``upgrade_at_s``, one call of each upgrading account whose host is connected across its upgrade, camera on
+  before it and off a while after, and a screen share after it (so both segments get video and audio seconds);
 - per call, one ``messages`` and one ``data_transfer`` report stamped with the call's end; a few are sent twice
   (retries; the truth counts them once).
 
 Truth per connection: connected seconds = left - joinedAtMs / 1000; video seconds = its overlap with the union of the
 room's video-track intervals; split at month boundaries, each part: minutes = ceil(seconds / 60), video = min(minutes,
-ceil(video seconds / 60)), audio = the rest. Event ids come from the builders (one counter per process), sids from the
-seed.
+ceil(video seconds / 60)), audio = the rest. Each part is kept with its end and its video spans, so the ground truth
+can share its minutes out to the tier segments it overlaps. Event ids come from the builders (one counter per
+process), sids from the seed.
 """
 
 from __future__ import annotations
@@ -90,6 +93,10 @@ class UsageAt:
     at_ms: int
     meter: str  # one of METERS
     quantity: int
+    # a connection's part: where it ends (ms) and the room's video spans inside it - the ground truth shares its
+    # minutes out to the tier segments it overlaps (D-tiersplit-1); None for an app report
+    end_ms: int | None = None
+    video_ms: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass
@@ -104,10 +111,19 @@ class Truth:
     webhooks: int = 0  # webhooks delivered
     usage_events: int = 0  # usage events sent, retries included
 
-    def add(self, account: str, period: str, meter: str, quantity: int, at_ms: int) -> None:
+    def add(
+        self,
+        account: str,
+        period: str,
+        meter: str,
+        quantity: int,
+        at_ms: int,
+        end_ms: int | None = None,
+        video_ms: tuple[tuple[int, int], ...] = (),
+    ) -> None:
         row = self.minutes.setdefault((account, period), dict.fromkeys(METERS, 0))
         row[meter] += quantity
-        self.usage.append(UsageAt(account, period, at_ms, meter, quantity))
+        self.usage.append(UsageAt(account, period, at_ms, meter, quantity, end_ms, video_ms))
 
     def as_json(self) -> dict[str, Any]:
         """``{"accounts": {account: {period: {video, audio, messages, data_transfer_bytes, data_transfer_gb}}}}``."""
@@ -388,14 +404,14 @@ def _plan_call(
 
 
 def _boundary_call(
-    rng: random.Random, ids: _Ids, spec: AccountSpec, boundary: int, start_s: int, end_s: int
+    rng: random.Random, ids: _Ids, spec: AccountSpec, boundary: int, start_s: int, end_s: int, topic: str = "all-hands"
 ) -> _Call | None:
-    """The one connection across the month boundary, with company before it and after it."""
+    """The one connection across the month boundary (or an account's upgrade), with company before it and after it."""
     before = min(rng.randint(600, 1800), boundary - start_s - 5)
     after = min(rng.randint(300, 1500), end_s - boundary - 25)
     if before < 60 or after < 60:
         return None  # the window leaves no room for a call across midnight
-    room = Room(ids.new("RM_"), f"{spec.account_id}-all-hands", spec.account_id, boundary - before)
+    room = Room(ids.new("RM_"), f"{spec.account_id}-{topic}", spec.account_id, boundary - before)
     host = _new_conn(
         ids, f"{spec.account_id}-user00", (boundary - before) * 1000 + rng.randint(0, 999), boundary + after
     )
@@ -442,7 +458,14 @@ def _room_name(spec: AccountSpec, topic: str, start: int, end: int, busy: dict[s
 
 
 def _plan(
-    rng: random.Random, ids: _Ids, accounts: Sequence[AccountSpec], start_s: int, end_s: int, rate: float, mix: _Mix
+    rng: random.Random,
+    ids: _Ids,
+    accounts: Sequence[AccountSpec],
+    start_s: int,
+    end_s: int,
+    rate: float,
+    mix: _Mix,
+    upgrade_at_s: int | None = None,
 ) -> list[_Call]:
     calls: list[_Call] = []
     boundary = _month_start(end_s)  # the start of end_s's month: one call runs across it
@@ -452,6 +475,13 @@ def _plan(
         if special is not None:
             busy[special.room.name] = [(special.room.created_at, special.finished_s)]
             calls.append(special)
+    if upgrade_at_s is not None and start_s < upgrade_at_s < end_s:
+        for spec in accounts:  # each upgrading account is in a call across its upgrade (D-tiersplit-1)
+            if spec.upgrade_to and _month_start(upgrade_at_s) == _month_start(upgrade_at_s + 1800):
+                across = _boundary_call(rng, ids, spec, upgrade_at_s, start_s, end_s, "town-hall")
+                if across is not None:
+                    busy[across.room.name] = [(across.room.created_at, across.finished_s)]
+                    calls.append(across)
     day = start_s - start_s % DAY
     while day < end_s:
         lo, hi = max(day, start_s), min(day + DAY, end_s)  # a day never crosses a month boundary
@@ -518,9 +548,12 @@ def _account_truth(truth: Truth, call: _Call) -> None:
             Connection(account, call.room.sid, call.room.name, p.sid, p.identity, p.joined_at_ms, conn.left_s,
                        conn.left_delivered, conn.replaces)
         )  # fmt: skip
-        for period, start_ms, video, audio in connection_parts(p.joined_at_ms, conn.left_s, video_ms):
-            truth.add(account, period, "video", video, start_ms)
-            truth.add(account, period, "audio", audio, start_ms)
+        parts = connection_parts(p.joined_at_ms, conn.left_s, video_ms)
+        ends = [start_ms for _, start_ms, _, _ in parts[1:]] + [conn.left_s * 1000]
+        for (period, start_ms, video, audio), end_ms in zip(parts, ends, strict=True):
+            inside = tuple((max(a, start_ms), min(b, end_ms)) for a, b in video_ms if a < end_ms and b > start_ms)
+            truth.add(account, period, "video", video, start_ms, end_ms, inside)
+            truth.add(account, period, "audio", audio, start_ms, end_ms, inside)
     for report in call.usage:  # each report once, however often it is sent, at its timestamp (the call's end)
         meter = "messages" if report["meter"] == "messages" else "data_transfer_bytes"
         truth.add(account, _period(call.finished_s * 1000), meter, report["quantity"], call.finished_s * 1000)
@@ -680,6 +713,7 @@ def simulate(
     usage_batch_size: int = 50,
     max_usage_delay_s: int = 900,
     truth: Truth | None = None,
+    upgrade_at_s: int | None = None,
 ) -> Truth:
     """Simulate ``accounts`` from ``start_s`` to ``end_s`` (epoch s), deliver it to ``sink``; return the truth.
 
@@ -688,13 +722,15 @@ def simulate(
     every event second and at least every ``tick_s`` simulated seconds, never backwards; usage is flushed every
     ``usage_batch_size`` events, when the oldest pending report is ``max_usage_delay_s`` old, before the clock enters a
     new month, and at the end. ``truth``: add to this one (calls the caller scripts itself) instead of a new one.
+    ``upgrade_at_s``: when the accounts with ``upgrade_to`` upgrade - each is then in one call whose host is
+    connected across that instant (a connection the product shares out to both tier segments).
     """
     if end_s <= start_s:
         raise ValueError(f"end_s ({end_s}) must be after start_s ({start_s})")
     rng = random.Random(seed)  # noqa: S311 - a reproducible simulation, not security
     mix = _Mix(reconnect_rate, lost_left_rate, usage_retry_rate)
     ids = _Ids(random.Random(rng.getrandbits(64)))  # noqa: S311
-    calls = _plan(rng, ids, accounts, start_s, end_s, rooms_per_account_per_day, mix)
+    calls = _plan(rng, ids, accounts, start_s, end_s, rooms_per_account_per_day, mix, upgrade_at_s)
     truth = truth if truth is not None else Truth()
     for call in calls:
         _account_truth(truth, call)

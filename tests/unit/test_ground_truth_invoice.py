@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from kilo_dev.ground_truth import effective_history, expected_invoice, price_sheet
+from kilo_dev.ground_truth import effective_history, expected_bill, expected_invoice, price_sheet
 from kilo_dev.simulator import TIERS, Truth
 
 MARCH = int(datetime(2026, 3, 1, tzinfo=UTC).timestamp())
@@ -75,3 +75,47 @@ def test_given_late_usage_excluded_then_the_invoice_is_as_the_close_saw_it() -> 
     without = expected_invoice(truth, "acct-a", "2026-03", [(MARCH, "team")], SHEET, NEXT, exclude=late)
     assert without.total == D("65.20")
     assert with_late.lines[("usage", "team", "video")] - without.lines[("usage", "team", "video")] == D("3.60")
+
+
+def test_given_a_call_across_an_upgrade_then_its_minutes_are_shared_out_by_video_and_audio_seconds() -> None:
+    # D-tiersplit-1, the story of tests/scenarios/test_tier_change_mid_call.py restated for the ground truth:
+    # Personal -> Team at Nov 16 00:00 (each segment 1/2 of November: Personal 2,500 video / 5,000 audio included,
+    # Team 25,000 / 50,000, fees $0 and $14.50). Earlier under Personal: 2,400 video and 4,800 audio minutes. The call:
+    # Nov 15 12:00:00 - Nov 16 12:00:30, camera Nov 15 20:00 - Nov 16 08:00: 720 video and 721 audio minutes; video
+    # 14,400 s before / 28,800 s after -> 240 / 480; audio 28,800 s / 14,430 s -> 480.33 / 240.67 -> 480 / 241.
+    # Personal: video 2,640 (140 over x 0.00072 = 0.1008 -> 0.10), audio 5,280 (280 over x 0.00036 = 0.1008 -> 0.10)
+    nov_1, nov_16 = (
+        int(datetime(2026, 11, 1, tzinfo=UTC).timestamp()),
+        int(datetime(2026, 11, 16, tzinfo=UTC).timestamp()),
+    )
+    join_ms, leave_ms = (nov_16 - 43_200) * 1000, (nov_16 + 43_230) * 1000
+    camera = (((nov_16 - 14_400) * 1000, (nov_16 + 28_800) * 1000),)
+    truth = Truth()
+    truth.add("acct-u", "2026-11", "video", 2_400, (nov_1 + 86_400) * 1000)
+    truth.add("acct-u", "2026-11", "audio", 4_800, (nov_1 + 86_400) * 1000)
+    truth.add("acct-u", "2026-11", "video", 720, join_ms, leave_ms, camera)
+    truth.add("acct-u", "2026-11", "audio", 721, join_ms, leave_ms, camera)
+    history = [(int(datetime(2026, 1, 1, tzinfo=UTC).timestamp()), "personal"), (nov_16, "team")]
+    sheet, december = price_sheet(datetime(2026, 11, 1, tzinfo=UTC)), price_sheet(datetime(2026, 12, 1, tzinfo=UTC))
+    found = expected_invoice(truth, "acct-u", "2026-11", history, sheet, december)
+    assert found.lines == {
+        ("usage", "personal", "video"): D("0.10"),  # the old rule: 3,120 used, 620 over -> 0.45
+        ("usage", "personal", "audio"): D("0.10"),  # the old rule: 5,521 used, 521 over -> 0.19
+        ("usage", "personal", "messages"): D("0.00"),
+        ("usage", "personal", "data_transfer"): D("0.00"),
+        ("usage", "team", "video"): D("0.00"),
+        ("usage", "team", "audio"): D("0.00"),
+        ("usage", "team", "messages"): D("0.00"),
+        ("usage", "team", "data_transfer"): D("0.00"),
+        ("fee_first_month", "", ""): D("14.50"),
+        ("fee", "team", ""): D("29.00"),
+    }
+    used = {key[1:]: quantity for key, quantity in found.used.items() if key[2] in ("video", "audio")}
+    assert used == {
+        ("personal", "video"): 2_640,
+        ("personal", "audio"): 5_280,
+        ("team", "video"): 480,
+        ("team", "audio"): 241,
+    }
+    bill = expected_bill(truth, "acct-u", "2026-11", history, sheet)
+    assert (bill.overage, bill.fee, bill.total) == (D("0.20"), D("14.50"), D("14.70"))

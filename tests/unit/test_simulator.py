@@ -513,3 +513,27 @@ def test_given_price_books_then_the_one_in_effect_for_the_period_is_read(tmp_pat
     # the real book: published numbers, read as data
     assert (SHEET.markup, SHEET.base["video"], SHEET.fees["team"]) == (Fraction("1.2"), Fraction("0.0006"), 29)
     assert SHEET.included["enterprise"]["messages"] is None
+
+
+def test_given_an_upgrade_instant_then_each_upgrading_account_has_a_connection_across_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the demo passes its upgrade instant: the product then shares that connection out to both segments
+    # (D-tiersplit-1), and the truth keeps the part's end and video spans for the ground truth to do the same
+    upgrade = DEC_1 + DAY + 12 * 3600  # 2026-12-02T12:00Z
+    monkeypatch.setattr(lk, "_ids", itertools.count(1))  # event ids come from the builders' process-wide counter
+    found = run(5, default_accounts(3), START, END, upgrade_at_s=upgrade, **SMALL)
+    upgrading = {spec.account_id for spec in default_accounts(3) if spec.upgrade_to}
+    assert upgrading == {"acct-personal-01"}
+    across = [c for c in found.truth.connections if c.joined_ms < upgrade * 1000 < c.left_s * 1000]
+    assert "acct-personal-01" in {c.account_id for c in across}
+    pieces = [p for p in found.truth.usage if p.account_id == "acct-personal-01" and p.end_ms is not None]
+    spanning = [p for p in pieces if p.at_ms < upgrade * 1000 < p.end_ms]
+    assert {p.meter for p in spanning} == {"video", "audio"}
+    video = next(p for p in spanning if p.meter == "video")
+    assert any(a < upgrade * 1000 for a, _ in video.video_ms)  # camera on before the upgrade
+    assert any(b > upgrade * 1000 for _, b in video.video_ms)  # video after it too
+    assert truth_minutes(found.truth) == product_minutes(found.records)  # still the product's rebuild
+    monkeypatch.setattr(lk, "_ids", itertools.count(1))
+    same = run(5, default_accounts(3), START, END, upgrade_at_s=upgrade, **SMALL)
+    assert same.sink.calls == found.sink.calls  # deterministic
