@@ -561,9 +561,8 @@ def by_segment(session: Session, cuts: Cuts, coverage: Callable[[], Coverage]) -
     parts: list[PeriodPart] = []
     cut_any = False
     for part in session.parts:
-        bounds = Period.parse(part.period)
-        start_ms = max(session.start_ms, int(bounds.start.timestamp()) * 1000)
-        end_ms = min(session.end_ms, int(bounds.end.timestamp()) * 1000)
+        period_start_ms, period_end_ms = _period_ms(part.period)
+        start_ms, end_ms = max(session.start_ms, period_start_ms), min(session.end_ms, period_end_ms)
         inside = cuts(start_ms, end_ms)
         if not inside:
             parts.append(part)
@@ -579,3 +578,10 @@ def by_segment(session: Session, cuts: Cuts, coverage: Callable[[], Coverage]) -
 
 def _video_in(coverage: Coverage, start_ms: int, end_ms: int) -> Fraction:
     return coverage.seconds((_ms_to_dt(start_ms), _ms_to_dt(end_ms)))
+
+
+@functools.lru_cache(maxsize=64)
+def _period_ms(key: str) -> tuple[int, int]:
+    """A period's [start, end) in epoch ms (parsed once per key: every closed session's parts ask)."""
+    period = Period.parse(key)
+    return int(period.start.timestamp()) * 1000, int(period.end.timestamp()) * 1000

@@ -191,8 +191,10 @@ class AccountProfile:
     def segment_cuts(self, start_ms: int, end_ms: int) -> tuple[int, ...]:
         """The starts (epoch ms) of the account's tier segments strictly inside ``[start_ms, end_ms)``, which lies in
         one period: where a connection's part is shared out (``meters.minutes_by_segment``, D-tiersplit-1)."""
-        at = datetime.fromtimestamp(start_ms / 1000, tz=UTC)
         epoch = datetime(1970, 1, 1, tzinfo=UTC)
+        at = epoch + timedelta(milliseconds=start_ms)
+        if all(change.at <= at for change in self.changes):
+            return ()  # the usual case, cheaply: no change after the part's start, none inside it
         # rounded up to the millisecond: the piece from a cut on lies in the segment that starts there
         segments = self.segments(Period.containing(at))
         starts = (-((epoch - segment.start) // timedelta(milliseconds=1)) for segment in segments)
