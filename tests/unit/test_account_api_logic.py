@@ -492,3 +492,31 @@ def test_given_limits_below_the_new_tiers_fee_then_the_upgrade_is_refused_naming
     low = InMemoryAccountDirectory(profile(tier="enterprise", hard_limit_usd=Decimal("50")))  # set before D150
     down = logic.change_tier(low, catalog, "acct", "team", NOW)
     assert (down.current_tier, down.effective_at) == ("enterprise", datetime(2026, 12, 1, tzinfo=UTC))
+
+
+def test_given_a_call_shared_out_across_an_upgrade_then_the_idle_camera_lever_moves_each_segments_own_video() -> None:
+    # D-tiersplit-1: rating stores a call across a tier change as one part per segment. Personal -> Team at Nov 10
+    # 00:00: Personal is 9/30 of November (1,500 video / 3,000 audio included, $0 fee), Team 21/30 (35,000 / 70,000,
+    # fee 29 x 21/30 = $20.30). Alone with the camera on: 1,800 video minutes before the upgrade, 600 after.
+    # Now: Personal video 300 over x $0.00072 = $0.216 -> $0.22; Team $0.00: $20.52. As audio, each segment's own
+    # minutes: Personal audio 1,800 of 3,000, Team 600 of 70,000: $20.30. Saving $0.22. (Moving the Team part's
+    # video into Personal's segment would bill Personal audio 2,400 and leave Team's 600 video minutes: wrong.)
+    nov_10 = datetime(2026, 11, 10, tzinfo=UTC)
+    account = AccountProfile(
+        "acct", (TierChange(datetime(2026, 1, 1, tzinfo=UTC), "personal"), TierChange(nov_10, "team"))
+    )
+    start, cut = ms(2026, 11, 9, 18), int(nov_10.timestamp() * 1000)
+    call = SessionRecord("RM_solo", "PA_solo", "ann", "ann's desk", start, cut + 36_000_000,
+                         parts=(SessionPart("2026-11", start, 1_800, 0), SessionPart("2026-11", cut, 600, 0)))  # fmt: skip
+    directory = InMemoryAccountDirectory(account)
+    counters = {(SEGMENT, "video"): 1_800, (int(nov_10.timestamp()), "video"): 600}
+    month = InMemoryMonthToDate(directory, {("acct", "2026-11"): counters})
+    history = InMemorySessionHistory()
+    history.add("acct", call)
+    now = datetime(2026, 11, 20, tzinfo=UTC)
+    mtd = month_to_date(month, "acct", "2026-11", int(now.timestamp() * 1000), BOOK)
+    found = [r for r in recommend(mtd, history.sessions("acct", "2026-11"), BOOK, now, POLICY)
+             if r.kind is RecommendationKind.IDLE_CAMERA]  # fmt: skip
+    assert [(r.saving_usd, r.current_usd, r.with_change_usd) for r in found] == [
+        (Decimal("0.22"), Decimal("20.52"), Decimal("20.30"))
+    ]
