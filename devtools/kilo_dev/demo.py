@@ -524,7 +524,8 @@ def invoices_table(
     from kilo_billing.money import money_str  # noqa: PLC0415
 
     table = Table(title=f"Invoices closing {period} — closed by the hourly schedule on the local stack, paid through "
-                  "Stripe's webhooks; checked against the ground truth (every line, total, status)")  # fmt: skip
+                  "Stripe's webhooks; checked against the ground truth (every line and its quantity, total, "
+                  "status)")  # fmt: skip
     for column in ("account", "pays by", "invoice", "lines", "total", "status", "truth"):
         table.add_column(column, justify="right" if column == "total" else "left")
     for account, invoice in invoices.items():
@@ -593,7 +594,8 @@ def invoice_report(
     if wrong:
         console.print(f"[red]Invoices differ from the ground truth for {', '.join(wrong)}[/red]")
         return False
-    console.print(f"[green]Every {period} invoice matches the ground truth (lines, total, payment status).[/green]")
+    console.print(f"[green]Every {period} invoice matches the ground truth (lines and their quantities, total, "
+                  "payment status).[/green]")  # fmt: skip
     return True
 
 
