@@ -20,6 +20,7 @@ from kilo_billing.accounts import AccountProfile
 from kilo_billing.catalog import default_catalog
 from kilo_billing.invoicing import (
     CloseDraft,
+    CreditNoteStatus,
     InvoiceRecord,
     InvoiceStatus,
     LedgerStore,
@@ -29,6 +30,7 @@ from kilo_billing.periods import Period
 from kilo_billing.rating import TierChange
 from kilo_invoice.logic import close_account, refund_invoice
 from kilo_invoice.model import CloseDeps
+from kilo_invoice.ports import GatewayUnavailableError
 from tests.conftest import Stack
 from tests.contract.test_ledger_store import SEG, START, Ledger, _Bus, _dynamo, _fake
 from tests.payment_fakes import InMemoryPaymentGateway
@@ -128,3 +130,39 @@ def test_given_a_note_landing_between_a_refunds_read_and_its_write_then_the_refu
     found = ledger.store.ledger("solo")
     assert (found.credit_notes[NOTE].to_credit, found.credit_notes[NOTE].returned) == (Decimal("7.20"), NONE)
     assert (found.invoices["solo/2026-04"].refund_owed, found.invoices["solo/2026-04"].refunded) == (NONE, NONE)
+
+
+def test_given_a_note_whose_reduction_becomes_account_credit_while_a_refund_is_in_flight_then_nothing_goes_back_twice(
+    ledger: Ledger,
+) -> None:
+    """The note's other write, its step (``update_credit_note``), is not conditioned on the invoice: shown harmless.
+    Team, March 65.20 (7.20 usage + 29.00 first-month fee + 29.00 April in advance), open; 5,000 minutes go away
+    (-3.60): April's close writes a note lowering March's amount due by 3.60, but the processor is down, so it stays
+    pending. March is paid in full (65.20) meanwhile. A refund of all that is refundable reads 65.20 - 3.60 = 61.60
+    (the note's reduction is held back); before it writes, the close runs again: the processor refuses the reduction
+    (paid) and the 3.60 becomes account credit. 61.60 refunded + 3.60 credit = 65.20, what was paid: the step only
+    turns the reduction the refund already held back into credit, so it never gives money back twice."""
+    ledger.register(AccountProfile("acme", (TierChange(START, "team"),)))
+    ledger.rate("acme", "2026-03", SEG, "video", 60_000)  # 10,000 over x 0.00072 = 7.20
+    gateway = InMemoryPaymentGateway()
+    deps = CloseDeps(ledger.store, gateway, _Bus(), default_catalog(), lambda _s: None)
+    march = close_account(deps, "acme", MAR, MAR.end).invoice
+    assert march is not None
+    assert (march.total, march.status) == (Decimal("65.20"), InvoiceStatus.OPEN)
+    ledger.rate("acme", "2026-03", SEG, "video", -5_000)  # 5,000 over: 3.60, so -3.60
+    gateway.fail_next = [GatewayUnavailableError("timeout")] * 4  # every retry of this run
+    with pytest.raises(GatewayUnavailableError):
+        close_account(deps, "acme", APR, APR.end)
+    note = ledger.store.ledger("acme").credit_notes["acme/2026-03/credit-2026-04"]
+    assert (note.to_due, note.to_credit, note.status) == (Decimal("3.60"), NONE, CreditNoteStatus.PENDING)
+    gateway.settle("acme/2026-03", paid=True)  # 65.20 paid at the processor, the reduction never made
+    opened = ledger.store.ledger("acme").invoices["acme/2026-03"]
+    ledger.store.update_invoice(opened.moved(InvoiceStatus.PAID, APR.end), InvoiceStatus.OPEN)  # its webhook
+    store = _Interleaved(ledger.store)
+    store.before_update = lambda: close_account(deps, "acme", APR, APR.end)
+    refunded = refund_invoice(store, gateway, "acme", "acme/2026-03", None)
+    found = ledger.store.ledger("acme")
+    note = found.credit_notes["acme/2026-03/credit-2026-04"]
+    assert (note.to_due, note.to_credit, note.status) == (NONE, Decimal("3.60"), CreditNoteStatus.DONE)
+    assert (refunded.refunded, found.billing.credit) == (Decimal("61.60"), Decimal("3.60"))
+    assert refunded.refunded + found.billing.credit == march.total
