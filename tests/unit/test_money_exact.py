@@ -15,6 +15,7 @@ from kilo_billing.money import (
     FloatNotAllowedError,
     exact_amount,
     exact_decimal,
+    in_cents,
     is_whole_cents,
     rounded_sum,
     two_places,
@@ -130,3 +131,25 @@ def test_given_a_thread_whose_decimal_precision_was_raised_then_two_places_still
         with pytest.raises(ValueError, match=re.escape("1E+30 is too large for an amount")):
             two_places(Decimal("1E+30"))
         assert str(two_places(Decimal("12345678901234567890123456.78"))) == "12345678901234567890123456.78"
+
+
+def test_given_whole_cents_then_in_cents_is_their_integer_number_of_cents() -> None:
+    values = ("1E+2", "1.50", "-1.20", "0E-50", "12345678901234567890123456.78")
+    assert [in_cents(Decimal(text)) for text in values] == [10000, 150, -120, 0, 1234567890123456789012345678]
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("12.345", "12.345 is not whole cents"),
+        ("1E-99999999", "1E-99999999 is not whole cents"),
+        ("-0.005", "-0.005 is not whole cents"),
+        ("Infinity", "Infinity is not whole cents"),
+        ("123456789012345678901234567.89", "is too large for an amount (more than 28 digits in cents)"),
+    ],
+)
+def test_given_an_amount_in_cents_cannot_count_exactly_then_refused_as_two_places_refuses_it(
+    value: str, message: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        in_cents(Decimal(value))

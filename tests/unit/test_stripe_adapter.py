@@ -374,3 +374,49 @@ def test_given_an_erased_account_then_its_customer_s_contact_details_are_unset_o
     assert len([r for r in http.requests if r.method == "post"]) == posts
     assert gateway.customer_account(customer) == "acct-1"
     assert http.emulator.refused_params == []
+
+
+ODD_AMOUNTS = [
+    pytest.param(Decimal("1e-99999999"), r"^1E-99999999 is not whole cents$", id="a tiny exponent"),
+    pytest.param(Decimal("12.345"), r"^12\.345 is not whole cents$", id="a tenth of a cent"),
+    pytest.param(Decimal("-0.005"), r"^-0\.005 is not whole cents$", id="negative, half a cent"),
+    pytest.param(
+        Decimal("123456789012345678901234567.89"),  # 29 digits in cents: x 100 in Decimal's 28 digits rounds it
+        r"^123456789012345678901234567\.89 is too large for an amount \(more than 28 digits in cents\)$",
+        id="more than 28 digits",
+    ),
+]
+
+
+@pytest.mark.parametrize(("amount", "error"), ODD_AMOUNTS)
+def test_given_an_amount_that_is_no_whole_cents_amount_then_the_adapter_refuses_it_as_money_does_and_posts_nothing(
+    amount: Decimal, error: str
+) -> None:
+    """The adapter's cents are ``money.in_cents`` (D266, D270, D278: one rule for whole cents and their size): a
+    refund, a credit note and an invoice line each refuse the amount with money's ValueError, before any POST."""
+    gateway, http = _gateway()
+    customer = gateway.ensure_customer(Customer("acct-1"))
+    gateway.set_default_payment_method(customer, "pm_card_visa")
+    issued = gateway.issue_invoice(_request(customer))
+    posts = len([r for r in http.requests if r.method == "post"])
+    with pytest.raises(ValueError, match=error):
+        gateway.refund(issued.gateway_id, amount, "rf-odd")
+    with pytest.raises(ValueError, match=error):
+        gateway.credit_note(issued.gateway_id, amount, "late usage", "cn-odd/out-of-band", out_of_band=True)
+    odd_line = InvoiceRequest(
+        "inv-acct-1-2026-12", "KB-acct-1-0002", "acct-1", customer, [GatewayLine("Adjustment", amount)]
+    )
+    with pytest.raises(ValueError, match=error):
+        gateway.issue_invoice(odd_line)
+    sent = [r.path for r in http.requests if r.method == "post"][posts:]
+    assert not [path for path in sent if path.startswith(("/v1/refunds", "/v1/credit_notes", "/v1/invoices/"))]
+
+
+def test_given_whole_cents_of_either_sign_then_the_adapter_sends_them_as_integer_cents() -> None:
+    """Negative amounts are whole cents too (a late usage credit line): -1.20 goes as -120, 1E+1 as 1000."""
+    gateway, http = _gateway()
+    customer = gateway.ensure_customer(Customer("acct-1"))
+    lines = [GatewayLine("Team fee", Decimal("1E+1")), GatewayLine("Late usage credit", Decimal("-1.20"))]
+    gateway.issue_invoice(InvoiceRequest("inv-acct-1-2026-12", "KB-acct-1-0002", "acct-1", customer, lines))
+    (sent,) = [r for r in http.requests if r.path.endswith("/add_lines")]
+    assert [line["amount"] for line in sent.params["lines"]] == ["1000", "-120"]

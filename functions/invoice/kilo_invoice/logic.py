@@ -874,10 +874,14 @@ def refund_invoice(
     if wanted <= 0 or wanted > most:
         raise ValueError(f"refund must be more than 0.00 and at most {money_str(most)}, got {money_str(wanted)}")
 
+    revision_read = invoice.revision
+
     def bounded(current: InvoiceRecord) -> None:
-        """Bounded again on the invoice as stored, by the same rule with the notes read: a change re-applied after a
-        conflict (another refund landed) - never past what the notes' account credit already gave back (D279)."""
-        left = refundable(replace(ledger, invoices={**ledger.invoices, current.invoice_id: current}), current)
+        """Bounded again on the invoice as stored, by the same rule: a change re-applied after a conflict (another
+        refund landed, or a close wrote a note whose bound read this invoice's money) - never past what the notes'
+        account credit already gave back (D279), with the notes as stored then (D-money2-1)."""
+        read = ledger if current.revision == revision_read else store.ledger(account_id)
+        left = refundable(replace(read, invoices={**read.invoices, current.invoice_id: current}), current)
         if left < wanted:
             raise ValueError(f"refund must be at most {money_str(left)}, got {money_str(wanted)}")
 

@@ -24,7 +24,7 @@ from stripe.params import (
 )
 
 from kilo_billing.invoicing import CARD_MINIMUM
-from kilo_billing.money import ZERO
+from kilo_billing.money import ZERO, in_cents
 from kilo_billing.stripe_calls import stripe_call, stripe_client
 from kilo_billing.stripe_customers import bring_details, find_or_create, forget_details, idempotency_key, quoted
 from kilo_invoice.ports import (
@@ -48,14 +48,6 @@ MAX_LINES = GATEWAY_MAX_LINES  # Stripe: at most 250 invoice items per invoice, 
 _STATUSES: frozenset[str] = frozenset({"draft", "open", "paid", "uncollectible", "void"})
 _CENT = Decimal("0.01")
 _T = TypeVar("_T")
-
-
-def cents(amount: Decimal) -> int:
-    """Our already-rounded dollar amount as Stripe's integer cents (refuses sub-cent amounts: D2 rounds first)."""
-    value = amount * 100
-    if value != value.to_integral_value():
-        raise GatewayRejectedError(f"{amount} is not a whole number of cents")
-    return int(value)
 
 
 def dollars(amount_in_cents: int) -> Decimal:
@@ -93,7 +85,7 @@ def priced_line(line: GatewayLine) -> tuple[Decimal, Decimal] | None:
         if exact - exact.to_integral_value(rounding=ROUND_FLOOR) == Decimal("0.5"):
             return None
         nearest = exact.to_integral_value(rounding=ROUND_HALF_UP)  # not a tie: every "nearest" agrees
-    return (unit, quantity) if nearest == cents(line.amount) else None
+    return (unit, quantity) if nearest == in_cents(line.amount) else None
 
 
 def describe(line: GatewayLine) -> str:
@@ -211,7 +203,7 @@ class StripePaymentGateway:
         if invoice.status == "draft":
             if not invoice.lines.data:
                 invoice = self._add_lines(invoice.id, request)
-            if invoice.subtotal != cents(request.total):
+            if invoice.subtotal != in_cents(request.total):
                 raise GatewayRejectedError(
                     f"Stripe's subtotal for {request.invoice_id} ({invoice.id}) is {dollars(invoice.subtotal)}, "
                     f"ours {request.total}: left as a draft, not finalized"
@@ -270,7 +262,7 @@ class StripePaymentGateway:
             param["period"] = {"start": _seconds(line.period_start), "end": _seconds(line.period_end)}
         priced = priced_line(line)
         if priced is None:
-            param["amount"] = cents(line.amount)
+            param["amount"] = in_cents(line.amount)
             param["description"] = describe(line)
         else:
             unit, quantity = priced
@@ -334,7 +326,7 @@ class StripePaymentGateway:
             raise GatewayRejectedError(
                 f"cannot credit {gateway_id}: it is {invoice.status}, not {wanted}", invoice.status
             )
-        amount_in_cents = cents(amount)
+        amount_in_cents = in_cents(amount)
         params: CreditNoteCreateParams = {
             "invoice": gateway_id,
             "lines": [
@@ -367,7 +359,7 @@ class StripePaymentGateway:
         ]
         if not paid:
             raise GatewayRejectedError(f"{gateway_id} has no card payment to refund")
-        wanted = cents(amount)
+        wanted = in_cents(amount)
         made: list[str] = []
         room: list[tuple[str, int]] = []  # (payment intent, cents left to refund on it)
         for intent, paid_cents in paid:
@@ -474,4 +466,4 @@ def _seconds(moment: datetime) -> int:
     return int(moment.timestamp())
 
 
-__all__ = ["StripePaymentGateway", "cents", "describe", "dollars", "priced_line"]
+__all__ = ["StripePaymentGateway", "describe", "dollars", "priced_line"]

@@ -356,9 +356,10 @@ class CloseDraft:
     credit: Decimal
     previous_credit: Decimal
     credit_notes: tuple[CreditNote, ...] = ()  # negative late usage of earlier periods (written once: none yet)
-    # the invoices those notes credit, with the revision read: the close bumps it, so a void (or any writer) that read
-    # the credited invoice before the notes were written re-reads them, and a close that read it before such a write
-    # composes again (D132: a void gives back credit net of its notes' credit)
+    # the invoices those notes credit, and every invoice whose money their bound read (``paying_invoices``), with the
+    # revision read: the close bumps it, so a void, a refund (or any writer) that read one before the notes were
+    # written re-reads them, and a close that read it before such a write composes again (D132: a void gives back
+    # credit net of its notes' credit; D-money2-1: a refund and a note never give the same money back)
     credited: tuple[tuple[str, int], ...] = ()
 
 
@@ -642,8 +643,19 @@ def compose_close(ledger: AccountLedger, period: Period, catalog: Catalog, now: 
         transitions=((InvoiceStatus.DRAFT.value, now.isoformat()),),
         cost_basis=rated.cost_basis_rounded,
     )
-    read = tuple((note.invoice_id, ledger.invoices[note.invoice_id].revision) for note in notes)
-    return CloseDraft(record, tuple(moves), ledger.billing.seq, credit, ledger.billing.credit, tuple(notes), read)
+    # the credited invoices and every invoice whose money the notes' bound read, as read: a refund (or any write) of
+    # one of them meanwhile makes the close compose again, with the note bounded by what is left (D-money2-1)
+    read = {note.invoice_id: ledger.invoices[note.invoice_id].revision for note in notes}
+    read |= {paying.invoice_id: paying.revision for note in notes for paying in paying_invoices(ledger, note.period)}
+    return CloseDraft(
+        record,
+        tuple(moves),
+        ledger.billing.seq,
+        credit,
+        ledger.billing.credit,
+        tuple(notes),
+        tuple(sorted(read.items())),
+    )
 
 
 # --- fees on a voided invoice: never collected, so billed again, once (docs/decisions.md, D132 amended) ----------
@@ -945,6 +957,22 @@ def period_held(ledger: AccountLedger, period: str, notes: Iterable[CreditNote] 
         ]
     )
     return held - given.get(period, ZERO)
+
+
+def paying_invoices(ledger: AccountLedger, period: str) -> list[InvoiceRecord]:
+    """The invoices whose money may pay for ``period``'s usage (``money_held``'s periods): its period-end and early
+    invoices, and every later invoice that billed its late usage. A note's bound (``period_held``) reads their money,
+    and a refund of one of them (``refundable``) reads the notes on the period: the close's write is conditioned on
+    their revisions, so neither lands on a read the other has made stale (D-money2-1)."""
+    return [
+        invoice
+        for invoice in ledger.invoices.values()
+        if invoice.period == period
+        or (
+            invoice.period > period
+            and any(line.kind == LineKind.ADJUSTMENT.value and line.period == period for line in invoice.lines)
+        )
+    ]
 
 
 def given_back(ledger: AccountLedger, notes: Iterable[CreditNote]) -> dict[str, Decimal]:

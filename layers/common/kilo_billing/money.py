@@ -162,6 +162,13 @@ def two_places(value: Decimal) -> Decimal:
         raise ValueError(f"{value} is too large for an amount (more than 28 digits in cents)") from None
 
 
+def in_cents(value: Decimal) -> int:
+    """A whole-cents amount as an integer number of cents, what a processor takes (``1.50`` -> 150, ``-1.20`` ->
+    -120, ``1E+2`` -> 10000); nothing is rounded. ValueError as :func:`two_places` - the one rule: not whole cents
+    (``12.345``, ``1E-99999999``, NaN) or more than 28 digits in cents (``value * 100`` would round it silently)."""
+    return int(two_places(value).scaleb(2, context=_AMOUNTS))
+
+
 def total(amounts: list[Decimal]) -> Decimal:
     """Sum already-rounded amounts (a total is the sum of its lines, never rounded again), as ``0.00``-style cents.
 

@@ -1,0 +1,168 @@
+"""A credit note and a refund at once (D279's open race): the note's bound (``period_held``) and the refund's
+(``refundable``) read the same money - here a later invoice that paid a period's late usage - so whichever lands
+second must see the first. Run against the in-memory fake and DynamoDB (moto, the template's usage table), the
+second writer's read and write split by a hook that lands the first writer in between.
+
+Figures worked by hand (price book 2026-01: video $0.00072 a minute, Personal includes 5,000 and has no fee):
+March 5,000 minutes -> 0.00, paid; 10,000 more arrive late -> April's bill is 10,000 x 0.00072 = 7.20 of March's
+late usage, paid; the late minutes go away -> May's close finds March at -7.20 and writes a credit note on it. The
+7.20 was paid once, so a refund of April's bill and the note's account credit together give back at most 7.20."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from kilo_billing.accounts import AccountProfile
+from kilo_billing.catalog import default_catalog
+from kilo_billing.invoicing import (
+    CloseDraft,
+    CreditNoteStatus,
+    InvoiceRecord,
+    InvoiceStatus,
+    LedgerStore,
+    compose_close,
+)
+from kilo_billing.periods import Period
+from kilo_billing.rating import TierChange
+from kilo_invoice.logic import close_account, refund_invoice
+from kilo_invoice.model import CloseDeps
+from kilo_invoice.ports import GatewayUnavailableError
+from tests.conftest import Stack
+from tests.contract.test_ledger_store import SEG, START, Ledger, _Bus, _dynamo, _fake
+from tests.payment_fakes import InMemoryPaymentGateway
+
+MAR, APR, MAY = Period(2026, 3), Period(2026, 4), Period(2026, 5)
+NOTE = "solo/2026-03/credit-2026-05"
+NONE = Decimal("0.00")
+
+
+@pytest.fixture(params=["fake", "dynamodb"])
+def ledger(request: pytest.FixtureRequest) -> Ledger:
+    if request.param == "fake":
+        return _fake()
+    stack: Stack = request.getfixturevalue("stack")
+    return _dynamo(stack)
+
+
+class _Interleaved:
+    """The store, with one writer landed just before the next close's transaction or invoice update (once each)."""
+
+    def __init__(self, store: LedgerStore) -> None:
+        self._store = store
+        self.before_create: Callable[[], Any] | None = None
+        self.before_update: Callable[[], Any] | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def create_invoice(self, draft: CloseDraft) -> None:
+        hook, self.before_create = self.before_create, None
+        if hook is not None:
+            hook()
+        self._store.create_invoice(draft)
+
+    def update_invoice(self, invoice: InvoiceRecord, expected: InvoiceStatus) -> InvoiceRecord:
+        hook, self.before_update = self.before_update, None
+        if hook is not None:
+            hook()
+        return self._store.update_invoice(invoice, expected)
+
+
+def _deps(store: Any) -> CloseDeps:
+    return CloseDeps(store, InMemoryPaymentGateway(), _Bus(), default_catalog(), lambda _s: None)
+
+
+def _closed_and_paid(ledger: Ledger, period: Period) -> InvoiceRecord:
+    draft = compose_close(ledger.store.ledger("solo"), period, default_catalog(), period.end)
+    assert draft is not None
+    ledger.store.create_invoice(draft)
+    opened = ledger.store.update_invoice(draft.invoice.moved(InvoiceStatus.OPEN, period.end), InvoiceStatus.DRAFT)
+    return ledger.store.update_invoice(opened.moved(InvoiceStatus.PAID, period.end), InvoiceStatus.OPEN)
+
+
+def _april_paid_for_march_late_usage_that_went_away(ledger: Ledger) -> None:
+    ledger.register(AccountProfile("solo", (TierChange(START, "personal"),), billing_method="crypto"))
+    ledger.rate("solo", "2026-03", SEG, "video", 5_000)  # inside the 5,000 included
+    assert _closed_and_paid(ledger, MAR).total == Decimal("0.00")
+    ledger.rate("solo", "2026-03", SEG, "video", 10_000)  # late: 10,000 x 0.00072 = 7.20, billed by April
+    april = _closed_and_paid(ledger, APR)
+    assert (april.total, april.kept) == (Decimal("7.20"), Decimal("7.20"))
+    ledger.rate("solo", "2026-03", SEG, "video", -10_000)  # the late minutes go away: March -7.20
+
+
+def test_given_a_refund_landing_between_the_closes_read_and_its_write_then_the_note_credits_only_what_is_left(
+    ledger: Ledger,
+) -> None:
+    """May's close reads the ledger (April holds March's 7.20: the note may credit 7.20); April's 7.20 is refunded
+    (owed: a crypto bill) before the close writes. The close's write conflicts - April, whose money the note's bound
+    read, moved - and it composes again: April holds 0.00 of March's usage, so the note credits 0.00 and records
+    the 7.20 as returned. Before: the note credited 7.20 on top of the 7.20 refund, 14.40 back on 7.20 paid."""
+    _april_paid_for_march_late_usage_that_went_away(ledger)
+    store = _Interleaved(ledger.store)
+    store.before_create = lambda: refund_invoice(
+        ledger.store, InMemoryPaymentGateway(), "solo", "solo/2026-04", Decimal("7.20")
+    )
+    close_account(_deps(store), "solo", MAY, MAY.end)
+    found = ledger.store.ledger("solo")
+    note = found.credit_notes[NOTE]
+    assert (note.to_credit, note.returned) == (Decimal("0.00"), Decimal("7.20"))
+    assert found.invoices["solo/2026-04"].refund_owed == Decimal("7.20")
+    assert found.billing.credit == Decimal("0.00")
+    assert [line.amount for line in found.invoices["solo/2026-05"].lines if line.kind == "credit"] == []
+
+
+def test_given_a_note_landing_between_a_refunds_read_and_its_write_then_the_refund_is_refused(
+    ledger: Ledger,
+) -> None:
+    """The other order: the refund of April's 7.20 reads (7.20 refundable); May's close lands its note (7.20 of
+    account credit, out of April's money) before the refund writes. The refund's write conflicts (the close moved
+    April's revision) and is bounded again with the notes as stored: 7.20 - 7.20 credited = 0.00, refused, nothing
+    written. Before: 7.20 owed on top of the note's 7.20 credit."""
+    _april_paid_for_march_late_usage_that_went_away(ledger)
+    store = _Interleaved(ledger.store)
+    store.before_update = lambda: close_account(_deps(ledger.store), "solo", MAY, MAY.end)
+    with pytest.raises(ValueError, match=r"^refund must be at most 0\.00, got 7\.20$"):
+        refund_invoice(store, InMemoryPaymentGateway(), "solo", "solo/2026-04", Decimal("7.20"))
+    found = ledger.store.ledger("solo")
+    assert (found.credit_notes[NOTE].to_credit, found.credit_notes[NOTE].returned) == (Decimal("7.20"), NONE)
+    assert (found.invoices["solo/2026-04"].refund_owed, found.invoices["solo/2026-04"].refunded) == (NONE, NONE)
+
+
+def test_given_a_note_whose_reduction_becomes_account_credit_while_a_refund_is_in_flight_then_nothing_goes_back_twice(
+    ledger: Ledger,
+) -> None:
+    """The note's other write, its step (``update_credit_note``), is not conditioned on the invoice: shown harmless.
+    Team, March 65.20 (7.20 usage + 29.00 first-month fee + 29.00 April in advance), open; 5,000 minutes go away
+    (-3.60): April's close writes a note lowering March's amount due by 3.60, but the processor is down, so it stays
+    pending. March is paid in full (65.20) meanwhile. A refund of all that is refundable reads 65.20 - 3.60 = 61.60
+    (the note's reduction is held back); before it writes, the close runs again: the processor refuses the reduction
+    (paid) and the 3.60 becomes account credit. 61.60 refunded + 3.60 credit = 65.20, what was paid: the step only
+    turns the reduction the refund already held back into credit, so it never gives money back twice."""
+    ledger.register(AccountProfile("acme", (TierChange(START, "team"),)))
+    ledger.rate("acme", "2026-03", SEG, "video", 60_000)  # 10,000 over x 0.00072 = 7.20
+    gateway = InMemoryPaymentGateway()
+    deps = CloseDeps(ledger.store, gateway, _Bus(), default_catalog(), lambda _s: None)
+    march = close_account(deps, "acme", MAR, MAR.end).invoice
+    assert march is not None
+    assert (march.total, march.status) == (Decimal("65.20"), InvoiceStatus.OPEN)
+    ledger.rate("acme", "2026-03", SEG, "video", -5_000)  # 5,000 over: 3.60, so -3.60
+    gateway.fail_next = [GatewayUnavailableError("timeout")] * 4  # every retry of this run
+    with pytest.raises(GatewayUnavailableError):
+        close_account(deps, "acme", APR, APR.end)
+    note = ledger.store.ledger("acme").credit_notes["acme/2026-03/credit-2026-04"]
+    assert (note.to_due, note.to_credit, note.status) == (Decimal("3.60"), NONE, CreditNoteStatus.PENDING)
+    gateway.settle("acme/2026-03", paid=True)  # 65.20 paid at the processor, the reduction never made
+    opened = ledger.store.ledger("acme").invoices["acme/2026-03"]
+    ledger.store.update_invoice(opened.moved(InvoiceStatus.PAID, APR.end), InvoiceStatus.OPEN)  # its webhook
+    store = _Interleaved(ledger.store)
+    store.before_update = lambda: close_account(deps, "acme", APR, APR.end)
+    refunded = refund_invoice(store, gateway, "acme", "acme/2026-03", None)
+    found = ledger.store.ledger("acme")
+    note = found.credit_notes["acme/2026-03/credit-2026-04"]
+    assert (note.to_due, note.to_credit, note.status) == (NONE, Decimal("3.60"), CreditNoteStatus.DONE)
+    assert (refunded.refunded, found.billing.credit) == (Decimal("61.60"), Decimal("3.60"))
+    assert refunded.refunded + found.billing.credit == march.total
