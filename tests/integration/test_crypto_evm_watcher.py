@@ -524,3 +524,41 @@ def test_given_a_submitted_tx_then_the_inspector_dates_it_by_its_block(chain: Ch
     (credit,) = EvmTransactionInspector(config, Web3EvmRpc(config.rpc_url)).transfers(tx)
 
     assert credit.block_time == datetime.fromtimestamp(block["timestamp"], UTC)
+
+
+class FailingFor(MemoryPaymentSink):
+    """A sink whose settlement step of one payment always fails (a bill its transaction cannot store, say)."""
+
+    def __init__(self, payment_id: str) -> None:
+        super().__init__()
+        self.failing = payment_id
+
+    def finalized(self, payment_id: str, block_hash: str | None = None) -> None:
+        if payment_id == self.failing:
+            raise RuntimeError(f"the store refused {payment_id}")
+        super().finalized(payment_id, block_hash)
+
+
+def test_given_one_payment_whose_finality_step_fails_then_the_others_finalize_and_it_is_named_stuck(
+    chain: Chain,
+) -> None:
+    """D-cryptofix-1: one bad payment is that payment's alone - it stays SEEN (the next run tries it again)."""
+    chain.mint(PAYER, 10 * USDC)
+    chain.mine(FINALITY_LAG)
+    watcher = Watcher(chain.config(start_block=chain.head() + 1))
+    chain.pay_usdc(PAYER, MERCHANT, 1 * USDC)
+    chain.pay_usdc(PAYER, MERCHANT, 2 * USDC)
+    watcher.run()
+    ids = {seen.atomic_amount: seen.payment_id for seen in watcher.sink.with_status(PaymentStatus.SEEN)}
+    first, second = 1 * USDC, 2 * USDC
+    failing = FailingFor(ids[first])
+    failing.transfers, failing.status = watcher.sink.transfers, watcher.sink.status
+    watcher.sink = failing
+    chain.mine(FINALITY_LAG)
+
+    report = watcher.run()
+
+    assert report.finalized == 1
+    assert failing.status[ids[second]] is PaymentStatus.FINALIZED
+    assert failing.status[ids[first]] is PaymentStatus.SEEN
+    assert report.stuck == (f"{ids[first]}: RuntimeError: the store refused {ids[first]}",)

@@ -33,6 +33,7 @@ import contextlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 
 from kilo_crypto_watch.model import Asset, ChainConfig, Cursor, ObservedTransfer, PendingPayment, RunReport
 from kilo_crypto_watch.ports import (
@@ -48,6 +49,7 @@ from kilo_crypto_watch.ports import (
     RpcRangeError,
     RpcUnavailableError,
     TransactionNotFoundError,
+    settle_alone,
 )
 
 TRANSFER_TOPIC = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
@@ -310,7 +312,8 @@ def watch(
         if ancestor_hash is not None:
             with contextlib.suppress(CursorConflictError):
                 cursors.put(Cursor(chain.key, last, ancestor_hash, updated_at=stamp), expected=cursor)
-    finalized_count, orphaned_count = _finality(rpc, sink, chain, finalized, exclude=orphaned_ids)
+    stuck: list[str] = []
+    finalized_count, orphaned_count = _finality(rpc, sink, chain, finalized, stuck, exclude=orphaned_ids)
     orphaned_count += len(orphaned_ids)
     return RunReport(
         chain=chain.key,
@@ -323,16 +326,23 @@ def watch(
         rpc_calls=rpc.calls - calls_before,
         rolled_back_to=rolled_back_to,
         caught_up=last >= head.number,
+        stuck=tuple(stuck),
     )
 
 
 def _finality(
-    rpc: EvmRpc, sink: PaymentSink, chain: ChainConfig, finalized: BlockRef, exclude: Iterable[str] = ()
+    rpc: EvmRpc,
+    sink: PaymentSink,
+    chain: ChainConfig,
+    finalized: BlockRef,
+    stuck: list[str],
+    exclude: Iterable[str] = (),
 ) -> tuple[int, int]:
     """SEEN payments at or below the finalized block: FINALIZED if their block hash is canonical. One whose block was
     replaced is looked up by its transaction first: mined elsewhere, it moves to that block (FINALIZED there once that
     block is final too); only a transaction the node does not have mined is ORPHANED. A height the node answers
-    nothing for is unknown, not gone: the payment waits for the next run."""
+    nothing for is unknown, not gone: the payment waits for the next run. A payment whose step fails is added to
+    ``stuck`` and the others go on (``settle_alone``)."""
     skip = set(exclude)
     due = [p for p in sink.pending(chain.key) if p.block_number <= finalized.number and p.payment_id not in skip]
     if not due:
@@ -343,17 +353,15 @@ def _finality(
     finalized_count = orphaned_count = 0
     for payment in due:
         here = canonical.get(payment.block_number)
+        pid = payment.payment_id
         if here == payment.block_hash:
-            sink.finalized(payment.payment_id, payment.block_hash)
-            finalized_count += 1
-        elif payment.payment_id in moved:
-            new_block = moved[payment.payment_id]
+            finalized_count += settle_alone(stuck, pid, partial(sink.finalized, pid, payment.block_hash))
+        elif pid in moved:
+            new_block = moved[pid]
             if new_block.block_number <= finalized.number:
-                sink.finalized(payment.payment_id, new_block.block_hash)
-                finalized_count += 1
+                finalized_count += settle_alone(stuck, pid, partial(sink.finalized, pid, new_block.block_hash))
         elif here is not None:
-            sink.orphaned(payment.payment_id, payment.block_hash)
-            orphaned_count += 1
+            orphaned_count += settle_alone(stuck, pid, partial(sink.orphaned, pid, payment.block_hash))
     return finalized_count, orphaned_count
 
 

@@ -4,7 +4,7 @@ raises). Protocols: adapters and fakes implement them (docs/decisions.md D22).""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -63,6 +63,21 @@ class PaymentSink(Protocol):
         """Its block ``block_hash`` left the canonical chain (or the log vanished): the payment no longer counts -
         only if that is still the block recorded (a payment moved meanwhile to another block waits for its check)."""
         ...
+
+
+def settle_alone(stuck: list[str], payment_id: str, step: Callable[[], None]) -> bool:
+    """One payment's settlement step (``PaymentSink.finalized`` / ``orphaned``) in a watcher's finality pass, kept
+    from stopping the others: its error is added to ``stuck`` (``<payment id>: <error>``; the handler logs it and
+    counts ``CryptoPaymentsStuck``, alarmed) and False returned - the payment stays pending and the next run tries it
+    again. A node's failure (``ChainUnavailableError``) still fails the run (D-cryptofix-1)."""
+    try:
+        step()
+    except ChainUnavailableError:
+        raise
+    except Exception as exc:
+        stuck.append(f"{payment_id}: {type(exc).__name__}: {exc}")
+        return False
+    return True
 
 
 class ReferenceSource(Protocol):

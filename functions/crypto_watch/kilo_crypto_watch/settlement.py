@@ -970,9 +970,14 @@ class Settlement:
     def _bill_after(
         self, bill: Bill, payment: Payment, quotes: Sequence[Quote], *, moved_from: str | None = None
     ) -> tuple[Bill, tuple[Quote, ...]]:
-        """``bill`` with ``payment``'s line, and its quotes whose status that changes. A new line beyond
+        """``bill`` with ``payment``'s line, and its quotes whose status that line changes. A new line beyond
         ``max_bill_lines`` is refused (``UnstorableError``), but for a payment carrying the line of ``moved_from``
-        (the same credit under its new id), allowed ``move_margin`` more: a bill never loses a credit it counted."""
+        (the same credit under its new id), allowed ``move_margin`` more: a bill never loses a credit it counted.
+
+        Only a status the payment changes is written (its quote's, and its previous quote's: at most two quotes, so
+        the step's transaction stays far below DynamoDB's 100 items whatever the bill's quotes number): a change time
+        alone makes (ACTIVE -> EXPIRED, DETECTED -> INVALID) is left to the readers, which compute the status
+        (``quote_status``) rather than trust the stored one (D-cryptofix-1)."""
         limit = self._policy.max_bill_lines
         if moved_from is not None and any(line.payment_id == moved_from for line in bill.payments):
             limit += self._policy.move_margin
@@ -987,7 +992,7 @@ class Settlement:
         changed = []
         for quote in quotes:
             status = quote_status(quote, new_bill.payments, now)
-            if status is not quote.status:
+            if status is not quote.status and status is not quote_status(quote, bill.payments, now):
                 changed.append(replace(quote, status=status))
         return new_bill, tuple(changed)
 

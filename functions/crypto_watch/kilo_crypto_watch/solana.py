@@ -31,6 +31,7 @@ import struct
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import Literal, TypeVar
 
 from solders.pubkey import Pubkey
@@ -46,6 +47,7 @@ from kilo_crypto_watch.ports import (
     SignatureInfo,
     SolanaRpc,
     TransactionNotFoundError,
+    settle_alone,
 )
 
 T = TypeVar("T")
@@ -255,7 +257,8 @@ class SolanaWatcher:
         stamp = now or datetime.now(UTC)
         moved = Cursor(self.config.key, to_slot, latest.blockhash, last_signature, stamp)
         self.cursors.put(moved, cursor)
-        finalized, orphaned = await self._finality(merchant, watched)
+        stuck: list[str] = []
+        finalized, orphaned = await self._finality(merchant, watched, stuck)
         return RunReport(
             chain=self.config.key,
             from_block=floor + 1,
@@ -266,6 +269,7 @@ class SolanaWatcher:
             failed=failed,
             rpc_calls=self._calls.count,
             caught_up=to_slot == head,
+            stuck=tuple(stuck),
         )
 
     async def _call(self, call: Awaitable[T]) -> T:
@@ -293,7 +297,9 @@ class SolanaWatcher:
                 return found
             before = page[-1].signature
 
-    async def _finality(self, merchant: Merchant, watched: frozenset[str]) -> tuple[int, int]:
+    async def _finality(self, merchant: Merchant, watched: frozenset[str], stuck: list[str]) -> tuple[int, int]:
+        """Each pending payment's step is its own (``settle_alone``): one that fails is added to ``stuck`` and
+        the others go on."""
         pending = list(self.sink.pending(self.config.key))
         finalized = orphaned = 0
         finalized_slot: int | None = None
@@ -301,20 +307,18 @@ class SolanaWatcher:
             chunk = pending[start : start + STATUS_BATCH]
             statuses = await self._call(self.rpc.statuses([payment.tx_id for payment in chunk]))
             for payment, status in zip(chunk, statuses, strict=True):
+                pid = payment.payment_id
                 if payment.failed and status is not None:
                     # recorded FAILED: final once failed at finalized; succeeded where it stands now: read again
                     if status.failed and status.finalized:
-                        self.sink.finalized(payment.payment_id, payment.block_hash)
-                        finalized += 1
+                        finalized += settle_alone(stuck, pid, partial(self.sink.finalized, pid, payment.block_hash))
                     elif not status.failed:
                         await self._reread(payment.tx_id, merchant, watched)
                     continue
                 if status is not None and status.failed:
-                    self.sink.orphaned(payment.payment_id, payment.block_hash)
-                    orphaned += 1
+                    orphaned += settle_alone(stuck, pid, partial(self.sink.orphaned, pid, payment.block_hash))
                 elif status is not None and status.finalized:
-                    self.sink.finalized(payment.payment_id, payment.block_hash)
-                    finalized += 1
+                    finalized += settle_alone(stuck, pid, partial(self.sink.finalized, pid, payment.block_hash))
                 elif status is None:
                     if finalized_slot is None:
                         finalized_slot = await self._call(self.rpc.slot("finalized"))
@@ -323,8 +327,7 @@ class SolanaWatcher:
                     if finalized_slot >= payment.block_number and (
                         await self._call(self.rpc.transaction(payment.tx_id)) is None
                     ):
-                        self.sink.orphaned(payment.payment_id, payment.block_hash)
-                        orphaned += 1
+                        orphaned += settle_alone(stuck, pid, partial(self.sink.orphaned, pid, payment.block_hash))
         return finalized, orphaned
 
     async def _reread(self, signature: str, merchant: Merchant, watched: frozenset[str]) -> None:
