@@ -597,6 +597,8 @@ class Settlement:
             and existing.attributed
             and existing.moved_to is None
         ):
+            if existing.invoice_id != invoice_id:  # it keeps its bill, which is not the claimed one (D-cryptofix-4)
+                raise AlreadyClaimedError(f"payment {transfer.payment_id} already pays another bill")
             return  # re-seen after an orphaning: it keeps its bill
         if existing is None or existing.status is PaymentStatus.ORPHANED:
             moved_from = self._moved_from(transfer)
@@ -742,6 +744,8 @@ class Settlement:
             and _same_credit(existing.transfer, transfer)
             else None
         )
+        if reseen is not None and claimed_for is not None and reseen.invoice_id != claimed_for:
+            raise AlreadyClaimedError(f"payment {transfer.payment_id} already pays another bill")  # D-cryptofix-4
         if not transfer.succeeded:
             if reseen is not None:
                 return self._reseen(reseen, transfer)  # orphaned, then reverted in its new block: keeps its bill
