@@ -314,6 +314,7 @@ class EvmBlock:
     hash: str
     timestamp: int
     transactions: tuple[EvmTransaction, ...] = ()
+    parent_hash: str = ""  # "" when the source does not say (the scan's fork check then trusts the block)
 
 
 @dataclass(frozen=True, slots=True)
