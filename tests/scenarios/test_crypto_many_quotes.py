@@ -153,3 +153,26 @@ def test_given_a_paid_bill_and_no_price_when_a_quote_is_asked_then_it_is_refused
 
     with pytest.raises(QuoteRefusedError, match="bill inv-3 is paid"):
         logic.create_quote(api(h), "acct-1", "inv-3", "ethereum", "ETH", h.clock.now)
+
+
+def test_given_solana_references_then_each_is_queried_on_its_own_until_2_hours_after_its_quotes_expiry(
+    h: Harness,
+) -> None:
+    """D-cryptofix-6. Solana quotes made at T0 + 1 min expire at T0 + 31 min and are monitored until T0 + 72 h 1 min.
+    At T0 + 2 h 30 min both references are watched (matched when a payment carries them) and both still queried
+    on their own; at T0 + 2 h 32 min (past T0 + 31 min + 2 h) the older one is watched only, the one made at
+    T0 + 1 h (expiring at T0 + 1 h 31 min) still queried."""
+    old = quote("q-sol-1", "USDC", USDC_QUOTE, "1", chain="solana", reference="RefOld111")
+    later = replace(
+        quote("q-sol-2", "USDC", USDC_QUOTE, "1", chain="solana", reference="RefNew222"),
+        created_at=T0 + timedelta(hours=1),
+        expires_at=T0 + timedelta(hours=1, minutes=31),
+    )
+    h.store.add_quote(old)
+    h.store.add_quote(later)
+
+    h.clock.now = T0 + timedelta(hours=2, minutes=30)
+    assert sorted(h.settlement.recent_references("solana")) == ["RefNew222", "RefOld111"]
+    h.clock.now = T0 + timedelta(hours=2, minutes=32)
+    assert sorted(h.settlement.active_references("solana")) == ["RefNew222", "RefOld111"]
+    assert list(h.settlement.recent_references("solana")) == ["RefNew222"]

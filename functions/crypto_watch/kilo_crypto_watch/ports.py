@@ -85,6 +85,12 @@ class ReferenceSource(Protocol):
 
     def active_references(self, chain: str) -> Sequence[str]: ...
 
+    def recent_references(self, chain: str) -> Sequence[str]:
+        """The watched references worth a ``getSignaturesForAddress`` of their own: quotes not expired, or expired
+        less than the settlement policy's ``reference_margin`` ago. A later payment is still found by the merchant's
+        wallet and token-account sweeps, and matched by the reference it carries (D-cryptofix-6)."""
+        ...
+
 
 class PriceUnavailableError(Exception):
     """A price source did not answer, or answered something unusable (no round, zero or negative price)."""
@@ -226,7 +232,10 @@ class SettlementStore(Protocol):
 
     def pending_payments(self, chain: str) -> Sequence[Payment]: ...
 
-    def watched_references(self, chain: str, now: datetime) -> Sequence[str]: ...
+    def watched_references(self, chain: str, now: datetime, expired_after: datetime | None = None) -> Sequence[str]:
+        """References of quotes monitored past ``now``; given ``expired_after``, only those of quotes expiring after
+        it (a reference stored before its quote's expiry was kept on it counts as not expired)."""
+        ...
 
     def wallet_owner(self, chain_kind: str, address: str, chain: str | None = None) -> str | None:
         """The account ``address`` is linked to: by its key (every chain of ``chain_kind``), or as a contract wallet

@@ -79,6 +79,8 @@ class SettlementPolicy:
     # a credit that moved to another id (re-mined at another log index, D155) keeps its bill above the cap, by at
     # most this many lines: its old line stays (ORPHANED, pointing at the new one), and a move is never a new credit
     move_margin: int = 20
+    # how long after its quote's expiry a Solana reference is still queried on its own each run (D-cryptofix-6)
+    reference_margin: timedelta = timedelta(hours=2)
 
 
 class SettlementError(Exception):
@@ -421,6 +423,10 @@ class Settlement:
     # ReferenceSource
     def active_references(self, chain: str) -> Sequence[str]:
         return self._store.watched_references(chain, self._clock())
+
+    def recent_references(self, chain: str) -> Sequence[str]:
+        now = self._clock()
+        return self._store.watched_references(chain, now, expired_after=now - self._policy.reference_margin)
 
     # PaymentSink
     def pending(self, chain: str) -> Sequence[PendingPayment]:
