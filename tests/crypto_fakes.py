@@ -139,3 +139,6 @@ class StaticReferences:
 
     def active_references(self, chain: str) -> Sequence[str]:
         return list(self.keys)
+
+    def recent_references(self, chain: str) -> Sequence[str]:
+        return list(self.keys)

@@ -507,3 +507,13 @@ def test_given_a_close_with_a_credit_note_then_it_needs_the_credited_invoice_as_
     assert march == replace(opened, revision=3)  # only the revision moved
     with pytest.raises(LedgerConflictError):  # a writer holding March as read before the note must re-read it
         ledger.store.update_invoice(opened.moved(InvoiceStatus.VOID, MAR.end), InvoiceStatus.OPEN)
+
+
+def test_given_a_crypto_invoice_paid_with_a_write_off_then_the_write_off_is_stored_with_it(ledger: Ledger) -> None:
+    """D-cryptofix-5: what settlement wrote off is read back as written (not refundable)."""
+    opened = _opened(ledger)
+    paid = replace(opened.moved(InvoiceStatus.PAID, MAR.end), written_off=Decimal("0.29"))
+
+    ledger.store.update_invoice(paid, InvoiceStatus.OPEN)
+
+    assert ledger.store.ledger("acme").invoices["acme/2026-03"].written_off == Decimal("0.29")

@@ -9,9 +9,9 @@ from decimal import Decimal
 
 import pytest
 
-from kilo_billing.publisher import PublishError
 from kilo_crypto_watch.adapters import DynamoCryptoStore
 from kilo_crypto_watch.model import BillStatus
+from kilo_crypto_watch.solana_handler import SolanaWatchFailedError
 from tests.crypto_solana_chain import SolanaTestChain
 from tests.iam.conftest import Roles
 from tests.infra.test_generated_iam import BILLING_BUS, CRYPTO_TABLE
@@ -51,7 +51,8 @@ def test_given_put_events_taken_from_the_solana_watcher_s_role_then_the_run_is_r
     chain.standin.finalize()
     with (
         roles.acting_as(FUNCTION, without={("events:PutEvents", BILLING_BUS)}) as enforcement,
-        pytest.raises(PublishError),  # the run fails: the next minute's run retries it,
+        # the run fails (the chain's failure, after any other chain ran: D-cryptofix-1): the next minute's run
+        pytest.raises(SolanaWatchFailedError, match=r"\['solana'\]"),  # retries it,
     ):
         run_handler()
     assert set(enforcement.denied) == {("events:PutEvents", BILLING_BUS)}

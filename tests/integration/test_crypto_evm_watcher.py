@@ -9,11 +9,20 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from web3 import Web3
 
 from kilo_crypto_watch.evm import NATIVE_INDEX, EvmTransactionInspector, watch
 from kilo_crypto_watch.evm_rpc import Web3EvmRpc
 from kilo_crypto_watch.model import ChainConfig, Cursor, PaymentStatus
-from kilo_crypto_watch.ports import BlockRef, EvmBlock, EvmReceipt, RpcUnavailableError, TransactionNotFoundError
+from kilo_crypto_watch.ports import (
+    BlockRef,
+    EvmBlock,
+    EvmLog,
+    EvmReceipt,
+    RpcUnavailableError,
+    TransactionNotFoundError,
+)
+from kilo_dev import contracts
 from tests.crypto_fakes import MemoryCursorStore, MemoryPaymentSink
 from tests.evm_chain import (
     ETHER,
@@ -24,6 +33,7 @@ from tests.evm_chain import (
     USDC,
     Chain,
     RangeLimitProxy,
+    deploy,
 )
 
 
@@ -524,3 +534,89 @@ def test_given_a_submitted_tx_then_the_inspector_dates_it_by_its_block(chain: Ch
     (credit,) = EvmTransactionInspector(config, Web3EvmRpc(config.rpc_url)).transfers(tx)
 
     assert credit.block_time == datetime.fromtimestamp(block["timestamp"], UTC)
+
+
+class FailingFor(MemoryPaymentSink):
+    """A sink whose settlement step of one payment always fails (a bill its transaction cannot store, say)."""
+
+    def __init__(self, payment_id: str) -> None:
+        super().__init__()
+        self.failing = payment_id
+
+    def finalized(self, payment_id: str, block_hash: str | None = None) -> None:
+        if payment_id == self.failing:
+            raise RuntimeError(f"the store refused {payment_id}")
+        super().finalized(payment_id, block_hash)
+
+
+def test_given_one_payment_whose_finality_step_fails_then_the_others_finalize_and_it_is_named_stuck(
+    chain: Chain,
+) -> None:
+    """D-cryptofix-1: one bad payment is that payment's alone - it stays SEEN (the next run tries it again)."""
+    chain.mint(PAYER, 10 * USDC)
+    chain.mine(FINALITY_LAG)
+    watcher = Watcher(chain.config(start_block=chain.head() + 1))
+    chain.pay_usdc(PAYER, MERCHANT, 1 * USDC)
+    chain.pay_usdc(PAYER, MERCHANT, 2 * USDC)
+    watcher.run()
+    ids = {seen.atomic_amount: seen.payment_id for seen in watcher.sink.with_status(PaymentStatus.SEEN)}
+    first, second = 1 * USDC, 2 * USDC
+    failing = FailingFor(ids[first])
+    failing.transfers, failing.status = watcher.sink.transfers, watcher.sink.status
+    watcher.sink = failing
+    chain.mine(FINALITY_LAG)
+
+    report = watcher.run()
+
+    assert report.finalized == 1
+    assert failing.status[ids[second]] is PaymentStatus.FINALIZED
+    assert failing.status[ids[first]] is PaymentStatus.SEEN
+    assert report.stuck == (f"{ids[first]}: RuntimeError: the store refused {ids[first]}",)
+
+
+class ReorgAfterLogs(Web3EvmRpc):
+    """anvil replaces the last ``depth`` blocks right after the run's first ``eth_getLogs``, with blocks that hold
+    ``txs`` (a payment only the new fork has)."""
+
+    def __init__(self, chain: Chain, depth: int, txs: list[Any]) -> None:
+        super().__init__(chain.node.url)
+        self.chain = chain
+        self.depth = depth
+        self.txs = txs
+
+    def logs(self, address: str, topics: Sequence[str | None], first: int, last: int) -> list[EvmLog]:
+        read = super().logs(address, topics, first, last)
+        if self.depth:
+            self.chain.node.call("anvil_reorg", self.depth, self.txs)
+            self.depth = 0
+        return read
+
+
+@pytest.mark.parametrize("scan_batch", [100, 1])
+def test_given_a_reorg_between_a_scans_reads_then_a_usdc_payment_through_a_contract_in_the_new_fork_is_seen(
+    chain: Chain, scan_batch: int
+) -> None:
+    """D-cryptofix-3. The old fork's two blocks are empty; the new fork's first holds 4 USDC paid through a contract
+    (``TestBatchPay``: a Transfer log only - the block scan does not see it). The run and the next one see the
+    payment. Before: one batch read its logs from the old fork and its blocks from the new, and the cursor took the
+    new fork's hash; batches of one block: the second batch, read from the new fork, moved the cursor past the
+    first's old-fork read - either way the payment was never seen."""
+    chain.mint(OTHER, 10 * USDC)
+    batch = Web3.to_checksum_address(deploy(chain.w3, "TestBatchPay"))
+    chain.token().functions.approve(batch, 10 * USDC).transact({"from": OTHER})  # type: ignore[arg-type]
+    chain.mine(FINALITY_LAG)
+    config = chain.config(start_block=chain.head() + 1, scan_batch=scan_batch)
+    chain.mine(2)  # the old fork: two empty blocks
+    payer = chain.w3.eth.contract(address=batch, abi=contracts.load("TestBatchPay")["abi"])
+    data = payer.encode_abi("pay", args=[chain.usdc, MERCHANT, [4 * USDC]])
+    paying = {"from": OTHER, "to": batch, "data": data, "gas": hex(200_000)}
+    watcher = Watcher(config)
+    watcher.rpc = ReorgAfterLogs(chain, depth=2, txs=[[paying, 0]])
+
+    watcher.run()
+    watcher.rpc = Web3EvmRpc(config.rpc_url)
+    watcher.run()
+
+    (seen,) = watcher.sink.with_status(PaymentStatus.SEEN)
+    assert (seen.asset, seen.atomic_amount, seen.sender, seen.recipient) == ("USDC", 4 * USDC, OTHER, MERCHANT)
+    assert seen.block_hash == chain.block_hash(seen.block_number)  # the new fork's block

@@ -22,7 +22,7 @@ from spl.memo.constants import MEMO_PROGRAM_ID
 from kilo_crypto_watch.model import LockedRate, PaymentStatus, Quote, RateReading, RunReport
 from kilo_crypto_watch.ports import ChainTransaction, CursorConflictError, SignatureStatus, TransactionNotFoundError
 from kilo_crypto_watch.settlement import ClaimRefusedError
-from kilo_crypto_watch.solana import SolanaWatcher, inspect
+from kilo_crypto_watch.solana import SolanaWatcher, inspect, rotation
 from kilo_crypto_watch.solana_rpc import SolanaRpcClient, SolanaTransactionInspector
 from kilo_dev.solana_standin import SolanaStandin
 from tests.conftest import Stack
@@ -529,3 +529,23 @@ def test_given_a_payment_recorded_failed_on_a_dead_fork_when_its_signature_succe
     processing = h.store.bill("inv-1")
     assert processing is not None
     assert processing.status.value == "PROCESSING"
+
+
+def test_given_250_recent_references_then_a_run_queries_100_and_three_minutes_of_runs_query_them_all(
+    watch: Watch,
+) -> None:
+    """D-cryptofix-6. 250 references (no payments): a run makes 100 calls more than the same run watching none
+    (before: 250 more, one per reference); the rotation's windows at minutes 0, 1, 2 start at 0, 100 and 200
+    (mod 250) and cover all 250."""
+    baseline = watch.run().rpc_calls
+    watch.cursors.cursors.clear()  # the same run again: from no cursor
+    watch.references.keys = [str(Keypair().pubkey()) for _ in range(250)]
+
+    report = watch.run()
+
+    assert report.rpc_calls == baseline + 100
+    ordered = sorted(watch.references.keys)
+    minute = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+    seen = [set(rotation(ordered, 100, minute + timedelta(minutes=n))) for n in range(3)]
+    assert [len(window) for window in seen] == [100, 100, 100]
+    assert set().union(*seen) == set(ordered)

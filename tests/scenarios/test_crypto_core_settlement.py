@@ -1734,3 +1734,33 @@ def test_given_a_payment_not_stored_then_claiming_it_for_a_seen_event_is_refused
         store.claim_seen("ethereum:0xgone:0", "crypto-seen:inv-1:abc")
     client, table = stack.clients["dynamodb"], stack.template.physical_name("CryptoTable")
     assert client.scan(TableName=table)["Items"] == []  # no bare row holding only the claim
+
+
+def test_given_acct_1s_payment_orphaned_when_another_account_claims_it_then_refused_and_nothing_of_it_shown(
+    h: Harness,
+) -> None:
+    """D-cryptofix-4. acct-1's linked wallet paid inv-1; its block was orphaned. acct-x submits the transaction for its
+    own bill inv-x: refused as another bill's (before: 202 with acct-1's payment), at the check and at the record."""
+    _attacker(h)
+    paid = transfer("0xo1", "USDC", USDC_QUOTE, T0 + timedelta(minutes=4))
+    h.settlement.record_seen(paid)
+    h.settlement.orphaned("ethereum:0xo1:0")
+    again = replace(paid, block_number=101, block_hash="0xblock2")  # re-included in another block
+
+    class Inspector:
+        def transfers(self, tx_id: str) -> list[ObservedTransfer]:
+            return [again]
+
+    ports = logic.ApiPorts(
+        h.store, h.settlement, h.rates, CHAINS, lambda chain: Inspector(), QuotePolicy(), SignInPolicy("x", "y")
+    )
+    with pytest.raises(AlreadyClaimedError, match="already pays another bill"):
+        logic.submit_transaction(ports, "acct-x", "inv-x", "ethereum", "0xo1")
+    with pytest.raises(AlreadyClaimedError, match="already pays another bill"):
+        h.settlement.record(again, claimed_for="inv-x")
+
+    stored = h.store.payment("ethereum:0xo1:0")
+    assert stored is not None
+    assert (stored.invoice_id, stored.status) == ("inv-1", PaymentStatus.ORPHANED)
+    assert h.store.bill("inv-x") is not None
+    assert h.store.bill("inv-x").payments == ()  # type: ignore[union-attr]

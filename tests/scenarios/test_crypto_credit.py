@@ -14,7 +14,7 @@ from decimal import Decimal
 import pytest
 
 from kilo_billing.contracts import CryptoBillSettledV1, CryptoCreditAddedV1
-from kilo_billing.invoicing import BillingMethod, InvoiceRecord, InvoiceStatus
+from kilo_billing.invoicing import BillingMethod, InvoiceRecord, InvoiceStatus, refundable
 from kilo_invoice.crypto_settled import (
     InvoiceNotPaidYetError,
     NotCryptoInvoiceError,
@@ -185,3 +185,24 @@ def test_given_a_settlement_whose_credit_is_not_whole_cents_then_refused_naming_
         apply_crypto_credit(world.store, credit_added(march, "14.355"))
     assert world.store.billing["coin"].credit == Decimal("4.35")
     assert world.store.invoices[march.invoice_id].crypto_credit == Decimal("4.35")
+
+
+def test_given_a_crypto_invoice_paid_inside_tolerance_then_the_write_off_is_never_refundable(world: World) -> None:
+    """D-cryptofix-5. March's $58.00 paid with 57.71 USDC: the 0.29 short (0.5 % of 58.00, under the $1 cap) is
+    written off. At most 58.00 - 0.29 = 57.71 can be refunded (before: 58.00, money never received)."""
+    march = world.close("coin", MAR)
+    event = settled(march, "0.00", "57.71").model_copy(update={"written_off_usd": "0.29"})
+
+    paid, _ = apply_crypto_settled(world.store, event)
+
+    assert (paid.status, paid.written_off) == (InvoiceStatus.PAID, Decimal("0.29"))
+    ledger = world.store.ledger("coin")
+    assert refundable(ledger, ledger.invoices[march.invoice_id]) == Decimal("57.71")
+
+
+def test_given_a_settled_event_with_a_sub_cent_write_off_then_it_is_refused_naming_the_field(world: World) -> None:
+    march = world.close("coin", MAR)
+    event = settled(march, "0.00", "57.71").model_copy(update={"written_off_usd": "0.295"})
+
+    with pytest.raises(ValueError, match=r"written_off_usd must be whole cents, got 0\.295"):
+        apply_crypto_settled(world.store, event)

@@ -127,12 +127,13 @@ class DynamoCryptoStore:
             ExpressionAttributeValues=to_item({":t": True}),
         )
 
-    def watched_references(self, chain: str, now: datetime) -> Sequence[str]:
-        found = self._query(
-            IndexName="watch",
-            KeyConditionExpression="gsi1pk = :w AND gsi1sk > :now",
-            ExpressionAttributeValues=to_item({":w": f"WATCH#{chain}", ":now": now.astimezone(UTC).isoformat()}),
-        )
+    def watched_references(self, chain: str, now: datetime, expired_after: datetime | None = None) -> Sequence[str]:
+        values = {":w": f"WATCH#{chain}", ":now": now.astimezone(UTC).isoformat()}
+        request: dict[str, Any] = {"IndexName": "watch", "KeyConditionExpression": "gsi1pk = :w AND gsi1sk > :now"}
+        if expired_after is not None:
+            request["FilterExpression"] = "attribute_not_exists(expires_at) OR expires_at > :cut"
+            values[":cut"] = expired_after.astimezone(UTC).isoformat()
+        found = self._query(**request, ExpressionAttributeValues=to_item(values))
         return [str(from_item(item)["reference"]) for item in found]
 
     # payments

@@ -15,7 +15,10 @@ One run per chain (``watch``):
    ``transfer(merchant, …)`` calls, whose receipts say whether they succeeded (a reverted call leaves no log: it is
    reported ``succeeded=False``). After each batch the cursor moves to the batch's last block and the hash that block
    had when it was read (a conditional write: a concurrent run that moved it first wins and this one stops; a reorg
-   during the run is found by the next). A run stops after the batch that reaches ``max_transactions_per_run``.
+   during the run is found by the next). A batch's blocks are read first, then its logs, and both must be of one
+   fork - each log's block hash the block read at its height, each block the parent of the next, the first the
+   child of the block the cursor holds - else the batch is read again or the run stops (D-cryptofix-3). A run stops
+   after the batch that reaches ``max_transactions_per_run``.
 3. **Finality.** Every SEEN payment at or below the ``finalized`` block is FINALIZED if its block hash is still the
    canonical one at its height. If another block is there, its transaction's receipt is read first: mined in another
    canonical block, it is reported there (settlement stores the new block) and finalized once that block is; else it
@@ -33,12 +36,15 @@ import contextlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
+from itertools import pairwise
 
 from kilo_crypto_watch.model import Asset, ChainConfig, Cursor, ObservedTransfer, PendingPayment, RunReport
 from kilo_crypto_watch.ports import (
     BlockRef,
     CursorConflictError,
     CursorStore,
+    EvmBlock,
     EvmLog,
     EvmReceipt,
     EvmRpc,
@@ -48,12 +54,14 @@ from kilo_crypto_watch.ports import (
     RpcRangeError,
     RpcUnavailableError,
     TransactionNotFoundError,
+    settle_alone,
 )
 
 TRANSFER_TOPIC = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
 TRANSFER_SELECTOR = "0xa9059cbb"  # transfer(address,uint256)
 TRANSFER_FROM_SELECTOR = "0x23b872dd"  # transferFrom(address,address,uint256)
 NATIVE_INDEX = -1  # ObservedTransfer.index of a credit that has no log: native ETH, or a reverted USDC call
+SCAN_ATTEMPTS = 3  # reads of a batch whose blocks and logs disagree (a reorg between them) before the run fails
 
 
 # --- pure decoding ----------------------------------------------------------------------------------------------------
@@ -209,16 +217,41 @@ def _usdc_logs(rpc: EvmRpc, chain: ChainConfig, first: int, last: int, sizer: Ch
     return found
 
 
+class ForkBelowError(Exception):
+    """The batch's first block does not descend from the block the cursor was just moved to: a reorg replaced it
+    during the run. The run stops scanning; the next one finds the cursor's block gone and rolls back."""
+
+
+def _read_batch(
+    rpc: EvmRpc, chain: ChainConfig, first: int, last: int, sizer: ChunkSizer, parent: str | None
+) -> tuple[list[EvmBlock], list[EvmLog]]:
+    """The blocks ``first..last`` and the merchant's USDC logs in them, read from one fork (D-cryptofix-3): the
+    blocks first, then the logs, and each log's block hash must be the block read at its height, each block the
+    parent of the next; a reorg between the reads is read again (up to ``SCAN_ATTEMPTS`` times, then the run fails
+    and the next resumes from the cursor). A first block that is not the child of ``parent`` (the hash the cursor
+    holds for ``first - 1``): ``ForkBelowError``. A reorg after both reads leaves the cursor on the old fork's hash,
+    which the next run's reorg check finds."""
+    for _ in range(SCAN_ATTEMPTS):
+        blocks = rpc.blocks(first, last)
+        if not blocks or blocks[-1].number != last:
+            raise RpcUnavailableError(f"the node did not return blocks {first}..{last} whole")
+        if parent is not None and blocks[0].parent_hash not in ("", parent):
+            raise ForkBelowError(f"block {first} does not descend from the cursor's block {first - 1} ({parent})")
+        linked = all(child.parent_hash in ("", block.hash) for block, child in pairwise(blocks))
+        logs = _usdc_logs(rpc, chain, first, last, sizer)
+        hashes = {block.number: block.hash for block in blocks}
+        if linked and all(hashes.get(log.block_number) == log.block_hash for log in logs):
+            return blocks, logs
+    raise RpcUnavailableError(f"blocks {first}..{last} changed under {SCAN_ATTEMPTS} reads running (a reorg)")
+
+
 def _scan(
-    rpc: EvmRpc, sink: PaymentSink, chain: ChainConfig, first: int, last: int, sizer: ChunkSizer
+    rpc: EvmRpc, sink: PaymentSink, chain: ChainConfig, first: int, last: int, sizer: ChunkSizer, parent: str | None
 ) -> tuple[int, int, int, str]:
-    """Report every merchant credit in ``first..last``; returns (transfers reported, failed among them, transactions
-    in the blocks, the hash of block ``last`` as scanned - the cursor's, so that a reorg during the run is found by
-    the next one). Only these blocks are held in memory."""
-    logs = _usdc_logs(rpc, chain, first, last, sizer)
-    blocks = rpc.blocks(first, last)
-    if not blocks or blocks[-1].number != last:
-        raise RpcUnavailableError(f"the node did not return blocks {first}..{last} whole")
+    """Report every merchant credit in ``first..last`` (read from one fork, ``_read_batch``); returns (transfers
+    reported, failed among them, transactions in the blocks, the hash of block ``last`` as scanned - the cursor's,
+    so that a reorg during the run is found by the next one). Only these blocks are held in memory."""
+    blocks, logs = _read_batch(rpc, chain, first, last, sizer, parent)
     stamps = {block.number: block.timestamp for block in blocks}
     watched = [tx for block in blocks for tx in block.transactions if wants_receipt(chain, tx)]
     receipts = rpc.receipts([tx.hash for tx in watched]) if watched else {}
@@ -295,7 +328,11 @@ def watch(
     start = next_block
     while start <= limit and transactions < chain.max_transactions_per_run:
         end = min(limit, start + chain.scan_batch - 1)
-        found, failures, txs, end_hash = _scan(rpc, sink, chain, start, end, sizer)
+        parent = written.block_hash if written is not None and written.block_number == start - 1 else None
+        try:
+            found, failures, txs, end_hash = _scan(rpc, sink, chain, start, end, sizer, parent)
+        except ForkBelowError:
+            break  # the block the cursor holds was replaced meanwhile: the next run rolls back from it
         seen, failed, transactions, last = seen + found, failed + failures, transactions + txs, end
         moved = Cursor(chain.key, end, end_hash, updated_at=stamp)
         try:  # per batch: a run that stops (a timeout, a node error) keeps what it scanned
@@ -310,7 +347,8 @@ def watch(
         if ancestor_hash is not None:
             with contextlib.suppress(CursorConflictError):
                 cursors.put(Cursor(chain.key, last, ancestor_hash, updated_at=stamp), expected=cursor)
-    finalized_count, orphaned_count = _finality(rpc, sink, chain, finalized, exclude=orphaned_ids)
+    stuck: list[str] = []
+    finalized_count, orphaned_count = _finality(rpc, sink, chain, finalized, stuck, exclude=orphaned_ids)
     orphaned_count += len(orphaned_ids)
     return RunReport(
         chain=chain.key,
@@ -323,16 +361,23 @@ def watch(
         rpc_calls=rpc.calls - calls_before,
         rolled_back_to=rolled_back_to,
         caught_up=last >= head.number,
+        stuck=tuple(stuck),
     )
 
 
 def _finality(
-    rpc: EvmRpc, sink: PaymentSink, chain: ChainConfig, finalized: BlockRef, exclude: Iterable[str] = ()
+    rpc: EvmRpc,
+    sink: PaymentSink,
+    chain: ChainConfig,
+    finalized: BlockRef,
+    stuck: list[str],
+    exclude: Iterable[str] = (),
 ) -> tuple[int, int]:
     """SEEN payments at or below the finalized block: FINALIZED if their block hash is canonical. One whose block was
     replaced is looked up by its transaction first: mined elsewhere, it moves to that block (FINALIZED there once that
     block is final too); only a transaction the node does not have mined is ORPHANED. A height the node answers
-    nothing for is unknown, not gone: the payment waits for the next run."""
+    nothing for is unknown, not gone: the payment waits for the next run. A payment whose step fails is added to
+    ``stuck`` and the others go on (``settle_alone``)."""
     skip = set(exclude)
     due = [p for p in sink.pending(chain.key) if p.block_number <= finalized.number and p.payment_id not in skip]
     if not due:
@@ -343,17 +388,15 @@ def _finality(
     finalized_count = orphaned_count = 0
     for payment in due:
         here = canonical.get(payment.block_number)
+        pid = payment.payment_id
         if here == payment.block_hash:
-            sink.finalized(payment.payment_id, payment.block_hash)
-            finalized_count += 1
-        elif payment.payment_id in moved:
-            new_block = moved[payment.payment_id]
+            finalized_count += settle_alone(stuck, pid, partial(sink.finalized, pid, payment.block_hash))
+        elif pid in moved:
+            new_block = moved[pid]
             if new_block.block_number <= finalized.number:
-                sink.finalized(payment.payment_id, new_block.block_hash)
-                finalized_count += 1
+                finalized_count += settle_alone(stuck, pid, partial(sink.finalized, pid, new_block.block_hash))
         elif here is not None:
-            sink.orphaned(payment.payment_id, payment.block_hash)
-            orphaned_count += 1
+            orphaned_count += settle_alone(stuck, pid, partial(sink.orphaned, pid, payment.block_hash))
     return finalized_count, orphaned_count
 
 

@@ -85,6 +85,7 @@ def _block(raw: dict[str, Any]) -> EvmBlock:
         hash=str(raw["hash"]).lower(),
         timestamp=_int(raw["timestamp"]),
         transactions=tuple(_transaction(tx) for tx in raw.get("transactions", []) if isinstance(tx, dict)),
+        parent_hash=str(raw.get("parentHash") or "").lower(),
     )
 
 

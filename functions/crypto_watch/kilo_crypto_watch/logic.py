@@ -27,7 +27,7 @@ from kilo_crypto_watch.ports import (
     SettlementStore,
     TransactionInspector,
 )
-from kilo_crypto_watch.quotes import QuotePolicy, make_quote
+from kilo_crypto_watch.quotes import QuotePolicy, check_quote_room, make_quote, quotable_usd, reusable_quote
 from kilo_crypto_watch.settlement import BillNotFoundError, Settlement
 from kilo_crypto_watch.wallets import LinkedWallet, SignInPolicy, issue_nonce, verify_and_link
 
@@ -117,6 +117,12 @@ def create_quote(ports: ApiPorts, account_id: str, invoice_id: str, chain_key: s
         raise InvalidRequestError(
             f"asset {asset} is not accepted on {chain.key} (accepted: {chain.native}, USDC)", field="asset"
         )
+    quotable_usd(bill)  # a paid or covered bill is refused before a rate is locked (its sources may be down)
+    quotes = ports.store.quotes(bill.invoice_id)
+    reused = reusable_quote(bill, quotes, chain.key, checked, now, ports.quote_policy)
+    if reused is not None:
+        return reused
+    check_quote_room(bill, quotes, now, ports.quote_policy)
     rate = ports.rates.lock(checked, now)
     reference = None
     if chain.kind == "solana":

@@ -153,6 +153,8 @@ class RunReport:
     rpc_calls: int
     rolled_back_to: int | None = None
     caught_up: bool = True  # False: the run stopped at its work cap; the next run resumes from the cursor
+    # payments whose finality step failed (``<payment id>: <error>``): left pending, the others went on (D-cryptofix-1)
+    stuck: tuple[str, ...] = ()
 
 
 # --- Settlement's domain (owned by the core: quotes, bills, chain payments as recorded) ---------------------------

@@ -4,7 +4,7 @@ raises). Protocols: adapters and fakes implement them (docs/decisions.md D22).""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -65,10 +65,31 @@ class PaymentSink(Protocol):
         ...
 
 
+def settle_alone(stuck: list[str], payment_id: str, step: Callable[[], None]) -> bool:
+    """One payment's settlement step (``PaymentSink.finalized`` / ``orphaned``) in a watcher's finality pass, kept
+    from stopping the others: its error is added to ``stuck`` (``<payment id>: <error>``; the handler logs it and
+    counts ``CryptoPaymentsStuck``, alarmed) and False returned - the payment stays pending and the next run tries it
+    again. A node's failure (``ChainUnavailableError``) still fails the run (D-cryptofix-1)."""
+    try:
+        step()
+    except ChainUnavailableError:
+        raise
+    except Exception as exc:
+        stuck.append(f"{payment_id}: {type(exc).__name__}: {exc}")
+        return False
+    return True
+
+
 class ReferenceSource(Protocol):
     """Solana Pay references of quotes still watched (active, or expired inside the monitoring window)."""
 
     def active_references(self, chain: str) -> Sequence[str]: ...
+
+    def recent_references(self, chain: str) -> Sequence[str]:
+        """The watched references worth a ``getSignaturesForAddress`` of their own: quotes not expired, or expired
+        less than the settlement policy's ``reference_margin`` ago. A later payment is still found by the merchant's
+        wallet and token-account sweeps, and matched by the reference it carries (D-cryptofix-6)."""
+        ...
 
 
 class PriceUnavailableError(Exception):
@@ -211,7 +232,10 @@ class SettlementStore(Protocol):
 
     def pending_payments(self, chain: str) -> Sequence[Payment]: ...
 
-    def watched_references(self, chain: str, now: datetime) -> Sequence[str]: ...
+    def watched_references(self, chain: str, now: datetime, expired_after: datetime | None = None) -> Sequence[str]:
+        """References of quotes monitored past ``now``; given ``expired_after``, only those of quotes expiring after
+        it (a reference stored before its quote's expiry was kept on it counts as not expired)."""
+        ...
 
     def wallet_owner(self, chain_kind: str, address: str, chain: str | None = None) -> str | None:
         """The account ``address`` is linked to: by its key (every chain of ``chain_kind``), or as a contract wallet
@@ -299,6 +323,7 @@ class EvmBlock:
     hash: str
     timestamp: int
     transactions: tuple[EvmTransaction, ...] = ()
+    parent_hash: str = ""  # "" when the source does not say (the scan's fork check then trusts the block)
 
 
 @dataclass(frozen=True, slots=True)

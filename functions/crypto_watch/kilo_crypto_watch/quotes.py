@@ -9,6 +9,7 @@ URIs: EIP-681 on EVM chains (native ``ethereum:<merchant>@<chain id>?value=<wei>
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -16,8 +17,8 @@ from fractions import Fraction
 from urllib.parse import quote as url_quote
 
 from kilo_billing.money import decimal_str
-from kilo_crypto_watch.model import DECIMALS, Asset, Bill, BillStatus, ChainConfig, LockedRate, Quote
-from kilo_crypto_watch.settlement import asset_amount, remaining_usd
+from kilo_crypto_watch.model import DECIMALS, Asset, Bill, BillStatus, ChainConfig, LockedRate, Quote, QuoteStatus
+from kilo_crypto_watch.settlement import asset_amount, quote_status, remaining_usd
 
 
 class QuoteRefusedError(Exception):
@@ -29,6 +30,11 @@ class QuotePolicy:
     expiry: timedelta = timedelta(minutes=30)
     monitoring: timedelta = timedelta(hours=72)
     label: str = "Kilo Billing"
+    # a request while an ACTIVE quote of the same chain and asset asks the bill's remaining USD with at least this
+    # long to run gets that quote back, not a new one (D-cryptofix-1)
+    reuse_min_left: timedelta = timedelta(minutes=10)
+    # the quotes a bill holds inside their monitoring window: a new one beyond them is refused (D-cryptofix-1)
+    max_monitored_quotes: int = 50
 
 
 def atomic_amount(usd: Decimal, rate: Decimal, asset: Asset) -> int:
@@ -67,15 +73,11 @@ def make_quote(
 ) -> Quote:
     """A quote for the bill's remaining USD (total less payments seen or final) at ``rate``."""
     policy = policy or QuotePolicy()
-    if bill.status is BillStatus.PAID:
-        raise QuoteRefusedError(f"bill {bill.invoice_id} is paid")
+    remaining = quotable_usd(bill)
     if asset not in (chain.native, "USDC"):
         raise QuoteRefusedError(f"{asset} is not accepted on {chain.key} (accepted: {chain.native}, USDC)")
     if rate.asset != asset:
         raise QuoteRefusedError(f"rate is for {rate.asset}, not {asset}")
-    remaining = remaining_usd(bill)
-    if remaining <= 0:
-        raise QuoteRefusedError(f"bill {bill.invoice_id} is covered by payments awaiting finality")
     atomic = atomic_amount(remaining, rate.price, asset)
     memo = f"Kilo invoice {bill.number}" if bill.number else f"Kilo invoice {bill.invoice_id}"
     if chain.kind == "solana":
@@ -102,6 +104,48 @@ def make_quote(
         reference=reference,
         memo=memo if chain.kind == "solana" else None,
     )
+
+
+def quotable_usd(bill: Bill) -> Decimal:
+    """What a new quote of ``bill`` asks for (``remaining_usd``); ``QuoteRefusedError`` when there is nothing to ask:
+    the bill is paid, or covered by payments awaiting finality. Checked before a rate is locked (a paid bill is a
+    409 whatever the price sources say)."""
+    if bill.status is BillStatus.PAID:
+        raise QuoteRefusedError(f"bill {bill.invoice_id} is paid")
+    remaining = remaining_usd(bill)
+    if remaining <= 0:
+        raise QuoteRefusedError(f"bill {bill.invoice_id} is covered by payments awaiting finality")
+    return remaining
+
+
+def reusable_quote(
+    bill: Bill, quotes: Sequence[Quote], chain: str, asset: Asset, now: datetime, policy: QuotePolicy
+) -> Quote | None:
+    """The quote a new request for ``chain`` and ``asset`` gets instead of a new one: the newest that is ACTIVE (as
+    computed from the bill's payments: nothing paid to it, not expired), asks the bill's remaining USD and has at
+    least ``reuse_min_left`` to run; None when there is none (D-cryptofix-1)."""
+    remaining = remaining_usd(bill)
+    fitting = [
+        quote
+        for quote in quotes
+        if quote.chain == chain
+        and quote.asset == asset
+        and quote.amount_usd == remaining
+        and quote.expires_at - now >= policy.reuse_min_left
+        and quote_status(quote, bill.payments, now) is QuoteStatus.ACTIVE
+    ]
+    return max(fitting, key=lambda quote: (quote.created_at, quote.quote_id), default=None)
+
+
+def check_quote_room(bill: Bill, quotes: Sequence[Quote], now: datetime, policy: QuotePolicy) -> None:
+    """``QuoteRefusedError`` when the bill holds ``max_monitored_quotes`` quotes still inside their monitoring window:
+    each is read by every settlement step of the bill and watched by the Solana watcher (D-cryptofix-1)."""
+    monitored = sorted(quote.monitor_until for quote in quotes if quote.monitor_until >= now)
+    if len(monitored) >= policy.max_monitored_quotes:
+        raise QuoteRefusedError(
+            f"bill {bill.invoice_id} holds {len(monitored)} quotes still monitored, the most it takes: pay one of "
+            f"them, or ask again after {monitored[0].isoformat()} (when the oldest leaves monitoring)"
+        )
 
 
 def new_reference() -> str:

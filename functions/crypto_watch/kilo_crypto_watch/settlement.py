@@ -79,6 +79,8 @@ class SettlementPolicy:
     # a credit that moved to another id (re-mined at another log index, D155) keeps its bill above the cap, by at
     # most this many lines: its old line stays (ORPHANED, pointing at the new one), and a move is never a new credit
     move_margin: int = 20
+    # how long after its quote's expiry a Solana reference is still queried on its own each run (D-cryptofix-6)
+    reference_margin: timedelta = timedelta(hours=2)
 
 
 class SettlementError(Exception):
@@ -422,6 +424,10 @@ class Settlement:
     def active_references(self, chain: str) -> Sequence[str]:
         return self._store.watched_references(chain, self._clock())
 
+    def recent_references(self, chain: str) -> Sequence[str]:
+        now = self._clock()
+        return self._store.watched_references(chain, now, expired_after=now - self._policy.reference_margin)
+
     # PaymentSink
     def pending(self, chain: str) -> Sequence[PendingPayment]:
         return [
@@ -597,6 +603,8 @@ class Settlement:
             and existing.attributed
             and existing.moved_to is None
         ):
+            if existing.invoice_id != invoice_id:  # it keeps its bill, which is not the claimed one (D-cryptofix-4)
+                raise AlreadyClaimedError(f"payment {transfer.payment_id} already pays another bill")
             return  # re-seen after an orphaning: it keeps its bill
         if existing is None or existing.status is PaymentStatus.ORPHANED:
             moved_from = self._moved_from(transfer)
@@ -742,6 +750,8 @@ class Settlement:
             and _same_credit(existing.transfer, transfer)
             else None
         )
+        if reseen is not None and claimed_for is not None and reseen.invoice_id != claimed_for:
+            raise AlreadyClaimedError(f"payment {transfer.payment_id} already pays another bill")  # D-cryptofix-4
         if not transfer.succeeded:
             if reseen is not None:
                 return self._reseen(reseen, transfer)  # orphaned, then reverted in its new block: keeps its bill
@@ -970,9 +980,14 @@ class Settlement:
     def _bill_after(
         self, bill: Bill, payment: Payment, quotes: Sequence[Quote], *, moved_from: str | None = None
     ) -> tuple[Bill, tuple[Quote, ...]]:
-        """``bill`` with ``payment``'s line, and its quotes whose status that changes. A new line beyond
+        """``bill`` with ``payment``'s line, and its quotes whose status that line changes. A new line beyond
         ``max_bill_lines`` is refused (``UnstorableError``), but for a payment carrying the line of ``moved_from``
-        (the same credit under its new id), allowed ``move_margin`` more: a bill never loses a credit it counted."""
+        (the same credit under its new id), allowed ``move_margin`` more: a bill never loses a credit it counted.
+
+        Only a status the payment changes is written (its quote's, and its previous quote's: at most two quotes, so
+        the step's transaction stays far below DynamoDB's 100 items whatever the bill's quotes number): a change time
+        alone makes (ACTIVE -> EXPIRED, DETECTED -> INVALID) is left to the readers, which compute the status
+        (``quote_status``) rather than trust the stored one (D-cryptofix-1)."""
         limit = self._policy.max_bill_lines
         if moved_from is not None and any(line.payment_id == moved_from for line in bill.payments):
             limit += self._policy.move_margin
@@ -987,7 +1002,7 @@ class Settlement:
         changed = []
         for quote in quotes:
             status = quote_status(quote, new_bill.payments, now)
-            if status is not quote.status:
+            if status is not quote.status and status is not quote_status(quote, bill.payments, now):
                 changed.append(replace(quote, status=status))
         return new_bill, tuple(changed)
 

@@ -6,8 +6,10 @@ Each run (scheduled every minute, idempotent):
    in a slot up to ``head`` is visible to every following query of this run, so the run covers the slots
    ``(floor, head]`` where ``floor`` is the cursor's slot. The cursor keeps the head's blockhash beside its slot (the
    conditional write compares both; Solana needs no reorg check of the cursor: finality is read per signature).
-2. For each active Solana Pay reference (``ReferenceSource``, read after step 1: a quote made later can only be paid in
-   a later slot), ``getSignaturesForAddress(reference)``; then a sweep of the merchant's own signatures (``until`` the
+2. For each recent Solana Pay reference (``ReferenceSource.recent_references``: its quote not expired, or expired
+   less than ``reference_margin`` ago; at most ``max_references`` a run, in a rotation that moves on each minute; read
+   after step 1: a quote made later can only be paid in a later slot), ``getSignaturesForAddress(reference)``; then a
+   sweep of the merchant's own signatures (``until`` the
    cursor's ``last_signature``) and of its USDC associated token account (an SPL transfer names the token account, not
    the wallet), to catch wallets that drop the reference. Only signatures in ``(floor, head]`` are new.
 3. ``getTransaction`` for each new signature, oldest first, at most ``max_transactions`` per run (the cursor then
@@ -21,8 +23,9 @@ Each run (scheduled every minute, idempotent):
    until its failure is finalized (then final); a status without the error means it landed again and succeeded:
    ``getTransaction`` and its credits are reported again.
 
-Calls per run: 1 + active references + 2 sweeps (+1 per further page of 1,000) + new transactions + one ``getBlock``
-per slot with a credit + ceil(pending / 256) (+1 ``getSlot(finalized)`` when a status is unknown).
+Calls per run: 1 + min(recent references, ``max_references``) + 2 sweeps (+1 per further page of 1,000) + new
+transactions (at most ``max_transactions``) + one ``getBlock`` per slot with a credit + ceil(pending / 256) (+1
+``getSlot(finalized)`` when a status is unknown).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import struct
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import Literal, TypeVar
 
 from solders.pubkey import Pubkey
@@ -46,6 +50,7 @@ from kilo_crypto_watch.ports import (
     SignatureInfo,
     SolanaRpc,
     TransactionNotFoundError,
+    settle_alone,
 )
 
 T = TypeVar("T")
@@ -204,6 +209,7 @@ class SolanaWatcher:
     sink: PaymentSink
     references: ReferenceSource
     max_transactions: int = 500  # bounded work per run (a Lambda never runs into its timeout)
+    max_references: int = 100  # references queried on their own per run, in rotation (D-cryptofix-6)
     _calls: _Calls = field(default_factory=_Calls)
 
     async def run(self, now: datetime | None = None) -> RunReport:
@@ -214,10 +220,12 @@ class SolanaWatcher:
         latest = await self._call(self.rpc.head())
         head = latest.slot
         watched = frozenset(self.references.active_references(self.config.key))
+        stamp = now or datetime.now(UTC)
+        queried = rotation(sorted(self.references.recent_references(self.config.key)), self.max_references, stamp)
 
         new: dict[str, SignatureInfo] = {}
         wallet_signatures: set[str] = set()
-        for reference in sorted(watched):
+        for reference in queried:
             new.update({info.signature: info for info in await self._since(reference, floor, head)})
         for info in await self._since(merchant.wallet, floor, head, cursor.last_signature if cursor else None):
             new[info.signature] = info
@@ -252,10 +260,10 @@ class SolanaWatcher:
                 failed += not transfer.succeeded
         self.sink.record_batch(reported)  # one "payment seen" per bill for the batch, before the cursor moves
 
-        stamp = now or datetime.now(UTC)
         moved = Cursor(self.config.key, to_slot, latest.blockhash, last_signature, stamp)
         self.cursors.put(moved, cursor)
-        finalized, orphaned = await self._finality(merchant, watched)
+        stuck: list[str] = []
+        finalized, orphaned = await self._finality(merchant, watched, stuck)
         return RunReport(
             chain=self.config.key,
             from_block=floor + 1,
@@ -266,6 +274,7 @@ class SolanaWatcher:
             failed=failed,
             rpc_calls=self._calls.count,
             caught_up=to_slot == head,
+            stuck=tuple(stuck),
         )
 
     async def _call(self, call: Awaitable[T]) -> T:
@@ -293,7 +302,9 @@ class SolanaWatcher:
                 return found
             before = page[-1].signature
 
-    async def _finality(self, merchant: Merchant, watched: frozenset[str]) -> tuple[int, int]:
+    async def _finality(self, merchant: Merchant, watched: frozenset[str], stuck: list[str]) -> tuple[int, int]:
+        """Each pending payment's step is its own (``settle_alone``): one that fails is added to ``stuck`` and
+        the others go on."""
         pending = list(self.sink.pending(self.config.key))
         finalized = orphaned = 0
         finalized_slot: int | None = None
@@ -301,20 +312,18 @@ class SolanaWatcher:
             chunk = pending[start : start + STATUS_BATCH]
             statuses = await self._call(self.rpc.statuses([payment.tx_id for payment in chunk]))
             for payment, status in zip(chunk, statuses, strict=True):
+                pid = payment.payment_id
                 if payment.failed and status is not None:
                     # recorded FAILED: final once failed at finalized; succeeded where it stands now: read again
                     if status.failed and status.finalized:
-                        self.sink.finalized(payment.payment_id, payment.block_hash)
-                        finalized += 1
+                        finalized += settle_alone(stuck, pid, partial(self.sink.finalized, pid, payment.block_hash))
                     elif not status.failed:
                         await self._reread(payment.tx_id, merchant, watched)
                     continue
                 if status is not None and status.failed:
-                    self.sink.orphaned(payment.payment_id, payment.block_hash)
-                    orphaned += 1
+                    orphaned += settle_alone(stuck, pid, partial(self.sink.orphaned, pid, payment.block_hash))
                 elif status is not None and status.finalized:
-                    self.sink.finalized(payment.payment_id, payment.block_hash)
-                    finalized += 1
+                    finalized += settle_alone(stuck, pid, partial(self.sink.finalized, pid, payment.block_hash))
                 elif status is None:
                     if finalized_slot is None:
                         finalized_slot = await self._call(self.rpc.slot("finalized"))
@@ -323,8 +332,7 @@ class SolanaWatcher:
                     if finalized_slot >= payment.block_number and (
                         await self._call(self.rpc.transaction(payment.tx_id)) is None
                     ):
-                        self.sink.orphaned(payment.payment_id, payment.block_hash)
-                        orphaned += 1
+                        orphaned += settle_alone(stuck, pid, partial(self.sink.orphaned, pid, payment.block_hash))
         return finalized, orphaned
 
     async def _reread(self, signature: str, merchant: Merchant, watched: frozenset[str]) -> None:
@@ -338,6 +346,15 @@ class SolanaWatcher:
         if found:
             block_hash = await self._call(self.rpc.block_hash(tx.slot))
             self.sink.record_batch([_with_hash(transfer, block_hash) for transfer in found])
+
+
+def rotation(references: Sequence[str], cap: int, now: datetime) -> list[str]:
+    """At most ``cap`` of ``references`` (sorted), the window moving on by ``cap`` each minute: every reference is
+    queried at least once in ceil(n / cap) minutes of runs, whatever their number (D-cryptofix-6)."""
+    if len(references) <= cap:
+        return list(references)
+    start = (int(now.timestamp()) // 60 * cap) % len(references)
+    return [references[(start + n) % len(references)] for n in range(cap)]
 
 
 def _bounded(ordered: list[SignatureInfo], cap: int, head: int) -> tuple[list[SignatureInfo], int]:

@@ -2,8 +2,8 @@
 the merchant's sweep, finality), reporting to settlement. Idempotent: the cursor's conditional write makes an
 overlapping run stop (``CursorConflictError``, logged, not a failure), and settlement records each credit once.
 
-With no Solana chain configured it returns at once, reading nothing (the secret included). An RPC failure on any
-chain fails the invocation after the other chains ran: the asynchronous invocation's
+With no Solana chain configured it returns at once, reading nothing (the secret included). A failure on any
+chain (its RPC, or anything else) fails the invocation after the other chains ran: the asynchronous invocation's
 on-failure destination keeps it and an alarm watches it; the next minute resumes from the cursor.
 """
 
@@ -58,6 +58,14 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             count(SERVICE, Metric.CRYPTO_WATCH_FAILED)
             failed.append(chain.key)
             continue
+        except Exception:  # any other failure is this chain's alone: the other chains still run (D-cryptofix-1)
+            logger.exception("solana run failed", extra={"chain": chain.key})
+            count(SERVICE, Metric.CRYPTO_WATCH_FAILED)
+            failed.append(chain.key)
+            continue
+        if report.stuck:  # left pending, the others settled: each named for an operator (D-cryptofix-1)
+            logger.error("payments stuck at finality", extra={"chain": chain.key, "stuck": list(report.stuck)})
+            count(SERVICE, Metric.CRYPTO_PAYMENTS_STUCK, len(report.stuck))
         count(SERVICE, Metric.CRYPTO_TRANSFERS_SEEN, report.transfers_seen)
         count(SERVICE, Metric.CRYPTO_PAYMENTS_FINALIZED, report.finalized)
         count(SERVICE, Metric.CRYPTO_PAYMENTS_ORPHANED, report.orphaned)

@@ -8,7 +8,8 @@ applies it (``invoicing.with_credit``). Both events carry the bill's credit in a
 has added (``crypto_credit``), so each adds only the difference: a redelivery, an older event or two events at once
 add the credit once. ``CryptoCreditAdded.v1`` (a payment finalized after the bill was PAID) waits for the invoice to
 be paid by its ``CryptoBillSettled.v1`` (SQS does not keep their order): until then it fails and is redelivered.
-The write-off stays recorded on the crypto bill and in the event."""
+The write-off (``written_off_usd``: what tolerance let go unpaid) is recorded on the invoice with the move to PAID:
+a refund or a credit note never gives it back (``invoicing.refundable``, ``money_held``; D-cryptofix-5)."""
 
 from __future__ import annotations
 
@@ -43,25 +44,29 @@ def marker(invoice_id: str) -> str:
     return f"crypto_settled:{invoice_id}"
 
 
-def _credit(text: str) -> Decimal:
-    """The event's ``credit_usd``: whole cents, never negative, by contract. Anything else is refused (the record
-    fails, is redelivered, then dead-lettered): never rounded here. Checked here although ``CreditMove`` refuses a
-    sub-cent move too (D265): this names the event's field, and refuses before anything is read."""
+def _credit(text: str, name: str = "credit_usd") -> Decimal:
+    """The event's ``credit_usd`` (or ``written_off_usd``): whole cents, never negative, by contract. Anything else
+    is refused (the record fails, is redelivered, then dead-lettered): never rounded here. Checked here although
+    ``CreditMove`` refuses a sub-cent move too (D265): this names the event's field, and refuses before anything is
+    read."""
     try:
         credit = Decimal(text)
     except InvalidOperation:
-        raise ValueError(f"credit_usd must be an amount in USD, got {text!r}") from None
+        raise ValueError(f"{name} must be an amount in USD, got {text!r}") from None
     if not is_whole_cents(credit):  # NaN and the infinities too: compared below, NaN would raise InvalidOperation
-        raise ValueError(f"credit_usd must be whole cents, got {text}")
+        raise ValueError(f"{name} must be whole cents, got {text}")
     if credit < 0:
-        raise ValueError(f"credit_usd must not be negative, got {text}")
+        raise ValueError(f"{name} must not be negative, got {text}")
     return credit
 
 
 def apply_crypto_settled(store: LedgerStore, event: CryptoBillSettledV1) -> tuple[InvoiceRecord, bool]:
-    """Mark the invoice paid (at the settlement's time), with the bill's credit. -> (the invoice, whether changed)."""
+    """Mark the invoice paid (at the settlement's time), with the bill's credit and its write-off (what tolerance
+    let go unpaid: never refunded nor credited back, D-cryptofix-5). -> (the invoice, whether changed)."""
     paid_at = datetime.fromisoformat(event.occurred_at)
-    return _apply(store, event.account_id, event.invoice_id, _credit(event.credit_usd), paid_at)
+    credit = _credit(event.credit_usd)
+    written_off = _credit(event.written_off_usd, "written_off_usd")
+    return _apply(store, event.account_id, event.invoice_id, credit, paid_at, written_off)
 
 
 def apply_crypto_credit(store: LedgerStore, event: CryptoCreditAddedV1) -> tuple[InvoiceRecord, bool]:
@@ -70,7 +75,12 @@ def apply_crypto_credit(store: LedgerStore, event: CryptoCreditAddedV1) -> tuple
 
 
 def _apply(
-    store: LedgerStore, account_id: str, invoice_id: str, credit: Decimal, paid_at: datetime | None
+    store: LedgerStore,
+    account_id: str,
+    invoice_id: str,
+    credit: Decimal,
+    paid_at: datetime | None,
+    written_off: Decimal = Decimal(0),
 ) -> tuple[InvoiceRecord, bool]:
     for _ in range(ATTEMPTS):
         ledger = store.ledger(account_id)
@@ -82,7 +92,7 @@ def _apply(
         updated = invoice
         if paid_at is not None and can_move(invoice.status, InvoiceStatus.PAID):
             moved = invoice.moved(InvoiceStatus.PAID, paid_at)
-            updated = replace(moved, announced=moved.announced | {marker(invoice.invoice_id)})
+            updated = replace(moved, announced=moved.announced | {marker(invoice.invoice_id)}, written_off=written_off)
         if updated.status is not InvoiceStatus.PAID:
             if paid_at is None and can_move(invoice.status, InvoiceStatus.PAID):
                 raise InvoiceNotPaidYetError(f"invoice {invoice.number} is {invoice.status.value}: not paid here yet")

@@ -153,6 +153,8 @@ class InvoiceRecord:
     refunded: Decimal = ZERO
     refund_owed: Decimal = ZERO  # crypto: refunds an operator still has to send
     crypto_credit: Decimal = ZERO  # crypto: this invoice's overpayment already added to the account's credit
+    # crypto: the shortfall settlement wrote off inside its tolerance - PAID, but never received: nothing to give back
+    written_off: Decimal = ZERO
     disputed: bool = False
     charged_back: Decimal = ZERO  # card: disputes' funds withdrawn and not reinstated (lost or still open)
     refunds_requested: int = 0  # card refund requests so far (numbers their ids)
@@ -891,7 +893,8 @@ def money_held(
         return MoneyHeld({}, ZERO)
     notes = list(notes)
     lowered = _lowered(invoice, notes)
-    paid = invoice.total - lowered if invoice.status is InvoiceStatus.PAID else ZERO
+    # paid: what it asked for, less what settlement wrote off (never received, D-cryptofix-5)
+    paid = invoice.total - lowered - invoice.written_off if invoice.status is InvoiceStatus.PAID else ZERO
     gone = invoice.total - invoice.kept if invoice.status is InvoiceStatus.PAID else ZERO
     late = sorted(
         {
@@ -1007,7 +1010,7 @@ def refundable(ledger: AccountLedger, invoice: InvoiceRecord) -> Decimal:
     not credited (``money_held``'s ``free``), so a note and a refund, or two refunds, never give the same money back,
     whichever comes first."""
     notes = list(ledger.credit_notes.values())
-    keeps = invoice.kept - _lowered(invoice, notes)
+    keeps = invoice.kept - invoice.written_off - _lowered(invoice, notes)  # a write-off was never received
     return max(ZERO, min(keeps, money_held(invoice, notes, given_back(ledger, notes)).free))
 
 

@@ -86,6 +86,7 @@ class Metric(StrEnum):
     CRYPTO_PAYMENTS_ORPHANED = "CryptoPaymentsOrphaned"  # a SEEN payment whose transaction left the chain
     CRYPTO_RPC_CALLS = "CryptoRpcCalls"  # JSON-RPC requests per run (the benchmark's measure, in production)
     CRYPTO_WATCH_FAILED = "CryptoWatchFailed"  # a chain's run failed (RPC down): alarmed; the next run resumes
+    CRYPTO_PAYMENTS_STUCK = "CryptoPaymentsStuck"  # a payment whose finality step failed (left pending): alarmed
 
 
 @cache
