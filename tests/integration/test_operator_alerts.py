@@ -14,7 +14,13 @@ import pytest
 
 from kilo_billing.account_store import DynamoAccountDirectory
 from kilo_billing.accounts import AccountProfile
-from kilo_billing.contracts import SOURCE_INVOICING, SOURCE_RATING, PaymentFailedV1, UnattributedUsageV1
+from kilo_billing.contracts import (
+    SOURCE_INVOICING,
+    SOURCE_RATING,
+    PaymentFailedV1,
+    UnattributedAppUsageV1,
+    UnattributedUsageV1,
+)
 from kilo_billing.items import to_item
 from kilo_billing.publisher import EventBridgePublisher
 from kilo_billing.rating import TierChange
@@ -233,3 +239,17 @@ def test_given_a_subject_longer_than_sns_takes_then_the_notifier_cuts_it_to_100_
     cut = "Kilo Billing: unattributed crypto payment of 1,234.5678 USDC on solana-solana-solana-solana-solana-s"
     assert len(cut) == 100
     assert inbox(alerts_stack, url) == [(cut, f"The whole subject: {subject}\n")]
+
+
+def test_given_app_usage_dated_before_the_signup_from_rating_then_the_operator_hears_of_it_once_per_account_and_day(
+    alerts_stack: AlertsStack,
+) -> None:
+    url = topic_queue(alerts_stack)
+    for meter, quantity in (("messages", 1200), ("messages", 1200), ("data_transfer", 2_500_000_000)):  # a redelivery
+        event = UnattributedAppUsageV1(account_id="acct_late", period="2026-11", meter=meter, quantity=quantity)
+        publish(alerts_stack, SOURCE_RATING, event.DETAIL_TYPE, event.model_dump())
+    assert run_queue(alerts_stack) == {"batchItemFailures": []}
+    ((subject, text),) = inbox(alerts_stack, url)  # D-attrib-1: one per account and day
+    assert subject == "Kilo Billing: unattributed app usage of account acct_late"
+    assert "dated in period 2026-11, before the account's signup period: 1,200 message(s)" in text
+    assert "kept under 'unattributed', not billed" in text

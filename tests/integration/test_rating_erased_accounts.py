@@ -561,3 +561,43 @@ def _blob(item: dict[str, Any]) -> str:
     import zlib  # noqa: PLC0415
 
     return zlib.decompress(item["state_zlib"]["B"]).decode() if "state_zlib" in item else ""
+
+
+def test_given_sessions_stored_before_the_account_registered_when_it_is_erased_then_no_item_names_them(
+    stack: Stack, account_api: Any, lambda_context: LambdaContext
+) -> None:
+    """D276, D-attrib-2: the room names the account before anybody registered it, so its minutes are the bucket's;
+    the sessions are stored under the id the room named, so once the account is registered its erasure lists them
+    like its own - their identities, and the running state's, go."""
+    names = {"alice.smith", "carol.jones"}
+    room = lk.Room(ROOM, "forget-me", account_id=ACCOUNT, created_at=T0)
+    alice = lk.Participant("PA_alice01", "alice.smith", (T0 + 10) * 1000)
+    carol = lk.Participant("PA_carol01", "carol.jones", (T0 + 30) * 1000)
+    runner = Lambda(stack)
+    for body in (
+        lk.room_started(room, T0),
+        lk.participant_joined(room, alice),
+        lk.participant_joined(room, carol),
+        lk.participant_left(room, alice, T0 + 610),
+    ):
+        deliver_webhook(body, lambda_context)
+        run_stream(runner, lambda_context)
+    named = raw_identities(stack, names)
+    assert {key for key in named if "|SESSION#" in key} == {f"ROOM#{ROOM}|SESSION#PA_alice01",
+                                                            f"ROOM#{ROOM}|SESSION#PA_carol01"}  # fmt: skip
+    assert f"ROOM#{ROOM}|STATE" in named  # carol is still in the call: the running state names them
+
+    register(stack, ACCOUNT)  # the operator registers it, then its owner asks for erasure
+    store_members(stack, ACCOUNT, {"user-1": "owner"})
+    erased = call("POST", f"/v1/accounts/{ACCOUNT}/erase", claims(ACCOUNT, "owner"))
+    assert erased.status == 200, erased.body
+    assert erased.body["sessions_pseudonymised"] == 2
+    assert raw_identities(stack, names) == {}  # before: both sessions (the bucket's) and the state named them
+
+    deliver_webhook(lk.participant_left(room, carol, T0 + 900), lambda_context)  # rated after the erasure
+    run_stream(runner, lambda_context)
+    assert raw_identities(stack, names) == {}
+    assert {sid: stored.session.identity for sid, stored in sessions(stack).items()} == {
+        "PA_alice01": expected_pseudonym("alice.smith"),
+        "PA_carol01": expected_pseudonym("carol.jones"),
+    }

@@ -11,6 +11,7 @@ from typing import Any
 from kilo_billing.accounts import UNATTRIBUTED, AccountProfile
 from kilo_billing.catalog import default_catalog
 from kilo_billing.rating import TierChange
+from kilo_billing.usage_events import UsageEventRecord
 from kilo_dev import livekit_events as lk
 from kilo_rate_usage.logic import rate_batch
 from kilo_rate_usage.model import AttributionRule, BatchOutcome, RatingConfig
@@ -56,7 +57,11 @@ def test_given_room_metadata_naming_an_unregistered_account_then_its_minutes_are
     assert repo.totals(UNATTRIBUTED, "2026-11") == {"audio": 10}
     assert repo.totals("acct_known", "2026-11") == {"audio": 5}  # bob: 300 s, a registered account: unchanged
     assert outcome.unattributed_minutes == 10
-    assert repo.sessions[("RM_unreg", "PA_alice")].session.account == UNATTRIBUTED
+    # the session is stored under the id its room named, its minutes the bucket's: the id's erasure, once it is
+    # registered, lists it by account (D-attrib-2)
+    stored = repo.sessions[("RM_unreg", "PA_alice")]
+    assert stored.session.account == UNKNOWN
+    assert {account for account, _, _, _ in stored.contributions} == {UNATTRIBUTED}
     assert unattributed_events(publisher) == [
         {"schema_version": 1, "room_sid": "RM_unreg", "participant_sid": "PA_alice", "identity": "alice",
          "period": "2026-11", "minutes": 10, "unregistered_account": UNKNOWN},
@@ -180,3 +185,50 @@ def test_given_a_signup_late_in_the_month_then_that_months_earlier_minutes_are_t
     assert repo.totals(UNKNOWN, "2026-11") == {"audio": 10}  # 2026-11-10, before the signup, in its period
     assert repo.totals(UNATTRIBUTED, "2026-11") == {}
     assert unattributed_events(publisher) == []
+
+
+NOV_8_MS = int(datetime(2026, 11, 8, 10, tzinfo=UTC).timestamp() * 1000)
+
+
+def app_usage(key: str, meter: str, quantity: int, at_ms: int = NOV_8_MS) -> UsageEventRecord:
+    return UsageEventRecord("kilo-app", key, UNKNOWN, meter, quantity, at_ms, f"h-{key}", at_ms)
+
+
+def rate_usage(repo: InMemoryUsageRepository, publisher: RecordingPublisher, *records: UsageEventRecord) -> None:
+    for record in records:
+        repo.store_event(record)  # ingest stored it (the account is registered: ingest checked)
+    rate_batch([], list(records), repo, publisher, CONFIG, NOW_MS)
+
+
+def test_given_app_usage_dated_before_the_accounts_signup_period_then_it_is_unattributed_and_announced() -> None:
+    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+    register_on(repo, UNKNOWN, DEC_5)  # November is before the signup's period: no close of it invoices November
+    messages, data = app_usage("m-1", "messages", 1200), app_usage("b-1", "data_transfer", 2_500_000_000)
+
+    rate_usage(repo, publisher, messages, data)
+
+    # kept in the bucket (the revenue report lists it with its cost), not on the account's November aggregate
+    assert repo.totals(UNATTRIBUTED, "2026-11") == {"messages": 1200, "data_transfer": 2_500_000_000}
+    assert repo.totals(UNKNOWN, "2026-11") == {}
+    assert repo.usage_rated == {messages.key, data.key}
+    assert [(kind, detail) for kind, detail in publisher.published] == [
+        ("UnattributedAppUsage.v1", {"schema_version": 1, "account_id": UNKNOWN, "period": "2026-11",
+                                     "meter": "data_transfer", "quantity": 2_500_000_000}),
+        ("UnattributedAppUsage.v1", {"schema_version": 1, "account_id": UNKNOWN, "period": "2026-11",
+                                     "meter": "messages", "quantity": 1200}),
+    ]  # fmt: skip
+
+    rate_usage(repo, publisher, messages)  # the stream redelivers: already rated, nothing added or announced
+    assert repo.totals(UNATTRIBUTED, "2026-11") == {"messages": 1200, "data_transfer": 2_500_000_000}
+    assert len(publisher.published) == 2
+
+
+def test_given_app_usage_of_the_signups_own_period_before_the_signup_then_it_is_the_accounts() -> None:
+    repo, publisher = InMemoryUsageRepository(), RecordingPublisher()
+    register_on(repo, UNKNOWN, datetime(2026, 11, 30, tzinfo=UTC))  # November is the signup's period: invoiced
+
+    rate_usage(repo, publisher, app_usage("m-2", "messages", 700))  # 2026-11-08, before the signup, in its period
+
+    assert repo.totals(UNKNOWN, "2026-11") == {"messages": 700}
+    assert repo.totals(UNATTRIBUTED, "2026-11") == {}
+    assert [kind for kind, _ in publisher.published if kind.startswith("Unattributed")] == []

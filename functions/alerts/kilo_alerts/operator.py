@@ -37,6 +37,7 @@ from kilo_billing.catalog import PriceBook
 from kilo_billing.contracts import (
     PaymentFailedV1,
     PaymentMethodAttachedV1,
+    UnattributedAppUsageV1,
     UnattributedCryptoPaymentV1,
     UnattributedUsageV1,
 )
@@ -54,6 +55,7 @@ HOLD_SIGNALS: Final = frozenset(
 OPERATOR_EVENTS: Final = frozenset(
     {
         UnattributedUsageV1.DETAIL_TYPE,
+        UnattributedAppUsageV1.DETAIL_TYPE,
         PaymentFailedV1.DETAIL_TYPE,
         PaymentMethodAttachedV1.DETAIL_TYPE,
         UnattributedCryptoPaymentV1.DETAIL_TYPE,
@@ -281,6 +283,25 @@ def on_unattributed(detail: Mapping[str, Any], ports: OperatorPorts, policy: Ope
     return Announced(alert, announce(alert, ports, policy, now_ms))
 
 
+def on_unattributed_app_usage(
+    detail: Mapping[str, Any], ports: OperatorPorts, policy: OperatorPolicy, now_ms: int
+) -> Announced:
+    """App-reported usage dated before the account's signup period (D-attrib-1): one operator alert per account and
+    day (the rest is in the unattributed bucket, which the revenue report lists)."""
+    event = UnattributedAppUsageV1.model_validate(detail)
+    day = datetime.fromtimestamp(now_ms / 1000, tz=UTC).strftime("%Y-%m-%d")
+    unit = "message(s)" if event.meter == "messages" else f"byte(s) of {event.meter}"
+    found = f"usage of account {event.account_id!r} dated in period {event.period}"
+    text = (
+        f"The usage API received {found}, before the account's signup period: {format(event.quantity, ',')} {unit}. "
+        "No invoice of the account can carry it: it is kept under 'unattributed', not billed. Check the app's clock "
+        "and which account it reports for, or the signup date the account was registered with.\n"
+    )
+    subject = f"Kilo Billing: unattributed app usage of account {event.account_id}"
+    alert = OperatorAlert("unattributed_usage", f"{day}:app:{event.account_id}", subject, text)
+    return Announced(alert, announce(alert, ports, policy, now_ms))
+
+
 def on_unattributed_crypto(
     detail: Mapping[str, Any], ports: OperatorPorts, policy: OperatorPolicy, now_ms: int
 ) -> Announced:
@@ -311,6 +332,8 @@ def handle_operator_event(
     try:
         if detail_type == UnattributedUsageV1.DETAIL_TYPE:
             return [on_unattributed(detail, ports, policy, now_ms)]
+        if detail_type == UnattributedAppUsageV1.DETAIL_TYPE:
+            return [on_unattributed_app_usage(detail, ports, policy, now_ms)]
         if detail_type == PaymentFailedV1.DETAIL_TYPE:
             return on_payment_failed(detail, ports, policy, now_ms)
         if detail_type == PaymentMethodAttachedV1.DETAIL_TYPE:

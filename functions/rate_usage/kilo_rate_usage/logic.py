@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from kilo_billing.accounts import UNATTRIBUTED, AccountProfile, is_pseudonym, pseudonym
-from kilo_billing.contracts import UnattributedUsageV1, UsageThresholdCrossedV1
+from kilo_billing.contracts import UnattributedAppUsageV1, UnattributedUsageV1, UsageThresholdCrossedV1
 from kilo_billing.livekit_events import LiveKitEventRecord
 from kilo_billing.meters import Coverage
 from kilo_billing.money import decimal_str
@@ -44,7 +44,6 @@ from kilo_rate_usage.model import (
     RatingConfig,
     Rejected,
     Session,
-    SessionKey,
     StoredSession,
 )
 from kilo_rate_usage.ports import (
@@ -70,9 +69,16 @@ from kilo_rate_usage.rooms import (
 from kilo_rate_usage.sessions import ParticipantFold, RoomFold, by_segment, fold_events
 
 
-def _usage_key(record: UsageEventRecord, profile: AccountProfile) -> ContributionKey:
+def _usage_key(record: UsageEventRecord, profiles: Mapping[str, AccountProfile]) -> ContributionKey:
+    """The aggregate counter an app-reported usage event adds to: its account's, but for a period no close of the
+    account invoices (before its signup's period), whose usage is the unattributed bucket's, as minutes are (D280,
+    D-attrib-1). Ingest refuses usage of an unregistered id (D30) and usage more than 35 days old (D14), not usage
+    dated before the signup."""
     at = datetime.fromtimestamp(record.occurred_at_ms / 1000, tz=UTC)
-    return (record.account_id, Period.containing(at).key, profile.segment_start(record.occurred_at_ms), record.meter)
+    profile = profiles[record.account_id]
+    key = (record.account_id, Period.containing(at).key, profile.segment_start(record.occurred_at_ms), record.meter)
+    (routed,) = _before_signup_unattributed({key: record.quantity}, profiles)
+    return routed
 
 
 def rate_batch(
@@ -145,21 +151,20 @@ def _rate(livekit: Sequence[LiveKitEventRecord], usage: Sequence[UsageEventRecor
     accounts.update(record.account_id for record in usage)
     registered = repo.profiles(accounts)
     # an unregistered id (and the bucket) on the free default (D18): only its erasure mark (none) and a usage event's
-    # segment read it - ingest refuses usage of an unregistered account; its sessions go to the bucket (D276)
+    # segment read it - ingest refuses usage of an unregistered account; its sessions' minutes go to the bucket (D276)
     profiles = {account: registered.get(account) or AccountProfile.default(account) for account in accounts}
     profiles.setdefault(UNATTRIBUTED, AccountProfile.default(UNATTRIBUTED))
-    rated = [_registered_only(room, registered) for room in rated]
+    unregistered = frozenset(accounts - registered.keys() - {UNATTRIBUTED})
 
     for room in rated:
-        _room_changes(room, profiles, unit)
+        _room_changes(room, profiles, unregistered, unit)
     _complete(unit, fresh_usage, profiles)
 
     deltas = unit.deltas()
     touched = sorted({(account, period) for account, period, _, _ in deltas})
     before = repo.aggregates(touched)
     unit.late = {key for key, aggregate in before.items() if aggregate.invoiced}
-    claims = {key: account for room in rated for key, account in room.unregistered.items()}
-    _announce_unattributed(unit, claims, publisher)  # before the commit: a retry after a failed publish announces again
+    _announce_unattributed(unit, publisher)  # before the commit: a retry after a failed publish announces again
     writes = repo.commit(unit, now_ms) if not unit.empty else 0
 
     # Thresholds are level-triggered on everything this batch concerns - also when a retry finds nothing left to
@@ -167,8 +172,8 @@ def _rate(livekit: Sequence[LiveKitEventRecord], usage: Sequence[UsageEventRecor
     # other shards are seen too.
     concerned: set[AggregateKey] = set(touched)
     for room in rated:
-        concerned.update((s.account, part.period) for s in room.sessions for part in s.parts)
-    concerned.update((record.account_id, _usage_key(record, profiles[record.account_id])[1]) for record in usage)
+        concerned.update((s.account, p.period) for s in room.sessions for p in s.parts if s.account not in unregistered)
+    concerned.update((record.account_id, _usage_key(record, profiles)[1]) for record in usage)
     concerned = {key for key in concerned if key[0] != UNATTRIBUTED and _invoiced(*key, profiles)}
     thresholds = 0
     if concerned:
@@ -203,23 +208,6 @@ def _sessionless(change: StateChange | None, config: RatingConfig) -> dict[str, 
     return state.folded().provisional_accounts(config.attribution, sids)
 
 
-def _registered_only(room: _Room, registered: Mapping[str, AccountProfile]) -> _Room:
-    """The room with its sessions attributed to an account id nobody registered moved to the unattributed bucket, like
-    those with no account (D276): nothing would bill them under that id. Kept on ``_Room.unregistered`` for
-    their announcement. Recomputed at each rating of a session, so one rated after the account registered goes to it
-    (the normal delta moves the minutes out of the bucket) - but for its periods before the signup's, which no close
-    invoices: their minutes stay in the bucket (``_before_signup_unattributed``)."""
-    sessions: list[Session] = []
-    unregistered: dict[SessionKey, str] = {}
-    for session in room.sessions:
-        if session.account == UNATTRIBUTED or session.account in registered:
-            sessions.append(session)
-            continue
-        unregistered[session.key] = session.account
-        sessions.append(replace(session, account=UNATTRIBUTED))
-    return replace(room, sessions=sessions, unregistered=unregistered) if unregistered else room
-
-
 def _invoiced(account: str, period: str, profiles: Mapping[str, AccountProfile]) -> bool:
     """Whether a close of the account can ever invoice ``period``: the account's signup period or a later one
     (``invoicing.compose_close`` closes nothing that ends at or before the signup). The bucket and an unregistered id
@@ -228,15 +216,19 @@ def _invoiced(account: str, period: str, profiles: Mapping[str, AccountProfile])
 
 
 def _before_signup_unattributed(
-    contributions: Mapping[ContributionKey, int], profiles: Mapping[str, AccountProfile]
+    contributions: Mapping[ContributionKey, int],
+    profiles: Mapping[str, AccountProfile],
+    unregistered: frozenset[str] = frozenset(),
 ) -> dict[ContributionKey, int]:
     """``contributions`` with each period no close of its account invoices (``_invoiced``: before the account's
-    signup period - an id registered after the usage) moved to the unattributed bucket, so it is kept there and
-    announced with the id, not left on an aggregate nothing invoices or reports (D276). A period wholly before
-    the signup is one tier segment from the period's start for the account and for the bucket alike."""
+    signup period - an id registered after the usage) and every period of an id nobody registered
+    (``unregistered``, D276) moved to the unattributed bucket, so it is kept there and announced with the id, not
+    left on an aggregate nothing invoices or reports (D276, D280). A period wholly before the signup is one tier
+    segment from the period's start for the account and for the bucket alike."""
     moved: dict[ContributionKey, int] = defaultdict(int)
     for (account, period, segment, meter), quantity in contributions.items():
-        owner = account if _invoiced(account, period, profiles) else UNATTRIBUTED
+        billed = account not in unregistered and _invoiced(account, period, profiles)
+        owner = account if billed else UNATTRIBUTED
         moved[(owner, period, segment, meter)] += quantity
     return dict(moved)
 
@@ -257,10 +249,14 @@ def _before_erasure(at_ms: int, profile: AccountProfile) -> bool:
     return erased_at is not None and at_ms < int(erased_at.timestamp() * 1000)
 
 
-def _room_changes(room: _Room, profiles: Mapping[str, AccountProfile], unit: CommitUnit) -> None:
+def _room_changes(
+    room: _Room, profiles: Mapping[str, AccountProfile], unregistered: frozenset[str], unit: CommitUnit
+) -> None:
     """The room's session writes (with the pseudonyms of an erased account's participants, D80) and its state's:
     a participant with no session yet whose earliest moment the state knows is before its provisional account's
-    erasure mark (``room.sessionless``) is named in the state by that account's pseudonym too (D240)."""
+    erasure mark (``room.sessionless``) is named in the state by that account's pseudonym too (D240). A session
+    attributed to an id nobody registered (``unregistered``) is stored under that id with its minutes in the
+    unattributed bucket (D276): the id's erasure, once it is registered, lists it by account (D-attrib-2)."""
     pseudonyms: dict[str, str] = {}  # participant sid -> the pseudonym its session is stored under (D80)
     for built in room.sessions:
         found = _by_segment(built, profiles[built.account], room.coverage)
@@ -268,7 +264,8 @@ def _room_changes(room: _Room, profiles: Mapping[str, AccountProfile], unit: Com
         session = _erased(found, previous, profiles[found.account])
         if is_pseudonym(session.identity):
             pseudonyms[found.participant_sid] = session.identity
-        contributions = _before_signup_unattributed(session_contributions(session, profiles[session.account]), profiles)
+        found_contributions = session_contributions(session, profiles[session.account])
+        contributions = _before_signup_unattributed(found_contributions, profiles, unregistered)
         version = StoredSession.version_of(session, contributions)
         writing = previous is None or previous.version != version
         registers = _registers_as(room.registers(session, previous, writing), session.identity)
@@ -310,7 +307,7 @@ def _complete(
 ) -> None:
     """Once the unit's sessions are known: the usage events to mark rated, and the erasure marks its writes of
     identities are conditioned on (``_erasure_marks``, D80)."""
-    unit.usage.extend(UsageChange(record, _usage_key(record, profiles[record.account_id])) for record in fresh_usage)
+    unit.usage.extend(UsageChange(record, _usage_key(record, profiles)) for record in fresh_usage)
     unit.erasure_marks = _erasure_marks(unit.sessions, profiles)
 
 
@@ -376,18 +373,19 @@ def _state_as(change: StateChange, pseudonyms: Mapping[str, str]) -> StateChange
     return replace(change, new=replace(state, fold=fold, recent=recent, full=None), puts=puts)
 
 
-def _announce_unattributed(unit: CommitUnit, unregistered: Mapping[SessionKey, str], publisher: EventPublisher) -> None:
+def _announce_unattributed(unit: CommitUnit, publisher: EventPublisher) -> None:
     """``UnattributedUsage.v1`` for each session whose minutes went to the unattributed bucket (operators are alerted;
-    D16), naming the account id its metadata gave when nobody registered it (``unregistered``, D276). Published
-    before the commit, so a batch retried after a failed publish or commit announces again: at least once, and
-    consumers take one per room and day (D62)."""
+    D16), naming the account id it is stored under - one nobody registered (D276), or one that signed up after the
+    period (D280) - and ``UnattributedAppUsage.v1`` per account, period and meter for the app-reported usage the
+    bucket got (D-attrib-1). Published before the commit, so a batch retried after a failed publish or commit
+    announces again: at least once, and consumers take one per room (or account) and day (D62)."""
     for change in unit.sessions:
         session = change.new.session
         added: dict[str, int] = {}
         for (account, period, _, meter), quantity in change.delta.items():
             if account == UNATTRIBUTED and meter in ("video", "audio") and quantity > 0:
                 added[period] = added.get(period, 0) + quantity
-        claimed = unregistered.get(session.key) or (None if session.account == UNATTRIBUTED else session.account)
+        claimed = None if session.account == UNATTRIBUTED else session.account
         for period, minutes in sorted(added.items()):
             event = UnattributedUsageV1(
                 room_sid=session.room_sid,
@@ -398,6 +396,14 @@ def _announce_unattributed(unit: CommitUnit, unregistered: Mapping[SessionKey, s
                 unregistered_account=claimed,
             )
             publisher.publish(UnattributedUsageV1.DETAIL_TYPE, event.model_dump())
+    app: dict[tuple[str, str, str], int] = defaultdict(int)
+    for mark in unit.usage:
+        owner, period, _, meter = mark.key
+        if owner == UNATTRIBUTED and mark.record.quantity > 0:
+            app[(mark.record.account_id, period, meter)] += mark.record.quantity
+    for (account, period, meter), quantity in sorted(app.items()):
+        found = UnattributedAppUsageV1(account_id=account, period=period, meter=meter, quantity=quantity)
+        publisher.publish(UnattributedAppUsageV1.DETAIL_TYPE, found.model_dump())
 
 
 @dataclass(frozen=True, slots=True)
@@ -409,8 +415,6 @@ class _Room:
     fold: RoomFold  # every event folded: the registers of a closed session written anyway go with it
     # the participants the new state writes with no session yet: provisional account and earliest moment (D240)
     sessionless: Mapping[str, tuple[str, int]] = field(default_factory=dict)
-    # sessions moved to the unattributed bucket: the account id they named, nobody registered (D276)
-    unregistered: Mapping[SessionKey, str] = field(default_factory=dict)
     # the room's video coverage the sessions were computed with: their parts' tier cuts ask it (D-tiersplit-1)
     coverage: Callable[[], Coverage] | None = None
 

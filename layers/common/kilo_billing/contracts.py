@@ -105,6 +105,19 @@ class UnattributedUsageV1(ContractV1):
     unregistered_account: str | None = None
 
 
+class UnattributedAppUsageV1(ContractV1):
+    """App-reported usage (messages, data-transfer bytes) of an account dated in a period no close of it invoices -
+    before its signup's period: kept in the unattributed bucket and reported, never billed (D-attrib-1). One per
+    account, period and meter of a rating batch: ``quantity`` in the meter's base unit (messages, bytes)."""
+
+    DETAIL_TYPE: ClassVar[str] = "UnattributedAppUsage.v1"
+
+    account_id: str
+    period: str
+    meter: str  # messages | data_transfer
+    quantity: int
+
+
 SOURCE_INVOICING: Final = "kilo.billing.invoicing"
 
 
