@@ -530,6 +530,7 @@ def test_given_an_upgrade_instant_then_each_upgrading_account_has_a_connection_a
     pieces = [p for p in found.truth.usage if p.account_id == "acct-personal-01" and p.end_ms is not None]
     spanning = [p for p in pieces if p.at_ms < upgrade * 1000 < p.end_ms]
     assert {p.meter for p in spanning} == {"video", "audio"}
+    assert all(p.quantity > 0 for p in spanning)  # both kinds really used across it, not zero placeholders
     video = next(p for p in spanning if p.meter == "video")
     assert any(a < upgrade * 1000 for a, _ in video.video_ms)  # camera on before the upgrade
     assert any(b > upgrade * 1000 for _, b in video.video_ms)  # video after it too

@@ -192,13 +192,16 @@ class AccountProfile:
         """The starts (epoch ms) of the account's tier segments strictly inside ``[start_ms, end_ms)``, which lies in
         one period: where a connection's part is shared out (``meters.minutes_by_segment``, D-tiersplit-1)."""
         epoch = datetime(1970, 1, 1, tzinfo=UTC)
-        at = epoch + timedelta(milliseconds=start_ms)
-        if all(change.at <= at for change in self.changes):
-            return ()  # the usual case, cheaply: no change after the part's start, none inside it
-        # rounded up to the millisecond: the piece from a cut on lies in the segment that starts there
-        segments = self.segments(Period.containing(at))
-        starts = (-((epoch - segment.start) // timedelta(milliseconds=1)) for segment in segments)
-        return tuple(cut for cut in starts if start_ms < cut < end_ms)
+
+        def ms_up(instant: datetime) -> int:  # rounded up: the piece from a cut on lies in the segment starting there
+            return -((epoch - instant) // timedelta(milliseconds=1))
+
+        # a segment start inside the part is a change's instant, so without a change inside it there is no cut: the
+        # usual case, cheaply, also for an account whose downgrade waits for the next period (review of D-tiersplit-1)
+        if not any(start_ms < ms_up(change.at) < end_ms for change in self.changes):
+            return ()
+        segments = self.segments(Period.containing(epoch + timedelta(milliseconds=start_ms)))
+        return tuple(cut for cut in (ms_up(segment.start) for segment in segments) if start_ms < cut < end_ms)
 
     def tier_at(self, at: datetime) -> str:
         """The tier in effect at ``at``: the latest change at or before it; of several changes at one instant, the
