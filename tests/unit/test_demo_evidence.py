@@ -75,7 +75,17 @@ def test_given_decimals_enums_bytes_and_tuple_keys_then_plain_gives_json() -> No
              "digest": Binary(b"\x00\xff"), "raw": b"ok"}  # fmt: skip
     assert json.loads(json.dumps(demo.plain(value))) == {
         "usage/team/video": "1.20",
-        "audio": [{"account_id": "acct", "period": "2026-11", "at_ms": 5, "meter": "audio", "quantity": 3}],
+        "audio": [
+            {
+                "account_id": "acct",
+                "period": "2026-11",
+                "at_ms": 5,
+                "meter": "audio",
+                "quantity": 3,
+                "end_ms": None,
+                "video_ms": [],
+            }
+        ],
         "digest": {"base64": "AP8="},
         "raw": {"base64": "b2s="},
     }
