@@ -36,6 +36,7 @@ from kilo_billing.aws import (
 )
 from kilo_billing.aws import InvalidRequestError as AwsInvalidRequestError
 from kilo_billing.items import from_item, to_item
+from kilo_billing.member_roles import member_item
 from kilo_billing.periods import Period
 
 ACCOUNT_SESSIONS_INDEX: Final = "account_sessions"
@@ -148,15 +149,8 @@ class DynamoMembers:
         return [items.member_from_item(item) for item in found]
 
     def member(self, account_id: str, user: str) -> Member | None:
-        found = paged_items(
-            self._client.query,
-            TableName=self._table,
-            KeyConditionExpression="#pk = :pk AND #sk = :sk",
-            ExpressionAttributeNames={"#pk": "pk", "#sk": "sk"},
-            ExpressionAttributeValues=to_item({":pk": items.account_pk(account_id), ":sk": items.MEMBER_PREFIX + user}),
-            ConsistentRead=True,
-        )
-        return next((items.member_from_item(item) for item in found), None)
+        found = member_item(self._client, self._table, account_id, user)
+        return items.member_from_item(found) if found is not None else None
 
     def add(self, member: Member) -> None:
         # absent, or an invitation that has ended by the time of this one: replaced
