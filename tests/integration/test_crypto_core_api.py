@@ -736,3 +736,19 @@ def test_given_a_member_removed_while_the_token_lives_then_the_history_still_rea
     """Reads trust the token (D208 covers writes): a removed member's history read answers until the token ends."""
     remove_member(stack, "acct-1", "user-1")
     assert call("GET", f"{BASE}/history", role="member")[0] == 200
+
+
+def test_given_only_an_open_invitation_as_admin_when_a_wallet_nonce_is_asked_then_403(
+    crypto: SpotPrices, stack: Stack
+) -> None:
+    """An invitation grants nothing until accepted (D200): a token naming the role it offers is refused too."""
+    from kilo_account_api import items  # noqa: PLC0415
+    from kilo_account_api.model import Member, MemberStatus  # noqa: PLC0415
+    from kilo_billing.auth import Role  # noqa: PLC0415
+
+    now = datetime.now(UTC)
+    invited = Member("acct-1", "user-1", "", Role.ADMIN, now, MemberStatus.INVITED, now + timedelta(days=7))
+    table = stack.template.physical_name("MembersTable")
+    stack.clients["dynamodb"].put_item(TableName=table, Item=items.member_to_item(invited))
+    status, answer = call("POST", f"{BASE}/wallets/nonce")
+    assert (status, answer["code"]) == (403, "forbidden")
