@@ -135,3 +135,28 @@ def test_given_a_sign_in_answer_replayed_then_it_is_refused_its_state_being_used
     page.reload()
     expect(page.locator("#who")).to_contain_text("Sign in")
     assert stored_token(page) is None
+
+
+@pytest.mark.parametrize(
+    ("failure", "link"), [("500", "token"), ("unreachable", "id_token"), ("not JSON", "token")], ids=str
+)
+def test_given_config_json_unreadable_then_a_token_link_is_refused_with_a_visible_error(
+    page: Any, site: tuple[DashboardServer, LoopbackServer], failure: str, link: str
+) -> None:
+    """Without its configuration the page cannot know it is on the local stack: a ``#token=`` or ``#id_token=``
+    link (no state, no nonce) is not taken - it would reopen the login CSRF the Cognito check closed (D117)."""
+    server, _ = site
+
+    def answer(route: Any) -> None:
+        if failure == "unreachable":
+            route.abort()
+        else:
+            route.fulfill(status=500 if failure == "500" else 200, content_type="text/html", body="<html>")
+
+    page.route("**/config.json", answer)
+    forged = id_token(claims_for("acct-mallory"))
+    page.goto(f"{server.url}/#{link}={forged}&state=st4te")
+    expect(page.locator("#status")).to_contain_text("Not signed in: the dashboard's configuration could not be read")
+    assert stored_token(page) is None
+    assert "token=" not in page.url
+    expect(page.locator("#who")).to_contain_text("Sign in")

@@ -64,6 +64,8 @@ def test_given_tokens_the_authorizer_would_refuse_then_401_before_the_function(l
 
     issuer = local.issuer
     stranger = LocalIssuer()  # a key pair the stack's issuer never published
+    # under the issuer's key id, so the key lookup finds the published key: the signature check is what refuses it
+    stranger.kid = issuer.kid
     refused = {
         "another key": stranger.mint("u1", "acct_local_a", "owner", issuer=issuer.url),
         "expired": issuer.mint("u1", "acct_local_a", "owner", ttl_seconds=-60),
@@ -81,6 +83,7 @@ def test_given_tokens_the_authorizer_would_refuse_then_401_before_the_function(l
             },
             None,
             algorithm="none",
+            headers={"kid": issuer.kid},  # the key is found: the algorithm check is what refuses it
         ),
     }
     for why, token in refused.items():

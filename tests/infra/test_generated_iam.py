@@ -281,6 +281,7 @@ ROLES = {
         ("dynamodb:Query", f"{CRYPTO_TABLE}/index/watch"),  # the Solana fast path's active references
         ("secretsmanager:GetSecretValue", CRYPTO_RPC),  # keyed RPC URLs
         ("events:PutEvents", BILLING_BUS),  # CryptoPaymentSeen.v1, CryptoBillSettled.v1
+        ("dynamodb:Query", MEMBERS_TABLE),  # the caller's stored role before an admin write (D208), nothing else
     ),
     # the EVM watcher: settlement's reads and transactions, its cursor; a failed run to its DLQ (on-failure destination)
     "CryptoEvmWatcherFunctionRole": role(

@@ -259,6 +259,37 @@ def test_given_a_session_moved_to_another_account_between_read_and_rewrite_then_
     assert (item["identity"]["S"], item["account"]["S"]) == ("bob", "acct_b")
 
 
+def test_given_a_stale_entry_of_a_session_now_stored_for_another_account_when_the_owner_exports_then_it_is_left_out(
+    account_api: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The index still lists bob's session (now ``acct_b``'s) under ``acct``: ``acct``'s export holds its own session
+    only - never ``acct_b``'s participant identity, room or minutes (D-apifix-1)."""
+    register(account_api, "acct")
+    store_members(account_api, "acct", {"user-1": "owner"})
+    put_sessions(account_api, ALICE, BOB_ELSEWHERE)
+    lagging_route(account_api, monkeypatch, MovedAway(account_api.clients["dynamodb"], stale_for=99))
+    with time_machine.travel(NOW, tick=False):
+        exported = call("GET", "/v1/accounts/acct/export", claims("acct", "owner"))
+    assert exported.status == 200, exported.body
+    assert [(s["room_sid"], s["identity"]) for s in exported.body["sessions"]] == [("RM_1", "alice")]
+    assert "bob" not in str(exported.body)
+
+
+def test_given_a_stale_entry_of_a_session_now_stored_for_another_account_when_a_member_lists_meetings_then_it_is_left_out(
+    account_api: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same stale entry: ``acct``'s meetings of November show alice's room with her 60 video minutes, not
+    ``acct_b``'s room RM_5 (``name-RM_5``) and its 60 minutes."""
+    register(account_api, "acct")
+    put_sessions(account_api, ALICE, BOB_ELSEWHERE)
+    lagging_route(account_api, monkeypatch, MovedAway(account_api.clients["dynamodb"], stale_for=99))
+    with time_machine.travel(NOW, tick=False):
+        listed = call("GET", "/v1/accounts/acct/meetings", claims("acct", "member"), query="period=2026-11")
+    assert listed.status == 200, listed.body
+    rooms = [(m["room_sid"], m["room_name"], m["participants"], m["video_minutes"]) for m in listed.body["meetings"]]
+    assert rooms == [("RM_1", "name-RM_1", 1, 60)]
+
+
 def test_given_an_index_that_never_catches_up_when_the_owner_erases_then_members_and_invitees_are_erased_anyway(
     account_api: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

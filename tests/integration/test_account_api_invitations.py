@@ -387,3 +387,31 @@ def test_given_a_downgrade_at_midnight_when_an_acceptance_could_land_after_it_th
     with time_machine.travel(utc(2026, 11, 30, 23, 59, 30), tick=False):
         accepted = call("POST", "/v1/invitations/acct_a/accept", IVAN, remaining_ms=29_000)
         assert (accepted.status, accepted.body["added_at"]) == (200, "2026-11-30T23:59:30Z")
+
+
+NOT_A_USER_ID = "'.' and '..' are not user ids: a browser rewrites them in a URL path (send another id)"
+
+
+@pytest.mark.parametrize("user", [".", ".."])
+def test_given_a_dot_user_id_when_invited_then_400_names_the_user_and_nothing_is_stored(acct_a: Any, user: str) -> None:
+    """``fetch(".../members/..")`` would reach ``.../accounts/acct_a`` instead: such an invitation could never be
+    withdrawn from the page, so it is never made."""
+    answer = call("POST", "/v1/accounts/acct_a/members", OWNER, {"user": user})
+    assert (answer.status, answer.body["code"], answer.body["field"]) == (400, "invalid_request", "user"), answer.body
+    assert answer.body["message"] == f"user: Value error, {NOT_A_USER_ID}"
+    assert [m["user"] for m in call("GET", "/v1/accounts/acct_a/members", OWNER).body["members"]] == ["olga"]
+
+
+@pytest.mark.parametrize("user", [".", ".."])
+def test_given_a_dot_user_id_in_the_path_when_removed_then_400_names_the_path_parameter(acct_a: Any, user: str) -> None:
+    answer = call("DELETE", f"/v1/accounts/acct_a/members/{user}", OWNER)
+    assert (answer.status, answer.body) == (
+        400,
+        {"code": "invalid_request", "message": f"path.user: {NOT_A_USER_ID}", "field": "path.user"},
+    )
+
+
+def test_given_ids_with_dots_that_are_not_path_segments_then_they_are_invited(acct_a: Any) -> None:
+    """Guard: only the two path segments a browser rewrites are refused."""
+    for user in ("...", ".ivan", "i.van"):
+        assert call("POST", "/v1/accounts/acct_a/members", OWNER, {"user": user}).status == 201, user

@@ -21,6 +21,7 @@ from kilo_crypto_watch import api_handler, bills_handler, dependencies
 from kilo_crypto_watch.wallets import siwe_text
 from kilo_dev.apigw import http_api_event
 from tests import crypto_core_inspector
+from tests.account_api_support import store_members
 from tests.conftest import LambdaContext, Stack
 from tests.crypto_core_fakes import MERCHANT_EVM, MERCHANT_SOL, OnChainFeed, SpotPrices, transfer
 from tests.evm_chain import Chain, deploy
@@ -43,6 +44,7 @@ def crypto(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[SpotPrices
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     stack.clients["secretsmanager"].create_secret(Name=env["RPC_SECRET_NAME"], SecretString="{}")
+    store_members(stack, "acct-1", {"user-1": "admin"})  # the admin tokens' membership, stored (D208)
     monkeypatch.setattr(dependencies, "_EXTRA_SOURCES", [OnChainFeed()])
     monkeypatch.setattr(dependencies, "INSPECTOR_MODULES", {"evm": "tests.crypto_core_inspector"})
     from kilo_crypto_watch import settings  # noqa: PLC0415
@@ -675,3 +677,77 @@ def test_given_a_transaction_with_a_credit_that_is_not_the_bills_then_409_and_no
     status, body = call("POST", f"{BASE}/bills/acct-1~2026-10/transactions", {"chain": "ethereum", "tx_id": "0xtwice"})
     assert status == 202
     assert [p["amount_usd"] for p in body["payments"]] == ["100.00", "100.00"]
+
+
+# --- every admin write checks the caller's stored role, not only the token's (D208, D-apifix-2) ---------------------
+
+ADMIN_WRITES = [
+    ("bills/acct-1~2026-10/quotes", {"chain": "ethereum", "asset": "ETH"}),
+    ("bills/acct-1~2026-10/transactions", {"chain": "ethereum", "tx_id": "0x" + "ab" * 32}),
+    ("wallets/nonce", None),
+    ("wallets", {"chain": "ethereum", "message": "any", "signature": "0x00"}),
+]
+
+
+def remove_member(stack: Stack, account: str, user: str) -> None:
+    stack.clients["dynamodb"].delete_item(
+        TableName=stack.template.physical_name("MembersTable"),
+        Key={"pk": {"S": f"ACCOUNT#{account}"}, "sk": {"S": f"MEMBER#{user}"}},
+    )
+
+
+@pytest.mark.parametrize(("path", "body"), ADMIN_WRITES, ids=["quote", "transaction", "nonce", "wallet"])
+def test_given_an_admin_removed_while_the_token_lives_when_an_admin_write_is_asked_then_403_and_nothing_written(
+    crypto: SpotPrices, stack: Stack, path: str, body: object
+) -> None:
+    """The token still says admin of acct-1; the members table no longer holds user-1: refused before anything is
+    read or written (no quote, no payment, no nonce, no wallet)."""
+    issue()
+    remove_member(stack, "acct-1", "user-1")
+    status, answer = call("POST", f"{BASE}/{path}", body)
+    assert (status, answer) == (
+        403,
+        {
+            "code": "forbidden",
+            "message": "not allowed to manage account 'acct-1': the token's role is no longer stored (sign in again)",
+            "field": None,
+        },
+    )
+    assert dependencies.store().quotes("acct-1/2026-10") == []
+    assert (
+        stack.clients["dynamodb"].scan(TableName=stack.template.physical_name("CryptoTable"))["Count"] == 1
+    )  # the bill
+
+
+def test_given_an_admin_demoted_to_member_while_the_token_lives_when_a_wallet_nonce_is_asked_then_403(
+    crypto: SpotPrices, stack: Stack
+) -> None:
+    store_members(stack, "acct-1", {"user-1": "member"})
+    status, answer = call("POST", f"{BASE}/wallets/nonce")
+    assert (status, answer["code"]) == (403, "forbidden")
+    store_members(stack, "acct-1", {"user-1": "admin"})
+    assert call("POST", f"{BASE}/wallets/nonce")[0] == 201
+
+
+def test_given_a_member_removed_while_the_token_lives_then_the_history_still_reads(
+    crypto: SpotPrices, stack: Stack
+) -> None:
+    """Reads trust the token (D208 covers writes): a removed member's history read answers until the token ends."""
+    remove_member(stack, "acct-1", "user-1")
+    assert call("GET", f"{BASE}/history", role="member")[0] == 200
+
+
+def test_given_only_an_open_invitation_as_admin_when_a_wallet_nonce_is_asked_then_403(
+    crypto: SpotPrices, stack: Stack
+) -> None:
+    """An invitation grants nothing until accepted (D200): a token naming the role it offers is refused too."""
+    from kilo_account_api import items  # noqa: PLC0415
+    from kilo_account_api.model import Member, MemberStatus  # noqa: PLC0415
+    from kilo_billing.auth import Role  # noqa: PLC0415
+
+    now = datetime.now(UTC)
+    invited = Member("acct-1", "user-1", "", Role.ADMIN, now, MemberStatus.INVITED, now + timedelta(days=7))
+    table = stack.template.physical_name("MembersTable")
+    stack.clients["dynamodb"].put_item(TableName=table, Item=items.member_to_item(invited))
+    status, answer = call("POST", f"{BASE}/wallets/nonce")
+    assert (status, answer["code"]) == (403, "forbidden")

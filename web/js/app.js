@@ -121,14 +121,20 @@ async function render() {
 
 async function start() {
   const answer = signInFromUrl(); // first, before anything awaits: the address bar drops the token at once
+  let loaded = false;
   try {
     const response = await fetch("config.json", { cache: "no-store" });
-    if (response.ok) config = { ...config, ...(await response.json()) };
+    if (response.ok) {
+      config = { ...config, ...(await response.json()) };
+      loaded = true;
+    }
   } catch {
-    // no config.json: the API on the same origin, local sign-in
+    // no readable config.json: the API on the same origin, the token form; no sign-in link is taken (below)
   }
   try {
-    acceptSignIn(answer, config.auth);
+    // a sign-in link is taken only as the loaded configuration says: without it the page cannot tell the local
+    // stack (#token= links) from Cognito (state and nonce checked), so it takes none (D117, D-apifix-6)
+    acceptSignIn(answer, loaded ? config.auth : null);
   } catch (error) {
     say(`Not signed in: ${error.message}`, "error");
   }

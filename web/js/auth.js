@@ -63,9 +63,11 @@ function randomText() {
 
 // Only a sign-in this page started is taken (no login CSRF: a link carrying someone else's token must not sign this
 // browser into their account). Cognito: the ID token must come back with the state this tab sent and carry its
-// nonce, both used once. Local stack: its issuer's links (#token=...) are how the demo signs people in.
+// nonce, both used once. Local stack: its issuer's links (#token=...) are how the demo signs people in - taken only
+// when the loaded config.json says mode "local" (`auth` null: it could not be read).
 export function acceptSignIn(found, auth) {
   if (!found) return false;
+  if (!auth) throw new Error("the dashboard's configuration could not be read, so no sign-in link is taken: reload the page");
   if (auth.mode === "cognito") {
     const state = sessionStorage.getItem(STATE);
     const nonce = sessionStorage.getItem(NONCE);
@@ -80,6 +82,7 @@ export function acceptSignIn(found, auth) {
     signIn(found.idToken);
     return true;
   }
+  if (auth.mode !== "local") throw new Error(`this page does not take sign-in links (sign-in mode ${auth.mode})`);
   signIn(found.token || found.idToken);
   return true;
 }

@@ -36,6 +36,7 @@ from kilo_billing.aws import (
 )
 from kilo_billing.aws import InvalidRequestError as AwsInvalidRequestError
 from kilo_billing.items import from_item, to_item
+from kilo_billing.member_roles import member_item
 from kilo_billing.periods import Period
 
 ACCOUNT_SESSIONS_INDEX: Final = "account_sessions"
@@ -148,15 +149,8 @@ class DynamoMembers:
         return [items.member_from_item(item) for item in found]
 
     def member(self, account_id: str, user: str) -> Member | None:
-        found = paged_items(
-            self._client.query,
-            TableName=self._table,
-            KeyConditionExpression="#pk = :pk AND #sk = :sk",
-            ExpressionAttributeNames={"#pk": "pk", "#sk": "sk"},
-            ExpressionAttributeValues=to_item({":pk": items.account_pk(account_id), ":sk": items.MEMBER_PREFIX + user}),
-            ConsistentRead=True,
-        )
-        return next((items.member_from_item(item) for item in found), None)
+        found = member_item(self._client, self._table, account_id, user)
+        return items.member_from_item(found) if found is not None else None
 
     def add(self, member: Member) -> None:
         # absent, or an invitation that has ended by the time of this one: replaced
@@ -308,6 +302,13 @@ class ErasurePacing:
 ERASURE_PACING: Final = ErasurePacing()
 
 
+def _stored_for(values: Mapping[str, Any], account_id: str) -> bool:
+    """The session item (as read from the table, not the index) is stored for ``account_id`` now: the
+    ``account_sessions`` index lags, and rating moves a session between accounts (room metadata), so a listing under
+    one account may name a session of another. Every read and the erasure keep only these (D206, D-apifix-1)."""
+    return values.get("account") == account_id
+
+
 class DynamoSessionHistory:
     """Rating's sessions of an account: the keys from the ``account_sessions`` index (``account``, ``start_ms``;
     it projects only ``identity`` and ``end_ms``), then the items by BatchGetItem. A period reads the sessions begun
@@ -362,18 +363,20 @@ class DynamoSessionHistory:
                     yield from_item(item)
                 pending = answer.get("UnprocessedKeys") or {}
 
-    def _load(self, keys: list[dict[str, Any]]) -> Iterator[SessionRecord]:
-        return (items.session_from_values(values) for values in self._values(keys))
+    def _load(self, account_id: str, keys: list[dict[str, Any]]) -> Iterator[SessionRecord]:
+        """The sessions the keys name that are stored for ``account_id``: the index may still list a session rating
+        has moved to another account (``_stored_for``, D206)."""
+        return (items.session_from_values(values) for values in self._values(keys) if _stored_for(values, account_id))
 
     def sessions(self, account_id: str, period: str) -> list[SessionRecord]:
         bounds = Period.parse(period)
         since = int((bounds.start - self._lookback).timestamp() * 1000)
         until = int(bounds.end.timestamp() * 1000) - 1
         keys = list(self._keys(account_id, since, until))
-        return [s for s in self._load(keys) if s.parts_in(period) or (s.is_open and s.start_ms <= until)]
+        return [s for s in self._load(account_id, keys) if s.parts_in(period) or (s.is_open and s.start_ms <= until)]
 
     def all_sessions(self, account_id: str) -> Iterator[SessionRecord]:
-        return self._load(list(self._keys(account_id, None, None)))
+        return self._load(account_id, list(self._keys(account_id, None, None)))
 
     def pseudonymise(self, account_id: str, pseudonym: Callable[[str], str], began_before: datetime) -> int:
         """The ``identity`` attribute changes, and the identity inside rating's ``registers`` of a retired participant
@@ -496,7 +499,7 @@ class DynamoSessionHistory:
         one already, changed since it was read (the next pass reads it again), or is stored for another account - a
         stale index entry of a session rating has moved (D206): the read and the rewrite's condition both check
         the stored ``account``, so one account's erasure never writes another's session."""
-        if stored.get("account") != account_id:
+        if not _stored_for(stored, account_id):
             return 0
         session = items.session_from_values(stored)
         new = pseudonym(session.identity)

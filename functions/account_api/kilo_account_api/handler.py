@@ -393,8 +393,15 @@ def add_member(account_id: AccountId, body: schemas.MemberIn) -> Response[str]:
 
 
 @_account_route("DELETE", "/members/<user>", "Remove a member or withdraw an invitation (admins and owners)")
-def remove_member(account_id: AccountId, user: Annotated[str, Path(pattern=r"^[^#\s/]{1,128}$")]) -> Response[str]:
+def remove_member(
+    account_id: AccountId,
+    user: Annotated[str, Path(pattern=schemas.USER_PATTERN, description="The user id; not '.' or '..'")],
+) -> Response[str]:
     role = _authorize_stored(account_id, Role.ADMIN)
+    try:
+        schemas.user_id(user)
+    except ValueError as exc:
+        raise InvalidRequestError("path.user", str(exc)) from exc
     deps = _deps()
     logic.remove_member(deps.accounts, deps.members, role, account_id, user)
     return Response(status_code=204, headers={}, body="")

@@ -25,11 +25,13 @@ from fractions import Fraction
 from typing import Any, Final
 
 from kilo_account_api.model import Member, MemberStatus, PhoneChallenge, SessionPart, SessionRecord
+from kilo_billing import member_roles
 from kilo_billing.auth import Role
 from kilo_billing.items import Item, from_item, to_item
 from kilo_billing.room_state_items import ROOM_PREFIX
 
-MEMBER_PREFIX: Final = "MEMBER#"
+MEMBER_PREFIX: Final = member_roles.MEMBER_PREFIX
+MEMBER_STATUS: Final = member_roles.MEMBER_STATUS
 SESSION_PREFIX: Final = "SESSION#"
 
 
@@ -38,10 +40,9 @@ def account_pk(account_id: str) -> str:
 
 
 def member_key(account_id: str, user: str) -> Item:
-    return to_item({"pk": account_pk(account_id), "sk": MEMBER_PREFIX + user})
+    return to_item(member_roles.member_key_values(account_id, user))
 
 
-MEMBER_STATUS: Final = "status"
 INVITATION_END: Final = "expires_at"  # the members table's TTL attribute: only invitations carry it
 
 

@@ -52,7 +52,7 @@ from kilo_billing.accounts import (
     update_profile,
     with_tier_change,
 )
-from kilo_billing.auth import Caller, ForbiddenError, Role
+from kilo_billing.auth import Caller, Role
 from kilo_billing.budgets import (
     BudgetChange,
     InvalidBudgetError,
@@ -64,6 +64,7 @@ from kilo_billing.budgets import (
 from kilo_billing.catalog import Catalog, PriceBook, UnknownTierError
 from kilo_billing.entitlements import Entitlement, EntitlementPolicy, EntitlementSource, decide
 from kilo_billing.invoicing import AccountLedger, InvoiceRecord, LedgerStore, amount_due, customer_details_digest
+from kilo_billing.member_roles import require_stored_role
 from kilo_billing.meters import METER_UNITS, Meter
 from kilo_billing.money import ZERO, total
 from kilo_billing.month_to_date import MonthToDate, MonthToDateSource, month_to_date, open_session_extra
@@ -567,11 +568,7 @@ def current_role(store: MemberStore, caller: Caller, account_id: str, needed: Ro
     are checked against the members table, not only the token: a token outlives a removal (its lifetime), and a
     removed admin must not use it to invite themselves back - a membership that would outlast the token."""
     stored = store.member(account_id, caller.user)
-    if stored is None or not stored.active or stored.role < needed:
-        raise ForbiddenError(
-            f"not allowed to manage account {account_id!r}: the token's role is no longer stored (sign in again)"
-        )
-    return stored.role
+    return require_stored_role(stored.role if stored is not None and stored.active else None, account_id, needed)
 
 
 def require_collaboration(

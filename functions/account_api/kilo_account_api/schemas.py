@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Final, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl
 
 from kilo_account_api.model import (
     Erasure,
@@ -541,8 +541,26 @@ class UrlOut(_Out):
 # --- members, privacy, operator ---------------------------------------------------------------------------------------
 
 
+USER_PATTERN: Final = r"^[^#\s/]{1,128}$"
+NOT_USER_IDS: Final = frozenset({".", ".."})
+NOT_A_USER_ID: Final = "'.' and '..' are not user ids: a browser rewrites them in a URL path (send another id)"
+
+
+def user_id(value: str) -> str:
+    """A user id the members routes take (their pattern, then this): not ``.`` or ``..`` - a browser resolves those
+    path segments (``fetch(".../members/..")`` reaches ``.../accounts/<id>``), so such a member could not be
+    removed from the page (D-apifix-4)."""
+    if value in NOT_USER_IDS:
+        raise ValueError(NOT_A_USER_ID)
+    return value
+
+
 class MemberIn(_In):
-    user: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^#\s/]+$")]
+    user: Annotated[
+        str,
+        Field(pattern=USER_PATTERN, description="1-128 characters, no #, / or whitespace; not '.' or '..'"),
+        AfterValidator(user_id),
+    ]
     email: Annotated[str, Field(max_length=254)] = ""
     role: Literal["owner", "admin", "member"] = "member"
 

@@ -78,12 +78,28 @@ class StripePaymentPages:
 
     @staticmethod
     def _call(operation: Callable[[], _T]) -> _T:
-        return stripe_call(
-            operation,
-            UnavailableError,
-            lambda message: InvalidRequestError("stripe", message),
-            also_unavailable=(401, 403),  # our key: an outage for the customer, not their request
-        )
+        """One SDK call: a refusal of a page URL the customer sent (Stripe's ``param``) is a 400 naming it; every
+        other refusal - a deleted customer, no Billing Portal configuration, a request we built wrong - is ours to
+        fix, not the customer's: ``UnavailableError`` (a logged 503, D34, D-apifix-5)."""
+        try:
+            return stripe_call(
+                operation,
+                UnavailableError,
+                _RefusedError,
+                also_unavailable=(401, 403),  # our key: an outage for the customer, not their request
+            )
+        except _RefusedError as refused:
+            param = getattr(refused.__cause__, "param", None)
+            if param in CUSTOMER_FIELDS:
+                raise InvalidRequestError(str(param), str(refused)) from refused.__cause__
+            raise UnavailableError(str(refused)) from refused.__cause__
+
+
+CUSTOMER_FIELDS: Final = frozenset({"success_url", "cancel_url", "return_url"})  # the request bodies' own fields
+
+
+class _RefusedError(Exception):
+    """Stripe refused the request (4xx): whose request it was is decided by ``StripePaymentPages._call``."""
 
 
 def _url(url: str | None, what: str) -> str:

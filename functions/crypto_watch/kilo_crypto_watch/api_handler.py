@@ -34,6 +34,7 @@ from kilo_billing import customer_api, observability
 from kilo_billing.auth import Role
 from kilo_billing.customer_api import ErrorCode, error_response, json_response, unavailable
 from kilo_billing.invoice_keys import EXAMPLE, MalformedInvoiceKeyError, invoice_id_from_key
+from kilo_billing.member_roles import require_stored_role
 from kilo_billing.money import decimal_str, optional_money_str
 from kilo_crypto_watch import api_schemas as schemas
 from kilo_crypto_watch import dependencies, history, logic
@@ -135,13 +136,21 @@ def _route(
     )
 
 
-def _caller(account_id: str, role: Role) -> None:
-    customer_api.authorize(app, SERVICE, account_id, role)
+def _member(account_id: str) -> None:
+    """The token's caller may read ``account_id`` (401 without verified claims, 403 otherwise)."""
+    customer_api.authorize(app, SERVICE, account_id, Role.MEMBER)
+
+
+def _admin(account_id: str) -> None:
+    """The token's caller is an admin of ``account_id`` and still is as the members table holds it now (403
+    otherwise): every route here that writes outlasts the token - a quote, a payment, a linked wallet (D208)."""
+    caller = customer_api.authorize(app, SERVICE, account_id, Role.ADMIN)
+    require_stored_role(dependencies.roles().stored_role(account_id, caller.user), account_id, Role.ADMIN)
 
 
 def _bill(account_id: str, invoice: str) -> str:
     """An admin of ``account_id`` acts on the bill ``invoice`` keys: its invoice id (400 for a malformed key)."""
-    _caller(account_id, Role.ADMIN)
+    _admin(account_id)
     return invoice_id_from_key(invoice)
 
 
@@ -182,7 +191,7 @@ def post_transaction(account_id: AccountId, invoice: InvoiceKey, body: schemas.T
 @_route("POST", "/wallets/nonce", "A single-use nonce and what the wallet's sign-in message must name",
         (201, schemas.NonceOut))  # fmt: skip
 def post_nonce(account_id: AccountId) -> Response[str]:
-    _caller(account_id, Role.ADMIN)
+    _admin(account_id)
     ports = dependencies.api()
     now = _now()
     nonce, expires = logic.wallet_nonce(ports, account_id, now)
@@ -200,14 +209,14 @@ def post_nonce(account_id: AccountId) -> Response[str]:
 
 @_route("POST", "/wallets", "Link a wallet by its signed SIWE / SIWS message", (201, schemas.WalletOut), (409,))
 def post_wallet(account_id: AccountId, body: schemas.WalletIn) -> Response[str]:
-    _caller(account_id, Role.ADMIN)
+    _admin(account_id)
     linked = logic.wallet_verify(dependencies.api(), account_id, body.chain, body.message, body.signature, _now())
     return json_response(201, {"chain": linked.chain, "address": linked.address, "method": linked.method})
 
 
 @_route("GET", "/history", "The account's crypto bills, quotes and payments", (200, schemas.CryptoHistoryOut))
 def get_history(account_id: AccountId) -> Response[str]:
-    _caller(account_id, Role.MEMBER)
+    _member(account_id)
     return json_response(200, logic.history(dependencies.api(), account_id, _now()))
 
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from kilo_crypto_watch.settings import CryptoSettings, settings
 
 if TYPE_CHECKING:
+    from kilo_billing.member_roles import StoredRoles
     from kilo_billing.publisher import EventPublisher
     from kilo_crypto_watch.adapters import DynamoCryptoStore, DynamoCursorStore
     from kilo_crypto_watch.logic import ApiPorts
@@ -64,6 +65,14 @@ def store() -> DynamoCryptoStore:
     from kilo_crypto_watch.adapters import DynamoCryptoStore  # noqa: PLC0415
 
     return DynamoCryptoStore(_dynamodb(), settings().crypto_table_name)
+
+
+@cache
+def roles() -> StoredRoles:
+    """The callers' roles as the members table holds them (every admin route checks it: D208)."""
+    from kilo_billing.member_roles import DynamoStoredRoles  # noqa: PLC0415
+
+    return DynamoStoredRoles(_dynamodb(), settings().members_table_name)
 
 
 @cache
@@ -195,5 +204,5 @@ def api() -> ApiPorts:
 
 def clear_caches() -> None:
     """Forget everything built (tests; a new configuration)."""
-    for built in (_dynamodb, rpc_urls, chains, store, cursors, publisher, rates, settlement, api):
+    for built in (_dynamodb, rpc_urls, chains, store, roles, cursors, publisher, rates, settlement, api):
         built.cache_clear()

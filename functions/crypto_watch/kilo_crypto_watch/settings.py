@@ -72,6 +72,7 @@ class CryptoSettings(FunctionSettings):
     """The base's AWS call budget and secret reuse (the RPC secret), and:"""
 
     crypto_table_name: str = "crypto"
+    members_table_name: str = "members"  # the account API's members: the routes' stored-role check (D208)
     event_bus_name: str = ""
     crypto_chains: str = "[]"  # JSON list (module docstring)
     price_feeds: str = "{}"  # JSON {asset: {chain, address, heartbeat_seconds, decimals}}, over FEED_DEFAULTS
