@@ -672,9 +672,7 @@ def _dispute_event(
     before = invoice
     invoice = _save_with(store, invoice, dispute, now)
     changed = invoice != before
-    if invoice.disputed != before.disputed:  # the account is disputed while any of its invoices is
-        still = any(inv.disputed for inv in store.ledger(invoice.account_id).invoices.values())
-        store.save_billing(invoice.account_id, disputed=still)
+    _flag_disputed(store, invoice.account_id)
     published: tuple[str, ...] = ()
     marker = f"dispute:{dispute_id}"
     if event.type == "charge.dispute.created" and marker not in invoice.announced:
@@ -690,6 +688,24 @@ def _dispute_event(
         _mark_announced(store, invoice, marker)
         published = (alert.event_id,)
     return event.outcome(invoice.invoice_id, changed, published)
+
+
+def _flag_disputed(store: LedgerStore, account_id: str) -> None:
+    """The account is disputed while any of its invoices is: recomputed from the ledger by every dispute event, also
+    a redelivered one (an earlier delivery that saved the invoice may have failed before this write), and written
+    on the flag's revision read; another dispute event's write in between (its invoice saved after this read)
+    conflicts, and the flag is recomputed from the ledger again (D-closefix-1). The billing item sorts before the
+    invoices, so one ledger read takes the revision before the invoices it counts. Written even when unchanged: the
+    new revision makes a writer that read before this one's invoice recompute rather than overwrite it."""
+    for _ in range(LEDGER_ATTEMPTS):
+        ledger = store.ledger(account_id)
+        still = any(inv.disputed for inv in ledger.invoices.values())
+        try:
+            store.save_dispute_flag(account_id, still, ledger.billing.dispute_revision)
+            return
+        except LedgerConflictError:
+            continue
+    raise LedgerConflictError(f"{account_id}: dispute flag kept conflicting")
 
 
 _FINGERPRINT: Final = re.compile(r"[^#\s]{1,200}")
