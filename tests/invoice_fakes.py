@@ -164,6 +164,13 @@ class InMemoryLedgerStore:
         changes: dict[str, Any] = billing_changes(fields)
         self.billing[account_id] = replace(found, **changes)
 
+    def save_dispute_flag(self, account_id: str, disputed: bool, revision_read: int) -> None:
+        found = self.billing.get(account_id, BillingState())
+        if found.dispute_revision != revision_read:
+            raise LedgerConflictError("dispute flag moved")
+        self.writes += 1
+        self.billing[account_id] = replace(found, disputed=disputed, dispute_revision=revision_read + 1)
+
     def invoice_for_gateway(self, gateway_id: str) -> tuple[str, str] | None:
         return self.pointers.get(gateway_id)
 

@@ -263,6 +263,30 @@ def test_given_a_key_reused_with_a_different_quantity_then_409_that_item_conflic
     assert sorted(items) == ["usage#kilo-app#msg-0001", "usage#kilo-app#msg-0002"]
 
 
+def test_given_a_key_stored_when_a_batch_repeats_it_with_a_different_quantity_then_both_occurrences_conflict(
+    stack: Stack, lambda_context: LambdaContext
+) -> None:
+    assert send_batch(lambda_context, MESSAGE_IN_ROOM)[0] == 200
+    changed = {**MESSAGE_IN_ROOM, "quantity": 4}
+    status, payload = send_batch(lambda_context, changed, changed)
+    assert status == 409  # the repeat is not recorded either: it must not read as a duplicate of stored usage
+    assert (payload["accepted"], payload["duplicates"], payload["conflicts"]) == (0, 0, 2)
+    assert payload["results"] == [
+        {"index": 0, "idempotency_key": "msg-0001", "status": "conflict"},
+        {"index": 1, "idempotency_key": "msg-0001", "status": "conflict"},
+    ]
+    assert items_by_key(stack)["usage#kilo-app#msg-0001"]["quantity"] == {"N": "3"}
+
+
+def test_given_a_key_stored_when_a_batch_repeats_it_unchanged_then_both_occurrences_are_duplicates(
+    stack: Stack, lambda_context: LambdaContext
+) -> None:
+    assert send_batch(lambda_context, MESSAGE_IN_ROOM)[0] == 200
+    status, payload = send_batch(lambda_context, MESSAGE_IN_ROOM, MESSAGE_IN_ROOM)
+    assert status == 200
+    assert (payload["accepted"], payload["duplicates"], payload["conflicts"]) == (0, 2, 0)
+
+
 def test_given_a_full_batch_of_1000_events_then_all_accepted_with_one_write_each(
     stack: Stack, lambda_context: LambdaContext
 ) -> None:

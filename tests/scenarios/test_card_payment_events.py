@@ -168,17 +168,57 @@ def test_given_a_charge_that_pays_no_invoice_of_ours_then_it_is_not_found(world:
         _apply(world, events, events.add("evt_x", "charge.refunded", _charge("pi_NotOurs", 500)))
 
 
-def test_given_stripe_down_when_invoice_paid_arrives_then_it_fails_to_be_delivered_again(world: World) -> None:
+def test_given_stripe_down_when_invoice_paid_arrives_then_paid_and_a_later_dispute_finds_the_invoice_through_stripe(
+    world: World,
+) -> None:
+    """The payments lookup is optional (D-closefix-3): Stripe not answering it leaves the invoice paid without its
+    payment refs rather than failing the event (five receives of a Stripe outage would dead-letter it, the invoice
+    left open though paid: refunds refused). A dispute arriving later asks Stripe which invoice the intent paid."""
+    events = Events()
+    invoice = world.close("acme", MAR)
+    intent = world.gateway.settle(invoice.invoice_id, paid=True)
+    world.gateway.fail_next = [GatewayUnavailableError("503")]
+    outcome = _apply(world, events, events.add("evt_paid", "invoice.paid", _paid_invoice(world)))
+    assert (outcome.invoice_id, outcome.changed) == ("acme/2026-03", True)
+    paid = world.store.invoices["acme/2026-03"]
+    assert (paid.status, paid.gateway_refs) == (InvoiceStatus.PAID, ())
+    _apply(world, events, events.add("evt_d1", "charge.dispute.created", _dispute(intent, "needs_response")))
+    assert world.gateway.calls[-1] == "invoice_for_payment"
+    assert world.store.invoices["acme/2026-03"].gateway_refs == (intent, "ch_3Story")
+    assert world.store.billing["acme"].disputed
+
+
+def test_given_the_gateway_cannot_be_built_when_invoice_paid_arrives_then_the_paid_status_is_stored_first(
+    world: World,
+) -> None:
+    """The Stripe key's secret unreadable (not the processor's answer: the event fails, is delivered again and, for
+    good, dead-lettered and alarmed) - the invoice is recorded paid all the same."""
+    events = Events()
+    invoice = world.close("acme", MAR)
+    world.gateway.settle(invoice.invoice_id, paid=True)
+
+    def unreadable(gateway_id: str) -> tuple[str, ...]:
+        raise RuntimeError("secret kilo/stripe: AccessDeniedException")
+
+    world.gateway.payment_refs = unreadable  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="AccessDeniedException"):
+        _apply(world, events, events.add("evt_paid", "invoice.paid", _paid_invoice(world)))
+    assert world.store.invoices["acme/2026-03"].status is InvoiceStatus.PAID
+
+
+def test_given_invoice_paid_recorded_without_its_refs_when_delivered_again_then_the_refs_are_recorded(
+    world: World,
+) -> None:
     events = Events()
     invoice = world.close("acme", MAR)
     intent = world.gateway.settle(invoice.invoice_id, paid=True)
     paid = events.add("evt_paid", "invoice.paid", _paid_invoice(world))
     world.gateway.fail_next = [GatewayUnavailableError("503")]
-    with pytest.raises(GatewayUnavailableError):
-        _apply(world, events, paid)
-    assert world.store.invoices["acme/2026-03"].status is InvoiceStatus.OPEN  # nothing half-written
     _apply(world, events, paid)
+    assert world.store.invoices["acme/2026-03"].gateway_refs == ()
+    _apply(world, events, paid)  # Stripe answers again
     assert world.store.invoices["acme/2026-03"].gateway_refs == (intent,)
+    assert world.store.invoice_for_gateway(intent) == ("acme", "acme/2026-03")
 
 
 # --- refunds we make, and a rerun after a crash ------------------------------------------------------------------

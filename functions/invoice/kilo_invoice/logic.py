@@ -534,15 +534,17 @@ def _with_refs(invoice: InvoiceRecord, refs: Iterable[str]) -> InvoiceRecord:
 
 def _paid_with(gateway: PaymentGateway | None, invoice: InvoiceRecord) -> tuple[str, ...]:
     """The processor's ids of the payments of a paid card invoice (one call; none when they are already recorded):
-    refund and dispute events name them, not the invoice. A processor that refuses the lookup for good leaves the
-    payment matched later by ``_find_payment``."""
+    refund and dispute events name them, not the invoice. Looked up after the paid status is stored, and optional: a
+    processor that refuses the lookup for good or does not answer it leaves the payment matched later by
+    ``_find_payment``, which asks the processor then (D-closefix-3); a repeated ``invoice.paid`` asks again while
+    none is recorded."""
     if gateway is None or invoice.gateway_id is None or invoice.method is not BillingMethod.CARD:
         return ()
     if invoice.status is InvoiceStatus.PAID and invoice.gateway_refs:
         return ()  # a repeated invoice.paid: recorded the first time
     try:
-        return gateway.payment_refs(invoice.gateway_id)  # unavailable: raised, the queue delivers the event again
-    except GatewayRejectedError:
+        return gateway.payment_refs(invoice.gateway_id)
+    except (GatewayRejectedError, GatewayUnavailableError):
         return ()
 
 
@@ -588,8 +590,11 @@ def apply_stripe_event(
         return event.outcome(None, True)
     if event.type.startswith("invoice."):
         ledger, invoice = _find(store, [_ref(event.obj.get("id"))], _metadata(event.obj))
-        payments = _paid_with(gateway, invoice) if event.type == "invoice.paid" else ()
-        return _invoice_event(store, publisher, ledger, invoice, event, now, payments)
+        outcome, invoice = _invoice_event(store, publisher, ledger, invoice, event, now)
+        payments = _paid_with(gateway, invoice) if event.type == "invoice.paid" else ()  # after the status: optional
+        if _save_with(store, invoice, lambda inv: _with_refs(inv, payments)) != invoice:
+            outcome = replace(outcome, changed=True)
+        return outcome
     if event.type == "charge.refunded":  # the Charge: its intent (what the invoice's payment names) and its own id
         refs = (_ref(event.obj.get("payment_intent")), _ref(event.obj.get("id")))
         ledger, invoice = _find_payment(store, gateway, refs, _metadata(event.obj))
@@ -672,9 +677,7 @@ def _dispute_event(
     before = invoice
     invoice = _save_with(store, invoice, dispute, now)
     changed = invoice != before
-    if invoice.disputed != before.disputed:  # the account is disputed while any of its invoices is
-        still = any(inv.disputed for inv in store.ledger(invoice.account_id).invoices.values())
-        store.save_billing(invoice.account_id, disputed=still)
+    _flag_disputed(store, invoice.account_id)
     published: tuple[str, ...] = ()
     marker = f"dispute:{dispute_id}"
     if event.type == "charge.dispute.created" and marker not in invoice.announced:
@@ -690,6 +693,24 @@ def _dispute_event(
         _mark_announced(store, invoice, marker)
         published = (alert.event_id,)
     return event.outcome(invoice.invoice_id, changed, published)
+
+
+def _flag_disputed(store: LedgerStore, account_id: str) -> None:
+    """The account is disputed while any of its invoices is: recomputed from the ledger by every dispute event, also
+    a redelivered one (an earlier delivery that saved the invoice may have failed before this write), and written
+    on the flag's revision read; another dispute event's write in between (its invoice saved after this read)
+    conflicts, and the flag is recomputed from the ledger again (D-closefix-1). The billing item sorts before the
+    invoices, so one ledger read takes the revision before the invoices it counts. Written even when unchanged: the
+    new revision makes a writer that read before this one's invoice recompute rather than overwrite it."""
+    for _ in range(LEDGER_ATTEMPTS):
+        ledger = store.ledger(account_id)
+        still = any(inv.disputed for inv in ledger.invoices.values())
+        try:
+            store.save_dispute_flag(account_id, still, ledger.billing.dispute_revision)
+            return
+        except LedgerConflictError:
+            continue
+    raise LedgerConflictError(f"{account_id}: dispute flag kept conflicting")
 
 
 _FINGERPRINT: Final = re.compile(r"[^#\s]{1,200}")
@@ -744,11 +765,11 @@ def _invoice_event(
     invoice: InvoiceRecord,
     event: _StripeEvent,
     now: datetime,
-    refs: tuple[str, ...] = (),
-) -> EventOutcome:
+) -> tuple[EventOutcome, InvoiceRecord]:
+    """The invoice event applied: its outcome and the invoice as stored."""
     target = _INVOICE_TARGETS.get(event.type)
     if target is None:
-        return event.outcome(invoice.invoice_id, False)
+        return event.outcome(invoice.invoice_id, False), invoice
 
     def change(current: InvoiceRecord) -> InvoiceRecord:
         updated = current
@@ -758,7 +779,6 @@ def _invoice_event(
             updated = replace(updated, hosted_url=str(event.obj["hosted_invoice_url"]))
         if event.obj.get("invoice_pdf") and not current.pdf_url:
             updated = replace(updated, pdf_url=str(event.obj["invoice_pdf"]))
-        updated = _with_refs(updated, refs)
         if (
             current.status is InvoiceStatus.DRAFT
             and target is not InvoiceStatus.OPEN
@@ -787,7 +807,7 @@ def _invoice_event(
         publisher.publish(PaymentFailedV1.DETAIL_TYPE, alert.model_dump())
         invoice = _mark_announced(store, invoice, marker)
         published = (alert.event_id,)
-    return event.outcome(invoice.invoice_id, invoice != before, published)
+    return event.outcome(invoice.invoice_id, invoice != before, published), invoice
 
 
 def voided(before: InvoiceRecord, after: InvoiceRecord) -> bool:

@@ -158,15 +158,18 @@ def ingest_usage(
     records = [usage.to_record(event, client_id, now_ms) for _, event in events]
     ttl = expires_at(now_ms, settings)
     # a key repeated within the batch (with the same usage: validation refuses a different one) is written once and
-    # the repeat is a duplicate of it, rather than racing it to the same item
+    # the repeat shares its first occurrence's status (one accepted is a duplicate), rather than racing it to the
+    # same item: a repeat of a conflict is a conflict too, never a duplicate (recorded) of usage that was not
     first = {record.idempotency_key: record for record in reversed(records)}
     unique = [record for record in records if first[record.idempotency_key] is record]
     written, failure = _put_all(store, [record.to_item(ttl) for record in unique], settings, deadline)
-    result_of = {record.idempotency_key: result for record, result in zip(unique, written, strict=True)}
-    statuses = [
-        _usage_status(result_of[record.idempotency_key], record)
-        if first[record.idempotency_key] is record
-        else ("not_stored" if result_of[record.idempotency_key] is None else "duplicate")
+    status_of = {
+        record.idempotency_key: _usage_status(result, record) for record, result in zip(unique, written, strict=True)
+    }
+    statuses: list[UsageStatus] = [
+        status_of[record.idempotency_key]
+        if first[record.idempotency_key] is record or status_of[record.idempotency_key] != "accepted"
+        else "duplicate"
         for record in records
     ]
     outcome = UsageOutcome(

@@ -221,12 +221,14 @@ class PeriodLedger:
 
 @dataclass(frozen=True, slots=True)
 class BillingState:
-    """Per account: the last invoice number used, credit on account, the processor's customer id, a dispute flag."""
+    """Per account: the last invoice number used, credit on account, the processor's customer id, a dispute flag
+    (with ``dispute_revision``, how many times it was written: ``LedgerStore.save_dispute_flag``'s condition)."""
 
     seq: int = 0
     credit: Decimal = ZERO
     customer_id: str | None = None
     disputed: bool = False
+    dispute_revision: int = 0
     card_on_file: bool = False
     customer_details: str | None = None  # ``customer_details_digest`` of the email and name last given the customer
 
@@ -438,6 +440,11 @@ class LedgerStore(Protocol):
         the digest of the details last given the customer (``customer_details_digest``),
         so a writer never puts back another writer's field from an earlier read (sequence and credit are the close's,
         and a crypto overpayment's: ``update_invoice_with_credit``)."""
+        ...
+
+    def save_dispute_flag(self, account_id: str, disputed: bool, revision_read: int) -> None:
+        """Set the account's dispute flag if its ``dispute_revision`` is still ``revision_read`` (none stored: 0),
+        the revision one more; ``LedgerConflictError`` otherwise (nothing written: re-read the ledger, recompute)."""
         ...
 
     def invoice_for_gateway(self, gateway_id: str) -> tuple[str, str] | None:

@@ -284,6 +284,23 @@ class DynamoLedgerStore:
             ExpressionAttributeValues=to_item(values),
         )
 
+    def save_dispute_flag(self, account_id: str, disputed: bool, revision_read: int) -> None:
+        unwritten = "attribute_not_exists(#rev) OR " if revision_read == 0 else ""
+        try:
+            call(
+                self._client.update_item,
+                TableName=self._table,
+                Key=to_item({KEY: account_pk(account_id), SORT_KEY: BILLING_SORT_KEY}),
+                UpdateExpression="SET #disputed = :disputed, #rev = :next",
+                ConditionExpression=f"{unwritten}#rev = :read",
+                ExpressionAttributeNames={"#disputed": "disputed", "#rev": "dispute_revision"},
+                ExpressionAttributeValues=to_item(
+                    {":disputed": disputed, ":read": revision_read, ":next": revision_read + 1}
+                ),
+            )
+        except ConditionFailedError as exc:
+            raise LedgerConflictError(f"{account_id}: dispute flag written since read") from exc
+
     def invoice_for_gateway(self, gateway_id: str) -> tuple[str, str] | None:
         found = call(
             self._client.get_item,
