@@ -11,7 +11,7 @@ and applies the billing policy (billing-policy.md) and docs/decisions.md D2/D3 a
   0.01 GB); unlimited stays unlimited (no overage at all);
 - a report belongs to the segment holding its timestamp; a connection's part in a period (rounded once: minutes =
   ceil(seconds / 60), video = min(minutes, ceil(video seconds / 60)), audio = the rest) is shared out to the segments
-  it overlaps (D-tiersplit-1): its video minutes in proportion to its video seconds in each segment, its audio
+  it overlaps (D282): its video minutes in proportion to its video seconds in each segment, its audio
   minutes in proportion to its audio seconds (connected - video) there, each by the largest remainder, a tie to the
   later segment (no weight at all for a kind with minutes: by connected seconds); data transfer is summed in bytes
   per segment and billed as ceil(bytes / 10^7) hundredths of a GB;

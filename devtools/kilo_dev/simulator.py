@@ -94,7 +94,7 @@ class UsageAt:
     meter: str  # one of METERS
     quantity: int
     # a connection's part: where it ends (ms) and the room's video spans inside it - the ground truth shares its
-    # minutes out to the tier segments it overlaps (D-tiersplit-1); None for an app report
+    # minutes out to the tier segments it overlaps (D282); None for an app report
     end_ms: int | None = None
     video_ms: tuple[tuple[int, int], ...] = ()
 
@@ -476,7 +476,7 @@ def _plan(
             busy[special.room.name] = [(special.room.created_at, special.finished_s)]
             calls.append(special)
     if upgrade_at_s is not None and start_s < upgrade_at_s < end_s:
-        for spec in accounts:  # each upgrading account is in a call across its upgrade (D-tiersplit-1)
+        for spec in accounts:  # each upgrading account is in a call across its upgrade (D282)
             if spec.upgrade_to and _month_start(upgrade_at_s) == _month_start(upgrade_at_s + 1800):
                 across = _boundary_call(rng, ids, spec, upgrade_at_s, start_s, end_s, "town-hall")
                 if across is not None:

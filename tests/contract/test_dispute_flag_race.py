@@ -1,4 +1,4 @@
-"""The account's dispute flag (D-closefix-1): the account is disputed while any of its invoices is. Each dispute
+"""The account's dispute flag (D299): the account is disputed while any of its invoices is. Each dispute
 event saves its invoice, then writes the account's flag from the ledger; these are the ways that second write went
 wrong - a failed write a redelivery skipped, and two dispute events of one account each writing what it read before
 the other's invoice - run against the in-memory fake and DynamoDB (moto, the template's usage table), the second

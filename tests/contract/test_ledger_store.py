@@ -510,7 +510,7 @@ def test_given_a_close_with_a_credit_note_then_it_needs_the_credited_invoice_as_
 
 
 def test_given_a_crypto_invoice_paid_with_a_write_off_then_the_write_off_is_stored_with_it(ledger: Ledger) -> None:
-    """D-cryptofix-5: what settlement wrote off is read back as written (not refundable)."""
+    """D289: what settlement wrote off is read back as written (not refundable)."""
     opened = _opened(ledger)
     paid = replace(opened.moved(InvoiceStatus.PAID, MAR.end), written_off=Decimal("0.29"))
 

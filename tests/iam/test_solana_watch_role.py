@@ -51,7 +51,7 @@ def test_given_put_events_taken_from_the_solana_watcher_s_role_then_the_run_is_r
     chain.standin.finalize()
     with (
         roles.acting_as(FUNCTION, without={("events:PutEvents", BILLING_BUS)}) as enforcement,
-        # the run fails (the chain's failure, after any other chain ran: D-cryptofix-1): the next minute's run
+        # the run fails (the chain's failure, after any other chain ran: D285): the next minute's run
         pytest.raises(SolanaWatchFailedError, match=r"\['solana'\]"),  # retries it,
     ):
         run_handler()

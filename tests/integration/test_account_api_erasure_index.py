@@ -263,7 +263,7 @@ def test_given_a_stale_entry_of_a_session_now_stored_for_another_account_when_th
     account_api: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The index still lists bob's session (now ``acct_b``'s) under ``acct``: ``acct``'s export holds its own session
-    only - never ``acct_b``'s participant identity, room or minutes (D-apifix-1)."""
+    only - never ``acct_b``'s participant identity, room or minutes (D293)."""
     register(account_api, "acct")
     store_members(account_api, "acct", {"user-1": "owner"})
     put_sessions(account_api, ALICE, BOB_ELSEWHERE)

@@ -121,7 +121,7 @@ def test_given_a_solana_quote_then_a_fresh_reference_key_is_in_the_solana_pay_ur
     issue()
     _, first = call("POST", f"{BASE}/bills/acct-1~2026-10/quotes", {"chain": "solana", "asset": "USDC"})
     _, second = call("POST", f"{BASE}/bills/acct-1~2026-10/quotes", {"chain": "solana", "asset": "USDC"})
-    # asked again while the first is ACTIVE with more than 10 minutes to run: the same quote (D-cryptofix-1)
+    # asked again while the first is ACTIVE with more than 10 minutes to run: the same quote (D285)
     assert second == first
     assert len(first["reference"]) >= 32
     assert f"reference={first['reference']}" in first["payment_uri"]
@@ -679,7 +679,7 @@ def test_given_a_transaction_with_a_credit_that_is_not_the_bills_then_409_and_no
     assert [p["amount_usd"] for p in body["payments"]] == ["100.00", "100.00"]
 
 
-# --- every admin write checks the caller's stored role, not only the token's (D208, D-apifix-2) ---------------------
+# --- every admin write checks the caller's stored role, not only the token's (D208, D294) ---------------------
 
 ADMIN_WRITES = [
     ("bills/acct-1~2026-10/quotes", {"chain": "ethereum", "asset": "ETH"}),

@@ -552,7 +552,7 @@ class FailingFor(MemoryPaymentSink):
 def test_given_one_payment_whose_finality_step_fails_then_the_others_finalize_and_it_is_named_stuck(
     chain: Chain,
 ) -> None:
-    """D-cryptofix-1: one bad payment is that payment's alone - it stays SEEN (the next run tries it again)."""
+    """D285: one bad payment is that payment's alone - it stays SEEN (the next run tries it again)."""
     chain.mint(PAYER, 10 * USDC)
     chain.mine(FINALITY_LAG)
     watcher = Watcher(chain.config(start_block=chain.head() + 1))
@@ -596,7 +596,7 @@ class ReorgAfterLogs(Web3EvmRpc):
 def test_given_a_reorg_between_a_scans_reads_then_a_usdc_payment_through_a_contract_in_the_new_fork_is_seen(
     chain: Chain, scan_batch: int
 ) -> None:
-    """D-cryptofix-3. The old fork's two blocks are empty; the new fork's first holds 4 USDC paid through a contract
+    """D287. The old fork's two blocks are empty; the new fork's first holds 4 USDC paid through a contract
     (``TestBatchPay``: a Transfer log only - the block scan does not see it). The run and the next one see the
     payment. Before: one batch read its logs from the old fork and its blocks from the new, and the cursor took the
     new fork's hash; batches of one block: the second batch, read from the new fork, moved the cursor past the

@@ -534,7 +534,7 @@ def test_given_a_payment_recorded_failed_on_a_dead_fork_when_its_signature_succe
 def test_given_250_recent_references_then_a_run_queries_100_and_three_minutes_of_runs_query_them_all(
     watch: Watch,
 ) -> None:
-    """D-cryptofix-6. 250 references (no payments): a run makes 100 calls more than the same run watching none
+    """D290. 250 references (no payments): a run makes 100 calls more than the same run watching none
     (before: 250 more, one per reference); the rotation's windows at minutes 0, 1, 2 start at 0, 100 and 200
     (mod 250) and cover all 250."""
     baseline = watch.run().rpc_calls

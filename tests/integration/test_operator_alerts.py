@@ -249,7 +249,7 @@ def test_given_app_usage_dated_before_the_signup_from_rating_then_the_operator_h
         event = UnattributedAppUsageV1(account_id="acct_late", period="2026-11", meter=meter, quantity=quantity)
         publish(alerts_stack, SOURCE_RATING, event.DETAIL_TYPE, event.model_dump())
     assert run_queue(alerts_stack) == {"batchItemFailures": []}
-    ((subject, text),) = inbox(alerts_stack, url)  # D-attrib-1: one per account and day
+    ((subject, text),) = inbox(alerts_stack, url)  # D291: one per account and day
     assert subject == "Kilo Billing: unattributed app usage of account acct_late"
     assert "dated in period 2026-11, before the account's signup period: 1,200 message(s)" in text
     assert "kept under 'unattributed', not billed" in text

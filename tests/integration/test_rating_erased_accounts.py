@@ -566,7 +566,7 @@ def _blob(item: dict[str, Any]) -> str:
 def test_given_sessions_stored_before_the_account_registered_when_it_is_erased_then_no_item_names_them(
     stack: Stack, account_api: Any, lambda_context: LambdaContext
 ) -> None:
-    """D276, D-attrib-2: the room names the account before anybody registered it, so its minutes are the bucket's;
+    """D276, D292: the room names the account before anybody registered it, so its minutes are the bucket's;
     the sessions are stored under the id the room named, so once the account is registered its erasure lists them
     like its own - their identities, and the running state's, go."""
     names = {"alice.smith", "carol.jones"}

@@ -1,7 +1,7 @@
 """On moto, through ingest, the events table's stream and the rating handler (D276): a room whose metadata names
 an account id nobody registered has its minutes kept in the unattributed bucket and announced on the billing bus with
 the id; once the account is registered, the room's next rebuild moves them to it. Usage dated in a period before the
-account's signup period, minutes (D280) or app-reported (D-attrib-1), stays in the bucket, announced."""
+account's signup period, minutes (D280) or app-reported (D291), stays in the bucket, announced."""
 
 from __future__ import annotations
 

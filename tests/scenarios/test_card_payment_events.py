@@ -171,7 +171,7 @@ def test_given_a_charge_that_pays_no_invoice_of_ours_then_it_is_not_found(world:
 def test_given_stripe_down_when_invoice_paid_arrives_then_paid_and_a_later_dispute_finds_the_invoice_through_stripe(
     world: World,
 ) -> None:
-    """The payments lookup is optional (D-closefix-3): Stripe not answering it leaves the invoice paid without its
+    """The payments lookup is optional (D301): Stripe not answering it leaves the invoice paid without its
     payment refs rather than failing the event (five receives of a Stripe outage would dead-letter it, the invoice
     left open though paid: refunds refused). A dispute arriving later asks Stripe which invoice the intent paid."""
     events = Events()

@@ -1739,7 +1739,7 @@ def test_given_a_payment_not_stored_then_claiming_it_for_a_seen_event_is_refused
 def test_given_acct_1s_payment_orphaned_when_another_account_claims_it_then_refused_and_nothing_of_it_shown(
     h: Harness,
 ) -> None:
-    """D-cryptofix-4. acct-1's linked wallet paid inv-1; its block was orphaned. acct-x submits the transaction for its
+    """D288. acct-1's linked wallet paid inv-1; its block was orphaned. acct-x submits the transaction for its
     own bill inv-x: refused as another bill's (before: 202 with acct-1's payment), at the check and at the record."""
     _attacker(h)
     paid = transfer("0xo1", "USDC", USDC_QUOTE, T0 + timedelta(minutes=4))

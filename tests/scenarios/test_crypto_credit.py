@@ -188,7 +188,7 @@ def test_given_a_settlement_whose_credit_is_not_whole_cents_then_refused_naming_
 
 
 def test_given_a_crypto_invoice_paid_inside_tolerance_then_the_write_off_is_never_refundable(world: World) -> None:
-    """D-cryptofix-5. March's $58.00 paid with 57.71 USDC: the 0.29 short (0.5 % of 58.00, under the $1 cap) is
+    """D289. March's $58.00 paid with 57.71 USDC: the 0.29 short (0.5 % of 58.00, under the $1 cap) is
     written off. At most 58.00 - 0.29 = 57.71 can be refunded (before: 58.00, money never received)."""
     march = world.close("coin", MAR)
     event = settled(march, "0.00", "57.71").model_copy(update={"written_off_usd": "0.29"})

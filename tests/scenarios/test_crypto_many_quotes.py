@@ -1,6 +1,6 @@
 """A bill holding more quotes than one DynamoDB transaction takes (100 items), on the crypto table (moto, from
 template.yaml): a settlement step writes only the quote its payment changes, never every quote time has expired
-(D-cryptofix-1).
+(D285).
 
 Hand-worked: a $100.00 bill and 101 USDC quotes of 100 USDC (100_000_000 units) made at T0 + 1 min, each expiring at
 T0 + 31 min. At T0 + 40 min every quote is EXPIRED by time while stored ACTIVE. A 100 USDC payment in a block of
@@ -158,7 +158,7 @@ def test_given_a_paid_bill_and_no_price_when_a_quote_is_asked_then_it_is_refused
 def test_given_solana_references_then_each_is_queried_on_its_own_until_2_hours_after_its_quotes_expiry(
     h: Harness,
 ) -> None:
-    """D-cryptofix-6. Solana quotes made at T0 + 1 min expire at T0 + 31 min and are monitored until T0 + 72 h 1 min.
+    """D290. Solana quotes made at T0 + 1 min expire at T0 + 31 min and are monitored until T0 + 72 h 1 min.
     At T0 + 2 h 30 min both references are watched (matched when a payment carries them) and both still queried
     on their own; at T0 + 2 h 32 min (past T0 + 31 min + 2 h) the older one is watched only, the one made at
     T0 + 1 h (expiring at T0 + 1 h 31 min) still queried."""

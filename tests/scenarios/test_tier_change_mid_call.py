@@ -1,6 +1,6 @@
 """Story: an account on Personal upgrades to Team in the middle of a long call. The policy rates usage "in segments by
 the tier in effect when it happened", and rounds a connection once: the call's minutes are rounded once for the month,
-then shared out to the Personal and Team segments by its video and audio seconds in each (D-tiersplit-1) - not all
+then shared out to the Personal and Team segments by its video and audio seconds in each (D282) - not all
 billed against Personal's prorated allowance because the call began there (D3 before).
 
 Hand-worked, 2026-01 price book (video $0.0006 x 1.2 = $0.00072, audio $0.0003 x 1.2 = $0.00036 a minute):

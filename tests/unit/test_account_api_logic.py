@@ -495,7 +495,7 @@ def test_given_limits_below_the_new_tiers_fee_then_the_upgrade_is_refused_naming
 
 
 def test_given_a_call_shared_out_across_an_upgrade_then_the_idle_camera_lever_moves_each_segments_own_video() -> None:
-    # D-tiersplit-1: rating stores a call across a tier change as one part per segment. Personal -> Team at Nov 10
+    # D282: rating stores a call across a tier change as one part per segment. Personal -> Team at Nov 10
     # 00:00: Personal is 9/30 of November (1,500 video / 3,000 audio included, $0 fee), Team 21/30 (35,000 / 70,000,
     # fee 29 x 21/30 = $20.30). Alone with the camera on: 1,800 video minutes before the upgrade, 600 after.
     # Now: Personal video 300 over x $0.00072 = $0.216 -> $0.22; Team $0.00: $20.52. As audio, each segment's own

@@ -78,7 +78,7 @@ def test_given_late_usage_excluded_then_the_invoice_is_as_the_close_saw_it() -> 
 
 
 def test_given_a_call_across_an_upgrade_then_its_minutes_are_shared_out_by_video_and_audio_seconds() -> None:
-    # D-tiersplit-1, the story of tests/scenarios/test_tier_change_mid_call.py restated for the ground truth:
+    # D282, the story of tests/scenarios/test_tier_change_mid_call.py restated for the ground truth:
     # Personal -> Team at Nov 16 00:00 (each segment 1/2 of November: Personal 2,500 video / 5,000 audio included,
     # Team 25,000 / 50,000, fees $0 and $14.50). Earlier under Personal: 2,400 video and 4,800 audio minutes. The call:
     # Nov 15 12:00:00 - Nov 16 12:00:30, camera Nov 15 20:00 - Nov 16 08:00: 720 video and 721 audio minutes; video

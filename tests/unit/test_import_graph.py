@@ -419,14 +419,14 @@ MODULE_CEILINGS = {
     "kilo_invoice.close_handler": 207,  # 202
     "kilo_invoice.payment_handler": 206,  # 201
     "kilo_alerts.operator_handler": 318,  # 311
-    "kilo_account_api.handler": 416,  # 406 (a signed-in owner's GET usage); +1 member_roles (D-apifix-2)
+    "kilo_account_api.handler": 416,  # 406 (a signed-in owner's GET usage); +1 member_roles (D294)
     "kilo_crypto_watch.evm_handler": 321,  # 314
     "kilo_crypto_watch.bills_handler": 198,  # 194
     "kilo_invoice.crypto_settled_handler": 206,  # 201
     "kilo_crypto_watch.api_handler": 247,  # 242 (its bodies validated by Powertools and pydantic, D106)
     "kilo_crypto_watch.solana_handler": 235,  # 230
     "kilo_account_api.pretoken_handler": 326,  # 317 (settings, the members adapter, one Query); +1 room_state_items
-    # +1 member_roles (the members table's key and the stored-role rule, shared with the crypto routes: D-apifix-2)
+    # +1 member_roles (the members table's key and the stored-role rule, shared with the crypto routes: D294)
 }
 # What the probe's first request ends in, where it cannot be served in full without more than AWS: the crypto routes
 # validate the body first (Powertools, as the account API does), so the generic request's empty body is a 400 naming

@@ -58,7 +58,7 @@ def test_given_room_metadata_naming_an_unregistered_account_then_its_minutes_are
     assert repo.totals("acct_known", "2026-11") == {"audio": 5}  # bob: 300 s, a registered account: unchanged
     assert outcome.unattributed_minutes == 10
     # the session is stored under the id its room named, its minutes the bucket's: the id's erasure, once it is
-    # registered, lists it by account (D-attrib-2)
+    # registered, lists it by account (D292)
     stored = repo.sessions[("RM_unreg", "PA_alice")]
     assert stored.session.account == UNKNOWN
     assert {account for account, _, _, _ in stored.contributions} == {UNATTRIBUTED}

@@ -519,7 +519,7 @@ def test_given_an_upgrade_instant_then_each_upgrading_account_has_a_connection_a
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # the demo passes its upgrade instant: the product then shares that connection out to both segments
-    # (D-tiersplit-1), and the truth keeps the part's end and video spans for the ground truth to do the same
+    # (D282), and the truth keeps the part's end and video spans for the ground truth to do the same
     upgrade = DEC_1 + DAY + 12 * 3600  # 2026-12-02T12:00Z
     monkeypatch.setattr(lk, "_ids", itertools.count(1))  # event ids come from the builders' process-wide counter
     found = run(5, default_accounts(3), START, END, upgrade_at_s=upgrade, **SMALL)

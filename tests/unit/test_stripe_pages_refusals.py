@@ -1,4 +1,4 @@
-"""What the account API's Stripe pages answer when Stripe refuses a request (D34, D-apifix-5): a refusal of what the
+"""What the account API's Stripe pages answer when Stripe refuses a request (D34, D297): a refusal of what the
 customer sent (a page URL, named by Stripe's ``param``) is a 400 naming that field; any other 4xx - a deleted
 customer, no Billing Portal configuration - is ours to fix, so *unavailable* (a logged 503), never "invalid input".
 Through the Stripe SDK: the errors are the SDK's own, built from the error bodies Stripe publishes."""

@@ -1,4 +1,4 @@
-"""A connection's period part that spans a tier change (docs/decisions.md D-tiersplit-1): its minutes are rounded once
+"""A connection's period part that spans a tier change (docs/decisions.md D282): its minutes are rounded once
 (ceil(connected / 60), video = min(total, ceil(video / 60)), audio = the rest), then video minutes are shared out to
 the tier segments by the part's video seconds in each, audio minutes by its audio seconds, largest remainder first,
 a tie to the later segment. Every expected value below is worked by hand in its comment."""

@@ -133,7 +133,7 @@ async function start() {
   }
   try {
     // a sign-in link is taken only as the loaded configuration says: without it the page cannot tell the local
-    // stack (#token= links) from Cognito (state and nonce checked), so it takes none (D117, D-apifix-6)
+    // stack (#token= links) from Cognito (state and nonce checked), so it takes none (D117, D298)
     acceptSignIn(answer, loaded ? config.auth : null);
   } catch (error) {
     say(`Not signed in: ${error.message}`, "error");

@@ -305,7 +305,7 @@ ERASURE_PACING: Final = ErasurePacing()
 def _stored_for(values: Mapping[str, Any], account_id: str) -> bool:
     """The session item (as read from the table, not the index) is stored for ``account_id`` now: the
     ``account_sessions`` index lags, and rating moves a session between accounts (room metadata), so a listing under
-    one account may name a session of another. Every read and the erasure keep only these (D206, D-apifix-1)."""
+    one account may name a session of another. Every read and the erasure keep only these (D206, D293)."""
     return values.get("account") == account_id
 
 

@@ -549,7 +549,7 @@ NOT_A_USER_ID: Final = "'.' and '..' are not user ids: a browser rewrites them i
 def user_id(value: str) -> str:
     """A user id the members routes take (their pattern, then this): not ``.`` or ``..`` - a browser resolves those
     path segments (``fetch(".../members/..")`` reaches ``.../accounts/<id>``), so such a member could not be
-    removed from the page (D-apifix-4)."""
+    removed from the page (D296)."""
     if value in NOT_USER_IDS:
         raise ValueError(NOT_A_USER_ID)
     return value

@@ -80,7 +80,7 @@ class StripePaymentPages:
     def _call(operation: Callable[[], _T]) -> _T:
         """One SDK call: a refusal of a page URL the customer sent (Stripe's ``param``) is a 400 naming it; every
         other refusal - a deleted customer, no Billing Portal configuration, a request we built wrong - is ours to
-        fix, not the customer's: ``UnavailableError`` (a logged 503, D34, D-apifix-5)."""
+        fix, not the customer's: ``UnavailableError`` (a logged 503, D34, D297)."""
         try:
             return stripe_call(
                 operation,

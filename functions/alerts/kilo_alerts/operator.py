@@ -286,7 +286,7 @@ def on_unattributed(detail: Mapping[str, Any], ports: OperatorPorts, policy: Ope
 def on_unattributed_app_usage(
     detail: Mapping[str, Any], ports: OperatorPorts, policy: OperatorPolicy, now_ms: int
 ) -> Announced:
-    """App-reported usage dated before the account's signup period (D-attrib-1): one operator alert per account and
+    """App-reported usage dated before the account's signup period (D291): one operator alert per account and
     day (the rest is in the unattributed bucket, which the revenue report lists)."""
     event = UnattributedAppUsageV1.model_validate(detail)
     day = datetime.fromtimestamp(now_ms / 1000, tz=UTC).strftime("%Y-%m-%d")

@@ -17,7 +17,7 @@ One run per chain (``watch``):
    had when it was read (a conditional write: a concurrent run that moved it first wins and this one stops; a reorg
    during the run is found by the next). A batch's blocks are read first, then its logs, and both must be of one
    fork - each log's block hash the block read at its height, each block the parent of the next, the first the
-   child of the block the cursor holds - else the batch is read again or the run stops (D-cryptofix-3). A run stops
+   child of the block the cursor holds - else the batch is read again or the run stops (D287). A run stops
    after the batch that reaches ``max_transactions_per_run``.
 3. **Finality.** Every SEEN payment at or below the ``finalized`` block is FINALIZED if its block hash is still the
    canonical one at its height. If another block is there, its transaction's receipt is read first: mined in another
@@ -225,7 +225,7 @@ class ForkBelowError(Exception):
 def _read_batch(
     rpc: EvmRpc, chain: ChainConfig, first: int, last: int, sizer: ChunkSizer, parent: str | None
 ) -> tuple[list[EvmBlock], list[EvmLog]]:
-    """The blocks ``first..last`` and the merchant's USDC logs in them, read from one fork (D-cryptofix-3): the
+    """The blocks ``first..last`` and the merchant's USDC logs in them, read from one fork (D287): the
     blocks first, then the logs, and each log's block hash must be the block read at its height, each block the
     parent of the next; a reorg between the reads is read again (up to ``SCAN_ATTEMPTS`` times, then the run fails
     and the next resumes from the cursor). A first block that is not the child of ``parent`` (the hash the cursor

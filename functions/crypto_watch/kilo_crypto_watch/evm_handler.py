@@ -98,7 +98,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         logger.exception("EVM watcher run failed; Lambda retries it, then the dead-letter queue")
         count(SERVICE, Metric.CRYPTO_WATCH_FAILED)
         raise
-    if report.stuck:  # left pending, the others settled: each named for an operator (D-cryptofix-1)
+    if report.stuck:  # left pending, the others settled: each named for an operator (D285)
         logger.error("payments stuck at finality", extra={"stuck": list(report.stuck)})
         count(SERVICE, Metric.CRYPTO_PAYMENTS_STUCK, len(report.stuck))
     count(SERVICE, Metric.CRYPTO_TRANSFERS_SEEN, report.transfers_seen)

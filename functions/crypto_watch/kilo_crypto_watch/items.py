@@ -306,7 +306,7 @@ def reference_to_item(quote: Quote) -> Item:
             "sk": "REF",
             "gsi1pk": f"WATCH#{quote.chain}",
             "gsi1sk": f"{quote.monitor_until.isoformat()}#{quote.reference}",
-            "expires_at": quote.expires_at.astimezone(UTC).isoformat(),  # the watcher's recent ones (D-cryptofix-6)
+            "expires_at": quote.expires_at.astimezone(UTC).isoformat(),  # the watcher's recent ones (D290)
             "kind": "reference",
             "reference": quote.reference,
             "quote_id": quote.quote_id,

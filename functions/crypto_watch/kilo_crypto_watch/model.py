@@ -153,7 +153,7 @@ class RunReport:
     rpc_calls: int
     rolled_back_to: int | None = None
     caught_up: bool = True  # False: the run stopped at its work cap; the next run resumes from the cursor
-    # payments whose finality step failed (``<payment id>: <error>``): left pending, the others went on (D-cryptofix-1)
+    # payments whose finality step failed (``<payment id>: <error>``): left pending, the others went on (D285)
     stuck: tuple[str, ...] = ()
 
 

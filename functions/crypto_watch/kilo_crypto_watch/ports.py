@@ -69,7 +69,7 @@ def settle_alone(stuck: list[str], payment_id: str, step: Callable[[], None]) ->
     """One payment's settlement step (``PaymentSink.finalized`` / ``orphaned``) in a watcher's finality pass, kept
     from stopping the others: its error is added to ``stuck`` (``<payment id>: <error>``; the handler logs it and
     counts ``CryptoPaymentsStuck``, alarmed) and False returned - the payment stays pending and the next run tries it
-    again. A node's failure (``ChainUnavailableError``) still fails the run (D-cryptofix-1)."""
+    again. A node's failure (``ChainUnavailableError``) still fails the run (D285)."""
     try:
         step()
     except ChainUnavailableError:
@@ -88,7 +88,7 @@ class ReferenceSource(Protocol):
     def recent_references(self, chain: str) -> Sequence[str]:
         """The watched references worth a ``getSignaturesForAddress`` of their own: quotes not expired, or expired
         less than the settlement policy's ``reference_margin`` ago. A later payment is still found by the merchant's
-        wallet and token-account sweeps, and matched by the reference it carries (D-cryptofix-6)."""
+        wallet and token-account sweeps, and matched by the reference it carries (D290)."""
         ...
 
 

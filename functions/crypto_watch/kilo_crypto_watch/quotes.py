@@ -31,9 +31,9 @@ class QuotePolicy:
     monitoring: timedelta = timedelta(hours=72)
     label: str = "Kilo Billing"
     # a request while an ACTIVE quote of the same chain and asset asks the bill's remaining USD with at least this
-    # long to run gets that quote back, not a new one (D-cryptofix-1)
+    # long to run gets that quote back, not a new one (D285)
     reuse_min_left: timedelta = timedelta(minutes=10)
-    # the quotes a bill holds inside their monitoring window: a new one beyond them is refused (D-cryptofix-1)
+    # the quotes a bill holds inside their monitoring window: a new one beyond them is refused (D285)
     max_monitored_quotes: int = 50
 
 
@@ -123,7 +123,7 @@ def reusable_quote(
 ) -> Quote | None:
     """The quote a new request for ``chain`` and ``asset`` gets instead of a new one: the newest that is ACTIVE (as
     computed from the bill's payments: nothing paid to it, not expired), asks the bill's remaining USD and has at
-    least ``reuse_min_left`` to run; None when there is none (D-cryptofix-1)."""
+    least ``reuse_min_left`` to run; None when there is none (D285)."""
     remaining = remaining_usd(bill)
     fitting = [
         quote
@@ -139,7 +139,7 @@ def reusable_quote(
 
 def check_quote_room(bill: Bill, quotes: Sequence[Quote], now: datetime, policy: QuotePolicy) -> None:
     """``QuoteRefusedError`` when the bill holds ``max_monitored_quotes`` quotes still inside their monitoring window:
-    each is read by every settlement step of the bill and watched by the Solana watcher (D-cryptofix-1)."""
+    each is read by every settlement step of the bill and watched by the Solana watcher (D285)."""
     monitored = sorted(quote.monitor_until for quote in quotes if quote.monitor_until >= now)
     if len(monitored) >= policy.max_monitored_quotes:
         raise QuoteRefusedError(

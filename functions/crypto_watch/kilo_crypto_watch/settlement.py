@@ -79,7 +79,7 @@ class SettlementPolicy:
     # a credit that moved to another id (re-mined at another log index, D155) keeps its bill above the cap, by at
     # most this many lines: its old line stays (ORPHANED, pointing at the new one), and a move is never a new credit
     move_margin: int = 20
-    # how long after its quote's expiry a Solana reference is still queried on its own each run (D-cryptofix-6)
+    # how long after its quote's expiry a Solana reference is still queried on its own each run (D290)
     reference_margin: timedelta = timedelta(hours=2)
 
 
@@ -603,7 +603,7 @@ class Settlement:
             and existing.attributed
             and existing.moved_to is None
         ):
-            if existing.invoice_id != invoice_id:  # it keeps its bill, which is not the claimed one (D-cryptofix-4)
+            if existing.invoice_id != invoice_id:  # it keeps its bill, which is not the claimed one (D288)
                 raise AlreadyClaimedError(f"payment {transfer.payment_id} already pays another bill")
             return  # re-seen after an orphaning: it keeps its bill
         if existing is None or existing.status is PaymentStatus.ORPHANED:
@@ -751,7 +751,7 @@ class Settlement:
             else None
         )
         if reseen is not None and claimed_for is not None and reseen.invoice_id != claimed_for:
-            raise AlreadyClaimedError(f"payment {transfer.payment_id} already pays another bill")  # D-cryptofix-4
+            raise AlreadyClaimedError(f"payment {transfer.payment_id} already pays another bill")  # D288
         if not transfer.succeeded:
             if reseen is not None:
                 return self._reseen(reseen, transfer)  # orphaned, then reverted in its new block: keeps its bill
@@ -987,7 +987,7 @@ class Settlement:
         Only a status the payment changes is written (its quote's, and its previous quote's: at most two quotes, so
         the step's transaction stays far below DynamoDB's 100 items whatever the bill's quotes number): a change time
         alone makes (ACTIVE -> EXPIRED, DETECTED -> INVALID) is left to the readers, which compute the status
-        (``quote_status``) rather than trust the stored one (D-cryptofix-1)."""
+        (``quote_status``) rather than trust the stored one (D285)."""
         limit = self._policy.max_bill_lines
         if moved_from is not None and any(line.payment_id == moved_from for line in bill.payments):
             limit += self._policy.move_margin

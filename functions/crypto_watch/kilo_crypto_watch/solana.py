@@ -209,7 +209,7 @@ class SolanaWatcher:
     sink: PaymentSink
     references: ReferenceSource
     max_transactions: int = 500  # bounded work per run (a Lambda never runs into its timeout)
-    max_references: int = 100  # references queried on their own per run, in rotation (D-cryptofix-6)
+    max_references: int = 100  # references queried on their own per run, in rotation (D290)
     _calls: _Calls = field(default_factory=_Calls)
 
     async def run(self, now: datetime | None = None) -> RunReport:
@@ -350,7 +350,7 @@ class SolanaWatcher:
 
 def rotation(references: Sequence[str], cap: int, now: datetime) -> list[str]:
     """At most ``cap`` of ``references`` (sorted), the window moving on by ``cap`` each minute: every reference is
-    queried at least once in ceil(n / cap) minutes of runs, whatever their number (D-cryptofix-6)."""
+    queried at least once in ceil(n / cap) minutes of runs, whatever their number (D290)."""
     if len(references) <= cap:
         return list(references)
     start = (int(now.timestamp()) // 60 * cap) % len(references)

@@ -58,12 +58,12 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             count(SERVICE, Metric.CRYPTO_WATCH_FAILED)
             failed.append(chain.key)
             continue
-        except Exception:  # any other failure is this chain's alone: the other chains still run (D-cryptofix-1)
+        except Exception:  # any other failure is this chain's alone: the other chains still run (D285)
             logger.exception("solana run failed", extra={"chain": chain.key})
             count(SERVICE, Metric.CRYPTO_WATCH_FAILED)
             failed.append(chain.key)
             continue
-        if report.stuck:  # left pending, the others settled: each named for an operator (D-cryptofix-1)
+        if report.stuck:  # left pending, the others settled: each named for an operator (D285)
             logger.error("payments stuck at finality", extra={"chain": chain.key, "stuck": list(report.stuck)})
             count(SERVICE, Metric.CRYPTO_PAYMENTS_STUCK, len(report.stuck))
         count(SERVICE, Metric.CRYPTO_TRANSFERS_SEEN, report.transfers_seen)

@@ -9,7 +9,7 @@ has added (``crypto_credit``), so each adds only the difference: a redelivery, a
 add the credit once. ``CryptoCreditAdded.v1`` (a payment finalized after the bill was PAID) waits for the invoice to
 be paid by its ``CryptoBillSettled.v1`` (SQS does not keep their order): until then it fails and is redelivered.
 The write-off (``written_off_usd``: what tolerance let go unpaid) is recorded on the invoice with the move to PAID:
-a refund or a credit note never gives it back (``invoicing.refundable``, ``money_held``; D-cryptofix-5)."""
+a refund or a credit note never gives it back (``invoicing.refundable``, ``money_held``; D289)."""
 
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ def _credit(text: str, name: str = "credit_usd") -> Decimal:
 
 def apply_crypto_settled(store: LedgerStore, event: CryptoBillSettledV1) -> tuple[InvoiceRecord, bool]:
     """Mark the invoice paid (at the settlement's time), with the bill's credit and its write-off (what tolerance
-    let go unpaid: never refunded nor credited back, D-cryptofix-5). -> (the invoice, whether changed)."""
+    let go unpaid: never refunded nor credited back, D289). -> (the invoice, whether changed)."""
     paid_at = datetime.fromisoformat(event.occurred_at)
     credit = _credit(event.credit_usd)
     written_off = _credit(event.written_off_usd, "written_off_usd")

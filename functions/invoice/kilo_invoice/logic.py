@@ -536,7 +536,7 @@ def _paid_with(gateway: PaymentGateway | None, invoice: InvoiceRecord) -> tuple[
     """The processor's ids of the payments of a paid card invoice (one call; none when they are already recorded):
     refund and dispute events name them, not the invoice. Looked up after the paid status is stored, and optional: a
     processor that refuses the lookup for good or does not answer it leaves the payment matched later by
-    ``_find_payment``, which asks the processor then (D-closefix-3); a repeated ``invoice.paid`` asks again while
+    ``_find_payment``, which asks the processor then (D301); a repeated ``invoice.paid`` asks again while
     none is recorded."""
     if gateway is None or invoice.gateway_id is None or invoice.method is not BillingMethod.CARD:
         return ()
@@ -699,7 +699,7 @@ def _flag_disputed(store: LedgerStore, account_id: str) -> None:
     """The account is disputed while any of its invoices is: recomputed from the ledger by every dispute event, also
     a redelivered one (an earlier delivery that saved the invoice may have failed before this write), and written
     on the flag's revision read; another dispute event's write in between (its invoice saved after this read)
-    conflicts, and the flag is recomputed from the ledger again (D-closefix-1). The billing item sorts before the
+    conflicts, and the flag is recomputed from the ledger again (D299). The billing item sorts before the
     invoices, so one ledger read takes the revision before the invoices it counts. Written even when unchanged: the
     new revision makes a writer that read before this one's invoice recompute rather than overwrite it."""
     for _ in range(LEDGER_ATTEMPTS):
@@ -899,7 +899,7 @@ def refund_invoice(
     def bounded(current: InvoiceRecord) -> None:
         """Bounded again on the invoice as stored, by the same rule: a change re-applied after a conflict (another
         refund landed, or a close wrote a note whose bound read this invoice's money) - never past what the notes'
-        account credit already gave back (D279), with the notes as stored then (D-money2-1)."""
+        account credit already gave back (D279), with the notes as stored then (D283)."""
         read = ledger if current.revision == revision_read else store.ledger(account_id)
         left = refundable(replace(read, invoices={**read.invoices, current.invoice_id: current}), current)
         if left < wanted:

@@ -72,7 +72,7 @@ from kilo_rate_usage.sessions import ParticipantFold, RoomFold, by_segment, fold
 def _usage_key(record: UsageEventRecord, profiles: Mapping[str, AccountProfile]) -> ContributionKey:
     """The aggregate counter an app-reported usage event adds to: its account's, but for a period no close of the
     account invoices (before its signup's period), whose usage is the unattributed bucket's, as minutes are (D280,
-    D-attrib-1). Ingest refuses usage of an unregistered id (D30) and usage more than 35 days old (D14), not usage
+    D291). Ingest refuses usage of an unregistered id (D30) and usage more than 35 days old (D14), not usage
     dated before the signup."""
     at = datetime.fromtimestamp(record.occurred_at_ms / 1000, tz=UTC)
     profile = profiles[record.account_id]
@@ -235,7 +235,7 @@ def _before_signup_unattributed(
 
 def _by_segment(session: Session, profile: AccountProfile, coverage: Callable[[], Coverage] | None) -> Session:
     """The session's period parts cut at its account's tier changes, each segment's share of the part's minutes by
-    its video and audio seconds there (``sessions.by_segment``, D-tiersplit-1): here, where the account's segments
+    its video and audio seconds there (``sessions.by_segment``, D282): here, where the account's segments
     (its profile) and the room's video coverage are both known."""
     if coverage is None:
         return session
@@ -256,7 +256,7 @@ def _room_changes(
     a participant with no session yet whose earliest moment the state knows is before its provisional account's
     erasure mark (``room.sessionless``) is named in the state by that account's pseudonym too (D240). A session
     attributed to an id nobody registered (``unregistered``) is stored under that id with its minutes in the
-    unattributed bucket (D276): the id's erasure, once it is registered, lists it by account (D-attrib-2)."""
+    unattributed bucket (D276): the id's erasure, once it is registered, lists it by account (D292)."""
     pseudonyms: dict[str, str] = {}  # participant sid -> the pseudonym its session is stored under (D80)
     for built in room.sessions:
         found = _by_segment(built, profiles[built.account], room.coverage)
@@ -377,7 +377,7 @@ def _announce_unattributed(unit: CommitUnit, publisher: EventPublisher) -> None:
     """``UnattributedUsage.v1`` for each session whose minutes went to the unattributed bucket (operators are alerted;
     D16), naming the account id it is stored under - one nobody registered (D276), or one that signed up after the
     period (D280) - and ``UnattributedAppUsage.v1`` per account, period and meter for the app-reported usage the
-    bucket got (D-attrib-1). Published before the commit, so a batch retried after a failed publish or commit
+    bucket got (D291). Published before the commit, so a batch retried after a failed publish or commit
     announces again: at least once, and consumers take one per room (or account) and day (D62)."""
     for change in unit.sessions:
         session = change.new.session
@@ -415,7 +415,7 @@ class _Room:
     fold: RoomFold  # every event folded: the registers of a closed session written anyway go with it
     # the participants the new state writes with no session yet: provisional account and earliest moment (D240)
     sessionless: Mapping[str, tuple[str, int]] = field(default_factory=dict)
-    # the room's video coverage the sessions were computed with: their parts' tier cuts ask it (D-tiersplit-1)
+    # the room's video coverage the sessions were computed with: their parts' tier cuts ask it (D282)
     coverage: Callable[[], Coverage] | None = None
 
     def registers(self, session: Session, previous: StoredSession | None, writing: bool) -> str:

@@ -554,7 +554,7 @@ def by_segment(session: Session, cuts: Cuts, coverage: Callable[[], Coverage]) -
     """``session`` with each period part that overlaps more than one of its account's tier segments (``cuts``: the
     segment starts strictly inside the part) replaced by one part per segment, from the segment's start: the part's
     minutes, rounded once, shared out by its video and audio seconds inside each segment
-    (``meters.minutes_by_segment``, D-tiersplit-1). A part inside one segment is kept as it is; ``coverage`` (the
+    (``meters.minutes_by_segment``, D282). A part inside one segment is kept as it is; ``coverage`` (the
     room's video coverage, the one the session was computed with) is asked only when some part is cut."""
     if session.end_ms is None or not session.parts:
         return session

@@ -190,14 +190,14 @@ class AccountProfile:
 
     def segment_cuts(self, start_ms: int, end_ms: int) -> tuple[int, ...]:
         """The starts (epoch ms) of the account's tier segments strictly inside ``[start_ms, end_ms)``, which lies in
-        one period: where a connection's part is shared out (``meters.minutes_by_segment``, D-tiersplit-1)."""
+        one period: where a connection's part is shared out (``meters.minutes_by_segment``, D282)."""
         epoch = datetime(1970, 1, 1, tzinfo=UTC)
 
         def ms_up(instant: datetime) -> int:  # rounded up: the piece from a cut on lies in the segment starting there
             return -((epoch - instant) // timedelta(milliseconds=1))
 
         # a segment start inside the part is a change's instant, so without a change inside it there is no cut: the
-        # usual case, cheaply, also for an account whose downgrade waits for the next period (review of D-tiersplit-1)
+        # usual case, cheaply, also for an account whose downgrade waits for the next period (review of D282)
         if not any(start_ms < ms_up(change.at) < end_ms for change in self.changes):
             return ()
         segments = self.segments(Period.containing(epoch + timedelta(milliseconds=start_ms)))

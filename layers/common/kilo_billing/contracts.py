@@ -107,7 +107,7 @@ class UnattributedUsageV1(ContractV1):
 
 class UnattributedAppUsageV1(ContractV1):
     """App-reported usage (messages, data-transfer bytes) of an account dated in a period no close of it invoices -
-    before its signup's period: kept in the unattributed bucket and reported, never billed (D-attrib-1). One per
+    before its signup's period: kept in the unattributed bucket and reported, never billed (D291). One per
     account, period and meter of a rating batch: ``quantity`` in the meter's base unit (messages, bytes)."""
 
     DETAIL_TYPE: ClassVar[str] = "UnattributedAppUsage.v1"

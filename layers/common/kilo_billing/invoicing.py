@@ -363,7 +363,7 @@ class CloseDraft:
     # the invoices those notes credit, and every invoice whose money their bound read (``paying_invoices``), with the
     # revision read: the close bumps it, so a void, a refund (or any writer) that read one before the notes were
     # written re-reads them, and a close that read it before such a write composes again (D132: a void gives back
-    # credit net of its notes' credit; D-money2-1: a refund and a note never give the same money back)
+    # credit net of its notes' credit; D283: a refund and a note never give the same money back)
     credited: tuple[tuple[str, int], ...] = ()
 
 
@@ -653,7 +653,7 @@ def compose_close(ledger: AccountLedger, period: Period, catalog: Catalog, now: 
         cost_basis=rated.cost_basis_rounded,
     )
     # the credited invoices and every invoice whose money the notes' bound read, as read: a refund (or any write) of
-    # one of them meanwhile makes the close compose again, with the note bounded by what is left (D-money2-1)
+    # one of them meanwhile makes the close compose again, with the note bounded by what is left (D283)
     read = {note.invoice_id: ledger.invoices[note.invoice_id].revision for note in notes}
     read |= {paying.invoice_id: paying.revision for note in notes for paying in paying_invoices(ledger, note.period)}
     return CloseDraft(
@@ -900,7 +900,7 @@ def money_held(
         return MoneyHeld({}, ZERO)
     notes = list(notes)
     lowered = _lowered(invoice, notes)
-    # paid: what it asked for, less what settlement wrote off (never received, D-cryptofix-5)
+    # paid: what it asked for, less what settlement wrote off (never received, D289)
     paid = invoice.total - lowered - invoice.written_off if invoice.status is InvoiceStatus.PAID else ZERO
     gone = invoice.total - invoice.kept if invoice.status is InvoiceStatus.PAID else ZERO
     late = sorted(
@@ -973,7 +973,7 @@ def paying_invoices(ledger: AccountLedger, period: str) -> list[InvoiceRecord]:
     """The invoices whose money may pay for ``period``'s usage (``money_held``'s periods): its period-end and early
     invoices, and every later invoice that billed its late usage. A note's bound (``period_held``) reads their money,
     and a refund of one of them (``refundable``) reads the notes on the period: the close's write is conditioned on
-    their revisions, so neither lands on a read the other has made stale (D-money2-1)."""
+    their revisions, so neither lands on a read the other has made stale (D283)."""
     return [
         invoice
         for invoice in ledger.invoices.values()

@@ -5,7 +5,7 @@ members store) and the crypto routes read it through the ``StoredRoles`` port; t
 The members table (the account API's ``MemberStore`` writes it): ``pk`` ``ACCOUNT#<account>``, ``sk``
 ``MEMBER#<user>``, ``role`` (``owner`` | ``admin`` | ``member``), ``status`` (``active``, or ``invited``: an
 invitation grants nothing until it is accepted). A strongly consistent Query of the one key (the function's grant is
-Query on the table, D-apifix-2)."""
+Query on the table, D294)."""
 
 from __future__ import annotations
 

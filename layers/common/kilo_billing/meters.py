@@ -100,7 +100,7 @@ def allocate_minutes(
     minutes: ConnectionMinutes, pieces: Sequence[tuple[Fraction, Fraction]]
 ) -> list[ConnectionMinutes]:
     """One connection part's rounded ``minutes`` shared out to the tier segments it overlaps (docs/decisions.md
-    D-tiersplit-1): ``pieces`` are its (connected seconds, video seconds) inside each segment, in time order.
+    D282): ``pieces`` are its (connected seconds, video seconds) inside each segment, in time order.
 
     Video minutes go in proportion to the video seconds of each piece, audio minutes in proportion to its audio
     (connected - video) seconds, each by the largest-remainder method (a tie to the later segment), so the shares sum

@@ -82,7 +82,7 @@ def open_session_extra(
     """Minutes open sessions would bill in ``period`` if they ended now, keyed like rating's counters (module doc).
     The connection is clipped to the period; each one is rounded as a connection of its own, once, and its minutes
     shared out to the account's tier segments it overlaps by its video and audio seconds in each
-    (``meters.minutes_by_segment``, D-tiersplit-1), as rating does when it closes.
+    (``meters.minutes_by_segment``, D282), as rating does when it closes.
     """
     bounds = Period.parse(period)
     period_start_ms = int(bounds.start.timestamp() * 1000)
@@ -96,7 +96,7 @@ def open_session_extra(
         if end_ms <= start_ms:
             continue
         video = functools.partial(_video_so_far, session, now_ms, video_in)
-        # cut at the account's tier changes: rounded once, shared out by video and audio seconds (D-tiersplit-1)
+        # cut at the account's tier changes: rounded once, shared out by video and audio seconds (D282)
         for at_ms, minutes in minutes_by_segment(start_ms, end_ms, profile.segment_cuts(start_ms, end_ms), video):
             segment = profile.segment_start(at_ms)
             extra[(segment, Meter.VIDEO.value)] += minutes.video
