@@ -13,7 +13,7 @@ import pytest
 from kilo_billing.invoicing import BillingMethod, BillingState, CreditNoteStatus, InvoiceStatus
 from kilo_invoice.logic import apply_stripe_event, refund_invoice
 from kilo_invoice.ports import GatewayUnavailableError
-from tests.scenarios.test_card_payment_events import Events, _paid_invoice
+from tests.scenarios.test_card_payment_events import Events, _charge, _paid_invoice
 from tests.scenarios.test_invoicing import APR, MAR, MAY, World, amounts, at, seg
 
 
@@ -395,6 +395,79 @@ def test_given_a_card_invoice_credited_by_a_note_when_two_refunds_race_then_the_
     assert (stored.refunded, stored.refund_owed, stored.refund_pending) == (Decimal("61.60"), Decimal("0.00"), None)
     assert stored.refunds_requested == 1
     assert world.gateway.calls.count("refund") == refunds + 1
+
+
+def test_given_a_card_refund_still_pending_when_late_usage_is_negative_then_the_note_counts_it_as_given_back(
+    world: World,
+) -> None:
+    """65.20 paid; a refund of 65.20 is requested and recorded, the processor times out: the request stays pending.
+    5,000 March minutes go away late (-3.60). April's note must count the pending 65.20 as given back: 65.20 - 65.20
+    = 0.00 held, so 0.00 credit and 3.60 returned; the refund run again completes 65.20: 65.20 back on 65.20 paid
+    (before: 3.60 account credit, then 65.20 refunded, 68.80 back)."""
+    events = Events()
+    _team_march_paid(world, events)
+    world.gateway.fail_next = [GatewayUnavailableError("timeout")]
+    with pytest.raises(GatewayUnavailableError):
+        refund_invoice(world.store, world.gateway, "acme", "acme/2026-03", Decimal("65.20"))
+    pending = world.store.invoices["acme/2026-03"].refund_pending
+    assert pending is not None
+    assert pending.amount == Decimal("65.20")
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", -5_000)  # -3.60
+    april = world.close("acme", APR)
+    note = world.store.credit_notes["acme/2026-03/credit-2026-04"]
+    assert (note.to_credit, note.returned, note.processor) == (Decimal("0.00"), Decimal("3.60"), Decimal("0.00"))
+    assert amounts(april, "credit") == []
+    assert april.total == Decimal("29.00")  # May in advance only
+    done = refund_invoice(world.store, world.gateway, "acme", "acme/2026-03", Decimal("65.20"))
+    assert (done.refunded, done.refund_pending) == (Decimal("65.20"), None)
+    assert world.store.billing["acme"].credit == Decimal("0.00")  # 65.20 + 0.00 back on 65.20 paid
+
+
+def test_given_a_pending_refund_whose_webhook_came_first_when_late_usage_is_negative_then_it_is_counted_once(
+    world: World,
+) -> None:
+    """A refund of 30.00 is requested and the processor times out on our side, but it refunded: its
+    ``charge.refunded`` (30.00) is recorded while the request is still pending. March keeps 65.20 - 30.00 = 35.20,
+    the 30.00 taken from the fees first: the 7.20 of March's usage is still held. 10,000 minutes go away late
+    (-7.20): 7.20 credit (counting the 30.00 twice would leave 65.20 - 60.00 = 5.20, 2.00 short)."""
+    events = Events()
+    _team_march_paid(world, events)
+    world.gateway.fail_next = [GatewayUnavailableError("timeout")]
+    with pytest.raises(GatewayUnavailableError):
+        refund_invoice(world.store, world.gateway, "acme", "acme/2026-03", Decimal("30.00"))
+    intent = world.store.invoices["acme/2026-03"].gateway_refs[0]
+    apply_stripe_event(
+        world.store, world.bus, events, *events.add("evt_r1", "charge.refunded", _charge(intent, 3000)), at(3, 4)
+    )
+    march = world.store.invoices["acme/2026-03"]
+    assert (march.refunded, march.refund_pending is not None) == (Decimal("30.00"), True)
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", -10_000)  # 10,000 x 0.00072 = -7.20
+    world.close("acme", APR)
+    note = world.store.credit_notes["acme/2026-03/credit-2026-04"]
+    assert (note.to_credit, note.returned) == (Decimal("7.20"), Decimal("0.00"))
+
+
+def test_given_a_close_landing_between_a_refund_request_and_its_processor_call_then_the_note_credits_nothing_twice(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same without an outage: April's close runs after the refund's request (65.20) is recorded and before the
+    processor refunds it. 65.20 - 65.20 pending = 0.00 held: 0.00 credit, 3.60 returned (before: 3.60 credit)."""
+    events = Events()
+    _team_march_paid(world, events)
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", -5_000)  # -3.60
+    processor_refund = world.gateway.refund
+
+    def close_first(gateway_id: str, amount: Decimal, refund_id: str) -> str:
+        world.close("acme", APR)
+        return processor_refund(gateway_id, amount, refund_id)
+
+    monkeypatch.setattr(world.gateway, "refund", close_first)
+    done = refund_invoice(world.store, world.gateway, "acme", "acme/2026-03", None)
+    assert done.refunded == Decimal("65.20")
+    note = world.store.credit_notes["acme/2026-03/credit-2026-04"]
+    assert (note.to_credit, note.returned) == (Decimal("0.00"), Decimal("3.60"))
+    assert amounts(world.store.invoices["acme/2026-04"], "credit") == []
+    assert world.store.billing["acme"].credit == Decimal("0.00")
 
 
 def test_given_a_paid_invoice_charged_back_when_late_usage_is_negative_then_no_account_credit(world: World) -> None:

@@ -933,7 +933,9 @@ def _finish_refund(
     store: LedgerStore, gateway: PaymentGateway, invoice: InvoiceRecord, pending: RefundRequest
 ) -> InvoiceRecord:
     """Ask the processor for the recorded refund (idempotent on its id), then record it as refunded. A refusal for
-    good drops the request (nothing was refunded); an outage leaves it pending for the next run."""
+    good drops the request (nothing was refunded); an outage leaves it pending for the next run. Not bounded again:
+    while it is pending every bound counts it as given back already (``kept_less_pending``, D-pending-1), so nothing
+    else (a note's credit, another refund) was given the same money meanwhile."""
     if invoice.gateway_id is None:
         raise ValueError(f"invoice {invoice.number} has no processor invoice to refund")
 

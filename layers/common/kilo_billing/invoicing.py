@@ -178,6 +178,17 @@ class InvoiceRecord:
         A paid invoice is paid in full while this equals its total."""
         return self.total - self.refunded - self.refund_owed - self.charged_back
 
+    @property
+    def kept_less_pending(self) -> Decimal:
+        """What it keeps once the card refund it has requested (``refund_pending``) is made: what every bound on
+        giving its money back reads (a note's credit, a refund), so a refund whose processor call has not returned
+        and a note never give the same money back (D-pending-1). The request's part already recorded as refunded
+        (its ``charge.refunded`` came first) is not counted twice."""
+        pending = self.refund_pending
+        if pending is None:
+            return self.kept
+        return self.kept - max(ZERO, pending.refunded_before + pending.amount - self.refunded)
+
     def moved(self, target: InvoiceStatus, at: datetime) -> InvoiceRecord:
         if not can_move(self.status, target):
             raise InvoicingError(f"invoice {self.invoice_id} cannot go from {self.status} to {target}")
@@ -889,11 +900,11 @@ def money_held(
     """How ``invoice``'s money (what it was paid, if paid, plus the account credit it applied) pays what it billed
     (D166, D191): its own period's usage first (less what notes took off its amount due), then the late usage
     of earlier periods it billed, oldest period first, and only then the rest (fees, what it carries, ...). What left
-    us again (refunds made or owed, disputes' funds withdrawn) is taken from that rest first, then from usage notes have
-    not credited (latest paid first), and only then from usage they credited - of each period, this invoice counts as
-    paying what the notes on it gave back (``given``, by period: ``given_back``; without it, their account credit),
-    up to what it paid for it. So one partial refund never counts as giving back
-    two periods' late usage, and two refunds never give back what a note credited: notes credit at most what is held
+    us again (refunds made, owed or requested, disputes' funds withdrawn) is taken from that rest first, then from
+    usage notes have not credited (latest paid first), and only then from usage they credited - of each period, this
+    invoice counts as paying what the notes on it gave back (``given``, by period: ``given_back``; without it, their
+    account credit), up to what it paid for it. So one partial refund never counts as giving back two periods' late
+    usage, and two refunds never give back what a note credited: notes credit at most what is held
     (``period_held``), and a refund gives back at most ``free``. Unpaid, it holds only the credit it applied; void,
     nothing."""
     if invoice.status is InvoiceStatus.VOID:
@@ -902,7 +913,7 @@ def money_held(
     lowered = _lowered(invoice, notes)
     # paid: what it asked for, less what settlement wrote off (never received, D289)
     paid = invoice.total - lowered - invoice.written_off if invoice.status is InvoiceStatus.PAID else ZERO
-    gone = invoice.total - invoice.kept if invoice.status is InvoiceStatus.PAID else ZERO
+    gone = invoice.total - invoice.kept_less_pending if invoice.status is InvoiceStatus.PAID else ZERO
     late = sorted(
         {
             line.period
@@ -1017,7 +1028,7 @@ def refundable(ledger: AccountLedger, invoice: InvoiceRecord) -> Decimal:
     not credited (``money_held``'s ``free``), so a note and a refund, or two refunds, never give the same money back,
     whichever comes first."""
     notes = list(ledger.credit_notes.values())
-    keeps = invoice.kept - invoice.written_off - _lowered(invoice, notes)  # a write-off was never received
+    keeps = invoice.kept_less_pending - invoice.written_off - _lowered(invoice, notes)  # write-off: never received
     return max(ZERO, min(keeps, money_held(invoice, notes, given_back(ledger, notes)).free))
 
 
@@ -1080,7 +1091,7 @@ def credit_note(
         paid = _not_credited(ledger, replace(base, to_credit=held), amount - held, notes)
         if not on_card or credited.status is InvoiceStatus.UNCOLLECTIBLE:  # written off: no processor note
             return paid
-        recorded = max(ZERO, min(held, credited.kept - taken))
+        recorded = max(ZERO, min(held, credited.kept_less_pending - taken))
         return replace(paid, processor=recorded, out_of_band=True, status=_pending_if(recorded))
     return base
 
