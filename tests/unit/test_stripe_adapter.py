@@ -409,7 +409,9 @@ def test_given_an_amount_that_is_no_whole_cents_amount_then_the_adapter_refuses_
     with pytest.raises(ValueError, match=error):
         gateway.issue_invoice(odd_line)
     sent = [r.path for r in http.requests if r.method == "post"][posts:]
-    assert not [path for path in sent if path.startswith(("/v1/refunds", "/v1/credit_notes", "/v1/invoices/"))]
+    assert not [path for path in sent if path.startswith(("/v1/refunds", "/v1/credit_notes"))]
+    assert "/v1/invoices" not in sent  # the invoice's create: no draft left behind for an amount we refuse
+    assert not [path for path in sent if path.startswith("/v1/invoices/")]  # no lines added, nothing finalized
 
 
 def test_given_whole_cents_of_either_sign_then_the_adapter_sends_them_as_integer_cents() -> None:

@@ -196,14 +196,17 @@ class StripePaymentGateway:
             raise GatewayRejectedError(
                 f"{request.invoice_id}: {request.total} is below Stripe's minimum charge of {CARD_MINIMUM}: not sent"
             )
+        # amounts become cents first: one that is no amount (``in_cents``' ValueError) stops before any POST (D284)
+        lines = [self._line(request, index, line) for index, line in enumerate(request.lines)]
+        subtotal = in_cents(request.total)
         invoice = self._find_for_customer(request.customer_id, request.invoice_id)
         if invoice is None:
             invoice = self._create_draft(request)
         self._known[request.invoice_id] = invoice.id
         if invoice.status == "draft":
             if not invoice.lines.data:
-                invoice = self._add_lines(invoice.id, request)
-            if invoice.subtotal != in_cents(request.total):
+                invoice = self._add_lines(invoice.id, request.invoice_id, lines)
+            if invoice.subtotal != subtotal:
                 raise GatewayRejectedError(
                     f"Stripe's subtotal for {request.invoice_id} ({invoice.id}) is {dollars(invoice.subtotal)}, "
                     f"ours {request.total}: left as a draft, not finalized"
@@ -246,9 +249,8 @@ class StripePaymentGateway:
         key = _key(request.invoice_id, "create")
         return self._call(lambda: self._client.v1.invoices.create(params, {"idempotency_key": key}))
 
-    def _add_lines(self, stripe_id: str, request: InvoiceRequest) -> stripe.Invoice:
-        lines = [self._line(request, index, line) for index, line in enumerate(request.lines)]
-        key = _key(request.invoice_id, "lines")
+    def _add_lines(self, stripe_id: str, invoice_id: str, lines: list[InvoiceAddLinesParamsLine]) -> stripe.Invoice:
+        key = _key(invoice_id, "lines")
         return self._call(
             lambda: self._client.v1.invoices.add_lines(stripe_id, {"lines": lines}, {"idempotency_key": key})
         )
