@@ -99,7 +99,8 @@ def test_given_a_paid_card_invoice_then_its_payment_intent_is_recorded_for_later
     assert world.store.invoice_for_gateway(intent) == ("acme", "acme/2026-03")
     calls = len(world.gateway.calls)
     _apply(world, events, events.add("evt_paid", "invoice.paid", _paid_invoice(world)))  # redelivered
-    assert len(world.gateway.calls) == calls  # recorded once: no second lookup
+    assert world.gateway.calls[calls:] == ["payment_refs"]  # asked again (D301: every invoice.paid asks once)
+    assert world.store.invoices["acme/2026-03"].gateway_refs == (intent,)  # recorded once
 
 
 def test_given_a_refund_made_in_stripe_then_the_invoice_records_it(world: World) -> None:
@@ -335,6 +336,25 @@ def _paid_in_two(world: World, events: Events) -> tuple[str, str]:
     _apply(world, events, events.add("evt_paid", "invoice.paid", _paid_invoice(world)))
     assert world.store.invoices[invoice.invoice_id].gateway_refs == ("pi_A", "pi_B")
     return "pi_A", "pi_B"
+
+
+def test_given_a_dispute_of_one_of_two_payments_before_invoice_paid_then_invoice_paid_records_the_other_payment(
+    world: World,
+) -> None:
+    """Paid in two payments (pi_A, pi_B); a dispute of pi_A arrives first and records pi_A and its charge (the
+    processor names the invoice). ``invoice.paid`` then still asks for the invoice's payments and records pi_B
+    (before: the invoice, paid with a ref recorded, was taken for a repeated ``invoice.paid`` and not asked)."""
+    events = Events()
+    invoice = world.close("acme", MAR)
+    world.gateway.invoices[invoice.invoice_id].status = "paid"
+    world.gateway.invoices[invoice.invoice_id].payments.extend(["pi_A", "pi_B"])
+    dispute = _dispute("pi_A", "needs_response") | {"charge": "ch_A"}
+    _apply(world, events, events.add("evt_d1", "charge.dispute.created", dispute))
+    assert world.store.invoices["acme/2026-03"].gateway_refs == ("pi_A", "ch_A")
+    _apply(world, events, events.add("evt_paid", "invoice.paid", _paid_invoice(world)))
+    stored = world.store.invoices["acme/2026-03"]
+    assert (stored.status, stored.gateway_refs) == (InvoiceStatus.PAID, ("pi_A", "ch_A", "pi_B"))
+    assert world.store.invoice_for_gateway("pi_B") == ("acme", "acme/2026-03")
 
 
 def _charge_of(intent: str, charge: str, amount: int, refunded_cents: int) -> dict[str, Any]:

@@ -533,15 +533,13 @@ def _with_refs(invoice: InvoiceRecord, refs: Iterable[str]) -> InvoiceRecord:
 
 
 def _paid_with(gateway: PaymentGateway | None, invoice: InvoiceRecord) -> tuple[str, ...]:
-    """The processor's ids of the payments of a paid card invoice (one call; none when they are already recorded):
-    refund and dispute events name them, not the invoice. Looked up after the paid status is stored, and optional: a
-    processor that refuses the lookup for good or does not answer it leaves the payment matched later by
-    ``_find_payment``, which asks the processor then (D301); a repeated ``invoice.paid`` asks again while
-    none is recorded."""
+    """The processor's ids of the payments of a paid card invoice (one call per ``invoice.paid``): refund and dispute
+    events name them, not the invoice. Looked up after the paid status is stored, and optional: a processor that
+    refuses the lookup for good or does not answer it leaves the payment matched later by ``_find_payment``, which
+    asks the processor then (D301). Asked even when refs are recorded: a dispute or charge event of one of several
+    payments may have recorded its own before ``invoice.paid`` came (D-pending-3); recording is idempotent."""
     if gateway is None or invoice.gateway_id is None or invoice.method is not BillingMethod.CARD:
         return ()
-    if invoice.status is InvoiceStatus.PAID and invoice.gateway_refs:
-        return ()  # a repeated invoice.paid: recorded the first time
     try:
         return gateway.payment_refs(invoice.gateway_id)
     except (GatewayRejectedError, GatewayUnavailableError):
