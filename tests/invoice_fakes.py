@@ -78,6 +78,11 @@ class InMemoryLedgerStore:
             raise LedgerConflictError("sequence moved")
         if self.billing.get(account, BillingState()).credit != draft.previous_credit:
             raise LedgerConflictError("credit moved")
+        if (
+            draft.refunds_read is not None
+            and self.billing.get(account, BillingState()).refund_rev != draft.refunds_read
+        ):
+            raise LedgerConflictError("a refund was recorded")
         if any(note.credit_id in self.credit_notes for note in draft.credit_notes):
             raise LedgerConflictError("credit note exists")
         for credited, revision in draft.credited:
@@ -96,13 +101,20 @@ class InMemoryLedgerStore:
             )
         self.billing[account] = replace(self.billing.get(account, BillingState()), seq=invoice.seq, credit=draft.credit)
 
-    def update_invoice(self, invoice: InvoiceRecord, expected: InvoiceStatus) -> InvoiceRecord:
-        return self._update(invoice, expected, invoice.crypto_credit)
+    def update_invoice(
+        self, invoice: InvoiceRecord, expected: InvoiceStatus, seq_read: int | None = None
+    ) -> InvoiceRecord:
+        return self._update(invoice, expected, invoice.crypto_credit, seq_read)
 
-    def _update(self, invoice: InvoiceRecord, expected: InvoiceStatus, crypto_credit_read: Decimal) -> InvoiceRecord:
+    def _update(
+        self, invoice: InvoiceRecord, expected: InvoiceStatus, crypto_credit_read: Decimal, seq_read: int | None = None
+    ) -> InvoiceRecord:
         hooks, self.before_update = self.before_update, []  # each runs once (a hook may write invoices itself)
         for hook in hooks:
             hook()  # type: ignore[operator]
+        billing = self.billing.get(invoice.account_id, BillingState())
+        if seq_read is not None and billing.seq != seq_read:  # a refund's fence (D283): no close since its read
+            raise LedgerConflictError("sequence moved")
         stored = self.invoices.get(invoice.invoice_id)
         if stored is None or stored.status is not expected:
             raise LedgerConflictError("status moved")
@@ -113,6 +125,8 @@ class InMemoryLedgerStore:
         self.writes += 1
         written = replace(invoice, revision=invoice.revision + 1)
         self.invoices[invoice.invoice_id] = written
+        if seq_read is not None:
+            self.billing[invoice.account_id] = replace(billing, refund_rev=billing.refund_rev + 1)
         for ref in ([invoice.gateway_id] if invoice.gateway_id else []) + list(invoice.gateway_refs):
             self.pointers[ref] = (invoice.account_id, invoice.invoice_id)
         return written

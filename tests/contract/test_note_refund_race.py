@@ -11,6 +11,8 @@ late usage, paid; the late minutes go away -> May's close finds March at -7.20 a
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -27,6 +29,7 @@ from kilo_billing.invoicing import (
     compose_close,
 )
 from kilo_billing.periods import Period
+from kilo_billing.progressive import invoice_early
 from kilo_billing.rating import TierChange
 from kilo_invoice.logic import close_account, refund_invoice
 from kilo_invoice.model import CloseDeps
@@ -65,11 +68,13 @@ class _Interleaved:
             hook()
         self._store.create_invoice(draft)
 
-    def update_invoice(self, invoice: InvoiceRecord, expected: InvoiceStatus) -> InvoiceRecord:
+    def update_invoice(
+        self, invoice: InvoiceRecord, expected: InvoiceStatus, seq_read: int | None = None
+    ) -> InvoiceRecord:
         hook, self.before_update = self.before_update, None
         if hook is not None:
             hook()
-        return self._store.update_invoice(invoice, expected)
+        return self._store.update_invoice(invoice, expected, seq_read)
 
 
 def _deps(store: Any) -> CloseDeps:
@@ -166,3 +171,38 @@ def test_given_a_note_whose_reduction_becomes_account_credit_while_a_refund_is_i
     assert (note.to_due, note.to_credit, note.status) == (NONE, Decimal("3.60"), CreditNoteStatus.DONE)
     assert (refunded.refunded, found.billing.credit) == (Decimal("61.60"), Decimal("3.60"))
     assert refunded.refunded + found.billing.credit == march.total
+
+
+EARLY_RUNS = 100
+
+
+def test_given_over_100_early_invoices_in_a_period_when_its_late_usage_goes_away_then_the_next_close_lands(
+    stack: Stack,
+) -> None:
+    """D283's condition put every invoice that paid for the credited period in the close's transaction: 100 early
+    invoices of March made April's close 1 invoice + 2 watermarks + 1 note + 101 invoice conditions + BILLING =
+    106 items, past DynamoDB's 100 (moto: ValidationException, not a conflict, so every rerun failed the same way).
+    Personal, crypto, threshold $1.00: 5,000 minutes (included), then 100 x 2,000 minutes, an early invoice after
+    each: 2,000 x 0.00072 = 1.44 each (144.00 early). March's close: 144.00 usage - 144.00 billed early = 0.00 (a
+    draft). 2,000 minutes go away: April's close finds March at -1.44, a note on a draft crypto bill = 1.44 of
+    account credit; April bills 0.00, so the credit stays on the account."""
+    ledger = _dynamo(stack)
+    profile = AccountProfile("solo", (TierChange(START, "personal"),), billing_method="crypto")
+    ledger.register(replace(profile, progressive_threshold_usd=Decimal("1.00")))
+    ledger.rate("solo", "2026-03", SEG, "video", 5_000)
+    for _ in range(EARLY_RUNS):
+        ledger.rate("solo", "2026-03", SEG, "video", 2_000)
+        early = invoice_early(ledger.store, "solo", MAR, default_catalog(), lambda: MAR.start + timedelta(days=10))
+        assert early is not None
+        assert early.total == Decimal("1.44")
+    march = compose_close(ledger.store.ledger("solo"), MAR, default_catalog(), MAR.end)
+    assert march is not None
+    assert march.invoice.total == Decimal("0.00")
+    ledger.store.create_invoice(march)
+    ledger.rate("solo", "2026-03", SEG, "video", -2_000)
+    close_account(_deps(ledger.store), "solo", APR, APR.end)
+    found = ledger.store.ledger("solo")
+    note = found.credit_notes["solo/2026-03/credit-2026-04"]
+    assert (note.to_credit, found.billing.credit) == (Decimal("1.44"), Decimal("1.44"))
+    assert found.invoices["solo/2026-04"].total == Decimal("0.00")
+    assert len([invoice for invoice in found.invoices.values() if invoice.period == "2026-03"]) == EARLY_RUNS + 1

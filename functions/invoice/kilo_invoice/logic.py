@@ -817,11 +817,15 @@ def _save_with(
     invoice: InvoiceRecord,
     change: Callable[[InvoiceRecord], InvoiceRecord],
     now: datetime | None = None,
+    seq_read: int | None = None,
 ) -> InvoiceRecord:
     """Write ``change(invoice)``, conditioned on the revision (and status) read; on a conflict - another writer got
     there first - re-read and apply ``change`` again to what is stored (it decides whether it still applies).
     Returns the invoice as stored. With ``now`` (a dispute's events), a paid invoice that keeps more than before (its
-    funds reinstated) credits what its credit notes could not, in the same transaction (D131 amended)."""
+    funds reinstated) credits what its credit notes could not, in the same transaction (D131 amended). With
+    ``seq_read`` (a refund: the account's invoice sequence read with ``invoice``), the write also needs no close
+    since, and marks the refund for the closes that read before it (``refund_rev``); a re-read takes the sequence
+    again (D283)."""
     for _ in range(LEDGER_ATTEMPTS):
         updated = change(invoice)
         if updated == invoice:
@@ -843,12 +847,16 @@ def _save_with(
                     return store.update_invoice_and_credit(
                         updated, invoice.status, CreditMove(ledger.billing.credit, given, notes)
                     )
+            if seq_read is not None:
+                return store.update_invoice(updated, invoice.status, seq_read)
             return store.update_invoice(updated, invoice.status)
         except LedgerConflictError:
-            stored = store.ledger(invoice.account_id).invoices.get(invoice.invoice_id)
+            ledger = store.ledger(invoice.account_id)
+            stored = ledger.invoices.get(invoice.invoice_id)
             if stored is None:
                 raise
             invoice = stored
+            seq_read = None if seq_read is None else ledger.billing.seq
     raise LedgerConflictError(f"{invoice.invoice_id}: kept conflicting")
 
 
@@ -892,13 +900,15 @@ def refund_invoice(
     if wanted <= 0 or wanted > most:
         raise ValueError(f"refund must be more than 0.00 and at most {money_str(most)}, got {money_str(wanted)}")
 
-    revision_read = invoice.revision
+    applied = 0
 
     def bounded(current: InvoiceRecord) -> None:
         """Bounded again on the invoice as stored, by the same rule: a change re-applied after a conflict (another
-        refund landed, or a close wrote a note whose bound read this invoice's money) - never past what the notes'
-        account credit already gave back (D279), with the notes as stored then (D283)."""
-        read = ledger if current.revision == revision_read else store.ledger(account_id)
+        refund landed, or a close wrote notes since the read: the fence's sequence moved) - never past what the
+        notes' account credit already gave back (D279), with the ledger read again, after the conflict's (D283)."""
+        nonlocal applied
+        applied += 1
+        read = ledger if applied == 1 else store.ledger(account_id)
         left = refundable(replace(read, invoices={**read.invoices, current.invoice_id: current}), current)
         if left < wanted:
             raise ValueError(f"refund must be at most {money_str(left)}, got {money_str(wanted)}")
@@ -908,7 +918,7 @@ def refund_invoice(
         return replace(current, refund_owed=current.refund_owed + wanted)
 
     if invoice.method is BillingMethod.CRYPTO:
-        return _save_with(store, invoice, owe)
+        return _save_with(store, invoice, owe, seq_read=ledger.billing.seq)
     if invoice.gateway_id is None:
         raise ValueError(f"invoice {invoice.number} has no processor invoice to refund")
 
@@ -920,7 +930,7 @@ def refund_invoice(
         asked = RefundRequest(f"{current.invoice_id}/refund/{number}", wanted, current.refunded)
         return replace(current, refunds_requested=number, refund_pending=asked)
 
-    invoice = _save_with(store, invoice, request)
+    invoice = _save_with(store, invoice, request, seq_read=ledger.billing.seq)
     pending = invoice.refund_pending
     if pending is None:
         raise AssertionError("the refund request was just recorded")

@@ -44,7 +44,8 @@ from kilo_billing.rating import (
 
 Counters = Mapping[tuple[int, str], int]  # (segment start, epoch seconds; meter) -> base units
 CURRENCY: Final = "USD"
-MAX_ADJUSTED_PERIODS: Final = 24  # periods adjusted by one invoice (a DynamoDB transaction holds at most 100 items)
+MAX_ADJUSTED_PERIODS: Final = 24  # periods adjusted by one invoice: a close's transaction then holds at most 75 items
+MAX_TRANSACTION_ITEMS: Final = 100  # what one DynamoDB transaction holds (``CloseDraft`` refuses more)
 
 
 class InvoicingError(ValueError):
@@ -233,13 +234,15 @@ class PeriodLedger:
 @dataclass(frozen=True, slots=True)
 class BillingState:
     """Per account: the last invoice number used, credit on account, the processor's customer id, a dispute flag
-    (with ``dispute_revision``, how many times it was written: ``LedgerStore.save_dispute_flag``'s condition)."""
+    (with ``dispute_revision``, how many times it was written: ``LedgerStore.save_dispute_flag``'s condition), and
+    ``refund_rev``, how many refunds were recorded: a close that writes credit notes waits on it (D283)."""
 
     seq: int = 0
     credit: Decimal = ZERO
     customer_id: str | None = None
     disputed: bool = False
     dispute_revision: int = 0
+    refund_rev: int = 0
     card_on_file: bool = False
     customer_details: str | None = None  # ``customer_details_digest`` of the email and name last given the customer
 
@@ -371,11 +374,26 @@ class CloseDraft:
     credit: Decimal
     previous_credit: Decimal
     credit_notes: tuple[CreditNote, ...] = ()  # negative late usage of earlier periods (written once: none yet)
-    # the invoices those notes credit, and every invoice whose money their bound read (``paying_invoices``), with the
-    # revision read: the close bumps it, so a void, a refund (or any writer) that read one before the notes were
-    # written re-reads them, and a close that read it before such a write composes again (D132: a void gives back
-    # credit net of its notes' credit; D283: a refund and a note never give the same money back)
+    # the invoices those notes credit, with the revision read: the close bumps it, so a void (or any writer) that read
+    # one before the notes were written re-reads them (D132: a void gives back credit net of its notes' credit)
     credited: tuple[tuple[str, int], ...] = ()
+    # with notes: the account's ``refund_rev`` read, so a refund recorded since the notes' bound was read makes the
+    # close compose again; a refund conditions on the ``seq`` it read, which the close moves (D283 amended)
+    refunds_read: int | None = None
+
+    def __post_init__(self) -> None:
+        items = self.transaction_items
+        if items > MAX_TRANSACTION_ITEMS:
+            raise InvoicingError(
+                f"{self.invoice.account_id}: the close of {self.invoice.period} would write {items} items in one "
+                f"transaction; DynamoDB takes at most {MAX_TRANSACTION_ITEMS}"
+            )
+
+    @property
+    def transaction_items(self) -> int:
+        """The items the close writes in its one transaction: the invoice, the watermarks, the notes, the credited
+        invoices' revisions and the account's billing item."""
+        return 2 + len(self.watermarks) + len(self.credit_notes) + len(self.credited)
 
 
 class LedgerConflictError(Exception):
@@ -415,11 +433,15 @@ class LedgerStore(Protocol):
         """Write the close all or nothing; ``LedgerConflictError`` when the invoice or a read revision changed."""
         ...
 
-    def update_invoice(self, invoice: InvoiceRecord, expected: InvoiceStatus) -> InvoiceRecord:
+    def update_invoice(
+        self, invoice: InvoiceRecord, expected: InvoiceStatus, seq_read: int | None = None
+    ) -> InvoiceRecord:
         """Replace the invoice if the stored one is still the one it was read from: its ``revision`` (a record
         written before revisions existed has none: read as 0), its status ``expected`` and its ``crypto_credit``
         (only ``update_invoice_with_credit`` moves it); ``LedgerConflictError`` otherwise (nothing written: re-read,
-        re-apply). Returns the invoice as stored, its revision one more: a further update starts from it."""
+        re-apply). Returns the invoice as stored, its revision one more: a further update starts from it.
+        With ``seq_read`` (a refund), also only if the account's invoice sequence is still the one read (no close or
+        early invoice since: none stored reads 0), adding one to its ``refund_rev`` in the same transaction (D283)."""
         ...
 
     def update_invoice_with_credit(
@@ -663,10 +685,9 @@ def compose_close(ledger: AccountLedger, period: Period, catalog: Catalog, now: 
         transitions=((InvoiceStatus.DRAFT.value, now.isoformat()),),
         cost_basis=rated.cost_basis_rounded,
     )
-    # the credited invoices and every invoice whose money the notes' bound read, as read: a refund (or any write) of
-    # one of them meanwhile makes the close compose again, with the note bounded by what is left (D283)
+    # the credited invoices as read (D132); a refund recorded meanwhile (``refund_rev``) makes the close compose
+    # again, with the notes bounded by what is left (D283)
     read = {note.invoice_id: ledger.invoices[note.invoice_id].revision for note in notes}
-    read |= {paying.invoice_id: paying.revision for note in notes for paying in paying_invoices(ledger, note.period)}
     return CloseDraft(
         record,
         tuple(moves),
@@ -675,6 +696,7 @@ def compose_close(ledger: AccountLedger, period: Period, catalog: Catalog, now: 
         ledger.billing.credit,
         tuple(notes),
         tuple(sorted(read.items())),
+        ledger.billing.refund_rev if notes else None,
     )
 
 
@@ -978,22 +1000,6 @@ def period_held(ledger: AccountLedger, period: str, notes: Iterable[CreditNote] 
         ]
     )
     return held - given.get(period, ZERO)
-
-
-def paying_invoices(ledger: AccountLedger, period: str) -> list[InvoiceRecord]:
-    """The invoices whose money may pay for ``period``'s usage (``money_held``'s periods): its period-end and early
-    invoices, and every later invoice that billed its late usage. A note's bound (``period_held``) reads their money,
-    and a refund of one of them (``refundable``) reads the notes on the period: the close's write is conditioned on
-    their revisions, so neither lands on a read the other has made stale (D283)."""
-    return [
-        invoice
-        for invoice in ledger.invoices.values()
-        if invoice.period == period
-        or (
-            invoice.period > period
-            and any(line.kind == LineKind.ADJUSTMENT.value and line.period == period for line in invoice.lines)
-        )
-    ]
 
 
 def given_back(ledger: AccountLedger, notes: Iterable[CreditNote]) -> dict[str, Decimal]:

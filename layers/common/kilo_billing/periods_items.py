@@ -263,6 +263,7 @@ def billing_from_values(values: Mapping[str, Any]) -> BillingState:
         customer_id=values.get("customer_id"),
         disputed=bool(values.get("disputed", False)),
         dispute_revision=int(values.get("dispute_revision", 0)),
+        refund_rev=int(values.get("refund_rev", 0)),
         card_on_file=bool(values.get("card_on_file", False)),
         customer_details=values.get("customer_details"),
     )

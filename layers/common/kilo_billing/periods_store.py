@@ -8,7 +8,8 @@ Partition ``ACCOUNT#<id>`` of the usage table (one strongly consistent Query rea
 - ``INVOICE#<YYYY-MM>[/part]`` our invoice (lines frozen at the close, status, transitions, links) and its
   ``revision`` (every update is conditioned on the revision read and adds one);
 - ``CREDITNOTE#<YYYY-MM>/credit-<YYYY-MM>`` a credit note against an invoiced period (negative late usage, D51);
-- ``BILLING``          invoice sequence, credit on account, the processor's customer id, dispute flag.
+- ``BILLING``          invoice sequence, credit on account, the processor's customer id, dispute flag, and
+  ``refund_rev`` (refunds recorded: a refund moves it on the sequence it read, a close with notes waits on it, D283).
 Plus ``GATEWAY#<processor invoice id>`` / ``INVOICE``: which of our invoices a processor id belongs to.
 
 This module is the DynamoDB adapter of ``kilo_billing.invoicing.LedgerStore``; the item mapping is
@@ -80,6 +81,11 @@ def watermark_update(
             "ExpressionAttributeValues": to_item(values),
         }
     }
+
+
+def seq_condition(seq_read: int) -> str:
+    """The BILLING item's invoice sequence is still the one read (``:prev``): none stored reads 0."""
+    return "(attribute_not_exists(#seq) OR #seq = :prev)" if seq_read == 0 else "#seq = :prev"
 
 
 def credit_condition(credit_read: Decimal) -> str:
@@ -162,15 +168,21 @@ class DynamoLedgerStore:
             ":prev": draft.previous_seq,
             ":read": str(draft.previous_credit),
         }
-        seq_condition = "(attribute_not_exists(#seq) OR #seq = :prev)" if draft.previous_seq == 0 else "#seq = :prev"
+        names = {"#seq": "seq", "#credit": "credit"}
+        conditions = [seq_condition(draft.previous_seq), credit_condition(draft.previous_credit)]
+        if draft.refunds_read is not None:  # no refund recorded since the notes' bound was read (D283)
+            names["#refunds"] = "refund_rev"
+            seq_values[":refunds"] = draft.refunds_read
+            unwritten = "attribute_not_exists(#refunds) OR " if draft.refunds_read == 0 else ""
+            conditions.append(f"({unwritten}#refunds = :refunds)")
         writes.append(
             {
                 "Update": {
                     "TableName": self._table,
                     "Key": to_item({KEY: account_pk(invoice.account_id), SORT_KEY: BILLING_SORT_KEY}),
                     "UpdateExpression": "SET #seq = :seq, #credit = :credit",
-                    "ConditionExpression": f"{seq_condition} AND {credit_condition(draft.previous_credit)}",
-                    "ExpressionAttributeNames": {"#seq": "seq", "#credit": "credit"},
+                    "ConditionExpression": " AND ".join(conditions),
+                    "ExpressionAttributeNames": names,
                     "ExpressionAttributeValues": to_item(seq_values),
                 }
             }
@@ -180,8 +192,25 @@ class DynamoLedgerStore:
         except ConditionFailedError as exc:
             raise LedgerConflictError(str(exc)) from exc
 
-    def update_invoice(self, invoice: InvoiceRecord, expected: InvoiceStatus) -> InvoiceRecord:
-        return self._update_invoice(invoice, expected, [], invoice.crypto_credit)
+    def update_invoice(
+        self, invoice: InvoiceRecord, expected: InvoiceStatus, seq_read: int | None = None
+    ) -> InvoiceRecord:
+        more = [] if seq_read is None else [self._refund_fence(invoice.account_id, seq_read)]
+        return self._update_invoice(invoice, expected, more, invoice.crypto_credit)
+
+    def _refund_fence(self, account_id: str, seq_read: int) -> dict[str, Any]:
+        """A refund's mark on the BILLING item (a transaction's item): its ``refund_rev`` one more, if the invoice
+        sequence is still ``seq_read`` - no close (or early invoice) since the refund's bound was read (D283)."""
+        return {
+            "Update": {
+                "TableName": self._table,
+                "Key": to_item({KEY: account_pk(account_id), SORT_KEY: BILLING_SORT_KEY}),
+                "UpdateExpression": "ADD #refunds :one",
+                "ConditionExpression": seq_condition(seq_read),
+                "ExpressionAttributeNames": {"#refunds": "refund_rev", "#seq": "seq"},
+                "ExpressionAttributeValues": to_item({":one": 1, ":prev": seq_read}),
+            }
+        }
 
     def update_invoice_with_credit(
         self, invoice: InvoiceRecord, expected: InvoiceStatus, credit_read: Decimal, added: Decimal
