@@ -13,7 +13,7 @@ from dataclasses import replace
 from decimal import Decimal
 
 from kilo_billing.invoicing import InvoiceRecord, amount_due
-from tests.scenarios.test_card_payment_events import Events
+from tests.scenarios.test_card_payment_events import Events, _apply, _fixture, _paid_invoice
 from tests.scenarios.test_credit_notes_late import _pay
 from tests.scenarios.test_invoicing import APR, FEB, MAR, MAY, World, amounts, at, seg
 
@@ -91,3 +91,24 @@ def test_given_april_paid_when_marchs_late_usage_goes_away_then_the_note_credits
     assert (note.to_due, note.to_credit, note.returned) == (Decimal("0.00"), Decimal("7.20"), Decimal("0.00"))
     assert world.store.billing["acme"].credit == Decimal("7.20")
     assert _due(world, april.invoice_id) == Decimal("7.20")
+
+
+def test_given_april_paid_and_its_funds_withdrawn_by_a_dispute_when_the_usage_goes_away_then_nothing_is_credited() -> (
+    None
+):
+    """April's 7.20 paid, disputed, the 7.20 withdrawn (the bank gave it back). The withdrawn minutes' 7.20 is given
+    back already: May's note credits 0.00, 7.20 returned. March's 3.60 paid for minutes that stand: not credited."""
+    world, events = World(), Events()
+    april = _april_bills_late_usage(world, events)
+    intent = world.gateway.settle(april.invoice_id, paid=True)
+    _apply(world, events, events.add("evt_apr", "invoice.paid", _paid_invoice(world, april.invoice_id)))
+    dispute = _fixture(
+        "dispute", id="dp_apr", charge="ch_apr", payment_intent=intent, amount=720, status="needs_response"
+    )
+    _apply(world, events, events.add("evt_d1", "charge.dispute.created", dispute))
+    _apply(world, events, events.add("evt_d2", "charge.dispute.funds_withdrawn", dispute))
+    assert world.store.invoices[april.invoice_id].kept == Decimal("0.00")
+    _withdraw_and_close_may(world)
+    note = world.store.credit_notes[MARCH_NOTE]
+    assert (note.to_credit, note.returned) == (Decimal("0.00"), Decimal("7.20"))
+    assert world.store.billing["acme"].credit == Decimal("0.00")

@@ -1132,16 +1132,46 @@ def credit_note(
         to_due = max(ZERO, min(amount, credited.total - taken, own + max(ZERO, others)))
         lowered = replace(base, to_due=to_due, to_credit=ZERO, processor=to_due, status=_pending_if(to_due))
         # beyond what it still asks for: account credit only for money that paid for the period's usage (D166)
-        held = max(ZERO, min(amount - to_due, period_held(ledger, credited.period, [*notes, lowered])))
+        held = creditable(ledger, credited.period, [*notes, lowered], amount - to_due)
         return _not_credited(ledger, replace(lowered, to_credit=held), amount - to_due - held, [*notes, lowered])
     if credited.status in BOUNDED:  # never more back than the customer's payments still leave with us
-        held = max(ZERO, min(amount, period_held(ledger, credited.period, notes)))
+        held = creditable(ledger, credited.period, notes, amount)
         paid = _not_credited(ledger, replace(base, to_credit=held), amount - held, notes)
         if not on_card or credited.status is InvoiceStatus.UNCOLLECTIBLE:  # written off: no processor note
             return paid
         recorded = max(ZERO, min(held, credited.kept - taken))
         return replace(paid, processor=recorded, out_of_band=True, status=_pending_if(recorded))
     return base
+
+
+def creditable(ledger: AccountLedger, period: str, notes: Iterable[CreditNote], rest: Decimal) -> Decimal:
+    """The account credit a note on ``period`` gives for ``rest`` of withdrawn late usage (D166, D-april-2): what
+    went away is what was billed last, so it is taken from the period's billings latest first (a later invoice's late
+    usage before the period's own invoices), after what earlier notes on the period withdrew, and each part is
+    credited for at most what that invoice holds for the period (``money_held``) less what earlier notes withdrew of
+    it; all told at most ``period_held``. So money that paid for usage that stands is never credited because the
+    money that paid for the withdrawn usage went back already (a refund, a dispute's funds withdrawn)."""
+    notes = list(notes)
+    given = given_back(ledger, notes)
+    # withdrawn by earlier notes beyond what they took off an invoice's amount due (that is off its billing below)
+    skip = total([n.to_credit + n.returned + n.uncollected for n in notes if n.period == period])
+    need, credit = rest, ZERO
+    billings = sorted(
+        (invoice for invoice in ledger.invoices.values() if invoice.period >= period),
+        key=lambda invoice: invoice.seq,
+        reverse=True,
+    )
+    for invoice in billings:
+        lowered = _lowered(invoice, notes, period)
+        billed = usage_billed(invoice, period) if invoice.period == period else late_usage_billed(invoice, period)
+        billed = max(ZERO, billed - lowered)  # what notes took off it is asked no more: withdrawn already
+        before = min(skip, billed)
+        skip -= before
+        take = min(need, billed - before)
+        need -= take
+        held = money_held(invoice, notes, given).held.get(period, ZERO)
+        credit += min(take, max(ZERO, held - before))
+    return max(ZERO, min(rest, credit, period_held(ledger, period, notes)))
 
 
 NOT_COLLECTED: Final = frozenset(
