@@ -542,3 +542,40 @@ def test_given_credit_overdrawn_by_a_void_when_an_early_invoice_bills_it_then_th
     assert june_on_stripe.total == Decimal("0.72")
     assert invoicing.store.ledger("acct-o").billing.credit == Decimal("0.00")
     assert early.total + june.total == Decimal("3.60")  # June's usage 2.16 + the overdraft 1.44, each billed once
+
+
+def test_given_late_usage_billed_on_an_unpaid_april_when_it_goes_away_then_stripe_lowers_april_to_zero(
+    invoicing: Invoicing,
+) -> None:
+    """D-april-1 on DynamoDB and the Stripe emulator: acct-b (Personal, a card that fails) March 6,000 video minutes:
+    0.72, payment failed. 10,000 March minutes arrive late: April bills them, 10,000 x 0.00072 = 7.20, its payment
+    fails too. The late minutes go away: May's close lowers April by 7.20 with a Stripe credit note on April's
+    invoice, which then asks 0.00; March is not lowered (its 6,000 minutes stand) and no account credit is given."""
+    _month(invoicing)
+    for month in ("2026-04", "2026-05"):
+        if month == "2026-05":
+            invoicing.rate("acct-b", "video", 10_000)  # late, March's
+        invoicing.start(f"{month}-01T06:00:00Z")
+        invoicing.close_all()
+        for event in list(invoicing.http.emulator.events):
+            assert invoicing.webhook(event) == 200
+        invoicing.payments()
+    april = invoicing.invoice("acct-b", "2026-04")
+    assert (april.total, april.status) == (Decimal("7.20"), InvoiceStatus.PAYMENT_FAILED)
+    invoicing.rate("acct-b", "video", -10_000)
+    invoicing.start("2026-06-01T06:00:00Z")
+    invoicing.close_all()
+    ledger = invoicing.store.ledger("acct-b")
+    lowered = ledger.credit_notes["acct-b/2026-03/credit-2026-05/on-2026-04"]
+    assert (lowered.invoice_id, lowered.to_due, lowered.gateway_note_id is not None) == (
+        "acct-b/2026-04",
+        Decimal("7.20"),
+        True,
+    )
+    on_stripe = invoicing.gateway().find_invoice("acct-b/2026-04")
+    assert on_stripe is not None
+    assert on_stripe.total == Decimal("0.00")  # 7.20 - 7.20: Stripe no longer asks for it
+    march = invoicing.gateway().find_invoice("acct-b/2026-03")
+    assert march is not None
+    assert march.total == Decimal("0.72")
+    assert ledger.billing.credit == Decimal("0.00")

@@ -665,7 +665,7 @@ def compose_close(ledger: AccountLedger, period: Period, catalog: Catalog, now: 
         late = adjustment_lines(other_period, profile, other.billed, other.counters, catalog.for_period(other_period))
         credited = ledger.invoices.get(invoice_id(ledger.account_id, other_period))
         if credited is not None and total([line.amount for line in late]) < 0:  # policy: a credit note if negative
-            notes.append(credit_note(ledger, credited, late, this_invoice, [*notes]))
+            notes.extend(credit_notes(ledger, credited, late, this_invoice, [*notes]))
         else:
             lines.extend(late)
         moves.append(WatermarkMove(other_key, dict(other.counters), other.billed_rev))
@@ -877,9 +877,16 @@ def credit_applied(invoice: InvoiceRecord) -> Decimal:
     return -total([line.amount for line in invoice.lines if line.kind == CREDIT and line.amount < 0])
 
 
-def _lowered(invoice: InvoiceRecord, notes: Iterable[CreditNote]) -> Decimal:
-    """What credit notes took off ``invoice``'s amount due (never asked for, so never paid)."""
-    return total([note.to_due for note in notes if note.invoice_id == invoice.invoice_id])
+def _lowered(invoice: InvoiceRecord, notes: Iterable[CreditNote], period: str | None = None) -> Decimal:
+    """What credit notes took off ``invoice``'s amount due (never asked for, so never paid); with ``period``, only
+    notes on that period's usage (a later invoice is lowered for the late usage it billed, D-april-1)."""
+    return total(
+        [
+            note.to_due
+            for note in notes
+            if note.invoice_id == invoice.invoice_id and (period is None or note.period == period)
+        ]
+    )
 
 
 def usage_billed(invoice: InvoiceRecord, period: str) -> Decimal:
@@ -943,8 +950,8 @@ def money_held(
             if line.kind == LineKind.ADJUSTMENT.value and line.period < invoice.period
         }
     )
-    billed = [(invoice.period, usage_billed(invoice, invoice.period) - lowered)]
-    billed += [(period, late_usage_billed(invoice, period)) for period in late]
+    billed = [(invoice.period, usage_billed(invoice, invoice.period) - _lowered(invoice, notes, invoice.period))]
+    billed += [(period, late_usage_billed(invoice, period) - _lowered(invoice, notes, period)) for period in late]
     left = max(ZERO, paid + credit_applied(invoice))
     held: dict[str, Decimal] = {}
     for period, amount in billed:
@@ -1020,7 +1027,7 @@ def lowered_beyond(ledger: AccountLedger, period: str, notes: Iterable[CreditNot
     notes = list(notes)
     return total(
         [
-            max(ZERO, _lowered(invoice, notes) - max(ZERO, usage_billed(invoice, period)))
+            max(ZERO, _lowered(invoice, notes, period) - max(ZERO, usage_billed(invoice, period)))
             for invoice in ledger.invoices.values()
             if invoice.period == period and invoice.status is not InvoiceStatus.VOID
         ]
@@ -1049,6 +1056,55 @@ UNPAID_AT_PROCESSOR: Final = frozenset({InvoiceStatus.OPEN, InvoiceStatus.PAYMEN
 BOUNDED: Final = frozenset({InvoiceStatus.PAID, InvoiceStatus.UNCOLLECTIBLE})
 
 
+def credit_notes(
+    ledger: AccountLedger, credited: InvoiceRecord, late: list[Line], found_by: str, pending: Iterable[CreditNote] = ()
+) -> list[CreditNote]:
+    """The notes for a period's negative late usage (``late``), found by the close of ``found_by`` (D131,
+    D-april-1): first, each later card invoice still unpaid at the processor (open, payment failed) that billed the
+    period's late usage is asked for it no more - a note against it lowers its amount due by at most what it billed
+    as that late usage (less earlier reductions of it) and what it still asks, oldest first: the customer is never
+    asked to pay for usage that went away; then the note against the period's invoice (``credit_note``) credits the
+    rest, holding the late lines. A later invoice paid, written off or on the crypto rail is not lowered: what it
+    was paid is held for the period (``period_held``) and credited by the period's note."""
+    notes = [*ledger.credit_notes.values(), *pending]
+    left = -total([line.amount for line in late])
+    base = credit_note_id(ledger.account_id, credited.period, found_by.rsplit("/", 1)[-1])
+    later = sorted(
+        (
+            invoice
+            for invoice in ledger.invoices.values()
+            if invoice.period > credited.period
+            and invoice.method is BillingMethod.CARD
+            and invoice.gateway_id is not None
+            and invoice.status in UNPAID_AT_PROCESSOR
+        ),
+        key=lambda invoice: invoice.seq,
+    )
+    lowered: list[CreditNote] = []
+    for invoice in later:
+        billed = late_usage_billed(invoice, credited.period) - _lowered(invoice, notes, credited.period)
+        asks = invoice.total - credited_by_processor(invoice, notes)
+        to_due = max(ZERO, min(left, billed, asks))
+        if to_due <= 0:
+            continue
+        note = CreditNote(
+            credit_id=f"{base}/on-{invoice.invoice_id.split('/', 1)[1]}",
+            account_id=ledger.account_id,
+            invoice_id=invoice.invoice_id,
+            found_by=found_by,
+            period=credited.period,
+            lines=(),
+            to_due=to_due,
+            to_credit=ZERO,
+            processor=to_due,
+            status=CreditNoteStatus.PENDING,
+        )
+        lowered.append(note)
+        notes.append(note)
+        left -= to_due
+    return [*lowered, credit_note(ledger, credited, late, found_by, [*pending, *lowered])]
+
+
 def credit_note(
     ledger: AccountLedger, credited: InvoiceRecord, late: list[Line], found_by: str, pending: Iterable[CreditNote] = ()
 ) -> CreditNote:
@@ -1066,8 +1122,11 @@ def credit_note(
     - a void invoice: nothing (nothing was collected, nothing is owed back);
     - anything else (a crypto bill - the crypto rail cannot take money back to the payer -, a carried or $0.00
       invoice never sent to the processor, a draft): account credit."""
-    amount = -total([line.amount for line in late])
     notes = [*ledger.credit_notes.values(), *pending]
+    # what notes of this close on later invoices of the period lowered already (``credit_notes``)
+    amount = -total([line.amount for line in late]) - total(
+        [note.to_due for note in pending if note.found_by == found_by and note.period == credited.period]
+    )
     taken = credited_by_processor(credited, notes)
     base = CreditNote(
         credit_id=credit_note_id(ledger.account_id, credited.period, found_by.rsplit("/", 1)[-1]),
@@ -1085,21 +1144,51 @@ def credit_note(
     if on_card and credited.status in UNPAID_AT_PROCESSOR:
         # what it asks for its period's usage may simply be asked no more; beyond that (the next period's fee ...), a
         # reduction gives back money the period's other invoices were paid, so only what they still hold
-        own = max(ZERO, usage_billed(credited, credited.period) - _lowered(credited, notes))
+        own = max(ZERO, usage_billed(credited, credited.period) - _lowered(credited, notes, credited.period))
         others = period_held(ledger, credited.period, notes) - invoice_held(credited, credited.period, notes)
         to_due = max(ZERO, min(amount, credited.total - taken, own + max(ZERO, others)))
         lowered = replace(base, to_due=to_due, to_credit=ZERO, processor=to_due, status=_pending_if(to_due))
         # beyond what it still asks for: account credit only for money that paid for the period's usage (D166)
-        held = max(ZERO, min(amount - to_due, period_held(ledger, credited.period, [*notes, lowered])))
+        held = creditable(ledger, credited.period, [*notes, lowered], amount - to_due)
         return _not_credited(ledger, replace(lowered, to_credit=held), amount - to_due - held, [*notes, lowered])
     if credited.status in BOUNDED:  # never more back than the customer's payments still leave with us
-        held = max(ZERO, min(amount, period_held(ledger, credited.period, notes)))
+        held = creditable(ledger, credited.period, notes, amount)
         paid = _not_credited(ledger, replace(base, to_credit=held), amount - held, notes)
         if not on_card or credited.status is InvoiceStatus.UNCOLLECTIBLE:  # written off: no processor note
             return paid
         recorded = max(ZERO, min(held, credited.kept_less_pending - taken))
         return replace(paid, processor=recorded, out_of_band=True, status=_pending_if(recorded))
     return base
+
+
+def creditable(ledger: AccountLedger, period: str, notes: Iterable[CreditNote], rest: Decimal) -> Decimal:
+    """The account credit a note on ``period`` gives for ``rest`` of withdrawn late usage (D166, D-april-2): what
+    went away is what was billed last, so it is taken from the period's billings latest first (a later invoice's late
+    usage before the period's own invoices), after what earlier notes on the period withdrew, and each part is
+    credited for at most what that invoice holds for the period (``money_held``) less what earlier notes withdrew of
+    it; all told at most ``period_held``. So money that paid for usage that stands is never credited because the
+    money that paid for the withdrawn usage went back already (a refund, a dispute's funds withdrawn)."""
+    notes = list(notes)
+    given = given_back(ledger, notes)
+    # withdrawn by earlier notes beyond what they took off an invoice's amount due (that is off its billing below)
+    skip = total([n.to_credit + n.returned + n.uncollected for n in notes if n.period == period])
+    need, credit = rest, ZERO
+    billings = sorted(
+        (invoice for invoice in ledger.invoices.values() if invoice.period >= period),
+        key=lambda invoice: invoice.seq,
+        reverse=True,
+    )
+    for invoice in billings:
+        lowered = _lowered(invoice, notes, period)
+        billed = usage_billed(invoice, period) if invoice.period == period else late_usage_billed(invoice, period)
+        billed = max(ZERO, billed - lowered)  # what notes took off it is asked no more: withdrawn already
+        before = min(skip, billed)
+        skip -= before
+        take = min(need, billed - before)
+        need -= take
+        held = money_held(invoice, notes, given).held.get(period, ZERO)
+        credit += min(take, max(ZERO, held - before))
+    return max(ZERO, min(rest, credit, period_held(ledger, period, notes)))
 
 
 NOT_COLLECTED: Final = frozenset(
@@ -1116,10 +1205,11 @@ def period_uncollected(ledger: AccountLedger, period: str, notes: Iterable[Credi
         if invoice.status not in NOT_COLLECTED:
             continue
         if invoice.period == period:
-            billed = usage_billed(invoice, period) - _lowered(invoice, notes)
+            billed = usage_billed(invoice, period) - _lowered(invoice, notes, period)
             owed.append(billed - invoice_held(invoice, period, notes))
         elif invoice.period > period:
-            owed.append(late_usage_billed(invoice, period) - late_held(invoice, period, notes))
+            billed = late_usage_billed(invoice, period) - _lowered(invoice, notes, period)
+            owed.append(billed - late_held(invoice, period, notes))
     return total([max(ZERO, each) for each in owed])
 
 
@@ -1173,6 +1263,8 @@ def _pending_if(amount: Decimal) -> CreditNoteStatus:
 
 
 def credit_note_reason(note: CreditNote) -> str:
+    if not note.lines:  # a later invoice lowered for the late usage it billed (``credit_notes``)
+        return f"Late usage of {note.period} billed on this invoice withdrawn ({money_str(note.amount)})"
     late = "; ".join(line.description for line in note.lines)
     return f"Late usage of {note.period} credited ({money_str(note.amount)}): {late}"
 
