@@ -31,12 +31,13 @@ from kilo_billing.invoicing import (
 from kilo_billing.periods import Period
 from kilo_billing.progressive import invoice_early
 from kilo_billing.rating import TierChange
-from kilo_invoice.logic import close_account, refund_invoice
+from kilo_invoice.logic import apply_stripe_event, close_account, refund_invoice
 from kilo_invoice.model import CloseDeps
 from kilo_invoice.ports import GatewayUnavailableError
 from tests.conftest import Stack
 from tests.contract.test_ledger_store import SEG, START, Ledger, _Bus, _dynamo, _fake
 from tests.payment_fakes import InMemoryPaymentGateway
+from tests.scenarios.test_card_payment_events import Events, _dispute
 
 MAR, APR, MAY = Period(2026, 3), Period(2026, 4), Period(2026, 5)
 NOTE = "solo/2026-03/credit-2026-05"
@@ -206,3 +207,29 @@ def test_given_over_100_early_invoices_in_a_period_when_its_late_usage_goes_away
     assert (note.to_credit, found.billing.credit) == (Decimal("1.44"), Decimal("1.44"))
     assert found.invoices["solo/2026-04"].total == Decimal("0.00")
     assert len([invoice for invoice in found.invoices.values() if invoice.period == "2026-03"]) == EARLY_RUNS + 1
+
+
+def _lost_dispute_of_april(ledger: Ledger) -> Any:
+    """April's 7.20 disputed and lost: the customer's bank withdraws the funds (``charged_back``)."""
+    events = Events()
+    obj = _dispute("pi_lost", "lost") | {"id": "dp_lost", "amount": 720, "metadata": {"invoice_id": "solo/2026-04"}}
+    key = events.add("evt_lost", "charge.dispute.funds_withdrawn", obj)
+    return apply_stripe_event(ledger.store, _Bus(), events, *key, MAY.end, None)
+
+
+def test_given_a_dispute_lost_between_the_closes_read_and_its_write_then_the_note_credits_only_what_is_left(
+    ledger: Ledger,
+) -> None:
+    """May's close reads the ledger (April holds March's 7.20: the note may credit 7.20); April's dispute is lost
+    (its 7.20 withdrawn) before the close writes. The chargeback moves the fence the close waits on, so the close
+    composes again: April holds 0.00 of March's usage, the note credits 0.00 and records the 7.20 as returned.
+    Before: the note credited 7.20 of money the chargeback had already taken back (14.40 back on 7.20 paid)."""
+    _april_paid_for_march_late_usage_that_went_away(ledger)
+    store = _Interleaved(ledger.store)
+    store.before_create = lambda: _lost_dispute_of_april(ledger)
+    close_account(_deps(store), "solo", MAY, MAY.end)
+    found = ledger.store.ledger("solo")
+    note = found.credit_notes[NOTE]
+    assert (note.to_credit, note.returned) == (Decimal("0.00"), Decimal("7.20"))
+    assert found.invoices["solo/2026-04"].charged_back == Decimal("7.20")
+    assert found.billing.credit == Decimal("0.00")

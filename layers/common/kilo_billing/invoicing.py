@@ -406,11 +406,15 @@ class CreditMove:
     added``), with the credit notes ``notes`` written in the same transaction, each over its stored version
     ``note.version - 1``. Every write that moves the account's credit goes through one, in both stores (an invoice
     update's, a credit note's step's): the ledger keeps credit in whole cents, so a move that is not is refused when
-    built - ValueError naming the amounts - before anything is written (D265)."""
+    built - ValueError naming the amounts - before anything is written (D265). With ``refunds_read`` (a dispute's
+    funds reinstated into notes, bounded by what the period's invoices hold), the account's ``refund_rev`` must
+    still be the one read and becomes one more, in the same write: a refund of another invoice of the period since
+    the read makes it re-read, and a close or refund that read before it composes or bounds again (D-dispute-1)."""
 
     credit_read: Decimal
     added: Decimal
     notes: tuple[CreditNote, ...] = ()
+    refunds_read: int | None = None
 
     def __post_init__(self) -> None:
         amounts = {"credit_read": self.credit_read, "added": self.added}
