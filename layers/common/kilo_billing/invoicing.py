@@ -444,8 +444,9 @@ class LedgerStore(Protocol):
         written before revisions existed has none: read as 0), its status ``expected`` and its ``crypto_credit``
         (only ``update_invoice_with_credit`` moves it); ``LedgerConflictError`` otherwise (nothing written: re-read,
         re-apply). Returns the invoice as stored, its revision one more: a further update starts from it.
-        With ``seq_read`` (a refund), also only if the account's invoice sequence is still the one read (no close or
-        early invoice since: none stored reads 0), adding one to its ``refund_rev`` in the same transaction (D283)."""
+        With ``seq_read`` (a refund, or a dispute changing what it keeps: D-dispute-1), also only if the account's
+        invoice sequence is still the one read (no close or early invoice since: none stored reads 0), adding one to
+        its ``refund_rev`` in the same transaction (D283)."""
         ...
 
     def update_invoice_with_credit(

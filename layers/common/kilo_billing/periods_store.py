@@ -9,7 +9,8 @@ Partition ``ACCOUNT#<id>`` of the usage table (one strongly consistent Query rea
   ``revision`` (every update is conditioned on the revision read and adds one);
 - ``CREDITNOTE#<YYYY-MM>/credit-<YYYY-MM>`` a credit note against an invoiced period (negative late usage, D51);
 - ``BILLING``          invoice sequence, credit on account, the processor's customer id, dispute flag, and
-  ``refund_rev`` (refunds recorded: a refund moves it on the sequence it read, a close with notes waits on it, D283).
+  ``refund_rev`` (money given back or taken: a refund or a dispute's funds move it on the sequence read, a close
+  with notes and a dispute's reinstated notes wait on it, D283, D-dispute-1).
 Plus ``GATEWAY#<processor invoice id>`` / ``INVOICE``: which of our invoices a processor id belongs to.
 
 This module is the DynamoDB adapter of ``kilo_billing.invoicing.LedgerStore``; the item mapping is
