@@ -170,7 +170,11 @@ class InMemoryLedgerStore:
         found = self.billing.get(account_id, BillingState())
         if found.credit != move.credit_read:
             raise LedgerConflictError("credit moved")
-        return replace(found, credit=move.credit)
+        if move.refunds_read is None:
+            return replace(found, credit=move.credit)
+        if found.refund_rev != move.refunds_read:  # D-dispute-1
+            raise LedgerConflictError("a refund was recorded")
+        return replace(found, credit=move.credit, refund_rev=found.refund_rev + 1)
 
     def save_billing(self, account_id: str, **fields: Unpack[BillingFields]) -> None:
         self.writes += 1

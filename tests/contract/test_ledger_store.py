@@ -448,6 +448,38 @@ def test_given_an_invoice_update_with_credit_notes_then_all_land_together_over_t
     assert ledger.store.ledger("acme").billing.credit == credit + Decimal("1.00")
 
 
+def test_given_notes_reinstated_on_the_refunds_read_then_a_refund_since_refuses_them_and_they_move_the_fence(
+    ledger: Ledger,
+) -> None:
+    """A dispute's funds reinstated into notes (D-dispute-1): the write needs the account's ``refund_rev`` read. A
+    refund recorded since (``refund_rev`` 0 -> 1) refuses it, nothing written; on the current one it lands and adds
+    one (1 -> 2), so a close or refund that read 1 composes or bounds again."""
+    _opened(ledger)
+    ledger.rate("acme", "2026-03", SEG, "video", -5_000)
+    april = Period(2026, 4)
+    draft = compose_close(ledger.store.ledger("acme"), april, default_catalog(), april.end)
+    assert draft is not None
+    ledger.store.create_invoice(draft)
+    [note] = draft.credit_notes
+    read = ledger.store.ledger("acme")
+    march, credit = read.invoices["acme/2026-03"], read.billing.credit
+    assert read.billing.refund_rev == 0
+    ledger.store.update_invoice(  # a refund of April lands after the read: refund_rev 1
+        read.invoices["acme/2026-04"], read.invoices["acme/2026-04"].status, read.billing.seq
+    )
+    marked = replace(march, announced=frozenset({"dispute_reinstated:dp_1"}))
+    again = replace(note, version=2, to_credit=note.to_credit + Decimal("1.00"), history=(("kept again", "t"),))
+    with pytest.raises(LedgerConflictError):
+        ledger.store.update_invoice_and_credit(marked, march.status, CreditMove(credit, Decimal("1.00"), (again,), 0))
+    found = ledger.store.ledger("acme")
+    assert (found.invoices["acme/2026-03"], found.credit_notes[note.credit_id]) == (march, note)
+    assert (found.billing.credit, found.billing.refund_rev) == (credit, 1)
+    ledger.store.update_invoice_and_credit(marked, march.status, CreditMove(credit, Decimal("1.00"), (again,), 1))
+    found = ledger.store.ledger("acme")
+    assert found.credit_notes[note.credit_id] == again
+    assert (found.billing.credit, found.billing.refund_rev) == (credit + Decimal("1.00"), 2)
+
+
 def test_given_a_void_that_takes_back_more_credit_than_is_left_then_the_credit_is_stored_below_zero(
     ledger: Ledger,
 ) -> None:

@@ -22,21 +22,24 @@ from kilo_billing.accounts import AccountProfile
 from kilo_billing.catalog import default_catalog
 from kilo_billing.invoicing import (
     CloseDraft,
+    CreditMove,
     CreditNoteStatus,
     InvoiceRecord,
     InvoiceStatus,
     LedgerStore,
     compose_close,
+    refundable,
 )
 from kilo_billing.periods import Period
 from kilo_billing.progressive import invoice_early
 from kilo_billing.rating import TierChange
-from kilo_invoice.logic import close_account, refund_invoice
+from kilo_invoice.logic import apply_stripe_event, close_account, refund_invoice
 from kilo_invoice.model import CloseDeps
 from kilo_invoice.ports import GatewayUnavailableError
 from tests.conftest import Stack
 from tests.contract.test_ledger_store import SEG, START, Ledger, _Bus, _dynamo, _fake
 from tests.payment_fakes import InMemoryPaymentGateway
+from tests.scenarios.test_card_payment_events import Events, _dispute
 
 MAR, APR, MAY = Period(2026, 3), Period(2026, 4), Period(2026, 5)
 NOTE = "solo/2026-03/credit-2026-05"
@@ -58,6 +61,7 @@ class _Interleaved:
         self._store = store
         self.before_create: Callable[[], Any] | None = None
         self.before_update: Callable[[], Any] | None = None
+        self.before_credit: Callable[[], Any] | None = None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
@@ -75,6 +79,12 @@ class _Interleaved:
         if hook is not None:
             hook()
         return self._store.update_invoice(invoice, expected, seq_read)
+
+    def update_invoice_and_credit(self, invoice: InvoiceRecord, expected: InvoiceStatus, move: CreditMove) -> Any:
+        hook, self.before_credit = self.before_credit, None
+        if hook is not None:
+            hook()
+        return self._store.update_invoice_and_credit(invoice, expected, move)
 
 
 def _deps(store: Any) -> CloseDeps:
@@ -206,3 +216,104 @@ def test_given_over_100_early_invoices_in_a_period_when_its_late_usage_goes_away
     assert (note.to_credit, found.billing.credit) == (Decimal("1.44"), Decimal("1.44"))
     assert found.invoices["solo/2026-04"].total == Decimal("0.00")
     assert len([invoice for invoice in found.invoices.values() if invoice.period == "2026-03"]) == EARLY_RUNS + 1
+
+
+def _lost_dispute_of_april(ledger: Ledger) -> Any:
+    """April's 7.20 disputed and lost: the customer's bank withdraws the funds (``charged_back``)."""
+    events = Events()
+    obj = _dispute("pi_lost", "lost") | {"id": "dp_lost", "amount": 720, "metadata": {"invoice_id": "solo/2026-04"}}
+    key = events.add("evt_lost", "charge.dispute.funds_withdrawn", obj)
+    return apply_stripe_event(ledger.store, _Bus(), events, *key, MAY.end, None)
+
+
+def test_given_a_dispute_lost_between_the_closes_read_and_its_write_then_the_note_credits_only_what_is_left(
+    ledger: Ledger,
+) -> None:
+    """May's close reads the ledger (April holds March's 7.20: the note may credit 7.20); April's dispute is lost
+    (its 7.20 withdrawn) before the close writes. The chargeback moves the fence the close waits on, so the close
+    composes again: April holds 0.00 of March's usage, the note credits 0.00 and records the 7.20 as returned.
+    Before: the note credited 7.20 of money the chargeback had already taken back (14.40 back on 7.20 paid)."""
+    _april_paid_for_march_late_usage_that_went_away(ledger)
+    store = _Interleaved(ledger.store)
+    store.before_create = lambda: _lost_dispute_of_april(ledger)
+    close_account(_deps(store), "solo", MAY, MAY.end)
+    found = ledger.store.ledger("solo")
+    note = found.credit_notes[NOTE]
+    assert (note.to_credit, note.returned) == (Decimal("0.00"), Decimal("7.20"))
+    assert found.invoices["solo/2026-04"].charged_back == Decimal("7.20")
+    assert found.billing.credit == Decimal("0.00")
+
+
+def _dispute_of_march(store: Any, event_type: str) -> Any:
+    """March's 3.60 disputed: its funds withdrawn (lost) or reinstated (won), dispute ``dp_march``."""
+    events = Events()
+    obj = _dispute("pi_march", "lost") | {"id": "dp_march", "amount": 360, "metadata": {"invoice_id": "solo/2026-03"}}
+    key = events.add("evt_" + event_type, event_type, obj)
+    return apply_stripe_event(store, _Bus(), events, *key, MAY.end, None)
+
+
+def _march_charged_back_and_credited_by_may(ledger: Ledger) -> None:
+    """March 10,000 minutes -> 5,000 over x 0.00072 = 3.60, paid; 10,000 late March minutes (7.20) and April's own
+    10,000 (3.60) -> April 10.80, paid; March's 3.60 is charged back; 15,000 March minutes go away (March 5,000:
+    0.00, so -10.80) -> May's note on March: March holds 0.00 and April 7.20 of March's usage, so 7.20 account
+    credit and 3.60 returned. April's own 3.60 is the only money a refund may give back (no note on April)."""
+    ledger.register(AccountProfile("solo", (TierChange(START, "personal"),), billing_method="crypto"))
+    ledger.rate("solo", "2026-03", SEG, "video", 10_000)
+    assert _closed_and_paid(ledger, MAR).total == Decimal("3.60")
+    ledger.rate("solo", "2026-03", SEG, "video", 10_000)
+    ledger.rate("solo", "2026-04", SEG, "video", 10_000)
+    assert _closed_and_paid(ledger, APR).total == Decimal("10.80")
+    _dispute_of_march(ledger.store, "charge.dispute.funds_withdrawn")
+    ledger.rate("solo", "2026-03", SEG, "video", -15_000)
+    close_account(_deps(ledger.store), "solo", MAY, MAY.end)
+    note = ledger.store.ledger("solo").credit_notes[NOTE]
+    assert (note.to_credit, note.returned) == (Decimal("7.20"), Decimal("3.60"))
+    assert refundable_now(ledger, "solo/2026-04") == Decimal("3.60")
+
+
+def refundable_now(ledger: Ledger, invoice_id: str) -> Decimal:
+    found = ledger.store.ledger("solo")
+    return refundable(found, found.invoices[invoice_id])
+
+
+def _given_back_once(ledger: Ledger) -> None:
+    """14.40 paid (March 3.60 kept again, April 10.80): the note credits 10.80 (all of March's usage, its 3.60
+    reinstated), the refund owes April's own 3.60 - 14.40 back, never more."""
+    found = ledger.store.ledger("solo")
+    note = found.credit_notes[NOTE]
+    assert (note.to_credit, note.returned) == (Decimal("10.80"), NONE)
+    assert found.billing.credit == Decimal("10.80")
+    assert found.invoices["solo/2026-04"].refund_owed == Decimal("3.60")
+    march, april = found.invoices["solo/2026-03"], found.invoices["solo/2026-04"]
+    paid = march.kept + april.kept + april.refund_owed
+    assert (paid, found.billing.credit + found.invoices["solo/2026-04"].refund_owed) == (Decimal("14.40"),) * 2
+
+
+def test_given_a_refund_of_another_paying_invoice_between_a_reinstatements_read_and_write_then_nothing_goes_twice(
+    ledger: Ledger,
+) -> None:
+    """March's dispute is won (3.60 reinstated: the note may credit its 3.60 returned) while April's own 3.60 is
+    refunded (all a refund may give) between the reinstatement's read and write. The refund moves ``refund_rev``, so the reinstatement
+    re-reads (D-dispute-1); either way the refund takes only April's own money, which no note credited, and the
+    reinstatement only March's: 10.80 credit + 3.60 owed = 14.40 on 14.40 paid."""
+    _march_charged_back_and_credited_by_may(ledger)
+    store = _Interleaved(ledger.store)
+    store.before_credit = lambda: refund_invoice(ledger.store, InMemoryPaymentGateway(), "solo", "solo/2026-04", None)
+    _dispute_of_march(store, "charge.dispute.funds_reinstated")
+    assert store.before_credit is None  # the refund landed in between
+    _given_back_once(ledger)
+
+
+def test_given_a_reinstatement_between_a_refunds_read_and_write_then_the_refund_still_takes_only_free_money(
+    ledger: Ledger,
+) -> None:
+    """The other order: the refund of April's own 3.60 reads (3.60 refundable), March's 3.60 is reinstated into
+    the note before the refund writes. The refund's write does not wait on ``refund_rev``, and needs not: the note
+    credits March's reinstated money, not April's own, so the refund's bound is the same after - 3.60 owed, 10.80
+    credit, 14.40 on 14.40 paid. A reinstatement that could take money a refund may give back would fail here."""
+    _march_charged_back_and_credited_by_may(ledger)
+    store = _Interleaved(ledger.store)
+    store.before_update = lambda: _dispute_of_march(ledger.store, "charge.dispute.funds_reinstated")
+    refund_invoice(store, InMemoryPaymentGateway(), "solo", "solo/2026-04", None)  # all it may: bounded again
+    assert store.before_update is None
+    _given_back_once(ledger)

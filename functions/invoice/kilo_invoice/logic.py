@@ -841,12 +841,15 @@ def _save_with(
             if now is not None and updated.kept > invoice.kept:  # once: the next read finds the notes moved on
                 ledger = store.ledger(invoice.account_id)
                 notes = credit_reinstated(ledger, updated, now)
-                if notes:
+                if notes:  # bounded by the period's invoices as read: no refund since (D-dispute-1)
                     before = {note.credit_id: note.to_credit for note in ledger.credit_notes.values()}
                     given = sum((note.to_credit - before[note.credit_id] for note in notes), ZERO)
-                    return store.update_invoice_and_credit(
-                        updated, invoice.status, CreditMove(ledger.billing.credit, given, notes)
-                    )
+                    move = CreditMove(ledger.billing.credit, given, notes, ledger.billing.refund_rev)
+                    return store.update_invoice_and_credit(updated, invoice.status, move)
+            if now is not None and updated.kept != invoice.kept and seq_read is None:
+                # a dispute's funds withdrawn (or given back): what it keeps is what notes' bounds read, so it moves
+                # the refunds' fence and a close that read before composes again (D-dispute-1)
+                return store.update_invoice(updated, invoice.status, store.ledger(invoice.account_id).billing.seq)
             if seq_read is not None:
                 return store.update_invoice(updated, invoice.status, seq_read)
             return store.update_invoice(updated, invoice.status)

@@ -406,11 +406,15 @@ class CreditMove:
     added``), with the credit notes ``notes`` written in the same transaction, each over its stored version
     ``note.version - 1``. Every write that moves the account's credit goes through one, in both stores (an invoice
     update's, a credit note's step's): the ledger keeps credit in whole cents, so a move that is not is refused when
-    built - ValueError naming the amounts - before anything is written (D265)."""
+    built - ValueError naming the amounts - before anything is written (D265). With ``refunds_read`` (a dispute's
+    funds reinstated into notes, bounded by what the period's invoices hold), the account's ``refund_rev`` must
+    still be the one read and becomes one more, in the same write: a refund of another invoice of the period since
+    the read makes it re-read, and a close or refund that read before it composes or bounds again (D-dispute-1)."""
 
     credit_read: Decimal
     added: Decimal
     notes: tuple[CreditNote, ...] = ()
+    refunds_read: int | None = None
 
     def __post_init__(self) -> None:
         amounts = {"credit_read": self.credit_read, "added": self.added}
@@ -440,8 +444,9 @@ class LedgerStore(Protocol):
         written before revisions existed has none: read as 0), its status ``expected`` and its ``crypto_credit``
         (only ``update_invoice_with_credit`` moves it); ``LedgerConflictError`` otherwise (nothing written: re-read,
         re-apply). Returns the invoice as stored, its revision one more: a further update starts from it.
-        With ``seq_read`` (a refund), also only if the account's invoice sequence is still the one read (no close or
-        early invoice since: none stored reads 0), adding one to its ``refund_rev`` in the same transaction (D283)."""
+        With ``seq_read`` (a refund, or a dispute changing what it keeps: D-dispute-1), also only if the account's
+        invoice sequence is still the one read (no close or early invoice since: none stored reads 0), adding one to
+        its ``refund_rev`` in the same transaction (D283)."""
         ...
 
     def update_invoice_with_credit(

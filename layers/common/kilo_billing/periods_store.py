@@ -9,7 +9,8 @@ Partition ``ACCOUNT#<id>`` of the usage table (one strongly consistent Query rea
   ``revision`` (every update is conditioned on the revision read and adds one);
 - ``CREDITNOTE#<YYYY-MM>/credit-<YYYY-MM>`` a credit note against an invoiced period (negative late usage, D51);
 - ``BILLING``          invoice sequence, credit on account, the processor's customer id, dispute flag, and
-  ``refund_rev`` (refunds recorded: a refund moves it on the sequence it read, a close with notes waits on it, D283).
+  ``refund_rev`` (money given back or taken: a refund or a dispute's funds move it on the sequence read, a close
+  with notes and a dispute's reinstated notes wait on it, D283, D-dispute-1).
 Plus ``GATEWAY#<processor invoice id>`` / ``INVOICE``: which of our invoices a processor id belongs to.
 
 This module is the DynamoDB adapter of ``kilo_billing.invoicing.LedgerStore``; the item mapping is
@@ -247,15 +248,24 @@ class DynamoLedgerStore:
             raise LedgerConflictError(str(exc)) from exc
 
     def _credit_update(self, account_id: str, move: CreditMove) -> dict[str, Any]:
-        """The BILLING item's credit moved by ``move`` (a transaction's item), if it is still the one read."""
+        """The BILLING item's credit moved by ``move`` (a transaction's item), if it is still the one read; with
+        ``move.refunds_read``, also if ``refund_rev`` is still the one read, adding one to it (D-dispute-1)."""
+        names = {"#credit": "credit"}
+        values: dict[str, Any] = {":credit": str(move.credit), ":read": str(move.credit_read)}
+        update, condition = "SET #credit = :credit", credit_condition(move.credit_read)
+        if move.refunds_read is not None:
+            names["#refunds"] = "refund_rev"
+            values |= {":refunds": move.refunds_read, ":one": 1}
+            unwritten = "attribute_not_exists(#refunds) OR " if move.refunds_read == 0 else ""
+            update, condition = update + " ADD #refunds :one", f"{condition} AND ({unwritten}#refunds = :refunds)"
         return {
             "Update": {
                 "TableName": self._table,
                 "Key": to_item({KEY: account_pk(account_id), SORT_KEY: BILLING_SORT_KEY}),
-                "UpdateExpression": "SET #credit = :credit",
-                "ConditionExpression": credit_condition(move.credit_read),
-                "ExpressionAttributeNames": {"#credit": "credit"},
-                "ExpressionAttributeValues": to_item({":credit": str(move.credit), ":read": str(move.credit_read)}),
+                "UpdateExpression": update,
+                "ConditionExpression": condition,
+                "ExpressionAttributeNames": names,
+                "ExpressionAttributeValues": to_item(values),
             }
         }
 
