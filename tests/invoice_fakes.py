@@ -172,7 +172,7 @@ class InMemoryLedgerStore:
             raise LedgerConflictError("credit moved")
         if move.refunds_read is None:
             return replace(found, credit=move.credit)
-        if found.refund_rev != move.refunds_read:  # D-dispute-1
+        if found.refund_rev != move.refunds_read:  # D308
             raise LedgerConflictError("a refund was recorded")
         return replace(found, credit=move.credit, refund_rev=found.refund_rev + 1)
 

@@ -451,7 +451,7 @@ def test_given_an_invoice_update_with_credit_notes_then_all_land_together_over_t
 def test_given_notes_reinstated_on_the_refunds_read_then_a_refund_since_refuses_them_and_they_move_the_fence(
     ledger: Ledger,
 ) -> None:
-    """A dispute's funds reinstated into notes (D-dispute-1): the write needs the account's ``refund_rev`` read. A
+    """A dispute's funds reinstated into notes (D308): the write needs the account's ``refund_rev`` read. A
     refund recorded since (``refund_rev`` 0 -> 1) refuses it, nothing written; on the current one it lands and adds
     one (1 -> 2), so a close or refund that read 1 composes or bounds again."""
     _opened(ledger)

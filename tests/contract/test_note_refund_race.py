@@ -294,7 +294,7 @@ def test_given_a_refund_of_another_paying_invoice_between_a_reinstatements_read_
 ) -> None:
     """March's dispute is won (3.60 reinstated: the note may credit its 3.60 returned) while April's own 3.60 is
     refunded (all a refund may give) between the reinstatement's read and write. The refund moves ``refund_rev``, so the reinstatement
-    re-reads (D-dispute-1); either way the refund takes only April's own money, which no note credited, and the
+    re-reads (D308); either way the refund takes only April's own money, which no note credited, and the
     reinstatement only March's: 10.80 credit + 3.60 owed = 14.40 on 14.40 paid."""
     _march_charged_back_and_credited_by_may(ledger)
     store = _Interleaved(ledger.store)

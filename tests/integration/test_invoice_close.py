@@ -547,7 +547,7 @@ def test_given_credit_overdrawn_by_a_void_when_an_early_invoice_bills_it_then_th
 def test_given_late_usage_billed_on_an_unpaid_april_when_it_goes_away_then_stripe_lowers_april_to_zero(
     invoicing: Invoicing,
 ) -> None:
-    """D-april-1 on DynamoDB and the Stripe emulator: acct-b (Personal, a card that fails) March 6,000 video minutes:
+    """D306 on DynamoDB and the Stripe emulator: acct-b (Personal, a card that fails) March 6,000 video minutes:
     0.72, payment failed. 10,000 March minutes arrive late: April bills them, 10,000 x 0.00072 = 7.20, its payment
     fails too. The late minutes go away: May's close lowers April by 7.20 with a Stripe credit note on April's
     invoice, which then asks 0.00; March is not lowered (its 6,000 minutes stand) and no account credit is given."""

@@ -123,7 +123,7 @@ def test_given_a_note_credited_a_later_open_invoice_s_account_credit_when_it_is_
 ):
     """Personal, 5.00 of account credit. March 5,000 video minutes: 0.00. 10,000 minutes late: April's invoice bills
     7.20 less the 5.00 credit = 2.20, left open. The late minutes go away: May's note on March credits the 5.00 April
-    spent on them and a note on April lowers its 2.20 (D-april-1; before, 2.20 not collected and still asked for). An
+    spent on them and a note on April lowers its 2.20 (D306; before, 2.20 not collected and still asked for). An
     operator voids April: the credit stays 5.00. Before D192: 10.00."""
     world, events = World(), Events()
     world.signup("acme", (at(1, 2), "personal"))
@@ -137,7 +137,7 @@ def test_given_a_note_credited_a_later_open_invoice_s_account_credit_when_it_is_
     world.store.rate("acme", "2026-03", seg(at(1)), "video", -10_000)  # -7.20
     world.close("acme", MAY)
     note = world.store.credit_notes["acme/2026-03/credit-2026-05"]
-    lowered = world.store.credit_notes["acme/2026-03/credit-2026-05/on-2026-04"]  # D-april-1: asked no more
+    lowered = world.store.credit_notes["acme/2026-03/credit-2026-05/on-2026-04"]  # D306: asked no more
     assert (note.to_credit, note.uncollected, lowered.to_due) == (Decimal("5.00"), Decimal("0.00"), Decimal("2.20"))
     assert world.store.billing["acme"].credit == Decimal("5.00")
     _void(world, events, april.invoice_id)

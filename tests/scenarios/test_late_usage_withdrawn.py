@@ -1,4 +1,4 @@
-"""Late usage billed on a later invoice, then withdrawn before the next close (D131, D-april-1): the customer is never
+"""Late usage billed on a later invoice, then withdrawn before the next close (D131, D306): the customer is never
 asked to pay for usage that went away, and never credited twice.
 
 Hand-worked (price book 2026-01: video $0.00072; Personal includes 5,000 video minutes, no fee). acme, Personal, card,

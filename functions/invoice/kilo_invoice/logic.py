@@ -537,7 +537,7 @@ def _paid_with(gateway: PaymentGateway | None, invoice: InvoiceRecord) -> tuple[
     events name them, not the invoice. Looked up after the paid status is stored, and optional: a processor that
     refuses the lookup for good or does not answer it leaves the payment matched later by ``_find_payment``, which
     asks the processor then (D301). Asked even when refs are recorded: a dispute or charge event of one of several
-    payments may have recorded its own before ``invoice.paid`` came (D-pending-3); recording is idempotent."""
+    payments may have recorded its own before ``invoice.paid`` came (D304); recording is idempotent."""
     if gateway is None or invoice.gateway_id is None or invoice.method is not BillingMethod.CARD:
         return ()
     try:
@@ -841,14 +841,14 @@ def _save_with(
             if now is not None and updated.kept > invoice.kept:  # once: the next read finds the notes moved on
                 ledger = store.ledger(invoice.account_id)
                 notes = credit_reinstated(ledger, updated, now)
-                if notes:  # bounded by the period's invoices as read: no refund since (D-dispute-1)
+                if notes:  # bounded by the period's invoices as read: no refund since (D308)
                     before = {note.credit_id: note.to_credit for note in ledger.credit_notes.values()}
                     given = sum((note.to_credit - before[note.credit_id] for note in notes), ZERO)
                     move = CreditMove(ledger.billing.credit, given, notes, ledger.billing.refund_rev)
                     return store.update_invoice_and_credit(updated, invoice.status, move)
             if now is not None and updated.kept != invoice.kept and seq_read is None:
                 # a dispute's funds withdrawn (or given back): what it keeps is what notes' bounds read, so it moves
-                # the refunds' fence and a close that read before composes again (D-dispute-1)
+                # the refunds' fence and a close that read before composes again (D308)
                 return store.update_invoice(updated, invoice.status, store.ledger(invoice.account_id).billing.seq)
             if seq_read is not None:
                 return store.update_invoice(updated, invoice.status, seq_read)
@@ -945,7 +945,7 @@ def _finish_refund(
 ) -> InvoiceRecord:
     """Ask the processor for the recorded refund (idempotent on its id), then record it as refunded. A refusal for
     good drops the request (nothing was refunded); an outage leaves it pending for the next run. Not bounded again:
-    while it is pending every bound counts it as given back already (``kept_less_pending``, D-pending-1), so nothing
+    while it is pending every bound counts it as given back already (``kept_less_pending``, D302), so nothing
     else (a note's credit, another refund) was given the same money meanwhile."""
     if invoice.gateway_id is None:
         raise ValueError(f"invoice {invoice.number} has no processor invoice to refund")

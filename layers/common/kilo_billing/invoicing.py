@@ -183,7 +183,7 @@ class InvoiceRecord:
     def kept_less_pending(self) -> Decimal:
         """What it keeps once the card refund it has requested (``refund_pending``) is made: what every bound on
         giving its money back reads (a note's credit, a refund), so a refund whose processor call has not returned
-        and a note never give the same money back (D-pending-1). The request's part already recorded as refunded
+        and a note never give the same money back (D302). The request's part already recorded as refunded
         (its ``charge.refunded`` came first) is not counted twice."""
         pending = self.refund_pending
         if pending is None:
@@ -409,7 +409,7 @@ class CreditMove:
     built - ValueError naming the amounts - before anything is written (D265). With ``refunds_read`` (a dispute's
     funds reinstated into notes, bounded by what the period's invoices hold), the account's ``refund_rev`` must
     still be the one read and becomes one more, in the same write: a refund of another invoice of the period since
-    the read makes it re-read, and a close or refund that read before it composes or bounds again (D-dispute-1)."""
+    the read makes it re-read, and a close or refund that read before it composes or bounds again (D308)."""
 
     credit_read: Decimal
     added: Decimal
@@ -444,7 +444,7 @@ class LedgerStore(Protocol):
         written before revisions existed has none: read as 0), its status ``expected`` and its ``crypto_credit``
         (only ``update_invoice_with_credit`` moves it); ``LedgerConflictError`` otherwise (nothing written: re-read,
         re-apply). Returns the invoice as stored, its revision one more: a further update starts from it.
-        With ``seq_read`` (a refund, or a dispute changing what it keeps: D-dispute-1), also only if the account's
+        With ``seq_read`` (a refund, or a dispute changing what it keeps: D308), also only if the account's
         invoice sequence is still the one read (no close or early invoice since: none stored reads 0), adding one to
         its ``refund_rev`` in the same transaction (D283)."""
         ...
@@ -884,7 +884,7 @@ def credit_applied(invoice: InvoiceRecord) -> Decimal:
 
 def _lowered(invoice: InvoiceRecord, notes: Iterable[CreditNote], period: str | None = None) -> Decimal:
     """What credit notes took off ``invoice``'s amount due (never asked for, so never paid); with ``period``, only
-    notes on that period's usage (a later invoice is lowered for the late usage it billed, D-april-1)."""
+    notes on that period's usage (a later invoice is lowered for the late usage it billed, D306)."""
     return total(
         [
             note.to_due
@@ -1065,7 +1065,7 @@ def credit_notes(
     ledger: AccountLedger, credited: InvoiceRecord, late: list[Line], found_by: str, pending: Iterable[CreditNote] = ()
 ) -> list[CreditNote]:
     """The notes for a period's negative late usage (``late``), found by the close of ``found_by`` (D131,
-    D-april-1): first, each later card invoice still unpaid at the processor (open, payment failed) that billed the
+    D306): first, each later card invoice still unpaid at the processor (open, payment failed) that billed the
     period's late usage is asked for it no more - a note against it lowers its amount due by at most what it billed
     as that late usage (less earlier reductions of it) and what it still asks, oldest first: the customer is never
     asked to pay for usage that went away; then the note against the period's invoice (``credit_note``) credits the
@@ -1167,7 +1167,7 @@ def credit_note(
 
 
 def creditable(ledger: AccountLedger, period: str, notes: Iterable[CreditNote], rest: Decimal) -> Decimal:
-    """The account credit a note on ``period`` gives for ``rest`` of withdrawn late usage (D166, D-april-2): what
+    """The account credit a note on ``period`` gives for ``rest`` of withdrawn late usage (D166, D307): what
     went away is what was billed last, so it is taken from the period's billings latest first (a later invoice's late
     usage before the period's own invoices), after what earlier notes on the period withdrew, and each part is
     credited for at most what that invoice holds for the period (``money_held``) less what earlier notes withdrew of

@@ -10,7 +10,7 @@ Partition ``ACCOUNT#<id>`` of the usage table (one strongly consistent Query rea
 - ``CREDITNOTE#<YYYY-MM>/credit-<YYYY-MM>`` a credit note against an invoiced period (negative late usage, D51);
 - ``BILLING``          invoice sequence, credit on account, the processor's customer id, dispute flag, and
   ``refund_rev`` (money given back or taken: a refund or a dispute's funds move it on the sequence read, a close
-  with notes and a dispute's reinstated notes wait on it, D283, D-dispute-1).
+  with notes and a dispute's reinstated notes wait on it, D283, D308).
 Plus ``GATEWAY#<processor invoice id>`` / ``INVOICE``: which of our invoices a processor id belongs to.
 
 This module is the DynamoDB adapter of ``kilo_billing.invoicing.LedgerStore``; the item mapping is
@@ -249,7 +249,7 @@ class DynamoLedgerStore:
 
     def _credit_update(self, account_id: str, move: CreditMove) -> dict[str, Any]:
         """The BILLING item's credit moved by ``move`` (a transaction's item), if it is still the one read; with
-        ``move.refunds_read``, also if ``refund_rev`` is still the one read, adding one to it (D-dispute-1)."""
+        ``move.refunds_read``, also if ``refund_rev`` is still the one read, adding one to it (D308)."""
         names = {"#credit": "credit"}
         values: dict[str, Any] = {":credit": str(move.credit), ":read": str(move.credit_read)}
         update, condition = "SET #credit = :credit", credit_condition(move.credit_read)
