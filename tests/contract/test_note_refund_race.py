@@ -99,8 +99,8 @@ def _closed_and_paid(ledger: Ledger, period: Period) -> InvoiceRecord:
     return ledger.store.update_invoice(opened.moved(InvoiceStatus.PAID, period.end), InvoiceStatus.OPEN)
 
 
-def _april_paid_for_march_late_usage_that_went_away(ledger: Ledger) -> None:
-    ledger.register(AccountProfile("solo", (TierChange(START, "personal"),), billing_method="crypto"))
+def _april_paid_for_march_late_usage_that_went_away(ledger: Ledger, method: str = "crypto") -> None:
+    ledger.register(AccountProfile("solo", (TierChange(START, "personal"),), billing_method=method))
     ledger.rate("solo", "2026-03", SEG, "video", 5_000)  # inside the 5,000 included
     assert _closed_and_paid(ledger, MAR).total == Decimal("0.00")
     ledger.rate("solo", "2026-03", SEG, "video", 10_000)  # late: 10,000 x 0.00072 = 7.20, billed by April
@@ -128,6 +128,39 @@ def test_given_a_refund_landing_between_the_closes_read_and_its_write_then_the_n
     assert found.invoices["solo/2026-04"].refund_owed == Decimal("7.20")
     assert found.billing.credit == Decimal("0.00")
     assert [line.amount for line in found.invoices["solo/2026-05"].lines if line.kind == "credit"] == []
+
+
+def _dashboard_refund_of_april(ledger: Ledger) -> Any:
+    """April's 7.20 refunded at the processor's dashboard, not by us: only its ``charge.refunded`` (720) tells."""
+    events = Events()
+    obj = {
+        "id": "ch_apr",
+        "payment_intent": "pi_apr",
+        "amount_refunded": 720,
+        "metadata": {"invoice_id": "solo/2026-04"},
+    }
+    key = events.add("evt_refunded", "charge.refunded", obj)
+    return apply_stripe_event(ledger.store, _Bus(), events, *key, MAY.end, None)
+
+
+def test_given_a_dashboard_refund_landing_between_the_closes_read_and_its_write_then_the_note_credits_only_whats_left(
+    ledger: Ledger,
+) -> None:
+    """Card: May's close reads the ledger (April holds March's 7.20); April's 7.20 is refunded out of band (the
+    dashboard: ``charge.refunded`` 720) before the close writes. The refund lowers what April keeps, so it moves the
+    fence the close waits on (D-rfa-1) and the close composes again: the note credits 0.00 and records the 7.20 as
+    returned. Before: the webhook's write did not move the fence and the note credited 7.20 on top of the 7.20
+    refunded - 14.40 back on 7.20 paid."""
+    _april_paid_for_march_late_usage_that_went_away(ledger, "card")
+    store = _Interleaved(ledger.store)
+    store.before_create = lambda: _dashboard_refund_of_april(ledger)
+    close_account(_deps(store), "solo", MAY, MAY.end)
+    assert store.before_create is None  # the refund landed in between
+    found = ledger.store.ledger("solo")
+    note = found.credit_notes[NOTE]
+    assert (note.to_credit, note.returned) == (Decimal("0.00"), Decimal("7.20"))
+    assert found.invoices["solo/2026-04"].refunded == Decimal("7.20")
+    assert found.billing.credit == Decimal("0.00")
 
 
 def test_given_a_note_landing_between_a_refunds_read_and_its_write_then_the_refund_is_refused(

@@ -825,7 +825,8 @@ def _save_with(
     funds reinstated) credits what its credit notes could not, in the same transaction (D131 amended). With
     ``seq_read`` (a refund: the account's invoice sequence read with ``invoice``), the write also needs no close
     since, and marks the refund for the closes that read before it (``refund_rev``); a re-read takes the sequence
-    again (D283)."""
+    again (D283). Any other write that changes what the invoice keeps (``kept_less_pending``: a dispute's funds, a
+    refund made outside us) takes the sequence just read and moves ``refund_rev`` alike (D308, D-rfa-1)."""
     for _ in range(LEDGER_ATTEMPTS):
         updated = change(invoice)
         if updated == invoice:
@@ -846,9 +847,10 @@ def _save_with(
                     given = sum((note.to_credit - before[note.credit_id] for note in notes), ZERO)
                     move = CreditMove(ledger.billing.credit, given, notes, ledger.billing.refund_rev)
                     return store.update_invoice_and_credit(updated, invoice.status, move)
-            if now is not None and updated.kept != invoice.kept and seq_read is None:
-                # a dispute's funds withdrawn (or given back): what it keeps is what notes' bounds read, so it moves
-                # the refunds' fence and a close that read before composes again (D308)
+            if updated.kept_less_pending != invoice.kept_less_pending and seq_read is None:
+                # every write that changes what it keeps (a dispute's funds, a refund made outside: its
+                # ``charge.refunded``) moves the refunds' fence - notes' bounds read it - so a close that read
+                # before composes again (D308, D-rfa-1)
                 return store.update_invoice(updated, invoice.status, store.ledger(invoice.account_id).billing.seq)
             if seq_read is not None:
                 return store.update_invoice(updated, invoice.status, seq_read)
