@@ -35,7 +35,7 @@ from kilo_billing.progressive import invoice_early
 from kilo_billing.rating import TierChange
 from kilo_invoice.logic import apply_stripe_event, close_account, refund_invoice
 from kilo_invoice.model import CloseDeps
-from kilo_invoice.ports import GatewayUnavailableError
+from kilo_invoice.ports import GatewayRejectedError, GatewayUnavailableError
 from tests.conftest import Stack
 from tests.contract.test_ledger_store import SEG, START, Ledger, _Bus, _dynamo, _fake
 from tests.payment_fakes import InMemoryPaymentGateway
@@ -214,6 +214,43 @@ def test_given_a_note_whose_reduction_becomes_account_credit_while_a_refund_is_i
     assert (note.to_due, note.to_credit, note.status) == (NONE, Decimal("3.60"), CreditNoteStatus.DONE)
     assert (refunded.refunded, found.billing.credit) == (Decimal("61.60"), Decimal("3.60"))
     assert refunded.refunded + found.billing.credit == march.total
+
+
+def test_given_a_pending_refund_the_processor_refuses_for_good_then_the_notes_returned_becomes_account_credit(
+    ledger: Ledger,
+) -> None:
+    """Team card, March 65.20 (7.20 usage + 29.00 first-month fee + 29.00 April in advance), paid. A refund of all
+    65.20 is recorded, the processor times out: pending, so March keeps 0.00 less pending (D302). 5,000 March minutes
+    go away (-3.60): April's note credits 0.00 and records 3.60 as returned (the pending refund gives it back). The
+    processor then refuses the refund for good: nothing went back, March keeps 65.20, so the 3.60 the note recorded
+    as returned is account credit, as a won dispute's reinstatement gives it (D-rfa-2): 3.60 credit, 0.00 returned.
+    Before: 0.00 credit and 3.60 returned on money we still hold."""
+    ledger.register(AccountProfile("acme", (TierChange(START, "team"),)))
+    ledger.rate("acme", "2026-03", SEG, "video", 60_000)  # 10,000 over x 0.00072 = 7.20
+    gateway = InMemoryPaymentGateway()
+    deps = CloseDeps(ledger.store, gateway, _Bus(), default_catalog(), lambda _s: None)
+    march = close_account(deps, "acme", MAR, MAR.end).invoice
+    assert march is not None
+    assert march.total == Decimal("65.20")
+    gateway.settle("acme/2026-03", paid=True)
+    ledger.store.update_invoice(march.moved(InvoiceStatus.PAID, MAR.end), InvoiceStatus.OPEN)  # its webhook
+    gateway.fail_next = [GatewayUnavailableError("timeout")]
+    with pytest.raises(GatewayUnavailableError):
+        refund_invoice(ledger.store, gateway, "acme", "acme/2026-03", None)
+    assert ledger.store.ledger("acme").invoices["acme/2026-03"].kept_less_pending == NONE
+    ledger.rate("acme", "2026-03", SEG, "video", -5_000)  # 5,000 over: 3.60, so -3.60
+    close_account(deps, "acme", APR, APR.end)
+    note = ledger.store.ledger("acme").credit_notes["acme/2026-03/credit-2026-04"]
+    assert (note.to_credit, note.returned) == (NONE, Decimal("3.60"))
+    gateway.fail_next = [GatewayRejectedError("refused for good")]
+    with pytest.raises(GatewayRejectedError):
+        refund_invoice(ledger.store, gateway, "acme", "acme/2026-03", None)
+    found = ledger.store.ledger("acme")
+    march = found.invoices["acme/2026-03"]
+    assert (march.refund_pending, march.kept_less_pending) == (None, Decimal("65.20"))
+    note = found.credit_notes["acme/2026-03/credit-2026-04"]
+    assert (note.to_credit, note.returned) == (Decimal("3.60"), NONE)
+    assert found.billing.credit == Decimal("3.60")
 
 
 EARLY_RUNS = 100

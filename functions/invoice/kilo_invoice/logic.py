@@ -821,8 +821,9 @@ def _save_with(
 ) -> InvoiceRecord:
     """Write ``change(invoice)``, conditioned on the revision (and status) read; on a conflict - another writer got
     there first - re-read and apply ``change`` again to what is stored (it decides whether it still applies).
-    Returns the invoice as stored. With ``now`` (a dispute's events), a paid invoice that keeps more than before (its
-    funds reinstated) credits what its credit notes could not, in the same transaction (D131 amended). With
+    Returns the invoice as stored. With ``now`` (a dispute's events, a pending refund dropped), a paid invoice that
+    keeps more than before (``kept_less_pending``: its funds reinstated, the refund never made) credits what its
+    credit notes could not, in the same transaction (D131 amended, D-rfa-2). With
     ``seq_read`` (a refund: the account's invoice sequence read with ``invoice``), the write also needs no close
     since, and marks the refund for the closes that read before it (``refund_rev``); a re-read takes the sequence
     again (D283). Any other write that changes what the invoice keeps (``kept_less_pending``: a dispute's funds, a
@@ -839,7 +840,7 @@ def _save_with(
                     return store.update_invoice_and_credit(
                         updated, invoice.status, CreditMove(ledger.billing.credit, restored)
                     )
-            if now is not None and updated.kept > invoice.kept:  # once: the next read finds the notes moved on
+            if now is not None and updated.kept_less_pending > invoice.kept_less_pending:  # once: notes moved on
                 ledger = store.ledger(invoice.account_id)
                 notes = credit_reinstated(ledger, updated, now)
                 if notes:  # bounded by the period's invoices as read: no refund since (D308)
@@ -946,7 +947,8 @@ def _finish_refund(
     store: LedgerStore, gateway: PaymentGateway, invoice: InvoiceRecord, pending: RefundRequest
 ) -> InvoiceRecord:
     """Ask the processor for the recorded refund (idempotent on its id), then record it as refunded. A refusal for
-    good drops the request (nothing was refunded); an outage leaves it pending for the next run. Not bounded again:
+    good drops the request (nothing was refunded: notes that recorded it as returned credit it, D-rfa-2); an outage
+    leaves it pending for the next run. Not bounded again:
     while it is pending every bound counts it as given back already (``kept_less_pending``, D302), so nothing
     else (a note's credit, another refund) was given the same money meanwhile."""
     if invoice.gateway_id is None:
@@ -964,7 +966,8 @@ def _finish_refund(
     try:
         gateway.refund(invoice.gateway_id, pending.amount, pending.refund_id)
     except GatewayRejectedError:
-        _save_with(store, invoice, dropped)
+        # it keeps the money again: what notes recorded as returned meanwhile is credited, as a won dispute's (D-rfa-2)
+        _save_with(store, invoice, dropped, utc_now())
         raise
     return _save_with(store, invoice, settled)
 
