@@ -44,7 +44,7 @@ from kilo_billing.rating import (
 
 Counters = Mapping[tuple[int, str], int]  # (segment start, epoch seconds; meter) -> base units
 CURRENCY: Final = "USD"
-MAX_ADJUSTED_PERIODS: Final = 24  # periods adjusted by one invoice: a close's transaction then holds at most 75 items
+MAX_ADJUSTED_PERIODS: Final = 24  # periods adjusted by one invoice (fewer if their notes would pass the items below)
 MAX_TRANSACTION_ITEMS: Final = 100  # what one DynamoDB transaction holds (``CloseDraft`` refuses more)
 
 
@@ -669,9 +669,13 @@ def compose_close(ledger: AccountLedger, period: Period, catalog: Catalog, now: 
         other_period = Period.parse(other_key)
         late = adjustment_lines(other_period, profile, other.billed, other.counters, catalog.for_period(other_period))
         credited = ledger.invoices.get(invoice_id(ledger.account_id, other_period))
-        if credited is not None and total([line.amount for line in late]) < 0:  # policy: a credit note if negative
-            notes.extend(credit_notes(ledger, credited, late, this_invoice, [*notes]))
-        else:
+        negative = total([line.amount for line in late]) < 0  # policy: a credit note if negative
+        found = credit_notes(ledger, credited, late, this_invoice, [*notes]) if credited and negative else []
+        kept = [*notes, *found]
+        if 3 + len(moves) + len(kept) + len({note.invoice_id for note in kept}) > MAX_TRANSACTION_ITEMS:
+            break  # its notes would pass one transaction's items: left, with the later ones, for the next close
+        notes = kept
+        if not found:
             lines.extend(late)
         moves.append(WatermarkMove(other_key, dict(other.counters), other.billed_rev))
     lines.extend(billed_early_lines(ledger, period))
