@@ -1234,11 +1234,12 @@ def credit_reinstated(ledger: AccountLedger, invoice: InvoiceRecord, at: datetim
     replacing the ledger's) keeps more than when they were made: a dispute's funds, withdrawn then, reinstated since
     (the dispute won). A note gave at most what paid for its period's usage (``period_held``), the rest recorded as
     ``returned``; for each period the invoice paid usage of - its own (as the period-end invoice or an early one) and
-    any whose late usage it billed - what the period now holds beyond the notes' credit becomes account credit of the
-    notes on that period, earliest note first, as a note made now would give (D131 amended; D166 amended, s8: before,
-    only notes against the invoice itself, bounded by its whole ``kept``). Each changed note comes back one version
-    on, with its history; the account credit to add is what their ``to_credit`` grew by. A dispute lost leaves them as
-    they are."""
+    any whose late usage it billed - each note's ``returned`` becomes account credit for what ``creditable`` now gives
+    for it (by billing, latest first: money that paid for usage that stands is not credited; D-rfb-2), at most what
+    the period holds beyond the notes' credit, earliest note first, as a note made now would give (D131 amended; D166
+    amended, s8: before, only notes against the invoice itself, bounded by its whole ``kept``). Each changed note comes
+    back one version on, with its history; the account credit to add is what their ``to_credit`` grew by. A dispute
+    lost leaves them as they are."""
     if invoice.status is not InvoiceStatus.PAID:
         return ()
     after = replace(ledger, invoices={**ledger.invoices, invoice.invoice_id: invoice})
@@ -1249,8 +1250,17 @@ def credit_reinstated(ledger: AccountLedger, invoice: InvoiceRecord, at: datetim
     changed: list[CreditNote] = []
     for period in sorted(periods):
         room = period_held(after, period, notes)
-        for note in sorted((note for note in notes if note.period == period), key=lambda note: note.credit_id):
-            given = min(note.returned, room)
+        ordered = sorted((note for note in notes if note.period == period), key=lambda note: note.credit_id)
+        for index, note in enumerate(ordered):
+            # what its not-credited rest would credit now: by billing, latest first, after what the period's earlier
+            # notes and its own credit withdrew (D307; D-rfb-2): money that paid for usage that stands stays
+            basis = [
+                *(other for other in notes if other.period != period),
+                *ordered[:index],
+                replace(note, returned=ZERO, uncollected=ZERO),
+            ]
+            would = creditable(after, period, basis, note.returned + note.uncollected)
+            given = min(note.returned, room, would)
             if given <= 0:
                 continue
             room -= given
