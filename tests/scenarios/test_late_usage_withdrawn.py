@@ -108,3 +108,41 @@ def test_given_april_paid_and_its_funds_withdrawn_by_a_dispute_when_the_usage_go
     note = world.store.credit_notes[MARCH_NOTE]
     assert (note.to_credit, note.returned) == (Decimal("0.00"), Decimal("7.20"))
     assert world.store.billing["acme"].credit == Decimal("0.00")
+
+
+def test_given_both_payments_withdrawn_when_marchs_dispute_is_won_then_the_withdrawn_late_usage_stays_uncredited() -> (
+    None
+):
+    """D-rfb-2. April's 7.20 (the late minutes) paid and withdrawn by a dispute, then March's 3.60 withdrawn too. The
+    late minutes go away: May's note credits 0.00, 7.20 returned (April's money, given back already). March's dispute
+    is won: its 3.60 is kept again, but it paid for March's own minutes, which stand - the note still credits 0.00
+    (before: 3.60 from the period's pooled money, so the customer ended with 0.00 paid for 3.60 of usage)."""
+    world, events = World(), Events()
+    april = _april_bills_late_usage(world, events)
+    march_id = "acme/2026-03"
+    march_intent = world.gateway.invoices[march_id].payments[0]
+    april_intent = world.gateway.settle(april.invoice_id, paid=True)
+    _apply(world, events, events.add("evt_apr", "invoice.paid", _paid_invoice(world, april.invoice_id)))
+    for name, intent, amount in (("apr", april_intent, 720), ("mar", march_intent, 360)):
+        dispute = _fixture(
+            "dispute",
+            id=f"dp_{name}",
+            charge=f"ch_{name}",
+            payment_intent=intent,
+            amount=amount,
+            status="needs_response",
+        )
+        _apply(world, events, events.add(f"evt_{name}_d1", "charge.dispute.created", dispute))
+        _apply(world, events, events.add(f"evt_{name}_d2", "charge.dispute.funds_withdrawn", dispute))
+    assert world.store.invoices[march_id].kept == Decimal("0.00")
+    _withdraw_and_close_may(world)
+    note = world.store.credit_notes[MARCH_NOTE]
+    assert (note.to_credit, note.returned) == (Decimal("0.00"), Decimal("7.20"))
+
+    won = _fixture("dispute", id="dp_mar", charge="ch_mar", payment_intent=march_intent, amount=360, status="won")
+    _apply(world, events, events.add("evt_mar_d3", "charge.dispute.funds_reinstated", won))
+
+    assert world.store.invoices[march_id].kept == Decimal("3.60")
+    note = world.store.credit_notes[MARCH_NOTE]
+    assert (note.to_credit, note.returned) == (Decimal("0.00"), Decimal("7.20"))
+    assert world.store.billing["acme"].credit == Decimal("0.00")

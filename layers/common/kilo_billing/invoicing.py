@@ -44,7 +44,7 @@ from kilo_billing.rating import (
 
 Counters = Mapping[tuple[int, str], int]  # (segment start, epoch seconds; meter) -> base units
 CURRENCY: Final = "USD"
-MAX_ADJUSTED_PERIODS: Final = 24  # periods adjusted by one invoice: a close's transaction then holds at most 75 items
+MAX_ADJUSTED_PERIODS: Final = 24  # periods adjusted by one invoice (fewer if their notes would pass the items below)
 MAX_TRANSACTION_ITEMS: Final = 100  # what one DynamoDB transaction holds (``CloseDraft`` refuses more)
 
 
@@ -669,9 +669,13 @@ def compose_close(ledger: AccountLedger, period: Period, catalog: Catalog, now: 
         other_period = Period.parse(other_key)
         late = adjustment_lines(other_period, profile, other.billed, other.counters, catalog.for_period(other_period))
         credited = ledger.invoices.get(invoice_id(ledger.account_id, other_period))
-        if credited is not None and total([line.amount for line in late]) < 0:  # policy: a credit note if negative
-            notes.extend(credit_notes(ledger, credited, late, this_invoice, [*notes]))
-        else:
+        negative = total([line.amount for line in late]) < 0  # policy: a credit note if negative
+        found = credit_notes(ledger, credited, late, this_invoice, [*notes]) if credited and negative else []
+        kept = [*notes, *found]
+        if 3 + len(moves) + len(kept) + len({note.invoice_id for note in kept}) > MAX_TRANSACTION_ITEMS:
+            break  # its notes would pass one transaction's items: left, with the later ones, for the next close
+        notes = kept
+        if not found:
             lines.extend(late)
         moves.append(WatermarkMove(other_key, dict(other.counters), other.billed_rev))
     lines.extend(billed_early_lines(ledger, period))
@@ -1230,11 +1234,12 @@ def credit_reinstated(ledger: AccountLedger, invoice: InvoiceRecord, at: datetim
     replacing the ledger's) keeps more than when they were made: a dispute's funds, withdrawn then, reinstated since
     (the dispute won). A note gave at most what paid for its period's usage (``period_held``), the rest recorded as
     ``returned``; for each period the invoice paid usage of - its own (as the period-end invoice or an early one) and
-    any whose late usage it billed - what the period now holds beyond the notes' credit becomes account credit of the
-    notes on that period, earliest note first, as a note made now would give (D131 amended; D166 amended, s8: before,
-    only notes against the invoice itself, bounded by its whole ``kept``). Each changed note comes back one version
-    on, with its history; the account credit to add is what their ``to_credit`` grew by. A dispute lost leaves them as
-    they are."""
+    any whose late usage it billed - each note's ``returned`` becomes account credit for what ``creditable`` now gives
+    for it (by billing, latest first: money that paid for usage that stands is not credited; D-rfb-2), at most what
+    the period holds beyond the notes' credit, earliest note first, as a note made now would give (D131 amended; D166
+    amended, s8: before, only notes against the invoice itself, bounded by its whole ``kept``). Each changed note comes
+    back one version on, with its history; the account credit to add is what their ``to_credit`` grew by. A dispute
+    lost leaves them as they are."""
     if invoice.status is not InvoiceStatus.PAID:
         return ()
     after = replace(ledger, invoices={**ledger.invoices, invoice.invoice_id: invoice})
@@ -1245,8 +1250,17 @@ def credit_reinstated(ledger: AccountLedger, invoice: InvoiceRecord, at: datetim
     changed: list[CreditNote] = []
     for period in sorted(periods):
         room = period_held(after, period, notes)
-        for note in sorted((note for note in notes if note.period == period), key=lambda note: note.credit_id):
-            given = min(note.returned, room)
+        ordered = sorted((note for note in notes if note.period == period), key=lambda note: note.credit_id)
+        for index, note in enumerate(ordered):
+            # what its not-credited rest would credit now: by billing, latest first, after what the period's earlier
+            # notes and its own credit withdrew (D307; D-rfb-2): money that paid for usage that stands stays
+            basis = [
+                *(other for other in notes if other.period != period),
+                *ordered[:index],
+                replace(note, returned=ZERO, uncollected=ZERO),
+            ]
+            would = creditable(after, period, basis, note.returned + note.uncollected)
+            given = min(note.returned, room, would)
             if given <= 0:
                 continue
             room -= given
