@@ -148,7 +148,7 @@ def test_given_a_dashboard_refund_landing_between_the_closes_read_and_its_write_
 ) -> None:
     """Card: May's close reads the ledger (April holds March's 7.20); April's 7.20 is refunded out of band (the
     dashboard: ``charge.refunded`` 720) before the close writes. The refund lowers what April keeps, so it moves the
-    fence the close waits on (D-rfa-1) and the close composes again: the note credits 0.00 and records the 7.20 as
+    fence the close waits on (D309) and the close composes again: the note credits 0.00 and records the 7.20 as
     returned. Before: the webhook's write did not move the fence and the note credited 7.20 on top of the 7.20
     refunded - 14.40 back on 7.20 paid."""
     _april_paid_for_march_late_usage_that_went_away(ledger, "card")
@@ -223,7 +223,7 @@ def test_given_a_pending_refund_the_processor_refuses_for_good_then_the_notes_re
     65.20 is recorded, the processor times out: pending, so March keeps 0.00 less pending (D302). 5,000 March minutes
     go away (-3.60): April's note credits 0.00 and records 3.60 as returned (the pending refund gives it back). The
     processor then refuses the refund for good: nothing went back, March keeps 65.20, so the 3.60 the note recorded
-    as returned is account credit, as a won dispute's reinstatement gives it (D-rfa-2): 3.60 credit, 0.00 returned.
+    as returned is account credit, as a won dispute's reinstatement gives it (D310): 3.60 credit, 0.00 returned.
     Before: 0.00 credit and 3.60 returned on money we still hold."""
     ledger.register(AccountProfile("acme", (TierChange(START, "team"),)))
     ledger.rate("acme", "2026-03", SEG, "video", 60_000)  # 10,000 over x 0.00072 = 7.20

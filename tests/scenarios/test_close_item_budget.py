@@ -1,4 +1,4 @@
-"""A close adjusts earlier periods only while its one transaction stays within DynamoDB's 100 items (D-rfb-1): a
+"""A close adjusts earlier periods only while its one transaction stays within DynamoDB's 100 items (D311): a
 period whose notes would pass it is left for the next close, as periods beyond ``MAX_ADJUSTED_PERIODS`` are.
 
 The budget is lowered to 10 items here so that a short story reaches it (the real figure, 100, needs 24 periods).

@@ -113,7 +113,7 @@ def test_given_april_paid_and_its_funds_withdrawn_by_a_dispute_when_the_usage_go
 def test_given_both_payments_withdrawn_when_marchs_dispute_is_won_then_the_withdrawn_late_usage_stays_uncredited() -> (
     None
 ):
-    """D-rfb-2. April's 7.20 (the late minutes) paid and withdrawn by a dispute, then March's 3.60 withdrawn too. The
+    """D312. April's 7.20 (the late minutes) paid and withdrawn by a dispute, then March's 3.60 withdrawn too. The
     late minutes go away: May's note credits 0.00, 7.20 returned (April's money, given back already). March's dispute
     is won: its 3.60 is kept again, but it paid for March's own minutes, which stand - the note still credits 0.00
     (before: 3.60 from the period's pooled money, so the customer ended with 0.00 paid for 3.60 of usage)."""

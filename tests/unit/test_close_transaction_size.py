@@ -1,7 +1,7 @@
 """A close is one DynamoDB transaction, which holds at most 100 items: a draft that would hold more is refused when
 built, naming the account and the count, before anything is written (D283 amended). What a composed close holds: the
 invoice, the billing item, the watermark of its period and of at most 24 adjusted ones (``MAX_ADJUSTED_PERIODS``), their
-notes and the invoices those credit; a period whose notes would pass 100 is left for the next close (D-rfb-1)."""
+notes and the invoices those credit; a period whose notes would pass 100 is left for the next close (D311)."""
 
 from __future__ import annotations
 

@@ -823,11 +823,11 @@ def _save_with(
     there first - re-read and apply ``change`` again to what is stored (it decides whether it still applies).
     Returns the invoice as stored. With ``now`` (a dispute's events, a pending refund dropped), a paid invoice that
     keeps more than before (``kept_less_pending``: its funds reinstated, the refund never made) credits what its
-    credit notes could not, in the same transaction (D131 amended, D-rfa-2). With
+    credit notes could not, in the same transaction (D131 amended, D310). With
     ``seq_read`` (a refund: the account's invoice sequence read with ``invoice``), the write also needs no close
     since, and marks the refund for the closes that read before it (``refund_rev``); a re-read takes the sequence
     again (D283). Any other write that changes what the invoice keeps (``kept_less_pending``: a dispute's funds, a
-    refund made outside us) takes the sequence just read and moves ``refund_rev`` alike (D308, D-rfa-1)."""
+    refund made outside us) takes the sequence just read and moves ``refund_rev`` alike (D308, D309)."""
     for _ in range(LEDGER_ATTEMPTS):
         updated = change(invoice)
         if updated == invoice:
@@ -851,7 +851,7 @@ def _save_with(
             if updated.kept_less_pending != invoice.kept_less_pending and seq_read is None:
                 # every write that changes what it keeps (a dispute's funds, a refund made outside: its
                 # ``charge.refunded``) moves the refunds' fence - notes' bounds read it - so a close that read
-                # before composes again (D308, D-rfa-1)
+                # before composes again (D308, D309)
                 return store.update_invoice(updated, invoice.status, store.ledger(invoice.account_id).billing.seq)
             if seq_read is not None:
                 return store.update_invoice(updated, invoice.status, seq_read)
@@ -947,7 +947,7 @@ def _finish_refund(
     store: LedgerStore, gateway: PaymentGateway, invoice: InvoiceRecord, pending: RefundRequest
 ) -> InvoiceRecord:
     """Ask the processor for the recorded refund (idempotent on its id), then record it as refunded. A refusal for
-    good drops the request (nothing was refunded: notes that recorded it as returned credit it, D-rfa-2); an outage
+    good drops the request (nothing was refunded: notes that recorded it as returned credit it, D310); an outage
     leaves it pending for the next run. Not bounded again:
     while it is pending every bound counts it as given back already (``kept_less_pending``, D302), so nothing
     else (a note's credit, another refund) was given the same money meanwhile."""
@@ -966,7 +966,7 @@ def _finish_refund(
     try:
         gateway.refund(invoice.gateway_id, pending.amount, pending.refund_id)
     except GatewayRejectedError:
-        # it keeps the money again: what notes recorded as returned meanwhile is credited, as a won dispute's (D-rfa-2)
+        # it keeps the money again: what notes recorded as returned meanwhile is credited, as a won dispute's (D310)
         _save_with(store, invoice, dropped, utc_now())
         raise
     return _save_with(store, invoice, settled)

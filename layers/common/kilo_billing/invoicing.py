@@ -1235,7 +1235,7 @@ def credit_reinstated(ledger: AccountLedger, invoice: InvoiceRecord, at: datetim
     (the dispute won). A note gave at most what paid for its period's usage (``period_held``), the rest recorded as
     ``returned``; for each period the invoice paid usage of - its own (as the period-end invoice or an early one) and
     any whose late usage it billed - each note's ``returned`` becomes account credit for what ``creditable`` now gives
-    for it (by billing, latest first: money that paid for usage that stands is not credited; D-rfb-2), at most what
+    for it (by billing, latest first: money that paid for usage that stands is not credited; D312), at most what
     the period holds beyond the notes' credit, earliest note first, as a note made now would give (D131 amended; D166
     amended, s8: before, only notes against the invoice itself, bounded by its whole ``kept``). Each changed note comes
     back one version on, with its history; the account credit to add is what their ``to_credit`` grew by. A dispute
@@ -1253,7 +1253,7 @@ def credit_reinstated(ledger: AccountLedger, invoice: InvoiceRecord, at: datetim
         ordered = sorted((note for note in notes if note.period == period), key=lambda note: note.credit_id)
         for index, note in enumerate(ordered):
             # what its not-credited rest would credit now: by billing, latest first, after what the period's earlier
-            # notes and its own credit withdrew (D307; D-rfb-2): money that paid for usage that stands stays
+            # notes and its own credit withdrew (D307; D312): money that paid for usage that stands stays
             basis = [
                 *(other for other in notes if other.period != period),
                 *ordered[:index],
