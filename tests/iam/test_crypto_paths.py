@@ -21,6 +21,7 @@ from kilo_crypto_watch import dependencies
 from kilo_crypto_watch.model import BillStatus, PaymentStatus
 from kilo_dev.solana_standin import SolanaStandin
 from tests import crypto_core_inspector
+from tests.account_api_support import store_members
 from tests.conftest import Stack
 from tests.crypto_core_fakes import SpotPrices, transfer
 from tests.crypto_solana_chain import SOL, SolanaTestChain
@@ -106,6 +107,7 @@ def solana_api(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[Solana
             monkeypatch.setenv(key, value)
         settings.settings.cache_clear()
         dependencies.clear_caches()
+        store_members(stack, "acct-1", {"user-1": "admin"})  # the admin token's membership, stored (D208, D294)
         try:
             yield chain
         finally:
