@@ -26,20 +26,11 @@ from kilo_billing.invoicing import (
 )
 from kilo_billing.periods import Period
 from kilo_invoice.logic import apply_stripe_event
-from tests.conftest import Stack
-from tests.contract.test_ledger_store import SEG, Ledger, _Bus, _dynamo, _fake, _team
+from tests.contract.ledger_harness import SEG, Ledger, _Bus, _team
 from tests.scenarios.test_card_payment_events import Events, _dispute
 
 MAR, APR = Period(2026, 3), Period(2026, 4)
 NOW = datetime(2026, 5, 3, tzinfo=UTC)
-
-
-@pytest.fixture(params=["fake", "dynamodb"])
-def ledger(request: pytest.FixtureRequest) -> Ledger:
-    if request.param == "fake":
-        return _fake()
-    stack: Stack = request.getfixturevalue("stack")
-    return _dynamo(stack)
 
 
 def _closed_and_paid(ledger: Ledger, period: Period) -> None:

@@ -4,89 +4,29 @@ ADDed to ``ACCOUNT#<a>``/``PERIOD#<p>``), so the fence is checked against the re
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
-from kilo_billing.account_store import DynamoAccountDirectory
 from kilo_billing.accounts import AccountProfile
 from kilo_billing.catalog import default_catalog
 from kilo_billing.invoicing import (
-    AccountLedger,
     CreditMove,
     InvoiceStatus,
     LedgerConflictError,
-    LedgerStore,
     RefundRequest,
     compose_close,
 )
 from kilo_billing.items import to_item
 from kilo_billing.periods import Period
-from kilo_billing.periods_store import DynamoLedgerStore
 from kilo_billing.rating import TierChange
 from kilo_invoice.logic import close_account
 from kilo_invoice.model import CloseDeps
 from tests.conftest import Stack, count_calls
-from tests.invoice_fakes import InMemoryLedgerStore
+from tests.contract.ledger_harness import MAR, SEG, START, Ledger, _Bus, _draft, _dynamo, _team
 from tests.payment_fakes import InMemoryPaymentGateway
-
-MAR = Period(2026, 3)
-START = datetime(2026, 3, 1, tzinfo=UTC)
-SEG = int(START.timestamp())
-
-
-@dataclass
-class Ledger:
-    store: LedgerStore
-    register: Any
-    rate: Any
-    stack: Stack | None = None
-
-
-def _dynamo(stack: Stack) -> Ledger:
-    table = stack.template.physical_name("UsageTable")
-    client = stack.clients["dynamodb"]
-    directory = DynamoAccountDirectory(client, table)
-
-    def rate(account: str, period: str, segment: int, meter: str, quantity: int) -> None:
-        client.update_item(  # what rating's aggregate_add does
-            TableName=table,
-            Key=to_item({"pk": f"ACCOUNT#{account}", "sk": f"PERIOD#{period}"}),
-            UpdateExpression="ADD #c :q",
-            ExpressionAttributeNames={"#c": f"c#{segment}#{meter}"},
-            ExpressionAttributeValues=to_item({":q": quantity}),
-        )
-
-    return Ledger(DynamoLedgerStore(client, table), directory.register, rate, stack)
-
-
-def _fake() -> Ledger:
-    fake = InMemoryLedgerStore()
-
-    def register(profile: AccountProfile) -> None:
-        fake.profiles[profile.account_id] = profile
-
-    return Ledger(fake, register, fake.rate)
-
-
-@pytest.fixture(params=["fake", "dynamodb"])
-def ledger(request: pytest.FixtureRequest) -> Ledger:
-    if request.param == "fake":
-        return _fake()
-    return _dynamo(request.getfixturevalue("stack"))
-
-
-def _team(account: str) -> AccountProfile:
-    return AccountProfile(account, (TierChange(START, "team"),))
-
-
-def _draft(found: AccountLedger) -> Any:
-    draft = compose_close(found, MAR, default_catalog(), MAR.end)
-    assert draft is not None
-    return draft
 
 
 def test_given_rated_usage_when_closed_then_the_invoice_and_watermark_read_back(ledger: Ledger) -> None:
@@ -204,11 +144,6 @@ def test_given_dynamodb_then_one_close_costs_two_reads_and_three_writes(stack: S
     counter.calls.clear()
     close_account(deps, "acme", MAR, MAR.end)  # a rerun of a finished close reads once and writes nothing
     assert counter.calls == ["Query"]
-
-
-class _Bus:
-    def publish(self, detail_type: str, detail: Any) -> None:
-        pass
 
 
 def test_given_a_crypto_profile_then_the_ledger_bills_it_as_crypto(ledger: Ledger) -> None:

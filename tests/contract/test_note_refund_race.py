@@ -37,21 +37,13 @@ from kilo_invoice.logic import apply_stripe_event, close_account, refund_invoice
 from kilo_invoice.model import CloseDeps
 from kilo_invoice.ports import GatewayRejectedError, GatewayUnavailableError
 from tests.conftest import Stack
-from tests.contract.test_ledger_store import SEG, START, Ledger, _Bus, _dynamo, _fake
+from tests.contract.ledger_harness import SEG, START, Ledger, _Bus, _dynamo
 from tests.payment_fakes import InMemoryPaymentGateway
 from tests.scenarios.test_card_payment_events import Events, _dispute
 
 MAR, APR, MAY = Period(2026, 3), Period(2026, 4), Period(2026, 5)
 NOTE = "solo/2026-03/credit-2026-05"
 NONE = Decimal("0.00")
-
-
-@pytest.fixture(params=["fake", "dynamodb"])
-def ledger(request: pytest.FixtureRequest) -> Ledger:
-    if request.param == "fake":
-        return _fake()
-    stack: Stack = request.getfixturevalue("stack")
-    return _dynamo(stack)
 
 
 class _Interleaved:

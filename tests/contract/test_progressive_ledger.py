@@ -12,9 +12,7 @@ import pytest
 from kilo_billing.catalog import default_catalog
 from kilo_billing.invoicing import LedgerConflictError
 from kilo_billing.progressive import compose_early, invoice_early
-from tests.contract.test_ledger_store import MAR, SEG, Ledger, _draft, _team, ledger
-
-__all__ = ["ledger"]  # the fake/DynamoDB fixture of the ledger contract
+from tests.contract.ledger_harness import MAR, SEG, Ledger, _draft, _team
 
 NOW = datetime(2026, 3, 20, tzinfo=UTC)
 
