@@ -4,6 +4,7 @@ rates, and hand-built bills, quotes and transfers (every figure in the tests is 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -17,6 +18,7 @@ from kilo_crypto_watch.model import (
     LockedRate,
     ObservedTransfer,
     Quote,
+    QuoteStatus,
     RateReading,
 )
 from kilo_crypto_watch.ports import ChainBlock, RateRefusedError
@@ -112,6 +114,22 @@ def harness(stack: Stack) -> Harness:
     clock = Clock()
     rates = FixedRates()
     return Harness(store, published, clock, rates, Settlement(store, published, CHAINS, rates, clock=clock))
+
+
+def billed(stack: Stack, quotes: Sequence[Quote], now: datetime) -> Harness:
+    """The harness with acct-1's wallet linked on ethereum, the $100.00 bill ``inv-1`` holding ``quotes``, at ``now``."""
+    h = harness(stack)
+    h.store.link_wallet("evm", CUSTOMER_WALLET, "acct-1", "ethereum", T0)
+    assert h.store.create_bill(bill())
+    for made in quotes:
+        h.store.add_quote(made)
+    h.clock.now = now
+    return h
+
+
+def quote_statuses(h: Harness, invoice_id: str = "inv-1") -> dict[str, QuoteStatus]:
+    """The bill's quotes as stored, by id."""
+    return {q.quote_id: q.status for q in h.store.quotes(invoice_id)}
 
 
 def bill(invoice_id: str = "inv-1", account_id: str = "acct-1", total: str = "100.00") -> Bill:

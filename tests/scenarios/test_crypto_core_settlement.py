@@ -39,8 +39,10 @@ from tests.crypto_core_fakes import (
     T0,
     Harness,
     bill,
+    billed,
     harness,
     quote,
+    quote_statuses,
     transfer,
 )
 from tests.fakes import RecordingPublisher
@@ -54,17 +56,8 @@ UNATTRIBUTED = "UnattributedCryptoPayment.v1"
 
 @pytest.fixture
 def h(stack: Stack) -> Harness:
-    h = harness(stack)
-    h.store.link_wallet("evm", CUSTOMER_WALLET, "acct-1", "ethereum", T0)
-    assert h.store.create_bill(bill())
-    h.store.add_quote(quote("q-usdc", "USDC", USDC_QUOTE, "1"))
-    h.store.add_quote(quote("q-eth", "ETH", ETH_QUOTE, "2500.00"))
-    h.clock.now = T0 + timedelta(minutes=5)
-    return h
-
-
-def statuses(h: Harness) -> dict[str, QuoteStatus]:
-    return {q.quote_id: q.status for q in h.store.quotes("inv-1")}
+    quotes = [quote("q-usdc", "USDC", USDC_QUOTE, "1"), quote("q-eth", "ETH", ETH_QUOTE, "2500.00")]
+    return billed(stack, quotes, T0 + timedelta(minutes=5))
 
 
 def test_given_an_exact_usdc_payment_from_the_linked_wallet_when_seen_then_final_then_the_bill_is_paid_once(
@@ -77,7 +70,7 @@ def test_given_an_exact_usdc_payment_from_the_linked_wallet_when_seen_then_final
     assert processing is not None
     assert processing.status is BillStatus.PROCESSING
     assert processing.flags == frozenset()
-    assert statuses(h) == {"q-usdc": QuoteStatus.DETECTED, "q-eth": QuoteStatus.ACTIVE}
+    assert quote_statuses(h) == {"q-usdc": QuoteStatus.DETECTED, "q-eth": QuoteStatus.ACTIVE}
     [seen] = h.events(SEEN)
     assert (seen["account_id"], seen["invoice_id"], seen["quote_id"]) == ("acct-1", "inv-1", "q-usdc")
     assert (seen["amount"], seen["amount_usd"], seen["asset"]) == ("100", "100.00", "USDC")
@@ -94,7 +87,7 @@ def test_given_an_exact_usdc_payment_from_the_linked_wallet_when_seen_then_final
     assert final is not None
     assert final.status is BillStatus.PAID
     assert (final.settled_usd, final.written_off_usd, final.credit_usd) == (Decimal("100.00"), 0, 0)
-    assert statuses(h)["q-usdc"] is QuoteStatus.COMPLETED
+    assert quote_statuses(h)["q-usdc"] is QuoteStatus.COMPLETED
     assert h.settlement.pending("ethereum") == []
     [settled] = h.events(SETTLED)
     assert settled["event_id"] == "crypto-settled:inv-1"
@@ -217,7 +210,7 @@ def test_given_a_late_eth_payment_then_valued_at_the_lower_rate_and_reviewed_bey
     final = h.store.bill("inv-1")
     assert final is not None
     assert final.status is status
-    assert statuses(h)["q-eth"] is QuoteStatus.LATE
+    assert quote_statuses(h)["q-eth"] is QuoteStatus.LATE
     if not review:
         assert final.flags == frozenset({BillFlag.PARTIAL, BillFlag.PAID_LATE})
 
@@ -242,7 +235,7 @@ def test_given_a_late_usdc_payment_then_credited_one_to_one(h: Harness) -> None:
     assert final is not None
     assert final.status is BillStatus.PAID
     assert final.flags == frozenset({BillFlag.PAID_LATE})
-    assert statuses(h)["q-usdc"] is QuoteStatus.LATE
+    assert quote_statuses(h)["q-usdc"] is QuoteStatus.LATE
 
 
 def test_given_a_payment_after_monitoring_then_it_is_unattributed(h: Harness) -> None:
@@ -279,13 +272,13 @@ def test_given_a_payment_from_an_unlinked_wallet_then_unattributed_until_an_oper
 
 def test_given_a_seen_payment_when_orphaned_then_the_bill_is_open_again_and_the_quote_active(h: Harness) -> None:
     h.settlement.record_seen(transfer("0x0a", "ETH", ETH_QUOTE, T0 + timedelta(minutes=4)))
-    assert statuses(h)["q-eth"] is QuoteStatus.DETECTED
+    assert quote_statuses(h)["q-eth"] is QuoteStatus.DETECTED
     h.settlement.orphaned("ethereum:0x0a:0")
     reopened = h.store.bill("inv-1")
     assert reopened is not None
     assert reopened.status is BillStatus.OPEN
     assert reopened.flags == frozenset()
-    assert statuses(h)["q-eth"] is QuoteStatus.ACTIVE
+    assert quote_statuses(h)["q-eth"] is QuoteStatus.ACTIVE
     payment = h.store.payment("ethereum:0x0a:0")
     assert payment is not None
     assert payment.status is PaymentStatus.ORPHANED
@@ -638,7 +631,7 @@ def test_given_an_active_quote_then_announced_expiring_once_within_ten_minutes_o
 
 def test_given_a_quote_with_a_payment_seen_then_it_is_not_announced_expiring(h: Harness) -> None:
     h.settlement.record_seen(transfer("0xaa", "USDC", USDC_QUOTE, T0 + timedelta(minutes=4)))
-    assert statuses(h)["q-usdc"] is QuoteStatus.DETECTED
+    assert quote_statuses(h)["q-usdc"] is QuoteStatus.DETECTED
     h.clock.now = T0 + timedelta(minutes=25)
     assert h.settlement.announce_expiring("ethereum", WINDOW) == 1
     assert [event["quote_id"] for event in h.events(EXPIRING)] == ["q-eth"]

@@ -23,13 +23,13 @@ from kilo_crypto_watch.wallets import SignInPolicy
 from tests.conftest import Stack
 from tests.crypto_core_fakes import (
     CHAINS,
-    CUSTOMER_WALLET,
     STRANGER_WALLET,
     T0,
     Harness,
     bill,
-    harness,
+    billed,
     quote,
+    quote_statuses,
     transfer,
 )
 
@@ -39,17 +39,8 @@ QUOTES = 101
 
 @pytest.fixture
 def h(stack: Stack) -> Harness:
-    h = harness(stack)
-    h.store.link_wallet("evm", CUSTOMER_WALLET, "acct-1", "ethereum", T0)
-    assert h.store.create_bill(bill())
-    for n in range(QUOTES):
-        h.store.add_quote(quote(f"q-{n:03d}", "USDC", USDC_QUOTE, "1"))
-    h.clock.now = T0 + timedelta(minutes=40)
-    return h
-
-
-def stored(h: Harness) -> dict[str, QuoteStatus]:
-    return {q.quote_id: q.status for q in h.store.quotes("inv-1")}
+    quotes = [quote(f"q-{n:03d}", "USDC", USDC_QUOTE, "1") for n in range(QUOTES)]
+    return billed(stack, quotes, T0 + timedelta(minutes=40))
 
 
 def test_given_101_expired_quotes_when_a_payment_is_seen_then_final_then_the_bill_is_paid_and_one_quote_written(
@@ -72,7 +63,7 @@ def test_given_101_expired_quotes_when_a_payment_is_seen_then_final_then_the_bil
     assert paid_bill is not None
     assert paid_bill.status is BillStatus.PAID
     assert len(h.events("CryptoBillSettled.v1")) == 1
-    statuses = stored(h)
+    statuses = quote_statuses(h)
     assert statuses["q-100"] is QuoteStatus.COMPLETED
     # time alone changed the others: not written, and the readers compute EXPIRED
     assert {statuses[f"q-{n:03d}"] for n in range(100)} == {QuoteStatus.ACTIVE}
@@ -96,7 +87,7 @@ def test_given_101_expired_quotes_when_an_operator_assigns_an_unattributed_payme
     after = h.store.bill("inv-1")
     assert after is not None
     assert after.status is BillStatus.PROCESSING
-    assert stored(h)["q-100"] is QuoteStatus.DETECTED
+    assert quote_statuses(h)["q-100"] is QuoteStatus.DETECTED
 
 
 def api(h: Harness) -> logic.ApiPorts:
