@@ -51,6 +51,20 @@ def run_stream(runner: Lambda, context: LambdaContext) -> None:
     runner.run(records, context)
 
 
+def alice_and_carol() -> tuple[lk.Room, lk.Participant, lk.Participant]:
+    """The erased account's room and two of its participants, named as the erasure must no longer name them."""
+    room = lk.Room(ROOM, "forget-me", account_id=ACCOUNT, created_at=T0)
+    alice = lk.Participant("PA_alice01", "alice.smith", (T0 + 10) * 1000)
+    return room, alice, lk.Participant("PA_carol01", "carol.jones", (T0 + 30) * 1000)
+
+
+def rated_one_by_one(runner: Lambda, context: LambdaContext, *bodies: bytes) -> None:
+    """Each webhook stored by ingest, then rated in a stream batch of its own."""
+    for body in bodies:
+        deliver_webhook(body, context)
+        run_stream(runner, context)
+
+
 def test_an_erased_accounts_sessions_written_again_from_raw_events_keep_their_pseudonyms(
     stack: Stack, account_api: Any, lambda_context: LambdaContext
 ) -> None:
@@ -225,18 +239,16 @@ def test_a_running_rooms_state_names_no_erased_participant_after_the_erasure_nor
     register(stack, ACCOUNT)
     store_members(stack, ACCOUNT, {"user-1": "owner"})
     names = {"alice.smith", "carol.jones"}
-    room = lk.Room(ROOM, "forget-me", account_id=ACCOUNT, created_at=T0)
-    alice = lk.Participant("PA_alice01", "alice.smith", (T0 + 10) * 1000)
-    carol = lk.Participant("PA_carol01", "carol.jones", (T0 + 30) * 1000)
+    room, alice, carol = alice_and_carol()
     runner = Lambda(stack)
-    for body in (
+    rated_one_by_one(
+        runner,
+        lambda_context,
         lk.room_started(room, T0),
         lk.participant_joined(room, alice),
         lk.participant_joined(room, carol),
         lk.track_published(room, alice, "TR_cam_a", T0 + 60, video=True),
-    ):
-        deliver_webhook(body, lambda_context)
-        run_stream(runner, lambda_context)
+    )
     state = {key for key, named in raw_identities(stack, names).items() if "|SESSION#" not in key}
     assert f"ROOM#{ROOM}|STATE" in state  # the running state names them (its window's events)
     assert any("|PART#" in key for key in state)  # and their participant items
@@ -269,13 +281,15 @@ def call_in_progress(stack: Stack, context: LambdaContext) -> tuple[Lambda, lk.R
     """Alice and carol in a call of the account's room, rated: its running state names them."""
     register(stack, ACCOUNT)
     store_members(stack, ACCOUNT, {"user-1": "owner"})
-    room = lk.Room(ROOM, "forget-me", account_id=ACCOUNT, created_at=T0)
-    alice = lk.Participant("PA_alice01", "alice.smith", (T0 + 10) * 1000)
-    carol = lk.Participant("PA_carol01", "carol.jones", (T0 + 30) * 1000)
+    room, alice, carol = alice_and_carol()
     runner = Lambda(stack)
-    for body in (lk.room_started(room, T0), lk.participant_joined(room, alice), lk.participant_joined(room, carol)):
-        deliver_webhook(body, context)
-        run_stream(runner, context)
+    rated_one_by_one(
+        runner,
+        context,
+        lk.room_started(room, T0),
+        lk.participant_joined(room, alice),
+        lk.participant_joined(room, carol),
+    )
     return runner, room, carol
 
 
@@ -355,13 +369,13 @@ def test_a_participant_with_no_session_yet_is_named_by_no_running_state_after_th
     alice = lk.Participant("PA_alice01", "alice.smith", (T0 + 10) * 1000)
     bob = lk.Participant("PA_bob0001", "bob.brown", (T0 + 20) * 1000)
     runner = Lambda(stack)
-    for body in (
+    rated_one_by_one(
+        runner,
+        lambda_context,
         lk.room_started(room, T0),
         lk.participant_joined(room, alice),
         lk.track_published(room, bob, "TR_mic_b", T0 + 40, video=False),
-    ):
-        deliver_webhook(body, lambda_context)
-        run_stream(runner, lambda_context)
+    )
     assert set(sessions(stack)) == {"PA_alice01"}  # bob: no start known, no session
     assert any("bob.brown" in named for named in raw_identities(stack, names).values())  # the state names him
 
@@ -374,8 +388,7 @@ def test_a_participant_with_no_session_yet_is_named_by_no_running_state_after_th
         lk.track_unpublished(room, bob, "TR_mic_b", T0 + 700, video=False),  # folded in order
         lk.participant_joined(room, bob),  # late, far behind the state's horizon: rebuilt
     ):
-        deliver_webhook(body, lambda_context)
-        run_stream(runner, lambda_context)
+        rated_one_by_one(runner, lambda_context, body)
         assert raw_identities(stack, names) == {}
     assert {sid: stored.session.identity for sid, stored in sessions(stack).items()} == {
         "PA_alice01": expected_pseudonym("alice.smith"),
@@ -442,9 +455,7 @@ def test_given_a_rebuild_read_no_state_blob_when_the_erasure_runs_before_its_com
     names = {"alice.smith", "carol.jones"}
     register(stack, ACCOUNT)
     store_members(stack, ACCOUNT, {"user-1": "owner"})
-    room = lk.Room(ROOM, "forget-me", account_id=ACCOUNT, created_at=T0)
-    alice = lk.Participant("PA_alice01", "alice.smith", (T0 + 10) * 1000)
-    carol = lk.Participant("PA_carol01", "carol.jones", (T0 + 30) * 1000)
+    room, alice, carol = alice_and_carol()
     runner = Lambda(stack)
     records: list[dict[str, Any]] = []
     for body in (lk.room_started(room, T0), lk.participant_joined(room, alice), lk.participant_joined(room, carol)):
@@ -546,8 +557,7 @@ def test_given_a_late_event_of_a_participant_with_no_session_when_rating_writes_
         lk.track_unpublished(room, bob, "TR_mic_b", T0 + 700, video=False),  # in order: the window moves on
         lk.participant_joined(room, bob),  # late, far behind the state's horizon: rebuilt
     ):
-        deliver_webhook(body, lambda_context)
-        run_stream(runner, lambda_context)
+        rated_one_by_one(runner, lambda_context, body)
         assert raw_identities(stack, names) == {}
     assert {sid: stored.session.identity for sid, stored in sessions(stack).items()} == {
         "PA_alice01": expected_pseudonym("alice.smith"),
@@ -570,18 +580,16 @@ def test_given_sessions_stored_before_the_account_registered_when_it_is_erased_t
     the sessions are stored under the id the room named, so once the account is registered its erasure lists them
     like its own - their identities, and the running state's, go."""
     names = {"alice.smith", "carol.jones"}
-    room = lk.Room(ROOM, "forget-me", account_id=ACCOUNT, created_at=T0)
-    alice = lk.Participant("PA_alice01", "alice.smith", (T0 + 10) * 1000)
-    carol = lk.Participant("PA_carol01", "carol.jones", (T0 + 30) * 1000)
+    room, alice, carol = alice_and_carol()
     runner = Lambda(stack)
-    for body in (
+    rated_one_by_one(
+        runner,
+        lambda_context,
         lk.room_started(room, T0),
         lk.participant_joined(room, alice),
         lk.participant_joined(room, carol),
         lk.participant_left(room, alice, T0 + 610),
-    ):
-        deliver_webhook(body, lambda_context)
-        run_stream(runner, lambda_context)
+    )
     named = raw_identities(stack, names)
     assert {key for key in named if "|SESSION#" in key} == {f"ROOM#{ROOM}|SESSION#PA_alice01",
                                                             f"ROOM#{ROOM}|SESSION#PA_carol01"}  # fmt: skip
