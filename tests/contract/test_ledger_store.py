@@ -164,6 +164,19 @@ def _opened(ledger: Ledger) -> Any:
     return ledger.store.update_invoice(draft.invoice.moved(InvoiceStatus.OPEN, MAR.end), InvoiceStatus.DRAFT)
 
 
+def _april_note(ledger: Ledger) -> Any:
+    """acme's March invoice opened (65.20), then 5,000 of its minutes withdrawn: April's close, written, holds the one
+    credit note on March (its steps are what the tests move)."""
+    _opened(ledger)
+    ledger.rate("acme", "2026-03", SEG, "video", -5_000)
+    april = Period(2026, 4)
+    draft = compose_close(ledger.store.ledger("acme"), april, default_catalog(), april.end)
+    assert draft is not None
+    ledger.store.create_invoice(draft)
+    [note] = draft.credit_notes
+    return note
+
+
 def test_given_an_overpaid_invoice_then_paid_and_credit_land_together_and_a_stale_credit_writes_nothing(
     ledger: Ledger,
 ) -> None:
@@ -305,13 +318,7 @@ def test_given_negative_late_usage_then_the_credit_note_lands_with_the_close_onc
 
 
 def test_given_a_credit_note_then_each_step_needs_the_version_read_and_moves_credit_with_it(ledger: Ledger) -> None:
-    _opened(ledger)
-    ledger.rate("acme", "2026-03", SEG, "video", -5_000)
-    april = Period(2026, 4)
-    draft = compose_close(ledger.store.ledger("acme"), april, default_catalog(), april.end)
-    assert draft is not None
-    ledger.store.create_invoice(draft)
-    [note] = draft.credit_notes
+    note = _april_note(ledger)
     moved = replace(
         note,
         version=2,
@@ -355,13 +362,7 @@ def test_given_an_invoice_update_with_credit_notes_then_all_land_together_over_t
     ledger: Ledger,
 ) -> None:
     """A dispute's funds reinstated: the invoice, the notes that credit again and the account credit, one write."""
-    _opened(ledger)
-    ledger.rate("acme", "2026-03", SEG, "video", -5_000)
-    april = Period(2026, 4)
-    draft = compose_close(ledger.store.ledger("acme"), april, default_catalog(), april.end)
-    assert draft is not None
-    ledger.store.create_invoice(draft)
-    [note] = draft.credit_notes
+    note = _april_note(ledger)
     march = ledger.store.ledger("acme").invoices["acme/2026-03"]
     credit = ledger.store.ledger("acme").billing.credit
     marked = replace(march, announced=frozenset({"dispute_reinstated:dp_1"}))
@@ -389,13 +390,7 @@ def test_given_notes_reinstated_on_the_refunds_read_then_a_refund_since_refuses_
     """A dispute's funds reinstated into notes (D308): the write needs the account's ``refund_rev`` read. A
     refund recorded since (``refund_rev`` 0 -> 1) refuses it, nothing written; on the current one it lands and adds
     one (1 -> 2), so a close or refund that read 1 composes or bounds again."""
-    _opened(ledger)
-    ledger.rate("acme", "2026-03", SEG, "video", -5_000)
-    april = Period(2026, 4)
-    draft = compose_close(ledger.store.ledger("acme"), april, default_catalog(), april.end)
-    assert draft is not None
-    ledger.store.create_invoice(draft)
-    [note] = draft.credit_notes
+    note = _april_note(ledger)
     read = ledger.store.ledger("acme")
     march, credit = read.invoices["acme/2026-03"], read.billing.credit
     assert read.billing.refund_rev == 0

@@ -21,6 +21,7 @@ import pytest
 from kilo_billing.accounts import AccountProfile
 from kilo_billing.catalog import default_catalog
 from kilo_billing.invoicing import (
+    AccountLedger,
     CloseDraft,
     CreditMove,
     CreditNoteStatus,
@@ -101,6 +102,17 @@ def _april_paid_for_march_late_usage_that_went_away(ledger: Ledger, method: str 
     ledger.rate("solo", "2026-03", SEG, "video", -10_000)  # the late minutes go away: March -7.20
 
 
+def _may_closed_after(ledger: Ledger, landed: Callable[[], Any], method: str = "crypto") -> AccountLedger:
+    """April paid for March's late usage that went away; May's close with ``landed`` written just before its
+    transaction (so the close composes again); the account as found after."""
+    _april_paid_for_march_late_usage_that_went_away(ledger, method)
+    store = _Interleaved(ledger.store)
+    store.before_create = landed
+    close_account(_deps(store), "solo", MAY, MAY.end)
+    assert store.before_create is None  # it landed in between
+    return ledger.store.ledger("solo")
+
+
 def test_given_a_refund_landing_between_the_closes_read_and_its_write_then_the_note_credits_only_what_is_left(
     ledger: Ledger,
 ) -> None:
@@ -108,13 +120,9 @@ def test_given_a_refund_landing_between_the_closes_read_and_its_write_then_the_n
     (owed: a crypto bill) before the close writes. The close's write conflicts - April, whose money the note's bound
     read, moved - and it composes again: April holds 0.00 of March's usage, so the note credits 0.00 and records
     the 7.20 as returned. Before: the note credited 7.20 on top of the 7.20 refund, 14.40 back on 7.20 paid."""
-    _april_paid_for_march_late_usage_that_went_away(ledger)
-    store = _Interleaved(ledger.store)
-    store.before_create = lambda: refund_invoice(
-        ledger.store, InMemoryPaymentGateway(), "solo", "solo/2026-04", Decimal("7.20")
+    found = _may_closed_after(
+        ledger, lambda: refund_invoice(ledger.store, InMemoryPaymentGateway(), "solo", "solo/2026-04", Decimal("7.20"))
     )
-    close_account(_deps(store), "solo", MAY, MAY.end)
-    found = ledger.store.ledger("solo")
     note = found.credit_notes[NOTE]
     assert (note.to_credit, note.returned) == (Decimal("0.00"), Decimal("7.20"))
     assert found.invoices["solo/2026-04"].refund_owed == Decimal("7.20")
@@ -143,12 +151,7 @@ def test_given_a_dashboard_refund_landing_between_the_closes_read_and_its_write_
     fence the close waits on (D309) and the close composes again: the note credits 0.00 and records the 7.20 as
     returned. Before: the webhook's write did not move the fence and the note credited 7.20 on top of the 7.20
     refunded - 14.40 back on 7.20 paid."""
-    _april_paid_for_march_late_usage_that_went_away(ledger, "card")
-    store = _Interleaved(ledger.store)
-    store.before_create = lambda: _dashboard_refund_of_april(ledger)
-    close_account(_deps(store), "solo", MAY, MAY.end)
-    assert store.before_create is None  # the refund landed in between
-    found = ledger.store.ledger("solo")
+    found = _may_closed_after(ledger, lambda: _dashboard_refund_of_april(ledger), "card")
     note = found.credit_notes[NOTE]
     assert (note.to_credit, note.returned) == (Decimal("0.00"), Decimal("7.20"))
     assert found.invoices["solo/2026-04"].refunded == Decimal("7.20")
@@ -295,11 +298,7 @@ def test_given_a_dispute_lost_between_the_closes_read_and_its_write_then_the_not
     (its 7.20 withdrawn) before the close writes. The chargeback moves the fence the close waits on, so the close
     composes again: April holds 0.00 of March's usage, the note credits 0.00 and records the 7.20 as returned.
     Before: the note credited 7.20 of money the chargeback had already taken back (14.40 back on 7.20 paid)."""
-    _april_paid_for_march_late_usage_that_went_away(ledger)
-    store = _Interleaved(ledger.store)
-    store.before_create = lambda: _lost_dispute_of_april(ledger)
-    close_account(_deps(store), "solo", MAY, MAY.end)
-    found = ledger.store.ledger("solo")
+    found = _may_closed_after(ledger, lambda: _lost_dispute_of_april(ledger))
     note = found.credit_notes[NOTE]
     assert (note.to_credit, note.returned) == (Decimal("0.00"), Decimal("7.20"))
     assert found.invoices["solo/2026-04"].charged_back == Decimal("7.20")
