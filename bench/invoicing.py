@@ -15,6 +15,7 @@ import resource
 import sys
 import time
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from bench import write_section
@@ -49,14 +50,23 @@ class PartitionedLedger:
     def create_invoice(self, draft: Any) -> None:
         self.part(draft.invoice.account_id).create_invoice(draft)
 
-    def update_invoice(self, invoice: Any, expected: Any) -> None:
-        self.part(invoice.account_id).update_invoice(invoice, expected)
+    def update_invoice(self, invoice: Any, expected: Any, seq_read: int | None = None) -> Any:
+        return self.part(invoice.account_id).update_invoice(invoice, expected, seq_read)
 
-    def update_invoice_with_credit(self, invoice: Any, expected: Any, credit_read: Any, added: Any) -> None:
-        self.part(invoice.account_id).update_invoice_with_credit(invoice, expected, credit_read, added)
+    def update_invoice_with_credit(self, invoice: Any, expected: Any, credit_read: Any, added: Any) -> Any:
+        return self.part(invoice.account_id).update_invoice_with_credit(invoice, expected, credit_read, added)
+
+    def update_invoice_and_credit(self, invoice: Any, expected: Any, move: Any) -> Any:
+        return self.part(invoice.account_id).update_invoice_and_credit(invoice, expected, move)
+
+    def update_credit_note(self, note: Any, credit_read: Any = None, added: Any = Decimal("0.00")) -> None:
+        self.part(note.account_id).update_credit_note(note, credit_read, added)
 
     def save_billing(self, account_id: str, **fields: Any) -> None:
         self.part(account_id).save_billing(account_id, **fields)
+
+    def save_dispute_flag(self, account_id: str, disputed: bool, revision_read: int) -> None:
+        self.part(account_id).save_dispute_flag(account_id, disputed, revision_read)
 
     def invoice_for_gateway(self, gateway_id: str) -> tuple[str, str] | None:
         for part in self.parts.values():
