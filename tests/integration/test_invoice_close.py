@@ -579,3 +579,45 @@ def test_given_late_usage_billed_on_an_unpaid_april_when_it_goes_away_then_strip
     assert march is not None
     assert march.total == Decimal("0.72")
     assert ledger.billing.credit == Decimal("0.00")
+
+
+def test_given_usage_billed_early_on_an_unpaid_invoice_when_it_goes_away_then_stripe_lowers_the_early_invoice(
+    invoicing: Invoicing,
+) -> None:
+    """D-early-1 on DynamoDB and the Stripe emulator: acct-e (Personal, progressive at $5.00, a card that fails).
+    15,000 video minutes by March 20th: 10,000 over x 0.00072 = 7.20 >= 5.00, invoiced early; its payment fails.
+    March's close: 7.20 - 7.20 billed early = 0.00. A capped call shortened by its real participant_left: March
+    5,000 minutes (inside the allowance), -7.20. April's close lowers the early invoice by 7.20 with a Stripe credit
+    note on it, which then asks 0.00; no account credit, nothing recorded as not collected. Before: the early invoice
+    still asked 7.20 (the note on March recorded 7.20 not collected)."""
+    invoicing.register("acct-e", "personal", progressive=Decimal("5.00"))
+    invoicing.card("acct-e", "pm_card_chargeCustomerFail")
+    invoicing.rate("acct-e", "video", 15_000)
+    with time_machine.travel(datetime(2026, 3, 20, 10, tzinfo=UTC), tick=False):
+        invoicing.start("2026-03-20T10:00:00Z")
+        invoicing.close_all()
+    seen = _post_new_events(invoicing, 0)
+    early = invoicing.invoice("acct-e", "2026-03/early-1")
+    assert (early.total, early.status) == (Decimal("7.20"), InvoiceStatus.PAYMENT_FAILED)
+    invoicing.start("2026-04-01T06:00:00Z")
+    invoicing.close_all()
+    seen = _post_new_events(invoicing, seen)
+    assert invoicing.invoice("acct-e").total == Decimal("0.00")
+
+    invoicing.rate("acct-e", "video", -10_000)  # March's usage withdrawn after its close: -7.20
+    invoicing.start("2026-05-01T06:00:00Z")
+    invoicing.close_all()
+    _post_new_events(invoicing, seen)
+    ledger = invoicing.store.ledger("acct-e")
+    lowered = ledger.credit_notes["acct-e/2026-03/credit-2026-04/on-2026-03/early-1"]
+    assert (lowered.invoice_id, lowered.to_due, lowered.gateway_note_id is not None) == (
+        "acct-e/2026-03/early-1",
+        Decimal("7.20"),
+        True,
+    )
+    on_stripe = invoicing.gateway().find_invoice("acct-e/2026-03/early-1")
+    assert on_stripe is not None
+    assert on_stripe.total == Decimal("0.00")  # 7.20 - 7.20: Stripe no longer asks for it
+    note = ledger.credit_notes["acct-e/2026-03/credit-2026-04"]
+    assert (note.to_credit, note.uncollected) == (Decimal("0.00"), Decimal("0.00"))
+    assert ledger.billing.credit == Decimal("0.00")

@@ -1069,29 +1069,56 @@ def credit_notes(
     ledger: AccountLedger, credited: InvoiceRecord, late: list[Line], found_by: str, pending: Iterable[CreditNote] = ()
 ) -> list[CreditNote]:
     """The notes for a period's negative late usage (``late``), found by the close of ``found_by`` (D131,
-    D306): first, each later card invoice still unpaid at the processor (open, payment failed) that billed the
-    period's late usage is asked for it no more - a note against it lowers its amount due by at most what it billed
-    as that late usage (less earlier reductions of it) and what it still asks, oldest first: the customer is never
-    asked to pay for usage that went away; then the note against the period's invoice (``credit_note``) credits the
-    rest, holding the late lines. A later invoice paid, written off or on the crypto rail is not lowered: what it
-    was paid is held for the period (``period_held``) and credited by the period's note."""
+    D306, D-early-1): what went away is first asked for no more by every card invoice still unpaid at the processor
+    (open, payment failed) that billed the period's usage, each lowered by a note against it for at most what it billed
+    of that usage (less earlier reductions of it) and what it still asks - the later invoices that billed it as late
+    usage (oldest first, D306), then the period's own invoice (its note's reduction, ``credit_note``), then its early
+    (progressive) invoices, latest first: the customer is never asked to pay for usage that went away; only the rest is
+    credited (``credit_note``, latest billing first: D307), by the note against the period's invoice, which holds the
+    late lines. An invoice paid, written off or on the crypto rail is not lowered: what it was paid is held for the
+    period (``period_held``) and credited by the period's note."""
     notes = [*ledger.credit_notes.values(), *pending]
     left = -total([line.amount for line in late])
-    base = credit_note_id(ledger.account_id, credited.period, found_by.rsplit("/", 1)[-1])
     later = sorted(
-        (
-            invoice
-            for invoice in ledger.invoices.values()
-            if invoice.period > credited.period
-            and invoice.method is BillingMethod.CARD
-            and invoice.gateway_id is not None
-            and invoice.status in UNPAID_AT_PROCESSOR
-        ),
+        (invoice for invoice in ledger.invoices.values() if invoice.period > credited.period and _lowerable(invoice)),
         key=lambda invoice: invoice.seq,
     )
+    lowered = _lower(ledger, credited.period, later, left, found_by, notes)
+    own = credit_note(ledger, credited, late, found_by, [*pending, *lowered])
+    early = [i for i in reversed(early_invoices(ledger, Period.parse(credited.period))) if _lowerable(i)]
+    left -= total([note.to_due for note in lowered]) + own.to_due
+    more = _lower(ledger, credited.period, early, left, found_by, [*notes, *lowered, own])
+    if not more:
+        return [*lowered, own]
+    return [*lowered, *more, credit_note(ledger, credited, late, found_by, [*pending, *lowered, *more])]
+
+
+def _lowerable(invoice: InvoiceRecord) -> bool:
+    """A card invoice the processor still asks to be paid (open, payment failed): a note may lower what it asks."""
+    return (
+        invoice.method is BillingMethod.CARD
+        and invoice.gateway_id is not None
+        and invoice.status in UNPAID_AT_PROCESSOR
+    )
+
+
+def _lower(
+    ledger: AccountLedger,
+    period: str,
+    invoices: Iterable[InvoiceRecord],
+    left: Decimal,
+    found_by: str,
+    notes: Iterable[CreditNote],
+) -> list[CreditNote]:
+    """Notes lowering ``invoices``, in that order, by ``left`` of ``period``'s withdrawn usage: each by at most what it
+    billed of that usage (a later invoice's late usage of it, an early invoice's usage of it), less what notes took
+    off it for it already, and what it still asks (``credit_notes``)."""
+    notes = list(notes)
+    base = credit_note_id(ledger.account_id, period, found_by.rsplit("/", 1)[-1])
     lowered: list[CreditNote] = []
-    for invoice in later:
-        billed = late_usage_billed(invoice, credited.period) - _lowered(invoice, notes, credited.period)
+    for invoice in invoices:
+        billed = usage_billed(invoice, period) if invoice.period == period else late_usage_billed(invoice, period)
+        billed -= _lowered(invoice, notes, period)
         asks = invoice.total - credited_by_processor(invoice, notes)
         to_due = max(ZERO, min(left, billed, asks))
         if to_due <= 0:
@@ -1101,7 +1128,7 @@ def credit_notes(
             account_id=ledger.account_id,
             invoice_id=invoice.invoice_id,
             found_by=found_by,
-            period=credited.period,
+            period=period,
             lines=(),
             to_due=to_due,
             to_credit=ZERO,
@@ -1111,7 +1138,7 @@ def credit_notes(
         lowered.append(note)
         notes.append(note)
         left -= to_due
-    return [*lowered, credit_note(ledger, credited, late, found_by, [*pending, *lowered])]
+    return lowered
 
 
 def credit_note(
@@ -1282,8 +1309,9 @@ def _pending_if(amount: Decimal) -> CreditNoteStatus:
 
 
 def credit_note_reason(note: CreditNote) -> str:
-    if not note.lines:  # a later invoice lowered for the late usage it billed (``credit_notes``)
-        return f"Late usage of {note.period} billed on this invoice withdrawn ({money_str(note.amount)})"
+    if not note.lines:  # a later invoice lowered for the late usage it billed, an early one for its usage
+        billed = "Usage" if note.invoice_id.rsplit("/", 1)[-1].startswith(EARLY_PART) else "Late usage"
+        return f"{billed} of {note.period} billed on this invoice withdrawn ({money_str(note.amount)})"
     late = "; ".join(line.description for line in note.lines)
     return f"Late usage of {note.period} credited ({money_str(note.amount)}): {late}"
 
