@@ -29,7 +29,7 @@ import time_machine
 from kilo_account_api.stripe_adapter import StripePaymentPages
 from kilo_billing.account_store import DynamoAccountDirectory
 from kilo_billing.accounts import AccountProfile
-from kilo_billing.invoicing import InvoiceRecord, InvoiceStatus
+from kilo_billing.invoicing import AccountLedger, InvoiceRecord, InvoiceStatus
 from kilo_billing.items import to_item
 from kilo_billing.periods_store import DynamoLedgerStore
 from kilo_billing.rating import TierChange
@@ -544,6 +544,21 @@ def test_given_credit_overdrawn_by_a_void_when_an_early_invoice_bills_it_then_th
     assert early.total + june.total == Decimal("3.60")  # June's usage 2.16 + the overdraft 1.44, each billed once
 
 
+def _lowered_to_zero_on_stripe(invoicing: Invoicing, credit_id: str, invoice_id: str) -> AccountLedger:
+    """The note ``credit_id`` took 7.20 off ``invoice_id`` with a Stripe credit note: Stripe asks 0.00 for it."""
+    ledger = invoicing.store.ledger(invoice_id.split("/", 1)[0])
+    lowered = ledger.credit_notes[credit_id]
+    assert (lowered.invoice_id, lowered.to_due, lowered.gateway_note_id is not None) == (
+        invoice_id,
+        Decimal("7.20"),
+        True,
+    )
+    on_stripe = invoicing.gateway().find_invoice(invoice_id)
+    assert on_stripe is not None
+    assert on_stripe.total == Decimal("0.00")  # 7.20 - 7.20: Stripe no longer asks for it
+    return ledger
+
+
 def test_given_late_usage_billed_on_an_unpaid_april_when_it_goes_away_then_stripe_lowers_april_to_zero(
     invoicing: Invoicing,
 ) -> None:
@@ -565,16 +580,7 @@ def test_given_late_usage_billed_on_an_unpaid_april_when_it_goes_away_then_strip
     invoicing.rate("acct-b", "video", -10_000)
     invoicing.start("2026-06-01T06:00:00Z")
     invoicing.close_all()
-    ledger = invoicing.store.ledger("acct-b")
-    lowered = ledger.credit_notes["acct-b/2026-03/credit-2026-05/on-2026-04"]
-    assert (lowered.invoice_id, lowered.to_due, lowered.gateway_note_id is not None) == (
-        "acct-b/2026-04",
-        Decimal("7.20"),
-        True,
-    )
-    on_stripe = invoicing.gateway().find_invoice("acct-b/2026-04")
-    assert on_stripe is not None
-    assert on_stripe.total == Decimal("0.00")  # 7.20 - 7.20: Stripe no longer asks for it
+    ledger = _lowered_to_zero_on_stripe(invoicing, "acct-b/2026-03/credit-2026-05/on-2026-04", "acct-b/2026-04")
     march = invoicing.gateway().find_invoice("acct-b/2026-03")
     assert march is not None
     assert march.total == Decimal("0.72")
@@ -608,16 +614,8 @@ def test_given_usage_billed_early_on_an_unpaid_invoice_when_it_goes_away_then_st
     invoicing.start("2026-05-01T06:00:00Z")
     invoicing.close_all()
     _post_new_events(invoicing, seen)
-    ledger = invoicing.store.ledger("acct-e")
-    lowered = ledger.credit_notes["acct-e/2026-03/credit-2026-04/on-2026-03/early-1"]
-    assert (lowered.invoice_id, lowered.to_due, lowered.gateway_note_id is not None) == (
-        "acct-e/2026-03/early-1",
-        Decimal("7.20"),
-        True,
-    )
-    on_stripe = invoicing.gateway().find_invoice("acct-e/2026-03/early-1")
-    assert on_stripe is not None
-    assert on_stripe.total == Decimal("0.00")  # 7.20 - 7.20: Stripe no longer asks for it
+    early = "acct-e/2026-03/early-1"
+    ledger = _lowered_to_zero_on_stripe(invoicing, "acct-e/2026-03/credit-2026-04/on-2026-03/early-1", early)
     note = ledger.credit_notes["acct-e/2026-03/credit-2026-04"]
     assert (note.to_credit, note.uncollected) == (Decimal("0.00"), Decimal("0.00"))
     assert ledger.billing.credit == Decimal("0.00")

@@ -86,14 +86,19 @@ def test_given_the_lowered_early_invoice_paid_afterwards_then_a_refund_gives_bac
     assert world.store.billing["acme"].credit == Decimal("0.00")
 
 
-def _march_open_after_early(world: World) -> None:
-    """Early 7.20 unpaid; 1,000 more minutes after March 10: March's close 11,000 over x 0.00072 = 7.92 - 7.20 billed
-    early = 0.72, open."""
+def _early_7_20(world: World) -> None:
+    """15,000 video minutes by March 10: the early invoice's 7.20, unpaid."""
     world.signup("acme", (at(1, 2), "personal"))
     progressive(world, "acme", "5.00")
     world.close("acme", FEB)
     world.store.rate("acme", "2026-03", seg(at(1)), "video", 15_000)
     issue_early(world.deps, "acme", MAR, mid(10))
+
+
+def _march_open_after_early(world: World) -> None:
+    """Early 7.20 unpaid; 1,000 more minutes after March 10: March's close 11,000 over x 0.00072 = 7.92 - 7.20 billed
+    early = 0.72, open."""
+    _early_7_20(world)
     world.store.rate("acme", "2026-03", seg(at(1)), "video", 1_000)
     march = world.close("acme", MAR)
     assert (march.total, march.status) == (Decimal("0.72"), InvoiceStatus.OPEN)
@@ -126,11 +131,7 @@ def test_given_two_unpaid_early_invoices_when_part_goes_away_then_the_latest_is_
     """Early-1 7.20 (10,000 over) and early-2 (8,000 more minutes by March 20: 8,000 x 0.00072 = 5.76), both open;
     March's close 0.00. -8,000 minutes (-5.76): early-2 asks 0.00, early-1 still 7.20."""
     world = World()
-    world.signup("acme", (at(1, 2), "personal"))
-    progressive(world, "acme", "5.00")
-    world.close("acme", FEB)
-    world.store.rate("acme", "2026-03", seg(at(1)), "video", 15_000)
-    issue_early(world.deps, "acme", MAR, mid(10))
+    _early_7_20(world)
     world.store.rate("acme", "2026-03", seg(at(1)), "video", 8_000)
     second = [i for i in issue_early(world.deps, "acme", MAR, mid(20)) if i.invoice_id != EARLY]
     assert [(i.invoice_id, i.total) for i in second] == [(EARLY_2, Decimal("5.76"))]

@@ -671,10 +671,13 @@ def compose_close(ledger: AccountLedger, period: Period, catalog: Catalog, now: 
         credited = ledger.invoices.get(invoice_id(ledger.account_id, other_period))
         negative = total([line.amount for line in late]) < 0  # policy: a credit note if negative
         found = credit_notes(ledger, credited, late, this_invoice, [*notes]) if credited and negative else []
-        kept = [*notes, *found]
-        if 3 + len(moves) + len(kept) + len({note.invoice_id for note in kept}) > MAX_TRANSACTION_ITEMS:
-            break  # its notes would pass one transaction's items: left, with the later ones, for the next close
-        notes = kept
+        if 1 + len(moves) + _note_items([*notes, *found]) > MAX_TRANSACTION_ITEMS:
+            # its notes would pass one transaction's items: left, with the later ones, for the next close (D311);
+            # the first one alone: the invoices that fit are lowered now, the rest, its note and its watermark wait
+            # for the next closes (D-early-2)
+            notes = notes or _lowered_ahead(found, len(moves))
+            break
+        notes = [*notes, *found]
         if not found:
             lines.extend(late)
         moves.append(WatermarkMove(other_key, dict(other.counters), other.billed_rev))
@@ -707,6 +710,24 @@ def compose_close(ledger: AccountLedger, period: Period, catalog: Catalog, now: 
         tuple(sorted(read.items())),
         ledger.billing.refund_rev if notes else None,
     )
+
+
+def _note_items(notes: list[CreditNote]) -> int:
+    """The items a close writes besides the watermarks: its invoice, the account's billing item, the notes and the
+    invoices they name (each revision once)."""
+    return 2 + len(notes) + len({note.invoice_id for note in notes})
+
+
+def _lowered_ahead(found: list[CreditNote], watermarks: int) -> list[CreditNote]:
+    """Of one period's notes (``credit_notes``, in order), the reductions of its unpaid invoices that fit in the close
+    with ``watermarks`` moves, without the period's note or its watermark (D-early-2): the next close finds the same
+    late usage and lowers on from there (``lowered_ahead``)."""
+    ahead: list[CreditNote] = []
+    for note in found:
+        if note.lines or watermarks + _note_items([*ahead, note]) > MAX_TRANSACTION_ITEMS:
+            break
+        ahead.append(note)
+    return ahead
 
 
 # --- fees on a voided invoice: never collected, so billed again, once (docs/decisions.md, D132 amended) ----------
@@ -1078,7 +1099,7 @@ def credit_notes(
     late lines. An invoice paid, written off or on the crypto rail is not lowered: what it was paid is held for the
     period (``period_held``) and credited by the period's note."""
     notes = [*ledger.credit_notes.values(), *pending]
-    left = -total([line.amount for line in late])
+    left = -total([line.amount for line in late]) - total([note.to_due for note in lowered_ahead(ledger, credited)])
     later = sorted(
         (invoice for invoice in ledger.invoices.values() if invoice.period > credited.period and _lowerable(invoice)),
         key=lambda invoice: invoice.seq,
@@ -1091,6 +1112,20 @@ def credit_notes(
     if not more:
         return [*lowered, own]
     return [*lowered, *more, credit_note(ledger, credited, late, found_by, [*pending, *lowered, *more])]
+
+
+def lowered_ahead(ledger: AccountLedger, credited: InvoiceRecord) -> list[CreditNote]:
+    """The notes earlier closes wrote lowering invoices for ``credited``'s period's late usage still unbilled - the
+    period's note and watermark left for a later close because they did not fit (D-early-2): a note lowering an
+    invoice (no lines) whose close wrote no note on the period. The close that adjusts the period lowers and credits
+    only the rest."""
+    return [
+        note
+        for note in ledger.credit_notes.values()
+        if note.period == credited.period
+        and not note.lines
+        and credit_note_id(ledger.account_id, note.period, note.found_by.rsplit("/", 1)[-1]) not in ledger.credit_notes
+    ]
 
 
 def _lowerable(invoice: InvoiceRecord) -> bool:
@@ -1159,9 +1194,13 @@ def credit_note(
     - anything else (a crypto bill - the crypto rail cannot take money back to the payer -, a carried or $0.00
       invoice never sent to the processor, a draft): account credit."""
     notes = [*ledger.credit_notes.values(), *pending]
-    # what notes of this close on later invoices of the period lowered already (``credit_notes``)
-    amount = -total([line.amount for line in late]) - total(
-        [note.to_due for note in pending if note.found_by == found_by and note.period == credited.period]
+    # what notes of this close on other invoices of the period lowered already (``credit_notes``), and earlier
+    # closes' reductions of the same late usage ahead of this note (``lowered_ahead``)
+    this_close = [note for note in pending if note.found_by == found_by and note.period == credited.period]
+    amount = max(
+        ZERO,
+        -total([line.amount for line in late])
+        - total([note.to_due for note in [*this_close, *lowered_ahead(ledger, credited)]]),
     )
     taken = credited_by_processor(credited, notes)
     base = CreditNote(
