@@ -29,7 +29,7 @@ import time_machine
 from kilo_account_api.stripe_adapter import StripePaymentPages
 from kilo_billing.account_store import DynamoAccountDirectory
 from kilo_billing.accounts import AccountProfile
-from kilo_billing.invoicing import InvoiceRecord, InvoiceStatus
+from kilo_billing.invoicing import AccountLedger, InvoiceRecord, InvoiceStatus
 from kilo_billing.items import to_item
 from kilo_billing.periods_store import DynamoLedgerStore
 from kilo_billing.rating import TierChange
@@ -544,6 +544,21 @@ def test_given_credit_overdrawn_by_a_void_when_an_early_invoice_bills_it_then_th
     assert early.total + june.total == Decimal("3.60")  # June's usage 2.16 + the overdraft 1.44, each billed once
 
 
+def _lowered_to_zero_on_stripe(invoicing: Invoicing, credit_id: str, invoice_id: str) -> AccountLedger:
+    """The note ``credit_id`` took 7.20 off ``invoice_id`` with a Stripe credit note: Stripe asks 0.00 for it."""
+    ledger = invoicing.store.ledger(invoice_id.split("/", 1)[0])
+    lowered = ledger.credit_notes[credit_id]
+    assert (lowered.invoice_id, lowered.to_due, lowered.gateway_note_id is not None) == (
+        invoice_id,
+        Decimal("7.20"),
+        True,
+    )
+    on_stripe = invoicing.gateway().find_invoice(invoice_id)
+    assert on_stripe is not None
+    assert on_stripe.total == Decimal("0.00")  # 7.20 - 7.20: Stripe no longer asks for it
+    return ledger
+
+
 def test_given_late_usage_billed_on_an_unpaid_april_when_it_goes_away_then_stripe_lowers_april_to_zero(
     invoicing: Invoicing,
 ) -> None:
@@ -565,17 +580,42 @@ def test_given_late_usage_billed_on_an_unpaid_april_when_it_goes_away_then_strip
     invoicing.rate("acct-b", "video", -10_000)
     invoicing.start("2026-06-01T06:00:00Z")
     invoicing.close_all()
-    ledger = invoicing.store.ledger("acct-b")
-    lowered = ledger.credit_notes["acct-b/2026-03/credit-2026-05/on-2026-04"]
-    assert (lowered.invoice_id, lowered.to_due, lowered.gateway_note_id is not None) == (
-        "acct-b/2026-04",
-        Decimal("7.20"),
-        True,
-    )
-    on_stripe = invoicing.gateway().find_invoice("acct-b/2026-04")
-    assert on_stripe is not None
-    assert on_stripe.total == Decimal("0.00")  # 7.20 - 7.20: Stripe no longer asks for it
+    ledger = _lowered_to_zero_on_stripe(invoicing, "acct-b/2026-03/credit-2026-05/on-2026-04", "acct-b/2026-04")
     march = invoicing.gateway().find_invoice("acct-b/2026-03")
     assert march is not None
     assert march.total == Decimal("0.72")
+    assert ledger.billing.credit == Decimal("0.00")
+
+
+def test_given_usage_billed_early_on_an_unpaid_invoice_when_it_goes_away_then_stripe_lowers_the_early_invoice(
+    invoicing: Invoicing,
+) -> None:
+    """D-early-1 on DynamoDB and the Stripe emulator: acct-e (Personal, progressive at $5.00, a card that fails).
+    15,000 video minutes by March 20th: 10,000 over x 0.00072 = 7.20 >= 5.00, invoiced early; its payment fails.
+    March's close: 7.20 - 7.20 billed early = 0.00. A capped call shortened by its real participant_left: March
+    5,000 minutes (inside the allowance), -7.20. April's close lowers the early invoice by 7.20 with a Stripe credit
+    note on it, which then asks 0.00; no account credit, nothing recorded as not collected. Before: the early invoice
+    still asked 7.20 (the note on March recorded 7.20 not collected)."""
+    invoicing.register("acct-e", "personal", progressive=Decimal("5.00"))
+    invoicing.card("acct-e", "pm_card_chargeCustomerFail")
+    invoicing.rate("acct-e", "video", 15_000)
+    with time_machine.travel(datetime(2026, 3, 20, 10, tzinfo=UTC), tick=False):
+        invoicing.start("2026-03-20T10:00:00Z")
+        invoicing.close_all()
+    seen = _post_new_events(invoicing, 0)
+    early = invoicing.invoice("acct-e", "2026-03/early-1")
+    assert (early.total, early.status) == (Decimal("7.20"), InvoiceStatus.PAYMENT_FAILED)
+    invoicing.start("2026-04-01T06:00:00Z")
+    invoicing.close_all()
+    seen = _post_new_events(invoicing, seen)
+    assert invoicing.invoice("acct-e").total == Decimal("0.00")
+
+    invoicing.rate("acct-e", "video", -10_000)  # March's usage withdrawn after its close: -7.20
+    invoicing.start("2026-05-01T06:00:00Z")
+    invoicing.close_all()
+    _post_new_events(invoicing, seen)
+    early = "acct-e/2026-03/early-1"
+    ledger = _lowered_to_zero_on_stripe(invoicing, "acct-e/2026-03/credit-2026-04/on-2026-03/early-1", early)
+    note = ledger.credit_notes["acct-e/2026-03/credit-2026-04"]
+    assert (note.to_credit, note.uncollected) == (Decimal("0.00"), Decimal("0.00"))
     assert ledger.billing.credit == Decimal("0.00")

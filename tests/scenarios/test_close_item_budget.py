@@ -17,7 +17,7 @@ from decimal import Decimal
 import pytest
 
 from kilo_billing import invoicing
-from kilo_billing.invoicing import amount_due
+from kilo_billing.invoicing import InvoiceRecord, amount_due
 from kilo_billing.periods import Period
 from tests.scenarios.test_card_payment_events import Events
 from tests.scenarios.test_credit_notes_late import _pay
@@ -58,3 +58,56 @@ def test_given_two_withdrawn_periods_past_the_item_budget_when_may_closes_then_o
     assert sorted({note.period for note in world.store.credit_notes.values()}) == ["2026-02", "2026-03"]
     assert _due(world, april.invoice_id) == Decimal("0.00")
     assert world.store.billing["acme"].credit == Decimal("0.00")  # February's and March's 3.60 paid for what stands
+
+
+JUL = Period.parse("2026-07")
+AUG = Period.parse("2026-08")
+
+
+def test_given_one_period_whose_lowered_invoices_alone_pass_the_budget_then_they_are_lowered_over_the_next_closes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """D-early-2. Budget lowered to 6 items. March 10,000 video minutes: 3.60, paid. 10,000 late minutes billed on
+    April (7.20, open), 10,000 more on May (7.20, open). All 20,000 go away (-14.40) before June's close. March alone
+    would write: invoice + billing + 2 watermarks + 3 notes (on April, on May, March's) + 3 credited = 10 > 6, so
+    before, every close left March (and any later period) unadjusted: April and May asked 7.20 each for ever. Now a
+    close lowers what fits - invoice + billing + its own watermark + one note and its invoice = 5 (a second: 7 > 6) -
+    and leaves March's watermark and the rest for the next: June lowers April (oldest first), July May, August writes
+    March's note (5 + 1 credited = 6) for the nothing left: no credit (March's 3.60 paid for what stands)."""
+    world, events = World(), Events()
+    world.signup("acme", (at(1, 2), "personal"))
+    world.close("acme", FEB)
+    world.store.rate("acme", "2026-03", seg(at(1, 3)), "video", 10_000)
+    march = world.close("acme", MAR)
+    assert march.total == Decimal("3.60")
+    _pay(world, events, march.invoice_id, "evt_mar", 2)
+    late: dict[str, InvoiceRecord] = {}
+    for period in (APR, MAY):
+        world.store.rate("acme", "2026-03", seg(at(1, 3)), "video", 10_000)  # late: 10,000 x 0.00072 = 7.20
+        late[period.key] = world.close("acme", period)
+        assert (amounts(late[period.key], "adjustment"), late[period.key].total) == (["7.20"], Decimal("7.20"))
+    april, may = (late[key].invoice_id for key in ("2026-04", "2026-05"))
+    world.store.rate("acme", "2026-03", seg(at(1, 3)), "video", -20_000)  # -14.40
+    monkeypatch.setattr(invoicing, "MAX_TRANSACTION_ITEMS", 6)
+
+    world.close("acme", JUN)
+    assert (_due(world, april), _due(world, may)) == (Decimal("0.00"), Decimal("7.20"))
+    assert "acme/2026-03/credit-2026-06" not in world.store.credit_notes  # March's note waits with its watermark
+
+    world.close("acme", JUL)
+    assert (_due(world, april), _due(world, may)) == (Decimal("0.00"), Decimal("0.00"))
+
+    world.close("acme", AUG)
+    note = world.store.credit_notes["acme/2026-03/credit-2026-08"]
+    assert (note.to_due, note.to_credit, note.returned, note.uncollected) == (Decimal(0),) * 4
+    assert sum(line.amount for line in note.lines) == Decimal("-14.40")  # the late lines, held once
+    assert not world.store.periods[("acme", "2026-03")].unbilled  # March's watermark moved, with its note
+    assert world.store.billing["acme"].credit == Decimal("0.00")
+    assert sum(n.to_due for n in world.store.credit_notes.values()) == Decimal("14.40")  # lowered once each
+
+    world.close("acme", Period.parse("2026-09"))  # nothing left: no further note on March
+    assert sorted(n.credit_id for n in world.store.credit_notes.values() if n.period == "2026-03") == [
+        "acme/2026-03/credit-2026-06/on-2026-04",
+        "acme/2026-03/credit-2026-07/on-2026-05",
+        "acme/2026-03/credit-2026-08",
+    ]

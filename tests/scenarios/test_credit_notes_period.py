@@ -54,26 +54,25 @@ def test_given_usage_billed_early_when_it_shrinks_after_the_close_then_the_note_
     assert world.store.billing["acme"].credit == Decimal("7.20")
 
 
-def test_given_the_early_invoice_still_unpaid_when_its_usage_shrinks_then_no_credit_and_once_paid_it_is_refundable() -> (
+def test_given_the_early_invoice_still_unpaid_when_its_usage_shrinks_then_it_is_lowered_and_not_refunded_once_paid() -> (
     None
 ):
+    """D-early-1 (amending D166's "not lowered"): the early invoice's 7.20 is asked no more - a note on it lowers its
+    amount due to 0.00 -, no spendable credit (money never collected), nothing recorded as not collected (nothing is
+    asked for). Before: 7.20 still asked, recorded on March's note as not collected, and refundable 7.20 once paid."""
     world, events = World(), Events()
     _personal_billed_early(world)  # the early invoice's 7.20 not paid yet (open at the processor)
     world.store.rate("acme", "2026-03", seg(at(1)), "video", -10_000)  # -7.20
     world.close("acme", APR)
     note = world.store.credit_notes["acme/2026-03/credit-2026-04"]
-    # no spendable credit for money not collected: the 7.20 is not given, recorded on the note as not collected
-    # (not as returned: nothing was given back, D188)
-    assert (note.to_due, note.to_credit, note.returned, note.uncollected) == (
-        Decimal("0.00"),
-        Decimal("0.00"),
-        Decimal("0.00"),
-        Decimal("7.20"),
-    )
-    assert (note.as_json()["already_returned"], note.as_json()["not_collected"]) == ("0.00", "7.20")
+    assert (note.to_due, note.to_credit, note.returned, note.uncollected) == (Decimal("0.00"),) * 4
+    lowered = world.store.credit_notes["acme/2026-03/credit-2026-04/on-2026-03/early-1"]
+    assert (lowered.invoice_id, lowered.to_due) == (EARLY, Decimal("7.20"))
+    assert amount_due(world.store.invoices[EARLY], world.store.credit_notes.values()) == Decimal("0.00")
     assert world.store.billing["acme"].credit == Decimal("0.00")
-    _pay_early(world, events)  # paid afterwards: the 7.20 the usage no longer justifies is refundable, once
-    assert refund_invoice(world.store, world.gateway, "acme", EARLY, None).refunded == Decimal("7.20")
+    _pay_early(world, events)  # paid afterwards: nothing was asked for the withdrawn usage, nothing to give back
+    with pytest.raises(ValueError, match=r"at most 0\.00"):
+        refund_invoice(world.store, world.gateway, "acme", EARLY, Decimal("0.01"))
 
 
 def test_given_a_period_end_invoice_paid_by_account_credit_when_its_usage_shrinks_then_the_credit_comes_back() -> None:
@@ -336,13 +335,15 @@ def test_given_an_open_period_end_invoice_and_an_unpaid_early_one_then_the_rest_
     world.store.rate("acme", "2026-03", seg(at(1)), "video", -11_000)  # March 5,000: inside the allowance, -7.92
     world.close("acme", APR)
     note = world.store.credit_notes["acme/2026-03/credit-2026-04"]
-    # 0.72 off what March still asks; the other 7.20 was billed by the early invoice, never paid: not account credit
+    # 0.72 off what March still asks; the other 7.20 was billed by the early invoice, never paid: not account credit,
+    # but asked no more - 7.20 off the early invoice (D-early-1; before: recorded as not collected, still asked)
     assert (note.to_due, note.to_credit, note.returned, note.uncollected) == (
         Decimal("0.72"),
         Decimal("0.00"),
         Decimal("0.00"),
-        Decimal("7.20"),
+        Decimal("0.00"),
     )
+    assert world.store.credit_notes["acme/2026-03/credit-2026-04/on-2026-03/early-1"].to_due == Decimal("7.20")
     assert world.store.billing["acme"].credit == Decimal("0.00")
 
 
@@ -459,8 +460,8 @@ def test_given_late_usage_paid_later_and_withdrawn_when_the_dispute_is_won_then_
 def test_given_one_early_invoice_refunded_and_one_unpaid_then_the_note_tells_returned_from_not_collected() -> None:
     """Personal, progressive at 5.00: 15,000 video minutes by March 10 (7.20 billed early, paid, then refunded), 8,000
     more by March 20 (8,000 x 0.00072 = 5.76 billed early, left open); March's close 0.00. -18,000 minutes late
-    (March 5,000: -12.96): nothing paid for March is still with us - 7.20 was refunded (returned), 5.76 never paid
-    (not collected)."""
+    (March 5,000: -12.96): nothing paid for March is still with us - 7.20 was refunded (returned); the 5.76 never paid
+    is asked no more, a note lowering the second early invoice (D-early-1; before: 5.76 not collected, still asked)."""
     world, events = World(), Events()
     world.signup("acme", (at(1, 2), "personal"))
     progressive(world, "acme", "5.00")
@@ -476,7 +477,8 @@ def test_given_one_early_invoice_refunded_and_one_unpaid_then_the_note_tells_ret
     world.store.rate("acme", "2026-03", seg(at(1)), "video", -18_000)
     world.close("acme", APR)
     note = world.store.credit_notes["acme/2026-03/credit-2026-04"]
-    assert (note.to_credit, note.returned, note.uncollected) == (Decimal("0.00"), Decimal("7.20"), Decimal("5.76"))
+    assert (note.to_credit, note.returned, note.uncollected) == (Decimal("0.00"), Decimal("7.20"), Decimal("0.00"))
+    assert world.store.credit_notes["acme/2026-03/credit-2026-04/on-2026-03/early-2"].to_due == Decimal("5.76")
 
 
 def test_given_a_note_credited_the_paid_early_invoice_when_the_period_end_invoice_is_voided_then_the_credit_stays() -> (

@@ -671,10 +671,13 @@ def compose_close(ledger: AccountLedger, period: Period, catalog: Catalog, now: 
         credited = ledger.invoices.get(invoice_id(ledger.account_id, other_period))
         negative = total([line.amount for line in late]) < 0  # policy: a credit note if negative
         found = credit_notes(ledger, credited, late, this_invoice, [*notes]) if credited and negative else []
-        kept = [*notes, *found]
-        if 3 + len(moves) + len(kept) + len({note.invoice_id for note in kept}) > MAX_TRANSACTION_ITEMS:
-            break  # its notes would pass one transaction's items: left, with the later ones, for the next close
-        notes = kept
+        if 1 + len(moves) + _note_items([*notes, *found]) > MAX_TRANSACTION_ITEMS:
+            # its notes would pass one transaction's items: left, with the later ones, for the next close (D311);
+            # the first one alone: the invoices that fit are lowered now, the rest, its note and its watermark wait
+            # for the next closes (D-early-2)
+            notes = notes or _lowered_ahead(found, len(moves))
+            break
+        notes = [*notes, *found]
         if not found:
             lines.extend(late)
         moves.append(WatermarkMove(other_key, dict(other.counters), other.billed_rev))
@@ -707,6 +710,24 @@ def compose_close(ledger: AccountLedger, period: Period, catalog: Catalog, now: 
         tuple(sorted(read.items())),
         ledger.billing.refund_rev if notes else None,
     )
+
+
+def _note_items(notes: list[CreditNote]) -> int:
+    """The items a close writes besides the watermarks: its invoice, the account's billing item, the notes and the
+    invoices they name (each revision once)."""
+    return 2 + len(notes) + len({note.invoice_id for note in notes})
+
+
+def _lowered_ahead(found: list[CreditNote], watermarks: int) -> list[CreditNote]:
+    """Of one period's notes (``credit_notes``, in order), the reductions of its unpaid invoices that fit in the close
+    with ``watermarks`` moves, without the period's note or its watermark (D-early-2): the next close finds the same
+    late usage and lowers on from there (``lowered_ahead``)."""
+    ahead: list[CreditNote] = []
+    for note in found:
+        if note.lines or watermarks + _note_items([*ahead, note]) > MAX_TRANSACTION_ITEMS:
+            break
+        ahead.append(note)
+    return ahead
 
 
 # --- fees on a voided invoice: never collected, so billed again, once (docs/decisions.md, D132 amended) ----------
@@ -1069,29 +1090,70 @@ def credit_notes(
     ledger: AccountLedger, credited: InvoiceRecord, late: list[Line], found_by: str, pending: Iterable[CreditNote] = ()
 ) -> list[CreditNote]:
     """The notes for a period's negative late usage (``late``), found by the close of ``found_by`` (D131,
-    D306): first, each later card invoice still unpaid at the processor (open, payment failed) that billed the
-    period's late usage is asked for it no more - a note against it lowers its amount due by at most what it billed
-    as that late usage (less earlier reductions of it) and what it still asks, oldest first: the customer is never
-    asked to pay for usage that went away; then the note against the period's invoice (``credit_note``) credits the
-    rest, holding the late lines. A later invoice paid, written off or on the crypto rail is not lowered: what it
-    was paid is held for the period (``period_held``) and credited by the period's note."""
+    D306, D-early-1): what went away is first asked for no more by every card invoice still unpaid at the processor
+    (open, payment failed) that billed the period's usage, each lowered by a note against it for at most what it billed
+    of that usage (less earlier reductions of it) and what it still asks - the later invoices that billed it as late
+    usage (oldest first, D306), then the period's own invoice (its note's reduction, ``credit_note``), then its early
+    (progressive) invoices, latest first: the customer is never asked to pay for usage that went away; only the rest is
+    credited (``credit_note``, latest billing first: D307), by the note against the period's invoice, which holds the
+    late lines. An invoice paid, written off or on the crypto rail is not lowered: what it was paid is held for the
+    period (``period_held``) and credited by the period's note."""
     notes = [*ledger.credit_notes.values(), *pending]
-    left = -total([line.amount for line in late])
-    base = credit_note_id(ledger.account_id, credited.period, found_by.rsplit("/", 1)[-1])
+    left = -total([line.amount for line in late]) - total([note.to_due for note in lowered_ahead(ledger, credited)])
     later = sorted(
-        (
-            invoice
-            for invoice in ledger.invoices.values()
-            if invoice.period > credited.period
-            and invoice.method is BillingMethod.CARD
-            and invoice.gateway_id is not None
-            and invoice.status in UNPAID_AT_PROCESSOR
-        ),
+        (invoice for invoice in ledger.invoices.values() if invoice.period > credited.period and _lowerable(invoice)),
         key=lambda invoice: invoice.seq,
     )
+    lowered = _lower(ledger, credited.period, later, left, found_by, notes)
+    own = credit_note(ledger, credited, late, found_by, [*pending, *lowered])
+    early = [i for i in reversed(early_invoices(ledger, Period.parse(credited.period))) if _lowerable(i)]
+    left -= total([note.to_due for note in lowered]) + own.to_due
+    more = _lower(ledger, credited.period, early, left, found_by, [*notes, *lowered, own])
+    if not more:
+        return [*lowered, own]
+    return [*lowered, *more, credit_note(ledger, credited, late, found_by, [*pending, *lowered, *more])]
+
+
+def lowered_ahead(ledger: AccountLedger, credited: InvoiceRecord) -> list[CreditNote]:
+    """The notes earlier closes wrote lowering invoices for ``credited``'s period's late usage still unbilled - the
+    period's note and watermark left for a later close because they did not fit (D-early-2): a note lowering an
+    invoice (no lines) whose close wrote no note on the period. The close that adjusts the period lowers and credits
+    only the rest."""
+    return [
+        note
+        for note in ledger.credit_notes.values()
+        if note.period == credited.period
+        and not note.lines
+        and credit_note_id(ledger.account_id, note.period, note.found_by.rsplit("/", 1)[-1]) not in ledger.credit_notes
+    ]
+
+
+def _lowerable(invoice: InvoiceRecord) -> bool:
+    """A card invoice the processor still asks to be paid (open, payment failed): a note may lower what it asks."""
+    return (
+        invoice.method is BillingMethod.CARD
+        and invoice.gateway_id is not None
+        and invoice.status in UNPAID_AT_PROCESSOR
+    )
+
+
+def _lower(
+    ledger: AccountLedger,
+    period: str,
+    invoices: Iterable[InvoiceRecord],
+    left: Decimal,
+    found_by: str,
+    notes: Iterable[CreditNote],
+) -> list[CreditNote]:
+    """Notes lowering ``invoices``, in that order, by ``left`` of ``period``'s withdrawn usage: each by at most what it
+    billed of that usage (a later invoice's late usage of it, an early invoice's usage of it), less what notes took
+    off it for it already, and what it still asks (``credit_notes``)."""
+    notes = list(notes)
+    base = credit_note_id(ledger.account_id, period, found_by.rsplit("/", 1)[-1])
     lowered: list[CreditNote] = []
-    for invoice in later:
-        billed = late_usage_billed(invoice, credited.period) - _lowered(invoice, notes, credited.period)
+    for invoice in invoices:
+        billed = usage_billed(invoice, period) if invoice.period == period else late_usage_billed(invoice, period)
+        billed -= _lowered(invoice, notes, period)
         asks = invoice.total - credited_by_processor(invoice, notes)
         to_due = max(ZERO, min(left, billed, asks))
         if to_due <= 0:
@@ -1101,7 +1163,7 @@ def credit_notes(
             account_id=ledger.account_id,
             invoice_id=invoice.invoice_id,
             found_by=found_by,
-            period=credited.period,
+            period=period,
             lines=(),
             to_due=to_due,
             to_credit=ZERO,
@@ -1111,7 +1173,7 @@ def credit_notes(
         lowered.append(note)
         notes.append(note)
         left -= to_due
-    return [*lowered, credit_note(ledger, credited, late, found_by, [*pending, *lowered])]
+    return lowered
 
 
 def credit_note(
@@ -1132,9 +1194,13 @@ def credit_note(
     - anything else (a crypto bill - the crypto rail cannot take money back to the payer -, a carried or $0.00
       invoice never sent to the processor, a draft): account credit."""
     notes = [*ledger.credit_notes.values(), *pending]
-    # what notes of this close on later invoices of the period lowered already (``credit_notes``)
-    amount = -total([line.amount for line in late]) - total(
-        [note.to_due for note in pending if note.found_by == found_by and note.period == credited.period]
+    # what notes of this close on other invoices of the period lowered already (``credit_notes``), and earlier
+    # closes' reductions of the same late usage ahead of this note (``lowered_ahead``)
+    this_close = [note for note in pending if note.found_by == found_by and note.period == credited.period]
+    amount = max(
+        ZERO,
+        -total([line.amount for line in late])
+        - total([note.to_due for note in [*this_close, *lowered_ahead(ledger, credited)]]),
     )
     taken = credited_by_processor(credited, notes)
     base = CreditNote(
@@ -1282,8 +1348,9 @@ def _pending_if(amount: Decimal) -> CreditNoteStatus:
 
 
 def credit_note_reason(note: CreditNote) -> str:
-    if not note.lines:  # a later invoice lowered for the late usage it billed (``credit_notes``)
-        return f"Late usage of {note.period} billed on this invoice withdrawn ({money_str(note.amount)})"
+    if not note.lines:  # a later invoice lowered for the late usage it billed, an early one for its usage
+        billed = "Usage" if note.invoice_id.rsplit("/", 1)[-1].startswith(EARLY_PART) else "Late usage"
+        return f"{billed} of {note.period} billed on this invoice withdrawn ({money_str(note.amount)})"
     late = "; ".join(line.description for line in note.lines)
     return f"Late usage of {note.period} credited ({money_str(note.amount)}): {late}"
 
