@@ -72,6 +72,7 @@ def _metrics(out: str) -> dict[str, float]:
 
 @pytest.fixture
 def world() -> World:
+    """Team, card: March 60,000 video minutes (as tests/scenarios/test_card_payment_events.py's story)."""
     w = World()
     w.signup("acme", (at(1), "team"))
     w.store.rate("acme", "2026-03", seg(at(1)), "video", 60_000)
