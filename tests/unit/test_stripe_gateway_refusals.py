@@ -30,7 +30,7 @@ import pytest
 from kilo_account_api.model import UnavailableError
 from kilo_billing.accounts import AccountProfile
 from kilo_billing.catalog import default_catalog
-from kilo_billing.invoicing import InvoiceStatus
+from kilo_billing.invoicing import CreditNoteStatus, InvoiceStatus
 from kilo_billing.periods import Period
 from kilo_billing.rating import TierChange
 from kilo_dev.stripe_emulator import EmulatorHTTPClient
@@ -239,3 +239,34 @@ def test_given_a_refund_stripe_made_when_the_rerun_meets_a_revoked_key_then_it_s
     found = ledger.store.ledger("acme")
     assert (refunded.refunded, refunded.refund_pending, found.billing.credit) == (Decimal("65.20"), None, NONE)
     assert [r["amount"] for r in http.emulator.objects["refund"].values()] == [6520]  # no second refund
+
+
+def test_given_a_restricted_key_when_a_note_lowers_an_open_invoice_then_the_note_waits_not_credited_for_good() -> None:
+    """Team card, no card saved: March 65.20 stays open at Stripe. 5,000 March minutes go away (-3.60): April's close
+    makes a note lowering March's amount due by 3.60. Stripe answers 403 (a restricted key without the credit-note
+    permission). Before: refused "for good" - the reduction became 3.60 of account credit as if March had been paid
+    there, and the note was given up (done, nothing at Stripe), while Stripe still asks 65.20. Now: the close fails
+    for now (the queue delivers it again), the note stays pending; with the key fixed it lowers March to 61.60."""
+    ledger = _fake()
+    http = Answering()
+    gateway = _gateway(http)
+    ledger.register(AccountProfile("acme", (TierChange(START, "team"),)))
+    ledger.rate("acme", "2026-03", SEG, "video", 60_000)
+    deps = CloseDeps(ledger.store, gateway, _Bus(), default_catalog(), lambda _s: None)
+    march = close_account(deps, "acme", MAR, MAR.end).invoice
+    assert march is not None
+    assert (march.total, march.status) == (Decimal("65.20"), InvoiceStatus.OPEN)
+    ledger.rate("acme", "2026-03", SEG, "video", -5_000)  # 5,000 over: 3.60, so -3.60
+    http.refusal = (403, NO_PERMISSION)
+    with pytest.raises(GatewayMisconfiguredError, match=r"\(403\)"):
+        close_account(deps, "acme", APR, APR.end)
+    found = ledger.store.ledger("acme")
+    note = found.credit_notes["acme/2026-03/credit-2026-04"]
+    assert (note.to_due, note.to_credit, note.status) == (Decimal("3.60"), NONE, CreditNoteStatus.PENDING)
+    assert found.billing.credit == NONE
+    http.refusal = None
+    close_account(deps, "acme", APR, APR.end)
+    note = ledger.store.ledger("acme").credit_notes["acme/2026-03/credit-2026-04"]
+    assert (note.to_due, note.status) == (Decimal("3.60"), CreditNoteStatus.DONE)
+    assert march.gateway_id is not None
+    assert http.emulator.objects["invoice"][march.gateway_id]["amount_due"] == 6160
