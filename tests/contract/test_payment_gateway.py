@@ -11,7 +11,14 @@ import pytest
 import stripe
 
 from kilo_dev.stripe_emulator import EmulatorHTTPClient
-from kilo_invoice.ports import Customer, GatewayLine, GatewayRejectedError, InvoiceRequest, PaymentGateway
+from kilo_invoice.ports import (
+    Customer,
+    GatewayLine,
+    GatewayMisconfiguredError,
+    GatewayRejectedError,
+    InvoiceRequest,
+    PaymentGateway,
+)
 from kilo_invoice.stripe_adapter import StripePaymentGateway
 from tests.payment_fakes import InMemoryPaymentGateway
 
@@ -121,7 +128,7 @@ def test_given_a_saved_card_when_made_the_default_twice_then_the_same_card(gatew
     customer = gateway.ensure_customer(Customer("acct-1"))
     first = gateway.set_default_payment_method(customer, "pm_card_visa")
     assert gateway.set_default_payment_method(customer, "pm_card_visa") == first
-    with pytest.raises(GatewayRejectedError):
+    with pytest.raises(GatewayMisconfiguredError):  # no customer of ours: Stripe's resource_missing (D-gw4xx-1)
         gateway.set_default_payment_method("cus_unknown", "pm_card_visa")
 
 

@@ -80,14 +80,11 @@ class StripePaymentPages:
     def _call(operation: Callable[[], _T]) -> _T:
         """One SDK call: a refusal of a page URL the customer sent (Stripe's ``param``) is a 400 naming it; every
         other refusal - a deleted customer, no Billing Portal configuration, a request we built wrong - is ours to
-        fix, not the customer's: ``UnavailableError`` (a logged 503, D34, D297)."""
+        fix, not the customer's: ``UnavailableError`` (a logged 503, D34, D297; our key, permissions and objects are
+        unavailable already by the layer's rule, D-gw4xx-1)."""
         try:
-            return stripe_call(
-                operation,
-                UnavailableError,
-                _RefusedError,
-                also_unavailable=(401, 403),  # our key: an outage for the customer, not their request
-            )
+            # our key, permissions and objects are unavailable by the layer's rule (``stripe_calls.whose``)
+            return stripe_call(operation, UnavailableError, _RefusedError)
         except _RefusedError as refused:
             param = getattr(refused.__cause__, "param", None)
             if param in CUSTOMER_FIELDS:

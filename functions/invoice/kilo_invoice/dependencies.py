@@ -23,7 +23,7 @@ from kilo_invoice.ports import (
     CloseJobQueue,
     Customer,
     GatewayInvoice,
-    GatewayRejectedError,
+    GatewayMisconfiguredError,
     GatewayUnavailableError,
     InvoiceRequest,
     PaymentGateway,
@@ -43,12 +43,12 @@ def stripe_http_client() -> Any:
 
 def parse_stripe_secret(value: Any, name: str) -> StripeSecret:
     """``{"api_key": "sk_...", "api_base": optional}`` -> its key and API address (``kilo_billing.stripe_key``); a
-    malformed secret is refused by name."""
+    malformed secret is refused by name (ours to fix: ``GatewayMisconfiguredError``)."""
     from kilo_billing.stripe_key import stripe_secret  # noqa: PLC0415 - only a gateway being built reads the secret
 
     secret = stripe_secret(value)
     if secret is None:
-        raise GatewayUnavailableError(f'secret {name} must be JSON {{"api_key": "sk_..."}}')
+        raise GatewayMisconfiguredError(f'secret {name} must be JSON {{"api_key": "sk_..."}}')
     return secret
 
 
@@ -114,7 +114,7 @@ def stripe_gateway(config: InvoiceSettings, secrets_client: Any) -> PaymentGatew
 
         name = config.stripe_api_key_secret_name
         if not name:
-            raise GatewayRejectedError("no Stripe API key configured (STRIPE_API_KEY_SECRET_NAME)")
+            raise GatewayMisconfiguredError("no Stripe API key configured (STRIPE_API_KEY_SECRET_NAME)")
         try:
             value = SecretsProvider(boto3_client=secrets_client).get(
                 name, transform="json", max_age=config.secret_max_age_seconds

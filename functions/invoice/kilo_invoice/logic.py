@@ -52,6 +52,7 @@ from kilo_invoice.ports import (
     Customer,
     GatewayInvoice,
     GatewayLine,
+    GatewayMisconfiguredError,
     GatewayRejectedError,
     GatewayUnavailableError,
     InvoiceRequest,
@@ -207,6 +208,8 @@ def _with_retries(deps: CloseDeps, call: Callable[[], Any]) -> Any:
     for attempt in range(GATEWAY_ATTEMPTS):
         try:
             return call()
+        except GatewayMisconfiguredError:
+            raise  # ours to fix: the same answer at once (the queue delivers the job again, and dead-letters it)
         except GatewayUnavailableError:
             if attempt == GATEWAY_ATTEMPTS - 1:
                 raise
@@ -532,18 +535,22 @@ def _with_refs(invoice: InvoiceRecord, refs: Iterable[str]) -> InvoiceRecord:
     return replace(invoice, gateway_refs=invoice.gateway_refs + new) if new else invoice
 
 
-def _paid_with(gateway: PaymentGateway | None, invoice: InvoiceRecord) -> tuple[str, ...]:
+def _paid_with(gateway: PaymentGateway | None, invoice: InvoiceRecord) -> tuple[tuple[str, ...], str | None]:
     """The processor's ids of the payments of a paid card invoice (one call per ``invoice.paid``): refund and dispute
     events name them, not the invoice. Looked up after the paid status is stored, and optional: a processor that
     refuses the lookup for good or does not answer it leaves the payment matched later by ``_find_payment``, which
     asks the processor then (D301). Asked even when refs are recorded: a dispute or charge event of one of several
-    payments may have recorded its own before ``invoice.paid`` came (D304); recording is idempotent."""
+    payments may have recorded its own before ``invoice.paid`` came (D304); recording is idempotent. A lookup that
+    failed on our side (the key's secret malformed, the key revoked: ``GatewayMisconfiguredError``) is let pass too,
+    but said (the second value) for the handler to alarm: it fails every later lookup the same way (D-gw4xx-2)."""
     if gateway is None or invoice.gateway_id is None or invoice.method is not BillingMethod.CARD:
-        return ()
+        return (), None
     try:
-        return gateway.payment_refs(invoice.gateway_id)
+        return gateway.payment_refs(invoice.gateway_id), None
+    except GatewayMisconfiguredError as exc:
+        return (), str(exc)
     except (GatewayRejectedError, GatewayUnavailableError):
-        return ()
+        return (), None
 
 
 def _ref(value: Any) -> str | None:
@@ -589,10 +596,10 @@ def apply_stripe_event(
     if event.type.startswith("invoice."):
         ledger, invoice = _find(store, [_ref(event.obj.get("id"))], _metadata(event.obj))
         outcome, invoice = _invoice_event(store, publisher, ledger, invoice, event, now)
-        payments = _paid_with(gateway, invoice) if event.type == "invoice.paid" else ()  # after the status: optional
-        if _save_with(store, invoice, lambda inv: _with_refs(inv, payments)) != invoice:
+        payments, misconfigured = _paid_with(gateway, invoice) if event.type == "invoice.paid" else ((), None)
+        if _save_with(store, invoice, lambda inv: _with_refs(inv, payments)) != invoice:  # after the status: optional
             outcome = replace(outcome, changed=True)
-        return outcome
+        return replace(outcome, misconfigured=misconfigured)
     if event.type == "charge.refunded":  # the Charge: its intent (what the invoice's payment names) and its own id
         refs = (_ref(event.obj.get("payment_intent")), _ref(event.obj.get("id")))
         ledger, invoice = _find_payment(store, gateway, refs, _metadata(event.obj))

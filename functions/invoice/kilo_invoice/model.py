@@ -42,3 +42,6 @@ class EventOutcome:
     invoice_id: str | None
     changed: bool
     published: tuple[str, ...] = ()
+    # why an optional processor lookup failed on our side (``GatewayMisconfiguredError``): the event is done, the
+    # handler alarms it (D-gw4xx-2)
+    misconfigured: str | None = None

@@ -3,7 +3,9 @@ routed here (``PaymentEventsRule``); the verified Stripe event is read from the 
 invoice (``apply_stripe_event``: forward-only states, alerts once, D53). Duplicates and any order are harmless.
 
 An event about nothing of ours (no invoice of ours, or no longer stored) is logged and counted, not retried; any
-other failure is reported failed, redelivered, and after ``maxReceiveCount`` dead-lettered (alarmed).
+other failure is reported failed, redelivered, and after ``maxReceiveCount`` dead-lettered (alarmed). An optional
+Stripe lookup that failed on our side (``invoice.paid``'s payments with the key's secret malformed or the key revoked)
+leaves the event applied, logged at ERROR and counted (``StripeMisconfigured``, alarmed: D-gw4xx-2).
 """
 
 from __future__ import annotations
@@ -39,6 +41,16 @@ def _record(record: SQSRecord) -> None:
         count(SERVICE, Metric.PAYMENT_EVENT_IGNORED)
         logger.warning("Stripe event about nothing of ours; ignored", extra={"reason": str(exc)[:200]})
         return
+    if outcome.misconfigured is not None:  # the event is done; every later Stripe call fails the same way
+        count(SERVICE, Metric.STRIPE_MISCONFIGURED)
+        logger.error(
+            "Stripe misconfigured: payments lookup failed; event applied without them",
+            extra={
+                "stripe_type": outcome.event_type,
+                "invoice_id": outcome.invoice_id,
+                "reason": outcome.misconfigured[:200],
+            },
+        )
     if outcome.changed:
         count(SERVICE, Metric.PAYMENT_EVENT_APPLIED)
     count(SERVICE, Metric.PAYMENT_FAILED, sum(1 for e in outcome.published if e.startswith("payment-failed:")))

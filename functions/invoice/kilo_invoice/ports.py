@@ -30,8 +30,16 @@ class GatewayUnavailableError(Exception):
     """The processor did not answer or asked us to slow down (timeouts, 5xx, 429): retry the same call later."""
 
 
+class GatewayMisconfiguredError(GatewayUnavailableError):
+    """Our side of the processor is wrong, not the request's payment: the key's secret missing or malformed, the key
+    revoked or without a permission, an object or idempotency key of ours the processor does not accept. Unavailable
+    (retried, never acted on as a refusal) until an operator fixes it; where a failure is let pass, it is alarmed."""
+
+
 class GatewayRejectedError(Exception):
-    """The processor refused the request for good (invalid parameters, a state that forbids it): do not retry.
+    """The processor refused the payment itself for good (a card declined, its amount or state rules: a refund above
+    what is left, an invoice no longer open): do not retry. Never our key, permissions or objects
+    (``GatewayMisconfiguredError``).
     ``status``: the processor's status of the invoice, when the refusal is about the state it is in (``paid``,
     ``void`` ...); None when unknown."""
 

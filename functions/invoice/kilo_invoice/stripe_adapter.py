@@ -4,8 +4,10 @@ The only module of the invoice function that imports ``stripe``. Money crosses a
 integer cents (and ``unit_amount_decimal`` in cents). Every POST carries an idempotency key derived from our id and the
 step (``kilo:<invoice id>:create``); a rerun after Stripe's 24 h key expiry finds its earlier objects by ``metadata``
 (invoices and credit notes by listing the customer's / invoice's objects, which is strongly consistent; customers by
-Search). Errors: 429, 5xx and timeouts -> ``GatewayUnavailableError`` (retry the same call), other 4xx ->
-``GatewayRejectedError``. See docs/decisions.md (D48..3).
+Search). Errors (``kilo_billing.stripe_calls.whose``): 429, 409, 5xx and timeouts -> ``GatewayUnavailableError``
+(retry the same call); our key, permissions, objects or idempotency keys refused (401, 403, ``resource_missing``,
+``IdempotencyError``) -> ``GatewayMisconfiguredError`` (unavailable until fixed); the payment refused (a card declined,
+Stripe's amount and state rules) -> ``GatewayRejectedError``. See docs/decisions.md (D48..3, D-gw4xx-1).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from kilo_invoice.ports import (
     GatewayInvoice,
     GatewayInvoiceStatus,
     GatewayLine,
+    GatewayMisconfiguredError,
     GatewayRejectedError,
     GatewayUnavailableError,
     InvoiceRequest,
@@ -443,7 +446,7 @@ class StripePaymentGateway:
     @staticmethod
     def _call(operation: Callable[[], _T]) -> _T:
         """Run one SDK call (its own retries included) and map what Stripe says to the port's two errors."""
-        return stripe_call(operation, GatewayUnavailableError, GatewayRejectedError)
+        return stripe_call(operation, GatewayUnavailableError, GatewayRejectedError, GatewayMisconfiguredError)
 
 
 def _intent_id(payment: Any) -> str | None:

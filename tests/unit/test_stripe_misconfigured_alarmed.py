@@ -1,0 +1,107 @@
+"""A malformed Stripe secret during ``invoice.paid`` (D301: the payments lookup is optional, so the event is applied
+without its refs) is said, not quiet (D-gw4xx-2): the payment-status handler logs it at ERROR and counts
+``StripeMisconfigured``, which the template's ``PaymentStripeMisconfiguredAlarm`` watches - and the event is done
+(no batch item failure, the invoice paid). A Stripe outage during the same lookup stays quiet (D301)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from kilo_billing.invoicing import InvoiceStatus
+from kilo_billing.observability import Metric
+from kilo_invoice import dependencies, payment_handler
+from kilo_invoice.dependencies import LazyGateway, parse_stripe_secret
+from kilo_invoice.ports import GatewayUnavailableError, PaymentGateway
+from tests.conftest import LambdaContext
+from tests.scenarios.test_card_payment_events import Events, _paid_invoice
+from tests.scenarios.test_invoicing import MAR, World, at, seg
+
+
+def _malformed_secret() -> PaymentGateway:
+    parse_stripe_secret({"key": "sk_test_1"}, "kilo/stripe")  # {"key"}, not {"api_key"}: refused by name
+    raise AssertionError("a malformed secret builds no gateway")
+
+
+def _delivered(world: World, events: Events, gateway: PaymentGateway, monkeypatch: pytest.MonkeyPatch) -> Any:
+    invoice = world.close("acme", MAR)
+    world.gateway.settle(invoice.invoice_id, paid=True)
+    pk, sk = events.add("evt_paid", "invoice.paid", _paid_invoice(world))
+    deps = SimpleNamespace(store=world.store, publisher=world.bus, events=events, gateway=gateway)
+    monkeypatch.setattr(dependencies, "payments", lambda: deps)
+    record = {
+        "messageId": "m-1",
+        "receiptHandle": "r-1",
+        "body": json.dumps({"detail": {"key": {"pk": pk, "sk": sk}, "stripe_event_id": "evt_paid"}}),
+        "attributes": {},
+        "messageAttributes": {},
+        "md5OfBody": "",
+        "eventSource": "aws:sqs",
+        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:payment-events",
+        "awsRegion": "us-east-1",
+    }
+    return payment_handler.lambda_handler({"Records": [record]}, LambdaContext())  # type: ignore[arg-type]
+
+
+def _errors(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR]
+
+
+def _metrics(out: str) -> dict[str, float]:
+    """The metrics flushed (Powertools prints CloudWatch EMF JSON lines to stdout)."""
+    metrics: dict[str, float] = {}
+    for line in out.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(record, dict):
+            continue
+        for definition in record.get("_aws", {}).get("CloudWatchMetrics", []):
+            for metric in definition["Metrics"]:
+                value = record[metric["Name"]]
+                metrics[metric["Name"]] = metrics.get(metric["Name"], 0) + sum(
+                    value if isinstance(value, list) else [value]
+                )
+    return metrics
+
+
+@pytest.fixture
+def world() -> World:
+    """Team, card: March 60,000 video minutes (as tests/scenarios/test_card_payment_events.py's story)."""
+    w = World()
+    w.signup("acme", (at(1), "team"))
+    w.store.rate("acme", "2026-03", seg(at(1)), "video", 60_000)
+    return w
+
+
+def test_given_a_malformed_stripe_secret_when_invoice_paid_arrives_then_paid_and_alarmed_not_failed(
+    world: World,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    capfd.readouterr()
+    response = _delivered(world, Events(), LazyGateway(_malformed_secret), monkeypatch)
+    assert response == {"batchItemFailures": []}  # the event is done: not redelivered, not dead-lettered
+    paid = world.store.invoices["acme/2026-03"]
+    assert (paid.status, paid.gateway_refs) == (InvoiceStatus.PAID, ())
+    assert _errors(caplog) == ["Stripe misconfigured: payments lookup failed; event applied without them"]
+    assert _metrics(capfd.readouterr().out).get(Metric.STRIPE_MISCONFIGURED.value) == 1
+
+
+def test_given_stripe_down_when_invoice_paid_arrives_then_paid_and_quiet(
+    world: World,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    world.gateway.fail_next = [GatewayUnavailableError("Stripe unavailable (503)")]
+    capfd.readouterr()
+    assert _delivered(world, Events(), world.gateway, monkeypatch) == {"batchItemFailures": []}
+    assert _errors(caplog) == []
+    assert Metric.STRIPE_MISCONFIGURED.value not in _metrics(capfd.readouterr().out)
