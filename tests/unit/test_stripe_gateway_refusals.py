@@ -38,7 +38,7 @@ from kilo_invoice.logic import close_account, refund_invoice
 from kilo_invoice.model import CloseDeps
 from kilo_invoice.ports import Customer, GatewayMisconfiguredError, GatewayRejectedError, GatewayUnavailableError
 from kilo_invoice.stripe_adapter import StripePaymentGateway
-from tests.contract.test_ledger_store import SEG, START, _Bus, _fake
+from tests.contract.ledger_harness import SEG, START, _Bus, _fake
 from tests.unit.test_stripe_pages_refusals import pages
 
 MAR, APR = Period(2026, 3), Period(2026, 4)
