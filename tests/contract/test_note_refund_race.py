@@ -253,6 +253,36 @@ def test_given_a_pending_refund_the_processor_refuses_for_good_then_the_notes_re
     assert found.billing.credit == Decimal("3.60")
 
 
+def test_given_a_pending_refund_the_processor_refuses_for_good_then_the_notes_history_says_so_not_a_dispute(
+    ledger: Ledger,
+) -> None:
+    """D310's story (Team card, March 65.20 paid, its refund pending, April's note 0.00 credit and 3.60 returned, the
+    refund refused for good): the note's history - what the account's stored record of the credit says, read back
+    from the store - names the refusal as the reason the 3.60 became account credit; no dispute was ever opened.
+    Before: "3.60 kept again (a dispute's funds reinstated): account credit" (D-misc-1)."""
+    ledger.register(AccountProfile("acme", (TierChange(START, "team"),)))
+    ledger.rate("acme", "2026-03", SEG, "video", 60_000)
+    gateway = InMemoryPaymentGateway()
+    deps = CloseDeps(ledger.store, gateway, _Bus(), default_catalog(), lambda _s: None)
+    close_account(deps, "acme", MAR, MAR.end)
+    gateway.settle("acme/2026-03", paid=True)
+    march = ledger.store.ledger("acme").invoices["acme/2026-03"]
+    ledger.store.update_invoice(march.moved(InvoiceStatus.PAID, MAR.end), InvoiceStatus.OPEN)
+    gateway.fail_next = [GatewayUnavailableError("timeout")]
+    with pytest.raises(GatewayUnavailableError):
+        refund_invoice(ledger.store, gateway, "acme", "acme/2026-03", None)
+    ledger.rate("acme", "2026-03", SEG, "video", -5_000)
+    close_account(deps, "acme", APR, APR.end)
+    gateway.fail_next = [GatewayRejectedError("refused for good")]
+    with pytest.raises(GatewayRejectedError):
+        refund_invoice(ledger.store, gateway, "acme", "acme/2026-03", None)
+    note = ledger.store.ledger("acme").credit_notes["acme/2026-03/credit-2026-04"]
+    assert note.version == 2
+    assert [what for what, _at in note.history] == [
+        "3.60 kept again (the refund of 65.20 refused by the card processor): account credit"
+    ]
+
+
 EARLY_RUNS = 100
 
 
