@@ -131,6 +131,14 @@ class RefundRequest:
     refund_id: str  # ``<invoice id>/refund/<n>``, n counting the invoice's refund requests
     amount: Decimal
     refunded_before: Decimal  # the invoice's ``refunded`` when it was requested
+    # refunds made outside us (Stripe's dashboard) whose ``refund.created`` landed while it is pending: (processor's
+    # refund id, amount) - given back besides it, never read as part of it (D-misc-3)
+    outside: tuple[tuple[str, Decimal], ...] = ()
+
+    @property
+    def given_back_with_it(self) -> Decimal:
+        """What the invoice has given back once it is made: before it, the refunds made outside us since, and it."""
+        return self.refunded_before + total([amount for _, amount in self.outside]) + self.amount
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,11 +192,12 @@ class InvoiceRecord:
         """What it keeps once the card refund it has requested (``refund_pending``) is made: what every bound on
         giving its money back reads (a note's credit, a refund), so a refund whose processor call has not returned
         and a note never give the same money back (D302). The request's part already recorded as refunded
-        (its ``charge.refunded`` came first) is not counted twice."""
+        (its ``charge.refunded`` came first) is not counted twice; a refund made outside us meanwhile, known by its
+        own ``refund.created``, is not read as part of it (D-misc-3)."""
         pending = self.refund_pending
         if pending is None:
             return self.kept
-        return self.kept - max(ZERO, pending.refunded_before + pending.amount - self.refunded)
+        return self.kept - max(ZERO, pending.given_back_with_it - self.refunded)
 
     def moved(self, target: InvoiceStatus, at: datetime) -> InvoiceRecord:
         if not can_move(self.status, target):
