@@ -253,6 +253,26 @@ def test_given_a_pending_refund_the_processor_refuses_for_good_then_the_notes_re
     assert found.billing.credit == Decimal("3.60")
 
 
+def _team_march_paid_with_a_refund_pending(
+    ledger: Ledger, amount: Decimal | None
+) -> tuple[InMemoryPaymentGateway, CloseDeps, str | None]:
+    """Team card, March 65.20 (29.00 March + 10,000 minutes over x 0.00072 = 7.20 + 29.00 April in advance) paid; a
+    refund of ``amount`` (None: all) recorded, the processor timing out: pending. Returns the gateway, the close's
+    dependencies and the payment intent."""
+    ledger.register(AccountProfile("acme", (TierChange(START, "team"),)))
+    ledger.rate("acme", "2026-03", SEG, "video", 60_000)
+    gateway = InMemoryPaymentGateway()
+    deps = CloseDeps(ledger.store, gateway, _Bus(), default_catalog(), lambda _s: None)
+    close_account(deps, "acme", MAR, MAR.end)
+    intent = gateway.settle("acme/2026-03", paid=True)
+    march = ledger.store.ledger("acme").invoices["acme/2026-03"]
+    ledger.store.update_invoice(march.moved(InvoiceStatus.PAID, MAR.end), InvoiceStatus.OPEN)
+    gateway.fail_next = [GatewayUnavailableError("timeout")]
+    with pytest.raises(GatewayUnavailableError):
+        refund_invoice(ledger.store, gateway, "acme", "acme/2026-03", amount)
+    return gateway, deps, intent
+
+
 def test_given_a_pending_refund_the_processor_refuses_for_good_then_the_notes_history_says_so_not_a_dispute(
     ledger: Ledger,
 ) -> None:
@@ -260,17 +280,7 @@ def test_given_a_pending_refund_the_processor_refuses_for_good_then_the_notes_hi
     refund refused for good): the note's history - what the account's stored record of the credit says, read back
     from the store - names the refusal as the reason the 3.60 became account credit; no dispute was ever opened.
     Before: "3.60 kept again (a dispute's funds reinstated): account credit" (D-misc-1)."""
-    ledger.register(AccountProfile("acme", (TierChange(START, "team"),)))
-    ledger.rate("acme", "2026-03", SEG, "video", 60_000)
-    gateway = InMemoryPaymentGateway()
-    deps = CloseDeps(ledger.store, gateway, _Bus(), default_catalog(), lambda _s: None)
-    close_account(deps, "acme", MAR, MAR.end)
-    gateway.settle("acme/2026-03", paid=True)
-    march = ledger.store.ledger("acme").invoices["acme/2026-03"]
-    ledger.store.update_invoice(march.moved(InvoiceStatus.PAID, MAR.end), InvoiceStatus.OPEN)
-    gateway.fail_next = [GatewayUnavailableError("timeout")]
-    with pytest.raises(GatewayUnavailableError):
-        refund_invoice(ledger.store, gateway, "acme", "acme/2026-03", None)
+    gateway, deps, _intent = _team_march_paid_with_a_refund_pending(ledger, None)
     ledger.rate("acme", "2026-03", SEG, "video", -5_000)
     close_account(deps, "acme", APR, APR.end)
     gateway.fail_next = [GatewayRejectedError("refused for good")]
@@ -288,17 +298,7 @@ def _dashboard_refund_while_ours_is_pending(ledger: Ledger, order: tuple[str, ..
     times out: pending. A 10.00 refund made in Stripe's dashboard lands: its ``refund.created`` (a Refund without our
     ``kilo_refund_id``) and ``charge.refunded`` (the charge's total, 1000), in ``order``; then 10,000 March minutes
     go away late (-7.20) and April closes."""
-    ledger.register(AccountProfile("acme", (TierChange(START, "team"),)))
-    ledger.rate("acme", "2026-03", SEG, "video", 60_000)  # 10,000 over x 0.00072 = 7.20
-    gateway = InMemoryPaymentGateway()
-    deps = CloseDeps(ledger.store, gateway, _Bus(), default_catalog(), lambda _s: None)
-    close_account(deps, "acme", MAR, MAR.end)
-    intent = gateway.settle("acme/2026-03", paid=True)
-    march = ledger.store.ledger("acme").invoices["acme/2026-03"]
-    ledger.store.update_invoice(march.moved(InvoiceStatus.PAID, MAR.end), InvoiceStatus.OPEN)
-    gateway.fail_next = [GatewayUnavailableError("timeout")]
-    with pytest.raises(GatewayUnavailableError):
-        refund_invoice(ledger.store, gateway, "acme", "acme/2026-03", Decimal("55.00"))
+    gateway, deps, intent = _team_march_paid_with_a_refund_pending(ledger, Decimal("55.00"))
     events = Events()
     objects = {
         "refund.created": {
@@ -378,17 +378,7 @@ def test_given_our_own_refunds_webhook_while_it_is_pending_then_it_is_not_counte
     """Our 55.00's ``refund.created`` (``kilo_refund_id`` set, as the Stripe adapter sets it) lands while the request
     is still pending on our side: it is ours, not a refund made outside - 55.00 gone, not 110.00: March keeps 10.20,
     the 7.20 of usage held whole, April's note credits 7.20."""
-    ledger.register(AccountProfile("acme", (TierChange(START, "team"),)))
-    ledger.rate("acme", "2026-03", SEG, "video", 60_000)
-    gateway = InMemoryPaymentGateway()
-    deps = CloseDeps(ledger.store, gateway, _Bus(), default_catalog(), lambda _s: None)
-    close_account(deps, "acme", MAR, MAR.end)
-    intent = gateway.settle("acme/2026-03", paid=True)
-    march = ledger.store.ledger("acme").invoices["acme/2026-03"]
-    ledger.store.update_invoice(march.moved(InvoiceStatus.PAID, MAR.end), InvoiceStatus.OPEN)
-    gateway.fail_next = [GatewayUnavailableError("timeout")]
-    with pytest.raises(GatewayUnavailableError):
-        refund_invoice(ledger.store, gateway, "acme", "acme/2026-03", Decimal("55.00"))
+    gateway, deps, intent = _team_march_paid_with_a_refund_pending(ledger, Decimal("55.00"))
     events = Events()
     ours = {
         "id": "re_ours",
