@@ -248,6 +248,152 @@ def test_given_a_pending_refund_the_processor_refuses_for_good_then_the_notes_re
     assert found.billing.credit == Decimal("3.60")
 
 
+def _team_march_paid_with_a_refund_pending(
+    ledger: Ledger, amount: Decimal | None
+) -> tuple[InMemoryPaymentGateway, CloseDeps, str | None]:
+    """Team card, March 65.20 (29.00 March + 10,000 minutes over x 0.00072 = 7.20 + 29.00 April in advance) paid; a
+    refund of ``amount`` (None: all) recorded, the processor timing out: pending. Returns the gateway, the close's
+    dependencies and the payment intent."""
+    ledger.register(AccountProfile("acme", (TierChange(START, "team"),)))
+    ledger.rate("acme", "2026-03", SEG, "video", 60_000)
+    gateway = InMemoryPaymentGateway()
+    deps = CloseDeps(ledger.store, gateway, _Bus(), default_catalog(), lambda _s: None)
+    close_account(deps, "acme", MAR, MAR.end)
+    intent = gateway.settle("acme/2026-03", paid=True)
+    march = ledger.store.ledger("acme").invoices["acme/2026-03"]
+    ledger.store.update_invoice(march.moved(InvoiceStatus.PAID, MAR.end), InvoiceStatus.OPEN)
+    gateway.fail_next = [GatewayUnavailableError("timeout")]
+    with pytest.raises(GatewayUnavailableError):
+        refund_invoice(ledger.store, gateway, "acme", "acme/2026-03", amount)
+    return gateway, deps, intent
+
+
+def test_given_a_pending_refund_the_processor_refuses_for_good_then_the_notes_history_says_so_not_a_dispute(
+    ledger: Ledger,
+) -> None:
+    """D310's story (Team card, March 65.20 paid, its refund pending, April's note 0.00 credit and 3.60 returned, the
+    refund refused for good): the note's history - what the account's stored record of the credit says, read back
+    from the store - names the refusal as the reason the 3.60 became account credit; no dispute was ever opened.
+    Before: "3.60 kept again (a dispute's funds reinstated): account credit" (D-misc-1)."""
+    gateway, deps, _intent = _team_march_paid_with_a_refund_pending(ledger, None)
+    ledger.rate("acme", "2026-03", SEG, "video", -5_000)
+    close_account(deps, "acme", APR, APR.end)
+    gateway.fail_next = [GatewayRejectedError("refused for good")]
+    with pytest.raises(GatewayRejectedError):
+        refund_invoice(ledger.store, gateway, "acme", "acme/2026-03", None)
+    note = ledger.store.ledger("acme").credit_notes["acme/2026-03/credit-2026-04"]
+    assert note.version == 2
+    assert [what for what, _at in note.history] == [
+        "3.60 kept again (the refund of 65.20 refused by the card processor): account credit"
+    ]
+
+
+def _dashboard_refund_while_ours_is_pending(ledger: Ledger, order: tuple[str, ...]) -> InMemoryPaymentGateway:
+    """Team card, March 65.20 (58.00 of fees, 7.20 of usage) paid; our refund of 55.00 is recorded, the processor
+    times out: pending. A 10.00 refund made in Stripe's dashboard lands: its ``refund.created`` (a Refund without our
+    ``kilo_refund_id``) and ``charge.refunded`` (the charge's total, 1000), in ``order``; then 10,000 March minutes
+    go away late (-7.20) and April closes."""
+    gateway, deps, intent = _team_march_paid_with_a_refund_pending(ledger, Decimal("55.00"))
+    events = Events()
+    objects = {
+        "refund.created": {
+            "id": "re_dash",
+            "object": "refund",
+            "amount": 1000,
+            "charge": "ch_mar",
+            "payment_intent": intent,
+            "metadata": {},
+            "status": "succeeded",
+        },
+        "charge.refunded": {
+            "id": "ch_mar",
+            "object": "charge",
+            "payment_intent": intent,
+            "amount": 6520,
+            "amount_refunded": 1000,
+            "metadata": {},
+        },
+    }
+    for n, kind in enumerate(order):
+        apply_stripe_event(
+            ledger.store, _Bus(), events, *events.add(f"evt_{n}", kind, objects[kind]), APR.start, gateway
+        )
+    ledger.rate("acme", "2026-03", SEG, "video", -10_000)  # -7.20
+    close_account(deps, "acme", APR, APR.end)
+    return gateway
+
+
+@pytest.mark.parametrize(
+    "order",
+    [
+        ("refund.created", "charge.refunded"),
+        ("charge.refunded", "refund.created"),
+        ("refund.created", "refund.created", "charge.refunded"),  # delivered twice: counted once
+        ("refund.created",),  # its charge.refunded not here yet
+    ],
+)
+def test_given_a_dashboard_refund_landing_while_ours_is_pending_then_both_count_as_given_back(
+    ledger: Ledger, order: tuple[str, ...]
+) -> None:
+    """55.00 (ours, pending) + 10.00 (the dashboard's) = 65.00 given back of 65.20: the fees' 58.00 first, then 7.00
+    of March's 7.20 of usage - 0.20 of it held. April's note on -7.20 credits 0.20 and records 7.00 as returned;
+    ours is then made: 65.00 refunded + 0.20 credit = 65.20 back in all (D302's limit, D-misc-3). Before: the
+    dashboard's 10.00 was read as part of ours (55.00 - 10.00 still pending), 55.00 gone, the 7.20 held: 7.20
+    credit, then 65.00 refunded - 72.20 back on 65.20 paid."""
+    gateway = _dashboard_refund_while_ours_is_pending(ledger, order)
+    found = ledger.store.ledger("acme")
+    assert found.invoices["acme/2026-03"].kept_less_pending == Decimal("0.20")
+    note = found.credit_notes["acme/2026-03/credit-2026-04"]
+    assert (note.to_credit, note.returned) == (Decimal("0.20"), Decimal("7.00"))
+    done = refund_invoice(ledger.store, gateway, "acme", "acme/2026-03", Decimal("55.00"))  # finishes ours
+    assert (done.refund_pending, done.refunded) == (None, Decimal("65.00"))
+    assert done.refunded + note.to_credit == Decimal("65.20")  # back in all: what was paid
+
+
+def test_given_a_dashboard_refund_known_while_ours_was_pending_when_ours_is_refused_then_the_dashboards_stays_given_back(
+    ledger: Ledger,
+) -> None:
+    """The same, only the dashboard's ``refund.created`` here; then the processor refuses ours for good. The 10.00
+    was refunded all the same: March records 10.00 refunded (its charge.refunded may come later), keeps 55.20 - the
+    fees pay the 10.00, March's 7.20 of usage is held again - so the 7.00 the note recorded as returned becomes
+    account credit (D310): 7.20 credit, 0.00 returned, and the history says why (D-misc-1)."""
+    gateway = _dashboard_refund_while_ours_is_pending(ledger, ("refund.created",))
+    gateway.fail_next = [GatewayRejectedError("refused for good")]
+    with pytest.raises(GatewayRejectedError):
+        refund_invoice(ledger.store, gateway, "acme", "acme/2026-03", Decimal("55.00"))
+    found = ledger.store.ledger("acme")
+    march = found.invoices["acme/2026-03"]
+    assert (march.refund_pending, march.refunded, march.kept_less_pending) == (None, Decimal("10.00"), Decimal("55.20"))
+    note = found.credit_notes["acme/2026-03/credit-2026-04"]
+    assert (note.to_credit, note.returned) == (Decimal("7.20"), NONE)
+    assert note.history[-1][0] == "7.00 kept again (the refund of 55.00 refused by the card processor): account credit"
+
+
+def test_given_our_own_refunds_webhook_while_it_is_pending_then_it_is_not_counted_as_another(ledger: Ledger) -> None:
+    """Our 55.00's ``refund.created`` (``kilo_refund_id`` set, as the Stripe adapter sets it) lands while the request
+    is still pending on our side: it is ours, not a refund made outside - 55.00 gone, not 110.00: March keeps 10.20,
+    the 7.20 of usage held whole, April's note credits 7.20."""
+    gateway, deps, intent = _team_march_paid_with_a_refund_pending(ledger, Decimal("55.00"))
+    events = Events()
+    ours = {
+        "id": "re_ours",
+        "object": "refund",
+        "amount": 5500,
+        "charge": "ch_mar",
+        "payment_intent": intent,
+        "metadata": {"kilo_refund_id": "acme/2026-03/refund/1"},
+        "status": "succeeded",
+    }
+    apply_stripe_event(
+        ledger.store, _Bus(), events, *events.add("evt_ours", "refund.created", ours), APR.start, gateway
+    )
+    assert ledger.store.ledger("acme").invoices["acme/2026-03"].kept_less_pending == Decimal("10.20")
+    ledger.rate("acme", "2026-03", SEG, "video", -10_000)
+    close_account(deps, "acme", APR, APR.end)
+    note = ledger.store.ledger("acme").credit_notes["acme/2026-03/credit-2026-04"]
+    assert (note.to_credit, note.returned) == (Decimal("7.20"), NONE)
+
+
 EARLY_RUNS = 100
 
 

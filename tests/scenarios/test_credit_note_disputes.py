@@ -66,7 +66,7 @@ def test_given_a_note_made_while_the_funds_were_withdrawn_when_the_dispute_is_wo
         Decimal("7.20"),
         2,
     )
-    assert "kept again" in note.history[-1][0]
+    assert note.history[-1][0] == "7.20 kept again (a dispute's funds reinstated): account credit"
     _apply(world, events, reinstated)  # delivered again: nothing more
     assert world.store.billing["acme"].credit == Decimal("7.20")
     assert _note(world).version == 2

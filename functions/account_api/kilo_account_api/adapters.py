@@ -38,6 +38,7 @@ from kilo_billing.aws import InvalidRequestError as AwsInvalidRequestError
 from kilo_billing.items import from_item, to_item
 from kilo_billing.member_roles import member_item
 from kilo_billing.periods import Period
+from kilo_billing.usage_signals_items import stored_for
 
 ACCOUNT_SESSIONS_INDEX: Final = "account_sessions"
 MEMBERS_BY_USER_INDEX: Final = "members_by_user"
@@ -302,13 +303,6 @@ class ErasurePacing:
 ERASURE_PACING: Final = ErasurePacing()
 
 
-def _stored_for(values: Mapping[str, Any], account_id: str) -> bool:
-    """The session item (as read from the table, not the index) is stored for ``account_id`` now: the
-    ``account_sessions`` index lags, and rating moves a session between accounts (room metadata), so a listing under
-    one account may name a session of another. Every read and the erasure keep only these (D206, D293)."""
-    return values.get("account") == account_id
-
-
 class DynamoSessionHistory:
     """Rating's sessions of an account: the keys from the ``account_sessions`` index (``account``, ``start_ms``;
     it projects only ``identity`` and ``end_ms``), then the items by BatchGetItem. A period reads the sessions begun
@@ -365,8 +359,8 @@ class DynamoSessionHistory:
 
     def _load(self, account_id: str, keys: list[dict[str, Any]]) -> Iterator[SessionRecord]:
         """The sessions the keys name that are stored for ``account_id``: the index may still list a session rating
-        has moved to another account (``_stored_for``, D206)."""
-        return (items.session_from_values(values) for values in self._values(keys) if _stored_for(values, account_id))
+        has moved to another account (``stored_for``, D206)."""
+        return (items.session_from_values(values) for values in self._values(keys) if stored_for(values, account_id))
 
     def sessions(self, account_id: str, period: str) -> list[SessionRecord]:
         bounds = Period.parse(period)
@@ -499,7 +493,7 @@ class DynamoSessionHistory:
         one already, changed since it was read (the next pass reads it again), or is stored for another account - a
         stale index entry of a session rating has moved (D206): the read and the rewrite's condition both check
         the stored ``account``, so one account's erasure never writes another's session."""
-        if not _stored_for(stored, account_id):
+        if not stored_for(stored, account_id):
             return 0
         session = items.session_from_values(stored)
         new = pseudonym(session.identity)

@@ -48,6 +48,7 @@ from kilo_billing.publisher import EventPublisher
 from kilo_invoice.model import CloseDeps, CloseOutcome, EventOutcome, InvoiceNotFoundError
 from kilo_invoice.ports import (
     GATEWAY_MAX_LINES,
+    REFUND_METADATA,
     CloseJobQueue,
     Customer,
     GatewayInvoice,
@@ -607,9 +608,29 @@ def apply_stripe_event(
         refunded = Decimal(int(event.obj.get("amount_refunded", 0))).scaleb(-2)  # the charge's running total
         updated = _save_with(store, invoice, lambda inv: _charge_refunded(inv, charge, refunded))
         return event.outcome(invoice.invoice_id, updated != invoice)
+    if event.type == "refund.created":  # the Refund: its intent and charge; one we made names our request
+        if REFUND_METADATA in _metadata(event.obj):  # ours: its charge.refunded and the request's own write count it
+            return event.outcome(None, False)
+        refs = (_ref(event.obj.get("payment_intent")), _ref(event.obj.get("charge")))
+        _, invoice = _find_payment(store, gateway, refs, _metadata(event.obj))
+        refund = _ref(event.obj.get("id")) or ""
+        amount = Decimal(int(event.obj.get("amount", 0))).scaleb(-2)
+        updated = _save_with(store, invoice, lambda inv: _refunded_outside(inv, refund, amount))
+        return event.outcome(invoice.invoice_id, updated != invoice)
     if event.type in _DISPUTE_EVENTS:  # the Dispute: its intent and charge
         return _dispute_event(store, publisher, gateway, event, now)
     return event.outcome(None, False)
+
+
+def _refunded_outside(invoice: InvoiceRecord, refund: str, amount: Decimal) -> InvoiceRecord:
+    """``refund.created`` of a refund made outside us (no ``REFUND_METADATA``: Stripe's dashboard) while our own
+    request is pending: recorded on the request, once per refund id, so that it counts as given back besides ours
+    at once - not read as part of ours when its ``charge.refunded`` raises ``refunded`` (D302's limit, D-misc-3).
+    With nothing pending it changes nothing: its ``charge.refunded`` records it."""
+    pending = invoice.refund_pending
+    if pending is None or not refund or amount <= 0 or any(known == refund for known, _ in pending.outside):
+        return invoice
+    return replace(invoice, refund_pending=replace(pending, outside=(*pending.outside, (refund, amount))))
 
 
 def _charge_refunded(invoice: InvoiceRecord, charge: str, refunded: Decimal) -> InvoiceRecord:
@@ -961,14 +982,23 @@ def _finish_refund(
     if invoice.gateway_id is None:
         raise ValueError(f"invoice {invoice.number} has no processor invoice to refund")
 
+    def still(current: InvoiceRecord) -> RefundRequest | None:
+        """The request as stored now, if it is still this one (refunds made outside may have been added to it)."""
+        now = current.refund_pending
+        return now if now is not None and now.refund_id == pending.refund_id else None
+
     def settled(current: InvoiceRecord) -> InvoiceRecord:
-        if current.refund_pending != pending:
+        if (request := still(current)) is None:
             return current
-        refunded = max(current.refunded, pending.refunded_before + pending.amount)  # its webhook may be first
+        refunded = max(current.refunded, request.given_back_with_it)  # its webhook may be first
         return replace(current, refunded=refunded, refund_pending=None)
 
     def dropped(current: InvoiceRecord) -> InvoiceRecord:
-        return replace(current, refund_pending=None) if current.refund_pending == pending else current
+        if (request := still(current)) is None:
+            return current
+        # the refunds made outside meanwhile were made: they stay given back (their webhook may not be here yet)
+        outside = request.given_back_with_it - request.amount
+        return replace(current, refunded=max(current.refunded, outside), refund_pending=None)
 
     try:
         gateway.refund(invoice.gateway_id, pending.amount, pending.refund_id)

@@ -23,6 +23,9 @@ from kilo_billing.stripe_events import StripeEventRecord
 GatewayInvoiceStatus = Literal["draft", "open", "paid", "uncollectible", "void"]
 # the most lines one processor invoice holds (Stripe: "no more than 250 invoice items" per invoice, API 2016-02-22;
 # ``add_lines`` takes them in one all-or-nothing request): ``logic.gateway_request`` folds an invoice down to it
+# the metadata key the gateway marks each refund it makes for us with (our request's id): a ``refund.created``
+# without it was made outside us (Stripe's dashboard, D-misc-3)
+REFUND_METADATA: Final = "kilo_refund_id"
 GATEWAY_MAX_LINES: Final = 250
 
 

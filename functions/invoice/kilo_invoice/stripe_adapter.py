@@ -31,6 +31,7 @@ from kilo_billing.stripe_calls import stripe_call, stripe_client
 from kilo_billing.stripe_customers import bring_details, find_or_create, forget_details, idempotency_key, quoted
 from kilo_invoice.ports import (
     GATEWAY_MAX_LINES,
+    REFUND_METADATA,
     Customer,
     GatewayInvoice,
     GatewayInvoiceStatus,
@@ -46,7 +47,7 @@ META_INVOICE = "kilo_invoice_id"
 META_NUMBER = "kilo_invoice_number"
 META_LINE = "kilo_line"
 META_CREDIT = "kilo_credit_id"
-META_REFUND = "kilo_refund_id"
+META_REFUND = REFUND_METADATA
 MAX_LINES = GATEWAY_MAX_LINES  # Stripe: at most 250 invoice items per invoice, added in one request
 _STATUSES: frozenset[str] = frozenset({"draft", "open", "paid", "uncollectible", "void"})
 _CENT = Decimal("0.01")

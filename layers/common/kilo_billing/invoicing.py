@@ -131,6 +131,14 @@ class RefundRequest:
     refund_id: str  # ``<invoice id>/refund/<n>``, n counting the invoice's refund requests
     amount: Decimal
     refunded_before: Decimal  # the invoice's ``refunded`` when it was requested
+    # refunds made outside us (Stripe's dashboard) whose ``refund.created`` landed while it is pending: (processor's
+    # refund id, amount) - given back besides it, never read as part of it (D-misc-3)
+    outside: tuple[tuple[str, Decimal], ...] = ()
+
+    @property
+    def given_back_with_it(self) -> Decimal:
+        """What the invoice has given back once it is made: before it, the refunds made outside us since, and it."""
+        return self.refunded_before + total([amount for _, amount in self.outside]) + self.amount
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,11 +192,12 @@ class InvoiceRecord:
         """What it keeps once the card refund it has requested (``refund_pending``) is made: what every bound on
         giving its money back reads (a note's credit, a refund), so a refund whose processor call has not returned
         and a note never give the same money back (D302). The request's part already recorded as refunded
-        (its ``charge.refunded`` came first) is not counted twice."""
+        (its ``charge.refunded`` came first) is not counted twice; a refund made outside us meanwhile, known by its
+        own ``refund.created``, is not read as part of it (D-misc-3)."""
         pending = self.refund_pending
         if pending is None:
             return self.kept
-        return self.kept - max(ZERO, pending.refunded_before + pending.amount - self.refunded)
+        return self.kept - max(ZERO, pending.given_back_with_it - self.refunded)
 
     def moved(self, target: InvoiceStatus, at: datetime) -> InvoiceRecord:
         if not can_move(self.status, target):
@@ -1304,11 +1313,12 @@ def credit_reinstated(ledger: AccountLedger, invoice: InvoiceRecord, at: datetim
     for it (by billing, latest first: money that paid for usage that stands is not credited; D312), at most what
     the period holds beyond the notes' credit, earliest note first, as a note made now would give (D131 amended; D166
     amended, s8: before, only notes against the invoice itself, bounded by its whole ``kept``). Each changed note comes
-    back one version on, with its history; the account credit to add is what their ``to_credit`` grew by. A dispute
-    lost leaves them as they are."""
+    back one version on, with its history (naming why: the dispute won, or a pending refund refused, D-misc-1); the
+    account credit to add is what their ``to_credit`` grew by. A dispute lost leaves them as they are."""
     if invoice.status is not InvoiceStatus.PAID:
         return ()
     after = replace(ledger, invoices={**ledger.invoices, invoice.invoice_id: invoice})
+    why = _kept_again_why(ledger.invoices.get(invoice.invoice_id), invoice)
     notes = list(ledger.credit_notes.values())
     periods = {invoice.period} | {
         line.period for line in invoice.lines if line.kind == LineKind.ADJUSTMENT.value and line.period < invoice.period
@@ -1330,7 +1340,7 @@ def credit_reinstated(ledger: AccountLedger, invoice: InvoiceRecord, at: datetim
             if given <= 0:
                 continue
             room -= given
-            what = f"{money_str(given)} kept again (a dispute's funds reinstated): account credit"
+            what = f"{money_str(given)} kept again ({why}): account credit"
             changed.append(
                 replace(
                     note,
@@ -1341,6 +1351,17 @@ def credit_reinstated(ledger: AccountLedger, invoice: InvoiceRecord, at: datetim
                 )
             )
     return tuple(changed)
+
+
+def _kept_again_why(before: InvoiceRecord | None, after: InvoiceRecord) -> str:
+    """Why ``after`` keeps more than ``before`` (the note history's reason, D-misc-1): a pending card refund the
+    processor refused for good (the request dropped, nothing refunded for it) or a dispute's funds reinstated (the
+    dispute won: ``charged_back`` lowered) - the two writes that raise ``kept_less_pending``."""
+    if before is not None and after.charged_back < before.charged_back:
+        return "a dispute's funds reinstated"
+    if before is not None and before.refund_pending is not None and after.refund_pending is None:
+        return f"the refund of {money_str(before.refund_pending.amount)} refused by the card processor"
+    return "the invoice keeps more than when the note was made"
 
 
 def _pending_if(amount: Decimal) -> CreditNoteStatus:

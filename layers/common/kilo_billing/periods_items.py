@@ -189,13 +189,14 @@ def invoice_from_values(account_id: str, values: Mapping[str, Any]) -> InvoiceRe
     )
 
 
-def _refund_request_json(request: RefundRequest | None) -> dict[str, str] | None:
+def _refund_request_json(request: RefundRequest | None) -> dict[str, Any] | None:
     if request is None:
         return None
     return {
         "refund_id": request.refund_id,
         "amount": str(request.amount),
         "refunded_before": str(request.refunded_before),
+        "outside": [[refund, str(amount)] for refund, amount in request.outside] or None,
     }
 
 
@@ -203,7 +204,10 @@ def _refund_request(values: Mapping[str, Any] | None) -> RefundRequest | None:
     if not values:
         return None
     return RefundRequest(
-        str(values["refund_id"]), Decimal(str(values["amount"])), Decimal(str(values["refunded_before"]))
+        str(values["refund_id"]),
+        Decimal(str(values["amount"])),
+        Decimal(str(values["refunded_before"])),
+        tuple((str(refund), Decimal(str(amount))) for refund, amount in values.get("outside") or []),
     )
 
 

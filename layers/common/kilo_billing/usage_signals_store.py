@@ -3,18 +3,40 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any, Final
 
 from kilo_billing.aws import call, paged_items
 from kilo_billing.items import from_item, to_item
 from kilo_billing.usage_signals import Counters, OpenSession, SessionStart
-from kilo_billing.usage_signals_items import ACCOUNT_SESSIONS_INDEX, ACCOUNTS_INDEX, OPEN_INDEX, counters_of
+from kilo_billing.usage_signals_items import (
+    ACCOUNT_SESSIONS_INDEX,
+    ACCOUNTS_INDEX,
+    OPEN_INDEX,
+    counters_of,
+    stored_for,
+)
 
 MAX_BATCH_GET: Final = 100
+# what the checks read of a session item (a listed session is read whole from the table, not the index's copy)
+SESSION_NAMES: Final = {
+    "#pk": "pk",
+    "#sk": "sk",
+    "#a": "account",
+    "#i": "identity",
+    "#r": "room_name",
+    "#s": "start_ms",
+    "#e": "end_ms",
+}
+SESSION_PROJECTION: Final = ", ".join(SESSION_NAMES)
 
 
 class DynamoUsageSignals:
+    """The index listings name sessions; what is counted is read from the items themselves (BatchGetItem, eventually
+    consistent like the index) and kept only where the item is stored for the account it was listed under
+    (``stored_for``): a session rating moved to another account is not counted for the one the lagging index still
+    lists it under (D206, D293, D-misc-2)."""
+
     def __init__(self, client: Any, table: str) -> None:
         self._client = client
         self._table = table
@@ -22,18 +44,36 @@ class DynamoUsageSignals:
     def _pages(self, operation: Any, request: dict[str, Any]) -> Iterable[dict[str, Any]]:
         return (from_item(item) for item in paged_items(operation, **request))
 
+    def _items(self, keys: Iterable[tuple[str, str]], **read: Any) -> Iterator[dict[str, Any]]:
+        """The items of ``keys`` (pk, sk) by BatchGetItem, ``MAX_BATCH_GET`` a request, unprocessed keys asked again;
+        ``read``: the request's other parameters (``ConsistentRead``, a projection)."""
+        wanted = sorted(set(keys))
+        for start in range(0, len(wanted), MAX_BATCH_GET):
+            part = [to_item({"pk": pk, "sk": sk}) for pk, sk in wanted[start : start + MAX_BATCH_GET]]
+            pending: dict[str, Any] = {self._table: {"Keys": part, **read}}
+            while pending:
+                answer = call(self._client.batch_get_item, RequestItems=pending)
+                yield from (from_item(item) for item in answer["Responses"].get(self._table, []))
+                pending = answer.get("UnprocessedKeys") or {}
+
+    def _stored(self, listed: Iterable[tuple[str, str, str]]) -> Iterator[dict[str, Any]]:
+        """The session items that index entries (pk, sk, the account listed under) name, as stored, each kept only
+        when it is stored for that account."""
+        under = {(pk, sk): account for pk, sk, account in listed}
+        found = self._items(under, ProjectionExpression=SESSION_PROJECTION, ExpressionAttributeNames=SESSION_NAMES)
+        return (values for values in found if stored_for(values, under[(str(values["pk"]), str(values["sk"]))]))
+
     def open_sessions(self) -> list[OpenSession]:
         request = {
             "TableName": self._table,
             "IndexName": OPEN_INDEX,
-            "ProjectionExpression": "#a, #i, #r, #s",
-            "ExpressionAttributeNames": {"#a": "open_account", "#i": "identity", "#r": "room_name", "#s": "start_ms"},
+            "ProjectionExpression": "#pk, #sk, #a",
+            "ExpressionAttributeNames": {"#pk": "pk", "#sk": "sk", "#a": "open_account"},
         }
+        listed = [(str(v["pk"]), str(v["sk"]), str(v["open_account"])) for v in self._pages(self._client.scan, request)]
         return sorted(
-            OpenSession(
-                str(v["open_account"]), str(v.get("identity", "")), str(v.get("room_name", "")), int(v["start_ms"])
-            )
-            for v in self._pages(self._client.scan, request)
+            OpenSession(str(v["account"]), str(v.get("identity", "")), str(v.get("room_name", "")), int(v["start_ms"]))
+            for v in self._stored(listed)
             if "start_ms" in v
         )
 
@@ -42,19 +82,22 @@ class DynamoUsageSignals:
             "TableName": self._table,
             "IndexName": ACCOUNT_SESSIONS_INDEX,
             "KeyConditionExpression": "#a = :a AND #s >= :since",
-            "ProjectionExpression": "#a, #i, #s, #e",
-            "ExpressionAttributeNames": {"#a": "account", "#i": "identity", "#s": "start_ms", "#e": "end_ms"},
+            "ProjectionExpression": "#pk, #sk",
+            "ExpressionAttributeNames": {"#pk": "pk", "#sk": "sk", "#a": "account", "#s": "start_ms"},
             "ExpressionAttributeValues": to_item({":a": account_id, ":since": since_ms}),
         }
-        return sorted(
+        listed = [(str(v["pk"]), str(v["sk"]), account_id) for v in self._pages(self._client.query, request)]
+        started = [
             SessionStart(
                 str(v["account"]),
                 str(v.get("identity", "")),
                 int(v["start_ms"]),
                 int(v["end_ms"]) if v.get("end_ms") is not None else None,
             )
-            for v in self._pages(self._client.query, request)
-        )
+            for v in self._stored(listed)
+        ]
+        # open ones (no end) after the ended ones of the same start: ``None`` does not compare with an end
+        return sorted(started, key=lambda s: (s.account_id, s.identity, s.start_ms, s.end_ms is None, s.end_ms or 0))
 
     def accounts(self) -> list[str]:
         request = {"TableName": self._table, "IndexName": ACCOUNTS_INDEX, "ProjectionExpression": "account_id"}
@@ -63,17 +106,10 @@ class DynamoUsageSignals:
     def counters(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Counters]:
         wanted = sorted(set(keys))
         found: dict[tuple[str, str], Counters] = {key: {} for key in wanted}
-        for start in range(0, len(wanted), MAX_BATCH_GET):
-            keys_part = [
-                to_item({"pk": f"ACCOUNT#{account}", "sk": f"PERIOD#{period}"})
-                for account, period in wanted[start : start + MAX_BATCH_GET]
-            ]
-            pending: dict[str, Any] = {self._table: {"Keys": keys_part, "ConsistentRead": True}}
-            while pending:
-                answer = call(self._client.batch_get_item, RequestItems=pending)
-                for item in answer["Responses"].get(self._table, []):
-                    values = from_item(item)
-                    key = (str(values["pk"]).removeprefix("ACCOUNT#"), str(values["sk"]).removeprefix("PERIOD#"))
-                    found[key] = counters_of(values)
-                pending = answer.get("UnprocessedKeys") or {}
+        aggregates = self._items(
+            ((f"ACCOUNT#{account}", f"PERIOD#{period}") for account, period in wanted), ConsistentRead=True
+        )
+        for values in aggregates:
+            key = (str(values["pk"]).removeprefix("ACCOUNT#"), str(values["sk"]).removeprefix("PERIOD#"))
+            found[key] = counters_of(values)
         return found
