@@ -526,7 +526,7 @@ def test_given_a_closed_call_shared_out_across_an_upgrade_then_the_daily_series_
     """D282 stores a call across an upgrade as one part per segment, the second from the upgrade instant (Nov 16
     00:00). Nov 15 12:00:00 - Nov 16 12:00:30, parts (240 video, 480 audio) from the join and (480, 241) from the
     upgrade: the whole call is on Nov 15, 240 + 480 = 720 video and 480 + 241 = 721 audio minutes - as the same call
-    with no upgrade (one part) and as it was while open (D-daily-1)."""
+    with no upgrade (one part) and as it was while open (D-daily-2)."""
     join, upgrade, leave = ms(2026, 11, 15, 12), ms(2026, 11, 16), ms(2026, 11, 16, 12) + 30_000
     upgraded = replace(profile(), changes=(*profile().changes, TierChange(datetime(2026, 11, 16, tzinfo=UTC), "team")))
     call = SessionRecord("RM_long", "PA_host", "host", "all-day", join, leave,
