@@ -56,7 +56,9 @@ def put_session(
     video: int = 0,
     audio: int = 0,
     room_name: str = "",
+    owner: str = "",
 ) -> None:
+    """``owner``: whose minutes rating's contributions are (the bucket's for an id unregistered at rating, D292)."""
     parts = (PeriodPart("2026-11", ms(start), video, audio),) if end is not None else ()
     seconds = Fraction(int(((end or start) - start).total_seconds()))
     session = Session(
@@ -76,7 +78,8 @@ def put_session(
         as_of_ms=ms(start),
         room_name=room_name or room,
     )
-    contributions = {(account, "2026-11", SEGMENT, "video"): video, (account, "2026-11", SEGMENT, "audio"): audio}
+    owner = owner or account
+    contributions = {(owner, "2026-11", SEGMENT, "video"): video, (owner, "2026-11", SEGMENT, "audio"): audio}
     stored = StoredSession.of(session, {k: v for k, v in contributions.items() if v and end is not None})
     stack.clients["dynamodb"].put_item(TableName=usage_table(stack), Item=rating_items.session_to_item(stored))
 
@@ -236,6 +239,57 @@ def test_given_a_month_so_far_when_a_member_asks_for_usage_then_meters_allowance
     assert daily["2026-11-15"] == (0, 60)
     assert sum(v for v, _ in daily.values()) == 120
     assert sum(a for _, a in daily.values()) == 100
+
+
+def test_given_a_session_rated_before_the_id_registered_then_the_daily_series_leaves_out_the_buckets_minutes(
+    account_api: Any,
+) -> None:
+    """D292: erin's call (Nov 3, 60 video minutes) was rated while ``acct_late`` was unregistered, so its session is
+    stored under the id with its contributions the unattributed bucket's, and the account's counters hold only
+    alice's later 30 video minutes. The daily series sums to the month to date: 30, on Nov 5 - not 90 with 60 on
+    Nov 3 (D-daily-3). The meetings list still shows erin's call with its minutes (D292: shown, billed nowhere)."""
+    register(account_api, "acct_late")
+    put_session(account_api, "acct_late", "RM_u", "PA_u", "erin", utc(2026, 11, 3, 9), utc(2026, 11, 3, 10),
+                video=60, owner="unattributed")  # fmt: skip
+    put_session(account_api, "acct_late", "RM_a", "PA_a", "alice", utc(2026, 11, 5, 9), utc(2026, 11, 5, 9, 30),
+                video=30)  # fmt: skip
+    put_counters(account_api, "acct_late", {"video": 30})
+    answer = call("GET", "/v1/accounts/acct_late/usage", claims("acct_late", "member"))
+    assert answer.status == 200, answer.body
+    assert {m["meter"]: m["used"] for m in answer.body["meters"]}["video"] == "30"
+    daily = {d["date"]: d["video_minutes"] for d in answer.body["daily"] if d["video_minutes"]}
+    assert daily == {"2026-11-05": 30}
+    meetings = call("GET", "/v1/accounts/acct_late/meetings", claims("acct_late", "member"))
+    assert [(m["room_sid"], m["video_minutes"]) for m in meetings.body["meetings"]] == [("RM_a", 30), ("RM_u", 60)]
+
+
+def test_given_a_call_shared_out_across_an_upgrade_then_the_export_lists_its_november_minutes_once(
+    account_api: Any,
+) -> None:
+    """D282 stores a call across an upgrade (Nov 16 00:00) as two November parts, (240 video, 480 audio) from the
+    join Nov 15 12:00 and (480, 241) from the upgrade; the export gives the session's minutes per period: one
+    November entry, 240 + 480 = 720 video and 480 + 241 = 721 audio (D-daily-2)."""
+    register(account_api, "acct_up")
+    store_members(account_api, "acct_up", {"user-1": "owner"})  # the export checks the stored role
+    join, upgrade, leave = utc(2026, 11, 15, 12), utc(2026, 11, 16), utc(2026, 11, 16, 12, 0, 30)
+    session = Session(
+        room_sid="RM_long", participant_sid="PA_host", identity="host", kind="STANDARD", account="acct_up",
+        start_ms=ms(join), end_ms=ms(leave), closed_by=ClosedBy.LEFT, aborted=False, billing=Billing.ROOM_RULE,
+        connected_seconds=Fraction(86_430), video_seconds=Fraction(43_200),
+        parts=(PeriodPart("2026-11", ms(join), 240, 480), PeriodPart("2026-11", ms(upgrade), 480, 241)),
+        as_of_ms=ms(leave), room_name="all-day",
+    )  # fmt: skip
+    stored = StoredSession.of(
+        session, {("acct_up", "2026-11", SEGMENT, "video"): 720, ("acct_up", "2026-11", SEGMENT, "audio"): 721}
+    )
+    account_api.clients["dynamodb"].put_item(
+        TableName=usage_table(account_api), Item=rating_items.session_to_item(stored)
+    )
+    exported = call("GET", "/v1/accounts/acct_up/export", claims("acct_up", "owner"))
+    assert exported.status == 200, exported.body
+    assert [s["minutes"] for s in exported.body["sessions"]] == [
+        [{"period": "2026-11", "video_minutes": 720, "audio_minutes": 721}]
+    ]
 
 
 def test_given_meetings_when_paged_by_two_then_the_cursor_walks_them_newest_first(account_api: Any) -> None:

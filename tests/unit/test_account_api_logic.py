@@ -520,3 +520,19 @@ def test_given_a_call_shared_out_across_an_upgrade_then_the_idle_camera_lever_mo
     assert [(r.saving_usd, r.current_usd, r.with_change_usd) for r in found] == [
         (Decimal("0.22"), Decimal("20.52"), Decimal("20.30"))
     ]
+
+
+def test_given_a_closed_call_shared_out_across_an_upgrade_then_the_daily_series_puts_it_on_the_day_it_began() -> None:
+    """D282 stores a call across an upgrade as one part per segment, the second from the upgrade instant (Nov 16
+    00:00). Nov 15 12:00:00 - Nov 16 12:00:30, parts (240 video, 480 audio) from the join and (480, 241) from the
+    upgrade: the whole call is on Nov 15, 240 + 480 = 720 video and 480 + 241 = 721 audio minutes - as the same call
+    with no upgrade (one part) and as it was while open (D-daily-2)."""
+    join, upgrade, leave = ms(2026, 11, 15, 12), ms(2026, 11, 16), ms(2026, 11, 16, 12) + 30_000
+    upgraded = replace(profile(), changes=(*profile().changes, TierChange(datetime(2026, 11, 16, tzinfo=UTC), "team")))
+    call = SessionRecord("RM_long", "PA_host", "host", "all-day", join, leave,
+                         parts=(SessionPart("2026-11", join, 240, 480), SessionPart("2026-11", upgrade, 480, 241)))  # fmt: skip
+    now = datetime(2026, 11, 16, 13, tzinfo=UTC)
+    directory, month, history = world(upgraded, [call])
+    report = logic.usage_report(directory, month, history, CATALOG, "acct", now)
+    days = {d.day.day: (d.video_minutes, d.audio_minutes) for d in report.daily if d.video_minutes or d.audio_minutes}
+    assert days == {15: (720, 721)}

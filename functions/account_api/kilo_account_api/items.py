@@ -26,6 +26,7 @@ from typing import Any, Final
 
 from kilo_account_api.model import Member, MemberStatus, PhoneChallenge, SessionPart, SessionRecord
 from kilo_billing import member_roles
+from kilo_billing.accounts import UNATTRIBUTED
 from kilo_billing.auth import Role
 from kilo_billing.items import Item, from_item, to_item
 from kilo_billing.room_state_items import ROOM_PREFIX
@@ -95,6 +96,9 @@ def session_from_values(values: Mapping[str, Any]) -> SessionRecord:
         parts=tuple(SessionPart(str(p), int(s), int(v), int(a)) for p, s, v, a in values.get("parts", [])),
         video_seconds=Fraction(str(values.get("video_seconds", "0"))),
         connected_seconds=Fraction(str(values.get("connected_seconds", "0"))),
+        unattributed_periods=frozenset(
+            str(period) for owner, period, *_ in values.get("contributions", []) if owner == UNATTRIBUTED
+        ),
     )
 
 

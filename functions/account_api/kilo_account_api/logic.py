@@ -136,7 +136,10 @@ def daily_series(
     sessions: Iterable[SessionRecord], mtd: MonthToDate, period: Period, now: datetime
 ) -> tuple[DayUsage, ...]:
     """Video and audio minutes per UTC day of the period up to today: a connection's minutes on the day it began in
-    the period (the day its part starts), open sessions' minutes so far on theirs. Sums to the month to date."""
+    the period (max(its start, the period's start): all its parts there, as for an open session, even when D282 cut
+    it at a tier change), open sessions' minutes so far on theirs. A session whose minutes in the period are the
+    unattributed bucket's (an id unregistered when it was rated, D292; a period before the signup, D280) is left out,
+    as the account's counters leave it out. Sums to the month to date."""
     last = min(now, period.end - timedelta(microseconds=1)).date()
     days: dict[date, list[int]] = {}
     day = period.start.date()
@@ -150,10 +153,13 @@ def daily_series(
         slot[0] += video
         slot[1] += audio
 
-    for session in sessions:
-        for part in session.parts_in(period.key):
-            add(part.start_ms, part.video_minutes, part.audio_minutes)
     start_ms = _ms(period.start)
+    for session in sessions:
+        if period.key in session.unattributed_periods:
+            continue
+        video, audio = session.minutes_in(period.key)
+        if video or audio:
+            add(max(session.start_ms, start_ms), video, audio)
     for figures in mtd.open:
         extra = open_session_extra([figures], mtd.profile, _ms(now), period.key)
         video = sum(q for (_, meter), q in extra.items() if meter == Meter.VIDEO.value)

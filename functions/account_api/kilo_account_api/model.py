@@ -109,6 +109,8 @@ class SessionRecord:
     parts: tuple[SessionPart, ...] = ()  # billable minutes per period (empty while open)
     video_seconds: Fraction = Fraction(0)
     connected_seconds: Fraction = Fraction(0)
+    # periods whose minutes rating gave the unattributed bucket, not the account (rating's contributions, D280, D292)
+    unattributed_periods: frozenset[str] = frozenset()
 
     @property
     def is_open(self) -> bool:
@@ -120,6 +122,10 @@ class SessionRecord:
     def minutes_in(self, period: str) -> tuple[int, int]:
         parts = self.parts_in(period)
         return sum(p.video_minutes for p in parts), sum(p.audio_minutes for p in parts)
+
+    def minutes_by_period(self) -> dict[str, tuple[int, int]]:
+        """Video and audio minutes per period, in the parts' order: a period cut at a tier change (D282) once."""
+        return {part.period: self.minutes_in(part.period) for part in self.parts}
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,8 +143,8 @@ class MeterUsage:
 
 @dataclass(frozen=True, slots=True)
 class DayUsage:
-    """Minutes of one UTC day of the period (``logic.daily_series``): a connection's on the day its part began, an
-    open session's so far; the days sum to the month to date."""
+    """Minutes of one UTC day of the period (``logic.daily_series``): a connection's on the day it began in the
+    period (all its parts, D-daily-2), an open session's so far; the days sum to the month to date."""
 
     day: date
     video_minutes: int

@@ -689,9 +689,9 @@ def _session_json(session: SessionRecord) -> dict[str, Any]:
         "identity": session.identity,
         "started_at": _time(session.start_ms).isoformat(),
         "ended_at": _time(session.end_ms).isoformat() if session.end_ms is not None else None,
-        "minutes": [
-            {"period": p.period, "video_minutes": p.video_minutes, "audio_minutes": p.audio_minutes}
-            for p in session.parts
+        "minutes": [  # per period: a call cut at a tier change (D282) is one entry, as the customer saw it
+            {"period": period, "video_minutes": video, "audio_minutes": audio}
+            for period, (video, audio) in session.minutes_by_period().items()
         ],
     }
 
