@@ -536,3 +536,24 @@ def test_given_a_closed_call_shared_out_across_an_upgrade_then_the_daily_series_
     report = logic.usage_report(directory, month, history, CATALOG, "acct", now)
     days = {d.day.day: (d.video_minutes, d.audio_minutes) for d in report.daily if d.video_minutes or d.audio_minutes}
     assert days == {15: (720, 721)}
+
+
+def test_given_a_town_hall_whose_minutes_are_the_unattributed_buckets_then_no_audience_saving_is_claimed() -> None:
+    """D292/D-daily-3: sessions rated while the id was unregistered are listed under the account, but their minutes
+    are the unattributed bucket's - not in the account's counters, not on its invoice. The account's own call: two
+    people x 3,000 video minutes = 6,000, 1,000 over the 5,000 included ($0.72). The same town hall as above (10 x 600
+    video minutes) is the bucket's: making it audio-only would change nothing the account pays - no recommendation
+    (before: "$0.72 saved", its 6,000 minutes taken off the account's own)."""
+    town_hall = [
+        replace(session("RM_hall", f"p{i}", 600, name="town hall"), unattributed_periods=frozenset({"2026-11"}))
+        for i in range(10)
+    ]
+    pair = [session("RM_pair", "ann", 3_000), session("RM_pair", "bob", 3_000)]
+    account = profile()
+    directory = InMemoryAccountDirectory(account)
+    month = InMemoryMonthToDate(directory, {("acct", "2026-11"): {(SEGMENT, "video"): 6_000}})
+    history = InMemorySessionHistory()
+    history.add("acct", *town_hall, *pair)
+    mtd = month_to_date(month, "acct", "2026-11", int(NOW.timestamp() * 1000), BOOK)
+    found = recommend(mtd, history.sessions("acct", "2026-11"), BOOK, NOW, POLICY)
+    assert [r.kind for r in found if r.kind is RecommendationKind.AUDIO_ONLY_AUDIENCES] == []
