@@ -50,6 +50,7 @@ from kilo_crypto_watch.ports import (
     SignatureInfo,
     SolanaRpc,
     TransactionNotFoundError,
+    record_alone,
     settle_alone,
 )
 
@@ -318,7 +319,7 @@ class SolanaWatcher:
                     if status.failed and status.finalized:
                         finalized += settle_alone(stuck, pid, partial(self.sink.finalized, pid, payment.block_hash))
                     elif not status.failed:
-                        await self._reread(payment.tx_id, merchant, watched)
+                        await self._reread(payment.tx_id, merchant, watched, stuck)
                     continue
                 if status is not None and status.failed:
                     orphaned += settle_alone(stuck, pid, partial(self.sink.orphaned, pid, payment.block_hash))
@@ -335,17 +336,18 @@ class SolanaWatcher:
                         orphaned += settle_alone(stuck, pid, partial(self.sink.orphaned, pid, payment.block_hash))
         return finalized, orphaned
 
-    async def _reread(self, signature: str, merchant: Merchant, watched: frozenset[str]) -> None:
+    async def _reread(self, signature: str, merchant: Merchant, watched: frozenset[str], stuck: list[str]) -> None:
         """A transaction recorded FAILED whose status now says it succeeded (its failing fork did not survive; it
         landed again where it succeeds): its credits are read again and reported (settlement re-reads a FAILED
-        payment whose block or outcome changed). Not served yet: the next run asks again."""
+        payment whose block or outcome changed). Not served yet: the next run asks again. A record that fails is
+        named ``stuck`` and the others go on; the payment stays FAILED and pending, read again next run (D-cfix-1)."""
         tx = await self._call(self.rpc.transaction(signature))
         if tx is None or tx.failed:
             return
         found = credits(tx, merchant, watched=watched)
         if found:
             block_hash = await self._call(self.rpc.block_hash(tx.slot))
-            self.sink.record_batch([_with_hash(transfer, block_hash) for transfer in found])
+            record_alone(stuck, self.sink, [[_with_hash(transfer, block_hash) for transfer in found]])
 
 
 def rotation(references: Sequence[str], cap: int, now: datetime) -> list[str]:
