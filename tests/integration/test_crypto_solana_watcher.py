@@ -13,11 +13,14 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+import spl.token.instructions as token
 from solders.instruction import AccountMeta, Instruction
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
-from solders.system_program import TransferParams, transfer
+from solders.system_program import CreateAccountParams, TransferParams, create_account, transfer
 from spl.memo.constants import MEMO_PROGRAM_ID
+from spl.token.constants import TOKEN_PROGRAM_ID
+from spl.token.models import InitializeAccount3Params, TransferCheckedParams
 
 from kilo_crypto_watch.model import LockedRate, ObservedTransfer, PaymentStatus, Quote, RateReading, RunReport
 from kilo_crypto_watch.ports import ChainTransaction, CursorConflictError, SignatureStatus, TransactionNotFoundError
@@ -598,3 +601,77 @@ def test_given_a_failed_payment_read_again_whose_record_fails_then_the_others_fi
     assert after.stuck == ()
     assert sink.status[a] is PaymentStatus.SEEN
     assert sink.transfers[a].block_hash == chain.standin.blockhash(landed.slot)
+
+
+def _side_account(chain: SolanaTestChain) -> Pubkey:
+    """A USDC token account owned by the merchant's wallet that is not its associated token account (anyone may
+    create one: the payer does here, at its own expense)."""
+    account = Keypair()
+    rent = chain.standin.svm.minimum_balance_for_rent_exemption(165)
+    chain.send(
+        [
+            create_account(
+                CreateAccountParams(
+                    from_pubkey=chain.payer.pubkey(),
+                    to_pubkey=account.pubkey(),
+                    lamports=rent,
+                    space=165,
+                    owner=TOKEN_PROGRAM_ID,
+                )
+            ),
+            token.initialize_account3(
+                InitializeAccount3Params(
+                    program_id=TOKEN_PROGRAM_ID,
+                    account=account.pubkey(),
+                    mint=chain.usdc,
+                    owner=chain.merchant.pubkey(),
+                )
+            ),
+        ],
+        extra_signers=[account],
+    )
+    return account.pubkey()
+
+
+def test_given_usdc_paid_into_a_merchant_token_account_other_than_its_ata_then_it_is_no_credit_whatever_the_reference(
+    chain: SolanaTestChain, watch: Watch
+) -> None:
+    """D-cfix-2 (review F1). 7 USDC with a watched Solana Pay reference into a side token account the merchant's
+    wallet owns; neither the wallet nor the ATA is among the transaction's keys, so no sweep lists it. Before:
+    ``credits`` counted it (7,000,000) and the watcher recorded it only through the reference lookup - i.e. only
+    while D290's rotation and 2 h margin queried that reference. Now it is no credit, on every path; 3 USDC paid to
+    the ATA in the same run is recorded (3,000,000)."""
+    side = _side_account(chain)
+    reference = Keypair().pubkey()
+    watch.references.keys.append(str(reference))
+    watch.run()  # the cursor before the payments
+    transfer_ix = token.transfer_checked(
+        TransferCheckedParams(
+            program_id=TOKEN_PROGRAM_ID,
+            source=token.get_associated_token_address(chain.payer.pubkey(), chain.usdc),
+            mint=chain.usdc,
+            dest=side,
+            owner=chain.payer.pubkey(),
+            amount=7 * USDC,
+            decimals=6,
+        )
+    )
+    to_side = chain.send(
+        [
+            Instruction(
+                transfer_ix.program_id, transfer_ix.data, [*transfer_ix.accounts, AccountMeta(reference, False, False)]
+            )
+        ]
+    )
+    chain.pay_usdc(3 * USDC)
+
+    report = watch.run()
+
+    assert [t.atomic_amount for t in watch.sink.transfers.values()] == [3 * USDC]
+    assert report.transfers_seen == 1
+    assert asyncio.run(_inspect(chain, to_side, frozenset({str(reference)}))) == []
+
+
+async def _inspect(chain: SolanaTestChain, signature: str, watched: frozenset[str]) -> list[ObservedTransfer]:
+    async with SolanaRpcClient(chain.standin.url) as rpc:
+        return await inspect(rpc, chain.config(), signature, watched)
