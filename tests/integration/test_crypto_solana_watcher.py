@@ -17,10 +17,10 @@ import spl.token.instructions as token
 from solders.instruction import AccountMeta, Instruction
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
-from solders.system_program import CreateAccountParams, TransferParams, create_account, transfer
+from solders.system_program import TransferParams, transfer
 from spl.memo.constants import MEMO_PROGRAM_ID
 from spl.token.constants import TOKEN_PROGRAM_ID
-from spl.token.models import InitializeAccount3Params, TransferCheckedParams
+from spl.token.models import TransferCheckedParams
 
 from kilo_crypto_watch.model import LockedRate, ObservedTransfer, PaymentStatus, Quote, RateReading, RunReport
 from kilo_crypto_watch.ports import ChainTransaction, CursorConflictError, SignatureStatus, TransactionNotFoundError
@@ -603,36 +603,6 @@ def test_given_a_failed_payment_read_again_whose_record_fails_then_the_others_fi
     assert sink.transfers[a].block_hash == chain.standin.blockhash(landed.slot)
 
 
-def _side_account(chain: SolanaTestChain) -> Pubkey:
-    """A USDC token account owned by the merchant's wallet that is not its associated token account (anyone may
-    create one: the payer does here, at its own expense)."""
-    account = Keypair()
-    rent = chain.standin.svm.minimum_balance_for_rent_exemption(165)
-    chain.send(
-        [
-            create_account(
-                CreateAccountParams(
-                    from_pubkey=chain.payer.pubkey(),
-                    to_pubkey=account.pubkey(),
-                    lamports=rent,
-                    space=165,
-                    owner=TOKEN_PROGRAM_ID,
-                )
-            ),
-            token.initialize_account3(
-                InitializeAccount3Params(
-                    program_id=TOKEN_PROGRAM_ID,
-                    account=account.pubkey(),
-                    mint=chain.usdc,
-                    owner=chain.merchant.pubkey(),
-                )
-            ),
-        ],
-        extra_signers=[account],
-    )
-    return account.pubkey()
-
-
 def test_given_usdc_paid_into_a_merchant_token_account_other_than_its_ata_then_it_is_no_credit_whatever_the_reference(
     chain: SolanaTestChain, watch: Watch
 ) -> None:
@@ -641,7 +611,7 @@ def test_given_usdc_paid_into_a_merchant_token_account_other_than_its_ata_then_i
     ``credits`` counted it (7,000,000) and the watcher recorded it only through the reference lookup - i.e. only
     while D290's rotation and 2 h margin queried that reference. Now it is no credit, on every path; 3 USDC paid to
     the ATA in the same run is recorded (3,000,000)."""
-    side = _side_account(chain)
+    side = chain.create_token_account(chain.merchant.pubkey(), chain.usdc)
     reference = Keypair().pubkey()
     watch.references.keys.append(str(reference))
     watch.run()  # the cursor before the payments
