@@ -6,6 +6,7 @@ instruction)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import spl.token.instructions as token
 from solana.rpc.async_api import AsyncClient
@@ -18,7 +19,7 @@ from solders.system_program import CreateAccountParams, TransferParams, create_a
 from solders.transaction import VersionedTransaction
 from spl.memo.constants import MEMO_PROGRAM_ID
 from spl.token.constants import TOKEN_PROGRAM_ID
-from spl.token.models import InitializeMint2Params, MintToCheckedParams, TransferCheckedParams
+from spl.token.models import InitializeAccount3Params, InitializeMint2Params, MintToCheckedParams, TransferCheckedParams
 
 from kilo_crypto_watch.model import ChainConfig
 from kilo_dev.solana_standin import SolanaStandin
@@ -53,31 +54,38 @@ class SolanaTestChain:
 
     # -- setup -------------------------------------------------------------------------------------------------------
     def create_mint(self, decimals: int) -> Pubkey:
-        mint = Keypair()
-        rent = self.standin.svm.minimum_balance_for_rent_exemption(82)
-        self.send(
-            [
-                create_account(
-                    CreateAccountParams(
-                        from_pubkey=self.payer.pubkey(),
-                        to_pubkey=mint.pubkey(),
-                        lamports=rent,
-                        space=82,
-                        owner=TOKEN_PROGRAM_ID,
-                    )
-                ),
-                token.initialize_mint2(
-                    InitializeMint2Params(
-                        program_id=TOKEN_PROGRAM_ID,
-                        mint=mint.pubkey(),
-                        decimals=decimals,
-                        mint_authority=self.payer.pubkey(),
-                    )
-                ),
-            ],
-            extra_signers=[mint],
+        return self._token_program_account(
+            82,
+            lambda mint: token.initialize_mint2(
+                InitializeMint2Params(
+                    program_id=TOKEN_PROGRAM_ID, mint=mint, decimals=decimals, mint_authority=self.payer.pubkey()
+                )
+            ),
         )
-        return mint.pubkey()
+
+    def create_token_account(self, owner: Pubkey, mint: Pubkey) -> Pubkey:
+        """A token account of ``mint`` owned by ``owner`` that is not its associated token account (anyone may create
+        one: the payer does, at its own expense)."""
+        return self._token_program_account(
+            165,
+            lambda account: token.initialize_account3(
+                InitializeAccount3Params(program_id=TOKEN_PROGRAM_ID, account=account, mint=mint, owner=owner)
+            ),
+        )
+
+    def _token_program_account(self, space: int, initialize: Callable[[Pubkey], Instruction]) -> Pubkey:
+        """A new account of the token program, rent paid by the payer, initialised by ``initialize(address)``."""
+        account = Keypair()
+        rent = self.standin.svm.minimum_balance_for_rent_exemption(space)
+        create = CreateAccountParams(
+            from_pubkey=self.payer.pubkey(),
+            to_pubkey=account.pubkey(),
+            lamports=rent,
+            space=space,
+            owner=TOKEN_PROGRAM_ID,
+        )
+        self.send([create_account(create), initialize(account.pubkey())], extra_signers=[account])
+        return account.pubkey()
 
     def fund_tokens(self, mint: Pubkey, amount: int) -> None:
         source = token.get_associated_token_address(self.payer.pubkey(), mint)

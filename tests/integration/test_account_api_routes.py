@@ -4,10 +4,12 @@ forecast, and Stripe's hosted pages through the product's adapter against the St
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import time_machine
@@ -36,6 +38,7 @@ def frozen() -> Iterator[None]:
 
 OWNER, ADMIN = claims("acct_a", "owner", user="owner-1"), claims("acct_a", "admin", user="admin-1")
 MEMBER = claims("acct_a", "member")
+OK_URL = "http://127.0.0.1:8000/ok"  # on the test dashboard's origins
 STAFF = {"owner-1": "owner", "admin-1": "admin"}  # OWNER's and ADMIN's memberships (membership changes check them)
 
 
@@ -599,6 +602,50 @@ def test_given_a_crypto_account_then_checkout_is_a_conflict(account_api: Any, st
     register(account_api, "acct_c", billing_method="crypto")
     answer = call("POST", "/v1/accounts/acct_c/payment-methods/checkout", claims("acct_c", "owner"))
     assert answer.status == 409
+
+
+@pytest.mark.parametrize(
+    ("page", "stripe_path", "refused", "body", "expected"),
+    [
+        ("payment-methods/checkout", "/v1/checkout/sessions", "success_url", None, (503, None)),
+        ("payment-methods/checkout", "/v1/checkout/sessions", "cancel_url", {"success_url": OK_URL}, (503, None)),
+        (
+            "payment-methods/checkout",
+            "/v1/checkout/sessions",
+            "success_url",
+            {"success_url": OK_URL},
+            (400, "success_url"),
+        ),
+        ("billing-portal", "/v1/billing_portal/sessions", "return_url", None, (503, None)),
+        ("billing-portal", "/v1/billing_portal/sessions", "return_url", {"return_url": OK_URL}, (400, "return_url")),
+    ],
+)
+def test_given_stripe_refusing_a_page_url_then_400_naming_it_only_when_the_body_carried_it_else_503(
+    account_api: Any,
+    stripe_emulator: EmulatorHTTPClient,
+    page: str,
+    stripe_path: str,
+    refused: str,
+    body: dict[str, str] | None,
+    expected: tuple[int, str | None],
+) -> None:
+    """D-cfix-3 (review F3). Stripe answers its published 400 naming ``refused``. A URL the body left out is the
+    server's default (the dashboard's): the customer cannot fix it - 503, ours to fix (before: 400 naming the field
+    the customer never sent); one the body carried stays the customer's 400 naming it (D297)."""
+    register(account_api, "acct_a", email="ops@a.example")
+    original = stripe_emulator.request
+    error = {"error": {"message": "Not a valid URL", "param": refused, "type": "invalid_request_error"}}
+
+    def refusing(method: str, url: str, headers: Any, post_data: Any = None, **kwargs: Any) -> Any:
+        if urlsplit(url).path == stripe_path:
+            return json.dumps(error), 400, {"request-id": "req_refused"}
+        return original(method, url, headers, post_data, **kwargs)
+
+    stripe_emulator.request = refusing  # type: ignore[method-assign]
+
+    answer = call("POST", f"/v1/accounts/acct_a/{page}", ADMIN, body)
+
+    assert (answer.status, answer.body["field"]) == expected, answer.body
 
 
 def test_given_no_stripe_key_then_the_payment_pages_answer_503_with_a_request_id_only(account_api: Any) -> None:

@@ -5,6 +5,7 @@ the watcher."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,7 +14,7 @@ from web3 import Web3
 
 from kilo_crypto_watch.evm import NATIVE_INDEX, EvmTransactionInspector, watch
 from kilo_crypto_watch.evm_rpc import Web3EvmRpc
-from kilo_crypto_watch.model import ChainConfig, Cursor, PaymentStatus
+from kilo_crypto_watch.model import ChainConfig, Cursor, ObservedTransfer, PaymentStatus
 from kilo_crypto_watch.ports import (
     BlockRef,
     EvmBlock,
@@ -572,6 +573,114 @@ def test_given_one_payment_whose_finality_step_fails_then_the_others_finalize_an
     assert failing.status[ids[second]] is PaymentStatus.FINALIZED
     assert failing.status[ids[first]] is PaymentStatus.SEEN
     assert report.stuck == (f"{ids[first]}: RuntimeError: the store refused {ids[first]}",)
+
+
+class Refusing(MemoryPaymentSink):
+    """A sink whose store refuses some payments' steps: ``refused`` holds (step, payment id), step one of
+    ``orphaned``, ``record_seen`` (a bill its transaction cannot store, say); emptied, the store takes them again."""
+
+    def __init__(self, like: MemoryPaymentSink, refused: set[tuple[str, str]]) -> None:
+        super().__init__()
+        self.transfers, self.status, self.final = like.transfers, like.status, like.final
+        self.refused = refused
+
+    def orphaned(self, payment_id: str, block_hash: str | None = None) -> None:
+        if ("orphaned", payment_id) in self.refused:
+            raise RuntimeError(f"the store refused {payment_id}")
+        super().orphaned(payment_id, block_hash)
+
+    def record_seen(self, transfer: ObservedTransfer) -> None:
+        if ("record_seen", transfer.payment_id) in self.refused:
+            raise RuntimeError(f"the store refused {transfer.payment_id}")
+        super().record_seen(transfer)
+
+
+def test_given_a_rolled_back_payment_whose_orphaning_fails_then_the_others_finalize_the_scan_goes_on_and_it_is_retried(
+    chain: Chain,
+) -> None:
+    """D-cfix-1 (review F2). B (1 USDC) is due for finality and still SEEN (its step failed last run, D285); A's
+    (2 USDC) block is then replaced by a reorg, and the store refuses A's orphaning. Before: every run raised, B
+    stayed SEEN and no block was scanned. Now the run rolls back, names A stuck, scans on (C, 3 USDC paid after the
+    reorg, is seen) and finalizes B; A stays SEEN above the finalized block, and once its height is final the finality
+    pass orphans it (its block is not canonical and its transaction is mined nowhere)."""
+    chain.mint(PAYER, 10 * USDC)
+    chain.mine(FINALITY_LAG)
+    watcher = Watcher(chain.config(start_block=chain.head() + 1))
+    chain.pay_usdc(PAYER, MERCHANT, 1 * USDC)  # B
+    chain.mine(FINALITY_LAG + 2)
+    chain.pay_usdc(PAYER, MERCHANT, 2 * USDC)  # A
+    chain.mine(1)
+    watcher.sink = Refusing(watcher.sink, set())
+    first = watcher.run()
+    ids = {t.atomic_amount: pid for pid, t in watcher.sink.transfers.items()}
+    b, a = ids[1 * USDC], ids[2 * USDC]
+    assert first.finalized == 1
+    watcher.sink.status[b] = PaymentStatus.SEEN  # B's step failed last run: due and SEEN
+    refusing = Refusing(watcher.sink, {("orphaned", a)})
+    watcher.sink = refusing
+    chain.node.call("anvil_reorg", 2, [])  # A's block and the next replaced by empty ones
+    paid_c = chain.pay_usdc(PAYER, MERCHANT, 3 * USDC)  # C, in the new fork
+    chain.mine(1)
+
+    report = watcher.run()
+
+    assert report.rolled_back_to is not None
+    assert report.stuck == (f"{a}: RuntimeError: the store refused {a}",)
+    assert refusing.status[b] is PaymentStatus.FINALIZED
+    assert refusing.status[a] is PaymentStatus.SEEN
+    assert report.orphaned == 0
+    assert report.transfers_seen == 1  # C
+    assert [t.tx_id for pid, t in refusing.transfers.items() if t.atomic_amount == 3 * USDC] == [paid_c]
+    assert watcher.cursors.cursors["ethereum"].block_number == chain.head()
+    assert watcher.cursors.cursors["ethereum"].block_hash == chain.block_hash(chain.head())
+
+    chain.mine(FINALITY_LAG)  # A's height is final now: the finality pass tries A again, still refused
+    again = watcher.run()
+    assert again.stuck == (f"{a}: RuntimeError: the store refused {a}",)
+    assert refusing.status[a] is PaymentStatus.SEEN
+    refusing.refused.clear()  # the store takes it again
+
+    last = watcher.run()
+
+    assert (last.stuck, last.orphaned) == ((), 1)
+    assert refusing.status[a] is PaymentStatus.ORPHANED
+
+
+def test_given_a_final_payment_mined_in_another_block_whose_record_fails_then_the_others_finalize_and_it_waits(
+    chain: Chain,
+) -> None:
+    """D-cfix-1 (review F2). A (2 USDC) is held in a block that is not the canonical one at its height ("0xdead...",
+    a fork the cursor never saw); its transaction is mined in the canonical block. The finality pass reports it there
+    (``_relocated``) and the store refuses it. Before: the run raised and B (1 USDC, final) stayed SEEN. Now B is
+    FINALIZED, A is named stuck and stays SEEN - never ORPHANED (its transaction stands) - and the next run, the
+    store taking it again, moves it to its block and finalizes it."""
+    chain.mint(PAYER, 10 * USDC)
+    chain.mine(FINALITY_LAG)
+    watcher = Watcher(chain.config(start_block=chain.head() + 1))
+    chain.pay_usdc(PAYER, MERCHANT, 1 * USDC)  # B
+    paid_a = chain.pay_usdc(PAYER, MERCHANT, 2 * USDC)  # A
+    watcher.run()
+    ids = {t.atomic_amount: pid for pid, t in watcher.sink.transfers.items()}
+    b, a = ids[1 * USDC], ids[2 * USDC]
+    mined = chain.receipt(paid_a)
+    watcher.sink.transfers[a] = replace(watcher.sink.transfers[a], block_hash="0x" + "de" * 32)
+    refusing = Refusing(watcher.sink, {("record_seen", a)})
+    watcher.sink = refusing
+    chain.mine(FINALITY_LAG)
+
+    report = watcher.run()
+
+    assert report.stuck == (f"{a}: RuntimeError: the store refused {a}",)
+    assert (report.finalized, report.orphaned) == (1, 0)
+    assert refusing.status[b] is PaymentStatus.FINALIZED
+    assert refusing.status[a] is PaymentStatus.SEEN
+    refusing.refused.clear()
+
+    after = watcher.run()
+
+    assert (after.stuck, after.finalized) == ((), 1)
+    assert refusing.status[a] is PaymentStatus.FINALIZED
+    assert refusing.transfers[a].block_hash == hexhash(mined["blockHash"])
 
 
 class ReorgAfterLogs(Web3EvmRpc):

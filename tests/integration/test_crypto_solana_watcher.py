@@ -13,13 +13,16 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+import spl.token.instructions as token
 from solders.instruction import AccountMeta, Instruction
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 from solders.system_program import TransferParams, transfer
 from spl.memo.constants import MEMO_PROGRAM_ID
+from spl.token.constants import TOKEN_PROGRAM_ID
+from spl.token.models import TransferCheckedParams
 
-from kilo_crypto_watch.model import LockedRate, PaymentStatus, Quote, RateReading, RunReport
+from kilo_crypto_watch.model import LockedRate, ObservedTransfer, PaymentStatus, Quote, RateReading, RunReport
 from kilo_crypto_watch.ports import ChainTransaction, CursorConflictError, SignatureStatus, TransactionNotFoundError
 from kilo_crypto_watch.settlement import ClaimRefusedError
 from kilo_crypto_watch.solana import SolanaWatcher, inspect, rotation
@@ -549,3 +552,96 @@ def test_given_250_recent_references_then_a_run_queries_100_and_three_minutes_of
     seen = [set(rotation(ordered, 100, minute + timedelta(minutes=n))) for n in range(3)]
     assert [len(window) for window in seen] == [100, 100, 100]
     assert set().union(*seen) == set(ordered)
+
+
+class RefusingRecord(MemoryPaymentSink):
+    """A sink whose store refuses to record the payment ids in ``refused`` (a bill it cannot store, say)."""
+
+    def __init__(self, refused: set[str]) -> None:
+        super().__init__()
+        self.refused = refused
+
+    def record_seen(self, transfer: ObservedTransfer) -> None:
+        if transfer.payment_id in self.refused:
+            raise RuntimeError(f"the store refused {transfer.payment_id}")
+        super().record_seen(transfer)
+
+
+def test_given_a_failed_payment_read_again_whose_record_fails_then_the_others_finalize_and_it_waits(
+    chain: SolanaTestChain, watch: Watch
+) -> None:
+    """D-cfix-1 (review F2). A (0.25 SOL) is held FAILED on a fork that did not survive, its signature succeeded on
+    the chain that stands; B (0.5 SOL) is SEEN and final. The store refuses A's record. Before: ``_reread``'s
+    ``record_batch`` raised, the run failed and B stayed SEEN, every run. Now B is FINALIZED, A is named stuck and
+    stays FAILED and pending; the store taking it again, the next run reads it again: SEEN."""
+    signature_a = chain.pay_sol(SOL // 4)
+    landed = chain.standin.transaction(signature_a)
+    assert landed is not None
+    (credit,) = SolanaTransactionInspector(chain.config()).transfers(signature_a)
+    a = credit.payment_id
+    sink = RefusingRecord(set())
+    sink.record_seen(replace(credit, succeeded=False, block_hash="dead-fork-hash"))
+    sink.refused.add(a)
+    watch.sink = sink
+    watch.start_block = landed.slot  # the scan covers later slots only
+    chain.pay_sol(SOL // 2)  # B
+    chain.standin.advance(LAG + 1)
+
+    report = watch.run()
+
+    (b,) = [pid for pid, t in sink.transfers.items() if t.atomic_amount == SOL // 2]
+    assert report.stuck == (f"{a}: RuntimeError: the store refused {a}",)
+    assert sink.status[b] is PaymentStatus.FINALIZED
+    assert sink.status[a] is PaymentStatus.FAILED
+    assert [(p.payment_id, p.failed) for p in sink.pending("solana")] == [(a, True)]
+    sink.refused.clear()
+
+    after = watch.run()
+
+    assert after.stuck == ()
+    assert sink.status[a] is PaymentStatus.SEEN
+    assert sink.transfers[a].block_hash == chain.standin.blockhash(landed.slot)
+
+
+def test_given_usdc_paid_into_a_merchant_token_account_other_than_its_ata_then_it_is_no_credit_whatever_the_reference(
+    chain: SolanaTestChain, watch: Watch
+) -> None:
+    """D-cfix-2 (review F1). 7 USDC with a watched Solana Pay reference into a side token account the merchant's
+    wallet owns; neither the wallet nor the ATA is among the transaction's keys, so no sweep lists it. Before:
+    ``credits`` counted it (7,000,000) and the watcher recorded it only through the reference lookup - i.e. only
+    while D290's rotation and 2 h margin queried that reference. Now it is no credit, on every path; 3 USDC paid to
+    the ATA in the same run is recorded (3,000,000)."""
+    side = chain.create_token_account(chain.merchant.pubkey(), chain.usdc)
+    reference = Keypair().pubkey()
+    watch.references.keys.append(str(reference))
+    watch.run()  # the cursor before the payments
+    transfer_ix = token.transfer_checked(
+        TransferCheckedParams(
+            program_id=TOKEN_PROGRAM_ID,
+            source=token.get_associated_token_address(chain.payer.pubkey(), chain.usdc),
+            mint=chain.usdc,
+            dest=side,
+            owner=chain.payer.pubkey(),
+            amount=7 * USDC,
+            decimals=6,
+        )
+    )
+    to_side = chain.send(
+        [
+            Instruction(
+                transfer_ix.program_id, transfer_ix.data, [*transfer_ix.accounts, AccountMeta(reference, False, False)]
+            )
+        ]
+    )
+    chain.pay_usdc(3 * USDC)
+
+    report = watch.run()
+
+    assert [t.atomic_amount for t in watch.sink.transfers.values()] == [3 * USDC]
+    assert report.transfers_seen == 1
+    assert asyncio.run(_inspect(chain, to_side, frozenset({str(reference)}))) == []
+
+
+async def _inspect(chain: SolanaTestChain, signature: str, watched: frozenset[str]) -> list[ObservedTransfer]:
+    async with SolanaRpcClient(chain.standin.url) as rpc:
+        return await inspect(rpc, chain.config(), signature, watched)

@@ -11,7 +11,8 @@ import base64
 import binascii
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -34,6 +35,7 @@ from kilo_account_api.model import (
     MeterUsage,
     NotFoundError,
     SessionRecord,
+    UnavailableError,
     UsageReport,
     found_in_period,
 )
@@ -543,19 +545,38 @@ class CardPages:
 def checkout_url(card: CardPages, account_id: str, success_url: str | None, cancel_url: str | None) -> str:
     """A Checkout page saving a card for an account paying by card; back to the dashboard by default."""
     home, origins = card.dashboard_url, card.dashboard_origins
+    sent = {name for name, value in (("success_url", success_url), ("cancel_url", cancel_url)) if value}
     success_url = check_return_url("success_url", success_url or f"{home}?checkout=done", origins)
     cancel_url = check_return_url("cancel_url", cancel_url or f"{home}?checkout=cancelled", origins)
     profile = profile_of(card.accounts, account_id)
     if profile.billing_method != "card":
         raise ConflictError(f"account {account_id!r} pays in {profile.billing_method}, not by card")
-    return card.pages.setup_url(_customer(card.ledger, card.pages, profile), account_id, success_url, cancel_url)
+    customer = _customer(card.ledger, card.pages, profile)
+    with _refused_only_if_sent(sent):
+        return card.pages.setup_url(customer, account_id, success_url, cancel_url)
 
 
 def portal_url(card: CardPages, account_id: str, return_url: str | None) -> str:
     """A Billing Portal page of the account's customer; back to the dashboard by default."""
+    sent = {"return_url"} if return_url else set()
     return_url = check_return_url("return_url", return_url or card.dashboard_url, card.dashboard_origins)
     profile = profile_of(card.accounts, account_id)
-    return card.pages.portal_url(_customer(card.ledger, card.pages, profile), return_url)
+    customer = _customer(card.ledger, card.pages, profile)
+    with _refused_only_if_sent(sent):
+        return card.pages.portal_url(customer, return_url)
+
+
+@contextmanager
+def _refused_only_if_sent(sent: set[str]) -> Iterator[None]:
+    """The pages' refusal naming a URL (``InvalidRequestError``, D297) is the customer's 400 only for a URL the request
+    body carried; one it left out is the server's default (the dashboard's), which the customer cannot fix: ours,
+    ``UnavailableError`` - a logged 503 (D-cfix-3)."""
+    try:
+        yield
+    except InvalidRequestError as refused:
+        if refused.field in sent:
+            raise
+        raise UnavailableError(f"the processor refused the default {refused.field}: {refused}") from refused
 
 
 # --- members --------------------------------------------------------------------------------------------------------

@@ -5,8 +5,10 @@ One run per chain (``watch``):
 1. **Reorg check.** The cursor holds the last scanned block and its hash. If the canonical chain no longer has that hash
    at that height, the run walks back to the highest block it can prove is shared: the highest pending payment's block
    whose hash is still canonical, else the ``finalized`` block (which cannot reorg). Pending payments above that point
-   whose block hash changed are ORPHANED; the blocks above it are scanned again (reporting is idempotent per payment id,
-   so a payment re-included in the new chain is seen again with its new block).
+   whose block hash changed are ORPHANED, each alone (``settle_alone``: one whose orphaning fails is named stuck and
+   stays SEEN; the scan goes on, and the finality pass orphans it once its height is final - D-cfix-1); the blocks
+   above it are scanned again (reporting is idempotent per payment id, so a payment re-included in the new chain is
+   seen again with its new block).
 2. **Scan** ``[cursor+1, min(head, cursor+max_blocks_per_run)]`` (a chain without a cursor starts at ``start_block``,
    else at the ``finalized`` block - never at genesis) in batches of ``scan_batch`` blocks: per batch, ``eth_getLogs``
    for USDC ``Transfer`` events to the merchant (topics as 0x-hex strings), in chunks that start at ``initial_chunk``
@@ -54,6 +56,7 @@ from kilo_crypto_watch.ports import (
     RpcRangeError,
     RpcUnavailableError,
     TransactionNotFoundError,
+    record_alone,
     settle_alone,
 )
 
@@ -290,6 +293,14 @@ def _common_ancestor(
     return ancestor, orphaned
 
 
+def _orphan_alone(sink: PaymentSink, pending: Sequence[PendingPayment], ids: set[str], stuck: list[str]) -> int:
+    """The rollback's orphaning, each payment alone (``settle_alone``): one that fails is named ``stuck`` and stays
+    SEEN on its old block while the run goes on; the finality pass finds that block not canonical once its height is
+    final and orphans it then (D-cfix-1). Returns how many were orphaned."""
+    hashes = {p.payment_id: p.block_hash for p in pending}
+    return sum(settle_alone(stuck, pid, partial(sink.orphaned, pid, hashes[pid])) for pid in sorted(ids))
+
+
 def watch(
     chain: ChainConfig,
     rpc: EvmRpc,
@@ -305,6 +316,8 @@ def watch(
     pending = list(sink.pending(chain.key))
     rolled_back_to: int | None = None
     orphaned_ids: set[str] = set()
+    stuck: list[str] = []
+    rolled_back = 0  # payments the rollback orphaned
     # a chain without a cursor starts at its configured block, else at the finalized block (never at genesis)
     next_block = chain.start_block if chain.start_block is not None else finalized.number
     if cursor is not None:
@@ -313,12 +326,9 @@ def watch(
         if still is None:  # a node behind the cursor (a lagging backend) knows nothing: not a reorg
             raise RpcUnavailableError(f"the node has no block {cursor.block_number} (the cursor's): behind it")
         if still != cursor.block_hash:
-            ancestor, orphaned_ids = _common_ancestor(rpc, cursor, pending, finalized)
-            rolled_back_to = ancestor
-            next_block = ancestor + 1
-            hashes = {p.payment_id: p.block_hash for p in pending}
-            for payment_id in sorted(orphaned_ids):
-                sink.orphaned(payment_id, hashes[payment_id])
+            rolled_back_to, orphaned_ids = _common_ancestor(rpc, cursor, pending, finalized)
+            next_block = rolled_back_to + 1
+            rolled_back = _orphan_alone(sink, pending, orphaned_ids, stuck)
     limit = min(head.number, next_block + chain.max_blocks_per_run - 1)
     stamp = now or datetime.now(UTC)
     seen = failed = transactions = 0
@@ -347,9 +357,8 @@ def watch(
         if ancestor_hash is not None:
             with contextlib.suppress(CursorConflictError):
                 cursors.put(Cursor(chain.key, last, ancestor_hash, updated_at=stamp), expected=cursor)
-    stuck: list[str] = []
     finalized_count, orphaned_count = _finality(rpc, sink, chain, finalized, stuck, exclude=orphaned_ids)
-    orphaned_count += len(orphaned_ids)
+    orphaned_count += rolled_back
     return RunReport(
         chain=chain.key,
         from_block=next_block,
@@ -384,11 +393,13 @@ def _finality(
         return 0, 0
     canonical = rpc.block_hashes(sorted({p.block_number for p in due}))
     replaced = [p for p in due if canonical.get(p.block_number) not in (None, p.block_hash)]
-    moved = _relocated(rpc, sink, chain, replaced)
+    moved, unrecorded = _relocated(rpc, sink, chain, replaced, stuck)
     finalized_count = orphaned_count = 0
     for payment in due:
         here = canonical.get(payment.block_number)
         pid = payment.payment_id
+        if pid in unrecorded:
+            continue  # mined elsewhere, but its record there failed (named stuck): pending as it was, read next run
         if here == payment.block_hash:
             finalized_count += settle_alone(stuck, pid, partial(sink.finalized, pid, payment.block_hash))
         elif pid in moved:
@@ -401,30 +412,35 @@ def _finality(
 
 
 def _relocated(
-    rpc: EvmRpc, sink: PaymentSink, chain: ChainConfig, replaced: Sequence[PendingPayment]
-) -> dict[str, ObservedTransfer]:
+    rpc: EvmRpc, sink: PaymentSink, chain: ChainConfig, replaced: Sequence[PendingPayment], stuck: list[str]
+) -> tuple[dict[str, ObservedTransfer], set[str]]:
     """The credits of ``replaced`` payments whose transactions are mined in another canonical block, reported again
     there (settlement stores the new block); keyed by payment id. A re-included transaction's other credits (a log
-    index that changed with the block) are reported too, as new payments."""
+    index that changed with the block) are reported too, as new payments, before its replaced ones. A transaction
+    whose credits the sink fails to record is named ``stuck`` (``ports.record_alone``) and its replaced payments are
+    returned second: they stay pending on their old block - neither moved nor orphaned - and the next run reads
+    the transaction again, its new payments with it (D-cfix-1)."""
     if not replaced:
-        return {}
+        return {}, set()
     tx_hashes = sorted({p.tx_id for p in replaced})
     receipts = rpc.receipts(tx_hashes)
     if not receipts:
-        return {}
+        return {}, set()
     heights = rpc.block_hashes(sorted({r.block_number for r in receipts.values()}))
-    found: dict[str, ObservedTransfer] = {}
+    wanted = {p.payment_id for p in replaced}
+    groups: list[list[ObservedTransfer]] = []
     for tx_hash, receipt in sorted(receipts.items()):
         if heights.get(receipt.block_number) != receipt.block_hash:
             continue  # the receipt's block is not canonical (yet) either: nothing proven
         tx = rpc.transaction(tx_hash)
         if tx is None:
             continue
-        for credit in transaction_credits(chain, tx, receipt):  # no block time: settlement keeps the first one
-            found[credit.payment_id] = credit
-    sink.record_batch(list(found.values()))
-    wanted = {p.payment_id for p in replaced}
-    return {pid: credit for pid, credit in found.items() if pid in wanted}
+        credits = transaction_credits(chain, tx, receipt)  # no block time: settlement keeps the first one
+        # a replaced payment is recorded last: if a new credit of its transaction fails, it stays replaced (retried)
+        groups.append(sorted(credits, key=lambda credit: credit.payment_id in wanted))
+    failed = record_alone(stuck, sink, groups)
+    found = {credit.payment_id: credit for group in groups for credit in group if credit.payment_id not in failed}
+    return {pid: credit for pid, credit in found.items() if pid in wanted}, failed & wanted
 
 
 # --- the fast path ----------------------------------------------------------------------------------------------------

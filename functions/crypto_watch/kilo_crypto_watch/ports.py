@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from functools import partial
 from typing import Literal, Protocol, runtime_checkable
 
 from kilo_crypto_watch.model import (
@@ -69,7 +70,8 @@ def settle_alone(stuck: list[str], payment_id: str, step: Callable[[], None]) ->
     """One payment's settlement step (``PaymentSink.finalized`` / ``orphaned``) in a watcher's finality pass, kept
     from stopping the others: its error is added to ``stuck`` (``<payment id>: <error>``; the handler logs it and
     counts ``CryptoPaymentsStuck``, alarmed) and False returned - the payment stays pending and the next run tries it
-    again. A node's failure (``ChainUnavailableError``) still fails the run (D285)."""
+    again. A node's failure (``ChainUnavailableError``) still fails the run (D285). The EVM rollback's orphaning runs
+    through it too (D-cfix-1)."""
     try:
         step()
     except ChainUnavailableError:
@@ -78,6 +80,28 @@ def settle_alone(stuck: list[str], payment_id: str, step: Callable[[], None]) ->
         stuck.append(f"{payment_id}: {type(exc).__name__}: {exc}")
         return False
     return True
+
+
+def record_alone(stuck: list[str], sink: PaymentSink, groups: Sequence[Sequence[ObservedTransfer]]) -> set[str]:
+    """Credits a watcher's finality pass reports again (a transaction re-read in another block), kept from stopping
+    the others: one ``record_batch`` of them all; if it fails, each group (one transaction's credits, in order) alone
+    through ``settle_alone``, named ``stuck`` by its first payment id. Returns the payment ids of the groups that
+    failed: the caller leaves those payments pending as they were, and the next run reads them again. Recording is
+    idempotent per payment id, so a group recorded before the failure is recorded again harmlessly (D-cfix-1)."""
+    credits = [credit for group in groups for credit in group]
+    if not credits:
+        return set()
+    try:
+        sink.record_batch(credits)
+    except ChainUnavailableError:
+        raise
+    except Exception:  # one payment's failure: found below, group by group
+        failed: set[str] = set()
+        for group in groups:
+            if group and not settle_alone(stuck, group[0].payment_id, partial(sink.record_batch, list(group))):
+                failed.update(credit.payment_id for credit in group)
+        return failed
+    return set()
 
 
 class ReferenceSource(Protocol):

@@ -15,7 +15,8 @@ Each run (scheduled every minute, idempotent):
 3. ``getTransaction`` for each new signature, oldest first, at most ``max_transactions`` per run (the cursor then
    stops at the last whole slot done and the next run resumes). Each transaction is validated by ``credits``: the
    merchant's lamport delta (SOL) and the merchant's token-balance delta for the configured mint (USDC; any other
-   mint is not a payment), the transfer instruction's index, sender and reference keys, the memo. A failed
+   mint is not a payment; only in a transaction naming the wallet or its USDC associated token account - what the
+   sweeps list, D-cfix-2), the transfer instruction's index, sender and reference keys, the memo. A failed
    transaction (``meta.err``) gives its intended transfers with ``succeeded=False`` (recorded FAILED, never credited).
 4. Finality of SEEN payments (``PaymentSink.pending``): ``getSignatureStatuses`` (256 per call) -> ``finalized``
    commitment -> ``PaymentSink.finalized``; an error -> ``orphaned``; unknown although the ``finalized`` slot has
@@ -50,6 +51,7 @@ from kilo_crypto_watch.ports import (
     SignatureInfo,
     SolanaRpc,
     TransactionNotFoundError,
+    record_alone,
     settle_alone,
 )
 
@@ -153,6 +155,13 @@ def _sol(tx: ChainTransaction, merchant: Merchant) -> _Found | None:
 
 
 def _usdc(tx: ChainTransaction, merchant: Merchant) -> _Found | None:
+    """The merchant's USDC credit: the net delta of every USDC token account its wallet owns (a move between its own
+    accounts nets 0), counted only in a transaction that names its associated token account or its wallet - what the
+    every-run sweeps list. A transfer into another account the wallet owns (anyone can create one) is no credit on any
+    path: neither Solana Pay's (which pays the ATA) nor one the sweeps would see, so counting it would depend on
+    whether its reference happened to be looked up (D-cfix-2)."""
+    if merchant.usdc_account not in tx.account_keys and merchant.wallet not in tx.account_keys:
+        return None
     ours = {
         balance.account_index
         for balance in (*tx.pre_token_balances, *tx.post_token_balances)
@@ -318,7 +327,7 @@ class SolanaWatcher:
                     if status.failed and status.finalized:
                         finalized += settle_alone(stuck, pid, partial(self.sink.finalized, pid, payment.block_hash))
                     elif not status.failed:
-                        await self._reread(payment.tx_id, merchant, watched)
+                        await self._reread(payment.tx_id, merchant, watched, stuck)
                     continue
                 if status is not None and status.failed:
                     orphaned += settle_alone(stuck, pid, partial(self.sink.orphaned, pid, payment.block_hash))
@@ -335,17 +344,18 @@ class SolanaWatcher:
                         orphaned += settle_alone(stuck, pid, partial(self.sink.orphaned, pid, payment.block_hash))
         return finalized, orphaned
 
-    async def _reread(self, signature: str, merchant: Merchant, watched: frozenset[str]) -> None:
+    async def _reread(self, signature: str, merchant: Merchant, watched: frozenset[str], stuck: list[str]) -> None:
         """A transaction recorded FAILED whose status now says it succeeded (its failing fork did not survive; it
         landed again where it succeeds): its credits are read again and reported (settlement re-reads a FAILED
-        payment whose block or outcome changed). Not served yet: the next run asks again."""
+        payment whose block or outcome changed). Not served yet: the next run asks again. A record that fails is
+        named ``stuck`` and the others go on; the payment stays FAILED and pending, read again next run (D-cfix-1)."""
         tx = await self._call(self.rpc.transaction(signature))
         if tx is None or tx.failed:
             return
         found = credits(tx, merchant, watched=watched)
         if found:
             block_hash = await self._call(self.rpc.block_hash(tx.slot))
-            self.sink.record_batch([_with_hash(transfer, block_hash) for transfer in found])
+            record_alone(stuck, self.sink, [[_with_hash(transfer, block_hash) for transfer in found]])
 
 
 def rotation(references: Sequence[str], cap: int, now: datetime) -> list[str]:
