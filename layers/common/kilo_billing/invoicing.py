@@ -754,13 +754,16 @@ def _late_lines(ledger: AccountLedger, profile: AccountProfile, period: Period, 
 
 def _billed_again(period: Period, ahead: Decimal) -> Line:
     """The adjustment line billing again what earlier closes lowered ahead of ``period``'s note (``lowered_ahead``)
-    when the late usage they lowered for came back before the note: with the late lines against the watermark, the
-    period's late usage is billed what was withdrawn less what stands (D-early-3)."""
+    when some of the late usage they lowered for came back before the note: with the late lines against the watermark
+    (netting what is still withdrawn, or what came back beyond it), the period's lines net what was lowered ahead for
+    usage that stands (D-early-3)."""
     return Line(
         kind=LineKind.ADJUSTMENT.value,
         description=f"Late usage for {period} taken off earlier invoices ahead of its credit note, reported again",
         amount=ahead,
         period=period.key,
+        start=period.start,
+        end=period.end,
     )
 
 
