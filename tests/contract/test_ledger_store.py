@@ -10,6 +10,11 @@ from typing import Any
 
 import pytest
 
+<<<<<<< HEAD
+=======
+from kilo_billing import invoicing
+from kilo_billing.account_store import DynamoAccountDirectory
+>>>>>>> wt-early
 from kilo_billing.accounts import AccountProfile
 from kilo_billing.catalog import default_catalog
 from kilo_billing.invoicing import (
@@ -18,6 +23,7 @@ from kilo_billing.invoicing import (
     LedgerConflictError,
     RefundRequest,
     compose_close,
+    lowered_ahead,
 )
 from kilo_billing.items import to_item
 from kilo_billing.periods import Period
@@ -479,3 +485,43 @@ def test_given_a_crypto_invoice_paid_with_a_write_off_then_the_write_off_is_stor
     ledger.store.update_invoice(paid, InvoiceStatus.OPEN)
 
     assert ledger.store.ledger("acme").invoices["acme/2026-03"].written_off == Decimal("0.29")
+
+
+def test_given_a_reduction_lowered_ahead_when_the_usage_comes_back_then_the_next_close_bills_it_again_once(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """D-early-2/3 through the stored form. March 65.20 open; 10,000 late minutes billed on April (7.20 late), open.
+    They go away (-7.20) with the budget at 5 items: May lowers April 7.20 ahead (invoice + billing + May's watermark
+    + the note + April's revision = 5), March's note and watermark wait. They come back before June: June bills the
+    7.20 again (one line, no meter), and, read back, nothing is lowered ahead any more: July bills no late usage."""
+    opened = ledger.store.update_invoice(replace(_opened(ledger), gateway_id="in_1"), InvoiceStatus.OPEN)
+    ledger.rate("acme", "2026-03", SEG, "video", 10_000)
+    april, may, june, july = (Period(2026, month) for month in (4, 5, 6, 7))
+
+    def close(period: Period) -> Any:
+        draft = compose_close(ledger.store.ledger("acme"), period, default_catalog(), period.end)
+        assert draft is not None
+        ledger.store.create_invoice(draft)
+        return draft
+
+    late = close(april).invoice
+    assert [line.amount for line in late.lines if line.kind == "adjustment"] == [Decimal("7.20")]
+    late = ledger.store.update_invoice(late.moved(InvoiceStatus.OPEN, april.end), InvoiceStatus.DRAFT)
+    ledger.store.update_invoice(replace(late, gateway_id="in_2"), InvoiceStatus.OPEN)
+    ledger.rate("acme", "2026-03", SEG, "video", -10_000)
+    monkeypatch.setattr(invoicing, "MAX_TRANSACTION_ITEMS", 5)
+    [ahead] = close(may).credit_notes
+    assert (ahead.invoice_id, ahead.to_due, ahead.lines) == (late.invoice_id, Decimal("7.20"), ())
+    found = ledger.store.ledger("acme")
+    assert found.credit_notes == {ahead.credit_id: ahead}
+    assert (lowered_ahead(found, "2026-03"), found.invoices[opened.invoice_id].revision) == (Decimal("7.20"), 2)
+    monkeypatch.setattr(invoicing, "MAX_TRANSACTION_ITEMS", 100)
+
+    ledger.rate("acme", "2026-03", SEG, "video", 10_000)
+    billed = close(june).invoice
+    again = [line for line in billed.lines if line.kind == "adjustment"]
+    assert [(line.period, line.amount, line.meter) for line in again] == [("2026-03", Decimal("7.20"), None)]
+    found = ledger.store.ledger("acme")
+    assert found.invoices[billed.invoice_id] == billed  # the line, through the stored form
+    assert (lowered_ahead(found, "2026-03"), found.periods["2026-03"].unbilled) == (Decimal("0.00"), {})
+    assert not [line for line in close(july).invoice.lines if line.kind == "adjustment"]

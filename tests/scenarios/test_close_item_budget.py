@@ -17,11 +17,12 @@ from decimal import Decimal
 import pytest
 
 from kilo_billing import invoicing
-from kilo_billing.invoicing import InvoiceRecord, amount_due
+from kilo_billing.invoicing import amount_due
 from kilo_billing.periods import Period
 from tests.scenarios.test_card_payment_events import Events
 from tests.scenarios.test_credit_notes_late import _pay
 from tests.scenarios.test_invoicing import APR, FEB, MAR, MAY, World, amounts, at, seg
+from tests.scenarios.test_lowered_ahead import _late_on_april_and_may
 
 JUN = Period.parse("2026-06")
 
@@ -75,18 +76,7 @@ def test_given_one_period_whose_lowered_invoices_alone_pass_the_budget_then_they
     and leaves March's watermark and the rest for the next: June lowers April (oldest first), July May, August writes
     March's note (5 + 1 credited = 6) for the nothing left: no credit (March's 3.60 paid for what stands)."""
     world, events = World(), Events()
-    world.signup("acme", (at(1, 2), "personal"))
-    world.close("acme", FEB)
-    world.store.rate("acme", "2026-03", seg(at(1, 3)), "video", 10_000)
-    march = world.close("acme", MAR)
-    assert march.total == Decimal("3.60")
-    _pay(world, events, march.invoice_id, "evt_mar", 2)
-    late: dict[str, InvoiceRecord] = {}
-    for period in (APR, MAY):
-        world.store.rate("acme", "2026-03", seg(at(1, 3)), "video", 10_000)  # late: 10,000 x 0.00072 = 7.20
-        late[period.key] = world.close("acme", period)
-        assert (amounts(late[period.key], "adjustment"), late[period.key].total) == (["7.20"], Decimal("7.20"))
-    april, may = (late[key].invoice_id for key in ("2026-04", "2026-05"))
+    april, may = _late_on_april_and_may(world, events)
     world.store.rate("acme", "2026-03", seg(at(1, 3)), "video", -20_000)  # -14.40
     monkeypatch.setattr(invoicing, "MAX_TRANSACTION_ITEMS", 6)
 

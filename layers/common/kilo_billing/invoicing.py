@@ -672,11 +672,10 @@ def compose_close(ledger: AccountLedger, period: Period, catalog: Catalog, now: 
     moves = [WatermarkMove(key, dict(current.counters), current.billed_rev)]
     notes: list[CreditNote] = []
     this_invoice = invoice_id(ledger.account_id, period)
-    earlier = sorted(p for p in ledger.periods if p < key and ledger.periods[p].invoiced and ledger.periods[p].unbilled)
-    for other_key in earlier[:MAX_ADJUSTED_PERIODS]:
+    for other_key in _to_adjust(ledger, key):
         other = ledger.periods[other_key]
         other_period = Period.parse(other_key)
-        late = adjustment_lines(other_period, profile, other.billed, other.counters, catalog.for_period(other_period))
+        late = _late_lines(ledger, profile, other_period, catalog)
         credited = ledger.invoices.get(invoice_id(ledger.account_id, other_period))
         negative = total([line.amount for line in late]) < 0  # policy: a credit note if negative
         found = credit_notes(ledger, credited, late, this_invoice, [*notes]) if credited and negative else []
@@ -737,6 +736,44 @@ def _lowered_ahead(found: list[CreditNote], watermarks: int) -> list[CreditNote]
             break
         ahead.append(note)
     return ahead
+
+
+def _to_adjust(ledger: AccountLedger, key: str) -> list[str]:
+    """The earlier invoiced periods a close of ``key`` adjusts, oldest first, at most ``MAX_ADJUSTED_PERIODS``: those
+    with late usage unbilled, or with reductions lowered ahead of their note that the usage may since have taken back
+    (``lowered_ahead``, D-early-3)."""
+    found = sorted(
+        p
+        for p, each in ledger.periods.items()
+        if p < key and each.invoiced and (each.unbilled or lowered_ahead(ledger, p))
+    )
+    return found[:MAX_ADJUSTED_PERIODS]
+
+
+def _late_lines(ledger: AccountLedger, profile: AccountProfile, period: Period, catalog: Catalog) -> list[Line]:
+    """``period``'s late usage against its watermark (``adjustment_lines``); when less is withdrawn now than earlier
+    closes lowered ahead of its note (``lowered_ahead``), with the line billing the difference again (D-early-3)."""
+    other = ledger.periods[period.key]
+    late = adjustment_lines(period, profile, other.billed, other.counters, catalog.for_period(period))
+    ahead = lowered_ahead(ledger, period.key)
+    if ahead > 0 and ahead > -total([line.amount for line in late]):
+        late.append(_billed_again(period, ahead))
+    return late
+
+
+def _billed_again(period: Period, ahead: Decimal) -> Line:
+    """The adjustment line billing again what earlier closes lowered ahead of ``period``'s note (``lowered_ahead``)
+    when some of the late usage they lowered for came back before the note: with the late lines against the watermark
+    (netting what is still withdrawn, or what came back beyond it), the period's lines net what was lowered ahead for
+    usage that stands (D-early-3)."""
+    return Line(
+        kind=LineKind.ADJUSTMENT.value,
+        description=f"Late usage for {period} taken off earlier invoices ahead of its credit note, reported again",
+        amount=ahead,
+        period=period.key,
+        start=period.start,
+        end=period.end,
+    )
 
 
 # --- fees on a voided invoice: never collected, so billed again, once (docs/decisions.md, D132 amended) ----------
@@ -1108,7 +1145,7 @@ def credit_notes(
     late lines. An invoice paid, written off or on the crypto rail is not lowered: what it was paid is held for the
     period (``period_held``) and credited by the period's note."""
     notes = [*ledger.credit_notes.values(), *pending]
-    left = -total([line.amount for line in late]) - total([note.to_due for note in lowered_ahead(ledger, credited)])
+    left = -total([line.amount for line in late]) - lowered_ahead(ledger, credited.period)
     later = sorted(
         (invoice for invoice in ledger.invoices.values() if invoice.period > credited.period and _lowerable(invoice)),
         key=lambda invoice: invoice.seq,
@@ -1123,18 +1160,30 @@ def credit_notes(
     return [*lowered, *more, credit_note(ledger, credited, late, found_by, [*pending, *lowered, *more])]
 
 
-def lowered_ahead(ledger: AccountLedger, credited: InvoiceRecord) -> list[CreditNote]:
-    """The notes earlier closes wrote lowering invoices for ``credited``'s period's late usage still unbilled - the
-    period's note and watermark left for a later close because they did not fit (D-early-2): a note lowering an
-    invoice (no lines) whose close wrote no note on the period. The close that adjusts the period lowers and credits
-    only the rest."""
-    return [
-        note
-        for note in ledger.credit_notes.values()
-        if note.period == credited.period
-        and not note.lines
-        and credit_note_id(ledger.account_id, note.period, note.found_by.rsplit("/", 1)[-1]) not in ledger.credit_notes
-    ]
+def lowered_ahead(ledger: AccountLedger, period: str) -> Decimal:
+    """What earlier closes lowered of ``period``'s late usage ahead of its note - the period's note and watermark
+    left for a later close because they did not fit (D-early-2) - and no close has taken into account yet: a note
+    lowering an invoice (no lines) whose close wrote no note on the period, counted until a later close writes the
+    period's note (it lowers and credits only the rest) or bills its late usage (it bills again what came back):
+    those records, written in the same transaction as the watermark they move, are what consumes it (D-early-3).
+    Counted for what it gave (``amount``): a reduction refused because the invoice was paid meanwhile gave it as
+    account credit."""
+    notes = [note for note in ledger.credit_notes.values() if note.period == period]
+    ahead = [note for note in notes if not note.lines]
+    if not ahead:
+        return ZERO
+    closes = {_close_period(note) for note in notes if note.lines} | {
+        invoice.period
+        for invoice in ledger.invoices.values()
+        if invoice.period > period
+        and any(line.kind == LineKind.ADJUSTMENT.value and line.period == period for line in invoice.lines)
+    }
+    return total([note.amount for note in ahead if not any(found >= _close_period(note) for found in closes)])
+
+
+def _close_period(note: CreditNote) -> str:
+    """The period whose close found ``note``'s late usage."""
+    return note.found_by.rsplit("/", 1)[-1]
 
 
 def _lowerable(invoice: InvoiceRecord) -> bool:
@@ -1209,7 +1258,8 @@ def credit_note(
     amount = max(
         ZERO,
         -total([line.amount for line in late])
-        - total([note.to_due for note in [*this_close, *lowered_ahead(ledger, credited)]]),
+        - total([note.to_due for note in this_close])
+        - lowered_ahead(ledger, credited.period),
     )
     taken = credited_by_processor(credited, notes)
     base = CreditNote(

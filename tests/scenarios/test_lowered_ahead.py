@@ -1,0 +1,152 @@
+"""Reductions lowered ahead of their period's note (D-early-2) are taken into account once, for what they gave, and
+usage that comes back after them is billed again (D-early-3).
+
+Hand-worked (price book 2026-01: video $0.00072; Personal includes 5,000 video minutes, no fee). acme, Personal,
+card, from February. March 10,000 video minutes: 5,000 over x 0.00072 = 3.60, paid. 10,000 late minutes billed on
+April (7.20, open), 10,000 more on May (7.20, open); all 20,000 withdrawn (-14.40) before June's close. Budget
+lowered to 6 items: June lowers April 7.20 ahead (invoice + billing + its watermark + 1 note + 1 credited = 5),
+July lowers May, August writes March's note (nothing left to lower or credit) and moves March's watermark."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from kilo_billing import invoicing
+from kilo_billing.invoicing import amount_due
+from kilo_billing.periods import Period
+from kilo_invoice.logic import apply_stripe_event
+from tests.scenarios.test_card_payment_events import Events, _paid_invoice
+from tests.scenarios.test_credit_notes_late import _pay
+from tests.scenarios.test_invoicing import APR, FEB, MAR, MAY, World, amounts, at, seg
+
+JUN, JUL, AUG, SEP = (Period.parse(f"2026-{month:02d}") for month in (6, 7, 8, 9))
+
+
+def _due(world: World, invoice_id: str) -> Decimal:
+    return amount_due(world.store.invoices[invoice_id], world.store.credit_notes.values())
+
+
+def _late_on_april_and_may(world: World, events: Events) -> tuple[str, str]:
+    """March 3.60 paid; 10,000 late minutes on April and on May (7.20 each, open); -> (April's, May's invoice id)."""
+    world.signup("acme", (at(1, 2), "personal"))
+    world.close("acme", FEB)
+    world.store.rate("acme", "2026-03", seg(at(1, 3)), "video", 10_000)
+    march = world.close("acme", MAR)
+    assert march.total == Decimal("3.60")
+    _pay(world, events, march.invoice_id, "evt_mar", 2)
+    ids = []
+    for period in (APR, MAY):
+        world.store.rate("acme", "2026-03", seg(at(1, 3)), "video", 10_000)
+        late = world.close("acme", period)  # late: 10,000 x 0.00072 = 7.20
+        assert (amounts(late, "adjustment"), late.total) == (["7.20"], Decimal("7.20"))
+        ids.append(late.invoice_id)
+    return ids[0], ids[1]
+
+
+def test_given_marchs_note_written_in_august_when_marchs_own_usage_is_withdrawn_then_september_credits_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """F1. June lowers April 7.20 ahead, July May 7.20, August writes March's note (0.00). Then 5,000 of March's own
+    minutes go away too (5,000 x 0.00072 = -3.60): March paid 3.60 for them, so September's note credits 3.60. Before:
+    April's and May's notes still counted as lowered ahead (14.40 > 3.60): credit 0.00, the 3.60 recorded nowhere."""
+    world, events = World(), Events()
+    april, may = _late_on_april_and_may(world, events)
+    world.store.rate("acme", "2026-03", seg(at(1, 3)), "video", -20_000)
+    monkeypatch.setattr(invoicing, "MAX_TRANSACTION_ITEMS", 6)
+    for period in (JUN, JUL, AUG):
+        world.close("acme", period)
+    assert "acme/2026-03/credit-2026-08" in world.store.credit_notes
+    assert (_due(world, april), _due(world, may)) == (Decimal("0.00"), Decimal("0.00"))
+    monkeypatch.setattr(invoicing, "MAX_TRANSACTION_ITEMS", 100)
+
+    world.store.rate("acme", "2026-03", seg(at(1, 3)), "video", -5_000)
+    world.close("acme", SEP)
+    note = world.store.credit_notes["acme/2026-03/credit-2026-09"]
+    assert (note.to_due, note.to_credit) == (Decimal("0.00"), Decimal("3.60"))
+    assert world.store.billing["acme"].credit == Decimal("3.60")
+
+
+def test_given_april_paid_before_june_lowers_it_ahead_then_the_withdrawn_usage_is_credited_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """F2. April is paid at Stripe just before June's close (its event reaches us after): June's reduction of April
+    is refused and becomes 7.20 account credit. July lowers May 7.20; August writes March's note. 14.40 withdrawn:
+    7.20 credited (April's payment), 7.20 no longer asked (May), March's 3.60 paid for what stands. Before: August's
+    note counted only the ahead notes' reductions (7.20, May) and credited the other 7.20 again, bounded by March's
+    3.60 held: 3.60 more, credit 10.80."""
+    world, events = World(), Events()
+    april, may = _late_on_april_and_may(world, events)
+    world.store.rate("acme", "2026-03", seg(at(1, 3)), "video", -20_000)
+    monkeypatch.setattr(invoicing, "MAX_TRANSACTION_ITEMS", 6)
+    world.gateway.settle(april, paid=True)  # paid at Stripe; the event is not with us yet
+    world.close("acme", JUN)
+    ahead = world.store.credit_notes["acme/2026-03/credit-2026-06/on-2026-04"]
+    assert (ahead.to_due, ahead.to_credit) == (Decimal("0.00"), Decimal("7.20"))
+    assert world.store.billing["acme"].credit == Decimal("7.20")  # given when the reduction was refused
+    paid = _paid_invoice(world, april)
+    apply_stripe_event(world.store, world.bus, events, *events.add("evt_apr", "invoice.paid", paid), at(2, 6))
+    for period in (JUL, AUG, SEP):
+        world.close("acme", period)
+    assert _due(world, may) == Decimal("0.00")
+    assert world.store.credit_notes["acme/2026-03/credit-2026-08"].to_credit == Decimal("0.00")
+    assert world.store.billing["acme"].credit == Decimal("7.20")
+
+
+@pytest.mark.parametrize(
+    ("back", "rebilled", "july"),
+    [
+        # all 20,000 come back: the 7.20 lowered ahead is billed again; 20,000 late minutes = 14.40 asked in all
+        (20_000, ["7.20"], "7.20"),
+        # 30,000: 10,000 more than withdrawn (+7.20) and the 7.20 lowered ahead: 30,000 = 21.60 asked in all
+        (30_000, ["7.20", "7.20"], "14.40"),
+        # 15,000: 5,000 still withdrawn (-3.60) against 7.20 lowered ahead: 3.60 more; 15,000 = 10.80 in all
+        (15_000, ["-3.60", "7.20"], "3.60"),
+    ],
+)
+def test_given_usage_comes_back_after_a_reduction_ahead_then_the_next_close_bills_it_again(
+    monkeypatch: pytest.MonkeyPatch, back: int, rebilled: list[str], july: str
+) -> None:
+    """F3. June lowers April 7.20 ahead (March's note and watermark wait). Then ``back`` of the 20,000 withdrawn minutes
+    come back before July's close: July bills March's late usage against the watermark and the 7.20 lowered ahead
+    again. Before: with 20,000 back, March had nothing unbilled and was never adjusted again (April 0.00, May 7.20:
+    7.20 asked for 14.40 of usage); with 15,000, July's note on March credited nothing (clamped at 0.00) and lowered
+    nothing: May 7.20 only for 10.80."""
+    world, events = World(), Events()
+    april, may = _late_on_april_and_may(world, events)
+    world.store.rate("acme", "2026-03", seg(at(1, 3)), "video", -20_000)
+    monkeypatch.setattr(invoicing, "MAX_TRANSACTION_ITEMS", 6)
+    world.close("acme", JUN)
+    assert _due(world, april) == Decimal("0.00")
+    world.store.rate("acme", "2026-03", seg(at(1, 3)), "video", back)
+
+    invoice = world.close("acme", JUL)
+    assert (amounts(invoice, "adjustment"), invoice.total) == (rebilled, Decimal(july))
+    assert not world.store.periods[("acme", "2026-03")].unbilled
+    later = world.close("acme", AUG)
+    assert later.total == Decimal("0.00")
+    asked = _due(world, april) + _due(world, may) + invoice.total
+    assert asked == Decimal("0.00072") * back
+    assert world.store.billing["acme"].credit == Decimal("0.00")
+
+
+def test_given_usage_billed_again_when_it_is_withdrawn_once_more_then_it_is_lowered_in_full(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """F3, then the 20,000 go away again: July billed the 7.20 lowered ahead again, so the earlier reduction no longer
+    counts: August (budget 100) lowers May 7.20 and July 7.20 and credits nothing: 0.00 asked for no late usage."""
+    world, events = World(), Events()
+    april, may = _late_on_april_and_may(world, events)
+    world.store.rate("acme", "2026-03", seg(at(1, 3)), "video", -20_000)
+    monkeypatch.setattr(invoicing, "MAX_TRANSACTION_ITEMS", 6)
+    world.close("acme", JUN)
+    world.store.rate("acme", "2026-03", seg(at(1, 3)), "video", 20_000)
+    july = world.close("acme", JUL)
+    assert july.total == Decimal("7.20")
+    monkeypatch.setattr(invoicing, "MAX_TRANSACTION_ITEMS", 100)
+
+    world.store.rate("acme", "2026-03", seg(at(1, 3)), "video", -20_000)
+    world.close("acme", AUG)
+    assert [_due(world, each) for each in (april, may, july.invoice_id)] == [Decimal("0.00")] * 3
+    assert world.store.billing["acme"].credit == Decimal("0.00")
