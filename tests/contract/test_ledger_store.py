@@ -10,11 +10,7 @@ from typing import Any
 
 import pytest
 
-<<<<<<< HEAD
-=======
 from kilo_billing import invoicing
-from kilo_billing.account_store import DynamoAccountDirectory
->>>>>>> wt-early
 from kilo_billing.accounts import AccountProfile
 from kilo_billing.catalog import default_catalog
 from kilo_billing.invoicing import (
