@@ -27,6 +27,11 @@ def _malformed_secret() -> PaymentGateway:
     raise AssertionError("a malformed secret builds no gateway")
 
 
+def _key_with_its_line_end() -> PaymentGateway:
+    parse_stripe_secret({"api_key": "sk_live_abc\n"}, "kilo/stripe")  # pasted with its newline
+    raise AssertionError("a key not of Stripe's shape builds no gateway")
+
+
 def _delivered(world: World, events: Events, gateway: PaymentGateway, monkeypatch: pytest.MonkeyPatch) -> Any:
     invoice = world.close("acme", MAR)
     world.gateway.settle(invoice.invoice_id, paid=True)
@@ -79,14 +84,18 @@ def world() -> World:
     return w
 
 
+@pytest.mark.parametrize("build", [_malformed_secret, _key_with_its_line_end], ids=["no-api-key", "key-with-newline"])
 def test_given_a_malformed_stripe_secret_when_invoice_paid_arrives_then_paid_and_alarmed_not_failed(
+    build: Any,
     world: World,
     monkeypatch: pytest.MonkeyPatch,
     capfd: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """A key pasted with its newline: before, the SDK's transport refused the header (``InvalidHeader`` ->
+    ``APIConnectionError``), an outage - quiet, no metric (D-gw4xx-4)."""
     capfd.readouterr()
-    response = _delivered(world, Events(), LazyGateway(_malformed_secret), monkeypatch)
+    response = _delivered(world, Events(), LazyGateway(build), monkeypatch)
     assert response == {"batchItemFailures": []}  # the event is done: not redelivered, not dead-lettered
     paid = world.store.invoices["acme/2026-03"]
     assert (paid.status, paid.gateway_refs) == (InvoiceStatus.PAID, ())
