@@ -53,6 +53,7 @@ from kilo_invoice.ports import (
     GatewayInvoice,
     GatewayLine,
     GatewayMisconfiguredError,
+    GatewayPartlyRefundedError,
     GatewayRejectedError,
     GatewayUnavailableError,
     InvoiceRequest,
@@ -954,24 +955,36 @@ def _finish_refund(
     store: LedgerStore, gateway: PaymentGateway, invoice: InvoiceRecord, pending: RefundRequest
 ) -> InvoiceRecord:
     """Ask the processor for the recorded refund (idempotent on its id), then record it as refunded. A refusal for
-    good drops the request (nothing was refunded: notes that recorded it as returned credit it, D310); an outage
-    leaves it pending for the next run. Not bounded again:
+    good drops the request (nothing was refunded: notes that recorded it as returned credit it, D310); a refusal after
+    part was refunded (several payments, one refused) records that part as refunded and says the rest was refused
+    (D-gw4xx-5); an outage leaves it pending for the next run. Not bounded again:
     while it is pending every bound counts it as given back already (``kept_less_pending``, D302), so nothing
     else (a note's credit, another refund) was given the same money meanwhile."""
     if invoice.gateway_id is None:
         raise ValueError(f"invoice {invoice.number} has no processor invoice to refund")
 
-    def settled(current: InvoiceRecord) -> InvoiceRecord:
-        if current.refund_pending != pending:
-            return current
-        refunded = max(current.refunded, pending.refunded_before + pending.amount)  # its webhook may be first
+    def settled_as(current: InvoiceRecord, made: RefundRequest) -> InvoiceRecord:
+        refunded = max(current.refunded, made.refunded_before + made.amount)  # its webhook may be first
         return replace(current, refunded=refunded, refund_pending=None)
+
+    def settled(current: InvoiceRecord) -> InvoiceRecord:
+        return settled_as(current, pending) if current.refund_pending == pending else current
 
     def dropped(current: InvoiceRecord) -> InvoiceRecord:
         return replace(current, refund_pending=None) if current.refund_pending == pending else current
 
     try:
         gateway.refund(invoice.gateway_id, pending.amount, pending.refund_id)
+    except GatewayPartlyRefundedError as exc:
+        # the part made is money the processor gave back: recorded as refunded; the rest it keeps again, which credits
+        # what notes recorded as returned (D310), bounded by what it keeps (D-gw4xx-5)
+        made = replace(pending, amount=exc.refunded)
+
+        def partly(current: InvoiceRecord) -> InvoiceRecord:
+            return settled_as(current, made) if current.refund_pending == pending else current
+
+        _save_with(store, invoice, partly, utc_now())
+        raise
     except GatewayRejectedError:
         # it keeps the money again: what notes recorded as returned meanwhile is credited, as a won dispute's (D310)
         _save_with(store, invoice, dropped, utc_now())
