@@ -310,7 +310,7 @@ def test_given_a_wrong_api_base_when_a_note_lowers_an_open_invoice_then_the_note
     assert (march.total, march.status) == (Decimal("65.20"), InvoiceStatus.OPEN)
     ledger.rate("acme", "2026-03", SEG, "video", -5_000)
     wrong = CloseDeps(ledger.store, _wrong_base(http), _Bus(), default_catalog(), lambda _s: None)
-    with pytest.raises(GatewayMisconfiguredError, match=r"\(404\): GET /v1/v1/invoices/"):
+    with pytest.raises(GatewayMisconfiguredError, match=r"\(404\): GET /v1/v1/invoices"):
         close_account(wrong, "acme", APR, APR.end)
     found = ledger.store.ledger("acme")
     note = found.credit_notes["acme/2026-03/credit-2026-04"]
@@ -345,3 +345,55 @@ def test_given_a_wrong_api_base_when_a_refund_is_asked_then_it_stays_pending_and
     refunded = refund_invoice(ledger.store, gateway, "acme", "acme/2026-03", None)
     assert (refunded.refunded, refunded.refund_pending) == (Decimal("65.20"), None)
     assert [r["amount"] for r in http.emulator.objects["refund"].values()] == [6520]
+
+
+def test_given_a_note_on_an_invoice_stripe_does_not_know_then_the_close_issues_and_the_note_waits() -> None:
+    """March 65.20 open at Stripe; its Stripe invoice unknown to the key in use (made with another key, or deleted):
+    404 ``resource_missing``. 5,000 March minutes go away (-3.60): April's close makes a note lowering March by 3.60.
+    Before (D-gw4xx-1): the note's ``GatewayMisconfiguredError`` failed every close - April a draft for ever, the note
+    pending, every redelivery and later month the same. Now (D-gw4xx-6): April is issued, the note waits (pending,
+    no credit) and the outcome names it for the handler's alarm; once Stripe knows March again a later run makes it:
+    March's amount due 6,520 - 360 = 6,160 cents."""
+    ledger = _fake()
+    http = Answering()
+    ledger.register(AccountProfile("acme", (TierChange(START, "team"),)))
+    ledger.rate("acme", "2026-03", SEG, "video", 60_000)
+    deps = CloseDeps(ledger.store, _gateway(http), _Bus(), default_catalog(), lambda _s: None)
+    march = close_account(deps, "acme", MAR, MAR.end).invoice
+    assert march is not None
+    assert march.gateway_id is not None
+    hidden = http.emulator.objects["invoice"].pop(march.gateway_id)
+    ledger.rate("acme", "2026-03", SEG, "video", -5_000)
+    outcome = close_account(deps, "acme", APR, APR.end)
+    assert outcome.invoice is not None
+    assert (outcome.invoice.status, outcome.invoice.gateway_id is not None) == (InvoiceStatus.OPEN, True)
+    [waiting] = outcome.notes_waiting
+    assert waiting.startswith("acme/2026-03/credit-2026-04: Stripe refused (404): No such invoice")
+    found = ledger.store.ledger("acme")
+    note = found.credit_notes["acme/2026-03/credit-2026-04"]
+    assert (note.to_due, note.to_credit, note.status) == (Decimal("3.60"), NONE, CreditNoteStatus.PENDING)
+    assert found.billing.credit == NONE
+    http.emulator.objects["invoice"][march.gateway_id] = hidden  # the right key again
+    again = close_account(deps, "acme", APR, APR.end)
+    assert again.notes_waiting == ()
+    note = ledger.store.ledger("acme").credit_notes["acme/2026-03/credit-2026-04"]
+    assert note.status is CreditNoteStatus.DONE
+    assert http.emulator.objects["invoice"][march.gateway_id]["amount_due"] == 6160
+
+
+def test_given_a_revoked_key_then_a_note_waiting_does_not_hide_it_the_close_still_fails() -> None:
+    """The key itself refused: the invoice's own issue meets it too, and the close fails as before (redelivered,
+    dead-lettered, alarmed) - the invoice a draft, the note pending."""
+    ledger = _fake()
+    http = Answering()
+    ledger.register(AccountProfile("acme", (TierChange(START, "team"),)))
+    ledger.rate("acme", "2026-03", SEG, "video", 60_000)
+    deps = CloseDeps(ledger.store, _gateway(http), _Bus(), default_catalog(), lambda _s: None)
+    close_account(deps, "acme", MAR, MAR.end)
+    ledger.rate("acme", "2026-03", SEG, "video", -5_000)
+    http.refusal = (401, INVALID_API_KEY)
+    with pytest.raises(GatewayMisconfiguredError, match=r"\(401\)"):
+        close_account(deps, "acme", APR, APR.end)
+    found = ledger.store.ledger("acme")
+    assert found.invoices["acme/2026-04"].status is InvoiceStatus.DRAFT
+    assert found.credit_notes["acme/2026-03/credit-2026-04"].status is CreditNoteStatus.PENDING

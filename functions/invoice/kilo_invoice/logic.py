@@ -108,7 +108,9 @@ def close_account(deps: CloseDeps, account_id: str, period: Period, now: datetim
     hourly checks look at the running period only - are issued and announced first: the close deducts them.
 
     Safe to run again at any point: a stored invoice is never recomposed, the processor call is idempotent on our
-    invoice id, and every status change is conditioned on the status read."""
+    invoice id, and every status change is conditioned on the status read. A pending credit note the processor refuses
+    as ours to fix (``GatewayMisconfiguredError``) does not stop the invoice: it stays pending for the next run and
+    the outcome names it (``notes_waiting``, alarmed by the handler); an outage still fails the close (D-gw4xx-6)."""
     created = False
     invoice: InvoiceRecord | None = None
     notes: dict[str, CreditNote] = {}
@@ -133,14 +135,18 @@ def close_account(deps: CloseDeps, account_id: str, period: Period, now: datetim
     for early in early_invoices(ledger, period):  # the close deducts them: any left a draft is issued first
         if early.status is InvoiceStatus.DRAFT or ISSUED not in early.announced:
             _announce_issued(deps, _issue(deps, ledger, early, now), now)
+    waiting: list[str] = []
     for note in sorted(notes.values(), key=lambda n: n.credit_id):  # negative late usage of earlier periods
         if note.status is CreditNoteStatus.PENDING:
-            _issue_credit_note(deps, ledger, note, now)
+            try:
+                _issue_credit_note(deps, ledger, note, now)
+            except GatewayMisconfiguredError as exc:  # one object of ours refused: the note waits, alarmed (D-gw4xx-6)
+                waiting.append(f"{note.credit_id}: {exc}")
     invoice = _issue(deps, ledger, invoice, now)
     invoice = _announce_issued(deps, invoice, now)
     if details_erased(ledger.profile):
         _forget_customer(deps, account_id)
-    return CloseOutcome(account_id, period.key, invoice, created)
+    return CloseOutcome(account_id, period.key, invoice, created, tuple(waiting))
 
 
 def _forget_customer(deps: CloseDeps, account_id: str) -> None:
