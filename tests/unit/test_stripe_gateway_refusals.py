@@ -30,7 +30,7 @@ import pytest
 from kilo_account_api.model import UnavailableError
 from kilo_billing.accounts import AccountProfile
 from kilo_billing.catalog import default_catalog
-from kilo_billing.invoicing import CreditNoteStatus, InvoiceStatus
+from kilo_billing.invoicing import CreditNoteStatus, InvoiceRecord, InvoiceStatus
 from kilo_billing.periods import Period
 from kilo_billing.rating import TierChange
 from kilo_dev.stripe_emulator import EmulatorHTTPClient
@@ -38,7 +38,7 @@ from kilo_invoice.logic import close_account, refund_invoice
 from kilo_invoice.model import CloseDeps
 from kilo_invoice.ports import Customer, GatewayMisconfiguredError, GatewayRejectedError, GatewayUnavailableError
 from kilo_invoice.stripe_adapter import StripePaymentGateway
-from tests.contract.test_ledger_store import SEG, START, _Bus, _fake
+from tests.contract.test_ledger_store import SEG, START, Ledger, _Bus, _fake
 from tests.unit.test_stripe_pages_refusals import pages
 
 MAR, APR = Period(2026, 3), Period(2026, 4)
@@ -156,6 +156,45 @@ def _gateway(http: EmulatorHTTPClient) -> StripePaymentGateway:
     return StripePaymentGateway.from_api_key("sk_test_unit", max_network_retries=0, http_client=http)
 
 
+def march_closed(http: EmulatorHTTPClient, *, card: bool) -> tuple[Ledger, CloseDeps, InvoiceRecord]:
+    """Team, March 60,000 video minutes (10,000 over x 0.00072 = 7.20 + March's fee 29.00 + April's 29.00 = 65.20),
+    closed through the emulator. ``card``: a card saved, charged at finalization and recorded paid (its webhook);
+    else open at Stripe."""
+    ledger = _fake()
+    gateway = _gateway(http)
+    ledger.register(AccountProfile("acme", (TierChange(START, "team"),)))
+    if card:
+        customer = gateway.ensure_customer(Customer("acme"))
+        gateway.set_default_payment_method(customer, "pm_card_visa")
+        ledger.store.save_billing("acme", customer_id=customer)
+    ledger.rate("acme", "2026-03", SEG, "video", 60_000)
+    deps = CloseDeps(ledger.store, gateway, _Bus(), default_catalog(), lambda _s: None)
+    march = close_account(deps, "acme", MAR, MAR.end).invoice
+    assert march is not None
+    assert march.gateway_id is not None
+    assert (march.total, march.status) == (Decimal("65.20"), InvoiceStatus.OPEN)
+    if card:
+        assert http.emulator.objects["invoice"][march.gateway_id]["status"] == "paid"  # charged at finalization
+        ledger.store.update_invoice(march.moved(InvoiceStatus.PAID, MAR.end), InvoiceStatus.OPEN)  # its webhook
+    return ledger, deps, march
+
+
+def _note_waits(ledger: Ledger) -> None:
+    """April's note lowering March by 3.60: still pending, nothing credited."""
+    found = ledger.store.ledger("acme")
+    note = found.credit_notes["acme/2026-03/credit-2026-04"]
+    assert (note.to_due, note.to_credit, note.status) == (Decimal("3.60"), NONE, CreditNoteStatus.PENDING)
+    assert found.billing.credit == NONE
+
+
+def _note_lowered_march(ledger: Ledger, http: EmulatorHTTPClient, march: InvoiceRecord) -> None:
+    """The note made at Stripe: March's amount due 6,520 - 360 = 6,160 cents."""
+    note = ledger.store.ledger("acme").credit_notes["acme/2026-03/credit-2026-04"]
+    assert (note.to_due, note.status) == (Decimal("3.60"), CreditNoteStatus.DONE)
+    assert march.gateway_id is not None
+    assert http.emulator.objects["invoice"][march.gateway_id]["amount_due"] == 6160
+
+
 CONTENTION = [
     pytest.param(409, KEY_IN_USE, id="409-idempotency-key-in-use"),
     pytest.param(409, LOCK_TIMEOUT, id="409-lock-timeout"),
@@ -216,21 +255,9 @@ def test_given_the_account_apis_pages_then_a_refusal_of_ours_is_still_unavailabl
 
 
 def test_given_a_refund_stripe_made_when_the_rerun_meets_a_revoked_key_then_it_stays_pending_not_given_twice() -> None:
-    ledger = _fake()
     http = Answering()
-    gateway = _gateway(http)
-    ledger.register(AccountProfile("acme", (TierChange(START, "team"),)))
-    customer = gateway.ensure_customer(Customer("acme"))
-    gateway.set_default_payment_method(customer, "pm_card_visa")
-    ledger.store.save_billing("acme", customer_id=customer)
-    ledger.rate("acme", "2026-03", SEG, "video", 60_000)  # 10,000 over x 0.00072 = 7.20
-    deps = CloseDeps(ledger.store, gateway, _Bus(), default_catalog(), lambda _s: None)
-    march = close_account(deps, "acme", MAR, MAR.end).invoice
-    assert march is not None
-    assert (march.total, march.status) == (Decimal("65.20"), InvoiceStatus.OPEN)
-    assert march.gateway_id is not None
-    assert http.emulator.objects["invoice"][march.gateway_id]["status"] == "paid"  # charged at finalization
-    ledger.store.update_invoice(march.moved(InvoiceStatus.PAID, MAR.end), InvoiceStatus.OPEN)  # its webhook
+    ledger, deps, _march = march_closed(http, card=True)
+    gateway = deps.gateway
 
     http.lost.add("/v1/refunds")  # Stripe refunds 65.20; its answer is lost
     with pytest.raises(GatewayUnavailableError):
@@ -261,29 +288,16 @@ def test_given_a_restricted_key_when_a_note_lowers_an_open_invoice_then_the_note
     permission). Before: refused "for good" - the reduction became 3.60 of account credit as if March had been paid
     there, and the note was given up (done, nothing at Stripe), while Stripe still asks 65.20. Now: the close fails
     for now (the queue delivers it again), the note stays pending; with the key fixed it lowers March to 61.60."""
-    ledger = _fake()
     http = Answering()
-    gateway = _gateway(http)
-    ledger.register(AccountProfile("acme", (TierChange(START, "team"),)))
-    ledger.rate("acme", "2026-03", SEG, "video", 60_000)
-    deps = CloseDeps(ledger.store, gateway, _Bus(), default_catalog(), lambda _s: None)
-    march = close_account(deps, "acme", MAR, MAR.end).invoice
-    assert march is not None
-    assert (march.total, march.status) == (Decimal("65.20"), InvoiceStatus.OPEN)
+    ledger, deps, march = march_closed(http, card=False)
     ledger.rate("acme", "2026-03", SEG, "video", -5_000)  # 5,000 over: 3.60, so -3.60
     http.refusal = (403, NO_PERMISSION)
     with pytest.raises(GatewayMisconfiguredError, match=r"\(403\)"):
         close_account(deps, "acme", APR, APR.end)
-    found = ledger.store.ledger("acme")
-    note = found.credit_notes["acme/2026-03/credit-2026-04"]
-    assert (note.to_due, note.to_credit, note.status) == (Decimal("3.60"), NONE, CreditNoteStatus.PENDING)
-    assert found.billing.credit == NONE
+    _note_waits(ledger)
     http.refusal = None
     close_account(deps, "acme", APR, APR.end)
-    note = ledger.store.ledger("acme").credit_notes["acme/2026-03/credit-2026-04"]
-    assert (note.to_due, note.status) == (Decimal("3.60"), CreditNoteStatus.DONE)
-    assert march.gateway_id is not None
-    assert http.emulator.objects["invoice"][march.gateway_id]["amount_due"] == 6160
+    _note_lowered_march(ledger, http, march)
 
 
 def _wrong_base(http: EmulatorHTTPClient) -> StripePaymentGateway:
@@ -299,44 +313,24 @@ def test_given_a_wrong_api_base_when_a_note_lowers_an_open_invoice_then_the_note
     whose ``api_base`` doubles ``/v1``. Before: Stripe's 404 with no code was "refused": the note became 3.60 of
     account credit, done, while Stripe still asked 65.20. Now: ours to fix - the note stays pending, no credit; with
     the address fixed it lowers March to 61.60 (6,520 - 360 cents)."""
-    ledger = _fake()
     http = Answering()
-    ledger.register(AccountProfile("acme", (TierChange(START, "team"),)))
-    ledger.rate("acme", "2026-03", SEG, "video", 60_000)
-    deps = CloseDeps(ledger.store, _gateway(http), _Bus(), default_catalog(), lambda _s: None)
-    march = close_account(deps, "acme", MAR, MAR.end).invoice
-    assert march is not None
+    ledger, deps, march = march_closed(http, card=False)
     assert march.gateway_id is not None
-    assert (march.total, march.status) == (Decimal("65.20"), InvoiceStatus.OPEN)
     ledger.rate("acme", "2026-03", SEG, "video", -5_000)
     wrong = CloseDeps(ledger.store, _wrong_base(http), _Bus(), default_catalog(), lambda _s: None)
     with pytest.raises(GatewayMisconfiguredError, match=r"\(404\): GET /v1/v1/invoices"):
         close_account(wrong, "acme", APR, APR.end)
-    found = ledger.store.ledger("acme")
-    note = found.credit_notes["acme/2026-03/credit-2026-04"]
-    assert (note.to_due, note.to_credit, note.status) == (Decimal("3.60"), NONE, CreditNoteStatus.PENDING)
-    assert found.billing.credit == NONE
+    _note_waits(ledger)
     close_account(deps, "acme", APR, APR.end)
-    note = ledger.store.ledger("acme").credit_notes["acme/2026-03/credit-2026-04"]
-    assert note.status is CreditNoteStatus.DONE
-    assert http.emulator.objects["invoice"][march.gateway_id]["amount_due"] == 6160
+    _note_lowered_march(ledger, http, march)
 
 
 def test_given_a_wrong_api_base_when_a_refund_is_asked_then_it_stays_pending_and_is_made_once_fixed() -> None:
     """Before: the 404 dropped the request as refused (refunded 0.00, nothing pending). Now: pending; with the address
     fixed the rerun refunds the 65.20 once."""
-    ledger = _fake()
     http = Answering()
-    gateway = _gateway(http)
-    ledger.register(AccountProfile("acme", (TierChange(START, "team"),)))
-    customer = gateway.ensure_customer(Customer("acme"))
-    gateway.set_default_payment_method(customer, "pm_card_visa")
-    ledger.store.save_billing("acme", customer_id=customer)
-    ledger.rate("acme", "2026-03", SEG, "video", 60_000)
-    deps = CloseDeps(ledger.store, gateway, _Bus(), default_catalog(), lambda _s: None)
-    march = close_account(deps, "acme", MAR, MAR.end).invoice
-    assert march is not None
-    ledger.store.update_invoice(march.moved(InvoiceStatus.PAID, MAR.end), InvoiceStatus.OPEN)
+    ledger, deps, _march = march_closed(http, card=True)
+    gateway = deps.gateway
     with pytest.raises(GatewayMisconfiguredError, match=r"\(404\)"):
         refund_invoice(ledger.store, _wrong_base(http), "acme", "acme/2026-03", None)
     pending = ledger.store.ledger("acme").invoices["acme/2026-03"].refund_pending
@@ -354,13 +348,8 @@ def test_given_a_note_on_an_invoice_stripe_does_not_know_then_the_close_issues_a
     pending, every redelivery and later month the same. Now (D-gw4xx-6): April is issued, the note waits (pending,
     no credit) and the outcome names it for the handler's alarm; once Stripe knows March again a later run makes it:
     March's amount due 6,520 - 360 = 6,160 cents."""
-    ledger = _fake()
     http = Answering()
-    ledger.register(AccountProfile("acme", (TierChange(START, "team"),)))
-    ledger.rate("acme", "2026-03", SEG, "video", 60_000)
-    deps = CloseDeps(ledger.store, _gateway(http), _Bus(), default_catalog(), lambda _s: None)
-    march = close_account(deps, "acme", MAR, MAR.end).invoice
-    assert march is not None
+    ledger, deps, march = march_closed(http, card=False)
     assert march.gateway_id is not None
     hidden = http.emulator.objects["invoice"].pop(march.gateway_id)
     ledger.rate("acme", "2026-03", SEG, "video", -5_000)
@@ -369,27 +358,18 @@ def test_given_a_note_on_an_invoice_stripe_does_not_know_then_the_close_issues_a
     assert (outcome.invoice.status, outcome.invoice.gateway_id is not None) == (InvoiceStatus.OPEN, True)
     [waiting] = outcome.notes_waiting
     assert waiting.startswith("acme/2026-03/credit-2026-04: Stripe refused (404): No such invoice")
-    found = ledger.store.ledger("acme")
-    note = found.credit_notes["acme/2026-03/credit-2026-04"]
-    assert (note.to_due, note.to_credit, note.status) == (Decimal("3.60"), NONE, CreditNoteStatus.PENDING)
-    assert found.billing.credit == NONE
+    _note_waits(ledger)
     http.emulator.objects["invoice"][march.gateway_id] = hidden  # the right key again
     again = close_account(deps, "acme", APR, APR.end)
     assert again.notes_waiting == ()
-    note = ledger.store.ledger("acme").credit_notes["acme/2026-03/credit-2026-04"]
-    assert note.status is CreditNoteStatus.DONE
-    assert http.emulator.objects["invoice"][march.gateway_id]["amount_due"] == 6160
+    _note_lowered_march(ledger, http, march)
 
 
 def test_given_a_revoked_key_then_a_note_waiting_does_not_hide_it_the_close_still_fails() -> None:
     """The key itself refused: the invoice's own issue meets it too, and the close fails as before (redelivered,
     dead-lettered, alarmed) - the invoice a draft, the note pending."""
-    ledger = _fake()
     http = Answering()
-    ledger.register(AccountProfile("acme", (TierChange(START, "team"),)))
-    ledger.rate("acme", "2026-03", SEG, "video", 60_000)
-    deps = CloseDeps(ledger.store, _gateway(http), _Bus(), default_catalog(), lambda _s: None)
-    close_account(deps, "acme", MAR, MAR.end)
+    ledger, deps, _march = march_closed(http, card=False)
     ledger.rate("acme", "2026-03", SEG, "video", -5_000)
     http.refusal = (401, INVALID_API_KEY)
     with pytest.raises(GatewayMisconfiguredError, match=r"\(401\)"):

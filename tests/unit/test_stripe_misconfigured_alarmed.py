@@ -125,23 +125,13 @@ def test_given_a_note_on_an_invoice_stripe_does_not_know_when_the_close_job_runs
     job failed at every delivery (``InvoiceCloseFailed``), April a draft, then dead-lettered."""
     from datetime import UTC, datetime  # noqa: PLC0415
 
-    from kilo_billing.accounts import AccountProfile  # noqa: PLC0415
-    from kilo_billing.catalog import default_catalog  # noqa: PLC0415
     from kilo_billing.invoicing import CreditNoteStatus  # noqa: PLC0415
-    from kilo_billing.rating import TierChange  # noqa: PLC0415
     from kilo_invoice import close_handler  # noqa: PLC0415
-    from kilo_invoice.logic import close_account  # noqa: PLC0415
-    from kilo_invoice.model import CloseDeps  # noqa: PLC0415
-    from tests.contract.test_ledger_store import SEG, START, _Bus, _fake  # noqa: PLC0415
-    from tests.unit.test_stripe_gateway_refusals import MAR, Answering, _gateway  # noqa: PLC0415
+    from tests.contract.test_ledger_store import SEG  # noqa: PLC0415
+    from tests.unit.test_stripe_gateway_refusals import Answering, march_closed  # noqa: PLC0415
 
-    ledger = _fake()
     http = Answering()
-    ledger.register(AccountProfile("acme", (TierChange(START, "team"),)))
-    ledger.rate("acme", "2026-03", SEG, "video", 60_000)
-    deps = CloseDeps(ledger.store, _gateway(http), _Bus(), default_catalog(), lambda _s: None)
-    march = close_account(deps, "acme", MAR, MAR.end).invoice
-    assert march is not None
+    ledger, deps, march = march_closed(http, card=False)
     assert march.gateway_id is not None
     del http.emulator.objects["invoice"][march.gateway_id]
     ledger.rate("acme", "2026-03", SEG, "video", -5_000)

@@ -17,15 +17,12 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from kilo_billing.accounts import AccountProfile
-from kilo_billing.catalog import default_catalog
-from kilo_billing.invoicing import InvoiceRecord, InvoiceStatus, refundable
-from kilo_billing.rating import TierChange
+from kilo_billing.invoicing import InvoiceRecord, refundable
 from kilo_invoice.logic import close_account, refund_invoice
 from kilo_invoice.model import CloseDeps
-from kilo_invoice.ports import Customer, GatewayRejectedError, GatewayUnavailableError
-from tests.contract.test_ledger_store import SEG, START, Ledger, _Bus, _fake
-from tests.unit.test_stripe_gateway_refusals import APR, MAR, NONE, Answering, _gateway
+from kilo_invoice.ports import GatewayRejectedError, GatewayUnavailableError
+from tests.contract.test_ledger_store import SEG, Ledger
+from tests.unit.test_stripe_gateway_refusals import APR, NONE, Answering, _gateway, march_closed
 
 CHARGE_DISPUTED = {  # docs.stripe.com/error-codes#charge-disputed
     "error": {
@@ -55,19 +52,8 @@ class DisputedIntent(Answering):
 
 
 def _march_paid_on_two_cards(http: DisputedIntent) -> tuple[Ledger, CloseDeps, InvoiceRecord, str, str]:
-    ledger = _fake()
-    gateway = _gateway(http)
-    ledger.register(AccountProfile("acme", (TierChange(START, "team"),)))
-    customer = gateway.ensure_customer(Customer("acme"))
-    gateway.set_default_payment_method(customer, "pm_card_visa")
-    ledger.store.save_billing("acme", customer_id=customer)
-    ledger.rate("acme", "2026-03", SEG, "video", 60_000)
-    deps = CloseDeps(ledger.store, gateway, _Bus(), default_catalog(), lambda _s: None)
-    march = close_account(deps, "acme", MAR, MAR.end).invoice
-    assert march is not None
+    ledger, deps, march = march_closed(http, card=True)
     assert march.gateway_id is not None
-    assert march.total == Decimal("65.20")
-    ledger.store.update_invoice(march.moved(InvoiceStatus.PAID, MAR.end), InvoiceStatus.OPEN)  # its webhook
     first, second = http.emulator.split_payment(march.gateway_id, 4000)  # 40.00 + 25.20
     return ledger, deps, march, first, second
 
