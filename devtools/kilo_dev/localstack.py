@@ -989,7 +989,7 @@ class LocalStack:
         if self.settings.stripe_api_key is not None:
             return self.settings.stripe_api_key, None
         assert self.stripe is not None
-        return "sk_test_local_standin", self.stripe.url
+        return "sk_test_localStandin", self.stripe.url  # Stripe's key shape: the secret's reader checks it
 
     def _create_secrets(self) -> None:
         assert self.template is not None

@@ -330,24 +330,31 @@ def test_given_the_settings_non_iso_codes_then_the_template_refuses_each(templat
             assert re.fullmatch(pattern, value) is None, value
 
 
+@pytest.mark.parametrize(
+    ("function_name", "handler_module"),
+    [("PaymentStatusFunction", "payment_handler"), ("InvoiceCloseFunction", "close_handler")],
+)
 def test_given_a_stripe_lookup_the_payment_status_function_lets_pass_then_its_misconfiguration_alarms(
-    template: Template,
+    template: Template, function_name: str, handler_module: str
 ) -> None:
     """D-gw4xx-2: ``invoice.paid``'s payments lookup failing on our side (a malformed Stripe secret, a revoked key)
     does not fail the event (D301), so no dead-letter queue sees it: the handler's ``StripeMisconfigured`` count, under
-    the function's own service name, is watched by an alarm that notifies the operator at the first one."""
-    from kilo_billing.observability import Metric  # noqa: PLC0415
-    from kilo_invoice import payment_handler  # noqa: PLC0415
+    the function's own service name, is watched by an alarm that notifies the operator at the first one. D-gw4xx-6: the
+    close's credit notes left waiting on our side (the invoice issued, the job done) likewise."""
+    import importlib  # noqa: PLC0415
 
-    function = template.resources["PaymentStatusFunction"]["Properties"]
-    assert function["Environment"]["Variables"]["POWERTOOLS_SERVICE_NAME"] == payment_handler.SERVICE
+    from kilo_billing.observability import Metric  # noqa: PLC0415
+
+    service = importlib.import_module(f"kilo_invoice.{handler_module}").SERVICE
+    function = template.resources[function_name]["Properties"]
+    assert function["Environment"]["Variables"]["POWERTOOLS_SERVICE_NAME"] == service
     [alarm] = [
         alarm["Properties"]
         for alarm in template.of_type("AWS::CloudWatch::Alarm").values()
         if alarm["Properties"]["MetricName"] == Metric.STRIPE_MISCONFIGURED.value
+        and alarm["Properties"]["Dimensions"] == [{"Name": "service", "Value": service}]
     ]
     assert alarm["Namespace"] == "KiloBilling"
-    assert alarm["Dimensions"] == [{"Name": "service", "Value": payment_handler.SERVICE}]
     assert (alarm["Statistic"], alarm["Threshold"], alarm["ComparisonOperator"]) == (
         "Sum",
         1,

@@ -44,7 +44,7 @@ from tests.conftest import STRIPE_SECRETS, LambdaContext, Stack, _clear_caches
 
 SIGNUP = datetime(2026, 3, 1, tzinfo=UTC)
 SEGMENT = int(SIGNUP.timestamp())
-API_KEY = "sk_test_integration_0123456789"
+API_KEY = "sk_test_integration0123456789"  # Stripe's key shape (kilo_billing.stripe_key)
 PROBE_RULE = "test-probe-invoicing"
 
 

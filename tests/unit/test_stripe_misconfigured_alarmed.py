@@ -27,6 +27,11 @@ def _malformed_secret() -> PaymentGateway:
     raise AssertionError("a malformed secret builds no gateway")
 
 
+def _key_with_its_line_end() -> PaymentGateway:
+    parse_stripe_secret({"api_key": "sk_live_abc\n"}, "kilo/stripe")  # pasted with its newline
+    raise AssertionError("a key not of Stripe's shape builds no gateway")
+
+
 def _delivered(world: World, events: Events, gateway: PaymentGateway, monkeypatch: pytest.MonkeyPatch) -> Any:
     invoice = world.close("acme", MAR)
     world.gateway.settle(invoice.invoice_id, paid=True)
@@ -79,14 +84,18 @@ def world() -> World:
     return w
 
 
+@pytest.mark.parametrize("build", [_malformed_secret, _key_with_its_line_end], ids=["no-api-key", "key-with-newline"])
 def test_given_a_malformed_stripe_secret_when_invoice_paid_arrives_then_paid_and_alarmed_not_failed(
+    build: Any,
     world: World,
     monkeypatch: pytest.MonkeyPatch,
     capfd: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """A key pasted with its newline: before, the SDK's transport refused the header (``InvalidHeader`` ->
+    ``APIConnectionError``), an outage - quiet, no metric (D-gw4xx-4)."""
     capfd.readouterr()
-    response = _delivered(world, Events(), LazyGateway(_malformed_secret), monkeypatch)
+    response = _delivered(world, Events(), LazyGateway(build), monkeypatch)
     assert response == {"batchItemFailures": []}  # the event is done: not redelivered, not dead-lettered
     paid = world.store.invoices["acme/2026-03"]
     assert (paid.status, paid.gateway_refs) == (InvoiceStatus.PAID, ())
@@ -105,3 +114,47 @@ def test_given_stripe_down_when_invoice_paid_arrives_then_paid_and_quiet(
     assert _delivered(world, Events(), world.gateway, monkeypatch) == {"batchItemFailures": []}
     assert _errors(caplog) == []
     assert Metric.STRIPE_MISCONFIGURED.value not in _metrics(capfd.readouterr().out)
+
+
+def test_given_a_note_on_an_invoice_stripe_does_not_know_when_the_close_job_runs_then_issued_and_alarmed(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """D-gw4xx-6, through the close handler: March 65.20 open at Stripe, its Stripe invoice unknown to the key in use;
+    April's note lowering March by 3.60 meets 404 ``resource_missing``. The job is done (no batch failure), April is
+    issued, the note waits - one ERROR line, ``StripeMisconfigured`` 1 (the close's own alarm watches it). Before: the
+    job failed at every delivery (``InvoiceCloseFailed``), April a draft, then dead-lettered."""
+    from datetime import UTC, datetime  # noqa: PLC0415
+
+    from kilo_billing.invoicing import CreditNoteStatus  # noqa: PLC0415
+    from kilo_invoice import close_handler  # noqa: PLC0415
+    from tests.contract.test_ledger_store import SEG  # noqa: PLC0415
+    from tests.unit.test_stripe_gateway_refusals import Answering, march_closed  # noqa: PLC0415
+
+    http = Answering()
+    ledger, deps, march = march_closed(http, card=False)
+    assert march.gateway_id is not None
+    del http.emulator.objects["invoice"][march.gateway_id]
+    ledger.rate("acme", "2026-03", SEG, "video", -5_000)
+    monkeypatch.setattr(dependencies, "closer", lambda: deps)
+    record = {
+        "messageId": "m-1",
+        "receiptHandle": "r-1",
+        "body": json.dumps({"account_id": "acme", "period": "2026-04"}),
+        "attributes": {},
+        "messageAttributes": {},
+        "md5OfBody": "",
+        "eventSource": "aws:sqs",
+        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:invoice-close",
+        "awsRegion": "us-east-1",
+    }
+    monkeypatch.setattr(close_handler, "datetime", SimpleNamespace(now=lambda _tz: datetime(2026, 5, 1, 6, tzinfo=UTC)))
+    capfd.readouterr()
+    response = close_handler.lambda_handler({"Records": [record]}, LambdaContext())  # type: ignore[arg-type]
+    assert response == {"batchItemFailures": []}
+    found = ledger.store.ledger("acme")
+    assert found.invoices["acme/2026-04"].status is InvoiceStatus.OPEN
+    assert found.credit_notes["acme/2026-03/credit-2026-04"].status is CreditNoteStatus.PENDING
+    assert _errors(caplog) == ["Stripe misconfigured: credit notes wait; invoice issued without them"]
+    metrics = _metrics(capfd.readouterr().out)
+    assert metrics.get(Metric.STRIPE_MISCONFIGURED.value) == 1
+    assert Metric.INVOICE_CLOSE_FAILED.value not in metrics

@@ -39,7 +39,7 @@ BAD_SUCCESS_URL = {"error": {"message": "Not a valid URL", "param": "success_url
 class Refusing(EmulatorHTTPClient):
     """The emulator, except that a request to ``path`` gets Stripe's ``status`` and error ``body``."""
 
-    def __init__(self, path: str, status: int, body: dict[str, Any]) -> None:
+    def __init__(self, path: str, status: int, body: dict[str, Any] | str) -> None:
         super().__init__()
         self.refusal = (path, status, body)
 
@@ -48,11 +48,11 @@ class Refusing(EmulatorHTTPClient):
     ) -> tuple[str, int, Mapping[str, str]]:
         path, status, body = self.refusal
         if urlsplit(url).path == path:
-            return json.dumps(body), status, {"request-id": "req_refused"}
+            return (body if isinstance(body, str) else json.dumps(body)), status, {"request-id": "req_refused"}
         return super().request(method, url, headers, post_data, **kwargs)
 
 
-def pages(path: str, status: int, body: dict[str, Any]) -> StripePaymentPages:
+def pages(path: str, status: int, body: dict[str, Any] | str) -> StripePaymentPages:
     return StripePaymentPages.from_api_key(
         "sk_test_unit", max_network_retries=0, http_client=Refusing(path, status, body)
     )

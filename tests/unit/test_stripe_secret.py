@@ -27,3 +27,28 @@ def test_given_a_stripe_secret_then_its_key_and_api_base_are_read(value: object,
 @pytest.mark.parametrize("value", [["sk_test_1"], {"key": "sk_test_1"}, {"api_key": ""}, {"api_key": 1}, "sk_test_1"])
 def test_given_a_malformed_stripe_secret_then_none_for_the_caller_to_refuse(value: object) -> None:
     assert stripe_secret(value) is None
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "sk_live_abc\n",  # pasted with its line end: the SDK's transport refuses the header (an "outage" before)
+        " sk_live_abc",
+        "sk_live_abc def",
+        "Bearer sk_live_abc",
+        "pk_live_abc",  # the publishable key
+        "whsec_abc",  # the webhook's signing secret
+        "sk_prod_abc",
+        "sk_live_",
+        "sk_live_ab\u00e9",
+    ],
+)
+def test_given_a_key_not_of_stripes_shape_then_the_secret_is_malformed(key: str) -> None:
+    """Stripe's secret and restricted keys: ``sk_`` or ``rk_``, ``test`` or ``live``, ``_``, letters and digits
+    (D-gw4xx-4). Before: any non-empty string was a key."""
+    assert stripe_secret({"api_key": key}) is None
+
+
+@pytest.mark.parametrize("key", ["sk_test_unit", "rk_live_51Hx0ZkAbC9", "sk_test_localStandin", "sk_test_emulated"])
+def test_given_keys_of_stripes_shape_then_read(key: str) -> None:
+    assert stripe_secret({"api_key": key}) == StripeSecret(key, None)

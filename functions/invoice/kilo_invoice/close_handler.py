@@ -2,7 +2,9 @@
 
 Partial batch failures: a job that failed for now (the processor or DynamoDB unavailable, a conflict that kept
 recurring) is reported failed and redelivered by the queue; after ``maxReceiveCount`` the redrive moves it to the
-close dead-letter queue (alarmed). A rerun of a job is safe at any point (docs/decisions.md D51).
+close dead-letter queue (alarmed). A rerun of a job is safe at any point (docs/decisions.md D51). A credit note
+Stripe refuses as ours to fix does not fail the job (the invoice is issued, the note waits): logged at ERROR and
+counted as ``StripeMisconfigured``, which ``CloseStripeMisconfiguredAlarm`` watches (D-gw4xx-6).
 """
 
 from __future__ import annotations
@@ -46,6 +48,12 @@ def _record(record: SQSRecord) -> None:
             continue
         if outcome.created:
             count(SERVICE, Metric.INVOICE_ISSUED)
+        if outcome.notes_waiting:  # issued; these notes wait until an operator fixes our side at Stripe (D-gw4xx-6)
+            count(SERVICE, Metric.STRIPE_MISCONFIGURED, len(outcome.notes_waiting))
+            logger.error(
+                "Stripe misconfigured: credit notes wait; invoice issued without them",
+                extra={"closed_period": outcome.period, "notes": [note[:200] for note in outcome.notes_waiting]},
+            )
         logger.info(
             "account closed",
             extra={

@@ -54,6 +54,7 @@ from kilo_invoice.ports import (
     GatewayInvoice,
     GatewayLine,
     GatewayMisconfiguredError,
+    GatewayPartlyRefundedError,
     GatewayRejectedError,
     GatewayUnavailableError,
     InvoiceRequest,
@@ -108,7 +109,9 @@ def close_account(deps: CloseDeps, account_id: str, period: Period, now: datetim
     hourly checks look at the running period only - are issued and announced first: the close deducts them.
 
     Safe to run again at any point: a stored invoice is never recomposed, the processor call is idempotent on our
-    invoice id, and every status change is conditioned on the status read."""
+    invoice id, and every status change is conditioned on the status read. A pending credit note the processor refuses
+    as ours to fix (``GatewayMisconfiguredError``) does not stop the invoice: it stays pending for the next run and
+    the outcome names it (``notes_waiting``, alarmed by the handler); an outage still fails the close (D-gw4xx-6)."""
     created = False
     invoice: InvoiceRecord | None = None
     notes: dict[str, CreditNote] = {}
@@ -133,14 +136,18 @@ def close_account(deps: CloseDeps, account_id: str, period: Period, now: datetim
     for early in early_invoices(ledger, period):  # the close deducts them: any left a draft is issued first
         if early.status is InvoiceStatus.DRAFT or ISSUED not in early.announced:
             _announce_issued(deps, _issue(deps, ledger, early, now), now)
+    waiting: list[str] = []
     for note in sorted(notes.values(), key=lambda n: n.credit_id):  # negative late usage of earlier periods
         if note.status is CreditNoteStatus.PENDING:
-            _issue_credit_note(deps, ledger, note, now)
+            try:
+                _issue_credit_note(deps, ledger, note, now)
+            except GatewayMisconfiguredError as exc:  # one object of ours refused: the note waits, alarmed (D-gw4xx-6)
+                waiting.append(f"{note.credit_id}: {exc}")
     invoice = _issue(deps, ledger, invoice, now)
     invoice = _announce_issued(deps, invoice, now)
     if details_erased(ledger.profile):
         _forget_customer(deps, account_id)
-    return CloseOutcome(account_id, period.key, invoice, created)
+    return CloseOutcome(account_id, period.key, invoice, created, tuple(waiting))
 
 
 def _forget_customer(deps: CloseDeps, account_id: str) -> None:
@@ -975,8 +982,9 @@ def _finish_refund(
     store: LedgerStore, gateway: PaymentGateway, invoice: InvoiceRecord, pending: RefundRequest
 ) -> InvoiceRecord:
     """Ask the processor for the recorded refund (idempotent on its id), then record it as refunded. A refusal for
-    good drops the request (nothing was refunded: notes that recorded it as returned credit it, D310); an outage
-    leaves it pending for the next run. Not bounded again:
+    good drops the request (nothing was refunded: notes that recorded it as returned credit it, D310); a refusal after
+    part was refunded (several payments, one refused) records that part as refunded and says the rest was refused
+    (D-gw4xx-5); an outage leaves it pending for the next run. Not bounded again:
     while it is pending every bound counts it as given back already (``kept_less_pending``, D302), so nothing
     else (a note's credit, another refund) was given the same money meanwhile."""
     if invoice.gateway_id is None:
@@ -987,21 +995,28 @@ def _finish_refund(
         now = current.refund_pending
         return now if now is not None and now.refund_id == pending.refund_id else None
 
-    def settled(current: InvoiceRecord) -> InvoiceRecord:
+    def settled_with(current: InvoiceRecord, made: Decimal) -> InvoiceRecord:
+        """The request finished, ``made`` of its amount given back; the refunds made outside meanwhile were made
+        too: they stay given back (their webhook may not be here yet; ours may be first)."""
         if (request := still(current)) is None:
             return current
-        refunded = max(current.refunded, request.given_back_with_it)  # its webhook may be first
+        refunded = max(current.refunded, request.given_back_with_it - request.amount + made)
         return replace(current, refunded=refunded, refund_pending=None)
 
+    def settled(current: InvoiceRecord) -> InvoiceRecord:
+        return settled_with(current, pending.amount)
+
     def dropped(current: InvoiceRecord) -> InvoiceRecord:
-        if (request := still(current)) is None:
-            return current
-        # the refunds made outside meanwhile were made: they stay given back (their webhook may not be here yet)
-        outside = request.given_back_with_it - request.amount
-        return replace(current, refunded=max(current.refunded, outside), refund_pending=None)
+        return settled_with(current, ZERO)
 
     try:
         gateway.refund(invoice.gateway_id, pending.amount, pending.refund_id)
+    except GatewayPartlyRefundedError as exc:
+        # the part made is money the processor gave back: recorded as refunded; the rest it keeps again, which credits
+        # what notes recorded as returned (D310), bounded by what it keeps (D-gw4xx-5)
+        made = exc.refunded
+        _save_with(store, invoice, lambda current: settled_with(current, made), utc_now())
+        raise
     except GatewayRejectedError:
         # it keeps the money again: what notes recorded as returned meanwhile is credited, as a won dispute's (D310)
         _save_with(store, invoice, dropped, utc_now())

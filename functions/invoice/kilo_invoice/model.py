@@ -21,6 +21,10 @@ class CloseOutcome:
     period: str
     invoice: InvoiceRecord | None  # None: nothing to close (no profile, signed up later)
     created: bool  # this run composed and stored the invoice (False: found from an earlier run)
+    # credit notes whose processor step met a refusal of ours (``GatewayMisconfiguredError``: an invoice of ours the
+    # processor does not know ...), each "<credit id>: <why>": left pending for later runs, the invoice issued all the
+    # same; the handler alarms them (D-gw4xx-6)
+    notes_waiting: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

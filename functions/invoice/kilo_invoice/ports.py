@@ -51,6 +51,16 @@ class GatewayRejectedError(Exception):
         self.status = status
 
 
+class GatewayPartlyRefundedError(GatewayRejectedError):
+    """A refund the processor made in part before it refused the rest for good (an invoice paid in several payments,
+    one of them refused: a disputed charge): ``refunded`` of the amount asked is money it gave back - recorded, never
+    dropped (D-gw4xx-5)."""
+
+    def __init__(self, message: str, refunded: Decimal) -> None:
+        super().__init__(message)
+        self.refunded = refunded
+
+
 @dataclass(frozen=True, slots=True)
 class Customer:
     account_id: str
@@ -132,7 +142,8 @@ class PaymentGateway(Protocol):
         ...
 
     def refund(self, gateway_id: str, amount: Decimal, refund_id: str) -> str:
-        """Refund part or all of a paid invoice's payment; returns the refund id."""
+        """Refund part or all of a paid invoice's payment; returns the refund id. Refused for good after part of
+        ``amount`` was refunded (earlier runs' parts included): ``GatewayPartlyRefundedError`` with that part."""
         ...
 
     def payment_refs(self, gateway_id: str) -> tuple[str, ...]:

@@ -37,6 +37,7 @@ from kilo_invoice.ports import (
     GatewayInvoiceStatus,
     GatewayLine,
     GatewayMisconfiguredError,
+    GatewayPartlyRefundedError,
     GatewayRejectedError,
     GatewayUnavailableError,
     InvoiceRequest,
@@ -351,7 +352,9 @@ class StripePaymentGateway:
         """Refund ``amount`` of a paid invoice from its payments, oldest first, each up to what is left of it (an
         invoice paid in several payments has a payment intent per payment; a refund is made on one). Refunds made
         earlier for ``refund_id`` (found by metadata, on every payment) count: a rerun refunds only what is still
-        missing. Returns the refund ids, comma-separated when it took more than one payment."""
+        missing. Returns the refund ids, comma-separated when it took more than one payment. Stripe refusing a payment's
+        refund after others' were made (now or by an earlier run): ``GatewayPartlyRefundedError`` with what was made
+        (D-gw4xx-5)."""
         invoice = self._retrieve(gateway_id)
         if invoice.status != "paid":
             raise GatewayRejectedError(f"cannot refund {gateway_id}: it is {invoice.status}, not paid")
@@ -365,7 +368,8 @@ class StripePaymentGateway:
         ]
         if not paid:
             raise GatewayRejectedError(f"{gateway_id} has no card payment to refund")
-        wanted = in_cents(amount)
+        asked = in_cents(amount)
+        wanted = asked
         made: list[str] = []
         room: list[tuple[str, int]] = []  # (payment intent, cents left to refund on it)
         for intent, paid_cents in paid:
@@ -374,26 +378,35 @@ class StripePaymentGateway:
             wanted -= sum(r.amount for r in mine)
             made += [r.id for r in mine]
             room.append((intent, paid_cents - sum(r.amount for r in refunds)))
-        if wanted > sum(left for _, left in room):
-            raise GatewayRejectedError(
-                f"cannot refund {dollars(wanted)} more on {gateway_id}: {dollars(sum(left for _, left in room))} "
-                "of its payments is left to refund"
-            )
-        for intent, left in room:
-            if wanted <= 0:
-                break
-            if left <= 0:
-                continue
-            take = min(left, wanted)
-            params: RefundCreateParams = {
-                "payment_intent": intent,
-                "amount": take,
-                "reason": "requested_by_customer",
-                "metadata": {META_REFUND: refund_id, **_pick(_metadata(invoice), META_INVOICE, META_ACCOUNT)},
-            }
-            key = _key(refund_id, "refund") if intent == paid[0][0] else _key(refund_id, "refund", intent)
-            made.append(self._create_refund(params, key))
-            wanted -= take
+        try:
+            if wanted > sum(left for _, left in room):
+                raise GatewayRejectedError(
+                    f"cannot refund {dollars(wanted)} more on {gateway_id}: {dollars(sum(left for _, left in room))} "
+                    "of its payments is left to refund"
+                )
+            for intent, left in room:
+                if wanted <= 0:
+                    break
+                if left <= 0:
+                    continue
+                take = min(left, wanted)
+                params: RefundCreateParams = {
+                    "payment_intent": intent,
+                    "amount": take,
+                    "reason": "requested_by_customer",
+                    "metadata": {META_REFUND: refund_id, **_pick(_metadata(invoice), META_INVOICE, META_ACCOUNT)},
+                }
+                key = _key(refund_id, "refund") if intent == paid[0][0] else _key(refund_id, "refund", intent)
+                made.append(self._create_refund(params, key))
+                wanted -= take
+        except GatewayRejectedError as exc:
+            if wanted >= asked:
+                raise  # nothing of it refunded: refused as a whole
+            raise GatewayPartlyRefundedError(
+                f"{dollars(asked - wanted)} of {dollars(asked)} refunded on {gateway_id} ({', '.join(made)}); the rest "
+                f"refused: {exc}",
+                dollars(asked - wanted),
+            ) from exc
         return ",".join(made)
 
     def _refunds_of(self, intent: str) -> list[stripe.Refund]:

@@ -78,7 +78,7 @@ class Metric(StrEnum):
     PAYMENT_EVENT_APPLIED = "PaymentEventApplied"  # a Stripe event that changed our records
     PAYMENT_EVENT_IGNORED = "PaymentEventIgnored"  # a Stripe event about nothing of ours (or no longer stored)
     PAYMENT_FAILED = "PaymentFailed"  # PaymentFailed.v1 published
-    STRIPE_MISCONFIGURED = "StripeMisconfigured"  # a Stripe lookup let pass failed on our side (key, secret): alarmed
+    STRIPE_MISCONFIGURED = "StripeMisconfigured"  # a Stripe call let pass failed on our side: alarmed
     # crypto watchers (one service per chain kind: crypto-evm, crypto-solana)
     CRYPTO_TRANSFERS_SEEN = "CryptoTransfersSeen"  # merchant credits a watcher run handed to settlement
     CRYPTO_REORGS = "CryptoReorgs"  # an EVM run found its cursor's block gone and rolled back

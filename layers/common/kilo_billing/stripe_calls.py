@@ -48,8 +48,10 @@ def whose(error: stripe.StripeError) -> Whose:
       ``idempotency_key_in_use``): the same call succeeds later;
     - ``ours``: our own key or configuration - 401 (``AuthenticationError``: key revoked, rolled, malformed), 403
       (``PermissionError``: a restricted key without the permission), an ``IdempotencyError`` (our key sent again
-      with other parameters), ``resource_missing`` (an object of ours Stripe does not know): nothing the customer or
-      the payment did; the call fails the same way until an operator fixes our side;
+      with other parameters), ``resource_missing`` or any 404 (an object of ours Stripe does not know; an address
+      Stripe has no endpoint at - the secret's ``api_base`` wrong), a 4xx whose body is not Stripe's error
+      (``APIError`` with no ``error`` object: a proxy's page, a wrong address): nothing the customer or the payment
+      did; the call fails the same way until an operator fixes our side (D-gw4xx-3);
     - ``refused``: the payment itself - ``CardError`` (402: declined), and every other refusal of the request
       (Stripe's amount and state rules: ``amount_too_large``, ``charge_already_refunded``, an invoice no longer open
       ...)."""
@@ -63,8 +65,10 @@ def whose(error: stripe.StripeError) -> Whose:
         return "refused"
     if isinstance(error, stripe.AuthenticationError | stripe.PermissionError | stripe.IdempotencyError):
         return "ours"
-    if status in (401, 403) or code in OURS_MISSING:
+    if status in (401, 403, 404) or code in OURS_MISSING:
         return "ours"
+    if isinstance(error, stripe.APIError) and error.error is None:
+        return "ours"  # a 4xx whose body Stripe did not write (a proxy, a wrong address): not Stripe refusing us
     return "refused"
 
 

@@ -4,7 +4,13 @@ reads the secret before it builds its client with ``kilo_billing.stripe_calls``)
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import re
+from typing import Final, NamedTuple
+
+# Stripe's secret and restricted keys (``sk_live_51H...``, ``rk_test_...``): anything else - a key pasted with its line
+# end or a space, the publishable key, the webhook's secret - is no key, refused here as ours to fix (D-gw4xx-4)
+# rather than met by the SDK's transport as a header it cannot send (``APIConnectionError``: an outage).
+KEY_SHAPE: Final = re.compile(r"[sr]k_(?:test|live)_[A-Za-z0-9]+", re.ASCII)
 
 
 class StripeSecret(NamedTuple):
@@ -14,9 +20,11 @@ class StripeSecret(NamedTuple):
 
 def stripe_secret(value: object) -> StripeSecret | None:
     """``{"api_key": "sk_...", "api_base": optional}`` (parsed JSON); ``None`` when malformed (not an object, or no
-    non-empty ``api_key`` string) - each caller refuses it with its own error. An ``api_base`` that is not a
-    non-empty string is no stand-in: Stripe's own address."""
-    if not isinstance(value, dict) or not isinstance(value.get("api_key"), str) or not value["api_key"]:
+    ``api_key`` string of Stripe's key shape, ``KEY_SHAPE``) - each caller refuses it with its own error. An
+    ``api_base`` that is not a non-empty string is no stand-in: Stripe's own address."""
+    if not isinstance(value, dict) or not isinstance(value.get("api_key"), str):
+        return None
+    if KEY_SHAPE.fullmatch(value["api_key"]) is None:
         return None
     base = value.get("api_base")
     return StripeSecret(str(value["api_key"]), str(base) if isinstance(base, str) and base else None)

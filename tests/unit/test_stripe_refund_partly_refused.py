@@ -1,0 +1,115 @@
+"""A card refund over two payments that Stripe makes on the first and refuses on the second (D-gw4xx-5): the part
+Stripe refunded is money moved - recorded as refunded, never dropped - and the operator is told the rest was refused.
+
+Through the Stripe SDK against the emulator. Figures worked by hand (price book 2026-01, Team $29/month, video
+$0.00072 a minute, 50,000 included): Team card, March 60,000 minutes -> 10,000 x 0.00072 = 7.20 + March's fee 29.00
++ April's in advance 29.00 = 65.20, paid in two payments: 40.00 on one card, 25.20 on another (the emulator's
+``split_payment``). The second card's charge was disputed: Stripe refuses its refund (400 ``charge_disputed``).
+Before: the request was dropped as refused - 0.00 refunded while Stripe gave 40.00 back (and refundable stayed 65.20)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from kilo_billing.invoicing import InvoiceRecord, refundable
+from kilo_invoice.logic import close_account, refund_invoice
+from kilo_invoice.model import CloseDeps
+from kilo_invoice.ports import GatewayRejectedError, GatewayUnavailableError
+from tests.contract.test_ledger_store import SEG, Ledger
+from tests.unit.test_stripe_gateway_refusals import APR, NONE, Answering, _gateway, march_closed
+
+CHARGE_DISPUTED = {  # docs.stripe.com/error-codes#charge-disputed
+    "error": {
+        "code": "charge_disputed",
+        "doc_url": "https://stripe.com/docs/error-codes/charge-disputed",
+        "message": "Charge ch_1Kilo has been charged back; cannot issue a refund.",
+        "type": "invalid_request_error",
+    }
+}
+
+
+class DisputedIntent(Answering):
+    """The emulator, except that a refund on the payment intent ``disputed`` is refused with ``charge_disputed``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.disputed: str | None = None
+
+    def request(
+        self, method: str, url: str, headers: Mapping[str, str] | None, post_data: Any = None, **kwargs: Any
+    ) -> tuple[str, int, Mapping[str, str]]:
+        if method.lower() == "post" and urlsplit(url).path == "/v1/refunds" and self.disputed is not None:
+            params = parse_qs(post_data if isinstance(post_data, str) else (post_data or b"").decode())
+            if params.get("payment_intent") == [self.disputed]:
+                return json.dumps(CHARGE_DISPUTED), 400, {"request-id": "req_disputed"}
+        return super().request(method, url, headers, post_data, **kwargs)
+
+
+def _march_paid_on_two_cards(http: DisputedIntent) -> tuple[Ledger, CloseDeps, InvoiceRecord, str, str]:
+    ledger, deps, march = march_closed(http, card=True)
+    assert march.gateway_id is not None
+    first, second = http.emulator.split_payment(march.gateway_id, 4000)  # 40.00 + 25.20
+    return ledger, deps, march, first, second
+
+
+def _stripe_refunds(http: DisputedIntent) -> list[tuple[str, int]]:
+    return [(r["payment_intent"], r["amount"]) for r in http.emulator.objects.get("refund", {}).values()]
+
+
+def test_given_a_refund_refused_on_the_second_payment_then_the_first_payments_refund_is_recorded() -> None:
+    http = DisputedIntent()
+    ledger, _deps, _march, first, second = _march_paid_on_two_cards(http)
+    http.disputed = second
+    with pytest.raises(GatewayRejectedError, match=r"40\.00 of 65\.20 refunded.*rest refused.*charge"):
+        refund_invoice(ledger.store, _gateway(http), "acme", "acme/2026-03", None)
+    assert _stripe_refunds(http) == [(first, 4000)]  # Stripe gave 40.00 back
+    found = ledger.store.ledger("acme")
+    march = found.invoices["acme/2026-03"]
+    assert (march.refunded, march.refund_pending) == (Decimal("40.00"), None)  # before: 0.00 refunded
+    assert found.billing.credit == NONE
+    assert refundable(found, march) == Decimal("25.20")  # 65.20 - 40.00 (before: 65.20)
+
+
+def test_given_the_first_part_made_with_its_answer_lost_and_a_note_meanwhile_then_both_are_counted_once() -> None:
+    """The first run: Stripe refunds 40.00 on the first card, its answer lost - pending. 5,000 March minutes go away
+    (-3.60): April's note counts the pending 65.20 as given back (D302): 0.00 credit, 3.60 returned. The rerun finds
+    the 40.00 by its metadata; the second card's 25.20 is refused. March keeps 25.20, of which 3.60 the note took off:
+    3.60 becomes account credit (D310's step, for the part not refunded), 40.00 refunded, 21.60 left to refund
+    (25.20 - 3.60). Before: 0.00 refunded and 3.60 credit, leaving 61.60 refundable on 25.20 kept at Stripe."""
+    http = DisputedIntent()
+    ledger, deps, _march, first, second = _march_paid_on_two_cards(http)
+    http.lost.add("/v1/refunds")
+    with pytest.raises(GatewayUnavailableError):
+        refund_invoice(ledger.store, _gateway(http), "acme", "acme/2026-03", None)
+    assert _stripe_refunds(http) == [(first, 4000)]
+    ledger.rate("acme", "2026-03", SEG, "video", -5_000)
+    close_account(deps, "acme", APR, APR.end)
+    note = ledger.store.ledger("acme").credit_notes["acme/2026-03/credit-2026-04"]
+    assert (note.to_credit, note.returned) == (NONE, Decimal("3.60"))
+    http.disputed = second
+    with pytest.raises(GatewayRejectedError, match=r"40\.00 of 65\.20 refunded"):
+        refund_invoice(ledger.store, _gateway(http), "acme", "acme/2026-03", None)
+    assert _stripe_refunds(http) == [(first, 4000)]  # no second refund on the first card
+    found = ledger.store.ledger("acme")
+    march = found.invoices["acme/2026-03"]
+    assert (march.refunded, march.refund_pending) == (Decimal("40.00"), None)
+    assert found.billing.credit == Decimal("3.60")
+    assert refundable(found, march) == Decimal("21.60")
+
+
+def test_given_a_refund_refused_on_its_only_payment_then_it_is_dropped_as_before() -> None:
+    """Nothing made: the refusal drops the request, 0.00 refunded (D119, D310 unchanged)."""
+    http = DisputedIntent()
+    ledger, _deps, _march, first, _second = _march_paid_on_two_cards(http)
+    http.disputed = first
+    with pytest.raises(GatewayRejectedError) as raised:
+        refund_invoice(ledger.store, _gateway(http), "acme", "acme/2026-03", Decimal("30.00"))
+    assert "refunded" not in str(raised.value)
+    march = ledger.store.ledger("acme").invoices["acme/2026-03"]
+    assert (march.refunded, march.refund_pending, _stripe_refunds(http)) == (NONE, None, [])
