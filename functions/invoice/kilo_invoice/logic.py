@@ -616,14 +616,14 @@ def apply_stripe_event(
 
 
 def _refunded_outside(invoice: InvoiceRecord, refund: str, amount: Decimal) -> InvoiceRecord:
-    """``refund.created`` of a refund made outside us (no ``REFUND_METADATA``: Stripe's dashboard) while our own
-    request is pending: recorded on the request, once per refund id, so that it counts as given back besides ours
-    at once - not read as part of ours when its ``charge.refunded`` raises ``refunded`` (D302's limit, D-misc-3).
-    With nothing pending it changes nothing: its ``charge.refunded`` records it."""
-    pending = invoice.refund_pending
-    if pending is None or not refund or amount <= 0 or any(known == refund for known, _ in pending.outside):
+    """``refund.created`` of a refund made outside us (no ``REFUND_METADATA``: Stripe's dashboard): recorded on the
+    invoice once per refund id, whether or not one of ours is pending, and counted as given back at once - never
+    read as part of ours when its ``charge.refunded`` raises ``refunded`` (D302's limit), never twice when it is
+    delivered again (D-misc-4)."""
+    if not refund or amount <= 0 or any(known == refund for known, _ in invoice.outside_refunds):
         return invoice
-    return replace(invoice, refund_pending=replace(pending, outside=(*pending.outside, (refund, amount))))
+    outside = replace(invoice, outside_refunds=tuple(sorted((*invoice.outside_refunds, (refund, amount)))))
+    return replace(outside, refunded=outside.given_back())
 
 
 def _charge_refunded(invoice: InvoiceRecord, charge: str, refunded: Decimal) -> InvoiceRecord:
@@ -635,8 +635,8 @@ def _charge_refunded(invoice: InvoiceRecord, charge: str, refunded: Decimal) -> 
     if refunded <= seen.get(charge, ZERO):
         return invoice
     seen[charge] = refunded
-    total = sum(seen.values(), ZERO)
-    return replace(invoice, charge_refunds=tuple(sorted(seen.items())), refunded=max(invoice.refunded, total))
+    charged = replace(invoice, charge_refunds=tuple(sorted(seen.items())))
+    return replace(charged, refunded=charged.given_back())
 
 
 _DISPUTE_EVENTS: Final = frozenset(
@@ -975,23 +975,16 @@ def _finish_refund(
     if invoice.gateway_id is None:
         raise ValueError(f"invoice {invoice.number} has no processor invoice to refund")
 
-    def still(current: InvoiceRecord) -> RefundRequest | None:
-        """The request as stored now, if it is still this one (refunds made outside may have been added to it)."""
-        now = current.refund_pending
-        return now if now is not None and now.refund_id == pending.refund_id else None
-
     def settled(current: InvoiceRecord) -> InvoiceRecord:
-        if (request := still(current)) is None:
+        if current.refund_pending != pending:
             return current
-        refunded = max(current.refunded, request.given_back_with_it)  # its webhook may be first
-        return replace(current, refunded=refunded, refund_pending=None)
+        # its webhook may be first: counted once (``given_back``)
+        refunded, made = current.given_back(pending), current.refunds_made + pending.amount
+        return replace(current, refunded=refunded, refunds_made=made, refund_pending=None)
 
     def dropped(current: InvoiceRecord) -> InvoiceRecord:
-        if (request := still(current)) is None:
-            return current
-        # the refunds made outside meanwhile were made: they stay given back (their webhook may not be here yet)
-        outside = request.given_back_with_it - request.amount
-        return replace(current, refunded=max(current.refunded, outside), refund_pending=None)
+        # refunds made outside us meanwhile are on the invoice already, counted as given back (D-misc-4)
+        return replace(current, refund_pending=None) if current.refund_pending == pending else current
 
     try:
         gateway.refund(invoice.gateway_id, pending.amount, pending.refund_id)
