@@ -32,6 +32,7 @@ from kilo_billing.invoicing import (
     refundable,
 )
 from kilo_billing.periods import Period
+from kilo_billing.periods_items import invoice_to_item
 from kilo_billing.progressive import invoice_early
 from kilo_billing.rating import TierChange
 from kilo_invoice.logic import apply_stripe_event, close_account, refund_invoice
@@ -248,12 +249,9 @@ def test_given_a_pending_refund_the_processor_refuses_for_good_then_the_notes_re
     assert found.billing.credit == Decimal("3.60")
 
 
-def _team_march_paid_with_a_refund_pending(
-    ledger: Ledger, amount: Decimal | None
-) -> tuple[InMemoryPaymentGateway, CloseDeps, str | None]:
-    """Team card, March 65.20 (29.00 March + 10,000 minutes over x 0.00072 = 7.20 + 29.00 April in advance) paid; a
-    refund of ``amount`` (None: all) recorded, the processor timing out: pending. Returns the gateway, the close's
-    dependencies and the payment intent."""
+def _team_march_paid(ledger: Ledger) -> tuple[InMemoryPaymentGateway, CloseDeps, str | None]:
+    """Team card, March 65.20 (29.00 March + 10,000 minutes over x 0.00072 = 7.20 + 29.00 April in advance) paid.
+    Returns the gateway, the close's dependencies and the payment intent."""
     ledger.register(AccountProfile("acme", (TierChange(START, "team"),)))
     ledger.rate("acme", "2026-03", SEG, "video", 60_000)
     gateway = InMemoryPaymentGateway()
@@ -262,9 +260,22 @@ def _team_march_paid_with_a_refund_pending(
     intent = gateway.settle("acme/2026-03", paid=True)
     march = ledger.store.ledger("acme").invoices["acme/2026-03"]
     ledger.store.update_invoice(march.moved(InvoiceStatus.PAID, MAR.end), InvoiceStatus.OPEN)
+    return gateway, deps, intent
+
+
+def _request_timing_out(ledger: Ledger, gateway: InMemoryPaymentGateway, amount: Decimal | None) -> None:
+    """A refund of March of ``amount`` (None: all) recorded, the processor timing out: pending."""
     gateway.fail_next = [GatewayUnavailableError("timeout")]
     with pytest.raises(GatewayUnavailableError):
         refund_invoice(ledger.store, gateway, "acme", "acme/2026-03", amount)
+
+
+def _team_march_paid_with_a_refund_pending(
+    ledger: Ledger, amount: Decimal | None
+) -> tuple[InMemoryPaymentGateway, CloseDeps, str | None]:
+    """``_team_march_paid``, then a refund of ``amount`` (None: all) pending."""
+    gateway, deps, intent = _team_march_paid(ledger)
+    _request_timing_out(ledger, gateway, amount)
     return gateway, deps, intent
 
 
@@ -288,6 +299,31 @@ def test_given_a_pending_refund_the_processor_refuses_for_good_then_the_notes_hi
     ]
 
 
+def _dashboard_refund(intent: str | None, cents: int) -> dict[str, Any]:
+    """A Refund of March's charge made in Stripe's dashboard (no ``kilo_refund_id``), as ``refund.created`` sends it."""
+    return {
+        "id": "re_dash",
+        "object": "refund",
+        "amount": cents,
+        "charge": "ch_mar",
+        "payment_intent": intent,
+        "metadata": {},
+        "status": "succeeded",
+    }
+
+
+def _march_charge(intent: str | None, refunded_cents: int) -> dict[str, Any]:
+    """March's Charge as ``charge.refunded`` sends it: its running ``amount_refunded``."""
+    return {
+        "id": "ch_mar",
+        "object": "charge",
+        "payment_intent": intent,
+        "amount": 6520,
+        "amount_refunded": refunded_cents,
+        "metadata": {},
+    }
+
+
 def _dashboard_refund_while_ours_is_pending(ledger: Ledger, order: tuple[str, ...]) -> InMemoryPaymentGateway:
     """Team card, March 65.20 (58.00 of fees, 7.20 of usage) paid; our refund of 55.00 is recorded, the processor
     times out: pending. A 10.00 refund made in Stripe's dashboard lands: its ``refund.created`` (a Refund without our
@@ -295,25 +331,7 @@ def _dashboard_refund_while_ours_is_pending(ledger: Ledger, order: tuple[str, ..
     go away late (-7.20) and April closes."""
     gateway, deps, intent = _team_march_paid_with_a_refund_pending(ledger, Decimal("55.00"))
     events = Events()
-    objects = {
-        "refund.created": {
-            "id": "re_dash",
-            "object": "refund",
-            "amount": 1000,
-            "charge": "ch_mar",
-            "payment_intent": intent,
-            "metadata": {},
-            "status": "succeeded",
-        },
-        "charge.refunded": {
-            "id": "ch_mar",
-            "object": "charge",
-            "payment_intent": intent,
-            "amount": 6520,
-            "amount_refunded": 1000,
-            "metadata": {},
-        },
-    }
+    objects = {"refund.created": _dashboard_refund(intent, 1000), "charge.refunded": _march_charge(intent, 1000)}
     for n, kind in enumerate(order):
         apply_stripe_event(
             ledger.store, _Bus(), events, *events.add(f"evt_{n}", kind, objects[kind]), APR.start, gateway
@@ -392,6 +410,163 @@ def test_given_our_own_refunds_webhook_while_it_is_pending_then_it_is_not_counte
     close_account(deps, "acme", APR, APR.end)
     note = ledger.store.ledger("acme").credit_notes["acme/2026-03/credit-2026-04"]
     assert (note.to_credit, note.returned) == (Decimal("7.20"), NONE)
+
+
+def _stripe(ledger: Ledger, gateway: InMemoryPaymentGateway, events: Events, name: str, kind: str, obj: Any) -> None:
+    """One Stripe event stored under ``name`` (the same name again: a redelivery) and applied."""
+    apply_stripe_event(ledger.store, _Bus(), events, *events.add(name, kind, obj), APR.start, gateway)
+
+
+def _dashboard_refund_around_our_request(
+    ledger: Ledger, first: str, amount: Decimal, *, then: bool = True
+) -> tuple[InMemoryPaymentGateway, CloseDeps, str | None, Events]:
+    """``_team_march_paid``; the dashboard's 10.00 lands by one event (``first``: ``refund.created`` or
+    ``charge.refunded`` 1000), we request ``amount`` (pending), then (``then``) the other event lands."""
+    gateway, deps, intent = _team_march_paid(ledger)
+    events = Events()
+    objects = {"refund.created": _dashboard_refund(intent, 1000), "charge.refunded": _march_charge(intent, 1000)}
+    _stripe(ledger, gateway, events, "evt_first", first, objects.pop(first))
+    _request_timing_out(ledger, gateway, amount)
+    [(other, obj)] = objects.items()
+    if then:
+        _stripe(ledger, gateway, events, "evt_then", other, obj)
+    return gateway, deps, intent, events
+
+
+def test_given_a_dashboard_refund_created_before_our_request_and_its_charge_refunded_after_then_it_is_not_read_as_ours(
+    ledger: Ledger,
+) -> None:
+    """D-misc-3's mirror order (F1): the dashboard's 10.00 ``refund.created`` lands before we request 55.00 (pending),
+    its ``charge.refunded`` (1000) after. 10.00 + 55.00 = 65.00 given back of 65.20: March keeps 0.20; 10,000 March
+    minutes go away (-7.20): April's note credits 0.20 and records 7.00 as returned; ours made: 65.00 refunded +
+    0.20 = 65.20. Before: the 10.00 read as part of ours (45.00 still pending): keeps 10.20, note 7.20 credit, then
+    65.00 refunded - 72.20 back on 65.20 paid."""
+    gateway, deps, intent, events = _dashboard_refund_around_our_request(ledger, "refund.created", Decimal("55.00"))
+    assert ledger.store.ledger("acme").invoices["acme/2026-03"].kept_less_pending == Decimal("0.20")
+    ledger.rate("acme", "2026-03", SEG, "video", -10_000)
+    close_account(deps, "acme", APR, APR.end)
+    note = ledger.store.ledger("acme").credit_notes["acme/2026-03/credit-2026-04"]
+    assert (note.to_credit, note.returned) == (Decimal("0.20"), Decimal("7.00"))
+    done = refund_invoice(ledger.store, gateway, "acme", "acme/2026-03", Decimal("55.00"))
+    _stripe(ledger, gateway, events, "evt_ours", "charge.refunded", _march_charge(intent, 6500))
+    march = ledger.store.ledger("acme").invoices["acme/2026-03"]
+    assert (done.refunded, march.refunded) == (Decimal("65.00"), Decimal("65.00"))
+    assert march.refunded + note.to_credit == Decimal("65.20")
+
+
+def test_given_a_dashboard_refunds_created_redelivered_while_ours_is_pending_then_it_counts_once(
+    ledger: Ledger,
+) -> None:
+    """F2: the dashboard's 10.00 is recorded (``refund.created`` + ``charge.refunded`` 1000: refunded 10.00); we
+    request 20.00 (pending: keeps 65.20 - 30.00 = 35.20); the same ``refund.created`` is delivered again (SQS at
+    least once, Stripe's retries): still 35.20, and ours made records 30.00 refunded, 35.20 still refundable.
+    Before: 25.20 kept while pending, then 40.00 refunded for good and 25.20 refundable."""
+    gateway, _deps, intent = _team_march_paid(ledger)
+    events = Events()
+    _stripe(ledger, gateway, events, "evt_rc", "refund.created", _dashboard_refund(intent, 1000))
+    _stripe(ledger, gateway, events, "evt_cr", "charge.refunded", _march_charge(intent, 1000))
+    _request_timing_out(ledger, gateway, Decimal("20.00"))
+    _stripe(ledger, gateway, events, "evt_rc", "refund.created", _dashboard_refund(intent, 1000))
+    assert ledger.store.ledger("acme").invoices["acme/2026-03"].kept_less_pending == Decimal("35.20")
+    done = refund_invoice(ledger.store, gateway, "acme", "acme/2026-03", Decimal("20.00"))
+    assert (done.refunded, refundable(ledger.store.ledger("acme"), done)) == (Decimal("30.00"), Decimal("35.20"))
+
+
+def test_given_a_dashboard_refund_known_on_one_request_when_redelivered_on_the_next_then_it_counts_once(
+    ledger: Ledger,
+) -> None:
+    """The dashboard's 10.00 lands while our 20.00 is pending; ours made: 30.00 refunded. We request 5.00 (pending)
+    and the dashboard's ``refund.created`` is delivered again: ours made, 35.00 refunded. Before: 45.00."""
+    gateway, _deps, intent = _team_march_paid_with_a_refund_pending(ledger, Decimal("20.00"))
+    events = Events()
+    _stripe(ledger, gateway, events, "evt_rc", "refund.created", _dashboard_refund(intent, 1000))
+    _stripe(ledger, gateway, events, "evt_cr", "charge.refunded", _march_charge(intent, 1000))
+    first = refund_invoice(ledger.store, gateway, "acme", "acme/2026-03", Decimal("20.00"))
+    assert first.refunded == Decimal("30.00")
+    _request_timing_out(ledger, gateway, Decimal("5.00"))
+    _stripe(ledger, gateway, events, "evt_rc", "refund.created", _dashboard_refund(intent, 1000))
+    done = refund_invoice(ledger.store, gateway, "acme", "acme/2026-03", Decimal("5.00"))
+    assert done.refunded == Decimal("35.00")
+
+
+@pytest.mark.parametrize("then", [True, False])  # False: its refund.created not here (late, or not sent)
+def test_given_a_dashboard_refunds_charge_refunded_before_our_request_and_its_refund_created_after_then_it_counts_once(
+    ledger: Ledger, then: bool
+) -> None:
+    """D-misc-3's named limit: the dashboard's ``charge.refunded`` (1000) lands before we request 20.00 (pending),
+    its ``refund.created`` after (or not): 30.00 given back, March keeps 35.20; ours made: 30.00 refunded. Before:
+    keeps 25.20, 40.00 refunded (its ``refund.created`` not here: as now; counting only ours made, the refunds known
+    by id and the pending amount it would be 45.20, then 20.00)."""
+    gateway, _deps, _intent, _events = _dashboard_refund_around_our_request(
+        ledger, "charge.refunded", Decimal("20.00"), then=then
+    )
+    assert ledger.store.ledger("acme").invoices["acme/2026-03"].kept_less_pending == Decimal("35.20")
+    done = refund_invoice(ledger.store, gateway, "acme", "acme/2026-03", Decimal("20.00"))
+    assert done.refunded == Decimal("30.00")
+
+
+def _ours_of_20_made(ledger: Ledger) -> tuple[InMemoryPaymentGateway, str | None, Events]:
+    """``_team_march_paid``, then our refund of 20.00 made and its ``charge.refunded`` (2000): 20.00 refunded."""
+    gateway, _deps, intent = _team_march_paid(ledger)
+    refund_invoice(ledger.store, gateway, "acme", "acme/2026-03", Decimal("20.00"))
+    events = Events()
+    _stripe(ledger, gateway, events, "evt_ours", "charge.refunded", _march_charge(intent, 2000))
+    assert ledger.store.ledger("acme").invoices["acme/2026-03"].refunded == Decimal("20.00")
+    return gateway, intent, events
+
+
+def test_given_a_refund_of_ours_made_then_a_dashboard_refund_then_another_of_ours_pending_then_each_counts_once(
+    ledger: Ledger,
+) -> None:
+    """Ours of 20.00 made (its ``charge.refunded`` 2000); the dashboard's 10.00 ``refund.created`` lands (nothing
+    pending); we request 5.00 (pending); the dashboard's ``charge.refunded`` (3000) lands: 20.00 + 10.00 + 5.00 =
+    35.00 given back, March keeps 30.20; ours made: 35.00 refunded. (Ours made not kept apart: the 10.00 read as part
+    of the 5.00 pending - 35.20.)"""
+    gateway, intent, events = _ours_of_20_made(ledger)
+    _stripe(ledger, gateway, events, "evt_rc", "refund.created", _dashboard_refund(intent, 1000))
+    _request_timing_out(ledger, gateway, Decimal("5.00"))
+    _stripe(ledger, gateway, events, "evt_cr", "charge.refunded", _march_charge(intent, 3000))
+    assert ledger.store.ledger("acme").invoices["acme/2026-03"].kept_less_pending == Decimal("30.20")
+    done = refund_invoice(ledger.store, gateway, "acme", "acme/2026-03", Decimal("5.00"))
+    assert done.refunded == Decimal("35.00")
+
+
+def test_given_the_dashboard_refunds_everything_while_ours_is_pending_then_march_keeps_nothing_not_less(
+    ledger: Ledger,
+) -> None:
+    """F3: ours 55.00 pending (not made); the dashboard refunds all 65.20 (``refund.created`` 6520, ``charge.
+    refunded`` 6520): March keeps 0.00 - ours cannot give back what is no longer there. Before: -55.00."""
+    gateway, _deps, intent = _team_march_paid_with_a_refund_pending(ledger, Decimal("55.00"))
+    events = Events()
+    _stripe(ledger, gateway, events, "evt_rc", "refund.created", _dashboard_refund(intent, 6520))
+    _stripe(ledger, gateway, events, "evt_cr", "charge.refunded", _march_charge(intent, 6520))
+    march = ledger.store.ledger("acme").invoices["acme/2026-03"]
+    assert (march.kept, march.kept_less_pending) == (NONE, NONE)
+
+
+def test_given_an_invoice_stored_before_outside_refunds_were_kept_then_its_own_refunds_read_as_ours(
+    stack: Stack,
+) -> None:
+    """An item written before ``refunds_made`` and ``outside_refunds`` existed (moto): March 65.20 paid, our first
+    refund of 20.00 made (its ``charge.refunded`` 2000), a second of 5.00 pending (``refunded_before`` 20.00) whose
+    ``charge.refunded`` (2500) came first (``refunded`` 25.00). The dashboard's 10.00 ``refund.created`` then lands:
+    20.00 + 5.00 + 10.00 = 35.00 given back, March keeps 30.20; ours made: 35.00 refunded. (Ours made read as
+    nothing: 40.20 kept; as ``refunded``: 25.20.)"""
+    ledger = _dynamo(stack)
+    gateway, intent, events = _ours_of_20_made(ledger)
+    _request_timing_out(ledger, gateway, Decimal("5.00"))
+    _stripe(ledger, gateway, events, "evt_ours_2", "charge.refunded", _march_charge(intent, 2500))
+    stored = ledger.store.ledger("acme").invoices["acme/2026-03"]
+    assert (stored.refunded, stored.kept_less_pending) == (Decimal("25.00"), Decimal("40.20"))
+    item = invoice_to_item(stored)
+    for newer in ("refunds_made", "outside_refunds"):
+        item.pop(newer, None)
+    client, table = stack.clients["dynamodb"], stack.template.physical_name("UsageTable")
+    client.put_item(TableName=table, Item=item)
+    _stripe(ledger, gateway, events, "evt_rc", "refund.created", _dashboard_refund(intent, 1000))
+    assert ledger.store.ledger("acme").invoices["acme/2026-03"].kept_less_pending == Decimal("30.20")
+    finished = refund_invoice(ledger.store, gateway, "acme", "acme/2026-03", Decimal("5.00"))
+    assert finished.refunded == Decimal("35.00")
 
 
 EARLY_RUNS = 100

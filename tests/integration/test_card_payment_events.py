@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from kilo_billing.invoicing import InvoiceStatus
+from kilo_billing.invoicing import InvoiceStatus, refundable
+from kilo_invoice.logic import refund_invoice
 from tests.integration.test_invoice_close import Invoicing, _month, invoicing
 
 __all__ = ["invoicing"]  # the fixture, shared with the close's integration tests
@@ -51,6 +52,32 @@ def test_given_a_paid_card_invoice_when_stripe_refunds_it_then_the_invoice_recor
     assert [e["type"] for e in invoicing.http.emulator.events[seen:]] == ["charge.refunded", "refund.created"]
     _deliver(invoicing, seen)
     assert invoicing.invoice("acct-a").refunded == Decimal("12.34")
+
+
+def test_given_a_refund_made_in_stripes_dashboard_delivered_twice_then_it_counts_once_besides_ours(
+    invoicing: Invoicing,
+) -> None:
+    """A 10.00 refund made in Stripe's dashboard (a Refund without ``kilo_refund_id``, as the emulator makes it):
+    its ``charge.refunded`` and ``refund.created`` delivered, then both again (at-least-once delivery): 10.00
+    refunded. Ours of 20.00 then made and its events delivered: 30.00 refunded, 35.20 still refundable
+    (D-misc-4: the Refund's own id, charge and intent as Stripe's event carries them)."""
+    intent, seen = _closed_and_paid(invoicing)
+    emulator = invoicing.http.emulator
+    assert emulator.handle("post", "/v1/refunds", f"payment_intent={intent}&amount=1000", {}).status == 200
+    kinds = [event["type"] for event in emulator.events[seen:]]
+    assert kinds == ["charge.refunded", "refund.created"]
+    again = list(emulator.events[seen:])
+    seen = _deliver(invoicing, seen)
+    assert [invoicing.webhook(event) for event in again] == [200, 200]
+    invoicing.payments()
+    assert invoicing.invoice("acct-a").refunded == Decimal("10.00")
+    from kilo_invoice.dependencies import closer  # noqa: PLC0415
+
+    done = refund_invoice(invoicing.store, closer().gateway, "acct-a", "acct-a/2026-03", Decimal("20.00"))
+    _deliver(invoicing, seen)
+    march = invoicing.invoice("acct-a")
+    assert (done.refunded, march.refunded) == (Decimal("30.00"), Decimal("30.00"))
+    assert refundable(invoicing.store.ledger("acct-a"), march) == Decimal("35.20")
 
 
 def test_given_a_paid_card_invoice_when_disputed_and_lost_then_flagged_alerted_and_charged_back(

@@ -19,7 +19,13 @@ from kilo_billing.usage_signals import OpenSession, SessionStart
 from kilo_billing.usage_signals_items import OPEN_INDEX
 from kilo_billing.usage_signals_store import DynamoUsageSignals
 from tests.contract.test_account_api_stores import ms, rating_session
-from tests.integration.test_account_api_erasure_index import ALICE, BOB_ELSEWHERE, MovedAway, put_sessions
+from tests.integration.test_account_api_erasure_index import (
+    ALICE,
+    BOB_ELSEWHERE,
+    LaggingIndex,
+    MovedAway,
+    put_sessions,
+)
 
 NINE = ms(2026, 11, 2, 9)
 NOW = ms(2026, 11, 2, 9, 30)
@@ -86,3 +92,26 @@ def test_given_an_up_to_date_index_then_each_account_reads_its_own_sessions(stac
         *(OpenSession("acct", "bob", f"name-RM_{n}", NINE) for n in (1, 2, 3)),
         OpenSession("acct_b", "bob", "name-RM_8", NINE),
     ]
+
+
+class ClosedStillOpen(LaggingIndex):
+    """The moto client, its ``open_sessions`` index lagging behind a close: RM_4 (bob's, ``acct``'s, ended at 09:20)
+    is still listed as open under ``acct`` (``account_sessions`` answers as they are)."""
+
+    def scan(self, **request: Any) -> Any:
+        answer = self._client.scan(**request)
+        if request.get("IndexName") != OPEN_INDEX:
+            return answer
+        listed = {"pk": {"S": "ROOM#RM_4"}, "sk": {"S": "SESSION#PA_4"}, "open_account": {"S": "acct"}}
+        return answer | {"Items": [*answer["Items"], listed]}
+
+
+def test_given_a_closed_session_the_lagging_open_index_still_lists_then_it_is_not_counted_open(stack: Any) -> None:
+    """``acct``'s bob in RM_1..RM_3 (open) and RM_4, ended at 09:20 but still listed by the lagging ``open_sessions``
+    index: 3 open calls, no concurrent_sessions flag (threshold 4). Before: RM_4 counted open - 4 calls, a flag on
+    ``acct`` (D-misc-2's item read carries ``end_ms``: dropped at no extra read)."""
+    closed = rating_session("RM_4", "PA_4", "bob", "acct", NINE, ms(2026, 11, 2, 9, 20), [])
+    put_sessions(stack, *OPEN_HERE, closed)
+    found = _signals(stack, ClosedStillOpen(stack.clients["dynamodb"])).open_sessions()
+    assert found == [OpenSession("acct", "bob", f"name-RM_{n}", NINE) for n in (1, 2, 3)]
+    assert concurrent_sessions(found, AbuseThresholds(), NOW) == []

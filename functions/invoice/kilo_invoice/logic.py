@@ -630,14 +630,14 @@ def apply_stripe_event(
 
 
 def _refunded_outside(invoice: InvoiceRecord, refund: str, amount: Decimal) -> InvoiceRecord:
-    """``refund.created`` of a refund made outside us (no ``REFUND_METADATA``: Stripe's dashboard) while our own
-    request is pending: recorded on the request, once per refund id, so that it counts as given back besides ours
-    at once - not read as part of ours when its ``charge.refunded`` raises ``refunded`` (D302's limit, D-misc-3).
-    With nothing pending it changes nothing: its ``charge.refunded`` records it."""
-    pending = invoice.refund_pending
-    if pending is None or not refund or amount <= 0 or any(known == refund for known, _ in pending.outside):
+    """``refund.created`` of a refund made outside us (no ``REFUND_METADATA``: Stripe's dashboard): recorded on the
+    invoice once per refund id, whether or not one of ours is pending, and counted as given back at once - never
+    read as part of ours when its ``charge.refunded`` raises ``refunded`` (D302's limit), never twice when it is
+    delivered again (D-misc-4)."""
+    if not refund or amount <= 0 or any(known == refund for known, _ in invoice.outside_refunds):
         return invoice
-    return replace(invoice, refund_pending=replace(pending, outside=(*pending.outside, (refund, amount))))
+    outside = replace(invoice, outside_refunds=tuple(sorted((*invoice.outside_refunds, (refund, amount)))))
+    return replace(outside, refunded=outside.given_back())
 
 
 def _charge_refunded(invoice: InvoiceRecord, charge: str, refunded: Decimal) -> InvoiceRecord:
@@ -649,8 +649,8 @@ def _charge_refunded(invoice: InvoiceRecord, charge: str, refunded: Decimal) -> 
     if refunded <= seen.get(charge, ZERO):
         return invoice
     seen[charge] = refunded
-    total = sum(seen.values(), ZERO)
-    return replace(invoice, charge_refunds=tuple(sorted(seen.items())), refunded=max(invoice.refunded, total))
+    charged = replace(invoice, charge_refunds=tuple(sorted(seen.items())))
+    return replace(charged, refunded=charged.given_back())
 
 
 _DISPUTE_EVENTS: Final = frozenset(
@@ -990,24 +990,17 @@ def _finish_refund(
     if invoice.gateway_id is None:
         raise ValueError(f"invoice {invoice.number} has no processor invoice to refund")
 
-    def still(current: InvoiceRecord) -> RefundRequest | None:
-        """The request as stored now, if it is still this one (refunds made outside may have been added to it)."""
-        now = current.refund_pending
-        return now if now is not None and now.refund_id == pending.refund_id else None
-
     def settled_with(current: InvoiceRecord, made: Decimal) -> InvoiceRecord:
-        """The request finished, ``made`` of its amount given back; the refunds made outside meanwhile were made
-        too: they stay given back (their webhook may not be here yet; ours may be first)."""
-        if (request := still(current)) is None:
+        """The request finished with ``made`` of its amount given back (all of it, or the part made before a
+        refusal); its webhook may be first: counted once (``given_back``, D-misc-4)."""
+        if current.refund_pending != pending:
             return current
-        refunded = max(current.refunded, request.given_back_with_it - request.amount + made)
-        return replace(current, refunded=refunded, refund_pending=None)
-
-    def settled(current: InvoiceRecord) -> InvoiceRecord:
-        return settled_with(current, pending.amount)
+        refunded = current.given_back(replace(pending, amount=made))
+        return replace(current, refunded=refunded, refunds_made=current.refunds_made + made, refund_pending=None)
 
     def dropped(current: InvoiceRecord) -> InvoiceRecord:
-        return settled_with(current, ZERO)
+        # refunds made outside us meanwhile are on the invoice already, counted as given back (D-misc-4)
+        return replace(current, refund_pending=None) if current.refund_pending == pending else current
 
     try:
         gateway.refund(invoice.gateway_id, pending.amount, pending.refund_id)
@@ -1021,7 +1014,7 @@ def _finish_refund(
         # it keeps the money again: what notes recorded as returned meanwhile is credited, as a won dispute's (D310)
         _save_with(store, invoice, dropped, utc_now())
         raise
-    return _save_with(store, invoice, settled)
+    return _save_with(store, invoice, lambda current: settled_with(current, pending.amount))
 
 
 def settle_crypto_refund(store: LedgerStore, account_id: str, invoice_ref: str, transaction_id: str) -> InvoiceRecord:

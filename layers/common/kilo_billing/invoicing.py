@@ -131,14 +131,6 @@ class RefundRequest:
     refund_id: str  # ``<invoice id>/refund/<n>``, n counting the invoice's refund requests
     amount: Decimal
     refunded_before: Decimal  # the invoice's ``refunded`` when it was requested
-    # refunds made outside us (Stripe's dashboard) whose ``refund.created`` landed while it is pending: (processor's
-    # refund id, amount) - given back besides it, never read as part of it (D-misc-3)
-    outside: tuple[tuple[str, Decimal], ...] = ()
-
-    @property
-    def given_back_with_it(self) -> Decimal:
-        """What the invoice has given back once it is made: before it, the refunds made outside us since, and it."""
-        return self.refunded_before + total([amount for _, amount in self.outside]) + self.amount
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +164,10 @@ class InvoiceRecord:
     # card: each payment's refunded amount as its charge's latest ``charge.refunded`` said (cumulative per charge, not
     # per invoice: an invoice paid in several payments has one figure per charge), (charge id, amount) by charge id
     charge_refunds: tuple[tuple[str, Decimal], ...] = ()
+    # card: refunds made outside us (Stripe's dashboard) as their ``refund.created`` said, (refund id, amount) by id,
+    # whether or not one of ours was pending; and what our own requests gave back once made (D-misc-4)
+    outside_refunds: tuple[tuple[str, Decimal], ...] = ()
+    refunds_made: Decimal = ZERO
     revision: int = 0  # the stored record's write count: every update is conditioned on it (0: never updated)
 
     @property
@@ -191,13 +187,26 @@ class InvoiceRecord:
     def kept_less_pending(self) -> Decimal:
         """What it keeps once the card refund it has requested (``refund_pending``) is made: what every bound on
         giving its money back reads (a note's credit, a refund), so a refund whose processor call has not returned
-        and a note never give the same money back (D302). The request's part already recorded as refunded
-        (its ``charge.refunded`` came first) is not counted twice; a refund made outside us meanwhile, known by its
-        own ``refund.created``, is not read as part of it (D-misc-3)."""
+        and a note never give the same money back (D302). What is given back with it is ``given_back`` counting it:
+        its part already recorded as refunded (its ``charge.refunded`` came first) and a refund made outside us
+        meanwhile are each counted once, in any order (D-misc-4). Never below nothing: it cannot give back what a
+        refund made outside us since already did."""
         pending = self.refund_pending
         if pending is None:
             return self.kept
-        return self.kept - max(ZERO, pending.given_back_with_it - self.refunded)
+        more = self.given_back(pending) - self.refunded
+        return self.kept - max(ZERO, min(more, self.kept))
+
+    def given_back(self, pending: RefundRequest | None = None) -> Decimal:
+        """What the card invoice has given back (with ``pending`` made too): the largest of figures that each count
+        a refund at most once - ``refunded`` as recorded; the charges' ``charge.refunded`` totals (ours and
+        outside); our requests made, the refunds made outside us by id and ``pending``; what was recorded when
+        ``pending`` was requested and it (a refund seen only by its ``charge.refunded`` before it, D-misc-4)."""
+        amount = ZERO if pending is None else pending.amount
+        before = ZERO if pending is None else pending.refunded_before + amount
+        charges = total([refunded for _, refunded in self.charge_refunds])
+        ours_and_outside = self.refunds_made + total([refunded for _, refunded in self.outside_refunds]) + amount
+        return max(self.refunded, charges, ours_and_outside, before)
 
     def moved(self, target: InvoiceStatus, at: datetime) -> InvoiceRecord:
         if not can_move(self.status, target):

@@ -24,6 +24,7 @@ from kilo_billing.invoicing import (
     RefundRequest,
 )
 from kilo_billing.items import Item, from_item, to_item
+from kilo_billing.money import ZERO
 
 KEY: Final = "pk"
 SORT_KEY: Final = "sk"
@@ -151,6 +152,8 @@ def invoice_to_item(invoice: InvoiceRecord) -> Item:
             "refund_pending": _refund_request_json(invoice.refund_pending),
             "announced": set(invoice.announced) or None,
             "charge_refunds": {charge: str(amount) for charge, amount in invoice.charge_refunds} or None,
+            "outside_refunds": {refund: str(amount) for refund, amount in invoice.outside_refunds} or None,
+            "refunds_made": str(invoice.refunds_made),  # always: its absence marks an item written before it
             "revision": invoice.revision,
         }
     )
@@ -181,12 +184,15 @@ def invoice_from_values(account_id: str, values: Mapping[str, Any]) -> InvoiceRe
         refunds_requested=int(values.get("refunds_requested", 0)),
         refund_pending=_refund_request(values.get("refund_pending")),
         announced=frozenset(str(a) for a in values.get("announced", set())),
-        charge_refunds=tuple(
-            (str(charge), Decimal(str(amount)))
-            for charge, amount in sorted((values.get("charge_refunds") or {}).items())
-        ),
+        charge_refunds=_amounts_by_id(values.get("charge_refunds")),
+        outside_refunds=_amounts_by_id(values.get("outside_refunds")),
+        refunds_made=_refunds_made(values),
         revision=int(values.get("revision", 0)),  # none on records written before revisions: 0
     )
+
+
+def _amounts_by_id(values: Mapping[str, Any] | None) -> tuple[tuple[str, Decimal], ...]:
+    return tuple((str(key), Decimal(str(amount))) for key, amount in sorted((values or {}).items()))
 
 
 def _refund_request_json(request: RefundRequest | None) -> dict[str, Any] | None:
@@ -196,8 +202,19 @@ def _refund_request_json(request: RefundRequest | None) -> dict[str, Any] | None
         "refund_id": request.refund_id,
         "amount": str(request.amount),
         "refunded_before": str(request.refunded_before),
-        "outside": [[refund, str(amount)] for refund, amount in request.outside] or None,
     }
+
+
+def _refunds_made(values: Mapping[str, Any]) -> Decimal:
+    """What our own card refunds gave back; an item written before it was kept (D-misc-4) had none recorded
+    outside us: ``refunded`` (with a request pending, what was refunded when it was asked) - none without a
+    request ever made (``refunded`` is then what ``charge.refunded`` said of refunds made outside us)."""
+    if "refunds_made" in values:
+        return Decimal(str(values["refunds_made"]))
+    if not values.get("refunds_requested"):
+        return ZERO
+    pending = values.get("refund_pending")
+    return Decimal(str(pending["refunded_before"] if pending else values.get("refunded", "0")))
 
 
 def _refund_request(values: Mapping[str, Any] | None) -> RefundRequest | None:
@@ -207,7 +224,6 @@ def _refund_request(values: Mapping[str, Any] | None) -> RefundRequest | None:
         str(values["refund_id"]),
         Decimal(str(values["amount"])),
         Decimal(str(values["refunded_before"])),
-        tuple((str(refund), Decimal(str(amount))) for refund, amount in values.get("outside") or []),
     )
 
 

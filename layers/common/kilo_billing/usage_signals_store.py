@@ -74,7 +74,7 @@ class DynamoUsageSignals:
         return sorted(
             OpenSession(str(v["account"]), str(v.get("identity", "")), str(v.get("room_name", "")), int(v["start_ms"]))
             for v in self._stored(listed)
-            if "start_ms" in v
+            if "start_ms" in v and v.get("end_ms") is None  # closed, still listed by the lagging index: not open
         )
 
     def sessions_started(self, account_id: str, since_ms: int) -> list[SessionStart]:
