@@ -670,7 +670,7 @@ def test_given_no_stripe_key_then_the_payment_pages_answer_503_with_a_request_id
         '{"key": "sk_test_emulated"}',
         '{"api_key": ""}',
         '["sk_test_emulated"]',
-        '{"api_key": "sk_test_emulated\\n"}',  # a key pasted with its line end: not Stripe's key shape (D-gw4xx-4)
+        '{"api_key": "pk_test_emulated"}',  # the publishable key: not Stripe's secret key shape (D-gw4xx-4)
     ],
 )
 def test_given_a_malformed_stripe_secret_then_the_payment_pages_answer_503_and_stripe_is_not_called(

@@ -32,9 +32,8 @@ def test_given_a_malformed_stripe_secret_then_none_for_the_caller_to_refuse(valu
 @pytest.mark.parametrize(
     "key",
     [
-        "sk_live_abc\n",  # pasted with its line end: the SDK's transport refuses the header (an "outage" before)
-        " sk_live_abc",
         "sk_live_abc def",
+        "sk_live_abc\ndef",
         "Bearer sk_live_abc",
         "pk_live_abc",  # the publishable key
         "whsec_abc",  # the webhook's signing secret
@@ -52,3 +51,13 @@ def test_given_a_key_not_of_stripes_shape_then_the_secret_is_malformed(key: str)
 @pytest.mark.parametrize("key", ["sk_test_unit", "rk_live_51Hx0ZkAbC9", "sk_test_localStandin", "sk_test_emulated"])
 def test_given_keys_of_stripes_shape_then_read(key: str) -> None:
     assert stripe_secret({"api_key": key}) == StripeSecret(key, None)
+
+
+@pytest.mark.parametrize(
+    "pasted", ["sk_live_abc\n", "sk_live_abc\r\n", "sk_live_abc ", "sk_live_abc\t", " sk_live_abc"]
+)
+def test_given_a_key_pasted_with_whitespace_around_it_then_the_key_without_it_is_read(pasted: str) -> None:
+    """A key that worked (the SDK sent a trailing space or tab, HTTP drops it) keeps working, and one pasted with its
+    line end (the SDK's transport refused the header) now works: the whitespace around a key is no part of it. Before
+    (D-gw4xx-4 as first written): malformed - every card close and refund stopped at deploy."""
+    assert stripe_secret({"api_key": pasted}) == StripeSecret("sk_live_abc", None)

@@ -7,9 +7,10 @@ from __future__ import annotations
 import re
 from typing import Final, NamedTuple
 
-# Stripe's secret and restricted keys (``sk_live_51H...``, ``rk_test_...``): anything else - a key pasted with its line
-# end or a space, the publishable key, the webhook's secret - is no key, refused here as ours to fix (D-gw4xx-4)
-# rather than met by the SDK's transport as a header it cannot send (``APIConnectionError``: an outage).
+# Stripe's secret and restricted keys (``sk_live_51H...``, ``rk_test_...``): anything else - a space inside, the
+# publishable key, the webhook's secret - is no key, refused here as ours to fix (D-gw4xx-4) rather than met by the
+# SDK's transport as a header it cannot send (``APIConnectionError``: an outage). Whitespace around the key (pasted
+# with its line end, a trailing space) is no part of it: dropped, the key used (D-gw4xx-4, amended).
 KEY_SHAPE: Final = re.compile(r"[sr]k_(?:test|live)_[A-Za-z0-9]+", re.ASCII)
 
 
@@ -20,11 +21,13 @@ class StripeSecret(NamedTuple):
 
 def stripe_secret(value: object) -> StripeSecret | None:
     """``{"api_key": "sk_...", "api_base": optional}`` (parsed JSON); ``None`` when malformed (not an object, or no
-    ``api_key`` string of Stripe's key shape, ``KEY_SHAPE``) - each caller refuses it with its own error. An
-    ``api_base`` that is not a non-empty string is no stand-in: Stripe's own address."""
+    ``api_key`` string of Stripe's key shape, ``KEY_SHAPE``, once the whitespace around it is dropped) - each caller
+    refuses it with its own error. An ``api_base`` that is not a non-empty string is no stand-in: Stripe's own
+    address."""
     if not isinstance(value, dict) or not isinstance(value.get("api_key"), str):
         return None
-    if KEY_SHAPE.fullmatch(value["api_key"]) is None:
+    key = value["api_key"].strip(" \t\r\n")
+    if KEY_SHAPE.fullmatch(key) is None:
         return None
     base = value.get("api_base")
-    return StripeSecret(str(value["api_key"]), str(base) if isinstance(base, str) and base else None)
+    return StripeSecret(key, str(base) if isinstance(base, str) and base else None)
