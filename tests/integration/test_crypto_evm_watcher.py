@@ -683,6 +683,58 @@ def test_given_a_final_payment_mined_in_another_block_whose_record_fails_then_th
     assert refusing.transfers[a].block_hash == hexhash(mined["blockHash"])
 
 
+def test_given_a_final_payment_mined_elsewhere_at_another_log_index_whose_record_fails_then_it_waits_not_orphaned(
+    chain: Chain,
+) -> None:
+    """D-cfix-4 (review rev7 F1). A (2 USDC) is held in a block that is not the canonical one at its height and at
+    log index 3 (other logs came before it on that fork); its transaction is mined in the canonical block at log
+    index 0, so its credit there is another payment id. The store refuses that new credit. Before: ``_relocated``
+    returned as unrecorded only the failed ids it wanted (the old id was not among them), so the old payment was
+    ORPHANED while its transaction stands, the new one never stored - the cursor past, the 2 USDC lost. Now the old
+    payment is named stuck and stays SEEN; the store taking the credit again, the next run records the new id and
+    orphans the old one (its id is no credit of the transaction), and the run after finalizes the new one."""
+    chain.mint(PAYER, 10 * USDC)
+    chain.mine(FINALITY_LAG)
+    watcher = Watcher(chain.config(start_block=chain.head() + 1))
+    chain.pay_usdc(PAYER, MERCHANT, 1 * USDC)  # B
+    paid_a = chain.pay_usdc(PAYER, MERCHANT, 2 * USDC)  # A
+    watcher.run()
+    ids = {t.atomic_amount: pid for pid, t in watcher.sink.transfers.items()}
+    b, a_now = ids[1 * USDC], ids[2 * USDC]
+    held = watcher.sink.transfers.pop(a_now)
+    del watcher.sink.status[a_now]
+    old = replace(held, block_hash="0x" + "de" * 32, index=3)
+    a_old = old.payment_id
+    assert (a_old, a_now) == (f"{held.chain}:{held.tx_id}:3", f"{held.chain}:{held.tx_id}:0")
+    watcher.sink.transfers[a_old] = old
+    watcher.sink.status[a_old] = PaymentStatus.SEEN
+    refusing = Refusing(watcher.sink, {("record_seen", a_now)})
+    watcher.sink = refusing
+    chain.mine(FINALITY_LAG)
+
+    report = watcher.run()
+
+    assert report.stuck == (f"{a_old}: RuntimeError: the store refused {a_now}",)
+    assert (report.finalized, report.orphaned) == (1, 0)
+    assert refusing.status[b] is PaymentStatus.FINALIZED
+    assert refusing.status[a_old] is PaymentStatus.SEEN
+    assert a_now not in refusing.status
+    refusing.refused.clear()
+
+    after = watcher.run()
+
+    assert (after.stuck, after.finalized, after.orphaned) == ((), 0, 1)
+    assert refusing.status[a_old] is PaymentStatus.ORPHANED
+    assert refusing.status[a_now] is PaymentStatus.SEEN
+    assert refusing.transfers[a_now].atomic_amount == 2 * USDC
+    assert refusing.transfers[a_now].block_hash == hexhash(chain.receipt(paid_a)["blockHash"])
+
+    last = watcher.run()
+
+    assert (last.stuck, last.finalized) == ((), 1)
+    assert refusing.status[a_now] is PaymentStatus.FINALIZED
+
+
 class ReorgAfterLogs(Web3EvmRpc):
     """anvil replaces the last ``depth`` blocks right after the run's first ``eth_getLogs``, with blocks that hold
     ``txs`` (a payment only the new fork has)."""

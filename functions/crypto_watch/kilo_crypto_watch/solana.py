@@ -355,7 +355,8 @@ class SolanaWatcher:
         found = credits(tx, merchant, watched=watched)
         if found:
             block_hash = await self._call(self.rpc.block_hash(tx.slot))
-            record_alone(stuck, self.sink, [[_with_hash(transfer, block_hash) for transfer in found]])
+            group = [_with_hash(transfer, block_hash) for transfer in found]
+            record_alone(stuck, self.sink, {group[0].payment_id: group})
 
 
 def rotation(references: Sequence[str], cap: int, now: datetime) -> list[str]:
