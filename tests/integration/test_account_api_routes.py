@@ -605,33 +605,27 @@ def test_given_a_crypto_account_then_checkout_is_a_conflict(account_api: Any, st
 
 
 @pytest.mark.parametrize(
-    ("page", "stripe_path", "refused", "body", "expected"),
+    ("page", "stripe_path", "refused", "body"),
     [
-        ("payment-methods/checkout", "/v1/checkout/sessions", "success_url", None, (503, None)),
-        ("payment-methods/checkout", "/v1/checkout/sessions", "cancel_url", {"success_url": OK_URL}, (503, None)),
-        (
-            "payment-methods/checkout",
-            "/v1/checkout/sessions",
-            "success_url",
-            {"success_url": OK_URL},
-            (400, "success_url"),
-        ),
-        ("billing-portal", "/v1/billing_portal/sessions", "return_url", None, (503, None)),
-        ("billing-portal", "/v1/billing_portal/sessions", "return_url", {"return_url": OK_URL}, (400, "return_url")),
+        ("payment-methods/checkout", "/v1/checkout/sessions", "success_url", None),
+        ("payment-methods/checkout", "/v1/checkout/sessions", "cancel_url", {"success_url": OK_URL}),
+        ("payment-methods/checkout", "/v1/checkout/sessions", "success_url", {"success_url": OK_URL}),
+        ("billing-portal", "/v1/billing_portal/sessions", "return_url", None),
+        ("billing-portal", "/v1/billing_portal/sessions", "return_url", {"return_url": OK_URL}),
     ],
 )
-def test_given_stripe_refusing_a_page_url_then_400_naming_it_only_when_the_body_carried_it_else_503(
+def test_given_stripe_refusing_a_page_url_we_admitted_then_503_whether_or_not_the_body_carried_it(
     account_api: Any,
     stripe_emulator: EmulatorHTTPClient,
     page: str,
     stripe_path: str,
     refused: str,
     body: dict[str, str] | None,
-    expected: tuple[int, str | None],
 ) -> None:
-    """D-cfix-3 (review F3). Stripe answers its published 400 naming ``refused``. A URL the body left out is the
-    server's default (the dashboard's): the customer cannot fix it - 503, ours to fix (before: 400 naming the field
-    the customer never sent); one the body carried stays the customer's 400 naming it (D297)."""
+    """D-cfix-3, D-cfix-5 (review rev7 F3). Stripe answers its published 400 naming ``refused``. Every URL the page
+    call gets passed ``check_return_url`` - on the dashboard's origins and within Stripe's documented URL rules -
+    so the customer can send nothing Stripe would take instead: 503, ours to fix (an origin configured that Stripe
+    refuses, say). Before: 400 naming the field when the body carried it (OK_URL, on our origin), 503 otherwise."""
     register(account_api, "acct_a", email="ops@a.example")
     original = stripe_emulator.request
     error = {"error": {"message": "Not a valid URL", "param": refused, "type": "invalid_request_error"}}
@@ -645,7 +639,26 @@ def test_given_stripe_refusing_a_page_url_then_400_naming_it_only_when_the_body_
 
     answer = call("POST", f"/v1/accounts/acct_a/{page}", ADMIN, body)
 
-    assert (answer.status, answer.body["field"]) == expected, answer.body
+    assert (answer.status, answer.body["code"], answer.body["field"]) == (503, "unavailable", None), answer.body
+
+
+@pytest.mark.parametrize("page", ["payment-methods/checkout", "billing-portal"])
+def test_given_a_configured_dashboard_url_stripe_would_refuse_then_a_default_page_url_is_503_and_stripe_not_called(
+    account_api: Any, stripe_emulator: EmulatorHTTPClient, monkeypatch: pytest.MonkeyPatch, page: str
+) -> None:
+    """D-cfix-5. The dashboard URL configured is 5,001 characters (Stripe's limit is 5,000): a body naming no URL
+    gets the default, which the customer cannot fix - 503, and no customer or page is asked of Stripe."""
+    from tests.account_api_support import clear_caches  # noqa: PLC0415
+
+    too_long = "https://dash.kilo.example/" + "a" * 4975
+    monkeypatch.setenv("DASHBOARD_URL", too_long)
+    clear_caches()
+    register(account_api, "acct_a")
+
+    answer = call("POST", f"/v1/accounts/acct_a/{page}", ADMIN)
+
+    assert (answer.status, answer.body["code"], answer.body["field"]) == (503, "unavailable", None)
+    assert stripe_emulator.requests == []
 
 
 def test_given_no_stripe_key_then_the_payment_pages_answer_503_with_a_request_id_only(account_api: Any) -> None:

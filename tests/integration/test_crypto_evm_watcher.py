@@ -646,6 +646,18 @@ def test_given_a_rolled_back_payment_whose_orphaning_fails_then_the_others_final
     assert refusing.status[a] is PaymentStatus.ORPHANED
 
 
+def _seen_b_then_a(chain: Chain) -> tuple[Watcher, str, str, str]:
+    """B (1 USDC) then A (2 USDC) paid and seen by a watcher's run: the watcher, B's and A's ids, A's transaction."""
+    chain.mint(PAYER, 10 * USDC)
+    chain.mine(FINALITY_LAG)
+    watcher = Watcher(chain.config(start_block=chain.head() + 1))
+    chain.pay_usdc(PAYER, MERCHANT, 1 * USDC)  # B
+    paid_a = chain.pay_usdc(PAYER, MERCHANT, 2 * USDC)  # A
+    watcher.run()
+    ids = {t.atomic_amount: pid for pid, t in watcher.sink.transfers.items()}
+    return watcher, ids[1 * USDC], ids[2 * USDC], paid_a
+
+
 def test_given_a_final_payment_mined_in_another_block_whose_record_fails_then_the_others_finalize_and_it_waits(
     chain: Chain,
 ) -> None:
@@ -654,14 +666,7 @@ def test_given_a_final_payment_mined_in_another_block_whose_record_fails_then_th
     (``_relocated``) and the store refuses it. Before: the run raised and B (1 USDC, final) stayed SEEN. Now B is
     FINALIZED, A is named stuck and stays SEEN - never ORPHANED (its transaction stands) - and the next run, the
     store taking it again, moves it to its block and finalizes it."""
-    chain.mint(PAYER, 10 * USDC)
-    chain.mine(FINALITY_LAG)
-    watcher = Watcher(chain.config(start_block=chain.head() + 1))
-    chain.pay_usdc(PAYER, MERCHANT, 1 * USDC)  # B
-    paid_a = chain.pay_usdc(PAYER, MERCHANT, 2 * USDC)  # A
-    watcher.run()
-    ids = {t.atomic_amount: pid for pid, t in watcher.sink.transfers.items()}
-    b, a = ids[1 * USDC], ids[2 * USDC]
+    watcher, b, a, paid_a = _seen_b_then_a(chain)
     mined = chain.receipt(paid_a)
     watcher.sink.transfers[a] = replace(watcher.sink.transfers[a], block_hash="0x" + "de" * 32)
     refusing = Refusing(watcher.sink, {("record_seen", a)})
@@ -681,6 +686,51 @@ def test_given_a_final_payment_mined_in_another_block_whose_record_fails_then_th
     assert (after.stuck, after.finalized) == ((), 1)
     assert refusing.status[a] is PaymentStatus.FINALIZED
     assert refusing.transfers[a].block_hash == hexhash(mined["blockHash"])
+
+
+def test_given_a_final_payment_mined_elsewhere_at_another_log_index_whose_record_fails_then_it_waits_not_orphaned(
+    chain: Chain,
+) -> None:
+    """D-cfix-4 (review rev7 F1). A (2 USDC) is held in a block that is not the canonical one at its height and at
+    log index 3 (other logs came before it on that fork); its transaction is mined in the canonical block at log
+    index 0, so its credit there is another payment id. The store refuses that new credit. Before: ``_relocated``
+    returned as unrecorded only the failed ids it wanted (the old id was not among them), so the old payment was
+    ORPHANED while its transaction stands, the new one never stored - the cursor past, the 2 USDC lost. Now the old
+    payment is named stuck and stays SEEN; the store taking the credit again, the next run records the new id and
+    orphans the old one (its id is no credit of the transaction), and the run after finalizes the new one."""
+    watcher, b, a_now, paid_a = _seen_b_then_a(chain)
+    held = watcher.sink.transfers.pop(a_now)
+    del watcher.sink.status[a_now]
+    old = replace(held, block_hash="0x" + "de" * 32, index=3)
+    a_old = old.payment_id
+    assert (a_old, a_now) == (f"{held.chain}:{held.tx_id}:3", f"{held.chain}:{held.tx_id}:0")
+    watcher.sink.transfers[a_old] = old
+    watcher.sink.status[a_old] = PaymentStatus.SEEN
+    refusing = Refusing(watcher.sink, {("record_seen", a_now)})
+    watcher.sink = refusing
+    chain.mine(FINALITY_LAG)
+
+    report = watcher.run()
+
+    assert report.stuck == (f"{a_old}: RuntimeError: the store refused {a_now}",)
+    assert (report.finalized, report.orphaned) == (1, 0)
+    assert refusing.status[b] is PaymentStatus.FINALIZED
+    assert refusing.status[a_old] is PaymentStatus.SEEN
+    assert a_now not in refusing.status
+    refusing.refused.clear()
+
+    after = watcher.run()
+
+    assert (after.stuck, after.finalized, after.orphaned) == ((), 0, 1)
+    assert refusing.status[a_old] is PaymentStatus.ORPHANED
+    assert refusing.status[a_now] is PaymentStatus.SEEN
+    assert refusing.transfers[a_now].atomic_amount == 2 * USDC
+    assert refusing.transfers[a_now].block_hash == hexhash(chain.receipt(paid_a)["blockHash"])
+
+    last = watcher.run()
+
+    assert (last.stuck, last.finalized) == ((), 1)
+    assert refusing.status[a_now] is PaymentStatus.FINALIZED
 
 
 class ReorgAfterLogs(Web3EvmRpc):

@@ -20,7 +20,7 @@ from solders.pubkey import Pubkey
 from solders.system_program import TransferParams, transfer
 from spl.memo.constants import MEMO_PROGRAM_ID
 from spl.token.constants import TOKEN_PROGRAM_ID
-from spl.token.models import TransferCheckedParams
+from spl.token.models import MintToCheckedParams, TransferCheckedParams
 
 from kilo_crypto_watch.model import LockedRate, ObservedTransfer, PaymentStatus, Quote, RateReading, RunReport
 from kilo_crypto_watch.ports import ChainTransaction, CursorConflictError, SignatureStatus, TransactionNotFoundError
@@ -601,6 +601,59 @@ def test_given_a_failed_payment_read_again_whose_record_fails_then_the_others_fi
     assert after.stuck == ()
     assert sink.status[a] is PaymentStatus.SEEN
     assert sink.transfers[a].block_hash == chain.standin.blockhash(landed.slot)
+
+
+def test_given_a_failed_payment_read_again_whose_other_credit_fails_then_it_stays_failed_and_both_are_recorded_later(
+    chain: SolanaTestChain, watch: Watch
+) -> None:
+    """D-cfix-4 (review rev7 F2). A transaction pays the merchant 0.25 SOL (a top-level transfer) and 4 USDC minted
+    into its ATA (no transfer instruction of its own: index -1, as a CPI's credit), held FAILED with only its SOL
+    credit (its failing fork); it succeeded on the chain that stands. The store refuses the USDC credit. Before:
+    ``_reread`` recorded SOL then USDC as one batch, SOL became SEEN before USDC failed, so it was never read again
+    and the 4 USDC were never stored. Now SOL is recorded last: it stays FAILED and pending, named stuck; the store
+    taking USDC again, the next run records both."""
+    ata = token.get_associated_token_address(chain.merchant.pubkey(), chain.usdc)
+    signature = chain.send(
+        [
+            transfer(
+                TransferParams(from_pubkey=chain.payer.pubkey(), to_pubkey=chain.merchant.pubkey(), lamports=SOL // 4)
+            ),
+            token.mint_to_checked(
+                MintToCheckedParams(
+                    program_id=TOKEN_PROGRAM_ID,
+                    mint=chain.usdc,
+                    dest=ata,
+                    mint_authority=chain.payer.pubkey(),
+                    amount=4 * USDC,
+                    decimals=6,
+                )
+            ),
+        ]
+    )
+    landed = chain.standin.transaction(signature)
+    assert landed is not None
+    found = {c.asset: c for c in SolanaTransactionInspector(chain.config()).transfers(signature)}
+    assert {(asset, c.atomic_amount) for asset, c in found.items()} == {("SOL", SOL // 4), ("USDC", 4 * USDC)}
+    sol, usdc = found["SOL"].payment_id, found["USDC"].payment_id
+    assert usdc == f"solana:{signature}:-1"
+    sink = RefusingRecord({usdc})
+    sink.record_seen(replace(found["SOL"], succeeded=False, block_hash="dead-fork-hash"))
+    watch.sink = sink
+    watch.start_block = landed.slot  # the scan covers later slots only
+    chain.standin.advance(LAG + 1)
+
+    report = watch.run()
+
+    assert report.stuck == (f"{sol}: RuntimeError: the store refused {usdc}",)
+    assert sink.status[sol] is PaymentStatus.FAILED
+    assert usdc not in sink.status
+    sink.refused.clear()
+
+    after = watch.run()
+
+    assert after.stuck == ()
+    assert (sink.status[sol], sink.status[usdc]) == (PaymentStatus.SEEN, PaymentStatus.SEEN)
+    assert sink.transfers[usdc].atomic_amount == 4 * USDC
 
 
 def test_given_usdc_paid_into_a_merchant_token_account_other_than_its_ata_then_it_is_no_credit_whatever_the_reference(

@@ -471,6 +471,34 @@ def test_given_a_return_address_then_only_the_dashboards_origin_is_admitted(
         assert refused.value.field == "success_url"
 
 
+DASHBOARD = "https://dash.kilo.example/"  # 26 characters
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        (DASHBOARD + "a" * 4975, "at most 5000 characters"),  # 5,001
+        ("https://dash.kilo.example/a b", "no whitespace"),
+        ("https://dash.kilo.example/\tcards", "no whitespace"),
+        ("https://dash.kilo.example/a\nb", "no whitespace"),
+        ("https://dash.kilo.example/\x00", "no whitespace"),  # a control character
+    ],
+)
+def test_given_a_return_address_on_the_dashboard_that_stripe_refuses_then_it_is_the_customers_400(
+    url: str, reason: str
+) -> None:
+    """D-cfix-5 (review rev7 F3): what ``check_return_url`` admits, Stripe takes - its documented rules for a page
+    URL (absolute http(s), at most 5,000 characters, no whitespace) are checked here, naming the field. Before: each
+    was admitted (its origin is the dashboard's) and Stripe's refusal of it came back from the page call."""
+    from kilo_account_api.logic import check_return_url  # noqa: PLC0415
+
+    with pytest.raises(InvalidRequestError, match=reason) as refused:
+        check_return_url("success_url", url, (DASHBOARD,))
+    assert refused.value.field == "success_url"
+    longest = DASHBOARD + "a" * 4974
+    assert (len(longest), check_return_url("success_url", longest, (DASHBOARD,))) == (5000, longest)
+
+
 def test_given_limits_below_the_new_tiers_fee_then_the_upgrade_is_refused_naming_them_and_nothing_is_saved() -> None:
     """Team ($29) with a $40 budget and a $50 hard limit asks for Enterprise ($99) on Nov 15: the upgrade's own fee
     would pass both at once and stop every call, so it is refused (409) naming the hard limit and the fee; with the

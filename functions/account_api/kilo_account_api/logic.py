@@ -512,14 +512,23 @@ def _origin(url: str) -> tuple[str, str, int | None]:
     return scheme, (parts.hostname or "").lower(), port
 
 
+STRIPE_URL_MAX = 5000  # Stripe's documented maxLength of success_url, cancel_url and return_url
+
+
 def check_return_url(field: str, url: str, dashboard_origins: Sequence[str]) -> str:
     """Where Stripe's hosted page sends the customer back must be the dashboard (its origin: scheme, host, port), so
     the API cannot be used to send someone from Stripe's page to any site (an open redirect). A dashboard on a
-    loopback host (the local stack serves it on a free port) admits every loopback port of its scheme."""
+    loopback host (the local stack serves it on a free port) admits every loopback port of its scheme. It must also
+    be a URL Stripe takes - absolute http(s), at most 5,000 characters, no whitespace or control character - so that
+    Stripe refusing a URL admitted here is ours to fix, never the customer's (D-cfix-5)."""
+    if len(url) > STRIPE_URL_MAX:
+        raise InvalidRequestError(field, f"{field} must be at most {STRIPE_URL_MAX} characters, not {len(url)}")
+    if any(c.isspace() or not c.isprintable() for c in url):
+        raise InvalidRequestError(field, f"{field} must be a URL with no whitespace or control character: {url!r}")
     scheme, host, port = _origin(url)
     for allowed in dashboard_origins:
         allowed_scheme, allowed_host, allowed_port = _origin(allowed)
-        if scheme != allowed_scheme or not host:
+        if scheme != allowed_scheme or scheme not in ("http", "https") or not host:
             continue
         if (host, port) == (allowed_host, allowed_port) or {host, allowed_host} <= LOOPBACK_HOSTS:
             return url
@@ -545,38 +554,47 @@ class CardPages:
 def checkout_url(card: CardPages, account_id: str, success_url: str | None, cancel_url: str | None) -> str:
     """A Checkout page saving a card for an account paying by card; back to the dashboard by default."""
     home, origins = card.dashboard_url, card.dashboard_origins
-    sent = {name for name, value in (("success_url", success_url), ("cancel_url", cancel_url)) if value}
-    success_url = check_return_url("success_url", success_url or f"{home}?checkout=done", origins)
-    cancel_url = check_return_url("cancel_url", cancel_url or f"{home}?checkout=cancelled", origins)
+    success_url = _page_url("success_url", success_url, f"{home}?checkout=done", origins)
+    cancel_url = _page_url("cancel_url", cancel_url, f"{home}?checkout=cancelled", origins)
     profile = profile_of(card.accounts, account_id)
     if profile.billing_method != "card":
         raise ConflictError(f"account {account_id!r} pays in {profile.billing_method}, not by card")
     customer = _customer(card.ledger, card.pages, profile)
-    with _refused_only_if_sent(sent):
+    with _refusal_is_ours():
         return card.pages.setup_url(customer, account_id, success_url, cancel_url)
 
 
 def portal_url(card: CardPages, account_id: str, return_url: str | None) -> str:
     """A Billing Portal page of the account's customer; back to the dashboard by default."""
-    sent = {"return_url"} if return_url else set()
-    return_url = check_return_url("return_url", return_url or card.dashboard_url, card.dashboard_origins)
+    return_url = _page_url("return_url", return_url, card.dashboard_url, card.dashboard_origins)
     profile = profile_of(card.accounts, account_id)
     customer = _customer(card.ledger, card.pages, profile)
-    with _refused_only_if_sent(sent):
+    with _refusal_is_ours():
         return card.pages.portal_url(customer, return_url)
 
 
+def _page_url(field: str, sent: str | None, default: str, origins: Sequence[str]) -> str:
+    """The URL the body carried, checked (``check_return_url``: the customer's 400 naming it); left out, the
+    server's default - the dashboard's - which the customer cannot fix: refused, ours (``UnavailableError``, a
+    logged 503; D-cfix-3)."""
+    if sent:
+        return check_return_url(field, sent, origins)
+    try:
+        return check_return_url(field, default, origins)
+    except InvalidRequestError as refused:
+        raise UnavailableError(f"the configured dashboard URL is refused as {field}: {refused}") from refused
+
+
 @contextmanager
-def _refused_only_if_sent(sent: set[str]) -> Iterator[None]:
-    """The pages' refusal naming a URL (``InvalidRequestError``, D297) is the customer's 400 only for a URL the request
-    body carried; one it left out is the server's default (the dashboard's), which the customer cannot fix: ours,
-    ``UnavailableError`` - a logged 503 (D-cfix-3)."""
+def _refusal_is_ours() -> Iterator[None]:
+    """The pages' refusal naming a URL (``InvalidRequestError``, D297) is ours: every URL they get passed
+    ``check_return_url``, which keeps Stripe's documented URL rules, so nothing the customer may send would be taken
+    instead - an origin configured that Stripe refuses, say, is the operator's to fix: ``UnavailableError``, a logged
+    503 with Stripe's message (D-cfix-3, D-cfix-5)."""
     try:
         yield
     except InvalidRequestError as refused:
-        if refused.field in sent:
-            raise
-        raise UnavailableError(f"the processor refused the default {refused.field}: {refused}") from refused
+        raise UnavailableError(f"the processor refused {refused.field}: {refused}") from refused
 
 
 # --- members --------------------------------------------------------------------------------------------------------

@@ -417,9 +417,11 @@ def _relocated(
     """The credits of ``replaced`` payments whose transactions are mined in another canonical block, reported again
     there (settlement stores the new block); keyed by payment id. A re-included transaction's other credits (a log
     index that changed with the block) are reported too, as new payments, before its replaced ones. A transaction
-    whose credits the sink fails to record is named ``stuck`` (``ports.record_alone``) and its replaced payments are
-    returned second: they stay pending on their old block - neither moved nor orphaned - and the next run reads
-    the transaction again, its new payments with it (D-cfix-1)."""
+    whose credits the sink fails to record is named ``stuck`` (``ports.record_alone``) by its replaced payment, and
+    all its replaced payments are returned second - by transaction, not by id: re-mined at another log index, a
+    payment's credit there has another id, and the old one must not be orphaned while its credit is unrecorded. They
+    stay pending on their old block - neither moved nor orphaned - and the next run reads the transaction again, its
+    new payments with it (D-cfix-1, D-cfix-4)."""
     if not replaced:
         return {}, set()
     tx_hashes = sorted({p.tx_id for p in replaced})
@@ -428,19 +430,23 @@ def _relocated(
         return {}, set()
     heights = rpc.block_hashes(sorted({r.block_number for r in receipts.values()}))
     wanted = {p.payment_id for p in replaced}
-    groups: list[list[ObservedTransfer]] = []
-    for tx_hash, receipt in sorted(receipts.items()):
-        if heights.get(receipt.block_number) != receipt.block_hash:
+    held = {tx_hash: min(p.payment_id for p in replaced if p.tx_id == tx_hash) for tx_hash in tx_hashes}
+    groups: dict[str, list[ObservedTransfer]] = {}
+    for tx_hash, key in held.items():
+        receipt = receipts.get(tx_hash)
+        if receipt is None or heights.get(receipt.block_number) != receipt.block_hash:
             continue  # the receipt's block is not canonical (yet) either: nothing proven
         tx = rpc.transaction(tx_hash)
         if tx is None:
             continue
         credits = transaction_credits(chain, tx, receipt)  # no block time: settlement keeps the first one
         # a replaced payment is recorded last: if a new credit of its transaction fails, it stays replaced (retried)
-        groups.append(sorted(credits, key=lambda credit: credit.payment_id in wanted))
+        groups[key] = sorted(credits, key=lambda credit: credit.payment_id in wanted)
     failed = record_alone(stuck, sink, groups)
-    found = {credit.payment_id: credit for group in groups for credit in group if credit.payment_id not in failed}
-    return {pid: credit for pid, credit in found.items() if pid in wanted}, failed & wanted
+    failed_txs = {tx_hash for tx_hash, key in held.items() if key in failed}
+    found = {credit.payment_id: credit for key, group in groups.items() if key not in failed for credit in group}
+    unrecorded = {p.payment_id for p in replaced if p.tx_id in failed_txs}
+    return {pid: credit for pid, credit in found.items() if pid in wanted}, unrecorded
 
 
 # --- the fast path ----------------------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ raises). Protocols: adapters and fakes implement them (docs/decisions.md D22).""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -82,13 +82,14 @@ def settle_alone(stuck: list[str], payment_id: str, step: Callable[[], None]) ->
     return True
 
 
-def record_alone(stuck: list[str], sink: PaymentSink, groups: Sequence[Sequence[ObservedTransfer]]) -> set[str]:
+def record_alone(stuck: list[str], sink: PaymentSink, groups: Mapping[str, Sequence[ObservedTransfer]]) -> set[str]:
     """Credits a watcher's finality pass reports again (a transaction re-read in another block), kept from stopping
     the others: one ``record_batch`` of them all; if it fails, each group (one transaction's credits, in order) alone
-    through ``settle_alone``, named ``stuck`` by its first payment id. Returns the payment ids of the groups that
-    failed: the caller leaves those payments pending as they were, and the next run reads them again. Recording is
-    idempotent per payment id, so a group recorded before the failure is recorded again harmlessly (D-cfix-1)."""
-    credits = [credit for group in groups for credit in group]
+    through ``settle_alone``, named ``stuck`` by its key - the pending payment the group was read again for, which
+    the caller leaves pending as it was (D-cfix-4). Returns the keys of the groups that failed; the next run reads
+    them again. Recording is idempotent per payment id, so a group recorded before the failure is recorded again
+    harmlessly (D-cfix-1)."""
+    credits = [credit for group in groups.values() for credit in group]
     if not credits:
         return set()
     try:
@@ -96,11 +97,11 @@ def record_alone(stuck: list[str], sink: PaymentSink, groups: Sequence[Sequence[
     except ChainUnavailableError:
         raise
     except Exception:  # one payment's failure: found below, group by group
-        failed: set[str] = set()
-        for group in groups:
-            if group and not settle_alone(stuck, group[0].payment_id, partial(sink.record_batch, list(group))):
-                failed.update(credit.payment_id for credit in group)
-        return failed
+        return {
+            key
+            for key, group in groups.items()
+            if group and not settle_alone(stuck, key, partial(sink.record_batch, list(group)))
+        }
     return set()
 
 

@@ -41,7 +41,7 @@ from typing import Literal, TypeVar
 from solders.pubkey import Pubkey
 from solders.token.associated import get_associated_token_address
 
-from kilo_crypto_watch.model import ChainConfig, Cursor, ObservedTransfer, RunReport
+from kilo_crypto_watch.model import ChainConfig, Cursor, ObservedTransfer, PendingPayment, RunReport
 from kilo_crypto_watch.ports import (
     SIGNATURES_PAGE,
     ChainTransaction,
@@ -327,7 +327,7 @@ class SolanaWatcher:
                     if status.failed and status.finalized:
                         finalized += settle_alone(stuck, pid, partial(self.sink.finalized, pid, payment.block_hash))
                     elif not status.failed:
-                        await self._reread(payment.tx_id, merchant, watched, stuck)
+                        await self._reread(payment, merchant, watched, stuck)
                     continue
                 if status is not None and status.failed:
                     orphaned += settle_alone(stuck, pid, partial(self.sink.orphaned, pid, payment.block_hash))
@@ -344,18 +344,24 @@ class SolanaWatcher:
                         orphaned += settle_alone(stuck, pid, partial(self.sink.orphaned, pid, payment.block_hash))
         return finalized, orphaned
 
-    async def _reread(self, signature: str, merchant: Merchant, watched: frozenset[str], stuck: list[str]) -> None:
+    async def _reread(
+        self, payment: PendingPayment, merchant: Merchant, watched: frozenset[str], stuck: list[str]
+    ) -> None:
         """A transaction recorded FAILED whose status now says it succeeded (its failing fork did not survive; it
         landed again where it succeeds): its credits are read again and reported (settlement re-reads a FAILED
-        payment whose block or outcome changed). Not served yet: the next run asks again. A record that fails is
-        named ``stuck`` and the others go on; the payment stays FAILED and pending, read again next run (D-cfix-1)."""
-        tx = await self._call(self.rpc.transaction(signature))
+        payment whose block or outcome changed). Not served yet: the next run asks again. The FAILED payment's own
+        credit is recorded last: a record that fails leaves it FAILED and pending, read again next run with the
+        transaction's other credits (one the failed version lacked, say); it is named ``stuck`` and the others go on
+        (D-cfix-1, D-cfix-4)."""
+        tx = await self._call(self.rpc.transaction(payment.tx_id))
         if tx is None or tx.failed:
             return
         found = credits(tx, merchant, watched=watched)
         if found:
             block_hash = await self._call(self.rpc.block_hash(tx.slot))
-            record_alone(stuck, self.sink, [[_with_hash(transfer, block_hash) for transfer in found]])
+            pid = payment.payment_id
+            ordered = sorted(found, key=lambda transfer: transfer.payment_id == pid)  # its own credit last
+            record_alone(stuck, self.sink, {pid: [_with_hash(transfer, block_hash) for transfer in ordered]})
 
 
 def rotation(references: Sequence[str], cap: int, now: datetime) -> list[str]:
