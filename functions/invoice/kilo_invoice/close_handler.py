@@ -42,18 +42,20 @@ def _record(record: SQSRecord) -> None:
         count(SERVICE, Metric.INVOICE_CLOSE_FAILED)
         logger.warning("close failed; the queue delivers the job again", extra={"reason": str(exc)[:200]})
         raise
+    # a catch-up run closes several periods, each retrying the same waiting notes: each note named once (D-gw4xx-6)
+    waiting = tuple({note.split(": ", 1)[0]: note for o in outcomes for note in o.notes_waiting}.values())  # by id
+    if waiting:  # issued; these notes wait until an operator fixes our side at Stripe
+        count(SERVICE, Metric.STRIPE_MISCONFIGURED, len(waiting))
+        logger.error(
+            "Stripe misconfigured: credit notes wait; invoice issued without them",
+            extra={"closed_periods": [o.period for o in outcomes], "notes": [note[:200] for note in waiting]},
+        )
     for outcome in outcomes:
         if outcome.invoice is None:
             logger.info("nothing to close", extra={"closed_period": outcome.period})
             continue
         if outcome.created:
             count(SERVICE, Metric.INVOICE_ISSUED)
-        if outcome.notes_waiting:  # issued; these notes wait until an operator fixes our side at Stripe (D-gw4xx-6)
-            count(SERVICE, Metric.STRIPE_MISCONFIGURED, len(outcome.notes_waiting))
-            logger.error(
-                "Stripe misconfigured: credit notes wait; invoice issued without them",
-                extra={"closed_period": outcome.period, "notes": [note[:200] for note in outcome.notes_waiting]},
-            )
         logger.info(
             "account closed",
             extra={
