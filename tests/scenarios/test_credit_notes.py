@@ -12,7 +12,7 @@ import pytest
 
 from kilo_billing.invoicing import BillingMethod, BillingState, CreditNoteStatus, InvoiceStatus
 from kilo_invoice.logic import apply_stripe_event, refund_invoice
-from kilo_invoice.ports import GatewayUnavailableError
+from kilo_invoice.ports import GatewayMisconfiguredError, GatewayUnavailableError
 from tests.scenarios.test_card_payment_events import Events, _charge, _paid_invoice
 from tests.scenarios.test_invoicing import APR, MAR, MAY, World, amounts, at, seg
 
@@ -532,3 +532,27 @@ def test_given_stripe_voided_the_invoice_before_we_heard_when_the_reduction_is_r
     voided = _paid_invoice(world, "solo/2026-03") | {"status": "void", "amount_paid": 0}
     apply_stripe_event(world.store, world.bus, events, *events.add("evt_v", "invoice.voided", voided), at(2, 4))
     assert world.store.billing["solo"].credit == Decimal("0.00")
+
+
+def test_given_a_note_left_pending_on_an_invoice_paid_at_stripe_then_the_next_close_credits_it_on_its_own_invoice(
+    world: World,
+) -> None:
+    """D-pend-1. Team, March 65.20 (29.00 + 7.20 + 29.00 April in advance) paid at Stripe, its ``invoice.paid`` not
+    here yet; 5,000 March minutes go away (-3.60). April's note lowering March meets "ours to fix": April is issued,
+    the note waits (D-gw4xx-6). May's close takes it to Stripe before composing: refused, paid -> 3.60 account credit,
+    which May applies: 29.00 (June in advance) - 3.60 = 25.40. Before: May composed first (29.00) and the 3.60 waited
+    for June's invoice."""
+    world.signup("acme", (at(1), "team"))
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", 60_000)  # 10,000 over x 0.00072 = 7.20
+    assert world.close("acme", MAR).total == Decimal("65.20")
+    world.gateway.settle("acme/2026-03", paid=True)
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", -5_000)  # -3.60
+    world.gateway.fail_next = [GatewayMisconfiguredError("no such invoice")]
+    assert world.close("acme", APR).total == Decimal("29.00")
+    assert world.store.credit_notes["acme/2026-03/credit-2026-04"].status is CreditNoteStatus.PENDING
+
+    may = world.close("acme", MAY)
+    note = world.store.credit_notes["acme/2026-03/credit-2026-04"]
+    assert (note.status, note.to_due, note.to_credit) == (CreditNoteStatus.DONE, Decimal("0.00"), Decimal("3.60"))
+    assert (amounts(may, "credit"), may.total) == (["-3.60"], Decimal("25.40"))
+    assert world.store.billing["acme"].credit == Decimal("0.00")

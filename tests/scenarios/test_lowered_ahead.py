@@ -14,9 +14,10 @@ from decimal import Decimal
 import pytest
 
 from kilo_billing import invoicing
-from kilo_billing.invoicing import amount_due
+from kilo_billing.invoicing import CreditNoteStatus, InvoiceStatus, amount_due
 from kilo_billing.periods import Period
-from kilo_invoice.logic import apply_stripe_event
+from kilo_invoice.logic import GATEWAY_ATTEMPTS, apply_stripe_event, close_account
+from kilo_invoice.ports import GatewayMisconfiguredError, GatewayUnavailableError
 from tests.scenarios.test_card_payment_events import Events, _paid_invoice
 from tests.scenarios.test_credit_notes_late import _pay
 from tests.scenarios.test_invoicing import APR, FEB, MAR, MAY, World, amounts, at, seg
@@ -150,3 +151,98 @@ def test_given_usage_billed_again_when_it_is_withdrawn_once_more_then_it_is_lowe
     world.close("acme", AUG)
     assert [_due(world, each) for each in (april, may, july.invoice_id)] == [Decimal("0.00")] * 3
     assert world.store.billing["acme"].credit == Decimal("0.00")
+
+
+def _june_ahead_note_pending(world: World, events: Events, refusal: Exception) -> tuple[str, str]:
+    """June lowers April 7.20 ahead (budget 6), but the note's Stripe step meets ``refusal``: the note stays pending
+    at 7.20 (an outage fails June's job, every retry here; ours to fix lets June issue, D-gw4xx-6)."""
+    april, may = _late_on_april_and_may(world, events)
+    world.store.rate("acme", "2026-03", seg(at(1, 3)), "video", -20_000)
+    world.gateway.fail_next = [refusal] * GATEWAY_ATTEMPTS
+    if isinstance(refusal, GatewayMisconfiguredError):  # a subclass of GatewayUnavailableError: asked first
+        assert close_account(world.deps, "acme", JUN, JUN.end).notes_waiting == (f"{AHEAD}: {refusal}",)
+    else:
+        with pytest.raises(GatewayUnavailableError):
+            world.close("acme", JUN)
+    world.gateway.fail_next = []
+    note = world.store.credit_notes[AHEAD]
+    assert (note.status, note.to_due) == (CreditNoteStatus.PENDING, Decimal("7.20"))
+    return april, may
+
+
+AHEAD = "acme/2026-03/credit-2026-06/on-2026-04"
+
+
+@pytest.mark.parametrize(
+    "refusal", [GatewayUnavailableError("down"), GatewayMisconfiguredError("no such invoice")], ids=["outage", "ours"]
+)
+def test_given_a_pending_ahead_note_when_stripe_voids_its_invoice_then_the_next_close_runs_it_first_and_bills_nothing_again(
+    monkeypatch: pytest.MonkeyPatch, refusal: Exception
+) -> None:
+    """D-pend-1. June's ahead note on April (7.20) is still pending; April is voided at Stripe; the 20,000 minutes come
+    back. July's close runs the note's step before it composes: refused, void -> 0.00 (counts for nothing, D-early-3),
+    so nothing was lowered ahead and nothing withdrawn is left: July bills nothing for March. With April's
+    invoice.voided: March 3.60 + May 7.20 = 10.80 asked (April's 7.20 the operator's to replace, D132). Before: July
+    composed first, read the note at 7.20 and billed it again (7.20), then the step made it 0.00: 18.00 asked."""
+    monkeypatch.setattr(invoicing, "MAX_TRANSACTION_ITEMS", 6)
+    world, events = World(), Events()
+    april, may = _june_ahead_note_pending(world, events, refusal)
+    world.gateway.void(world.store.invoices[april].gateway_id or "")
+    monkeypatch.setattr(invoicing, "MAX_TRANSACTION_ITEMS", 100)
+    world.store.rate("acme", "2026-03", seg(at(1, 3)), "video", 20_000)
+
+    july = close_account(world.deps, "acme", JUL, JUL.end)
+    assert july.invoice is not None
+    note = world.store.credit_notes[AHEAD]
+    assert (note.status, note.amount, july.notes_waiting) == (CreditNoteStatus.DONE, Decimal("0.00"), ())
+    assert (amounts(july.invoice, "adjustment"), july.invoice.total) == ([], Decimal("0.00"))
+    voided = _paid_invoice(world, april) | {"status": "void"}
+    apply_stripe_event(world.store, world.bus, events, *events.add("evt_void", "invoice.voided", voided), at(2, 7))
+    world.close("acme", AUG)
+    asked = sum((_due(world, i) for i in world.store.invoices if i != april), Decimal("0.00"))
+    assert (asked, _due(world, may), world.store.billing["acme"].credit) == (
+        Decimal("10.80"),
+        Decimal("7.20"),
+        Decimal("0.00"),
+    )
+
+
+def test_given_a_pending_ahead_note_stripe_still_refuses_as_ours_then_the_next_close_issues_and_names_it_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """D-pend-1 keeps D-gw4xx-6: July's close runs June's pending note first; Stripe refuses it as ours to fix again:
+    the note waits (pending, 7.20), July is composed as before (the 20,000 back: the 7.20 lowered ahead billed again)
+    and issued, and the outcome names the note once (it is not tried again after the compose)."""
+    monkeypatch.setattr(invoicing, "MAX_TRANSACTION_ITEMS", 6)
+    world, events = World(), Events()
+    _june_ahead_note_pending(world, events, GatewayMisconfiguredError("no such invoice"))
+    monkeypatch.setattr(invoicing, "MAX_TRANSACTION_ITEMS", 100)
+    world.store.rate("acme", "2026-03", seg(at(1, 3)), "video", 20_000)
+    world.gateway.fail_next = [GatewayMisconfiguredError("no such invoice")]  # the note's call; the invoice's pass
+
+    july = close_account(world.deps, "acme", JUL, JUL.end)
+    assert july.invoice is not None
+    assert july.notes_waiting == (f"{AHEAD}: no such invoice",)
+    assert (july.invoice.status, amounts(july.invoice, "adjustment")) == (InvoiceStatus.OPEN, ["7.20"])
+    assert world.store.credit_notes[AHEAD].status is CreditNoteStatus.PENDING
+
+
+def test_given_a_pending_ahead_note_when_stripe_is_down_at_the_next_close_then_it_fails_before_composing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """D-pend-1: an outage on an earlier close's pending note fails the close (retried, as before) - now before July
+    is composed, so no July is stored from a note the processor has not answered. Once Stripe answers (April voided
+    meanwhile) the rerun bills nothing for March: the note 0.00."""
+    monkeypatch.setattr(invoicing, "MAX_TRANSACTION_ITEMS", 6)
+    world, events = World(), Events()
+    april, _may = _june_ahead_note_pending(world, events, GatewayUnavailableError("down"))
+    monkeypatch.setattr(invoicing, "MAX_TRANSACTION_ITEMS", 100)
+    world.store.rate("acme", "2026-03", seg(at(1, 3)), "video", 20_000)
+    world.gateway.fail_next = [GatewayUnavailableError("down")] * GATEWAY_ATTEMPTS
+    with pytest.raises(GatewayUnavailableError):
+        world.close("acme", JUL)
+    assert "acme/2026-07" not in world.store.invoices
+    world.gateway.void(world.store.invoices[april].gateway_id or "")
+
+    july = world.close("acme", JUL)
+    assert (amounts(july, "adjustment"), world.store.credit_notes[AHEAD].amount) == ([], Decimal("0.00"))

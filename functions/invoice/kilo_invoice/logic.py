@@ -111,16 +111,25 @@ def close_account(deps: CloseDeps, account_id: str, period: Period, now: datetim
     Safe to run again at any point: a stored invoice is never recomposed, the processor call is idempotent on our
     invoice id, and every status change is conditioned on the status read. A pending credit note the processor refuses
     as ours to fix (``GatewayMisconfiguredError``) does not stop the invoice: it stays pending for the next run and
-    the outcome names it (``notes_waiting``, alarmed by the handler); an outage still fails the close (D-gw4xx-6)."""
+    the outcome names it (``notes_waiting``, alarmed by the handler); an outage still fails the close (D-gw4xx-6).
+    Notes earlier closes left pending are taken to the processor before the close composes (D-pend-1): what they
+    end as (a reduction refused because the invoice was voided there gives 0.00) is what the close reads."""
     created = False
     invoice: InvoiceRecord | None = None
     notes: dict[str, CreditNote] = {}
+    waiting: dict[str, str] = {}  # credit id -> why: the processor refused the note as ours to fix (D-gw4xx-6)
+    stepped = False
     for _ in range(LEDGER_ATTEMPTS):
         ledger = deps.store.ledger(account_id)
         invoice = ledger.invoices.get(invoice_id(account_id, period))
         notes = dict(ledger.credit_notes)
         if invoice is not None:
             break
+        if not stepped:  # earlier closes' pending notes first: the compose reads what they gave (D-pend-1)
+            stepped = True
+            if _step_notes(deps, ledger, notes.values(), now, waiting):
+                ledger = deps.store.ledger(account_id)
+                notes = dict(ledger.credit_notes)
         draft = compose_close(ledger, period, deps.catalog, now)
         if draft is None:
             return CloseOutcome(account_id, period.key, None, False)
@@ -136,18 +145,30 @@ def close_account(deps: CloseDeps, account_id: str, period: Period, now: datetim
     for early in early_invoices(ledger, period):  # the close deducts them: any left a draft is issued first
         if early.status is InvoiceStatus.DRAFT or ISSUED not in early.announced:
             _announce_issued(deps, _issue(deps, ledger, early, now), now)
-    waiting: list[str] = []
-    for note in sorted(notes.values(), key=lambda n: n.credit_id):  # negative late usage of earlier periods
-        if note.status is CreditNoteStatus.PENDING:
-            try:
-                _issue_credit_note(deps, ledger, note, now)
-            except GatewayMisconfiguredError as exc:  # one object of ours refused: the note waits, alarmed (D-gw4xx-6)
-                waiting.append(f"{note.credit_id}: {exc}")
+    _step_notes(deps, ledger, notes.values(), now, waiting)  # the close's own (negative late usage), a rerun's
     invoice = _issue(deps, ledger, invoice, now)
     invoice = _announce_issued(deps, invoice, now)
     if details_erased(ledger.profile):
         _forget_customer(deps, account_id)
-    return CloseOutcome(account_id, period.key, invoice, created, tuple(waiting))
+    return CloseOutcome(account_id, period.key, invoice, created, tuple(waiting[key] for key in sorted(waiting)))
+
+
+def _step_notes(
+    deps: CloseDeps, ledger: AccountLedger, notes: Iterable[CreditNote], now: datetime, waiting: dict[str, str]
+) -> bool:
+    """Take each pending credit note to the processor (``_issue_credit_note``), by credit id; one refused as ours to
+    fix waits, named in ``waiting`` and not tried again by this close (the same answer at once, D-gw4xx-6); an outage
+    raises. Returns whether any step was tried."""
+    tried = False
+    for note in sorted(notes, key=lambda n: n.credit_id):
+        if note.status is not CreditNoteStatus.PENDING or note.credit_id in waiting:
+            continue
+        tried = True
+        try:
+            _issue_credit_note(deps, ledger, note, now)
+        except GatewayMisconfiguredError as exc:  # one object of ours refused: the note waits, alarmed (D-gw4xx-6)
+            waiting[note.credit_id] = f"{note.credit_id}: {exc}"
+    return tried
 
 
 def _forget_customer(deps: CloseDeps, account_id: str) -> None:
