@@ -18,7 +18,7 @@ from kilo_dev.stripe_emulator import load_fixtures
 from kilo_invoice.logic import apply_stripe_event, refund_invoice
 from kilo_invoice.model import InvoiceNotFoundError
 from kilo_invoice.ports import GatewayUnavailableError
-from tests.scenarios.test_invoicing import APR, MAR, World, at, seg
+from tests.scenarios.test_invoicing import APR, MAR, World, at, team_with_march_overage
 
 FIXTURES = load_fixtures()
 
@@ -71,10 +71,7 @@ def _dispute(intent: str, status: str) -> dict[str, Any]:
 
 @pytest.fixture
 def world() -> World:
-    w = World()
-    w.signup("acme", (at(1), "team"))
-    w.store.rate("acme", "2026-03", seg(at(1)), "video", 60_000)  # 10,000 over x 0.00072 = 7.20 + 29.00 + 29.00
-    return w
+    return team_with_march_overage()
 
 
 def _apply(world: World, events: Events, key: tuple[str, str]) -> Any:

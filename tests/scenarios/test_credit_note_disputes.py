@@ -16,17 +16,14 @@ import pytest
 
 from kilo_billing.invoicing import CreditNote
 from tests.scenarios.test_card_payment_events import Events, _apply, _close_and_pay, _dispute, _fixture
-from tests.scenarios.test_invoicing import APR, MAY, World, amounts, at, seg
+from tests.scenarios.test_invoicing import APR, MAY, World, amounts, at, seg, team_with_march_overage
 
 NOTE = "acme/2026-03/credit-2026-04"
 
 
 @pytest.fixture
 def world() -> World:
-    w = World()
-    w.signup("acme", (at(1), "team"))
-    w.store.rate("acme", "2026-03", seg(at(1)), "video", 60_000)
-    return w
+    return team_with_march_overage()
 
 
 def _withdrawn_then_credited(world: World, events: Events) -> str:

@@ -61,6 +61,15 @@ class World:
         return outcome.invoice
 
 
+def team_with_march_overage() -> World:
+    """acme on Team by card from March 1, 60,000 March video minutes: 10,000 over x 0.00072 = 7.20 beside March's
+    29.00 fee and April's 29.00 in advance - the card stories' shared start."""
+    w = World()
+    w.signup("acme", (at(1), "team"))
+    w.store.rate("acme", "2026-03", seg(at(1)), "video", 60_000)
+    return w
+
+
 def amounts(invoice: InvoiceRecord, kind: str) -> list[str]:
     return [str(line.amount) for line in invoice.lines if line.kind == kind]
 

@@ -14,15 +14,12 @@ from kilo_billing.invoicing import BillingMethod, InvoiceStatus
 from kilo_billing.stripe_events import StripeEventRecord
 from kilo_invoice.logic import apply_stripe_event, refund_invoice, settle_crypto_refund
 from kilo_invoice.ports import GatewayUnavailableError
-from tests.scenarios.test_invoicing import APR, MAR, World, at, seg
+from tests.scenarios.test_invoicing import APR, MAR, World, at, seg, team_with_march_overage
 
 
 @pytest.fixture
 def world() -> World:
-    w = World()
-    w.signup("acme", (at(1), "team"))
-    w.store.rate("acme", "2026-03", seg(at(1)), "video", 60_000)
-    return w
+    return team_with_march_overage()
 
 
 # --- rating racing the close (the billed watermark) --------------------------------------------------------------

@@ -19,7 +19,7 @@ from kilo_invoice.dependencies import LazyGateway, parse_stripe_secret
 from kilo_invoice.ports import GatewayUnavailableError, PaymentGateway
 from tests.conftest import LambdaContext
 from tests.scenarios.test_card_payment_events import Events, _paid_invoice
-from tests.scenarios.test_invoicing import MAR, World, at, seg
+from tests.scenarios.test_invoicing import MAR, World, team_with_march_overage
 
 
 def _malformed_secret() -> PaymentGateway:
@@ -78,10 +78,7 @@ def _metrics(out: str) -> dict[str, float]:
 @pytest.fixture
 def world() -> World:
     """Team, card: March 60,000 video minutes (as tests/scenarios/test_card_payment_events.py's story)."""
-    w = World()
-    w.signup("acme", (at(1), "team"))
-    w.store.rate("acme", "2026-03", seg(at(1)), "video", 60_000)
-    return w
+    return team_with_march_overage()
 
 
 @pytest.mark.parametrize("build", [_malformed_secret, _publishable_key], ids=["no-api-key", "publishable-key"])
