@@ -569,6 +569,39 @@ def test_given_an_invoice_stored_before_outside_refunds_were_kept_then_its_own_r
     assert finished.refunded == Decimal("35.00")
 
 
+def test_given_an_item_stored_before_with_a_dashboard_refund_and_no_request_then_a_new_one_adds_to_it(
+    stack: Stack,
+) -> None:
+    """A review of D-misc-4 (moto): an item written before outside refunds were kept by id, March 65.20 paid, a 10.00
+    dashboard refund known by its ``charge.refunded`` only (``refunded`` 10.00, no request of ours ever). After the
+    deploy ours of 45.00 is pending (``refunded_before`` 10.00) and another dashboard refund of 5.00 lands (its
+    ``refund.created``, then ``charge.refunded`` 1500): 10 + 45 + 5 = 60.00 given back, March keeps 5.20. 10,000 March
+    minutes go away (-7.20): April's note credits 5.20 (on April's invoice) and records 2.00 returned; ours made:
+    60.00 refunded + 5.20 = 65.20. Before (the old refunds read as none of the per-id sum): kept 10.20, the note credited 7.20 - 67.20 back
+    on 65.20 paid."""
+    ledger = _dynamo(stack)
+    gateway, deps, intent = _team_march_paid(ledger)
+    events = Events()
+    _stripe(ledger, gateway, events, "evt_crd", "charge.refunded", _march_charge(intent, 1000))
+    item = invoice_to_item(ledger.store.ledger("acme").invoices["acme/2026-03"])
+    for newer in ("refunds_made", "outside_refunds"):
+        item.pop(newer, None)
+    stack.clients["dynamodb"].put_item(TableName=stack.template.physical_name("UsageTable"), Item=item)
+    _request_timing_out(ledger, gateway, Decimal("45.00"))
+    _stripe(ledger, gateway, events, "evt_rce", "refund.created", dict(_dashboard_refund(intent, 500), id="re_e"))
+    _stripe(ledger, gateway, events, "evt_cre", "charge.refunded", _march_charge(intent, 1500))
+    assert ledger.store.ledger("acme").invoices["acme/2026-03"].kept_less_pending == Decimal("5.20")
+    ledger.rate("acme", "2026-03", SEG, "video", -10_000)
+    close_account(deps, "acme", APR, APR.end)
+    note = ledger.store.ledger("acme").credit_notes["acme/2026-03/credit-2026-04"]
+    assert (note.to_credit, note.returned) == (Decimal("5.20"), Decimal("2.00"))
+    refund_invoice(ledger.store, gateway, "acme", "acme/2026-03", Decimal("45.00"))
+    _stripe(ledger, gateway, events, "evt_crr", "charge.refunded", _march_charge(intent, 6000))
+    found = ledger.store.ledger("acme")
+    april_credit = [line.amount for line in found.invoices["acme/2026-04"].lines if line.kind == "credit"]
+    assert (found.invoices["acme/2026-03"].refunded, april_credit) == (Decimal("60.00"), [Decimal("-5.20")])
+
+
 EARLY_RUNS = 100
 
 
