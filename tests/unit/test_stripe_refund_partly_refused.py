@@ -101,6 +101,11 @@ def test_given_the_first_part_made_with_its_answer_lost_and_a_note_meanwhile_the
     assert (march.refunded, march.refund_pending) == (Decimal("40.00"), None)
     assert found.billing.credit == Decimal("3.60")
     assert refundable(found, march) == Decimal("21.60")
+    history = found.credit_notes["acme/2026-03/credit-2026-04"].history
+    # the note's history names the part refused (before: "the refund of 65.20 refused", though 40.00 of it was made)
+    assert (
+        history[-1][0] == "3.60 kept again (25.20 of the refund of 65.20 refused by the card processor): account credit"
+    )
 
 
 def test_given_a_refund_refused_on_its_only_payment_then_it_is_dropped_as_before() -> None:

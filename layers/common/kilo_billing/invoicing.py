@@ -1419,7 +1419,10 @@ def _kept_again_why(before: InvoiceRecord | None, after: InvoiceRecord) -> str:
     if before is not None and after.charged_back < before.charged_back:
         return "a dispute's funds reinstated"
     if before is not None and before.refund_pending is not None and after.refund_pending is None:
-        return f"the refund of {money_str(before.refund_pending.amount)} refused by the card processor"
+        asked, made = before.refund_pending.amount, after.refunds_made - before.refunds_made
+        if made > 0:  # part made before the processor refused the rest (D-gw4xx-5)
+            return f"{money_str(asked - made)} of the refund of {money_str(asked)} refused by the card processor"
+        return f"the refund of {money_str(asked)} refused by the card processor"
     return "the invoice keeps more than when the note was made"
 
 
