@@ -59,15 +59,31 @@ def _signals(stack: Any, client: Any) -> DynamoUsageSignals:
     return DynamoUsageSignals(client, stack.template.physical_name("UsageTable"))
 
 
-def test_given_a_stale_open_entry_of_a_session_now_stored_for_another_account_then_the_scan_leaves_it_out(
+def test_given_a_stale_open_entry_of_a_session_now_stored_for_another_account_then_it_counts_for_that_one(
     stack: Any,
 ) -> None:
-    """Before: ``acct``'s bob counted in 4 calls (RM_1, RM_2, RM_3, RM_8) - a concurrent_sessions flag on ``acct``.
-    After: the 3 sessions stored for ``acct``, no flag; RM_8 is ``acct_b``'s once the index shows it there."""
+    """Before D-misc-2: ``acct``'s bob counted in 4 calls (RM_1, RM_2, RM_3, RM_8) - a concurrent_sessions flag on
+    ``acct``. Now: the 3 sessions stored for ``acct``, no flag; RM_8 counts for ``acct_b``, where it is stored."""
     put_sessions(stack, *OPEN_HERE, MOVED_OPEN)
     found = _signals(stack, StaleIndexes(stack.clients["dynamodb"])).open_sessions()
-    assert found == [OpenSession("acct", "bob", f"name-RM_{n}", NINE) for n in (1, 2, 3)]
+    assert found == [
+        *(OpenSession("acct", "bob", f"name-RM_{n}", NINE) for n in (1, 2, 3)),
+        OpenSession("acct_b", "bob", "name-RM_8", NINE),
+    ]
     assert concurrent_sessions(found, AbuseThresholds(), NOW) == []
+
+
+def test_given_a_stale_open_entry_of_a_session_moved_to_an_abuser_then_the_abuser_is_still_flagged(
+    stack: Any,
+) -> None:
+    """A review of D-misc-2: ``acct_b``'s bob is in RM_1..RM_3 (listed right) and RM_8 (moved to ``acct_b``, the index
+    still lists it under ``acct``): 4 calls at once - ``acct_b`` flagged. D-misc-2 as first written kept an item only
+    under the account it was listed under: RM_8 was nobody's, 3 calls, no flag (a missed abuser)."""
+    put_sessions(stack, *(rating_session(f"RM_{n}", f"PA_{n}", "bob", "acct_b", NINE, None, []) for n in (1, 2, 3)))
+    put_sessions(stack, MOVED_OPEN)
+    found = _signals(stack, StaleIndexes(stack.clients["dynamodb"])).open_sessions()
+    assert [session.account_id for session in found] == ["acct_b"] * 4
+    assert [flag.account_id for flag in concurrent_sessions(found, AbuseThresholds(), NOW)] == ["acct_b"]
 
 
 def test_given_a_stale_entry_of_a_session_now_stored_for_another_account_then_its_start_is_not_counted(

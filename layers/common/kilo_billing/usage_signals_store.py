@@ -70,10 +70,13 @@ class DynamoUsageSignals:
             "ProjectionExpression": "#pk, #sk, #a",
             "ExpressionAttributeNames": {"#pk": "pk", "#sk": "sk", "#a": "open_account"},
         }
-        listed = [(str(v["pk"]), str(v["sk"]), str(v["open_account"])) for v in self._pages(self._client.scan, request)]
+        listed = {(str(v["pk"]), str(v["sk"])) for v in self._pages(self._client.scan, request)}
+        # every account's open sessions at once: each counted for the account it is stored for now, whichever the
+        # lagging index lists it under (a session rating just moved counts for its new account, not for neither)
+        found = self._items(listed, ProjectionExpression=SESSION_PROJECTION, ExpressionAttributeNames=SESSION_NAMES)
         return sorted(
             OpenSession(str(v["account"]), str(v.get("identity", "")), str(v.get("room_name", "")), int(v["start_ms"]))
-            for v in self._stored(listed)
+            for v in found
             if "start_ms" in v and v.get("end_ms") is None  # closed, still listed by the lagging index: not open
         )
 
