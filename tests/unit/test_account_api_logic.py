@@ -499,6 +499,39 @@ def test_given_a_return_address_on_the_dashboard_that_stripe_refuses_then_it_is_
     assert (len(longest), check_return_url("success_url", longest, (DASHBOARD,))) == (5000, longest)
 
 
+def test_given_an_internationalised_dashboard_host_then_its_pages_are_admitted_as_the_body_brings_them() -> None:
+    """A review of D-cfix-5: pydantic writes a body URL's internationalised host as punycode; the configured origin
+    was compared in Unicode, so ``https://bücher.example`` refused its own pages (400). Both sides in IDNA form now."""
+    from kilo_account_api.logic import check_return_url  # noqa: PLC0415
+    from kilo_account_api.schemas import CheckoutIn  # noqa: PLC0415
+
+    sent = str(CheckoutIn(success_url="https://bücher.example/billing?x=1").success_url)  # type: ignore[arg-type]
+    assert sent == "https://xn--bcher-kva.example/billing?x=1"
+    assert check_return_url("success_url", sent, ("https://bücher.example",)) == sent
+
+
+def test_given_a_dashboard_url_longer_than_2083_characters_then_the_body_takes_it_up_to_stripes_5000() -> None:
+    """pydantic's ``HttpUrl`` stopped at 2,083 characters (``url_too_long``) while Stripe takes 5,000: the body's URL
+    type is http(s) up to 5,000 now, ``check_return_url`` holds the rest (a review of D-cfix-5)."""
+    from kilo_account_api.schemas import CheckoutIn  # noqa: PLC0415
+
+    long = DASHBOARD + "?q=" + "x" * 2100
+    assert str(CheckoutIn(success_url=long).success_url) == long  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="at most 5000"):
+        CheckoutIn(success_url=DASHBOARD + "?q=" + "x" * 5000)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="URL scheme should be 'http' or 'https'"):
+        CheckoutIn(success_url="ftp://dash.kilo.example/")  # type: ignore[arg-type]
+
+
+def test_given_port_0_on_the_dashboard_host_then_it_is_refused_not_read_as_the_default_port() -> None:
+    """``https://dash.kilo.example:0/`` was read as port 443 (``port or default``) and admitted: a page no one serves
+    (a review of D-cfix-5)."""
+    from kilo_account_api.logic import check_return_url  # noqa: PLC0415
+
+    with pytest.raises(InvalidRequestError):
+        check_return_url("success_url", "https://dash.kilo.example:0/", (DASHBOARD,))
+
+
 def test_given_limits_below_the_new_tiers_fee_then_the_upgrade_is_refused_naming_them_and_nothing_is_saved() -> None:
     """Team ($29) with a $40 budget and a $50 hard limit asks for Enterprise ($99) on Nov 15: the upgrade's own fee
     would pass both at once and stop every call, so it is refused (409) naming the hard limit and the fee; with the

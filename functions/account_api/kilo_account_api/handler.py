@@ -26,7 +26,7 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import BaseModel, HttpUrl
+from pydantic import AnyUrl, BaseModel
 
 from kilo_account_api import logic, phone, schemas
 from kilo_account_api.dependencies import AccountApiDependencies, dependencies
@@ -111,7 +111,7 @@ def _absent_or_object(body: BodyIn | None) -> BodyIn | None:
     return body
 
 
-def _text(url: HttpUrl | None) -> str | None:
+def _text(url: AnyUrl | None) -> str | None:
     """A body's URL as the logic takes it (``None``: not given)."""
     return None if url is None else str(url)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
@@ -503,13 +504,19 @@ LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) with the scheme's default port; the host in its ASCII (IDNA) form, as the body's URL
+    reaches here (pydantic writes an internationalised host as punycode), so a configured ``https://bücher.example``
+    admits its own pages. Port 0 is no default port: it admits nothing (no page is served there)."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     try:
-        port = parts.port or {"http": 80, "https": 443}.get(scheme)
+        port = parts.port if parts.port is not None else {"http": 80, "https": 443}.get(scheme)
     except ValueError:  # a port that is not a number
         port = None
-    return scheme, (parts.hostname or "").lower(), port
+    host = (parts.hostname or "").lower()
+    with contextlib.suppress(UnicodeError):  # not a name IDNA can write (an empty label...): compared as it is
+        host = host.encode("idna").decode("ascii")
+    return scheme, host, None if port == 0 else port
 
 
 STRIPE_URL_MAX = 5000  # Stripe's documented maxLength of success_url, cancel_url and return_url
