@@ -27,6 +27,7 @@ from kilo_billing.accounts import PSEUDONYM_PATTERN, is_pseudonym, pseudonym, ps
 from kilo_billing.auth import Role
 from kilo_billing.aws import (
     ConditionFailedError,
+    batch_get,
     call,
     delete_if,
     give_back_counted,
@@ -42,7 +43,6 @@ from kilo_billing.usage_signals_items import stored_for
 
 ACCOUNT_SESSIONS_INDEX: Final = "account_sessions"
 MEMBERS_BY_USER_INDEX: Final = "members_by_user"
-MAX_BATCH_GET: Final = 100
 
 
 # the alerts function's delivery records (kilo_alerts.items, read by name, never imported): ``ACCOUNT#<id>`` /
@@ -346,16 +346,8 @@ class DynamoSessionHistory:
             yield {"pk": item["pk"], "sk": item["sk"]}
 
     def _values(self, keys: list[dict[str, Any]], consistent: bool = False) -> Iterator[dict[str, Any]]:
-        for start in range(0, len(keys), MAX_BATCH_GET):
-            batch: dict[str, Any] = {"Keys": keys[start : start + MAX_BATCH_GET]} | (
-                {"ConsistentRead": True} if consistent else {}
-            )
-            pending: dict[str, Any] = {self._table: batch}
-            while pending:
-                answer = call(self._client.batch_get_item, RequestItems=pending)
-                for item in answer["Responses"].get(self._table, []):
-                    yield from_item(item)
-                pending = answer.get("UnprocessedKeys") or {}
+        read: dict[str, Any] = {"ConsistentRead": True} if consistent else {}
+        yield from (from_item(item) for item in batch_get(self._client, self._table, keys, **read))
 
     def _load(self, account_id: str, keys: list[dict[str, Any]]) -> Iterator[SessionRecord]:
         """The sessions the keys name that are stored for ``account_id``: the index may still list a session rating

@@ -22,6 +22,8 @@ from kilo_billing.aws import (
     ConditionFailedError,
     InvalidRequestError,
     ResourceGoneError,
+    batch_get,
+    batch_write,
     call,
     delete_if,
     paged_items,
@@ -66,7 +68,6 @@ from kilo_rate_usage.ports import (
 from kilo_rate_usage.rooms import RoomState
 from kilo_rate_usage.sessions import ParticipantFold
 
-MAX_BATCH_GET = 100
 RATING_SERVICE = "rate-usage"  # the rating handler's service (``handler.SERVICE``): logs and metrics of its reads
 
 
@@ -124,18 +125,10 @@ class DynamoUsageRepository:
     # --- reads ----------------------------------------------------------------------------------------------------
 
     def _batch_get(self, table: str, keys: Sequence[Item], projection: str = "") -> list[dict[str, Any]]:
-        found: list[dict[str, Any]] = []
-        for start in range(0, len(keys), MAX_BATCH_GET):
-            request: dict[str, Any] = {"Keys": list(keys[start : start + MAX_BATCH_GET]), "ConsistentRead": True}
-            if projection:
-                request["ProjectionExpression"] = projection
-                request["ExpressionAttributeNames"] = {"#k": KEY, "#s": SORT_KEY}
-            pending: dict[str, Any] = {table: request}
-            while pending:
-                response = call(self._client.batch_get_item, RequestItems=pending)
-                found.extend(response["Responses"].get(table, []))
-                pending = response.get("UnprocessedKeys") or {}
-        return found
+        read: dict[str, Any] = {"ConsistentRead": True}
+        if projection:
+            read |= {"ProjectionExpression": projection, "ExpressionAttributeNames": {"#k": KEY, "#s": SORT_KEY}}
+        return list(batch_get(self._client, table, keys, **read))
 
     def room_events(self, room_sid: str) -> list[LiveKitEventRecord]:
         found = paged_items(
@@ -315,11 +308,7 @@ class DynamoUsageRepository:
         self._batch_write([{"DeleteRequest": {"Key": key}} for key in keys])
 
     def _batch_write(self, requests: Sequence[dict[str, Any]]) -> None:
-        for start in range(0, len(requests), 25):
-            pending: dict[str, Any] = {self._usage: list(requests[start : start + 25])}
-            while pending:
-                response = call(self._client.batch_write_item, RequestItems=pending)
-                pending = response.get("UnprocessedItems") or {}
+        batch_write(self._client, self._usage, requests)
 
     def _state_writes(self, change: StateChange, generation: str) -> list[dict[str, Any]]:
         writes = [self._state_put(change, generation)]

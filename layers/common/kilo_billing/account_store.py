@@ -15,10 +15,8 @@ from kilo_billing.accounts import (
     UnknownAccountError,
     check_tier_history,
 )
-from kilo_billing.aws import call, put_if
+from kilo_billing.aws import batch_get, put_if
 from kilo_billing.items import to_item
-
-MAX_BATCH_GET = 100
 
 
 class DynamoAccountDirectory:
@@ -32,19 +30,9 @@ class DynamoAccountDirectory:
     def registered(self, account_ids: Iterable[str]) -> dict[str, AccountProfile]:
         wanted = sorted(set(account_ids))
         found: dict[str, AccountProfile] = {}
-        for start in range(0, len(wanted), MAX_BATCH_GET):
-            pending: dict[str, Any] = {
-                self._table: {
-                    "Keys": [account_key(a) for a in wanted[start : start + MAX_BATCH_GET]],
-                    "ConsistentRead": True,
-                }
-            }
-            while pending:
-                response = call(self._client.batch_get_item, RequestItems=pending)
-                for item in response["Responses"].get(self._table, []):
-                    profile = profile_from_item(item)
-                    found[profile.account_id] = profile
-                pending = response.get("UnprocessedKeys") or {}
+        for item in batch_get(self._client, self._table, [account_key(a) for a in wanted], ConsistentRead=True):
+            profile = profile_from_item(item)
+            found[profile.account_id] = profile
         return found
 
     def register(self, profile: AccountProfile) -> None:

@@ -8,9 +8,11 @@ handler must answer, log and count its own failures. Each function passes a budg
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+import random
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from kilo_billing.items import to_item
 
@@ -250,3 +252,81 @@ def paged_items(operation: Callable[..., Any], **request: Any) -> Iterator[dict[
         if "LastEvaluatedKey" not in page:
             return
         request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+MAX_BATCH_GET: Final = 100  # keys in one BatchGetItem (DynamoDB's limit)
+MAX_BATCH_WRITE: Final = 25  # put/delete requests in one BatchWriteItem (DynamoDB's limit)
+
+
+def _full_jitter(bound: float) -> float:
+    return random.uniform(0.0, bound)  # noqa: S311 - a wait's jitter, not a secret
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRetry:
+    """How a batch request's unprocessed part is asked again: at most ``attempts`` requests in all (the first
+    included); before retry ``i`` (1-based) a wait drawn from 0 to ``min(cap_seconds, base_seconds * 2 ** (i - 1))``
+    ("full jitter": throttled callers spread out instead of retrying in step). ``sleep`` waits and ``jitter`` draws a
+    wait up to its bound: tests record the waits, or take the bounds themselves."""
+
+    attempts: int = 6
+    base_seconds: float = 0.05
+    cap_seconds: float = 1.0
+    sleep: Callable[[float], None] = time.sleep
+    jitter: Callable[[float], float] = _full_jitter
+
+    def bound(self, retry: int) -> float:
+        """The longest wait before retry ``retry`` (1-based)."""
+        return min(self.cap_seconds, self.base_seconds * (1 << (retry - 1)))
+
+    @property
+    def worst_case_seconds(self) -> float:
+        """The longest the waits of one batch request take together: 0.05 + 0.1 + 0.2 + 0.4 + 0.8 = 1.55 s."""
+        return sum(self.bound(retry) for retry in range(1, self.attempts))
+
+
+BATCH_RETRY: Final = BatchRetry()
+
+
+def _processed(
+    operation: Callable[..., Any], pending: dict[str, Any], unprocessed: str, retry: BatchRetry | None
+) -> Iterator[dict[str, Any]]:
+    """Each answer of one batch request (``pending``: its ``RequestItems``) and of its ``unprocessed`` part asked
+    again, through ``call``, until nothing is left; ``StorageUnavailableError`` when something still is after
+    ``retry.attempts`` requests. ``BATCH_RETRY`` is read here, at the call: tests put another policy in its place."""
+    policy = retry or BATCH_RETRY
+    for attempt in range(policy.attempts):
+        if attempt:
+            policy.sleep(policy.jitter(policy.bound(attempt)))
+        answer = call(operation, RequestItems=pending)
+        yield answer
+        pending = answer.get(unprocessed) or {}
+        if not pending:
+            return
+    left = sum(len(part["Keys"]) if isinstance(part, dict) else len(part) for part in pending.values())
+    raise StorageUnavailableError(f"{unprocessed}: {left} still unprocessed after {policy.attempts} requests")
+
+
+def batch_get(
+    client: Any, table: str, keys: Sequence[Mapping[str, Any]], retry: BatchRetry | None = None, **read: Any
+) -> Iterator[dict[str, Any]]:
+    """Every item of ``table`` that ``keys`` name (raw DynamoDB items, as the answers give them, which say nothing of
+    their order) by BatchGetItem, ``MAX_BATCH_GET`` keys a request in their order, each request's unprocessed keys
+    asked again with backoff (``BatchRetry``; botocore's own retries cover a refused request, never a partly
+    processed one). ``read``: the request's other parameters (``ConsistentRead``, a projection and its names).
+    Items come as each answer arrives."""
+    for start in range(0, len(keys), MAX_BATCH_GET):
+        request = {table: {"Keys": list(keys[start : start + MAX_BATCH_GET]), **read}}
+        for answer in _processed(client.batch_get_item, request, "UnprocessedKeys", retry):
+            yield from answer["Responses"].get(table, [])
+
+
+def batch_write(
+    client: Any, table: str, requests: Sequence[Mapping[str, Any]], retry: BatchRetry | None = None
+) -> None:
+    """Each of ``requests`` (``PutRequest`` / ``DeleteRequest``) on ``table`` by BatchWriteItem, ``MAX_BATCH_WRITE`` a
+    request in their order, each request's unprocessed items asked again with backoff as ``batch_get``'s."""
+    for start in range(0, len(requests), MAX_BATCH_WRITE):
+        request = {table: list(requests[start : start + MAX_BATCH_WRITE])}
+        for _ in _processed(client.batch_write_item, request, "UnprocessedItems", retry):
+            pass

@@ -8,7 +8,7 @@ from typing import Any
 
 from kilo_billing.account_items import PROFILE_SORT_KEY, account_key, profile_from_item
 from kilo_billing.accounts import AccountProfile
-from kilo_billing.aws import ConditionFailedError, call
+from kilo_billing.aws import ConditionFailedError, batch_get, call
 from kilo_billing.entitlement_items import attribute_for, state_from_item
 from kilo_billing.entitlements import ENTITLEMENT_SORT_KEY, Reading, SpendState
 from kilo_billing.items import to_item
@@ -22,12 +22,8 @@ class DynamoEntitlements:
     def read(self, account_id: str) -> tuple[AccountProfile | None, SpendState | None]:
         keys = [account_key(account_id, PROFILE_SORT_KEY), account_key(account_id, ENTITLEMENT_SORT_KEY)]
         found: dict[str, Any] = {}
-        pending: dict[str, Any] = {self._table: {"Keys": keys, "ConsistentRead": True}}
-        while pending:
-            response = call(self._client.batch_get_item, RequestItems=pending)
-            for item in response["Responses"].get(self._table, []):
-                found[str(item["sk"]["S"])] = item
-            pending = response.get("UnprocessedKeys") or {}
+        for item in batch_get(self._client, self._table, keys, ConsistentRead=True):
+            found[str(item["sk"]["S"])] = item
         profile = found.get(PROFILE_SORT_KEY)
         return (
             profile_from_item(profile) if profile is not None else None,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any, Final
 
-from kilo_billing.aws import call, paged_items
+from kilo_billing.aws import batch_get, paged_items
 from kilo_billing.items import from_item, to_item
 from kilo_billing.usage_signals import Counters, OpenSession, SessionStart
 from kilo_billing.usage_signals_items import (
@@ -17,7 +17,6 @@ from kilo_billing.usage_signals_items import (
     stored_for,
 )
 
-MAX_BATCH_GET: Final = 100
 # what the checks read of a session item (a listed session is read whole from the table, not the index's copy)
 SESSION_NAMES: Final = {
     "#pk": "pk",
@@ -45,16 +44,11 @@ class DynamoUsageSignals:
         return (from_item(item) for item in paged_items(operation, **request))
 
     def _items(self, keys: Iterable[tuple[str, str]], **read: Any) -> Iterator[dict[str, Any]]:
-        """The items of ``keys`` (pk, sk) by BatchGetItem, ``MAX_BATCH_GET`` a request, unprocessed keys asked again;
-        ``read``: the request's other parameters (``ConsistentRead``, a projection)."""
-        wanted = sorted(set(keys))
-        for start in range(0, len(wanted), MAX_BATCH_GET):
-            part = [to_item({"pk": pk, "sk": sk}) for pk, sk in wanted[start : start + MAX_BATCH_GET]]
-            pending: dict[str, Any] = {self._table: {"Keys": part, **read}}
-            while pending:
-                answer = call(self._client.batch_get_item, RequestItems=pending)
-                yield from (from_item(item) for item in answer["Responses"].get(self._table, []))
-                pending = answer.get("UnprocessedKeys") or {}
+        """The items of ``keys`` (pk, sk) by BatchGetItem (``kilo_billing.aws.batch_get``: ``MAX_BATCH_GET`` a request,
+        unprocessed keys asked again with backoff); ``read``: the request's other parameters (``ConsistentRead``, a
+        projection)."""
+        wanted = [to_item({"pk": pk, "sk": sk}) for pk, sk in sorted(set(keys))]
+        yield from (from_item(item) for item in batch_get(self._client, self._table, wanted, **read))
 
     def _stored(self, listed: Iterable[tuple[str, str, str]]) -> Iterator[dict[str, Any]]:
         """The session items that index entries (pk, sk, the account listed under) name, as stored, each kept only
