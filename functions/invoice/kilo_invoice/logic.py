@@ -217,11 +217,18 @@ def close_through(deps: CloseDeps, account_id: str, period: Period, now: datetim
     close in order, D51): those since its last month-end invoice, or - with none yet - those from its first period
     (``first_period``: the month it signed up in, no earlier than the first price book), so a schedule that missed a
     month, a first month's job that failed, or an operator's run of a later month catches up instead of leaving a
-    month unbilled. What a close job and ``kilo-billing invoice run`` call; rerunnable like ``close_account``."""
+    month unbilled. A month-end invoice stored but not through its close yet - still a draft, or issued but not
+    announced (a job failed after the store: a note's or the issue's outage, the bus) - is not closed: the cursor starts
+    at the earliest such one, so the queue's retry of a catch-up job takes it up again (``close_account`` reruns a
+    stored invoice safely: its notes, issue, announcement), D-catch-1. What a close job and ``kilo-billing invoice
+    run`` call; rerunnable like ``close_account``."""
     ledger = deps.store.ledger(account_id)
-    closed = [inv.period for inv in ledger.invoices.values() if not is_early(inv)]  # an early one closes nothing
-    if closed:
-        cursor = min(Period.parse(max(closed)).next(), period)  # a rerun (or a later one): ``period`` alone
+    stored = [inv for inv in ledger.invoices.values() if not is_early(inv)]  # an early one closes nothing
+    unfinished = [inv.period for inv in stored if inv.status is InvoiceStatus.DRAFT or ISSUED not in inv.announced]
+    if unfinished:
+        cursor = min(Period.parse(min(unfinished)), period)
+    elif stored:
+        cursor = min(Period.parse(max(inv.period for inv in stored)).next(), period)  # a rerun: ``period`` alone
     elif ledger.profile is not None:
         cursor = min(first_period(ledger.profile, deps.catalog), period)
     else:
