@@ -619,3 +619,51 @@ def test_given_usage_billed_early_on_an_unpaid_invoice_when_it_goes_away_then_st
     note = ledger.credit_notes["acct-e/2026-03/credit-2026-04"]
     assert (note.to_credit, note.uncollected) == (Decimal("0.00"), Decimal("0.00"))
     assert ledger.billing.credit == Decimal("0.00")
+
+
+def test_given_a_catch_up_job_failing_after_storing_april_when_the_queue_redelivers_it_then_april_is_issued(
+    invoicing: Invoicing,
+) -> None:
+    """acct-a (Team, card): March 65.20 (see the module's figures); the April job never ran. May's job catches up
+    April (May's 29.00 in advance) then May (June's 29.00); Stripe answers 500 through April's issue, so the job fails
+    with April stored a draft. The queue delivers it again: April is issued on Stripe (29.00), then May (D-catch-1)."""
+    invoicing.register("acct-a", "team")
+    invoicing.rate("acct-a", "video", 60_000)
+    invoicing.card("acct-a", "pm_card_visa")
+    queue = SqsCloseJobQueue(invoicing.stack.clients["sqs"], invoicing.stack.template.ref("InvoiceCloseQueue"))
+    queue.send([("acct-a", "2026-03")])
+    invoicing.close_all()
+    assert invoicing.invoice("acct-a").total == Decimal("65.20")
+
+    queue.send([("acct-a", "2026-05")])  # April's job never ran
+    sqs, url = invoicing.stack.clients["sqs"], invoicing.stack.template.ref("InvoiceCloseQueue")
+    (message,) = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]
+    record = {
+        "messageId": message["MessageId"],
+        "receiptHandle": message["ReceiptHandle"],
+        "body": message["Body"],
+        "attributes": {"ApproximateReceiveCount": "1"},
+        "messageAttributes": {},
+        "md5OfBody": message["MD5OfBody"],
+        "eventSource": "aws:sqs",
+        "eventSourceARN": invoicing.stack.template.get_att("InvoiceCloseQueue", "Arn"),
+        "awsRegion": "us-east-1",
+    }
+    invoicing.http.faults = [500] * 200  # Stripe down through every retry of April's issue
+    answer = close_handler.lambda_handler({"Records": [record]}, invoicing.context)
+    assert [f["itemIdentifier"] for f in answer["batchItemFailures"]] == [message["MessageId"]]
+    assert invoicing.invoice("acct-a", "2026-04").status is InvoiceStatus.DRAFT
+    invoicing.http.faults = []
+    sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0)
+
+    assert len(invoicing.close_all()) == 1  # the same job, delivered again
+
+    april, may = invoicing.invoice("acct-a", "2026-04"), invoicing.invoice("acct-a", "2026-05")
+    assert april.status is not InvoiceStatus.DRAFT
+    assert may.status is not InvoiceStatus.DRAFT
+    assert (april.total, may.total) == (Decimal("29.00"), Decimal("29.00"))
+    on_stripe = invoicing.gateway().find_invoice("acct-a/2026-04")
+    assert on_stripe is not None
+    assert on_stripe.total == Decimal("29.00")
+    issued = [d["invoice_id"] for kind, d in invoicing.published() if kind == "InvoiceIssued.v1"]
+    assert issued[-2:] == ["acct-a/2026-04", "acct-a/2026-05"]

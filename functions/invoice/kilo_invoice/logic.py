@@ -32,6 +32,7 @@ from kilo_billing.invoicing import (
     compose_close,
     credit_note_reason,
     credit_reinstated,
+    creditable,
     customer_details_digest,
     details_erased,
     early_invoices,
@@ -217,11 +218,18 @@ def close_through(deps: CloseDeps, account_id: str, period: Period, now: datetim
     close in order, D51): those since its last month-end invoice, or - with none yet - those from its first period
     (``first_period``: the month it signed up in, no earlier than the first price book), so a schedule that missed a
     month, a first month's job that failed, or an operator's run of a later month catches up instead of leaving a
-    month unbilled. What a close job and ``kilo-billing invoice run`` call; rerunnable like ``close_account``."""
+    month unbilled. A month-end invoice stored but not through its close yet - still a draft, or issued but not
+    announced (a job failed after the store: a note's or the issue's outage, the bus) - is not closed: the cursor starts
+    at the earliest such one, so the queue's retry of a catch-up job takes it up again (``close_account`` reruns a
+    stored invoice safely: its notes, issue, announcement), D-catch-1. What a close job and ``kilo-billing invoice
+    run`` call; rerunnable like ``close_account``."""
     ledger = deps.store.ledger(account_id)
-    closed = [inv.period for inv in ledger.invoices.values() if not is_early(inv)]  # an early one closes nothing
-    if closed:
-        cursor = min(Period.parse(max(closed)).next(), period)  # a rerun (or a later one): ``period`` alone
+    stored = [inv for inv in ledger.invoices.values() if not is_early(inv)]  # an early one closes nothing
+    unfinished = [inv.period for inv in stored if inv.status is InvoiceStatus.DRAFT or ISSUED not in inv.announced]
+    if unfinished:
+        cursor = min(Period.parse(min(unfinished)), period)
+    elif stored:
+        cursor = min(Period.parse(max(inv.period for inv in stored)).next(), period)  # a rerun: ``period`` alone
     elif ledger.profile is not None:
         cursor = min(first_period(ledger.profile, deps.catalog), period)
     else:
@@ -376,10 +384,13 @@ def _issue_credit_note(deps: CloseDeps, ledger: AccountLedger, note: CreditNote,
     """Make the processor's credit note a stored credit note still waits for, on the credited card invoice, once
     (idempotent on the note's id). A reduction of the amount due the processor refuses - the invoice was paid there
     before its event reached us - becomes account credit instead (with the note, in one transaction: once), recorded
-    on the processor's invoice as credited out of band; if the processor says it voided the invoice (or, when the
-    refusal does not say, our record does), nothing is credited (as a close finding it void). A note refused again
-    is given up (the money side is already ours: the account credit). An outage raises (the close job is retried;
-    the note stays pending)."""
+    on the processor's invoice as credited out of band. The invoice's status the processor names in the refusal (or,
+    when it does not say, our record's) decides, as the close would for a note made now: void, nothing is credited;
+    written off (uncollectible), account credit only for what the invoice collected - the account credit it applied
+    (``creditable``, D193) - the rest never collected, and the note is done (no processor note); any other (still
+    open ...), the note waits as ours to fix (``GatewayMisconfiguredError``: named and alarmed, tried again by the next
+    close; D-catch-2). A note refused again is given up (the money side is already ours: the account credit). An outage
+    raises (the close job is retried; the note stays pending)."""
     for _ in range(NOTE_STEPS):
         if note.status is not CreditNoteStatus.PENDING:
             break
@@ -394,10 +405,8 @@ def _issue_credit_note(deps: CloseDeps, ledger: AccountLedger, note: CreditNote,
             found = ledger.invoices.get(note.invoice_id)
             # the processor's own status decides (its invoice.voided may not have reached us yet); our record when the
             # refusal does not say it
-            now_void = exc.status == InvoiceStatus.VOID.value or (
-                exc.status is None and found is not None and found.status is InvoiceStatus.VOID
-            )
-            if note.to_due > 0 and now_void:  # voided there: nothing collected, nothing owed back (as at the close)
+            said = exc.status if exc.status is not None else (found.status.value if found is not None else None)
+            if note.to_due > 0 and said == InvoiceStatus.VOID.value:  # nothing collected, nothing owed back
                 done = _note_step(
                     note,
                     now,
@@ -407,6 +416,10 @@ def _issue_credit_note(deps: CloseDeps, ledger: AccountLedger, note: CreditNote,
                     status=CreditNoteStatus.DONE,
                 )
                 note = _save_note(deps, done)
+            elif note.to_due > 0 and said == InvoiceStatus.UNCOLLECTIBLE.value:
+                note = _save_written_off(deps, ledger, note, now, f"reduction refused ({exc})")
+            elif note.to_due > 0 and said != InvoiceStatus.PAID.value:  # not money we know it collected (D-catch-2)
+                raise GatewayMisconfiguredError(f"reduction refused ({exc}) on an invoice {said}") from exc
             elif note.to_due > 0:  # paid there before we heard: what it would have taken off is account credit
                 moved = _note_step(
                     note,
@@ -426,6 +439,25 @@ def _issue_credit_note(deps: CloseDeps, ledger: AccountLedger, note: CreditNote,
             deps, _note_step(note, now, f"made {made}", gateway_note_id=made, status=CreditNoteStatus.DONE)
         )
     return note
+
+
+def _save_written_off(deps: CloseDeps, ledger: AccountLedger, note: CreditNote, now: datetime, why: str) -> CreditNote:
+    """A reduction refused on an invoice written off (uncollectible): as the close's note on one (D193), account credit
+    only for what ``creditable`` gives - of the invoice's own money only the account credit it applied - read with the
+    note itself taking nothing off the invoice; the rest was never collected. Done: no processor note (D-catch-2)."""
+    basis = [n for n in ledger.credit_notes.values() if n.credit_id != note.credit_id]
+    held = creditable(ledger, note.period, [*basis, replace(note, to_due=ZERO, processor=ZERO)], note.to_due)
+    done = _note_step(
+        note,
+        now,
+        f"{why}: written off, {money_str(held)} account credit",
+        to_due=ZERO,
+        processor=ZERO,
+        to_credit=note.to_credit + held,
+        uncollected=note.uncollected + note.to_due - held,
+        status=CreditNoteStatus.DONE,
+    )
+    return _save_note(deps, done, held)
 
 
 def _make_note(deps: CloseDeps, gateway_id: str, note: CreditNote) -> str:
