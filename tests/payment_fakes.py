@@ -73,7 +73,7 @@ class InMemoryPaymentGateway:
     def issue_invoice(self, request: InvoiceRequest) -> GatewayInvoice:
         self._call("issue_invoice")
         if request.customer_id not in self.customers.values():
-            raise GatewayMisconfiguredError(f"no such customer {request.customer_id}")  # ours: D-gw4xx-1
+            raise GatewayMisconfiguredError(f"no such customer {request.customer_id}")  # ours: D315
         if Decimal(0) < request.total < Decimal("0.50"):  # Stripe's minimum charge: the adapter refuses to send it
             raise GatewayRejectedError(f"{request.total} is below the minimum charge")
         invoice = self.invoices.get(request.invoice_id)
@@ -108,7 +108,7 @@ class InMemoryPaymentGateway:
         for invoice in self.invoices.values():
             if invoice.gateway_id == gateway_id:
                 return invoice
-        raise GatewayMisconfiguredError(f"no such invoice {gateway_id}")  # ours: D-gw4xx-1
+        raise GatewayMisconfiguredError(f"no such invoice {gateway_id}")  # ours: D315
 
     def credit_note(
         self, gateway_id: str, amount: Decimal, reason: str, credit_id: str, out_of_band: bool = False
@@ -156,7 +156,7 @@ class InMemoryPaymentGateway:
     def set_default_payment_method(self, customer_id: str, payment_method: str) -> str:
         self._call("set_default_payment_method")
         if customer_id not in self.customers.values():
-            raise GatewayMisconfiguredError(f"no such customer {customer_id}")  # ours: D-gw4xx-1
+            raise GatewayMisconfiguredError(f"no such customer {customer_id}")  # ours: D315
         card = f"card_{payment_method}"
         self.save_card(customer_id, card)
         self.default_cards[customer_id] = card

@@ -486,7 +486,7 @@ def test_given_a_crypto_invoice_paid_with_a_write_off_then_the_write_off_is_stor
 def test_given_a_reduction_lowered_ahead_when_the_usage_comes_back_then_the_next_close_bills_it_again_once(
     ledger: Ledger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """D-early-2/3 through the stored form. March 65.20 open; 10,000 late minutes billed on April (7.20 late), open.
+    """D314/3 through the stored form. March 65.20 open; 10,000 late minutes billed on April (7.20 late), open.
     They go away (-7.20) with the budget at 5 items: May lowers April 7.20 ahead (invoice + billing + May's watermark
     + the note + April's revision = 5), March's note and watermark wait. They come back before June: June bills the
     7.20 again (one line, no meter), and, read back, nothing is lowered ahead any more: July bills no late usage."""

@@ -285,7 +285,7 @@ def test_given_a_pending_refund_the_processor_refuses_for_good_then_the_notes_hi
     """D310's story (Team card, March 65.20 paid, its refund pending, April's note 0.00 credit and 3.60 returned, the
     refund refused for good): the note's history - what the account's stored record of the credit says, read back
     from the store - names the refusal as the reason the 3.60 became account credit; no dispute was ever opened.
-    Before: "3.60 kept again (a dispute's funds reinstated): account credit" (D-misc-1)."""
+    Before: "3.60 kept again (a dispute's funds reinstated): account credit" (D317)."""
     gateway, deps, _intent = _team_march_paid_with_a_refund_pending(ledger, None)
     ledger.rate("acme", "2026-03", SEG, "video", -5_000)
     close_account(deps, "acme", APR, APR.end)
@@ -355,7 +355,7 @@ def test_given_a_dashboard_refund_landing_while_ours_is_pending_then_both_count_
 ) -> None:
     """55.00 (ours, pending) + 10.00 (the dashboard's) = 65.00 given back of 65.20: the fees' 58.00 first, then 7.00
     of March's 7.20 of usage - 0.20 of it held. April's note on -7.20 credits 0.20 and records 7.00 as returned;
-    ours is then made: 65.00 refunded + 0.20 credit = 65.20 back in all (D302's limit, D-misc-3). Before: the
+    ours is then made: 65.00 refunded + 0.20 credit = 65.20 back in all (D302's limit, D319). Before: the
     dashboard's 10.00 was read as part of ours (55.00 - 10.00 still pending), 55.00 gone, the 7.20 held: 7.20
     credit, then 65.00 refunded - 72.20 back on 65.20 paid."""
     gateway = _dashboard_refund_while_ours_is_pending(ledger, order)
@@ -374,7 +374,7 @@ def test_given_a_dashboard_refund_known_while_ours_was_pending_when_ours_is_refu
     """The same, only the dashboard's ``refund.created`` here; then the processor refuses ours for good. The 10.00
     was refunded all the same: March records 10.00 refunded (its charge.refunded may come later), keeps 55.20 - the
     fees pay the 10.00, March's 7.20 of usage is held again - so the 7.00 the note recorded as returned becomes
-    account credit (D310): 7.20 credit, 0.00 returned, and the history says why (D-misc-1)."""
+    account credit (D310): 7.20 credit, 0.00 returned, and the history says why (D317)."""
     gateway = _dashboard_refund_while_ours_is_pending(ledger, ("refund.created",))
     gateway.fail_next = [GatewayRejectedError("refused for good")]
     with pytest.raises(GatewayRejectedError):
@@ -436,7 +436,7 @@ def _dashboard_refund_around_our_request(
 def test_given_a_dashboard_refund_created_before_our_request_and_its_charge_refunded_after_then_it_is_not_read_as_ours(
     ledger: Ledger,
 ) -> None:
-    """D-misc-3's mirror order (F1): the dashboard's 10.00 ``refund.created`` lands before we request 55.00 (pending),
+    """D319's mirror order (F1): the dashboard's 10.00 ``refund.created`` lands before we request 55.00 (pending),
     its ``charge.refunded`` (1000) after. 10.00 + 55.00 = 65.00 given back of 65.20: March keeps 0.20; 10,000 March
     minutes go away (-7.20): April's note credits 0.20 and records 7.00 as returned; ours made: 65.00 refunded +
     0.20 = 65.20. Before: the 10.00 read as part of ours (45.00 still pending): keeps 10.20, note 7.20 credit, then
@@ -493,7 +493,7 @@ def test_given_a_dashboard_refund_known_on_one_request_when_redelivered_on_the_n
 def test_given_a_dashboard_refunds_charge_refunded_before_our_request_and_its_refund_created_after_then_it_counts_once(
     ledger: Ledger, then: bool
 ) -> None:
-    """D-misc-3's named limit: the dashboard's ``charge.refunded`` (1000) lands before we request 20.00 (pending),
+    """D319's named limit: the dashboard's ``charge.refunded`` (1000) lands before we request 20.00 (pending),
     its ``refund.created`` after (or not): 30.00 given back, March keeps 35.20; ours made: 30.00 refunded. Before:
     keeps 25.20, 40.00 refunded (its ``refund.created`` not here: as now; counting only ours made, the refunds known
     by id and the pending amount it would be 45.20, then 20.00)."""
@@ -572,7 +572,7 @@ def test_given_an_invoice_stored_before_outside_refunds_were_kept_then_its_own_r
 def test_given_an_item_stored_before_with_a_dashboard_refund_and_no_request_then_a_new_one_adds_to_it(
     stack: Stack,
 ) -> None:
-    """A review of D-misc-4 (moto): an item written before outside refunds were kept by id, March 65.20 paid, a 10.00
+    """A review of D331 (moto): an item written before outside refunds were kept by id, March 65.20 paid, a 10.00
     dashboard refund known by its ``charge.refunded`` only (``refunded`` 10.00, no request of ours ever). After the
     deploy ours of 45.00 is pending (``refunded_before`` 10.00) and another dashboard refund of 5.00 lands (its
     ``refund.created``, then ``charge.refunded`` 1500): 10 + 45 + 5 = 60.00 given back, March keeps 5.20. 10,000 March

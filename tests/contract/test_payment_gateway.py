@@ -128,7 +128,7 @@ def test_given_a_saved_card_when_made_the_default_twice_then_the_same_card(gatew
     customer = gateway.ensure_customer(Customer("acct-1"))
     first = gateway.set_default_payment_method(customer, "pm_card_visa")
     assert gateway.set_default_payment_method(customer, "pm_card_visa") == first
-    with pytest.raises(GatewayMisconfiguredError):  # no customer of ours: Stripe's resource_missing (D-gw4xx-1)
+    with pytest.raises(GatewayMisconfiguredError):  # no customer of ours: Stripe's resource_missing (D315)
         gateway.set_default_payment_method("cus_unknown", "pm_card_visa")
 
 

@@ -337,9 +337,9 @@ def test_given_the_settings_non_iso_codes_then_the_template_refuses_each(templat
 def test_given_a_stripe_lookup_the_payment_status_function_lets_pass_then_its_misconfiguration_alarms(
     template: Template, function_name: str, handler_module: str
 ) -> None:
-    """D-gw4xx-2: ``invoice.paid``'s payments lookup failing on our side (a malformed Stripe secret, a revoked key)
+    """D316: ``invoice.paid``'s payments lookup failing on our side (a malformed Stripe secret, a revoked key)
     does not fail the event (D301), so no dead-letter queue sees it: the handler's ``StripeMisconfigured`` count, under
-    the function's own service name, is watched by an alarm that notifies the operator at the first one. D-gw4xx-6: the
+    the function's own service name, is watched by an alarm that notifies the operator at the first one. D330: the
     close's credit notes left waiting on our side (the invoice issued, the job done) likewise."""
     import importlib  # noqa: PLC0415
 

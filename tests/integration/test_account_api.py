@@ -247,7 +247,7 @@ def test_given_a_session_rated_before_the_id_registered_then_the_daily_series_le
     """D292: erin's call (Nov 3, 60 video minutes) was rated while ``acct_late`` was unregistered, so its session is
     stored under the id with its contributions the unattributed bucket's, and the account's counters hold only
     alice's later 30 video minutes. The daily series sums to the month to date: 30, on Nov 5 - not 90 with 60 on
-    Nov 3 (D-daily-3). The meetings list still shows erin's call with its minutes (D292: shown, billed nowhere)."""
+    Nov 3 (D322). The meetings list still shows erin's call with its minutes (D292: shown, billed nowhere)."""
     register(account_api, "acct_late")
     put_session(account_api, "acct_late", "RM_u", "PA_u", "erin", utc(2026, 11, 3, 9), utc(2026, 11, 3, 10),
                 video=60, owner="unattributed")  # fmt: skip
@@ -268,7 +268,7 @@ def test_given_a_call_shared_out_across_an_upgrade_then_the_export_lists_its_nov
 ) -> None:
     """D282 stores a call across an upgrade (Nov 16 00:00) as two November parts, (240 video, 480 audio) from the
     join Nov 15 12:00 and (480, 241) from the upgrade; the export gives the session's minutes per period: one
-    November entry, 240 + 480 = 720 video and 480 + 241 = 721 audio (D-daily-2)."""
+    November entry, 240 + 480 = 720 video and 480 + 241 = 721 audio (D321)."""
     register(account_api, "acct_up")
     store_members(account_api, "acct_up", {"user-1": "owner"})  # the export checks the stored role
     join, upgrade, leave = utc(2026, 11, 15, 12), utc(2026, 11, 16), utc(2026, 11, 16, 12, 0, 30)

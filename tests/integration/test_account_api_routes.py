@@ -622,7 +622,7 @@ def test_given_stripe_refusing_a_page_url_we_admitted_then_503_whether_or_not_th
     refused: str,
     body: dict[str, str] | None,
 ) -> None:
-    """D-cfix-3, D-cfix-5 (review rev7 F3). Stripe answers its published 400 naming ``refused``. Every URL the page
+    """D325, D333 (review rev7 F3). Stripe answers its published 400 naming ``refused``. Every URL the page
     call gets passed ``check_return_url`` - on the dashboard's origins and within Stripe's documented URL rules -
     so the customer can send nothing Stripe would take instead: 503, ours to fix (an origin configured that Stripe
     refuses, say). Before: 400 naming the field when the body carried it (OK_URL, on our origin), 503 otherwise."""
@@ -646,7 +646,7 @@ def test_given_stripe_refusing_a_page_url_we_admitted_then_503_whether_or_not_th
 def test_given_a_configured_dashboard_url_stripe_would_refuse_then_a_default_page_url_is_503_and_stripe_not_called(
     account_api: Any, stripe_emulator: EmulatorHTTPClient, monkeypatch: pytest.MonkeyPatch, page: str
 ) -> None:
-    """D-cfix-5. The dashboard URL configured is 5,001 characters (Stripe's limit is 5,000): a body naming no URL
+    """D333. The dashboard URL configured is 5,001 characters (Stripe's limit is 5,000): a body naming no URL
     gets the default, which the customer cannot fix - 503, and no customer or page is asked of Stripe."""
     from tests.account_api_support import clear_caches  # noqa: PLC0415
 
@@ -683,7 +683,7 @@ def test_given_no_stripe_key_then_the_payment_pages_answer_503_with_a_request_id
         '{"key": "sk_test_emulated"}',
         '{"api_key": ""}',
         '["sk_test_emulated"]',
-        '{"api_key": "pk_test_emulated"}',  # the publishable key: not Stripe's secret key shape (D-gw4xx-4)
+        '{"api_key": "pk_test_emulated"}',  # the publishable key: not Stripe's secret key shape (D328)
     ],
 )
 def test_given_a_malformed_stripe_secret_then_the_payment_pages_answer_503_and_stripe_is_not_called(

@@ -60,7 +60,7 @@ def test_given_a_refund_made_in_stripes_dashboard_delivered_twice_then_it_counts
     """A 10.00 refund made in Stripe's dashboard (a Refund without ``kilo_refund_id``, as the emulator makes it):
     its ``charge.refunded`` and ``refund.created`` delivered, then both again (at-least-once delivery): 10.00
     refunded. Ours of 20.00 then made and its events delivered: 30.00 refunded, 35.20 still refundable
-    (D-misc-4: the Refund's own id, charge and intent as Stripe's event carries them)."""
+    (D331: the Refund's own id, charge and intent as Stripe's event carries them)."""
     intent, seen = _closed_and_paid(invoicing)
     emulator = invoicing.http.emulator
     assert emulator.handle("post", "/v1/refunds", f"payment_intent={intent}&amount=1000", {}).status == 200

@@ -598,7 +598,7 @@ class Refusing(MemoryPaymentSink):
 def test_given_a_rolled_back_payment_whose_orphaning_fails_then_the_others_finalize_the_scan_goes_on_and_it_is_retried(
     chain: Chain,
 ) -> None:
-    """D-cfix-1 (review F2). B (1 USDC) is due for finality and still SEEN (its step failed last run, D285); A's
+    """D323 (review F2). B (1 USDC) is due for finality and still SEEN (its step failed last run, D285); A's
     (2 USDC) block is then replaced by a reorg, and the store refuses A's orphaning. Before: every run raised, B
     stayed SEEN and no block was scanned. Now the run rolls back, names A stuck, scans on (C, 3 USDC paid after the
     reorg, is seen) and finalizes B; A stays SEEN above the finalized block, and once its height is final the finality
@@ -661,7 +661,7 @@ def _seen_b_then_a(chain: Chain) -> tuple[Watcher, str, str, str]:
 def test_given_a_final_payment_mined_in_another_block_whose_record_fails_then_the_others_finalize_and_it_waits(
     chain: Chain,
 ) -> None:
-    """D-cfix-1 (review F2). A (2 USDC) is held in a block that is not the canonical one at its height ("0xdead...",
+    """D323 (review F2). A (2 USDC) is held in a block that is not the canonical one at its height ("0xdead...",
     a fork the cursor never saw); its transaction is mined in the canonical block. The finality pass reports it there
     (``_relocated``) and the store refuses it. Before: the run raised and B (1 USDC, final) stayed SEEN. Now B is
     FINALIZED, A is named stuck and stays SEEN - never ORPHANED (its transaction stands) - and the next run, the
@@ -691,7 +691,7 @@ def test_given_a_final_payment_mined_in_another_block_whose_record_fails_then_th
 def test_given_a_final_payment_mined_elsewhere_at_another_log_index_whose_record_fails_then_it_waits_not_orphaned(
     chain: Chain,
 ) -> None:
-    """D-cfix-4 (review rev7 F1). A (2 USDC) is held in a block that is not the canonical one at its height and at
+    """D332 (review rev7 F1). A (2 USDC) is held in a block that is not the canonical one at its height and at
     log index 3 (other logs came before it on that fork); its transaction is mined in the canonical block at log
     index 0, so its credit there is another payment id. The store refuses that new credit. Before: ``_relocated``
     returned as unrecorded only the failed ids it wanted (the old id was not among them), so the old payment was

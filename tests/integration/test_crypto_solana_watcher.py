@@ -570,7 +570,7 @@ class RefusingRecord(MemoryPaymentSink):
 def test_given_a_failed_payment_read_again_whose_record_fails_then_the_others_finalize_and_it_waits(
     chain: SolanaTestChain, watch: Watch
 ) -> None:
-    """D-cfix-1 (review F2). A (0.25 SOL) is held FAILED on a fork that did not survive, its signature succeeded on
+    """D323 (review F2). A (0.25 SOL) is held FAILED on a fork that did not survive, its signature succeeded on
     the chain that stands; B (0.5 SOL) is SEEN and final. The store refuses A's record. Before: ``_reread``'s
     ``record_batch`` raised, the run failed and B stayed SEEN, every run. Now B is FINALIZED, A is named stuck and
     stays FAILED and pending; the store taking it again, the next run reads it again: SEEN."""
@@ -606,7 +606,7 @@ def test_given_a_failed_payment_read_again_whose_record_fails_then_the_others_fi
 def test_given_a_failed_payment_read_again_whose_other_credit_fails_then_it_stays_failed_and_both_are_recorded_later(
     chain: SolanaTestChain, watch: Watch
 ) -> None:
-    """D-cfix-4 (review rev7 F2). A transaction pays the merchant 0.25 SOL (a top-level transfer) and 4 USDC minted
+    """D332 (review rev7 F2). A transaction pays the merchant 0.25 SOL (a top-level transfer) and 4 USDC minted
     into its ATA (no transfer instruction of its own: index -1, as a CPI's credit), held FAILED with only its SOL
     credit (its failing fork); it succeeded on the chain that stands. The store refuses the USDC credit. Before:
     ``_reread`` recorded SOL then USDC as one batch, SOL became SEEN before USDC failed, so it was never read again
@@ -659,7 +659,7 @@ def test_given_a_failed_payment_read_again_whose_other_credit_fails_then_it_stay
 def test_given_usdc_paid_into_a_merchant_token_account_other_than_its_ata_then_it_is_no_credit_whatever_the_reference(
     chain: SolanaTestChain, watch: Watch
 ) -> None:
-    """D-cfix-2 (review F1). 7 USDC with a watched Solana Pay reference into a side token account the merchant's
+    """D324 (review F1). 7 USDC with a watched Solana Pay reference into a side token account the merchant's
     wallet owns; neither the wallet nor the ATA is among the transaction's keys, so no sweep lists it. Before:
     ``credits`` counted it (7,000,000) and the watcher recorded it only through the reference lookup - i.e. only
     while D290's rotation and 2 h margin queried that reference. Now it is no credit, on every path; 3 USDC paid to

@@ -590,7 +590,7 @@ def test_given_late_usage_billed_on_an_unpaid_april_when_it_goes_away_then_strip
 def test_given_usage_billed_early_on_an_unpaid_invoice_when_it_goes_away_then_stripe_lowers_the_early_invoice(
     invoicing: Invoicing,
 ) -> None:
-    """D-early-1 on DynamoDB and the Stripe emulator: acct-e (Personal, progressive at $5.00, a card that fails).
+    """D313 on DynamoDB and the Stripe emulator: acct-e (Personal, progressive at $5.00, a card that fails).
     15,000 video minutes by March 20th: 10,000 over x 0.00072 = 7.20 >= 5.00, invoiced early; its payment fails.
     March's close: 7.20 - 7.20 billed early = 0.00. A capped call shortened by its real participant_left: March
     5,000 minutes (inside the allowance), -7.20. April's close lowers the early invoice by 7.20 with a Stripe credit
@@ -626,7 +626,7 @@ def test_given_a_catch_up_job_failing_after_storing_april_when_the_queue_redeliv
 ) -> None:
     """acct-a (Team, card): March 65.20 (see the module's figures); the April job never ran. May's job catches up
     April (May's 29.00 in advance) then May (June's 29.00); Stripe answers 500 through April's issue, so the job fails
-    with April stored a draft. The queue delivers it again: April is issued on Stripe (29.00), then May (D-catch-1)."""
+    with April stored a draft. The queue delivers it again: April is issued on Stripe (29.00), then May (D336)."""
     invoicing.register("acct-a", "team")
     invoicing.rate("acct-a", "video", 60_000)
     invoicing.card("acct-a", "pm_card_visa")

@@ -1,4 +1,4 @@
-"""The operator checks' session reads over eventually consistent indexes (D-misc-2), on moto: the abuse scan counts
+"""The operator checks' session reads over eventually consistent indexes (D318), on moto: the abuse scan counts
 an account's open sessions (a Scan of the sparse ``open_sessions`` index) and the sessions it started lately (a
 Query of ``account_sessions``). Rating moves a session between accounts (room metadata) and the index lags, so a
 listing under one account may name a session now stored for another. moto's indexes are always up to date: the
@@ -62,7 +62,7 @@ def _signals(stack: Any, client: Any) -> DynamoUsageSignals:
 def test_given_a_stale_open_entry_of_a_session_now_stored_for_another_account_then_it_counts_for_that_one(
     stack: Any,
 ) -> None:
-    """Before D-misc-2: ``acct``'s bob counted in 4 calls (RM_1, RM_2, RM_3, RM_8) - a concurrent_sessions flag on
+    """Before D318: ``acct``'s bob counted in 4 calls (RM_1, RM_2, RM_3, RM_8) - a concurrent_sessions flag on
     ``acct``. Now: the 3 sessions stored for ``acct``, no flag; RM_8 counts for ``acct_b``, where it is stored."""
     put_sessions(stack, *OPEN_HERE, MOVED_OPEN)
     found = _signals(stack, StaleIndexes(stack.clients["dynamodb"])).open_sessions()
@@ -76,8 +76,8 @@ def test_given_a_stale_open_entry_of_a_session_now_stored_for_another_account_th
 def test_given_a_stale_open_entry_of_a_session_moved_to_an_abuser_then_the_abuser_is_still_flagged(
     stack: Any,
 ) -> None:
-    """A review of D-misc-2: ``acct_b``'s bob is in RM_1..RM_3 (listed right) and RM_8 (moved to ``acct_b``, the index
-    still lists it under ``acct``): 4 calls at once - ``acct_b`` flagged. D-misc-2 as first written kept an item only
+    """A review of D318: ``acct_b``'s bob is in RM_1..RM_3 (listed right) and RM_8 (moved to ``acct_b``, the index
+    still lists it under ``acct``): 4 calls at once - ``acct_b`` flagged. D318 as first written kept an item only
     under the account it was listed under: RM_8 was nobody's, 3 calls, no flag (a missed abuser)."""
     put_sessions(stack, *(rating_session(f"RM_{n}", f"PA_{n}", "bob", "acct_b", NINE, None, []) for n in (1, 2, 3)))
     put_sessions(stack, MOVED_OPEN)
@@ -125,7 +125,7 @@ class ClosedStillOpen(LaggingIndex):
 def test_given_a_closed_session_the_lagging_open_index_still_lists_then_it_is_not_counted_open(stack: Any) -> None:
     """``acct``'s bob in RM_1..RM_3 (open) and RM_4, ended at 09:20 but still listed by the lagging ``open_sessions``
     index: 3 open calls, no concurrent_sessions flag (threshold 4). Before: RM_4 counted open - 4 calls, a flag on
-    ``acct`` (D-misc-2's item read carries ``end_ms``: dropped at no extra read)."""
+    ``acct`` (D318's item read carries ``end_ms``: dropped at no extra read)."""
     closed = rating_session("RM_4", "PA_4", "bob", "acct", NINE, ms(2026, 11, 2, 9, 20), [])
     put_sessions(stack, *OPEN_HERE, closed)
     found = _signals(stack, ClosedStillOpen(stack.clients["dynamodb"])).open_sessions()

@@ -1,5 +1,5 @@
 """A catch-up close job (``close_through``) that fails after storing an earlier month's invoice is retried by the
-queue: the retry takes that month up again instead of starting after it (D-catch-1).
+queue: the retry takes that month up again instead of starting after it (D336).
 
 Figures (price book 2026-01: video $0.00072, Team $29): acme on Team by card from March 1 with 60,000 March video
 minutes -> March = 29.00 fee + 10,000 over x 0.00072 = 7.20 + April's 29.00 in advance = 65.20, left open. The April

@@ -68,7 +68,7 @@ AUG = Period.parse("2026-08")
 def test_given_one_period_whose_lowered_invoices_alone_pass_the_budget_then_they_are_lowered_over_the_next_closes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """D-early-2. Budget lowered to 6 items. March 10,000 video minutes: 3.60, paid. 10,000 late minutes billed on
+    """D314. Budget lowered to 6 items. March 10,000 video minutes: 3.60, paid. 10,000 late minutes billed on
     April (7.20, open), 10,000 more on May (7.20, open). All 20,000 go away (-14.40) before June's close. March alone
     would write: invoice + billing + 2 watermarks + 3 notes (on April, on May, March's) + 3 credited = 10 > 6, so
     before, every close left March (and any later period) unadjusted: April and May asked 7.20 each for ever. Now a

@@ -537,9 +537,9 @@ def test_given_stripe_voided_the_invoice_before_we_heard_when_the_reduction_is_r
 def test_given_a_note_left_pending_on_an_invoice_paid_at_stripe_then_the_next_close_credits_it_on_its_own_invoice(
     world: World,
 ) -> None:
-    """D-pend-1. Team, March 65.20 (29.00 + 7.20 + 29.00 April in advance) paid at Stripe, its ``invoice.paid`` not
+    """D334. Team, March 65.20 (29.00 + 7.20 + 29.00 April in advance) paid at Stripe, its ``invoice.paid`` not
     here yet; 5,000 March minutes go away (-3.60). April's note lowering March meets "ours to fix": April is issued,
-    the note waits (D-gw4xx-6). May's close takes it to Stripe before composing: refused, paid -> 3.60 account credit,
+    the note waits (D330). May's close takes it to Stripe before composing: refused, paid -> 3.60 account credit,
     which May applies: 29.00 (June in advance) - 3.60 = 25.40. Before: May composed first (29.00) and the 3.60 waited
     for June's invoice."""
     world.signup("acme", (at(1), "team"))

@@ -97,7 +97,7 @@ def test_given_a_note_credited_an_open_early_invoice_s_account_credit_when_it_is
     """Personal, progressive at 5.00, 5.00 of account credit. March 15,000 video minutes: the early invoice bills
     10,000 x 0.00072 = 7.20 less the 5.00 credit = 2.20, left open; March's close 7.20 - 7.20 = 0.00. The 10,000
     minutes go away: April's note credits the 5.00 of credit the early invoice spent and a note on the early invoice
-    lowers its 2.20 (D-early-1; before, 2.20 not collected and still asked for). An operator voids the early invoice:
+    lowers its 2.20 (D313; before, 2.20 not collected and still asked for). An operator voids the early invoice:
     its 5.00 came back through the note already, so the credit stays 5.00 - what the customer had. Before: 10.00
     (the 5.00 given back twice)."""
     world, events = World(), Events()
@@ -112,7 +112,7 @@ def test_given_a_note_credited_an_open_early_invoice_s_account_credit_when_it_is
     world.store.rate("acme", "2026-03", seg(at(1)), "video", -10_000)  # -7.20
     world.close("acme", APR)
     note = world.store.credit_notes["acme/2026-03/credit-2026-04"]
-    lowered = world.store.credit_notes["acme/2026-03/credit-2026-04/on-2026-03/early-1"]  # D-early-1: asked no more
+    lowered = world.store.credit_notes["acme/2026-03/credit-2026-04/on-2026-03/early-1"]  # D313: asked no more
     assert (note.to_credit, note.uncollected, lowered.to_due) == (Decimal("5.00"), Decimal("0.00"), Decimal("2.20"))
     assert world.store.billing["acme"].credit == Decimal("5.00")
     _void(world, events, early.invoice_id)

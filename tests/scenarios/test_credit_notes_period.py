@@ -57,7 +57,7 @@ def test_given_usage_billed_early_when_it_shrinks_after_the_close_then_the_note_
 def test_given_the_early_invoice_still_unpaid_when_its_usage_shrinks_then_it_is_lowered_and_not_refunded_once_paid() -> (
     None
 ):
-    """D-early-1 (amending D166's "not lowered"): the early invoice's 7.20 is asked no more - a note on it lowers its
+    """D313 (amending D166's "not lowered"): the early invoice's 7.20 is asked no more - a note on it lowers its
     amount due to 0.00 -, no spendable credit (money never collected), nothing recorded as not collected (nothing is
     asked for). Before: 7.20 still asked, recorded on March's note as not collected, and refundable 7.20 once paid."""
     world, events = World(), Events()
@@ -336,7 +336,7 @@ def test_given_an_open_period_end_invoice_and_an_unpaid_early_one_then_the_rest_
     world.close("acme", APR)
     note = world.store.credit_notes["acme/2026-03/credit-2026-04"]
     # 0.72 off what March still asks; the other 7.20 was billed by the early invoice, never paid: not account credit,
-    # but asked no more - 7.20 off the early invoice (D-early-1; before: recorded as not collected, still asked)
+    # but asked no more - 7.20 off the early invoice (D313; before: recorded as not collected, still asked)
     assert (note.to_due, note.to_credit, note.returned, note.uncollected) == (
         Decimal("0.72"),
         Decimal("0.00"),
@@ -461,7 +461,7 @@ def test_given_one_early_invoice_refunded_and_one_unpaid_then_the_note_tells_ret
     """Personal, progressive at 5.00: 15,000 video minutes by March 10 (7.20 billed early, paid, then refunded), 8,000
     more by March 20 (8,000 x 0.00072 = 5.76 billed early, left open); March's close 0.00. -18,000 minutes late
     (March 5,000: -12.96): nothing paid for March is still with us - 7.20 was refunded (returned); the 5.76 never paid
-    is asked no more, a note lowering the second early invoice (D-early-1; before: 5.76 not collected, still asked)."""
+    is asked no more, a note lowering the second early invoice (D313; before: 5.76 not collected, still asked)."""
     world, events = World(), Events()
     world.signup("acme", (at(1, 2), "personal"))
     progressive(world, "acme", "5.00")

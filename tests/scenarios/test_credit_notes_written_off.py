@@ -1,6 +1,6 @@
 """A pending credit note's reduction refused because Stripe wrote the invoice off (uncollectible) gives account credit
 only for money the invoice collected - the account credit it applied - as the close's own note would (D193); a refusal
-on an invoice neither paid, void nor written off waits for an operator (D-catch-2).
+on an invoice neither paid, void nor written off waits for an operator (D337).
 
 Figures (price book 2026-01: video $0.00072, Team $29 with 50,000 video minutes): acme on Team by card from March 1,
 60,000 March minutes -> March = 29.00 + 10,000 x 0.00072 = 7.20 + April's 29.00 in advance = 65.20, never paid.
@@ -91,7 +91,7 @@ def test_given_march_applied_account_credit_when_written_off_then_the_note_credi
 
 def test_given_a_refusal_on_an_invoice_stripe_still_holds_open_then_the_note_waits_and_nothing_is_credited() -> None:
     """Stripe refuses the reduction yet says March is open (neither paid, void nor written off): not money we know was
-    collected - the note waits, named for the alarm (D-gw4xx-6); May asked its whole 29.00."""
+    collected - the note waits, named for the alarm (D330); May asked its whole 29.00."""
     world = team_with_march_overage()
     world.close("acme", MAR)
     _april_with_its_note_waiting(world)

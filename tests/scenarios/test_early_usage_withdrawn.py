@@ -1,4 +1,4 @@
-"""Usage billed early (progressive billing, D56), then withdrawn while the early invoice is still unpaid (D-early-1):
+"""Usage billed early (progressive billing, D56), then withdrawn while the early invoice is still unpaid (D313):
 the customer is asked no more for usage that no longer exists - the early invoice is lowered, as D306 lowers a later
 invoice that billed late usage - and no account credit is given for money never collected.
 

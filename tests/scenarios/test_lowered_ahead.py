@@ -1,5 +1,5 @@
-"""Reductions lowered ahead of their period's note (D-early-2) are taken into account once, for what they gave, and
-usage that comes back after them is billed again (D-early-3).
+"""Reductions lowered ahead of their period's note (D314) are taken into account once, for what they gave, and
+usage that comes back after them is billed again (D326).
 
 Hand-worked (price book 2026-01: video $0.00072; Personal includes 5,000 video minutes, no fee). acme, Personal,
 card, from February. March 10,000 video minutes: 5,000 over x 0.00072 = 3.60, paid. 10,000 late minutes billed on
@@ -155,7 +155,7 @@ def test_given_usage_billed_again_when_it_is_withdrawn_once_more_then_it_is_lowe
 
 def _june_ahead_note_pending(world: World, events: Events, refusal: Exception) -> tuple[str, str]:
     """June lowers April 7.20 ahead (budget 6), but the note's Stripe step meets ``refusal``: the note stays pending
-    at 7.20 (an outage fails June's job, every retry here; ours to fix lets June issue, D-gw4xx-6)."""
+    at 7.20 (an outage fails June's job, every retry here; ours to fix lets June issue, D330)."""
     april, may = _late_on_april_and_may(world, events)
     world.store.rate("acme", "2026-03", seg(at(1, 3)), "video", -20_000)
     world.gateway.fail_next = [refusal] * GATEWAY_ATTEMPTS
@@ -179,8 +179,8 @@ AHEAD = "acme/2026-03/credit-2026-06/on-2026-04"
 def test_given_a_pending_ahead_note_when_stripe_voids_its_invoice_then_the_next_close_runs_it_first_and_bills_nothing_again(
     monkeypatch: pytest.MonkeyPatch, refusal: Exception
 ) -> None:
-    """D-pend-1. June's ahead note on April (7.20) is still pending; April is voided at Stripe; the 20,000 minutes come
-    back. July's close runs the note's step before it composes: refused, void -> 0.00 (counts for nothing, D-early-3),
+    """D334. June's ahead note on April (7.20) is still pending; April is voided at Stripe; the 20,000 minutes come
+    back. July's close runs the note's step before it composes: refused, void -> 0.00 (counts for nothing, D326),
     so nothing was lowered ahead and nothing withdrawn is left: July bills nothing for March. With April's
     invoice.voided: March 3.60 + May 7.20 = 10.80 asked (April's 7.20 the operator's to replace, D132). Before: July
     composed first, read the note at 7.20 and billed it again (7.20), then the step made it 0.00: 18.00 asked."""
@@ -210,7 +210,7 @@ def test_given_a_pending_ahead_note_when_stripe_voids_its_invoice_then_the_next_
 def test_given_a_pending_ahead_note_stripe_still_refuses_as_ours_then_the_next_close_issues_and_names_it_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """D-pend-1 keeps D-gw4xx-6: July's close runs June's pending note first; Stripe refuses it as ours to fix again:
+    """D334 keeps D330: July's close runs June's pending note first; Stripe refuses it as ours to fix again:
     the note waits (pending, 7.20), July is composed as before (the 20,000 back: the 7.20 lowered ahead billed again)
     and issued, and the outcome names the note once (it is not tried again after the compose)."""
     monkeypatch.setattr(invoicing, "MAX_TRANSACTION_ITEMS", 6)
@@ -230,7 +230,7 @@ def test_given_a_pending_ahead_note_stripe_still_refuses_as_ours_then_the_next_c
 def test_given_a_pending_ahead_note_when_stripe_is_down_at_the_next_close_then_it_fails_before_composing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """D-pend-1: an outage on an earlier close's pending note fails the close (retried, as before) - now before July
+    """D334: an outage on an earlier close's pending note fails the close (retried, as before) - now before July
     is composed, so no July is stored from a note the processor has not answered. Once Stripe answers (April voided
     meanwhile) the rerun bills nothing for March: the note 0.00."""
     monkeypatch.setattr(invoicing, "MAX_TRANSACTION_ITEMS", 6)

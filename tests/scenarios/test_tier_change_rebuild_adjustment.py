@@ -1,7 +1,7 @@
 """Story: a call stored with all its minutes in the segment of its start (D3's rule before D282, or rated before a
 backdated upgrade was recorded) is rebuilt after the upgrade is known; its minutes move to the segment they happened
 in. Allowances are prorated by time, so the move can raise the bill: a short Team segment includes few minutes
-(D-daily-1; D282's "only ever in the customer's favour" was false).
+(D320; D282's "only ever in the customer's favour" was false).
 
 Hand-worked, 2026-01 price book (video $0.0006 x 1.2 = $0.00072 a minute):
 - Personal -> Team at Nov 30 23:00Z. November has 30 x 24 = 720 hours: Team holds 1/720 of it, Personal 719/720.

@@ -487,7 +487,7 @@ DASHBOARD = "https://dash.kilo.example/"  # 26 characters
 def test_given_a_return_address_on_the_dashboard_that_stripe_refuses_then_it_is_the_customers_400(
     url: str, reason: str
 ) -> None:
-    """D-cfix-5 (review rev7 F3): what ``check_return_url`` admits, Stripe takes - its documented rules for a page
+    """D333 (review rev7 F3): what ``check_return_url`` admits, Stripe takes - its documented rules for a page
     URL (absolute http(s), at most 5,000 characters, no whitespace) are checked here, naming the field. Before: each
     was admitted (its origin is the dashboard's) and Stripe's refusal of it came back from the page call."""
     from kilo_account_api.logic import check_return_url  # noqa: PLC0415
@@ -500,7 +500,7 @@ def test_given_a_return_address_on_the_dashboard_that_stripe_refuses_then_it_is_
 
 
 def test_given_an_internationalised_dashboard_host_then_its_pages_are_admitted_as_the_body_brings_them() -> None:
-    """A review of D-cfix-5: pydantic writes a body URL's internationalised host as punycode; the configured origin
+    """A review of D333: pydantic writes a body URL's internationalised host as punycode; the configured origin
     was compared in Unicode, so ``https://bücher.example`` refused its own pages (400). Both sides in IDNA form now."""
     from kilo_account_api.logic import check_return_url  # noqa: PLC0415
     from kilo_account_api.schemas import CheckoutIn  # noqa: PLC0415
@@ -512,7 +512,7 @@ def test_given_an_internationalised_dashboard_host_then_its_pages_are_admitted_a
 
 def test_given_a_dashboard_url_longer_than_2083_characters_then_the_body_takes_it_up_to_stripes_5000() -> None:
     """pydantic's ``HttpUrl`` stopped at 2,083 characters (``url_too_long``) while Stripe takes 5,000: the body's URL
-    type is http(s) up to 5,000 now, ``check_return_url`` holds the rest (a review of D-cfix-5)."""
+    type is http(s) up to 5,000 now, ``check_return_url`` holds the rest (a review of D333)."""
     from kilo_account_api.schemas import CheckoutIn  # noqa: PLC0415
 
     long = DASHBOARD + "?q=" + "x" * 2100
@@ -525,7 +525,7 @@ def test_given_a_dashboard_url_longer_than_2083_characters_then_the_body_takes_i
 
 def test_given_port_0_on_the_dashboard_host_then_it_is_refused_not_read_as_the_default_port() -> None:
     """``https://dash.kilo.example:0/`` was read as port 443 (``port or default``) and admitted: a page no one serves
-    (a review of D-cfix-5)."""
+    (a review of D333)."""
     from kilo_account_api.logic import check_return_url  # noqa: PLC0415
 
     with pytest.raises(InvalidRequestError):
@@ -587,7 +587,7 @@ def test_given_a_closed_call_shared_out_across_an_upgrade_then_the_daily_series_
     """D282 stores a call across an upgrade as one part per segment, the second from the upgrade instant (Nov 16
     00:00). Nov 15 12:00:00 - Nov 16 12:00:30, parts (240 video, 480 audio) from the join and (480, 241) from the
     upgrade: the whole call is on Nov 15, 240 + 480 = 720 video and 480 + 241 = 721 audio minutes - as the same call
-    with no upgrade (one part) and as it was while open (D-daily-2)."""
+    with no upgrade (one part) and as it was while open (D321)."""
     join, upgrade, leave = ms(2026, 11, 15, 12), ms(2026, 11, 16), ms(2026, 11, 16, 12) + 30_000
     upgraded = replace(profile(), changes=(*profile().changes, TierChange(datetime(2026, 11, 16, tzinfo=UTC), "team")))
     call = SessionRecord("RM_long", "PA_host", "host", "all-day", join, leave,
@@ -600,7 +600,7 @@ def test_given_a_closed_call_shared_out_across_an_upgrade_then_the_daily_series_
 
 
 def test_given_a_town_hall_whose_minutes_are_the_unattributed_buckets_then_no_audience_saving_is_claimed() -> None:
-    """D292/D-daily-3: sessions rated while the id was unregistered are listed under the account, but their minutes
+    """D292/D322: sessions rated while the id was unregistered are listed under the account, but their minutes
     are the unattributed bucket's - not in the account's counters, not on its invoice. The account's own call: two
     people x 3,000 video minutes = 6,000, 1,000 over the 5,000 included ($0.72). The same town hall as above (10 x 600
     video minutes) is the bucket's: making it audio-only would change nothing the account pays - no recommendation

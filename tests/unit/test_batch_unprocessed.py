@@ -1,6 +1,6 @@
 """Every adapter's BatchGetItem / BatchWriteItem under throttling that never lets up: DynamoDB answers the whole
 batch unprocessed, request after request. Each adapter asks again a bounded number of times (``kilo_billing.aws``'s
-``BatchRetry``), then fails with ``StorageUnavailableError`` - before D-batch-1 each one asked again at once, for ever
+``BatchRetry``), then fails with ``StorageUnavailableError`` - before D335 each one asked again at once, for ever
 (until the Lambda timed out). The fake client is bounded itself, so the old loop fails here instead of hanging."""
 
 from __future__ import annotations

@@ -173,6 +173,6 @@ def test_given_no_stripe_secret_configured_then_a_card_close_fails_as_ours_to_fi
 
     monkeypatch.setenv("USAGE_TABLE_NAME", "t")
     gateway = dependencies.stripe_gateway(InvoiceSettings(stripe_api_key_secret_name=""), secrets_client=None)
-    # ours to fix (D-gw4xx-1): an outage to every caller (a refund stays pending), raised at once by ``_with_retries``
+    # ours to fix (D315): an outage to every caller (a refund stays pending), raised at once by ``_with_retries``
     with pytest.raises(GatewayMisconfiguredError, match="STRIPE_API_KEY_SECRET_NAME"):
         gateway.ensure_customer(Customer("acct-1"))

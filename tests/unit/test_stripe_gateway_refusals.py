@@ -1,4 +1,4 @@
-"""Whose fault a Stripe 4xx is, for invoicing's gateway (D-gw4xx-1): our own key, permissions, objects and
+"""Whose fault a Stripe 4xx is, for invoicing's gateway (D315): our own key, permissions, objects and
 idempotency keys, and Stripe's object locks, are *unavailable* (retried; the close and payment queues dead-letter and
 alarm what keeps failing); only a refusal of the payment itself - a card declined, an amount Stripe's rules refuse -
 is *refused* (the logic acts on it for good: a refund dropped, a note's reduction turned into account credit).
@@ -344,8 +344,8 @@ def test_given_a_wrong_api_base_when_a_refund_is_asked_then_it_stays_pending_and
 def test_given_a_note_on_an_invoice_stripe_does_not_know_then_the_close_issues_and_the_note_waits() -> None:
     """March 65.20 open at Stripe; its Stripe invoice unknown to the key in use (made with another key, or deleted):
     404 ``resource_missing``. 5,000 March minutes go away (-3.60): April's close makes a note lowering March by 3.60.
-    Before (D-gw4xx-1): the note's ``GatewayMisconfiguredError`` failed every close - April a draft for ever, the note
-    pending, every redelivery and later month the same. Now (D-gw4xx-6): April is issued, the note waits (pending,
+    Before (D315): the note's ``GatewayMisconfiguredError`` failed every close - April a draft for ever, the note
+    pending, every redelivery and later month the same. Now (D330): April is issued, the note waits (pending,
     no credit) and the outcome names it for the handler's alarm; once Stripe knows March again a later run makes it:
     March's amount due 6,520 - 360 = 6,160 cents."""
     http = Answering()

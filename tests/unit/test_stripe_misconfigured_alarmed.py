@@ -1,5 +1,5 @@
 """A malformed Stripe secret during ``invoice.paid`` (D301: the payments lookup is optional, so the event is applied
-without its refs) is said, not quiet (D-gw4xx-2): the payment-status handler logs it at ERROR and counts
+without its refs) is said, not quiet (D316): the payment-status handler logs it at ERROR and counts
 ``StripeMisconfigured``, which the template's ``PaymentStripeMisconfiguredAlarm`` watches - and the event is done
 (no batch item failure, the invoice paid). A Stripe outage during the same lookup stays quiet (D301)."""
 
@@ -90,7 +90,7 @@ def test_given_a_malformed_stripe_secret_when_invoice_paid_arrives_then_paid_and
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A key pasted with its newline: before, the SDK's transport refused the header (``InvalidHeader`` ->
-    ``APIConnectionError``), an outage - quiet, no metric (D-gw4xx-4)."""
+    ``APIConnectionError``), an outage - quiet, no metric (D328)."""
     capfd.readouterr()
     response = _delivered(world, Events(), LazyGateway(build), monkeypatch)
     assert response == {"batchItemFailures": []}  # the event is done: not redelivered, not dead-lettered
@@ -121,12 +121,12 @@ def test_given_a_note_on_an_invoice_stripe_does_not_know_when_the_close_job_runs
     job: str,
     closed: tuple[str, ...],
 ) -> None:
-    """D-gw4xx-6, through the close handler: March 65.20 open at Stripe, its Stripe invoice unknown to the key in use;
+    """D330, through the close handler: March 65.20 open at Stripe, its Stripe invoice unknown to the key in use;
     April's note lowering March by 3.60 meets 404 ``resource_missing``. The job is done (no batch failure), April is
     issued, the note waits - one ERROR line, ``StripeMisconfigured`` 1 (the close's own alarm watches it). Before: the
     job failed at every delivery (``InvoiceCloseFailed``), April a draft, then dead-lettered. A catch-up job (May's,
     April not closed yet: both closed in one run, each retrying the waiting note) names it once too - before this
-    was counted per closed period (2; a review of D-gw4xx-6)."""
+    was counted per closed period (2; a review of D330)."""
     from datetime import timedelta  # noqa: PLC0415
 
     from kilo_billing.invoicing import CreditNoteStatus  # noqa: PLC0415

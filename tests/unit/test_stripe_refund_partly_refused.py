@@ -1,4 +1,4 @@
-"""A card refund over two payments that Stripe makes on the first and refuses on the second (D-gw4xx-5): the part
+"""A card refund over two payments that Stripe makes on the first and refuses on the second (D329): the part
 Stripe refunded is money moved - recorded as refunded, never dropped - and the operator is told the rest was refused.
 
 Through the Stripe SDK against the emulator. Figures worked by hand (price book 2026-01, Team $29/month, video

@@ -44,7 +44,7 @@ def test_given_a_malformed_stripe_secret_then_none_for_the_caller_to_refuse(valu
 )
 def test_given_a_key_not_of_stripes_shape_then_the_secret_is_malformed(key: str) -> None:
     """Stripe's secret and restricted keys: ``sk_`` or ``rk_``, ``test`` or ``live``, ``_``, letters and digits
-    (D-gw4xx-4). Before: any non-empty string was a key."""
+    (D328). Before: any non-empty string was a key."""
     assert stripe_secret({"api_key": key}) is None
 
 
@@ -59,5 +59,5 @@ def test_given_keys_of_stripes_shape_then_read(key: str) -> None:
 def test_given_a_key_pasted_with_whitespace_around_it_then_the_key_without_it_is_read(pasted: str) -> None:
     """A key that worked (the SDK sent a trailing space or tab, HTTP drops it) keeps working, and one pasted with its
     line end (the SDK's transport refused the header) now works: the whitespace around a key is no part of it. Before
-    (D-gw4xx-4 as first written): malformed - every card close and refund stopped at deploy."""
+    (D328 as first written): malformed - every card close and refund stopped at deploy."""
     assert stripe_secret({"api_key": pasted}) == StripeSecret("sk_live_abc", None)

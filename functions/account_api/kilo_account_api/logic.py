@@ -527,7 +527,7 @@ def check_return_url(field: str, url: str, dashboard_origins: Sequence[str]) -> 
     the API cannot be used to send someone from Stripe's page to any site (an open redirect). A dashboard on a
     loopback host (the local stack serves it on a free port) admits every loopback port of its scheme. It must also
     be a URL Stripe takes - absolute http(s), at most 5,000 characters, no whitespace or control character - so that
-    Stripe refusing a URL admitted here is ours to fix, never the customer's (D-cfix-5)."""
+    Stripe refusing a URL admitted here is ours to fix, never the customer's (D333)."""
     if len(url) > STRIPE_URL_MAX:
         raise InvalidRequestError(field, f"{field} must be at most {STRIPE_URL_MAX} characters, not {len(url)}")
     if any(c.isspace() or not c.isprintable() for c in url):
@@ -583,7 +583,7 @@ def portal_url(card: CardPages, account_id: str, return_url: str | None) -> str:
 def _page_url(field: str, sent: str | None, default: str, origins: Sequence[str]) -> str:
     """The URL the body carried, checked (``check_return_url``: the customer's 400 naming it); left out, the
     server's default - the dashboard's - which the customer cannot fix: refused, ours (``UnavailableError``, a
-    logged 503; D-cfix-3)."""
+    logged 503; D325)."""
     if sent:
         return check_return_url(field, sent, origins)
     try:
@@ -597,7 +597,7 @@ def _refusal_is_ours() -> Iterator[None]:
     """The pages' refusal naming a URL (``InvalidRequestError``, D297) is ours: every URL they get passed
     ``check_return_url``, which keeps Stripe's documented URL rules, so nothing the customer may send would be taken
     instead - an origin configured that Stripe refuses, say, is the operator's to fix: ``UnavailableError``, a logged
-    503 with Stripe's message (D-cfix-3, D-cfix-5)."""
+    503 with Stripe's message (D325, D333)."""
     try:
         yield
     except InvalidRequestError as refused:

@@ -144,7 +144,7 @@ class MeterUsage:
 @dataclass(frozen=True, slots=True)
 class DayUsage:
     """Minutes of one UTC day of the period (``logic.daily_series``): a connection's on the day it began in the
-    period (all its parts, D-daily-2), an open session's so far; the days sum to the month to date."""
+    period (all its parts, D321), an open session's so far; the days sum to the month to date."""
 
     day: date
     video_minutes: int

@@ -159,7 +159,7 @@ def recommend(
     policy: RecommendationPolicy,
 ) -> list[Recommendation]:
     """Every recommendation that saves at least a cent this period, largest saving first. Sessions whose minutes of
-    the period are the unattributed bucket's (D292, D-daily-3) are not the account's to save on."""
+    the period are the unattributed bucket's (D292, D322) are not the account's to save on."""
     rooms = _rooms(session for session in sessions if mtd.period not in session.unattributed_periods)
     audiences = [room for room in rooms.values() if len({s.identity for s in room}) >= policy.audience_min_participants]
     alone = [room for room in rooms.values() if len({s.identity for s in room}) == 1]

@@ -524,7 +524,7 @@ class SubscriptionOut(_Out):
 
 _ON_DASHBOARD = "On the dashboard's origin (any other site is refused: 400); default: the dashboard"
 # an http(s) URL of at most Stripe's own limit for a page's return address (pydantic's ``HttpUrl`` stops at 2,083
-# characters: a dashboard URL Stripe takes was refused; D-cfix-5); ``logic.check_return_url`` checks the rest
+# characters: a dashboard URL Stripe takes was refused; D333); ``logic.check_return_url`` checks the rest
 PageUrl = Annotated[AnyUrl, UrlConstraints(max_length=5000, allowed_schemes=["http", "https"])]
 
 

@@ -81,7 +81,7 @@ class StripePaymentPages:
         """One SDK call: a refusal of a page URL the customer sent (Stripe's ``param``) is a 400 naming it; every
         other refusal - a deleted customer, no Billing Portal configuration, a request we built wrong - is ours to
         fix, not the customer's: ``UnavailableError`` (a logged 503, D34, D297; our key, permissions and objects are
-        unavailable already by the layer's rule, D-gw4xx-1)."""
+        unavailable already by the layer's rule, D315)."""
         try:
             # our key, permissions and objects are unavailable by the layer's rule (``stripe_calls.whose``)
             return stripe_call(operation, UnavailableError, _RefusedError)

@@ -6,7 +6,7 @@ One run per chain (``watch``):
    at that height, the run walks back to the highest block it can prove is shared: the highest pending payment's block
    whose hash is still canonical, else the ``finalized`` block (which cannot reorg). Pending payments above that point
    whose block hash changed are ORPHANED, each alone (``settle_alone``: one whose orphaning fails is named stuck and
-   stays SEEN; the scan goes on, and the finality pass orphans it once its height is final - D-cfix-1); the blocks
+   stays SEEN; the scan goes on, and the finality pass orphans it once its height is final - D323); the blocks
    above it are scanned again (reporting is idempotent per payment id, so a payment re-included in the new chain is
    seen again with its new block).
 2. **Scan** ``[cursor+1, min(head, cursor+max_blocks_per_run)]`` (a chain without a cursor starts at ``start_block``,
@@ -296,7 +296,7 @@ def _common_ancestor(
 def _orphan_alone(sink: PaymentSink, pending: Sequence[PendingPayment], ids: set[str], stuck: list[str]) -> int:
     """The rollback's orphaning, each payment alone (``settle_alone``): one that fails is named ``stuck`` and stays
     SEEN on its old block while the run goes on; the finality pass finds that block not canonical once its height is
-    final and orphans it then (D-cfix-1). Returns how many were orphaned."""
+    final and orphans it then (D323). Returns how many were orphaned."""
     hashes = {p.payment_id: p.block_hash for p in pending}
     return sum(settle_alone(stuck, pid, partial(sink.orphaned, pid, hashes[pid])) for pid in sorted(ids))
 
@@ -421,7 +421,7 @@ def _relocated(
     all its replaced payments are returned second - by transaction, not by id: re-mined at another log index, a
     payment's credit there has another id, and the old one must not be orphaned while its credit is unrecorded. They
     stay pending on their old block - neither moved nor orphaned - and the next run reads the transaction again, its
-    new payments with it (D-cfix-1, D-cfix-4)."""
+    new payments with it (D323, D332)."""
     if not replaced:
         return {}, set()
     tx_hashes = sorted({p.tx_id for p in replaced})

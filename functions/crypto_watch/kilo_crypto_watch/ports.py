@@ -71,7 +71,7 @@ def settle_alone(stuck: list[str], payment_id: str, step: Callable[[], None]) ->
     from stopping the others: its error is added to ``stuck`` (``<payment id>: <error>``; the handler logs it and
     counts ``CryptoPaymentsStuck``, alarmed) and False returned - the payment stays pending and the next run tries it
     again. A node's failure (``ChainUnavailableError``) still fails the run (D285). The EVM rollback's orphaning runs
-    through it too (D-cfix-1)."""
+    through it too (D323)."""
     try:
         step()
     except ChainUnavailableError:
@@ -86,9 +86,9 @@ def record_alone(stuck: list[str], sink: PaymentSink, groups: Mapping[str, Seque
     """Credits a watcher's finality pass reports again (a transaction re-read in another block), kept from stopping
     the others: one ``record_batch`` of them all; if it fails, each group (one transaction's credits, in order) alone
     through ``settle_alone``, named ``stuck`` by its key - the pending payment the group was read again for, which
-    the caller leaves pending as it was (D-cfix-4). Returns the keys of the groups that failed; the next run reads
+    the caller leaves pending as it was (D332). Returns the keys of the groups that failed; the next run reads
     them again. Recording is idempotent per payment id, so a group recorded before the failure is recorded again
-    harmlessly (D-cfix-1)."""
+    harmlessly (D323)."""
     credits = [credit for group in groups.values() for credit in group]
     if not credits:
         return set()

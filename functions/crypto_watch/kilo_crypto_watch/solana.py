@@ -16,7 +16,7 @@ Each run (scheduled every minute, idempotent):
    stops at the last whole slot done and the next run resumes). Each transaction is validated by ``credits``: the
    merchant's lamport delta (SOL) and the merchant's token-balance delta for the configured mint (USDC; any other
    mint is not a payment; only in a transaction naming the wallet or its USDC associated token account - what the
-   sweeps list, D-cfix-2), the transfer instruction's index, sender and reference keys, the memo. A failed
+   sweeps list, D324), the transfer instruction's index, sender and reference keys, the memo. A failed
    transaction (``meta.err``) gives its intended transfers with ``succeeded=False`` (recorded FAILED, never credited).
 4. Finality of SEEN payments (``PaymentSink.pending``): ``getSignatureStatuses`` (256 per call) -> ``finalized``
    commitment -> ``PaymentSink.finalized``; an error -> ``orphaned``; unknown although the ``finalized`` slot has
@@ -159,7 +159,7 @@ def _usdc(tx: ChainTransaction, merchant: Merchant) -> _Found | None:
     accounts nets 0), counted only in a transaction that names its associated token account or its wallet - what the
     every-run sweeps list. A transfer into another account the wallet owns (anyone can create one) is no credit on any
     path: neither Solana Pay's (which pays the ATA) nor one the sweeps would see, so counting it would depend on
-    whether its reference happened to be looked up (D-cfix-2)."""
+    whether its reference happened to be looked up (D324)."""
     if merchant.usdc_account not in tx.account_keys and merchant.wallet not in tx.account_keys:
         return None
     ours = {
@@ -352,7 +352,7 @@ class SolanaWatcher:
         payment whose block or outcome changed). Not served yet: the next run asks again. The FAILED payment's own
         credit is recorded last: a record that fails leaves it FAILED and pending, read again next run with the
         transaction's other credits (one the failed version lacked, say); it is named ``stuck`` and the others go on
-        (D-cfix-1, D-cfix-4)."""
+        (D323, D332)."""
         tx = await self._call(self.rpc.transaction(payment.tx_id))
         if tx is None or tx.failed:
             return

@@ -4,7 +4,7 @@ Partial batch failures: a job that failed for now (the processor or DynamoDB una
 recurring) is reported failed and redelivered by the queue; after ``maxReceiveCount`` the redrive moves it to the
 close dead-letter queue (alarmed). A rerun of a job is safe at any point (docs/decisions.md D51). A credit note
 Stripe refuses as ours to fix does not fail the job (the invoice is issued, the note waits): logged at ERROR and
-counted as ``StripeMisconfigured``, which ``CloseStripeMisconfiguredAlarm`` watches (D-gw4xx-6).
+counted as ``StripeMisconfigured``, which ``CloseStripeMisconfiguredAlarm`` watches (D330).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def _record(record: SQSRecord) -> None:
         count(SERVICE, Metric.INVOICE_CLOSE_FAILED)
         logger.warning("close failed; the queue delivers the job again", extra={"reason": str(exc)[:200]})
         raise
-    # a catch-up run closes several periods, each retrying the same waiting notes: each note named once (D-gw4xx-6)
+    # a catch-up run closes several periods, each retrying the same waiting notes: each note named once (D330)
     waiting = tuple({note.split(": ", 1)[0]: note for o in outcomes for note in o.notes_waiting}.values())  # by id
     if waiting:  # issued; these notes wait until an operator fixes our side at Stripe
         count(SERVICE, Metric.STRIPE_MISCONFIGURED, len(waiting))

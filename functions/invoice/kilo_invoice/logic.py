@@ -112,13 +112,13 @@ def close_account(deps: CloseDeps, account_id: str, period: Period, now: datetim
     Safe to run again at any point: a stored invoice is never recomposed, the processor call is idempotent on our
     invoice id, and every status change is conditioned on the status read. A pending credit note the processor refuses
     as ours to fix (``GatewayMisconfiguredError``) does not stop the invoice: it stays pending for the next run and
-    the outcome names it (``notes_waiting``, alarmed by the handler); an outage still fails the close (D-gw4xx-6).
-    Notes earlier closes left pending are taken to the processor before the close composes (D-pend-1): what they
+    the outcome names it (``notes_waiting``, alarmed by the handler); an outage still fails the close (D330).
+    Notes earlier closes left pending are taken to the processor before the close composes (D334): what they
     end as (a reduction refused because the invoice was voided there gives 0.00) is what the close reads."""
     created = False
     invoice: InvoiceRecord | None = None
     notes: dict[str, CreditNote] = {}
-    waiting: dict[str, str] = {}  # credit id -> why: the processor refused the note as ours to fix (D-gw4xx-6)
+    waiting: dict[str, str] = {}  # credit id -> why: the processor refused the note as ours to fix (D330)
     stepped = False
     for _ in range(LEDGER_ATTEMPTS):
         ledger = deps.store.ledger(account_id)
@@ -126,7 +126,7 @@ def close_account(deps: CloseDeps, account_id: str, period: Period, now: datetim
         notes = dict(ledger.credit_notes)
         if invoice is not None:
             break
-        if not stepped:  # earlier closes' pending notes first: the compose reads what they gave (D-pend-1)
+        if not stepped:  # earlier closes' pending notes first: the compose reads what they gave (D334)
             stepped = True
             if _step_notes(deps, ledger, notes.values(), now, waiting):
                 ledger = deps.store.ledger(account_id)
@@ -158,7 +158,7 @@ def _step_notes(
     deps: CloseDeps, ledger: AccountLedger, notes: Iterable[CreditNote], now: datetime, waiting: dict[str, str]
 ) -> bool:
     """Take each pending credit note to the processor (``_issue_credit_note``), by credit id; one refused as ours to
-    fix waits, named in ``waiting`` and not tried again by this close (the same answer at once, D-gw4xx-6); an outage
+    fix waits, named in ``waiting`` and not tried again by this close (the same answer at once, D330); an outage
     raises. Returns whether any step was tried."""
     tried = False
     for note in sorted(notes, key=lambda n: n.credit_id):
@@ -167,7 +167,7 @@ def _step_notes(
         tried = True
         try:
             _issue_credit_note(deps, ledger, note, now)
-        except GatewayMisconfiguredError as exc:  # one object of ours refused: the note waits, alarmed (D-gw4xx-6)
+        except GatewayMisconfiguredError as exc:  # one object of ours refused: the note waits, alarmed (D330)
             waiting[note.credit_id] = f"{note.credit_id}: {exc}"
     return tried
 
@@ -221,7 +221,7 @@ def close_through(deps: CloseDeps, account_id: str, period: Period, now: datetim
     month unbilled. A month-end invoice stored but not through its close yet - still a draft, or issued but not
     announced (a job failed after the store: a note's or the issue's outage, the bus) - is not closed: the cursor starts
     at the earliest such one, so the queue's retry of a catch-up job takes it up again (``close_account`` reruns a
-    stored invoice safely: its notes, issue, announcement), D-catch-1. What a close job and ``kilo-billing invoice
+    stored invoice safely: its notes, issue, announcement), D336. What a close job and ``kilo-billing invoice
     run`` call; rerunnable like ``close_account``."""
     ledger = deps.store.ledger(account_id)
     stored = [inv for inv in ledger.invoices.values() if not is_early(inv)]  # an early one closes nothing
@@ -389,7 +389,7 @@ def _issue_credit_note(deps: CloseDeps, ledger: AccountLedger, note: CreditNote,
     written off (uncollectible), account credit only for what the invoice collected - the account credit it applied
     (``creditable``, D193) - the rest never collected, and the note is done (no processor note); any other (still
     open ...), the note waits as ours to fix (``GatewayMisconfiguredError``: named and alarmed, tried again by the next
-    close; D-catch-2). A note refused again is given up (the money side is already ours: the account credit). An outage
+    close; D337). A note refused again is given up (the money side is already ours: the account credit). An outage
     raises (the close job is retried; the note stays pending)."""
     for _ in range(NOTE_STEPS):
         if note.status is not CreditNoteStatus.PENDING:
@@ -418,7 +418,7 @@ def _issue_credit_note(deps: CloseDeps, ledger: AccountLedger, note: CreditNote,
                 note = _save_note(deps, done)
             elif note.to_due > 0 and said == InvoiceStatus.UNCOLLECTIBLE.value:
                 note = _save_written_off(deps, ledger, note, now, f"reduction refused ({exc})")
-            elif note.to_due > 0 and said != InvoiceStatus.PAID.value:  # not money we know it collected (D-catch-2)
+            elif note.to_due > 0 and said != InvoiceStatus.PAID.value:  # not money we know it collected (D337)
                 raise GatewayMisconfiguredError(f"reduction refused ({exc}) on an invoice {said}") from exc
             elif note.to_due > 0:  # paid there before we heard: what it would have taken off is account credit
                 moved = _note_step(
@@ -444,7 +444,7 @@ def _issue_credit_note(deps: CloseDeps, ledger: AccountLedger, note: CreditNote,
 def _save_written_off(deps: CloseDeps, ledger: AccountLedger, note: CreditNote, now: datetime, why: str) -> CreditNote:
     """A reduction refused on an invoice written off (uncollectible): as the close's note on one (D193), account credit
     only for what ``creditable`` gives - of the invoice's own money only the account credit it applied - read with the
-    note itself taking nothing off the invoice; the rest was never collected. Done: no processor note (D-catch-2)."""
+    note itself taking nothing off the invoice; the rest was never collected. Done: no processor note (D337)."""
     basis = [n for n in ledger.credit_notes.values() if n.credit_id != note.credit_id]
     held = creditable(ledger, note.period, [*basis, replace(note, to_due=ZERO, processor=ZERO)], note.to_due)
     done = _note_step(
@@ -603,7 +603,7 @@ def _paid_with(gateway: PaymentGateway | None, invoice: InvoiceRecord) -> tuple[
     asks the processor then (D301). Asked even when refs are recorded: a dispute or charge event of one of several
     payments may have recorded its own before ``invoice.paid`` came (D304); recording is idempotent. A lookup that
     failed on our side (the key's secret malformed, the key revoked: ``GatewayMisconfiguredError``) is let pass too,
-    but said (the second value) for the handler to alarm: it fails every later lookup the same way (D-gw4xx-2)."""
+    but said (the second value) for the handler to alarm: it fails every later lookup the same way (D316)."""
     if gateway is None or invoice.gateway_id is None or invoice.method is not BillingMethod.CARD:
         return (), None
     try:
@@ -686,7 +686,7 @@ def _refunded_outside(invoice: InvoiceRecord, refund: str, amount: Decimal) -> I
     """``refund.created`` of a refund made outside us (no ``REFUND_METADATA``: Stripe's dashboard): recorded on the
     invoice once per refund id, whether or not one of ours is pending, and counted as given back at once - never
     read as part of ours when its ``charge.refunded`` raises ``refunded`` (D302's limit), never twice when it is
-    delivered again (D-misc-4)."""
+    delivered again (D331)."""
     if not refund or amount <= 0 or any(known == refund for known, _ in invoice.outside_refunds):
         return invoice
     outside = replace(invoice, outside_refunds=tuple(sorted((*invoice.outside_refunds, (refund, amount)))))
@@ -1037,7 +1037,7 @@ def _finish_refund(
     """Ask the processor for the recorded refund (idempotent on its id), then record it as refunded. A refusal for
     good drops the request (nothing was refunded: notes that recorded it as returned credit it, D310); a refusal after
     part was refunded (several payments, one refused) records that part as refunded and says the rest was refused
-    (D-gw4xx-5); an outage leaves it pending for the next run. Not bounded again:
+    (D329); an outage leaves it pending for the next run. Not bounded again:
     while it is pending every bound counts it as given back already (``kept_less_pending``, D302), so nothing
     else (a note's credit, another refund) was given the same money meanwhile."""
     if invoice.gateway_id is None:
@@ -1045,21 +1045,21 @@ def _finish_refund(
 
     def settled_with(current: InvoiceRecord, made: Decimal) -> InvoiceRecord:
         """The request finished with ``made`` of its amount given back (all of it, or the part made before a
-        refusal); its webhook may be first: counted once (``given_back``, D-misc-4)."""
+        refusal); its webhook may be first: counted once (``given_back``, D331)."""
         if current.refund_pending != pending:
             return current
         refunded = current.given_back(replace(pending, amount=made))
         return replace(current, refunded=refunded, refunds_made=current.refunds_made + made, refund_pending=None)
 
     def dropped(current: InvoiceRecord) -> InvoiceRecord:
-        # refunds made outside us meanwhile are on the invoice already, counted as given back (D-misc-4)
+        # refunds made outside us meanwhile are on the invoice already, counted as given back (D331)
         return replace(current, refund_pending=None) if current.refund_pending == pending else current
 
     try:
         gateway.refund(invoice.gateway_id, pending.amount, pending.refund_id)
     except GatewayPartlyRefundedError as exc:
         # the part made is money the processor gave back: recorded as refunded; the rest it keeps again, which credits
-        # what notes recorded as returned (D310), bounded by what it keeps (D-gw4xx-5)
+        # what notes recorded as returned (D310), bounded by what it keeps (D329)
         made = exc.refunded
         _save_with(store, invoice, lambda current: settled_with(current, made), utc_now())
         raise

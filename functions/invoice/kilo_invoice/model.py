@@ -23,7 +23,7 @@ class CloseOutcome:
     created: bool  # this run composed and stored the invoice (False: found from an earlier run)
     # credit notes whose processor step met a refusal of ours (``GatewayMisconfiguredError``: an invoice of ours the
     # processor does not know ...), each "<credit id>: <why>": left pending for later runs, the invoice issued all the
-    # same; the handler alarms them (D-gw4xx-6)
+    # same; the handler alarms them (D330)
     notes_waiting: tuple[str, ...] = ()
 
 
@@ -47,5 +47,5 @@ class EventOutcome:
     changed: bool
     published: tuple[str, ...] = ()
     # why an optional processor lookup failed on our side (``GatewayMisconfiguredError``): the event is done, the
-    # handler alarms it (D-gw4xx-2)
+    # handler alarms it (D316)
     misconfigured: str | None = None

@@ -5,7 +5,7 @@ invoice (``apply_stripe_event``: forward-only states, alerts once, D53). Duplica
 An event about nothing of ours (no invoice of ours, or no longer stored) is logged and counted, not retried; any
 other failure is reported failed, redelivered, and after ``maxReceiveCount`` dead-lettered (alarmed). An optional
 Stripe lookup that failed on our side (``invoice.paid``'s payments with the key's secret malformed or the key revoked)
-leaves the event applied, logged at ERROR and counted (``StripeMisconfigured``, alarmed: D-gw4xx-2).
+leaves the event applied, logged at ERROR and counted (``StripeMisconfigured``, alarmed: D316).
 """
 
 from __future__ import annotations

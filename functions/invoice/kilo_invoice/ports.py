@@ -24,7 +24,7 @@ GatewayInvoiceStatus = Literal["draft", "open", "paid", "uncollectible", "void"]
 # the most lines one processor invoice holds (Stripe: "no more than 250 invoice items" per invoice, API 2016-02-22;
 # ``add_lines`` takes them in one all-or-nothing request): ``logic.gateway_request`` folds an invoice down to it
 # the metadata key the gateway marks each refund it makes for us with (our request's id): a ``refund.created``
-# without it was made outside us (Stripe's dashboard, D-misc-3)
+# without it was made outside us (Stripe's dashboard, D319)
 REFUND_METADATA: Final = "kilo_refund_id"
 GATEWAY_MAX_LINES: Final = 250
 
@@ -54,7 +54,7 @@ class GatewayRejectedError(Exception):
 class GatewayPartlyRefundedError(GatewayRejectedError):
     """A refund the processor made in part before it refused the rest for good (an invoice paid in several payments,
     one of them refused: a disputed charge): ``refunded`` of the amount asked is money it gave back - recorded, never
-    dropped (D-gw4xx-5)."""
+    dropped (D329)."""
 
     def __init__(self, message: str, refunded: Decimal) -> None:
         super().__init__(message)

@@ -7,7 +7,7 @@ step (``kilo:<invoice id>:create``); a rerun after Stripe's 24 h key expiry find
 Search). Errors (``kilo_billing.stripe_calls.whose``): 429, 409, 5xx and timeouts -> ``GatewayUnavailableError``
 (retry the same call); our key, permissions, objects or idempotency keys refused (401, 403, ``resource_missing``,
 ``IdempotencyError``) -> ``GatewayMisconfiguredError`` (unavailable until fixed); the payment refused (a card declined,
-Stripe's amount and state rules) -> ``GatewayRejectedError``. See docs/decisions.md (D48..3, D-gw4xx-1).
+Stripe's amount and state rules) -> ``GatewayRejectedError``. See docs/decisions.md (D48..3, D315).
 """
 
 from __future__ import annotations
@@ -354,7 +354,7 @@ class StripePaymentGateway:
         earlier for ``refund_id`` (found by metadata, on every payment) count: a rerun refunds only what is still
         missing. Returns the refund ids, comma-separated when it took more than one payment. Stripe refusing a payment's
         refund after others' were made (now or by an earlier run): ``GatewayPartlyRefundedError`` with what was made
-        (D-gw4xx-5)."""
+        (D329)."""
         invoice = self._retrieve(gateway_id)
         if invoice.status != "paid":
             raise GatewayRejectedError(f"cannot refund {gateway_id}: it is {invoice.status}, not paid")

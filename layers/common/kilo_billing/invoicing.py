@@ -165,7 +165,7 @@ class InvoiceRecord:
     # per invoice: an invoice paid in several payments has one figure per charge), (charge id, amount) by charge id
     charge_refunds: tuple[tuple[str, Decimal], ...] = ()
     # card: refunds made outside us (Stripe's dashboard) as their ``refund.created`` said, (refund id, amount) by id,
-    # whether or not one of ours was pending; and what our own requests gave back once made (D-misc-4)
+    # whether or not one of ours was pending; and what our own requests gave back once made (D331)
     outside_refunds: tuple[tuple[str, Decimal], ...] = ()
     refunds_made: Decimal = ZERO
     revision: int = 0  # the stored record's write count: every update is conditioned on it (0: never updated)
@@ -189,7 +189,7 @@ class InvoiceRecord:
         giving its money back reads (a note's credit, a refund), so a refund whose processor call has not returned
         and a note never give the same money back (D302). What is given back with it is ``given_back`` counting it:
         its part already recorded as refunded (its ``charge.refunded`` came first) and a refund made outside us
-        meanwhile are each counted once, in any order (D-misc-4). Never below nothing: it cannot give back what a
+        meanwhile are each counted once, in any order (D331). Never below nothing: it cannot give back what a
         refund made outside us since already did."""
         pending = self.refund_pending
         if pending is None:
@@ -201,7 +201,7 @@ class InvoiceRecord:
         """What the card invoice has given back (with ``pending`` made too): the largest of figures that each count
         a refund at most once - ``refunded`` as recorded; the charges' ``charge.refunded`` totals (ours and
         outside); our requests made, the refunds made outside us by id and ``pending``; what was recorded when
-        ``pending`` was requested and it (a refund seen only by its ``charge.refunded`` before it, D-misc-4)."""
+        ``pending`` was requested and it (a refund seen only by its ``charge.refunded`` before it, D331)."""
         amount = ZERO if pending is None else pending.amount
         before = ZERO if pending is None else pending.refunded_before + amount
         charges = total([refunded for _, refunded in self.charge_refunds])
@@ -691,7 +691,7 @@ def compose_close(ledger: AccountLedger, period: Period, catalog: Catalog, now: 
         if 1 + len(moves) + _note_items([*notes, *found]) > MAX_TRANSACTION_ITEMS:
             # its notes would pass one transaction's items: left, with the later ones, for the next close (D311);
             # the first one alone: the invoices that fit are lowered now, the rest, its note and its watermark wait
-            # for the next closes (D-early-2)
+            # for the next closes (D314)
             notes = notes or _lowered_ahead(found, len(moves))
             break
         notes = [*notes, *found]
@@ -737,7 +737,7 @@ def _note_items(notes: list[CreditNote]) -> int:
 
 def _lowered_ahead(found: list[CreditNote], watermarks: int) -> list[CreditNote]:
     """Of one period's notes (``credit_notes``, in order), the reductions of its unpaid invoices that fit in the close
-    with ``watermarks`` moves, without the period's note or its watermark (D-early-2): the next close finds the same
+    with ``watermarks`` moves, without the period's note or its watermark (D314): the next close finds the same
     late usage and lowers on from there (``lowered_ahead``)."""
     ahead: list[CreditNote] = []
     for note in found:
@@ -750,7 +750,7 @@ def _lowered_ahead(found: list[CreditNote], watermarks: int) -> list[CreditNote]
 def _to_adjust(ledger: AccountLedger, key: str) -> list[str]:
     """The earlier invoiced periods a close of ``key`` adjusts, oldest first, at most ``MAX_ADJUSTED_PERIODS``: those
     with late usage unbilled, or with reductions lowered ahead of their note that the usage may since have taken back
-    (``lowered_ahead``, D-early-3)."""
+    (``lowered_ahead``, D326)."""
     found = sorted(
         p
         for p, each in ledger.periods.items()
@@ -761,7 +761,7 @@ def _to_adjust(ledger: AccountLedger, key: str) -> list[str]:
 
 def _late_lines(ledger: AccountLedger, profile: AccountProfile, period: Period, catalog: Catalog) -> list[Line]:
     """``period``'s late usage against its watermark (``adjustment_lines``); when less is withdrawn now than earlier
-    closes lowered ahead of its note (``lowered_ahead``), with the line billing the difference again (D-early-3)."""
+    closes lowered ahead of its note (``lowered_ahead``), with the line billing the difference again (D326)."""
     other = ledger.periods[period.key]
     late = adjustment_lines(period, profile, other.billed, other.counters, catalog.for_period(period))
     ahead = lowered_ahead(ledger, period.key)
@@ -774,7 +774,7 @@ def _billed_again(period: Period, ahead: Decimal) -> Line:
     """The adjustment line billing again what earlier closes lowered ahead of ``period``'s note (``lowered_ahead``)
     when some of the late usage they lowered for came back before the note: with the late lines against the watermark
     (netting what is still withdrawn, or what came back beyond it), the period's lines net what was lowered ahead for
-    usage that stands (D-early-3)."""
+    usage that stands (D326)."""
     return Line(
         kind=LineKind.ADJUSTMENT.value,
         description=f"Late usage for {period} taken off earlier invoices ahead of its credit note, reported again",
@@ -1145,7 +1145,7 @@ def credit_notes(
     ledger: AccountLedger, credited: InvoiceRecord, late: list[Line], found_by: str, pending: Iterable[CreditNote] = ()
 ) -> list[CreditNote]:
     """The notes for a period's negative late usage (``late``), found by the close of ``found_by`` (D131,
-    D306, D-early-1): what went away is first asked for no more by every card invoice still unpaid at the processor
+    D306, D313): what went away is first asked for no more by every card invoice still unpaid at the processor
     (open, payment failed) that billed the period's usage, each lowered by a note against it for at most what it billed
     of that usage (less earlier reductions of it) and what it still asks - the later invoices that billed it as late
     usage (oldest first, D306), then the period's own invoice (its note's reduction, ``credit_note``), then its early
@@ -1171,10 +1171,10 @@ def credit_notes(
 
 def lowered_ahead(ledger: AccountLedger, period: str) -> Decimal:
     """What earlier closes lowered of ``period``'s late usage ahead of its note - the period's note and watermark
-    left for a later close because they did not fit (D-early-2) - and no close has taken into account yet: a note
+    left for a later close because they did not fit (D314) - and no close has taken into account yet: a note
     lowering an invoice (no lines) whose close wrote no note on the period, counted until a later close writes the
     period's note (it lowers and credits only the rest) or bills its late usage (it bills again what came back):
-    those records, written in the same transaction as the watermark they move, are what consumes it (D-early-3).
+    those records, written in the same transaction as the watermark they move, are what consumes it (D326).
     Counted for what it gave (``amount``): a reduction refused because the invoice was paid meanwhile gave it as
     account credit."""
     notes = [note for note in ledger.credit_notes.values() if note.period == period]
@@ -1372,7 +1372,7 @@ def credit_reinstated(ledger: AccountLedger, invoice: InvoiceRecord, at: datetim
     for it (by billing, latest first: money that paid for usage that stands is not credited; D312), at most what
     the period holds beyond the notes' credit, earliest note first, as a note made now would give (D131 amended; D166
     amended, s8: before, only notes against the invoice itself, bounded by its whole ``kept``). Each changed note comes
-    back one version on, with its history (naming why: the dispute won, or a pending refund refused, D-misc-1); the
+    back one version on, with its history (naming why: the dispute won, or a pending refund refused, D317); the
     account credit to add is what their ``to_credit`` grew by. A dispute lost leaves them as they are."""
     if invoice.status is not InvoiceStatus.PAID:
         return ()
@@ -1413,14 +1413,14 @@ def credit_reinstated(ledger: AccountLedger, invoice: InvoiceRecord, at: datetim
 
 
 def _kept_again_why(before: InvoiceRecord | None, after: InvoiceRecord) -> str:
-    """Why ``after`` keeps more than ``before`` (the note history's reason, D-misc-1): a pending card refund the
+    """Why ``after`` keeps more than ``before`` (the note history's reason, D317): a pending card refund the
     processor refused for good (the request dropped, nothing refunded for it) or a dispute's funds reinstated (the
     dispute won: ``charged_back`` lowered) - the two writes that raise ``kept_less_pending``."""
     if before is not None and after.charged_back < before.charged_back:
         return "a dispute's funds reinstated"
     if before is not None and before.refund_pending is not None and after.refund_pending is None:
         asked, made = before.refund_pending.amount, after.refunds_made - before.refunds_made
-        if made > 0:  # part made before the processor refused the rest (D-gw4xx-5)
+        if made > 0:  # part made before the processor refused the rest (D329)
             return f"{money_str(asked - made)} of the refund of {money_str(asked)} refused by the card processor"
         return f"the refund of {money_str(asked)} refused by the card processor"
     return "the invoice keeps more than when the note was made"

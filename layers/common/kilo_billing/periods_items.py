@@ -205,11 +205,11 @@ def _refund_request_json(request: RefundRequest | None) -> dict[str, Any] | None
 
 
 def _refunds_made(values: Mapping[str, Any]) -> Decimal:
-    """What our own card refunds gave back; an item written before it was kept (D-misc-4) had none recorded
+    """What our own card refunds gave back; an item written before it was kept (D331) had none recorded
     outside us: ``refunded`` (with a request pending, what was refunded when it was asked). Without a request ever
     made, ``refunded`` is what ``charge.refunded`` said of refunds made outside us, whose ``refund.created`` came
     before outside refunds were kept by id: read here too, so the per-id sum counts them once beside a new refund
-    (read as none, a new dashboard refund known by id hid them: more given back than kept; a review of D-misc-4)."""
+    (read as none, a new dashboard refund known by id hid them: more given back than kept; a review of D331)."""
     if "refunds_made" in values:
         return Decimal(str(values["refunds_made"]))
     pending = values.get("refund_pending")

@@ -2,7 +2,7 @@
 (invoicing's payment gateway, the account API's Checkout and Billing Portal pages): a connection failure, rate
 limiting, a 5xx or no status at all is *unavailable* (the caller retries later); a refusal of our own key, permissions,
 objects or idempotency keys is ours to fix - *unavailable* too, unless the caller names it apart; only a refusal of
-the payment itself (a card declined, Stripe's amount and state rules) is *refused* (``whose``, D-gw4xx-1). Imported
+the payment itself (a card declined, Stripe's amount and state rules) is *refused* (``whose``, D315). Imported
 only by the Stripe adapters: the SDK loads with them. The API key's secret is read by ``kilo_billing.stripe_key``,
 which does not load the SDK."""
 
@@ -42,7 +42,7 @@ Whose = Literal["outage", "ours", "refused"]
 
 
 def whose(error: stripe.StripeError) -> Whose:
-    """The one rule for what a Stripe error means (D-gw4xx-1):
+    """The one rule for what a Stripe error means (D315):
 
     - ``outage``: no answer, 5xx, 429, or a conflict with another request (409; ``lock_timeout``,
       ``idempotency_key_in_use``): the same call succeeds later;
@@ -51,7 +51,7 @@ def whose(error: stripe.StripeError) -> Whose:
       with other parameters), ``resource_missing`` or any 404 (an object of ours Stripe does not know; an address
       Stripe has no endpoint at - the secret's ``api_base`` wrong), a 4xx whose body is not Stripe's error
       (``APIError`` with no ``error`` object: a proxy's page, a wrong address): nothing the customer or the payment
-      did; the call fails the same way until an operator fixes our side (D-gw4xx-3);
+      did; the call fails the same way until an operator fixes our side (D327);
     - ``refused``: the payment itself - ``CardError`` (402: declined), and every other refusal of the request
       (Stripe's amount and state rules: ``amount_too_large``, ``charge_already_refunded``, an invoice no longer open
       ...)."""

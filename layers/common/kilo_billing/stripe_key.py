@@ -8,9 +8,9 @@ import re
 from typing import Final, NamedTuple
 
 # Stripe's secret and restricted keys (``sk_live_51H...``, ``rk_test_...``): anything else - a space inside, the
-# publishable key, the webhook's secret - is no key, refused here as ours to fix (D-gw4xx-4) rather than met by the
+# publishable key, the webhook's secret - is no key, refused here as ours to fix (D328) rather than met by the
 # SDK's transport as a header it cannot send (``APIConnectionError``: an outage). Whitespace around the key (pasted
-# with its line end, a trailing space) is no part of it: dropped, the key used (D-gw4xx-4, amended).
+# with its line end, a trailing space) is no part of it: dropped, the key used (D328, amended).
 KEY_SHAPE: Final = re.compile(r"[sr]k_(?:test|live)_[A-Za-z0-9]+", re.ASCII)
 
 

@@ -5,7 +5,7 @@ and the account list, read by attribute name through this port - never by import
 - sessions an account started since a time: a Query of the ``account_sessions`` index (``account``, ``start_ms``;
   every session item carries both, nothing else in the table carries ``account``);
 - both indexes lag: the sessions they list are read from the table (BatchGetItem) and counted only where the item is
-  stored for the account it was listed under (``usage_signals_items.stored_for``: rating moves sessions, D-misc-2);
+  stored for the account it was listed under (``usage_signals_items.stored_for``: rating moves sessions, D318);
 - the registered accounts: a Scan of the sparse ``accounts`` index (only profiles carry ``account_id``);
 - month-to-date counters ``c#<segment start>#<meter>`` of ``ACCOUNT#<id>`` / ``PERIOD#<YYYY-MM>``: BatchGetItem.
 

@@ -20,7 +20,7 @@ def stored_for(values: Mapping[str, Any], account_id: str) -> bool:
     """The session item (as read from the table, not an index) is stored for ``account_id`` now: the
     ``account_sessions`` and ``open_sessions`` indexes lag, and rating moves a session between accounts (room
     metadata), so a listing under one account may name a session of another. Every read of sessions an index lists
-    keeps only these: the account API's reads and its erasure (D206, D293), the operator checks' (D-misc-2)."""
+    keeps only these: the account API's reads and its erasure (D206, D293), the operator checks' (D318)."""
     return values.get("account") == account_id
 
 

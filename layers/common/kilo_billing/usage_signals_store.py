@@ -34,7 +34,7 @@ class DynamoUsageSignals:
     """The index listings name sessions; what is counted is read from the items themselves (BatchGetItem, eventually
     consistent like the index) and kept only where the item is stored for the account it was listed under
     (``stored_for``): a session rating moved to another account is not counted for the one the lagging index still
-    lists it under (D206, D293, D-misc-2)."""
+    lists it under (D206, D293, D318)."""
 
     def __init__(self, client: Any, table: str) -> None:
         self._client = client
