@@ -8,16 +8,19 @@ June's 29.00 = 29.00. 5,000 March minutes withdrawn = 5,000 x 0.00072 = 3.60 off
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
 from kilo_billing.invoicing import CreditNoteStatus, InvoiceStatus
+from kilo_billing.periods import Period
 from kilo_invoice.logic import GATEWAY_ATTEMPTS, close_through
 from kilo_invoice.ports import GatewayUnavailableError
 from tests.scenarios.test_invoicing import APR, MAR, MAY, Recorder, at, seg, team_with_march_overage
+
+JUN = Period(2026, 6)
 
 
 @dataclass
@@ -98,3 +101,22 @@ def test_given_every_month_closed_and_announced_when_a_later_job_runs_then_it_st
     world.close("acme", APR)
     outcomes = close_through(world.deps, "acme", MAY, MAY.end)
     assert [o.period for o in outcomes] == ["2026-05"]
+
+
+def test_given_a_draft_stripe_voided_when_a_later_job_runs_then_it_is_neither_closed_again_nor_announced() -> None:
+    """A review of D336: March stored as a draft (issued at Stripe, our save lost), then voided there
+    (``invoice.voided``: draft -> void, no ``issued`` marker); April and May closed. June's job counted March as
+    unfinished, closed March to June again and announced March as issued with status "void" (an "invoice issued"
+    alert for an invoice never sent). Now a voided invoice is through: June's job closes June alone."""
+    world = team_with_march_overage()
+    march = world.close("acme", MAR)
+    world.close("acme", APR)
+    world.close("acme", MAY)
+    world.store.invoices[march.invoice_id] = replace(
+        world.store.invoices[march.invoice_id], status=InvoiceStatus.VOID, announced=frozenset()
+    )
+    world.bus.events.clear()
+    outcomes = close_through(world.deps, "acme", JUN, JUN.end)
+    assert [outcome.period for outcome in outcomes] == ["2026-06"]
+    issued = [(d["invoice_id"], d["status"]) for kind, d in world.bus.events if kind == "InvoiceIssued.v1"]
+    assert issued == [("acme/2026-06", "open")]

@@ -1,6 +1,6 @@
 """A pending credit note's reduction refused because Stripe wrote the invoice off (uncollectible) gives account credit
-only for money the invoice collected - the account credit it applied - as the close's own note would (D193); a refusal
-on an invoice neither paid, void nor written off waits for an operator (D337).
+only for money the invoice collected - the account credit it applied - as the close's own note would (D193); so does
+a refusal on an invoice neither paid nor void (still open: an amount rule), D337.
 
 Figures (price book 2026-01: video $0.00072, Team $29 with 50,000 video minutes): acme on Team by card from March 1,
 60,000 March minutes -> March = 29.00 + 10,000 x 0.00072 = 7.20 + April's 29.00 in advance = 65.20, never paid.
@@ -89,9 +89,11 @@ def test_given_march_applied_account_credit_when_written_off_then_the_note_credi
     assert (amounts(may, "credit"), may.total) == (["-3.60"], Decimal("25.40"))
 
 
-def test_given_a_refusal_on_an_invoice_stripe_still_holds_open_then_the_note_waits_and_nothing_is_credited() -> None:
-    """Stripe refuses the reduction yet says March is open (neither paid, void nor written off): not money we know was
-    collected - the note waits, named for the alarm (D330); May asked its whole 29.00."""
+def test_given_a_refusal_on_an_invoice_stripe_still_holds_open_then_the_note_is_done_and_nothing_is_credited() -> None:
+    """Stripe refuses the reduction yet says March is open (an amount rule: paid in part, another note made at Stripe):
+    not money we know was collected - bounded as the close would (March applied no credit: 0.00), 3.60 not collected,
+    the note done; May asked its whole 29.00. First written (D337) the note waited as ours to fix, named and alarmed
+    at every close for as long as March stayed open (a review: no tool settles it); before that, 3.60 credit."""
     world = team_with_march_overage()
     world.close("acme", MAR)
     _april_with_its_note_waiting(world)
@@ -101,9 +103,14 @@ def test_given_a_refusal_on_an_invoice_stripe_still_holds_open_then_the_note_wai
 
     assert outcome.invoice is not None
     assert outcome.invoice.total == Decimal("29.00")
-    assert [name.split(": ", 1)[0] for name in outcome.notes_waiting] == [NOTE]
+    assert outcome.notes_waiting == ()
     note = world.store.credit_notes[NOTE]
-    assert (note.status, note.to_due, note.to_credit) == (CreditNoteStatus.PENDING, Decimal("3.60"), Decimal("0.00"))
+    assert (note.status, note.to_due, note.to_credit, note.uncollected) == (
+        CreditNoteStatus.DONE,
+        Decimal("0.00"),
+        Decimal("0.00"),
+        Decimal("3.60"),
+    )
     assert world.store.billing["acme"].credit == Decimal("0.00")
 
 

@@ -225,7 +225,11 @@ def close_through(deps: CloseDeps, account_id: str, period: Period, now: datetim
     run`` call; rerunnable like ``close_account``."""
     ledger = deps.store.ledger(account_id)
     stored = [inv for inv in ledger.invoices.values() if not is_early(inv)]  # an early one closes nothing
-    unfinished = [inv.period for inv in stored if inv.status is InvoiceStatus.DRAFT or ISSUED not in inv.announced]
+    unfinished = [  # a voided one is through: nothing to issue or announce (a draft Stripe voided, D132)
+        inv.period
+        for inv in stored
+        if inv.status is InvoiceStatus.DRAFT or (inv.status is not InvoiceStatus.VOID and ISSUED not in inv.announced)
+    ]
     if unfinished:
         cursor = min(Period.parse(min(unfinished)), period)
     elif stored:
@@ -386,10 +390,9 @@ def _issue_credit_note(deps: CloseDeps, ledger: AccountLedger, note: CreditNote,
     before its event reached us - becomes account credit instead (with the note, in one transaction: once), recorded
     on the processor's invoice as credited out of band. The invoice's status the processor names in the refusal (or,
     when it does not say, our record's) decides, as the close would for a note made now: void, nothing is credited;
-    written off (uncollectible), account credit only for what the invoice collected - the account credit it applied
-    (``creditable``, D193) - the rest never collected, and the note is done (no processor note); any other (still
-    open ...), the note waits as ours to fix (``GatewayMisconfiguredError``: named and alarmed, tried again by the next
-    close; D337). A note refused again is given up (the money side is already ours: the account credit). An outage
+    any other (written off; or still open, the amount refused), account credit only for what the invoice collected -
+    the account credit it applied (``creditable``, D193) - the rest not collected, and the note is done (no processor
+    note; D337). A note refused again is given up (the money side is already ours: the account credit). An outage
     raises (the close job is retried; the note stays pending)."""
     for _ in range(NOTE_STEPS):
         if note.status is not CreditNoteStatus.PENDING:
@@ -416,10 +419,11 @@ def _issue_credit_note(deps: CloseDeps, ledger: AccountLedger, note: CreditNote,
                     status=CreditNoteStatus.DONE,
                 )
                 note = _save_note(deps, done)
-            elif note.to_due > 0 and said == InvoiceStatus.UNCOLLECTIBLE.value:
-                note = _save_written_off(deps, ledger, note, now, f"reduction refused ({exc})")
-            elif note.to_due > 0 and said != InvoiceStatus.PAID.value:  # not money we know it collected (D337)
-                raise GatewayMisconfiguredError(f"reduction refused ({exc}) on an invoice {said}") from exc
+            elif note.to_due > 0 and said != InvoiceStatus.PAID.value:
+                # written off, or still asking and the amount refused (paid in part, another note at Stripe): not
+                # money we know it collected - bounded as the close's note on it would be, the rest not collected
+                # (D337; waiting for ever on an open invoice was a review's finding)
+                note = _save_written_off(deps, ledger, note, now, f"reduction refused ({exc}) on an invoice {said}")
             elif note.to_due > 0:  # paid there before we heard: what it would have taken off is account credit
                 moved = _note_step(
                     note,
@@ -442,7 +446,8 @@ def _issue_credit_note(deps: CloseDeps, ledger: AccountLedger, note: CreditNote,
 
 
 def _save_written_off(deps: CloseDeps, ledger: AccountLedger, note: CreditNote, now: datetime, why: str) -> CreditNote:
-    """A reduction refused on an invoice written off (uncollectible): as the close's note on one (D193), account credit
+    """A reduction refused on an invoice not paid (written off, or open with the amount refused): as the close's note
+    on one (D193), account credit
     only for what ``creditable`` gives - of the invoice's own money only the account credit it applied - read with the
     note itself taking nothing off the invoice; the rest was never collected. Done: no processor note (D337)."""
     basis = [n for n in ledger.credit_notes.values() if n.credit_id != note.credit_id]
@@ -450,7 +455,7 @@ def _save_written_off(deps: CloseDeps, ledger: AccountLedger, note: CreditNote, 
     done = _note_step(
         note,
         now,
-        f"{why}: written off, {money_str(held)} account credit",
+        f"{why}: {money_str(held)} account credit, the rest not collected",
         to_due=ZERO,
         processor=ZERO,
         to_credit=note.to_credit + held,
@@ -497,7 +502,8 @@ def _save_note(deps: CloseDeps, note: CreditNote, credit_added: Decimal = ZERO) 
 
 
 def _announce_issued(deps: CloseDeps, invoice: InvoiceRecord, now: datetime) -> InvoiceRecord:
-    if invoice.status is InvoiceStatus.DRAFT or ISSUED in invoice.announced:
+    """``InvoiceIssued.v1`` once an invoice is issued - not a draft, not one voided (never issued to the customer)."""
+    if invoice.status in (InvoiceStatus.DRAFT, InvoiceStatus.VOID) or ISSUED in invoice.announced:
         return invoice
     event = InvoiceIssuedV1(
         event_id=f"invoice-issued:{invoice.invoice_id}",
