@@ -1,11 +1,16 @@
-"""`kilo-billing invoice run|show|refund|crypto-refund-sent`: close a month on demand (the schedule's own logic); an
-account's invoices; refunds.
+"""`kilo-billing invoice run|show|refund|crypto-refund-sent|void-draft`: close a month on demand (the schedule's own
+logic); an account's invoices; refunds; void a month-end draft the processor refuses for good.
 
 ``invoice run --period YYYY-MM [--account ID]`` closes the period for one account or every registered account (the
 accounts index, as the schedule's fan-out), each through ``kilo_invoice.logic.close_through`` - the function the close
 worker calls: fenced against rating, earlier unclosed periods first, and safe to rerun at any point (an invoice
 already closed is found, not recomposed; Stripe is not asked twice). It exits 1 if an account could not be closed
-(rerun it). Only ended periods can be closed.
+(rerun it), and lists the credit notes left waiting as ours to fix (D330: credit id and why). Only ended periods can
+be closed.
+
+``invoice void-draft ACCOUNT PERIOD --reason TEXT --yes``: voids the account's month-end invoice of PERIOD while it is
+still our draft (``kilo_invoice.logic.void_draft``; an open Stripe invoice for it is voided first), so later closes
+proceed; it says what of the draft no later close bills again. Without ``--yes`` nothing is done (D-ops-1).
 
 ``invoice show --account ID [--period YYYY-MM]``: the account's invoices with status, amounts and Stripe's hosted
 page and PDF links; with ``--period``, that invoice's lines.
@@ -59,7 +64,15 @@ def add_parser(sub: Any) -> Any:
     sent.add_argument("--account", required=True)
     sent.add_argument("--invoice", required=True, help="its number (KB-...) or id")
     sent.add_argument("--transaction", required=True, help="the refund's transaction hash or signature")
-    for command in (run_parser, show, refund, sent):
+    void = commands.add_parser(
+        "void-draft", help="void a month-end invoice still our draft (its issue refused for good): later closes proceed"
+    )
+    void.add_argument("account")
+    void.add_argument("period", type=arguments.period, help="YYYY-MM")
+    void.add_argument("--reason", required=True, help="why (shown, and in the JSON output)")
+    void.add_argument("--yes", action="store_true", help="do it (without: nothing is done)")
+    void.add_argument("--stripe-secret", default=os.environ.get("STRIPE_API_KEY_SECRET_NAME", ""))
+    for command in (run_parser, show, refund, sent, void):
         command.add_argument("--usage-table", default=os.environ.get("USAGE_TABLE_NAME", ""))
         command.add_argument("--json", action="store_true", help="machine-readable output")
     return commands
@@ -74,6 +87,8 @@ def run(args: argparse.Namespace, console: Console) -> None:
         _run(args, console)
     elif args.invoice_command in ("refund", "crypto-refund-sent"):
         _refund(args, console)
+    elif args.invoice_command == "void-draft":
+        _void_draft(args, console)
     else:
         _show(args, console)
 
@@ -110,6 +125,49 @@ def _refund(args: argparse.Namespace, console: Console) -> None:
     else:
         console.print(f"{invoice.number}: {invoice.status.value}, total {money_str(invoice.total)}, refunded "
                       f"{money_str(invoice.refunded)}, refund owed {money_str(invoice.refund_owed)}")  # fmt: skip
+
+
+def _void_draft(args: argparse.Namespace, console: Console) -> None:
+    """``invoice void-draft``: through ``kilo_invoice.logic.void_draft`` (the processor first, then our conditional
+    write). What the draft billed for its own period stays billed as far as later closes go (D132): said in the
+    output, with the fees it billed ahead that the next close bills again (D153)."""
+    from kilo_billing.accounts import check_account_id  # noqa: PLC0415
+    from kilo_invoice.dependencies import close_deps  # noqa: PLC0415
+    from kilo_invoice.logic import void_draft  # noqa: PLC0415
+    from kilo_invoice.model import InvoiceNotFoundError  # noqa: PLC0415
+    from kilo_invoice.settings import InvoiceSettings  # noqa: PLC0415
+
+    check_account_id(args.account)
+    if not args.reason.strip():
+        raise ValueError("--reason must say why the draft is voided")
+    if not args.yes:
+        raise ValueError(
+            f"nothing done: voiding {args.account}'s {args.period} draft cannot be undone; run again with --yes"
+        )
+    config = InvoiceSettings(usage_table_name=args.usage_table, stripe_api_key_secret_name=args.stripe_secret)
+    deps = close_deps(config)
+    try:
+        done = void_draft(deps.store, deps.gateway, args.account, args.period, datetime.now(UTC))
+    except InvoiceNotFoundError as exc:
+        raise ValueError(str(exc)) from exc
+    invoice = done.invoice
+    summary = _summary(invoice) | {
+        "reason": args.reason,
+        "processor": done.processor,
+        "not_billed_again": money_str(done.not_billed_again),
+        "billed_again": money_str(done.billed_again),
+    }
+    if args.json:
+        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+        return
+    console.print(f"{invoice.number} ({invoice.period}, total {money_str(invoice.total)}): void - {args.reason}")
+    console.print(done.processor or "Stripe held no invoice for it")
+    console.print(
+        f"Not billed again by any close: {money_str(done.not_billed_again)} (its period's usage and fee, and any late "
+        f"usage it carried; the billed watermarks stay) - bill it another way if it is owed. Billed again by the next "
+        f"close: {money_str(done.billed_again)} (fees billed ahead, invoices carried). Usage rated later for the "
+        f"period is late usage on the next invoice, as before. Later closes proceed: rerun `kilo-billing invoice run`."
+    )
 
 
 def _invoice_id(invoices: Any, reference: str) -> str:
@@ -154,6 +212,7 @@ def _run(args: argparse.Namespace, console: Console) -> None:
                 row["invoice"] = None
             else:
                 row["invoice"] = _summary(outcome.invoice)
+            row["notes_waiting"] = [_waiting(note) for note in outcome.notes_waiting]
             rows.append(row)
     failed = [row for row in rows if "error" in row]
     if args.json:
@@ -162,6 +221,12 @@ def _run(args: argparse.Namespace, console: Console) -> None:
         _print_run(console, period, rows)
     if failed:
         raise SystemExit(1)
+
+
+def _waiting(note: str) -> dict[str, str]:
+    """A close outcome's note waiting as ours to fix, ``"<credit id>: <why>"`` (D330), split."""
+    credit_id, _, why = note.partition(": ")
+    return {"credit_id": credit_id, "why": why}
 
 
 def _summary(invoice: InvoiceRecord) -> dict[str, Any]:
@@ -196,6 +261,14 @@ def _print_run(console: Console, period: Period, rows: list[dict[str, Any]]) -> 
                 row["account_id"], row["period"], invoice["number"], invoice["status"], invoice["total"], note
             )
     console.print(table)
+    waiting = [(row["account_id"], note) for row in rows for note in row.get("notes_waiting", ())]
+    if waiting:
+        notes = Table(title="Credit notes waiting: Stripe refused them as ours to fix (D330); later runs retry them")
+        for column in ("account", "credit note", "why"):
+            notes.add_column(column)
+        for account, note in waiting:
+            notes.add_row(account, note["credit_id"], note["why"])
+        console.print(notes)
 
 
 def _show(args: argparse.Namespace, console: Console) -> None:

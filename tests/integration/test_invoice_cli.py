@@ -8,7 +8,10 @@ import json
 
 import pytest
 
+from kilo_billing.invoicing import InvoiceStatus
 from kilo_billing_cli.main import main
+from kilo_invoice.logic import gateway_request
+from kilo_invoice.ports import Customer
 from tests.integration.test_invoice_close import Invoicing, invoicing
 
 __all__ = ["invoicing"]  # the fixture, shared with the close's integration tests
@@ -160,3 +163,107 @@ def test_given_an_account_created_with_a_past_signup_when_a_later_month_is_run_t
         ("2026-04", True, "29.00"),
     ]
     assert sorted(invoicing.store.ledger("acct-c").invoices) == ["acct-c/2026-03", "acct-c/2026-04"]
+
+
+def _march_draft(invoicing: Invoicing, capsys: pytest.CaptureFixture[str], card: bool = True) -> tuple[str, ...]:
+    """acct-a, Team, card: 60,000 video minutes in March -> 7.20 + 29.00 (March) + 29.00 (April in advance) = 65.20.
+    Its stored customer is one Stripe does not know: the close stores March's draft, Stripe refuses its issue, and
+    every later month's close fails behind it (D336). Returns the table option."""
+    invoicing.register("acct-a", "team")
+    invoicing.rate("acct-a", "video", 60_000)
+    if card:
+        invoicing.card("acct-a", "pm_card_visa")
+    invoicing.store.save_billing("acct-a", customer_id="cus_unknown0000000")
+    table = ("--usage-table", invoicing.table)
+    for period in ("2026-03", "2026-04"):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["invoice", "run", "--period", period, "--account", "acct-a", *table])
+        assert exit_info.value.code == 1
+    assert "not closed" in capsys.readouterr().out
+    ledger = invoicing.store.ledger("acct-a")
+    assert [(i.period, i.status.value, str(i.total)) for i in ledger.invoices.values()] == [
+        ("2026-03", "draft", "65.20")
+    ]
+    return table
+
+
+def test_given_a_draft_stripe_refused_when_void_draft_then_ours_is_void_and_april_closes(
+    invoicing: Invoicing, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: no ``void-draft`` command (argparse exit 2) - April stayed behind March's draft. Now: without --yes
+    nothing is done; with it March is void (Stripe holds nothing for it), 36.20 of it (usage 7.20 + March's fee 29.00)
+    is not billed again (the watermarks stay), April's fee it billed ahead (29.00) is; April then closes:
+    April's fee again 29.00 + May's in advance 29.00 = 58.00."""
+    table = _march_draft(invoicing, capsys)
+    void = ("invoice", "void-draft", "acct-a", "2026-03", "--reason", "Stripe refuses the customer", *table)
+    with pytest.raises(SystemExit) as exit_info:
+        main([*void])
+    assert exit_info.value.code == 2
+    assert "--yes" in capsys.readouterr().err
+    assert invoicing.invoice("acct-a").status is InvoiceStatus.DRAFT
+
+    done = _cli(capsys, *void, "--yes")
+    assert (done["number"], done["status"], done["total"]) == ("KB-acct-a-00001", "void", "65.20")
+    assert (done["not_billed_again"], done["billed_again"], done["processor"]) == ("36.20", "29.00", None)
+    assert done["reason"] == "Stripe refuses the customer"
+    assert invoicing.invoice("acct-a").status is InvoiceStatus.VOID
+    assert invoicing.http.emulator.objects.get("invoice", {}) == {}
+
+    customer = invoicing.gateway().ensure_customer(Customer("acct-a"))  # the operator fixed the customer
+    invoicing.store.save_billing("acct-a", customer_id=customer)
+    april = _cli(capsys, "invoice", "run", "--period", "2026-04", "--account", "acct-a", *table)
+    [row] = april["closed"]  # type: ignore[misc]
+    assert (row["period"], row["created"], row["invoice"]["total"]) == ("2026-04", True, "58.00")
+    assert row["invoice"]["status"] == "open"
+    with pytest.raises(SystemExit) as exit_info:
+        main([*void, "--yes"])
+    assert exit_info.value.code == 2
+    assert "KB-acct-a-00001 is void: only a draft" in capsys.readouterr().err
+
+
+def test_given_a_draft_stripe_holds_open_when_void_draft_then_stripe_voids_it_first(
+    invoicing: Invoicing, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Stripe issued March (open, 65.20) but our record stayed a draft: ``void-draft`` voids Stripe's invoice, then
+    ours (naming it); Stripe's ``invoice.voided`` arriving later moves nothing (its links only). (No card saved: Stripe's invoice stays open.)"""
+    table = _march_draft(invoicing, capsys, card=False)
+    gateway = invoicing.gateway()
+    customer = gateway.ensure_customer(Customer("acct-a"))
+    at_stripe = gateway.issue_invoice(gateway_request(invoicing.invoice("acct-a"), customer))
+    assert at_stripe.status == "open"
+    done = _cli(capsys, "invoice", "void-draft", "acct-a", "2026-03", "--reason", "duplicate", "--yes", *table)
+    assert (done["status"], done["processor"]) == ("void", f"Stripe invoice {at_stripe.gateway_id} voided")
+    assert invoicing.http.emulator.objects["invoice"][at_stripe.gateway_id]["status"] == "void"
+    before = invoicing.invoice("acct-a")
+    assert (before.status, before.gateway_id) == (InvoiceStatus.VOID, at_stripe.gateway_id)
+    for event in list(invoicing.http.emulator.events):
+        assert invoicing.webhook(event) == 200
+    invoicing.payments()
+    after = invoicing.invoice("acct-a")
+    assert (after.status, after.transitions) == (InvoiceStatus.VOID, before.transitions)
+    assert invoicing.store.ledger("acct-a").billing.credit == 0
+
+
+def test_given_a_note_stripe_refuses_as_ours_to_fix_when_invoice_run_then_it_shows_the_note_waiting(
+    invoicing: Invoicing, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """March 65.20 open at Stripe; Stripe no longer knows that invoice (404); 5,000 March minutes go away (-3.60):
+    April's close issues April and the note lowering March waits (D330). Before: ``invoice run`` did not say so."""
+    invoicing.register("acct-a", "team")
+    invoicing.rate("acct-a", "video", 60_000)
+    invoicing.card("acct-a", "pm_card_visa")
+    table = ("--usage-table", invoicing.table)
+    _cli(capsys, "invoice", "run", "--period", "2026-03", "--account", "acct-a", *table)
+    march = invoicing.invoice("acct-a")
+    assert march.gateway_id is not None
+    invoicing.http.emulator.objects["invoice"].pop(march.gateway_id)
+    invoicing.rate("acct-a", "video", -5_000)
+    run = ("invoice", "run", "--period", "2026-04", "--account", "acct-a", *table)
+    [row] = _cli(capsys, *run)["closed"]  # type: ignore[misc]
+    [waiting] = row["notes_waiting"]
+    assert waiting["credit_id"] == "acct-a/2026-03/credit-2026-04"
+    assert waiting["why"].startswith("Stripe refused (404): No such invoice")
+    assert main([*run]) == 0
+    text = capsys.readouterr().out
+    assert "acct-a/2026-03/credit-2026-04" in text
+    assert "waiting" in text

@@ -14,7 +14,10 @@ from typing import Any, Final
 from kilo_billing.accounts import AccountDirectory
 from kilo_billing.contracts import DisputeOpenedV1, InvoiceIssuedV1, PaymentFailedV1, PaymentMethodAttachedV1
 from kilo_billing.invoicing import (
+    CARRIED,
+    CREDIT,
     ERASED_DETAILS,
+    FEE_KINDS,
     AccountLedger,
     BillingMethod,
     CreditMove,
@@ -46,7 +49,7 @@ from kilo_billing.money import ZERO, is_whole_cents, money_str, total
 from kilo_billing.periods import Period
 from kilo_billing.progressive import invoice_early
 from kilo_billing.publisher import EventPublisher
-from kilo_invoice.model import CloseDeps, CloseOutcome, EventOutcome, InvoiceNotFoundError
+from kilo_invoice.model import CloseDeps, CloseOutcome, DraftVoided, EventOutcome, InvoiceNotFoundError
 from kilo_invoice.ports import (
     GATEWAY_MAX_LINES,
     REFUND_METADATA,
@@ -958,6 +961,59 @@ def _save_with(
             invoice = stored
             seq_read = None if seq_read is None else ledger.billing.seq
     raise LedgerConflictError(f"{invoice.invoice_id}: kept conflicting")
+
+
+# --- an operator's void of a month-end draft (D-ops-1) -------------------------------------------------------------
+
+
+def void_draft(
+    store: LedgerStore, gateway: PaymentGateway, account_id: str, period: Period, now: datetime
+) -> DraftVoided:
+    """Void the stored month-end invoice of ``period`` while it is still our draft - one whose issue the processor
+    refuses for good, which holds every later close of the account behind it (D336) - so later closes proceed (a void
+    one is through). Anything but a draft is refused, naming its status. A card draft the processor holds an invoice
+    for: an open one is voided there first; a processor draft is refused (the gateway does not delete invoices: the
+    operator deletes it in Stripe, then runs this again); a paid or written-off one is refused (the close records it).
+    Ours moves to void through the ledger's conditional write (revision and status read; ``_save_with``: the account
+    credit it applied goes back, D132); a run that meanwhile issued it wins, and this says so."""
+    ledger = store.ledger(account_id)
+    invoice = ledger.invoices.get(invoice_id(account_id, period))
+    if invoice is None:
+        raise InvoiceNotFoundError(f"{account_id} has no month-end invoice for {period}")
+    if invoice.status is not InvoiceStatus.DRAFT:
+        raise ValueError(f"invoice {invoice.number} is {invoice.status.value}: only a draft is voided here")
+    processor: str | None = None
+    named: str | None = None  # the processor's invoice, recorded on ours
+    if invoice.method is BillingMethod.CARD:
+        found = gateway.find_invoice(invoice.invoice_id)
+        if found is not None:
+            named = found.gateway_id
+            if found.status == "open":
+                gateway.void(found.gateway_id)
+                processor = f"Stripe invoice {found.gateway_id} voided"
+            elif found.status == "void":
+                processor = f"Stripe invoice {found.gateway_id} already void"
+            elif found.status == "draft":
+                raise ValueError(
+                    f"Stripe holds draft invoice {found.gateway_id} for {invoice.number}: delete it in Stripe "
+                    f"(this command does not delete Stripe invoices), then run this again"
+                )
+            else:
+                raise ValueError(
+                    f"Stripe's invoice {found.gateway_id} for {invoice.number} is {found.status}: not voided "
+                    f"(`kilo-billing invoice run` records it)"
+                )
+
+    def void(current: InvoiceRecord) -> InvoiceRecord:
+        return replace(current.moved(InvoiceStatus.VOID, now), gateway_id=current.gateway_id or named)
+
+    stored = _save_with(store, invoice, _while_draft(void))
+    if stored.status is not InvoiceStatus.VOID:
+        raise ValueError(f"invoice {invoice.number} became {stored.status.value} meanwhile: not voided")
+    ahead = [line.kind == CARRIED or (line.kind in FEE_KINDS and line.period != stored.period) for line in stored.lines]
+    kept = [line.amount for line, later in zip(stored.lines, ahead, strict=True) if not later and line.kind != CREDIT]
+    again = [line.amount for line, later in zip(stored.lines, ahead, strict=True) if later]
+    return DraftVoided(stored, processor, total(kept), total(again))
 
 
 # --- refunds ---------------------------------------------------------------------------------------------------

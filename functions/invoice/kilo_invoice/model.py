@@ -4,6 +4,7 @@ the logic raises when an event or a command names an invoice we do not have."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 
 from kilo_billing.catalog import Catalog
 from kilo_billing.invoicing import InvoiceRecord, LedgerStore
@@ -25,6 +26,18 @@ class CloseOutcome:
     # processor does not know ...), each "<credit id>: <why>": left pending for later runs, the invoice issued all the
     # same; the handler alarms them (D330)
     notes_waiting: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DraftVoided:
+    """An operator's void of a stored month-end draft (``logic.void_draft``, D-ops-1)."""
+
+    invoice: InvoiceRecord  # as stored: void
+    processor: str | None  # what was done at the processor (None: it held no invoice for it)
+    # what the draft billed that no later close bills again (the period's usage and fee, earlier periods' late usage:
+    # the billed watermarks stay where it moved them, D132) - the operator's to bill another way if it is owed
+    not_billed_again: Decimal
+    billed_again: Decimal  # fees it billed for later periods (in advance): the next close bills them (D153)
 
 
 @dataclass(frozen=True, slots=True)
