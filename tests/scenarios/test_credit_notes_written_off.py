@@ -13,6 +13,8 @@ from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
+import pytest
+
 from kilo_billing.invoicing import BillingState, CreditNoteStatus, InvoiceStatus
 from kilo_invoice.logic import close_account
 from kilo_invoice.ports import GatewayMisconfiguredError, GatewayRejectedError
@@ -127,3 +129,57 @@ def test_given_the_write_off_known_before_aprils_close_then_no_credit_and_april_
     note = world.store.credit_notes[NOTE]
     assert (note.to_due, note.to_credit, note.uncollected) == (Decimal("0.00"), Decimal("0.00"), Decimal("3.60"))
     assert april.total == Decimal("29.00")
+
+
+@pytest.mark.parametrize(
+    "gone",
+    [
+        {"charged_back": Decimal("65.20"), "disputed": True},  # March's dispute lost: all 65.20 back to the bank
+        {"refunded": Decimal("65.20"), "outside_refunds": (("re_dash", Decimal("65.20")),)},  # a dashboard refund
+    ],
+    ids=["dispute-lost", "dashboard-refund"],
+)
+def test_given_march_paid_then_its_money_gone_when_the_waiting_note_is_refused_as_paid_then_nothing_is_credited(
+    gone: dict[str, Any],
+) -> None:
+    """A review of D337: April's 3.60 note on March waits; March is then paid at Stripe and all of its 65.20 goes
+    back (a dispute lost, or a refund made in Stripe's dashboard). May's close steps the note: Stripe refuses the
+    reduction, March is paid. March keeps 0.00, so the note credits 0.00 and records 3.60 as returned; May is asked
+    its whole 29.00 - as when the same is known before April's close. Before: 3.60 credit on top of the 65.20 given
+    back, May 25.40."""
+    world = team_with_march_overage()
+    march = world.close("acme", MAR)
+    _april_with_its_note_waiting(world)
+    stored = world.store.invoices[march.invoice_id]
+    world.store.invoices[march.invoice_id] = replace(stored.moved(InvoiceStatus.PAID, MAY.end), **gone)
+    world.gateway.invoices[march.invoice_id].status = "paid"
+
+    may = world.close("acme", MAY)
+
+    note = world.store.credit_notes[NOTE]
+    assert (note.status, note.to_credit, note.returned) == (CreditNoteStatus.DONE, Decimal("0.00"), Decimal("3.60"))
+    assert (world.store.billing["acme"].credit, may.total) == (Decimal("0.00"), Decimal("29.00"))
+
+
+def test_given_march_paid_then_partly_refunded_when_the_waiting_note_is_refused_as_paid_then_it_credits_what_is_left() -> (
+    None
+):
+    """The same with 63.00 of March's 65.20 refunded in Stripe's dashboard: refunds come out of what paid no usage
+    first (the 58.00 of fees), then 5.00 of March's 7.20 of usage: March still holds 2.20 of usage. The note credits
+    2.20 and records 1.40 as returned; May is asked 29.00 - 2.20 = 26.80. Before: 3.60 credit, May 25.40."""
+    world = team_with_march_overage()
+    march = world.close("acme", MAR)
+    _april_with_its_note_waiting(world)
+    stored = world.store.invoices[march.invoice_id]
+    world.store.invoices[march.invoice_id] = replace(
+        stored.moved(InvoiceStatus.PAID, MAY.end),
+        refunded=Decimal("63.00"),
+        outside_refunds=(("re_dash", Decimal("63.00")),),
+    )
+    world.gateway.invoices[march.invoice_id].status = "paid"
+
+    may = world.close("acme", MAY)
+
+    note = world.store.credit_notes[NOTE]
+    assert (note.to_credit, note.returned) == (Decimal("2.20"), Decimal("1.40"))
+    assert may.total == Decimal("26.80")

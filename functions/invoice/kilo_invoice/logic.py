@@ -40,8 +40,11 @@ from kilo_billing.invoicing import (
     details_erased,
     early_invoices,
     first_period,
+    given_back,
     invoice_id,
     is_early,
+    money_held,
+    period_held,
     refundable,
     void_credit,
 )
@@ -427,16 +430,8 @@ def _issue_credit_note(deps: CloseDeps, ledger: AccountLedger, note: CreditNote,
                 # money we know it collected - bounded as the close's note on it would be, the rest not collected
                 # (D337; waiting for ever on an open invoice was a review's finding)
                 note = _save_written_off(deps, ledger, note, now, f"reduction refused ({exc}) on an invoice {said}")
-            elif note.to_due > 0:  # paid there before we heard: what it would have taken off is account credit
-                moved = _note_step(
-                    note,
-                    now,
-                    f"reduction refused ({exc}): account credit",
-                    to_due=ZERO,
-                    to_credit=note.to_credit + note.to_due,
-                    out_of_band=True,
-                )
-                note = _save_note(deps, moved, note.to_due)
+            elif note.to_due > 0:  # paid there (perhaps before we heard): account credit for what it still holds
+                note = _save_paid_there(deps, ledger, note, now, f"reduction refused ({exc})")
             else:
                 note = _save_note(
                     deps, _note_step(note, now, f"refused ({exc})", processor=ZERO, status=CreditNoteStatus.DONE)
@@ -446,6 +441,37 @@ def _issue_credit_note(deps: CloseDeps, ledger: AccountLedger, note: CreditNote,
             deps, _note_step(note, now, f"made {made}", gateway_note_id=made, status=CreditNoteStatus.DONE)
         )
     return note
+
+
+def _save_paid_there(deps: CloseDeps, ledger: AccountLedger, note: CreditNote, now: datetime, why: str) -> CreditNote:
+    """A reduction refused on an invoice paid at the processor (its ``invoice.paid`` may not have reached us): what it
+    would have taken off becomes account credit for at most what that invoice still holds of the period's usage
+    (``money_held``, read as paid - the processor says so - with what we know of its refunds and disputes) and what
+    the period holds beyond the notes' credit (``period_held``); the rest was given back already (``returned``). Before
+    (D131's branch, a review of D337): the whole amount, 3.60 on top of 65.20 charged back. The credit is then
+    recorded on the processor's invoice as credited out of band (the note's next step); nothing to credit: done."""
+    found = ledger.invoices.get(note.invoice_id)
+    if found is None:
+        held = ZERO
+    else:
+        paid = replace(found, status=InvoiceStatus.PAID)
+        ledger = replace(ledger, invoices={**ledger.invoices, found.invoice_id: paid})
+        bare = replace(note, to_due=ZERO, processor=ZERO)  # its reduction refused: it takes nothing off
+        notes = [*(n for n in ledger.credit_notes.values() if n.credit_id != note.credit_id), bare]
+        here = money_held(paid, notes, given_back(ledger, notes)).held.get(note.period, ZERO)
+        held = max(ZERO, min(note.to_due, here, period_held(ledger, note.period, notes)))
+    moved = _note_step(
+        note,
+        now,
+        f"{why}: paid there, {money_str(held)} account credit",
+        to_due=ZERO,
+        processor=held,
+        to_credit=note.to_credit + held,
+        returned=note.returned + note.to_due - held,
+        out_of_band=True,
+        **({} if held > 0 else {"status": CreditNoteStatus.DONE}),
+    )
+    return _save_note(deps, moved, held)
 
 
 def _save_written_off(deps: CloseDeps, ledger: AccountLedger, note: CreditNote, now: datetime, why: str) -> CreditNote:
