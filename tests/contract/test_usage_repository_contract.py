@@ -483,6 +483,37 @@ def test_given_a_rebuild_whose_header_is_refused_then_the_participant_items_of_i
     assert part_items() == kept
 
 
+def test_given_a_refused_rebuild_whose_clean_up_is_throttled_then_the_refusal_is_raised_not_the_throttle(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A review of D335: the clean-up of a refused commit's participant items reads the headers by BatchGetItem; when
+    that is throttled past the retry cap, its ``StorageUnavailableError`` replaced the refusal, so a refused room
+    (``RejectedWriteError``: the poison queue) or a stale version (``ConflictError``: composed again) became a whole
+    batch's retry while the throttling lasted. The refusal is raised now; the items wait for the next rebuild (D250)."""
+    from kilo_billing import aws  # noqa: PLC0415
+
+    class Throttled:
+        def __init__(self, client: Any) -> None:
+            self._client = client
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._client, name)
+
+        def batch_get_item(self, **request: Any) -> Any:
+            return {"Responses": {}, "UnprocessedKeys": request["RequestItems"]}
+
+    monkeypatch.setattr(aws, "BATCH_RETRY", aws.BatchRetry(sleep=lambda _seconds: None), raising=False)
+    client = stack.clients["dynamodb"]
+    usage_table, events_table = (stack.template.physical_name(n) for n in ("UsageTable", "EventsTable"))
+    events = [joined("EV_1", "RM_o", "PA_1", NOV_16), joined("EV_2", "RM_o", "PA_2", NOV_16 + 30)]
+    DynamoUsageRepository(client, usage_table, events_table).commit(
+        CommitUnit(states=[whole(from_events("RM_o", events), 0)]), NOW_MS
+    )
+    throttled = DynamoUsageRepository(Throttled(client), usage_table, events_table)
+    with pytest.raises(ConflictError):  # before: StorageUnavailableError ("UnprocessedKeys ... after 6 requests")
+        throttled.commit(CommitUnit(states=[whole(from_events("RM_o", events), 0)]), NOW_MS)
+
+
 def test_given_more_participant_items_than_a_transaction_holds_then_written_in_chunks_and_a_crash_is_seen(
     harness: Harness,
 ) -> None:

@@ -22,6 +22,7 @@ from kilo_billing.aws import (
     ConditionFailedError,
     InvalidRequestError,
     ResourceGoneError,
+    StorageUnavailableError,
     batch_get,
     batch_write,
     call,
@@ -264,9 +265,15 @@ class DynamoUsageRepository:
                 _write(self._client.transact_write_items, TransactItems=writes + checks)
                 landed.update(id(change) for change in transaction.states)
                 written += len(writes)
-        except (ConflictError, RejectedWriteError):
-            self._unused_generations(unit, generations, landed)
-            raise
+        except (ConflictError, RejectedWriteError) as refused:
+            try:
+                self._unused_generations(unit, generations, landed)
+            except StorageUnavailableError as cleanup:  # throttled: the items wait for the next rebuild (D250)
+                Logger(service=RATING_SERVICE, child=True).warning(
+                    "refused commit's unused participant items left for the next rebuild",
+                    extra={"reason": str(cleanup)[:200]},
+                )
+            raise refused  # the refusal decides (a refused room goes to the poison queue, D335)
         for change in unit.states:
             if change.chunked():
                 written += self._chunked_state(change)
