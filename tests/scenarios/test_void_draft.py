@@ -1,5 +1,5 @@
 """An operator voids a month-end invoice still our draft - Stripe refused its issue for good, and every later close of
-the account waits behind it (D336) - with ``kilo-billing invoice void-draft`` (``logic.void_draft``, D-ops-1), on the
+the account waits behind it (D336) - with ``kilo-billing invoice void-draft`` (``logic.void_draft``, D338), on the
 in-memory ledger and gateway. Hand-worked (price book 2026-01): Team, 60,000 video minutes in March: 10,000 over x
 0.00072 = 7.20 + March's fee 29.00 + April's in advance 29.00 = 65.20, less 10.00 of account credit = 55.20."""
 

@@ -989,7 +989,7 @@ def _save_with(
     raise LedgerConflictError(f"{invoice.invoice_id}: kept conflicting")
 
 
-# --- an operator's void of a month-end draft (D-ops-1) -------------------------------------------------------------
+# --- an operator's void of a month-end draft (D338) -------------------------------------------------------------
 
 
 def void_draft(

@@ -30,7 +30,7 @@ class CloseOutcome:
 
 @dataclass(frozen=True, slots=True)
 class DraftVoided:
-    """An operator's void of a stored month-end draft (``logic.void_draft``, D-ops-1)."""
+    """An operator's void of a stored month-end draft (``logic.void_draft``, D338)."""
 
     invoice: InvoiceRecord  # as stored: void
     processor: str | None  # what was done at the processor (None: it held no invoice for it)
