@@ -443,6 +443,13 @@ def _issue_credit_note(deps: CloseDeps, ledger: AccountLedger, note: CreditNote,
     return note
 
 
+def _with_nothing_taken_off(ledger: AccountLedger, note: CreditNote) -> list[CreditNote]:
+    """The account's credit notes with ``note`` as its reduction, refused, left it: taking nothing off its invoice -
+    what the bounds on its account credit read (``_save_paid_there``, ``_save_written_off``)."""
+    others = (other for other in ledger.credit_notes.values() if other.credit_id != note.credit_id)
+    return [*others, replace(note, to_due=ZERO, processor=ZERO)]
+
+
 def _save_paid_there(deps: CloseDeps, ledger: AccountLedger, note: CreditNote, now: datetime, why: str) -> CreditNote:
     """A reduction refused on an invoice paid at the processor (its ``invoice.paid`` may not have reached us): what it
     would have taken off becomes account credit for at most what that invoice still holds of the period's usage
@@ -456,8 +463,7 @@ def _save_paid_there(deps: CloseDeps, ledger: AccountLedger, note: CreditNote, n
     else:
         paid = replace(found, status=InvoiceStatus.PAID)
         ledger = replace(ledger, invoices={**ledger.invoices, found.invoice_id: paid})
-        bare = replace(note, to_due=ZERO, processor=ZERO)  # its reduction refused: it takes nothing off
-        notes = [*(n for n in ledger.credit_notes.values() if n.credit_id != note.credit_id), bare]
+        notes = _with_nothing_taken_off(ledger, note)
         here = money_held(paid, notes, given_back(ledger, notes)).held.get(note.period, ZERO)
         held = max(ZERO, min(note.to_due, here, period_held(ledger, note.period, notes)))
     moved = _note_step(
@@ -476,11 +482,10 @@ def _save_paid_there(deps: CloseDeps, ledger: AccountLedger, note: CreditNote, n
 
 def _save_written_off(deps: CloseDeps, ledger: AccountLedger, note: CreditNote, now: datetime, why: str) -> CreditNote:
     """A reduction refused on an invoice not paid (written off, or open with the amount refused): as the close's note
-    on one (D193), account credit
-    only for what ``creditable`` gives - of the invoice's own money only the account credit it applied - read with the
-    note itself taking nothing off the invoice; the rest was never collected. Done: no processor note (D337)."""
-    basis = [n for n in ledger.credit_notes.values() if n.credit_id != note.credit_id]
-    held = creditable(ledger, note.period, [*basis, replace(note, to_due=ZERO, processor=ZERO)], note.to_due)
+    on one (D193), account credit only for what ``creditable`` gives - of the invoice's own money only the account
+    credit it applied - read with the note itself taking nothing off the invoice; the rest was never collected. Done:
+    no processor note (D337)."""
+    held = creditable(ledger, note.period, _with_nothing_taken_off(ledger, note), note.to_due)
     done = _note_step(
         note,
         now,
