@@ -212,7 +212,7 @@ def _run(args: argparse.Namespace, console: Console) -> None:
                 row["invoice"] = None
             else:
                 row["invoice"] = _summary(outcome.invoice)
-            row["notes_waiting"] = [_waiting(note) for note in outcome.notes_waiting]
+            row["notes_waiting"] = [note._asdict() for note in outcome.notes_waiting]
             rows.append(row)
     failed = [row for row in rows if "error" in row]
     if args.json:
@@ -221,12 +221,6 @@ def _run(args: argparse.Namespace, console: Console) -> None:
         _print_run(console, period, rows)
     if failed:
         raise SystemExit(1)
-
-
-def _waiting(note: str) -> dict[str, str]:
-    """A close outcome's note waiting as ours to fix, ``"<credit id>: <why>"`` (D330), split."""
-    credit_id, _, why = note.partition(": ")
-    return {"credit_id": credit_id, "why": why}
 
 
 def _summary(invoice: InvoiceRecord) -> dict[str, Any]:

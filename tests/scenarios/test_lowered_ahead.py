@@ -17,6 +17,7 @@ from kilo_billing import invoicing
 from kilo_billing.invoicing import CreditNoteStatus, InvoiceStatus, amount_due
 from kilo_billing.periods import Period
 from kilo_invoice.logic import GATEWAY_ATTEMPTS, apply_stripe_event, close_account
+from kilo_invoice.model import NoteWaiting
 from kilo_invoice.ports import GatewayMisconfiguredError, GatewayUnavailableError
 from tests.scenarios.test_card_payment_events import Events, _paid_invoice
 from tests.scenarios.test_credit_notes_late import _pay
@@ -160,7 +161,7 @@ def _june_ahead_note_pending(world: World, events: Events, refusal: Exception) -
     world.store.rate("acme", "2026-03", seg(at(1, 3)), "video", -20_000)
     world.gateway.fail_next = [refusal] * GATEWAY_ATTEMPTS
     if isinstance(refusal, GatewayMisconfiguredError):  # a subclass of GatewayUnavailableError: asked first
-        assert close_account(world.deps, "acme", JUN, JUN.end).notes_waiting == (f"{AHEAD}: {refusal}",)
+        assert close_account(world.deps, "acme", JUN, JUN.end).notes_waiting == (NoteWaiting(AHEAD, str(refusal)),)
     else:
         with pytest.raises(GatewayUnavailableError):
             world.close("acme", JUN)
@@ -222,7 +223,7 @@ def test_given_a_pending_ahead_note_stripe_still_refuses_as_ours_then_the_next_c
 
     july = close_account(world.deps, "acme", JUL, JUL.end)
     assert july.invoice is not None
-    assert july.notes_waiting == (f"{AHEAD}: no such invoice",)
+    assert july.notes_waiting == (NoteWaiting(AHEAD, "no such invoice"),)
     assert (july.invoice.status, amounts(july.invoice, "adjustment")) == (InvoiceStatus.OPEN, ["7.20"])
     assert world.store.credit_notes[AHEAD].status is CreditNoteStatus.PENDING
 

@@ -357,7 +357,9 @@ def test_given_a_note_on_an_invoice_stripe_does_not_know_then_the_close_issues_a
     assert outcome.invoice is not None
     assert (outcome.invoice.status, outcome.invoice.gateway_id is not None) == (InvoiceStatus.OPEN, True)
     [waiting] = outcome.notes_waiting
-    assert waiting.startswith("acme/2026-03/credit-2026-04: Stripe refused (404): No such invoice")
+    assert f"{waiting.credit_id}: {waiting.why}".startswith(
+        "acme/2026-03/credit-2026-04: Stripe refused (404): No such invoice"
+    )
     _note_waits(ledger)
     http.emulator.objects["invoice"][march.gateway_id] = hidden  # the right key again
     again = close_account(deps, "acme", APR, APR.end)

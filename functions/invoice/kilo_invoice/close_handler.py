@@ -43,12 +43,15 @@ def _record(record: SQSRecord) -> None:
         logger.warning("close failed; the queue delivers the job again", extra={"reason": str(exc)[:200]})
         raise
     # a catch-up run closes several periods, each retrying the same waiting notes: each note named once (D330)
-    waiting = tuple({note.split(": ", 1)[0]: note for o in outcomes for note in o.notes_waiting}.values())  # by id
+    waiting = {note.credit_id: note for outcome in outcomes for note in outcome.notes_waiting}.values()
     if waiting:  # issued; these notes wait until an operator fixes our side at Stripe
         count(SERVICE, Metric.STRIPE_MISCONFIGURED, len(waiting))
         logger.error(
             "Stripe misconfigured: credit notes wait; invoice issued without them",
-            extra={"closed_periods": [o.period for o in outcomes], "notes": [note[:200] for note in waiting]},
+            extra={
+                "closed_periods": [o.period for o in outcomes],
+                "notes": [f"{note.credit_id}: {note.why}"[:200] for note in waiting],
+            },
         )
     for outcome in outcomes:
         if outcome.invoice is None:

@@ -52,7 +52,7 @@ from kilo_billing.money import ZERO, is_whole_cents, money_str, total
 from kilo_billing.periods import Period
 from kilo_billing.progressive import invoice_early
 from kilo_billing.publisher import EventPublisher
-from kilo_invoice.model import CloseDeps, CloseOutcome, DraftVoided, EventOutcome, InvoiceNotFoundError
+from kilo_invoice.model import CloseDeps, CloseOutcome, DraftVoided, EventOutcome, InvoiceNotFoundError, NoteWaiting
 from kilo_invoice.ports import (
     GATEWAY_MAX_LINES,
     REFUND_METADATA,
@@ -124,7 +124,7 @@ def close_account(deps: CloseDeps, account_id: str, period: Period, now: datetim
     created = False
     invoice: InvoiceRecord | None = None
     notes: dict[str, CreditNote] = {}
-    waiting: dict[str, str] = {}  # credit id -> why: the processor refused the note as ours to fix (D330)
+    waiting: dict[str, NoteWaiting] = {}  # by credit id: the processor refused the note as ours to fix (D330)
     stepped = False
     for _ in range(LEDGER_ATTEMPTS):
         ledger = deps.store.ledger(account_id)
@@ -161,7 +161,11 @@ def close_account(deps: CloseDeps, account_id: str, period: Period, now: datetim
 
 
 def _step_notes(
-    deps: CloseDeps, ledger: AccountLedger, notes: Iterable[CreditNote], now: datetime, waiting: dict[str, str]
+    deps: CloseDeps,
+    ledger: AccountLedger,
+    notes: Iterable[CreditNote],
+    now: datetime,
+    waiting: dict[str, NoteWaiting],
 ) -> bool:
     """Take each pending credit note to the processor (``_issue_credit_note``), by credit id; one refused as ours to
     fix waits, named in ``waiting`` and not tried again by this close (the same answer at once, D330); an outage
@@ -174,7 +178,7 @@ def _step_notes(
         try:
             _issue_credit_note(deps, ledger, note, now)
         except GatewayMisconfiguredError as exc:  # one object of ours refused: the note waits, alarmed (D330)
-            waiting[note.credit_id] = f"{note.credit_id}: {exc}"
+            waiting[note.credit_id] = NoteWaiting(note.credit_id, str(exc))
     return tried
 
 

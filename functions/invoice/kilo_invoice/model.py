@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import NamedTuple
 
 from kilo_billing.catalog import Catalog
 from kilo_billing.invoicing import InvoiceRecord, LedgerStore
@@ -16,6 +17,13 @@ class InvoiceNotFoundError(LookupError):
     """A processor event or an operator command names an invoice we do not have."""
 
 
+class NoteWaiting(NamedTuple):
+    """A credit note left pending because the processor refused its step as ours to fix (D330), and why."""
+
+    credit_id: str
+    why: str
+
+
 @dataclass(frozen=True, slots=True)
 class CloseOutcome:
     account_id: str
@@ -23,9 +31,9 @@ class CloseOutcome:
     invoice: InvoiceRecord | None  # None: nothing to close (no profile, signed up later)
     created: bool  # this run composed and stored the invoice (False: found from an earlier run)
     # credit notes whose processor step met a refusal of ours (``GatewayMisconfiguredError``: an invoice of ours the
-    # processor does not know ...), each "<credit id>: <why>": left pending for later runs, the invoice issued all the
-    # same; the handler alarms them (D330)
-    notes_waiting: tuple[str, ...] = ()
+    # processor does not know ...), by credit id: left pending for later runs, the invoice issued all the same; the
+    # handler alarms them (D330)
+    notes_waiting: tuple[NoteWaiting, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
