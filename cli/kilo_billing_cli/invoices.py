@@ -147,7 +147,7 @@ def _void_draft(args: argparse.Namespace, console: Console) -> None:
     config = InvoiceSettings(usage_table_name=args.usage_table, stripe_api_key_secret_name=args.stripe_secret)
     deps = close_deps(config)
     try:
-        done = void_draft(deps.store, deps.gateway, args.account, args.period, datetime.now(UTC))
+        done = void_draft(deps.store, deps.gateway, args.account, args.period, datetime.now(UTC), args.reason)
     except InvoiceNotFoundError as exc:
         raise ValueError(str(exc)) from exc
     invoice = done.invoice
@@ -236,6 +236,7 @@ def _summary(invoice: InvoiceRecord) -> dict[str, Any]:
         "hosted_url": invoice.hosted_url,
         "pdf_url": invoice.pdf_url,
         "transitions": [{"status": status, "at": at} for status, at in invoice.transitions],
+        **({"void_reason": invoice.void_reason} if invoice.void_reason else {}),
     }
 
 

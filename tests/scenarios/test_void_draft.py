@@ -45,8 +45,9 @@ def test_given_a_draft_stripe_refused_when_voided_then_its_credit_comes_back_and
     world.gateway.fail_next.append(GatewayRejectedError("Amount must be no more than $999,999.99"))
     with pytest.raises(GatewayRejectedError):  # before: every later close fails behind the draft (D336)
         close_through(world.deps, "acme", APR, APR.end)
-    done = void_draft(world.store, world.gateway, "acme", MAR, at(2, 4))
+    done = void_draft(world.store, world.gateway, "acme", MAR, at(2, 4), "Stripe refuses the customer")
     assert (done.invoice.status, done.processor) == (InvoiceStatus.VOID, None)
+    assert world.store.invoices["acme/2026-03"].void_reason == "Stripe refuses the customer"  # kept for the audit
     assert (done.not_billed_again, done.billed_again) == (Decimal("36.20"), Decimal("29.00"))  # 7.20 + 29.00; April's
     assert world.store.billing["acme"].credit == Decimal("10.00")  # the credit it applied, back (D132)
     [april] = close_through(world.deps, "acme", APR, APR.end)  # March is through: April alone
@@ -58,9 +59,9 @@ def test_given_a_draft_stripe_refused_when_voided_then_its_credit_comes_back_and
         InvoiceStatus.OPEN,
     )
     with pytest.raises(ValueError, match="KB-acme-00001 is void: only a draft is voided here"):
-        void_draft(world.store, world.gateway, "acme", MAR, at(3, 4))
+        void_draft(world.store, world.gateway, "acme", MAR, at(3, 4), "Stripe refuses the customer")
     with pytest.raises(ValueError, match="KB-acme-00002 is open: only a draft"):
-        void_draft(world.store, world.gateway, "acme", APR, at(3, 4))
+        void_draft(world.store, world.gateway, "acme", APR, at(3, 4), "Stripe refuses the customer")
 
 
 @pytest.mark.parametrize(
@@ -74,10 +75,19 @@ def test_given_stripe_holds_a_draft_or_paid_invoice_for_it_then_void_draft_refus
     march = world.store.invoices["acme/2026-03"]
     world.gateway.invoices[march.invoice_id] = _Invoice("in_x", gateway_request(march, "cus_x"), at_stripe)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=refusal):
-        void_draft(world.store, world.gateway, "acme", MAR, at(2, 4))
+        void_draft(world.store, world.gateway, "acme", MAR, at(2, 4), "Stripe refuses the customer")
     assert world.store.invoices["acme/2026-03"].status is InvoiceStatus.DRAFT
     assert world.store.billing["acme"].credit == Decimal("0.00")
     assert "void" not in world.gateway.calls
+
+
+def test_given_a_blank_reason_then_void_draft_refuses_and_ours_stays_a_draft(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _draft(world, monkeypatch)
+    with pytest.raises(ValueError, match="a reason must say why the draft is voided"):
+        void_draft(world.store, world.gateway, "acme", MAR, at(2, 4), "  ")
+    assert world.store.invoices["acme/2026-03"].status is InvoiceStatus.DRAFT
 
 
 def test_given_stripe_holds_it_open_then_void_draft_voids_it_there_first(
@@ -86,7 +96,7 @@ def test_given_stripe_holds_it_open_then_void_draft_voids_it_there_first(
     _draft(world, monkeypatch)
     march = world.store.invoices["acme/2026-03"]
     world.gateway.invoices[march.invoice_id] = _Invoice("in_x", gateway_request(march, "cus_x"), "open")
-    done = void_draft(world.store, world.gateway, "acme", MAR, at(2, 4))
+    done = void_draft(world.store, world.gateway, "acme", MAR, at(2, 4), "Stripe refuses the customer")
     assert (done.processor, done.invoice.gateway_id) == ("Stripe invoice in_x voided", "in_x")
     assert world.gateway.invoices[march.invoice_id].status == "void"
     assert world.store.invoices["acme/2026-03"].status is InvoiceStatus.VOID
@@ -95,4 +105,4 @@ def test_given_stripe_holds_it_open_then_void_draft_voids_it_there_first(
 def test_given_no_invoice_for_the_period_then_void_draft_says_so(world: World) -> None:
     world.signup("acme", (at(1), "team"))
     with pytest.raises(LookupError, match="acme has no month-end invoice for 2026-03"):
-        void_draft(world.store, world.gateway, "acme", MAR, at(2, 4))
+        void_draft(world.store, world.gateway, "acme", MAR, at(2, 4), "Stripe refuses the customer")

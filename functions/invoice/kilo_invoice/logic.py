@@ -1002,7 +1002,7 @@ def _save_with(
 
 
 def void_draft(
-    store: LedgerStore, gateway: PaymentGateway, account_id: str, period: Period, now: datetime
+    store: LedgerStore, gateway: PaymentGateway, account_id: str, period: Period, now: datetime, reason: str
 ) -> DraftVoided:
     """Void the stored month-end invoice of ``period`` while it is still our draft - one whose issue the processor
     refuses for good, which holds every later close of the account behind it (D336) - so later closes proceed (a void
@@ -1010,7 +1010,10 @@ def void_draft(
     for: an open one is voided there first; a processor draft is refused (the gateway does not delete invoices: the
     operator deletes it in Stripe, then runs this again); a paid or written-off one is refused (the close records it).
     Ours moves to void through the ledger's conditional write (revision and status read; ``_save_with``: the account
-    credit it applied goes back, D132); a run that meanwhile issued it wins, and this says so."""
+    credit it applied goes back, D132), recording the operator's ``reason`` on it; a run that meanwhile issued it
+    wins, and this says so."""
+    if not reason.strip():
+        raise ValueError("a reason must say why the draft is voided")
     ledger = store.ledger(account_id)
     invoice = ledger.invoices.get(invoice_id(account_id, period))
     if invoice is None:
@@ -1040,7 +1043,8 @@ def void_draft(
                 )
 
     def void(current: InvoiceRecord) -> InvoiceRecord:
-        return replace(current.moved(InvoiceStatus.VOID, now), gateway_id=current.gateway_id or named)
+        moved = current.moved(InvoiceStatus.VOID, now)
+        return replace(moved, gateway_id=current.gateway_id or named, void_reason=reason.strip())
 
     stored = _save_with(store, invoice, _while_draft(void))
     if stored.status is not InvoiceStatus.VOID:

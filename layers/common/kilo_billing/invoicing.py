@@ -168,6 +168,7 @@ class InvoiceRecord:
     # whether or not one of ours was pending; and what our own requests gave back once made (D331)
     outside_refunds: tuple[tuple[str, Decimal], ...] = ()
     refunds_made: Decimal = ZERO
+    void_reason: str | None = None  # why an operator voided it (``invoice void-draft --reason``, D338 amended)
     revision: int = 0  # the stored record's write count: every update is conditioned on it (0: never updated)
 
     @property
