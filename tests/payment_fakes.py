@@ -153,6 +153,13 @@ class InMemoryPaymentGateway:
             raise GatewayRejectedError(f"only open invoices can be voided ({invoice.status})")
         invoice.status = "void"
 
+    def delete_draft(self, gateway_id: str) -> None:
+        self._call("delete_draft")
+        invoice = self._by_gateway_id(gateway_id)
+        if invoice.status != "draft":
+            raise GatewayRejectedError(f"only draft invoices can be deleted ({invoice.status})", invoice.status)
+        del self.invoices[invoice.request.invoice_id]
+
     def set_default_payment_method(self, customer_id: str, payment_method: str) -> str:
         self._call("set_default_payment_method")
         if customer_id not in self.customers.values():

@@ -9,8 +9,9 @@ already closed is found, not recomposed; Stripe is not asked twice). It exits 1 
 be closed.
 
 ``invoice void-draft ACCOUNT PERIOD --reason TEXT --yes``: voids the account's month-end invoice of PERIOD while it is
-still our draft (``kilo_invoice.logic.void_draft``; an open Stripe invoice for it is voided first), so later closes
-proceed; it says what of the draft no later close bills again. Without ``--yes`` nothing is done (D338).
+still our draft (``kilo_invoice.logic.void_draft``; an open Stripe invoice for it is voided first, a Stripe draft
+deleted first), so later closes proceed; it says what of the draft no later close bills again and keeps the reason
+on the invoice. Without ``--yes`` nothing is done (D338).
 
 ``invoice show --account ID [--period YYYY-MM]``: the account's invoices with status, amounts and Stripe's hosted
 page and PDF links; with ``--period``, that invoice's lines.

@@ -521,6 +521,15 @@ class StripeEmulator:
         self._totals(invoice)
         return self._view("invoice", invoice)
 
+    def _invoices_delete(self, ids: dict[str, str], params: Json) -> Json:
+        """Stripe's API reference: "Permanently deletes a one-off invoice draft ... Attempts to delete invoices that
+        are no longer in a draft state will fail"; the answer is the deleted object's stub."""
+        invoice = self._get("invoice", ids["invoice"])
+        if invoice["status"] != "draft":
+            raise StripeApiError(400, f"You can only delete draft invoices ({invoice['id']} is {invoice['status']})")
+        del self.objects["invoice"][invoice["id"]]
+        return {"id": invoice["id"], "object": "invoice", "deleted": True}
+
     def _invoice_payments_list(self, ids: dict[str, str], params: Json) -> Json:
         wanted, status, payment = params.get("invoice"), params.get("status"), params.get("payment") or {}
 

@@ -66,6 +66,7 @@ ROUTES: tuple[Route, ...] = (
     Route("post", "/v1/invoices/{invoice}/add_lines", stripe_params.InvoiceAddLinesParams, "invoices.add_lines"),
     Route("post", "/v1/invoices/{invoice}/finalize", stripe_params.InvoiceFinalizeInvoiceParams, "invoices.finalize"),
     Route("post", "/v1/invoices/{invoice}/void", stripe_params.InvoiceVoidInvoiceParams, "invoices.void"),
+    Route("delete", "/v1/invoices/{invoice}", stripe_params.InvoiceDeleteParams, "invoices.delete"),
     Route("get", "/v1/invoice_payments", stripe_params.InvoicePaymentListParams, "invoice_payments.list"),
     Route("post", "/v1/credit_notes", stripe_params.CreditNoteCreateParams, "credit_notes.create"),
     Route("get", "/v1/credit_notes", stripe_params.CreditNoteListParams, "credit_notes.list"),

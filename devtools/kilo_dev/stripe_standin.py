@@ -109,11 +109,14 @@ class StripeStandin:
             def do_POST(self) -> None:
                 self._answer("post")
 
+            def do_DELETE(self) -> None:
+                self._answer("delete")
+
             def _answer(self, method: str) -> None:
                 parts = urlsplit(self.path)
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length).decode("utf-8") if length else ""
-                encoded = parts.query if method == "get" else body
+                encoded = body if method == "post" else parts.query
                 response = standin.emulator.handle(method, parts.path, encoded, dict(self.headers.items()))
                 data = json.dumps(response.body).encode("utf-8")
                 self.send_response(response.status)

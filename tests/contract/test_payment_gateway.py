@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 import stripe
 
-from kilo_dev.stripe_emulator import EmulatorHTTPClient
+from kilo_dev.stripe_emulator import EmulatorHTTPClient, StripeEmulator
 from kilo_invoice.ports import (
     Customer,
     GatewayLine,
@@ -20,15 +20,20 @@ from kilo_invoice.ports import (
     PaymentGateway,
 )
 from kilo_invoice.stripe_adapter import StripePaymentGateway
-from tests.payment_fakes import InMemoryPaymentGateway
+from tests.payment_fakes import InMemoryPaymentGateway, _Invoice
+
+
+@pytest.fixture
+def http() -> EmulatorHTTPClient:
+    """The Stripe adapter's recording HTTP client (its emulator holds what Stripe holds)."""
+    return EmulatorHTTPClient()
 
 
 @pytest.fixture(params=["fake", "stripe"])
-def gateway(request: pytest.FixtureRequest) -> Iterator[PaymentGateway]:
+def gateway(request: pytest.FixtureRequest, http: EmulatorHTTPClient) -> Iterator[PaymentGateway]:
     if request.param == "fake":
         yield InMemoryPaymentGateway()
         return
-    http = EmulatorHTTPClient()
     yield StripePaymentGateway(stripe.StripeClient("sk_test_contract", http_client=http, max_network_retries=0))
     _all_parameters_typed(http)
 
@@ -116,6 +121,42 @@ def test_given_an_open_invoice_then_it_can_be_voided_once(gateway: PaymentGatewa
     assert found.status == "void"
     with pytest.raises(GatewayRejectedError):
         gateway.void(issued.gateway_id)
+
+
+def _left_a_draft(gateway: PaymentGateway, emulator: StripeEmulator) -> str:
+    """A draft the processor holds and did not finalize. The Stripe adapter leaves one when the customer's Stripe
+    balance would change what is charged (its refusal); the fake holds one as it was put there."""
+    request = _request(gateway)
+    if isinstance(gateway, InMemoryPaymentGateway):
+        gateway.invoices[request.invoice_id] = _Invoice("in_draft", request)
+        return "in_draft"
+    emulator.objects["customer"][request.customer_id]["balance"] = -500  # a 5.00 credit Stripe would apply
+    with pytest.raises(GatewayRejectedError, match="left as a draft"):
+        gateway.issue_invoice(request)
+    [draft] = emulator.objects["invoice"].values()
+    return str(draft["id"])
+
+
+def test_given_a_draft_then_it_can_be_deleted_once_and_is_found_no_more(
+    gateway: PaymentGateway, http: EmulatorHTTPClient
+) -> None:
+    draft = _left_a_draft(gateway, http.emulator)
+    found = gateway.find_invoice("inv-acct-1-2026-11")
+    assert found is not None
+    assert (found.gateway_id, found.status) == (draft, "draft")
+    gateway.delete_draft(draft)
+    assert gateway.find_invoice("inv-acct-1-2026-11") is None
+    with pytest.raises(GatewayMisconfiguredError):  # gone: an id Stripe does not know is ours to fix (D315)
+        gateway.delete_draft(draft)
+
+
+def test_given_an_open_invoice_then_it_is_not_deleted(gateway: PaymentGateway) -> None:
+    issued = gateway.issue_invoice(_request(gateway))
+    with pytest.raises(GatewayRejectedError):  # finalized: voided, never deleted
+        gateway.delete_draft(issued.gateway_id)
+    found = gateway.find_invoice(issued.invoice_id)
+    assert found is not None
+    assert found.status == "open"
 
 
 def test_given_an_unpaid_invoice_then_no_refund(gateway: PaymentGateway) -> None:

@@ -245,6 +245,38 @@ def test_given_a_draft_stripe_holds_open_when_void_draft_then_stripe_voids_it_fi
     assert invoicing.store.ledger("acct-a").billing.credit == 0
 
 
+def test_given_stripe_left_its_invoice_a_draft_when_void_draft_then_stripe_deletes_it_and_ours_is_void(
+    invoicing: Invoicing, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """acct-a, Team, card, March 65.20 (7.20 + 29.00 + 29.00 April ahead). The customer has a Stripe balance (a 5.00
+    credit made in the dashboard) that Stripe would apply: the adapter leaves Stripe's invoice a draft and refuses to
+    finalize it, ours stays a draft. Before (D338 as first written): void-draft refused ("delete it in Stripe").
+    Now: Stripe's draft is deleted (a DELETE on the emulator behind the SDK), ours is void with the reason kept."""
+    invoicing.register("acct-a", "team")
+    invoicing.rate("acct-a", "video", 60_000)
+    invoicing.card("acct-a", "pm_card_visa")
+    customer = invoicing.gateway().ensure_customer(Customer("acct-a"))  # the one the card was saved on
+    invoicing.http.emulator.objects["customer"][customer]["balance"] = -500
+    table = ("--usage-table", invoicing.table)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["invoice", "run", "--period", "2026-03", "--account", "acct-a", *table])
+    assert exit_info.value.code == 1
+    capsys.readouterr()
+    [at_stripe] = invoicing.http.emulator.objects["invoice"].values()
+    assert (at_stripe["status"], invoicing.invoice("acct-a").status) == ("draft", InvoiceStatus.DRAFT)
+    void = ("invoice", "void-draft", "acct-a", "2026-03", "--reason", "Stripe balance in the way", "--yes", *table)
+    done = _cli(capsys, *void)
+    assert (done["status"], done["processor"]) == ("void", f"Stripe draft invoice {at_stripe['id']} deleted")
+    assert invoicing.http.emulator.objects["invoice"] == {}
+    assert [r.method for r in invoicing.http.requests if r.path == f"/v1/invoices/{at_stripe['id']}"][-1] == "delete"
+    stored = invoicing.invoice("acct-a")
+    assert (stored.status, stored.void_reason, stored.gateway_id) == (
+        InvoiceStatus.VOID,
+        "Stripe balance in the way",
+        None,
+    )
+
+
 def test_given_a_note_stripe_refuses_as_ours_to_fix_when_invoice_run_then_it_shows_the_note_waiting(
     invoicing: Invoicing, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -166,3 +166,20 @@ def test_given_webhooks_not_delivered_in_time_then_waiting_for_them_fails_naming
         release.set()
         server.shutdown()
         server.server_close()
+
+
+def test_given_a_draft_over_http_then_the_standin_deletes_it_and_finds_it_no_more(receiver: Receiver) -> None:
+    """The SDK sends ``DELETE /v1/invoices/{id}`` (D338 amended): before, the stand-in had no DELETE handler
+    (http.server answers 501). A customer balance (5.00 credit) makes the adapter leave Stripe's invoice a draft."""
+    with StripeStandin(receiver.url, SECRET) as standin:
+        gateway = _gateway(standin)
+        customer = gateway.ensure_customer(Customer("acct-1"))
+        standin.emulator.objects["customer"][customer]["balance"] = -500
+        with pytest.raises(GatewayRejectedError, match="left as a draft"):
+            gateway.issue_invoice(_invoice(customer, "inv-1"))
+        found = gateway.find_invoice("inv-1")
+        assert found is not None
+        assert found.status == "draft"
+        gateway.delete_draft(found.gateway_id)
+        assert gateway.find_invoice("inv-1") is None
+        assert standin.emulator.objects["invoice"] == {}

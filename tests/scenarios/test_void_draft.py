@@ -64,21 +64,33 @@ def test_given_a_draft_stripe_refused_when_voided_then_its_credit_comes_back_and
         void_draft(world.store, world.gateway, "acme", APR, at(3, 4), "Stripe refuses the customer")
 
 
-@pytest.mark.parametrize(
-    ("at_stripe", "refusal"),
-    [("draft", "Stripe holds draft invoice in_x for KB-acme-00001: delete it in Stripe"), ("paid", "is paid: not")],
-)
-def test_given_stripe_holds_a_draft_or_paid_invoice_for_it_then_void_draft_refuses_and_ours_stays_a_draft(
-    world: World, monkeypatch: pytest.MonkeyPatch, at_stripe: str, refusal: str
+def test_given_stripe_holds_a_paid_invoice_for_it_then_void_draft_refuses_and_ours_stays_a_draft(
+    world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _draft(world, monkeypatch)
     march = world.store.invoices["acme/2026-03"]
-    world.gateway.invoices[march.invoice_id] = _Invoice("in_x", gateway_request(march, "cus_x"), at_stripe)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match=refusal):
+    world.gateway.invoices[march.invoice_id] = _Invoice("in_x", gateway_request(march, "cus_x"), "paid")
+    with pytest.raises(ValueError, match="Stripe's invoice in_x for KB-acme-00001 is paid: not voided"):
         void_draft(world.store, world.gateway, "acme", MAR, at(2, 4), "Stripe refuses the customer")
     assert world.store.invoices["acme/2026-03"].status is InvoiceStatus.DRAFT
     assert world.store.billing["acme"].credit == Decimal("0.00")
     assert "void" not in world.gateway.calls
+    assert "delete_draft" not in world.gateway.calls
+
+
+def test_given_stripe_holds_a_draft_for_it_then_void_draft_deletes_it_there_first(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before (D338 as first written): refused, "delete it in Stripe, then run this again". Now Stripe's draft - never
+    finalized, nothing asked of the customer - is deleted, then ours is void: its 10.00 of credit back."""
+    _draft(world, monkeypatch)
+    march = world.store.invoices["acme/2026-03"]
+    world.gateway.invoices[march.invoice_id] = _Invoice("in_x", gateway_request(march, "cus_x"), "draft")
+    done = void_draft(world.store, world.gateway, "acme", MAR, at(2, 4), "Stripe refuses the customer")
+    assert (done.processor, done.invoice.gateway_id) == ("Stripe draft invoice in_x deleted", None)
+    assert march.invoice_id not in world.gateway.invoices
+    assert world.store.invoices["acme/2026-03"].status is InvoiceStatus.VOID
+    assert world.store.billing["acme"].credit == Decimal("10.00")
 
 
 def test_given_a_blank_reason_then_void_draft_refuses_and_ours_stays_a_draft(

@@ -94,6 +94,9 @@ class LazyGateway:
     def void(self, gateway_id: str) -> None:
         self.gateway.void(gateway_id)
 
+    def delete_draft(self, gateway_id: str) -> None:
+        self.gateway.delete_draft(gateway_id)
+
     def set_default_payment_method(self, customer_id: str, payment_method: str) -> str:
         return self.gateway.set_default_payment_method(customer_id, payment_method)
 

@@ -1007,8 +1007,8 @@ def void_draft(
     """Void the stored month-end invoice of ``period`` while it is still our draft - one whose issue the processor
     refuses for good, which holds every later close of the account behind it (D336) - so later closes proceed (a void
     one is through). Anything but a draft is refused, naming its status. A card draft the processor holds an invoice
-    for: an open one is voided there first; a processor draft is refused (the gateway does not delete invoices: the
-    operator deletes it in Stripe, then runs this again); a paid or written-off one is refused (the close records it).
+    for: an open one is voided there first, a processor draft deleted there first (D338 amended); a paid or
+    written-off one is refused (the close records it).
     Ours moves to void through the ledger's conditional write (revision and status read; ``_save_with``: the account
     credit it applied goes back, D132), recording the operator's ``reason`` on it; a run that meanwhile issued it
     wins, and this says so."""
@@ -1031,11 +1031,10 @@ def void_draft(
                 processor = f"Stripe invoice {found.gateway_id} voided"
             elif found.status == "void":
                 processor = f"Stripe invoice {found.gateway_id} already void"
-            elif found.status == "draft":
-                raise ValueError(
-                    f"Stripe holds draft invoice {found.gateway_id} for {invoice.number}: delete it in Stripe "
-                    f"(this command does not delete Stripe invoices), then run this again"
-                )
+            elif found.status == "draft":  # never finalized: nothing asked of the customer; deleted, not voided
+                gateway.delete_draft(found.gateway_id)
+                named = None  # no id of an invoice Stripe no longer holds
+                processor = f"Stripe draft invoice {found.gateway_id} deleted"
             else:
                 raise ValueError(
                     f"Stripe's invoice {found.gateway_id} for {invoice.number} is {found.status}: not voided "

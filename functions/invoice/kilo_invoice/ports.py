@@ -159,6 +159,12 @@ class PaymentGateway(Protocol):
 
     def void(self, gateway_id: str) -> None: ...
 
+    def delete_draft(self, gateway_id: str) -> None:
+        """Delete the processor's invoice while it is a draft (never finalized: nothing was asked of the customer);
+        one no longer a draft is refused (``GatewayRejectedError``), one the processor does not know is ours to fix
+        (``GatewayMisconfiguredError``: deleted already, or another account's)."""
+        ...
+
     def set_default_payment_method(self, customer_id: str, payment_method: str) -> str:
         """Attach a card the customer saved (Checkout in setup mode) and make it the one invoices charge; returns the
         card's id (``checkout.session.completed`` calls this)."""

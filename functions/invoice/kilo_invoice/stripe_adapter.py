@@ -449,6 +449,12 @@ class StripePaymentGateway:
         key = _key(gateway_id, "void")
         self._call(lambda: self._client.v1.invoices.void_invoice(gateway_id, {}, {"idempotency_key": key}))
 
+    def delete_draft(self, gateway_id: str) -> None:
+        # no idempotency key: Stripe takes them on POST only; a DELETE sent again after a lost answer finds the
+        # invoice gone (404, ours to fix) and the operator's rerun finds no invoice (D338 amended)
+        self._call(lambda: self._client.v1.invoices.delete(gateway_id))
+        self._known = {ours: stripe_id for ours, stripe_id in self._known.items() if stripe_id != gateway_id}
+
     # ------------------------------------------------------------------ plumbing
     @staticmethod
     def _first(objects: Iterable[_T], metadata_key: str, value: str) -> _T | None:
