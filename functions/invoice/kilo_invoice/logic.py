@@ -33,6 +33,7 @@ from kilo_billing.invoicing import (
     below_card_minimum,
     can_move,
     compose_close,
+    credit_collected,
     credit_note_reason,
     credit_reinstated,
     creditable,
@@ -44,6 +45,7 @@ from kilo_billing.invoicing import (
     invoice_id,
     is_early,
     money_held,
+    paid_since,
     period_held,
     refundable,
     void_credit,
@@ -896,7 +898,8 @@ def _invoice_event(
     event: _StripeEvent,
     now: datetime,
 ) -> tuple[EventOutcome, InvoiceRecord]:
-    """The invoice event applied: its outcome and the invoice as stored."""
+    """The invoice event applied: its outcome and the invoice as stored. ``invoice.paid`` of an invoice notes found
+    unpaid credits, with the status, what they recorded as not collected (``_save_with``, D-paidlate-1)."""
     target = _INVOICE_TARGETS.get(event.type)
     if target is None:
         return event.outcome(invoice.invoice_id, False), invoice
@@ -920,7 +923,7 @@ def _invoice_event(
         return updated
 
     before = invoice
-    invoice = _save_with(store, invoice, change)
+    invoice = _save_with(store, invoice, change, now)  # paid: notes' not-collected part credited with it
     published: tuple[str, ...] = ()
     failed = event.type in ("invoice.payment_failed", "invoice.payment_action_required")
     marker = f"payment_failed:{event.id}"
@@ -955,7 +958,10 @@ def _save_with(
     there first - re-read and apply ``change`` again to what is stored (it decides whether it still applies).
     Returns the invoice as stored. With ``now`` (a dispute's events, a pending refund dropped), a paid invoice that
     keeps more than before (``kept_less_pending``: its funds reinstated, the refund never made) credits what its
-    credit notes could not, in the same transaction (D131 amended, D310). With
+    credit notes could not, in the same transaction (D131 amended, D310); and an invoice moving to PAID from a
+    status that collected nothing (an ``invoice.paid`` of an open, failed or written-off invoice) credits what notes
+    recorded as not collected and the payment now holds (``credit_collected``), in the same transaction, or else
+    still moves the refunds' fence, so a close that read it unpaid composes again (D-paidlate-1). With
     ``seq_read`` (a refund: the account's invoice sequence read with ``invoice``), the write also needs no close
     since, and marks the refund for the closes that read before it (``refund_rev``); a re-read takes the sequence
     again (D283). Any other write that changes what the invoice keeps (``kept_less_pending``: a dispute's funds, a
@@ -972,14 +978,17 @@ def _save_with(
                     return store.update_invoice_and_credit(
                         updated, invoice.status, CreditMove(ledger.billing.credit, restored)
                     )
+            if now is not None and paid_since(invoice, updated):  # collected after notes said not: once (D-paidlate-1)
+                ledger = store.ledger(invoice.account_id)
+                notes = credit_collected(ledger, updated, now)
+                if not notes:  # still moves the refunds' fence: a close that read it unpaid composes again
+                    return store.update_invoice(updated, invoice.status, ledger.billing.seq)
+                return store.update_invoice_and_credit(updated, invoice.status, _notes_credit(ledger, notes))
             if now is not None and updated.kept_less_pending > invoice.kept_less_pending:  # once: notes moved on
                 ledger = store.ledger(invoice.account_id)
                 notes = credit_reinstated(ledger, updated, now)
                 if notes:  # bounded by the period's invoices as read: no refund since (D308)
-                    before = {note.credit_id: note.to_credit for note in ledger.credit_notes.values()}
-                    given = sum((note.to_credit - before[note.credit_id] for note in notes), ZERO)
-                    move = CreditMove(ledger.billing.credit, given, notes, ledger.billing.refund_rev)
-                    return store.update_invoice_and_credit(updated, invoice.status, move)
+                    return store.update_invoice_and_credit(updated, invoice.status, _notes_credit(ledger, notes))
             if updated.kept_less_pending != invoice.kept_less_pending and seq_read is None:
                 # every write that changes what it keeps (a dispute's funds, a refund made outside: its
                 # ``charge.refunded``) moves the refunds' fence - notes' bounds read it - so a close that read
@@ -996,6 +1005,15 @@ def _save_with(
             invoice = stored
             seq_read = None if seq_read is None else ledger.billing.seq
     raise LedgerConflictError(f"{invoice.invoice_id}: kept conflicting")
+
+
+def _notes_credit(ledger: AccountLedger, notes: tuple[CreditNote, ...]) -> CreditMove:
+    """The move that writes ``notes`` (each one version on from the ledger's) and adds what their ``to_credit`` grew
+    by to the account's credit, both as read in ``ledger``, on its ``refund_rev`` (bounded by the period's invoices as
+    read: a refund since makes the writer re-read, D308)."""
+    before = {note.credit_id: note.to_credit for note in ledger.credit_notes.values()}
+    given = sum((note.to_credit - before[note.credit_id] for note in notes), ZERO)
+    return CreditMove(ledger.billing.credit, given, notes, ledger.billing.refund_rev)
 
 
 # --- an operator's void of a month-end draft (D338) -------------------------------------------------------------

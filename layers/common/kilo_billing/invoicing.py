@@ -20,12 +20,12 @@ account credit, applied to this very invoice (docs/decisions.md, "Negative late 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Final, Protocol, TypedDict, Unpack
+from typing import Final, Literal, Protocol, TypedDict, Unpack
 
 from kilo_billing.accounts import AccountProfile
 from kilo_billing.catalog import Catalog, PriceBook
@@ -1377,8 +1377,46 @@ def credit_reinstated(ledger: AccountLedger, invoice: InvoiceRecord, at: datetim
     account credit to add is what their ``to_credit`` grew by. A dispute lost leaves them as they are."""
     if invoice.status is not InvoiceStatus.PAID:
         return ()
-    after = replace(ledger, invoices={**ledger.invoices, invoice.invoice_id: invoice})
     why = _kept_again_why(ledger.invoices.get(invoice.invoice_id), invoice)
+    return _credited_again(ledger, invoice, at, "returned", lambda given: f"{given} kept again ({why})")
+
+
+def paid_since(before: InvoiceRecord | None, after: InvoiceRecord) -> bool:
+    """``after`` is the invoice moving to PAID from a status that had collected nothing (open, payment failed, written
+    off, a draft): the payment notes recorded as not collected is now with us (D-paidlate-1)."""
+    return before is not None and before.status in NOT_COLLECTED and after.status is InvoiceStatus.PAID
+
+
+def credit_collected(ledger: AccountLedger, invoice: InvoiceRecord, at: datetime) -> tuple[CreditNote, ...]:
+    """The credit notes that now give more account credit because ``invoice`` (as it is about to be stored, replacing
+    the ledger's) is paid after they were made while it was not (``paid_since``: Stripe collected an open, failed or
+    written-off invoice). A note made then recorded the withdrawn usage that invoice billed as ``uncollected`` (D188,
+    D193, D337): the customer had not paid for it. Now it has: for each period the invoice paid usage of, each note's
+    ``uncollected`` becomes account credit for what ``creditable`` now gives for its not-credited rest - by billing,
+    latest first, at most what the payment holds for the period's usage (``money_held``: its usage first, then fees;
+    what a note took off its amount due was never paid, so never credited) - and at most the room ``period_held``
+    leaves, earliest note first, as ``credit_reinstated`` gives ``returned`` (D-paidlate-1). Each changed note comes
+    back one version on, its history naming the invoice paid; ``uncollected`` only goes down, so a second delivery of
+    the payment (the invoice is paid already: ``paid_since`` is false) or of any later event gives nothing again."""
+    if not paid_since(ledger.invoices.get(invoice.invoice_id), invoice):
+        return ()
+    why = f"invoice {invoice.number} paid"
+    return _credited_again(ledger, invoice, at, "uncollected", lambda given: f"{given} collected since ({why})")
+
+
+def _credited_again(
+    ledger: AccountLedger,
+    invoice: InvoiceRecord,
+    at: datetime,
+    part: Literal["returned", "uncollected"],
+    what: Callable[[str], str],
+) -> tuple[CreditNote, ...]:
+    """The notes on the periods the paid ``invoice`` paid usage of whose not-credited ``part`` (``returned`` or
+    ``uncollected``) becomes account credit now that it holds more (``credit_reinstated``, ``credit_collected``):
+    each gives at most that part, what ``creditable`` gives for its whole not-credited rest (after the period's earlier
+    notes and its own credit, D312) and the room ``period_held`` leaves, earliest note first; its history says
+    ``what(amount)``."""
+    after = replace(ledger, invoices={**ledger.invoices, invoice.invoice_id: invoice})
     notes = list(ledger.credit_notes.values())
     periods = {invoice.period} | {
         line.period for line in invoice.lines if line.kind == LineKind.ADJUSTMENT.value and line.period < invoice.period
@@ -1396,20 +1434,17 @@ def credit_reinstated(ledger: AccountLedger, invoice: InvoiceRecord, at: datetim
                 replace(note, returned=ZERO, uncollected=ZERO),
             ]
             would = creditable(after, period, basis, note.returned + note.uncollected)
-            given = min(note.returned, room, would)
+            left = note.uncollected if part == "uncollected" else note.returned
+            given = min(left, room, would)
             if given <= 0:
                 continue
             room -= given
-            what = f"{money_str(given)} kept again ({why}): account credit"
-            changed.append(
-                replace(
-                    note,
-                    to_credit=note.to_credit + given,
-                    returned=note.returned - given,
-                    version=note.version + 1,
-                    history=(*note.history, (what, at.isoformat())),
-                )
-            )
+            history = (*note.history, (f"{what(money_str(given))}: account credit", at.isoformat()))
+            moved = replace(note, to_credit=note.to_credit + given, version=note.version + 1, history=history)
+            if part == "uncollected":
+                changed.append(replace(moved, uncollected=left - given))
+            else:
+                changed.append(replace(moved, returned=left - given))
     return tuple(changed)
 
 

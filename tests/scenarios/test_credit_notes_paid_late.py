@@ -1,0 +1,296 @@
+"""A credit note made while an invoice of its period was not paid (open, payment failed, written off) records the
+withdrawn usage that invoice billed as not collected (``uncollected``, D188/D193/D337): nothing was paid for it, so
+nothing is given back. When Stripe collects that invoice afterwards (``invoice.paid``: the customer pays an open or
+even an uncollectible invoice), the customer has paid for usage that was withdrawn: the note now gives account credit
+for what the payment holds of it, once, in the same write as the paid status (D-paidlate-1).
+
+Figures (price book 2026-01: video $0.00072; Team $29 with 50,000 video minutes, Personal $0 with 5,000): acme on Team
+by card from March 1, 60,000 March minutes -> March = 29.00 fee + 10,000 x 0.00072 = 7.20 + April's 29.00 in advance
+= 65.20 (invoice KB-acme-00001). 10,000 March minutes withdrawn after March's close: -10,000 x 0.00072 = -7.20 (50,000
+is inside the allowance). March's money pays its own usage (7.20) first, then the fees (D191)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from kilo_billing.invoicing import BillingState, CreditNote, CreditNoteStatus, InvoiceStatus
+from kilo_billing.periods import Period
+from kilo_invoice.logic import apply_stripe_event, close_account, issue_early, refund_invoice
+from tests.scenarios.test_card_payment_events import Events, _paid_invoice
+from tests.scenarios.test_credit_notes_period import EARLY, _early_event, _personal_billed_early
+from tests.scenarios.test_credit_notes_written_off import _april_with_its_note_waiting, _refusing
+from tests.scenarios.test_invoicing import APR, FEB, MAR, MAY, World, amounts, at, seg, team_with_march_overage
+from tests.scenarios.test_progressive_billing import mid, progressive
+
+JUN = Period(2026, 6)
+NOTE = "acme/2026-03/credit-2026-04"
+MARCH = "acme/2026-03"
+
+
+def _event(world: World, events: Events, invoice_id: str, event_id: str, event_type: str, status: str) -> None:
+    """Stripe's invoice event for ``invoice_id``, as the adapter's invoice is sent (our ids in the metadata)."""
+    obj = _paid_invoice(world, invoice_id) | {"status": status}
+    if status != "paid":
+        obj |= {"amount_paid": 0, "amount_remaining": 6520}
+    apply_stripe_event(world.store, world.bus, events, *events.add(event_id, event_type, obj), at(20, 4), world.gateway)
+
+
+def _march_event(world: World, events: Events, event_id: str, event_type: str, status: str) -> None:
+    _event(world, events, MARCH, event_id, event_type, status)
+
+
+def _pay_march(world: World, events: Events, event_id: str = "evt_paid") -> None:
+    world.gateway.settle(MARCH, paid=True)
+    _march_event(world, events, event_id, "invoice.paid", "paid")
+    assert world.store.invoices[MARCH].status is InvoiceStatus.PAID
+
+
+def _note(world: World, credit_id: str = NOTE) -> CreditNote:
+    return world.store.credit_notes[credit_id]
+
+
+def _march_written_off_then_withdrawn(world: World, events: Events) -> None:
+    """March 65.20 never paid: its payment failed, Stripe's dunning wrote it off; then -7.20 found by April's close."""
+    assert world.close("acme", MAR).total == Decimal("65.20")
+    _march_event(world, events, "evt_f", "invoice.payment_failed", "open")
+    _march_event(world, events, "evt_u", "invoice.marked_uncollectible", "uncollectible")
+    assert world.store.invoices[MARCH].status is InvoiceStatus.UNCOLLECTIBLE
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", -10_000)  # -7.20
+    april = world.close("acme", APR)
+    # D193: March collected nothing (no account credit applied): no credit, 7.20 not collected; April its fee
+    assert (_note(world).to_credit, _note(world).uncollected) == (Decimal("0.00"), Decimal("7.20"))
+    assert april.total == Decimal("29.00")
+
+
+def test_given_march_written_off_when_the_customer_pays_it_after_the_note_then_the_withdrawn_usage_is_credited_once() -> (
+    None
+):
+    """March paid 65.20 after all: its money pays its 7.20 of usage first, so the 7.20 withdrawn was paid for and
+    becomes account credit (7.20 <= 7.20 held); May = June's 29.00 - 7.20 = 21.80. A redelivered ``invoice.paid``,
+    and the write-off's event arriving again after it, move nothing. March's refund then gives back at most its fees
+    (65.20 - 7.20 = 58.00): the 7.20 is given back once, as the credit. Before: 0.00 credit, 7.20 left not collected,
+    May 29.00 - the customer paid 65.20 for 58.00 of what stands."""
+    world, events = team_with_march_overage(), Events()
+    _march_written_off_then_withdrawn(world, events)
+
+    _pay_march(world, events)
+
+    note = _note(world)
+    assert (note.to_credit, note.uncollected, note.returned, note.version) == (
+        Decimal("7.20"),
+        Decimal("0.00"),
+        Decimal("0.00"),
+        2,
+    )
+    assert note.history[-1][0] == "7.20 collected since (invoice KB-acme-00001 paid): account credit"
+    assert world.store.billing["acme"].credit == Decimal("7.20")
+    _march_event(world, events, "evt_paid", "invoice.paid", "paid")  # delivered again
+    _march_event(world, events, "evt_u", "invoice.marked_uncollectible", "uncollectible")  # late, out of order
+    assert world.store.invoices[MARCH].status is InvoiceStatus.PAID
+    assert (world.store.billing["acme"].credit, _note(world).version) == (Decimal("7.20"), 2)
+    may = world.close("acme", MAY)
+    assert (amounts(may, "credit"), may.total) == (["-7.20"], Decimal("21.80"))
+    with pytest.raises(ValueError, match=r"at most 58\.00"):
+        refund_invoice(world.store, world.gateway, "acme", MARCH, Decimal("65.20"))
+
+
+def test_given_march_paid_partly_by_account_credit_when_paid_after_the_write_off_then_the_rest_is_credited() -> None:
+    """5.00 of account credit before March: March asks 65.20 - 5.00 = 60.20, written off. April's note credits the
+    5.00 March applied (D193: its only money) and records 7.20 - 5.00 = 2.20 not collected; April = 29.00 - 5.00 =
+    24.00. March then paid 60.20: 60.20 + 5.00 = 65.20 holds its 7.20 of usage, 5.00 credited already -> 2.20 more;
+    May = 29.00 - 2.20 = 26.80. Before: 0.00 more, May 29.00."""
+    world, events = team_with_march_overage(), Events()
+    world.store.billing["acme"] = BillingState(credit=Decimal("5.00"))
+    assert world.close("acme", MAR).total == Decimal("60.20")
+    _march_event(world, events, "evt_u", "invoice.marked_uncollectible", "uncollectible")
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", -10_000)  # -7.20
+    assert world.close("acme", APR).total == Decimal("24.00")
+    assert (_note(world).to_credit, _note(world).uncollected) == (Decimal("5.00"), Decimal("2.20"))
+
+    _pay_march(world, events)
+
+    assert (_note(world).to_credit, _note(world).uncollected) == (Decimal("7.20"), Decimal("0.00"))
+    assert world.store.billing["acme"].credit == Decimal("2.20")
+    assert world.close("acme", MAY).total == Decimal("26.80")
+
+
+def test_given_a_reduction_refused_on_an_open_march_when_stripe_collects_it_in_full_then_the_note_credits_it() -> None:
+    """D337's known gap: April's 3.60 reduction (5,000 x 0.00072) waits, Stripe refuses it while March is still open
+    (an amount rule): May's close records 3.60 not collected, May 29.00. Stripe then collects March's whole 65.20,
+    3.60 of it for usage withdrawn: 3.60 credit; June = 29.00 - 3.60 = 25.40. Before: nothing credited, June 29.00."""
+    world, events = team_with_march_overage(), Events()
+    world.close("acme", MAR)
+    _april_with_its_note_waiting(world)
+    _refusing(world, "open")
+    assert close_account(world.deps, "acme", MAY, MAY.end).invoice.total == Decimal("29.00")  # type: ignore[union-attr]
+    assert (_note(world).status, _note(world).uncollected) == (CreditNoteStatus.DONE, Decimal("3.60"))
+
+    _pay_march(world, events)
+
+    assert (_note(world).to_due, _note(world).to_credit, _note(world).uncollected) == (
+        Decimal("0.00"),
+        Decimal("3.60"),
+        Decimal("0.00"),
+    )
+    assert world.store.billing["acme"].credit == Decimal("3.60")
+    june = world.close("acme", JUN)
+    assert (amounts(june, "credit"), june.total) == (["-3.60"], Decimal("25.40"))
+
+
+def test_given_a_note_that_lowered_open_march_at_stripe_when_march_is_paid_then_nothing_is_credited() -> None:
+    """The control: April's note took 3.60 off March's amount due at Stripe (65.20 - 3.60 = 61.60 asked), so the
+    payment paid nothing for the withdrawn usage: no credit, May 29.00 (passes before and after)."""
+    world, events = team_with_march_overage(), Events()
+    world.close("acme", MAR)
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", -5_000)  # -3.60
+    world.close("acme", APR)
+    lowered = _note(world)
+    assert (lowered.to_due, lowered.uncollected, lowered.status) == (
+        Decimal("3.60"),
+        Decimal("0.00"),
+        CreditNoteStatus.DONE,
+    )
+
+    _pay_march(world, events)
+
+    assert _note(world) == lowered
+    assert world.store.billing["acme"].credit == Decimal("0.00")
+    assert world.close("acme", MAY).total == Decimal("29.00")
+
+
+def test_given_the_early_invoice_written_off_when_it_is_paid_after_the_note_then_its_usage_is_credited_once() -> None:
+    """Personal, progressive at 5.00: 7.20 billed early (KB-acme-00002), March 0.00; the early invoice written off,
+    then -10,000 minutes: April's note 0.00 credit, 7.20 not collected. The early invoice paid after all: 7.20 credit;
+    its refund is refused (at most 0.00: given back as the credit). Before: 0.00 credit, and the 7.20 refundable."""
+    world, events = World(), Events()
+    _personal_billed_early(world)
+    _early_event(world, events, "evt_f", "invoice.payment_failed", "open")
+    _early_event(world, events, "evt_u", "invoice.marked_uncollectible", "uncollectible")
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", -10_000)  # -7.20
+    world.close("acme", APR)
+    assert (_note(world).to_credit, _note(world).uncollected) == (Decimal("0.00"), Decimal("7.20"))
+
+    world.gateway.settle(EARLY, paid=True)
+    paid = events.add("evt_ep", "invoice.paid", _paid_invoice(world, EARLY))
+    apply_stripe_event(world.store, world.bus, events, *paid, mid(20, 4), world.gateway)
+
+    note = _note(world)
+    assert (note.to_credit, note.uncollected) == (Decimal("7.20"), Decimal("0.00"))
+    assert note.history[-1][0] == "7.20 collected since (invoice KB-acme-00002 paid): account credit"
+    assert world.store.billing["acme"].credit == Decimal("7.20")
+    apply_stripe_event(world.store, world.bus, events, *paid, mid(21, 4), world.gateway)  # delivered again
+    assert world.store.billing["acme"].credit == Decimal("7.20")
+    with pytest.raises(ValueError, match=r"at most 0\.00"):
+        refund_invoice(world.store, world.gateway, "acme", EARLY, Decimal("0.01"))
+
+
+def _team_early_and_march_written_off(world: World, events: Events) -> None:
+    """Team from February, progressive at 5.00: 60,000 March minutes, 7.20 billed early (KB-acme-00002); March's
+    close 7.20 - 7.20 billed early + April's fee 29.00 = 29.00. Both written off; -10,000 minutes found by April:
+    0.00 credit, 7.20 not collected (all of it billed by the early invoice, March's 29.00 the fee)."""
+    world.signup("acme", (at(1, 2), "team"))
+    progressive(world, "acme", "5.00")
+    assert world.close("acme", FEB).total == Decimal("58.00")
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", 60_000)
+    (early,) = issue_early(world.deps, "acme", MAR, mid(10))
+    assert (early.invoice_id, early.total) == (EARLY, Decimal("7.20"))
+    assert world.close("acme", MAR).total == Decimal("29.00")
+    _early_event(world, events, "evt_eu", "invoice.marked_uncollectible", "uncollectible")
+    _march_event(world, events, "evt_mu", "invoice.marked_uncollectible", "uncollectible")
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", -10_000)  # -7.20
+    world.close("acme", APR)
+    assert (_note(world).to_credit, _note(world).uncollected) == (Decimal("0.00"), Decimal("7.20"))
+
+
+def test_given_the_early_invoice_paid_later_while_march_stays_written_off_then_only_its_usage_is_credited() -> None:
+    """The early invoice paid (7.20, all March usage): 7.20 credit. March paid afterwards too (29.00, April's fee:
+    none of it paid for March's usage): nothing more. Before: 0.00 credit."""
+    world, events = World(), Events()
+    _team_early_and_march_written_off(world, events)
+    world.gateway.settle(EARLY, paid=True)
+    paid = events.add("evt_ep", "invoice.paid", _paid_invoice(world, EARLY))
+    apply_stripe_event(world.store, world.bus, events, *paid, mid(20, 4), world.gateway)
+    assert (_note(world).to_credit, _note(world).uncollected) == (Decimal("7.20"), Decimal("0.00"))
+    assert world.store.billing["acme"].credit == Decimal("7.20")
+
+    _pay_march(world, events)
+
+    assert (_note(world).to_credit, _note(world).version) == (Decimal("7.20"), 2)
+    assert world.store.billing["acme"].credit == Decimal("7.20")
+
+
+def test_given_march_paid_before_the_early_invoice_then_nothing_until_the_early_invoice_is_paid() -> None:
+    """The other order: March's 29.00 paid first pays for none of March's usage (its usage lines net 0.00): nothing;
+    the early invoice's payment then credits 7.20."""
+    world, events = World(), Events()
+    _team_early_and_march_written_off(world, events)
+    _pay_march(world, events)
+    assert (_note(world).to_credit, _note(world).version) == (Decimal("0.00"), 1)
+    assert world.store.billing["acme"].credit == Decimal("0.00")
+    world.gateway.settle(EARLY, paid=True)
+    paid = events.add("evt_ep", "invoice.paid", _paid_invoice(world, EARLY))
+    apply_stripe_event(world.store, world.bus, events, *paid, mid(20, 4), world.gateway)
+    assert (_note(world).to_credit, _note(world).uncollected) == (Decimal("7.20"), Decimal("0.00"))
+    assert world.store.billing["acme"].credit == Decimal("7.20")
+
+
+def test_given_the_early_invoice_paid_between_aprils_read_and_its_write_then_the_close_composes_again() -> None:
+    """The race: April's close reads the early invoice written off, its ``invoice.paid`` lands before the close's
+    write (no note to credit yet). The paid write moves the refunds' fence (D308), so the close composes again and its
+    note credits 7.20 at once. Without the fence: a note with 7.20 not collected that nothing credits."""
+    world, events = World(), Events()
+    _personal_billed_early(world)
+    _early_event(world, events, "evt_u", "invoice.marked_uncollectible", "uncollectible")
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", -10_000)  # -7.20
+
+    def pay_early() -> None:
+        world.gateway.settle(EARLY, paid=True)
+        paid = events.add("evt_ep", "invoice.paid", _paid_invoice(world, EARLY))
+        apply_stripe_event(world.store, world.bus, events, *paid, mid(20, 4), world.gateway)
+
+    world.store.before_create.append(pay_early)
+    world.close("acme", APR)
+
+    assert (_note(world).to_credit, _note(world).uncollected) == (Decimal("7.20"), Decimal("0.00"))
+    assert world.store.billing["acme"].credit == Decimal("7.20")
+
+
+def test_given_late_usage_billed_on_a_written_off_april_when_april_is_paid_after_the_note_then_it_is_credited() -> None:
+    """Team from February; March 50,000 video minutes (inside the allowance): 0.00 + April's fee 29.00, paid. 10,000
+    March minutes late: April = May's fee 29.00 + 7.20 late = 36.20, written off. The late minutes go away: May's note
+    on March credits 0.00 (April collected nothing), 7.20 not collected; May 29.00. April then paid 36.20: its money
+    pays its own usage (0.00), then March's late 7.20, then the fee: 7.20 credit, June = 29.00 - 7.20 = 21.80; April's
+    refund gives back at most its fee, 29.00. Before: 0.00 credit, June 29.00, April refundable 36.20."""
+    world, events = World(), Events()
+    world.signup("acme", (at(1, 2), "team"))
+    world.close("acme", FEB)
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", 50_000)
+    world.close("acme", MAR)
+    world.gateway.settle(MARCH, paid=True)
+    _march_event(world, events, "evt_mp", "invoice.paid", "paid")
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", 10_000)  # late: 10,000 x 0.00072 = 7.20
+    april = world.close("acme", APR)
+    assert (amounts(april, "adjustment"), april.total) == (["7.20"], Decimal("36.20"))
+    _event(world, events, april.invoice_id, "evt_au", "invoice.marked_uncollectible", "uncollectible")
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", -10_000)  # -7.20
+    assert world.close("acme", MAY).total == Decimal("29.00")
+    late_note = "acme/2026-03/credit-2026-05"
+    assert (_note(world, late_note).to_credit, _note(world, late_note).uncollected) == (
+        Decimal("0.00"),
+        Decimal("7.20"),
+    )
+
+    world.gateway.settle(april.invoice_id, paid=True)
+    _event(world, events, april.invoice_id, "evt_ap", "invoice.paid", "paid")
+
+    assert (_note(world, late_note).to_credit, _note(world, late_note).uncollected) == (
+        Decimal("7.20"),
+        Decimal("0.00"),
+    )
+    assert world.store.billing["acme"].credit == Decimal("7.20")
+    june = world.close("acme", JUN)
+    assert (amounts(june, "credit"), june.total) == (["-7.20"], Decimal("21.80"))
+    with pytest.raises(ValueError, match=r"at most 29\.00"):
+        refund_invoice(world.store, world.gateway, "acme", april.invoice_id, Decimal("36.20"))
