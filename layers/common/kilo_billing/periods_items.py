@@ -153,6 +153,7 @@ def invoice_to_item(invoice: InvoiceRecord) -> Item:
             "charge_refunds": {charge: str(amount) for charge, amount in invoice.charge_refunds} or None,
             "outside_refunds": {refund: str(amount) for refund, amount in invoice.outside_refunds} or None,
             "refunds_made": str(invoice.refunds_made),  # always: its absence marks an item written before it
+            "failed_refunds": {refund: str(amount) for refund, amount in invoice.failed_refunds} or None,
             "revision": invoice.revision,
         }
     )
@@ -186,6 +187,7 @@ def invoice_from_values(account_id: str, values: Mapping[str, Any]) -> InvoiceRe
         charge_refunds=_amounts_by_id(values.get("charge_refunds")),
         outside_refunds=_amounts_by_id(values.get("outside_refunds")),
         refunds_made=_refunds_made(values),
+        failed_refunds=_amounts_by_id(values.get("failed_refunds")),
         revision=int(values.get("revision", 0)),  # none on records written before revisions: 0
     )
 
