@@ -10,7 +10,8 @@ Card payments: a charge_automatically invoice finalized with ``auto_advance`` is
 customer's default payment method: ``pm_card_visa`` pays, ``pm_card_chargeCustomerFail`` is declined
 (``invoice.payment_failed``), no card leaves it open (Stripe would retry); a paid invoice has an InvoicePayment naming
 its payment intent, whose charge names the intent (API 2026-10-28: neither names the invoice). Events
-(``invoice.finalized``, ``invoice.paid``, ``invoice.payment_failed``, ``charge.refunded``, ``refund.created``, and
+(``invoice.finalized``, ``invoice.paid``, ``invoice.payment_failed``, ``charge.refunded``, ``refund.created``,
+``refund.failed``/``refund.updated``/``charge.refund.updated`` from ``fail_refund``, and
 ``charge.dispute.created``/``funds_withdrawn``/``closed``/``funds_reinstated`` from ``open_dispute``/``close_dispute``)
 go to ``on_event``. The customer's
 invoice balance follows Stripe's rules: a paid invoice's credit note with ``credit_amount`` credits it, finalization
@@ -612,6 +613,25 @@ class StripeEmulator:
         self._emit("charge.refunded", self._view("charge", charge))
         self._emit("refund.created", refund)
         return self._view("refund", self._store("refund", refund))
+
+    def fail_refund(self, refund_id: str, reason: str = "expired_or_canceled_card") -> None:
+        """The card's bank returns a refund after Stripe made it (the card closed or expired): the Refund becomes
+        ``failed`` with ``failure_reason``, the money goes back to the merchant's balance (the charge's and the
+        intent's refunded amounts go down), and Stripe sends ``refund.failed`` and ``refund.updated`` (and
+        ``charge.refund.updated``, for endpoints on older API versions) with the Refund."""
+        with self._lock:
+            refund = self._get("refund", refund_id)
+            if refund["status"] == "failed":
+                return
+            refund["status"] = "failed"
+            refund["failure_reason"] = reason
+            intent = self._get("payment_intent", str(refund["payment_intent"]))
+            intent["_refunded"] -= refund["amount"]
+            charge = self._get("charge", str(refund["charge"]))
+            charge["amount_refunded"] -= refund["amount"]
+            charge["refunded"] = charge["amount_refunded"] == charge["amount"]
+            for kind in ("refund.failed", "refund.updated", "charge.refund.updated"):
+                self._emit(kind, self._view("refund", refund))
 
     # ------------------------------------------------------------------ disputes (the cardholder's bank's part)
     def open_dispute(self, payment_intent: str) -> str:

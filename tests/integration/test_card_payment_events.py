@@ -182,3 +182,33 @@ def test_given_a_credit_note_made_while_a_disputes_funds_were_withdrawn_when_won
     assert [invoicing.webhook(event) for event in reinstated] == [200]  # Stripe sends it again
     invoicing.payments()
     assert invoicing.store.ledger("acct-a").billing.credit == Decimal("3.60")
+
+
+def test_given_our_refund_made_when_the_cards_bank_returns_it_then_march_keeps_it_again_and_the_customer_is_told(
+    invoicing: Invoicing,
+) -> None:
+    """D-refundfail-1 end to end: ours of 20.00 made (its ``charge.refunded`` and ``refund.created`` delivered: 20.00
+    refunded, 45.20 refundable); the card's bank returns it (the emulator's ``fail_refund``: ``refund.failed``,
+    ``refund.updated`` and ``charge.refund.updated``, each signed through ingest - accepted, 200 - and delivered
+    twice): 20.00 - 20.00 = 0.00 refunded, all 65.20 refundable again, one ``RefundFailed.v1`` on the bus. Before:
+    20.00 refunded, 45.20 refundable, nothing published."""
+    _intent, seen = _closed_and_paid(invoicing)
+    from kilo_invoice.dependencies import closer  # noqa: PLC0415
+
+    done = refund_invoice(invoicing.store, closer().gateway, "acct-a", "acct-a/2026-03", Decimal("20.00"))
+    seen = _deliver(invoicing, seen)
+    assert (done.refunded, invoicing.invoice("acct-a").refunded) == (Decimal("20.00"), Decimal("20.00"))
+    invoicing.published()
+    emulator = invoicing.http.emulator
+    (refund,) = emulator.objects["refund"]
+    emulator.fail_refund(refund)
+    failure = list(emulator.events[seen:])
+    assert [event["type"] for event in failure] == ["refund.failed", "refund.updated", "charge.refund.updated"]
+    _deliver(invoicing, seen)
+    assert [invoicing.webhook(event) for event in failure] == [200, 200, 200]  # delivered again
+    invoicing.payments()
+    march = invoicing.invoice("acct-a")
+    assert (march.refunded, march.kept) == (Decimal("0.00"), Decimal("65.20"))
+    assert refundable(invoicing.store.ledger("acct-a"), march) == Decimal("65.20")
+    told = [(kind, detail["event_id"], detail["amount"]) for kind, detail in invoicing.published()]
+    assert told == [("RefundFailed.v1", f"refund-failed:{refund}", "20.00")]

@@ -18,6 +18,7 @@ from kilo_billing.contracts import (
     DisputeOpenedV1,
     InvoiceIssuedV1,
     PaymentFailedV1,
+    RefundFailedV1,
     UsageThresholdCrossedV1,
 )
 
@@ -599,3 +600,47 @@ def test_given_one_payment_seen_event_for_two_transfers_of_one_transaction_then_
     assert (alert.values["amount"], alert.values["amount_usd"], alert.values["tx_id"]) == ("0.01 USDC", "$0.01", tx)
     assert alert.values["tx_url"] == f"https://etherscan.io/tx/{tx}"
     assert (alert.values["transactions_label"], alert.values["view_text"]) == ("Transaction", "view it")
+
+
+@pytest.mark.parametrize(
+    ("reason", "why"),
+    [
+        ("expired_or_canceled_card", "the card has expired or was canceled"),
+        ("unknown", "the card's bank returned it"),  # any reason without words of its own
+    ],
+)
+def test_given_a_refund_that_failed_then_the_customer_is_told_it_did_not_arrive_and_nothing_is_promised(
+    reason: str, why: str
+) -> None:
+    """D-refundfail-1: one alert per refund (key: Stripe's refund id), high (email and SMS), under the month it
+    happened in. It says the money did not reach the card and is back with Kilo, and asks the customer to contact
+    us - it does not say the refund will be sent again or credited (nothing does that by itself)."""
+    detail = {
+        "event_id": "refund-failed:re_1",
+        "account_id": LONGEST_ACCOUNT,
+        "invoice_id": "acct_1/2026-09",
+        "refund_id": "re_1",
+        "number": "KILO12345678-000042",
+        "amount": "9999999.99",
+        "reason": reason,
+        "ours": True,
+        "occurred_at": "2026-10-20T12:00:00+00:00",
+    }
+    alert = alert_from_event(RefundFailedV1.DETAIL_TYPE, detail)
+    assert (alert.kind, alert.period, alert.key, alert.severity) == ("refund_failed", "2026-10", "re_1", "high")
+    assert CATALOGUE["refund_failed"].default_channels(Severity.HIGH) == (Channel.EMAIL, Channel.SMS)
+    values = {
+        **alert.values,
+        "account_id": LONGEST_ACCOUNT,
+        "account_name": "Ada",
+        "preferences_url": "https://app.kilo.example/settings/alerts?account=acct_1",
+    }
+    rendered = render(alert.kind, values)
+    assert rendered.subject == "Your refund of $9,999,999.99 from Kilo did not reach your card"
+    assert f"did not reach your card: {why}." in rendered.text
+    assert "Nothing more happens by itself: contact us about this refund." in rendered.text
+    assert rendered.sms == (
+        "Kilo: our refund of $9,999,999.99 did not reach your card; the money is back with Kilo. Contact us about "
+        "it. Reply STOP to opt out"
+    )
+    assert len(rendered.sms) <= SMS_LIMIT

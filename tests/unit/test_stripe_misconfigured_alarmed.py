@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+from decimal import Decimal
 from types import SimpleNamespace
 from typing import Any
 
@@ -164,3 +165,56 @@ def test_given_a_note_on_an_invoice_stripe_does_not_know_when_the_close_job_runs
     metrics = _metrics(capfd.readouterr().out)
     assert metrics.get(Metric.STRIPE_MISCONFIGURED.value) == 1
     assert Metric.INVOICE_CLOSE_FAILED.value not in metrics
+
+
+def test_given_a_refund_stripe_fails_after_it_was_made_then_the_handler_alarms_it_once(
+    world: World,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """D-refundfail-1 through the payment-status handler: March 65.20 paid, our refund of 20.00 made, then Stripe's
+    ``refund.failed`` for it (a Refund with our ``kilo_refund_id``, the card expired). The event is done, the invoice
+    keeps it again (0.00 refunded), one ERROR line and ``RefundFailed`` 1 (``PaymentRefundFailedAlarm`` watches it);
+    delivered again, nothing more. Before: no line, no metric, 20.00 still counted as refunded."""
+    from tests.scenarios.test_card_payment_events import _fixture  # noqa: PLC0415
+
+    events = Events()
+    _delivered(world, events, world.gateway, monkeypatch)  # invoice.paid: March paid, its payment intent recorded
+    from kilo_invoice.logic import refund_invoice  # noqa: PLC0415
+
+    made = refund_invoice(world.store, world.gateway, "acme", "acme/2026-03", Decimal("20.00"))
+    assert made.refunded == Decimal("20.00")
+    intent = world.store.invoices["acme/2026-03"].gateway_refs[0]
+    failed = _fixture(
+        "refund",
+        id="re_ours",
+        amount=2000,
+        payment_intent=intent,
+        charge=None,
+        status="failed",
+        failure_reason="expired_or_canceled_card",
+        metadata={"kilo_refund_id": "acme/2026-03/refund/1"},
+    )
+    pk, sk = events.add("evt_failed", "refund.failed", failed)
+    capfd.readouterr()
+    caplog.clear()
+    for _ in range(2):  # delivered again: alarmed once
+        record = {
+            "messageId": "m-2",
+            "receiptHandle": "r-2",
+            "body": json.dumps({"detail": {"key": {"pk": pk, "sk": sk}, "stripe_event_id": "evt_failed"}}),
+            "attributes": {},
+            "messageAttributes": {},
+            "md5OfBody": "",
+            "eventSource": "aws:sqs",
+            "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:payment-events",
+            "awsRegion": "us-east-1",
+        }
+        response = payment_handler.lambda_handler({"Records": [record]}, LambdaContext())  # type: ignore[arg-type]
+        assert response == {"batchItemFailures": []}
+    assert world.store.invoices["acme/2026-03"].refunded == Decimal("0.00")
+    assert _errors(caplog) == [
+        "Stripe refund failed after it was made: the customer got nothing; the invoice keeps it again"
+    ]
+    assert _metrics(capfd.readouterr().out).get(Metric.REFUND_FAILED.value) == 1

@@ -26,6 +26,7 @@ from kilo_billing.contracts import (
     DisputeOpenedV1,
     InvoiceIssuedV1,
     PaymentFailedV1,
+    RefundFailedV1,
     UsageThresholdCrossedV1,
 )
 from kilo_billing.money import exact_decimal, round_money
@@ -87,6 +88,13 @@ CATALOGUE: Final[Mapping[str, AlertSpec]] = {
             "dispute_opened",
             DisputeOpenedV1.DETAIL_TYPE,
             "a payment of the account was disputed (chargeback); once per dispute",
+            Severity.HIGH,
+        ),
+        AlertSpec(
+            "refund_failed",
+            RefundFailedV1.DETAIL_TYPE,
+            "a card refund to the account was made and then failed at the card's bank (card closed, expired ...): "
+            "the money did not reach the customer; once per refund",
             Severity.HIGH,
         ),
         AlertSpec(
@@ -189,6 +197,7 @@ _Contract = TypeVar(
     InvoiceIssuedV1,
     PaymentFailedV1,
     DisputeOpenedV1,
+    RefundFailedV1,
     CryptoPaymentSeenV1,
     CryptoBillSettledV1,
     CryptoQuoteExpiringV1,
@@ -305,6 +314,30 @@ def _dispute_opened(detail: Mapping[str, Any]) -> Alert:
     return _occurrence_alert("dispute_opened", event, event.dispute_id, Severity.MEDIUM, values)
 
 
+# Stripe's ``failure_reason`` of a refund, for people (any other: the generic wording)
+REFUND_FAILURES: Final = {
+    "expired_or_canceled_card": "the card has expired or was canceled",
+    "lost_or_stolen_card": "the card was reported lost or stolen",
+    "declined": "the card's bank declined it",
+    "charge_for_pending_refund_disputed": "the payment was disputed while the refund was on its way",
+    "canceled": "the refund was canceled",  # a Refund canceled (status, no failure_reason): money not sent either
+    "merchant_request": "the refund was canceled",
+}
+
+
+def _refund_failed(detail: Mapping[str, Any]) -> Alert:
+    """A refund that did not reach the customer: says so and that the money was not returned to the card; promises
+    nothing about what happens next (nothing does by itself, D-refundfail-1)."""
+    event = _parse(RefundFailedV1, detail)
+    values = {
+        "invoice_id": event.invoice_id,
+        "number": event.number,
+        "amount": money_text(event.amount),
+        "why": REFUND_FAILURES.get(event.reason, "the card's bank returned it"),
+    }
+    return _occurrence_alert("refund_failed", event, event.refund_id, Severity.HIGH, values)
+
+
 CHAIN_LABELS: Final = {"ethereum": "Ethereum", "base": "Base", "solana": "Solana"}
 # a transaction's page when the event names none (the watchers normally send ``explorer_url``)
 EXPLORERS: Final = {
@@ -396,6 +429,7 @@ READERS: Final[Mapping[str, Callable[[Mapping[str, Any]], Alert]]] = {
     InvoiceIssuedV1.DETAIL_TYPE: _invoice_issued,
     PaymentFailedV1.DETAIL_TYPE: _payment_failed,
     DisputeOpenedV1.DETAIL_TYPE: _dispute_opened,
+    RefundFailedV1.DETAIL_TYPE: _refund_failed,
     CryptoPaymentSeenV1.DETAIL_TYPE: _crypto_payment_seen,
     CryptoBillSettledV1.DETAIL_TYPE: _crypto_bill_settled,
     CryptoQuoteExpiringV1.DETAIL_TYPE: _crypto_quote_expiring,

@@ -12,7 +12,13 @@ from decimal import Decimal
 from typing import Any, Final
 
 from kilo_billing.accounts import AccountDirectory
-from kilo_billing.contracts import DisputeOpenedV1, InvoiceIssuedV1, PaymentFailedV1, PaymentMethodAttachedV1
+from kilo_billing.contracts import (
+    DisputeOpenedV1,
+    InvoiceIssuedV1,
+    PaymentFailedV1,
+    PaymentMethodAttachedV1,
+    RefundFailedV1,
+)
 from kilo_billing.invoicing import (
     CARRIED,
     CREDIT,
@@ -723,9 +729,90 @@ def apply_stripe_event(
         amount = Decimal(int(event.obj.get("amount", 0))).scaleb(-2)
         updated = _save_with(store, invoice, lambda inv: _refunded_outside(inv, refund, amount))
         return event.outcome(invoice.invoice_id, updated != invoice)
+    if event.type in _REFUND_FAILED_EVENTS:  # the Refund, failed: its intent and charge; ours names our request
+        return _refund_failed_event(store, publisher, gateway, event, now)
     if event.type in _DISPUTE_EVENTS:  # the Dispute: its intent and charge
         return _dispute_event(store, publisher, gateway, event, now)
     return event.outcome(None, False)
+
+
+# ``refund.failed`` (current API versions) and the Refund's updates that may carry the same failure (``refund.updated``,
+# ``charge.refund.updated`` on older endpoints): any of them, in any order and repeated, records it once
+_REFUND_FAILED_EVENTS: Final = frozenset({"refund.failed", "refund.updated", "charge.refund.updated"})
+_REFUND_NOT_MADE: Final = frozenset({"failed", "canceled"})  # Stripe returns the funds to our balance
+
+
+def _refund_failed_event(
+    store: LedgerStore,
+    publisher: EventPublisher,
+    gateway: PaymentGateway | None,
+    event: _StripeEvent,
+    now: datetime,
+) -> EventOutcome:
+    """A card refund the processor made and then failed (or canceled): the money is back in our balance, the
+    customer got nothing. Recorded on the invoice once by refund id (``_refund_not_made``) in a write given ``now``:
+    the invoice keeps the money again, so what notes recorded as returned meanwhile becomes account credit (D310's
+    step, its history naming the failure). ``RefundFailed.v1`` is announced once per refund (marker
+    ``refund_failed:<id>``) for the operator and the customer. A Refund update that is not a failure changes nothing
+    (D-refundfail-1)."""
+    status = event.obj.get("status")
+    if status not in _REFUND_NOT_MADE and not (event.type == "refund.failed" and status is None):
+        return event.outcome(None, False)
+    refs = (_ref(event.obj.get("payment_intent")), _ref(event.obj.get("charge")))
+    _, invoice = _find_payment(store, gateway, refs, _metadata(event.obj))
+    refund = _ref(event.obj.get("id")) or ""
+    amount = Decimal(int(event.obj.get("amount", 0))).scaleb(-2)
+    ours = _metadata(event.obj).get(REFUND_METADATA)
+    ours_id = ours if isinstance(ours, str) and ours else None
+    before = invoice
+    invoice = _save_with(store, invoice, lambda inv: _refund_not_made(inv, refund, amount, ours_id), now)
+    published: tuple[str, ...] = ()
+    marker = f"refund_failed:{refund}"
+    if refund and amount > 0 and marker not in invoice.announced:
+        reason = event.obj.get("failure_reason")
+        alert = RefundFailedV1(
+            event_id=f"refund-failed:{refund}",
+            account_id=invoice.account_id,
+            invoice_id=invoice.invoice_id,
+            refund_id=refund,
+            number=invoice.number,
+            amount=money_str(amount),
+            reason=reason if isinstance(reason, str) and reason else str(status or "unknown"),
+            ours=ours_id is not None,
+            occurred_at=now.isoformat(),
+        )
+        publisher.publish(RefundFailedV1.DETAIL_TYPE, alert.model_dump())
+        invoice = _mark_announced(store, invoice, marker)
+        published = (alert.event_id,)
+    return event.outcome(invoice.invoice_id, invoice != before, published)
+
+
+def _refund_not_made(invoice: InvoiceRecord, refund: str, amount: Decimal, ours: str | None) -> InvoiceRecord:
+    """A refund the processor failed, recorded once by id (``failed_refunds``) and no longer counted as given back
+    (``given_back`` takes the failures off its figures). One made outside us is recorded as made too (its
+    ``refund.created`` may come after, or never: then it changes nothing). One of ours whose request is still pending
+    (the processor's answer not recorded yet) finishes that request as made - its other parts were - so a rerun
+    does not ask again for a refund the customer's bank refused, and a late write of the answer changes nothing
+    (``_finish_refund``'s ``settled_with`` needs the request). ``refunded`` is stored net of the failures, so the
+    failure's amount is taken off it here (it stands for the refunds made, failed ones included)."""
+    if not refund or amount <= 0 or any(known == refund for known, _ in invoice.failed_refunds):
+        return invoice
+    current, pending = invoice, invoice.refund_pending
+    if ours is not None and pending is not None and pending.refund_id == ours:
+        current = replace(
+            current,
+            refunded=current.given_back(pending),
+            refunds_made=current.refunds_made + pending.amount,
+            refund_pending=None,
+        )
+    if ours is None and not any(known == refund for known, _ in current.outside_refunds):
+        current = replace(current, outside_refunds=tuple(sorted((*current.outside_refunds, (refund, amount)))))
+    failed = replace(
+        current,
+        failed_refunds=tuple(sorted((*current.failed_refunds, (refund, amount)))),
+        refunded=current.refunded - amount,
+    )
+    return replace(failed, refunded=failed.given_back())
 
 
 def _refunded_outside(invoice: InvoiceRecord, refund: str, amount: Decimal) -> InvoiceRecord:

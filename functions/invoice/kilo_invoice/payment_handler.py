@@ -5,7 +5,8 @@ invoice (``apply_stripe_event``: forward-only states, alerts once, D53). Duplica
 An event about nothing of ours (no invoice of ours, or no longer stored) is logged and counted, not retried; any
 other failure is reported failed, redelivered, and after ``maxReceiveCount`` dead-lettered (alarmed). An optional
 Stripe lookup that failed on our side (``invoice.paid``'s payments with the key's secret malformed or the key revoked)
-leaves the event applied, logged at ERROR and counted (``StripeMisconfigured``, alarmed: D316).
+leaves the event applied, logged at ERROR and counted (``StripeMisconfigured``, alarmed: D316). A refund Stripe made
+and then failed is logged at ERROR and counted (``RefundFailed``, alarmed: D-refundfail-1).
 """
 
 from __future__ import annotations
@@ -54,6 +55,13 @@ def _record(record: SQSRecord) -> None:
     if outcome.changed:
         count(SERVICE, Metric.PAYMENT_EVENT_APPLIED)
     count(SERVICE, Metric.PAYMENT_FAILED, sum(1 for e in outcome.published if e.startswith("payment-failed:")))
+    refunds_failed = [e for e in outcome.published if e.startswith("refund-failed:")]
+    if refunds_failed:  # the customer got nothing and the money is back with us: the operator returns it another way
+        count(SERVICE, Metric.REFUND_FAILED, len(refunds_failed))
+        logger.error(
+            "Stripe refund failed after it was made: the customer got nothing; the invoice keeps it again",
+            extra={"invoice_id": outcome.invoice_id, "refunds": refunds_failed, "stripe_type": outcome.event_type},
+        )
     logger.info(
         "Stripe event applied",
         extra={"stripe_type": outcome.event_type, "invoice_id": outcome.invoice_id, "changed": outcome.changed},

@@ -54,6 +54,7 @@ ALERT_KINDS: Final = (
     "dispute_opened",
     "invoice_issued",
     "payment_failed",
+    "refund_failed",
 )
 # The alert kinds that must reach someone (calls stop at the hard limit; an unpaid invoice stops new calls): never
 # set to no channel (a 400), and a stored empty choice goes by email (the alerts function; D180)

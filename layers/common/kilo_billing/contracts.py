@@ -159,6 +159,22 @@ class DisputeOpenedV1(InvoiceEventV1):
     occurred_at: str
 
 
+class RefundFailedV1(InvoiceEventV1):
+    """A card refund the processor made and then failed (the customer's bank returned it: card closed, expired ...):
+    the money is back in our processor balance and the customer got nothing. Ours (an operator's ``invoice refund``)
+    or one made in the processor's dashboard (``ours`` False). ``reason``: the processor's ``failure_reason``
+    (``unknown`` when it gives none). ``event_id``: ``refund-failed:<processor refund id>`` (D-refundfail-1)."""
+
+    DETAIL_TYPE: ClassVar[str] = "RefundFailed.v1"
+
+    refund_id: str
+    number: str
+    amount: str  # USD, two decimals
+    reason: str
+    ours: bool
+    occurred_at: str
+
+
 class PaymentMethodAttachedV1(ContractV1):
     """An account attached a payment method: a card (the processor's card ``fingerprint``, the same for the same card
     number across customers) or a crypto wallet (its address). The abuse signals count free accounts per

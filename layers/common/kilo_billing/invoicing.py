@@ -169,6 +169,10 @@ class InvoiceRecord:
     outside_refunds: tuple[tuple[str, Decimal], ...] = ()
     refunds_made: Decimal = ZERO
     void_reason: str | None = None  # why an operator voided it (``invoice void-draft --reason``, D338 amended)
+    # card: refunds the processor made and then failed (ours or outside), (refund id, amount) by id, as their
+    # ``refund.failed`` (or ``refund.updated`` failed) said: the money came back to us, never given back
+    # (D-refundfail-1)
+    failed_refunds: tuple[tuple[str, Decimal], ...] = ()
     revision: int = 0  # the stored record's write count: every update is conditioned on it (0: never updated)
 
     @property
@@ -202,12 +206,18 @@ class InvoiceRecord:
         """What the card invoice has given back (with ``pending`` made too): the largest of figures that each count
         a refund at most once - ``refunded`` as recorded; the charges' ``charge.refunded`` totals (ours and
         outside); our requests made, the refunds made outside us by id and ``pending``; what was recorded when
-        ``pending`` was requested and it (a refund seen only by its ``charge.refunded`` before it, D331)."""
+        ``pending`` was requested and it (a refund seen only by its ``charge.refunded`` before it, D331) - less the
+        refunds that failed (``failed_refunds``). Each figure is a lower bound of what was refunded at the processor,
+        failed refunds included (a failed one is in ours made or in the outside ones by id; ``refunded`` is stored net
+        of the failures stored with it, so it stands for ``refunded`` + their sum; a charge's total may be read before
+        or after a failure), so the largest less the failures counts each failure once, in any order
+        (D-refundfail-1). Never below nothing."""
         amount = ZERO if pending is None else pending.amount
         before = ZERO if pending is None else pending.refunded_before + amount
         charges = total([refunded for _, refunded in self.charge_refunds])
         ours_and_outside = self.refunds_made + total([refunded for _, refunded in self.outside_refunds]) + amount
-        return max(self.refunded, charges, ours_and_outside, before)
+        failed = total([refunded for _, refunded in self.failed_refunds])
+        return max(ZERO, max(self.refunded + failed, charges, ours_and_outside, before) - failed)
 
     def moved(self, target: InvoiceStatus, at: datetime) -> InvoiceRecord:
         if not can_move(self.status, target):
@@ -1451,7 +1461,12 @@ def _credited_again(
 def _kept_again_why(before: InvoiceRecord | None, after: InvoiceRecord) -> str:
     """Why ``after`` keeps more than ``before`` (the note history's reason, D317): a pending card refund the
     processor refused for good (the request dropped, nothing refunded for it) or a dispute's funds reinstated (the
-    dispute won: ``charged_back`` lowered) - the two writes that raise ``kept_less_pending``."""
+    dispute won: ``charged_back`` lowered) - or a refund the processor made and then failed (``failed_refunds``
+    grew: the money came back to us, D-refundfail-1) - the writes that raise ``kept_less_pending``."""
+    known = dict(before.failed_refunds) if before is not None else {}
+    failed = [amount for refund, amount in after.failed_refunds if refund not in known]
+    if before is not None and failed:
+        return f"a refund of {money_str(total(failed))} failed at the card processor"
     if before is not None and after.charged_back < before.charged_back:
         return "a dispute's funds reinstated"
     if before is not None and before.refund_pending is not None and after.refund_pending is None:

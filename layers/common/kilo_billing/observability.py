@@ -78,6 +78,7 @@ class Metric(StrEnum):
     PAYMENT_EVENT_APPLIED = "PaymentEventApplied"  # a Stripe event that changed our records
     PAYMENT_EVENT_IGNORED = "PaymentEventIgnored"  # a Stripe event about nothing of ours (or no longer stored)
     PAYMENT_FAILED = "PaymentFailed"  # PaymentFailed.v1 published
+    REFUND_FAILED = "RefundFailed"  # RefundFailed.v1 published: a refund Stripe made then failed, alarmed
     STRIPE_MISCONFIGURED = "StripeMisconfigured"  # a Stripe call let pass failed on our side: alarmed
     # crypto watchers (one service per chain kind: crypto-evm, crypto-solana)
     CRYPTO_TRANSFERS_SEEN = "CryptoTransfersSeen"  # merchant credits a watcher run handed to settlement

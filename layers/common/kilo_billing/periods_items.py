@@ -154,6 +154,7 @@ def invoice_to_item(invoice: InvoiceRecord) -> Item:
             "outside_refunds": {refund: str(amount) for refund, amount in invoice.outside_refunds} or None,
             "refunds_made": str(invoice.refunds_made),  # always: its absence marks an item written before it
             "void_reason": invoice.void_reason,
+            "failed_refunds": {refund: str(amount) for refund, amount in invoice.failed_refunds} or None,
             "revision": invoice.revision,
         }
     )
@@ -188,6 +189,7 @@ def invoice_from_values(account_id: str, values: Mapping[str, Any]) -> InvoiceRe
         outside_refunds=_amounts_by_id(values.get("outside_refunds")),
         refunds_made=_refunds_made(values),
         void_reason=values.get("void_reason"),
+        failed_refunds=_amounts_by_id(values.get("failed_refunds")),
         revision=int(values.get("revision", 0)),  # none on records written before revisions: 0
     )
 
