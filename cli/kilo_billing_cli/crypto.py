@@ -157,6 +157,8 @@ def run(args: argparse.Namespace, console: Console) -> None:
                 "amount": decimal_str(asset_amount(p.transfer.atomic_amount, p.transfer.asset)),
                 "sender": p.transfer.sender,
                 "seen_at": p.seen_at.isoformat(),
+                # paid into an account of ours that is not the payment address: never matched (D-cryptostray-1)
+                "stray": p.transfer.stray,
             }
             for p in store.unattributed()
         ]

@@ -751,3 +751,40 @@ def test_given_only_an_open_invitation_as_admin_when_a_wallet_nonce_is_asked_the
     stack.clients["dynamodb"].put_item(TableName=table, Item=items.member_to_item(invited))
     status, answer = call("POST", f"{BASE}/wallets/nonce")
     assert (status, answer["code"]) == (403, "forbidden")
+
+
+def test_given_a_submitted_solana_payment_into_a_side_token_account_then_409_and_kept_unattributed_for_an_operator(
+    crypto: SpotPrices, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """D-cryptostray-1. acct-1's admin submits a Solana transaction that sent exactly the bill's 100 USDC quote
+    (100,000,000 units) with its reference - into a token account of our wallet that is not its ATA: the inspector
+    reports it stray. Before: the claim was taken through the reference like any payment of the quote. Now the claim
+    is refused (409, nothing pays the bill) but the credit is recorded UNATTRIBUTED, so the operator sees the
+    customer's 100 USDC and can assign it; the bill stays OPEN."""
+    monkeypatch.setattr(
+        dependencies,
+        "INSPECTOR_MODULES",
+        {"evm": "tests.crypto_core_inspector", "solana": "tests.crypto_core_inspector"},
+    )
+    dependencies.clear_caches()
+    issue()
+    status, made = call("POST", f"{BASE}/bills/acct-1~2026-10/quotes", {"chain": "solana", "asset": "USDC"})
+    assert status == 201
+    assert made["atomic_amount"] == "100000000"  # $100.00 at $1.00, 6 decimals
+    side = replace(
+        transfer("sig-side", "USDC", 100_000_000, datetime.now(UTC), sender="Payer111", chain="solana"),
+        references=(made["reference"],),
+        stray=True,
+    )
+    crypto_core_inspector.TRANSACTIONS["sig-side"] = [side]
+
+    status, body = call("POST", f"{BASE}/bills/acct-1~2026-10/transactions", {"chain": "solana", "tx_id": "sig-side"})
+
+    assert (status, body["code"]) == (409, "conflict")
+    assert "not our payment address" in body["message"]
+    kept = dependencies.store().payment("solana:sig-side:0")
+    assert kept is not None
+    assert (kept.status.value, kept.invoice_id, kept.transfer.stray) == ("SEEN", None, True)
+    assert [p.payment_id for p in dependencies.store().unattributed()] == ["solana:sig-side:0"]
+    _, history = call("GET", f"{BASE}/history", role="member")
+    assert {b["invoice_id"]: b["status"] for b in history["bills"]} == {"acct-1/2026-10": "OPEN"}

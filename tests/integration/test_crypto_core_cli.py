@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
 
@@ -43,6 +44,7 @@ def test_given_an_unattributed_payment_then_listed_and_assigned_to_the_bill(
             "amount": "100",
             "sender": STRANGER_WALLET,
             "seen_at": (T0 + timedelta(minutes=5)).isoformat(),
+            "stray": False,
         }
     ]
     assigned = _cli(capsys, "crypto", "assign", "ethereum:0xabc:0", "acct-1", "inv-1", "--crypto-table", table, *bus)
@@ -60,6 +62,23 @@ def test_given_an_unattributed_payment_then_listed_and_assigned_to_the_bill(
     stored = h.store.bill("inv-1")
     assert stored is not None
     assert stored.status is BillStatus.PROCESSING
+
+
+def test_given_a_stray_payment_then_listed_as_stray_beside_the_others(
+    stack: Stack, table: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """D-cryptostray-1. 7 USDC (7,000,000 units) paid into a token account of ours that is not the payment address:
+    kept UNATTRIBUTED; the operator's list says so (``stray``), so that it is not taken for a payment nobody claims."""
+    h = harness(stack)
+    h.clock.now = T0 + timedelta(minutes=5)
+    side = replace(transfer("sig-side", "USDC", 7_000_000, T0 + timedelta(minutes=4), chain="solana"), stray=True)
+    h.settlement.record_seen(side)
+
+    listed = _cli(capsys, "crypto", "unattributed", "--crypto-table", table)
+
+    assert [(row["payment_id"], row["amount"], row["stray"]) for row in listed] == [  # type: ignore[union-attr]
+        ("solana:sig-side:0", "7", True)
+    ]
 
 
 @pytest.mark.parametrize(

@@ -5,8 +5,9 @@ the watcher."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -14,7 +15,16 @@ from web3 import Web3
 
 from kilo_crypto_watch.evm import NATIVE_INDEX, EvmTransactionInspector, watch
 from kilo_crypto_watch.evm_rpc import Web3EvmRpc
-from kilo_crypto_watch.model import ChainConfig, Cursor, ObservedTransfer, PaymentStatus
+from kilo_crypto_watch.model import (
+    Bill,
+    BillStatus,
+    ChainConfig,
+    Cursor,
+    ObservedTransfer,
+    Payment,
+    PaymentStatus,
+    QuoteStatus,
+)
 from kilo_crypto_watch.ports import (
     BlockRef,
     EvmBlock,
@@ -24,6 +34,8 @@ from kilo_crypto_watch.ports import (
     TransactionNotFoundError,
 )
 from kilo_dev import contracts
+from tests.conftest import Stack
+from tests.crypto_core_fakes import Harness, bill, harness, quote
 from tests.crypto_fakes import MemoryCursorStore, MemoryPaymentSink
 from tests.evm_chain import (
     ETHER,
@@ -779,3 +791,192 @@ def test_given_a_reorg_between_a_scans_reads_then_a_usdc_payment_through_a_contr
     (seen,) = watcher.sink.with_status(PaymentStatus.SEEN)
     assert (seen.asset, seen.atomic_amount, seen.sender, seen.recipient) == ("USDC", 4 * USDC, OTHER, MERCHANT)
     assert seen.block_hash == chain.block_hash(seen.block_number)  # the new fork's block
+
+
+# --- a payment transaction replaced (same nonce, higher fee) on the fork that stands ----------------------------------
+class Backends(Web3EvmRpc):
+    """A load-balanced provider in front of anvil. ``unknown``: heights a backend behind the head answers null for.
+    ``stale``: a backend still on the old fork, kept as it answered there - a transaction's receipt and the
+    transaction; the ``eth_getBlockByNumber`` asked right after such a receipt goes to it too (the height's old
+    block)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.unknown: set[int] = set()
+        self.stale_receipts: dict[str, EvmReceipt] = {}
+        self.stale_transactions: dict[str, Any] = {}
+        self.stale_blocks: dict[int, BlockRef] = {}
+        self._stale_next = False
+
+    def headers(self, numbers: Sequence[int]) -> dict[int, BlockRef | None]:
+        answered = {n: (None if n in self.unknown else ref) for n, ref in super().headers(numbers).items()}
+        if self._stale_next:
+            self._stale_next = False
+            answered.update({n: self.stale_blocks[n] for n in numbers if n in self.stale_blocks})
+        return answered
+
+    def receipts(self, tx_hashes: Sequence[str]) -> dict[str, EvmReceipt]:
+        answered = super().receipts(tx_hashes)
+        for tx_hash in tx_hashes:
+            if tx_hash in self.stale_receipts:
+                answered[tx_hash] = self.stale_receipts[tx_hash]
+                self._stale_next = True
+        return answered
+
+    def transaction(self, tx_hash: str) -> Any:
+        return self.stale_transactions.get(tx_hash) or super().transaction(tx_hash)
+
+
+@dataclass
+class Replaced:
+    """A (100 USDC to the merchant) seen at block ``a_block``; that block reorged away and A's nonce used on the
+    fork that stands by ``a2`` (a speed-up: the same 100 USDC, a higher fee; or a cancel: 0 ETH to itself)."""
+
+    h: Harness
+    config: ChainConfig
+    rpc: Backends
+    cursors: MemoryCursorStore
+    a: str
+    a_block: int
+    a2: str
+    old: tuple[EvmReceipt, Any, BlockRef]  # A's receipt, transaction and block as the old fork answered them
+
+    def run(self) -> Any:
+        return watch(self.config, self.rpc, self.cursors, self.h.settlement)
+
+    def payment(self, tx: str) -> Payment | None:
+        return self.h.store.payment(f"ethereum:{tx}:0")
+
+    def bill(self) -> Bill:
+        found = self.h.store.bill("inv-1")
+        assert found is not None
+        return found
+
+
+def _replaced(chain: Chain, stack: Stack, cancel: bool) -> Replaced:
+    """The $100.00 bill inv-1 of acct-1 (PAYER linked) with a 100 USDC quote at $1.00 (100,000,000 units). A is seen
+    and counted (PROCESSING); then the fork without it: two empty blocks, then A's replacement, one block above."""
+    h = harness(stack)
+    chain.mint(PAYER, 1_000 * USDC)
+    chain.mine(FINALITY_LAG)
+    now = datetime.fromtimestamp(chain.w3.eth.get_block("latest")["timestamp"], UTC)
+    h.clock.now = now
+    h.rates.prices["USDC"] = Decimal("1")
+    h.store.link_wallet("evm", PAYER, "acct-1", "ethereum", now)
+    assert h.store.create_bill(bill())
+    made = quote("q-usdc", "USDC", 100 * USDC, "1")
+    h.store.add_quote(
+        replace(made, created_at=now, expires_at=now + timedelta(minutes=30), monitor_until=now + timedelta(hours=72))
+    )
+    config = chain.config(start_block=chain.head() + 1)
+    rpc = Backends(config.rpc_url)
+    cursors = MemoryCursorStore()
+    watch(config, rpc, cursors, h.settlement)  # the cursor on a block both forks share
+    before = chain.node.call("evm_snapshot")
+    nonce = chain.w3.eth.get_transaction_count(PAYER)
+    a = chain.pay_usdc(PAYER, MERCHANT, 100 * USDC)
+    a_block = chain.receipt(a)["blockNumber"]
+    old = (rpc.receipts([a])[a], rpc.transaction(a), rpc.headers([a_block])[a_block])
+    chain.mine(1)
+    watch(config, rpc, cursors, h.settlement)
+    assert h.store.bill("inv-1").status is BillStatus.PROCESSING  # type: ignore[union-attr]
+    chain.node.call("evm_revert", before)
+    chain.mine(2)
+    fee = {"from": PAYER, "nonce": nonce, "maxFeePerGas": 50 * 10**9, "maxPriorityFeePerGas": 5 * 10**9}
+    if cancel:
+        sent = chain.w3.eth.send_transaction({**fee, "to": PAYER, "value": 0})  # type: ignore[typeddict-item]
+    else:
+        sent = chain.token().functions.transfer(MERCHANT, 100 * USDC).transact(fee)  # type: ignore[arg-type]
+    chain.w3.eth.wait_for_transaction_receipt(sent, timeout=10)
+    a2 = hexhash(sent)
+    assert a2 != a
+    assert chain.w3.eth.get_transaction_count(PAYER) == nonce + 1
+    chain.mine(1)
+    return Replaced(h, config, rpc, cursors, a, a_block, a2, old)
+
+
+@pytest.mark.parametrize("cancel", [False, True])
+def test_given_a_seen_payment_replaced_by_a_speed_up_or_cancel_behind_a_lagging_node_then_counted_once_or_released(
+    chain: Chain, stack: Stack, cancel: bool
+) -> None:
+    """D-cryptostray-2 (reproduced, nothing lost). The rollback's node answers nothing for A's height (a backend
+    behind): A is not orphaned there and stays SEEN; no node has A's receipt (its nonce went to A'). Speed-up: A'
+    (100 USDC) is seen and matched by the linked wallet; A' final -> the bill PAID, settled 100.00 (finalized only:
+    A' 100 USDC x $1.00), credit 0.00 although A SEEN also counts 100.00 while PROCESSING. Cancel: nothing pays,
+    the bill stays PROCESSING on A alone while its height is unknown. Once the node answers for A's height, A is
+    ORPHANED (no receipt anywhere): the bill keeps 100.00 settled / credit 0.00, or goes back to OPEN and its quote
+    to ACTIVE - neither lost nor counted twice, nor left pending."""
+    r = _replaced(chain, stack, cancel)
+    r.rpc.unknown = {r.a_block}
+
+    r.run()
+    chain.mine(FINALITY_LAG)
+    r.run()
+
+    held = r.payment(r.a)
+    assert held is not None
+    assert held.status is PaymentStatus.SEEN
+    if cancel:
+        assert r.payment(r.a2) is None
+        assert r.bill().status is BillStatus.PROCESSING
+    else:
+        paid = r.bill()
+        assert (paid.status, paid.settled_usd, paid.credit_usd) == (BillStatus.PAID, Decimal("100.00"), Decimal("0"))
+    r.rpc.unknown = set()
+    chain.mine(1)
+
+    report = r.run()
+
+    assert report.orphaned == 1
+    gone = r.payment(r.a)
+    assert gone is not None
+    assert gone.status is PaymentStatus.ORPHANED
+    after = r.bill()
+    if cancel:
+        assert (after.status, after.settled_usd, after.credit_usd) == (BillStatus.OPEN, Decimal("0"), Decimal("0"))
+        assert {q.quote_id: q.status for q in r.h.store.quotes("inv-1")} == {"q-usdc": QuoteStatus.ACTIVE}
+    else:
+        assert (after.status, after.settled_usd, after.credit_usd) == (BillStatus.PAID, Decimal("100.00"), Decimal("0"))
+    assert r.h.settlement.pending("ethereum") == []
+
+
+def test_given_a_replaced_payment_whose_old_receipt_a_stale_backend_still_serves_then_it_is_not_finalized_twice(
+    chain: Chain, stack: Stack
+) -> None:
+    """D-cryptostray-2. As above (speed-up, A SEEN past the rollback), but at finality a backend still on the old
+    fork answers A's receipt in A's old block and that block's old hash, after the pass read another hash there.
+    Before: A counted as "mined in another block" - its own old one - and FINALIZED on the dead fork beside A': the
+    bill PAID with credit 100.00 (200 USDC counted, 100 received). Now the answers disagree, so nothing is proven:
+    A waits SEEN (named stuck), the bill PAID 100.00 with credit 0.00; with the backend caught up, A is ORPHANED."""
+    r = _replaced(chain, stack, cancel=False)
+    r.rpc.unknown = {r.a_block}
+    r.run()  # rollback: A's height unknown, A stays SEEN; A' seen
+    r.rpc.unknown = set()
+    receipt, transaction, block = r.old
+    r.rpc.stale_receipts, r.rpc.stale_transactions, r.rpc.stale_blocks = (
+        {r.a: receipt},
+        {r.a: transaction},
+        {r.a_block: block},
+    )
+    chain.mine(FINALITY_LAG)
+
+    report = r.run()
+
+    held = r.payment(r.a)
+    assert held is not None
+    assert held.status is PaymentStatus.SEEN
+    assert [entry.split(":")[1] for entry in report.stuck] == [r.a]
+    final = r.payment(r.a2)
+    assert final is not None
+    assert final.status is PaymentStatus.FINALIZED
+    paid = r.bill()
+    assert (paid.status, paid.settled_usd, paid.credit_usd) == (BillStatus.PAID, Decimal("100.00"), Decimal("0"))
+    r.rpc.stale_receipts, r.rpc.stale_transactions, r.rpc.stale_blocks = {}, {}, {}
+
+    after = r.run()
+
+    assert (after.orphaned, after.stuck) == (1, ())
+    gone = r.payment(r.a)
+    assert gone is not None
+    assert gone.status is PaymentStatus.ORPHANED
+    assert r.bill().credit_usd == Decimal("0")

@@ -663,7 +663,9 @@ def test_given_usdc_paid_into_a_merchant_token_account_other_than_its_ata_then_i
     wallet owns; neither the wallet nor the ATA is among the transaction's keys, so no sweep lists it. Before:
     ``credits`` counted it (7,000,000) and the watcher recorded it only through the reference lookup - i.e. only
     while D290's rotation and 2 h margin queried that reference. Now it is no credit, on every path; 3 USDC paid to
-    the ATA in the same run is recorded (3,000,000)."""
+    the ATA in the same run is recorded (3,000,000). Amended (D-cryptostray-1): where the transaction is read (the
+    reference's lookup, the fast path) the side payment is reported as a stray credit - kept for an operator,
+    never matched to a bill."""
     side = chain.create_token_account(chain.merchant.pubkey(), chain.usdc)
     reference = Keypair().pubkey()
     watch.references.keys.append(str(reference))
@@ -690,9 +692,97 @@ def test_given_usdc_paid_into_a_merchant_token_account_other_than_its_ata_then_i
 
     report = watch.run()
 
-    assert [t.atomic_amount for t in watch.sink.transfers.values()] == [3 * USDC]
-    assert report.transfers_seen == 1
-    assert asyncio.run(_inspect(chain, to_side, frozenset({str(reference)}))) == []
+    # D-cryptostray-1: the side payment is reported, marked stray (never matched to a bill), beside the 3 USDC credit
+    assert [(t.atomic_amount, t.stray) for t in watch.sink.transfers.values()] == [(7 * USDC, True), (3 * USDC, False)]
+    assert report.transfers_seen == 2
+    (inspected,) = asyncio.run(_inspect(chain, to_side, frozenset({str(reference)})))
+    assert (inspected.atomic_amount, inspected.stray, inspected.payment_id) == (7 * USDC, True, f"solana:{to_side}:0")
+
+
+def test_given_usdc_with_a_bills_reference_paid_into_a_side_token_account_then_kept_unattributed_and_the_operator_told(
+    chain: SolanaTestChain, stack: Stack
+) -> None:
+    """D-cryptostray-1. The $7.00 bill inv-1 has a 7 USDC quote with reference R. The customer sends exactly 7 USDC
+    (7,000,000 units) carrying R - but into a token account of the merchant's wallet that is not its ATA (D324: no
+    payment). Before: nothing was recorded, nothing raised; the 7 USDC sat in our side account unseen. Now the
+    reference's lookup finds it: it is recorded UNATTRIBUTED (not matched, although R and the amount name inv-1's
+    quote), the operator's UnattributedCryptoPayment.v1 alert says 7 USDC, the CLI's list holds it, the bill stays
+    OPEN with no line; finalized like any payment once its slot is; and the customer's claim of it is refused."""
+    h = harness(stack)
+    h.clock.now = datetime.now(UTC)
+    reference = Keypair().pubkey()
+    assert h.store.create_bill(bill("inv-1", "acct-1", "7.00"))
+    h.store.add_quote(_usdc_quote("q-1", "inv-1", "acct-1", 7 * USDC, str(reference)))
+    side = chain.create_token_account(chain.merchant.pubkey(), chain.usdc)
+    watch = Watch(chain)
+    watch.sink = h.settlement  # type: ignore[assignment]
+    watch.references = h.settlement  # type: ignore[assignment]
+    signature = chain.send([_usdc_to(chain, side, 7 * USDC, reference)])
+    payment_id = f"solana:{signature}:0"  # the transfer_checked is the transaction's only instruction
+
+    watch.run()
+
+    stray = h.store.payment(payment_id)
+    assert stray is not None
+    assert (stray.status, stray.invoice_id, stray.transfer.atomic_amount, stray.transfer.stray) == (
+        PaymentStatus.SEEN,
+        None,
+        7 * USDC,
+        True,
+    )
+    assert [p.payment_id for p in h.store.unattributed()] == [payment_id]
+    assert [(e["tx_id"], e["asset"], e["amount"]) for e in h.events("UnattributedCryptoPayment.v1")] == [
+        (signature, "USDC", "7")  # 7,000,000 / 10^6
+    ]
+    assert h.events("CryptoPaymentSeen.v1") == []
+    still = h.store.bill("inv-1")
+    assert still is not None
+    assert (still.status.value, still.payments) == ("OPEN", ())
+    with pytest.raises(ClaimRefusedError, match="not our payment address"):
+        h.settlement.check_claim(stray.transfer, "inv-1")
+
+    chain.standin.advance(LAG)
+    report = watch.run()
+
+    final = h.store.payment(payment_id)
+    assert final is not None
+    assert (final.status, final.invoice_id, report.finalized) == (PaymentStatus.FINALIZED, None, 1)
+    assert len(h.events("UnattributedCryptoPayment.v1")) == 1  # told once
+
+    h.settlement.assign(payment_id, "acct-1", "inv-1")  # the operator, having checked it, gives it to the bill
+
+    paid = h.store.bill("inv-1")
+    assert paid is not None
+    assert (paid.status.value, paid.settled_usd) == ("PAID", Decimal("7.00"))  # 7 USDC x $1.00 covers $7.00
+
+
+def _usdc_to(chain: SolanaTestChain, account: Pubkey, amount: int, reference: Pubkey) -> Instruction:
+    """A ``transfer_checked`` of ``amount`` USDC from the payer into the token account ``account``, ``reference``
+    appended read-only (Solana Pay)."""
+    ix = token.transfer_checked(
+        TransferCheckedParams(
+            program_id=TOKEN_PROGRAM_ID,
+            source=token.get_associated_token_address(chain.payer.pubkey(), chain.usdc),
+            mint=chain.usdc,
+            dest=account,
+            owner=chain.payer.pubkey(),
+            amount=amount,
+            decimals=6,
+        )
+    )
+    return Instruction(ix.program_id, ix.data, [*ix.accounts, AccountMeta(reference, False, False)])
+
+
+def _usdc_quote(quote_id: str, invoice_id: str, account_id: str, atomic: int, reference: str) -> Quote:
+    """A $7.00 USDC quote made now at $1.00 (7,000,000 units), watched for 72 hours."""
+    created = datetime.now(UTC)
+    rate = LockedRate("USDC", Decimal("1.00"), (RateReading("fixed", "USDC", Decimal("1.00"), created),), created)
+    return replace(
+        _sol_quote(quote_id, invoice_id, account_id, atomic, reference),
+        asset="USDC",
+        amount_usd=Decimal("7.00"),
+        rate=rate,
+    )
 
 
 async def _inspect(chain: SolanaTestChain, signature: str, watched: frozenset[str]) -> list[ObservedTransfer]:

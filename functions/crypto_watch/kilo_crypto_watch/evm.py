@@ -24,8 +24,10 @@ One run per chain (``watch``):
 3. **Finality.** Every SEEN payment at or below the ``finalized`` block is FINALIZED if its block hash is still the
    canonical one at its height. If another block is there, its transaction's receipt is read first: mined in another
    canonical block, it is reported there (settlement stores the new block) and finalized once that block is; else it
-   is ORPHANED. A height the node answers nothing for is unknown, never "gone": the payment waits for the next run
-   (and a node that does not know the cursor's block fails the run rather than walk back).
+   is ORPHANED (a transaction replaced on that chain - a speed-up or cancel with its nonce - has no receipt there: its
+   payment is released; a receipt in a block the pass read another hash for proves nothing and the payment waits,
+   named stuck, D-cryptostray-2). A height the node answers nothing for is unknown, never "gone": the payment waits
+   for the next run (and a node that does not know the cursor's block fails the run rather than walk back).
 
 The watcher never asks anything per quote: RPC calls per run depend on the blocks scanned, the transactions to the
 merchant and the payments pending finality, never on the number of open quotes. ``RunReport.rpc_calls`` counts the
@@ -35,7 +37,7 @@ JSON-RPC requests the run made (each element of a batch counts).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -393,13 +395,14 @@ def _finality(
         return 0, 0
     canonical = rpc.block_hashes(sorted({p.block_number for p in due}))
     replaced = [p for p in due if canonical.get(p.block_number) not in (None, p.block_hash)]
-    moved, unrecorded = _relocated(rpc, sink, chain, replaced, stuck)
+    moved, unrecorded = _relocated(rpc, sink, chain, replaced, stuck, canonical)
     finalized_count = orphaned_count = 0
     for payment in due:
         here = canonical.get(payment.block_number)
         pid = payment.payment_id
         if pid in unrecorded:
-            continue  # mined elsewhere, but its record there failed (named stuck): pending as it was, read next run
+            continue  # mined elsewhere but its record there failed, or the node's answers disagree (named stuck):
+            # pending as it was, read next run
         if here == payment.block_hash:
             finalized_count += settle_alone(stuck, pid, partial(sink.finalized, pid, payment.block_hash))
         elif pid in moved:
@@ -412,7 +415,12 @@ def _finality(
 
 
 def _relocated(
-    rpc: EvmRpc, sink: PaymentSink, chain: ChainConfig, replaced: Sequence[PendingPayment], stuck: list[str]
+    rpc: EvmRpc,
+    sink: PaymentSink,
+    chain: ChainConfig,
+    replaced: Sequence[PendingPayment],
+    stuck: list[str],
+    canonical: Mapping[int, str | None],
 ) -> tuple[dict[str, ObservedTransfer], set[str]]:
     """The credits of ``replaced`` payments whose transactions are mined in another canonical block, reported again
     there (settlement stores the new block); keyed by payment id. A re-included transaction's other credits (a log
@@ -421,7 +429,12 @@ def _relocated(
     all its replaced payments are returned second - by transaction, not by id: re-mined at another log index, a
     payment's credit there has another id, and the old one must not be orphaned while its credit is unrecorded. They
     stay pending on their old block - neither moved nor orphaned - and the next run reads the transaction again, its
-    new payments with it (D323, D332)."""
+    new payments with it (D323, D332).
+
+    ``canonical``: the hashes the pass read at the replaced payments' heights. A receipt in a block at one of them
+    with another hash (a backend still on the old fork, serving a replaced transaction's receipt in its old block)
+    contradicts that read: nothing is proven, so its payments wait the same way, named ``stuck`` - moved "there",
+    a transaction replaced by a speed-up was finalized on the dead fork beside its replacement (D-cryptostray-2)."""
     if not replaced:
         return {}, set()
     tx_hashes = sorted({p.tx_id for p in replaced})
@@ -432,9 +445,20 @@ def _relocated(
     wanted = {p.payment_id for p in replaced}
     held = {tx_hash: min(p.payment_id for p in replaced if p.tx_id == tx_hash) for tx_hash in tx_hashes}
     groups: dict[str, list[ObservedTransfer]] = {}
+    disputed: set[str] = set()  # transactions whose receipt contradicts the pass's own read of its block
     for tx_hash, key in held.items():
         receipt = receipts.get(tx_hash)
-        if receipt is None or heights.get(receipt.block_number) != receipt.block_hash:
+        if receipt is None:
+            continue
+        read = canonical.get(receipt.block_number, receipt.block_hash)
+        if read is not None and read != receipt.block_hash:
+            stuck.append(
+                f"{key}: the node places {tx_hash} in block {receipt.block_number} ({receipt.block_hash}) but read "
+                f"{read} there: waiting until its answers agree"
+            )
+            disputed.add(tx_hash)
+            continue
+        if heights.get(receipt.block_number) != receipt.block_hash:
             continue  # the receipt's block is not canonical (yet) either: nothing proven
         tx = rpc.transaction(tx_hash)
         if tx is None:
@@ -445,7 +469,7 @@ def _relocated(
     failed = record_alone(stuck, sink, groups)
     failed_txs = {tx_hash for tx_hash, key in held.items() if key in failed}
     found = {credit.payment_id: credit for key, group in groups.items() if key not in failed for credit in group}
-    unrecorded = {p.payment_id for p in replaced if p.tx_id in failed_txs}
+    unrecorded = {p.payment_id for p in replaced if p.tx_id in failed_txs or p.tx_id in disputed}
     return {pid: credit for pid, credit in found.items() if pid in wanted}, unrecorded
 
 

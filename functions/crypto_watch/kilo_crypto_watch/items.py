@@ -359,6 +359,7 @@ def payment_to_item(payment: Payment) -> Item:
             "references": list(transfer.references) or None,
             "memo": transfer.memo,
             "block_time": _iso(transfer.block_time),
+            "stray": transfer.stray or None,
             "status": payment.status.value,
             "seen_at": payment.seen_at.isoformat(),
             "invoice_id": payment.invoice_id,
@@ -414,6 +415,7 @@ def payment_from_item(item: Mapping[str, Any]) -> Payment:
         references=tuple(str(r) for r in values.get("references", [])),
         memo=str(values["memo"]) if values.get("memo") else None,
         block_time=_maybe_time(values.get("block_time")),
+        stray=bool(values.get("stray", False)),
     )
     return Payment(
         transfer=transfer,

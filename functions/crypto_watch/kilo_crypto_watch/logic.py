@@ -160,6 +160,9 @@ def submit_transaction(
         raise TransactionRefusedError(f"transaction {tx_id} is not known on {chain.key} (yet): retry shortly") from exc
     if not transfers:
         raise TransactionRefusedError(f"transaction {tx_id} pays nothing to our {chain.key} address")
+    strays = [transfer for transfer in transfers if transfer.stray]
+    if strays:  # paid into an account of ours that is not the payment address: no payment, but our money - kept
+        ports.settlement.record_batch(strays)  # UNATTRIBUTED, the operator alerted; the claim is refused below
     for transfer in transfers:  # every credit checked first: a refused one leaves the others unrecorded too
         ports.settlement.check_claim(transfer, bill.invoice_id)
     with ports.settlement.seen_together():  # one "payment seen" for the transaction's credits (D216)

@@ -82,6 +82,10 @@ class ObservedTransfer:
     references: tuple[str, ...] = ()  # Solana Pay reference keys found in the transfer's instruction
     memo: str | None = None
     block_time: datetime | None = None
+    # credited to a token account the merchant's wallet owns that is not its payment address (Solana: not its USDC
+    # associated token account, D324): no payment - never matched to a bill, kept UNATTRIBUTED for an operator
+    # (D-cryptostray-1)
+    stray: bool = False
 
     @property
     def payment_id(self) -> str:

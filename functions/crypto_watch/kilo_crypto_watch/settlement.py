@@ -868,6 +868,8 @@ class Settlement:
             if quote is None:
                 raise NoQuoteError(f"bill {claimed_for} has no open {transfer.asset} quote on {transfer.chain}")
             return bill, quote, quotes, "fast_path"
+        if transfer.stray:
+            return None  # into an account that is not our payment address: an operator's (D-cryptostray-1)
         for reference in transfer.references:
             quote = self._store.quote_by_reference(reference)
             if quote is None:
@@ -900,7 +902,13 @@ class Settlement:
         bill's quotes, a sender linked to the bill's account, or - while the bill is OPEN (nothing covers it yet) - the
         amount of one of its quotes within the settlement tolerance (a payment from an exchange, its fee taken).
         Otherwise anyone could claim another customer's public transaction, and on a bill already covered any payment
-        would become their credit."""
+        would become their credit. A stray credit (paid into an account of ours that is not the payment address) is
+        refused whatever ties it: an operator decides (D-cryptostray-1)."""
+        if transfer.stray:
+            raise ClaimRefusedError(
+                f"transaction {transfer.tx_id} paid into an account of ours that is not our payment address: it "
+                f"pays no bill by itself; it is kept for an operator, who can assign it to bill {bill.invoice_id}"
+            )
         for reference in transfer.references:
             named = self._store.quote_by_reference(reference)
             if named is not None and named.invoice_id != bill.invoice_id:

@@ -16,7 +16,9 @@ Each run (scheduled every minute, idempotent):
    stops at the last whole slot done and the next run resumes). Each transaction is validated by ``credits``: the
    merchant's lamport delta (SOL) and the merchant's token-balance delta for the configured mint (USDC; any other
    mint is not a payment; only in a transaction naming the wallet or its USDC associated token account - what the
-   sweeps list, D324), the transfer instruction's index, sender and reference keys, the memo. A failed
+   sweeps list, D324; USDC into another token account of the wallet, read all the same through a reference, is a
+   ``stray`` credit: reported, never matched to a bill, kept for an operator, D-cryptostray-1), the transfer
+   instruction's index, sender and reference keys, the memo. A failed
    transaction (``meta.err``) gives its intended transfers with ``succeeded=False`` (recorded FAILED, never credited).
 4. Finality of SEEN payments (``PaymentSink.pending``): ``getSignatureStatuses`` (256 per call) -> ``finalized``
    commitment -> ``PaymentSink.finalized``; an error -> ``orphaned``; unknown although the ``finalized`` slot has
@@ -116,12 +118,14 @@ def credits(
             references=tuple(dict.fromkeys((*references, *keys_watched))),
             memo=memo,
             block_time=tx.block_time,
+            stray=stray,
         )
-        for asset, index, sender, amount, references in found
+        for asset, index, sender, amount, references, stray in found
     ]
 
 
-_Found = tuple[Literal["SOL", "USDC"], int, str, int, tuple[str, ...]]
+# asset, instruction index, sender, atomic amount, references, stray (into a token account not the payment address)
+_Found = tuple[Literal["SOL", "USDC"], int, str, int, tuple[str, ...], bool]
 
 
 def _extra(tx: ChainTransaction, accounts: Sequence[str]) -> tuple[str, ...]:
@@ -150,18 +154,21 @@ def _sol(tx: ChainTransaction, merchant: Merchant) -> _Found | None:
         return None
     if transfers:
         index, first = transfers[0]
-        return "SOL", index, first.accounts[0], amount, _extra(tx, first.accounts[2:])
-    return "SOL", -1, tx.account_keys[0], amount, ()  # credited by a program (CPI): the fee payer sent it
+        return "SOL", index, first.accounts[0], amount, _extra(tx, first.accounts[2:]), False
+    return "SOL", -1, tx.account_keys[0], amount, (), False  # credited by a program (CPI): the fee payer sent it
 
 
 def _usdc(tx: ChainTransaction, merchant: Merchant) -> _Found | None:
     """The merchant's USDC credit: the net delta of every USDC token account its wallet owns (a move between its own
     accounts nets 0), counted only in a transaction that names its associated token account or its wallet - what the
-    every-run sweeps list. A transfer into another account the wallet owns (anyone can create one) is no credit on any
-    path: neither Solana Pay's (which pays the ATA) nor one the sweeps would see, so counting it would depend on
-    whether its reference happened to be looked up (D324)."""
-    if merchant.usdc_account not in tx.account_keys and merchant.wallet not in tx.account_keys:
-        return None
+    every-run sweeps list. A transfer into another account the wallet owns (anyone can create one) is no payment on
+    any path: neither Solana Pay's (which pays the ATA) nor one the sweeps would see, so counting it would depend on
+    whether its reference happened to be looked up (D324). Where such a transaction is read all the same (a
+    reference's lookup, the fast path) and succeeded, its net delta is returned as a stray credit: reported, never
+    matched to a bill, kept for an operator - the customer's money is in our account (D-cryptostray-1)."""
+    stray = merchant.usdc_account not in tx.account_keys and merchant.wallet not in tx.account_keys
+    if stray and tx.failed:
+        return None  # nothing moved, and it was never a payment: nothing for an operator either
     ours = {
         balance.account_index
         for balance in (*tx.pre_token_balances, *tx.post_token_balances)
@@ -191,8 +198,8 @@ def _usdc(tx: ChainTransaction, merchant: Merchant) -> _Found | None:
         return None
     if transfers:
         index, sender, _, extra = transfers[0]
-        return "USDC", index, sender, amount, _extra(tx, extra)
-    return "USDC", -1, tx.account_keys[0], amount, ()
+        return "USDC", index, sender, amount, _extra(tx, extra), stray
+    return "USDC", -1, tx.account_keys[0], amount, (), stray
 
 
 def _memo(tx: ChainTransaction) -> str | None:
