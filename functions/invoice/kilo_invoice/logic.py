@@ -759,6 +759,7 @@ _DISPUTE_EVENTS: Final = frozenset(
     }
 )
 _DISPUTE_CLOSED: Final = frozenset({"won", "lost", "warning_closed", "prevented"})
+_DISPUTE_OPEN: Final = "dispute_open:"  # the marker of each dispute of the invoice still open
 
 
 def _dispute_event(
@@ -779,7 +780,7 @@ def _dispute_event(
     _, invoice = _find_payment(store, gateway, refs, _metadata(event.obj))
     closing = event.type == "charge.dispute.closed"
     dispute_id = str(event.obj.get("id", ""))
-    closed_marker = f"dispute_closed:{dispute_id}"
+    closed_marker, open_marker = f"dispute_closed:{dispute_id}", f"{_DISPUTE_OPEN}{dispute_id}"
     withdrawn_marker, reinstated_marker = f"dispute_withdrawn:{dispute_id}", f"dispute_reinstated:{dispute_id}"
     # the customer's bank takes the payment's funds (or keeps them: a dispute lost), or gives them back
     takes = event.type == "charge.dispute.funds_withdrawn" or (closing and event.obj.get("status") == "lost")
@@ -788,11 +789,14 @@ def _dispute_event(
 
     def dispute(current: InvoiceRecord) -> InvoiceRecord:
         marks, charged_back, flag = set(current.announced), current.charged_back, current.disputed
-        if event.type == "charge.dispute.created":  # one arriving after its close (recorded or in it) flags nothing
-            flag = event.obj.get("status") not in _DISPUTE_CLOSED and closed_marker not in marks
+        opens = event.type == "charge.dispute.created" and event.obj.get("status") not in _DISPUTE_CLOSED
+        if opens and closed_marker not in marks:  # one arriving after its close (recorded or in it) flags nothing
+            marks.add(open_marker)
         if closing:
-            flag = False
+            marks.discard(open_marker)
             marks.add(closed_marker)
+        if event.type == "charge.dispute.created" or closing:  # open while any of its disputes is (D-stripeside-3)
+            flag = any(mark.startswith(_DISPUTE_OPEN) for mark in marks)
         was_withdrawn = withdrawn_marker in marks or f"dispute_lost:{dispute_id}" in marks
         if takes and not was_withdrawn:
             marks.add(withdrawn_marker)
@@ -810,7 +814,8 @@ def _dispute_event(
     _flag_disputed(store, invoice.account_id)
     published: tuple[str, ...] = ()
     marker = f"dispute:{dispute_id}"
-    if event.type == "charge.dispute.created" and marker not in invoice.announced:
+    over = closed_marker in invoice.announced or event.obj.get("status") in _DISPUTE_CLOSED  # nothing to alert
+    if event.type == "charge.dispute.created" and marker not in invoice.announced and not over:
         alert = DisputeOpenedV1(
             event_id=f"dispute-opened:{dispute_id}",
             account_id=invoice.account_id,
