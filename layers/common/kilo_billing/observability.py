@@ -79,6 +79,9 @@ class Metric(StrEnum):
     PAYMENT_EVENT_IGNORED = "PaymentEventIgnored"  # a Stripe event about nothing of ours (or no longer stored)
     PAYMENT_FAILED = "PaymentFailed"  # PaymentFailed.v1 published
     STRIPE_MISCONFIGURED = "StripeMisconfigured"  # a Stripe call let pass failed on our side: alarmed
+    # a Stripe event an operator has to look at (another invoice than ours, a revision asking another amount, a
+    # payment short of what ours asks): alarmed (D-stripeside-1, D-stripeside-2)
+    PAYMENT_EVENT_ATTENTION = "PaymentEventNeedsOperator"
     # crypto watchers (one service per chain kind: crypto-evm, crypto-solana)
     CRYPTO_TRANSFERS_SEEN = "CryptoTransfersSeen"  # merchant credits a watcher run handed to settlement
     CRYPTO_REORGS = "CryptoReorgs"  # an EVM run found its cursor's block gone and rolled back
