@@ -361,3 +361,26 @@ def test_given_a_stripe_lookup_the_payment_status_function_lets_pass_then_its_mi
         "GreaterThanOrEqualToThreshold",
     )
     assert alarm["AlarmActions"] == [{"Ref": "OperatorAlarmTopic"}]
+
+
+def test_given_a_stripe_event_an_operator_must_look_at_then_the_payment_status_function_alarms(
+    template: Template,
+) -> None:
+    """D-stripeside-1/2: an event of another Stripe invoice than ours (not applied), a revision of ours asking another
+    amount, a payment short of what ours asks - the event is done, so no dead-letter queue sees it: the handler's
+    ``PaymentEventNeedsOperator`` count, under its service name, is watched by an alarm notifying the operator."""
+    from kilo_billing.observability import Metric  # noqa: PLC0415
+    from kilo_invoice.payment_handler import SERVICE  # noqa: PLC0415
+
+    [alarm] = [
+        alarm["Properties"]
+        for alarm in template.of_type("AWS::CloudWatch::Alarm").values()
+        if alarm["Properties"]["MetricName"] == Metric.PAYMENT_EVENT_ATTENTION.value
+    ]
+    assert (alarm["Namespace"], alarm["Dimensions"]) == ("KiloBilling", [{"Name": "service", "Value": SERVICE}])
+    assert (alarm["Statistic"], alarm["Threshold"], alarm["ComparisonOperator"]) == (
+        "Sum",
+        1,
+        "GreaterThanOrEqualToThreshold",
+    )
+    assert alarm["AlarmActions"] == [{"Ref": "OperatorAlarmTopic"}]

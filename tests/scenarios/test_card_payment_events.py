@@ -419,3 +419,37 @@ def test_given_a_dispute_reinstated_before_its_withdrawal_arrives_then_nothing_i
     _apply(world, events, events.add("evt_d2", "charge.dispute.funds_withdrawn", _dispute(intent, "under_review")))
     invoice = world.store.invoices["acme/2026-03"]
     assert (invoice.charged_back, invoice.kept) == (0, Decimal("65.20"))
+
+
+# --- disputes tracked one by one (D-stripeside-3) --------------------------------------------------------------------
+
+
+def test_given_a_dispute_first_delivered_after_it_closed_then_no_dispute_opened_alert(world: World) -> None:
+    """``charge.dispute.created`` delivered for the first time after its ``closed`` (won) was applied: before, a
+    DisputeOpened alert for a dispute already over. Now none; nothing flagged."""
+    events = Events()
+    intent = _close_and_pay(world, events)
+    _apply(world, events, events.add("evt_d2", "charge.dispute.closed", _dispute(intent, "won")))
+    _apply(world, events, events.add("evt_d1", "charge.dispute.created", _dispute(intent, "needs_response")))
+    assert [t for t, _ in world.bus.events if t == "DisputeOpened.v1"] == []
+    assert not world.store.invoices["acme/2026-03"].disputed
+    assert not world.store.billing["acme"].disputed
+
+
+def test_given_two_disputes_on_one_invoice_when_one_closes_then_it_stays_disputed_until_the_other_does(
+    world: World,
+) -> None:
+    """March 65.20 paid in two payments, 40.00 (ch_A) and 25.20 (ch_B), each disputed (dp_A, dp_B). dp_A won: before,
+    the invoice and the account read not disputed while dp_B was open. Now disputed until dp_B closes too."""
+    events = Events()
+    first, second = _paid_in_two(world, events)
+    dp_a = _dispute(first, "needs_response") | {"id": "dp_A", "charge": "ch_A", "amount": 4000}
+    dp_b = _dispute(second, "needs_response") | {"id": "dp_B", "charge": "ch_B", "amount": 2520}
+    _apply(world, events, events.add("e1", "charge.dispute.created", dp_a))
+    _apply(world, events, events.add("e2", "charge.dispute.created", dp_b))
+    _apply(world, events, events.add("e3", "charge.dispute.closed", dp_a | {"status": "won"}))
+    assert world.store.invoices["acme/2026-03"].disputed
+    assert world.store.billing["acme"].disputed
+    _apply(world, events, events.add("e4", "charge.dispute.closed", dp_b | {"status": "won"}))
+    assert not world.store.invoices["acme/2026-03"].disputed
+    assert not world.store.billing["acme"].disputed

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any, Final
 
 from kilo_billing.accounts import AccountDirectory
@@ -56,7 +57,7 @@ from kilo_billing.invoicing import (
     refundable,
     void_credit,
 )
-from kilo_billing.money import ZERO, is_whole_cents, money_str, total
+from kilo_billing.money import ZERO, is_whole_cents, money_str, round_money, total
 from kilo_billing.periods import Period
 from kilo_billing.progressive import invoice_early
 from kilo_billing.publisher import EventPublisher
@@ -707,7 +708,10 @@ def apply_stripe_event(
         store.save_billing(account, card_on_file=True, customer_id=customer)
         return event.outcome(None, True)
     if event.type.startswith("invoice."):
-        ledger, invoice = _find(store, [_ref(event.obj.get("id"))], _metadata(event.obj))
+        ledger, invoice = _find(store, [_ref(event.obj.get("id")), _revised(event.obj)], _metadata(event.obj))
+        applies, attention = _about_ours(invoice, event)
+        if not applies:  # another Stripe invoice than ours: never applied to ours (D-stripeside-1)
+            return replace(event.outcome(invoice.invoice_id, False), attention=attention)
         outcome, invoice = _invoice_event(store, publisher, ledger, invoice, event, now)
         payments, misconfigured = _paid_with(gateway, invoice) if event.type == "invoice.paid" else ((), None)
         if _save_with(store, invoice, lambda inv: _with_refs(inv, payments)) != invoice:  # after the status: optional
@@ -848,6 +852,7 @@ _DISPUTE_EVENTS: Final = frozenset(
     }
 )
 _DISPUTE_CLOSED: Final = frozenset({"won", "lost", "warning_closed", "prevented"})
+_DISPUTE_OPEN: Final = "dispute_open:"  # the marker of each dispute of the invoice still open
 
 
 def _dispute_event(
@@ -868,7 +873,7 @@ def _dispute_event(
     _, invoice = _find_payment(store, gateway, refs, _metadata(event.obj))
     closing = event.type == "charge.dispute.closed"
     dispute_id = str(event.obj.get("id", ""))
-    closed_marker = f"dispute_closed:{dispute_id}"
+    closed_marker, open_marker = f"dispute_closed:{dispute_id}", f"{_DISPUTE_OPEN}{dispute_id}"
     withdrawn_marker, reinstated_marker = f"dispute_withdrawn:{dispute_id}", f"dispute_reinstated:{dispute_id}"
     # the customer's bank takes the payment's funds (or keeps them: a dispute lost), or gives them back
     takes = event.type == "charge.dispute.funds_withdrawn" or (closing and event.obj.get("status") == "lost")
@@ -877,11 +882,14 @@ def _dispute_event(
 
     def dispute(current: InvoiceRecord) -> InvoiceRecord:
         marks, charged_back, flag = set(current.announced), current.charged_back, current.disputed
-        if event.type == "charge.dispute.created":  # one arriving after its close (recorded or in it) flags nothing
-            flag = event.obj.get("status") not in _DISPUTE_CLOSED and closed_marker not in marks
+        opens = event.type == "charge.dispute.created" and event.obj.get("status") not in _DISPUTE_CLOSED
+        if opens and closed_marker not in marks:  # one arriving after its close (recorded or in it) flags nothing
+            marks.add(open_marker)
         if closing:
-            flag = False
+            marks.discard(open_marker)
             marks.add(closed_marker)
+        if event.type == "charge.dispute.created" or closing:  # open while any of its disputes is (D-stripeside-3)
+            flag = any(mark.startswith(_DISPUTE_OPEN) for mark in marks)
         was_withdrawn = withdrawn_marker in marks or f"dispute_lost:{dispute_id}" in marks
         if takes and not was_withdrawn:
             marks.add(withdrawn_marker)
@@ -899,7 +907,8 @@ def _dispute_event(
     _flag_disputed(store, invoice.account_id)
     published: tuple[str, ...] = ()
     marker = f"dispute:{dispute_id}"
-    if event.type == "charge.dispute.created" and marker not in invoice.announced:
+    over = closed_marker in invoice.announced or event.obj.get("status") in _DISPUTE_CLOSED  # nothing to alert
+    if event.type == "charge.dispute.created" and marker not in invoice.announced and not over:
         alert = DisputeOpenedV1(
             event_id=f"dispute-opened:{dispute_id}",
             account_id=invoice.account_id,
@@ -977,6 +986,81 @@ _INVOICE_TARGETS: Final = {
 }
 
 
+def _revised(obj: dict[str, Any]) -> str | None:
+    """The Stripe invoice ``obj`` is a revision of (its ``from_invoice``, action ``revision``: Stripe's "Edit
+    invoice"), if it is one."""
+    source = obj.get("from_invoice")
+    if isinstance(source, dict) and source.get("action") == "revision":
+        return _ref(source.get("invoice"))
+    return None
+
+
+def _about_ours(invoice: InvoiceRecord, event: _StripeEvent) -> tuple[bool, str | None]:
+    """Whether an invoice event found for ``invoice`` (by our metadata, which Stripe copies to revisions and
+    duplicates, or by a processor id) is applied to it, and what it tells an operator (D-stripeside-1). Applied: an
+    event of the Stripe invoice we recorded (or of one, while we have recorded none), or of a revision of it - ours
+    follows the revision. Not applied, quietly: an event of an earlier Stripe invoice of ours that a revision
+    replaced (it is void; its late events are spent), but its ``invoice.paid``. Anything else - a duplicate, another
+    invoice carrying our metadata - is not applied and is said."""
+    found = _ref(event.obj.get("id"))
+    if invoice.gateway_id is None or found is None or found == invoice.gateway_id:
+        return True, None
+    if _revised(event.obj) == invoice.gateway_id:
+        return True, None
+    if found in invoice.gateway_refs and event.type != "invoice.paid":
+        return False, None
+    return False, (
+        f"{event.type} of Stripe invoice {found}, which is not {invoice.invoice_id}'s ({invoice.gateway_id}) nor a "
+        f"revision of it: not applied; check it in Stripe (a duplicate paid is refunded there)"
+    )
+
+
+def _followed(current: InvoiceRecord, event: _StripeEvent) -> str | None:
+    """The Stripe invoice ours moves to (D-stripeside-1): a revision of the one we recorded, by the revision's own
+    event, or by the original's ``invoice.voided`` naming its ``latest_revision`` - whichever comes first."""
+    found = _ref(event.obj.get("id"))
+    if current.gateway_id is None or found is None:
+        return None
+    if found != current.gateway_id and _revised(event.obj) == current.gateway_id:
+        return found
+    latest = _ref(event.obj.get("latest_revision"))
+    if event.type == "invoice.voided" and found == current.gateway_id and latest and latest != found:
+        return latest
+    return None
+
+
+def _revision_differs(invoice: InvoiceRecord, event: _StripeEvent, notes: Iterable[CreditNote]) -> str | None:
+    """What to tell an operator of a revision of ours asking another amount than ours (its lines edited in Stripe,
+    or our credit notes, which a revision does not copy): ours follows it all the same (D-stripeside-1)."""
+    source = _revised(event.obj)
+    asks = event.obj.get("total_excluding_tax", event.obj.get("total"))
+    if source is None or source not in (invoice.gateway_id, *invoice.gateway_refs) or not isinstance(asks, int):
+        return None
+    due = amount_due(invoice, notes)
+    if Decimal(asks).scaleb(-2) == due:
+        return None
+    revision, asked = _ref(event.obj.get("id")), money_str(Decimal(asks).scaleb(-2))
+    return (
+        f"Stripe invoice {revision}, a revision of {source}, asks {asked} (before tax) where {invoice.invoice_id} "
+        f"asks {money_str(due)}: ours follows it; check the revision"
+    )
+
+
+def _paid_short(invoice: InvoiceRecord, obj: dict[str, Any], notes: Iterable[CreditNote]) -> tuple[Decimal, Decimal]:
+    """(received, short): what ``invoice.paid`` says Stripe collected before tax (``amount_paid``; with Stripe Tax,
+    in the proportion of the invoice's ``total_excluding_tax`` to its ``total``), and how much less that is than
+    ours asks - its total less our own notes' reductions (D-stripeside-2). An invoice an operator marked paid outside
+    Stripe (``paid_out_of_band``) is taken as paid in full: that is the operator's own statement."""
+    paid, whole, net = obj.get("amount_paid"), obj.get("total"), obj.get("total_excluding_tax")
+    due = amount_due(invoice, notes)
+    if not isinstance(paid, int) or isinstance(paid, bool) or obj.get("paid_out_of_band") is True:
+        return due, ZERO
+    received = Decimal(paid).scaleb(-2)
+    if isinstance(whole, int) and isinstance(net, int) and whole > 0 and net != whole:
+        received = round_money(Fraction(paid * net, whole * 100))
+    return received, max(ZERO, due - received)
+
+
 def _invoice_event(
     store: LedgerStore,
     publisher: EventPublisher,
@@ -985,19 +1069,34 @@ def _invoice_event(
     event: _StripeEvent,
     now: datetime,
 ) -> tuple[EventOutcome, InvoiceRecord]:
-    """The invoice event applied: its outcome and the invoice as stored. ``invoice.paid`` of an invoice notes found
+    """The invoice event applied: its outcome and the invoice as stored. Ours follows a revision made in Stripe
+    (``_followed``: the old id kept among the refs for payment and refund lookups, the pages' links the revision's);
+    the original's ``invoice.voided`` naming its ``latest_revision`` does not void ours (D-stripeside-1). A card
+    ``invoice.paid`` collecting less than ours asks records the shortfall as given back outside us, once
+    (D-stripeside-2); both are said to the operator (``attention``). ``invoice.paid`` of an invoice notes found
     unpaid credits, with the status, what they recorded as not collected (``_save_with``, D-paidlate-1)."""
     target = _INVOICE_TARGETS.get(event.type)
     if target is None:
         return event.outcome(invoice.invoice_id, False), invoice
+    notes = list(ledger.credit_notes.values())
+    said = [_revision_differs(invoice, event, notes)]
+    revised_away = event.type == "invoice.voided" and _ref(event.obj.get("latest_revision")) is not None
+    paid = event.type == "invoice.paid" and invoice.method is BillingMethod.CARD
+    received, short = _paid_short(invoice, event.obj, notes) if paid else (ZERO, ZERO)
 
     def change(current: InvoiceRecord) -> InvoiceRecord:
         updated = current
         if current.gateway_id is None and _ref(event.obj.get("id")):
             updated = replace(updated, gateway_id=_ref(event.obj.get("id")))
-        if event.obj.get("hosted_invoice_url") and not current.hosted_url:
+        follows = _followed(current, event)
+        if follows is not None and current.gateway_id is not None:  # the old invoice's pages are void ones
+            refs = _with_refs(updated, [current.gateway_id]).gateway_refs
+            updated = replace(updated, gateway_id=follows, gateway_refs=refs, hosted_url=None, pdf_url=None)
+        if revised_away:  # the original voided by its revision: ours is the revision's now, not void
+            return updated
+        if event.obj.get("hosted_invoice_url") and not updated.hosted_url:
             updated = replace(updated, hosted_url=str(event.obj["hosted_invoice_url"]))
-        if event.obj.get("invoice_pdf") and not current.pdf_url:
+        if event.obj.get("invoice_pdf") and not updated.pdf_url:
             updated = replace(updated, pdf_url=str(event.obj["invoice_pdf"]))
         if (
             current.status is InvoiceStatus.DRAFT
@@ -1007,10 +1106,18 @@ def _invoice_event(
             updated = updated.moved(InvoiceStatus.OPEN, now)  # paid/failed before we saw it finalized
         if can_move(updated.status, target):
             updated = updated.moved(target, now)
+        if short > 0 and updated.status is InvoiceStatus.PAID:  # once: by the paid invoice's id
+            updated = _refunded_outside(updated, f"shortfall:{updated.gateway_id}", short)
         return updated
 
     before = invoice
     invoice = _save_with(store, invoice, change, now)  # paid: notes' not-collected part credited with it
+    if short > 0 and any(refund.startswith("shortfall:") for refund, _ in invoice.outside_refunds):
+        said.append(
+            f"Stripe invoice {_ref(event.obj.get('id'))} was paid {money_str(received)} (before tax) where "
+            f"{invoice.invoice_id} asks {money_str(received + short)}: {money_str(short)} recorded as given back "
+            f"outside us (a credit note or discount made in Stripe?)"
+        )
     published: tuple[str, ...] = ()
     failed = event.type in ("invoice.payment_failed", "invoice.payment_action_required")
     marker = f"payment_failed:{event.id}"
@@ -1027,7 +1134,8 @@ def _invoice_event(
         publisher.publish(PaymentFailedV1.DETAIL_TYPE, alert.model_dump())
         invoice = _mark_announced(store, invoice, marker)
         published = (alert.event_id,)
-    return event.outcome(invoice.invoice_id, invoice != before, published), invoice
+    attention = "; ".join(reason for reason in said if reason) or None
+    return replace(event.outcome(invoice.invoice_id, invoice != before, published), attention=attention), invoice
 
 
 def voided(before: InvoiceRecord, after: InvoiceRecord) -> bool:

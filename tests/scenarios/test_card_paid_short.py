@@ -1,0 +1,80 @@
+"""A card invoice Stripe collected less on than we ask (D-stripeside-2): ``invoice.paid``'s ``amount_paid`` is compared
+with what ours asks (its total less our own credit notes' reductions); the shortfall - a credit note made in Stripe's
+dashboard before payment, say - is recorded as given back outside us, so what the invoice keeps, and every bound on
+giving its money back (a refund, a note's credit), reads what was received; the operator is told."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from kilo_billing.invoicing import InvoiceStatus
+from kilo_invoice.logic import refund_invoice
+from tests.scenarios.test_card_payment_events import Events, _apply, _paid_invoice
+from tests.scenarios.test_invoicing import APR, MAR, World, at, seg, team_with_march_overage
+
+TOTAL = {"total": 6520, "total_excluding_tax": 6520}  # Stripe's invoice of ours: 65.20, no tax
+
+
+def test_given_a_dashboard_credit_note_before_payment_when_paid_then_it_keeps_what_was_received() -> None:
+    """Team, March 65.20 (29.00 + 7.20 + 29.00 April in advance); a 10.00 credit note made in Stripe's dashboard, then
+    paid 65.20 - 10.00 = 55.20. Before: paid in full, keeps 65.20, refunds allowed up to 65.20. Now: 10.00 recorded as
+    given back outside us (once, whatever the redeliveries), keeps 55.20, a refund of more than 55.20 refused."""
+    world, events = team_with_march_overage(), Events()
+    march = world.close("acme", MAR)
+    world.gateway.settle(march.invoice_id, paid=True)
+    paid = _paid_invoice(world) | {"amount_paid": 5520, "pre_payment_credit_notes_amount": 1000} | TOTAL
+    key = events.add("p", "invoice.paid", paid)
+    outcome = _apply(world, events, key)
+    _apply(world, events, key)  # delivered again: counted once
+    ours = world.store.invoices[march.invoice_id]
+    assert (ours.status, ours.refunded, ours.kept) == (InvoiceStatus.PAID, Decimal("10.00"), Decimal("55.20"))
+    assert outcome.attention is not None
+    assert "55.20" in outcome.attention
+    assert "65.20" in outcome.attention
+    with pytest.raises(ValueError, match=r"at most 55\.20"):
+        refund_invoice(world.store, world.gateway, "acme", march.invoice_id, Decimal("55.21"))
+
+
+def test_given_paid_in_full_then_nothing_is_recorded_and_nothing_said() -> None:
+    world, events = team_with_march_overage(), Events()
+    march = world.close("acme", MAR)
+    world.gateway.settle(march.invoice_id, paid=True)
+    outcome = _apply(world, events, events.add("p", "invoice.paid", _paid_invoice(world)))  # amount_paid 6520
+    ours = world.store.invoices[march.invoice_id]
+    assert (ours.refunded, ours.kept, outcome.attention) == (Decimal("0.00"), Decimal("65.20"), None)
+
+
+def test_given_our_own_note_lowered_it_when_paid_what_it_asks_then_no_shortfall() -> None:
+    """Our note took 5,000 minutes x 0.00072 = 3.60 off the open March invoice: it asks 65.20 - 3.60 = 61.60; paid
+    6160: nothing short, it keeps 65.20 (the 3.60 is the note's reduction, counted by the notes, not here)."""
+    world, events = World(), Events()
+    world.signup("acme", (at(1), "team"))
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", 60_000)
+    world.close("acme", MAR)
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", -5_000)
+    world.close("acme", APR)
+    world.gateway.settle("acme/2026-03", paid=True)
+    outcome = _apply(world, events, events.add("p", "invoice.paid", _paid_invoice(world) | {"amount_paid": 6160}))
+    ours = world.store.invoices["acme/2026-03"]
+    assert (ours.status, ours.refunded, outcome.attention) == (InvoiceStatus.PAID, Decimal("0.00"), None)
+
+
+def test_given_stripe_tax_when_paid_with_tax_then_only_a_shortfall_net_of_tax_counts() -> None:
+    """Stripe Tax (exclusive, 10 %): ours 65.20, Stripe's total 71.72 (65.20 + 6.52 tax), all paid: nothing short.
+    A 10.00 (+1.00 tax) dashboard note: paid 71.72 - 11.00 = 60.72; net of tax 60.72 x 6520 / 7172 = 55.20: 10.00
+    short."""
+    world, events = team_with_march_overage(), Events()
+    march = world.close("acme", MAR)
+    world.gateway.settle(march.invoice_id, paid=True)
+    taxed = {"total": 7172, "total_excluding_tax": 6520}
+    outcome = _apply(
+        world, events, events.add("p", "invoice.paid", _paid_invoice(world) | taxed | {"amount_paid": 7172})
+    )
+    assert (world.store.invoices[march.invoice_id].kept, outcome.attention) == (Decimal("65.20"), None)
+    again = team_with_march_overage()
+    march = again.close("acme", MAR)
+    again.gateway.settle(march.invoice_id, paid=True)
+    _apply(again, events, events.add("q", "invoice.paid", _paid_invoice(again) | taxed | {"amount_paid": 6072}))
+    assert again.store.invoices[march.invoice_id].kept == Decimal("55.20")

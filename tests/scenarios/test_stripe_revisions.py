@@ -1,0 +1,155 @@
+"""Stripe invoices other than the one we recorded (D-stripeside-1): a revision made in Stripe's dashboard ("Edit
+invoice": a new invoice whose ``from_invoice`` names ours, ours voided with ``latest_revision`` naming it) is the one
+ours follows; a duplicate or any other invoice carrying our metadata is never applied to ours, it is said to the
+operator. Given/When/Then, Stripe's published invoice fixture with this story's ids and amounts laid over it."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from kilo_billing.invoicing import BillingState, InvoiceStatus
+from kilo_invoice.logic import refund_invoice
+from tests.scenarios.test_card_payment_events import Events, _apply, _fixture
+from tests.scenarios.test_invoicing import MAR, World, at, seg, team_with_march_overage
+
+META = {"invoice_id": "acme/2026-03", "kilo_invoice_id": "acme/2026-03", "account_id": "acme"}
+
+
+def _with_credit() -> World:
+    """acme on Team by card, 10.00 account credit, 60,000 March video minutes: 29.00 (March) + 7.20 (10,000 over x
+    0.00072) + 29.00 (April in advance) = 65.20, less the 10.00 credit = 55.20 asked (in_A)."""
+    world = World()
+    world.signup("acme", (at(1), "team"))
+    world.store.billing["acme"] = BillingState(credit=Decimal("10.00"))
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", 60_000)
+    march = world.close("acme", MAR)
+    assert (march.total, world.store.billing["acme"].credit) == (Decimal("55.20"), Decimal("0.00"))
+    return world
+
+
+def _revision(original: str, cents: int, status: str = "open", **more: Any) -> dict[str, Any]:
+    """in_REV, Stripe's revision of ``original``: its lines copied (so the same total unless edited), ``from_invoice``
+    naming the original."""
+    return _fixture(
+        "invoice",
+        id="in_REV",
+        status=status,
+        metadata=META,
+        from_invoice={"action": "revision", "invoice": original},
+        total=cents,
+        total_excluding_tax=cents,
+        amount_due=cents,
+        **more,
+    )
+
+
+def _voided_by_revision(original: str) -> dict[str, Any]:
+    return _fixture("invoice", id=original, status="void", metadata=META, latest_revision="in_REV", from_invoice=None)
+
+
+def test_given_ours_revised_in_stripe_when_the_revision_is_paid_then_ours_is_paid_on_it_and_the_credit_stays_used() -> (
+    None
+):
+    """Before: in_A's ``invoice.voided`` voided ours (the 10.00 credit given back: used twice), in_REV's 55.20 payment
+    was never recorded, refunds refused. Now ours follows in_REV: paid, keeps 55.20, credit 0.00, in_A kept for
+    lookups, refunds go to in_REV."""
+    world, events = _with_credit(), Events()
+    in_a = world.store.invoices["acme/2026-03"].gateway_id
+    assert in_a is not None
+    _apply(world, events, events.add("e1", "invoice.finalized", _revision(in_a, 5520)))
+    voided = _apply(world, events, events.add("e2", "invoice.voided", _voided_by_revision(in_a)))
+    paid = _apply(world, events, events.add("e3", "invoice.paid", _revision(in_a, 5520, "paid", amount_paid=5520)))
+    ours = world.store.invoices["acme/2026-03"]
+    assert (ours.status, ours.gateway_id, ours.kept) == (InvoiceStatus.PAID, "in_REV", Decimal("55.20"))
+    assert in_a in ours.gateway_refs
+    assert world.store.billing["acme"].credit == Decimal("0.00")  # applied once, on the invoice paid
+    assert (voided.attention, paid.attention) == (None, None)  # same total (5520 = 55.20): nothing to say
+    # Stripe's side of the story: the payment was on in_REV; a 5.00 refund is asked of in_REV
+    world.gateway.invoices["acme/2026-03"].gateway_id = "in_REV"
+    world.gateway.invoices["acme/2026-03"].status = "paid"
+    refunded = refund_invoice(world.store, world.gateway, "acme", "acme/2026-03", Decimal("5.00"))
+    assert refunded.refunded == Decimal("5.00")
+    assert next(iter(world.gateway.refunds.values())) == ("in_REV", Decimal("5.00"))
+
+
+def test_given_ours_revised_when_the_original_is_voided_first_then_ours_follows_its_latest_revision() -> None:
+    """The other order: in_A's ``invoice.voided`` (``latest_revision`` in_REV) first - ours is not voided, it moves to
+    in_REV; in_REV's events then match ours by its id, even without our metadata."""
+    world, events = _with_credit(), Events()
+    in_a = world.store.invoices["acme/2026-03"].gateway_id
+    assert in_a is not None
+    _apply(world, events, events.add("e2", "invoice.voided", _voided_by_revision(in_a)))
+    moved = world.store.invoices["acme/2026-03"]
+    assert (moved.status, moved.gateway_id, world.store.billing["acme"].credit) == (
+        InvoiceStatus.OPEN,
+        "in_REV",
+        Decimal("0.00"),
+    )
+    _apply(
+        world,
+        events,
+        events.add("e3", "invoice.paid", _revision(in_a, 5520, "paid", amount_paid=5520) | {"metadata": {}}),
+    )
+    ours = world.store.invoices["acme/2026-03"]
+    assert (ours.status, ours.kept) == (InvoiceStatus.PAID, Decimal("55.20"))
+
+
+def test_given_a_revision_asking_another_amount_then_ours_follows_it_and_the_operator_is_told() -> None:
+    """The operator took 5.20 off in Stripe's editor: in_REV asks 50.00, ours 55.20. Ours follows in_REV, the outcome
+    says so (alarmed by the handler); paid 50.00, it keeps what it received: 55.20 - 5.20 short = 50.00."""
+    world, events = _with_credit(), Events()
+    in_a = world.store.invoices["acme/2026-03"].gateway_id
+    assert in_a is not None
+    finalized = _apply(world, events, events.add("e1", "invoice.finalized", _revision(in_a, 5000)))
+    assert finalized.attention is not None
+    assert "50.00" in finalized.attention
+    assert "55.20" in finalized.attention
+    _apply(world, events, events.add("e2", "invoice.voided", _voided_by_revision(in_a)))
+    _apply(world, events, events.add("e3", "invoice.paid", _revision(in_a, 5000, "paid", amount_paid=5000)))
+    ours = world.store.invoices["acme/2026-03"]
+    assert (ours.status, ours.gateway_id, ours.kept) == (InvoiceStatus.PAID, "in_REV", Decimal("50.00"))
+    assert world.store.billing["acme"].credit == Decimal("0.00")
+
+
+def test_given_another_stripe_invoice_with_our_metadata_when_it_is_paid_then_ours_is_untouched_and_it_is_said() -> None:
+    """A duplicate (dashboard "Duplicate invoice": no ``from_invoice`` revision of ours) paid 65.20 while ours (in_A)
+    is open: before, ours was marked paid. Now ours stays open on in_A and the outcome names both invoices."""
+    world, events = team_with_march_overage(), Events()
+    march = world.close("acme", MAR)
+    in_a = world.store.invoices[march.invoice_id].gateway_id
+    duplicate = _fixture(
+        "invoice", id="in_DUP", status="paid", metadata=META, amount_paid=6520, total=6520, from_invoice=None
+    )
+    outcome = _apply(world, events, events.add("e1", "invoice.paid", duplicate))
+    ours = world.store.invoices[march.invoice_id]
+    assert (ours.status, ours.gateway_id, outcome.changed) == (InvoiceStatus.OPEN, in_a, False)
+    assert outcome.attention is not None
+    assert "in_DUP" in outcome.attention
+    voided = _apply(world, events, events.add("e2", "invoice.voided", duplicate | {"status": "void"}))
+    assert world.store.invoices[march.invoice_id].status is InvoiceStatus.OPEN
+    assert voided.attention is not None
+
+
+def test_given_ours_followed_a_revision_when_a_late_event_of_the_original_arrives_then_it_is_not_applied() -> None:
+    """in_A's ``invoice.payment_failed`` delivered late, after ours moved to in_REV: no payment-failed status, no
+    PaymentFailed alert (the customer is asked on in_REV)."""
+    world, events = _with_credit(), Events()
+    in_a = world.store.invoices["acme/2026-03"].gateway_id
+    assert in_a is not None
+    _apply(world, events, events.add("e1", "invoice.finalized", _revision(in_a, 5520)))
+    failed = _fixture("invoice", id=in_a, status="open", metadata=META, from_invoice=None)
+    _apply(world, events, events.add("e0", "invoice.payment_failed", failed))
+    ours = world.store.invoices["acme/2026-03"]
+    assert (ours.status, ours.gateway_id) == (InvoiceStatus.OPEN, "in_REV")
+    assert not [t for t, _ in world.bus.events if t == "PaymentFailed.v1"]
+
+
+def test_given_ours_voided_in_stripe_without_a_revision_then_ours_is_void_and_the_credit_goes_back() -> None:
+    """Unchanged (D132): a plain void of in_A (no ``latest_revision``) voids ours, the 10.00 credit it applied back."""
+    world, events = _with_credit(), Events()
+    in_a = world.store.invoices["acme/2026-03"].gateway_id
+    void = _fixture("invoice", id=in_a, status="void", metadata=META, latest_revision=None, from_invoice=None)
+    _apply(world, events, events.add("e1", "invoice.voided", void))
+    assert world.store.invoices["acme/2026-03"].status is InvoiceStatus.VOID
+    assert world.store.billing["acme"].credit == Decimal("10.00")

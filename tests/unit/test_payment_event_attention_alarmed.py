@@ -1,0 +1,65 @@
+"""An event of another Stripe invoice than ours carrying our metadata (D-stripeside-1) is done, not applied, and said:
+the payment-status handler logs it at ERROR and counts ``PaymentEventNeedsOperator``, which the template's
+``PaymentEventNeedsOperatorAlarm`` watches; an ordinary ``invoice.paid`` says nothing."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from kilo_billing.invoicing import InvoiceStatus
+from kilo_billing.observability import Metric
+from kilo_invoice import dependencies, payment_handler
+from tests.conftest import LambdaContext
+from tests.scenarios.test_card_payment_events import Events, _fixture, _paid_invoice
+from tests.scenarios.test_invoicing import MAR, team_with_march_overage
+from tests.unit.test_stripe_misconfigured_alarmed import _errors, _metrics
+
+
+def _handled(obj: dict[str, Any], monkeypatch: pytest.MonkeyPatch, world: Any) -> Any:
+    events = Events()
+    pk, sk = events.add("evt_x", "invoice.paid", obj)
+    deps = SimpleNamespace(store=world.store, publisher=world.bus, events=events, gateway=world.gateway)
+    monkeypatch.setattr(dependencies, "payments", lambda: deps)
+    record = {
+        "messageId": "m-1",
+        "receiptHandle": "r-1",
+        "body": json.dumps({"detail": {"key": {"pk": pk, "sk": sk}, "stripe_event_id": "evt_x"}}),
+        "attributes": {},
+        "messageAttributes": {},
+        "md5OfBody": "",
+        "eventSource": "aws:sqs",
+        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:payment-events",
+        "awsRegion": "us-east-1",
+    }
+    return payment_handler.lambda_handler({"Records": [record]}, LambdaContext())  # type: ignore[arg-type]
+
+
+def test_given_a_duplicate_stripe_invoice_paid_when_handled_then_ours_untouched_and_alarmed(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    world = team_with_march_overage()
+    march = world.close("acme", MAR)
+    meta = {"invoice_id": march.invoice_id, "kilo_invoice_id": march.invoice_id, "account_id": "acme"}
+    duplicate = _fixture("invoice", id="in_DUP", status="paid", metadata=meta, amount_paid=6520, from_invoice=None)
+    capfd.readouterr()
+    assert _handled(duplicate, monkeypatch, world) == {"batchItemFailures": []}  # done: not redelivered
+    assert world.store.invoices[march.invoice_id].status is InvoiceStatus.OPEN
+    assert _errors(caplog) == ["Stripe event needs an operator"]
+    assert _metrics(capfd.readouterr().out).get(Metric.PAYMENT_EVENT_ATTENTION.value) == 1
+
+
+def test_given_ours_paid_in_full_when_handled_then_nothing_is_said(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    world = team_with_march_overage()
+    march = world.close("acme", MAR)
+    world.gateway.settle(march.invoice_id, paid=True)
+    capfd.readouterr()
+    assert _handled(_paid_invoice(world), monkeypatch, world) == {"batchItemFailures": []}
+    assert world.store.invoices[march.invoice_id].status is InvoiceStatus.PAID
+    assert _errors(caplog) == []
+    assert Metric.PAYMENT_EVENT_ATTENTION.value not in _metrics(capfd.readouterr().out)
