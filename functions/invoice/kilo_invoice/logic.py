@@ -1049,7 +1049,8 @@ def _save_with(
     credit notes could not, in the same transaction (D131 amended, D310); and an invoice moving to PAID from a
     status that collected nothing (an ``invoice.paid`` of an open, failed or written-off invoice) credits what notes
     recorded as not collected and the payment now holds (``credit_collected``), in the same transaction, or else
-    still moves the refunds' fence, so a close that read it unpaid composes again (D-paidlate-1). With
+    still moves the refunds' fence, so a close that read it unpaid composes again (D-paidlate-1); either write needs
+    the invoice sequence read, so a close that wrote a note since makes it read again (D-cryptocollected-2). With
     ``seq_read`` (a refund: the account's invoice sequence read with ``invoice``), the write also needs no close
     since, and marks the refund for the closes that read before it (``refund_rev``); a re-read takes the sequence
     again (D283). Any other write that changes what the invoice keeps (``kept_less_pending``: a dispute's funds, a
@@ -1071,7 +1072,9 @@ def _save_with(
                 notes = credit_collected(ledger, updated, now)
                 if not notes:  # still moves the refunds' fence: a close that read it unpaid composes again
                     return store.update_invoice(updated, invoice.status, ledger.billing.seq)
-                return store.update_invoice_and_credit(updated, invoice.status, notes_credit(ledger, notes))
+                # and no close since the read: one may have written another note this payment credits
+                move = notes_credit(ledger, notes, seq_read=ledger.billing.seq)  # D-cryptocollected-2
+                return store.update_invoice_and_credit(updated, invoice.status, move)
             if now is not None and updated.kept_less_pending > invoice.kept_less_pending:  # once: notes moved on
                 ledger = store.ledger(invoice.account_id)
                 notes = credit_reinstated(ledger, updated, now)
