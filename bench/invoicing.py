@@ -56,8 +56,8 @@ class PartitionedLedger:
     def update_invoice_with_credit(self, invoice: Any, expected: Any, credit_read: Any, added: Any) -> Any:
         return self.part(invoice.account_id).update_invoice_with_credit(invoice, expected, credit_read, added)
 
-    def update_invoice_and_credit(self, invoice: Any, expected: Any, move: Any) -> Any:
-        return self.part(invoice.account_id).update_invoice_and_credit(invoice, expected, move)
+    def update_invoice_and_credit(self, invoice: Any, expected: Any, move: Any, crypto_added: Any = Decimal(0)) -> Any:
+        return self.part(invoice.account_id).update_invoice_and_credit(invoice, expected, move, crypto_added)
 
     def update_credit_note(self, note: Any, credit_read: Any = None, added: Any = Decimal("0.00")) -> None:
         self.part(note.account_id).update_credit_note(note, credit_read, added)

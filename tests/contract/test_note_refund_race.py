@@ -74,11 +74,13 @@ class _Interleaved:
             hook()
         return self._store.update_invoice(invoice, expected, seq_read)
 
-    def update_invoice_and_credit(self, invoice: InvoiceRecord, expected: InvoiceStatus, move: CreditMove) -> Any:
+    def update_invoice_and_credit(
+        self, invoice: InvoiceRecord, expected: InvoiceStatus, move: CreditMove, crypto_added: Decimal = Decimal(0)
+    ) -> Any:
         hook, self.before_credit = self.before_credit, None
         if hook is not None:
             hook()
-        return self._store.update_invoice_and_credit(invoice, expected, move)
+        return self._store.update_invoice_and_credit(invoice, expected, move, crypto_added)
 
 
 def _deps(store: Any) -> CloseDeps:

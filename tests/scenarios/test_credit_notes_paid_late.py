@@ -294,3 +294,29 @@ def test_given_late_usage_billed_on_a_written_off_april_when_april_is_paid_after
     assert (amounts(june, "credit"), june.total) == (["-7.20"], Decimal("21.80"))
     with pytest.raises(ValueError, match=r"at most 29\.00"):
         refund_invoice(world.store, world.gateway, "acme", april.invoice_id, Decimal("36.20"))
+
+
+def test_given_mays_close_writing_a_second_note_while_the_early_invoice_is_paid_then_both_notes_are_credited() -> None:
+    """The other race (D-cryptocollected-1, the card side of D-paidlate-1's limit): Personal, 7.20 billed early
+    (KB-acme-00002) and written off; -5,000 March minutes (-3.60) found by April's close: note 3.60 not collected;
+    -5,000 more (-3.60). The early invoice's ``invoice.paid`` reads that one note, then May's close writes its own
+    (3.60 not collected) before the paid write. The paid write needs the invoice sequence it read, so it reads again
+    and credits both: 3.60 + 3.60 = 7.20 (<= the 7.20 its payment holds for March's usage). Before: April's note
+    3.60, May's left 3.60 not collected, credit 3.60."""
+    world, events = World(), Events()
+    _personal_billed_early(world)
+    _early_event(world, events, "evt_u", "invoice.marked_uncollectible", "uncollectible")
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", -5_000)  # -3.60
+    world.close("acme", APR)
+    assert (_note(world).to_credit, _note(world).uncollected) == (Decimal("0.00"), Decimal("3.60"))
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", -5_000)  # -3.60 more, found by May's close
+    world.store.before_update.append(lambda: world.close("acme", MAY))
+
+    world.gateway.settle(EARLY, paid=True)
+    paid = events.add("evt_ep", "invoice.paid", _paid_invoice(world, EARLY))
+    apply_stripe_event(world.store, world.bus, events, *paid, mid(20, 5), world.gateway)
+
+    may_note = _note(world, "acme/2026-03/credit-2026-05")
+    assert (_note(world).to_credit, _note(world).uncollected) == (Decimal("3.60"), Decimal("0.00"))
+    assert (may_note.to_credit, may_note.uncollected) == (Decimal("3.60"), Decimal("0.00"))
+    assert world.store.billing["acme"].credit == Decimal("7.20")  # 3.60 + 3.60

@@ -9,7 +9,13 @@ has added (``crypto_credit``), so each adds only the difference: a redelivery, a
 add the credit once. ``CryptoCreditAdded.v1`` (a payment finalized after the bill was PAID) waits for the invoice to
 be paid by its ``CryptoBillSettled.v1`` (SQS does not keep their order): until then it fails and is redelivered.
 The write-off (``written_off_usd``: what tolerance let go unpaid) is recorded on the invoice with the move to PAID:
-a refund or a credit note never gives it back (``invoicing.refundable``, ``money_held``; D289)."""
+a refund or a credit note never gives it back (``invoicing.refundable``, ``money_held``; D289).
+
+The move to PAID also credits what credit notes recorded as not collected because this bill was unpaid when they were
+made (``invoicing.credit_collected``, as ``invoice.paid`` does for a card invoice: D-paidlate-1), in the same
+transaction as the status and the overpayment; the write needs the account's invoice sequence and ``refund_rev`` as
+read (moving the latter), so a close racing it either composes again or makes it read again
+(D-cryptocollected-1)."""
 
 from __future__ import annotations
 
@@ -19,14 +25,19 @@ from decimal import Decimal, InvalidOperation
 
 from kilo_billing.contracts import CryptoBillSettledV1, CryptoCreditAddedV1
 from kilo_billing.invoicing import (
+    AccountLedger,
     BillingMethod,
+    CreditMove,
     InvoiceRecord,
     InvoiceStatus,
     LedgerConflictError,
     LedgerStore,
     can_move,
+    credit_collected,
+    notes_credit,
+    paid_since,
 )
-from kilo_billing.money import is_whole_cents
+from kilo_billing.money import ZERO, is_whole_cents
 from kilo_invoice.model import InvoiceNotFoundError
 
 ATTEMPTS = 5
@@ -103,7 +114,10 @@ def _apply(
         if updated == invoice:
             return invoice, False  # paid already with this credit: a redelivery or an older event
         try:
-            if added > 0:
+            if paid_at is not None and paid_since(invoice, updated):  # notes' not-collected part with it, once
+                move = _paid_move(ledger, updated, max(added, ZERO), paid_at)
+                written = store.update_invoice_and_credit(updated, invoice.status, move, max(added, ZERO))
+            elif added > 0:
                 written = store.update_invoice_with_credit(updated, invoice.status, ledger.billing.credit, added)
             else:
                 written = store.update_invoice(updated, invoice.status)
@@ -111,3 +125,13 @@ def _apply(
             continue
         return written, True
     raise LedgerConflictError(f"{invoice_id}: kept conflicting")
+
+
+def _paid_move(ledger: AccountLedger, paid: InvoiceRecord, overpaid: Decimal, at: datetime) -> CreditMove:
+    """The account-credit move of the write that marks ``paid`` PAID (D-cryptocollected-1): the bill's overpayment
+    ``overpaid`` (D95) and what the credit notes that found it unpaid recorded as not collected and its payment now
+    holds (``credit_collected``, as an ``invoice.paid`` does for a card invoice: D-paidlate-1), with those notes one
+    version on. Conditioned on the account's ``refund_rev`` (moved: a close that read the bill unpaid and writes
+    notes composes again) and its invoice sequence (a close since the read - one that may have written a note the
+    payment credits - makes the settlement read again), as read in ``ledger``."""
+    return notes_credit(ledger, credit_collected(ledger, paid, at), overpaid, ledger.billing.seq)

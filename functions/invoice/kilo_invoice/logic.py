@@ -52,6 +52,7 @@ from kilo_billing.invoicing import (
     invoice_id,
     is_early,
     money_held,
+    notes_credit,
     paid_since,
     period_held,
     refundable,
@@ -1156,7 +1157,8 @@ def _save_with(
     credit notes could not, in the same transaction (D131 amended, D310); and an invoice moving to PAID from a
     status that collected nothing (an ``invoice.paid`` of an open, failed or written-off invoice) credits what notes
     recorded as not collected and the payment now holds (``credit_collected``), in the same transaction, or else
-    still moves the refunds' fence, so a close that read it unpaid composes again (D-paidlate-1). With
+    still moves the refunds' fence, so a close that read it unpaid composes again (D-paidlate-1); either write needs
+    the invoice sequence read, so a close that wrote a note since makes it read again (D-cryptocollected-2). With
     ``seq_read`` (a refund: the account's invoice sequence read with ``invoice``), the write also needs no close
     since, and marks the refund for the closes that read before it (``refund_rev``); a re-read takes the sequence
     again (D283). Any other write that changes what the invoice keeps (``kept_less_pending``: a dispute's funds, a
@@ -1178,12 +1180,14 @@ def _save_with(
                 notes = credit_collected(ledger, updated, now)
                 if not notes:  # still moves the refunds' fence: a close that read it unpaid composes again
                     return store.update_invoice(updated, invoice.status, ledger.billing.seq)
-                return store.update_invoice_and_credit(updated, invoice.status, _notes_credit(ledger, notes))
+                # and no close since the read: one may have written another note this payment credits
+                move = notes_credit(ledger, notes, seq_read=ledger.billing.seq)  # D-cryptocollected-2
+                return store.update_invoice_and_credit(updated, invoice.status, move)
             if now is not None and updated.kept_less_pending > invoice.kept_less_pending:  # once: notes moved on
                 ledger = store.ledger(invoice.account_id)
                 notes = credit_reinstated(ledger, updated, now)
                 if notes:  # bounded by the period's invoices as read: no refund since (D308)
-                    return store.update_invoice_and_credit(updated, invoice.status, _notes_credit(ledger, notes))
+                    return store.update_invoice_and_credit(updated, invoice.status, notes_credit(ledger, notes))
             if updated.kept_less_pending != invoice.kept_less_pending and seq_read is None:
                 # every write that changes what it keeps (a dispute's funds, a refund made outside: its
                 # ``charge.refunded``) moves the refunds' fence - notes' bounds read it - so a close that read
@@ -1200,15 +1204,6 @@ def _save_with(
             invoice = stored
             seq_read = None if seq_read is None else ledger.billing.seq
     raise LedgerConflictError(f"{invoice.invoice_id}: kept conflicting")
-
-
-def _notes_credit(ledger: AccountLedger, notes: tuple[CreditNote, ...]) -> CreditMove:
-    """The move that writes ``notes`` (each one version on from the ledger's) and adds what their ``to_credit`` grew
-    by to the account's credit, both as read in ``ledger``, on its ``refund_rev`` (bounded by the period's invoices as
-    read: a refund since makes the writer re-read, D308)."""
-    before = {note.credit_id: note.to_credit for note in ledger.credit_notes.values()}
-    given = sum((note.to_credit - before[note.credit_id] for note in notes), ZERO)
-    return CreditMove(ledger.billing.credit, given, notes, ledger.billing.refund_rev)
 
 
 # --- an operator's void of a month-end draft (D338) -------------------------------------------------------------

@@ -438,12 +438,16 @@ class CreditMove:
     built - ValueError naming the amounts - before anything is written (D265). With ``refunds_read`` (a dispute's
     funds reinstated into notes, bounded by what the period's invoices hold), the account's ``refund_rev`` must
     still be the one read and becomes one more, in the same write: a refund of another invoice of the period since
-    the read makes it re-read, and a close or refund that read before it composes or bounds again (D308)."""
+    the read makes it re-read, and a close or refund that read before it composes or bounds again (D308). With
+    ``seq_read`` (a crypto bill paid that credits notes), the account's invoice sequence must still be the one read
+    (none stored reads 0): a close since the read - one that may have written a note on the notes' period - makes
+    the writer re-read (D-cryptocollected-1)."""
 
     credit_read: Decimal
     added: Decimal
     notes: tuple[CreditNote, ...] = ()
     refunds_read: int | None = None
+    seq_read: int | None = None
 
     def __post_init__(self) -> None:
         amounts = {"credit_read": self.credit_read, "added": self.added}
@@ -488,12 +492,14 @@ class LedgerStore(Protocol):
         ...
 
     def update_invoice_and_credit(
-        self, invoice: InvoiceRecord, expected: InvoiceStatus, move: CreditMove
+        self, invoice: InvoiceRecord, expected: InvoiceStatus, move: CreditMove, crypto_added: Decimal = ZERO
     ) -> InvoiceRecord:
         """``update_invoice`` and, in the same transaction, ``move``: the account's credit (an invoice voided gives
         back the credit it consumed: the status condition makes it once) and the credit notes (a dispute's funds
         reinstated: what the notes credit again); ``LedgerConflictError`` when the status, the crypto credit, the
-        account's credit or a note moved."""
+        account's credit or a note moved. With ``crypto_added`` (a crypto bill paid with an overpayment, whose notes
+        it credits in the same write: D-cryptocollected-1), the invoice's ``crypto_credit`` has grown by it: its
+        stored value must still be ``invoice.crypto_credit - crypto_added`` (``move.added`` includes it)."""
         ...
 
     def update_credit_note(self, note: CreditNote, credit_read: Decimal | None = None, added: Decimal = ZERO) -> None:
@@ -1395,6 +1401,18 @@ def paid_since(before: InvoiceRecord | None, after: InvoiceRecord) -> bool:
     """``after`` is the invoice moving to PAID from a status that had collected nothing (open, payment failed, written
     off, a draft): the payment notes recorded as not collected is now with us (D-paidlate-1)."""
     return before is not None and before.status in NOT_COLLECTED and after.status is InvoiceStatus.PAID
+
+
+def notes_credit(
+    ledger: AccountLedger, notes: tuple[CreditNote, ...], more: Decimal = ZERO, seq_read: int | None = None
+) -> CreditMove:
+    """The move that writes ``notes`` (each one version on from the ledger's) and adds what their ``to_credit`` grew
+    by - and ``more`` (a crypto bill's overpayment paid with them) - to the account's credit, both as read in
+    ``ledger``, on its ``refund_rev`` (bounded by the period's invoices as read: a refund since makes the writer
+    re-read, D308) and, with ``seq_read``, its invoice sequence (D-cryptocollected-1)."""
+    before = {note.credit_id: note.to_credit for note in ledger.credit_notes.values()}
+    given = total([note.to_credit - before[note.credit_id] for note in notes])
+    return CreditMove(ledger.billing.credit, more + given, notes, ledger.billing.refund_rev, seq_read)
 
 
 def credit_collected(ledger: AccountLedger, invoice: InvoiceRecord, at: datetime) -> tuple[CreditNote, ...]:

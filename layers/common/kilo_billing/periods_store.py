@@ -220,11 +220,11 @@ class DynamoLedgerStore:
         return self._update_invoice(invoice, expected, [credit], invoice.crypto_credit - added)
 
     def update_invoice_and_credit(
-        self, invoice: InvoiceRecord, expected: InvoiceStatus, move: CreditMove
+        self, invoice: InvoiceRecord, expected: InvoiceStatus, move: CreditMove, crypto_added: Decimal = ZERO
     ) -> InvoiceRecord:
         credit = self._credit_update(invoice.account_id, move)
         puts = [self._note_put(note) for note in move.notes]
-        return self._update_invoice(invoice, expected, [credit, *puts], invoice.crypto_credit)
+        return self._update_invoice(invoice, expected, [credit, *puts], invoice.crypto_credit - crypto_added)
 
     def _note_put(self, note: CreditNote) -> dict[str, Any]:
         """Put a credit note over its stored version ``note.version - 1`` (a transaction's item)."""
@@ -249,10 +249,15 @@ class DynamoLedgerStore:
 
     def _credit_update(self, account_id: str, move: CreditMove) -> dict[str, Any]:
         """The BILLING item's credit moved by ``move`` (a transaction's item), if it is still the one read; with
-        ``move.refunds_read``, also if ``refund_rev`` is still the one read, adding one to it (D308)."""
+        ``move.refunds_read``, also if ``refund_rev`` is still the one read, adding one to it (D308); with
+        ``move.seq_read``, also if the invoice sequence is still the one read (D-cryptocollected-1)."""
         names = {"#credit": "credit"}
         values: dict[str, Any] = {":credit": str(move.credit), ":read": str(move.credit_read)}
         update, condition = "SET #credit = :credit", credit_condition(move.credit_read)
+        if move.seq_read is not None:
+            names["#seq"] = "seq"
+            values[":prev"] = move.seq_read
+            condition = f"{condition} AND {seq_condition(move.seq_read)}"
         if move.refunds_read is not None:
             names["#refunds"] = "refund_rev"
             values |= {":refunds": move.refunds_read, ":one": 1}
