@@ -17,8 +17,10 @@ import pytest
 
 from kilo_billing.contracts import RefundFailedV1
 from kilo_billing.invoicing import refundable
+from kilo_billing.periods_items import invoice_to_item
 from kilo_invoice.logic import apply_stripe_event, close_account, refund_invoice
-from tests.contract.ledger_harness import SEG, Ledger
+from tests.conftest import Stack
+from tests.contract.ledger_harness import SEG, Ledger, _dynamo
 from tests.contract.test_note_refund_race import (
     APR,
     NONE,
@@ -61,11 +63,19 @@ def _refund(refund_id: str, intent: str | None, cents: int, status: str, ours: b
 
 
 def _stripe(
-    ledger: Ledger, gateway: InMemoryPaymentGateway, events: Events, name: str, kind: str, obj: Any, bus: Any = None
+    ledger: Ledger,
+    gateway: InMemoryPaymentGateway,
+    events: Events,
+    name: str,
+    kind: str,
+    obj: Any,
+    bus: Any = None,
+    created: int | None = None,
 ) -> Any:
-    """One Stripe event stored under ``name`` (the same name again: a redelivery) and applied."""
+    """One Stripe event stored under ``name`` (the same name again: a redelivery) and applied; ``created``: when
+    Stripe created it (None: the fixture's time, the same for every event)."""
     return apply_stripe_event(
-        ledger.store, bus or _Recorded(), events, *events.add(name, kind, obj), APR.start, gateway
+        ledger.store, bus or _Recorded(), events, *events.add(name, kind, obj, created), APR.start, gateway
     )
 
 
@@ -221,3 +231,119 @@ def test_given_a_refund_failed_then_it_is_announced_once(ledger: Ledger) -> None
         "expired_or_canceled_card",
         True,
     )
+
+
+def test_given_our_refund_failed_when_a_later_charge_total_is_net_of_it_then_the_failure_is_taken_off_once(
+    ledger: Ledger,
+) -> None:
+    """Ours of 20.00 made (``charge.refunded`` 2000, sent at t=100), Stripe fails it (t=200: the charge's total back
+    to 0). The dashboard then refunds all 65.20: the charge's total Stripe sends (t=300) is 2000 - 2000 + 6520 = 6520,
+    net of the failure already; its ``refund.created`` lands later. In that gap 65.20 is given back and March keeps
+    65.20 - 65.20 = 0.00, so April's close with 5,000 March minutes gone (-5,000 x 0.00072 = -3.60) credits 0.00 (3.60
+    returned); after ``refund.created``: 65.20 refunded + 0.00 credit = 65.20 back on 65.20 paid. Before: the gap read
+    max(0.00 + 20.00, 65.20 + 0.00, 20.00) - 20.00 = 45.20 refunded (the failure taken off a total net of it), March
+    kept 20.00, the note credited 3.60: 65.20 + 3.60 = 68.80 back."""
+    gateway, deps, intent = _team_march_paid(ledger)
+    refund_invoice(ledger.store, gateway, "acme", MARCH, Decimal("20.00"))
+    events = Events()
+    _stripe(ledger, gateway, events, "e1", "charge.refunded", _march_charge(intent, 2000), created=100)
+    _stripe(
+        ledger, gateway, events, "e2", "refund.failed", _refund("re_ours", intent, 2000, "failed", True), created=200
+    )
+    _stripe(ledger, gateway, events, "e3", "charge.refunded", _march_charge(intent, 6520), created=300)
+    assert (_march(ledger).refunded, _march(ledger).kept) == (Decimal("65.20"), NONE)
+    ledger.rate("acme", "2026-03", SEG, "video", -5_000)
+    close_account(deps, "acme", APR, APR.end)
+    dashboard = _refund("re_dash", intent, 6520, "succeeded", ours=False)
+    _stripe(ledger, gateway, events, "e4", "refund.created", dashboard, created=301)
+    found = ledger.store.ledger("acme")
+    note = found.credit_notes["acme/2026-03/credit-2026-04"]
+    march = found.invoices[MARCH]
+    assert (march.refunded, march.kept, note.to_credit, note.returned) == (
+        Decimal("65.20"),
+        NONE,
+        NONE,
+        Decimal("3.60"),
+    )
+    assert found.billing.credit == NONE
+
+
+def test_given_a_dashboard_refund_failed_then_a_smaller_total_sent_later_then_the_later_total_is_read(
+    ledger: Ledger,
+) -> None:
+    """The dashboard's 10.00 (``refund.created`` and ``charge.refunded`` 1000 at t=100) fails at t=200; a second
+    dashboard refund of 5.00 follows, known only by its charge's total sent at t=300: 1000 - 1000 + 500 = 500 (its
+    ``refund.created`` not here yet). 500 + the 1000 failed before it = 15.00 refunded at Stripe, less the 10.00
+    failed: 5.00 refunded, March keeps 65.20 - 5.00 = 60.20. Before: the smaller total was read as an older event and
+    dropped: 0.00 refunded, 65.20 kept."""
+    gateway, _deps, intent = _team_march_paid(ledger)
+    events = Events()
+    made = _refund("re_dash", intent, 1000, "succeeded", ours=False)
+    _stripe(ledger, gateway, events, "e1", "refund.created", made, created=100)
+    _stripe(ledger, gateway, events, "e2", "charge.refunded", _march_charge(intent, 1000), created=100)
+    failed = _refund("re_dash", intent, 1000, "failed", ours=False)
+    _stripe(ledger, gateway, events, "e3", "refund.failed", failed, created=200)
+    _stripe(ledger, gateway, events, "e4", "charge.refunded", _march_charge(intent, 500), created=300)
+    assert (_march(ledger).refunded, _march(ledger).kept) == (Decimal("5.00"), Decimal("60.20"))
+    _stripe(ledger, gateway, events, "e2", "charge.refunded", _march_charge(intent, 1000), created=100)  # again, late
+    assert (_march(ledger).refunded, _march(ledger).kept) == (Decimal("5.00"), Decimal("60.20"))
+
+
+def test_given_a_pending_request_when_one_payments_part_of_it_fails_then_only_that_part_counts_and_it_stays_pending(
+    ledger: Ledger,
+) -> None:
+    """Ours of all 65.20 recorded, Stripe's answer lost (pending); the invoice was paid in two payments and the
+    request's refund on the first (40.00) is made and then fails at the bank; the second's 25.20 was never made. 0.00
+    refunded, March keeps 65.20; the request stays pending: once made it gives back 65.20 - 40.00 failed = 25.20,
+    so March keeps 65.20 - 25.20 = 40.00 less pending. Its rerun (the same request) records 25.20 refunded, 40.00
+    kept. Before: the request ended as made for all 65.20 - 65.20 - 40.00 = 25.20 recorded refunded that was never
+    made, 40.00 kept instead of 65.20."""
+    gateway, _deps, intent = _team_march_paid(ledger)
+    _request_timing_out(ledger, gateway, None)
+    events = Events()
+    _stripe(ledger, gateway, events, "evt_f", "refund.failed", _refund("re_a", intent, 4000, "failed", ours=True))
+    march = _march(ledger)
+    assert march.refund_pending is not None
+    assert (march.refund_pending.refund_id, march.refund_pending.amount) == (OURS, Decimal("65.20"))
+    assert (march.refunded, march.kept, march.kept_less_pending) == (NONE, Decimal("65.20"), Decimal("40.00"))
+    done = refund_invoice(ledger.store, gateway, "acme", MARCH, Decimal("65.20"))
+    assert (done.refund_pending, done.refunded, done.kept) == (None, Decimal("25.20"), Decimal("40.00"))
+
+
+def test_given_an_item_written_before_d331_when_its_dashboard_refund_fails_then_it_is_taken_back_once(
+    stack: Stack,
+) -> None:
+    """An invoice item written before D331 (no ``refunds_made``, ``outside_refunds``, ``failed_refunds``): a 10.00
+    dashboard refund known by ``charge.refunded`` (1000): 10.00 refunded, read as ``refunds_made`` (D331's legacy
+    read). The refund then fails at the bank: 10.00 - 10.00 = 0.00 refunded, March keeps 65.20. Before: the failure
+    recorded it among the outside refunds as well - 10.00 + 10.00 - 10.00 failed = 10.00 refunded, 55.20 kept."""
+    ledger = _dynamo(stack)
+    gateway, _deps, intent = _team_march_paid(ledger)
+    events = Events()
+    _stripe(ledger, gateway, events, "evt_crd", "charge.refunded", _march_charge(intent, 1000))
+    item = invoice_to_item(_march(ledger))
+    for newer in ("refunds_made", "outside_refunds", "failed_refunds"):
+        item.pop(newer, None)
+    stack.clients["dynamodb"].put_item(TableName=stack.template.physical_name("UsageTable"), Item=item)
+    assert (_march(ledger).refunded, _march(ledger).refunds_made) == (Decimal("10.00"), Decimal("10.00"))
+    _stripe(ledger, gateway, events, "evt_f", "refund.failed", _refund("re_dash", intent, 1000, "failed", ours=False))
+    march = _march(ledger)
+    assert (march.refunded, march.kept) == (NONE, Decimal("65.20"))
+    assert refundable(ledger.store.ledger("acme"), march) == Decimal("65.20")
+
+
+def test_given_a_dashboard_refund_failed_when_its_total_from_before_the_failure_lands_late_then_it_is_still_taken_back(
+    ledger: Ledger,
+) -> None:
+    """Times laid over the late-total order: the dashboard's 10.00 (``refund.created`` t=100) fails (t=200); the
+    charge's total Stripe sent with the refund (1000, t=100) lands after the failure. It was sent before the failure,
+    so it includes it: 10.00 - 10.00 = 0.00 refunded, March keeps 65.20 (a total is read by when Stripe sent it, not
+    by when it landed)."""
+    gateway, _deps, intent = _team_march_paid(ledger)
+    events = Events()
+    made = _refund("re_dash", intent, 1000, "succeeded", ours=False)
+    _stripe(ledger, gateway, events, "e1", "refund.created", made, created=100)
+    failed = _refund("re_dash", intent, 1000, "failed", ours=False)
+    _stripe(ledger, gateway, events, "e2", "refund.failed", failed, created=200)
+    _stripe(ledger, gateway, events, "e3", "charge.refunded", _march_charge(intent, 1000), created=100)
+    assert (_march(ledger).refunded, _march(ledger).kept) == (NONE, Decimal("65.20"))

@@ -27,8 +27,11 @@ class Events:
     def __init__(self) -> None:
         self.stored: dict[tuple[str, str], StripeEventRecord] = {}
 
-    def add(self, event_id: str, event_type: str, obj: dict[str, Any]) -> tuple[str, str]:
+    def add(self, event_id: str, event_type: str, obj: dict[str, Any], created: int | None = None) -> tuple[str, str]:
+        """``created``: when Stripe created the event (seconds; None: the fixture's, the same for every event)."""
         event = copy.deepcopy(FIXTURES["event"]) | {"id": event_id, "type": event_type, "data": {"object": obj}}
+        if created is not None:
+            event["created"] = created
         record = StripeEventRecord(event_id, event_type, 1_775_000_000, False, json.dumps(event).encode(), 0)
         self.stored[record.key] = record
         return record.key

@@ -638,7 +638,12 @@ def test_given_a_refund_that_failed_then_the_customer_is_told_it_did_not_arrive_
     rendered = render(alert.kind, values)
     assert rendered.subject == "Your refund of $9,999,999.99 from Kilo did not reach your card"
     assert f"did not reach your card: {why}." in rendered.text
-    assert "Nothing more happens by itself: contact us about this refund." in rendered.text
+    # no promise of a re-send, and the credit a note's returned part became in the failure's write said (a review)
+    assert (
+        "We do not send it to your card again by ourselves; if a correction to your bill had counted it as refunded "
+        "meanwhile, that part is now credit on your account. Contact us about this refund."
+    ) in rendered.text
+    assert "Nothing more happens by itself" not in rendered.text
     assert rendered.sms == (
         "Kilo: our refund of $9,999,999.99 did not reach your card; the money is back with Kilo. Contact us about "
         "it. Reply STOP to opt out"

@@ -118,3 +118,25 @@ def test_given_a_refund_refused_on_its_only_payment_then_it_is_dropped_as_before
     assert "refunded" not in str(raised.value)
     march = ledger.store.ledger("acme").invoices["acme/2026-03"]
     assert (march.refunded, march.refund_pending, _stripe_refunds(http)) == (NONE, None, [])
+
+
+def test_given_a_part_made_then_failed_when_the_request_is_rerun_a_day_later_then_only_the_rest_is_refunded() -> None:
+    """The first run refunds 40.00 on the first card, its answer lost (pending); the card's bank then returns that
+    refund (Stripe: ``failed``, the charge's refunded total back to 0), and a day later (Stripe's idempotency keys
+    expired) the operator reruns the request before the failure's event was processed. The rerun finds the failed
+    40.00 by the request's id - made, then failed - and refunds only what it never made: 65.20 - 40.00 = 25.20 on
+    the second card. Before: failed refunds were left out of what the request had made, so the rerun refunded the
+    first card's 40.00 again on its own (and 25.20 on the second): 65.20 more. Whether to send the 40.00 again (or
+    another way) is the operator's new request, told by ``RefundFailed`` (D-refundfail-1 amended)."""
+    http = DisputedIntent()
+    ledger, _deps, _march, first, second = _march_paid_on_two_cards(http)
+    http.lost.add("/v1/refunds")
+    with pytest.raises(GatewayUnavailableError):
+        refund_invoice(ledger.store, _gateway(http), "acme", "acme/2026-03", None)
+    assert _stripe_refunds(http) == [(first, 4000)]
+    (made,) = http.emulator.objects["refund"]
+    http.emulator.fail_refund(made)
+    http.emulator.expire_idempotency_keys()
+    refund_invoice(ledger.store, _gateway(http), "acme", "acme/2026-03", None)
+    assert _stripe_refunds(http) == [(first, 4000), (second, 2520)]  # before: (first, 4000) a second time too
+    assert [r["status"] for r in http.emulator.objects["refund"].values()] == ["failed", "succeeded"]

@@ -585,11 +585,14 @@ class _StripeEvent:
     id: str
     type: str
     obj: dict[str, Any]
+    created: int = 0  # when Stripe created the event (seconds): a charge's total is newer or older than a failure
 
     @classmethod
     def parse(cls, body: bytes) -> _StripeEvent:
         event = json.loads(body)
-        return cls(str(event["id"]), str(event["type"]), dict(event["data"]["object"]))
+        created = event.get("created")
+        at = created if isinstance(created, int) and not isinstance(created, bool) and created > 0 else 0
+        return cls(str(event["id"]), str(event["type"]), dict(event["data"]["object"]), at)
 
     def outcome(self, invoice_id: str | None, changed: bool, published: tuple[str, ...] = ()) -> EventOutcome:
         return EventOutcome(self.id, self.type, invoice_id, changed, published)
@@ -723,7 +726,7 @@ def apply_stripe_event(
         ledger, invoice = _find_payment(store, gateway, refs, _metadata(event.obj))
         charge = _ref(event.obj.get("id")) or ""
         refunded = Decimal(int(event.obj.get("amount_refunded", 0))).scaleb(-2)  # the charge's running total
-        updated = _save_with(store, invoice, lambda inv: _charge_refunded(inv, charge, refunded))
+        updated = _save_with(store, invoice, lambda inv: _charge_refunded(inv, charge, refunded, event.created))
         return event.outcome(invoice.invoice_id, updated != invoice)
     if event.type == "refund.created":  # the Refund: its intent and charge; one we made names our request
         if REFUND_METADATA in _metadata(event.obj):  # ours: its charge.refunded and the request's own write count it
@@ -769,8 +772,9 @@ def _refund_failed_event(
     amount = Decimal(int(event.obj.get("amount", 0))).scaleb(-2)
     ours = _metadata(event.obj).get(REFUND_METADATA)
     ours_id = ours if isinstance(ours, str) and ours else None
+    sent = (_ref(event.obj.get("charge")) or "", event.created)
     before = invoice
-    invoice = _save_with(store, invoice, lambda inv: _refund_not_made(inv, refund, amount, ours_id), now)
+    invoice = _save_with(store, invoice, lambda inv: _refund_not_made(inv, refund, amount, ours_id, sent), now)
     published: tuple[str, ...] = ()
     marker = f"refund_failed:{refund}"
     if refund and amount > 0 and marker not in invoice.announced:
@@ -792,18 +796,23 @@ def _refund_failed_event(
     return event.outcome(invoice.invoice_id, invoice != before, published)
 
 
-def _refund_not_made(invoice: InvoiceRecord, refund: str, amount: Decimal, ours: str | None) -> InvoiceRecord:
-    """A refund the processor failed, recorded once by id (``failed_refunds``) and no longer counted as given back
+def _refund_not_made(
+    invoice: InvoiceRecord, refund: str, amount: Decimal, ours: str | None, sent: tuple[str, int] = ("", 0)
+) -> InvoiceRecord:
+    """A refund the processor failed, recorded once by id (``failed_refunds``, with its charge and the failure
+    event's time, ``sent``: a charge total sent after it is net of it) and no longer counted as given back
     (``given_back`` takes the failures off its figures). One made outside us is recorded as made too (its
-    ``refund.created`` may come after, or never: then it changes nothing). One of ours whose request is still pending
-    (the processor's answer not recorded yet) finishes that request as made - its other parts were - so a rerun
-    does not ask again for a refund the customer's bank refused, and a late write of the answer changes nothing
-    (``_finish_refund``'s ``settled_with`` needs the request). ``refunded`` is stored net of the failures, so the
-    failure's amount is taken off it here (it stands for the refunds made, failed ones included)."""
+    ``refund.created`` may come after, or never: then it changes nothing); on an item written before D331 whose
+    ``refunds_made`` holds refunds made outside us (no request of ours ever made), it is moved from that amount to
+    its id, not counted a second time. One of ours whose request is still pending (the processor's answer not
+    recorded yet) finishes that request as made when the failed refund is all of it; a failed part of it (an invoice
+    paid in several payments) leaves the request pending for the rest: its rerun finds the failed part by the
+    request's id and tops up only what was never made (D-refundfail-1 amended). ``refunded`` is stored net of the
+    failures, so the failure's amount is taken off it here (it stands for the refunds made, failed ones included)."""
     if not refund or amount <= 0 or any(known == refund for known, _ in invoice.failed_refunds):
         return invoice
     current, pending = invoice, invoice.refund_pending
-    if ours is not None and pending is not None and pending.refund_id == ours:
+    if ours is not None and pending is not None and pending.refund_id == ours and amount >= pending.amount:
         current = replace(
             current,
             refunded=current.given_back(pending),
@@ -811,10 +820,16 @@ def _refund_not_made(invoice: InvoiceRecord, refund: str, amount: Decimal, ours:
             refund_pending=None,
         )
     if ours is None and not any(known == refund for known, _ in current.outside_refunds):
-        current = replace(current, outside_refunds=tuple(sorted((*current.outside_refunds, (refund, amount)))))
+        legacy = current.refunds_made if current.refunds_requested == 0 else ZERO  # read from ``refunded`` (D331)
+        current = replace(
+            current,
+            outside_refunds=tuple(sorted((*current.outside_refunds, (refund, amount)))),
+            refunds_made=legacy - min(legacy, amount) if legacy > 0 else current.refunds_made,
+        )
     failed = replace(
         current,
         failed_refunds=tuple(sorted((*current.failed_refunds, (refund, amount)))),
+        failed_refunds_at=tuple(sorted((*current.failed_refunds_at, (refund, sent)))),
         refunded=current.refunded - amount,
     )
     return replace(failed, refunded=failed.given_back())
@@ -831,16 +846,28 @@ def _refunded_outside(invoice: InvoiceRecord, refund: str, amount: Decimal) -> I
     return replace(outside, refunded=outside.given_back())
 
 
-def _charge_refunded(invoice: InvoiceRecord, charge: str, refunded: Decimal) -> InvoiceRecord:
+def _charge_refunded(invoice: InvoiceRecord, charge: str, refunded: Decimal, at: int = 0) -> InvoiceRecord:
     """``charge.refunded``: ``refunded`` is the charge's cumulative refunded amount, and an invoice paid in several
     payments has a charge per payment - so it is recorded per charge, and the invoice's refunded amount is the sum
-    over its charges (never less than what our own refunds recorded: their webhooks may come later). An older event
-    of a charge (a smaller cumulative amount) changes nothing."""
-    seen = dict(invoice.charge_refunds)
-    if refunded <= seen.get(charge, ZERO):
+    over its charges (never less than what our own refunds recorded: their webhooks may come later). The charge's
+    latest total is kept with ``at``, the time Stripe created its event: a total sent later replaces it even when
+    smaller (a refund failed in between: Stripe lowered it), an older one changes nothing; when either time is not
+    known (or they are equal) the larger total is kept, as before (D-refundfail-1 amended)."""
+    seen, sent = dict(invoice.charge_refunds), dict(invoice.charge_refunds_at)
+    stored, stored_at = seen.get(charge), sent.get(charge, 0)
+    if stored is not None:
+        newer = at > stored_at > 0 or ((at == stored_at or not (at and stored_at)) and refunded > stored)
+        if not newer:
+            return invoice
+    elif refunded <= ZERO:
         return invoice
     seen[charge] = refunded
-    charged = replace(invoice, charge_refunds=tuple(sorted(seen.items())))
+    sent[charge] = at
+    charged = replace(
+        invoice,
+        charge_refunds=tuple(sorted(seen.items())),
+        charge_refunds_at=tuple(sorted((c, t) for c, t in sent.items() if t > 0)),
+    )
     return replace(charged, refunded=charged.given_back())
 
 

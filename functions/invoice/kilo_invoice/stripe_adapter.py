@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal, localcontext
-from typing import Any, TypeVar, cast
+from typing import Any, Final, TypeVar, cast
 
 import stripe
 from stripe.params import (
@@ -105,6 +105,9 @@ _key = idempotency_key  # the layer's one idempotency-key rule (kilo_billing.str
 def _metadata(obj: Any) -> dict[str, str]:
     metadata = getattr(obj, "metadata", None)
     return {} if metadata is None else cast("dict[str, str]", metadata.to_dict())
+
+
+_NOT_GIVEN: Final = ("failed", "canceled")  # a Refund's statuses whose money came back to our balance
 
 
 class StripePaymentGateway:
@@ -375,9 +378,10 @@ class StripePaymentGateway:
         for intent, paid_cents in paid:
             refunds = self._refunds_of(intent)
             mine = [r for r in refunds if _metadata(r).get(META_REFUND) == refund_id]
-            wanted -= sum(r.amount for r in mine)
+            wanted -= sum(r.amount for r in mine)  # failed ones too: made, then failed - never made again silently
             made += [r.id for r in mine]
-            room.append((intent, paid_cents - sum(r.amount for r in refunds)))
+            used = [r for r in refunds if r.status not in _NOT_GIVEN or r.id in made]  # this card's failed one too
+            room.append((intent, paid_cents - sum(r.amount for r in used)))
         try:
             if wanted > sum(left for _, left in room):
                 raise GatewayRejectedError(
@@ -410,9 +414,12 @@ class StripePaymentGateway:
         return ",".join(made)
 
     def _refunds_of(self, intent: str) -> list[stripe.Refund]:
-        """A payment intent's refunds that give money back (failed and canceled ones do not)."""
+        """A payment intent's refunds, failed and canceled ones included (``_NOT_GIVEN``: their money came back): a
+        request's own failed refund counts as made for it - a rerun after Stripe's idempotency keys expired (24 h)
+        does not refund the same card again on its own (D-refundfail-1 amended); another's failed one leaves its
+        amount refundable again."""
         page = self._call(lambda: self._client.v1.refunds.list({"payment_intent": intent, "limit": 100}))
-        return [refund for refund in page.auto_paging_iter() if refund.status not in ("failed", "canceled")]
+        return list(page.auto_paging_iter())
 
     def _create_refund(self, params: RefundCreateParams, key: str) -> str:
         return self._call(lambda: self._client.v1.refunds.create(params, {"idempotency_key": key})).id

@@ -173,6 +173,11 @@ class InvoiceRecord:
     # ``refund.failed`` (or ``refund.updated`` failed) said: the money came back to us, never given back
     # (D-refundfail-1)
     failed_refunds: tuple[tuple[str, Decimal], ...] = ()
+    # card: when Stripe sent each charge's recorded total (``charge_refunds``: charge id -> the event's ``created``,
+    # seconds) and each failure (``failed_refunds``: refund id -> (its charge, the failure event's ``created``)); a
+    # total sent after a failure of its charge is already net of it (D-refundfail-1 amended). 0/absent: not known
+    charge_refunds_at: tuple[tuple[str, int], ...] = ()
+    failed_refunds_at: tuple[tuple[str, tuple[str, int]], ...] = ()
     revision: int = 0  # the stored record's write count: every update is conditioned on it (0: never updated)
 
     @property
@@ -211,13 +216,29 @@ class InvoiceRecord:
         failed refunds included (a failed one is in ours made or in the outside ones by id; ``refunded`` is stored net
         of the failures stored with it, so it stands for ``refunded`` + their sum; a charge's total may be read before
         or after a failure), so the largest less the failures counts each failure once, in any order
-        (D-refundfail-1). Never below nothing."""
+        (D-refundfail-1). A charge's total Stripe sent after a failure of that charge is net of it already, so the
+        failure is added back to that figure before the failures are taken off (``_failed_before_totals``): taken off
+        once, not twice (D-refundfail-1 amended). Never below nothing."""
         amount = ZERO if pending is None else pending.amount
         before = ZERO if pending is None else pending.refunded_before + amount
-        charges = total([refunded for _, refunded in self.charge_refunds])
+        charges = total([refunded for _, refunded in self.charge_refunds]) + self._failed_before_totals()
         ours_and_outside = self.refunds_made + total([refunded for _, refunded in self.outside_refunds]) + amount
         failed = total([refunded for _, refunded in self.failed_refunds])
         return max(ZERO, max(self.refunded + failed, charges, ours_and_outside, before) - failed)
+
+    def _failed_before_totals(self) -> Decimal:
+        """The failures a recorded charge total is already net of: a failure of that charge whose event Stripe created
+        strictly before the event of the total (both times known). A failure at the same second, of unknown charge or
+        time, or of a total recorded before times were kept counts as inside the total (taken off it)."""
+        sent = dict(self.charge_refunds_at)
+        amounts = dict(self.failed_refunds)
+        return total(
+            [
+                amounts.get(refund, ZERO)
+                for refund, (charge, at) in self.failed_refunds_at
+                if at > 0 and 0 < at < sent.get(charge, 0)
+            ]
+        )
 
     def moved(self, target: InvoiceStatus, at: datetime) -> InvoiceRecord:
         if not can_move(self.status, target):

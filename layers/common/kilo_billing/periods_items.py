@@ -155,6 +155,8 @@ def invoice_to_item(invoice: InvoiceRecord) -> Item:
             "refunds_made": str(invoice.refunds_made),  # always: its absence marks an item written before it
             "void_reason": invoice.void_reason,
             "failed_refunds": {refund: str(amount) for refund, amount in invoice.failed_refunds} or None,
+            "charge_refunds_at": dict(invoice.charge_refunds_at) or None,
+            "failed_refunds_at": {refund: [charge, at] for refund, (charge, at) in invoice.failed_refunds_at} or None,
             "revision": invoice.revision,
         }
     )
@@ -190,6 +192,10 @@ def invoice_from_values(account_id: str, values: Mapping[str, Any]) -> InvoiceRe
         refunds_made=_refunds_made(values),
         void_reason=values.get("void_reason"),
         failed_refunds=_amounts_by_id(values.get("failed_refunds")),
+        charge_refunds_at=tuple((str(k), int(v)) for k, v in sorted((values.get("charge_refunds_at") or {}).items())),
+        failed_refunds_at=tuple(
+            (str(k), (str(v[0]), int(v[1]))) for k, v in sorted((values.get("failed_refunds_at") or {}).items())
+        ),
         revision=int(values.get("revision", 0)),  # none on records written before revisions: 0
     )
 
