@@ -1,5 +1,5 @@
-"""`kilo-billing crypto unattributed|assign|review|resolve`: the operator's side of crypto payments settlement could
-not decide alone.
+"""`kilo-billing crypto unattributed|assign|review|resolve|refunded`: the operator's side of crypto payments
+settlement could not decide alone.
 
 ``crypto unattributed`` lists the UNATTRIBUTED chain payments (kept, never dropped; each raised an
 ``UnattributedCryptoPayment.v1`` alert). ``crypto assign <payment id> <account> <invoice id>`` attributes one to an
@@ -13,6 +13,11 @@ the quote; not counted toward their bill) and those refused there (a refund owed
 --accept`` counts one at the rate the late-payment policy gave it, through settlement (``Settlement.resolve_review``:
 the bill moves as for any payment, ``CryptoBillSettled.v1`` once when it becomes paid); ``--refund-owed`` records its
 asset amount as owed back to the sender, never counted. Refused, naming why: an unknown payment, one not in review.
+
+``crypto refunded <payment id> --tx <refund tx>`` records that an unattributed payment (a stray one: paid into an
+account of ours that is not the payment address, D-cryptostray-1) was sent back on chain by that transaction
+(``Settlement.refunded``): it leaves the unattributed list, and a later ``assign`` or customer claim of it is refused.
+Refused, naming why: an unknown payment, one attributed, failed, orphaned or refunded by another transaction.
 
 ``crypto backfill-links`` writes the transaction links (``TXN#<chain>#<tx>`` / ``PAY#<payment id>``, D155) that
 payments attributed before D155 lack: without one, a claimed payment whose transaction is re-mined at another log
@@ -56,6 +61,11 @@ def add_parser(sub: Any) -> None:
     decision = resolve.add_mutually_exclusive_group(required=True)
     decision.add_argument("--accept", action="store_true", help="count it at the late-payment policy's rate")
     decision.add_argument("--refund-owed", action="store_true", help="never count it: its amount is owed back")
+    refunded = commands.add_parser(
+        "refunded", help="record that an unattributed payment was sent back on chain: off the list, never assigned"
+    )
+    refunded.add_argument("payment_id", help="<chain>:<tx id>:<index>, as listed by `crypto unattributed`")
+    refunded.add_argument("--tx", required=True, help="the refund's transaction (hash or signature)")
     backfill = commands.add_parser(
         "backfill-links",
         help="write the transaction links payments attributed before D155 lack (a dry run unless --apply)",
@@ -64,7 +74,7 @@ def add_parser(sub: Any) -> None:
     backfill.add_argument("--page-size", type=whole_number("--page-size", 1), default=100, help="items per Scan page")
     backfill.add_argument("--max-pages", type=whole_number("--max-pages", 1), default=None, help="stop after N pages")
     backfill.add_argument("--start-after", type=_scan_key, default=None, help="resume: the key a run printed (JSON)")
-    for command in (listed, assign, review, resolve, backfill):
+    for command in (listed, assign, review, resolve, refunded, backfill):
         command.add_argument("--crypto-table", default=os.environ.get("CRYPTO_TABLE_NAME", ""))
         command.add_argument("--event-bus", default=os.environ.get("EVENT_BUS_NAME", ""))
         command.add_argument("--json", action="store_true", help="machine-readable output")
@@ -207,6 +217,21 @@ def run(args: argparse.Namespace, console: Console) -> None:
             "bill_status": resolved_bill.status.value if resolved_bill else None,
         }
         _emit(console, [decided], args.json, "Resolved")
+        return
+    if args.crypto_command == "refunded":
+        try:
+            sent_back = settlement.refunded(args.payment_id, args.tx)
+        except SettlementError as exc:
+            raise ValueError(str(exc)) from exc
+        returned = {
+            "payment_id": sent_back.payment_id,
+            "status": sent_back.status.value,
+            "asset": sent_back.transfer.asset,
+            "amount": decimal_str(asset_amount(sent_back.transfer.atomic_amount, sent_back.transfer.asset)),
+            "sender": sent_back.transfer.sender,
+            "refund_tx": sent_back.refund_tx,
+        }
+        _emit(console, [returned], args.json, "Refunded")
         return
     check_account_id(args.account)
     try:

@@ -204,3 +204,42 @@ def test_given_an_unattributed_payment_orphaned_before_it_left_the_index_then_it
     listed = _cli(capsys, "crypto", "unattributed", "--crypto-table", table)
 
     assert [row["payment_id"] for row in listed] == ["ethereum:0xkept:0"]  # type: ignore[attr-defined]
+
+
+def test_given_a_stray_payment_refunded_on_chain_then_recorded_off_the_list_and_never_assigned(
+    stack: Stack, table: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """D-cryptostray-1, amended (a review). 7 USDC (7,000,000 units) paid into a side token account, listed stray;
+    the operator sends the 7 USDC back on chain (signature ``sig-back``) and records it: it leaves the list and a
+    later ``assign`` to the $7.00 bill is refused (exit 2), the bill still OPEN with 0.00 settled. Before: no
+    command (``resolve --refund-owed`` refuses a payment not in review); it stayed listed and assign credited 7.00."""
+    h = harness(stack)
+    h.clock.now = T0 + timedelta(minutes=5)
+    assert h.store.create_bill(bill("inv-1", "acct-1", "7.00"))
+    h.store.add_quote(quote("q-1", "USDC", 7_000_000, "1", chain="solana", amount_usd="7.00"))
+    side = replace(transfer("sig-side", "USDC", 7_000_000, T0 + timedelta(minutes=4), chain="solana"), stray=True)
+    h.settlement.record_seen(side)
+    bus = ("--event-bus", stack.template.physical_name("BillingEventBus"))
+
+    recorded = _cli(
+        capsys, "crypto", "refunded", "solana:sig-side:0", "--tx", "sig-back", "--crypto-table", table, *bus
+    )
+
+    assert recorded == [
+        {
+            "payment_id": "solana:sig-side:0",
+            "status": "SEEN",
+            "asset": "USDC",
+            "amount": "7",  # 7,000,000 / 10^6
+            "sender": side.sender,
+            "refund_tx": "sig-back",
+        }
+    ]
+    assert _cli(capsys, "crypto", "unattributed", "--crypto-table", table) == []
+    with pytest.raises(SystemExit) as exit_info:
+        main(["crypto", "assign", "solana:sig-side:0", "acct-1", "inv-1", "--crypto-table", table, *bus])
+    assert exit_info.value.code == 2
+    assert "was refunded by sig-back" in capsys.readouterr().err
+    still = h.store.bill("inv-1")
+    assert still is not None
+    assert (still.status, still.settled_usd) == (BillStatus.OPEN, Decimal("0"))

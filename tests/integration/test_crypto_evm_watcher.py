@@ -797,8 +797,9 @@ def test_given_a_reorg_between_a_scans_reads_then_a_usdc_payment_through_a_contr
 class Backends(Web3EvmRpc):
     """A load-balanced provider in front of anvil. ``unknown``: heights a backend behind the head answers null for.
     ``stale``: a backend still on the old fork, kept as it answered there - a transaction's receipt and the
-    transaction; the ``eth_getBlockByNumber`` asked right after such a receipt goes to it too (the height's old
-    block)."""
+    transaction, and its old blocks (``stale_blocks``: nothing above the highest, the shared chain below). The
+    ``eth_getBlockByNumber`` batch asked right after such a receipt goes to it whole; with ``stale_reads`` so does
+    every batch that asks for one of its old blocks' heights."""
 
     def __init__(self, url: str) -> None:
         super().__init__(url)
@@ -806,13 +807,17 @@ class Backends(Web3EvmRpc):
         self.stale_receipts: dict[str, EvmReceipt] = {}
         self.stale_transactions: dict[str, Any] = {}
         self.stale_blocks: dict[int, BlockRef] = {}
+        self.stale_reads = False
         self._stale_next = False
 
     def headers(self, numbers: Sequence[int]) -> dict[int, BlockRef | None]:
         answered = {n: (None if n in self.unknown else ref) for n, ref in super().headers(numbers).items()}
-        if self._stale_next:
-            self._stale_next = False
-            answered.update({n: self.stale_blocks[n] for n in numbers if n in self.stale_blocks})
+        to_stale = self._stale_next or (self.stale_reads and any(n in self.stale_blocks for n in numbers))
+        self._stale_next = False
+        if to_stale and self.stale_blocks:
+            top = max(self.stale_blocks)
+            for n in numbers:
+                answered[n] = self.stale_blocks[n] if n in self.stale_blocks else None if n > top else answered[n]
         return answered
 
     def receipts(self, tx_hashes: Sequence[str]) -> dict[str, EvmReceipt]:
@@ -965,6 +970,92 @@ def test_given_a_replaced_payment_whose_old_receipt_a_stale_backend_still_serves
     held = r.payment(r.a)
     assert held is not None
     assert held.status is PaymentStatus.SEEN
+    assert [entry.split(":")[1] for entry in report.stuck] == [r.a]
+    final = r.payment(r.a2)
+    assert final is not None
+    assert final.status is PaymentStatus.FINALIZED
+    paid = r.bill()
+    assert (paid.status, paid.settled_usd, paid.credit_usd) == (BillStatus.PAID, Decimal("100.00"), Decimal("0"))
+    r.rpc.stale_receipts, r.rpc.stale_transactions, r.rpc.stale_blocks = {}, {}, {}
+
+    after = r.run()
+
+    assert (after.orphaned, after.stuck) == (1, ())
+    gone = r.payment(r.a)
+    assert gone is not None
+    assert gone.status is PaymentStatus.ORPHANED
+    assert r.bill().credit_usd == Decimal("0")
+
+
+def test_given_a_stale_backend_answering_the_finality_passs_own_read_then_nothing_is_settled_on_its_dead_block(
+    chain: Chain, stack: Stack
+) -> None:
+    """D-cryptostray-2, amended (a review). As above (speed-up, A SEEN past the rollback), but the backend still on
+    the old fork answers the finality pass's first read: A's old hash at A's height N (A's block as it stood, so A
+    "is still canonical"), nothing above its head N. Before: A FINALIZED on its dead block, no receipt read - 100
+    USDC (100,000,000 units x $1.00 = 100.00) counted beside A' for 100 USDC received, nothing stuck. Now the pass
+    reads the finalized block's height in the same batch; that backend has no such block (the run read the finalized
+    block F - above N + 1 - from the canonical one), so nothing it answered is settled: A and A' wait SEEN, one stuck entry
+    (the alarm). With the backend caught up: A ORPHANED, A' FINALIZED, PAID settled 100.00 (A' alone), credit 0.00."""
+    r = _replaced(chain, stack, cancel=False)
+    r.rpc.unknown = {r.a_block}
+    r.run()  # rollback: A's height unknown, A stays SEEN; A' seen
+    r.rpc.unknown = set()
+    _, _, block = r.old
+    r.rpc.stale_blocks, r.rpc.stale_reads = {r.a_block: block}, True
+    chain.mine(FINALITY_LAG)
+
+    report = r.run()
+
+    held, replacing = r.payment(r.a), r.payment(r.a2)
+    assert held is not None
+    assert replacing is not None
+    assert (held.status, replacing.status) == (PaymentStatus.SEEN, PaymentStatus.SEEN)
+    (entry,) = report.stuck
+    assert entry.startswith("ethereum:finality:")
+    assert (report.finalized, report.orphaned) == (0, 0)
+    assert r.bill().status is BillStatus.PROCESSING
+    r.rpc.stale_blocks, r.rpc.stale_reads = {}, False
+
+    after = r.run()
+
+    assert (after.finalized, after.orphaned, after.stuck) == (1, 1, ())
+    gone = r.payment(r.a)
+    assert gone is not None
+    assert gone.status is PaymentStatus.ORPHANED
+    paid = r.bill()
+    assert (paid.status, paid.settled_usd, paid.credit_usd) == (BillStatus.PAID, Decimal("100.00"), Decimal("0"))
+
+
+DEAD = "0x" + "de" * 32  # a block hash of the old fork, never canonical
+
+
+def test_given_a_stale_receipt_in_a_dead_block_at_another_height_then_the_payment_is_not_moved_there_or_finalized(
+    chain: Chain, stack: Stack
+) -> None:
+    """D-cryptostray-2, amended (a review). A (stored at N) replaced by A'; the stale backend places A's receipt in
+    N + 1 under a dead hash and answers that hash for N + 1 right after (a height the pass's first read did not ask
+    for, so D-cryptostray-2's check did not cover it). Before: A "moved" to N + 1 (below the finalized block) and
+    FINALIZED there beside A': PAID with credit 100.00 (200 USDC counted, 100 received), nothing stuck. Now the second
+    read asks the finalized block's height too (above N + 1: A' at N + 2 is final), which that backend has not got: A waits SEEN, named stuck; A'
+    FINALIZED, PAID 100.00 (100 USDC x $1.00), credit 0.00. The backend caught up: A ORPHANED, nothing stuck."""
+    r = _replaced(chain, stack, cancel=False)
+    r.rpc.unknown = {r.a_block}
+    r.run()
+    r.rpc.unknown = set()
+    receipt, transaction, block = r.old
+    above = r.a_block + 1
+    logs = tuple(replace(log, block_number=above, block_hash=DEAD) for log in receipt.logs)
+    r.rpc.stale_receipts = {r.a: replace(receipt, block_number=above, block_hash=DEAD, logs=logs)}
+    r.rpc.stale_transactions = {r.a: transaction}
+    r.rpc.stale_blocks = {r.a_block: block, above: BlockRef(above, DEAD, block.timestamp)}
+    chain.mine(FINALITY_LAG)
+
+    report = r.run()
+
+    held = r.payment(r.a)
+    assert held is not None
+    assert (held.status, held.transfer.block_number) == (PaymentStatus.SEEN, r.a_block)
     assert [entry.split(":")[1] for entry in report.stuck] == [r.a]
     final = r.payment(r.a2)
     assert final is not None

@@ -24,7 +24,7 @@ from spl.token.models import MintToCheckedParams, TransferCheckedParams
 
 from kilo_crypto_watch.model import LockedRate, ObservedTransfer, PaymentStatus, Quote, RateReading, RunReport
 from kilo_crypto_watch.ports import ChainTransaction, CursorConflictError, SignatureStatus, TransactionNotFoundError
-from kilo_crypto_watch.settlement import ClaimRefusedError
+from kilo_crypto_watch.settlement import ClaimRefusedError, NotAssignableError, NotRefundableError
 from kilo_crypto_watch.solana import SolanaWatcher, inspect, rotation
 from kilo_crypto_watch.solana_rpc import SolanaRpcClient, SolanaTransactionInspector
 from kilo_dev.solana_standin import SolanaStandin
@@ -754,6 +754,55 @@ def test_given_usdc_with_a_bills_reference_paid_into_a_side_token_account_then_k
     paid = h.store.bill("inv-1")
     assert paid is not None
     assert (paid.status.value, paid.settled_usd) == ("PAID", Decimal("7.00"))  # 7 USDC x $1.00 covers $7.00
+
+
+def test_given_a_stray_payment_the_operator_refunded_then_off_the_list_never_assigned_and_its_quote_not_reminded(
+    chain: SolanaTestChain, stack: Stack
+) -> None:
+    """D-cryptostray-1, amended (a review). As above: 7 USDC (7,000,000 units) with inv-1's quote reference R into a
+    side account, kept UNATTRIBUTED. The quote (7 USDC, expiring 30 minutes after it was made) stays ACTIVE, but
+    its reference is on the stray payment: 20 minutes later the expiring reminder ("pay 7 USDC", window 15 minutes)
+    is not sent - the customer paid already and would pay twice (before: 1 sent). The operator refunds the 7 USDC on
+    chain and records it (``Settlement.refunded``, the refund's signature): it leaves the unattributed list, stays so
+    when the watcher reads it again and finalizes it, and a later assign (or a second refund) is refused - before,
+    no way to record it: it stayed listed and an assign credited 7.00 (7 USDC x $1.00) refunded already."""
+    h = harness(stack)
+    h.clock.now = datetime.now(UTC)
+    reference = Keypair().pubkey()
+    assert h.store.create_bill(bill("inv-1", "acct-1", "7.00"))
+    h.store.add_quote(_usdc_quote("q-1", "inv-1", "acct-1", 7 * USDC, str(reference)))
+    side = chain.create_token_account(chain.merchant.pubkey(), chain.usdc)
+    watch = Watch(chain)
+    watch.sink = h.settlement  # type: ignore[assignment]
+    watch.references = h.settlement  # type: ignore[assignment]
+    signature = chain.send([_usdc_to(chain, side, 7 * USDC, reference)])
+    payment_id = f"solana:{signature}:0"
+    watch.run()
+    assert [p.payment_id for p in h.store.unattributed()] == [payment_id]
+
+    h.clock.now += timedelta(minutes=20)  # 10 minutes before the quote's expiry, inside a 15-minute window
+    assert h.settlement.announce_expiring("solana", timedelta(minutes=15)) == 0
+    assert h.events("CryptoQuoteExpiring.v1") == []
+
+    refunded = h.settlement.refunded(payment_id, "refund-sig-1")
+
+    assert (refunded.refund_tx, refunded.invoice_id, refunded.status) == ("refund-sig-1", None, PaymentStatus.SEEN)
+    assert h.store.unattributed() == []
+    assert h.settlement.refunded(payment_id, "refund-sig-1") == refunded  # recorded once, told again
+    with pytest.raises(NotRefundableError, match="refunded by refund-sig-1"):
+        h.settlement.refunded(payment_id, "refund-sig-2")
+    with pytest.raises(NotAssignableError, match="refunded by refund-sig-1"):
+        h.settlement.assign(payment_id, "acct-1", "inv-1")
+    chain.standin.advance(LAG)
+    watch.run()
+    final = h.store.payment(payment_id)
+    assert final is not None
+    assert (final.status, final.refund_tx, final.invoice_id) == (PaymentStatus.FINALIZED, "refund-sig-1", None)
+    assert h.store.unattributed() == []
+    assert len(h.events("UnattributedCryptoPayment.v1")) == 1
+    still = h.store.bill("inv-1")
+    assert still is not None
+    assert (still.status.value, still.settled_usd, still.payments) == ("OPEN", Decimal("0"), ())
 
 
 def _usdc_to(chain: SolanaTestChain, account: Pubkey, amount: int, reference: Pubkey) -> Instruction:

@@ -27,7 +27,10 @@ One run per chain (``watch``):
    is ORPHANED (a transaction replaced on that chain - a speed-up or cancel with its nonce - has no receipt there: its
    payment is released; a receipt in a block the pass read another hash for proves nothing and the payment waits,
    named stuck, D-cryptostray-2). A height the node answers nothing for is unknown, never "gone": the payment waits
-   for the next run (and a node that does not know the cursor's block fails the run rather than walk back).
+   for the next run (and a node that does not know the cursor's block fails the run rather than walk back). Each
+   read of heights in the pass asks the ``finalized`` block's height in the same batch: a backend whose answer there
+   is not the run's finalized block (a dead fork, far behind) proves nothing - a first read so answered settles
+   nothing that run, a receipt's block so read moves nothing, both named stuck (D-cryptostray-2, amended).
 
 The watcher never asks anything per quote: RPC calls per run depend on the blocks scanned, the transactions to the
 merchant and the payments pending finality, never on the number of open quotes. ``RunReport.rpc_calls`` counts the
@@ -66,6 +69,7 @@ TRANSFER_TOPIC = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523
 TRANSFER_SELECTOR = "0xa9059cbb"  # transfer(address,uint256)
 TRANSFER_FROM_SELECTOR = "0x23b872dd"  # transferFrom(address,address,uint256)
 NATIVE_INDEX = -1  # ObservedTransfer.index of a credit that has no log: native ETH, or a reverted USDC call
+ANCHORED_READ = 99  # heights read beside the finalized block's: 100 in one batch (the adapter's DEFAULT_BATCH)
 SCAN_ATTEMPTS = 3  # reads of a batch whose blocks and logs disagree (a reorg between them) before the run fails
 
 
@@ -388,14 +392,21 @@ def _finality(
     replaced is looked up by its transaction first: mined elsewhere, it moves to that block (FINALIZED there once that
     block is final too); only a transaction the node does not have mined is ORPHANED. A height the node answers
     nothing for is unknown, not gone: the payment waits for the next run. A payment whose step fails is added to
-    ``stuck`` and the others go on (``settle_alone``)."""
+    ``stuck`` and the others go on (``settle_alone``). The heights are read beside the finalized block's
+    (``_anchored_hashes``): answered another block there, the pass settles nothing and says so in ``stuck``."""
     skip = set(exclude)
     due = [p for p in sink.pending(chain.key) if p.block_number <= finalized.number and p.payment_id not in skip]
     if not due:
         return 0, 0
-    canonical = rpc.block_hashes(sorted({p.block_number for p in due}))
+    canonical, answered = _anchored_hashes(rpc, sorted({p.block_number for p in due}), finalized)
+    if answered != finalized.hash:  # another backend's view (a dead fork, far behind): nothing it says is proven
+        stuck.append(
+            f"{chain.key}:finality: the node answered {answered} for the finalized block {finalized.number} "
+            f"({finalized.hash}) beside {len(due)} due payments' heights: none settled, read again next run"
+        )
+        return 0, 0
     replaced = [p for p in due if canonical.get(p.block_number) not in (None, p.block_hash)]
-    moved, unrecorded = _relocated(rpc, sink, chain, replaced, stuck, canonical)
+    moved, unrecorded = _relocated(rpc, sink, chain, replaced, stuck, canonical, finalized)
     finalized_count = orphaned_count = 0
     for payment in due:
         here = canonical.get(payment.block_number)
@@ -414,6 +425,26 @@ def _finality(
     return finalized_count, orphaned_count
 
 
+def _anchored_hashes(
+    rpc: EvmRpc, numbers: Sequence[int], finalized: BlockRef
+) -> tuple[dict[int, str | None], str | None]:
+    """The hashes at ``numbers``, each read beside the ``finalized`` block's height in one JSON-RPC batch (at most
+    ``ANCHORED_READ`` heights a read, so one HTTP batch of the adapter's), and what the node answered there: the
+    hash the run read for it when every read agrees, else the first other answer (None for a node without it).
+    Blocks link by hash, so a backend whose block at that height is the run's finalized block has the canonical
+    block at every height below it; a backend on a dead fork (or far behind) answers something else there and its
+    other answers prove nothing (D-cryptostray-2, amended)."""
+    hashes: dict[int, str | None] = {}
+    answered: str | None = finalized.hash
+    for start in range(0, len(numbers), ANCHORED_READ):
+        part = list(numbers[start : start + ANCHORED_READ])
+        read = rpc.block_hashes([finalized.number, *(n for n in part if n != finalized.number)])
+        hashes.update({n: read.get(n) for n in part})
+        if answered == finalized.hash:
+            answered = read.get(finalized.number)
+    return hashes, answered
+
+
 def _relocated(
     rpc: EvmRpc,
     sink: PaymentSink,
@@ -421,6 +452,7 @@ def _relocated(
     replaced: Sequence[PendingPayment],
     stuck: list[str],
     canonical: Mapping[int, str | None],
+    finalized: BlockRef,
 ) -> tuple[dict[str, ObservedTransfer], set[str]]:
     """The credits of ``replaced`` payments whose transactions are mined in another canonical block, reported again
     there (settlement stores the new block); keyed by payment id. A re-included transaction's other credits (a log
@@ -441,7 +473,7 @@ def _relocated(
     receipts = rpc.receipts(tx_hashes)
     if not receipts:
         return {}, set()
-    heights = rpc.block_hashes(sorted({r.block_number for r in receipts.values()}))
+    heights, answered = _anchored_hashes(rpc, sorted({r.block_number for r in receipts.values()}), finalized)
     wanted = {p.payment_id for p in replaced}
     held = {tx_hash: min(p.payment_id for p in replaced if p.tx_id == tx_hash) for tx_hash in tx_hashes}
     groups: dict[str, list[ObservedTransfer]] = {}
@@ -455,6 +487,14 @@ def _relocated(
             stuck.append(
                 f"{key}: the node places {tx_hash} in block {receipt.block_number} ({receipt.block_hash}) but read "
                 f"{read} there: waiting until its answers agree"
+            )
+            disputed.add(tx_hash)
+            continue
+        if answered != finalized.hash:  # the receipt's block read from another view than the pass's: unproven
+            stuck.append(
+                f"{key}: the node places {tx_hash} in block {receipt.block_number} ({receipt.block_hash}) but "
+                f"answered {answered} for the finalized block {finalized.number} beside it: waiting until its "
+                "answers agree"
             )
             disputed.add(tx_hash)
             continue

@@ -327,9 +327,12 @@ def pending(payment: Payment) -> bool:
 def listed_for(payment: Payment) -> str | None:
     """The ``account`` index's partition of a payment: its account's history; else the operator's UNATTRIBUTED list
     while it is on chain - an unattributed payment ORPHANED (its block reorged away) leaves the list, in the write
-    that orphans it (conditional on its block, D157), and is back when its transaction is seen again."""
+    that orphans it (conditional on its block, D157), and is back when its transaction is seen again; one an
+    operator refunded (``refund_tx``) leaves it for good (D-cryptostray-1, amended)."""
     if payment.account_id:
         return account_pk(payment.account_id)
+    if payment.refund_tx is not None:  # sent back by an operator: nothing left to decide
+        return None
     return None if payment.status is PaymentStatus.ORPHANED else UNATTRIBUTED
 
 
@@ -372,6 +375,7 @@ def payment_to_item(payment: Payment) -> Item:
             "review": payment.review,
             "announced": payment.announced,
             "refund_owed": payment.refund_owed or None,
+            "refund_tx": payment.refund_tx,
             "moved_to": payment.moved_to,
             "final": payment.final or None,
             "generation": payment.generation or None,
@@ -431,6 +435,7 @@ def payment_from_item(item: Mapping[str, Any]) -> Payment:
         review=bool(values.get("review", False)),
         announced=bool(values.get("announced", False)),
         refund_owed=bool(values.get("refund_owed", False)),
+        refund_tx=str(values["refund_tx"]) if values.get("refund_tx") else None,
         moved_to=str(values["moved_to"]) if values.get("moved_to") else None,
         final=bool(values.get("final", False)),
         generation=int(values.get("generation", 0)),

@@ -245,6 +245,9 @@ class Payment:
     review: bool = False  # late ETH/SOL whose price moved > the review band: an operator decides; not counted
     announced: bool = False  # CryptoPaymentSeen / UnattributedCryptoPayment published
     refund_owed: bool = False  # an operator refused it in review: its asset amount is owed back; never counted
+    # an UNATTRIBUTED payment an operator sent back on chain: the refund's transaction; off the unattributed list,
+    # never assigned or claimed afterwards (D-cryptostray-1, amended)
+    refund_tx: str | None = None
     moved_to: str | None = None  # ORPHANED, its transfer re-mined under another id: the payment its bill moved to
     final: bool = False  # FAILED in a finalized block: final (before that, a changed block or outcome is re-read)
     # recorded afresh at a payment id used before (a credit re-mined at a reused log index, a payment seen again

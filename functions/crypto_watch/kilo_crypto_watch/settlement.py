@@ -111,7 +111,13 @@ class NoQuoteError(SettlementError):
 
 
 class NotAssignableError(SettlementError):
-    """The payment cannot be assigned (already attributed, failed, or orphaned; the bill is another account's)."""
+    """The payment cannot be assigned (already attributed, failed, orphaned or refunded; the bill is another
+    account's)."""
+
+
+class NotRefundableError(SettlementError):
+    """The payment cannot be recorded as refunded (attributed to a bill, failed, orphaned, or refunded by another
+    transaction already)."""
 
 
 class UnstorableError(SettlementError):
@@ -342,6 +348,12 @@ def _failed_moved(stored: Payment, seen: ObservedTransfer) -> bool:
     return stored.status is PaymentStatus.FAILED and not stored.final and stored.transfer.inclusion != seen.inclusion
 
 
+def _not_refunded(payment: Payment) -> None:
+    """A customer's claim of a payment an operator refunded is refused: it was sent back (D-cryptostray-1)."""
+    if payment.refund_tx is not None:
+        raise ClaimRefusedError(f"payment {payment.payment_id} was refunded by {payment.refund_tx}: it pays no bill")
+
+
 def next_generation(existing: Payment | None) -> int:
     """The generation of a payment recorded afresh over ``existing`` (the row stored at its id, if any)."""
     return existing.generation + 1 if existing is not None else 0
@@ -525,6 +537,7 @@ class Settlement:
                     self._announce(payment)
                     return payment
                 if claimed_for is not None and not existing.attributed:
+                    _not_refunded(existing)
                     bill = self._store.bill(claimed_for)
                     if bill is None:
                         raise BillNotFoundError(f"no crypto bill {claimed_for!r}")
@@ -617,6 +630,8 @@ class Settlement:
                 raise AlreadyClaimedError(f"payment {transfer.payment_id} already pays another bill")
             if existing.attributed:
                 return  # this bill's already
+        if existing is not None and _same_credit(existing.transfer, transfer):
+            _not_refunded(existing)
         bill = self._store.bill(invoice_id)
         if bill is None:
             raise BillNotFoundError(f"no crypto bill {invoice_id!r}")
@@ -643,12 +658,42 @@ class Settlement:
                 raise NotAssignableError(f"payment {payment_id} already pays bill {payment.invoice_id}")
             if payment.status in (PaymentStatus.FAILED, PaymentStatus.ORPHANED):
                 raise NotAssignableError(f"payment {payment_id} is {payment.status.value}: it pays nothing")
+            if payment.refund_tx is not None:
+                raise NotAssignableError(f"payment {payment_id} was refunded by {payment.refund_tx}: it pays nothing")
             bill = self._store.bill(invoice_id)
             if bill is None:
                 raise BillNotFoundError(f"no crypto bill {invoice_id!r}")
             if bill.account_id != account_id:
                 raise NotAssignableError(f"bill {invoice_id} belongs to account {bill.account_id}, not {account_id}")
             return self._attribute(payment, bill, "operator")
+
+        return self._retried(payment_id, attempt)
+
+    def refunded(self, payment_id: str, refund_tx: str) -> Payment:
+        """The operator's record that an UNATTRIBUTED payment (a stray one, say) was sent back on chain by
+        ``refund_tx``: it leaves the unattributed list and is never assigned or claimed afterwards (it pays nothing;
+        finalized or orphaned as before). The same refund recorded again returns it; a payment attributed, failed,
+        orphaned or refunded by another transaction is refused (``NotRefundableError``). One conditional write: the
+        payment must still be unattributed in the status read."""
+        refund = refund_tx.strip()
+        if not refund:
+            raise ValueError("the refund's transaction is required")
+
+        def attempt() -> Payment:
+            payment = self._store.payment(payment_id)
+            if payment is None:
+                raise PaymentNotFoundError(f"no payment {payment_id!r}")
+            if payment.refund_tx is not None:
+                if payment.refund_tx == refund:
+                    return payment
+                raise NotRefundableError(f"payment {payment_id} was refunded by {payment.refund_tx} already")
+            if payment.attributed:
+                raise NotRefundableError(f"payment {payment_id} pays bill {payment.invoice_id}: not unattributed")
+            if payment.status in (PaymentStatus.FAILED, PaymentStatus.ORPHANED):
+                raise NotRefundableError(f"payment {payment_id} is {payment.status.value}: it paid nothing")
+            done = replace(payment, refund_tx=refund)
+            self._store.save(SettlementChange(done, payment_expected=payment.status, was_unattributed=True))
+            return done
 
         return self._retried(payment_id, attempt)
 
@@ -767,11 +812,27 @@ class Settlement:
             return self._carried(moved_from, transfer, existing)
         if existing is not None and existing.moved_to is not None and not self._beside_moved(existing, transfer):
             return existing  # its bill moved to the payment it was re-mined as: counted there, never twice
+        if existing is not None and existing.refund_tx is not None and _same_credit(existing.transfer, transfer):
+            if claimed_for is not None:
+                _not_refunded(existing)
+            # seen again after its orphaning: still refunded, off the list, not told again
+            again = Payment(
+                transfer,
+                PaymentStatus.SEEN,
+                now,
+                announced=True,
+                refund_tx=existing.refund_tx,
+                generation=next_generation(existing),
+            )
+            self._store.save(SettlementChange(again, payment_expected=expected))
+            return again
         detected = transfer.block_time or now
         found = self._match(transfer, claimed_for, detected)
         if found is None:
             unattributed = Payment(transfer, PaymentStatus.SEEN, now, generation=next_generation(existing))
             self._store.save(SettlementChange(unattributed, payment_expected=expected))
+            if transfer.stray:
+                self._no_reminder(transfer)
             return unattributed
         bill, quote, quotes, how = found
         seen = Payment(transfer, PaymentStatus.SEEN, now, generation=next_generation(existing))
@@ -779,6 +840,14 @@ class Settlement:
         new_bill, changed = self._bill_after(bill, valued, quotes)
         self._store.save(SettlementChange(valued, payment_expected=expected, bill=new_bill, quotes=changed))
         return valued
+
+    def _no_reminder(self, stray: ObservedTransfer) -> None:
+        """A stray credit carrying a quote's reference: that quote's "expiring, pay ..." reminder is not sent (the
+        customer paid, into the wrong account: a reminder would have them pay twice; D-cryptostray-1, amended)."""
+        for reference in stray.references:
+            quote = self._store.quote_by_reference(reference)
+            if quote is not None and quote.chain == stray.chain:
+                self._store.retire_expiring(quote)
 
     def _reseen(self, existing: Payment, transfer: ObservedTransfer) -> Payment:
         """An attributed payment seen again after its orphaning (its transaction re-included in another block; or
