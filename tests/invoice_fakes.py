@@ -106,12 +106,17 @@ class InMemoryLedgerStore:
     ) -> InvoiceRecord:
         return self._update(invoice, expected, invoice.crypto_credit, seq_read)
 
+    def _run_hooks(self) -> None:
+        """The ``before_update`` hooks, before any condition of the write is checked (as another writer's commit
+        would land before the transaction's conditions are evaluated), each once (a hook may write invoices itself)."""
+        hooks, self.before_update = self.before_update, []
+        for hook in hooks:
+            hook()  # type: ignore[operator]
+
     def _update(
         self, invoice: InvoiceRecord, expected: InvoiceStatus, crypto_credit_read: Decimal, seq_read: int | None = None
     ) -> InvoiceRecord:
-        hooks, self.before_update = self.before_update, []  # each runs once (a hook may write invoices itself)
-        for hook in hooks:
-            hook()  # type: ignore[operator]
+        self._run_hooks()
         billing = self.billing.get(invoice.account_id, BillingState())
         if seq_read is not None and billing.seq != seq_read:  # a refund's fence (D283): no close since its read
             raise LedgerConflictError("sequence moved")
@@ -134,6 +139,7 @@ class InMemoryLedgerStore:
     def update_invoice_with_credit(
         self, invoice: InvoiceRecord, expected: InvoiceStatus, credit_read: Decimal, added: Decimal
     ) -> InvoiceRecord:
+        self._run_hooks()
         billing = self._credit_moved(invoice.account_id, CreditMove(credit_read, added))
         written = self._update(invoice, expected, invoice.crypto_credit - added)
         self.billing[invoice.account_id] = billing
@@ -142,6 +148,7 @@ class InMemoryLedgerStore:
     def update_invoice_and_credit(
         self, invoice: InvoiceRecord, expected: InvoiceStatus, move: CreditMove
     ) -> InvoiceRecord:
+        self._run_hooks()
         billing = self._credit_moved(invoice.account_id, move)
         for note in move.notes:
             stored = self.credit_notes.get(note.credit_id)
@@ -170,6 +177,8 @@ class InMemoryLedgerStore:
         found = self.billing.get(account_id, BillingState())
         if found.credit != move.credit_read:
             raise LedgerConflictError("credit moved")
+        if move.seq_read is not None and found.seq != move.seq_read:  # a close since the notes were read
+            raise LedgerConflictError("sequence moved")
         if move.refunds_read is None:
             return replace(found, credit=move.credit)
         if found.refund_rev != move.refunds_read:  # D308

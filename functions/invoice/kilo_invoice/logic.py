@@ -1205,10 +1205,12 @@ def _save_with(
 def _notes_credit(ledger: AccountLedger, notes: tuple[CreditNote, ...]) -> CreditMove:
     """The move that writes ``notes`` (each one version on from the ledger's) and adds what their ``to_credit`` grew
     by to the account's credit, both as read in ``ledger``, on its ``refund_rev`` (bounded by the period's invoices as
-    read: a refund since makes the writer re-read, D308)."""
+    read: a refund since makes the writer re-read, D308) and its invoice sequence (the period's notes as read: a close
+    since may have written a note these did not see - left not collected for good - so the writer re-reads,
+    D-paidlate-1 amended)."""
     before = {note.credit_id: note.to_credit for note in ledger.credit_notes.values()}
     given = sum((note.to_credit - before[note.credit_id] for note in notes), ZERO)
-    return CreditMove(ledger.billing.credit, given, notes, ledger.billing.refund_rev)
+    return CreditMove(ledger.billing.credit, given, notes, ledger.billing.refund_rev, ledger.billing.seq)
 
 
 # --- an operator's void of a month-end draft (D338) -------------------------------------------------------------
