@@ -1525,6 +1525,8 @@ def _recorded_at_processor(moved: CreditNote, note: CreditNote, invoice: Invoice
         and note.processor == 0
         and note.gateway_note_id is None
         and note.status is CreditNoteStatus.DONE
+        # its out-of-band key refused once already (the note step's "refused (...)"): not asked again with it
+        and not any(what.startswith("refused (") for what, _ in note.history)
     )
     if not fits:
         return moved
