@@ -412,6 +412,32 @@ def test_given_notes_reinstated_on_the_refunds_read_then_a_refund_since_refuses_
     assert (found.billing.credit, found.billing.refund_rev) == (credit + Decimal("1.00"), 2)
 
 
+def test_given_notes_credited_again_on_the_sequence_read_then_a_close_since_refuses_them(ledger: Ledger) -> None:
+    """Notes credited again (a late payment, D-paidlate-1 amended): the write needs the account's invoice sequence
+    read with the notes. April's close wrote seq 2 (March 1, April 2); a move read at seq 1 - before a close that may
+    have written a note it did not see - is refused, nothing written (invoice, note, credit, ``refund_rev``); on the
+    current sequence (2) it lands, the sequence left as it is."""
+    note = _april_note(ledger)
+    read = ledger.store.ledger("acme")
+    march, credit = read.invoices["acme/2026-03"], read.billing.credit
+    assert read.billing.seq == 2
+    marked = replace(march, announced=frozenset({"paid_late"}))
+    again = replace(note, version=2, to_credit=note.to_credit + Decimal("1.00"), history=(("collected since", "t"),))
+    with pytest.raises(LedgerConflictError):
+        ledger.store.update_invoice_and_credit(
+            marked, march.status, CreditMove(credit, Decimal("1.00"), (again,), 0, seq_read=1)
+        )
+    found = ledger.store.ledger("acme")
+    assert (found.invoices["acme/2026-03"], found.credit_notes[note.credit_id]) == (march, note)
+    assert (found.billing.credit, found.billing.refund_rev, found.billing.seq) == (credit, 0, 2)
+    ledger.store.update_invoice_and_credit(
+        marked, march.status, CreditMove(credit, Decimal("1.00"), (again,), 0, seq_read=2)
+    )
+    found = ledger.store.ledger("acme")
+    assert found.credit_notes[note.credit_id] == again
+    assert (found.billing.credit, found.billing.refund_rev, found.billing.seq) == (credit + Decimal("1.00"), 1, 2)
+
+
 def test_given_a_void_that_takes_back_more_credit_than_is_left_then_the_credit_is_stored_below_zero(
     ledger: Ledger,
 ) -> None:

@@ -13,7 +13,7 @@ from decimal import Decimal
 
 from kilo_billing.accounts import AccountProfile
 from kilo_billing.catalog import default_catalog
-from kilo_billing.invoicing import InvoiceStatus
+from kilo_billing.invoicing import CreditNoteStatus, InvoiceStatus
 from kilo_billing.periods import Period
 from kilo_billing.rating import TierChange
 from kilo_invoice.logic import apply_stripe_event, close_account
@@ -57,3 +57,5 @@ def test_given_a_written_off_march_paid_after_its_note_then_the_note_credits_it_
     )
     assert note.history[-1][0] == "7.20 collected since (invoice KB-acme-00001 paid): account credit"
     assert found.billing.credit == Decimal("7.20")
+    # to be recorded on March at Stripe out of band by the next close's note step (D131)
+    assert (note.processor, note.out_of_band, note.status) == (Decimal("7.20"), True, CreditNoteStatus.PENDING)

@@ -18,7 +18,7 @@ import pytest
 from kilo_billing.invoicing import BillingState, CreditNote, CreditNoteStatus, InvoiceStatus
 from kilo_billing.periods import Period
 from kilo_invoice.logic import apply_stripe_event, close_account, issue_early, refund_invoice
-from tests.scenarios.test_card_payment_events import Events, _paid_invoice
+from tests.scenarios.test_card_payment_events import Events, _apply, _dispute, _paid_invoice
 from tests.scenarios.test_credit_notes_period import EARLY, _early_event, _personal_billed_early
 from tests.scenarios.test_credit_notes_written_off import _april_with_its_note_waiting, _refusing
 from tests.scenarios.test_invoicing import APR, FEB, MAR, MAY, World, amounts, at, seg, team_with_march_overage
@@ -86,12 +86,18 @@ def test_given_march_written_off_when_the_customer_pays_it_after_the_note_then_t
     )
     assert note.history[-1][0] == "7.20 collected since (invoice KB-acme-00001 paid): account credit"
     assert world.store.billing["acme"].credit == Decimal("7.20")
+    # D131: a paid card invoice's note credit is recorded on Stripe's invoice, out of band, by the next close's step
+    assert (note.processor, note.out_of_band, note.status) == (Decimal("7.20"), True, CreditNoteStatus.PENDING)
     _march_event(world, events, "evt_paid", "invoice.paid", "paid")  # delivered again
     _march_event(world, events, "evt_u", "invoice.marked_uncollectible", "uncollectible")  # late, out of order
     assert world.store.invoices[MARCH].status is InvoiceStatus.PAID
     assert (world.store.billing["acme"].credit, _note(world).version) == (Decimal("7.20"), 2)
     may = world.close("acme", MAY)
     assert (amounts(may, "credit"), may.total) == (["-7.20"], Decimal("21.80"))
+    march_at_stripe = world.store.invoices[MARCH].gateway_id
+    assert world.gateway.credit_notes[f"{NOTE}/out-of-band"] == (march_at_stripe, Decimal("7.20"))
+    assert f"{NOTE}/out-of-band" in world.gateway.out_of_band_notes
+    assert _note(world).status is CreditNoteStatus.DONE
     with pytest.raises(ValueError, match=r"at most 58\.00"):
         refund_invoice(world.store, world.gateway, "acme", MARCH, Decimal("65.20"))
 
@@ -180,6 +186,8 @@ def test_given_the_early_invoice_written_off_when_it_is_paid_after_the_note_then
     assert (note.to_credit, note.uncollected) == (Decimal("7.20"), Decimal("0.00"))
     assert note.history[-1][0] == "7.20 collected since (invoice KB-acme-00002 paid): account credit"
     assert world.store.billing["acme"].credit == Decimal("7.20")
+    # the note is on March's 0.00 invoice, the payment on the early one: nothing recorded at Stripe (ours only)
+    assert (note.processor, note.status) == (Decimal("0.00"), CreditNoteStatus.DONE)
     apply_stripe_event(world.store, world.bus, events, *paid, mid(21, 4), world.gateway)  # delivered again
     assert world.store.billing["acme"].credit == Decimal("7.20")
     with pytest.raises(ValueError, match=r"at most 0\.00"):
@@ -296,27 +304,71 @@ def test_given_late_usage_billed_on_a_written_off_april_when_april_is_paid_after
         refund_invoice(world.store, world.gateway, "acme", april.invoice_id, Decimal("36.20"))
 
 
-def test_given_mays_close_writing_a_second_note_while_the_early_invoice_is_paid_then_both_notes_are_credited() -> None:
-    """The other race (D-cryptocollected-1, the card side of D-paidlate-1's limit): Personal, 7.20 billed early
-    (KB-acme-00002) and written off; -5,000 March minutes (-3.60) found by April's close: note 3.60 not collected;
-    -5,000 more (-3.60). The early invoice's ``invoice.paid`` reads that one note, then May's close writes its own
-    (3.60 not collected) before the paid write. The paid write needs the invoice sequence it read, so it reads again
-    and credits both: 3.60 + 3.60 = 7.20 (<= the 7.20 its payment holds for March's usage). Before: April's note
-    3.60, May's left 3.60 not collected, credit 3.60."""
+def test_given_march_disputed_before_its_payment_is_seen_when_the_dispute_is_won_then_the_withdrawn_usage_is_credited() -> (
+    None
+):
+    """March 65.20 written off; April's note: 0.00 credit, 7.20 not collected. The customer pays 65.20 and disputes
+    it; the dispute's ``funds_withdrawn`` (65.20) reaches us before ``invoice.paid``. Paid: March keeps 65.20 - 65.20
+    = 0.00, so nothing is credited yet - but its payment paid for the 7.20, and gave it back (the dispute): 7.20 moves
+    from not collected to returned (0.00 credit, 0.00 not collected, 7.20 returned). The dispute won (funds
+    reinstated): March keeps 65.20 again, pays its 7.20 of usage first: 7.20 returned -> 7.20 account credit, as when
+    the events come in order; May = 29.00 - 7.20 = 21.80, and the credit is recorded on March at Stripe (out of band).
+    Before: the 7.20 stayed not collected and the reinstatement (which moves only ``returned``) credited 0.00."""
+    world, events = team_with_march_overage(), Events()
+    _march_written_off_then_withdrawn(world, events)
+    intent = world.gateway.settle(MARCH, paid=True)
+    assert intent is not None
+    _apply(world, events, events.add("evt_d1", "charge.dispute.funds_withdrawn", _dispute(intent, "needs_response")))
+    assert world.store.invoices[MARCH].charged_back == Decimal("65.20")
+
+    _apply(world, events, events.add("evt_paid", "invoice.paid", _paid_invoice(world, MARCH)))
+
+    note = _note(world)
+    assert world.store.invoices[MARCH].status is InvoiceStatus.PAID
+    assert (note.to_credit, note.uncollected, note.returned, note.version) == (
+        Decimal("0.00"),
+        Decimal("0.00"),
+        Decimal("7.20"),
+        2,
+    )
+    assert note.history[-1][0] == (
+        "7.20 collected since (invoice KB-acme-00001 paid) and given back already (refunded or disputed): not credited"
+    )
+    assert world.store.billing["acme"].credit == Decimal("0.00")
+
+    _apply(world, events, events.add("evt_d2", "charge.dispute.funds_reinstated", _dispute(intent, "won")))
+
+    note = _note(world)
+    assert world.store.invoices[MARCH].kept == Decimal("65.20")
+    assert (note.to_credit, note.uncollected, note.returned) == (Decimal("7.20"), Decimal("0.00"), Decimal("0.00"))
+    assert (note.processor, note.out_of_band, note.status) == (Decimal("7.20"), True, CreditNoteStatus.PENDING)
+    assert world.store.billing["acme"].credit == Decimal("7.20")
+    may = world.close("acme", MAY)
+    assert (amounts(may, "credit"), may.total) == (["-7.20"], Decimal("21.80"))
+    assert world.gateway.credit_notes[f"{NOTE}/out-of-band"][1] == Decimal("7.20")
+
+
+def test_given_may_writes_a_second_note_between_the_early_payments_read_and_its_write_then_both_are_credited() -> None:
+    """Personal, progressive at 5.00: 7.20 billed early (10,000 minutes over the 5,000 included x 0.00072), written
+    off; March 0.00. -5,000 minutes found by April: note 1, 0.00 credit, 3.60 not collected. Another -5,000 found by
+    May's close - which commits while the early invoice's ``invoice.paid`` is between its read and its write (a
+    close and the webhook at once): note 2, 0.00 credit, 3.60 not collected. The paid 7.20 paid for all 10,000
+    withdrawn minutes: 3.60 + 3.60 = 7.20 credit. Before: the paid write, conditioned on notes it read (note 1
+    only), landed: 3.60 credit, note 2's 3.60 not collected for good."""
     world, events = World(), Events()
     _personal_billed_early(world)
     _early_event(world, events, "evt_u", "invoice.marked_uncollectible", "uncollectible")
     world.store.rate("acme", "2026-03", seg(at(1)), "video", -5_000)  # -3.60
     world.close("acme", APR)
     assert (_note(world).to_credit, _note(world).uncollected) == (Decimal("0.00"), Decimal("3.60"))
-    world.store.rate("acme", "2026-03", seg(at(1)), "video", -5_000)  # -3.60 more, found by May's close
-    world.store.before_update.append(lambda: world.close("acme", MAY))
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", -5_000)  # -3.60 more
+    world.store.before_update.append(lambda: world.close("acme", MAY))  # lands inside the paid write
 
     world.gateway.settle(EARLY, paid=True)
     paid = events.add("evt_ep", "invoice.paid", _paid_invoice(world, EARLY))
     apply_stripe_event(world.store, world.bus, events, *paid, mid(20, 5), world.gateway)
 
-    may_note = _note(world, "acme/2026-03/credit-2026-05")
+    second = _note(world, "acme/2026-03/credit-2026-05")
     assert (_note(world).to_credit, _note(world).uncollected) == (Decimal("3.60"), Decimal("0.00"))
-    assert (may_note.to_credit, may_note.uncollected) == (Decimal("3.60"), Decimal("0.00"))
-    assert world.store.billing["acme"].credit == Decimal("7.20")  # 3.60 + 3.60
+    assert (second.to_credit, second.uncollected) == (Decimal("3.60"), Decimal("0.00"))
+    assert world.store.billing["acme"].credit == Decimal("7.20")

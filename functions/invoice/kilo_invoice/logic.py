@@ -1214,7 +1214,9 @@ def _save_with(
                 ledger = store.ledger(invoice.account_id)
                 notes = credit_reinstated(ledger, updated, now)
                 if notes:  # bounded by the period's invoices as read: no refund since (D308)
-                    return store.update_invoice_and_credit(updated, invoice.status, notes_credit(ledger, notes))
+                    # and no close since the read: one may have written a note this credits (D-paidlate-1 amended)
+                    move = notes_credit(ledger, notes, seq_read=ledger.billing.seq)
+                    return store.update_invoice_and_credit(updated, invoice.status, move)
             if updated.kept_less_pending != invoice.kept_less_pending and seq_read is None:
                 # every write that changes what it keeps (a dispute's funds, a refund made outside: its
                 # ``charge.refunded``) moves the refunds' fence - notes' bounds read it - so a close that read

@@ -460,9 +460,10 @@ class CreditMove:
     funds reinstated into notes, bounded by what the period's invoices hold), the account's ``refund_rev`` must
     still be the one read and becomes one more, in the same write: a refund of another invoice of the period since
     the read makes it re-read, and a close or refund that read before it composes or bounds again (D308). With
-    ``seq_read`` (a crypto bill paid that credits notes), the account's invoice sequence must still be the one read
-    (none stored reads 0): a close since the read - one that may have written a note on the notes' period - makes
-    the writer re-read (D-cryptocollected-1)."""
+    ``seq_read`` (notes credited: a crypto bill paid, a card invoice paid or keeping more), the account's invoice
+    sequence must still be the one read (none stored reads 0): a close since the read - one that may have written a
+    note on the notes' period the move did not see - makes the writer re-read (D-cryptocollected-1, D-paidlate-1
+    amended)."""
 
     credit_read: Decimal
     added: Decimal
@@ -1444,13 +1445,40 @@ def credit_collected(ledger: AccountLedger, invoice: InvoiceRecord, at: datetime
     ``uncollected`` becomes account credit for what ``creditable`` now gives for its not-credited rest - by billing,
     latest first, at most what the payment holds for the period's usage (``money_held``: its usage first, then fees;
     what a note took off its amount due was never paid, so never credited) - and at most the room ``period_held``
-    leaves, earliest note first, as ``credit_reinstated`` gives ``returned`` (D-paidlate-1). Each changed note comes
-    back one version on, its history naming the invoice paid; ``uncollected`` only goes down, so a second delivery of
-    the payment (the invoice is paid already: ``paid_since`` is false) or of any later event gives nothing again."""
+    leaves, earliest note first, as ``credit_reinstated`` gives ``returned`` (D-paidlate-1). What the payment paid for
+    but no longer holds - a dispute's funds withdrawn or a refund recorded before the payment's event - was collected
+    and given back already: it moves from ``uncollected`` to ``returned`` (what the payment would give were it kept
+    whole, less what it gives), so the funds reinstated or the refund failed later credit it (``credit_reinstated``;
+    D-paidlate-1 amended). Each changed note comes back one version on, its history naming the invoice paid;
+    ``uncollected`` only goes down, so a second delivery of the payment (the invoice is paid already: ``paid_since``
+    is false) or of any later event gives nothing again."""
     if not paid_since(ledger.invoices.get(invoice.invoice_id), invoice):
         return ()
     why = f"invoice {invoice.number} paid"
-    return _credited_again(ledger, invoice, at, "uncollected", lambda given: f"{given} collected since ({why})")
+    return _credited_again(
+        ledger,
+        invoice,
+        at,
+        "uncollected",
+        lambda given: f"{given} collected since ({why})",
+        lambda lost: f"{lost} collected since ({why}) and given back already (refunded or disputed): not credited",
+    )
+
+
+def _kept_whole(invoice: InvoiceRecord) -> InvoiceRecord:
+    """``invoice`` as if nothing it was paid had left us: no refund (made, owed, pending, outside us or failed) and no
+    dispute's funds withdrawn - what its payment covered (``credit_collected``)."""
+    return replace(
+        invoice,
+        refunded=ZERO,
+        refund_owed=ZERO,
+        charged_back=ZERO,
+        refund_pending=None,
+        charge_refunds=(),
+        outside_refunds=(),
+        refunds_made=ZERO,
+        failed_refunds=(),
+    )
 
 
 def _credited_again(
@@ -1459,20 +1487,28 @@ def _credited_again(
     at: datetime,
     part: Literal["returned", "uncollected"],
     what: Callable[[str], str],
+    lost: Callable[[str], str] | None = None,
 ) -> tuple[CreditNote, ...]:
     """The notes on the periods the paid ``invoice`` paid usage of whose not-credited ``part`` (``returned`` or
     ``uncollected``) becomes account credit now that it holds more (``credit_reinstated``, ``credit_collected``):
     each gives at most that part, what ``creditable`` gives for its whole not-credited rest (after the period's earlier
     notes and its own credit, D312) and the room ``period_held`` leaves, earliest note first; its history says
-    ``what(amount)``."""
+    ``what(amount)``. With ``lost`` (the ``uncollected`` part), what the invoice would give were it kept whole
+    (``_kept_whole``) beyond what it gives moves to ``returned``, its history saying ``lost(amount)``. The credit
+    given is recorded at the processor (``_recorded_at_processor``)."""
     after = replace(ledger, invoices={**ledger.invoices, invoice.invoice_id: invoice})
+    whole = replace(ledger, invoices={**ledger.invoices, invoice.invoice_id: _kept_whole(invoice)})
     notes = list(ledger.credit_notes.values())
     periods = {invoice.period} | {
         line.period for line in invoice.lines if line.kind == LineKind.ADJUSTMENT.value and line.period < invoice.period
     }
     changed: list[CreditNote] = []
+    # what the processor's invoice still keeps beyond what processor notes take (or will take) off it: the most
+    # recorded on it out of band (as the close's note on a paid card invoice, D131)
+    recordable = max(ZERO, invoice.kept_less_pending - credited_by_processor(invoice, notes))
     for period in sorted(periods):
         room = period_held(after, period, notes)
+        room_whole = period_held(whole, period, notes) if lost is not None else ZERO
         ordered = sorted((note for note in notes if note.period == period), key=lambda note: note.credit_id)
         for index, note in enumerate(ordered):
             # what its not-credited rest would credit now: by billing, latest first, after what the period's earlier
@@ -1482,19 +1518,55 @@ def _credited_again(
                 *ordered[:index],
                 replace(note, returned=ZERO, uncollected=ZERO),
             ]
-            would = creditable(after, period, basis, note.returned + note.uncollected)
+            rest = note.returned + note.uncollected
+            would = creditable(after, period, basis, rest)
             left = note.uncollected if part == "uncollected" else note.returned
-            given = min(left, room, would)
-            if given <= 0:
+            given = max(ZERO, min(left, room, would))
+            covered = given
+            if lost is not None:  # what the payment paid for, kept whole; beyond ``given``: given back already
+                covered = max(given, min(left, room_whole, creditable(whole, period, basis, rest)))
+                room_whole -= covered
+            if covered <= 0:
                 continue
             room -= given
-            history = (*note.history, (f"{what(money_str(given))}: account credit", at.isoformat()))
+            history = note.history
+            if given > 0:
+                history = (*history, (f"{what(money_str(given))}: account credit", at.isoformat()))
+            if lost is not None and covered > given:
+                history = (*history, (lost(money_str(covered - given)), at.isoformat()))
             moved = replace(note, to_credit=note.to_credit + given, version=note.version + 1, history=history)
+            moved = _recorded_at_processor(moved, note, invoice, min(given, recordable))
+            recordable -= moved.processor - note.processor
             if part == "uncollected":
-                changed.append(replace(moved, uncollected=left - given))
+                changed.append(replace(moved, uncollected=left - covered, returned=note.returned + covered - given))
             else:
                 changed.append(replace(moved, returned=left - given))
     return tuple(changed)
+
+
+def _recorded_at_processor(moved: CreditNote, note: CreditNote, invoice: InvoiceRecord, given: Decimal) -> CreditNote:
+    """``moved`` (``note`` giving more account credit because the paid ``invoice`` holds more) with ``given`` of that
+    credit (at most what the processor's invoice still keeps beyond its processor notes) recorded on the processor's
+    invoice as credited out of band, as D131 records a paid card invoice's note credit: ``processor`` that amount,
+    ``out_of_band``, PENDING - the next close's note step makes it (idempotent on the note's out-of-band id). Only
+    when it fits that step: a card invoice the processor holds, the note's own credited invoice (a note's processor
+    note is on that invoice; an early invoice or a later one billing late usage is another processor invoice), and
+    the note has no processor note yet, made or waiting (one per note: its idempotency key). Otherwise the credit is
+    ours only, as before (D-paidlate-1 amended)."""
+    fits = (
+        given > 0
+        and invoice.method is BillingMethod.CARD
+        and invoice.gateway_id is not None
+        and note.invoice_id == invoice.invoice_id
+        and note.processor == 0
+        and note.gateway_note_id is None
+        and note.status is CreditNoteStatus.DONE
+        # its out-of-band key refused once already (the note step's "refused (...)"): not asked again with it
+        and not any(what.startswith("refused (") for what, _ in note.history)
+    )
+    if not fits:
+        return moved
+    return replace(moved, processor=given, out_of_band=True, status=CreditNoteStatus.PENDING)
 
 
 def _kept_again_why(before: InvoiceRecord | None, after: InvoiceRecord) -> str:

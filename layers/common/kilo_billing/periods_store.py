@@ -263,6 +263,10 @@ class DynamoLedgerStore:
             values |= {":refunds": move.refunds_read, ":one": 1}
             unwritten = "attribute_not_exists(#refunds) OR " if move.refunds_read == 0 else ""
             update, condition = update + " ADD #refunds :one", f"{condition} AND ({unwritten}#refunds = :refunds)"
+        if move.seq_read is not None:  # no close since the notes were read (D-paidlate-1 amended)
+            names["#seq"] = "seq"
+            values[":prev"] = move.seq_read
+            condition = f"{condition} AND {seq_condition(move.seq_read)}"
         return {
             "Update": {
                 "TableName": self._table,
