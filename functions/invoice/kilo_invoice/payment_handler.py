@@ -26,7 +26,7 @@ from kilo_billing import observability
 from kilo_billing.observability import Metric, count
 from kilo_invoice import dependencies
 from kilo_invoice.logic import apply_stripe_event
-from kilo_invoice.model import InvoiceNotFoundError
+from kilo_invoice.model import EventOutcome, InvoiceNotFoundError
 
 SERVICE = "invoice-payments"
 logger = observability.logger(SERVICE)
@@ -46,25 +46,10 @@ def _record(record: SQSRecord) -> None:
         logger.warning("Stripe event about nothing of ours; ignored", extra={"reason": str(exc)[:200]})
         return
     if outcome.misconfigured is not None:  # the event is done; every later Stripe call fails the same way
-        count(SERVICE, Metric.STRIPE_MISCONFIGURED)
-        logger.error(
-            "Stripe misconfigured: payments lookup failed; event applied without them",
-            extra={
-                "stripe_type": outcome.event_type,
-                "invoice_id": outcome.invoice_id,
-                "reason": outcome.misconfigured[:200],
-            },
-        )
+        said = "Stripe misconfigured: payments lookup failed; event applied without them"
+        _operator(Metric.STRIPE_MISCONFIGURED, said, outcome, outcome.misconfigured[:200])
     if outcome.attention is not None:  # applied or not, the event is done: an operator looks at it in Stripe
-        count(SERVICE, Metric.PAYMENT_EVENT_ATTENTION)
-        logger.error(
-            "Stripe event needs an operator",
-            extra={
-                "stripe_type": outcome.event_type,
-                "invoice_id": outcome.invoice_id,
-                "reason": outcome.attention[:500],
-            },
-        )
+        _operator(Metric.PAYMENT_EVENT_ATTENTION, "Stripe event needs an operator", outcome, outcome.attention[:500])
     if outcome.changed:
         count(SERVICE, Metric.PAYMENT_EVENT_APPLIED)
     count(SERVICE, Metric.PAYMENT_FAILED, sum(1 for e in outcome.published if e.startswith("payment-failed:")))
@@ -79,6 +64,12 @@ def _record(record: SQSRecord) -> None:
         "Stripe event applied",
         extra={"stripe_type": outcome.event_type, "invoice_id": outcome.invoice_id, "changed": outcome.changed},
     )
+
+
+def _operator(metric: Metric, message: str, outcome: EventOutcome, reason: str) -> None:
+    """Something an operator has to act on (each alarmed on its metric): counted, and logged at ERROR with why."""
+    count(SERVICE, metric)
+    logger.error(message, extra={"stripe_type": outcome.event_type, "invoice_id": outcome.invoice_id, "reason": reason})
 
 
 @metrics.log_metrics
