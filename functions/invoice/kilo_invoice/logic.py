@@ -25,6 +25,7 @@ from kilo_billing.invoicing import (
     CREDIT,
     ERASED_DETAILS,
     FEE_KINDS,
+    SHORTFALL,
     AccountLedger,
     BillingMethod,
     CreditMove,
@@ -1164,7 +1165,7 @@ def _invoice_event(
         if can_move(updated.status, target):
             updated = updated.moved(target, now)
         if short > 0 and updated.status is InvoiceStatus.PAID:  # once: by the paid invoice's id
-            updated = _refunded_outside(updated, f"shortfall:{updated.gateway_id}", short)
+            updated = _refunded_outside(updated, f"{SHORTFALL}{updated.gateway_id}", short)
         return updated
 
     before = invoice
@@ -1172,7 +1173,7 @@ def _invoice_event(
     applied, said_not = decided[-1]
     if not applied:  # found another Stripe invoice's on the re-read: said as the first look would have
         return replace(event.outcome(invoice.invoice_id, False), attention=said_not), invoice
-    if short > 0 and any(refund.startswith("shortfall:") for refund, _ in invoice.outside_refunds):
+    if short > 0 and any(refund.startswith(SHORTFALL) for refund, _ in invoice.outside_refunds):
         said.append(
             f"Stripe invoice {_ref(event.obj.get('id'))} was paid {money_str(received)} (before tax) where "
             f"{invoice.invoice_id} asks {money_str(received + short)}: {money_str(short)} recorded as given back "
