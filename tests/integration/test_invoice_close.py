@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -266,7 +267,7 @@ def test_given_a_closed_month_when_its_jobs_run_again_then_no_second_invoice_any
 
 
 def test_given_stripe_events_when_ingested_then_the_bus_and_rule_bring_our_invoices_to_paid_and_payment_failed(
-    invoicing: Invoicing,
+    invoicing: Invoicing, caplog: pytest.LogCaptureFixture
 ) -> None:
     _month(invoicing)
     invoicing.start("2026-04-01T06:00:00Z")
@@ -296,13 +297,21 @@ def test_given_stripe_events_when_ingested_then_the_bus_and_rule_bring_our_invoi
     later_paid = copy.deepcopy(emitted[3])
     later_paid["id"], later_paid["type"] = "evt_b_paid_after_retry", "invoice.paid"
     later_paid["data"]["object"]["status"] = "paid"
+    # paid in full: 1,000 over x 0.00072 = 0.72, 72 cents (the failure's object says 0 paid; kept, it read as a 0.72
+    # shortfall given back outside us)
+    assert later_paid["data"]["object"]["amount_due"] == 72
+    later_paid["data"]["object"]["amount_paid"] = 72
+    caplog.clear()
     for event in [*emitted, later_paid, emitted[3]]:
         assert invoicing.webhook(event) == 200
     invoicing.payments()
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert "Stripe event needs an operator" not in said  # no shortfall, nothing else to say
     assert invoicing.invoice("acct-a") == paid
     settled = invoicing.invoice("acct-b")
     assert settled.status is InvoiceStatus.PAID
     assert [status for status, _ in settled.transitions] == ["draft", "open", "payment_failed", "paid"]
+    assert (settled.refunded, settled.kept, settled.outside_refunds) == (Decimal("0.00"), Decimal("0.72"), ())
     assert invoicing.published() == []
 
 

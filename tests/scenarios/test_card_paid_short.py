@@ -11,7 +11,7 @@ import pytest
 
 from kilo_billing.invoicing import InvoiceStatus
 from kilo_invoice.logic import refund_invoice
-from tests.scenarios.test_card_payment_events import Events, _apply, _paid_invoice
+from tests.scenarios.test_card_payment_events import Events, _apply, _fixture, _paid_invoice
 from tests.scenarios.test_invoicing import APR, MAR, World, at, seg, team_with_march_overage
 
 TOTAL = {"total": 6520, "total_excluding_tax": 6520}  # Stripe's invoice of ours: 65.20, no tax
@@ -78,3 +78,30 @@ def test_given_stripe_tax_when_paid_with_tax_then_only_a_shortfall_net_of_tax_co
     again.gateway.settle(march.invoice_id, paid=True)
     _apply(again, events, events.add("q", "invoice.paid", _paid_invoice(again) | taxed | {"amount_paid": 6072}))
     assert again.store.invoices[march.invoice_id].kept == Decimal("55.20")
+
+
+def test_given_a_shortfall_when_a_dashboard_refund_is_seen_first_by_its_charge_refunded_then_both_count() -> None:
+    """65.20 asked, paid 55.20 (a 10.00 dashboard note before payment: 10.00 recorded short). The dashboard then refunds
+    5.00 of the 55.20 charge; its ``charge.refunded`` (amount_refunded 500) comes before its ``refund.created``. By
+    hand: given back 10.00 + 5.00 = 15.00, keeps 65.20 - 15.00 = 50.20, a refund of more than 50.20 refused. Before:
+    the charge's 5.00 and the shortfall's 10.00 were separate figures, the larger read - 10.00 given back, 55.20 kept,
+    a 55.20 refund accepted. Its ``refund.created`` later counts it once: still 15.00."""
+    world, events = team_with_march_overage(), Events()
+    march = world.close("acme", MAR)
+    intent = world.gateway.settle(march.invoice_id, paid=True)
+    _apply(world, events, events.add("p", "invoice.paid", _paid_invoice(world) | {"amount_paid": 5520} | TOTAL))
+    charge = _fixture(
+        "charge", id="ch_dash", payment_intent=intent, amount=5520, amount_captured=5520, captured=True,
+        amount_refunded=500, refunded=False,
+    )  # fmt: skip
+    _apply(world, events, events.add("r", "charge.refunded", charge))
+    ours = world.store.invoices[march.invoice_id]
+    assert (ours.refunded, ours.kept) == (Decimal("15.00"), Decimal("50.20"))
+    with pytest.raises(ValueError, match=r"at most 50\.20"):
+        refund_invoice(world.store, world.gateway, "acme", march.invoice_id, Decimal("50.21"))
+    refund = _fixture(
+        "refund", id="re_dash", payment_intent=intent, charge="ch_dash", amount=500, status="succeeded", metadata={}
+    )
+    _apply(world, events, events.add("c", "refund.created", refund))
+    ours = world.store.invoices[march.invoice_id]
+    assert (ours.refunded, ours.kept) == (Decimal("15.00"), Decimal("50.20"))

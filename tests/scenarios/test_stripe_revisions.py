@@ -5,13 +5,16 @@ operator. Given/When/Then, Stripe's published invoice fixture with this story's 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
-from kilo_billing.invoicing import BillingState, InvoiceStatus
-from kilo_invoice.logic import refund_invoice
+from kilo_billing.invoicing import BillingState, CreditNoteStatus, InvoiceStatus
+from kilo_invoice import logic
+from kilo_invoice.logic import close_account, refund_invoice
+from kilo_invoice.ports import GatewayMisconfiguredError
 from tests.scenarios.test_card_payment_events import Events, _apply, _fixture
-from tests.scenarios.test_invoicing import MAR, World, at, seg, team_with_march_overage
+from tests.scenarios.test_invoicing import APR, MAR, MAY, World, at, seg, team_with_march_overage
 
 META = {"invoice_id": "acme/2026-03", "kilo_invoice_id": "acme/2026-03", "account_id": "acme"}
 
@@ -153,3 +156,92 @@ def test_given_ours_voided_in_stripe_without_a_revision_then_ours_is_void_and_th
     _apply(world, events, events.add("e1", "invoice.voided", void))
     assert world.store.invoices["acme/2026-03"].status is InvoiceStatus.VOID
     assert world.store.billing["acme"].credit == Decimal("10.00")
+
+
+def test_given_our_note_refused_on_an_original_void_by_its_revision_then_it_waits_and_credits_once_ours_follows() -> (
+    None
+):
+    """Team, 60,000 March minutes: 29.00 + 7.20 (10,000 over x 0.00072) + 29.00 (April ahead) = 65.20 on in_A. The
+    operator revises it in Stripe (in_REV, same lines: 65.20; in_A void there), its events still queued, when April's
+    close finds 5,000 March minutes gone: 5,000 x 0.00072 = 3.60 off March. Stripe refuses the reduction on in_A
+    (void); ours is still open on in_A, so the note is not "nothing collected" (before: done with 0.00, then in_REV
+    paid 65.20 and 3.60 owed back, nobody told) - it waits, named by the close. in_REV's events: ours follows it, paid
+    65.20. May's close takes the note to in_REV: paid there, 3.60 account credit (March kept 65.20 for 61.60 of
+    usage and fees: 65.20 - 61.60 = 3.60), recorded on in_REV out of band."""
+    world, events = World(), Events()
+    world.signup("acme", (at(1), "team"))
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", 60_000)
+    assert world.close("acme", MAR).total == Decimal("65.20")
+    in_a = world.store.invoices["acme/2026-03"].gateway_id
+    assert in_a is not None
+    world.gateway.void(in_a)  # voided there by the revision's finalization; its events not processed yet
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", -5_000)
+    april = close_account(world.deps, "acme", APR, APR.end)
+    note_id = "acme/2026-03/credit-2026-04"
+    assert [waiting.credit_id for waiting in april.notes_waiting] == [note_id]  # alarmed by the close's handler
+    note = world.store.credit_notes[note_id]
+    assert (note.status, note.to_due, note.to_credit) == (CreditNoteStatus.PENDING, Decimal("3.60"), Decimal("0.00"))
+    _apply(world, events, events.add("e1", "invoice.finalized", _revision(in_a, 6520)))
+    _apply(world, events, events.add("e2", "invoice.voided", _voided_by_revision(in_a)))
+    _apply(world, events, events.add("e3", "invoice.paid", _revision(in_a, 6520, "paid", amount_paid=6520)))
+    ours = world.store.invoices["acme/2026-03"]
+    assert (ours.status, ours.gateway_id, ours.kept) == (InvoiceStatus.PAID, "in_REV", Decimal("65.20"))
+    world.gateway.invoices["acme/2026-03"].gateway_id = "in_REV"  # Stripe's side: in_REV, paid
+    world.gateway.invoices["acme/2026-03"].status = "paid"
+    may = close_account(world.deps, "acme", MAY, MAY.end)
+    assert may.notes_waiting == ()
+    note = world.store.credit_notes[note_id]
+    assert (note.status, note.to_due, note.to_credit) == (CreditNoteStatus.DONE, Decimal("0.00"), Decimal("3.60"))
+    assert world.gateway.credit_notes[note.gateway_credit_id] == ("in_REV", Decimal("3.60"))  # out of band on in_REV
+
+
+def test_given_a_late_event_of_the_original_checked_on_a_copy_read_before_ours_followed_then_it_is_not_applied() -> (
+    None
+):
+    """The race: a delivery of in_A's late ``invoice.payment_failed`` reads ours while it is still on in_A, and
+    in_REV's ``invoice.finalized`` moves ours to in_REV before it writes. Its write conflicts and re-reads ours: the
+    decision whether the event is ours is taken again on what is stored - in_A is now a replaced original - so ours
+    stays open on in_REV and no PaymentFailed alert goes out (before: decided on the stale copy, payment failed)."""
+    world, events = _with_credit(), Events()
+    stale = world.store.invoices["acme/2026-03"]
+    in_a = stale.gateway_id
+    assert in_a is not None
+    _apply(world, events, events.add("e1", "invoice.finalized", _revision(in_a, 5520)))
+    assert world.store.invoices["acme/2026-03"].gateway_id == "in_REV"
+    failed = _fixture("invoice", id=in_a, status="open", metadata=META, from_invoice=None)
+    key = events.add("e0", "invoice.payment_failed", failed)
+    record = events.get(*key)
+    assert record is not None
+    event = logic._StripeEvent.parse(record.body)
+    outcome, _ = logic._invoice_event(world.store, world.bus, world.store.ledger("acme"), stale, event, MAR.end)
+    ours = world.store.invoices["acme/2026-03"]
+    assert (ours.status, ours.gateway_id, outcome.changed) == (InvoiceStatus.OPEN, "in_REV", False)
+    assert not [t for t, _ in world.bus.events if t == "PaymentFailed.v1"]
+
+
+def test_given_ours_followed_the_revision_while_the_note_was_refused_on_the_original_then_it_is_made_on_the_revision() -> (
+    None
+):
+    """The same March (65.20 on in_A, 3.60 to take off), but in_REV's ``invoice.finalized`` moves ours between the
+    close's read and the note's step: refused on in_A (void), the re-read shows ours on in_REV, open there - the note
+    is made on in_REV at once, lowering it 65.20 - 3.60 = 61.60; no account credit, nothing waits."""
+    world, events = World(), Events()
+    world.signup("acme", (at(1), "team"))
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", 60_000)
+    assert world.close("acme", MAR).total == Decimal("65.20")
+    in_a = world.store.invoices["acme/2026-03"].gateway_id
+    assert in_a is not None
+    original = world.gateway.invoices["acme/2026-03"]
+    world.gateway.invoices["acme/2026-03 revision"] = replace(original, gateway_id="in_REV", status="open")
+    world.gateway.void(in_a)
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", -5_000)  # 5,000 x 0.00072 = 3.60
+    world.gateway.fail_next = [GatewayMisconfiguredError("held")]  # April's close leaves the note pending
+    close_account(world.deps, "acme", APR, APR.end)
+    note = world.store.credit_notes["acme/2026-03/credit-2026-04"]
+    assert (note.status, note.to_due) == (CreditNoteStatus.PENDING, Decimal("3.60"))
+    read = world.store.ledger("acme")  # the next close's read: ours still on in_A
+    _apply(world, events, events.add("e1", "invoice.finalized", _revision(in_a, 6520)))
+    done = logic._issue_credit_note(world.deps, read, note, MAY.end)
+    assert (done.status, done.to_due, done.to_credit) == (CreditNoteStatus.DONE, Decimal("3.60"), Decimal("0.00"))
+    assert world.gateway.credit_notes[done.gateway_credit_id] == ("in_REV", Decimal("3.60"))
+    assert world.store.billing["acme"].credit == Decimal("0.00")

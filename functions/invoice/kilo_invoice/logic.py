@@ -25,6 +25,7 @@ from kilo_billing.invoicing import (
     CREDIT,
     ERASED_DETAILS,
     FEE_KINDS,
+    SHORTFALL,
     AccountLedger,
     BillingMethod,
     CreditMove,
@@ -178,8 +179,8 @@ def _step_notes(
     waiting: dict[str, NoteWaiting],
 ) -> bool:
     """Take each pending credit note to the processor (``_issue_credit_note``), by credit id; one refused as ours to
-    fix waits, named in ``waiting`` and not tried again by this close (the same answer at once, D330); an outage
-    raises. Returns whether any step was tried."""
+    fix, or as void there while ours is not (D-stripeside-1 amended), waits, named in ``waiting`` and not tried again
+    by this close (the same answer at once, D330); an outage raises. Returns whether any step was tried."""
     tried = False
     for note in sorted(notes, key=lambda n: n.credit_id):
         if note.status is not CreditNoteStatus.PENDING or note.credit_id in waiting:
@@ -187,7 +188,7 @@ def _step_notes(
         tried = True
         try:
             _issue_credit_note(deps, ledger, note, now)
-        except GatewayMisconfiguredError as exc:  # one object of ours refused: the note waits, alarmed (D330)
+        except (GatewayMisconfiguredError, _NoteWaitsError) as exc:  # the note waits, alarmed (D330, D-stripeside-1)
             waiting[note.credit_id] = NoteWaiting(note.credit_id, str(exc))
     return tried
 
@@ -401,6 +402,11 @@ def _while_draft(step: Callable[[InvoiceRecord], InvoiceRecord]) -> Callable[[In
     return lambda current: step(current) if current.status is InvoiceStatus.DRAFT else current
 
 
+class _NoteWaitsError(Exception):
+    """A credit note's reduction refused on an invoice void at the processor while ours is not void (a revision made
+    in Stripe, its events not yet applied): the note stays pending for later closes (D-stripeside-1 amended)."""
+
+
 NOTE_STEPS: Final = 3  # a reduction refused -> the same amount credited out of band -> refused too: given up
 
 
@@ -413,7 +419,10 @@ def _issue_credit_note(deps: CloseDeps, ledger: AccountLedger, note: CreditNote,
     any other (written off; or still open, the amount refused), account credit only for what the invoice collected -
     the account credit it applied (``creditable``, D193) - the rest not collected, and the note is done (no processor
     note; D337). A note refused again is given up (the money side is already ours: the account credit). An outage
-    raises (the close job is retried; the note stays pending)."""
+    raises (the close job is retried; the note stays pending). Void there while ours is not void - a revision made in
+    Stripe voids the original, and ours follows the revision when its events come - the note waits
+    (``_NoteWaitsError``); ours moved to another processor invoice meanwhile, the note is tried on it
+    (D-stripeside-1 amended)."""
     for _ in range(NOTE_STEPS):
         if note.status is not CreditNoteStatus.PENDING:
             break
@@ -429,6 +438,21 @@ def _issue_credit_note(deps: CloseDeps, ledger: AccountLedger, note: CreditNote,
             # the processor's own status decides (its invoice.voided may not have reached us yet); our record when the
             # refusal does not say it
             said = exc.status if exc.status is not None else (found.status.value if found is not None else None)
+            if found is not None and found.gateway_id != gateway_id:  # ours followed a revision meanwhile: on it
+                continue
+            if (
+                note.to_due > 0
+                and said == InvoiceStatus.VOID.value
+                and found is not None
+                and found.status is not InvoiceStatus.VOID
+            ):
+                # void there, not here: a revision made in Stripe voids the original when it is finalized, and ours
+                # follows the revision when its events come - which may then be paid. Not "nothing collected": the
+                # note waits (alarmed), retried by later closes on the invoice ours then names (D-stripeside-1
+                # amended); once ours is void too (voided there, no revision), it is nothing collected
+                raise _NoteWaitsError(
+                    f"{note.credit_id}: {gateway_id} is void at the processor, not ours ({exc})"
+                ) from exc
             if note.to_due > 0 and said == InvoiceStatus.VOID.value:  # nothing collected, nothing owed back
                 done = _note_step(
                     note,
@@ -1111,8 +1135,14 @@ def _invoice_event(
     revised_away = event.type == "invoice.voided" and _ref(event.obj.get("latest_revision")) is not None
     paid = event.type == "invoice.paid" and invoice.method is BillingMethod.CARD
     received, short = _paid_short(invoice, event.obj, notes) if paid else (ZERO, ZERO)
+    decided: list[tuple[bool, str | None]] = []  # ``_about_ours`` on the copy each try wrote from: the last decides
 
     def change(current: InvoiceRecord) -> InvoiceRecord:
+        # asked again of what is stored: a concurrent delivery may have moved ours to a revision since the read
+        # (D-stripeside-1 amended); not ours any more, nothing is written
+        decided.append(_about_ours(current, event))
+        if not decided[-1][0]:
+            return current
         updated = current
         if current.gateway_id is None and _ref(event.obj.get("id")):
             updated = replace(updated, gateway_id=_ref(event.obj.get("id")))
@@ -1135,12 +1165,15 @@ def _invoice_event(
         if can_move(updated.status, target):
             updated = updated.moved(target, now)
         if short > 0 and updated.status is InvoiceStatus.PAID:  # once: by the paid invoice's id
-            updated = _refunded_outside(updated, f"shortfall:{updated.gateway_id}", short)
+            updated = _refunded_outside(updated, f"{SHORTFALL}{updated.gateway_id}", short)
         return updated
 
     before = invoice
     invoice = _save_with(store, invoice, change, now)  # paid: notes' not-collected part credited with it
-    if short > 0 and any(refund.startswith("shortfall:") for refund, _ in invoice.outside_refunds):
+    applied, said_not = decided[-1]
+    if not applied:  # found another Stripe invoice's on the re-read: said as the first look would have
+        return replace(event.outcome(invoice.invoice_id, False), attention=said_not), invoice
+    if short > 0 and any(refund.startswith(SHORTFALL) for refund, _ in invoice.outside_refunds):
         said.append(
             f"Stripe invoice {_ref(event.obj.get('id'))} was paid {money_str(received)} (before tax) where "
             f"{invoice.invoice_id} asks {money_str(received + short)}: {money_str(short)} recorded as given back "

@@ -46,6 +46,7 @@ Counters = Mapping[tuple[int, str], int]  # (segment start, epoch seconds; meter
 CURRENCY: Final = "USD"
 MAX_ADJUSTED_PERIODS: Final = 24  # periods adjusted by one invoice (fewer if their notes would pass the items below)
 MAX_TRANSACTION_ITEMS: Final = 100  # what one DynamoDB transaction holds (``CloseDraft`` refuses more)
+SHORTFALL: Final = "shortfall:"  # the outside refund recording an ``invoice.paid`` shortfall (D-stripeside-2)
 
 
 class InvoicingError(ValueError):
@@ -221,7 +222,10 @@ class InvoiceRecord:
         once, not twice (D-refundfail-1 amended). Never below nothing."""
         amount = ZERO if pending is None else pending.amount
         before = ZERO if pending is None else pending.refunded_before + amount
-        charges = total([refunded for _, refunded in self.charge_refunds]) + self._failed_before_totals()
+        # a shortfall ``invoice.paid`` recorded (D-stripeside-2) was never charged: no charge's total holds it, so it
+        # is counted with them - one figure, else the larger of the two hides the other (D-stripeside-2 amended)
+        short = total([amount for refund, amount in self.outside_refunds if refund.startswith(SHORTFALL)])
+        charges = total([refunded for _, refunded in self.charge_refunds]) + self._failed_before_totals() + short
         ours_and_outside = self.refunds_made + total([refunded for _, refunded in self.outside_refunds]) + amount
         failed = total([refunded for _, refunded in self.failed_refunds])
         return max(ZERO, max(self.refunded + failed, charges, ours_and_outside, before) - failed)
