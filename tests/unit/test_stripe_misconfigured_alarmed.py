@@ -161,7 +161,9 @@ def test_given_a_note_on_an_invoice_stripe_does_not_know_when_the_close_job_runs
     found = ledger.store.ledger("acme")
     assert [found.invoices[f"acme/{period}"].status for period in closed] == [InvoiceStatus.OPEN] * len(closed)
     assert found.credit_notes["acme/2026-03/credit-2026-04"].status is CreditNoteStatus.PENDING
-    assert _errors(caplog) == ["Stripe misconfigured: credit notes wait; invoice issued without them"]
+    assert _errors(caplog) == [
+        "Credit notes wait at Stripe (ours to fix, or its invoice void before ours): invoice issued without them"
+    ]
     metrics = _metrics(capfd.readouterr().out)
     assert metrics.get(Metric.STRIPE_MISCONFIGURED.value) == 1
     assert Metric.INVOICE_CLOSE_FAILED.value not in metrics
