@@ -16,7 +16,7 @@ from typing import Any
 from kilo_billing.aws import ConditionFailedError, InvalidRequestError, call, paged_items, put_if
 from kilo_billing.items import Item, from_item, to_item
 from kilo_crypto_watch import items
-from kilo_crypto_watch.model import Asset, Bill, BillStatus, Cursor, Payment, Quote, RateReading
+from kilo_crypto_watch.model import Asset, Bill, BillStatus, Cursor, Payment, PaymentStatus, Quote, RateReading
 from kilo_crypto_watch.ports import (
     AlreadyExistsError,
     ChangeRefusedError,
@@ -224,6 +224,13 @@ class DynamoCryptoStore:
             if change.block_expected is not None:
                 condition += " AND block_hash = :block"
                 values[":block"] = change.block_expected
+            # the whole item is put: a copy read before an operator's refund must not drop it (D-cryptostray-1)
+            refund = change.refund_read or change.payment.refund_tx
+            if refund is None:
+                condition += " AND attribute_not_exists(refund_tx)"
+            else:
+                condition += " AND refund_tx = :refund"
+                values[":refund"] = refund
             payment_put["ConditionExpression"] = condition
             payment_put["ExpressionAttributeNames"] = {"#s": "status"}
             payment_put["ExpressionAttributeValues"] = to_item(values)
@@ -277,6 +284,24 @@ class DynamoCryptoStore:
             raise ChangeRefusedError(
                 f"payment {change.payment.payment_id}: the table refused the change: {exc}"
             ) from exc
+
+    def record_refund(self, payment_id: str, refund_tx: str, expected: PaymentStatus) -> None:
+        # an update of the refund (and the listing it ends) alone: a concurrent write of the payment's other
+        # attributes (a rebase to another block, say) is never reverted by it
+        try:
+            call(
+                self._client.update_item,
+                TableName=self._table,
+                Key=items.key(items.payment_pk(payment_id), "PAY"),
+                UpdateExpression="SET refund_tx = :refund REMOVE gsi2pk, gsi2sk",
+                ConditionExpression=(
+                    "#s = :expected AND attribute_not_exists(invoice_id) AND attribute_not_exists(refund_tx)"
+                ),
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues=to_item({":refund": refund_tx, ":expected": expected.value}),
+            )
+        except ConditionFailedError as exc:
+            raise ConflictError(f"payment {payment_id}: changed before its refund was recorded: {exc}") from exc
 
     def claim_seen(self, payment_id: str, event_id: str) -> str:
         # one update, kept by the first writer (if_not_exists): a payment is claimed by one event only; on a stored

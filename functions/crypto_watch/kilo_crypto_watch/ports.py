@@ -202,6 +202,10 @@ class SettlementChange:
     moved: Payment | None = None  # the payment whose bill ``payment`` takes over (ORPHANED, ``moved_to`` set);
     moved_expected: PaymentStatus | None = None  # written only if still in this status and not moved already
     block_expected: str | None = None  # the payment is written only if its stored block hash is still this one
+    # the refund the step read on the stored payment and drops (another credit recorded afresh at its id); otherwise
+    # the payment's own ``refund_tx``: the stored payment is written over only while its refund is still that one
+    # (none: it must have none), so that a copy read before an operator's refund never drops it (D-cryptostray-1)
+    refund_read: str | None = None
 
 
 class SettlementStore(Protocol):
@@ -237,6 +241,11 @@ class SettlementStore(Protocol):
     def save(self, change: SettlementChange) -> None:
         """Write the change in one transaction; ConflictError when a condition failed, ChangeRefusedError when the
         store can never take it (an item too large)."""
+        ...
+
+    def record_refund(self, payment_id: str, refund_tx: str, expected: PaymentStatus) -> None:
+        """Record the operator's refund on the stored payment by itself (nothing else of it is written), only while it
+        is still in ``expected`` status, unattributed and with no refund; ConflictError otherwise."""
         ...
 
     def claim_seen(self, payment_id: str, event_id: str) -> str:

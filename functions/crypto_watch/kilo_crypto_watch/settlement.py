@@ -494,7 +494,13 @@ class Settlement:
         kept = Payment(
             transfer, status, self._clock(), announced=not transfer.succeeded, generation=next_generation(existing)
         )
-        self._store.save(SettlementChange(kept, payment_expected=existing.status if existing else None))
+        self._store.save(
+            SettlementChange(
+                kept,
+                payment_expected=existing.status if existing else None,
+                refund_read=existing.refund_tx if existing else None,
+            )
+        )
         self._announce(kept)
         return kept
 
@@ -691,9 +697,10 @@ class Settlement:
                 raise NotRefundableError(f"payment {payment_id} pays bill {payment.invoice_id}: not unattributed")
             if payment.status in (PaymentStatus.FAILED, PaymentStatus.ORPHANED):
                 raise NotRefundableError(f"payment {payment_id} is {payment.status.value}: it paid nothing")
-            done = replace(payment, refund_tx=refund)
-            self._store.save(SettlementChange(done, payment_expected=payment.status, was_unattributed=True))
-            return done
+            # the refund alone, conditioned on the status read, no bill and no refund: a writer holding a copy read
+            # before it (an assign, a claim, finality) is refused and re-reads; it reverts none of theirs either
+            self._store.record_refund(payment_id, refund, payment.status)
+            return replace(payment, refund_tx=refund)
 
         return self._retried(payment_id, attempt)
 
@@ -785,6 +792,7 @@ class Settlement:
     def _record_new(self, transfer: ObservedTransfer, claimed_for: str | None, existing: Payment | None) -> Payment:
         now = self._clock()
         expected = existing.status if existing is not None else None
+        dropped = existing.refund_tx if existing is not None else None  # another credit at its id: not its refund
         # the same credit seen again after its orphaning keeps its bill; another credit at its index (the
         # transaction re-mined with its logs shifted) is recorded afresh
         reseen = (
@@ -801,7 +809,7 @@ class Settlement:
             if reseen is not None:
                 return self._reseen(reseen, transfer)  # orphaned, then reverted in its new block: keeps its bill
             failed = Payment(transfer, PaymentStatus.FAILED, now, announced=True, generation=next_generation(existing))
-            self._store.save(SettlementChange(failed, payment_expected=expected))
+            self._store.save(SettlementChange(failed, payment_expected=expected, refund_read=dropped))
             return failed
         if reseen is not None:
             return self._reseen(reseen, transfer)
@@ -830,7 +838,7 @@ class Settlement:
         found = self._match(transfer, claimed_for, detected)
         if found is None:
             unattributed = Payment(transfer, PaymentStatus.SEEN, now, generation=next_generation(existing))
-            self._store.save(SettlementChange(unattributed, payment_expected=expected))
+            self._store.save(SettlementChange(unattributed, payment_expected=expected, refund_read=dropped))
             if transfer.stray:
                 self._no_reminder(transfer)
             return unattributed
@@ -838,7 +846,9 @@ class Settlement:
         seen = Payment(transfer, PaymentStatus.SEEN, now, generation=next_generation(existing))
         valued = self._valued(seen, bill, quote, how, detected)
         new_bill, changed = self._bill_after(bill, valued, quotes)
-        self._store.save(SettlementChange(valued, payment_expected=expected, bill=new_bill, quotes=changed))
+        self._store.save(
+            SettlementChange(valued, payment_expected=expected, bill=new_bill, quotes=changed, refund_read=dropped)
+        )
         return valued
 
     def _no_reminder(self, stray: ObservedTransfer) -> None:
@@ -919,6 +929,7 @@ class Settlement:
                 quotes=changed,
                 moved=left,
                 moved_expected=moved_from.status,
+                refund_read=existing.refund_tx if existing is not None else None,
             )
         )
         self._announce_bill(new_bill)
