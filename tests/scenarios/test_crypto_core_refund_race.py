@@ -177,3 +177,33 @@ def test_given_a_refunded_payment_when_a_copy_without_the_refund_is_saved_then_t
     with pytest.raises(ConflictError):  # the refund itself: recorded once, never over another
         h.store.record_refund(PID, "sig-other", PaymentStatus.FINALIZED)
     assert _stored(h).refund_tx == "sig-back"
+
+
+def _reminders_after(stack: Stack, atomic: int) -> int:
+    """The $7.00 bill's 7 USDC quote (7,000,000 units, reference R1; made T0+1 min, expiring T0+31 min); a stray
+    credit of ``atomic`` units with R1 seen at T0+5 min; at T0+20 min the 15-minute window reaches T0+35 min, past the
+    expiry: the reminders ``announce_expiring`` sends."""
+    h = harness(stack)
+    h.clock.now = T0 + timedelta(minutes=5)
+    assert h.store.create_bill(bill("inv-1", "acct-1", "7.00"))
+    h.store.add_quote(quote("q-1", "USDC", 7_000_000, "1", chain="solana", amount_usd="7.00", reference="R1"))
+    stray = transfer("sig-dust", "USDC", atomic, T0 + timedelta(minutes=4), chain="solana", references=("R1",))
+    h.settlement.record_seen(replace(stray, stray=True))
+    h.clock.now = T0 + timedelta(minutes=20)
+    return h.settlement.announce_expiring("solana", timedelta(minutes=15))
+
+
+def test_given_a_stray_credit_short_of_its_quote_then_the_quotes_reminder_is_still_sent(stack: Stack) -> None:
+    """0.01 USDC = 10,000 units < the quote's 7,000,000 with its reference: nothing near the amount was paid - the
+    "pay 7 USDC" reminder is sent (1; before: 0, any stray with the reference silenced it). 6,999,999 units (one unit
+    short) too; the exact 7,000,000 units or more stop it (0)."""
+    assert _reminders_after(stack, 10_000) == 1
+
+
+@pytest.mark.parametrize(("atomic", "sent"), [(6_999_999, 1), (7_000_000, 0), (7_000_001, 0)])
+def test_given_a_stray_credit_with_a_quotes_reference_then_its_reminder_stops_only_when_it_covers_the_amount(
+    stack: Stack, atomic: int, sent: int
+) -> None:
+    """One unit short of 7,000,000: reminded (1); 7,000,000 exactly or one unit more: the customer paid it, into the
+    wrong account - not asked to pay again (0)."""
+    assert _reminders_after(stack, atomic) == sent

@@ -852,11 +852,18 @@ class Settlement:
         return valued
 
     def _no_reminder(self, stray: ObservedTransfer) -> None:
-        """A stray credit carrying a quote's reference: that quote's "expiring, pay ..." reminder is not sent (the
-        customer paid, into the wrong account: a reminder would have them pay twice; D-cryptostray-1, amended)."""
+        """A stray credit carrying a quote's reference and covering its amount: that quote's "expiring, pay ..."
+        reminder is not sent (the customer paid, into the wrong account: a reminder would have them pay twice;
+        D-cryptostray-1, amended). One short of it (dust with the reference, a part) leaves the reminder: the quote
+        is still to pay (D-cryptostray-1, amended in review 2)."""
         for reference in stray.references:
             quote = self._store.quote_by_reference(reference)
-            if quote is not None and quote.chain == stray.chain:
+            if (
+                quote is not None
+                and quote.chain == stray.chain
+                and quote.asset == stray.asset
+                and stray.atomic_amount >= quote.atomic_amount
+            ):
                 self._store.retire_expiring(quote)
 
     def _reseen(self, existing: Payment, transfer: ObservedTransfer) -> Payment:
