@@ -175,7 +175,7 @@ def test_given_a_refunded_payment_when_a_copy_without_the_refund_is_saved_then_t
     h.store.save(SettlementChange(replace(_stored(h), status=PaymentStatus.FINALIZED), PaymentStatus.SEEN))
     assert (_stored(h).status, _stored(h).refund_tx) == (PaymentStatus.FINALIZED, "sig-back")
     with pytest.raises(ConflictError):  # the refund itself: recorded once, never over another
-        h.store.record_refund(PID, "sig-other", PaymentStatus.FINALIZED)
+        h.store.record_refund(replace(_stored(h), refund_tx="sig-other"), PaymentStatus.FINALIZED)
     assert _stored(h).refund_tx == "sig-back"
 
 
@@ -207,3 +207,37 @@ def test_given_a_stray_credit_with_a_quotes_reference_then_its_reminder_stops_on
     """One unit short of 7,000,000: reminded (1); 7,000,000 exactly or one unit more: the customer paid it, into the
     wrong account - not asked to pay again (0)."""
     assert _reminders_after(stack, atomic) == sent
+
+
+def test_given_a_refunded_evm_payment_re_mined_at_another_log_index_then_the_new_id_keeps_the_refund(
+    stack: Stack,
+) -> None:
+    """100 USDC (100,000,000 units) from a wallet nobody linked, unattributed at log index 0 of 0xabc (block 100),
+    refunded by 0xback; block 100 reorged away (ORPHANED), the transaction re-mined in block 105 with its log at index
+    3: a new payment id. Before: a new unattributed payment - listed again, alerted a second time (2) and assignable
+    (bill PROCESSING on 100.00 sent back). Now it carries the refund (as ``_moved_from`` carries a bill): SEEN with
+    0xback, off the list, one alert in all, assign and the customer's claim refused, bill OPEN with no line."""
+    h = harness(stack)
+    assert h.store.create_bill(bill())
+    h.store.add_quote(quote("q-usdc", "USDC", 100_000_000, "1"))
+    h.clock.now = T0 + timedelta(minutes=5)
+    first = transfer("0xabc", "USDC", 100_000_000, T0 + timedelta(minutes=4), sender=STRANGER_WALLET)
+    h.settlement.record_seen(first)
+    h.settlement.refunded(first.payment_id, "0xback")
+    h.settlement.orphaned(first.payment_id, "0xblock")
+    again = replace(first, index=3, block_number=105, block_hash="0xnew")
+    with pytest.raises(ClaimRefusedError, match="refunded by 0xback"):
+        h.settlement.check_claim(again, "inv-1")
+    h.settlement.record_seen(again)
+
+    carried = _stored(h, "ethereum:0xabc:3")
+    assert (carried.status, carried.refund_tx, carried.invoice_id) == (PaymentStatus.SEEN, "0xback", None)
+    assert h.store.unattributed() == []
+    assert len(h.events("UnattributedCryptoPayment.v1")) == 1
+    with pytest.raises(NotAssignableError, match="refunded by 0xback"):
+        h.settlement.assign("ethereum:0xabc:3", "acct-1", "inv-1")
+    with pytest.raises(ClaimRefusedError, match="refunded by 0xback"):
+        h.settlement.record(again, claimed_for="inv-1")
+    after = h.store.bill("inv-1")
+    assert after is not None
+    assert (after.status, after.payments) == (BillStatus.OPEN, ())

@@ -631,6 +631,9 @@ class Settlement:
                 if moved_from.invoice_id != invoice_id:
                     raise AlreadyClaimedError(f"payment {transfer.payment_id} already pays another bill")
                 return
+            refunded = self._refunded_sibling(transfer)
+            if refunded is not None:  # re-mined under another id: still sent back
+                _not_refunded(refunded)
         if existing is not None and existing.status is not PaymentStatus.ORPHANED:
             if existing.invoice_id not in (None, invoice_id):
                 raise AlreadyClaimedError(f"payment {transfer.payment_id} already pays another bill")
@@ -679,8 +682,10 @@ class Settlement:
         """The operator's record that an UNATTRIBUTED payment (a stray one, say) was sent back on chain by
         ``refund_tx``: it leaves the unattributed list and is never assigned or claimed afterwards (it pays nothing;
         finalized or orphaned as before). The same refund recorded again returns it; a payment attributed, failed,
-        orphaned or refunded by another transaction is refused (``NotRefundableError``). One conditional write: the
-        payment must still be unattributed in the status read."""
+        orphaned or refunded by another transaction is refused (``NotRefundableError``). One conditional update of the
+        refund alone (``record_refund``): the payment must still be unattributed, unrefunded, in the status read; every
+        other write of the payment is conditioned on the refund it read, so none drops it. Re-mined at another index,
+        the credit keeps the refund (``_refunded_sibling``)."""
         refund = refund_tx.strip()
         if not refund:
             raise ValueError("the refund's transaction is required")
@@ -699,8 +704,9 @@ class Settlement:
                 raise NotRefundableError(f"payment {payment_id} is {payment.status.value}: it paid nothing")
             # the refund alone, conditioned on the status read, no bill and no refund: a writer holding a copy read
             # before it (an assign, a claim, finality) is refused and re-reads; it reverts none of theirs either
-            self._store.record_refund(payment_id, refund, payment.status)
-            return replace(payment, refund_tx=refund)
+            done = replace(payment, refund_tx=refund)
+            self._store.record_refund(done, payment.status)
+            return done
 
         return self._retried(payment_id, attempt)
 
@@ -820,19 +826,25 @@ class Settlement:
             return self._carried(moved_from, transfer, existing)
         if existing is not None and existing.moved_to is not None and not self._beside_moved(existing, transfer):
             return existing  # its bill moved to the payment it was re-mined as: counted there, never twice
-        if existing is not None and existing.refund_tx is not None and _same_credit(existing.transfer, transfer):
+        refunded = (
+            existing
+            if existing is not None and existing.refund_tx is not None and _same_credit(existing.transfer, transfer)
+            else self._refunded_sibling(transfer)
+        )
+        if refunded is not None:
             if claimed_for is not None:
-                _not_refunded(existing)
-            # seen again after its orphaning: still refunded, off the list, not told again
+                _not_refunded(refunded)
+            # seen again after its orphaning, at its index or re-mined at another: still refunded, off the list,
+            # not told again
             again = Payment(
                 transfer,
                 PaymentStatus.SEEN,
                 now,
                 announced=True,
-                refund_tx=existing.refund_tx,
+                refund_tx=refunded.refund_tx,
                 generation=next_generation(existing),
             )
-            self._store.save(SettlementChange(again, payment_expected=expected))
+            self._store.save(SettlementChange(again, payment_expected=expected, refund_read=dropped))
             return again
         detected = transfer.block_time or now
         found = self._match(transfer, claimed_for, detected)
@@ -907,6 +919,27 @@ class Settlement:
             )
         ]
         return min(candidates, key=lambda payment: payment.transfer.index, default=None)
+
+    def _refunded_sibling(self, transfer: ObservedTransfer) -> Payment | None:
+        """The refunded payment ``transfer`` is the same credit as, recorded under another id (its transaction
+        re-mined with the log at another index, D168): unattributed, refunded by an operator, ORPHANED or SEEN in
+        another block - as ``_moved_from`` finds an attributed one. Its refund goes with the credit: it pays
+        nothing at its new id either (D-cryptostray-1, amended in review 2)."""
+        return next(
+            (
+                payment
+                for payment in self._store.transaction_payments(transfer.chain, transfer.tx_id)
+                if payment.payment_id != transfer.payment_id
+                and not payment.attributed
+                and payment.refund_tx is not None
+                and _same_credit(payment.transfer, transfer)
+                and (
+                    payment.status is PaymentStatus.ORPHANED
+                    or (payment.status is PaymentStatus.SEEN and payment.transfer.block_hash != transfer.block_hash)
+                )
+            ),
+            None,
+        )
 
     def _carried(self, moved_from: Payment, transfer: ObservedTransfer, existing: Payment | None) -> Payment:
         """``transfer`` takes over the bill, quote, matching and valuation of ``moved_from`` (its same credit under
