@@ -16,7 +16,7 @@ from typing import Any
 from kilo_billing.aws import ConditionFailedError, InvalidRequestError, call, paged_items, put_if
 from kilo_billing.items import Item, from_item, to_item
 from kilo_crypto_watch import items
-from kilo_crypto_watch.model import Asset, Bill, BillStatus, Cursor, Payment, Quote, RateReading
+from kilo_crypto_watch.model import Asset, Bill, BillStatus, Cursor, Payment, PaymentStatus, Quote, RateReading
 from kilo_crypto_watch.ports import (
     AlreadyExistsError,
     ChangeRefusedError,
@@ -224,6 +224,17 @@ class DynamoCryptoStore:
             if change.block_expected is not None:
                 condition += " AND block_hash = :block"
                 values[":block"] = change.block_expected
+            # the whole item is put: a copy read before an operator's refund must not drop it (D-cryptostray-1);
+            # one carrying a refund goes over none or the same one (a refund is never changed), one dropping a refund
+            # over the very one it read
+            if change.refund_read is not None:
+                condition += " AND refund_tx = :refund"
+                values[":refund"] = change.refund_read
+            elif change.payment.refund_tx is not None:
+                condition += " AND (attribute_not_exists(refund_tx) OR refund_tx = :refund)"
+                values[":refund"] = change.payment.refund_tx
+            else:
+                condition += " AND attribute_not_exists(refund_tx)"
             payment_put["ConditionExpression"] = condition
             payment_put["ExpressionAttributeNames"] = {"#s": "status"}
             payment_put["ExpressionAttributeValues"] = to_item(values)
@@ -276,6 +287,30 @@ class DynamoCryptoStore:
         except InvalidRequestError as exc:
             raise ChangeRefusedError(
                 f"payment {change.payment.payment_id}: the table refused the change: {exc}"
+            ) from exc
+
+    def record_refund(self, refunded: Payment, expected: PaymentStatus) -> None:
+        # an update of the refund (and the listing it ends) alone: a concurrent write of the payment's other
+        # attributes (a rebase to another block, say) is never reverted by it; with the transaction's link, so that
+        # the credit re-mined at another index finds the refund (D168)
+        if refunded.refund_tx is None:
+            raise ValueError(f"payment {refunded.payment_id}: no refund to record")
+        update = {
+            "TableName": self._table,
+            "Key": items.key(items.payment_pk(refunded.payment_id), "PAY"),
+            "UpdateExpression": "SET refund_tx = :refund REMOVE gsi2pk, gsi2sk",
+            "ConditionExpression": (
+                "#s = :expected AND attribute_not_exists(invoice_id) AND attribute_not_exists(refund_tx)"
+            ),
+            "ExpressionAttributeNames": {"#s": "status"},
+            "ExpressionAttributeValues": to_item({":refund": refunded.refund_tx, ":expected": expected.value}),
+        }
+        link = {"TableName": self._table, "Item": items.transaction_link_to_item(refunded)}
+        try:
+            call(self._client.transact_write_items, TransactItems=[{"Update": update}, {"Put": link}])
+        except ConditionFailedError as exc:
+            raise ConflictError(
+                f"payment {refunded.payment_id}: changed before its refund was recorded: {exc}"
             ) from exc
 
     def claim_seen(self, payment_id: str, event_id: str) -> str:

@@ -202,6 +202,11 @@ class SettlementChange:
     moved: Payment | None = None  # the payment whose bill ``payment`` takes over (ORPHANED, ``moved_to`` set);
     moved_expected: PaymentStatus | None = None  # written only if still in this status and not moved already
     block_expected: str | None = None  # the payment is written only if its stored block hash is still this one
+    # the refund the step read on the stored payment and drops or keeps (another credit recorded afresh at its id):
+    # written over only while that is still its refund. Unset: a payment with no ``refund_tx`` is written only over
+    # one with none, so that a copy read before an operator's refund never drops it (D-cryptostray-1); one with a
+    # refund over none or the same one
+    refund_read: str | None = None
 
 
 class SettlementStore(Protocol):
@@ -231,12 +236,20 @@ class SettlementStore(Protocol):
     def payment(self, payment_id: str) -> Payment | None: ...
 
     def transaction_payments(self, chain: str, tx_id: str) -> Sequence[Payment]:
-        """The attributed payments recorded for transaction ``tx_id`` on ``chain`` (any index; archived ones too)."""
+        """The attributed payments recorded for transaction ``tx_id`` on ``chain`` (any index; archived ones too),
+        and the refunded ones (D-cryptostray-1)."""
         ...
 
     def save(self, change: SettlementChange) -> None:
         """Write the change in one transaction; ConflictError when a condition failed, ChangeRefusedError when the
         store can never take it (an item too large)."""
+        ...
+
+    def record_refund(self, refunded: Payment, expected: PaymentStatus) -> None:
+        """Record the operator's refund (``refunded.refund_tx``) on the stored payment by itself (nothing else of it
+        is written), only while it is still in ``expected`` status, unattributed and with no refund, and its
+        transaction's link to it (``transaction_payments`` finds it re-mined at another index); ConflictError
+        otherwise."""
         ...
 
     def claim_seen(self, payment_id: str, event_id: str) -> str:

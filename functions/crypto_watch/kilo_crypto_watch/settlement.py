@@ -494,7 +494,13 @@ class Settlement:
         kept = Payment(
             transfer, status, self._clock(), announced=not transfer.succeeded, generation=next_generation(existing)
         )
-        self._store.save(SettlementChange(kept, payment_expected=existing.status if existing else None))
+        self._store.save(
+            SettlementChange(
+                kept,
+                payment_expected=existing.status if existing else None,
+                refund_read=existing.refund_tx if existing else None,
+            )
+        )
         self._announce(kept)
         return kept
 
@@ -625,6 +631,9 @@ class Settlement:
                 if moved_from.invoice_id != invoice_id:
                     raise AlreadyClaimedError(f"payment {transfer.payment_id} already pays another bill")
                 return
+            refunded = self._refunded_sibling(transfer)
+            if refunded is not None:  # re-mined under another id: still sent back
+                _not_refunded(refunded)
         if existing is not None and existing.status is not PaymentStatus.ORPHANED:
             if existing.invoice_id not in (None, invoice_id):
                 raise AlreadyClaimedError(f"payment {transfer.payment_id} already pays another bill")
@@ -673,8 +682,10 @@ class Settlement:
         """The operator's record that an UNATTRIBUTED payment (a stray one, say) was sent back on chain by
         ``refund_tx``: it leaves the unattributed list and is never assigned or claimed afterwards (it pays nothing;
         finalized or orphaned as before). The same refund recorded again returns it; a payment attributed, failed,
-        orphaned or refunded by another transaction is refused (``NotRefundableError``). One conditional write: the
-        payment must still be unattributed in the status read."""
+        orphaned or refunded by another transaction is refused (``NotRefundableError``). One conditional update of the
+        refund alone (``record_refund``): the payment must still be unattributed, unrefunded, in the status read; every
+        other write of the payment is conditioned on the refund it read, so none drops it. Re-mined at another index,
+        the credit keeps the refund (``_refunded_sibling``)."""
         refund = refund_tx.strip()
         if not refund:
             raise ValueError("the refund's transaction is required")
@@ -691,8 +702,10 @@ class Settlement:
                 raise NotRefundableError(f"payment {payment_id} pays bill {payment.invoice_id}: not unattributed")
             if payment.status in (PaymentStatus.FAILED, PaymentStatus.ORPHANED):
                 raise NotRefundableError(f"payment {payment_id} is {payment.status.value}: it paid nothing")
+            # the refund alone, conditioned on the status read, no bill and no refund: a writer holding a copy read
+            # before it (an assign, a claim, finality) is refused and re-reads; it reverts none of theirs either
             done = replace(payment, refund_tx=refund)
-            self._store.save(SettlementChange(done, payment_expected=payment.status, was_unattributed=True))
+            self._store.record_refund(done, payment.status)
             return done
 
         return self._retried(payment_id, attempt)
@@ -785,6 +798,7 @@ class Settlement:
     def _record_new(self, transfer: ObservedTransfer, claimed_for: str | None, existing: Payment | None) -> Payment:
         now = self._clock()
         expected = existing.status if existing is not None else None
+        dropped = existing.refund_tx if existing is not None else None  # another credit at its id: not its refund
         # the same credit seen again after its orphaning keeps its bill; another credit at its index (the
         # transaction re-mined with its logs shifted) is recorded afresh
         reseen = (
@@ -801,7 +815,7 @@ class Settlement:
             if reseen is not None:
                 return self._reseen(reseen, transfer)  # orphaned, then reverted in its new block: keeps its bill
             failed = Payment(transfer, PaymentStatus.FAILED, now, announced=True, generation=next_generation(existing))
-            self._store.save(SettlementChange(failed, payment_expected=expected))
+            self._store.save(SettlementChange(failed, payment_expected=expected, refund_read=dropped))
             return failed
         if reseen is not None:
             return self._reseen(reseen, transfer)
@@ -812,25 +826,31 @@ class Settlement:
             return self._carried(moved_from, transfer, existing)
         if existing is not None and existing.moved_to is not None and not self._beside_moved(existing, transfer):
             return existing  # its bill moved to the payment it was re-mined as: counted there, never twice
-        if existing is not None and existing.refund_tx is not None and _same_credit(existing.transfer, transfer):
+        refunded = (
+            existing
+            if existing is not None and existing.refund_tx is not None and _same_credit(existing.transfer, transfer)
+            else self._refunded_sibling(transfer)
+        )
+        if refunded is not None:
             if claimed_for is not None:
-                _not_refunded(existing)
-            # seen again after its orphaning: still refunded, off the list, not told again
+                _not_refunded(refunded)
+            # seen again after its orphaning, at its index or re-mined at another: still refunded, off the list,
+            # not told again
             again = Payment(
                 transfer,
                 PaymentStatus.SEEN,
                 now,
                 announced=True,
-                refund_tx=existing.refund_tx,
+                refund_tx=refunded.refund_tx,
                 generation=next_generation(existing),
             )
-            self._store.save(SettlementChange(again, payment_expected=expected))
+            self._store.save(SettlementChange(again, payment_expected=expected, refund_read=dropped))
             return again
         detected = transfer.block_time or now
         found = self._match(transfer, claimed_for, detected)
         if found is None:
             unattributed = Payment(transfer, PaymentStatus.SEEN, now, generation=next_generation(existing))
-            self._store.save(SettlementChange(unattributed, payment_expected=expected))
+            self._store.save(SettlementChange(unattributed, payment_expected=expected, refund_read=dropped))
             if transfer.stray:
                 self._no_reminder(transfer)
             return unattributed
@@ -838,15 +858,24 @@ class Settlement:
         seen = Payment(transfer, PaymentStatus.SEEN, now, generation=next_generation(existing))
         valued = self._valued(seen, bill, quote, how, detected)
         new_bill, changed = self._bill_after(bill, valued, quotes)
-        self._store.save(SettlementChange(valued, payment_expected=expected, bill=new_bill, quotes=changed))
+        self._store.save(
+            SettlementChange(valued, payment_expected=expected, bill=new_bill, quotes=changed, refund_read=dropped)
+        )
         return valued
 
     def _no_reminder(self, stray: ObservedTransfer) -> None:
-        """A stray credit carrying a quote's reference: that quote's "expiring, pay ..." reminder is not sent (the
-        customer paid, into the wrong account: a reminder would have them pay twice; D-cryptostray-1, amended)."""
+        """A stray credit carrying a quote's reference and covering its amount: that quote's "expiring, pay ..."
+        reminder is not sent (the customer paid, into the wrong account: a reminder would have them pay twice;
+        D-cryptostray-1, amended). One short of it (dust with the reference, a part) leaves the reminder: the quote
+        is still to pay (D-cryptostray-1, amended in review 2)."""
         for reference in stray.references:
             quote = self._store.quote_by_reference(reference)
-            if quote is not None and quote.chain == stray.chain:
+            if (
+                quote is not None
+                and quote.chain == stray.chain
+                and quote.asset == stray.asset
+                and stray.atomic_amount >= quote.atomic_amount
+            ):
                 self._store.retire_expiring(quote)
 
     def _reseen(self, existing: Payment, transfer: ObservedTransfer) -> Payment:
@@ -891,6 +920,27 @@ class Settlement:
         ]
         return min(candidates, key=lambda payment: payment.transfer.index, default=None)
 
+    def _refunded_sibling(self, transfer: ObservedTransfer) -> Payment | None:
+        """The refunded payment ``transfer`` is the same credit as, recorded under another id (its transaction
+        re-mined with the log at another index, D168): unattributed, refunded by an operator, ORPHANED or SEEN in
+        another block - as ``_moved_from`` finds an attributed one. Its refund goes with the credit: it pays
+        nothing at its new id either (D-cryptostray-1, amended in review 2)."""
+        return next(
+            (
+                payment
+                for payment in self._store.transaction_payments(transfer.chain, transfer.tx_id)
+                if payment.payment_id != transfer.payment_id
+                and not payment.attributed
+                and payment.refund_tx is not None
+                and _same_credit(payment.transfer, transfer)
+                and (
+                    payment.status is PaymentStatus.ORPHANED
+                    or (payment.status is PaymentStatus.SEEN and payment.transfer.block_hash != transfer.block_hash)
+                )
+            ),
+            None,
+        )
+
     def _carried(self, moved_from: Payment, transfer: ObservedTransfer, existing: Payment | None) -> Payment:
         """``transfer`` takes over the bill, quote, matching and valuation of ``moved_from`` (its same credit under
         another id): one transaction writes it SEEN, ``moved_from`` ORPHANED and moved to it (only if still in the
@@ -919,6 +969,7 @@ class Settlement:
                 quotes=changed,
                 moved=left,
                 moved_expected=moved_from.status,
+                refund_read=existing.refund_tx if existing is not None else None,
             )
         )
         self._announce_bill(new_bill)
