@@ -833,8 +833,10 @@ def _refund_not_made(
     paid in several payments) leaves the request pending for the rest: its rerun finds the failed part by the
     request's id and tops up only what was never made (D-refundfail-1 amended). ``refunded`` is stored net of the
     failures, so the failure's amount is taken off it here (it stands for the refunds made, failed ones included)."""
-    if not refund or amount <= 0 or any(known == refund for known, _ in invoice.failed_refunds):
+    if not refund or amount <= 0:
         return invoice
+    if any(known == refund for known, _ in invoice.failed_refunds):
+        return _failed_earlier(invoice, refund, sent)
     current, pending = invoice, invoice.refund_pending
     if ours is not None and pending is not None and pending.refund_id == ours and amount >= pending.amount:
         current = replace(
@@ -857,6 +859,23 @@ def _refund_not_made(
         refunded=current.refunded - amount,
     )
     return replace(failed, refunded=failed.given_back())
+
+
+def _failed_earlier(invoice: InvoiceRecord, refund: str, sent: tuple[str, int]) -> InvoiceRecord:
+    """A failure already recorded, said again by another event (``refund.updated`` after ``refund.failed``, in any
+    order): it is dated by the earliest event saying it - a later update processed first must not make a charge's
+    total sent in between read as still holding it (taken off twice). Its charge is kept, or taken from this event
+    when not known; ``refunded`` is read again (a total sent after the earlier time is net of the failure). A time
+    not known (0) is never earlier (D-refundfail-1 amended, review 2)."""
+    charge, at = sent
+    dated = dict(invoice.failed_refunds_at)
+    known_charge, known_at = dated.get(refund, ("", 0))
+    earlier = at > 0 and (known_at == 0 or at < known_at)
+    if not earlier and (known_charge or not charge):
+        return invoice
+    dated[refund] = (known_charge or charge, at if earlier else known_at)
+    moved = replace(invoice, failed_refunds_at=tuple(sorted(dated.items())))
+    return replace(moved, refunded=moved.given_back())
 
 
 def _refunded_outside(invoice: InvoiceRecord, refund: str, amount: Decimal) -> InvoiceRecord:
@@ -1391,7 +1410,8 @@ def refund_invoice(
             raise ValueError(f"invoice {current.number}: another refund is being made; run again when it is done")
         bounded(current)
         number = current.refunds_requested + 1
-        asked = RefundRequest(f"{current.invoice_id}/refund/{number}", wanted, current.refunded)
+        failed = total([amount for _, amount in current.failed_refunds])  # ``refunded`` is net of them
+        asked = RefundRequest(f"{current.invoice_id}/refund/{number}", wanted, current.refunded, failed)
         return replace(current, refunds_requested=number, refund_pending=asked)
 
     invoice = _save_with(store, invoice, request, seq_read=ledger.billing.seq)
