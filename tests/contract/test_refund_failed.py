@@ -436,3 +436,41 @@ def test_given_a_failure_known_when_our_refund_is_requested_then_a_note_meanwhil
     assert (march.refunded, march.kept) == (Decimal("65.20"), NONE)
     assert (note.to_credit, note.to_due, note.returned) == (NONE, NONE, Decimal("3.60"))
     assert found.billing.credit == NONE
+
+
+def test_given_a_pending_request_whose_part_failed_when_refund_all_is_rerun_then_it_says_what_was_refunded_truthfully(
+    ledger: Ledger,
+) -> None:
+    """As ``..._one_payments_part_of_it_fails_...``: ours of all 65.20 pending, its 40.00 on the first payment made
+    then failed at the bank. The operator reruns "refund all" (no amount): the pending request is finished - 65.20
+    made less 40.00 failed = 25.20 refunded, March keeps 40.00 - and the run stops there, saying so: 25.20 refunded,
+    40.00 kept, of which 40.00 came back from a refund the card's bank returned; never "nothing more was refunded"
+    (25.20 just was) and never "run again to refund more" (the new request would send the 40.00 to the same card)."""
+    gateway, _deps, intent = _team_march_paid(ledger)
+    _request_timing_out(ledger, gateway, None)
+    events = Events()
+    _stripe(ledger, gateway, events, "evt_f", "refund.failed", _refund("re_a", intent, 4000, "failed", ours=True))
+    with pytest.raises(ValueError, match="it is now done") as raised:
+        refund_invoice(ledger.store, gateway, "acme", MARCH, None)
+    said = str(raised.value)
+    assert "25.20 refunded and 40.00 kept" in said
+    assert "40.00 of it came back from refunds the card's bank returned" in said
+    assert "nothing more was refunded" not in said
+    assert "run again" not in said
+    march = _march(ledger)
+    assert (march.refund_pending, march.refunded, march.kept) == (None, Decimal("25.20"), Decimal("40.00"))
+
+
+def test_given_a_pending_request_finished_by_a_run_asking_another_amount_then_it_still_invites_a_new_run(
+    ledger: Ledger,
+) -> None:
+    """No failure: ours of 20.00 pending; a run asking 10.00 finishes the 20.00 (20.00 refunded, 65.20 - 20.00 = 45.20
+    kept) and does not refund the 10.00: it says so and that running again refunds it (D-refundfail-1 amended,
+    review 2: only a failure's money is never invited back to the card)."""
+    gateway, _deps, _intent = _team_march_paid(ledger)
+    _request_timing_out(ledger, gateway, Decimal("20.00"))
+    with pytest.raises(ValueError, match="it is now done") as raised:
+        refund_invoice(ledger.store, gateway, "acme", MARCH, Decimal("10.00"))
+    said = str(raised.value)
+    assert "20.00 refunded and 45.20 kept" in said
+    assert "the 10.00 asked now was not refunded: run again to refund it" in said

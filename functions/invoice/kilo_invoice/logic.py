@@ -1371,10 +1371,7 @@ def refund_invoice(
     if pending is not None:
         done = _finish_refund(store, gateway, invoice, pending)
         if (amount is not None and amount != pending.amount) or (amount is None and done.kept > 0):
-            raise ValueError(
-                f"an earlier refund of {money_str(pending.amount)} on invoice {invoice.number} ({pending.refund_id}) "
-                f"had not finished; it is now done and nothing more was refunded: run again to refund more"
-            )
+            raise ValueError(_finished_instead(done, pending, amount))
         return done
     # credit notes gave it back already: taken off the amount due (never paid) or given as account credit (D131);
     # a note against the period may have credited what an early invoice of it billed (D166)
@@ -1419,6 +1416,27 @@ def refund_invoice(
     if pending is None:
         raise AssertionError("the refund request was just recorded")
     return _finish_refund(store, gateway, invoice, pending)
+
+
+def _finished_instead(done: InvoiceRecord, pending: RefundRequest, amount: Decimal | None) -> str:
+    """What a run that finished an earlier pending request (instead of the refund it asked) says: what the invoice
+    has refunded and keeps now, and what was not refunded. Running again is invited only for money that is not a
+    failed refund's: a new request would send that to the card whose bank returned it (D-refundfail-1 amended,
+    review 2)."""
+    asked = "the rest" if amount is None else f"the {money_str(amount)}"
+    failed = total([refunded for _, refunded in done.failed_refunds])
+    said = (
+        f"an earlier refund of {money_str(pending.amount)} on invoice {done.number} ({pending.refund_id}) had not "
+        f"finished; it is now done: {money_str(done.refunded)} refunded and {money_str(done.kept)} kept; {asked} "
+        "asked now was not refunded"
+    )
+    if failed <= 0:
+        return f"{said}: run again to refund it"
+    back = min(failed, done.kept)
+    return (
+        f"{said}. {money_str(back)} of it came back from refunds the card's bank returned: a new refund would go to "
+        "the same card - contact the customer and return it another way"
+    )
 
 
 def _finish_refund(
