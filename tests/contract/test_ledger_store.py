@@ -99,7 +99,7 @@ def test_given_a_paid_invoice_then_its_payments_refund_request_and_chargeback_re
         opened.moved(InvoiceStatus.PAID, MAR.end),
         gateway_refs=("pi_1",),
         refunds_requested=2,
-        refund_pending=RefundRequest("acme/2026-03/refund/2", Decimal("5.00"), Decimal("10.00")),
+        refund_pending=RefundRequest("acme/2026-03/refund/2", Decimal("5.00"), Decimal("10.00"), Decimal("2.50")),
         refunded=Decimal("10.00"),
         charged_back=Decimal("20.50"),
     )

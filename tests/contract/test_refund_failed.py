@@ -347,3 +347,130 @@ def test_given_a_dashboard_refund_failed_when_its_total_from_before_the_failure_
     _stripe(ledger, gateway, events, "e2", "refund.failed", failed, created=200)
     _stripe(ledger, gateway, events, "e3", "charge.refunded", _march_charge(intent, 1000), created=100)
     assert (_march(ledger).refunded, _march(ledger).kept) == (NONE, Decimal("65.20"))
+
+
+def test_given_a_failures_later_update_processed_before_its_refund_failed_then_the_failure_keeps_its_earlier_time(
+    ledger: Ledger,
+) -> None:
+    """The dashboard's 10.00 (``refund.created`` and ``charge.refunded`` 1000 at t=100) fails at t=200; a second
+    dashboard refund of 5.00 is known only by its charge's total sent at t=300: 1000 - 1000 + 500 = 500. A later
+    ``refund.updated`` of the failed Refund (t=400, still failed) is processed before the ``refund.failed`` (t=200).
+    The failure is dated by the earliest event saying it (t=200 < t=300): the 500 is net of it, 5.00 + 10.00 = 15.00
+    refunded at Stripe, less the 10.00 failed = 5.00 refunded, March keeps 65.20 - 5.00 = 60.20. Before: dated t=400
+    (the first processed), the 500 read as still holding it - 500 - 1000 -> taken off twice: 0.00 refunded, 65.20
+    kept. Redelivered, nothing changes."""
+    gateway, _deps, intent = _team_march_paid(ledger)
+    events = Events()
+    made = _refund("re_dash", intent, 1000, "succeeded", ours=False)
+    failed = _refund("re_dash", intent, 1000, "failed", ours=False)
+    _stripe(ledger, gateway, events, "e1", "refund.created", made, created=100)
+    _stripe(ledger, gateway, events, "e2", "charge.refunded", _march_charge(intent, 1000), created=100)
+    _stripe(ledger, gateway, events, "e4", "charge.refunded", _march_charge(intent, 500), created=300)
+    _stripe(ledger, gateway, events, "e5", "refund.updated", failed, created=400)
+    _stripe(ledger, gateway, events, "e3", "refund.failed", failed, created=200)
+    march = _march(ledger)
+    assert march.failed_refunds_at == (("re_dash", ("ch_mar", 200)),)
+    assert (march.refunded, march.kept) == (Decimal("5.00"), Decimal("60.20"))
+    _stripe(ledger, gateway, events, "e5", "refund.updated", failed, created=400)  # again
+    assert (_march(ledger).refunded, _march(ledger).kept) == (Decimal("5.00"), Decimal("60.20"))
+
+
+def _dashboard_10_failed_then_5_made(ledger: Ledger) -> tuple[InMemoryPaymentGateway, Any, str | None, Events]:
+    """The dashboard's 10.00 (``refund.created`` and ``charge.refunded`` 1000 at t=100) fails at t=200; a second
+    dashboard refund of 5.00 is known only by its charge's total sent at t=300 (500): 5.00 refunded, 60.20 kept."""
+    gateway, deps, intent = _team_march_paid(ledger)
+    events = Events()
+    _stripe(
+        ledger,
+        gateway,
+        events,
+        "e1",
+        "refund.created",
+        _refund("re_dash", intent, 1000, "succeeded", False),
+        created=100,
+    )
+    _stripe(ledger, gateway, events, "e2", "charge.refunded", _march_charge(intent, 1000), created=100)
+    _stripe(
+        ledger, gateway, events, "e3", "refund.failed", _refund("re_dash", intent, 1000, "failed", False), created=200
+    )
+    _stripe(ledger, gateway, events, "e4", "charge.refunded", _march_charge(intent, 500), created=300)
+    return gateway, deps, intent, events
+
+
+def test_given_a_failure_known_when_our_refund_is_requested_then_the_pending_request_counts_it_once(
+    ledger: Ledger,
+) -> None:
+    """``_dashboard_10_failed_then_5_made`` (5.00 refunded, 60.20 kept; ``refunded`` stored net of the 10.00 failed),
+    then ours of all that is left (60.20) recorded and Stripe's answer lost (pending). Once made: 5.00 + 60.20 = 65.20
+    given back - the figure from the request is 5.00 before + 10.00 failed before + 60.20 = 75.20 gross, less the
+    10.00 failed = 65.20 - so March keeps 60.20 - (65.20 - 5.00) = 0.00 less pending, nothing refundable. Before: 5.00
+    + 60.20 = 65.20 read as gross, less 10.00 again = 60.20 (the outside and ours' figure 10.00 + 60.20 - 10.00):
+    5.00 kept less pending."""
+    gateway, _deps, _intent, _events = _dashboard_10_failed_then_5_made(ledger)
+    assert (_march(ledger).refunded, _march(ledger).kept) == (Decimal("5.00"), Decimal("60.20"))
+    _request_timing_out(ledger, gateway, None)
+    march = _march(ledger)
+    assert march.refund_pending is not None
+    assert (march.refund_pending.amount, march.refund_pending.failed_before) == (Decimal("60.20"), Decimal("10.00"))
+    assert (march.given_back(march.refund_pending), march.kept_less_pending) == (Decimal("65.20"), NONE)
+    assert refundable(ledger.store.ledger("acme"), march) == NONE
+
+
+def test_given_a_failure_known_when_our_refund_is_requested_then_a_note_meanwhile_does_not_give_it_back_twice(
+    ledger: Ledger,
+) -> None:
+    """As above, ours of 60.20 pending; April's close finds -5,000 March minutes (-5,000 x 0.00072 = -3.60): March
+    keeps 0.00 less pending, so the note credits 0.00 and records 3.60 as returned; the rerun makes the 60.20 and its
+    ``charge.refunded`` (500 + 6020 = 6520, t=500) lands: 65.20 + 10.00 failed before it = 75.20, less 10.00 = 65.20
+    refunded, 0.00 kept, 0.00 credit: 65.20 back on 65.20 paid. Before: the note credited 3.60 - 65.20 + 3.60 = 68.80
+    back."""
+    gateway, deps, intent, events = _dashboard_10_failed_then_5_made(ledger)
+    _request_timing_out(ledger, gateway, None)
+    ledger.rate("acme", "2026-03", SEG, "video", -5_000)
+    close_account(deps, "acme", APR, APR.end)
+    refund_invoice(ledger.store, gateway, "acme", MARCH, Decimal("60.20"))
+    _stripe(ledger, gateway, events, "e6", "charge.refunded", _march_charge(intent, 6520), created=500)
+    found = ledger.store.ledger("acme")
+    note = found.credit_notes["acme/2026-03/credit-2026-04"]
+    march = found.invoices[MARCH]
+    assert (march.refunded, march.kept) == (Decimal("65.20"), NONE)
+    assert (note.to_credit, note.to_due, note.returned) == (NONE, NONE, Decimal("3.60"))
+    assert found.billing.credit == NONE
+
+
+def test_given_a_pending_request_whose_part_failed_when_refund_all_is_rerun_then_it_says_what_was_refunded_truthfully(
+    ledger: Ledger,
+) -> None:
+    """As ``..._one_payments_part_of_it_fails_...``: ours of all 65.20 pending, its 40.00 on the first payment made
+    then failed at the bank. The operator reruns "refund all" (no amount): the pending request is finished - 65.20
+    made less 40.00 failed = 25.20 refunded, March keeps 40.00 - and the run stops there, saying so: 25.20 refunded,
+    40.00 kept, of which 40.00 came back from a refund the card's bank returned; never "nothing more was refunded"
+    (25.20 just was) and never "run again to refund more" (the new request would send the 40.00 to the same card)."""
+    gateway, _deps, intent = _team_march_paid(ledger)
+    _request_timing_out(ledger, gateway, None)
+    events = Events()
+    _stripe(ledger, gateway, events, "evt_f", "refund.failed", _refund("re_a", intent, 4000, "failed", ours=True))
+    with pytest.raises(ValueError, match="it is now done") as raised:
+        refund_invoice(ledger.store, gateway, "acme", MARCH, None)
+    said = str(raised.value)
+    assert "25.20 refunded and 40.00 kept" in said
+    assert "40.00 of it came back from refunds the card's bank returned" in said
+    assert "nothing more was refunded" not in said
+    assert "run again" not in said
+    march = _march(ledger)
+    assert (march.refund_pending, march.refunded, march.kept) == (None, Decimal("25.20"), Decimal("40.00"))
+
+
+def test_given_a_pending_request_finished_by_a_run_asking_another_amount_then_it_still_invites_a_new_run(
+    ledger: Ledger,
+) -> None:
+    """No failure: ours of 20.00 pending; a run asking 10.00 finishes the 20.00 (20.00 refunded, 65.20 - 20.00 = 45.20
+    kept) and does not refund the 10.00: it says so and that running again refunds it (D-refundfail-1 amended,
+    review 2: only a failure's money is never invited back to the card)."""
+    gateway, _deps, _intent = _team_march_paid(ledger)
+    _request_timing_out(ledger, gateway, Decimal("20.00"))
+    with pytest.raises(ValueError, match="it is now done") as raised:
+        refund_invoice(ledger.store, gateway, "acme", MARCH, Decimal("10.00"))
+    said = str(raised.value)
+    assert "20.00 refunded and 45.20 kept" in said
+    assert "the 10.00 asked now was not refunded: run again to refund it" in said

@@ -833,8 +833,10 @@ def _refund_not_made(
     paid in several payments) leaves the request pending for the rest: its rerun finds the failed part by the
     request's id and tops up only what was never made (D-refundfail-1 amended). ``refunded`` is stored net of the
     failures, so the failure's amount is taken off it here (it stands for the refunds made, failed ones included)."""
-    if not refund or amount <= 0 or any(known == refund for known, _ in invoice.failed_refunds):
+    if not refund or amount <= 0:
         return invoice
+    if any(known == refund for known, _ in invoice.failed_refunds):
+        return _failed_earlier(invoice, refund, sent)
     current, pending = invoice, invoice.refund_pending
     if ours is not None and pending is not None and pending.refund_id == ours and amount >= pending.amount:
         current = replace(
@@ -857,6 +859,23 @@ def _refund_not_made(
         refunded=current.refunded - amount,
     )
     return replace(failed, refunded=failed.given_back())
+
+
+def _failed_earlier(invoice: InvoiceRecord, refund: str, sent: tuple[str, int]) -> InvoiceRecord:
+    """A failure already recorded, said again by another event (``refund.updated`` after ``refund.failed``, in any
+    order): it is dated by the earliest event saying it - a later update processed first must not make a charge's
+    total sent in between read as still holding it (taken off twice). Its charge is kept, or taken from this event
+    when not known; ``refunded`` is read again (a total sent after the earlier time is net of the failure). A time
+    not known (0) is never earlier (D-refundfail-1 amended, review 2)."""
+    charge, at = sent
+    dated = dict(invoice.failed_refunds_at)
+    known_charge, known_at = dated.get(refund, ("", 0))
+    earlier = at > 0 and (known_at == 0 or at < known_at)
+    if not earlier and (known_charge or not charge):
+        return invoice
+    dated[refund] = (known_charge or charge, at if earlier else known_at)
+    moved = replace(invoice, failed_refunds_at=tuple(sorted(dated.items())))
+    return replace(moved, refunded=moved.given_back())
 
 
 def _refunded_outside(invoice: InvoiceRecord, refund: str, amount: Decimal) -> InvoiceRecord:
@@ -1352,10 +1371,7 @@ def refund_invoice(
     if pending is not None:
         done = _finish_refund(store, gateway, invoice, pending)
         if (amount is not None and amount != pending.amount) or (amount is None and done.kept > 0):
-            raise ValueError(
-                f"an earlier refund of {money_str(pending.amount)} on invoice {invoice.number} ({pending.refund_id}) "
-                f"had not finished; it is now done and nothing more was refunded: run again to refund more"
-            )
+            raise ValueError(_finished_instead(done, pending, amount))
         return done
     # credit notes gave it back already: taken off the amount due (never paid) or given as account credit (D131);
     # a note against the period may have credited what an early invoice of it billed (D166)
@@ -1391,7 +1407,8 @@ def refund_invoice(
             raise ValueError(f"invoice {current.number}: another refund is being made; run again when it is done")
         bounded(current)
         number = current.refunds_requested + 1
-        asked = RefundRequest(f"{current.invoice_id}/refund/{number}", wanted, current.refunded)
+        failed = total([amount for _, amount in current.failed_refunds])  # ``refunded`` is net of them
+        asked = RefundRequest(f"{current.invoice_id}/refund/{number}", wanted, current.refunded, failed)
         return replace(current, refunds_requested=number, refund_pending=asked)
 
     invoice = _save_with(store, invoice, request, seq_read=ledger.billing.seq)
@@ -1399,6 +1416,27 @@ def refund_invoice(
     if pending is None:
         raise AssertionError("the refund request was just recorded")
     return _finish_refund(store, gateway, invoice, pending)
+
+
+def _finished_instead(done: InvoiceRecord, pending: RefundRequest, amount: Decimal | None) -> str:
+    """What a run that finished an earlier pending request (instead of the refund it asked) says: what the invoice
+    has refunded and keeps now, and what was not refunded. Running again is invited only for money that is not a
+    failed refund's: a new request would send that to the card whose bank returned it (D-refundfail-1 amended,
+    review 2)."""
+    asked = "the rest" if amount is None else f"the {money_str(amount)}"
+    failed = total([refunded for _, refunded in done.failed_refunds])
+    said = (
+        f"an earlier refund of {money_str(pending.amount)} on invoice {done.number} ({pending.refund_id}) had not "
+        f"finished; it is now done: {money_str(done.refunded)} refunded and {money_str(done.kept)} kept; {asked} "
+        "asked now was not refunded"
+    )
+    if failed <= 0:
+        return f"{said}: run again to refund it"
+    back = min(failed, done.kept)
+    return (
+        f"{said}. {money_str(back)} of it came back from refunds the card's bank returned: a new refund would go to "
+        "the same card - contact the customer and return it another way"
+    )
 
 
 def _finish_refund(

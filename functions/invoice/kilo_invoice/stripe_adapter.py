@@ -374,12 +374,14 @@ class StripePaymentGateway:
         asked = in_cents(amount)
         wanted = asked
         made: list[str] = []
+        failed = 0  # cents of this request's refunds made and then failed at the card's bank (never made again)
         room: list[tuple[str, int]] = []  # (payment intent, cents left to refund on it)
         for intent, paid_cents in paid:
             refunds = self._refunds_of(intent)
             mine = [r for r in refunds if _metadata(r).get(META_REFUND) == refund_id]
             wanted -= sum(r.amount for r in mine)  # failed ones too: made, then failed - never made again silently
             made += [r.id for r in mine]
+            failed += sum(r.amount for r in mine if r.status in _NOT_GIVEN)
             used = [r for r in refunds if r.status not in _NOT_GIVEN or r.id in made]  # this card's failed one too
             room.append((intent, paid_cents - sum(r.amount for r in used)))
         try:
@@ -406,10 +408,11 @@ class StripePaymentGateway:
         except GatewayRejectedError as exc:
             if wanted >= asked:
                 raise  # nothing of it refunded: refused as a whole
+            returned = f"; {dollars(failed)} made then failed at the card's bank (not sent again)" if failed else ""
             raise GatewayPartlyRefundedError(
-                f"{dollars(asked - wanted)} of {dollars(asked)} refunded on {gateway_id} ({', '.join(made)}); the rest "
-                f"refused: {exc}",
-                dollars(asked - wanted),
+                f"{dollars(asked - wanted - failed)} of {dollars(asked)} refunded on {gateway_id} ({', '.join(made)})"
+                f"{returned}; the rest refused: {exc}",
+                dollars(asked - wanted),  # made at the processor, the failed part too: the failure takes it off
             ) from exc
         return ",".join(made)
 

@@ -131,7 +131,10 @@ class RefundRequest:
 
     refund_id: str  # ``<invoice id>/refund/<n>``, n counting the invoice's refund requests
     amount: Decimal
-    refunded_before: Decimal  # the invoice's ``refunded`` when it was requested
+    refunded_before: Decimal  # the invoice's ``refunded`` when it was requested (stored net of the failures)
+    # the refunds that had failed when it was requested (``failed_refunds``' sum): ``refunded_before`` + this is gross,
+    # as ``given_back``'s other figures (D-refundfail-1 amended, review 2); 0.00 on requests stored before it
+    failed_before: Decimal = ZERO
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,9 +222,11 @@ class InvoiceRecord:
         or after a failure), so the largest less the failures counts each failure once, in any order
         (D-refundfail-1). A charge's total Stripe sent after a failure of that charge is net of it already, so the
         failure is added back to that figure before the failures are taken off (``_failed_before_totals``): taken off
-        once, not twice (D-refundfail-1 amended). Never below nothing."""
+        once, not twice (D-refundfail-1 amended). The request's figure adds the failures known when it was asked
+        (``failed_before``) to ``refunded_before``, net of them, so it is gross too (D-refundfail-1 amended, review 2).
+        Never below nothing."""
         amount = ZERO if pending is None else pending.amount
-        before = ZERO if pending is None else pending.refunded_before + amount
+        before = ZERO if pending is None else pending.refunded_before + pending.failed_before + amount
         # a shortfall ``invoice.paid`` recorded (D-stripeside-2) was never charged: no charge's total holds it, so it
         # is counted with them - one figure, else the larger of the two hides the other (D-stripeside-2 amended)
         short = total([amount for refund, amount in self.outside_refunds if refund.startswith(SHORTFALL)])

@@ -211,6 +211,7 @@ def _refund_request_json(request: RefundRequest | None) -> dict[str, Any] | None
         "refund_id": request.refund_id,
         "amount": str(request.amount),
         "refunded_before": str(request.refunded_before),
+        "failed_before": str(request.failed_before),
     }
 
 
@@ -233,6 +234,7 @@ def _refund_request(values: Mapping[str, Any] | None) -> RefundRequest | None:
         str(values["refund_id"]),
         Decimal(str(values["amount"])),
         Decimal(str(values["refunded_before"])),
+        Decimal(str(values.get("failed_before", "0"))),  # none on requests stored before it was kept
     )
 
 
