@@ -174,7 +174,7 @@ def test_given_our_note_refused_on_an_original_void_by_its_revision_then_it_wait
     assert world.close("acme", MAR).total == Decimal("65.20")
     in_a = world.store.invoices["acme/2026-03"].gateway_id
     assert in_a is not None
-    world.gateway.void(in_a)  # voided there by the revision's finalization; its events not processed yet
+    world.gateway.revise(in_a, "in_REV")  # in_A voided by in_REV's finalization; its events not processed yet
     world.store.rate("acme", "2026-03", seg(at(1)), "video", -5_000)
     april = close_account(world.deps, "acme", APR, APR.end)
     note_id = "acme/2026-03/credit-2026-04"
@@ -233,7 +233,7 @@ def test_given_ours_followed_the_revision_while_the_note_was_refused_on_the_orig
     assert in_a is not None
     original = world.gateway.invoices["acme/2026-03"]
     world.gateway.invoices["acme/2026-03 revision"] = replace(original, gateway_id="in_REV", status="open")
-    world.gateway.void(in_a)
+    world.gateway.revise(in_a, "in_REV")
     world.store.rate("acme", "2026-03", seg(at(1)), "video", -5_000)  # 5,000 x 0.00072 = 3.60
     world.gateway.fail_next = [GatewayMisconfiguredError("held")]  # April's close leaves the note pending
     close_account(world.deps, "acme", APR, APR.end)
