@@ -1104,10 +1104,12 @@ def _revision_differs(invoice: InvoiceRecord, event: _StripeEvent, notes: Iterab
 def _paid_short(invoice: InvoiceRecord, obj: dict[str, Any], notes: Iterable[CreditNote]) -> tuple[Decimal, Decimal]:
     """(received, short): what ``invoice.paid`` says Stripe collected before tax (``amount_paid``; with Stripe Tax,
     in the proportion of the invoice's ``total_excluding_tax`` to its ``total``), and how much less that is than
-    ours asks - its total less our own notes' reductions (D-stripeside-2). An invoice an operator marked paid outside
+    ours asks - its total less our own notes' reductions (D-stripeside-2) made at Stripe: a note still pending (one
+    waiting on a revision's original) took nothing off what Stripe asked, and is credited later as paid there - taken
+    off here too, it counted twice (D-stripeside-2 amended, review 2). An invoice an operator marked paid outside
     Stripe (``paid_out_of_band``) is taken as paid in full: that is the operator's own statement."""
     paid, whole, net = obj.get("amount_paid"), obj.get("total"), obj.get("total_excluding_tax")
-    due = amount_due(invoice, notes)
+    due = amount_due(invoice, [note for note in notes if note.status is not CreditNoteStatus.PENDING])
     if not isinstance(paid, int) or isinstance(paid, bool) or obj.get("paid_out_of_band") is True:
         return due, ZERO
     received = Decimal(paid).scaleb(-2)
