@@ -27,6 +27,7 @@ class _Invoice:
     credited: Decimal = Decimal(0)
     refunded: Decimal = Decimal(0)
     payments: list[str] = field(default_factory=list)  # the payment intents that paid it (``settle``)
+    latest_revision: str | None = None  # the revision that voided it (``revise``)
 
 
 @dataclass
@@ -119,7 +120,9 @@ class InMemoryPaymentGateway:
         invoice = self._by_gateway_id(gateway_id)
         wanted = "paid" if out_of_band else "open"
         if invoice.status != wanted or amount <= 0 or amount > self._view(invoice).total:
-            raise GatewayRejectedError(f"cannot credit {amount} on {gateway_id} ({invoice.status})", invoice.status)
+            raise GatewayRejectedError(
+                f"cannot credit {amount} on {gateway_id} ({invoice.status})", invoice.status, invoice.latest_revision
+            )
         invoice.credited += amount
         self.credit_notes[credit_id] = (gateway_id, amount)
         if out_of_band:
@@ -187,7 +190,14 @@ class InMemoryPaymentGateway:
         self._call("customer_account")
         return next((account for account, known in self.customers.items() if known == customer_id), None)
 
-    # what the processor does on its own (tests drive it): a card payment succeeding or failing
+    # what the processor does on its own (tests drive it): a revision finalized, a card payment succeeding or failing
+    def revise(self, gateway_id: str, revision_id: str) -> None:
+        """An operator's "Edit invoice" finalized in Stripe: the original is voided, naming its ``latest_revision``
+        (the revision itself is the test's to lay over, when it needs one)."""
+        invoice = self._by_gateway_id(gateway_id)
+        invoice.status = "void"
+        invoice.latest_revision = revision_id
+
     def settle(self, invoice_id: str, paid: bool) -> str | None:
         """Returns the payment intent that paid it (``None``: not paid)."""
         invoice = self.invoices[invoice_id]

@@ -522,6 +522,16 @@ class StripeEmulator:
         self._totals(invoice)
         return self._view("invoice", invoice)
 
+    def revise(self, invoice_id: str, revision_id: str) -> None:
+        """An operator's "Edit invoice" finalized in the dashboard (no API creates a revision): the open original is
+        voided naming its ``latest_revision``, and ``invoice.voided`` is sent (the revision itself is not modelled)."""
+        with self._lock:
+            invoice = self._get("invoice", invoice_id)
+            invoice["status"] = "void"
+            invoice["latest_revision"] = revision_id
+            self._totals(invoice)
+            self._emit("invoice.voided", self._view("invoice", invoice))
+
     def _invoices_delete(self, ids: dict[str, str], params: Json) -> Json:
         """Stripe's API reference: "Permanently deletes a one-off invoice draft ... Attempts to delete invoices that
         are no longer in a draft state will fail"; the answer is the deleted object's stub."""

@@ -233,6 +233,25 @@ def test_given_a_voided_invoice_when_credited_then_refused_saying_it_is_void(gat
     assert refused.value.status == "void"
 
 
+def test_given_an_invoice_revised_in_stripe_when_credited_then_refused_naming_its_revision(
+    gateway: PaymentGateway, http: EmulatorHTTPClient
+) -> None:
+    """A revision voids the original naming it (``latest_revision``); the refusal carries it, a plain void none
+    (D-stripeside-1 amended, review 2: the caller waits only for a revision)."""
+    revised, plain = gateway.issue_invoice(_request(gateway)), gateway.issue_invoice(_request(gateway, "inv-2"))
+    if isinstance(gateway, InMemoryPaymentGateway):
+        gateway.revise(revised.gateway_id, "in_REV")
+    else:
+        http.emulator.revise(revised.gateway_id, "in_REV")
+    gateway.void(plain.gateway_id)
+    with pytest.raises(GatewayRejectedError) as refused:
+        gateway.credit_note(revised.gateway_id, Decimal("1.20"), "late participant_left", "cn-1")
+    assert (refused.value.status, refused.value.revision) == ("void", "in_REV")
+    with pytest.raises(GatewayRejectedError) as refused:
+        gateway.credit_note(plain.gateway_id, Decimal("1.20"), "late participant_left", "cn-2")
+    assert (refused.value.status, refused.value.revision) == ("void", None)
+
+
 def test_given_an_erased_account_when_its_details_are_forgotten_twice_then_the_customer_still_bills_the_account(
     gateway: PaymentGateway,
 ) -> None:

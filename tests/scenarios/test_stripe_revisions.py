@@ -9,6 +9,8 @@ from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
+import pytest
+
 from kilo_billing.invoicing import BillingState, CreditNoteStatus, InvoiceStatus
 from kilo_invoice import logic
 from kilo_invoice.logic import close_account, refund_invoice
@@ -174,7 +176,7 @@ def test_given_our_note_refused_on_an_original_void_by_its_revision_then_it_wait
     assert world.close("acme", MAR).total == Decimal("65.20")
     in_a = world.store.invoices["acme/2026-03"].gateway_id
     assert in_a is not None
-    world.gateway.void(in_a)  # voided there by the revision's finalization; its events not processed yet
+    world.gateway.revise(in_a, "in_REV")  # in_A voided by in_REV's finalization; its events not processed yet
     world.store.rate("acme", "2026-03", seg(at(1)), "video", -5_000)
     april = close_account(world.deps, "acme", APR, APR.end)
     note_id = "acme/2026-03/credit-2026-04"
@@ -233,7 +235,7 @@ def test_given_ours_followed_the_revision_while_the_note_was_refused_on_the_orig
     assert in_a is not None
     original = world.gateway.invoices["acme/2026-03"]
     world.gateway.invoices["acme/2026-03 revision"] = replace(original, gateway_id="in_REV", status="open")
-    world.gateway.void(in_a)
+    world.gateway.revise(in_a, "in_REV")
     world.store.rate("acme", "2026-03", seg(at(1)), "video", -5_000)  # 5,000 x 0.00072 = 3.60
     world.gateway.fail_next = [GatewayMisconfiguredError("held")]  # April's close leaves the note pending
     close_account(world.deps, "acme", APR, APR.end)
@@ -245,3 +247,42 @@ def test_given_ours_followed_the_revision_while_the_note_was_refused_on_the_orig
     assert (done.status, done.to_due, done.to_credit) == (CreditNoteStatus.DONE, Decimal("3.60"), Decimal("0.00"))
     assert world.gateway.credit_notes[done.gateway_credit_id] == ("in_REV", Decimal("3.60"))
     assert world.store.billing["acme"].credit == Decimal("0.00")
+
+
+def test_given_a_discounted_revision_paid_while_our_note_waits_then_the_shortfall_counts_only_notes_made_there() -> (
+    None
+):
+    """Team, 60,000 March minutes: 29.00 + 7.20 (10,000 over x 0.00072) + 29.00 (April ahead) = 65.20 on in_A. The
+    operator revises it with a 5.20 discount (in_REV asks 60.00; in_A void there, naming in_REV); April's close finds
+    5,000 March minutes gone (5,000 x 0.00072 = 3.60): refused on in_A, the note waits - never made at Stripe. in_REV
+    paid 60.00. What Stripe asked is what ours asked there, 65.20 (our pending 3.60 took nothing off it): 65.20 -
+    60.00 = 5.20 short, kept 60.00. May's close takes the note to in_REV (paid):
+    ``money_held`` pays March's usage first (7.20 held), the 5.20 given back comes off the rest (fees: 65.20 - 7.20 =
+    58.00 -> 52.80), so March still holds 7.20 >= 3.60: 3.60 account credit, once (May 29.00 - 3.60 = 25.40); at most
+    60.00 - 3.60 = 56.40 can then be refunded. Before: the pending 3.60 came off what Stripe asked too (61.60 - 60.00 =
+    1.60 short, kept 63.60, 60.00 refundable) and was credited as well - 3.60 counted twice."""
+    world, events = World(), Events()
+    world.signup("acme", (at(1), "team"))
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", 60_000)
+    assert world.close("acme", MAR).total == Decimal("65.20")
+    in_a = world.store.invoices["acme/2026-03"].gateway_id
+    assert in_a is not None
+    world.gateway.revise(in_a, "in_REV")  # its events not processed yet
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", -5_000)
+    assert close_account(world.deps, "acme", APR, APR.end).notes_waiting != ()
+    _apply(world, events, events.add("e1", "invoice.finalized", _revision(in_a, 6000)))
+    _apply(world, events, events.add("e2", "invoice.voided", _voided_by_revision(in_a)))
+    _apply(world, events, events.add("e3", "invoice.paid", _revision(in_a, 6000, "paid", amount_paid=6000)))
+    ours = world.store.invoices["acme/2026-03"]
+    assert (ours.status, ours.kept) == (InvoiceStatus.PAID, Decimal("60.00"))
+    assert [amount for refund, amount in ours.outside_refunds if refund.startswith("shortfall:")] == [Decimal("5.20")]
+    world.gateway.invoices["acme/2026-03"].gateway_id = "in_REV"  # Stripe's side: in_REV, paid
+    world.gateway.invoices["acme/2026-03"].status = "paid"
+    may = close_account(world.deps, "acme", MAY, MAY.end)
+    assert may.notes_waiting == ()
+    note = world.store.credit_notes["acme/2026-03/credit-2026-04"]
+    assert (note.status, note.to_credit, note.returned) == (CreditNoteStatus.DONE, Decimal("3.60"), Decimal("0.00"))
+    assert may.invoice is not None
+    assert may.invoice.total == Decimal("25.40")  # June's fee 29.00 - the 3.60 credit
+    with pytest.raises(ValueError, match=r"at most 56\.40"):  # 60.00 received - 3.60 credited back = 56.40
+        refund_invoice(world.store, world.gateway, "acme", "acme/2026-03", Decimal("56.41"))

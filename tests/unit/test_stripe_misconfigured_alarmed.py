@@ -162,7 +162,7 @@ def test_given_a_note_on_an_invoice_stripe_does_not_know_when_the_close_job_runs
     assert [found.invoices[f"acme/{period}"].status for period in closed] == [InvoiceStatus.OPEN] * len(closed)
     assert found.credit_notes["acme/2026-03/credit-2026-04"].status is CreditNoteStatus.PENDING
     assert _errors(caplog) == [
-        "Credit notes wait at Stripe (ours to fix, or its invoice void before ours): invoice issued without them"
+        "Credit notes wait at Stripe (ours to fix, or its invoice revised there): invoice issued without them"
     ]
     metrics = _metrics(capfd.readouterr().out)
     assert metrics.get(Metric.STRIPE_MISCONFIGURED.value) == 1

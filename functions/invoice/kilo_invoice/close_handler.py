@@ -47,7 +47,7 @@ def _record(record: SQSRecord) -> None:
     if waiting:  # issued; these notes wait until an operator fixes our side at Stripe
         count(SERVICE, Metric.STRIPE_MISCONFIGURED, len(waiting))
         logger.error(
-            "Credit notes wait at Stripe (ours to fix, or its invoice void before ours): invoice issued without them",
+            "Credit notes wait at Stripe (ours to fix, or its invoice revised there): invoice issued without them",
             extra={
                 "closed_periods": [o.period for o in outcomes],
                 "notes": [f"{note.credit_id}: {note.why}"[:200] for note in waiting],

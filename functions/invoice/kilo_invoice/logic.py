@@ -179,8 +179,9 @@ def _step_notes(
     waiting: dict[str, NoteWaiting],
 ) -> bool:
     """Take each pending credit note to the processor (``_issue_credit_note``), by credit id; one refused as ours to
-    fix, or as void there while ours is not (D-stripeside-1 amended), waits, named in ``waiting`` and not tried again
-    by this close (the same answer at once, D330); an outage raises. Returns whether any step was tried."""
+    fix, or as void there by a revision ours has not followed yet (D-stripeside-1 amended), waits, named in
+    ``waiting`` and not tried again by this close (the same answer at once, D330); an outage raises. Returns whether
+    any step was tried."""
     tried = False
     for note in sorted(notes, key=lambda n: n.credit_id):
         if note.status is not CreditNoteStatus.PENDING or note.credit_id in waiting:
@@ -403,8 +404,8 @@ def _while_draft(step: Callable[[InvoiceRecord], InvoiceRecord]) -> Callable[[In
 
 
 class _NoteWaitsError(Exception):
-    """A credit note's reduction refused on an invoice void at the processor while ours is not void (a revision made
-    in Stripe, its events not yet applied): the note stays pending for later closes (D-stripeside-1 amended)."""
+    """A credit note's reduction refused on an invoice void at the processor by a revision it names (made in Stripe,
+    its events perhaps not yet applied): the note stays pending for later closes (D-stripeside-1 amended)."""
 
 
 NOTE_STEPS: Final = 3  # a reduction refused -> the same amount credited out of band -> refused too: given up
@@ -419,10 +420,10 @@ def _issue_credit_note(deps: CloseDeps, ledger: AccountLedger, note: CreditNote,
     any other (written off; or still open, the amount refused), account credit only for what the invoice collected -
     the account credit it applied (``creditable``, D193) - the rest not collected, and the note is done (no processor
     note; D337). A note refused again is given up (the money side is already ours: the account credit). An outage
-    raises (the close job is retried; the note stays pending). Void there while ours is not void - a revision made in
-    Stripe voids the original, and ours follows the revision when its events come - the note waits
-    (``_NoteWaitsError``); ours moved to another processor invoice meanwhile, the note is tried on it
-    (D-stripeside-1 amended)."""
+    raises (the close job is retried; the note stays pending). Void there by a revision the processor names - a
+    revision made in Stripe voids the original, and ours follows the revision when its events come - the note waits
+    (``_NoteWaitsError``); a plain void (no revision) is nothing collected, as above; ours moved to another processor
+    invoice meanwhile, the note is tried on it (D-stripeside-1 amended, review 2)."""
     for _ in range(NOTE_STEPS):
         if note.status is not CreditNoteStatus.PENDING:
             break
@@ -443,15 +444,17 @@ def _issue_credit_note(deps: CloseDeps, ledger: AccountLedger, note: CreditNote,
             if (
                 note.to_due > 0
                 and said == InvoiceStatus.VOID.value
+                and exc.revision is not None
                 and found is not None
                 and found.status is not InvoiceStatus.VOID
             ):
-                # void there, not here: a revision made in Stripe voids the original when it is finalized, and ours
-                # follows the revision when its events come - which may then be paid. Not "nothing collected": the
-                # note waits (alarmed), retried by later closes on the invoice ours then names (D-stripeside-1
-                # amended); once ours is void too (voided there, no revision), it is nothing collected
+                # void there by a revision made in Stripe (it names it): ours follows the revision when its events
+                # come - which may then be paid. Not "nothing collected": the note waits (alarmed), retried by later
+                # closes on the invoice ours then names (D-stripeside-1 amended). A plain void (no revision named) is
+                # nothing collected at once, whether or not its invoice.voided has reached us: a note waiting for it
+                # would be composed at its full amount by the next close and billed again (D334; review 2)
                 raise _NoteWaitsError(
-                    f"{note.credit_id}: {gateway_id} is void at the processor, not ours ({exc})"
+                    f"{note.credit_id}: {gateway_id} is void at the processor, revised as {exc.revision} ({exc})"
                 ) from exc
             if note.to_due > 0 and said == InvoiceStatus.VOID.value:  # nothing collected, nothing owed back
                 done = _note_step(
@@ -1120,10 +1123,12 @@ def _revision_differs(invoice: InvoiceRecord, event: _StripeEvent, notes: Iterab
 def _paid_short(invoice: InvoiceRecord, obj: dict[str, Any], notes: Iterable[CreditNote]) -> tuple[Decimal, Decimal]:
     """(received, short): what ``invoice.paid`` says Stripe collected before tax (``amount_paid``; with Stripe Tax,
     in the proportion of the invoice's ``total_excluding_tax`` to its ``total``), and how much less that is than
-    ours asks - its total less our own notes' reductions (D-stripeside-2). An invoice an operator marked paid outside
+    ours asks - its total less our own notes' reductions (D-stripeside-2) made at Stripe: a note still pending (one
+    waiting on a revision's original) took nothing off what Stripe asked, and is credited later as paid there - taken
+    off here too, it counted twice (D-stripeside-2 amended, review 2). An invoice an operator marked paid outside
     Stripe (``paid_out_of_band``) is taken as paid in full: that is the operator's own statement."""
     paid, whole, net = obj.get("amount_paid"), obj.get("total"), obj.get("total_excluding_tax")
-    due = amount_due(invoice, notes)
+    due = amount_due(invoice, [note for note in notes if note.status is not CreditNoteStatus.PENDING])
     if not isinstance(paid, int) or isinstance(paid, bool) or obj.get("paid_out_of_band") is True:
         return due, ZERO
     received = Decimal(paid).scaleb(-2)

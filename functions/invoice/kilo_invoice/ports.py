@@ -44,11 +44,13 @@ class GatewayRejectedError(Exception):
     what is left, an invoice no longer open): do not retry. Never our key, permissions or objects
     (``GatewayMisconfiguredError``).
     ``status``: the processor's status of the invoice, when the refusal is about the state it is in (``paid``,
-    ``void`` ...); None when unknown."""
+    ``void`` ...); None when unknown. ``revision``: the invoice's latest revision, when the processor names one (an
+    original voided by a revision made in Stripe: D-stripeside-1 amended); None for a plain void, or unknown."""
 
-    def __init__(self, message: str, status: str | None = None) -> None:
+    def __init__(self, message: str, status: str | None = None, revision: str | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.revision = revision
 
 
 class GatewayPartlyRefundedError(GatewayRejectedError):

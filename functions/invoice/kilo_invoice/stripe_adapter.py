@@ -332,9 +332,11 @@ class StripePaymentGateway:
         if earlier is not None:
             return earlier.id
         wanted = "paid" if out_of_band else "open"  # paid: we credit the account; open: its amount due drops
-        if invoice.status != wanted:
+        if invoice.status != wanted:  # void by a revision made in Stripe: it names it (D-stripeside-1 amended)
             raise GatewayRejectedError(
-                f"cannot credit {gateway_id}: it is {invoice.status}, not {wanted}", invoice.status
+                f"cannot credit {gateway_id}: it is {invoice.status}, not {wanted}",
+                invoice.status,
+                _field_id(invoice, "latest_revision"),
             )
         amount_in_cents = in_cents(amount)
         params: CreditNoteCreateParams = {
