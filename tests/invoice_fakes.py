@@ -176,7 +176,7 @@ class InMemoryLedgerStore:
         found = self.billing.get(account_id, BillingState())
         if found.credit != move.credit_read:
             raise LedgerConflictError("credit moved")
-        if move.seq_read is not None and found.seq != move.seq_read:  # a close since the read (D-cryptocollected-1)
+        if move.seq_read is not None and found.seq != move.seq_read:  # a close since the read (D346)
             raise LedgerConflictError("sequence moved")
         if move.refunds_read is None:
             return replace(found, credit=move.credit)

@@ -15,7 +15,7 @@ the bill moves as for any payment, ``CryptoBillSettled.v1`` once when it becomes
 asset amount as owed back to the sender, never counted. Refused, naming why: an unknown payment, one not in review.
 
 ``crypto refunded <payment id> --tx <refund tx>`` records that an unattributed payment (a stray one: paid into an
-account of ours that is not the payment address, D-cryptostray-1) was sent back on chain by that transaction
+account of ours that is not the payment address, D341) was sent back on chain by that transaction
 (``Settlement.refunded``): it leaves the unattributed list, and a later ``assign`` or customer claim of it is refused.
 Refused, naming why: an unknown payment, one attributed, failed, orphaned or refunded by another transaction.
 
@@ -167,7 +167,7 @@ def run(args: argparse.Namespace, console: Console) -> None:
                 "amount": decimal_str(asset_amount(p.transfer.atomic_amount, p.transfer.asset)),
                 "sender": p.transfer.sender,
                 "seen_at": p.seen_at.isoformat(),
-                # paid into an account of ours that is not the payment address: never matched (D-cryptostray-1)
+                # paid into an account of ours that is not the payment address: never matched (D341)
                 "stray": p.transfer.stray,
             }
             for p in store.unattributed()

@@ -1,4 +1,4 @@
-"""A crypto bill paid on chain after a note found it unpaid (D-cryptocollected-1), against the in-memory fake and
+"""A crypto bill paid on chain after a note found it unpaid (D346), against the in-memory fake and
 DynamoDB (moto, the template's usage table): the PAID status, the bill's overpayment, the note (its ``uncollected``
 back to nothing, its history) and the account credit are written together, once, and read back as written; the
 write is refused whole when a close or the invoice's crypto credit moved since its read.

@@ -413,7 +413,7 @@ def test_given_notes_reinstated_on_the_refunds_read_then_a_refund_since_refuses_
 
 
 def test_given_notes_credited_again_on_the_sequence_read_then_a_close_since_refuses_them(ledger: Ledger) -> None:
-    """Notes credited again (a late payment, D-paidlate-1 amended): the write needs the account's invoice sequence
+    """Notes credited again (a late payment, D339 amended): the write needs the account's invoice sequence
     read with the notes. April's close wrote seq 2 (March 1, April 2); a move read at seq 1 - before a close that may
     have written a note it did not see - is refused, nothing written (invoice, note, credit, ``refund_rev``); on the
     current sequence (2) it lands, the sequence left as it is."""

@@ -1,4 +1,4 @@
-"""A note's not-collected part credited when the invoice is paid afterwards (D-paidlate-1), against the in-memory fake
+"""A note's not-collected part credited when the invoice is paid afterwards (D339), against the in-memory fake
 and DynamoDB (moto, the template's usage table): the paid status, the note (its ``uncollected`` back to nothing, its
 history) and the account credit are written together, once, and read back as written.
 

@@ -237,7 +237,7 @@ def test_given_an_invoice_revised_in_stripe_when_credited_then_refused_naming_it
     gateway: PaymentGateway, http: EmulatorHTTPClient
 ) -> None:
     """A revision voids the original naming it (``latest_revision``); the refusal carries it, a plain void none
-    (D-stripeside-1 amended, review 2: the caller waits only for a revision)."""
+    (D343 amended, review 2: the caller waits only for a revision)."""
     revised, plain = gateway.issue_invoice(_request(gateway)), gateway.issue_invoice(_request(gateway, "inv-2"))
     if isinstance(gateway, InMemoryPaymentGateway):
         gateway.revise(revised.gateway_id, "in_REV")

@@ -2,7 +2,7 @@
 status ``failed``): the money went back to our Stripe balance, the customer got nothing. It is recorded on the
 invoice by refund id and no longer counted as given back - ours or one made in the dashboard, in any order, once -
 what notes recorded as returned meanwhile becomes account credit, and the failure is announced once
-(D-refundfail-1). Run on the fake and on DynamoDB (moto): the new field is stored and read back.
+(D340). Run on the fake and on DynamoDB (moto): the new field is stored and read back.
 
 Team card, March 65.20 paid: 29.00 March fee + 10,000 video minutes over the 50,000 included x 0.00072 = 7.20 of usage
 + 29.00 April's fee in advance (``_team_march_paid``)."""
@@ -465,7 +465,7 @@ def test_given_a_pending_request_finished_by_a_run_asking_another_amount_then_it
     ledger: Ledger,
 ) -> None:
     """No failure: ours of 20.00 pending; a run asking 10.00 finishes the 20.00 (20.00 refunded, 65.20 - 20.00 = 45.20
-    kept) and does not refund the 10.00: it says so and that running again refunds it (D-refundfail-1 amended,
+    kept) and does not refund the 10.00: it says so and that running again refunds it (D340 amended,
     review 2: only a failure's money is never invited back to the card)."""
     gateway, _deps, _intent = _team_march_paid(ledger)
     _request_timing_out(ledger, gateway, Decimal("20.00"))

@@ -366,7 +366,7 @@ def test_given_a_stripe_lookup_the_payment_status_function_lets_pass_then_its_mi
 def test_given_a_stripe_event_an_operator_must_look_at_then_the_payment_status_function_alarms(
     template: Template,
 ) -> None:
-    """D-stripeside-1/2: an event of another Stripe invoice than ours (not applied), a revision of ours asking another
+    """D343/2: an event of another Stripe invoice than ours (not applied), a revision of ours asking another
     amount, a payment short of what ours asks - the event is done, so no dead-letter queue sees it: the handler's
     ``PaymentEventNeedsOperator`` count, under its service name, is watched by an alarm notifying the operator."""
     from kilo_billing.observability import Metric  # noqa: PLC0415

@@ -187,7 +187,7 @@ def test_given_a_credit_note_made_while_a_disputes_funds_were_withdrawn_when_won
 def test_given_our_refund_made_when_the_cards_bank_returns_it_then_march_keeps_it_again_and_the_customer_is_told(
     invoicing: Invoicing,
 ) -> None:
-    """D-refundfail-1 end to end: ours of 20.00 made (its ``charge.refunded`` and ``refund.created`` delivered: 20.00
+    """D340 end to end: ours of 20.00 made (its ``charge.refunded`` and ``refund.created`` delivered: 20.00
     refunded, 45.20 refundable); the card's bank returns it (the emulator's ``fail_refund``: ``refund.failed``,
     ``refund.updated`` and ``charge.refund.updated``, each signed through ingest - accepted, 200 - and delivered
     twice): 20.00 - 20.00 = 0.00 refunded, all 65.20 refundable again, one ``RefundFailed.v1`` on the bus. Before:

@@ -756,7 +756,7 @@ def test_given_only_an_open_invitation_as_admin_when_a_wallet_nonce_is_asked_the
 def test_given_a_submitted_solana_payment_into_a_side_token_account_then_409_and_kept_unattributed_for_an_operator(
     crypto: SpotPrices, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """D-cryptostray-1. acct-1's admin submits a Solana transaction that sent exactly the bill's 100 USDC quote
+    """D341. acct-1's admin submits a Solana transaction that sent exactly the bill's 100 USDC quote
     (100,000,000 units) with its reference - into a token account of our wallet that is not its ATA: the inspector
     reports it stray. Before: the claim was taken through the reference like any payment of the quote. Now the claim
     is refused (409, nothing pays the bill) but the credit is recorded UNATTRIBUTED, so the operator sees the

@@ -67,7 +67,7 @@ def test_given_an_unattributed_payment_then_listed_and_assigned_to_the_bill(
 def test_given_a_stray_payment_then_listed_as_stray_beside_the_others(
     stack: Stack, table: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """D-cryptostray-1. 7 USDC (7,000,000 units) paid into a token account of ours that is not the payment address:
+    """D341. 7 USDC (7,000,000 units) paid into a token account of ours that is not the payment address:
     kept UNATTRIBUTED; the operator's list says so (``stray``), so that it is not taken for a payment nobody claims."""
     h = harness(stack)
     h.clock.now = T0 + timedelta(minutes=5)
@@ -209,7 +209,7 @@ def test_given_an_unattributed_payment_orphaned_before_it_left_the_index_then_it
 def test_given_a_stray_payment_refunded_on_chain_then_recorded_off_the_list_and_never_assigned(
     stack: Stack, table: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """D-cryptostray-1, amended (a review). 7 USDC (7,000,000 units) paid into a side token account, listed stray;
+    """D341, amended (a review). 7 USDC (7,000,000 units) paid into a side token account, listed stray;
     the operator sends the 7 USDC back on chain (signature ``sig-back``) and records it: it leaves the list and a
     later ``assign`` to the $7.00 bill is refused (exit 2), the bill still OPEN with 0.00 settled. Before: no
     command (``resolve --refund-owed`` refuses a payment not in review); it stayed listed and assign credited 7.00."""

@@ -904,7 +904,7 @@ def _replaced(chain: Chain, stack: Stack, cancel: bool) -> Replaced:
 def test_given_a_seen_payment_replaced_by_a_speed_up_or_cancel_behind_a_lagging_node_then_counted_once_or_released(
     chain: Chain, stack: Stack, cancel: bool
 ) -> None:
-    """D-cryptostray-2 (reproduced, nothing lost). The rollback's node answers nothing for A's height (a backend
+    """D342 (reproduced, nothing lost). The rollback's node answers nothing for A's height (a backend
     behind): A is not orphaned there and stays SEEN; no node has A's receipt (its nonce went to A'). Speed-up: A'
     (100 USDC) is seen and matched by the linked wallet; A' final -> the bill PAID, settled 100.00 (finalized only:
     A' 100 USDC x $1.00), credit 0.00 although A SEEN also counts 100.00 while PROCESSING. Cancel: nothing pays,
@@ -948,7 +948,7 @@ def test_given_a_seen_payment_replaced_by_a_speed_up_or_cancel_behind_a_lagging_
 def test_given_a_replaced_payment_whose_old_receipt_a_stale_backend_still_serves_then_it_is_not_finalized_twice(
     chain: Chain, stack: Stack
 ) -> None:
-    """D-cryptostray-2. As above (speed-up, A SEEN past the rollback), but at finality a backend still on the old
+    """D342. As above (speed-up, A SEEN past the rollback), but at finality a backend still on the old
     fork answers A's receipt in A's old block and that block's old hash, after the pass read another hash there.
     Before: A counted as "mined in another block" - its own old one - and FINALIZED on the dead fork beside A': the
     bill PAID with credit 100.00 (200 USDC counted, 100 received). Now the answers disagree, so nothing is proven:
@@ -990,7 +990,7 @@ def test_given_a_replaced_payment_whose_old_receipt_a_stale_backend_still_serves
 def test_given_a_stale_backend_answering_the_finality_passs_own_read_then_nothing_is_settled_on_its_dead_block(
     chain: Chain, stack: Stack
 ) -> None:
-    """D-cryptostray-2, amended (a review). As above (speed-up, A SEEN past the rollback), but the backend still on
+    """D342, amended (a review). As above (speed-up, A SEEN past the rollback), but the backend still on
     the old fork answers the finality pass's first read: A's old hash at A's height N (A's block as it stood, so A
     "is still canonical"), nothing above its head N. Before: A FINALIZED on its dead block, no receipt read - 100
     USDC (100,000,000 units x $1.00 = 100.00) counted beside A' for 100 USDC received, nothing stuck. Now the pass
@@ -1033,9 +1033,9 @@ DEAD = "0x" + "de" * 32  # a block hash of the old fork, never canonical
 def test_given_a_stale_receipt_in_a_dead_block_at_another_height_then_the_payment_is_not_moved_there_or_finalized(
     chain: Chain, stack: Stack
 ) -> None:
-    """D-cryptostray-2, amended (a review). A (stored at N) replaced by A'; the stale backend places A's receipt in
+    """D342, amended (a review). A (stored at N) replaced by A'; the stale backend places A's receipt in
     N + 1 under a dead hash and answers that hash for N + 1 right after (a height the pass's first read did not ask
-    for, so D-cryptostray-2's check did not cover it). Before: A "moved" to N + 1 (below the finalized block) and
+    for, so D342's check did not cover it). Before: A "moved" to N + 1 (below the finalized block) and
     FINALIZED there beside A': PAID with credit 100.00 (200 USDC counted, 100 received), nothing stuck. Now the second
     read asks the finalized block's height too (above N + 1: A' at N + 2 is final), which that backend has not got: A waits SEEN, named stuck; A'
     FINALIZED, PAID 100.00 (100 USDC x $1.00), credit 0.00. The backend caught up: A ORPHANED, nothing stuck."""

@@ -663,7 +663,7 @@ def test_given_usdc_paid_into_a_merchant_token_account_other_than_its_ata_then_i
     wallet owns; neither the wallet nor the ATA is among the transaction's keys, so no sweep lists it. Before:
     ``credits`` counted it (7,000,000) and the watcher recorded it only through the reference lookup - i.e. only
     while D290's rotation and 2 h margin queried that reference. Now it is no credit, on every path; 3 USDC paid to
-    the ATA in the same run is recorded (3,000,000). Amended (D-cryptostray-1): where the transaction is read (the
+    the ATA in the same run is recorded (3,000,000). Amended (D341): where the transaction is read (the
     reference's lookup, the fast path) the side payment is reported as a stray credit - kept for an operator,
     never matched to a bill."""
     side = chain.create_token_account(chain.merchant.pubkey(), chain.usdc)
@@ -692,7 +692,7 @@ def test_given_usdc_paid_into_a_merchant_token_account_other_than_its_ata_then_i
 
     report = watch.run()
 
-    # D-cryptostray-1: the side payment is reported, marked stray (never matched to a bill), beside the 3 USDC credit
+    # D341: the side payment is reported, marked stray (never matched to a bill), beside the 3 USDC credit
     assert [(t.atomic_amount, t.stray) for t in watch.sink.transfers.values()] == [(7 * USDC, True), (3 * USDC, False)]
     assert report.transfers_seen == 2
     (inspected,) = asyncio.run(_inspect(chain, to_side, frozenset({str(reference)})))
@@ -702,7 +702,7 @@ def test_given_usdc_paid_into_a_merchant_token_account_other_than_its_ata_then_i
 def test_given_usdc_with_a_bills_reference_paid_into_a_side_token_account_then_kept_unattributed_and_the_operator_told(
     chain: SolanaTestChain, stack: Stack
 ) -> None:
-    """D-cryptostray-1. The $7.00 bill inv-1 has a 7 USDC quote with reference R. The customer sends exactly 7 USDC
+    """D341. The $7.00 bill inv-1 has a 7 USDC quote with reference R. The customer sends exactly 7 USDC
     (7,000,000 units) carrying R - but into a token account of the merchant's wallet that is not its ATA (D324: no
     payment). Before: nothing was recorded, nothing raised; the 7 USDC sat in our side account unseen. Now the
     reference's lookup finds it: it is recorded UNATTRIBUTED (not matched, although R and the amount name inv-1's
@@ -759,7 +759,7 @@ def test_given_usdc_with_a_bills_reference_paid_into_a_side_token_account_then_k
 def test_given_a_stray_payment_the_operator_refunded_then_off_the_list_never_assigned_and_its_quote_not_reminded(
     chain: SolanaTestChain, stack: Stack
 ) -> None:
-    """D-cryptostray-1, amended (a review). As above: 7 USDC (7,000,000 units) with inv-1's quote reference R into a
+    """D341, amended (a review). As above: 7 USDC (7,000,000 units) with inv-1's quote reference R into a
     side account, kept UNATTRIBUTED. The quote (7 USDC, expiring 30 minutes after it was made) stays ACTIVE, but
     its reference is on the stray payment: 20 minutes later the expiring reminder ("pay 7 USDC", window 15 minutes)
     is not sent - the customer paid already and would pay twice (before: 1 sent). The operator refunds the 7 USDC on

@@ -1,4 +1,4 @@
-"""A card invoice Stripe collected less on than we ask (D-stripeside-2): ``invoice.paid``'s ``amount_paid`` is compared
+"""A card invoice Stripe collected less on than we ask (D344): ``invoice.paid``'s ``amount_paid`` is compared
 with what ours asks (its total less our own credit notes' reductions); the shortfall - a credit note made in Stripe's
 dashboard before payment, say - is recorded as given back outside us, so what the invoice keeps, and every bound on
 giving its money back (a refund, a note's credit), reads what was received; the operator is told."""

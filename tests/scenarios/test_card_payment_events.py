@@ -424,7 +424,7 @@ def test_given_a_dispute_reinstated_before_its_withdrawal_arrives_then_nothing_i
     assert (invoice.charged_back, invoice.kept) == (0, Decimal("65.20"))
 
 
-# --- disputes tracked one by one (D-stripeside-3) --------------------------------------------------------------------
+# --- disputes tracked one by one (D345) --------------------------------------------------------------------
 
 
 def test_given_a_dispute_first_delivered_after_it_closed_then_no_dispute_opened_alert(world: World) -> None:

@@ -540,7 +540,7 @@ def test_given_stripe_voided_the_invoice_without_a_revision_when_its_voided_even
     """Personal, March 0.72 (1,000 over x 0.00072), all of it gone (-0.72); March voided in Stripe's dashboard (a
     plain void: no revision), its ``invoice.voided`` lost. April's close: refused as void, no revision named - nothing
     was collected, so nothing is owed back: the note is done at 0.00 (0.72 - 0.72), named by no close. Before
-    (D-stripeside-1 amended, review 2): it waited for an ``invoice.voided`` that never came, at every close."""
+    (D343 amended, review 2): it waited for an ``invoice.voided`` that never came, at every close."""
     _personal_march_of_72_cents_shortened_to_nothing(world)
     world.gateway.void(world.store.invoices["solo/2026-03"].gateway_id or "")
     waiting = [close_account(world.deps, "solo", period, period.end).notes_waiting for period in (APR, MAY)]

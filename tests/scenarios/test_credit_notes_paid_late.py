@@ -2,7 +2,7 @@
 withdrawn usage that invoice billed as not collected (``uncollected``, D188/D193/D337): nothing was paid for it, so
 nothing is given back. When Stripe collects that invoice afterwards (``invoice.paid``: the customer pays an open or
 even an uncollectible invoice), the customer has paid for usage that was withdrawn: the note now gives account credit
-for what the payment holds of it, once, in the same write as the paid status (D-paidlate-1).
+for what the payment holds of it, once, in the same write as the paid status (D339).
 
 Figures (price book 2026-01: video $0.00072; Team $29 with 50,000 video minutes, Personal $0 with 5,000): acme on Team
 by card from March 1, 60,000 March minutes -> March = 29.00 fee + 10,000 x 0.00072 = 7.20 + April's 29.00 in advance

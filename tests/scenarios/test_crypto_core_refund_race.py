@@ -1,4 +1,4 @@
-"""An operator's refund record (``Settlement.refunded``, D-cryptostray-1 amended) against the steps that write the
+"""An operator's refund record (``Settlement.refunded``, D341 amended) against the steps that write the
 same payment concurrently, on the crypto table (moto, from template.yaml): the refund lands between another writer's
 read and its write. That writer's copy has no ``refund_tx``: its write is refused and it re-reads, so the refund is
 never lost and a refunded payment never pays a bill.

@@ -1,5 +1,5 @@
 """A crypto bill the chain pays after a credit note found it unpaid: the note's not-collected part becomes account
-credit with the paid status, once (D-cryptocollected-1; the card side is D-paidlate-1).
+credit with the paid status, once (D346; the card side is D339).
 
 A note made while a crypto invoice that billed its period's usage was still open - a later invoice that billed the
 period's late usage, or one of its early (progressive) invoices - records that usage as not collected

@@ -1,4 +1,4 @@
-"""Stripe invoices other than the one we recorded (D-stripeside-1): a revision made in Stripe's dashboard ("Edit
+"""Stripe invoices other than the one we recorded (D343): a revision made in Stripe's dashboard ("Edit
 invoice": a new invoice whose ``from_invoice`` names ours, ours voided with ``latest_revision`` naming it) is the one
 ours follows; a duplicate or any other invoice carrying our metadata is never applied to ours, it is said to the
 operator. Given/When/Then, Stripe's published invoice fixture with this story's ids and amounts laid over it."""

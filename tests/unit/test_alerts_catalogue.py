@@ -612,7 +612,7 @@ def test_given_one_payment_seen_event_for_two_transfers_of_one_transaction_then_
 def test_given_a_refund_that_failed_then_the_customer_is_told_it_did_not_arrive_and_nothing_is_promised(
     reason: str, why: str
 ) -> None:
-    """D-refundfail-1: one alert per refund (key: Stripe's refund id), high (email and SMS), under the month it
+    """D340: one alert per refund (key: Stripe's refund id), high (email and SMS), under the month it
     happened in. It says the money did not reach the card and is back with Kilo, and asks the customer to contact
     us - it does not say the refund will be sent again or credited (nothing does that by itself)."""
     detail = {

@@ -1,4 +1,4 @@
-"""An event of another Stripe invoice than ours carrying our metadata (D-stripeside-1) is done, not applied, and said:
+"""An event of another Stripe invoice than ours carrying our metadata (D343) is done, not applied, and said:
 the payment-status handler logs it at ERROR and counts ``PaymentEventNeedsOperator``, which the template's
 ``PaymentEventNeedsOperatorAlarm`` watches; an ordinary ``invoice.paid`` says nothing."""
 

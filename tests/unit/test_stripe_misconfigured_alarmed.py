@@ -175,7 +175,7 @@ def test_given_a_refund_stripe_fails_after_it_was_made_then_the_handler_alarms_i
     capfd: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """D-refundfail-1 through the payment-status handler: March 65.20 paid, our refund of 20.00 made, then Stripe's
+    """D340 through the payment-status handler: March 65.20 paid, our refund of 20.00 made, then Stripe's
     ``refund.failed`` for it (a Refund with our ``kilo_refund_id``, the card expired). The event is done, the invoice
     keeps it again (0.00 refunded), one ERROR line and ``RefundFailed`` 1 (``PaymentRefundFailedAlarm`` watches it);
     delivered again, nothing more. Before: no line, no metric, 20.00 still counted as refunded."""

@@ -127,7 +127,7 @@ def test_given_a_part_made_then_failed_when_the_request_is_rerun_a_day_later_the
     40.00 by the request's id - made, then failed - and refunds only what it never made: 65.20 - 40.00 = 25.20 on
     the second card. Before: failed refunds were left out of what the request had made, so the rerun refunded the
     first card's 40.00 again on its own (and 25.20 on the second): 65.20 more. Whether to send the 40.00 again (or
-    another way) is the operator's new request, told by ``RefundFailed`` (D-refundfail-1 amended)."""
+    another way) is the operator's new request, told by ``RefundFailed`` (D340 amended)."""
     http = DisputedIntent()
     ledger, _deps, _march, first, second = _march_paid_on_two_cards(http)
     http.lost.add("/v1/refunds")

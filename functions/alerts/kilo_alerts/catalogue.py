@@ -327,7 +327,7 @@ REFUND_FAILURES: Final = {
 
 def _refund_failed(detail: Mapping[str, Any]) -> Alert:
     """A refund that did not reach the customer: says so and that the money was not returned to the card; promises
-    nothing about what happens next (nothing does by itself, D-refundfail-1)."""
+    nothing about what happens next (nothing does by itself, D340)."""
     event = _parse(RefundFailedV1, detail)
     values = {
         "invoice_id": event.invoice_id,

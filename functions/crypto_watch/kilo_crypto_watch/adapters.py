@@ -224,7 +224,7 @@ class DynamoCryptoStore:
             if change.block_expected is not None:
                 condition += " AND block_hash = :block"
                 values[":block"] = change.block_expected
-            # the whole item is put: a copy read before an operator's refund must not drop it (D-cryptostray-1);
+            # the whole item is put: a copy read before an operator's refund must not drop it (D341);
             # one carrying a refund goes over none or the same one (a refund is never changed), one dropping a refund
             # over the very one it read
             if change.refund_read is not None:

@@ -26,11 +26,11 @@ One run per chain (``watch``):
    canonical block, it is reported there (settlement stores the new block) and finalized once that block is; else it
    is ORPHANED (a transaction replaced on that chain - a speed-up or cancel with its nonce - has no receipt there: its
    payment is released; a receipt in a block the pass read another hash for proves nothing and the payment waits,
-   named stuck, D-cryptostray-2). A height the node answers nothing for is unknown, never "gone": the payment waits
+   named stuck, D342). A height the node answers nothing for is unknown, never "gone": the payment waits
    for the next run (and a node that does not know the cursor's block fails the run rather than walk back). Each
    read of heights in the pass asks the ``finalized`` block's height in the same batch: a backend whose answer there
    is not the run's finalized block (a dead fork, far behind) proves nothing - a first read so answered settles
-   nothing that run, a receipt's block so read moves nothing, both named stuck (D-cryptostray-2, amended).
+   nothing that run, a receipt's block so read moves nothing, both named stuck (D342, amended).
 
 The watcher never asks anything per quote: RPC calls per run depend on the blocks scanned, the transactions to the
 merchant and the payments pending finality, never on the number of open quotes. ``RunReport.rpc_calls`` counts the
@@ -433,7 +433,7 @@ def _anchored_hashes(
     hash the run read for it when every read agrees, else the first other answer (None for a node without it).
     Blocks link by hash, so a backend whose block at that height is the run's finalized block has the canonical
     block at every height below it; a backend on a dead fork (or far behind) answers something else there and its
-    other answers prove nothing (D-cryptostray-2, amended)."""
+    other answers prove nothing (D342, amended)."""
     hashes: dict[int, str | None] = {}
     answered: str | None = finalized.hash
     for start in range(0, len(numbers), ANCHORED_READ):
@@ -466,7 +466,7 @@ def _relocated(
     ``canonical``: the hashes the pass read at the replaced payments' heights. A receipt in a block at one of them
     with another hash (a backend still on the old fork, serving a replaced transaction's receipt in its old block)
     contradicts that read: nothing is proven, so its payments wait the same way, named ``stuck`` - moved "there",
-    a transaction replaced by a speed-up was finalized on the dead fork beside its replacement (D-cryptostray-2)."""
+    a transaction replaced by a speed-up was finalized on the dead fork beside its replacement (D342)."""
     if not replaced:
         return {}, set()
     tx_hashes = sorted({p.tx_id for p in replaced})

@@ -328,7 +328,7 @@ def listed_for(payment: Payment) -> str | None:
     """The ``account`` index's partition of a payment: its account's history; else the operator's UNATTRIBUTED list
     while it is on chain - an unattributed payment ORPHANED (its block reorged away) leaves the list, in the write
     that orphans it (conditional on its block, D157), and is back when its transaction is seen again; one an
-    operator refunded (``refund_tx``) leaves it for good (D-cryptostray-1, amended)."""
+    operator refunded (``refund_tx``) leaves it for good (D341, amended)."""
     if payment.account_id:
         return account_pk(payment.account_id)
     if payment.refund_tx is not None:  # sent back by an operator: nothing left to decide

@@ -84,7 +84,7 @@ class ObservedTransfer:
     block_time: datetime | None = None
     # credited to a token account the merchant's wallet owns that is not its payment address (Solana: not its USDC
     # associated token account, D324): no payment - never matched to a bill, kept UNATTRIBUTED for an operator
-    # (D-cryptostray-1)
+    # (D341)
     stray: bool = False
 
     @property
@@ -246,7 +246,7 @@ class Payment:
     announced: bool = False  # CryptoPaymentSeen / UnattributedCryptoPayment published
     refund_owed: bool = False  # an operator refused it in review: its asset amount is owed back; never counted
     # an UNATTRIBUTED payment an operator sent back on chain: the refund's transaction; off the unattributed list,
-    # never assigned or claimed afterwards (D-cryptostray-1, amended)
+    # never assigned or claimed afterwards (D341, amended)
     refund_tx: str | None = None
     moved_to: str | None = None  # ORPHANED, its transfer re-mined under another id: the payment its bill moved to
     final: bool = False  # FAILED in a finalized block: final (before that, a changed block or outcome is re-read)

@@ -204,7 +204,7 @@ class SettlementChange:
     block_expected: str | None = None  # the payment is written only if its stored block hash is still this one
     # the refund the step read on the stored payment and drops or keeps (another credit recorded afresh at its id):
     # written over only while that is still its refund. Unset: a payment with no ``refund_tx`` is written only over
-    # one with none, so that a copy read before an operator's refund never drops it (D-cryptostray-1); one with a
+    # one with none, so that a copy read before an operator's refund never drops it (D341); one with a
     # refund over none or the same one
     refund_read: str | None = None
 
@@ -237,7 +237,7 @@ class SettlementStore(Protocol):
 
     def transaction_payments(self, chain: str, tx_id: str) -> Sequence[Payment]:
         """The attributed payments recorded for transaction ``tx_id`` on ``chain`` (any index; archived ones too),
-        and the refunded ones (D-cryptostray-1)."""
+        and the refunded ones (D341)."""
         ...
 
     def save(self, change: SettlementChange) -> None:

@@ -349,7 +349,7 @@ def _failed_moved(stored: Payment, seen: ObservedTransfer) -> bool:
 
 
 def _not_refunded(payment: Payment) -> None:
-    """A customer's claim of a payment an operator refunded is refused: it was sent back (D-cryptostray-1)."""
+    """A customer's claim of a payment an operator refunded is refused: it was sent back (D341)."""
     if payment.refund_tx is not None:
         raise ClaimRefusedError(f"payment {payment.payment_id} was refunded by {payment.refund_tx}: it pays no bill")
 
@@ -866,8 +866,8 @@ class Settlement:
     def _no_reminder(self, stray: ObservedTransfer) -> None:
         """A stray credit carrying a quote's reference and covering its amount: that quote's "expiring, pay ..."
         reminder is not sent (the customer paid, into the wrong account: a reminder would have them pay twice;
-        D-cryptostray-1, amended). One short of it (dust with the reference, a part) leaves the reminder: the quote
-        is still to pay (D-cryptostray-1, amended in review 2)."""
+        D341, amended). One short of it (dust with the reference, a part) leaves the reminder: the quote
+        is still to pay (D341, amended in review 2)."""
         for reference in stray.references:
             quote = self._store.quote_by_reference(reference)
             if (
@@ -924,7 +924,7 @@ class Settlement:
         """The refunded payment ``transfer`` is the same credit as, recorded under another id (its transaction
         re-mined with the log at another index, D168): unattributed, refunded by an operator, ORPHANED or SEEN in
         another block - as ``_moved_from`` finds an attributed one. Its refund goes with the credit: it pays
-        nothing at its new id either (D-cryptostray-1, amended in review 2)."""
+        nothing at its new id either (D341, amended in review 2)."""
         return next(
             (
                 payment
@@ -989,7 +989,7 @@ class Settlement:
                 raise NoQuoteError(f"bill {claimed_for} has no open {transfer.asset} quote on {transfer.chain}")
             return bill, quote, quotes, "fast_path"
         if transfer.stray:
-            return None  # into an account that is not our payment address: an operator's (D-cryptostray-1)
+            return None  # into an account that is not our payment address: an operator's (D341)
         for reference in transfer.references:
             quote = self._store.quote_by_reference(reference)
             if quote is None:
@@ -1023,7 +1023,7 @@ class Settlement:
         amount of one of its quotes within the settlement tolerance (a payment from an exchange, its fee taken).
         Otherwise anyone could claim another customer's public transaction, and on a bill already covered any payment
         would become their credit. A stray credit (paid into an account of ours that is not the payment address) is
-        refused whatever ties it: an operator decides (D-cryptostray-1)."""
+        refused whatever ties it: an operator decides (D341)."""
         if transfer.stray:
             raise ClaimRefusedError(
                 f"transaction {transfer.tx_id} paid into an account of ours that is not our payment address: it "

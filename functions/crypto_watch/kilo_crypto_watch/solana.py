@@ -17,7 +17,7 @@ Each run (scheduled every minute, idempotent):
    merchant's lamport delta (SOL) and the merchant's token-balance delta for the configured mint (USDC; any other
    mint is not a payment; only in a transaction naming the wallet or its USDC associated token account - what the
    sweeps list, D324; USDC into another token account of the wallet, read all the same through a reference, is a
-   ``stray`` credit: reported, never matched to a bill, kept for an operator, D-cryptostray-1), the transfer
+   ``stray`` credit: reported, never matched to a bill, kept for an operator, D341), the transfer
    instruction's index, sender and reference keys, the memo. A failed
    transaction (``meta.err``) gives its intended transfers with ``succeeded=False`` (recorded FAILED, never credited).
 4. Finality of SEEN payments (``PaymentSink.pending``): ``getSignatureStatuses`` (256 per call) -> ``finalized``
@@ -165,7 +165,7 @@ def _usdc(tx: ChainTransaction, merchant: Merchant) -> _Found | None:
     any path: neither Solana Pay's (which pays the ATA) nor one the sweeps would see, so counting it would depend on
     whether its reference happened to be looked up (D324). Where such a transaction is read all the same (a
     reference's lookup, the fast path) and succeeded, its net delta is returned as a stray credit: reported, never
-    matched to a bill, kept for an operator - the customer's money is in our account (D-cryptostray-1)."""
+    matched to a bill, kept for an operator - the customer's money is in our account (D341)."""
     stray = merchant.usdc_account not in tx.account_keys and merchant.wallet not in tx.account_keys
     if stray and tx.failed:
         return None  # nothing moved, and it was never a payment: nothing for an operator either

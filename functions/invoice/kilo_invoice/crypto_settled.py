@@ -12,10 +12,10 @@ The write-off (``written_off_usd``: what tolerance let go unpaid) is recorded on
 a refund or a credit note never gives it back (``invoicing.refundable``, ``money_held``; D289).
 
 The move to PAID also credits what credit notes recorded as not collected because this bill was unpaid when they were
-made (``invoicing.credit_collected``, as ``invoice.paid`` does for a card invoice: D-paidlate-1), in the same
+made (``invoicing.credit_collected``, as ``invoice.paid`` does for a card invoice: D339), in the same
 transaction as the status and the overpayment; the write needs the account's invoice sequence and ``refund_rev`` as
 read (moving the latter), so a close racing it either composes again or makes it read again
-(D-cryptocollected-1)."""
+(D346)."""
 
 from __future__ import annotations
 
@@ -128,9 +128,9 @@ def _apply(
 
 
 def _paid_move(ledger: AccountLedger, paid: InvoiceRecord, overpaid: Decimal, at: datetime) -> CreditMove:
-    """The account-credit move of the write that marks ``paid`` PAID (D-cryptocollected-1): the bill's overpayment
+    """The account-credit move of the write that marks ``paid`` PAID (D346): the bill's overpayment
     ``overpaid`` (D95) and what the credit notes that found it unpaid recorded as not collected and its payment now
-    holds (``credit_collected``, as an ``invoice.paid`` does for a card invoice: D-paidlate-1), with those notes one
+    holds (``credit_collected``, as an ``invoice.paid`` does for a card invoice: D339), with those notes one
     version on. Conditioned on the account's ``refund_rev`` (moved: a close that read the bill unpaid and writes
     notes composes again) and its invoice sequence (a close since the read - one that may have written a note the
     payment credits - makes the settlement read again), as read in ``ledger``."""

@@ -179,7 +179,7 @@ def _step_notes(
     waiting: dict[str, NoteWaiting],
 ) -> bool:
     """Take each pending credit note to the processor (``_issue_credit_note``), by credit id; one refused as ours to
-    fix, or as void there by a revision ours has not followed yet (D-stripeside-1 amended), waits, named in
+    fix, or as void there by a revision ours has not followed yet (D343 amended), waits, named in
     ``waiting`` and not tried again by this close (the same answer at once, D330); an outage raises. Returns whether
     any step was tried."""
     tried = False
@@ -189,7 +189,7 @@ def _step_notes(
         tried = True
         try:
             _issue_credit_note(deps, ledger, note, now)
-        except (GatewayMisconfiguredError, _NoteWaitsError) as exc:  # the note waits, alarmed (D330, D-stripeside-1)
+        except (GatewayMisconfiguredError, _NoteWaitsError) as exc:  # the note waits, alarmed (D330, D343)
             waiting[note.credit_id] = NoteWaiting(note.credit_id, str(exc))
     return tried
 
@@ -405,7 +405,7 @@ def _while_draft(step: Callable[[InvoiceRecord], InvoiceRecord]) -> Callable[[In
 
 class _NoteWaitsError(Exception):
     """A credit note's reduction refused on an invoice void at the processor by a revision it names (made in Stripe,
-    its events perhaps not yet applied): the note stays pending for later closes (D-stripeside-1 amended)."""
+    its events perhaps not yet applied): the note stays pending for later closes (D343 amended)."""
 
 
 NOTE_STEPS: Final = 3  # a reduction refused -> the same amount credited out of band -> refused too: given up
@@ -423,7 +423,7 @@ def _issue_credit_note(deps: CloseDeps, ledger: AccountLedger, note: CreditNote,
     raises (the close job is retried; the note stays pending). Void there by a revision the processor names - a
     revision made in Stripe voids the original, and ours follows the revision when its events come - the note waits
     (``_NoteWaitsError``); a plain void (no revision) is nothing collected, as above; ours moved to another processor
-    invoice meanwhile, the note is tried on it (D-stripeside-1 amended, review 2)."""
+    invoice meanwhile, the note is tried on it (D343 amended, review 2)."""
     for _ in range(NOTE_STEPS):
         if note.status is not CreditNoteStatus.PENDING:
             break
@@ -450,7 +450,7 @@ def _issue_credit_note(deps: CloseDeps, ledger: AccountLedger, note: CreditNote,
             ):
                 # void there by a revision made in Stripe (it names it): ours follows the revision when its events
                 # come - which may then be paid. Not "nothing collected": the note waits (alarmed), retried by later
-                # closes on the invoice ours then names (D-stripeside-1 amended). A plain void (no revision named) is
+                # closes on the invoice ours then names (D343 amended). A plain void (no revision named) is
                 # nothing collected at once, whether or not its invoice.voided has reached us: a note waiting for it
                 # would be composed at its full amount by the next close and billed again (D334; review 2)
                 raise _NoteWaitsError(
@@ -741,7 +741,7 @@ def apply_stripe_event(
     if event.type.startswith("invoice."):
         ledger, invoice = _find(store, [_ref(event.obj.get("id")), _revised(event.obj)], _metadata(event.obj))
         applies, attention = _about_ours(invoice, event)
-        if not applies:  # another Stripe invoice than ours: never applied to ours (D-stripeside-1)
+        if not applies:  # another Stripe invoice than ours: never applied to ours (D343)
             return replace(event.outcome(invoice.invoice_id, False), attention=attention)
         outcome, invoice = _invoice_event(store, publisher, ledger, invoice, event, now)
         payments, misconfigured = _paid_with(gateway, invoice) if event.type == "invoice.paid" else ((), None)
@@ -789,7 +789,7 @@ def _refund_failed_event(
     the invoice keeps the money again, so what notes recorded as returned meanwhile becomes account credit (D310's
     step, its history naming the failure). ``RefundFailed.v1`` is announced once per refund (marker
     ``refund_failed:<id>``) for the operator and the customer. A Refund update that is not a failure changes nothing
-    (D-refundfail-1)."""
+    (D340)."""
     status = event.obj.get("status")
     if status not in _REFUND_NOT_MADE and not (event.type == "refund.failed" and status is None):
         return event.outcome(None, False)
@@ -834,7 +834,7 @@ def _refund_not_made(
     its id, not counted a second time. One of ours whose request is still pending (the processor's answer not
     recorded yet) finishes that request as made when the failed refund is all of it; a failed part of it (an invoice
     paid in several payments) leaves the request pending for the rest: its rerun finds the failed part by the
-    request's id and tops up only what was never made (D-refundfail-1 amended). ``refunded`` is stored net of the
+    request's id and tops up only what was never made (D340 amended). ``refunded`` is stored net of the
     failures, so the failure's amount is taken off it here (it stands for the refunds made, failed ones included)."""
     if not refund or amount <= 0:
         return invoice
@@ -869,7 +869,7 @@ def _failed_earlier(invoice: InvoiceRecord, refund: str, sent: tuple[str, int]) 
     order): it is dated by the earliest event saying it - a later update processed first must not make a charge's
     total sent in between read as still holding it (taken off twice). Its charge is kept, or taken from this event
     when not known; ``refunded`` is read again (a total sent after the earlier time is net of the failure). A time
-    not known (0) is never earlier (D-refundfail-1 amended, review 2)."""
+    not known (0) is never earlier (D340 amended, review 2)."""
     charge, at = sent
     dated = dict(invoice.failed_refunds_at)
     known_charge, known_at = dated.get(refund, ("", 0))
@@ -898,7 +898,7 @@ def _charge_refunded(invoice: InvoiceRecord, charge: str, refunded: Decimal, at:
     over its charges (never less than what our own refunds recorded: their webhooks may come later). The charge's
     latest total is kept with ``at``, the time Stripe created its event: a total sent later replaces it even when
     smaller (a refund failed in between: Stripe lowered it), an older one changes nothing; when either time is not
-    known (or they are equal) the larger total is kept, as before (D-refundfail-1 amended)."""
+    known (or they are equal) the larger total is kept, as before (D340 amended)."""
     seen, sent = dict(invoice.charge_refunds), dict(invoice.charge_refunds_at)
     stored, stored_at = seen.get(charge), sent.get(charge, 0)
     if stored is not None:
@@ -962,7 +962,7 @@ def _dispute_event(
         if closing:
             marks.discard(open_marker)
             marks.add(closed_marker)
-        if event.type == "charge.dispute.created" or closing:  # open while any of its disputes is (D-stripeside-3)
+        if event.type == "charge.dispute.created" or closing:  # open while any of its disputes is (D345)
             flag = any(mark.startswith(_DISPUTE_OPEN) for mark in marks)
         was_withdrawn = withdrawn_marker in marks or f"dispute_lost:{dispute_id}" in marks
         if takes and not was_withdrawn:
@@ -1071,7 +1071,7 @@ def _revised(obj: dict[str, Any]) -> str | None:
 
 def _about_ours(invoice: InvoiceRecord, event: _StripeEvent) -> tuple[bool, str | None]:
     """Whether an invoice event found for ``invoice`` (by our metadata, which Stripe copies to revisions and
-    duplicates, or by a processor id) is applied to it, and what it tells an operator (D-stripeside-1). Applied: an
+    duplicates, or by a processor id) is applied to it, and what it tells an operator (D343). Applied: an
     event of the Stripe invoice we recorded (or of one, while we have recorded none), or of a revision of it - ours
     follows the revision. Not applied, quietly: an event of an earlier Stripe invoice of ours that a revision
     replaced (it is void; its late events are spent), but its ``invoice.paid``. Anything else - a duplicate, another
@@ -1090,7 +1090,7 @@ def _about_ours(invoice: InvoiceRecord, event: _StripeEvent) -> tuple[bool, str 
 
 
 def _followed(current: InvoiceRecord, event: _StripeEvent) -> str | None:
-    """The Stripe invoice ours moves to (D-stripeside-1): a revision of the one we recorded, by the revision's own
+    """The Stripe invoice ours moves to (D343): a revision of the one we recorded, by the revision's own
     event, or by the original's ``invoice.voided`` naming its ``latest_revision`` - whichever comes first."""
     found = _ref(event.obj.get("id"))
     if current.gateway_id is None or found is None:
@@ -1105,7 +1105,7 @@ def _followed(current: InvoiceRecord, event: _StripeEvent) -> str | None:
 
 def _revision_differs(invoice: InvoiceRecord, event: _StripeEvent, notes: Iterable[CreditNote]) -> str | None:
     """What to tell an operator of a revision of ours asking another amount than ours (its lines edited in Stripe,
-    or our credit notes, which a revision does not copy): ours follows it all the same (D-stripeside-1)."""
+    or our credit notes, which a revision does not copy): ours follows it all the same (D343)."""
     source = _revised(event.obj)
     asks = event.obj.get("total_excluding_tax", event.obj.get("total"))
     if source is None or source not in (invoice.gateway_id, *invoice.gateway_refs) or not isinstance(asks, int):
@@ -1123,9 +1123,9 @@ def _revision_differs(invoice: InvoiceRecord, event: _StripeEvent, notes: Iterab
 def _paid_short(invoice: InvoiceRecord, obj: dict[str, Any], notes: Iterable[CreditNote]) -> tuple[Decimal, Decimal]:
     """(received, short): what ``invoice.paid`` says Stripe collected before tax (``amount_paid``; with Stripe Tax,
     in the proportion of the invoice's ``total_excluding_tax`` to its ``total``), and how much less that is than
-    ours asks - its total less our own notes' reductions (D-stripeside-2) made at Stripe: a note still pending (one
+    ours asks - its total less our own notes' reductions (D344) made at Stripe: a note still pending (one
     waiting on a revision's original) took nothing off what Stripe asked, and is credited later as paid there - taken
-    off here too, it counted twice (D-stripeside-2 amended, review 2). An invoice an operator marked paid outside
+    off here too, it counted twice (D344 amended, review 2). An invoice an operator marked paid outside
     Stripe (``paid_out_of_band``) is taken as paid in full: that is the operator's own statement."""
     paid, whole, net = obj.get("amount_paid"), obj.get("total"), obj.get("total_excluding_tax")
     due = amount_due(invoice, [note for note in notes if note.status is not CreditNoteStatus.PENDING])
@@ -1147,10 +1147,10 @@ def _invoice_event(
 ) -> tuple[EventOutcome, InvoiceRecord]:
     """The invoice event applied: its outcome and the invoice as stored. Ours follows a revision made in Stripe
     (``_followed``: the old id kept among the refs for payment and refund lookups, the pages' links the revision's);
-    the original's ``invoice.voided`` naming its ``latest_revision`` does not void ours (D-stripeside-1). A card
+    the original's ``invoice.voided`` naming its ``latest_revision`` does not void ours (D343). A card
     ``invoice.paid`` collecting less than ours asks records the shortfall as given back outside us, once
-    (D-stripeside-2); both are said to the operator (``attention``). ``invoice.paid`` of an invoice notes found
-    unpaid credits, with the status, what they recorded as not collected (``_save_with``, D-paidlate-1)."""
+    (D344); both are said to the operator (``attention``). ``invoice.paid`` of an invoice notes found
+    unpaid credits, with the status, what they recorded as not collected (``_save_with``, D339)."""
     target = _INVOICE_TARGETS.get(event.type)
     if target is None:
         return event.outcome(invoice.invoice_id, False), invoice
@@ -1163,7 +1163,7 @@ def _invoice_event(
 
     def change(current: InvoiceRecord) -> InvoiceRecord:
         # asked again of what is stored: a concurrent delivery may have moved ours to a revision since the read
-        # (D-stripeside-1 amended); not ours any more, nothing is written
+        # (D343 amended); not ours any more, nothing is written
         decided.append(_about_ours(current, event))
         if not decided[-1][0]:
             return current
@@ -1241,8 +1241,8 @@ def _save_with(
     credit notes could not, in the same transaction (D131 amended, D310); and an invoice moving to PAID from a
     status that collected nothing (an ``invoice.paid`` of an open, failed or written-off invoice) credits what notes
     recorded as not collected and the payment now holds (``credit_collected``), in the same transaction, or else
-    still moves the refunds' fence, so a close that read it unpaid composes again (D-paidlate-1); either write needs
-    the invoice sequence read, so a close that wrote a note since makes it read again (D-cryptocollected-2). With
+    still moves the refunds' fence, so a close that read it unpaid composes again (D339); either write needs
+    the invoice sequence read, so a close that wrote a note since makes it read again (D347). With
     ``seq_read`` (a refund: the account's invoice sequence read with ``invoice``), the write also needs no close
     since, and marks the refund for the closes that read before it (``refund_rev``); a re-read takes the sequence
     again (D283). Any other write that changes what the invoice keeps (``kept_less_pending``: a dispute's funds, a
@@ -1259,19 +1259,19 @@ def _save_with(
                     return store.update_invoice_and_credit(
                         updated, invoice.status, CreditMove(ledger.billing.credit, restored)
                     )
-            if now is not None and paid_since(invoice, updated):  # collected after notes said not: once (D-paidlate-1)
+            if now is not None and paid_since(invoice, updated):  # collected after notes said not: once (D339)
                 ledger = store.ledger(invoice.account_id)
                 notes = credit_collected(ledger, updated, now)
                 if not notes:  # still moves the refunds' fence: a close that read it unpaid composes again
                     return store.update_invoice(updated, invoice.status, ledger.billing.seq)
                 # and no close since the read: one may have written another note this payment credits
-                move = notes_credit(ledger, notes, seq_read=ledger.billing.seq)  # D-cryptocollected-2
+                move = notes_credit(ledger, notes, seq_read=ledger.billing.seq)  # D347
                 return store.update_invoice_and_credit(updated, invoice.status, move)
             if now is not None and updated.kept_less_pending > invoice.kept_less_pending:  # once: notes moved on
                 ledger = store.ledger(invoice.account_id)
                 notes = credit_reinstated(ledger, updated, now)
                 if notes:  # bounded by the period's invoices as read: no refund since (D308)
-                    # and no close since the read: one may have written a note this credits (D-paidlate-1 amended)
+                    # and no close since the read: one may have written a note this credits (D339 amended)
                     move = notes_credit(ledger, notes, seq_read=ledger.billing.seq)
                     return store.update_invoice_and_credit(updated, invoice.status, move)
             if updated.kept_less_pending != invoice.kept_less_pending and seq_read is None:
@@ -1426,7 +1426,7 @@ def refund_invoice(
 def _finished_instead(done: InvoiceRecord, pending: RefundRequest, amount: Decimal | None) -> str:
     """What a run that finished an earlier pending request (instead of the refund it asked) says: what the invoice
     has refunded and keeps now, and what was not refunded. Running again is invited only for money that is not a
-    failed refund's: a new request would send that to the card whose bank returned it (D-refundfail-1 amended,
+    failed refund's: a new request would send that to the card whose bank returned it (D340 amended,
     review 2)."""
     asked = "the rest" if amount is None else f"the {money_str(amount)}"
     failed = total([refunded for _, refunded in done.failed_refunds])

@@ -70,6 +70,6 @@ class EventOutcome:
     # why an optional processor lookup failed on our side (``GatewayMisconfiguredError``): the event is done, the
     # handler alarms it (D316)
     misconfigured: str | None = None
-    # what an operator has to look at (D-stripeside-1, D-stripeside-2): an event of a Stripe invoice other than ours
+    # what an operator has to look at (D343, D344): an event of a Stripe invoice other than ours
     # not applied, a revision of ours asking another amount, a payment short of what ours asks; the handler alarms it
     attention: str | None = None

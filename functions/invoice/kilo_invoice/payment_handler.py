@@ -6,10 +6,10 @@ An event about nothing of ours (no invoice of ours, or no longer stored) is logg
 other failure is reported failed, redelivered, and after ``maxReceiveCount`` dead-lettered (alarmed). An optional
 Stripe lookup that failed on our side (``invoice.paid``'s payments with the key's secret malformed or the key revoked)
 leaves the event applied, logged at ERROR and counted (``StripeMisconfigured``, alarmed: D316). A refund Stripe made
-and then failed is logged at ERROR and counted (``RefundFailed``, alarmed: D-refundfail-1). An event an operator
+and then failed is logged at ERROR and counted (``RefundFailed``, alarmed: D340). An event an operator
 has to look at - of a Stripe invoice other than ours (not applied), of a revision of ours asking another amount, a
 payment short of what ours asks - is logged at ERROR and counted (``PaymentEventNeedsOperator``, alarmed:
-D-stripeside-1, D-stripeside-2).
+D343, D344).
 """
 
 from __future__ import annotations

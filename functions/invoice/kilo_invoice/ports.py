@@ -45,7 +45,7 @@ class GatewayRejectedError(Exception):
     (``GatewayMisconfiguredError``).
     ``status``: the processor's status of the invoice, when the refusal is about the state it is in (``paid``,
     ``void`` ...); None when unknown. ``revision``: the invoice's latest revision, when the processor names one (an
-    original voided by a revision made in Stripe: D-stripeside-1 amended); None for a plain void, or unknown."""
+    original voided by a revision made in Stripe: D343 amended); None for a plain void, or unknown."""
 
     def __init__(self, message: str, status: str | None = None, revision: str | None = None) -> None:
         super().__init__(message)

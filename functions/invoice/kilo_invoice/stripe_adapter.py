@@ -332,7 +332,7 @@ class StripePaymentGateway:
         if earlier is not None:
             return earlier.id
         wanted = "paid" if out_of_band else "open"  # paid: we credit the account; open: its amount due drops
-        if invoice.status != wanted:  # void by a revision made in Stripe: it names it (D-stripeside-1 amended)
+        if invoice.status != wanted:  # void by a revision made in Stripe: it names it (D343 amended)
             raise GatewayRejectedError(
                 f"cannot credit {gateway_id}: it is {invoice.status}, not {wanted}",
                 invoice.status,
@@ -421,7 +421,7 @@ class StripePaymentGateway:
     def _refunds_of(self, intent: str) -> list[stripe.Refund]:
         """A payment intent's refunds, failed and canceled ones included (``_NOT_GIVEN``: their money came back): a
         request's own failed refund counts as made for it - a rerun after Stripe's idempotency keys expired (24 h)
-        does not refund the same card again on its own (D-refundfail-1 amended); another's failed one leaves its
+        does not refund the same card again on its own (D340 amended); another's failed one leaves its
         amount refundable again."""
         page = self._call(lambda: self._client.v1.refunds.list({"payment_intent": intent, "limit": 100}))
         return list(page.auto_paging_iter())

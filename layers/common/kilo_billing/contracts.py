@@ -163,7 +163,7 @@ class RefundFailedV1(InvoiceEventV1):
     """A card refund the processor made and then failed (the customer's bank returned it: card closed, expired ...):
     the money is back in our processor balance and the customer got nothing. Ours (an operator's ``invoice refund``)
     or one made in the processor's dashboard (``ours`` False). ``reason``: the processor's ``failure_reason``
-    (``unknown`` when it gives none). ``event_id``: ``refund-failed:<processor refund id>`` (D-refundfail-1)."""
+    (``unknown`` when it gives none). ``event_id``: ``refund-failed:<processor refund id>`` (D340)."""
 
     DETAIL_TYPE: ClassVar[str] = "RefundFailed.v1"
 

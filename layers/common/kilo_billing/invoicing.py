@@ -46,7 +46,7 @@ Counters = Mapping[tuple[int, str], int]  # (segment start, epoch seconds; meter
 CURRENCY: Final = "USD"
 MAX_ADJUSTED_PERIODS: Final = 24  # periods adjusted by one invoice (fewer if their notes would pass the items below)
 MAX_TRANSACTION_ITEMS: Final = 100  # what one DynamoDB transaction holds (``CloseDraft`` refuses more)
-SHORTFALL: Final = "shortfall:"  # the outside refund recording an ``invoice.paid`` shortfall (D-stripeside-2)
+SHORTFALL: Final = "shortfall:"  # the outside refund recording an ``invoice.paid`` shortfall (D344)
 
 
 class InvoicingError(ValueError):
@@ -133,7 +133,7 @@ class RefundRequest:
     amount: Decimal
     refunded_before: Decimal  # the invoice's ``refunded`` when it was requested (stored net of the failures)
     # the refunds that had failed when it was requested (``failed_refunds``' sum): ``refunded_before`` + this is gross,
-    # as ``given_back``'s other figures (D-refundfail-1 amended, review 2); 0.00 on requests stored before it
+    # as ``given_back``'s other figures (D340 amended, review 2); 0.00 on requests stored before it
     failed_before: Decimal = ZERO
 
 
@@ -175,11 +175,11 @@ class InvoiceRecord:
     void_reason: str | None = None  # why an operator voided it (``invoice void-draft --reason``, D338 amended)
     # card: refunds the processor made and then failed (ours or outside), (refund id, amount) by id, as their
     # ``refund.failed`` (or ``refund.updated`` failed) said: the money came back to us, never given back
-    # (D-refundfail-1)
+    # (D340)
     failed_refunds: tuple[tuple[str, Decimal], ...] = ()
     # card: when Stripe sent each charge's recorded total (``charge_refunds``: charge id -> the event's ``created``,
     # seconds) and each failure (``failed_refunds``: refund id -> (its charge, the failure event's ``created``)); a
-    # total sent after a failure of its charge is already net of it (D-refundfail-1 amended). 0/absent: not known
+    # total sent after a failure of its charge is already net of it (D340 amended). 0/absent: not known
     charge_refunds_at: tuple[tuple[str, int], ...] = ()
     failed_refunds_at: tuple[tuple[str, tuple[str, int]], ...] = ()
     revision: int = 0  # the stored record's write count: every update is conditioned on it (0: never updated)
@@ -220,15 +220,15 @@ class InvoiceRecord:
         failed refunds included (a failed one is in ours made or in the outside ones by id; ``refunded`` is stored net
         of the failures stored with it, so it stands for ``refunded`` + their sum; a charge's total may be read before
         or after a failure), so the largest less the failures counts each failure once, in any order
-        (D-refundfail-1). A charge's total Stripe sent after a failure of that charge is net of it already, so the
+        (D340). A charge's total Stripe sent after a failure of that charge is net of it already, so the
         failure is added back to that figure before the failures are taken off (``_failed_before_totals``): taken off
-        once, not twice (D-refundfail-1 amended). The request's figure adds the failures known when it was asked
-        (``failed_before``) to ``refunded_before``, net of them, so it is gross too (D-refundfail-1 amended, review 2).
+        once, not twice (D340 amended). The request's figure adds the failures known when it was asked
+        (``failed_before``) to ``refunded_before``, net of them, so it is gross too (D340 amended, review 2).
         Never below nothing."""
         amount = ZERO if pending is None else pending.amount
         before = ZERO if pending is None else pending.refunded_before + pending.failed_before + amount
-        # a shortfall ``invoice.paid`` recorded (D-stripeside-2) was never charged: no charge's total holds it, so it
-        # is counted with them - one figure, else the larger of the two hides the other (D-stripeside-2 amended)
+        # a shortfall ``invoice.paid`` recorded (D344) was never charged: no charge's total holds it, so it
+        # is counted with them - one figure, else the larger of the two hides the other (D344 amended)
         short = total([amount for refund, amount in self.outside_refunds if refund.startswith(SHORTFALL)])
         charges = total([refunded for _, refunded in self.charge_refunds]) + self._failed_before_totals() + short
         ours_and_outside = self.refunds_made + total([refunded for _, refunded in self.outside_refunds]) + amount
@@ -471,7 +471,7 @@ class CreditMove:
     the read makes it re-read, and a close or refund that read before it composes or bounds again (D308). With
     ``seq_read`` (notes credited: a crypto bill paid, a card invoice paid or keeping more), the account's invoice
     sequence must still be the one read (none stored reads 0): a close since the read - one that may have written a
-    note on the notes' period the move did not see - makes the writer re-read (D-cryptocollected-1, D-paidlate-1
+    note on the notes' period the move did not see - makes the writer re-read (D346, D339
     amended)."""
 
     credit_read: Decimal
@@ -529,7 +529,7 @@ class LedgerStore(Protocol):
         back the credit it consumed: the status condition makes it once) and the credit notes (a dispute's funds
         reinstated: what the notes credit again); ``LedgerConflictError`` when the status, the crypto credit, the
         account's credit or a note moved. With ``crypto_added`` (a crypto bill paid with an overpayment, whose notes
-        it credits in the same write: D-cryptocollected-1), the invoice's ``crypto_credit`` has grown by it: its
+        it credits in the same write: D346), the invoice's ``crypto_credit`` has grown by it: its
         stored value must still be ``invoice.crypto_credit - crypto_added`` (``move.added`` includes it)."""
         ...
 
@@ -1430,7 +1430,7 @@ def credit_reinstated(ledger: AccountLedger, invoice: InvoiceRecord, at: datetim
 
 def paid_since(before: InvoiceRecord | None, after: InvoiceRecord) -> bool:
     """``after`` is the invoice moving to PAID from a status that had collected nothing (open, payment failed, written
-    off, a draft): the payment notes recorded as not collected is now with us (D-paidlate-1)."""
+    off, a draft): the payment notes recorded as not collected is now with us (D339)."""
     return before is not None and before.status in NOT_COLLECTED and after.status is InvoiceStatus.PAID
 
 
@@ -1440,7 +1440,7 @@ def notes_credit(
     """The move that writes ``notes`` (each one version on from the ledger's) and adds what their ``to_credit`` grew
     by - and ``more`` (a crypto bill's overpayment paid with them) - to the account's credit, both as read in
     ``ledger``, on its ``refund_rev`` (bounded by the period's invoices as read: a refund since makes the writer
-    re-read, D308) and, with ``seq_read``, its invoice sequence (D-cryptocollected-1)."""
+    re-read, D308) and, with ``seq_read``, its invoice sequence (D346)."""
     before = {note.credit_id: note.to_credit for note in ledger.credit_notes.values()}
     given = total([note.to_credit - before[note.credit_id] for note in notes])
     return CreditMove(ledger.billing.credit, more + given, notes, ledger.billing.refund_rev, seq_read)
@@ -1454,11 +1454,11 @@ def credit_collected(ledger: AccountLedger, invoice: InvoiceRecord, at: datetime
     ``uncollected`` becomes account credit for what ``creditable`` now gives for its not-credited rest - by billing,
     latest first, at most what the payment holds for the period's usage (``money_held``: its usage first, then fees;
     what a note took off its amount due was never paid, so never credited) - and at most the room ``period_held``
-    leaves, earliest note first, as ``credit_reinstated`` gives ``returned`` (D-paidlate-1). What the payment paid for
+    leaves, earliest note first, as ``credit_reinstated`` gives ``returned`` (D339). What the payment paid for
     but no longer holds - a dispute's funds withdrawn or a refund recorded before the payment's event - was collected
     and given back already: it moves from ``uncollected`` to ``returned`` (what the payment would give were it kept
     whole, less what it gives), so the funds reinstated or the refund failed later credit it (``credit_reinstated``;
-    D-paidlate-1 amended). Each changed note comes back one version on, its history naming the invoice paid;
+    D339 amended). Each changed note comes back one version on, its history naming the invoice paid;
     ``uncollected`` only goes down, so a second delivery of the payment (the invoice is paid already: ``paid_since``
     is false) or of any later event gives nothing again."""
     if not paid_since(ledger.invoices.get(invoice.invoice_id), invoice):
@@ -1561,7 +1561,7 @@ def _recorded_at_processor(moved: CreditNote, note: CreditNote, invoice: Invoice
     when it fits that step: a card invoice the processor holds, the note's own credited invoice (a note's processor
     note is on that invoice; an early invoice or a later one billing late usage is another processor invoice), and
     the note has no processor note yet, made or waiting (one per note: its idempotency key). Otherwise the credit is
-    ours only, as before (D-paidlate-1 amended)."""
+    ours only, as before (D339 amended)."""
     fits = (
         given > 0
         and invoice.method is BillingMethod.CARD
@@ -1582,7 +1582,7 @@ def _kept_again_why(before: InvoiceRecord | None, after: InvoiceRecord) -> str:
     """Why ``after`` keeps more than ``before`` (the note history's reason, D317): a pending card refund the
     processor refused for good (the request dropped, nothing refunded for it) or a dispute's funds reinstated (the
     dispute won: ``charged_back`` lowered) - or a refund the processor made and then failed (``failed_refunds``
-    grew: the money came back to us, D-refundfail-1) - the writes that raise ``kept_less_pending``."""
+    grew: the money came back to us, D340) - the writes that raise ``kept_less_pending``."""
     known = dict(before.failed_refunds) if before is not None else {}
     failed = [amount for refund, amount in after.failed_refunds if refund not in known]
     if before is not None and failed:

@@ -81,7 +81,7 @@ class Metric(StrEnum):
     REFUND_FAILED = "RefundFailed"  # RefundFailed.v1 published: a refund Stripe made then failed, alarmed
     STRIPE_MISCONFIGURED = "StripeMisconfigured"  # a Stripe call let pass failed on our side: alarmed
     # a Stripe event an operator has to look at (another invoice than ours, a revision asking another amount, a
-    # payment short of what ours asks): alarmed (D-stripeside-1, D-stripeside-2)
+    # payment short of what ours asks): alarmed (D343, D344)
     PAYMENT_EVENT_ATTENTION = "PaymentEventNeedsOperator"
     # crypto watchers (one service per chain kind: crypto-evm, crypto-solana)
     CRYPTO_TRANSFERS_SEEN = "CryptoTransfersSeen"  # merchant credits a watcher run handed to settlement

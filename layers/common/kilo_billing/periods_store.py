@@ -250,7 +250,7 @@ class DynamoLedgerStore:
     def _credit_update(self, account_id: str, move: CreditMove) -> dict[str, Any]:
         """The BILLING item's credit moved by ``move`` (a transaction's item), if it is still the one read; with
         ``move.refunds_read``, also if ``refund_rev`` is still the one read, adding one to it (D308); with
-        ``move.seq_read``, also if the invoice sequence is still the one read (D-cryptocollected-1)."""
+        ``move.seq_read``, also if the invoice sequence is still the one read (D346)."""
         names = {"#credit": "credit"}
         values: dict[str, Any] = {":credit": str(move.credit), ":read": str(move.credit_read)}
         update, condition = "SET #credit = :credit", credit_condition(move.credit_read)
@@ -263,7 +263,7 @@ class DynamoLedgerStore:
             values |= {":refunds": move.refunds_read, ":one": 1}
             unwritten = "attribute_not_exists(#refunds) OR " if move.refunds_read == 0 else ""
             update, condition = update + " ADD #refunds :one", f"{condition} AND ({unwritten}#refunds = :refunds)"
-        if move.seq_read is not None:  # no close since the notes were read (D-paidlate-1 amended)
+        if move.seq_read is not None:  # no close since the notes were read (D339 amended)
             names["#seq"] = "seq"
             values[":prev"] = move.seq_read
             condition = f"{condition} AND {seq_condition(move.seq_read)}"
