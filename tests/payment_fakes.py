@@ -129,7 +129,8 @@ class InMemoryPaymentGateway:
             self.out_of_band_notes.add(credit_id)
         return credit_id
 
-    def refund(self, gateway_id: str, amount: Decimal, refund_id: str) -> str:
+    def refund(self, gateway_id: str, amount: Decimal, refund_id: str, to_failed_card: bool = False) -> str:
+        # one payment, no refund the card's bank returns: ``to_failed_card`` changes nothing here
         self._call("refund")
         if refund_id in self.refunds:
             return refund_id

@@ -60,6 +60,11 @@ def add_parser(sub: Any) -> Any:
     refund.add_argument("--account", required=True)
     refund.add_argument("--invoice", required=True, help="its number (KB-...) or id")
     refund.add_argument("--amount", type=arguments.money, help="USD (default: all that is left to refund)")
+    refund.add_argument(
+        "--to-failed-card",
+        action="store_true",
+        help="also refund to a card whose bank returned an earlier refund (without: refused, return it another way)",
+    )
     refund.add_argument("--stripe-secret", default=os.environ.get("STRIPE_API_KEY_SECRET_NAME", ""))
     sent = commands.add_parser("crypto-refund-sent", help="record a crypto refund owed as sent, by its transaction")
     sent.add_argument("--account", required=True)
@@ -101,6 +106,7 @@ def _refund(args: argparse.Namespace, console: Console) -> None:
     from kilo_billing.accounts import check_account_id  # noqa: PLC0415
     from kilo_invoice.logic import refund_invoice, settle_crypto_refund  # noqa: PLC0415
     from kilo_invoice.model import InvoiceNotFoundError  # noqa: PLC0415
+    from kilo_invoice.ports import GatewayRejectedError  # noqa: PLC0415
 
     check_account_id(args.account)
     try:
@@ -110,7 +116,9 @@ def _refund(args: argparse.Namespace, console: Console) -> None:
 
             config = InvoiceSettings(usage_table_name=args.usage_table, stripe_api_key_secret_name=args.stripe_secret)
             deps = close_deps(config)
-            invoice = refund_invoice(deps.store, deps.gateway, args.account, args.invoice, args.amount)
+            invoice = refund_invoice(
+                deps.store, deps.gateway, args.account, args.invoice, args.amount, to_failed_card=args.to_failed_card
+            )
         else:
             from kilo_billing.aws import client  # noqa: PLC0415
             from kilo_billing.periods_store import DynamoLedgerStore  # noqa: PLC0415
@@ -120,6 +128,8 @@ def _refund(args: argparse.Namespace, console: Console) -> None:
             invoice = settle_crypto_refund(store, args.account, invoice_id, args.transaction)
     except InvoiceNotFoundError as exc:
         raise ValueError(str(exc)) from exc
+    except GatewayRejectedError as exc:  # refused for good, what was made recorded first: said, exit 2 (D340 amended)
+        raise ValueError(f"the card processor refused the refund: {exc}") from exc
     summary = _summary(invoice) | {"refund_owed": money_str(invoice.refund_owed)}
     if args.json:
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")

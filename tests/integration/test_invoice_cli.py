@@ -5,6 +5,7 @@ minutes in March 2026 -> 7.20 + 29.00 + 29.00 = 65.20; Personal with 6,000 -> 0.
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 
 import pytest
 
@@ -146,6 +147,51 @@ def test_given_a_paid_card_invoice_when_refunded_in_two_parts_then_stripe_refund
         assert exit_info.value.code == 2
         assert message in capsys.readouterr().err
     assert invoicing.stripe_posts("/v1/refunds") == 2
+
+
+def test_given_a_refund_the_cards_bank_returned_when_refunded_again_then_refused_unless_to_failed_card(
+    invoicing: Invoicing, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """acct-a's March 65.20 paid in two payments, 40.00 (card 1, the older) + 25.20 (card 2: 65.20 - 40.00). A refund
+    of 40.00 goes to card 1 and its bank returns it (0.00 refunded, 65.20 refundable again). Refunding all again:
+    only 25.20 fits card 2, the other 40.00 would go to card 1 - refused, exit 2, nothing sent, saying to return it
+    another way (before: 40.00 to card 1 again + 25.20). With ``--to-failed-card``: 25.20 + 40.00 = 65.20 refunded."""
+    from tests.integration.test_invoice_close import _month  # noqa: PLC0415
+
+    _month(invoicing)  # acct-a: team, 60,000 video minutes in March, card that pays -> 7.20 + 29.00 + 29.00 = 65.20
+    invoicing.start("2026-04-01T06:00:00Z")
+    invoicing.close_all()
+    seen = len(invoicing.http.emulator.events)
+    for event in invoicing.http.emulator.events[:seen]:
+        assert invoicing.webhook(event) == 200
+    invoicing.payments()
+    gateway_id = invoicing.invoice("acct-a").gateway_id
+    assert gateway_id is not None
+    first, second = invoicing.http.emulator.split_payment(gateway_id, 4000)
+    capsys.readouterr()
+    secret = ("--stripe-secret", invoicing.stack.template.parameters["StripeApiKeySecretName"])
+    refund = ("invoice", "refund", "--account", "acct-a", "--invoice", "KB-acct-a-00001", *secret)
+    table = ("--usage-table", invoicing.table)
+    assert _cli(capsys, *refund, "--amount", "40.00", *table)["refunded"] == "40.00"
+    (made,) = invoicing.http.emulator.objects["refund"]
+    invoicing.http.emulator.fail_refund(made)
+    for event in invoicing.http.emulator.events[seen:]:
+        assert invoicing.webhook(event) == 200
+    invoicing.payments()
+    capsys.readouterr()
+    assert invoicing.invoice("acct-a").refunded == Decimal("0.00")  # 40.00 - 40.00 returned
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([*refund, *table])
+    assert exit_info.value.code == 2
+    said = capsys.readouterr().err
+    assert "40.00 of it would go back to a card whose bank returned a refund" in said
+    assert "--to-failed-card" in said
+    refunds = [(r["payment_intent"], r["amount"]) for r in invoicing.http.emulator.objects["refund"].values()]
+    assert refunds == [(first, 4000)]  # nothing sent
+    assert _cli(capsys, *refund, "--to-failed-card", *table)["refunded"] == "65.20"
+    refunds = [(r["payment_intent"], r["amount"]) for r in invoicing.http.emulator.objects["refund"].values()]
+    assert refunds == [(first, 4000), (second, 2520), (first, 4000)]  # card 2 first, then card 1 as told
 
 
 def test_given_an_account_created_with_a_past_signup_when_a_later_month_is_run_then_its_first_month_is_billed_first(

@@ -232,8 +232,8 @@ def test_given_a_refund_whose_answer_was_lost_and_its_webhook_applied_when_run_a
     intent = _close_and_pay(world, events)
     real = world.gateway.refund
 
-    def refunded_then_lost(gateway_id: str, amount: Decimal, refund_id: str) -> str:
-        real(gateway_id, amount, refund_id)  # Stripe refunds ...
+    def refunded_then_lost(gateway_id: str, amount: Decimal, refund_id: str, to_failed_card: bool = False) -> str:
+        real(gateway_id, amount, refund_id, to_failed_card)  # Stripe refunds ...
         raise GatewayUnavailableError("timeout")  # ... and the answer never reaches us
 
     world.gateway.refund = refunded_then_lost  # type: ignore[method-assign]

@@ -457,9 +457,9 @@ def test_given_a_close_landing_between_a_refund_request_and_its_processor_call_t
     world.store.rate("acme", "2026-03", seg(at(1)), "video", -5_000)  # -3.60
     processor_refund = world.gateway.refund
 
-    def close_first(gateway_id: str, amount: Decimal, refund_id: str) -> str:
+    def close_first(gateway_id: str, amount: Decimal, refund_id: str, to_failed_card: bool = False) -> str:
         world.close("acme", APR)
-        return processor_refund(gateway_id, amount, refund_id)
+        return processor_refund(gateway_id, amount, refund_id, to_failed_card)
 
     monkeypatch.setattr(world.gateway, "refund", close_first)
     done = refund_invoice(world.store, world.gateway, "acme", "acme/2026-03", None)

@@ -82,8 +82,8 @@ class LazyGateway:
     ) -> str:
         return self.gateway.credit_note(gateway_id, amount, reason, credit_id, out_of_band)
 
-    def refund(self, gateway_id: str, amount: Decimal, refund_id: str) -> str:
-        return self.gateway.refund(gateway_id, amount, refund_id)
+    def refund(self, gateway_id: str, amount: Decimal, refund_id: str, to_failed_card: bool = False) -> str:
+        return self.gateway.refund(gateway_id, amount, refund_id, to_failed_card)
 
     def payment_refs(self, gateway_id: str) -> tuple[str, ...]:
         return self.gateway.payment_refs(gateway_id)

@@ -1352,7 +1352,13 @@ def void_draft(
 
 
 def refund_invoice(
-    store: LedgerStore, gateway: PaymentGateway, account_id: str, invoice_ref: str, amount: Decimal | None
+    store: LedgerStore,
+    gateway: PaymentGateway,
+    account_id: str,
+    invoice_ref: str,
+    amount: Decimal | None,
+    *,
+    to_failed_card: bool = False,
 ) -> InvoiceRecord:
     """Refund all (``amount`` None) or part of a paid invoice. Card: the request is recorded on the invoice first
     (``<invoice id>/refund/<n>``, the processor call's idempotency anchor), then the processor refunds it, then the
@@ -1361,7 +1367,9 @@ def refund_invoice(
     says so instead of refunding again. Crypto: the amount is recorded as a refund owed, which an operator settles
     (``settle_crypto_refund``). Refunds made and disputes lost bound what is left to refund. An ``amount`` that is not
     whole cents is refused before anything is read or written (the ledger stores money in whole cents; a refund moves
-    no account credit, so ``CreditMove``'s own check never sees it)."""
+    no account credit, so ``CreditMove``'s own check never sees it). A card payment whose bank returned a refund of
+    it gets no new money unless ``to_failed_card`` (the operator's explicit word, for this run only: not stored on
+    the request - a rerun finishing it without the flag refuses that part again, D340 amended)."""
     if amount is not None and not is_whole_cents(amount):
         raise ValueError(f"refund must be whole cents, got {amount}")
     ledger = store.ledger(account_id)
@@ -1374,7 +1382,7 @@ def refund_invoice(
         raise ValueError(f"invoice {invoice.number} is {invoice.status.value}: only paid invoices are refunded")
     pending = invoice.refund_pending
     if pending is not None:
-        done = _finish_refund(store, gateway, invoice, pending)
+        done = _finish_refund(store, gateway, invoice, pending, to_failed_card)
         if (amount is not None and amount != pending.amount) or (amount is None and done.kept > 0):
             raise ValueError(_finished_instead(done, pending, amount))
         return done
@@ -1420,7 +1428,7 @@ def refund_invoice(
     pending = invoice.refund_pending
     if pending is None:
         raise AssertionError("the refund request was just recorded")
-    return _finish_refund(store, gateway, invoice, pending)
+    return _finish_refund(store, gateway, invoice, pending, to_failed_card)
 
 
 def _finished_instead(done: InvoiceRecord, pending: RefundRequest, amount: Decimal | None) -> str:
@@ -1445,7 +1453,11 @@ def _finished_instead(done: InvoiceRecord, pending: RefundRequest, amount: Decim
 
 
 def _finish_refund(
-    store: LedgerStore, gateway: PaymentGateway, invoice: InvoiceRecord, pending: RefundRequest
+    store: LedgerStore,
+    gateway: PaymentGateway,
+    invoice: InvoiceRecord,
+    pending: RefundRequest,
+    to_failed_card: bool = False,
 ) -> InvoiceRecord:
     """Ask the processor for the recorded refund (idempotent on its id), then record it as refunded. A refusal for
     good drops the request (nothing was refunded: notes that recorded it as returned credit it, D310); a refusal after
@@ -1469,7 +1481,7 @@ def _finish_refund(
         return replace(current, refund_pending=None) if current.refund_pending == pending else current
 
     try:
-        gateway.refund(invoice.gateway_id, pending.amount, pending.refund_id)
+        gateway.refund(invoice.gateway_id, pending.amount, pending.refund_id, to_failed_card)
     except GatewayPartlyRefundedError as exc:
         # the part made is money the processor gave back: recorded as refunded; the rest it keeps again, which credits
         # what notes recorded as returned (D310), bounded by what it keeps (D329)

@@ -143,9 +143,11 @@ class PaymentGateway(Protocol):
         or ``amount`` above what it still holds: ``GatewayRejectedError``, nothing made."""
         ...
 
-    def refund(self, gateway_id: str, amount: Decimal, refund_id: str) -> str:
+    def refund(self, gateway_id: str, amount: Decimal, refund_id: str, to_failed_card: bool = False) -> str:
         """Refund part or all of a paid invoice's payment; returns the refund id. Refused for good after part of
-        ``amount`` was refunded (earlier runs' parts included): ``GatewayPartlyRefundedError`` with that part."""
+        ``amount`` was refunded (earlier runs' parts included): ``GatewayPartlyRefundedError`` with that part. Never
+        to a payment whose card's bank returned a refund of it (``GatewayRejectedError`` when only such a payment
+        has room), unless ``to_failed_card`` (D340 amended)."""
         ...
 
     def payment_refs(self, gateway_id: str) -> tuple[str, ...]:

@@ -353,13 +353,15 @@ class StripePaymentGateway:
         note = self._call(lambda: self._client.v1.credit_notes.create(params, {"idempotency_key": key}))
         return note.id
 
-    def refund(self, gateway_id: str, amount: Decimal, refund_id: str) -> str:
+    def refund(self, gateway_id: str, amount: Decimal, refund_id: str, to_failed_card: bool = False) -> str:
         """Refund ``amount`` of a paid invoice from its payments, oldest first, each up to what is left of it (an
         invoice paid in several payments has a payment intent per payment; a refund is made on one). Refunds made
         earlier for ``refund_id`` (found by metadata, on every payment) count: a rerun refunds only what is still
         missing. Returns the refund ids, comma-separated when it took more than one payment. Stripe refusing a payment's
         refund after others' were made (now or by an earlier run): ``GatewayPartlyRefundedError`` with what was made
-        (D329)."""
+        (D329). A payment with a refund its card's bank returned (``failed``) gets no new money: the others are
+        taken, and a request they cannot hold is refused as a whole before anything is made - unless
+        ``to_failed_card`` (the operator's explicit word), which takes those payments last (D340 amended)."""
         invoice = self._retrieve(gateway_id)
         if invoice.status != "paid":
             raise GatewayRejectedError(f"cannot refund {gateway_id}: it is {invoice.status}, not paid")
@@ -378,6 +380,7 @@ class StripePaymentGateway:
         made: list[str] = []
         failed = 0  # cents of this request's refunds made and then failed at the card's bank (never made again)
         room: list[tuple[str, int]] = []  # (payment intent, cents left to refund on it)
+        bounced: list[tuple[str, int]] = []  # the same, for payments with a refund their card's bank returned
         for intent, paid_cents in paid:
             refunds = self._refunds_of(intent)
             mine = [r for r in refunds if _metadata(r).get(META_REFUND) == refund_id]
@@ -385,13 +388,25 @@ class StripePaymentGateway:
             made += [r.id for r in mine]
             failed += sum(r.amount for r in mine if r.status in _NOT_GIVEN)
             used = [r for r in refunds if r.status not in _NOT_GIVEN or r.id in made]  # this card's failed one too
-            room.append((intent, paid_cents - sum(r.amount for r in used)))
+            left = paid_cents - sum(r.amount for r in used)
+            (bounced if any(r.status == "failed" for r in refunds) else room).append((intent, left))
         try:
-            if wanted > sum(left for _, left in room):
+            elsewhere = sum(left for _, left in room if left > 0)
+            if wanted > elsewhere + sum(left for _, left in bounced if left > 0):
                 raise GatewayRejectedError(
-                    f"cannot refund {dollars(wanted)} more on {gateway_id}: {dollars(sum(left for _, left in room))} "
-                    "of its payments is left to refund"
+                    f"cannot refund {dollars(wanted)} more on {gateway_id}: "
+                    f"{dollars(elsewhere + sum(left for _, left in bounced if left > 0))} of its payments is left to "
+                    "refund"
                 )
+            if wanted > elsewhere and not to_failed_card:
+                raise GatewayRejectedError(
+                    f"cannot refund {dollars(wanted)} more on {gateway_id}: "
+                    f"{dollars(wanted - elsewhere)} of it would go back to a card whose bank returned a refund "
+                    f"({', '.join(intent for intent, left in bounced if left > 0)}) and would likely bounce again; "
+                    f"at most {dollars(elsewhere)} can go to its other payments. Refund that and return the rest "
+                    "another way (a bank transfer), or send it to that card again explicitly (--to-failed-card)"
+                )
+            room += bounced  # the operator's explicit word: the returned card's payments last
             for intent, left in room:
                 if wanted <= 0:
                     break

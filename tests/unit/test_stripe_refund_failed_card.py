@@ -1,0 +1,114 @@
+"""A new refund after a refund the card's bank returned (D340 amended, failed card): Stripe's failed Refund no longer
+counts on its charge, so the charge has room again and the adapter (oldest payment first) sent the new refund to
+that same card - where it would bounce again. Now a payment with a failed refund gets no new money: the other
+payments are taken, and what only the failed card's payment could hold is refused as a whole, nothing made, saying
+to return it another way - unless the operator says so explicitly (``to_failed_card``, ``--to-failed-card``).
+
+Through the Stripe SDK against the emulator (``tests/unit/test_stripe_refund_partly_refused.py``'s harness).
+Figures worked by hand (price book 2026-01, Team $29/month, video $0.00072 a minute, 50,000 included): Team card,
+March 60,000 minutes -> 10,000 x 0.00072 = 7.20 + March's fee 29.00 + April's in advance 29.00 = 65.20, paid in two
+payments: 40.00 on card 1 (the older), 25.20 on card 2 (65.20 - 40.00). A first refund of 40.00 went to card 1
+(oldest first) and its bank returned it: 40.00 - 40.00 = 0.00 refunded, 65.20 kept and refundable, card 1's charge
+40.00 refundable again at Stripe, card 2's 25.20."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from kilo_billing.invoicing import InvoiceRecord, refundable
+from kilo_invoice.logic import apply_stripe_event, refund_invoice
+from kilo_invoice.ports import GatewayRejectedError
+from tests.contract.test_ledger_store import Ledger
+from tests.scenarios.test_card_payment_events import Events
+from tests.unit.test_stripe_gateway_refusals import APR, NONE, _gateway
+from tests.unit.test_stripe_refund_partly_refused import DisputedIntent, _march_paid_on_two_cards, _stripe_refunds
+
+MARCH = "acme/2026-03"
+
+
+class _Bus:
+    def __init__(self) -> None:
+        self.published: list[tuple[str, Any]] = []
+
+    def publish(self, detail_type: str, detail: Any) -> None:
+        self.published.append((detail_type, detail))
+
+
+def _first_refund_returned_by_card_1(http: DisputedIntent) -> tuple[Ledger, str, str]:
+    """65.20 paid 40.00 (card 1) + 25.20 (card 2); ours of 40.00 made on card 1, then returned by its bank, the
+    ``refund.failed`` event recorded: 0.00 refunded, 65.20 refundable."""
+    ledger, _deps, _march, first, second = _march_paid_on_two_cards(http)
+    refund_invoice(ledger.store, _gateway(http), "acme", MARCH, Decimal("40.00"))
+    assert _stripe_refunds(http) == [(first, 4000)]  # oldest first: card 1
+    (made,) = http.emulator.objects["refund"]
+    seen = len(http.emulator.events)
+    http.emulator.fail_refund(made)
+    (failed,) = [e for e in http.emulator.events[seen:] if e["type"] == "refund.failed"]
+    events = Events()
+    key = events.add(failed["id"], failed["type"], failed["data"]["object"], failed["created"])
+    apply_stripe_event(ledger.store, _Bus(), events, *key, APR.start, _gateway(http))
+    found = ledger.store.ledger("acme")
+    march = found.invoices[MARCH]
+    assert (march.refunded, march.kept, refundable(found, march)) == (NONE, Decimal("65.20"), Decimal("65.20"))
+    return ledger, first, second
+
+
+def _march(ledger: Ledger) -> tuple[InvoiceRecord, Decimal]:
+    found = ledger.store.ledger("acme")
+    march = found.invoices[MARCH]
+    return march, refundable(found, march)
+
+
+def test_given_a_refund_card_1s_bank_returned_when_all_is_refunded_again_then_it_is_refused_and_nothing_sent() -> None:
+    """Refund all (65.20): card 2 holds 25.20, the other 65.20 - 25.20 = 40.00 could only go to card 1 again -
+    refused as a whole, nothing made at Stripe, the request dropped: 0.00 refunded, 65.20 still refundable. Before:
+    40.00 sent to card 1 again (oldest first, its room back) and 25.20 to card 2."""
+    http = DisputedIntent()
+    ledger, first, _second = _first_refund_returned_by_card_1(http)
+    with pytest.raises(GatewayRejectedError) as raised:
+        refund_invoice(ledger.store, _gateway(http), "acme", MARCH, None)
+    said = str(raised.value)
+    assert "cannot refund 65.20 more" in said
+    assert "40.00 of it would go back to a card whose bank returned a refund" in said
+    assert "at most 25.20 can go to its other payments" in said
+    assert "return the rest another way" in said
+    assert _stripe_refunds(http) == [(first, 4000)]  # only the first, failed one
+    march, left = _march(ledger)
+    assert (march.refunded, march.refund_pending, left) == (NONE, None, Decimal("65.20"))
+
+
+def test_given_a_refund_card_1s_bank_returned_when_part_fits_card_2_then_it_goes_to_card_2() -> None:
+    """Refund 25.20: card 2's payment holds it all (2520 cents left) - made there, not on the older card 1.
+    65.20 - 25.20 = 40.00 left to refund. Before: 25.20 sent to card 1 (the oldest, 40.00 room again)."""
+    http = DisputedIntent()
+    ledger, first, second = _first_refund_returned_by_card_1(http)
+    refund_invoice(ledger.store, _gateway(http), "acme", MARCH, Decimal("25.20"))
+    assert _stripe_refunds(http) == [(first, 4000), (second, 2520)]
+    march, left = _march(ledger)
+    assert (march.refunded, march.refund_pending, left) == (Decimal("25.20"), None, Decimal("40.00"))
+
+
+def test_given_a_refund_card_1s_bank_returned_when_more_than_card_2_holds_then_none_of_it_is_sent() -> None:
+    """Refund 30.00: 25.20 fits card 2, the other 30.00 - 25.20 = 4.80 only card 1 - refused as a whole before
+    anything is made (not 25.20 made and 4.80 refused): 0.00 refunded, 65.20 refundable."""
+    http = DisputedIntent()
+    ledger, first, _second = _first_refund_returned_by_card_1(http)
+    with pytest.raises(GatewayRejectedError, match=r"4\.80 of it would go back.*at most 25\.20"):
+        refund_invoice(ledger.store, _gateway(http), "acme", MARCH, Decimal("30.00"))
+    assert _stripe_refunds(http) == [(first, 4000)]
+    march, left = _march(ledger)
+    assert (march.refunded, march.refund_pending, left) == (NONE, None, Decimal("65.20"))
+
+
+def test_given_a_refund_card_1s_bank_returned_when_the_operator_says_to_failed_card_then_it_goes_there_last() -> None:
+    """Refund all with ``to_failed_card``: card 2 first (25.20), then card 1 (65.20 - 25.20 = 40.00) - the operator's
+    explicit word. 25.20 + 40.00 = 65.20 refunded, 0.00 left to refund."""
+    http = DisputedIntent()
+    ledger, first, second = _first_refund_returned_by_card_1(http)
+    refund_invoice(ledger.store, _gateway(http), "acme", MARCH, None, to_failed_card=True)
+    assert _stripe_refunds(http) == [(first, 4000), (second, 2520), (first, 4000)]
+    march, left = _march(ledger)
+    assert (march.refunded, march.refund_pending, left) == (Decimal("65.20"), None, NONE)
