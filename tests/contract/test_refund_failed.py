@@ -455,6 +455,7 @@ def test_given_a_pending_request_whose_part_failed_when_refund_all_is_rerun_then
     said = str(raised.value)
     assert "25.20 refunded and 40.00 kept" in said
     assert "40.00 of it came back from refunds the card's bank returned" in said
+    assert "a new refund is not sent to that card (refused, unless --to-failed-card)" in said  # D340 failed card
     assert "nothing more was refunded" not in said
     assert "run again" not in said
     march = _march(ledger)

@@ -1434,8 +1434,8 @@ def refund_invoice(
 def _finished_instead(done: InvoiceRecord, pending: RefundRequest, amount: Decimal | None) -> str:
     """What a run that finished an earlier pending request (instead of the refund it asked) says: what the invoice
     has refunded and keeps now, and what was not refunded. Running again is invited only for money that is not a
-    failed refund's: a new request would send that to the card whose bank returned it (D340 amended,
-    review 2)."""
+    failed refund's: a new request refuses to send that to the card whose bank returned it unless told to (D340
+    amended, review 2 and failed card)."""
     asked = "the rest" if amount is None else f"the {money_str(amount)}"
     failed = total([refunded for _, refunded in done.failed_refunds])
     said = (
@@ -1447,8 +1447,8 @@ def _finished_instead(done: InvoiceRecord, pending: RefundRequest, amount: Decim
         return f"{said}: run again to refund it"
     back = min(failed, done.kept)
     return (
-        f"{said}. {money_str(back)} of it came back from refunds the card's bank returned: a new refund would go to "
-        "the same card - contact the customer and return it another way"
+        f"{said}. {money_str(back)} of it came back from refunds the card's bank returned: a new refund is not sent "
+        "to that card (refused, unless --to-failed-card) - contact the customer and return it another way"
     )
 
 
