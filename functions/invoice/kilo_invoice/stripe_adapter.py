@@ -437,7 +437,7 @@ class StripePaymentGateway:
         """A payment intent's refunds, failed and canceled ones included (``_NOT_GIVEN``: their money came back): a
         request's own failed refund counts as made for it - a rerun after Stripe's idempotency keys expired (24 h)
         does not refund the same card again on its own (D340 amended); another's failed one leaves its
-        amount refundable again."""
+        amount refundable again, though only with ``to_failed_card`` (D340 amended, failed card)."""
         page = self._call(lambda: self._client.v1.refunds.list({"payment_intent": intent, "limit": 100}))
         return list(page.auto_paging_iter())
 
