@@ -1071,3 +1071,59 @@ def test_given_a_stale_receipt_in_a_dead_block_at_another_height_then_the_paymen
     assert gone is not None
     assert gone.status is PaymentStatus.ORPHANED
     assert r.bill().credit_usd == Decimal("0")
+
+
+def test_given_a_replaced_payment_whose_receipt_is_in_a_block_above_finalized_not_yet_read_then_it_waits_not_released(
+    chain: Chain, stack: Stack
+) -> None:
+    """D342, amended (orphan). The cancel case (A's nonce went to a 0 ETH transaction: nothing else pays the $100.00
+    bill), A SEEN past the rollback and counted while PROCESSING (100 USDC = 100,000,000 units x $1.00 = 100.00). At
+    finality a receipt backend places A in block R = head + 3 (hash DEAD), a block the healthy height reader has not
+    got (it answers the finalized block right, nothing at R). Before: "nothing proven" and then A ORPHANED - the bill
+    OPEN, settled 0.00, its quote ACTIVE again although A is (as that backend says) mined, in a block the scan may
+    have passed. Now A waits SEEN, nothing stuck (R above the finalized block: ordinary), the bill PROCESSING. Once
+    finality passes R, the height read has the canonical block there (not DEAD): A still waits, named stuck (the
+    alarm). With no backend serving that receipt (A not mined: its nonce went to the cancel), A ORPHANED, the bill
+    OPEN (settled 0.00, credit 0.00), the quote ACTIVE, nothing stuck."""
+    r = _replaced(chain, stack, cancel=True)
+    r.rpc.unknown = {r.a_block}
+    r.run()  # rollback: A's height unknown, A stays SEEN
+    r.rpc.unknown = set()
+    receipt, transaction, _ = r.old
+    above = chain.head() + FINALITY_LAG + 3  # above the head after the next FINALITY_LAG blocks: nobody has it yet
+    logs = tuple(replace(log, block_number=above, block_hash=DEAD) for log in receipt.logs)
+    r.rpc.stale_receipts = {r.a: replace(receipt, block_number=above, block_hash=DEAD, logs=logs)}
+    r.rpc.stale_transactions = {r.a: transaction}
+    chain.mine(FINALITY_LAG)
+
+    report = r.run()
+
+    held = r.payment(r.a)
+    assert held is not None
+    assert (held.status, held.transfer.block_number) == (PaymentStatus.SEEN, r.a_block)
+    assert (report.orphaned, report.stuck) == (0, ())
+    assert r.bill().status is BillStatus.PROCESSING
+    chain.mine(above - chain.head() + FINALITY_LAG)  # the finalized tag (head - 8) now at R: canonical there, not DEAD
+
+    late = r.run()
+
+    held = r.payment(r.a)
+    assert held is not None
+    assert held.status is PaymentStatus.SEEN
+    assert [entry.split(":")[1] for entry in late.stuck] == [r.a]
+    assert r.bill().status is BillStatus.PROCESSING
+    r.rpc.stale_receipts, r.rpc.stale_transactions = {}, {}
+
+    after = r.run()
+
+    assert (after.orphaned, after.stuck) == (1, ())
+    gone = r.payment(r.a)
+    assert gone is not None
+    assert gone.status is PaymentStatus.ORPHANED
+    bill_after = r.bill()
+    assert (bill_after.status, bill_after.settled_usd, bill_after.credit_usd) == (
+        BillStatus.OPEN,
+        Decimal("0"),
+        Decimal("0"),
+    )
+    assert {q.quote_id: q.status for q in r.h.store.quotes("inv-1")} == {"q-usdc": QuoteStatus.ACTIVE}
