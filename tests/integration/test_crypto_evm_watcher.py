@@ -1127,3 +1127,45 @@ def test_given_a_replaced_payment_whose_receipt_is_in_a_block_above_finalized_no
         Decimal("0"),
     )
     assert {q.quote_id: q.status for q in r.h.store.quotes("inv-1")} == {"q-usdc": QuoteStatus.ACTIVE}
+
+
+def test_given_a_rollback_whose_read_a_dead_fork_backend_answers_then_no_canonical_payment_is_orphaned(
+    chain: Chain,
+) -> None:
+    """D342, amended (orphan). P (100 USDC = 100,000,000 units, the $100.00 bill's quote at $1.00) seen at block N,
+    above the finalized block F = head - 8; then a reorg replaces only the top block (the cursor's): P stays canonical
+    at N. The rollback's read of N goes to a backend on a dead fork below F (DEAD at F and at N). Before: P ORPHANED
+    on its canonical block (released; the rescan from F + 1 sees it again: a release and a re-count for nothing). Now
+    that read asks F beside N and the answer there is not the run's F: nothing orphaned, rolled back to F, one
+    ``ethereum:rollback:`` stuck entry; P SEEN at N with its own hash throughout."""
+    watcher = Watcher(chain.config())
+    rpc = Backends(watcher.config.rpc_url)
+    watcher.rpc = rpc
+    chain.mint(PAYER, 1_000 * USDC)
+    chain.mine(FINALITY_LAG)
+    tx = chain.pay_usdc(PAYER, MERCHANT, 100 * USDC)
+    paid_in = chain.receipt(tx)["blockNumber"]
+    chain.mine(1)
+    below_top = chain.node.call("evm_snapshot")
+    chain.mine(1)
+    watcher.run()
+    (seen,) = watcher.sink.with_status(PaymentStatus.SEEN)
+    assert (seen.atomic_amount, seen.block_number) == (100_000_000, paid_in)
+    cursor = watcher.cursors.cursors["ethereum"]
+    chain.node.call("evm_revert", below_top)
+    chain.pay_eth(OTHER, OTHER, 1)  # the cursor's block (paid_in + 2) replaced by another one: a reorg above N
+    assert (chain.head(), chain.block_hash(cursor.block_number) != cursor.block_hash) == (paid_in + 2, True)
+    finalized = chain.head() - FINALITY_LAG  # paid_in - 6: the run reads it from the canonical backend
+    assert finalized < paid_in
+    rpc.stale_blocks = {finalized: BlockRef(finalized, DEAD, 0), paid_in: BlockRef(paid_in, DEAD, 0)}
+    rpc.stale_reads = True
+
+    report = watcher.run()
+
+    assert ("orphaned", seen.payment_id) not in watcher.sink.calls
+    assert (report.orphaned, report.rolled_back_to) == (0, finalized)
+    (entry,) = report.stuck
+    assert entry.startswith("ethereum:rollback:")
+    held = watcher.sink.transfers[seen.payment_id]
+    assert watcher.sink.status[seen.payment_id] is PaymentStatus.SEEN
+    assert (held.block_number, held.block_hash) == (paid_in, chain.block_hash(paid_in))
