@@ -1071,3 +1071,101 @@ def test_given_a_stale_receipt_in_a_dead_block_at_another_height_then_the_paymen
     assert gone is not None
     assert gone.status is PaymentStatus.ORPHANED
     assert r.bill().credit_usd == Decimal("0")
+
+
+def test_given_a_replaced_payment_whose_receipt_is_in_a_block_above_finalized_not_yet_read_then_it_waits_not_released(
+    chain: Chain, stack: Stack
+) -> None:
+    """D342, amended (orphan). The cancel case (A's nonce went to a 0 ETH transaction: nothing else pays the $100.00
+    bill), A SEEN past the rollback and counted while PROCESSING (100 USDC = 100,000,000 units x $1.00 = 100.00). At
+    finality a receipt backend places A in block R = head + 3 (hash DEAD), a block the healthy height reader has not
+    got (it answers the finalized block right, nothing at R). Before: "nothing proven" and then A ORPHANED - the bill
+    OPEN, settled 0.00, its quote ACTIVE again although A is (as that backend says) mined, in a block the scan may
+    have passed. Now A waits SEEN, nothing stuck (R above the finalized block: ordinary), the bill PROCESSING. Once
+    finality passes R, the height read has the canonical block there (not DEAD): A still waits, named stuck (the
+    alarm). With no backend serving that receipt (A not mined: its nonce went to the cancel), A ORPHANED, the bill
+    OPEN (settled 0.00, credit 0.00), the quote ACTIVE, nothing stuck."""
+    r = _replaced(chain, stack, cancel=True)
+    r.rpc.unknown = {r.a_block}
+    r.run()  # rollback: A's height unknown, A stays SEEN
+    r.rpc.unknown = set()
+    receipt, transaction, _ = r.old
+    above = chain.head() + FINALITY_LAG + 3  # above the head after the next FINALITY_LAG blocks: nobody has it yet
+    logs = tuple(replace(log, block_number=above, block_hash=DEAD) for log in receipt.logs)
+    r.rpc.stale_receipts = {r.a: replace(receipt, block_number=above, block_hash=DEAD, logs=logs)}
+    r.rpc.stale_transactions = {r.a: transaction}
+    chain.mine(FINALITY_LAG)
+
+    report = r.run()
+
+    held = r.payment(r.a)
+    assert held is not None
+    assert (held.status, held.transfer.block_number) == (PaymentStatus.SEEN, r.a_block)
+    assert (report.orphaned, report.stuck) == (0, ())
+    assert r.bill().status is BillStatus.PROCESSING
+    chain.mine(above - chain.head() + FINALITY_LAG)  # the finalized tag (head - 8) now at R: canonical there, not DEAD
+
+    late = r.run()
+
+    held = r.payment(r.a)
+    assert held is not None
+    assert held.status is PaymentStatus.SEEN
+    assert [entry.split(":")[1] for entry in late.stuck] == [r.a]
+    assert r.bill().status is BillStatus.PROCESSING
+    r.rpc.stale_receipts, r.rpc.stale_transactions = {}, {}
+
+    after = r.run()
+
+    assert (after.orphaned, after.stuck) == (1, ())
+    gone = r.payment(r.a)
+    assert gone is not None
+    assert gone.status is PaymentStatus.ORPHANED
+    bill_after = r.bill()
+    assert (bill_after.status, bill_after.settled_usd, bill_after.credit_usd) == (
+        BillStatus.OPEN,
+        Decimal("0"),
+        Decimal("0"),
+    )
+    assert {q.quote_id: q.status for q in r.h.store.quotes("inv-1")} == {"q-usdc": QuoteStatus.ACTIVE}
+
+
+def test_given_a_rollback_whose_read_a_dead_fork_backend_answers_then_no_canonical_payment_is_orphaned(
+    chain: Chain,
+) -> None:
+    """D342, amended (orphan). P (100 USDC = 100,000,000 units, the $100.00 bill's quote at $1.00) seen at block N,
+    above the finalized block F = head - 8; then a reorg replaces only the top block (the cursor's): P stays canonical
+    at N. The rollback's read of N goes to a backend on a dead fork below F (DEAD at F and at N). Before: P ORPHANED
+    on its canonical block (released; the rescan from F + 1 sees it again: a release and a re-count for nothing). Now
+    that read asks F beside N and the answer there is not the run's F: nothing orphaned, rolled back to F, one
+    ``ethereum:rollback:`` stuck entry; P SEEN at N with its own hash throughout."""
+    watcher = Watcher(chain.config())
+    rpc = Backends(watcher.config.rpc_url)
+    watcher.rpc = rpc
+    chain.mint(PAYER, 1_000 * USDC)
+    chain.mine(FINALITY_LAG)
+    tx = chain.pay_usdc(PAYER, MERCHANT, 100 * USDC)
+    paid_in = chain.receipt(tx)["blockNumber"]
+    chain.mine(1)
+    below_top = chain.node.call("evm_snapshot")
+    chain.mine(1)
+    watcher.run()
+    (seen,) = watcher.sink.with_status(PaymentStatus.SEEN)
+    assert (seen.atomic_amount, seen.block_number) == (100_000_000, paid_in)
+    cursor = watcher.cursors.cursors["ethereum"]
+    chain.node.call("evm_revert", below_top)
+    chain.pay_eth(OTHER, OTHER, 1)  # the cursor's block (paid_in + 2) replaced by another one: a reorg above N
+    assert (chain.head(), chain.block_hash(cursor.block_number) != cursor.block_hash) == (paid_in + 2, True)
+    finalized = chain.head() - FINALITY_LAG  # paid_in - 6: the run reads it from the canonical backend
+    assert finalized < paid_in
+    rpc.stale_blocks = {finalized: BlockRef(finalized, DEAD, 0), paid_in: BlockRef(paid_in, DEAD, 0)}
+    rpc.stale_reads = True
+
+    report = watcher.run()
+
+    assert ("orphaned", seen.payment_id) not in watcher.sink.calls
+    assert (report.orphaned, report.rolled_back_to) == (0, finalized)
+    (entry,) = report.stuck
+    assert entry.startswith("ethereum:rollback:")
+    held = watcher.sink.transfers[seen.payment_id]
+    assert watcher.sink.status[seen.payment_id] is PaymentStatus.SEEN
+    assert (held.block_number, held.block_hash) == (paid_in, chain.block_hash(paid_in))

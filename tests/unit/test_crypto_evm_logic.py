@@ -8,14 +8,19 @@ from collections.abc import Sequence
 import pytest
 
 from kilo_crypto_watch.evm import (
+    TRANSFER_TOPIC,
     ChunkSizer,
     _anchored_hashes,
+    _common_ancestor,
+    _finality,
     address_topic,
     decode_transfer_call,
     normalise_tx_hash,
     topic_address,
 )
-from kilo_crypto_watch.ports import BlockRef, EvmTransaction
+from kilo_crypto_watch.model import ChainConfig, Cursor, ObservedTransfer, PaymentStatus, PendingPayment
+from kilo_crypto_watch.ports import BlockRef, EvmLog, EvmReceipt, EvmTransaction
+from tests.crypto_fakes import MemoryPaymentSink
 
 MERCHANT = "0x9965507D1a55bcC2695C58ba16FB37d819B0A4dc"
 PAYER = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
@@ -116,3 +121,140 @@ def test_a_finality_read_answered_by_another_backend_gives_its_answer_at_the_fin
 
     assert answered == "0xdead"
     assert [read.count(200) for read in rpc.reads] == [1, 1]
+
+
+# --- the finality pass: a replaced payment whose receipt's block the anchored read cannot confirm (D342) -------------
+USDC_TOKEN = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+CHAIN = ChainConfig("ethereum", "evm", "http://x", MERCHANT, USDC_TOKEN, "ETH", chain_id=1)
+
+
+class Moved:
+    """One backend per call. The height reader: canonical up to its ``head`` (``0xc<n>``, 100 = ``0xnew100`` - A's
+    old block 0xold100 left the chain) plus ``blocks``, nothing above ``head``. The receipt reader: A's receipt in
+    ``receipt`` (block, hash), or none (A's nonce went to another transaction: not mined)."""
+
+    def __init__(self, head: int, receipt: tuple[int, str] | None, blocks: dict[int, str] | None = None) -> None:
+        self.head = head
+        self.receipt = receipt
+        self.blocks = {100: "0xnew100", **(blocks or {})}
+
+    def block_hashes(self, numbers: Sequence[int]) -> dict[int, str | None]:
+        return {n: self.blocks.get(n, f"0xc{n}" if n <= self.head else None) for n in numbers}
+
+    def receipts(self, tx_hashes: Sequence[str]) -> dict[str, EvmReceipt]:
+        if self.receipt is None:
+            return {}
+        number, block_hash = self.receipt
+        log = EvmLog(
+            USDC_TOKEN,
+            (TRANSFER_TOPIC, address_topic(PAYER), address_topic(MERCHANT)),
+            hex(A_UNITS),
+            number,
+            block_hash,
+            "0xa",
+            0,
+        )
+        return {h: EvmReceipt(h, True, number, block_hash, (log,)) for h in tx_hashes}
+
+    def transaction(self, tx_hash: str) -> EvmTransaction:
+        return EvmTransaction(tx_hash, PAYER, USDC_TOKEN, 0, "0x", 0)
+
+
+A_UNITS = 100_000_000  # 100 USDC (6 decimals): the $100.00 bill's quote at $1.00
+
+
+def _seen_a() -> tuple[MemoryPaymentSink, str]:
+    """A (100 USDC, payer -> merchant) seen at block 100 whose hash was 0xold100."""
+    sink = MemoryPaymentSink()
+    a = ObservedTransfer("ethereum", "USDC", "0xa", 0, 100, "0xold100", PAYER, MERCHANT, A_UNITS)
+    sink.record_seen(a)
+    return sink, a.payment_id
+
+
+@pytest.mark.parametrize(
+    ("head", "blocks"),
+    [(202, {}), (205, {203: "0xc203"})],
+    ids=["receipt-block-above-the-readers-head", "receipt-block-above-finalized-read-as-another"],
+)
+def test_a_replaced_payment_whose_receipt_is_in_a_block_above_finalized_not_confirmed_waits_seen_unnamed(
+    head: int, blocks: dict[int, str]
+) -> None:
+    """F = 200 (0xc200). A's block 100 now 0xnew100; A's receipt (another backend, head 205) in 203 as 0xb203; the
+    height reader answers None at 203 (its head 202) or another block there (0xc203: another fork above F, not yet
+    final). Before: "nothing proven" and then A ORPHANED (0, 1) - released although mined. Now the receipt says it is
+    mined: A waits SEEN at 100 (0, 0), read again next run; not stuck - 203 is above F (200), finality has not got
+    there yet, so no backend is wrong."""
+    sink, a = _seen_a()
+    stuck: list[str] = []
+
+    counts = _finality(Moved(head, (203, "0xb203"), blocks), sink, CHAIN, BlockRef(200, "0xc200", 0), stuck)  # type: ignore[arg-type]
+
+    assert (counts, stuck) == ((0, 0), [])
+    assert sink.status[a] is PaymentStatus.SEEN
+    assert (sink.transfers[a].block_number, sink.transfers[a].block_hash) == (100, "0xold100")
+
+
+def test_a_waiting_payment_is_named_stuck_once_finality_passes_its_receipts_block_then_moves_when_confirmed() -> None:
+    """Run 1: F = 200, A's receipt in 203 (0xb203), unknown to the height reader: A SEEN, not stuck. Run 2: F = 205
+    (0xc205), the height reader (head 205) has 0xc203 at 203 - at or below F, so its answer is the canonical one
+    and the receipt's block is not it: A waits SEEN and is named stuck (the alarm: a receipt a final block does not
+    hold). Run 3: the receipt backend agrees (A in 203 = 0xc203, canonical, below F = 205): A moves to 203 and is
+    FINALIZED there (1, 0), nothing stuck."""
+    sink, a = _seen_a()
+    first: list[str] = []
+    second: list[str] = []
+    third: list[str] = []
+
+    assert _finality(Moved(202, (203, "0xb203")), sink, CHAIN, BlockRef(200, "0xc200", 0), first) == (0, 0)  # type: ignore[arg-type]
+    assert _finality(Moved(205, (203, "0xb203")), sink, CHAIN, BlockRef(205, "0xc205", 0), second) == (0, 0)  # type: ignore[arg-type]
+
+    assert first == []
+    assert [entry.split(": ")[0] for entry in second] == [a]
+    assert sink.status[a] is PaymentStatus.SEEN
+
+    assert _finality(Moved(205, (203, "0xc203")), sink, CHAIN, BlockRef(205, "0xc205", 0), third) == (1, 0)  # type: ignore[arg-type]
+
+    assert third == []
+    assert sink.status[a] is PaymentStatus.FINALIZED
+    assert (sink.transfers[a].block_number, sink.transfers[a].block_hash) == (203, "0xc203")
+
+
+def test_a_replaced_payment_without_a_receipt_is_still_orphaned() -> None:
+    """No backend has A's receipt (its nonce went to a speed-up or cancel): not mined, A ORPHANED (0, 1) - released,
+    as D342 has it; nothing stuck."""
+    sink, a = _seen_a()
+    stuck: list[str] = []
+
+    assert _finality(Moved(202, None), sink, CHAIN, BlockRef(200, "0xc200", 0), stuck) == (0, 1)  # type: ignore[arg-type]
+
+    assert stuck == []
+    assert sink.status[a] is PaymentStatus.ORPHANED
+
+
+def test_the_rollbacks_read_answered_by_a_dead_fork_backend_orphans_nothing_and_rolls_back_to_finalized() -> None:
+    """Cursor at 220, F = 200 (0xc8); a pending payment at 210 (0xd2, canonical in this fake). The rollback's read
+    of 210 is answered by a backend on a dead fork (0xdead everywhere, 200 too). Before: the payment ORPHANED on its
+    canonical block (released; only a rescan would see it again). Now the read asks 200 beside 210 and its answer
+    there is not F: nothing orphaned, the ancestor is F (200: the rescan starts at 201), one stuck entry."""
+    rpc = Heights(stale={0})
+    pending = [PendingPayment("ethereum:0xp:0", "ethereum", "0xp", 0, 210, "0xd2")]  # 210 = 0xd2
+    stuck: list[str] = []
+
+    ancestor, orphaned = _common_ancestor(rpc, Cursor("ethereum", 220, "0xdc"), pending, FINALIZED, stuck)  # type: ignore[arg-type]
+
+    assert (ancestor, orphaned) == (200, set())
+    assert rpc.reads == [[200, 210]]
+    (entry,) = stuck
+    assert entry.startswith("ethereum:rollback:")
+
+
+def test_the_rollbacks_read_answered_by_the_canonical_backend_orphans_a_payment_whose_block_left() -> None:
+    """The same read answered with F's hash at 200 (0xc8): the payment at 210 stored as 0xold210 is ORPHANED-due
+    (its block left), the ancestor stays F (200: no pending block still canonical above it); nothing stuck."""
+    rpc = Heights()
+    pending = [PendingPayment("ethereum:0xp:0", "ethereum", "0xp", 0, 210, "0xold210")]
+    stuck: list[str] = []
+
+    ancestor, orphaned = _common_ancestor(rpc, Cursor("ethereum", 220, "0xdc"), pending, FINALIZED, stuck)  # type: ignore[arg-type]
+
+    assert (ancestor, orphaned, stuck) == (200, {"ethereum:0xp:0"}, [])

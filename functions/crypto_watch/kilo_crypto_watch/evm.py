@@ -23,14 +23,17 @@ One run per chain (``watch``):
    after the batch that reaches ``max_transactions_per_run``.
 3. **Finality.** Every SEEN payment at or below the ``finalized`` block is FINALIZED if its block hash is still the
    canonical one at its height. If another block is there, its transaction's receipt is read first: mined in another
-   canonical block, it is reported there (settlement stores the new block) and finalized once that block is; else it
-   is ORPHANED (a transaction replaced on that chain - a speed-up or cancel with its nonce - has no receipt there: its
-   payment is released; a receipt in a block the pass read another hash for proves nothing and the payment waits,
-   named stuck, D342). A height the node answers nothing for is unknown, never "gone": the payment waits
-   for the next run (and a node that does not know the cursor's block fails the run rather than walk back). Each
-   read of heights in the pass asks the ``finalized`` block's height in the same batch: a backend whose answer there
-   is not the run's finalized block (a dead fork, far behind) proves nothing - a first read so answered settles
-   nothing that run, a receipt's block so read moves nothing, both named stuck (D342, amended).
+   canonical block, it is reported there (settlement stores the new block) and finalized once that block is; with no
+   receipt it is ORPHANED (a transaction replaced on that chain - a speed-up or cancel with its nonce - has no receipt
+   there: its payment is released); a receipt in a block the pass read another hash for, or cannot read yet, proves
+   nothing either way and the payment waits SEEN - named stuck when the pass read another hash at one of its own
+   heights, or once the receipt's block is at or below ``finalized`` (D342 and its amendments). A height the node
+   answers nothing for is unknown, never "gone": the payment waits for the next run (and a node that does not know
+   the cursor's block fails the run rather than walk back). Each read of heights in the pass (and in the rollback's
+   walk back) asks the ``finalized`` block's height in the same batch: a backend whose answer there is not the run's
+   finalized block (a dead fork, far behind) proves nothing - a first read so answered settles nothing that run, a
+   receipt's block so read moves nothing, the rollback so read orphans nothing (it goes back to ``finalized``), all
+   named stuck (D342, amended).
 
 The watcher never asks anything per quote: RPC calls per run depend on the blocks scanned, the transactions to the
 merchant and the payments pending finality, never on the number of open quotes. ``RunReport.rpc_calls`` counts the
@@ -282,11 +285,23 @@ def _scan(
 
 
 def _common_ancestor(
-    rpc: EvmRpc, cursor: Cursor, pending: Sequence[PendingPayment], finalized: BlockRef
+    rpc: EvmRpc, cursor: Cursor, pending: Sequence[PendingPayment], finalized: BlockRef, stuck: list[str]
 ) -> tuple[int, set[str]]:
-    """The highest block known to be shared with the canonical chain, and the pending payments whose block left it."""
+    """The highest block known to be shared with the canonical chain, and the pending payments whose block left it.
+    The heights are read beside the finalized block's (``_anchored_hashes``): a backend whose answer there is not the
+    run's finalized block (a dead fork) proves nothing - no payment is orphaned, the rollback goes to the finalized
+    block (the rescan sees again what is still there) and says so in ``stuck`` (D342, amended (orphan))."""
     candidates = sorted({p.block_number for p in pending if finalized.number < p.block_number <= cursor.block_number})
-    canonical = rpc.block_hashes(candidates) if candidates else {}
+    canonical: dict[int, str | None] = {}
+    if candidates:
+        canonical, answered = _anchored_hashes(rpc, candidates, finalized)
+        if answered != finalized.hash:
+            stuck.append(
+                f"{cursor.chain}:rollback: the node answered {answered} for the finalized block {finalized.number} "
+                f"({finalized.hash}) beside {len(candidates)} pending payments' heights: none orphaned, rescanning "
+                f"from {min(finalized.number, cursor.block_number) + 1}"
+            )
+            return min(finalized.number, cursor.block_number), set()
     orphaned = {
         p.payment_id
         for p in pending
@@ -332,7 +347,7 @@ def watch(
         if still is None:  # a node behind the cursor (a lagging backend) knows nothing: not a reorg
             raise RpcUnavailableError(f"the node has no block {cursor.block_number} (the cursor's): behind it")
         if still != cursor.block_hash:
-            rolled_back_to, orphaned_ids = _common_ancestor(rpc, cursor, pending, finalized)
+            rolled_back_to, orphaned_ids = _common_ancestor(rpc, cursor, pending, finalized, stuck)
             next_block = rolled_back_to + 1
             rolled_back = _orphan_alone(sink, pending, orphaned_ids, stuck)
     limit = min(head.number, next_block + chain.max_blocks_per_run - 1)
@@ -390,7 +405,9 @@ def _finality(
 ) -> tuple[int, int]:
     """SEEN payments at or below the finalized block: FINALIZED if their block hash is canonical. One whose block was
     replaced is looked up by its transaction first: mined elsewhere, it moves to that block (FINALIZED there once that
-    block is final too); only a transaction the node does not have mined is ORPHANED. A height the node answers
+    block is final too); only a transaction the node does not have mined (no receipt) is ORPHANED - one with a receipt
+    in a block the pass cannot confirm waits, named stuck once that block is at or below ``finalized``. A height the
+    node answers
     nothing for is unknown, not gone: the payment waits for the next run. A payment whose step fails is added to
     ``stuck`` and the others go on (``settle_alone``). The heights are read beside the finalized block's
     (``_anchored_hashes``): answered another block there, the pass settles nothing and says so in ``stuck``."""
@@ -412,8 +429,8 @@ def _finality(
         here = canonical.get(payment.block_number)
         pid = payment.payment_id
         if pid in unrecorded:
-            continue  # mined elsewhere but its record there failed, or the node's answers disagree (named stuck):
-            # pending as it was, read next run
+            continue  # mined elsewhere but its record there failed, the node's answers disagree (named stuck), or
+            # its receipt's block is not confirmed yet (named stuck once final): pending as it was, read next run
         if here == payment.block_hash:
             finalized_count += settle_alone(stuck, pid, partial(sink.finalized, pid, payment.block_hash))
         elif pid in moved:
@@ -466,7 +483,14 @@ def _relocated(
     ``canonical``: the hashes the pass read at the replaced payments' heights. A receipt in a block at one of them
     with another hash (a backend still on the old fork, serving a replaced transaction's receipt in its old block)
     contradicts that read: nothing is proven, so its payments wait the same way, named ``stuck`` - moved "there",
-    a transaction replaced by a speed-up was finalized on the dead fork beside its replacement (D342)."""
+    a transaction replaced by a speed-up was finalized on the dead fork beside its replacement (D342).
+
+    A receipt whose block the anchored read does not confirm (nothing there: above the reading backend's head; or
+    another hash: another fork above ``finalized``), or whose transaction is not read, is a mined transaction all
+    the same: its payments wait the same way (orphaned, a payment mined in a block the scan already passed was
+    released for good). Above ``finalized`` that is ordinary (the backends agree once finality reaches the block),
+    so it is silent; at or below it the anchored read has the canonical block, so the receipt contradicts it and the
+    payment is named ``stuck`` (D342, amended (orphan))."""
     if not replaced:
         return {}, set()
     tx_hashes = sorted({p.tx_id for p in replaced})
@@ -478,6 +502,7 @@ def _relocated(
     held = {tx_hash: min(p.payment_id for p in replaced if p.tx_id == tx_hash) for tx_hash in tx_hashes}
     groups: dict[str, list[ObservedTransfer]] = {}
     disputed: set[str] = set()  # transactions whose receipt contradicts the pass's own read of its block
+    waiting: set[str] = set()  # transactions with a receipt whose block the pass cannot confirm (yet)
     for tx_hash, key in held.items():
         receipt = receipts.get(tx_hash)
         if receipt is None:
@@ -498,10 +523,18 @@ def _relocated(
             )
             disputed.add(tx_hash)
             continue
-        if heights.get(receipt.block_number) != receipt.block_hash:
-            continue  # the receipt's block is not canonical (yet) either: nothing proven
-        tx = rpc.transaction(tx_hash)
-        if tx is None:
+        tx = rpc.transaction(tx_hash) if heights.get(receipt.block_number) == receipt.block_hash else None
+        if tx is None:  # mined (a receipt), but its block is not confirmed canonical (yet), or no transaction read:
+            # not "not mined" - its payments wait SEEN on their old block, read again next run; named stuck once
+            # finality has passed the receipt's block, where the anchored read answers the canonical block
+            waiting.add(tx_hash)
+            if receipt.block_number <= finalized.number:
+                read = heights.get(receipt.block_number)
+                what = "no transaction" if read == receipt.block_hash else f"read {read} there"
+                stuck.append(
+                    f"{key}: the node places {tx_hash} in block {receipt.block_number} ({receipt.block_hash}), at "
+                    f"or below the finalized block {finalized.number}, but {what}: waiting until its answers agree"
+                )
             continue
         credits = transaction_credits(chain, tx, receipt)  # no block time: settlement keeps the first one
         # a replaced payment is recorded last: if a new credit of its transaction fails, it stays replaced (retried)
@@ -509,7 +542,7 @@ def _relocated(
     failed = record_alone(stuck, sink, groups)
     failed_txs = {tx_hash for tx_hash, key in held.items() if key in failed}
     found = {credit.payment_id: credit for key, group in groups.items() if key not in failed for credit in group}
-    unrecorded = {p.payment_id for p in replaced if p.tx_id in failed_txs or p.tx_id in disputed}
+    unrecorded = {p.payment_id for p in replaced if p.tx_id in failed_txs | disputed | waiting}
     return {pid: credit for pid, credit in found.items() if pid in wanted}, unrecorded
 
 
