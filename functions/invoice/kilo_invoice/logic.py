@@ -613,13 +613,24 @@ class _StripeEvent:
     type: str
     obj: dict[str, Any]
     created: int = 0  # when Stripe created the event (seconds): a charge's total is newer or older than a failure
+    livemode: object = None  # the envelope's, as sent
+    account: object = None  # the envelope's Stripe Connect account, if any (none for the platform's own events)
 
     @classmethod
     def parse(cls, body: bytes) -> _StripeEvent:
         event = json.loads(body)
         created = event.get("created")
         at = created if isinstance(created, int) and not isinstance(created, bool) and created > 0 else 0
-        return cls(str(event["id"]), str(event["type"]), dict(event["data"]["object"]), at)
+        obj = dict(event["data"]["object"])
+        return cls(str(event["id"]), str(event["type"]), obj, at, event.get("livemode"), event.get("account"))
+
+    def foreign(self, livemode: bool) -> str | None:
+        """Why the event is not ours to apply in a stage taking ``livemode`` events (D-alertonce-2), if it is not."""
+        if self.livemode is not livemode:
+            return f"livemode {self.livemode!r} where this stage takes livemode {livemode}"
+        if self.account is not None:
+            return f"an event of Stripe Connect account {str(self.account)[:255]!r}"
+        return None
 
     def outcome(self, invoice_id: str | None, changed: bool, published: tuple[str, ...] = ()) -> EventOutcome:
         return EventOutcome(self.id, self.type, invoice_id, changed, published)
@@ -714,6 +725,7 @@ def apply_stripe_event(
     sk: str,
     now: datetime,
     gateway: PaymentGateway | None = None,
+    livemode: bool | None = None,
 ) -> EventOutcome:
     """Bring our records in step with one stored Stripe event. Duplicates and any order are harmless: a status only
     moves along the state machine (a late ``payment_failed`` never undoes ``paid``), amounts only grow, and every
@@ -721,11 +733,17 @@ def apply_stripe_event(
 
     ``checkout.session.completed`` (setup mode) records the card on file and, with a ``gateway``, makes the card the
     customer saved last its default for invoices (Checkout attaches it but does not make it the default); a repeat
-    or an older session's event arriving late sets the same, latest card (docs/decisions.md)."""
+    or an older session's event arriving late sets the same, latest card (docs/decisions.md).
+
+    With ``livemode`` (the stage's mode), an event of the other mode or of a Stripe Connect account is not applied
+    (``foreign`` says why, D-alertonce-2)."""
     record = events.get(pk, sk)
     if record is None:
         raise InvoiceNotFoundError(f"stripe event {pk}/{sk} is not stored")
     event = _StripeEvent.parse(record.body)
+    foreign = event.foreign(livemode) if livemode is not None else None
+    if foreign is not None:  # ingest refuses these; one stored before, or put on the bus otherwise, is not applied
+        return replace(event.outcome(None, False), foreign=foreign)
     if event.type == "payment_method.attached":
         return _card_attached(publisher, gateway, event, now)
     if event.type == "checkout.session.completed":
