@@ -1155,7 +1155,7 @@ def _paid_short(invoice: InvoiceRecord, obj: dict[str, Any], notes: Iterable[Cre
     return received, max(ZERO, due - received)
 
 
-FAILED_MARKER: Final = "payment_failed:"
+_FAILED_MARKER: Final = "payment_failed:"
 _ACTION_REQUIRED: Final = ":action_required"
 
 
@@ -1176,13 +1176,13 @@ def _failed_markers(invoice: InvoiceRecord, event: _StripeEvent) -> tuple[str, .
     ``attempt_count``, one alert per event id (``payment_failed:<evt_...>``), the marker of every alert before
     D-alertonce-1: an event announced under it is not announced again."""
     announced = invoice.announced
-    legacy = f"{FAILED_MARKER}{event.id}"
+    legacy = f"{_FAILED_MARKER}{event.id}"
     attempt, stripe_id = _attempt(event.obj), _ref(event.obj.get("id"))
     if legacy in announced:
         return ()
     if attempt is None or stripe_id is None:
         return (legacy,)
-    marker = f"{FAILED_MARKER}{stripe_id}:{attempt}"
+    marker = f"{_FAILED_MARKER}{stripe_id}:{attempt}"
     action = marker + _ACTION_REQUIRED
     if event.type != "invoice.payment_action_required":
         return () if marker in announced else (marker,)
@@ -1262,7 +1262,7 @@ def _invoice_event(
     markers = _failed_markers(invoice, event) if failed else ()
     if markers and invoice.status is InvoiceStatus.PAYMENT_FAILED:
         alert = PaymentFailedV1(
-            event_id=f"payment-failed:{markers[0].removeprefix(FAILED_MARKER)}",
+            event_id=f"payment-failed:{markers[0].removeprefix(_FAILED_MARKER)}",
             account_id=invoice.account_id,
             invoice_id=invoice.invoice_id,
             total=money_str(amount_due(invoice, ledger.credit_notes.values())),  # what it still asks, after notes
