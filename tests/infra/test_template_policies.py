@@ -384,3 +384,36 @@ def test_given_a_stripe_event_an_operator_must_look_at_then_the_payment_status_f
         "GreaterThanOrEqualToThreshold",
     )
     assert alarm["AlarmActions"] == [{"Ref": "OperatorAlarmTopic"}]
+
+
+@pytest.mark.parametrize(
+    ("function_name", "service"), [("StripeWebhookFunction", "webhook-ingest"), ("PaymentStatusFunction", None)]
+)
+def test_given_stripe_events_of_another_mode_then_both_stripe_functions_know_the_stages_mode_and_alarm(
+    template: Template, function_name: str, service: str | None
+) -> None:
+    """D-alertonce-2: ingest refuses, and the payment-status function does not apply, a Stripe event of the other
+    mode than ``StripeLiveMode`` or of a Connect account; both read the one parameter (test mode by default, as the
+    local stack, the demo and the emulator run) and count ``StripeEventForeign``, alarmed at the first one."""
+    from kilo_billing.observability import Metric  # noqa: PLC0415
+    from kilo_invoice.payment_handler import SERVICE  # noqa: PLC0415
+
+    service = service or SERVICE
+    parameter = template.body["Parameters"]["StripeLiveMode"]
+    assert (parameter["Default"], parameter["AllowedValues"]) == ("false", ["true", "false"])
+    variables = template.resources[function_name]["Properties"]["Environment"]["Variables"]
+    assert variables["STRIPE_LIVEMODE"] == {"Ref": "StripeLiveMode"}
+    assert variables["POWERTOOLS_SERVICE_NAME"] == service
+    [alarm] = [
+        alarm["Properties"]
+        for alarm in template.of_type("AWS::CloudWatch::Alarm").values()
+        if alarm["Properties"]["MetricName"] == Metric.STRIPE_EVENT_FOREIGN.value
+        and alarm["Properties"]["Dimensions"] == [{"Name": "service", "Value": service}]
+    ]
+    assert alarm["Namespace"] == "KiloBilling"
+    assert (alarm["Statistic"], alarm["Threshold"], alarm["ComparisonOperator"]) == (
+        "Sum",
+        1,
+        "GreaterThanOrEqualToThreshold",
+    )
+    assert alarm["AlarmActions"] == [{"Ref": "OperatorAlarmTopic"}]

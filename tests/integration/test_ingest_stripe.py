@@ -20,6 +20,7 @@ import time_machine
 from kilo_dev.apigw import http_api_event
 from kilo_webhook_ingest import stripe_handler
 from tests.conftest import STRIPE_SECRETS, LambdaContext, Stack, _clear_caches, recreate_table
+from tests.integration.test_ingest_livekit import emitted_metrics
 
 STRIPE_FIXTURES = Path(__file__).resolve().parents[1] / "fixtures/stripe/fixtures3.json"  # MIT, LICENSE beside it
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
@@ -364,3 +365,61 @@ def test_given_the_stripe_secret_missing_then_an_unsigned_caller_learns_nothing_
     assert status == 503
     assert secret not in json.dumps(payload)
     assert set(payload["error"]) == {"code", "message", "request_id"}
+
+
+# --- another mode or a Connect account: refused, never stored (D-alertonce-2) ----------------------------------------
+
+
+def _event(stripe_resources: dict[str, Any], **envelope: Any) -> bytes:
+    """``invoice.paid`` around the fixture invoice, its envelope overridden (``livemode``, a Connect ``account``)."""
+    event = copy.deepcopy(stripe_resources["event"])
+    event.update(type="invoice.paid", data={"object": copy.deepcopy(stripe_resources["invoice"])}, **envelope)
+    return json.dumps(event, indent=2).encode()
+
+
+@pytest.mark.parametrize(
+    ("envelope", "code", "named"),
+    [
+        ({"livemode": True}, "livemode_mismatch", "live-mode event"),  # this endpoint is test mode (the template's)
+        ({"livemode": "false"}, "livemode_mismatch", "event without a boolean 'livemode'"),
+        ({"account": "acct_1Connected"}, "connect_account_event", "acct_1Connected"),
+    ],
+)
+def test_given_a_signed_event_of_the_other_mode_or_a_connect_account_then_400_naming_why_and_nothing_stored(
+    stack: Stack,
+    lambda_context: LambdaContext,
+    stripe_resources: dict[str, Any],
+    probe: str,
+    envelope: dict[str, Any],
+    code: str,
+    named: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A test-mode endpoint's secret among the live secrets (or a Connect endpoint's) signs events whose metadata may
+    name our invoices: refused with a 400 saying why (Stripe shows it on that endpoint and retries it, so an
+    expected mode set wrong loses nothing once fixed), never stored or handed on; counted (``StripeEventForeign``)."""
+    assert stack.template.parameters["StripeLiveMode"] == "false"
+    body = _event(stripe_resources, **envelope)
+    capsys.readouterr()
+    status, payload = post(body, signed(body), lambda_context)
+    assert (status, payload["error"]["code"]) == (400, code)
+    assert named in payload["error"]["message"]
+    assert stack.table_items() == []
+    assert delivered(stack, probe) == []
+    counted = emitted_metrics(capsys)
+    assert (counted.get("StripeEventForeign"), counted.get("WebhookRejected")) == (1, 1)  # the alarm's metric
+
+
+def test_given_a_live_mode_endpoint_then_live_events_are_stored_and_test_mode_ones_refused(
+    stack: Stack, lambda_context: LambdaContext, stripe_resources: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STRIPE_LIVEMODE", "true")
+    _clear_caches()  # a new container, deployed with StripeLiveMode "true"
+    live = _event(stripe_resources, id="evt_live", livemode=True)
+    test = _event(stripe_resources, id="evt_test", livemode=False)
+    assert post(live, signed(live), lambda_context)[0] == 200
+    status, payload = post(test, signed(test), lambda_context)
+    assert (status, payload["error"]["code"]) == (400, "livemode_mismatch")
+    assert "test-mode event" in payload["error"]["message"]
+    assert [item["event_id"]["S"] for item in stack.table_items()] == ["evt_live"]
+    assert [item["livemode"]["BOOL"] for item in stack.table_items()] == [True]

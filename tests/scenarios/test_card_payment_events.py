@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
@@ -456,3 +457,99 @@ def test_given_two_disputes_on_one_invoice_when_one_closes_then_it_stays_dispute
     _apply(world, events, events.add("e4", "charge.dispute.closed", dp_b | {"status": "won"}))
     assert not world.store.invoices["acme/2026-03"].disputed
     assert not world.store.billing["acme"].disputed
+
+
+# --- one payment attempt, two events (3-D Secure): one alert per (Stripe invoice, attempt) (D-alertonce-1) ----------
+
+
+def _attempt(world: World, attempt_count: int | None) -> dict[str, Any]:
+    """The open invoice as ``invoice.payment_failed`` / ``invoice.payment_action_required`` carry it after a payment
+    attempt: Stripe's ``attempt_count`` counts the first attempt and each automatic retry (None: not sent)."""
+    gateway_id = world.store.invoices["acme/2026-03"].gateway_id
+    meta = {"invoice_id": "acme/2026-03", "kilo_invoice_id": "acme/2026-03", "account_id": "acme"}
+    obj = _fixture("invoice", id=gateway_id, status="open", metadata=meta, amount_paid=0, amount_remaining=6520)
+    if attempt_count is None:
+        obj.pop("attempt_count", None)
+    else:
+        obj["attempt_count"] = attempt_count
+    return obj
+
+
+def _failed_alerts(world: World) -> list[tuple[str, str]]:
+    return [(d["event_id"], d["reason"]) for t, d in world.bus.events if t == "PaymentFailed.v1"]
+
+
+def test_given_3ds_needed_when_action_required_then_payment_failed_arrive_for_one_attempt_then_one_alert(
+    world: World,
+) -> None:
+    """The first attempt of 65.20 needs 3-D Secure: Stripe sends both events for it (attempt_count 1). The customer
+    is told once, with what to do (action_required); the failed event and every redelivery add nothing. The next
+    automatic retry (attempt_count 2) declined is a new attempt: one more alert."""
+    events = Events()
+    invoice = world.close("acme", MAR)
+    assert invoice.total == Decimal("65.20")
+    gateway_id = world.store.invoices["acme/2026-03"].gateway_id
+    action = events.add("evt_ar1", "invoice.payment_action_required", _attempt(world, 1))
+    failed = events.add("evt_pf1", "invoice.payment_failed", _attempt(world, 1))
+    for key in (action, failed, action, failed):  # both, then both redelivered
+        _apply(world, events, key)
+    assert world.store.invoices["acme/2026-03"].status is InvoiceStatus.PAYMENT_FAILED
+    assert _failed_alerts(world) == [(f"payment-failed:{gateway_id}:1", "action_required")]
+    retry = events.add("evt_pf2", "invoice.payment_failed", _attempt(world, 2))
+    _apply(world, events, retry)
+    _apply(world, events, retry)  # redelivered
+    assert _failed_alerts(world) == [
+        (f"payment-failed:{gateway_id}:1", "action_required"),
+        (f"payment-failed:{gateway_id}:2", "payment_failed"),
+    ]
+    alert = next(d for t, d in world.bus.events if t == "PaymentFailed.v1")
+    assert alert["total"] == "65.20"  # what the invoice still asks: nothing paid, no notes
+
+
+def test_given_3ds_needed_when_payment_failed_arrives_first_then_the_action_required_follows_once(
+    world: World,
+) -> None:
+    """The other order: the failed event is announced at once (nothing says another event is coming); the
+    action-required event of the same attempt then adds the one alert that says what to do, once. A late failed
+    redelivery after it adds nothing: two alerts for the attempt at most, never two of the same reason."""
+    events = Events()
+    world.close("acme", MAR)
+    gateway_id = world.store.invoices["acme/2026-03"].gateway_id
+    failed = events.add("evt_pf1", "invoice.payment_failed", _attempt(world, 1))
+    action = events.add("evt_ar1", "invoice.payment_action_required", _attempt(world, 1))
+    for key in (failed, action, failed, action):
+        _apply(world, events, key)
+    assert _failed_alerts(world) == [
+        (f"payment-failed:{gateway_id}:1", "payment_failed"),
+        (f"payment-failed:{gateway_id}:1:action_required", "action_required"),
+    ]
+
+
+def test_given_no_attempt_count_then_each_failed_event_is_announced_once_by_its_event_id(world: World) -> None:
+    """Without ``attempt_count`` nothing says two events are one attempt: each event id is announced once (as
+    before D-alertonce-1)."""
+    events = Events()
+    world.close("acme", MAR)
+    action = events.add("evt_ar1", "invoice.payment_action_required", _attempt(world, None))
+    failed = events.add("evt_pf1", "invoice.payment_failed", _attempt(world, None))
+    for key in (action, failed, failed):
+        _apply(world, events, key)
+    assert _failed_alerts(world) == [
+        ("payment-failed:evt_ar1", "action_required"),
+        ("payment-failed:evt_pf1", "payment_failed"),
+    ]
+
+
+def test_given_an_alert_announced_by_event_id_before_the_change_when_redelivered_then_not_announced_again(
+    world: World,
+) -> None:
+    """An event announced under the old marker (``payment_failed:<event id>``) and delivered again after the
+    change keeps its one alert."""
+    events = Events()
+    world.close("acme", MAR)
+    stored = world.store.invoices["acme/2026-03"]
+    world.store.invoices["acme/2026-03"] = replace(
+        stored.moved(InvoiceStatus.PAYMENT_FAILED, at(2, 4)), announced=stored.announced | {"payment_failed:evt_pf1"}
+    )
+    _apply(world, events, events.add("evt_pf1", "invoice.payment_failed", _attempt(world, 1)))
+    assert _failed_alerts(world) == []

@@ -12,7 +12,7 @@ import pytest
 
 from kilo_alerts import abuse
 from kilo_alerts.abuse import AbuseThresholds, Signal
-from kilo_alerts.operator import OperatorAlertFailedError, OperatorPolicy, OperatorPorts, flag
+from kilo_alerts.operator import OperatorAlertFailedError, OperatorPolicy, OperatorPorts, flag, on_payment_failed
 from kilo_alerts.ports import SendFailedError
 from kilo_billing.accounts import AccountProfile, ProfileChangedError, set_status
 from kilo_billing.catalog import default_catalog
@@ -260,3 +260,35 @@ def test_given_the_profile_changing_on_every_save_then_the_flag_is_released_and_
         flag(STORM, p, policy(True), NOW_MS)
     assert notifier.sent == []
     assert p.ledger.claim("free-1", "abuse_connection_storm", STORM.key, NOW_MS + 1, 60_000)  # released
+
+
+class RecordedPayments(NoPayments):
+    """The failed payments recorded, once per key (the adapter's conditional put)."""
+
+    def __init__(self) -> None:
+        self.failures: dict[str, int] = {}
+
+    def record_failure(self, account_id: str, event_id: str, at_ms: int) -> list[int]:
+        self.failures.setdefault(event_id, at_ms)
+        return sorted(self.failures.values())
+
+
+def test_given_one_attempts_failed_and_then_action_required_alerts_then_one_failed_payment_is_counted() -> None:
+    """D-alertonce-1: a 3-D Secure attempt whose failed event came first is announced twice (the second says what to
+    do); the abuse count counts payment attempts: ``in_1:1`` and ``in_1:1:action_required`` are one, ``in_1:2``
+    another - 2 failed payments, below the 3 that flag."""
+    directory = InMemoryAccountDirectory()
+    directory.register(profile("acct-1"))
+    payments = RecordedPayments()
+    operator = OperatorPorts(InMemoryOperatorLedger(), Notifier(), directory, payments)
+    for suffix in ("in_1:1", "in_1:1:action_required", "in_1:2"):
+        detail = {
+            "event_id": f"payment-failed:{suffix}",
+            "account_id": "acct-1",
+            "invoice_id": "acct-1/2026-11",
+            "total": "29.00",
+            "reason": "payment_failed",
+            "occurred_at": "2026-11-15T10:00:00+00:00",
+        }
+        on_payment_failed(detail, operator, policy(auto_hold=False), NOW_MS)
+    assert sorted(payments.failures) == ["payment-failed:in_1:1", "payment-failed:in_1:2"]

@@ -22,7 +22,7 @@ from tests.unit.test_stripe_misconfigured_alarmed import _errors, _metrics
 def _handled(obj: dict[str, Any], monkeypatch: pytest.MonkeyPatch, world: Any) -> Any:
     events = Events()
     pk, sk = events.add("evt_x", "invoice.paid", obj)
-    deps = SimpleNamespace(store=world.store, publisher=world.bus, events=events, gateway=world.gateway)
+    deps = SimpleNamespace(store=world.store, publisher=world.bus, events=events, gateway=world.gateway, livemode=False)
     monkeypatch.setattr(dependencies, "payments", lambda: deps)
     record = {
         "messageId": "m-1",

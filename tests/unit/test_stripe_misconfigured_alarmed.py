@@ -37,7 +37,7 @@ def _delivered(world: World, events: Events, gateway: PaymentGateway, monkeypatc
     invoice = world.close("acme", MAR)
     world.gateway.settle(invoice.invoice_id, paid=True)
     pk, sk = events.add("evt_paid", "invoice.paid", _paid_invoice(world))
-    deps = SimpleNamespace(store=world.store, publisher=world.bus, events=events, gateway=gateway)
+    deps = SimpleNamespace(store=world.store, publisher=world.bus, events=events, gateway=gateway, livemode=False)
     monkeypatch.setattr(dependencies, "payments", lambda: deps)
     record = {
         "messageId": "m-1",

@@ -304,7 +304,7 @@ def _payment_failed(detail: Mapping[str, Any]) -> Alert:
     }
     if event.hosted_url:
         values["invoice_url"] = event.hosted_url
-    # key payment-failed:<processor event id>: one alert per failed attempt
+    # key payment-failed:<stripe invoice>:<attempt>[:action_required] (or <processor event id>): one per attempt
     return _occurrence_alert("payment_failed", event, event.event_id, Severity.HIGH, values)
 
 

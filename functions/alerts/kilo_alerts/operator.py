@@ -234,7 +234,9 @@ def on_payment_failed(
 ) -> list[Announced]:
     event = PaymentFailedV1.model_validate(detail)
     at_ms = _at_ms(event.occurred_at)
-    failures = ports.payments.record_failure(event.account_id, event.event_id, at_ms)
+    # one per payment attempt: an attempt's action-required alert after its failed one is the same failed payment
+    attempt = event.event_id.removesuffix(":action_required")
+    failures = ports.payments.record_failure(event.account_id, attempt, at_ms)
     # the window ends at this failure (a redelivered or late event is judged as of when it happened)
     signal = abuse.failed_payments(event.account_id, failures, policy.thresholds, at_ms)
     return _flag_all([signal] if signal is not None else [], ports, policy, now_ms)

@@ -167,6 +167,7 @@ class PaymentDependencies:
     events: StripeEvents
     gateway: PaymentGateway  # lazy: Stripe loads only for an event that needs a call (a paid invoice's payments,
     # a saved card, a refund or dispute not matched yet)
+    livemode: bool = False  # the stage's Stripe mode: other events are not applied (D-alertonce-2)
 
 
 @cache
@@ -224,4 +225,5 @@ def payments() -> PaymentDependencies:
         publisher=_publisher(config),
         events=DynamoStripeEvents(dynamodb, config.events_table_name),
         gateway=stripe_gateway(config, client("secretsmanager", config.call_budget, lazy=True)),
+        livemode=config.stripe_livemode,
     )

@@ -596,9 +596,9 @@ def _announce_issued(deps: CloseDeps, invoice: InvoiceRecord, now: datetime) -> 
     return _mark_announced(deps.store, invoice, ISSUED)
 
 
-def _mark_announced(store: LedgerStore, invoice: InvoiceRecord, marker: str) -> InvoiceRecord:
+def _mark_announced(store: LedgerStore, invoice: InvoiceRecord, *markers: str) -> InvoiceRecord:
     """Record an alert as published (published first: a crash in between publishes the same event id again)."""
-    return _save_with(store, invoice, lambda current: replace(current, announced=current.announced | {marker}))
+    return _save_with(store, invoice, lambda current: replace(current, announced=current.announced | set(markers)))
 
 
 # --- payment status from the processor's events --------------------------------------------------------------------
@@ -613,13 +613,24 @@ class _StripeEvent:
     type: str
     obj: dict[str, Any]
     created: int = 0  # when Stripe created the event (seconds): a charge's total is newer or older than a failure
+    livemode: object = None  # the envelope's, as sent
+    account: object = None  # the envelope's Stripe Connect account, if any (none for the platform's own events)
 
     @classmethod
     def parse(cls, body: bytes) -> _StripeEvent:
         event = json.loads(body)
         created = event.get("created")
         at = created if isinstance(created, int) and not isinstance(created, bool) and created > 0 else 0
-        return cls(str(event["id"]), str(event["type"]), dict(event["data"]["object"]), at)
+        obj = dict(event["data"]["object"])
+        return cls(str(event["id"]), str(event["type"]), obj, at, event.get("livemode"), event.get("account"))
+
+    def foreign(self, livemode: bool) -> str | None:
+        """Why the event is not ours to apply in a stage taking ``livemode`` events (D-alertonce-2), if it is not."""
+        if self.livemode is not livemode:
+            return f"livemode {self.livemode!r} where this stage takes livemode {livemode}"
+        if self.account is not None:
+            return f"an event of Stripe Connect account {str(self.account)[:255]!r}"
+        return None
 
     def outcome(self, invoice_id: str | None, changed: bool, published: tuple[str, ...] = ()) -> EventOutcome:
         return EventOutcome(self.id, self.type, invoice_id, changed, published)
@@ -714,6 +725,7 @@ def apply_stripe_event(
     sk: str,
     now: datetime,
     gateway: PaymentGateway | None = None,
+    livemode: bool | None = None,
 ) -> EventOutcome:
     """Bring our records in step with one stored Stripe event. Duplicates and any order are harmless: a status only
     moves along the state machine (a late ``payment_failed`` never undoes ``paid``), amounts only grow, and every
@@ -721,11 +733,17 @@ def apply_stripe_event(
 
     ``checkout.session.completed`` (setup mode) records the card on file and, with a ``gateway``, makes the card the
     customer saved last its default for invoices (Checkout attaches it but does not make it the default); a repeat
-    or an older session's event arriving late sets the same, latest card (docs/decisions.md)."""
+    or an older session's event arriving late sets the same, latest card (docs/decisions.md).
+
+    With ``livemode`` (the stage's mode), an event of the other mode or of a Stripe Connect account is not applied
+    (``foreign`` says why, D-alertonce-2)."""
     record = events.get(pk, sk)
     if record is None:
         raise InvoiceNotFoundError(f"stripe event {pk}/{sk} is not stored")
     event = _StripeEvent.parse(record.body)
+    foreign = event.foreign(livemode) if livemode is not None else None
+    if foreign is not None:  # ingest refuses these; one stored before, or put on the bus otherwise, is not applied
+        return replace(event.outcome(None, False), foreign=foreign)
     if event.type == "payment_method.attached":
         return _card_attached(publisher, gateway, event, now)
     if event.type == "checkout.session.completed":
@@ -1137,6 +1155,42 @@ def _paid_short(invoice: InvoiceRecord, obj: dict[str, Any], notes: Iterable[Cre
     return received, max(ZERO, due - received)
 
 
+_FAILED_MARKER: Final = "payment_failed:"
+_ACTION_REQUIRED: Final = ":action_required"
+
+
+def _attempt(obj: dict[str, Any]) -> int | None:
+    """The invoice's ``attempt_count`` (Stripe: the first attempt and each automatic retry; a manual attempt after the
+    first does not count), if it names one."""
+    count = obj.get("attempt_count")
+    return count if isinstance(count, int) and not isinstance(count, bool) and count > 0 else None
+
+
+def _failed_markers(invoice: InvoiceRecord, event: _StripeEvent) -> tuple[str, ...]:
+    """The markers of the ``PaymentFailed`` alert this failed or action-required event announces (the first names
+    the alert: ``payment-failed:<what follows the prefix>``), or none when its attempt is announced already
+    (D-alertonce-1). One payment attempt needing 3-D Secure brings both events (other ids, any order): announced once
+    per (Stripe invoice, ``attempt_count``) - ``payment_failed:<in_...>:<n>``. The action-required wording wins: it
+    tells the customer what to do. First, it is the attempt's one alert, marked for both (the failed event after it
+    adds nothing); after the failed one, it adds one alert (``...:<n>:action_required``). Without an
+    ``attempt_count``, one alert per event id (``payment_failed:<evt_...>``), the marker of every alert before
+    D-alertonce-1: an event announced under it is not announced again."""
+    announced = invoice.announced
+    legacy = f"{_FAILED_MARKER}{event.id}"
+    attempt, stripe_id = _attempt(event.obj), _ref(event.obj.get("id"))
+    if legacy in announced:
+        return ()
+    if attempt is None or stripe_id is None:
+        return (legacy,)
+    marker = f"{_FAILED_MARKER}{stripe_id}:{attempt}"
+    action = marker + _ACTION_REQUIRED
+    if event.type != "invoice.payment_action_required":
+        return () if marker in announced else (marker,)
+    if action in announced:
+        return ()
+    return (action,) if marker in announced else (marker, action)
+
+
 def _invoice_event(
     store: LedgerStore,
     publisher: EventPublisher,
@@ -1205,10 +1259,10 @@ def _invoice_event(
         )
     published: tuple[str, ...] = ()
     failed = event.type in ("invoice.payment_failed", "invoice.payment_action_required")
-    marker = f"payment_failed:{event.id}"
-    if failed and invoice.status is InvoiceStatus.PAYMENT_FAILED and marker not in invoice.announced:
+    markers = _failed_markers(invoice, event) if failed else ()
+    if markers and invoice.status is InvoiceStatus.PAYMENT_FAILED:
         alert = PaymentFailedV1(
-            event_id=f"payment-failed:{event.id}",
+            event_id=f"payment-failed:{markers[0].removeprefix(_FAILED_MARKER)}",
             account_id=invoice.account_id,
             invoice_id=invoice.invoice_id,
             total=money_str(amount_due(invoice, ledger.credit_notes.values())),  # what it still asks, after notes
@@ -1217,7 +1271,7 @@ def _invoice_event(
             occurred_at=now.isoformat(),
         )
         publisher.publish(PaymentFailedV1.DETAIL_TYPE, alert.model_dump())
-        invoice = _mark_announced(store, invoice, marker)
+        invoice = _mark_announced(store, invoice, *markers)
         published = (alert.event_id,)
     attention = "; ".join(reason for reason in said if reason) or None
     return replace(event.outcome(invoice.invoice_id, invoice != before, published), attention=attention), invoice

@@ -9,7 +9,8 @@ leaves the event applied, logged at ERROR and counted (``StripeMisconfigured``, 
 and then failed is logged at ERROR and counted (``RefundFailed``, alarmed: D340). An event an operator
 has to look at - of a Stripe invoice other than ours (not applied), of a revision of ours asking another amount, a
 payment short of what ours asks - is logged at ERROR and counted (``PaymentEventNeedsOperator``, alarmed:
-D343, D344).
+D343, D344). An event of the other mode than the stage's (``STRIPE_LIVEMODE``) or of a Stripe Connect account is not
+applied, logged at ERROR and counted (``StripeEventForeign``, alarmed: D-alertonce-2).
 """
 
 from __future__ import annotations
@@ -40,10 +41,16 @@ def _record(record: SQSRecord) -> None:
     observability.correlate(SERVICE, stripe_event_id=str(detail.get("stripe_event_id", "")))
     deps = dependencies.payments()
     try:
-        outcome = apply_stripe_event(deps.store, deps.publisher, deps.events, pk, sk, datetime.now(UTC), deps.gateway)
+        outcome = apply_stripe_event(
+            deps.store, deps.publisher, deps.events, pk, sk, datetime.now(UTC), deps.gateway, deps.livemode
+        )
     except InvoiceNotFoundError as exc:
         count(SERVICE, Metric.PAYMENT_EVENT_IGNORED)
         logger.warning("Stripe event about nothing of ours; ignored", extra={"reason": str(exc)[:200]})
+        return
+    if outcome.foreign is not None:  # never ours to apply: a webhook secret or endpoint is misconfigured
+        said = "Stripe event of another mode or a Connect account: not applied"
+        _operator(Metric.STRIPE_EVENT_FOREIGN, said, outcome, outcome.foreign[:300])
         return
     if outcome.misconfigured is not None:  # the event is done; every later Stripe call fails the same way
         said = "Stripe misconfigured: payments lookup failed; event applied without them"

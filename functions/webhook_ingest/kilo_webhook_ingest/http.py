@@ -19,6 +19,7 @@ from kilo_webhook_ingest.model import (
     BodyTooLargeError,
     EventTooLargeToStoreError,
     ForbiddenAccountError,
+    ForeignStripeEventError,
     IngestError,
     InvalidEventError,
     RateLimitedError,
@@ -120,6 +121,13 @@ def refused(route: str, error: IngestError) -> tuple[int, dict[str, Any]]:
     count(SERVICE, Metric.WEBHOOK_REJECTED)
     if error.code in SIGNATURE_CODES:
         count(SERVICE, Metric.SIGNATURE_REJECTED)
+    if isinstance(error, ForeignStripeEventError):  # a webhook secret or endpoint misconfigured: alarmed
+        count(SERVICE, Metric.STRIPE_EVENT_FOREIGN)
+        logger(SERVICE).error(
+            "Stripe event of another mode or a Connect account refused: check the endpoint's webhook secrets",
+            extra={"route": route, "status": status, "code": error.code, "reason": error.message[:300]},
+        )
+        return status, error_payload(error)
     if isinstance(error, UnstorableEventError):
         count(SERVICE, Metric.UNSTORABLE_EVENT)
         logger(SERVICE).error(

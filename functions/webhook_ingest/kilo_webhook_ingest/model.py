@@ -31,6 +31,12 @@ class InvalidEventError(IngestError):
     """Signed (or not yet checked) input that is not what the route accepts: bad JSON, wrong shape, bad items."""
 
 
+class ForeignStripeEventError(InvalidEventError):
+    """A signed Stripe event of the other mode (test vs live) than this endpoint's, or of a Stripe Connect account:
+    never ours to apply (a test endpoint's secret among ours would let its events name our live invoices).
+    Counted apart and alarmed: a webhook secret or endpoint is misconfigured (D-alertonce-2)."""
+
+
 class ForbiddenAccountError(IngestError):
     """A signed client asked about an account it may not bill (its scope in the usage clients secret)."""
 

@@ -38,6 +38,15 @@ def _int(env: dict[str, str], name: str, default: int, minimum: int) -> int:
     return value
 
 
+def _bool(env: dict[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw == "":
+        return default
+    if raw not in ("true", "false"):
+        raise SettingsError(f"{name} must be true or false, got {raw!r}")
+    return raw == "true"
+
+
 def _required(env: dict[str, str], name: str) -> str:
     value = env.get(name, "")
     if not value:
@@ -69,6 +78,9 @@ class IngestSettings(NamedTuple):
     livekit_leeway_seconds: int = 60
     usage_tolerance_seconds: int = 300
     stripe_tolerance_seconds: int = 300
+    # the mode of the Stripe events this endpoint takes (the template's StripeLiveMode); the other mode's, and a
+    # Connect account's, are refused (D-alertonce-2)
+    stripe_livemode: bool = False
     usage_max_workers: int = 16
     rate_limit_table: str = ""  # per-client request counters of /v1/usage (none: no per-client limit)
     usage_requests_per_minute: int = 600  # per client, counted after its signature is verified
@@ -94,6 +106,7 @@ class IngestSettings(NamedTuple):
             max_stripe_body_bytes=_int(values, "MAX_STRIPE_BODY_BYTES", 512 * 1024, 1024),
             rate_limit_table=values.get("RATE_LIMIT_TABLE_NAME", ""),
             usage_requests_per_minute=_int(values, "USAGE_REQUESTS_PER_MINUTE", 600, 1),
+            stripe_livemode=_bool(values, "STRIPE_LIVEMODE", False),
         )
 
     def reserve_seconds(self, budget: CallBudget) -> float:

@@ -12,7 +12,7 @@ import stripe
 
 from kilo_billing.stripe_events import StripeEventRecord
 from kilo_webhook_ingest import jsontext
-from kilo_webhook_ingest.model import InvalidEventError, UnauthorizedError
+from kilo_webhook_ingest.model import ForeignStripeEventError, InvalidEventError, UnauthorizedError
 
 MAX_ID_BYTES = 255  # Stripe's ids are at most 255 characters
 
@@ -54,7 +54,34 @@ def verify_signature(body: bytes, header: str | None, secrets: Sequence[str], to
     raise UnauthorizedError("bad_signature", message) from last
 
 
-def parse_event(body: bytes, received_at_ms: int) -> StripeEventRecord:
+def _mode(livemode: bool) -> str:
+    return "live-mode" if livemode else "test-mode"
+
+
+def check_origin(data: dict[str, object], livemode: bool) -> None:
+    """Refuse an event of the other mode than this endpoint's (``livemode``) or of a Stripe Connect account (the
+    envelope's ``account``): signed by one of our secrets all the same, it is never ours to apply."""
+    found = data.get("livemode")
+    if not isinstance(found, bool):
+        message = f"event without a boolean 'livemode': this endpoint takes only {_mode(livemode)} events"
+        raise ForeignStripeEventError("livemode_mismatch", message)
+    if found is not livemode:
+        message = (
+            f"{_mode(found)} event sent to a {_mode(livemode)} endpoint: a webhook secret of the other mode is "
+            f"configured here (STRIPE_LIVEMODE / the StripeLiveMode parameter says which mode this endpoint takes)"
+        )
+        raise ForeignStripeEventError("livemode_mismatch", message)
+    account = data.get("account")
+    if account is not None:
+        message = (
+            f"event of Stripe Connect account {str(account)[:MAX_ID_BYTES]!r}: this endpoint takes only the platform "
+            f"account's own events (a Connect endpoint's secret is configured here)"
+        )
+        raise ForeignStripeEventError("connect_account_event", message)
+
+
+def parse_event(body: bytes, received_at_ms: int, livemode: bool) -> StripeEventRecord:
+    """The event's envelope, of this endpoint's mode (``livemode``) and of no Connect account (``check_origin``)."""
     data = jsontext.loads(body, "a Stripe event")
     if not isinstance(data, dict) or data.get("object") != "event":
         raise InvalidEventError("not_a_stripe_event", "body is not a Stripe event object")
@@ -68,11 +95,12 @@ def parse_event(body: bytes, received_at_ms: int) -> StripeEventRecord:
     # bool is an int in Python: true/false are not timestamps
     if not isinstance(created, int) or isinstance(created, bool) or not 0 <= created < 2**53:
         raise InvalidEventError("missing_created", "Stripe event has no integer 'created' (unix seconds)")
+    check_origin(data, livemode)
     return StripeEventRecord(
         event_id=event_id,
         event_type=event_type,
         created=created,
-        livemode=data.get("livemode") is True,
+        livemode=livemode,
         body=body,
         received_at_ms=received_at_ms,
     )

@@ -164,7 +164,7 @@ class InvoiceRecord:
     charged_back: Decimal = ZERO  # card: disputes' funds withdrawn and not reinstated (lost or still open)
     refunds_requested: int = 0  # card refund requests so far (numbers their ids)
     refund_pending: RefundRequest | None = None  # a card refund requested whose processor call has not returned yet
-    announced: frozenset[str] = frozenset()  # alerts published (issued, payment_failed:<stripe event>, dispute...)
+    announced: frozenset[str] = frozenset()  # alerts published (issued, payment_failed:<in_...>:<attempt>, dispute...)
     # card: each payment's refunded amount as its charge's latest ``charge.refunded`` said (cumulative per charge, not
     # per invoice: an invoice paid in several payments has one figure per charge), (charge id, amount) by charge id
     charge_refunds: tuple[tuple[str, Decimal], ...] = ()

@@ -44,6 +44,9 @@ class Metric(StrEnum):
     SIGNATURE_REJECTED = "SignatureRejected"
     UNSTORABLE_EVENT = "UnstorableEvent"  # signed, valid, refused for good (e.g. too large to keep): alarmed
     INGEST_STORE_FAILED = "IngestStoreFailed"
+    # a signed Stripe event of the other mode or of a Connect account: refused (ingest) or not applied (payments);
+    # a webhook secret or endpoint is misconfigured: alarmed
+    STRIPE_EVENT_FOREIGN = "StripeEventForeign"
     USAGE_RECORDED = "UsageRecorded"
     ENTITLEMENT_ALLOWED = "EntitlementAllowed"  # an entitlement check that allowed a call
     ENTITLEMENT_REFUSED = "EntitlementRefused"  # ... that refused one (reason in the log line)

@@ -1,0 +1,91 @@
+"""D-alertonce-2, behind ingest's refusal: a stored Stripe event of the other mode than the stage's
+(``STRIPE_LIVEMODE``) or of a Stripe Connect account - stored before ingest refused them, or put on the bus some other
+way - is never applied by the payment-status handler: done (not redelivered), logged at ERROR and counted
+``StripeEventForeign`` (alarmed); its metadata naming our invoice changes nothing."""
+
+from __future__ import annotations
+
+import copy
+import json
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from kilo_billing.invoicing import InvoiceStatus
+from kilo_billing.observability import Metric
+from kilo_billing.stripe_events import StripeEventRecord
+from kilo_invoice import dependencies, payment_handler
+from tests.conftest import LambdaContext
+from tests.scenarios.test_card_payment_events import FIXTURES, Events, _paid_invoice
+from tests.scenarios.test_invoicing import MAR, World, team_with_march_overage
+from tests.unit.test_stripe_misconfigured_alarmed import _errors, _metrics
+
+
+def _handled(world: World, monkeypatch: pytest.MonkeyPatch, stage_livemode: bool, envelope: dict[str, Any]) -> Any:
+    """``invoice.paid`` of ours (metadata and Stripe id), its envelope overridden, handled by a function whose stage
+    takes ``stage_livemode`` events."""
+    events = Events()
+    event = copy.deepcopy(FIXTURES["event"]) | {"id": "evt_x", "type": "invoice.paid"}
+    event |= {"data": {"object": _paid_invoice(world)}, **envelope}
+    record = StripeEventRecord(
+        "evt_x", "invoice.paid", 1_775_000_000, event["livemode"] is True, json.dumps(event).encode(), 0
+    )
+    events.stored[record.key] = record
+    deps = SimpleNamespace(
+        store=world.store, publisher=world.bus, events=events, gateway=world.gateway, livemode=stage_livemode
+    )
+    monkeypatch.setattr(dependencies, "payments", lambda: deps)
+    message = {
+        "messageId": "m-1",
+        "receiptHandle": "r-1",
+        "body": json.dumps({"detail": {"key": {"pk": record.key[0], "sk": record.key[1]}, "stripe_event_id": "evt_x"}}),
+        "attributes": {},
+        "messageAttributes": {},
+        "md5OfBody": "",
+        "eventSource": "aws:sqs",
+        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:payment-events",
+        "awsRegion": "us-east-1",
+    }
+    return payment_handler.lambda_handler({"Records": [message]}, LambdaContext())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("stage_livemode", "envelope"),
+    [
+        (True, {"livemode": False}),  # a test-mode event reaching the live stage
+        (False, {"livemode": True}),  # a live event reaching a test stage
+        (False, {"livemode": False, "account": "acct_1Connected"}),  # a Connect account's event
+    ],
+)
+def test_given_an_event_of_the_other_mode_or_a_connect_account_when_handled_then_not_applied_and_alarmed(
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    stage_livemode: bool,
+    envelope: dict[str, Any],
+) -> None:
+    world = team_with_march_overage()
+    march = world.close("acme", MAR)
+    world.gateway.settle(march.invoice_id, paid=True)
+    bus = list(world.bus.events)
+    capfd.readouterr()
+    assert _handled(world, monkeypatch, stage_livemode, envelope) == {"batchItemFailures": []}  # done
+    assert world.store.invoices[march.invoice_id].status is InvoiceStatus.OPEN  # 65.20 still asked, not paid
+    assert world.bus.events == bus
+    assert _errors(caplog) == ["Stripe event of another mode or a Connect account: not applied"]
+    counted = _metrics(capfd.readouterr().out)
+    assert counted.get(Metric.STRIPE_EVENT_FOREIGN.value) == 1
+    assert Metric.PAYMENT_EVENT_APPLIED.value not in counted
+
+
+@pytest.mark.parametrize("livemode", [True, False])
+def test_given_an_event_of_the_stages_mode_when_handled_then_applied(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, livemode: bool
+) -> None:
+    world = team_with_march_overage()
+    march = world.close("acme", MAR)
+    world.gateway.settle(march.invoice_id, paid=True)
+    assert _handled(world, monkeypatch, livemode, {"livemode": livemode}) == {"batchItemFailures": []}
+    assert world.store.invoices[march.invoice_id].status is InvoiceStatus.PAID
+    assert _errors(caplog) == []
