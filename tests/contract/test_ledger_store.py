@@ -328,6 +328,7 @@ def test_given_a_credit_note_then_each_step_needs_the_version_read_and_moves_cre
         to_credit=Decimal("2.20"),
         returned=Decimal("1.40"),
         out_of_band=True,
+        asked_on="in_1",  # the Stripe invoice its reduction was asked on: read back (D344 amended, review i)
         history=(("x", "t"),),
     )
     with pytest.raises(LedgerConflictError):  # the account credit read is not the stored one: nothing written

@@ -370,6 +370,9 @@ class CreditNote:
     out_of_band: bool = False  # the processor note records a credit we give (paid invoice), not a lower amount due
     status: CreditNoteStatus = CreditNoteStatus.DONE
     gateway_note_id: str | None = None
+    # the processor invoice its reduction was last asked on, stored before the call: a note still pending on it may
+    # have been made there (its answer lost) - ``invoice.paid`` of that invoice counts it (D344 amended, review i)
+    asked_on: str | None = None
     version: int = 1  # bumped by every update after the close's write (conditional: the version read)
     history: tuple[tuple[str, str], ...] = ()  # (what happened, ISO time)
     returned: Decimal = ZERO
