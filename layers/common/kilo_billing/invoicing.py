@@ -1479,15 +1479,18 @@ def credit_collected(ledger: AccountLedger, invoice: InvoiceRecord, at: datetime
 
 def _kept_whole(invoice: InvoiceRecord) -> InvoiceRecord:
     """``invoice`` as if nothing it was paid had left us: no refund (made, owed, pending, outside us or failed) and no
-    dispute's funds withdrawn - what its payment covered (``credit_collected``)."""
+    dispute's funds withdrawn - what its payment covered (``credit_collected``). A shortfall ``invoice.paid``
+    recorded (``SHORTFALL``, D344) stays: it was never received, so never given back - what it leaves of a note's
+    not-collected part stays not collected (D339 amended, interaction review)."""
+    short = tuple(entry for entry in invoice.outside_refunds if entry[0].startswith(SHORTFALL))
     return replace(
         invoice,
-        refunded=ZERO,
+        refunded=total([amount for _, amount in short]),
         refund_owed=ZERO,
         charged_back=ZERO,
         refund_pending=None,
         charge_refunds=(),
-        outside_refunds=(),
+        outside_refunds=short,
         refunds_made=ZERO,
         failed_refunds=(),
     )
