@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 
-from kilo_billing.invoicing import CreditNoteStatus, InvoiceStatus
+from kilo_account_api.model import InvoiceView
+from kilo_account_api.schemas import InvoiceOut
+from kilo_billing.invoicing import CreditNoteStatus, InvoiceStatus, amount_due
 from kilo_invoice.logic import refund_invoice
 from kilo_invoice.ports import GatewayUnavailableError
 from tests.scenarios.test_card_payment_events import Events, _apply, _fixture, _paid_invoice
@@ -143,3 +145,15 @@ def test_given_our_note_made_at_stripe_but_its_answer_lost_when_paid_what_stripe
     assert world.store.credit_notes[note.credit_id].status is CreditNoteStatus.DONE
     with pytest.raises(ValueError, match=r"at most 61\.60"):
         refund_invoice(world.store, world.gateway, "acme", "acme/2026-03", Decimal("61.61"))
+
+
+def test_given_paid_short_when_the_customer_reads_the_invoice_then_the_shortfall_is_its_own_figure() -> None:
+    """The dashboard note story: 65.20 asked, 55.20 paid. The account API's invoice shows 65.20 - 55.20 = 10.00 as
+    ``short_paid``, and ``refunded`` 0.00 (nothing was refunded; before: ``refunded`` 10.00)."""
+    world, events = team_with_march_overage(), Events()
+    march = world.close("acme", MAR)
+    world.gateway.settle(march.invoice_id, paid=True)
+    _apply(world, events, events.add("p", "invoice.paid", _paid_invoice(world) | {"amount_paid": 5520} | TOTAL))
+    ours = world.store.invoices[march.invoice_id]
+    shown = InvoiceOut.of(InvoiceView(ours, (), amount_due(ours, ()))).model_dump(mode="json")
+    assert (shown["short_paid"], shown["refunded"], shown["total"]) == ("10.00", "0.00", "65.20")

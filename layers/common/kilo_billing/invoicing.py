@@ -198,6 +198,12 @@ class InvoiceRecord:
         return self.total - self.refunded - self.refund_owed - self.charged_back
 
     @property
+    def short_paid(self) -> Decimal:
+        """What ``invoice.paid`` recorded Stripe collected less than ours asked (D344: ``SHORTFALL`` entries of
+        ``outside_refunds``, counted in ``refunded`` as given back of its total; never charged, so never refunded)."""
+        return total([amount for refund, amount in self.outside_refunds if refund.startswith(SHORTFALL)])
+
+    @property
     def kept_less_pending(self) -> Decimal:
         """What it keeps once the card refund it has requested (``refund_pending``) is made: what every bound on
         giving its money back reads (a note's credit, a refund), so a refund whose processor call has not returned
@@ -229,8 +235,9 @@ class InvoiceRecord:
         before = ZERO if pending is None else pending.refunded_before + pending.failed_before + amount
         # a shortfall ``invoice.paid`` recorded (D344) was never charged: no charge's total holds it, so it
         # is counted with them - one figure, else the larger of the two hides the other (D344 amended)
-        short = total([amount for refund, amount in self.outside_refunds if refund.startswith(SHORTFALL)])
-        charges = total([refunded for _, refunded in self.charge_refunds]) + self._failed_before_totals() + short
+        charges = (
+            total([refunded for _, refunded in self.charge_refunds]) + self._failed_before_totals() + self.short_paid
+        )
         ours_and_outside = self.refunds_made + total([refunded for _, refunded in self.outside_refunds]) + amount
         failed = total([refunded for _, refunded in self.failed_refunds])
         return max(ZERO, max(self.refunded + failed, charges, ours_and_outside, before) - failed)
