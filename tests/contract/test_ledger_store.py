@@ -328,6 +328,7 @@ def test_given_a_credit_note_then_each_step_needs_the_version_read_and_moves_cre
         to_credit=Decimal("2.20"),
         returned=Decimal("1.40"),
         out_of_band=True,
+        asked_on="in_1",  # the Stripe invoice its reduction was asked on: read back (D344 amended, review i)
         history=(("x", "t"),),
     )
     with pytest.raises(LedgerConflictError):  # the account credit read is not the stored one: nothing written
@@ -547,3 +548,30 @@ def test_given_a_reduction_lowered_ahead_when_the_usage_comes_back_then_the_next
     assert found.invoices[billed.invoice_id] == billed  # the line, through the stored form
     assert (lowered_ahead(found, "2026-03"), found.periods["2026-03"].unbilled) == (Decimal("0.00"), {})
     assert not [line for line in close(july).invoice.lines if line.kind == "adjustment"]
+
+
+def test_given_an_invoice_with_every_refund_record_then_each_is_read_back_as_written(ledger: Ledger) -> None:
+    """Every field the refund, shortfall and failure records added to an invoice (D331, D340, D344), with a
+    ``shortfall:`` entry among the outside refunds, reads back equal from the fake and from DynamoDB."""
+    ledger.register(_team("acme"))
+    draft = _draft(ledger.store.ledger("acme"))
+    ledger.store.create_invoice(draft)
+    opened = replace(draft.invoice.moved(InvoiceStatus.OPEN, MAR.end), gateway_id="in_1")
+    opened = ledger.store.update_invoice(opened, InvoiceStatus.DRAFT)
+    paid = replace(
+        opened.moved(InvoiceStatus.PAID, MAR.end),
+        gateway_refs=("pi_1",),
+        refunds_requested=1,
+        refund_pending=RefundRequest("acme/2026-03/refund/1", Decimal("5.00"), Decimal("10.00"), Decimal("2.50")),
+        outside_refunds=(("re_d", Decimal("3.00")), ("shortfall:in_1", Decimal("10.00"))),
+        charge_refunds=(("ch_1", Decimal("8.00")),),
+        failed_refunds=(("re_d", Decimal("3.00")), ("re_x", Decimal("1.00"))),
+        charge_refunds_at=(("ch_1", 1775000000),),
+        failed_refunds_at=(("re_d", ("ch_1", 1774999999)), ("re_x", ("", 0))),
+        refunded=Decimal("10.00"),
+        refunds_made=Decimal("4.00"),
+        void_reason="why not",
+    )
+    paid = ledger.store.update_invoice(paid, InvoiceStatus.OPEN)
+    assert ledger.store.ledger("acme").invoices["acme/2026-03"] == paid
+    assert paid.short_paid == Decimal("10.00")

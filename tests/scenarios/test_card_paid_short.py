@@ -6,13 +6,17 @@ giving its money back (a refund, a note's credit), reads what was received; the 
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
-from kilo_billing.invoicing import InvoiceStatus
+from kilo_account_api.model import InvoiceView
+from kilo_account_api.schemas import InvoiceOut
+from kilo_billing.invoicing import CreditNoteStatus, InvoiceStatus, amount_due
 from kilo_invoice.logic import refund_invoice
+from kilo_invoice.ports import GatewayUnavailableError
 from tests.scenarios.test_card_payment_events import Events, _apply, _fixture, _paid_invoice
-from tests.scenarios.test_invoicing import APR, MAR, World, at, seg, team_with_march_overage
+from tests.scenarios.test_invoicing import APR, MAR, MAY, World, at, seg, team_with_march_overage
 
 TOTAL = {"total": 6520, "total_excluding_tax": 6520}  # Stripe's invoice of ours: 65.20, no tax
 
@@ -105,3 +109,51 @@ def test_given_a_shortfall_when_a_dashboard_refund_is_seen_first_by_its_charge_r
     _apply(world, events, events.add("c", "refund.created", refund))
     ours = world.store.invoices[march.invoice_id]
     assert (ours.refunded, ours.kept) == (Decimal("15.00"), Decimal("50.20"))
+
+
+def test_given_our_note_made_at_stripe_but_its_answer_lost_when_paid_what_stripe_asks_then_no_shortfall(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """March 65.20 open; April's close asks Stripe for a note of 5,000 minutes x 0.00072 = 3.60 on it: Stripe makes
+    it, but every answer is lost (the close fails; our note stays PENDING). Stripe asks 65.20 - 3.60 = 61.60 and
+    collects 6160. Before: the pending note was left out of what ours asks (65.20), 3.60 recorded as a shortfall,
+    the operator told; after May's close finished the note, refunds were bounded at 65.20 - 3.60 note - 3.60
+    "short" = 58.00. Now: the note was asked on the paid Stripe invoice, so it counts: nothing short, refunded 0.00,
+    nothing said; once May's close finishes it, refunds are bounded at 65.20 - 3.60 = 61.60."""
+    world, events = World(), Events()
+    world.signup("acme", (at(1), "team"))
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", 60_000)
+    world.close("acme", MAR)
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", -5_000)
+    made = world.gateway.credit_note
+
+    def answer_lost(*args: Any) -> str:
+        made(*args)  # made at Stripe...
+        raise GatewayUnavailableError("timed out")  # ...its answer lost, every retry
+
+    monkeypatch.setattr(world.gateway, "credit_note", answer_lost)
+    with pytest.raises(GatewayUnavailableError):
+        world.close("acme", APR)
+    monkeypatch.undo()
+    (note,) = world.store.credit_notes.values()
+    assert (note.status, note.to_due) == (CreditNoteStatus.PENDING, Decimal("3.60"))
+    world.gateway.settle("acme/2026-03", paid=True)
+    outcome = _apply(world, events, events.add("p", "invoice.paid", _paid_invoice(world) | {"amount_paid": 6160}))
+    ours = world.store.invoices["acme/2026-03"]
+    assert (ours.status, ours.refunded, outcome.attention) == (InvoiceStatus.PAID, Decimal("0.00"), None)
+    world.close("acme", MAY)
+    assert world.store.credit_notes[note.credit_id].status is CreditNoteStatus.DONE
+    with pytest.raises(ValueError, match=r"at most 61\.60"):
+        refund_invoice(world.store, world.gateway, "acme", "acme/2026-03", Decimal("61.61"))
+
+
+def test_given_paid_short_when_the_customer_reads_the_invoice_then_the_shortfall_is_its_own_figure() -> None:
+    """The dashboard note story: 65.20 asked, 55.20 paid. The account API's invoice shows 65.20 - 55.20 = 10.00 as
+    ``short_paid``, and ``refunded`` 0.00 (nothing was refunded; before: ``refunded`` 10.00)."""
+    world, events = team_with_march_overage(), Events()
+    march = world.close("acme", MAR)
+    world.gateway.settle(march.invoice_id, paid=True)
+    _apply(world, events, events.add("p", "invoice.paid", _paid_invoice(world) | {"amount_paid": 5520} | TOTAL))
+    ours = world.store.invoices[march.invoice_id]
+    shown = InvoiceOut.of(InvoiceView(ours, (), amount_due(ours, ()))).model_dump(mode="json")
+    assert (shown["short_paid"], shown["refunded"], shown["total"]) == ("10.00", "0.00", "65.20")

@@ -372,3 +372,32 @@ def test_given_may_writes_a_second_note_between_the_early_payments_read_and_its_
     assert (_note(world).to_credit, _note(world).uncollected) == (Decimal("3.60"), Decimal("0.00"))
     assert (second.to_credit, second.uncollected) == (Decimal("3.60"), Decimal("0.00"))
     assert world.store.billing["acme"].credit == Decimal("7.20")
+
+
+def test_given_march_written_off_when_paid_short_then_the_unreceived_rest_stays_not_collected() -> None:
+    """March 65.20 written off, April's note: 7.20 not collected. A 60.20 dashboard note, then Stripe collects
+    65.20 - 60.20 = 5.00: 60.20 short (D344). The 5.00 received pays March's usage first (D191): 5.00 of the 7.20
+    withdrawn was paid for -> 5.00 account credit; the other 7.20 - 5.00 = 2.20 was never received, so it stays not
+    collected. Before: the shortfall was left out of the "kept whole" reading like a refund, so the 2.20 moved to
+    ``returned`` ("given back already (refunded or disputed)") - nothing was given back. May: June's 29.00 - 5.00 = 24.00."""
+    world, events = team_with_march_overage(), Events()
+    _march_written_off_then_withdrawn(world, events)
+    intent = world.gateway.settle(MARCH, paid=True)
+    assert intent is not None
+    obj = _paid_invoice(world, MARCH) | {"amount_paid": 500, "total": 6520, "total_excluding_tax": 6520}
+    apply_stripe_event(world.store, world.bus, events, *events.add("p", "invoice.paid", obj), at(20, 4), world.gateway)
+
+    note = _note(world)
+    assert world.store.invoices[MARCH].refunded == Decimal("60.20")  # the shortfall
+    assert (note.to_credit, note.uncollected, note.returned) == (Decimal("5.00"), Decimal("2.20"), Decimal("0.00"))
+    assert (note.as_json()["not_collected"], note.as_json()["already_returned"]) == ("2.20", "0.00")
+    assert world.store.billing["acme"].credit == Decimal("5.00")
+    # a dispute withdraws the 5.00 charged and is won: 5.00 received, 5.00 credited - nothing more, nothing moved
+    disputed = _dispute(intent, "needs_response") | {"amount": 500}
+    for key, kind, status in (("d1", "funds_withdrawn", "needs_response"), ("d2", "funds_reinstated", "won")):
+        _apply(world, events, events.add(key, f"charge.dispute.{kind}", disputed | {"status": status}))
+    _apply(world, events, events.add("d3", "charge.dispute.closed", disputed | {"status": "won"}))
+    note = _note(world)
+    assert (note.to_credit, note.uncollected, note.returned) == (Decimal("5.00"), Decimal("2.20"), Decimal("0.00"))
+    assert world.store.billing["acme"].credit == Decimal("5.00")
+    assert world.close("acme", MAY).total == Decimal("24.00")

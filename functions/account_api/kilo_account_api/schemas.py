@@ -30,7 +30,7 @@ from kilo_billing.accounts import ALERT_CHANNELS, E164_PATTERN, AccountProfile
 from kilo_billing.budgets import MAX_THRESHOLD_PERCENT, MAX_THRESHOLDS
 from kilo_billing.catalog import PriceBook
 from kilo_billing.entitlements import Entitlement
-from kilo_billing.money import decimal_str, money_str, optional_money_str
+from kilo_billing.money import ZERO, decimal_str, money_str, optional_money_str
 from kilo_billing.rating import InvoiceLine
 
 Money = Annotated[str, Field(pattern=r"^-?[0-9]+\.[0-9]{2}$", examples=["29.00"])]
@@ -489,6 +489,9 @@ class InvoiceSummaryOut(_Out):
         """The stored invoice's JSON (``InvoiceRecord.as_json``), as far as this model shows it, with its notes."""
         data: dict[str, Any] = view.record.as_json()
         data["amount_due"] = money_str(view.amount_due)
+        # a shortfall (D344) is shown as its own figure, not as refunded: nothing was refunded of it
+        data["short_paid"] = money_str(view.record.short_paid)
+        data["refunded"] = money_str(max(ZERO, view.record.refunded - view.record.short_paid))
         data["credit_notes"] = [
             note.as_json() | {"found_in_period": found_in_period(note)} for note in view.credit_notes
         ]
@@ -499,7 +502,11 @@ class InvoiceOut(InvoiceSummaryOut):
     """One invoice (receipt): the summary's fields, its lines and its status history."""
 
     currency: str
-    refunded: Money
+    refunded: Money = Field(description="Refunded of the payment (a shortfall is short_paid, not here)")
+    short_paid: Money = Field(
+        description="What the card processor collected less than the invoice asked (a credit note or discount made "
+        "in its dashboard before payment): never charged, so not refunded"
+    )
     charged_back: Money  # card disputes lost: the card's issuer took the payment back
     lines: list[InvoiceLineOut]
     transitions: list[dict[str, str]]

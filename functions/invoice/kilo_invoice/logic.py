@@ -432,6 +432,12 @@ def _issue_credit_note(deps: CloseDeps, ledger: AccountLedger, note: CreditNote,
         try:
             if gateway_id is None:
                 raise GatewayRejectedError(f"{note.invoice_id} has no processor invoice")
+            if note.to_due > 0 and not note.out_of_band and note.asked_on != gateway_id:
+                # stored before the call: made there with its answer lost, the note is still pending, and that
+                # invoice's ``invoice.paid`` counts it (``_paid_short``; D344 amended, review i)
+                note = _save_note(deps, replace(note, version=note.version + 1, asked_on=gateway_id))
+                if note.asked_on != gateway_id or note.status is not CreditNoteStatus.PENDING:
+                    continue  # another run moved it on: from what it stored
             made = _make_note(deps, gateway_id, note)
         except GatewayRejectedError as exc:
             ledger = deps.store.ledger(note.account_id)  # what the processor's events have told us meanwhile
@@ -1141,12 +1147,21 @@ def _revision_differs(invoice: InvoiceRecord, event: _StripeEvent, notes: Iterab
 def _paid_short(invoice: InvoiceRecord, obj: dict[str, Any], notes: Iterable[CreditNote]) -> tuple[Decimal, Decimal]:
     """(received, short): what ``invoice.paid`` says Stripe collected before tax (``amount_paid``; with Stripe Tax,
     in the proportion of the invoice's ``total_excluding_tax`` to its ``total``), and how much less that is than
-    ours asks - its total less our own notes' reductions (D344) made at Stripe: a note still pending (one
-    waiting on a revision's original) took nothing off what Stripe asked, and is credited later as paid there - taken
-    off here too, it counted twice (D344 amended, review 2). An invoice an operator marked paid outside
-    Stripe (``paid_out_of_band``) is taken as paid in full: that is the operator's own statement."""
+    ours asks - its total less our own notes' reductions (D344) made at Stripe: a note still pending took nothing
+    off what Stripe asked unless it was asked on this very Stripe invoice (``asked_on``: made there, its answer
+    lost, D344 amended, review i) - one never asked, or waiting on a revision's original, is credited later as
+    paid there, and taken off here too it counted twice (D344 amended, review 2). An invoice an operator marked
+    paid outside Stripe (``paid_out_of_band``) is taken as paid in full: that is the operator's own statement."""
     paid, whole, net = obj.get("amount_paid"), obj.get("total"), obj.get("total_excluding_tax")
-    due = amount_due(invoice, [note for note in notes if note.status is not CreditNoteStatus.PENDING])
+    here = _ref(obj.get("id"))
+    due = amount_due(
+        invoice,
+        [
+            note
+            for note in notes
+            if note.status is not CreditNoteStatus.PENDING or (here is not None and note.asked_on == here)
+        ],
+    )
     if not isinstance(paid, int) or isinstance(paid, bool) or obj.get("paid_out_of_band") is True:
         return due, ZERO
     received = Decimal(paid).scaleb(-2)

@@ -198,6 +198,12 @@ class InvoiceRecord:
         return self.total - self.refunded - self.refund_owed - self.charged_back
 
     @property
+    def short_paid(self) -> Decimal:
+        """What ``invoice.paid`` recorded Stripe collected less than ours asked (D344: ``SHORTFALL`` entries of
+        ``outside_refunds``, counted in ``refunded`` as given back of its total; never charged, so never refunded)."""
+        return total([amount for refund, amount in self.outside_refunds if refund.startswith(SHORTFALL)])
+
+    @property
     def kept_less_pending(self) -> Decimal:
         """What it keeps once the card refund it has requested (``refund_pending``) is made: what every bound on
         giving its money back reads (a note's credit, a refund), so a refund whose processor call has not returned
@@ -229,8 +235,9 @@ class InvoiceRecord:
         before = ZERO if pending is None else pending.refunded_before + pending.failed_before + amount
         # a shortfall ``invoice.paid`` recorded (D344) was never charged: no charge's total holds it, so it
         # is counted with them - one figure, else the larger of the two hides the other (D344 amended)
-        short = total([amount for refund, amount in self.outside_refunds if refund.startswith(SHORTFALL)])
-        charges = total([refunded for _, refunded in self.charge_refunds]) + self._failed_before_totals() + short
+        charges = (
+            total([refunded for _, refunded in self.charge_refunds]) + self._failed_before_totals() + self.short_paid
+        )
         ours_and_outside = self.refunds_made + total([refunded for _, refunded in self.outside_refunds]) + amount
         failed = total([refunded for _, refunded in self.failed_refunds])
         return max(ZERO, max(self.refunded + failed, charges, ours_and_outside, before) - failed)
@@ -370,6 +377,9 @@ class CreditNote:
     out_of_band: bool = False  # the processor note records a credit we give (paid invoice), not a lower amount due
     status: CreditNoteStatus = CreditNoteStatus.DONE
     gateway_note_id: str | None = None
+    # the processor invoice its reduction was last asked on, stored before the call: a note still pending on it may
+    # have been made there (its answer lost) - ``invoice.paid`` of that invoice counts it (D344 amended, review i)
+    asked_on: str | None = None
     version: int = 1  # bumped by every update after the close's write (conditional: the version read)
     history: tuple[tuple[str, str], ...] = ()  # (what happened, ISO time)
     returned: Decimal = ZERO
@@ -1476,15 +1486,18 @@ def credit_collected(ledger: AccountLedger, invoice: InvoiceRecord, at: datetime
 
 def _kept_whole(invoice: InvoiceRecord) -> InvoiceRecord:
     """``invoice`` as if nothing it was paid had left us: no refund (made, owed, pending, outside us or failed) and no
-    dispute's funds withdrawn - what its payment covered (``credit_collected``)."""
+    dispute's funds withdrawn - what its payment covered (``credit_collected``). A shortfall ``invoice.paid``
+    recorded (``SHORTFALL``, D344) stays: it was never received, so never given back - what it leaves of a note's
+    not-collected part stays not collected (D339 amended, interaction review)."""
+    short = tuple(entry for entry in invoice.outside_refunds if entry[0].startswith(SHORTFALL))
     return replace(
         invoice,
-        refunded=ZERO,
+        refunded=total([amount for _, amount in short]),
         refund_owed=ZERO,
         charged_back=ZERO,
         refund_pending=None,
         charge_refunds=(),
-        outside_refunds=(),
+        outside_refunds=short,
         refunds_made=ZERO,
         failed_refunds=(),
     )

@@ -260,6 +260,7 @@ def credit_note_to_item(note: CreditNote) -> Item:
             "out_of_band": note.out_of_band or None,
             "status": note.status.value,
             "gateway_note_id": note.gateway_note_id,
+            "asked_on": note.asked_on,
             "version": note.version,
             "history": [[what, at] for what, at in note.history] or None,
         }
@@ -282,6 +283,7 @@ def credit_note_from_values(account_id: str, values: Mapping[str, Any]) -> Credi
         out_of_band=bool(values.get("out_of_band", False)),
         status=CreditNoteStatus(values["status"]),
         gateway_note_id=values.get("gateway_note_id"),
+        asked_on=values.get("asked_on"),
         version=int(values.get("version", 1)),
         history=tuple((str(what), str(at)) for what, at in values.get("history", [])),
     )

@@ -254,7 +254,7 @@ class DynamoLedgerStore:
         names = {"#credit": "credit"}
         values: dict[str, Any] = {":credit": str(move.credit), ":read": str(move.credit_read)}
         update, condition = "SET #credit = :credit", credit_condition(move.credit_read)
-        if move.seq_read is not None:
+        if move.seq_read is not None:  # no close since the notes were read (D339 amended)
             names["#seq"] = "seq"
             values[":prev"] = move.seq_read
             condition = f"{condition} AND {seq_condition(move.seq_read)}"
@@ -263,10 +263,6 @@ class DynamoLedgerStore:
             values |= {":refunds": move.refunds_read, ":one": 1}
             unwritten = "attribute_not_exists(#refunds) OR " if move.refunds_read == 0 else ""
             update, condition = update + " ADD #refunds :one", f"{condition} AND ({unwritten}#refunds = :refunds)"
-        if move.seq_read is not None:  # no close since the notes were read (D339 amended)
-            names["#seq"] = "seq"
-            values[":prev"] = move.seq_read
-            condition = f"{condition} AND {seq_condition(move.seq_read)}"
         return {
             "Update": {
                 "TableName": self._table,
