@@ -179,6 +179,40 @@ def test_given_billing_history_then_the_closed_month_invoice_and_its_receipt_mat
     assert expected.total > Decimal(0)
 
 
+def test_given_the_closed_invoice_paid_short_at_stripe_then_the_receipt_says_so_and_shows_no_refund(
+    world: World, page: Any
+) -> None:
+    """D344 (amended, interaction review): a card invoice paid 10.00 less than its total (a discount given in Stripe's
+    dashboard) is recorded as a shortfall; the receipt says the customer paid 10.00 less and shows no refund. Before:
+    the API counted the shortfall as "refunded" and the receipt said "Refunded $10.00"."""
+    from dataclasses import replace  # noqa: PLC0415
+
+    from kilo_billing.invoicing import InvoiceStatus  # noqa: PLC0415
+    from kilo_billing.periods_items import invoice_to_item  # noqa: PLC0415
+    from kilo_billing.periods_store import DynamoLedgerStore  # noqa: PLC0415
+
+    table = world.stack.template.physical_name("UsageTable")
+    dynamodb = world.stack.clients["dynamodb"]
+    before = DynamoLedgerStore(dynamodb, table).ledger(TEAM).invoices[f"{TEAM}/{world.closed}"]
+    short = replace(
+        before,
+        status=InvoiceStatus.PAID,
+        outside_refunds=(("shortfall:in_test", Decimal("10.00")),),
+        refunded=Decimal("10.00"),
+    )
+    dynamodb.put_item(TableName=table, Item=invoice_to_item(short))
+    try:
+        world.sign_in(page, TEAM, route="billing")
+        row = page.get_by_role("row").filter(has_text=world.closed)
+        row.get_by_role("button", name=re.compile("^Receipt")).click()
+        expect(page.get_by_test_id("receipt-short-paid")).to_have_text(
+            "Paid $10.00 less than this total (a credit or discount given at the card processor)"
+        )
+        expect(page.get_by_text("Refunded $")).to_have_count(0)
+    finally:
+        dynamodb.put_item(TableName=table, Item=invoice_to_item(before))
+
+
 def test_given_a_credit_note_against_the_closed_invoice_then_the_receipt_lists_it_and_the_lowered_amount_due(
     world: World, page: Any
 ) -> None:
