@@ -392,7 +392,7 @@ def test_given_a_stripe_event_an_operator_must_look_at_then_the_payment_status_f
 def test_given_stripe_events_of_another_mode_then_both_stripe_functions_know_the_stages_mode_and_alarm(
     template: Template, function_name: str, service: str | None
 ) -> None:
-    """D-alertonce-2: ingest refuses, and the payment-status function does not apply, a Stripe event of the other
+    """D349: ingest refuses, and the payment-status function does not apply, a Stripe event of the other
     mode than ``StripeLiveMode`` or of a Connect account; both read the one parameter (test mode by default, as the
     local stack, the demo and the emulator run) and count ``StripeEventForeign``, alarmed at the first one."""
     from kilo_billing.observability import Metric  # noqa: PLC0415

@@ -367,7 +367,7 @@ def test_given_the_stripe_secret_missing_then_an_unsigned_caller_learns_nothing_
     assert set(payload["error"]) == {"code", "message", "request_id"}
 
 
-# --- another mode or a Connect account: refused, never stored (D-alertonce-2) ----------------------------------------
+# --- another mode or a Connect account: refused, never stored (D349) ----------------------------------------
 
 
 def _event(stripe_resources: dict[str, Any], **envelope: Any) -> bytes:

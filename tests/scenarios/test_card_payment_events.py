@@ -459,7 +459,7 @@ def test_given_two_disputes_on_one_invoice_when_one_closes_then_it_stays_dispute
     assert not world.store.billing["acme"].disputed
 
 
-# --- one payment attempt, two events (3-D Secure): one alert per (Stripe invoice, attempt) (D-alertonce-1) ----------
+# --- one payment attempt, two events (3-D Secure): one alert per (Stripe invoice, attempt) (D348) ----------
 
 
 def _attempt(world: World, attempt_count: int | None) -> dict[str, Any]:
@@ -527,7 +527,7 @@ def test_given_3ds_needed_when_payment_failed_arrives_first_then_the_action_requ
 
 def test_given_no_attempt_count_then_each_failed_event_is_announced_once_by_its_event_id(world: World) -> None:
     """Without ``attempt_count`` nothing says two events are one attempt: each event id is announced once (as
-    before D-alertonce-1)."""
+    before D348)."""
     events = Events()
     world.close("acme", MAR)
     action = events.add("evt_ar1", "invoice.payment_action_required", _attempt(world, None))

@@ -274,7 +274,7 @@ class RecordedPayments(NoPayments):
 
 
 def test_given_one_attempts_failed_and_then_action_required_alerts_then_one_failed_payment_is_counted() -> None:
-    """D-alertonce-1: a 3-D Secure attempt whose failed event came first is announced twice (the second says what to
+    """D348: a 3-D Secure attempt whose failed event came first is announced twice (the second says what to
     do); the abuse count counts payment attempts: ``in_1:1`` and ``in_1:1:action_required`` are one, ``in_1:2``
     another - 2 failed payments, below the 3 that flag."""
     directory = InMemoryAccountDirectory()

@@ -1,4 +1,4 @@
-"""D-alertonce-2, behind ingest's refusal: a stored Stripe event of the other mode than the stage's
+"""D349, behind ingest's refusal: a stored Stripe event of the other mode than the stage's
 (``STRIPE_LIVEMODE``) or of a Stripe Connect account - stored before ingest refused them, or put on the bus some other
 way - is never applied by the payment-status handler: done (not redelivered), logged at ERROR and counted
 ``StripeEventForeign`` (alarmed); its metadata naming our invoice changes nothing."""

@@ -1,5 +1,5 @@
 """STRIPE_LIVEMODE: the stage's Stripe mode, one value for the two functions that read it (ingest refuses the other
-mode's events, the payment-status handler applies none of them: D-alertonce-2) - test mode unless set; a value that is
+mode's events, the payment-status handler applies none of them: D349) - test mode unless set; a value that is
 neither true nor false stops the Stripe webhook rather than guessing a mode."""
 
 from __future__ import annotations

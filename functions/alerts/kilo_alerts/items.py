@@ -167,7 +167,7 @@ def enforcement_from_item(item: Mapping[str, Any]) -> EnforcementRecord:
 # - operator alerts ``ACCOUNT#<id>`` (or ``OPERATOR`` for the whole service) / ``OPERATOR#<kind>#<key>``: the claim,
 #   then the outcome (sent, undeliverable; retry after a failure for now); an abuse flag's key names a participant
 #   by its pseudonym (``concurrent_sessions:<pseudonym>:<day>``, D214);
-# - failed payments ``ACCOUNT#<id>`` / ``PAYFAIL#<event id>`` (``at_ms``), once per payment attempt (D-alertonce-1);
+# - failed payments ``ACCOUNT#<id>`` / ``PAYFAIL#<event id>`` (``at_ms``), once per payment attempt (D348);
 # - payment methods, both ways: ``PAYMETHOD#<method>#<fingerprint>`` / ``ACCOUNT#<id>`` (who pays with it) and
 #   ``ACCOUNT#<id>`` / ``PAYMETHOD#<method>#<fingerprint>`` (what an account pays with);
 # - margin snapshots ``OPERATOR`` / ``MARGIN#<YYYY-MM-DD>`` (period, revenue, cost as exact decimal strings).

@@ -167,7 +167,7 @@ class PaymentDependencies:
     events: StripeEvents
     gateway: PaymentGateway  # lazy: Stripe loads only for an event that needs a call (a paid invoice's payments,
     # a saved card, a refund or dispute not matched yet)
-    livemode: bool = False  # the stage's Stripe mode: other events are not applied (D-alertonce-2)
+    livemode: bool = False  # the stage's Stripe mode: other events are not applied (D349)
 
 
 @cache

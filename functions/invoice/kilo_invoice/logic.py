@@ -631,7 +631,7 @@ class _StripeEvent:
         return cls(str(event["id"]), str(event["type"]), obj, at, event.get("livemode"), event.get("account"))
 
     def foreign(self, livemode: bool) -> str | None:
-        """Why the event is not ours to apply in a stage taking ``livemode`` events (D-alertonce-2), if it is not."""
+        """Why the event is not ours to apply in a stage taking ``livemode`` events (D349), if it is not."""
         if self.livemode is not livemode:
             return f"livemode {self.livemode!r} where this stage takes livemode {livemode}"
         if self.account is not None:
@@ -742,7 +742,7 @@ def apply_stripe_event(
     or an older session's event arriving late sets the same, latest card (docs/decisions.md).
 
     With ``livemode`` (the stage's mode), an event of the other mode or of a Stripe Connect account is not applied
-    (``foreign`` says why, D-alertonce-2)."""
+    (``foreign`` says why, D349)."""
     record = events.get(pk, sk)
     if record is None:
         raise InvoiceNotFoundError(f"stripe event {pk}/{sk} is not stored")
@@ -1184,12 +1184,12 @@ def _attempt(obj: dict[str, Any]) -> int | None:
 def _failed_markers(invoice: InvoiceRecord, event: _StripeEvent) -> tuple[str, ...]:
     """The markers of the ``PaymentFailed`` alert this failed or action-required event announces (the first names
     the alert: ``payment-failed:<what follows the prefix>``), or none when its attempt is announced already
-    (D-alertonce-1). One payment attempt needing 3-D Secure brings both events (other ids, any order): announced once
+    (D348). One payment attempt needing 3-D Secure brings both events (other ids, any order): announced once
     per (Stripe invoice, ``attempt_count``) - ``payment_failed:<in_...>:<n>``. The action-required wording wins: it
     tells the customer what to do. First, it is the attempt's one alert, marked for both (the failed event after it
     adds nothing); after the failed one, it adds one alert (``...:<n>:action_required``). Without an
     ``attempt_count``, one alert per event id (``payment_failed:<evt_...>``), the marker of every alert before
-    D-alertonce-1: an event announced under it is not announced again."""
+    D348: an event announced under it is not announced again."""
     announced = invoice.announced
     legacy = f"{_FAILED_MARKER}{event.id}"
     attempt, stripe_id = _attempt(event.obj), _ref(event.obj.get("id"))

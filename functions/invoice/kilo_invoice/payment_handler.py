@@ -10,7 +10,7 @@ and then failed is logged at ERROR and counted (``RefundFailed``, alarmed: D340)
 has to look at - of a Stripe invoice other than ours (not applied), of a revision of ours asking another amount, a
 payment short of what ours asks - is logged at ERROR and counted (``PaymentEventNeedsOperator``, alarmed:
 D343, D344). An event of the other mode than the stage's (``STRIPE_LIVEMODE``) or of a Stripe Connect account is not
-applied, logged at ERROR and counted (``StripeEventForeign``, alarmed: D-alertonce-2).
+applied, logged at ERROR and counted (``StripeEventForeign``, alarmed: D349).
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ class InvoiceSettings(FunctionSettings):
     # Secrets Manager: JSON {"api_key": "sk_live_..." | "rk_live_..."[, "api_base": "<stand-in URL>"]}
     stripe_api_key_secret_name: str = ""
     # the stage's Stripe mode (the template's StripeLiveMode): the payment-status handler applies no event of the
-    # other mode nor of a Stripe Connect account (D-alertonce-2)
+    # other mode nor of a Stripe Connect account (D349)
     stripe_livemode: bool = False
     stripe_automatic_tax: bool = False  # Stripe Tax on invoices (the customer's address comes from Checkout)
     stripe_max_network_retries: int = Field(default=2, ge=0, le=5)

@@ -34,7 +34,7 @@ class InvalidEventError(IngestError):
 class ForeignStripeEventError(InvalidEventError):
     """A signed Stripe event of the other mode (test vs live) than this endpoint's, or of a Stripe Connect account:
     never ours to apply (a test endpoint's secret among ours would let its events name our live invoices).
-    Counted apart and alarmed: a webhook secret or endpoint is misconfigured (D-alertonce-2)."""
+    Counted apart and alarmed: a webhook secret or endpoint is misconfigured (D349)."""
 
 
 class ForbiddenAccountError(IngestError):

@@ -79,7 +79,7 @@ class IngestSettings(NamedTuple):
     usage_tolerance_seconds: int = 300
     stripe_tolerance_seconds: int = 300
     # the mode of the Stripe events this endpoint takes (the template's StripeLiveMode); the other mode's, and a
-    # Connect account's, are refused (D-alertonce-2)
+    # Connect account's, are refused (D349)
     stripe_livemode: bool = False
     usage_max_workers: int = 16
     rate_limit_table: str = ""  # per-client request counters of /v1/usage (none: no per-client limit)
