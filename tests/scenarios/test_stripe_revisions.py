@@ -286,3 +286,49 @@ def test_given_a_discounted_revision_paid_while_our_note_waits_then_the_shortfal
     assert may.invoice.total == Decimal("25.40")  # June's fee 29.00 - the 3.60 credit
     with pytest.raises(ValueError, match=r"at most 56\.40"):  # 60.00 received - 3.60 credited back = 56.40
         refund_invoice(world.store, world.gateway, "acme", "acme/2026-03", Decimal("56.41"))
+
+
+def test_given_our_note_made_on_the_original_when_its_revision_is_paid_in_full_then_what_it_took_off_is_credited_once() -> (
+    None
+):
+    """D344's limit (interaction review, item 2). Team, 60,000 March minutes: 29.00 + 7.20 (10,000 over x 0.00072) +
+    29.00 (April ahead) = 65.20 on in_A. April's close finds 5,000 March minutes gone (5,000 x 0.00072 = 3.60): made
+    on in_A at Stripe (done), ours asks 65.20 - 3.60 = 61.60. The operator revises in_A in Stripe: in_REV copies the
+    lines, not the note, asks 65.20 and is paid 65.20. 65.20 received - 61.60 asked = 3.60 over, at most the note's
+    3.60 off the amount due: 3.60 moves from the note's amount due to account credit (to_due 0.00, to_credit 3.60),
+    once however often the payment is delivered; no shortfall. May's close: June's fee 29.00 - 3.60 = 25.40. Refunds:
+    kept 65.20, of which March's 7.20 usage holds the 3.60 credited - 65.20 - 3.60 = 61.60 at most, as before the
+    revision. Before: kept 65.20, refunds bounded at 61.60 and no credit - the 3.60 neither credited nor
+    refundable."""
+    world, events = World(), Events()
+    world.signup("acme", (at(1), "team"))
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", 60_000)
+    assert world.close("acme", MAR).total == Decimal("65.20")
+    in_a = world.store.invoices["acme/2026-03"].gateway_id
+    assert in_a is not None
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", -5_000)
+    close_account(world.deps, "acme", APR, APR.end)
+    note_id = "acme/2026-03/credit-2026-04"
+    note = world.store.credit_notes[note_id]
+    assert (note.status, note.to_due, note.asked_on) == (CreditNoteStatus.DONE, Decimal("3.60"), in_a)
+    world.gateway.revise(in_a, "in_REV")
+    _apply(world, events, events.add("e1", "invoice.finalized", _revision(in_a, 6520)))
+    _apply(world, events, events.add("e2", "invoice.voided", _voided_by_revision(in_a)))
+    paid = events.add("e3", "invoice.paid", _revision(in_a, 6520, "paid", amount_paid=6520))
+    _apply(world, events, paid)
+    _apply(world, events, paid)  # delivered again: credited once
+    _apply(world, events, events.add("e4", "invoice.paid", _revision(in_a, 6520, "paid", amount_paid=6520)))
+    ours = world.store.invoices["acme/2026-03"]
+    assert (ours.status, ours.gateway_id, ours.kept) == (InvoiceStatus.PAID, "in_REV", Decimal("65.20"))
+    assert not [refund for refund, _ in ours.outside_refunds if refund.startswith("shortfall:")]
+    note = world.store.credit_notes[note_id]
+    assert (note.status, note.to_due, note.to_credit) == (CreditNoteStatus.DONE, Decimal("0.00"), Decimal("3.60"))
+    assert world.store.billing["acme"].credit == Decimal("3.60")
+    world.gateway.invoices["acme/2026-03"].gateway_id = "in_REV"  # Stripe's side: in_REV, paid
+    world.gateway.invoices["acme/2026-03"].status = "paid"
+    may = close_account(world.deps, "acme", MAY, MAY.end)
+    assert may.invoice is not None
+    assert may.invoice.total == Decimal("25.40")  # June's fee 29.00 - the 3.60 credit
+    assert world.store.billing["acme"].credit == Decimal("0.00")
+    with pytest.raises(ValueError, match=r"at most 61\.60"):  # 65.20 kept - 3.60 credited back = 61.60
+        refund_invoice(world.store, world.gateway, "acme", "acme/2026-03", Decimal("61.61"))

@@ -504,15 +504,7 @@ def _save_paid_there(deps: CloseDeps, ledger: AccountLedger, note: CreditNote, n
     the period holds beyond the notes' credit (``period_held``); the rest was given back already (``returned``). Before
     (D131's branch, a review of D337): the whole amount, 3.60 on top of 65.20 charged back. The credit is then
     recorded on the processor's invoice as credited out of band (the note's next step); nothing to credit: done."""
-    found = ledger.invoices.get(note.invoice_id)
-    if found is None:
-        held = ZERO
-    else:
-        paid = replace(found, status=InvoiceStatus.PAID)
-        ledger = replace(ledger, invoices={**ledger.invoices, found.invoice_id: paid})
-        notes = _with_nothing_taken_off(ledger, note)
-        here = money_held(paid, notes, given_back(ledger, notes)).held.get(note.period, ZERO)
-        held = max(ZERO, min(note.to_due, here, period_held(ledger, note.period, notes)))
+    held = _held_paid_there(ledger, note)
     moved = _note_step(
         note,
         now,
@@ -525,6 +517,63 @@ def _save_paid_there(deps: CloseDeps, ledger: AccountLedger, note: CreditNote, n
         **({} if held > 0 else {"status": CreditNoteStatus.DONE}),
     )
     return _save_note(deps, moved, held)
+
+
+def _held_paid_there(ledger: AccountLedger, note: CreditNote) -> Decimal:
+    """What of ``note``'s reduction the note's invoice, read as paid, holds for account credit: at most what it still
+    holds of the period's usage (``money_held``) and what the period holds beyond the notes' credit (``period_held``),
+    both read with the note taking nothing off it (``_save_paid_there``, ``_credit_revision_paid``)."""
+    found = ledger.invoices.get(note.invoice_id)
+    if found is None:
+        return ZERO
+    paid = replace(found, status=InvoiceStatus.PAID)
+    ledger = replace(ledger, invoices={**ledger.invoices, found.invoice_id: paid})
+    notes = _with_nothing_taken_off(ledger, note)
+    here = money_held(paid, notes, given_back(ledger, notes)).held.get(note.period, ZERO)
+    return max(ZERO, min(note.to_due, here, period_held(ledger, note.period, notes)))
+
+
+def _credit_revision_paid(
+    ledger: AccountLedger, invoice: InvoiceRecord, received: Decimal, now: datetime
+) -> tuple[CreditNote, ...]:
+    """The notes that turn their reduction into account credit because ``invoice`` (about to be stored paid, on a
+    revision made in Stripe) was paid more than ours asks: a revision copies the original's lines, not the notes made
+    on it, so it asks (and collects) what those notes took off once more (D344 amended, revision paid in full). Of
+    the done notes on the invoice made at Stripe on another of its Stripe invoices (``asked_on`` not the paid one: a
+    note made on the paid one took that off what it asked, so nothing was received above it), earliest first, each
+    moves at most what was received above what ours asks - still left - from its ``to_due`` to ``to_credit``,
+    bounded as a reduction refused on a paid invoice is (``_held_paid_there``, D131). Each comes back one version on;
+    ``to_due`` only goes down, so a second delivery (the invoice is paid already) gives nothing again."""
+    ledger = replace(ledger, invoices={**ledger.invoices, invoice.invoice_id: invoice})
+    over = received - amount_due(invoice, ledger.credit_notes.values())
+    made = sorted(
+        (
+            note
+            for note in ledger.credit_notes.values()
+            if note.invoice_id == invoice.invoice_id
+            and note.status is CreditNoteStatus.DONE
+            and note.to_due > 0
+            and not note.out_of_band
+            and note.asked_on != invoice.gateway_id
+        ),
+        key=lambda note: note.credit_id,
+    )
+    changed: list[CreditNote] = []
+    for note in made:
+        moved = min(over, _held_paid_there(ledger, note))
+        if moved <= 0:
+            continue
+        step = _note_step(
+            note,
+            now,
+            f"{invoice.gateway_id}, a revision not carrying this note, paid in full: {money_str(moved)} account credit",
+            to_due=note.to_due - moved,
+            to_credit=note.to_credit + moved,
+        )
+        ledger = replace(ledger, credit_notes={**ledger.credit_notes, note.credit_id: step})
+        changed.append(step)
+        over -= moved
+    return tuple(changed)
 
 
 def _save_written_off(deps: CloseDeps, ledger: AccountLedger, note: CreditNote, now: datetime, why: str) -> CreditNote:
@@ -1262,7 +1311,9 @@ def _invoice_event(
         return updated
 
     before = invoice
-    invoice = _save_with(store, invoice, change, now)  # paid: notes' not-collected part credited with it
+    revision = _ref(event.obj.get("id")) if paid and _revised(event.obj) is not None else None
+    # paid: notes' not-collected part credited with it; on a revision, what notes on its original took off (D344)
+    invoice = _save_with(store, invoice, change, now, revision_paid=None if revision is None else (revision, received))
     applied, said_not = decided[-1]
     if not applied:  # found another Stripe invoice's on the re-read: said as the first look would have
         return replace(event.outcome(invoice.invoice_id, False), attention=said_not), invoice
@@ -1302,6 +1353,7 @@ def _save_with(
     change: Callable[[InvoiceRecord], InvoiceRecord],
     now: datetime | None = None,
     seq_read: int | None = None,
+    revision_paid: tuple[str, Decimal] | None = None,
 ) -> InvoiceRecord:
     """Write ``change(invoice)``, conditioned on the revision (and status) read; on a conflict - another writer got
     there first - re-read and apply ``change`` again to what is stored (it decides whether it still applies).
@@ -1314,8 +1366,11 @@ def _save_with(
     the invoice sequence read, so a close that wrote a note since makes it read again (D347). With
     ``seq_read`` (a refund: the account's invoice sequence read with ``invoice``), the write also needs no close
     since, and marks the refund for the closes that read before it (``refund_rev``); a re-read takes the sequence
-    again (D283). Any other write that changes what the invoice keeps (``kept_less_pending``: a dispute's funds, a
-    refund made outside us) takes the sequence just read and moves ``refund_rev`` alike (D308, D309)."""
+    again (D283). With ``revision_paid`` (a revision's id and what its ``invoice.paid`` received), an invoice moving to
+    PAID on that revision also credits what notes made on its original took off and the revision collected again
+    (``_credit_revision_paid``), in the same transaction (D344 amended). Any other write that changes what the invoice
+    keeps (``kept_less_pending``: a dispute's funds, a refund made outside us) takes the sequence just read and moves
+    ``refund_rev`` alike (D308, D309)."""
     for _ in range(LEDGER_ATTEMPTS):
         updated = change(invoice)
         if updated == invoice:
@@ -1331,6 +1386,12 @@ def _save_with(
             if now is not None and paid_since(invoice, updated):  # collected after notes said not: once (D339)
                 ledger = store.ledger(invoice.account_id)
                 notes = credit_collected(ledger, updated, now)
+                if revision_paid is not None and updated.gateway_id == revision_paid[0]:
+                    merged = {note.credit_id: note for note in notes}
+                    read = replace(ledger, credit_notes={**ledger.credit_notes, **merged})
+                    for note in _credit_revision_paid(read, updated, revision_paid[1], now):  # one version on
+                        merged[note.credit_id] = replace(note, version=ledger.credit_notes[note.credit_id].version + 1)
+                    notes = tuple(merged.values())
                 if not notes:  # still moves the refunds' fence: a close that read it unpaid composes again
                     return store.update_invoice(updated, invoice.status, ledger.billing.seq)
                 # and no close since the read: one may have written another note this payment credits
