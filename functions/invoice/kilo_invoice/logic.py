@@ -63,6 +63,7 @@ from kilo_billing.money import ZERO, is_whole_cents, money_str, round_money, tot
 from kilo_billing.periods import Period
 from kilo_billing.progressive import invoice_early
 from kilo_billing.publisher import EventPublisher
+from kilo_billing.stripe_events import foreign
 from kilo_invoice.model import CloseDeps, CloseOutcome, DraftVoided, EventOutcome, InvoiceNotFoundError, NoteWaiting
 from kilo_invoice.ports import (
     GATEWAY_MAX_LINES,
@@ -681,11 +682,8 @@ class _StripeEvent:
 
     def foreign(self, livemode: bool) -> str | None:
         """Why the event is not ours to apply in a stage taking ``livemode`` events (D349), if it is not."""
-        if self.livemode is not livemode:
-            return f"livemode {self.livemode!r} where this stage takes livemode {livemode}"
-        if self.account is not None:
-            return f"an event of Stripe Connect account {str(self.account)[:255]!r}"
-        return None
+        refused = foreign({"livemode": self.livemode, "account": self.account}, livemode)
+        return None if refused is None else refused[1]
 
     def outcome(self, invoice_id: str | None, changed: bool, published: tuple[str, ...] = ()) -> EventOutcome:
         return EventOutcome(self.id, self.type, invoice_id, changed, published)

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import stripe
 
-from kilo_billing.stripe_events import StripeEventRecord
+from kilo_billing.stripe_events import StripeEventRecord, foreign
 from kilo_webhook_ingest import jsontext
 from kilo_webhook_ingest.model import ForeignStripeEventError, InvalidEventError, UnauthorizedError
 
@@ -54,30 +54,12 @@ def verify_signature(body: bytes, header: str | None, secrets: Sequence[str], to
     raise UnauthorizedError("bad_signature", message) from last
 
 
-def _mode(livemode: bool) -> str:
-    return "live-mode" if livemode else "test-mode"
-
-
 def check_origin(data: dict[str, object], livemode: bool) -> None:
-    """Refuse an event of the other mode than this endpoint's (``livemode``) or of a Stripe Connect account (the
-    envelope's ``account``): signed by one of our secrets all the same, it is never ours to apply."""
-    found = data.get("livemode")
-    if not isinstance(found, bool):
-        message = f"event without a boolean 'livemode': this endpoint takes only {_mode(livemode)} events"
-        raise ForeignStripeEventError("livemode_mismatch", message)
-    if found is not livemode:
-        message = (
-            f"{_mode(found)} event sent to a {_mode(livemode)} endpoint: a webhook secret of the other mode is "
-            f"configured here (STRIPE_LIVEMODE / the StripeLiveMode parameter says which mode this endpoint takes)"
-        )
-        raise ForeignStripeEventError("livemode_mismatch", message)
-    account = data.get("account")
-    if account is not None:
-        message = (
-            f"event of Stripe Connect account {str(account)[:MAX_ID_BYTES]!r}: this endpoint takes only the platform "
-            f"account's own events (a Connect endpoint's secret is configured here)"
-        )
-        raise ForeignStripeEventError("connect_account_event", message)
+    """Refuse an event of the other mode than this endpoint's (``livemode``) or of a Stripe Connect account
+    (``stripe_events.foreign``): signed by one of our secrets all the same, it is never ours to apply."""
+    refused = foreign(data, livemode)
+    if refused is not None:
+        raise ForeignStripeEventError(*refused)
 
 
 def parse_event(body: bytes, received_at_ms: int, livemode: bool) -> StripeEventRecord:
