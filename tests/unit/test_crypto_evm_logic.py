@@ -258,3 +258,29 @@ def test_the_rollbacks_read_answered_by_the_canonical_backend_orphans_a_payment_
     ancestor, orphaned = _common_ancestor(rpc, Cursor("ethereum", 220, "0xdc"), pending, FINALIZED, stuck)  # type: ignore[arg-type]
 
     assert (ancestor, orphaned, stuck) == (200, {"ethereum:0xp:0"}, [])
+
+
+class Behind:
+    """A backend on the canonical chain but behind the finalized block: head 150 (< F = 200), nothing above it."""
+
+    def __init__(self) -> None:
+        self.reads: list[list[int]] = []
+
+    def block_hashes(self, numbers: Sequence[int]) -> dict[int, str | None]:
+        self.reads.append(list(numbers))
+        return {n: (f"0x{n:x}" if n <= 150 else None) for n in numbers}
+
+
+def test_the_rollbacks_read_by_a_backend_behind_finalized_orphans_nothing_and_names_nothing() -> None:
+    """Cursor at 220, F = 200, a pending payment at 210 (0xd2). The rollback's read [200, 210] goes to a backend
+    behind F (head 150): None at 200 and at 210 - it knows nothing there, so nothing changed that it could prove.
+    Before: (200, {}) and one ``ethereum:rollback:`` stuck entry (the CryptoPaymentsStuck alarm) as for a dead fork.
+    Now: (200, {}) - nothing orphaned, the rescan from 201 - and nothing stuck, as before the anchor."""
+    rpc = Behind()
+    pending = [PendingPayment("ethereum:0xp:0", "ethereum", "0xp", 0, 210, "0xd2")]
+    stuck: list[str] = []
+
+    ancestor, orphaned = _common_ancestor(rpc, Cursor("ethereum", 220, "0xdc"), pending, FINALIZED, stuck)  # type: ignore[arg-type]
+
+    assert (ancestor, orphaned, stuck) == (200, set(), [])
+    assert rpc.reads == [[200, 210]]

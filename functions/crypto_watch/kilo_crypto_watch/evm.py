@@ -289,12 +289,16 @@ def _common_ancestor(
 ) -> tuple[int, set[str]]:
     """The highest block known to be shared with the canonical chain, and the pending payments whose block left it.
     The heights are read beside the finalized block's (``_anchored_hashes``): a backend whose answer there is not the
-    run's finalized block (a dead fork) proves nothing - no payment is orphaned, the rollback goes to the finalized
-    block (the rescan sees again what is still there) and says so in ``stuck`` (D342, amended (orphan))."""
+    run's finalized block proves nothing - no payment is orphaned, the rollback goes to the finalized block (the
+    rescan sees again what is still there). One that answered another hash there (a dead fork) is named in
+    ``stuck`` (D342, amended (orphan)); one that answered nothing there is only behind (a lagging backend: every
+    height it does not have is unknown, as before the anchor), silent (D342, amended (review 2))."""
     candidates = sorted({p.block_number for p in pending if finalized.number < p.block_number <= cursor.block_number})
     canonical: dict[int, str | None] = {}
     if candidates:
         canonical, answered = _anchored_hashes(rpc, candidates, finalized)
+        if answered is None:  # behind the finalized block: it knows nothing above it, nothing to say
+            return min(finalized.number, cursor.block_number), set()
         if answered != finalized.hash:
             stuck.append(
                 f"{cursor.chain}:rollback: the node answered {answered} for the finalized block {finalized.number} "
