@@ -33,6 +33,7 @@ from kilo_crypto_watch.ports import (
     RpcUnavailableError,
     TransactionNotFoundError,
 )
+from kilo_crypto_watch.settlement import remaining_usd
 from kilo_dev import contracts
 from tests.conftest import Stack
 from tests.crypto_core_fakes import Harness, bill, harness, quote
@@ -858,9 +859,9 @@ class Replaced:
         return found
 
 
-def _replaced(chain: Chain, stack: Stack, cancel: bool) -> Replaced:
-    """The $100.00 bill inv-1 of acct-1 (PAYER linked) with a 100 USDC quote at $1.00 (100,000,000 units). A is seen
-    and counted (PROCESSING); then the fork without it: two empty blocks, then A's replacement, one block above."""
+def _billed(chain: Chain, stack: Stack) -> tuple[Harness, ChainConfig, Backends, MemoryCursorStore]:
+    """The $100.00 bill inv-1 of acct-1 (PAYER linked, 1,000 USDC minted) with a 100 USDC quote at $1.00
+    (100,000,000 units), real settlement; the watcher behind ``Backends`` has run once (its cursor on the head)."""
     h = harness(stack)
     chain.mint(PAYER, 1_000 * USDC)
     chain.mine(FINALITY_LAG)
@@ -876,7 +877,14 @@ def _replaced(chain: Chain, stack: Stack, cancel: bool) -> Replaced:
     config = chain.config(start_block=chain.head() + 1)
     rpc = Backends(config.rpc_url)
     cursors = MemoryCursorStore()
-    watch(config, rpc, cursors, h.settlement)  # the cursor on a block both forks share
+    watch(config, rpc, cursors, h.settlement)
+    return h, config, rpc, cursors
+
+
+def _replaced(chain: Chain, stack: Stack, cancel: bool) -> Replaced:
+    """The $100.00 bill (``_billed``). A is seen and counted (PROCESSING); then the fork without it: two empty
+    blocks, then A's replacement, one block above."""
+    h, config, rpc, cursors = _billed(chain, stack)  # the cursor on a block both forks share
     before = chain.node.call("evm_snapshot")
     nonce = chain.w3.eth.get_transaction_count(PAYER)
     a = chain.pay_usdc(PAYER, MERCHANT, 100 * USDC)
@@ -948,11 +956,13 @@ def test_given_a_seen_payment_replaced_by_a_speed_up_or_cancel_behind_a_lagging_
 def test_given_a_replaced_payment_whose_old_receipt_a_stale_backend_still_serves_then_it_is_not_finalized_twice(
     chain: Chain, stack: Stack
 ) -> None:
-    """D342. As above (speed-up, A SEEN past the rollback), but at finality a backend still on the old
-    fork answers A's receipt in A's old block and that block's old hash, after the pass read another hash there.
-    Before: A counted as "mined in another block" - its own old one - and FINALIZED on the dead fork beside A': the
-    bill PAID with credit 100.00 (200 USDC counted, 100 received). Now the answers disagree, so nothing is proven:
-    A waits SEEN (named stuck), the bill PAID 100.00 with credit 0.00; with the backend caught up, A is ORPHANED."""
+    """D342, amended (review 2). As above (speed-up, A SEEN past the rollback), but at finality a backend still on
+    the old fork answers A's receipt in A's old block N with N's old hash, after the pass's anchored read had
+    another hash there. Before D342: A counted as "mined in another block" - its own old one - and FINALIZED on the
+    dead fork beside A': the bill PAID with credit 100.00 (200 USDC counted, 100 received). Then (D342) A waited SEEN,
+    named stuck, for as long as the backend served that receipt. Now N is final and holds another block, so A is
+    not in the receipt's block: read again alone, the backend serves the same receipt, and A is ORPHANED in that
+    run, nothing stuck; A' FINALIZED: PAID, settled 100.00 (A' alone: 100 USDC x $1.00), credit 0.00."""
     r = _replaced(chain, stack, cancel=False)
     r.rpc.unknown = {r.a_block}
     r.run()  # rollback: A's height unknown, A stays SEEN; A' seen
@@ -967,24 +977,16 @@ def test_given_a_replaced_payment_whose_old_receipt_a_stale_backend_still_serves
 
     report = r.run()
 
-    held = r.payment(r.a)
-    assert held is not None
-    assert held.status is PaymentStatus.SEEN
-    assert [entry.split(":")[1] for entry in report.stuck] == [r.a]
+    assert (report.orphaned, report.stuck) == (1, ())
+    gone = r.payment(r.a)
+    assert gone is not None
+    assert gone.status is PaymentStatus.ORPHANED
     final = r.payment(r.a2)
     assert final is not None
     assert final.status is PaymentStatus.FINALIZED
     paid = r.bill()
     assert (paid.status, paid.settled_usd, paid.credit_usd) == (BillStatus.PAID, Decimal("100.00"), Decimal("0"))
-    r.rpc.stale_receipts, r.rpc.stale_transactions, r.rpc.stale_blocks = {}, {}, {}
-
-    after = r.run()
-
-    assert (after.orphaned, after.stuck) == (1, ())
-    gone = r.payment(r.a)
-    assert gone is not None
-    assert gone.status is PaymentStatus.ORPHANED
-    assert r.bill().credit_usd == Decimal("0")
+    assert r.h.settlement.pending("ethereum") == []
 
 
 def test_given_a_stale_backend_answering_the_finality_passs_own_read_then_nothing_is_settled_on_its_dead_block(
@@ -1056,7 +1058,9 @@ def test_given_a_stale_receipt_in_a_dead_block_at_another_height_then_the_paymen
     held = r.payment(r.a)
     assert held is not None
     assert (held.status, held.transfer.block_number) == (PaymentStatus.SEEN, r.a_block)
-    assert [entry.split(":")[1] for entry in report.stuck] == [r.a]
+    (entry,) = report.stuck
+    assert entry.split(":")[1] == r.a
+    assert entry.endswith("; bill inv-1 waits on it")
     final = r.payment(r.a2)
     assert final is not None
     assert final.status is PaymentStatus.FINALIZED
@@ -1076,15 +1080,16 @@ def test_given_a_stale_receipt_in_a_dead_block_at_another_height_then_the_paymen
 def test_given_a_replaced_payment_whose_receipt_is_in_a_block_above_finalized_not_yet_read_then_it_waits_not_released(
     chain: Chain, stack: Stack
 ) -> None:
-    """D342, amended (orphan). The cancel case (A's nonce went to a 0 ETH transaction: nothing else pays the $100.00
-    bill), A SEEN past the rollback and counted while PROCESSING (100 USDC = 100,000,000 units x $1.00 = 100.00). At
-    finality a receipt backend places A in block R = head + 3 (hash DEAD), a block the healthy height reader has not
-    got (it answers the finalized block right, nothing at R). Before: "nothing proven" and then A ORPHANED - the bill
-    OPEN, settled 0.00, its quote ACTIVE again although A is (as that backend says) mined, in a block the scan may
-    have passed. Now A waits SEEN, nothing stuck (R above the finalized block: ordinary), the bill PROCESSING. Once
-    finality passes R, the height read has the canonical block there (not DEAD): A still waits, named stuck (the
-    alarm). With no backend serving that receipt (A not mined: its nonce went to the cancel), A ORPHANED, the bill
-    OPEN (settled 0.00, credit 0.00), the quote ACTIVE, nothing stuck."""
+    """D342, amended (orphan) and (review 2). The cancel case (A's nonce went to a 0 ETH transaction: nothing else
+    pays the $100.00 bill), A SEEN past the rollback and counted while PROCESSING (100 USDC = 100,000,000 units x
+    $1.00 = 100.00). At finality a receipt backend places A in block R = head + 3 (hash DEAD), a block the healthy
+    height reader has not got (it answers the finalized block right, nothing at R). Before (orphan): "nothing
+    proven" and then A ORPHANED although (as that backend says) mined. Now A waits SEEN, nothing stuck (R above the
+    finalized block: ordinary), the bill PROCESSING. Once finality reaches R, the anchored read has the canonical
+    block there, not DEAD: R is from a dead fork. Before (review 2): A waited, named stuck, every run for as long as
+    the backend served that receipt - the bill PROCESSING with 0.00 left to pay, so no new quote. Now A's receipt is
+    read again alone, the backend serves the same one, and A is ORPHANED in that run: the bill OPEN, settled 0.00,
+    credit 0.00, 100.00 left to pay ($100.00 - 0.00), its quote ACTIVE, nothing stuck, nothing pending."""
     r = _replaced(chain, stack, cancel=True)
     r.rpc.unknown = {r.a_block}
     r.run()  # rollback: A's height unknown, A stays SEEN
@@ -1107,16 +1112,7 @@ def test_given_a_replaced_payment_whose_receipt_is_in_a_block_above_finalized_no
 
     late = r.run()
 
-    held = r.payment(r.a)
-    assert held is not None
-    assert held.status is PaymentStatus.SEEN
-    assert [entry.split(":")[1] for entry in late.stuck] == [r.a]
-    assert r.bill().status is BillStatus.PROCESSING
-    r.rpc.stale_receipts, r.rpc.stale_transactions = {}, {}
-
-    after = r.run()
-
-    assert (after.orphaned, after.stuck) == (1, ())
+    assert (late.orphaned, late.stuck) == (1, ())
     gone = r.payment(r.a)
     assert gone is not None
     assert gone.status is PaymentStatus.ORPHANED
@@ -1126,7 +1122,9 @@ def test_given_a_replaced_payment_whose_receipt_is_in_a_block_above_finalized_no
         Decimal("0"),
         Decimal("0"),
     )
+    assert remaining_usd(bill_after) == Decimal("100.00")
     assert {q.quote_id: q.status for q in r.h.store.quotes("inv-1")} == {"q-usdc": QuoteStatus.ACTIVE}
+    assert r.h.settlement.pending("ethereum") == []
 
 
 def test_given_a_rollback_whose_read_a_dead_fork_backend_answers_then_no_canonical_payment_is_orphaned(
@@ -1169,3 +1167,148 @@ def test_given_a_rollback_whose_read_a_dead_fork_backend_answers_then_no_canonic
     held = watcher.sink.transfers[seen.payment_id]
     assert watcher.sink.status[seen.payment_id] is PaymentStatus.SEEN
     assert (held.block_number, held.block_hash) == (paid_in, chain.block_hash(paid_in))
+
+
+# --- a rollback read by a dead-fork backend, through settlement: the bill the customer sees (D342, amended (orphan))
+def _dead_fork_rollback(chain: Chain, rpc: Backends, paid_in: int) -> int:
+    """The rollback's reads go to a backend on a dead fork below the finalized block F = head - 8: DEAD at F and at
+    the payment's block ``paid_in`` (nothing above its highest). Returns F."""
+    finalized = chain.head() - FINALITY_LAG
+    rpc.stale_blocks = {finalized: BlockRef(finalized, DEAD, 0), paid_in: BlockRef(paid_in, DEAD, 0)}
+    rpc.stale_reads = True
+    return finalized
+
+
+def test_given_a_dead_fork_rollback_then_a_canonical_payments_bill_stays_processing_unannounced_and_is_paid_once(
+    chain: Chain, stack: Stack
+) -> None:
+    """P (100 USDC = 100,000,000 units, the $100.00 bill's quote at $1.00) seen at N (bill PROCESSING); a reorg
+    replaces only the cursor's block N + 2, P stays canonical at N. The rollback's read goes to a dead-fork backend:
+    nothing orphaned, rolled back to F = N - 6 (head N + 2 - 8), one stuck entry; the rescan from F + 1 sees P again
+    - no new event is published (P was never released), the bill stays PROCESSING. Caught up and 10 blocks on (F
+    past N): P FINALIZED, the bill PAID, settled 100.00 (100 USDC x $1.00), credit 0.00."""
+    h, config, rpc, cursors = _billed(chain, stack)
+    tx = chain.pay_usdc(PAYER, MERCHANT, 100 * USDC)
+    paid_in = chain.receipt(tx)["blockNumber"]
+    chain.mine(1)
+    below_top = chain.node.call("evm_snapshot")
+    chain.mine(1)
+    watch(config, rpc, cursors, h.settlement)
+    assert h.store.bill("inv-1").status is BillStatus.PROCESSING  # type: ignore[union-attr]
+    announced = len(h.published.published)
+    chain.node.call("evm_revert", below_top)
+    chain.pay_eth(OTHER, OTHER, 1)  # the cursor's block (N + 2) replaced: a reorg above N
+    finalized = _dead_fork_rollback(chain, rpc, paid_in)
+    assert finalized == paid_in - 6
+
+    report = watch(config, rpc, cursors, h.settlement)
+
+    assert (report.orphaned, report.rolled_back_to, len(report.stuck)) == (0, finalized, 1)
+    assert h.published.published[announced:] == []
+    assert h.store.bill("inv-1").status is BillStatus.PROCESSING  # type: ignore[union-attr]
+    rpc.stale_blocks, rpc.stale_reads = {}, False
+    chain.mine(FINALITY_LAG + 2)
+
+    after = watch(config, rpc, cursors, h.settlement)
+
+    paid = h.store.bill("inv-1")
+    assert paid is not None
+    assert after.finalized == 1
+    assert (paid.status, paid.settled_usd, paid.credit_usd) == (BillStatus.PAID, Decimal("100.00"), Decimal("0"))
+
+
+def test_given_a_dead_fork_rollback_of_a_cancelled_payment_then_its_bill_reopens_when_finality_passes_its_block(
+    chain: Chain, stack: Stack
+) -> None:
+    """P (100 USDC) seen at N = H + 1 (bill PROCESSING); the reorg removes N and P's nonce goes to a 0 ETH cancel
+    (head H + 3). The rollback's read goes to a dead-fork backend: P not orphaned there (0 orphaned, one stuck
+    entry), the bill PROCESSING. F = head - 8 = H - 5 reaches N at head H + 9: one block a run, runs 1-5 keep the
+    bill PROCESSING (F = H - 4 .. H), run 6 (F = H + 1 = N) finds no receipt for P and ORPHANS it: the bill OPEN,
+    settled 0.00, 100.00 left to pay, its quote ACTIVE."""
+    h, config, rpc, cursors = _billed(chain, stack)
+    before = chain.node.call("evm_snapshot")
+    top = chain.head()  # H
+    nonce = chain.w3.eth.get_transaction_count(PAYER)
+    tx = chain.pay_usdc(PAYER, MERCHANT, 100 * USDC)
+    paid_in = chain.receipt(tx)["blockNumber"]
+    assert paid_in == top + 1
+    chain.mine(1)
+    watch(config, rpc, cursors, h.settlement)
+    assert h.store.bill("inv-1").status is BillStatus.PROCESSING  # type: ignore[union-attr]
+    chain.node.call("evm_revert", before)
+    chain.mine(1)
+    fee = {"from": PAYER, "nonce": nonce, "maxFeePerGas": 50 * 10**9, "maxPriorityFeePerGas": 5 * 10**9}
+    cancel = chain.w3.eth.send_transaction({**fee, "to": PAYER, "value": 0})  # type: ignore[typeddict-item]
+    chain.w3.eth.wait_for_transaction_receipt(cancel, timeout=10)
+    chain.mine(1)
+    assert chain.head() == top + 3
+    _dead_fork_rollback(chain, rpc, paid_in)
+
+    report = watch(config, rpc, cursors, h.settlement)
+
+    assert (report.orphaned, len(report.stuck)) == (0, 1)
+    rpc.stale_blocks, rpc.stale_reads = {}, False
+    statuses = []
+    for _ in range(6):
+        chain.mine(1)
+        run = watch(config, rpc, cursors, h.settlement)
+        statuses.append((run.orphaned, h.store.bill("inv-1").status))  # type: ignore[union-attr]
+
+    assert statuses == [(0, BillStatus.PROCESSING)] * 5 + [(1, BillStatus.OPEN)]
+    reopened = h.store.bill("inv-1")
+    assert reopened is not None
+    assert (reopened.settled_usd, remaining_usd(reopened)) == (Decimal("0"), Decimal("100.00"))
+    assert {q.quote_id: q.status for q in h.store.quotes("inv-1")} == {"q-usdc": QuoteStatus.ACTIVE}
+
+
+def test_given_a_dead_fork_rollback_of_a_payment_re_mined_at_another_log_index_then_the_bill_is_paid_once(
+    chain: Chain, stack: Stack
+) -> None:
+    """P (100 USDC, log index 0) seen at N = H + 1; the reorg re-mines P's own transaction at N behind another
+    sender's 1 USDC to the merchant (P now log index 1: another payment id), head H + 3. The rollback's read goes to
+    a dead-fork backend (nothing orphaned by it); the rescan records P at index 1 and settlement moves the bill's
+    payment there (the old id ORPHANED): the bill PROCESSING, flags none. One block a run: runs 1-5 PROCESSING
+    (F = H - 4 .. H), run 6 (F = N) finalizes both credits at N: PAID, settled 100.00 (100 USDC x $1.00; the other
+    sender's 1 USDC is not the bill's), credit 0.00 - counted once."""
+    h, config, rpc, cursors = _billed(chain, stack)
+    chain.mint(OTHER, 10 * USDC)
+    before = chain.node.call("evm_snapshot")
+    top = chain.head()  # H
+    tx = chain.pay_usdc(PAYER, MERCHANT, 100 * USDC)
+    paid_in = chain.receipt(tx)["blockNumber"]
+    raw = chain.node.call("eth_getRawTransactionByHash", tx)
+    chain.mine(1)
+    watch(config, rpc, cursors, h.settlement)
+    assert h.store.bill("inv-1").status is BillStatus.PROCESSING  # type: ignore[union-attr]
+    chain.node.call("evm_revert", before)
+    chain.node.call("evm_setAutomine", False)
+    high = {"from": OTHER, "maxFeePerGas": 500 * 10**9, "maxPriorityFeePerGas": 400 * 10**9}
+    chain.token().functions.transfer(MERCHANT, 1 * USDC).transact(high)  # type: ignore[arg-type]
+    chain.node.call("eth_sendRawTransaction", raw)
+    chain.node.call("evm_mine")
+    chain.node.call("evm_setAutomine", True)
+    chain.mine(2)
+    again = chain.receipt(tx)
+    assert (paid_in, again["blockNumber"], [log["logIndex"] for log in again["logs"]]) == (top + 1, top + 1, [1])
+    _dead_fork_rollback(chain, rpc, paid_in)
+
+    report = watch(config, rpc, cursors, h.settlement)
+
+    rpc.stale_blocks, rpc.stale_reads = {}, False
+    old, moved = h.store.payment(f"ethereum:{tx}:0"), h.store.payment(f"ethereum:{tx}:1")
+    assert old is not None
+    assert moved is not None
+    assert (report.orphaned, old.status, moved.status) == (0, PaymentStatus.ORPHANED, PaymentStatus.SEEN)
+    waiting = h.store.bill("inv-1")
+    assert waiting is not None
+    assert (waiting.status, waiting.flags) == (BillStatus.PROCESSING, frozenset())
+    states = []
+    for _ in range(6):
+        chain.mine(1)
+        run = watch(config, rpc, cursors, h.settlement)
+        states.append((run.finalized, h.store.bill("inv-1").status))  # type: ignore[union-attr]
+
+    assert states == [(0, BillStatus.PROCESSING)] * 5 + [(2, BillStatus.PAID)]
+    paid = h.store.bill("inv-1")
+    assert paid is not None
+    assert (paid.settled_usd, paid.credit_usd) == (Decimal("100.00"), Decimal("0"))

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import pytest
 
 from kilo_crypto_watch.evm import (
+    NATIVE_INDEX,
     TRANSFER_TOPIC,
     ChunkSizer,
     _anchored_hashes,
@@ -194,29 +195,117 @@ def test_a_replaced_payment_whose_receipt_is_in_a_block_above_finalized_not_conf
     assert (sink.transfers[a].block_number, sink.transfers[a].block_hash) == (100, "0xold100")
 
 
-def test_a_waiting_payment_is_named_stuck_once_finality_passes_its_receipts_block_then_moves_when_confirmed() -> None:
-    """Run 1: F = 200, A's receipt in 203 (0xb203), unknown to the height reader: A SEEN, not stuck. Run 2: F = 205
-    (0xc205), the height reader (head 205) has 0xc203 at 203 - at or below F, so its answer is the canonical one
-    and the receipt's block is not it: A waits SEEN and is named stuck (the alarm: a receipt a final block does not
-    hold). Run 3: the receipt backend agrees (A in 203 = 0xc203, canonical, below F = 205): A moves to 203 and is
-    FINALIZED there (1, 0), nothing stuck."""
+class Reread(Moved):
+    """``Moved``, but the receipt reader answers each ``receipts`` call in turn from ``answers`` (the last one
+    again once they run out): the batch of the pass first, then a re-read alone - behind a load balancer, maybe
+    another backend. Each call's hashes are recorded."""
+
+    def __init__(self, head: int, answers: list[tuple[int, str] | None], blocks: dict[int, str] | None = None) -> None:
+        super().__init__(head, answers[0], blocks)
+        self.answers = answers
+        self.asked: list[list[str]] = []
+
+    def receipts(self, tx_hashes: Sequence[str]) -> dict[str, EvmReceipt]:
+        self.receipt = self.answers[min(len(self.asked), len(self.answers) - 1)]
+        self.asked.append(list(tx_hashes))
+        return super().receipts(tx_hashes)
+
+
+@pytest.mark.parametrize(
+    ("finalized", "dead", "again"),
+    [
+        (BlockRef(200, "0xc200", 0), (100, "0xold100"), (100, "0xold100")),
+        (BlockRef(200, "0xc200", 0), (100, "0xold100"), None),
+        (BlockRef(205, "0xc205", 0), (203, "0xb203"), (203, "0xb203")),
+        (BlockRef(205, "0xc205", 0), (203, "0xb203"), None),
+    ],
+    ids=[
+        "own-block-served-again",
+        "own-block-then-no-receipt",
+        "finalized-block-served-again",
+        "finalized-block-then-no-receipt",
+    ],
+)
+def test_a_replaced_payment_whose_receipt_a_final_block_proves_on_a_dead_fork_is_orphaned_once_read_again_alone(
+    finalized: BlockRef, dead: tuple[int, str], again: tuple[int, str] | None
+) -> None:
+    """A (100 USDC = 100,000,000 units) stored at 100 as 0xold100; 100 is now 0xnew100. A's receipt is in a block at
+    or below F whose canonical hash the anchored read has, and it is not the receipt's: A's own block 100 as
+    0xold100 (F = 200, the pass's first read), or 203 as 0xb203 where the chain has 0xc203 (F = 205, the second
+    read). The canonical chain has another block at that final height, so A is not in the receipt's block. Before:
+    A waited SEEN, named stuck, every run the backend served that receipt (a cancelled payment kept its bill
+    PROCESSING for ever). Now the receipt is read again alone ([0xa] twice); the same dead-fork receipt, or none:
+    A ORPHANED (0, 1), nothing stuck."""
+    sink, a = _seen_a()
+    stuck: list[str] = []
+    rpc = Reread(205, [dead, again])
+
+    counts = _finality(rpc, sink, CHAIN, finalized, stuck)  # type: ignore[arg-type]
+
+    assert (counts, stuck) == ((0, 1), [])
+    assert sink.status[a] is PaymentStatus.ORPHANED
+    assert rpc.asked == [["0xa"], ["0xa"]]
+
+
+def test_a_dead_fork_receipt_read_again_elsewhere_waits_named_stuck_then_moves_when_confirmed() -> None:
+    """Run 1: F = 205 (0xc205), A's receipt (batch) in 203 as 0xb203, the chain has 0xc203 there: a dead fork; read
+    again alone, another backend places A in 204 as 0xc204 (canonical). The answers disagree: A waits SEEN at 100,
+    named stuck by A (0, 0). Run 2: the batch itself answers 204 (0xc204, below F): A moves there and is FINALIZED
+    (1, 0), nothing stuck."""
     sink, a = _seen_a()
     first: list[str] = []
     second: list[str] = []
-    third: list[str] = []
 
-    assert _finality(Moved(202, (203, "0xb203")), sink, CHAIN, BlockRef(200, "0xc200", 0), first) == (0, 0)  # type: ignore[arg-type]
-    assert _finality(Moved(205, (203, "0xb203")), sink, CHAIN, BlockRef(205, "0xc205", 0), second) == (0, 0)  # type: ignore[arg-type]
+    assert _finality(
+        Reread(205, [(203, "0xb203"), (204, "0xc204")]), sink, CHAIN, BlockRef(205, "0xc205", 0), first
+    ) == (0, 0)  # type: ignore[arg-type]
 
-    assert first == []
-    assert [entry.split(": ")[0] for entry in second] == [a]
-    assert sink.status[a] is PaymentStatus.SEEN
+    assert [entry.split(": ")[0] for entry in first] == [a]
+    assert (sink.status[a], sink.transfers[a].block_number) == (PaymentStatus.SEEN, 100)
 
-    assert _finality(Moved(205, (203, "0xc203")), sink, CHAIN, BlockRef(205, "0xc205", 0), third) == (1, 0)  # type: ignore[arg-type]
+    assert _finality(Reread(205, [(204, "0xc204")]), sink, CHAIN, BlockRef(205, "0xc205", 0), second) == (1, 0)  # type: ignore[arg-type]
 
-    assert third == []
+    assert second == []
     assert sink.status[a] is PaymentStatus.FINALIZED
-    assert (sink.transfers[a].block_number, sink.transfers[a].block_hash) == (203, "0xc203")
+    assert (sink.transfers[a].block_number, sink.transfers[a].block_hash) == (204, "0xc204")
+
+
+WEI = 5 * 10**16  # 0.05 ETH
+
+
+class MovedEth(Moved):
+    """``Moved`` for a native ETH payment: a receipt without logs, a transaction sending ``WEI`` to the merchant."""
+
+    def receipts(self, tx_hashes: Sequence[str]) -> dict[str, EvmReceipt]:
+        if self.receipt is None:
+            return {}
+        number, block_hash = self.receipt
+        return {h: EvmReceipt(h, True, number, block_hash, ()) for h in tx_hashes}
+
+    def transaction(self, tx_hash: str) -> EvmTransaction:
+        return EvmTransaction(tx_hash, PAYER, MERCHANT, WEI, "0x", 0)
+
+
+def test_a_replaced_native_eth_payment_waits_then_moves_and_is_finalized_once() -> None:
+    """A native ETH credit (0.05 ETH = 5 x 10^16 wei, ``NATIVE_INDEX``) stored at 100 as 0xold100, replaced. Run 1:
+    F = 200, its receipt in 203 (0xb203) above F, unknown to the height reader (head 202): waits SEEN, silent (0, 0).
+    Run 2: F = 205, the receipt in 203 as the chain has it (0xc203): moved to 203 and FINALIZED there (1, 0), its
+    amount kept (5 x 10^16); one FINALIZED payment in all (the credit is not recorded twice under another id)."""
+    sink = MemoryPaymentSink()
+    a = ObservedTransfer("ethereum", "ETH", "0xa", NATIVE_INDEX, 100, "0xold100", PAYER, MERCHANT, WEI)
+    sink.record_seen(a)
+    first: list[str] = []
+    second: list[str] = []
+
+    assert _finality(MovedEth(202, (203, "0xb203")), sink, CHAIN, BlockRef(200, "0xc200", 0), first) == (0, 0)  # type: ignore[arg-type]
+
+    assert (first, sink.status[a.payment_id]) == ([], PaymentStatus.SEEN)
+
+    assert _finality(MovedEth(205, (203, "0xc203")), sink, CHAIN, BlockRef(205, "0xc205", 0), second) == (1, 0)  # type: ignore[arg-type]
+
+    moved = sink.transfers[a.payment_id]
+    assert (second, moved.block_number, moved.atomic_amount) == ([], 203, 50_000_000_000_000_000)
+    assert [pid for pid, status in sink.status.items() if status is PaymentStatus.FINALIZED] == [a.payment_id]
 
 
 def test_a_replaced_payment_without_a_receipt_is_still_orphaned() -> None:

@@ -25,15 +25,17 @@ One run per chain (``watch``):
    canonical one at its height. If another block is there, its transaction's receipt is read first: mined in another
    canonical block, it is reported there (settlement stores the new block) and finalized once that block is; with no
    receipt it is ORPHANED (a transaction replaced on that chain - a speed-up or cancel with its nonce - has no receipt
-   there: its payment is released); a receipt in a block the pass read another hash for, or cannot read yet, proves
-   nothing either way and the payment waits SEEN - named stuck when the pass read another hash at one of its own
-   heights, or once the receipt's block is at or below ``finalized`` (D342 and its amendments). A height the node
-   answers nothing for is unknown, never "gone": the payment waits for the next run (and a node that does not know
-   the cursor's block fails the run rather than walk back). Each read of heights in the pass (and in the rollback's
-   walk back) asks the ``finalized`` block's height in the same batch: a backend whose answer there is not the run's
-   finalized block (a dead fork, far behind) proves nothing - a first read so answered settles nothing that run, a
-   receipt's block so read moves nothing, the rollback so read orphans nothing (it goes back to ``finalized``), all
-   named stuck (D342, amended).
+   there: its payment is released); so is one whose receipt is in a block at or below ``finalized`` where the
+   anchored read has another block (a dead fork's receipt: the final block at that height is another one), once
+   the receipt read again alone is none or the same; a receipt in a block above ``finalized`` the pass cannot
+   confirm (yet) proves nothing either way and the payment waits SEEN, silent until finality reaches that block
+   (D342 and its amendments; a stuck entry names the bill that waits). A height the node answers nothing for is
+   unknown, never "gone": the payment waits for the next run (and a node that does not know the cursor's block fails
+   the run rather than walk back). Each read of heights in the pass (and in the rollback's walk back) asks the
+   ``finalized`` block's height in the same batch: a backend whose answer there is not the run's finalized block (a
+   dead fork, far behind) proves nothing - a first read so answered settles nothing that run, a receipt's block so
+   read moves nothing, the rollback so read orphans nothing (it goes back to ``finalized``), all named stuck but a
+   rollback read by a backend merely behind (nothing at ``finalized``: silent) (D342, amended).
 
 The watcher never asks anything per quote: RPC calls per run depend on the blocks scanned, the transactions to the
 merchant and the payments pending finality, never on the number of open quotes. ``RunReport.rpc_calls`` counts the
@@ -484,17 +486,23 @@ def _relocated(
     stay pending on their old block - neither moved nor orphaned - and the next run reads the transaction again, its
     new payments with it (D323, D332).
 
-    ``canonical``: the hashes the pass read at the replaced payments' heights. A receipt in a block at one of them
-    with another hash (a backend still on the old fork, serving a replaced transaction's receipt in its old block)
-    contradicts that read: nothing is proven, so its payments wait the same way, named ``stuck`` - moved "there",
-    a transaction replaced by a speed-up was finalized on the dead fork beside its replacement (D342).
+    ``canonical``: the hashes the pass read at the replaced payments' heights. A receipt whose block is at or below
+    ``finalized`` where an anchored read (that one, or this function's read of the receipts' blocks answered with the
+    finalized block) has another block is from a dead fork: the canonical chain holds another block at that final
+    height, so the transaction is not in the receipt's block. Moved "there", a transaction replaced by a speed-up was
+    finalized on the dead fork beside its replacement (D342); left waiting, a cancelled one kept its bill PROCESSING
+    for as long as a backend served that receipt. Its receipt is read again, alone (a load balancer may send that
+    request to another backend): none, or the same dead-fork receipt, and the transaction's replaced payments are
+    ORPHANED as for "no receipt" (not in the canonical chain; mined there after all, the scan records it in its
+    block); another receipt, and they wait, named ``stuck`` (D342, amended (review 2)).
 
     A receipt whose block the anchored read does not confirm (nothing there: above the reading backend's head; or
-    another hash: another fork above ``finalized``), or whose transaction is not read, is a mined transaction all
-    the same: its payments wait the same way (orphaned, a payment mined in a block the scan already passed was
-    released for good). Above ``finalized`` that is ordinary (the backends agree once finality reaches the block),
-    so it is silent; at or below it the anchored read has the canonical block, so the receipt contradicts it and the
-    payment is named ``stuck`` (D342, amended (orphan))."""
+    another hash: another fork above ``finalized``; or that read answered from another view), or whose transaction
+    is not read, is a mined transaction all the same: its payments wait the same way (orphaned, a payment mined in a
+    block the scan already passed was released for good). Above ``finalized`` that is ordinary (the backends agree
+    once finality reaches the block), so it is silent; at or below it, named ``stuck`` (D342, amended (orphan)).
+    Each ``stuck`` entry names the payment and the bill it counts for (``PendingPayment.invoice_id``), which waits
+    on it."""
     if not replaced:
         return {}, set()
     tx_hashes = sorted({p.tx_id for p in replaced})
@@ -504,45 +512,64 @@ def _relocated(
     heights, answered = _anchored_hashes(rpc, sorted({r.block_number for r in receipts.values()}), finalized)
     wanted = {p.payment_id for p in replaced}
     held = {tx_hash: min(p.payment_id for p in replaced if p.tx_id == tx_hash) for tx_hash in tx_hashes}
+    bills = {p.payment_id: p.invoice_id for p in replaced}
+
+    def blocking(key: str) -> str:
+        """What a stuck entry adds about the bill that waits on the payment ``key``."""
+        bill = bills.get(key)
+        return f"; bill {bill} waits on it" if bill else ""
+
     groups: dict[str, list[ObservedTransfer]] = {}
-    disputed: set[str] = set()  # transactions whose receipt contradicts the pass's own read of its block
+    disputed: set[str] = set()  # transactions whose receipts the node's answers do not settle either way
     waiting: set[str] = set()  # transactions with a receipt whose block the pass cannot confirm (yet)
+    dead: dict[str, tuple[EvmReceipt, str]] = {}  # receipts in a block off the canonical chain, the hash read there
     for tx_hash, key in held.items():
         receipt = receipts.get(tx_hash)
         if receipt is None:
             continue
-        read = canonical.get(receipt.block_number, receipt.block_hash)
-        if read is not None and read != receipt.block_hash:
-            stuck.append(
-                f"{key}: the node places {tx_hash} in block {receipt.block_number} ({receipt.block_hash}) but read "
-                f"{read} there: waiting until its answers agree"
-            )
-            disputed.add(tx_hash)
+        first = canonical.get(receipt.block_number)  # a due height (at or below finalized), anchored by the pass
+        if first is not None and first != receipt.block_hash:
+            dead[tx_hash] = (receipt, first)
             continue
         if answered != finalized.hash:  # the receipt's block read from another view than the pass's: unproven
             stuck.append(
                 f"{key}: the node places {tx_hash} in block {receipt.block_number} ({receipt.block_hash}) but "
                 f"answered {answered} for the finalized block {finalized.number} beside it: waiting until its "
-                "answers agree"
+                f"answers agree{blocking(key)}"
             )
             disputed.add(tx_hash)
             continue
-        tx = rpc.transaction(tx_hash) if heights.get(receipt.block_number) == receipt.block_hash else None
+        read = heights.get(receipt.block_number)
+        if receipt.block_number <= finalized.number and read is not None and read != receipt.block_hash:
+            dead[tx_hash] = (receipt, read)
+            continue
+        tx = rpc.transaction(tx_hash) if read == receipt.block_hash else None
         if tx is None:  # mined (a receipt), but its block is not confirmed canonical (yet), or no transaction read:
             # not "not mined" - its payments wait SEEN on their old block, read again next run; named stuck once
-            # finality has passed the receipt's block, where the anchored read answers the canonical block
+            # finality has passed the receipt's block
             waiting.add(tx_hash)
             if receipt.block_number <= finalized.number:
-                read = heights.get(receipt.block_number)
                 what = "no transaction" if read == receipt.block_hash else f"read {read} there"
                 stuck.append(
                     f"{key}: the node places {tx_hash} in block {receipt.block_number} ({receipt.block_hash}), at "
-                    f"or below the finalized block {finalized.number}, but {what}: waiting until its answers agree"
+                    f"or below the finalized block {finalized.number}, but {what}: waiting until its answers "
+                    f"agree{blocking(key)}"
                 )
             continue
         credits = transaction_credits(chain, tx, receipt)  # no block time: settlement keeps the first one
         # a replaced payment is recorded last: if a new credit of its transaction fails, it stays replaced (retried)
         groups[key] = sorted(credits, key=lambda credit: credit.payment_id in wanted)
+    for tx_hash, (receipt, read) in dead.items():
+        again = rpc.receipts([tx_hash]).get(tx_hash)  # alone: behind a load balancer, maybe from another backend
+        if again is None or (again.block_number, again.block_hash) == (receipt.block_number, receipt.block_hash):
+            continue  # not in the canonical chain: its replaced payments are orphaned (``_finality``)
+        key = held[tx_hash]
+        stuck.append(
+            f"{key}: the node placed {tx_hash} in block {receipt.block_number} ({receipt.block_hash}), where the "
+            f"canonical chain has {read}, then, read alone, in block {again.block_number} ({again.block_hash}): "
+            f"waiting until its answers agree{blocking(key)}"
+        )
+        disputed.add(tx_hash)
     failed = record_alone(stuck, sink, groups)
     failed_txs = {tx_hash for tx_hash, key in held.items() if key in failed}
     found = {credit.payment_id: credit for key, group in groups.items() if key not in failed for credit in group}

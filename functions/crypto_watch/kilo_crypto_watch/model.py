@@ -7,7 +7,7 @@ settlement (``settlement.py``) behind the ``PaymentSink`` port (ports.py).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -128,9 +128,14 @@ class PendingPayment:
     block_number: int
     block_hash: str
     failed: bool = False  # recorded FAILED: final once its block is; re-read if its transaction moved or succeeded
+    # the bill it counts for (None: unattributed, or a sink that does not say): named in a watcher's stuck entry, so
+    # the operator sees which bill waits on it; not part of what the payment is (equality leaves it out)
+    invoice_id: str | None = field(default=None, compare=False)
 
     @classmethod
-    def of(cls, payment_id: str, transfer: ObservedTransfer, failed: bool) -> PendingPayment:
+    def of(
+        cls, payment_id: str, transfer: ObservedTransfer, failed: bool, invoice_id: str | None = None
+    ) -> PendingPayment:
         """The payment recorded at ``payment_id`` for ``transfer``, as the watcher re-checks it."""
         return cls(
             payment_id=payment_id,
@@ -140,6 +145,7 @@ class PendingPayment:
             block_number=transfer.block_number,
             block_hash=transfer.block_hash,
             failed=failed,
+            invoice_id=invoice_id,
         )
 
 

@@ -443,7 +443,9 @@ class Settlement:
     # PaymentSink
     def pending(self, chain: str) -> Sequence[PendingPayment]:
         return [
-            PendingPayment.of(p.payment_id, p.transfer, failed=p.status is PaymentStatus.FAILED)
+            PendingPayment.of(
+                p.payment_id, p.transfer, failed=p.status is PaymentStatus.FAILED, invoice_id=p.invoice_id
+            )
             for p in self._store.pending_payments(chain)
         ]
 
