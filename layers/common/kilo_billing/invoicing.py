@@ -1484,7 +1484,7 @@ def credit_collected(ledger: AccountLedger, invoice: InvoiceRecord, at: datetime
     )
 
 
-def _kept_whole(invoice: InvoiceRecord) -> InvoiceRecord:
+def kept_whole(invoice: InvoiceRecord) -> InvoiceRecord:
     """``invoice`` as if nothing it was paid had left us: no refund (made, owed, pending, outside us or failed) and no
     dispute's funds withdrawn - what its payment covered (``credit_collected``). A shortfall ``invoice.paid``
     recorded (``SHORTFALL``, D344) stays: it was never received, so never given back - what it leaves of a note's
@@ -1516,10 +1516,10 @@ def _credited_again(
     each gives at most that part, what ``creditable`` gives for its whole not-credited rest (after the period's earlier
     notes and its own credit, D312) and the room ``period_held`` leaves, earliest note first; its history says
     ``what(amount)``. With ``lost`` (the ``uncollected`` part), what the invoice would give were it kept whole
-    (``_kept_whole``) beyond what it gives moves to ``returned``, its history saying ``lost(amount)``. The credit
+    (``kept_whole``) beyond what it gives moves to ``returned``, its history saying ``lost(amount)``. The credit
     given is recorded at the processor (``_recorded_at_processor``)."""
     after = replace(ledger, invoices={**ledger.invoices, invoice.invoice_id: invoice})
-    whole = replace(ledger, invoices={**ledger.invoices, invoice.invoice_id: _kept_whole(invoice)})
+    whole = replace(ledger, invoices={**ledger.invoices, invoice.invoice_id: kept_whole(invoice)})
     notes = list(ledger.credit_notes.values())
     periods = {invoice.period} | {
         line.period for line in invoice.lines if line.kind == LineKind.ADJUSTMENT.value and line.period < invoice.period
