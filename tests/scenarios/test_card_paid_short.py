@@ -157,3 +157,20 @@ def test_given_paid_short_when_the_customer_reads_the_invoice_then_the_shortfall
     ours = world.store.invoices[march.invoice_id]
     shown = InvoiceOut.of(InvoiceView(ours, (), amount_due(ours, ()))).model_dump(mode="json")
     assert (shown["short_paid"], shown["refunded"], shown["total"]) == ("10.00", "0.00", "65.20")
+
+
+def test_given_paid_short_when_the_operator_reads_the_invoice_then_the_shortfall_is_not_a_refund() -> None:
+    """Review 3, finding 5. 65.20 asked, 55.20 paid: the CLI's invoice (``invoice show``, ``invoice refund``'s
+    summary, the invoice list) says refunded 0.00 and short_paid 65.20 - 55.20 = 10.00 (before: refunded 10.00); a
+    5.00 refund then reads refunded 5.00, short_paid 10.00."""
+    from kilo_billing_cli.invoices import _summary  # noqa: PLC0415
+
+    world, events = team_with_march_overage(), Events()
+    march = world.close("acme", MAR)
+    world.gateway.settle(march.invoice_id, paid=True)
+    _apply(world, events, events.add("p", "invoice.paid", _paid_invoice(world) | {"amount_paid": 5520} | TOTAL))
+    summary = _summary(world.store.invoices[march.invoice_id])
+    assert (summary["total"], summary["refunded"], summary["short_paid"]) == ("65.20", "0.00", "10.00")
+    refund_invoice(world.store, world.gateway, "acme", march.invoice_id, Decimal("5.00"))
+    summary = _summary(world.store.invoices[march.invoice_id])
+    assert (summary["refunded"], summary["short_paid"]) == ("5.00", "10.00")
