@@ -431,6 +431,8 @@ def _issue_credit_note(deps: CloseDeps, ledger: AccountLedger, note: CreditNote,
             break
         credited = ledger.invoices.get(note.invoice_id)
         gateway_id = credited.gateway_id if credited is not None else None
+        # asked there by an earlier run: an ``invoice.paid`` of it since counted the note (``_save_paid_there``)
+        asked_before = note.asked_on if note.asked_on == gateway_id else None
         try:
             if gateway_id is None:
                 raise GatewayRejectedError(f"{note.invoice_id} has no processor invoice")
@@ -480,7 +482,7 @@ def _issue_credit_note(deps: CloseDeps, ledger: AccountLedger, note: CreditNote,
                 # (D337; waiting for ever on an open invoice was a review's finding)
                 note = _save_written_off(deps, ledger, note, now, f"reduction refused ({exc}) on an invoice {said}")
             elif note.to_due > 0:  # paid there (perhaps before we heard): account credit for what it still holds
-                note = _save_paid_there(deps, ledger, note, now, f"reduction refused ({exc})")
+                note = _save_paid_there(deps, ledger, note, now, f"reduction refused ({exc})", refused_on=asked_before)
             else:
                 note = _save_note(
                     deps, _note_step(note, now, f"refused ({exc})", processor=ZERO, status=CreditNoteStatus.DONE)
@@ -499,15 +501,48 @@ def _with_nothing_taken_off(ledger: AccountLedger, note: CreditNote) -> list[Cre
     return [*others, replace(note, to_due=ZERO, processor=ZERO)]
 
 
-def _save_paid_there(deps: CloseDeps, ledger: AccountLedger, note: CreditNote, now: datetime, why: str) -> CreditNote:
+def _save_paid_there(
+    deps: CloseDeps, ledger: AccountLedger, note: CreditNote, now: datetime, why: str, refused_on: str | None = None
+) -> CreditNote:
     """A reduction refused on an invoice paid at the processor (its ``invoice.paid`` may not have reached us): what it
     would have taken off becomes account credit for at most what that invoice still holds of the period's usage
     (``money_held``, read as paid - the processor says so - with what we know of its refunds and disputes) and what
     the period holds beyond the notes' credit (``period_held``); the rest was given back already (``returned``). Before
     (D131's branch, a review of D337): the whole amount, 3.60 on top of 65.20 charged back. The credit is then
-    recorded on the processor's invoice as credited out of band (the note's next step); nothing to credit: done."""
+    recorded on the processor's invoice as credited out of band (the note's next step); nothing to credit: done.
+    Refused on the Stripe invoice the note was asked on (``refused_on`` is its ``asked_on``) whose ``invoice.paid``
+    recorded a shortfall while the note was pending: that payment counted the note as taken off what Stripe asked
+    (``_paid_short``, D344 amended); the refusal proves it never was (a made note's retry returns it), so Stripe asked
+    ``to_due`` more and the shortfall was that much more - added to its ``shortfall:`` entry in the same write as
+    the credit, before the credit's bound is read (D-revfix-4)."""
+    for _ in range(LEDGER_ATTEMPTS):
+        short = _shortfall_missed(ledger, note, refused_on)
+        if short is None:
+            break
+        ledger = replace(ledger, invoices={**ledger.invoices, short.invoice_id: short})
+        moved = _paid_there_step(ledger, note, now, why)
+        added = moved.to_credit - note.to_credit
+        stored = ledger.invoices[short.invoice_id]
+        move = CreditMove(ledger.billing.credit, added, (moved,), ledger.billing.refund_rev)
+        try:
+            deps.store.update_invoice_and_credit(short, stored.status, move)
+            return moved
+        except LedgerConflictError:
+            ledger = deps.store.ledger(note.account_id)
+            found = ledger.credit_notes.get(note.credit_id)
+            if found is None:
+                raise
+            if found.version != note.version:
+                return found  # another run moved it on: continue from what it stored
+    else:
+        raise LedgerConflictError(f"{note.credit_id}: kept conflicting")
+    moved = _paid_there_step(ledger, note, now, why)
+    return _save_note(deps, moved, moved.to_credit - note.to_credit)
+
+
+def _paid_there_step(ledger: AccountLedger, note: CreditNote, now: datetime, why: str) -> CreditNote:
     held = _held_paid_there(ledger, note)
-    moved = _note_step(
+    return _note_step(
         note,
         now,
         f"{why}: paid there, {money_str(held)} account credit",
@@ -518,7 +553,28 @@ def _save_paid_there(deps: CloseDeps, ledger: AccountLedger, note: CreditNote, n
         out_of_band=True,
         **({} if held > 0 else {"status": CreditNoteStatus.DONE}),
     )
-    return _save_note(deps, moved, held)
+
+
+def _shortfall_missed(ledger: AccountLedger, note: CreditNote, refused_on: str | None) -> InvoiceRecord | None:
+    """The note's invoice with ``note.to_due`` added to its ``shortfall:<refused_on>`` entry, when ``invoice.paid``
+    of that Stripe invoice recorded one while counting the pending note as made there (``_save_paid_there``);
+    otherwise none."""
+    found = ledger.invoices.get(note.invoice_id)
+    entry = f"{SHORTFALL}{refused_on}"
+    if (
+        found is None
+        or refused_on is None
+        or note.asked_on != refused_on
+        or note.status is not CreditNoteStatus.PENDING
+        or found.status is not InvoiceStatus.PAID
+        or not any(refund == entry for refund, _ in found.outside_refunds)
+    ):
+        return None
+    outside = tuple(
+        (refund, amount + note.to_due if refund == entry else amount) for refund, amount in found.outside_refunds
+    )
+    grown = replace(found, outside_refunds=outside)
+    return replace(grown, refunded=grown.given_back())
 
 
 def _held_paid_there(ledger: AccountLedger, note: CreditNote) -> Decimal:
