@@ -1399,18 +1399,22 @@ NOT_COLLECTED: Final = frozenset(
 
 def period_uncollected(ledger: AccountLedger, period: str, notes: Iterable[CreditNote]) -> Decimal:
     """What invoices never paid (a draft, open, payment failed, written off) billed for ``period``'s usage beyond the
-    account credit that paid it: usage the customer was asked for and has not paid (D166)."""
+    account credit that paid it: usage the customer was asked for and has not paid (D166). And what a paid invoice
+    short of what it asked (``short_paid``, D344) billed for it beyond what its payment - kept whole (``kept_whole``:
+    a refund or dispute since is given back, not uncollected) - holds: asked and never received (D-revfix-5)."""
     notes = list(notes)
     owed = []
     for invoice in ledger.invoices.values():
-        if invoice.status not in NOT_COLLECTED:
+        short = invoice.status is InvoiceStatus.PAID and invoice.short_paid > 0
+        if invoice.status not in NOT_COLLECTED and not short:
             continue
+        read = kept_whole(invoice) if short else invoice
         if invoice.period == period:
             billed = usage_billed(invoice, period) - _lowered(invoice, notes, period)
-            owed.append(billed - invoice_held(invoice, period, notes))
+            owed.append(billed - invoice_held(read, period, notes))
         elif invoice.period > period:
             billed = late_usage_billed(invoice, period) - _lowered(invoice, notes, period)
-            owed.append(billed - late_held(invoice, period, notes))
+            owed.append(billed - late_held(read, period, notes))
     return total([max(ZERO, each) for each in owed])
 
 
