@@ -33,7 +33,7 @@ from rich.console import Console
 from rich.table import Table
 
 from kilo_billing.invoicing import InvoiceRecord
-from kilo_billing.money import money_str
+from kilo_billing.money import ZERO, money_str
 from kilo_billing.periods import Period
 from kilo_billing_cli import arguments
 
@@ -134,8 +134,10 @@ def _refund(args: argparse.Namespace, console: Console) -> None:
     if args.json:
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
     else:
+        shown = _refunds(invoice)
+        short = f", short paid {shown['short_paid']}" if invoice.short_paid > 0 else ""
         console.print(f"{invoice.number}: {invoice.status.value}, total {money_str(invoice.total)}, refunded "
-                      f"{money_str(invoice.refunded)}, refund owed {money_str(invoice.refund_owed)}")  # fmt: skip
+                      f"{shown['refunded']}{short}, refund owed {money_str(invoice.refund_owed)}")  # fmt: skip
 
 
 def _void_draft(args: argparse.Namespace, console: Console) -> None:
@@ -234,6 +236,15 @@ def _run(args: argparse.Namespace, console: Console) -> None:
         raise SystemExit(1)
 
 
+def _refunds(invoice: InvoiceRecord) -> dict[str, str]:
+    """What it gave back (``refunded``) apart from what its payment fell short (``short_paid``: never received, so no
+    refund - D344): the stored ``refunded``, which every bound reads, holds both (D-revfix-3)."""
+    return {
+        "refunded": money_str(max(ZERO, invoice.refunded - invoice.short_paid)),
+        "short_paid": money_str(invoice.short_paid),
+    }
+
+
 def _summary(invoice: InvoiceRecord) -> dict[str, Any]:
     return {
         "invoice_id": invoice.invoice_id,
@@ -242,7 +253,7 @@ def _summary(invoice: InvoiceRecord) -> dict[str, Any]:
         "method": invoice.method.value,
         "status": invoice.status.value,
         "total": money_str(invoice.total),
-        "refunded": money_str(invoice.refunded),
+        **_refunds(invoice),
         "charged_back": money_str(invoice.charged_back),
         "hosted_url": invoice.hosted_url,
         "pdf_url": invoice.pdf_url,
@@ -292,11 +303,14 @@ def _show(args: argparse.Namespace, console: Console) -> None:
         if not invoices:
             raise ValueError(f"account {args.account!r} has no invoice for {args.period}")
     if args.json:
-        payload = [invoice.as_json() if args.period is not None else _summary(invoice) for invoice in invoices]
+        payload = [
+            invoice.as_json() | _refunds(invoice) if args.period is not None else _summary(invoice)
+            for invoice in invoices
+        ]
         sys.stdout.write(json.dumps({"account_id": args.account, "invoices": payload}, indent=2) + "\n")
         return
     table = Table(title=f"Invoices of {args.account}")
-    for column in ("number", "period", "method", "status", "total", "refunded", "hosted page", "PDF"):
+    for column in ("number", "period", "method", "status", "total", "refunded", "short paid", "hosted page", "PDF"):
         table.add_column(column)
     for invoice in invoices:
         table.add_row(
@@ -305,7 +319,7 @@ def _show(args: argparse.Namespace, console: Console) -> None:
             invoice.method.value,
             invoice.status.value,
             money_str(invoice.total),
-            money_str(invoice.refunded),
+            *_refunds(invoice).values(),
             invoice.hosted_url or "",
             invoice.pdf_url or "",
         )

@@ -39,7 +39,8 @@ _Report = TypeVar("_Report", RevenueReport, EnterpriseReport)
 REVENUE_COLUMNS = (
     "row", "tier", "account_id", "status", "invoices", "accounts",
     "video_minutes", "audio_minutes", "messages", "data_gb",
-    "fees", "overage", "adjustments", "credit", "total_billed", "refunds", "cost_basis", "margin",
+    "fees", "overage", "adjustments", "credit", "total_billed", "refunds", "short_paid", "cost_basis",
+    "margin",
 )  # fmt: skip
 MEMBER_COLUMNS = ("row", "key", "sessions", "participants", "video_minutes", "audio_minutes", "cost_basis")
 
@@ -78,6 +79,7 @@ def figures_json(figures: RevenueFigures) -> dict[str, str]:
         "credit": figures.credit,
         "total_billed": figures.total_billed,
         "refunds": figures.refunds,
+        "short_paid": figures.short_paid,
         "cost_basis": figures.cost_basis,
         "margin": figures.margin,
     }
@@ -156,7 +158,7 @@ def _print_revenue(report: RevenueReport) -> None:
     table = Table(title=f"Revenue {report.period} (USD)")
     shown = (
         "row", "tier", "account_id", "status",
-        "fees", "overage", "adjustments", "total_billed", "refunds", "cost_basis",
+        "fees", "overage", "adjustments", "total_billed", "refunds", "short_paid", "cost_basis",
     )  # fmt: skip
     for column in (*shown, "margin"):
         table.add_column(column, justify="right" if column in MONEY_COLUMNS else "left")
@@ -175,7 +177,7 @@ def _print_enterprise(report: EnterpriseReport) -> None:
 
 
 MONEY_COLUMNS = frozenset(
-    {"fees", "overage", "adjustments", "credit", "total_billed", "refunds", "cost_basis", "margin"}
+    {"fees", "overage", "adjustments", "credit", "total_billed", "refunds", "short_paid", "cost_basis", "margin"}
 )
 
 

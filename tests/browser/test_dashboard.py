@@ -206,7 +206,7 @@ def test_given_the_closed_invoice_paid_short_at_stripe_then_the_receipt_says_so_
         row = page.get_by_role("row").filter(has_text=world.closed)
         row.get_by_role("button", name=re.compile("^Receipt")).click()
         expect(page.get_by_test_id("receipt-short-paid")).to_have_text(
-            "Paid $10.00 less than this total (a credit or discount given at the card processor)"
+            "Paid $10.00 less than the amount due (a credit or discount given at the card processor)"
         )
         expect(page.get_by_text("Refunded $")).to_have_count(0)
     finally:

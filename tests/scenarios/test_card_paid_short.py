@@ -147,6 +147,45 @@ def test_given_our_note_made_at_stripe_but_its_answer_lost_when_paid_what_stripe
         refund_invoice(world.store, world.gateway, "acme", "acme/2026-03", Decimal("61.61"))
 
 
+def test_given_our_note_asked_but_never_made_when_paid_short_then_the_refusal_completes_the_shortfall(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Review 3, finding 3 (D344's interaction-review limit). April's note of 5,000 min x 0.00072 = 3.60 is asked on
+    in_A (``asked_on`` stored) but the call fails before Stripe makes anything (an outage): PENDING. Stripe asks 65.20;
+    a 10.00 dashboard note; 55.20 paid. ``invoice.paid`` counts the pending note asked there: 61.60 - 55.20 = 6.40
+    recorded short. May's close asks again: refused on the paid in_A - proof it was never made - so the shortfall was
+    65.20 - 55.20 = 10.00: 3.60 more, in the same write as the note's 3.60 account credit (March's 7.20 usage held
+    first). Kept 55.20, May 29.00 - 3.60 = 25.40, refunds at most 55.20 - 3.60 = 51.60. Before: kept 58.80, bound
+    55.20 - 58.80 back on 55.20 received."""
+    world, events = World(), Events()
+    world.signup("acme", (at(1), "team"))
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", 60_000)
+    world.close("acme", MAR)
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", -5_000)
+
+    def outage(*args: Any) -> str:
+        raise GatewayUnavailableError("down")  # nothing made at Stripe
+
+    monkeypatch.setattr(world.gateway, "credit_note", outage)
+    with pytest.raises(GatewayUnavailableError):
+        world.close("acme", APR)
+    monkeypatch.undo()
+    (note,) = world.store.credit_notes.values()
+    in_a = world.store.invoices["acme/2026-03"].gateway_id
+    assert (note.status, note.to_due, note.asked_on) == (CreditNoteStatus.PENDING, Decimal("3.60"), in_a)
+    world.gateway.settle("acme/2026-03", paid=True)
+    _apply(world, events, events.add("p", "invoice.paid", _paid_invoice(world) | {"amount_paid": 5520} | TOTAL))
+    assert world.store.invoices["acme/2026-03"].short_paid == Decimal("6.40")  # 61.60 - 55.20, the note counted
+    may = world.close("acme", MAY)
+    ours = world.store.invoices["acme/2026-03"]
+    note = world.store.credit_notes[note.credit_id]
+    assert (ours.short_paid, ours.kept) == (Decimal("10.00"), Decimal("55.20"))  # 65.20 - 55.20
+    assert (note.to_due, note.to_credit, note.returned) == (Decimal("0.00"), Decimal("3.60"), Decimal("0.00"))
+    assert may.total == Decimal("25.40")  # June's fee 29.00 - the 3.60 credit
+    with pytest.raises(ValueError, match=r"at most 51\.60"):  # 55.20 received - 3.60 credited back
+        refund_invoice(world.store, world.gateway, "acme", "acme/2026-03", Decimal("51.61"))
+
+
 def test_given_paid_short_when_the_customer_reads_the_invoice_then_the_shortfall_is_its_own_figure() -> None:
     """The dashboard note story: 65.20 asked, 55.20 paid. The account API's invoice shows 65.20 - 55.20 = 10.00 as
     ``short_paid``, and ``refunded`` 0.00 (nothing was refunded; before: ``refunded`` 10.00)."""
@@ -157,3 +196,20 @@ def test_given_paid_short_when_the_customer_reads_the_invoice_then_the_shortfall
     ours = world.store.invoices[march.invoice_id]
     shown = InvoiceOut.of(InvoiceView(ours, (), amount_due(ours, ()))).model_dump(mode="json")
     assert (shown["short_paid"], shown["refunded"], shown["total"]) == ("10.00", "0.00", "65.20")
+
+
+def test_given_paid_short_when_the_operator_reads_the_invoice_then_the_shortfall_is_not_a_refund() -> None:
+    """Review 3, finding 5. 65.20 asked, 55.20 paid: the CLI's invoice (``invoice show``, ``invoice refund``'s
+    summary, the invoice list) says refunded 0.00 and short_paid 65.20 - 55.20 = 10.00 (before: refunded 10.00); a
+    5.00 refund then reads refunded 5.00, short_paid 10.00."""
+    from kilo_billing_cli.invoices import _summary  # noqa: PLC0415
+
+    world, events = team_with_march_overage(), Events()
+    march = world.close("acme", MAR)
+    world.gateway.settle(march.invoice_id, paid=True)
+    _apply(world, events, events.add("p", "invoice.paid", _paid_invoice(world) | {"amount_paid": 5520} | TOTAL))
+    summary = _summary(world.store.invoices[march.invoice_id])
+    assert (summary["total"], summary["refunded"], summary["short_paid"]) == ("65.20", "0.00", "10.00")
+    refund_invoice(world.store, world.gateway, "acme", march.invoice_id, Decimal("5.00"))
+    summary = _summary(world.store.invoices[march.invoice_id])
+    assert (summary["refunded"], summary["short_paid"]) == ("5.00", "10.00")

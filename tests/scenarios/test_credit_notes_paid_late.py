@@ -401,3 +401,27 @@ def test_given_march_written_off_when_paid_short_then_the_unreceived_rest_stays_
     assert (note.to_credit, note.uncollected, note.returned) == (Decimal("5.00"), Decimal("2.20"), Decimal("0.00"))
     assert world.store.billing["acme"].credit == Decimal("5.00")
     assert world.close("acme", MAY).total == Decimal("24.00")
+
+
+def test_given_march_paid_short_when_a_later_note_withdraws_usage_then_the_unreceived_part_is_not_collected() -> None:
+    """Review 3, finding 4: the same money, the note made after the short payment. Team, 60,000 March minutes: 65.20
+    (29.00 + 7.20 = 10,000 over x 0.00072 + 29.00 April ahead); a 60.20 dashboard note, Stripe collects 5.00 (60.20
+    short, D344). April's close withdraws 10,000 March minutes (7.20): the 5.00 received pays March's usage first ->
+    5.00 account credit; the other 7.20 - 5.00 = 2.20 was asked and never received: not collected. Before: 2.20
+    ``returned``, shown already_returned 2.20 ("refunded or charged back"), not_collected 0.00. April's invoice:
+    May's fee 29.00 - 5.00 = 24.00."""
+    world, events = World(), Events()
+    world.signup("acme", (at(1), "team"))
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", 60_000)
+    assert world.close("acme", MAR).total == Decimal("65.20")
+    world.gateway.settle(MARCH, paid=True)
+    obj = _paid_invoice(world, MARCH) | {"amount_paid": 500, "total": 6520, "total_excluding_tax": 6520}
+    _apply(world, events, events.add("p", "invoice.paid", obj))
+    assert world.store.invoices[MARCH].short_paid == Decimal("60.20")
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", -10_000)
+    april = close_account(world.deps, "acme", APR, APR.end)
+    note = _note(world)
+    assert (note.to_credit, note.uncollected, note.returned) == (Decimal("5.00"), Decimal("2.20"), Decimal("0.00"))
+    assert (note.as_json()["not_collected"], note.as_json()["already_returned"]) == ("2.20", "0.00")
+    assert april.invoice is not None
+    assert april.invoice.total == Decimal("24.00")  # May's fee 29.00 - the 5.00 credit, applied by the same close

@@ -205,3 +205,21 @@ def test_given_a_carried_invoice_then_its_amount_counts_in_its_own_month_only() 
     [april] = revenue_report(world.store, APR, default_catalog()).accounts
     # April's own 0.36 (the carried 0.36 is March's, counted there); cost 5,500 x 0.0006 = 3.30; margin -2.94
     assert figures(april) == ("0.00", "0.36", "0.00", "0.00", "0.36", "3.30", "-2.94")
+
+
+def test_given_march_paid_short_then_the_report_shows_the_shortfall_apart_from_refunds_and_the_same_margin() -> None:
+    """Review 3, finding 5. acme (Team) March 65.20 (29.00 + 7.20 = 10,000 video min over x 0.00072 + 29.00 April
+    ahead), paid 55.20 at Stripe (a 10.00 dashboard note): nothing was refunded - refunds 0.00, short paid 65.20 -
+    55.20 = 10.00; margin unchanged: 65.20 billed - 0.00 - 10.00 - 36.00 cost (60,000 min x 0.0006) = 19.20. Before:
+    refunds 10.00."""
+    world, events = World(), Events()
+    world.signup("acme", (at(1), "team"))
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", 60_000)
+    world.close("acme", MAR)
+    world.gateway.settle("acme/2026-03", paid=True)
+    paid = _paid_invoice(world) | {"amount_paid": 5520, "total": 6520, "total_excluding_tax": 6520}
+    apply_stripe_event(world.store, world.bus, events, *events.add("p", "invoice.paid", paid), at(2, 4), world.gateway)
+    row = revenue_report(world.store, MAR, default_catalog()).accounts[0]
+    shown = (row.figures.total_billed, row.figures.refunds, row.figures.short_paid, row.figures.cost_basis)
+    assert shown == (Decimal("65.20"), Decimal("0.00"), Decimal("10.00"), Decimal("36.00"))
+    assert row.figures.margin == Decimal("19.20")

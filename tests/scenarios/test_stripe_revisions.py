@@ -12,10 +12,11 @@ from typing import Any
 import pytest
 
 from kilo_billing.invoicing import BillingState, CreditNoteStatus, InvoiceStatus
+from kilo_billing.money import ZERO
 from kilo_invoice import logic
 from kilo_invoice.logic import close_account, refund_invoice
 from kilo_invoice.ports import GatewayMisconfiguredError
-from tests.scenarios.test_card_payment_events import Events, _apply, _fixture
+from tests.scenarios.test_card_payment_events import Events, _apply, _charge, _dispute, _fixture
 from tests.scenarios.test_invoicing import APR, MAR, MAY, World, at, seg, team_with_march_overage
 
 META = {"invoice_id": "acme/2026-03", "kilo_invoice_id": "acme/2026-03", "account_id": "acme"}
@@ -332,3 +333,102 @@ def test_given_our_note_made_on_the_original_when_its_revision_is_paid_in_full_t
     assert world.store.billing["acme"].credit == Decimal("0.00")
     with pytest.raises(ValueError, match=r"at most 61\.60"):  # 65.20 kept - 3.60 credited back = 61.60
         refund_invoice(world.store, world.gateway, "acme", "acme/2026-03", Decimal("61.61"))
+
+
+def _note_made_on_in_a_then_revised() -> tuple[World, Events, str]:
+    """Team, 60,000 March minutes: 29.00 + 7.20 (10,000 over x 0.00072) + 29.00 (April ahead) = 65.20 on in_A;
+    April's close finds 5,000 March minutes gone (5,000 x 0.00072 = 3.60): made on in_A at Stripe (done, ours asks
+    61.60). The operator then revises in_A in Stripe (in_REV: the lines copied, not the note)."""
+    world, events = World(), Events()
+    world.signup("acme", (at(1), "team"))
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", 60_000)
+    assert world.close("acme", MAR).total == Decimal("65.20")
+    in_a = world.store.invoices["acme/2026-03"].gateway_id
+    assert in_a is not None
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", -5_000)
+    close_account(world.deps, "acme", APR, APR.end)
+    note = world.store.credit_notes["acme/2026-03/credit-2026-04"]
+    assert (note.status, note.to_due, note.asked_on) == (CreditNoteStatus.DONE, Decimal("3.60"), in_a)
+    world.gateway.revise(in_a, "in_REV")
+    return world, events, in_a
+
+
+def _in_rev_paid_at_stripe(world: World) -> str:
+    """Stripe's side: ours' invoice is in_REV, paid by a payment intent (returned, for its charge's events)."""
+    world.gateway.invoices["acme/2026-03"].gateway_id = "in_REV"
+    world.gateway.invoices["acme/2026-03"].status = "open"
+    world.gateway.invoices["acme/2026-03"].latest_revision = None
+    intent = world.gateway.settle("acme/2026-03", paid=True)
+    assert intent is not None
+    return intent
+
+
+def test_given_our_note_made_on_the_original_when_a_discounted_revision_is_paid_then_its_discount_is_short_and_the_note_credited() -> (
+    None
+):
+    """Review 3, finding 1. The note's 3.60 is done on in_A; in_REV copies the lines (65.20), not the note, and the
+    operator's 5.20 discount: it asks 60.00, paid 60.00. What in_REV asked took nothing of our note off: 65.20 asked
+    - 60.00 received = 5.20 short (the discount, given back outside us), kept 60.00; the note's 3.60 becomes account
+    credit (March's 7.20 usage is held first: 7.20 >= 3.60). May's close: June's 29.00 - 3.60 = 25.40. Refunds at most
+    60.00 - 3.60 = 56.40. Before: the done note came off what in_REV asked (61.60 - 60.00 = 1.60 short, kept 63.60),
+    the credit was bounded by what was received above 61.60 (nothing): credit 0.00, May 29.00, 56.41 refundable."""
+    world, events, in_a = _note_made_on_in_a_then_revised()
+    _apply(world, events, events.add("e1", "invoice.finalized", _revision(in_a, 6000)))
+    _apply(world, events, events.add("e2", "invoice.voided", _voided_by_revision(in_a)))
+    _apply(world, events, events.add("e3", "invoice.paid", _revision(in_a, 6000, "paid", amount_paid=6000)))
+    ours = world.store.invoices["acme/2026-03"]
+    assert (ours.status, ours.short_paid, ours.kept) == (InvoiceStatus.PAID, Decimal("5.20"), Decimal("60.00"))
+    note = world.store.credit_notes["acme/2026-03/credit-2026-04"]
+    assert (note.to_due, note.to_credit, note.returned) == (Decimal("0.00"), Decimal("3.60"), Decimal("0.00"))
+    assert world.store.billing["acme"].credit == Decimal("3.60")
+    world.gateway.invoices["acme/2026-03"].gateway_id = "in_REV"  # Stripe's side: in_REV, paid
+    world.gateway.invoices["acme/2026-03"].status = "paid"
+    may = close_account(world.deps, "acme", MAY, MAY.end)
+    assert may.invoice is not None
+    assert may.invoice.total == Decimal("25.40")  # June's fee 29.00 - the 3.60 credit
+    with pytest.raises(ValueError, match=r"at most 56\.40"):  # 60.00 kept - 3.60 credited back = 56.40
+        refund_invoice(world.store, world.gateway, "acme", "acme/2026-03", Decimal("56.41"))
+
+
+@pytest.mark.parametrize("gone", ["dispute", "refund"])
+def test_given_the_revisions_payment_gone_before_its_paid_event_when_it_comes_back_then_the_note_is_credited_once(
+    gone: str,
+) -> None:
+    """Review 3, finding 2. The note's 3.60 done on in_A; in_REV asks 65.20 and is paid 65.20, but before its
+    ``invoice.paid`` reaches us the payment is disputed (funds withdrawn 65.20) or refunded whole from the dashboard
+    (``charge.refunded`` 65.20). At ``invoice.paid`` it holds nothing: no account credit, the note's 3.60 leaves the
+    amount due as given back already (``returned``: to_due 0.00, to_credit 0.00, returned 3.60). Then the dispute
+    is won (funds reinstated) or the refund fails: kept 65.20 again, the 3.60 becomes account credit, once; May's
+    close: June's 29.00 - 3.60 = 25.40. Before: the 3.60 stayed on the amount due - never credited, never refundable
+    (bound 61.60)."""
+    world, events, in_a = _note_made_on_in_a_then_revised()
+    intent = _in_rev_paid_at_stripe(world)
+    _apply(world, events, events.add("e1", "invoice.finalized", _revision(in_a, 6520)))
+    _apply(world, events, events.add("e2", "invoice.voided", _voided_by_revision(in_a)))
+    disputed = _dispute(intent, "needs_response")
+    refund = _fixture("refund", id="re_dash", payment_intent=intent, charge="ch_3Story", amount=6520, metadata={})
+    if gone == "dispute":
+        _apply(world, events, events.add("d0", "charge.dispute.created", disputed))
+        _apply(world, events, events.add("d1", "charge.dispute.funds_withdrawn", disputed))
+    else:
+        _apply(world, events, events.add("r0", "refund.created", refund | {"status": "succeeded"}))
+        _apply(world, events, events.add("r1", "charge.refunded", _charge(intent, 6520)))
+    _apply(world, events, events.add("e3", "invoice.paid", _revision(in_a, 6520, "paid", amount_paid=6520)))
+    note = world.store.credit_notes["acme/2026-03/credit-2026-04"]
+    assert (note.to_due, note.to_credit, note.returned) == (Decimal("0.00"), Decimal("0.00"), Decimal("3.60"))
+    assert (world.store.invoices["acme/2026-03"].kept, world.store.billing["acme"].credit) == (ZERO, ZERO)
+    if gone == "dispute":
+        _apply(world, events, events.add("d2", "charge.dispute.funds_reinstated", disputed | {"status": "won"}))
+        _apply(world, events, events.add("d3", "charge.dispute.closed", disputed | {"status": "won"}))
+    else:
+        failed = refund | {"status": "failed", "failure_reason": "expired_or_canceled_card"}
+        _apply(world, events, events.add("r2", "refund.failed", failed))
+    ours = world.store.invoices["acme/2026-03"]
+    note = world.store.credit_notes["acme/2026-03/credit-2026-04"]
+    assert (ours.status, ours.kept) == (InvoiceStatus.PAID, Decimal("65.20"))
+    assert (note.to_due, note.to_credit, note.returned) == (Decimal("0.00"), Decimal("3.60"), Decimal("0.00"))
+    assert world.store.billing["acme"].credit == Decimal("3.60")
+    world.gateway.invoices["acme/2026-03"].status = "paid"
+    may = close_account(world.deps, "acme", MAY, MAY.end)
+    assert may.invoice is not None
+    assert may.invoice.total == Decimal("25.40")  # June's fee 29.00 - the 3.60 credit

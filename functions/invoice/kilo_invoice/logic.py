@@ -52,6 +52,7 @@ from kilo_billing.invoicing import (
     given_back,
     invoice_id,
     is_early,
+    kept_whole,
     money_held,
     notes_credit,
     paid_since,
@@ -430,6 +431,8 @@ def _issue_credit_note(deps: CloseDeps, ledger: AccountLedger, note: CreditNote,
             break
         credited = ledger.invoices.get(note.invoice_id)
         gateway_id = credited.gateway_id if credited is not None else None
+        # asked there by an earlier run: an ``invoice.paid`` of it since counted the note (``_save_paid_there``)
+        asked_before = note.asked_on if note.asked_on == gateway_id else None
         try:
             if gateway_id is None:
                 raise GatewayRejectedError(f"{note.invoice_id} has no processor invoice")
@@ -479,7 +482,7 @@ def _issue_credit_note(deps: CloseDeps, ledger: AccountLedger, note: CreditNote,
                 # (D337; waiting for ever on an open invoice was a review's finding)
                 note = _save_written_off(deps, ledger, note, now, f"reduction refused ({exc}) on an invoice {said}")
             elif note.to_due > 0:  # paid there (perhaps before we heard): account credit for what it still holds
-                note = _save_paid_there(deps, ledger, note, now, f"reduction refused ({exc})")
+                note = _save_paid_there(deps, ledger, note, now, f"reduction refused ({exc})", refused_on=asked_before)
             else:
                 note = _save_note(
                     deps, _note_step(note, now, f"refused ({exc})", processor=ZERO, status=CreditNoteStatus.DONE)
@@ -498,15 +501,48 @@ def _with_nothing_taken_off(ledger: AccountLedger, note: CreditNote) -> list[Cre
     return [*others, replace(note, to_due=ZERO, processor=ZERO)]
 
 
-def _save_paid_there(deps: CloseDeps, ledger: AccountLedger, note: CreditNote, now: datetime, why: str) -> CreditNote:
+def _save_paid_there(
+    deps: CloseDeps, ledger: AccountLedger, note: CreditNote, now: datetime, why: str, refused_on: str | None = None
+) -> CreditNote:
     """A reduction refused on an invoice paid at the processor (its ``invoice.paid`` may not have reached us): what it
     would have taken off becomes account credit for at most what that invoice still holds of the period's usage
     (``money_held``, read as paid - the processor says so - with what we know of its refunds and disputes) and what
     the period holds beyond the notes' credit (``period_held``); the rest was given back already (``returned``). Before
     (D131's branch, a review of D337): the whole amount, 3.60 on top of 65.20 charged back. The credit is then
-    recorded on the processor's invoice as credited out of band (the note's next step); nothing to credit: done."""
+    recorded on the processor's invoice as credited out of band (the note's next step); nothing to credit: done.
+    Refused on the Stripe invoice the note was asked on (``refused_on`` is its ``asked_on``) whose ``invoice.paid``
+    recorded a shortfall while the note was pending: that payment counted the note as taken off what Stripe asked
+    (``_paid_short``, D344 amended); the refusal proves it never was (a made note's retry returns it), so Stripe asked
+    ``to_due`` more and the shortfall was that much more - added to its ``shortfall:`` entry in the same write as
+    the credit, before the credit's bound is read (D-revfix-4)."""
+    for _ in range(LEDGER_ATTEMPTS):
+        short = _shortfall_missed(ledger, note, refused_on)
+        if short is None:
+            break
+        ledger = replace(ledger, invoices={**ledger.invoices, short.invoice_id: short})
+        moved = _paid_there_step(ledger, note, now, why)
+        added = moved.to_credit - note.to_credit
+        stored = ledger.invoices[short.invoice_id]
+        move = CreditMove(ledger.billing.credit, added, (moved,), ledger.billing.refund_rev)
+        try:
+            deps.store.update_invoice_and_credit(short, stored.status, move)
+            return moved
+        except LedgerConflictError:
+            ledger = deps.store.ledger(note.account_id)
+            found = ledger.credit_notes.get(note.credit_id)
+            if found is None:
+                raise
+            if found.version != note.version:
+                return found  # another run moved it on: continue from what it stored
+    else:
+        raise LedgerConflictError(f"{note.credit_id}: kept conflicting")
+    moved = _paid_there_step(ledger, note, now, why)
+    return _save_note(deps, moved, moved.to_credit - note.to_credit)
+
+
+def _paid_there_step(ledger: AccountLedger, note: CreditNote, now: datetime, why: str) -> CreditNote:
     held = _held_paid_there(ledger, note)
-    moved = _note_step(
+    return _note_step(
         note,
         now,
         f"{why}: paid there, {money_str(held)} account credit",
@@ -517,7 +553,28 @@ def _save_paid_there(deps: CloseDeps, ledger: AccountLedger, note: CreditNote, n
         out_of_band=True,
         **({} if held > 0 else {"status": CreditNoteStatus.DONE}),
     )
-    return _save_note(deps, moved, held)
+
+
+def _shortfall_missed(ledger: AccountLedger, note: CreditNote, refused_on: str | None) -> InvoiceRecord | None:
+    """The note's invoice with ``note.to_due`` added to its ``shortfall:<refused_on>`` entry, when ``invoice.paid``
+    of that Stripe invoice recorded one while counting the pending note as made there (``_save_paid_there``);
+    otherwise none."""
+    found = ledger.invoices.get(note.invoice_id)
+    entry = f"{SHORTFALL}{refused_on}"
+    if (
+        found is None
+        or refused_on is None
+        or note.asked_on != refused_on
+        or note.status is not CreditNoteStatus.PENDING
+        or found.status is not InvoiceStatus.PAID
+        or not any(refund == entry for refund, _ in found.outside_refunds)
+    ):
+        return None
+    outside = tuple(
+        (refund, amount + note.to_due if refund == entry else amount) for refund, amount in found.outside_refunds
+    )
+    grown = replace(found, outside_refunds=outside)
+    return replace(grown, refunded=grown.given_back())
 
 
 def _held_paid_there(ledger: AccountLedger, note: CreditNote) -> Decimal:
@@ -534,19 +591,20 @@ def _held_paid_there(ledger: AccountLedger, note: CreditNote) -> Decimal:
     return max(ZERO, min(note.to_due, here, period_held(ledger, note.period, notes)))
 
 
-def _credit_revision_paid(
-    ledger: AccountLedger, invoice: InvoiceRecord, received: Decimal, now: datetime
-) -> tuple[CreditNote, ...]:
+def _credit_revision_paid(ledger: AccountLedger, invoice: InvoiceRecord, now: datetime) -> tuple[CreditNote, ...]:
     """The notes that turn their reduction into account credit because ``invoice`` (about to be stored paid, on a
-    revision made in Stripe) was paid more than ours asks: a revision copies the original's lines, not the notes made
-    on it, so it asks (and collects) what those notes took off once more (D344 amended, revision paid in full). Of
-    the done notes on the invoice made at Stripe on another of its Stripe invoices (``asked_on`` not the paid one: a
-    note made on the paid one took that off what it asked, so nothing was received above it), earliest first, each
-    moves at most what was received above what ours asks - still left - from its ``to_due`` to ``to_credit``,
-    bounded as a reduction refused on a paid invoice is (``_held_paid_there``, D131). Each comes back one version on;
-    ``to_due`` only goes down, so a second delivery (the invoice is paid already) gives nothing again."""
-    ledger = replace(ledger, invoices={**ledger.invoices, invoice.invoice_id: invoice})
-    over = received - amount_due(invoice, ledger.credit_notes.values())
+    revision made in Stripe) was paid: a revision copies the original's lines, not the notes made on it, so what it
+    asked (and collected) did not take those notes off (D344 amended, revision paid in full). The done notes on the
+    invoice made at Stripe on another of its Stripe invoices (``asked_on`` not the paid one: a note made on the paid
+    one took that off what it asked), earliest first, each move their ``to_due`` as a reduction refused on a paid
+    invoice does (``_held_paid_there``, D131): what the payment holds now becomes account credit; what it would hold
+    kept whole (``kept_whole``: no refund, no dispute's funds withdrawn) but went back already is ``returned`` -
+    credited if the funds are reinstated or the refund fails (``credit_reinstated``). Not bounded by what was received
+    above what ours asks: a discount made on the revision is a shortfall of its own (``_paid_short``, D-revfix-1).
+    Each comes back one version on; ``to_due`` only goes down, so a second delivery (the invoice is paid already) gives
+    nothing again."""
+    now_read = replace(ledger, invoices={**ledger.invoices, invoice.invoice_id: invoice})
+    whole_read = replace(ledger, invoices={**ledger.invoices, invoice.invoice_id: kept_whole(invoice)})
     made = sorted(
         (
             note
@@ -561,19 +619,22 @@ def _credit_revision_paid(
     )
     changed: list[CreditNote] = []
     for note in made:
-        moved = min(over, _held_paid_there(ledger, note))
-        if moved <= 0:
+        held = _held_paid_there(now_read, note)
+        covered = max(held, _held_paid_there(whole_read, note))
+        if covered <= 0:
             continue
+        lost = f", {money_str(covered - held)} given back already (refunded or disputed)" if covered > held else ""
         step = _note_step(
             note,
             now,
-            f"{invoice.gateway_id}, a revision not carrying this note, paid in full: {money_str(moved)} account credit",
-            to_due=note.to_due - moved,
-            to_credit=note.to_credit + moved,
+            f"{invoice.gateway_id}, a revision not carrying this note, paid: {money_str(held)} account credit{lost}",
+            to_due=note.to_due - covered,
+            to_credit=note.to_credit + held,
+            returned=note.returned + covered - held,
         )
-        ledger = replace(ledger, credit_notes={**ledger.credit_notes, note.credit_id: step})
+        now_read = replace(now_read, credit_notes={**now_read.credit_notes, note.credit_id: step})
+        whole_read = replace(whole_read, credit_notes={**whole_read.credit_notes, note.credit_id: step})
         changed.append(step)
-        over -= moved
     return tuple(changed)
 
 
@@ -1197,16 +1258,21 @@ def _paid_short(invoice: InvoiceRecord, obj: dict[str, Any], notes: Iterable[Cre
     ours asks - its total less our own notes' reductions (D344) made at Stripe: a note still pending took nothing
     off what Stripe asked unless it was asked on this very Stripe invoice (``asked_on``: made there, its answer
     lost, D344 amended, review i) - one never asked, or waiting on a revision's original, is credited later as
-    paid there, and taken off here too it counted twice (D344 amended, review 2). An invoice an operator marked
+    paid there, and taken off here too it counted twice (D344 amended, review 2). On a revision made in Stripe,
+    which copies the original's lines and not the notes made on it, a note done on another Stripe invoice took
+    nothing off what it asked either: only notes asked on the revision count (the others are credited in the paid
+    write, ``_credit_revision_paid``; D-revfix-1). An invoice an operator marked
     paid outside Stripe (``paid_out_of_band``) is taken as paid in full: that is the operator's own statement."""
     paid, whole, net = obj.get("amount_paid"), obj.get("total"), obj.get("total_excluding_tax")
     here = _ref(obj.get("id"))
+    revision = here is not None and _revised(obj) is not None
     due = amount_due(
         invoice,
         [
             note
             for note in notes
-            if note.status is not CreditNoteStatus.PENDING or (here is not None and note.asked_on == here)
+            if (here is not None and note.asked_on == here)
+            or (note.status is not CreditNoteStatus.PENDING and not revision)
         ],
     )
     if not isinstance(paid, int) or isinstance(paid, bool) or obj.get("paid_out_of_band") is True:
@@ -1387,7 +1453,7 @@ def _save_with(
                 if revision_paid is not None and updated.gateway_id == revision_paid[0]:
                     merged = {note.credit_id: note for note in notes}
                     read = replace(ledger, credit_notes={**ledger.credit_notes, **merged})
-                    for note in _credit_revision_paid(read, updated, revision_paid[1], now):  # one version on
+                    for note in _credit_revision_paid(read, updated, now):  # one version on
                         merged[note.credit_id] = replace(note, version=ledger.credit_notes[note.credit_id].version + 1)
                     notes = tuple(merged.values())
                 if not notes:  # still moves the refunds' fence: a close that read it unpaid composes again

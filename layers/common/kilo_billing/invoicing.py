@@ -1399,18 +1399,22 @@ NOT_COLLECTED: Final = frozenset(
 
 def period_uncollected(ledger: AccountLedger, period: str, notes: Iterable[CreditNote]) -> Decimal:
     """What invoices never paid (a draft, open, payment failed, written off) billed for ``period``'s usage beyond the
-    account credit that paid it: usage the customer was asked for and has not paid (D166)."""
+    account credit that paid it: usage the customer was asked for and has not paid (D166). And what a paid invoice
+    short of what it asked (``short_paid``, D344) billed for it beyond what its payment - kept whole (``kept_whole``:
+    a refund or dispute since is given back, not uncollected) - holds: asked and never received (D-revfix-5)."""
     notes = list(notes)
     owed = []
     for invoice in ledger.invoices.values():
-        if invoice.status not in NOT_COLLECTED:
+        short = invoice.status is InvoiceStatus.PAID and invoice.short_paid > 0
+        if invoice.status not in NOT_COLLECTED and not short:
             continue
+        read = kept_whole(invoice) if short else invoice
         if invoice.period == period:
             billed = usage_billed(invoice, period) - _lowered(invoice, notes, period)
-            owed.append(billed - invoice_held(invoice, period, notes))
+            owed.append(billed - invoice_held(read, period, notes))
         elif invoice.period > period:
             billed = late_usage_billed(invoice, period) - _lowered(invoice, notes, period)
-            owed.append(billed - late_held(invoice, period, notes))
+            owed.append(billed - late_held(read, period, notes))
     return total([max(ZERO, each) for each in owed])
 
 
@@ -1484,7 +1488,7 @@ def credit_collected(ledger: AccountLedger, invoice: InvoiceRecord, at: datetime
     )
 
 
-def _kept_whole(invoice: InvoiceRecord) -> InvoiceRecord:
+def kept_whole(invoice: InvoiceRecord) -> InvoiceRecord:
     """``invoice`` as if nothing it was paid had left us: no refund (made, owed, pending, outside us or failed) and no
     dispute's funds withdrawn - what its payment covered (``credit_collected``). A shortfall ``invoice.paid``
     recorded (``SHORTFALL``, D344) stays: it was never received, so never given back - what it leaves of a note's
@@ -1516,10 +1520,10 @@ def _credited_again(
     each gives at most that part, what ``creditable`` gives for its whole not-credited rest (after the period's earlier
     notes and its own credit, D312) and the room ``period_held`` leaves, earliest note first; its history says
     ``what(amount)``. With ``lost`` (the ``uncollected`` part), what the invoice would give were it kept whole
-    (``_kept_whole``) beyond what it gives moves to ``returned``, its history saying ``lost(amount)``. The credit
+    (``kept_whole``) beyond what it gives moves to ``returned``, its history saying ``lost(amount)``. The credit
     given is recorded at the processor (``_recorded_at_processor``)."""
     after = replace(ledger, invoices={**ledger.invoices, invoice.invoice_id: invoice})
-    whole = replace(ledger, invoices={**ledger.invoices, invoice.invoice_id: _kept_whole(invoice)})
+    whole = replace(ledger, invoices={**ledger.invoices, invoice.invoice_id: kept_whole(invoice)})
     notes = list(ledger.credit_notes.values())
     periods = {invoice.period} | {
         line.period for line in invoice.lines if line.kind == LineKind.ADJUSTMENT.value and line.period < invoice.period

@@ -6,8 +6,9 @@ net of usage invoiced early), adjustments (late usage of earlier periods: the ad
 these invoices' closes made for negative late usage - the part a note took off an unpaid invoice lowers what was billed,
 the part given as account credit is credit carried, as a negative subtotal's; the part a note records as already
 ``returned`` is not counted again: the refund or dispute that returned it is), credit; refunds (what the period's
-invoices gave back: refunds made or owed, disputes' funds withdrawn); the LiveKit cost basis of the usage they billed
-(the closed period's usage + the late usage adjusted), and the margin = total billed - refunds - cost basis. A void
+invoices gave back: refunds made or owed, disputes' funds withdrawn); short paid (what a card payment fell short of
+what it asked: never received, so not a refund, D344); the LiveKit cost basis of the usage they billed (the closed
+period's usage + the late usage adjusted), and the margin = total billed - refunds - short paid - cost basis. A void
 invoice bills nothing (its cost basis stays: the usage happened); a ``carried`` line is counted in the month of the
 invoice it carries, not again in the month that collects it. An account whose period is not closed yet shows what is
 invoiced so far (status ``open``). Usage nobody could be billed for (the ``unattributed`` bucket) is reported with its
@@ -73,10 +74,11 @@ class RevenueFigures:
     cost_basis: Decimal = ZERO
     usage: Usage = field(default_factory=Usage)
     refunds: Decimal = ZERO  # given back of what the period's invoices billed: refunds made or owed, disputes lost
+    short_paid: Decimal = ZERO  # billed and never received: a card payment short of what it asked (D344)
 
     @property
     def margin(self) -> Decimal:
-        return self.total_billed - self.refunds - self.cost_basis
+        return self.total_billed - self.refunds - self.short_paid - self.cost_basis
 
     def __add__(self, other: RevenueFigures) -> RevenueFigures:
         return _fieldwise_sum(self, other)
@@ -150,7 +152,8 @@ def account_revenue(ledger: AccountLedger, period: Period, catalog: Catalog) -> 
         total_billed=total([i.total - i.amount_of(CARRIED) for i in invoices] + [-n.to_due for n in notes]),
         cost_basis=total([i.cost_basis for i in found]) + round_money(late_cost),
         usage=period_usage(ledger, period),
-        refunds=total([i.total - i.kept for i in invoices]),
+        refunds=total([i.total - i.kept - i.short_paid for i in invoices]),
+        short_paid=total([i.short_paid for i in invoices]),
     )
     closed = invoice_id(ledger.account_id, period) in ledger.invoices
     early = sum(1 for i in invoices if is_early(i))

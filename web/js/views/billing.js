@@ -72,7 +72,7 @@ async function showReceipt(invoiceNumber, target) {
       Number(invoice.refunded) > 0 ? h("p", {}, `Refunded ${usd(invoice.refunded)}`) : null,
       Number(invoice.short_paid) > 0
         ? h("p", { "data-testid": "receipt-short-paid" },
-          `Paid ${usd(invoice.short_paid)} less than this total (a credit or discount given at the card processor)`)
+          `Paid ${usd(invoice.short_paid)} less than the amount due (a credit or discount given at the card processor)`)
         : null,
       Number(invoice.charged_back) > 0 ? h("p", {}, `Charged back by the card's bank ${usd(invoice.charged_back)}`) : null,
       invoice.method === "crypto" && invoice.status !== "paid"
