@@ -1231,12 +1231,14 @@ def _attempt(obj: dict[str, Any]) -> int | None:
 def _failed_markers(invoice: InvoiceRecord, event: _StripeEvent) -> tuple[str, ...]:
     """The markers of the ``PaymentFailed`` alert this failed or action-required event announces (the first names
     the alert: ``payment-failed:<what follows the prefix>``), or none when its attempt is announced already
-    (D348). One payment attempt needing 3-D Secure brings both events (other ids, any order): announced once
-    per (Stripe invoice, ``attempt_count``) - ``payment_failed:<in_...>:<n>``. The action-required wording wins: it
-    tells the customer what to do. First, it is the attempt's one alert, marked for both (the failed event after it
-    adds nothing); after the failed one, it adds one alert (``...:<n>:action_required``). Without an
-    ``attempt_count``, one alert per event id (``payment_failed:<evt_...>``), the marker of every alert before
-    D348: an event announced under it is not announced again."""
+    (D348). One payment attempt needing 3-D Secure brings both events (other ids, any order), announced per
+    (Stripe invoice, ``attempt_count``) and the event's own kind: the failed event's alert is always
+    ``payment_failed:<in_...>:<n>``, the action-required event's always ``...:<n>:action_required`` - so two
+    deliveries handled at once, or a marker write lost after the publish, cost at most one extra alert, never the
+    one that says what to do under an id already sent (D348 amended). The action-required wording wins as a
+    shortcut read from what is marked: announced first, it marks both, and the failed event after it adds nothing.
+    Without an ``attempt_count``, one alert per event id (``payment_failed:<evt_...>``), the marker of every alert
+    before D348: an event announced under it is not announced again."""
     announced = invoice.announced
     legacy = f"{_FAILED_MARKER}{event.id}"
     attempt, stripe_id = _attempt(event.obj), _ref(event.obj.get("id"))
@@ -1250,7 +1252,7 @@ def _failed_markers(invoice: InvoiceRecord, event: _StripeEvent) -> tuple[str, .
         return () if marker in announced else (marker,)
     if action in announced:
         return ()
-    return (action,) if marker in announced else (marker, action)
+    return (action,) if marker in announced else (action, marker)
 
 
 def _invoice_event(
