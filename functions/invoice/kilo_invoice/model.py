@@ -17,6 +17,13 @@ class InvoiceNotFoundError(LookupError):
     """A processor event or an operator command names an invoice we do not have."""
 
 
+class StripeModeMismatchError(RuntimeError):
+    """A stored Stripe event of the other mode than the stage's (``STRIPE_LIVEMODE``): not applied, and not dropped
+    either - the setting may be what is wrong (a stack upgraded without ``StripeLiveMode``), and ingest answered
+    Stripe 200, so nothing would send it again. Left to the queue: redelivered, dead-lettered, redriven once the
+    setting is right (D349 amended)."""
+
+
 class NoteWaiting(NamedTuple):
     """A credit note left pending because the processor refused its step as ours to fix (D330), and why."""
 
