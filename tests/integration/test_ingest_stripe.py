@@ -399,8 +399,9 @@ def test_given_a_signed_event_of_the_other_mode_or_a_connect_account_then_400_na
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """A test-mode endpoint's secret among the live secrets (or a Connect endpoint's) signs events whose metadata may
-    name our invoices: refused with a 400 saying why (Stripe shows it on that endpoint and retries it, so an
-    expected mode set wrong loses nothing once fixed), never stored or handed on; counted (``StripeEventForeign``)."""
+    name our invoices: refused with a 400 saying why (Stripe shows it on that endpoint and retries it: a mode set
+    wrong and fixed within Stripe's retries - 3 days for a live event, a few hours in test mode - loses nothing),
+    never stored or handed on; counted (``StripeEventForeign``)."""
     assert stack.template.parameters["StripeLiveMode"] == "false"
     body = _event(stripe_resources, **envelope)
     capsys.readouterr()
