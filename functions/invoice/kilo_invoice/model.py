@@ -80,6 +80,6 @@ class EventOutcome:
     # what an operator has to look at (D343, D344): an event of a Stripe invoice other than ours
     # not applied, a revision of ours asking another amount, a payment short of what ours asks; the handler alarms it
     attention: str | None = None
-    # why the event is not ours to apply at all (D349): of the other mode than the stage's, or of a Stripe
-    # Connect account; the handler alarms it
+    # why the event is not ours to apply at all (D349): of a Stripe Connect account; the handler alarms it (one of the
+    # other mode than the stage's raises ``StripeModeMismatchError`` instead: kept for a redrive)
     foreign: str | None = None
