@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import zlib
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -17,8 +18,10 @@ from typing import Any
 import pytest
 import time_machine
 
+from kilo_billing.observability import logger
 from kilo_dev.apigw import http_api_event
 from kilo_webhook_ingest import stripe_handler
+from kilo_webhook_ingest.http import SERVICE
 from tests.conftest import STRIPE_SECRETS, LambdaContext, Stack, _clear_caches, recreate_table
 from tests.integration.test_ingest_livekit import emitted_metrics
 
@@ -396,8 +399,9 @@ def test_given_a_signed_event_of_the_other_mode_or_a_connect_account_then_400_na
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """A test-mode endpoint's secret among the live secrets (or a Connect endpoint's) signs events whose metadata may
-    name our invoices: refused with a 400 saying why (Stripe shows it on that endpoint and retries it, so an
-    expected mode set wrong loses nothing once fixed), never stored or handed on; counted (``StripeEventForeign``)."""
+    name our invoices: refused with a 400 saying why (Stripe shows it on that endpoint and retries it: a mode set
+    wrong and fixed within Stripe's retries - 3 days for a live event, a few hours in test mode - loses nothing),
+    never stored or handed on; counted (``StripeEventForeign``)."""
     assert stack.template.parameters["StripeLiveMode"] == "false"
     body = _event(stripe_resources, **envelope)
     capsys.readouterr()
@@ -408,6 +412,20 @@ def test_given_a_signed_event_of_the_other_mode_or_a_connect_account_then_400_na
     assert delivered(stack, probe) == []
     counted = emitted_metrics(capsys)
     assert (counted.get("StripeEventForeign"), counted.get("WebhookRejected")) == (1, 1)  # the alarm's metric
+
+
+def test_given_a_signed_event_of_the_other_mode_refused_then_its_error_log_names_the_event(
+    stack: Stack, lambda_context: LambdaContext, stripe_resources: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The operator alarmed on ``StripeEventForeign`` finds the refused event by its id in the ERROR line (the event
+    id is known once the envelope is read, before the mode is checked), and the line says which setting decides."""
+    body = _event(stripe_resources, livemode=True)
+    assert post(body, signed(body), lambda_context)[0] == 400
+    [record] = [record for record in caplog.records if record.levelno >= logging.ERROR]
+    error = json.loads(logger(SERVICE).registered_formatter.format(record))  # the line as CloudWatch gets it
+    assert error["stripe_event_id"] == EVENT_ID
+    assert "live-mode event where this stage takes test-mode events" in error["reason"]
+    assert "StripeLiveMode" in error["reason"]
 
 
 def test_given_a_live_mode_endpoint_then_live_events_are_stored_and_test_mode_ones_refused(

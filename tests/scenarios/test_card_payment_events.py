@@ -8,18 +8,27 @@ from __future__ import annotations
 import copy
 import json
 from dataclasses import replace
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
+from kilo_alerts.catalogue import alert_from_event
+from kilo_alerts.logic import deliver_alert
+from kilo_billing.accounts import AccountProfile
+from kilo_billing.contracts import PaymentFailedV1
 from kilo_billing.invoicing import InvoiceStatus
+from kilo_billing.rating import TierChange
 from kilo_billing.stripe_events import StripeEventRecord
 from kilo_dev.stripe_emulator import load_fixtures
 from kilo_invoice.logic import apply_stripe_event, refund_invoice
 from kilo_invoice.model import InvoiceNotFoundError
 from kilo_invoice.ports import GatewayUnavailableError
+from tests.fakes import InMemoryAccountDirectory
 from tests.scenarios.test_invoicing import APR, MAR, World, at, team_with_march_overage
+from tests.unit.alerts_fakes import InMemoryLedger, ScriptedMailer, ScriptedTexter
+from tests.unit.test_alerts_logic import POLICY, T0
 
 FIXTURES = load_fixtures()
 
@@ -494,12 +503,13 @@ def test_given_3ds_needed_when_action_required_then_payment_failed_arrive_for_on
     for key in (action, failed, action, failed):  # both, then both redelivered
         _apply(world, events, key)
     assert world.store.invoices["acme/2026-03"].status is InvoiceStatus.PAYMENT_FAILED
-    assert _failed_alerts(world) == [(f"payment-failed:{gateway_id}:1", "action_required")]
+    # the action-required event's alert id is its own kind's (":action_required"), whichever came first
+    assert _failed_alerts(world) == [(f"payment-failed:{gateway_id}:1:action_required", "action_required")]
     retry = events.add("evt_pf2", "invoice.payment_failed", _attempt(world, 2))
     _apply(world, events, retry)
     _apply(world, events, retry)  # redelivered
     assert _failed_alerts(world) == [
-        (f"payment-failed:{gateway_id}:1", "action_required"),
+        (f"payment-failed:{gateway_id}:1:action_required", "action_required"),
         (f"payment-failed:{gateway_id}:2", "payment_failed"),
     ]
     alert = next(d for t, d in world.bus.events if t == "PaymentFailed.v1")
@@ -522,6 +532,104 @@ def test_given_3ds_needed_when_payment_failed_arrives_first_then_the_action_requ
     assert _failed_alerts(world) == [
         (f"payment-failed:{gateway_id}:1", "payment_failed"),
         (f"payment-failed:{gateway_id}:1:action_required", "action_required"),
+    ]
+
+
+def _one_attempt_failed_and_needing_action(world: World) -> tuple[Events, tuple[str, str], tuple[str, str]]:
+    """March's 65.20 (29.00 fee + 7.20 overage + 29.00 April in advance) closed; attempt 1 needing 3-D Secure
+    brings ``invoice.payment_failed`` (evt_pf1) and ``invoice.payment_action_required`` (evt_ar1)."""
+    assert world.close("acme", MAR).total == Decimal("65.20")
+    events = Events()
+    failed = events.add("evt_pf1", "invoice.payment_failed", _attempt(world, 1))
+    action = events.add("evt_ar1", "invoice.payment_action_required", _attempt(world, 1))
+    return events, failed, action
+
+
+def _failed_then_action_at_once(world: World) -> None:
+    """The payment queue runs two deliveries at once (MaximumConcurrency 2): the action-required event is handled
+    between the failed event's publish and its marker write, so it reads the invoice with nothing announced."""
+    events, failed, action = _one_attempt_failed_and_needing_action(world)
+    publish, ran = world.bus.publish, []
+
+    def publish_then_the_other_worker(detail_type: str, detail: Any) -> None:
+        publish(detail_type, detail)
+        if not ran:
+            ran.append(detail_type)
+            _apply(world, events, action)
+
+    world.bus.publish = publish_then_the_other_worker  # type: ignore[method-assign]
+    _apply(world, events, failed)
+    world.bus.publish = publish  # type: ignore[method-assign]
+    for key in (failed, action):  # both redelivered later: nothing more
+        _apply(world, events, key)
+
+
+def test_given_3ds_failed_and_action_required_handled_at_once_then_the_action_alert_keeps_its_own_id(
+    world: World,
+) -> None:
+    """D348 amended (review): neither event saw the other's marker, so each is announced - under the id of its own
+    kind. Before, the action-required alert reused ``...:1`` (the id the "declined" alert took) and the alerts
+    function, which sends each key once, dropped the one telling the customer what to do."""
+    _failed_then_action_at_once(world)
+    gateway_id = world.store.invoices["acme/2026-03"].gateway_id
+    assert _failed_alerts(world) == [
+        (f"payment-failed:{gateway_id}:1", "payment_failed"),
+        (f"payment-failed:{gateway_id}:1:action_required", "action_required"),
+    ]
+
+
+def test_given_the_failed_alerts_marker_write_lost_then_the_action_required_alert_still_goes_out(
+    world: World,
+) -> None:
+    """The failed event's alert is published, its marker write times out (the SQS message comes again later); the
+    action-required event then publishes under its own id, and the failed event's redelivery adds nothing."""
+    events, failed, action = _one_attempt_failed_and_needing_action(world)
+    gateway_id = world.store.invoices["acme/2026-03"].gateway_id
+    publish, update = world.bus.publish, world.store.update_invoice
+    published: list[str] = []
+
+    def publish_and_note(detail_type: str, detail: Any) -> None:
+        publish(detail_type, detail)
+        published.append(detail_type)
+
+    def update_failing_once_after_the_publish(*args: Any, **kwargs: Any) -> Any:
+        if published == ["PaymentFailed.v1"]:
+            published.append("marker write timed out")
+            raise TimeoutError("ledger write timed out")
+        return update(*args, **kwargs)
+
+    world.bus.publish = publish_and_note  # type: ignore[method-assign]
+    world.store.update_invoice = update_failing_once_after_the_publish  # type: ignore[method-assign]
+    with pytest.raises(TimeoutError):
+        _apply(world, events, failed)
+    assert world.store.invoices["acme/2026-03"].announced == {"issued"}  # the failed alert's marker never landed
+    _apply(world, events, action)
+    _apply(world, events, failed)  # the redelivery
+    assert _failed_alerts(world) == [
+        (f"payment-failed:{gateway_id}:1", "payment_failed"),
+        (f"payment-failed:{gateway_id}:1:action_required", "action_required"),
+    ]
+
+
+def test_given_both_alerts_of_a_3ds_race_delivered_then_the_customer_is_told_to_complete_the_payment(
+    world: World,
+) -> None:
+    """Both alerts of the race above through the alerts function's delivery (one send per key): the text saying
+    what to do goes out, after the "declined" one. 65.20 asked: "$65.20"."""
+    _failed_then_action_at_once(world)
+    signup = (TierChange(datetime(2026, 1, 1, tzinfo=UTC), "team"),)
+    people = InMemoryAccountDirectory(
+        AccountProfile("acme", signup, name="Ada", email="ada@example.com", phone="+14155550100", phone_verified=True)
+    )
+    ledger, mailer, texter = InMemoryLedger(), ScriptedMailer(), ScriptedTexter()
+    alerts = [(t, d) for t, d in world.bus.events if t == PaymentFailedV1.DETAIL_TYPE]
+    for n, (detail_type, detail) in enumerate(alerts):
+        deliver_alert(alert_from_event(detail_type, detail), people, ledger, mailer, texter, POLICY, T0 + n)
+    assert [text for _, text in texter.sent] == [
+        "Kilo: your payment of $65.20 was declined. Pay the invoice or update your card in your Kilo dashboard. "
+        "Reply STOP to opt out",
+        "Kilo: your payment of $65.20 needs your confirmation. Complete the payment in your Kilo dashboard. "
+        "Reply STOP to opt out",
     ]
 
 

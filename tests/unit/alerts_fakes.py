@@ -160,6 +160,25 @@ class InMemoryOperatorLedger:
         self.items[(account_id, kind, key)] = ("retry", now_ms)
 
 
+class InMemoryPaymentSignals:
+    """``PaymentSignals`` in memory: each account's failed payments once per event id, with its time (the DynamoDB
+    adapter's conditional put), and the accounts paying with each card or wallet."""
+
+    def __init__(self) -> None:
+        self.failures: dict[str, dict[str, int]] = {}
+        self.methods: dict[tuple[str, str], set[str]] = {}
+
+    def record_failure(self, account_id: str, event_id: str, at_ms: int) -> list[int]:
+        kept = self.failures.setdefault(account_id, {})
+        kept.setdefault(event_id, at_ms)
+        return sorted(kept.values())
+
+    def record_method(self, account_id: str, method: str, fingerprint: str, at_ms: int) -> list[str]:
+        accounts = self.methods.setdefault((method, fingerprint), set())
+        accounts.add(account_id)
+        return sorted(accounts)
+
+
 AUDIO_ONLY_SOURCES = ("microphone",)
 
 

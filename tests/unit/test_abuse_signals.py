@@ -12,14 +12,21 @@ import pytest
 
 from kilo_alerts import abuse
 from kilo_alerts.abuse import AbuseThresholds, Signal
-from kilo_alerts.operator import OperatorAlertFailedError, OperatorPolicy, OperatorPorts, flag, on_payment_failed
+from kilo_alerts.operator import (
+    Announced,
+    OperatorAlertFailedError,
+    OperatorPolicy,
+    OperatorPorts,
+    flag,
+    on_payment_failed,
+)
 from kilo_alerts.ports import SendFailedError
 from kilo_billing.accounts import AccountProfile, ProfileChangedError, set_status
 from kilo_billing.catalog import default_catalog
 from kilo_billing.rating import TierChange
 from kilo_billing.usage_signals import OpenSession, SessionStart
 from tests.fakes import InMemoryAccountDirectory
-from tests.unit.alerts_fakes import InMemoryOperatorLedger
+from tests.unit.alerts_fakes import InMemoryOperatorLedger, InMemoryPaymentSignals
 
 T = AbuseThresholds()
 NOW = datetime(2026, 11, 15, tzinfo=UTC)  # 14 of November's 30 days elapsed
@@ -262,33 +269,30 @@ def test_given_the_profile_changing_on_every_save_then_the_flag_is_released_and_
     assert p.ledger.claim("free-1", "abuse_connection_storm", STORM.key, NOW_MS + 1, 60_000)  # released
 
 
-class RecordedPayments(NoPayments):
-    """The failed payments recorded, once per key (the adapter's conditional put)."""
-
-    def __init__(self) -> None:
-        self.failures: dict[str, int] = {}
-
-    def record_failure(self, account_id: str, event_id: str, at_ms: int) -> list[int]:
-        self.failures.setdefault(event_id, at_ms)
-        return sorted(self.failures.values())
-
-
-def test_given_one_attempts_failed_and_then_action_required_alerts_then_one_failed_payment_is_counted() -> None:
-    """D348: a 3-D Secure attempt whose failed event came first is announced twice (the second says what to
-    do); the abuse count counts payment attempts: ``in_1:1`` and ``in_1:1:action_required`` are one, ``in_1:2``
-    another - 2 failed payments, below the 3 that flag."""
+def test_given_one_attempts_failed_and_action_required_alerts_then_one_failed_payment_is_counted() -> None:
+    """D348 (amended, review): attempt 1 of a 3-D Secure payment announced twice (failed, then action-required:
+    ``in_1:1`` and ``in_1:1:action_required``), attempt 2 once (``in_1:2:action_required``): 2 failed payments,
+    below the 3 in 30 days that flag - no flag, the operator told nothing. Attempt 3 (``in_1:3``) is the third:
+    flagged once."""
     directory = InMemoryAccountDirectory()
     directory.register(profile("acct-1"))
-    payments = RecordedPayments()
-    operator = OperatorPorts(InMemoryOperatorLedger(), Notifier(), directory, payments)
-    for suffix in ("in_1:1", "in_1:1:action_required", "in_1:2"):
+    payments, notifier = InMemoryPaymentSignals(), Notifier()
+    operator = OperatorPorts(InMemoryOperatorLedger(), notifier, directory, payments)
+
+    def alert(suffix: str) -> list[Announced]:
         detail = {
             "event_id": f"payment-failed:{suffix}",
             "account_id": "acct-1",
             "invoice_id": "acct-1/2026-11",
             "total": "29.00",
-            "reason": "payment_failed",
+            "reason": "action_required" if suffix.endswith(":action_required") else "payment_failed",
             "occurred_at": "2026-11-15T10:00:00+00:00",
         }
-        on_payment_failed(detail, operator, policy(auto_hold=False), NOW_MS)
-    assert sorted(payments.failures) == ["payment-failed:in_1:1", "payment-failed:in_1:2"]
+        return on_payment_failed(detail, operator, policy(auto_hold=False), NOW_MS)
+
+    for suffix in ("in_1:1", "in_1:1:action_required", "in_1:2:action_required"):
+        assert alert(suffix) == []
+    assert sorted(payments.failures["acct-1"]) == ["payment-failed:in_1:1", "payment-failed:in_1:2"]
+    assert (notifier.sent, operator.ledger.items) == ([], {})  # 2 < 3: no flag
+    assert [found.outcome for found in alert("in_1:3")] == ["sent"]  # 3 failed payments in 30 days
+    assert "Observed: 3 failed payments in the last 30 days." in notifier.sent[0][1]

@@ -1,12 +1,15 @@
-"""D349, behind ingest's refusal: a stored Stripe event of the other mode than the stage's
-(``STRIPE_LIVEMODE``) or of a Stripe Connect account - stored before ingest refused them, or put on the bus some other
-way - is never applied by the payment-status handler: done (not redelivered), logged at ERROR and counted
-``StripeEventForeign`` (alarmed); its metadata naming our invoice changes nothing."""
+"""D349, behind ingest's refusal: a stored Stripe event the payment-status handler must not apply as it stands.
+Of a Stripe Connect account: never applied, done (not redelivered), logged at ERROR and counted ``StripeEventForeign``
+(alarmed). Of the other mode than the stage's (``STRIPE_LIVEMODE``) - stored before ingest refused them, or by a
+stage whose setting was wrong or changed - not applied either, but reported failed (D349 amended, review): the queue
+redelivers it and then dead-letters it (alarmed), to be redriven once the setting is right; acked, it was lost, as
+ingest had answered Stripe 200. Its metadata naming our invoice changes nothing meanwhile."""
 
 from __future__ import annotations
 
 import copy
 import json
+import logging
 from types import SimpleNamespace
 from typing import Any
 
@@ -50,33 +53,63 @@ def _handled(world: World, monkeypatch: pytest.MonkeyPatch, stage_livemode: bool
     return payment_handler.lambda_handler({"Records": [message]}, LambdaContext())  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(
-    ("stage_livemode", "envelope"),
-    [
-        (True, {"livemode": False}),  # a test-mode event reaching the live stage
-        (False, {"livemode": True}),  # a live event reaching a test stage
-        (False, {"livemode": False, "account": "acct_1Connected"}),  # a Connect account's event
-    ],
-)
-def test_given_an_event_of_the_other_mode_or_a_connect_account_when_handled_then_not_applied_and_alarmed(
-    monkeypatch: pytest.MonkeyPatch,
-    capfd: pytest.CaptureFixture[str],
-    caplog: pytest.LogCaptureFixture,
-    stage_livemode: bool,
-    envelope: dict[str, Any],
+def test_given_an_event_of_a_connect_account_when_handled_then_done_not_applied_and_alarmed(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     world = team_with_march_overage()
     march = world.close("acme", MAR)
     world.gateway.settle(march.invoice_id, paid=True)
     bus = list(world.bus.events)
     capfd.readouterr()
-    assert _handled(world, monkeypatch, stage_livemode, envelope) == {"batchItemFailures": []}  # done
+    envelope = {"livemode": False, "account": "acct_1Connected"}
+    assert _handled(world, monkeypatch, False, envelope) == {"batchItemFailures": []}  # done
     assert world.store.invoices[march.invoice_id].status is InvoiceStatus.OPEN  # 65.20 still asked, not paid
     assert world.bus.events == bus
-    assert _errors(caplog) == ["Stripe event of another mode or a Connect account: not applied"]
+    assert _errors(caplog) == ["Stripe event of a Connect account: not applied"]
+    reason = next(r for r in caplog.records if r.levelno >= logging.ERROR).__dict__["reason"]
+    assert "acct_1Connected" in reason
+    assert "endpoint" not in reason  # ingest's wording: this function is no endpoint
     counted = _metrics(capfd.readouterr().out)
     assert counted.get(Metric.STRIPE_EVENT_FOREIGN.value) == 1
     assert Metric.PAYMENT_EVENT_APPLIED.value not in counted
+
+
+@pytest.mark.parametrize(
+    ("stage_livemode", "livemode", "said"),
+    [
+        (True, False, "test-mode event where this stage takes live-mode events"),  # a test event, live stage
+        (False, True, "live-mode event where this stage takes test-mode events"),  # upgraded without StripeLiveMode
+    ],
+)
+def test_given_an_event_of_the_other_mode_when_handled_then_not_applied_failed_for_redrive_and_alarmed(
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    stage_livemode: bool,
+    livemode: bool,
+    said: str,
+) -> None:
+    """A live ``invoice.paid`` stored (Stripe answered 200) before a stack upgraded without ``StripeLiveMode=true``
+    handles it: left on the queue (redelivered, then dead-lettered: alarmed), not dropped. Redriven once the
+    setting is right, it applies: March's 65.20 (29.00 fee + 7.20 overage + 29.00 April) paid."""
+    world = team_with_march_overage()
+    march = world.close("acme", MAR)
+    world.gateway.settle(march.invoice_id, paid=True)
+    bus = list(world.bus.events)
+    capfd.readouterr()
+    answer = _handled(world, monkeypatch, stage_livemode, {"livemode": livemode})
+    assert answer == {"batchItemFailures": [{"itemIdentifier": "m-1"}]}  # kept: redelivered, then the DLQ
+    assert world.store.invoices[march.invoice_id].status is InvoiceStatus.OPEN  # 65.20 still asked
+    assert world.bus.events == bus
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR and r.getMessage().startswith("Stripe event")]
+    assert [r.getMessage() for r in errors] == ["Stripe event of the other mode than the stage's: kept for redrive"]
+    assert said in errors[0].__dict__["reason"]
+    counted = _metrics(capfd.readouterr().out)
+    assert counted.get(Metric.STRIPE_EVENT_FOREIGN.value) == 1
+    assert Metric.PAYMENT_EVENT_APPLIED.value not in counted
+    # the setting fixed, the message redriven from the DLQ
+    assert _handled(world, monkeypatch, livemode, {"livemode": livemode}) == {"batchItemFailures": []}
+    assert world.store.invoices[march.invoice_id].status is InvoiceStatus.PAID
 
 
 @pytest.mark.parametrize("livemode", [True, False])

@@ -64,8 +64,16 @@ from kilo_billing.money import ZERO, is_whole_cents, money_str, round_money, tot
 from kilo_billing.periods import Period
 from kilo_billing.progressive import invoice_early
 from kilo_billing.publisher import EventPublisher
-from kilo_billing.stripe_events import foreign
-from kilo_invoice.model import CloseDeps, CloseOutcome, DraftVoided, EventOutcome, InvoiceNotFoundError, NoteWaiting
+from kilo_billing.stripe_events import LIVEMODE_MISMATCH, foreign
+from kilo_invoice.model import (
+    CloseDeps,
+    CloseOutcome,
+    DraftVoided,
+    EventOutcome,
+    InvoiceNotFoundError,
+    NoteWaiting,
+    StripeModeMismatchError,
+)
 from kilo_invoice.ports import (
     GATEWAY_MAX_LINES,
     REFUND_METADATA,
@@ -741,10 +749,10 @@ class _StripeEvent:
         obj = dict(event["data"]["object"])
         return cls(str(event["id"]), str(event["type"]), obj, at, event.get("livemode"), event.get("account"))
 
-    def foreign(self, livemode: bool) -> str | None:
-        """Why the event is not ours to apply in a stage taking ``livemode`` events (D349), if it is not."""
-        refused = foreign({"livemode": self.livemode, "account": self.account}, livemode)
-        return None if refused is None else refused[1]
+    def foreign(self, livemode: bool) -> tuple[str, str] | None:
+        """Why the event is not ours to apply in a stage taking ``livemode`` events (D349), if it is not: its code
+        and the words."""
+        return foreign({"livemode": self.livemode, "account": self.account}, livemode)
 
     def outcome(self, invoice_id: str | None, changed: bool, published: tuple[str, ...] = ()) -> EventOutcome:
         return EventOutcome(self.id, self.type, invoice_id, changed, published)
@@ -849,15 +857,19 @@ def apply_stripe_event(
     customer saved last its default for invoices (Checkout attaches it but does not make it the default); a repeat
     or an older session's event arriving late sets the same, latest card (docs/decisions.md).
 
-    With ``livemode`` (the stage's mode), an event of the other mode or of a Stripe Connect account is not applied
-    (``foreign`` says why, D349)."""
+    With ``livemode`` (the stage's mode), an event of a Stripe Connect account is not applied (``foreign`` says why,
+    D349), and one of the other mode raises ``StripeModeMismatchError``: kept on the queue for a redrive, as the
+    stage's setting may be what is wrong (D349 amended)."""
     record = events.get(pk, sk)
     if record is None:
         raise InvoiceNotFoundError(f"stripe event {pk}/{sk} is not stored")
     event = _StripeEvent.parse(record.body)
-    foreign = event.foreign(livemode) if livemode is not None else None
-    if foreign is not None:  # ingest refuses these; one stored before, or put on the bus otherwise, is not applied
-        return replace(event.outcome(None, False), foreign=foreign)
+    refused = event.foreign(livemode) if livemode is not None else None
+    if refused is not None:  # ingest refuses these; one stored before, or put on the bus otherwise, is not applied
+        code, said = refused
+        if code == LIVEMODE_MISMATCH:  # the setting may be wrong, not the event: failed, dead-lettered, redriven
+            raise StripeModeMismatchError(said)
+        return replace(event.outcome(None, False), foreign=said)
     if event.type == "payment_method.attached":
         return _card_attached(publisher, gateway, event, now)
     if event.type == "checkout.session.completed":
@@ -1297,12 +1309,14 @@ def _attempt(obj: dict[str, Any]) -> int | None:
 def _failed_markers(invoice: InvoiceRecord, event: _StripeEvent) -> tuple[str, ...]:
     """The markers of the ``PaymentFailed`` alert this failed or action-required event announces (the first names
     the alert: ``payment-failed:<what follows the prefix>``), or none when its attempt is announced already
-    (D348). One payment attempt needing 3-D Secure brings both events (other ids, any order): announced once
-    per (Stripe invoice, ``attempt_count``) - ``payment_failed:<in_...>:<n>``. The action-required wording wins: it
-    tells the customer what to do. First, it is the attempt's one alert, marked for both (the failed event after it
-    adds nothing); after the failed one, it adds one alert (``...:<n>:action_required``). Without an
-    ``attempt_count``, one alert per event id (``payment_failed:<evt_...>``), the marker of every alert before
-    D348: an event announced under it is not announced again."""
+    (D348). One payment attempt needing 3-D Secure brings both events (other ids, any order), announced per
+    (Stripe invoice, ``attempt_count``) and the event's own kind: the failed event's alert is always
+    ``payment_failed:<in_...>:<n>``, the action-required event's always ``...:<n>:action_required`` - so two
+    deliveries handled at once, or a marker write lost after the publish, cost at most one extra alert, never the
+    one that says what to do under an id already sent (D348 amended). The action-required wording wins as a
+    shortcut read from what is marked: announced first, it marks both, and the failed event after it adds nothing.
+    Without an ``attempt_count``, one alert per event id (``payment_failed:<evt_...>``), the marker of every alert
+    before D348: an event announced under it is not announced again."""
     announced = invoice.announced
     legacy = f"{_FAILED_MARKER}{event.id}"
     attempt, stripe_id = _attempt(event.obj), _ref(event.obj.get("id"))
@@ -1316,7 +1330,7 @@ def _failed_markers(invoice: InvoiceRecord, event: _StripeEvent) -> tuple[str, .
         return () if marker in announced else (marker,)
     if action in announced:
         return ()
-    return (action,) if marker in announced else (marker, action)
+    return (action,) if marker in announced else (action, marker)
 
 
 def _invoice_event(

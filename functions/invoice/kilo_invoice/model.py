@@ -17,6 +17,13 @@ class InvoiceNotFoundError(LookupError):
     """A processor event or an operator command names an invoice we do not have."""
 
 
+class StripeModeMismatchError(RuntimeError):
+    """A stored Stripe event of the other mode than the stage's (``STRIPE_LIVEMODE``): not applied, and not dropped
+    either - the setting may be what is wrong (a stack upgraded without ``StripeLiveMode``), and ingest answered
+    Stripe 200, so nothing would send it again. Left to the queue: redelivered, dead-lettered, redriven once the
+    setting is right (D349 amended)."""
+
+
 class NoteWaiting(NamedTuple):
     """A credit note left pending because the processor refused its step as ours to fix (D330), and why."""
 
@@ -73,6 +80,6 @@ class EventOutcome:
     # what an operator has to look at (D343, D344): an event of a Stripe invoice other than ours
     # not applied, a revision of ours asking another amount, a payment short of what ours asks; the handler alarms it
     attention: str | None = None
-    # why the event is not ours to apply at all (D349): of the other mode than the stage's, or of a Stripe
-    # Connect account; the handler alarms it
+    # why the event is not ours to apply at all (D349): of a Stripe Connect account; the handler alarms it (one of the
+    # other mode than the stage's raises ``StripeModeMismatchError`` instead: kept for a redrive)
     foreign: str | None = None

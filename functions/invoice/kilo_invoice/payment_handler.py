@@ -9,8 +9,10 @@ leaves the event applied, logged at ERROR and counted (``StripeMisconfigured``, 
 and then failed is logged at ERROR and counted (``RefundFailed``, alarmed: D340). An event an operator
 has to look at - of a Stripe invoice other than ours (not applied), of a revision of ours asking another amount, a
 payment short of what ours asks - is logged at ERROR and counted (``PaymentEventNeedsOperator``, alarmed:
-D343, D344). An event of the other mode than the stage's (``STRIPE_LIVEMODE``) or of a Stripe Connect account is not
-applied, logged at ERROR and counted (``StripeEventForeign``, alarmed: D349).
+D343, D344). An event of a Stripe Connect account is not applied, logged at ERROR and counted
+(``StripeEventForeign``, alarmed: D349); one of the other mode than the stage's (``STRIPE_LIVEMODE``) is not applied
+either, logged and counted alike, and reported failed: redelivered, dead-lettered, redriven once the setting is right
+(D349 amended).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from kilo_billing import observability
 from kilo_billing.observability import Metric, count
 from kilo_invoice import dependencies
 from kilo_invoice.logic import apply_stripe_event
-from kilo_invoice.model import EventOutcome, InvoiceNotFoundError
+from kilo_invoice.model import EventOutcome, InvoiceNotFoundError, StripeModeMismatchError
 
 SERVICE = "invoice-payments"
 logger = observability.logger(SERVICE)
@@ -48,9 +50,14 @@ def _record(record: SQSRecord) -> None:
         count(SERVICE, Metric.PAYMENT_EVENT_IGNORED)
         logger.warning("Stripe event about nothing of ours; ignored", extra={"reason": str(exc)[:200]})
         return
-    if outcome.foreign is not None:  # never ours to apply: a webhook secret or endpoint is misconfigured
-        said = "Stripe event of another mode or a Connect account: not applied"
-        _operator(Metric.STRIPE_EVENT_FOREIGN, said, outcome, outcome.foreign[:300])
+    except StripeModeMismatchError as exc:  # StripeLiveMode wrong, or a secret of the other mode: kept, alarmed
+        count(SERVICE, Metric.STRIPE_EVENT_FOREIGN)
+        logger.error("Stripe event of the other mode than the stage's: kept for redrive", extra={"reason": str(exc)})
+        raise
+    if outcome.foreign is not None:  # never ours to apply: a Connect endpoint's secret is configured at ingest
+        _operator(
+            Metric.STRIPE_EVENT_FOREIGN, "Stripe event of a Connect account: not applied", outcome, outcome.foreign
+        )
         return
     if outcome.misconfigured is not None:  # the event is done; every later Stripe call fails the same way
         said = "Stripe misconfigured: payments lookup failed; event applied without them"

@@ -6,8 +6,9 @@ from __future__ import annotations
 from datetime import timedelta
 from functools import cache
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
+from kilo_billing.events import stage_livemode
 from kilo_billing.settings import FunctionSettings
 
 
@@ -25,9 +26,14 @@ class InvoiceSettings(FunctionSettings):
     stripe_api_key_secret_name: str = ""
     # the stage's Stripe mode (the template's StripeLiveMode): the payment-status handler applies no event of the
     # other mode nor of a Stripe Connect account (D349)
-    stripe_livemode: bool = False
+    stripe_livemode: bool = False  # exactly "true" or "false", as ingest reads it (``stage_livemode``)
     stripe_automatic_tax: bool = False  # Stripe Tax on invoices (the customer's address comes from Checkout)
     stripe_max_network_retries: int = Field(default=2, ge=0, le=5)
+
+    @field_validator("stripe_livemode", mode="before")
+    @classmethod
+    def _stage_livemode(cls, value: object) -> object:
+        return stage_livemode(value) if isinstance(value, str) else value
 
     @property
     def grace(self) -> timedelta:

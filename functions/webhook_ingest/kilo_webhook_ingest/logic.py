@@ -335,8 +335,10 @@ def ingest_stripe(
         settings.stripe_tolerance_seconds,
         now_ms // 1000,
     )
-    record = stripe_webhook.parse_event(request.body, now_ms, settings.stripe_livemode)
-    annotate(stripe_event_id=record.event_id)
+    # the event id on the log lines from here: a refused event's ERROR line names it (D349)
+    record = stripe_webhook.parse_event(
+        request.body, now_ms, settings.stripe_livemode, lambda event_id: annotate(stripe_event_id=event_id)
+    )
     item = storable(record.to_item(expires_at(now_ms, settings)), settings)
     require_time(deadline, settings, budget, "store the event")
     result = store.put_new(item)

@@ -18,7 +18,13 @@ from functools import cache
 from typing import NamedTuple
 
 from kilo_billing.aws import CallBudget
-from kilo_billing.events import DEFAULT_RAW_EVENT_TTL_DAYS, MAX_ITEM_BYTES, MIN_RAW_EVENT_TTL_DAYS
+from kilo_billing.events import (
+    DEFAULT_RAW_EVENT_TTL_DAYS,
+    MAX_ITEM_BYTES,
+    MIN_RAW_EVENT_TTL_DAYS,
+    STRIPE_LIVEMODE,
+    stage_livemode,
+)
 
 
 class SettingsError(RuntimeError):
@@ -38,13 +44,11 @@ def _int(env: dict[str, str], name: str, default: int, minimum: int) -> int:
     return value
 
 
-def _bool(env: dict[str, str], name: str, default: bool) -> bool:
-    raw = env.get(name, "").strip().lower()
-    if raw == "":
-        return default
-    if raw not in ("true", "false"):
-        raise SettingsError(f"{name} must be true or false, got {raw!r}")
-    return raw == "true"
+def _livemode(env: dict[str, str]) -> bool:
+    try:
+        return stage_livemode(env.get(STRIPE_LIVEMODE))
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from exc
 
 
 def _required(env: dict[str, str], name: str) -> str:
@@ -106,7 +110,7 @@ class IngestSettings(NamedTuple):
             max_stripe_body_bytes=_int(values, "MAX_STRIPE_BODY_BYTES", 512 * 1024, 1024),
             rate_limit_table=values.get("RATE_LIMIT_TABLE_NAME", ""),
             usage_requests_per_minute=_int(values, "USAGE_REQUESTS_PER_MINUTE", 600, 1),
-            stripe_livemode=_bool(values, "STRIPE_LIVEMODE", False),
+            stripe_livemode=_livemode(values),
         )
 
     def reserve_seconds(self, budget: CallBudget) -> float:

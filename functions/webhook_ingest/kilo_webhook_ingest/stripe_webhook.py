@@ -6,11 +6,12 @@ Stripe SDK.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Final
 
 import stripe
 
-from kilo_billing.stripe_events import StripeEventRecord, foreign
+from kilo_billing.stripe_events import CONNECT_ACCOUNT_EVENT, LIVEMODE_MISMATCH, StripeEventRecord, foreign
 from kilo_webhook_ingest import jsontext
 from kilo_webhook_ingest.model import ForeignStripeEventError, InvalidEventError, UnauthorizedError
 
@@ -54,16 +55,30 @@ def verify_signature(body: bytes, header: str | None, secrets: Sequence[str], to
     raise UnauthorizedError("bad_signature", message) from last
 
 
+# what a foreign event signed by one of our secrets says about this endpoint's configuration
+_CAUSES: Final = {
+    LIVEMODE_MISMATCH: (
+        ": a webhook secret of the other mode's endpoint is configured here, or StripeLiveMode is set wrong"
+    ),
+    CONNECT_ACCOUNT_EVENT: " (a Connect endpoint's secret is configured here)",
+}
+
+
 def check_origin(data: dict[str, object], livemode: bool) -> None:
     """Refuse an event of the other mode than this endpoint's (``livemode``) or of a Stripe Connect account
     (``stripe_events.foreign``): signed by one of our secrets all the same, it is never ours to apply."""
     refused = foreign(data, livemode)
     if refused is not None:
-        raise ForeignStripeEventError(*refused)
+        code, fact = refused
+        cause = _CAUSES.get(code, "")
+        raise ForeignStripeEventError(code, f"{fact}{cause}")
 
 
-def parse_event(body: bytes, received_at_ms: int, livemode: bool) -> StripeEventRecord:
-    """The event's envelope, of this endpoint's mode (``livemode``) and of no Connect account (``check_origin``)."""
+def parse_event(
+    body: bytes, received_at_ms: int, livemode: bool, identified: Callable[[str], None] = lambda _: None
+) -> StripeEventRecord:
+    """The event's envelope, of this endpoint's mode (``livemode``) and of no Connect account (``check_origin``).
+    ``identified`` is told the event's id once it is read, before the origin is checked: a refusal's log names it."""
     data = jsontext.loads(body, "a Stripe event")
     if not isinstance(data, dict) or data.get("object") != "event":
         raise InvalidEventError("not_a_stripe_event", "body is not a Stripe event object")
@@ -77,6 +92,7 @@ def parse_event(body: bytes, received_at_ms: int, livemode: bool) -> StripeEvent
     # bool is an int in Python: true/false are not timestamps
     if not isinstance(created, int) or isinstance(created, bool) or not 0 <= created < 2**53:
         raise InvalidEventError("missing_created", "Stripe event has no integer 'created' (unix seconds)")
+    identified(event_id)
     check_origin(data, livemode)
     return StripeEventRecord(
         event_id=event_id,

@@ -138,9 +138,10 @@ class InvoiceIssuedV1(InvoiceEventV1):
 
 class PaymentFailedV1(InvoiceEventV1):
     """The processor could not collect an invoice (declined card, or a payment needing the customer's action).
-    ``event_id``: ``payment-failed:<processor invoice id>:<attempt_count>`` - one per payment attempt, however
-    many events Stripe sends for it - and ``...:<attempt_count>:action_required`` when the attempt's action-required
-    event came after its failed one; ``payment-failed:<processor event id>`` when the event names no attempt."""
+    ``event_id``: ``payment-failed:<processor invoice id>:<attempt_count>`` for a declined attempt and
+    ``...:<attempt_count>:action_required`` for one needing the customer's action - at most one of each per payment
+    attempt, however many events Stripe sends for it (none declined after the action-required one was marked);
+    ``payment-failed:<processor event id>`` when the event names no attempt."""
 
     DETAIL_TYPE: ClassVar[str] = "PaymentFailed.v1"
 

@@ -95,6 +95,22 @@ def stripe_key(event_id: str) -> tuple[str, str]:
     return (f"stripe#{event_id}", "stripe")
 
 
+STRIPE_LIVEMODE: Final = "STRIPE_LIVEMODE"
+
+
+def stage_livemode(raw: str | None) -> bool:
+    """The stage's Stripe mode from ``STRIPE_LIVEMODE`` (the template's ``StripeLiveMode``), read the same by ingest
+    and the invoice functions (the rule it feeds is ``stripe_events.foreign``; kept here, where every ingest route
+    already loads, so the LiveKit and usage routes load no Stripe module, D127): exactly the template's AllowedValues,
+    ``true`` or ``false`` (unset or empty: ``false``, test mode); anything else raises ``ValueError`` - a function
+    refusing to start rather than guessing a mode (D349)."""
+    if raw is None or raw == "":
+        return False
+    if raw not in ("true", "false"):
+        raise ValueError(f"{STRIPE_LIVEMODE} must be true or false (the StripeLiveMode parameter), got {raw[:20]!r}")
+    return raw == "true"
+
+
 # --- size ---------------------------------------------------------------------------------------------------------
 
 
