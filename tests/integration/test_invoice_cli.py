@@ -155,7 +155,8 @@ def test_given_a_refund_the_cards_bank_returned_when_refunded_again_then_refused
     """acct-a's March 65.20 paid in two payments, 40.00 (card 1, the older) + 25.20 (card 2: 65.20 - 40.00). A refund
     of 40.00 goes to card 1 and its bank returns it (0.00 refunded, 65.20 refundable again). Refunding all again:
     only 25.20 fits card 2, the other 40.00 would go to card 1 - refused, exit 2, nothing sent, saying to return it
-    another way (before: 40.00 to card 1 again + 25.20). With ``--to-failed-card``: 25.20 + 40.00 = 65.20 refunded."""
+    another way (before: 40.00 to card 1 again + 25.20). With ``--to-failed-card``: 25.20 + 40.00 = 65.20 refunded.
+    Card 2 is another card (its own fingerprint): the rule reads the card, not the payment (D-cardfix-1)."""
     from tests.integration.test_invoice_close import _month  # noqa: PLC0415
 
     _month(invoicing)  # acct-a: team, 60,000 video minutes in March, card that pays -> 7.20 + 29.00 + 29.00 = 65.20
@@ -167,7 +168,7 @@ def test_given_a_refund_the_cards_bank_returned_when_refunded_again_then_refused
     invoicing.payments()
     gateway_id = invoicing.invoice("acct-a").gateway_id
     assert gateway_id is not None
-    first, second = invoicing.http.emulator.split_payment(gateway_id, 4000)
+    first, second = invoicing.http.emulator.split_payment(gateway_id, 4000, "pm_card_mastercard")
     capsys.readouterr()
     secret = ("--stripe-secret", invoicing.stack.template.parameters["StripeApiKeySecretName"])
     refund = ("invoice", "refund", "--account", "acct-a", "--invoice", "KB-acct-a-00001", *secret)

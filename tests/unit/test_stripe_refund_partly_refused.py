@@ -51,10 +51,14 @@ class DisputedIntent(Answering):
         return super().request(method, url, headers, post_data, **kwargs)
 
 
-def _march_paid_on_two_cards(http: DisputedIntent) -> tuple[Ledger, CloseDeps, InvoiceRecord, str, str]:
+def _march_paid_on_two_cards(
+    http: DisputedIntent, card: str | None = "pm_card_mastercard"
+) -> tuple[Ledger, CloseDeps, InvoiceRecord, str, str]:
+    """March's 65.20 paid 40.00 by the customer's visa (card 1) + 25.20 by ``card`` (card 2: another card, its own
+    fingerprint; None: the same visa again)."""
     ledger, deps, march = march_closed(http, card=True)
     assert march.gateway_id is not None
-    first, second = http.emulator.split_payment(march.gateway_id, 4000)  # 40.00 + 25.20
+    first, second = http.emulator.split_payment(march.gateway_id, 4000, card)  # 40.00 + 25.20
     return ledger, deps, march, first, second
 
 
