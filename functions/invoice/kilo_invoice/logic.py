@@ -1608,8 +1608,10 @@ def _finished_instead(
         return f"{said}: run again to refund it"
     back = min(failed, done.kept)
     return (
-        f"{said}. {money_str(back)} of it came back from refunds the card's bank returned: a new refund is not sent "
-        "to that card (refused, unless --to-failed-card) - contact the customer and return it another way"
+        f"{said}. {money_str(back)} of it came back from refunds that failed (the RefundFailed alarm names Stripe's "
+        "reason): if the card's bank returned it, a new refund is not sent to that card (refused, unless "
+        "--to-failed-card) - contact the customer and return it another way; if it failed for another reason (our "
+        "Stripe balance, a dispute), run again to refund it"
     )
 
 

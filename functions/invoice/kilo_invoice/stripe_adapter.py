@@ -387,7 +387,7 @@ class StripePaymentGateway:
         wanted = asked
         cards, bank_returned = self._returned_cards(_field_id(invoice, "customer"))
         made: list[str] = []
-        failed = 0  # cents of this request's refunds made and then failed at the card's bank (never made again)
+        undone: list[stripe.Refund] = []  # this request's refunds made and then failed or canceled (never made again)
         room: list[tuple[str, int]] = []  # (payment intent, cents left to refund on it)
         bounced: list[tuple[str, int]] = []  # the same, for payments by a card whose bank returned a refund
         for intent, paid_cents in paid:
@@ -395,7 +395,7 @@ class StripePaymentGateway:
             mine = [r for r in refunds if _metadata(r).get(META_REFUND) == refund_id]
             wanted -= sum(r.amount for r in mine)  # failed ones too: made, then failed - never made again silently
             made += [r.id for r in mine]
-            failed += sum(r.amount for r in mine if r.status in _NOT_GIVEN)
+            undone += [r for r in mine if r.status in _NOT_GIVEN]
             used = [r for r in refunds if r.status not in _NOT_GIVEN or r.id in made]  # this card's failed one too
             left = paid_cents - sum(r.amount for r in used)
             card = cards.get(intent, intent)  # a payment whose card is not known stands for itself
@@ -434,10 +434,10 @@ class StripePaymentGateway:
         except GatewayRejectedError as exc:
             if wanted >= asked:
                 raise  # nothing of it refunded: refused as a whole
-            returned = f"; {dollars(failed)} made then failed at the card's bank (not sent again)" if failed else ""
+            failed = sum(r.amount for r in undone)
             raise GatewayPartlyRefundedError(
                 f"{dollars(asked - wanted - failed)} of {dollars(asked)} refunded on {gateway_id} ({', '.join(made)})"
-                f"{returned}; the rest refused: {exc}",
+                f"{_undone_said(undone)}; the rest refused: {exc}",
                 dollars(asked - wanted),  # made at the processor, the failed part too: the failure takes it off
             ) from exc
         return ",".join(made)
@@ -540,6 +540,19 @@ def _returned_by_bank(refund: stripe.Refund) -> bool:
     """A Refund the card's bank returned: ``failed`` for one of the card's reasons (``_CARDS_BANK``; none given reads
     as ``unknown``). A failure for another reason (our balance, our request, a dispute) says nothing of the card."""
     return refund.status == "failed" and (getattr(refund, "failure_reason", None) or "unknown") in _CARDS_BANK
+
+
+def _undone_said(undone: list[stripe.Refund]) -> str:
+    """A request's own refunds made then failed (or canceled), as the partial refusal says them: at the card's bank
+    when its bank returned them all, else with Stripe's reasons."""
+    if not undone:
+        return ""
+    where = (
+        "at the card's bank"
+        if all(_returned_by_bank(r) for r in undone)
+        else f"(Stripe: {', '.join(sorted({r.failure_reason or r.status or 'failed' for r in undone}))})"
+    )
+    return f"; {dollars(sum(r.amount for r in undone))} made then failed {where} (not sent again)"
 
 
 def _card_of(charge: Any) -> str | None:
