@@ -28,6 +28,7 @@ class _Invoice:
     refunded: Decimal = Decimal(0)
     payments: list[str] = field(default_factory=list)  # the payment intents that paid it (``settle``)
     latest_revision: str | None = None  # the revision that voided it (``revise``)
+    card: str | None = None  # the card that paid it (the customer's default when settled), if any
 
 
 @dataclass
@@ -38,6 +39,8 @@ class InMemoryPaymentGateway:
     credit_notes: dict[str, tuple[str, Decimal]] = field(default_factory=dict)  # credit id -> (gateway id, amount)
     out_of_band_notes: set[str] = field(default_factory=set)  # credit ids of notes credited outside the processor
     refunds: dict[str, tuple[str, Decimal]] = field(default_factory=dict)
+    failed_refunds: dict[str, str] = field(default_factory=dict)  # refund id -> the processor's failure reason
+    returned_cards: set[str] = field(default_factory=set)  # cards (else gateway ids) whose bank returned a refund
     default_cards: dict[str, str] = field(default_factory=dict)  # customer id -> card id
     saved_cards: dict[str, list[str]] = field(default_factory=dict)  # customer id -> its cards, oldest first
     calls: list[str] = field(default_factory=list)
@@ -130,7 +133,9 @@ class InMemoryPaymentGateway:
         return credit_id
 
     def refund(self, gateway_id: str, amount: Decimal, refund_id: str, to_failed_card: bool = False) -> str:
-        # one payment, no refund the card's bank returns: ``to_failed_card`` changes nothing here
+        """As the Stripe adapter, for one payment per invoice: a request's refund made earlier (failed too) is found
+        again; a payment by a card whose bank returned a refund (``fail_refund`` with a card's reason, on any of the
+        customer's invoices) is refused before anything is made unless ``to_failed_card``."""
         self._call("refund")
         if refund_id in self.refunds:
             return refund_id
@@ -138,9 +143,30 @@ class InMemoryPaymentGateway:
         paid = sum((line.amount for line in invoice.request.lines), Decimal(0))
         if invoice.status != "paid" or amount <= 0 or invoice.refunded + amount > paid:
             raise GatewayRejectedError(f"cannot refund {amount} on {gateway_id} ({invoice.status})")
+        if (invoice.card or gateway_id) in self.returned_cards and not to_failed_card:
+            raise GatewayRejectedError(
+                f"cannot refund {amount} more on {gateway_id}: {amount} of it would go back to a card whose bank "
+                "returned a refund and would likely bounce again; the invoice has no payment by another card. "
+                "Return it another way (a bank transfer), or send it to that card again explicitly (--to-failed-card)"
+            )
         invoice.refunded += amount
         self.refunds[refund_id] = (gateway_id, amount)
         return refund_id
+
+    def fail_refund(
+        self, refund_id: str, reason: str = "expired_or_canceled_card", amount: Decimal | None = None
+    ) -> None:
+        """The processor's side of a refund made and then failed (Stripe's ``failure_reason``): its money is back,
+        the invoice's room with it; a card's reason marks the card (the adapter's ``_CARDS_BANK``). ``amount``: only
+        that part of it failed (a request Stripe made on two payments, one of them returned)."""
+        if refund_id in self.failed_refunds:
+            return
+        gateway_id, made = self.refunds[refund_id]
+        invoice = self._by_gateway_id(gateway_id)
+        invoice.refunded -= made if amount is None else amount
+        self.failed_refunds[refund_id] = reason
+        if reason in ("lost_or_stolen_card", "expired_or_canceled_card", "declined", "unknown"):
+            self.returned_cards.add(invoice.card or gateway_id)
 
     def payment_refs(self, gateway_id: str) -> tuple[str, ...]:
         self._call("payment_refs")
@@ -205,6 +231,7 @@ class InMemoryPaymentGateway:
         if not paid or invoice.status == "paid":
             return None
         invoice.status = "paid"
+        invoice.card = self.default_cards.get(invoice.request.customer_id)
         intent = self._new_id("pi")
         invoice.payments.append(intent)
         return intent

@@ -27,7 +27,7 @@ import json
 import os
 import sys
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 from rich.console import Console
 from rich.table import Table
@@ -36,6 +36,8 @@ from kilo_billing.invoicing import InvoiceRecord
 from kilo_billing.money import ZERO, money_str
 from kilo_billing.periods import Period
 from kilo_billing_cli import arguments
+
+EXIT_REFUSED = 3  # ``invoice refund``: the card processor refused it (what was made recorded first): not a typo's 2
 
 
 def add_parser(sub: Any) -> Any:
@@ -55,7 +57,9 @@ def add_parser(sub: Any) -> Any:
     show.add_argument("--account", required=True)
     show.add_argument("--period", type=arguments.period, help="one invoice, with its lines")
     refund = commands.add_parser(
-        "refund", help="refund all or part of a paid invoice (card: a Stripe refund; crypto: a refund owed)"
+        "refund",
+        help="refund all or part of a paid invoice (card: a Stripe refund; crypto: a refund owed); exit 3 when the "
+        "card processor refuses it (what it made before is recorded and said, in the JSON too)",
     )
     refund.add_argument("--account", required=True)
     refund.add_argument("--invoice", required=True, help="its number (KB-...) or id")
@@ -109,6 +113,7 @@ def _refund(args: argparse.Namespace, console: Console) -> None:
     from kilo_invoice.ports import GatewayRejectedError  # noqa: PLC0415
 
     check_account_id(args.account)
+    before: InvoiceRecord | None = None
     try:
         if args.invoice_command == "refund":
             from kilo_invoice.dependencies import close_deps  # noqa: PLC0415
@@ -116,6 +121,7 @@ def _refund(args: argparse.Namespace, console: Console) -> None:
 
             config = InvoiceSettings(usage_table_name=args.usage_table, stripe_api_key_secret_name=args.stripe_secret)
             deps = close_deps(config)
+            before = _found(deps.store.ledger(args.account).invoices.values(), args.invoice)
             invoice = refund_invoice(
                 deps.store, deps.gateway, args.account, args.invoice, args.amount, to_failed_card=args.to_failed_card
             )
@@ -128,8 +134,9 @@ def _refund(args: argparse.Namespace, console: Console) -> None:
             invoice = settle_crypto_refund(store, args.account, invoice_id, args.transaction)
     except InvoiceNotFoundError as exc:
         raise ValueError(str(exc)) from exc
-    except GatewayRejectedError as exc:  # refused for good, what was made recorded first: said, exit 2 (D340 amended)
-        raise ValueError(f"the card processor refused the refund: {exc}") from exc
+    except GatewayRejectedError as exc:  # refused for good, what was made recorded first (D329): said, exit 3
+        after = _found(deps.store.ledger(args.account).invoices.values(), args.invoice)
+        _refused(args, console, before, after, f"the card processor refused the refund: {exc}")
     summary = _summary(invoice) | {"refund_owed": money_str(invoice.refund_owed)}
     if args.json:
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
@@ -181,6 +188,37 @@ def _void_draft(args: argparse.Namespace, console: Console) -> None:
         f"close: {money_str(done.billed_again)} (fees billed ahead, invoices carried). Usage rated later for the "
         f"period is late usage on the next invoice, as before. Later closes proceed: rerun `kilo-billing invoice run`."
     )
+
+
+def _found(invoices: Any, reference: str) -> InvoiceRecord | None:
+    return next((i for i in invoices if reference in (i.invoice_id, i.number)), None)
+
+
+def _refused(
+    args: argparse.Namespace,
+    console: Console,
+    before: InvoiceRecord | None,
+    after: InvoiceRecord | None,
+    said: str,
+) -> NoReturn:
+    """A refund the card processor refused (in part): the refusal on stderr, the invoice as now stored (what this run
+    refunded: its ``refunded`` now less before) on stdout - JSON with ``--json`` - and exit ``EXIT_REFUSED``."""
+    sys.stderr.write(f"kilo-billing: {said}\n")
+    if after is not None:
+        now = after.refunded - (before.refunded if before is not None else after.refunded)
+        summary = _summary(after) | {
+            "refund_owed": money_str(after.refund_owed),
+            "refunded_by_this_run": money_str(now),
+            "refused": said,
+        }
+        if args.json:
+            sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+        else:
+            console.print(f"{after.number}: refunded {money_str(after.refunded)} ({money_str(now)} by this run), "
+                          f"total {money_str(after.total)}")  # fmt: skip
+    elif args.json:
+        sys.stdout.write(json.dumps({"refused": said}, indent=2) + "\n")
+    raise SystemExit(EXIT_REFUSED)
 
 
 def _invoice_id(invoices: Any, reference: str) -> str:

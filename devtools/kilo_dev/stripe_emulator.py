@@ -46,6 +46,10 @@ DECLINED_CARDS = frozenset({"pm_card_chargeCustomerFail"})
 MINIMUM_CHARGE_CENTS = {"usd": 50}  # Stripe's minimum charge amount per currency (docs: currencies, minimums)
 INVOICE_MAX_ITEMS = 250  # Stripe: "no more than 250 invoice items" on an invoice (changelog 2016-02-22)
 Json = dict[str, Any]
+# a test card's own details (Stripe's test cards differ by brand, last4 and fingerprint); others keep the fixture's
+CARD_DETAILS: Mapping[str, Json] = {
+    "pm_card_mastercard": {"brand": "mastercard", "last4": "4444", "fingerprint": "EmuMastercard4444"},
+}
 
 
 def load_fixtures(path: Path = FIXTURES_PATH) -> Mapping[str, Json]:
@@ -235,6 +239,7 @@ class StripeEmulator:
                 type="card",
                 metadata={"emulator_card": payment_method},
             )
+            card["card"] = {**card["card"], **CARD_DETAILS.get(payment_method, {})}
             return self._store("payment_method", card)
         card = self._get("payment_method", payment_method)
         card["customer"] = customer_id
@@ -420,9 +425,9 @@ class StripeEmulator:
         if card_id is None:
             return
         card = self._get("payment_method", card_id)
-        self._settle(invoice, paid=card["metadata"].get("emulator_card") not in DECLINED_CARDS)
+        self._settle(invoice, paid=card["metadata"].get("emulator_card") not in DECLINED_CARDS, card=card)
 
-    def _settle(self, invoice: Json, *, paid: bool) -> None:
+    def _settle(self, invoice: Json, *, paid: bool, card: Json | None = None) -> None:
         invoice["attempted"] = True
         invoice["attempt_count"] += 1
         if not paid:
@@ -460,6 +465,8 @@ class StripeEmulator:
                 payment_intent=intent["id"],
                 metadata={},
             )
+            if card is not None:  # the card that paid: the charge names it and its details (fingerprint)
+                _charged_with(charge, card)
             charge["refunds"] = {"object": "list", "data": [], "has_more": False, "url": "/v1/refunds"}
             intent["latest_charge"] = charge["id"]
             self._store("charge", charge)
@@ -479,10 +486,11 @@ class StripeEmulator:
             self._store("invoice_payment", payment)
         self._emit("invoice.paid", self._view("invoice", invoice))
 
-    def split_payment(self, invoice_id: str, first_cents: int) -> tuple[str, str]:
-        """The paid invoice paid in two payments instead of one (part by one card, the rest by another): its payment
-        keeps ``first_cents`` and a second payment intent, charge and InvoicePayment carry the rest. Returns the two
-        payment intents, oldest first."""
+    def split_payment(self, invoice_id: str, first_cents: int, card: str | None = None) -> tuple[str, str]:
+        """The paid invoice paid in two payments instead of one: its payment keeps ``first_cents`` and a second
+        payment intent, charge and InvoicePayment carry the rest - paid by the same card, or by ``card`` (a test card
+        such as ``pm_card_mastercard``, attached to the customer: its own payment method and fingerprint). Returns the
+        two payment intents, oldest first."""
         with self._lock:
             (payment,) = [p for p in self.objects["invoice_payment"].values() if p["invoice"] == invoice_id]
             intent = self._get("payment_intent", payment["payment"]["payment_intent"])
@@ -496,6 +504,8 @@ class StripeEmulator:
                 "created": next(self._clock),
                 "payment_intent": second_intent["id"],
             }
+            if card is not None:
+                _charged_with(second_charge, self._attach(card, str(intent["customer"])))
             second_intent["latest_charge"] = second_charge["id"]
             second_payment = copy.deepcopy(payment) | {
                 "id": self._new_id("inpay"),
@@ -678,6 +688,24 @@ class StripeEmulator:
             if won:
                 self._emit("charge.dispute.funds_reinstated", self._view("dispute", dispute))
 
+    def _charges_list(self, ids: dict[str, str], params: Json) -> Json:
+        """Charges, newest first, of a customer or a payment intent; ``expand[]=data.refunds``: each with its Refunds
+        (failed ones too), as Stripe's ``refunds`` list (not included unless expanded, API 2022-11-15 on)."""
+        customer, intent = params.get("customer"), params.get("payment_intent")
+        found = self._list(
+            "charge",
+            params,
+            lambda obj: customer in (None, obj["customer"]) and intent in (None, obj["payment_intent"]),
+            "/v1/charges",
+        )
+        for charge in found["data"]:
+            charge.pop("refunds", None)
+            if "data.refunds" in (params.get("expand") or []):
+                refunds = [r for r in self.objects.get("refund", {}).values() if r["charge"] == charge["id"]]
+                data = [self._view("refund", r) for r in sorted(refunds, key=lambda r: (r["created"], r["id"]))]
+                charge["refunds"] = {"object": "list", "data": data[::-1], "has_more": False, "url": "/v1/refunds"}
+        return found
+
     def _refunds_list(self, ids: dict[str, str], params: Json) -> Json:
         wanted = params.get("payment_intent")
         return self._list("refund", params, lambda obj: wanted in (None, obj["payment_intent"]), "/v1/refunds")
@@ -784,3 +812,14 @@ class EmulatorHTTPClient(stripe.HTTPClient):
 
     def close(self) -> None:
         return None
+
+
+def _charged_with(charge: Json, card: Json) -> None:
+    """A charge made by ``card`` (a stored PaymentMethod): its id and its card's brand, last4 and fingerprint."""
+    details = charge.setdefault("payment_method_details", {"type": "card"})
+    charge["payment_method"] = card["id"]
+    details["card"] = {**(details.get("card") or {}), **_pick_card(card["card"])}
+
+
+def _pick_card(card: Json) -> Json:
+    return {name: card[name] for name in ("brand", "last4", "fingerprint") if name in card}

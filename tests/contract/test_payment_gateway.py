@@ -165,6 +165,38 @@ def test_given_an_unpaid_invoice_then_no_refund(gateway: PaymentGateway) -> None
         gateway.refund(issued.gateway_id, Decimal("1.00"), "rf-1")
 
 
+@pytest.mark.parametrize(
+    ("reason", "card_suspect"), [("expired_or_canceled_card", True), ("insufficient_funds", False)]
+)
+def test_given_a_refund_that_failed_then_the_room_is_back_and_the_card_refused_only_for_a_card_reason(
+    gateway: PaymentGateway, http: EmulatorHTTPClient, reason: str, card_suspect: bool
+) -> None:
+    """36.20 paid (29.00 + 7.20 + 0.00) by one card; a refund of 20.00 made, then failed with Stripe's ``reason``:
+    its 20.00 is back (36.20 - 20.00 + 20.00 = 36.20 left to refund, 36.21 refused as more). The card's bank
+    returning it (a card reason): a new refund is refused - the invoice has no payment by another card - unless
+    ``to_failed_card``; our balance short (``insufficient_funds``): the card is not suspect, it is made. Either way
+    the request's own failed refund is found again, never made twice (D340 amended, D-cardfix-2, D-cardfix-4)."""
+    customer = gateway.ensure_customer(Customer("acct-1"))
+    gateway.set_default_payment_method(customer, "pm_card_visa")
+    issued = gateway.issue_invoice(_request(gateway))
+    if isinstance(gateway, InMemoryPaymentGateway):
+        gateway.settle(issued.invoice_id, paid=True)
+    made = gateway.refund(issued.gateway_id, Decimal("20.00"), "rf-1")
+    if isinstance(gateway, InMemoryPaymentGateway):
+        gateway.fail_refund(made, reason)
+    else:
+        http.emulator.fail_refund(made, reason)
+    assert gateway.refund(issued.gateway_id, Decimal("20.00"), "rf-1") == made  # its own: found, not made again
+    with pytest.raises(GatewayRejectedError):
+        gateway.refund(issued.gateway_id, Decimal("36.21"), "rf-2", to_failed_card=True)
+    if card_suspect:
+        with pytest.raises(GatewayRejectedError, match="the invoice has no payment by another card"):
+            gateway.refund(issued.gateway_id, Decimal("36.20"), "rf-2")
+    gateway.refund(issued.gateway_id, Decimal("36.20"), "rf-2", to_failed_card=card_suspect)
+    with pytest.raises(GatewayRejectedError):  # all 36.20 refunded again: nothing left
+        gateway.refund(issued.gateway_id, Decimal("0.01"), "rf-3", to_failed_card=True)
+
+
 def test_given_a_saved_card_when_made_the_default_twice_then_the_same_card(gateway: PaymentGateway) -> None:
     customer = gateway.ensure_customer(Customer("acct-1"))
     first = gateway.set_default_payment_method(customer, "pm_card_visa")

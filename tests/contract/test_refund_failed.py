@@ -19,6 +19,7 @@ from kilo_billing.contracts import RefundFailedV1
 from kilo_billing.invoicing import refundable
 from kilo_billing.periods_items import invoice_to_item
 from kilo_invoice.logic import apply_stripe_event, close_account, refund_invoice
+from kilo_invoice.ports import GatewayRejectedError
 from tests.conftest import Stack
 from tests.contract.ledger_harness import SEG, Ledger, _dynamo
 from tests.contract.test_note_refund_race import (
@@ -454,12 +455,23 @@ def test_given_a_pending_request_whose_part_failed_when_refund_all_is_rerun_then
         refund_invoice(ledger.store, gateway, "acme", MARCH, None)
     said = str(raised.value)
     assert "25.20 refunded and 40.00 kept" in said
-    assert "40.00 of it came back from refunds the card's bank returned" in said
-    assert "a new refund is not sent to that card (refused, unless --to-failed-card)" in said  # D340 failed card
+    assert "40.00 of it came back from refunds that failed (the RefundFailed alarm names Stripe's reason)" in said
+    assert "if the card's bank returned it, a new refund is not sent to that card (refused, unless" in said
     assert "nothing more was refunded" not in said
-    assert "run again" not in said
+    assert "run again to refund more" not in said  # only for a failure not the card's (D-cardfix-2), said as such
     march = _march(ledger)
     assert (march.refund_pending, march.refunded, march.kept) == (None, Decimal("25.20"), Decimal("40.00"))
+    # what it says of a new refund holds: the 40.00 is not sent to that card unless told to (D340 failed card). The
+    # fake holds one payment: Stripe's 40.00 made then returned by the bank is laid on it as its request's refund
+    # (65.20 made by the rerun) failing 40.00 of it - 65.20 - 40.00 = 25.20 refunded there too
+    gateway.fail_refund(OURS, amount=Decimal("40.00"))
+    with pytest.raises(GatewayRejectedError, match="would go back to a card whose bank returned a refund"):
+        refund_invoice(ledger.store, gateway, "acme", MARCH, Decimal("40.00"))
+    march = _march(ledger)
+    assert (march.refund_pending, march.refunded, march.kept) == (None, Decimal("25.20"), Decimal("40.00"))
+    refund_invoice(ledger.store, gateway, "acme", MARCH, Decimal("40.00"), to_failed_card=True)
+    march = _march(ledger)
+    assert (march.refund_pending, march.refunded, march.kept) == (None, Decimal("65.20"), NONE)  # 25.20 + 40.00
 
 
 def test_given_a_pending_request_finished_by_a_run_asking_another_amount_then_it_still_invites_a_new_run(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -149,13 +150,12 @@ def test_given_a_paid_card_invoice_when_refunded_in_two_parts_then_stripe_refund
     assert invoicing.stripe_posts("/v1/refunds") == 2
 
 
-def test_given_a_refund_the_cards_bank_returned_when_refunded_again_then_refused_unless_to_failed_card(
+def _march_card_1s_refund_returned(
     invoicing: Invoicing, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """acct-a's March 65.20 paid in two payments, 40.00 (card 1, the older) + 25.20 (card 2: 65.20 - 40.00). A refund
-    of 40.00 goes to card 1 and its bank returns it (0.00 refunded, 65.20 refundable again). Refunding all again:
-    only 25.20 fits card 2, the other 40.00 would go to card 1 - refused, exit 2, nothing sent, saying to return it
-    another way (before: 40.00 to card 1 again + 25.20). With ``--to-failed-card``: 25.20 + 40.00 = 65.20 refunded."""
+) -> tuple[str, str, tuple[str, ...], tuple[str, ...]]:
+    """acct-a's March 65.20 paid 40.00 (card 1) + 25.20 (card 2, another card); a refund of 40.00 made on card 1 and
+    returned by its bank, the events delivered: 0.00 refunded. Returns the two payment intents and the refund
+    command's arguments."""
     from tests.integration.test_invoice_close import _month  # noqa: PLC0415
 
     _month(invoicing)  # acct-a: team, 60,000 video minutes in March, card that pays -> 7.20 + 29.00 + 29.00 = 65.20
@@ -167,7 +167,7 @@ def test_given_a_refund_the_cards_bank_returned_when_refunded_again_then_refused
     invoicing.payments()
     gateway_id = invoicing.invoice("acct-a").gateway_id
     assert gateway_id is not None
-    first, second = invoicing.http.emulator.split_payment(gateway_id, 4000)
+    first, second = invoicing.http.emulator.split_payment(gateway_id, 4000, "pm_card_mastercard")
     capsys.readouterr()
     secret = ("--stripe-secret", invoicing.stack.template.parameters["StripeApiKeySecretName"])
     refund = ("invoice", "refund", "--account", "acct-a", "--invoice", "KB-acct-a-00001", *secret)
@@ -181,17 +181,65 @@ def test_given_a_refund_the_cards_bank_returned_when_refunded_again_then_refused
     capsys.readouterr()
     assert invoicing.invoice("acct-a").refunded == Decimal("0.00")  # 40.00 - 40.00 returned
 
+    return first, second, refund, table
+
+
+def test_given_a_refund_the_cards_bank_returned_when_refunded_again_then_refused_unless_to_failed_card(
+    invoicing: Invoicing, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """acct-a's March 65.20 paid in two payments, 40.00 (card 1, the older) + 25.20 (card 2: 65.20 - 40.00). A refund
+    of 40.00 goes to card 1 and its bank returns it (0.00 refunded, 65.20 refundable again). Refunding all again:
+    only 25.20 fits card 2, the other 40.00 would go to card 1 - refused, exit 3, nothing sent, saying to return it
+    another way (before: 40.00 to card 1 again + 25.20). With ``--to-failed-card``: 25.20 + 40.00 = 65.20 refunded.
+    Card 2 is another card (its own fingerprint): the rule reads the card, not the payment (D-cardfix-1)."""
+    first, second, refund, table = _march_card_1s_refund_returned(invoicing, capsys)
     with pytest.raises(SystemExit) as exit_info:
-        main([*refund, *table])
-    assert exit_info.value.code == 2
-    said = capsys.readouterr().err
+        main([*refund, *table, "--json"])
+    assert exit_info.value.code == 3  # refused by the card processor: its own code, not a typo's 2 (D-cardfix-4)
+    out = capsys.readouterr()
+    said = out.err
     assert "40.00 of it would go back to a card whose bank returned a refund" in said
     assert "--to-failed-card" in said
+    assert "usage:" not in said
+    shown = json.loads(out.out)  # what was refunded, as stored now: nothing by this run
+    assert (shown["refunded"], shown["refunded_by_this_run"]) == ("0.00", "0.00")
+    assert "40.00 of it would go back" in shown["refused"]
     refunds = [(r["payment_intent"], r["amount"]) for r in invoicing.http.emulator.objects["refund"].values()]
     assert refunds == [(first, 4000)]  # nothing sent
     assert _cli(capsys, *refund, "--to-failed-card", *table)["refunded"] == "65.20"
     refunds = [(r["payment_intent"], r["amount"]) for r in invoicing.http.emulator.objects["refund"].values()]
     assert refunds == [(first, 4000), (second, 2520), (first, 4000)]  # card 2 first, then card 1 as told
+
+
+def test_given_a_refund_refused_after_part_was_made_then_the_cli_exits_3_and_says_what_was_refunded(
+    invoicing: Invoicing, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As above, then refund all with ``--to-failed-card --json`` while Stripe refuses refunds on card 1's payment
+    (400 ``charge_disputed``): card 2's 25.20 is made first, card 1's 40.00 refused. Exit 3 (not the usage error's
+    2, no usage text), the refusal on stderr, and the JSON says what is refunded: 25.20 by this run, 25.20 in all
+    (65.20 - 25.20 = 40.00 left). Before: parser.error - usage text, exit 2, no JSON."""
+    from tests.unit.test_stripe_refund_partly_refused import CHARGE_DISPUTED  # noqa: PLC0415
+
+    first, second, refund, table = _march_card_1s_refund_returned(invoicing, capsys)
+    answer = invoicing.http.request
+
+    def disputed_on_card_1(method: str, url: str, headers: Any, post_data: Any = None, **kwargs: Any) -> Any:
+        if method.lower() == "post" and url.endswith("/v1/refunds") and f"payment_intent={first}" in str(post_data):
+            return json.dumps(CHARGE_DISPUTED), 400, {"request-id": "req_disputed"}
+        return answer(method, url, headers, post_data, **kwargs)
+
+    monkeypatch.setattr(invoicing.http, "request", disputed_on_card_1)
+    with pytest.raises(SystemExit) as exit_info:
+        main([*refund, "--to-failed-card", "--json", *table])
+    assert exit_info.value.code == 3
+    out = capsys.readouterr()
+    assert "usage:" not in out.err
+    assert "25.20 of 65.20 refunded" in out.err
+    shown = json.loads(out.out)
+    assert (shown["refunded"], shown["refunded_by_this_run"]) == ("25.20", "25.20")
+    assert "charged back" in shown["refused"]
+    refunds = [(r["payment_intent"], r["amount"]) for r in invoicing.http.emulator.objects["refund"].values()]
+    assert refunds == [(first, 4000), (second, 2520)]
 
 
 def test_given_an_account_created_with_a_past_signup_when_a_later_month_is_run_then_its_first_month_is_billed_first(

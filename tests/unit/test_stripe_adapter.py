@@ -340,6 +340,61 @@ def test_given_an_invoice_paid_in_two_payments_then_a_refund_takes_from_each_in_
     assert http.emulator.refused_params == []
 
 
+def test_given_an_invoice_split_on_another_card_then_its_second_charge_names_that_card_else_the_first() -> None:
+    """The emulator's ``split_payment``: by default payment 2's charge is card 1's (the same payment method and
+    fingerprint); with ``card`` it is that card, attached to the customer, with its own fingerprint."""
+    gateway, http = _gateway()
+    customer = gateway.ensure_customer(Customer("acct-1"))
+    gateway.set_default_payment_method(customer, "pm_card_visa")
+    same = gateway.issue_invoice(_request(customer))
+    other = gateway.issue_invoice(_request(customer, "inv-acct-1-2026-12"))
+    pairs = []
+    for issued, card in ((same, None), (other, "pm_card_mastercard")):
+        first, second = http.emulator.split_payment(issued.gateway_id, 2000, card)
+        charges = {c["payment_intent"]: c for c in http.emulator.objects["charge"].values()}
+        pairs.append([charges[i]["payment_method_details"]["card"]["fingerprint"] for i in (first, second)])
+        methods = {charges[i]["payment_method"] for i in (first, second)}
+        assert len(methods) == (1 if card is None else 2)
+    visa = pairs[0][0]
+    assert pairs == [[visa, visa], [visa, "EmuMastercard4444"]]
+
+
+def _paid_twice(default_second: str) -> tuple[StripePaymentGateway, EmulatorHTTPClient, str, str]:
+    """Two invoices of one customer, 35.01 each (29.00 + 7.20 + 0.00 + 0.01 - 1.20), the first paid by the visa, the
+    second by ``default_second`` (the customer's default when it is issued). A refund of 10.00 of the first is
+    returned by the visa's bank (``expired_or_canceled_card``)."""
+    gateway, http = _gateway()
+    customer = gateway.ensure_customer(Customer("acct-1"))
+    gateway.set_default_payment_method(customer, "pm_card_visa")
+    first = gateway.issue_invoice(_request(customer))
+    gateway.set_default_payment_method(customer, default_second)
+    second = gateway.issue_invoice(_request(customer, "inv-acct-1-2026-12"))
+    returned = gateway.refund(first.gateway_id, Decimal("10.00"), "rf-1")
+    http.emulator.fail_refund(returned)
+    return gateway, http, first.gateway_id, second.gateway_id
+
+
+def test_given_a_cards_bank_returned_a_refund_on_another_invoice_when_one_it_paid_is_refunded_then_refused() -> None:
+    """The visa's bank returned a refund of the customer's first invoice; the second invoice, paid by the same visa,
+    is refunded 10.00: refused before anything is made (the card is suspect for this customer, D-cardfix-1), unless
+    ``to_failed_card``: then 1000 cents on it. Before: sent (the rule read only the invoice's own payments)."""
+    gateway, http, _first, second = _paid_twice("pm_card_visa")
+    with pytest.raises(GatewayRejectedError, match="would go back to a card whose bank returned a refund"):
+        gateway.refund(second, Decimal("10.00"), "rf-2")
+    assert [r["amount"] for r in http.emulator.objects["refund"].values()] == [1000]  # only the returned one
+    gateway.refund(second, Decimal("10.00"), "rf-2", to_failed_card=True)
+    assert [r["amount"] for r in http.emulator.objects["refund"].values()] == [1000, 1000]
+
+
+def test_given_a_cards_bank_returned_a_refund_on_another_invoice_when_one_another_card_paid_is_refunded_then_made() -> (
+    None
+):
+    """The same, the second invoice paid by the mastercard: its 10.00 is refunded there, no flag needed."""
+    gateway, http, _first, second = _paid_twice("pm_card_mastercard")
+    gateway.refund(second, Decimal("10.00"), "rf-2")
+    assert [r["amount"] for r in http.emulator.objects["refund"].values()] == [1000, 1000]
+
+
 def test_given_a_paid_invoice_when_credited_then_out_of_band_never_to_stripes_balance_nor_a_refund() -> None:
     gateway, http = _gateway()
     customer = gateway.ensure_customer(Customer("acct-1"))

@@ -20,10 +20,10 @@ import pytest
 
 from kilo_billing.invoicing import InvoiceRecord, refundable
 from kilo_invoice.logic import apply_stripe_event, refund_invoice
-from kilo_invoice.ports import GatewayRejectedError
+from kilo_invoice.ports import GatewayRejectedError, GatewayUnavailableError
 from tests.contract.test_ledger_store import Ledger
 from tests.scenarios.test_card_payment_events import Events
-from tests.unit.test_stripe_gateway_refusals import APR, NONE, _gateway
+from tests.unit.test_stripe_gateway_refusals import APR, NONE, _gateway, march_closed
 from tests.unit.test_stripe_refund_partly_refused import DisputedIntent, _march_paid_on_two_cards, _stripe_refunds
 
 MARCH = "acme/2026-03"
@@ -37,15 +37,18 @@ class _Bus:
         self.published.append((detail_type, detail))
 
 
-def _first_refund_returned_by_card_1(http: DisputedIntent) -> tuple[Ledger, str, str]:
-    """65.20 paid 40.00 (card 1) + 25.20 (card 2); ours of 40.00 made on card 1, then returned by its bank, the
-    ``refund.failed`` event recorded: 0.00 refunded, 65.20 refundable."""
-    ledger, _deps, _march, first, second = _march_paid_on_two_cards(http)
+def _first_refund_returned_by_card_1(
+    http: DisputedIntent, card: str | None = "pm_card_mastercard", reason: str = "expired_or_canceled_card"
+) -> tuple[Ledger, str, str]:
+    """65.20 paid 40.00 (card 1) + 25.20 (card 2: ``card``; None: card 1 again); ours of 40.00 made on payment 1,
+    then failed with ``reason`` (default: card 1's bank returned it), the ``refund.failed`` event recorded: 0.00
+    refunded, 65.20 refundable."""
+    ledger, _deps, _march, first, second = _march_paid_on_two_cards(http, card)
     refund_invoice(ledger.store, _gateway(http), "acme", MARCH, Decimal("40.00"))
     assert _stripe_refunds(http) == [(first, 4000)]  # oldest first: card 1
     (made,) = http.emulator.objects["refund"]
     seen = len(http.emulator.events)
-    http.emulator.fail_refund(made)
+    http.emulator.fail_refund(made, reason)
     (failed,) = [e for e in http.emulator.events[seen:] if e["type"] == "refund.failed"]
     events = Events()
     key = events.add(failed["id"], failed["type"], failed["data"]["object"], failed["created"])
@@ -112,3 +115,116 @@ def test_given_a_refund_card_1s_bank_returned_when_the_operator_says_to_failed_c
     assert _stripe_refunds(http) == [(first, 4000), (second, 2520), (first, 4000)]
     march, left = _march(ledger)
     assert (march.refunded, march.refund_pending, left) == (Decimal("65.20"), None, NONE)
+
+
+def test_given_both_payments_made_by_one_card_when_its_bank_returned_a_refund_then_none_goes_to_the_second() -> None:
+    """Payment 2 (25.20) was made by card 1 too (the same payment method and fingerprint): card 1's bank returned the
+    40.00 of payment 1, so a 25.20 refund - it fits payment 2 - would go back to that same card. Refused as a whole,
+    nothing sent: 0.00 refunded, 65.20 refundable, the refusal saying the invoice has no payment by another card
+    (not "at most 0.00 can go to its other payments"). Before: 25.20 sent to payment 2 (the rule read the payment,
+    not the card)."""
+    http = DisputedIntent()
+    ledger, first, second = _first_refund_returned_by_card_1(http, card=None)
+    charges = {c["payment_intent"]: c for c in http.emulator.objects["charge"].values()}
+    assert charges[first]["payment_method"] == charges[second]["payment_method"]  # the same card paid both
+    with pytest.raises(GatewayRejectedError) as raised:
+        refund_invoice(ledger.store, _gateway(http), "acme", MARCH, Decimal("25.20"))
+    said = str(raised.value)
+    assert "25.20 of it would go back to a card whose bank returned a refund" in said
+    assert f"paying {first}, {second}" in said  # the card's payments, named as payments
+    assert "expired_or_canceled_card" in said  # why its bank returned it
+    assert "the invoice has no payment by another card" in said
+    assert "at most 0.00" not in said
+    assert _stripe_refunds(http) == [(first, 4000)]  # only the first, failed one
+    march, left = _march(ledger)
+    assert (march.refunded, march.refund_pending, left) == (NONE, None, Decimal("65.20"))
+
+
+@pytest.mark.parametrize("reason", ["lost_or_stolen_card", "declined", "unknown"])
+def test_given_card_1s_bank_returned_it_for_any_card_reason_when_all_is_refunded_then_refused(reason: str) -> None:
+    """Stripe's reasons that are the card's (lost or stolen, declined, unknown; expired_or_canceled_card above):
+    refund all (65.20) -> card 2 holds 25.20, 65.20 - 25.20 = 40.00 only card 1: refused, nothing sent."""
+    http = DisputedIntent()
+    ledger, first, _second = _first_refund_returned_by_card_1(http, reason=reason)
+    with pytest.raises(GatewayRejectedError, match=rf"40\.00 of it would go back.*{reason}.*at most 25\.20"):
+        refund_invoice(ledger.store, _gateway(http), "acme", MARCH, None)
+    assert _stripe_refunds(http) == [(first, 4000)]
+
+
+@pytest.mark.parametrize("reason", ["insufficient_funds", "merchant_request", "charge_for_pending_refund_disputed"])
+def test_given_a_refund_failed_for_a_reason_not_the_cards_when_all_is_refunded_then_each_payment_gets_its_own(
+    reason: str,
+) -> None:
+    """Payment 1's 40.00 refund failed for a reason that is not its card's bank (our Stripe balance short, our own
+    request, a dispute pending): it still came back (0.00 refunded, 65.20 refundable, D340) but the card is not
+    suspect. Refund all: 40.00 to payment 1 again + 25.20 to payment 2 = 65.20 refunded, 0.00 refundable. Before:
+    refused, saying the card's bank returned it and it would likely bounce again."""
+    http = DisputedIntent()
+    ledger, first, second = _first_refund_returned_by_card_1(http, reason=reason)
+    refund_invoice(ledger.store, _gateway(http), "acme", MARCH, None)
+    assert _stripe_refunds(http) == [(first, 4000), (first, 4000), (second, 2520)]
+    march, left = _march(ledger)
+    assert (march.refunded, march.refund_pending, left) == (Decimal("65.20"), None, NONE)
+
+
+def _pending_10_after_the_return(http: DisputedIntent) -> tuple[Ledger, str]:
+    """One payment of 65.20 (card 1); ours of 40.00 made, then returned by card 1's bank (0.00 refunded, 65.20
+    refundable); a 10.00 request recorded, its processor call timing out before Stripe was asked: pending."""
+    ledger, _deps, _march0 = march_closed(http, card=True)
+    refund_invoice(ledger.store, _gateway(http), "acme", MARCH, Decimal("40.00"))
+    (made,) = http.emulator.objects["refund"]
+    seen = len(http.emulator.events)
+    http.emulator.fail_refund(made)
+    (failed,) = [e for e in http.emulator.events[seen:] if e["type"] == "refund.failed"]
+    events = Events()
+    key = events.add(failed["id"], failed["type"], failed["data"]["object"], failed["created"])
+    apply_stripe_event(ledger.store, _Bus(), events, *key, APR.start, _gateway(http))
+    unreachable = _gateway(http)
+
+    def timeout(*_args: Any) -> Any:
+        raise GatewayUnavailableError("timeout")
+
+    unreachable._retrieve = timeout  # type: ignore[method-assign]  # Stripe unreachable: nothing asked
+    with pytest.raises(GatewayUnavailableError):
+        refund_invoice(ledger.store, unreachable, "acme", MARCH, Decimal("10.00"))
+    march, _left = _march(ledger)
+    assert march.refund_pending is not None
+    assert march.refund_pending.amount == Decimal("10.00")
+    return ledger, str(http.emulator.objects["refund"][made]["payment_intent"])
+
+
+def test_given_a_pending_request_when_to_failed_card_is_given_for_another_amount_then_it_is_not_used_on_the_pending() -> (
+    None
+):
+    """Pending 10.00 (asked without the flag); the operator runs ``--amount 5.00 --to-failed-card``. The flag is for
+    the 5.00: the pending 10.00 is finished without it - only card 1 could take it, so it is refused, nothing sent,
+    the request dropped - and the run says so: 0.00 refunded, 65.20 kept, the 5.00 not refunded, run again. Then
+    ``--amount 5.00 --to-failed-card`` again: 500 cents to card 1, 5.00 refunded, 65.20 - 5.00 = 60.20 refundable.
+    Before: the pending 10.00 went to card 1 on the 5.00's flag and the 5.00 was never refunded."""
+    http = DisputedIntent()
+    ledger, intent = _pending_10_after_the_return(http)
+    with pytest.raises(GatewayRejectedError) as raised:
+        refund_invoice(ledger.store, _gateway(http), "acme", MARCH, Decimal("5.00"), to_failed_card=True)
+    said = str(raised.value)
+    assert "an earlier refund of 10.00" in said
+    assert "--to-failed-card was given for the 5.00 asked now, not for it" in said
+    assert "10.00 of it would go back to a card whose bank returned a refund" in said
+    assert "Now 0.00 refunded and 65.20 kept, nothing pending; the 5.00 asked now was not refunded" in said
+    assert _stripe_refunds(http) == [(intent, 4000)]  # nothing sent: only the first, failed one
+    march, left = _march(ledger)
+    assert (march.refunded, march.refund_pending, left) == (NONE, None, Decimal("65.20"))
+    refund_invoice(ledger.store, _gateway(http), "acme", MARCH, Decimal("5.00"), to_failed_card=True)
+    assert _stripe_refunds(http) == [(intent, 4000), (intent, 500)]
+    march, left = _march(ledger)
+    assert (march.refunded, march.refund_pending, left) == (Decimal("5.00"), None, Decimal("60.20"))
+
+
+def test_given_a_pending_request_when_to_failed_card_is_given_for_the_same_amount_then_it_is_sent() -> None:
+    """Pending 10.00; the operator runs ``--amount 10.00 --to-failed-card`` (the same request): it is finished with
+    the flag - 1000 cents to card 1 - 10.00 refunded, 65.20 - 10.00 = 55.20 refundable."""
+    http = DisputedIntent()
+    ledger, intent = _pending_10_after_the_return(http)
+    refund_invoice(ledger.store, _gateway(http), "acme", MARCH, Decimal("10.00"), to_failed_card=True)
+    assert _stripe_refunds(http) == [(intent, 4000), (intent, 1000)]
+    march, left = _march(ledger)
+    assert (march.refunded, march.refund_pending, left) == (Decimal("10.00"), None, Decimal("55.20"))

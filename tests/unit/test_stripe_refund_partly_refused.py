@@ -51,10 +51,14 @@ class DisputedIntent(Answering):
         return super().request(method, url, headers, post_data, **kwargs)
 
 
-def _march_paid_on_two_cards(http: DisputedIntent) -> tuple[Ledger, CloseDeps, InvoiceRecord, str, str]:
+def _march_paid_on_two_cards(
+    http: DisputedIntent, card: str | None = "pm_card_mastercard"
+) -> tuple[Ledger, CloseDeps, InvoiceRecord, str, str]:
+    """March's 65.20 paid 40.00 by the customer's visa (card 1) + 25.20 by ``card`` (card 2: another card, its own
+    fingerprint; None: the same visa again)."""
     ledger, deps, march = march_closed(http, card=True)
     assert march.gateway_id is not None
-    first, second = http.emulator.split_payment(march.gateway_id, 4000)  # 40.00 + 25.20
+    first, second = http.emulator.split_payment(march.gateway_id, 4000, card)  # 40.00 + 25.20
     return ledger, deps, march, first, second
 
 
@@ -142,24 +146,34 @@ def test_given_a_part_made_then_failed_when_the_request_is_rerun_a_day_later_the
     assert [r["status"] for r in http.emulator.objects["refund"].values()] == ["failed", "succeeded"]
 
 
-def test_given_a_part_made_then_failed_when_the_rest_is_refused_then_the_failed_part_is_not_called_refunded() -> None:
-    """The first run refunds 40.00 on the first card, its answer lost; the card's bank returns it (``failed``) and
-    Stripe's idempotency keys expire; the rerun finds the failed 40.00 by the request's id (made, not made again) and
-    the second card's 25.20 is refused. The refusal says 0.00 of 65.20 refunded - 40.00 made then failed at the card's
-    bank (not sent again), the rest refused. Before: "40.00 of 65.20 refunded", the failed 40.00 counted as refunded."""
+@pytest.mark.parametrize(
+    ("reason", "where"),
+    [
+        ("expired_or_canceled_card", "at the card's bank"),
+        ("insufficient_funds", "(Stripe: insufficient_funds)"),  # not the card's: said as Stripe said it (D-cardfix-2)
+    ],
+)
+def test_given_a_part_made_then_failed_when_the_rest_is_refused_then_the_failed_part_is_not_called_refunded(
+    reason: str, where: str
+) -> None:
+    """The first run refunds 40.00 on the first card, its answer lost; it fails (``reason``) and Stripe's idempotency
+    keys expire; the rerun finds the failed 40.00 by the request's id (made, not made again) and the second card's
+    25.20 is refused. The refusal says 0.00 of 65.20 refunded - 40.00 made then failed at the card's bank (or with
+    Stripe's reason, when not the card's) (not sent again), the rest refused. Before: "40.00 of 65.20 refunded", the
+    failed 40.00 counted as refunded; and any reason was said to be the card's bank."""
     http = DisputedIntent()
     ledger, _deps, _march, first, second = _march_paid_on_two_cards(http)
     http.lost.add("/v1/refunds")
     with pytest.raises(GatewayUnavailableError):
         refund_invoice(ledger.store, _gateway(http), "acme", "acme/2026-03", None)
     (made,) = http.emulator.objects["refund"]
-    http.emulator.fail_refund(made)
+    http.emulator.fail_refund(made, reason)
     http.emulator.expire_idempotency_keys()
     http.disputed = second
     with pytest.raises(GatewayRejectedError) as raised:
         refund_invoice(ledger.store, _gateway(http), "acme", "acme/2026-03", None)
     said = str(raised.value)
     assert "0.00 of 65.20 refunded" in said
-    assert "40.00 made then failed at the card's bank (not sent again)" in said
+    assert f"40.00 made then failed {where} (not sent again)" in said
     assert "the rest refused" in said
     assert _stripe_refunds(http) == [(first, 4000)]  # the first card is not refunded again

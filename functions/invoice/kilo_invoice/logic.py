@@ -1590,10 +1590,7 @@ def refund_invoice(
         raise ValueError(f"invoice {invoice.number} is {invoice.status.value}: only paid invoices are refunded")
     pending = invoice.refund_pending
     if pending is not None:
-        done = _finish_refund(store, gateway, invoice, pending, to_failed_card)
-        if (amount is not None and amount != pending.amount) or (amount is None and done.kept > 0):
-            raise ValueError(_finished_instead(done, pending, amount))
-        return done
+        return _finish_pending(store, gateway, invoice, pending, amount, to_failed_card)
     # credit notes gave it back already: taken off the amount due (never paid) or given as account credit (D131);
     # a note against the period may have credited what an early invoice of it billed (D166)
     most = refundable(ledger, invoice)
@@ -1639,24 +1636,77 @@ def refund_invoice(
     return _finish_refund(store, gateway, invoice, pending, to_failed_card)
 
 
-def _finished_instead(done: InvoiceRecord, pending: RefundRequest, amount: Decimal | None) -> str:
+def _finish_pending(
+    store: LedgerStore,
+    gateway: PaymentGateway,
+    invoice: InvoiceRecord,
+    pending: RefundRequest,
+    amount: Decimal | None,
+    to_failed_card: bool,
+) -> InvoiceRecord:
+    """A run finding an earlier request pending finishes it (the same id: never a second refund); asked another
+    amount, it says so instead of refunding again (``_finished_instead``)."""
+    # the flag is the operator's word for the refund asked now: it finishes an earlier request only when this run
+    # asks the same (its amount, or all); asked for another amount, the earlier one is finished without it - its
+    # failed card's part refused, never sent there on another refund's word (D-cardfix-3)
+    same = amount is None or amount == pending.amount
+    try:
+        done = _finish_refund(store, gateway, invoice, pending, to_failed_card and same)
+    except GatewayRejectedError as exc:
+        if not to_failed_card or same:
+            raise
+        said = _flag_not_for_pending(
+            store.ledger(invoice.account_id).invoices[invoice.invoice_id], pending, amount, exc
+        )
+        if isinstance(exc, GatewayPartlyRefundedError):
+            raise GatewayPartlyRefundedError(said, exc.refunded) from exc
+        raise GatewayRejectedError(said, exc.status, exc.revision) from exc
+    if (amount is not None and amount != pending.amount) or (amount is None and done.kept > 0):
+        raise ValueError(_finished_instead(done, pending, amount, flag_left=to_failed_card and not same))
+    return done
+
+
+def _finished_instead(
+    done: InvoiceRecord, pending: RefundRequest, amount: Decimal | None, *, flag_left: bool = False
+) -> str:
     """What a run that finished an earlier pending request (instead of the refund it asked) says: what the invoice
     has refunded and keeps now, and what was not refunded. Running again is invited only for money that is not a
     failed refund's: a new request refuses to send that to the card whose bank returned it unless told to (D340
-    amended, review 2 and failed card)."""
+    amended, review 2 and failed card). ``flag_left``: --to-failed-card was given for the amount asked now and not
+    used on the earlier request (D-cardfix-3)."""
     asked = "the rest" if amount is None else f"the {money_str(amount)}"
     failed = total([refunded for _, refunded in done.failed_refunds])
+    flag = " (--to-failed-card was not used on it: it was given for the amount asked now)" if flag_left else ""
     said = (
         f"an earlier refund of {money_str(pending.amount)} on invoice {done.number} ({pending.refund_id}) had not "
-        f"finished; it is now done: {money_str(done.refunded)} refunded and {money_str(done.kept)} kept; {asked} "
-        "asked now was not refunded"
+        f"finished; it is now done{flag}: {money_str(done.refunded)} refunded and {money_str(done.kept)} kept; "
+        f"{asked} asked now was not refunded"
     )
+    if flag_left:
+        return f"{said}: run again to refund it (with --to-failed-card to send it to that card)"
     if failed <= 0:
         return f"{said}: run again to refund it"
     back = min(failed, done.kept)
     return (
-        f"{said}. {money_str(back)} of it came back from refunds the card's bank returned: a new refund is not sent "
-        "to that card (refused, unless --to-failed-card) - contact the customer and return it another way"
+        f"{said}. {money_str(back)} of it came back from refunds that failed (the RefundFailed alarm names Stripe's "
+        "reason): if the card's bank returned it, a new refund is not sent to that card (refused, unless "
+        "--to-failed-card) - contact the customer and return it another way; if it failed for another reason (our "
+        "Stripe balance, a dispute), run again to refund it"
+    )
+
+
+def _flag_not_for_pending(
+    current: InvoiceRecord, pending: RefundRequest, amount: Decimal | None, refused: GatewayRejectedError
+) -> str:
+    """What a run given --to-failed-card for another amount says when the earlier pending request it finished
+    without the flag was refused (in part): where each went - the earlier request's part made (if any) and its
+    refusal, and that the amount asked now was not refunded (D-cardfix-3)."""
+    asked = "the rest" if amount is None else f"the {money_str(amount)}"
+    return (
+        f"an earlier refund of {money_str(pending.amount)} on invoice {current.number} ({pending.refund_id}) had not "
+        f"finished; --to-failed-card was given for {asked} asked now, not for it, so it was finished without it: "
+        f"{refused}. Now {money_str(current.refunded)} refunded and {money_str(current.kept)} kept, nothing pending; "
+        f"{asked} asked now was not refunded: run again to refund it (with --to-failed-card to send it to that card)"
     )
 
 

@@ -19,6 +19,7 @@ from typing import Any, Final, TypeVar, cast
 
 import stripe
 from stripe.params import (
+    ChargeListParams,
     CreditNoteCreateParams,
     InvoiceAddLinesParamsLine,
     InvoiceCreateParams,
@@ -108,6 +109,11 @@ def _metadata(obj: Any) -> dict[str, str]:
 
 
 _NOT_GIVEN: Final = ("failed", "canceled")  # a Refund's statuses whose money came back to our balance
+# a failed Refund's ``failure_reason`` that is the card's bank's doing (the card lost, closed or expired, or its bank
+# declined it; ``unknown`` counted with them): a new refund to that card would likely bounce. Stripe's others -
+# ``insufficient_funds`` (our balance), ``merchant_request`` (ours), ``charge_for_pending_refund_disputed`` - are
+# not the card's (D-cardfix-2)
+_CARDS_BANK: Final = frozenset({"lost_or_stolen_card", "expired_or_canceled_card", "declined", "unknown"})
 
 
 class StripePaymentGateway:
@@ -359,9 +365,11 @@ class StripePaymentGateway:
         earlier for ``refund_id`` (found by metadata, on every payment) count: a rerun refunds only what is still
         missing. Returns the refund ids, comma-separated when it took more than one payment. Stripe refusing a payment's
         refund after others' were made (now or by an earlier run): ``GatewayPartlyRefundedError`` with what was made
-        (D329). A payment with a refund its card's bank returned (``failed``) gets no new money: the others are
-        taken, and a request they cannot hold is refused as a whole before anything is made - unless
-        ``to_failed_card`` (the operator's explicit word), which takes those payments last (D340 amended)."""
+        (D329). A payment by a card whose bank returned a refund (``failed`` for a card's reason, ``_CARDS_BANK``) - of
+        this payment, another of the invoice or any of the customer's charges, the card told by its fingerprint, else
+        its payment method (D-cardfix-1, D-cardfix-2) - gets no new money: the others are taken, and a request they
+        cannot hold is refused as a whole before anything is made - unless ``to_failed_card`` (the operator's
+        explicit word), which takes those payments last (D340 amended)."""
         invoice = self._retrieve(gateway_id)
         if invoice.status != "paid":
             raise GatewayRejectedError(f"cannot refund {gateway_id}: it is {invoice.status}, not paid")
@@ -377,19 +385,24 @@ class StripePaymentGateway:
             raise GatewayRejectedError(f"{gateway_id} has no card payment to refund")
         asked = in_cents(amount)
         wanted = asked
+        cards, bank_returned = self._returned_cards(_field_id(invoice, "customer"))
         made: list[str] = []
-        failed = 0  # cents of this request's refunds made and then failed at the card's bank (never made again)
+        undone: list[stripe.Refund] = []  # this request's refunds made and then failed or canceled (never made again)
         room: list[tuple[str, int]] = []  # (payment intent, cents left to refund on it)
-        bounced: list[tuple[str, int]] = []  # the same, for payments with a refund their card's bank returned
+        bounced: list[tuple[str, int]] = []  # the same, for payments by a card whose bank returned a refund
         for intent, paid_cents in paid:
             refunds = self._refunds_of(intent)
             mine = [r for r in refunds if _metadata(r).get(META_REFUND) == refund_id]
             wanted -= sum(r.amount for r in mine)  # failed ones too: made, then failed - never made again silently
             made += [r.id for r in mine]
-            failed += sum(r.amount for r in mine if r.status in _NOT_GIVEN)
+            undone += [r for r in mine if r.status in _NOT_GIVEN]
             used = [r for r in refunds if r.status not in _NOT_GIVEN or r.id in made]  # this card's failed one too
             left = paid_cents - sum(r.amount for r in used)
-            (bounced if any(r.status == "failed" for r in refunds) else room).append((intent, left))
+            card = cards.get(intent, intent)  # a payment whose card is not known stands for itself
+            for refund in refunds:  # listed by its payment: counted even if the customer's charges missed it
+                if _returned_by_bank(refund):
+                    bank_returned.setdefault(card, {})[refund.id] = refund.failure_reason or "unknown"
+            (bounced if card in bank_returned else room).append((intent, left))
         try:
             elsewhere = sum(left for _, left in room if left > 0)
             if wanted > elsewhere + sum(left for _, left in bounced if left > 0):
@@ -400,11 +413,7 @@ class StripePaymentGateway:
                 )
             if wanted > elsewhere and not to_failed_card:
                 raise GatewayRejectedError(
-                    f"cannot refund {dollars(wanted)} more on {gateway_id}: "
-                    f"{dollars(wanted - elsewhere)} of it would go back to a card whose bank returned a refund "
-                    f"({', '.join(intent for intent, left in bounced if left > 0)}) and would likely bounce again; "
-                    f"at most {dollars(elsewhere)} can go to its other payments. Refund that and return the rest "
-                    "another way (a bank transfer), or send it to that card again explicitly (--to-failed-card)"
+                    _refused_for_failed_card(gateway_id, wanted, elsewhere, room, bounced, cards, bank_returned)
                 )
             room += bounced  # the operator's explicit word: the returned card's payments last
             for intent, left in room:
@@ -425,10 +434,10 @@ class StripePaymentGateway:
         except GatewayRejectedError as exc:
             if wanted >= asked:
                 raise  # nothing of it refunded: refused as a whole
-            returned = f"; {dollars(failed)} made then failed at the card's bank (not sent again)" if failed else ""
+            failed = sum(r.amount for r in undone)
             raise GatewayPartlyRefundedError(
                 f"{dollars(asked - wanted - failed)} of {dollars(asked)} refunded on {gateway_id} ({', '.join(made)})"
-                f"{returned}; the rest refused: {exc}",
+                f"{_undone_said(undone)}; the rest refused: {exc}",
                 dollars(asked - wanted),  # made at the processor, the failed part too: the failure takes it off
             ) from exc
         return ",".join(made)
@@ -439,6 +448,37 @@ class StripePaymentGateway:
         does not refund the same card again on its own (D340 amended); another's failed one leaves its
         amount refundable again, though only with ``to_failed_card`` (D340 amended, failed card)."""
         page = self._call(lambda: self._client.v1.refunds.list({"payment_intent": intent, "limit": 100}))
+        return list(page.auto_paging_iter())
+
+    def _returned_cards(self, customer_id: str | None) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+        """The customer's charges, one list call with their Refunds (failed ones too): each payment intent's card
+        (``_card_of``), and the cards whose bank returned a refund of ours or the dashboard's, on any of the
+        customer's invoices (a card whose bank returned our money is suspect for this customer: D-cardfix-1) -> the
+        refund ids and Stripe's ``failure_reason``. A charge with more refunds than the expanded list holds has
+        them listed by its payment intent or charge."""
+        cards: dict[str, str] = {}
+        returned: dict[str, dict[str, str]] = {}
+        if customer_id is None:
+            return cards, returned
+        params: ChargeListParams = {"customer": customer_id, "limit": 100, "expand": ["data.refunds"]}
+        page = self._call(lambda: self._client.v1.charges.list(params))
+        for charge in page.auto_paging_iter():
+            card = _card_of(charge) or charge.id
+            intent = _field_id(charge, "payment_intent")
+            if intent is not None:
+                cards[intent] = card
+            listed = getattr(charge, "refunds", None)
+            if listed is not None and not listed.has_more:
+                refunds = list(listed.data)
+            else:
+                refunds = self._refunds_of_charge(charge.id)
+            for refund in refunds:
+                if _returned_by_bank(refund):
+                    returned.setdefault(card, {})[refund.id] = refund.failure_reason or "unknown"
+        return cards, returned
+
+    def _refunds_of_charge(self, charge_id: str) -> list[stripe.Refund]:
+        page = self._call(lambda: self._client.v1.refunds.list({"charge": charge_id, "limit": 100}))
         return list(page.auto_paging_iter())
 
     def _create_refund(self, params: RefundCreateParams, key: str) -> str:
@@ -494,6 +534,71 @@ class StripePaymentGateway:
     def _call(operation: Callable[[], _T]) -> _T:
         """Run one SDK call (its own retries included) and map what Stripe says to the port's two errors."""
         return stripe_call(operation, GatewayUnavailableError, GatewayRejectedError, GatewayMisconfiguredError)
+
+
+def _returned_by_bank(refund: stripe.Refund) -> bool:
+    """A Refund the card's bank returned: ``failed`` for one of the card's reasons (``_CARDS_BANK``; none given reads
+    as ``unknown``). A failure for another reason (our balance, our request, a dispute) says nothing of the card."""
+    return refund.status == "failed" and (getattr(refund, "failure_reason", None) or "unknown") in _CARDS_BANK
+
+
+def _undone_said(undone: list[stripe.Refund]) -> str:
+    """A request's own refunds made then failed (or canceled), as the partial refusal says them: at the card's bank
+    when its bank returned them all, else with Stripe's reasons."""
+    if not undone:
+        return ""
+    where = (
+        "at the card's bank"
+        if all(_returned_by_bank(r) for r in undone)
+        else f"(Stripe: {', '.join(sorted({r.failure_reason or r.status or 'failed' for r in undone}))})"
+    )
+    return f"; {dollars(sum(r.amount for r in undone))} made then failed {where} (not sent again)"
+
+
+def _card_of(charge: Any) -> str | None:
+    """The card that paid a charge: its fingerprint (the same for the same card number, whatever the payment method
+    object), else its payment method; None when the charge names neither."""
+    details = getattr(charge, "payment_method_details", None)
+    card = getattr(details, "card", None) if details is not None else None
+    fingerprint = getattr(card, "fingerprint", None) if card is not None else None
+    if fingerprint:
+        return f"card {fingerprint}"
+    method = _field_id(charge, "payment_method")
+    return f"payment method {method}" if method else None
+
+
+def _refused_for_failed_card(
+    gateway_id: str,
+    wanted: int,
+    elsewhere: int,
+    room: list[tuple[str, int]],
+    bounced: list[tuple[str, int]],
+    cards: Mapping[str, str],
+    returned: Mapping[str, Mapping[str, str]],
+) -> str:
+    """Why a refund is refused before anything is made: how much would go back to which card (its payments, the
+    refunds its bank returned and why) and what the other payments can take, if there are any."""
+    payments = [intent for intent, left in bounced if left > 0]
+    suspects = sorted({cards.get(intent, intent) for intent in payments})
+    why = "; ".join(
+        f"{card}, paying {', '.join(i for i in payments if cards.get(i, i) == card)}: "
+        + ", ".join(f"{refund} {reason}" for refund, reason in sorted(returned.get(card, {}).items()))
+        for card in suspects
+    )
+    if not room:
+        others = "the invoice has no payment by another card. Return it another way (a bank transfer)"
+    elif elsewhere <= 0:
+        others = "its payments by other cards have nothing left to refund. Return it another way (a bank transfer)"
+    else:
+        others = (
+            f"at most {dollars(elsewhere)} can go to its other payments. Refund that and return the rest another way "
+            "(a bank transfer)"
+        )
+    return (
+        f"cannot refund {dollars(wanted)} more on {gateway_id}: {dollars(wanted - elsewhere)} of it would go back to "
+        f"a card whose bank returned a refund ({why}) and would likely bounce again; {others}, or send it to that "
+        "card again explicitly (--to-failed-card)"
+    )
 
 
 def _intent_id(payment: Any) -> str | None:
