@@ -813,7 +813,8 @@ def apply_stripe_event(
     if refused is not None:  # ingest refuses these; one stored before, or put on the bus otherwise, is not applied
         code, said = refused
         if code == LIVEMODE_MISMATCH:  # the setting may be wrong, not the event: failed, dead-lettered, redriven
-            raise StripeModeMismatchError(said)
+            named = _metadata(event.obj).get("invoice_id")
+            raise StripeModeMismatchError(said, event.type, named[:100] if isinstance(named, str) else None)
         return replace(event.outcome(None, False), foreign=said)
     if event.type == "payment_method.attached":
         return _card_attached(publisher, gateway, event, now)
