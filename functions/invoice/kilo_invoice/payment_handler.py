@@ -82,8 +82,8 @@ def _record(record: SQSRecord) -> None:
 def _mode_mismatch(record: SQSRecord, exc: StripeModeMismatchError) -> None:
     """An event of the other mode, failed for a redrive: counted (``StripeEventForeign``) and logged at ERROR on its
     first receive only - the queue receives it ``maxReceiveCount`` (5) times before the DLQ, and counting each made
-    the alarm flap; receives 2 to 5 are logged at WARNING, uncounted. A receive count missing is taken as the first
-    (as the alerts handler reads it)."""
+    the alarm flap; receives 2 to 5 are logged at WARNING, uncounted. A receive count missing or empty (Lambda always
+    sends it) is taken as the first: alarmed rather than not."""
     receives = record.attributes.get("ApproximateReceiveCount")
     extra = {"stripe_type": exc.stripe_type, "invoice_id": exc.invoice_id, "reason": str(exc), "receives": receives}
     if receives in (None, "", "1"):
