@@ -578,13 +578,9 @@ def test_given_3ds_failed_and_action_required_handled_at_once_then_the_action_al
     ]
 
 
-def test_given_the_failed_alerts_marker_write_lost_then_the_action_required_alert_still_goes_out(
-    world: World,
-) -> None:
-    """The failed event's alert is published, its marker write times out (the SQS message comes again later); the
-    action-required event then publishes under its own id, and the failed event's redelivery adds nothing."""
-    events, failed, action = _one_attempt_failed_and_needing_action(world)
-    gateway_id = world.store.invoices["acme/2026-03"].gateway_id
+def _marker_write_lost_after_the_first_alert(world: World) -> None:
+    """The first ``PaymentFailed.v1`` is published and the invoice write after it (its marker) times out, once: the
+    SQS message comes again later."""
     publish, update = world.bus.publish, world.store.update_invoice
     published: list[str] = []
 
@@ -600,6 +596,16 @@ def test_given_the_failed_alerts_marker_write_lost_then_the_action_required_aler
 
     world.bus.publish = publish_and_note  # type: ignore[method-assign]
     world.store.update_invoice = update_failing_once_after_the_publish  # type: ignore[method-assign]
+
+
+def test_given_the_failed_alerts_marker_write_lost_then_the_action_required_alert_still_goes_out(
+    world: World,
+) -> None:
+    """The failed event's alert is published, its marker write times out (the SQS message comes again later); the
+    action-required event then publishes under its own id, and the failed event's redelivery adds nothing."""
+    events, failed, action = _one_attempt_failed_and_needing_action(world)
+    gateway_id = world.store.invoices["acme/2026-03"].gateway_id
+    _marker_write_lost_after_the_first_alert(world)
     with pytest.raises(TimeoutError):
         _apply(world, events, failed)
     assert world.store.invoices["acme/2026-03"].announced == {"issued"}  # the failed alert's marker never landed
@@ -631,6 +637,45 @@ def test_given_both_alerts_of_a_3ds_race_delivered_then_the_customer_is_told_to_
         "Kilo: your payment of $65.20 needs your confirmation. Complete the payment in your Kilo dashboard. "
         "Reply STOP to opt out",
     ]
+
+
+def test_given_a_decline_redelivered_across_month_end_after_its_marker_was_lost_then_one_declined_text(
+    world: World,
+) -> None:
+    """Review 2 (D348): Stripe's retry of March's 65.20 (attempt 2) declined, the event created 23:59:50 on 30 April;
+    handled at 23:59:55, its alert published and its marker write lost; the message back at 00:00:30 on 1 May, the
+    same alert published again. The alerts ledger sends a key once per month of ``occurred_at``: the handler's clock
+    put the two in April and May (two "declined" texts); the event's own ``created`` puts both in April - one text."""
+    assert world.close("acme", MAR).total == Decimal("65.20")
+    gateway_id = world.store.invoices["acme/2026-03"].gateway_id
+    events = Events()
+    created = datetime(2026, 4, 30, 23, 59, 50, tzinfo=UTC)
+    failed = events.add("evt_pf2", "invoice.payment_failed", _attempt(world, 2), int(created.timestamp()))
+    first, again = datetime(2026, 4, 30, 23, 59, 55, tzinfo=UTC), datetime(2026, 5, 1, 0, 0, 30, tzinfo=UTC)
+    _marker_write_lost_after_the_first_alert(world)
+    with pytest.raises(TimeoutError):
+        apply_stripe_event(world.store, world.bus, events, *failed, first, world.gateway)
+    apply_stripe_event(world.store, world.bus, events, *failed, again, world.gateway)
+    alerts = [d for t, d in world.bus.events if t == PaymentFailedV1.DETAIL_TYPE]
+    # published twice (the marker was lost), both as of the event's creation: 30 April 23:59:50 UTC
+    assert [(a["event_id"], a["occurred_at"]) for a in alerts] == [
+        (f"payment-failed:{gateway_id}:2", "2026-04-30T23:59:50+00:00")
+    ] * 2
+    signup = (TierChange(datetime(2026, 1, 1, tzinfo=UTC), "team"),)
+    people = InMemoryAccountDirectory(
+        AccountProfile("acme", signup, name="Ada", email="ada@example.com", phone="+14155550100", phone_verified=True)
+    )
+    ledger, mailer, texter = InMemoryLedger(), ScriptedMailer(), ScriptedTexter()
+    for detail, handled in zip(alerts, (first, again), strict=True):  # the alerts function, a second after each
+        now_ms = (int(handled.timestamp()) + 1) * 1000
+        deliver_alert(
+            alert_from_event(PaymentFailedV1.DETAIL_TYPE, detail), people, ledger, mailer, texter, POLICY, now_ms
+        )
+    assert [text for _, text in texter.sent] == [
+        "Kilo: your payment of $65.20 was declined. Pay the invoice or update your card in your Kilo dashboard. "
+        "Reply STOP to opt out",
+    ]
+    assert len(mailer.sent) == 1
 
 
 def test_given_no_attempt_count_then_each_failed_event_is_announced_once_by_its_event_id(world: World) -> None:

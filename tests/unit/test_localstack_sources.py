@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from kilo_dev import moto_server
-from kilo_dev.localstack import AsyncInvoke, Clock, Function, Schedule, StreamSource, parse_rate
+from kilo_dev.localstack import AsyncInvoke, Clock, Function, QueueSource, Schedule, StreamSource, parse_rate
 
 
 def record(sequence: int, poison: bool = False) -> dict[str, Any]:
@@ -256,3 +256,25 @@ def test_given_the_local_moto_server_then_tracked_instances_do_not_keep_them_ali
         tracked.append(Model())  # garbage at once
     assert list(tracked) == kept
     assert len(tracked) == 3
+
+
+def test_given_a_queue_source_then_each_record_carries_its_receive_count_as_lambda_passes_it() -> None:
+    """The local stack's SQS event source passes ``attributes.ApproximateReceiveCount`` as Lambda does: the payment
+    handler counts an event of the other mode on its first receive only, the alerts handler knows its last (D349
+    amended, review 2). A record failed is received again: "1", then "2"."""
+    import boto3  # noqa: PLC0415
+    from moto import mock_aws  # noqa: PLC0415
+
+    seen: list[str] = []
+
+    def failing(event: dict[str, Any], _context: Any) -> dict[str, Any]:
+        seen.extend(r["attributes"]["ApproximateReceiveCount"] for r in event["Records"])
+        return {"batchItemFailures": [{"itemIdentifier": r["messageId"]} for r in event["Records"]]}
+
+    with mock_aws():
+        sqs = boto3.client("sqs", region_name="us-east-1", aws_access_key_id="t", aws_secret_access_key="t")
+        url = sqs.create_queue(QueueName="payments", Attributes={"VisibilityTimeout": "0"})["QueueUrl"]
+        sqs.send_message(QueueUrl=url, MessageBody="{}")
+        queue = QueueSource(Function("fn", failing), url, "arn:aws:sqs:us-east-1:123456789012:payments", 10, sqs)
+        assert (queue.poll_once(), queue.poll_once()) == (1, 1)
+    assert seen == ["1", "2"]

@@ -25,9 +25,11 @@ from tests.scenarios.test_invoicing import MAR, World, team_with_march_overage
 from tests.unit.test_stripe_misconfigured_alarmed import _errors, _metrics
 
 
-def _handled(world: World, monkeypatch: pytest.MonkeyPatch, stage_livemode: bool, envelope: dict[str, Any]) -> Any:
+def _handled(
+    world: World, monkeypatch: pytest.MonkeyPatch, stage_livemode: bool, envelope: dict[str, Any], receive: int = 1
+) -> Any:
     """``invoice.paid`` of ours (metadata and Stripe id), its envelope overridden, handled by a function whose stage
-    takes ``stage_livemode`` events."""
+    takes ``stage_livemode`` events; ``receive``: the SQS message's receive count, as Lambda passes it."""
     events = Events()
     event = copy.deepcopy(FIXTURES["event"]) | {"id": "evt_x", "type": "invoice.paid"}
     event |= {"data": {"object": _paid_invoice(world)}, **envelope}
@@ -43,7 +45,7 @@ def _handled(world: World, monkeypatch: pytest.MonkeyPatch, stage_livemode: bool
         "messageId": "m-1",
         "receiptHandle": "r-1",
         "body": json.dumps({"detail": {"key": {"pk": record.key[0], "sk": record.key[1]}, "stripe_event_id": "evt_x"}}),
-        "attributes": {},
+        "attributes": {"ApproximateReceiveCount": str(receive)},
         "messageAttributes": {},
         "md5OfBody": "",
         "eventSource": "aws:sqs",
@@ -110,6 +112,35 @@ def test_given_an_event_of_the_other_mode_when_handled_then_not_applied_failed_f
     # the setting fixed, the message redriven from the DLQ
     assert _handled(world, monkeypatch, livemode, {"livemode": livemode}) == {"batchItemFailures": []}
     assert world.store.invoices[march.invoice_id].status is InvoiceStatus.PAID
+
+
+def test_given_an_event_of_the_other_mode_received_until_dead_lettered_then_counted_and_logged_at_error_once(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Review 2 (D349): the payment queue's maxReceiveCount is 5, so a live event in a test-mode stage is received 5
+    times before the DLQ. Counted (``StripeEventForeign``: 1, not 5) and logged at ERROR on the first receive only,
+    naming the event's type and the invoice its metadata names; receives 2 to 5 at WARNING, uncounted - each still
+    failed for the queue. Redriven with the setting still wrong: a first receive again, counted once more."""
+    world = team_with_march_overage()
+    march = world.close("acme", MAR)
+    world.gateway.settle(march.invoice_id, paid=True)
+    capfd.readouterr()
+    kept = {"batchItemFailures": [{"itemIdentifier": "m-1"}]}
+    for receive in (1, 2, 3, 4, 5):
+        assert _handled(world, monkeypatch, False, {"livemode": True}, receive) == kept
+    mismatch = [r for r in caplog.records if r.getMessage().startswith("Stripe event of the other mode")]
+    assert [(r.levelno, r.__dict__["receives"]) for r in mismatch] == [
+        (logging.ERROR, "1"),
+        (logging.WARNING, "2"),
+        (logging.WARNING, "3"),
+        (logging.WARNING, "4"),
+        (logging.WARNING, "5"),
+    ]
+    assert (mismatch[0].__dict__["stripe_type"], mismatch[0].__dict__["invoice_id"]) == ("invoice.paid", "acme/2026-03")
+    assert _metrics(capfd.readouterr().out).get(Metric.STRIPE_EVENT_FOREIGN.value) == 1  # 5 receives, 1 counted
+    assert _handled(world, monkeypatch, False, {"livemode": True}, 1) == kept  # redriven, StripeLiveMode not fixed
+    assert _metrics(capfd.readouterr().out).get(Metric.STRIPE_EVENT_FOREIGN.value) == 1
+    assert world.store.invoices[march.invoice_id].status is InvoiceStatus.OPEN  # 65.20 still asked
 
 
 @pytest.mark.parametrize("livemode", [True, False])

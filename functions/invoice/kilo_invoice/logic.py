@@ -757,6 +757,12 @@ class _StripeEvent:
     def outcome(self, invoice_id: str | None, changed: bool, published: tuple[str, ...] = ()) -> EventOutcome:
         return EventOutcome(self.id, self.type, invoice_id, changed, published)
 
+    def occurred_at(self, now: datetime) -> str:
+        """When the event happened, for an alert it raises: Stripe's ``created`` (``now`` when it has none). The
+        alerts ledger sends a key once per month of this time: every redelivery of the event keys the same month,
+        also one handled after a UTC month end (D348 amended, review 2)."""
+        return (datetime.fromtimestamp(self.created, UTC) if self.created > 0 else now).isoformat()
+
 
 def _metadata(obj: dict[str, Any]) -> dict[str, Any]:
     found = obj.get("metadata")
@@ -868,7 +874,8 @@ def apply_stripe_event(
     if refused is not None:  # ingest refuses these; one stored before, or put on the bus otherwise, is not applied
         code, said = refused
         if code == LIVEMODE_MISMATCH:  # the setting may be wrong, not the event: failed, dead-lettered, redriven
-            raise StripeModeMismatchError(said)
+            named = _metadata(event.obj).get("invoice_id")
+            raise StripeModeMismatchError(said, event.type, named[:100] if isinstance(named, str) else None)
         return replace(event.outcome(None, False), foreign=said)
     if event.type == "payment_method.attached":
         return _card_attached(publisher, gateway, event, now)
@@ -1412,7 +1419,7 @@ def _invoice_event(
             total=money_str(amount_due(invoice, ledger.credit_notes.values())),  # what it still asks, after notes
             reason="action_required" if event.type.endswith("action_required") else "payment_failed",
             hosted_url=invoice.hosted_url,
-            occurred_at=now.isoformat(),
+            occurred_at=event.occurred_at(now),  # redelivered after a month end: still the same month's key
         )
         publisher.publish(PaymentFailedV1.DETAIL_TYPE, alert.model_dump())
         invoice = _mark_announced(store, invoice, *markers)

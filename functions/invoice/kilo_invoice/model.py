@@ -21,7 +21,13 @@ class StripeModeMismatchError(RuntimeError):
     """A stored Stripe event of the other mode than the stage's (``STRIPE_LIVEMODE``): not applied, and not dropped
     either - the setting may be what is wrong (a stack upgraded without ``StripeLiveMode``), and ingest answered
     Stripe 200, so nothing would send it again. Left to the queue: redelivered, dead-lettered, redriven once the
-    setting is right (D349 amended)."""
+    setting is right (D349 amended). ``stripe_type`` and ``invoice_id`` (as its metadata names it, not looked up)
+    for the handler's log."""
+
+    def __init__(self, said: str, stripe_type: str, invoice_id: str | None) -> None:
+        super().__init__(said)
+        self.stripe_type = stripe_type
+        self.invoice_id = invoice_id
 
 
 class NoteWaiting(NamedTuple):

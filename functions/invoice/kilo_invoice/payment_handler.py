@@ -11,8 +11,8 @@ has to look at - of a Stripe invoice other than ours (not applied), of a revisio
 payment short of what ours asks - is logged at ERROR and counted (``PaymentEventNeedsOperator``, alarmed:
 D343, D344). An event of a Stripe Connect account is not applied, logged at ERROR and counted
 (``StripeEventForeign``, alarmed: D349); one of the other mode than the stage's (``STRIPE_LIVEMODE``) is not applied
-either, logged and counted alike, and reported failed: redelivered, dead-lettered, redriven once the setting is right
-(D349 amended).
+either, logged at ERROR and counted alike on its first receive (later ones at WARNING, uncounted), and reported
+failed: redelivered, dead-lettered, redriven once the setting is right (D349 amended).
 """
 
 from __future__ import annotations
@@ -51,8 +51,7 @@ def _record(record: SQSRecord) -> None:
         logger.warning("Stripe event about nothing of ours; ignored", extra={"reason": str(exc)[:200]})
         return
     except StripeModeMismatchError as exc:  # StripeLiveMode wrong, or a secret of the other mode: kept, alarmed
-        count(SERVICE, Metric.STRIPE_EVENT_FOREIGN)
-        logger.error("Stripe event of the other mode than the stage's: kept for redrive", extra={"reason": str(exc)})
+        _mode_mismatch(record, exc)
         raise
     if outcome.foreign is not None:  # never ours to apply: a Connect endpoint's secret is configured at ingest
         _operator(
@@ -78,6 +77,20 @@ def _record(record: SQSRecord) -> None:
         "Stripe event applied",
         extra={"stripe_type": outcome.event_type, "invoice_id": outcome.invoice_id, "changed": outcome.changed},
     )
+
+
+def _mode_mismatch(record: SQSRecord, exc: StripeModeMismatchError) -> None:
+    """An event of the other mode, failed for a redrive: counted (``StripeEventForeign``) and logged at ERROR on its
+    first receive only - the queue receives it ``maxReceiveCount`` (5) times before the DLQ, and counting each made
+    the alarm flap; receives 2 to 5 are logged at WARNING, uncounted. A receive count missing or empty (Lambda always
+    sends it) is taken as the first: alarmed rather than not."""
+    receives = record.attributes.get("ApproximateReceiveCount")
+    extra = {"stripe_type": exc.stripe_type, "invoice_id": exc.invoice_id, "reason": str(exc), "receives": receives}
+    if receives in (None, "", "1"):
+        count(SERVICE, Metric.STRIPE_EVENT_FOREIGN)
+        logger.error("Stripe event of the other mode than the stage's: kept for redrive", extra=extra)
+    else:
+        logger.warning("Stripe event of the other mode than the stage's, received again: kept for redrive", extra=extra)
 
 
 def _operator(metric: Metric, message: str, outcome: EventOutcome, reason: str) -> None:

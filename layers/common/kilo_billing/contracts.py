@@ -148,7 +148,7 @@ class PaymentFailedV1(InvoiceEventV1):
     total: str
     reason: Literal["payment_failed", "action_required"]
     hosted_url: str | None = None
-    occurred_at: str
+    occurred_at: str  # when the processor's event was created (the handler's clock if it says not): D348 amended
 
 
 class DisputeOpenedV1(InvoiceEventV1):
