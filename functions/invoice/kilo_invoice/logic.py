@@ -431,8 +431,6 @@ def _issue_credit_note(deps: CloseDeps, ledger: AccountLedger, note: CreditNote,
             break
         credited = ledger.invoices.get(note.invoice_id)
         gateway_id = credited.gateway_id if credited is not None else None
-        # asked there by an earlier run: an ``invoice.paid`` of it since counted the note (``_save_paid_there``)
-        asked_before = note.asked_on if note.asked_on == gateway_id else None
         try:
             if gateway_id is None:
                 raise GatewayRejectedError(f"{note.invoice_id} has no processor invoice")
@@ -482,7 +480,7 @@ def _issue_credit_note(deps: CloseDeps, ledger: AccountLedger, note: CreditNote,
                 # (D337; waiting for ever on an open invoice was a review's finding)
                 note = _save_written_off(deps, ledger, note, now, f"reduction refused ({exc}) on an invoice {said}")
             elif note.to_due > 0:  # paid there (perhaps before we heard): account credit for what it still holds
-                note = _save_paid_there(deps, ledger, note, now, f"reduction refused ({exc})", refused_on=asked_before)
+                note = _save_paid_there(deps, ledger, note, now, f"reduction refused ({exc})", refused_on=gateway_id)
             else:
                 note = _save_note(
                     deps, _note_step(note, now, f"refused ({exc})", processor=ZERO, status=CreditNoteStatus.DONE)
@@ -510,11 +508,11 @@ def _save_paid_there(
     the period holds beyond the notes' credit (``period_held``); the rest was given back already (``returned``). Before
     (D131's branch, a review of D337): the whole amount, 3.60 on top of 65.20 charged back. The credit is then
     recorded on the processor's invoice as credited out of band (the note's next step); nothing to credit: done.
-    Refused on the Stripe invoice the note was asked on (``refused_on`` is its ``asked_on``) whose ``invoice.paid``
-    recorded a shortfall while the note was pending: that payment counted the note as taken off what Stripe asked
-    (``_paid_short``, D344 amended); the refusal proves it never was (a made note's retry returns it), so Stripe asked
-    ``to_due`` more and the shortfall was that much more - added to its ``shortfall:`` entry in the same write as
-    the credit, before the credit's bound is read (D-revfix-4)."""
+    Refused on a Stripe invoice (``refused_on``) whose ``invoice.paid`` counted the pending note as taken off what
+    Stripe asked (``_paid_short``, D344 amended: the write left ``short_counted:<refused_on>:<note>``) and recorded a
+    shortfall: the refusal proves the note never made (a made note's retry returns it), so Stripe asked ``to_due``
+    more and the shortfall was that much more - added to its ``shortfall:`` entry in the same write as the credit,
+    before the credit's bound is read (D-revfix-4, amended in review 4: the marker decides, not when it was asked)."""
     for _ in range(LEDGER_ATTEMPTS):
         short = _shortfall_missed(ledger, note, refused_on)
         if short is None:
@@ -557,14 +555,14 @@ def _paid_there_step(ledger: AccountLedger, note: CreditNote, now: datetime, why
 
 def _shortfall_missed(ledger: AccountLedger, note: CreditNote, refused_on: str | None) -> InvoiceRecord | None:
     """The note's invoice with ``note.to_due`` added to its ``shortfall:<refused_on>`` entry, when ``invoice.paid``
-    of that Stripe invoice recorded one while counting the pending note as made there (``_save_paid_there``);
-    otherwise none."""
+    of that Stripe invoice recorded one while counting the pending note as made there (its ``short_counted:`` marker,
+    written with the shortfall: ``_invoice_event``); otherwise none (``_save_paid_there``)."""
     found = ledger.invoices.get(note.invoice_id)
     entry = f"{SHORTFALL}{refused_on}"
     if (
         found is None
         or refused_on is None
-        or note.asked_on != refused_on
+        or _short_counted(refused_on, note.credit_id) not in found.announced
         or note.status is not CreditNoteStatus.PENDING
         or found.status is not InvoiceStatus.PAID
         or not any(refund == entry for refund, _ in found.outside_refunds)
@@ -575,6 +573,29 @@ def _shortfall_missed(ledger: AccountLedger, note: CreditNote, refused_on: str |
     )
     grown = replace(found, outside_refunds=outside)
     return replace(grown, refunded=grown.given_back())
+
+
+SHORT_COUNTED: Final = "short_counted:"  # ``announced`` marker: an ``invoice.paid`` counted a pending note (review 4)
+
+
+def _short_counted(gateway_id: str, credit_id: str) -> str:
+    """The marker the ``invoice.paid`` write of Stripe invoice ``gateway_id`` leaves for a pending note its shortfall
+    counted as made there (``_paid_short``): its later refusal there grows the shortfall (``_shortfall_missed``)."""
+    return f"{SHORT_COUNTED}{gateway_id}:{credit_id}"
+
+
+def _counted_by(obj: dict[str, Any], notes: Iterable[CreditNote]) -> tuple[str, ...]:
+    """The markers of the pending notes an ``invoice.paid`` of Stripe invoice ``obj`` counts as taken off what it
+    asked (``_paid_short``: asked on it, made there with the answer lost - or never made, which a refusal there later
+    proves, ``_shortfall_missed``)."""
+    here = _ref(obj.get("id"))
+    if here is None:
+        return ()
+    return tuple(
+        _short_counted(here, note.credit_id)
+        for note in notes
+        if note.status is CreditNoteStatus.PENDING and note.asked_on == here
+    )
 
 
 def _held_paid_there(ledger: AccountLedger, note: CreditNote) -> Decimal:
@@ -1341,6 +1362,7 @@ def _invoice_event(
     revised_away = event.type == "invoice.voided" and _ref(event.obj.get("latest_revision")) is not None
     paid = event.type == "invoice.paid" and invoice.method is BillingMethod.CARD
     received, short = _paid_short(invoice, event.obj, notes) if paid else (ZERO, ZERO)
+    counted = _counted_by(event.obj, notes) if paid else ()  # marked with the paid write
     decided: list[tuple[bool, str | None]] = []  # ``_about_ours`` on the copy each try wrote from: the last decides
 
     def change(current: InvoiceRecord) -> InvoiceRecord:
@@ -1370,6 +1392,8 @@ def _invoice_event(
             updated = updated.moved(InvoiceStatus.OPEN, now)  # paid/failed before we saw it finalized
         if can_move(updated.status, target):
             updated = updated.moved(target, now)
+        if counted and updated.status is InvoiceStatus.PAID and current.status is not InvoiceStatus.PAID:
+            updated = replace(updated, announced=updated.announced | set(counted))  # the payment's reading, once
         if short > 0 and updated.status is InvoiceStatus.PAID:  # once: by the paid invoice's id
             updated = _refunded_outside(updated, f"{SHORTFALL}{updated.gateway_id}", short)
         return updated
