@@ -39,8 +39,8 @@ _Report = TypeVar("_Report", RevenueReport, EnterpriseReport)
 REVENUE_COLUMNS = (
     "row", "tier", "account_id", "status", "invoices", "accounts",
     "video_minutes", "audio_minutes", "messages", "data_gb",
-    "fees", "overage", "adjustments", "credit", "total_billed", "refunds", "short_paid", "cost_basis",
-    "margin",
+    "fees", "overage", "adjustments", "credit", "total_billed", "refunds", "cost_basis", "margin",
+    "short_paid",  # appended (D-revfix-3, review 4): the columns before it keep their places
 )  # fmt: skip
 MEMBER_COLUMNS = ("row", "key", "sessions", "participants", "video_minutes", "audio_minutes", "cost_basis")
 
@@ -79,9 +79,9 @@ def figures_json(figures: RevenueFigures) -> dict[str, str]:
         "credit": figures.credit,
         "total_billed": figures.total_billed,
         "refunds": figures.refunds,
-        "short_paid": figures.short_paid,
         "cost_basis": figures.cost_basis,
         "margin": figures.margin,
+        "short_paid": figures.short_paid,
     }
     return usage_json(figures.usage) | {name: money_str(value) for name, value in money.items()}
 
@@ -158,12 +158,12 @@ def _print_revenue(report: RevenueReport) -> None:
     table = Table(title=f"Revenue {report.period} (USD)")
     shown = (
         "row", "tier", "account_id", "status",
-        "fees", "overage", "adjustments", "total_billed", "refunds", "short_paid", "cost_basis",
+        "fees", "overage", "adjustments", "total_billed", "refunds", "cost_basis", "margin", "short_paid",
     )  # fmt: skip
-    for column in (*shown, "margin"):
+    for column in shown:
         table.add_column(column, justify="right" if column in MONEY_COLUMNS else "left")
     for row in revenue_rows(report):
-        table.add_row(*(row[column] for column in (*shown, "margin")))
+        table.add_row(*(row[column] for column in shown))
     make_console().print(table)
 
 

@@ -74,7 +74,10 @@ def test_given_a_closed_month_when_revenue_as_csv_then_a_header_and_a_row_per_ac
     monkeypatch.setattr("kilo_billing.aws.client", lambda service: stack.clients[service])  # to count its calls
     counter = count_calls(stack.clients["dynamodb"])
     assert main(["report", "revenue", "--period", "2026-03", "--usage-table", table, "--csv"]) == 0
-    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    out = capsys.readouterr().out
+    rows = list(csv.DictReader(io.StringIO(out)))
+    # short_paid (review 3) appended: the columns before it keep their places for readers by position (review 4)
+    assert out.splitlines()[0].endswith(",total_billed,refunds,cost_basis,margin,short_paid")
     by = {(row["row"], row["account_id"] or row["tier"]): row for row in rows}
     acme = by[("account", "acme")]
     # first invoice: March fee 29.00 (true-up) + April 29.00 in advance = 58.00 fees; 10,000 over x 0.00072 = 7.20;

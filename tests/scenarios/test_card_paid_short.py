@@ -5,6 +5,7 @@ giving its money back (a refund, a note's credit), reads what was received; the 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
@@ -14,7 +15,7 @@ from kilo_account_api.model import InvoiceView
 from kilo_account_api.schemas import InvoiceOut
 from kilo_billing.invoicing import CreditNoteStatus, InvoiceStatus, amount_due
 from kilo_invoice.logic import refund_invoice
-from kilo_invoice.ports import GatewayUnavailableError
+from kilo_invoice.ports import GatewayRejectedError, GatewayUnavailableError
 from tests.scenarios.test_card_payment_events import Events, _apply, _fixture, _paid_invoice
 from tests.scenarios.test_invoicing import APR, MAR, MAY, World, at, seg, team_with_march_overage
 
@@ -213,3 +214,77 @@ def test_given_paid_short_when_the_operator_reads_the_invoice_then_the_shortfall
     refund_invoice(world.store, world.gateway, "acme", march.invoice_id, Decimal("5.00"))
     summary = _summary(world.store.invoices[march.invoice_id])
     assert (summary["refunded"], summary["short_paid"]) == ("5.00", "10.00")
+
+
+def _march_with_april_note_asked() -> World:
+    """Team, 60,000 March minutes: 29.00 + 7.20 (10,000 over x 0.00072) + 29.00 (April ahead) = 65.20 on in_A; then
+    5,000 March minutes gone (5,000 x 0.00072 = 3.60: April's note)."""
+    world = World()
+    world.signup("acme", (at(1), "team"))
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", 60_000)
+    world.close("acme", MAR)
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", -5_000)
+    return world
+
+
+def test_given_the_payment_processed_while_our_note_is_asked_when_stripe_refuses_it_then_the_shortfall_is_completed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Review 4, finding 1 (a). April's close stores ``asked_on`` in_A; while its Stripe call is in flight the customer
+    pays 55.20 (a 10.00 dashboard note) and ``invoice.paid`` counts the pending note asked there: 61.60 - 55.20 =
+    6.40 short. Stripe then refuses the note (paid): never made, so Stripe asked 65.20 - 55.20 = 10.00 short; kept
+    55.20; the note's 3.60 account credit (March's 7.20 usage held first); refunds at most 55.20 - 3.60 = 51.60.
+    Before: the note was asked in this very run, so nothing was added - 6.40 short, kept 58.80, 51.61 refundable."""
+    world, events = _march_with_april_note_asked(), Events()
+    shorts = []
+
+    def paid_meanwhile(*args: Any) -> str:
+        if not shorts:
+            world.gateway.settle("acme/2026-03", paid=True)
+            _apply(world, events, events.add("p", "invoice.paid", _paid_invoice(world) | {"amount_paid": 5520} | TOTAL))
+            shorts.append(world.store.invoices["acme/2026-03"].short_paid)
+        raise GatewayRejectedError("cannot credit: it is paid, not open", "paid")
+
+    monkeypatch.setattr(world.gateway, "credit_note", paid_meanwhile)
+    world.close("acme", APR)
+    monkeypatch.undo()
+    assert shorts == [Decimal("6.40")]  # 61.60 - 55.20: the note counted by the payment
+    ours = world.store.invoices["acme/2026-03"]
+    (note,) = world.store.credit_notes.values()
+    assert (note.to_due, note.to_credit, note.returned) == (Decimal("0.00"), Decimal("3.60"), Decimal("0.00"))
+    assert (ours.short_paid, ours.kept) == (Decimal("10.00"), Decimal("55.20"))  # 65.20 - 55.20
+    assert world.store.billing["acme"].credit == Decimal("3.60")
+    with pytest.raises(ValueError, match=r"at most 51\.60"):  # 55.20 received - 3.60 credited back
+        refund_invoice(world.store, world.gateway, "acme", "acme/2026-03", Decimal("51.61"))
+
+
+def test_given_the_payment_processed_before_our_note_was_asked_when_stripe_refuses_it_then_nothing_is_added(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Review 4, finding 1 (D-revfix-4's listed limit). April's note of 3.60 is composed, its ``asked_on`` not yet
+    stored (as stored before the field was written); in_A paid 55.20 (a 10.00 dashboard note): the pending note never
+    asked there is not counted - 65.20 - 55.20 = 10.00 short, right already. May's close stores ``asked_on`` in_A and
+    hits an outage; the next one is refused on the paid in_A. That payment never counted the note: still 10.00 short,
+    kept 55.20, 3.60 credit. Before: the refusal added 3.60 (13.60 short, kept 51.60)."""
+    world, events = _march_with_april_note_asked(), Events()
+
+    def outage(*args: Any) -> str:
+        raise GatewayUnavailableError("down")  # nothing made at Stripe
+
+    monkeypatch.setattr(world.gateway, "credit_note", outage)
+    with pytest.raises(GatewayUnavailableError):
+        world.close("acme", APR)
+    (note,) = world.store.credit_notes.values()
+    world.store.credit_notes[note.credit_id] = replace(note, asked_on=None)
+    world.gateway.settle("acme/2026-03", paid=True)
+    _apply(world, events, events.add("p", "invoice.paid", _paid_invoice(world) | {"amount_paid": 5520} | TOTAL))
+    assert world.store.invoices["acme/2026-03"].short_paid == Decimal("10.00")
+    with pytest.raises(GatewayUnavailableError):
+        world.close("acme", MAY)  # stores asked_on in_A first
+    monkeypatch.undo()
+    assert world.store.credit_notes[note.credit_id].asked_on == world.store.invoices["acme/2026-03"].gateway_id
+    world.close("acme", MAY)
+    ours = world.store.invoices["acme/2026-03"]
+    note = world.store.credit_notes[note.credit_id]
+    assert (note.to_due, note.to_credit) == (Decimal("0.00"), Decimal("3.60"))
+    assert (ours.short_paid, ours.kept) == (Decimal("10.00"), Decimal("55.20"))  # 65.20 - 55.20, nothing added

@@ -15,7 +15,7 @@ from kilo_billing.invoicing import BillingState, CreditNoteStatus, InvoiceStatus
 from kilo_billing.money import ZERO
 from kilo_invoice import logic
 from kilo_invoice.logic import close_account, refund_invoice
-from kilo_invoice.ports import GatewayMisconfiguredError
+from kilo_invoice.ports import GatewayMisconfiguredError, GatewayUnavailableError
 from tests.scenarios.test_card_payment_events import Events, _apply, _charge, _dispute, _fixture
 from tests.scenarios.test_invoicing import APR, MAR, MAY, World, at, seg, team_with_march_overage
 
@@ -432,3 +432,86 @@ def test_given_the_revisions_payment_gone_before_its_paid_event_when_it_comes_ba
     may = close_account(world.deps, "acme", MAY, MAY.end)
     assert may.invoice is not None
     assert may.invoice.total == Decimal("25.40")  # June's fee 29.00 - the 3.60 credit
+
+
+def test_given_a_waiting_note_retried_after_an_outage_on_a_discounted_paid_revision_then_its_shortfall_is_unchanged(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Review 4, finding 1 (b). The waiting-note story above (note 3.60 asked on in_A, refused there: void by in_REV;
+    in_REV discounted 5.20, paid 60.00: 65.20 - 60.00 = 5.20 short, the note not counted), but May's first close
+    stores ``asked_on`` in_REV and hits an outage. The next close is refused on the paid in_REV: its payment never
+    counted the note, so nothing is added - 5.20 short, kept 60.00, 3.60 credit, refunds at most 60.00 - 3.60 = 56.40.
+    Before: 3.60 added (8.80 short, kept 56.40, bound 52.80)."""
+    world, events = World(), Events()
+    world.signup("acme", (at(1), "team"))
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", 60_000)
+    world.close("acme", MAR)
+    in_a = world.store.invoices["acme/2026-03"].gateway_id
+    assert in_a is not None
+    world.gateway.revise(in_a, "in_REV")
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", -5_000)
+    assert close_account(world.deps, "acme", APR, APR.end).notes_waiting != ()
+    _apply(world, events, events.add("e1", "invoice.finalized", _revision(in_a, 6000)))
+    _apply(world, events, events.add("e2", "invoice.voided", _voided_by_revision(in_a)))
+    _apply(world, events, events.add("e3", "invoice.paid", _revision(in_a, 6000, "paid", amount_paid=6000)))
+    assert world.store.invoices["acme/2026-03"].short_paid == Decimal("5.20")
+    world.gateway.invoices["acme/2026-03"].gateway_id = "in_REV"  # Stripe's side: in_REV, paid
+    world.gateway.invoices["acme/2026-03"].status = "paid"
+
+    def outage(*args: Any) -> str:
+        raise GatewayUnavailableError("down")
+
+    monkeypatch.setattr(world.gateway, "credit_note", outage)
+    with pytest.raises(GatewayUnavailableError):
+        close_account(world.deps, "acme", MAY, MAY.end)
+    monkeypatch.undo()
+    assert world.store.credit_notes["acme/2026-03/credit-2026-04"].asked_on == "in_REV"
+    close_account(world.deps, "acme", MAY, MAY.end)
+    ours = world.store.invoices["acme/2026-03"]
+    note = world.store.credit_notes["acme/2026-03/credit-2026-04"]
+    assert (note.to_credit, note.returned) == (Decimal("3.60"), Decimal("0.00"))
+    assert (ours.short_paid, ours.kept) == (Decimal("5.20"), Decimal("60.00"))  # 65.20 - 60.00, as without the outage
+    with pytest.raises(ValueError, match=r"at most 56\.40"):  # 60.00 received - 3.60 credited back
+        refund_invoice(world.store, world.gateway, "acme", "acme/2026-03", Decimal("56.41"))
+
+
+def test_given_the_operator_takes_our_note_off_the_revision_by_hand_then_it_is_not_credited_twice() -> None:
+    """Review 4, finding 2. The note's 3.60 done on in_A (ours asks 65.20 - 3.60 = 61.60); the operator revises in_A
+    and takes our 3.60 off by hand: in_REV asks 61.60 - exactly the total less our notes made on in_A, so read as our
+    note carried over. Finalizing says so (in_REV asks 61.60 where a revision asks 65.20). Paid 61.60: 0.00 short,
+    the note stays on the amount due (to_due 3.60, no credit), kept 65.20, refunds at most 65.20 - 3.60 = 61.60.
+    Before: 65.20 - 61.60 = 3.60 short AND 3.60 credited - the customer given the 3.60 twice, nobody told."""
+    world, events, in_a = _note_made_on_in_a_then_revised()
+    finalized = _apply(world, events, events.add("e1", "invoice.finalized", _revision(in_a, 6160)))
+    assert finalized.attention is not None
+    assert "asks 61.60 (before tax) where 65.20 is expected" in finalized.attention
+    assert "read as our notes made before the revision (3.60) carried over: not credited" in finalized.attention
+    _apply(world, events, events.add("e2", "invoice.voided", _voided_by_revision(in_a)))
+    paid = events.add("e3", "invoice.paid", _revision(in_a, 6160, "paid", amount_paid=6160))
+    _apply(world, events, paid)
+    _apply(world, events, paid)  # delivered again
+    ours = world.store.invoices["acme/2026-03"]
+    note = world.store.credit_notes["acme/2026-03/credit-2026-04"]
+    assert (ours.status, ours.short_paid, ours.kept) == (InvoiceStatus.PAID, Decimal("0.00"), Decimal("65.20"))
+    assert (note.to_due, note.to_credit) == (Decimal("3.60"), Decimal("0.00"))
+    assert world.store.billing["acme"].credit == Decimal("0.00")
+    world.gateway.invoices["acme/2026-03"].gateway_id = "in_REV"  # Stripe's side: in_REV, paid
+    world.gateway.invoices["acme/2026-03"].status = "paid"
+    with pytest.raises(ValueError, match=r"at most 61\.60"):  # 65.20 kept - 3.60 taken off by our note
+        refund_invoice(world.store, world.gateway, "acme", "acme/2026-03", Decimal("61.61"))
+
+
+def test_given_our_note_made_on_the_original_when_a_revision_is_discounted_then_finalizing_says_the_note_is_credited() -> (
+    None
+):
+    """Review 4, finding 2: the discount story's alarm. in_REV asks 60.00 (a 5.20 discount) where a revision of ours
+    asks 65.20 (its total less only notes asked on it: none); 65.20 - 60.00 = 5.20 is not our notes' 3.60, so it is
+    a discount - recorded short when paid - and our 3.60 note made on in_A is credited as well (the figures: the
+    discounted-revision test above: 5.20 short, 3.60 credit)."""
+    world, events, in_a = _note_made_on_in_a_then_revised()
+    finalized = _apply(world, events, events.add("e1", "invoice.finalized", _revision(in_a, 6000)))
+    assert finalized.attention is not None
+    assert "asks 60.00 (before tax) where 65.20 is expected" in finalized.attention
+    assert "our notes made before the revision (3.60) are credited as well" in finalized.attention
+    full = _apply(world, events, events.add("e2", "invoice.finalized", _revision(in_a, 6520) | {"id": "in_REV2"}))
+    assert full.attention is None or "in_REV2, a revision" not in full.attention  # 65.20: as expected

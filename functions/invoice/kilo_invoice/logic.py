@@ -439,8 +439,6 @@ def _issue_credit_note(deps: CloseDeps, ledger: AccountLedger, note: CreditNote,
             break
         credited = ledger.invoices.get(note.invoice_id)
         gateway_id = credited.gateway_id if credited is not None else None
-        # asked there by an earlier run: an ``invoice.paid`` of it since counted the note (``_save_paid_there``)
-        asked_before = note.asked_on if note.asked_on == gateway_id else None
         try:
             if gateway_id is None:
                 raise GatewayRejectedError(f"{note.invoice_id} has no processor invoice")
@@ -490,7 +488,7 @@ def _issue_credit_note(deps: CloseDeps, ledger: AccountLedger, note: CreditNote,
                 # (D337; waiting for ever on an open invoice was a review's finding)
                 note = _save_written_off(deps, ledger, note, now, f"reduction refused ({exc}) on an invoice {said}")
             elif note.to_due > 0:  # paid there (perhaps before we heard): account credit for what it still holds
-                note = _save_paid_there(deps, ledger, note, now, f"reduction refused ({exc})", refused_on=asked_before)
+                note = _save_paid_there(deps, ledger, note, now, f"reduction refused ({exc})", refused_on=gateway_id)
             else:
                 note = _save_note(
                     deps, _note_step(note, now, f"refused ({exc})", processor=ZERO, status=CreditNoteStatus.DONE)
@@ -518,11 +516,11 @@ def _save_paid_there(
     the period holds beyond the notes' credit (``period_held``); the rest was given back already (``returned``). Before
     (D131's branch, a review of D337): the whole amount, 3.60 on top of 65.20 charged back. The credit is then
     recorded on the processor's invoice as credited out of band (the note's next step); nothing to credit: done.
-    Refused on the Stripe invoice the note was asked on (``refused_on`` is its ``asked_on``) whose ``invoice.paid``
-    recorded a shortfall while the note was pending: that payment counted the note as taken off what Stripe asked
-    (``_paid_short``, D344 amended); the refusal proves it never was (a made note's retry returns it), so Stripe asked
-    ``to_due`` more and the shortfall was that much more - added to its ``shortfall:`` entry in the same write as
-    the credit, before the credit's bound is read (D-revfix-4)."""
+    Refused on a Stripe invoice (``refused_on``) whose ``invoice.paid`` counted the pending note as taken off what
+    Stripe asked (``_paid_short``, D344 amended: the write left ``short_counted:<refused_on>:<note>``) and recorded a
+    shortfall: the refusal proves the note never made (a made note's retry returns it), so Stripe asked ``to_due``
+    more and the shortfall was that much more - added to its ``shortfall:`` entry in the same write as the credit,
+    before the credit's bound is read (D-revfix-4, amended in review 4: the marker decides, not when it was asked)."""
     for _ in range(LEDGER_ATTEMPTS):
         short = _shortfall_missed(ledger, note, refused_on)
         if short is None:
@@ -565,14 +563,14 @@ def _paid_there_step(ledger: AccountLedger, note: CreditNote, now: datetime, why
 
 def _shortfall_missed(ledger: AccountLedger, note: CreditNote, refused_on: str | None) -> InvoiceRecord | None:
     """The note's invoice with ``note.to_due`` added to its ``shortfall:<refused_on>`` entry, when ``invoice.paid``
-    of that Stripe invoice recorded one while counting the pending note as made there (``_save_paid_there``);
-    otherwise none."""
+    of that Stripe invoice recorded one while counting the pending note as made there (its ``short_counted:`` marker,
+    written with the shortfall: ``_invoice_event``); otherwise none (``_save_paid_there``)."""
     found = ledger.invoices.get(note.invoice_id)
     entry = f"{SHORTFALL}{refused_on}"
     if (
         found is None
         or refused_on is None
-        or note.asked_on != refused_on
+        or _short_counted(refused_on, note.credit_id) not in found.announced
         or note.status is not CreditNoteStatus.PENDING
         or found.status is not InvoiceStatus.PAID
         or not any(refund == entry for refund, _ in found.outside_refunds)
@@ -583,6 +581,29 @@ def _shortfall_missed(ledger: AccountLedger, note: CreditNote, refused_on: str |
     )
     grown = replace(found, outside_refunds=outside)
     return replace(grown, refunded=grown.given_back())
+
+
+SHORT_COUNTED: Final = "short_counted:"  # ``announced`` marker: an ``invoice.paid`` counted a pending note (review 4)
+
+
+def _short_counted(gateway_id: str, credit_id: str) -> str:
+    """The marker the ``invoice.paid`` write of Stripe invoice ``gateway_id`` leaves for a pending note its shortfall
+    counted as made there (``_paid_short``): its later refusal there grows the shortfall (``_shortfall_missed``)."""
+    return f"{SHORT_COUNTED}{gateway_id}:{credit_id}"
+
+
+def _counted_by(obj: dict[str, Any], notes: Iterable[CreditNote]) -> tuple[str, ...]:
+    """The markers of the pending notes an ``invoice.paid`` of Stripe invoice ``obj`` counts as taken off what it
+    asked (``_paid_short``: asked on it, made there with the answer lost - or never made, which a refusal there later
+    proves, ``_shortfall_missed``)."""
+    here = _ref(obj.get("id"))
+    if here is None:
+        return ()
+    return tuple(
+        _short_counted(here, note.credit_id)
+        for note in notes
+        if note.status is CreditNoteStatus.PENDING and note.asked_on == here
+    )
 
 
 def _held_paid_there(ledger: AccountLedger, note: CreditNote) -> Decimal:
@@ -599,7 +620,9 @@ def _held_paid_there(ledger: AccountLedger, note: CreditNote) -> Decimal:
     return max(ZERO, min(note.to_due, here, period_held(ledger, note.period, notes)))
 
 
-def _credit_revision_paid(ledger: AccountLedger, invoice: InvoiceRecord, now: datetime) -> tuple[CreditNote, ...]:
+def _credit_revision_paid(
+    ledger: AccountLedger, invoice: InvoiceRecord, now: datetime, carried: tuple[str, ...] = ()
+) -> tuple[CreditNote, ...]:
     """The notes that turn their reduction into account credit because ``invoice`` (about to be stored paid, on a
     revision made in Stripe) was paid: a revision copies the original's lines, not the notes made on it, so what it
     asked (and collected) did not take those notes off (D344 amended, revision paid in full). The done notes on the
@@ -609,22 +632,16 @@ def _credit_revision_paid(ledger: AccountLedger, invoice: InvoiceRecord, now: da
     kept whole (``kept_whole``: no refund, no dispute's funds withdrawn) but went back already is ``returned`` -
     credited if the funds are reinstated or the refund fails (``credit_reinstated``). Not bounded by what was received
     above what ours asks: a discount made on the revision is a shortfall of its own (``_paid_short``, D-revfix-1).
-    Each comes back one version on; ``to_due`` only goes down, so a second delivery (the invoice is paid already) gives
-    nothing again."""
+    Not the notes the revision carried over by hand (``carried``, ``_carried_over``: it asked what ours asks after
+    them; review 4). Each comes back one version on; ``to_due`` only goes down, so a second delivery (the invoice is
+    paid already) gives nothing again."""
     now_read = replace(ledger, invoices={**ledger.invoices, invoice.invoice_id: invoice})
     whole_read = replace(ledger, invoices={**ledger.invoices, invoice.invoice_id: kept_whole(invoice)})
-    made = sorted(
-        (
-            note
-            for note in ledger.credit_notes.values()
-            if note.invoice_id == invoice.invoice_id
-            and note.status is CreditNoteStatus.DONE
-            and note.to_due > 0
-            and not note.out_of_band
-            and note.asked_on != invoice.gateway_id
-        ),
-        key=lambda note: note.credit_id,
-    )
+    made = [
+        note
+        for note in _made_elsewhere(invoice, invoice.gateway_id, ledger.credit_notes.values())
+        if note.credit_id not in carried
+    ]
     changed: list[CreditNote] = []
     for note in made:
         held = _held_paid_there(now_read, note)
@@ -1255,20 +1272,68 @@ def _followed(current: InvoiceRecord, event: _StripeEvent) -> str | None:
 
 
 def _revision_differs(invoice: InvoiceRecord, event: _StripeEvent, notes: Iterable[CreditNote]) -> str | None:
-    """What to tell an operator of a revision of ours asking another amount than ours (its lines edited in Stripe,
-    or our credit notes, which a revision does not copy): ours follows it all the same (D343)."""
+    """What to tell an operator of a revision of ours asking another amount than a revision of ours should: ours'
+    total less only the notes asked on that revision (``_paid_short``'s revision rule: a revision copies the lines, not
+    the notes made on the original). Ours follows it all the same (D343). Lowered by exactly our notes made on
+    another Stripe invoice, they are read as carried over - not credited again (``_carried_over``); lowered by
+    anything else, the difference is a shortfall when paid and our notes are credited as well (D-revfix-1, amended
+    in review 4)."""
     source = _revised(event.obj)
     asks = event.obj.get("total_excluding_tax", event.obj.get("total"))
+    here = _ref(event.obj.get("id"))
     if source is None or source not in (invoice.gateway_id, *invoice.gateway_refs) or not isinstance(asks, int):
         return None
-    due = amount_due(invoice, notes)
-    if Decimal(asks).scaleb(-2) == due:
+    notes = list(notes)
+    due = amount_due(invoice, [note for note in notes if here is not None and note.asked_on == here])
+    asked = Decimal(asks).scaleb(-2)
+    if asked == due:
         return None
-    revision, asked = _ref(event.obj.get("id")), money_str(Decimal(asks).scaleb(-2))
+    elsewhere = total([note.to_due for note in _made_elsewhere(invoice, here, notes)])
+    if _carried_over(invoice, event.obj, notes):
+        then = f"read as our notes made before the revision ({money_str(elsewhere)}) carried over: not credited"
+    elif elsewhere > 0:
+        then = f"our notes made before the revision ({money_str(elsewhere)}) are credited as well"
+    else:
+        then = "ours follows it"
     return (
-        f"Stripe invoice {revision}, a revision of {source}, asks {asked} (before tax) where {invoice.invoice_id} "
-        f"asks {money_str(due)}: ours follows it; check the revision"
+        f"Stripe invoice {here}, a revision of {source}, asks {money_str(asked)} (before tax) where "
+        f"{money_str(due)} is expected ({invoice.invoice_id}'s total less only notes asked on it): {then}; "
+        f"check the revision"
     )
+
+
+def _made_elsewhere(invoice: InvoiceRecord, here: str | None, notes: Iterable[CreditNote]) -> list[CreditNote]:
+    """``invoice``'s done notes made at Stripe on another of its Stripe invoices than ``here`` (a revision copies
+    none): what ``_credit_revision_paid`` credits, earliest first."""
+    return sorted(
+        (
+            note
+            for note in notes
+            if note.invoice_id == invoice.invoice_id
+            and note.status is CreditNoteStatus.DONE
+            and note.to_due > 0
+            and not note.out_of_band
+            and note.asked_on != here
+        ),
+        key=lambda note: note.credit_id,
+    )
+
+
+def _carried_over(invoice: InvoiceRecord, obj: dict[str, Any], notes: Iterable[CreditNote]) -> tuple[str, ...]:
+    """The notes (ids) a revision made in Stripe (``obj``) carries over by hand: when it asks (before tax) exactly
+    ours' total less the notes asked on it and less every note made on another of ours' Stripe invoices, the
+    operator is read as having taken our notes off it - so they took that off what it asked, and are not credited
+    again when it is paid (D-revfix-1, amended in review 4). Any other amount: none (a discount of its own)."""
+    here = _ref(obj.get("id"))
+    asks = obj.get("total_excluding_tax", obj.get("total"))
+    if here is None or _revised(obj) is None or not isinstance(asks, int) or isinstance(asks, bool):
+        return ()
+    notes = list(notes)
+    elsewhere = _made_elsewhere(invoice, here, notes)
+    due = amount_due(invoice, [note for note in notes if note.asked_on == here])
+    if not elsewhere or Decimal(asks).scaleb(-2) != due - total([note.to_due for note in elsewhere]):
+        return ()
+    return tuple(note.credit_id for note in elsewhere)
 
 
 def _paid_short(invoice: InvoiceRecord, obj: dict[str, Any], notes: Iterable[CreditNote]) -> tuple[Decimal, Decimal]:
@@ -1280,11 +1345,14 @@ def _paid_short(invoice: InvoiceRecord, obj: dict[str, Any], notes: Iterable[Cre
     paid there, and taken off here too it counted twice (D344 amended, review 2). On a revision made in Stripe,
     which copies the original's lines and not the notes made on it, a note done on another Stripe invoice took
     nothing off what it asked either: only notes asked on the revision count (the others are credited in the paid
-    write, ``_credit_revision_paid``; D-revfix-1). An invoice an operator marked
+    write, ``_credit_revision_paid``; D-revfix-1) - unless the revision asks exactly what ours asks after them: the
+    operator carried them over by hand (``_carried_over``, review 4). An invoice an operator marked
     paid outside Stripe (``paid_out_of_band``) is taken as paid in full: that is the operator's own statement."""
     paid, whole, net = obj.get("amount_paid"), obj.get("total"), obj.get("total_excluding_tax")
     here = _ref(obj.get("id"))
     revision = here is not None and _revised(obj) is not None
+    notes = list(notes)
+    carried = _carried_over(invoice, obj, notes)
     due = amount_due(
         invoice,
         [
@@ -1292,6 +1360,7 @@ def _paid_short(invoice: InvoiceRecord, obj: dict[str, Any], notes: Iterable[Cre
             for note in notes
             if (here is not None and note.asked_on == here)
             or (note.status is not CreditNoteStatus.PENDING and not revision)
+            or note.credit_id in carried
         ],
     )
     if not isinstance(paid, int) or isinstance(paid, bool) or obj.get("paid_out_of_band") is True:
@@ -1362,6 +1431,7 @@ def _invoice_event(
     revised_away = event.type == "invoice.voided" and _ref(event.obj.get("latest_revision")) is not None
     paid = event.type == "invoice.paid" and invoice.method is BillingMethod.CARD
     received, short = _paid_short(invoice, event.obj, notes) if paid else (ZERO, ZERO)
+    counted = _counted_by(event.obj, notes) if paid else ()  # marked with the paid write
     decided: list[tuple[bool, str | None]] = []  # ``_about_ours`` on the copy each try wrote from: the last decides
 
     def change(current: InvoiceRecord) -> InvoiceRecord:
@@ -1391,14 +1461,17 @@ def _invoice_event(
             updated = updated.moved(InvoiceStatus.OPEN, now)  # paid/failed before we saw it finalized
         if can_move(updated.status, target):
             updated = updated.moved(target, now)
+        if counted and updated.status is InvoiceStatus.PAID and current.status is not InvoiceStatus.PAID:
+            updated = replace(updated, announced=updated.announced | set(counted))  # the payment's reading, once
         if short > 0 and updated.status is InvoiceStatus.PAID:  # once: by the paid invoice's id
             updated = _refunded_outside(updated, f"{SHORTFALL}{updated.gateway_id}", short)
         return updated
 
     before = invoice
     revision = _ref(event.obj.get("id")) if paid and _revised(event.obj) is not None else None
+    carried = _carried_over(invoice, event.obj, notes) if revision is not None else ()
     # paid: notes' not-collected part credited with it; on a revision, what notes on its original took off (D344)
-    invoice = _save_with(store, invoice, change, now, revision_paid=None if revision is None else (revision, received))
+    invoice = _save_with(store, invoice, change, now, revision_paid=None if revision is None else (revision, carried))
     applied, said_not = decided[-1]
     if not applied:  # found another Stripe invoice's on the re-read: said as the first look would have
         return replace(event.outcome(invoice.invoice_id, False), attention=said_not), invoice
@@ -1438,7 +1511,7 @@ def _save_with(
     change: Callable[[InvoiceRecord], InvoiceRecord],
     now: datetime | None = None,
     seq_read: int | None = None,
-    revision_paid: tuple[str, Decimal] | None = None,
+    revision_paid: tuple[str, tuple[str, ...]] | None = None,
 ) -> InvoiceRecord:
     """Write ``change(invoice)``, conditioned on the revision (and status) read; on a conflict - another writer got
     there first - re-read and apply ``change`` again to what is stored (it decides whether it still applies).
@@ -1451,11 +1524,11 @@ def _save_with(
     the invoice sequence read, so a close that wrote a note since makes it read again (D347). With
     ``seq_read`` (a refund: the account's invoice sequence read with ``invoice``), the write also needs no close
     since, and marks the refund for the closes that read before it (``refund_rev``); a re-read takes the sequence
-    again (D283). With ``revision_paid`` (a revision's id and what its ``invoice.paid`` received), an invoice moving to
-    PAID on that revision also credits what notes made on its original took off and the revision collected again
-    (``_credit_revision_paid``), in the same transaction (D344 amended). Any other write that changes what the invoice
-    keeps (``kept_less_pending``: a dispute's funds, a refund made outside us) takes the sequence just read and moves
-    ``refund_rev`` alike (D308, D309)."""
+    again (D283). With ``revision_paid`` (a revision's id and the notes it carried over by hand, ``_carried_over``),
+    an invoice moving to PAID on that revision also credits what the other notes made on its original took off and
+    the revision collected again (``_credit_revision_paid``), in the same transaction (D344 amended). Any other write
+    that changes what the invoice keeps (``kept_less_pending``: a dispute's funds, a refund made outside us) takes the
+    sequence just read and moves ``refund_rev`` alike (D308, D309)."""
     for _ in range(LEDGER_ATTEMPTS):
         updated = change(invoice)
         if updated == invoice:
@@ -1474,7 +1547,7 @@ def _save_with(
                 if revision_paid is not None and updated.gateway_id == revision_paid[0]:
                     merged = {note.credit_id: note for note in notes}
                     read = replace(ledger, credit_notes={**ledger.credit_notes, **merged})
-                    for note in _credit_revision_paid(read, updated, now):  # one version on
+                    for note in _credit_revision_paid(read, updated, now, revision_paid[1]):  # one version on
                         merged[note.credit_id] = replace(note, version=ledger.credit_notes[note.credit_id].version + 1)
                     notes = tuple(merged.values())
                 if not notes:  # still moves the refunds' fence: a close that read it unpaid composes again
