@@ -1184,8 +1184,10 @@ def test_given_a_rollback_whose_read_a_dead_fork_backend_answers_then_no_canonic
     above the finalized block F = head - 8; then a reorg replaces only the top block (the cursor's): P stays canonical
     at N. The rollback's read of N goes to a backend on a dead fork below F (DEAD at F and at N). Before: P ORPHANED
     on its canonical block (released; the rescan from F + 1 sees it again: a release and a re-count for nothing). Now
-    that read asks F beside N and the answer there is not the run's F: nothing orphaned, rolled back to F, one
-    ``ethereum:rollback:`` stuck entry; P SEEN at N with its own hash throughout."""
+    that read asks F beside N and the answer there is not the run's F: nothing orphaned, one ``ethereum:rollback:``
+    stuck entry; P SEEN at N with its own hash throughout. Nothing proves a shared block, so the rescan starts at
+    the walk's bound (review 3): the block before ``start_block`` here (the cursor minus ``reorg_window`` = 128 is
+    below it), not F."""
     watcher = Watcher(chain.config())
     rpc = Backends(watcher.config.rpc_url)
     watcher.rpc = rpc
@@ -1211,7 +1213,7 @@ def test_given_a_rollback_whose_read_a_dead_fork_backend_answers_then_no_canonic
     report = watcher.run()
 
     assert ("orphaned", seen.payment_id) not in watcher.sink.calls
-    assert (report.orphaned, report.rolled_back_to) == (0, finalized)
+    assert (report.orphaned, report.rolled_back_to) == (0, watcher.config.start_block - 1)  # type: ignore[operator]
     (entry,) = report.stuck
     assert entry.startswith("ethereum:rollback:")
     held = watcher.sink.transfers[seen.payment_id]
@@ -1233,8 +1235,9 @@ def test_given_a_dead_fork_rollback_then_a_canonical_payments_bill_stays_process
     chain: Chain, stack: Stack
 ) -> None:
     """P (100 USDC = 100,000,000 units, the $100.00 bill's quote at $1.00) seen at N (bill PROCESSING); a reorg
-    replaces only the cursor's block N + 2, P stays canonical at N. The rollback's read goes to a dead-fork backend:
-    nothing orphaned, rolled back to F = N - 6 (head N + 2 - 8), one stuck entry; the rescan from F + 1 sees P again
+    replaces only the cursor's block N + 2, P stays canonical at N. The rollback's read goes to a dead-fork backend
+    (DEAD at F = N - 6, head N + 2 - 8): nothing orphaned, one stuck entry, rolled back to the walk's bound (the
+    block before ``start_block``: N + 2 - 128 is below it; F before review 3); the rescan sees P again
     - no new event is published (P was never released), the bill stays PROCESSING. Caught up and 10 blocks on (F
     past N): P FINALIZED, the bill PAID, settled 100.00 (100 USDC x $1.00), credit 0.00."""
     h, config, rpc, cursors = _billed(chain, stack)
@@ -1253,7 +1256,7 @@ def test_given_a_dead_fork_rollback_then_a_canonical_payments_bill_stays_process
 
     report = watch(config, rpc, cursors, h.settlement)
 
-    assert (report.orphaned, report.rolled_back_to, len(report.stuck)) == (0, finalized, 1)
+    assert (report.orphaned, report.rolled_back_to, len(report.stuck)) == (0, config.start_block - 1, 1)  # type: ignore[operator]
     assert h.published.published[announced:] == []
     assert h.store.bill("inv-1").status is BillStatus.PROCESSING  # type: ignore[union-attr]
     rpc.stale_blocks, rpc.stale_reads = {}, False
@@ -1371,15 +1374,17 @@ def test_given_a_payment_re_mined_below_the_rollbacks_restart_then_no_backend_wi
 ) -> None:
     """The $100.00 bill, its 100 USDC quote at $1.00 (100,000,000 units). A pays 100 USDC, SEEN at N (cursor N + 2,
     bill PROCESSING). A reorg re-mines the same signed A at C = N + 1 (the merchant IS paid); the watcher next runs
-    at head N + 12, F = N + 4 >= the cursor N + 2 >= C, rolls back to the cursor's height and rescans from N + 3:
-    C is never read again. At finality A's block N holds another block; its receipt comes from ``reader``: the
+    at head N + 12, F = N + 4 >= the cursor N + 2 >= C. Before review 3 it rolled back to the cursor's height and
+    rescanned from N + 3 whatever the reorg's depth; now (``reorg_window`` = 1 here: a reorg deeper than the walk,
+    named stuck by the rollback) it rescans from N + 2: C is not read again. At finality A's block N holds another block; its receipt comes from ``reader``: the
     stale backend (A's old receipt at N, old hash) for the batch and the read alone; that batch, then a backend
     behind C (head N: no receipt) alone; or the backend behind C for both. Before: A ORPHANED - the bill OPEN, the
     customer asked for a second $100.00, and nothing would ever see A at C again. Now no read alone comes from a
     backend holding F (none answers F's hash at F): A waits SEEN at N, named stuck once with its bill, nothing
     orphaned, the bill PROCESSING. A healthy backend next run: A's receipt at C, confirmed beside F: A moves to C
     and, C <= F, is FINALIZED: PAID, settled 100.00 (100 USDC x $1.00), credit 0.00, nothing pending."""
-    h, config, rpc, cursors = _billed(chain, stack)
+    h, billed, rpc, cursors = _billed(chain, stack)
+    config = replace(billed, reorg_window=1)
     before = chain.node.call("evm_snapshot")
     a = chain.pay_usdc(PAYER, MERCHANT, 100 * USDC)
     raw = chain.node.call("eth_getRawTransactionByHash", a)
@@ -1403,11 +1408,12 @@ def test_given_a_payment_re_mined_below_the_rollbacks_restart_then_no_backend_wi
 
     report = watch(config, rpc, cursors, h.settlement)
 
-    assert (report.rolled_back_to, report.orphaned) == (n + 2, 0)
+    assert (report.rolled_back_to, report.orphaned) == (n + 1, 0)
     held = h.store.payment(f"ethereum:{a}:0")
     assert held is not None
     assert (held.status, held.transfer.block_number) == (PaymentStatus.SEEN, n)
-    (entry,) = report.stuck
+    deeper, entry = report.stuck
+    assert deeper.startswith("ethereum:rollback:")
     assert entry.startswith(f"ethereum:{a}:0: ")
     assert entry.endswith("; bill inv-1 waits on it")
     assert h.store.bill("inv-1").status is BillStatus.PROCESSING  # type: ignore[union-attr]
@@ -1425,3 +1431,41 @@ def test_given_a_payment_re_mined_below_the_rollbacks_restart_then_no_backend_wi
     assert paid is not None
     assert (paid.status, paid.settled_usd, paid.credit_usd) == (BillStatus.PAID, Decimal("100.00"), Decimal("0"))
     assert h.settlement.pending("ethereum") == []
+
+
+def test_given_a_reorg_noticed_after_finality_passed_its_fork_then_a_new_payment_below_the_cursor_is_seen(
+    chain: Chain,
+) -> None:
+    """A (4 USDC = 4,000,000 units) SEEN at N, cursor N + 2. The reorg: N empty on the new fork, then B - a brand-new
+    payment, 1 USDC (1,000,000 units) from another sender - at N + 1; the watcher next runs at head N + 12, F = N + 4
+    (the fork, below N, already final). Before: rolled back to min(F, cursor) = N + 2, rescanned from N + 3: B never
+    read - 1 USDC received, nothing recorded, for good. Now no pending block proves a shared one (A's left), so
+    the rescan starts at the walk's bound - the block before ``start_block`` (N + 2 - 128 is below it) - and reads
+    B: FINALIZED at N + 1 (final) in that run; A (its nonce unused on the new fork: no receipt from a backend
+    holding F) ORPHANED by the finality pass; nothing stuck."""
+    chain.mint(PAYER, 10 * USDC)
+    chain.mint(OTHER, 10 * USDC)
+    chain.mine(FINALITY_LAG)
+    watcher = Watcher(chain.config())
+    watcher.run()
+    before = chain.node.call("evm_snapshot")
+    a = chain.pay_usdc(PAYER, MERCHANT, 4 * USDC)
+    n = chain.receipt(a)["blockNumber"]
+    chain.mine(2)
+    watcher.run()
+    assert watcher.cursors.cursors["ethereum"].block_number == n + 2
+    chain.node.call("evm_revert", before)
+    chain.mine(1)  # N, empty on the new fork
+    b = chain.pay_usdc(OTHER, MERCHANT, 1 * USDC)
+    assert chain.w3.eth.wait_for_transaction_receipt(b, timeout=10)["blockNumber"] == n + 1  # type: ignore[arg-type]
+    chain.mine(FINALITY_LAG + 3)  # head N + 12, F = N + 4
+
+    report = watcher.run()
+
+    assert report.rolled_back_to == watcher.config.start_block - 1  # type: ignore[operator]
+    assert report.rolled_back_to < n  # type: ignore[operator]
+    (found,) = [t for t in watcher.sink.transfers.values() if t.tx_id == b]
+    assert (found.atomic_amount, found.block_number) == (1_000_000, n + 1)
+    assert watcher.sink.status[found.payment_id] is PaymentStatus.FINALIZED
+    assert watcher.sink.status[f"ethereum:{a}:0"] is PaymentStatus.ORPHANED
+    assert report.stuck == ()

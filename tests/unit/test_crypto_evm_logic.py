@@ -460,3 +460,41 @@ def test_the_rollbacks_read_by_a_backend_behind_finalized_orphans_nothing_and_na
 
     assert (ancestor, orphaned, stuck) == (200, set(), [])
     assert rpc.reads == [[200, 210]]
+
+
+def test_a_rollback_noticed_after_finality_passed_the_fork_rescans_from_a_proven_or_bounded_point_below_it() -> None:
+    """Cursor at 14 (its hash 0xold14 gone), F = 16 (0x10): the reorg was noticed only once finality passed its
+    fork, so min(F, cursor) = 14 is NOT shared - rescanning from 15 skips the new fork's blocks up to 14 (a payment
+    there missed for good). A (at 12, 0xold12) left the chain; B (at 9, 0x9) is still canonical: the fork is in
+    10..12, so the ancestor is 9 (rescan from 10). Without a proven block the bound: the walk goes back at most
+    ``window`` = 8 blocks below the cursor (14 - 8 = 6), never below ``floor`` (4). A is not orphaned by the
+    rollback (at or below F: the finality pass, after the rescan, reads its transaction). Before: (14, {})."""
+    a = PendingPayment("ethereum:0xa:0", "ethereum", "0xa", 0, 12, "0xold12")
+    b = PendingPayment("ethereum:0xb:0", "ethereum", "0xb", 0, 9, "0x9")
+    cursor = Cursor("ethereum", 14, "0xold14")
+    finalized = BlockRef(16, "0x10", 0)  # 16 = 0x10
+    stuck: list[str] = []
+
+    proven = _common_ancestor(Heights(), cursor, [a, b], finalized, stuck, window=8, floor=4)  # type: ignore[arg-type]
+    bounded = _common_ancestor(Heights(), cursor, [a], finalized, stuck, window=8, floor=4)  # type: ignore[arg-type]
+    floored = _common_ancestor(Heights(), cursor, [a], finalized, stuck, window=12, floor=4)  # type: ignore[arg-type]
+
+    assert (proven, bounded, floored, stuck) == ((9, set()), (6, set()), (4, set()), [])
+
+
+def test_a_rollback_whose_reorg_reaches_below_the_walks_bound_is_named_stuck() -> None:
+    """As above (cursor 14, F = 16, window 8: the bound 6), with a pending payment at 5 (0xold5) whose block left
+    the chain too: the reorg goes deeper than the walk rescans. The rollback still goes to 6 and orphans nothing
+    (5 is final: the finality pass reads its transaction), and one ``ethereum:rollback:`` stuck entry (the
+    CryptoPaymentsStuck alarm) names the payment: blocks at or below 6 of the new fork are not rescanned."""
+    deep = PendingPayment("ethereum:0xd:0", "ethereum", "0xd", 0, 5, "0xold5")
+    stuck: list[str] = []
+
+    found = _common_ancestor(
+        Heights(), Cursor("ethereum", 14, "0xold14"), [deep], BlockRef(16, "0x10", 0), stuck, window=8, floor=0
+    )  # type: ignore[arg-type]
+
+    assert found == (6, set())
+    (entry,) = stuck
+    assert entry.startswith("ethereum:rollback:")
+    assert "ethereum:0xd:0" in entry

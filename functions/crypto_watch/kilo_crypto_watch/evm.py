@@ -4,11 +4,14 @@ One run per chain (``watch``):
 
 1. **Reorg check.** The cursor holds the last scanned block and its hash. If the canonical chain no longer has that hash
    at that height, the run walks back to the highest block it can prove is shared: the highest pending payment's block
-   whose hash is still canonical, else the ``finalized`` block (which cannot reorg). Pending payments above that point
-   whose block hash changed are ORPHANED, each alone (``settle_alone``: one whose orphaning fails is named stuck and
-   stays SEEN; the scan goes on, and the finality pass orphans it once its height is final - D323); the blocks
-   above it are scanned again (reporting is idempotent per payment id, so a payment re-included in the new chain is
-   seen again with its new block).
+   at or below the cursor whose hash is still canonical, else a bound - ``reorg_window`` blocks below the cursor (a
+   block that far below the head when it was scanned was final then), at most the ``finalized`` block, never below
+   ``start_block`` (the fork may be below ``finalized`` when the reorg is noticed late: those new-fork blocks are
+   rescanned too, D342 amended (review 3)). Pending payments above ``finalized`` whose block hash changed are
+   ORPHANED, each alone (``settle_alone``: one whose orphaning fails is named stuck and stays SEEN; the scan goes on,
+   and the finality pass orphans it once its height is final - D323); those at or below it are left to the finality
+   pass, after the rescan; the blocks above the start are scanned again (reporting is idempotent per payment id, so
+   a payment re-included in the new chain is seen again with its new block).
 2. **Scan** ``[cursor+1, min(head, cursor+max_blocks_per_run)]`` (a chain without a cursor starts at ``start_block``,
    else at the ``finalized`` block - never at genesis) in batches of ``scan_batch`` blocks: per batch, ``eth_getLogs``
    for USDC ``Transfer`` events to the merchant (topics as 0x-hex strings), in chunks that start at ``initial_chunk``
@@ -288,36 +291,62 @@ def _scan(
 
 
 def _common_ancestor(
-    rpc: EvmRpc, cursor: Cursor, pending: Sequence[PendingPayment], finalized: BlockRef, stuck: list[str]
+    rpc: EvmRpc,
+    cursor: Cursor,
+    pending: Sequence[PendingPayment],
+    finalized: BlockRef,
+    stuck: list[str],
+    *,
+    window: int = 0,
+    floor: int = -1,
 ) -> tuple[int, set[str]]:
-    """The highest block known to be shared with the canonical chain, and the pending payments whose block left it.
-    The heights are read beside the finalized block's (``_anchored_hashes``): a backend whose answer there is not the
-    run's finalized block proves nothing - no payment is orphaned, the rollback goes to the finalized block (the
-    rescan sees again what is still there). One that answered another hash there (a dead fork) is named in
-    ``stuck`` (D342, amended (orphan)); one that answered nothing there is only behind (a lagging backend: every
-    height it does not have is unknown, as before the anchor), silent (D342, amended (review 2))."""
-    candidates = sorted({p.block_number for p in pending if finalized.number < p.block_number <= cursor.block_number})
+    """The block the rescan starts above, and the pending payments above ``finalized`` whose block left the chain.
+
+    The fork may be below the finalized block: a reorg noticed only once finality passed it (the watcher down, or
+    behind). Nothing recorded says where the old fork's blocks began but the pending payments' blocks, so the start
+    is the highest pending block at or below the cursor whose hash is still canonical (shared), else the bound: the
+    walk goes back ``window`` blocks below the cursor (``ChainConfig.reorg_window``: a block the watcher scanned was
+    at most the head then, and blocks more than the finality lag below the head were final then, so shared) - and
+    never below ``floor`` (the block before ``start_block``) nor above ``finalized``. Blocks at or below
+    ``finalized`` rescanned are final: reporting them again is idempotent per payment id, and a payment re-mined
+    there is recorded in its new block (D342, amended (review 3)). Before, the rescan started at min(F, cursor):
+    the new fork's blocks below it were never read. A pending payment at or below the bound whose block left the
+    chain says the reorg went deeper: named in ``stuck`` (the alarm). Only payments above ``finalized`` are
+    orphaned here; those at or below it are the finality pass's (after the rescan), which reads their transactions.
+
+    The heights are read beside the finalized block's (``_anchored_hashes``): a backend whose answer there is not
+    the run's finalized block proves nothing - no payment is orphaned, the rescan starts at the bound. One that
+    answered another hash there (a dead fork) is named in ``stuck`` (D342, amended (orphan)); one that answered
+    nothing there is only behind (a lagging backend: every height it does not have is unknown, as before the
+    anchor), silent (D342, amended (review 2))."""
+    top = min(finalized.number, cursor.block_number)
+    bound = max(floor, min(top, cursor.block_number - window))
+    candidates = sorted({p.block_number for p in pending if p.block_number <= cursor.block_number})
     canonical: dict[int, str | None] = {}
     if candidates:
         canonical, answered = _anchored_hashes(rpc, candidates, finalized)
         if answered is None:  # behind the finalized block: it knows nothing above it, nothing to say
-            return min(finalized.number, cursor.block_number), set()
+            return bound, set()
         if answered != finalized.hash:
             stuck.append(
                 f"{cursor.chain}:rollback: the node answered {answered} for the finalized block {finalized.number} "
                 f"({finalized.hash}) beside {len(candidates)} pending payments' heights: none orphaned, rescanning "
-                f"from {min(finalized.number, cursor.block_number) + 1}"
+                f"from {bound + 1}"
             )
-            return min(finalized.number, cursor.block_number), set()
-    orphaned = {
-        p.payment_id
-        for p in pending
-        if canonical.get(p.block_number) is not None and canonical[p.block_number] != p.block_hash
-    }
-    ancestor = min(finalized.number, cursor.block_number)
+            return bound, set()
+    left = {p.payment_id: p for p in pending if canonical.get(p.block_number) not in (None, p.block_hash)}
+    orphaned = {pid for pid, p in left.items() if p.block_number > finalized.number}
+    ancestor = bound
     for p in pending:
-        if p.block_number in canonical and canonical[p.block_number] == p.block_hash:
+        if canonical.get(p.block_number) == p.block_hash:
             ancestor = max(ancestor, p.block_number)
+    deeper = sorted(pid for pid, p in left.items() if p.block_number <= ancestor)
+    if deeper:
+        stuck.append(
+            f"{cursor.chain}:rollback: the block of {', '.join(deeper)} (at or below {ancestor}) left the chain: the "
+            f"reorg goes deeper than the rescan from {ancestor + 1} (reorg_window {window}); the finality pass reads "
+            "their transactions, the new fork's blocks below are not scanned"
+        )
     return ancestor, orphaned
 
 
@@ -354,7 +383,10 @@ def watch(
         if still is None:  # a node behind the cursor (a lagging backend) knows nothing: not a reorg
             raise RpcUnavailableError(f"the node has no block {cursor.block_number} (the cursor's): behind it")
         if still != cursor.block_hash:
-            rolled_back_to, orphaned_ids = _common_ancestor(rpc, cursor, pending, finalized, stuck)
+            floor = chain.start_block - 1 if chain.start_block is not None else -1
+            rolled_back_to, orphaned_ids = _common_ancestor(
+                rpc, cursor, pending, finalized, stuck, window=chain.reorg_window, floor=floor
+            )
             next_block = rolled_back_to + 1
             rolled_back = _orphan_alone(sink, pending, orphaned_ids, stuck)
     limit = min(head.number, next_block + chain.max_blocks_per_run - 1)
