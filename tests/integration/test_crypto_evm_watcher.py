@@ -1469,3 +1469,39 @@ def test_given_a_reorg_noticed_after_finality_passed_its_fork_then_a_new_payment
     assert watcher.sink.status[found.payment_id] is PaymentStatus.FINALIZED
     assert watcher.sink.status[f"ethereum:{a}:0"] is PaymentStatus.ORPHANED
     assert report.stuck == ()
+
+
+def test_given_a_rollback_that_rescans_a_finalized_payments_block_then_its_bill_is_counted_once(
+    chain: Chain, stack: Stack
+) -> None:
+    """The $100.00 bill (100 USDC quote at $1.00 = 100,000,000 units); P pays it at N and is FINALIZED: PAID,
+    settled 100.00, credit 0.00. A reorg replaces only the top block (the cursor's); no pending payment proves a
+    shared block, so the rollback rescans from the walk's bound (the block before ``start_block``, below N): P's
+    final block is read and P recorded again. Recording is idempotent per payment id: P stays FINALIZED, the bill
+    PAID, settled 100.00, credit 0.00, nothing published, nothing pending, nothing stuck."""
+    h, config, rpc, cursors = _billed(chain, stack)
+    tx = chain.pay_usdc(PAYER, MERCHANT, 100 * USDC)
+    chain.mine(FINALITY_LAG + 1)
+    watch(config, rpc, cursors, h.settlement)
+    paid = h.store.bill("inv-1")
+    assert paid is not None
+    assert (paid.status, paid.settled_usd, paid.credit_usd) == (BillStatus.PAID, Decimal("100.00"), Decimal("0"))
+    announced = len(h.published.published)
+    top = chain.node.call("evm_snapshot")
+    chain.mine(1)
+    watch(config, rpc, cursors, h.settlement)
+    chain.node.call("evm_revert", top)
+    chain.pay_eth(OTHER, OTHER, 1)  # the cursor's block replaced
+
+    report = watch(config, rpc, cursors, h.settlement)
+
+    assert (report.rolled_back_to, report.stuck) == (config.start_block - 1, ())  # type: ignore[operator]
+    assert report.transfers_seen == 1  # P, read again in its final block
+    final = h.store.payment(f"ethereum:{tx}:0")
+    assert final is not None
+    assert final.status is PaymentStatus.FINALIZED
+    again = h.store.bill("inv-1")
+    assert again is not None
+    assert (again.status, again.settled_usd, again.credit_usd) == (BillStatus.PAID, Decimal("100.00"), Decimal("0"))
+    assert h.published.published[announced:] == []
+    assert h.settlement.pending("ethereum") == []
