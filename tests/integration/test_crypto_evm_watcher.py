@@ -800,7 +800,11 @@ class Backends(Web3EvmRpc):
     ``stale``: a backend still on the old fork, kept as it answered there - a transaction's receipt and the
     transaction, and its old blocks (``stale_blocks``: nothing above the highest, the shared chain below). The
     ``eth_getBlockByNumber`` batch asked right after such a receipt goes to it whole; with ``stale_reads`` so does
-    every batch that asks for one of its old blocks' heights."""
+    every batch that asks for one of its old blocks' heights. ``behind``: the receipts come from a canonical
+    backend whose head is that height (a receipt in a block above it: none). The read of a receipt alone beside
+    heights (``receipt_beside``, one batch) goes to one backend whole: the one with head ``alone_head`` if set (a
+    canonical backend, nothing above its head), else the stale backend for a transaction it has a receipt of (its
+    old blocks and the receipt's block as it has them, nothing above the highest), else as ``behind`` says."""
 
     def __init__(self, url: str) -> None:
         super().__init__(url)
@@ -810,6 +814,8 @@ class Backends(Web3EvmRpc):
         self.stale_blocks: dict[int, BlockRef] = {}
         self.stale_reads = False
         self._stale_next = False
+        self.behind: int | None = None
+        self.alone_head: int | None = None
 
     def headers(self, numbers: Sequence[int]) -> dict[int, BlockRef | None]:
         answered = {n: (None if n in self.unknown else ref) for n, ref in super().headers(numbers).items()}
@@ -822,7 +828,11 @@ class Backends(Web3EvmRpc):
         return answered
 
     def receipts(self, tx_hashes: Sequence[str]) -> dict[str, EvmReceipt]:
-        answered = super().receipts(tx_hashes)
+        answered = {
+            tx_hash: receipt
+            for tx_hash, receipt in super().receipts(tx_hashes).items()
+            if self.behind is None or receipt.block_number <= self.behind
+        }
         for tx_hash in tx_hashes:
             if tx_hash in self.stale_receipts:
                 answered[tx_hash] = self.stale_receipts[tx_hash]
@@ -831,6 +841,20 @@ class Backends(Web3EvmRpc):
 
     def transaction(self, tx_hash: str) -> Any:
         return self.stale_transactions.get(tx_hash) or super().transaction(tx_hash)
+
+    def receipt_beside(self, tx_hash: str, numbers: Sequence[int]) -> tuple[EvmReceipt | None, dict[int, str | None]]:
+        receipt, hashes = super().receipt_beside(tx_hash, numbers)  # anvil's answer: one mixed JSON-RPC batch
+        stale = self.stale_receipts.get(tx_hash)
+        head = self.alone_head if self.alone_head is not None else None if stale is not None else self.behind
+        if head is not None:  # a canonical backend with that head
+            if receipt is not None and receipt.block_number > head:
+                receipt = None
+            return receipt, {n: None if n > head or n in self.unknown else hashes[n] for n in numbers}
+        if stale is not None:  # the stale backend, whole
+            held = {**{n: ref.hash for n, ref in self.stale_blocks.items()}, stale.block_number: stale.block_hash}
+            top = max(held)
+            return stale, {n: held[n] if n in held else None if n > top else hashes[n] for n in numbers}
+        return receipt, {n: None if n in self.unknown else hashes[n] for n in numbers}
 
 
 @dataclass
@@ -959,10 +983,12 @@ def test_given_a_replaced_payment_whose_old_receipt_a_stale_backend_still_serves
     """D342, amended (review 2). As above (speed-up, A SEEN past the rollback), but at finality a backend still on
     the old fork answers A's receipt in A's old block N with N's old hash, after the pass's anchored read had
     another hash there. Before D342: A counted as "mined in another block" - its own old one - and FINALIZED on the
-    dead fork beside A': the bill PAID with credit 100.00 (200 USDC counted, 100 received). Then (D342) A waited SEEN,
-    named stuck, for as long as the backend served that receipt. Now N is final and holds another block, so A is
-    not in the receipt's block: read again alone, the backend serves the same receipt, and A is ORPHANED in that
-    run, nothing stuck; A' FINALIZED: PAID, settled 100.00 (A' alone: 100 USDC x $1.00), credit 0.00."""
+    dead fork beside A': the bill PAID with credit 100.00 (200 USDC counted, 100 received). Now A waits SEEN: read
+    again alone beside the finalized block F, the same stale backend answers (nothing at F: its top is N), so
+    nothing proves A unmined - named stuck with its bill (review 2 orphaned A here: review 3 showed that releases a
+    payment re-mined in a final block the scan never reads again). A' FINALIZED: PAID, settled 100.00 (A' alone:
+    100 USDC x $1.00), credit 0.00. Next run the batch still comes from the stale backend but the read alone from
+    a healthy one (F's hash at F, no receipt: A's nonce went to A'): A ORPHANED, nothing stuck, the bill unchanged."""
     r = _replaced(chain, stack, cancel=False)
     r.rpc.unknown = {r.a_block}
     r.run()  # rollback: A's height unknown, A stays SEEN; A' seen
@@ -977,13 +1003,25 @@ def test_given_a_replaced_payment_whose_old_receipt_a_stale_backend_still_serves
 
     report = r.run()
 
-    assert (report.orphaned, report.stuck) == (1, ())
-    gone = r.payment(r.a)
-    assert gone is not None
-    assert gone.status is PaymentStatus.ORPHANED
+    held = r.payment(r.a)
+    assert held is not None
+    assert (report.orphaned, held.status, held.transfer.block_number) == (0, PaymentStatus.SEEN, r.a_block)
+    (entry,) = report.stuck
+    assert entry.startswith(f"ethereum:{r.a}:0: ")
+    assert entry.endswith("; bill inv-1 waits on it")
     final = r.payment(r.a2)
     assert final is not None
     assert final.status is PaymentStatus.FINALIZED
+    paid = r.bill()
+    assert (paid.status, paid.settled_usd, paid.credit_usd) == (BillStatus.PAID, Decimal("100.00"), Decimal("0"))
+    r.rpc.alone_head = chain.head()  # the read alone reaches a healthy backend
+
+    after = r.run()
+
+    assert (after.orphaned, after.stuck) == (1, ())
+    gone = r.payment(r.a)
+    assert gone is not None
+    assert gone.status is PaymentStatus.ORPHANED
     paid = r.bill()
     assert (paid.status, paid.settled_usd, paid.credit_usd) == (BillStatus.PAID, Decimal("100.00"), Decimal("0"))
     assert r.h.settlement.pending("ethereum") == []
@@ -1086,10 +1124,13 @@ def test_given_a_replaced_payment_whose_receipt_is_in_a_block_above_finalized_no
     height reader has not got (it answers the finalized block right, nothing at R). Before (orphan): "nothing
     proven" and then A ORPHANED although (as that backend says) mined. Now A waits SEEN, nothing stuck (R above the
     finalized block: ordinary), the bill PROCESSING. Once finality reaches R, the anchored read has the canonical
-    block there, not DEAD: R is from a dead fork. Before (review 2): A waited, named stuck, every run for as long as
-    the backend served that receipt - the bill PROCESSING with 0.00 left to pay, so no new quote. Now A's receipt is
-    read again alone, the backend serves the same one, and A is ORPHANED in that run: the bill OPEN, settled 0.00,
-    credit 0.00, 100.00 left to pay ($100.00 - 0.00), its quote ACTIVE, nothing stuck, nothing pending."""
+    block there, not DEAD: R is from a dead fork. Read again alone beside F, the same stale backend answers (DEAD at
+    F = R, not F's hash): nothing proves A unmined, so it waits, named stuck with its bill, the bill PROCESSING
+    (review 3; review 2 released it here). Before review 2 it waited so for as long as the backend served that
+    receipt - the bill PROCESSING with 0.00 left to pay, so no new quote. Still released once a healthy backend
+    answers the read alone (F's hash at F, no receipt: A cancelled), the batch still from the stale one: A
+    ORPHANED in that run, the bill OPEN, settled 0.00, credit 0.00, 100.00 left to pay ($100.00 - 0.00), its quote
+    ACTIVE, nothing stuck, nothing pending."""
     r = _replaced(chain, stack, cancel=True)
     r.rpc.unknown = {r.a_block}
     r.run()  # rollback: A's height unknown, A stays SEEN
@@ -1112,7 +1153,16 @@ def test_given_a_replaced_payment_whose_receipt_is_in_a_block_above_finalized_no
 
     late = r.run()
 
-    assert (late.orphaned, late.stuck) == (1, ())
+    (entry,) = late.stuck
+    assert (late.orphaned, entry.startswith(f"ethereum:{r.a}:0: ")) == (0, True)
+    assert entry.endswith("; bill inv-1 waits on it")
+    assert r.bill().status is BillStatus.PROCESSING
+    r.rpc.alone_head = chain.head()  # the read alone reaches a healthy backend
+    chain.mine(1)
+
+    healthy = r.run()
+
+    assert (healthy.orphaned, healthy.stuck) == (1, ())
     gone = r.payment(r.a)
     assert gone is not None
     assert gone.status is PaymentStatus.ORPHANED
@@ -1134,8 +1184,10 @@ def test_given_a_rollback_whose_read_a_dead_fork_backend_answers_then_no_canonic
     above the finalized block F = head - 8; then a reorg replaces only the top block (the cursor's): P stays canonical
     at N. The rollback's read of N goes to a backend on a dead fork below F (DEAD at F and at N). Before: P ORPHANED
     on its canonical block (released; the rescan from F + 1 sees it again: a release and a re-count for nothing). Now
-    that read asks F beside N and the answer there is not the run's F: nothing orphaned, rolled back to F, one
-    ``ethereum:rollback:`` stuck entry; P SEEN at N with its own hash throughout."""
+    that read asks F beside N and the answer there is not the run's F: nothing orphaned, one ``ethereum:rollback:``
+    stuck entry; P SEEN at N with its own hash throughout. Nothing proves a shared block, so the rescan starts at
+    the walk's bound (review 3): the block before ``start_block`` here (the cursor minus ``reorg_window`` = 128 is
+    below it), not F."""
     watcher = Watcher(chain.config())
     rpc = Backends(watcher.config.rpc_url)
     watcher.rpc = rpc
@@ -1161,7 +1213,7 @@ def test_given_a_rollback_whose_read_a_dead_fork_backend_answers_then_no_canonic
     report = watcher.run()
 
     assert ("orphaned", seen.payment_id) not in watcher.sink.calls
-    assert (report.orphaned, report.rolled_back_to) == (0, finalized)
+    assert (report.orphaned, report.rolled_back_to) == (0, watcher.config.start_block - 1)  # type: ignore[operator]
     (entry,) = report.stuck
     assert entry.startswith("ethereum:rollback:")
     held = watcher.sink.transfers[seen.payment_id]
@@ -1183,8 +1235,9 @@ def test_given_a_dead_fork_rollback_then_a_canonical_payments_bill_stays_process
     chain: Chain, stack: Stack
 ) -> None:
     """P (100 USDC = 100,000,000 units, the $100.00 bill's quote at $1.00) seen at N (bill PROCESSING); a reorg
-    replaces only the cursor's block N + 2, P stays canonical at N. The rollback's read goes to a dead-fork backend:
-    nothing orphaned, rolled back to F = N - 6 (head N + 2 - 8), one stuck entry; the rescan from F + 1 sees P again
+    replaces only the cursor's block N + 2, P stays canonical at N. The rollback's read goes to a dead-fork backend
+    (DEAD at F = N - 6, head N + 2 - 8): nothing orphaned, one stuck entry, rolled back to the walk's bound (the
+    block before ``start_block``: N + 2 - 128 is below it; F before review 3); the rescan sees P again
     - no new event is published (P was never released), the bill stays PROCESSING. Caught up and 10 blocks on (F
     past N): P FINALIZED, the bill PAID, settled 100.00 (100 USDC x $1.00), credit 0.00."""
     h, config, rpc, cursors = _billed(chain, stack)
@@ -1203,7 +1256,7 @@ def test_given_a_dead_fork_rollback_then_a_canonical_payments_bill_stays_process
 
     report = watch(config, rpc, cursors, h.settlement)
 
-    assert (report.orphaned, report.rolled_back_to, len(report.stuck)) == (0, finalized, 1)
+    assert (report.orphaned, report.rolled_back_to, len(report.stuck)) == (0, config.start_block - 1, 1)  # type: ignore[operator]
     assert h.published.published[announced:] == []
     assert h.store.bill("inv-1").status is BillStatus.PROCESSING  # type: ignore[union-attr]
     rpc.stale_blocks, rpc.stale_reads = {}, False
@@ -1312,3 +1365,143 @@ def test_given_a_dead_fork_rollback_of_a_payment_re_mined_at_another_log_index_t
     paid = h.store.bill("inv-1")
     assert paid is not None
     assert (paid.settled_usd, paid.credit_usd) == (Decimal("100.00"), Decimal("0"))
+
+
+# --- a payment re-mined at a final block below where the rollback restarts (D342, amended (review 3)) --------------
+@pytest.mark.parametrize("reader", ["stale", "stale-then-behind", "behind"])
+def test_given_a_payment_re_mined_below_the_rollbacks_restart_then_no_backend_without_finalized_releases_it(
+    chain: Chain, stack: Stack, reader: str
+) -> None:
+    """The $100.00 bill, its 100 USDC quote at $1.00 (100,000,000 units). A pays 100 USDC, SEEN at N (cursor N + 2,
+    bill PROCESSING). A reorg re-mines the same signed A at C = N + 1 (the merchant IS paid); the watcher next runs
+    at head N + 12, F = N + 4 >= the cursor N + 2 >= C. Before review 3 it rolled back to the cursor's height and
+    rescanned from N + 3 whatever the reorg's depth; now (``reorg_window`` = 1 here: a reorg deeper than the walk,
+    named stuck by the rollback) it rescans from N + 2: C is not read again. At finality A's block N holds another block; its receipt comes from ``reader``: the
+    stale backend (A's old receipt at N, old hash) for the batch and the read alone; that batch, then a backend
+    behind C (head N: no receipt) alone; or the backend behind C for both. Before: A ORPHANED - the bill OPEN, the
+    customer asked for a second $100.00, and nothing would ever see A at C again. Now no read alone comes from a
+    backend holding F (none answers F's hash at F): A waits SEEN at N, named stuck once with its bill, nothing
+    orphaned, the bill PROCESSING. A healthy backend next run: A's receipt at C, confirmed beside F: A moves to C
+    and, C <= F, is FINALIZED: PAID, settled 100.00 (100 USDC x $1.00), credit 0.00, nothing pending."""
+    h, billed, rpc, cursors = _billed(chain, stack)
+    config = replace(billed, reorg_window=1)
+    before = chain.node.call("evm_snapshot")
+    a = chain.pay_usdc(PAYER, MERCHANT, 100 * USDC)
+    raw = chain.node.call("eth_getRawTransactionByHash", a)
+    n = chain.receipt(a)["blockNumber"]
+    receipt, transaction, block = rpc.receipts([a])[a], rpc.transaction(a), rpc.headers([n])[n]
+    chain.mine(2)
+    watch(config, rpc, cursors, h.settlement)
+    assert h.store.bill("inv-1").status is BillStatus.PROCESSING  # type: ignore[union-attr]
+    chain.node.call("evm_revert", before)
+    chain.mine(1)  # N, empty on the new fork
+    chain.node.call("eth_sendRawTransaction", raw)  # the same signed A, mined at N + 1
+    assert chain.w3.eth.wait_for_transaction_receipt(a, timeout=10)["blockNumber"] == n + 1
+    chain.mine(FINALITY_LAG + 3)  # head N + 12, F = N + 4
+    assert chain.token().functions.balanceOf(MERCHANT).call() == 100 * USDC
+    if reader != "behind":
+        rpc.stale_receipts, rpc.stale_transactions, rpc.stale_blocks = {a: receipt}, {a: transaction}, {n: block}
+    if reader == "stale-then-behind":
+        rpc.alone_head = n
+    if reader == "behind":
+        rpc.behind = n
+
+    report = watch(config, rpc, cursors, h.settlement)
+
+    assert (report.rolled_back_to, report.orphaned) == (n + 1, 0)
+    held = h.store.payment(f"ethereum:{a}:0")
+    assert held is not None
+    assert (held.status, held.transfer.block_number) == (PaymentStatus.SEEN, n)
+    deeper, entry = report.stuck
+    assert deeper.startswith("ethereum:rollback:")
+    assert entry.startswith(f"ethereum:{a}:0: ")
+    assert entry.endswith("; bill inv-1 waits on it")
+    assert h.store.bill("inv-1").status is BillStatus.PROCESSING  # type: ignore[union-attr]
+    rpc.stale_receipts, rpc.stale_transactions, rpc.stale_blocks = {}, {}, {}
+    rpc.alone_head = rpc.behind = None
+    chain.mine(1)
+
+    after = watch(config, rpc, cursors, h.settlement)
+
+    assert (after.finalized, after.orphaned, after.stuck) == (1, 0, ())
+    final = h.store.payment(f"ethereum:{a}:0")
+    assert final is not None
+    assert (final.status, final.transfer.block_number) == (PaymentStatus.FINALIZED, n + 1)
+    paid = h.store.bill("inv-1")
+    assert paid is not None
+    assert (paid.status, paid.settled_usd, paid.credit_usd) == (BillStatus.PAID, Decimal("100.00"), Decimal("0"))
+    assert h.settlement.pending("ethereum") == []
+
+
+def test_given_a_reorg_noticed_after_finality_passed_its_fork_then_a_new_payment_below_the_cursor_is_seen(
+    chain: Chain,
+) -> None:
+    """A (4 USDC = 4,000,000 units) SEEN at N, cursor N + 2. The reorg: N empty on the new fork, then B - a brand-new
+    payment, 1 USDC (1,000,000 units) from another sender - at N + 1; the watcher next runs at head N + 12, F = N + 4
+    (the fork, below N, already final). Before: rolled back to min(F, cursor) = N + 2, rescanned from N + 3: B never
+    read - 1 USDC received, nothing recorded, for good. Now no pending block proves a shared one (A's left), so
+    the rescan starts at the walk's bound - the block before ``start_block`` (N + 2 - 128 is below it) - and reads
+    B: FINALIZED at N + 1 (final) in that run; A (its nonce unused on the new fork: no receipt from a backend
+    holding F) ORPHANED by the finality pass; nothing stuck."""
+    chain.mint(PAYER, 10 * USDC)
+    chain.mint(OTHER, 10 * USDC)
+    chain.mine(FINALITY_LAG)
+    watcher = Watcher(chain.config())
+    watcher.run()
+    before = chain.node.call("evm_snapshot")
+    a = chain.pay_usdc(PAYER, MERCHANT, 4 * USDC)
+    n = chain.receipt(a)["blockNumber"]
+    chain.mine(2)
+    watcher.run()
+    assert watcher.cursors.cursors["ethereum"].block_number == n + 2
+    chain.node.call("evm_revert", before)
+    chain.mine(1)  # N, empty on the new fork
+    b = chain.pay_usdc(OTHER, MERCHANT, 1 * USDC)
+    assert chain.w3.eth.wait_for_transaction_receipt(b, timeout=10)["blockNumber"] == n + 1  # type: ignore[arg-type]
+    chain.mine(FINALITY_LAG + 3)  # head N + 12, F = N + 4
+
+    report = watcher.run()
+
+    assert report.rolled_back_to == watcher.config.start_block - 1  # type: ignore[operator]
+    assert report.rolled_back_to < n  # type: ignore[operator]
+    (found,) = [t for t in watcher.sink.transfers.values() if t.tx_id == b]
+    assert (found.atomic_amount, found.block_number) == (1_000_000, n + 1)
+    assert watcher.sink.status[found.payment_id] is PaymentStatus.FINALIZED
+    assert watcher.sink.status[f"ethereum:{a}:0"] is PaymentStatus.ORPHANED
+    assert report.stuck == ()
+
+
+def test_given_a_rollback_that_rescans_a_finalized_payments_block_then_its_bill_is_counted_once(
+    chain: Chain, stack: Stack
+) -> None:
+    """The $100.00 bill (100 USDC quote at $1.00 = 100,000,000 units); P pays it at N and is FINALIZED: PAID,
+    settled 100.00, credit 0.00. A reorg replaces only the top block (the cursor's); no pending payment proves a
+    shared block, so the rollback rescans from the walk's bound (the block before ``start_block``, below N): P's
+    final block is read and P recorded again. Recording is idempotent per payment id: P stays FINALIZED, the bill
+    PAID, settled 100.00, credit 0.00, nothing published, nothing pending, nothing stuck."""
+    h, config, rpc, cursors = _billed(chain, stack)
+    tx = chain.pay_usdc(PAYER, MERCHANT, 100 * USDC)
+    chain.mine(FINALITY_LAG + 1)
+    watch(config, rpc, cursors, h.settlement)
+    paid = h.store.bill("inv-1")
+    assert paid is not None
+    assert (paid.status, paid.settled_usd, paid.credit_usd) == (BillStatus.PAID, Decimal("100.00"), Decimal("0"))
+    announced = len(h.published.published)
+    top = chain.node.call("evm_snapshot")
+    chain.mine(1)
+    watch(config, rpc, cursors, h.settlement)
+    chain.node.call("evm_revert", top)
+    chain.pay_eth(OTHER, OTHER, 1)  # the cursor's block replaced
+
+    report = watch(config, rpc, cursors, h.settlement)
+
+    assert (report.rolled_back_to, report.stuck) == (config.start_block - 1, ())  # type: ignore[operator]
+    assert report.transfers_seen == 1  # P, read again in its final block
+    final = h.store.payment(f"ethereum:{tx}:0")
+    assert final is not None
+    assert final.status is PaymentStatus.FINALIZED
+    again = h.store.bill("inv-1")
+    assert again is not None
+    assert (again.status, again.settled_usd, again.credit_usd) == (BillStatus.PAID, Decimal("100.00"), Decimal("0"))
+    assert h.published.published[announced:] == []
+    assert h.settlement.pending("ethereum") == []

@@ -4,6 +4,7 @@ anchored reads."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import pytest
 
@@ -160,6 +161,10 @@ class Moved:
     def transaction(self, tx_hash: str) -> EvmTransaction:
         return EvmTransaction(tx_hash, PAYER, USDC_TOKEN, 0, "0x", 0)
 
+    def receipt_beside(self, tx_hash: str, numbers: Sequence[int]) -> tuple[EvmReceipt | None, dict[int, str | None]]:
+        """One batch, one backend: this fake's receipt reader and height reader answer it together."""
+        return self.receipts([tx_hash]).get(tx_hash), self.block_hashes(numbers)
+
 
 A_UNITS = 100_000_000  # 100 USDC (6 decimals): the $100.00 bill's quote at $1.00
 
@@ -212,39 +217,121 @@ class Reread(Moved):
 
 
 @pytest.mark.parametrize(
-    ("finalized", "dead", "again"),
-    [
-        (BlockRef(200, "0xc200", 0), (100, "0xold100"), (100, "0xold100")),
-        (BlockRef(200, "0xc200", 0), (100, "0xold100"), None),
-        (BlockRef(205, "0xc205", 0), (203, "0xb203"), (203, "0xb203")),
-        (BlockRef(205, "0xc205", 0), (203, "0xb203"), None),
-    ],
-    ids=[
-        "own-block-served-again",
-        "own-block-then-no-receipt",
-        "finalized-block-served-again",
-        "finalized-block-then-no-receipt",
-    ],
+    ("finalized", "dead"),
+    [(BlockRef(200, "0xc200", 0), (100, "0xold100")), (BlockRef(205, "0xc205", 0), (203, "0xb203"))],
+    ids=["own-block-then-no-receipt", "finalized-block-then-no-receipt"],
 )
 def test_a_replaced_payment_whose_receipt_a_final_block_proves_on_a_dead_fork_is_orphaned_once_read_again_alone(
-    finalized: BlockRef, dead: tuple[int, str], again: tuple[int, str] | None
+    finalized: BlockRef, dead: tuple[int, str]
 ) -> None:
     """A (100 USDC = 100,000,000 units) stored at 100 as 0xold100; 100 is now 0xnew100. A's receipt is in a block at
     or below F whose canonical hash the anchored read has, and it is not the receipt's: A's own block 100 as
     0xold100 (F = 200, the pass's first read), or 203 as 0xb203 where the chain has 0xc203 (F = 205, the second
-    read). The canonical chain has another block at that final height, so A is not in the receipt's block. Before:
-    A waited SEEN, named stuck, every run the backend served that receipt (a cancelled payment kept its bill
-    PROCESSING for ever). Now the receipt is read again alone ([0xa] twice); the same dead-fork receipt, or none:
-    A ORPHANED (0, 1), nothing stuck."""
+    read). Read again alone - one batch with F's height (and the receipt's) - the backend that answers F's hash at F
+    (it holds the final chain) has no receipt: not mined. A ORPHANED (0, 1), nothing stuck, the receipt asked
+    twice ([0xa], [0xa])."""
     sink, a = _seen_a()
     stuck: list[str] = []
-    rpc = Reread(205, [dead, again])
+    rpc = Reread(205, [dead, None])
 
     counts = _finality(rpc, sink, CHAIN, finalized, stuck)  # type: ignore[arg-type]
 
     assert (counts, stuck) == ((0, 1), [])
     assert sink.status[a] is PaymentStatus.ORPHANED
     assert rpc.asked == [["0xa"], ["0xa"]]
+
+
+class Alone(Reread):
+    """``Reread`` whose read alone (``receipt_beside``) another backend answers: at each height in ``view`` its
+    answer (None: it has no block there), elsewhere the chain's."""
+
+    def __init__(
+        self,
+        head: int,
+        answers: list[tuple[int, str] | None],
+        view: dict[int, str | None],
+        blocks: dict[int, str] | None = None,
+    ) -> None:
+        super().__init__(head, answers, blocks)
+        self.view = view
+
+    def receipt_beside(self, tx_hash: str, numbers: Sequence[int]) -> tuple[EvmReceipt | None, dict[int, str | None]]:
+        receipt, hashes = super().receipt_beside(tx_hash, numbers)
+        return receipt, {n: self.view.get(n, hashes[n]) for n in numbers}
+
+
+class Billed(MemoryPaymentSink):
+    """The in-memory sink whose pending payments say the bill they count for (inv-1), as settlement's do."""
+
+    def pending(self, chain: str) -> Sequence[PendingPayment]:
+        return [replace(payment, invoice_id="inv-1") for payment in super().pending(chain)]
+
+
+@pytest.mark.parametrize(
+    ("answers", "view", "blocks"),
+    [
+        ([(100, "0xold100"), (100, "0xold100")], {200: None}, {}),
+        ([(100, "0xold100"), None], {200: None}, {}),
+        ([None, None], {200: None}, {}),
+        ([(100, "0xold100"), None], {200: "0xdead200"}, {}),
+        ([(100, "0xold100"), (100, "0xold100")], {}, {}),
+        ([(100, "0xnew100")], {}, {100: "0xdead100"}),
+        ([(150, "0xc150")], {}, {150: "0xdead150"}),
+    ],
+    ids=[
+        "stale-backend-again-without-F",
+        "no-receipt-from-a-backend-behind-F",
+        "no-receipt-at-all-from-backends-behind-F",
+        "no-receipt-from-a-dead-fork-backend",
+        "dead-receipt-beside-F-split-batch",
+        "canonical-receipt-vs-a-stale-element-of-the-pass-read",
+        "canonical-receipt-vs-a-stale-element-of-the-receipt-block-read",
+    ],
+)
+def test_a_replaced_payment_is_not_orphaned_unless_one_backend_holding_finalized_has_no_receipt(
+    answers: list[tuple[int, str] | None], view: dict[int, str | None], blocks: dict[int, str]
+) -> None:
+    """A (100 USDC = 100,000,000 units) stored at 100 as 0xold100, counted for bill inv-1; F = 200 (0xc200). A may
+    be mined canonically at a final block the scan never reads again (a reorg noticed late: the rescan starts above
+    it), so "released" would be for good: orphaned only when ONE batch - the receipt read alone beside F's height -
+    answers F's hash at F (that backend holds the final chain) and no receipt. Here it never does: the read alone
+    comes from a backend without F (None: the stale backend whose top is 100, or one behind F) or on a dead fork
+    (0xdead200); or F is right but the same batch serves the dead receipt (its elements routed to different
+    backends); or the pass's own reads had one stale element (0xdead100 at 100, 0xdead150 at 150 - A's receipt in
+    its canonical block). Before: A ORPHANED (0, 1) - the bill reopened, the customer asked for a second $100.00.
+    Now A waits SEEN at 100 (0, 0), named stuck once with its bill."""
+    sink = Billed()
+    transfer = ObservedTransfer("ethereum", "USDC", "0xa", 0, 100, "0xold100", PAYER, MERCHANT, A_UNITS)
+    sink.record_seen(transfer)
+    stuck: list[str] = []
+
+    counts = _finality(Alone(205, answers, view, blocks), sink, CHAIN, BlockRef(200, "0xc200", 0), stuck)  # type: ignore[arg-type]
+
+    assert counts == (0, 0)
+    assert sink.status[transfer.payment_id] is PaymentStatus.SEEN
+    assert sink.transfers[transfer.payment_id].block_number == 100
+    (entry,) = stuck
+    assert entry.startswith(f"{transfer.payment_id}: ")
+    assert entry.endswith("; bill inv-1 waits on it")
+
+
+def test_a_dead_fork_receipt_read_alone_in_its_canonical_block_beside_finalized_moves_and_is_finalized() -> None:
+    """F = 205 (0xc205). The pass's receipt batch places A in 203 as 0xb203; the chain has 0xc203 there (a dead
+    fork's receipt). The read alone - one batch: the receipt, 205 and 203 - answers 0xc205 at 205, 0xc203 at 203
+    and A's receipt in 203 as 0xc203: that backend holds the final chain and A in it. Before: the answers disagreed,
+    A waited SEEN, stuck (0, 0). Now A moves to 203 (0xc203) and, 203 being final, is FINALIZED there (1, 0),
+    nothing stuck; 100 USDC (100,000,000 units) kept."""
+    sink, a = _seen_a()
+    stuck: list[str] = []
+
+    rpc = Alone(205, [(203, "0xb203"), (203, "0xc203")], {})
+
+    counts = _finality(rpc, sink, CHAIN, BlockRef(205, "0xc205", 0), stuck)  # type: ignore[arg-type]
+
+    assert (counts, stuck) == ((1, 0), [])
+    assert sink.status[a] is PaymentStatus.FINALIZED
+    moved = sink.transfers[a]
+    assert (moved.block_number, moved.block_hash, moved.atomic_amount) == (203, "0xc203", 100_000_000)
 
 
 def test_a_dead_fork_receipt_read_again_elsewhere_waits_named_stuck_then_moves_when_confirmed() -> None:
@@ -373,3 +460,41 @@ def test_the_rollbacks_read_by_a_backend_behind_finalized_orphans_nothing_and_na
 
     assert (ancestor, orphaned, stuck) == (200, set(), [])
     assert rpc.reads == [[200, 210]]
+
+
+def test_a_rollback_noticed_after_finality_passed_the_fork_rescans_from_a_proven_or_bounded_point_below_it() -> None:
+    """Cursor at 14 (its hash 0xold14 gone), F = 16 (0x10): the reorg was noticed only once finality passed its
+    fork, so min(F, cursor) = 14 is NOT shared - rescanning from 15 skips the new fork's blocks up to 14 (a payment
+    there missed for good). A (at 12, 0xold12) left the chain; B (at 9, 0x9) is still canonical: the fork is in
+    10..12, so the ancestor is 9 (rescan from 10). Without a proven block the bound: the walk goes back at most
+    ``window`` = 8 blocks below the cursor (14 - 8 = 6), never below ``floor`` (4). A is not orphaned by the
+    rollback (at or below F: the finality pass, after the rescan, reads its transaction). Before: (14, {})."""
+    a = PendingPayment("ethereum:0xa:0", "ethereum", "0xa", 0, 12, "0xold12")
+    b = PendingPayment("ethereum:0xb:0", "ethereum", "0xb", 0, 9, "0x9")
+    cursor = Cursor("ethereum", 14, "0xold14")
+    finalized = BlockRef(16, "0x10", 0)  # 16 = 0x10
+    stuck: list[str] = []
+
+    proven = _common_ancestor(Heights(), cursor, [a, b], finalized, stuck, window=8, floor=4)  # type: ignore[arg-type]
+    bounded = _common_ancestor(Heights(), cursor, [a], finalized, stuck, window=8, floor=4)  # type: ignore[arg-type]
+    floored = _common_ancestor(Heights(), cursor, [a], finalized, stuck, window=12, floor=4)  # type: ignore[arg-type]
+
+    assert (proven, bounded, floored, stuck) == ((9, set()), (6, set()), (4, set()), [])
+
+
+def test_a_rollback_whose_reorg_reaches_below_the_walks_bound_is_named_stuck() -> None:
+    """As above (cursor 14, F = 16, window 8: the bound 6), with a pending payment at 5 (0xold5) whose block left
+    the chain too: the reorg goes deeper than the walk rescans. The rollback still goes to 6 and orphans nothing
+    (5 is final: the finality pass reads its transaction), and one ``ethereum:rollback:`` stuck entry (the
+    CryptoPaymentsStuck alarm) names the payment: blocks at or below 6 of the new fork are not rescanned."""
+    deep = PendingPayment("ethereum:0xd:0", "ethereum", "0xd", 0, 5, "0xold5")
+    stuck: list[str] = []
+
+    found = _common_ancestor(
+        Heights(), Cursor("ethereum", 14, "0xold14"), [deep], BlockRef(16, "0x10", 0), stuck, window=8, floor=0
+    )  # type: ignore[arg-type]
+
+    assert found == (6, set())
+    (entry,) = stuck
+    assert entry.startswith("ethereum:rollback:")
+    assert "ethereum:0xd:0" in entry

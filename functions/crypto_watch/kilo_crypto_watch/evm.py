@@ -4,11 +4,14 @@ One run per chain (``watch``):
 
 1. **Reorg check.** The cursor holds the last scanned block and its hash. If the canonical chain no longer has that hash
    at that height, the run walks back to the highest block it can prove is shared: the highest pending payment's block
-   whose hash is still canonical, else the ``finalized`` block (which cannot reorg). Pending payments above that point
-   whose block hash changed are ORPHANED, each alone (``settle_alone``: one whose orphaning fails is named stuck and
-   stays SEEN; the scan goes on, and the finality pass orphans it once its height is final - D323); the blocks
-   above it are scanned again (reporting is idempotent per payment id, so a payment re-included in the new chain is
-   seen again with its new block).
+   at or below the cursor whose hash is still canonical, else a bound - ``reorg_window`` blocks below the cursor (a
+   block that far below the head when it was scanned was final then), at most the ``finalized`` block, never below
+   ``start_block`` (the fork may be below ``finalized`` when the reorg is noticed late: those new-fork blocks are
+   rescanned too, D342 amended (review 3)). Pending payments above ``finalized`` whose block hash changed are
+   ORPHANED, each alone (``settle_alone``: one whose orphaning fails is named stuck and stays SEEN; the scan goes on,
+   and the finality pass orphans it once its height is final - D323); those at or below it are left to the finality
+   pass, after the rescan; the blocks above the start are scanned again (reporting is idempotent per payment id, so
+   a payment re-included in the new chain is seen again with its new block).
 2. **Scan** ``[cursor+1, min(head, cursor+max_blocks_per_run)]`` (a chain without a cursor starts at ``start_block``,
    else at the ``finalized`` block - never at genesis) in batches of ``scan_batch`` blocks: per batch, ``eth_getLogs``
    for USDC ``Transfer`` events to the merchant (topics as 0x-hex strings), in chunks that start at ``initial_chunk``
@@ -23,19 +26,20 @@ One run per chain (``watch``):
    after the batch that reaches ``max_transactions_per_run``.
 3. **Finality.** Every SEEN payment at or below the ``finalized`` block is FINALIZED if its block hash is still the
    canonical one at its height. If another block is there, its transaction's receipt is read first: mined in another
-   canonical block, it is reported there (settlement stores the new block) and finalized once that block is; with no
-   receipt it is ORPHANED (a transaction replaced on that chain - a speed-up or cancel with its nonce - has no receipt
-   there: its payment is released); so is one whose receipt is in a block at or below ``finalized`` where the
-   anchored read has another block (a dead fork's receipt: the final block at that height is another one), once
-   the receipt read again alone is none or the same; a receipt in a block above ``finalized`` the pass cannot
-   confirm (yet) proves nothing either way and the payment waits SEEN, silent until finality reaches that block
-   (D342 and its amendments; a stuck entry names the bill that waits). A height the node answers nothing for is
-   unknown, never "gone": the payment waits for the next run (and a node that does not know the cursor's block fails
+   canonical block, it is reported there (settlement stores the new block) and finalized once that block is. With no
+   receipt, or one in a block at or below ``finalized`` where the anchored read has another block (a dead fork's
+   receipt), the receipt is read again alone in ONE batch with the ``finalized`` height (and that block's): it is
+   ORPHANED only when that batch answers the run's finalized block there and no receipt (a transaction replaced on that
+   chain - a speed-up or cancel with its nonce - has none: its payment is released); it moves when that batch places it
+   in a final block it answers with the receipt's hash; else it waits SEEN, named stuck with the bill that waits on it.
+   A receipt in a block above ``finalized`` the pass cannot confirm (yet) proves nothing either way and the payment
+   waits SEEN, silent until finality reaches that block (D342 and its amendments). A height the node answers nothing for
+   is unknown, never "gone": the payment waits for the next run (and a node that does not know the cursor's block fails
    the run rather than walk back). Each read of heights in the pass (and in the rollback's walk back) asks the
-   ``finalized`` block's height in the same batch: a backend whose answer there is not the run's finalized block (a
-   dead fork, far behind) proves nothing - a first read so answered settles nothing that run, a receipt's block so
-   read moves nothing, the rollback so read orphans nothing (it goes back to ``finalized``), all named stuck but a
-   rollback read by a backend merely behind (nothing at ``finalized``: silent) (D342, amended).
+   ``finalized`` block's height in the same batch: a backend whose answer there is not the run's finalized block (a dead
+   fork, far behind) proves nothing - a first read so answered settles nothing that run, a receipt's block so read moves
+   nothing, the rollback so read orphans nothing (it goes back to ``finalized``), all named stuck but a rollback read by
+   a backend merely behind (nothing at ``finalized``: silent) (D342, amended).
 
 The watcher never asks anything per quote: RPC calls per run depend on the blocks scanned, the transactions to the
 merchant and the payments pending finality, never on the number of open quotes. ``RunReport.rpc_calls`` counts the
@@ -287,36 +291,62 @@ def _scan(
 
 
 def _common_ancestor(
-    rpc: EvmRpc, cursor: Cursor, pending: Sequence[PendingPayment], finalized: BlockRef, stuck: list[str]
+    rpc: EvmRpc,
+    cursor: Cursor,
+    pending: Sequence[PendingPayment],
+    finalized: BlockRef,
+    stuck: list[str],
+    *,
+    window: int = 0,
+    floor: int = -1,
 ) -> tuple[int, set[str]]:
-    """The highest block known to be shared with the canonical chain, and the pending payments whose block left it.
-    The heights are read beside the finalized block's (``_anchored_hashes``): a backend whose answer there is not the
-    run's finalized block proves nothing - no payment is orphaned, the rollback goes to the finalized block (the
-    rescan sees again what is still there). One that answered another hash there (a dead fork) is named in
-    ``stuck`` (D342, amended (orphan)); one that answered nothing there is only behind (a lagging backend: every
-    height it does not have is unknown, as before the anchor), silent (D342, amended (review 2))."""
-    candidates = sorted({p.block_number for p in pending if finalized.number < p.block_number <= cursor.block_number})
+    """The block the rescan starts above, and the pending payments above ``finalized`` whose block left the chain.
+
+    The fork may be below the finalized block: a reorg noticed only once finality passed it (the watcher down, or
+    behind). Nothing recorded says where the old fork's blocks began but the pending payments' blocks, so the start
+    is the highest pending block at or below the cursor whose hash is still canonical (shared), else the bound: the
+    walk goes back ``window`` blocks below the cursor (``ChainConfig.reorg_window``: a block the watcher scanned was
+    at most the head then, and blocks more than the finality lag below the head were final then, so shared) - and
+    never below ``floor`` (the block before ``start_block``) nor above ``finalized``. Blocks at or below
+    ``finalized`` rescanned are final: reporting them again is idempotent per payment id, and a payment re-mined
+    there is recorded in its new block (D342, amended (review 3)). Before, the rescan started at min(F, cursor):
+    the new fork's blocks below it were never read. A pending payment at or below the bound whose block left the
+    chain says the reorg went deeper: named in ``stuck`` (the alarm). Only payments above ``finalized`` are
+    orphaned here; those at or below it are the finality pass's (after the rescan), which reads their transactions.
+
+    The heights are read beside the finalized block's (``_anchored_hashes``): a backend whose answer there is not
+    the run's finalized block proves nothing - no payment is orphaned, the rescan starts at the bound. One that
+    answered another hash there (a dead fork) is named in ``stuck`` (D342, amended (orphan)); one that answered
+    nothing there is only behind (a lagging backend: every height it does not have is unknown, as before the
+    anchor), silent (D342, amended (review 2))."""
+    top = min(finalized.number, cursor.block_number)
+    bound = max(floor, min(top, cursor.block_number - window))
+    candidates = sorted({p.block_number for p in pending if p.block_number <= cursor.block_number})
     canonical: dict[int, str | None] = {}
     if candidates:
         canonical, answered = _anchored_hashes(rpc, candidates, finalized)
         if answered is None:  # behind the finalized block: it knows nothing above it, nothing to say
-            return min(finalized.number, cursor.block_number), set()
+            return bound, set()
         if answered != finalized.hash:
             stuck.append(
                 f"{cursor.chain}:rollback: the node answered {answered} for the finalized block {finalized.number} "
                 f"({finalized.hash}) beside {len(candidates)} pending payments' heights: none orphaned, rescanning "
-                f"from {min(finalized.number, cursor.block_number) + 1}"
+                f"from {bound + 1}"
             )
-            return min(finalized.number, cursor.block_number), set()
-    orphaned = {
-        p.payment_id
-        for p in pending
-        if canonical.get(p.block_number) is not None and canonical[p.block_number] != p.block_hash
-    }
-    ancestor = min(finalized.number, cursor.block_number)
+            return bound, set()
+    left = {p.payment_id: p for p in pending if canonical.get(p.block_number) not in (None, p.block_hash)}
+    orphaned = {pid for pid, p in left.items() if p.block_number > finalized.number}
+    ancestor = bound
     for p in pending:
-        if p.block_number in canonical and canonical[p.block_number] == p.block_hash:
+        if canonical.get(p.block_number) == p.block_hash:
             ancestor = max(ancestor, p.block_number)
+    deeper = sorted(pid for pid, p in left.items() if p.block_number <= ancestor)
+    if deeper:
+        stuck.append(
+            f"{cursor.chain}:rollback: the block of {', '.join(deeper)} (at or below {ancestor}) left the chain: the "
+            f"reorg goes deeper than the rescan from {ancestor + 1} (reorg_window {window}); the finality pass reads "
+            "their transactions, the new fork's blocks below are not scanned"
+        )
     return ancestor, orphaned
 
 
@@ -353,7 +383,10 @@ def watch(
         if still is None:  # a node behind the cursor (a lagging backend) knows nothing: not a reorg
             raise RpcUnavailableError(f"the node has no block {cursor.block_number} (the cursor's): behind it")
         if still != cursor.block_hash:
-            rolled_back_to, orphaned_ids = _common_ancestor(rpc, cursor, pending, finalized, stuck)
+            floor = chain.start_block - 1 if chain.start_block is not None else -1
+            rolled_back_to, orphaned_ids = _common_ancestor(
+                rpc, cursor, pending, finalized, stuck, window=chain.reorg_window, floor=floor
+            )
             next_block = rolled_back_to + 1
             rolled_back = _orphan_alone(sink, pending, orphaned_ids, stuck)
     limit = min(head.number, next_block + chain.max_blocks_per_run - 1)
@@ -411,7 +444,8 @@ def _finality(
 ) -> tuple[int, int]:
     """SEEN payments at or below the finalized block: FINALIZED if their block hash is canonical. One whose block was
     replaced is looked up by its transaction first: mined elsewhere, it moves to that block (FINALIZED there once that
-    block is final too); only a transaction the node does not have mined (no receipt) is ORPHANED - one with a receipt
+    block is final too); only a transaction a backend holding the finalized block does not have mined (no receipt,
+    read alone beside that block: ``_read_alone``) is ORPHANED - one with a receipt
     in a block the pass cannot confirm waits, named stuck once that block is at or below ``finalized``. A height the
     node answers
     nothing for is unknown, not gone: the payment waits for the next run. A payment whose step fails is added to
@@ -491,24 +525,24 @@ def _relocated(
     finalized block) has another block is from a dead fork: the canonical chain holds another block at that final
     height, so the transaction is not in the receipt's block. Moved "there", a transaction replaced by a speed-up was
     finalized on the dead fork beside its replacement (D342); left waiting, a cancelled one kept its bill PROCESSING
-    for as long as a backend served that receipt. Its receipt is read again, alone (a load balancer may send that
-    request to another backend): none, or the same dead-fork receipt, and the transaction's replaced payments are
-    ORPHANED as for "no receipt" (not in the canonical chain; mined there after all, the scan records it in its
-    block); another receipt, and they wait, named ``stuck`` (D342, amended (review 2)).
+    for as long as a backend served that receipt. Such a transaction, and one with no receipt in the batch, is read
+    again alone (``_read_alone``: one batch with the finalized height, so one backend's view): ORPHANED only on a
+    backend's "no receipt" that holds the run's finalized block (a payment mined canonically in a final block the
+    scan does not read again would be released for good); moved to a final block that batch confirms; else
+    waiting, named ``stuck`` (D342, amended (review 2) and (review 3)).
 
     A receipt whose block the anchored read does not confirm (nothing there: above the reading backend's head; or
     another hash: another fork above ``finalized``; or that read answered from another view), or whose transaction
     is not read, is a mined transaction all the same: its payments wait the same way (orphaned, a payment mined in a
     block the scan already passed was released for good). Above ``finalized`` that is ordinary (the backends agree
     once finality reaches the block), so it is silent; at or below it, named ``stuck`` (D342, amended (orphan)).
-    Each ``stuck`` entry names the payment and the bill it counts for (``PendingPayment.invoice_id``), which waits
-    on it."""
+    Each ``stuck`` entry this function writes names the payment and the bill it counts for
+    (``PendingPayment.invoice_id``), which waits on it; a failed record (``ports.record_alone``) is named by the
+    payment alone, as a failed settle step is (``settle_alone``: ``<payment id>: <error>``)."""
     if not replaced:
         return {}, set()
     tx_hashes = sorted({p.tx_id for p in replaced})
     receipts = rpc.receipts(tx_hashes)
-    if not receipts:
-        return {}, set()
     heights, answered = _anchored_hashes(rpc, sorted({r.block_number for r in receipts.values()}), finalized)
     wanted = {p.payment_id for p in replaced}
     held = {tx_hash: min(p.payment_id for p in replaced if p.tx_id == tx_hash) for tx_hash in tx_hashes}
@@ -522,14 +556,17 @@ def _relocated(
     groups: dict[str, list[ObservedTransfer]] = {}
     disputed: set[str] = set()  # transactions whose receipts the node's answers do not settle either way
     waiting: set[str] = set()  # transactions with a receipt whose block the pass cannot confirm (yet)
-    dead: dict[str, tuple[EvmReceipt, str]] = {}  # receipts in a block off the canonical chain, the hash read there
+    # read again alone beside the finalized block: no receipt (None), or one in a block off the canonical chain and
+    # the hash the anchored read has there
+    suspects: dict[str, tuple[EvmReceipt, str] | None] = {}
     for tx_hash, key in held.items():
         receipt = receipts.get(tx_hash)
         if receipt is None:
+            suspects[tx_hash] = None
             continue
         first = canonical.get(receipt.block_number)  # a due height (at or below finalized), anchored by the pass
         if first is not None and first != receipt.block_hash:
-            dead[tx_hash] = (receipt, first)
+            suspects[tx_hash] = (receipt, first)
             continue
         if answered != finalized.hash:  # the receipt's block read from another view than the pass's: unproven
             stuck.append(
@@ -541,7 +578,7 @@ def _relocated(
             continue
         read = heights.get(receipt.block_number)
         if receipt.block_number <= finalized.number and read is not None and read != receipt.block_hash:
-            dead[tx_hash] = (receipt, read)
+            suspects[tx_hash] = (receipt, read)
             continue
         tx = rpc.transaction(tx_hash) if read == receipt.block_hash else None
         if tx is None:  # mined (a receipt), but its block is not confirmed canonical (yet), or no transaction read:
@@ -559,22 +596,55 @@ def _relocated(
         credits = transaction_credits(chain, tx, receipt)  # no block time: settlement keeps the first one
         # a replaced payment is recorded last: if a new credit of its transaction fails, it stays replaced (retried)
         groups[key] = sorted(credits, key=lambda credit: credit.payment_id in wanted)
-    for tx_hash, (receipt, read) in dead.items():
-        again = rpc.receipts([tx_hash]).get(tx_hash)  # alone: behind a load balancer, maybe from another backend
-        if again is None or (again.block_number, again.block_hash) == (receipt.block_number, receipt.block_hash):
-            continue  # not in the canonical chain: its replaced payments are orphaned (``_finality``)
-        key = held[tx_hash]
-        stuck.append(
-            f"{key}: the node placed {tx_hash} in block {receipt.block_number} ({receipt.block_hash}), where the "
-            f"canonical chain has {read}, then, read alone, in block {again.block_number} ({again.block_hash}): "
-            f"waiting until its answers agree{blocking(key)}"
-        )
-        disputed.add(tx_hash)
+    for tx_hash, suspect in suspects.items():  # released only on one backend's word that holds the final chain
+        verdict = _read_alone(rpc, chain, tx_hash, suspect, finalized)
+        if isinstance(verdict, list):  # mined in a final block that backend holds: moved there
+            groups[held[tx_hash]] = sorted(verdict, key=lambda credit: credit.payment_id in wanted)
+        elif verdict is not None:  # None: not mined, its replaced payments orphaned (``_finality``); else waiting
+            disputed.add(tx_hash)
+            stuck.extend([f"{held[tx_hash]}: {verdict}: waiting{blocking(held[tx_hash])}"] if verdict else [])
     failed = record_alone(stuck, sink, groups)
     failed_txs = {tx_hash for tx_hash, key in held.items() if key in failed}
     found = {credit.payment_id: credit for key, group in groups.items() if key not in failed for credit in group}
     unrecorded = {p.payment_id for p in replaced if p.tx_id in failed_txs | disputed | waiting}
     return {pid: credit for pid, credit in found.items() if pid in wanted}, unrecorded
+
+
+def _read_alone(
+    rpc: EvmRpc, chain: ChainConfig, tx_hash: str, suspect: tuple[EvmReceipt, str] | None, finalized: BlockRef
+) -> list[ObservedTransfer] | str | None:
+    """A replaced payment's transaction read again before it is released: its receipt alone, in ONE batch with the
+    finalized block's height (and the suspect receipt's block's), so one backend answers it all. None - release it:
+    that backend has the run's finalized block there (so the final chain below it) and no receipt. The credits -
+    move them: its receipt is in a block at or below ``finalized`` that the same batch answers with the receipt's
+    hash. Else what keeps it waiting: a stuck entry's text, or "" (silent: a receipt above ``finalized``, ordinary).
+    A payment released on a weaker answer may be mined canonically in a final block the scan never reads again (a
+    reorg noticed only once finality passed the fork: the rescan starts above it) - released for good, the bill
+    reopened and paid twice (D342, amended (review 3))."""
+    numbers = [finalized.number]
+    if suspect is not None and suspect[0].block_number != finalized.number:
+        numbers.append(suspect[0].block_number)
+    again, hashes = rpc.receipt_beside(tx_hash, numbers)
+    at_final = hashes.get(finalized.number)
+    held = at_final == finalized.hash
+    if held and again is None:
+        return None
+    if held and again is not None and again.block_number <= finalized.number:
+        tx = rpc.transaction(tx_hash) if hashes.get(again.block_number) == again.block_hash else None
+        if tx is not None:
+            return transaction_credits(chain, tx, again)  # no block time: settlement keeps the first one
+    if held and again is not None and again.block_number > finalized.number:
+        return ""  # mined above the finalized block, not final yet: read again next run, silent
+    first = "no receipt for it"
+    if suspect is not None:
+        receipt, read = suspect
+        first = f"it in block {receipt.block_number} ({receipt.block_hash}), where the canonical chain has {read}"
+    why = "its answers disagree" if held else "not a backend holding the final chain"
+    then = "no receipt" if again is None else f"block {again.block_number} ({again.block_hash})"
+    return (
+        f"the node answered {first}; read again alone beside the finalized block {finalized.number} "
+        f"({finalized.hash}) it answered {at_final} there and {then} ({why})"
+    )
 
 
 # --- the fast path ----------------------------------------------------------------------------------------------------

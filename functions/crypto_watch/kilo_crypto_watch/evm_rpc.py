@@ -121,21 +121,26 @@ class Web3EvmRpc:
         return answer.get("result")
 
     def _batch(self, method: str, params: Sequence[list[Any]]) -> list[Any]:
+        return self._mixed([(method, p) for p in params])
+
+    def _mixed(self, requests_: Sequence[tuple[str, list[Any]]]) -> list[Any]:
+        """The answers to ``requests_`` (any methods), in order, ``batch_size`` of them per HTTP batch."""
         results: list[Any] = []
-        for start in range(0, len(params), self.batch_size):
-            part = list(params[start : start + self.batch_size])
+        for start in range(0, len(requests_), self.batch_size):
+            part = list(requests_[start : start + self.batch_size])
+            names = "/".join(sorted({method for method, _ in part}))
             self._calls += len(part)
             try:
-                answers = self.provider.make_batch_request([(RPCEndpoint(method), p) for p in part])
+                answers = self.provider.make_batch_request([(RPCEndpoint(method), p) for method, p in part])
             except (requests.RequestException, OSError) as exc:
-                raise RpcUnavailableError(f"{method} batch: {exc}") from exc
+                raise RpcUnavailableError(f"{names} batch: {exc}") from exc
             if not isinstance(answers, list):
                 error = answers.get("error") if isinstance(answers, dict) else answers
-                raise RpcUnavailableError(f"{method} batch refused: {error}")
+                raise RpcUnavailableError(f"{names} batch refused: {error}")
             by_id = sorted(answers, key=lambda a: _int(a.get("id", 0)))
             for answer in by_id:
                 if "error" in answer:
-                    raise RpcUnavailableError(f"{method}: {answer['error']}")
+                    raise RpcUnavailableError(f"{names}: {answer['error']}")
                 results.append(answer.get("result"))
         return results
 
@@ -175,3 +180,14 @@ class Web3EvmRpc:
     def transaction(self, tx_hash: str) -> EvmTransaction | None:
         raw = self._request("eth_getTransactionByHash", [tx_hash])
         return _transaction(raw) if raw else None
+
+    def receipt_beside(self, tx_hash: str, numbers: Sequence[int]) -> tuple[EvmReceipt | None, dict[int, str | None]]:
+        if len(numbers) >= self.batch_size:  # two HTTP batches could reach two backends: the point is one
+            raise ValueError(f"receipt_beside: {len(numbers)} heights do not fit one batch of {self.batch_size}")
+        calls: list[tuple[str, list[Any]]] = [
+            ("eth_getTransactionReceipt", [tx_hash]),
+            *(("eth_getBlockByNumber", [hex(n), False]) for n in numbers),
+        ]
+        raw, *blocks = self._mixed(calls)
+        hashes = {n: (str(block["hash"]).lower() if block else None) for n, block in zip(numbers, blocks, strict=True)}
+        return (_receipt(raw) if raw else None), hashes

@@ -424,6 +424,12 @@ class EvmRpc(Protocol):
 
     def transaction(self, tx_hash: str) -> EvmTransaction | None: ...
 
+    def receipt_beside(self, tx_hash: str, numbers: Sequence[int]) -> tuple[EvmReceipt | None, dict[int, str | None]]:
+        """One transaction's receipt (None: not mined, as that node sees it) and the hashes at ``numbers`` (at most
+        the adapter's batch less one), in ONE JSON-RPC batch: a load balancer routes it whole to one backend, so the
+        receipt and the blocks are that backend's view together (D342, amended (review 3))."""
+        ...
+
 
 # --- The Solana RPC (solana.py's port; the solana-py adapter is solana_rpc.py) ----------------------------------------
 
