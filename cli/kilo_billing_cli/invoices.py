@@ -37,7 +37,9 @@ from kilo_billing.money import ZERO, money_str
 from kilo_billing.periods import Period
 from kilo_billing_cli import arguments
 
-EXIT_REFUSED = 3  # ``invoice refund``: the card processor refused it (what was made recorded first): not a typo's 2
+# ``invoice refund``: the amount asked was not refunded - the card processor refused it, or an earlier pending request
+# was finished instead (what either run made is recorded first and said): not a typo's 2
+EXIT_REFUSED = 3
 
 
 def add_parser(sub: Any) -> Any:
@@ -59,7 +61,8 @@ def add_parser(sub: Any) -> Any:
     refund = commands.add_parser(
         "refund",
         help="refund all or part of a paid invoice (card: a Stripe refund; crypto: a refund owed); exit 3 when the "
-        "card processor refuses it (what it made before is recorded and said, in the JSON too)",
+        "card processor refuses it or an earlier pending refund was finished instead (what this run refunded is "
+        "recorded and said, in the JSON too)",
     )
     refund.add_argument("--account", required=True)
     refund.add_argument("--invoice", required=True, help="its number (KB-...) or id")
@@ -109,7 +112,7 @@ def _refund(args: argparse.Namespace, console: Console) -> None:
     refund instead of making a second)."""
     from kilo_billing.accounts import check_account_id  # noqa: PLC0415
     from kilo_invoice.logic import refund_invoice, settle_crypto_refund  # noqa: PLC0415
-    from kilo_invoice.model import InvoiceNotFoundError  # noqa: PLC0415
+    from kilo_invoice.model import EarlierRefundFinishedError, InvoiceNotFoundError  # noqa: PLC0415
     from kilo_invoice.ports import GatewayRejectedError  # noqa: PLC0415
 
     check_account_id(args.account)
@@ -137,6 +140,9 @@ def _refund(args: argparse.Namespace, console: Console) -> None:
     except GatewayRejectedError as exc:  # refused for good, what was made recorded first (D329): said, exit 3
         after = _found(deps.store.ledger(args.account).invoices.values(), args.invoice)
         _refused(args, console, before, after, f"the card processor refused the refund: {exc}")
+    except EarlierRefundFinishedError as exc:  # an earlier request finished instead: money moved, the ask not made
+        after = _found(deps.store.ledger(args.account).invoices.values(), args.invoice)
+        _refused(args, console, before, after, str(exc))
     summary = _summary(invoice) | {"refund_owed": money_str(invoice.refund_owed)}
     if args.json:
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")

@@ -1,7 +1,8 @@
 """`kilo-billing`: the operator and product CLI over the billing domain library.
 
 Human-readable tables by default (rich), ``--json`` for machines (money and quantities as strings). Bad input exits
-with status 2 and a message naming the problem; ``invoice refund`` refused by the card processor exits 3.
+with status 2 and a message naming the problem; ``invoice refund`` refused by the card processor, or finishing an
+earlier pending refund instead of the amount asked, exits 3.
 """
 
 from __future__ import annotations

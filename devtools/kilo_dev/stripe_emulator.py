@@ -8,10 +8,11 @@ refuse a key reused with other parameters (Stripe's rules); ``expire_idempotency
 
 Card payments: a charge_automatically invoice finalized with ``auto_advance`` is charged at once with the
 customer's default payment method: ``pm_card_visa`` pays, ``pm_card_chargeCustomerFail`` is declined
-(``invoice.payment_failed``), no card leaves it open (Stripe would retry); a paid invoice has an InvoicePayment naming
-its payment intent, whose charge names the intent (API 2026-10-28: neither names the invoice). Events
-(``invoice.finalized``, ``invoice.paid``, ``invoice.payment_failed``, ``charge.refunded``, ``refund.created``,
-``refund.failed``/``refund.updated``/``charge.refund.updated`` from ``fail_refund``, and
+(``invoice.payment_failed``; its failed charge stays on the invoice's PaymentIntent, and ``retry_payment`` pays that
+same intent with another card, as Stripe does), no card leaves it open (Stripe would retry); a paid invoice has an
+InvoicePayment naming its payment intent, whose charge names the intent (API 2026-10-28: neither names the
+invoice). Events (``invoice.finalized``, ``invoice.paid``, ``invoice.payment_failed``, ``charge.refunded``,
+``refund.created``, ``refund.failed``/``refund.updated``/``charge.refund.updated`` from ``fail_refund``, and
 ``charge.dispute.created``/``funds_withdrawn``/``closed``/``funds_reinstated`` from ``open_dispute``/``close_dispute``)
 go to ``on_event``. The customer's
 invoice balance follows Stripe's rules: a paid invoice's credit note with ``credit_amount`` credits it, finalization
@@ -44,6 +45,7 @@ FIXTURES_PATH = Path(__file__).resolve().parents[2] / "tests/fixtures/stripe/fix
 PAYING_CARDS = frozenset({"pm_card_visa", "pm_card_mastercard"})
 DECLINED_CARDS = frozenset({"pm_card_chargeCustomerFail"})
 MINIMUM_CHARGE_CENTS = {"usd": 50}  # Stripe's minimum charge amount per currency (docs: currencies, minimums)
+EMBEDDED_LIST_LIMIT = 10  # Stripe: an expanded list inside an object holds 10, with ``has_more`` for the rest
 INVOICE_MAX_ITEMS = 250  # Stripe: "no more than 250 invoice items" on an invoice (changelog 2016-02-22)
 Json = dict[str, Any]
 # a test card's own details (Stripe's test cards differ by brand, last4 and fingerprint); others keep the fixture's
@@ -427,27 +429,77 @@ class StripeEmulator:
         card = self._get("payment_method", card_id)
         self._settle(invoice, paid=card["metadata"].get("emulator_card") not in DECLINED_CARDS, card=card)
 
+    def retry_payment(self, invoice_id: str, card: str) -> None:
+        """The customer pays an open invoice whose charge was declined with another card (a test card such as
+        ``pm_card_visa``, attached to the customer): Stripe charges it on the invoice's same PaymentIntent, which
+        keeps the declined attempt's failed charge beside the new one (``charges.list`` lists both)."""
+        with self._lock:
+            invoice = self._get("invoice", invoice_id)
+            if invoice["status"] != "open":
+                raise ValueError(f"cannot retry {invoice_id}: it is {invoice['status']}")
+            attached = self._attach(card, str(invoice["customer"]))
+            self._settle(invoice, paid=attached["metadata"].get("emulator_card") not in DECLINED_CARDS, card=attached)
+
+    def _intent_for(self, invoice: Json, amount: int) -> Json:
+        """The invoice's PaymentIntent: the one its earlier (declined) attempt made, else a new one."""
+        known = invoice.get("_payment_intent")
+        if known is not None:
+            return self._get("payment_intent", known)
+        intent = self._from_fixture(
+            "payment_intent",
+            id=self._new_id("pi"),
+            created=next(self._clock),
+            amount=amount,
+            amount_received=0,
+            currency=invoice["currency"],
+            customer=invoice["customer"],
+            status="requires_payment_method",
+            metadata={},
+            latest_charge=None,
+        )
+        intent["_refunded"] = 0
+        invoice["_payment_intent"] = intent["id"]
+        return self._store("payment_intent", intent)
+
+    def _declined(self, intent: Json, card: Json) -> Json:
+        """A declined attempt by ``card`` on ``intent``: Stripe keeps its charge, ``failed`` (``card_declined``), on
+        the intent, which waits for another payment method."""
+        charge = self._from_fixture(
+            "charge",
+            id=self._new_id("ch"),
+            created=next(self._clock),
+            amount=intent["amount"],
+            amount_captured=0,
+            amount_refunded=0,
+            captured=False,
+            paid=False,
+            refunded=False,
+            disputed=False,
+            status="failed",
+            failure_code="card_declined",
+            failure_message="Your card was declined.",
+            currency=intent["currency"],
+            customer=intent["customer"],
+            payment_intent=intent["id"],
+            metadata={},
+        )
+        _charged_with(charge, card)
+        intent.update(status="requires_payment_method", latest_charge=charge["id"])
+        return self._store("charge", charge)
+
     def _settle(self, invoice: Json, *, paid: bool, card: Json | None = None) -> None:
         invoice["attempted"] = True
         invoice["attempt_count"] += 1
         if not paid:
+            if card is not None and invoice["amount_due"] > 0:  # the declined charge stays on the invoice's intent
+                self._declined(self._intent_for(invoice, invoice["amount_due"]), card)
             self._emit("invoice.payment_failed", self._view("invoice", invoice))
             return
         invoice["status"] = "paid"
         self._totals(invoice)
         if invoice["amount_paid"] > 0:
-            intent = self._from_fixture(
-                "payment_intent",
-                id=self._new_id("pi"),
-                created=next(self._clock),
-                amount=invoice["amount_paid"],
-                amount_received=invoice["amount_paid"],
-                currency=invoice["currency"],
-                customer=invoice["customer"],
-                status="succeeded",
-                metadata={},
-            )
-            intent["_refunded"] = 0
+            intent = self._intent_for(invoice, invoice["amount_paid"])
+            intent.update(amount=invoice["amount_paid"], amount_received=invoice["amount_paid"], status="succeeded")
             charge = self._from_fixture(
                 "charge",
                 id=self._new_id("ch"),
@@ -470,7 +522,6 @@ class StripeEmulator:
             charge["refunds"] = {"object": "list", "data": [], "has_more": False, "url": "/v1/refunds"}
             intent["latest_charge"] = charge["id"]
             self._store("charge", charge)
-            self._store("payment_intent", intent)
             payment = self._from_fixture(
                 "invoice_payment",
                 id=self._new_id("inpay"),
@@ -486,11 +537,15 @@ class StripeEmulator:
             self._store("invoice_payment", payment)
         self._emit("invoice.paid", self._view("invoice", invoice))
 
-    def split_payment(self, invoice_id: str, first_cents: int, card: str | None = None) -> tuple[str, str]:
+    def split_payment(
+        self, invoice_id: str, first_cents: int, card: str | None = None, declined: str | None = None
+    ) -> tuple[str, str]:
         """The paid invoice paid in two payments instead of one: its payment keeps ``first_cents`` and a second
         payment intent, charge and InvoicePayment carry the rest - paid by the same card, or by ``card`` (a test card
-        such as ``pm_card_mastercard``, attached to the customer: its own payment method and fingerprint). Returns the
-        two payment intents, oldest first."""
+        such as ``pm_card_mastercard``, attached to the customer: its own payment method and fingerprint).
+        ``declined``: a test card whose attempt on the second intent was declined before it was paid (its failed
+        charge kept on the intent, older than the one that paid, as Stripe keeps it). Returns the two payment
+        intents, oldest first."""
         with self._lock:
             (payment,) = [p for p in self.objects["invoice_payment"].values() if p["invoice"] == invoice_id]
             intent = self._get("payment_intent", payment["payment"]["payment_intent"])
@@ -499,6 +554,9 @@ class StripeEmulator:
             if not 0 < first_cents < payment["amount_paid"] or intent["_refunded"]:
                 raise ValueError(f"cannot split {payment['amount_paid']} at {first_cents}")
             second_intent = copy.deepcopy(intent) | {"id": self._new_id("pi"), "created": next(self._clock)}
+            if declined is not None:
+                attempt = self._declined(second_intent | {"amount": rest}, self._attach(declined, intent["customer"]))
+                second_intent["latest_charge"] = attempt["id"]
             second_charge = copy.deepcopy(charge) | {
                 "id": self._new_id("ch"),
                 "created": next(self._clock),
@@ -700,15 +758,27 @@ class StripeEmulator:
         )
         for charge in found["data"]:
             charge.pop("refunds", None)
-            if "data.refunds" in (params.get("expand") or []):
+            if "data.refunds" in (params.get("expand") or []):  # an embedded list holds its first 10 (Stripe's)
                 refunds = [r for r in self.objects.get("refund", {}).values() if r["charge"] == charge["id"]]
                 data = [self._view("refund", r) for r in sorted(refunds, key=lambda r: (r["created"], r["id"]))]
-                charge["refunds"] = {"object": "list", "data": data[::-1], "has_more": False, "url": "/v1/refunds"}
+                newest = data[::-1]
+                charge["refunds"] = {
+                    "object": "list",
+                    "data": newest[:EMBEDDED_LIST_LIMIT],
+                    "has_more": len(newest) > EMBEDDED_LIST_LIMIT,
+                    "url": f"/v1/charges/{charge['id']}/refunds",
+                }
         return found
 
     def _refunds_list(self, ids: dict[str, str], params: Json) -> Json:
-        wanted = params.get("payment_intent")
-        return self._list("refund", params, lambda obj: wanted in (None, obj["payment_intent"]), "/v1/refunds")
+        """Refunds, newest first, of a payment intent or of a charge (either filter, or both)."""
+        intent, charge = params.get("payment_intent"), params.get("charge")
+        return self._list(
+            "refund",
+            params,
+            lambda obj: intent in (None, obj["payment_intent"]) and charge in (None, obj["charge"]),
+            "/v1/refunds",
+        )
 
     # ------------------------------------------------------------------ hosted pages
     def _checkout_sessions_create(self, ids: dict[str, str], params: Json) -> Json:

@@ -19,6 +19,7 @@ from kilo_billing.contracts import RefundFailedV1
 from kilo_billing.invoicing import refundable
 from kilo_billing.periods_items import invoice_to_item
 from kilo_invoice.logic import apply_stripe_event, close_account, refund_invoice
+from kilo_invoice.model import EarlierRefundFinishedError
 from kilo_invoice.ports import GatewayRejectedError
 from tests.conftest import Stack
 from tests.contract.ledger_harness import SEG, Ledger, _dynamo
@@ -451,11 +452,14 @@ def test_given_a_pending_request_whose_part_failed_when_refund_all_is_rerun_then
     _request_timing_out(ledger, gateway, None)
     events = Events()
     _stripe(ledger, gateway, events, "evt_f", "refund.failed", _refund("re_a", intent, 4000, "failed", ours=True))
-    with pytest.raises(ValueError, match="it is now done") as raised:
+    with pytest.raises(EarlierRefundFinishedError, match="it is now done") as raised:
         refund_invoice(ledger.store, gateway, "acme", MARCH, None)
     said = str(raised.value)
     assert "25.20 refunded and 40.00 kept" in said
-    assert "40.00 of it came back from refunds that failed (the RefundFailed alarm names Stripe's reason)" in said
+    # what came back is said as part of what is kept (65.20 - 25.20 = 40.00), not of the amount asked (review 4)
+    assert "Of the 40.00 kept, 40.00 came back from refunds that failed (the RefundFailed alarm names" in said
+    assert "of it came back" not in said
+    assert not isinstance(raised.value, ValueError)  # not bad input: money moved (the CLI's exit 3, not 2)
     assert "if the card's bank returned it, a new refund is not sent to that card (refused, unless" in said
     assert "nothing more was refunded" not in said
     assert "run again to refund more" not in said  # only for a failure not the card's (D-cardfix-2), said as such
@@ -482,7 +486,7 @@ def test_given_a_pending_request_finished_by_a_run_asking_another_amount_then_it
     review 2: only a failure's money is never invited back to the card)."""
     gateway, _deps, _intent = _team_march_paid(ledger)
     _request_timing_out(ledger, gateway, Decimal("20.00"))
-    with pytest.raises(ValueError, match="it is now done") as raised:
+    with pytest.raises(EarlierRefundFinishedError, match="it is now done") as raised:
         refund_invoice(ledger.store, gateway, "acme", MARCH, Decimal("10.00"))
     said = str(raised.value)
     assert "20.00 refunded and 45.20 kept" in said

@@ -13,7 +13,7 @@ import pytest
 from kilo_billing.invoicing import InvoiceStatus
 from kilo_billing_cli.main import main
 from kilo_invoice.logic import gateway_request
-from kilo_invoice.ports import Customer
+from kilo_invoice.ports import Customer, GatewayUnavailableError
 from tests.integration.test_invoice_close import Invoicing, invoicing
 
 __all__ = ["invoicing"]  # the fixture, shared with the close's integration tests
@@ -394,3 +394,34 @@ def test_given_a_note_stripe_refuses_as_ours_to_fix_when_invoice_run_then_it_sho
     text = capsys.readouterr().out
     assert "acct-a/2026-03/credit-2026-04" in text
     assert "waiting" in text
+
+
+def test_given_a_pending_refund_when_a_run_asks_another_amount_then_it_finishes_it_and_exits_3_saying_so(
+    invoicing: Invoicing, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As above (0.00 refunded after card 1's bank returned the 40.00); a 10.00 refund is asked while Stripe is
+    unreachable: pending. A run asking 5.00 finishes the pending 10.00 (it fits card 2's 25.20 - 1000 cents there)
+    and does not refund the 5.00: exit 3 (money moved: never the usage error's 2), no usage text, the JSON says what
+    is refunded - 10.00, all by this run, 65.20 - 10.00 = 55.20 kept - and why the 5.00 was not. Before: ValueError
+    -> parser.error: usage text, exit 2, empty stdout, after 10.00 was refunded."""
+    first, second, refund, table = _march_card_1s_refund_returned(invoicing, capsys)
+    invoicing.http.faults[:0] = [503] * 20  # Stripe unreachable, its retries too: the 10.00 request stays pending
+    with pytest.raises(GatewayUnavailableError):
+        main([*refund, "--amount", "10.00", *table, "--json"])
+    invoicing.http.faults.clear()
+    pending = invoicing.invoice("acct-a").refund_pending
+    assert pending is not None
+    assert pending.amount == Decimal("10.00")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main([*refund, "--amount", "5.00", *table, "--json"])
+    assert exit_info.value.code == 3
+    out = capsys.readouterr()
+    assert "usage:" not in out.err
+    assert "an earlier refund of 10.00" in out.err
+    shown = json.loads(out.out)
+    assert (shown["refunded"], shown["refunded_by_this_run"]) == ("10.00", "10.00")
+    assert "10.00 refunded and 55.20 kept; the 5.00 asked now was not refunded" in shown["refused"]
+    assert "Of the 55.20 kept, 40.00 came back from refunds that failed" in shown["refused"]
+    refunds = [(r["payment_intent"], r["amount"]) for r in invoicing.http.emulator.objects["refund"].values()]
+    assert refunds == [(first, 4000), (second, 1000)]  # the pending 10.00 made by this run, on card 2

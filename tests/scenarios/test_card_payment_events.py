@@ -23,7 +23,7 @@ from kilo_billing.rating import TierChange
 from kilo_billing.stripe_events import StripeEventRecord
 from kilo_dev.stripe_emulator import load_fixtures
 from kilo_invoice.logic import apply_stripe_event, refund_invoice
-from kilo_invoice.model import InvoiceNotFoundError
+from kilo_invoice.model import EarlierRefundFinishedError, InvoiceNotFoundError
 from kilo_invoice.ports import GatewayUnavailableError
 from tests.fakes import InMemoryAccountDirectory
 from tests.scenarios.test_invoicing import APR, MAR, World, at, team_with_march_overage
@@ -269,7 +269,7 @@ def test_given_an_unfinished_refund_when_another_amount_is_asked_then_the_first_
     with pytest.raises(GatewayUnavailableError):
         refund_invoice(world.store, world.gateway, "acme", "acme/2026-03", Decimal("10.00"))
     assert world.gateway.refunds == {}
-    with pytest.raises(ValueError, match=r"earlier refund of 10\.00 .* now done"):
+    with pytest.raises(EarlierRefundFinishedError, match=r"earlier refund of 10\.00 .* now done"):
         refund_invoice(world.store, world.gateway, "acme", "acme/2026-03", Decimal("20.00"))
     assert [amount for _, amount in world.gateway.refunds.values()] == [Decimal("10.00")]
     assert world.store.invoices["acme/2026-03"].refunded == Decimal("10.00")

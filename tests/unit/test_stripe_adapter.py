@@ -477,3 +477,79 @@ def test_given_whole_cents_of_either_sign_then_the_adapter_sends_them_as_integer
     gateway.issue_invoice(InvoiceRequest("inv-acct-1-2026-12", "KB-acct-1-0002", "acct-1", customer, lines))
     (sent,) = [r for r in http.requests if r.path.endswith("/add_lines")]
     assert [line["amount"] for line in sent.params["lines"]] == ["1000", "-120"]
+
+
+def test_given_a_declined_card_when_the_invoice_is_paid_with_another_then_its_intent_keeps_both_charges() -> None:
+    """The emulator as Stripe: a declined attempt leaves its failed charge on the invoice's PaymentIntent; the
+    customer then pays with the visa on that same intent - two charges, the declined one older: 35.01 (29.00 + 7.20 +
+    0.00 + 0.01 - 1.20) paid by the visa. Before: a declined attempt left no charge."""
+    gateway, http = _gateway()
+    customer = gateway.ensure_customer(Customer("acct-1"))
+    gateway.set_default_payment_method(customer, "pm_card_chargeCustomerFail")
+    issued = gateway.issue_invoice(_request(customer))
+    assert issued.status == "open"
+    http.emulator.retry_payment(issued.gateway_id, "pm_card_visa")
+    (intent,) = gateway.payment_refs(issued.gateway_id)
+    charges = sorted(
+        (c for c in http.emulator.objects["charge"].values() if c["payment_intent"] == intent),
+        key=lambda c: c["created"],
+    )
+    assert [(c["status"], c["amount"], c["paid"]) for c in charges] == [
+        ("failed", 3501, False),
+        ("succeeded", 3501, True),
+    ]
+    methods = [http.emulator.objects["payment_method"][c["payment_method"]]["metadata"] for c in charges]
+    assert methods == [{"emulator_card": "pm_card_chargeCustomerFail"}, {"emulator_card": "pm_card_visa"}]
+    assert http.emulator.objects["payment_intent"][intent]["latest_charge"] == charges[1]["id"]
+    assert http.emulator.objects["invoice"][issued.gateway_id]["status"] == "paid"
+
+
+def test_given_a_charge_with_11_refunds_the_oldest_returned_when_refunded_again_then_the_card_is_still_refused() -> (
+    None
+):
+    """35.01 paid by the visa; 1.00 refunded and returned by the visa's bank, then ten more of 1.00 sent to it on the
+    operator's word (``to_failed_card``): 11 refunds on one charge, the oldest failed - Stripe embeds a charge's 10
+    newest, ``has_more`` for the rest, so the returned one is found by listing the charge's refunds. A 12th 1.00
+    (10.00 refunded, 35.01 - 10.00 = 25.01 left) is refused, nothing made. The emulator: the embedded list holds 10
+    with ``has_more``, and ``refunds.list`` by charge lists that charge's only. Before: it embedded all 11 (the
+    adapter's ``has_more`` branch never ran) and ignored ``charge`` (every refund of every charge)."""
+    gateway, http = _gateway()
+    customer = gateway.ensure_customer(Customer("acct-1"))
+    gateway.set_default_payment_method(customer, "pm_card_visa")
+    issued = gateway.issue_invoice(_request(customer))
+    other = gateway.issue_invoice(_request(customer, "inv-acct-1-2026-12"))
+    gateway.refund(other.gateway_id, Decimal("2.00"), "rf-other")  # another charge's refund, never listed with ours
+    http.emulator.fail_refund(gateway.refund(issued.gateway_id, Decimal("1.00"), "rf-0"))
+    for n in range(1, 11):
+        gateway.refund(issued.gateway_id, Decimal("1.00"), f"rf-{n}", to_failed_card=True)
+    (intent,) = gateway.payment_refs(issued.gateway_id)
+    charge = http.emulator.objects["payment_intent"][intent]["latest_charge"]
+    client = stripe.StripeClient("sk_test_unit", http_client=http)
+    (listed,) = [
+        c for c in client.v1.charges.list({"customer": customer, "expand": ["data.refunds"]}) if c.id == charge
+    ]
+    assert listed.refunds is not None
+    assert (len(listed.refunds.data), listed.refunds.has_more) == (10, True)  # the 10 newest: 1.00 each, sent
+    assert {r.status for r in listed.refunds.data} == {"succeeded"}
+    of_charge = client.v1.refunds.list({"charge": charge, "limit": 100}).data
+    assert sorted((r.charge, r.amount, r.status) for r in of_charge) == sorted(
+        [(charge, 100, "failed")] + [(charge, 100, "succeeded")] * 10
+    )
+    seen = len(http.requests)
+    with pytest.raises(GatewayRejectedError, match="would go back to a card whose bank returned a refund"):
+        gateway.refund(issued.gateway_id, Decimal("1.00"), "rf-11")
+    assert any(r.path == "/v1/refunds" and r.params.get("charge") == charge for r in http.requests[seen:])
+    assert len(http.emulator.objects["refund"]) == 12  # 11 on ours + the other invoice's: nothing made
+
+
+def test_given_a_card_with_11_refunds_and_another_cards_returned_one_when_refunded_then_it_is_made() -> None:
+    """The visa paid invoice 1 and its bank returned a 10.00 refund; the mastercard paid invoice 2 (35.01), which has
+    11 refunds of 1.00, none returned. A 12th 1.00 on invoice 2 (11.00 refunded, 35.01 - 11.00 = 24.01 left) goes
+    to the mastercard. Its charge's refunds are listed by charge (``has_more``): only its own - the visa's returned
+    refund is not the mastercard's. Before (once the embedded list held 10): the emulator listed every refund for
+    ``charge``, the visa's failed one among them, and the mastercard was refused."""
+    gateway, http, _first, second = _paid_twice("pm_card_mastercard")
+    for n in range(11):
+        gateway.refund(second, Decimal("1.00"), f"rf-mc-{n}")
+    gateway.refund(second, Decimal("1.00"), "rf-mc-11")
+    assert [r["amount"] for r in http.emulator.objects["refund"].values()] == [1000] + [100] * 12

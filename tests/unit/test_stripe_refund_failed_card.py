@@ -13,8 +13,11 @@ payments: 40.00 on card 1 (the older), 25.20 on card 2 (65.20 - 40.00). A first 
 
 from __future__ import annotations
 
+import copy
+import json
 from decimal import Decimal
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -38,12 +41,15 @@ class _Bus:
 
 
 def _first_refund_returned_by_card_1(
-    http: DisputedIntent, card: str | None = "pm_card_mastercard", reason: str = "expired_or_canceled_card"
+    http: DisputedIntent,
+    card: str | None = "pm_card_mastercard",
+    reason: str = "expired_or_canceled_card",
+    declined: str | None = None,
 ) -> tuple[Ledger, str, str]:
-    """65.20 paid 40.00 (card 1) + 25.20 (card 2: ``card``; None: card 1 again); ours of 40.00 made on payment 1,
-    then failed with ``reason`` (default: card 1's bank returned it), the ``refund.failed`` event recorded: 0.00
-    refunded, 65.20 refundable."""
-    ledger, _deps, _march, first, second = _march_paid_on_two_cards(http, card)
+    """65.20 paid 40.00 (card 1) + 25.20 (card 2: ``card``; None: card 1 again; ``declined``: a card whose attempt on
+    payment 2 was declined first); ours of 40.00 made on payment 1, then failed with ``reason`` (default: card 1's
+    bank returned it), the ``refund.failed`` event recorded: 0.00 refunded, 65.20 refundable."""
+    ledger, _deps, _march, first, second = _march_paid_on_two_cards(http, card, declined)
     refund_invoice(ledger.store, _gateway(http), "acme", MARCH, Decimal("40.00"))
     assert _stripe_refunds(http) == [(first, 4000)]  # oldest first: card 1
     (made,) = http.emulator.objects["refund"]
@@ -228,3 +234,94 @@ def test_given_a_pending_request_when_to_failed_card_is_given_for_the_same_amoun
     assert _stripe_refunds(http) == [(intent, 4000), (intent, 1000)]
     march, left = _march(ledger)
     assert (march.refunded, march.refund_pending, left) == (Decimal("10.00"), None, Decimal("55.20"))
+
+
+def test_given_the_visa_paid_payment_2_after_a_declined_mastercard_attempt_when_25_20_is_refunded_then_refused() -> (
+    None
+):
+    """Both payments paid by card 1 (the visa, whose bank returned the 40.00); payment 2's intent first had a
+    mastercard attempt, declined - Stripe keeps that failed charge on the intent, older than the visa's that paid.
+    25.20 fits payment 2 (2520 cents left), but the visa paid it: refused as a whole, nothing sent - 0.00 refunded,
+    65.20 refundable. Before: the customer's charges were read newest first and every charge set its intent's card,
+    so the older failed mastercard attempt stood for payment 2 and 25.20 went back to the visa."""
+    http = DisputedIntent()
+    ledger, first, second = _first_refund_returned_by_card_1(http, card=None, declined="pm_card_mastercard")
+    on_second = sorted(
+        (c["created"], c["status"], c["payment_method_details"]["card"]["fingerprint"])
+        for c in http.emulator.objects["charge"].values()
+        if c["payment_intent"] == second
+    )
+    visa = on_second[-1][2]
+    assert [(status, print_) for _, status, print_ in on_second] == [
+        ("failed", "EmuMastercard4444"),
+        ("succeeded", visa),
+    ]
+    with pytest.raises(
+        GatewayRejectedError, match=r"25\.20 of it would go back to a card whose bank returned a refund"
+    ):
+        refund_invoice(ledger.store, _gateway(http), "acme", MARCH, Decimal("25.20"))
+    assert _stripe_refunds(http) == [(first, 4000)]  # only the first, failed one
+    march, left = _march(ledger)
+    assert (march.refunded, march.refund_pending, left) == (NONE, None, Decimal("65.20"))
+
+
+@pytest.mark.parametrize("to_failed_card", [False, True])
+def test_given_the_mastercard_paid_payment_2_after_a_declined_visa_attempt_when_25_20_is_refunded_then_it_goes_there(
+    to_failed_card: bool,
+) -> None:
+    """Payment 2 paid by the mastercard; its intent first had an attempt by the visa (card 1, the card whose bank
+    returned the 40.00), declined. The mastercard paid payment 2: 25.20 fits it (2520 cents) and is made there, with
+    or without ``to_failed_card`` (the flag only takes the visa's payments last): 25.20 refunded, 65.20 - 25.20 =
+    40.00 left. Before: the declined visa attempt stood for payment 2 - refused without the flag, and with it sent to
+    payment 1 (the visa, 40.00 room) while the mastercard could take it all."""
+    http = DisputedIntent()
+    ledger, first, second = _first_refund_returned_by_card_1(http, declined="pm_card_visa")
+    refund_invoice(ledger.store, _gateway(http), "acme", MARCH, Decimal("25.20"), to_failed_card=to_failed_card)
+    assert _stripe_refunds(http) == [(first, 4000), (second, 2520)]
+    march, left = _march(ledger)
+    assert (march.refunded, march.refund_pending, left) == (Decimal("25.20"), None, Decimal("40.00"))
+
+
+class _Page2RateLimited(DisputedIntent):
+    """The emulator, except that a page after the first of the customer's charges is answered 429 (rate limited)."""
+
+    def request(self, method: str, url: str, headers: Any, post_data: Any = None, **kwargs: Any) -> Any:
+        parts = urlsplit(url)
+        if parts.path == "/v1/charges" and "starting_after" in parse_qs(parts.query):
+            return json.dumps({"error": {"type": "api_error", "message": "rate limited"}}), 429, {"request-id": "r"}
+        return super().request(method, url, headers, post_data, **kwargs)
+
+
+def _older_charges_of_the_customer(http: DisputedIntent, count: int) -> None:
+    """``count`` paid charges of the customer, each its own intent and card, newer than March's: the March charges
+    fall on page 2 of ``charges.list`` (100 a page)."""
+    charges = http.emulator.objects["charge"]
+    model = next(iter(charges.values()))
+    newest = max(c["created"] for c in charges.values())
+    for n in range(count):
+        charge = copy.deepcopy(model) | {
+            "id": f"ch_other{n:04d}",
+            "created": newest + 1 + n,
+            "payment_intent": f"pi_other{n:04d}",
+            "payment_method": f"pm_other{n:04d}",
+            "amount_refunded": 0,
+            "refunded": False,
+        }
+        charge["payment_method_details"] = {"type": "card", "card": {"fingerprint": f"Other{n:04d}"}}
+        charges[charge["id"]] = charge
+
+
+def test_given_stripe_rate_limits_page_2_of_the_customers_charges_when_refunded_then_unavailable_and_pending() -> None:
+    """120 newer charges put March's on page 2 of the customer's charges; Stripe answers that page 429. The refund
+    (25.20) stops before anything is made as Stripe unavailable - the request pending, for a rerun - never a raw SDK
+    error. Before: the first page's call was mapped, the later pages' (``auto_paging_iter``) escaped as
+    ``RateLimitError``."""
+    http = _Page2RateLimited()
+    ledger, first, _second = _first_refund_returned_by_card_1(http)
+    _older_charges_of_the_customer(http, 120)
+    with pytest.raises(GatewayUnavailableError, match=r"Stripe unavailable \(429\)"):
+        refund_invoice(ledger.store, _gateway(http), "acme", MARCH, Decimal("25.20"))
+    assert _stripe_refunds(http) == [(first, 4000)]  # nothing made
+    march, _left = _march(ledger)
+    assert march.refund_pending is not None
+    assert march.refund_pending.amount == Decimal("25.20")

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import stripe
 
 from kilo_billing.invoicing import InvoiceRecord, refundable
 from kilo_invoice.logic import close_account, refund_invoice
@@ -52,13 +53,14 @@ class DisputedIntent(Answering):
 
 
 def _march_paid_on_two_cards(
-    http: DisputedIntent, card: str | None = "pm_card_mastercard"
+    http: DisputedIntent, card: str | None = "pm_card_mastercard", declined: str | None = None
 ) -> tuple[Ledger, CloseDeps, InvoiceRecord, str, str]:
     """March's 65.20 paid 40.00 by the customer's visa (card 1) + 25.20 by ``card`` (card 2: another card, its own
-    fingerprint; None: the same visa again)."""
+    fingerprint; None: the same visa again); ``declined``: a test card whose attempt on payment 2 was declined
+    before ``card`` paid it (its failed charge kept on payment 2's intent, as Stripe keeps it)."""
     ledger, deps, march = march_closed(http, card=True)
     assert march.gateway_id is not None
-    first, second = http.emulator.split_payment(march.gateway_id, 4000, card)  # 40.00 + 25.20
+    first, second = http.emulator.split_payment(march.gateway_id, 4000, card, declined)  # 40.00 + 25.20
     return ledger, deps, march, first, second
 
 
@@ -177,3 +179,21 @@ def test_given_a_part_made_then_failed_when_the_rest_is_refused_then_the_failed_
     assert f"40.00 made then failed {where} (not sent again)" in said
     assert "the rest refused" in said
     assert _stripe_refunds(http) == [(first, 4000)]  # the first card is not refunded again
+
+
+def test_given_a_requests_own_refund_canceled_then_the_partial_refusal_says_canceled_not_failed() -> None:
+    """A request's own refunds undone (``_undone_said``): a canceled one is said as canceled - "made then canceled" -
+    never "made then failed (Stripe: canceled)"; a failed one keeps Stripe's reason. 40.00 canceled + 5.00 failed
+    (insufficient_funds) are said apart. Before: "45.00 made then failed (Stripe: canceled, insufficient_funds)"."""
+    from kilo_invoice.stripe_adapter import _undone_said  # noqa: PLC0415
+
+    canceled = stripe.Refund.construct_from(
+        {"id": "re_c", "amount": 4000, "status": "canceled", "failure_reason": None}, "sk_test"
+    )
+    failed = stripe.Refund.construct_from(
+        {"id": "re_f", "amount": 500, "status": "failed", "failure_reason": "insufficient_funds"}, "sk_test"
+    )
+    assert _undone_said([canceled]) == "; 40.00 made then canceled (not sent again)"
+    assert _undone_said([canceled, failed]) == (
+        "; 5.00 made then failed (Stripe: insufficient_funds) (not sent again); 40.00 made then canceled (not sent again)"
+    )

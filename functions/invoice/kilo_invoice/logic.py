@@ -69,6 +69,7 @@ from kilo_invoice.model import (
     CloseDeps,
     CloseOutcome,
     DraftVoided,
+    EarlierRefundFinishedError,
     EventOutcome,
     InvoiceNotFoundError,
     NoteWaiting,
@@ -1652,10 +1653,11 @@ def refund_invoice(
     (``<invoice id>/refund/<n>``, the processor call's idempotency anchor), then the processor refunds it, then the
     refunded amount is recorded. A run that stopped in between left the request pending: the next run for the
     invoice finishes that request (the same id: never a second refund) - and if it asked for a different amount,
-    says so instead of refunding again. Crypto: the amount is recorded as a refund owed, which an operator settles
-    (``settle_crypto_refund``). Refunds made and disputes lost bound what is left to refund. An ``amount`` that is not
-    whole cents is refused before anything is read or written (the ledger stores money in whole cents; a refund moves
-    no account credit, so ``CreditMove``'s own check never sees it). A card payment whose bank returned a refund of
+    says so instead of refunding again (``EarlierRefundFinishedError``: not bad input, money may have moved).
+    Crypto: the amount is recorded as a refund owed, which an operator settles (``settle_crypto_refund``). Refunds
+    made and disputes lost bound what is left to refund. An ``amount`` that is not whole cents is refused before
+    anything is read or written (the ledger stores money in whole cents; a refund moves no account credit, so
+    ``CreditMove``'s own check never sees it). A card payment whose bank returned a refund of
     it gets no new money unless ``to_failed_card`` (the operator's explicit word, for this run only: not stored on
     the request - a rerun finishing it without the flag refuses that part again, D340 amended)."""
     if amount is not None and not is_whole_cents(amount):
@@ -1742,7 +1744,8 @@ def _finish_pending(
             raise GatewayPartlyRefundedError(said, exc.refunded) from exc
         raise GatewayRejectedError(said, exc.status, exc.revision) from exc
     if (amount is not None and amount != pending.amount) or (amount is None and done.kept > 0):
-        raise ValueError(_finished_instead(done, pending, amount, flag_left=to_failed_card and not same))
+        said = _finished_instead(done, pending, amount, flag_left=to_failed_card and not same)
+        raise EarlierRefundFinishedError(said)
     return done
 
 
@@ -1768,7 +1771,8 @@ def _finished_instead(
         return f"{said}: run again to refund it"
     back = min(failed, done.kept)
     return (
-        f"{said}. {money_str(back)} of it came back from refunds that failed (the RefundFailed alarm names Stripe's "
+        f"{said}. Of the {money_str(done.kept)} kept, {money_str(back)} came back from refunds that failed (the "
+        "RefundFailed alarm names Stripe's "
         "reason): if the card's bank returned it, a new refund is not sent to that card (refused, unless "
         "--to-failed-card) - contact the customer and return it another way; if it failed for another reason (our "
         "Stripe balance, a dispute), run again to refund it"

@@ -30,6 +30,12 @@ class StripeModeMismatchError(RuntimeError):
         self.invoice_id = invoice_id
 
 
+class EarlierRefundFinishedError(Exception):
+    """A refund run found an earlier request of the invoice pending and finished it instead of the refund it asked
+    (money may have moved: the invoice as stored says how much); the amount asked now was not refunded. Not bad input:
+    the CLI says it as a refusal (exit 3, with what this run refunded), never as a usage error (review 4)."""
+
+
 class NoteWaiting(NamedTuple):
     """A credit note left pending because the processor refused its step as ours to fix (D330), and why."""
 

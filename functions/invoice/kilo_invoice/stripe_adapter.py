@@ -54,6 +54,7 @@ MAX_LINES = GATEWAY_MAX_LINES  # Stripe: at most 250 invoice items per invoice, 
 _STATUSES: frozenset[str] = frozenset({"draft", "open", "paid", "uncollectible", "void"})
 _CENT = Decimal("0.01")
 _T = TypeVar("_T")
+_S = TypeVar("_S", bound=stripe.StripeObject)
 
 
 def dollars(amount_in_cents: int) -> Decimal:
@@ -294,7 +295,7 @@ class StripePaymentGateway:
 
     def _find_for_customer(self, customer_id: str, invoice_id: str) -> stripe.Invoice | None:
         page = self._call(lambda: self._client.v1.invoices.list({"customer": customer_id, "limit": 100}))
-        return self._first(page.auto_paging_iter(), META_INVOICE, invoice_id)
+        return self._call(lambda: self._first(page.auto_paging_iter(), META_INVOICE, invoice_id))  # later pages too
 
     def find_invoice(self, invoice_id: str) -> GatewayInvoice | None:
         known = self._known.get(invoice_id)
@@ -334,7 +335,7 @@ class StripePaymentGateway:
     ) -> str:
         invoice = self._retrieve(gateway_id)
         notes = self._call(lambda: self._client.v1.credit_notes.list({"invoice": gateway_id, "limit": 100}))
-        earlier = self._first(notes.auto_paging_iter(), META_CREDIT, credit_id)
+        earlier = self._call(lambda: self._first(notes.auto_paging_iter(), META_CREDIT, credit_id))
         if earlier is not None:
             return earlier.id
         wanted = "paid" if out_of_band else "open"  # paid: we credit the account; open: its amount due drops
@@ -373,12 +374,12 @@ class StripePaymentGateway:
         invoice = self._retrieve(gateway_id)
         if invoice.status != "paid":
             raise GatewayRejectedError(f"cannot refund {gateway_id}: it is {invoice.status}, not paid")
-        page = self._call(
+        payments = self._listed(
             lambda: self._client.v1.invoice_payments.list({"invoice": gateway_id, "status": "paid", "limit": 100})
         )
         paid = [
             (intent, int(payment.amount_paid or 0))
-            for payment in sorted(page.auto_paging_iter(), key=lambda p: (p.created, p.id))
+            for payment in sorted(payments, key=lambda p: (p.created, p.id))
             if (intent := _intent_id(payment.payment)) is not None
         ]
         if not paid:
@@ -447,8 +448,7 @@ class StripePaymentGateway:
         request's own failed refund counts as made for it - a rerun after Stripe's idempotency keys expired (24 h)
         does not refund the same card again on its own (D340 amended); another's failed one leaves its
         amount refundable again, though only with ``to_failed_card`` (D340 amended, failed card)."""
-        page = self._call(lambda: self._client.v1.refunds.list({"payment_intent": intent, "limit": 100}))
-        return list(page.auto_paging_iter())
+        return self._listed(lambda: self._client.v1.refunds.list({"payment_intent": intent, "limit": 100}))
 
     def _returned_cards(self, customer_id: str | None) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
         """The customer's charges, one list call with their Refunds (failed ones too): each payment intent's card
@@ -461,11 +461,12 @@ class StripePaymentGateway:
         if customer_id is None:
             return cards, returned
         params: ChargeListParams = {"customer": customer_id, "limit": 100, "expand": ["data.refunds"]}
-        page = self._call(lambda: self._client.v1.charges.list(params))
-        for charge in page.auto_paging_iter():
+        for charge in self._listed(lambda: self._client.v1.charges.list(params)):
             card = _card_of(charge) or charge.id
             intent = _field_id(charge, "payment_intent")
-            if intent is not None:
+            if intent is not None and charge.status == "succeeded":
+                # the card that paid: a declined attempt on the same intent (an invoice retried with another card)
+                # is listed too, newest first - it never names the intent's card (D-cardfix-1, review 4)
                 cards[intent] = card
             listed = getattr(charge, "refunds", None)
             if listed is not None and not listed.has_more:
@@ -478,8 +479,7 @@ class StripePaymentGateway:
         return cards, returned
 
     def _refunds_of_charge(self, charge_id: str) -> list[stripe.Refund]:
-        page = self._call(lambda: self._client.v1.refunds.list({"charge": charge_id, "limit": 100}))
-        return list(page.auto_paging_iter())
+        return self._listed(lambda: self._client.v1.refunds.list({"charge": charge_id, "limit": 100}))
 
     def _create_refund(self, params: RefundCreateParams, key: str) -> str:
         return self._call(lambda: self._client.v1.refunds.create(params, {"idempotency_key": key})).id
@@ -488,11 +488,11 @@ class StripePaymentGateway:
     def payment_refs(self, gateway_id: str) -> tuple[str, ...]:
         """The invoice's paid InvoicePayments (one list call; Stripe surfaces the payment intent, or the charge when it
         has no intent - API 2025-03-31 on: invoices no longer carry ``charge``/``payment_intent``)."""
-        page = self._call(
+        payments = self._listed(
             lambda: self._client.v1.invoice_payments.list({"invoice": gateway_id, "status": "paid", "limit": 100})
         )
         refs: list[str] = []
-        for payment in sorted(page.auto_paging_iter(), key=lambda p: (p.created, p.id)):
+        for payment in sorted(payments, key=lambda p: (p.created, p.id)):
             for ref in (_field_id(payment.payment, "payment_intent"), _field_id(payment.payment, "charge")):
                 if ref is not None and ref not in refs:
                     refs.append(ref)
@@ -530,6 +530,12 @@ class StripePaymentGateway:
                 return obj
         return None
 
+    @classmethod
+    def _listed(cls, operation: Callable[[], stripe.ListObject[_S]]) -> list[_S]:
+        """Every object of a list call, all its pages: the later pages' calls mapped as the first's (a 429 on page 2
+        is Stripe unavailable, not a raw SDK error)."""
+        return cls._call(lambda: list(operation().auto_paging_iter()))
+
     @staticmethod
     def _call(operation: Callable[[], _T]) -> _T:
         """Run one SDK call (its own retries included) and map what Stripe says to the port's two errors."""
@@ -543,16 +549,21 @@ def _returned_by_bank(refund: stripe.Refund) -> bool:
 
 
 def _undone_said(undone: list[stripe.Refund]) -> str:
-    """A request's own refunds made then failed (or canceled), as the partial refusal says them: at the card's bank
-    when its bank returned them all, else with Stripe's reasons."""
-    if not undone:
-        return ""
-    where = (
-        "at the card's bank"
-        if all(_returned_by_bank(r) for r in undone)
-        else f"(Stripe: {', '.join(sorted({r.failure_reason or r.status or 'failed' for r in undone}))})"
-    )
-    return f"; {dollars(sum(r.amount for r in undone))} made then failed {where} (not sent again)"
+    """A request's own refunds made then failed or canceled, as the partial refusal says them: failed at the card's
+    bank when its bank returned them all, else with Stripe's reasons; canceled ones said as canceled (review 4)."""
+    failed = [r for r in undone if r.status != "canceled"]
+    canceled = [r for r in undone if r.status == "canceled"]
+    said = ""
+    if failed:
+        where = (
+            "at the card's bank"
+            if all(_returned_by_bank(r) for r in failed)
+            else f"(Stripe: {', '.join(sorted({r.failure_reason or 'no reason given' for r in failed}))})"
+        )
+        said += f"; {dollars(sum(r.amount for r in failed))} made then failed {where} (not sent again)"
+    if canceled:
+        said += f"; {dollars(sum(r.amount for r in canceled))} made then canceled (not sent again)"
+    return said
 
 
 def _card_of(charge: Any) -> str | None:
