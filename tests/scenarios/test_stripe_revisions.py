@@ -34,12 +34,13 @@ def _with_credit() -> World:
     return world
 
 
-def _revision(original: str, cents: int, status: str = "open", **more: Any) -> dict[str, Any]:
-    """in_REV, Stripe's revision of ``original``: its lines copied (so the same total unless edited), ``from_invoice``
-    naming the original."""
+def _revision(original: str, cents: int, status: str = "open", revision: str = "in_REV", **more: Any) -> dict[str, Any]:
+    """``revision`` (in_REV), Stripe's revision of ``original``: its lines copied (so the same total unless edited),
+    ``from_invoice`` naming the original. ``total`` is what it asks before any credit note (Stripe never lowers it for
+    one: a note made on it lowers ``amount_due``/``amount_paid`` only - pass them)."""
     return _fixture(
         "invoice",
-        id="in_REV",
+        id=revision,
         status=status,
         metadata=META,
         from_invoice={"action": "revision", "invoice": original},
@@ -353,6 +354,17 @@ def _note_made_on_in_a_then_revised() -> tuple[World, Events, str]:
     return world, events, in_a
 
 
+def _note_made_on_the_revision(world: World, revision: str = "in_REV") -> None:
+    """Stripe's side: ours' invoice is ``revision``, open; May's close finds 2,500 more March minutes gone (2,500 x
+    0.00072 = 1.80): note B, made on ``revision`` at Stripe (done, ``asked_on`` it)."""
+    fake = world.gateway.invoices["acme/2026-03"]
+    fake.gateway_id, fake.status, fake.latest_revision = revision, "open", None
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", -2_500)
+    close_account(world.deps, "acme", MAY, MAY.end)
+    note = world.store.credit_notes["acme/2026-03/credit-2026-05"]
+    assert (note.status, note.to_due, note.asked_on) == (CreditNoteStatus.DONE, Decimal("1.80"), revision)
+
+
 def _in_rev_paid_at_stripe(world: World) -> str:
     """Stripe's side: ours' invoice is in_REV, paid by a payment intent (returned, for its charge's events)."""
     world.gateway.invoices["acme/2026-03"].gateway_id = "in_REV"
@@ -515,3 +527,79 @@ def test_given_our_note_made_on_the_original_when_a_revision_is_discounted_then_
     assert "our notes made before the revision (3.60) are credited as well" in finalized.attention
     full = _apply(world, events, events.add("e2", "invoice.finalized", _revision(in_a, 6520) | {"id": "in_REV2"}))
     assert full.attention is None or "in_REV2, a revision" not in full.attention  # 65.20: as expected
+
+
+def test_given_our_note_carried_by_hand_when_a_note_is_made_on_the_revision_then_neither_is_credited_twice() -> None:
+    """Review 5, finding 1. A (3.60) done on in_A, carried by hand onto in_REV (asks 65.20 - 3.60 = 61.60); May's
+    close makes B (2,500 x 0.00072 = 1.80) on in_REV at Stripe: its ``total`` stays 61.60, paid 61.60 - 1.80 = 59.80.
+    Owed 65.20 - 3.60 - 1.80 = 59.80: 0.00 short, A stays on the amount due (to_due 3.60, no credit), credit 0.00,
+    kept 65.20; refunds at most 65.20 - 3.60 - 1.80 = 59.80, after a 10.00 refund 59.80 - 10.00 = 49.80. Before: the
+    revision was expected to ask 65.20 - 1.80 - 3.60 = 59.80 != 61.60, a discount: 3.60 short AND A's 3.60 credited."""
+    world, events, in_a = _note_made_on_in_a_then_revised()
+    _apply(world, events, events.add("e1", "invoice.finalized", _revision(in_a, 6160)))
+    _apply(world, events, events.add("e2", "invoice.voided", _voided_by_revision(in_a)))
+    _note_made_on_the_revision(world)
+    paid = _apply(world, events, events.add("e3", "invoice.paid", _revision(in_a, 6160, "paid", amount_paid=5980)))
+    assert paid.attention is None or "recorded as given back" not in paid.attention
+    ours = world.store.invoices["acme/2026-03"]
+    a = world.store.credit_notes["acme/2026-03/credit-2026-04"]
+    assert (ours.status, ours.short_paid, ours.kept) == (InvoiceStatus.PAID, Decimal("0.00"), Decimal("65.20"))
+    assert (a.to_due, a.to_credit) == (Decimal("3.60"), Decimal("0.00"))
+    assert world.store.billing["acme"].credit == Decimal("0.00")
+    world.gateway.invoices["acme/2026-03"].status = "paid"  # Stripe's side: in_REV, paid
+    with pytest.raises(ValueError, match=r"at most 59\.80"):  # 65.20 kept - 3.60 (A) - 1.80 (B)
+        refund_invoice(world.store, world.gateway, "acme", "acme/2026-03", Decimal("59.81"))
+    refund_invoice(world.store, world.gateway, "acme", "acme/2026-03", Decimal("10.00"))
+    with pytest.raises(ValueError, match=r"at most 49\.80"):  # 59.80 - 10.00 refunded
+        refund_invoice(world.store, world.gateway, "acme", "acme/2026-03", Decimal("49.81"))
+
+
+def test_given_a_note_made_on_a_full_revision_when_it_is_paid_then_no_alarm_and_our_earlier_note_is_credited() -> None:
+    """Review 5, finding 2. A (3.60) done on in_A; in_REV asks 65.20 (not carried: what a revision of ours asks);
+    B (1.80) made on in_REV - its ``total`` stays 65.20, paid 65.20 - 1.80 = 63.40. Owed 65.20 - 1.80 = 63.40 of
+    in_REV: 0.00 short, A's 3.60 credited (March's 7.20 usage holds it). No alarm: in_REV asks its total, 65.20.
+    Before: "asks 65.20 ... where 63.40 is expected" (the total less B, which Stripe's total never takes off)."""
+    world, events, in_a = _note_made_on_in_a_then_revised()
+    _apply(world, events, events.add("e1", "invoice.finalized", _revision(in_a, 6520)))
+    _apply(world, events, events.add("e2", "invoice.voided", _voided_by_revision(in_a)))
+    _note_made_on_the_revision(world)
+    paid = _apply(world, events, events.add("e3", "invoice.paid", _revision(in_a, 6520, "paid", amount_paid=6340)))
+    assert paid.attention is None or "a revision of" not in paid.attention
+    ours = world.store.invoices["acme/2026-03"]
+    a = world.store.credit_notes["acme/2026-03/credit-2026-04"]
+    assert (ours.status, ours.short_paid) == (InvoiceStatus.PAID, Decimal("0.00"))
+    assert (a.to_due, a.to_credit) == (Decimal("0.00"), Decimal("3.60"))
+    assert world.store.billing["acme"].credit == Decimal("3.60")
+
+
+def test_given_a_revision_of_a_revision_carrying_our_hand_edit_then_only_the_note_made_on_its_source_is_credited() -> (
+    None
+):
+    """Review 5, finding 3. A (3.60) done on in_A, carried by hand onto in_REV (61.60); B (1.80) made on in_REV; the
+    operator revises in_REV into in_REV2: Stripe copies the lines (A's hand edit with them), not B - in_REV2 asks
+    61.60 = 65.20 - 3.60 (our notes made on Stripe invoices other than its source), paid 61.60. Owed 65.20 - 3.60 -
+    1.80 = 59.80: 0.00 short, A carried (to_due 3.60, no credit), B's 1.80 credited (credit 1.80: 61.60 received
+    - 59.80 owed). Finalizing says A is carried and B credited. Before: A + B = 5.40 expected off, 61.60 read as a
+    3.60 discount: 3.60 short AND 5.40 credited."""
+    world, events, in_a = _note_made_on_in_a_then_revised()
+    _apply(world, events, events.add("e1", "invoice.finalized", _revision(in_a, 6160)))
+    _apply(world, events, events.add("e2", "invoice.voided", _voided_by_revision(in_a)))
+    _note_made_on_the_revision(world)
+    finalized = _apply(
+        world, events, events.add("e3", "invoice.finalized", _revision("in_REV", 6160, revision="in_REV2"))
+    )
+    assert finalized.attention is not None
+    assert "asks 61.60 (before tax) where 65.20 is expected" in finalized.attention
+    assert "read as our notes made before the revision (3.60) carried over: not credited" in finalized.attention
+    assert "1.80 of our notes made on in_REV credited" in finalized.attention
+    voided = _voided_by_revision("in_REV") | {"latest_revision": "in_REV2"}
+    _apply(world, events, events.add("e4", "invoice.voided", voided))
+    paid = _revision("in_REV", 6160, "paid", revision="in_REV2", amount_paid=6160)
+    _apply(world, events, events.add("e5", "invoice.paid", paid))
+    ours = world.store.invoices["acme/2026-03"]
+    a = world.store.credit_notes["acme/2026-03/credit-2026-04"]
+    b = world.store.credit_notes["acme/2026-03/credit-2026-05"]
+    assert (ours.gateway_id, ours.status, ours.short_paid) == ("in_REV2", InvoiceStatus.PAID, Decimal("0.00"))
+    assert (a.to_due, a.to_credit) == (Decimal("3.60"), Decimal("0.00"))
+    assert (b.to_due, b.to_credit) == (Decimal("0.00"), Decimal("1.80"))
+    assert world.store.billing["acme"].credit == Decimal("1.80")

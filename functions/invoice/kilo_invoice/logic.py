@@ -1274,32 +1274,37 @@ def _followed(current: InvoiceRecord, event: _StripeEvent) -> str | None:
 
 def _revision_differs(invoice: InvoiceRecord, event: _StripeEvent, notes: Iterable[CreditNote]) -> str | None:
     """What to tell an operator of a revision of ours asking another amount than a revision of ours should: ours'
-    total less only the notes asked on that revision (``_paid_short``'s revision rule: a revision copies the lines, not
-    the notes made on the original). Ours follows it all the same (D343). Lowered by exactly our notes made on
-    another Stripe invoice, they are read as carried over - not credited again (``_carried_over``); lowered by
-    anything else, the difference is a shortfall when paid and our notes are credited as well (D-revfix-1, amended
-    in review 4)."""
+    total - Stripe's ``total`` is before credit notes (a note made on the revision lowers what it collects, never what
+    it asks), and a revision copies the lines, not the notes made on the original. Ours follows it all the same
+    (D343). Lowered by exactly our notes made on another Stripe invoice (or on one other than its source), they are
+    read as carried over - not credited again, the source's notes credited (``_carried_over``); lowered by anything
+    else, the difference is a shortfall when paid and our notes are credited as well (D-revfix-1, amended in reviews
+    4 and 5)."""
     source = _revised(event.obj)
     asks = event.obj.get("total_excluding_tax", event.obj.get("total"))
     here = _ref(event.obj.get("id"))
     if source is None or source not in (invoice.gateway_id, *invoice.gateway_refs) or not isinstance(asks, int):
         return None
     notes = list(notes)
-    due = amount_due(invoice, [note for note in notes if here is not None and note.asked_on == here])
     asked = Decimal(asks).scaleb(-2)
-    if asked == due:
+    if asked == invoice.total:
         return None
-    elsewhere = total([note.to_due for note in _made_elsewhere(invoice, here, notes)])
-    if _carried_over(invoice, event.obj, notes):
-        then = f"read as our notes made before the revision ({money_str(elsewhere)}) carried over: not credited"
+    made = _made_elsewhere(invoice, here, notes)
+    elsewhere = total([note.to_due for note in made])
+    carried = _carried_over(invoice, event.obj, notes)
+    if carried:
+        kept = total([note.to_due for note in made if note.credit_id in carried])
+        then = f"read as our notes made before the revision ({money_str(kept)}) carried over: not credited"
+        if kept != elsewhere:
+            then += f"; {money_str(elsewhere - kept)} of our notes made on {source} credited"
     elif elsewhere > 0:
         then = f"our notes made before the revision ({money_str(elsewhere)}) are credited as well"
     else:
         then = "ours follows it"
     return (
         f"Stripe invoice {here}, a revision of {source}, asks {money_str(asked)} (before tax) where "
-        f"{money_str(due)} is expected ({invoice.invoice_id}'s total less only notes asked on it): {then}; "
-        f"check the revision"
+        f"{money_str(invoice.total)} is expected ({invoice.invoice_id}'s total: Stripe's is before credit notes): "
+        f"{then}; check the revision"
     )
 
 
@@ -1321,20 +1326,24 @@ def _made_elsewhere(invoice: InvoiceRecord, here: str | None, notes: Iterable[Cr
 
 
 def _carried_over(invoice: InvoiceRecord, obj: dict[str, Any], notes: Iterable[CreditNote]) -> tuple[str, ...]:
-    """The notes (ids) a revision made in Stripe (``obj``) carries over by hand: when it asks (before tax) exactly
-    ours' total less the notes asked on it and less every note made on another of ours' Stripe invoices, the
-    operator is read as having taken our notes off it - so they took that off what it asked, and are not credited
-    again when it is paid (D-revfix-1, amended in review 4). Any other amount: none (a discount of its own)."""
-    here = _ref(obj.get("id"))
+    """The notes (ids) a revision made in Stripe (``obj``) carries over by hand. Stripe's ``total`` is before credit
+    notes (a note made on the revision never lowers it), so it is compared with ours' total: asking (before tax)
+    exactly that less every note made on another of ours' Stripe invoices, the operator is read as having taken them
+    all off it; else exactly that less the notes made on Stripe invoices other than the revision's source (a
+    revision of a revision copies the source's lines - an earlier hand edit with them - not the notes made on the
+    source), those are carried and the source's credited. Carried notes took that off what it asked, and are not
+    credited again when it is paid (D-revfix-1, amended in reviews 4 and 5). Any other amount: none (a discount of
+    its own)."""
+    here, source = _ref(obj.get("id")), _revised(obj)
     asks = obj.get("total_excluding_tax", obj.get("total"))
-    if here is None or _revised(obj) is None or not isinstance(asks, int) or isinstance(asks, bool):
+    if here is None or source is None or not isinstance(asks, int) or isinstance(asks, bool):
         return ()
-    notes = list(notes)
     elsewhere = _made_elsewhere(invoice, here, notes)
-    due = amount_due(invoice, [note for note in notes if note.asked_on == here])
-    if not elsewhere or Decimal(asks).scaleb(-2) != due - total([note.to_due for note in elsewhere]):
-        return ()
-    return tuple(note.credit_id for note in elsewhere)
+    asked = Decimal(asks).scaleb(-2)
+    for carried in (elsewhere, [note for note in elsewhere if note.asked_on != source]):
+        if carried and asked == invoice.total - total([note.to_due for note in carried]):
+            return tuple(note.credit_id for note in carried)
+    return ()
 
 
 def _paid_short(invoice: InvoiceRecord, obj: dict[str, Any], notes: Iterable[CreditNote]) -> tuple[Decimal, Decimal]:
