@@ -672,8 +672,12 @@ class StripeEmulator:
             raise StripeApiError(
                 400, f"Refund amount {amount} is more than what is left to refund", code="amount_too_large"
             )
-        intent["_refunded"] += amount
         charge = self._get("charge", intent["latest_charge"])
+        if charge["disputed"]:  # Stripe: a charged-back charge is not refunded (docs.stripe.com/error-codes)
+            raise StripeApiError(
+                400, f"Charge {charge['id']} has been charged back; cannot issue a refund.", code="charge_disputed"
+            )
+        intent["_refunded"] += amount
         charge["amount_refunded"] += amount
         charge["refunded"] = charge["amount_refunded"] == charge["amount"]
         refund = self._from_fixture(
