@@ -461,14 +461,15 @@ class StripeEmulator:
         invoice["_payment_intent"] = intent["id"]
         return self._store("payment_intent", intent)
 
-    def _declined(self, intent: Json, card: Json) -> Json:
-        """A declined attempt by ``card`` on ``intent``: Stripe keeps its charge, ``failed`` (``card_declined``), on
-        the intent, which waits for another payment method."""
+    def _declined(self, intent: Json, card: Json, amount: int) -> Json:
+        """A declined attempt by ``card`` on ``intent`` for ``amount`` (what was due then: a later attempt after the
+        amount due changed charges the new amount, not the intent's first): Stripe keeps its charge, ``failed``
+        (``card_declined``), on the intent, which waits for another payment method."""
         charge = self._from_fixture(
             "charge",
             id=self._new_id("ch"),
             created=next(self._clock),
-            amount=intent["amount"],
+            amount=amount,
             amount_captured=0,
             amount_refunded=0,
             captured=False,
@@ -492,7 +493,7 @@ class StripeEmulator:
         invoice["attempt_count"] += 1
         if not paid:
             if card is not None and invoice["amount_due"] > 0:  # the declined charge stays on the invoice's intent
-                self._declined(self._intent_for(invoice, invoice["amount_due"]), card)
+                self._declined(self._intent_for(invoice, invoice["amount_due"]), card, invoice["amount_due"])
             self._emit("invoice.payment_failed", self._view("invoice", invoice))
             return
         invoice["status"] = "paid"
@@ -555,8 +556,8 @@ class StripeEmulator:
                 raise ValueError(f"cannot split {payment['amount_paid']} at {first_cents}")
             second_intent = copy.deepcopy(intent) | {"id": self._new_id("pi"), "created": next(self._clock)}
             if declined is not None:
-                attempt = self._declined(second_intent | {"amount": rest}, self._attach(declined, intent["customer"]))
-                second_intent["latest_charge"] = attempt["id"]
+                # on a copy: the attempt's charge names the second intent, which then is paid (stays succeeded)
+                self._declined(dict(second_intent), self._attach(declined, intent["customer"]), rest)
             second_charge = copy.deepcopy(charge) | {
                 "id": self._new_id("ch"),
                 "created": next(self._clock),
@@ -672,8 +673,12 @@ class StripeEmulator:
             raise StripeApiError(
                 400, f"Refund amount {amount} is more than what is left to refund", code="amount_too_large"
             )
-        intent["_refunded"] += amount
         charge = self._get("charge", intent["latest_charge"])
+        if charge["disputed"]:  # Stripe: a charged-back charge is not refunded (docs.stripe.com/error-codes)
+            raise StripeApiError(
+                400, f"Charge {charge['id']} has been charged back; cannot issue a refund.", code="charge_disputed"
+            )
+        intent["_refunded"] += amount
         charge["amount_refunded"] += amount
         charge["refunded"] = charge["amount_refunded"] == charge["amount"]
         refund = self._from_fixture(

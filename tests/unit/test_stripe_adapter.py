@@ -504,6 +504,23 @@ def test_given_a_declined_card_when_the_invoice_is_paid_with_another_then_its_in
     assert http.emulator.objects["invoice"][issued.gateway_id]["status"] == "paid"
 
 
+def test_given_a_declined_card_when_declined_again_after_the_amount_due_dropped_then_the_attempt_is_the_new_amount() -> (
+    None
+):
+    """The emulator as Stripe: 35.01 (29.00 + 7.20 + 0.00 + 0.01 - 1.20) declined; a credit note of 5.01 on the open
+    invoice drops its amount due to 35.01 - 5.01 = 30.00; the same card declined again charges 30.00, the visa then
+    pays 30.00. Before: the second declined attempt showed the intent's first amount, 35.01."""
+    gateway, http = _gateway()
+    customer = gateway.ensure_customer(Customer("acct-1"))
+    gateway.set_default_payment_method(customer, "pm_card_chargeCustomerFail")
+    issued = gateway.issue_invoice(_request(customer))
+    gateway.credit_note(issued.gateway_id, Decimal("5.01"), "late usage", "cn-acct-1/open")
+    http.emulator.retry_payment(issued.gateway_id, "pm_card_chargeCustomerFail")
+    http.emulator.retry_payment(issued.gateway_id, "pm_card_visa")
+    charges = sorted(http.emulator.objects["charge"].values(), key=lambda c: c["created"])
+    assert [(c["status"], c["amount"]) for c in charges] == [("failed", 3501), ("failed", 3000), ("succeeded", 3000)]
+
+
 def test_given_a_charge_with_11_refunds_the_oldest_returned_when_refunded_again_then_the_card_is_still_refused() -> (
     None
 ):

@@ -197,3 +197,39 @@ def test_given_a_requests_own_refund_canceled_then_the_partial_refusal_says_canc
     assert _undone_said([canceled, failed]) == (
         "; 5.00 made then failed (Stripe: insufficient_funds) (not sent again); 40.00 made then canceled (not sent again)"
     )
+
+
+def test_given_the_first_cards_payment_disputed_when_the_rest_is_refunded_then_it_goes_to_the_second_card() -> None:
+    """March's 65.20 paid 40.00 by card A (visa) + 25.20 by card B (mastercard); the cardholder disputes A's charge
+    (the emulator's ``open_dispute``: ``charge.disputed``, its 40.00 withdrawn - a chargeback). The operator refunds
+    what is left, 25.20 (65.20 - 40.00 lost in the dispute). Stripe refuses a refund of a charged-back charge (400
+    ``charge_disputed``), so the disputed payment is left out: 25.20 goes to B. Hand-worked: 40.00 + 25.20 = 65.20
+    paid, 40.00 lost in the dispute, 25.20 refunded on B, 65.20 - 40.00 - 25.20 = 0.00 left to refund at Stripe.
+    Before: the adapter took A first - the emulator gave 25.20 on A on top of its chargeback (real Stripe refused the
+    whole request and B was never tried) (D-cardfix-5)."""
+    http = DisputedIntent()  # no refusal injected: the emulator's own dispute
+    ledger, _deps, march, first, second = _march_paid_on_two_cards(http)
+    assert march.gateway_id is not None
+    http.emulator.open_dispute(first)
+    refund_invoice(ledger.store, _gateway(http), "acme", "acme/2026-03", Decimal("25.20"))
+    assert _stripe_refunds(http) == [(second, 2520)]  # before: [(first, 2520)]
+    assert ledger.store.ledger("acme").invoices["acme/2026-03"].refunded == Decimal("25.20")
+    with pytest.raises(
+        GatewayRejectedError,
+        match=r"cannot refund 0\.01 more .*: 0\.00 of its payments is left to refund \(a disputed payment left out",
+    ):
+        _gateway(http).refund(march.gateway_id, Decimal("0.01"), "one-cent-more")
+    assert _stripe_refunds(http) == [(second, 2520)]
+
+
+def test_given_a_disputed_charge_when_refunded_at_the_emulator_then_it_refuses_with_charge_disputed() -> None:
+    """Stripe refuses a refund of a charged-back charge: 400, ``charge_disputed`` (docs.stripe.com/error-codes).
+    Before: the emulator refunded it (25.20 on a 40.00 chargeback). Through the Stripe SDK on the emulator."""
+    http = DisputedIntent()
+    _ledger, _deps, _march, first, _second = _march_paid_on_two_cards(http)
+    http.emulator.open_dispute(first)
+    client = stripe.StripeClient("sk_test_unit", max_network_retries=0, http_client=http)
+    with pytest.raises(stripe.InvalidRequestError) as raised:
+        client.v1.refunds.create({"payment_intent": first, "amount": 2520})
+    assert (raised.value.http_status, raised.value.code) == (400, "charge_disputed")
+    assert _stripe_refunds(http) == []  # before: [(first, 2520)]

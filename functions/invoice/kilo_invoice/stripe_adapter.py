@@ -370,7 +370,8 @@ class StripePaymentGateway:
         this payment, another of the invoice or any of the customer's charges, the card told by its fingerprint, else
         its payment method (D-cardfix-1, D-cardfix-2) - gets no new money: the others are taken, and a request they
         cannot hold is refused as a whole before anything is made - unless ``to_failed_card`` (the operator's
-        explicit word), which takes those payments last (D340 amended)."""
+        explicit word), which takes those payments last (D340 amended). A disputed payment (its charge
+        ``disputed``) is left out: Stripe refuses its refund, and the others are taken (D-cardfix-5)."""
         invoice = self._retrieve(gateway_id)
         if invoice.status != "paid":
             raise GatewayRejectedError(f"cannot refund {gateway_id}: it is {invoice.status}, not paid")
@@ -386,7 +387,7 @@ class StripePaymentGateway:
             raise GatewayRejectedError(f"{gateway_id} has no card payment to refund")
         asked = in_cents(amount)
         wanted = asked
-        cards, bank_returned = self._returned_cards(_field_id(invoice, "customer"))
+        cards, bank_returned, disputed = self._returned_cards(_field_id(invoice, "customer"))
         made: list[str] = []
         undone: list[stripe.Refund] = []  # this request's refunds made and then failed or canceled (never made again)
         room: list[tuple[str, int]] = []  # (payment intent, cents left to refund on it)
@@ -398,7 +399,9 @@ class StripePaymentGateway:
             made += [r.id for r in mine]
             undone += [r for r in mine if r.status in _NOT_GIVEN]
             used = [r for r in refunds if r.status not in _NOT_GIVEN or r.id in made]  # this card's failed one too
-            left = paid_cents - sum(r.amount for r in used)
+            # a disputed payment is left out: Stripe refuses a charged-back charge's refund (charge_disputed), which
+            # would refuse the request before the other payments are tried (D-cardfix-5)
+            left = 0 if intent in disputed else paid_cents - sum(r.amount for r in used)
             card = cards.get(intent, intent)  # a payment whose card is not known stands for itself
             for refund in refunds:  # listed by its payment: counted even if the customer's charges missed it
                 if _returned_by_bank(refund):
@@ -410,7 +413,7 @@ class StripePaymentGateway:
                 raise GatewayRejectedError(
                     f"cannot refund {dollars(wanted)} more on {gateway_id}: "
                     f"{dollars(elsewhere + sum(left for _, left in bounced if left > 0))} of its payments is left to "
-                    "refund"
+                    f"refund{_DISPUTED_LEFT_OUT if any(intent in disputed for intent, _ in paid) else ''}"
                 )
             if wanted > elsewhere and not to_failed_card:
                 raise GatewayRejectedError(
@@ -450,16 +453,18 @@ class StripePaymentGateway:
         amount refundable again, though only with ``to_failed_card`` (D340 amended, failed card)."""
         return self._listed(lambda: self._client.v1.refunds.list({"payment_intent": intent, "limit": 100}))
 
-    def _returned_cards(self, customer_id: str | None) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    def _returned_cards(self, customer_id: str | None) -> tuple[dict[str, str], dict[str, dict[str, str]], set[str]]:
         """The customer's charges, one list call with their Refunds (failed ones too): each payment intent's card
         (``_card_of``), and the cards whose bank returned a refund of ours or the dashboard's, on any of the
         customer's invoices (a card whose bank returned our money is suspect for this customer: D-cardfix-1) -> the
-        refund ids and Stripe's ``failure_reason``. A charge with more refunds than the expanded list holds has
-        them listed by its payment intent or charge."""
+        refund ids and Stripe's ``failure_reason``; and the payment intents whose charge that paid is disputed
+        (``charge.disputed``: Stripe refuses its refund, D-cardfix-5). A charge with more refunds than the expanded
+        list holds has them listed by its payment intent or charge."""
         cards: dict[str, str] = {}
         returned: dict[str, dict[str, str]] = {}
+        disputed: set[str] = set()
         if customer_id is None:
-            return cards, returned
+            return cards, returned, disputed
         params: ChargeListParams = {"customer": customer_id, "limit": 100, "expand": ["data.refunds"]}
         for charge in self._listed(lambda: self._client.v1.charges.list(params)):
             card = _card_of(charge) or charge.id
@@ -468,6 +473,8 @@ class StripePaymentGateway:
                 # the card that paid: a declined attempt on the same intent (an invoice retried with another card)
                 # is listed too, newest first - it never names the intent's card (D-cardfix-1, review 4)
                 cards[intent] = card
+                if getattr(charge, "disputed", False):
+                    disputed.add(intent)
             listed = getattr(charge, "refunds", None)
             if listed is not None and not listed.has_more:
                 refunds = list(listed.data)
@@ -476,7 +483,7 @@ class StripePaymentGateway:
             for refund in refunds:
                 if _returned_by_bank(refund):
                     returned.setdefault(card, {})[refund.id] = refund.failure_reason or "unknown"
-        return cards, returned
+        return cards, returned, disputed
 
     def _refunds_of_charge(self, charge_id: str) -> list[stripe.Refund]:
         return self._listed(lambda: self._client.v1.refunds.list({"charge": charge_id, "limit": 100}))
@@ -540,6 +547,9 @@ class StripePaymentGateway:
     def _call(operation: Callable[[], _T]) -> _T:
         """Run one SDK call (its own retries included) and map what Stripe says to the port's two errors."""
         return stripe_call(operation, GatewayUnavailableError, GatewayRejectedError, GatewayMisconfiguredError)
+
+
+_DISPUTED_LEFT_OUT = " (a disputed payment left out: Stripe refuses its refund)"
 
 
 def _returned_by_bank(refund: stripe.Refund) -> bool:
