@@ -1590,3 +1590,20 @@ def test_given_a_head_reorg_rescanning_final_usdc_eth_and_unattributed_payments_
     paid = h.store.bill("inv-1")
     assert paid is not None
     assert (paid.status, paid.settled_usd, paid.credit_usd) == (BillStatus.PAID, Decimal("100.00"), Decimal("0"))
+
+
+def test_the_adapters_parent_beside_reads_a_block_by_hash_and_heights_in_one_batch(chain: Chain) -> None:
+    """The rollback walk's read (D342, amended (review 4)): the block ``head``'s parent hash read by its hash, beside
+    the hashes at ``head - 1`` and ``head`` - 3 JSON-RPC requests in one batch; a hash the node does not have (a
+    dropped fork's block): None, the heights still answered."""
+    chain.mine(3)
+    head = chain.head()
+    rpc = Web3EvmRpc(chain.node.url)
+
+    parent, hashes = rpc.parent_beside(chain.block_hash(head), [head - 1, head])
+    unknown, again = rpc.parent_beside("0x" + "ab" * 32, [head])
+
+    assert parent == chain.block_hash(head - 1)
+    assert hashes == {head - 1: chain.block_hash(head - 1), head: chain.block_hash(head)}
+    assert (unknown, again) == (None, {head: chain.block_hash(head)})
+    assert rpc.calls == 5  # 3 + 2
