@@ -90,6 +90,7 @@ def test_given_an_exact_usdc_payment_when_the_watcher_runs_then_it_is_seen_then_
         chain.head(),
         chain.block_hash(chain.head()),
         updated_at=watcher.cursors.cursors["ethereum"].updated_at,
+        first_block=watcher.config.start_block,  # the first run's start, kept (the rollback's floor)
     )
 
     chain.mine(FINALITY_LAG)
@@ -1607,3 +1608,29 @@ def test_the_adapters_parent_beside_reads_a_block_by_hash_and_heights_in_one_bat
     assert hashes == {head - 1: chain.block_hash(head - 1), head: chain.block_hash(head)}
     assert (unknown, again) == (None, {head: chain.block_hash(head)})
     assert rpc.calls == 5  # 3 + 2
+
+
+def test_given_no_start_block_then_a_rollback_never_rescans_blocks_before_the_watchers_first(chain: Chain) -> None:
+    """No ``start_block``: the first run starts at the finalized block F0 = head - 8 (anvil's lag); X (2 USDC =
+    2,000,000 units) paid to the merchant two blocks before F0 - before the watcher - is never read. A 1-block head
+    reorg (anvil drops the old block, so the walk falls back to its bound): the bound, cursor - 128, is below F0.
+    Before: no floor - the rescan from block 0 read X, recorded as a new (unattributed) payment. Now the floor is
+    the first cursor's first block: rolled back to F0 - 1, X never recorded."""
+    chain.mint(PAYER, 10 * USDC)
+    x = chain.pay_usdc(PAYER, MERCHANT, 2 * USDC)
+    chain.mine(FINALITY_LAG + 2)  # X's block = F0 - 2
+    watcher = Watcher(chain.config(start_block=None))
+    first_block = chain.head() - FINALITY_LAG
+    assert chain.receipt(x)["blockNumber"] == first_block - 2
+    watcher.run()
+    top = chain.node.call("evm_snapshot")
+    chain.mine(1)
+    watcher.run()
+    chain.node.call("evm_revert", top)
+    chain.pay_eth(OTHER, OTHER, 1)  # the cursor's block replaced
+
+    report = watcher.run()
+
+    assert report.rolled_back_to == first_block - 1
+    assert [t for t in watcher.sink.transfers.values() if t.tx_id == x] == []
+    assert watcher.cursors.cursors["ethereum"].first_block == first_block

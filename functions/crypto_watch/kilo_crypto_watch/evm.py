@@ -385,6 +385,14 @@ def _orphan_alone(sink: PaymentSink, pending: Sequence[PendingPayment], ids: set
     return sum(settle_alone(stuck, pid, partial(sink.orphaned, pid, hashes[pid])) for pid in sorted(ids))
 
 
+def _floor(chain: ChainConfig, first_block: int | None) -> int:
+    """The block a rollback never rescans below: the one before ``start_block``, else before the watcher's first block
+    (the cursor's ``first_block``: blocks from before the watcher ran would bring old credits back as new alerts);
+    -1 (none) for a cursor written before it kept one (D342, amended (review 4))."""
+    lowest = chain.start_block if chain.start_block is not None else first_block
+    return lowest - 1 if lowest is not None else -1
+
+
 def watch(
     chain: ChainConfig,
     rpc: EvmRpc,
@@ -404,15 +412,15 @@ def watch(
     rolled_back = 0  # payments the rollback orphaned
     # a chain without a cursor starts at its configured block, else at the finalized block (never at genesis)
     next_block = chain.start_block if chain.start_block is not None else finalized.number
+    first_block = next_block if cursor is None else cursor.first_block  # kept by every move of the cursor
     if cursor is not None:
         next_block = cursor.block_number + 1
         still = rpc.block_hashes([cursor.block_number]).get(cursor.block_number)
         if still is None:  # a node behind the cursor (a lagging backend) knows nothing: not a reorg
             raise RpcUnavailableError(f"the node has no block {cursor.block_number} (the cursor's): behind it")
         if still != cursor.block_hash:
-            floor = chain.start_block - 1 if chain.start_block is not None else -1
             rolled_back_to, orphaned_ids = _common_ancestor(
-                rpc, cursor, pending, finalized, stuck, window=chain.reorg_window, floor=floor
+                rpc, cursor, pending, finalized, stuck, window=chain.reorg_window, floor=_floor(chain, first_block)
             )
             next_block = rolled_back_to + 1
             rolled_back = _orphan_alone(sink, pending, orphaned_ids, stuck)
@@ -431,7 +439,7 @@ def watch(
         except ForkBelowError:
             break  # the block the cursor holds was replaced meanwhile: the next run rolls back from it
         seen, failed, transactions, last = seen + found, failed + failures, transactions + txs, end
-        moved = Cursor(chain.key, end, end_hash, updated_at=stamp)
+        moved = Cursor(chain.key, end, end_hash, updated_at=stamp, first_block=first_block)
         try:  # per batch: a run that stops (a timeout, a node error) keeps what it scanned
             cursors.put(moved, expected=written)
         except CursorConflictError:
@@ -443,7 +451,9 @@ def watch(
         ancestor_hash = rpc.block_hashes([last]).get(last)
         if ancestor_hash is not None:
             with contextlib.suppress(CursorConflictError):
-                cursors.put(Cursor(chain.key, last, ancestor_hash, updated_at=stamp), expected=cursor)
+                cursors.put(
+                    Cursor(chain.key, last, ancestor_hash, updated_at=stamp, first_block=first_block), expected=cursor
+                )
     finalized_count, orphaned_count = _finality(rpc, sink, chain, finalized, stuck, exclude=orphaned_ids)
     orphaned_count += rolled_back
     return RunReport(

@@ -119,6 +119,10 @@ class Cursor:
     block_hash: str
     last_signature: str | None = None
     updated_at: datetime | None = None
+    # EVM: the first block its watcher scanned (the first run's start), kept by every move: without ``start_block``
+    # the rollback never rescans below it (blocks from before the watcher ran: old credits as new alerts); None on a
+    # cursor written before it was kept (no floor then) and on Solana (D342, amended (review 4))
+    first_block: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
