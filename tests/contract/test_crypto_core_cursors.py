@@ -61,3 +61,16 @@ def test_given_an_evm_cursor_without_a_signature_when_moved_from_it_then_it_move
     with pytest.raises(CursorConflictError):
         cursors.put(Cursor("base", 30, "0x30"), Cursor("base", 20, "0x20", last_signature="sigA"))
     assert cursors.get("base") == moved
+
+
+def test_given_an_evm_cursor_with_its_first_block_then_it_reads_back_with_it(cursors: CursorStore) -> None:
+    """The EVM cursor keeps the first block its watcher scanned (the rollback's floor without ``start_block``, D342
+    amended (review 4)): 100 put, read back 100; moved to 150 keeping it; a cursor without one reads back None."""
+    start = Cursor("ethereum", 120, "0x78", first_block=100)
+    cursors.put(start, None)
+    moved = Cursor("ethereum", 150, "0x96", first_block=100)
+    cursors.put(moved, start)
+    cursors.put(Cursor("base", 7, "0x7"), None)
+
+    assert cursors.get("ethereum") == moved
+    assert cursors.get("base") == Cursor("base", 7, "0x7", first_block=None)

@@ -90,6 +90,7 @@ def test_given_an_exact_usdc_payment_when_the_watcher_runs_then_it_is_seen_then_
         chain.head(),
         chain.block_hash(chain.head()),
         updated_at=watcher.cursors.cursors["ethereum"].updated_at,
+        first_block=watcher.config.start_block,  # the first run's start, kept (the rollback's floor)
     )
 
     chain.mine(FINALITY_LAG)
@@ -642,7 +643,11 @@ def test_given_a_rolled_back_payment_whose_orphaning_fails_then_the_others_final
     assert refusing.status[b] is PaymentStatus.FINALIZED
     assert refusing.status[a] is PaymentStatus.SEEN
     assert report.orphaned == 0
-    assert report.transfers_seen == 1  # C
+    # C, and B read again (idempotent): anvil drops the replaced blocks, so the rollback's walk down the old fork
+    # stops at once and the rescan starts at its bound, the block before start_block (review 4: B's canonical block
+    # no longer "proves" the blocks below it shared)
+    assert report.rolled_back_to == watcher.config.start_block - 1  # type: ignore[operator]
+    assert report.transfers_seen == 2
     assert [t.tx_id for pid, t in refusing.transfers.items() if t.atomic_amount == 3 * USDC] == [paid_c]
     assert watcher.cursors.cursors["ethereum"].block_number == chain.head()
     assert watcher.cursors.cursors["ethereum"].block_hash == chain.block_hash(chain.head())
@@ -1185,8 +1190,8 @@ def test_given_a_rollback_whose_read_a_dead_fork_backend_answers_then_no_canonic
     at N. The rollback's read of N goes to a backend on a dead fork below F (DEAD at F and at N). Before: P ORPHANED
     on its canonical block (released; the rescan from F + 1 sees it again: a release and a re-count for nothing). Now
     that read asks F beside N and the answer there is not the run's F: nothing orphaned, one ``ethereum:rollback:``
-    stuck entry; P SEEN at N with its own hash throughout. Nothing proves a shared block, so the rescan starts at
-    the walk's bound (review 3): the block before ``start_block`` here (the cursor minus ``reorg_window`` = 128 is
+    stuck entry; P SEEN at N with its own hash throughout. The walk down the old fork proves nothing on that
+    backend (its answer at F is not the run's F), so the rescan starts at the walk's bound: the block before ``start_block`` here (the cursor minus ``reorg_window`` = 128 is
     below it), not F."""
     watcher = Watcher(chain.config())
     rpc = Backends(watcher.config.rpc_url)
@@ -1439,8 +1444,8 @@ def test_given_a_reorg_noticed_after_finality_passed_its_fork_then_a_new_payment
     """A (4 USDC = 4,000,000 units) SEEN at N, cursor N + 2. The reorg: N empty on the new fork, then B - a brand-new
     payment, 1 USDC (1,000,000 units) from another sender - at N + 1; the watcher next runs at head N + 12, F = N + 4
     (the fork, below N, already final). Before: rolled back to min(F, cursor) = N + 2, rescanned from N + 3: B never
-    read - 1 USDC received, nothing recorded, for good. Now no pending block proves a shared one (A's left), so
-    the rescan starts at the walk's bound - the block before ``start_block`` (N + 2 - 128 is below it) - and reads
+    read - 1 USDC received, nothing recorded, for good. Now anvil has dropped the old fork (the walk reads no
+    block by its hashes), so the rescan starts at the walk's bound - the block before ``start_block`` (N + 2 - 128 is below it) - and reads
     B: FINALIZED at N + 1 (final) in that run; A (its nonce unused on the new fork: no receipt from a backend
     holding F) ORPHANED by the finality pass; nothing stuck."""
     chain.mint(PAYER, 10 * USDC)
@@ -1475,8 +1480,8 @@ def test_given_a_rollback_that_rescans_a_finalized_payments_block_then_its_bill_
     chain: Chain, stack: Stack
 ) -> None:
     """The $100.00 bill (100 USDC quote at $1.00 = 100,000,000 units); P pays it at N and is FINALIZED: PAID,
-    settled 100.00, credit 0.00. A reorg replaces only the top block (the cursor's); no pending payment proves a
-    shared block, so the rollback rescans from the walk's bound (the block before ``start_block``, below N): P's
+    settled 100.00, credit 0.00. A reorg replaces only the top block (the cursor's); anvil drops the replaced
+    block (the walk finds no old-fork block by its hash), so the rollback rescans from the walk's bound (the block before ``start_block``, below N): P's
     final block is read and P recorded again. Recording is idempotent per payment id: P stays FINALIZED, the bill
     PAID, settled 100.00, credit 0.00, nothing published, nothing pending, nothing stuck."""
     h, config, rpc, cursors = _billed(chain, stack)
@@ -1505,3 +1510,127 @@ def test_given_a_rollback_that_rescans_a_finalized_payments_block_then_its_bill_
     assert (again.status, again.settled_usd, again.credit_usd) == (BillStatus.PAID, Decimal("100.00"), Decimal("0"))
     assert h.published.published[announced:] == []
     assert h.settlement.pending("ethereum") == []
+
+
+def test_given_a_payment_rebased_by_the_fast_path_before_the_rollback_then_a_new_payment_below_it_is_recorded(
+    chain: Chain,
+) -> None:
+    """D342, amended (review 4). A (4 USDC = 4,000,000 units) SEEN at N on the old fork, cursor N + 3. A reorg: N
+    empty, a brand-new B (1 USDC = 1,000,000 units, from OTHER) at N + 1, the same signed A at N + 2. The customer
+    submits A's hash (the fast path) before the next run: A stored at N + 2 (the new fork). Before: the rollback took
+    A's canonical block as proof that everything up to N + 2 was shared - rolled back to N + 2, B never recorded,
+    nothing stuck. Now the start is the walk's (or its bound when the node dropped the old fork): the rescan starts at
+    N (rolled back to N - 1), B recorded SEEN at N + 1 with 1,000,000 units, then both FINALIZED; nothing stuck."""
+    chain.mint(PAYER, 10 * USDC)
+    chain.mint(OTHER, 10 * USDC)
+    chain.mine(FINALITY_LAG)
+    watcher = Watcher(chain.config())
+    watcher.run()
+    before = chain.node.call("evm_snapshot")
+    a = chain.pay_usdc(PAYER, MERCHANT, 4 * USDC)
+    raw = chain.node.call("eth_getRawTransactionByHash", a)
+    n = chain.receipt(a)["blockNumber"]
+    chain.mine(3)
+    watcher.run()
+    assert watcher.cursors.cursors["ethereum"].block_number == n + 3
+    chain.node.call("evm_revert", before)
+    chain.mine(1)  # N, empty
+    b = chain.pay_usdc(OTHER, MERCHANT, 1 * USDC)  # N + 1
+    chain.node.call("eth_sendRawTransaction", raw)
+    chain.mine(1)  # A at N + 2
+    assert chain.receipt(a)["blockNumber"] == n + 2
+    chain.mine(2)  # head N + 4 (the cursor's block N + 3 replaced)
+    for credit in EvmTransactionInspector(watcher.config, watcher.rpc).transfers(a):  # the fast path
+        watcher.sink.record_seen(credit)
+    assert watcher.sink.transfers[f"ethereum:{a}:0"].block_number == n + 2
+
+    report = watcher.run()
+    chain.mine(FINALITY_LAG + 2)
+    later = watcher.run()
+
+    assert report.rolled_back_to == n - 1
+    new = watcher.sink.transfers[f"ethereum:{b}:0"]
+    assert (new.block_number, new.atomic_amount) == (n + 1, 1_000_000)
+    assert watcher.sink.status[f"ethereum:{b}:0"] is PaymentStatus.FINALIZED
+    assert watcher.sink.status[f"ethereum:{a}:0"] is PaymentStatus.FINALIZED
+    assert (report.stuck, later.stuck) == ((), ())
+
+
+def test_given_a_head_reorg_rescanning_final_usdc_eth_and_unattributed_payments_then_nothing_is_published_again(
+    chain: Chain, stack: Stack
+) -> None:
+    """A guard (the review-4 reviewer's repro; it passes before and after): the $100.00 bill paid by P (100 USDC =
+    100,000,000 units) FINALIZED; an unattributed 7 USDC (7,000,000 units) and 0.5 ETH (5 x 10^17 wei) from OTHER
+    alerted once. A 1-block head reorg that anvil drops the old block of: the rollback goes to the walk's bound, the
+    block before ``start_block`` (below F), and P, the 7 USDC and the 0.5 ETH are read again (3 transfers seen):
+    all stay FINALIZED, nothing published, the bill PAID, settled 100.00, credit 0.00."""
+    h, config, rpc, cursors = _billed(chain, stack)
+    p = chain.pay_usdc(PAYER, MERCHANT, 100 * USDC)
+    chain.mint(OTHER, 10 * USDC)
+    u = chain.pay_usdc(OTHER, MERCHANT, 7 * USDC)
+    e = chain.pay_eth(OTHER, MERCHANT, 5 * 10**17)
+    chain.mine(FINALITY_LAG + 1)
+    watch(config, rpc, cursors, h.settlement)
+    watch(config, rpc, cursors, h.settlement)
+    published = len(h.published.published)
+    top = chain.node.call("evm_snapshot")
+    chain.mine(1)
+    watch(config, rpc, cursors, h.settlement)
+    chain.node.call("evm_revert", top)
+    chain.pay_eth(PAYER, PAYER, 1)  # the cursor's block replaced
+
+    report = watch(config, rpc, cursors, h.settlement)
+
+    assert report.rolled_back_to == config.start_block - 1  # type: ignore[operator]
+    assert report.transfers_seen == 3
+    assert h.published.published[published:] == []
+    for payment_id in (f"ethereum:{p}:0", f"ethereum:{u}:0", f"ethereum:{e}:-1"):
+        stored = h.store.payment(payment_id)
+        assert stored is not None
+        assert stored.status is PaymentStatus.FINALIZED
+    paid = h.store.bill("inv-1")
+    assert paid is not None
+    assert (paid.status, paid.settled_usd, paid.credit_usd) == (BillStatus.PAID, Decimal("100.00"), Decimal("0"))
+
+
+def test_the_adapters_parent_beside_reads_a_block_by_hash_and_heights_in_one_batch(chain: Chain) -> None:
+    """The rollback walk's read (D342, amended (review 4)): the block ``head``'s parent hash read by its hash, beside
+    the hashes at ``head - 1`` and ``head`` - 3 JSON-RPC requests in one batch; a hash the node does not have (a
+    dropped fork's block): None, the heights still answered."""
+    chain.mine(3)
+    head = chain.head()
+    rpc = Web3EvmRpc(chain.node.url)
+
+    parent, hashes = rpc.parent_beside(chain.block_hash(head), [head - 1, head])
+    unknown, again = rpc.parent_beside("0x" + "ab" * 32, [head])
+
+    assert parent == chain.block_hash(head - 1)
+    assert hashes == {head - 1: chain.block_hash(head - 1), head: chain.block_hash(head)}
+    assert (unknown, again) == (None, {head: chain.block_hash(head)})
+    assert rpc.calls == 5  # 3 + 2
+
+
+def test_given_no_start_block_then_a_rollback_never_rescans_blocks_before_the_watchers_first(chain: Chain) -> None:
+    """No ``start_block``: the first run starts at the finalized block F0 = head - 8 (anvil's lag); X (2 USDC =
+    2,000,000 units) paid to the merchant two blocks before F0 - before the watcher - is never read. A 1-block head
+    reorg (anvil drops the old block, so the walk falls back to its bound): the bound, cursor - 128, is below F0.
+    Before: no floor - the rescan from block 0 read X, recorded as a new (unattributed) payment. Now the floor is
+    the first cursor's first block: rolled back to F0 - 1, X never recorded."""
+    chain.mint(PAYER, 10 * USDC)
+    x = chain.pay_usdc(PAYER, MERCHANT, 2 * USDC)
+    chain.mine(FINALITY_LAG + 2)  # X's block = F0 - 2
+    watcher = Watcher(chain.config(start_block=None))
+    first_block = chain.head() - FINALITY_LAG
+    assert chain.receipt(x)["blockNumber"] == first_block - 2
+    watcher.run()
+    top = chain.node.call("evm_snapshot")
+    chain.mine(1)
+    watcher.run()
+    chain.node.call("evm_revert", top)
+    chain.pay_eth(OTHER, OTHER, 1)  # the cursor's block replaced
+
+    report = watcher.run()
+
+    assert report.rolled_back_to == first_block - 1
+    assert [t for t in watcher.sink.transfers.values() if t.tx_id == x] == []
+    assert watcher.cursors.cursors["ethereum"].first_block == first_block

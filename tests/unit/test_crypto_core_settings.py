@@ -82,3 +82,20 @@ def test_the_on_chain_price_source_comes_from_the_evm_wiring_module_ahead_of_the
     first, second = dependencies.price_sources(config)
     assert first is on_chain
     assert isinstance(second, ExchangeSpotPrice)
+
+
+def test_given_base_then_its_reorg_window_default_is_above_its_finality_lag() -> None:
+    """Base's finalized block trails its head by its batches reaching a finalized Ethereum block: typically 20-30 min,
+    600-900 blocks of 2 s - above the model's 128 (Ethereum: 64-95 blocks). Base defaults to 1,800 (an hour of 2 s
+    blocks, twice the typical lag); Ethereum keeps 128; a configured value wins (500)."""
+    raw = json.dumps(
+        [
+            {"key": "ethereum", "merchant_address": "0xMerchant"},
+            {"key": "base", "merchant_address": "0xMerchant"},
+        ]
+    )
+    chains = parse_chains(raw, {})
+    configured = parse_chains(json.dumps([{"key": "base", "merchant_address": "0xM", "reorg_window": 500}]), {})
+
+    assert (chains["ethereum"].reorg_window, chains["base"].reorg_window) == (128, 1_800)
+    assert configured["base"].reorg_window == 500

@@ -89,14 +89,20 @@ class Heights:
     """block_hashes only: each read recorded (one JSON-RPC batch in the adapter); ``stale``: the reads (by
     position) a backend on a dead fork answers, with ``0xdead`` everywhere."""
 
-    def __init__(self, stale: set[int] | None = None) -> None:
+    def __init__(self, stale: set[int] | None = None, old: dict[str, str] | None = None) -> None:
         self.reads: list[list[int]] = []
         self.stale = stale or set()
+        self.old = old or {}  # old-fork blocks the node still has: hash -> parent hash (none: it dropped them)
+        self.walked: list[str] = []  # the rollback walk's blocks read by hash (one batch each)
 
     def block_hashes(self, numbers: Sequence[int]) -> dict[int, str | None]:
         self.reads.append(list(numbers))
         dead = len(self.reads) - 1 in self.stale
         return {n: "0xdead" if dead else f"0x{n:x}" for n in numbers}
+
+    def parent_beside(self, block_hash: str, numbers: Sequence[int]) -> tuple[str | None, dict[int, str | None]]:
+        self.walked.append(block_hash)
+        return self.old.get(block_hash), {n: f"0x{n:x}" for n in numbers}
 
 
 FINALIZED = BlockRef(200, "0xc8", 0)  # 200 = 0xc8: the canonical hash this fake answers at 200
@@ -446,12 +452,18 @@ class Behind:
         self.reads.append(list(numbers))
         return {n: (f"0x{n:x}" if n <= 150 else None) for n in numbers}
 
+    def parent_beside(self, block_hash: str, numbers: Sequence[int]) -> tuple[str | None, dict[int, str | None]]:
+        """The rollback walk's read (the cursor's old block by hash beside heights): recorded as a read too."""
+        return None, self.block_hashes(numbers)
+
 
 def test_the_rollbacks_read_by_a_backend_behind_finalized_orphans_nothing_and_names_nothing() -> None:
     """Cursor at 220, F = 200, a pending payment at 210 (0xd2). The rollback's read [200, 210] goes to a backend
     behind F (head 150): None at 200 and at 210 - it knows nothing there, so nothing changed that it could prove.
     Before: (200, {}) and one ``ethereum:rollback:`` stuck entry (the CryptoPaymentsStuck alarm) as for a dead fork.
-    Now: (200, {}) - nothing orphaned, the rescan from 201 - and nothing stuck, as before the anchor."""
+    Now: (200, {}) - nothing orphaned, the rescan from 201 - and nothing stuck, as before the anchor. Since review 4
+    the rollback's first read is the walk's (the cursor's block by hash beside [200, 219]): None at 200 already
+    says behind, so the pending heights are not read."""
     rpc = Behind()
     pending = [PendingPayment("ethereum:0xp:0", "ethereum", "0xp", 0, 210, "0xd2")]
     stuck: list[str] = []
@@ -459,14 +471,16 @@ def test_the_rollbacks_read_by_a_backend_behind_finalized_orphans_nothing_and_na
     ancestor, orphaned = _common_ancestor(rpc, Cursor("ethereum", 220, "0xdc"), pending, FINALIZED, stuck)  # type: ignore[arg-type]
 
     assert (ancestor, orphaned, stuck) == (200, set(), [])
-    assert rpc.reads == [[200, 210]]
+    assert rpc.reads == [[200, 219]]
 
 
 def test_a_rollback_noticed_after_finality_passed_the_fork_rescans_from_a_proven_or_bounded_point_below_it() -> None:
     """Cursor at 14 (its hash 0xold14 gone), F = 16 (0x10): the reorg was noticed only once finality passed its
     fork, so min(F, cursor) = 14 is NOT shared - rescanning from 15 skips the new fork's blocks up to 14 (a payment
-    there missed for good). A (at 12, 0xold12) left the chain; B (at 9, 0x9) is still canonical: the fork is in
-    10..12, so the ancestor is 9 (rescan from 10). Without a proven block the bound: the walk goes back at most
+    there missed for good). A (at 12, 0xold12) left the chain; B (at 9, 0x9) is still canonical. The node still has
+    the old fork 0xold10..0xold14, 0xold10's parent the canonical 9: the walk down the parents finds the fork there,
+    the ancestor is 9 (rescan from 10; review 3 took B's block as that proof - review 4 walks, B's block proves
+    nothing). A node that dropped the old fork: the bound - the walk goes back at most
     ``window`` = 8 blocks below the cursor (14 - 8 = 6), never below ``floor`` (4). A is not orphaned by the
     rollback (at or below F: the finality pass, after the rescan, reads its transaction). Before: (14, {})."""
     a = PendingPayment("ethereum:0xa:0", "ethereum", "0xa", 0, 12, "0xold12")
@@ -475,7 +489,8 @@ def test_a_rollback_noticed_after_finality_passed_the_fork_rescans_from_a_proven
     finalized = BlockRef(16, "0x10", 0)  # 16 = 0x10
     stuck: list[str] = []
 
-    proven = _common_ancestor(Heights(), cursor, [a, b], finalized, stuck, window=8, floor=4)  # type: ignore[arg-type]
+    old = {f"0xold{n}": f"0xold{n - 1}" for n in range(11, 15)} | {"0xold10": "0x9"}
+    proven = _common_ancestor(Heights(old=old), cursor, [a, b], finalized, stuck, window=8, floor=4)  # type: ignore[arg-type]
     bounded = _common_ancestor(Heights(), cursor, [a], finalized, stuck, window=8, floor=4)  # type: ignore[arg-type]
     floored = _common_ancestor(Heights(), cursor, [a], finalized, stuck, window=12, floor=4)  # type: ignore[arg-type]
 
@@ -498,3 +513,38 @@ def test_a_rollback_whose_reorg_reaches_below_the_walks_bound_is_named_stuck() -
     (entry,) = stuck
     assert entry.startswith("ethereum:rollback:")
     assert "ethereum:0xd:0" in entry
+
+
+def test_a_pending_payment_rebased_onto_the_new_fork_hides_the_forks_lower_blocks() -> None:
+    """Cursor 20 (0xold20, old fork), F = 16 (0x10), the fork at 13: old-fork blocks 0xold14..0xold20, 0xold14's
+    parent 0xd (13, canonical). Q re-mined on the new fork at 18 and stored there (0x12: the fast path / the finality
+    pass's move) before the watcher rolls back. Before: Q's canonical block 'proved' 18 shared, the rescan started
+    at 19 and the new fork's blocks 14..17 (a brand-new payment B there) were never read, nothing stuck: (18, {}).
+    Now the walk follows the old fork's parents from 0xold20 down to 0xold14, whose parent is the canonical 13:
+    rescan from 14; 7 blocks read by hash (20, 19, ..., 14)."""
+    q = PendingPayment("ethereum:0xq:0", "ethereum", "0xq", 0, 18, "0x12")  # 18 = 0x12, canonical in Heights
+    old = {f"0xold{n}": f"0xold{n - 1}" for n in range(15, 21)} | {"0xold14": "0xd"}  # 13 = 0xd
+    rpc = Heights(old=old)
+    stuck: list[str] = []
+
+    cursor, finalized = Cursor("ethereum", 20, "0xold20"), BlockRef(16, "0x10", 0)
+
+    found = _common_ancestor(rpc, cursor, [q], finalized, stuck, window=128, floor=0)  # type: ignore[arg-type]
+
+    assert (found, stuck) == ((13, set()), [])
+    assert len(rpc.walked) == 7  # 20 - 14 + 1
+
+
+def test_a_one_block_head_reorg_rescans_one_block_not_the_window() -> None:
+    """Ethereum: cursor at the head 1000 (0xold1000), F = 930 (0x3a2), reorg_window 128, nothing pending; the new
+    head replaced 1000 only: 0xold1000's parent is the canonical 999 (0x3e7). Before: the bound, 1000 - 128 = 872
+    (rescan 873..1000: 128 blocks, 58 of them final; before review 3 from F: 70). Now one block read by hash and the
+    rescan from 1000: 1 block."""
+    rpc = Heights(old={"0xold1000": "0x3e7"})  # 999 = 0x3e7
+    stuck: list[str] = []
+
+    cursor, finalized = Cursor("ethereum", 1000, "0xold1000"), BlockRef(930, "0x3a2", 0)
+
+    found = _common_ancestor(rpc, cursor, [], finalized, stuck, window=128)  # type: ignore[arg-type]
+
+    assert (found, stuck, rpc.walked, rpc.reads) == ((999, set()), [], ["0xold1000"], [])

@@ -3,11 +3,14 @@
 One run per chain (``watch``):
 
 1. **Reorg check.** The cursor holds the last scanned block and its hash. If the canonical chain no longer has that hash
-   at that height, the run walks back to the highest block it can prove is shared: the highest pending payment's block
-   at or below the cursor whose hash is still canonical, else a bound - ``reorg_window`` blocks below the cursor (a
-   block that far below the head when it was scanned was final then), at most the ``finalized`` block, never below
-   ``start_block`` (the fork may be below ``finalized`` when the reorg is noticed late: those new-fork blocks are
-   rescanned too, D342 amended (review 3)). Pending payments above ``finalized`` whose block hash changed are
+   at that height, the run walks the old fork's parents back from that hash (``eth_getBlockByHash``, one batch per
+   block beside the finalized height) to the first block the canonical chain has at its height: the fork point, so a
+   1-block head reorg rescans 1 block. A node that no longer has an old-fork block (or a walk that reaches it) stops
+   at a bound - ``reorg_window`` blocks below the cursor (a block that far below the head when it was scanned was
+   final then), at most the ``finalized`` block, never below ``start_block`` (the fork may be below ``finalized``
+   when the reorg is noticed late: those new-fork blocks are rescanned too, D342 amended (review 3)). A pending
+   payment's canonical block proves nothing about the blocks below it (the fast path and the finality pass store
+   new-fork blocks: D342 amended (review 4)). Pending payments above ``finalized`` whose block hash changed are
    ORPHANED, each alone (``settle_alone``: one whose orphaning fails is named stuck and stays SEEN; the scan goes on,
    and the finality pass orphans it once its height is final - D323); those at or below it are left to the finality
    pass, after the rescan; the blocks above the start are scanned again (reporting is idempotent per payment id, so
@@ -290,6 +293,32 @@ def _scan(
     return len(ordered), sum(1 for credit in ordered if not credit.succeeded), transactions, blocks[-1].hash
 
 
+def _fork_point(rpc: EvmRpc, cursor: Cursor, finalized: BlockRef, bound: int) -> tuple[int, str | None]:
+    """Where the cursor's fork left the canonical chain, and what the node answered at the finalized height.
+
+    The walk follows the old fork's parents from the cursor's stored hash (``eth_getBlockByHash``), each step one
+    JSON-RPC batch with the canonical hash at the parent's height and the finalized block's (``parent_beside``: one
+    backend's view): the first parent the canonical chain has at its height is the fork point - the rescan starts
+    above it, so a 1-block head reorg rescans 1 block. It stops at ``bound`` (the rescan then starts there): when
+    the node no longer has an old-fork block (it dropped the dead fork, or never had it), when the walk reaches it
+    (a reorg at least that deep), or when a step's answer at the finalized height is not the run's finalized block
+    (another backend's view proves nothing; that answer is returned for the caller to name). Pending payments'
+    blocks are not trusted as shared: the fast path and the finality pass store a payment's NEW-fork block, which
+    says nothing about the blocks below it (D342, amended (review 4))."""
+    number, block_hash = cursor.block_number, cursor.block_hash
+    while number - 1 > bound:
+        parent, read = rpc.parent_beside(block_hash, [finalized.number, number - 1])
+        answered = read.get(finalized.number)
+        if answered != finalized.hash:
+            return bound, answered
+        if parent is None:
+            return bound, answered
+        if read.get(number - 1) == parent:
+            return number - 1, answered
+        number, block_hash = number - 1, parent
+    return bound, finalized.hash
+
+
 def _common_ancestor(
     rpc: EvmRpc,
     cursor: Cursor,
@@ -302,52 +331,50 @@ def _common_ancestor(
 ) -> tuple[int, set[str]]:
     """The block the rescan starts above, and the pending payments above ``finalized`` whose block left the chain.
 
-    The fork may be below the finalized block: a reorg noticed only once finality passed it (the watcher down, or
-    behind). Nothing recorded says where the old fork's blocks began but the pending payments' blocks, so the start
-    is the highest pending block at or below the cursor whose hash is still canonical (shared), else the bound: the
-    walk goes back ``window`` blocks below the cursor (``ChainConfig.reorg_window``: a block the watcher scanned was
-    at most the head then, and blocks more than the finality lag below the head were final then, so shared) - and
-    never below ``floor`` (the block before ``start_block``) nor above ``finalized``. Blocks at or below
-    ``finalized`` rescanned are final: reporting them again is idempotent per payment id, and a payment re-mined
-    there is recorded in its new block (D342, amended (review 3)). Before, the rescan started at min(F, cursor):
-    the new fork's blocks below it were never read. A pending payment at or below the bound whose block left the
-    chain says the reorg went deeper: named in ``stuck`` (the alarm). Only payments above ``finalized`` are
-    orphaned here; those at or below it are the finality pass's (after the rescan), which reads their transactions.
+    The start is the fork point the walk finds (``_fork_point``: the old fork's parents followed from the cursor's
+    stored hash until the canonical chain has one), else the bound: ``window`` blocks below the cursor
+    (``ChainConfig.reorg_window``: a block the watcher scanned was at most the head then, and blocks more than the
+    finality lag below the head were final then, so shared), at most ``finalized`` - the fork may be below it, a
+    reorg noticed only once finality passed it (the watcher down, or behind) - and never below ``floor`` (the block
+    before ``start_block``). Blocks at or below ``finalized`` rescanned are final: reporting them again is
+    idempotent per payment id, and a payment re-mined there is recorded in its new block (D342, amended (review
+    3)). Pending payments' blocks decide only which payments are orphaned, never the start: one re-mined on the new
+    fork (the fast path, the finality pass's move) has a canonical block above blocks of the new fork nobody read
+    (D342, amended (review 4)). A pending payment at or below the start whose block left the chain says the reorg
+    went deeper: named in ``stuck`` (the alarm). Only payments above ``finalized`` are orphaned here; those at or
+    below it are the finality pass's (after the rescan), which reads their transactions.
 
-    The heights are read beside the finalized block's (``_anchored_hashes``): a backend whose answer there is not
-    the run's finalized block proves nothing - no payment is orphaned, the rescan starts at the bound. One that
-    answered another hash there (a dead fork) is named in ``stuck`` (D342, amended (orphan)); one that answered
-    nothing there is only behind (a lagging backend: every height it does not have is unknown, as before the
-    anchor), silent (D342, amended (review 2))."""
+    Every read is beside the finalized block's height (``parent_beside``, ``_anchored_hashes``): a backend whose
+    answer there is not the run's finalized block proves nothing - no payment is orphaned, the rescan starts at the
+    bound. One that answered another hash there (a dead fork) is named in ``stuck`` (D342, amended (orphan)); one
+    that answered nothing there is only behind (a lagging backend: every height it does not have is unknown, as
+    before the anchor), silent (D342, amended (review 2))."""
     top = min(finalized.number, cursor.block_number)
     bound = max(floor, min(top, cursor.block_number - window))
+    start, answered = _fork_point(rpc, cursor, finalized, bound)
     candidates = sorted({p.block_number for p in pending if p.block_number <= cursor.block_number})
     canonical: dict[int, str | None] = {}
-    if candidates:
+    if candidates and answered == finalized.hash:
         canonical, answered = _anchored_hashes(rpc, candidates, finalized)
-        if answered is None:  # behind the finalized block: it knows nothing above it, nothing to say
-            return bound, set()
-        if answered != finalized.hash:
-            stuck.append(
-                f"{cursor.chain}:rollback: the node answered {answered} for the finalized block {finalized.number} "
-                f"({finalized.hash}) beside {len(candidates)} pending payments' heights: none orphaned, rescanning "
-                f"from {bound + 1}"
-            )
-            return bound, set()
+    if answered is None:  # behind the finalized block: it knows nothing above it, nothing to say
+        return bound, set()
+    if answered != finalized.hash:
+        stuck.append(
+            f"{cursor.chain}:rollback: the node answered {answered} for the finalized block {finalized.number} "
+            f"({finalized.hash}) beside the rollback's reads ({len(candidates)} pending payments' heights): none "
+            f"orphaned, rescanning from {bound + 1}"
+        )
+        return bound, set()
     left = {p.payment_id: p for p in pending if canonical.get(p.block_number) not in (None, p.block_hash)}
     orphaned = {pid for pid, p in left.items() if p.block_number > finalized.number}
-    ancestor = bound
-    for p in pending:
-        if canonical.get(p.block_number) == p.block_hash:
-            ancestor = max(ancestor, p.block_number)
-    deeper = sorted(pid for pid, p in left.items() if p.block_number <= ancestor)
+    deeper = sorted(pid for pid, p in left.items() if p.block_number <= start)
     if deeper:
         stuck.append(
-            f"{cursor.chain}:rollback: the block of {', '.join(deeper)} (at or below {ancestor}) left the chain: the "
-            f"reorg goes deeper than the rescan from {ancestor + 1} (reorg_window {window}); the finality pass reads "
+            f"{cursor.chain}:rollback: the block of {', '.join(deeper)} (at or below {start}) left the chain: the "
+            f"reorg goes deeper than the rescan from {start + 1} (reorg_window {window}); the finality pass reads "
             "their transactions, the new fork's blocks below are not scanned"
         )
-    return ancestor, orphaned
+    return start, orphaned
 
 
 def _orphan_alone(sink: PaymentSink, pending: Sequence[PendingPayment], ids: set[str], stuck: list[str]) -> int:
@@ -356,6 +383,14 @@ def _orphan_alone(sink: PaymentSink, pending: Sequence[PendingPayment], ids: set
     final and orphans it then (D323). Returns how many were orphaned."""
     hashes = {p.payment_id: p.block_hash for p in pending}
     return sum(settle_alone(stuck, pid, partial(sink.orphaned, pid, hashes[pid])) for pid in sorted(ids))
+
+
+def _floor(chain: ChainConfig, first_block: int | None) -> int:
+    """The block a rollback never rescans below: the one before ``start_block``, else before the watcher's first block
+    (the cursor's ``first_block``: blocks from before the watcher ran would bring old credits back as new alerts);
+    -1 (none) for a cursor written before it kept one (D342, amended (review 4))."""
+    lowest = chain.start_block if chain.start_block is not None else first_block
+    return lowest - 1 if lowest is not None else -1
 
 
 def watch(
@@ -377,15 +412,15 @@ def watch(
     rolled_back = 0  # payments the rollback orphaned
     # a chain without a cursor starts at its configured block, else at the finalized block (never at genesis)
     next_block = chain.start_block if chain.start_block is not None else finalized.number
+    first_block = next_block if cursor is None else cursor.first_block  # kept by every move of the cursor
     if cursor is not None:
         next_block = cursor.block_number + 1
         still = rpc.block_hashes([cursor.block_number]).get(cursor.block_number)
         if still is None:  # a node behind the cursor (a lagging backend) knows nothing: not a reorg
             raise RpcUnavailableError(f"the node has no block {cursor.block_number} (the cursor's): behind it")
         if still != cursor.block_hash:
-            floor = chain.start_block - 1 if chain.start_block is not None else -1
             rolled_back_to, orphaned_ids = _common_ancestor(
-                rpc, cursor, pending, finalized, stuck, window=chain.reorg_window, floor=floor
+                rpc, cursor, pending, finalized, stuck, window=chain.reorg_window, floor=_floor(chain, first_block)
             )
             next_block = rolled_back_to + 1
             rolled_back = _orphan_alone(sink, pending, orphaned_ids, stuck)
@@ -404,7 +439,7 @@ def watch(
         except ForkBelowError:
             break  # the block the cursor holds was replaced meanwhile: the next run rolls back from it
         seen, failed, transactions, last = seen + found, failed + failures, transactions + txs, end
-        moved = Cursor(chain.key, end, end_hash, updated_at=stamp)
+        moved = Cursor(chain.key, end, end_hash, updated_at=stamp, first_block=first_block)
         try:  # per batch: a run that stops (a timeout, a node error) keeps what it scanned
             cursors.put(moved, expected=written)
         except CursorConflictError:
@@ -416,7 +451,9 @@ def watch(
         ancestor_hash = rpc.block_hashes([last]).get(last)
         if ancestor_hash is not None:
             with contextlib.suppress(CursorConflictError):
-                cursors.put(Cursor(chain.key, last, ancestor_hash, updated_at=stamp), expected=cursor)
+                cursors.put(
+                    Cursor(chain.key, last, ancestor_hash, updated_at=stamp, first_block=first_block), expected=cursor
+                )
     finalized_count, orphaned_count = _finality(rpc, sink, chain, finalized, stuck, exclude=orphaned_ids)
     orphaned_count += rolled_back
     return RunReport(

@@ -181,6 +181,17 @@ class Web3EvmRpc:
         raw = self._request("eth_getTransactionByHash", [tx_hash])
         return _transaction(raw) if raw else None
 
+    def parent_beside(self, block_hash: str, numbers: Sequence[int]) -> tuple[str | None, dict[int, str | None]]:
+        if len(numbers) >= self.batch_size:  # two HTTP batches could reach two backends: the point is one
+            raise ValueError(f"parent_beside: {len(numbers)} heights do not fit one batch of {self.batch_size}")
+        calls: list[tuple[str, list[Any]]] = [
+            ("eth_getBlockByHash", [block_hash, False]),
+            *(("eth_getBlockByNumber", [hex(n), False]) for n in numbers),
+        ]
+        raw, *blocks = self._mixed(calls)
+        hashes = {n: (str(block["hash"]).lower() if block else None) for n, block in zip(numbers, blocks, strict=True)}
+        return (str(raw["parentHash"]).lower() if raw else None), hashes
+
     def receipt_beside(self, tx_hash: str, numbers: Sequence[int]) -> tuple[EvmReceipt | None, dict[int, str | None]]:
         if len(numbers) >= self.batch_size:  # two HTTP batches could reach two backends: the point is one
             raise ValueError(f"receipt_beside: {len(numbers)} heights do not fit one batch of {self.batch_size}")

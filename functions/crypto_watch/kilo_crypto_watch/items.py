@@ -494,6 +494,7 @@ def cursor_to_item(cursor: Cursor) -> Item:
             "block_hash": cursor.block_hash,
             "last_signature": cursor.last_signature,
             "updated_at": _iso(cursor.updated_at),
+            "first_block": cursor.first_block,
         }
     )
 
@@ -506,4 +507,5 @@ def cursor_from_item(item: Mapping[str, Any]) -> Cursor:
         block_hash=str(values["block_hash"]),
         last_signature=str(values["last_signature"]) if values.get("last_signature") else None,
         updated_at=_maybe_time(values.get("updated_at")),
+        first_block=int(values["first_block"]) if values.get("first_block") is not None else None,
     )

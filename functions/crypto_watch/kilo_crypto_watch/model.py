@@ -38,8 +38,9 @@ class ChainConfig:
     scan_batch: int = 100  # EVM: blocks (with their transactions) held at once; the cursor moves after each batch
     max_transactions_per_run: int = 20_000  # EVM: a run stops after the batch that reaches it (memory and time)
     initial_chunk: int = 2_000  # EVM eth_getLogs chunk, halved on provider errors
-    # EVM: how far below its cursor a rollback rescans at most when no pending payment's block proves a shared one -
-    # deeper than the finality lag (64-95 blocks on Ethereum): what was that far below the head was final (D342)
+    # EVM: how far below its cursor a rollback rescans at most when the node no longer has the old fork's blocks (the
+    # walk down its parents cannot find the fork) - deeper than the finality lag (64-95 blocks on Ethereum): what was
+    # that far below the head was final (D342); Base's default is 1,800 (settings.CHAIN_DEFAULTS)
     reorg_window: int = 128
 
 
@@ -118,6 +119,10 @@ class Cursor:
     block_hash: str
     last_signature: str | None = None
     updated_at: datetime | None = None
+    # EVM: the first block its watcher scanned (the first run's start), kept by every move: without ``start_block``
+    # the rollback never rescans below it (blocks from before the watcher ran: old credits as new alerts); None on a
+    # cursor written before it was kept (no floor then) and on Solana (D342, amended (review 4))
+    first_block: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

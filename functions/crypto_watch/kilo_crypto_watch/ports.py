@@ -424,6 +424,12 @@ class EvmRpc(Protocol):
 
     def transaction(self, tx_hash: str) -> EvmTransaction | None: ...
 
+    def parent_beside(self, block_hash: str, numbers: Sequence[int]) -> tuple[str | None, dict[int, str | None]]:
+        """The parent hash of the block ``block_hash`` (None: that node does not have it - a dead fork's block it
+        dropped) and the hashes at ``numbers`` (at most the adapter's batch less one), in ONE JSON-RPC batch (one
+        backend's view, as ``receipt_beside``): the rollback's walk down an old fork (D342, amended (review 4))."""
+        ...
+
     def receipt_beside(self, tx_hash: str, numbers: Sequence[int]) -> tuple[EvmReceipt | None, dict[int, str | None]]:
         """One transaction's receipt (None: not mined, as that node sees it) and the hashes at ``numbers`` (at most
         the adapter's batch less one), in ONE JSON-RPC batch: a load balancer routes it whole to one backend, so the

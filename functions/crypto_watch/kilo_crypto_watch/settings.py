@@ -38,6 +38,9 @@ CHAIN_DEFAULTS: Final[Mapping[str, Mapping[str, Any]]] = {
         "native": "ETH",
         "chain_id": 8453,
         "explorer_tx_url": "https://basescan.org/tx/{tx}",
+        # its finalized block trails the head by 20-30 min (its batches in a finalized Ethereum block): 600-900
+        # blocks of 2 s, above the model's 128 - an hour of blocks, twice that (D342, amended (review 4))
+        "reorg_window": 1_800,
     },
     "solana": {
         "kind": "solana",
