@@ -352,6 +352,14 @@ def _note_made_on_the_revision(world: World, revision: str = "in_REV") -> None:
     assert (note.status, note.to_due, note.asked_on) == (CreditNoteStatus.DONE, Decimal("1.80"), revision)
 
 
+def _revised_then_noted_there(world: World, events: Events, in_a: str, cents: int) -> None:
+    """in_REV finalized asking ``cents``, in_A voided naming it; then note B made on in_REV at Stripe
+    (``_note_made_on_the_revision``: 1.80)."""
+    _apply(world, events, events.add("e1", "invoice.finalized", _revision(in_a, cents)))
+    _apply(world, events, events.add("e2", "invoice.voided", _voided_by_revision(in_a)))
+    _note_made_on_the_revision(world)
+
+
 def _in_rev_paid_at_stripe(world: World) -> str:
     """Stripe's side: ours' invoice is in_REV, paid by a payment intent (returned, for its charge's events)."""
     world.gateway.invoices["acme/2026-03"].gateway_id = "in_REV"
@@ -512,9 +520,7 @@ def test_given_our_note_carried_by_hand_when_a_note_is_made_on_the_revision_then
     kept 65.20; refunds at most 65.20 - 3.60 - 1.80 = 59.80, after a 10.00 refund 59.80 - 10.00 = 49.80. Before: the
     revision was expected to ask 65.20 - 1.80 - 3.60 = 59.80 != 61.60, a discount: 3.60 short AND A's 3.60 credited."""
     world, events, in_a = _note_made_on_in_a_then_revised()
-    _apply(world, events, events.add("e1", "invoice.finalized", _revision(in_a, 6160)))
-    _apply(world, events, events.add("e2", "invoice.voided", _voided_by_revision(in_a)))
-    _note_made_on_the_revision(world)
+    _revised_then_noted_there(world, events, in_a, 6160)
     paid = _apply(world, events, events.add("e3", "invoice.paid", _revision(in_a, 6160, "paid", amount_paid=5980)))
     assert paid.attention is None or "recorded as given back" not in paid.attention
     ours = world.store.invoices["acme/2026-03"]
@@ -536,9 +542,7 @@ def test_given_a_note_made_on_a_full_revision_when_it_is_paid_then_no_alarm_and_
     in_REV: 0.00 short, A's 3.60 credited (March's 7.20 usage holds it). No alarm: in_REV asks its total, 65.20.
     Before: "asks 65.20 ... where 63.40 is expected" (the total less B, which Stripe's total never takes off)."""
     world, events, in_a = _note_made_on_in_a_then_revised()
-    _apply(world, events, events.add("e1", "invoice.finalized", _revision(in_a, 6520)))
-    _apply(world, events, events.add("e2", "invoice.voided", _voided_by_revision(in_a)))
-    _note_made_on_the_revision(world)
+    _revised_then_noted_there(world, events, in_a, 6520)
     paid = _apply(world, events, events.add("e3", "invoice.paid", _revision(in_a, 6520, "paid", amount_paid=6340)))
     assert paid.attention is None or "a revision of" not in paid.attention
     ours = world.store.invoices["acme/2026-03"]
@@ -558,9 +562,7 @@ def test_given_a_revision_of_a_revision_carrying_our_hand_edit_then_only_the_not
     - 59.80 owed). Finalizing says A is carried and B credited. Before: A + B = 5.40 expected off, 61.60 read as a
     3.60 discount: 3.60 short AND 5.40 credited."""
     world, events, in_a = _note_made_on_in_a_then_revised()
-    _apply(world, events, events.add("e1", "invoice.finalized", _revision(in_a, 6160)))
-    _apply(world, events, events.add("e2", "invoice.voided", _voided_by_revision(in_a)))
-    _note_made_on_the_revision(world)
+    _revised_then_noted_there(world, events, in_a, 6160)
     finalized = _apply(
         world, events, events.add("e3", "invoice.finalized", _revision("in_REV", 6160, revision="in_REV2"))
     )
