@@ -465,28 +465,43 @@ class StripeEmulator:
         """A declined attempt by ``card`` on ``intent`` for ``amount`` (what was due then: a later attempt after the
         amount due changed charges the new amount, not the intent's first): Stripe keeps its charge, ``failed``
         (``card_declined``), on the intent, which waits for another payment method."""
+        charge = self._charge(intent, amount, card, paid=False)
+        intent.update(status="requires_payment_method", latest_charge=charge["id"])
+        return self._store("charge", charge)
+
+    def _charge(self, intent: Json, amount: int, card: Json | None, *, paid: bool) -> Json:
+        """A new charge of ``amount`` on ``intent`` (not stored): ``paid``, captured and succeeded, else declined
+        (``failed``, ``card_declined``, nothing captured); ``card``, the card charged: the charge names it and its
+        details (fingerprint)."""
+        outcome: Json = (
+            {"amount_captured": amount, "status": "succeeded"}
+            if paid
+            else {
+                "amount_captured": 0,
+                "status": "failed",
+                "failure_code": "card_declined",
+                "failure_message": "Your card was declined.",
+            }
+        )
         charge = self._from_fixture(
             "charge",
             id=self._new_id("ch"),
             created=next(self._clock),
             amount=amount,
-            amount_captured=0,
             amount_refunded=0,
-            captured=False,
-            paid=False,
+            captured=paid,
+            paid=paid,
             refunded=False,
             disputed=False,
-            status="failed",
-            failure_code="card_declined",
-            failure_message="Your card was declined.",
             currency=intent["currency"],
             customer=intent["customer"],
             payment_intent=intent["id"],
             metadata={},
+            **outcome,
         )
-        _charged_with(charge, card)
-        intent.update(status="requires_payment_method", latest_charge=charge["id"])
-        return self._store("charge", charge)
+        if card is not None:
+            _charged_with(charge, card)
+        return charge
 
     def _settle(self, invoice: Json, *, paid: bool, card: Json | None = None) -> None:
         invoice["attempted"] = True
@@ -501,25 +516,7 @@ class StripeEmulator:
         if invoice["amount_paid"] > 0:
             intent = self._intent_for(invoice, invoice["amount_paid"])
             intent.update(amount=invoice["amount_paid"], amount_received=invoice["amount_paid"], status="succeeded")
-            charge = self._from_fixture(
-                "charge",
-                id=self._new_id("ch"),
-                created=next(self._clock),
-                amount=invoice["amount_paid"],
-                amount_captured=invoice["amount_paid"],
-                amount_refunded=0,
-                captured=True,
-                paid=True,
-                refunded=False,
-                disputed=False,
-                status="succeeded",
-                currency=invoice["currency"],
-                customer=invoice["customer"],
-                payment_intent=intent["id"],
-                metadata={},
-            )
-            if card is not None:  # the card that paid: the charge names it and its details (fingerprint)
-                _charged_with(charge, card)
+            charge = self._charge(intent, invoice["amount_paid"], card, paid=True)
             charge["refunds"] = {"object": "list", "data": [], "has_more": False, "url": "/v1/refunds"}
             intent["latest_charge"] = charge["id"]
             self._store("charge", charge)

@@ -11,13 +11,16 @@ from typing import Any
 from kilo_billing.account_store import DynamoAccountDirectory
 from kilo_billing.accounts import AccountProfile
 from kilo_billing.catalog import default_catalog
-from kilo_billing.invoicing import AccountLedger, LedgerStore, compose_close
+from kilo_billing.invoicing import AccountLedger, InvoiceRecord, LedgerStore, compose_close
 from kilo_billing.items import to_item
 from kilo_billing.periods import Period
 from kilo_billing.periods_store import DynamoLedgerStore
 from kilo_billing.rating import TierChange
+from kilo_invoice.logic import close_account
+from kilo_invoice.model import CloseDeps
 from tests.conftest import Stack
 from tests.invoice_fakes import InMemoryLedgerStore
+from tests.payment_fakes import InMemoryPaymentGateway
 
 MAR = Period(2026, 3)
 START = datetime(2026, 3, 1, tzinfo=UTC)
@@ -71,3 +74,15 @@ def _draft(found: AccountLedger) -> Any:
 class _Bus:
     def publish(self, detail_type: str, detail: Any) -> None:
         pass
+
+
+def team_march_closed(ledger: Ledger) -> tuple[InMemoryPaymentGateway, CloseDeps, InvoiceRecord]:
+    """acme on Team by card with 60,000 March video minutes, March closed on the in-memory Stripe fake (in_A): the
+    gateway, the close's dependencies and March's invoice (its figures are for the caller to check)."""
+    ledger.register(_team("acme"))
+    ledger.rate("acme", "2026-03", SEG, "video", 60_000)
+    gateway = InMemoryPaymentGateway()
+    deps = CloseDeps(ledger.store, gateway, _Bus(), default_catalog(), lambda _s: None)
+    march = close_account(deps, "acme", MAR, MAR.end).invoice
+    assert march is not None
+    return gateway, deps, march

@@ -11,15 +11,10 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from kilo_billing.accounts import AccountProfile
-from kilo_billing.catalog import default_catalog
 from kilo_billing.invoicing import CreditNoteStatus, InvoiceStatus
 from kilo_billing.periods import Period
-from kilo_billing.rating import TierChange
 from kilo_invoice.logic import apply_stripe_event, close_account
-from kilo_invoice.model import CloseDeps
-from tests.contract.ledger_harness import SEG, START, Ledger, _Bus
-from tests.payment_fakes import InMemoryPaymentGateway
+from tests.contract.ledger_harness import SEG, Ledger, _Bus, team_march_closed
 from tests.scenarios.test_card_payment_events import Events
 
 MAR, APR = Period(2026, 3), Period(2026, 4)
@@ -27,12 +22,7 @@ NOTE = "acme/2026-03/credit-2026-04"
 
 
 def test_given_a_written_off_march_paid_after_its_note_then_the_note_credits_it_once_as_stored(ledger: Ledger) -> None:
-    ledger.register(AccountProfile("acme", (TierChange(START, "team"),)))
-    ledger.rate("acme", "2026-03", SEG, "video", 60_000)
-    gateway = InMemoryPaymentGateway()
-    deps = CloseDeps(ledger.store, gateway, _Bus(), default_catalog(), lambda _s: None)
-    march = close_account(deps, "acme", MAR, MAR.end).invoice
-    assert march is not None
+    _gateway, deps, march = team_march_closed(ledger)  # 60,000 March minutes
     assert (march.total, march.status) == (Decimal("65.20"), InvoiceStatus.OPEN)
     ledger.store.update_invoice(march.moved(InvoiceStatus.UNCOLLECTIBLE, APR.start), InvoiceStatus.OPEN)
     ledger.rate("acme", "2026-03", SEG, "video", -10_000)  # -7.20

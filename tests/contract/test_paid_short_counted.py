@@ -16,16 +16,11 @@ from typing import Any
 
 import pytest
 
-from kilo_billing.accounts import AccountProfile
-from kilo_billing.catalog import default_catalog
 from kilo_billing.invoicing import CreditNoteStatus, InvoiceStatus
 from kilo_billing.periods import Period
-from kilo_billing.rating import TierChange
 from kilo_invoice.logic import apply_stripe_event, close_account
-from kilo_invoice.model import CloseDeps
 from kilo_invoice.ports import GatewayUnavailableError
-from tests.contract.ledger_harness import SEG, START, Ledger, _Bus
-from tests.payment_fakes import InMemoryPaymentGateway
+from tests.contract.ledger_harness import SEG, Ledger, _Bus, team_march_closed
 from tests.scenarios.test_card_payment_events import Events
 
 MAR, APR, MAY = Period(2026, 3), Period(2026, 4), Period(2026, 5)
@@ -35,12 +30,7 @@ NOTE = "acme/2026-03/credit-2026-04"
 def test_given_a_pending_note_counted_by_a_short_payment_then_the_marker_is_stored_with_it_and_read_back(
     ledger: Ledger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ledger.register(AccountProfile("acme", (TierChange(START, "team"),)))
-    ledger.rate("acme", "2026-03", SEG, "video", 60_000)
-    gateway = InMemoryPaymentGateway()
-    deps = CloseDeps(ledger.store, gateway, _Bus(), default_catalog(), lambda _s: None)
-    march = close_account(deps, "acme", MAR, MAR.end).invoice
-    assert march is not None
+    gateway, deps, march = team_march_closed(ledger)  # 60,000 March minutes
     in_a = march.gateway_id
     assert march.total == Decimal("65.20")
     ledger.rate("acme", "2026-03", SEG, "video", -5_000)  # -3.60

@@ -26,6 +26,19 @@ def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, object]:
     return result
 
 
+def _refused(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[str, dict[str, Any]]:
+    """``argv`` refused by the card processor: exit 3 (its own code, not a typo's 2: D-cardfix-4), no usage text;
+    what it said (stderr) and its JSON (what was refunded, as stored now)."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(argv))
+    assert exit_info.value.code == 3
+    out = capsys.readouterr()
+    assert "usage:" not in out.err
+    shown = json.loads(out.out)
+    assert isinstance(shown, dict)
+    return out.err, shown
+
+
 def _accounts(invoicing: Invoicing, capsys: pytest.CaptureFixture[str]) -> None:
     table = invoicing.table
     signup = ("--signup", "2026-03-01T00:00:00Z", "--usage-table", table)
@@ -193,16 +206,10 @@ def test_given_a_refund_the_cards_bank_returned_when_refunded_again_then_refused
     another way (before: 40.00 to card 1 again + 25.20). With ``--to-failed-card``: 25.20 + 40.00 = 65.20 refunded.
     Card 2 is another card (its own fingerprint): the rule reads the card, not the payment (D-cardfix-1)."""
     first, second, refund, table = _march_card_1s_refund_returned(invoicing, capsys)
-    with pytest.raises(SystemExit) as exit_info:
-        main([*refund, *table, "--json"])
-    assert exit_info.value.code == 3  # refused by the card processor: its own code, not a typo's 2 (D-cardfix-4)
-    out = capsys.readouterr()
-    said = out.err
+    said, shown = _refused(capsys, *refund, *table, "--json")
     assert "40.00 of it would go back to a card whose bank returned a refund" in said
     assert "--to-failed-card" in said
-    assert "usage:" not in said
-    shown = json.loads(out.out)  # what was refunded, as stored now: nothing by this run
-    assert (shown["refunded"], shown["refunded_by_this_run"]) == ("0.00", "0.00")
+    assert (shown["refunded"], shown["refunded_by_this_run"]) == ("0.00", "0.00")  # nothing by this run
     assert "40.00 of it would go back" in shown["refused"]
     refunds = [(r["payment_intent"], r["amount"]) for r in invoicing.http.emulator.objects["refund"].values()]
     assert refunds == [(first, 4000)]  # nothing sent
@@ -229,13 +236,8 @@ def test_given_a_refund_refused_after_part_was_made_then_the_cli_exits_3_and_say
         return answer(method, url, headers, post_data, **kwargs)
 
     monkeypatch.setattr(invoicing.http, "request", disputed_on_card_1)
-    with pytest.raises(SystemExit) as exit_info:
-        main([*refund, "--to-failed-card", "--json", *table])
-    assert exit_info.value.code == 3
-    out = capsys.readouterr()
-    assert "usage:" not in out.err
-    assert "25.20 of 65.20 refunded" in out.err
-    shown = json.loads(out.out)
+    said, shown = _refused(capsys, *refund, "--to-failed-card", "--json", *table)
+    assert "25.20 of 65.20 refunded" in said
     assert (shown["refunded"], shown["refunded_by_this_run"]) == ("25.20", "25.20")
     assert "charged back" in shown["refused"]
     refunds = [(r["payment_intent"], r["amount"]) for r in invoicing.http.emulator.objects["refund"].values()]
@@ -413,13 +415,8 @@ def test_given_a_pending_refund_when_a_run_asks_another_amount_then_it_finishes_
     assert pending is not None
     assert pending.amount == Decimal("10.00")
     capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_info:
-        main([*refund, "--amount", "5.00", *table, "--json"])
-    assert exit_info.value.code == 3
-    out = capsys.readouterr()
-    assert "usage:" not in out.err
-    assert "an earlier refund of 10.00" in out.err
-    shown = json.loads(out.out)
+    said, shown = _refused(capsys, *refund, "--amount", "5.00", *table, "--json")
+    assert "an earlier refund of 10.00" in said
     assert (shown["refunded"], shown["refunded_by_this_run"]) == ("10.00", "10.00")
     assert "10.00 refunded and 55.20 kept; the 5.00 asked now was not refunded" in shown["refused"]
     assert "Of the 55.20 kept, 40.00 came back from refunds that failed" in shown["refused"]

@@ -15,6 +15,7 @@ from kilo_billing.invoicing import BillingState, CreditNoteStatus, InvoiceStatus
 from kilo_billing.money import ZERO
 from kilo_invoice import logic
 from kilo_invoice.logic import close_account, refund_invoice
+from kilo_invoice.model import CloseOutcome
 from kilo_invoice.ports import GatewayMisconfiguredError, GatewayUnavailableError
 from tests.scenarios.test_card_payment_events import Events, _apply, _charge, _dispute, _fixture
 from tests.scenarios.test_invoicing import APR, MAR, MAY, World, at, seg, team_with_march_overage
@@ -53,6 +54,32 @@ def _revision(original: str, cents: int, status: str = "open", revision: str = "
 
 def _voided_by_revision(original: str) -> dict[str, Any]:
     return _fixture("invoice", id=original, status="void", metadata=META, latest_revision="in_REV", from_invoice=None)
+
+
+def _march_on_in_a() -> tuple[World, str]:
+    """acme on Team by card, 60,000 March video minutes: 29.00 + 7.20 (10,000 over x 0.00072) + 29.00 (April ahead)
+    = 65.20 on in_A (returned with the world)."""
+    world = World()
+    world.signup("acme", (at(1), "team"))
+    world.store.rate("acme", "2026-03", seg(at(1)), "video", 60_000)
+    assert world.close("acme", MAR).total == Decimal("65.20")
+    in_a = world.store.invoices["acme/2026-03"].gateway_id
+    assert in_a is not None
+    return world, in_a
+
+
+def _revision_paid(world: World, events: Events, in_a: str, cents: int) -> None:
+    """in_REV's events, in Stripe's order: finalized asking ``cents``, in_A voided naming it, paid ``cents``."""
+    _apply(world, events, events.add("e1", "invoice.finalized", _revision(in_a, cents)))
+    _apply(world, events, events.add("e2", "invoice.voided", _voided_by_revision(in_a)))
+    _apply(world, events, events.add("e3", "invoice.paid", _revision(in_a, cents, "paid", amount_paid=cents)))
+
+
+def _in_rev_paid_then_may_closed(world: World) -> CloseOutcome:
+    """Stripe's side: ours' invoice is in_REV, paid; then May's close (its outcome returned)."""
+    world.gateway.invoices["acme/2026-03"].gateway_id = "in_REV"
+    world.gateway.invoices["acme/2026-03"].status = "paid"
+    return close_account(world.deps, "acme", MAY, MAY.end)
 
 
 def test_given_ours_revised_in_stripe_when_the_revision_is_paid_then_ours_is_paid_on_it_and_the_credit_stays_used() -> (
@@ -172,12 +199,7 @@ def test_given_our_note_refused_on_an_original_void_by_its_revision_then_it_wait
     paid 65.20 and 3.60 owed back, nobody told) - it waits, named by the close. in_REV's events: ours follows it, paid
     65.20. May's close takes the note to in_REV: paid there, 3.60 account credit (March kept 65.20 for 61.60 of
     usage and fees: 65.20 - 61.60 = 3.60), recorded on in_REV out of band."""
-    world, events = World(), Events()
-    world.signup("acme", (at(1), "team"))
-    world.store.rate("acme", "2026-03", seg(at(1)), "video", 60_000)
-    assert world.close("acme", MAR).total == Decimal("65.20")
-    in_a = world.store.invoices["acme/2026-03"].gateway_id
-    assert in_a is not None
+    (world, in_a), events = _march_on_in_a(), Events()
     world.gateway.revise(in_a, "in_REV")  # in_A voided by in_REV's finalization; its events not processed yet
     world.store.rate("acme", "2026-03", seg(at(1)), "video", -5_000)
     april = close_account(world.deps, "acme", APR, APR.end)
@@ -185,14 +207,10 @@ def test_given_our_note_refused_on_an_original_void_by_its_revision_then_it_wait
     assert [waiting.credit_id for waiting in april.notes_waiting] == [note_id]  # alarmed by the close's handler
     note = world.store.credit_notes[note_id]
     assert (note.status, note.to_due, note.to_credit) == (CreditNoteStatus.PENDING, Decimal("3.60"), Decimal("0.00"))
-    _apply(world, events, events.add("e1", "invoice.finalized", _revision(in_a, 6520)))
-    _apply(world, events, events.add("e2", "invoice.voided", _voided_by_revision(in_a)))
-    _apply(world, events, events.add("e3", "invoice.paid", _revision(in_a, 6520, "paid", amount_paid=6520)))
+    _revision_paid(world, events, in_a, 6520)
     ours = world.store.invoices["acme/2026-03"]
     assert (ours.status, ours.gateway_id, ours.kept) == (InvoiceStatus.PAID, "in_REV", Decimal("65.20"))
-    world.gateway.invoices["acme/2026-03"].gateway_id = "in_REV"  # Stripe's side: in_REV, paid
-    world.gateway.invoices["acme/2026-03"].status = "paid"
-    may = close_account(world.deps, "acme", MAY, MAY.end)
+    may = _in_rev_paid_then_may_closed(world)
     assert may.notes_waiting == ()
     note = world.store.credit_notes[note_id]
     assert (note.status, note.to_due, note.to_credit) == (CreditNoteStatus.DONE, Decimal("0.00"), Decimal("3.60"))
@@ -229,12 +247,7 @@ def test_given_ours_followed_the_revision_while_the_note_was_refused_on_the_orig
     """The same March (65.20 on in_A, 3.60 to take off), but in_REV's ``invoice.finalized`` moves ours between the
     close's read and the note's step: refused on in_A (void), the re-read shows ours on in_REV, open there - the note
     is made on in_REV at once, lowering it 65.20 - 3.60 = 61.60; no account credit, nothing waits."""
-    world, events = World(), Events()
-    world.signup("acme", (at(1), "team"))
-    world.store.rate("acme", "2026-03", seg(at(1)), "video", 60_000)
-    assert world.close("acme", MAR).total == Decimal("65.20")
-    in_a = world.store.invoices["acme/2026-03"].gateway_id
-    assert in_a is not None
+    (world, in_a), events = _march_on_in_a(), Events()
     original = world.gateway.invoices["acme/2026-03"]
     world.gateway.invoices["acme/2026-03 revision"] = replace(original, gateway_id="in_REV", status="open")
     world.gateway.revise(in_a, "in_REV")
@@ -263,24 +276,15 @@ def test_given_a_discounted_revision_paid_while_our_note_waits_then_the_shortfal
     58.00 -> 52.80), so March still holds 7.20 >= 3.60: 3.60 account credit, once (May 29.00 - 3.60 = 25.40); at most
     60.00 - 3.60 = 56.40 can then be refunded. Before: the pending 3.60 came off what Stripe asked too (61.60 - 60.00 =
     1.60 short, kept 63.60, 60.00 refundable) and was credited as well - 3.60 counted twice."""
-    world, events = World(), Events()
-    world.signup("acme", (at(1), "team"))
-    world.store.rate("acme", "2026-03", seg(at(1)), "video", 60_000)
-    assert world.close("acme", MAR).total == Decimal("65.20")
-    in_a = world.store.invoices["acme/2026-03"].gateway_id
-    assert in_a is not None
+    (world, in_a), events = _march_on_in_a(), Events()
     world.gateway.revise(in_a, "in_REV")  # its events not processed yet
     world.store.rate("acme", "2026-03", seg(at(1)), "video", -5_000)
     assert close_account(world.deps, "acme", APR, APR.end).notes_waiting != ()
-    _apply(world, events, events.add("e1", "invoice.finalized", _revision(in_a, 6000)))
-    _apply(world, events, events.add("e2", "invoice.voided", _voided_by_revision(in_a)))
-    _apply(world, events, events.add("e3", "invoice.paid", _revision(in_a, 6000, "paid", amount_paid=6000)))
+    _revision_paid(world, events, in_a, 6000)
     ours = world.store.invoices["acme/2026-03"]
     assert (ours.status, ours.kept) == (InvoiceStatus.PAID, Decimal("60.00"))
     assert [amount for refund, amount in ours.outside_refunds if refund.startswith("shortfall:")] == [Decimal("5.20")]
-    world.gateway.invoices["acme/2026-03"].gateway_id = "in_REV"  # Stripe's side: in_REV, paid
-    world.gateway.invoices["acme/2026-03"].status = "paid"
-    may = close_account(world.deps, "acme", MAY, MAY.end)
+    may = _in_rev_paid_then_may_closed(world)
     assert may.notes_waiting == ()
     note = world.store.credit_notes["acme/2026-03/credit-2026-04"]
     assert (note.status, note.to_credit, note.returned) == (CreditNoteStatus.DONE, Decimal("3.60"), Decimal("0.00"))
@@ -302,18 +306,8 @@ def test_given_our_note_made_on_the_original_when_its_revision_is_paid_in_full_t
     kept 65.20, of which March's 7.20 usage holds the 3.60 credited - 65.20 - 3.60 = 61.60 at most, as before the
     revision. Before: kept 65.20, refunds bounded at 61.60 and no credit - the 3.60 neither credited nor
     refundable."""
-    world, events = World(), Events()
-    world.signup("acme", (at(1), "team"))
-    world.store.rate("acme", "2026-03", seg(at(1)), "video", 60_000)
-    assert world.close("acme", MAR).total == Decimal("65.20")
-    in_a = world.store.invoices["acme/2026-03"].gateway_id
-    assert in_a is not None
-    world.store.rate("acme", "2026-03", seg(at(1)), "video", -5_000)
-    close_account(world.deps, "acme", APR, APR.end)
+    world, events, in_a = _note_made_on_in_a_then_revised()
     note_id = "acme/2026-03/credit-2026-04"
-    note = world.store.credit_notes[note_id]
-    assert (note.status, note.to_due, note.asked_on) == (CreditNoteStatus.DONE, Decimal("3.60"), in_a)
-    world.gateway.revise(in_a, "in_REV")
     _apply(world, events, events.add("e1", "invoice.finalized", _revision(in_a, 6520)))
     _apply(world, events, events.add("e2", "invoice.voided", _voided_by_revision(in_a)))
     paid = events.add("e3", "invoice.paid", _revision(in_a, 6520, "paid", amount_paid=6520))
@@ -326,9 +320,7 @@ def test_given_our_note_made_on_the_original_when_its_revision_is_paid_in_full_t
     note = world.store.credit_notes[note_id]
     assert (note.status, note.to_due, note.to_credit) == (CreditNoteStatus.DONE, Decimal("0.00"), Decimal("3.60"))
     assert world.store.billing["acme"].credit == Decimal("3.60")
-    world.gateway.invoices["acme/2026-03"].gateway_id = "in_REV"  # Stripe's side: in_REV, paid
-    world.gateway.invoices["acme/2026-03"].status = "paid"
-    may = close_account(world.deps, "acme", MAY, MAY.end)
+    may = _in_rev_paid_then_may_closed(world)
     assert may.invoice is not None
     assert may.invoice.total == Decimal("25.40")  # June's fee 29.00 - the 3.60 credit
     assert world.store.billing["acme"].credit == Decimal("0.00")
@@ -340,12 +332,7 @@ def _note_made_on_in_a_then_revised() -> tuple[World, Events, str]:
     """Team, 60,000 March minutes: 29.00 + 7.20 (10,000 over x 0.00072) + 29.00 (April ahead) = 65.20 on in_A;
     April's close finds 5,000 March minutes gone (5,000 x 0.00072 = 3.60): made on in_A at Stripe (done, ours asks
     61.60). The operator then revises in_A in Stripe (in_REV: the lines copied, not the note)."""
-    world, events = World(), Events()
-    world.signup("acme", (at(1), "team"))
-    world.store.rate("acme", "2026-03", seg(at(1)), "video", 60_000)
-    assert world.close("acme", MAR).total == Decimal("65.20")
-    in_a = world.store.invoices["acme/2026-03"].gateway_id
-    assert in_a is not None
+    (world, in_a), events = _march_on_in_a(), Events()
     world.store.rate("acme", "2026-03", seg(at(1)), "video", -5_000)
     close_account(world.deps, "acme", APR, APR.end)
     note = world.store.credit_notes["acme/2026-03/credit-2026-04"]
@@ -363,6 +350,14 @@ def _note_made_on_the_revision(world: World, revision: str = "in_REV") -> None:
     close_account(world.deps, "acme", MAY, MAY.end)
     note = world.store.credit_notes["acme/2026-03/credit-2026-05"]
     assert (note.status, note.to_due, note.asked_on) == (CreditNoteStatus.DONE, Decimal("1.80"), revision)
+
+
+def _revised_then_noted_there(world: World, events: Events, in_a: str, cents: int) -> None:
+    """in_REV finalized asking ``cents``, in_A voided naming it; then note B made on in_REV at Stripe
+    (``_note_made_on_the_revision``: 1.80)."""
+    _apply(world, events, events.add("e1", "invoice.finalized", _revision(in_a, cents)))
+    _apply(world, events, events.add("e2", "invoice.voided", _voided_by_revision(in_a)))
+    _note_made_on_the_revision(world)
 
 
 def _in_rev_paid_at_stripe(world: World) -> str:
@@ -385,17 +380,13 @@ def test_given_our_note_made_on_the_original_when_a_discounted_revision_is_paid_
     60.00 - 3.60 = 56.40. Before: the done note came off what in_REV asked (61.60 - 60.00 = 1.60 short, kept 63.60),
     the credit was bounded by what was received above 61.60 (nothing): credit 0.00, May 29.00, 56.41 refundable."""
     world, events, in_a = _note_made_on_in_a_then_revised()
-    _apply(world, events, events.add("e1", "invoice.finalized", _revision(in_a, 6000)))
-    _apply(world, events, events.add("e2", "invoice.voided", _voided_by_revision(in_a)))
-    _apply(world, events, events.add("e3", "invoice.paid", _revision(in_a, 6000, "paid", amount_paid=6000)))
+    _revision_paid(world, events, in_a, 6000)
     ours = world.store.invoices["acme/2026-03"]
     assert (ours.status, ours.short_paid, ours.kept) == (InvoiceStatus.PAID, Decimal("5.20"), Decimal("60.00"))
     note = world.store.credit_notes["acme/2026-03/credit-2026-04"]
     assert (note.to_due, note.to_credit, note.returned) == (Decimal("0.00"), Decimal("3.60"), Decimal("0.00"))
     assert world.store.billing["acme"].credit == Decimal("3.60")
-    world.gateway.invoices["acme/2026-03"].gateway_id = "in_REV"  # Stripe's side: in_REV, paid
-    world.gateway.invoices["acme/2026-03"].status = "paid"
-    may = close_account(world.deps, "acme", MAY, MAY.end)
+    may = _in_rev_paid_then_may_closed(world)
     assert may.invoice is not None
     assert may.invoice.total == Decimal("25.40")  # June's fee 29.00 - the 3.60 credit
     with pytest.raises(ValueError, match=r"at most 56\.40"):  # 60.00 kept - 3.60 credited back = 56.40
@@ -454,18 +445,11 @@ def test_given_a_waiting_note_retried_after_an_outage_on_a_discounted_paid_revis
     stores ``asked_on`` in_REV and hits an outage. The next close is refused on the paid in_REV: its payment never
     counted the note, so nothing is added - 5.20 short, kept 60.00, 3.60 credit, refunds at most 60.00 - 3.60 = 56.40.
     Before: 3.60 added (8.80 short, kept 56.40, bound 52.80)."""
-    world, events = World(), Events()
-    world.signup("acme", (at(1), "team"))
-    world.store.rate("acme", "2026-03", seg(at(1)), "video", 60_000)
-    world.close("acme", MAR)
-    in_a = world.store.invoices["acme/2026-03"].gateway_id
-    assert in_a is not None
+    (world, in_a), events = _march_on_in_a(), Events()
     world.gateway.revise(in_a, "in_REV")
     world.store.rate("acme", "2026-03", seg(at(1)), "video", -5_000)
     assert close_account(world.deps, "acme", APR, APR.end).notes_waiting != ()
-    _apply(world, events, events.add("e1", "invoice.finalized", _revision(in_a, 6000)))
-    _apply(world, events, events.add("e2", "invoice.voided", _voided_by_revision(in_a)))
-    _apply(world, events, events.add("e3", "invoice.paid", _revision(in_a, 6000, "paid", amount_paid=6000)))
+    _revision_paid(world, events, in_a, 6000)
     assert world.store.invoices["acme/2026-03"].short_paid == Decimal("5.20")
     world.gateway.invoices["acme/2026-03"].gateway_id = "in_REV"  # Stripe's side: in_REV, paid
     world.gateway.invoices["acme/2026-03"].status = "paid"
@@ -536,9 +520,7 @@ def test_given_our_note_carried_by_hand_when_a_note_is_made_on_the_revision_then
     kept 65.20; refunds at most 65.20 - 3.60 - 1.80 = 59.80, after a 10.00 refund 59.80 - 10.00 = 49.80. Before: the
     revision was expected to ask 65.20 - 1.80 - 3.60 = 59.80 != 61.60, a discount: 3.60 short AND A's 3.60 credited."""
     world, events, in_a = _note_made_on_in_a_then_revised()
-    _apply(world, events, events.add("e1", "invoice.finalized", _revision(in_a, 6160)))
-    _apply(world, events, events.add("e2", "invoice.voided", _voided_by_revision(in_a)))
-    _note_made_on_the_revision(world)
+    _revised_then_noted_there(world, events, in_a, 6160)
     paid = _apply(world, events, events.add("e3", "invoice.paid", _revision(in_a, 6160, "paid", amount_paid=5980)))
     assert paid.attention is None or "recorded as given back" not in paid.attention
     ours = world.store.invoices["acme/2026-03"]
@@ -560,9 +542,7 @@ def test_given_a_note_made_on_a_full_revision_when_it_is_paid_then_no_alarm_and_
     in_REV: 0.00 short, A's 3.60 credited (March's 7.20 usage holds it). No alarm: in_REV asks its total, 65.20.
     Before: "asks 65.20 ... where 63.40 is expected" (the total less B, which Stripe's total never takes off)."""
     world, events, in_a = _note_made_on_in_a_then_revised()
-    _apply(world, events, events.add("e1", "invoice.finalized", _revision(in_a, 6520)))
-    _apply(world, events, events.add("e2", "invoice.voided", _voided_by_revision(in_a)))
-    _note_made_on_the_revision(world)
+    _revised_then_noted_there(world, events, in_a, 6520)
     paid = _apply(world, events, events.add("e3", "invoice.paid", _revision(in_a, 6520, "paid", amount_paid=6340)))
     assert paid.attention is None or "a revision of" not in paid.attention
     ours = world.store.invoices["acme/2026-03"]
@@ -582,9 +562,7 @@ def test_given_a_revision_of_a_revision_carrying_our_hand_edit_then_only_the_not
     - 59.80 owed). Finalizing says A is carried and B credited. Before: A + B = 5.40 expected off, 61.60 read as a
     3.60 discount: 3.60 short AND 5.40 credited."""
     world, events, in_a = _note_made_on_in_a_then_revised()
-    _apply(world, events, events.add("e1", "invoice.finalized", _revision(in_a, 6160)))
-    _apply(world, events, events.add("e2", "invoice.voided", _voided_by_revision(in_a)))
-    _note_made_on_the_revision(world)
+    _revised_then_noted_there(world, events, in_a, 6160)
     finalized = _apply(
         world, events, events.add("e3", "invoice.finalized", _revision("in_REV", 6160, revision="in_REV2"))
     )

@@ -4,7 +4,6 @@ the payment-status handler logs it at ERROR and counts ``PaymentEventNeedsOperat
 
 from __future__ import annotations
 
-import json
 from types import SimpleNamespace
 from typing import Any
 
@@ -16,7 +15,7 @@ from kilo_invoice import dependencies, payment_handler
 from tests.conftest import LambdaContext
 from tests.scenarios.test_card_payment_events import Events, _fixture, _paid_invoice
 from tests.scenarios.test_invoicing import MAR, team_with_march_overage
-from tests.unit.test_stripe_misconfigured_alarmed import _errors, _metrics
+from tests.unit.test_stripe_misconfigured_alarmed import _errors, _metrics, _payment_message
 
 
 def _handled(obj: dict[str, Any], monkeypatch: pytest.MonkeyPatch, world: Any) -> Any:
@@ -24,17 +23,7 @@ def _handled(obj: dict[str, Any], monkeypatch: pytest.MonkeyPatch, world: Any) -
     pk, sk = events.add("evt_x", "invoice.paid", obj)
     deps = SimpleNamespace(store=world.store, publisher=world.bus, events=events, gateway=world.gateway, livemode=False)
     monkeypatch.setattr(dependencies, "payments", lambda: deps)
-    record = {
-        "messageId": "m-1",
-        "receiptHandle": "r-1",
-        "body": json.dumps({"detail": {"key": {"pk": pk, "sk": sk}, "stripe_event_id": "evt_x"}}),
-        "attributes": {},
-        "messageAttributes": {},
-        "md5OfBody": "",
-        "eventSource": "aws:sqs",
-        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:payment-events",
-        "awsRegion": "us-east-1",
-    }
+    record = _payment_message((pk, sk), "evt_x")
     return payment_handler.lambda_handler({"Records": [record]}, LambdaContext())  # type: ignore[arg-type]
 
 

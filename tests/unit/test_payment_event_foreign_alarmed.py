@@ -22,7 +22,7 @@ from kilo_invoice import dependencies, payment_handler
 from tests.conftest import LambdaContext
 from tests.scenarios.test_card_payment_events import FIXTURES, Events, _paid_invoice
 from tests.scenarios.test_invoicing import MAR, World, team_with_march_overage
-from tests.unit.test_stripe_misconfigured_alarmed import _errors, _metrics
+from tests.unit.test_stripe_misconfigured_alarmed import _errors, _metrics, _payment_message
 
 
 def _handled(
@@ -41,17 +41,7 @@ def _handled(
         store=world.store, publisher=world.bus, events=events, gateway=world.gateway, livemode=stage_livemode
     )
     monkeypatch.setattr(dependencies, "payments", lambda: deps)
-    message = {
-        "messageId": "m-1",
-        "receiptHandle": "r-1",
-        "body": json.dumps({"detail": {"key": {"pk": record.key[0], "sk": record.key[1]}, "stripe_event_id": "evt_x"}}),
-        "attributes": {"ApproximateReceiveCount": str(receive)},
-        "messageAttributes": {},
-        "md5OfBody": "",
-        "eventSource": "aws:sqs",
-        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:payment-events",
-        "awsRegion": "us-east-1",
-    }
+    message = _payment_message(record.key, "evt_x", {"ApproximateReceiveCount": str(receive)})
     return payment_handler.lambda_handler({"Records": [message]}, LambdaContext())  # type: ignore[arg-type]
 
 

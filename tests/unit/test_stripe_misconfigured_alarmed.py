@@ -39,18 +39,26 @@ def _delivered(world: World, events: Events, gateway: PaymentGateway, monkeypatc
     pk, sk = events.add("evt_paid", "invoice.paid", _paid_invoice(world))
     deps = SimpleNamespace(store=world.store, publisher=world.bus, events=events, gateway=gateway, livemode=False)
     monkeypatch.setattr(dependencies, "payments", lambda: deps)
-    record = {
-        "messageId": "m-1",
-        "receiptHandle": "r-1",
-        "body": json.dumps({"detail": {"key": {"pk": pk, "sk": sk}, "stripe_event_id": "evt_paid"}}),
-        "attributes": {},
+    record = _payment_message((pk, sk), "evt_paid")
+    return payment_handler.lambda_handler({"Records": [record]}, LambdaContext())  # type: ignore[arg-type]
+
+
+def _payment_message(
+    key: tuple[str, str], stripe_event_id: str, attributes: dict[str, str] | None = None, message_id: str = "m-1"
+) -> dict[str, Any]:
+    """The payment-events queue's SQS message naming the stored event ``key`` (Lambda's SQS record shape)."""
+    pk, sk = key
+    return {
+        "messageId": message_id,
+        "receiptHandle": message_id.replace("m-", "r-"),
+        "body": json.dumps({"detail": {"key": {"pk": pk, "sk": sk}, "stripe_event_id": stripe_event_id}}),
+        "attributes": attributes or {},
         "messageAttributes": {},
         "md5OfBody": "",
         "eventSource": "aws:sqs",
         "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:payment-events",
         "awsRegion": "us-east-1",
     }
-    return payment_handler.lambda_handler({"Records": [record]}, LambdaContext())  # type: ignore[arg-type]
 
 
 def _errors(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -202,17 +210,7 @@ def test_given_a_refund_stripe_fails_after_it_was_made_then_the_handler_alarms_i
     capfd.readouterr()
     caplog.clear()
     for _ in range(2):  # delivered again: alarmed once
-        record = {
-            "messageId": "m-2",
-            "receiptHandle": "r-2",
-            "body": json.dumps({"detail": {"key": {"pk": pk, "sk": sk}, "stripe_event_id": "evt_failed"}}),
-            "attributes": {},
-            "messageAttributes": {},
-            "md5OfBody": "",
-            "eventSource": "aws:sqs",
-            "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:payment-events",
-            "awsRegion": "us-east-1",
-        }
+        record = _payment_message((pk, sk), "evt_failed", message_id="m-2")
         response = payment_handler.lambda_handler({"Records": [record]}, LambdaContext())  # type: ignore[arg-type]
         assert response == {"batchItemFailures": []}
     assert world.store.invoices["acme/2026-03"].refunded == Decimal("0.00")
