@@ -6,9 +6,12 @@ One run per chain (``watch``):
    at that height, the run walks the old fork's parents back from that hash (``eth_getBlockByHash``, one batch per
    block beside the finalized height) to the first block the canonical chain has at its height: the fork point, so a
    1-block head reorg rescans 1 block. A node that no longer has an old-fork block (or a walk that reaches it) stops
-   at a bound - ``reorg_window`` blocks below the cursor (a block that far below the head when it was scanned was
-   final then), at most the ``finalized`` block, never below ``start_block`` (the fork may be below ``finalized``
-   when the reorg is noticed late: those new-fork blocks are rescanned too, D342 amended (review 3)). A pending
+   at a bound, and so does a step whose backend does not answer the run's canonical hash at the cursor's height (one
+   still on the old fork), a walk past 64 batches, or a pending payment whose block left at or below the walk's fork
+   point (D342 amended (review 5)) - ``reorg_window`` blocks below the cursor (a block that far below the head when
+   it was scanned was final then), at most the ``finalized`` block, never below ``start_block`` (the fork may be
+   below ``finalized`` when the reorg is noticed late: those new-fork blocks are rescanned too, D342 amended (review
+   3)), never above the cursor. A pending
    payment's canonical block proves nothing about the blocks below it (the fast path and the finality pass store
    new-fork blocks: D342 amended (review 4)). Pending payments above ``finalized`` whose block hash changed are
    ORPHANED, each alone (``settle_alone``: one whose orphaning fails is named stuck and stays SEEN; the scan goes on,
@@ -344,15 +347,19 @@ def _common_ancestor(
     The start is the fork point the walk finds (``_fork_point``: the old fork's parents followed from the cursor's
     stored hash until the canonical chain has one), else the bound: ``window`` blocks below the cursor
     (``ChainConfig.reorg_window``: a block the watcher scanned was at most the head then, and blocks more than the
-    finality lag below the head were final then, so shared), at most ``finalized`` - the fork may be below it, a
-    reorg noticed only once finality passed it (the watcher down, or behind) - and never below ``floor`` (the block
-    before ``start_block``). Blocks at or below ``finalized`` rescanned are final: reporting them again is
-    idempotent per payment id, and a payment re-mined there is recorded in its new block (D342, amended (review
-    3)). Pending payments' blocks decide only which payments are orphaned, never the start: one re-mined on the new
-    fork (the fast path, the finality pass's move) has a canonical block above blocks of the new fork nobody read
-    (D342, amended (review 4)). A pending payment at or below the start whose block left the chain says the reorg
-    went deeper: named in ``stuck`` (the alarm). Only payments above ``finalized`` are orphaned here; those at or
-    below it are the finality pass's (after the rescan), which reads their transactions.
+    finality lag below the head were final then, so shared), at most ``finalized`` - the fork may be below it, a reorg
+    noticed only once finality passed it (the watcher down, or behind) - never below ``floor`` (the block before
+    ``start_block``), and never above the cursor (one rewound by hand). Blocks at or below ``finalized`` rescanned are
+    final: reporting them again is idempotent per payment id, and a payment re-mined there is recorded in its new block
+    (D342, amended (review 3)). A pending payment's canonical block never proves the blocks below it shared: one
+    re-mined on the new fork (the fast path, the finality pass's move) has a canonical block above blocks of the new
+    fork nobody read (D342, amended (review 4)). A pending payment at or below the walk's start whose block left the
+    chain says the reorg went deeper, or the walk's and the pending read's backends disagree: the rescan starts at the
+    bound, the payment is not orphaned this run (the rescan reads its height again if above the bound; the finality pass
+    reads its transaction once its height is final) and is named in ``stuck`` (the alarm; D342, amended (review 5)).
+    Only the other payments above ``finalized`` are orphaned here; those at or below it are the finality pass's (after
+    the rescan), which reads their transactions. ``still`` is the run's canonical hash at the cursor's height: a walk
+    step is trusted only beside it (``_fork_point``); without it, the bound.
 
     Every read is beside the finalized block's height (``parent_beside``, ``_anchored_hashes``): a backend whose
     answer there is not the run's finalized block proves nothing - no payment is orphaned, the rescan starts at the
