@@ -462,8 +462,8 @@ def test_the_rollbacks_read_by_a_backend_behind_finalized_orphans_nothing_and_na
     behind F (head 150): None at 200 and at 210 - it knows nothing there, so nothing changed that it could prove.
     Before: (200, {}) and one ``ethereum:rollback:`` stuck entry (the CryptoPaymentsStuck alarm) as for a dead fork.
     Now: (200, {}) - nothing orphaned, the rescan from 201 - and nothing stuck, as before the anchor. Since review 4
-    the rollback's first read is the walk's (the cursor's block by hash beside [200, 219]): None at 200 already
-    says behind, so the pending heights are not read."""
+    the rollback's first read is the walk's (the cursor's block by hash beside [200, 219], since review 5 220 too):
+    None at 200 already says behind, so the pending heights are not read."""
     rpc = Behind()
     pending = [PendingPayment("ethereum:0xp:0", "ethereum", "0xp", 0, 210, "0xd2")]
     stuck: list[str] = []
@@ -471,7 +471,7 @@ def test_the_rollbacks_read_by_a_backend_behind_finalized_orphans_nothing_and_na
     ancestor, orphaned = _common_ancestor(rpc, Cursor("ethereum", 220, "0xdc"), pending, FINALIZED, stuck)  # type: ignore[arg-type]
 
     assert (ancestor, orphaned, stuck) == (200, set(), [])
-    assert rpc.reads == [[200, 219]]
+    assert rpc.reads == [[200, 219, 220]]
 
 
 def test_a_rollback_noticed_after_finality_passed_the_fork_rescans_from_a_proven_or_bounded_point_below_it() -> None:
@@ -490,7 +490,7 @@ def test_a_rollback_noticed_after_finality_passed_the_fork_rescans_from_a_proven
     stuck: list[str] = []
 
     old = {f"0xold{n}": f"0xold{n - 1}" for n in range(11, 15)} | {"0xold10": "0x9"}
-    proven = _common_ancestor(Heights(old=old), cursor, [a, b], finalized, stuck, window=8, floor=4)  # type: ignore[arg-type]
+    proven = _common_ancestor(Heights(old=old), cursor, [a, b], finalized, stuck, window=8, floor=4, still="0xe")  # type: ignore[arg-type]  # 14 = 0xe
     bounded = _common_ancestor(Heights(), cursor, [a], finalized, stuck, window=8, floor=4)  # type: ignore[arg-type]
     floored = _common_ancestor(Heights(), cursor, [a], finalized, stuck, window=12, floor=4)  # type: ignore[arg-type]
 
@@ -529,7 +529,7 @@ def test_a_pending_payment_rebased_onto_the_new_fork_hides_the_forks_lower_block
 
     cursor, finalized = Cursor("ethereum", 20, "0xold20"), BlockRef(16, "0x10", 0)
 
-    found = _common_ancestor(rpc, cursor, [q], finalized, stuck, window=128, floor=0)  # type: ignore[arg-type]
+    found = _common_ancestor(rpc, cursor, [q], finalized, stuck, window=128, floor=0, still="0x14")  # type: ignore[arg-type]
 
     assert (found, stuck) == ((13, set()), [])
     assert len(rpc.walked) == 7  # 20 - 14 + 1
@@ -545,6 +545,91 @@ def test_a_one_block_head_reorg_rescans_one_block_not_the_window() -> None:
 
     cursor, finalized = Cursor("ethereum", 1000, "0xold1000"), BlockRef(930, "0x3a2", 0)
 
-    found = _common_ancestor(rpc, cursor, [], finalized, stuck, window=128)  # type: ignore[arg-type]
+    found = _common_ancestor(rpc, cursor, [], finalized, stuck, window=128, still="0x3e8")  # type: ignore[arg-type]  # 1000 = 0x3e8
 
     assert (found, stuck, rpc.walked, rpc.reads) == ((999, set()), [], ["0xold1000"], [])
+
+
+class OldForkStep(Heights):
+    """A backend still on the OLD fork answering the rollback walk: above the fork (13) it has the old blocks
+    ``0xold14``..``0xold20`` at their heights (their parents each other's, ``0xold14``'s the canonical 13 = 0xd), at
+    and below 13 the canonical hashes (``0x{n:x}``), F included."""
+
+    def parent_beside(self, block_hash: str, numbers: Sequence[int]) -> tuple[str | None, dict[int, str | None]]:
+        self.walked.append(block_hash)
+        return self.old.get(block_hash), {n: (f"0xold{n}" if n > 13 else f"0x{n:x}") for n in numbers}
+
+
+OLD_FORK = {f"0xold{n}": f"0xold{n - 1}" for n in range(15, 21)} | {"0xold14": "0xd"}  # 13 = 0xd
+
+
+def test_a_walk_step_answered_by_a_backend_on_the_old_fork_falls_back_to_the_bound() -> None:
+    """Cursor 20 (0xold20), the real fork at 13, F = 12 (0xc), window 8, floor 0: the bound is
+    max(0, min(min(12, 20), 20 - 8)) = 12. The run read 0x14 (20, the new fork) at the cursor's height (``still``).
+    The walk's first step lands on a backend still on the old fork: it answers 0xc at F (the same block), 0xold19 at
+    19 - the old parent itself - and 0xold20 at 20, not ``still``. Before: the step was checked against F only,
+    19 taken as shared, (19, set()): the new fork's 14..19 never scanned. Now: 20 is asked in the same batch, the
+    backend's 0xold20 is not ``still`` (0x14), so the step proves nothing: the bound, (12, set()), rescan 13..20."""
+    rpc = OldForkStep(old=OLD_FORK)
+    stuck: list[str] = []
+
+    found = _common_ancestor(
+        rpc, Cursor("ethereum", 20, "0xold20"), [], BlockRef(12, "0xc", 0), stuck, window=8, floor=0, still="0x14"
+    )  # type: ignore[arg-type]
+
+    assert (found, stuck, rpc.walked) == ((12, set()), [], ["0xold20"])
+
+
+def test_a_payment_whose_block_left_below_the_walks_fork_point_rescans_from_the_bound_not_orphaned() -> None:
+    """Cursor 20 (0xold20), F = 12 (0xc), window 8, floor 0: the bound 12 (as above). The walk's backend answers
+    ``still`` (0x14) at 20 and 0x13 (19, canonical) as 0xold20's parent: fork at 19, rescan from 20. The pending
+    read (another backend) says P's block at 17 (0xold17) left: canonical 0x11 there (17 = 0x11). Before: (19, {P})
+    - P orphaned, its re-mined transaction in 14..19 never rescanned, the alarm saying the finality pass reads it.
+    Now: P is at or below the walk's 19 and above the bound 12: the rescan starts at the bound (13 .. 20 read again,
+    P's new block among them), P is not orphaned this run (17 > F = 12: not the finality pass's yet), and one
+    ``ethereum:rollback:`` stuck entry names P and the rescan from 13."""
+    p = PendingPayment("ethereum:0xp:0", "ethereum", "0xp", 0, 17, "0xold17")
+    rpc = Heights(old={"0xold20": "0x13"})  # 19 = 0x13
+    stuck: list[str] = []
+
+    found = _common_ancestor(
+        rpc, Cursor("ethereum", 20, "0xold20"), [p], BlockRef(12, "0xc", 0), stuck, window=8, floor=0, still="0x14"
+    )  # type: ignore[arg-type]
+
+    assert found == (12, set())
+    (entry,) = stuck
+    assert entry.startswith("ethereum:rollback:")
+    assert "ethereum:0xp:0" in entry
+    assert "rescanning from 13" in entry
+    assert "not orphaned" in entry
+
+
+def test_the_walk_stops_after_64_steps_and_falls_back_to_the_bound() -> None:
+    """Cursor 100 (0xold100), F = 90 (0x5a), window 128, floor 0: the bound max(0, min(90, 100 - 128)) = 0. The node
+    keeps the old fork 0xold21..0xold100, 0xold21's parent the canonical 20 (0x14): the fork at 20 is 80 steps down
+    (100 .. 21). Before: 80 sequential batches (on Base, 1,800 at 10 s each outlast the 300 s timeout). Now: 64
+    batches (0xold100 .. 0xold37), then the bound: (0, set())."""
+    old = {f"0xold{n}": f"0xold{n - 1}" for n in range(22, 101)} | {"0xold21": "0x14"}
+    rpc = Heights(old=old)
+    stuck: list[str] = []
+
+    found = _common_ancestor(
+        rpc, Cursor("ethereum", 100, "0xold100"), [], BlockRef(90, "0x5a", 0), stuck, window=128, floor=0, still="0x64"
+    )  # type: ignore[arg-type]
+
+    assert (found, stuck) == ((0, set()), [])
+    assert (len(rpc.walked), rpc.walked[-1]) == (64, "0xold37")  # 100 - 64 + 1 = 37
+
+
+def test_a_floor_above_a_rewound_cursor_does_not_lift_the_rescan_above_the_cursor() -> None:
+    """A cursor rewound by hand to 10 (0xold10, gone) whose first_block stayed 50: floor 49. F = 200 (0xc8), window
+    128: before, the bound max(49, min(min(200, 10), 10 - 128)) = 49 - the rescan from 50, blocks 11..49 skipped.
+    Now the bound is at most the cursor: min(10, 49) = 10, rescan from 11; no walk step (10 - 1 <= 10)."""
+    rpc = Heights(old={"0xold10": "0x9"})
+    stuck: list[str] = []
+
+    found = _common_ancestor(
+        rpc, Cursor("ethereum", 10, "0xold10"), [], FINALIZED, stuck, window=128, floor=49, still="0xa"
+    )  # type: ignore[arg-type]
+
+    assert (found, stuck, rpc.walked) == ((10, set()), [], [])

@@ -6,9 +6,12 @@ One run per chain (``watch``):
    at that height, the run walks the old fork's parents back from that hash (``eth_getBlockByHash``, one batch per
    block beside the finalized height) to the first block the canonical chain has at its height: the fork point, so a
    1-block head reorg rescans 1 block. A node that no longer has an old-fork block (or a walk that reaches it) stops
-   at a bound - ``reorg_window`` blocks below the cursor (a block that far below the head when it was scanned was
-   final then), at most the ``finalized`` block, never below ``start_block`` (the fork may be below ``finalized``
-   when the reorg is noticed late: those new-fork blocks are rescanned too, D342 amended (review 3)). A pending
+   at a bound, and so does a step whose backend does not answer the run's canonical hash at the cursor's height (one
+   still on the old fork), a walk past 64 batches, or a pending payment whose block left at or below the walk's fork
+   point (D342 amended (review 5)) - ``reorg_window`` blocks below the cursor (a block that far below the head when
+   it was scanned was final then), at most the ``finalized`` block, never below ``start_block`` (the fork may be
+   below ``finalized`` when the reorg is noticed late: those new-fork blocks are rescanned too, D342 amended (review
+   3)), never above the cursor. A pending
    payment's canonical block proves nothing about the blocks below it (the fast path and the finality pass store
    new-fork blocks: D342 amended (review 4)). Pending payments above ``finalized`` whose block hash changed are
    ORPHANED, each alone (``settle_alone``: one whose orphaning fails is named stuck and stays SEEN; the scan goes on,
@@ -83,6 +86,7 @@ TRANSFER_FROM_SELECTOR = "0x23b872dd"  # transferFrom(address,address,uint256)
 NATIVE_INDEX = -1  # ObservedTransfer.index of a credit that has no log: native ETH, or a reverted USDC call
 ANCHORED_READ = 99  # heights read beside the finalized block's: 100 in one batch (the adapter's DEFAULT_BATCH)
 SCAN_ATTEMPTS = 3  # reads of a batch whose blocks and logs disagree (a reorg between them) before the run fails
+WALK_STEPS = 64  # the rollback walk's batches (one per old-fork block, sequential) before it falls back to the bound
 
 
 # --- pure decoding ----------------------------------------------------------------------------------------------------
@@ -293,25 +297,33 @@ def _scan(
     return len(ordered), sum(1 for credit in ordered if not credit.succeeded), transactions, blocks[-1].hash
 
 
-def _fork_point(rpc: EvmRpc, cursor: Cursor, finalized: BlockRef, bound: int) -> tuple[int, str | None]:
+def _fork_point(
+    rpc: EvmRpc, cursor: Cursor, finalized: BlockRef, bound: int, still: str | None
+) -> tuple[int, str | None]:
     """Where the cursor's fork left the canonical chain, and what the node answered at the finalized height.
 
     The walk follows the old fork's parents from the cursor's stored hash (``eth_getBlockByHash``), each step one
-    JSON-RPC batch with the canonical hash at the parent's height and the finalized block's (``parent_beside``: one
-    backend's view): the first parent the canonical chain has at its height is the fork point - the rescan starts
-    above it, so a 1-block head reorg rescans 1 block. It stops at ``bound`` (the rescan then starts there): when
-    the node no longer has an old-fork block (it dropped the dead fork, or never had it), when the walk reaches it
-    (a reorg at least that deep), or when a step's answer at the finalized height is not the run's finalized block
-    (another backend's view proves nothing; that answer is returned for the caller to name). Pending payments'
-    blocks are not trusted as shared: the fast path and the finality pass store a payment's NEW-fork block, which
-    says nothing about the blocks below it (D342, amended (review 4))."""
+    JSON-RPC batch with the canonical hash at the parent's height, the finalized block's and the cursor's
+    (``parent_beside``: one backend's view): the first parent the canonical chain has at its height is the fork point
+    - the rescan starts above it, so a 1-block head reorg rescans 1 block. It stops at ``bound`` (the rescan then
+    starts there): when the node no longer has an old-fork block (it dropped the dead fork, or never had it), when
+    the walk reaches it (a reorg at least that deep), after ``WALK_STEPS`` batches (a long walk would outlast the
+    function's timeout every run), when a step's answer at the cursor's height is not ``still`` (the run's canonical
+    hash there: a backend still on the old fork has the old parent at its height - the walk would stop at once; D342,
+    amended (review 5)), or when a step's answer at the finalized height is not the run's finalized block (another
+    backend's view proves nothing; that answer is returned for the caller to name). Pending payments' blocks are not
+    trusted as shared: the fast path and the finality pass store a payment's NEW-fork block, which says nothing
+    about the blocks below it (D342, amended (review 4))."""
     number, block_hash = cursor.block_number, cursor.block_hash
-    while number - 1 > bound:
-        parent, read = rpc.parent_beside(block_hash, [finalized.number, number - 1])
+    for _ in range(WALK_STEPS):
+        if number - 1 <= bound:
+            break
+        heights = list(dict.fromkeys([finalized.number, number - 1, cursor.block_number]))
+        parent, read = rpc.parent_beside(block_hash, heights)
         answered = read.get(finalized.number)
-        if answered != finalized.hash:
+        if answered != finalized.hash or parent is None:
             return bound, answered
-        if parent is None:
+        if still is None or read.get(cursor.block_number) != still:  # another fork's view at the cursor: unproven
             return bound, answered
         if read.get(number - 1) == parent:
             return number - 1, answered
@@ -328,21 +340,26 @@ def _common_ancestor(
     *,
     window: int = 0,
     floor: int = -1,
+    still: str | None = None,
 ) -> tuple[int, set[str]]:
     """The block the rescan starts above, and the pending payments above ``finalized`` whose block left the chain.
 
     The start is the fork point the walk finds (``_fork_point``: the old fork's parents followed from the cursor's
     stored hash until the canonical chain has one), else the bound: ``window`` blocks below the cursor
     (``ChainConfig.reorg_window``: a block the watcher scanned was at most the head then, and blocks more than the
-    finality lag below the head were final then, so shared), at most ``finalized`` - the fork may be below it, a
-    reorg noticed only once finality passed it (the watcher down, or behind) - and never below ``floor`` (the block
-    before ``start_block``). Blocks at or below ``finalized`` rescanned are final: reporting them again is
-    idempotent per payment id, and a payment re-mined there is recorded in its new block (D342, amended (review
-    3)). Pending payments' blocks decide only which payments are orphaned, never the start: one re-mined on the new
-    fork (the fast path, the finality pass's move) has a canonical block above blocks of the new fork nobody read
-    (D342, amended (review 4)). A pending payment at or below the start whose block left the chain says the reorg
-    went deeper: named in ``stuck`` (the alarm). Only payments above ``finalized`` are orphaned here; those at or
-    below it are the finality pass's (after the rescan), which reads their transactions.
+    finality lag below the head were final then, so shared), at most ``finalized`` - the fork may be below it, a reorg
+    noticed only once finality passed it (the watcher down, or behind) - never below ``floor`` (the block before
+    ``start_block``), and never above the cursor (one rewound by hand). Blocks at or below ``finalized`` rescanned are
+    final: reporting them again is idempotent per payment id, and a payment re-mined there is recorded in its new block
+    (D342, amended (review 3)). A pending payment's canonical block never proves the blocks below it shared: one
+    re-mined on the new fork (the fast path, the finality pass's move) has a canonical block above blocks of the new
+    fork nobody read (D342, amended (review 4)). A pending payment at or below the walk's start whose block left the
+    chain says the reorg went deeper, or the walk's and the pending read's backends disagree: the rescan starts at the
+    bound, the payment is not orphaned this run (the rescan reads its height again if above the bound; the finality pass
+    reads its transaction once its height is final) and is named in ``stuck`` (the alarm; D342, amended (review 5)).
+    Only the other payments above ``finalized`` are orphaned here; those at or below it are the finality pass's (after
+    the rescan), which reads their transactions. ``still`` is the run's canonical hash at the cursor's height: a walk
+    step is trusted only beside it (``_fork_point``); without it, the bound.
 
     Every read is beside the finalized block's height (``parent_beside``, ``_anchored_hashes``): a backend whose
     answer there is not the run's finalized block proves nothing - no payment is orphaned, the rescan starts at the
@@ -350,8 +367,8 @@ def _common_ancestor(
     that answered nothing there is only behind (a lagging backend: every height it does not have is unknown, as
     before the anchor), silent (D342, amended (review 2))."""
     top = min(finalized.number, cursor.block_number)
-    bound = max(floor, min(top, cursor.block_number - window))
-    start, answered = _fork_point(rpc, cursor, finalized, bound)
+    bound = min(cursor.block_number, max(floor, min(top, cursor.block_number - window)))  # a rewound cursor: below
+    start, answered = _fork_point(rpc, cursor, finalized, bound, still)
     candidates = sorted({p.block_number for p in pending if p.block_number <= cursor.block_number})
     canonical: dict[int, str | None] = {}
     if candidates and answered == finalized.hash:
@@ -366,14 +383,25 @@ def _common_ancestor(
         )
         return bound, set()
     left = {p.payment_id: p for p in pending if canonical.get(p.block_number) not in (None, p.block_hash)}
-    orphaned = {pid for pid, p in left.items() if p.block_number > finalized.number}
     deeper = sorted(pid for pid, p in left.items() if p.block_number <= start)
-    if deeper:
+    below = [pid for pid in deeper if left[pid].block_number <= bound]
+    between = [pid for pid in deeper if left[pid].block_number > bound]
+    if below:
         stuck.append(
-            f"{cursor.chain}:rollback: the block of {', '.join(deeper)} (at or below {start}) left the chain: the "
-            f"reorg goes deeper than the rescan from {start + 1} (reorg_window {window}); the finality pass reads "
-            "their transactions, the new fork's blocks below are not scanned"
+            f"{cursor.chain}:rollback: the block of {', '.join(below)} (at or below {bound}) left the chain: the "
+            f"reorg goes deeper than the rescan from {bound + 1} (reorg_window {window}); the new fork's blocks "
+            "below are not scanned; the finality pass reads their transactions once their height is final"
         )
+    if between:
+        stuck.append(
+            f"{cursor.chain}:rollback: the block of {', '.join(between)} (above {bound}, at or below {start}, where "
+            f"the walk found the fork) left the chain: the walk's and the pending read's backends disagree; "
+            f"rescanning from {bound + 1}, not orphaned this run (the rescan reads the new fork's blocks there; the "
+            "finality pass reads their transactions once their height is final)"
+        )
+    if deeper:  # below the walk's fork point: the walk proves nothing (D342, amended (review 5))
+        start = bound
+    orphaned = {pid for pid, p in left.items() if p.block_number > finalized.number and pid not in deeper}
     return start, orphaned
 
 
@@ -420,7 +448,14 @@ def watch(
             raise RpcUnavailableError(f"the node has no block {cursor.block_number} (the cursor's): behind it")
         if still != cursor.block_hash:
             rolled_back_to, orphaned_ids = _common_ancestor(
-                rpc, cursor, pending, finalized, stuck, window=chain.reorg_window, floor=_floor(chain, first_block)
+                rpc,
+                cursor,
+                pending,
+                finalized,
+                stuck,
+                window=chain.reorg_window,
+                floor=_floor(chain, first_block),
+                still=still,
             )
             next_block = rolled_back_to + 1
             rolled_back = _orphan_alone(sink, pending, orphaned_ids, stuck)
