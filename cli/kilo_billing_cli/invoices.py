@@ -282,7 +282,7 @@ def _run(args: argparse.Namespace, console: Console) -> None:
 
 def _refunds(invoice: InvoiceRecord) -> dict[str, str]:
     """What it gave back (``refunded``) apart from what its payment fell short (``short_paid``: never received, so no
-    refund - D344): the stored ``refunded``, which every bound reads, holds both (D-revfix-3)."""
+    refund - D344): the stored ``refunded``, which every bound reads, holds both (D352)."""
     return {
         "refunded": money_str(max(ZERO, invoice.refunded - invoice.short_paid)),
         "short_paid": money_str(invoice.short_paid),

@@ -40,7 +40,7 @@ REVENUE_COLUMNS = (
     "row", "tier", "account_id", "status", "invoices", "accounts",
     "video_minutes", "audio_minutes", "messages", "data_gb",
     "fees", "overage", "adjustments", "credit", "total_billed", "refunds", "cost_basis", "margin",
-    "short_paid",  # appended (D-revfix-3, review 4): the columns before it keep their places
+    "short_paid",  # appended (D352, review 4): the columns before it keep their places
 )  # fmt: skip
 MEMBER_COLUMNS = ("row", "key", "sessions", "participants", "video_minutes", "audio_minutes", "cost_basis")
 

@@ -1,4 +1,4 @@
-"""Which pending credit notes an ``invoice.paid`` shortfall counted as made at Stripe (D-revfix-4 amended, review 4),
+"""Which pending credit notes an ``invoice.paid`` shortfall counted as made at Stripe (D353 amended, review 4),
 against the in-memory fake and DynamoDB (moto, the template's usage table): the marker is written with the paid
 status and the shortfall, once, read back as written, and the refusal that later proves the note never made grows
 that shortfall in the same write as the note's account credit.

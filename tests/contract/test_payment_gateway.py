@@ -175,7 +175,7 @@ def test_given_a_refund_that_failed_then_the_room_is_back_and_the_card_refused_o
     its 20.00 is back (36.20 - 20.00 + 20.00 = 36.20 left to refund, 36.21 refused as more). The card's bank
     returning it (a card reason): a new refund is refused - the invoice has no payment by another card - unless
     ``to_failed_card``; our balance short (``insufficient_funds``): the card is not suspect, it is made. Either way
-    the request's own failed refund is found again, never made twice (D340 amended, D-cardfix-2, D-cardfix-4)."""
+    the request's own failed refund is found again, never made twice (D340 amended, D356, D358)."""
     customer = gateway.ensure_customer(Customer("acct-1"))
     gateway.set_default_payment_method(customer, "pm_card_visa")
     issued = gateway.issue_invoice(_request(gateway))

@@ -462,7 +462,7 @@ def test_given_a_pending_request_whose_part_failed_when_refund_all_is_rerun_then
     assert not isinstance(raised.value, ValueError)  # not bad input: money moved (the CLI's exit 3, not 2)
     assert "if the card's bank returned it, a new refund is not sent to that card (refused, unless" in said
     assert "nothing more was refunded" not in said
-    assert "run again to refund more" not in said  # only for a failure not the card's (D-cardfix-2), said as such
+    assert "run again to refund more" not in said  # only for a failure not the card's (D356), said as such
     march = _march(ledger)
     assert (march.refund_pending, march.refunded, march.kept) == (None, Decimal("25.20"), Decimal("40.00"))
     # what it says of a new refund holds: the 40.00 is not sent to that card unless told to (D340 failed card). The

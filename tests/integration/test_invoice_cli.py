@@ -27,7 +27,7 @@ def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, object]:
 
 
 def _refused(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[str, dict[str, Any]]:
-    """``argv`` refused by the card processor: exit 3 (its own code, not a typo's 2: D-cardfix-4), no usage text;
+    """``argv`` refused by the card processor: exit 3 (its own code, not a typo's 2: D358), no usage text;
     what it said (stderr) and its JSON (what was refunded, as stored now)."""
     with pytest.raises(SystemExit) as exit_info:
         main(list(argv))
@@ -204,7 +204,7 @@ def test_given_a_refund_the_cards_bank_returned_when_refunded_again_then_refused
     of 40.00 goes to card 1 and its bank returns it (0.00 refunded, 65.20 refundable again). Refunding all again:
     only 25.20 fits card 2, the other 40.00 would go to card 1 - refused, exit 3, nothing sent, saying to return it
     another way (before: 40.00 to card 1 again + 25.20). With ``--to-failed-card``: 25.20 + 40.00 = 65.20 refunded.
-    Card 2 is another card (its own fingerprint): the rule reads the card, not the payment (D-cardfix-1)."""
+    Card 2 is another card (its own fingerprint): the rule reads the card, not the payment (D355)."""
     first, second, refund, table = _march_card_1s_refund_returned(invoicing, capsys)
     said, shown = _refused(capsys, *refund, *table, "--json")
     assert "40.00 of it would go back to a card whose bank returned a refund" in said

@@ -261,7 +261,7 @@ def test_given_the_payment_processed_while_our_note_is_asked_when_stripe_refuses
 def test_given_the_payment_processed_before_our_note_was_asked_when_stripe_refuses_it_then_nothing_is_added(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Review 4, finding 1 (D-revfix-4's listed limit). April's note of 3.60 is composed, its ``asked_on`` not yet
+    """Review 4, finding 1 (D353's listed limit). April's note of 3.60 is composed, its ``asked_on`` not yet
     stored (as stored before the field was written); in_A paid 55.20 (a 10.00 dashboard note): the pending note never
     asked there is not counted - 65.20 - 55.20 = 10.00 short, right already. May's close stores ``asked_on`` in_A and
     hits an outage; the next one is refused on the paid in_A. That payment never counted the note: still 10.00 short,

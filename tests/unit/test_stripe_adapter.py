@@ -376,7 +376,7 @@ def _paid_twice(default_second: str) -> tuple[StripePaymentGateway, EmulatorHTTP
 
 def test_given_a_cards_bank_returned_a_refund_on_another_invoice_when_one_it_paid_is_refunded_then_refused() -> None:
     """The visa's bank returned a refund of the customer's first invoice; the second invoice, paid by the same visa,
-    is refunded 10.00: refused before anything is made (the card is suspect for this customer, D-cardfix-1), unless
+    is refunded 10.00: refused before anything is made (the card is suspect for this customer, D355), unless
     ``to_failed_card``: then 1000 cents on it. Before: sent (the rule read only the invoice's own payments)."""
     gateway, http, _first, second = _paid_twice("pm_card_visa")
     with pytest.raises(GatewayRejectedError, match="would go back to a card whose bank returned a refund"):

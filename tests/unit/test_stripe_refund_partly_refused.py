@@ -152,7 +152,7 @@ def test_given_a_part_made_then_failed_when_the_request_is_rerun_a_day_later_the
     ("reason", "where"),
     [
         ("expired_or_canceled_card", "at the card's bank"),
-        ("insufficient_funds", "(Stripe: insufficient_funds)"),  # not the card's: said as Stripe said it (D-cardfix-2)
+        ("insufficient_funds", "(Stripe: insufficient_funds)"),  # not the card's: said as Stripe said it (D356)
     ],
 )
 def test_given_a_part_made_then_failed_when_the_rest_is_refused_then_the_failed_part_is_not_called_refunded(
@@ -206,7 +206,7 @@ def test_given_the_first_cards_payment_disputed_when_the_rest_is_refunded_then_i
     ``charge_disputed``), so the disputed payment is left out: 25.20 goes to B. Hand-worked: 40.00 + 25.20 = 65.20
     paid, 40.00 lost in the dispute, 25.20 refunded on B, 65.20 - 40.00 - 25.20 = 0.00 left to refund at Stripe.
     Before: the adapter took A first - the emulator gave 25.20 on A on top of its chargeback (real Stripe refused the
-    whole request and B was never tried) (D-cardfix-5)."""
+    whole request and B was never tried) (D359)."""
     http = DisputedIntent()  # no refusal injected: the emulator's own dispute
     ledger, _deps, march, first, second = _march_paid_on_two_cards(http)
     assert march.gateway_id is not None

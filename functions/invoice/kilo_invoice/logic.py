@@ -521,7 +521,7 @@ def _save_paid_there(
     Stripe asked (``_paid_short``, D344 amended: the write left ``short_counted:<refused_on>:<note>``) and recorded a
     shortfall: the refusal proves the note never made (a made note's retry returns it), so Stripe asked ``to_due``
     more and the shortfall was that much more - added to its ``shortfall:`` entry in the same write as the credit,
-    before the credit's bound is read (D-revfix-4, amended in review 4: the marker decides, not when it was asked)."""
+    before the credit's bound is read (D353, amended in review 4: the marker decides, not when it was asked)."""
     for _ in range(LEDGER_ATTEMPTS):
         short = _shortfall_missed(ledger, note, refused_on)
         if short is None:
@@ -632,7 +632,7 @@ def _credit_revision_paid(
     invoice does (``_held_paid_there``, D131): what the payment holds now becomes account credit; what it would hold
     kept whole (``kept_whole``: no refund, no dispute's funds withdrawn) but went back already is ``returned`` -
     credited if the funds are reinstated or the refund fails (``credit_reinstated``). Not bounded by what was received
-    above what ours asks: a discount made on the revision is a shortfall of its own (``_paid_short``, D-revfix-1).
+    above what ours asks: a discount made on the revision is a shortfall of its own (``_paid_short``, D350).
     Not the notes the revision carried over by hand (``carried``, ``_carried_over``: it asked what ours asks after
     them; review 4). Each comes back one version on; ``to_due`` only goes down, so a second delivery (the invoice is
     paid already) gives nothing again."""
@@ -1278,7 +1278,7 @@ def _revision_differs(invoice: InvoiceRecord, event: _StripeEvent, notes: Iterab
     it asks), and a revision copies the lines, not the notes made on the original. Ours follows it all the same
     (D343). Lowered by exactly our notes made on another Stripe invoice (or on one other than its source), they are
     read as carried over - not credited again, the source's notes credited (``_carried_over``); lowered by anything
-    else, the difference is a shortfall when paid and our notes are credited as well (D-revfix-1, amended in reviews
+    else, the difference is a shortfall when paid and our notes are credited as well (D350, amended in reviews
     4 and 5)."""
     source = _revised(event.obj)
     asks = event.obj.get("total_excluding_tax", event.obj.get("total"))
@@ -1332,7 +1332,7 @@ def _carried_over(invoice: InvoiceRecord, obj: dict[str, Any], notes: Iterable[C
     all off it; else exactly that less the notes made on Stripe invoices other than the revision's source (a
     revision of a revision copies the source's lines - an earlier hand edit with them - not the notes made on the
     source), those are carried and the source's credited. Carried notes took that off what it asked, and are not
-    credited again when it is paid (D-revfix-1, amended in reviews 4 and 5). Any other amount: none (a discount of
+    credited again when it is paid (D350, amended in reviews 4 and 5). Any other amount: none (a discount of
     its own)."""
     here, source = _ref(obj.get("id")), _revised(obj)
     asks = obj.get("total_excluding_tax", obj.get("total"))
@@ -1355,7 +1355,7 @@ def _paid_short(invoice: InvoiceRecord, obj: dict[str, Any], notes: Iterable[Cre
     paid there, and taken off here too it counted twice (D344 amended, review 2). On a revision made in Stripe,
     which copies the original's lines and not the notes made on it, a note done on another Stripe invoice took
     nothing off what it asked either: only notes asked on the revision count (the others are credited in the paid
-    write, ``_credit_revision_paid``; D-revfix-1) - unless the revision asks exactly what ours asks after them: the
+    write, ``_credit_revision_paid``; D350) - unless the revision asks exactly what ours asks after them: the
     operator carried them over by hand (``_carried_over``, review 4). An invoice an operator marked
     paid outside Stripe (``paid_out_of_band``) is taken as paid in full: that is the operator's own statement."""
     paid, whole, net = obj.get("amount_paid"), obj.get("total"), obj.get("total_excluding_tax")
@@ -1739,7 +1739,7 @@ def _finish_pending(
     amount, it says so instead of refunding again (``_finished_instead``)."""
     # the flag is the operator's word for the refund asked now: it finishes an earlier request only when this run
     # asks the same (its amount, or all); asked for another amount, the earlier one is finished without it - its
-    # failed card's part refused, never sent there on another refund's word (D-cardfix-3)
+    # failed card's part refused, never sent there on another refund's word (D357)
     same = amount is None or amount == pending.amount
     try:
         done = _finish_refund(store, gateway, invoice, pending, to_failed_card and same)
@@ -1765,7 +1765,7 @@ def _finished_instead(
     has refunded and keeps now, and what was not refunded. Running again is invited only for money that is not a
     failed refund's: a new request refuses to send that to the card whose bank returned it unless told to (D340
     amended, review 2 and failed card). ``flag_left``: --to-failed-card was given for the amount asked now and not
-    used on the earlier request (D-cardfix-3)."""
+    used on the earlier request (D357)."""
     asked = "the rest" if amount is None else f"the {money_str(amount)}"
     failed = total([refunded for _, refunded in done.failed_refunds])
     flag = " (--to-failed-card was not used on it: it was given for the amount asked now)" if flag_left else ""
@@ -1793,7 +1793,7 @@ def _flag_not_for_pending(
 ) -> str:
     """What a run given --to-failed-card for another amount says when the earlier pending request it finished
     without the flag was refused (in part): where each went - the earlier request's part made (if any) and its
-    refusal, and that the amount asked now was not refunded (D-cardfix-3)."""
+    refusal, and that the amount asked now was not refunded (D357)."""
     asked = "the rest" if amount is None else f"the {money_str(amount)}"
     return (
         f"an earlier refund of {money_str(pending.amount)} on invoice {current.number} ({pending.refund_id}) had not "

@@ -113,7 +113,7 @@ _NOT_GIVEN: Final = ("failed", "canceled")  # a Refund's statuses whose money ca
 # a failed Refund's ``failure_reason`` that is the card's bank's doing (the card lost, closed or expired, or its bank
 # declined it; ``unknown`` counted with them): a new refund to that card would likely bounce. Stripe's others -
 # ``insufficient_funds`` (our balance), ``merchant_request`` (ours), ``charge_for_pending_refund_disputed`` - are
-# not the card's (D-cardfix-2)
+# not the card's (D356)
 _CARDS_BANK: Final = frozenset({"lost_or_stolen_card", "expired_or_canceled_card", "declined", "unknown"})
 
 
@@ -368,10 +368,10 @@ class StripePaymentGateway:
         refund after others' were made (now or by an earlier run): ``GatewayPartlyRefundedError`` with what was made
         (D329). A payment by a card whose bank returned a refund (``failed`` for a card's reason, ``_CARDS_BANK``) - of
         this payment, another of the invoice or any of the customer's charges, the card told by its fingerprint, else
-        its payment method (D-cardfix-1, D-cardfix-2) - gets no new money: the others are taken, and a request they
+        its payment method (D355, D356) - gets no new money: the others are taken, and a request they
         cannot hold is refused as a whole before anything is made - unless ``to_failed_card`` (the operator's
         explicit word), which takes those payments last (D340 amended). A disputed payment (its charge
-        ``disputed``) is left out: Stripe refuses its refund, and the others are taken (D-cardfix-5)."""
+        ``disputed``) is left out: Stripe refuses its refund, and the others are taken (D359)."""
         invoice = self._retrieve(gateway_id)
         if invoice.status != "paid":
             raise GatewayRejectedError(f"cannot refund {gateway_id}: it is {invoice.status}, not paid")
@@ -400,7 +400,7 @@ class StripePaymentGateway:
             undone += [r for r in mine if r.status in _NOT_GIVEN]
             used = [r for r in refunds if r.status not in _NOT_GIVEN or r.id in made]  # this card's failed one too
             # a disputed payment is left out: Stripe refuses a charged-back charge's refund (charge_disputed), which
-            # would refuse the request before the other payments are tried (D-cardfix-5)
+            # would refuse the request before the other payments are tried (D359)
             left = 0 if intent in disputed else paid_cents - sum(r.amount for r in used)
             card = cards.get(intent, intent)  # a payment whose card is not known stands for itself
             for refund in refunds:  # listed by its payment: counted even if the customer's charges missed it
@@ -456,9 +456,9 @@ class StripePaymentGateway:
     def _returned_cards(self, customer_id: str | None) -> tuple[dict[str, str], dict[str, dict[str, str]], set[str]]:
         """The customer's charges, one list call with their Refunds (failed ones too): each payment intent's card
         (``_card_of``), and the cards whose bank returned a refund of ours or the dashboard's, on any of the
-        customer's invoices (a card whose bank returned our money is suspect for this customer: D-cardfix-1) -> the
+        customer's invoices (a card whose bank returned our money is suspect for this customer: D355) -> the
         refund ids and Stripe's ``failure_reason``; and the payment intents whose charge that paid is disputed
-        (``charge.disputed``: Stripe refuses its refund, D-cardfix-5). A charge with more refunds than the expanded
+        (``charge.disputed``: Stripe refuses its refund, D359). A charge with more refunds than the expanded
         list holds has them listed by its payment intent or charge."""
         cards: dict[str, str] = {}
         returned: dict[str, dict[str, str]] = {}
@@ -471,7 +471,7 @@ class StripePaymentGateway:
             intent = _field_id(charge, "payment_intent")
             if intent is not None and charge.status == "succeeded":
                 # the card that paid: a declined attempt on the same intent (an invoice retried with another card)
-                # is listed too, newest first - it never names the intent's card (D-cardfix-1, review 4)
+                # is listed too, newest first - it never names the intent's card (D355, review 4)
                 cards[intent] = card
                 if getattr(charge, "disputed", False):
                     disputed.add(intent)

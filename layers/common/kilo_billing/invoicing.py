@@ -1401,7 +1401,7 @@ def period_uncollected(ledger: AccountLedger, period: str, notes: Iterable[Credi
     """What invoices never paid (a draft, open, payment failed, written off) billed for ``period``'s usage beyond the
     account credit that paid it: usage the customer was asked for and has not paid (D166). And what a paid invoice
     short of what it asked (``short_paid``, D344) billed for it beyond what its payment - kept whole (``kept_whole``:
-    a refund or dispute since is given back, not uncollected) - holds: asked and never received (D-revfix-5)."""
+    a refund or dispute since is given back, not uncollected) - holds: asked and never received (D354)."""
     notes = list(notes)
     owed = []
     for invoice in ledger.invoices.values():
