@@ -633,3 +633,30 @@ def test_a_floor_above_a_rewound_cursor_does_not_lift_the_rescan_above_the_curso
     )  # type: ignore[arg-type]
 
     assert (found, stuck, rpc.walked) == ((10, set()), [], [])
+
+
+class BehindOnce(Heights):
+    """The walk's first batch lands on a backend one block behind (head 999: nothing at 1000, the old block 0xold1000
+    never seen); every later batch on one that has the new head ``0x3e8`` (1000) and still the old block."""
+
+    def parent_beside(self, block_hash: str, numbers: Sequence[int]) -> tuple[str | None, dict[int, str | None]]:
+        self.walked.append(block_hash)
+        if len(self.walked) == 1:
+            return None, {n: (f"0x{n:x}" if n <= 999 else None) for n in numbers}
+        return self.old.get(block_hash), {n: f"0x{n:x}" for n in numbers}
+
+
+def test_a_walk_step_answered_by_a_backend_one_block_behind_is_asked_again_not_sent_to_the_bound() -> None:
+    """Ethereum: cursor 1000 (0xold1000), its old parent the canonical 999 (0x3e7), F = 930 (0x3a2), window 128, the
+    run's ``still`` at 1000 is 0x3e8. The first step's backend is one block behind: 0x3a2 at F, nothing at 1000.
+    Before: None != ``still`` sent the walk to the bound 1000 - 128 = 872 at once (rescan 873..1000: 128 blocks,
+    silent). Now nothing at the cursor is "behind": the same step is asked again (two batches, both for 0xold1000);
+    the retry answers ``still`` and 999 as 0xold1000's parent: (999, set()), rescan 1000 only."""
+    rpc = BehindOnce(old={"0xold1000": "0x3e7"})  # 999 = 0x3e7
+    stuck: list[str] = []
+
+    found = _common_ancestor(
+        rpc, Cursor("ethereum", 1000, "0xold1000"), [], BlockRef(930, "0x3a2", 0), stuck, window=128, still="0x3e8"
+    )  # type: ignore[arg-type]  # 930 = 0x3a2, 1000 = 0x3e8
+
+    assert (found, stuck, rpc.walked) == ((999, set()), [], ["0xold1000", "0xold1000"])

@@ -308,12 +308,14 @@ def _fork_point(
     - the rescan starts above it, so a 1-block head reorg rescans 1 block. It stops at ``bound`` (the rescan then
     starts there): when the node no longer has an old-fork block (it dropped the dead fork, or never had it), when
     the walk reaches it (a reorg at least that deep), after ``WALK_STEPS`` batches (a long walk would outlast the
-    function's timeout every run), when a step's answer at the cursor's height is not ``still`` (the run's canonical
-    hash there: a backend still on the old fork has the old parent at its height - the walk would stop at once; D342,
-    amended (review 5)), or when a step's answer at the finalized height is not the run's finalized block (another
-    backend's view proves nothing; that answer is returned for the caller to name). Pending payments' blocks are not
-    trusted as shared: the fast path and the finality pass store a payment's NEW-fork block, which says nothing
-    about the blocks below it (D342, amended (review 4))."""
+    function's timeout every run), when a step's answer at the cursor's height is another hash than ``still`` (the
+    run's canonical hash there: a backend still on the old fork has the old parent at its height - the walk would
+    stop at once; D342, amended (review 5)), or when a step's answer at the finalized height is not the run's
+    finalized block (another backend's view proves nothing; that answer is returned for the caller to name). Nothing
+    at the cursor's height is a backend behind, not another fork: the same step is asked again, counted among the
+    ``WALK_STEPS`` (D342, amended (review 6)). Pending payments' blocks are not trusted as shared: the fast path and
+    the finality pass store a payment's NEW-fork block, which says nothing about the blocks below it (D342, amended
+    (review 4))."""
     number, block_hash = cursor.block_number, cursor.block_hash
     for _ in range(WALK_STEPS):
         if number - 1 <= bound:
@@ -321,9 +323,12 @@ def _fork_point(
         heights = list(dict.fromkeys([finalized.number, number - 1, cursor.block_number]))
         parent, read = rpc.parent_beside(block_hash, heights)
         answered = read.get(finalized.number)
-        if answered != finalized.hash or parent is None:
+        if answered != finalized.hash or still is None:
             return bound, answered
-        if still is None or read.get(cursor.block_number) != still:  # another fork's view at the cursor: unproven
+        at_cursor = read.get(cursor.block_number)
+        if at_cursor is None:  # a backend behind the cursor's height: the same step again (D342, amended (review 6))
+            continue
+        if parent is None or at_cursor != still:  # another fork's view at the cursor: unproven
             return bound, answered
         if read.get(number - 1) == parent:
             return number - 1, answered
