@@ -624,7 +624,8 @@ def test_the_walk_stops_after_64_steps_and_falls_back_to_the_bound() -> None:
 def test_a_floor_above_a_rewound_cursor_does_not_lift_the_rescan_above_the_cursor() -> None:
     """A cursor rewound by hand to 10 (0xold10, gone) whose first_block stayed 50: floor 49. F = 200 (0xc8), window
     128: before, the bound max(49, min(min(200, 10), 10 - 128)) = 49 - the rescan from 50, blocks 11..49 skipped.
-    Now the bound is at most the cursor: min(10, 49) = 10, rescan from 11; no walk step (10 - 1 <= 10)."""
+    Review 5: at most the cursor, min(10, 49) = 10 - the rescan from 11, the cursor's own replaced block 10 skipped.
+    Now below the cursor: min(10 - 1, 49) = 9, rescan from 10; no walk step (10 - 1 <= 9)."""
     rpc = Heights(old={"0xold10": "0x9"})
     stuck: list[str] = []
 
@@ -632,7 +633,7 @@ def test_a_floor_above_a_rewound_cursor_does_not_lift_the_rescan_above_the_curso
         rpc, Cursor("ethereum", 10, "0xold10"), [], FINALIZED, stuck, window=128, floor=49, still="0xa"
     )  # type: ignore[arg-type]
 
-    assert (found, stuck, rpc.walked) == ((10, set()), [], [])
+    assert (found, stuck, rpc.walked) == ((9, set()), [], [])
 
 
 class BehindOnce(Heights):
@@ -660,3 +661,18 @@ def test_a_walk_step_answered_by_a_backend_one_block_behind_is_asked_again_not_s
     )  # type: ignore[arg-type]  # 930 = 0x3a2, 1000 = 0x3e8
 
     assert (found, stuck, rpc.walked) == ((999, set()), [], ["0xold1000", "0xold1000"])
+
+
+def test_a_zero_window_with_the_cursor_at_or_below_finalized_rescans_the_cursors_own_replaced_block() -> None:
+    """Cursor 14 (0xold14, gone: the node dropped the old fork), F = 16 (0x10), window 0, no floor (-1). Before: the
+    bound max(-1, min(min(16, 14), 14 - 0)) = 14 - the rescan from 15, the cursor's own replaced height 14 never
+    read again (a payment re-mined there missed). Now the bound is below the cursor: min(14 - 1, 14) = 13, rescan
+    from 14; no walk step (14 - 1 <= 13). (A window of 0 is refused in the settings too.)"""
+    rpc = Heights()
+    stuck: list[str] = []
+
+    found = _common_ancestor(
+        rpc, Cursor("ethereum", 14, "0xold14"), [], BlockRef(16, "0x10", 0), stuck, window=0, still="0xe"
+    )  # type: ignore[arg-type]  # 16 = 0x10, 14 = 0xe
+
+    assert (found, stuck, rpc.walked) == ((13, set()), [], [])
