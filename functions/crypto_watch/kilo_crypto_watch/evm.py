@@ -6,8 +6,9 @@ One run per chain (``watch``):
    at that height, the run walks the old fork's parents back from that hash (``eth_getBlockByHash``, one batch per
    block beside the finalized height) to the first block the canonical chain has at its height: the fork point, so a
    1-block head reorg rescans 1 block. A node that no longer has an old-fork block (or a walk that reaches it) stops
-   at a bound, and so does a step whose backend does not answer the run's canonical hash at the cursor's height (one
-   still on the old fork), a walk past 64 batches, or a pending payment whose block left at or below the walk's fork
+   at a bound, and so does a step whose backend answers another hash than the run's at the cursor's height (one
+   still on the old fork; nothing there is a backend behind: the step is asked again, D342 amended (review 6)), a
+   walk past 64 batches, or a pending payment whose block left at or below the walk's fork
    point (D342 amended (review 5)) - ``reorg_window`` blocks below the cursor (a block that far below the head when
    it was scanned was final then), at most the ``finalized`` block, never below ``start_block`` (the fork may be
    below ``finalized`` when the reorg is noticed late: those new-fork blocks are rescanned too, D342 amended (review
