@@ -46,6 +46,7 @@ def test_given_known_chains_then_mainnet_defaults_fill_everything_but_the_mercha
             {"key": "x", "merchant_address": "0x1", "kind": "evm", "rpc_url": "u", "usdc": "c", "native": "ETH"},
             "chain_id",
         ),
+        ({"key": "ethereum", "merchant_address": "0x1", "reorg_window": 0}, "reorg_window"),
     ],
 )
 def test_given_an_incomplete_chain_then_refused_naming_what_is_missing(entry: dict[str, object], message: str) -> None:

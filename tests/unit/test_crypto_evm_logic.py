@@ -624,7 +624,8 @@ def test_the_walk_stops_after_64_steps_and_falls_back_to_the_bound() -> None:
 def test_a_floor_above_a_rewound_cursor_does_not_lift_the_rescan_above_the_cursor() -> None:
     """A cursor rewound by hand to 10 (0xold10, gone) whose first_block stayed 50: floor 49. F = 200 (0xc8), window
     128: before, the bound max(49, min(min(200, 10), 10 - 128)) = 49 - the rescan from 50, blocks 11..49 skipped.
-    Now the bound is at most the cursor: min(10, 49) = 10, rescan from 11; no walk step (10 - 1 <= 10)."""
+    Review 5: at most the cursor, min(10, 49) = 10 - the rescan from 11, the cursor's own replaced block 10 skipped.
+    Now below the cursor: min(10 - 1, 49) = 9, rescan from 10; no walk step (10 - 1 <= 9)."""
     rpc = Heights(old={"0xold10": "0x9"})
     stuck: list[str] = []
 
@@ -632,4 +633,46 @@ def test_a_floor_above_a_rewound_cursor_does_not_lift_the_rescan_above_the_curso
         rpc, Cursor("ethereum", 10, "0xold10"), [], FINALIZED, stuck, window=128, floor=49, still="0xa"
     )  # type: ignore[arg-type]
 
-    assert (found, stuck, rpc.walked) == ((10, set()), [], [])
+    assert (found, stuck, rpc.walked) == ((9, set()), [], [])
+
+
+class BehindOnce(Heights):
+    """The walk's first batch lands on a backend one block behind (head 999: nothing at 1000, the old block 0xold1000
+    never seen); every later batch on one that has the new head ``0x3e8`` (1000) and still the old block."""
+
+    def parent_beside(self, block_hash: str, numbers: Sequence[int]) -> tuple[str | None, dict[int, str | None]]:
+        self.walked.append(block_hash)
+        if len(self.walked) == 1:
+            return None, {n: (f"0x{n:x}" if n <= 999 else None) for n in numbers}
+        return self.old.get(block_hash), {n: f"0x{n:x}" for n in numbers}
+
+
+def test_a_walk_step_answered_by_a_backend_one_block_behind_is_asked_again_not_sent_to_the_bound() -> None:
+    """Ethereum: cursor 1000 (0xold1000), its old parent the canonical 999 (0x3e7), F = 930 (0x3a2), window 128, the
+    run's ``still`` at 1000 is 0x3e8. The first step's backend is one block behind: 0x3a2 at F, nothing at 1000.
+    Before: None != ``still`` sent the walk to the bound 1000 - 128 = 872 at once (rescan 873..1000: 128 blocks,
+    silent). Now nothing at the cursor is "behind": the same step is asked again (two batches, both for 0xold1000);
+    the retry answers ``still`` and 999 as 0xold1000's parent: (999, set()), rescan 1000 only."""
+    rpc = BehindOnce(old={"0xold1000": "0x3e7"})  # 999 = 0x3e7
+    stuck: list[str] = []
+
+    found = _common_ancestor(
+        rpc, Cursor("ethereum", 1000, "0xold1000"), [], BlockRef(930, "0x3a2", 0), stuck, window=128, still="0x3e8"
+    )  # type: ignore[arg-type]  # 930 = 0x3a2, 1000 = 0x3e8
+
+    assert (found, stuck, rpc.walked) == ((999, set()), [], ["0xold1000", "0xold1000"])
+
+
+def test_a_zero_window_with_the_cursor_at_or_below_finalized_rescans_the_cursors_own_replaced_block() -> None:
+    """Cursor 14 (0xold14, gone: the node dropped the old fork), F = 16 (0x10), window 0, no floor (-1). Before: the
+    bound max(-1, min(min(16, 14), 14 - 0)) = 14 - the rescan from 15, the cursor's own replaced height 14 never
+    read again (a payment re-mined there missed). Now the bound is below the cursor: min(14 - 1, 14) = 13, rescan
+    from 14; no walk step (14 - 1 <= 13). (A window of 0 is refused in the settings too.)"""
+    rpc = Heights()
+    stuck: list[str] = []
+
+    found = _common_ancestor(
+        rpc, Cursor("ethereum", 14, "0xold14"), [], BlockRef(16, "0x10", 0), stuck, window=0, still="0xe"
+    )  # type: ignore[arg-type]  # 16 = 0x10, 14 = 0xe
+
+    assert (found, stuck, rpc.walked) == ((13, set()), [], [])

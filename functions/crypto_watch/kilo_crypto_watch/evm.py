@@ -6,12 +6,13 @@ One run per chain (``watch``):
    at that height, the run walks the old fork's parents back from that hash (``eth_getBlockByHash``, one batch per
    block beside the finalized height) to the first block the canonical chain has at its height: the fork point, so a
    1-block head reorg rescans 1 block. A node that no longer has an old-fork block (or a walk that reaches it) stops
-   at a bound, and so does a step whose backend does not answer the run's canonical hash at the cursor's height (one
-   still on the old fork), a walk past 64 batches, or a pending payment whose block left at or below the walk's fork
+   at a bound, and so does a step whose backend answers another hash than the run's at the cursor's height (one
+   still on the old fork; nothing there is a backend behind: the step is asked again, D342 amended (review 6)), a
+   walk past 64 batches, or a pending payment whose block left at or below the walk's fork
    point (D342 amended (review 5)) - ``reorg_window`` blocks below the cursor (a block that far below the head when
    it was scanned was final then), at most the ``finalized`` block, never below ``start_block`` (the fork may be
    below ``finalized`` when the reorg is noticed late: those new-fork blocks are rescanned too, D342 amended (review
-   3)), never above the cursor. A pending
+   3)), always below the cursor (its block was replaced: D342, amended (review 6)). A pending
    payment's canonical block proves nothing about the blocks below it (the fast path and the finality pass store
    new-fork blocks: D342 amended (review 4)). Pending payments above ``finalized`` whose block hash changed are
    ORPHANED, each alone (``settle_alone``: one whose orphaning fails is named stuck and stays SEEN; the scan goes on,
@@ -308,12 +309,14 @@ def _fork_point(
     - the rescan starts above it, so a 1-block head reorg rescans 1 block. It stops at ``bound`` (the rescan then
     starts there): when the node no longer has an old-fork block (it dropped the dead fork, or never had it), when
     the walk reaches it (a reorg at least that deep), after ``WALK_STEPS`` batches (a long walk would outlast the
-    function's timeout every run), when a step's answer at the cursor's height is not ``still`` (the run's canonical
-    hash there: a backend still on the old fork has the old parent at its height - the walk would stop at once; D342,
-    amended (review 5)), or when a step's answer at the finalized height is not the run's finalized block (another
-    backend's view proves nothing; that answer is returned for the caller to name). Pending payments' blocks are not
-    trusted as shared: the fast path and the finality pass store a payment's NEW-fork block, which says nothing
-    about the blocks below it (D342, amended (review 4))."""
+    function's timeout every run), when a step's answer at the cursor's height is another hash than ``still`` (the
+    run's canonical hash there: a backend still on the old fork has the old parent at its height - the walk would
+    stop at once; D342, amended (review 5)), or when a step's answer at the finalized height is not the run's
+    finalized block (another backend's view proves nothing; that answer is returned for the caller to name). Nothing
+    at the cursor's height is a backend behind, not another fork: the same step is asked again, counted among the
+    ``WALK_STEPS`` (D342, amended (review 6)). Pending payments' blocks are not trusted as shared: the fast path and
+    the finality pass store a payment's NEW-fork block, which says nothing about the blocks below it (D342, amended
+    (review 4))."""
     number, block_hash = cursor.block_number, cursor.block_hash
     for _ in range(WALK_STEPS):
         if number - 1 <= bound:
@@ -321,9 +324,12 @@ def _fork_point(
         heights = list(dict.fromkeys([finalized.number, number - 1, cursor.block_number]))
         parent, read = rpc.parent_beside(block_hash, heights)
         answered = read.get(finalized.number)
-        if answered != finalized.hash or parent is None:
+        if answered != finalized.hash or still is None:
             return bound, answered
-        if still is None or read.get(cursor.block_number) != still:  # another fork's view at the cursor: unproven
+        at_cursor = read.get(cursor.block_number)
+        if at_cursor is None:  # a backend behind the cursor's height: the same step again (D342, amended (review 6))
+            continue
+        if parent is None or at_cursor != still:  # another fork's view at the cursor: unproven
             return bound, answered
         if read.get(number - 1) == parent:
             return number - 1, answered
@@ -349,17 +355,17 @@ def _common_ancestor(
     (``ChainConfig.reorg_window``: a block the watcher scanned was at most the head then, and blocks more than the
     finality lag below the head were final then, so shared), at most ``finalized`` - the fork may be below it, a reorg
     noticed only once finality passed it (the watcher down, or behind) - never below ``floor`` (the block before
-    ``start_block``), and never above the cursor (one rewound by hand). Blocks at or below ``finalized`` rescanned are
-    final: reporting them again is idempotent per payment id, and a payment re-mined there is recorded in its new block
-    (D342, amended (review 3)). A pending payment's canonical block never proves the blocks below it shared: one
-    re-mined on the new fork (the fast path, the finality pass's move) has a canonical block above blocks of the new
-    fork nobody read (D342, amended (review 4)). A pending payment at or below the walk's start whose block left the
-    chain says the reorg went deeper, or the walk's and the pending read's backends disagree: the rescan starts at the
-    bound, the payment is not orphaned this run (the rescan reads its height again if above the bound; the finality pass
-    reads its transaction once its height is final) and is named in ``stuck`` (the alarm; D342, amended (review 5)).
-    Only the other payments above ``finalized`` are orphaned here; those at or below it are the finality pass's (after
-    the rescan), which reads their transactions. ``still`` is the run's canonical hash at the cursor's height: a walk
-    step is trusted only beside it (``_fork_point``); without it, the bound.
+    ``start_block``), and always below the cursor (its block was replaced; D342, amended (review 6)). Blocks at or below
+    ``finalized`` rescanned are final: reporting them again is idempotent per payment id, and a payment re-mined there
+    is recorded in its new block (D342, amended (review 3)). A pending payment's canonical block never proves the blocks
+    below it shared: one re-mined on the new fork (the fast path, the finality pass's move) has a canonical block above
+    blocks of the new fork nobody read (D342, amended (review 4)). A pending payment at or below the walk's start whose
+    block left the chain says the reorg went deeper, or the walk's and the pending read's backends disagree: the rescan
+    starts at the bound, the payment is not orphaned this run (the rescan reads its height again if above the bound; the
+    finality pass reads its transaction once its height is final) and is named in ``stuck`` (the alarm; D342, amended
+    (review 5)). Only the other payments above ``finalized`` are orphaned here; those at or below it are the finality
+    pass's (after the rescan), which reads their transactions. ``still`` is the run's canonical hash at the cursor's
+    height: a walk step is trusted only beside it (``_fork_point``); without it, the bound.
 
     Every read is beside the finalized block's height (``parent_beside``, ``_anchored_hashes``): a backend whose
     answer there is not the run's finalized block proves nothing - no payment is orphaned, the rescan starts at the
@@ -367,7 +373,7 @@ def _common_ancestor(
     that answered nothing there is only behind (a lagging backend: every height it does not have is unknown, as
     before the anchor), silent (D342, amended (review 2))."""
     top = min(finalized.number, cursor.block_number)
-    bound = min(cursor.block_number, max(floor, min(top, cursor.block_number - window)))  # a rewound cursor: below
+    bound = min(cursor.block_number - 1, max(floor, min(top, cursor.block_number - window)))  # its block replaced
     start, answered = _fork_point(rpc, cursor, finalized, bound, still)
     candidates = sorted({p.block_number for p in pending if p.block_number <= cursor.block_number})
     canonical: dict[int, str | None] = {}

@@ -40,7 +40,7 @@ class ChainConfig:
     initial_chunk: int = 2_000  # EVM eth_getLogs chunk, halved on provider errors
     # EVM: how far below its cursor a rollback rescans at most when the node no longer has the old fork's blocks (the
     # walk down its parents cannot find the fork) - deeper than the finality lag (64-95 blocks on Ethereum): what was
-    # that far below the head was final (D342); Base's default is 1,800 (settings.CHAIN_DEFAULTS)
+    # that far below the head was final (D342); Base's default is 1,800 (settings.CHAIN_DEFAULTS); at least 1 (review 6)
     reorg_window: int = 128
 
 

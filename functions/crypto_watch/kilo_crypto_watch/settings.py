@@ -167,6 +167,8 @@ def parse_chains(raw: str, rpc_urls: Mapping[str, str]) -> dict[str, ChainConfig
             raise ChainConfigError(f"chain {entry['key']}: kind must be evm or solana")
         if values["kind"] == "evm" and not values.get("chain_id"):
             raise ChainConfigError(f"chain {entry['key']}: an EVM chain needs chain_id")
+        if int(values.get("reorg_window", 1)) < 1:  # the rollback rescans the cursor's replaced block at least
+            raise ChainConfigError(f"chain {entry['key']}: reorg_window must be at least 1 (D342, amended (review 6))")
         chains[str(values["key"])] = ChainConfig(**values)
     return chains
 
