@@ -89,20 +89,27 @@ def test_given_an_invoice_then_updates_need_the_status_read_and_gateway_ids_find
     assert ledger.store.invoice_for_gateway("in_2") is None
 
 
-def test_given_a_paid_invoice_then_its_payments_refund_request_and_chargeback_read_back(ledger: Ledger) -> None:
+def _paid_with_a_refund_pending(ledger: Ledger, requested: int, **fields: Any) -> Any:
+    """acme on Team, no usage: March's draft written and opened as Stripe's ``in_1`` (stored); returned PAID by
+    ``pi_1`` (not stored) with refund ``requested`` pending - 5.00, 10.00 refunded before it, 2.50 failed before it -
+    and the caller's ``fields``."""
     ledger.register(_team("acme"))
     draft = _draft(ledger.store.ledger("acme"))
     ledger.store.create_invoice(draft)
     opened = replace(draft.invoice.moved(InvoiceStatus.OPEN, MAR.end), gateway_id="in_1")
     opened = ledger.store.update_invoice(opened, InvoiceStatus.DRAFT)
-    paid = replace(
+    pending = RefundRequest(f"acme/2026-03/refund/{requested}", Decimal("5.00"), Decimal("10.00"), Decimal("2.50"))
+    return replace(
         opened.moved(InvoiceStatus.PAID, MAR.end),
         gateway_refs=("pi_1",),
-        refunds_requested=2,
-        refund_pending=RefundRequest("acme/2026-03/refund/2", Decimal("5.00"), Decimal("10.00"), Decimal("2.50")),
-        refunded=Decimal("10.00"),
-        charged_back=Decimal("20.50"),
+        refunds_requested=requested,
+        refund_pending=pending,
+        **fields,
     )
+
+
+def test_given_a_paid_invoice_then_its_payments_refund_request_and_chargeback_read_back(ledger: Ledger) -> None:
+    paid = _paid_with_a_refund_pending(ledger, 2, refunded=Decimal("10.00"), charged_back=Decimal("20.50"))
     paid = ledger.store.update_invoice(paid, InvoiceStatus.OPEN)
     assert ledger.store.ledger("acme").invoices["acme/2026-03"] == paid
     assert ledger.store.invoice_for_gateway("pi_1") == ("acme", "acme/2026-03")
@@ -553,16 +560,9 @@ def test_given_a_reduction_lowered_ahead_when_the_usage_comes_back_then_the_next
 def test_given_an_invoice_with_every_refund_record_then_each_is_read_back_as_written(ledger: Ledger) -> None:
     """Every field the refund, shortfall and failure records added to an invoice (D331, D340, D344), with a
     ``shortfall:`` entry among the outside refunds, reads back equal from the fake and from DynamoDB."""
-    ledger.register(_team("acme"))
-    draft = _draft(ledger.store.ledger("acme"))
-    ledger.store.create_invoice(draft)
-    opened = replace(draft.invoice.moved(InvoiceStatus.OPEN, MAR.end), gateway_id="in_1")
-    opened = ledger.store.update_invoice(opened, InvoiceStatus.DRAFT)
-    paid = replace(
-        opened.moved(InvoiceStatus.PAID, MAR.end),
-        gateway_refs=("pi_1",),
-        refunds_requested=1,
-        refund_pending=RefundRequest("acme/2026-03/refund/1", Decimal("5.00"), Decimal("10.00"), Decimal("2.50")),
+    paid = _paid_with_a_refund_pending(
+        ledger,
+        1,
         outside_refunds=(("re_d", Decimal("3.00")), ("shortfall:in_1", Decimal("10.00"))),
         charge_refunds=(("ch_1", Decimal("8.00")),),
         failed_refunds=(("re_d", Decimal("3.00")), ("re_x", Decimal("1.00"))),

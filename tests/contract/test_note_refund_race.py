@@ -39,7 +39,7 @@ from kilo_invoice.logic import apply_stripe_event, close_account, refund_invoice
 from kilo_invoice.model import CloseDeps
 from kilo_invoice.ports import GatewayRejectedError, GatewayUnavailableError
 from tests.conftest import Stack
-from tests.contract.ledger_harness import SEG, START, Ledger, _Bus, _dynamo
+from tests.contract.ledger_harness import SEG, START, Ledger, _Bus, _dynamo, team_march_closed
 from tests.payment_fakes import InMemoryPaymentGateway
 from tests.scenarios.test_card_payment_events import Events, _dispute
 
@@ -188,12 +188,7 @@ def test_given_a_note_whose_reduction_becomes_account_credit_while_a_refund_is_i
     (the note's reduction is held back); before it writes, the close runs again: the processor refuses the reduction
     (paid) and the 3.60 becomes account credit. 61.60 refunded + 3.60 credit = 65.20, what was paid: the step only
     turns the reduction the refund already held back into credit, so it never gives money back twice."""
-    ledger.register(AccountProfile("acme", (TierChange(START, "team"),)))
-    ledger.rate("acme", "2026-03", SEG, "video", 60_000)  # 10,000 over x 0.00072 = 7.20
-    gateway = InMemoryPaymentGateway()
-    deps = CloseDeps(ledger.store, gateway, _Bus(), default_catalog(), lambda _s: None)
-    march = close_account(deps, "acme", MAR, MAR.end).invoice
-    assert march is not None
+    gateway, deps, march = team_march_closed(ledger)  # 60,000 minutes: 10,000 over x 0.00072 = 7.20
     assert (march.total, march.status) == (Decimal("65.20"), InvoiceStatus.OPEN)
     ledger.rate("acme", "2026-03", SEG, "video", -5_000)  # 5,000 over: 3.60, so -3.60
     gateway.fail_next = [GatewayUnavailableError("timeout")] * 4  # every retry of this run
@@ -223,12 +218,7 @@ def test_given_a_pending_refund_the_processor_refuses_for_good_then_the_notes_re
     processor then refuses the refund for good: nothing went back, March keeps 65.20, so the 3.60 the note recorded
     as returned is account credit, as a won dispute's reinstatement gives it (D310): 3.60 credit, 0.00 returned.
     Before: 0.00 credit and 3.60 returned on money we still hold."""
-    ledger.register(AccountProfile("acme", (TierChange(START, "team"),)))
-    ledger.rate("acme", "2026-03", SEG, "video", 60_000)  # 10,000 over x 0.00072 = 7.20
-    gateway = InMemoryPaymentGateway()
-    deps = CloseDeps(ledger.store, gateway, _Bus(), default_catalog(), lambda _s: None)
-    march = close_account(deps, "acme", MAR, MAR.end).invoice
-    assert march is not None
+    gateway, deps, march = team_march_closed(ledger)  # 60,000 minutes: 10,000 over x 0.00072 = 7.20
     assert march.total == Decimal("65.20")
     gateway.settle("acme/2026-03", paid=True)
     ledger.store.update_invoice(march.moved(InvoiceStatus.PAID, MAR.end), InvoiceStatus.OPEN)  # its webhook
@@ -254,11 +244,7 @@ def test_given_a_pending_refund_the_processor_refuses_for_good_then_the_notes_re
 def _team_march_paid(ledger: Ledger) -> tuple[InMemoryPaymentGateway, CloseDeps, str | None]:
     """Team card, March 65.20 (29.00 March + 10,000 minutes over x 0.00072 = 7.20 + 29.00 April in advance) paid.
     Returns the gateway, the close's dependencies and the payment intent."""
-    ledger.register(AccountProfile("acme", (TierChange(START, "team"),)))
-    ledger.rate("acme", "2026-03", SEG, "video", 60_000)
-    gateway = InMemoryPaymentGateway()
-    deps = CloseDeps(ledger.store, gateway, _Bus(), default_catalog(), lambda _s: None)
-    close_account(deps, "acme", MAR, MAR.end)
+    gateway, deps, _ = team_march_closed(ledger)
     intent = gateway.settle("acme/2026-03", paid=True)
     march = ledger.store.ledger("acme").invoices["acme/2026-03"]
     ledger.store.update_invoice(march.moved(InvoiceStatus.PAID, MAR.end), InvoiceStatus.OPEN)

@@ -24,6 +24,7 @@ from kilo_crypto_watch.model import (
     Payment,
     PaymentStatus,
     QuoteStatus,
+    RunReport,
 )
 from kilo_crypto_watch.ports import (
     BlockRef,
@@ -887,6 +888,17 @@ class Replaced:
         assert found is not None
         return found
 
+    def status(self, tx: str) -> PaymentStatus:
+        """The status of ``tx``'s payment (log index 0), which must be stored."""
+        found = self.payment(tx)
+        assert found is not None
+        return found.status
+
+    def figures(self) -> tuple[BillStatus, Decimal, Decimal]:
+        """The bill's status, settled USD and credit USD."""
+        found = self.bill()
+        return found.status, found.settled_usd, found.credit_usd
+
 
 def _billed(chain: Chain, stack: Stack) -> tuple[Harness, ChainConfig, Backends, MemoryCursorStore]:
     """The $100.00 bill inv-1 of acct-1 (PAYER linked, 1,000 USDC minted) with a 100 USDC quote at $1.00
@@ -910,18 +922,52 @@ def _billed(chain: Chain, stack: Stack) -> tuple[Harness, ChainConfig, Backends,
     return h, config, rpc, cursors
 
 
+def _bill_paid_then_seen(
+    chain: Chain, h: Harness, config: ChainConfig, rpc: Backends, cursors: MemoryCursorStore, mined: int = 1
+) -> tuple[Any, str, int]:
+    """On ``_billed``'s bill: a snapshot, then P pays it (100 USDC = 100,000,000 units, PAYER to the merchant) at N,
+    ``mined`` blocks above it, the watcher runs: P SEEN, the bill PROCESSING. Returns the snapshot (the fork point to
+    revert to), P's hash and N."""
+    before = chain.node.call("evm_snapshot")
+    tx = chain.pay_usdc(PAYER, MERCHANT, 100 * USDC)
+    paid_in = chain.receipt(tx)["blockNumber"]
+    chain.mine(mined)
+    watch(config, rpc, cursors, h.settlement)
+    assert h.store.bill("inv-1").status is BillStatus.PROCESSING  # type: ignore[union-attr]
+    return before, tx, paid_in
+
+
+def _one_block_a_run(
+    chain: Chain, h: Harness, config: ChainConfig, rpc: Backends, cursors: MemoryCursorStore, runs: int = 6
+) -> list[tuple[RunReport, BillStatus]]:
+    """``runs`` runs of the watcher, one block mined before each: each run's report and the bill's status after it."""
+    states: list[tuple[RunReport, BillStatus]] = []
+    for _ in range(runs):
+        chain.mine(1)
+        run = watch(config, rpc, cursors, h.settlement)
+        states.append((run, h.store.bill("inv-1").status))  # type: ignore[union-attr]
+    return states
+
+
+def _cursor_block_replaced(
+    chain: Chain, h: Harness, config: ChainConfig, rpc: Backends, cursors: MemoryCursorStore, sender: str
+) -> None:
+    """A 1-block head reorg: one block mined and watched (the cursor on it), then replaced by ``sender``'s 1 wei to
+    itself (anvil drops the old block)."""
+    top = chain.node.call("evm_snapshot")
+    chain.mine(1)
+    watch(config, rpc, cursors, h.settlement)
+    chain.node.call("evm_revert", top)
+    chain.pay_eth(sender, sender, 1)  # the cursor's block replaced
+
+
 def _replaced(chain: Chain, stack: Stack, cancel: bool) -> Replaced:
     """The $100.00 bill (``_billed``). A is seen and counted (PROCESSING); then the fork without it: two empty
     blocks, then A's replacement, one block above."""
     h, config, rpc, cursors = _billed(chain, stack)  # the cursor on a block both forks share
-    before = chain.node.call("evm_snapshot")
     nonce = chain.w3.eth.get_transaction_count(PAYER)
-    a = chain.pay_usdc(PAYER, MERCHANT, 100 * USDC)
-    a_block = chain.receipt(a)["blockNumber"]
+    before, a, a_block = _bill_paid_then_seen(chain, h, config, rpc, cursors)
     old = (rpc.receipts([a])[a], rpc.transaction(a), rpc.headers([a_block])[a_block])
-    chain.mine(1)
-    watch(config, rpc, cursors, h.settlement)
-    assert h.store.bill("inv-1").status is BillStatus.PROCESSING  # type: ignore[union-attr]
     chain.node.call("evm_revert", before)
     chain.mine(2)
     fee = {"from": PAYER, "nonce": nonce, "maxFeePerGas": 50 * 10**9, "maxPriorityFeePerGas": 5 * 10**9}
@@ -955,24 +1001,19 @@ def test_given_a_seen_payment_replaced_by_a_speed_up_or_cancel_behind_a_lagging_
     chain.mine(FINALITY_LAG)
     r.run()
 
-    held = r.payment(r.a)
-    assert held is not None
-    assert held.status is PaymentStatus.SEEN
+    assert r.status(r.a) is PaymentStatus.SEEN
     if cancel:
         assert r.payment(r.a2) is None
         assert r.bill().status is BillStatus.PROCESSING
     else:
-        paid = r.bill()
-        assert (paid.status, paid.settled_usd, paid.credit_usd) == (BillStatus.PAID, Decimal("100.00"), Decimal("0"))
+        assert r.figures() == (BillStatus.PAID, Decimal("100.00"), Decimal("0"))
     r.rpc.unknown = set()
     chain.mine(1)
 
     report = r.run()
 
     assert report.orphaned == 1
-    gone = r.payment(r.a)
-    assert gone is not None
-    assert gone.status is PaymentStatus.ORPHANED
+    assert r.status(r.a) is PaymentStatus.ORPHANED
     after = r.bill()
     if cancel:
         assert (after.status, after.settled_usd, after.credit_usd) == (BillStatus.OPEN, Decimal("0"), Decimal("0"))
@@ -1014,21 +1055,15 @@ def test_given_a_replaced_payment_whose_old_receipt_a_stale_backend_still_serves
     (entry,) = report.stuck
     assert entry.startswith(f"ethereum:{r.a}:0: ")
     assert entry.endswith("; bill inv-1 waits on it")
-    final = r.payment(r.a2)
-    assert final is not None
-    assert final.status is PaymentStatus.FINALIZED
-    paid = r.bill()
-    assert (paid.status, paid.settled_usd, paid.credit_usd) == (BillStatus.PAID, Decimal("100.00"), Decimal("0"))
+    assert r.status(r.a2) is PaymentStatus.FINALIZED
+    assert r.figures() == (BillStatus.PAID, Decimal("100.00"), Decimal("0"))
     r.rpc.alone_head = chain.head()  # the read alone reaches a healthy backend
 
     after = r.run()
 
     assert (after.orphaned, after.stuck) == (1, ())
-    gone = r.payment(r.a)
-    assert gone is not None
-    assert gone.status is PaymentStatus.ORPHANED
-    paid = r.bill()
-    assert (paid.status, paid.settled_usd, paid.credit_usd) == (BillStatus.PAID, Decimal("100.00"), Decimal("0"))
+    assert r.status(r.a) is PaymentStatus.ORPHANED
+    assert r.figures() == (BillStatus.PAID, Decimal("100.00"), Decimal("0"))
     assert r.h.settlement.pending("ethereum") == []
 
 
@@ -1065,11 +1100,8 @@ def test_given_a_stale_backend_answering_the_finality_passs_own_read_then_nothin
     after = r.run()
 
     assert (after.finalized, after.orphaned, after.stuck) == (1, 1, ())
-    gone = r.payment(r.a)
-    assert gone is not None
-    assert gone.status is PaymentStatus.ORPHANED
-    paid = r.bill()
-    assert (paid.status, paid.settled_usd, paid.credit_usd) == (BillStatus.PAID, Decimal("100.00"), Decimal("0"))
+    assert r.status(r.a) is PaymentStatus.ORPHANED
+    assert r.figures() == (BillStatus.PAID, Decimal("100.00"), Decimal("0"))
 
 
 DEAD = "0x" + "de" * 32  # a block hash of the old fork, never canonical
@@ -1104,19 +1136,14 @@ def test_given_a_stale_receipt_in_a_dead_block_at_another_height_then_the_paymen
     (entry,) = report.stuck
     assert entry.split(":")[1] == r.a
     assert entry.endswith("; bill inv-1 waits on it")
-    final = r.payment(r.a2)
-    assert final is not None
-    assert final.status is PaymentStatus.FINALIZED
-    paid = r.bill()
-    assert (paid.status, paid.settled_usd, paid.credit_usd) == (BillStatus.PAID, Decimal("100.00"), Decimal("0"))
+    assert r.status(r.a2) is PaymentStatus.FINALIZED
+    assert r.figures() == (BillStatus.PAID, Decimal("100.00"), Decimal("0"))
     r.rpc.stale_receipts, r.rpc.stale_transactions, r.rpc.stale_blocks = {}, {}, {}
 
     after = r.run()
 
     assert (after.orphaned, after.stuck) == (1, ())
-    gone = r.payment(r.a)
-    assert gone is not None
-    assert gone.status is PaymentStatus.ORPHANED
+    assert r.status(r.a) is PaymentStatus.ORPHANED
     assert r.bill().credit_usd == Decimal("0")
 
 
@@ -1168,16 +1195,13 @@ def test_given_a_replaced_payment_whose_receipt_is_in_a_block_above_finalized_no
     healthy = r.run()
 
     assert (healthy.orphaned, healthy.stuck) == (1, ())
-    gone = r.payment(r.a)
-    assert gone is not None
-    assert gone.status is PaymentStatus.ORPHANED
-    bill_after = r.bill()
-    assert (bill_after.status, bill_after.settled_usd, bill_after.credit_usd) == (
+    assert r.status(r.a) is PaymentStatus.ORPHANED
+    assert r.figures() == (
         BillStatus.OPEN,
         Decimal("0"),
         Decimal("0"),
     )
-    assert remaining_usd(bill_after) == Decimal("100.00")
+    assert remaining_usd(r.bill()) == Decimal("100.00")
     assert {q.quote_id: q.status for q in r.h.store.quotes("inv-1")} == {"q-usdc": QuoteStatus.ACTIVE}
     assert r.h.settlement.pending("ethereum") == []
 
@@ -1284,15 +1308,10 @@ def test_given_a_dead_fork_rollback_of_a_cancelled_payment_then_its_bill_reopens
     bill PROCESSING (F = H - 4 .. H), run 6 (F = H + 1 = N) finds no receipt for P and ORPHANS it: the bill OPEN,
     settled 0.00, 100.00 left to pay, its quote ACTIVE."""
     h, config, rpc, cursors = _billed(chain, stack)
-    before = chain.node.call("evm_snapshot")
     top = chain.head()  # H
     nonce = chain.w3.eth.get_transaction_count(PAYER)
-    tx = chain.pay_usdc(PAYER, MERCHANT, 100 * USDC)
-    paid_in = chain.receipt(tx)["blockNumber"]
+    before, _, paid_in = _bill_paid_then_seen(chain, h, config, rpc, cursors)
     assert paid_in == top + 1
-    chain.mine(1)
-    watch(config, rpc, cursors, h.settlement)
-    assert h.store.bill("inv-1").status is BillStatus.PROCESSING  # type: ignore[union-attr]
     chain.node.call("evm_revert", before)
     chain.mine(1)
     fee = {"from": PAYER, "nonce": nonce, "maxFeePerGas": 50 * 10**9, "maxPriorityFeePerGas": 5 * 10**9}
@@ -1306,11 +1325,7 @@ def test_given_a_dead_fork_rollback_of_a_cancelled_payment_then_its_bill_reopens
 
     assert (report.orphaned, len(report.stuck)) == (0, 1)
     rpc.stale_blocks, rpc.stale_reads = {}, False
-    statuses = []
-    for _ in range(6):
-        chain.mine(1)
-        run = watch(config, rpc, cursors, h.settlement)
-        statuses.append((run.orphaned, h.store.bill("inv-1").status))  # type: ignore[union-attr]
+    statuses = [(run.orphaned, status) for run, status in _one_block_a_run(chain, h, config, rpc, cursors)]
 
     assert statuses == [(0, BillStatus.PROCESSING)] * 5 + [(1, BillStatus.OPEN)]
     reopened = h.store.bill("inv-1")
@@ -1330,14 +1345,9 @@ def test_given_a_dead_fork_rollback_of_a_payment_re_mined_at_another_log_index_t
     sender's 1 USDC is not the bill's), credit 0.00 - counted once."""
     h, config, rpc, cursors = _billed(chain, stack)
     chain.mint(OTHER, 10 * USDC)
-    before = chain.node.call("evm_snapshot")
     top = chain.head()  # H
-    tx = chain.pay_usdc(PAYER, MERCHANT, 100 * USDC)
-    paid_in = chain.receipt(tx)["blockNumber"]
+    before, tx, paid_in = _bill_paid_then_seen(chain, h, config, rpc, cursors)
     raw = chain.node.call("eth_getRawTransactionByHash", tx)
-    chain.mine(1)
-    watch(config, rpc, cursors, h.settlement)
-    assert h.store.bill("inv-1").status is BillStatus.PROCESSING  # type: ignore[union-attr]
     chain.node.call("evm_revert", before)
     chain.node.call("evm_setAutomine", False)
     high = {"from": OTHER, "maxFeePerGas": 500 * 10**9, "maxPriorityFeePerGas": 400 * 10**9}
@@ -1360,11 +1370,7 @@ def test_given_a_dead_fork_rollback_of_a_payment_re_mined_at_another_log_index_t
     waiting = h.store.bill("inv-1")
     assert waiting is not None
     assert (waiting.status, waiting.flags) == (BillStatus.PROCESSING, frozenset())
-    states = []
-    for _ in range(6):
-        chain.mine(1)
-        run = watch(config, rpc, cursors, h.settlement)
-        states.append((run.finalized, h.store.bill("inv-1").status))  # type: ignore[union-attr]
+    states = [(run.finalized, status) for run, status in _one_block_a_run(chain, h, config, rpc, cursors)]
 
     assert states == [(0, BillStatus.PROCESSING)] * 5 + [(2, BillStatus.PAID)]
     paid = h.store.bill("inv-1")
@@ -1390,14 +1396,9 @@ def test_given_a_payment_re_mined_below_the_rollbacks_restart_then_no_backend_wi
     and, C <= F, is FINALIZED: PAID, settled 100.00 (100 USDC x $1.00), credit 0.00, nothing pending."""
     h, billed, rpc, cursors = _billed(chain, stack)
     config = replace(billed, reorg_window=1)
-    before = chain.node.call("evm_snapshot")
-    a = chain.pay_usdc(PAYER, MERCHANT, 100 * USDC)
+    before, a, n = _bill_paid_then_seen(chain, h, config, rpc, cursors, mined=2)
     raw = chain.node.call("eth_getRawTransactionByHash", a)
-    n = chain.receipt(a)["blockNumber"]
     receipt, transaction, block = rpc.receipts([a])[a], rpc.transaction(a), rpc.headers([n])[n]
-    chain.mine(2)
-    watch(config, rpc, cursors, h.settlement)
-    assert h.store.bill("inv-1").status is BillStatus.PROCESSING  # type: ignore[union-attr]
     chain.node.call("evm_revert", before)
     chain.mine(1)  # N, empty on the new fork
     chain.node.call("eth_sendRawTransaction", raw)  # the same signed A, mined at N + 1
@@ -1438,6 +1439,18 @@ def test_given_a_payment_re_mined_below_the_rollbacks_restart_then_no_backend_wi
     assert h.settlement.pending("ethereum") == []
 
 
+def _watched_then_a_paid(chain: Chain) -> tuple[Watcher, Any, str]:
+    """PAYER and OTHER minted 10 USDC each, the watcher run once; a snapshot (the fork point), then A: 4 USDC
+    (4,000,000 units) from PAYER to the merchant. Returns the watcher, the snapshot and A's hash."""
+    chain.mint(PAYER, 10 * USDC)
+    chain.mint(OTHER, 10 * USDC)
+    chain.mine(FINALITY_LAG)
+    watcher = Watcher(chain.config())
+    watcher.run()
+    before = chain.node.call("evm_snapshot")
+    return watcher, before, chain.pay_usdc(PAYER, MERCHANT, 4 * USDC)
+
+
 def test_given_a_reorg_noticed_after_finality_passed_its_fork_then_a_new_payment_below_the_cursor_is_seen(
     chain: Chain,
 ) -> None:
@@ -1448,13 +1461,7 @@ def test_given_a_reorg_noticed_after_finality_passed_its_fork_then_a_new_payment
     block by its hashes), so the rescan starts at the walk's bound - the block before ``start_block`` (N + 2 - 128 is below it) - and reads
     B: FINALIZED at N + 1 (final) in that run; A (its nonce unused on the new fork: no receipt from a backend
     holding F) ORPHANED by the finality pass; nothing stuck."""
-    chain.mint(PAYER, 10 * USDC)
-    chain.mint(OTHER, 10 * USDC)
-    chain.mine(FINALITY_LAG)
-    watcher = Watcher(chain.config())
-    watcher.run()
-    before = chain.node.call("evm_snapshot")
-    a = chain.pay_usdc(PAYER, MERCHANT, 4 * USDC)
+    watcher, before, a = _watched_then_a_paid(chain)
     n = chain.receipt(a)["blockNumber"]
     chain.mine(2)
     watcher.run()
@@ -1492,11 +1499,7 @@ def test_given_a_rollback_that_rescans_a_finalized_payments_block_then_its_bill_
     assert paid is not None
     assert (paid.status, paid.settled_usd, paid.credit_usd) == (BillStatus.PAID, Decimal("100.00"), Decimal("0"))
     announced = len(h.published.published)
-    top = chain.node.call("evm_snapshot")
-    chain.mine(1)
-    watch(config, rpc, cursors, h.settlement)
-    chain.node.call("evm_revert", top)
-    chain.pay_eth(OTHER, OTHER, 1)  # the cursor's block replaced
+    _cursor_block_replaced(chain, h, config, rpc, cursors, OTHER)
 
     report = watch(config, rpc, cursors, h.settlement)
 
@@ -1521,13 +1524,7 @@ def test_given_a_payment_rebased_by_the_fast_path_before_the_rollback_then_a_new
     A's canonical block as proof that everything up to N + 2 was shared - rolled back to N + 2, B never recorded,
     nothing stuck. Now the start is the walk's (or its bound when the node dropped the old fork): the rescan starts at
     N (rolled back to N - 1), B recorded SEEN at N + 1 with 1,000,000 units, then both FINALIZED; nothing stuck."""
-    chain.mint(PAYER, 10 * USDC)
-    chain.mint(OTHER, 10 * USDC)
-    chain.mine(FINALITY_LAG)
-    watcher = Watcher(chain.config())
-    watcher.run()
-    before = chain.node.call("evm_snapshot")
-    a = chain.pay_usdc(PAYER, MERCHANT, 4 * USDC)
+    watcher, before, a = _watched_then_a_paid(chain)
     raw = chain.node.call("eth_getRawTransactionByHash", a)
     n = chain.receipt(a)["blockNumber"]
     chain.mine(3)
@@ -1573,11 +1570,7 @@ def test_given_a_head_reorg_rescanning_final_usdc_eth_and_unattributed_payments_
     watch(config, rpc, cursors, h.settlement)
     watch(config, rpc, cursors, h.settlement)
     published = len(h.published.published)
-    top = chain.node.call("evm_snapshot")
-    chain.mine(1)
-    watch(config, rpc, cursors, h.settlement)
-    chain.node.call("evm_revert", top)
-    chain.pay_eth(PAYER, PAYER, 1)  # the cursor's block replaced
+    _cursor_block_replaced(chain, h, config, rpc, cursors, PAYER)
 
     report = watch(config, rpc, cursors, h.settlement)
 

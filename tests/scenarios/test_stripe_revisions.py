@@ -341,6 +341,16 @@ def _note_made_on_in_a_then_revised() -> tuple[World, Events, str]:
     return world, events, in_a
 
 
+def _march_paid_with_a(world: World, short_paid: str, kept: str, a: tuple[str, str], credit: str) -> None:
+    """Ours PAID with ``short_paid`` and ``kept``; our note A (April's, made on in_A) at ``a`` = (to_due,
+    to_credit); the account's ``credit`` (the figures as Decimal strings)."""
+    ours = world.store.invoices["acme/2026-03"]
+    note = world.store.credit_notes["acme/2026-03/credit-2026-04"]
+    assert (ours.status, ours.short_paid, ours.kept) == (InvoiceStatus.PAID, Decimal(short_paid), Decimal(kept))
+    assert (note.to_due, note.to_credit) == (Decimal(a[0]), Decimal(a[1]))
+    assert world.store.billing["acme"].credit == Decimal(credit)
+
+
 def _note_made_on_the_revision(world: World, revision: str = "in_REV") -> None:
     """Stripe's side: ours' invoice is ``revision``, open; May's close finds 2,500 more March minutes gone (2,500 x
     0.00072 = 1.80): note B, made on ``revision`` at Stripe (done, ``asked_on`` it)."""
@@ -486,11 +496,7 @@ def test_given_the_operator_takes_our_note_off_the_revision_by_hand_then_it_is_n
     paid = events.add("e3", "invoice.paid", _revision(in_a, 6160, "paid", amount_paid=6160))
     _apply(world, events, paid)
     _apply(world, events, paid)  # delivered again
-    ours = world.store.invoices["acme/2026-03"]
-    note = world.store.credit_notes["acme/2026-03/credit-2026-04"]
-    assert (ours.status, ours.short_paid, ours.kept) == (InvoiceStatus.PAID, Decimal("0.00"), Decimal("65.20"))
-    assert (note.to_due, note.to_credit) == (Decimal("3.60"), Decimal("0.00"))
-    assert world.store.billing["acme"].credit == Decimal("0.00")
+    _march_paid_with_a(world, "0.00", "65.20", ("3.60", "0.00"), "0.00")  # A stays on the amount due, no credit
     world.gateway.invoices["acme/2026-03"].gateway_id = "in_REV"  # Stripe's side: in_REV, paid
     world.gateway.invoices["acme/2026-03"].status = "paid"
     with pytest.raises(ValueError, match=r"at most 61\.60"):  # 65.20 kept - 3.60 taken off by our note
@@ -523,11 +529,7 @@ def test_given_our_note_carried_by_hand_when_a_note_is_made_on_the_revision_then
     _revised_then_noted_there(world, events, in_a, 6160)
     paid = _apply(world, events, events.add("e3", "invoice.paid", _revision(in_a, 6160, "paid", amount_paid=5980)))
     assert paid.attention is None or "recorded as given back" not in paid.attention
-    ours = world.store.invoices["acme/2026-03"]
-    a = world.store.credit_notes["acme/2026-03/credit-2026-04"]
-    assert (ours.status, ours.short_paid, ours.kept) == (InvoiceStatus.PAID, Decimal("0.00"), Decimal("65.20"))
-    assert (a.to_due, a.to_credit) == (Decimal("3.60"), Decimal("0.00"))
-    assert world.store.billing["acme"].credit == Decimal("0.00")
+    _march_paid_with_a(world, "0.00", "65.20", ("3.60", "0.00"), "0.00")  # A stays on the amount due, no credit
     world.gateway.invoices["acme/2026-03"].status = "paid"  # Stripe's side: in_REV, paid
     with pytest.raises(ValueError, match=r"at most 59\.80"):  # 65.20 kept - 3.60 (A) - 1.80 (B)
         refund_invoice(world.store, world.gateway, "acme", "acme/2026-03", Decimal("59.81"))
@@ -545,11 +547,8 @@ def test_given_a_note_made_on_a_full_revision_when_it_is_paid_then_no_alarm_and_
     _revised_then_noted_there(world, events, in_a, 6520)
     paid = _apply(world, events, events.add("e3", "invoice.paid", _revision(in_a, 6520, "paid", amount_paid=6340)))
     assert paid.attention is None or "a revision of" not in paid.attention
-    ours = world.store.invoices["acme/2026-03"]
-    a = world.store.credit_notes["acme/2026-03/credit-2026-04"]
-    assert (ours.status, ours.short_paid) == (InvoiceStatus.PAID, Decimal("0.00"))
-    assert (a.to_due, a.to_credit) == (Decimal("0.00"), Decimal("3.60"))
-    assert world.store.billing["acme"].credit == Decimal("3.60")
+    # kept 63.40 paid + 1.80 (B, on in_REV's amount due) = 65.20; A's 3.60 credited: to_due 0.00, credit 3.60
+    _march_paid_with_a(world, "0.00", "65.20", ("0.00", "3.60"), "3.60")
 
 
 def test_given_a_revision_of_a_revision_carrying_our_hand_edit_then_only_the_note_made_on_its_source_is_credited() -> (

@@ -4,27 +4,20 @@ the payment-status handler logs it at ERROR and counts ``PaymentEventNeedsOperat
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from kilo_billing.invoicing import InvoiceStatus
 from kilo_billing.observability import Metric
-from kilo_invoice import dependencies, payment_handler
-from tests.conftest import LambdaContext
 from tests.scenarios.test_card_payment_events import Events, _fixture, _paid_invoice
-from tests.scenarios.test_invoicing import MAR, team_with_march_overage
-from tests.unit.test_stripe_misconfigured_alarmed import _errors, _metrics, _payment_message
+from tests.scenarios.test_invoicing import MAR, World, team_with_march_overage
+from tests.unit.payment_alarm_helpers import flushed_metrics, handle_stored, logged_errors, march_paid_at_stripe
 
 
-def _handled(obj: dict[str, Any], monkeypatch: pytest.MonkeyPatch, world: Any) -> Any:
+def _handled(obj: dict[str, Any], monkeypatch: pytest.MonkeyPatch, world: World) -> Any:
     events = Events()
-    pk, sk = events.add("evt_x", "invoice.paid", obj)
-    deps = SimpleNamespace(store=world.store, publisher=world.bus, events=events, gateway=world.gateway, livemode=False)
-    monkeypatch.setattr(dependencies, "payments", lambda: deps)
-    record = _payment_message((pk, sk), "evt_x")
-    return payment_handler.lambda_handler({"Records": [record]}, LambdaContext())  # type: ignore[arg-type]
+    return handle_stored(world, events, events.add("evt_x", "invoice.paid", obj), "evt_x", monkeypatch)
 
 
 def test_given_a_duplicate_stripe_invoice_paid_when_handled_then_ours_untouched_and_alarmed(
@@ -37,18 +30,16 @@ def test_given_a_duplicate_stripe_invoice_paid_when_handled_then_ours_untouched_
     capfd.readouterr()
     assert _handled(duplicate, monkeypatch, world) == {"batchItemFailures": []}  # done: not redelivered
     assert world.store.invoices[march.invoice_id].status is InvoiceStatus.OPEN
-    assert _errors(caplog) == ["Stripe event needs an operator"]
-    assert _metrics(capfd.readouterr().out).get(Metric.PAYMENT_EVENT_ATTENTION.value) == 1
+    assert logged_errors(caplog) == ["Stripe event needs an operator"]
+    assert flushed_metrics(capfd.readouterr().out).get(Metric.PAYMENT_EVENT_ATTENTION.value) == 1
 
 
 def test_given_ours_paid_in_full_when_handled_then_nothing_is_said(
     monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
-    world = team_with_march_overage()
-    march = world.close("acme", MAR)
-    world.gateway.settle(march.invoice_id, paid=True)
+    world, march_id = march_paid_at_stripe()
     capfd.readouterr()
     assert _handled(_paid_invoice(world), monkeypatch, world) == {"batchItemFailures": []}
-    assert world.store.invoices[march.invoice_id].status is InvoiceStatus.PAID
-    assert _errors(caplog) == []
-    assert Metric.PAYMENT_EVENT_ATTENTION.value not in _metrics(capfd.readouterr().out)
+    assert world.store.invoices[march_id].status is InvoiceStatus.PAID
+    assert logged_errors(caplog) == []
+    assert Metric.PAYMENT_EVENT_ATTENTION.value not in flushed_metrics(capfd.readouterr().out)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -18,11 +17,9 @@ import pytest
 from kilo_billing.invoicing import InvoiceStatus
 from kilo_billing.observability import Metric
 from kilo_billing.stripe_events import StripeEventRecord
-from kilo_invoice import dependencies, payment_handler
-from tests.conftest import LambdaContext
 from tests.scenarios.test_card_payment_events import FIXTURES, Events, _paid_invoice
-from tests.scenarios.test_invoicing import MAR, World, team_with_march_overage
-from tests.unit.test_stripe_misconfigured_alarmed import _errors, _metrics, _payment_message
+from tests.scenarios.test_invoicing import World
+from tests.unit.payment_alarm_helpers import flushed_metrics, handle_stored, logged_errors, march_paid_at_stripe
 
 
 def _handled(
@@ -37,31 +34,27 @@ def _handled(
         "evt_x", "invoice.paid", 1_775_000_000, event["livemode"] is True, json.dumps(event).encode(), 0
     )
     events.stored[record.key] = record
-    deps = SimpleNamespace(
-        store=world.store, publisher=world.bus, events=events, gateway=world.gateway, livemode=stage_livemode
+    attributes = {"ApproximateReceiveCount": str(receive)}
+    return handle_stored(
+        world, events, record.key, "evt_x", monkeypatch, livemode=stage_livemode, attributes=attributes
     )
-    monkeypatch.setattr(dependencies, "payments", lambda: deps)
-    message = _payment_message(record.key, "evt_x", {"ApproximateReceiveCount": str(receive)})
-    return payment_handler.lambda_handler({"Records": [message]}, LambdaContext())  # type: ignore[arg-type]
 
 
 def test_given_an_event_of_a_connect_account_when_handled_then_done_not_applied_and_alarmed(
     monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
-    world = team_with_march_overage()
-    march = world.close("acme", MAR)
-    world.gateway.settle(march.invoice_id, paid=True)
+    world, march_id = march_paid_at_stripe()
     bus = list(world.bus.events)
     capfd.readouterr()
     envelope = {"livemode": False, "account": "acct_1Connected"}
     assert _handled(world, monkeypatch, False, envelope) == {"batchItemFailures": []}  # done
-    assert world.store.invoices[march.invoice_id].status is InvoiceStatus.OPEN  # 65.20 still asked, not paid
+    assert world.store.invoices[march_id].status is InvoiceStatus.OPEN  # 65.20 still asked, not paid
     assert world.bus.events == bus
-    assert _errors(caplog) == ["Stripe event of a Connect account: not applied"]
+    assert logged_errors(caplog) == ["Stripe event of a Connect account: not applied"]
     reason = next(r for r in caplog.records if r.levelno >= logging.ERROR).__dict__["reason"]
     assert "acct_1Connected" in reason
     assert "endpoint" not in reason  # ingest's wording: this function is no endpoint
-    counted = _metrics(capfd.readouterr().out)
+    counted = flushed_metrics(capfd.readouterr().out)
     assert counted.get(Metric.STRIPE_EVENT_FOREIGN.value) == 1
     assert Metric.PAYMENT_EVENT_APPLIED.value not in counted
 
@@ -84,24 +77,22 @@ def test_given_an_event_of_the_other_mode_when_handled_then_not_applied_failed_f
     """A live ``invoice.paid`` stored (Stripe answered 200) before a stack upgraded without ``StripeLiveMode=true``
     handles it: left on the queue (redelivered, then dead-lettered: alarmed), not dropped. Redriven once the
     setting is right, it applies: March's 65.20 (29.00 fee + 7.20 overage + 29.00 April) paid."""
-    world = team_with_march_overage()
-    march = world.close("acme", MAR)
-    world.gateway.settle(march.invoice_id, paid=True)
+    world, march_id = march_paid_at_stripe()
     bus = list(world.bus.events)
     capfd.readouterr()
     answer = _handled(world, monkeypatch, stage_livemode, {"livemode": livemode})
     assert answer == {"batchItemFailures": [{"itemIdentifier": "m-1"}]}  # kept: redelivered, then the DLQ
-    assert world.store.invoices[march.invoice_id].status is InvoiceStatus.OPEN  # 65.20 still asked
+    assert world.store.invoices[march_id].status is InvoiceStatus.OPEN  # 65.20 still asked
     assert world.bus.events == bus
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR and r.getMessage().startswith("Stripe event")]
     assert [r.getMessage() for r in errors] == ["Stripe event of the other mode than the stage's: kept for redrive"]
     assert said in errors[0].__dict__["reason"]
-    counted = _metrics(capfd.readouterr().out)
+    counted = flushed_metrics(capfd.readouterr().out)
     assert counted.get(Metric.STRIPE_EVENT_FOREIGN.value) == 1
     assert Metric.PAYMENT_EVENT_APPLIED.value not in counted
     # the setting fixed, the message redriven from the DLQ
     assert _handled(world, monkeypatch, livemode, {"livemode": livemode}) == {"batchItemFailures": []}
-    assert world.store.invoices[march.invoice_id].status is InvoiceStatus.PAID
+    assert world.store.invoices[march_id].status is InvoiceStatus.PAID
 
 
 def test_given_an_event_of_the_other_mode_received_until_dead_lettered_then_counted_and_logged_at_error_once(
@@ -111,9 +102,7 @@ def test_given_an_event_of_the_other_mode_received_until_dead_lettered_then_coun
     times before the DLQ. Counted (``StripeEventForeign``: 1, not 5) and logged at ERROR on the first receive only,
     naming the event's type and the invoice its metadata names; receives 2 to 5 at WARNING, uncounted - each still
     failed for the queue. Redriven with the setting still wrong: a first receive again, counted once more."""
-    world = team_with_march_overage()
-    march = world.close("acme", MAR)
-    world.gateway.settle(march.invoice_id, paid=True)
+    world, march_id = march_paid_at_stripe()
     capfd.readouterr()
     kept = {"batchItemFailures": [{"itemIdentifier": "m-1"}]}
     for receive in (1, 2, 3, 4, 5):
@@ -127,19 +116,17 @@ def test_given_an_event_of_the_other_mode_received_until_dead_lettered_then_coun
         (logging.WARNING, "5"),
     ]
     assert (mismatch[0].__dict__["stripe_type"], mismatch[0].__dict__["invoice_id"]) == ("invoice.paid", "acme/2026-03")
-    assert _metrics(capfd.readouterr().out).get(Metric.STRIPE_EVENT_FOREIGN.value) == 1  # 5 receives, 1 counted
+    assert flushed_metrics(capfd.readouterr().out).get(Metric.STRIPE_EVENT_FOREIGN.value) == 1  # 5 receives, 1 counted
     assert _handled(world, monkeypatch, False, {"livemode": True}, 1) == kept  # redriven, StripeLiveMode not fixed
-    assert _metrics(capfd.readouterr().out).get(Metric.STRIPE_EVENT_FOREIGN.value) == 1
-    assert world.store.invoices[march.invoice_id].status is InvoiceStatus.OPEN  # 65.20 still asked
+    assert flushed_metrics(capfd.readouterr().out).get(Metric.STRIPE_EVENT_FOREIGN.value) == 1
+    assert world.store.invoices[march_id].status is InvoiceStatus.OPEN  # 65.20 still asked
 
 
 @pytest.mark.parametrize("livemode", [True, False])
 def test_given_an_event_of_the_stages_mode_when_handled_then_applied(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, livemode: bool
 ) -> None:
-    world = team_with_march_overage()
-    march = world.close("acme", MAR)
-    world.gateway.settle(march.invoice_id, paid=True)
+    world, march_id = march_paid_at_stripe()
     assert _handled(world, monkeypatch, livemode, {"livemode": livemode}) == {"batchItemFailures": []}
-    assert world.store.invoices[march.invoice_id].status is InvoiceStatus.PAID
-    assert _errors(caplog) == []
+    assert world.store.invoices[march_id].status is InvoiceStatus.PAID
+    assert logged_errors(caplog) == []

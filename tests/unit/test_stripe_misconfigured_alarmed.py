@@ -6,7 +6,6 @@ without its refs) is said, not quiet (D316): the payment-status handler logs it 
 from __future__ import annotations
 
 import json
-import logging
 from decimal import Decimal
 from types import SimpleNamespace
 from typing import Any
@@ -21,6 +20,7 @@ from kilo_invoice.ports import GatewayUnavailableError, PaymentGateway
 from tests.conftest import LambdaContext
 from tests.scenarios.test_card_payment_events import Events, _paid_invoice
 from tests.scenarios.test_invoicing import MAR, World, team_with_march_overage
+from tests.unit.payment_alarm_helpers import flushed_metrics, handle_stored, logged_errors, payment_message
 
 
 def _malformed_secret() -> PaymentGateway:
@@ -36,52 +36,8 @@ def _publishable_key() -> PaymentGateway:
 def _delivered(world: World, events: Events, gateway: PaymentGateway, monkeypatch: pytest.MonkeyPatch) -> Any:
     invoice = world.close("acme", MAR)
     world.gateway.settle(invoice.invoice_id, paid=True)
-    pk, sk = events.add("evt_paid", "invoice.paid", _paid_invoice(world))
-    deps = SimpleNamespace(store=world.store, publisher=world.bus, events=events, gateway=gateway, livemode=False)
-    monkeypatch.setattr(dependencies, "payments", lambda: deps)
-    record = _payment_message((pk, sk), "evt_paid")
-    return payment_handler.lambda_handler({"Records": [record]}, LambdaContext())  # type: ignore[arg-type]
-
-
-def _payment_message(
-    key: tuple[str, str], stripe_event_id: str, attributes: dict[str, str] | None = None, message_id: str = "m-1"
-) -> dict[str, Any]:
-    """The payment-events queue's SQS message naming the stored event ``key`` (Lambda's SQS record shape)."""
-    pk, sk = key
-    return {
-        "messageId": message_id,
-        "receiptHandle": message_id.replace("m-", "r-"),
-        "body": json.dumps({"detail": {"key": {"pk": pk, "sk": sk}, "stripe_event_id": stripe_event_id}}),
-        "attributes": attributes or {},
-        "messageAttributes": {},
-        "md5OfBody": "",
-        "eventSource": "aws:sqs",
-        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:payment-events",
-        "awsRegion": "us-east-1",
-    }
-
-
-def _errors(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR]
-
-
-def _metrics(out: str) -> dict[str, float]:
-    """The metrics flushed (Powertools prints CloudWatch EMF JSON lines to stdout)."""
-    metrics: dict[str, float] = {}
-    for line in out.splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if not isinstance(record, dict):
-            continue
-        for definition in record.get("_aws", {}).get("CloudWatchMetrics", []):
-            for metric in definition["Metrics"]:
-                value = record[metric["Name"]]
-                metrics[metric["Name"]] = metrics.get(metric["Name"], 0) + sum(
-                    value if isinstance(value, list) else [value]
-                )
-    return metrics
+    key = events.add("evt_paid", "invoice.paid", _paid_invoice(world))
+    return handle_stored(world, events, key, "evt_paid", monkeypatch, gateway=gateway)
 
 
 @pytest.fixture
@@ -105,8 +61,8 @@ def test_given_a_malformed_stripe_secret_when_invoice_paid_arrives_then_paid_and
     assert response == {"batchItemFailures": []}  # the event is done: not redelivered, not dead-lettered
     paid = world.store.invoices["acme/2026-03"]
     assert (paid.status, paid.gateway_refs) == (InvoiceStatus.PAID, ())
-    assert _errors(caplog) == ["Stripe misconfigured: payments lookup failed; event applied without them"]
-    assert _metrics(capfd.readouterr().out).get(Metric.STRIPE_MISCONFIGURED.value) == 1
+    assert logged_errors(caplog) == ["Stripe misconfigured: payments lookup failed; event applied without them"]
+    assert flushed_metrics(capfd.readouterr().out).get(Metric.STRIPE_MISCONFIGURED.value) == 1
 
 
 def test_given_stripe_down_when_invoice_paid_arrives_then_paid_and_quiet(
@@ -118,8 +74,8 @@ def test_given_stripe_down_when_invoice_paid_arrives_then_paid_and_quiet(
     world.gateway.fail_next = [GatewayUnavailableError("Stripe unavailable (503)")]
     capfd.readouterr()
     assert _delivered(world, Events(), world.gateway, monkeypatch) == {"batchItemFailures": []}
-    assert _errors(caplog) == []
-    assert Metric.STRIPE_MISCONFIGURED.value not in _metrics(capfd.readouterr().out)
+    assert logged_errors(caplog) == []
+    assert Metric.STRIPE_MISCONFIGURED.value not in flushed_metrics(capfd.readouterr().out)
 
 
 @pytest.mark.parametrize(("job", "closed"), [("2026-04", ("2026-04",)), ("2026-05", ("2026-04", "2026-05"))])
@@ -169,10 +125,10 @@ def test_given_a_note_on_an_invoice_stripe_does_not_know_when_the_close_job_runs
     found = ledger.store.ledger("acme")
     assert [found.invoices[f"acme/{period}"].status for period in closed] == [InvoiceStatus.OPEN] * len(closed)
     assert found.credit_notes["acme/2026-03/credit-2026-04"].status is CreditNoteStatus.PENDING
-    assert _errors(caplog) == [
+    assert logged_errors(caplog) == [
         "Credit notes wait at Stripe (ours to fix, or its invoice revised there): invoice issued without them"
     ]
-    metrics = _metrics(capfd.readouterr().out)
+    metrics = flushed_metrics(capfd.readouterr().out)
     assert metrics.get(Metric.STRIPE_MISCONFIGURED.value) == 1
     assert Metric.INVOICE_CLOSE_FAILED.value not in metrics
 
@@ -210,11 +166,11 @@ def test_given_a_refund_stripe_fails_after_it_was_made_then_the_handler_alarms_i
     capfd.readouterr()
     caplog.clear()
     for _ in range(2):  # delivered again: alarmed once
-        record = _payment_message((pk, sk), "evt_failed", message_id="m-2")
+        record = payment_message((pk, sk), "evt_failed", message_id="m-2")
         response = payment_handler.lambda_handler({"Records": [record]}, LambdaContext())  # type: ignore[arg-type]
         assert response == {"batchItemFailures": []}
     assert world.store.invoices["acme/2026-03"].refunded == Decimal("0.00")
-    assert _errors(caplog) == [
+    assert logged_errors(caplog) == [
         "Stripe refund failed after it was made: the customer got nothing; the invoice keeps it again"
     ]
-    assert _metrics(capfd.readouterr().out).get(Metric.REFUND_FAILED.value) == 1
+    assert flushed_metrics(capfd.readouterr().out).get(Metric.REFUND_FAILED.value) == 1
