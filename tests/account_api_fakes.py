@@ -31,6 +31,10 @@ class InMemoryMonthToDate:
         return [figures for figures in self.open if figures.account == account_id]
 
 
+# a month to date with nothing rated and no open session: a tier change's limits checked on the fees alone
+NO_USAGE = InMemoryMonthToDate(InMemoryAccountDirectory())
+
+
 @dataclass
 class InMemorySessionHistory:
     by_account: dict[str, list[SessionRecord]] = field(default_factory=dict)

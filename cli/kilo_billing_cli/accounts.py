@@ -33,6 +33,7 @@ from kilo_billing.accounts import (
 )
 from kilo_billing.budgets import BudgetChange, InvalidBudgetError, apply_budget, set_budget
 from kilo_billing.catalog import Catalog, UnknownTierError
+from kilo_billing.month_to_date import MonthToDateSource
 from kilo_billing.periods import Period
 from kilo_billing.rating import RatingError, TierChange
 
@@ -154,14 +155,28 @@ def invoiced_periods(table: str, account_id: str) -> set[str]:
     return closed_periods(DynamoLedgerStore(client("dynamodb"), table).ledger(account_id).invoices.values())
 
 
+def dynamo_month(table: str, directory: AccountDirectory) -> MonthToDateSource:
+    """The accounts' month to date on the usage table (rating's counters and open sessions), as the account API reads
+    it: a tier change's limits are checked against the bill re-rated with it (D150)."""
+    from kilo_billing.aws import client  # noqa: PLC0415
+    from kilo_billing.month_to_date_store import DynamoMonthToDate  # noqa: PLC0415
+    from kilo_billing.usage_signals_store import DynamoUsageSignals  # noqa: PLC0415
+
+    dynamodb = client("dynamodb")
+    return DynamoMonthToDate(dynamodb, table, directory, DynamoUsageSignals(dynamodb, table))
+
+
 def run(
     args: argparse.Namespace,
     catalog: Catalog,
     directory: AccountDirectory | None = None,
     invoiced: Callable[[str], set[str]] | None = None,
+    month: MonthToDateSource | None = None,
 ) -> dict[str, object]:
     """Do the command; errors a user can fix are ``ValueError`` (the caller prints them and exits 2). ``invoiced``:
-    an account's invoiced periods (default: read from the usage table); a tier change dated in one is refused."""
+    an account's invoiced periods (default: read from the usage table); a tier change dated in one is refused.
+    ``month``: the accounts' month to date (default: read from the usage table), which a tier change's hard limit
+    must stay above once re-rated with it."""
     now = datetime.now(UTC)
     try:
         directory = directory or dynamo_directory(args.usage_table)
@@ -178,7 +193,8 @@ def run(
             at = args.at or now
             book = catalog.for_period(Period.containing(at))
             closed = (invoiced or (lambda account: invoiced_periods(args.usage_table, account)))(args.account)
-            profile = request_tier_change(directory, book, args.account, args.tier, at, closed)
+            usage = month or dynamo_month(args.usage_table, directory)
+            profile = request_tier_change(directory, book, args.account, args.tier, at, closed, month=usage)
         elif args.account_command == "budget":
             change = BudgetChange(
                 budget_usd=args.budget_usd,

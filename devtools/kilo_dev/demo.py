@@ -195,8 +195,19 @@ def write_request(stack: Any, account_id: str, request: tuple[int, str, str], me
     book = default_catalog().for_period(Period.containing(when))
     if old == new:
         register_account(directory, account_id, new, when, book.tier_ids, billing_method=method)
-    else:
-        request_tier_change(directory, book, account_id, new, when)
+    else:  # the limits checked against the month to date re-rated with the change, as the CLI does (D150)
+        request_tier_change(directory, book, account_id, new, when, month=month_source(stack, directory))
+
+
+def month_source(stack: Any, directory: Any) -> Any:
+    """The product's month to date on the usage table, as `kilo-billing account change-tier` reads it."""
+    import boto3  # noqa: PLC0415
+
+    from kilo_billing.month_to_date_store import DynamoMonthToDate  # noqa: PLC0415
+    from kilo_billing.usage_signals_store import DynamoUsageSignals  # noqa: PLC0415
+
+    dynamodb, table = boto3.client("dynamodb"), stack.template.physical_name("UsageTable")
+    return DynamoMonthToDate(dynamodb, table, directory, DynamoUsageSignals(dynamodb, table))
 
 
 def set_up_accounts(

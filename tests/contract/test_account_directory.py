@@ -27,7 +27,7 @@ from kilo_billing.accounts import (
 )
 from kilo_billing.catalog import default_catalog
 from kilo_billing.rating import TierChange
-from tests.account_api_fakes import InMemoryMembers, InMemorySessionHistory
+from tests.account_api_fakes import NO_USAGE, InMemoryMembers, InMemorySessionHistory
 from tests.conftest import Stack
 from tests.fakes import InMemoryAccountDirectory
 
@@ -252,7 +252,7 @@ def test_given_an_upgrade_between_a_budget_read_and_its_save_then_the_upgrade_st
     upgraded_at = datetime(2026, 3, 15, tzinfo=UTC)
 
     def upgrade(real: AccountDirectory) -> None:
-        outcome = logic.change_tier(real, default_catalog(), "acct-a", "team", upgraded_at)
+        outcome = logic.change_tier(real, default_catalog(), "acct-a", "team", upgraded_at, NO_USAGE)
         assert (outcome.effective_at, outcome.current_tier) == (upgraded_at, "team")
 
     logic.set_budget(Interleaved(directory, upgrade), "acct-a", logic.BudgetRequest(Decimal(50), (50, 80, 100), None))
@@ -268,7 +268,7 @@ def test_given_a_budget_saved_between_an_upgrades_read_and_its_save_then_the_upg
     upgraded_at = datetime(2026, 3, 15, tzinfo=UTC)
     budget = logic.BudgetRequest(Decimal(50), (50, 80, 100), None)
     racing = Interleaved(directory, lambda real: logic.set_budget(real, "acct-a", budget))
-    outcome = logic.change_tier(racing, default_catalog(), "acct-a", "team", upgraded_at)
+    outcome = logic.change_tier(racing, default_catalog(), "acct-a", "team", upgraded_at, NO_USAGE)
     stored = directory.registered(["acct-a"])["acct-a"]
     assert stored.changes == (TierChange(SIGNUP, "personal"), TierChange(upgraded_at, "team"))
     assert stored.budget_usd == Decimal(50)

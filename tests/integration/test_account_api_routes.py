@@ -233,6 +233,21 @@ def test_given_a_tier_change_then_upgrades_apply_now_and_downgrades_at_the_perio
     assert (unknown.status, unknown.body["field"]) == (400, "tier")
 
 
+def test_given_usage_an_upgrade_would_re_rate_past_the_hard_limit_then_the_route_answers_409_naming_limit_and_bill(
+    account_api: Any,
+) -> None:
+    """D150 amended (e2), through the route and the usage table's month to date: Team, hard limit $100, 91,667 video
+    minutes rated by Nov 15 12:00 ($29.00 + 41,667 x $0.00072 = $59.00). Enterprise from then prorates Team to
+    14.5/30 = 29/60 of November: 50,000 x 29/60 = 24,166.67 -> 24,167 video min (rounded up), 67,500 over x $0.00072
+    = $48.60; fees $29 x 29/60 = $14.0167 -> $14.02 and $99 x 31/60 = $51.15: $113.77 >= $100. Refused, still Team."""
+    register(account_api, "acct_a", hard_limit_usd=Decimal(100))
+    put_counters(account_api, "acct_a", {"video": 91_667})
+    refused = call("POST", "/v1/accounts/acct_a/subscription", ADMIN, {"tier": "enterprise"})
+    assert (refused.status, refused.body["code"]) == (409, "conflict"), refused.body
+    assert "hard limit $100 is not above $113.77" in refused.body["message"]
+    assert profile(account_api, "acct_a").tier_at(NOW) == "team"
+
+
 def test_given_alert_preferences_then_they_are_saved_whole_or_refused_naming_the_field(account_api: Any) -> None:
     register(account_api, "acct_a")
     saved = call(

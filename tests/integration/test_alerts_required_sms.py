@@ -91,7 +91,8 @@ def test_given_the_hard_limit_alert_whose_email_reaches_nobody_then_one_sms_goes
     assert alerts_stack.sent_mail() == []
     [(phone, sms)] = [(phone, text) for phone, text, *_ in alerts_stack.sent_sms()]
     assert phone == NUMBER
-    assert sms.startswith("Kilo: hard limit $150.00 reached (November 2026 bill $150.02). Calls go audio-only")
+    # the profile has no hard limit, so nothing enforces the event: its words say so, not "audio-only" (D-e2-1)
+    assert sms.startswith("Kilo: hard limit $150.00 was reached (November 2026 bill $150.02).")
     recorded = records(alerts_stack, "acct_h")
     assert (recorded["email"]["status"], recorded["email"]["detail"]) == email_record
     assert recorded["sms"]["status"] == "sent"

@@ -11,6 +11,7 @@ from decimal import Decimal
 from kilo_billing.accounts import AccountProfile, register_account, request_tier_change
 from kilo_billing.catalog import default_catalog
 from kilo_billing.rating import TierChange
+from tests.account_api_fakes import NO_USAGE
 from tests.fakes import InMemoryAccountDirectory
 from tests.scenarios.test_invoicing import APR, MAR, MAY, World, amounts, at
 
@@ -19,8 +20,8 @@ def test_given_two_downgrades_asked_in_one_month_then_the_second_replaces_the_fi
     directory = InMemoryAccountDirectory()
     book = default_catalog().latest
     register_account(directory, "ent", "enterprise", at(1), book.tier_ids)
-    request_tier_change(directory, book, "ent", "team", at(10))  # effective April 1st
-    profile = request_tier_change(directory, book, "ent", "personal", at(11))  # effective April 1st too
+    request_tier_change(directory, book, "ent", "team", at(10), month=NO_USAGE)  # effective April 1st
+    profile = request_tier_change(directory, book, "ent", "personal", at(11), month=NO_USAGE)  # effective April 1st too
     assert [(c.at, c.tier) for c in profile.changes] == [(at(1), "enterprise"), (APR.start, "personal")]
     assert profile.tier_at(APR.start) == "personal"
     assert [s.tier for s in profile.segments(APR)] == ["personal"]

@@ -32,7 +32,7 @@ from kilo_billing.budgets import DEFAULT_WEEKDAY_WEIGHTS, projected_total
 from kilo_billing.catalog import default_catalog
 from kilo_billing.month_to_date import OpenSessionFigures, month_to_date
 from kilo_billing.rating import TierChange
-from tests.account_api_fakes import InMemoryMembers, InMemoryMonthToDate, InMemorySessionHistory
+from tests.account_api_fakes import NO_USAGE, InMemoryMembers, InMemoryMonthToDate, InMemorySessionHistory
 from tests.fakes import InMemoryAccountDirectory
 
 NOW = datetime(2026, 11, 15, 12, tzinfo=UTC)  # a Sunday, half over
@@ -407,17 +407,17 @@ def test_given_a_pending_downgrade_then_asking_for_the_tier_in_effect_cancels_it
     catalog = default_catalog()
     directory = InMemoryAccountDirectory(profile(tier="team"))
     december = datetime(2026, 12, 1, tzinfo=UTC)
-    scheduled = logic.change_tier(directory, catalog, "acct", "personal", NOW)
+    scheduled = logic.change_tier(directory, catalog, "acct", "personal", NOW, NO_USAGE)
     assert (scheduled.effective_at, scheduled.current_tier) == (december, "team")
     with pytest.raises(InvalidRequestError):
-        logic.change_tier(directory, catalog, "acct", "platinum", NOW)
+        logic.change_tier(directory, catalog, "acct", "platinum", NOW, NO_USAGE)
     assert directory.profiles["acct"].tier_at(december) == "personal"  # still pending
-    cancelled = logic.change_tier(directory, catalog, "acct", "team", NOW)
+    cancelled = logic.change_tier(directory, catalog, "acct", "team", NOW, NO_USAGE)
     assert (cancelled.effective_at, cancelled.current_tier) == (NOW, "team")
     assert [c.tier for c in directory.profiles["acct"].changes] == ["team"]
     assert directory.profiles["acct"].tier_at(december) == "team"
-    logic.change_tier(directory, catalog, "acct", "personal", NOW)  # scheduled again
-    upgraded = logic.change_tier(directory, catalog, "acct", "enterprise", NOW)
+    logic.change_tier(directory, catalog, "acct", "personal", NOW, NO_USAGE)  # scheduled again
+    upgraded = logic.change_tier(directory, catalog, "acct", "enterprise", NOW, NO_USAGE)
     assert (upgraded.effective_at, upgraded.current_tier) == (NOW, "enterprise")
     assert [(c.at, c.tier) for c in directory.profiles["acct"].changes] == [
         (datetime(2026, 1, 1, tzinfo=UTC), "team"),
@@ -440,7 +440,7 @@ def test_given_a_history_with_two_changes_at_one_instant_then_the_pending_tier_i
     )
     directory = InMemoryAccountDirectory(stored)
     assert directory.profiles["acct"].tier_at(december) == "personal"
-    asked = logic.change_tier(directory, catalog, "acct", "team", NOW)
+    asked = logic.change_tier(directory, catalog, "acct", "team", NOW, NO_USAGE)
     assert (asked.effective_at, asked.current_tier) == (december, "enterprise")
     assert directory.profiles["acct"].tier_at(december) == "team"
 
@@ -540,7 +540,7 @@ def test_given_limits_below_the_new_tiers_fee_then_the_upgrade_is_refused_naming
     limited = profile(tier="team", budget_usd=Decimal("40"), hard_limit_usd=Decimal("50"))
     directory = InMemoryAccountDirectory(limited)
     with pytest.raises(ConflictError) as refused:
-        logic.change_tier(directory, catalog, "acct", "enterprise", NOW)
+        logic.change_tier(directory, catalog, "acct", "enterprise", NOW, NO_USAGE)
     assert str(refused.value).startswith(
         "changing to enterprise: hard limit $50 is not above the fixed monthly fee of $99.00"
     )
@@ -548,11 +548,36 @@ def test_given_limits_below_the_new_tiers_fee_then_the_upgrade_is_refused_naming
     directory.profiles["acct"] = replace(
         directory.profiles["acct"], budget_usd=Decimal("120"), hard_limit_usd=Decimal("150")
     )
-    upgraded = logic.change_tier(directory, catalog, "acct", "enterprise", NOW)
+    upgraded = logic.change_tier(directory, catalog, "acct", "enterprise", NOW, NO_USAGE)
     assert upgraded.current_tier == "enterprise"
     low = InMemoryAccountDirectory(profile(tier="enterprise", hard_limit_usd=Decimal("50")))  # set before D150
-    down = logic.change_tier(low, catalog, "acct", "team", NOW)
+    down = logic.change_tier(low, catalog, "acct", "team", NOW, NO_USAGE)
     assert (down.current_tier, down.effective_at) == ("enterprise", datetime(2026, 12, 1, tzinfo=UTC))
+
+
+def test_given_an_upgrade_re_rating_the_month_over_the_hard_limit_then_it_is_refused_naming_limit_and_bill() -> None:
+    """D150 amended (e2): Team ($29, 50,000 video min) from Nov 1, hard limit $100, 91,667 video minutes by Nov 16.
+    Before: $29.00 + (91,667 - 50,000 = 41,667) x $0.00072 = $29.00 + $30.00 = $59.00. Enterprise from Nov 16 00:00
+    (fees alone: $99 < $100, accepted before) prorates Team to 15/30 of November: 25,000 video min included, so the same
+    minutes are 66,667 over = $48.00024 -> $48.00, plus the fees $29 x 15/30 = $14.50 and $99 x 15/30 = $49.50:
+    $112.00 >= $100, the limit reached by the upgrade itself. Refused (409) naming both, nothing saved; at $112.00 too
+    (reached at the limit), accepted with the limit at $112.01."""
+    upgrade_at = datetime(2026, 11, 16, tzinfo=UTC)
+    team = AccountProfile("acct", (TierChange(NOV_1, "team"),), hard_limit_usd=Decimal(100))
+    directory = InMemoryAccountDirectory(team)
+    month = InMemoryMonthToDate(directory, {("acct", "2026-11"): {(SEGMENT, "video"): 91_667}})
+    assert str(month_to_date(month, "acct", "2026-11", ms(2026, 11, 16), BOOK).rated.total) == "59.00"  # before
+    with pytest.raises(ConflictError) as refused:
+        logic.change_tier(directory, CATALOG, "acct", "enterprise", upgrade_at, month)
+    assert str(refused.value).startswith("changing to enterprise: hard limit $100 is not above $112.00, this month's")
+    assert "raise the hard limit above $112.00, or clear it, before changing tier" in str(refused.value)
+    assert directory.profiles["acct"] == team  # nothing saved
+    directory.profiles["acct"] = replace(team, hard_limit_usd=Decimal("112.00"))
+    with pytest.raises(ConflictError, match=r"hard limit \$112\.00 is not above \$112\.00"):
+        logic.change_tier(directory, CATALOG, "acct", "enterprise", upgrade_at, month)
+    directory.profiles["acct"] = replace(team, hard_limit_usd=Decimal("112.01"))
+    upgraded = logic.change_tier(directory, CATALOG, "acct", "enterprise", upgrade_at, month)
+    assert (upgraded.current_tier, upgraded.effective_at) == ("enterprise", upgrade_at)
 
 
 def test_given_a_call_shared_out_across_an_upgrade_then_the_idle_camera_lever_moves_each_segments_own_video() -> None:

@@ -30,6 +30,7 @@ from kilo_billing.periods import Period
 from kilo_billing.periods_store import DynamoLedgerStore
 from kilo_billing.rating import TierChange
 from kilo_billing_cli.main import main
+from tests.account_api_fakes import NO_USAGE
 from tests.conftest import Stack
 from tests.fakes import InMemoryAccountDirectory
 
@@ -105,15 +106,17 @@ def test_given_an_invoiced_period_then_a_tier_change_dated_in_it_is_refused_nami
     invoiced = {"2026-09", "2026-10"}
     backdated = datetime(2026, 10, 16, tzinfo=UTC)
     with pytest.raises(InvoicedPeriodError, match=r"falls in 2026-10, which is already invoiced.* 2026-11 or later"):
-        request_tier_change(directory, book, "acct-1", "team", backdated, invoiced)
+        request_tier_change(directory, book, "acct-1", "team", backdated, invoiced, month=NO_USAGE)
     with pytest.raises(InvoicedPeriodError, match="falls in 2026-09"):
         change_tier(directory, "acct-1", TierChange(datetime(2026, 9, 30, tzinfo=UTC), "team"), invoiced)
     assert directory.profiles["acct-1"].changes == (TierChange(signup, "personal"),)
     # the first instant of the next period is not invoiced; a downgrade asked for in October takes effect on Nov 1
-    up = request_tier_change(directory, book, "acct-1", "team", datetime(2026, 11, 1, tzinfo=UTC), invoiced)
+    up = request_tier_change(
+        directory, book, "acct-1", "team", datetime(2026, 11, 1, tzinfo=UTC), invoiced, month=NO_USAGE
+    )
     assert up.changes[-1] == TierChange(datetime(2026, 11, 1, tzinfo=UTC), "team")
     directory.profiles["acct-1"] = AccountProfile("acct-1", (TierChange(signup, "team"),))  # a team account
-    down = request_tier_change(directory, book, "acct-1", "personal", backdated, invoiced)
+    down = request_tier_change(directory, book, "acct-1", "personal", backdated, invoiced, month=NO_USAGE)
     assert down.changes[-1] == TierChange(datetime(2026, 11, 1, tzinfo=UTC), "personal")
 
 

@@ -4,11 +4,20 @@ the largest figures, HTML values are escaped, and docs/alerts.md lists exactly t
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
-from kilo_alerts.catalogue import CATALOGUE, alert_from_event, money_text, quantity_text, severity_of
+from kilo_alerts.catalogue import (
+    CATALOGUE,
+    alert_from_event,
+    hard_limit_enforced,
+    hard_limit_not_enforced,
+    money_text,
+    quantity_text,
+    severity_of,
+)
 from kilo_alerts.model import AlertError, Channel, Severity
 from kilo_alerts.render import PARTS, SMS_LIMIT, render
 from kilo_billing.contracts import (
@@ -62,6 +71,23 @@ def test_given_the_largest_figures_then_each_sms_fits_one_segment(meter: str, pe
     used, limit = ("9999999.99", "9999999.99") if meter == "budget" else ("999999999.99", "999999999")
     alert = alert_from_event(UsageThresholdCrossedV1.DETAIL_TYPE, detail(meter, percent, used, limit))
     sms = render(alert.kind, values_for(meter, percent, used, limit)).sms
+    assert len(sms) <= SMS_LIMIT, sms
+    assert sms.endswith("Reply STOP to opt out")
+
+
+@pytest.mark.parametrize(
+    "words",
+    [
+        hard_limit_enforced("999"),
+        hard_limit_not_enforced("2026-08", "2026-09", "9999999.99", Decimal("9999999.99")),  # a past month
+        hard_limit_not_enforced("2026-09", "2026-09", "1", None),  # removed since
+        hard_limit_not_enforced("2026-09", "2026-09", "1", Decimal("9999999.99")),  # raised since
+        hard_limit_not_enforced("2026-10", "2026-09", "9999999.99", Decimal("9999999.99")),  # neither: nothing stops
+    ],
+)
+def test_given_the_largest_figures_then_each_hard_limit_sms_fits_one_segment(words: dict[str, str]) -> None:
+    values = values_for("budget", 100, "9999999.99", "9999999.99") | words
+    sms = render("budget_hard_limit", values).sms
     assert len(sms) <= SMS_LIMIT, sms
     assert sms.endswith("Reply STOP to opt out")
 

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from kilo_alerts.catalogue import alert_from_event
+from kilo_alerts.catalogue import alert_from_event, hard_limit_enforced
 from kilo_alerts.logic import (
     AlertPorts,
     AlertsPolicy,
@@ -18,7 +18,7 @@ from kilo_alerts.logic import (
     deliver_alert,
     handle_event,
 )
-from kilo_alerts.model import Alert, Channel, Delivery, Outcome, Severity
+from kilo_alerts.model import Alert, Channel, Delivery, Outcome, Participant, Severity
 from kilo_billing.accounts import AccountProfile
 from kilo_billing.aws import StorageUnavailableError
 from kilo_billing.contracts import UsageThresholdCrossedV1, limit_scope
@@ -28,6 +28,7 @@ from tests.unit.alerts_fakes import (
     FakeRooms,
     InMemoryEnforcementLedger,
     InMemoryLedger,
+    RecordingScheduler,
     ScriptedMailer,
     ScriptedTexter,
     SendFailedError,
@@ -142,7 +143,7 @@ def test_given_no_channel_stored_for_an_alert_that_must_reach_someone_then_it_go
     )
     required = Alert(kind, "acct_1", "2026-11", "k", Severity.HIGH, {}, "e1")
     ledger, mailer, texter = InMemoryLedger(), ScriptedMailer(), ScriptedTexter()
-    facts = {"period_label": "November 2026", "used": "$150.00", "limit": "$150.00", "grace_minutes": "2"}
+    facts = {"period_label": "November 2026", "used": "$150.00", "limit": "$150.00", **hard_limit_enforced("2")}
     with_values = replace(required, values={**facts, "problem": "declined", "action": "pay", "total": "$29.00"})
     with_values = replace(with_values, values={**with_values.values, "invoice_id": "in_1", "sms_problem": "declined"})
     outcome = deliver_alert(with_values, chosen_nothing, ledger, mailer, texter, POLICY, T0)
@@ -207,3 +208,66 @@ def test_given_the_removal_step_cannot_be_scheduled_then_the_hard_limit_alert_st
         "ada@example.com",
         "Your November 2026 hard spending limit of $50.00 is reached: calls are stopping",
     )
+
+
+@pytest.mark.parametrize(
+    ("period", "hard_limit", "subject", "sms", "what_now"),
+    [
+        (  # late usage rated into October, announced on Nov 20: the month is over, nothing of it is stopped
+            "2026-10", Decimal(50),
+            "Your October 2026 hard spending limit of $50.00 was reached",
+            "Kilo: hard limit $50.00 was reached (October 2026 bill $50.40). Month over: calls go on. "
+            "Reply STOP to opt out",
+            "That month is over, so nothing is stopped: your calls go on.",
+        ),
+        (  # the customer raised the limit to $60 (above the $50.40 bill) before the event was handled
+            "2026-11", Decimal(60),
+            "Your November 2026 hard spending limit of $50.00 was reached; it has since been raised to $60.00",
+            "Kilo: hard limit $50.00 was reached (November 2026 bill $50.40). Now $60.00: calls go on. "
+            "Reply STOP to opt out",
+            "You have since raised the limit to $60.00, above the bill, so nothing is stopped: your calls go on.",
+        ),
+        (  # ... or removed it
+            "2026-11", None,
+            "Your November 2026 hard spending limit of $50.00 was reached; it has since been removed",
+            "Kilo: hard limit $50.00 was reached (November 2026 bill $50.40). Limit removed: calls go on. "
+            "Reply STOP to opt out",
+            "The limit has since been removed, so nothing is stopped: your calls go on.",
+        ),
+    ],
+)  # fmt: skip
+def test_given_a_hard_limit_event_nothing_enforces_then_its_alert_says_what_happened_not_that_calls_stop(
+    period: str, hard_limit: Decimal | None, subject: str, sms: str, what_now: str
+) -> None:
+    """A $50.40 bill reached a $50 hard limit, handled on Nov 20 when nothing enforces it (rightly): an October event
+    (late usage, a call over the month end), or the limit raised to $60 / removed since. The alert went all the same
+    saying "is reached: calls are stopping" (review e2, finding B); it now says what is true, and nothing is stopped."""
+    signup = (TierChange(datetime(2026, 1, 1, tzinfo=UTC), "team"),)
+    profile = AccountProfile(
+        "acct_1", signup, email="ada@example.com", phone="+14155550100", phone_verified=True,
+        hard_limit_usd=hard_limit, hard_limit_version=0 if hard_limit == Decimal(50) else 1,
+    )  # fmt: skip
+    directory = InMemoryAccountDirectory(profile)
+    mailer, texter, rooms, scheduler = ScriptedMailer(), ScriptedTexter(), FakeRooms({}), RecordingScheduler()
+    spend = InMemoryEntitlements(directory)
+    ports = AlertPorts(
+        directory, InMemoryLedger(), mailer, texter, spend, spend,
+        StaticSessions(Participant("webinar", "host")), rooms, InMemoryEnforcementLedger(), scheduler,
+    )  # fmt: skip
+    event = UsageThresholdCrossedV1(
+        event_id=f"threshold:acct_1:{period}:hard_limit@50:100", account_id="acct_1", period=period,
+        meter="hard_limit", threshold_percent=100, used="50.40", limit="50", occurred_at=f"{period}-20T10:00:00+00:00",
+        scope=limit_scope(Decimal(50)),
+    )  # fmt: skip
+    now_ms = int(datetime(2026, 11, 20, 10, 0, 5, tzinfo=UTC).timestamp() * 1000)
+    policy = AlertsPolicy(DeliveryPolicy("https://x/prefs", dashboard_url="https://dash.example/"))
+    outcome = handle_event(event.DETAIL_TYPE, event.model_dump(), ports, policy, now_ms)
+    assert (outcome.enforcement, rooms.calls, scheduler.scheduled) == ((), [], [])  # nothing enforced
+    [(_, sent_subject, html, text)] = mailer.sent
+    [(_, sent_sms)] = texter.sent
+    assert (sent_subject, sent_sms) == (subject, sms)
+    assert "has reached your hard spending limit of $50.00" in text
+    assert what_now in text
+    assert what_now in html
+    for told in (sent_subject, text, html, sent_sms):
+        assert not any(word in told for word in ("stopping", "audio", "refused"))

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from kilo_alerts.catalogue import alert_from_event
+from kilo_alerts.catalogue import alert_from_event, hard_limit_enforced
 from kilo_alerts.logic import DeliveryIncompleteError, DeliveryPolicy, deliver_alert
 from kilo_alerts.model import Alert, Channel, Delivery, Outcome, Reason, Severity
 from kilo_billing.accounts import AccountProfile
@@ -27,6 +27,7 @@ REFUSED = "Email address is on the account-level suppression list"
 FACTS = {
     "period_label": "November 2026", "used": "$150.00", "limit": "$150.00", "grace_minutes": "2",
     "problem": "declined", "action": "pay", "total": "$29.00", "invoice_id": "in_1", "sms_problem": "declined",
+    **hard_limit_enforced("2"),
 }  # fmt: skip
 REQUIRED = ["budget_hard_limit", "payment_failed"]
 

@@ -21,6 +21,7 @@ from kilo_billing.budgets import BudgetChange, InvalidBudgetError, apply_budget,
 from kilo_billing.catalog import default_catalog
 from kilo_billing.periods import Period
 from kilo_billing_cli.main import main
+from tests.account_api_fakes import NO_USAGE, InMemoryMonthToDate
 from tests.conftest import Stack
 from tests.fakes import InMemoryAccountDirectory
 
@@ -234,8 +235,28 @@ def test_given_the_cli_path_of_a_tier_change_then_limits_below_the_new_fee_refus
     register_account(directory, "acct-1", "team", SIGNUP, TIERS)
     set_budget(directory, "acct-1", BudgetChange(hard_limit_usd=Decimal("50")))
     with pytest.raises(InvalidBudgetError, match=r"^changing to enterprise: hard limit \$50 is not above .*\$99\.00"):
-        request_tier_change(directory, default_catalog().for_period(Period(2026, 11)), "acct-1", "enterprise", NOVEMBER)
+        request_tier_change(
+            directory, default_catalog().for_period(Period(2026, 11)), "acct-1", "enterprise", NOVEMBER, month=NO_USAGE
+        )
     assert directory.registered(["acct-1"])["acct-1"].tier_at(NOVEMBER) == "team"
+
+
+def test_given_the_cli_path_of_a_tier_change_then_the_hard_limit_must_stay_above_the_bill_re_rated_with_it() -> None:
+    """D150 amended (e2), the CLI's path: Team from Nov 1 with a $100 hard limit and 91,667 video minutes rated by
+    Nov 16 ($29.00 + 41,667 over x $0.00072 = $59.00). Enterprise from Nov 16 00:00 prorates Team to 15/30: 25,000
+    included, 66,667 over = $48.00, + $14.50 + $49.50 fees = $112.00 >= $100: refused, nothing saved. With no usage
+    rated the bill is the fees alone ($64.00 < $100) and the same upgrade goes through."""
+    upgrade_at = datetime(2026, 11, 16, tzinfo=UTC)
+    book = default_catalog().for_period(Period(2026, 11))
+    directory = InMemoryAccountDirectory()
+    register_account(directory, "acct-1", "team", SIGNUP, TIERS)
+    set_budget(directory, "acct-1", BudgetChange(hard_limit_usd=Decimal("100")))
+    month = InMemoryMonthToDate(directory, {("acct-1", "2026-11"): {(int(SIGNUP.timestamp()), "video"): 91_667}})
+    with pytest.raises(InvalidBudgetError, match=r"^changing to enterprise: hard limit \$100 is not above \$112\.00"):
+        request_tier_change(directory, book, "acct-1", "enterprise", upgrade_at, month=month)
+    assert directory.registered(["acct-1"])["acct-1"].tier_at(upgrade_at) == "team"
+    upgraded = request_tier_change(directory, book, "acct-1", "enterprise", upgrade_at, month=NO_USAGE)
+    assert upgraded.tier_at(upgrade_at) == "enterprise"
 
 
 def test_given_the_cli_creating_an_account_with_a_budget_at_or_below_its_fee_then_exit_2_and_nothing_registered(

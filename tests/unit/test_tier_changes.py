@@ -13,6 +13,7 @@ from kilo_billing.accounts import AccountProfile, MidPeriodDowngradeError, regis
 from kilo_billing.catalog import default_catalog
 from kilo_billing.rating import TierChange
 from kilo_billing_cli.main import main
+from tests.account_api_fakes import NO_USAGE
 from tests.conftest import Stack
 
 SIGNUP = datetime(2026, 3, 1, tzinfo=UTC)
@@ -27,7 +28,7 @@ def directory(stack: Stack) -> DynamoAccountDirectory:
 
 def test_given_team_when_upgraded_mid_month_then_enterprise_from_the_request(directory: DynamoAccountDirectory) -> None:
     register_account(directory, "acme", "team", SIGNUP, BOOK.tier_ids)
-    profile = request_tier_change(directory, BOOK, "acme", "enterprise", MID)
+    profile = request_tier_change(directory, BOOK, "acme", "enterprise", MID, month=NO_USAGE)
     assert profile.changes[-1] == TierChange(MID, "enterprise")
 
 
@@ -35,7 +36,7 @@ def test_given_team_when_downgrade_requested_mid_month_then_from_the_next_period
     directory: DynamoAccountDirectory,
 ) -> None:
     register_account(directory, "acme", "team", SIGNUP, BOOK.tier_ids)
-    profile = request_tier_change(directory, BOOK, "acme", "personal", MID)
+    profile = request_tier_change(directory, BOOK, "acme", "personal", MID, month=NO_USAGE)
     assert profile.changes[-1] == TierChange(datetime(2026, 4, 1, tzinfo=UTC), "personal")
     assert directory.registered(["acme"])["acme"].tier_at(MID) == "team"
 

@@ -340,7 +340,8 @@ def get_invoice(
 def change_subscription(account_id: AccountId, body: schemas.SubscriptionIn) -> schemas.SubscriptionOut:
     _authorize_stored(account_id, Role.ADMIN)
     now = _now()
-    outcome = logic.change_tier(_deps().accounts, _deps().catalog, account_id, body.tier, now)
+    deps = _deps()
+    outcome = logic.change_tier(deps.accounts, deps.catalog, account_id, body.tier, now, deps.month)
     return schemas.SubscriptionOut(
         account_id=account_id,
         current_tier=outcome.current_tier,

@@ -432,17 +432,23 @@ class TierChangeOutcome:
 
 
 def change_tier(
-    accounts: AccountDirectory, catalog: Catalog, account_id: str, tier: str, now: datetime
+    accounts: AccountDirectory,
+    catalog: Catalog,
+    account_id: str,
+    tier: str,
+    now: datetime,
+    month: MonthToDateSource,
 ) -> TierChangeOutcome:
     """Ask for ``tier`` now: decided on the stored profile and saved over it (``update_profile``: decided again on
-    what is stored when another writer saved it in between)."""
+    what is stored when another writer saved it in between). ``month``: the account's month to date, which the hard
+    limit must stay above once re-rated with the change (D150)."""
     book = catalog.for_period(Period.containing(now))
     decided: list[TierChangeOutcome] = []  # the last attempt's outcome (the profile in it is the one read)
 
     def changed(current: AccountProfile) -> AccountProfile:
         decided.clear()
         profile, outcome = _tier_request(book, current, tier, now)
-        check_tier_change(current, profile, now, catalog)  # limits stay above the new fee (D150)
+        check_tier_change(current, profile, now, month, catalog)  # above the new fee and re-rated bill (D150)
         decided.append(outcome)
         return profile
 
@@ -454,7 +460,7 @@ def change_tier(
         raise InvalidRequestError("tier", str(exc)) from exc
     except RatingError as exc:  # already on that tier
         raise ConflictError(str(exc)) from exc
-    except InvalidBudgetError as exc:  # a budget or hard limit the new tier's fee would pass at once
+    except InvalidBudgetError as exc:  # a budget or hard limit the new tier's fee or re-rated bill would pass at once
         raise ConflictError(str(exc)) from exc
     except ValueError as exc:  # a change already pending after now
         raise ConflictError(str(exc)) from exc

@@ -191,6 +191,48 @@ def _threshold(detail: Mapping[str, Any]) -> Alert:
     return _alert(kind, event, event.period, event.key, severity, values)
 
 
+def hard_limit_enforced(grace_minutes: str) -> dict[str, str]:
+    """What the hard-limit alert says happens when its enforcement runs (``hard_limit_reached`` answered a limit):
+    calls go audio-only, then end after the grace period; new calls are refused."""
+    return _hard_words(
+        "is reached: calls are stopping",
+        "reached",
+        f"Calls in progress can now send audio only and end in {grace_minutes} minute(s); new calls are refused "
+        "until the limit is raised or the month ends.",
+        f"Calls go audio-only and end in {grace_minutes} min.",
+    ) | {"grace_minutes": grace_minutes}
+
+
+def hard_limit_not_enforced(period: str, current_period: str, limit: str, limit_now: Decimal | None) -> dict[str, str]:
+    """What the hard-limit alert of ``period``'s bill reaching ``limit`` says when nothing enforces it (rightly:
+    ``hard_limit_reached`` is None): rating announced a past month (late usage, a call over the month end) - that
+    month's bill is over and nothing of it is stopped - or the account's limit is no longer reached, raised to
+    ``limit_now`` or removed (``None``) since. Never that calls are stopping (docs/decisions.md, D-e2-1)."""
+    went_on = "so nothing is stopped: your calls go on."
+    if period < current_period:
+        return _hard_words("was reached", "was reached", f"That month is over, {went_on}", "Month over: calls go on.")
+    if limit_now is None:
+        return _hard_words(
+            "was reached; it has since been removed",
+            "was reached",
+            f"The limit has since been removed, {went_on}",
+            "Limit removed: calls go on.",
+        )
+    now = money_text(str(limit_now))
+    if limit_now > _decimal(limit):
+        return _hard_words(
+            f"was reached; it has since been raised to {now}",
+            "was reached",
+            f"You have since raised the limit to {now}, above the bill, {went_on}",
+            f"Now {now}: calls go on.",
+        )
+    return _hard_words("was reached", "was reached", f"Your limit is now {now}, {went_on}", "")
+
+
+def _hard_words(state: str, sms_state: str, what_now: str, sms_what_now: str) -> dict[str, str]:
+    return {"state": state, "sms_state": sms_state, "what_now": what_now, "sms_what_now": sms_what_now}
+
+
 _Contract = TypeVar(
     "_Contract",
     UsageThresholdCrossedV1,

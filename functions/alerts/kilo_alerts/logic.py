@@ -26,7 +26,13 @@ from decimal import Decimal
 from typing import Any, Final
 from urllib.parse import quote
 
-from kilo_alerts.catalogue import CATALOGUE, alert_from_event, money_text
+from kilo_alerts.catalogue import (
+    CATALOGUE,
+    alert_from_event,
+    hard_limit_enforced,
+    hard_limit_not_enforced,
+    money_text,
+)
 from kilo_alerts.enforcement import (
     EnforcementIncompleteError,
     EnforcementPolicy,
@@ -553,11 +559,17 @@ def handle_event(
     alerts = [alert]
     causes: list[Exception] = []
     enforced: list[EnforcementRecord] = []
+    grace = str(max(1, -(-policy.enforcement.grace_seconds // 60)))
+    hard_words = hard_limit_enforced(grace)  # what a hard-limit alert says: calls stopping, unless nothing enforces it
     if event.meter in ("budget", "hard_limit"):
         profile, _ = ports.entitlements.read(event.account_id)
         if event.meter == "budget" and event.threshold_percent < 100 and profile is not None:
             alerts += _forecast(event, profile, policy)
         reached = hard_limit_reached(event.account_id, ports.entitlements, now_ms)
+        if reached is None and event.meter == "hard_limit":  # a past month's bill, or the limit raised or removed since
+            current = Period.containing(datetime.fromtimestamp(now_ms / 1000, tz=UTC)).key
+            limit_now = profile.hard_limit_usd if profile is not None else None
+            hard_words = hard_limit_not_enforced(event.period, current, event.limit, limit_now)
         if reached is not None:
             if event.meter == "budget" and profile is not None and profile.hard_limit_usd is not None:
                 alerts.append(_hard_limit_alert(event, profile.hard_limit_usd, profile.hard_limit_version))
@@ -569,10 +581,9 @@ def handle_event(
                 enforced, causes = exc.records, [*causes, exc]
             except Exception as exc:  # storage or the removal's scheduling failed: the alerts go all the same
                 causes = [*causes, exc]  # (D183); the record is retried for the enforcement
-    grace = str(max(1, -(-policy.enforcement.grace_seconds // 60)))
     delivered: list[AlertOutcome] = []
     for found in alerts:
-        each = replace(found, values={**found.values, "grace_minutes": grace}) if found.kind == HARD else found
+        each = replace(found, values={**found.values, **hard_words}) if found.kind == HARD else found
         try:
             delivered.append(_deliver(each, ports, policy, now_ms, last_attempt))
         except DeliveryIncompleteError as exc:

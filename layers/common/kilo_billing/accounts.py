@@ -16,12 +16,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from kilo_billing.catalog import PriceBook
 from kilo_billing.money import is_whole_cents, two_places
 from kilo_billing.periods import Period
 from kilo_billing.rating import TierChange, TierSegment, effective_change, segments_for
+
+if TYPE_CHECKING:
+    from kilo_billing.month_to_date import MonthToDateSource  # month_to_date builds on this module
 
 # One grammar everywhere an account id is read (usage API, room/participant attribution, CLI, account API): a letter or
 # digit, then up to 127 of letters, digits and ``_ . : @ + = -``. No ``/`` (ids appear in keys and URL paths), no
@@ -343,11 +346,14 @@ def request_tier_change(
     tier: str,
     requested_at: datetime,
     invoiced_periods: Iterable[str] = (),
+    *,
+    month: MonthToDateSource,
 ) -> AccountProfile:
     """The tier change the account API and ``kilo-billing account change-tier`` call: an upgrade takes effect at
     ``requested_at`` (prorated), a downgrade at the next period start. ``invoiced_periods`` (the account's period-end
     invoices): a change taking effect in one of them is refused (``check_not_invoiced``); the account API's changes
-    are requested now, in the running period, which is never invoiced yet."""
+    are requested now, in the running period, which is never invoiced yet. ``month``: the account's month to date,
+    re-rated with the change for the limits' check (``budgets.check_tier_change``, D150)."""
     invoiced = tuple(invoiced_periods)
 
     def changed(found: AccountProfile) -> AccountProfile:
@@ -355,7 +361,7 @@ def request_tier_change(
 
         change = effective_change(book, found.tier_at(requested_at), tier, requested_at)
         after = with_tier_change(found, change, invoiced)
-        check_tier_change(found, after, requested_at)
+        check_tier_change(found, after, requested_at, month)
         return after
 
     return update_profile(directory, account_id, changed)

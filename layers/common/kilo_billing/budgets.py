@@ -22,6 +22,7 @@ from kilo_billing.accounts import AccountDirectory, AccountProfile, update_profi
 from kilo_billing.catalog import Catalog, PriceBook, default_catalog
 from kilo_billing.invoicing import segment_usage
 from kilo_billing.money import money_str, round_money
+from kilo_billing.month_to_date import MonthToDateSource, month_to_date
 from kilo_billing.periods import Period, ensure_utc
 from kilo_billing.rating import rate_segments
 
@@ -123,23 +124,42 @@ def fixed_fee(profile: AccountProfile, now: datetime, book: PriceBook) -> Decima
 
 
 def check_tier_change(
-    before: AccountProfile, after: AccountProfile, now: datetime, catalog: Catalog | None = None
+    before: AccountProfile,
+    after: AccountProfile,
+    now: datetime,
+    month: MonthToDateSource,
+    catalog: Catalog | None = None,
 ) -> None:
     """D150 for a tier change: a change that raises the fixed fee (an upgrade; a pending downgrade cancelled keeps the
-    fee in force) is refused while the account's budget or hard limit would no longer be above the new fee - else the
-    upgrade itself would pass the budget and stop every call at once. A change that does not raise it (a downgrade)
-    is never refused for limits set before it."""
+    fee in force) is refused while the account's budget or hard limit would no longer be above the new fee, or the
+    hard limit would not be above this month's bill re-rated with the change (``month``: the account's month to date
+    - rating's counters and open sessions - rated under ``after`` by the layer's own ``month_to_date``): an upgrade
+    mid-month prorates the old tier's allowances and fee, so the usage so far is re-rated upward, and a limit the
+    bill then reaches would stop every call at once. A change that does not raise it (a downgrade, which takes
+    effect at the next period start) is never refused for limits set before it."""
     if after.budget_usd is None and after.hard_limit_usd is None:
         return
     at = ensure_utc(now)
-    book = (catalog or default_catalog()).for_period(Period.containing(at))
+    period = Period.containing(at)
+    book = (catalog or default_catalog()).for_period(period)
     if fixed_fee(after, at, book) <= fixed_fee(before, at, book):
         return
+    tier = after.tier_at(at)
     try:
         _above_fees(after, after.budget_usd, after.hard_limit_usd, at, catalog)
     except InvalidBudgetError as exc:
-        tier = after.tier_at(at)
         raise InvalidBudgetError(f"changing to {tier}: {exc}, or clear it, before changing tier") from exc
+    hard = after.hard_limit_usd
+    if hard is None:
+        return
+    bill = month_to_date(month, after.account_id, period.key, int(at.timestamp() * 1000), book, profile=after).rated
+    if bill.total >= hard:
+        raise InvalidBudgetError(
+            f"changing to {tier}: hard limit ${hard} is not above ${money_str(bill.total)}, this month's bill so far "
+            f"re-rated with the change (the {before.tier_at(at)} allowances and fee prorated to the part of the "
+            f"month before it): the limit would be reached at once and every call stopped; raise the hard limit "
+            f"above ${money_str(bill.total)}, or clear it, before changing tier"
+        )
 
 
 def _above_fees(
