@@ -480,13 +480,18 @@ def test_given_a_month_then_forecast_and_recommendations_come_from_the_same_mont
     token = claims("acct_p", "member")
     forecast = call("GET", "/v1/accounts/acct_p/forecast", token)
     assert forecast.status == 200, forecast.body
-    # $0.36 x 24.6 / 11.8 = 0.7505 -> $0.75 at the end of November; the $1.00 budget is not reached
+    # Sunday 15th noon: weight elapsed 11.8 (10 weekdays + 4.5 weekend days x 0.4), 12.8 to go (the month: 24.6).
+    # The minutes grow: 5,500 x 12.8 / 11.8 = 5,966.1 -> 5,966 more -> 11,466, 6,466 over x $0.00072 = $4.65552 ->
+    # $4.66 at the end of November (the $0.36 as a dollar run rate said $0.75). The $1.00 budget needs usage of $1.00
+    # as rounded: exact >= $0.995 -> 1,381.9 -> 1,382 over -> 6,382 minutes, 882 more at 5,500 / 11.8 = 466.1 a
+    # weekday: the rest of Sunday (0.2) 93.2, Monday 16 559.3 (6,059 minutes, 1,059 over -> $0.76), Tuesday 17
+    # 1,025.4 -> 1,025 (6,525 minutes, 1,525 over -> $1.098 -> $1.10): Tuesday 17 November.
     assert (forecast.body["spent"], forecast.body["projected_total"], forecast.body["status"]) == (
         "0.36",
-        "0.75",
+        "4.66",
         "under_budget",
     )
-    assert forecast.body["budget_reached_on"] is None
+    assert forecast.body["budget_reached_on"] == "2026-11-17"
     found = call("GET", "/v1/accounts/acct_p/recommendations", token)
     assert found.status == 200, found.body
     assert [(r["kind"], r["saving_usd"], r["rooms"]) for r in found.body["recommendations"]] == [

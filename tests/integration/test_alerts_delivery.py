@@ -24,6 +24,7 @@ from kilo_billing.contracts import SOURCE_RATING, UsageThresholdCrossedV1
 from kilo_billing.publisher import EventBridgePublisher
 from kilo_billing.rating import TierChange
 from tests.conftest import AlertsStack, LambdaContext
+from tests.integration.test_account_api import put_counters
 
 PREFS = "https://app.kilo.example/settings/alerts"
 
@@ -275,12 +276,15 @@ def test_given_an_event_that_is_not_an_alert_then_its_record_fails_toward_the_de
 def test_given_a_budget_percentage_below_100_then_the_weekday_forecast_of_the_hard_limit_is_delivered(
     alerts_stack: AlertsStack,
 ) -> None:
-    # $80.00 by Friday 20 November 2026, 10:00 UTC, of which $29.00 is the Team fee: only the $51.00 of usage grows.
-    # Weekday weights 1, weekend 0.4 (the default). Weighted days so far: Sun 1 (0.4), Mon 2-Fri 6 (5), Sat 7 + Sun 8
-    # (0.8), Mon 9-Fri 13 (5), Sat 14 + Sun 15 (0.8), Mon 16-Thu 19 (4) = 16.0, plus 10/24 of Friday = 16.4167 ->
-    # $3.1066 of usage per weekday. $20.00 to the $100.00 hard limit: the rest of Friday 1.81 (18.19 left), Sat 1.24
-    # (16.95), Sun 1.24 (15.70), Mon 3.11 (12.60), Tue (9.49), Wed (6.38), Thu (3.28), Fri 27 (0.17), Saturday 28
-    # November passes it. (The whole bill as a run rate, $4.87 a weekday, would say Wednesday 25 November.)
+    # $80.00 by Friday 20 November 2026, 10:00 UTC: the $29.00 Team fee and 120,834 video minutes, 70,834 over the
+    # 50,000 included x $0.00072 = $51.00048 -> $51.00 (rating's counters, which the forecast reads). The hard limit
+    # $100.00 needs usage of $71.00 as rounded: exact >= $70.995 -> 70.995 / 0.00072 = 98,604.2 -> 98,605 over ->
+    # 148,605 minutes. Weekday weights 1, weekend 0.4 (the default). Weighted days so far: Sun 1 (0.4), Mon 2-Fri 6
+    # (5), Sat 7 + Sun 8 (0.8), Mon 9-Fri 13 (5), Sat 14 + Sun 15 (0.8), Mon 16-Thu 19 (4) = 16.0, plus 10/24 of
+    # Friday = 197/12 -> 120,834 x 12 / 197 = 7,360.4 minutes a weekday. To the end of Tuesday 24 (14/24 + 0.8 + 2 =
+    # 203/60 of weight): 120,834 x 203 / 985 = 24,902.8 -> 24,902 -> 145,736 minutes, 95,736 over -> $68.92992 ->
+    # $68.93, a $97.93 bill; to the end of Wednesday 25 (263/60): 32,263.3 -> 32,263 -> 153,097, 103,097 over ->
+    # $74.22984 -> $74.23, $103.23: Wednesday 25 November.
     register(
         alerts_stack,
         "acct_f",
@@ -290,22 +294,23 @@ def test_given_a_budget_percentage_below_100_then_the_weekday_forecast_of_the_ha
         budget_usd=Decimal(100),
         hard_limit_usd=Decimal(100),
     )
+    put_counters(alerts_stack.stack, "acct_f", {"video": 120_834})
     publish(alerts_stack, "acct_f", "budget", 80, "80", "100")
 
     run(alerts_stack)
 
     subjects = sorted(str(mime(message)["Subject"]) for message in alerts_stack.sent_mail())
     assert subjects == [
-        "At this rate your November 2026 bill passes your hard limit around Saturday 28 November",
+        "At this rate your November 2026 bill passes your hard limit around Wednesday 25 November",
         "Your November 2026 bill so far reached 80% of your budget",
     ]
     forecast = next(m for m in alerts_stack.sent_mail() if "At this rate" in str(mime(m)["Subject"]))
     text, _ = parts(mime(forecast))
     assert "is $80.00 so far" in text
-    assert "pass your hard limit of $100.00 around Saturday 28 November" in text
+    assert "pass your hard limit of $100.00 around Wednesday 25 November" in text
     assert (
         "+14155550109",
-        "Kilo: at this rate your November 2026 bill ($80.00 so far) passes your $100.00 hard limit around Saturday 28 "
+        "Kilo: at this rate your November 2026 bill ($80.00 so far) passes your $100.00 hard limit around Wednesday 25 "
         "November. Reply STOP to opt out",
     ) in alerts_stack.sent_sms()
 

@@ -148,27 +148,76 @@ def test_given_heavy_team_usage_then_enterprise_is_recommended_with_the_overage_
 
 
 def test_given_the_weekday_weights_then_the_period_end_projection_is_worked_by_hand() -> None:
+    # personal (free): 5,500 video minutes (500 over 5,000 -> $0.36) and 10,000 audio minutes (all included, $0.00).
     # November 2026: elapsed to Sunday 15th noon = 10 weekdays + 4 weekend days x 0.4 + half a Sunday x 0.4 = 11.8;
-    # the whole month = 21 weekdays + 9 weekend days x 0.4 = 24.6. $30.00 of usage -> 30 x 24.6 / 11.8 = 62.5424
-    # -> $62.54, plus the $29.00 fee that does not grow: $91.54.
-    assert projected_total(Decimal("30.00"), NOW, DEFAULT_WEEKDAY_WEIGHTS, fixed_usd=Decimal("29.00")) == Decimal(
-        "91.54"
-    )
+    # the whole month = 21 weekdays + 9 weekend days x 0.4 = 24.6, so 12.8 to go. The minutes grow, not the dollars:
+    # video 5,500 x 12.8 / 11.8 = 5,966.1 -> 5,966 more -> 11,466, 6,466 over x $0.00072 = $4.65552 -> $4.66;
+    # audio 10,000 x 12.8 / 11.8 = 10,847.5 -> 10,847 more -> 20,847, 10,847 over x $0.00036 = $3.90492 -> $3.90.
+    # $8.56 at the end of November (the dollars so far as a run rate: $0.36 x 24.6 / 11.8 = $0.75).
+    _, month, _ = world(profile(), [], {"video": 5_500, "audio": 10_000})
+    rated = month_to_date(month, "acct", "2026-11", int(NOW.timestamp() * 1000), BOOK).rated
+    assert rated.total == Decimal("0.36")
+    assert projected_total(rated, BOOK, NOW, DEFAULT_WEEKDAY_WEIGHTS) == Decimal("8.56")
 
 
 def test_given_a_budget_then_the_forecast_day_and_status_are_worked_by_hand() -> None:
-    # team: $29 fee; 91,667 video minutes -> 41,667 over 50,000 x $0.00072 = $30.00024 -> $30.00 of usage
+    # team: $29 fee; 91,667 video minutes -> 41,667 over 50,000 x $0.00072 = $30.00024 -> $30.00 of usage; $59.00
     account = profile(tier="team", budget_usd=Decimal("60.00"), hard_limit_usd=Decimal("200.00"))
     directory, month, _ = world(account, [session("RM_1", "a", 91_667)])
     found = logic.forecast(directory, month, default_catalog(), "acct", NOW, DEFAULT_WEEKDAY_WEIGHTS)
+    # weight elapsed 11.8, 12.8 to go (above): 91,667 x 12.8 / 11.8 = 99,435.4 -> 99,435 more -> 191,102 minutes,
+    # 141,102 over x $0.00072 = $101.59344 -> $101.59 + $29.00 = $130.59 at the end of November
     assert (found.spent, found.projected_total, found.status) == (
         Decimal("59.00"),
-        Decimal("91.54"),
+        Decimal("130.59"),
         BudgetStatus.UNDER,
     )
-    # the budget needs $31.00 of usage: $1.00 more at 30/11.8 = $2.54 a weekday: Sunday's rest (0.2) gives $0.51,
-    # Monday the 16th the rest. The hard limit ($171.00 of usage) is not reached in November (projected $62.54).
-    assert (found.budget_reached_on, found.hard_limit_reached_on) == (date(2026, 11, 16), None)
+    # the budget needs usage of $31.00 as rounded: exact >= $30.995 -> 43,048.6 -> 43,049 over -> 93,049 minutes,
+    # 1,382 more; the rest of Sunday (0.2 of weight) adds 91,667 x 0.2 / 11.8 = 1,553.7 -> 1,553 (93,220 minutes,
+    # 43,220 over -> $31.1184 -> $31.12 -> $60.12): Sunday the 15th. The hard limit needs usage of $171.00 (237,494
+    # minutes over), beyond the 141,102 projected: not in November.
+    assert (found.budget_reached_on, found.hard_limit_reached_on) == (date(2026, 11, 15), None)
+
+
+# Thursday 19 November 2026, 01:20 UTC: a team account at 3,000 video minutes a day since the 1st (review re2, F5)
+NOV_19_0120 = datetime(2026, 11, 19, 1, 20, tzinfo=UTC)
+
+
+def test_given_usage_still_inside_the_allowance_yesterday_then_the_forecast_counts_the_overage_to_come() -> None:
+    # team: $29 fee, 50,000 video minutes included, then $0.00072 a minute (0.0006 x 1.20). 3,000 minutes a day:
+    # 18 days x 3,000 + 80/1,440 of a day x 3,000 (166.67) -> 54,167 minutes by 19 Nov 01:20. Bill: 4,167 over x
+    # $0.00072 = $3.00024 -> $3.00 + $29.00 = $32.00 (80 % of the $40 budget). Usage cost $0 until the allowance ran
+    # out on day 16.67, so $3.00 spread over 18.06 days (the old dollar run rate: $4.98 by the 30th, a $33.98 bill)
+    # never reaches $40. The minutes do:
+    # $40 needs usage of $11.00 as rounded: exact >= $10.995 -> 10.995 / 0.00072 = 15,270.8 -> 15,271 over ->
+    # 65,271 minutes, 11,104 more than now.
+    account = profile(tier="team", budget_usd=Decimal(40))
+    directory, month, _ = world(account, [], {"video": 54_167})
+    equal = (Decimal(1),) * 7
+    # Equal weights: elapsed 18 + 80/1,440 = 325/18 days; 54,167 x 18 / 325 = 3,000.02 minutes a day.
+    # To the end of Sat 21 (17/18 of Thu + Fri + Sat = 53/18 days): 54,167 x 53/325 = 8,833.4 -> 8,833 -> 63,000
+    # minutes, 13,000 over -> $9.36 -> $38.36; to the end of Sun 22 (71/18): 54,167 x 71/325 = 11,833.4 -> 11,833
+    # -> 66,000, 16,000 over -> $11.52 -> $40.52 >= $40: Sunday 22 November. Month end (30 - 325/18 = 215/18 days
+    # to go): 54,167 x 215/325 = 35,833.6 -> 35,833 -> 90,000 minutes, 40,000 over -> $28.80 -> $57.80.
+    flat = logic.forecast(directory, month, CATALOG, "acct", NOV_19_0120, equal)
+    assert (flat.spent, flat.budget_reached_on, flat.projected_total) == (
+        Decimal("32.00"),
+        date(2026, 11, 22),
+        Decimal("57.80"),
+    )
+    # Default weights (weekends 0.4; 1 Nov is a Sunday): elapsed Sun 1 0.4 + 2 x (5 weekdays + 0.8) + Mon 16 to
+    # Wed 18 3 = 15.0, + 1/18 of Thursday = 271/18; 54,167 x 18 / 271 = 3,597.8 minutes a weekday. To the end of
+    # Sun 22 (17/18 + Fri 1 + Sat 0.4 + Sun 0.4 = 247/90): 54,167 x 18 x 247 / (271 x 90) = 9,873.98 -> 9,873
+    # -> 64,040, 14,040 over -> $10.1088 -> $10.11 -> $39.11; Mon 23 (337/90): 13,471.8 -> 13,471 -> 67,638,
+    # 17,638 over -> $12.69936 -> $12.70 -> $41.70 >= $40: Monday 23 November. Month end (24.6 - 271/18 = 859/90
+    # to go): 54,167 x 18 x 859 / (271 x 90) = 34,339.1 -> 34,339 -> 88,506, 38,506 over -> $27.72432 -> $27.72
+    # -> $56.72.
+    weighted = logic.forecast(directory, month, CATALOG, "acct", NOV_19_0120, DEFAULT_WEEKDAY_WEIGHTS)
+    assert (weighted.budget_reached_on, weighted.projected_total, weighted.status) == (
+        date(2026, 11, 23),
+        Decimal("56.72"),
+        BudgetStatus.UNDER,
+    )
 
 
 def test_given_meetings_then_pages_of_two_follow_the_cursor_and_a_cursor_of_another_period_is_refused() -> None:

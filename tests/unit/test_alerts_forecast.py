@@ -1,18 +1,27 @@
-"""The forecast alert of a budget crossing (kilo_alerts.logic.handle_event on in-memory ports): the month's fixed fee
-is in the bill but does not grow with time; only usage is extrapolated, as the account API's forecast does (both use
-kilo_billing.budgets.bill_reached_on). Figures worked by hand in each test."""
+"""The forecast alert of a budget crossing (kilo_alerts.logic.handle_event on in-memory ports): the month's
+quantities per meter (rating's counters) are extrapolated at their weekday-weighted run rate and rated as the bill is -
+the fee fixed, the allowance first, the overage at the price book's prices - as the account API's forecast does (both
+use kilo_billing.budgets.bill_reached_on, D148). Team: $29 fee, 50,000 video minutes included, then $0.00072 a minute
+(0.0006 x 1.20). Figures worked by hand in each test."""
 
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
-from kilo_alerts.logic import AlertPorts, AlertsPolicy, DeliveryPolicy, handle_event
+import pytest
+
+from kilo_alerts.logic import AlertPorts, AlertsPolicy, DeliveryPolicy, EventIncompleteError, handle_event
+from kilo_alerts.model import Outcome
 from kilo_billing.accounts import AccountProfile, TierChange
+from kilo_billing.aws import StorageUnavailableError
 from kilo_billing.budgets import DEFAULT_WEEKDAY_WEIGHTS, bill_reached_on, month_fee
 from kilo_billing.catalog import default_catalog
 from kilo_billing.contracts import UsageThresholdCrossedV1, limit_scope
+from kilo_billing.month_to_date import month_to_date
 from kilo_billing.periods import Period
+from kilo_billing.usage_signals import Counters
+from tests.account_api_fakes import InMemoryMonthToDate
 from tests.fakes import InMemoryAccountDirectory, InMemoryEntitlements
 from tests.unit.alerts_fakes import (
     FakeRooms,
@@ -26,29 +35,61 @@ from tests.unit.alerts_fakes import (
 
 # Tuesday 3 November 2026, noon. November starts on a Sunday: weight so far Sun 0.4 + Mon 1 + half of Tue 0.5 = 1.9
 NOON = datetime(2026, 11, 3, 12, 0, tzinfo=UTC)
+NOV_1 = int(datetime(2026, 11, 1, tzinfo=UTC).timestamp())  # the team segment's start: rating's counters' key
+BOOK = default_catalog().for_period(Period.parse("2026-11"))
 TEAM = AccountProfile(
     "acct_t", (TierChange(datetime(2026, 1, 1, tzinfo=UTC), "team"),), budget_usd=Decimal(60), email="t@example.com"
 )
 
 
-def forecasts(used: str, percent: int) -> list[str]:
-    directory = InMemoryAccountDirectory(TEAM)
-    ports = AlertPorts(
+def month(profile: AccountProfile, video_minutes: int) -> InMemoryMonthToDate:
+    """Rating's counters of November: ``video_minutes`` on the team segment."""
+    return InMemoryMonthToDate(
+        InMemoryAccountDirectory(profile), {(profile.account_id, "2026-11"): {(NOV_1, "video"): video_minutes}}
+    )
+
+
+def reached_on(profile: AccountProfile, video_minutes: int, limit: Decimal, at: datetime) -> date | None:
+    rated = month_to_date(month(profile, video_minutes), profile.account_id, "2026-11", 0, BOOK).rated
+    return bill_reached_on(rated, BOOK, limit, at, DEFAULT_WEEKDAY_WEIGHTS)
+
+
+class UnreadableMonth(InMemoryMonthToDate):
+    """Rating's counters cannot be read (DynamoDB unreachable)."""
+
+    def counters(self, account_id: str, period: str) -> Counters:
+        raise StorageUnavailableError("BatchGetItem: unreachable")
+
+
+def budget_event(
+    used: str, percent: int, at: datetime = NOON, profile: AccountProfile = TEAM
+) -> tuple[str, dict[str, object]]:
+    budget = profile.budget_usd or Decimal(0)
+    event = UsageThresholdCrossedV1(
+        event_id=f"e-{used}", account_id=profile.account_id, period="2026-11", meter="budget",
+        threshold_percent=percent, used=used, limit=str(budget), occurred_at=at.isoformat(),
+        scope=limit_scope(budget),
+    )  # fmt: skip
+    return event.DETAIL_TYPE, event.model_dump()
+
+
+def ports_with(profile: AccountProfile, month_source: InMemoryMonthToDate) -> AlertPorts:
+    directory = InMemoryAccountDirectory(profile)
+    return AlertPorts(
         directory, InMemoryLedger(), ScriptedMailer(), ScriptedTexter(), InMemoryEntitlements(directory),
         InMemoryEntitlements(directory), StaticSessions(), FakeRooms({}), InMemoryEnforcementLedger(),
-        RecordingScheduler(),
+        RecordingScheduler(), month_source,
     )  # fmt: skip
-    event = UsageThresholdCrossedV1(
-        event_id=f"e-{used}", account_id="acct_t", period="2026-11", meter="budget", threshold_percent=percent,
-        used=used, limit="60", occurred_at=NOON.isoformat(), scope=limit_scope(Decimal(60)),
-    )  # fmt: skip
-    outcome = handle_event(
-        event.DETAIL_TYPE,
-        event.model_dump(),
-        ports,
-        AlertsPolicy(DeliveryPolicy("https://x/prefs", dashboard_url="https://dash.example/")),
-        0,
-    )
+
+
+POLICY = AlertsPolicy(DeliveryPolicy("https://x/prefs", dashboard_url="https://dash.example/"))
+
+
+def forecasts(
+    used: str, percent: int, video_minutes: int, at: datetime = NOON, profile: AccountProfile = TEAM
+) -> list[str]:
+    ports = ports_with(profile, month(profile, video_minutes))
+    outcome = handle_event(*budget_event(used, percent, at, profile), ports, POLICY, 0)
     return [a.alert.values["date_label"] for a in outcome.alerts if a.alert.kind == "budget_forecast"]
 
 
@@ -66,16 +107,54 @@ def test_given_the_team_fee_then_the_month_fee_is_29_and_a_mid_month_upgrade_pay
 
 
 def test_given_a_bill_that_is_mostly_the_fee_then_no_forecast_is_sent() -> None:
-    # $30.00 = $29.00 fee + $1.00 usage at 50 % of $60. Usage: $1.00 / 1.9 = $0.526 a weekday; the month weighs 24.6
-    # (21 weekdays + 9 weekend days x 0.4) -> $12.95 of usage by the end, a $41.95 bill: $60 is never reached.
-    # (The whole $30 as a run rate would say Thursday 5 November.)
-    assert forecasts("30.00", 50) == []
-    assert bill_reached_on(Decimal(29), Decimal(1), Decimal(60), NOON, DEFAULT_WEEKDAY_WEIGHTS) is None
+    # Budget $50: its 50 % ($25.00) is passed at once by the $29.00 fee. By Tuesday noon 1,000 video minutes, all
+    # included: the bill is $29.00. The minutes: 1,000 / 1.9 a weekday; the month weighs 24.6 (21 weekdays + 9
+    # weekend days x 0.4) -> 1,000 x 24.6 / 1.9 = 12,947.4 minutes by the 30th, inside the 50,000 included: the bill
+    # stays $29.00, $50 is never reached. (The whole $29 bill as a run rate, $15.26 a weekday, said Wednesday 4.)
+    budget_50 = AccountProfile(
+        "acct_t", (TierChange(datetime(2026, 1, 1, tzinfo=UTC), "team"),), budget_usd=Decimal(50),
+        email="t@example.com",
+    )  # fmt: skip
+    assert forecasts("29.00", 50, 1_000, NOON, budget_50) == []
+    assert reached_on(budget_50, 1_000, Decimal(50), NOON) is None
 
 
-def test_given_usage_growing_then_the_forecast_extrapolates_usage_only() -> None:
-    # $48.00 = $29.00 fee + $19.00 usage at 80 %. Usage: $19.00 / 1.9 = $10.00 a weekday; $12.00 to $60: the rest of
-    # Tuesday 5.00 (7.00 left), Wednesday 10.00 passes it -> Wednesday 4 November. (The whole bill: $25.26 a weekday,
-    # the rest of Tuesday alone 12.63 -> Tuesday 3 November.)
-    assert forecasts("48.00", 80) == ["Wednesday 4 November"]
-    assert bill_reached_on(Decimal(29), Decimal(19), Decimal(60), NOON, DEFAULT_WEEKDAY_WEIGHTS) == date(2026, 11, 4)
+def test_given_usage_growing_then_the_forecast_extrapolates_the_minutes_and_rates_them() -> None:
+    # $48.00 at 80 % of $60 by Tuesday noon: $29.00 fee + 26,389 video minutes over 50,000 (76,389 in all: 26,389 x
+    # $0.00072 = $19.00008 -> $19.00). $60 needs usage of $31.00 as rounded: exact >= $30.995 -> 30.995 / 0.00072 =
+    # 43,048.6 -> 43,049 over -> 93,049 minutes, 16,660 more. The minutes: 76,389 / 1.9 = 40,204.7 a weekday; the
+    # rest of Tuesday (0.5) adds 20,102.4 -> 20,102 (96,491 minutes, 46,491 over -> $33.47352 -> $33.47, a $62.47
+    # bill): Tuesday 3 November. (The $19.00 of usage as a dollar run rate, $10.00 a weekday, said Wednesday 4.)
+    assert forecasts("48.00", 80, 76_389) == ["Tuesday 3 November"]
+    assert reached_on(TEAM, 76_389, Decimal(60), NOON) == date(2026, 11, 3)
+
+
+def test_given_the_allowance_ran_out_mid_month_then_the_overage_to_come_is_forecast() -> None:
+    # Review re2 (F5): team, budget $40, 3,000 video minutes a day from the 1st. By Thursday 19 November 01:20: 18
+    # days x 3,000 + 80/1,440 x 3,000 (166.67) -> 54,167 minutes, 4,167 over x $0.00072 = $3.00024 -> $3.00, a $32.00
+    # bill: 80 % of $40. Before, the $3.00 was extrapolated as dollars over the whole 18.06 days (usage cost $0 until
+    # the allowance ran out on day 16.67): $4.98 by the 30th, a $33.98 bill, "never" - and the 50 % event came at
+    # $0 of usage: no forecast alert all month, while the month ends at 90,000 minutes = $57.80.
+    # $40 needs usage of $11.00 as rounded: exact >= $10.995 -> 15,270.8 -> 15,271 over -> 65,271 minutes.
+    # Default weights: elapsed Sun 1 0.4 + 2 x (5 weekdays + 0.8) + Mon 16 to Wed 18 3 = 15.0, + 1/18 of Thursday =
+    # 271/18: 54,167 x 18 / 271 = 3,597.8 minutes a weekday. To the end of Sunday 22 (17/18 + Fri 1 + Sat 0.4 + Sun
+    # 0.4 = 247/90 of weight): 54,167 x 18 x 247 / (271 x 90) = 9,873.98 -> 9,873 -> 64,040 minutes, 14,040 over ->
+    # $10.1088 -> $10.11, a $39.11 bill; to the end of Monday 23 (337/90): 13,471.8 -> 13,471 -> 67,638, 17,638 over
+    # -> $12.69936 -> $12.70, $41.70 >= $40: Monday 23 November.
+    budget_40 = AccountProfile(
+        "acct_f", (TierChange(datetime(2026, 1, 1, tzinfo=UTC), "team"),), budget_usd=Decimal(40),
+        email="f@example.com",
+    )  # fmt: skip
+    at = datetime(2026, 11, 19, 1, 20, tzinfo=UTC)
+    assert forecasts("32.00", 80, 54_167, at, budget_40) == ["Monday 23 November"]
+    assert reached_on(budget_40, 54_167, Decimal(40), at) == date(2026, 11, 23)
+
+
+def test_given_the_months_usage_cannot_be_read_then_the_threshold_alert_still_goes_and_the_event_comes_back() -> None:
+    # the forecast needs rating's counters; while they cannot be read the 80 % alert is delivered all the same and the
+    # event is redelivered for the forecast (its own ledger key: the 80 % alert is not sent twice)
+    ports = ports_with(TEAM, UnreadableMonth(InMemoryAccountDirectory(TEAM)))
+    with pytest.raises(EventIncompleteError) as incomplete:
+        handle_event(*budget_event("48.00", 80), ports, POLICY, 0)
+    assert [(a.alert.kind, a.count(Outcome.SENT)) for a in incomplete.value.outcome.alerts] == [("budget_threshold", 1)]
+    assert "BatchGetItem: unreachable" in str(incomplete.value)

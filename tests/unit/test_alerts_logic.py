@@ -23,6 +23,7 @@ from kilo_billing.accounts import AccountProfile
 from kilo_billing.aws import StorageUnavailableError
 from kilo_billing.contracts import UsageThresholdCrossedV1, limit_scope
 from kilo_billing.rating import TierChange
+from tests.account_api_fakes import InMemoryMonthToDate
 from tests.fakes import InMemoryAccountDirectory, InMemoryEntitlements
 from tests.unit.alerts_fakes import (
     FakeRooms,
@@ -189,7 +190,7 @@ def test_given_the_removal_step_cannot_be_scheduled_then_the_hard_limit_alert_st
     spend = InMemoryEntitlements(directory)  # the spend item the event keeps, read by the hard-limit check
     ports = AlertPorts(
         directory, ledger, mailer, ScriptedTexter(), spend, spend, StaticSessions(), FakeRooms({}),
-        InMemoryEnforcementLedger(), scheduler,
+        InMemoryEnforcementLedger(), scheduler, InMemoryMonthToDate(directory),
     )  # fmt: skip
     event = UsageThresholdCrossedV1(
         event_id="threshold:acct_1:2026-11:hard_limit@50:100", account_id="acct_1", period="2026-11",
@@ -253,6 +254,7 @@ def test_given_a_hard_limit_event_nothing_enforces_then_its_alert_says_what_happ
     ports = AlertPorts(
         directory, InMemoryLedger(), mailer, texter, spend, spend,
         StaticSessions(Participant("webinar", "host")), rooms, InMemoryEnforcementLedger(), scheduler,
+        InMemoryMonthToDate(directory),
     )  # fmt: skip
     event = UsageThresholdCrossedV1(
         event_id=f"threshold:acct_1:{period}:hard_limit@50:100", account_id="acct_1", period=period,

@@ -285,14 +285,6 @@ def budget_status(profile: AccountProfile, spent: Decimal) -> BudgetStatus:
     return BudgetStatus.UNDER
 
 
-def reached_on(
-    fee: Decimal, usage: Decimal, limit: Decimal | None, now: datetime, weights: Sequence[Decimal]
-) -> date | None:
-    """The day the bill (fees + usage) reaches ``limit``: the layer's one forecast of a limit
-    (``kilo_billing.budgets.bill_reached_on``), shared with the forecast alert."""
-    return bill_reached_on(fee, usage, limit, now, weights)
-
-
 def forecast(
     accounts: AccountDirectory,
     month: MonthToDateSource,
@@ -301,19 +293,21 @@ def forecast(
     now: datetime,
     weights: Sequence[Decimal],
 ) -> Forecast:
+    """The month's forecast: its quantities per meter extrapolated and rated (``kilo_billing.budgets``, D148): the
+    month-end bill and the day each limit is reached, the layer's one forecast, shared with the forecast alert."""
     mtd = current_month(accounts, month, catalog, account_id, now)
-    profile, fee, usage = mtd.profile, mtd.rated.fee, mtd.rated.usage_total
-    spent = mtd.rated.total
+    profile, rated, book = mtd.profile, mtd.rated, catalog.for_period(Period.containing(now))
+    spent = rated.total
     return Forecast(
         account_id=account_id,
         period=mtd.period,
         as_of=now,
         spent=spent,
-        projected_total=projected_total(usage, now, weights, fixed_usd=fee),
+        projected_total=projected_total(rated, book, now, weights),
         budget_usd=profile.budget_usd,
         hard_limit_usd=profile.hard_limit_usd,
-        budget_reached_on=reached_on(fee, usage, profile.budget_usd, now, weights),
-        hard_limit_reached_on=reached_on(fee, usage, profile.hard_limit_usd, now, weights),
+        budget_reached_on=bill_reached_on(rated, book, profile.budget_usd, now, weights),
+        hard_limit_reached_on=bill_reached_on(rated, book, profile.hard_limit_usd, now, weights),
         status=budget_status(profile, spent),
     )
 

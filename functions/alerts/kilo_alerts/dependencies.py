@@ -1,6 +1,6 @@
 """What the alerts handler builds once per container (on its first event): settings, the account directory, the
-ledgers, the mailer and the texter, the spend item, the open sessions, RoomService and the removal scheduler - every
-AWS client with the settings' time budget."""
+ledgers, the mailer and the texter, the spend item, the open sessions, RoomService, the removal scheduler and the
+month to date (the forecast's quantities) - every AWS client with the settings' time budget."""
 
 from __future__ import annotations
 
@@ -41,6 +41,8 @@ def alerts() -> AlertDependencies:
     from kilo_billing.account_store import DynamoAccountDirectory  # noqa: PLC0415
     from kilo_billing.aws import client, livekit_credentials  # noqa: PLC0415
     from kilo_billing.entitlement_store import DynamoEntitlements  # noqa: PLC0415
+    from kilo_billing.month_to_date_store import DynamoMonthToDate  # noqa: PLC0415
+    from kilo_billing.usage_signals_store import DynamoUsageSignals  # noqa: PLC0415
 
     config = settings()
     budget = config.call_budget
@@ -48,9 +50,10 @@ def alerts() -> AlertDependencies:
     credentials = livekit_credentials(config.livekit_keys_secret_name, config.secret_max_age_seconds, budget)
 
     entitlements = DynamoEntitlements(dynamodb, config.usage_table_name)
+    directory = DynamoAccountDirectory(dynamodb, config.usage_table_name)
     sqs = client("sqs", budget, lazy=True)
     ports = AlertPorts(
-        directory=DynamoAccountDirectory(dynamodb, config.usage_table_name),
+        directory=directory,
         ledger=DynamoDeliveryLedger(dynamodb, config.alerts_table_name),
         mailer=SesMailer(
             client("sesv2", budget, lazy=True),
@@ -65,6 +68,10 @@ def alerts() -> AlertDependencies:
         rooms=LiveKitRoomControl(config.livekit_url, credentials, config.roomservice_timeout_seconds),
         enforcement=DynamoEnforcementLedger(dynamodb, config.alerts_table_name),
         scheduler=SqsRemovalScheduler(sqs, config.alerts_queue_url),
+        # the forecast's quantities: rating's counters (BatchGetItem) and open sessions (the open_sessions index)
+        month=DynamoMonthToDate(
+            dynamodb, config.usage_table_name, directory, DynamoUsageSignals(dynamodb, config.usage_table_name)
+        ),
     )
     policy = AlertsPolicy(
         DeliveryPolicy(

@@ -81,10 +81,11 @@ from kilo_billing.accounts import (
     pseudonym,
     pseudonymised_in,
 )
-from kilo_billing.budgets import DEFAULT_WEEKDAY_WEIGHTS, bill_reached_on, month_fee
+from kilo_billing.budgets import DEFAULT_WEEKDAY_WEIGHTS, bill_reached_on
 from kilo_billing.catalog import Catalog, default_catalog
 from kilo_billing.contracts import PaymentFailedV1, UsageThresholdCrossedV1, limit_scope
 from kilo_billing.entitlements import EntitlementSource, Reading, SpendRecorder
+from kilo_billing.month_to_date import MonthToDateSource, month_to_date
 from kilo_billing.periods import Period
 
 ENFORCEMENT_STEP: Final = "EnforcementStepDue.v1"  # the delayed removal step (adapters.SqsRemovalScheduler)
@@ -491,6 +492,7 @@ class AlertPorts:
     rooms: RoomControl
     enforcement: EnforcementLedger
     scheduler: RemovalScheduler
+    month: MonthToDateSource  # the month's quantities per meter, which the forecast extrapolates (D148)
     operator: OperatorPorts | None = None  # operator alerts and the event-driven abuse signals
 
     @property
@@ -505,7 +507,7 @@ class AlertsPolicy:
     enforcement: EnforcementPolicy = field(default_factory=EnforcementPolicy)
     weekday_weights: tuple[Decimal, ...] = DEFAULT_WEEKDAY_WEIGHTS
     operator: OperatorPolicy | None = None
-    catalog: Catalog = field(default_factory=default_catalog)  # the month's fixed fees (the forecast)
+    catalog: Catalog = field(default_factory=default_catalog)  # the month's price book (the forecast rates with it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -564,7 +566,10 @@ def handle_event(
     if event.meter in ("budget", "hard_limit"):
         profile, _ = ports.entitlements.read(event.account_id)
         if event.meter == "budget" and event.threshold_percent < 100 and profile is not None:
-            alerts += _forecast(event, profile, policy)
+            try:
+                alerts += _forecast(event, profile, ports.month, policy)
+            except Exception as exc:  # the month's usage could not be read: the rest goes on, the event comes back
+                causes = [*causes, exc]
         reached = hard_limit_reached(event.account_id, ports.entitlements, now_ms)
         if reached is None and event.meter == "hard_limit":  # a past month's bill, or the limit raised or removed since
             current = Period.containing(datetime.fromtimestamp(now_ms / 1000, tz=UTC)).key
@@ -659,19 +664,22 @@ def _hard_limit_alert(event: UsageThresholdCrossedV1, hard_limit: Decimal, versi
     return alert_from_event(UsageThresholdCrossedV1.DETAIL_TYPE, hard_event.model_dump())
 
 
-def _forecast(event: UsageThresholdCrossedV1, profile: AccountProfile, policy: AlertsPolicy) -> list[Alert]:
+def _forecast(
+    event: UsageThresholdCrossedV1, profile: AccountProfile, month: MonthToDateSource, policy: AlertsPolicy
+) -> list[Alert]:
     """ "At this rate you will pass your limit around <date>": the hard limit if set, else the budget; once a month.
-    The bill is the month's fixed fees plus usage; only usage grows (``bill_reached_on``, as the account API)."""
+    The month's quantities per meter (rating's counters and the open sessions, as at the event) are extrapolated and
+    rated (``bill_reached_on``, as the account API, D148): usage of $0 while an allowance lasts still grows."""
     limit, name = (
         (profile.hard_limit_usd, "hard limit") if profile.hard_limit_usd is not None else (profile.budget_usd, "budget")
     )
-    if limit is None:
-        return []
     now = datetime.fromisoformat(event.occurred_at)
-    bill = Decimal(event.used)
-    fee = month_fee(profile, event.period, policy.catalog.for_period(Period.parse(event.period)))
-    day = bill_reached_on(fee, max(Decimal(0), bill - fee), limit, now, policy.weekday_weights)
-    if day is None or Period.containing(now).key != event.period:
+    if limit is None or Period.containing(now).key != event.period:
+        return []
+    book = policy.catalog.for_period(Period.parse(event.period))
+    mtd = month_to_date(month, event.account_id, event.period, int(now.timestamp() * 1000), book, profile=profile)
+    day = bill_reached_on(mtd.rated, book, limit, now, policy.weekday_weights)
+    if day is None:
         return []
     return [
         Alert(

@@ -2,16 +2,20 @@
 optional hard level (``hard_limit_usd``: new calls refused, running ones stopped) - how they are changed (the operator
 CLI now, the account API later), and the weekday-aware forecast of the day the month's bill passes a limit.
 
-Forecast rule (docs/decisions.md, budgets): each day of the week has a weight (a business account spends on weekdays,
-little at weekends). The month-to-date bill divided by the weight of the time elapsed so far (whole days, plus the
-elapsed share of today) is the spend per unit of weight; walking forward day by day, each day adds its weight times
-that rate (today only its remaining share) until the limit is reached. With equal weights this is the plain linear run
-rate. The answer is the UTC day on which the limit is reached, or ``None`` when it is not reached inside the period.
+Forecast rule (docs/decisions.md, budgets; D148): each day of the week has a weight (a business account spends on
+weekdays, little at weekends). Each meter's month-to-date QUANTITY (minutes, messages, bytes) divided by the weight of
+the time elapsed so far (whole days, plus the elapsed share of today) is its use per unit of weight; walking forward
+day by day, each day adds its weight times that rate (today only its remaining share), and the month so far plus what
+is projected is rated as the bill is (fees fixed, allowance first, overage at the price book's prices): the limit is
+reached on the first day that bill reaches it. Dollars are never extrapolated - usage costs $0 until an allowance runs
+out, so a dollar run rate misses the overage still to come. With equal weights this is the plain linear run rate. The
+answer is the UTC day on which the limit is reached, or ``None`` when it is not reached inside the period.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -21,10 +25,11 @@ from typing import Final
 from kilo_billing.accounts import AccountDirectory, AccountProfile, update_profile
 from kilo_billing.catalog import Catalog, PriceBook, default_catalog
 from kilo_billing.invoicing import segment_usage
-from kilo_billing.money import money_str, round_money
+from kilo_billing.meters import Meter
+from kilo_billing.money import money_str
 from kilo_billing.month_to_date import MonthToDateSource, month_to_date
 from kilo_billing.periods import Period, ensure_utc
-from kilo_billing.rating import rate_segments
+from kilo_billing.rating import RatedPeriod, SegmentUsage, rate_segments
 
 # Monday .. Sunday. Calls are a working-day activity: a weekend day counts for 0.4 of a weekday unless configured.
 DEFAULT_WEEKDAY_WEIGHTS: Final[tuple[Decimal, ...]] = (
@@ -189,10 +194,11 @@ def _weight(day: date, weights: Sequence[Decimal]) -> Fraction:
 
 
 def weighted_elapsed(now: datetime, weights: Sequence[Decimal]) -> tuple[Period, Fraction, Fraction]:
-    """The forecast's clock (module docstring), shared by ``forecast_crossing`` and ``projected_total``: ``now``'s
-    period, the share of ``now``'s UTC day elapsed (exact, in whole microseconds - no float on the way to
-    ``round_money``), and the weighted days elapsed in the period (the earlier days' weights plus today's weight times
-    that share). ``ValueError`` unless the weights are seven non-negative numbers, Monday first, not all zero."""
+    """The forecast's clock (module docstring), shared by ``bill_reached_on``, ``projected_total`` and
+    ``forecast_crossing``: ``now``'s period, the share of ``now``'s UTC day elapsed (exact, in whole microseconds - no
+    float on the way to a rounding), and the weighted days elapsed in the period (the earlier days' weights plus
+    today's weight times that share). ``ValueError`` unless the weights are seven non-negative numbers, Monday first,
+    not all zero."""
     if len(weights) != 7 or any(not w.is_finite() or w < 0 for w in weights) or not any(weights):
         raise ValueError("weekday weights: seven non-negative numbers, Monday first, not all zero")
     now = ensure_utc(now)
@@ -205,15 +211,30 @@ def weighted_elapsed(now: datetime, weights: Sequence[Decimal]) -> tuple[Period,
     return period, share, elapsed + _weight(today, weights) * share
 
 
+def _days_ahead(now: datetime, weights: Sequence[Decimal]) -> Iterator[tuple[date, datetime, Fraction]]:
+    """The rest of ``now``'s period, day by day: (the UTC day, the start of its part still to come - ``now`` today,
+    midnight after - and that part's weight: today's weight times its remaining share, then each day's weight)."""
+    period, elapsed_today, _ = weighted_elapsed(now, weights)
+    start = ensure_utc(now)
+    day, share = start.date(), 1 - elapsed_today
+    last = (period.end - _DAY).date()
+    while day <= last:
+        yield day, start, _weight(day, weights) * share
+        day, share = day + _DAY, Fraction(1)
+        start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
 def forecast_crossing(
     spent_usd: Decimal,
     limit_usd: Decimal,
     now: datetime,
     weights: Sequence[Decimal] = DEFAULT_WEEKDAY_WEIGHTS,
 ) -> date | None:
-    """The UTC day on which the month's bill reaches ``limit_usd`` at the month-to-date run rate, day-of-week weighted
-    (module docstring); ``now``'s day when it is already reached, ``None`` when it will not be within the month."""
-    period, elapsed_today, elapsed = weighted_elapsed(now, weights)
+    """The UTC day on which an amount that grows in proportion to use (``spent_usd`` so far) reaches ``limit_usd`` at
+    its month-to-date run rate, day-of-week weighted (module docstring); ``now``'s day when it is already reached,
+    ``None`` when it will not be within the month. Not a bill's forecast: a bill's usage is $0 until an allowance
+    runs out - ``bill_reached_on`` extrapolates the quantities and rates them."""
+    _, _, elapsed = weighted_elapsed(now, weights)
     today = ensure_utc(now).date()
     if spent_usd >= limit_usd:
         return today
@@ -221,28 +242,69 @@ def forecast_crossing(
         return None  # nothing to extrapolate from
     rate = Fraction(spent_usd) / elapsed
     remaining = Fraction(limit_usd - spent_usd)
-    day, share = today, 1 - elapsed_today
-    last = (period.end - _DAY).date()
-    while day <= last:
-        remaining -= rate * _weight(day, weights) * share
+    for day, _, weight in _days_ahead(now, weights):
+        remaining -= rate * weight
         if remaining <= 0:
             return day
-        day, share = day + _DAY, Fraction(1)
     return None
 
 
+def _segment_at(rated: RatedPeriod, at: datetime) -> int:
+    """The index of the tier segment in force at ``at`` (the last one when ``at`` is at or past the period's end)."""
+    for index, usage in enumerate(rated.segments):
+        if usage.segment.start <= at < usage.segment.end:
+            return index
+    return len(rated.segments) - 1
+
+
+def _with_added(rated: RatedPeriod, added: Sequence[Mapping[Meter, Fraction]], book: PriceBook) -> RatedPeriod:
+    """``rated``'s period rated again with ``added`` base units per segment and meter on top of its own (each sum
+    rounded down to a whole base unit: usage reached, not begun), by rating's own ``rate_segments``."""
+    segments = [
+        SegmentUsage(usage.segment, {meter: usage.totals.get(meter, 0) + math.floor(more[meter]) for meter in Meter})
+        for usage, more in zip(rated.segments, added, strict=True)
+    ]
+    return rate_segments(rated.period, segments, book)
+
+
+def _run_rates(rated: RatedPeriod, now: datetime, weights: Sequence[Decimal]) -> dict[Meter, Fraction] | None:
+    """Base units per unit of weight, per meter, so far this month (all segments together); ``None`` when nothing has
+    elapsed yet. ``ValueError`` when ``now`` is not in ``rated``'s period."""
+    period, _, elapsed = weighted_elapsed(now, weights)
+    if period != rated.period:
+        raise ValueError(f"the forecast of {rated.period} needs a time inside it, not {ensure_utc(now).isoformat()}")
+    if elapsed == 0:
+        return None
+    used = {meter: sum((usage.totals.get(meter, 0) for usage in rated.segments), 0) for meter in Meter}
+    return {meter: Fraction(quantity) / elapsed for meter, quantity in used.items()}
+
+
 def bill_reached_on(
-    fee_usd: Decimal, usage_usd: Decimal, limit_usd: Decimal | None, now: datetime, weights: Sequence[Decimal]
+    rated: RatedPeriod, book: PriceBook, limit_usd: Decimal | None, now: datetime, weights: Sequence[Decimal]
 ) -> date | None:
-    """The UTC day the month's bill (``fee_usd``, the month's fees, plus ``usage_usd``) reaches ``limit_usd``: the fees
-    are fixed (they do not grow with time), so it is the day usage reaches ``limit - fees`` at its weekday-weighted
-    run rate (``forecast_crossing``); today when the bill is already there; ``None`` without a limit or when it is
-    not reached within the month. The one forecast of a limit: the account API's and the forecast alert's."""
+    """The UTC day the month's bill reaches ``limit_usd``. ``rated``: the month so far (``month_to_date``'s, its
+    segments' quantities per meter), ``book``: its price book. Each meter's quantity is extrapolated at its
+    weekday-weighted run rate (module docstring) and, at the end of each day ahead, the month so far plus what is
+    projected by then is rated by rating's own ``rate_segments`` - fees fixed, each allowance first, the overage at
+    the book's prices, each line rounded by ``round_money`` - until its total reaches the limit: a bill whose
+    allowance covers the usage so far ($0 of usage) still reaches a limit once the allowance runs out (D148). Today
+    when the bill is already there; ``None`` without a limit or when it is not reached within the month. The one
+    forecast of a limit: the account API's and the forecast alert's."""
     if limit_usd is None:
         return None
-    if fee_usd + usage_usd >= limit_usd:
+    if rated.total >= limit_usd:
         return ensure_utc(now).date()
-    return forecast_crossing(usage_usd, limit_usd - fee_usd, now, weights)
+    rates = _run_rates(rated, now, weights)
+    if rates is None or not any(rates.values()):
+        return None  # nothing to extrapolate from
+    added = [dict.fromkeys(Meter, Fraction(0)) for _ in rated.segments]
+    for day, start, weight in _days_ahead(now, weights):
+        more = added[_segment_at(rated, start)]
+        for meter, rate in rates.items():
+            more[meter] += rate * weight
+        if _with_added(rated, added, book).total >= limit_usd:
+            return day
+    return None
 
 
 def month_fee(profile: AccountProfile, period_key: str, book: PriceBook) -> Decimal:
@@ -252,18 +314,17 @@ def month_fee(profile: AccountProfile, period_key: str, book: PriceBook) -> Deci
     return rate_segments(period, segment_usage(period, profile.segments(period), {}), book).fee
 
 
-def projected_total(
-    usage_usd: Decimal,
-    now: datetime,
-    weights: Sequence[Decimal] = DEFAULT_WEEKDAY_WEIGHTS,
-    fixed_usd: Decimal = Decimal(0),
-) -> Decimal:
-    """The month's bill at its end: ``fixed_usd`` (the month's fees: they do not grow with time) plus the usage so far
-    at its month-to-date run rate, day-of-week weighted (the forecast rule above) - ``usage x weight of the whole
-    month / weight elapsed`` - rounded once to the cent (``round_money``). With nothing elapsed yet, what is known."""
-    period, _, elapsed = weighted_elapsed(now, weights)
-    first = period.start.date()
-    whole = sum((_weight(first + _DAY * i, weights) for i in range((period.end.date() - first).days)), Fraction(0))
-    usage = Fraction(max(usage_usd, Decimal(0)))
-    projected = usage * whole / elapsed if elapsed > 0 else usage
-    return round_money(Fraction(fixed_usd) + projected)
+def projected_total(rated: RatedPeriod, book: PriceBook, now: datetime, weights: Sequence[Decimal]) -> Decimal:
+    """The month's bill at its end, as ``bill_reached_on`` forecasts it: each meter's quantity so far extrapolated to
+    the end of the month at its weekday-weighted run rate (``quantity x weight of the rest of the month / weight
+    elapsed``, added to the segment in force on each day) and the whole rated by ``rate_segments`` (fees fixed,
+    allowances first, lines rounded by ``round_money``). With nothing elapsed yet, what is known (``rated.total``)."""
+    rates = _run_rates(rated, now, weights)
+    if rates is None:
+        return rated.total
+    added = [dict.fromkeys(Meter, Fraction(0)) for _ in rated.segments]
+    for _, start, weight in _days_ahead(now, weights):
+        more = added[_segment_at(rated, start)]
+        for meter, rate in rates.items():
+            more[meter] += rate * weight
+    return _with_added(rated, added, book).total
