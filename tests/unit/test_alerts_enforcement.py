@@ -19,7 +19,8 @@ from kilo_alerts.enforcement import (
     remove_account,
     restrict_account,
 )
-from kilo_alerts.model import EnforcementAction, EnforcementRecord, Participant
+from kilo_alerts.model import EnforcementAction, EnforcementRecord, Narrowing, Participant
+from kilo_alerts.ports import RoomControlFailedError
 from kilo_billing.accounts import AccountProfile, TierChange
 from kilo_billing.entitlements import Reading
 from tests.fakes import InMemoryAccountDirectory, InMemoryEntitlements
@@ -195,7 +196,6 @@ def test_given_the_limit_lifted_before_the_removal_then_each_restricted_particip
 
 
 def test_given_a_restore_failing_for_now_then_the_step_is_retried_and_only_the_missing_one_is_restored() -> None:
-    from kilo_alerts.ports import RoomControlFailedError  # noqa: PLC0415
 
     rooms, ledger, _ = restricted()
     rooms.failures = [RoomControlFailedError("RoomService 503")]
@@ -235,7 +235,8 @@ def test_given_a_claim_another_delivery_holds_then_the_event_is_retried_not_take
     )
     assert ledger.claim(crashed)  # a delivery claimed the host's audio-only step, then its Lambda timed out
 
-    # the queue delivers the event again 60 s later: the claim is not a decision - retried, the removal not scheduled
+    # the queue delivers the event again 60 s later: the claim is not a decision - retried; the removal is scheduled
+    # all the same, before anyone is narrowed (D-e1-1: the step that removes or gives back always comes)
     with pytest.raises(EnforcementIncompleteError) as raised:
         restrict_account(
             "acct_1",
@@ -245,8 +246,8 @@ def test_given_a_claim_another_delivery_holds_then_the_event_is_retried_not_take
             EnforcementPolicy(),
             NOW_MS + 60_000,
         )
-    assert [(named(r.identity), r.outcome) for r in raised.value.records] == [("host", "retry")]
-    assert (rooms.calls, scheduler.scheduled) == ([], [])
+    assert [(named(r.identity), r.outcome) for r in raised.value.records] == [("host", "retry"), ("-", "done")]
+    assert (rooms.calls, scheduler.scheduled) == ([], [("acct_1", "2026-11", 120, "50")])
 
     # delivered again once the claim is older than the lease: taken over, done, the removal scheduled
     later = NOW_MS + ENFORCEMENT_LEASE_MS + 1
@@ -275,6 +276,111 @@ def test_given_a_crash_between_claiming_and_scheduling_the_removal_then_the_rede
     assert scheduler.scheduled == []
     restrict_account(*args, NOW_MS + 360_000)  # the queue's visibility timeout later
     assert scheduler.scheduled == [("acct_1", "2026-11", 120, "50")]
+
+
+class RefusingOne(FakeRooms):
+    """RoomService refusing one participant's UpdateParticipant at every call while it is in its room (a 400 for its
+    permission, say); everyone else's calls answer."""
+
+    def __init__(self, permissions: dict[tuple[str, str], dict[str, object]], refused: Participant) -> None:
+        super().__init__(permissions)
+        self.refused = refused
+
+    def audio_only(self, room: str, identity: str) -> Narrowing | None:
+        if Participant(room, identity) == self.refused and (room, identity) in self.permissions:
+            self.calls.append(("audio_only", room, identity))
+            raise RoomControlFailedError("RoomService 400 invalid_argument")
+        return super().audio_only(room, identity)
+
+
+def test_given_one_participant_roomservice_keeps_refusing_then_the_removal_step_still_removes_everyone() -> None:
+    """D-e1-1 (review re2, b): before, the removal was scheduled only once everyone was narrowed - never, with one
+    participant refused at every delivery: after the queue's 5 receives the event was dead-lettered and the call went
+    on audio-only, nobody removed. Now the step is scheduled first and the refused one blocks nobody."""
+    rooms = RefusingOne({key: dict(BEFORE[key]) for key in (("webinar", "host"), ("webinar", "recorder"))}, HOST)
+    ledger, scheduler, sessions = InMemoryEnforcementLedger(), RecordingScheduler(), StaticSessions(HOST, RECORDER)
+    reached = entitlements("active", "50.40")  # $50.40 >= the $50 hard limit: still reached when the step comes
+    with pytest.raises(EnforcementIncompleteError) as first:
+        restrict_account(
+            "acct_1",
+            "2026-11",
+            "50",
+            enforcement_ports(sessions, rooms, ledger, scheduler),
+            EnforcementPolicy(),
+            NOW_MS,
+        )
+    assert sorted((named(r.identity), r.action.value, r.outcome) for r in first.value.records) == [
+        ("-", "schedule_removal", "done"),
+        ("host", "audio_only", "retry"),
+        ("recorder", "audio_only", "done"),
+    ]
+    assert scheduler.scheduled == [("acct_1", "2026-11", 120, "50")]
+    # the step after the 120 s grace: the limit still reached, both removed - the host never narrowed, all the same
+    removed = remove_account(
+        "acct_1",
+        "2026-11",
+        "50",
+        enforcement_ports(sessions, rooms, ledger, scheduler, reached),
+        EnforcementPolicy(),
+        NOW_MS + 120_000,
+    )
+    assert sorted((named(r.identity), r.outcome) for r in removed) == [("host", "done"), ("recorder", "done")]
+    assert rooms.permissions == {}
+    # the event delivered again (the queue's 360 s): the host is gone, nothing else to do, nothing scheduled twice
+    again = restrict_account(
+        "acct_1",
+        "2026-11",
+        "50",
+        enforcement_ports(sessions, rooms, ledger, scheduler),
+        EnforcementPolicy(),
+        NOW_MS + 360_000,
+    )
+    assert [(named(r.identity), r.outcome) for r in again] == [("host", "gone")]
+    assert scheduler.scheduled == [("acct_1", "2026-11", 120, "50")]
+
+
+def test_given_the_limits_removal_step_found_it_lifted_then_a_late_redelivery_narrows_nobody_under_it() -> None:
+    """D-e1-1: a redelivered event that read the $50 limit reached just before the customer raised it to $80 and the
+    removal step gave the recorder its permission back (``lifted``): before, it then narrowed the host, whose first
+    narrowing had failed - audio-only for good, the only step that gives back having run. Now nobody is narrowed."""
+    rooms = FakeRooms(
+        {key: dict(BEFORE[key]) for key in (("webinar", "host"), ("webinar", "recorder"))},
+        RoomControlFailedError("RoomService 503"),  # the host (sorted first) fails once
+    )
+    ledger, scheduler, sessions = InMemoryEnforcementLedger(), RecordingScheduler(), StaticSessions(HOST, RECORDER)
+    with pytest.raises(EnforcementIncompleteError):
+        restrict_account(
+            "acct_1",
+            "2026-11",
+            "50",
+            enforcement_ports(sessions, rooms, ledger, scheduler),
+            EnforcementPolicy(),
+            NOW_MS,
+        )
+    raised = entitlements("active", "50.40", hard="80")  # $50.40 < $80: lifted
+    lifted = remove_account(
+        "acct_1",
+        "2026-11",
+        "50",
+        enforcement_ports(sessions, rooms, ledger, scheduler, raised),
+        EnforcementPolicy(),
+        NOW_MS + 120_000,
+    )
+    assert [(named(r.identity), r.action.value, r.outcome) for r in lifted] == [
+        ("recorder", "restore", "done"),
+        ("-", "remove", "lifted"),
+    ]
+    late = restrict_account(
+        "acct_1",
+        "2026-11",
+        "50",
+        enforcement_ports(sessions, rooms, ledger, scheduler),
+        EnforcementPolicy(),
+        NOW_MS + 360_000,
+    )
+    assert late == []
+    assert rooms.permissions == {key: BEFORE[key] for key in (("webinar", "host"), ("webinar", "recorder"))}
+    assert [call[0] for call in rooms.calls] == ["audio_only", "audio_only", "restore"]  # host failed, recorder, back
 
 
 def test_given_a_limit_set_again_while_still_narrowed_then_lifting_it_gives_back_the_permission_before_either() -> None:

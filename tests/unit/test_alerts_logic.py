@@ -10,6 +10,7 @@ import pytest
 
 from kilo_alerts.catalogue import alert_from_event, hard_limit_enforced
 from kilo_alerts.logic import (
+    ENFORCEMENT_STEP,
     AlertPorts,
     AlertsPolicy,
     DeliveryIncompleteError,
@@ -19,8 +20,10 @@ from kilo_alerts.logic import (
     handle_event,
 )
 from kilo_alerts.model import Alert, Channel, Delivery, Outcome, Participant, Severity
+from kilo_alerts.ports import RoomControlFailedError
 from kilo_billing.accounts import AccountProfile
 from kilo_billing.aws import StorageUnavailableError
+from kilo_billing.budgets import BudgetChange, apply_budget
 from kilo_billing.contracts import UsageThresholdCrossedV1, limit_scope
 from kilo_billing.rating import TierChange
 from tests.account_api_fakes import InMemoryMonthToDate
@@ -273,3 +276,50 @@ def test_given_a_hard_limit_event_nothing_enforces_then_its_alert_says_what_happ
     assert what_now in html
     for told in (sent_subject, text, html, sent_sms):
         assert not any(word in told for word in ("stopping", "audio", "refused"))
+
+
+def test_given_one_participants_narrowing_failing_and_the_limit_raised_then_the_removal_step_gives_permissions_back() -> (
+    None
+):
+    """D-e1-1 (review re2, a): RoomService failed for the host at the hard limit's first delivery; the recorder was
+    narrowed. Before, the removal step was scheduled only after everyone was narrowed: never, here - and the customer
+    raising the limit (as the alert tells them) meant the redelivered event found it no longer reached and did
+    nothing, the recorder audio-only until it left. Now the step is scheduled first and gives the permission back."""
+    full = {"can_publish": True, "can_subscribe": True, "sources": [], "hidden": False}
+    host, recorder = Participant("webinar", "host"), Participant("webinar", "recorder")
+    # the host (sorted first) fails once: RoomService 503
+    rooms = FakeRooms(
+        {("webinar", "host"): dict(full), ("webinar", "recorder"): dict(full)}, RoomControlFailedError("503")
+    )
+    signup = (TierChange(datetime(2026, 1, 1, tzinfo=UTC), "team"),)
+    profile = AccountProfile("acct_1", signup, email="ada@example.com", hard_limit_usd=Decimal(50))
+    directory, scheduler = InMemoryAccountDirectory(profile), RecordingScheduler()
+    spend = InMemoryEntitlements(directory)
+    ports = AlertPorts(
+        directory, InMemoryLedger(), ScriptedMailer(), ScriptedTexter(), spend, spend, StaticSessions(host, recorder),
+        rooms, InMemoryEnforcementLedger(), scheduler, InMemoryMonthToDate(directory),
+    )  # fmt: skip
+    event = UsageThresholdCrossedV1(
+        event_id="threshold:acct_1:2026-11:hard_limit@50:100", account_id="acct_1", period="2026-11",
+        meter="hard_limit", threshold_percent=100, used="50.40", limit="50", occurred_at="2026-11-20T10:00:00+00:00",
+        scope=limit_scope(Decimal(50)),
+    )  # fmt: skip
+    now_ms = int(datetime(2026, 11, 20, 10, 0, 5, tzinfo=UTC).timestamp() * 1000)
+    policy = AlertsPolicy(DeliveryPolicy("https://x/prefs", dashboard_url="https://dash.example/"))
+    # delivery 1: the bill $50.40 >= the $50 hard limit: reached; the host's narrowing fails, the recorder's is done
+    with pytest.raises(EventIncompleteError):
+        handle_event(event.DETAIL_TYPE, event.model_dump(), ports, policy, now_ms)
+    assert rooms.permissions[("webinar", "recorder")]["sources"] == ["microphone"]
+    assert scheduler.scheduled == [("acct_1", "2026-11", 120, "50")]  # the step comes in the 120 s grace all the same
+    # 60 s later the customer raises the hard limit to $60: $50.40 < $60, no longer reached
+    raised_at = datetime(2026, 11, 20, 10, 1, 5, tzinfo=UTC)
+    directory.profiles["acct_1"] = apply_budget(profile, BudgetChange(hard_limit_usd=Decimal(60)), now=raised_at)
+    step = {"account_id": "acct_1", "period": "2026-11", "step": "remove", "limit": "50"}
+    out = handle_event(ENFORCEMENT_STEP, step, ports, policy, now_ms + 120_000)  # the step, after the grace
+    assert [(r.action.value, r.outcome) for r in out.enforcement] == [("restore", "done"), ("remove", "lifted")]
+    assert rooms.permissions == {("webinar", "host"): full, ("webinar", "recorder"): full}  # nobody left audio-only
+    # the event delivered again (the queue's 360 s): the limit no longer reached, nothing to do, nothing narrowed
+    again = handle_event(event.DETAIL_TYPE, event.model_dump(), ports, policy, now_ms + 360_000)
+    assert again.enforcement == ()
+    assert rooms.permissions == {("webinar", "host"): full, ("webinar", "recorder"): full}
+    assert [call[0] for call in rooms.calls] == ["audio_only", "audio_only", "restore"]  # host failed, recorder, back

@@ -8,6 +8,9 @@ while a limit raised after it was enforced is enforced again when the bill reach
 
 A participant RoomService no longer knows (left meanwhile) is recorded ``gone``; a failure for now (RoomService
 unreachable) is recorded ``retry`` and raised, so the queue delivers the event again and only what is missing is done.
+The removal step is scheduled before anyone is narrowed, so it comes whatever happens to the narrowing (D-e1-1): it
+removes everyone still in a call, or - the limit lifted meanwhile - gives every narrowed participant its permission
+back; a participant RoomService keeps failing on blocks nobody else.
 A claim another delivery holds within its lease is not taken as done: the event is retried too (``ClaimHeldError``).
 
 The records name each participant by D80's pseudonym of its identity (``kilo_billing.accounts.pseudonym``), in the
@@ -218,8 +221,8 @@ def _claim_marker(ledger: EnforcementLedger, marker: EnforcementRecord, records:
 def restrict_account(
     account_id: str, period: str, limit: str, ports: EnforcementPorts, policy: EnforcementPolicy, now_ms: int
 ) -> list[EnforcementRecord]:
-    """Step 1 (the hard limit ``limit`` was reached): audio only for every open participant who may publish (its
-    permission saved), then the removal is scheduled (once per account, period and hard limit). In the account's
+    """Step 1 (the hard limit ``limit`` was reached): the removal is scheduled (once per account, period and hard
+    limit), then audio only for every open participant who may publish (its permission saved). In the account's
     turn (``_in_turn``)."""
     marker = EnforcementRecord(account_id, period, "-", "-", EnforcementAction.AUDIO_ONLY, "", now_ms, limit=limit)
     return _in_turn(ports.ledger, marker, lambda: _restrict(account_id, period, limit, ports, policy, now_ms))
@@ -228,30 +231,58 @@ def restrict_account(
 def _restrict(
     account_id: str, period: str, limit: str, ports: EnforcementPorts, policy: EnforcementPolicy, now_ms: int
 ) -> list[EnforcementRecord]:
+    """The removal step is claimed and scheduled BEFORE anyone is narrowed (D-e1-1): only that step gives a
+    permission back (the limit lifted) or removes (still reached), so narrowing without it scheduled could leave a
+    participant audio-only for good - a redelivered event finding the limit no longer reached does nothing. Not
+    scheduled (SQS refusing, its claim held): nobody is narrowed and the event is retried. A participant RoomService
+    keeps failing on is retried on its own claim; the others are narrowed, and removed by the step. The limit's
+    removal step already found it no longer in force (``lifted`` or ``superseded``: a redelivered event that read the
+    limit reached before that step took the turn): nobody is narrowed under it - no step would give it back."""
+    held = stored(account_id, ports.ledger.actions(account_id))
+    if any(
+        (record.action, record.identity, record.period, record.limit)
+        == (EnforcementAction.REMOVE, MARKER, period, limit)
+        and record.outcome in ("lifted", "superseded")
+        for record in held
+    ):
+        return []
+    scheduled = _schedule_removal(account_id, period, limit, ports, policy, now_ms)
     live = _LiveIdentities(account_id, ports.rooms)
-    records = _act(
-        account_id,
-        period,
-        limit,
-        EnforcementAction.AUDIO_ONLY,
-        ports.sessions.open_participants(account_id),
-        ports.ledger,
-        _narrow(ports.rooms, _latest_unrestored(stored(account_id, ports.ledger.actions(account_id)), period), live),
-        now_ms,
-        live,
-    )
+    try:
+        narrowed = _act(
+            account_id,
+            period,
+            limit,
+            EnforcementAction.AUDIO_ONLY,
+            ports.sessions.open_participants(account_id),
+            ports.ledger,
+            _narrow(ports.rooms, _latest_unrestored(held, period), live),
+            now_ms,
+            live,
+        )
+    except EnforcementIncompleteError as exc:
+        raise EnforcementIncompleteError([*exc.records, *scheduled]) from exc
+    return [*narrowed, *scheduled]  # the participants' records, then the account's step (as listed before)
+
+
+def _schedule_removal(
+    account_id: str, period: str, limit: str, ports: EnforcementPorts, policy: EnforcementPolicy, now_ms: int
+) -> list[EnforcementRecord]:
+    """The removal step of ``limit`` put on the queue, once per account, period and limit (claimed): its record, or
+    none when an earlier delivery scheduled it."""
     marker = EnforcementRecord(
         account_id, period, "-", "-", EnforcementAction.SCHEDULE_REMOVAL, "", now_ms, limit=limit
     )
-    if _claim_marker(ports.ledger, marker, records):
-        try:
-            ports.scheduler.schedule_removal(account_id, period, policy.grace_seconds, limit)
-        except Exception:
-            ports.ledger.record(marker.decided("retry", "the removal could not be scheduled"))
-            raise
-        ports.ledger.record(marker.decided("done", f"in {policy.grace_seconds} s"))
-        records.append(marker.decided("done", f"in {policy.grace_seconds} s"))
-    return records
+    if not _claim_marker(ports.ledger, marker, []):
+        return []
+    try:
+        ports.scheduler.schedule_removal(account_id, period, policy.grace_seconds, limit)
+    except Exception:
+        ports.ledger.record(marker.decided("retry", "the removal could not be scheduled"))
+        raise
+    done = marker.decided("done", f"in {policy.grace_seconds} s")
+    ports.ledger.record(done)
+    return [done]
 
 
 def restore_account(
