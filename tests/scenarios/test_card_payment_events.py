@@ -578,24 +578,26 @@ def test_given_3ds_failed_and_action_required_handled_at_once_then_the_action_al
     ]
 
 
-def _marker_write_lost_after_the_first_alert(world: World) -> None:
-    """The first ``PaymentFailed.v1`` is published and the invoice write after it (its marker) times out, once: the
-    SQS message comes again later."""
-    publish, update = world.bus.publish, world.store.update_invoice
+def _marker_write_lost_after_the_first_alert(
+    bus: Any, store: Any, detail_type: str = PaymentFailedV1.DETAIL_TYPE
+) -> None:
+    """The first ``detail_type`` alert (``PaymentFailed.v1`` unless named) is published on ``bus`` and the invoice
+    write after it (its marker, in ``store``) times out, once: the SQS message comes again later."""
+    publish, update = bus.publish, store.update_invoice
     published: list[str] = []
 
-    def publish_and_note(detail_type: str, detail: Any) -> None:
-        publish(detail_type, detail)
-        published.append(detail_type)
+    def publish_and_note(detail_type_sent: str, detail: Any) -> None:
+        publish(detail_type_sent, detail)
+        published.append(detail_type_sent)
 
     def update_failing_once_after_the_publish(*args: Any, **kwargs: Any) -> Any:
-        if published == ["PaymentFailed.v1"]:
+        if published == [detail_type]:
             published.append("marker write timed out")
             raise TimeoutError("ledger write timed out")
         return update(*args, **kwargs)
 
-    world.bus.publish = publish_and_note  # type: ignore[method-assign]
-    world.store.update_invoice = update_failing_once_after_the_publish  # type: ignore[method-assign]
+    bus.publish = publish_and_note
+    store.update_invoice = update_failing_once_after_the_publish
 
 
 def test_given_the_failed_alerts_marker_write_lost_then_the_action_required_alert_still_goes_out(
@@ -605,7 +607,7 @@ def test_given_the_failed_alerts_marker_write_lost_then_the_action_required_aler
     action-required event then publishes under its own id, and the failed event's redelivery adds nothing."""
     events, failed, action = _one_attempt_failed_and_needing_action(world)
     gateway_id = world.store.invoices["acme/2026-03"].gateway_id
-    _marker_write_lost_after_the_first_alert(world)
+    _marker_write_lost_after_the_first_alert(world.bus, world.store)
     with pytest.raises(TimeoutError):
         _apply(world, events, failed)
     assert world.store.invoices["acme/2026-03"].announced == {"issued"}  # the failed alert's marker never landed
@@ -652,7 +654,7 @@ def test_given_a_decline_redelivered_across_month_end_after_its_marker_was_lost_
     created = datetime(2026, 4, 30, 23, 59, 50, tzinfo=UTC)
     failed = events.add("evt_pf2", "invoice.payment_failed", _attempt(world, 2), int(created.timestamp()))
     first, again = datetime(2026, 4, 30, 23, 59, 55, tzinfo=UTC), datetime(2026, 5, 1, 0, 0, 30, tzinfo=UTC)
-    _marker_write_lost_after_the_first_alert(world)
+    _marker_write_lost_after_the_first_alert(world.bus, world.store)
     with pytest.raises(TimeoutError):
         apply_stripe_event(world.store, world.bus, events, *failed, first, world.gateway)
     apply_stripe_event(world.store, world.bus, events, *failed, again, world.gateway)
