@@ -10,6 +10,7 @@ Team card, March 65.20 paid: 29.00 March fee + 10,000 video minutes over the 50,
 from __future__ import annotations
 
 import copy
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -31,7 +32,12 @@ from tests.contract.test_note_refund_race import (
     _team_march_paid,
 )
 from tests.payment_fakes import InMemoryPaymentGateway
-from tests.scenarios.test_card_payment_events import FIXTURES, Events
+from tests.scenarios.test_card_payment_events import (
+    FIXTURES,
+    Events,
+    _delivered_a_second_after_each,
+    _marker_write_lost_after_the_first_alert,
+)
 
 MARCH = "acme/2026-03"
 OURS = "acme/2026-03/refund/1"  # our first refund request's id, as the Stripe adapter puts it in the metadata
@@ -73,11 +79,12 @@ def _stripe(
     obj: Any,
     bus: Any = None,
     created: int | None = None,
+    now: datetime = APR.start,
 ) -> Any:
-    """One Stripe event stored under ``name`` (the same name again: a redelivery) and applied; ``created``: when
-    Stripe created it (None: the fixture's time, the same for every event)."""
+    """One Stripe event stored under ``name`` (the same name again: a redelivery) and applied at ``now``;
+    ``created``: when Stripe created it (None: the fixture's time, the same for every event)."""
     return apply_stripe_event(
-        ledger.store, bus or _Recorded(), events, *events.add(name, kind, obj, created), APR.start, gateway
+        ledger.store, bus or _Recorded(), events, *events.add(name, kind, obj, created), now, gateway
     )
 
 
@@ -233,6 +240,39 @@ def test_given_a_refund_failed_then_it_is_announced_once(ledger: Ledger) -> None
         "expired_or_canceled_card",
         True,
     )
+
+
+def test_given_a_refund_failure_redelivered_across_month_end_after_its_marker_was_lost_then_one_text(
+    ledger: Ledger,
+) -> None:
+    """D348 amended (dated by the event): ours of 20.00 made, then ``refund.failed`` created 23:59:50 on 30 April,
+    handled at 23:59:55 (recorded, its alert published, the marker write lost), the message back at 00:00:30 on 1
+    May: published again. The alerts ledger sends a key once per month of ``occurred_at``: the handler's clock put the
+    two in April and May (two "did not reach your card" texts and emails); the event's own ``created`` puts both in
+    April - one of each. The failure itself is recorded once: 20.00 - 20.00 = 0.00 refunded, March keeps 65.20."""
+    gateway, intent, events = _ours_of_20_made(ledger)
+    bus = _Recorded()
+    failed = _refund("re_ours", intent, 2000, "failed", ours=True)
+    created = int(datetime(2026, 4, 30, 23, 59, 50, tzinfo=UTC).timestamp())
+    first, again = datetime(2026, 4, 30, 23, 59, 55, tzinfo=UTC), datetime(2026, 5, 1, 0, 0, 30, tzinfo=UTC)
+    _marker_write_lost_after_the_first_alert(bus, ledger.store, RefundFailedV1.DETAIL_TYPE)
+    with pytest.raises(TimeoutError):
+        _stripe(ledger, gateway, events, "evt_f", "refund.failed", failed, bus, created, first)
+    _stripe(ledger, gateway, events, "evt_f", "refund.failed", failed, bus, created, again)
+    alerts = [detail for kind, detail in bus.published if kind == RefundFailedV1.DETAIL_TYPE]
+    # published twice (the marker was lost), both as of the event's creation: 30 April 23:59:50 UTC
+    assert [(a["event_id"], a["occurred_at"]) for a in alerts] == [
+        ("refund-failed:re_ours", "2026-04-30T23:59:50+00:00")
+    ] * 2
+    march = _march(ledger)
+    assert (march.refunded, march.kept, "refund_failed:re_ours" in march.announced) == (NONE, Decimal("65.20"), True)
+    mailer, texter = _delivered_a_second_after_each(RefundFailedV1.DETAIL_TYPE, alerts, (first, again))
+    # the refund's 2000 cents: "$20.00"; a HIGH alert goes by email and SMS
+    assert [text for _, text in texter.sent] == [
+        "Kilo: our refund of $20.00 did not reach your card; the money is back with Kilo. Contact us about it. "
+        "Reply STOP to opt out"
+    ]
+    assert [subject for _, subject, _, _ in mailer.sent] == ["Your refund of $20.00 from Kilo did not reach your card"]
 
 
 def test_given_our_refund_failed_when_a_later_charge_total_is_net_of_it_then_the_failure_is_taken_off_once(

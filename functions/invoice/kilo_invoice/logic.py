@@ -778,7 +778,8 @@ class _StripeEvent:
     def occurred_at(self, now: datetime) -> str:
         """When the event happened, for an alert it raises: Stripe's ``created`` (``now`` when it has none). The
         alerts ledger sends a key once per month of this time: every redelivery of the event keys the same month,
-        also one handled after a UTC month end (D348 amended, review 2)."""
+        also one handled after a UTC month end (D348 amended, review 2; ``DisputeOpened.v1`` and ``RefundFailed.v1``
+        too: D348 amended, dated by the event)."""
         return (datetime.fromtimestamp(self.created, UTC) if self.created > 0 else now).isoformat()
 
 
@@ -984,7 +985,7 @@ def _refund_failed_event(
             amount=money_str(amount),
             reason=reason if isinstance(reason, str) and reason else str(status or "unknown"),
             ours=ours_id is not None,
-            occurred_at=now.isoformat(),
+            occurred_at=event.occurred_at(now),  # redelivered after a month end: still the same month's key
         )
         publisher.publish(RefundFailedV1.DETAIL_TYPE, alert.model_dump())
         invoice = _mark_announced(store, invoice, marker)
@@ -1158,7 +1159,7 @@ def _dispute_event(
             invoice_id=invoice.invoice_id,
             dispute_id=dispute_id,
             amount=money_str(amount),
-            occurred_at=now.isoformat(),
+            occurred_at=event.occurred_at(now),  # redelivered after a month end: still the same month's key
         )
         publisher.publish(DisputeOpenedV1.DETAIL_TYPE, alert.model_dump())
         _mark_announced(store, invoice, marker)
