@@ -10,6 +10,7 @@ Team card, March 65.20 paid: 29.00 March fee + 10,000 video minutes over the 50,
 from __future__ import annotations
 
 import copy
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -31,7 +32,12 @@ from tests.contract.test_note_refund_race import (
     _team_march_paid,
 )
 from tests.payment_fakes import InMemoryPaymentGateway
-from tests.scenarios.test_card_payment_events import FIXTURES, Events
+from tests.scenarios.test_card_payment_events import (
+    FIXTURES,
+    Events,
+    _delivered_a_second_after_each,
+    _marker_write_lost_after_the_first_alert,
+)
 
 MARCH = "acme/2026-03"
 OURS = "acme/2026-03/refund/1"  # our first refund request's id, as the Stripe adapter puts it in the metadata
@@ -73,11 +79,12 @@ def _stripe(
     obj: Any,
     bus: Any = None,
     created: int | None = None,
+    now: datetime = APR.start,
 ) -> Any:
-    """One Stripe event stored under ``name`` (the same name again: a redelivery) and applied; ``created``: when
-    Stripe created it (None: the fixture's time, the same for every event)."""
+    """One Stripe event stored under ``name`` (the same name again: a redelivery) and applied at ``now``;
+    ``created``: when Stripe created it (None: the fixture's time, the same for every event)."""
     return apply_stripe_event(
-        ledger.store, bus or _Recorded(), events, *events.add(name, kind, obj, created), APR.start, gateway
+        ledger.store, bus or _Recorded(), events, *events.add(name, kind, obj, created), now, gateway
     )
 
 
@@ -233,6 +240,111 @@ def test_given_a_refund_failed_then_it_is_announced_once(ledger: Ledger) -> None
         "expired_or_canceled_card",
         True,
     )
+
+
+def test_given_a_refund_failure_redelivered_across_month_end_after_its_marker_was_lost_then_one_text(
+    ledger: Ledger,
+) -> None:
+    """D348 amended (dated by the event): ours of 20.00 made, then ``refund.failed`` created 23:59:50 on 30 April,
+    handled at 23:59:55 (recorded, its alert published, the marker write lost), the message back at 00:00:30 on 1
+    May: published again. The alerts ledger sends a key once per month of ``occurred_at``: the handler's clock put the
+    two in April and May (two "did not reach your card" texts and emails); the event's own ``created`` puts both in
+    April - one of each. The failure itself is recorded once: 20.00 - 20.00 = 0.00 refunded, March keeps 65.20."""
+    gateway, intent, events = _ours_of_20_made(ledger)
+    bus = _Recorded()
+    failed = _refund("re_ours", intent, 2000, "failed", ours=True)
+    created = int(datetime(2026, 4, 30, 23, 59, 50, tzinfo=UTC).timestamp())
+    first, again = datetime(2026, 4, 30, 23, 59, 55, tzinfo=UTC), datetime(2026, 5, 1, 0, 0, 30, tzinfo=UTC)
+    _marker_write_lost_after_the_first_alert(bus, ledger.store, RefundFailedV1.DETAIL_TYPE)
+    with pytest.raises(TimeoutError):
+        _stripe(ledger, gateway, events, "evt_f", "refund.failed", failed, bus, created, first)
+    _stripe(ledger, gateway, events, "evt_f", "refund.failed", failed, bus, created, again)
+    alerts = [detail for kind, detail in bus.published if kind == RefundFailedV1.DETAIL_TYPE]
+    # published twice (the marker was lost), both as of the event's creation: 30 April 23:59:50 UTC
+    assert [(a["event_id"], a["occurred_at"]) for a in alerts] == [
+        ("refund-failed:re_ours", "2026-04-30T23:59:50+00:00")
+    ] * 2
+    march = _march(ledger)
+    assert (march.refunded, march.kept, "refund_failed:re_ours" in march.announced) == (NONE, Decimal("65.20"), True)
+    mailer, texter = _delivered_a_second_after_each(RefundFailedV1.DETAIL_TYPE, alerts, (first, again))
+    # the refund's 2000 cents: "$20.00"; a HIGH alert goes by email and SMS
+    assert [text for _, text in texter.sent] == [
+        "Kilo: our refund of $20.00 did not reach your card; the money is back with Kilo. Contact us about it. "
+        "Reply STOP to opt out"
+    ]
+    assert [subject for _, subject, _, _ in mailer.sent] == ["Your refund of $20.00 from Kilo did not reach your card"]
+
+
+@pytest.mark.parametrize(
+    ("kinds", "dated"),
+    [
+        # refund.updated created 23:59:59 on 30 April first: 1777593599 s (20,573 days x 86,400 + 86,399) is April
+        (("refund.updated", "refund.failed"), "2026-04-30T23:59:59+00:00"),
+        # refund.failed created 00:00:01 on 1 May first (1777593601 s): recorded with that time; the update created
+        # 2 s before it then moves the failure's time back for the money (D340), not the alert's date
+        (("refund.failed", "refund.updated"), "2026-05-01T00:00:01+00:00"),
+    ],
+)
+def test_given_one_refund_failure_by_two_event_types_either_side_of_month_end_after_the_marker_was_lost_then_one_text(
+    ledger: Ledger, kinds: tuple[str, str], dated: str
+) -> None:
+    """D348 amended (review g2): ours of 20.00 made, then Stripe says its failure twice - ``refund.updated`` created
+    23:59:59 on 30 April and ``refund.failed`` created 00:00:01 on 1 May - both handled in May (00:00:05, 00:00:06),
+    the first one's marker write lost. Each event's own ``created`` put the two alerts in April and May (two texts,
+    two emails); the failure's time stored with the refund id by the first (``failed_refunds_at``, written before
+    the publish) dates both: one text, one email. Recorded once: 20.00 - 20.00 = 0.00 refunded, March keeps 65.20."""
+    gateway, intent, events = _ours_of_20_made(ledger)
+    bus = _Recorded()
+    failed = _refund("re_ours", intent, 2000, "failed", ours=True)
+    created = {
+        "refund.updated": int(datetime(2026, 4, 30, 23, 59, 59, tzinfo=UTC).timestamp()),
+        "refund.failed": int(datetime(2026, 5, 1, 0, 0, 1, tzinfo=UTC).timestamp()),
+    }
+    handled = (datetime(2026, 5, 1, 0, 0, 5, tzinfo=UTC), datetime(2026, 5, 1, 0, 0, 6, tzinfo=UTC))
+    _marker_write_lost_after_the_first_alert(bus, ledger.store, RefundFailedV1.DETAIL_TYPE)
+    with pytest.raises(TimeoutError):
+        _stripe(ledger, gateway, events, "evt_1", kinds[0], failed, bus, created[kinds[0]], handled[0])
+    _stripe(ledger, gateway, events, "evt_2", kinds[1], failed, bus, created[kinds[1]], handled[1])
+    alerts = [detail for kind, detail in bus.published if kind == RefundFailedV1.DETAIL_TYPE]
+    # published twice (the first marker was lost), both as of the time the first event stored for re_ours
+    assert [(a["event_id"], a["occurred_at"]) for a in alerts] == [("refund-failed:re_ours", dated)] * 2
+    march = _march(ledger)
+    assert (march.refunded, march.kept, "refund_failed:re_ours" in march.announced) == (NONE, Decimal("65.20"), True)
+    mailer, texter = _delivered_a_second_after_each(RefundFailedV1.DETAIL_TYPE, alerts, handled)
+    # the refund's 2000 cents: "$20.00"; a HIGH alert goes by email and SMS, once per key and month
+    assert [text for _, text in texter.sent] == [
+        "Kilo: our refund of $20.00 did not reach your card; the money is back with Kilo. Contact us about it. "
+        "Reply STOP to opt out"
+    ]
+    assert [subject for _, subject, _, _ in mailer.sent] == ["Your refund of $20.00 from Kilo did not reach your card"]
+
+
+@pytest.mark.parametrize(
+    "created",
+    [
+        10**15,  # accepted by ingest (< 2**53 = 9,007,199,254,740,992) but in the year 31,690,708
+        1_777_593_590_000,  # 30 April 23:59:50 in milliseconds (1,777,593,590 s x 1000): read as seconds, year 58,299
+    ],
+)
+def test_given_a_refund_failure_created_past_year_9999_then_it_is_announced_as_of_the_handlers_clock(
+    ledger: Ledger, created: int
+) -> None:
+    """D348 amended (review g2): ``created`` past 9999-12-31T23:59:59 (253,402,300,799 s) cannot be a datetime. Before:
+    ``fromtimestamp`` raised ValueError after the failure was recorded, the alert was never published and the
+    message went to the DLQ. Now the alert is dated by the handler's clock (00:00:00 on 1 May): published once;
+    recorded once, 0.00 refunded, March keeps 65.20."""
+    gateway, intent, events = _ours_of_20_made(ledger)
+    bus = _Recorded()
+    failed = _refund("re_ours", intent, 2000, "failed", ours=True)
+    outcome = _stripe(
+        ledger, gateway, events, "evt_f", "refund.failed", failed, bus, created, datetime(2026, 5, 1, tzinfo=UTC)
+    )
+    assert outcome.published == ("refund-failed:re_ours",)
+    assert [(kind, detail["occurred_at"]) for kind, detail in bus.published] == [
+        (RefundFailedV1.DETAIL_TYPE, "2026-05-01T00:00:00+00:00")
+    ]
+    march = _march(ledger)
+    assert (march.refunded, march.kept, "refund_failed:re_ours" in march.announced) == (NONE, Decimal("65.20"), True)
 
 
 def test_given_our_refund_failed_when_a_later_charge_total_is_net_of_it_then_the_failure_is_taken_off_once(

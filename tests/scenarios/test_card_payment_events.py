@@ -17,7 +17,7 @@ import pytest
 from kilo_alerts.catalogue import alert_from_event
 from kilo_alerts.logic import deliver_alert
 from kilo_billing.accounts import AccountProfile
-from kilo_billing.contracts import PaymentFailedV1
+from kilo_billing.contracts import DisputeOpenedV1, PaymentFailedV1
 from kilo_billing.invoicing import InvoiceStatus
 from kilo_billing.rating import TierChange
 from kilo_billing.stripe_events import StripeEventRecord
@@ -578,24 +578,26 @@ def test_given_3ds_failed_and_action_required_handled_at_once_then_the_action_al
     ]
 
 
-def _marker_write_lost_after_the_first_alert(world: World) -> None:
-    """The first ``PaymentFailed.v1`` is published and the invoice write after it (its marker) times out, once: the
-    SQS message comes again later."""
-    publish, update = world.bus.publish, world.store.update_invoice
+def _marker_write_lost_after_the_first_alert(
+    bus: Any, store: Any, detail_type: str = PaymentFailedV1.DETAIL_TYPE
+) -> None:
+    """The first ``detail_type`` alert (``PaymentFailed.v1`` unless named) is published on ``bus`` and the invoice
+    write after it (its marker, in ``store``) times out, once: the SQS message comes again later."""
+    publish, update = bus.publish, store.update_invoice
     published: list[str] = []
 
-    def publish_and_note(detail_type: str, detail: Any) -> None:
-        publish(detail_type, detail)
-        published.append(detail_type)
+    def publish_and_note(detail_type_sent: str, detail: Any) -> None:
+        publish(detail_type_sent, detail)
+        published.append(detail_type_sent)
 
     def update_failing_once_after_the_publish(*args: Any, **kwargs: Any) -> Any:
-        if published == ["PaymentFailed.v1"]:
+        if published == [detail_type]:
             published.append("marker write timed out")
             raise TimeoutError("ledger write timed out")
         return update(*args, **kwargs)
 
-    world.bus.publish = publish_and_note  # type: ignore[method-assign]
-    world.store.update_invoice = update_failing_once_after_the_publish  # type: ignore[method-assign]
+    bus.publish = publish_and_note
+    store.update_invoice = update_failing_once_after_the_publish
 
 
 def test_given_the_failed_alerts_marker_write_lost_then_the_action_required_alert_still_goes_out(
@@ -605,7 +607,7 @@ def test_given_the_failed_alerts_marker_write_lost_then_the_action_required_aler
     action-required event then publishes under its own id, and the failed event's redelivery adds nothing."""
     events, failed, action = _one_attempt_failed_and_needing_action(world)
     gateway_id = world.store.invoices["acme/2026-03"].gateway_id
-    _marker_write_lost_after_the_first_alert(world)
+    _marker_write_lost_after_the_first_alert(world.bus, world.store)
     with pytest.raises(TimeoutError):
         _apply(world, events, failed)
     assert world.store.invoices["acme/2026-03"].announced == {"issued"}  # the failed alert's marker never landed
@@ -639,6 +641,23 @@ def test_given_both_alerts_of_a_3ds_race_delivered_then_the_customer_is_told_to_
     ]
 
 
+def _delivered_a_second_after_each(
+    detail_type: str, alerts: list[dict[str, Any]], handled: tuple[datetime, ...]
+) -> tuple[ScriptedMailer, ScriptedTexter]:
+    """``alerts`` (of ``detail_type``) through the alerts function's delivery - one send per key, channel and month of
+    ``occurred_at`` - each a second after the handler that published it (``handled``), to acme's Ada (an email and a
+    verified phone). Returns what the mailer and the texter sent."""
+    signup = (TierChange(datetime(2026, 1, 1, tzinfo=UTC), "team"),)
+    people = InMemoryAccountDirectory(
+        AccountProfile("acme", signup, name="Ada", email="ada@example.com", phone="+14155550100", phone_verified=True)
+    )
+    ledger, mailer, texter = InMemoryLedger(), ScriptedMailer(), ScriptedTexter()
+    for detail, at_handled in zip(alerts, handled, strict=True):
+        now_ms = (int(at_handled.timestamp()) + 1) * 1000
+        deliver_alert(alert_from_event(detail_type, detail), people, ledger, mailer, texter, POLICY, now_ms)
+    return mailer, texter
+
+
 def test_given_a_decline_redelivered_across_month_end_after_its_marker_was_lost_then_one_declined_text(
     world: World,
 ) -> None:
@@ -652,7 +671,7 @@ def test_given_a_decline_redelivered_across_month_end_after_its_marker_was_lost_
     created = datetime(2026, 4, 30, 23, 59, 50, tzinfo=UTC)
     failed = events.add("evt_pf2", "invoice.payment_failed", _attempt(world, 2), int(created.timestamp()))
     first, again = datetime(2026, 4, 30, 23, 59, 55, tzinfo=UTC), datetime(2026, 5, 1, 0, 0, 30, tzinfo=UTC)
-    _marker_write_lost_after_the_first_alert(world)
+    _marker_write_lost_after_the_first_alert(world.bus, world.store)
     with pytest.raises(TimeoutError):
         apply_stripe_event(world.store, world.bus, events, *failed, first, world.gateway)
     apply_stripe_event(world.store, world.bus, events, *failed, again, world.gateway)
@@ -661,21 +680,44 @@ def test_given_a_decline_redelivered_across_month_end_after_its_marker_was_lost_
     assert [(a["event_id"], a["occurred_at"]) for a in alerts] == [
         (f"payment-failed:{gateway_id}:2", "2026-04-30T23:59:50+00:00")
     ] * 2
-    signup = (TierChange(datetime(2026, 1, 1, tzinfo=UTC), "team"),)
-    people = InMemoryAccountDirectory(
-        AccountProfile("acme", signup, name="Ada", email="ada@example.com", phone="+14155550100", phone_verified=True)
-    )
-    ledger, mailer, texter = InMemoryLedger(), ScriptedMailer(), ScriptedTexter()
-    for detail, handled in zip(alerts, (first, again), strict=True):  # the alerts function, a second after each
-        now_ms = (int(handled.timestamp()) + 1) * 1000
-        deliver_alert(
-            alert_from_event(PaymentFailedV1.DETAIL_TYPE, detail), people, ledger, mailer, texter, POLICY, now_ms
-        )
+    mailer, texter = _delivered_a_second_after_each(PaymentFailedV1.DETAIL_TYPE, alerts, (first, again))
     assert [text for _, text in texter.sent] == [
         "Kilo: your payment of $65.20 was declined. Pay the invoice or update your card in your Kilo dashboard. "
         "Reply STOP to opt out",
     ]
     assert len(mailer.sent) == 1
+
+
+def test_given_a_dispute_redelivered_across_month_end_after_its_marker_was_lost_then_one_dispute_email(
+    world: World,
+) -> None:
+    """D348 amended (dated by the event): March's 65.20 paid, then disputed; ``charge.dispute.created`` created 23:59:50
+    on 30 April, handled at 23:59:55 (its alert published, the marker write lost), the message back at 00:00:30 on 1
+    May: published again. The alerts ledger sends a key once per month of ``occurred_at``: the handler's clock put the
+    two in April and May (two "disputed" emails); the event's own ``created`` puts both in April - one."""
+    events = Events()
+    intent = _close_and_pay(world, events)
+    created = datetime(2026, 4, 30, 23, 59, 50, tzinfo=UTC)
+    opened = events.add(
+        "evt_d1", "charge.dispute.created", _dispute(intent, "needs_response"), int(created.timestamp())
+    )
+    first, again = datetime(2026, 4, 30, 23, 59, 55, tzinfo=UTC), datetime(2026, 5, 1, 0, 0, 30, tzinfo=UTC)
+    _marker_write_lost_after_the_first_alert(world.bus, world.store, DisputeOpenedV1.DETAIL_TYPE)
+    with pytest.raises(TimeoutError):
+        apply_stripe_event(world.store, world.bus, events, *opened, first, world.gateway)
+    apply_stripe_event(world.store, world.bus, events, *opened, again, world.gateway)
+    alerts = [d for t, d in world.bus.events if t == DisputeOpenedV1.DETAIL_TYPE]
+    # published twice (the marker was lost), both as of the event's creation: 30 April 23:59:50 UTC
+    assert [(a["event_id"], a["occurred_at"]) for a in alerts] == [
+        ("dispute-opened:dp_1Story", "2026-04-30T23:59:50+00:00")
+    ] * 2
+    assert "dispute:dp_1Story" in world.store.invoices["acme/2026-03"].announced  # the redelivery's marker landed
+    mailer, texter = _delivered_a_second_after_each(DisputeOpenedV1.DETAIL_TYPE, alerts, (first, again))
+    # the dispute's whole payment, 6520 cents: "$65.20"; a MEDIUM alert goes by email only (SMS from HIGH)
+    assert [(to, subject) for to, subject, _, _ in mailer.sent] == [
+        ("ada@example.com", "A payment of $65.20 to Kilo was disputed")
+    ]
+    assert texter.sent == []
 
 
 def test_given_no_attempt_count_then_each_failed_event_is_announced_once_by_its_event_id(world: World) -> None:

@@ -776,10 +776,23 @@ class _StripeEvent:
         return EventOutcome(self.id, self.type, invoice_id, changed, published)
 
     def occurred_at(self, now: datetime) -> str:
-        """When the event happened, for an alert it raises: Stripe's ``created`` (``now`` when it has none). The
-        alerts ledger sends a key once per month of this time: every redelivery of the event keys the same month,
-        also one handled after a UTC month end (D348 amended, review 2)."""
-        return (datetime.fromtimestamp(self.created, UTC) if self.created > 0 else now).isoformat()
+        """When the event happened, for an alert it raises: Stripe's ``created`` (``now`` when it has none, or one
+        past 9999-12-31T23:59:59 UTC that ingest lets through - milliseconds, say: see ``_dated``). The alerts ledger
+        sends a key once per month of this time: every redelivery of the event keys the same month, also one handled
+        after a UTC month end (D348 amended, review 2; ``DisputeOpened.v1`` and ``RefundFailed.v1`` too: D348
+        amended, dated by the event)."""
+        return _dated(self.created, now)
+
+
+# the last second a datetime can hold (253402300799); ingest accepts any ``created`` below 2**53
+_LAST_DATABLE: Final = int(datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp())
+
+
+def _dated(created: int, now: datetime) -> str:
+    """``created`` (Stripe's seconds) as an alert's ``occurred_at``; ``now`` when it is not known (0) or out of a
+    datetime's range (past the year 9999: ``fromtimestamp`` would raise, the alert never published and the message
+    retried to the DLQ - D348 amended, review g2)."""
+    return (datetime.fromtimestamp(created, UTC) if 0 < created <= _LAST_DATABLE else now).isoformat()
 
 
 def _metadata(obj: dict[str, Any]) -> dict[str, Any]:
@@ -984,12 +997,24 @@ def _refund_failed_event(
             amount=money_str(amount),
             reason=reason if isinstance(reason, str) and reason else str(status or "unknown"),
             ours=ours_id is not None,
-            occurred_at=now.isoformat(),
+            occurred_at=_failure_dated(before, refund, event, now),  # every event saying it: one month's key
         )
         publisher.publish(RefundFailedV1.DETAIL_TYPE, alert.model_dump())
         invoice = _mark_announced(store, invoice, marker)
         published = (alert.event_id,)
     return event.outcome(invoice.invoice_id, invoice != before, published)
+
+
+def _failure_dated(invoice: InvoiceRecord, refund: str, event: _StripeEvent, now: datetime) -> str:
+    """``RefundFailed.v1``'s ``occurred_at``: the failure's time stored for ``refund`` on ``invoice`` as read before
+    this event's write (``failed_refunds_at``: the first event recording it, written before its publish), else this
+    event's own. One failure comes by up to three event types, each with its own ``created``; after a lost marker
+    write another of them publishes again, and dated by its own ``created`` either side of a UTC month end it was a
+    second text and email. The time as read before the write, not after: a later-handled event created earlier moves
+    the stored time back (``_failed_earlier``, for the money), which would move its alert to the other month (D348
+    amended, review g2)."""
+    _, at = dict(invoice.failed_refunds_at).get(refund, ("", 0))
+    return _dated(at, now) if at > 0 else event.occurred_at(now)
 
 
 def _refund_not_made(
@@ -1158,7 +1183,7 @@ def _dispute_event(
             invoice_id=invoice.invoice_id,
             dispute_id=dispute_id,
             amount=money_str(amount),
-            occurred_at=now.isoformat(),
+            occurred_at=event.occurred_at(now),  # redelivered after a month end: still the same month's key
         )
         publisher.publish(DisputeOpenedV1.DETAIL_TYPE, alert.model_dump())
         _mark_announced(store, invoice, marker)

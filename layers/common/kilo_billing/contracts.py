@@ -159,7 +159,7 @@ class DisputeOpenedV1(InvoiceEventV1):
 
     dispute_id: str
     amount: str
-    occurred_at: str
+    occurred_at: str  # when the processor's event was created (the handler's clock if it says not): D348 amended
 
 
 class RefundFailedV1(InvoiceEventV1):
@@ -175,7 +175,7 @@ class RefundFailedV1(InvoiceEventV1):
     amount: str  # USD, two decimals
     reason: str
     ours: bool
-    occurred_at: str
+    occurred_at: str  # when the processor's event was created (the handler's clock if it says not): D348 amended
 
 
 class PaymentMethodAttachedV1(ContractV1):
