@@ -24,7 +24,7 @@ from kilo_alerts.ports import RoomControlFailedError
 from kilo_billing.accounts import AccountProfile
 from kilo_billing.aws import StorageUnavailableError
 from kilo_billing.budgets import BudgetChange, apply_budget
-from kilo_billing.contracts import UsageThresholdCrossedV1, limit_scope
+from kilo_billing.contracts import HardLimitStillReachedV1, UsageThresholdCrossedV1, limit_scope
 from kilo_billing.rating import TierChange
 from tests.account_api_fakes import InMemoryMonthToDate
 from tests.fakes import InMemoryAccountDirectory, InMemoryEntitlements
@@ -323,3 +323,53 @@ def test_given_one_participants_narrowing_failing_and_the_limit_raised_then_the_
     assert again.enforcement == ()
     assert rooms.permissions == {("webinar", "host"): full, ("webinar", "recorder"): full}
     assert [call[0] for call in rooms.calls] == ["audio_only", "audio_only", "restore"]  # host failed, recorder, back
+
+
+def test_given_the_hard_limit_still_reached_then_a_late_joiner_is_narrowed_and_removed_and_nobody_is_alerted() -> None:
+    """Review re2 F2: the crossing's event enforced the limit once (the host: audio-only, removed after the grace);
+    a guest who joined afterwards with a token minted before the limit was in none of its steps. The sweeper's
+    ``HardLimitStillReached.v1`` narrows it and schedules a removal step of its own grace; no alert goes again."""
+    signup = (TierChange(datetime(2026, 1, 1, tzinfo=UTC), "team"),)
+    profile = AccountProfile("acct_1", signup, email="ada@example.com", hard_limit_usd=Decimal(50))
+    directory = InMemoryAccountDirectory(profile)
+    full = {"can_publish": True, "can_subscribe": True, "sources": [], "hidden": False}
+    host, guest = Participant("webinar", "host"), Participant("webinar", "guest")
+    rooms, sessions = FakeRooms({("webinar", "host"): dict(full)}), StaticSessions(host)
+    mailer, scheduler, spend = ScriptedMailer(), RecordingScheduler(), InMemoryEntitlements(directory)
+    ports = AlertPorts(
+        directory, InMemoryLedger(), mailer, ScriptedTexter(), spend, spend, sessions, rooms,
+        InMemoryEnforcementLedger(), scheduler, InMemoryMonthToDate(directory),
+    )  # fmt: skip
+    policy = AlertsPolicy(DeliveryPolicy("https://x/prefs", dashboard_url="https://dash.example/"))
+    t = int(datetime(2026, 11, 20, 10, 0, 5, tzinfo=UTC).timestamp() * 1000)
+    crossed = UsageThresholdCrossedV1(
+        event_id="threshold:acct_1:2026-11:hard_limit@50:100", account_id="acct_1", period="2026-11",
+        meter="hard_limit", threshold_percent=100, used="50.40", limit="50", occurred_at="2026-11-20T10:00:00+00:00",
+        scope=limit_scope(Decimal(50)),
+    )  # fmt: skip
+    handle_event(crossed.DETAIL_TYPE, crossed.model_dump(), ports, policy, t)  # $50.40 >= $50: host audio-only
+    step = {"account_id": "acct_1", "period": "2026-11", "step": "remove", "limit": "50"}
+    handle_event(ENFORCEMENT_STEP, step, ports, policy, t + 120_000)  # after the 120 s grace: host removed
+    assert ("webinar", "host") not in rooms.permissions
+    assert scheduler.scheduled == [("acct_1", "2026-11", 120, "50")]
+    # the guest joins at 10:05 with a token minted before the limit; the sweeper's run at 10:10 finds $51.10 >= $50
+    rooms.permissions[("webinar", "guest")] = dict(full)
+    sessions.participants = [guest]
+    still = HardLimitStillReachedV1(
+        event_id="still_reached:acct_1:2026-11:hard_limit@50:1795169400000", account_id="acct_1", period="2026-11",
+        used="51.10", limit="50", occurred_at="2026-11-20T10:10:00+00:00", scope="50",
+    )  # fmt: skip
+    out = handle_event(still.DETAIL_TYPE, still.model_dump(), ports, policy, t + 600_000)
+    assert out.alerts == ()
+    assert rooms.permissions[("webinar", "guest")]["sources"] == ["microphone"]  # audio only, video revoked
+    assert scheduler.scheduled[1:] == [("acct_1", "2026-11", 120, "50")]  # its own removal, after its own grace
+    handle_event(ENFORCEMENT_STEP, step, ports, policy, t + 720_000)
+    assert ("webinar", "guest") not in rooms.permissions  # removed: the bill stops at the cap
+    assert len(mailer.sent) == 1  # the crossing's alert only, once
+    # the customer raises the limit to $60 ($51.10 < $60): a late still-reached event of the $50 limit does nothing
+    directory.profiles["acct_1"] = replace(profile, hard_limit_usd=Decimal(60), hard_limit_version=1)
+    rooms.permissions[("webinar", "guest")] = dict(full)
+    out = handle_event(still.DETAIL_TYPE, still.model_dump(), ports, policy, t + 900_000)
+    assert (out.alerts, out.enforcement) == ((), ())
+    assert rooms.permissions[("webinar", "guest")] == full
+    assert len(scheduler.scheduled) == 2

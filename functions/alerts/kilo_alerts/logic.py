@@ -83,7 +83,7 @@ from kilo_billing.accounts import (
 )
 from kilo_billing.budgets import DEFAULT_WEEKDAY_WEIGHTS, bill_reached_on
 from kilo_billing.catalog import Catalog, default_catalog
-from kilo_billing.contracts import PaymentFailedV1, UsageThresholdCrossedV1, limit_scope
+from kilo_billing.contracts import HardLimitStillReachedV1, PaymentFailedV1, UsageThresholdCrossedV1, limit_scope
 from kilo_billing.entitlements import EntitlementSource, Reading, SpendRecorder
 from kilo_billing.month_to_date import MonthToDateSource, month_to_date
 from kilo_billing.periods import Period
@@ -544,6 +544,8 @@ def handle_event(
         return EventOutcome(
             enforcement=tuple(remove_account(account, period, limit, ports.enforcing, policy.enforcement, now_ms))
         )
+    if detail_type == HardLimitStillReachedV1.DETAIL_TYPE:
+        return _still_reached(HardLimitStillReachedV1.model_validate(detail), ports, policy, now_ms)
     if detail_type in OPERATOR_EVENTS:
         return _operator_event(detail_type, detail, ports, policy, now_ms, last_attempt)
     alert = alert_from_event(detail_type, detail)
@@ -598,6 +600,28 @@ def handle_event(
     if causes:
         raise EventIncompleteError(outcome, causes)
     return outcome
+
+
+def _still_reached(
+    event: HardLimitStillReachedV1, ports: AlertPorts, policy: AlertsPolicy, now_ms: int
+) -> EventOutcome:
+    """The sweeper's run found the hard limit ``event.scope`` still reached with calls going on (D71 amended): whoever
+    joined after its enforcement is enforced too - a removal step of its own grace is scheduled first (so a
+    participant RoomService fails on cannot hold it back), then the account's open participants are narrowed (claims
+    skip whoever was narrowed before; the removal step removes whoever is still listed, claims skipping whoever was
+    removed). Enforcement only: the crossing's alert went once. A limit no longer reached, another limit in force
+    (it has its own crossing) or another month: nothing."""
+    reached = hard_limit_reached(event.account_id, ports.entitlements, now_ms)
+    current = Period.containing(datetime.fromtimestamp(now_ms / 1000, tz=UTC)).key
+    if reached is None or (reached, current) != (event.scope, event.period):
+        return EventOutcome()
+    enforcing = ports.enforcing
+    enforcing.scheduler.schedule_removal(event.account_id, event.period, policy.enforcement.grace_seconds, reached)
+    try:
+        enforced = restrict_account(event.account_id, event.period, reached, enforcing, policy.enforcement, now_ms)
+    except EnforcementIncompleteError as exc:
+        raise EventIncompleteError(EventOutcome(enforcement=tuple(exc.records)), [exc]) from exc
+    return EventOutcome(enforcement=tuple(enforced))
 
 
 def _operator_event(

@@ -28,13 +28,19 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from kilo_billing.accounts import UNATTRIBUTED, AccountProfile, is_pseudonym, pseudonym
-from kilo_billing.contracts import UnattributedAppUsageV1, UnattributedUsageV1, UsageThresholdCrossedV1
+from kilo_billing.contracts import (
+    HardLimitStillReachedV1,
+    UnattributedAppUsageV1,
+    UnattributedUsageV1,
+    UsageThresholdCrossedV1,
+)
 from kilo_billing.livekit_events import LiveKitEventRecord
 from kilo_billing.meters import Coverage
 from kilo_billing.money import decimal_str
 from kilo_billing.periods import Period
 from kilo_billing.publisher import EventPublisher
 from kilo_billing.usage_events import UsageEventRecord
+from kilo_rate_usage.aggregates import announced as recorded
 from kilo_rate_usage.aggregates import crossings, delta, rate_aggregate, session_contributions
 from kilo_rate_usage.model import (
     Aggregate,
@@ -661,7 +667,12 @@ def check_running_limits(
     ``UsageThresholdCrossed.v1`` with its deterministic id, once (markers on the aggregate). Only accounts with a
     budget or a hard limit and an open session are read; the period is the one containing ``now_ms``. Returns the
     number of thresholds announced. ``ended``: (room sid, participant sid) of sessions the sweep has just closed (a
-    capped one ended before now): not counted as running; rating announces their minutes when it rates the close."""
+    capped one ended before now): not counted as running; rating announces their minutes when it rates the close.
+
+    A hard limit announced before this run and still reached by an account with calls going on is said again, each
+    run: ``HardLimitStillReached.v1`` (enforcement only, no alert; ``_still_reached``), so a participant who joined
+    after the enforcement (a token minted before the limit, an app skipping the entitlement check) is enforced too
+    (D71 amended)."""
     skip = set(ended)
     by_account: dict[str, list[StoredSession]] = defaultdict(list)
     for stored in repo.open_sessions():
@@ -678,4 +689,37 @@ def check_running_limits(
         profile = profiles[key[0]]
         running = _running(repo, profile, period, now_ms, by_account[key[0]])
         announced += _announce(aggregate, profile, config, publisher, repo, now_ms, running)
+        if running:
+            _still_reached(aggregate, profile, config, publisher, now_ms, running)
     return announced
+
+
+def _still_reached(
+    aggregate: Aggregate,
+    profile: AccountProfile,
+    config: RatingConfig,
+    publisher: EventPublisher,
+    now_ms: int,
+    running: Mapping[tuple[int, str], int],
+) -> None:
+    """The hard limit in force, announced before this run (its marker among ``aggregate.thresholds`` as read before
+    ``_announce``) and still reached with the calls going on (``running``): ``HardLimitStillReached.v1``. The crossing
+    was announced once and its enforcement ran once; whoever joined since is in none of its steps. The alerts
+    function narrows and schedules the removal of the account's open participants again (claims skip whoever was
+    done), and sends no alert."""
+    book = config.book_for(Period.parse(aggregate.period))
+    spend = rate_aggregate(aggregate, profile, book, running)
+    hard = [c for c in crossings(spend, profile, set()) if c.meter == "hard_limit"]
+    if not hard or not recorded(hard[0], aggregate.thresholds):
+        return
+    crossing = hard[0]
+    event = HardLimitStillReachedV1(
+        event_id=HardLimitStillReachedV1.make_id(aggregate.account_id, aggregate.period, crossing.scope, now_ms),
+        account_id=aggregate.account_id,
+        period=aggregate.period,
+        used=decimal_str(crossing.used),
+        limit=decimal_str(crossing.limit),
+        occurred_at=datetime.fromtimestamp(now_ms / 1000, tz=UTC).isoformat(),
+        scope=crossing.scope,
+    )
+    publisher.publish(HardLimitStillReachedV1.DETAIL_TYPE, event.model_dump())

@@ -89,6 +89,29 @@ def segment_scope(start: datetime) -> str:
     return str(int(start.timestamp()))
 
 
+class HardLimitStillReachedV1(ContractV1):
+    """The sweeper's run found a hard limit already announced (its ``UsageThresholdCrossed.v1`` markers recorded)
+    still reached while the account has calls going on: whoever joined after the enforcement (a token minted before
+    the limit, an app skipping the entitlement check) is enforced too (D71 amended). Enforcement only: no alert (the
+    crossing's alert was sent once). ``scope`` is the hard limit's ``limit_scope``; ``used`` the bill so far (USD,
+    open calls counted), ``limit`` the hard limit. ``event_id``: ``still_reached:<account>:<period>:hard_limit@<scope>:
+    <epoch ms of the run>`` (one per run: each run asks again, nothing to treat as one)."""
+
+    DETAIL_TYPE: ClassVar[str] = "HardLimitStillReached.v1"
+
+    event_id: str
+    account_id: str
+    period: str = Field(pattern=r"^\d{4}-\d{2}$")
+    used: str
+    limit: str
+    occurred_at: str  # ISO-8601 UTC, the sweeper's run
+    scope: str = Field(pattern=r"^[0-9.]{1,40}(v[0-9]{1,12})?$")
+
+    @staticmethod
+    def make_id(account_id: str, period: str, scope: str, now_ms: int) -> str:
+        return f"still_reached:{account_id}:{period}:hard_limit@{scope}:{now_ms}"
+
+
 class UnattributedUsageV1(ContractV1):
     """Usage that no billing account could be found for (kept, reported, never dropped)."""
 
