@@ -31,6 +31,7 @@ from kilo_billing.accounts import (
     set_progressive_threshold,
     set_status,
 )
+from kilo_billing.aws import StorageUnavailableError
 from kilo_billing.budgets import BudgetChange, InvalidBudgetError, apply_budget, set_budget
 from kilo_billing.catalog import Catalog, UnknownTierError
 from kilo_billing.month_to_date import MonthToDateSource
@@ -194,7 +195,9 @@ def run(
             book = catalog.for_period(Period.containing(at))
             closed = (invoiced or (lambda account: invoiced_periods(args.usage_table, account)))(args.account)
             usage = month or dynamo_month(args.usage_table, directory)
-            profile = request_tier_change(directory, book, args.account, args.tier, at, closed, month=usage)
+            profile = request_tier_change(
+                directory, book, args.account, args.tier, at, closed, month=usage, read_at=now
+            )  # a future --at: open sessions counted up to now, not to it
         elif args.account_command == "budget":
             change = BudgetChange(
                 budget_usd=args.budget_usd,
@@ -221,4 +224,6 @@ def run(
         InvoicedPeriodError,
     ) as exc:
         raise ValueError(str(exc)) from exc
+    except StorageUnavailableError as exc:  # the account or the usage read failed (throttled, down): one line, exit 2
+        raise ValueError(f"storage unavailable: {exc}; try again") from exc
     return profile_json(profile)

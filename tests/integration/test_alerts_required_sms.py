@@ -9,11 +9,13 @@ from __future__ import annotations
 import hashlib
 from dataclasses import replace
 from datetime import UTC, datetime
+from decimal import Decimal
 from types import SimpleNamespace
 from typing import Any
 
 import boto3
 import pytest
+import time_machine
 
 from kilo_billing.account_store import DynamoAccountDirectory
 from kilo_billing.accounts import AccountProfile
@@ -27,14 +29,20 @@ NUMBER = "+14155550123"
 
 
 def register(
-    stack: AlertsStack, account: str, kind: str, *, verified: bool = True, email: str = "ada@example.com"
+    stack: AlertsStack,
+    account: str,
+    kind: str,
+    *,
+    verified: bool = True,
+    email: str = "ada@example.com",
+    hard_limit: Decimal | None = None,
 ) -> None:
     """An account that chose email alone for ``kind`` (the dashboard's choice), with a number."""
     directory = DynamoAccountDirectory(boto3.client("dynamodb"), stack.stack.template.physical_name("UsageTable"))
     directory.register(
         AccountProfile(
             account, (TierChange(datetime(2026, 1, 1, tzinfo=UTC), "team"),), name="Ada", email=email,
-            phone=NUMBER, phone_verified=verified, alert_preferences=((kind, ("email",)),),
+            phone=NUMBER, phone_verified=verified, alert_preferences=((kind, ("email",)),), hard_limit_usd=hard_limit,
         )
     )  # fmt: skip
 
@@ -82,17 +90,18 @@ def test_given_the_hard_limit_alert_whose_email_reaches_nobody_then_one_sms_goes
     instead: str,
 ) -> None:
     monkeypatch.setenv("ALERT_SENDER_EMAIL", "alerts@unverified.example")  # no SES identity: MessageRejected
-    register(alerts_stack, "acct_h", "budget_hard_limit", email=email)
+    register(alerts_stack, "acct_h", "budget_hard_limit", email=email, hard_limit=Decimal(150))
     publish(alerts_stack, "acct_h", "hard_limit", 100, "150.02", "150")
     publish(alerts_stack, "acct_h", "hard_limit", 100, "150.02", "150")  # rating's retry: the same event id
 
-    run_twice(alerts_stack)
+    with time_machine.travel(datetime(2026, 11, 20, 10, 5, tzinfo=UTC), tick=False):  # handled in the event's month
+        run_twice(alerts_stack)
 
     assert alerts_stack.sent_mail() == []
     [(phone, sms)] = [(phone, text) for phone, text, *_ in alerts_stack.sent_sms()]
     assert phone == NUMBER
-    # the profile has no hard limit, so nothing enforces the event: its words say so, not "audio-only" (D-e2-1)
-    assert sms.startswith("Kilo: hard limit $150.00 was reached (November 2026 bill $150.02).")
+    # the $150 limit on the profile, reached in the running month: enforced, and the SMS says so (D-e2-1)
+    assert sms.startswith("Kilo: hard limit $150.00 reached (November 2026 bill $150.02). Calls go audio-only")
     recorded = records(alerts_stack, "acct_h")
     assert (recorded["email"]["status"], recorded["email"]["detail"]) == email_record
     assert recorded["sms"]["status"] == "sent"

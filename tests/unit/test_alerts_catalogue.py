@@ -83,13 +83,44 @@ def test_given_the_largest_figures_then_each_sms_fits_one_segment(meter: str, pe
         hard_limit_not_enforced("2026-09", "2026-09", "1", None),  # removed since
         hard_limit_not_enforced("2026-09", "2026-09", "1", Decimal("9999999.99")),  # raised since
         hard_limit_not_enforced("2026-10", "2026-09", "9999999.99", Decimal("9999999.99")),  # neither: nothing stops
+        hard_limit_not_enforced("2026-09", "2026-09", "9999999.99", None, profile_read=False),  # profile unreadable
     ],
 )
 def test_given_the_largest_figures_then_each_hard_limit_sms_fits_one_segment(words: dict[str, str]) -> None:
     values = values_for("budget", 100, "9999999.99", "9999999.99") | words
     sms = render("budget_hard_limit", values).sms
     assert len(sms) <= SMS_LIMIT, sms
-    assert sms.endswith("Reply STOP to opt out")
+    assert sms.endswith(". Reply STOP to opt out")  # one space: every state has its words
+
+
+@pytest.mark.parametrize(
+    ("words", "subject", "sms", "what_now"),
+    [
+        (  # an event of a LATER month than the clock's (skew at a month boundary): once September comes, its calls
+            # are stopped - so no "calls go on", only what is known
+            hard_limit_not_enforced("2026-09", "2026-08", "50", Decimal(50)),
+            "Your September 2026 hard spending limit of $50.00 was reached",
+            "Kilo: hard limit $50.00 was reached (September 2026 bill $50.40). Limit now $50.00. Reply STOP to opt out",
+            "Your hard limit is now $50.00.",
+        ),
+        (  # the profile could not be read: whether the limit was removed is not known
+            hard_limit_not_enforced("2026-09", "2026-09", "50", None, profile_read=False),
+            "Your September 2026 hard spending limit of $50.00 was reached",
+            "Kilo: hard limit $50.00 was reached (September 2026 bill $50.40). Check your limit. Reply STOP to opt out",
+            "Check your hard limit in your account settings.",
+        ),
+    ],
+)  # fmt: skip
+def test_given_a_hard_limit_not_enforced_for_no_known_reason_then_its_words_say_it_was_reached_and_no_more(
+    words: dict[str, str], subject: str, sms: str, what_now: str
+) -> None:
+    """Review e2 v2 (2, 3): the catch-all said "so nothing is stopped: your calls go on" (false once that month
+    arrives) and an unreadable profile (None) was worded "it has since been removed"."""
+    rendered = render("budget_hard_limit", values_for("budget", 100, "50.40", "50") | words)
+    assert (rendered.subject, rendered.sms) == (subject, sms)
+    assert what_now in rendered.text
+    for told in (rendered.subject, rendered.text, rendered.sms):
+        assert not any(word in told for word in ("calls go on", "removed", "stopping", "audio"))
 
 
 def test_given_a_name_with_markup_then_the_html_escapes_it_and_the_text_keeps_it() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from decimal import Decimal
+from fractions import Fraction
 
 import pytest
 
@@ -17,13 +18,18 @@ from kilo_billing.accounts import (
     request_tier_change,
     set_status,
 )
+from kilo_billing.aws import StorageUnavailableError
 from kilo_billing.budgets import BudgetChange, InvalidBudgetError, apply_budget, check_thresholds, set_budget
 from kilo_billing.catalog import default_catalog
+from kilo_billing.month_to_date import ROOM_RULE, OpenSessionFigures
 from kilo_billing.periods import Period
+from kilo_billing.usage_signals import Counters
+from kilo_billing_cli import accounts as cli_accounts
 from kilo_billing_cli.main import main
 from tests.account_api_fakes import NO_USAGE, InMemoryMonthToDate
 from tests.conftest import Stack
 from tests.fakes import InMemoryAccountDirectory
+from tests.integration.test_account_api import put_counters
 
 SIGNUP = datetime(2026, 11, 1, tzinfo=UTC)
 TIERS = ("personal", "team", "enterprise")
@@ -257,6 +263,114 @@ def test_given_the_cli_path_of_a_tier_change_then_the_hard_limit_must_stay_above
     assert directory.registered(["acct-1"])["acct-1"].tier_at(upgrade_at) == "team"
     upgraded = request_tier_change(directory, book, "acct-1", "enterprise", upgrade_at, month=NO_USAGE)
     assert upgraded.tier_at(upgrade_at) == "enterprise"
+
+
+def test_given_the_hard_limit_already_reached_then_the_refused_upgrade_says_so_not_that_it_would_be_reached() -> None:
+    """Review e2 v2 (1): Team from Nov 1, $100 hard limit, 160,000 video minutes by Nov 16. The bill is ALREADY
+    $29.00 + 110,000 over x $0.00072 ($79.20) = $108.20 >= $100 (calls stopped). Enterprise from Nov 16 prorates Team
+    to 15/30: 25,000 included, 135,000 over = $97.20, + $14.50 + $49.50 fees = $161.20: refused (right), but the
+    message said the limit "would be reached at once" - it is reached already."""
+    upgrade_at = datetime(2026, 11, 16, tzinfo=UTC)
+    directory = InMemoryAccountDirectory()
+    register_account(directory, "acct-1", "team", SIGNUP, TIERS)
+    set_budget(directory, "acct-1", BudgetChange(hard_limit_usd=Decimal("100")))
+    month = InMemoryMonthToDate(directory, {("acct-1", "2026-11"): {(int(SIGNUP.timestamp()), "video"): 160_000}})
+    with pytest.raises(InvalidBudgetError) as refused:
+        request_tier_change(
+            directory, default_catalog().for_period(Period(2026, 11)), "acct-1", "enterprise", upgrade_at, month=month
+        )
+    said = str(refused.value)
+    assert said.startswith("changing to enterprise: hard limit $100 is not above $161.20")
+    assert "the limit is already reached ($108.20 before the change)" in said
+    assert "would be reached at once" not in said
+    assert directory.registered(["acct-1"])["acct-1"].tier_at(upgrade_at) == "team"
+
+
+def test_given_a_soft_budget_then_the_upgrade_holds_it_to_the_fee_alone_never_to_the_re_rated_bill() -> None:
+    """D150 (e2, review v2 7), written down as it stands (passes before and after): Team, 160,000 video minutes by
+    Nov 16. A $100 budget is above Enterprise's $99 fee: the upgrade goes through though the bill re-rated with it
+    ($161.20, see above) passes the budget - an alert, nothing stopped. An $80 budget is at or below the $99 fee:
+    refused, as setting it would be - every later month's first batch would pass it."""
+    upgrade_at = datetime(2026, 11, 16, tzinfo=UTC)
+    book = default_catalog().for_period(Period(2026, 11))
+    for budget, refused in (("80", True), ("100", False)):
+        directory = InMemoryAccountDirectory()
+        register_account(directory, "acct-1", "team", SIGNUP, TIERS, Decimal(budget))
+        month = InMemoryMonthToDate(directory, {("acct-1", "2026-11"): {(int(SIGNUP.timestamp()), "video"): 160_000}})
+        if refused:
+            with pytest.raises(
+                InvalidBudgetError, match=r"^changing to enterprise: budget \$80 is not above .*\$99\.00"
+            ):
+                request_tier_change(directory, book, "acct-1", "enterprise", upgrade_at, month=month)
+            continue
+        upgraded = request_tier_change(directory, book, "acct-1", "enterprise", upgrade_at, month=month)
+        assert upgraded.tier_at(upgrade_at) == "enterprise"
+
+
+def test_given_a_change_dated_after_the_usage_is_read_then_open_sessions_count_only_up_to_the_read() -> None:
+    """Review e2 v2 (4): `account tier --at` Nov 28 run at Nov 16 02:00 (read_at), Team from Nov 1, 150,000 video
+    minutes rated and a camera open since Nov 16 00:00. Up to the read: 2 h = 120 video minutes, 150,120 in all;
+    Team 27/30 -> 45,000 included, 105,120 over x $0.00072 = $75.6864 -> $75.69, + $26.10 (29 x 27/30) + $9.90
+    (99 x 3/30) = $111.69. Counted on to Nov 28 (12 days = 17,280 minutes, as before): 122,280 over = $88.04 + $36.00
+    = $124.04, refusing a $120 limit for minutes not used yet."""
+    at, read_at = datetime(2026, 11, 28, tzinfo=UTC), datetime(2026, 11, 16, 2, tzinfo=UTC)
+    book = default_catalog().for_period(Period(2026, 11))
+    start_ms = int(datetime(2026, 11, 16, tzinfo=UTC).timestamp() * 1000)
+    camera = OpenSessionFigures("RM_1", "PA_1", "acct-1", start_ms, ROOM_RULE, Fraction(60), True, start_ms + 60_000)
+    directory = InMemoryAccountDirectory()
+    register_account(directory, "acct-1", "team", SIGNUP, TIERS)
+    month = InMemoryMonthToDate(
+        directory, {("acct-1", "2026-11"): {(int(SIGNUP.timestamp()), "video"): 150_000}}, [camera]
+    )
+    for limit, refused in (("111.69", True), ("120", False)):
+        set_budget(directory, "acct-1", BudgetChange(hard_limit_usd=Decimal(limit)))
+        if refused:
+            with pytest.raises(InvalidBudgetError, match=r"hard limit \$111\.69 is not above \$111\.69,"):
+                request_tier_change(directory, book, "acct-1", "enterprise", at, month=month, read_at=read_at)
+            continue
+        upgraded = request_tier_change(directory, book, "acct-1", "enterprise", at, month=month, read_at=read_at)
+        assert upgraded.tier_at(at) == "enterprise"
+
+
+def test_given_the_cli_changing_tier_past_the_hard_limit_then_exit_2_naming_limit_and_bill(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The CLI's own usage read (``dynamo_month`` on the moto usage table): Team, $100 hard limit, 91,667 video
+    minutes; Enterprise from Nov 16 re-rates them to $112.00 (15/30: 25,000 included, 66,667 over = $48.00, + $14.50
+    + $49.50): exit 2, one line naming the limit and the bill."""
+    table = stack.template.physical_name("UsageTable")
+    assert main(["account", "create", "--account", "acct_a", "--tier", "team", "--signup", "2026-11-01T00:00Z",
+                 "--usage-table", table]) == 0  # fmt: skip
+    assert main(["account", "budget", "--account", "acct_a", "--hard-limit-usd", "100", "--usage-table", table]) == 0
+    put_counters(stack, "acct_a", {"video": 91_667})
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exited:
+        main(["account", "change-tier", "acct_a", "enterprise", "--at", "2026-11-16T00:00:00Z", "--usage-table", table])
+    assert exited.value.code == 2
+    assert "changing to enterprise: hard limit $100 is not above $112.00" in capsys.readouterr().err
+
+
+def test_given_the_usage_read_failing_when_the_cli_changes_tier_then_exit_2_with_one_line(
+    stack: Stack, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review e2 v2 (5): a usage table read failing in `account change-tier` was a traceback."""
+
+    class Unreadable(InMemoryMonthToDate):
+        def counters(self, account_id: str, period: str) -> Counters:
+            raise StorageUnavailableError("ThrottlingException: rate exceeded")
+
+    table = stack.template.physical_name("UsageTable")
+    monkeypatch.setattr(cli_accounts, "dynamo_month", lambda _table, directory: Unreadable(directory))
+    assert main(["account", "create", "--account", "acct_a", "--tier", "team", "--signup", "2026-11-01T00:00Z",
+                 "--usage-table", table]) == 0  # fmt: skip
+    assert main(["account", "budget", "--account", "acct_a", "--hard-limit-usd", "100", "--usage-table", table]) == 0
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exited:
+        main(["account", "change-tier", "acct_a", "enterprise", "--at", "2026-11-16T00:00:00Z", "--usage-table", table])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].endswith("storage unavailable: ThrottlingException: rate exceeded; try again")
 
 
 def test_given_the_cli_creating_an_account_with_a_budget_at_or_below_its_fee_then_exit_2_and_nothing_registered(

@@ -203,14 +203,22 @@ def hard_limit_enforced(grace_minutes: str) -> dict[str, str]:
     ) | {"grace_minutes": grace_minutes}
 
 
-def hard_limit_not_enforced(period: str, current_period: str, limit: str, limit_now: Decimal | None) -> dict[str, str]:
+def hard_limit_not_enforced(
+    period: str, current_period: str, limit: str, limit_now: Decimal | None, *, profile_read: bool = True
+) -> dict[str, str]:
     """What the hard-limit alert of ``period``'s bill reaching ``limit`` says when nothing enforces it (rightly:
     ``hard_limit_reached`` is None): rating announced a past month (late usage, a call over the month end) - that
     month's bill is over and nothing of it is stopped - or the account's limit is no longer reached, raised to
-    ``limit_now`` or removed (``None``) since. Never that calls are stopping (docs/decisions.md, D-e2-1)."""
+    ``limit_now`` or removed (``None``) since. Never that calls are stopping (docs/decisions.md, D-e2-1). Anything
+    else - the profile unread (``profile_read`` False), an event of a month after the clock's (skew at a month end:
+    that month's calls will be stopped) - says it was reached and no more: not that calls go on."""
     went_on = "so nothing is stopped: your calls go on."
     if period < current_period:
         return _hard_words("was reached", "was reached", f"That month is over, {went_on}", "Month over: calls go on.")
+    if not profile_read:
+        return _hard_words(
+            "was reached", "was reached", "Check your hard limit in your account settings.", "Check your limit."
+        )
     if limit_now is None:
         return _hard_words(
             "was reached; it has since been removed",
@@ -226,7 +234,7 @@ def hard_limit_not_enforced(period: str, current_period: str, limit: str, limit_
             f"You have since raised the limit to {now}, above the bill, {went_on}",
             f"Now {now}: calls go on.",
         )
-    return _hard_words("was reached", "was reached", f"Your limit is now {now}, {went_on}", "")
+    return _hard_words("was reached", "was reached", f"Your hard limit is now {now}.", f"Limit now {now}.")
 
 
 def _hard_words(state: str, sms_state: str, what_now: str, sms_what_now: str) -> dict[str, str]:

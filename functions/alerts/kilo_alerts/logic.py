@@ -576,7 +576,9 @@ def handle_event(
         if reached is None and event.meter == "hard_limit":  # a past month's bill, or the limit raised or removed since
             current = Period.containing(datetime.fromtimestamp(now_ms / 1000, tz=UTC)).key
             limit_now = profile.hard_limit_usd if profile is not None else None
-            hard_words = hard_limit_not_enforced(event.period, current, event.limit, limit_now)
+            hard_words = hard_limit_not_enforced(
+                event.period, current, event.limit, limit_now, profile_read=profile is not None
+            )
         if reached is not None:
             if event.meter == "budget" and profile is not None and profile.hard_limit_usd is not None:
                 alerts.append(_hard_limit_alert(event, profile.hard_limit_usd, profile.hard_limit_version))

@@ -348,12 +348,14 @@ def request_tier_change(
     invoiced_periods: Iterable[str] = (),
     *,
     month: MonthToDateSource,
+    read_at: datetime | None = None,
 ) -> AccountProfile:
     """The tier change the account API and ``kilo-billing account change-tier`` call: an upgrade takes effect at
     ``requested_at`` (prorated), a downgrade at the next period start. ``invoiced_periods`` (the account's period-end
     invoices): a change taking effect in one of them is refused (``check_not_invoiced``); the account API's changes
     are requested now, in the running period, which is never invoiced yet. ``month``: the account's month to date,
-    re-rated with the change for the limits' check (``budgets.check_tier_change``, D150)."""
+    re-rated with the change for the limits' check (``budgets.check_tier_change``, D150); ``read_at``: the clock
+    when it is read (the CLI's now), open sessions counted up to it when ``requested_at`` is later."""
     invoiced = tuple(invoiced_periods)
 
     def changed(found: AccountProfile) -> AccountProfile:
@@ -361,7 +363,7 @@ def request_tier_change(
 
         change = effective_change(book, found.tier_at(requested_at), tier, requested_at)
         after = with_tier_change(found, change, invoiced)
-        check_tier_change(found, after, requested_at, month)
+        check_tier_change(found, after, requested_at, month, read_at=read_at)
         return after
 
     return update_profile(directory, account_id, changed)

@@ -134,6 +134,7 @@ def check_tier_change(
     now: datetime,
     month: MonthToDateSource,
     catalog: Catalog | None = None,
+    read_at: datetime | None = None,
 ) -> None:
     """D150 for a tier change: a change that raises the fixed fee (an upgrade; a pending downgrade cancelled keeps the
     fee in force) is refused while the account's budget or hard limit would no longer be above the new fee, or the
@@ -141,7 +142,10 @@ def check_tier_change(
     - rating's counters and open sessions - rated under ``after`` by the layer's own ``month_to_date``): an upgrade
     mid-month prorates the old tier's allowances and fee, so the usage so far is re-rated upward, and a limit the
     bill then reaches would stop every call at once. A change that does not raise it (a downgrade, which takes
-    effect at the next period start) is never refused for limits set before it."""
+    effect at the next period start) is never refused for limits set before it. ``read_at``: the clock when the
+    usage is read (default ``now``); open sessions count up to the earlier of the two, so a change dated in the
+    future (the CLI's ``--at``) counts no minutes not used yet. Refused with the limit already reached before the
+    change, the message says so (calls are stopped already), not that the change would reach it."""
     if after.budget_usd is None and after.hard_limit_usd is None:
         return
     at = ensure_utc(now)
@@ -157,13 +161,20 @@ def check_tier_change(
     hard = after.hard_limit_usd
     if hard is None:
         return
-    bill = month_to_date(month, after.account_id, period.key, int(at.timestamp() * 1000), book, profile=after).rated
+    read_ms = int(min(at, ensure_utc(read_at) if read_at is not None else at).timestamp() * 1000)
+    bill = month_to_date(month, after.account_id, period.key, read_ms, book, profile=after).rated
     if bill.total >= hard:
+        was = month_to_date(month, before.account_id, period.key, read_ms, book, profile=before).rated.total
+        reached = (
+            f"the limit is already reached (${money_str(was)} before the change) and every call stopped"
+            if was >= hard
+            else "the limit would be reached at once and every call stopped"
+        )
         raise InvalidBudgetError(
             f"changing to {tier}: hard limit ${hard} is not above ${money_str(bill.total)}, this month's bill so far "
             f"re-rated with the change (the {before.tier_at(at)} allowances and fee prorated to the part of the "
-            f"month before it): the limit would be reached at once and every call stopped; raise the hard limit "
-            f"above ${money_str(bill.total)}, or clear it, before changing tier"
+            f"month before it): {reached}; raise the hard limit above ${money_str(bill.total)}, or clear it, before "
+            "changing tier"
         )
 
 
