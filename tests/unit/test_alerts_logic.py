@@ -205,6 +205,9 @@ def test_given_the_removal_step_cannot_be_scheduled_then_the_hard_limit_alert_st
         with pytest.raises(EventIncompleteError) as failed:
             handle_event(event.DETAIL_TYPE, event.model_dump(), ports, policy, now_ms + delivery * 360_000)
         assert "SQS SendMessage: unreachable" in str(failed.value)
+        # the step's retry record is in the event's outcome (before: none, the enforcement empty); nobody narrowed
+        enforced = failed.value.outcome.enforcement
+        assert [(r.action.value, r.identity, r.outcome) for r in enforced] == [("schedule_removal", "-", "retry")]
     assert scheduler.asked == 2  # retried for the enforcement
     [(to, subject, _, _)] = mailer.sent  # the alert went at the first delivery, once
     assert (to, subject) == (

@@ -565,9 +565,9 @@ def handle_event(
                 enforced = restrict_account(
                     event.account_id, event.period, reached, ports.enforcing, policy.enforcement, now_ms
                 )
-            except EnforcementIncompleteError as exc:
+            except EnforcementIncompleteError as exc:  # RoomService, or the removal's scheduling (its retry record)
                 enforced, causes = exc.records, [*causes, exc]
-            except Exception as exc:  # storage or the removal's scheduling failed: the alerts go all the same
+            except Exception as exc:  # storage failed: the alerts go all the same
                 causes = [*causes, exc]  # (D183); the record is retried for the enforcement
     grace = str(max(1, -(-policy.enforcement.grace_seconds // 60)))
     delivered: list[AlertOutcome] = []
