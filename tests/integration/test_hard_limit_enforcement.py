@@ -137,6 +137,7 @@ def test_given_the_hard_limit_reached_in_a_call_then_audio_only_then_removal_in_
         ("audio_only", "standup", "alice", "done"),
         ("audio_only", "standup", "bob", "done"),
         ("audio_only", "support", "carol", "done"),
+        ("remove", "-", "-", "done"),  # the step ran (D-e1-1 amended): who joins since is removed at once
         ("remove", "standup", "alice", "done"),
         ("remove", "standup", "bob", "done"),
         ("remove", "support", "carol", "done"),
@@ -249,6 +250,7 @@ def test_given_the_limit_raised_after_it_was_enforced_then_reaching_the_new_limi
         + [("200v1", "audio_only", room, who, "done") for room, who in everyone]
         + [("200v1", "schedule_removal", "-", "-", "done")]
         + [("200v1", "remove", room, who, "done") for room, who in everyone]
+        + [("200v1", "remove", "-", "-", "done")]
     )
     subjects = sorted(str(mime(mail)["Subject"]) for mail in enforcing.sent_mail())
     assert subjects == [
@@ -293,6 +295,7 @@ def test_given_the_limit_set_back_to_an_amount_already_enforced_then_it_is_enfor
         [("150v2", "audio_only", room, who, "done") for room, who in everyone]
         + [("150v2", "schedule_removal", "-", "-", "done")]
         + [("150v2", "remove", room, who, "done") for room, who in everyone]
+        + [("150v2", "remove", "-", "-", "done")]
     )
     subjects = [str(mime(mail)["Subject"]) for mail in enforcing.sent_mail()]
     assert subjects == ["Your November 2026 hard spending limit of $150.00 is reached: calls are stopping"] * 2
@@ -543,7 +546,8 @@ def test_given_the_account_erased_mid_call_then_audio_only_and_the_removal_reach
         ("RemoveParticipant", "support", "carol"),
     ]
     assert livekit.rooms == {"standup": [], "support": [("PA_other", "dave")]}  # dave: another account's, kept
-    assert [a[3] for a in actions(enforcing)] == ["done"] * 7
+    # 3 audio-only, the step scheduled, 3 removals and the step's own record (D-e1-1 amended)
+    assert [a[3] for a in actions(enforcing)] == ["done"] * 8
 
 
 def test_given_the_roomservice_adapter_then_it_lists_a_rooms_identities_and_a_room_gone_is_gone(

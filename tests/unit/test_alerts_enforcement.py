@@ -324,9 +324,14 @@ def test_given_one_participant_roomservice_keeps_refusing_then_the_removal_step_
         EnforcementPolicy(),
         NOW_MS + 120_000,
     )
-    assert sorted((named(r.identity), r.outcome) for r in removed) == [("host", "done"), ("recorder", "done")]
+    assert sorted((named(r.identity), r.outcome) for r in removed) == [
+        ("-", "done"),
+        ("host", "done"),
+        ("recorder", "done"),
+    ]
     assert rooms.permissions == {}
-    # the event delivered again (the queue's 360 s): the host is gone, nothing else to do, nothing scheduled twice
+    # the event delivered again (the queue's 360 s): the step ran (its "-" record), so whoever is listed is removed
+    # at once - host and recorder were: nothing else to do, nothing scheduled twice
     again = restrict_account(
         "acct_1",
         "2026-11",
@@ -335,7 +340,7 @@ def test_given_one_participant_roomservice_keeps_refusing_then_the_removal_step_
         EnforcementPolicy(),
         NOW_MS + 360_000,
     )
-    assert [(named(r.identity), r.outcome) for r in again] == [("host", "gone")]
+    assert again == []
     assert scheduler.scheduled == [("acct_1", "2026-11", 120, "50")]
 
 
@@ -381,6 +386,110 @@ def test_given_the_limits_removal_step_found_it_lifted_then_a_late_redelivery_na
     assert late == []
     assert rooms.permissions == {key: BEFORE[key] for key in (("webinar", "host"), ("webinar", "recorder"))}
     assert [call[0] for call in rooms.calls] == ["audio_only", "audio_only", "restore"]  # host failed, recorder, back
+
+
+GUEST = Participant("webinar", "guest")
+FULL = {"can_publish": True, "can_subscribe": True, "sources": [], "hidden": False}
+
+
+def test_given_the_removal_step_ran_then_a_guest_joining_before_the_redelivery_is_removed_not_left_audio_only() -> None:
+    """D-e1-1 amended (review v1, 1): the step's grace (120 s) is shorter than the queue's redelivery (360 s). The
+    host's narrowing failed at delivery 1; the step removed host and recorder; a guest joined (a token minted before
+    the limit, or the index lagging); the event came back. Before, the guest was narrowed under $50 and no second step
+    followed (its one step had run): audio-only past the cap for good. Now the step leaves a ``done`` marker and a
+    restriction after it removes the newcomer at once (the grace has passed)."""
+    rooms = FakeRooms(
+        {key: dict(BEFORE[key]) for key in (("webinar", "host"), ("webinar", "recorder"))},
+        RoomControlFailedError("RoomService 503"),  # the host (sorted first) fails once
+    )
+    ledger, scheduler, sessions = InMemoryEnforcementLedger(), RecordingScheduler(), StaticSessions(HOST, RECORDER)
+    # Team $29 + 29,723 video min over 50,000 x $0.00072 = $29 + $21.40056 -> $50.40 >= the $50 hard limit
+    reached = entitlements("active", "50.40")
+    with pytest.raises(EnforcementIncompleteError):
+        restrict_account(
+            "acct_1",
+            "2026-11",
+            "50",
+            enforcement_ports(sessions, rooms, ledger, scheduler),
+            EnforcementPolicy(),
+            NOW_MS,
+        )
+    # the step at +120 s: still reached, host and recorder removed, and the step recorded as run
+    step = remove_account(
+        "acct_1",
+        "2026-11",
+        "50",
+        enforcement_ports(sessions, rooms, ledger, scheduler, reached),
+        EnforcementPolicy(),
+        NOW_MS + 120_000,
+    )
+    assert [(named(r.identity), r.action.value, r.outcome) for r in step] == [
+        ("host", "remove", "done"),
+        ("recorder", "remove", "done"),
+        ("-", "remove", "done"),
+    ]
+    assert rooms.permissions == {}
+    # the guest joins; the event is delivered again at +360 s (or the sweeper says the limit is still reached)
+    rooms.permissions[("webinar", "guest")] = dict(FULL)
+    sessions.participants = [HOST, RECORDER, GUEST]
+    again = restrict_account(
+        "acct_1",
+        "2026-11",
+        "50",
+        enforcement_ports(sessions, rooms, ledger, scheduler),
+        EnforcementPolicy(),
+        NOW_MS + 360_000,
+    )
+    assert [(named(r.identity), r.action.value, r.outcome) for r in again] == [("guest", "remove", "done")]
+    assert rooms.permissions == {}  # nobody left in the call: the bill stops at the cap
+    assert scheduler.scheduled == [("acct_1", "2026-11", 120, "50")]  # no step needed after it
+    assert [call[0] for call in rooms.calls] == ["audio_only", "audio_only", "remove", "remove", "remove"]
+    # the step delivered twice (SQS at least once): nothing more
+    args = (enforcement_ports(sessions, rooms, ledger, scheduler, reached), EnforcementPolicy())
+    assert remove_account("acct_1", "2026-11", "50", *args, NOW_MS + 400_000) == []
+
+
+def test_given_the_limits_step_superseded_at_the_month_turn_then_a_late_redelivery_narrows_nobody_under_it() -> None:
+    """D-e1-1 (review v1, 2): a step is superseded when another limit - or the same one in a new month - is in force.
+    A $20 hard limit, reached on 30 November; the host's narrowing fails; the step arrives on 1 December, where the
+    bill is again over $20 (Team's $29): superseded, the December limit enforced by its own steps. The November event,
+    delivered again, reads "20" reached (December's bill) and would narrow a guest who joined since under (2026-11,
+    20) - whose only step has run: nothing would give the guest's permission back if December's limit were raised."""
+    at = int(datetime(2026, 11, 30, 23, 58, 30, tzinfo=UTC).timestamp() * 1000)
+    rooms = FakeRooms({("webinar", "host"): dict(BEFORE[("webinar", "host")])}, RoomControlFailedError("503"))
+    ledger, scheduler, sessions = InMemoryEnforcementLedger(), RecordingScheduler(), StaticSessions(HOST)
+    with pytest.raises(EnforcementIncompleteError):
+        restrict_account(
+            "acct_1", "2026-11", "20", enforcement_ports(sessions, rooms, ledger, scheduler), EnforcementPolicy(), at
+        )
+    december = entitlements("active", "29", hard="20", period="2026-12")  # Team's $29 >= $20 on 1 December
+    step = remove_account(
+        "acct_1",
+        "2026-11",
+        "20",
+        enforcement_ports(sessions, rooms, ledger, scheduler, december),
+        EnforcementPolicy(),
+        at + 120_000,  # 00:00:30 on 1 December
+    )
+    assert sorted((r.action.value, named(r.identity), r.period, r.outcome) for r in step) == [
+        ("audio_only", "host", "2026-12", "done"),
+        ("remove", "-", "2026-11", "superseded"),
+        ("schedule_removal", "-", "2026-12", "done"),
+    ]
+    # a guest joins at 00:01; the November event comes back at 00:04:30 (the queue's 360 s)
+    rooms.permissions[("webinar", "guest")] = dict(FULL)
+    sessions.participants = [HOST, GUEST]
+    late = restrict_account(
+        "acct_1",
+        "2026-11",
+        "20",
+        enforcement_ports(sessions, rooms, ledger, scheduler),
+        EnforcementPolicy(),
+        at + 360_000,
+    )
+    assert late == []
+    assert rooms.permissions[("webinar", "guest")] == FULL  # left to December's own steps
+    assert scheduler.scheduled == [("acct_1", "2026-11", 120, "20"), ("acct_1", "2026-12", 120, "20")]
 
 
 def test_given_a_limit_set_again_while_still_narrowed_then_lifting_it_gives_back_the_permission_before_either() -> None:
@@ -985,6 +1094,7 @@ def test_given_no_grace_and_the_open_sessions_index_behind_then_the_removal_stil
         EnforcementPolicy(grace_seconds=0), NOW_MS + 1_000,
     )  # fmt: skip
     assert sorted((r.action.value, named(r.identity), r.outcome) for r in done) == [
+        ("remove", "-", "done"),
         ("remove", "host", "done"),
         ("remove", "recorder", "gone"),
     ]
@@ -1068,7 +1178,7 @@ def test_given_an_erased_accounts_live_participants_then_audio_only_and_the_remo
         NOW_MS + 120_000,
     )
     assert sorted((named(r.identity), r.outcome) for r in removed) == [
-        ("host", "done"), ("recorder", "done"), ("viewer-42", "done")
+        ("-", "done"), ("host", "done"), ("recorder", "done"), ("viewer-42", "done")
     ]  # fmt: skip
     assert rooms.permissions == {}  # nobody of the account goes on past the hard limit
     assert [call for call in rooms.calls if call[0] == "identities"] == [("identities", "webinar", "")] * 2

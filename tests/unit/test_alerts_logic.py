@@ -206,6 +206,9 @@ def test_given_the_removal_step_cannot_be_scheduled_then_the_hard_limit_alert_st
         with pytest.raises(EventIncompleteError) as failed:
             handle_event(event.DETAIL_TYPE, event.model_dump(), ports, policy, now_ms + delivery * 360_000)
         assert "SQS SendMessage: unreachable" in str(failed.value)
+        # the step's retry record is in the event's outcome (before: none, the enforcement empty); nobody narrowed
+        enforced = failed.value.outcome.enforcement
+        assert [(r.action.value, r.identity, r.outcome) for r in enforced] == [("schedule_removal", "-", "retry")]
     assert scheduler.asked == 2  # retried for the enforcement
     [(to, subject, _, _)] = mailer.sent  # the alert went at the first delivery, once
     assert (to, subject) == (
@@ -328,7 +331,8 @@ def test_given_one_participants_narrowing_failing_and_the_limit_raised_then_the_
 def test_given_the_hard_limit_still_reached_then_a_late_joiner_is_narrowed_and_removed_and_nobody_is_alerted() -> None:
     """Review re2 F2: the crossing's event enforced the limit once (the host: audio-only, removed after the grace);
     a guest who joined afterwards with a token minted before the limit was in none of its steps. The sweeper's
-    ``HardLimitStillReached.v1`` narrows it and schedules a removal step of its own grace; no alert goes again."""
+    ``HardLimitStillReached.v1`` removes it at once (the limit's removal step ran: its grace is over, D-e1-1 amended);
+    no alert goes again, no second step."""
     signup = (TierChange(datetime(2026, 1, 1, tzinfo=UTC), "team"),)
     profile = AccountProfile("acct_1", signup, email="ada@example.com", hard_limit_usd=Decimal(50))
     directory = InMemoryAccountDirectory(profile)
@@ -361,10 +365,9 @@ def test_given_the_hard_limit_still_reached_then_a_late_joiner_is_narrowed_and_r
     )  # fmt: skip
     out = handle_event(still.DETAIL_TYPE, still.model_dump(), ports, policy, t + 600_000)
     assert out.alerts == ()
-    assert rooms.permissions[("webinar", "guest")]["sources"] == ["microphone"]  # audio only, video revoked
-    assert scheduler.scheduled[1:] == [("acct_1", "2026-11", 120, "50")]  # its own removal, after its own grace
-    handle_event(ENFORCEMENT_STEP, step, ports, policy, t + 720_000)
+    assert [(r.room, r.action.value, r.outcome) for r in out.enforcement] == [("webinar", "remove", "done")]
     assert ("webinar", "guest") not in rooms.permissions  # removed: the bill stops at the cap
+    assert scheduler.scheduled == [("acct_1", "2026-11", 120, "50")]  # no second step: the grace is over
     assert len(mailer.sent) == 1  # the crossing's alert only, once
     # the customer raises the limit to $60 ($51.10 < $60): a late still-reached event of the $50 limit does nothing
     directory.profiles["acct_1"] = replace(profile, hard_limit_usd=Decimal(60), hard_limit_version=1)
@@ -372,4 +375,4 @@ def test_given_the_hard_limit_still_reached_then_a_late_joiner_is_narrowed_and_r
     out = handle_event(still.DETAIL_TYPE, still.model_dump(), ports, policy, t + 900_000)
     assert (out.alerts, out.enforcement) == ((), ())
     assert rooms.permissions[("webinar", "guest")] == full
-    assert len(scheduler.scheduled) == 2
+    assert len(scheduler.scheduled) == 1

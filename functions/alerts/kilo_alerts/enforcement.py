@@ -10,7 +10,9 @@ A participant RoomService no longer knows (left meanwhile) is recorded ``gone``;
 unreachable) is recorded ``retry`` and raised, so the queue delivers the event again and only what is missing is done.
 The removal step is scheduled before anyone is narrowed, so it comes whatever happens to the narrowing (D-e1-1): it
 removes everyone still in a call, or - the limit lifted meanwhile - gives every narrowed participant its permission
-back; a participant RoomService keeps failing on blocks nobody else.
+back; a participant RoomService keeps failing on blocks nobody else. The step that removed records so (``done``):
+whoever a later restriction of that limit finds in a call (joined since: a redelivered event, the sweeper saying the
+limit is still reached) is removed at once, not narrowed to wait for a step that has run (D-e1-1 amended).
 A claim another delivery holds within its lease is not taken as done: the event is retried too (``ClaimHeldError``).
 
 The records name each participant by D80's pseudonym of its identity (``kilo_billing.accounts.pseudonym``), in the
@@ -66,8 +68,8 @@ class EnforcementIncompleteError(Exception):
     because another delivery held the account's turn (``_in_turn``): worth trying again within seconds (the holder's
     RoomService calls take that long), not after the queue's visibility timeout (D209)."""
 
-    def __init__(self, records: list[EnforcementRecord], *, turn_held: bool = False) -> None:
-        super().__init__(f"{sum(1 for r in records if r.outcome == 'retry')} RoomService action(s) to retry")
+    def __init__(self, records: list[EnforcementRecord], *, turn_held: bool = False, reason: str = "") -> None:
+        super().__init__(reason or f"{sum(1 for r in records if r.outcome == 'retry')} RoomService action(s) to retry")
         self.records = records
         self.turn_held = turn_held
 
@@ -237,15 +239,21 @@ def _restrict(
     scheduled (SQS refusing, its claim held): nobody is narrowed and the event is retried. A participant RoomService
     keeps failing on is retried on its own claim; the others are narrowed, and removed by the step. The limit's
     removal step already found it no longer in force (``lifted`` or ``superseded``: a redelivered event that read the
-    limit reached before that step took the turn): nobody is narrowed under it - no step would give it back."""
+    limit reached before that step took the turn, or - superseded at the month's turn - the same limit reached again
+    in the new month): nobody is narrowed under it - no step would give it back. The step already ran and removed
+    (``done``): whoever is in a call now joined after it (a token minted before the limit, the index lagging) and is
+    removed at once - the grace has passed, and a narrowing would wait for a step that has run (D-e1-1 amended)."""
     held = stored(account_id, ports.ledger.actions(account_id))
-    if any(
-        (record.action, record.identity, record.period, record.limit)
-        == (EnforcementAction.REMOVE, MARKER, period, limit)
-        and record.outcome in ("lifted", "superseded")
+    step = {
+        record.outcome
         for record in held
-    ):
+        if (record.action, record.identity, record.period, record.limit)
+        == (EnforcementAction.REMOVE, MARKER, period, limit)
+    }
+    if step & {"lifted", "superseded"}:
         return []
+    if "done" in step:  # the step ran, the limit reached: whoever is in a call now joined since - removed at once
+        return _remove_listed(account_id, period, limit, ports, now_ms)
     scheduled = _schedule_removal(account_id, period, limit, ports, policy, now_ms)
     live = _LiveIdentities(account_id, ports.rooms)
     try:
@@ -269,7 +277,8 @@ def _schedule_removal(
     account_id: str, period: str, limit: str, ports: EnforcementPorts, policy: EnforcementPolicy, now_ms: int
 ) -> list[EnforcementRecord]:
     """The removal step of ``limit`` put on the queue, once per account, period and limit (claimed): its record, or
-    none when an earlier delivery scheduled it."""
+    none when an earlier delivery scheduled it. The queue refusing it: ``EnforcementIncompleteError`` with its
+    ``retry`` record (the event is retried, D183)."""
     marker = EnforcementRecord(
         account_id, period, "-", "-", EnforcementAction.SCHEDULE_REMOVAL, "", now_ms, limit=limit
     )
@@ -277,9 +286,10 @@ def _schedule_removal(
         return []
     try:
         ports.scheduler.schedule_removal(account_id, period, policy.grace_seconds, limit)
-    except Exception:
-        ports.ledger.record(marker.decided("retry", "the removal could not be scheduled"))
-        raise
+    except Exception as exc:  # its retry record kept in the event's outcome (the queue's answer in the message)
+        failed = marker.decided("retry", "the removal could not be scheduled")
+        ports.ledger.record(failed)
+        raise EnforcementIncompleteError([failed], reason=f"the removal could not be scheduled: {exc}") from exc
     done = marker.decided("done", f"in {policy.grace_seconds} s")
     ports.ledger.record(done)
     return [done]
@@ -396,7 +406,9 @@ def _remove(
     (kept for who is narrowed already) and its own removal after its own grace (``restrict_account``: claimed, so
     nothing its own event did is repeated) - and the step is recorded ``superseded``. ``limit``: the hard limit step 1
     enforced (empty for a step scheduled before it was kept: taken as the one in force); the records are keyed by
-    it. Decided and done in the account's turn (``remove_account``)."""
+    it. Still reached: everyone removed, then the step recorded ``done`` (its own claim, so delivered again it does
+    nothing): a restriction of the limit after it removes at once whoever joined since (``_restrict``). Decided and
+    done in the account's turn (``remove_account``)."""
     in_force = hard_limit_reached(account_id, ports.entitlements, now_ms)
     marker = EnforcementRecord(account_id, period, "-", "-", EnforcementAction.REMOVE, "", now_ms, limit=limit)
     if in_force is None:
@@ -412,14 +424,36 @@ def _remove(
     current = Period.containing(datetime.fromtimestamp(now_ms / 1000, tz=UTC)).key
     if limit and (current, in_force) != (period, limit):
         return _superseded(marker, current, in_force, ports, policy)
+    if not _claim_marker(ports.ledger, marker, []):
+        return []  # this step ran (delivered again): who joined since is removed by the restriction (``_restrict``)
+    try:
+        removed = _remove_listed(account_id, period, limit, ports, now_ms, narrowed_too=True)
+    except EnforcementIncompleteError as exc:
+        ports.ledger.record(marker.decided("retry", "participants not all removed yet"))
+        raise EnforcementIncompleteError([*exc.records, marker.decided("retry")]) from exc
+    except Exception:
+        ports.ledger.record(marker.decided("retry", "participants not all removed yet"))
+        raise
+    done = marker.decided("done", "everyone in a call removed: who joins since is removed by the restriction")
+    ports.ledger.record(done)
+    return [*removed, done]
+
+
+def _remove_listed(
+    account_id: str, period: str, limit: str, ports: EnforcementPorts, now_ms: int, *, narrowed_too: bool = False
+) -> list[EnforcementRecord]:
+    """RemoveParticipant for every open participant (each claimed once per period and limit: one removed before is
+    not asked again) and, ``narrowed_too``, each narrowed under ``limit`` the open sessions do not list
+    (``_narrowed_unlisted``)."""
     live = _LiveIdentities(account_id, ports.rooms)
     listed = ports.sessions.open_participants(account_id)
+    unlisted = _narrowed_unlisted(account_id, period, limit, listed, ports.ledger) if narrowed_too else []
     return _act(
         account_id,
         period,
         limit,
         EnforcementAction.REMOVE,
-        [*listed, *_narrowed_unlisted(account_id, period, limit, listed, ports.ledger)],
+        [*listed, *unlisted],
         ports.ledger,
         lambda pending, participant: _removed(ports.rooms, pending, live.of(participant)),
         now_ms,

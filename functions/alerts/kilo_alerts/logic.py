@@ -586,9 +586,9 @@ def handle_event(
                 enforced = restrict_account(
                     event.account_id, event.period, reached, ports.enforcing, policy.enforcement, now_ms
                 )
-            except EnforcementIncompleteError as exc:
+            except EnforcementIncompleteError as exc:  # RoomService, or the removal's scheduling (its retry record)
                 enforced, causes = exc.records, [*causes, exc]
-            except Exception as exc:  # storage or the removal's scheduling failed: the alerts go all the same
+            except Exception as exc:  # storage failed: the alerts go all the same
                 causes = [*causes, exc]  # (D183); the record is retried for the enforcement
     delivered: list[AlertOutcome] = []
     for found in alerts:
@@ -608,19 +608,19 @@ def _still_reached(
     event: HardLimitStillReachedV1, ports: AlertPorts, policy: AlertsPolicy, now_ms: int
 ) -> EventOutcome:
     """The sweeper's run found the hard limit ``event.scope`` still reached with calls going on (D71 amended): whoever
-    joined after its enforcement is enforced too - a removal step of its own grace is scheduled first (so a
-    participant RoomService fails on cannot hold it back), then the account's open participants are narrowed (claims
-    skip whoever was narrowed before; the removal step removes whoever is still listed, claims skipping whoever was
-    removed). Enforcement only: the crossing's alert went once. A limit no longer reached, another limit in force
-    (it has its own crossing) or another month: nothing."""
+    joined after its enforcement is enforced too, by the same ``restrict_account`` as the crossing (D-e1-1): before
+    the limit's removal step has run, newcomers are narrowed and that step removes them; after it ran, they are
+    removed at once (the grace is over). Claims skip whoever was narrowed or removed before. Enforcement only: the
+    crossing's alert went once. A limit no longer reached, another limit in force (it has its own crossing) or
+    another month: nothing."""
     reached = hard_limit_reached(event.account_id, ports.entitlements, now_ms)
     current = Period.containing(datetime.fromtimestamp(now_ms / 1000, tz=UTC)).key
     if reached is None or (reached, current) != (event.scope, event.period):
         return EventOutcome()
-    enforcing = ports.enforcing
-    enforcing.scheduler.schedule_removal(event.account_id, event.period, policy.enforcement.grace_seconds, reached)
     try:
-        enforced = restrict_account(event.account_id, event.period, reached, enforcing, policy.enforcement, now_ms)
+        enforced = restrict_account(
+            event.account_id, event.period, reached, ports.enforcing, policy.enforcement, now_ms
+        )
     except EnforcementIncompleteError as exc:
         raise EventIncompleteError(EventOutcome(enforcement=tuple(exc.records)), [exc]) from exc
     return EventOutcome(enforcement=tuple(enforced))
