@@ -29,7 +29,7 @@ from kilo_crypto_watch.solana import SolanaWatcher, inspect, rotation
 from kilo_crypto_watch.solana_rpc import SolanaRpcClient, SolanaTransactionInspector
 from kilo_dev.solana_standin import SolanaStandin
 from tests.conftest import Stack
-from tests.crypto_core_fakes import bill, harness
+from tests.crypto_core_fakes import Harness, bill, harness
 from tests.crypto_fakes import MemoryCursorStore, MemoryPaymentSink, StaticReferences
 from tests.crypto_solana_chain import SOL, USDC, SolanaTestChain
 
@@ -386,12 +386,19 @@ def _sol_quote(quote_id: str, invoice_id: str, account_id: str, lamports: int, r
 # --- a node's empty answers --------------------------------------------------------------------------------------------
 class Lagging(SolanaRpcClient):
     """A load-balanced RPC: ``getTransaction`` of ``hidden`` signatures answers null (a backend that has not got them
-    yet), ``getSignatureStatuses`` answers null for all when ``no_statuses``."""
+    yet), ``getSignatureStatuses`` answers null for all when ``no_statuses``, ``getBlock(finalized)`` shows no block
+    (Agave's "Block not available for slot") when ``no_blocks``."""
 
-    def __init__(self, url: str, hidden: frozenset[str] = frozenset(), no_statuses: bool = False) -> None:
+    def __init__(
+        self, url: str, hidden: frozenset[str] = frozenset(), no_statuses: bool = False, no_blocks: bool = False
+    ) -> None:
         super().__init__(url)
         self.hidden = hidden
         self.no_statuses = no_statuses
+        self.no_blocks = no_blocks
+
+    async def finalized_signatures(self, slot: int) -> Sequence[str] | None:
+        return None if self.no_blocks else await super().finalized_signatures(slot)
 
     async def transaction(self, signature: str) -> ChainTransaction | None:
         return None if signature in self.hidden else await super().transaction(signature)
@@ -438,6 +445,122 @@ def test_given_a_seen_payment_whose_status_the_node_does_not_know_then_it_is_not
     assert watch.sink.status[payment_id] is PaymentStatus.SEEN
     assert watch.run().finalized == 1
     assert watch.sink.status[payment_id] is PaymentStatus.FINALIZED
+
+
+def test_given_a_finalized_payment_whose_status_and_transaction_a_lagging_backend_answers_null_then_it_is_not_orphaned(
+    chain: SolanaTestChain, stack: Stack
+) -> None:
+    h = harness(stack)
+    h.clock.now = datetime.now(UTC)
+    reference = Keypair().pubkey()
+    assert h.store.create_bill(bill("inv-1", "acct-1", "37.50"))
+    h.store.add_quote(_sol_quote("q-1", "inv-1", "acct-1", SOL // 4, str(reference)))
+    watch = Watch(chain)
+    watch.sink = h.settlement  # type: ignore[assignment]
+    watch.references = h.settlement  # type: ignore[assignment]
+    signature = chain.send([_pay(chain, SOL // 4, reference)])  # 0.25 SOL x $150.00 = $37.50, the bill's total
+    watch.run()
+    assert _bill_and_payment(h, f"solana:{signature}:0") == ("PROCESSING", "SEEN")
+    chain.standin.advance(LAG)  # its slot is finalized; the finalized block there holds it
+
+    # getSlot(finalized) and getBlock(finalized) from an up-to-date backend; getSignatureStatuses and getTransaction
+    # from one that is behind: no proof it is gone (before: ORPHANED here, the bill OPEN, never checked again)
+    report = _run(watch, Lagging(chain.standin.url, hidden=frozenset({signature}), no_statuses=True))
+
+    assert (report.orphaned, report.unproven, report.stuck) == (0, 1, ())
+    assert _bill_and_payment(h, f"solana:{signature}:0") == ("PROCESSING", "SEEN")
+    assert watch.run().finalized == 1  # every backend up to date: $37.50 finalized pays the $37.50 bill
+    assert _bill_and_payment(h, f"solana:{signature}:0") == ("PAID", "FINALIZED")
+
+
+def test_given_a_listed_signature_whose_transaction_and_status_a_lagging_backend_answers_null_after_finality_then_the_cursor_waits(
+    chain: SolanaTestChain, watch: Watch
+) -> None:
+    signature = chain.pay_sol(SOL // 10)  # 0.1 SOL = 100,000,000 lamports, no reference: the wallet sweep lists it
+    landed = chain.standin.transaction(signature)
+    assert landed is not None
+    chain.standin.advance(LAG)  # its slot is finalized; the finalized block there holds it
+
+    report = _run(watch, Lagging(chain.standin.url, hidden=frozenset({signature}), no_statuses=True))
+
+    # before: "vanished" - skipped, the cursor moved to the head and no later run lists it again (never recorded)
+    assert watch.sink.transfers == {}
+    assert watch.cursors.cursors["solana"].block_number == landed.slot - 1
+    assert not report.caught_up
+    watch.run()  # every backend up to date
+    assert [(t.tx_id, t.atomic_amount) for t in watch.sink.transfers.values()] == [(signature, 100_000_000)]
+
+
+def test_given_a_vanished_payment_whose_finalized_block_no_backend_shows_then_it_waits_and_is_named_stuck_after_750_slots(
+    chain: SolanaTestChain, watch: Watch
+) -> None:
+    signature = chain.pay_sol(SOL // 10)
+    watch.run()
+    (payment_id,) = watch.sink.transfers
+    slot = watch.sink.only().block_number
+    chain.standin.forget(signature)  # its fork did not survive
+    lagging = frozenset({signature})
+
+    chain.standin.advance(LAG + 749)  # finalized = slot + 749: its slot final, no block shown to prove it gone
+    assert chain.standin.finalized_slot == slot + 749
+    report = _run(watch, Lagging(chain.standin.url, hidden=lagging, no_statuses=True, no_blocks=True))
+    assert (report.orphaned, report.unproven, report.stuck) == (0, 1, ())
+    assert watch.sink.status[payment_id] is PaymentStatus.SEEN
+
+    chain.standin.advance(1)  # finalized = slot + 750: unproven for 750 slots (~5 minutes at 400 ms a slot)
+    report = _run(watch, Lagging(chain.standin.url, hidden=lagging, no_statuses=True, no_blocks=True))
+    assert (report.orphaned, report.unproven) == (0, 1)
+    assert [entry.split(":")[0:3] for entry in report.stuck] == [payment_id.split(":")]
+    assert watch.sink.status[payment_id] is PaymentStatus.SEEN
+
+    report = watch.run()  # a backend shows the finalized block at its slot without it: proof
+    assert (report.orphaned, report.unproven, report.stuck) == (1, 0, ())
+    assert watch.sink.status[payment_id] is PaymentStatus.ORPHANED
+
+
+def test_given_a_listed_signature_no_backend_proves_gone_then_the_cursor_waits_and_it_is_named_stuck_after_750_slots(
+    chain: SolanaTestChain, watch: Watch
+) -> None:
+    signature = chain.pay_sol(SOL // 10)
+    landed = chain.standin.transaction(signature)
+    assert landed is not None
+    lagging = Lagging(chain.standin.url, hidden=frozenset({signature}), no_statuses=True, no_blocks=True)
+
+    chain.standin.advance(LAG + 749)  # finalized = slot + 749
+    report = _run(watch, lagging)
+    assert (watch.cursors.cursors["solana"].block_number, report.stuck) == (landed.slot - 1, ())
+
+    chain.standin.advance(1)  # finalized = slot + 750: unproven for 750 slots
+    report = _run(watch, Lagging(chain.standin.url, hidden=frozenset({signature}), no_statuses=True, no_blocks=True))
+    assert watch.cursors.cursors["solana"].block_number == landed.slot - 1
+    assert [entry.split(":")[0] for entry in report.stuck] == [signature]
+    assert watch.sink.transfers == {}
+    watch.run()  # every backend up to date: read and recorded, 0.1 SOL = 100,000,000 lamports
+    assert [(t.tx_id, t.atomic_amount) for t in watch.sink.transfers.values()] == [(signature, 100_000_000)]
+
+
+def test_given_the_real_client_then_finalized_signatures_shows_a_finalized_block_and_none_before(
+    chain: SolanaTestChain,
+) -> None:
+    kept, dropped = chain.pay_sol(SOL // 10), chain.pay_sol(SOL // 20)
+    kept_slot, dropped_slot = chain.standin.transaction(kept).slot, chain.standin.transaction(dropped).slot  # type: ignore[union-attr]
+    chain.standin.forget(dropped)
+
+    async def shown(slot: int) -> Sequence[str] | None:
+        async with SolanaRpcClient(chain.standin.url) as rpc:
+            return await rpc.finalized_signatures(slot)
+
+    assert asyncio.run(shown(kept_slot)) is None  # not finalized yet: Agave's -32004 "Block not available"
+    chain.standin.finalize()
+    assert asyncio.run(shown(kept_slot)) == [kept]
+    assert asyncio.run(shown(dropped_slot)) == []  # the slot final, its block without the dropped transaction
+
+
+def _bill_and_payment(h: Harness, payment_id: str) -> tuple[str, str]:
+    b, p = h.store.bill("inv-1"), h.store.payment(payment_id)
+    assert b is not None
+    assert p is not None
+    return b.status.value, p.status.value
 
 
 def test_given_a_reference_on_another_instruction_when_claimed_for_another_bill_then_refused(

@@ -173,6 +173,9 @@ class RunReport:
     caught_up: bool = True  # False: the run stopped at its work cap; the next run resumes from the cursor
     # payments whose finality step failed (``<payment id>: <error>``): left pending, the others went on (D285)
     stuck: tuple[str, ...] = ()
+    # Solana: pending payments whose slot is final and whose status no backend gave, without proof they are gone
+    # (kept pending, D91 amended (s2))
+    unproven: int = 0
 
 
 # --- Settlement's domain (owned by the core: quotes, bills, chain payments as recorded) ---------------------------

@@ -521,3 +521,10 @@ class SolanaRpc(Protocol):
     async def statuses(self, signatures: Sequence[str]) -> Sequence[SignatureStatus | None]: ...
 
     async def block_hash(self, slot: int) -> str: ...
+
+    async def finalized_signatures(self, slot: int) -> Sequence[str] | None:
+        """The signatures in the finalized block at ``slot`` (``getBlock``, ``finalized``, ``transactionDetails:
+        signatures``): what proves a transaction is not there. None when the backend answering does not show that
+        block (not finalized or not available there yet, cleaned up; or "skipped, or missing due to ledger jump to
+        recent snapshot", which a backend also says of a slot its own ledger lacks): no proof either way."""
+        ...

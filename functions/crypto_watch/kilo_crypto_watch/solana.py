@@ -22,13 +22,18 @@ Each run (scheduled every minute, idempotent):
    transaction (``meta.err``) gives its intended transfers with ``succeeded=False`` (recorded FAILED, never credited).
 4. Finality of SEEN payments (``PaymentSink.pending``): ``getSignatureStatuses`` (256 per call) -> ``finalized``
    commitment -> ``PaymentSink.finalized``; an error -> ``orphaned``; unknown although the ``finalized`` slot has
-   passed the payment's slot -> ``orphaned`` (its fork did not survive). A payment recorded FAILED stays pending
+   passed the payment's slot -> ``orphaned`` only on proof: ``getTransaction`` does not serve it and a backend shows
+   the finalized block at its slot without it (``getBlock``, ``finalized``, its signatures). Empty answers alone
+   come from a backend behind as well: unproven, the payment stays pending (``RunReport.unproven``), named
+   ``stuck`` once the finalized slot is ``UNPROVEN_ALARM_SLOTS`` (750, ~5 minutes) past its slot; a listed
+   signature not served is skipped as vanished on the same proof only (D91). A payment recorded FAILED stays pending
    until its failure is finalized (then final); a status without the error means it landed again and succeeded:
    ``getTransaction`` and its credits are reported again.
 
 Calls per run: 1 + min(recent references, ``max_references``) + 2 sweeps (+1 per further page of 1,000) + new
 transactions (at most ``max_transactions``) + one ``getBlock`` per slot with a credit + ceil(pending / 256) (+1
-``getSlot(finalized)`` when a status is unknown).
+``getSlot(finalized)`` when a status is unknown; + ``getTransaction`` and ``getBlock(finalized)`` per payment unknown
+past its final slot).
 """
 
 from __future__ import annotations
@@ -68,6 +73,9 @@ SYSTEM_TRANSFER = 2  # u32 little-endian instruction tag, then u64 lamports
 TOKEN_TRANSFER = 3  # u8 tag, u64 amount; accounts: source, destination, authority
 TOKEN_TRANSFER_CHECKED = 12  # u8 tag, u64 amount, u8 decimals; accounts: source, mint, destination, authority
 STATUS_BATCH = 256  # getSignatureStatuses's maximum
+# a payment whose slot is final, unknown to getSignatureStatuses and not proven gone by a finalized block, is named
+# ``stuck`` (alarmed) once the finalized slot is this far past its slot: 750 slots, about 5 minutes at 400 ms a slot
+UNPROVEN_ALARM_SLOTS = 750
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,9 +262,10 @@ class SolanaWatcher:
         last_signature = cursor.last_signature if cursor else None
         handled: list[tuple[int, str]] = []  # the wallet signatures handled, (slot, signature), oldest slot first
         reported: list[ObservedTransfer] = []  # recorded together after the batch is read (D216)
+        stuck: list[str] = []
         for info in batch:
             tx = await self._call(self.rpc.transaction(info.signature))
-            if tx is None and not await self._vanished(info):
+            if tx is None and not await self._vanished(info, stuck):
                 # listed but not served (a node behind another): stop before its slot; the next run reads it again
                 to_slot = info.slot - 1
                 earlier = [signature for slot, signature in handled if slot < info.slot]
@@ -278,8 +287,7 @@ class SolanaWatcher:
 
         moved = Cursor(self.config.key, to_slot, latest.blockhash, last_signature, stamp)
         self.cursors.put(moved, cursor)
-        stuck: list[str] = []
-        finalized, orphaned = await self._finality(merchant, watched, stuck)
+        finalized, orphaned, unproven = await self._finality(merchant, watched, stuck)
         return RunReport(
             chain=self.config.key,
             from_block=floor + 1,
@@ -291,21 +299,38 @@ class SolanaWatcher:
             rpc_calls=self._calls.count,
             caught_up=to_slot == head,
             stuck=tuple(stuck),
+            unproven=unproven,
         )
 
     async def _call(self, call: Awaitable[T]) -> T:
         self._calls.count += 1
         return await call
 
-    async def _vanished(self, info: SignatureInfo) -> bool:
+    async def _vanished(self, info: SignatureInfo, stuck: list[str]) -> bool:
         """A listed signature ``getTransaction`` does not serve is gone only when the finalized slot has passed its
-        slot and ``getSignatureStatuses`` does not know it either (its fork did not survive); else it is not served
-        yet (a node behind the one that listed it), which is no reason to move past it."""
+        slot, ``getSignatureStatuses`` does not know it either and the finalized block at its slot is shown without
+        it (``_proven_gone``: its fork did not survive); else it is not served yet (a backend behind the one that
+        listed it), which is no reason to move past it. Unproven for ``UNPROVEN_ALARM_SLOTS`` after its slot is
+        final, it is named ``stuck`` (the cursor waits before it meanwhile)."""
         finalized_slot = await self._call(self.rpc.slot("finalized"))
         if finalized_slot < info.slot:
             return False
         (status,) = await self._call(self.rpc.statuses([info.signature]))
-        return status is None
+        if status is not None:
+            return False
+        if await self._proven_gone(info.signature, info.slot):
+            return True
+        if finalized_slot - info.slot >= UNPROVEN_ALARM_SLOTS:
+            stuck.append(_unproven(info.signature, info.slot, finalized_slot))
+        return False
+
+    async def _proven_gone(self, signature: str, slot: int) -> bool:
+        """Positive evidence that ``signature`` is not in ``slot`` on the finalized chain: a backend shows the
+        finalized block at ``slot`` and the signature is not among its transactions. A backend that does not show
+        that block (behind, cleaned up, or "skipped, or missing" - also said of a slot its own ledger jumped over)
+        proves nothing; nor does an empty status or transaction, which a backend behind answers as well (D91)."""
+        shown = await self._call(self.rpc.finalized_signatures(slot))
+        return shown is not None and signature not in shown
 
     async def _since(self, address: str, floor: int, head: int, until: str | None = None) -> list[SignatureInfo]:
         """The address's signatures in ``(floor, head]``, paging back (1,000 a page) until ``until`` or the floor."""
@@ -318,11 +343,11 @@ class SolanaWatcher:
                 return found
             before = page[-1].signature
 
-    async def _finality(self, merchant: Merchant, watched: frozenset[str], stuck: list[str]) -> tuple[int, int]:
-        """Each pending payment's step is its own (``settle_alone``): one that fails is added to ``stuck`` and
-        the others go on."""
+    async def _finality(self, merchant: Merchant, watched: frozenset[str], stuck: list[str]) -> tuple[int, int, int]:
+        """Finalized, orphaned, and unproven (final slot, unknown status, not proven gone: kept pending). Each pending
+        payment's step is its own (``settle_alone``): one that fails is added to ``stuck`` and the others go on."""
         pending = list(self.sink.pending(self.config.key))
-        finalized = orphaned = 0
+        finalized = orphaned = unproven = 0
         finalized_slot: int | None = None
         for start in range(0, len(pending), STATUS_BATCH):
             chunk = pending[start : start + STATUS_BATCH]
@@ -343,13 +368,20 @@ class SolanaWatcher:
                 elif status is None:
                     if finalized_slot is None:
                         finalized_slot = await self._call(self.rpc.slot("finalized"))
-                    # unknown once its slot is final: gone only if getTransaction does not know it either (one
-                    # node's empty answer is no proof its fork died); served, it waits for its status next run
-                    if finalized_slot >= payment.block_number and (
-                        await self._call(self.rpc.transaction(payment.tx_id)) is None
+                    if finalized_slot < payment.block_number:
+                        continue  # not final yet: unknown is ordinary (a backend behind), asked again next run
+                    # unknown once its slot is final: gone only on proof - getTransaction does not serve it and the
+                    # finalized block at its slot is shown without it (empty answers come from a backend behind as
+                    # well, and an ORPHANED payment leaves the pending list: nothing would check it again)
+                    if await self._call(self.rpc.transaction(payment.tx_id)) is None and await self._proven_gone(
+                        payment.tx_id, payment.block_number
                     ):
                         orphaned += settle_alone(stuck, pid, partial(self.sink.orphaned, pid, payment.block_hash))
-        return finalized, orphaned
+                        continue
+                    unproven += 1  # kept pending, asked again next run; named stuck once it has waited long enough
+                    if finalized_slot - payment.block_number >= UNPROVEN_ALARM_SLOTS:
+                        stuck.append(_unproven(pid, payment.block_number, finalized_slot))
+        return finalized, orphaned, unproven
 
     async def _reread(
         self, payment: PendingPayment, merchant: Merchant, watched: frozenset[str], stuck: list[str]
@@ -394,6 +426,13 @@ def _bounded(ordered: list[SignatureInfo], cap: int, head: int) -> tuple[list[Si
 
 def _with_hash(transfer: ObservedTransfer, block_hash: str) -> ObservedTransfer:
     return replace(transfer, block_hash=block_hash)
+
+
+def _unproven(name: str, slot: int, finalized_slot: int) -> str:
+    return (
+        f"{name}: slot {slot} final for {finalized_slot - slot} slots, status unknown, no finalized block shown to"
+        " prove it gone (a backend behind, or a skipped slot): kept pending"
+    )
 
 
 # -- the fast path ---------------------------------------------------------------------------------------------------

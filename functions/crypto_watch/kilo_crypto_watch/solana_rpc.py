@@ -22,6 +22,13 @@ from solana.rpc.commitment import Commitment as SolanaCommitment
 from solana.rpc.commitment import Confirmed, Finalized
 from solana.rpc.core import RPCException
 from solders.pubkey import Pubkey
+from solders.rpc.errors import (
+    BlockCleanedUpMessage,
+    BlockNotAvailableMessage,
+    BlockStatusNotAvailableYetMessage,
+    LongTermStorageSlotSkippedMessage,
+    SlotSkippedMessage,
+)
 from solders.signature import Signature
 from solders.transaction import VersionedTransaction
 from solders.transaction_status import (
@@ -54,6 +61,14 @@ from kilo_crypto_watch.solana import SolanaWatcher, inspect
 
 T = TypeVar("T")
 CONFIRMED: SolanaCommitment = Confirmed
+# getBlock's answers that show no block, proving nothing (Agave's -32004, -32001, -32007, -32009, -32014)
+BLOCK_NOT_SHOWN = (
+    BlockNotAvailableMessage,
+    BlockCleanedUpMessage,
+    SlotSkippedMessage,
+    LongTermStorageSlotSkippedMessage,
+    BlockStatusNotAvailableYetMessage,
+)
 B58_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 
 
@@ -130,6 +145,23 @@ class SolanaRpcClient:
             )
         )
         return str(response.value.blockhash)
+
+    async def finalized_signatures(self, slot: int) -> Sequence[str] | None:
+        try:
+            response = await self._client.get_block(
+                slot,
+                transaction_details=TransactionDetails.Signatures,
+                rewards=False,
+                commitment=Finalized,
+                max_supported_transaction_version=0,
+            )
+        except RPCException as exc:
+            if exc.args and isinstance(exc.args[0], BLOCK_NOT_SHOWN):
+                return None
+            raise SolanaRpcError(f"solana rpc: {exc}") from exc
+        except (SolanaRpcException, httpx2.HTTPError) as exc:
+            raise SolanaRpcError(f"solana rpc: {exc}") from exc
+        return [str(signature) for signature in response.value.signatures or ()]
 
     async def _request(self, call: Awaitable[T]) -> T:
         """One request; the provider raises ``RPCException`` for a JSON-RPC error and ``SolanaRpcException`` for the
