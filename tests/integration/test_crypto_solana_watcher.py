@@ -23,7 +23,15 @@ from spl.token.constants import TOKEN_PROGRAM_ID
 from spl.token.models import MintToCheckedParams, TransferCheckedParams
 
 from kilo_crypto_watch.model import LockedRate, ObservedTransfer, PaymentStatus, Quote, RateReading, RunReport
-from kilo_crypto_watch.ports import ChainTransaction, CursorConflictError, SignatureStatus, TransactionNotFoundError
+from kilo_crypto_watch.ports import (
+    SIGNATURES_PAGE,
+    ChainTransaction,
+    CursorConflictError,
+    SignatureInfo,
+    SignatureStatus,
+    SolanaNodeBehindError,
+    TransactionNotFoundError,
+)
 from kilo_crypto_watch.settlement import ClaimRefusedError, NotAssignableError, NotRefundableError
 from kilo_crypto_watch.solana import SolanaWatcher, inspect, rotation
 from kilo_crypto_watch.solana_rpc import SolanaRpcClient, SolanaTransactionInspector
@@ -386,12 +394,37 @@ def _sol_quote(quote_id: str, invoice_id: str, account_id: str, lamports: int, r
 # --- a node's empty answers --------------------------------------------------------------------------------------------
 class Lagging(SolanaRpcClient):
     """A load-balanced RPC: ``getTransaction`` of ``hidden`` signatures answers null (a backend that has not got them
-    yet), ``getSignatureStatuses`` answers null for all when ``no_statuses``."""
+    yet), ``getSignatureStatuses`` answers null for all when ``no_statuses``; ``getSignaturesForAddress`` answered by
+    a backend whose confirmed slot is ``listed_to``: it lists nothing above it and, as a real server does, refuses a
+    ``minContextSlot`` above it (-32016, the client's ``SolanaNodeBehindError``)."""
 
-    def __init__(self, url: str, hidden: frozenset[str] = frozenset(), no_statuses: bool = False) -> None:
+    def __init__(
+        self,
+        url: str,
+        hidden: frozenset[str] = frozenset(),
+        no_statuses: bool = False,
+        listed_to: int | None = None,
+    ) -> None:
         super().__init__(url)
         self.hidden = hidden
         self.no_statuses = no_statuses
+        self.listed_to = listed_to
+
+    async def signatures(
+        self,
+        address: str,
+        *,
+        before: str | None = None,
+        until: str | None = None,
+        limit: int = SIGNATURES_PAGE,
+        min_slot: int | None = None,
+    ) -> Sequence[SignatureInfo]:
+        if self.listed_to is None:
+            return await super().signatures(address, before=before, until=until, limit=limit, min_slot=min_slot)
+        if min_slot is not None and min_slot > self.listed_to:
+            raise SolanaNodeBehindError(f"solana rpc: Minimum context slot has not been reached ({self.listed_to})")
+        page = await super().signatures(address, before=before, until=until, limit=limit)
+        return [info for info in page if info.slot <= self.listed_to]
 
     async def transaction(self, signature: str) -> ChainTransaction | None:
         return None if signature in self.hidden else await super().transaction(signature)
@@ -422,6 +455,26 @@ def test_given_a_listed_signature_the_node_does_not_serve_yet_then_the_cursor_st
     assert not report.caught_up
     watch.run()  # the node has it now
     assert [t.tx_id for t in watch.sink.transfers.values()] == [signature]
+
+
+def test_given_a_listing_node_behind_the_head_then_the_cursor_stays_and_a_later_run_records_the_payment(
+    chain: SolanaTestChain, watch: Watch
+) -> None:
+    # getLatestBlockhash from an up-to-date backend, getSignaturesForAddress from one a slot behind (review rs): the
+    # run must not move its cursor past slots its listing server had not reached
+    first = watch.run()
+    signature = chain.pay_sol(SOL // 10)  # 0.1 SOL = 100_000_000 lamports, no reference: found by the wallet sweep
+    landed = chain.standin.transaction(signature)
+    assert landed is not None
+    assert landed.slot == first.to_block + 1  # each transaction lands in its own slot
+
+    report = _run(watch, Lagging(chain.standin.url, listed_to=landed.slot - 1))
+
+    assert watch.sink.transfers == {}
+    assert watch.cursors.cursors["solana"].block_number == first.to_block  # not moved: no slot of it past the floor
+    assert (report.caught_up, report.to_block) == (False, first.to_block)
+    watch.run()  # every backend up to date now
+    assert [(t.tx_id, t.atomic_amount) for t in watch.sink.transfers.values()] == [(signature, 100_000_000)]
 
 
 def test_given_a_seen_payment_whose_status_the_node_does_not_know_then_it_is_not_orphaned_while_it_is_served(
