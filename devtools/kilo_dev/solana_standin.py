@@ -7,7 +7,8 @@ slot; address -> signatures, oldest first) to answer the methods the real ``sola
 ``solana.rpc.async_api.AsyncClient``) needs for the watcher and for paying:
 
 ``getSlot``, ``getBalance``, ``getLatestBlockhash``, ``sendTransaction`` (base64 / base58; preflight unless
-``skipPreflight``), ``getSignaturesForAddress`` (``before`` / ``until`` / ``limit``, newest first), ``getTransaction``
+``skipPreflight``), ``getSignaturesForAddress`` (``before`` / ``until`` / ``limit``, newest first; ``minContextSlot``
+above the bank's slot refused with -32016, as Agave does), ``getTransaction``
 (``base64`` or ``json`` encoding, ``maxSupportedTransactionVersion``), ``getSignatureStatuses``, ``getBlock``
 (``transactionDetails`` ``none`` or ``signatures``), ``getHealth``, ``getVersion``.
 
@@ -60,6 +61,7 @@ METHOD_NOT_FOUND = -32601
 SIMULATION_FAILED = -32002
 BLOCK_NOT_AVAILABLE = -32004
 UNSUPPORTED_VERSION = -32015
+MIN_CONTEXT_SLOT_NOT_REACHED = -32016
 
 
 class RpcError(Exception):
@@ -170,10 +172,18 @@ class SolanaStandin:
         return self._slot
 
     def _commitment_slot(self, config: dict[str, Any] | None) -> int:
+        """The slot of the bank at the request's commitment; a ``minContextSlot`` above it is refused (-32016), as
+        Agave refuses it (``RpcCustomError::MinContextSlotNotReached``, ``data.contextSlot`` the bank's slot)."""
         commitment = (config or {}).get("commitment", "finalized")
         if commitment not in {"processed", "confirmed", "finalized"}:
             raise RpcError(INVALID_PARAMS, f"Invalid params: unknown commitment {commitment!r}")
-        return self.finalized_slot if commitment == "finalized" else self._slot
+        slot = self.finalized_slot if commitment == "finalized" else self._slot
+        min_context_slot = (config or {}).get("minContextSlot")
+        if min_context_slot is not None and int(min_context_slot) > slot:
+            raise RpcError(
+                MIN_CONTEXT_SLOT_NOT_REACHED, "Minimum context slot has not been reached", {"contextSlot": slot}
+            )
+        return slot
 
     def block_time(self, slot: int) -> int:
         return self.genesis_time + ((slot - self._genesis_slot) * 2) // 5

@@ -17,9 +17,12 @@ from solana.rpc.async_api import AsyncClient
 from solana.rpc.commitment import Confirmed, Finalized
 from solana.rpc.core import RPCException
 from solders.keypair import Keypair
+from solders.rpc.errors import MinContextSlotNotReachedMessage
 from solders.signature import Signature
 from solders.transaction_status import TransactionConfirmationStatus, TransactionDetails, UiTransaction
 
+from kilo_crypto_watch.ports import SolanaNodeBehindError
+from kilo_crypto_watch.solana_rpc import SolanaRpcClient
 from kilo_dev.solana_standin import SolanaStandin
 from tests.crypto_solana_chain import SOL, SolanaTestChain
 
@@ -56,6 +59,35 @@ def test_given_payments_then_signatures_page_newest_first_with_before_until_and_
     assert page(limit=2, before=Signature.from_string(newest[1])) == newest[2:4]
     assert page(until=Signature.from_string(paid[0]))[-1] == newest[3]  # ``until`` itself is left out
     assert page(before=Signature.from_string(newest[3]), until=Signature.from_string(paid[0])) == []
+
+
+def test_given_a_min_context_slot_above_its_slot_then_signatures_are_refused_with_32016_as_agave_does(
+    chain: SolanaTestChain,
+) -> None:
+    paid = chain.pay_sol(SOL // 100)
+    merchant = chain.merchant.pubkey()
+    slot = chain.standin.slot  # the confirmed slot: the payment's own (each transaction lands in its own slot)
+
+    def listed(min_slot: int) -> list[str]:
+        answer = ask(
+            chain.standin.url,
+            lambda c: c.get_signatures_for_address(merchant, limit=1, commitment=Confirmed, min_context_slot=min_slot),
+        )
+        return [str(item.signature) for item in answer.value]
+
+    assert listed(slot) == [paid]  # reached: answered as usual (the newest, limit 1)
+    with pytest.raises(RPCException) as refused:
+        listed(slot + 1)  # one slot past the server's: Agave's RpcCustomError::MinContextSlotNotReached
+    (error,) = refused.value.args
+    assert isinstance(error, MinContextSlotNotReachedMessage)
+    assert (error.message, error.data.context_slot) == ("Minimum context slot has not been reached", slot)
+
+    async def through_port() -> None:
+        async with SolanaRpcClient(chain.standin.url) as rpc:
+            await rpc.signatures(str(merchant), min_slot=slot + 1)
+
+    with pytest.raises(SolanaNodeBehindError):  # the adapter's mapping, what the watcher stops on
+        asyncio.run(through_port())
 
 
 def test_given_finality_lag_then_finalized_queries_see_a_transaction_only_after_lag_slots(

@@ -22,8 +22,17 @@ from spl.memo.constants import MEMO_PROGRAM_ID
 from spl.token.constants import TOKEN_PROGRAM_ID
 from spl.token.models import MintToCheckedParams, TransferCheckedParams
 
+from kilo_crypto_watch import solana
 from kilo_crypto_watch.model import LockedRate, ObservedTransfer, PaymentStatus, Quote, RateReading, RunReport
-from kilo_crypto_watch.ports import ChainTransaction, CursorConflictError, SignatureStatus, TransactionNotFoundError
+from kilo_crypto_watch.ports import (
+    SIGNATURES_PAGE,
+    ChainTransaction,
+    CursorConflictError,
+    SignatureInfo,
+    SignatureStatus,
+    SolanaNodeBehindError,
+    TransactionNotFoundError,
+)
 from kilo_crypto_watch.settlement import ClaimRefusedError, NotAssignableError, NotRefundableError
 from kilo_crypto_watch.solana import SolanaWatcher, inspect, rotation
 from kilo_crypto_watch.solana_rpc import SolanaRpcClient, SolanaTransactionInspector
@@ -387,15 +396,46 @@ def _sol_quote(quote_id: str, invoice_id: str, account_id: str, lamports: int, r
 class Lagging(SolanaRpcClient):
     """A load-balanced RPC: ``getTransaction`` of ``hidden`` signatures answers null (a backend that has not got them
     yet), ``getSignatureStatuses`` answers null for all when ``no_statuses``, ``getBlock(finalized)`` shows no block
-    (Agave's "Block not available for slot") when ``no_blocks``."""
+    (Agave's "Block not available for slot") when ``no_blocks``; ``getSignaturesForAddress`` answered by
+    a backend whose confirmed slot is ``listed_to``: it lists nothing above it and, as a real server does, refuses a
+    ``minContextSlot`` above it (-32016, the client's ``SolanaNodeBehindError``) and answers an empty page for a
+    ``before`` signature above it (one it has not got); ``first_page_current``: only ``before`` pages go to it."""
 
     def __init__(
-        self, url: str, hidden: frozenset[str] = frozenset(), no_statuses: bool = False, no_blocks: bool = False
+        self,
+        url: str,
+        hidden: frozenset[str] = frozenset(),
+        no_statuses: bool = False,
+        no_blocks: bool = False,
+        listed_to: int | None = None,
+        first_page_current: bool = False,
     ) -> None:
         super().__init__(url)
         self.hidden = hidden
         self.no_statuses = no_statuses
         self.no_blocks = no_blocks
+        self.listed_to = listed_to
+        self.first_page_current = first_page_current  # only ``before`` pages go to the backend behind
+
+    async def signatures(
+        self,
+        address: str,
+        *,
+        before: str | None = None,
+        until: str | None = None,
+        limit: int = SIGNATURES_PAGE,
+        min_slot: int | None = None,
+    ) -> Sequence[SignatureInfo]:
+        if self.listed_to is None or (self.first_page_current and before is None):
+            return await super().signatures(address, before=before, until=until, limit=limit, min_slot=min_slot)
+        if min_slot is not None and min_slot > self.listed_to:
+            raise SolanaNodeBehindError(f"solana rpc: Minimum context slot has not been reached ({self.listed_to})")
+        if before is not None:
+            (status,) = await super().statuses([before])
+            if status is None or status.slot > self.listed_to:
+                return []  # a ``before`` signature it has not got yet: an empty page, not an error
+        page = await super().signatures(address, before=before, until=until, limit=limit)
+        return [info for info in page if info.slot <= self.listed_to]
 
     async def finalized_signatures(self, slot: int) -> Sequence[str] | None:
         return None if self.no_blocks else await super().finalized_signatures(slot)
@@ -429,6 +469,55 @@ def test_given_a_listed_signature_the_node_does_not_serve_yet_then_the_cursor_st
     assert not report.caught_up
     watch.run()  # the node has it now
     assert [t.tx_id for t in watch.sink.transfers.values()] == [signature]
+
+
+def test_given_a_listing_node_behind_the_head_then_the_cursor_stays_and_a_later_run_records_the_payment(
+    chain: SolanaTestChain, watch: Watch
+) -> None:
+    # getLatestBlockhash from an up-to-date backend, getSignaturesForAddress from one a slot behind (review rs): the
+    # run must not move its cursor past slots its listing server had not reached
+    first = watch.run()
+    signature = chain.pay_sol(SOL // 10)  # 0.1 SOL = 100_000_000 lamports, no reference: found by the wallet sweep
+    landed = chain.standin.transaction(signature)
+    assert landed is not None
+    assert landed.slot == first.to_block + 1  # each transaction lands in its own slot
+
+    report = _run(watch, Lagging(chain.standin.url, listed_to=landed.slot - 1))
+
+    assert watch.sink.transfers == {}
+    assert watch.cursors.cursors["solana"].block_number == first.to_block  # not moved: no slot of it past the floor
+    assert (report.caught_up, report.to_block) == (False, first.to_block)
+    watch.run()  # every backend up to date now
+    assert [(t.tx_id, t.atomic_amount) for t in watch.sink.transfers.values()] == [(signature, 100_000_000)]
+
+
+def test_given_a_later_page_answered_by_a_node_behind_the_head_then_the_scan_does_not_stop_short_of_the_floor(
+    chain: SolanaTestChain, watch: Watch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # paging past a full page: the first page from an up-to-date backend, the ``before`` page from one behind (review
+    # rs). Pages of 2 stand for pages of 1,000 (the paging logic is the same; 1,001 transactions are not needed)
+    monkeypatch.setattr(solana, "SIGNATURES_PAGE", 2)
+    first = watch.run()
+    paid = [chain.pay_sol(SOL // 100 + n) for n in range(3)]  # slots floor+1, +2, +3 (one slot each), no reference
+    floor = first.to_block
+    assert [landed.slot for landed in map(chain.standin.transaction, paid) if landed] == [
+        floor + 1,
+        floor + 2,
+        floor + 3,
+    ]
+
+    # page 1 (newest first): floor+3, floor+2 - full, its last slot above the floor -> page 2 ``before`` floor+2's
+    # signature, sent to the backend that has reached only the floor: it does not know that signature
+    report = _run(watch, Lagging(chain.standin.url, listed_to=floor, first_page_current=True))
+
+    assert watch.sink.transfers == {}
+    assert watch.cursors.cursors["solana"].block_number == floor  # not moved past floor+1, which page 2 would list
+    assert (report.caught_up, report.to_block) == (False, floor)
+    watch.run()  # every backend up to date now
+    # 0.01 SOL + 0, + 1, + 2 lamports: 10_000_000, 10_000_001, 10_000_002
+    assert sorted((t.tx_id, t.atomic_amount) for t in watch.sink.transfers.values()) == sorted(
+        zip(paid, [10_000_000, 10_000_001, 10_000_002], strict=True)
+    )
 
 
 def test_given_a_seen_payment_whose_status_the_node_does_not_know_then_it_is_not_orphaned_while_it_is_served(

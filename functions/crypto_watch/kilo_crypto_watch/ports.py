@@ -447,6 +447,12 @@ class SolanaRpcError(ChainUnavailableError):
     """The RPC did not answer, or answered an error: the run fails and is retried (nothing was half-recorded)."""
 
 
+class SolanaNodeBehindError(SolanaRpcError):
+    """The server answering has not reached the ``min_slot`` asked for (Agave's -32016 "Minimum context slot has not
+    been reached"): a load-balanced provider's backend behind the one that gave the head. The watcher stops its scan
+    there, its cursor not moved, and the next run asks again (D91)."""
+
+
 @dataclass(frozen=True, slots=True)
 class SignatureInfo:
     signature: str
@@ -509,9 +515,16 @@ class SolanaRpc(Protocol):
     async def slot(self, commitment: Commitment) -> int: ...
 
     async def signatures(
-        self, address: str, *, before: str | None = None, until: str | None = None, limit: int = SIGNATURES_PAGE
+        self,
+        address: str,
+        *,
+        before: str | None = None,
+        until: str | None = None,
+        limit: int = SIGNATURES_PAGE,
+        min_slot: int | None = None,
     ) -> Sequence[SignatureInfo]:
-        """Newest first, at the ``confirmed`` commitment."""
+        """Newest first, at the ``confirmed`` commitment. ``min_slot``: ``minContextSlot``; a server whose confirmed
+        slot is below it raises ``SolanaNodeBehindError`` instead of answering a shorter list."""
         ...
 
     async def transaction(self, signature: str) -> ChainTransaction | None:

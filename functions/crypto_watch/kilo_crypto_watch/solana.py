@@ -2,10 +2,13 @@
 
 Each run (scheduled every minute, idempotent):
 
-1. ``getLatestBlockhash(confirmed)`` -> ``head`` (its context slot) and the head's blockhash. Everything that landed
-   in a slot up to ``head`` is visible to every following query of this run, so the run covers the slots
-   ``(floor, head]`` where ``floor`` is the cursor's slot. The cursor keeps the head's blockhash beside its slot (the
-   conditional write compares both; Solana needs no reorg check of the cursor: finality is read per signature).
+1. ``getLatestBlockhash(confirmed)`` -> ``head`` (its context slot) and the head's blockhash. The run covers the
+   slots ``(floor, head]`` where ``floor`` is the cursor's slot. A load-balanced provider may answer a later query
+   from a server behind the one that gave the head, so every ``getSignaturesForAddress`` page is asked with
+   ``minContextSlot`` = ``head``: a server that has not reached it refuses (-32016) and the run reads nothing, leaves
+   its cursor and reports ``caught_up=False``; the next run lists again (D91, amended). The cursor keeps the head's
+   blockhash beside its slot (the conditional write compares both; Solana needs no reorg check of the cursor:
+   finality is read per signature).
 2. For each recent Solana Pay reference (``ReferenceSource.recent_references``: its quote not expired, or expired
    less than ``reference_margin`` ago; at most ``max_references`` a run, in a rotation that moves on each minute; read
    after step 1: a quote made later can only be paid in a later slot), ``getSignaturesForAddress(reference)``; then a
@@ -56,6 +59,7 @@ from kilo_crypto_watch.ports import (
     PaymentSink,
     ReferenceSource,
     SignatureInfo,
+    SolanaNodeBehindError,
     SolanaRpc,
     TransactionNotFoundError,
     record_alone,
@@ -247,16 +251,13 @@ class SolanaWatcher:
         stamp = now or datetime.now(UTC)
         queried = rotation(sorted(self.references.recent_references(self.config.key)), self.max_references, stamp)
 
-        new: dict[str, SignatureInfo] = {}
-        wallet_signatures: set[str] = set()
-        for reference in queried:
-            new.update({info.signature: info for info in await self._since(reference, floor, head)})
-        for info in await self._since(merchant.wallet, floor, head, cursor.last_signature if cursor else None):
-            new[info.signature] = info
-            wallet_signatures.add(info.signature)
-        new.update({info.signature: info for info in await self._since(merchant.usdc_account, floor, head)})
+        listed = await self._listing(merchant, queried, floor, head, cursor.last_signature if cursor else None)
+        behind = listed is None  # a listing server behind the head: nothing read, the cursor stays (D91, amended)
+        new, wallet_signatures = listed or ({}, set())
 
         batch, to_slot = _bounded(sorted(new.values(), key=lambda info: info.slot), self.max_transactions, head)
+        if behind:
+            to_slot = floor
         seen = failed = 0
         hashes: dict[int, str] = {}
         last_signature = cursor.last_signature if cursor else None
@@ -285,8 +286,8 @@ class SolanaWatcher:
                 failed += not transfer.succeeded
         self.sink.record_batch(reported)  # one "payment seen" per bill for the batch, before the cursor moves
 
-        moved = Cursor(self.config.key, to_slot, latest.blockhash, last_signature, stamp)
-        self.cursors.put(moved, cursor)
+        if not behind:
+            self.cursors.put(Cursor(self.config.key, to_slot, latest.blockhash, last_signature, stamp), cursor)
         finalized, orphaned, unproven = await self._finality(merchant, watched, stuck)
         return RunReport(
             chain=self.config.key,
@@ -333,11 +334,16 @@ class SolanaWatcher:
         return shown is not None and signature not in shown
 
     async def _since(self, address: str, floor: int, head: int, until: str | None = None) -> list[SignatureInfo]:
-        """The address's signatures in ``(floor, head]``, paging back (1,000 a page) until ``until`` or the floor."""
+        """The address's signatures in ``(floor, head]``, paging back (1,000 a page) until ``until`` or the floor;
+        every page asked at ``minContextSlot`` = ``head``: a server behind the head raises ``SolanaNodeBehindError``
+        rather than answer a list short of the slots it has not reached (or an empty page for a ``before`` it does not
+        know yet)."""
         found: list[SignatureInfo] = []
         before: str | None = None
         while True:
-            page = await self._call(self.rpc.signatures(address, before=before, until=until, limit=SIGNATURES_PAGE))
+            page = await self._call(
+                self.rpc.signatures(address, before=before, until=until, limit=SIGNATURES_PAGE, min_slot=head)
+            )
             found.extend(info for info in page if floor < info.slot <= head)
             if len(page) < SIGNATURES_PAGE or page[-1].slot <= floor:
                 return found
@@ -401,6 +407,25 @@ class SolanaWatcher:
             pid = payment.payment_id
             ordered = sorted(found, key=lambda transfer: transfer.payment_id == pid)  # its own credit last
             record_alone(stuck, self.sink, {pid: [_with_hash(transfer, block_hash) for transfer in ordered]})
+
+    async def _listing(
+        self, merchant: Merchant, queried: Sequence[str], floor: int, head: int, last_signature: str | None
+    ) -> tuple[dict[str, SignatureInfo], set[str]] | None:
+        """The new signatures in ``(floor, head]`` of the queried references and both sweeps, and those of them the
+        wallet sweep listed; None when a page was answered by a server behind the head (-32016): the window is not
+        known whole, so the run reads nothing of it and leaves its cursor; the next run lists again."""
+        new: dict[str, SignatureInfo] = {}
+        wallet_signatures: set[str] = set()
+        try:
+            for reference in queried:
+                new.update({info.signature: info for info in await self._since(reference, floor, head)})
+            for info in await self._since(merchant.wallet, floor, head, last_signature):
+                new[info.signature] = info
+                wallet_signatures.add(info.signature)
+            new.update({info.signature: info for info in await self._since(merchant.usdc_account, floor, head)})
+        except SolanaNodeBehindError:
+            return None
+        return new, wallet_signatures
 
 
 def rotation(references: Sequence[str], cap: int, now: datetime) -> list[str]:

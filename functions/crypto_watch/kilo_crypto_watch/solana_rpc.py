@@ -27,6 +27,7 @@ from solders.rpc.errors import (
     BlockNotAvailableMessage,
     BlockStatusNotAvailableYetMessage,
     LongTermStorageSlotSkippedMessage,
+    MinContextSlotNotReachedMessage,
     SlotSkippedMessage,
 )
 from solders.signature import Signature
@@ -54,6 +55,7 @@ from kilo_crypto_watch.ports import (
     ReferenceSource,
     SignatureInfo,
     SignatureStatus,
+    SolanaNodeBehindError,
     SolanaRpcError,
     TokenBalance,
 )
@@ -93,7 +95,13 @@ class SolanaRpcClient:
         return int(response.value)
 
     async def signatures(
-        self, address: str, *, before: str | None = None, until: str | None = None, limit: int = SIGNATURES_PAGE
+        self,
+        address: str,
+        *,
+        before: str | None = None,
+        until: str | None = None,
+        limit: int = SIGNATURES_PAGE,
+        min_slot: int | None = None,
     ) -> Sequence[SignatureInfo]:
         response = await self._request(
             self._client.get_signatures_for_address(
@@ -102,6 +110,7 @@ class SolanaRpcClient:
                 until=Signature.from_string(until) if until else None,
                 limit=limit,
                 commitment=CONFIRMED,
+                min_context_slot=min_slot,
             )
         )
         return [SignatureInfo(str(item.signature), item.slot, item.err is not None) for item in response.value]
@@ -168,7 +177,11 @@ class SolanaRpcClient:
         transport (httpx2), both mapped here, the one place."""
         try:
             return await call
-        except (SolanaRpcException, RPCException, httpx2.HTTPError) as exc:
+        except RPCException as exc:
+            if exc.args and isinstance(exc.args[0], MinContextSlotNotReachedMessage):
+                raise SolanaNodeBehindError(f"solana rpc: {exc}") from exc
+            raise SolanaRpcError(f"solana rpc: {exc}") from exc
+        except (SolanaRpcException, httpx2.HTTPError) as exc:
             raise SolanaRpcError(f"solana rpc: {exc}") from exc
 
 
