@@ -5,9 +5,16 @@ enforcing IAM. The negative control takes the configuration set's grant away: th
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from decimal import Decimal
+from types import SimpleNamespace
+
+import pytest
+
 from tests.conftest import AlertsStack, LambdaContext
 from tests.iam.conftest import Roles
 from tests.infra.test_generated_iam import ALERTS_TABLE, SES_CONFIGURATION_SET, SES_SENDER, USAGE_TABLE
+from tests.integration.test_account_api import put_counters
 from tests.integration.test_alerts_delivery import mime, publish, register
 
 FUNCTION = "AlertsFunction"
@@ -73,3 +80,30 @@ def test_given_a_removal_step_under_its_generated_role_then_the_enforcements_tur
     table = boto3.resource("dynamodb").Table(alerts_stack.stack.template.physical_name("AlertsTable"))
     kept = {str(item["sk"]): item.get("status") for item in table.scan()["Items"]}
     assert kept == {"ENFORCEMENT#2026-11@50#remove#-#-": "lifted"}  # the turn ended: no item left for it
+
+
+def test_given_a_budget_event_under_its_generated_role_then_the_forecast_reads_the_month_and_is_sent(
+    alerts_stack: AlertsStack, roles: Roles, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the forecast's reads (D148): the ledger's forecast rows (Query on the alerts table), the profile, rating's
+    # counters (BatchGetItem) and open sessions (the usage table's index). Figures as in test_alerts_delivery's
+    # forecast test: $80.00 of a $100 hard limit by Fri 20 Nov 10:00 (120,834 video minutes): Wednesday 25 November
+    from kilo_alerts.handler import lambda_handler  # noqa: PLC0415
+
+    register(alerts_stack, "acct_f", name="F", email="f@example.com", budget_usd=Decimal(100),
+             hard_limit_usd=Decimal(100))  # fmt: skip
+    put_counters(alerts_stack.stack, "acct_f", {"video": 120_834})
+    publish(alerts_stack, "acct_f", "budget", 80, "80", "100")
+    handled_at = datetime(2026, 11, 20, 10, tzinfo=UTC).timestamp()  # the event's day: the forecast's clock
+    monkeypatch.setattr("kilo_alerts.handler.time", SimpleNamespace(time=lambda: handled_at))
+    event = alerts_stack.sqs_event()
+    with roles.acting_as(FUNCTION) as enforcement:
+        answer = lambda_handler(event, LambdaContext(remaining_ms=60_000))
+    assert enforcement.denied == []
+    assert answer == {"batchItemFailures": []}
+    subjects = sorted(str(mime(mail)["Subject"]) for mail in alerts_stack.sent_mail())
+    assert subjects == [
+        "At this rate your November 2026 bill passes your hard limit around Wednesday 25 November",
+        "Your November 2026 bill so far reached 80% of your budget",
+    ]
+    assert {("dynamodb:Query", ALERTS_TABLE), ("dynamodb:BatchGetItem", USAGE_TABLE)} <= enforcement.allowed

@@ -274,7 +274,7 @@ def test_given_an_event_that_is_not_an_alert_then_its_record_fails_toward_the_de
 
 
 def test_given_a_budget_percentage_below_100_then_the_weekday_forecast_of_the_hard_limit_is_delivered(
-    alerts_stack: AlertsStack,
+    alerts_stack: AlertsStack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # $80.00 by Friday 20 November 2026, 10:00 UTC: the $29.00 Team fee and 120,834 video minutes, 70,834 over the
     # 50,000 included x $0.00072 = $51.00048 -> $51.00 (rating's counters, which the forecast reads). The hard limit
@@ -296,6 +296,8 @@ def test_given_a_budget_percentage_below_100_then_the_weekday_forecast_of_the_ha
     )
     put_counters(alerts_stack.stack, "acct_f", {"video": 120_834})
     publish(alerts_stack, "acct_f", "budget", 80, "80", "100")
+    handled_at = datetime(2026, 11, 20, 10, tzinfo=UTC).timestamp()  # the forecast's clock is the handler's (D148)
+    monkeypatch.setattr("kilo_alerts.handler.time", SimpleNamespace(time=lambda: handled_at))
 
     run(alerts_stack)
 

@@ -1,91 +1,89 @@
-"""Forecast: "at this rate you will pass your limit around <date>", from the month-to-date bill, weekday-weighted.
+"""Forecast: "at this rate you will pass your limit around <date>", from the month so far, weekday-weighted
+(kilo_billing.budgets, D148): its clock, and when it has enough to extrapolate from.
 
-November 2026 starts on a Sunday. Default weights: Monday-Friday 1, Saturday and Sunday 0.4. Every date below is
-worked by hand in the comments; the linear answer is given beside it to show the weekday weighting matters.
+November 2026 starts on a Sunday. Default weights: Monday-Friday 1, Saturday and Sunday 0.4. Team: $29/month, 50,000
+video minutes included, then $0.00072 a minute. Every figure below is worked by hand in the comments.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from fractions import Fraction
 
 import pytest
 
-from kilo_billing.budgets import forecast_crossing
+from kilo_billing.accounts import AccountProfile, TierChange
+from kilo_billing.budgets import DEFAULT_WEEKDAY_WEIGHTS, bill_reached_on, projected_total, signed_up_at
+from kilo_billing.catalog import default_catalog
+from kilo_billing.month_to_date import month_to_date
+from kilo_billing.periods import Period
+from kilo_billing.rating import RatedPeriod
+from tests.account_api_fakes import InMemoryMonthToDate
+from tests.fakes import InMemoryAccountDirectory
 
 MONDAY_9TH = datetime(2026, 11, 9, tzinfo=UTC)  # 8 whole days elapsed: Sun 1st, Mon-Fri 2nd-6th, Sat 7th, Sun 8th
-# elapsed weight = 0.4 + 5 x 1 + 2 x 0.4 = 6.2; $62.00 spent -> $10.00 per weekday, $4.00 per weekend day
+BOOK = default_catalog().for_period(Period.parse("2026-11"))
+FLAT = (Decimal(1),) * 7
+NOV_1 = datetime(2026, 11, 1, tzinfo=UTC)
+NOV_16 = datetime(2026, 11, 16, tzinfo=UTC)
 
 
-def test_given_62_spent_by_monday_9th_when_the_limit_is_100_then_thursday_12th() -> None:
-    # $38 to go: Mon 9th +10 (28 left), Tue +10 (18), Wed +10 (8), Thu 12th +10 >= 8.
-    # (Linear: $7.75/day, 38 / 7.75 = 4.9 days -> Friday 13th.)
-    assert forecast_crossing(Decimal("62.00"), Decimal("100"), MONDAY_9TH) == date(2026, 11, 12)
+def rated(profile: AccountProfile, segment_start: datetime, video_minutes: int) -> RatedPeriod:
+    """November so far: ``video_minutes`` in rating's counters of the segment starting at ``segment_start``."""
+    counters = {(int(segment_start.timestamp()), "video"): video_minutes}
+    source = InMemoryMonthToDate(InMemoryAccountDirectory(profile), {(profile.account_id, "2026-11"): counters})
+    return month_to_date(source, profile.account_id, "2026-11", 0, BOOK).rated
 
 
-def test_given_a_limit_reached_over_a_weekend_then_the_weekend_day_is_named() -> None:
-    # $58 to go: Mon-Fri 9th-13th +50 (8 left), Sat 14th +4 (4 left), Sun 15th +4 -> reached exactly on the 15th.
-    # (Linear: 58 / 7.75 = 7.5 days -> Monday 16th.)
-    assert forecast_crossing(Decimal("62.00"), Decimal("120"), MONDAY_9TH) == date(2026, 11, 15)
+def test_given_a_few_minutes_of_the_month_then_no_forecast_until_a_full_weekdays_weight_elapsed() -> None:
+    # Review v3 (1): Team, budget $50, Sun 1 Nov 00:30, a call across midnight: 300 video minutes. Elapsed weight
+    # 0.4 x 30/1,440 = 1/120: 36,000 minutes a weekday, a $630 month passing $50 on Tuesday 3 - from half an hour.
+    # The forecast waits for one full weekday's weight: Sun 0.4 + 0.6 of Monday = 1 at Mon 2 Nov 14:24 (0.6 x 24 h).
+    team = AccountProfile("acct_t", (TierChange(datetime(2026, 1, 1, tzinfo=UTC), "team"),), budget_usd=Decimal(50))
+    month = rated(team, NOV_1, 300)
+    early = datetime(2026, 11, 1, 0, 30, tzinfo=UTC)
+    assert projected_total(month, BOOK, early, DEFAULT_WEEKDAY_WEIGHTS) is None  # "not enough data yet"
+    assert bill_reached_on(month, BOOK, Decimal(50), early, DEFAULT_WEEKDAY_WEIGHTS) is None
+    # Mon 14:23: 0.4 + 863/1,440 = 0.99931 < 1: still nothing
+    assert projected_total(month, BOOK, datetime(2026, 11, 2, 14, 23, tzinfo=UTC), DEFAULT_WEEKDAY_WEIGHTS) is None
+    # Mon 14:24: weight 1 -> 300 minutes a weekday; the month weighs 21 weekdays + 9 weekend days x 0.4 = 24.6 ->
+    # 300 x 24.6 = 7,380 minutes, inside the 50,000 included: the $29.00 fee
+    at_base = datetime(2026, 11, 2, 14, 24, tzinfo=UTC)
+    assert projected_total(month, BOOK, at_base, DEFAULT_WEEKDAY_WEIGHTS) == Decimal("29.00")
+    assert bill_reached_on(month, BOOK, Decimal(50), at_base, DEFAULT_WEEKDAY_WEIGHTS) is None
 
 
-def test_given_the_rest_of_the_month_adds_184_then_246_is_reached_on_the_30th_and_247_never() -> None:
-    # 9th-30th: weekdays 9-13, 16-20, 23-27, 30 = 16 x $10 = $160; weekend days 14, 15, 21, 22, 28, 29 = 6 x $4 = $24.
-    # $62 + $184 = $246 by the end of Monday 30th.
-    assert forecast_crossing(Decimal("62.00"), Decimal("246"), MONDAY_9TH) == date(2026, 11, 30)
-    assert forecast_crossing(Decimal("62.00"), Decimal("246.01"), MONDAY_9TH) is None
-
-
-def test_given_midday_then_only_the_rest_of_today_counts() -> None:
-    # Wed 4th 12:00: Sun 1st 0.4 + Mon, Tue 2 + half of Wed 0.5 = 2.9 elapsed; $29 spent -> $10 per weekday.
-    # $20 to go: rest of Wed +5 (15 left), Thu 5th +10 (5 left), Fri 6th +10 -> Friday 6th.
-    at = datetime(2026, 11, 4, 12, tzinfo=UTC)
-    assert forecast_crossing(Decimal("29"), Decimal("49"), at) == date(2026, 11, 6)
-    # $5 to go is reached in the rest of today.
-    assert forecast_crossing(Decimal("29"), Decimal("34"), at) == date(2026, 11, 4)
-
-
-def test_given_equal_weights_then_it_is_the_linear_run_rate() -> None:
-    flat = (Decimal(1),) * 7
-    # 8 days, $80 -> $10/day; $100 limit -> 2 more days: Mon 9th (90), Tue 10th (100).
-    assert forecast_crossing(Decimal("80"), Decimal("100"), MONDAY_9TH, flat) == date(2026, 11, 10)
-
-
-def test_given_the_limit_already_reached_then_today() -> None:
-    assert forecast_crossing(Decimal("100"), Decimal("100"), MONDAY_9TH) == date(2026, 11, 9)
-
-
-def test_given_nothing_spent_or_no_time_elapsed_then_no_forecast() -> None:
-    assert forecast_crossing(Decimal("0"), Decimal("100"), MONDAY_9TH) is None
-    assert forecast_crossing(Decimal("5"), Decimal("100"), datetime(2026, 11, 1, tzinfo=UTC)) is None
-
-
-def test_given_a_weekend_start_with_zero_weekend_weight_then_the_rate_comes_from_weekdays_only() -> None:
-    weekdays_only = (Decimal(1),) * 5 + (Decimal(0),) * 2
-    # Sat 7th 00:00: weekdays elapsed Mon-Fri 2nd-6th = 5; $50 -> $10/weekday. $25 to go: Sat, Sun add 0,
-    # Mon 9th +10 (15), Tue +10 (5), Wed 11th -> reached.
-    assert forecast_crossing(Decimal("50"), Decimal("75"), datetime(2026, 11, 7, tzinfo=UTC), weekdays_only) == date(
-        2026, 11, 11
-    )
-
-
-@pytest.mark.parametrize("weights", [(Decimal(1),) * 6, (Decimal(-1),) + (Decimal(1),) * 6, (Decimal(0),) * 7])
-def test_given_bad_weights_then_refused(weights: tuple[Decimal, ...]) -> None:
-    with pytest.raises(ValueError, match="seven non-negative"):
-        forecast_crossing(Decimal(1), Decimal(2), MONDAY_9TH, weights)
+def test_given_a_sign_up_mid_month_then_the_run_rate_counts_from_the_sign_up() -> None:
+    # Review v3 (2): signed up on Team on Mon 16 Nov 00:00, budget $40; by Wed 18 Nov 00:00 10,000 video minutes (2
+    # days, 5,000 a day), flat weights. Divided by the 17 days since 1 Nov (588 a day) the month ended at 17,647
+    # minutes, the $14.50 fee ($29 x 15/30), "never $40". From the sign-up: 5,000 a day x 13 days left = 65,000 more
+    # -> 75,000 minutes; the prorated allowance 50,000 x 15/30 = 25,000 -> 50,000 over x $0.00072 = $36.00, + $14.50
+    # = $50.50. $40 needs usage of $25.50 as rounded: exact >= $25.495 -> 25.495 / 0.00072 = 35,409.7 -> 35,410
+    # over -> 60,410 minutes. By the end of Fri 27 (10 days from Wed 18): 10,000 + 10 x 5,000 = 60,000 < 60,410; by
+    # the end of Sat 28: 65,000: Saturday 28 November.
+    new = AccountProfile("acct_n", (TierChange(NOV_16, "team"),), budget_usd=Decimal(40))
+    month = rated(new, NOV_16, 10_000)
+    now = datetime(2026, 11, 18, tzinfo=UTC)
+    assert projected_total(month, BOOK, now, FLAT, signed_up_at(new)) == Decimal("50.50")
+    assert bill_reached_on(month, BOOK, Decimal(40), now, FLAT, signed_up_at(new)) == date(2026, 11, 28)
 
 
 def test_the_forecasts_clock_is_exact_to_the_microsecond() -> None:
     """``weighted_elapsed``, shared by the forecast and the projected bill. Monday 9th 00:00:00.001001: 8 whole days
     weigh 6.2 (above); today's share is 1001 microseconds of 86_400_000_000, at weight 1. A float of the seconds
     (0.001001 x 1e6 = 1000.9999...) would truncate it to 1000."""
-    from fractions import Fraction  # noqa: PLC0415
-
-    from kilo_billing.budgets import DEFAULT_WEEKDAY_WEIGHTS, weighted_elapsed  # noqa: PLC0415
+    from kilo_billing.budgets import weighted_elapsed  # noqa: PLC0415
 
     period, share, elapsed = weighted_elapsed(datetime(2026, 11, 9, 0, 0, 0, 1001, tzinfo=UTC), DEFAULT_WEEKDAY_WEIGHTS)
     assert period.key == "2026-11"
     assert share == Fraction(1001, 86_400_000_000)
     assert elapsed == Fraction(62, 10) + Fraction(1001, 86_400_000_000)
+
+
+@pytest.mark.parametrize("weights", [(Decimal(1),) * 6, (Decimal(-1),) + (Decimal(1),) * 6, (Decimal(0),) * 7])
+def test_given_bad_weights_then_refused(weights: tuple[Decimal, ...]) -> None:
+    from kilo_billing.budgets import weighted_elapsed  # noqa: PLC0415
+
     with pytest.raises(ValueError, match="seven non-negative numbers"):
-        weighted_elapsed(MONDAY_9TH, (Decimal(1),) * 6)
+        weighted_elapsed(MONDAY_9TH, weights)

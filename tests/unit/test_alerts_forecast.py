@@ -55,10 +55,15 @@ def reached_on(profile: AccountProfile, video_minutes: int, limit: Decimal, at: 
 
 
 class UnreadableMonth(InMemoryMonthToDate):
-    """Rating's counters cannot be read (DynamoDB unreachable)."""
+    """Rating's counters cannot be read (DynamoDB unreachable) ``failures`` times (-1: never), then they can."""
+
+    failures: int = -1
 
     def counters(self, account_id: str, period: str) -> Counters:
-        raise StorageUnavailableError("BatchGetItem: unreachable")
+        if self.failures:
+            self.failures -= 1
+            raise StorageUnavailableError("BatchGetItem: unreachable")
+        return super().counters(account_id, period)
 
 
 def budget_event(
@@ -82,6 +87,11 @@ def ports_with(profile: AccountProfile, month_source: InMemoryMonthToDate) -> Al
     )  # fmt: skip
 
 
+def ms(at: datetime) -> int:
+    """``at`` as the handler's clock (epoch milliseconds)."""
+    return int(at.timestamp() * 1000)
+
+
 POLICY = AlertsPolicy(DeliveryPolicy("https://x/prefs", dashboard_url="https://dash.example/"))
 
 
@@ -89,7 +99,7 @@ def forecasts(
     used: str, percent: int, video_minutes: int, at: datetime = NOON, profile: AccountProfile = TEAM
 ) -> list[str]:
     ports = ports_with(profile, month(profile, video_minutes))
-    outcome = handle_event(*budget_event(used, percent, at, profile), ports, POLICY, 0)
+    outcome = handle_event(*budget_event(used, percent, at, profile), ports, POLICY, ms(at))
     return [a.alert.values["date_label"] for a in outcome.alerts if a.alert.kind == "budget_forecast"]
 
 
@@ -150,11 +160,75 @@ def test_given_the_allowance_ran_out_mid_month_then_the_overage_to_come_is_forec
     assert reached_on(budget_40, 54_167, Decimal(40), at) == date(2026, 11, 23)
 
 
-def test_given_the_months_usage_cannot_be_read_then_the_threshold_alert_still_goes_and_the_event_comes_back() -> None:
+def test_given_the_months_usage_cannot_be_read_then_the_alert_goes_once_and_the_redelivery_forecasts() -> None:
     # the forecast needs rating's counters; while they cannot be read the 80 % alert is delivered all the same and the
-    # event is redelivered for the forecast (its own ledger key: the 80 % alert is not sent twice)
-    ports = ports_with(TEAM, UnreadableMonth(InMemoryAccountDirectory(TEAM)))
+    # event comes back for the forecast; redelivered once they can be read, the forecast goes (Tuesday 3 November, as
+    # worked in test_given_usage_growing_...) and the 80 % alert, on its own ledger key, is not sent again
+    source = UnreadableMonth(InMemoryAccountDirectory(TEAM), {("acct_t", "2026-11"): {(NOV_1, "video"): 76_389}})
+    source.failures = 1
+    ports = ports_with(TEAM, source)
     with pytest.raises(EventIncompleteError) as incomplete:
-        handle_event(*budget_event("48.00", 80), ports, POLICY, 0)
+        handle_event(*budget_event("48.00", 80), ports, POLICY, ms(NOON))
     assert [(a.alert.kind, a.count(Outcome.SENT)) for a in incomplete.value.outcome.alerts] == [("budget_threshold", 1)]
     assert "BatchGetItem: unreachable" in str(incomplete.value)
+    again = handle_event(*budget_event("48.00", 80), ports, POLICY, ms(NOON))
+    assert [(a.alert.kind, a.count(Outcome.SENT)) for a in again.alerts] == [
+        ("budget_threshold", 0),
+        ("budget_forecast", 1),
+    ]
+    assert sorted(subject for _, subject, _, _ in ports.mailer.sent) == [
+        "At this rate your November 2026 bill passes your budget around Tuesday 3 November",
+        "Your November 2026 bill so far reached 80% of your budget",
+    ]
+
+
+def test_given_this_months_forecast_already_sent_then_a_later_event_does_not_read_the_month_nor_come_back() -> None:
+    # Review v3 (4): the 80 % event sent the month's one forecast; the 90 % event ($54.00) comes while rating's
+    # counters cannot be read: the forecast is decided already, so the month is not read and nothing is retried
+    source = UnreadableMonth(InMemoryAccountDirectory(TEAM), {("acct_t", "2026-11"): {(NOV_1, "video"): 76_389}})
+    source.failures = 0
+    ports = ports_with(TEAM, source)
+    handle_event(*budget_event("48.00", 80), ports, POLICY, ms(NOON))
+    source.failures = -1  # unreadable from now on
+    later = handle_event(*budget_event("54.00", 90), ports, POLICY, ms(NOON) + 3_600_000)
+    assert [(a.alert.kind, a.count(Outcome.SENT)) for a in later.alerts] == [("budget_threshold", 1)]
+
+
+def test_given_a_few_minutes_of_the_month_then_no_forecast_and_a_later_event_sends_it() -> None:
+    # Review v3 (1): Sun 1 Nov 00:30, 300 video minutes, the $29.00 fee: 48 % of the $60 budget (a 40 % alert).
+    # Elapsed weight 0.4 x 30/1,440 = 1/120 < 1 (one weekday's, MIN_FORECAST_BASE): no forecast, nothing claimed.
+    # By Tuesday noon 76,389 minutes ($48.00, the 80 % event): Tuesday 3 November (test_given_usage_growing_...).
+    counters = {(NOV_1, "video"): 300}
+    ports = ports_with(TEAM, InMemoryMonthToDate(InMemoryAccountDirectory(TEAM), {("acct_t", "2026-11"): counters}))
+    early = datetime(2026, 11, 1, 0, 30, tzinfo=UTC)
+    first = handle_event(*budget_event("29.00", 40, early), ports, POLICY, ms(early))
+    assert [a.alert.kind for a in first.alerts] == ["budget_threshold"]
+    counters[(NOV_1, "video")] = 76_389
+    later = handle_event(*budget_event("48.00", 80), ports, POLICY, ms(NOON))
+    forecast = [a.alert.values["date_label"] for a in later.alerts if a.alert.kind == "budget_forecast"]
+    assert forecast == ["Tuesday 3 November"]
+
+
+def test_given_an_event_handled_days_late_then_the_forecast_is_from_the_handlers_clock() -> None:
+    # Review v3 (3): the $50 budget's 50 % event of Tue 10 Nov 00:00 handled on Wed 25 Nov 00:00 (redriven from the
+    # DLQ), the counters as read then: 37,500 minutes. From the event's clock (weight 7.2 by 10 Nov: 5,208 a weekday)
+    # it said a day already past. From now: weight by 25 Nov 00:00 = Sun 1 0.4 + 3 x (5 + 0.8) + Mon 23, Tue 24 2 =
+    # 19.8; the rest (Wed-Fri 3, Sat-Sun 0.8, Mon 30 1) = 4.8: 37,500 x 4.8 / 19.8 = 9,090.9 more -> 46,590 minutes,
+    # inside the 50,000 included: the bill stays $29.00, $50 is never passed: no forecast.
+    budget_50 = AccountProfile(
+        "acct_t", (TierChange(datetime(2026, 1, 1, tzinfo=UTC), "team"),), budget_usd=Decimal(50),
+        email="t@example.com",
+    )  # fmt: skip
+    tenth, handled = datetime(2026, 11, 10, tzinfo=UTC), datetime(2026, 11, 25, tzinfo=UTC)
+    ports = ports_with(budget_50, month(budget_50, 37_500))
+    outcome = handle_event(*budget_event("29.00", 50, tenth, budget_50), ports, POLICY, ms(handled))
+    assert [a.alert.kind for a in outcome.alerts] == ["budget_threshold"]
+
+
+def test_given_an_event_handled_after_its_month_then_no_forecast_and_the_month_is_not_read() -> None:
+    # Review v3 (3): the 80 % event of Sat 28 Nov handled on Wed 2 Dec: November's forecast is moot (no read: the
+    # counters cannot be read here, and the event still completes)
+    ports = ports_with(TEAM, UnreadableMonth(InMemoryAccountDirectory(TEAM)))
+    at, handled = datetime(2026, 11, 28, tzinfo=UTC), datetime(2026, 12, 2, tzinfo=UTC)
+    outcome = handle_event(*budget_event("48.00", 80, at), ports, POLICY, ms(handled))
+    assert [(a.alert.kind, a.count(Outcome.SENT)) for a in outcome.alerts] == [("budget_threshold", 1)]

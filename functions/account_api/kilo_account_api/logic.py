@@ -63,6 +63,7 @@ from kilo_billing.budgets import (
     bill_reached_on,
     check_tier_change,
     projected_total,
+    signed_up_at,
 )
 from kilo_billing.catalog import Catalog, PriceBook, UnknownTierError
 from kilo_billing.entitlements import Entitlement, EntitlementPolicy, EntitlementSource, decide
@@ -297,17 +298,17 @@ def forecast(
     month-end bill and the day each limit is reached, the layer's one forecast, shared with the forecast alert."""
     mtd = current_month(accounts, month, catalog, account_id, now)
     profile, rated, book = mtd.profile, mtd.rated, catalog.for_period(Period.containing(now))
-    spent = rated.total
+    spent, since = rated.total, signed_up_at(profile)
     return Forecast(
         account_id=account_id,
         period=mtd.period,
         as_of=now,
         spent=spent,
-        projected_total=projected_total(rated, book, now, weights),
+        projected_total=projected_total(rated, book, now, weights, since),
         budget_usd=profile.budget_usd,
         hard_limit_usd=profile.hard_limit_usd,
-        budget_reached_on=bill_reached_on(rated, book, profile.budget_usd, now, weights),
-        hard_limit_reached_on=bill_reached_on(rated, book, profile.hard_limit_usd, now, weights),
+        budget_reached_on=bill_reached_on(rated, book, profile.budget_usd, now, weights, since),
+        hard_limit_reached_on=bill_reached_on(rated, book, profile.hard_limit_usd, now, weights, since),
         status=budget_status(profile, spent),
     )
 

@@ -201,7 +201,7 @@ class Forecast:
     period: str
     as_of: datetime
     spent: Decimal  # the bill so far (fees + usage, open sessions as if they ended now)
-    projected_total: Decimal  # at the period end, weekday-weighted run rate
+    projected_total: Decimal | None  # at the period end, weekday-weighted run rate; None: not enough data yet
     budget_usd: Decimal | None
     hard_limit_usd: Decimal | None
     budget_reached_on: date | None

@@ -249,7 +249,7 @@ class ForecastOut(_Out):
     period: str
     as_of: datetime
     spent: Money
-    projected_total: Money
+    projected_total: Money | None  # null: not enough data yet (D148)
     budget_usd: Money | None
     hard_limit_usd: Money | None
     budget_reached_on: date | None
@@ -263,7 +263,7 @@ class ForecastOut(_Out):
             period=forecast.period,
             as_of=forecast.as_of,
             spent=money_str(forecast.spent),
-            projected_total=money_str(forecast.projected_total),
+            projected_total=optional_money_str(forecast.projected_total),
             budget_usd=optional_money_str(forecast.budget_usd),
             hard_limit_usd=optional_money_str(forecast.hard_limit_usd),
             budget_reached_on=forecast.budget_reached_on,

@@ -81,7 +81,7 @@ from kilo_billing.accounts import (
     pseudonym,
     pseudonymised_in,
 )
-from kilo_billing.budgets import DEFAULT_WEEKDAY_WEIGHTS, bill_reached_on
+from kilo_billing.budgets import DEFAULT_WEEKDAY_WEIGHTS, bill_reached_on, signed_up_at
 from kilo_billing.catalog import Catalog, default_catalog
 from kilo_billing.contracts import HardLimitStillReachedV1, PaymentFailedV1, UsageThresholdCrossedV1, limit_scope
 from kilo_billing.entitlements import EntitlementSource, Reading, SpendRecorder
@@ -90,6 +90,8 @@ from kilo_billing.periods import Period
 
 ENFORCEMENT_STEP: Final = "EnforcementStepDue.v1"  # the delayed removal step (adapters.SqsRemovalScheduler)
 HARD: Final = "budget_hard_limit"
+FORECAST: Final = "budget_forecast"  # "at this rate ...": once a month (its key), for the limit in force
+FORECAST_KEY: Final = "forecast"
 # events with operator checks that also alert the account (the customer alert is delivered besides the checks)
 CUSTOMER_AND_OPERATOR: Final = frozenset({PaymentFailedV1.DETAIL_TYPE})
 NOT_CHOSEN: Final = "not chosen for this alert"
@@ -569,7 +571,7 @@ def handle_event(
         profile, _ = ports.entitlements.read(event.account_id)
         if event.meter == "budget" and event.threshold_percent < 100 and profile is not None:
             try:
-                alerts += _forecast(event, profile, ports.month, policy)
+                alerts += _forecast(event, profile, ports, policy, now_ms)
             except Exception as exc:  # the month's usage could not be read: the rest goes on, the event comes back
                 causes = [*causes, exc]
         reached = hard_limit_reached(event.account_id, ports.entitlements, now_ms)
@@ -691,28 +693,31 @@ def _hard_limit_alert(event: UsageThresholdCrossedV1, hard_limit: Decimal, versi
 
 
 def _forecast(
-    event: UsageThresholdCrossedV1, profile: AccountProfile, month: MonthToDateSource, policy: AlertsPolicy
+    event: UsageThresholdCrossedV1, profile: AccountProfile, ports: AlertPorts, policy: AlertsPolicy, now_ms: int
 ) -> list[Alert]:
     """ "At this rate you will pass your limit around <date>": the hard limit if set, else the budget; once a month.
-    The month's quantities per meter (rating's counters and the open sessions, as at the event) are extrapolated and
-    rated (``bill_reached_on``, as the account API, D148): usage of $0 while an allowance lasts still grows."""
+    The month's quantities per meter (rating's counters and the open sessions, as read now) are extrapolated from
+    now, the handler's clock (an event handled late or redelivered is not extrapolated from its own time with
+    counters read since), and rated (``bill_reached_on``, as the account API, D148): usage of $0 while an allowance
+    lasts still grows. Nothing once now is past the event's month, nor once this month's forecast is decided on
+    every channel (checked before the month is read: a failed read then sends nothing back to the queue)."""
     limit, name = (
         (profile.hard_limit_usd, "hard limit") if profile.hard_limit_usd is not None else (profile.budget_usd, "budget")
     )
-    now = datetime.fromisoformat(event.occurred_at)
-    if limit is None or Period.containing(now).key != event.period:
+    now = datetime.fromtimestamp(now_ms / 1000, UTC)
+    if limit is None or Period.containing(now).key != event.period or _forecast_decided(ports.ledger, event):
         return []
     book = policy.catalog.for_period(Period.parse(event.period))
-    mtd = month_to_date(month, event.account_id, event.period, int(now.timestamp() * 1000), book, profile=profile)
-    day = bill_reached_on(mtd.rated, book, limit, now, policy.weekday_weights)
+    mtd = month_to_date(ports.month, event.account_id, event.period, now_ms, book, profile=profile)
+    day = bill_reached_on(mtd.rated, book, limit, now, policy.weekday_weights, signed_up_at(profile))
     if day is None:
         return []
     return [
         Alert(
-            kind="budget_forecast",
+            kind=FORECAST,
             account_id=event.account_id,
             period=event.period,
-            key="forecast",
+            key=FORECAST_KEY,
             severity=Severity.MEDIUM,
             values={
                 "period_label": Period.parse(event.period).start.strftime("%B %Y"),
@@ -724,3 +729,13 @@ def _forecast(
             event_id=event.event_id,
         )
     ]
+
+
+def _forecast_decided(ledger: DeliveryLedger, event: UsageThresholdCrossedV1) -> bool:
+    """This month's forecast alert was decided (sent, skipped, refused) on every channel by an earlier event."""
+    decided = {
+        found.channel
+        for found in ledger.deliveries(event.account_id, event.period)
+        if (found.kind, found.key) == (FORECAST, FORECAST_KEY) and found.outcome is not Outcome.RETRY
+    }
+    return decided == set(Channel)

@@ -43,6 +43,9 @@ DEFAULT_WEEKDAY_WEIGHTS: Final[tuple[Decimal, ...]] = (
 )
 MAX_THRESHOLDS: Final = 10
 MAX_THRESHOLD_PERCENT: Final = 1000  # the threshold contract's bound
+# the least weight elapsed (since the period's start or the sign-up) the forecast extrapolates from: one full
+# weekday's (Mon 2 Nov 14:24 when a month starts on a Sunday), so no burst of a few minutes is multiplied into a month
+MIN_FORECAST_BASE: Final = Fraction(1)
 _DAY = timedelta(days=1)
 _MICROSECOND = timedelta(microseconds=1)
 
@@ -205,10 +208,10 @@ def _weight(day: date, weights: Sequence[Decimal]) -> Fraction:
 
 
 def weighted_elapsed(now: datetime, weights: Sequence[Decimal]) -> tuple[Period, Fraction, Fraction]:
-    """The forecast's clock (module docstring), shared by ``bill_reached_on``, ``projected_total`` and
-    ``forecast_crossing``: ``now``'s period, the share of ``now``'s UTC day elapsed (exact, in whole microseconds - no
-    float on the way to a rounding), and the weighted days elapsed in the period (the earlier days' weights plus
-    today's weight times that share). ``ValueError`` unless the weights are seven non-negative numbers, Monday first,
+    """The forecast's clock (module docstring), shared by ``bill_reached_on`` and ``projected_total``: ``now``'s
+    period, the share of ``now``'s UTC day elapsed (exact, in whole microseconds - no float on the way to a
+    rounding), and the weighted days elapsed in the period (the earlier days' weights plus today's weight times that
+    share). ``ValueError`` unless the weights are seven non-negative numbers, Monday first,
     not all zero."""
     if len(weights) != 7 or any(not w.is_finite() or w < 0 for w in weights) or not any(weights):
         raise ValueError("weekday weights: seven non-negative numbers, Monday first, not all zero")
@@ -235,29 +238,9 @@ def _days_ahead(now: datetime, weights: Sequence[Decimal]) -> Iterator[tuple[dat
         start = datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
-def forecast_crossing(
-    spent_usd: Decimal,
-    limit_usd: Decimal,
-    now: datetime,
-    weights: Sequence[Decimal] = DEFAULT_WEEKDAY_WEIGHTS,
-) -> date | None:
-    """The UTC day on which an amount that grows in proportion to use (``spent_usd`` so far) reaches ``limit_usd`` at
-    its month-to-date run rate, day-of-week weighted (module docstring); ``now``'s day when it is already reached,
-    ``None`` when it will not be within the month. Not a bill's forecast: a bill's usage is $0 until an allowance
-    runs out - ``bill_reached_on`` extrapolates the quantities and rates them."""
-    _, _, elapsed = weighted_elapsed(now, weights)
-    today = ensure_utc(now).date()
-    if spent_usd >= limit_usd:
-        return today
-    if elapsed == 0 or spent_usd <= 0:
-        return None  # nothing to extrapolate from
-    rate = Fraction(spent_usd) / elapsed
-    remaining = Fraction(limit_usd - spent_usd)
-    for day, _, weight in _days_ahead(now, weights):
-        remaining -= rate * weight
-        if remaining <= 0:
-            return day
-    return None
+def signed_up_at(profile: AccountProfile) -> datetime | None:
+    """The account's sign-up: its first tier change (``None`` without any)."""
+    return profile.changes[0].at if profile.changes else None
 
 
 def _segment_at(rated: RatedPeriod, at: datetime) -> int:
@@ -278,34 +261,47 @@ def _with_added(rated: RatedPeriod, added: Sequence[Mapping[Meter, Fraction]], b
     return rate_segments(rated.period, segments, book)
 
 
-def _run_rates(rated: RatedPeriod, now: datetime, weights: Sequence[Decimal]) -> dict[Meter, Fraction] | None:
-    """Base units per unit of weight, per meter, so far this month (all segments together); ``None`` when nothing has
-    elapsed yet. ``ValueError`` when ``now`` is not in ``rated``'s period."""
+def _run_rates(
+    rated: RatedPeriod, now: datetime, weights: Sequence[Decimal], signed_up: datetime | None
+) -> dict[Meter, Fraction] | None:
+    """Base units per unit of weight, per meter, so far this month (all segments together), over the weight elapsed
+    since the period's start or the account's sign-up (``signed_up``: its first tier change), whichever is later -
+    the days before the account existed used nothing; ``None`` until that weighs at least ``MIN_FORECAST_BASE``
+    (D148). ``ValueError`` when ``now`` is not in ``rated``'s period."""
     period, _, elapsed = weighted_elapsed(now, weights)
     if period != rated.period:
         raise ValueError(f"the forecast of {rated.period} needs a time inside it, not {ensure_utc(now).isoformat()}")
-    if elapsed == 0:
-        return None
+    if signed_up is not None and signed_up > period.start:  # signed up this month: the rate counts from then
+        elapsed -= weighted_elapsed(min(ensure_utc(signed_up), ensure_utc(now)), weights)[2]
+    if elapsed < MIN_FORECAST_BASE:
+        return None  # not enough data yet: a few minutes of use would be multiplied by thousands
     used = {meter: sum((usage.totals.get(meter, 0) for usage in rated.segments), 0) for meter in Meter}
     return {meter: Fraction(quantity) / elapsed for meter, quantity in used.items()}
 
 
 def bill_reached_on(
-    rated: RatedPeriod, book: PriceBook, limit_usd: Decimal | None, now: datetime, weights: Sequence[Decimal]
+    rated: RatedPeriod,
+    book: PriceBook,
+    limit_usd: Decimal | None,
+    now: datetime,
+    weights: Sequence[Decimal],
+    signed_up: datetime | None = None,
 ) -> date | None:
     """The UTC day the month's bill reaches ``limit_usd``. ``rated``: the month so far (``month_to_date``'s, its
-    segments' quantities per meter), ``book``: its price book. Each meter's quantity is extrapolated at its
+    segments' quantities per meter), ``book``: its price book, ``signed_up``: the account's sign-up (``signed_up_at``;
+    the rate counts from it when it is later than the period's start). Each meter's quantity is extrapolated at its
     weekday-weighted run rate (module docstring) and, at the end of each day ahead, the month so far plus what is
     projected by then is rated by rating's own ``rate_segments`` - fees fixed, each allowance first, the overage at
     the book's prices, each line rounded by ``round_money`` - until its total reaches the limit: a bill whose
     allowance covers the usage so far ($0 of usage) still reaches a limit once the allowance runs out (D148). Today
-    when the bill is already there; ``None`` without a limit or when it is not reached within the month. The one
+    when the bill is already there; ``None`` without a limit, before ``MIN_FORECAST_BASE`` has elapsed (not enough
+    data yet) or when it is not reached within the month. The one
     forecast of a limit: the account API's and the forecast alert's."""
     if limit_usd is None:
         return None
     if rated.total >= limit_usd:
         return ensure_utc(now).date()
-    rates = _run_rates(rated, now, weights)
+    rates = _run_rates(rated, now, weights, signed_up)
     if rates is None or not any(rates.values()):
         return None  # nothing to extrapolate from
     added = [dict.fromkeys(Meter, Fraction(0)) for _ in rated.segments]
@@ -325,14 +321,17 @@ def month_fee(profile: AccountProfile, period_key: str, book: PriceBook) -> Deci
     return rate_segments(period, segment_usage(period, profile.segments(period), {}), book).fee
 
 
-def projected_total(rated: RatedPeriod, book: PriceBook, now: datetime, weights: Sequence[Decimal]) -> Decimal:
+def projected_total(
+    rated: RatedPeriod, book: PriceBook, now: datetime, weights: Sequence[Decimal], signed_up: datetime | None = None
+) -> Decimal | None:
     """The month's bill at its end, as ``bill_reached_on`` forecasts it: each meter's quantity so far extrapolated to
     the end of the month at its weekday-weighted run rate (``quantity x weight of the rest of the month / weight
     elapsed``, added to the segment in force on each day) and the whole rated by ``rate_segments`` (fees fixed,
-    allowances first, lines rounded by ``round_money``). With nothing elapsed yet, what is known (``rated.total``)."""
-    rates = _run_rates(rated, now, weights)
+    allowances first, lines rounded by ``round_money``). ``None`` ("not enough data yet") until the time elapsed
+    since the period's start or the sign-up weighs ``MIN_FORECAST_BASE``."""
+    rates = _run_rates(rated, now, weights, signed_up)
     if rates is None:
-        return rated.total
+        return None
     added = [dict.fromkeys(Meter, Fraction(0)) for _ in rated.segments]
     for _, start, weight in _days_ahead(now, weights):
         more = added[_segment_at(rated, start)]

@@ -40,12 +40,15 @@ function forecastCard(forecast) {
     hard_limit_reached: "Hard limit reached: calls are refused",
   }[forecast.status] || forecast.status;
   return section("Forecast",
-    h("p", { class: "big", "data-testid": "projected-total" }, usd(forecast.projected_total)),
+    h("p", { class: "big", "data-testid": "projected-total" },
+      forecast.projected_total === null ? "Not enough data yet" : usd(forecast.projected_total)),
     h("p", {}, "Projected for the month's end (weekday-weighted)."),
     h("dl", {},
       h("dt", {}, "Budget"), h("dd", { "data-testid": "budget" }, forecast.budget_usd ? usd(forecast.budget_usd) : "none"),
       forecast.hard_limit_usd ? [h("dt", {}, "Hard limit"), h("dd", {}, usd(forecast.hard_limit_usd))] : null,
       forecast.budget_reached_on ? [h("dt", {}, "Budget reached on"), h("dd", {}, forecast.budget_reached_on)] : null,
+      forecast.hard_limit_reached_on ? [h("dt", {}, "Hard limit reached on"),
+        h("dd", { "data-testid": "hard-limit-reached-on" }, forecast.hard_limit_reached_on)] : null,
       h("dt", {}, "Status"), h("dd", { "data-testid": "budget-status" }, status)));
 }
 
