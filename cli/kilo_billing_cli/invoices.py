@@ -13,6 +13,12 @@ still our draft (``kilo_invoice.logic.void_draft``; an open Stripe invoice for i
 deleted first), so later closes proceed; it says what of the draft no later close bills again and keeps the reason
 on the invoice. Without ``--yes`` nothing is done (D338).
 
+``invoice refund --account ID --invoice KB-... [--amount 10.00] [--to-failed-card]``: exit 3 (``EXIT_REFUSED``) when
+the card processor refuses the refund or an earlier pending one was finished instead; exit 4 (``EXIT_UNAVAILABLE``)
+when Stripe cannot be reached or refuses our key: the request stays pending and a rerun finishes it (the same
+request: nothing is sent twice). Either way one line on stderr, and the invoice as stored now on stdout (JSON with
+``--json``: ``refunded_by_this_run``, ``refund_pending``, and ``refused`` or ``unavailable``).
+
 ``invoice show --account ID [--period YYYY-MM]``: the account's invoices with status, amounts and Stripe's hosted
 page and PDF links; with ``--period``, that invoice's lines.
 
@@ -40,6 +46,9 @@ from kilo_billing_cli import arguments
 # ``invoice refund``: the amount asked was not refunded - the card processor refused it, or an earlier pending request
 # was finished instead (what either run made is recorded first and said): not a typo's 2
 EXIT_REFUSED = 3
+# ``invoice refund``: the processor unavailable - Stripe not reached, or our key refused (fix it first) - so the request
+# recorded first stays pending: rerun, it finishes the same request (idempotency: never sent twice)
+EXIT_UNAVAILABLE = 4
 
 
 def add_parser(sub: Any) -> Any:
@@ -58,12 +67,13 @@ def add_parser(sub: Any) -> Any:
     show = commands.add_parser("show", help="an account's invoices: status, amounts, links")
     show.add_argument("--account", required=True)
     show.add_argument("--period", type=arguments.period, help="one invoice, with its lines")
-    refund = commands.add_parser(
-        "refund",
-        help="refund all or part of a paid invoice (card: a Stripe refund; crypto: a refund owed); exit 3 when the "
+    refund_help = (
+        "refund all or part of a paid invoice (card: a Stripe refund; crypto: a refund owed); exit 3 when the "
         "card processor refuses it or an earlier pending refund was finished instead (what this run refunded is "
-        "recorded and said, in the JSON too)",
+        "recorded and said, in the JSON too); exit 4 when Stripe cannot be reached or refuses our key: the request "
+        "stays pending, a rerun finishes it (nothing is sent twice)"
     )
+    refund = commands.add_parser("refund", help=refund_help, description=refund_help)
     refund.add_argument("--account", required=True)
     refund.add_argument("--invoice", required=True, help="its number (KB-...) or id")
     refund.add_argument("--amount", type=arguments.money, help="USD (default: all that is left to refund)")
@@ -113,7 +123,7 @@ def _refund(args: argparse.Namespace, console: Console) -> None:
     from kilo_billing.accounts import check_account_id  # noqa: PLC0415
     from kilo_invoice.logic import refund_invoice, settle_crypto_refund  # noqa: PLC0415
     from kilo_invoice.model import EarlierRefundFinishedError, InvoiceNotFoundError  # noqa: PLC0415
-    from kilo_invoice.ports import GatewayRejectedError  # noqa: PLC0415
+    from kilo_invoice.ports import GatewayRejectedError, GatewayUnavailableError  # noqa: PLC0415
 
     check_account_id(args.account)
     before: InvoiceRecord | None = None
@@ -143,6 +153,10 @@ def _refund(args: argparse.Namespace, console: Console) -> None:
     except EarlierRefundFinishedError as exc:  # an earlier request finished instead: money moved, the ask not made
         after = _found(deps.store.ledger(args.account).invoices.values(), args.invoice)
         _refused(args, console, before, after, str(exc))
+    except GatewayUnavailableError as exc:  # not reached, or our key refused: the request stays pending, rerun
+        after = _found(deps.store.ledger(args.account).invoices.values(), args.invoice)
+        said = _unavailable(exc, after)
+        _refused(args, console, before, after, said, key="unavailable", code=EXIT_UNAVAILABLE)
     summary = _summary(invoice) | {"refund_owed": money_str(invoice.refund_owed)}
     if args.json:
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
@@ -200,31 +214,60 @@ def _found(invoices: Any, reference: str) -> InvoiceRecord | None:
     return next((i for i in invoices if reference in (i.invoice_id, i.number)), None)
 
 
+def _unavailable(exc: Exception, after: InvoiceRecord | None) -> str:
+    """One line: what happened (Stripe not reached, or our key refused: fix it first), what is pending, and that a
+    rerun finishes it - the same request id, so Stripe never makes it twice."""
+    from kilo_invoice.ports import GatewayMisconfiguredError  # noqa: PLC0415
+
+    why = " ".join(str(exc).split())  # one line
+    if isinstance(exc, GatewayMisconfiguredError):
+        what, then = (
+            f"Stripe refused our key or its setup ({why})",
+            "fix it (the Stripe secret, the key's permissions), then ",
+        )
+    else:
+        what, then = f"Stripe could not be reached ({why})", ""
+    pending = after.refund_pending if after is not None else None
+    if pending is None:
+        return f"{what}: no refund is pending; {then}run again to refund it"
+    return (
+        f"{what}: the refund of {money_str(pending.amount)} is pending; {then}run again to finish it - the same "
+        f"request ({pending.refund_id}), so nothing is sent twice"
+    )
+
+
 def _refused(
     args: argparse.Namespace,
     console: Console,
     before: InvoiceRecord | None,
     after: InvoiceRecord | None,
     said: str,
+    *,
+    key: str = "refused",
+    code: int = EXIT_REFUSED,
 ) -> NoReturn:
-    """A refund the card processor refused (in part): the refusal on stderr, the invoice as now stored (what this run
-    refunded: its ``refunded`` now less before) on stdout - JSON with ``--json`` - and exit ``EXIT_REFUSED``."""
+    """A refund the card processor refused (in part), or one it could not be asked (``key`` "unavailable", ``code``
+    ``EXIT_UNAVAILABLE``): what happened on stderr, the invoice as now stored (what this run refunded: its
+    ``refunded`` now less before; the request still pending) on stdout - JSON with ``--json`` - and exit ``code``."""
     sys.stderr.write(f"kilo-billing: {said}\n")
     if after is not None:
         now = after.refunded - (before.refunded if before is not None else after.refunded)
+        pending = after.refund_pending
         summary = _summary(after) | {
             "refund_owed": money_str(after.refund_owed),
             "refunded_by_this_run": money_str(now),
-            "refused": said,
+            "refund_pending": None if pending is None else money_str(pending.amount),
+            key: said,
         }
         if args.json:
             sys.stdout.write(json.dumps(summary, indent=2) + "\n")
         else:
-            console.print(f"{after.number}: refunded {money_str(after.refunded)} ({money_str(now)} by this run), "
-                          f"total {money_str(after.total)}")  # fmt: skip
+            waits = "" if pending is None else f", {money_str(pending.amount)} pending"
+            console.print(f"{after.number}: refunded {money_str(after.refunded)} ({money_str(now)} by this run"
+                          f"{waits}), total {money_str(after.total)}")  # fmt: skip
     elif args.json:
-        sys.stdout.write(json.dumps({"refused": said}, indent=2) + "\n")
-    raise SystemExit(EXIT_REFUSED)
+        sys.stdout.write(json.dumps({key: said}, indent=2) + "\n")
+    raise SystemExit(code)
 
 
 def _invoice_id(invoices: Any, reference: str) -> str:

@@ -2,7 +2,8 @@
 
 Human-readable tables by default (rich), ``--json`` for machines (money and quantities as strings). Bad input exits
 with status 2 and a message naming the problem; ``invoice refund`` refused by the card processor, or finishing an
-earlier pending refund instead of the amount asked, exits 3.
+earlier pending refund instead of the amount asked, exits 3; ``invoice refund`` with Stripe unreachable (or our key
+refused) exits 4: the request stays pending and a rerun finishes it, nothing sent twice.
 """
 
 from __future__ import annotations

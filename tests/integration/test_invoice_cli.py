@@ -13,7 +13,7 @@ import pytest
 from kilo_billing.invoicing import InvoiceStatus
 from kilo_billing_cli.main import main
 from kilo_invoice.logic import gateway_request
-from kilo_invoice.ports import Customer, GatewayUnavailableError
+from kilo_invoice.ports import Customer
 from tests.integration.test_invoice_close import Invoicing, invoicing
 
 __all__ = ["invoicing"]  # the fixture, shared with the close's integration tests
@@ -26,12 +26,13 @@ def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, object]:
     return result
 
 
-def _refused(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[str, dict[str, Any]]:
-    """``argv`` refused by the card processor: exit 3 (its own code, not a typo's 2: D358), no usage text;
-    what it said (stderr) and its JSON (what was refunded, as stored now)."""
+def _refused(capsys: pytest.CaptureFixture[str], *argv: str, code: int = 3) -> tuple[str, dict[str, Any]]:
+    """``argv`` refused by the card processor: exit 3 (its own code, not a typo's 2: D358) - or ``code``: 4 when
+    Stripe is unavailable (D358 amended) - no usage text; what it said (stderr) and its JSON (what was refunded, as
+    stored now)."""
     with pytest.raises(SystemExit) as exit_info:
         main(list(argv))
-    assert exit_info.value.code == 3
+    assert exit_info.value.code == code
     out = capsys.readouterr()
     assert "usage:" not in out.err
     shown = json.loads(out.out)
@@ -115,9 +116,9 @@ def test_given_bad_invoice_cli_input_then_exit_2_naming_the_problem(
     assert invoicing.store.ledger("acct-c").invoices == {}
 
 
-def test_given_a_paid_card_invoice_when_refunded_in_two_parts_then_stripe_refunds_and_our_record_follows(
-    invoicing: Invoicing, capsys: pytest.CaptureFixture[str]
-) -> None:
+def _march_paid(invoicing: Invoicing, capsys: pytest.CaptureFixture[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """acct-a's March invoice KB-acct-a-00001 paid by its card (visa): 65.20, nothing refunded. Returns the refund
+    command's arguments and the table option."""
     from tests.integration.test_invoice_close import _month  # noqa: PLC0415
 
     _month(invoicing)  # acct-a: team, 60,000 video minutes in March, card that pays -> 7.20 + 29.00 + 29.00 = 65.20
@@ -129,8 +130,14 @@ def test_given_a_paid_card_invoice_when_refunded_in_two_parts_then_stripe_refund
     capsys.readouterr()  # the handlers' log lines so far
     secret = ("--stripe-secret", invoicing.stack.template.parameters["StripeApiKeySecretName"])
     refund = ("invoice", "refund", "--account", "acct-a", "--invoice", "KB-acct-a-00001", *secret)
-    table = ("--usage-table", invoicing.table)
+    return refund, ("--usage-table", invoicing.table)
 
+
+def test_given_a_paid_card_invoice_when_refunded_in_two_parts_then_stripe_refunds_and_our_record_follows(
+    invoicing: Invoicing, capsys: pytest.CaptureFixture[str]
+) -> None:
+    refund, table = _march_paid(invoicing, capsys)
+    secret = refund[-2:]  # --stripe-secret NAME
     part = _cli(capsys, *refund, "--amount", "10.00", *table)
     assert (part["status"], part["total"], part["refunded"]) == ("paid", "65.20", "10.00")
     rest = _cli(capsys, *refund, *table)  # the rest: 65.20 - 10.00
@@ -408,8 +415,7 @@ def test_given_a_pending_refund_when_a_run_asks_another_amount_then_it_finishes_
     -> parser.error: usage text, exit 2, empty stdout, after 10.00 was refunded."""
     first, second, refund, table = _march_card_1s_refund_returned(invoicing, capsys)
     invoicing.http.faults[:0] = [503] * 20  # Stripe unreachable, its retries too: the 10.00 request stays pending
-    with pytest.raises(GatewayUnavailableError):
-        main([*refund, "--amount", "10.00", *table, "--json"])
+    _refused(capsys, *refund, "--amount", "10.00", *table, "--json", code=4)  # said, exit 4: D358 amended
     invoicing.http.faults.clear()
     pending = invoicing.invoice("acct-a").refund_pending
     assert pending is not None
@@ -422,3 +428,48 @@ def test_given_a_pending_refund_when_a_run_asks_another_amount_then_it_finishes_
     assert "Of the 55.20 kept, 40.00 came back from refunds that failed" in shown["refused"]
     refunds = [(r["payment_intent"], r["amount"]) for r in invoicing.http.emulator.objects["refund"].values()]
     assert refunds == [(first, 4000), (second, 1000)]  # the pending 10.00 made by this run, on card 2
+
+
+@pytest.mark.parametrize(
+    ("stripe", "what"),
+    [
+        ("unreachable", "Stripe could not be reached"),  # 503 on every call and every retry
+        ("restricted key", "Stripe refused our key"),  # 403: a restricted key without a permission (ours to fix)
+    ],
+)
+def test_given_stripe_unavailable_when_invoice_refund_then_exit_4_saying_the_request_is_pending_and_a_rerun_finishes_it(
+    invoicing: Invoicing, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, stripe: str, what: str
+) -> None:
+    """acct-a's March 65.20 paid by card. 10.00 asked while Stripe is unreachable (or refuses our key): the request
+    is recorded first (pending), Stripe makes nothing. Before: the GatewayUnavailableError traceback (exit 1). Now:
+    exit 4, one line on stderr saying what happened and that a rerun finishes the pending 10.00 (the same request:
+    nothing sent twice), and the refusal's JSON: 0.00 refunded, 0.00 by this run, 10.00 pending. Stripe back, the
+    rerun refunds 10.00 once: one Stripe refund of 1000 cents (10.00 x 100), nothing pending."""
+    from tests.unit.test_stripe_gateway_refusals import NO_PERMISSION  # noqa: PLC0415
+
+    refund, table = _march_paid(invoicing, capsys)
+    answer = invoicing.http.request
+    if stripe == "unreachable":
+        invoicing.http.faults[:0] = [503] * 20  # its retries too
+    else:
+        monkeypatch.setattr(
+            invoicing.http, "request", lambda *args, **kwargs: (json.dumps(NO_PERMISSION), 403, {"request-id": "r"})
+        )
+    said, shown = _refused(capsys, *refund, "--amount", "10.00", *table, "--json", code=4)
+    assert said.count("\n") == 1  # one line, no traceback
+    assert "Traceback" not in said
+    assert said.startswith(f"kilo-billing: {what}")
+    assert "the refund of 10.00 is pending" in said
+    assert "run again to finish it" in said
+    assert "nothing is sent twice" in said
+    assert shown["unavailable"] == said.removeprefix("kilo-billing: ").strip()
+    assert (shown["refunded"], shown["refunded_by_this_run"], shown["refund_pending"]) == ("0.00", "0.00", "10.00")
+    assert invoicing.http.emulator.objects.get("refund", {}) == {}  # Stripe made nothing
+
+    invoicing.http.faults.clear()
+    monkeypatch.setattr(invoicing.http, "request", answer)  # Stripe back (the key fixed)
+    done = _cli(capsys, *refund, "--amount", "10.00", *table)
+    assert (done["refunded"], done["status"]) == ("10.00", "paid")
+    assert [r["amount"] for r in invoicing.http.emulator.objects["refund"].values()] == [1000]  # once
+    pending = invoicing.invoice("acct-a").refund_pending
+    assert pending is None
