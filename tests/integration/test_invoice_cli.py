@@ -9,9 +9,12 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from kilo_billing.invoicing import InvoiceStatus
+from kilo_billing.periods_store import DynamoLedgerStore
 from kilo_billing_cli.main import main
+from kilo_invoice.dependencies import LazyGateway
 from kilo_invoice.logic import gateway_request
 from kilo_invoice.ports import Customer
 from tests.integration.test_invoice_close import Invoicing, invoicing
@@ -434,7 +437,7 @@ def test_given_a_pending_refund_when_a_run_asks_another_amount_then_it_finishes_
     ("stripe", "what"),
     [
         ("unreachable", "Stripe could not be reached"),  # 503 on every call and every retry
-        ("restricted key", "Stripe refused our key"),  # 403: a restricted key without a permission (ours to fix)
+        ("restricted key", "our Stripe setting is wrong"),  # 403: a restricted key without a permission (ours)
     ],
 )
 def test_given_stripe_unavailable_when_invoice_refund_then_exit_4_saying_the_request_is_pending_and_a_rerun_finishes_it(
@@ -473,3 +476,125 @@ def test_given_stripe_unavailable_when_invoice_refund_then_exit_4_saying_the_req
     assert [r["amount"] for r in invoicing.http.emulator.objects["refund"].values()] == [1000]  # once
     pending = invoicing.invoice("acct-a").refund_pending
     assert pending is None
+
+
+def test_given_the_stripe_secret_name_wrong_when_invoice_refund_then_exit_4_saying_it_is_our_setting_to_fix(
+    invoicing: Invoicing, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """acct-a's March 65.20 paid by card; 10.00 asked with ``--stripe-secret`` naming no secret (a typo): Secrets
+    Manager answers ResourceNotFoundException. Before: "Stripe could not be reached (secret ... could not be read)",
+    as if Stripe were down, nothing to fix. Now: our setting (``GatewayMisconfiguredError``, D315): exit 4, one line
+    saying so and to fix it, the 10.00 request pending; Stripe asked nothing. With the right secret the same command
+    refunds 10.00 once: one Stripe refund of 1000 cents (10.00 x 100)."""
+    refund, table = _march_paid(invoicing, capsys)
+    wrong = (*refund[:-1], "kilo-billing/no-such-secret")  # --stripe-secret's value
+    said, shown = _refused(capsys, *wrong, "--amount", "10.00", *table, "--json", code=4)
+    assert said.count("\n") == 1  # one line, no traceback
+    assert said.startswith("kilo-billing: our Stripe setting is wrong (secret kilo-billing/no-such-secret not found")
+    assert "could not be reached" not in said
+    assert "fix it (the Stripe secret's name or value, the key's permissions), then run again to finish it" in said
+    assert "the refund of 10.00 is pending" in said
+    assert (shown["refunded"], shown["refunded_by_this_run"], shown["refund_pending"]) == ("0.00", "0.00", "10.00")
+    assert invoicing.http.emulator.objects.get("refund", {}) == {}  # Stripe asked nothing
+
+    done = _cli(capsys, *refund, "--amount", "10.00", *table)  # the name fixed
+    assert (done["refunded"], done["status"]) == ("10.00", "paid")
+    assert [r["amount"] for r in invoicing.http.emulator.objects["refund"].values()] == [1000]
+
+
+def test_given_a_refund_over_two_cards_when_stripe_fails_after_the_first_then_exit_4_says_what_stripe_made(
+    invoicing: Invoicing, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """acct-a's March 65.20 paid 40.00 (card 1) + 25.20 (card 2); card 1's earlier 40.00 returned by its bank: 0.00
+    refunded. All of it asked with ``--to-failed-card``: card 2 first, 25.20 (2520 cents) made; card 1's 40.00 then
+    meets 503 on every try. Before: exit 4 saying only "the refund of 65.20 is pending", as if nothing were sent.
+    Now: the line and the JSON say 25.20 of it was made at Stripe (``made_at_stripe``); our record is unchanged
+    (0.00 refunded, 65.20 pending). Stripe back, the same command finishes it: the 25.20 made is counted, card 1
+    gets 65.20 - 25.20 = 40.00 (4000 cents), 65.20 refunded, nothing sent twice."""
+    first, second, refund, table = _march_card_1s_refund_returned(invoicing, capsys)
+    answer = invoicing.http.request
+
+    def card_1_down(method: str, url: str, headers: Any, post_data: Any = None, **kwargs: Any) -> Any:
+        if method.lower() == "post" and url.endswith("/v1/refunds") and f"payment_intent={first}" in str(post_data):
+            return json.dumps({"error": {"message": "down"}}), 503, {"request-id": "r"}
+        return answer(method, url, headers, post_data, **kwargs)
+
+    monkeypatch.setattr(invoicing.http, "request", card_1_down)
+    said, shown = _refused(capsys, *refund, "--to-failed-card", *table, "--json", code=4)
+    assert said.count("\n") == 1
+    assert said.startswith("kilo-billing: Stripe could not be reached (25.20 of 65.20 refunded on")
+    assert "the refund of 65.20 is pending (25.20 of it made at Stripe before the failure, not recorded yet)" in said
+    assert "so what Stripe made of it is counted and nothing is sent twice" in said
+    assert (shown["refunded"], shown["refund_pending"], shown["made_at_stripe"]) == ("0.00", "65.20", "25.20")
+    made = [(r["payment_intent"], r["amount"]) for r in invoicing.http.emulator.objects["refund"].values()]
+    assert made == [(first, 4000), (second, 2520)]  # the bank-returned 40.00, then card 2's 25.20
+
+    monkeypatch.setattr(invoicing.http, "request", answer)  # Stripe back
+    done = _cli(capsys, *refund, "--to-failed-card", *table)
+    assert (done["refunded"], done["status"]) == ("65.20", "paid")  # 25.20 + 40.00
+    made = [(r["payment_intent"], r["amount"]) for r in invoicing.http.emulator.objects["refund"].values()]
+    assert made == [(first, 4000), (second, 2520), (first, 4000)]  # card 2 not refunded again
+    assert invoicing.invoice("acct-a").refund_pending is None
+
+
+def test_given_the_invoice_unreadable_after_stripe_failed_when_invoice_refund_then_exit_4_pending_unknown(
+    invoicing: Invoicing, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """acct-a's March 65.20 paid by card; 10.00 asked while Stripe answers 503, and the table throttles every read
+    after Stripe was asked. Before: the ClientError traceback chained over Stripe's (exit 1). Now: exit 4, one
+    line saying Stripe could not be reached and that whether a refund is pending is unknown (the read's error named);
+    the JSON has ``refund_pending`` and ``refunded_by_this_run`` "unknown"."""
+    refund, table = _march_paid(invoicing, capsys)
+    invoicing.http.faults[:0] = [503] * 20  # its retries too
+    asked = {"stripe": False}
+    stripe_refund, ledger = LazyGateway.refund, DynamoLedgerStore.ledger
+
+    def refund_(self: LazyGateway, *args: Any, **kwargs: Any) -> str:
+        asked["stripe"] = True
+        return stripe_refund(self, *args, **kwargs)
+
+    def ledger_(self: DynamoLedgerStore, *args: Any, **kwargs: Any) -> Any:
+        if asked["stripe"]:
+            error = {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"}}
+            raise ClientError(error, "Query")  # type: ignore[arg-type]
+        return ledger(self, *args, **kwargs)
+
+    monkeypatch.setattr(LazyGateway, "refund", refund_)
+    monkeypatch.setattr(DynamoLedgerStore, "ledger", ledger_)
+    said, shown = _refused(capsys, *refund, "--amount", "10.00", *table, "--json", code=4)
+    assert said.count("\n") == 1
+    assert "Traceback" not in said
+    assert said.startswith("kilo-billing: Stripe could not be reached (Stripe unavailable (503)")
+    assert "whether a refund is pending is unknown - the invoice could not be read back (ClientError: " in said
+    assert "ProvisionedThroughputExceededException" in said
+    assert (shown["refund_pending"], shown["refunded_by_this_run"], shown["made_at_stripe"]) == (
+        "unknown",
+        "unknown",
+        None,
+    )
+
+
+def test_given_stripe_unreachable_when_void_draft_then_exit_4_one_line_and_the_draft_unchanged(
+    invoicing: Invoicing, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """acct-a's March draft (65.20) Stripe refused to issue; void-draft asks Stripe first (an invoice of it held
+    there?) and Stripe answers 503 to every try. Before: the GatewayUnavailableError traceback (exit 1). Now: exit
+    4, one line saying ours is not voided and to run again, the JSON with it; our draft unchanged. Stripe back, the
+    same command voids it."""
+    table = _march_draft(invoicing, capsys)
+    void = ("invoice", "void-draft", "acct-a", "2026-03", "--reason", "dup", "--yes", *table)
+    invoicing.http.faults[:0] = [503] * 20
+    said, shown = _refused(capsys, *void, "--json", code=4)
+    assert said == (
+        "kilo-billing: Stripe could not be reached (Stripe unavailable (503): emulated 503): acct-a's 2026-03 draft "
+        "is not voided (ours unchanged); run again\n"
+    )
+    assert shown == {"unavailable": said.removeprefix("kilo-billing: ").strip()}
+    assert (invoicing.invoice("acct-a").status, str(invoicing.invoice("acct-a").total)) == (
+        InvoiceStatus.DRAFT,
+        "65.20",
+    )
+
+    invoicing.http.faults.clear()
+    done = _cli(capsys, *void)
+    assert (done["status"], done["total"]) == ("void", "65.20")

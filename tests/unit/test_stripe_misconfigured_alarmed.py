@@ -33,6 +33,23 @@ def _publishable_key() -> PaymentGateway:
     raise AssertionError("a key not of Stripe's shape builds no gateway")
 
 
+def _missing_secret() -> PaymentGateway:
+    """The secret's name wrong (or the secret deleted): Secrets Manager answers ResourceNotFoundException - ours to fix,
+    as a malformed one (D315, D358 amended). Before: ``GatewayUnavailableError`` - quiet, as an outage."""
+    import boto3  # noqa: PLC0415
+    from botocore.stub import Stubber  # noqa: PLC0415
+
+    from kilo_invoice.settings import InvoiceSettings  # noqa: PLC0415
+
+    client = boto3.client("secretsmanager", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="y")
+    stubber = Stubber(client)
+    stubber.add_client_error("get_secret_value", "ResourceNotFoundException", "Secrets Manager can't find it.")
+    stubber.activate()
+    config = InvoiceSettings(usage_table_name="t", stripe_api_key_secret_name="kilo/no-such-secret")
+    dependencies.stripe_gateway(config, client).payment_refs("in_1")  # builds it: reads the secret
+    raise AssertionError("a missing secret builds no gateway")
+
+
 def _delivered(world: World, events: Events, gateway: PaymentGateway, monkeypatch: pytest.MonkeyPatch) -> Any:
     invoice = world.close("acme", MAR)
     world.gateway.settle(invoice.invoice_id, paid=True)
@@ -90,7 +107,9 @@ def world() -> World:
     return team_with_march_overage()
 
 
-@pytest.mark.parametrize("build", [_malformed_secret, _publishable_key], ids=["no-api-key", "publishable-key"])
+@pytest.mark.parametrize(
+    "build", [_malformed_secret, _publishable_key, _missing_secret], ids=["no-api-key", "publishable-key", "missing"]
+)
 def test_given_a_malformed_stripe_secret_when_invoice_paid_arrives_then_paid_and_alarmed_not_failed(
     build: Any,
     world: World,

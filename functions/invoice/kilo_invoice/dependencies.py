@@ -52,6 +52,20 @@ def parse_stripe_secret(value: Any, name: str) -> StripeSecret:
     return secret
 
 
+def _secret_missing(exc: BaseException) -> bool:
+    """Whether Secrets Manager said the secret does not exist (``ResourceNotFoundException``), anywhere in the chain:
+    Powertools raises its own ``GetParameterError`` while handling the SDK's ``ClientError`` (``__context__``)."""
+    seen: BaseException | None = exc
+    for _ in range(5):  # a short chain; never a loop
+        if seen is None:
+            return False
+        response = getattr(seen, "response", None)
+        if isinstance(response, dict) and response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 class LazyGateway:
     """The Stripe gateway, built (SDK imported, API key read) on the first call that needs it."""
 
@@ -123,6 +137,11 @@ def stripe_gateway(config: InvoiceSettings, secrets_client: Any) -> PaymentGatew
                 name, transform="json", max_age=config.secret_max_age_seconds
             )
         except Exception as exc:  # Powertools wraps every failure (missing secret, AWS down, bad JSON)
+            if _secret_missing(exc):  # ours to fix (a wrong name, or the secret deleted): D315, D316
+                raise GatewayMisconfiguredError(
+                    f"secret {name} not found: the Stripe secret name is ours to fix (--stripe-secret, "
+                    "STRIPE_API_KEY_SECRET_NAME)"
+                ) from exc
             raise GatewayUnavailableError(f"secret {name} could not be read: {type(exc).__name__}") from exc
         secret = parse_stripe_secret(value, name)
         return StripePaymentGateway.from_api_key(

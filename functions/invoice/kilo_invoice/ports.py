@@ -39,6 +39,19 @@ class GatewayMisconfiguredError(GatewayUnavailableError):
     (retried, never acted on as a refusal) until an operator fixes it; where a failure is let pass, it is alarmed."""
 
 
+class GatewayPartlyUnavailableError(GatewayUnavailableError):
+    """A refund the processor made in part before it could not be reached (or refused our key) for the rest: an invoice
+    paid in several payments, one payment's refund made, the next one's call failed. ``refunded`` of the amount asked
+    is money it gave back (by this run or an earlier one of the same request); the request stays pending and a rerun
+    counts it (found by the request's id), so it is said, never taken as 0.00. ``misconfigured``: the failed call was
+    refused as ours to fix (``GatewayMisconfiguredError``, its cause)."""
+
+    def __init__(self, message: str, refunded: Decimal, misconfigured: bool = False) -> None:
+        super().__init__(message)
+        self.refunded = refunded
+        self.misconfigured = misconfigured
+
+
 class GatewayRejectedError(Exception):
     """The processor refused the payment itself for good (a card declined, its amount or state rules: a refund above
     what is left, an invoice no longer open): do not retry. Never our key, permissions or objects
