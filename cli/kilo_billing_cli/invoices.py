@@ -15,12 +15,13 @@ on the invoice. Without ``--yes`` nothing is done (D338).
 
 ``invoice refund --account ID --invoice KB-... [--amount 10.00] [--to-failed-card]``: exit 3 (``EXIT_REFUSED``) when
 the card processor refuses the refund or an earlier pending one was finished instead; exit 4 (``EXIT_UNAVAILABLE``)
-when Stripe cannot be reached or our Stripe setting is wrong (the secret missing or malformed, the key refused: fix
-it first): the request stays pending and a rerun finishes it (the same request: what Stripe made of it - part may be
-made already, ``made_at_stripe`` when Stripe said - is counted, nothing is sent twice). Either way one line on
+when Stripe cannot be reached or our Stripe setting is wrong (the secret missing, marked for deletion, undecryptable or
+malformed, the key refused: fix it first): the request stays pending and a rerun finishes it (the same request: what
+Stripe made of it - part may be made already, ``made_at_stripe`` when Stripe said, refunds that failed or were
+canceled not counted - is counted, nothing is sent twice). Either way one line on
 stderr, and the invoice as stored now on stdout (JSON with ``--json``: ``refunded_by_this_run``, ``refund_pending``
 - "unknown" when the invoice could not be read back - and ``refused`` or ``unavailable``). ``invoice void-draft``
-with Stripe unreachable exits 4 as well, our draft unchanged.
+with Stripe unreachable exits 4 as well, refused by Stripe exits 3, our draft unchanged either way.
 
 ``invoice show --account ID [--period YYYY-MM]``: the account's invoices with status, amounts and Stripe's hosted
 page and PDF links; with ``--period``, that invoice's lines.
@@ -48,7 +49,8 @@ from kilo_billing.periods import Period
 from kilo_billing_cli import arguments
 
 # ``invoice refund``: the amount asked was not refunded - the card processor refused it, or an earlier pending request
-# was finished instead (what either run made is recorded first and said): not a typo's 2
+# was finished instead (what either run made is recorded first and said): not a typo's 2. ``invoice void-draft``:
+# Stripe refused to void or delete its invoice, nothing voided
 EXIT_REFUSED = 3
 # ``invoice refund``: Stripe not reached, or our Stripe setting wrong (the secret missing or malformed, the key refused:
 # fix it first) - so the request recorded first stays pending (part may be made at Stripe): rerun, it finishes the
@@ -97,7 +99,7 @@ def add_parser(sub: Any) -> Any:
     void = commands.add_parser(
         "void-draft",
         help="void a month-end invoice still our draft (its issue refused for good): later closes proceed; exit 4 "
-        "when Stripe cannot be reached (nothing voided: run again)",
+        "when Stripe cannot be reached (nothing voided: run again), exit 3 when Stripe refuses (nothing voided)",
     )
     void.add_argument("account")
     void.add_argument("period", type=arguments.period, help="YYYY-MM")
@@ -189,7 +191,7 @@ def _void_draft(args: argparse.Namespace, console: Console) -> None:
     from kilo_invoice.dependencies import close_deps  # noqa: PLC0415
     from kilo_invoice.logic import void_draft  # noqa: PLC0415
     from kilo_invoice.model import InvoiceNotFoundError  # noqa: PLC0415
-    from kilo_invoice.ports import GatewayUnavailableError  # noqa: PLC0415
+    from kilo_invoice.ports import GatewayRejectedError, GatewayUnavailableError  # noqa: PLC0415
     from kilo_invoice.settings import InvoiceSettings  # noqa: PLC0415
 
     check_account_id(args.account)
@@ -212,6 +214,13 @@ def _void_draft(args: argparse.Namespace, console: Console) -> None:
         if args.json:
             sys.stdout.write(json.dumps({"unavailable": said}, indent=2) + "\n")
         raise SystemExit(EXIT_UNAVAILABLE) from None
+    except GatewayRejectedError as exc:  # Stripe refused its side for good (rh2 6): ours still the draft - exit 3
+        said = f"the card processor refused it ({' '.join(str(exc).split())}): {args.account}'s {args.period} draft is "
+        said += "not voided (ours unchanged)"
+        sys.stderr.write(f"kilo-billing: {said}\n")
+        if args.json:
+            sys.stdout.write(json.dumps({"refused": said}, indent=2) + "\n")
+        raise SystemExit(EXIT_REFUSED) from None
     invoice = done.invoice
     summary = _summary(invoice) | {
         "reason": args.reason,
@@ -247,14 +256,12 @@ def _read_back(store: Any, args: argparse.Namespace) -> tuple[InvoiceRecord | No
 
 def _gateway_said(exc: Exception) -> tuple[str, str]:
     """What a ``GatewayUnavailableError`` was, in one line, and what to do before a rerun: Stripe not reached (a rerun
-    alone), or our setting wrong - the Stripe secret missing or malformed, our key refused (fix it first)."""
-    from kilo_invoice.ports import GatewayMisconfiguredError, GatewayPartlyUnavailableError  # noqa: PLC0415
+    alone), or our setting wrong - the Stripe secret missing, marked for deletion, undecryptable or malformed, our key
+    refused (fix it first)."""
+    from kilo_invoice.ports import GatewayMisconfiguredError  # noqa: PLC0415
 
     why = " ".join(str(exc).split())  # one line
-    ours = isinstance(exc, GatewayMisconfiguredError) or (
-        isinstance(exc, GatewayPartlyUnavailableError) and exc.misconfigured
-    )
-    if ours:
+    if isinstance(exc, GatewayMisconfiguredError):  # GatewayPartlyMisconfiguredError too
         return (
             f"our Stripe setting is wrong ({why})",
             "fix it (the Stripe secret's name or value, the key's permissions), then ",
@@ -264,7 +271,8 @@ def _gateway_said(exc: Exception) -> tuple[str, str]:
 
 def _unavailable(exc: Exception, after: InvoiceRecord | None, made: Decimal | None, unread: str | None) -> str:
     """One line: what happened (Stripe not reached, or our setting wrong: fix it first), what is pending - and what of
-    it Stripe made before the failure (``made``, when the gateway says; else that part may be made) - and that a
+    it Stripe made before the failure (``made``, when the gateway says; else that part may be made; "not recorded yet"
+    only while our invoice records less than it since the request was made: the webhook may have) - and that a
     rerun finishes it: the same request id, so what Stripe made of it is counted and nothing is sent twice. The
     invoice unreadable (``unread``): whether a refund is pending is unknown."""
     what, then = _gateway_said(exc)
@@ -278,11 +286,12 @@ def _unavailable(exc: Exception, after: InvoiceRecord | None, made: Decimal | No
     pending = after.refund_pending if after is not None else None
     if pending is None:
         return f"{what}: no refund is pending; {then}run again to refund it"
-    part = (
-        "part of it may already be made at Stripe"
-        if made is None
-        else f"{money_str(made)} of it made at Stripe before the failure, not recorded yet"
-    )
+    if made is None:
+        part = "part of it may already be made at Stripe"
+    elif after is not None and after.refunded - pending.refunded_before >= made:
+        part = f"Stripe made {money_str(made)} of it"  # the webhook recorded it meanwhile (rh2 3)
+    else:
+        part = f"{money_str(made)} of it made at Stripe before the failure, not recorded yet"
     return (
         f"{what}: the refund of {money_str(pending.amount)} is pending ({part}); {then}run again to finish it - "
         f"the same request ({pending.refund_id}), {finish}"

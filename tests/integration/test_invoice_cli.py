@@ -351,13 +351,11 @@ def test_given_a_draft_stripe_holds_open_when_void_draft_then_stripe_voids_it_fi
     assert invoicing.store.ledger("acct-a").billing.credit == 0
 
 
-def test_given_stripe_left_its_invoice_a_draft_when_void_draft_then_stripe_deletes_it_and_ours_is_void(
+def _march_left_a_draft_at_stripe(
     invoicing: Invoicing, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """acct-a, Team, card, March 65.20 (7.20 + 29.00 + 29.00 April ahead). The customer has a Stripe balance (a 5.00
-    credit made in the dashboard) that Stripe would apply: the adapter leaves Stripe's invoice a draft and refuses to
-    finalize it, ours stays a draft. Before (D338 as first written): void-draft refused ("delete it in Stripe").
-    Now: Stripe's draft is deleted (a DELETE on the emulator behind the SDK), ours is void with the reason kept."""
+) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """acct-a, Team, card, March 65.20; a 5.00 Stripe balance in the way: Stripe's invoice left a draft, ours a draft
+    (the run exits 1). Returns Stripe's invoice and the table option."""
     invoicing.register("acct-a", "team")
     invoicing.rate("acct-a", "video", 60_000)
     invoicing.card("acct-a", "pm_card_visa")
@@ -370,6 +368,17 @@ def test_given_stripe_left_its_invoice_a_draft_when_void_draft_then_stripe_delet
     capsys.readouterr()
     [at_stripe] = invoicing.http.emulator.objects["invoice"].values()
     assert (at_stripe["status"], invoicing.invoice("acct-a").status) == ("draft", InvoiceStatus.DRAFT)
+    return at_stripe, table
+
+
+def test_given_stripe_left_its_invoice_a_draft_when_void_draft_then_stripe_deletes_it_and_ours_is_void(
+    invoicing: Invoicing, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """acct-a, Team, card, March 65.20 (7.20 + 29.00 + 29.00 April ahead). The customer has a Stripe balance (a 5.00
+    credit made in the dashboard) that Stripe would apply: the adapter leaves Stripe's invoice a draft and refuses to
+    finalize it, ours stays a draft. Before (D338 as first written): void-draft refused ("delete it in Stripe").
+    Now: Stripe's draft is deleted (a DELETE on the emulator behind the SDK), ours is void with the reason kept."""
+    at_stripe, table = _march_left_a_draft_at_stripe(invoicing, capsys)
     void = ("invoice", "void-draft", "acct-a", "2026-03", "--reason", "Stripe balance in the way", "--yes", *table)
     done = _cli(capsys, *void)
     assert (done["status"], done["processor"]) == ("void", f"Stripe draft invoice {at_stripe['id']} deleted")
@@ -598,3 +607,158 @@ def test_given_stripe_unreachable_when_void_draft_then_exit_4_one_line_and_the_d
     invoicing.http.faults.clear()
     done = _cli(capsys, *void)
     assert (done["status"], done["total"]) == ("void", "65.20")
+
+
+def test_given_stripe_deleted_its_draft_but_the_answer_was_lost_when_void_draft_then_ours_is_void_saying_so(
+    invoicing: Invoicing, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review rh2 1. Stripe's March draft deleted, the DELETE's answer lost: the SDK sends the DELETE again and Stripe
+    answers 404 ``resource_missing``. Before: "our Stripe setting is wrong ... fix it", exit 4 (nothing to fix), and
+    the rerun voided ours saying ``processor`` null (Stripe's draft unmentioned). Now: the 404 on the draft this run
+    just found is its deletion - ours is void in the same run, ``processor`` says Stripe no longer held it."""
+    at_stripe, table = _march_left_a_draft_at_stripe(invoicing, capsys)
+    answer = invoicing.http.request
+    lost = {"done": False}
+
+    def lose_the_delete(method: str, url: str, headers: Any, post_data: Any = None, **kwargs: Any) -> Any:
+        if method.lower() == "delete" and not lost["done"]:
+            lost["done"] = True
+            invoicing.http.faults[:0] = ["lost"]  # Stripe deletes it; its answer never arrives
+        return answer(method, url, headers, post_data, **kwargs)
+
+    monkeypatch.setattr(invoicing.http, "request", lose_the_delete)
+    void = ("invoice", "void-draft", "acct-a", "2026-03", "--reason", "dup", "--yes", *table)
+    done = _cli(capsys, *void)
+    assert (done["status"], done["processor"]) == (
+        "void",
+        f"Stripe draft invoice {at_stripe['id']} deleted (Stripe no longer held it: an earlier try's answer lost)",
+    )
+    assert invoicing.http.emulator.objects["invoice"] == {}
+    deletes = [r.method for r in invoicing.http.requests if r.path == f"/v1/invoices/{at_stripe['id']}"]
+    assert deletes.count("delete") == 2  # the lost one, then the SDK's retry meeting 404
+    assert invoicing.invoice("acct-a").status is InvoiceStatus.VOID
+
+
+def test_given_stripe_refuses_to_delete_its_draft_when_void_draft_then_exit_3_one_line_and_ours_unchanged(
+    invoicing: Invoicing, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review rh2 6. Stripe's March draft; its DELETE refused (400 ``invoice_not_editable``: a refusal of the request
+    itself, ``GatewayRejectedError``). Before: the traceback (exit 1). Now: exit 3 (refused, as refund's refusal), one
+    line naming Stripe's refusal, ours still the draft (65.20) and Stripe's draft kept."""
+    at_stripe, table = _march_left_a_draft_at_stripe(invoicing, capsys)
+    answer = invoicing.http.request
+    refusal = {"error": {"type": "invalid_request_error", "code": "invoice_not_editable", "message": "not editable"}}
+
+    def refuse_the_delete(method: str, url: str, headers: Any, post_data: Any = None, **kwargs: Any) -> Any:
+        if method.lower() == "delete":
+            return json.dumps(refusal), 400, {"request-id": "r"}
+        return answer(method, url, headers, post_data, **kwargs)
+
+    monkeypatch.setattr(invoicing.http, "request", refuse_the_delete)
+    void = ("invoice", "void-draft", "acct-a", "2026-03", "--reason", "dup", "--yes", *table)
+    said, shown = _refused(capsys, *void, "--json")
+    assert said == (
+        "kilo-billing: the card processor refused it (Stripe refused (400): not editable): acct-a's 2026-03 draft is "
+        "not voided (ours unchanged)\n"
+    )
+    assert shown == {"refused": said.removeprefix("kilo-billing: ").strip()}
+    assert (invoicing.invoice("acct-a").status, str(invoicing.invoice("acct-a").total)) == (
+        InvoiceStatus.DRAFT,
+        "65.20",
+    )
+    assert list(invoicing.http.emulator.objects["invoice"]) == [at_stripe["id"]]
+
+
+def _card_1_down(invoicing: Invoicing, monkeypatch: pytest.MonkeyPatch, first: str) -> Any:
+    """Stripe answers 503 to every refund on card 1's payment ``first`` (its retries too); the rest answered. Returns
+    the real answer, to put back."""
+    answer = invoicing.http.request
+
+    def card_1_down(method: str, url: str, headers: Any, post_data: Any = None, **kwargs: Any) -> Any:
+        if method.lower() == "post" and url.endswith("/v1/refunds") and f"payment_intent={first}" in str(post_data):
+            return json.dumps({"error": {"message": "down"}}), 503, {"request-id": "r"}
+        return answer(method, url, headers, post_data, **kwargs)
+
+    monkeypatch.setattr(invoicing.http, "request", card_1_down)
+    return answer
+
+
+def test_given_the_webhook_recorded_the_made_part_when_a_rerun_meets_stripe_down_then_it_is_not_said_unrecorded(
+    invoicing: Invoicing, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review rh2 3. 65.20 paid 40.00 (card 1) + 25.20 (card 2), all asked with ``--to-failed-card``: card 2's 25.20
+    made, card 1 down (exit 4, "not recorded yet": true then, 0.00 refunded). The charge.refunded webhook then records
+    the 25.20 (refunded 25.20, the 65.20 request still pending). A rerun, card 1 still down: before, "25.20 of it made
+    at Stripe before the failure, not recorded yet" - false, it is recorded. Now: "Stripe made 25.20 of it" (recorded
+    since the request: 25.20 - 0.00 before it = 25.20, not below the 25.20 made). Stripe back: 25.20 + 40.00 = 65.20."""
+    first, second, refund, table = _march_card_1s_refund_returned(invoicing, capsys)
+    seen = len(invoicing.http.emulator.events)
+    answer = _card_1_down(invoicing, monkeypatch, first)
+    said, shown = _refused(capsys, *refund, "--to-failed-card", *table, "--json", code=4)
+    assert "(25.20 of it made at Stripe before the failure, not recorded yet)" in said
+    for event in invoicing.http.emulator.events[seen:]:  # card 2's refund's events delivered meanwhile
+        assert invoicing.webhook(event) == 200
+    invoicing.payments()
+    capsys.readouterr()
+    assert str(invoicing.invoice("acct-a").refunded) == "25.20"
+
+    said, shown = _refused(capsys, *refund, "--to-failed-card", *table, "--json", code=4)
+    assert "not recorded yet" not in said
+    assert "the refund of 65.20 is pending (Stripe made 25.20 of it); run again to finish it" in said
+    assert (shown["refunded"], shown["refunded_by_this_run"], shown["made_at_stripe"]) == ("25.20", "0.00", "25.20")
+
+    monkeypatch.setattr(invoicing.http, "request", answer)  # Stripe back
+    done = _cli(capsys, *refund, "--to-failed-card", *table)
+    assert done["refunded"] == "65.20"  # 25.20 + 40.00
+    made = [(r["payment_intent"], r["amount"]) for r in invoicing.http.emulator.objects["refund"].values()]
+    assert made == [(first, 4000), (second, 2520), (first, 4000)]  # card 2 not refunded again
+
+
+def test_given_the_made_part_failed_at_the_bank_when_a_rerun_meets_stripe_down_then_it_is_not_said_made(
+    invoicing: Invoicing, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review rh2 4. As above: card 2's 25.20 made, card 1 down (exit 4). Card 2's bank then returns the 25.20 (its
+    refund ``failed``). A rerun, card 1 still down: before, made_at_stripe 25.20 - money Stripe did not give back. Now:
+    6520 asked - 4000 wanted (card 2's 2520 counted for the request: never sent again) - 2520 failed = 0 cents made:
+    made_at_stripe 0.00, the line naming the 25.20 made then failed at the card's bank, as a refusal does."""
+    first, second, refund, table = _march_card_1s_refund_returned(invoicing, capsys)
+    _card_1_down(invoicing, monkeypatch, first)
+    _refused(capsys, *refund, "--to-failed-card", *table, "--json", code=4)
+    [card_2s] = [rid for rid, r in invoicing.http.emulator.objects["refund"].items() if r["payment_intent"] == second]
+    invoicing.http.emulator.fail_refund(card_2s)  # card 2's bank returns the 25.20
+
+    said, shown = _refused(capsys, *refund, "--to-failed-card", *table, "--json", code=4)
+    assert said.startswith("kilo-billing: Stripe could not be reached (0.00 of 65.20 refunded on")
+    assert "; 25.20 made then failed at the card's bank (not sent again) before the next payment's refund" in said
+    assert shown["made_at_stripe"] == "0.00"
+    assert "25.20 of it made at Stripe" not in said
+
+
+def test_given_our_key_refused_after_part_of_a_refund_was_made_then_a_caller_sees_it_as_misconfigured(
+    invoicing: Invoicing, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review rh2 5. As above, card 2's 25.20 made, then card 1's refund refused 403 (a restricted key without the
+    permission: ours to fix). Before: ``GatewayPartlyUnavailableError(misconfigured=True)``, not an instance of
+    ``GatewayMisconfiguredError`` - a caller catching that (a future Lambda) would retry and never alarm. Now: it is
+    both (``GatewayPartlyMisconfiguredError``), 25.20 made said; the CLI still says our setting is wrong, exit 4."""
+    from kilo_invoice.logic import refund_invoice  # noqa: PLC0415
+    from kilo_invoice.ports import GatewayMisconfiguredError, GatewayPartlyUnavailableError  # noqa: PLC0415
+    from tests.unit.test_stripe_gateway_refusals import NO_PERMISSION  # noqa: PLC0415
+
+    first, _second, refund, table = _march_card_1s_refund_returned(invoicing, capsys)
+    answer = invoicing.http.request
+
+    def key_refused_on_card_1(method: str, url: str, headers: Any, post_data: Any = None, **kwargs: Any) -> Any:
+        if method.lower() == "post" and url.endswith("/v1/refunds") and f"payment_intent={first}" in str(post_data):
+            return json.dumps(NO_PERMISSION), 403, {"request-id": "r"}
+        return answer(method, url, headers, post_data, **kwargs)
+
+    monkeypatch.setattr(invoicing.http, "request", key_refused_on_card_1)
+    with pytest.raises(GatewayMisconfiguredError) as info:
+        refund_invoice(invoicing.store, invoicing.gateway(), "acct-a", "acct-a/2026-03", None, to_failed_card=True)
+    assert isinstance(info.value, GatewayPartlyUnavailableError)
+    assert info.value.refunded == Decimal("25.20")  # card 2's 2520 cents
+    said, shown = _refused(capsys, *refund, "--to-failed-card", *table, "--json", code=4)  # the same request again
+    assert said.startswith("kilo-billing: our Stripe setting is wrong (25.20 of 65.20 refunded on")
+    assert "fix it (the Stripe secret's name or value, the key's permissions), then run again to finish it" in said
+    assert shown["made_at_stripe"] == "25.20"

@@ -38,6 +38,7 @@ from kilo_invoice.ports import (
     GatewayInvoiceStatus,
     GatewayLine,
     GatewayMisconfiguredError,
+    GatewayPartlyMisconfiguredError,
     GatewayPartlyRefundedError,
     GatewayPartlyUnavailableError,
     GatewayRejectedError,
@@ -521,11 +522,20 @@ class StripePaymentGateway:
         key = _key(gateway_id, "void")
         self._call(lambda: self._client.v1.invoices.void_invoice(gateway_id, {}, {"idempotency_key": key}))
 
-    def delete_draft(self, gateway_id: str) -> None:
-        # no idempotency key: Stripe takes them on POST only; a DELETE sent again after a lost answer finds the
-        # invoice gone (404, ours to fix) and the operator's rerun finds no invoice (D338 amended)
-        self._call(lambda: self._client.v1.invoices.delete(gateway_id))
+    def delete_draft(self, gateway_id: str) -> bool:
+        """No idempotency key: Stripe takes them on POST only. A DELETE sent again after a lost answer (the SDK's
+        retry) finds the draft gone: 404 ``resource_missing`` on the draft this run just found by our key - deleted,
+        not our setting wrong (False: said so; D338 amended, rh2 1)."""
+        held = True
+        try:
+            self._call(lambda: self._client.v1.invoices.delete(gateway_id))
+        except GatewayMisconfiguredError as exc:
+            cause = exc.__cause__
+            if not (isinstance(cause, stripe.InvalidRequestError) and cause.code == "resource_missing"):
+                raise
+            held = False
         self._known = {ours: stripe_id for ours, stripe_id in self._known.items() if stripe_id != gateway_id}
+        return held
 
     # ------------------------------------------------------------------ plumbing
     @staticmethod
@@ -562,14 +572,18 @@ def _made_in_part(
     """A refund request's failure after part of it was made (``asked - wanted`` cents, now or by an earlier run):
     refused for good -> ``GatewayPartlyRefundedError`` (D329); a payment's call not answered or our key refused ->
     ``GatewayPartlyUnavailableError``, the request still pending (D358 amended). Both say what was made."""
-    if isinstance(exc, GatewayUnavailableError):
-        return GatewayPartlyUnavailableError(
-            f"{dollars(asked - wanted)} of {dollars(asked)} refunded on {gateway_id} ({', '.join(made)}) before the "
-            f"next payment's refund failed: {exc}",
-            dollars(asked - wanted),  # made at the processor (now or by an earlier run of the request)
-            misconfigured=isinstance(exc, GatewayMisconfiguredError),
-        )
     failed = sum(r.amount for r in undone)
+    if isinstance(exc, GatewayUnavailableError):
+        partly = (
+            GatewayPartlyMisconfiguredError
+            if isinstance(exc, GatewayMisconfiguredError)
+            else GatewayPartlyUnavailableError
+        )
+        return partly(
+            f"{dollars(asked - wanted - failed)} of {dollars(asked)} refunded on {gateway_id} ({', '.join(made)})"
+            f"{_undone_said(undone)} before the next payment's refund failed: {exc}",
+            dollars(asked - wanted - failed),  # given back (now or by an earlier run), not what failed or was canceled
+        )
     return GatewayPartlyRefundedError(
         f"{dollars(asked - wanted - failed)} of {dollars(asked)} refunded on {gateway_id} ({', '.join(made)})"
         f"{_undone_said(undone)}; the rest refused: {exc}",
