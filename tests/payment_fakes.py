@@ -183,12 +183,15 @@ class InMemoryPaymentGateway:
             raise GatewayRejectedError(f"only open invoices can be voided ({invoice.status})")
         invoice.status = "void"
 
-    def delete_draft(self, gateway_id: str) -> None:
+    def delete_draft(self, gateway_id: str) -> bool:
         self._call("delete_draft")
+        if all(invoice.gateway_id != gateway_id for invoice in self.invoices.values()):
+            return False  # gone: deleted already (Stripe's 404 resource_missing on it)
         invoice = self._by_gateway_id(gateway_id)
         if invoice.status != "draft":
             raise GatewayRejectedError(f"only draft invoices can be deleted ({invoice.status})", invoice.status)
         del self.invoices[invoice.request.invoice_id]
+        return True
 
     def set_default_payment_method(self, customer_id: str, payment_method: str) -> str:
         self._call("set_default_payment_method")

@@ -13,6 +13,16 @@ still our draft (``kilo_invoice.logic.void_draft``; an open Stripe invoice for i
 deleted first), so later closes proceed; it says what of the draft no later close bills again and keeps the reason
 on the invoice. Without ``--yes`` nothing is done (D338).
 
+``invoice refund --account ID --invoice KB-... [--amount 10.00] [--to-failed-card]``: exit 3 (``EXIT_REFUSED``) when
+the card processor refuses the refund or an earlier pending one was finished instead; exit 4 (``EXIT_UNAVAILABLE``)
+when Stripe cannot be reached or our Stripe setting is wrong (the secret missing, marked for deletion, undecryptable or
+malformed, the key refused: fix it first): the request stays pending and a rerun finishes it (the same request: what
+Stripe made of it - part may be made already, ``made_at_stripe`` when Stripe said, refunds that failed or were
+canceled not counted - is counted, nothing is sent twice). Either way one line on
+stderr, and the invoice as stored now on stdout (JSON with ``--json``: ``refunded_by_this_run``, ``refund_pending``
+- "unknown" when the invoice could not be read back - and ``refused`` or ``unavailable``). ``invoice void-draft``
+with Stripe unreachable exits 4 as well, refused by Stripe exits 3, our draft unchanged either way.
+
 ``invoice show --account ID [--period YYYY-MM]``: the account's invoices with status, amounts and Stripe's hosted
 page and PDF links; with ``--period``, that invoice's lines.
 
@@ -27,6 +37,7 @@ import json
 import os
 import sys
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any, NoReturn
 
 from rich.console import Console
@@ -38,8 +49,13 @@ from kilo_billing.periods import Period
 from kilo_billing_cli import arguments
 
 # ``invoice refund``: the amount asked was not refunded - the card processor refused it, or an earlier pending request
-# was finished instead (what either run made is recorded first and said): not a typo's 2
+# was finished instead (what either run made is recorded first and said): not a typo's 2. ``invoice void-draft``:
+# Stripe refused to void or delete its invoice, nothing voided
 EXIT_REFUSED = 3
+# ``invoice refund``: Stripe not reached, or our Stripe setting wrong (the secret missing or malformed, the key refused:
+# fix it first) - so the request recorded first stays pending (part may be made at Stripe): rerun, it finishes the
+# same request, counting what Stripe made (idempotency: never sent twice). ``invoice void-draft``: nothing voided, rerun
+EXIT_UNAVAILABLE = 4
 
 
 def add_parser(sub: Any) -> Any:
@@ -58,12 +74,15 @@ def add_parser(sub: Any) -> Any:
     show = commands.add_parser("show", help="an account's invoices: status, amounts, links")
     show.add_argument("--account", required=True)
     show.add_argument("--period", type=arguments.period, help="one invoice, with its lines")
-    refund = commands.add_parser(
-        "refund",
-        help="refund all or part of a paid invoice (card: a Stripe refund; crypto: a refund owed); exit 3 when the "
+    refund_help = (
+        "refund all or part of a paid invoice (card: a Stripe refund; crypto: a refund owed); exit 3 when the "
         "card processor refuses it or an earlier pending refund was finished instead (what this run refunded is "
-        "recorded and said, in the JSON too)",
+        "recorded and said, in the JSON too); exit 4 when Stripe cannot be reached or our Stripe setting is wrong "
+        "(the secret missing or malformed, the key refused: fix it first): the request stays pending - part may be "
+        "made at Stripe already (made_at_stripe) - and a rerun finishes it, counting what was made (nothing is sent "
+        "twice)"
     )
+    refund = commands.add_parser("refund", help=refund_help, description=refund_help)
     refund.add_argument("--account", required=True)
     refund.add_argument("--invoice", required=True, help="its number (KB-...) or id")
     refund.add_argument("--amount", type=arguments.money, help="USD (default: all that is left to refund)")
@@ -78,7 +97,9 @@ def add_parser(sub: Any) -> Any:
     sent.add_argument("--invoice", required=True, help="its number (KB-...) or id")
     sent.add_argument("--transaction", required=True, help="the refund's transaction hash or signature")
     void = commands.add_parser(
-        "void-draft", help="void a month-end invoice still our draft (its issue refused for good): later closes proceed"
+        "void-draft",
+        help="void a month-end invoice still our draft (its issue refused for good): later closes proceed; exit 4 "
+        "when Stripe cannot be reached (nothing voided: run again), exit 3 when Stripe refuses (nothing voided)",
     )
     void.add_argument("account")
     void.add_argument("period", type=arguments.period, help="YYYY-MM")
@@ -113,7 +134,11 @@ def _refund(args: argparse.Namespace, console: Console) -> None:
     from kilo_billing.accounts import check_account_id  # noqa: PLC0415
     from kilo_invoice.logic import refund_invoice, settle_crypto_refund  # noqa: PLC0415
     from kilo_invoice.model import EarlierRefundFinishedError, InvoiceNotFoundError  # noqa: PLC0415
-    from kilo_invoice.ports import GatewayRejectedError  # noqa: PLC0415
+    from kilo_invoice.ports import (  # noqa: PLC0415
+        GatewayPartlyUnavailableError,
+        GatewayRejectedError,
+        GatewayUnavailableError,
+    )
 
     check_account_id(args.account)
     before: InvoiceRecord | None = None
@@ -138,11 +163,16 @@ def _refund(args: argparse.Namespace, console: Console) -> None:
     except InvoiceNotFoundError as exc:
         raise ValueError(str(exc)) from exc
     except GatewayRejectedError as exc:  # refused for good, what was made recorded first (D329): said, exit 3
-        after = _found(deps.store.ledger(args.account).invoices.values(), args.invoice)
-        _refused(args, console, before, after, f"the card processor refused the refund: {exc}")
+        after, unread = _read_back(deps.store, args)
+        _refused(args, console, before, after, f"the card processor refused the refund: {exc}", unread=unread)
     except EarlierRefundFinishedError as exc:  # an earlier request finished instead: money moved, the ask not made
-        after = _found(deps.store.ledger(args.account).invoices.values(), args.invoice)
-        _refused(args, console, before, after, str(exc))
+        after, unread = _read_back(deps.store, args)
+        _refused(args, console, before, after, str(exc), unread=unread)
+    except GatewayUnavailableError as exc:  # not reached, or our setting wrong: the request stays pending, rerun
+        after, unread = _read_back(deps.store, args)
+        made = exc.refunded if isinstance(exc, GatewayPartlyUnavailableError) else None
+        said = _unavailable(exc, after, made, unread)
+        _refused(args, console, before, after, said, key="unavailable", code=EXIT_UNAVAILABLE, made=made, unread=unread)
     summary = _summary(invoice) | {"refund_owed": money_str(invoice.refund_owed)}
     if args.json:
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
@@ -161,6 +191,7 @@ def _void_draft(args: argparse.Namespace, console: Console) -> None:
     from kilo_invoice.dependencies import close_deps  # noqa: PLC0415
     from kilo_invoice.logic import void_draft  # noqa: PLC0415
     from kilo_invoice.model import InvoiceNotFoundError  # noqa: PLC0415
+    from kilo_invoice.ports import GatewayRejectedError, GatewayUnavailableError  # noqa: PLC0415
     from kilo_invoice.settings import InvoiceSettings  # noqa: PLC0415
 
     check_account_id(args.account)
@@ -176,6 +207,20 @@ def _void_draft(args: argparse.Namespace, console: Console) -> None:
         done = void_draft(deps.store, deps.gateway, args.account, args.period, datetime.now(UTC), args.reason)
     except InvoiceNotFoundError as exc:
         raise ValueError(str(exc)) from exc
+    except GatewayUnavailableError as exc:  # Stripe is asked first: ours is still the draft - said, exit 4, rerun
+        what, then = _gateway_said(exc)
+        said = f"{what}: {args.account}'s {args.period} draft is not voided (ours unchanged); {then}run again"
+        sys.stderr.write(f"kilo-billing: {said}\n")
+        if args.json:
+            sys.stdout.write(json.dumps({"unavailable": said}, indent=2) + "\n")
+        raise SystemExit(EXIT_UNAVAILABLE) from None
+    except GatewayRejectedError as exc:  # Stripe refused its side for good (rh2 6): ours still the draft - exit 3
+        said = f"the card processor refused it ({' '.join(str(exc).split())}): {args.account}'s {args.period} draft is "
+        said += "not voided (ours unchanged)"
+        sys.stderr.write(f"kilo-billing: {said}\n")
+        if args.json:
+            sys.stdout.write(json.dumps({"refused": said}, indent=2) + "\n")
+        raise SystemExit(EXIT_REFUSED) from None
     invoice = done.invoice
     summary = _summary(invoice) | {
         "reason": args.reason,
@@ -200,31 +245,106 @@ def _found(invoices: Any, reference: str) -> InvoiceRecord | None:
     return next((i for i in invoices if reference in (i.invoice_id, i.number)), None)
 
 
+def _read_back(store: Any, args: argparse.Namespace) -> tuple[InvoiceRecord | None, str | None]:
+    """The invoice as stored now, after the processor's answer - or why it could not be read (the table throttled,
+    AWS down): the answer is said either way, never a traceback chained over it."""
+    try:
+        return _found(store.ledger(args.account).invoices.values(), args.invoice), None
+    except Exception as exc:  # any failure of the read (throttled, AWS down): said, with the processor's answer
+        return None, f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+
+
+def _gateway_said(exc: Exception) -> tuple[str, str]:
+    """What a ``GatewayUnavailableError`` was, in one line, and what to do before a rerun: Stripe not reached (a rerun
+    alone), or our setting wrong - the Stripe secret missing, marked for deletion, undecryptable or malformed, our key
+    refused (fix it first)."""
+    from kilo_invoice.ports import GatewayMisconfiguredError  # noqa: PLC0415
+
+    why = " ".join(str(exc).split())  # one line
+    if isinstance(exc, GatewayMisconfiguredError):  # GatewayPartlyMisconfiguredError too
+        return (
+            f"our Stripe setting is wrong ({why})",
+            "fix it (the Stripe secret's name or value, the key's permissions), then ",
+        )
+    return f"Stripe could not be reached ({why})", ""
+
+
+def _unavailable(exc: Exception, after: InvoiceRecord | None, made: Decimal | None, unread: str | None) -> str:
+    """One line: what happened (Stripe not reached, or our setting wrong: fix it first), what is pending - and what of
+    it Stripe made before the failure (``made``, when the gateway says; else that part may be made; "not recorded yet"
+    only while our invoice records less than it since the request was made: the webhook may have) - and that a
+    rerun finishes it: the same request id, so what Stripe made of it is counted and nothing is sent twice. The
+    invoice unreadable (``unread``): whether a refund is pending is unknown."""
+    what, then = _gateway_said(exc)
+    finish = "so what Stripe made of it is counted and nothing is sent twice"
+    if unread is not None:
+        known = "" if made is None else f" ({money_str(made)} of one made at Stripe before the failure)"
+        return (
+            f"{what}: whether a refund is pending is unknown{known} - the invoice could not be read back ({unread}); "
+            f"{then}run again to finish any pending refund - the same request, {finish}"
+        )
+    pending = after.refund_pending if after is not None else None
+    if pending is None:
+        return f"{what}: no refund is pending; {then}run again to refund it"
+    if made is None:
+        part = "part of it may already be made at Stripe"
+    elif after is not None and after.refunded - pending.refunded_before >= made:
+        part = f"Stripe made {money_str(made)} of it"  # the webhook recorded it meanwhile (rh2 3)
+    else:
+        part = f"{money_str(made)} of it made at Stripe before the failure, not recorded yet"
+    return (
+        f"{what}: the refund of {money_str(pending.amount)} is pending ({part}); {then}run again to finish it - "
+        f"the same request ({pending.refund_id}), {finish}"
+    )
+
+
 def _refused(
     args: argparse.Namespace,
     console: Console,
     before: InvoiceRecord | None,
     after: InvoiceRecord | None,
     said: str,
+    *,
+    key: str = "refused",
+    code: int = EXIT_REFUSED,
+    made: Decimal | None = None,
+    unread: str | None = None,
 ) -> NoReturn:
-    """A refund the card processor refused (in part): the refusal on stderr, the invoice as now stored (what this run
-    refunded: its ``refunded`` now less before) on stdout - JSON with ``--json`` - and exit ``EXIT_REFUSED``."""
+    """A refund the card processor refused (in part), or one it could not be asked (``key`` "unavailable", ``code``
+    ``EXIT_UNAVAILABLE``, with ``made_at_stripe``: what Stripe made of the pending request before the failure, null
+    when it did not say): what happened on stderr, the invoice as now stored (what this run refunded: its
+    ``refunded`` now less before, as recorded; the request still pending) on stdout - JSON with ``--json`` - and exit
+    ``code``. The invoice unreadable after the answer (``unread``): ``refunded_by_this_run`` and ``refund_pending``
+    "unknown"."""
+    if unread is not None and key != "unavailable":  # the unavailable line says it already
+        said = f"{said} (the invoice could not be read back: {unread}; `kilo-billing invoice show` says what is stored)"
     sys.stderr.write(f"kilo-billing: {said}\n")
+    extra = {"made_at_stripe": None if made is None else money_str(made)} if key == "unavailable" else {}
     if after is not None:
         now = after.refunded - (before.refunded if before is not None else after.refunded)
+        pending = after.refund_pending
         summary = _summary(after) | {
             "refund_owed": money_str(after.refund_owed),
             "refunded_by_this_run": money_str(now),
-            "refused": said,
+            "refund_pending": None if pending is None else money_str(pending.amount),
+            **extra,
+            key: said,
         }
         if args.json:
             sys.stdout.write(json.dumps(summary, indent=2) + "\n")
         else:
-            console.print(f"{after.number}: refunded {money_str(after.refunded)} ({money_str(now)} by this run), "
-                          f"total {money_str(after.total)}")  # fmt: skip
+            waits = "" if pending is None else f", {money_str(pending.amount)} pending"
+            console.print(f"{after.number}: refunded {money_str(after.refunded)} ({money_str(now)} by this run"
+                          f"{waits}), total {money_str(after.total)}")  # fmt: skip
+    elif unread is not None:
+        if args.json:
+            shown = {"refunded_by_this_run": "unknown", "refund_pending": "unknown", **extra, key: said}
+            sys.stdout.write(json.dumps(shown, indent=2) + "\n")
+        else:
+            console.print(f"{args.invoice}: refunded by this run unknown, refund pending unknown")
     elif args.json:
-        sys.stdout.write(json.dumps({"refused": said}, indent=2) + "\n")
-    raise SystemExit(EXIT_REFUSED)
+        sys.stdout.write(json.dumps({key: said}, indent=2) + "\n")
+    raise SystemExit(code)
 
 
 def _invoice_id(invoices: Any, reference: str) -> str:

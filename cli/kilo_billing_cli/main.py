@@ -2,7 +2,11 @@
 
 Human-readable tables by default (rich), ``--json`` for machines (money and quantities as strings). Bad input exits
 with status 2 and a message naming the problem; ``invoice refund`` refused by the card processor, or finishing an
-earlier pending refund instead of the amount asked, exits 3.
+earlier pending refund instead of the amount asked, exits 3; ``invoice refund`` with Stripe unreachable (or our
+Stripe setting wrong: the secret missing, marked for deletion, undecryptable or malformed, the key refused - fix it
+first) exits 4: the request stays pending (part may be made at Stripe already) and a rerun finishes it, counting what
+was made - nothing sent twice; ``invoice void-draft`` with Stripe unreachable exits 4 too, refused by Stripe exits 3,
+nothing voided.
 """
 
 from __future__ import annotations

@@ -9,11 +9,14 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from kilo_billing.invoicing import InvoiceStatus
+from kilo_billing.periods_store import DynamoLedgerStore
 from kilo_billing_cli.main import main
+from kilo_invoice.dependencies import LazyGateway
 from kilo_invoice.logic import gateway_request
-from kilo_invoice.ports import Customer, GatewayUnavailableError
+from kilo_invoice.ports import Customer
 from tests.integration.test_invoice_close import Invoicing, invoicing
 
 __all__ = ["invoicing"]  # the fixture, shared with the close's integration tests
@@ -26,12 +29,13 @@ def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, object]:
     return result
 
 
-def _refused(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[str, dict[str, Any]]:
-    """``argv`` refused by the card processor: exit 3 (its own code, not a typo's 2: D358), no usage text;
-    what it said (stderr) and its JSON (what was refunded, as stored now)."""
+def _refused(capsys: pytest.CaptureFixture[str], *argv: str, code: int = 3) -> tuple[str, dict[str, Any]]:
+    """``argv`` refused by the card processor: exit 3 (its own code, not a typo's 2: D358) - or ``code``: 4 when
+    Stripe is unavailable (D358 amended) - no usage text; what it said (stderr) and its JSON (what was refunded, as
+    stored now)."""
     with pytest.raises(SystemExit) as exit_info:
         main(list(argv))
-    assert exit_info.value.code == 3
+    assert exit_info.value.code == code
     out = capsys.readouterr()
     assert "usage:" not in out.err
     shown = json.loads(out.out)
@@ -115,9 +119,9 @@ def test_given_bad_invoice_cli_input_then_exit_2_naming_the_problem(
     assert invoicing.store.ledger("acct-c").invoices == {}
 
 
-def test_given_a_paid_card_invoice_when_refunded_in_two_parts_then_stripe_refunds_and_our_record_follows(
-    invoicing: Invoicing, capsys: pytest.CaptureFixture[str]
-) -> None:
+def _march_paid(invoicing: Invoicing, capsys: pytest.CaptureFixture[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """acct-a's March invoice KB-acct-a-00001 paid by its card (visa): 65.20, nothing refunded. Returns the refund
+    command's arguments and the table option."""
     from tests.integration.test_invoice_close import _month  # noqa: PLC0415
 
     _month(invoicing)  # acct-a: team, 60,000 video minutes in March, card that pays -> 7.20 + 29.00 + 29.00 = 65.20
@@ -129,8 +133,14 @@ def test_given_a_paid_card_invoice_when_refunded_in_two_parts_then_stripe_refund
     capsys.readouterr()  # the handlers' log lines so far
     secret = ("--stripe-secret", invoicing.stack.template.parameters["StripeApiKeySecretName"])
     refund = ("invoice", "refund", "--account", "acct-a", "--invoice", "KB-acct-a-00001", *secret)
-    table = ("--usage-table", invoicing.table)
+    return refund, ("--usage-table", invoicing.table)
 
+
+def test_given_a_paid_card_invoice_when_refunded_in_two_parts_then_stripe_refunds_and_our_record_follows(
+    invoicing: Invoicing, capsys: pytest.CaptureFixture[str]
+) -> None:
+    refund, table = _march_paid(invoicing, capsys)
+    secret = refund[-2:]  # --stripe-secret NAME
     part = _cli(capsys, *refund, "--amount", "10.00", *table)
     assert (part["status"], part["total"], part["refunded"]) == ("paid", "65.20", "10.00")
     rest = _cli(capsys, *refund, *table)  # the rest: 65.20 - 10.00
@@ -341,13 +351,11 @@ def test_given_a_draft_stripe_holds_open_when_void_draft_then_stripe_voids_it_fi
     assert invoicing.store.ledger("acct-a").billing.credit == 0
 
 
-def test_given_stripe_left_its_invoice_a_draft_when_void_draft_then_stripe_deletes_it_and_ours_is_void(
+def _march_left_a_draft_at_stripe(
     invoicing: Invoicing, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """acct-a, Team, card, March 65.20 (7.20 + 29.00 + 29.00 April ahead). The customer has a Stripe balance (a 5.00
-    credit made in the dashboard) that Stripe would apply: the adapter leaves Stripe's invoice a draft and refuses to
-    finalize it, ours stays a draft. Before (D338 as first written): void-draft refused ("delete it in Stripe").
-    Now: Stripe's draft is deleted (a DELETE on the emulator behind the SDK), ours is void with the reason kept."""
+) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """acct-a, Team, card, March 65.20; a 5.00 Stripe balance in the way: Stripe's invoice left a draft, ours a draft
+    (the run exits 1). Returns Stripe's invoice and the table option."""
     invoicing.register("acct-a", "team")
     invoicing.rate("acct-a", "video", 60_000)
     invoicing.card("acct-a", "pm_card_visa")
@@ -360,6 +368,17 @@ def test_given_stripe_left_its_invoice_a_draft_when_void_draft_then_stripe_delet
     capsys.readouterr()
     [at_stripe] = invoicing.http.emulator.objects["invoice"].values()
     assert (at_stripe["status"], invoicing.invoice("acct-a").status) == ("draft", InvoiceStatus.DRAFT)
+    return at_stripe, table
+
+
+def test_given_stripe_left_its_invoice_a_draft_when_void_draft_then_stripe_deletes_it_and_ours_is_void(
+    invoicing: Invoicing, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """acct-a, Team, card, March 65.20 (7.20 + 29.00 + 29.00 April ahead). The customer has a Stripe balance (a 5.00
+    credit made in the dashboard) that Stripe would apply: the adapter leaves Stripe's invoice a draft and refuses to
+    finalize it, ours stays a draft. Before (D338 as first written): void-draft refused ("delete it in Stripe").
+    Now: Stripe's draft is deleted (a DELETE on the emulator behind the SDK), ours is void with the reason kept."""
+    at_stripe, table = _march_left_a_draft_at_stripe(invoicing, capsys)
     void = ("invoice", "void-draft", "acct-a", "2026-03", "--reason", "Stripe balance in the way", "--yes", *table)
     done = _cli(capsys, *void)
     assert (done["status"], done["processor"]) == ("void", f"Stripe draft invoice {at_stripe['id']} deleted")
@@ -408,8 +427,7 @@ def test_given_a_pending_refund_when_a_run_asks_another_amount_then_it_finishes_
     -> parser.error: usage text, exit 2, empty stdout, after 10.00 was refunded."""
     first, second, refund, table = _march_card_1s_refund_returned(invoicing, capsys)
     invoicing.http.faults[:0] = [503] * 20  # Stripe unreachable, its retries too: the 10.00 request stays pending
-    with pytest.raises(GatewayUnavailableError):
-        main([*refund, "--amount", "10.00", *table, "--json"])
+    _refused(capsys, *refund, "--amount", "10.00", *table, "--json", code=4)  # said, exit 4: D358 amended
     invoicing.http.faults.clear()
     pending = invoicing.invoice("acct-a").refund_pending
     assert pending is not None
@@ -422,3 +440,325 @@ def test_given_a_pending_refund_when_a_run_asks_another_amount_then_it_finishes_
     assert "Of the 55.20 kept, 40.00 came back from refunds that failed" in shown["refused"]
     refunds = [(r["payment_intent"], r["amount"]) for r in invoicing.http.emulator.objects["refund"].values()]
     assert refunds == [(first, 4000), (second, 1000)]  # the pending 10.00 made by this run, on card 2
+
+
+@pytest.mark.parametrize(
+    ("stripe", "what"),
+    [
+        ("unreachable", "Stripe could not be reached"),  # 503 on every call and every retry
+        ("restricted key", "our Stripe setting is wrong"),  # 403: a restricted key without a permission (ours)
+    ],
+)
+def test_given_stripe_unavailable_when_invoice_refund_then_exit_4_saying_the_request_is_pending_and_a_rerun_finishes_it(
+    invoicing: Invoicing, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, stripe: str, what: str
+) -> None:
+    """acct-a's March 65.20 paid by card. 10.00 asked while Stripe is unreachable (or refuses our key): the request
+    is recorded first (pending), Stripe makes nothing. Before: the GatewayUnavailableError traceback (exit 1). Now:
+    exit 4, one line on stderr saying what happened and that a rerun finishes the pending 10.00 (the same request:
+    nothing sent twice), and the refusal's JSON: 0.00 refunded, 0.00 by this run, 10.00 pending. Stripe back, the
+    rerun refunds 10.00 once: one Stripe refund of 1000 cents (10.00 x 100), nothing pending."""
+    from tests.unit.test_stripe_gateway_refusals import NO_PERMISSION  # noqa: PLC0415
+
+    refund, table = _march_paid(invoicing, capsys)
+    answer = invoicing.http.request
+    if stripe == "unreachable":
+        invoicing.http.faults[:0] = [503] * 20  # its retries too
+    else:
+        monkeypatch.setattr(
+            invoicing.http, "request", lambda *args, **kwargs: (json.dumps(NO_PERMISSION), 403, {"request-id": "r"})
+        )
+    said, shown = _refused(capsys, *refund, "--amount", "10.00", *table, "--json", code=4)
+    assert said.count("\n") == 1  # one line, no traceback
+    assert "Traceback" not in said
+    assert said.startswith(f"kilo-billing: {what}")
+    assert "the refund of 10.00 is pending" in said
+    assert "run again to finish it" in said
+    assert "nothing is sent twice" in said
+    assert shown["unavailable"] == said.removeprefix("kilo-billing: ").strip()
+    assert (shown["refunded"], shown["refunded_by_this_run"], shown["refund_pending"]) == ("0.00", "0.00", "10.00")
+    assert invoicing.http.emulator.objects.get("refund", {}) == {}  # Stripe made nothing
+
+    invoicing.http.faults.clear()
+    monkeypatch.setattr(invoicing.http, "request", answer)  # Stripe back (the key fixed)
+    done = _cli(capsys, *refund, "--amount", "10.00", *table)
+    assert (done["refunded"], done["status"]) == ("10.00", "paid")
+    assert [r["amount"] for r in invoicing.http.emulator.objects["refund"].values()] == [1000]  # once
+    pending = invoicing.invoice("acct-a").refund_pending
+    assert pending is None
+
+
+def test_given_the_stripe_secret_name_wrong_when_invoice_refund_then_exit_4_saying_it_is_our_setting_to_fix(
+    invoicing: Invoicing, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """acct-a's March 65.20 paid by card; 10.00 asked with ``--stripe-secret`` naming no secret (a typo): Secrets
+    Manager answers ResourceNotFoundException. Before: "Stripe could not be reached (secret ... could not be read)",
+    as if Stripe were down, nothing to fix. Now: our setting (``GatewayMisconfiguredError``, D315): exit 4, one line
+    saying so and to fix it, the 10.00 request pending; Stripe asked nothing. With the right secret the same command
+    refunds 10.00 once: one Stripe refund of 1000 cents (10.00 x 100)."""
+    refund, table = _march_paid(invoicing, capsys)
+    wrong = (*refund[:-1], "kilo-billing/no-such-secret")  # --stripe-secret's value
+    said, shown = _refused(capsys, *wrong, "--amount", "10.00", *table, "--json", code=4)
+    assert said.count("\n") == 1  # one line, no traceback
+    assert said.startswith("kilo-billing: our Stripe setting is wrong (secret kilo-billing/no-such-secret not found")
+    assert "could not be reached" not in said
+    assert "fix it (the Stripe secret's name or value, the key's permissions), then run again to finish it" in said
+    assert "the refund of 10.00 is pending" in said
+    assert (shown["refunded"], shown["refunded_by_this_run"], shown["refund_pending"]) == ("0.00", "0.00", "10.00")
+    assert invoicing.http.emulator.objects.get("refund", {}) == {}  # Stripe asked nothing
+
+    done = _cli(capsys, *refund, "--amount", "10.00", *table)  # the name fixed
+    assert (done["refunded"], done["status"]) == ("10.00", "paid")
+    assert [r["amount"] for r in invoicing.http.emulator.objects["refund"].values()] == [1000]
+
+
+def test_given_a_refund_over_two_cards_when_stripe_fails_after_the_first_then_exit_4_says_what_stripe_made(
+    invoicing: Invoicing, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """acct-a's March 65.20 paid 40.00 (card 1) + 25.20 (card 2); card 1's earlier 40.00 returned by its bank: 0.00
+    refunded. All of it asked with ``--to-failed-card``: card 2 first, 25.20 (2520 cents) made; card 1's 40.00 then
+    meets 503 on every try. Before: exit 4 saying only "the refund of 65.20 is pending", as if nothing were sent.
+    Now: the line and the JSON say 25.20 of it was made at Stripe (``made_at_stripe``); our record is unchanged
+    (0.00 refunded, 65.20 pending). Stripe back, the same command finishes it: the 25.20 made is counted, card 1
+    gets 65.20 - 25.20 = 40.00 (4000 cents), 65.20 refunded, nothing sent twice."""
+    first, second, refund, table = _march_card_1s_refund_returned(invoicing, capsys)
+    answer = invoicing.http.request
+
+    def card_1_down(method: str, url: str, headers: Any, post_data: Any = None, **kwargs: Any) -> Any:
+        if method.lower() == "post" and url.endswith("/v1/refunds") and f"payment_intent={first}" in str(post_data):
+            return json.dumps({"error": {"message": "down"}}), 503, {"request-id": "r"}
+        return answer(method, url, headers, post_data, **kwargs)
+
+    monkeypatch.setattr(invoicing.http, "request", card_1_down)
+    said, shown = _refused(capsys, *refund, "--to-failed-card", *table, "--json", code=4)
+    assert said.count("\n") == 1
+    assert said.startswith("kilo-billing: Stripe could not be reached (25.20 of 65.20 refunded on")
+    assert "the refund of 65.20 is pending (25.20 of it made at Stripe before the failure, not recorded yet)" in said
+    assert "so what Stripe made of it is counted and nothing is sent twice" in said
+    assert (shown["refunded"], shown["refund_pending"], shown["made_at_stripe"]) == ("0.00", "65.20", "25.20")
+    made = [(r["payment_intent"], r["amount"]) for r in invoicing.http.emulator.objects["refund"].values()]
+    assert made == [(first, 4000), (second, 2520)]  # the bank-returned 40.00, then card 2's 25.20
+
+    monkeypatch.setattr(invoicing.http, "request", answer)  # Stripe back
+    done = _cli(capsys, *refund, "--to-failed-card", *table)
+    assert (done["refunded"], done["status"]) == ("65.20", "paid")  # 25.20 + 40.00
+    made = [(r["payment_intent"], r["amount"]) for r in invoicing.http.emulator.objects["refund"].values()]
+    assert made == [(first, 4000), (second, 2520), (first, 4000)]  # card 2 not refunded again
+    assert invoicing.invoice("acct-a").refund_pending is None
+
+
+def test_given_the_invoice_unreadable_after_stripe_failed_when_invoice_refund_then_exit_4_pending_unknown(
+    invoicing: Invoicing, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """acct-a's March 65.20 paid by card; 10.00 asked while Stripe answers 503, and the table throttles every read
+    after Stripe was asked. Before: the ClientError traceback chained over Stripe's (exit 1). Now: exit 4, one
+    line saying Stripe could not be reached and that whether a refund is pending is unknown (the read's error named);
+    the JSON has ``refund_pending`` and ``refunded_by_this_run`` "unknown"."""
+    refund, table = _march_paid(invoicing, capsys)
+    invoicing.http.faults[:0] = [503] * 20  # its retries too
+    asked = {"stripe": False}
+    stripe_refund, ledger = LazyGateway.refund, DynamoLedgerStore.ledger
+
+    def refund_(self: LazyGateway, *args: Any, **kwargs: Any) -> str:
+        asked["stripe"] = True
+        return stripe_refund(self, *args, **kwargs)
+
+    def ledger_(self: DynamoLedgerStore, *args: Any, **kwargs: Any) -> Any:
+        if asked["stripe"]:
+            error = {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"}}
+            raise ClientError(error, "Query")  # type: ignore[arg-type]
+        return ledger(self, *args, **kwargs)
+
+    monkeypatch.setattr(LazyGateway, "refund", refund_)
+    monkeypatch.setattr(DynamoLedgerStore, "ledger", ledger_)
+    said, shown = _refused(capsys, *refund, "--amount", "10.00", *table, "--json", code=4)
+    assert said.count("\n") == 1
+    assert "Traceback" not in said
+    assert said.startswith("kilo-billing: Stripe could not be reached (Stripe unavailable (503)")
+    assert "whether a refund is pending is unknown - the invoice could not be read back (ClientError: " in said
+    assert "ProvisionedThroughputExceededException" in said
+    assert (shown["refund_pending"], shown["refunded_by_this_run"], shown["made_at_stripe"]) == (
+        "unknown",
+        "unknown",
+        None,
+    )
+
+
+def test_given_stripe_unreachable_when_void_draft_then_exit_4_one_line_and_the_draft_unchanged(
+    invoicing: Invoicing, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """acct-a's March draft (65.20) Stripe refused to issue; void-draft asks Stripe first (an invoice of it held
+    there?) and Stripe answers 503 to every try. Before: the GatewayUnavailableError traceback (exit 1). Now: exit
+    4, one line saying ours is not voided and to run again, the JSON with it; our draft unchanged. Stripe back, the
+    same command voids it."""
+    table = _march_draft(invoicing, capsys)
+    void = ("invoice", "void-draft", "acct-a", "2026-03", "--reason", "dup", "--yes", *table)
+    invoicing.http.faults[:0] = [503] * 20
+    said, shown = _refused(capsys, *void, "--json", code=4)
+    assert said == (
+        "kilo-billing: Stripe could not be reached (Stripe unavailable (503): emulated 503): acct-a's 2026-03 draft "
+        "is not voided (ours unchanged); run again\n"
+    )
+    assert shown == {"unavailable": said.removeprefix("kilo-billing: ").strip()}
+    assert (invoicing.invoice("acct-a").status, str(invoicing.invoice("acct-a").total)) == (
+        InvoiceStatus.DRAFT,
+        "65.20",
+    )
+
+    invoicing.http.faults.clear()
+    done = _cli(capsys, *void)
+    assert (done["status"], done["total"]) == ("void", "65.20")
+
+
+def test_given_stripe_deleted_its_draft_but_the_answer_was_lost_when_void_draft_then_ours_is_void_saying_so(
+    invoicing: Invoicing, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review rh2 1. Stripe's March draft deleted, the DELETE's answer lost: the SDK sends the DELETE again and Stripe
+    answers 404 ``resource_missing``. Before: "our Stripe setting is wrong ... fix it", exit 4 (nothing to fix), and
+    the rerun voided ours saying ``processor`` null (Stripe's draft unmentioned). Now: the 404 on the draft this run
+    just found is its deletion - ours is void in the same run, ``processor`` says Stripe no longer held it."""
+    at_stripe, table = _march_left_a_draft_at_stripe(invoicing, capsys)
+    answer = invoicing.http.request
+    lost = {"done": False}
+
+    def lose_the_delete(method: str, url: str, headers: Any, post_data: Any = None, **kwargs: Any) -> Any:
+        if method.lower() == "delete" and not lost["done"]:
+            lost["done"] = True
+            invoicing.http.faults[:0] = ["lost"]  # Stripe deletes it; its answer never arrives
+        return answer(method, url, headers, post_data, **kwargs)
+
+    monkeypatch.setattr(invoicing.http, "request", lose_the_delete)
+    void = ("invoice", "void-draft", "acct-a", "2026-03", "--reason", "dup", "--yes", *table)
+    done = _cli(capsys, *void)
+    assert (done["status"], done["processor"]) == (
+        "void",
+        f"Stripe draft invoice {at_stripe['id']} deleted (Stripe no longer held it: an earlier try's answer lost)",
+    )
+    assert invoicing.http.emulator.objects["invoice"] == {}
+    deletes = [r.method for r in invoicing.http.requests if r.path == f"/v1/invoices/{at_stripe['id']}"]
+    assert deletes.count("delete") == 2  # the lost one, then the SDK's retry meeting 404
+    assert invoicing.invoice("acct-a").status is InvoiceStatus.VOID
+
+
+def test_given_stripe_refuses_to_delete_its_draft_when_void_draft_then_exit_3_one_line_and_ours_unchanged(
+    invoicing: Invoicing, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review rh2 6. Stripe's March draft; its DELETE refused (400 ``invoice_not_editable``: a refusal of the request
+    itself, ``GatewayRejectedError``). Before: the traceback (exit 1). Now: exit 3 (refused, as refund's refusal), one
+    line naming Stripe's refusal, ours still the draft (65.20) and Stripe's draft kept."""
+    at_stripe, table = _march_left_a_draft_at_stripe(invoicing, capsys)
+    answer = invoicing.http.request
+    refusal = {"error": {"type": "invalid_request_error", "code": "invoice_not_editable", "message": "not editable"}}
+
+    def refuse_the_delete(method: str, url: str, headers: Any, post_data: Any = None, **kwargs: Any) -> Any:
+        if method.lower() == "delete":
+            return json.dumps(refusal), 400, {"request-id": "r"}
+        return answer(method, url, headers, post_data, **kwargs)
+
+    monkeypatch.setattr(invoicing.http, "request", refuse_the_delete)
+    void = ("invoice", "void-draft", "acct-a", "2026-03", "--reason", "dup", "--yes", *table)
+    said, shown = _refused(capsys, *void, "--json")
+    assert said == (
+        "kilo-billing: the card processor refused it (Stripe refused (400): not editable): acct-a's 2026-03 draft is "
+        "not voided (ours unchanged)\n"
+    )
+    assert shown == {"refused": said.removeprefix("kilo-billing: ").strip()}
+    assert (invoicing.invoice("acct-a").status, str(invoicing.invoice("acct-a").total)) == (
+        InvoiceStatus.DRAFT,
+        "65.20",
+    )
+    assert list(invoicing.http.emulator.objects["invoice"]) == [at_stripe["id"]]
+
+
+def _card_1_down(invoicing: Invoicing, monkeypatch: pytest.MonkeyPatch, first: str) -> Any:
+    """Stripe answers 503 to every refund on card 1's payment ``first`` (its retries too); the rest answered. Returns
+    the real answer, to put back."""
+    answer = invoicing.http.request
+
+    def card_1_down(method: str, url: str, headers: Any, post_data: Any = None, **kwargs: Any) -> Any:
+        if method.lower() == "post" and url.endswith("/v1/refunds") and f"payment_intent={first}" in str(post_data):
+            return json.dumps({"error": {"message": "down"}}), 503, {"request-id": "r"}
+        return answer(method, url, headers, post_data, **kwargs)
+
+    monkeypatch.setattr(invoicing.http, "request", card_1_down)
+    return answer
+
+
+def test_given_the_webhook_recorded_the_made_part_when_a_rerun_meets_stripe_down_then_it_is_not_said_unrecorded(
+    invoicing: Invoicing, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review rh2 3. 65.20 paid 40.00 (card 1) + 25.20 (card 2), all asked with ``--to-failed-card``: card 2's 25.20
+    made, card 1 down (exit 4, "not recorded yet": true then, 0.00 refunded). The charge.refunded webhook then records
+    the 25.20 (refunded 25.20, the 65.20 request still pending). A rerun, card 1 still down: before, "25.20 of it made
+    at Stripe before the failure, not recorded yet" - false, it is recorded. Now: "Stripe made 25.20 of it" (recorded
+    since the request: 25.20 - 0.00 before it = 25.20, not below the 25.20 made). Stripe back: 25.20 + 40.00 = 65.20."""
+    first, second, refund, table = _march_card_1s_refund_returned(invoicing, capsys)
+    seen = len(invoicing.http.emulator.events)
+    answer = _card_1_down(invoicing, monkeypatch, first)
+    said, shown = _refused(capsys, *refund, "--to-failed-card", *table, "--json", code=4)
+    assert "(25.20 of it made at Stripe before the failure, not recorded yet)" in said
+    for event in invoicing.http.emulator.events[seen:]:  # card 2's refund's events delivered meanwhile
+        assert invoicing.webhook(event) == 200
+    invoicing.payments()
+    capsys.readouterr()
+    assert str(invoicing.invoice("acct-a").refunded) == "25.20"
+
+    said, shown = _refused(capsys, *refund, "--to-failed-card", *table, "--json", code=4)
+    assert "not recorded yet" not in said
+    assert "the refund of 65.20 is pending (Stripe made 25.20 of it); run again to finish it" in said
+    assert (shown["refunded"], shown["refunded_by_this_run"], shown["made_at_stripe"]) == ("25.20", "0.00", "25.20")
+
+    monkeypatch.setattr(invoicing.http, "request", answer)  # Stripe back
+    done = _cli(capsys, *refund, "--to-failed-card", *table)
+    assert done["refunded"] == "65.20"  # 25.20 + 40.00
+    made = [(r["payment_intent"], r["amount"]) for r in invoicing.http.emulator.objects["refund"].values()]
+    assert made == [(first, 4000), (second, 2520), (first, 4000)]  # card 2 not refunded again
+
+
+def test_given_the_made_part_failed_at_the_bank_when_a_rerun_meets_stripe_down_then_it_is_not_said_made(
+    invoicing: Invoicing, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review rh2 4. As above: card 2's 25.20 made, card 1 down (exit 4). Card 2's bank then returns the 25.20 (its
+    refund ``failed``). A rerun, card 1 still down: before, made_at_stripe 25.20 - money Stripe did not give back. Now:
+    6520 asked - 4000 wanted (card 2's 2520 counted for the request: never sent again) - 2520 failed = 0 cents made:
+    made_at_stripe 0.00, the line naming the 25.20 made then failed at the card's bank, as a refusal does."""
+    first, second, refund, table = _march_card_1s_refund_returned(invoicing, capsys)
+    _card_1_down(invoicing, monkeypatch, first)
+    _refused(capsys, *refund, "--to-failed-card", *table, "--json", code=4)
+    [card_2s] = [rid for rid, r in invoicing.http.emulator.objects["refund"].items() if r["payment_intent"] == second]
+    invoicing.http.emulator.fail_refund(card_2s)  # card 2's bank returns the 25.20
+
+    said, shown = _refused(capsys, *refund, "--to-failed-card", *table, "--json", code=4)
+    assert said.startswith("kilo-billing: Stripe could not be reached (0.00 of 65.20 refunded on")
+    assert "; 25.20 made then failed at the card's bank (not sent again) before the next payment's refund" in said
+    assert shown["made_at_stripe"] == "0.00"
+    assert "25.20 of it made at Stripe" not in said
+
+
+def test_given_our_key_refused_after_part_of_a_refund_was_made_then_a_caller_sees_it_as_misconfigured(
+    invoicing: Invoicing, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review rh2 5. As above, card 2's 25.20 made, then card 1's refund refused 403 (a restricted key without the
+    permission: ours to fix). Before: ``GatewayPartlyUnavailableError(misconfigured=True)``, not an instance of
+    ``GatewayMisconfiguredError`` - a caller catching that (a future Lambda) would retry and never alarm. Now: it is
+    both (``GatewayPartlyMisconfiguredError``), 25.20 made said; the CLI still says our setting is wrong, exit 4."""
+    from kilo_invoice.logic import refund_invoice  # noqa: PLC0415
+    from kilo_invoice.ports import GatewayMisconfiguredError, GatewayPartlyUnavailableError  # noqa: PLC0415
+    from tests.unit.test_stripe_gateway_refusals import NO_PERMISSION  # noqa: PLC0415
+
+    first, _second, refund, table = _march_card_1s_refund_returned(invoicing, capsys)
+    answer = invoicing.http.request
+
+    def key_refused_on_card_1(method: str, url: str, headers: Any, post_data: Any = None, **kwargs: Any) -> Any:
+        if method.lower() == "post" and url.endswith("/v1/refunds") and f"payment_intent={first}" in str(post_data):
+            return json.dumps(NO_PERMISSION), 403, {"request-id": "r"}
+        return answer(method, url, headers, post_data, **kwargs)
+
+    monkeypatch.setattr(invoicing.http, "request", key_refused_on_card_1)
+    with pytest.raises(GatewayMisconfiguredError) as info:
+        refund_invoice(invoicing.store, invoicing.gateway(), "acct-a", "acct-a/2026-03", None, to_failed_card=True)
+    assert isinstance(info.value, GatewayPartlyUnavailableError)
+    assert info.value.refunded == Decimal("25.20")  # card 2's 2520 cents
+    said, shown = _refused(capsys, *refund, "--to-failed-card", *table, "--json", code=4)  # the same request again
+    assert said.startswith("kilo-billing: our Stripe setting is wrong (25.20 of 65.20 refunded on")
+    assert "fix it (the Stripe secret's name or value, the key's permissions), then run again to finish it" in said
+    assert shown["made_at_stripe"] == "25.20"

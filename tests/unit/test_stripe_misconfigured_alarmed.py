@@ -33,6 +33,42 @@ def _publishable_key() -> PaymentGateway:
     raise AssertionError("a key not of Stripe's shape builds no gateway")
 
 
+def _secret_refused(code: str, message: str) -> PaymentGateway:
+    """Secrets Manager refuses the secret with ``code`` - ours to fix, as a malformed one (D315, D358 amended)."""
+    import boto3  # noqa: PLC0415
+    from botocore.stub import Stubber  # noqa: PLC0415
+
+    from kilo_invoice.settings import InvoiceSettings  # noqa: PLC0415
+
+    client = boto3.client("secretsmanager", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="y")
+    stubber = Stubber(client)
+    stubber.add_client_error("get_secret_value", code, message)
+    stubber.activate()
+    config = InvoiceSettings(usage_table_name="t", stripe_api_key_secret_name="kilo/stripe")
+    dependencies.stripe_gateway(config, client).payment_refs("in_1")  # builds it: reads the secret
+    raise AssertionError("a secret refused builds no gateway")
+
+
+def _missing_secret() -> PaymentGateway:
+    """The secret's name wrong (or the secret deleted): ResourceNotFoundException. Before: ``GatewayUnavailableError``
+    - quiet, as an outage."""
+    return _secret_refused("ResourceNotFoundException", "Secrets Manager can't find it.")
+
+
+def _secret_scheduled_for_deletion() -> PaymentGateway:
+    """The secret scheduled for deletion (its recovery window): InvalidRequestException, not ResourceNotFound - before
+    this review (rh2 2), quiet as an outage: no ERROR, no metric."""
+    return _secret_refused(
+        "InvalidRequestException",
+        "You can't perform this operation on the secret because it was marked for deletion.",
+    )
+
+
+def _secret_undecryptable() -> PaymentGateway:
+    """The secret's KMS key disabled or not granted to us: DecryptionFailure - ours to fix too (rh2 2)."""
+    return _secret_refused("DecryptionFailure", "Secrets Manager can't decrypt the protected secret text.")
+
+
 def _delivered(world: World, events: Events, gateway: PaymentGateway, monkeypatch: pytest.MonkeyPatch) -> Any:
     invoice = world.close("acme", MAR)
     world.gateway.settle(invoice.invoice_id, paid=True)
@@ -46,7 +82,11 @@ def world() -> World:
     return team_with_march_overage()
 
 
-@pytest.mark.parametrize("build", [_malformed_secret, _publishable_key], ids=["no-api-key", "publishable-key"])
+@pytest.mark.parametrize(
+    "build",
+    [_malformed_secret, _publishable_key, _missing_secret, _secret_scheduled_for_deletion, _secret_undecryptable],
+    ids=["no-api-key", "publishable-key", "missing", "scheduled-for-deletion", "undecryptable"],
+)
 def test_given_a_malformed_stripe_secret_when_invoice_paid_arrives_then_paid_and_alarmed_not_failed(
     build: Any,
     world: World,

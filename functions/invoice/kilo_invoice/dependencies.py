@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import cache, cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from kilo_billing.accounts import AccountDirectory
 from kilo_billing.invoicing import LedgerStore
@@ -50,6 +50,30 @@ def parse_stripe_secret(value: Any, name: str) -> StripeSecret:
     if secret is None:
         raise GatewayMisconfiguredError(f'secret {name} must be JSON {{"api_key": "sk_..."}}')
     return secret
+
+
+# Secrets Manager's answers that are ours to fix: the secret does not exist (a wrong name), is scheduled for deletion
+# (``InvalidRequestException``: "marked for deletion"), or cannot be decrypted (its KMS key disabled or not granted)
+_SECRET_OURS: Final = {
+    "ResourceNotFoundException": "not found",
+    "InvalidRequestException": "marked for deletion",
+    "DecryptionFailure": "not decryptable (its KMS key)",
+}
+
+
+def _secret_missing(exc: BaseException) -> str | None:
+    """What Secrets Manager said of the secret when it is ours to fix (``_SECRET_OURS``), anywhere in the chain:
+    Powertools raises its own ``GetParameterError`` while handling the SDK's ``ClientError`` (``__context__``)."""
+    seen: BaseException | None = exc
+    for _ in range(5):  # a short chain; never a loop
+        if seen is None:
+            return None
+        response = getattr(seen, "response", None)
+        code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
+        if code in _SECRET_OURS:
+            return _SECRET_OURS[code]
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 class LazyGateway:
@@ -94,8 +118,8 @@ class LazyGateway:
     def void(self, gateway_id: str) -> None:
         self.gateway.void(gateway_id)
 
-    def delete_draft(self, gateway_id: str) -> None:
-        self.gateway.delete_draft(gateway_id)
+    def delete_draft(self, gateway_id: str) -> bool:
+        return self.gateway.delete_draft(gateway_id)
 
     def set_default_payment_method(self, customer_id: str, payment_method: str) -> str:
         return self.gateway.set_default_payment_method(customer_id, payment_method)
@@ -123,6 +147,12 @@ def stripe_gateway(config: InvoiceSettings, secrets_client: Any) -> PaymentGatew
                 name, transform="json", max_age=config.secret_max_age_seconds
             )
         except Exception as exc:  # Powertools wraps every failure (missing secret, AWS down, bad JSON)
+            said = _secret_missing(exc)
+            if said is not None:  # ours to fix (a wrong name, the secret deleted or undecryptable): D315, D316
+                raise GatewayMisconfiguredError(
+                    f"secret {name} {said}: the Stripe secret is ours to fix (--stripe-secret, "
+                    "STRIPE_API_KEY_SECRET_NAME)"
+                ) from exc
             raise GatewayUnavailableError(f"secret {name} could not be read: {type(exc).__name__}") from exc
         secret = parse_stripe_secret(value, name)
         return StripePaymentGateway.from_api_key(

@@ -1649,9 +1649,11 @@ def void_draft(
             elif found.status == "void":
                 processor = f"Stripe invoice {found.gateway_id} already void"
             elif found.status == "draft":  # never finalized: nothing asked of the customer; deleted, not voided
-                gateway.delete_draft(found.gateway_id)
+                held = gateway.delete_draft(found.gateway_id)
                 named = None  # no id of an invoice Stripe no longer holds
-                processor = f"Stripe draft invoice {found.gateway_id} deleted"
+                processor = f"Stripe draft invoice {found.gateway_id} deleted" + (
+                    "" if held else " (Stripe no longer held it: an earlier try's answer lost)"
+                )
             else:
                 raise ValueError(
                     f"Stripe's invoice {found.gateway_id} for {invoice.number} is {found.status}: not voided "

@@ -39,6 +39,23 @@ class GatewayMisconfiguredError(GatewayUnavailableError):
     (retried, never acted on as a refusal) until an operator fixes it; where a failure is let pass, it is alarmed."""
 
 
+class GatewayPartlyUnavailableError(GatewayUnavailableError):
+    """A refund the processor made in part before it could not be reached (or refused our key) for the rest: an invoice
+    paid in several payments, one payment's refund made, the next one's call failed. ``refunded`` of the amount asked
+    is money it gave back (by this run or an earlier one of the same request); the request stays pending and a rerun
+    counts it (found by the request's id), so it is said, never taken as 0.00. The failed call refused as ours to fix:
+    ``GatewayPartlyMisconfiguredError``."""
+
+    def __init__(self, message: str, refunded: Decimal) -> None:
+        super().__init__(message)
+        self.refunded = refunded
+
+
+class GatewayPartlyMisconfiguredError(GatewayPartlyUnavailableError, GatewayMisconfiguredError):
+    """A ``GatewayPartlyUnavailableError`` whose failed call was refused as ours to fix (our key revoked, a permission
+    missing): a ``GatewayMisconfiguredError`` too, so a caller that alarms those alarms it (review rh2 5)."""
+
+
 class GatewayRejectedError(Exception):
     """The processor refused the payment itself for good (a card declined, its amount or state rules: a refund above
     what is left, an invoice no longer open): do not retry. Never our key, permissions or objects
@@ -163,10 +180,10 @@ class PaymentGateway(Protocol):
 
     def void(self, gateway_id: str) -> None: ...
 
-    def delete_draft(self, gateway_id: str) -> None:
+    def delete_draft(self, gateway_id: str) -> bool:
         """Delete the processor's invoice while it is a draft (never finalized: nothing was asked of the customer);
-        one no longer a draft is refused (``GatewayRejectedError``), one the processor does not know is ours to fix
-        (``GatewayMisconfiguredError``: deleted already, or another account's)."""
+        one no longer a draft is refused (``GatewayRejectedError``). False when the processor no longer held it (its
+        answer to an earlier try of the delete lost, the SDK's retry finding it gone): deleted, said so (rh2 1)."""
         ...
 
     def set_default_payment_method(self, customer_id: str, payment_method: str) -> str:

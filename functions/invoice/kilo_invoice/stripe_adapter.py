@@ -38,7 +38,9 @@ from kilo_invoice.ports import (
     GatewayInvoiceStatus,
     GatewayLine,
     GatewayMisconfiguredError,
+    GatewayPartlyMisconfiguredError,
     GatewayPartlyRefundedError,
+    GatewayPartlyUnavailableError,
     GatewayRejectedError,
     GatewayUnavailableError,
     InvoiceRequest,
@@ -366,12 +368,14 @@ class StripePaymentGateway:
         earlier for ``refund_id`` (found by metadata, on every payment) count: a rerun refunds only what is still
         missing. Returns the refund ids, comma-separated when it took more than one payment. Stripe refusing a payment's
         refund after others' were made (now or by an earlier run): ``GatewayPartlyRefundedError`` with what was made
-        (D329). A payment by a card whose bank returned a refund (``failed`` for a card's reason, ``_CARDS_BANK``) - of
-        this payment, another of the invoice or any of the customer's charges, the card told by its fingerprint, else
-        its payment method (D355, D356) - gets no new money: the others are taken, and a request they
-        cannot hold is refused as a whole before anything is made - unless ``to_failed_card`` (the operator's
-        explicit word), which takes those payments last (D340 amended). A disputed payment (its charge
-        ``disputed``) is left out: Stripe refuses its refund, and the others are taken (D359)."""
+        (D329); Stripe not reached (or our key refused) for a payment after others' were made:
+        ``GatewayPartlyUnavailableError`` with what was made, the request still pending (D358 amended). A payment by
+        a card whose bank returned a refund (``failed`` for a card's reason, ``_CARDS_BANK``) - of this payment,
+        another of the invoice or any of the customer's charges, the card told by its fingerprint, else its payment
+        method (D355, D356) - gets no new money: the others are taken, and a request they cannot hold is refused as a
+        whole before anything is made - unless ``to_failed_card`` (the operator's explicit word), which takes those
+        payments last (D340 amended). A disputed payment (its charge ``disputed``) is left out: Stripe refuses its
+        refund, and the others are taken (D359)."""
         invoice = self._retrieve(gateway_id)
         if invoice.status != "paid":
             raise GatewayRejectedError(f"cannot refund {gateway_id}: it is {invoice.status}, not paid")
@@ -435,15 +439,10 @@ class StripePaymentGateway:
                 key = _key(refund_id, "refund") if intent == paid[0][0] else _key(refund_id, "refund", intent)
                 made.append(self._create_refund(params, key))
                 wanted -= take
-        except GatewayRejectedError as exc:
+        except (GatewayRejectedError, GatewayUnavailableError) as exc:
             if wanted >= asked:
-                raise  # nothing of it refunded: refused as a whole
-            failed = sum(r.amount for r in undone)
-            raise GatewayPartlyRefundedError(
-                f"{dollars(asked - wanted - failed)} of {dollars(asked)} refunded on {gateway_id} ({', '.join(made)})"
-                f"{_undone_said(undone)}; the rest refused: {exc}",
-                dollars(asked - wanted),  # made at the processor, the failed part too: the failure takes it off
-            ) from exc
+                raise  # nothing of it refunded: refused as a whole - or, not reached, the request pending as it is
+            raise _made_in_part(exc, gateway_id, asked, wanted, made, undone) from exc
         return ",".join(made)
 
     def _refunds_of(self, intent: str) -> list[stripe.Refund]:
@@ -523,11 +522,20 @@ class StripePaymentGateway:
         key = _key(gateway_id, "void")
         self._call(lambda: self._client.v1.invoices.void_invoice(gateway_id, {}, {"idempotency_key": key}))
 
-    def delete_draft(self, gateway_id: str) -> None:
-        # no idempotency key: Stripe takes them on POST only; a DELETE sent again after a lost answer finds the
-        # invoice gone (404, ours to fix) and the operator's rerun finds no invoice (D338 amended)
-        self._call(lambda: self._client.v1.invoices.delete(gateway_id))
+    def delete_draft(self, gateway_id: str) -> bool:
+        """No idempotency key: Stripe takes them on POST only. A DELETE sent again after a lost answer (the SDK's
+        retry) finds the draft gone: 404 ``resource_missing`` on the draft this run just found by our key - deleted,
+        not our setting wrong (False: said so; D338 amended, rh2 1)."""
+        held = True
+        try:
+            self._call(lambda: self._client.v1.invoices.delete(gateway_id))
+        except GatewayMisconfiguredError as exc:
+            cause = exc.__cause__
+            if not (isinstance(cause, stripe.InvalidRequestError) and cause.code == "resource_missing"):
+                raise
+            held = False
         self._known = {ours: stripe_id for ours, stripe_id in self._known.items() if stripe_id != gateway_id}
+        return held
 
     # ------------------------------------------------------------------ plumbing
     @staticmethod
@@ -556,6 +564,31 @@ def _returned_by_bank(refund: stripe.Refund) -> bool:
     """A Refund the card's bank returned: ``failed`` for one of the card's reasons (``_CARDS_BANK``; none given reads
     as ``unknown``). A failure for another reason (our balance, our request, a dispute) says nothing of the card."""
     return refund.status == "failed" and (getattr(refund, "failure_reason", None) or "unknown") in _CARDS_BANK
+
+
+def _made_in_part(
+    exc: Exception, gateway_id: str, asked: int, wanted: int, made: list[str], undone: list[stripe.Refund]
+) -> Exception:
+    """A refund request's failure after part of it was made (``asked - wanted`` cents, now or by an earlier run):
+    refused for good -> ``GatewayPartlyRefundedError`` (D329); a payment's call not answered or our key refused ->
+    ``GatewayPartlyUnavailableError``, the request still pending (D358 amended). Both say what was made."""
+    failed = sum(r.amount for r in undone)
+    if isinstance(exc, GatewayUnavailableError):
+        partly = (
+            GatewayPartlyMisconfiguredError
+            if isinstance(exc, GatewayMisconfiguredError)
+            else GatewayPartlyUnavailableError
+        )
+        return partly(
+            f"{dollars(asked - wanted - failed)} of {dollars(asked)} refunded on {gateway_id} ({', '.join(made)})"
+            f"{_undone_said(undone)} before the next payment's refund failed: {exc}",
+            dollars(asked - wanted - failed),  # given back (now or by an earlier run), not what failed or was canceled
+        )
+    return GatewayPartlyRefundedError(
+        f"{dollars(asked - wanted - failed)} of {dollars(asked)} refunded on {gateway_id} ({', '.join(made)})"
+        f"{_undone_said(undone)}; the rest refused: {exc}",
+        dollars(asked - wanted),  # made at the processor, the failed part too: the failure takes it off
+    )
 
 
 def _undone_said(undone: list[stripe.Refund]) -> str:
