@@ -1,8 +1,10 @@
 """`kilo-billing`: the operator and product CLI over the billing domain library.
 
-Human-readable tables by default (rich), ``--json`` for machines (money and quantities as strings). Bad input exits
-with status 2 and a message naming the problem; ``invoice refund`` refused by the card processor, or finishing an
-earlier pending refund instead of the amount asked, exits 3.
+Human-readable tables by default (rich), ``--json`` for machines (money and quantities as strings). Exit statuses,
+for every command: bad input exits 2 with the usage line and a message naming the problem; ``invoice refund``
+refused by the card processor, or finishing an earlier pending refund instead of the amount asked, exits 3; a
+service the command depends on unavailable (``StorageUnavailableError``: AWS throttled, down, timed out) exits 4
+(``EXIT_UNAVAILABLE``) with one line on stderr, no usage banner: nothing was wrong with the input, rerun it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from decimal import ROUND_CEILING, Decimal, InvalidOperation
 from rich.console import Console
 from rich.table import Table
 
+from kilo_billing.aws import StorageUnavailableError
 from kilo_billing.catalog import Catalog, PriceBook, UnknownTierError, default_catalog
 from kilo_billing.meters import BYTES_PER_GB, METER_UNITS, Meter
 from kilo_billing.money import decimal_str, money_str
@@ -28,6 +31,7 @@ from kilo_billing_cli.arguments import whole_number
 from kilo_billing_cli.console import make_console
 
 EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 4  # a service the command depends on is unavailable; rerun (the module docstring)
 
 
 def _non_negative_decimal(name: str) -> Callable[[str], Decimal]:
@@ -317,6 +321,9 @@ def main(argv: Sequence[str] | None = None, catalog: Catalog | None = None) -> i
                 _print_projection(console, projection)
     except (UnknownTierError, ProjectionError, ValueError) as exc:
         parser.error(str(exc))
+    except StorageUnavailableError as exc:  # not the input's fault: one line, no usage banner, exit 4
+        print(f"{parser.prog}: storage unavailable: {exc}; rerun", file=sys.stderr)
+        return EXIT_UNAVAILABLE
     return 0
 
 
