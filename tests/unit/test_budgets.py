@@ -368,6 +368,33 @@ def test_given_a_change_dated_before_the_read_then_open_sessions_count_up_to_the
     assert directory.registered(["acct-1"])["acct-1"].tier_at(at) == "personal"
 
 
+def test_given_a_change_dated_in_a_later_month_then_that_months_bill_up_to_it_is_checked_and_named() -> None:
+    """Review e2 v3 (3), the other side: run Oct 28 00:00, `--at` Nov 16 to Enterprise, Team since Oct 1, $100 hard
+    limit, 5 cameras open since Oct 28 00:00. November up to the change: 5 x 15 days = 108,000 video minutes, Team
+    15/30 -> 25,000 included, 83,000 over x $0.00072 = $59.76, + $14.50 + $49.50 = $123.76 >= $100. Before the
+    change, read at Oct 28: nothing of November used yet, $29.00. Refused, the bill named by its month."""
+    at, read_at = datetime(2026, 11, 16, tzinfo=UTC), datetime(2026, 10, 28, tzinfo=UTC)
+    start_ms = int(read_at.timestamp() * 1000)
+    cameras = [
+        OpenSessionFigures("RM_1", f"PA_{i}", "acct-1", start_ms, ROOM_RULE, Fraction(60), True, start_ms + 60_000)
+        for i in range(5)
+    ]
+    directory = InMemoryAccountDirectory()
+    register_account(directory, "acct-1", "team", datetime(2026, 10, 1, tzinfo=UTC), TIERS)
+    set_budget(directory, "acct-1", BudgetChange(hard_limit_usd=Decimal("100")))
+    month = InMemoryMonthToDate(directory, {}, cameras)
+    with pytest.raises(InvalidBudgetError) as refused:
+        request_tier_change(
+            directory, default_catalog().for_period(Period(2026, 11)), "acct-1", "enterprise", at, month=month,
+            read_at=read_at,
+        )  # fmt: skip
+    said = str(refused.value)
+    assert said.startswith(
+        "changing to enterprise: hard limit $100 is not above $123.76, November 2026's bill up to the change"
+    )
+    assert "the limit would be reached by 2026-11-16 00:00 UTC, while still on team" in said
+
+
 def test_given_a_change_dated_in_a_month_already_over_then_that_months_bill_refuses_nothing() -> None:
     """Review e2 v3 (3): run Dec 3 12:00, `--at` Nov 16, Team, $100 hard limit, 91,667 video minutes in November.
     Re-rated with Enterprise, November's bill is $112.00 (see the CLI path test above), but November is over:
