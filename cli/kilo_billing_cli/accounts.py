@@ -31,7 +31,6 @@ from kilo_billing.accounts import (
     set_progressive_threshold,
     set_status,
 )
-from kilo_billing.aws import StorageUnavailableError
 from kilo_billing.budgets import BudgetChange, InvalidBudgetError, apply_budget, set_budget
 from kilo_billing.catalog import Catalog, UnknownTierError
 from kilo_billing.month_to_date import MonthToDateSource
@@ -174,7 +173,8 @@ def run(
     invoiced: Callable[[str], set[str]] | None = None,
     month: MonthToDateSource | None = None,
 ) -> dict[str, object]:
-    """Do the command; errors a user can fix are ``ValueError`` (the caller prints them and exits 2). ``invoiced``:
+    """Do the command; errors a user can fix are ``ValueError`` (the caller prints them and exits 2); a storage read
+    or write failing (``StorageUnavailableError``) is left to the caller (one line, exit 4: rerun). ``invoiced``:
     an account's invoiced periods (default: read from the usage table); a tier change dated in one is refused.
     ``month``: the accounts' month to date (default: read from the usage table), which a tier change's hard limit
     must stay above once re-rated with it."""
@@ -197,7 +197,7 @@ def run(
             usage = month or dynamo_month(args.usage_table, directory)
             profile = request_tier_change(
                 directory, book, args.account, args.tier, at, closed, month=usage, read_at=now
-            )  # a future --at: open sessions counted up to now, not to it
+            )  # open sessions counted to the later of --at and now (D150)
         elif args.account_command == "budget":
             change = BudgetChange(
                 budget_usd=args.budget_usd,
@@ -224,6 +224,4 @@ def run(
         InvoicedPeriodError,
     ) as exc:
         raise ValueError(str(exc)) from exc
-    except StorageUnavailableError as exc:  # the account or the usage read failed (throttled, down): one line, exit 2
-        raise ValueError(f"storage unavailable: {exc}; try again") from exc
     return profile_json(profile)

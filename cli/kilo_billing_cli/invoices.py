@@ -54,7 +54,8 @@ from kilo_billing_cli import arguments
 EXIT_REFUSED = 3
 # ``invoice refund``: Stripe not reached, or our Stripe setting wrong (the secret missing or malformed, the key refused:
 # fix it first) - so the request recorded first stays pending (part may be made at Stripe): rerun, it finishes the
-# same request, counting what Stripe made (idempotency: never sent twice). ``invoice void-draft``: nothing voided, rerun
+# same request, counting what Stripe made (idempotency: never sent twice). ``void-draft``: nothing voided, rerun;
+# every command: storage unavailable (``StorageUnavailableError``, main.py) - the same code, rerun
 EXIT_UNAVAILABLE = 4
 
 

@@ -1,12 +1,14 @@
 """`kilo-billing`: the operator and product CLI over the billing domain library.
 
-Human-readable tables by default (rich), ``--json`` for machines (money and quantities as strings). Bad input exits
-with status 2 and a message naming the problem; ``invoice refund`` refused by the card processor, or finishing an
-earlier pending refund instead of the amount asked, exits 3; ``invoice refund`` with Stripe unreachable (or our
-Stripe setting wrong: the secret missing, marked for deletion, undecryptable or malformed, the key refused - fix it
-first) exits 4: the request stays pending (part may be made at Stripe already) and a rerun finishes it, counting what
-was made - nothing sent twice; ``invoice void-draft`` with Stripe unreachable exits 4 too, refused by Stripe exits 3,
-nothing voided.
+Human-readable tables by default (rich), ``--json`` for machines (money and quantities as strings). Exit statuses,
+for every command: bad input exits 2 with the usage line and a message naming the problem; ``invoice refund``
+refused by the card processor, or finishing an earlier pending refund instead of the amount asked, exits 3; a
+service the command depends on unavailable exits 4 (``EXIT_UNAVAILABLE``) with one line on stderr, no usage banner:
+nothing was wrong with the input, rerun it - storage (``StorageUnavailableError``: AWS throttled, down, timed out),
+or for ``invoice refund`` Stripe unreachable (or our Stripe setting wrong: the secret missing, marked for deletion,
+undecryptable or malformed, the key refused - fix it first): the request stays pending (part may be made at Stripe
+already) and a rerun finishes it, counting what was made - nothing sent twice; ``invoice void-draft`` with Stripe
+unreachable exits 4 too, refused by Stripe exits 3, nothing voided.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from decimal import ROUND_CEILING, Decimal, InvalidOperation
 from rich.console import Console
 from rich.table import Table
 
+from kilo_billing.aws import StorageUnavailableError
 from kilo_billing.catalog import Catalog, PriceBook, UnknownTierError, default_catalog
 from kilo_billing.meters import BYTES_PER_GB, METER_UNITS, Meter
 from kilo_billing.money import decimal_str, money_str
@@ -30,6 +33,7 @@ from kilo_billing.rating import RatedPeriod, TierSegment, UsageRecord, rate_peri
 from kilo_billing_cli import accounts, arguments, crypto, invoices, preview, replay, reports
 from kilo_billing_cli.arguments import whole_number
 from kilo_billing_cli.console import make_console
+from kilo_billing_cli.invoices import EXIT_UNAVAILABLE  # one code for a service unavailable (the module docstring)
 
 EXIT_USAGE = 2
 
@@ -321,6 +325,9 @@ def main(argv: Sequence[str] | None = None, catalog: Catalog | None = None) -> i
                 _print_projection(console, projection)
     except (UnknownTierError, ProjectionError, ValueError) as exc:
         parser.error(str(exc))
+    except StorageUnavailableError as exc:  # not the input's fault: one line, no usage banner, exit 4
+        print(f"{parser.prog}: storage unavailable: {exc}; rerun", file=sys.stderr)
+        return EXIT_UNAVAILABLE
     return 0
 
 

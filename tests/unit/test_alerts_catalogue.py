@@ -103,6 +103,19 @@ def test_given_the_largest_figures_then_each_hard_limit_sms_fits_one_segment(wor
             "Kilo: hard limit $50.00 was reached (September 2026 bill $50.40). Limit now $50.00. Reply STOP to opt out",
             "Your hard limit is now $50.00.",
         ),
+        (  # review e2 v3 (5): a LATER month's event, the limit raised since ($50 -> $60) yet not above the bill: said
+            # "raised ... above the bill ... calls go on" - false, September's calls will be stopped
+            hard_limit_not_enforced("2026-09", "2026-08", "50", Decimal(60)),
+            "Your September 2026 hard spending limit of $50.00 was reached",
+            "Kilo: hard limit $50.00 was reached (September 2026 bill $50.40). Limit now $60.00. Reply STOP to opt out",
+            "Your hard limit is now $60.00.",
+        ),
+        (  # the same with the limit removed since: not known to hold when September comes
+            hard_limit_not_enforced("2026-09", "2026-08", "50", None),
+            "Your September 2026 hard spending limit of $50.00 was reached",
+            "Kilo: hard limit $50.00 was reached (September 2026 bill $50.40). Check your limit. Reply STOP to opt out",
+            "Check your hard limit in your account settings.",
+        ),
         (  # the profile could not be read: whether the limit was removed is not known
             hard_limit_not_enforced("2026-09", "2026-09", "50", None, profile_read=False),
             "Your September 2026 hard spending limit of $50.00 was reached",

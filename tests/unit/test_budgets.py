@@ -9,6 +9,7 @@ from decimal import Decimal
 from fractions import Fraction
 
 import pytest
+import time_machine
 
 from kilo_billing.accounts import (
     AccountProfile,
@@ -307,12 +308,15 @@ def test_given_a_soft_budget_then_the_upgrade_holds_it_to_the_fee_alone_never_to
         assert upgraded.tier_at(upgrade_at) == "enterprise"
 
 
-def test_given_a_change_dated_after_the_usage_is_read_then_open_sessions_count_only_up_to_the_read() -> None:
-    """Review e2 v2 (4): `account tier --at` Nov 28 run at Nov 16 02:00 (read_at), Team from Nov 1, 150,000 video
-    minutes rated and a camera open since Nov 16 00:00. Up to the read: 2 h = 120 video minutes, 150,120 in all;
-    Team 27/30 -> 45,000 included, 105,120 over x $0.00072 = $75.6864 -> $75.69, + $26.10 (29 x 27/30) + $9.90
-    (99 x 3/30) = $111.69. Counted on to Nov 28 (12 days = 17,280 minutes, as before): 122,280 over = $88.04 + $36.00
-    = $124.04, refusing a $120 limit for minutes not used yet."""
+def test_given_a_change_dated_after_the_read_then_open_sessions_count_on_to_its_date() -> None:
+    """Review e2 v3 (1): `account change-tier --at` Nov 28 run at Nov 16 02:00 (read_at), Team from Nov 1, $120 hard
+    limit, 150,000 video minutes rated and a camera open since Nov 16 00:00. Saving the change prorates Team to 27/30
+    at once (45,000 included); counted only to the read (120 min) it was accepted at $111.69, yet by Nov 24 03:00
+    (11,700 camera min) the bill is 116,700 over x $0.00072 = $84.02, + $26.10 (29 x 27/30) + $9.90 (99 x 3/30) =
+    $120.02: calls stopped while still on Team. Counted on to Nov 28 (12 days = 17,280 min): 167,280 - 45,000 =
+    122,280 over = $88.0416 -> $88.04, + $36.00 = $124.04 >= $120: refused. Before the change, read at 02:00: 150,120 -
+    50,000 = 100,120 over = $72.09 + $29.00 = $101.09, not reached: "would be reached by" the change's date.
+    A $124.05 limit is above it: accepted."""
     at, read_at = datetime(2026, 11, 28, tzinfo=UTC), datetime(2026, 11, 16, 2, tzinfo=UTC)
     book = default_catalog().for_period(Period(2026, 11))
     start_ms = int(datetime(2026, 11, 16, tzinfo=UTC).timestamp() * 1000)
@@ -322,14 +326,90 @@ def test_given_a_change_dated_after_the_usage_is_read_then_open_sessions_count_o
     month = InMemoryMonthToDate(
         directory, {("acct-1", "2026-11"): {(int(SIGNUP.timestamp()), "video"): 150_000}}, [camera]
     )
-    for limit, refused in (("111.69", True), ("120", False)):
-        set_budget(directory, "acct-1", BudgetChange(hard_limit_usd=Decimal(limit)))
-        if refused:
-            with pytest.raises(InvalidBudgetError, match=r"hard limit \$111\.69 is not above \$111\.69,"):
-                request_tier_change(directory, book, "acct-1", "enterprise", at, month=month, read_at=read_at)
-            continue
-        upgraded = request_tier_change(directory, book, "acct-1", "enterprise", at, month=month, read_at=read_at)
-        assert upgraded.tier_at(at) == "enterprise"
+    set_budget(directory, "acct-1", BudgetChange(hard_limit_usd=Decimal("120")))
+    with pytest.raises(InvalidBudgetError) as refused:
+        request_tier_change(directory, book, "acct-1", "enterprise", at, month=month, read_at=read_at)
+    said = str(refused.value)
+    assert said.startswith("changing to enterprise: hard limit $120 is not above $124.04, this month's bill up to the")
+    assert "the limit would be reached by 2026-11-28 00:00 UTC, while still on team, and every call stopped" in said
+    assert directory.registered(["acct-1"])["acct-1"].tier_at(at) == "team"
+    set_budget(directory, "acct-1", BudgetChange(hard_limit_usd=Decimal("124.05")))
+    upgraded = request_tier_change(directory, book, "acct-1", "enterprise", at, month=month, read_at=read_at)
+    assert upgraded.tier_at(at) == "enterprise"
+
+
+def test_given_a_change_dated_before_the_read_then_open_sessions_count_up_to_the_read() -> None:
+    """Review e2 v3 (2): Personal from Nov 1 (5,000 included, no fee), $60 hard limit, 50,000 video minutes rated and
+    3 cameras open since Nov 16 00:00; run Nov 28 00:00 (3 x 12 days = 51,840 min), `--at` Nov 16 to Team. Counted
+    only to Nov 16 it was accepted at $48.70 (Personal 15/30: 2,500 included, 47,500 over = $34.20, + Team's $14.50),
+    though read now the bill is past the limit. Read now: before, 101,840 - 5,000 = 96,840 over x $0.00072 =
+    $69.7248 -> $69.72 >= $60 (calls stopped already); with the change $34.20 + Team 15/30 25,000 included of the
+    51,840 camera min, 26,840 over = $19.3248 -> $19.32, + $14.50 = $68.02: refused, "already reached"."""
+    at, read_at = datetime(2026, 11, 16, tzinfo=UTC), datetime(2026, 11, 28, tzinfo=UTC)
+    start_ms = int(at.timestamp() * 1000)
+    cameras = [
+        OpenSessionFigures("RM_1", f"PA_{i}", "acct-1", start_ms, ROOM_RULE, Fraction(60), True, start_ms + 60_000)
+        for i in range(3)
+    ]
+    directory = InMemoryAccountDirectory()
+    register_account(directory, "acct-1", "personal", SIGNUP, TIERS)
+    set_budget(directory, "acct-1", BudgetChange(hard_limit_usd=Decimal("60")))
+    month = InMemoryMonthToDate(
+        directory, {("acct-1", "2026-11"): {(int(SIGNUP.timestamp()), "video"): 50_000}}, cameras
+    )
+    with pytest.raises(InvalidBudgetError) as refused:
+        request_tier_change(
+            directory, default_catalog().for_period(Period(2026, 11)), "acct-1", "team", at, month=month,
+            read_at=read_at,
+        )  # fmt: skip
+    said = str(refused.value)
+    assert said.startswith("changing to team: hard limit $60 is not above $68.02,")
+    assert "the limit is already reached ($69.72 before the change) and every call stopped" in said
+    assert directory.registered(["acct-1"])["acct-1"].tier_at(at) == "personal"
+
+
+def test_given_a_change_dated_in_a_later_month_then_that_months_bill_up_to_it_is_checked_and_named() -> None:
+    """Review e2 v3 (3), the other side: run Oct 28 00:00, `--at` Nov 16 to Enterprise, Team since Oct 1, $100 hard
+    limit, 5 cameras open since Oct 28 00:00. November up to the change: 5 x 15 days = 108,000 video minutes, Team
+    15/30 -> 25,000 included, 83,000 over x $0.00072 = $59.76, + $14.50 + $49.50 = $123.76 >= $100. Before the
+    change, read at Oct 28: nothing of November used yet, $29.00. Refused, the bill named by its month."""
+    at, read_at = datetime(2026, 11, 16, tzinfo=UTC), datetime(2026, 10, 28, tzinfo=UTC)
+    start_ms = int(read_at.timestamp() * 1000)
+    cameras = [
+        OpenSessionFigures("RM_1", f"PA_{i}", "acct-1", start_ms, ROOM_RULE, Fraction(60), True, start_ms + 60_000)
+        for i in range(5)
+    ]
+    directory = InMemoryAccountDirectory()
+    register_account(directory, "acct-1", "team", datetime(2026, 10, 1, tzinfo=UTC), TIERS)
+    set_budget(directory, "acct-1", BudgetChange(hard_limit_usd=Decimal("100")))
+    month = InMemoryMonthToDate(directory, {}, cameras)
+    with pytest.raises(InvalidBudgetError) as refused:
+        request_tier_change(
+            directory, default_catalog().for_period(Period(2026, 11)), "acct-1", "enterprise", at, month=month,
+            read_at=read_at,
+        )  # fmt: skip
+    said = str(refused.value)
+    assert said.startswith(
+        "changing to enterprise: hard limit $100 is not above $123.76, November 2026's bill up to the change"
+    )
+    assert "the limit would be reached by 2026-11-16 00:00 UTC, while still on team" in said
+
+
+def test_given_a_change_dated_in_a_month_already_over_then_that_months_bill_refuses_nothing() -> None:
+    """Review e2 v3 (3): run Dec 3 12:00, `--at` Nov 16, Team, $100 hard limit, 91,667 video minutes in November.
+    Re-rated with Enterprise, November's bill is $112.00 (see the CLI path test above), but November is over:
+    enforcement reads the clock's month (``hard_limit_reached``), so nothing is stopped, and the refusal's "every call
+    stopped" was false. Accepted (the fee rule still holds: $99 < $100)."""
+    upgrade_at, now = datetime(2026, 11, 16, tzinfo=UTC), datetime(2026, 12, 3, 12, tzinfo=UTC)
+    directory = InMemoryAccountDirectory()
+    register_account(directory, "acct-1", "team", SIGNUP, TIERS)
+    set_budget(directory, "acct-1", BudgetChange(hard_limit_usd=Decimal("100")))
+    month = InMemoryMonthToDate(directory, {("acct-1", "2026-11"): {(int(SIGNUP.timestamp()), "video"): 91_667}})
+    upgraded = request_tier_change(
+        directory, default_catalog().for_period(Period(2026, 11)), "acct-1", "enterprise", upgrade_at, month=month,
+        read_at=now,
+    )  # fmt: skip
+    assert upgraded.tier_at(upgrade_at) == "enterprise"
 
 
 def test_given_the_cli_changing_tier_past_the_hard_limit_then_exit_2_naming_limit_and_bill(
@@ -344,16 +424,21 @@ def test_given_the_cli_changing_tier_past_the_hard_limit_then_exit_2_naming_limi
     assert main(["account", "budget", "--account", "acct_a", "--hard-limit-usd", "100", "--usage-table", table]) == 0
     put_counters(stack, "acct_a", {"video": 91_667})
     capsys.readouterr()
-    with pytest.raises(SystemExit) as exited:
+    with (
+        time_machine.travel(datetime(2026, 11, 20, tzinfo=UTC), tick=False),  # November still running
+        pytest.raises(SystemExit) as exited,
+    ):
         main(["account", "change-tier", "acct_a", "enterprise", "--at", "2026-11-16T00:00:00Z", "--usage-table", table])
     assert exited.value.code == 2
     assert "changing to enterprise: hard limit $100 is not above $112.00" in capsys.readouterr().err
 
 
-def test_given_the_usage_read_failing_when_the_cli_changes_tier_then_exit_2_with_one_line(
+def test_given_the_usage_read_failing_when_the_cli_changes_tier_then_exit_4_with_one_line(
     stack: Stack, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Review e2 v2 (5): a usage table read failing in `account change-tier` was a traceback."""
+    """Review e2 v2 (5), v3 (4): a usage table read failing in `account change-tier` was a traceback, then exit 2
+    (bad input's code) with the usage banner. Nothing was wrong with the input: exit 4 (a service unavailable,
+    rerun), stderr the one line and nothing else."""
 
     class Unreadable(InMemoryMonthToDate):
         def counters(self, account_id: str, period: str) -> Counters:
@@ -365,12 +450,12 @@ def test_given_the_usage_read_failing_when_the_cli_changes_tier_then_exit_2_with
                  "--usage-table", table]) == 0  # fmt: skip
     assert main(["account", "budget", "--account", "acct_a", "--hard-limit-usd", "100", "--usage-table", table]) == 0
     capsys.readouterr()
-    with pytest.raises(SystemExit) as exited:
-        main(["account", "change-tier", "acct_a", "enterprise", "--at", "2026-11-16T00:00:00Z", "--usage-table", table])
-    assert exited.value.code == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    assert err.strip().splitlines()[-1].endswith("storage unavailable: ThrottlingException: rate exceeded; try again")
+    with time_machine.travel(datetime(2026, 11, 20, tzinfo=UTC), tick=False):  # November still running: read
+        code = main(
+            ["account", "change-tier", "acct_a", "enterprise", "--at", "2026-11-16T00:00:00Z", "--usage-table", table]
+        )
+    assert code == 4
+    assert capsys.readouterr().err == "kilo-billing: storage unavailable: ThrottlingException: rate exceeded; rerun\n"
 
 
 def test_given_the_cli_creating_an_account_with_a_budget_at_or_below_its_fee_then_exit_2_and_nothing_registered(

@@ -211,14 +211,18 @@ def hard_limit_not_enforced(
     month's bill is over and nothing of it is stopped - or the account's limit is no longer reached, raised to
     ``limit_now`` or removed (``None``) since. Never that calls are stopping (docs/decisions.md, D-e2-1). Anything
     else - the profile unread (``profile_read`` False), an event of a month after the clock's (skew at a month end:
-    that month's calls will be stopped) - says it was reached and no more: not that calls go on."""
+    that month's calls will be stopped, whether the limit was raised or removed since: checked first) - says it was
+    reached and no more: not that calls go on."""
     went_on = "so nothing is stopped: your calls go on."
     if period < current_period:
         return _hard_words("was reached", "was reached", f"That month is over, {went_on}", "Month over: calls go on.")
-    if not profile_read:
+    if not profile_read or (period > current_period and limit_now is None):
         return _hard_words(
             "was reached", "was reached", "Check your hard limit in your account settings.", "Check your limit."
         )
+    if period > current_period:  # not enforced yet: that month's calls will be, whatever the limit was raised to
+        now = money_text(str(limit_now))
+        return _hard_words("was reached", "was reached", f"Your hard limit is now {now}.", f"Limit now {now}.")
     if limit_now is None:
         return _hard_words(
             "was reached; it has since been removed",

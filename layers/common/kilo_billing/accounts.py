@@ -355,7 +355,7 @@ def request_tier_change(
     invoices): a change taking effect in one of them is refused (``check_not_invoiced``); the account API's changes
     are requested now, in the running period, which is never invoiced yet. ``month``: the account's month to date,
     re-rated with the change for the limits' check (``budgets.check_tier_change``, D150); ``read_at``: the clock
-    when it is read (the CLI's now), open sessions counted up to it when ``requested_at`` is later."""
+    when it is read (the CLI's now), open sessions counted up to the later of it and ``requested_at``."""
     invoiced = tuple(invoiced_periods)
 
     def changed(found: AccountProfile) -> AccountProfile:

@@ -146,9 +146,13 @@ def check_tier_change(
     mid-month prorates the old tier's allowances and fee, so the usage so far is re-rated upward, and a limit the
     bill then reaches would stop every call at once. A change that does not raise it (a downgrade, which takes
     effect at the next period start) is never refused for limits set before it. ``read_at``: the clock when the
-    usage is read (default ``now``); open sessions count up to the earlier of the two, so a change dated in the
-    future (the CLI's ``--at``) counts no minutes not used yet. Refused with the limit already reached before the
-    change, the message says so (calls are stopped already), not that the change would reach it."""
+    usage is read (default ``now``); open sessions count up to the later of the two: a past change (the CLI's
+    ``--at``) to now, what enforcement reads once it is saved; a future one on to its date, since saving it shrinks
+    the old tier's allowance at once and the bill must stay under the limit until it takes effect. A change dated in
+    a month already over at ``read_at`` is not checked against that month's bill (nothing of a closed month is
+    enforced: ``hard_limit_reached`` reads the clock's month). Refused with the limit already reached before the
+    change (read at ``read_at``), the message says so (calls are stopped already), not that the change would reach
+    it."""
     if after.budget_usd is None and after.hard_limit_usd is None:
         return
     at = ensure_utc(now)
@@ -164,17 +168,27 @@ def check_tier_change(
     hard = after.hard_limit_usd
     if hard is None:
         return
-    read_ms = int(min(at, ensure_utc(read_at) if read_at is not None else at).timestamp() * 1000)
-    bill = month_to_date(month, after.account_id, period.key, read_ms, book, profile=after).rated
+    clock = ensure_utc(read_at) if read_at is not None else at
+    if Period.containing(clock).key > period.key:  # a closed month: its bill stops nothing
+        return
+    to_ms = int(max(at, clock).timestamp() * 1000)  # a past change: to now; a future one: on to its date
+    bill = month_to_date(month, after.account_id, period.key, to_ms, book, profile=after).rated
     if bill.total >= hard:
-        was = month_to_date(month, before.account_id, period.key, read_ms, book, profile=before).rated.total
-        reached = (
-            f"the limit is already reached (${money_str(was)} before the change) and every call stopped"
-            if was >= hard
-            else "the limit would be reached at once and every call stopped"
-        )
+        now_ms = int(clock.timestamp() * 1000)
+        was = month_to_date(month, before.account_id, period.key, now_ms, book, profile=before).rated.total
+        if was >= hard:
+            reached = f"the limit is already reached (${money_str(was)} before the change) and every call stopped"
+        elif at > clock:
+            reached = (
+                f"the limit would be reached by {at:%Y-%m-%d %H:%M} UTC, while still on {before.tier_at(at)}, "
+                "and every call stopped (open sessions counted on to then)"
+            )
+        else:
+            reached = "the limit would be reached at once and every call stopped"
+        whose = "this month's" if period == Period.containing(clock) else f"{period.start:%B %Y}'s"
+        span = "so far" if at <= clock else "up to the change"
         raise InvalidBudgetError(
-            f"changing to {tier}: hard limit ${hard} is not above ${money_str(bill.total)}, this month's bill so far "
+            f"changing to {tier}: hard limit ${hard} is not above ${money_str(bill.total)}, {whose} bill {span} "
             f"re-rated with the change (the {before.tier_at(at)} allowances and fee prorated to the part of the "
             f"month before it): {reached}; raise the hard limit above ${money_str(bill.total)}, or clear it, before "
             "changing tier"
