@@ -128,3 +128,24 @@ def test_given_a_turn_whose_holder_crashed_then_it_is_taken_over_after_the_lease
     ledger.end_turn("org:7@x", "redelivery")
     ledger.end_turn("org:7@x", "redelivery")  # ended twice (a retried end): nothing more
     ledger.take_turn("org:7@x", "third", T0 + LEASE + 3)
+
+
+def test_given_a_removal_decided_then_another_session_of_the_same_identity_is_claimed_and_both_read_back(
+    ledger: EnforcementLedger,
+) -> None:
+    """D71 amended (e4b): a removal is claimed per session (its join): alice removed (joined at T0) who rejoins
+    (joined at T0 + 60 s) is a new claim; the removed session is never claimed again; a removal whose join is not
+    known (0) keeps the key it had before."""
+    first = action(T0 + 100, action=EnforcementAction.REMOVE, joined_ms=T0)
+    assert ledger.claim(first)
+    ledger.record(first.decided("done"))
+    assert not ledger.claim(action(T0 + 200, action=EnforcementAction.REMOVE, joined_ms=T0))
+    rejoined = action(T0 + 200, action=EnforcementAction.REMOVE, joined_ms=T0 + 60_000)
+    assert ledger.claim(rejoined)
+    ledger.record(rejoined.decided("gone"))
+    assert ledger.claim(action(T0 + 300, action=EnforcementAction.REMOVE))  # join not known: its own key, as before
+    assert [(r.joined_ms, r.outcome) for r in ledger.actions("org:7@x")] == [
+        (T0, "done"),
+        (T0 + 60_000, "gone"),
+        (0, "pending"),
+    ]

@@ -402,3 +402,18 @@ def test_given_stripe_events_of_another_mode_then_both_stripe_functions_know_the
     assert variables["STRIPE_LIVEMODE"] == {"Ref": "StripeLiveMode"}
     assert variables["POWERTOOLS_SERVICE_NAME"] == service
     _alarmed_at_the_first(template, Metric.STRIPE_EVENT_FOREIGN.value, service)
+
+
+def test_given_the_sweepers_still_reached_event_then_the_alerts_rule_puts_it_on_the_alerts_queue(
+    template: Template,
+) -> None:
+    """D71 amended (e4): the sweeper publishes ``HardLimitStillReached.v1`` from rating's source (the rate-usage
+    publisher's ``SOURCE_RATING``) each run a hard limit stays reached with calls going on; the alerts function enforces
+    it on late joiners only if the template's alerts rule matches it (it is no catalogue alert: the catalogue's own
+    rule test does not cover it)."""
+    from kilo_billing.contracts import SOURCE_RATING, HardLimitStillReachedV1  # noqa: PLC0415
+
+    rule = template.resources["AlertsRule"]["Properties"]
+    assert SOURCE_RATING in rule["EventPattern"]["source"]
+    assert HardLimitStillReachedV1.DETAIL_TYPE in rule["EventPattern"]["detail-type"]
+    assert [target["Arn"] for target in rule["Targets"]] == [{"Fn::GetAtt": ["AlertsQueue", "Arn"]}]

@@ -98,9 +98,11 @@ NAMES = {"-": "-", **{pseudonym_of(name): name for name in ("alice", "bob", "car
 
 def named(item: dict[str, object]) -> str:
     """Who an enforcement record stands for: its identity is a pseudonym (KeyError for one in the clear), the last
-    part of its sort key."""
+    part of its sort key - or, on a removal of a session whose join is known, the part before that join (one claim
+    per session, D71 amended (e4b))."""
     identity = str(item["identity"])
-    assert str(item["sk"]).endswith(f"#{identity}")
+    session = f"#{item['joined_ms']}" if "joined_ms" in item else ""
+    assert str(item["sk"]).endswith(f"#{identity}{session}")
     return NAMES[identity]
 
 

@@ -101,12 +101,20 @@ class InMemoryEnforcementLedger:
     """``EnforcementLedger`` in memory, keyed like the DynamoDB adapter's sort key."""
 
     def __init__(self) -> None:
-        self.items: dict[tuple[str, str, str, str, str, str], EnforcementRecord] = {}
+        self.items: dict[tuple[str, str, str, str, str, str, int], EnforcementRecord] = {}
         self.turns: dict[str, tuple[str, int]] = {}  # account -> (holder, taken at)
 
     @staticmethod
-    def _key(record: EnforcementRecord) -> tuple[str, str, str, str, str, str]:
-        return (record.account_id, record.period, record.limit, record.action.value, record.room, record.identity)
+    def _key(record: EnforcementRecord) -> tuple[str, str, str, str, str, str, int]:
+        return (
+            record.account_id,
+            record.period,
+            record.limit,
+            record.action.value,
+            record.room,
+            record.identity,
+            record.joined_ms,  # a removal's session (``items.enforcement_sort_key``); 0 otherwise
+        )
 
     def claim(self, record: EnforcementRecord) -> bool:
         found = self.items.get(self._key(record))

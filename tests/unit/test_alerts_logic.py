@@ -376,3 +376,114 @@ def test_given_the_hard_limit_still_reached_then_a_late_joiner_is_narrowed_and_r
     assert (out.alerts, out.enforcement) == ((), ())
     assert rooms.permissions[("webinar", "guest")] == full
     assert len(scheduler.scheduled) == 1
+
+
+FULL = {"can_publish": True, "can_subscribe": True, "sources": [], "hidden": False}
+AT_10_00 = int(datetime(2026, 11, 20, 10, 0, 0, tzinfo=UTC).timestamp() * 1000)  # the host's first session joins
+MINUTE = 60_000
+REMOVAL_STEP = {"account_id": "acct_1", "period": "2026-11", "step": "remove", "limit": "50"}
+
+
+def _enforced_50_limit() -> tuple[
+    AccountProfile, InMemoryAccountDirectory, FakeRooms, StaticSessions, RecordingScheduler, AlertPorts, AlertsPolicy
+]:
+    """A $50 hard limit reached at 10:00:05 ($50.40) and enforced: the host (joined 10:00) narrowed by the crossing's
+    event, removed by the limit's removal step at 10:02:05 (the 120 s grace)."""
+    signup = (TierChange(datetime(2026, 1, 1, tzinfo=UTC), "team"),)
+    profile = AccountProfile("acct_1", signup, email="ada@example.com", hard_limit_usd=Decimal(50))
+    directory = InMemoryAccountDirectory(profile)
+    rooms = FakeRooms({("webinar", "host"): dict(FULL)})
+    sessions = StaticSessions(Participant("webinar", "host", AT_10_00))
+    scheduler, spend = RecordingScheduler(), InMemoryEntitlements(directory)
+    ports = AlertPorts(
+        directory, InMemoryLedger(), ScriptedMailer(), ScriptedTexter(), spend, spend, sessions, rooms,
+        InMemoryEnforcementLedger(), scheduler, InMemoryMonthToDate(directory),
+    )  # fmt: skip
+    policy = AlertsPolicy(DeliveryPolicy("https://x/prefs", dashboard_url="https://dash.example/"))
+    crossed = UsageThresholdCrossedV1(
+        event_id="threshold:acct_1:2026-11:hard_limit@50:100", account_id="acct_1", period="2026-11",
+        meter="hard_limit", threshold_percent=100, used="50.40", limit="50", occurred_at="2026-11-20T10:00:00+00:00",
+        scope=limit_scope(Decimal(50)),
+    )  # fmt: skip
+    handle_event(crossed.DETAIL_TYPE, crossed.model_dump(), ports, policy, AT_10_00 + 5_000)
+    handle_event(ENFORCEMENT_STEP, REMOVAL_STEP, ports, policy, AT_10_00 + 5_000 + 120_000)
+    assert ("webinar", "host") not in rooms.permissions  # removed at 10:02:05
+    return profile, directory, rooms, sessions, scheduler, ports, policy
+
+
+def _still_reached_at(run_ms: int, scope: str = "50", period: str = "2026-11") -> dict[str, object]:
+    """The sweeper's ``HardLimitStillReached.v1`` of its run at ``run_ms``: $51.10 >= $50."""
+    return HardLimitStillReachedV1(
+        event_id=HardLimitStillReachedV1.make_id("acct_1", period, scope, run_ms), account_id="acct_1", period=period,
+        used="51.10", limit="50", occurred_at=datetime.fromtimestamp(run_ms / 1000, tz=UTC).isoformat(), scope=scope,
+    ).model_dump()  # fmt: skip
+
+
+def test_given_a_removed_host_rejoining_with_its_identity_then_the_next_still_reached_event_removes_it_again() -> None:
+    """Review v4 #1: the removal is claimed per session (its join), not per identity: the host removed at 10:02
+    rejoins at 10:03 with the same identity (a cached token); the sweeper's run at 10:05 finds $51.10 >= $50 and the
+    limit's step has run, so the new session is removed at once. A second rejoin (10:06) is removed by the next run."""
+    _, _, rooms, sessions, scheduler, ports, policy = _enforced_50_limit()
+    rooms.permissions[("webinar", "host")] = dict(FULL)  # 10:03 the host clicks "rejoin": same identity
+    sessions.participants = [Participant("webinar", "host", AT_10_00 + 3 * MINUTE)]
+    out = handle_event(HardLimitStillReachedV1.DETAIL_TYPE, _still_reached_at(AT_10_00 + 5 * MINUTE), ports, policy,
+                       AT_10_00 + 5 * MINUTE)  # fmt: skip
+    assert [(r.action.value, r.outcome, r.joined_ms) for r in out.enforcement] == [
+        ("remove", "done", AT_10_00 + 3 * MINUTE)  # the 10:03 session: a claim of its own
+    ]
+    assert ("webinar", "host") not in rooms.permissions  # removed again at 10:05
+    # the index still lists the 10:03 session at 10:10 (lagging) and the host rejoined at 10:06: only 10:06 removed
+    rooms.permissions[("webinar", "host")] = dict(FULL)
+    sessions.participants = [
+        Participant("webinar", "host", AT_10_00 + 3 * MINUTE), Participant("webinar", "host", AT_10_00 + 6 * MINUTE)
+    ]  # fmt: skip
+    handle_event(HardLimitStillReachedV1.DETAIL_TYPE, _still_reached_at(AT_10_00 + 10 * MINUTE), ports, policy,
+                 AT_10_00 + 10 * MINUTE)  # fmt: skip
+    assert ("webinar", "host") not in rooms.permissions
+    # RoomService: 10:00 audio-only, 10:02 the step's removal, 10:05 and 10:10 one removal each = 4 calls
+    assert [call[0] for call in rooms.calls] == ["audio_only", "remove", "remove", "remove"]
+    assert len(scheduler.scheduled) == 1  # the crossing's step only: the grace is over
+
+
+def test_given_a_session_open_in_rating_but_gone_from_livekit_then_roomservice_is_asked_once_not_every_run() -> None:
+    """Review v4 #1: a guest who left at 10:05 while its session's close never reached rating is listed open by
+    every run. Its removal is claimed once per session: the 10:10 run asks RoomService (``gone``), the runs of 10:15
+    and 10:20 ask nothing - what bounds it is one RoomService call per session and limit."""
+    _, _, rooms, sessions, _, ports, policy = _enforced_50_limit()
+    sessions.participants = [Participant("webinar", "guest", AT_10_00 + 4 * MINUTE)]  # not in rooms.permissions
+    outcomes_by_run = [
+        [(r.action.value, r.outcome) for r in handle_event(
+            HardLimitStillReachedV1.DETAIL_TYPE, _still_reached_at(run), ports, policy, run).enforcement]
+        for run in (AT_10_00 + 10 * MINUTE, AT_10_00 + 15 * MINUTE, AT_10_00 + 20 * MINUTE)
+    ]  # fmt: skip
+    assert outcomes_by_run == [[("remove", "gone")], [], []]
+    assert [call for call in rooms.calls if call[2] == "guest"] == [("remove", "webinar", "guest")]
+
+
+def test_given_a_still_reached_event_of_a_limit_set_again_then_the_limit_in_force_is_not_enforced_by_it() -> None:
+    """Review v4 #3 (scope check): the $50 limit (v0) enforced, then set again at $50 (v1, scope ``50v1``) while
+    reached: a new limit with its own crossing. A late still-reached event of scope ``50`` finds ``50v1`` in force:
+    nothing - no step scheduled under ``50v1`` by it, the guest who joined at 10:05 not narrowed by it."""
+    profile, directory, rooms, sessions, scheduler, ports, policy = _enforced_50_limit()
+    directory.profiles["acct_1"] = replace(profile, hard_limit_usd=Decimal(50), hard_limit_version=1)
+    rooms.permissions[("webinar", "guest")] = dict(FULL)
+    sessions.participants = [Participant("webinar", "guest", AT_10_00 + 5 * MINUTE)]
+    out = handle_event(HardLimitStillReachedV1.DETAIL_TYPE, _still_reached_at(AT_10_00 + 10 * MINUTE), ports, policy,
+                       AT_10_00 + 10 * MINUTE)  # fmt: skip
+    assert (out.alerts, out.enforcement) == ((), ())
+    assert rooms.permissions[("webinar", "guest")] == FULL
+    assert scheduler.scheduled == [("acct_1", "2026-11", 120, "50")]  # the v0 limit's step only
+
+
+def test_given_a_still_reached_event_of_last_month_then_nothing_is_enforced_under_it() -> None:
+    """Review v4 #3 (month check): an event of October's run (period ``2026-10``, scope ``50``) delivered late in
+    November while November's $51.10 reaches the same $50 limit: nothing under October - no October step scheduled,
+    the guest not touched (November's own crossing enforces November)."""
+    _, _, rooms, sessions, scheduler, ports, policy = _enforced_50_limit()
+    rooms.permissions[("webinar", "guest")] = dict(FULL)
+    sessions.participants = [Participant("webinar", "guest", AT_10_00 + 5 * MINUTE)]
+    october = _still_reached_at(AT_10_00 + 10 * MINUTE, period="2026-10")
+    out = handle_event(HardLimitStillReachedV1.DETAIL_TYPE, october, ports, policy, AT_10_00 + 10 * MINUTE)
+    assert (out.alerts, out.enforcement) == ((), ())
+    assert rooms.permissions[("webinar", "guest")] == FULL
+    assert scheduler.scheduled == [("acct_1", "2026-11", 120, "50")]

@@ -8,10 +8,12 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from fractions import Fraction
+from typing import Any
 
 from kilo_billing.accounts import AccountProfile
 from kilo_billing.catalog import default_catalog
 from kilo_billing.contracts import HardLimitStillReachedV1, UsageThresholdCrossedV1
+from kilo_billing.publisher import PublishError
 from kilo_billing.rating import TierChange
 from kilo_billing.usage_events import UsageEventRecord
 from kilo_rate_usage.logic import check_running_limits, rate_batch
@@ -156,3 +158,42 @@ def test_given_a_participant_joining_after_the_hard_limit_was_enforced_then_each
     )
     assert check_running_limits(repo, publisher, CONFIG, NOV_1 + 11 * DAY_MS) == 0
     assert len(still_reached(publisher)) == 2
+
+
+class StillReachedThrottled(RecordingPublisher):
+    """The bus refusing ``HardLimitStillReached.v1`` (a throttled PutEvents) while ``throttled``; the rest published."""
+
+    throttled = True
+
+    def publish(self, detail_type: str, detail: Any) -> None:
+        if self.throttled and detail_type == HardLimitStillReachedV1.DETAIL_TYPE:
+            raise PublishError("ThrottlingException")
+        super().publish(detail_type, detail)
+
+
+def test_given_a_still_reached_publish_refused_then_another_accounts_first_crossing_is_still_published() -> None:
+    """Review v4 #2: acct_a's still-reached event throttled must not stop the run before acct_b (read after it)."""
+    repo, publisher = InMemoryUsageRepository(), StillReachedThrottled()
+    for account, hard in (("acct_a", "0.50"), ("acct_b", "3.00")):
+        repo.accounts.register(AccountProfile(account, (TierChange(JAN_1, "personal"),), hard_limit_usd=Decimal(hard)))
+        for sid in (f"PA_{account}_1", f"PA_{account}_2"):
+            session = Session(f"RM_{account}", sid, sid, "standard", account, NOV_1, None, None, False,
+                              Billing.ROOM_RULE, Fraction(0), Fraction(0), (), False, NOV_1, "run")  # fmt: skip
+            repo.sessions[session.key] = StoredSession(session, {}, f"v-{sid}")
+    # day 5, each account: 2 x 7,200 = 14,400 audio: 4,400 over x $0.00036 = $1.584 -> $1.58: >= $0.50 (a crosses),
+    # < $3 (b not)
+    assert check_running_limits(repo, publisher, CONFIG, NOV_1 + 5 * DAY_MS) == 1
+    # day 7: 2 x 10,080 = 20,160 audio: 10,160 over x $0.00036 = $3.6576 -> $3.66: a still reached (its event
+    # throttled), b crosses its $3: announced in the same run
+    unpublished: list[str] = []
+    assert check_running_limits(repo, publisher, CONFIG, NOV_1 + 7 * DAY_MS, (), unpublished) == 1
+    hard = [(d["account_id"], d["used"]) for t, d in publisher.published
+            if t == UsageThresholdCrossedV1.DETAIL_TYPE and d["meter"] == "hard_limit"]  # fmt: skip
+    assert hard == [("acct_a", "1.58"), ("acct_b", "3.66")]
+    assert unpublished == ["acct_a: ThrottlingException"]
+    assert still_reached(publisher) == []
+    # day 8, the bus answering again: 2 x 11,520 = 23,040 audio: 13,040 over x $0.00036 = $4.6944 -> $4.69, both
+    # accounts still reached and announced before: each said again (the retry of acct_a's day-7 event)
+    publisher.throttled = False
+    assert check_running_limits(repo, publisher, CONFIG, NOV_1 + 8 * DAY_MS) == 0
+    assert [(scope, used) for scope, used, _ in still_reached(publisher)] == [("0.5", "4.69"), ("3", "4.69")]

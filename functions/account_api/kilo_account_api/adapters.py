@@ -49,18 +49,21 @@ MEMBERS_BY_USER_INDEX: Final = "members_by_user"
 # ``DELIVERY#...``, the contact in ``recipient``, a provider's message in ``detail``
 ALERT_DELIVERY_PREFIX: Final = "DELIVERY#"
 # its records keyed by a participant (D214): enforcement actions ``ENFORCEMENT#<scope>#<action>#<room>#<who>``
+# (a removal of a session whose join is known: ``...#<who>#<joined ms>``)
 # (the account's own steps: room and who ``-``) and abuse flags ``OPERATOR#abuse_concurrent_sessions#
 # concurrent_sessions:<who>:<YYYY-MM-DD>``; ``who`` is a pseudonym, or an identity in records written before
 ALERT_ENFORCEMENT_PREFIX: Final = "ENFORCEMENT#"
 ALERT_CONCURRENT_PREFIX: Final = "OPERATOR#abuse_concurrent_sessions#concurrent_sessions:"
 _OWN_STEP: Final = "#-#-"
-_PSEUDONYM_AT_END: Final = re.compile(rf"#{PSEUDONYM_PATTERN}\Z")
+# the pseudonym ends the key, or comes before a removal's session join (``#<ms>``, D71 amended (e4b))
+_PSEUDONYM_AT_END: Final = re.compile(rf"#{PSEUDONYM_PATTERN}(#\d+)?\Z")
 _PSEUDONYM_IN_FLAG: Final = re.compile(rf"{PSEUDONYM_PATTERN}:\d{{4}}-\d{{2}}-\d{{2}}\Z")
 
 
 def names_identity(sort_key: str) -> bool:
     """Whether an alerts-table record's key names a participant's identity (not its pseudonym), read from the key
-    alone: an enforcement action not ending in a pseudonym (nor the account's own step), an abuse flag of one
+    alone: an enforcement action not ending in a pseudonym (nor the account's own step; a removal's key may add its
+    session's join after it), an abuse flag of one
     identity whose identity part is not one."""
     if sort_key.startswith(ALERT_ENFORCEMENT_PREFIX):
         return not (sort_key.endswith(_OWN_STEP) or _PSEUDONYM_AT_END.search(sort_key))

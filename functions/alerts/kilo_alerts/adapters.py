@@ -174,6 +174,7 @@ ENFORCEMENT_LEASE_MS: Final = 5 * 60_000
 # carries ``open_account`` (the sparse index's key), ``room_name`` and ``identity``.
 OPEN_INDEX: Final = "open_sessions"
 OPEN_ACCOUNT: Final = "open_account"
+OPEN_SINCE: Final = "open_since"  # the index's sort key: the session's start (rating's ``start_ms``)
 
 
 class DynamoEnforcementLedger:
@@ -242,15 +243,16 @@ class DynamoOpenSessions:
             "TableName": self._table,
             "IndexName": OPEN_INDEX,
             "KeyConditionExpression": "#a = :a",
-            "ExpressionAttributeNames": {"#a": OPEN_ACCOUNT, "#r": "room_name", "#i": "identity"},
+            "ExpressionAttributeNames": {"#a": OPEN_ACCOUNT, "#r": "room_name", "#i": "identity", "#s": OPEN_SINCE},
             "ExpressionAttributeValues": to_item({":a": account_id}),
-            "ProjectionExpression": "#r, #i",
+            "ProjectionExpression": "#r, #i, #s",
         }
         found: set[Participant] = set()
         for item in paged_items(self._client.query, **request):
             values = from_item(item)
             if values.get("room_name") and values.get("identity"):
-                found.add(Participant(str(values["room_name"]), str(values["identity"])))
+                joined = int(values.get(OPEN_SINCE) or 0)  # the session's start: a rejoin is another session
+                found.add(Participant(str(values["room_name"]), str(values["identity"]), joined))
         return sorted(found)
 
 

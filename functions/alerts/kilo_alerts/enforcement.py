@@ -3,7 +3,8 @@ sessions who may publish is narrowed to the microphone (video and screen share r
 permission kept and saved, the call goes on), then after a grace period they are removed - unless the hard limit was
 lifted meanwhile (raised, removed, or the month turned): then each gets its saved permission back. Every action is
 recorded; each is claimed first (one record per
-(account, period, hard limit, room, identity, action)), so a redelivered event or step repeats nothing that was done,
+(account, period, hard limit, room, identity, action) - a removal per session too: the session's join, so one who
+rejoins with the same identity is removed again), so a redelivered event or step repeats nothing that was done,
 while a limit raised after it was enforced is enforced again when the bill reaches the new one.
 
 A participant RoomService no longer knows (left meanwhile) is recorded ``gone``; a failure for now (RoomService
@@ -149,13 +150,18 @@ def _act(
     live: _LiveIdentities,
 ) -> list[EnforcementRecord]:
     """Claim, act (``do`` returns the decided record of the participant, RoomService called with ``live.of`` it),
-    record - per participant, each keyed and recorded by the pseudonym of its identity (D214). A claim another
+    record - per participant, each keyed and recorded by the pseudonym of its identity (D214); a removal per session
+    too (``joined_ms``, D71 amended (e4b)): one who rejoins with the identity of a removed session is another session,
+    claimed and removed afresh, while a session removed (or found gone) is never asked about again. A claim another
     delivery holds within its lease is left alone and reported ``retry`` (not written): the record is delivered
     again."""
     records: list[EnforcementRecord] = []
     for participant in sorted(set(participants)):
         ref = pseudonym(account_id, participant.identity)
-        pending = EnforcementRecord(account_id, period, participant.room, ref, action, "", now_ms, limit=limit)
+        joined = participant.joined_ms if action is EnforcementAction.REMOVE else 0
+        pending = EnforcementRecord(
+            account_id, period, participant.room, ref, action, "", now_ms, limit=limit, joined_ms=joined
+        )
         try:
             if not ledger.claim(pending):
                 continue  # done before (a redelivered event or step)

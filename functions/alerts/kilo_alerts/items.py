@@ -116,9 +116,12 @@ def turn_item(account_id: str, holder: str, now_ms: int) -> Item:
 
 
 def enforcement_sort_key(record: EnforcementRecord) -> str:
-    """``ENFORCEMENT#<period>@<limit>#...`` (one claim per hard limit enforced); without a limit, as written before."""
+    """``ENFORCEMENT#<period>@<limit>#...`` (one claim per hard limit enforced); without a limit, as written before.
+    A removal of a session whose join is known ends ``#<joined_ms>``: one claim per session, so a participant who
+    rejoins with the same identity is removed again (D71 amended (e4b)); without it, as written before."""
     scoped = f"{record.period}@{record.limit}" if record.limit else record.period
-    return f"ENFORCEMENT#{scoped}#{record.action.value}#{record.room}#{record.identity}"
+    session = f"#{record.joined_ms}" if record.joined_ms else ""
+    return f"ENFORCEMENT#{scoped}#{record.action.value}#{record.room}#{record.identity}{session}"
 
 
 def enforcement_key(record: EnforcementRecord) -> Item:
@@ -142,6 +145,7 @@ def enforcement_to_item(record: EnforcementRecord) -> Item:
             **({"limit": record.limit} if record.limit else {}),
             **({"saved_permission": record.saved} if record.saved else {}),
             **({"narrowed_permission": record.narrowed} if record.narrowed else {}),
+            **({"joined_ms": record.joined_ms} if record.joined_ms else {}),
         }
     )
 
@@ -160,6 +164,7 @@ def enforcement_from_item(item: Mapping[str, Any]) -> EnforcementRecord:
         limit=str(values.get("limit", "")),
         saved=str(values.get("saved_permission", "")),
         narrowed=str(values.get("narrowed_permission", "")),
+        joined_ms=int(values.get("joined_ms", 0)),
     )
 
 

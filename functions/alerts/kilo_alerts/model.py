@@ -121,10 +121,14 @@ class EnforcementAction(StrEnum):
 
 @dataclass(frozen=True, slots=True, order=True)
 class Participant:
-    """Who to act on through RoomService: the room's name and the participant's identity."""
+    """Who to act on through RoomService: the room's name and the participant's identity; ``joined_ms``: when its
+    session began (rating's ``open_since``), 0 when not known (a participant named by a record) - it tells a
+    participant who rejoined with the same identity from the session that was removed (a removal is claimed per
+    session, D71 amended (e4b))."""
 
     room: str
     identity: str
+    joined_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +151,9 @@ class EnforcementRecord:
     ``narrowed``: the permission our update left it with, set back only while it still holds that one (empty on records
     written before it was kept: set back unconditionally). A restore finding the app changed it since is ``kept``.
     ``identity``: the participant's pseudonym (``kilo_billing.accounts.pseudonym``, D214), never the identity
-    RoomService knows it by; ``-`` on the account's own steps."""
+    RoomService knows it by; ``-`` on the account's own steps. ``joined_ms``: on a removal, when the removed session
+    began (``Participant.joined_ms``; 0 when not known): the removal is claimed per session, so a participant who
+    rejoins with the same identity is removed again (D71 amended (e4b))."""
 
     account_id: str
     period: str
@@ -160,6 +166,7 @@ class EnforcementRecord:
     limit: str = ""
     saved: str = ""
     narrowed: str = ""
+    joined_ms: int = 0
 
     def decided(self, outcome: str, detail: str = "") -> EnforcementRecord:
         return replace(self, outcome=outcome, detail=detail)

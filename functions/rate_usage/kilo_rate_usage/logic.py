@@ -38,7 +38,7 @@ from kilo_billing.livekit_events import LiveKitEventRecord
 from kilo_billing.meters import Coverage
 from kilo_billing.money import decimal_str
 from kilo_billing.periods import Period
-from kilo_billing.publisher import EventPublisher
+from kilo_billing.publisher import EventPublisher, PublishError
 from kilo_billing.usage_events import UsageEventRecord
 from kilo_rate_usage.aggregates import announced as recorded
 from kilo_rate_usage.aggregates import crossings, delta, rate_aggregate, session_contributions
@@ -661,6 +661,7 @@ def check_running_limits(
     config: RatingConfig,
     now_ms: int,
     ended: Iterable[tuple[str, str]] = (),
+    unpublished: list[str] | None = None,
 ) -> int:
     """The periodic check (the sweeper's schedule): a budget percentage or a hard limit reached by calls still going
     on, with no new event for the account to make rating look, is announced like any crossing - the same
@@ -672,7 +673,11 @@ def check_running_limits(
     A hard limit announced before this run and still reached by an account with calls going on is said again, each
     run: ``HardLimitStillReached.v1`` (enforcement only, no alert; ``_still_reached``), so a participant who joined
     after the enforcement (a token minted before the limit, an app skipping the entitlement check) is enforced too
-    (D71 amended)."""
+    (D71 amended). Such an event the bus refuses (``PublishError``: throttled, a failed entry) is not retried here
+    nor does it stop the run: the accounts after it are still checked (their first crossings published); the next run
+    says it again - that is its retry. The account and the reason are appended to ``unpublished`` (the handler logs
+    and counts them). A first crossing the bus refuses still fails the run (Lambda's retry, then the dead-letter
+    queue): it is said once (D71 amended (e4b))."""
     skip = set(ended)
     by_account: dict[str, list[StoredSession]] = defaultdict(list)
     for stored in repo.open_sessions():
@@ -690,7 +695,11 @@ def check_running_limits(
         running = _running(repo, profile, period, now_ms, by_account[key[0]])
         announced += _announce(aggregate, profile, config, publisher, repo, now_ms, running)
         if running:
-            _still_reached(aggregate, profile, config, publisher, now_ms, running)
+            try:
+                _still_reached(aggregate, profile, config, publisher, now_ms, running)
+            except PublishError as exc:  # the next run says it again: its retry (D71 amended (e4b))
+                if unpublished is not None:
+                    unpublished.append(f"{aggregate.account_id}: {exc}")
     return announced
 
 

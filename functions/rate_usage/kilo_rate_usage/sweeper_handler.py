@@ -44,6 +44,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         logger.exception("sweep failed; Lambda retries it once, then the dead-letter queue")
         count(SERVICE, Metric.SWEEP_FAILED)
         raise
+    unpublished: list[str] = []  # HardLimitStillReached.v1 the bus refused: the next run says it again
     try:
         with observability.tracer(SERVICE).provider.in_subsegment("## check_running_limits"):
             thresholds = check_running_limits(
@@ -52,12 +53,16 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
                 deps.config,
                 now_ms,
                 ((close.room_sid, close.participant_sid) for close in closes),
+                unpublished,
             )
     except Exception:
         logger.exception("the running-limits check failed; Lambda retries it once, then the dead-letter queue")
         count(SERVICE, Metric.SWEEP_FAILED)
         raise
     count(SERVICE, Metric.THRESHOLDS_CROSSED, thresholds)
+    for reason in unpublished:
+        logger.warning("HardLimitStillReached.v1 not published: the next run says it again", extra={"reason": reason})
+    count(SERVICE, Metric.STILL_REACHED_UNPUBLISHED, len(unpublished))
     for room, reason in sorted(answers.unanswered.items())[:20]:
         logger.warning("RoomService gave no answer for a room", extra={"room_name": room, "reason": reason})
     for close in closes:

@@ -65,6 +65,7 @@ class Metric(StrEnum):
     RATING_BATCH_FAILED = "RatingBatchFailed"  # a transient failure: Lambda retries the batch
     ROOMSERVICE_UNANSWERED = "RoomServiceUnanswered"  # rooms the sweeper could not ask LiveKit about
     SWEEP_FAILED = "SweepFailed"
+    STILL_REACHED_UNPUBLISHED = "StillReachedUnpublished"  # the bus refused HardLimitStillReached.v1: next run's retry
     # alerts
     ALERTS_SENT = "AlertsSent"  # one per message handed to SES or SNS
     ALERTS_DUPLICATE = "AlertsDuplicate"  # a redelivered event: already sent (or being sent), not sent again
