@@ -10,13 +10,17 @@ slot; address -> signatures, oldest first) to answer the methods the real ``sola
 ``skipPreflight``), ``getSignaturesForAddress`` (``before`` / ``until`` / ``limit``, newest first; ``minContextSlot``
 above the bank's slot refused with -32016, as Agave does), ``getTransaction``
 (``base64`` or ``json`` encoding, ``maxSupportedTransactionVersion``), ``getSignatureStatuses``, ``getBlock``
-(``transactionDetails`` ``none`` or ``signatures``), ``getHealth``, ``getVersion``.
+(``transactionDetails`` ``none`` or ``signatures``), ``getBlocks``, ``getHealth``, ``getVersion``.
 
 Answers follow mainnet's shapes (Agave's RPC: docs.solana.com/api/http, and solders' serde of
 ``UiTransactionStatusMeta``, which is Agave's). Commitment: ``processed`` and ``confirmed`` see every landed slot;
 ``finalized`` lags ``confirmed`` by ``finality_lag`` slots, so finality can be tested. ``forget(signature)`` drops an
 unfinalized transaction from the index (a fork that did not survive); LiteSVM's state is not rolled back (tests only
-look at the index for it). Airdrops fund accounts without indexing a transaction (a faucet, not a payment).
+look at the index for it). Its slot is then skipped, as on Agave when the fork that held it dies: ``getBlock`` answers
+-32007 "Slot N was skipped, or missing due to ledger jump to recent snapshot" once it is at or below the commitment's
+slot, ``getBlocks`` omits it and the next block's ``parentSlot`` is the one before it;
+``forget(signature, replaced=True)`` keeps a block at that slot without the signature (another fork's block at the same
+slot became final - the rare case). Airdrops fund accounts without indexing a transaction (a faucet, not a payment).
 
 Binds 127.0.0.1 on a free port; whoever starts it stops it (``stop()``, or the PID when run as
 ``python -m kilo_dev.solana_standin``, which prints ``<port>``). ``calls`` counts the requests served per method
@@ -60,6 +64,7 @@ INVALID_PARAMS = -32602
 METHOD_NOT_FOUND = -32601
 SIMULATION_FAILED = -32002
 BLOCK_NOT_AVAILABLE = -32004
+SLOT_SKIPPED = -32007
 UNSUPPORTED_VERSION = -32015
 MIN_CONTEXT_SLOT_NOT_REACHED = -32016
 
@@ -93,6 +98,7 @@ class SolanaStandin:
         self._blockhashes: dict[int, str] = {self._slot: str(self.svm.latest_blockhash())}
         self._parents: dict[int, int] = {}
         self._slot_signatures: dict[int, list[str]] = {}
+        self._skipped: set[int] = set()  # slots whose block did not survive (forgotten, not replaced)
         self._landed: dict[str, Landed] = {}
         self._by_address: dict[str, list[str]] = {}  # oldest first
         self._http = processes.LoopbackServer(self._handler_class(), "solana-standin")
@@ -139,8 +145,10 @@ class SolanaStandin:
         """Advance until everything landed so far is finalized."""
         return self.advance(self.finality_lag)
 
-    def forget(self, signature: str) -> None:
-        """Drop an unfinalized transaction from the index: it was on a fork that did not survive."""
+    def forget(self, signature: str, *, replaced: bool = False) -> None:
+        """Drop an unfinalized transaction from the index: it was on a fork that did not survive. Its slot is skipped
+        (the next block's parent is the slot before it); ``replaced``: a block of another fork at the same slot,
+        without it, survives instead."""
         with self._lock:
             landed = self._landed[signature]
             if landed.slot <= self.finalized_slot:
@@ -149,6 +157,12 @@ class SolanaStandin:
             self._slot_signatures[landed.slot].remove(signature)
             for key in self._keys(landed.transaction):
                 self._by_address[str(key)].remove(signature)
+            if replaced or self._slot_signatures[landed.slot]:
+                return
+            self._skipped.add(landed.slot)
+            for child, parent in self._parents.items():
+                if parent == landed.slot:
+                    self._parents[child] = self._parents.get(landed.slot, landed.slot - 1)
 
     def blockhash(self, slot: int) -> str:
         return self._blockhashes[slot]
@@ -164,6 +178,8 @@ class SolanaStandin:
 
     def _next_slot(self) -> int:
         parent = self._slot
+        while parent in self._skipped:
+            parent = self._parents.get(parent, parent - 1)
         self._slot += 1
         self.svm.warp_to_slot(self._slot)
         self.svm.expire_blockhash()
@@ -409,6 +425,8 @@ class SolanaStandin:
         config = {"encoding": config} if isinstance(config, str) else (config or {})
         if slot not in self._blockhashes or slot > self._commitment_slot(config):
             raise RpcError(BLOCK_NOT_AVAILABLE, f"Block not available for slot {slot}")
+        if slot in self._skipped:
+            raise RpcError(SLOT_SKIPPED, f"Slot {slot} was skipped, or missing due to ledger jump to recent snapshot")
         details = config.get("transactionDetails", "full")
         parent = self._parents.get(slot, slot - 1)
         block: dict[str, Any] = {
@@ -425,6 +443,19 @@ class SolanaStandin:
         if config.get("rewards", True):
             block["rewards"] = []
         return block
+
+    def _rpc_getBlocks(  # noqa: N802
+        self, start: int, end: int | dict[str, Any] | None = None, config: dict[str, Any] | None = None
+    ) -> list[int]:
+        """The slots in ``[start, end]`` holding a block at the commitment (``finalized`` by default; skipped slots
+        omitted; ``end`` capped at the commitment's slot), as Agave answers; a range over 500,000 slots refused."""
+        if isinstance(end, dict):
+            end, config = None, end
+        last = int(start) + 500_000 if end is None else int(end)
+        if last - int(start) > 500_000:
+            raise RpcError(INVALID_PARAMS, "Slot range too large; max 500000")
+        ceiling = min(last, self._commitment_slot(config))
+        return [slot for slot in range(max(int(start), self._genesis_slot), ceiling + 1) if slot not in self._skipped]
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         standin = self

@@ -156,6 +156,28 @@ def test_given_a_transaction_then_json_encoding_and_the_block_answer_in_mainnet_
         ask(chain.standin.url, lambda c: c.get_transaction(sig, encoding="jsonParsed", commitment=Confirmed))
 
 
+def test_given_a_forgotten_transaction_then_its_slot_is_skipped_as_agave_answers_a_dead_forks_slot(
+    chain: SolanaTestChain,
+) -> None:
+    kept, dropped, after = (chain.pay_sol(SOL // 100 + n) for n in range(3))  # slots S - 1, S, S + 1
+    slot = chain.standin.transaction(dropped).slot  # type: ignore[union-attr]
+    chain.standin.forget(dropped)
+    chain.standin.finalize()  # finalized = S + 1
+
+    with pytest.raises(
+        RPCException, match=f"Slot {slot} was skipped, or missing due to ledger jump to recent snapshot"
+    ):
+        ask(chain.standin.url, lambda c: c.get_block(slot, commitment=Finalized))
+    assert ask(chain.standin.url, lambda c: c.get_blocks(slot - 1, slot + 1)).value == [slot - 1, slot + 1]
+    block = ask(
+        chain.standin.url,
+        lambda c: c.get_block(slot + 1, transaction_details=TransactionDetails.None_, commitment=Finalized),
+    ).value
+    assert (block.parent_slot, str(block.previous_blockhash)) == (slot - 1, chain.standin.blockhash(slot - 1))
+    assert ask(chain.standin.url, lambda c: c.get_blocks(slot + 2, slot + 5)).value == []  # above the finalized slot
+    assert [chain.standin.transaction(s).slot for s in (kept, after)] == [slot - 1, slot + 1]  # type: ignore[union-attr]
+
+
 def test_given_the_standin_started_as_a_process_then_it_answers_and_stops_by_its_pid() -> None:
     process = subprocess.Popen(
         [sys.executable, "-m", "kilo_dev.solana_standin", "--finality-lag", "2"],

@@ -240,7 +240,7 @@ def test_given_a_seen_payment_that_vanishes_before_finality_then_it_is_orphaned(
     watch.run()
     (payment_id,) = watch.sink.transfers
 
-    chain.standin.forget(signature)  # its fork did not survive
+    chain.standin.forget(signature, replaced=True)  # its fork did not survive: another block at its slot did
     chain.standin.advance(LAG - 1)
     watch.run()
     assert watch.sink.status[payment_id] is PaymentStatus.SEEN  # the finalized slot has not reached it yet
@@ -249,6 +249,30 @@ def test_given_a_seen_payment_that_vanishes_before_finality_then_it_is_orphaned(
     report = watch.run()
     assert watch.sink.status[payment_id] is PaymentStatus.ORPHANED
     assert report.orphaned == 1
+
+
+def test_given_a_seen_payment_whose_fork_died_then_its_skipped_slot_is_proven_by_the_next_final_block_and_orphaned(
+    chain: SolanaTestChain, watch: Watch
+) -> None:
+    """Review rs2: Agave answers getBlock(finalized) of a dead fork's slot with -32007 "skipped"; it stayed SEEN for
+    ever (its bill PROCESSING, named stuck every run from 750 slots on). Proof: the next finalized block's parent."""
+    signature = chain.pay_sol(SOL // 10)
+    watch.run()
+    (payment_id,) = watch.sink.transfers
+    slot = watch.sink.only().block_number
+    chain.standin.forget(signature)  # its fork died: on the finalized chain its slot S is skipped (getBlock -32007)
+
+    chain.standin.advance(LAG)  # finalized = S: final, but no later block final yet to show the chain went past S
+    assert chain.standin.finalized_slot == slot
+    report = watch.run()
+    assert (report.orphaned, report.unproven, report.stuck) == (0, 1, ())
+    assert watch.sink.status[payment_id] is PaymentStatus.SEEN
+
+    chain.standin.advance(1)  # finalized = S + 1, its block's parentSlot S - 1 < S: S skipped, the payment gone
+    report = watch.run()
+    assert (report.orphaned, report.unproven, report.stuck) == (1, 0, ())
+    assert watch.sink.status[payment_id] is PaymentStatus.ORPHANED
+    assert watch.sink.pending("solana") == []  # no stuck alarm left for the next runs
 
 
 def test_given_reruns_then_nothing_is_recorded_twice_and_calls_stay_flat(chain: SolanaTestChain, watch: Watch) -> None:
@@ -396,7 +420,7 @@ def _sol_quote(quote_id: str, invoice_id: str, account_id: str, lamports: int, r
 class Lagging(SolanaRpcClient):
     """A load-balanced RPC: ``getTransaction`` of ``hidden`` signatures answers null (a backend that has not got them
     yet), ``getSignatureStatuses`` answers null for all when ``no_statuses``, ``getBlock(finalized)`` shows no block
-    (Agave's "Block not available for slot") when ``no_blocks``; ``getSignaturesForAddress`` answered by
+    (Agave's "Block not available for slot", at any slot) when ``no_blocks``; ``getSignaturesForAddress`` answered by
     a backend whose confirmed slot is ``listed_to``: it lists nothing above it and, as a real server does, refuses a
     ``minContextSlot`` above it (-32016, the client's ``SolanaNodeBehindError``) and answers an empty page for a
     ``before`` signature above it (one it has not got); ``first_page_current``: only ``before`` pages go to it."""
@@ -439,6 +463,9 @@ class Lagging(SolanaRpcClient):
 
     async def finalized_signatures(self, slot: int) -> Sequence[str] | None:
         return None if self.no_blocks else await super().finalized_signatures(slot)
+
+    async def finalized_parent(self, slot: int) -> int | None:
+        return None if self.no_blocks else await super().finalized_parent(slot)
 
     async def transaction(self, signature: str) -> ChainTransaction | None:
         return None if signature in self.hidden else await super().transaction(signature)
@@ -628,12 +655,76 @@ def test_given_a_listed_signature_no_backend_proves_gone_then_the_cursor_waits_a
     assert [(t.tx_id, t.atomic_amount) for t in watch.sink.transfers.values()] == [(signature, 100_000_000)]
 
 
+class DeadForkListing(Lagging):
+    """A listing backend still on a fork that died: its pages add ``stale`` signatures, served by nobody since (no
+    transaction, no status anywhere; their slots skipped on the finalized chain)."""
+
+    def __init__(self, url: str, stale: Sequence[SignatureInfo]) -> None:
+        super().__init__(url)
+        self.stale = stale
+
+    async def signatures(
+        self,
+        address: str,
+        *,
+        before: str | None = None,
+        until: str | None = None,
+        limit: int = SIGNATURES_PAGE,
+        min_slot: int | None = None,
+    ) -> Sequence[SignatureInfo]:
+        page = await super().signatures(address, before=before, until=until, limit=limit, min_slot=min_slot)
+        return [*page, *self.stale] if before is None else page
+
+
+def test_given_a_listed_signature_whose_fork_died_then_its_skipped_slot_is_proven_and_the_cursor_moves_past_it(
+    chain: SolanaTestChain, watch: Watch
+) -> None:
+    """Review rs2: a listed signature in a slot later skipped was never proven gone: the cursor waited before it for
+    ever and every later payment with it."""
+    watch.run()
+    signature = chain.pay_sol(SOL // 10)  # slot S
+    landed = chain.standin.transaction(signature)
+    assert landed is not None
+    later = chain.pay_sol(SOL // 5)  # slot S + 1, a good payment after it
+    chain.standin.forget(signature)  # its fork died: S skipped, S + 1's parent is S - 1
+    chain.standin.advance(LAG)  # finalized = S + 1
+
+    assert chain.standin.finalized_slot == landed.slot + 1
+    report = _run(watch, DeadForkListing(chain.standin.url, [SignatureInfo(signature, landed.slot, False)]))
+    assert report.to_block == watch.cursors.cursors["solana"].block_number == chain.standin.slot
+    assert (report.caught_up, report.stuck) == (True, ())
+    # the later payment read and recorded: 0.2 SOL = 200,000,000 lamports; nothing for the vanished one
+    assert [(t.tx_id, t.atomic_amount) for t in watch.sink.transfers.values()] == [(later, 200_000_000)]
+
+
+class LedgerHole(Lagging):
+    """A backend whose ledger lacks the finalized block at a slot (restarted from a later snapshot: Agave says
+    "skipped, or missing due to ledger jump") although the chain holds it; it has not got the payment either."""
+
+    async def finalized_signatures(self, slot: int) -> Sequence[str] | None:
+        return None
+
+
+def test_given_a_backend_missing_the_block_at_a_payments_slot_then_the_next_blocks_parent_proves_nothing_and_it_waits(
+    chain: SolanaTestChain, watch: Watch
+) -> None:
+    signature = chain.pay_sol(SOL // 10)  # slot S
+    watch.run()
+    (payment_id,) = watch.sink.transfers
+    chain.standin.advance(LAG + 1)  # finalized = S + 1, whose parentSlot is S: the chain holds a block at S
+    report = _run(watch, LedgerHole(chain.standin.url, hidden=frozenset({signature}), no_statuses=True))
+    assert (report.orphaned, report.unproven, report.stuck) == (0, 1, ())
+    assert watch.sink.status[payment_id] is PaymentStatus.SEEN  # not orphaned on a backend's hole
+    report = watch.run()  # a backend that has it: finalized
+    assert (report.finalized, watch.sink.status[payment_id]) == (1, PaymentStatus.FINALIZED)
+
+
 def test_given_the_real_client_then_finalized_signatures_shows_a_finalized_block_and_none_before(
     chain: SolanaTestChain,
 ) -> None:
     kept, dropped = chain.pay_sol(SOL // 10), chain.pay_sol(SOL // 20)
     kept_slot, dropped_slot = chain.standin.transaction(kept).slot, chain.standin.transaction(dropped).slot  # type: ignore[union-attr]
-    chain.standin.forget(dropped)
+    chain.standin.forget(dropped, replaced=True)
 
     async def shown(slot: int) -> Sequence[str] | None:
         async with SolanaRpcClient(chain.standin.url) as rpc:

@@ -541,3 +541,13 @@ class SolanaRpc(Protocol):
         block (not finalized or not available there yet, cleaned up; or "skipped, or missing due to ledger jump to
         recent snapshot", which a backend also says of a slot its own ledger lacks): no proof either way."""
         ...
+
+    async def next_finalized_block(self, slot: int) -> int | None:
+        """The first slot after ``slot`` holding a finalized block on the answering backend (``getBlocks`` of a
+        short range after it, ``finalized``); None when it shows none there."""
+        ...
+
+    async def finalized_parent(self, slot: int) -> int | None:
+        """The ``parentSlot`` of the finalized block at ``slot`` (``getBlock``, ``finalized``, ``transactionDetails:
+        none``); None when the backend does not show that block (as ``finalized_signatures``)."""
+        ...

@@ -26,7 +26,8 @@ Each run (scheduled every minute, idempotent):
 4. Finality of SEEN payments (``PaymentSink.pending``): ``getSignatureStatuses`` (256 per call) -> ``finalized``
    commitment -> ``PaymentSink.finalized``; an error -> ``orphaned``; unknown although the ``finalized`` slot has
    passed the payment's slot -> ``orphaned`` only on proof: ``getTransaction`` does not serve it and a backend shows
-   the finalized block at its slot without it (``getBlock``, ``finalized``, its signatures). Empty answers alone
+   the finalized block at its slot without it (``getBlock``, ``finalized``, its signatures), or shows its slot
+   skipped: the first finalized block after it (``getBlocks``) has a ``parentSlot`` before it. Empty answers alone
    come from a backend behind as well: unproven, the payment stays pending (``RunReport.unproven``), named
    ``stuck`` once the finalized slot is ``UNPROVEN_ALARM_SLOTS`` (750, ~5 minutes) past its slot; a listed
    signature not served is skipped as vanished on the same proof only (D91). A payment recorded FAILED stays pending
@@ -36,7 +37,8 @@ Each run (scheduled every minute, idempotent):
 Calls per run: 1 + min(recent references, ``max_references``) + 2 sweeps (+1 per further page of 1,000) + new
 transactions (at most ``max_transactions``) + one ``getBlock`` per slot with a credit + ceil(pending / 256) (+1
 ``getSlot(finalized)`` when a status is unknown; + ``getTransaction`` and ``getBlock(finalized)`` per payment unknown
-past its final slot).
+past its final slot, + ``getBlocks`` and ``getBlock(finalized)`` of the next block where that block is not
+shown).
 """
 
 from __future__ import annotations
@@ -327,11 +329,20 @@ class SolanaWatcher:
 
     async def _proven_gone(self, signature: str, slot: int) -> bool:
         """Positive evidence that ``signature`` is not in ``slot`` on the finalized chain: a backend shows the
-        finalized block at ``slot`` and the signature is not among its transactions. A backend that does not show
-        that block (behind, cleaned up, or "skipped, or missing" - also said of a slot its own ledger jumped over)
-        proves nothing; nor does an empty status or transaction, which a backend behind answers as well (D91)."""
+        finalized block at ``slot`` and the signature is not among its transactions; or, where it shows no block
+        there (Agave answers -32007 "skipped" for the slot of a fork that died), the slot is proven skipped: the
+        first finalized block after it (``getBlocks``) names a parent before it - the finalized chain
+        goes from that parent to that block and holds no block at ``slot``. The parent is the block's own data, so a
+        backend whose ledger has a hole (restarted from a snapshot, cleaned up) cannot fake it; "not shown" alone
+        proves nothing, nor does an empty status or transaction, which a backend behind answers as well (D91)."""
         shown = await self._call(self.rpc.finalized_signatures(slot))
-        return shown is not None and signature not in shown
+        if shown is not None:
+            return signature not in shown
+        later = await self._call(self.rpc.next_finalized_block(slot))
+        if later is None or later <= slot:
+            return False
+        parent = await self._call(self.rpc.finalized_parent(later))
+        return parent is not None and parent < slot
 
     async def _since(self, address: str, floor: int, head: int, until: str | None = None) -> list[SignatureInfo]:
         """The address's signatures in ``(floor, head]``, paging back (1,000 a page) until ``until`` or the floor;

@@ -37,6 +37,7 @@ from solders.transaction_status import (
     TransactionConfirmationStatus,
     TransactionDetails,
     UiCompiledInstruction,
+    UiConfirmedBlock,
     UiRawMessage,
     UiTransaction,
     UiTransactionTokenBalance,
@@ -71,6 +72,9 @@ BLOCK_NOT_SHOWN = (
     LongTermStorageSlotSkippedMessage,
     BlockStatusNotAvailableYetMessage,
 )
+# the slots after a skipped slot searched for the next finalized block (getBlocks); a run of skipped slots is a few
+# leaders' 4 slots at most in practice: none found this far (a backend's ledger hole) proves nothing this run
+NEXT_BLOCK_SLOTS = 100
 B58_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 
 
@@ -156,10 +160,24 @@ class SolanaRpcClient:
         return str(response.value.blockhash)
 
     async def finalized_signatures(self, slot: int) -> Sequence[str] | None:
+        block = await self._finalized_block(slot, TransactionDetails.Signatures)
+        return None if block is None else [str(signature) for signature in block.signatures or ()]
+
+    async def next_finalized_block(self, slot: int) -> int | None:
+        # getBlocks' commitment is finalized by default (solana 0.41 sends none); its end is capped at the root
+        response = await self._request(self._client.get_blocks(slot + 1, slot + NEXT_BLOCK_SLOTS))
+        return min(response.value) if response.value else None
+
+    async def finalized_parent(self, slot: int) -> int | None:
+        block = await self._finalized_block(slot, TransactionDetails.None_)
+        return None if block is None else int(block.parent_slot)
+
+    async def _finalized_block(self, slot: int, details: TransactionDetails) -> UiConfirmedBlock | None:
+        """``getBlock(slot, finalized)``; None when the server does not show it (BLOCK_NOT_SHOWN)."""
         try:
             response = await self._client.get_block(
                 slot,
-                transaction_details=TransactionDetails.Signatures,
+                transaction_details=details,
                 rewards=False,
                 commitment=Finalized,
                 max_supported_transaction_version=0,
@@ -170,7 +188,7 @@ class SolanaRpcClient:
             raise SolanaRpcError(f"solana rpc: {exc}") from exc
         except (SolanaRpcException, httpx2.HTTPError) as exc:
             raise SolanaRpcError(f"solana rpc: {exc}") from exc
-        return [str(signature) for signature in response.value.signatures or ()]
+        return response.value
 
     async def _request(self, call: Awaitable[T]) -> T:
         """One request; the provider raises ``RPCException`` for a JSON-RPC error and ``SolanaRpcException`` for the
