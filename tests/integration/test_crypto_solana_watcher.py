@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 import spl.token.instructions as token
@@ -31,11 +32,13 @@ from kilo_crypto_watch.ports import (
     SignatureInfo,
     SignatureStatus,
     SolanaNodeBehindError,
+    SolanaRpcError,
     TransactionNotFoundError,
 )
 from kilo_crypto_watch.settlement import ClaimRefusedError, NotAssignableError, NotRefundableError
 from kilo_crypto_watch.solana import SolanaWatcher, inspect, rotation
 from kilo_crypto_watch.solana_rpc import SolanaRpcClient, SolanaTransactionInspector
+from kilo_dev import solana_standin as standin_module
 from kilo_dev.solana_standin import SolanaStandin
 from tests.conftest import Stack
 from tests.crypto_core_fakes import Harness, bill, harness
@@ -1049,3 +1052,21 @@ def _usdc_quote(quote_id: str, invoice_id: str, account_id: str, atomic: int, re
 async def _inspect(chain: SolanaTestChain, signature: str, watched: frozenset[str]) -> list[ObservedTransfer]:
     async with SolanaRpcClient(chain.standin.url) as rpc:
         return await inspect(rpc, chain.config(), signature, watched)
+
+
+def test_given_a_minus_32016_answer_without_data_then_the_run_fails_with_a_solana_rpc_error_not_a_panic(
+    chain: SolanaTestChain, watch: Watch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a proxy that drops the error's ``data`` ({"contextSlot": n}): solders panics reading it (pyo3's
+    # PanicException, a BaseException), which went past every ``except Exception`` and stopped the other chains' runs
+    answered = SolanaStandin._commitment_slot
+
+    def refuse(self: SolanaStandin, config: dict[str, Any] | None) -> int:
+        if (config or {}).get("minContextSlot") is not None:
+            raise standin_module.RpcError(-32016, "Minimum context slot has not been reached")  # no data
+        return answered(self, config)
+
+    monkeypatch.setattr(SolanaStandin, "_commitment_slot", refuse)
+
+    with pytest.raises(SolanaRpcError):
+        watch.run()
