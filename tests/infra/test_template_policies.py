@@ -417,3 +417,34 @@ def test_given_the_sweepers_still_reached_event_then_the_alerts_rule_puts_it_on_
     assert SOURCE_RATING in rule["EventPattern"]["source"]
     assert HardLimitStillReachedV1.DETAIL_TYPE in rule["EventPattern"]["detail-type"]
     assert [target["Arn"] for target in rule["Targets"]] == [{"Fn::GetAtt": ["AlertsQueue", "Arn"]}]
+
+
+def test_given_solana_runs_whose_listing_server_stays_behind_then_ten_minutes_of_them_in_a_row_alarm(
+    template: Template,
+) -> None:
+    """D91 amended (s1b, review rs2): a run whose listing server stays behind the head after its page was asked
+    three times reads nothing and leaves its cursor; the handler counts ``SolanaListingBehind`` for it. One such
+    run is ordinary; a minute-by-minute run behind for 10 minutes in a row (10 one-minute periods, each Sum >= 1; a
+    minute without one - no data - breaks the row) is a stalled watcher: the operator is told."""
+    from kilo_billing.observability import Metric  # noqa: PLC0415
+    from kilo_crypto_watch.solana_handler import SERVICE  # noqa: PLC0415
+
+    [alarm] = [
+        alarm["Properties"]
+        for alarm in template.of_type("AWS::CloudWatch::Alarm").values()
+        if alarm["Properties"]["MetricName"] == Metric.SOLANA_LISTING_BEHIND.value
+    ]
+    assert alarm["Namespace"] == "KiloBilling"
+    assert alarm["Dimensions"] == [{"Name": "service", "Value": SERVICE}]
+    assert (alarm["Statistic"], alarm["Period"], alarm["EvaluationPeriods"], alarm["DatapointsToAlarm"]) == (
+        "Sum",
+        60,
+        10,
+        10,
+    )
+    assert (alarm["Threshold"], alarm["ComparisonOperator"], alarm["TreatMissingData"]) == (
+        1,
+        "GreaterThanOrEqualToThreshold",
+        "notBreaching",
+    )
+    assert alarm["AlarmActions"] == [{"Ref": "OperatorAlarmTopic"}]

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from solders.keypair import Keypair
@@ -358,3 +359,31 @@ def _expired_sol_quote(store: DynamoCryptoStore, chain: SolanaTestChain, start: 
         )
     )
     return reference
+
+
+def test_given_a_listing_server_behind_on_every_ask_then_the_run_succeeds_behind_and_counts_solana_listing_behind(
+    deployed: DynamoCryptoStore,
+    chain: SolanaTestChain,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    # every getSignaturesForAddress refused at minContextSlot = head (-32016 with its data, one slot short): the
+    # wallet sweep's page asked 3 times, then the run reads nothing - not a failure, but counted once (D91, s1b)
+    from kilo_billing.observability import Metric  # noqa: PLC0415
+    from kilo_dev import solana_standin  # noqa: PLC0415
+    from tests.unit.payment_alarm_helpers import flushed_metrics  # noqa: PLC0415
+
+    def behind(self: SolanaStandin, config: dict[str, Any] | None) -> int:
+        if (config or {}).get("minContextSlot") is not None:
+            raise solana_standin.RpcError(-32016, "Minimum context slot has not been reached", {"contextSlot": 1})
+        return answered(self, config)
+
+    answered = SolanaStandin._commitment_slot
+    monkeypatch.setattr(SolanaStandin, "_commitment_slot", behind)
+    capfd.readouterr()
+
+    result = run_handler()
+
+    [run] = result["runs"]  # type: ignore[call-overload]
+    assert (run["behind"], run["caught_up"]) == (True, False)
+    assert flushed_metrics(capfd.readouterr().out).get(Metric.SOLANA_LISTING_BEHIND.value) == 1

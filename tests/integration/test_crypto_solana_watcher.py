@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 import spl.token.instructions as token
@@ -31,11 +32,13 @@ from kilo_crypto_watch.ports import (
     SignatureInfo,
     SignatureStatus,
     SolanaNodeBehindError,
+    SolanaRpcError,
     TransactionNotFoundError,
 )
 from kilo_crypto_watch.settlement import ClaimRefusedError, NotAssignableError, NotRefundableError
 from kilo_crypto_watch.solana import SolanaWatcher, inspect, rotation
 from kilo_crypto_watch.solana_rpc import SolanaRpcClient, SolanaTransactionInspector
+from kilo_dev import solana_standin as standin_module
 from kilo_dev.solana_standin import SolanaStandin
 from tests.conftest import Stack
 from tests.crypto_core_fakes import Harness, bill, harness
@@ -474,10 +477,12 @@ class Lagging(SolanaRpcClient):
         return [None for _ in signatures] if self.no_statuses else await super().statuses(signatures)
 
 
-def _run(watch: Watch, rpc: Lagging) -> RunReport:
+def _run(watch: Watch, rpc: SolanaRpcClient, behind_pause: float = 0.4) -> RunReport:
     async def go() -> RunReport:
         async with rpc:
-            return await SolanaWatcher(watch.chain.config(), rpc, watch.cursors, watch.sink, watch.references).run()
+            watcher = SolanaWatcher(watch.chain.config(), rpc, watch.cursors, watch.sink, watch.references)
+            watcher.behind_pause = behind_pause
+            return await watcher.run()
 
     return asyncio.run(go())
 
@@ -1140,3 +1145,100 @@ def _usdc_quote(quote_id: str, invoice_id: str, account_id: str, atomic: int, re
 async def _inspect(chain: SolanaTestChain, signature: str, watched: frozenset[str]) -> list[ObservedTransfer]:
     async with SolanaRpcClient(chain.standin.url) as rpc:
         return await inspect(rpc, chain.config(), signature, watched)
+
+
+# --- review rs2: a listing server behind the head now and then ------------------------------------------------------
+class OneInK(SolanaRpcClient):
+    """A load balancer: one ``getSignaturesForAddress`` call in ``k`` (a page asked again counts as a call) lands on a
+    backend one slot behind the head, which refuses its ``minContextSlot`` (-32016); ``asks`` counts the calls."""
+
+    def __init__(self, url: str, k: int, offset: int = 0) -> None:
+        super().__init__(url)
+        self.k, self.asks = k, offset
+
+    async def signatures(
+        self,
+        address: str,
+        *,
+        before: str | None = None,
+        until: str | None = None,
+        limit: int = SIGNATURES_PAGE,
+        min_slot: int | None = None,
+    ) -> Sequence[SignatureInfo]:
+        self.asks += 1
+        if self.asks % self.k == 0 and min_slot is not None:
+            raise SolanaNodeBehindError("solana rpc: Minimum context slot has not been reached")
+        return await super().signatures(address, before=before, until=until, limit=limit, min_slot=min_slot)
+
+
+def test_given_one_listing_call_in_twelve_refused_by_a_server_a_slot_behind_then_the_page_is_asked_again_and_paid(
+    chain: SolanaTestChain, watch: Watch
+) -> None:
+    # 10 recent references + the 2 sweeps = 12 pages a run; the 12th call is refused. Before the fix one refused
+    # page threw the whole run away: the cursor never moved and nothing alarmed (review rs2)
+    watch.references.keys = [str(Keypair().pubkey()) for _ in range(10)]
+    first = watch.run()
+    signature = chain.pay_sol(SOL // 10)  # 0.1 SOL = 100_000_000 lamports, found by the wallet sweep
+    rpc = OneInK(chain.standin.url, k=12)
+
+    report = _run(watch, rpc)
+
+    # calls 1..10 the references, 11 the wallet sweep, 12 the USDC sweep refused, 13 that page asked again: answered
+    assert rpc.asks == 13
+    assert [(t.tx_id, t.atomic_amount) for t in watch.sink.transfers.values()] == [(signature, 100_000_000)]
+    assert watch.cursors.cursors["solana"].block_number == report.to_block > first.to_block
+    assert (report.caught_up, report.behind) == (True, False)
+
+
+def test_given_a_listing_server_behind_on_every_ask_then_the_page_is_asked_three_times_and_the_run_reports_behind(
+    chain: SolanaTestChain, watch: Watch
+) -> None:
+    first = watch.run()
+    signature = chain.pay_sol(SOL // 10)
+    landed = chain.standin.transaction(signature)
+    assert landed is not None
+    rpc = OneInK(chain.standin.url, k=1)  # every call refused: a backend that stays behind
+
+    report = _run(watch, rpc)
+
+    # no recent reference: the wallet sweep's first page is the first call; asked once + 2 times again = 3, then
+    # the run reads nothing, leaves its cursor and says it was behind (counted, alarmed after 10 runs in a row)
+    assert rpc.asks == 3
+    assert watch.sink.transfers == {}
+    assert watch.cursors.cursors["solana"].block_number == first.to_block
+    assert (report.caught_up, report.behind, report.to_block) == (False, True, first.to_block)
+
+
+def test_given_a_minus_32016_answer_without_data_then_the_run_fails_with_a_solana_rpc_error_not_a_panic(
+    chain: SolanaTestChain, watch: Watch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a proxy that drops the error's ``data`` ({"contextSlot": n}): solders panics reading it (pyo3's
+    # PanicException, a BaseException), which went past every ``except Exception`` and stopped the other chains' runs
+    answered = SolanaStandin._commitment_slot
+
+    def refuse(self: SolanaStandin, config: dict[str, Any] | None) -> int:
+        if (config or {}).get("minContextSlot") is not None:
+            raise standin_module.RpcError(-32016, "Minimum context slot has not been reached")  # no data
+        return answered(self, config)
+
+    monkeypatch.setattr(SolanaStandin, "_commitment_slot", refuse)
+
+    with pytest.raises(SolanaRpcError):
+        watch.run()
+
+
+def test_given_every_other_listing_call_refused_then_a_run_asks_again_20_times_at_most_and_then_reports_behind(
+    chain: SolanaTestChain, watch: Watch
+) -> None:
+    # 30 references + 2 sweeps = 32 pages; calls 2, 4, 6, ... refused. Page 1: call 1. Pages 2..21: refused once each
+    # (calls 2, 4, ..., 40), answered on the ask again (calls 3, 5, ..., 41): 20 asks again, the run's budget (20 x
+    # 0.4 s = 8 s of pauses, inside the Lambda's timeout). Page 22: call 42 refused, no ask again left: behind
+    watch.references.keys = [str(Keypair().pubkey()) for _ in range(30)]
+    first = watch.run()
+    rpc = OneInK(chain.standin.url, k=2)
+
+    report = _run(watch, rpc, behind_pause=0.0)  # no pause: the count of asks is what is checked
+
+    assert rpc.asks == 42
+    assert (report.behind, report.to_block) == (True, first.to_block)
+    assert watch.cursors.cursors["solana"].block_number == first.to_block

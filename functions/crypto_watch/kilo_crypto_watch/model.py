@@ -176,6 +176,9 @@ class RunReport:
     # Solana: pending payments whose slot is final and whose status no backend gave, without proof they are gone
     # (kept pending, D91 amended (s2))
     unproven: int = 0
+    # Solana: a listing page refused by a server behind the run's head on every ask (-32016, asked
+    # ``BEHIND_ASKS`` times): the run read nothing and left its cursor (D91 amended (s1b)); counted and alarmed
+    behind: bool = False
 
 
 # --- Settlement's domain (owned by the core: quotes, bills, chain payments as recorded) ---------------------------

@@ -5,8 +5,10 @@ Each run (scheduled every minute, idempotent):
 1. ``getLatestBlockhash(confirmed)`` -> ``head`` (its context slot) and the head's blockhash. The run covers the
    slots ``(floor, head]`` where ``floor`` is the cursor's slot. A load-balanced provider may answer a later query
    from a server behind the one that gave the head, so every ``getSignaturesForAddress`` page is asked with
-   ``minContextSlot`` = ``head``: a server that has not reached it refuses (-32016) and the run reads nothing, leaves
-   its cursor and reports ``caught_up=False``; the next run lists again (D91, amended). The cursor keeps the head's
+   ``minContextSlot`` = ``head``: a server that has not reached it refuses (-32016); the page is asked again, up to
+   ``BEHIND_ASKS`` (3) times ``behind_pause`` (0.4 s, a slot) apart, and refused every time the run reads nothing,
+   leaves its cursor and reports ``behind`` (``caught_up=False``; the handler counts ``SolanaListingBehind``,
+   alarmed after 10 minutes of it in a row); the next run lists again (D91, amended). The cursor keeps the head's
    blockhash beside its slot (the conditional write compares both; Solana needs no reorg check of the cursor:
    finality is read per signature).
 2. For each recent Solana Pay reference (``ReferenceSource.recent_references``: its quote not expired, or expired
@@ -34,15 +36,16 @@ Each run (scheduled every minute, idempotent):
    until its failure is finalized (then final); a status without the error means it landed again and succeeded:
    ``getTransaction`` and its credits are reported again.
 
-Calls per run: 1 + min(recent references, ``max_references``) + 2 sweeps (+1 per further page of 1,000) + new
-transactions (at most ``max_transactions``) + one ``getBlock`` per slot with a credit + ceil(pending / 256) (+1
-``getSlot(finalized)`` when a status is unknown; + ``getTransaction`` and ``getBlock(finalized)`` per payment unknown
-past its final slot, + ``getBlocks`` and ``getBlock(finalized)`` of the next block where that block is not
-shown).
+Calls per run: 1 + min(recent references, ``max_references``) + 2 sweeps (+1 per further page of 1,000; +1 per ask
+again of a page refused by a server behind) + new transactions (at most ``max_transactions``) + one ``getBlock`` per
+slot with a credit + ceil(pending / 256) (+1 ``getSlot(finalized)`` when a status is unknown; + ``getTransaction`` and
+``getBlock(finalized)`` per payment unknown past its final slot, + ``getBlocks`` and ``getBlock(finalized)`` of the
+next block where that block is not shown).
 """
 
 from __future__ import annotations
 
+import asyncio
 import struct
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field, replace
@@ -82,6 +85,12 @@ STATUS_BATCH = 256  # getSignatureStatuses's maximum
 # a payment whose slot is final, unknown to getSignatureStatuses and not proven gone by a finalized block, is named
 # ``stuck`` (alarmed) once the finalized slot is this far past its slot: 750 slots, about 5 minutes at 400 ms a slot
 UNPROVEN_ALARM_SLOTS = 750
+# a listing page refused by a server behind the run's head (-32016) is asked this many times in all, ``behind_pause``
+# apart (a slot is ~400 ms: a server a slot behind has reached the head by the next ask), before the run gives up
+BEHIND_ASKS = 3
+# at most this many asks again in one run (20 x 0.4 s = 8 s of pauses: the run stays well inside its Lambda timeout
+# however many of its up to 102 pages are refused once); past it a refused page makes the run behind at once
+BEHIND_ASKS_AGAIN_PER_RUN = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +238,7 @@ def _memo(tx: ChainTransaction) -> str | None:
 @dataclass
 class _Calls:
     count: int = 0
+    asked_again: int = 0  # listing pages asked again after a refusal by a server behind (BEHIND_ASKS_AGAIN_PER_RUN)
 
 
 @dataclass
@@ -240,6 +250,7 @@ class SolanaWatcher:
     references: ReferenceSource
     max_transactions: int = 500  # bounded work per run (a Lambda never runs into its timeout)
     max_references: int = 100  # references queried on their own per run, in rotation (D290)
+    behind_pause: float = 0.4  # seconds between the asks of a page refused by a server behind the head (one slot)
     _calls: _Calls = field(default_factory=_Calls)
 
     async def run(self, now: datetime | None = None) -> RunReport:
@@ -303,6 +314,7 @@ class SolanaWatcher:
             caught_up=to_slot == head,
             stuck=tuple(stuck),
             unproven=unproven,
+            behind=behind,
         )
 
     async def _call(self, call: Awaitable[T]) -> T:
@@ -352,13 +364,28 @@ class SolanaWatcher:
         found: list[SignatureInfo] = []
         before: str | None = None
         while True:
-            page = await self._call(
-                self.rpc.signatures(address, before=before, until=until, limit=SIGNATURES_PAGE, min_slot=head)
-            )
+            page = await self._page(address, before, until, head)
             found.extend(info for info in page if floor < info.slot <= head)
             if len(page) < SIGNATURES_PAGE or page[-1].slot <= floor:
                 return found
             before = page[-1].signature
+
+    async def _page(self, address: str, before: str | None, until: str | None, head: int) -> Sequence[SignatureInfo]:
+        """One page at ``minContextSlot`` = ``head``, asked up to ``BEHIND_ASKS`` times while a server behind the
+        head refuses it (a load balancer sends each ask to any of its backends; one a slot behind reaches the head
+        within the pause), at most ``BEHIND_ASKS_AGAIN_PER_RUN`` asks again a run; refused every time (or past that
+        budget), ``SolanaNodeBehindError`` goes up (D91, amended (s1b))."""
+        for ask in range(1, BEHIND_ASKS + 1):
+            try:
+                return await self._call(
+                    self.rpc.signatures(address, before=before, until=until, limit=SIGNATURES_PAGE, min_slot=head)
+                )
+            except SolanaNodeBehindError:
+                if ask == BEHIND_ASKS or self._calls.asked_again >= BEHIND_ASKS_AGAIN_PER_RUN:
+                    raise
+                self._calls.asked_again += 1
+                await asyncio.sleep(self.behind_pause)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _finality(self, merchant: Merchant, watched: frozenset[str], stuck: list[str]) -> tuple[int, int, int]:
         """Finalized, orphaned, and unproven (final slot, unknown status, not proven gone: kept pending). Each pending

@@ -4,7 +4,9 @@ overlapping run stop (``CursorConflictError``, logged, not a failure), and settl
 
 With no Solana chain configured it returns at once, reading nothing (the secret included). A failure on any
 chain (its RPC, or anything else) fails the invocation after the other chains ran: the asynchronous invocation's
-on-failure destination keeps it and an alarm watches it; the next minute resumes from the cursor.
+on-failure destination keeps it and an alarm watches it; the next minute resumes from the cursor. A run whose
+listing server stayed behind the head (``RunReport.behind``) is no failure: it is logged and counted
+(``SolanaListingBehind``, alarmed after 10 minutes of it in a row, D91 amended (s1b)).
 """
 
 from __future__ import annotations
@@ -66,6 +68,12 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         if report.stuck:  # left pending, the others settled: each named for an operator (D285)
             logger.error("payments stuck at finality", extra={"chain": chain.key, "stuck": list(report.stuck)})
             count(SERVICE, Metric.CRYPTO_PAYMENTS_STUCK, len(report.stuck))
+        if report.behind:  # its listing server stayed behind the head: nothing read, the cursor stayed (D91)
+            logger.warning(
+                "solana listing server behind the head; the next run lists again",
+                extra={"chain": chain.key},
+            )
+            count(SERVICE, Metric.SOLANA_LISTING_BEHIND)
         count(SERVICE, Metric.CRYPTO_TRANSFERS_SEEN, report.transfers_seen)
         count(SERVICE, Metric.CRYPTO_PAYMENTS_FINALIZED, report.finalized)
         count(SERVICE, Metric.CRYPTO_PAYMENTS_ORPHANED, report.orphaned)

@@ -201,6 +201,17 @@ class SolanaRpcClient:
             raise SolanaRpcError(f"solana rpc: {exc}") from exc
         except (SolanaRpcException, httpx2.HTTPError) as exc:
             raise SolanaRpcError(f"solana rpc: {exc}") from exc
+        except BaseException as exc:
+            if not _is_panic(exc):
+                raise
+            # an answer solders cannot read (a -32016 without its ``data``, say): a Rust panic surfaces as pyo3's
+            # PanicException, a BaseException that no ``except Exception`` catches; it is this chain's failure alone
+            raise SolanaRpcError(f"solana rpc: an answer the client could not read ({exc})") from exc
+
+
+def _is_panic(exc: BaseException) -> bool:
+    """pyo3's ``PanicException`` (module ``pyo3_runtime``, not importable: its type is made on first use)."""
+    return type(exc).__module__ == "pyo3_runtime" and type(exc).__name__ == "PanicException"
 
 
 def chain_transaction(value: EncodedConfirmedTransactionWithStatusMeta) -> ChainTransaction:

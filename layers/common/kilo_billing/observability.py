@@ -96,6 +96,9 @@ class Metric(StrEnum):
     CRYPTO_RPC_CALLS = "CryptoRpcCalls"  # JSON-RPC requests per run (the benchmark's measure, in production)
     CRYPTO_WATCH_FAILED = "CryptoWatchFailed"  # a chain's run failed (RPC down): alarmed; the next run resumes
     CRYPTO_PAYMENTS_STUCK = "CryptoPaymentsStuck"  # a payment whose finality step failed (left pending): alarmed
+    # a Solana run whose listing server stayed behind its head (asked 3 times): nothing read, the cursor stayed;
+    # alarmed when every minute's run is for 10 minutes in a row (D91 amended (s1b))
+    SOLANA_LISTING_BEHIND = "SolanaListingBehind"
 
 
 @cache
