@@ -87,3 +87,77 @@ def test_given_bad_weights_then_refused(weights: tuple[Decimal, ...]) -> None:
 
     with pytest.raises(ValueError, match="seven non-negative numbers"):
         weighted_elapsed(MONDAY_9TH, weights)
+
+
+def test_given_weights_of_another_scale_then_the_base_is_one_day_of_the_heaviest_weekday() -> None:
+    # Review v3b (4): FORECAST_WEEKDAY_WEIGHTS "10,10,10,10,10,4,4" is the default's shape x 10 (the run rate is
+    # scale-free), so the base is too: one day of the heaviest weekday, 10. Team, 300 video minutes (as above).
+    # Sun 1 Nov 06:00: 4 x 6/24 = 1 - one unit, but a quarter of a weekend day: still "not enough data yet" (with an
+    # absolute base of 1 it extrapolated 6 hours). Mon 2 Nov 14:23: 4 + 10 x 863/1,440 = 9.993 < 10: nothing yet.
+    # Mon 14:24: 4 + 10 x 0.6 = 10: 300 a weekday-day; the month weighs 210 + 36 = 246 = 24.6 weekdays x 10 -> 7,380
+    # minutes, inside the 50,000 included: the $29.00 fee, as with the default weights.
+    big = tuple(Decimal(w) for w in (10, 10, 10, 10, 10, 4, 4))
+    team = AccountProfile("acct_t", (TierChange(datetime(2026, 1, 1, tzinfo=UTC), "team"),), budget_usd=Decimal(50))
+    month = rated(team, NOV_1, 300)
+    assert projected_total(month, BOOK, datetime(2026, 11, 1, 6, tzinfo=UTC), big) is None
+    assert projected_total(month, BOOK, datetime(2026, 11, 2, 14, 23, tzinfo=UTC), big) is None
+    assert projected_total(month, BOOK, datetime(2026, 11, 2, 14, 24, tzinfo=UTC), big) == Decimal("29.00")
+
+
+def test_given_an_upgrade_mid_month_then_the_run_rate_counts_from_the_sign_up_not_the_upgrade() -> None:
+    # Review v3b (3b): Personal since 1 Oct, Team from Mon 16 Nov 00:00; Wed 18 Nov 00:00, flat weights. 3,000
+    # video minutes on the Personal segment (1-16 Nov: its 5,000 included x 15/30 = 2,500 -> 500 over x $0.00072 =
+    # $0.36), 10,000 on Team's. The rate counts from 1 Nov (signed up before it): 13,000 / 17 days x 13 days left =
+    # 9,941.18 -> 9,941 more, on the Team segment: 19,941 < its 50,000 x 15/30 = 25,000 included. Bill: the fee
+    # $29 x 15/30 = $14.50 + $0.36 = $14.86. (From the upgrade - the sign-up taken as the last tier change - 13,000 /
+    # 2 x 13 = 84,500 more -> 94,500, 69,500 over = $50.04: a $64.90 bill.)
+    upgraded = AccountProfile(
+        "acct_u",
+        (TierChange(datetime(2026, 10, 1, tzinfo=UTC), "personal"), TierChange(NOV_16, "team")),
+    )
+    counters = {(int(NOV_1.timestamp()), "video"): 3_000, (int(NOV_16.timestamp()), "video"): 10_000}
+    source = InMemoryMonthToDate(InMemoryAccountDirectory(upgraded), {("acct_u", "2026-11"): counters})
+    month = month_to_date(source, "acct_u", "2026-11", 0, BOOK).rated
+    now = datetime(2026, 11, 18, tzinfo=UTC)
+    assert signed_up_at(upgraded) == datetime(2026, 10, 1, tzinfo=UTC)
+    assert month.total == Decimal("14.86")  # nothing more is projected than the Team segment's allowance holds
+    assert projected_total(month, BOOK, now, FLAT, signed_up_at(upgraded)) == Decimal("14.86")
+
+
+def test_given_the_fee_crossing_before_the_base_then_the_use_so_far_is_spread_over_the_base() -> None:
+    # Review v3b (1): Team, budget $36 (hard limit $40). Mon 2 Nov 10:00, weight 0.4 + 10/24 = 0.8167 < 1: the base
+    # not yet elapsed. $36 needs usage of $7.00 as rounded: 9,716 over x $0.00072 = $6.99552 -> $7.00 (9,715:
+    # $6.9948 -> $6.99) -> 59,716 minutes; $40 needs $11.00: 15,271 x 0.00072 = $10.99512 (15,270: $10.9944) ->
+    # 65,271 minutes. The use so far over the base (1), not over 0.8167:
+    # - 3,000 minutes: 3,000 a weekday; the rest of Monday (14/24) 1,750, each weekday 3,000, weekend day 1,200. To
+    #   the end of Mon 23 (Tue 3-Mon 23: 15 weekdays + 6 weekend days = 17.4): 3,000 + 1,750 + 52,200 = 56,950; Tue
+    #   24: 59,950 >= 59,716: Tuesday 24 November. $40: Wed 25 62,950, Thu 26 65,950 >= 65,271: Thursday 26.
+    # - 2,450 minutes (a steady 3,000 a weekday: 0.8167 x 3,000): 2,450 a weekday, under-estimated - the month's
+    #   24.6: by the end of Sun 29 (23.6) 2,450 x (1 + 23.6 - 0.8167) = 58,269.2 < 59,716, Mon 30 (24.6): 60,719:
+    #   Monday 30 November (at a true 3,000 a weekday: Wed 25) - later, but inside the month, and said now.
+    team = AccountProfile("acct_t", (TierChange(datetime(2026, 1, 1, tzinfo=UTC), "team"),), budget_usd=Decimal(36))
+    at = datetime(2026, 11, 2, 10, tzinfo=UTC)
+    assert projected_total(rated(team, NOV_1, 3_000), BOOK, at, DEFAULT_WEEKDAY_WEIGHTS) is None  # the dashboard's
+    assert bill_reached_on(rated(team, NOV_1, 3_000), BOOK, Decimal(36), at, DEFAULT_WEEKDAY_WEIGHTS) == date(
+        2026, 11, 24
+    )
+    assert bill_reached_on(rated(team, NOV_1, 3_000), BOOK, Decimal(40), at, DEFAULT_WEEKDAY_WEIGHTS) == date(
+        2026, 11, 26
+    )
+    assert bill_reached_on(rated(team, NOV_1, 2_450), BOOK, Decimal(36), at, DEFAULT_WEEKDAY_WEIGHTS) == date(
+        2026, 11, 30
+    )
+
+
+def test_the_moment_the_base_is_reached_for_the_alerts_re_check() -> None:
+    # November starts on a Sunday: 0.4 + 0.6 of Monday = 1 at Mon 2 Nov 14:24 (0.6 x 24 h = 14.4 h). August 2026
+    # starts on a Saturday: 0.4 + 0.4 + 0.2 of Monday at Mon 3 Aug 04:48 (0.2 x 24 h). Signed up Mon 16 Nov 00:00:
+    # one weekday later, Tue 17 00:00. Signed up Mon 30 Nov 20:00: 4 h of weight 1/6 are left: not this month.
+    from kilo_billing.budgets import base_reached_at  # noqa: PLC0415
+
+    weights = DEFAULT_WEEKDAY_WEIGHTS
+    assert base_reached_at(datetime(2026, 11, 2, 10, tzinfo=UTC), weights) == datetime(2026, 11, 2, 14, 24, tzinfo=UTC)
+    assert base_reached_at(datetime(2026, 8, 1, 1, tzinfo=UTC), weights) == datetime(2026, 8, 3, 4, 48, tzinfo=UTC)
+    assert base_reached_at(datetime(2026, 11, 16, 9, tzinfo=UTC), weights, NOV_16) == datetime(2026, 11, 17, tzinfo=UTC)
+    late = datetime(2026, 11, 30, 20, tzinfo=UTC)
+    assert base_reached_at(datetime(2026, 11, 30, 21, tzinfo=UTC), weights, late) is None

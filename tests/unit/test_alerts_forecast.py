@@ -6,13 +6,22 @@ use kilo_billing.budgets.bill_reached_on, D148). Team: $29 fee, 50,000 video min
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import pytest
 
-from kilo_alerts.logic import AlertPorts, AlertsPolicy, DeliveryPolicy, EventIncompleteError, handle_event
+from kilo_alerts.logic import (
+    FORECAST_DUE,
+    AlertPorts,
+    AlertsPolicy,
+    DeliveryPolicy,
+    EventIncompleteError,
+    handle_event,
+)
 from kilo_alerts.model import Outcome
+from kilo_alerts.ports import SendFailedError
 from kilo_billing.accounts import AccountProfile, TierChange
 from kilo_billing.aws import StorageUnavailableError
 from kilo_billing.budgets import DEFAULT_WEEKDAY_WEIGHTS, bill_reached_on, month_fee
@@ -196,7 +205,9 @@ def test_given_this_months_forecast_already_sent_then_a_later_event_does_not_rea
 
 def test_given_a_few_minutes_of_the_month_then_no_forecast_and_a_later_event_sends_it() -> None:
     # Review v3 (1): Sun 1 Nov 00:30, 300 video minutes, the $29.00 fee: 48 % of the $60 budget (a 40 % alert).
-    # Elapsed weight 0.4 x 30/1,440 = 1/120 < 1 (one weekday's, MIN_FORECAST_BASE): no forecast, nothing claimed.
+    # Elapsed weight 0.4 x 30/1,440 = 1/120 < 1 (one weekday's, the base): the 300 minutes are spread over the base
+    # (D148 amended (e3c)): 300 a weekday, + 300 x (24.6 - 1/120) = 7,677.5 -> 7,677 by the 30th, inside the 50,000
+    # included: the bill stays $29.00, $60 never reached: no forecast, nothing claimed.
     # By Tuesday noon 76,389 minutes ($48.00, the 80 % event): Tuesday 3 November (test_given_usage_growing_...).
     counters = {(NOV_1, "video"): 300}
     ports = ports_with(TEAM, InMemoryMonthToDate(InMemoryAccountDirectory(TEAM), {("acct_t", "2026-11"): counters}))
@@ -232,3 +243,102 @@ def test_given_an_event_handled_after_its_month_then_no_forecast_and_the_month_i
     at, handled = datetime(2026, 11, 28, tzinfo=UTC), datetime(2026, 12, 2, tzinfo=UTC)
     outcome = handle_event(*budget_event("48.00", 80, at), ports, POLICY, ms(handled))
     assert [(a.alert.kind, a.count(Outcome.SENT)) for a in outcome.alerts] == [("budget_threshold", 1)]
+
+
+def test_given_the_fee_crossing_thresholds_before_the_base_then_the_forecast_goes_with_the_first_event() -> None:
+    # Review v3b (1): Team, budget $36, thresholds 50/80/100. The month's first calls, 3,000 video minutes by Mon 2
+    # Nov 10:00: the bill is the $29.00 fee = 80.6 %: the 50 % and 80 % events come together, at weight 0.4 + 10/24
+    # = 0.8167 < 1 (the base), and no other event below 100 % is left. The 3,000 minutes spread over the base:
+    # 3,000 a weekday; $36 needs 59,716 minutes (9,716 over x $0.00072 = $6.99552 -> $7.00); the rest of Monday
+    # 14/24 x 3,000 = 1,750, by the end of Mon 23 (15 weekdays + 6 weekend days x 0.4 = 17.4): 3,000 + 1,750 +
+    # 52,200 = 56,950; Tue 24: 59,950 >= 59,716: Tuesday 24 November, with the first event; the second finds it sent.
+    team_36 = replace(TEAM, budget_usd=Decimal(36))
+    at = datetime(2026, 11, 2, 10, tzinfo=UTC)
+    ports = ports_with(team_36, month(team_36, 3_000))
+    sent = []
+    for percent in (50, 80):
+        outcome = handle_event(*budget_event("29.00", percent, at, team_36), ports, POLICY, ms(at))
+        sent += [(a.alert.values["date_label"], a.count(Outcome.SENT)) for a in outcome.alerts
+                 if a.alert.kind == "budget_forecast"]  # fmt: skip
+    assert sent == [("Tuesday 24 November", 1)]
+    # the hard limit's forecast, $40: 65,271 minutes (15,271 over x $0.00072 = $10.99512 -> $11.00); Wed 25 62,950,
+    # Thu 26 65,950 >= 65,271: Thursday 26 November
+    hard_40 = replace(team_36, hard_limit_usd=Decimal(40))
+    assert forecasts("29.00", 50, 3_000, at, hard_40) == ["Thursday 26 November"]
+
+
+def test_given_a_late_event_with_a_forecast_then_its_date_is_from_the_handlers_clock() -> None:
+    # Review v3b (3): the 80 % event of Tue 3 Nov noon ($48.00 of $60), handled at Wed 4 Nov 00:00 with the counters
+    # read then: 76,389 minutes. From the event's clock (weight 1.9): Tuesday 3 November (test_given_usage_growing_).
+    # From now, weight 0.4 + 1 + 1 = 2.4: 76,389 / 2.4 = 31,828.75 a weekday; $60 needs 93,049 minutes; Wed 4 adds
+    # 31,828 -> 108,217 >= 93,049: Wednesday 4 November.
+    handled = datetime(2026, 11, 4, tzinfo=UTC)
+    ports = ports_with(TEAM, month(TEAM, 76_389))
+    outcome = handle_event(*budget_event("48.00", 80, NOON), ports, POLICY, ms(handled))
+    assert [a.alert.values["date_label"] for a in outcome.alerts if a.alert.kind == "budget_forecast"] == [
+        "Wednesday 4 November"
+    ]
+
+
+def test_given_the_forecasts_sms_failed_for_now_then_the_redelivery_sends_it() -> None:
+    # Review v3b (3a): the 80 % event (Tuesday 3 November, test_given_usage_growing_...): the forecast's email goes,
+    # its SMS fails for now -> the event comes back; on the redelivery the email row is decided but the SMS row is
+    # 'retry': the forecast is not decided on every channel, so it is computed again and the SMS goes.
+    texting = replace(
+        TEAM, phone="+14155550100", phone_verified=True,
+        alert_preferences=(("budget_threshold", ("email",)), ("budget_forecast", ("email", "sms"))),
+    )  # fmt: skip
+    texter, mailer = ScriptedTexter(SendFailedError("SNS throttled")), ScriptedMailer()
+    ports = replace(ports_with(texting, month(texting, 76_389)), texter=texter, mailer=mailer)
+    with pytest.raises(EventIncompleteError):
+        handle_event(*budget_event("48.00", 80, NOON, texting), ports, POLICY, ms(NOON))
+    assert texter.sent == []
+    handle_event(*budget_event("48.00", 80, NOON, texting), ports, POLICY, ms(NOON) + 360_000)
+    assert ["Tuesday 3 November" in text for _, text in texter.sent] == [True]
+    assert len(mailer.sent) == 2  # the 80 % alert and the forecast, once each
+
+
+def test_given_a_few_first_minutes_crossing_the_fee_thresholds_then_a_re_check_at_the_base_sends_the_forecast() -> None:
+    # Review v3b (1): Team, budget $36, thresholds 50/80/100. The month's first batch, 50 video minutes by Mon 2 Nov
+    # 09:30: the $29.00 fee = 80.6 %, the 50 % and 80 % events together, at weight 0.4 + 9.5/24 = 0.7958 < 1 (the
+    # base). 50 a weekday (spread over the base) -> some 1,200 minutes by the 30th: no day, and no event below 100 %
+    # is left - so each asks again at the base's moment: 0.4 + 0.6 = 1 at Mon 2 Nov 14:24, 4 h 54 min = 17,640 s on.
+    team_36 = replace(TEAM, budget_usd=Decimal(36))
+    first, base = datetime(2026, 11, 2, 9, 30, tzinfo=UTC), datetime(2026, 11, 2, 14, 24, tzinfo=UTC)
+    counters = {(NOV_1, "video"): 50}
+    scheduler = RecordingScheduler()
+    source = InMemoryMonthToDate(InMemoryAccountDirectory(team_36), {("acct_t", "2026-11"): counters})
+    ports = replace(ports_with(team_36, source), scheduler=scheduler)
+    for percent in (50, 80):
+        outcome = handle_event(*budget_event("29.00", percent, first, team_36), ports, POLICY, ms(first))
+        assert [a.alert.kind for a in outcome.alerts] == ["budget_threshold"]
+    assert [(event["threshold_percent"], due, delay) for event, due, delay in scheduler.forecasts] == [
+        (50, ms(base), 17_640),
+        (80, ms(base), 17_640),
+    ]
+    rechecks = [
+        {"account_id": "acct_t", "period": "2026-11", "event": e, "due_ms": d} for e, d, _ in scheduler.forecasts
+    ]
+    # delivered early (the queue delays by 15 minutes at most), at 09:45: put back for the rest, 4 h 39 min = 16,740 s
+    early = datetime(2026, 11, 2, 9, 45, tzinfo=UTC)
+    assert handle_event(FORECAST_DUE, rechecks[0], ports, POLICY, ms(early)).alerts == ()
+    assert scheduler.forecasts[-1][1:] == (ms(base), 16_740)
+    # at 14:24, 3,000 minutes (3,000 a weekday over the base of 1): the rest of Monday 0.4 x 3,000 = 1,200; by the
+    # end of Tue 24 (Sun 0.4 + 17 weekdays + 6 weekend days x 0.4 = 19.8) 59,400 < 59,716 ($36 needs 9,716 over x
+    # $0.00072 = $6.99552 -> $7.00); Wed 25 (20.8): 62,400: Wednesday 25 November. The other re-check finds it sent.
+    counters[(NOV_1, "video")] = 3_000
+    due = handle_event(FORECAST_DUE, rechecks[0], ports, POLICY, ms(base))
+    assert [(a.alert.values["date_label"], a.count(Outcome.SENT)) for a in due.alerts] == [("Wednesday 25 November", 1)]
+    assert handle_event(FORECAST_DUE, rechecks[1], ports, POLICY, ms(base) + 1_000).alerts == ()
+    assert len(scheduler.forecasts) == 3  # none more: the base has elapsed
+
+
+def test_given_the_limit_reached_by_the_re_check_then_no_forecast_goes() -> None:
+    # the re-check at Mon 2 Nov 14:24 finds 60,000 minutes: $29.00 + 10,000 over x $0.00072 = $36.20 >= $36: the
+    # 100 % alert said it; "at this rate it passes around today" would say nothing more
+    team_36 = replace(TEAM, budget_usd=Decimal(36))
+    first, base = datetime(2026, 11, 2, 9, 30, tzinfo=UTC), datetime(2026, 11, 2, 14, 24, tzinfo=UTC)
+    ports = ports_with(team_36, month(team_36, 60_000))
+    event = budget_event("29.00", 80, first, team_36)[1]
+    recheck = {"account_id": "acct_t", "period": "2026-11", "event": event, "due_ms": ms(base)}
+    assert handle_event(FORECAST_DUE, recheck, ports, POLICY, ms(base)).alerts == ()

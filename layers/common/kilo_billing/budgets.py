@@ -43,8 +43,9 @@ DEFAULT_WEEKDAY_WEIGHTS: Final[tuple[Decimal, ...]] = (
 )
 MAX_THRESHOLDS: Final = 10
 MAX_THRESHOLD_PERCENT: Final = 1000  # the threshold contract's bound
-# the least weight elapsed (since the period's start or the sign-up) the forecast extrapolates from: one full
-# weekday's (Mon 2 Nov 14:24 when a month starts on a Sunday), so no burst of a few minutes is multiplied into a month
+# the least weight elapsed (since the period's start or the sign-up) the forecast extrapolates from, in days of the
+# heaviest weekday (scale-free: "10,...,4" and "1,...,0.4" give the same base, D148 amended (e3c)): one full such day
+# (Mon 2 Nov 14:24 when a month starts on a Sunday), so no burst of a few minutes is multiplied into a month
 MIN_FORECAST_BASE: Final = Fraction(1)
 _DAY = timedelta(days=1)
 _MICROSECOND = timedelta(microseconds=1)
@@ -253,8 +254,9 @@ def _days_ahead(now: datetime, weights: Sequence[Decimal]) -> Iterator[tuple[dat
 
 
 def signed_up_at(profile: AccountProfile) -> datetime | None:
-    """The account's sign-up: its first tier change (``None`` without any)."""
-    return profile.changes[0].at if profile.changes else None
+    """The account's sign-up: ``AccountProfile.signed_up_at``, its earliest tier change - not a later upgrade
+    (``None`` without any)."""
+    return profile.signed_up_at if profile.changes else None
 
 
 def _segment_at(rated: RatedPeriod, at: datetime) -> int:
@@ -275,22 +277,48 @@ def _with_added(rated: RatedPeriod, added: Sequence[Mapping[Meter, Fraction]], b
     return rate_segments(rated.period, segments, book)
 
 
-def _run_rates(
-    rated: RatedPeriod, now: datetime, weights: Sequence[Decimal], signed_up: datetime | None
-) -> dict[Meter, Fraction] | None:
-    """Base units per unit of weight, per meter, so far this month (all segments together), over the weight elapsed
-    since the period's start or the account's sign-up (``signed_up``: its first tier change), whichever is later -
-    the days before the account existed used nothing; ``None`` until that weighs at least ``MIN_FORECAST_BASE``
-    (D148). ``ValueError`` when ``now`` is not in ``rated``'s period."""
+def forecast_base(weights: Sequence[Decimal]) -> Fraction:
+    """The least weight elapsed the forecast extrapolates from: ``MIN_FORECAST_BASE`` days of the heaviest weekday
+    (the weights' scale cancels out, as in the run rate itself)."""
+    return MIN_FORECAST_BASE * Fraction(max(weights))
+
+
+def base_reached_at(now: datetime, weights: Sequence[Decimal], signed_up: datetime | None = None) -> datetime | None:
+    """The first instant of ``now``'s period at which the weight elapsed since its start or the sign-up, whichever
+    is later, weighs ``forecast_base`` (rounded up to a whole second): when the forecast has its base (D148 amended
+    (e3c): the alerts' re-check). ``None`` when that is not inside the period."""
+    period, _, _ = weighted_elapsed(now, weights)
+    start = period.start if signed_up is None else max(period.start, ensure_utc(signed_up))
+    if start >= period.end:
+        return None
+    target = forecast_base(weights) + (weighted_elapsed(start, weights)[2] if start > period.start else Fraction(0))
+    day, done = period.start.date(), Fraction(0)
+    while day <= (period.end - _DAY).date():
+        weight = _weight(day, weights)
+        if weight and done + weight >= target:
+            midnight = datetime(day.year, day.month, day.day, tzinfo=UTC)
+            return midnight + timedelta(seconds=math.ceil((target - done) / weight * 86_400))
+        day, done = day + _DAY, done + weight
+    return None
+
+
+def _elapsed(rated: RatedPeriod, now: datetime, weights: Sequence[Decimal], signed_up: datetime | None) -> Fraction:
+    """The weight elapsed since the period's start or the account's sign-up (``signed_up``: its first tier change),
+    whichever is later - the days before the account existed used nothing. ``ValueError`` when ``now`` is not in
+    ``rated``'s period."""
     period, _, elapsed = weighted_elapsed(now, weights)
     if period != rated.period:
         raise ValueError(f"the forecast of {rated.period} needs a time inside it, not {ensure_utc(now).isoformat()}")
     if signed_up is not None and signed_up > period.start:  # signed up this month: the rate counts from then
         elapsed -= weighted_elapsed(min(ensure_utc(signed_up), ensure_utc(now)), weights)[2]
-    if elapsed < MIN_FORECAST_BASE:
-        return None  # not enough data yet: a few minutes of use would be multiplied by thousands
+    return elapsed
+
+
+def _run_rates(rated: RatedPeriod, over: Fraction) -> dict[Meter, Fraction]:
+    """Base units per unit of weight, per meter, so far this month (all segments together), over the weight ``over``
+    (D148)."""
     used = {meter: sum((usage.totals.get(meter, 0) for usage in rated.segments), 0) for meter in Meter}
-    return {meter: Fraction(quantity) / elapsed for meter, quantity in used.items()}
+    return {meter: Fraction(quantity) / over for meter, quantity in used.items()}
 
 
 def bill_reached_on(
@@ -308,15 +336,18 @@ def bill_reached_on(
     projected by then is rated by rating's own ``rate_segments`` - fees fixed, each allowance first, the overage at
     the book's prices, each line rounded by ``round_money`` - until its total reaches the limit: a bill whose
     allowance covers the usage so far ($0 of usage) still reaches a limit once the allowance runs out (D148). Today
-    when the bill is already there; ``None`` without a limit, before ``MIN_FORECAST_BASE`` has elapsed (not enough
-    data yet) or when it is not reached within the month. The one
+    when the bill is already there; ``None`` without a limit, without any use or when it is not reached within the
+    month. Before ``forecast_base`` has elapsed the use so far is spread over that base (D148 amended (e3c)). The one
     forecast of a limit: the account API's and the forecast alert's."""
     if limit_usd is None:
         return None
     if rated.total >= limit_usd:
         return ensure_utc(now).date()
-    rates = _run_rates(rated, now, weights, signed_up)
-    if rates is None or not any(rates.values()):
+    # over at least the base (D148 amended (e3c)): the fee crosses the thresholds it covers with the month's first
+    # calls, before the base has elapsed, and no later event may come - so a forecast is always computed; early use
+    # is spread over the base as if it had elapsed (under-, never over-estimated: a burst counts as one day's use)
+    rates = _run_rates(rated, max(_elapsed(rated, now, weights, signed_up), forecast_base(weights)))
+    if not any(rates.values()):
         return None  # nothing to extrapolate from
     added = [dict.fromkeys(Meter, Fraction(0)) for _ in rated.segments]
     for day, start, weight in _days_ahead(now, weights):
@@ -342,10 +373,11 @@ def projected_total(
     the end of the month at its weekday-weighted run rate (``quantity x weight of the rest of the month / weight
     elapsed``, added to the segment in force on each day) and the whole rated by ``rate_segments`` (fees fixed,
     allowances first, lines rounded by ``round_money``). ``None`` ("not enough data yet") until the time elapsed
-    since the period's start or the sign-up weighs ``MIN_FORECAST_BASE``."""
-    rates = _run_rates(rated, now, weights, signed_up)
-    if rates is None:
-        return None
+    since the period's start or the sign-up weighs ``forecast_base`` (one day of the heaviest weekday)."""
+    elapsed = _elapsed(rated, now, weights, signed_up)
+    if elapsed < forecast_base(weights):
+        return None  # not enough data yet: a few minutes of use would be multiplied by thousands
+    rates = _run_rates(rated, elapsed)
     added = [dict.fromkeys(Meter, Fraction(0)) for _ in rated.segments]
     for _, start, weight in _days_ahead(now, weights):
         more = added[_segment_at(rated, start)]

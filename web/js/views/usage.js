@@ -41,7 +41,10 @@ function forecastCard(forecast) {
   }[forecast.status] || forecast.status;
   return section("Forecast",
     h("p", { class: "big", "data-testid": "projected-total" },
-      forecast.projected_total === null ? "Not enough data yet" : usd(forecast.projected_total)),
+      forecast.projected_total !== null ? usd(forecast.projected_total)
+        // too early to project (D148); past a limit the month's end is at least what is spent (D148 amended (e3c))
+        : ["over_budget", "hard_limit_reached"].includes(forecast.status) ? `At least ${usd(forecast.spent)}`
+          : "Not enough data yet"),
     h("p", {}, "Projected for the month's end (weekday-weighted)."),
     h("dl", {},
       h("dt", {}, "Budget"), h("dd", { "data-testid": "budget" }, forecast.budget_usd ? usd(forecast.budget_usd) : "none"),
