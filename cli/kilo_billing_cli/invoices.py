@@ -272,10 +272,10 @@ def _gateway_said(exc: Exception) -> tuple[str, str]:
 
 def _unavailable(exc: Exception, after: InvoiceRecord | None, made: Decimal | None, unread: str | None) -> str:
     """One line: what happened (Stripe not reached, or our setting wrong: fix it first), what is pending - and what of
-    it Stripe made before the failure (``made``, when the gateway says; else that part may be made; "not recorded yet"
-    only while our invoice records less than it since the request was made: the webhook may have) - and that a
-    rerun finishes it: the same request id, so what Stripe made of it is counted and nothing is sent twice. The
-    invoice unreadable (``unread``): whether a refund is pending is unknown."""
+    it Stripe made before the failure (``made``, when the gateway says and it is more than 0.00; never whether our
+    invoice recorded it yet: what it records since the request moves with outside refunds and failures too; else that
+    part may be made) - and that a rerun finishes it: the same request id, so what Stripe made of it is counted and
+    nothing is sent twice. The invoice unreadable (``unread``): whether a refund is pending is unknown."""
     what, then = _gateway_said(exc)
     finish = "so what Stripe made of it is counted and nothing is sent twice"
     if unread is not None:
@@ -288,13 +288,13 @@ def _unavailable(exc: Exception, after: InvoiceRecord | None, made: Decimal | No
     if pending is None:
         return f"{what}: no refund is pending; {then}run again to refund it"
     if made is None:
-        part = "part of it may already be made at Stripe"
-    elif after is not None and after.refunded - pending.refunded_before >= made:
-        part = f"Stripe made {money_str(made)} of it"  # the webhook recorded it meanwhile (rh2 3)
-    else:
-        part = f"{money_str(made)} of it made at Stripe before the failure, not recorded yet"
+        part = " (part of it may already be made at Stripe)"
+    elif made > 0:  # whether our invoice recorded it yet is not said: an outside refund or a failure moves it too
+        part = f" (Stripe made {money_str(made)} of it before the failure)"
+    else:  # nothing made: no made part to name (one made then failed at the bank is in the error's own words)
+        part = ""
     return (
-        f"{what}: the refund of {money_str(pending.amount)} is pending ({part}); {then}run again to finish it - "
+        f"{what}: the refund of {money_str(pending.amount)} is pending{part}; {then}run again to finish it - "
         f"the same request ({pending.refund_id}), {finish}"
     )
 
