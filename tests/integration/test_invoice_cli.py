@@ -658,8 +658,44 @@ def test_given_stripe_refuses_to_delete_its_draft_when_void_draft_then_exit_3_on
     void = ("invoice", "void-draft", "acct-a", "2026-03", "--reason", "dup", "--yes", *table)
     said, shown = _refused(capsys, *void, "--json")
     assert said == (
-        "kilo-billing: the card processor refused it (Stripe refused (400): not editable): acct-a's 2026-03 draft is "
-        "not voided (ours unchanged)\n"
+        "kilo-billing: Stripe's invoice is not voided or deleted (Stripe refused (400): not editable): acct-a's "
+        "2026-03 draft is not voided (ours unchanged)\n"
+    )
+    assert shown == {"refused": said.removeprefix("kilo-billing: ").strip()}
+    assert (invoicing.invoice("acct-a").status, str(invoicing.invoice("acct-a").total)) == (
+        InvoiceStatus.DRAFT,
+        "65.20",
+    )
+    assert list(invoicing.http.emulator.objects["invoice"]) == [at_stripe["id"]]
+
+
+@pytest.mark.parametrize(
+    ("status", "why"),
+    [
+        # Stripe's own state refuses it (it collected, or wrote it off): not the operator's input, so 3, not 2
+        ("paid", "Stripe's invoice {id} for KB-acct-a-00001 is paid; `kilo-billing invoice run` records it"),
+        (
+            "uncollectible",
+            "Stripe's invoice {id} for KB-acct-a-00001 is uncollectible; `kilo-billing invoice run` records it",
+        ),
+        # a status the adapter does not know: nothing was asked of Stripe, so nothing "refused" it
+        ("in_review", "Stripe invoice {id} has an unknown status 'in_review'"),
+    ],
+)
+def test_given_stripe_holds_its_invoice_in_a_state_that_cannot_be_voided_when_void_draft_then_exit_3_one_true_line(
+    invoicing: Invoicing, capsys: pytest.CaptureFixture[str], status: str, why: str
+) -> None:
+    """Review rh3. Stripe's March invoice (65.20) held ``status`` while ours is the draft. Before: paid and
+    uncollectible raised ValueError - exit 2 "bad input", where the README says a Stripe refusal exits 3; an unknown
+    status said "the card processor refused it" (nothing was asked of it). Now exit 3, one line saying Stripe's
+    invoice was not voided or deleted and why; ours still the draft (65.20), Stripe's invoice kept."""
+    at_stripe, table = _march_left_a_draft_at_stripe(invoicing, capsys)
+    at_stripe["status"] = status  # as Stripe would hold it now
+    void = ("invoice", "void-draft", "acct-a", "2026-03", "--reason", "dup", "--yes", *table)
+    said, shown = _refused(capsys, *void, "--json")
+    assert said == (
+        f"kilo-billing: Stripe's invoice is not voided or deleted ({why.format(id=at_stripe['id'])}): acct-a's "
+        "2026-03 draft is not voided (ours unchanged)\n"
     )
     assert shown == {"refused": said.removeprefix("kilo-billing: ").strip()}
     assert (invoicing.invoice("acct-a").status, str(invoicing.invoice("acct-a").total)) == (

@@ -1661,10 +1661,11 @@ def void_draft(
                 processor = f"Stripe draft invoice {found.gateway_id} deleted" + (
                     "" if held else " (Stripe no longer held it: an earlier try's answer lost)"
                 )
-            else:
-                raise ValueError(
-                    f"Stripe's invoice {found.gateway_id} for {invoice.number} is {found.status}: not voided "
-                    f"(`kilo-billing invoice run` records it)"
+            else:  # paid or uncollectible: Stripe's state refuses it, not the operator's input (review rh3)
+                raise GatewayRejectedError(
+                    f"Stripe's invoice {found.gateway_id} for {invoice.number} is {found.status}; "
+                    f"`kilo-billing invoice run` records it",
+                    found.status,
                 )
 
     def void(current: InvoiceRecord) -> InvoiceRecord:
