@@ -21,7 +21,8 @@ Stripe made of it - part may be made already, ``made_at_stripe`` when Stripe sai
 canceled not counted - is counted, nothing is sent twice). Either way one line on
 stderr, and the invoice as stored now on stdout (JSON with ``--json``: ``refunded_by_this_run``, ``refund_pending``
 - "unknown" when the invoice could not be read back - and ``refused`` or ``unavailable``). ``invoice void-draft``
-with Stripe unreachable exits 4 as well, refused by Stripe exits 3, our draft unchanged either way.
+with Stripe unreachable exits 4 as well, refused by Stripe (or its invoice paid, uncollectible or in a status we do not
+know) exits 3, our draft unchanged either way.
 
 ``invoice show --account ID [--period YYYY-MM]``: the account's invoices with status, amounts and Stripe's hosted
 page and PDF links; with ``--period``, that invoice's lines.
@@ -50,12 +51,14 @@ from kilo_billing_cli import arguments
 
 # ``invoice refund``: the amount asked was not refunded - the card processor refused it, or an earlier pending request
 # was finished instead (what either run made is recorded first and said): not a typo's 2. ``invoice void-draft``:
-# Stripe refused to void or delete its invoice, nothing voided
+# Stripe refused to void or delete its invoice, or holds it paid, uncollectible or in a status we do not know (Stripe's
+# state, not the operator's input): nothing voided
 EXIT_REFUSED = 3
-# ``invoice refund``: Stripe not reached, or our Stripe setting wrong (the secret missing or malformed, the key refused:
-# fix it first) - so the request recorded first stays pending (part may be made at Stripe): rerun, it finishes the
-# same request, counting what Stripe made (idempotency: never sent twice). ``void-draft``: nothing voided, rerun;
-# every command: storage unavailable (``StorageUnavailableError``, main.py) - the same code, rerun
+# ``invoice refund``: Stripe not reached, or our Stripe setting wrong (the secret missing, marked for deletion,
+# undecryptable or malformed, the key refused: fix it first) - so the request recorded first stays pending (part may
+# be made at Stripe): rerun, it finishes the same request, counting what Stripe made (idempotency: never sent twice).
+# ``void-draft``: nothing voided, rerun; every command: storage unavailable (``StorageUnavailableError``, main.py) -
+# the same code, rerun
 EXIT_UNAVAILABLE = 4
 
 
@@ -100,7 +103,8 @@ def add_parser(sub: Any) -> Any:
     void = commands.add_parser(
         "void-draft",
         help="void a month-end invoice still our draft (its issue refused for good): later closes proceed; exit 4 "
-        "when Stripe cannot be reached (nothing voided: run again), exit 3 when Stripe refuses (nothing voided)",
+        "when Stripe cannot be reached (nothing voided: run again), exit 3 when Stripe refuses or holds its invoice "
+        "paid, uncollectible or in an unknown status (nothing voided)",
     )
     void.add_argument("account")
     void.add_argument("period", type=arguments.period, help="YYYY-MM")
@@ -215,9 +219,11 @@ def _void_draft(args: argparse.Namespace, console: Console) -> None:
         if args.json:
             sys.stdout.write(json.dumps({"unavailable": said}, indent=2) + "\n")
         raise SystemExit(EXIT_UNAVAILABLE) from None
-    except GatewayRejectedError as exc:  # Stripe refused its side for good (rh2 6): ours still the draft - exit 3
-        said = f"the card processor refused it ({' '.join(str(exc).split())}): {args.account}'s {args.period} draft is "
-        said += "not voided (ours unchanged)"
+    except GatewayRejectedError as exc:  # Stripe refused its side (rh2 6), holds it paid or uncollectible, or in a
+        # status we do not know (nothing asked of it then: not said "refused", rh3): ours still the draft - exit 3
+        why = " ".join(str(exc).split())
+        said = f"Stripe's invoice is not voided or deleted ({why}): {args.account}'s {args.period} draft is not voided "
+        said += "(ours unchanged)"
         sys.stderr.write(f"kilo-billing: {said}\n")
         if args.json:
             sys.stdout.write(json.dumps({"refused": said}, indent=2) + "\n")
@@ -272,10 +278,10 @@ def _gateway_said(exc: Exception) -> tuple[str, str]:
 
 def _unavailable(exc: Exception, after: InvoiceRecord | None, made: Decimal | None, unread: str | None) -> str:
     """One line: what happened (Stripe not reached, or our setting wrong: fix it first), what is pending - and what of
-    it Stripe made before the failure (``made``, when the gateway says; else that part may be made; "not recorded yet"
-    only while our invoice records less than it since the request was made: the webhook may have) - and that a
-    rerun finishes it: the same request id, so what Stripe made of it is counted and nothing is sent twice. The
-    invoice unreadable (``unread``): whether a refund is pending is unknown."""
+    it Stripe made before the failure (``made``, when the gateway says and it is more than 0.00; never whether our
+    invoice recorded it yet: what it records since the request moves with outside refunds and failures too; else that
+    part may be made) - and that a rerun finishes it: the same request id, so what Stripe made of it is counted and
+    nothing is sent twice. The invoice unreadable (``unread``): whether a refund is pending is unknown."""
     what, then = _gateway_said(exc)
     finish = "so what Stripe made of it is counted and nothing is sent twice"
     if unread is not None:
@@ -288,13 +294,13 @@ def _unavailable(exc: Exception, after: InvoiceRecord | None, made: Decimal | No
     if pending is None:
         return f"{what}: no refund is pending; {then}run again to refund it"
     if made is None:
-        part = "part of it may already be made at Stripe"
-    elif after is not None and after.refunded - pending.refunded_before >= made:
-        part = f"Stripe made {money_str(made)} of it"  # the webhook recorded it meanwhile (rh2 3)
-    else:
-        part = f"{money_str(made)} of it made at Stripe before the failure, not recorded yet"
+        part = " (part of it may already be made at Stripe)"
+    elif made > 0:  # whether our invoice recorded it yet is not said: an outside refund or a failure moves it too
+        part = f" (Stripe made {money_str(made)} of it before the failure)"
+    else:  # nothing made: no made part to name (one made then failed at the bank is in the error's own words)
+        part = ""
     return (
-        f"{what}: the refund of {money_str(pending.amount)} is pending ({part}); {then}run again to finish it - "
+        f"{what}: the refund of {money_str(pending.amount)} is pending{part}; {then}run again to finish it - "
         f"the same request ({pending.refund_id}), {finish}"
     )
 

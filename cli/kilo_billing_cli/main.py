@@ -8,7 +8,8 @@ nothing was wrong with the input, rerun it - storage (``StorageUnavailableError`
 or for ``invoice refund`` Stripe unreachable (or our Stripe setting wrong: the secret missing, marked for deletion,
 undecryptable or malformed, the key refused - fix it first): the request stays pending (part may be made at Stripe
 already) and a rerun finishes it, counting what was made - nothing sent twice; ``invoice void-draft`` with Stripe
-unreachable exits 4 too, refused by Stripe exits 3, nothing voided.
+unreachable exits 4 too, refused by Stripe (or its invoice paid, uncollectible or in a status we do not know) exits 3,
+nothing voided.
 """
 
 from __future__ import annotations

@@ -319,6 +319,55 @@ def test_given_one_refund_failure_by_two_event_types_either_side_of_month_end_af
     assert [subject for _, subject, _, _ in mailer.sent] == ["Your refund of $20.00 from Kilo did not reach your card"]
 
 
+def test_given_one_refund_failure_by_two_event_types_handled_concurrently_either_side_of_month_end_then_one_text(
+    ledger: Ledger,
+) -> None:
+    """D348 amended (review rh3): ours of 20.00 made, then Stripe says its failure twice, handled concurrently:
+    ``refund.failed`` (created 00:00:01 on 1 May) reads the invoice; before its write lands ``refund.updated``
+    (created 23:59:59 on 30 April) records the failure with its time, publishes, and its marker write is lost. The
+    first write then conflicts and is tried again on what is stored: the failure is known, nothing to write, and its
+    alert goes out. Before: dated by the time stored as read BEFORE the conflict (none: its own 1 May), the two alerts
+    fell in April and May - two texts, two emails. Now dated by the time on the invoice its winning attempt read
+    (23:59:59 on 30 April): one text, one email. Recorded once: 20.00 - 20.00 = 0.00 refunded, March keeps 65.20."""
+    gateway, intent, events = _ours_of_20_made(ledger)
+    bus, other_bus = _Recorded(), _Recorded()
+    failed = _refund("re_ours", intent, 2000, "failed", ours=True)
+    updated_at = int(datetime(2026, 4, 30, 23, 59, 59, tzinfo=UTC).timestamp())  # 1777593599 s: April
+    failed_at = int(datetime(2026, 5, 1, 0, 0, 1, tzinfo=UTC).timestamp())  # 1777593601 s: May
+    handled = (datetime(2026, 5, 1, 0, 0, 5, tzinfo=UTC), datetime(2026, 5, 1, 0, 0, 6, tzinfo=UTC))
+    store = ledger.store
+    write = store.update_invoice
+    _marker_write_lost_after_the_first_alert(other_bus, store, RefundFailedV1.DETAIL_TYPE)
+    lost_marker_write = store.update_invoice
+    first_write = [True]
+
+    def the_other_event_lands_first(*args: Any, **kwargs: Any) -> Any:
+        if first_write[0]:  # refund.failed's first write: refund.updated runs to its lost marker write before it
+            first_write[0] = False
+            store.update_invoice = lost_marker_write
+            with pytest.raises(TimeoutError):
+                _stripe(ledger, gateway, events, "evt_u", "refund.updated", failed, other_bus, updated_at, handled[0])
+            store.update_invoice = the_other_event_lands_first
+        return write(*args, **kwargs)
+
+    store.update_invoice = the_other_event_lands_first
+    _stripe(ledger, gateway, events, "evt_f", "refund.failed", failed, bus, failed_at, handled[1])
+    alerts = [detail for kind, detail in (*other_bus.published, *bus.published) if kind == RefundFailedV1.DETAIL_TYPE]
+    # published twice (the first marker was lost), both as of the time refund.updated stored for re_ours
+    assert [(a["event_id"], a["occurred_at"]) for a in alerts] == [
+        ("refund-failed:re_ours", "2026-04-30T23:59:59+00:00")
+    ] * 2
+    march = _march(ledger)
+    assert (march.refunded, march.kept, "refund_failed:re_ours" in march.announced) == (NONE, Decimal("65.20"), True)
+    mailer, texter = _delivered_a_second_after_each(RefundFailedV1.DETAIL_TYPE, alerts, handled)
+    # the refund's 2000 cents: "$20.00"; a HIGH alert goes by email and SMS, once per key and month
+    assert [text for _, text in texter.sent] == [
+        "Kilo: our refund of $20.00 did not reach your card; the money is back with Kilo. Contact us about it. "
+        "Reply STOP to opt out"
+    ]
+    assert [subject for _, subject, _, _ in mailer.sent] == ["Your refund of $20.00 from Kilo did not reach your card"]
+
+
 @pytest.mark.parametrize(
     "created",
     [

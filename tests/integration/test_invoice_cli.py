@@ -532,7 +532,7 @@ def test_given_a_refund_over_two_cards_when_stripe_fails_after_the_first_then_ex
     said, shown = _refused(capsys, *refund, "--to-failed-card", *table, "--json", code=4)
     assert said.count("\n") == 1
     assert said.startswith("kilo-billing: Stripe could not be reached (25.20 of 65.20 refunded on")
-    assert "the refund of 65.20 is pending (25.20 of it made at Stripe before the failure, not recorded yet)" in said
+    assert "the refund of 65.20 is pending (Stripe made 25.20 of it before the failure)" in said
     assert "so what Stripe made of it is counted and nothing is sent twice" in said
     assert (shown["refunded"], shown["refund_pending"], shown["made_at_stripe"]) == ("0.00", "65.20", "25.20")
     made = [(r["payment_intent"], r["amount"]) for r in invoicing.http.emulator.objects["refund"].values()]
@@ -658,8 +658,44 @@ def test_given_stripe_refuses_to_delete_its_draft_when_void_draft_then_exit_3_on
     void = ("invoice", "void-draft", "acct-a", "2026-03", "--reason", "dup", "--yes", *table)
     said, shown = _refused(capsys, *void, "--json")
     assert said == (
-        "kilo-billing: the card processor refused it (Stripe refused (400): not editable): acct-a's 2026-03 draft is "
-        "not voided (ours unchanged)\n"
+        "kilo-billing: Stripe's invoice is not voided or deleted (Stripe refused (400): not editable): acct-a's "
+        "2026-03 draft is not voided (ours unchanged)\n"
+    )
+    assert shown == {"refused": said.removeprefix("kilo-billing: ").strip()}
+    assert (invoicing.invoice("acct-a").status, str(invoicing.invoice("acct-a").total)) == (
+        InvoiceStatus.DRAFT,
+        "65.20",
+    )
+    assert list(invoicing.http.emulator.objects["invoice"]) == [at_stripe["id"]]
+
+
+@pytest.mark.parametrize(
+    ("status", "why"),
+    [
+        # Stripe's own state refuses it (it collected, or wrote it off): not the operator's input, so 3, not 2
+        ("paid", "Stripe's invoice {id} for KB-acct-a-00001 is paid; `kilo-billing invoice run` records it"),
+        (
+            "uncollectible",
+            "Stripe's invoice {id} for KB-acct-a-00001 is uncollectible; `kilo-billing invoice run` records it",
+        ),
+        # a status the adapter does not know: nothing was asked of Stripe, so nothing "refused" it
+        ("in_review", "Stripe invoice {id} has an unknown status 'in_review'"),
+    ],
+)
+def test_given_stripe_holds_its_invoice_in_a_state_that_cannot_be_voided_when_void_draft_then_exit_3_one_true_line(
+    invoicing: Invoicing, capsys: pytest.CaptureFixture[str], status: str, why: str
+) -> None:
+    """Review rh3. Stripe's March invoice (65.20) held ``status`` while ours is the draft. Before: paid and
+    uncollectible raised ValueError - exit 2 "bad input", where the README says a Stripe refusal exits 3; an unknown
+    status said "the card processor refused it" (nothing was asked of it). Now exit 3, one line saying Stripe's
+    invoice was not voided or deleted and why; ours still the draft (65.20), Stripe's invoice kept."""
+    at_stripe, table = _march_left_a_draft_at_stripe(invoicing, capsys)
+    at_stripe["status"] = status  # as Stripe would hold it now
+    void = ("invoice", "void-draft", "acct-a", "2026-03", "--reason", "dup", "--yes", *table)
+    said, shown = _refused(capsys, *void, "--json")
+    assert said == (
+        f"kilo-billing: Stripe's invoice is not voided or deleted ({why.format(id=at_stripe['id'])}): acct-a's "
+        "2026-03 draft is not voided (ours unchanged)\n"
     )
     assert shown == {"refused": said.removeprefix("kilo-billing: ").strip()}
     assert (invoicing.invoice("acct-a").status, str(invoicing.invoice("acct-a").total)) == (
@@ -687,15 +723,15 @@ def test_given_the_webhook_recorded_the_made_part_when_a_rerun_meets_stripe_down
     invoicing: Invoicing, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Review rh2 3. 65.20 paid 40.00 (card 1) + 25.20 (card 2), all asked with ``--to-failed-card``: card 2's 25.20
-    made, card 1 down (exit 4, "not recorded yet": true then, 0.00 refunded). The charge.refunded webhook then records
-    the 25.20 (refunded 25.20, the 65.20 request still pending). A rerun, card 1 still down: before, "25.20 of it made
-    at Stripe before the failure, not recorded yet" - false, it is recorded. Now: "Stripe made 25.20 of it" (recorded
-    since the request: 25.20 - 0.00 before it = 25.20, not below the 25.20 made). Stripe back: 25.20 + 40.00 = 65.20."""
+    made, card 1 down (exit 4). The charge.refunded webhook then records the 25.20 (refunded 25.20, the 65.20 request
+    still pending). A rerun, card 1 still down: before, "25.20 of it made at Stripe before the failure, not recorded
+    yet" - false, it is recorded. Now (review rh3) neither line says whether it is recorded: "Stripe made 25.20 of it
+    before the failure", both times. Stripe back: 25.20 + 40.00 = 65.20."""
     first, second, refund, table = _march_card_1s_refund_returned(invoicing, capsys)
     seen = len(invoicing.http.emulator.events)
     answer = _card_1_down(invoicing, monkeypatch, first)
     said, shown = _refused(capsys, *refund, "--to-failed-card", *table, "--json", code=4)
-    assert "(25.20 of it made at Stripe before the failure, not recorded yet)" in said
+    assert "(Stripe made 25.20 of it before the failure)" in said
     for event in invoicing.http.emulator.events[seen:]:  # card 2's refund's events delivered meanwhile
         assert invoicing.webhook(event) == 200
     invoicing.payments()
@@ -704,7 +740,7 @@ def test_given_the_webhook_recorded_the_made_part_when_a_rerun_meets_stripe_down
 
     said, shown = _refused(capsys, *refund, "--to-failed-card", *table, "--json", code=4)
     assert "not recorded yet" not in said
-    assert "the refund of 65.20 is pending (Stripe made 25.20 of it); run again to finish it" in said
+    assert "the refund of 65.20 is pending (Stripe made 25.20 of it before the failure); run again to finish it" in said
     assert (shown["refunded"], shown["refunded_by_this_run"], shown["made_at_stripe"]) == ("25.20", "0.00", "25.20")
 
     monkeypatch.setattr(invoicing.http, "request", answer)  # Stripe back
@@ -732,6 +768,7 @@ def test_given_the_made_part_failed_at_the_bank_when_a_rerun_meets_stripe_down_t
     assert "; 25.20 made then failed at the card's bank (not sent again) before the next payment's refund" in said
     assert shown["made_at_stripe"] == "0.00"
     assert "25.20 of it made at Stripe" not in said
+    assert "the refund of 65.20 is pending; run again to finish it" in said  # 0.00 made: no made part named (rh3)
 
 
 def test_given_our_key_refused_after_part_of_a_refund_was_made_then_a_caller_sees_it_as_misconfigured(

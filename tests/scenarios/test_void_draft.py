@@ -70,7 +70,7 @@ def test_given_stripe_holds_a_paid_invoice_for_it_then_void_draft_refuses_and_ou
     _draft(world, monkeypatch)
     march = world.store.invoices["acme/2026-03"]
     world.gateway.invoices[march.invoice_id] = _Invoice("in_x", gateway_request(march, "cus_x"), "paid")
-    with pytest.raises(ValueError, match="Stripe's invoice in_x for KB-acme-00001 is paid: not voided"):
+    with pytest.raises(GatewayRejectedError, match="Stripe's invoice in_x for KB-acme-00001 is paid; "):
         void_draft(world.store, world.gateway, "acme", MAR, at(2, 4), "Stripe refuses the customer")
     assert world.store.invoices["acme/2026-03"].status is InvoiceStatus.DRAFT
     assert world.store.billing["acme"].credit == Decimal("0.00")

@@ -7,7 +7,10 @@ import json
 import re
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -194,3 +197,59 @@ def test_given_the_installed_console_script_then_it_runs() -> None:
     bad = subprocess.run([str(script), "estimate", "--tier", "gold"], capture_output=True, text=True, check=False)
     assert bad.returncode == 2
     assert "unknown tier" in bad.stderr
+
+
+def _pending_line(refunded: str, made: str) -> str:
+    """``invoice refund``'s exit-4 line: acct-a's March 65.20 asked (request ``acct-a/2026-03/refund/1``, 0.00 refunded
+    when it was made), Stripe down after making ``made`` of it; our invoice now records ``refunded``."""
+    from kilo_billing_cli.invoices import _unavailable  # noqa: PLC0415
+    from kilo_invoice.ports import GatewayPartlyUnavailableError  # noqa: PLC0415
+
+    pending = SimpleNamespace(amount=Decimal("65.20"), refunded_before=Decimal("0.00"), refund_id=REQUEST)
+    after: Any = SimpleNamespace(refunded=Decimal(refunded), refund_pending=pending)
+    return _unavailable(GatewayPartlyUnavailableError("down", Decimal(made)), after, Decimal(made), None)
+
+
+REQUEST = "acct-a/2026-03/refund/1"
+FINISH = (
+    f"run again to finish it - the same request ({REQUEST}), so what Stripe made of it is counted and nothing is sent "
+    "twice"
+)
+
+
+@pytest.mark.parametrize(
+    "refunded",
+    [
+        "0.00",  # nothing recorded since the request (the 25.20 not recorded yet)
+        "25.20",  # the 25.20's charge.refunded recorded meanwhile
+        "30.00",  # a 30.00 dashboard refund recorded meanwhile, our 25.20 not: 30.00 - 0.00 >= 25.20 said "recorded"
+    ],
+)
+def test_given_part_of_a_pending_refund_made_when_stripe_fails_then_the_line_says_it_made_without_guessing_recorded(
+    refunded: str,
+) -> None:
+    """Review rh3 (D358 amended): "not recorded yet" or not was read from refunded - refunded_before, which an outside
+    refund or a failure recorded meanwhile moves too. Now the line says what Stripe said it made (25.20) and nothing of
+    whether our invoice has recorded it, whatever it records."""
+    assert _pending_line(refunded, "25.20") == (
+        "Stripe could not be reached (down): the refund of 65.20 is pending (Stripe made 25.20 of it before the "
+        f"failure); {FINISH}"
+    )
+
+
+@pytest.mark.parametrize(
+    "refunded",
+    [
+        "0.00",  # before: 0.00 - 0.00 >= 0.00, "Stripe made 0.00 of it"
+        "-25.20",  # a made part's failure recorded meanwhile: before, "0.00 of it made ..., not recorded yet"
+    ],
+)
+def test_given_nothing_of_a_pending_refund_made_when_stripe_fails_then_the_line_names_no_made_part(
+    refunded: str,
+) -> None:
+    """Review rh3 (D358 amended): Stripe made 0.00 of the request (a part made then failed at the bank is named by the
+    error's own words): the line says nothing of a made part."""
+    assert (
+        _pending_line(refunded, "0.00")
+        == f"Stripe could not be reached (down): the refund of 65.20 is pending; {FINISH}"
+    )

@@ -983,7 +983,13 @@ def _refund_failed_event(
     ours_id = ours if isinstance(ours, str) and ours else None
     sent = (_ref(event.obj.get("charge")) or "", event.created)
     before = invoice
-    invoice = _save_with(store, invoice, lambda inv: _refund_not_made(inv, refund, amount, ours_id, sent), now)
+    read: list[InvoiceRecord] = [invoice]
+
+    def record(inv: InvoiceRecord) -> InvoiceRecord:  # keeps the invoice each attempt read: the last one won
+        read.append(inv)
+        return _refund_not_made(inv, refund, amount, ours_id, sent)
+
+    invoice = _save_with(store, invoice, record, now)
     published: tuple[str, ...] = ()
     marker = f"refund_failed:{refund}"
     if refund and amount > 0 and marker not in invoice.announced:
@@ -997,7 +1003,7 @@ def _refund_failed_event(
             amount=money_str(amount),
             reason=reason if isinstance(reason, str) and reason else str(status or "unknown"),
             ours=ours_id is not None,
-            occurred_at=_failure_dated(before, refund, event, now),  # every event saying it: one month's key
+            occurred_at=_failure_dated(read[-1], refund, event, now),  # every event saying it: one month's key
         )
         publisher.publish(RefundFailedV1.DETAIL_TYPE, alert.model_dump())
         invoice = _mark_announced(store, invoice, marker)
@@ -1012,7 +1018,8 @@ def _failure_dated(invoice: InvoiceRecord, refund: str, event: _StripeEvent, now
     write another of them publishes again, and dated by its own ``created`` either side of a UTC month end it was a
     second text and email. The time as read before the write, not after: a later-handled event created earlier moves
     the stored time back (``_failed_earlier``, for the money), which would move its alert to the other month (D348
-    amended, review g2)."""
+    amended, review g2). Read by the write's winning attempt: after a conflict the invoice re-read holds what the
+    concurrent event stored, the one read first does not (review rh3)."""
     _, at = dict(invoice.failed_refunds_at).get(refund, ("", 0))
     return _dated(at, now) if at > 0 else event.occurred_at(now)
 
@@ -1654,10 +1661,11 @@ def void_draft(
                 processor = f"Stripe draft invoice {found.gateway_id} deleted" + (
                     "" if held else " (Stripe no longer held it: an earlier try's answer lost)"
                 )
-            else:
-                raise ValueError(
-                    f"Stripe's invoice {found.gateway_id} for {invoice.number} is {found.status}: not voided "
-                    f"(`kilo-billing invoice run` records it)"
+            else:  # paid or uncollectible: Stripe's state refuses it, not the operator's input (review rh3)
+                raise GatewayRejectedError(
+                    f"Stripe's invoice {found.gateway_id} for {invoice.number} is {found.status}; "
+                    f"`kilo-billing invoice run` records it",
+                    found.status,
                 )
 
     def void(current: InvoiceRecord) -> InvoiceRecord:

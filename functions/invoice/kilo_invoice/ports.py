@@ -34,9 +34,10 @@ class GatewayUnavailableError(Exception):
 
 
 class GatewayMisconfiguredError(GatewayUnavailableError):
-    """Our side of the processor is wrong, not the request's payment: the key's secret missing or malformed, the key
-    revoked or without a permission, an object or idempotency key of ours the processor does not accept. Unavailable
-    (retried, never acted on as a refusal) until an operator fixes it; where a failure is let pass, it is alarmed."""
+    """Our side of the processor is wrong, not the request's payment: the key's secret missing, marked for deletion,
+    undecryptable or malformed, the key revoked or without a permission, an object or idempotency key of ours the
+    processor does not accept. Unavailable (retried, never acted on as a refusal) until an operator fixes it; where a
+    failure is let pass, it is alarmed."""
 
 
 class GatewayPartlyUnavailableError(GatewayUnavailableError):
