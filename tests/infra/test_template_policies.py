@@ -448,3 +448,33 @@ def test_given_solana_runs_whose_listing_server_stays_behind_then_ten_minutes_of
         "notBreaching",
     )
     assert alarm["AlarmActions"] == [{"Ref": "OperatorAlarmTopic"}]
+
+
+def test_given_sweeps_whose_still_reached_event_the_bus_refuses_then_three_in_a_row_alarm(template: Template) -> None:
+    """D71 amended (e4c): a ``HardLimitStillReached.v1`` the bus refuses no longer fails the sweep (no dead-letter
+    queue, no alarm of its own): the handler counts ``StillReachedUnpublished``. One refusal is retried by the next
+    run (5 minutes later); three sweeps in a row with one (3 five-minute periods, each Sum >= 1; a sweep without -
+    no data - breaks the row) leave a late joiner in a call over the hard limit for 15 minutes: the operator is
+    told, like ``RoomServiceUnanswered``."""
+    from kilo_billing.observability import Metric  # noqa: PLC0415
+    from kilo_rate_usage.sweeper_handler import SERVICE  # noqa: PLC0415
+
+    [alarm] = [
+        alarm["Properties"]
+        for alarm in template.of_type("AWS::CloudWatch::Alarm").values()
+        if alarm["Properties"]["MetricName"] == Metric.STILL_REACHED_UNPUBLISHED.value
+    ]
+    assert alarm["Namespace"] == "KiloBilling"
+    assert alarm["Dimensions"] == [{"Name": "service", "Value": SERVICE}]
+    assert (alarm["Statistic"], alarm["Period"], alarm["EvaluationPeriods"], alarm["DatapointsToAlarm"]) == (
+        "Sum",
+        300,
+        3,
+        3,
+    )
+    assert (alarm["Threshold"], alarm["ComparisonOperator"], alarm["TreatMissingData"]) == (
+        1,
+        "GreaterThanOrEqualToThreshold",
+        "notBreaching",
+    )
+    assert alarm["AlarmActions"] == [{"Ref": "OperatorAlarmTopic"}]

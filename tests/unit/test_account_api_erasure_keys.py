@@ -18,3 +18,17 @@ def test_given_a_removal_keyed_per_session_then_its_pseudonym_is_read_before_the
     assert not names_identity("ENFORCEMENT#2026-11@50#schedule_removal#-#-")  # the account's own step
     assert names_identity("ENFORCEMENT#2026-11@50#remove#standup#alice")  # written before D214: an identity
     assert names_identity("ENFORCEMENT#2026-11@50#remove#standup#alice#1795168980000")  # an identity, with a join
+
+
+def test_given_an_identity_shaped_like_a_pseudonym_and_a_join_in_a_key_other_than_a_removal_then_it_is_deleted() -> (
+    None
+):
+    """Review v4b (D214 amended (e4c)): only a removal's key adds its session's join after the pseudonym. A record of
+    another action written before D214 naming the identity ``erased-0123456789abcdef#42`` (an identity only shaped
+    like a pseudonym is personal data, D239) ends ``#<pseudonym-shaped>#42`` too: it names an identity and is
+    deleted, as before the join was read."""
+    shaped = "erased-0123456789abcdef#42"  # "erased-" + 16 hex digits, then "#42": an identity, not a pseudonym
+    assert names_identity(f"ENFORCEMENT#2026-11@50#audio_only#standup#{shaped}")
+    assert names_identity(f"ENFORCEMENT#2026-11@50#restore#standup#{shaped}")
+    assert not names_identity(f"ENFORCEMENT#2026-11@50#audio_only#standup#{ALICE}")  # a pseudonym alone: kept
+    assert not names_identity(f"ENFORCEMENT#2026-10#audio_only#standup#{ALICE}")  # no limit in the scope: kept

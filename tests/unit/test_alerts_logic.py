@@ -21,9 +21,9 @@ from kilo_alerts.logic import (
     deliver_alert,
     handle_event,
 )
-from kilo_alerts.model import Alert, Channel, Delivery, Outcome, Participant, Severity
+from kilo_alerts.model import Alert, Channel, Delivery, EnforcementAction, Outcome, Participant, Severity
 from kilo_alerts.ports import RoomControlFailedError
-from kilo_billing.accounts import AccountProfile
+from kilo_billing.accounts import AccountProfile, pseudonym
 from kilo_billing.aws import StorageUnavailableError
 from kilo_billing.budgets import BudgetChange, apply_budget
 from kilo_billing.contracts import HardLimitStillReachedV1, UsageThresholdCrossedV1, limit_scope
@@ -492,3 +492,47 @@ def test_given_a_still_reached_event_of_last_month_then_nothing_is_enforced_unde
     assert (out.alerts, out.enforcement) == ((), ())
     assert rooms.permissions[("webinar", "guest")] == FULL
     assert scheduler.scheduled == [("acct_1", "2026-11", 120, "50")]
+
+
+def test_given_the_removal_step_redelivered_after_a_removed_hosts_session_closed_then_the_host_is_not_claimed_again() -> (
+    None
+):
+    """Review v4b: host (joined 10:00) and guest (10:01) narrowed at 10:00:05. The step at 10:02:05 removes the host
+    (its claim keyed by its 10:00 join) but the guest's RemoveParticipant fails (RoomService 503): the step is
+    redelivered. Rating closes the host's removed session meanwhile, so at 10:02:40 the index lists the guest only and
+    the host is "narrowed, unlisted" - an unlisted participant has no join (0), so its removal key was another one:
+    a second claim of the same removed session (LiveKit asked again, a ``gone`` record). One already removed under the
+    limit (done or gone, any join) is not looked for again: the redelivery removes the guest only."""
+    signup = (TierChange(datetime(2026, 1, 1, tzinfo=UTC), "team"),)
+    profile = AccountProfile("acct_1", signup, email="ada@example.com", hard_limit_usd=Decimal(50))
+    directory = InMemoryAccountDirectory(profile)
+    rooms = FakeRooms({("webinar", "host"): dict(FULL), ("webinar", "guest"): dict(FULL)})
+    host, guest = Participant("webinar", "host", AT_10_00), Participant("webinar", "guest", AT_10_00 + MINUTE)
+    sessions, scheduler, spend = StaticSessions(host, guest), RecordingScheduler(), InMemoryEntitlements(directory)
+    ledger = InMemoryEnforcementLedger()
+    ports = AlertPorts(
+        directory, InMemoryLedger(), ScriptedMailer(), ScriptedTexter(), spend, spend, sessions, rooms, ledger,
+        scheduler, InMemoryMonthToDate(directory),
+    )  # fmt: skip
+    policy = AlertsPolicy(DeliveryPolicy("https://x/prefs", dashboard_url="https://dash.example/"))
+    crossed = UsageThresholdCrossedV1(
+        event_id="threshold:acct_1:2026-11:hard_limit@50:100", account_id="acct_1", period="2026-11",
+        meter="hard_limit", threshold_percent=100, used="50.40", limit="50", occurred_at="2026-11-20T10:00:00+00:00",
+        scope=limit_scope(Decimal(50)),
+    )  # fmt: skip
+    handle_event(crossed.DETAIL_TYPE, crossed.model_dump(), ports, policy, AT_10_00 + 5_000)  # both audio-only
+    rooms.failures.append(RoomControlFailedError("RoomService 503"))  # sorted by identity: the guest is first
+    with pytest.raises(Exception):  # noqa: B017, PT011 - the step is incomplete: the queue delivers it again
+        handle_event(ENFORCEMENT_STEP, REMOVAL_STEP, ports, policy, AT_10_00 + 125_000)
+    assert ("webinar", "host") not in rooms.permissions  # the host removed at 10:02:05
+    sessions.participants = [guest]  # rating closed the host's removed session
+    calls_before = len(rooms.calls)
+    handle_event(ENFORCEMENT_STEP, REMOVAL_STEP, ports, policy, AT_10_00 + 160_000)  # the redelivery at 10:02:40
+    assert ("webinar", "guest") not in rooms.permissions
+    assert [call for call in rooms.calls[calls_before:] if call[2] == "host" or call[0] == "identities"] == []
+    removals = sorted(
+        (record.joined_ms, record.outcome)
+        for record in ledger.items.values()
+        if record.action is EnforcementAction.REMOVE and record.identity == pseudonym("acct_1", "host")
+    )
+    assert removals == [(AT_10_00, "done")]  # one session, one claim (not also (0, "gone"))

@@ -74,16 +74,16 @@ def test_given_a_call_passing_the_limit_with_no_event_then_the_periodic_check_an
     limited(repo, "0.50")
     open_call(repo, "PA_a", "PA_b")
     # 3 days: 2 x 4,320 = 8,640 audio, inside the 10,000 included: $0.00
-    assert check_running_limits(repo, publisher, CONFIG, NOV_1 + 3 * DAY_MS) == 0
+    assert check_running_limits(repo, publisher, CONFIG, NOV_1 + 3 * DAY_MS, unpublished=[]) == 0
     # 5 days: 2 x 7,200 = 14,400: 4,400 over x $0.00036 = $1.584 -> $1.58 >= $0.50
-    assert check_running_limits(repo, publisher, CONFIG, NOV_1 + 5 * DAY_MS) == 1
+    assert check_running_limits(repo, publisher, CONFIG, NOV_1 + 5 * DAY_MS, unpublished=[]) == 1
     assert announced(publisher) == [("hard_limit", 100, "1.58")]
     assert publisher.published[0][1]["event_id"] == "threshold:acct_run:2026-11:hard_limit@0.5:100"
-    assert check_running_limits(repo, publisher, CONFIG, NOV_1 + 6 * DAY_MS) == 0  # once
+    assert check_running_limits(repo, publisher, CONFIG, NOV_1 + 6 * DAY_MS, unpublished=[]) == 0  # once
     # an account without a budget or hard limit is not even rated
     other = InMemoryUsageRepository()
     open_call(other, "PA_a", "PA_b")
-    assert check_running_limits(other, publisher, CONFIG, NOV_1 + 30 * DAY_MS) == 0
+    assert check_running_limits(other, publisher, CONFIG, NOV_1 + 30 * DAY_MS, unpublished=[]) == 0
 
 
 class StaleIndex(InMemoryUsageRepository):
@@ -110,7 +110,7 @@ def test_given_the_index_still_listing_a_call_that_ended_then_it_is_not_counted_
     repo.counters[("acct_run", "2026-11")] = {(segment, "audio"): 8_640}
     # counted open as well it would be 8,640 + 2 x 7,200 = 23,040 audio: over the limit; re-read, it is closed, and
     # only what the aggregate says is announced: 8,640 of 10,000 audio = 86 %, its 50 and 80 % (no bill, no limit)
-    assert check_running_limits(repo, publisher, CONFIG, NOV_1 + 5 * DAY_MS) == 2
+    assert check_running_limits(repo, publisher, CONFIG, NOV_1 + 5 * DAY_MS, unpublished=[]) == 2
     assert announced(publisher) == [("audio", 50, "8640"), ("audio", 80, "8640")]
 
 
@@ -130,21 +130,23 @@ def test_given_a_participant_joining_after_the_hard_limit_was_enforced_then_each
     limited(repo, "0.50")
     open_call(repo, "PA_a", "PA_b")
     # 5 days: 2 x 7,200 = 14,400 audio: 4,400 over x $0.00036 = $1.584 -> $1.58 >= $0.50: announced (the crossing)
-    assert check_running_limits(repo, publisher, CONFIG, NOV_1 + 5 * DAY_MS) == 1
+    assert check_running_limits(repo, publisher, CONFIG, NOV_1 + 5 * DAY_MS, unpublished=[]) == 1
     assert still_reached(publisher) == []  # announced in this run: the crossing's own event enforces it
     # enforcement removed PA_a and PA_b at day 5; rating closed their 14,400 audio minutes into the aggregate
     repo.sessions.clear()
     repo.counters[("acct_run", "2026-11")] = {(int(JAN_1.timestamp()), "audio"): 14_400}
-    assert check_running_limits(repo, publisher, CONFIG, NOV_1 + 5 * DAY_MS + 300_000) == 0  # no call: nothing
+    assert (
+        check_running_limits(repo, publisher, CONFIG, NOV_1 + 5 * DAY_MS + 300_000, unpublished=[]) == 0
+    )  # no call: nothing
     assert still_reached(publisher) == []
     open_call(repo, "PA_c", start_ms=NOV_1 + 6 * DAY_MS)  # joins a day later
     # day 7: 14,400 + 1,440 = 15,840 audio: 5,840 over x $0.00036 = $2.1024 -> $2.10 (still >= $0.50; "2.1" as
     # decimal_str writes it, like the crossing's used)
     # no new hard-limit crossing; 3 = the closed 14,400 of 10,000 audio's allowance 50/80/100 % (here first read: no
     # rating of the close in this test; rating announces them when it rates it)
-    assert check_running_limits(repo, publisher, CONFIG, NOV_1 + 7 * DAY_MS) == 3
+    assert check_running_limits(repo, publisher, CONFIG, NOV_1 + 7 * DAY_MS, unpublished=[]) == 3
     # day 10: 14,400 + 4 x 1,440 = 20,160 audio: 10,160 over x $0.00036 = $3.6576 -> $3.66
-    assert check_running_limits(repo, publisher, CONFIG, NOV_1 + 10 * DAY_MS) == 0
+    assert check_running_limits(repo, publisher, CONFIG, NOV_1 + 10 * DAY_MS, unpublished=[]) == 0
     assert still_reached(publisher) == [
         ("0.5", "2.1", f"still_reached:acct_run:2026-11:hard_limit@0.5:{NOV_1 + 7 * DAY_MS}"),
         ("0.5", "3.66", f"still_reached:acct_run:2026-11:hard_limit@0.5:{NOV_1 + 10 * DAY_MS}"),
@@ -156,7 +158,7 @@ def test_given_a_participant_joining_after_the_hard_limit_was_enforced_then_each
     repo.accounts.profiles["acct_run"] = replace(
         repo.accounts.profiles["acct_run"], hard_limit_usd=Decimal(5), hard_limit_version=1
     )
-    assert check_running_limits(repo, publisher, CONFIG, NOV_1 + 11 * DAY_MS) == 0
+    assert check_running_limits(repo, publisher, CONFIG, NOV_1 + 11 * DAY_MS, unpublished=[]) == 0
     assert len(still_reached(publisher)) == 2
 
 
@@ -182,11 +184,11 @@ def test_given_a_still_reached_publish_refused_then_another_accounts_first_cross
             repo.sessions[session.key] = StoredSession(session, {}, f"v-{sid}")
     # day 5, each account: 2 x 7,200 = 14,400 audio: 4,400 over x $0.00036 = $1.584 -> $1.58: >= $0.50 (a crosses),
     # < $3 (b not)
-    assert check_running_limits(repo, publisher, CONFIG, NOV_1 + 5 * DAY_MS) == 1
+    assert check_running_limits(repo, publisher, CONFIG, NOV_1 + 5 * DAY_MS, unpublished=[]) == 1
     # day 7: 2 x 10,080 = 20,160 audio: 10,160 over x $0.00036 = $3.6576 -> $3.66: a still reached (its event
     # throttled), b crosses its $3: announced in the same run
     unpublished: list[str] = []
-    assert check_running_limits(repo, publisher, CONFIG, NOV_1 + 7 * DAY_MS, (), unpublished) == 1
+    assert check_running_limits(repo, publisher, CONFIG, NOV_1 + 7 * DAY_MS, unpublished=unpublished) == 1
     hard = [(d["account_id"], d["used"]) for t, d in publisher.published
             if t == UsageThresholdCrossedV1.DETAIL_TYPE and d["meter"] == "hard_limit"]  # fmt: skip
     assert hard == [("acct_a", "1.58"), ("acct_b", "3.66")]
@@ -195,5 +197,5 @@ def test_given_a_still_reached_publish_refused_then_another_accounts_first_cross
     # day 8, the bus answering again: 2 x 11,520 = 23,040 audio: 13,040 over x $0.00036 = $4.6944 -> $4.69, both
     # accounts still reached and announced before: each said again (the retry of acct_a's day-7 event)
     publisher.throttled = False
-    assert check_running_limits(repo, publisher, CONFIG, NOV_1 + 8 * DAY_MS) == 0
+    assert check_running_limits(repo, publisher, CONFIG, NOV_1 + 8 * DAY_MS, unpublished=[]) == 0
     assert [(scope, used) for scope, used, _ in still_reached(publisher)] == [("0.5", "4.69"), ("3", "4.69")]

@@ -472,12 +472,23 @@ def _narrowed_unlisted(
 ) -> list[Participant]:
     """The participants narrowed under ``limit`` that the open sessions (``listed``) do not list, by pseudonym: the
     index is eventually consistent and may not list yet one the audio-only step's read found (a grace of 0 s,
-    D262), so each is looked for in its room (``_LiveIdentities``) and removed, or recorded ``gone``."""
+    D262), so each is looked for in its room (``_LiveIdentities``) and removed, or recorded ``gone``. One with a
+    removal under ``limit`` already decided (``done`` or ``gone``, of any join) is not: an unlisted participant has no
+    join (0), so its removal key is not its session's - a redelivered step would claim the removed session again once
+    rating closed it (D71 amended (e4c))."""
+    records = stored(account_id, ledger.actions(account_id))
     seen = {Participant(found.room, pseudonym(account_id, found.identity)) for found in listed}
+    seen |= {
+        Participant(record.room, record.identity)
+        for record in records
+        if record.action is EnforcementAction.REMOVE
+        and (record.period, record.limit) == (period, limit)
+        and record.outcome in ("done", "gone")
+    }
     return sorted(
         {
             Participant(record.room, record.identity)
-            for record in stored(account_id, ledger.actions(account_id))
+            for record in records
             if record.action is EnforcementAction.AUDIO_ONLY
             and (record.period, record.limit, record.outcome) == (period, limit, "done")
             and record.identity != MARKER

@@ -661,7 +661,8 @@ def check_running_limits(
     config: RatingConfig,
     now_ms: int,
     ended: Iterable[tuple[str, str]] = (),
-    unpublished: list[str] | None = None,
+    *,
+    unpublished: list[str],
 ) -> int:
     """The periodic check (the sweeper's schedule): a budget percentage or a hard limit reached by calls still going
     on, with no new event for the account to make rating look, is announced like any crossing - the same
@@ -675,9 +676,10 @@ def check_running_limits(
     after the enforcement (a token minted before the limit, an app skipping the entitlement check) is enforced too
     (D71 amended). Such an event the bus refuses (``PublishError``: throttled, a failed entry) is not retried here
     nor does it stop the run: the accounts after it are still checked (their first crossings published); the next run
-    says it again - that is its retry. The account and the reason are appended to ``unpublished`` (the handler logs
-    and counts them). A first crossing the bus refuses still fails the run (Lambda's retry, then the dead-letter
-    queue): it is said once (D71 amended (e4b))."""
+    says it again - that is its retry. The account and the reason are appended to ``unpublished`` (required: the
+    handler logs and counts them, and three sweeps in a row with one alarm, D71 amended (e4c)). A first crossing the
+    bus refuses still fails the run (Lambda's retry, then the dead-letter queue): it is said once (D71 amended
+    (e4b))."""
     skip = set(ended)
     by_account: dict[str, list[StoredSession]] = defaultdict(list)
     for stored in repo.open_sessions():
@@ -698,8 +700,7 @@ def check_running_limits(
             try:
                 _still_reached(aggregate, profile, config, publisher, now_ms, running)
             except PublishError as exc:  # the next run says it again: its retry (D71 amended (e4b))
-                if unpublished is not None:
-                    unpublished.append(f"{aggregate.account_id}: {exc}")
+                unpublished.append(f"{aggregate.account_id}: {exc}")
     return announced
 
 

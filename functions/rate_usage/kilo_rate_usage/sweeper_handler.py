@@ -53,7 +53,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
                 deps.config,
                 now_ms,
                 ((close.room_sid, close.participant_sid) for close in closes),
-                unpublished,
+                unpublished=unpublished,
             )
     except Exception:
         logger.exception("the running-limits check failed; Lambda retries it once, then the dead-letter queue")
