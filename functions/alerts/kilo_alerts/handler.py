@@ -1,6 +1,6 @@
-"""Lambda handler for the alerts queue (the billing bus's alert events, through an EventBridge rule, the delayed
-removal steps of an enforcement and the forecast's re-checks, D148 amended (e3c)): each SQS record is one event,
-handled by one logic call (``handle_event``: keep the spend item, enforce a reached hard limit, deliver the alerts).
+"""Lambda handler for the alerts queue (the billing bus's alert events, through an EventBridge rule, and the delayed
+removal steps of an enforcement): each SQS record is one event, handled by one logic call (``handle_event``: keep the
+spend item, enforce a reached hard limit, deliver the alerts).
 
 Partial batch failures: a record whose delivery failed for now (a channel to retry) or that cannot be read is
 reported failed and redelivered by the queue; after ``maxReceiveCount`` the queue's redrive moves it to the alerts
