@@ -107,33 +107,3 @@ def test_given_a_budget_event_under_its_generated_role_then_the_forecast_reads_t
         "Your November 2026 bill so far reached 80% of your budget",
     ]
     assert {("dynamodb:Query", ALERTS_TABLE), ("dynamodb:BatchGetItem", USAGE_TABLE)} <= enforcement.allowed
-
-
-def test_given_a_forecast_re_check_under_its_generated_role_then_the_month_is_read_and_the_forecast_sent(
-    alerts_stack: AlertsStack, roles: Roles, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # D148 amended (e3c): the re-check of a threshold event that came before the forecast's base, as the alerts
-    # function puts it on its own queue (the removal step's SendMessage) and handles it when due: the figures of the test above ($100
-    # hard limit, 120,834 video minutes by Fri 20 Nov 10:00): Wednesday 25 November
-    from kilo_alerts.adapters import SqsRemovalScheduler  # noqa: PLC0415
-    from kilo_alerts.handler import lambda_handler  # noqa: PLC0415
-    from kilo_billing.contracts import UsageThresholdCrossedV1, limit_scope  # noqa: PLC0415
-
-    register(alerts_stack, "acct_f", name="F", email="f@example.com", budget_usd=Decimal(100),
-             hard_limit_usd=Decimal(100))  # fmt: skip
-    put_counters(alerts_stack.stack, "acct_f", {"video": 120_834})
-    due = datetime(2026, 11, 20, 10, tzinfo=UTC)
-    crossed = UsageThresholdCrossedV1(
-        event_id="e-80", account_id="acct_f", period="2026-11", meter="budget", threshold_percent=80, used="80.00",
-        limit="100", occurred_at=due.isoformat(), scope=limit_scope(Decimal(100)),
-    )  # fmt: skip
-    scheduler = SqsRemovalScheduler(alerts_stack.stack.clients["sqs"], alerts_stack.queue_url)
-    scheduler.schedule_forecast(crossed.model_dump(mode="json"), int(due.timestamp()) * 1000, 0)
-    monkeypatch.setattr("kilo_alerts.handler.time", SimpleNamespace(time=due.timestamp))
-    event = alerts_stack.sqs_event()
-    with roles.acting_as(FUNCTION) as enforcement:
-        answer = lambda_handler(event, LambdaContext(remaining_ms=60_000))
-    assert enforcement.denied == []
-    assert answer == {"batchItemFailures": []}
-    subjects = [str(mime(mail)["Subject"]) for mail in alerts_stack.sent_mail()]
-    assert subjects == ["At this rate your November 2026 bill passes your hard limit around Wednesday 25 November"]

@@ -147,17 +147,3 @@ def test_given_the_fee_crossing_before_the_base_then_the_use_so_far_is_spread_ov
     assert bill_reached_on(rated(team, NOV_1, 2_450), BOOK, Decimal(36), at, DEFAULT_WEEKDAY_WEIGHTS) == date(
         2026, 11, 30
     )
-
-
-def test_the_moment_the_base_is_reached_for_the_alerts_re_check() -> None:
-    # November starts on a Sunday: 0.4 + 0.6 of Monday = 1 at Mon 2 Nov 14:24 (0.6 x 24 h = 14.4 h). August 2026
-    # starts on a Saturday: 0.4 + 0.4 + 0.2 of Monday at Mon 3 Aug 04:48 (0.2 x 24 h). Signed up Mon 16 Nov 00:00:
-    # one weekday later, Tue 17 00:00. Signed up Mon 30 Nov 20:00: 4 h of weight 1/6 are left: not this month.
-    from kilo_billing.budgets import base_reached_at  # noqa: PLC0415
-
-    weights = DEFAULT_WEEKDAY_WEIGHTS
-    assert base_reached_at(datetime(2026, 11, 2, 10, tzinfo=UTC), weights) == datetime(2026, 11, 2, 14, 24, tzinfo=UTC)
-    assert base_reached_at(datetime(2026, 8, 1, 1, tzinfo=UTC), weights) == datetime(2026, 8, 3, 4, 48, tzinfo=UTC)
-    assert base_reached_at(datetime(2026, 11, 16, 9, tzinfo=UTC), weights, NOV_16) == datetime(2026, 11, 17, tzinfo=UTC)
-    late = datetime(2026, 11, 30, 20, tzinfo=UTC)
-    assert base_reached_at(datetime(2026, 11, 30, 21, tzinfo=UTC), weights, late) is None

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any
 
 from kilo_alerts.enforcement import EnforcementPorts
 from kilo_alerts.model import Delivery, EnforcementRecord, Held, Narrowing, Outcome, Participant
@@ -251,13 +249,9 @@ class StaticSessions:
 class RecordingScheduler:
     def __init__(self) -> None:
         self.scheduled: list[tuple[str, str, int, str]] = []
-        self.forecasts: list[tuple[dict[str, Any], int, int]] = []  # the forecast re-checks: (event, due, delay)
 
     def schedule_removal(self, account_id: str, period: str, delay_seconds: int, limit: str) -> None:
         self.scheduled.append((account_id, period, delay_seconds, limit))
-
-    def schedule_forecast(self, event: Mapping[str, Any], due_ms: int, delay_seconds: int) -> None:
-        self.forecasts.append((dict(event), due_ms, delay_seconds))
 
 
 def enforcement_ports(

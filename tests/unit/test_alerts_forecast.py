@@ -12,14 +12,7 @@ from decimal import Decimal
 
 import pytest
 
-from kilo_alerts.logic import (
-    FORECAST_DUE,
-    AlertPorts,
-    AlertsPolicy,
-    DeliveryPolicy,
-    EventIncompleteError,
-    handle_event,
-)
+from kilo_alerts.logic import AlertPorts, AlertsPolicy, DeliveryPolicy, EventIncompleteError, handle_event
 from kilo_alerts.model import Outcome
 from kilo_alerts.ports import SendFailedError
 from kilo_billing.accounts import AccountProfile, TierChange
@@ -296,49 +289,3 @@ def test_given_the_forecasts_sms_failed_for_now_then_the_redelivery_sends_it() -
     handle_event(*budget_event("48.00", 80, NOON, texting), ports, POLICY, ms(NOON) + 360_000)
     assert ["Tuesday 3 November" in text for _, text in texter.sent] == [True]
     assert len(mailer.sent) == 2  # the 80 % alert and the forecast, once each
-
-
-def test_given_a_few_first_minutes_crossing_the_fee_thresholds_then_a_re_check_at_the_base_sends_the_forecast() -> None:
-    # Review v3b (1): Team, budget $36, thresholds 50/80/100. The month's first batch, 50 video minutes by Mon 2 Nov
-    # 09:30: the $29.00 fee = 80.6 %, the 50 % and 80 % events together, at weight 0.4 + 9.5/24 = 0.7958 < 1 (the
-    # base). 50 a weekday (spread over the base) -> some 1,200 minutes by the 30th: no day, and no event below 100 %
-    # is left - so each asks again at the base's moment: 0.4 + 0.6 = 1 at Mon 2 Nov 14:24, 4 h 54 min = 17,640 s on.
-    team_36 = replace(TEAM, budget_usd=Decimal(36))
-    first, base = datetime(2026, 11, 2, 9, 30, tzinfo=UTC), datetime(2026, 11, 2, 14, 24, tzinfo=UTC)
-    counters = {(NOV_1, "video"): 50}
-    scheduler = RecordingScheduler()
-    source = InMemoryMonthToDate(InMemoryAccountDirectory(team_36), {("acct_t", "2026-11"): counters})
-    ports = replace(ports_with(team_36, source), scheduler=scheduler)
-    for percent in (50, 80):
-        outcome = handle_event(*budget_event("29.00", percent, first, team_36), ports, POLICY, ms(first))
-        assert [a.alert.kind for a in outcome.alerts] == ["budget_threshold"]
-    assert [(event["threshold_percent"], due, delay) for event, due, delay in scheduler.forecasts] == [
-        (50, ms(base), 17_640),
-        (80, ms(base), 17_640),
-    ]
-    rechecks = [
-        {"account_id": "acct_t", "period": "2026-11", "event": e, "due_ms": d} for e, d, _ in scheduler.forecasts
-    ]
-    # delivered early (the queue delays by 15 minutes at most), at 09:45: put back for the rest, 4 h 39 min = 16,740 s
-    early = datetime(2026, 11, 2, 9, 45, tzinfo=UTC)
-    assert handle_event(FORECAST_DUE, rechecks[0], ports, POLICY, ms(early)).alerts == ()
-    assert scheduler.forecasts[-1][1:] == (ms(base), 16_740)
-    # at 14:24, 3,000 minutes (3,000 a weekday over the base of 1): the rest of Monday 0.4 x 3,000 = 1,200; by the
-    # end of Tue 24 (Sun 0.4 + 17 weekdays + 6 weekend days x 0.4 = 19.8) 59,400 < 59,716 ($36 needs 9,716 over x
-    # $0.00072 = $6.99552 -> $7.00); Wed 25 (20.8): 62,400: Wednesday 25 November. The other re-check finds it sent.
-    counters[(NOV_1, "video")] = 3_000
-    due = handle_event(FORECAST_DUE, rechecks[0], ports, POLICY, ms(base))
-    assert [(a.alert.values["date_label"], a.count(Outcome.SENT)) for a in due.alerts] == [("Wednesday 25 November", 1)]
-    assert handle_event(FORECAST_DUE, rechecks[1], ports, POLICY, ms(base) + 1_000).alerts == ()
-    assert len(scheduler.forecasts) == 3  # none more: the base has elapsed
-
-
-def test_given_the_limit_reached_by_the_re_check_then_no_forecast_goes() -> None:
-    # the re-check at Mon 2 Nov 14:24 finds 60,000 minutes: $29.00 + 10,000 over x $0.00072 = $36.20 >= $36: the
-    # 100 % alert said it; "at this rate it passes around today" would say nothing more
-    team_36 = replace(TEAM, budget_usd=Decimal(36))
-    first, base = datetime(2026, 11, 2, 9, 30, tzinfo=UTC), datetime(2026, 11, 2, 14, 24, tzinfo=UTC)
-    ports = ports_with(team_36, month(team_36, 60_000))
-    event = budget_event("29.00", 80, first, team_36)[1]
-    recheck = {"account_id": "acct_t", "period": "2026-11", "event": event, "due_ms": ms(base)}
-    assert handle_event(FORECAST_DUE, recheck, ports, POLICY, ms(base)).alerts == ()

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
 
 import pytest
 
@@ -180,9 +178,6 @@ class UnreachableScheduler:
 
     def schedule_removal(self, account_id: str, period: str, delay_seconds: int, limit: str) -> None:
         self.asked += 1
-        raise StorageUnavailableError("SQS SendMessage: unreachable")
-
-    def schedule_forecast(self, event: Mapping[str, Any], due_ms: int, delay_seconds: int) -> None:
         raise StorageUnavailableError("SQS SendMessage: unreachable")
 
 

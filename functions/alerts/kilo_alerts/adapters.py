@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from email.message import EmailMessage
 from email.utils import make_msgid
 from typing import Any, Final
@@ -268,24 +268,6 @@ class SqsRemovalScheduler:
             "detail-type": "EnforcementStepDue.v1",  # kilo_alerts.logic.ENFORCEMENT_STEP
             "source": ALERTS_SOURCE,
             "detail": {"account_id": account_id, "period": period, "step": "remove", "limit": limit},
-        }
-        call(
-            self._client.send_message,
-            QueueUrl=self._queue_url,
-            MessageBody=json.dumps(body),
-            DelaySeconds=max(0, min(900, delay_seconds)),
-        )
-
-    def schedule_forecast(self, event: Mapping[str, Any], due_ms: int, delay_seconds: int) -> None:
-        body = {
-            "detail-type": "BudgetForecastDue.v1",  # kilo_alerts.logic.FORECAST_DUE
-            "source": ALERTS_SOURCE,
-            "detail": {  # the account and period beside the event: the handler's log correlation reads them
-                "account_id": event.get("account_id"),
-                "period": event.get("period"),
-                "event": dict(event),
-                "due_ms": due_ms,
-            },
         }
         call(
             self._client.send_message,

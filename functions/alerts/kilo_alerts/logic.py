@@ -81,7 +81,7 @@ from kilo_billing.accounts import (
     pseudonym,
     pseudonymised_in,
 )
-from kilo_billing.budgets import DEFAULT_WEEKDAY_WEIGHTS, base_reached_at, bill_reached_on, signed_up_at
+from kilo_billing.budgets import DEFAULT_WEEKDAY_WEIGHTS, bill_reached_on, signed_up_at
 from kilo_billing.catalog import Catalog, default_catalog
 from kilo_billing.contracts import HardLimitStillReachedV1, PaymentFailedV1, UsageThresholdCrossedV1, limit_scope
 from kilo_billing.entitlements import EntitlementSource, Reading, SpendRecorder
@@ -89,7 +89,6 @@ from kilo_billing.month_to_date import MonthToDateSource, month_to_date
 from kilo_billing.periods import Period
 
 ENFORCEMENT_STEP: Final = "EnforcementStepDue.v1"  # the delayed removal step (adapters.SqsRemovalScheduler)
-FORECAST_DUE: Final = "BudgetForecastDue.v1"  # the forecast's re-check once its base has elapsed (D148 amended (e3c))
 HARD: Final = "budget_hard_limit"
 FORECAST: Final = "budget_forecast"  # "at this rate ...": once a month (its key), for the limit in force
 FORECAST_KEY: Final = "forecast"
@@ -547,8 +546,6 @@ def handle_event(
         return EventOutcome(
             enforcement=tuple(remove_account(account, period, limit, ports.enforcing, policy.enforcement, now_ms))
         )
-    if detail_type == FORECAST_DUE:
-        return _forecast_due(detail, ports, policy, now_ms, last_attempt)
     if detail_type == HardLimitStillReachedV1.DETAIL_TYPE:
         return _still_reached(HardLimitStillReachedV1.model_validate(detail), ports, policy, now_ms)
     if detail_type in OPERATOR_EVENTS:
@@ -695,53 +692,15 @@ def _hard_limit_alert(event: UsageThresholdCrossedV1, hard_limit: Decimal, versi
     return alert_from_event(UsageThresholdCrossedV1.DETAIL_TYPE, hard_event.model_dump())
 
 
-def _forecast_due(
-    detail: Mapping[str, Any], ports: AlertPorts, policy: AlertsPolicy, now_ms: int, last_attempt: bool
-) -> EventOutcome:
-    """The forecast's re-check of a threshold event that came before the forecast's base had elapsed and forecast no
-    day (D148 amended (e3c)): due at ``due_ms``, the base's moment; delivered earlier (the queue delays by at most 15
-    minutes), it is put back for the rest of the wait. Then the month is forecast as ``_forecast`` does, from now;
-    nothing when the limit is already reached (its alert said so) or the forecast was decided meanwhile."""
-    due_ms, found = detail.get("due_ms"), detail.get("event")
-    if not isinstance(due_ms, int) or not isinstance(found, Mapping):
-        raise AlertError("a forecast re-check names the threshold event and when it is due (due_ms)")
-    event = UsageThresholdCrossedV1.model_validate(found)
-    if now_ms < due_ms:
-        ports.scheduler.schedule_forecast(found, due_ms, -(-(due_ms - now_ms) // 1000))
-        return EventOutcome()
-    profile, _ = ports.entitlements.read(event.account_id)
-    if profile is None:
-        return EventOutcome()
-    delivered: list[AlertOutcome] = []
-    causes: list[Exception] = []
-    for alert in _forecast(event, profile, ports, policy, now_ms, recheck=True):
-        try:
-            delivered.append(_deliver(alert, ports, policy, now_ms, last_attempt))
-        except DeliveryIncompleteError as exc:
-            delivered.append(exc.outcome)
-            causes.append(exc)
-    if causes:
-        raise EventIncompleteError(EventOutcome(alerts=tuple(delivered)), causes)
-    return EventOutcome(alerts=tuple(delivered))
-
-
 def _forecast(
-    event: UsageThresholdCrossedV1,
-    profile: AccountProfile,
-    ports: AlertPorts,
-    policy: AlertsPolicy,
-    now_ms: int,
-    recheck: bool = False,
+    event: UsageThresholdCrossedV1, profile: AccountProfile, ports: AlertPorts, policy: AlertsPolicy, now_ms: int
 ) -> list[Alert]:
     """ "At this rate you will pass your limit around <date>": the hard limit if set, else the budget; once a month.
     The month's quantities per meter (rating's counters and the open sessions, as read now) are extrapolated from
     now, the handler's clock (an event handled late or redelivered is not extrapolated from its own time with
     counters read since), and rated (``bill_reached_on``, as the account API, D148): usage of $0 while an allowance
     lasts still grows. Nothing once now is past the event's month, nor once this month's forecast is decided on
-    every channel (checked before the month is read: a failed read then sends nothing back to the queue). No day
-    forecast before the base has elapsed (the month's first calls: the fee crosses the thresholds it covers at once)
-    schedules a re-check at the base's moment (``_forecast_due``; D148 amended (e3c)); ``recheck``: this is it (the
-    bill so far as read now, and nothing once the limit is reached)."""
+    every channel (checked before the month is read: a failed read then sends nothing back to the queue)."""
     limit, name = (
         (profile.hard_limit_usd, "hard limit") if profile.hard_limit_usd is not None else (profile.budget_usd, "budget")
     )
@@ -750,14 +709,8 @@ def _forecast(
         return []
     book = policy.catalog.for_period(Period.parse(event.period))
     mtd = month_to_date(ports.month, event.account_id, event.period, now_ms, book, profile=profile)
-    if recheck and mtd.rated.total >= limit:
-        return []
     day = bill_reached_on(mtd.rated, book, limit, now, policy.weekday_weights, signed_up_at(profile))
     if day is None:
-        base_at = base_reached_at(now, policy.weekday_weights, signed_up_at(profile))
-        if base_at is not None and base_at > now:  # too early to tell: asked again once the base has elapsed
-            due_ms = int(base_at.timestamp()) * 1000
-            ports.scheduler.schedule_forecast(event.model_dump(mode="json"), due_ms, -(-(due_ms - now_ms) // 1000))
         return []
     return [
         Alert(
@@ -768,7 +721,7 @@ def _forecast(
             severity=Severity.MEDIUM,
             values={
                 "period_label": Period.parse(event.period).start.strftime("%B %Y"),
-                "used": money_text(str(mtd.rated.total) if recheck else event.used),
+                "used": money_text(event.used),
                 "limit": money_text(str(limit)),
                 "limit_name": name,
                 "date_label": f"{day:%A} {day.day} {day:%B}",

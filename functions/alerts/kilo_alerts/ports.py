@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Protocol
 
 from kilo_alerts.model import Delivery, EnforcementRecord, Held, MarginSnapshot, Narrowing, Participant
 
@@ -110,11 +109,6 @@ class RoomControl(Protocol):
 class RemovalScheduler(Protocol):
     def schedule_removal(self, account_id: str, period: str, delay_seconds: int, limit: str) -> None:
         """Deliver the removal step for the account (of the hard limit ``limit``) after ``delay_seconds``."""
-        ...
-
-    def schedule_forecast(self, event: Mapping[str, Any], due_ms: int, delay_seconds: int) -> None:
-        """Deliver the forecast re-check of the threshold event ``event`` (its detail), due at ``due_ms``, after
-        ``delay_seconds`` (D148 amended (e3c))."""
         ...
 
 
