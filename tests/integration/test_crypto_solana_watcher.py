@@ -1242,3 +1242,110 @@ def test_given_every_other_listing_call_refused_then_a_run_asks_again_20_times_a
     assert rpc.asks == 42
     assert (report.behind, report.to_block) == (True, first.to_block)
     assert watch.cursors.cursors["solana"].block_number == first.to_block
+
+
+# --- review rs3: the skipped-slot proof's own errors and its search ------------------------------------------------
+REFUSALS = ("getBlocks -32601", "getBlocks -32602", "parent getBlock -32602")
+
+
+def _refuse(monkeypatch: pytest.MonkeyPatch, refusal: str) -> None:
+    """A provider that answers the skipped-slot proof's calls with a JSON-RPC error: no ``getBlocks`` at all (-32601
+    "Method not found", the stand-in's answer to a method it lacks), or Agave's long-term storage failing (-32602
+    "BigTable query failed") on ``getBlocks`` or on the next block's ``getBlock(finalized, none)``."""
+    if refusal == "getBlocks -32601":
+        monkeypatch.delattr(SolanaStandin, "_rpc_getBlocks")
+        return
+
+    def bigtable(*_: object) -> None:
+        raise standin_module.RpcError(
+            standin_module.INVALID_PARAMS, "BigTable query failed (maybe timeout due to too large range?)"
+        )
+
+    if refusal == "getBlocks -32602":
+        monkeypatch.setattr(SolanaStandin, "_rpc_getBlocks", bigtable)
+        return
+    served = SolanaStandin._rpc_getBlock
+
+    def block(self: SolanaStandin, slot: int, config: dict[str, Any] | str | None = None) -> dict[str, Any]:
+        if isinstance(config, dict) and (config.get("transactionDetails"), config.get("commitment")) == (
+            "none",
+            "finalized",
+        ):
+            bigtable()  # the next block's parent asked; block_hash (confirmed) and the signatures (S) still served
+        return served(self, slot, config)
+
+    monkeypatch.setattr(SolanaStandin, "_rpc_getBlock", block)
+
+
+@pytest.mark.parametrize("refusal", REFUSALS)
+def test_given_the_skipped_slot_proof_answered_with_an_error_then_it_proves_nothing_and_the_other_payments_finalize(
+    chain: SolanaTestChain, watch: Watch, monkeypatch: pytest.MonkeyPatch, refusal: str
+) -> None:
+    """Review rs3: a JSON-RPC error from getBlocks (or the next block's getBlock) failed the whole run: no payment of
+    the chain was finalized any more and its cursor never moved (before the skipped-slot proof: the payment waited)."""
+    dead = chain.pay_sol(SOL // 10)  # slot S
+    good = chain.pay_sol(SOL // 5)  # slot S + 1
+    watch.run()
+    ids = {transfer.tx_id: payment_id for payment_id, transfer in watch.sink.transfers.items()}
+    chain.standin.forget(dead)  # its fork died: S skipped, S + 1's parent is S - 1
+    chain.standin.advance(LAG + 2)  # finalized = S + 3: both slots final
+    _refuse(monkeypatch, refusal)
+
+    report = watch.run()  # before: SolanaRpcError, both payments SEEN
+
+    # good: finalized status -> 1 finalized; dead: no status, no transaction, S not shown, the proof refused -> unproven
+    assert (report.finalized, report.orphaned, report.unproven, report.stuck) == (1, 0, 1, ())
+    assert watch.sink.status[ids[good]] is PaymentStatus.FINALIZED
+    assert watch.sink.status[ids[dead]] is PaymentStatus.SEEN
+    monkeypatch.undo()  # the provider answers again: S + 1's parent S - 1 < S proves S skipped
+    report = watch.run()
+    assert (report.orphaned, report.unproven) == (1, 0)
+    assert watch.sink.status[ids[dead]] is PaymentStatus.ORPHANED
+
+
+@pytest.mark.parametrize("refusal", REFUSALS)
+def test_given_a_listed_signature_whose_skipped_slot_proof_is_answered_with_an_error_then_the_run_ends_and_the_cursor_waits(
+    chain: SolanaTestChain, watch: Watch, monkeypatch: pytest.MonkeyPatch, refusal: str
+) -> None:
+    watch.run()
+    signature = chain.pay_sol(SOL // 10)  # slot S
+    landed = chain.standin.transaction(signature)
+    assert landed is not None
+    later = chain.pay_sol(SOL // 5)  # slot S + 1
+    chain.standin.forget(signature)
+    chain.standin.advance(LAG)  # finalized = S + 1
+    _refuse(monkeypatch, refusal)
+    stale = [SignatureInfo(signature, landed.slot, False)]
+
+    report = _run(watch, DeadForkListing(chain.standin.url, stale))  # before: SolanaRpcError, every run
+
+    # unproven: the cursor stops before S (S - 1), as for any listed signature not proven gone; 1 slot final < 750
+    assert report.to_block == watch.cursors.cursors["solana"].block_number == landed.slot - 1
+    assert (report.caught_up, report.stuck) == (False, ())
+    assert watch.sink.transfers == {}
+    monkeypatch.undo()
+    report = _run(watch, DeadForkListing(chain.standin.url, stale))
+    assert report.to_block == watch.cursors.cursors["solana"].block_number == chain.standin.slot
+    # 0.2 SOL = 200,000,000 lamports; nothing for the vanished one
+    assert [(t.tx_id, t.atomic_amount) for t in watch.sink.transfers.values()] == [(later, 200_000_000)]
+
+
+def test_given_a_leaders_whole_window_of_payments_on_a_dead_fork_then_each_is_proven_by_the_first_block_after_it(
+    chain: SolanaTestChain, watch: Watch
+) -> None:
+    """A leader's 4 slots S..S+3 all dropped: the block after S is not S + 1 (skipped too) but S + 4, found by
+    getBlocks; its parent S - 1 is before each of the 4 slots."""
+    paid = [chain.pay_sol(SOL // 100 + n) for n in range(4)]  # slots S..S+3, one each
+    watch.run()
+    slots = [landed.slot for landed in map(chain.standin.transaction, paid) if landed]
+    assert slots == [slots[0], slots[0] + 1, slots[0] + 2, slots[0] + 3]
+    for signature in paid:
+        chain.standin.forget(signature)
+    chain.standin.advance(LAG + 1)  # head S + 3 + 9, finalized S + 4, whose parentSlot is S - 1
+
+    report = watch.run()
+
+    # S, S+1, S+2, S+3: getBlocks(S+k+1, ...) -> first S + 4, parent S - 1 < S + k: 4 orphaned (the block after S
+    # taken as S + 1 would prove only S + 3's: S+1..S+3 skipped, no parent shown -> 3 unproven)
+    assert (report.orphaned, report.unproven, report.stuck) == (4, 0, ())
+    assert set(watch.sink.status.values()) == {PaymentStatus.ORPHANED}

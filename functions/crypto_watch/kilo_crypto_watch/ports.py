@@ -544,10 +544,12 @@ class SolanaRpc(Protocol):
 
     async def next_finalized_block(self, slot: int) -> int | None:
         """The first slot after ``slot`` holding a finalized block on the answering backend (``getBlocks`` of a
-        short range after it, ``finalized``); None when it shows none there."""
+        short range after it, ``finalized``); None when it shows none there or answers a JSON-RPC error (no
+        ``getBlocks`` at the provider, its long-term storage failing): no proof either way."""
         ...
 
     async def finalized_parent(self, slot: int) -> int | None:
         """The ``parentSlot`` of the finalized block at ``slot`` (``getBlock``, ``finalized``, ``transactionDetails:
-        none``); None when the backend does not show that block (as ``finalized_signatures``)."""
+        none``); None when the backend does not show that block (as ``finalized_signatures``) or answers any other
+        JSON-RPC error."""
         ...

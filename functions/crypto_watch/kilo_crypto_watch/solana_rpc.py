@@ -164,31 +164,37 @@ class SolanaRpcClient:
         return None if block is None else [str(signature) for signature in block.signatures or ()]
 
     async def next_finalized_block(self, slot: int) -> int | None:
-        # getBlocks' commitment is finalized by default (solana 0.41 sends none); its end is capped at the root
-        response = await self._request(self._client.get_blocks(slot + 1, slot + NEXT_BLOCK_SLOTS))
-        return min(response.value) if response.value else None
+        # getBlocks' commitment is finalized by default (solana 0.41 sends none); its end is capped at the root. Any
+        # JSON-RPC error answer (no getBlocks at the provider, -32601; "BigTable query failed", -32602) shows no block
+        # there: None, the proof not made (review rs3); a transport failure is the run's, as for every other call
+        response = await self._request(_unless_refused(self._client.get_blocks(slot + 1, slot + NEXT_BLOCK_SLOTS)))
+        return min(response.value) if response is not None and response.value else None
 
     async def finalized_parent(self, slot: int) -> int | None:
-        block = await self._finalized_block(slot, TransactionDetails.None_)
+        # the proof's last step: any JSON-RPC error answer proves nothing, as for getBlocks (review rs3)
+        block = await self._finalized_block(slot, TransactionDetails.None_, any_refusal=True)
         return None if block is None else int(block.parent_slot)
 
-    async def _finalized_block(self, slot: int, details: TransactionDetails) -> UiConfirmedBlock | None:
-        """``getBlock(slot, finalized)``; None when the server does not show it (BLOCK_NOT_SHOWN)."""
-        try:
-            response = await self._client.get_block(
-                slot,
-                transaction_details=details,
-                rewards=False,
-                commitment=Finalized,
-                max_supported_transaction_version=0,
+    async def _finalized_block(
+        self, slot: int, details: TransactionDetails, *, any_refusal: bool = False
+    ) -> UiConfirmedBlock | None:
+        """``getBlock(slot, finalized)``; None when the server does not show it (BLOCK_NOT_SHOWN; with
+        ``any_refusal``, any JSON-RPC error answer); a transport failure or an unreadable answer -> ``SolanaRpcError``
+        (``_request``)."""
+        only = None if any_refusal else BLOCK_NOT_SHOWN
+        response = await self._request(
+            _unless_refused(
+                self._client.get_block(
+                    slot,
+                    transaction_details=details,
+                    rewards=False,
+                    commitment=Finalized,
+                    max_supported_transaction_version=0,
+                ),
+                only,
             )
-        except RPCException as exc:
-            if exc.args and isinstance(exc.args[0], BLOCK_NOT_SHOWN):
-                return None
-            raise SolanaRpcError(f"solana rpc: {exc}") from exc
-        except (SolanaRpcException, httpx2.HTTPError) as exc:
-            raise SolanaRpcError(f"solana rpc: {exc}") from exc
-        return response.value
+        )
+        return None if response is None else response.value
 
     async def _request(self, call: Awaitable[T]) -> T:
         """One request; the provider raises ``RPCException`` for a JSON-RPC error and ``SolanaRpcException`` for the
@@ -207,6 +213,17 @@ class SolanaRpcClient:
             # an answer solders cannot read (a -32016 without its ``data``, say): a Rust panic surfaces as pyo3's
             # PanicException, a BaseException that no ``except Exception`` catches; it is this chain's failure alone
             raise SolanaRpcError(f"solana rpc: an answer the client could not read ({exc})") from exc
+
+
+async def _unless_refused(call: Awaitable[T], only: tuple[type, ...] | None = None) -> T | None:
+    """``call``'s answer; None for a JSON-RPC error answer (``only``: one whose message is of these solders error
+    message types). A transport failure, an unreadable answer or another error goes on to ``_request``'s mapping."""
+    try:
+        return await call
+    except RPCException as exc:
+        if only is None or (exc.args and isinstance(exc.args[0], only)):
+            return None
+        raise
 
 
 def _is_panic(exc: BaseException) -> bool:
