@@ -1303,6 +1303,35 @@ def test_given_the_skipped_slot_proof_answered_with_an_error_then_it_proves_noth
     assert watch.sink.status[ids[dead]] is PaymentStatus.ORPHANED
 
 
+def test_given_the_slots_own_block_answered_with_an_error_then_the_next_blocks_parent_still_proves_it_skipped(
+    chain: SolanaTestChain, watch: Watch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review rs3 (left by the fix, mended at the merge): the payment's own slot asked with its signatures
+    (``getBlock(S, finalized, signatures)``) answered by long-term storage failing (-32602 "BigTable query failed")
+    failed the whole run, as the proof's other calls did: it proves nothing now, and the next block's parent does."""
+    dead = chain.pay_sol(SOL // 10)  # slot S
+    good = chain.pay_sol(SOL // 5)  # slot S + 1
+    watch.run()
+    ids = {transfer.tx_id: payment_id for payment_id, transfer in watch.sink.transfers.items()}
+    chain.standin.forget(dead)  # its fork died: S skipped, S + 1's parent is S - 1
+    chain.standin.advance(LAG + 2)  # finalized = S + 3: both slots final
+    served = SolanaStandin._rpc_getBlock
+
+    def block(self: SolanaStandin, slot: int, config: dict[str, Any] | str | None = None) -> dict[str, Any]:
+        if isinstance(config, dict) and config.get("transactionDetails") == "signatures":
+            raise standin_module.RpcError(standin_module.INVALID_PARAMS, "BigTable query failed")
+        return served(self, slot, config)
+
+    monkeypatch.setattr(SolanaStandin, "_rpc_getBlock", block)
+
+    report = watch.run()  # before: SolanaRpcError, both payments SEEN
+
+    # good: finalized; dead: S's own block refused (nothing proven), S + 1's parent S - 1 < S: orphaned
+    assert (report.finalized, report.orphaned, report.unproven, report.stuck) == (1, 1, 0, ())
+    assert watch.sink.status[ids[good]] is PaymentStatus.FINALIZED
+    assert watch.sink.status[ids[dead]] is PaymentStatus.ORPHANED
+
+
 @pytest.mark.parametrize("refusal", REFUSALS)
 def test_given_a_listed_signature_whose_skipped_slot_proof_is_answered_with_an_error_then_the_run_ends_and_the_cursor_waits(
     chain: SolanaTestChain, watch: Watch, monkeypatch: pytest.MonkeyPatch, refusal: str

@@ -160,7 +160,7 @@ class SolanaRpcClient:
         return str(response.value.blockhash)
 
     async def finalized_signatures(self, slot: int) -> Sequence[str] | None:
-        block = await self._finalized_block(slot, TransactionDetails.Signatures)
+        block = await self._finalized_block(slot, TransactionDetails.Signatures, any_refusal=True)
         return None if block is None else [str(signature) for signature in block.signatures or ()]
 
     async def next_finalized_block(self, slot: int) -> int | None:
